@@ -1,0 +1,137 @@
+"""The `semtrace` command: click groups by noun; parse, call the library, print.
+
+Every command that prints data has `--json`. User errors are one sentence on
+stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from appliance.errors import SemtraceError
+from appliance.keys import Credential, find_credential, read_key_file, write_key_file
+from appliance.runtime import DATA_DIR_ENV, Runtime, default_data_dir, open_runtime
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, datetimes and tuples as plain JSON values."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {k: to_jsonable(v) for k, v in asdict(obj).items()}
+    if isinstance(obj, datetime):
+        return obj.isoformat().replace("+00:00", "Z")
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    return obj
+
+
+def emit_json(obj: Any) -> None:
+    click.echo(json.dumps(to_jsonable(obj), ensure_ascii=False, indent=1))
+
+
+def data_dir_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--data-dir", type=click.Path(path_type=Path), envvar=DATA_DIR_ENV,
+                        default=None, help="Data directory (default $SEMTRACE_DATA_DIR, then "
+                        "~/.local/share/semtrace).")(fn)
+
+
+def credential_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--key-file", type=click.Path(path_type=Path), default=None,
+                      help="Raw 32-byte master key file (mode 0600).")(fn)
+    fn = click.option("--passphrase-file", type=click.Path(path_type=Path), default=None,
+                      help="File holding the passphrase (or $SEMTRACE_PASSPHRASE_FILE).")(fn)
+    return fn
+
+
+def role_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--role", type=click.Choice(["analyst", "compliance", "operator"]),
+                        default=None, help="Role to act under (default from access.toml).")(fn)
+
+
+def credential(passphrase_file: Path | None, key_file: Path | None) -> Credential:
+    return find_credential(passphrase_file=passphrase_file, key_file=key_file)
+
+
+def open_dir(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None, *,
+             readonly: bool = False) -> Runtime:
+    """Open the data dir named on the command line."""
+    directory = data_dir or default_data_dir()
+    from appliance.runtime import is_initialised
+
+    if not is_initialised(directory):
+        return open_runtime(directory, None)  # raises the right sentence
+    return open_runtime(directory, credential(passphrase_file, key_file), readonly=readonly)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="semtrace")
+def cli() -> None:
+    """Semtrace: finds conversation threads in AI traffic from the prompts themselves."""
+
+
+@cli.command()
+@data_dir_option
+@credential_options
+@click.option("--new-key-file", type=click.Path(path_type=Path), default=None,
+              help="Create a new random key file (mode 0600) and use it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def init(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
+         new_key_file: Path | None, as_json: bool) -> None:
+    """Create an encrypted store in a new or empty data dir."""
+    from appliance.runtime import init_data_dir
+
+    directory = data_dir or default_data_dir()
+    if new_key_file is not None:
+        if new_key_file.exists():
+            raise SemtraceError(f"{new_key_file} already exists; it was not overwritten.")
+        write_key_file(new_key_file)
+        cred = read_key_file(new_key_file)
+    else:
+        cred = credential(passphrase_file, key_file)
+    init_data_dir(directory, cred)
+    if as_json:
+        emit_json({"data_dir": str(directory), "initialised": True})
+    else:
+        click.echo(f"Initialised an encrypted store in {directory}.")
+
+
+def _register_subcommands() -> None:
+    from appliance import cli_data, cli_model
+
+    cli.add_command(cli_model.model)
+    cli.add_command(cli_data.replay)
+    cli.add_command(cli_data.threads)
+    cli.add_command(cli_data.search)
+    cli.add_command(cli_data.demo)
+
+
+_register_subcommands()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors become one sentence and an exit code."""
+    try:
+        cli.main(args=argv, prog_name="semtrace", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("semtrace: interrupted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except SemtraceError as exc:
+        click.echo(f"semtrace: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("semtrace: interrupted.", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)

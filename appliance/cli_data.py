@@ -1,0 +1,272 @@
+"""`semtrace replay | threads | search | demo`: the data commands."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import click
+
+from appliance.cli import (
+    credential,
+    credential_options,
+    data_dir_option,
+    emit_json,
+    open_dir,
+    role_option,
+)
+from appliance.errors import SemtraceError
+from appliance.keys import Keyring
+from appliance.runtime import (
+    Runtime,
+    init_data_dir,
+    is_initialised,
+    make_pipeline,
+    open_runtime,
+    prepare_dir,
+)
+
+DEMO_STREAM = Path(__file__).parent / "demo" / "demo-stream.jsonl"
+
+
+@contextlib.contextmanager
+def _replay_runtime(data_dir: Path | None, passphrase_file: Path | None,
+                    key_file: Path | None) -> Iterator[Runtime]:
+    """The named data dir (initialised if empty or absent), or an ephemeral one."""
+    if data_dir is None:
+        tmp = Path(tempfile.mkdtemp(prefix="semtrace-replay-"))
+        try:
+            prepare_dir(tmp)
+            ring = Keyring.random()
+            from appliance.store import Store
+
+            Store.open(tmp, ring).close()
+            rt = open_runtime(tmp, keyring=ring)  # the key lives in memory only
+            try:
+                yield rt
+            finally:
+                rt.close()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
+    cred = credential(passphrase_file, key_file)
+    if not is_initialised(data_dir):
+        init_data_dir(data_dir, cred)
+    rt = open_runtime(data_dir, cred)
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as fh:
+        return sum(1 for _ in fh)
+
+
+def run_replay(rt: Runtime, source: Path, out: IO[str], *, strict: bool, batch: int) -> object:
+    from rich.progress import Progress
+
+    from appliance.replay import ReplayReport, read_prompts, replay
+
+    report = ReplayReport()
+    pipe = make_pipeline(rt)
+    total = _count_lines(source)
+    with source.open("r", encoding="utf-8", errors="strict") as fh, Progress(
+            transient=True, disable=not sys.stderr.isatty()) as prog:
+        task = prog.add_task("replay", total=total)
+        try:
+            prompts = read_prompts(fh, max_text_chars=rt.policies.correlation.max_text_chars,
+                                   strict=strict, report=report)
+            replay(pipe, prompts, out, batch=batch, report=report,
+                   progress=lambda n: prog.advance(task, n))
+        except UnicodeDecodeError:
+            raise SemtraceError(f"{source} is not valid UTF-8.") from None
+    return report
+
+
+@click.command()
+@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="Where to write one JSON line per input prompt.")
+@data_dir_option
+@credential_options
+@click.option("--strict", is_flag=True, help="Stop at the first bad line instead of skipping.")
+@click.option("--batch", type=click.IntRange(1, 4096), default=64, show_default=True,
+              help="Prompts per redaction/embedding batch and transaction.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def replay(source: Path, out_path: Path, data_dir: Path | None, passphrase_file: Path | None,
+           key_file: Path | None, strict: bool, batch: int, as_json: bool) -> None:
+    """Run the whole pipeline over a JSON-lines stream of prompts."""
+    with _replay_runtime(data_dir, passphrase_file, key_file) as rt:
+        tmp_out = out_path.with_name(out_path.name + ".partial")
+        try:
+            with tmp_out.open("w", encoding="utf-8") as out:
+                report = run_replay(rt, source, out, strict=strict, batch=batch)
+            tmp_out.replace(out_path)
+        finally:
+            tmp_out.unlink(missing_ok=True)
+    for lineno, msg in report.skipped:  # type: ignore[attr-defined]
+        click.echo(f"semtrace: line {lineno} skipped: {msg}", err=True)
+    summary = {"lines": report.lines, "ingested": report.ingested,  # type: ignore[attr-defined]
+               "duplicates": report.duplicates,  # type: ignore[attr-defined]
+               "skipped": len(report.skipped), "out": str(out_path)}  # type: ignore[attr-defined]
+    if as_json:
+        emit_json(summary)
+    else:
+        click.echo(f"Replayed {summary['ingested']} prompts ({summary['skipped']} skipped, "
+                   f"{summary['duplicates']} duplicates) into {out_path}.", err=True)
+
+
+@click.group()
+def threads() -> None:
+    """Conversation threads."""
+
+
+def _user_pseudonym(rt: Runtime, tenant: str | None, user: str | None) -> str | None:
+    if user is None:
+        return None
+    if tenant is None:
+        raise SemtraceError("--user needs --tenant (user ids are pseudonymised per tenant).")
+    return rt.keyring.pseudonym(tenant, user)
+
+
+@threads.command("list")
+@data_dir_option
+@credential_options
+@role_option
+@click.option("--tenant", default=None, help="Only this tenant.")
+@click.option("--user", default=None, help="Only this user id (needs --tenant).")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
+                 role: str | None, tenant: str | None, user: str | None, limit: int,
+                 as_json: bool) -> None:
+    """List threads, most recent activity first."""
+    from appliance.query import ThreadFilter, list_threads
+
+    rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
+    try:
+        rows = list_threads(rt.store, ThreadFilter(
+            tenant=tenant, user=_user_pseudonym(rt, tenant, user)), limit=limit)
+    finally:
+        rt.close()
+    if as_json:
+        emit_json(rows)
+        return
+    click.echo(f"{'thread':<20} {'tenant':<10} {'user':<24} {'started':<20} {'turns':>5}")
+    for t in rows:
+        click.echo(f"{t.thread_id:<20} {t.tenant:<10} {t.user:<24} "
+                   f"{t.first_ts:%Y-%m-%d %H:%M:%S}  {t.turns:>5}")
+
+
+@threads.command("show")
+@click.argument("thread_id")
+@data_dir_option
+@credential_options
+@role_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | None,
+                 key_file: Path | None, role: str | None, as_json: bool) -> None:
+    """Show one thread's turns in order (redacted text)."""
+    from appliance.query import get_thread
+
+    rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
+    try:
+        thread = get_thread(rt.store, thread_id)
+    finally:
+        rt.close()
+    if thread is None:
+        raise SemtraceError(f"No thread {thread_id!r} in this store.")
+    if as_json:
+        emit_json(thread)
+        return
+    click.echo(f"Thread {thread.thread_id} ({thread.tenant}, {thread.user}, {thread.turns} turns)")
+    for r in thread.records:
+        sim = "" if r.similarity is None else f" sim={r.similarity:.2f}"
+        click.echo(f"  {r.ts:%Y-%m-%d %H:%M:%S}  #{r.record_id:<6} {r.position:<12}{sim}")
+        click.echo(f"      {r.text if r.text is not None else '[shredded]'}")
+
+
+@click.command()
+@click.argument("text")
+@data_dir_option
+@credential_options
+@role_option
+@click.option("--tenant", default=None, help="Only this tenant.")
+@click.option("--user", default=None, help="Only this user id (needs --tenant).")
+@click.option("-k", "--limit", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of hits.")
+def search(text: str, data_dir: Path | None, passphrase_file: Path | None,
+           key_file: Path | None, role: str | None, tenant: str | None, user: str | None,
+           limit: int, as_json: bool) -> None:
+    """Find stored prompts similar to TEXT (redacted text is searched)."""
+    from appliance.embed import LlamaEmbedder
+    from appliance.query import build_index
+    from appliance.query import search as run_search
+
+    if not text.strip():
+        raise SemtraceError("The search text is empty.")
+    rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
+    try:
+        embedder = LlamaEmbedder(rt.policies.correlation.embedding)
+        pseudo = _user_pseudonym(rt, tenant, user)
+        index = build_index(rt.store, embedder, tenant=tenant, user=pseudo)
+        hits = run_search(rt.store, index, embedder, text, tenant=tenant, user=pseudo, k=limit)
+    finally:
+        rt.close()
+    if as_json:
+        emit_json(hits)
+        return
+    for h in hits:
+        click.echo(f"{h.similarity:.3f}  {h.thread_id}  #{h.record_id}  {h.text}")
+
+
+@click.command()
+@click.option("--keep", type=click.Path(path_type=Path), default=None,
+              help="Keep the demo data dir here instead of a temporary one.")
+@click.option("--json", "as_json", is_flag=True, help="Print the threads as JSON.")
+def demo(keep: Path | None, as_json: bool) -> None:
+    """Replay the bundled demo stream into a fresh store and print the threads found."""
+    from appliance.query import get_thread, list_threads
+
+    base = keep or Path(tempfile.mkdtemp(prefix="semtrace-demo-"))
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        pw = base / "passphrase"
+        if not pw.exists():
+            pw.touch(mode=0o600)
+            pw.write_text(secrets.token_urlsafe(24) + "\n")
+        data_dir = base / "data"
+        cred = credential(pw, None)
+        if not is_initialised(data_dir):
+            init_data_dir(data_dir, cred)
+        rt = open_runtime(data_dir, cred)
+        try:
+            run_replay(rt, DEMO_STREAM, open(base / "replay.jsonl", "w"), strict=False, batch=64)
+            found = [get_thread(rt.store, t.thread_id) for t in list_threads(rt.store, limit=1000)]
+        finally:
+            rt.close()
+    finally:
+        if keep is None:
+            shutil.rmtree(base, ignore_errors=True)
+    found.sort(key=lambda t: t.first_ts if t else 0)  # type: ignore[arg-type,return-value]
+    if as_json:
+        emit_json(found)
+        return
+    click.echo(f"Found {len(found)} threads in the demo stream:\n")
+    for t in found:
+        if t is None:
+            continue
+        click.echo(f"{t.thread_id}  {t.tenant}/{t.user}  {t.turns} turn(s)")
+        for r in t.records:
+            click.echo(f"   {r.ts:%H:%M:%S} {r.position:<12} {r.text}")
+        click.echo("")
+    if keep is not None:
+        click.echo(f"Demo data kept in {base} (passphrase in {pw}).")

@@ -1,0 +1,171 @@
+"""Settings from `policies/*.toml`, validated once; errors name the file and key."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from appliance.errors import ConfigError
+
+POLICY_DIR_ENV = "SEMTRACE_POLICY_DIR"
+MODEL_DIR_ENV = "SEMTRACE_MODEL_DIR"
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _share_dir(name: str) -> Path:
+    repo = _REPO_ROOT / name
+    if repo.is_dir():
+        return repo
+    return Path(sys.prefix) / "share" / "semtrace" / name
+
+
+def policy_dir() -> Path:
+    """Where policies live: $SEMTRACE_POLICY_DIR, the source tree, or the install prefix."""
+    env = os.environ.get(POLICY_DIR_ENV)
+    return Path(env) if env else _share_dir("policies")
+
+
+def model_dir() -> Path:
+    """Where the bundled model lives: $SEMTRACE_MODEL_DIR, the source tree, or the prefix."""
+    env = os.environ.get(MODEL_DIR_ENV)
+    return Path(env) if env else _share_dir("models")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EmbeddingSettings(_Strict):
+    threads: int = Field(default=2, ge=1, le=64)
+    max_tokens: int = Field(default=256, ge=16, le=512)
+    n_batch: int = Field(default=512, ge=32, le=4096)
+    # Prompts packed into one llama.cpp decode, in tokens (64 measured fastest here).
+    pack_tokens: int = Field(default=64, ge=1, le=4096)
+
+
+class CorrelationSettings(_Strict):
+    horizon_hours: float = Field(default=72.0, gt=0, le=24 * 90)
+    max_candidates: int = Field(default=200, ge=1, le=10_000)
+    max_text_chars: int = Field(default=32_768, ge=64)
+    weights_file: str = "linker-weights.json"
+    link_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    topic_shift_similarity: float = Field(default=0.25, ge=-1.0, le=1.0)
+    orphan_threshold: float = Field(default=0.2, ge=0.0, le=1.0)
+    sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    embedding: EmbeddingSettings = EmbeddingSettings()
+
+
+class RecognizerPattern(_Strict):
+    name: str
+    regex: str
+    score: float = Field(default=0.8, ge=0.0, le=1.0)
+
+
+class CustomRecognizer(_Strict):
+    entity: str
+    patterns: list[RecognizerPattern]
+    context: list[str] = []
+
+
+class RedactionSettings(_Strict):
+    entities: list[str]
+    score_threshold: float = Field(default=0.4, ge=0.0, le=1.0)
+    operator: Literal["placeholder", "mask"] = "placeholder"
+    spacy_model: str = "en_core_web_sm"
+    custom: list[CustomRecognizer] = []
+    allow_list: list[str] = []
+
+
+class RoleSettings(_Strict):
+    description: str = ""
+    permissions: list[str]
+    uids: list[int] = []
+    gids: list[int] = []
+
+
+class AccessSettings(_Strict):
+    default_role: str = "analyst"
+    allow_same_uid: bool = True
+    socket_uids: list[int] = []
+    socket_gids: list[int] = []
+    roles: dict[str, RoleSettings]
+
+
+class RetentionClass(_Strict):
+    prompts_days: float = Field(default=30, gt=0)
+    vectors_days: float | None = Field(default=None, gt=0)
+    vault_days: float = Field(default=7, gt=0)
+    threads_days: float | None = Field(default=None, gt=0)
+    aggregates_days: float = Field(default=400, gt=0)
+
+
+class LegalHold(_Strict):
+    tenant: str
+    user_id: str | None = None
+    reason: str = ""
+
+
+class RetentionSettings(_Strict):
+    default: RetentionClass = RetentionClass()
+    tenants: dict[str, RetentionClass] = {}
+    legal_holds: list[LegalHold] = []
+    schedule_cron: str = "17 * * * *"
+    checkpoint_every: int = Field(default=64, ge=1)
+
+
+class PrivacySettings(_Strict):
+    k_min_users: int = Field(default=5, ge=1)
+    epsilon_per_day: float = Field(default=1.0, gt=0)
+    epsilon_per_query: float = Field(default=0.1, gt=0)
+    cross_user_topics: dict[str, bool] = {}
+    topic_threshold: float = Field(default=0.55, ge=-1, le=1)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    return f"key '{key}': {first['msg']}"
+
+
+def load_policy(name: str, model: type[M], *, directory: Path | None = None) -> M:
+    """Load and validate `policies/<name>.toml`; ConfigError names the file and key."""
+    path = (directory or policy_dir()) / f"{name}.toml"
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"Policy file {path} is missing.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Policy file {path} is not valid TOML: {exc}.") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"Policy file {path}: {_describe(exc)}.") from None
+
+
+class Policies(_Strict):
+    """All policies, validated together at start."""
+
+    correlation: CorrelationSettings
+    redaction: RedactionSettings
+    access: AccessSettings
+    retention: RetentionSettings
+    privacy: PrivacySettings
+
+
+def load_policies(directory: Path | None = None) -> Policies:
+    """Load every policy file."""
+    return Policies(
+        correlation=load_policy("correlation", CorrelationSettings, directory=directory),
+        redaction=load_policy("redaction", RedactionSettings, directory=directory),
+        access=load_policy("access", AccessSettings, directory=directory),
+        retention=load_policy("retention", RetentionSettings, directory=directory),
+        privacy=load_policy("privacy", PrivacySettings, directory=directory),
+    )

@@ -1,0 +1,170 @@
+"""Embedding of redacted text: the bundled GGUF model through llama.cpp.
+
+`Embedder` is the protocol the pipeline uses. `LlamaEmbedder` is the real one;
+`HashEmbedder` is a deterministic fake for unit tests of pure logic only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from appliance.config import EmbeddingSettings, model_dir
+from appliance.errors import ModelError
+
+DIMS = 384
+
+
+class Embedder(Protocol):
+    """Turns texts into L2-normalised float32 vectors."""
+
+    model_id: str
+    dims: int
+
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
+        """Embed texts; returns (n, dims) float32 and a truncation flag per text."""
+        ...
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    """What `models/MODEL.toml` says about the bundled model."""
+
+    name: str
+    path: Path
+    sha256: str
+    dims: int
+    max_tokens: int
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.name}@{self.sha256[:12]}"
+
+
+def load_manifest(directory: Path | None = None) -> ModelManifest:
+    """Read the model manifest; ModelError when it is missing or malformed."""
+    directory = directory or model_dir()
+    path = directory / "MODEL.toml"
+    try:
+        meta = tomllib.loads(path.read_text())["model"]
+        return ModelManifest(name=meta["name"], path=directory / meta["file"],
+                             sha256=meta["sha256"], dims=int(meta["dims"]),
+                             max_tokens=int(meta["max_tokens"]))
+    except FileNotFoundError:
+        raise ModelError(f"The model manifest {path} is missing.") from None
+    except (KeyError, ValueError, tomllib.TOMLDecodeError):
+        raise ModelError(f"The model manifest {path} is malformed.") from None
+
+
+def verify_model(manifest: ModelManifest) -> None:
+    """Check the model file against its manifest checksum; ModelError if it differs."""
+    if not manifest.path.is_file():
+        raise ModelError(f"The embedding model {manifest.path} is missing.")
+    digest = hashlib.sha256()
+    with manifest.path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != manifest.sha256:
+        raise ModelError(
+            f"The embedding model {manifest.path} does not match its checksum; "
+            "reinstall it from the bundle."
+        )
+
+
+def _normalise(m: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(m, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (m / norms).astype(np.float32)
+
+
+class LlamaEmbedder:
+    """all-MiniLM-L6-v2 (q8_0 GGUF) with mean pooling, via llama-cpp-python.
+
+    One `Llama` is used by one thread at a time (a lock serialises calls):
+    concurrent use of one context crashes llama.cpp.
+    """
+
+    def __init__(self, settings: EmbeddingSettings | None = None, *,
+                 manifest: ModelManifest | None = None) -> None:
+        settings = settings or EmbeddingSettings()
+        manifest = manifest or load_manifest()
+        verify_model(manifest)
+        import llama_cpp
+
+        self.dims = manifest.dims
+        self.model_id = manifest.model_id
+        self.max_tokens = min(settings.max_tokens, manifest.max_tokens)
+        self._pack = settings.pack_tokens
+        self._lock = threading.Lock()
+        with self._lock:
+            self._llm = llama_cpp.Llama(
+                model_path=str(manifest.path), embedding=True, n_ctx=max(512, self.max_tokens),
+                n_batch=max(settings.n_batch, self.max_tokens),
+                n_ubatch=max(settings.n_batch, self.max_tokens),
+                n_threads=settings.threads, n_threads_batch=settings.threads,
+                pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, verbose=False,
+            )
+        self._llama_cpp = llama_cpp
+        self._n_seq_max = int(self._llm.context_params.n_seq_max)
+
+    def tokens(self, text: str) -> tuple[list[int], bool]:
+        """Tokenise with [CLS]/[SEP]; truncate to max_tokens keeping the final [SEP]."""
+        toks = self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+        if len(toks) <= self.max_tokens:
+            return toks, False
+        return toks[: self.max_tokens - 1] + [toks[-1]], True
+
+    def _decode(self, seqs: list[list[int]]) -> np.ndarray:
+        llm, lc = self._llm, self._llama_cpp
+        llm._ctx.kv_cache_clear()
+        llm._batch.reset()
+        for i, toks in enumerate(seqs):
+            llm._batch.add_sequence(toks, i, True)
+        llm._ctx.decode(llm._batch)
+        out = np.empty((len(seqs), self.dims), dtype=np.float32)
+        for i in range(len(seqs)):
+            ptr = lc.llama_get_embeddings_seq(llm._ctx.ctx, i)
+            out[i] = np.ctypeslib.as_array(ptr, shape=(self.dims,))
+        llm._batch.reset()
+        return out
+
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
+        """Embed texts in packs of about `pack_tokens` tokens; L2-normalised."""
+        if not texts:
+            return np.zeros((0, self.dims), dtype=np.float32), []
+        with self._lock:
+            tokenised = [self.tokens(t) for t in texts]
+            rows: list[np.ndarray] = []
+            pack: list[list[int]] = []
+            size = 0
+            for toks, _ in tokenised:
+                if pack and (size + len(toks) > self._pack or len(pack) >= self._n_seq_max):
+                    rows.append(self._decode(pack))
+                    pack, size = [], 0
+                pack.append(toks)
+                size += len(toks)
+            rows.append(self._decode(pack))
+        return _normalise(np.vstack(rows)), [t for _, t in tokenised]
+
+
+class HashEmbedder:
+    """Deterministic bag-of-words fake for unit tests of pure logic. Not a model."""
+
+    model_id = "hash-fake@0"
+
+    def __init__(self, dims: int = DIMS) -> None:
+        self.dims = dims
+
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
+        out = np.zeros((len(texts), self.dims), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in text.lower().split():
+                h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "big")
+                out[i, h % self.dims] += 1.0 if (h >> 63) else -1.0
+        return _normalise(out), [False] * len(texts)

@@ -1,0 +1,123 @@
+"""Vector index: one usearch index per tenant, in memory only.
+
+Never saved to disk (usearch files are unencrypted and keep removed vectors);
+rebuilt at start from the store's decrypted vectors. Searches are scoped to
+(tenant, user) unless the caller is allowed cross-user scope.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+from usearch.index import Index
+
+EXACT_BELOW = 20_000  # vectors; below this a scoped search is exact
+
+
+@dataclass(frozen=True)
+class Match:
+    """One nearest neighbour."""
+
+    record_id: int
+    similarity: float
+
+
+class TenantIndex:
+    """The vectors of one tenant, with a per-user key list for scoped search."""
+
+    def __init__(self, dims: int, dtype: str = "f16") -> None:
+        self.dims = dims
+        self._index = Index(ndim=dims, metric="cos", dtype=dtype)
+        self._users: dict[str, set[int]] = defaultdict(set)
+        self._owner: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._owner)
+
+    def add(self, user: str, record_ids: list[int], vectors: np.ndarray) -> None:
+        keys = np.asarray(record_ids, dtype=np.uint64)
+        self._index.add(keys, np.asarray(vectors, dtype=np.float32))
+        for rid in record_ids:
+            self._users[user].add(rid)
+            self._owner[rid] = user
+
+    def remove(self, record_ids: list[int]) -> int:
+        present = [r for r in record_ids if r in self._owner]
+        if present:
+            self._index.remove(np.asarray(present, dtype=np.uint64))
+        for rid in present:
+            user = self._owner.pop(rid)
+            self._users[user].discard(rid)
+        return len(present)
+
+    def _exact(self, keys: list[int], query: np.ndarray, k: int) -> list[Match]:
+        if not keys:
+            return []
+        vecs = np.asarray(self._index.get(np.asarray(keys, dtype=np.uint64)), dtype=np.float32)
+        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        sims = vecs @ query
+        top = np.argsort(-sims)[:k]
+        return [Match(int(keys[i]), float(sims[i])) for i in top]
+
+    def search(self, query: np.ndarray, k: int, *, user: str | None) -> list[Match]:
+        """Top-k by cosine; `user=None` means cross-user (caller checked the scope)."""
+        q = np.asarray(query, dtype=np.float32)
+        if user is not None:
+            keys = sorted(self._users.get(user, ()))
+            if len(keys) <= EXACT_BELOW:
+                return self._exact(keys, q, k)
+        elif len(self._owner) <= EXACT_BELOW:
+            return self._exact(sorted(self._owner), q, k)
+        want = k if user is None else min(len(self._owner), k * 20)
+        matches = self._index.search(q, want)
+        out = []
+        for key, dist in zip(matches.keys, matches.distances, strict=True):
+            rid = int(key)
+            if user is None or self._owner.get(rid) == user:
+                out.append(Match(rid, 1.0 - float(dist)))
+        return out[:k]
+
+
+class VectorIndex:
+    """All tenants' indexes."""
+
+    def __init__(self, dims: int, dtype: str = "f16") -> None:
+        self.dims = dims
+        self.dtype = dtype
+        self._tenants: dict[str, TenantIndex] = {}
+
+    def tenant(self, tenant: str) -> TenantIndex:
+        if tenant not in self._tenants:
+            self._tenants[tenant] = TenantIndex(self.dims, self.dtype)
+        return self._tenants[tenant]
+
+    def add(self, tenant: str, user: str, record_ids: list[int], vectors: np.ndarray) -> None:
+        self.tenant(tenant).add(user, record_ids, vectors)
+
+    def remove(self, tenant: str, record_ids: list[int]) -> int:
+        if tenant not in self._tenants:
+            return 0
+        return self._tenants[tenant].remove(record_ids)
+
+    def search(self, tenant: str, query: np.ndarray, k: int = 10, *,
+               user: str | None) -> list[Match]:
+        if tenant not in self._tenants:
+            return []
+        return self._tenants[tenant].search(query, k, user=user)
+
+    def sizes(self) -> dict[str, int]:
+        return {t: len(ix) for t, ix in self._tenants.items()}
+
+    def rebuild(self, rows: list[tuple[int, str, str, np.ndarray]]) -> int:
+        """Fill from (record id, tenant, user, vector) rows, grouped per (tenant, user)."""
+        groups: dict[tuple[str, str], tuple[list[int], list[np.ndarray]]] = defaultdict(
+            lambda: ([], []))
+        for rid, tenant, user, vec in rows:
+            ids, vecs = groups[(tenant, user)]
+            ids.append(rid)
+            vecs.append(vec)
+        for (tenant, user), (ids, vecs) in groups.items():
+            self.add(tenant, user, ids, np.vstack(vecs))
+        return len(rows)

@@ -1,0 +1,114 @@
+"""Ordered, recorded schema migrations. Never edit one that has shipped; append."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+Migration = Callable[[Any], None]
+MIGRATIONS: list[Migration] = []
+migration = MIGRATIONS.append
+
+
+@migration
+def m001_initial(db: Any) -> None:
+    db.executescript(
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE buckets (
+            id INTEGER PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            user TEXT NOT NULL,
+            day TEXT NOT NULL,
+            wrapped_dek BLOB,
+            created_at REAL NOT NULL,
+            destroyed_at REAL,
+            destroy_reason TEXT,
+            UNIQUE (tenant, user, day)
+        );
+        CREATE TABLE records (
+            id INTEGER PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            user TEXT NOT NULL,
+            bucket_id INTEGER NOT NULL REFERENCES buckets(id),
+            ts REAL NOT NULL,
+            session_key TEXT,
+            thread_id TEXT NOT NULL,
+            parent_id INTEGER,
+            position TEXT NOT NULL,
+            intent TEXT,
+            similarity REAL,
+            score REAL,
+            topic_id TEXT,
+            model TEXT,
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            latency_ms REAL,
+            status TEXT,
+            synthetic INTEGER NOT NULL DEFAULT 0,
+            stream_index INTEGER,
+            model_id TEXT NOT NULL,
+            truncated INTEGER NOT NULL DEFAULT 0,
+            text_ct BLOB,
+            vector_ct BLOB,
+            evidence TEXT,
+            feedback TEXT,
+            trace_id TEXT,
+            span_id TEXT,
+            UNIQUE (tenant, request_id)
+        );
+        CREATE INDEX records_user_ts ON records (tenant, user, ts);
+        CREATE INDEX records_thread ON records (thread_id, ts);
+        CREATE INDEX records_bucket ON records (bucket_id);
+        CREATE TABLE vault (
+            record_id INTEGER PRIMARY KEY,
+            bucket_id INTEGER NOT NULL,
+            ct BLOB NOT NULL
+        );
+        CREATE INDEX vault_bucket ON vault (bucket_id);
+        CREATE TABLE threads (
+            thread_id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            user TEXT NOT NULL,
+            first_ts REAL NOT NULL,
+            last_ts REAL NOT NULL,
+            turns INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            models TEXT NOT NULL DEFAULT '[]',
+            topic_id TEXT
+        );
+        CREATE INDEX threads_user ON threads (tenant, user, last_ts);
+        CREATE INDEX threads_last ON threads (last_ts);
+        """
+    )
+
+
+def applied(db: Any) -> list[str]:
+    """Names of the migrations recorded in this database."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
+    )
+    return [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY rowid")]
+
+
+def migrate(db: Any) -> list[str]:
+    """Apply every migration not yet recorded, each in its own transaction."""
+    done = set(applied(db))
+    ran = []
+    for fn in MIGRATIONS:
+        if fn.__name__ in done:
+            continue
+        with db:
+            fn(db)
+            db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
+                       (fn.__name__, time.time()))
+        ran.append(fn.__name__)
+    return ran
+
+
+def latest() -> str:
+    """Name of the newest migration this code knows."""
+    return MIGRATIONS[-1].__name__

@@ -1,0 +1,161 @@
+"""One prompt or a batch through redact -> embed -> link -> store/index.
+
+Used by `semtrace replay` and by the service alike, so the benchmarks measure
+the code path that production runs.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+
+import numpy as np
+
+from appliance.config import Policies
+from appliance.embed import Embedder
+from appliance.index import VectorIndex
+from appliance.keys import Keyring
+from appliance.link import LinkInput
+from appliance.records import Candidate, Link, NewRecord, Outcome, Prompt, Redacted
+from appliance.redact import entity_keys, number_placeholders
+from appliance.store import Store
+
+Linker = Callable[[LinkInput, Sequence[Candidate]], Link]
+
+
+class RedactorLike:
+    """Protocol-ish base: anything with `redact(Prompt) -> Redacted`."""
+
+    def redact(self, prompt: Prompt) -> Redacted:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@dataclass
+class UserHistory:
+    """A user's recent prompts and per-thread placeholder maps, in memory."""
+
+    candidates: list[Candidate] = field(default_factory=list)
+    placeholders: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def prune(self, oldest_ts: float) -> None:
+        keep = [c for c in self.candidates if c.ts.timestamp() >= oldest_ts]
+        live_threads = {c.thread_id for c in keep}
+        self.placeholders = {t: m for t, m in self.placeholders.items() if t in live_threads}
+        self.candidates = keep
+
+
+def new_thread_id() -> str:
+    """A fresh, opaque conversation id."""
+    return "th_" + secrets.token_hex(8)
+
+
+class Pipeline:
+    """Wires the stages over one store and index."""
+
+    def __init__(self, *, store: Store, index: VectorIndex, keyring: Keyring,
+                 redactor: RedactorLike, embedder: Embedder, linker: Linker,
+                 policies: Policies) -> None:
+        self.store = store
+        self.index = index
+        self.keys = keyring
+        self.redactor = redactor
+        self.embedder = embedder
+        self.linker = linker
+        self.policies = policies
+        self._horizon = timedelta(hours=policies.correlation.horizon_hours)
+        self._users: dict[tuple[str, str], UserHistory] = {}
+
+    def rebuild_index(self) -> int:
+        """Fill the in-memory index from the store (at start)."""
+        return self.index.rebuild(list(self.store.iter_vectors(model_id=self.embedder.model_id)))
+
+    def _history(self, tenant: str, user: str, now_ts: float) -> UserHistory:
+        key = (tenant, user)
+        hist = self._users.get(key)
+        if hist is None:
+            since = now_ts - self._horizon.total_seconds()
+            hist = UserHistory(candidates=self.store.candidates(
+                tenant, user, since, model_id=self.embedder.model_id))
+            self._users[key] = hist
+        return hist
+
+    def forget(self, tenant: str, user: str | None = None) -> None:
+        """Drop cached history (after shredding)."""
+        for key in [k for k in self._users if k[0] == tenant and (user is None or k[1] == user)]:
+            del self._users[key]
+
+    def _existing(self, prompt: Prompt) -> Outcome | None:
+        rid = self.store.request_exists(prompt.tenant, prompt.request_id)
+        if rid is None:
+            return None
+        rec = self.store.records("r.id = ?", (rid,))[0]
+        return Outcome(request_id=rec.request_id, record_id=rid, thread_id=rec.thread_id,
+                       parent_id=rec.parent_id, parent_request_id=rec.parent_request_id,
+                       position=rec.position, intent=rec.intent, similarity=rec.similarity,
+                       topic_id=rec.topic_id, index=prompt.index, duplicate=True)
+
+    def process(self, prompts: Sequence[Prompt]) -> list[Outcome]:
+        """Ingest a batch: one redaction and embedding pass, one transaction."""
+        outcomes: list[Outcome | None] = [self._existing(p) for p in prompts]
+        todo = [i for i, o in enumerate(outcomes) if o is None]
+        seen: dict[tuple[str, str], int] = {}
+        fresh = []
+        for i in todo:
+            key = (prompts[i].tenant, prompts[i].request_id)
+            if key not in seen:
+                seen[key] = i
+                fresh.append(i)
+        redacted = [self.redactor.redact(prompts[i]) for i in fresh]
+        vectors, truncated = self.embedder.embed([r.text for r in redacted])
+        rows: list[NewRecord] = []
+        for i, red, vec, trunc in zip(fresh, redacted, vectors, truncated, strict=True):
+            row = self._link_one(red, vec, trunc)
+            rows.append(row)
+            outcomes[i] = self._outcome(row, prompts[i].index, trunc)
+        self.store.insert(rows)
+        for row in rows:
+            self.index.add(row.prompt.tenant, row.user, [row.record_id], row.vector[None, :])
+        for i in todo:
+            if outcomes[i] is None:  # a repeat of a request earlier in this batch
+                first = outcomes[seen[(prompts[i].tenant, prompts[i].request_id)]]
+                assert first is not None
+                outcomes[i] = replace(first, index=prompts[i].index, duplicate=True)
+        return [o for o in outcomes if o is not None]
+
+    def _link_one(self, red: Redacted, vec: np.ndarray, truncated: bool) -> NewRecord:
+        p = red.prompt
+        user = self.keys.pseudonym(p.tenant, p.user_id)
+        skey = self.keys.session_key(p.tenant, p.session_id) if p.session_id else None
+        ts = p.ts.timestamp()
+        hist = self._history(p.tenant, user, ts)
+        hist.prune(ts - self._horizon.total_seconds())
+        ekeys = entity_keys(red, lambda v: self.keys.entity_key(p.tenant, v))
+        cands = [c for c in hist.candidates if c.ts <= p.ts]
+        link = self.linker(LinkInput(ts=p.ts, vector=vec, text=red.text, session_key=skey,
+                                     entity_keys=ekeys), cands)
+        thread_id = link.thread_id or new_thread_id()
+        text, vault = number_placeholders(red, ekeys, hist.placeholders.setdefault(thread_id, {}))
+        rid = self.store.allocate_id()
+        record = NewRecord(record_id=rid, prompt=p, user=user, session_key=skey, link=link,
+                           thread_id=thread_id, text=text, vector=vec,
+                           model_id=self.embedder.model_id, truncated=truncated, vault=vault)
+        hist.candidates.append(Candidate(
+            record_id=rid, request_id=p.request_id, thread_id=thread_id, ts=p.ts, vector=vec,
+            text=text, session_key=skey, parent_id=link.parent_id, position=link.position,
+            entity_keys=ekeys))
+        return record
+
+    def _outcome(self, row: NewRecord, index: int | None, truncated: bool) -> Outcome:
+        link = row.link
+        parent_req = None
+        if link.parent_id is not None:
+            hist = self._users[(row.prompt.tenant, row.user)]
+            parent_req = next((c.request_id for c in hist.candidates
+                               if c.record_id == link.parent_id), None)
+        return Outcome(request_id=row.prompt.request_id, record_id=row.record_id,
+                       thread_id=row.thread_id, parent_id=link.parent_id,
+                       parent_request_id=parent_req, position=link.position, intent=link.intent,
+                       similarity=link.similarity, topic_id=row.topic_id, index=index,
+                       truncated=truncated)

@@ -1,0 +1,73 @@
+"""Replay a JSON-lines stream through the pipeline, in batches, with per-line errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO
+
+from appliance.errors import InputError
+from appliance.ingest import parse_line
+from appliance.pipeline import Pipeline
+from appliance.records import Outcome, Prompt
+
+
+@dataclass
+class ReplayReport:
+    """Counts and skipped lines of one replay."""
+
+    lines: int = 0
+    ingested: int = 0
+    duplicates: int = 0
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+
+
+def read_prompts(lines: Iterable[str | bytes], *, max_text_chars: int, strict: bool,
+                 report: ReplayReport) -> Iterator[Prompt]:
+    """Valid prompts of a stream; bad lines are recorded (or raise with --strict)."""
+    for lineno, line in enumerate(lines, start=1):
+        report.lines += 1
+        if not line.strip():
+            continue
+        try:
+            yield parse_line(line, max_text_chars=max_text_chars,
+                             default_request_id=f"line-{lineno}", default_tenant="default")
+        except InputError as exc:
+            if strict:
+                raise InputError(f"Line {lineno}: {exc}") from None
+            report.skipped.append((lineno, str(exc)))
+
+
+def output_line(o: Outcome, parent_index: int | None) -> str:
+    """The replay output format (one JSON object per input prompt)."""
+    return json.dumps({"index": o.index, "request_id": o.request_id, "thread_id": o.thread_id,
+                       "parent_index": parent_index, "position": o.position,
+                       "similarity": None if o.similarity is None else round(o.similarity, 4),
+                       "intent": o.intent, "topic_id": o.topic_id})
+
+
+def replay(pipeline: Pipeline, prompts: Iterable[Prompt], out: IO[str], *, batch: int = 64,
+           report: ReplayReport, progress: Callable[[int], None] | None = None) -> ReplayReport:
+    """Ingest `prompts` in batches and write one output line per prompt."""
+    index_of: dict[int, int | None] = {}
+    pending: list[Prompt] = []
+
+    def flush() -> None:
+        for o in pipeline.process(pending):
+            index_of.setdefault(o.record_id, o.index)
+            parent = index_of.get(o.parent_id) if o.parent_id is not None else None
+            out.write(output_line(o, parent) + "\n")
+            report.ingested += 0 if o.duplicate else 1
+            report.duplicates += 1 if o.duplicate else 0
+        if progress:
+            progress(len(pending))
+        pending.clear()
+
+    for p in prompts:
+        pending.append(p)
+        if len(pending) >= batch:
+            flush()
+    if pending:
+        flush()
+    return report

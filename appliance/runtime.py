@@ -1,0 +1,104 @@
+"""Open a data dir: credential -> keyring -> store (+ index and pipeline on demand).
+
+Shared by the CLI, the service and the TUI so that every entry point opens a
+store the same way and fails with the same sentences.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from appliance.config import Policies, load_policies
+from appliance.errors import SemtraceError
+from appliance.keys import KEYRING_FILE, Credential, Keyring, create_keyring, open_keyring
+from appliance.store import DB_FILE, Store
+
+if TYPE_CHECKING:
+    from appliance.pipeline import Pipeline
+
+DATA_DIR_ENV = "SEMTRACE_DATA_DIR"
+
+
+def default_data_dir() -> Path:
+    """$SEMTRACE_DATA_DIR, else a per-user directory."""
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "semtrace"
+
+
+def is_initialised(data_dir: Path) -> bool:
+    return (data_dir / KEYRING_FILE).exists()
+
+
+def prepare_dir(data_dir: Path) -> None:
+    """Create the data dir with mode 0700 (or tighten an empty one)."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    (data_dir / "cache").mkdir(mode=0o700, exist_ok=True)
+
+
+def init_data_dir(data_dir: Path, cred: Credential) -> Keyring:
+    """Initialise a new data dir: keyring file and migrated, empty store."""
+    if is_initialised(data_dir):
+        raise SemtraceError(f"{data_dir} is already initialised.")
+    if data_dir.exists() and any(p.name != "cache" for p in data_dir.iterdir()):
+        raise SemtraceError(f"{data_dir} is not empty; choose an empty or new directory.")
+    prepare_dir(data_dir)
+    ring = create_keyring(data_dir, cred)
+    Store.open(data_dir, ring).close()
+    return ring
+
+
+@dataclass
+class Runtime:
+    """An opened data dir."""
+
+    data_dir: Path
+    keyring: Keyring
+    store: Store
+    policies: Policies
+    extras: dict[str, object] = field(default_factory=dict)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def open_runtime(data_dir: Path, cred: Credential | None = None, *, keyring: Keyring | None = None,
+                 readonly: bool = False, policies: Policies | None = None) -> Runtime:
+    """Open an initialised data dir; WrongKey/SemtraceError with one sentence otherwise."""
+    if keyring is None and not is_initialised(data_dir):
+        if not data_dir.exists():
+            raise SemtraceError(f"The data dir {data_dir} does not exist (run `semtrace init`).")
+        raise SemtraceError(f"{data_dir} is not a Semtrace data dir (run `semtrace init`).")
+    if not (data_dir / DB_FILE).exists():
+        raise SemtraceError(f"{data_dir} has a keyring but no store; it is damaged.")
+    pol = policies or load_policies()
+    if keyring is None:
+        if cred is None:
+            raise SemtraceError("No credential given.")
+        keyring = open_keyring(data_dir, cred)
+    store = Store.open(data_dir, keyring, readonly=readonly)
+    return Runtime(data_dir=data_dir, keyring=keyring, store=store, policies=pol)
+
+
+def make_pipeline(rt: Runtime, *, rebuild_index: bool = True) -> Pipeline:
+    """Build the full pipeline (Presidio, llama.cpp, linker, index) over an opened store."""
+    from appliance.embed import LlamaEmbedder
+    from appliance.index import VectorIndex
+    from appliance.link import make_linker
+    from appliance.pipeline import Pipeline
+    from appliance.redact import Redactor
+
+    embedder = LlamaEmbedder(rt.policies.correlation.embedding)
+    redactor = Redactor(rt.policies.redaction, cache_dir=rt.data_dir / "cache")
+    pipe = Pipeline(store=rt.store, index=VectorIndex(embedder.dims), keyring=rt.keyring,
+                    redactor=redactor, embedder=embedder,
+                    linker=make_linker(rt.policies.correlation), policies=rt.policies)
+    if rebuild_index:
+        pipe.rebuild_index()
+    return pipe

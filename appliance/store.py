@@ -1,0 +1,364 @@
+"""The encrypted store: SQLCipher file, envelope encryption of content under DEKs.
+
+The only writer of tables. Prompt text and vectors are AES-GCM-encrypted under
+the DEK of their (tenant, user pseudonym, UTC day) bucket, with the record id as
+associated data, so destroying a DEK makes those records unreadable everywhere,
+copies of the database included.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlcipher3
+
+from appliance import migrations
+from appliance.errors import SemtraceError, WrongKey
+from appliance.keys import Dek, Keyring
+from appliance.records import Candidate, NewRecord, Record
+
+DB_FILE = "semtrace.db"
+VECTOR_DTYPE = np.float32
+
+
+@dataclass(frozen=True)
+class ShredResult:
+    """What one bucket shred did."""
+
+    bucket_id: int
+    records: int
+    already: bool
+    record_ids: tuple[int, ...] = ()
+
+
+def day_of(ts: datetime) -> str:
+    """The UTC day a timestamp falls in: the bucket's day."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+def _aad(record_id: int, what: str) -> bytes:
+    return f"semtrace:{what}:{record_id}".encode()
+
+
+def _bucket_aad(tenant: str, user: str, day: str) -> bytes:
+    return f"semtrace:dek:{tenant}\0{user}\0{day}".encode()
+
+
+def connect(path: Path, keyring: Keyring, *, readonly: bool = False) -> Any:
+    """Open the SQLCipher database with the raw key (no PBKDF2 on open)."""
+    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
+    conn = sqlcipher3.connect(uri, uri=True, check_same_thread=False, timeout=30.0,
+                              isolation_level=None)
+    conn.execute("PRAGMA cipher_log_level = NONE")
+    conn.execute(f"PRAGMA key = \"{keyring.sqlcipher_key()}\"")
+    conn.execute("PRAGMA cipher_memory_security = ON")
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlcipher3.DatabaseError:
+        conn.close()
+        raise WrongKey("The database does not open with this key; nothing was changed.") from None
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA secure_delete = ON")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+class Store:
+    """Records, buckets and threads in one SQLCipher file."""
+
+    def __init__(self, conn: Any, keyring: Keyring, path: Path) -> None:
+        self._db = conn
+        self._keys = keyring
+        self.path = path
+        self._deks: dict[int, Dek | None] = {}
+        self._bucket_ids: dict[tuple[str, str, str], int] = {}
+        row = conn.execute("SELECT coalesce(max(id), 0) FROM records").fetchone()
+        self._next_id = int(row[0]) + 1
+
+    @classmethod
+    def open(cls, data_dir: Path, keyring: Keyring, *, readonly: bool = False) -> Store:
+        """Open (and migrate, unless read-only) the store in `data_dir`."""
+        path = data_dir / DB_FILE
+        if readonly and not path.exists():
+            raise SemtraceError(f"{data_dir} holds no store (run `semtrace init`).")
+        conn = connect(path, keyring, readonly=readonly)
+        if not readonly:
+            migrations.migrate(conn)
+        elif migrations.latest() not in migrations.applied(conn):
+            raise SemtraceError("The store needs a migration; start the service once to apply it.")
+        return cls(conn, keyring, path)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @property
+    def db(self) -> Any:
+        """The raw connection, for the audit log and maintenance in this package."""
+        return self._db
+
+    # ---------------------------------------------------------------- buckets
+
+    def _bucket(self, tenant: str, user: str, day: str) -> tuple[int, Dek]:
+        key = (tenant, user, day)
+        bid = self._bucket_ids.get(key)
+        if bid is None:
+            row = self._db.execute(
+                "SELECT id, wrapped_dek FROM buckets WHERE tenant=? AND user=? AND day=?", key
+            ).fetchone()
+            if row is None:
+                dek, wrapped = self._keys.new_dek(_bucket_aad(*key))
+                cur = self._db.execute(
+                    "INSERT INTO buckets (tenant, user, day, wrapped_dek, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)", (*key, wrapped, time.time()))
+                bid = int(cur.lastrowid)
+                self._deks[bid] = dek
+            elif row[1] is None:
+                raise SemtraceError("This bucket's key was destroyed; it takes no new records.")
+            else:
+                bid = int(row[0])
+            self._bucket_ids[key] = bid
+        dek = self._dek(bid)
+        if dek is None:
+            raise SemtraceError("This bucket's key was destroyed; it takes no new records.")
+        return bid, dek
+
+    def _dek(self, bucket_id: int) -> Dek | None:
+        if bucket_id not in self._deks:
+            row = self._db.execute(
+                "SELECT tenant, user, day, wrapped_dek FROM buckets WHERE id=?", (bucket_id,)
+            ).fetchone()
+            if row is None or row[3] is None:
+                self._deks[bucket_id] = None
+            else:
+                self._deks[bucket_id] = self._keys.unwrap(row[3], _bucket_aad(*row[:3]))
+        return self._deks[bucket_id]
+
+    # ---------------------------------------------------------------- writes
+
+    def allocate_id(self) -> int:
+        """Reserve the next record id (single writer)."""
+        rid = self._next_id
+        self._next_id += 1
+        return rid
+
+    def insert(self, rows: list[NewRecord]) -> None:
+        """Write a batch of records and their thread summaries in one transaction."""
+        if not rows:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for row in rows:
+                self._insert_one(row)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            self._forget_uncommitted()
+            raise
+
+    def _forget_uncommitted(self) -> None:
+        self._bucket_ids.clear()
+        self._deks = {k: v for k, v in self._deks.items() if v is None}
+
+    def _insert_one(self, r: NewRecord) -> None:
+        p = r.prompt
+        bid, dek = self._bucket(p.tenant, r.user, day_of(p.ts))
+        resp = p.response
+        text_ct = dek.seal(r.text.encode("utf-8"), _aad(r.record_id, "text"))
+        vec_ct = dek.seal(np.asarray(r.vector, dtype=VECTOR_DTYPE).tobytes(),
+                          _aad(r.record_id, "vector"))
+        link = r.link
+        self._db.execute(
+            "INSERT INTO records (id, tenant, request_id, user, bucket_id, ts, session_key, "
+            "thread_id, parent_id, position, intent, similarity, score, topic_id, model, "
+            "input_tokens, output_tokens, latency_ms, status, synthetic, stream_index, model_id, "
+            "truncated, text_ct, vector_ct, evidence, trace_id, span_id) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (r.record_id, p.tenant, p.request_id, r.user, bid, p.ts.timestamp(), r.session_key,
+             r.thread_id, link.parent_id, link.position, link.intent, link.similarity,
+             link.score, r.topic_id, p.model, resp.input_tokens if resp else None,
+             resp.output_tokens if resp else None, resp.latency_ms if resp else None,
+             resp.status if resp else None, int(p.synthetic), p.index, r.model_id,
+             int(r.truncated), text_ct, vec_ct, json.dumps(link.evidence, sort_keys=True),
+             r.trace_id, r.span_id))
+        if r.vault:
+            blob = dek.seal(json.dumps(list(r.vault)).encode(), _aad(r.record_id, "vault"))
+            self._db.execute("INSERT INTO vault (record_id, bucket_id, ct) VALUES (?, ?, ?)",
+                             (r.record_id, bid, blob))
+        self._upsert_thread(r)
+
+    def _upsert_thread(self, r: NewRecord) -> None:
+        p, resp = r.prompt, r.prompt.response
+        tin = (resp.input_tokens or 0) if resp else 0
+        tout = (resp.output_tokens or 0) if resp else 0
+        row = self._db.execute("SELECT models FROM threads WHERE thread_id=?",
+                               (r.thread_id,)).fetchone()
+        ts = p.ts.timestamp()
+        if row is None:
+            models = [p.model] if p.model else []
+            self._db.execute(
+                "INSERT INTO threads (thread_id, tenant, user, first_ts, last_ts, turns, "
+                "input_tokens, output_tokens, models, topic_id) VALUES (?,?,?,?,?,1,?,?,?,?)",
+                (r.thread_id, p.tenant, r.user, ts, ts, tin, tout, json.dumps(models), r.topic_id))
+            return
+        models = json.loads(row[0])
+        if p.model and p.model not in models:
+            models.append(p.model)
+        self._db.execute(
+            "UPDATE threads SET first_ts=min(first_ts, ?), last_ts=max(last_ts, ?), "
+            "turns=turns+1, input_tokens=input_tokens+?, output_tokens=output_tokens+?, "
+            "models=?, topic_id=coalesce(topic_id, ?) WHERE thread_id=?",
+            (ts, ts, tin, tout, json.dumps(models), r.topic_id, r.thread_id))
+
+    # ---------------------------------------------------------------- reads
+
+    def _decrypt(self, record_id: int, bucket_id: int, blob: bytes | None, what: str) -> bytes | None:
+        dek = self._dek(bucket_id)
+        if dek is None or blob is None:
+            return None
+        return dek.open(blob, _aad(record_id, what))
+
+    def text(self, record_id: int, bucket_id: int, blob: bytes | None) -> str | None:
+        """Decrypted redacted text, or None once its key is destroyed."""
+        raw = self._decrypt(record_id, bucket_id, blob, "text")
+        return raw.decode("utf-8") if raw is not None else None
+
+    def vector(self, record_id: int, bucket_id: int, blob: bytes | None) -> np.ndarray | None:
+        """Decrypted vector, or None once its key is destroyed."""
+        raw = self._decrypt(record_id, bucket_id, blob, "vector")
+        return np.frombuffer(raw, dtype=VECTOR_DTYPE) if raw is not None else None
+
+    def request_exists(self, tenant: str, request_id: str) -> int | None:
+        """Record id of an already stored request, for idempotent ingest."""
+        row = self._db.execute("SELECT id FROM records WHERE tenant=? AND request_id=?",
+                               (tenant, request_id)).fetchone()
+        return int(row[0]) if row else None
+
+    def candidates(self, tenant: str, user: str, since: float, *,
+                   model_id: str) -> list[Candidate]:
+        """The user's prompts since `since` (epoch s) with vectors of `model_id`, oldest first."""
+        rows = self._db.execute(
+            "SELECT id, request_id, thread_id, ts, bucket_id, vector_ct, text_ct, session_key, "
+            "parent_id, position FROM records WHERE tenant=? AND user=? AND ts>=? AND model_id=? "
+            "ORDER BY ts, id", (tenant, user, since, model_id)).fetchall()
+        out = []
+        for rid, req, thread, ts, bid, vct, tct, skey, parent, pos in rows:
+            vec = self.vector(rid, bid, vct)
+            text = self.text(rid, bid, tct)
+            if vec is None or text is None:
+                continue
+            out.append(Candidate(record_id=rid, request_id=req, thread_id=thread,
+                                 ts=datetime.fromtimestamp(ts, UTC), vector=vec, text=text,
+                                 session_key=skey, parent_id=parent, position=pos))
+        return out
+
+    def iter_vectors(self, *, model_id: str) -> Iterator[tuple[int, str, str, np.ndarray]]:
+        """(record id, tenant, user, vector) of every readable record of `model_id`."""
+        cur = self._db.execute(
+            "SELECT id, tenant, user, bucket_id, vector_ct FROM records WHERE model_id=? "
+            "ORDER BY id", (model_id,))
+        for rid, tenant, user, bid, vct in cur:
+            vec = self.vector(rid, bid, vct)
+            if vec is not None:
+                yield rid, tenant, user, vec
+
+    def records(self, where: str, params: tuple[Any, ...], *, order: str = "r.ts, r.id",
+                limit: int | None = None) -> list[Record]:
+        """Records matching a WHERE clause written by this package (never user text)."""
+        sql = (
+            "SELECT r.id, r.request_id, r.tenant, r.user, r.ts, r.thread_id, r.parent_id, "
+            "p.request_id, r.position, r.intent, r.similarity, r.topic_id, r.bucket_id, "
+            "r.text_ct, r.model, r.input_tokens, r.output_tokens, r.latency_ms, r.status, "
+            "r.synthetic, r.stream_index, r.evidence FROM records r "
+            f"LEFT JOIN records p ON p.id = r.parent_id WHERE {where} ORDER BY {order}"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        out = []
+        for row in self._db.execute(sql, params):
+            (rid, req, tenant, user, ts, thread, parent, parent_req, pos, intent, sim, topic,
+             bid, tct, model, tin, tout, lat, status, synth, idx, evidence) = row
+            out.append(Record(
+                record_id=rid, request_id=req, tenant=tenant, user=user,
+                ts=datetime.fromtimestamp(ts, UTC), thread_id=thread, parent_id=parent,
+                parent_request_id=parent_req, position=pos, intent=intent, similarity=sim,
+                topic_id=topic, text=self.text(rid, bid, tct), model=model, input_tokens=tin,
+                output_tokens=tout, latency_ms=lat, status=status, synthetic=bool(synth),
+                index=idx, evidence=json.loads(evidence) if evidence else None))
+        return out
+
+    # ---------------------------------------------------------------- shredding
+
+    def bucket_id(self, tenant: str, user: str, day: str) -> int | None:
+        row = self._db.execute("SELECT id FROM buckets WHERE tenant=? AND user=? AND day=?",
+                               (tenant, user, day)).fetchone()
+        return int(row[0]) if row else None
+
+    def shred(self, tenant: str, user: str, day: str, *, reason: str = "retention") -> ShredResult:
+        """Crypto-shred one bucket: destroy its DEK (committed first), then delete its rows.
+
+        Crash-safe: once the key's destruction is committed nothing is readable; a
+        later call finishes deleting rows. Returns what was removed.
+        """
+        bid = self.bucket_id(tenant, user, day)
+        if bid is None:
+            return ShredResult(bucket_id=-1, records=0, already=True)
+        row = self._db.execute("SELECT wrapped_dek FROM buckets WHERE id=?", (bid,)).fetchone()
+        already = row[0] is None
+        ids = tuple(self.shredded_record_ids(bid))
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            # Overwrite then clear: secure_delete zeroes the freed cells.
+            self._db.execute("UPDATE buckets SET wrapped_dek=zeroblob(length(wrapped_dek)) "
+                             "WHERE id=? AND wrapped_dek IS NOT NULL", (bid,))
+            self._db.execute("UPDATE buckets SET wrapped_dek=NULL, destroyed_at=coalesce("
+                             "destroyed_at, ?), destroy_reason=coalesce(destroy_reason, ?) "
+                             "WHERE id=?", (time.time(), reason, bid))
+        self._deks[bid] = None
+        self._bucket_ids.pop((tenant, user, day), None)
+        n = self.delete_bucket_rows(bid)
+        return ShredResult(bucket_id=bid, records=n, already=already, record_ids=ids)
+
+    def delete_bucket_rows(self, bucket_id: int) -> int:
+        """Delete the rows of a destroyed bucket and fix the thread summaries."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            threads = [r[0] for r in self._db.execute(
+                "SELECT DISTINCT thread_id FROM records WHERE bucket_id=?", (bucket_id,))]
+            self._db.execute("DELETE FROM vault WHERE bucket_id=?", (bucket_id,))
+            n = self._db.execute("DELETE FROM records WHERE bucket_id=?", (bucket_id,)).rowcount
+            for t in threads:
+                self._refresh_thread(t)
+        return int(n)
+
+    def shredded_record_ids(self, bucket_id: int) -> list[int]:
+        """Ids still present in a bucket (used by the index to drop vectors)."""
+        return [r[0] for r in self._db.execute("SELECT id FROM records WHERE bucket_id=?",
+                                               (bucket_id,))]
+
+    def _refresh_thread(self, thread_id: str) -> None:
+        row = self._db.execute(
+            "SELECT count(*), min(ts), max(ts), coalesce(sum(input_tokens), 0), "
+            "coalesce(sum(output_tokens), 0) FROM records WHERE thread_id=?", (thread_id,)
+        ).fetchone()
+        if row[0] == 0:
+            self._db.execute("DELETE FROM threads WHERE thread_id=?", (thread_id,))
+            return
+        models = [r[0] for r in self._db.execute(
+            "SELECT DISTINCT model FROM records WHERE thread_id=? AND model IS NOT NULL",
+            (thread_id,))]
+        self._db.execute(
+            "UPDATE threads SET turns=?, first_ts=?, last_ts=?, input_tokens=?, output_tokens=?, "
+            "models=? WHERE thread_id=?", (*row, json.dumps(models), thread_id))
+
+    def checkpoint(self) -> None:
+        """Flush the WAL into the main file and truncate it (after shredding)."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
