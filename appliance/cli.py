@@ -104,14 +104,23 @@ def init(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | N
         click.echo(f"Initialised an encrypted store in {directory}.")
 
 
-def _register_subcommands() -> None:
-    from appliance import cli_data, cli_model
+# Each module owns one noun and lists its click commands in COMMANDS.
+COMMAND_MODULES = ("cli_model", "cli_data", "cli_eval", "cli_redact", "cli_service",
+                   "cli_compliance", "cli_stats", "cli_tui", "cli_install")
 
-    cli.add_command(cli_model.model)
-    cli.add_command(cli_data.replay)
-    cli.add_command(cli_data.threads)
-    cli.add_command(cli_data.search)
-    cli.add_command(cli_data.demo)
+
+def _register_subcommands() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"appliance.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"appliance.{name}":
+                continue
+            raise
+        for command in module.COMMANDS:
+            cli.add_command(command)
 
 
 _register_subcommands()

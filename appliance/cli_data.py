@@ -270,3 +270,6 @@ def demo(keep: Path | None, as_json: bool) -> None:
         click.echo("")
     if keep is not None:
         click.echo(f"Demo data kept in {base} (passphrase in {pw}).")
+
+
+COMMANDS = [replay, threads, search, demo]

@@ -26,3 +26,6 @@ def verify(as_json: bool) -> None:
     else:
         click.echo(f"Model {manifest.model_id} verified ({manifest.path.name}, "
                    f"{manifest.dims} dims).")
+
+
+COMMANDS = [model]

@@ -98,10 +98,11 @@ class Dek:
 class Keyring:
     """Keys derived from one master key."""
 
-    __slots__ = ("_db", "_pseudo", "_wrap", "_verify")
+    __slots__ = ("_db", "_keydb", "_pseudo", "_wrap", "_verify")
 
     def __init__(self, master: bytes) -> None:
         self._db = _hkdf(master, "semtrace/sqlcipher/v1")
+        self._keydb = _hkdf(master, "semtrace/sqlcipher-keys/v1")
         self._pseudo = _hkdf(master, "semtrace/pseudonym/v1")
         self._wrap = AESGCM(_hkdf(master, "semtrace/wrap/v1"))
         self._verify = _hkdf(master, "semtrace/verify/v1")
@@ -114,9 +115,9 @@ class Keyring:
         """A keyring for an ephemeral store that nobody can reopen."""
         return cls(secrets.token_bytes(32))
 
-    def sqlcipher_key(self) -> str:
-        """The raw-key literal for `PRAGMA key` (no PBKDF2 on open)."""
-        return f"x'{self._db.hex()}'"
+    def sqlcipher_key(self, purpose: str = "data") -> str:
+        """The raw-key literal for `PRAGMA key` (no PBKDF2 on open): data or key store."""
+        return f"x'{(self._keydb if purpose == 'keys' else self._db).hex()}'"
 
     def verifier(self) -> str:
         """A value that proves a key is right without revealing it."""

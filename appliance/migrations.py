@@ -21,7 +21,6 @@ def m001_initial(db: Any) -> None:
             tenant TEXT NOT NULL,
             user TEXT NOT NULL,
             day TEXT NOT NULL,
-            wrapped_dek BLOB,
             created_at REAL NOT NULL,
             destroyed_at REAL,
             destroy_reason TEXT,
@@ -86,6 +85,29 @@ def m001_initial(db: Any) -> None:
     )
 
 
+# The key store (keys.db) is a separate SQLCipher file so that copies of the
+# data store never hold a data key: shredding a key there makes every copy of
+# semtrace.db unreadable for that bucket.
+KEY_MIGRATIONS: list[Migration] = []
+
+
+@KEY_MIGRATIONS.append
+def k001_deks(db: Any) -> None:
+    db.executescript(
+        """
+        CREATE TABLE deks (
+            bucket_id INTEGER PRIMARY KEY,
+            wrapped BLOB NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE destroyed (
+            bucket_id INTEGER PRIMARY KEY,
+            destroyed_at REAL NOT NULL
+        );
+        """
+    )
+
+
 def applied(db: Any) -> list[str]:
     """Names of the migrations recorded in this database."""
     db.execute(
@@ -94,11 +116,11 @@ def applied(db: Any) -> list[str]:
     return [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY rowid")]
 
 
-def migrate(db: Any) -> list[str]:
+def migrate(db: Any, migrations: list[Migration] | None = None) -> list[str]:
     """Apply every migration not yet recorded, each in its own transaction."""
     done = set(applied(db))
     ran = []
-    for fn in MIGRATIONS:
+    for fn in MIGRATIONS if migrations is None else migrations:
         if fn.__name__ in done:
             continue
         with db:

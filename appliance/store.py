@@ -25,6 +25,7 @@ from appliance.keys import Dek, Keyring
 from appliance.records import Candidate, NewRecord, Record
 
 DB_FILE = "semtrace.db"
+KEYS_FILE = "keys.db"
 VECTOR_DTYPE = np.float32
 
 
@@ -51,13 +52,13 @@ def _bucket_aad(tenant: str, user: str, day: str) -> bytes:
     return f"semtrace:dek:{tenant}\0{user}\0{day}".encode()
 
 
-def connect(path: Path, keyring: Keyring, *, readonly: bool = False) -> Any:
-    """Open the SQLCipher database with the raw key (no PBKDF2 on open)."""
+def connect(path: Path, keyring: Keyring, *, readonly: bool = False, purpose: str = "data") -> Any:
+    """Open a SQLCipher database with its raw key (no PBKDF2 on open)."""
     uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
     conn = sqlcipher3.connect(uri, uri=True, check_same_thread=False, timeout=30.0,
                               isolation_level=None)
     conn.execute("PRAGMA cipher_log_level = NONE")
-    conn.execute(f"PRAGMA key = \"{keyring.sqlcipher_key()}\"")
+    conn.execute(f"PRAGMA key = \"{keyring.sqlcipher_key(purpose)}\"")
     conn.execute("PRAGMA cipher_memory_security = ON")
     try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -75,8 +76,9 @@ def connect(path: Path, keyring: Keyring, *, readonly: bool = False) -> Any:
 class Store:
     """Records, buckets and threads in one SQLCipher file."""
 
-    def __init__(self, conn: Any, keyring: Keyring, path: Path) -> None:
+    def __init__(self, conn: Any, keys_conn: Any, keyring: Keyring, path: Path) -> None:
         self._db = conn
+        self._kdb = keys_conn
         self._keys = keyring
         self.path = path
         self._deks: dict[int, Dek | None] = {}
@@ -91,14 +93,17 @@ class Store:
         if readonly and not path.exists():
             raise SemtraceError(f"{data_dir} holds no store (run `semtrace init`).")
         conn = connect(path, keyring, readonly=readonly)
+        kconn = connect(data_dir / KEYS_FILE, keyring, readonly=readonly, purpose="keys")
         if not readonly:
             migrations.migrate(conn)
+            migrations.migrate(kconn, migrations.KEY_MIGRATIONS)
         elif migrations.latest() not in migrations.applied(conn):
             raise SemtraceError("The store needs a migration; start the service once to apply it.")
-        return cls(conn, keyring, path)
+        return cls(conn, kconn, keyring, path)
 
     def close(self) -> None:
         self._db.close()
+        self._kdb.close()
 
     @property
     def db(self) -> Any:
@@ -108,20 +113,26 @@ class Store:
     # ---------------------------------------------------------------- buckets
 
     def _bucket(self, tenant: str, user: str, day: str) -> tuple[int, Dek]:
+        """The bucket's id and DEK, creating both if needed (inside the open transaction).
+
+        A new DEK is committed to the key store first; if the data transaction then
+        rolls back, the orphan key decrypts nothing and is never reused.
+        """
         key = (tenant, user, day)
         bid = self._bucket_ids.get(key)
         if bid is None:
             row = self._db.execute(
-                "SELECT id, wrapped_dek FROM buckets WHERE tenant=? AND user=? AND day=?", key
+                "SELECT id, destroyed_at FROM buckets WHERE tenant=? AND user=? AND day=?", key
             ).fetchone()
             if row is None:
                 dek, wrapped = self._keys.new_dek(_bucket_aad(*key))
-                cur = self._db.execute(
-                    "INSERT INTO buckets (tenant, user, day, wrapped_dek, created_at) "
-                    "VALUES (?, ?, ?, ?, ?)", (*key, wrapped, time.time()))
+                cur = self._kdb.execute("INSERT INTO deks (wrapped, created_at) VALUES (?, ?)",
+                                        (wrapped, time.time()))
                 bid = int(cur.lastrowid)
+                self._db.execute("INSERT INTO buckets (id, tenant, user, day, created_at) "
+                                 "VALUES (?, ?, ?, ?, ?)", (bid, *key, time.time()))
                 self._deks[bid] = dek
-            elif row[1] is None:
+            elif row[1] is not None:
                 raise SemtraceError("This bucket's key was destroyed; it takes no new records.")
             else:
                 bid = int(row[0])
@@ -133,13 +144,14 @@ class Store:
 
     def _dek(self, bucket_id: int) -> Dek | None:
         if bucket_id not in self._deks:
-            row = self._db.execute(
-                "SELECT tenant, user, day, wrapped_dek FROM buckets WHERE id=?", (bucket_id,)
-            ).fetchone()
-            if row is None or row[3] is None:
+            meta = self._db.execute("SELECT tenant, user, day FROM buckets WHERE id=?",
+                                    (bucket_id,)).fetchone()
+            row = self._kdb.execute("SELECT wrapped FROM deks WHERE bucket_id=?",
+                                    (bucket_id,)).fetchone()
+            if meta is None or row is None:
                 self._deks[bucket_id] = None
             else:
-                self._deks[bucket_id] = self._keys.unwrap(row[3], _bucket_aad(*row[:3]))
+                self._deks[bucket_id] = self._keys.unwrap(row[0], _bucket_aad(*meta))
         return self._deks[bucket_id]
 
     # ---------------------------------------------------------------- writes
@@ -311,21 +323,31 @@ class Store:
         bid = self.bucket_id(tenant, user, day)
         if bid is None:
             return ShredResult(bucket_id=-1, records=0, already=True)
-        row = self._db.execute("SELECT wrapped_dek FROM buckets WHERE id=?", (bid,)).fetchone()
-        already = row[0] is None
+        already = self._kdb.execute("SELECT 1 FROM destroyed WHERE bucket_id=?",
+                                    (bid,)).fetchone() is not None
         ids = tuple(self.shredded_record_ids(bid))
+        self.destroy_key(bid)
         with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            # Overwrite then clear: secure_delete zeroes the freed cells.
-            self._db.execute("UPDATE buckets SET wrapped_dek=zeroblob(length(wrapped_dek)) "
-                             "WHERE id=? AND wrapped_dek IS NOT NULL", (bid,))
-            self._db.execute("UPDATE buckets SET wrapped_dek=NULL, destroyed_at=coalesce("
-                             "destroyed_at, ?), destroy_reason=coalesce(destroy_reason, ?) "
-                             "WHERE id=?", (time.time(), reason, bid))
+            self._db.execute("UPDATE buckets SET destroyed_at=coalesce(destroyed_at, ?), "
+                             "destroy_reason=coalesce(destroy_reason, ?) WHERE id=?",
+                             (time.time(), reason, bid))
         self._deks[bid] = None
         self._bucket_ids.pop((tenant, user, day), None)
         n = self.delete_bucket_rows(bid)
         return ShredResult(bucket_id=bid, records=n, already=already, record_ids=ids)
+
+    def destroy_key(self, bucket_id: int) -> None:
+        """Overwrite and delete a bucket's wrapped DEK in the key store, then commit."""
+        with self._kdb:
+            self._kdb.execute("BEGIN IMMEDIATE")
+            # Overwrite first: with secure_delete the freed cells are zeroed too.
+            self._kdb.execute("UPDATE deks SET wrapped=zeroblob(length(wrapped)) "
+                              "WHERE bucket_id=?", (bucket_id,))
+            self._kdb.execute("DELETE FROM deks WHERE bucket_id=?", (bucket_id,))
+            self._kdb.execute("INSERT OR IGNORE INTO destroyed (bucket_id, destroyed_at) "
+                              "VALUES (?, ?)", (bucket_id, time.time()))
+        self._kdb.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._deks[bucket_id] = None
 
     def delete_bucket_rows(self, bucket_id: int) -> int:
         """Delete the rows of a destroyed bucket and fix the thread summaries."""
@@ -360,5 +382,6 @@ class Store:
             "models=? WHERE thread_id=?", (*row, json.dumps(models), thread_id))
 
     def checkpoint(self) -> None:
-        """Flush the WAL into the main file and truncate it (after shredding)."""
+        """Flush the WALs into the main files and truncate them (after shredding)."""
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._kdb.execute("PRAGMA wal_checkpoint(TRUNCATE)")

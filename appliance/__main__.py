@@ -1,0 +1,5 @@
+"""`python -m appliance` runs the CLI."""
+
+from appliance.cli import main
+
+main()

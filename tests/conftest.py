@@ -1,0 +1,145 @@
+"""Shared fixtures: real components, loaded once per session; data dirs in tmp_path."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+# Nothing in the suite may reach the network: Presidio's tldextract is pointed at
+# no URL, hubs are offline, and any socket to a non-local address fails the test.
+os.environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"] = ""
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+SHARED_BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"
+_real_connect = socket.socket.connect
+
+
+def _guarded_connect(self: socket.socket, address: object) -> object:
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0] if isinstance(address, tuple) else ""
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            raise AssertionError(f"test tried to open a network connection to {host}")
+    return _real_connect(self, address)  # type: ignore[arg-type]
+
+
+socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point every per-user location at the test's tmp dir."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("TLDEXTRACT_CACHE", str(tmp_path / "tld"))
+    for var in ("SEMTRACE_DATA_DIR", "SEMTRACE_PASSPHRASE_FILE", "SEMTRACE_KEY_FILE",
+                "CREDENTIALS_DIRECTORY"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(scope="session")
+def policies():  # type: ignore[no-untyped-def]
+    from appliance.config import load_policies
+
+    return load_policies()
+
+
+@pytest.fixture(scope="session")
+def embedder(policies):  # type: ignore[no-untyped-def]
+    """The real llama.cpp embedder with the bundled model (loaded once)."""
+    from appliance.embed import LlamaEmbedder
+
+    return LlamaEmbedder(policies.correlation.embedding)
+
+
+@pytest.fixture(scope="session")
+def redactor(policies, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """The real Presidio redactor (loaded once)."""
+    from appliance.redact import Redactor
+
+    return Redactor(policies.redaction, cache_dir=tmp_path_factory.mktemp("tldcache"))
+
+
+@pytest.fixture
+def passphrase_file(tmp_path: Path) -> Path:
+    path = tmp_path / "passphrase"
+    path.touch(mode=0o600)
+    path.write_text("correct horse battery staple\n")
+    return path
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def runtime(data_dir: Path, passphrase_file: Path, policies):  # type: ignore[no-untyped-def]
+    """An initialised, opened data dir."""
+    from appliance.keys import read_passphrase_file
+    from appliance.runtime import init_data_dir, open_runtime
+
+    cred = read_passphrase_file(passphrase_file)
+    init_data_dir(data_dir, cred)
+    rt = open_runtime(data_dir, cred, policies=policies)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def pipeline(runtime, embedder, redactor):  # type: ignore[no-untyped-def]
+    """The real pipeline (Presidio, llama.cpp, linker, SQLCipher, usearch)."""
+    from appliance.index import VectorIndex
+    from appliance.link import make_linker
+    from appliance.pipeline import Pipeline
+
+    return Pipeline(store=runtime.store, index=VectorIndex(embedder.dims),
+                    keyring=runtime.keyring, redactor=redactor, embedder=embedder,
+                    linker=make_linker(runtime.policies.correlation),
+                    policies=runtime.policies)
+
+
+T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
+
+
+def make_prompt(text: str, *, user: str = "alice", tenant: str = "acme", minutes: float = 0,
+                request_id: str | None = None, session_id: str | None = None, **kw: object):  # type: ignore[no-untyped-def]
+    from appliance.records import Prompt
+
+    return Prompt(request_id=request_id or f"r-{user}-{minutes}-{abs(hash(text)) % 10**8}",
+                  tenant=tenant, user_id=user, ts=T0 + timedelta(minutes=minutes), text=text,
+                  session_id=session_id, **kw)  # type: ignore[arg-type]
+
+
+def write_stream(path: Path, rows: list[dict[str, object]]) -> Path:
+    with path.open("w") as fh:
+        for i, row in enumerate(rows):
+            fh.write(json.dumps({"index": i, **row}) + "\n")
+    return path
+
+
+def scan_for(root: Path, canaries: list[str]) -> list[tuple[Path, str]]:
+    """Every (file, canary) where the canary's bytes appear (raw, lower-case, UTF-16)."""
+    hits = []
+    for path in root.rglob("*"):
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        for c in canaries:
+            forms = {c.encode(), c.lower().encode(), c.encode("utf-16-le"),
+                     c.lower().encode("utf-16-le")}
+            if any(f in data for f in forms):
+                hits.append((path, c))
+    return hits
+
+
+@pytest.fixture
+def cli_runner() -> Iterator[object]:
+    from click.testing import CliRunner
+
+    yield CliRunner()

@@ -1,0 +1,106 @@
+"""`semtrace replay`, `threads` and `search` through the real command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import write_stream
+from test_spine import run_cli
+
+STREAM = [
+    {"tenant": "acme", "user_id": "alice", "ts": "2026-03-02T09:00:00Z",
+     "text": "What's the weather in Paris?"},
+    {"tenant": "acme", "user_id": "bob", "ts": "2026-03-02T09:00:30Z",
+     "text": "How do I reset my password?"},
+    {"tenant": "acme", "user_id": "alice", "ts": "2026-03-02T09:01:00Z",
+     "text": "How's the weather in Paris today?"},
+    {"tenant": "acme", "user_id": "carol", "ts": "2026-03-02T09:02:00Z",
+     "text": "How can I reset my password?"},
+    {"tenant": "acme", "user_id": "alice", "ts": "2026-03-02T09:03:00Z",
+     "text": "Recommend a novel about the sea."},
+]
+
+
+def test_replay_writes_one_line_per_input_with_valid_parents(tmp_path: Path) -> None:
+    src = write_stream(tmp_path / "in.jsonl", STREAM)
+    out = tmp_path / "out.jsonl"
+    result = run_cli("replay", str(src), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["index"] for r in rows] == list(range(len(STREAM)))
+    for r in rows:
+        assert set(r) >= {"index", "request_id", "thread_id", "parent_index", "position",
+                          "similarity", "intent", "topic_id"}
+        if r["parent_index"] is not None:
+            assert r["parent_index"] < r["index"]
+            assert STREAM[r["parent_index"]]["user_id"] == STREAM[r["index"]]["user_id"]
+    # the two password questions are from different users: never linked
+    assert rows[3]["parent_index"] != 1 and rows[1]["thread_id"] != rows[3]["thread_id"]
+    # the paraphrased weather question continues alice's first prompt
+    assert rows[2]["parent_index"] == 0
+
+
+def test_bad_lines_are_reported_with_line_numbers_and_skipped(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    lines = [json.dumps({**STREAM[0], "index": 0}), "{not json",
+             json.dumps({"index": 2, "tenant": "acme", "ts": "2026-03-02T09:00:00Z",
+                         "text": "no user"}),
+             json.dumps({"index": 3, "tenant": "acme", "user_id": "x", "ts": "yesterday",
+                         "text": "bad time"}),
+             json.dumps({**STREAM[2], "index": 4})]
+    src.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.jsonl"
+    result = run_cli("replay", str(src), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "line 2 skipped: The line is not valid JSON." in result.stderr
+    assert "line 3 skipped: 'user_id' is missing." in result.stderr
+    assert "line 4 skipped: 'ts' is not a valid ISO-8601 timestamp." in result.stderr
+    assert [json.loads(x)["index"] for x in out.read_text().splitlines()] == [0, 4]
+    strict = run_cli("replay", str(src), "--out", str(tmp_path / "strict.jsonl"), "--strict")
+    assert strict.returncode == 2 and "Line 2:" in strict.stderr
+    assert "Traceback" not in strict.stderr
+    assert not (tmp_path / "strict.jsonl").exists()
+
+
+def test_overlong_text_is_refused_per_line(tmp_path: Path) -> None:
+    src = write_stream(tmp_path / "in.jsonl", [{**STREAM[0], "text": "x" * 40_000}, STREAM[2]])
+    out = tmp_path / "out.jsonl"
+    result = run_cli("replay", str(src), "--out", str(out))
+    assert result.returncode == 0
+    assert "line 1 skipped: 'text' is longer than 32768 characters." in result.stderr
+    assert len(out.read_text().splitlines()) == 1
+
+
+def test_persistent_replay_then_threads_and_search(tmp_path: Path, passphrase_file: Path) -> None:
+    src = write_stream(tmp_path / "in.jsonl", STREAM)
+    data = tmp_path / "data"
+    common = ["--data-dir", str(data), "--passphrase-file", str(passphrase_file)]
+    assert run_cli("replay", str(src), "--out", str(tmp_path / "o.jsonl"), *common).returncode == 0
+    listed = run_cli("threads", "list", "--json", *common)
+    assert listed.returncode == 0, listed.stderr
+    threads = json.loads(listed.stdout)
+    assert sum(t["turns"] for t in threads) == len(STREAM)
+    assert all(t["user"].startswith("u_") for t in threads)  # pseudonyms, never raw ids
+
+    only_bob = json.loads(run_cli("threads", "list", "--tenant", "acme", "--user", "bob",
+                                  "--json", *common).stdout)
+    assert sum(t["turns"] for t in only_bob) == 1
+
+    hits = json.loads(run_cli("search", "umbrella and rain forecast", "--json", *common).stdout)
+    assert hits[0]["text"] in {"What's the weather in <LOCATION_1>?",
+                               "How's the weather in <LOCATION_1> today?"}
+    assert {"record_id", "thread_id", "similarity", "text"} <= set(hits[0])
+
+    shown = json.loads(run_cli("threads", "show", hits[0]["thread_id"], "--json", *common).stdout)
+    assert [r["record_id"] for r in shown["records"]] == sorted(
+        r["record_id"] for r in shown["records"])
+    missing = run_cli("threads", "show", "th_nope", *common)
+    assert missing.returncode == 1 and "No thread 'th_nope'" in missing.stderr
+
+
+def test_demo_prints_threads() -> None:
+    result = run_cli("demo")
+    assert result.returncode == 0, result.stderr
+    assert "threads in the demo stream" in result.stdout
+    assert "alice@example.com" not in result.stdout  # user ids are pseudonymised
