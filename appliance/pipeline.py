@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
+from typing import Protocol
+
 import numpy as np
 
 from appliance.config import Policies
@@ -23,6 +25,13 @@ from appliance.redact import entity_keys, number_placeholders
 from appliance.store import Store
 
 Linker = Callable[[LinkInput, Sequence[Candidate]], Link]
+
+
+class TopicAssigner(Protocol):
+    """Assigns a prompt to a topic of its tenant (see topics.py)."""
+
+    def assign(self, *, tenant: str, thread_id: str, vector: np.ndarray, text: str,
+               synthetic: bool) -> str | None: ...
 
 
 class RedactorLike:
@@ -56,8 +65,9 @@ class Pipeline:
 
     def __init__(self, *, store: Store, index: VectorIndex, keyring: Keyring,
                  redactor: RedactorLike, embedder: Embedder, linker: Linker,
-                 policies: Policies) -> None:
+                 policies: Policies, topics: TopicAssigner | None = None) -> None:
         self.store = store
+        self.topics = topics
         self.index = index
         self.keys = keyring
         self.redactor = redactor
@@ -137,10 +147,15 @@ class Pipeline:
                                      entity_keys=ekeys), cands)
         thread_id = link.thread_id or new_thread_id()
         text, vault = number_placeholders(red, ekeys, hist.placeholders.setdefault(thread_id, {}))
+        topic_id = None
+        if self.topics is not None:
+            topic_id = self.topics.assign(tenant=p.tenant, thread_id=thread_id, vector=vec,
+                                          text=text, synthetic=p.synthetic)
         rid = self.store.allocate_id()
         record = NewRecord(record_id=rid, prompt=p, user=user, session_key=skey, link=link,
                            thread_id=thread_id, text=text, vector=vec,
-                           model_id=self.embedder.model_id, truncated=truncated, vault=vault)
+                           model_id=self.embedder.model_id, truncated=truncated, vault=vault,
+                           topic_id=topic_id)
         hist.candidates.append(Candidate(
             record_id=rid, request_id=p.request_id, thread_id=thread_id, ts=p.ts, vector=vec,
             text=text, session_key=skey, parent_id=link.parent_id, position=link.position,
