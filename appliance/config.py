@@ -126,6 +126,16 @@ class PrivacySettings(_Strict):
     topic_threshold: float = Field(default=0.55, ge=-1, le=1)
 
 
+class ServiceSettings(_Strict):
+    max_frame_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
+    queue_max: int = Field(default=2048, ge=1)
+    batch_max: int = Field(default=64, ge=1, le=4096)
+    inflight_per_connection: int = Field(default=256, ge=1)
+    idle_timeout_s: float = Field(default=600.0, gt=0)
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    busy_retry_after_ms: int = Field(default=50, ge=1)
+
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -158,6 +168,7 @@ class Policies(_Strict):
     access: AccessSettings
     retention: RetentionSettings
     privacy: PrivacySettings
+    service: ServiceSettings = ServiceSettings()
 
 
 def load_policies(directory: Path | None = None) -> Policies:
@@ -168,4 +179,5 @@ def load_policies(directory: Path | None = None) -> Policies:
         access=load_policy("access", AccessSettings, directory=directory),
         retention=load_policy("retention", RetentionSettings, directory=directory),
         privacy=load_policy("privacy", PrivacySettings, directory=directory),
+        service=load_policy("service", ServiceSettings, directory=directory),
     )

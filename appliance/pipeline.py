@@ -104,7 +104,8 @@ class Pipeline:
         return Outcome(request_id=rec.request_id, record_id=rid, thread_id=rec.thread_id,
                        parent_id=rec.parent_id, parent_request_id=rec.parent_request_id,
                        position=rec.position, intent=rec.intent, similarity=rec.similarity,
-                       topic_id=rec.topic_id, index=prompt.index, duplicate=True)
+                       topic_id=rec.topic_id, index=prompt.index, duplicate=True,
+                       trace_id=rec.trace_id, span_id=rec.span_id)
 
     def process(self, prompts: Sequence[Prompt]) -> list[Outcome]:
         """Ingest a batch: one redaction and embedding pass, one transaction."""
@@ -155,7 +156,7 @@ class Pipeline:
         record = NewRecord(record_id=rid, prompt=p, user=user, session_key=skey, link=link,
                            thread_id=thread_id, text=text, vector=vec,
                            model_id=self.embedder.model_id, truncated=truncated, vault=vault,
-                           topic_id=topic_id)
+                           topic_id=topic_id, trace_id=p.trace_id, span_id=p.span_id)
         hist.candidates.append(Candidate(
             record_id=rid, request_id=p.request_id, thread_id=thread_id, ts=p.ts, vector=vec,
             text=text, session_key=skey, parent_id=link.parent_id, position=link.position,
@@ -173,4 +174,4 @@ class Pipeline:
                        thread_id=row.thread_id, parent_id=link.parent_id,
                        parent_request_id=parent_req, position=link.position, intent=link.intent,
                        similarity=link.similarity, topic_id=row.topic_id, index=index,
-                       truncated=truncated)
+                       truncated=truncated, trace_id=row.trace_id, span_id=row.span_id)

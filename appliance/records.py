@@ -47,6 +47,8 @@ class Prompt:
     response: Response | None = None
     synthetic: bool = False
     index: int | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,9 @@ class Record:
     synthetic: bool = False
     index: int | None = None
     evidence: dict[str, Any] | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    feedback: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -206,3 +211,5 @@ class Outcome:
     index: int | None = None
     duplicate: bool = False
     truncated: bool = False
+    trace_id: str | None = None
+    span_id: str | None = None

@@ -82,7 +82,8 @@ def open_runtime(data_dir: Path, cred: Credential | None = None, *, keyring: Key
         if cred is None:
             raise SemtraceError("No credential given.")
         keyring = open_keyring(data_dir, cred)
-    store = Store.open(data_dir, keyring, readonly=readonly)
+    store = Store.open(data_dir, keyring, readonly=readonly,
+                       synchronous=pol.service.synchronous)
     return Runtime(data_dir=data_dir, keyring=keyring, store=store, policies=pol)
 
 

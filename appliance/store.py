@@ -52,7 +52,8 @@ def _bucket_aad(tenant: str, user: str, day: str) -> bytes:
     return f"semtrace:dek:{tenant}\0{user}\0{day}".encode()
 
 
-def connect(path: Path, keyring: Keyring, *, readonly: bool = False, purpose: str = "data") -> Any:
+def connect(path: Path, keyring: Keyring, *, readonly: bool = False, purpose: str = "data",
+            synchronous: str = "NORMAL") -> Any:
     """Open a SQLCipher database with its raw key (no PBKDF2 on open)."""
     uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
     conn = sqlcipher3.connect(uri, uri=True, check_same_thread=False, timeout=30.0,
@@ -67,7 +68,7 @@ def connect(path: Path, keyring: Keyring, *, readonly: bool = False, purpose: st
         raise WrongKey("The database does not open with this key; nothing was changed.") from None
     if not readonly:
         conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(f"PRAGMA synchronous = {'FULL' if synchronous == 'FULL' else 'NORMAL'}")
     conn.execute("PRAGMA secure_delete = ON")
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
@@ -87,13 +88,15 @@ class Store:
         self._next_id = int(row[0]) + 1
 
     @classmethod
-    def open(cls, data_dir: Path, keyring: Keyring, *, readonly: bool = False) -> Store:
+    def open(cls, data_dir: Path, keyring: Keyring, *, readonly: bool = False,
+             synchronous: str = "NORMAL") -> Store:
         """Open (and migrate, unless read-only) the store in `data_dir`."""
         path = data_dir / DB_FILE
         if readonly and not path.exists():
             raise SemtraceError(f"{data_dir} holds no store (run `semtrace init`).")
-        conn = connect(path, keyring, readonly=readonly)
-        kconn = connect(data_dir / KEYS_FILE, keyring, readonly=readonly, purpose="keys")
+        conn = connect(path, keyring, readonly=readonly, synchronous=synchronous)
+        kconn = connect(data_dir / KEYS_FILE, keyring, readonly=readonly, purpose="keys",
+                        synchronous="FULL")
         if not readonly:
             migrations.migrate(conn)
             migrations.migrate(kconn, migrations.KEY_MIGRATIONS)
@@ -230,6 +233,25 @@ class Store:
             "models=?, topic_id=coalesce(topic_id, ?) WHERE thread_id=?",
             (ts, ts, tin, tout, json.dumps(models), r.topic_id, r.thread_id))
 
+    def set_feedback(self, tenant: str, request_id: str, feedback: dict[str, Any]) -> bool:
+        """Merge feedback (rating, abandonment) into a stored request; False if unknown."""
+        row = self._db.execute("SELECT id, feedback FROM records WHERE tenant=? AND request_id=?",
+                               (tenant, request_id)).fetchone()
+        if row is None:
+            return False
+        merged = {**(json.loads(row[1]) if row[1] else {}), **feedback}
+        with self._db:
+            self._db.execute("UPDATE records SET feedback=? WHERE id=?",
+                             (json.dumps(merged, sort_keys=True), row[0]))
+        return True
+
+    def counts(self) -> dict[str, int]:
+        """Row counts for stats."""
+        q = self._db.execute
+        return {"records": int(q("SELECT count(*) FROM records").fetchone()[0]),
+                "threads": int(q("SELECT count(*) FROM threads").fetchone()[0]),
+                "buckets": int(q("SELECT count(*) FROM buckets").fetchone()[0])}
+
     # ---------------------------------------------------------------- reads
 
     def _decrypt(self, record_id: int, bucket_id: int, blob: bytes | None, what: str) -> bytes | None:
@@ -289,7 +311,8 @@ class Store:
             "SELECT r.id, r.request_id, r.tenant, r.user, r.ts, r.thread_id, r.parent_id, "
             "p.request_id, r.position, r.intent, r.similarity, r.topic_id, r.bucket_id, "
             "r.text_ct, r.model, r.input_tokens, r.output_tokens, r.latency_ms, r.status, "
-            "r.synthetic, r.stream_index, r.evidence FROM records r "
+            "r.synthetic, r.stream_index, r.evidence, r.trace_id, r.span_id, r.feedback "
+            "FROM records r "
             f"LEFT JOIN records p ON p.id = r.parent_id WHERE {where} ORDER BY {order}"
         )
         if limit is not None:
@@ -297,14 +320,16 @@ class Store:
         out = []
         for row in self._db.execute(sql, params):
             (rid, req, tenant, user, ts, thread, parent, parent_req, pos, intent, sim, topic,
-             bid, tct, model, tin, tout, lat, status, synth, idx, evidence) = row
+             bid, tct, model, tin, tout, lat, status, synth, idx, evidence, trace, span,
+             feedback) = row
             out.append(Record(
                 record_id=rid, request_id=req, tenant=tenant, user=user,
                 ts=datetime.fromtimestamp(ts, UTC), thread_id=thread, parent_id=parent,
                 parent_request_id=parent_req, position=pos, intent=intent, similarity=sim,
                 topic_id=topic, text=self.text(rid, bid, tct), model=model, input_tokens=tin,
                 output_tokens=tout, latency_ms=lat, status=status, synthetic=bool(synth),
-                index=idx, evidence=json.loads(evidence) if evidence else None))
+                index=idx, evidence=json.loads(evidence) if evidence else None,
+                trace_id=trace, span_id=span, feedback=json.loads(feedback) if feedback else None))
         return out
 
     # ---------------------------------------------------------------- shredding

@@ -1,0 +1,106 @@
+"""Clients for gateways and `semtrace send`: sync and asyncio, NDJSON over a Unix socket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from appliance.errors import SemtraceError
+
+
+class Client:
+    """A blocking client; one request at a time, or pipelined with `stream`."""
+
+    def __init__(self, socket_path: str | Path, *, timeout: float = 30.0) -> None:
+        self.path = str(socket_path)
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(timeout)
+        try:
+            self._sock.connect(self.path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            self._sock.close()
+            raise SemtraceError(f"No semtrace service is listening on {self.path}.") from None
+        except PermissionError:
+            self._sock.close()
+            raise SemtraceError(f"Permission denied on the socket {self.path}.") from None
+        self._file = self._sock.makefile("rwb")
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()
+        self._sock.close()
+
+    def _read(self) -> dict[str, Any]:
+        line = self._file.readline()
+        if not line:
+            raise SemtraceError("The service closed the connection.")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def request(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Send one request and wait for its reply."""
+        self._file.write((json.dumps(obj) + "\n").encode())
+        self._file.flush()
+        return self._read()
+
+    def ingest(self, *, tenant: str, user_id: str, text: str, request_id: str,
+               **fields: Any) -> dict[str, Any]:
+        return self.request({"v": 1, "op": "ingest", "tenant": tenant, "user_id": user_id,
+                             "text": text, "request_id": request_id, **fields})
+
+    def ping(self) -> dict[str, Any]:
+        return self.request({"v": 1, "op": "ping"})
+
+    def stream(self, requests: Iterable[dict[str, Any]], *, window: int = 64
+               ) -> Iterator[dict[str, Any]]:
+        """Pipeline requests (up to `window` in flight); yields replies in order."""
+        inflight = 0
+        for obj in requests:
+            self._file.write((json.dumps(obj) + "\n").encode())
+            inflight += 1
+            if inflight >= window:
+                self._file.flush()
+                yield self._read()
+                inflight -= 1
+        self._file.flush()
+        for _ in range(inflight):
+            yield self._read()
+
+
+class AsyncClient:
+    """An asyncio client; requests on one connection are answered in order."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader, self._writer = reader, writer
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def connect(cls, socket_path: str | Path) -> AsyncClient:
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(socket_path), limit=1 << 22)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise SemtraceError(f"No semtrace service is listening on {socket_path}.") from None
+        return cls(reader, writer)
+
+    async def request(self, obj: dict[str, Any]) -> dict[str, Any]:
+        async with self._lock:
+            self._writer.write((json.dumps(obj) + "\n").encode())
+            await self._writer.drain()
+            line = await self._reader.readline()
+        if not line:
+            raise SemtraceError("The service closed the connection.")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    async def close(self) -> None:
+        self._writer.close()
+        await self._writer.wait_closed()

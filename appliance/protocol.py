@@ -1,0 +1,147 @@
+"""The socket protocol, version 1: NDJSON frames -> typed requests; replies. Pure.
+
+See docs/protocol.md. Errors become `ProtocolError(code, message)`; messages
+never quote the request's text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from appliance.errors import InputError
+from appliance.ingest import parse_prompt
+from appliance.records import Outcome, Prompt
+
+VERSION = 1
+OPS = ("ingest", "feedback", "lookup", "ping", "stats")
+MODES = ("sync", "async")
+TRACEPARENT_RE = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+class ProtocolError(Exception):
+    """A request that gets an error reply: a stable code and one sentence."""
+
+    def __init__(self, code: str, message: str, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+@dataclass(frozen=True)
+class Request:
+    """A parsed request of any op."""
+
+    op: str
+    request_id: str | None
+    tenant: str | None = None
+    prompt: Prompt | None = None
+    mode: str = "sync"
+    feedback: dict[str, Any] | None = None
+
+
+def trace_context(traceparent: Any) -> tuple[str, str]:
+    """(trace id, new span id): continue a valid W3C traceparent, else start a trace."""
+    span_id = secrets.token_hex(8)
+    if isinstance(traceparent, str):
+        m = TRACEPARENT_RE.match(traceparent.strip().lower())
+        if m and m.group(1) != "ff" and set(m.group(2)) != {"0"} and set(m.group(3)) != {"0"}:
+            return m.group(2), span_id
+    return secrets.token_hex(16), span_id
+
+
+def _feedback(obj: dict[str, Any]) -> dict[str, Any]:
+    fb: dict[str, Any] = {}
+    rating = obj.get("rating")
+    if rating is not None:
+        if isinstance(rating, bool) or not isinstance(rating, int | float) or not -1 <= rating <= 5:
+            raise ProtocolError("bad_request", "'rating' must be a number from -1 to 5.")
+        fb["rating"] = rating
+    abandoned = obj.get("abandoned")
+    if abandoned is not None:
+        if not isinstance(abandoned, bool):
+            raise ProtocolError("bad_request", "'abandoned' must be true or false.")
+        fb["abandoned"] = abandoned
+    if not fb:
+        raise ProtocolError("bad_request", "Feedback needs 'rating' or 'abandoned'.")
+    return fb
+
+
+def decode_frame(frame: bytes) -> dict[str, Any]:
+    """Bytes of one line -> a JSON object, or ProtocolError."""
+    try:
+        text = frame.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("bad_frame", "The frame is not valid UTF-8.") from None
+    if "\x00" in text:
+        raise ProtocolError("bad_frame", "The frame contains a NUL byte.")
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise ProtocolError("bad_json", "The frame is not valid JSON.") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad_json", "The frame must be a JSON object.")
+    return obj
+
+
+def parse_request(obj: dict[str, Any], *, max_text_chars: int,
+                  now: datetime | None = None) -> Request:
+    """Validate one request object."""
+    rid = obj.get("request_id")
+    rid = rid if isinstance(rid, str) else None
+    v = obj.get("v", VERSION)
+    if v != VERSION:
+        raise ProtocolError("bad_version", f"Protocol version {VERSION} is the only one served.",
+                            rid)
+    op = obj.get("op")
+    if op not in OPS:
+        raise ProtocolError("unknown_op", f"'op' must be one of {', '.join(OPS)}.", rid)
+    if op in ("ping", "stats"):
+        return Request(op=op, request_id=rid)
+    tenant = obj.get("tenant")
+    if not isinstance(tenant, str) or not tenant.strip() or len(tenant) > 128:
+        raise ProtocolError("bad_request", "'tenant' must be a non-empty string.", rid)
+    if rid is None or not rid.strip():
+        raise ProtocolError("bad_request", "'request_id' must be a non-empty string.", rid)
+    if op == "lookup":
+        return Request(op=op, request_id=rid, tenant=tenant)
+    if op == "feedback":
+        return Request(op=op, request_id=rid, tenant=tenant, feedback=_feedback(obj))
+    mode = obj.get("mode", "sync")
+    if mode not in MODES:
+        raise ProtocolError("bad_request", "'mode' must be sync or async.", rid)
+    trace_id, span_id = trace_context(obj.get("traceparent"))
+    try:
+        prompt = parse_prompt({**obj, "ts": obj.get("ts")}, max_text_chars=max_text_chars,
+                              default_ts=now or datetime.now(UTC))
+    except InputError as exc:
+        raise ProtocolError("bad_request", str(exc), rid) from None
+    from dataclasses import replace
+
+    prompt = replace(prompt, trace_id=trace_id, span_id=span_id)
+    return Request(op=op, request_id=rid, tenant=tenant, prompt=prompt, mode=mode)
+
+
+def ok_reply(o: Outcome, *, mode: str = "sync") -> dict[str, Any]:
+    """The reply to a recorded ingest (or a lookup)."""
+    return {"request_id": o.request_id, "ok": True, "mode": mode, "trace_id": o.trace_id,
+            "span_id": o.span_id, "conversation_id": o.thread_id,
+            "parent_request_id": o.parent_request_id, "position": o.position,
+            "intent": o.intent,
+            "similarity": None if o.similarity is None else round(float(o.similarity), 4),
+            "topic_id": o.topic_id, "duplicate": o.duplicate}
+
+
+def error_reply(code: str, message: str, request_id: str | None = None,
+                **extra: Any) -> dict[str, Any]:
+    return {"request_id": request_id, "ok": False,
+            "error": {"code": code, "message": message, **extra}}
+
+
+def encode(reply: dict[str, Any]) -> bytes:
+    return (json.dumps(reply, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")

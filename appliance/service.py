@@ -1,0 +1,343 @@
+"""The ingest service: asyncio Unix-socket server in front of the pipeline.
+
+One process; asyncio on the main thread for I/O; redaction, embedding and all
+store access in ONE worker thread (llama.cpp and SQLite are used by one thread
+at a time). Concurrent requests are batched into one redaction/embedding pass
+and one transaction (group commit); a reply with ok=true is sent only after
+commit (sync mode) or on enqueue (async mode). A bounded queue answers `busy`
+instead of dropping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+import struct
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from appliance import __version__
+from appliance.config import AccessSettings, Policies
+from appliance.errors import SemtraceError
+from appliance.pipeline import Pipeline
+from appliance.protocol import (
+    ProtocolError,
+    Request,
+    decode_frame,
+    encode,
+    error_reply,
+    ok_reply,
+    parse_request,
+)
+from appliance.query import records_by_request
+from appliance.records import Outcome, Prompt
+
+log = logging.getLogger("semtrace.service")
+LOCK_FILE = "semtrace.lock"
+
+
+def peer_allowed(uid: int, gid: int, access: AccessSettings, *, own_uid: int) -> bool:
+    """Whether a peer with these credentials may use the socket (pure policy)."""
+    if access.allow_same_uid and uid == own_uid:
+        return True
+    return uid in access.socket_uids or gid in access.socket_gids
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process on the other end of a Unix socket."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return pid, uid, gid
+
+
+class DataDirLock:
+    """An exclusive lock so that two services never share a data dir."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SemtraceError("Another semtrace service is already running on this data dir.")\
+                from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+@dataclass
+class _Item:
+    prompt: Prompt
+    future: asyncio.Future[Outcome] | None  # None: async mode, nobody waits
+
+
+class Service:
+    """Serve one data dir on one Unix socket."""
+
+    def __init__(self, pipeline: Pipeline, policies: Policies, *, socket_path: Path,
+                 reload: Callable[[], Policies] | None = None) -> None:
+        self.pipeline = pipeline
+        self.policies = policies
+        self.socket_path = socket_path
+        self._reload = reload
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semtrace-worker")
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=policies.service.queue_max)
+        self._server: asyncio.AbstractServer | None = None
+        self._stopping = asyncio.Event()
+        self._batcher: asyncio.Task[None] | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
+        self._started = time.monotonic()
+        self.counters: dict[str, int] = {"ingested": 0, "duplicates": 0, "errors": 0,
+                                         "rejected_peers": 0, "busy": 0, "batches": 0}
+        self.on_batch: Callable[[list[Outcome], float], None] | None = None
+        self.jobs: list[Callable[[], Any]] = []
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        path = self.socket_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent != self.pipeline.store.path.parent:
+            os.chmod(path.parent, 0o750)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        limit = self.policies.service.max_frame_bytes
+        self._server = await asyncio.start_unix_server(self._on_connect, path=str(path),
+                                                       limit=limit)
+        os.chmod(path, 0o660)
+        self._batcher = asyncio.create_task(self._batch_loop())
+        log.info("listening", extra={"event": "start", "socket": str(path)})
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    def reload_policies(self) -> None:
+        if self._reload is None:
+            return
+        try:
+            self.policies = self._reload()
+            log.info("policies reloaded", extra={"event": "reload"})
+        except SemtraceError as exc:
+            log.error("policy reload refused: %s", exc, extra={"event": "reload_failed"})
+
+    async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT, then drain in-flight requests."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_policies)
+        await self.start()
+        await self._stopping.wait()
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Stop accepting, finish what is queued, close connections."""
+        if self._server is not None:
+            self._server.close()
+        while not self._queue.empty():
+            await asyncio.sleep(0.01)
+        await self._queue.join()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._batcher is not None:
+            self._batcher.cancel()
+            await asyncio.gather(self._batcher, return_exceptions=True)
+        self._pool.shutdown(wait=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        log.info("stopped", extra={"event": "stop"})
+
+    async def in_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run store/pipeline work on the single worker thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    # ------------------------------------------------------------ batching
+
+    async def _batch_loop(self) -> None:
+        while True:
+            first = await self._queue.get()
+            items = [first]
+            while len(items) < self.policies.service.batch_max:
+                try:
+                    items.append(self._queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            try:
+                await self._run_batch(items)
+            finally:
+                for _ in items:
+                    self._queue.task_done()
+
+    async def _run_batch(self, items: list[_Item]) -> None:
+        start = time.perf_counter()
+        try:
+            outcomes = await self.in_worker(self.pipeline.process, [i.prompt for i in items])
+        except Exception:
+            if len(items) > 1:  # isolate the request that failed
+                for item in items:
+                    await self._run_batch([item])
+                return
+            log.exception("ingest failed", extra={"event": "ingest_failed"})
+            self.counters["errors"] += 1
+            if items[0].future and not items[0].future.done():
+                items[0].future.set_exception(ProtocolError(
+                    "internal", "The request could not be recorded; retry later.",
+                    items[0].prompt.request_id))
+            return
+        self.counters["batches"] += 1
+        for item, outcome in zip(items, outcomes, strict=True):
+            self.counters["duplicates" if outcome.duplicate else "ingested"] += 1
+            if item.future and not item.future.done():
+                item.future.set_result(outcome)
+        if self.on_batch:
+            self.on_batch(outcomes, time.perf_counter() - start)
+
+    # ------------------------------------------------------------ connections
+
+    async def _on_connect(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            await self._serve_connection(reader, writer)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _serve_connection(self, reader: asyncio.StreamReader,
+                                writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        pid, uid, gid = peer_credentials(sock)
+        if not peer_allowed(uid, gid, self.policies.access, own_uid=os.getuid()):
+            self.counters["rejected_peers"] += 1
+            log.warning("peer refused", extra={"event": "peer_refused", "uid": uid, "gid": gid})
+            writer.write(encode(error_reply("forbidden", "This user may not use the socket.")))
+            await writer.drain()
+            return
+        replies: asyncio.Queue[asyncio.Future[dict[str, Any]] | None] = asyncio.Queue(
+            maxsize=self.policies.service.inflight_per_connection)
+        sender = asyncio.create_task(self._send_replies(replies, writer))
+        try:
+            await self._read_requests(reader, replies)
+        finally:
+            await replies.put(None)
+            await sender
+
+    async def _read_requests(self, reader: asyncio.StreamReader,
+                             replies: asyncio.Queue[asyncio.Future[dict[str, Any]] | None]) -> None:
+        svc = self.policies.service
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            try:
+                line = await asyncio.wait_for(reader.readuntil(b"\n"), svc.idle_timeout_s)
+            except (asyncio.IncompleteReadError, TimeoutError):
+                return  # EOF (maybe mid-line: nothing was a request) or idle
+            except asyncio.LimitOverrunError:
+                fut = loop.create_future()
+                fut.set_result(error_reply(
+                    "frame_too_large",
+                    f"A request line is larger than {svc.max_frame_bytes} bytes; closing."))
+                await replies.put(fut)
+                return
+            if not line.strip():
+                continue
+            await replies.put(asyncio.ensure_future(self._respond(line)))
+
+    async def _send_replies(self, replies: asyncio.Queue[asyncio.Future[dict[str, Any]] | None],
+                            writer: asyncio.StreamWriter) -> None:
+        while (fut := await replies.get()) is not None:
+            reply = await fut
+            with contextlib.suppress(ConnectionError):
+                writer.write(encode(reply))
+                await writer.drain()
+
+    async def _respond(self, line: bytes) -> dict[str, Any]:
+        try:
+            req = parse_request(decode_frame(line.rstrip(b"\r\n")),
+                                max_text_chars=self.policies.correlation.max_text_chars)
+            return await self._dispatch(req)
+        except ProtocolError as exc:
+            return error_reply(exc.code, exc.message, exc.request_id)
+
+    async def _dispatch(self, req: Request) -> dict[str, Any]:
+        if req.op == "ping":
+            return {"request_id": req.request_id, "ok": True, "pong": True,
+                    "version": __version__, "protocol": 1}
+        if req.op == "stats":
+            return {"request_id": req.request_id, "ok": True, **await self.stats()}
+        if req.op == "lookup":
+            return await self._lookup(req)
+        if req.op == "feedback":
+            assert req.tenant and req.request_id and req.feedback
+            found = await self.in_worker(self.pipeline.store.set_feedback, req.tenant,
+                                         req.request_id, req.feedback)
+            if not found:
+                raise ProtocolError("not_found", "No recorded request with this id.",
+                                    req.request_id)
+            return {"request_id": req.request_id, "ok": True}
+        return await self._ingest(req)
+
+    async def _ingest(self, req: Request) -> dict[str, Any]:
+        assert req.prompt is not None
+        if self._stopping.is_set():
+            raise ProtocolError("shutting_down", "The service is shutting down; retry later.",
+                                req.request_id)
+        fut: asyncio.Future[Outcome] | None = None
+        if req.mode == "sync":
+            fut = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait(_Item(req.prompt, fut))
+        except asyncio.QueueFull:
+            self.counters["busy"] += 1
+            return error_reply("busy", "The service is busy; retry shortly.", req.request_id,
+                               retry_after_ms=self.policies.service.busy_retry_after_ms)
+        if fut is None:
+            return {"request_id": req.request_id, "ok": True, "mode": "async", "queued": True,
+                    "trace_id": req.prompt.trace_id, "span_id": req.prompt.span_id}
+        return ok_reply(await fut)
+
+    async def _lookup(self, req: Request) -> dict[str, Any]:
+        assert req.tenant and req.request_id
+        rec = await self.in_worker(records_by_request, self.pipeline.store, req.tenant,
+                                   req.request_id)
+        if rec is None:
+            raise ProtocolError("not_found", "No recorded request with this id.", req.request_id)
+        o = Outcome(request_id=rec.request_id, record_id=rec.record_id, thread_id=rec.thread_id,
+                    parent_id=rec.parent_id, parent_request_id=rec.parent_request_id,
+                    position=rec.position, intent=rec.intent, similarity=rec.similarity,
+                    topic_id=rec.topic_id, duplicate=True, trace_id=rec.trace_id,
+                    span_id=rec.span_id)
+        return {**ok_reply(o, mode="lookup"), "feedback": rec.feedback}
+
+    async def stats(self) -> dict[str, Any]:
+        counts = await self.in_worker(self.pipeline.store.counts)
+        return {"version": __version__, "uptime_s": round(time.monotonic() - self._started, 1),
+                "queue_depth": self._queue.qsize(), "model_id": self.pipeline.embedder.model_id,
+                "index_sizes": self.pipeline.index.sizes(), "store": counts,
+                "counters": dict(self.counters)}

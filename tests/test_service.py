@@ -1,0 +1,293 @@
+"""The service through its real socket: protocol, durability, lifecycle, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from appliance.client import Client
+from test_spine import run_cli
+
+
+def _policy_dir(tmp: Path, **service: object) -> Path:
+    from appliance.config import policy_dir
+
+    target = tmp / "policies"
+    shutil.copytree(policy_dir(), target)
+    if service:
+        lines = [f"{k} = {json.dumps(v)}" for k, v in service.items()]
+        (target / "service.toml").write_text("\n".join(lines) + "\n")
+    return target
+
+
+class Server:
+    """A `semtrace serve` subprocess on a fresh data dir."""
+
+    def __init__(self, tmp: Path, passphrase_file: Path, **service: object) -> None:
+        self.tmp = tmp
+        self.data = tmp / "data"
+        self.sock = self.data / "semtrace.sock"
+        self.env = {**os.environ, "SEMTRACE_POLICY_DIR": str(_policy_dir(tmp, **service))}
+        self.args = ["--data-dir", str(self.data), "--passphrase-file", str(passphrase_file)]
+        self.log = tmp / "serve.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        if not self.data.exists():
+            assert run_cli("init", *self.args).returncode == 0
+
+    def start(self) -> Server:
+        self.proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", *self.args],
+                                     env=self.env, stdout=subprocess.DEVNULL,
+                                     stderr=self.log.open("ab"))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited: {self.log.read_text()}")
+            try:
+                with Client(self.sock, timeout=5) as c:
+                    if c.ping()["ok"]:
+                        return self
+            except Exception:
+                time.sleep(0.2)
+        raise AssertionError("serve did not come up")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=120)
+
+    def raw(self) -> socket.socket:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(30)
+        s.connect(str(self.sock))
+        return s
+
+
+def _lines(s: socket.socket, n: int) -> list[dict[str, object]]:
+    buf = b""
+    while buf.count(b"\n") < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return [json.loads(x) for x in buf.splitlines()[:n]]
+
+
+def ingest(rid: str, text: str, *, user: str = "alice", ts: str = "2026-03-02T09:00:00Z",
+           **kw: object) -> dict[str, object]:
+    return {"v": 1, "op": "ingest", "request_id": rid, "tenant": "acme", "user_id": user,
+            "ts": ts, "text": text, **kw}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("svc")
+    pw = tmp / "pw"
+    pw.touch(mode=0o600)
+    pw.write_text("service test passphrase\n")
+    srv = Server(tmp, pw, idle_timeout_s=2, max_frame_bytes=4096).start()
+    yield srv
+    assert srv.stop() == 0
+
+
+def test_ingest_replies_with_conversation_and_continues_the_trace(server: Server) -> None:
+    tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    with Client(server.sock) as c:
+        first = c.ingest(tenant="acme", user_id="alice", text="What's the weather in Paris?",
+                         request_id="w-1", ts="2026-03-02T09:00:00Z", traceparent=tp)
+        again = c.ingest(tenant="acme", user_id="alice", text="What's the weather in Paris?",
+                         request_id="w-1", ts="2026-03-02T09:00:00Z", traceparent=tp)
+        bad_tp = c.ingest(tenant="acme", user_id="alice", text="Recommend a sci-fi novel.",
+                          request_id="w-2", ts="2026-03-02T09:01:00Z", traceparent="00-zz")
+        looked = c.request({"v": 1, "op": "lookup", "tenant": "acme", "request_id": "w-1"})
+        fb = c.request({"v": 1, "op": "feedback", "tenant": "acme", "request_id": "w-1",
+                        "rating": 1})
+        stats = c.request({"v": 1, "op": "stats"})
+    assert first["ok"] and first["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert first["span_id"] != "00f067aa0ba902b7" and len(str(first["span_id"])) == 16
+    assert str(first["conversation_id"]).startswith("th_") and first["position"] == "new"
+    assert again["duplicate"] is True and again["conversation_id"] == first["conversation_id"]
+    assert bad_tp["ok"] and bad_tp["trace_id"] != first["trace_id"]
+    assert looked["conversation_id"] == first["conversation_id"]
+    assert fb["ok"] is True
+    assert stats["store"]["records"] >= 2  # type: ignore[index]
+    with Client(server.sock) as c:
+        assert c.request({"v": 1, "op": "lookup", "tenant": "acme",
+                          "request_id": "w-1"})["feedback"] == {"rating": 1}
+
+
+def test_bad_input_gets_error_replies_and_the_connection_stays_usable(server: Server) -> None:
+    frames = [b"not json\n", b"[1,2]\n", b'{"v":1,"op":"explode"}\n',
+              b'{"v":1,"op":"ingest","request_id":"x","tenant":"acme"}\n',
+              b'{"v":1,"op":"ingest","request_id":"x","tenant":"acme","user_id":5,"text":7}\n',
+              b'\xff\xfe\n', b'{"v":1,"op":"ping","request_id":"a\\u0000b"}\n',
+              b'{"v":1,"op":"ingest","request_id":"n","tenant":"acme","user_id":"u",'
+              b'"text":"nul \\u0000 inside"}\n', b'{"v":1,"op":"ping"}\n']
+    with server.raw() as s:
+        s.sendall(b"".join(frames))
+        replies = _lines(s, len(frames))
+    codes = [r.get("error", {}).get("code") for r in replies]  # type: ignore[union-attr]
+    assert codes == ["bad_json", "bad_json", "unknown_op", "bad_request", "bad_request",
+                     "bad_frame", None, "bad_request", None]
+    assert replies[-1]["pong"] is True
+    assert all("Traceback" not in json.dumps(r) for r in replies)
+
+
+def test_overlong_frame_is_refused_then_closed(server: Server) -> None:
+    with server.raw() as s:
+        s.sendall(b'{"v":1,"op":"ping","pad":"' + b"x" * 10_000 + b'"}\n')
+        reply = _lines(s, 1)[0]
+        assert reply["error"]["code"] == "frame_too_large"  # type: ignore[index]
+        assert s.recv(1024) == b""  # closed: framing is lost
+    with Client(server.sock) as c:
+        assert c.ping()["ok"]
+
+
+def test_silent_and_half_line_clients_do_not_hurt_the_server(server: Server) -> None:
+    silent = server.raw()
+    half = server.raw()
+    half.sendall(b'{"v":1,"op":"ingest","request_id":"half","tenant":"acme","text":"Half')
+    half.close()
+    time.sleep(3)  # past the 2 s idle timeout of this server
+    assert silent.recv(1024) == b""  # closed by the server
+    silent.close()
+    with Client(server.sock) as c:
+        assert c.request({"v": 1, "op": "lookup", "tenant": "acme",
+                          "request_id": "half"})["error"]["code"] == "not_found"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.one_of(st.binary(max_size=300),
+                          st.dictionaries(st.text(max_size=10),
+                                          st.one_of(st.none(), st.integers(), st.text(max_size=40),
+                                                    st.booleans()), max_size=6)
+                          .map(lambda d: json.dumps(d).encode())), min_size=1, max_size=8))
+def test_random_frames_are_answered_or_closed_and_the_server_stays_up(
+        server: Server, frames: list[bytes]) -> None:
+    with server.raw() as s:
+        try:
+            s.sendall(b"\n".join(f.replace(b"\n", b" ") for f in frames) + b"\n")
+            s.shutdown(socket.SHUT_WR)
+            while s.recv(65536):
+                pass
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+    with Client(server.sock) as c:
+        assert c.ping()["ok"]
+
+
+def test_many_tiny_requests_are_all_answered_in_order(server: Server) -> None:
+    n = 2000
+    with server.raw() as s:
+        s.sendall(b"".join(b'{"v":1,"op":"ping","request_id":"p%d"}\n' % i for i in range(n)))
+        replies = _lines(s, n)
+    assert [r["request_id"] for r in replies] == [f"p{i}" for i in range(n)]
+
+
+def test_peer_credential_policy() -> None:
+    from appliance.config import AccessSettings, RoleSettings
+    from appliance.service import peer_allowed
+
+    access = AccessSettings(roles={"operator": RoleSettings(permissions=[])},
+                            socket_uids=[1001], socket_gids=[2002])
+    assert peer_allowed(500, 500, access, own_uid=500)
+    assert peer_allowed(1001, 7, access, own_uid=500)
+    assert peer_allowed(7, 2002, access, own_uid=500)
+    assert not peer_allowed(7, 7, access, own_uid=500)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client under another uid")
+def test_a_peer_under_another_uid_is_refused(server: Server) -> None:
+    os.chmod(server.sock, 0o666)  # let the foreign uid reach the socket: the check is ours
+    dirs = [p for p in server.sock.parents if p != Path("/")]
+    modes = {p: p.stat().st_mode & 0o777 for p in dirs}
+    for p in dirs:
+        os.chmod(p, modes[p] | 0o011)
+    code = (
+        "import os, socket, json; os.setgid(65534); os.setuid(65534);"
+        "s=socket.socket(socket.AF_UNIX); s.connect(%r);"
+        "s.sendall(b'{\"v\":1,\"op\":\"ping\"}\\n'); print(s.recv(4096).decode())" % str(server.sock)
+    )
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=60)
+    finally:
+        os.chmod(server.sock, 0o660)
+        for p in dirs:
+            os.chmod(p, modes[p])
+    assert json.loads(out.stdout)["error"]["code"] == "forbidden", out.stderr
+
+
+def test_socket_and_data_dir_permissions(server: Server) -> None:
+    assert server.sock.stat().st_mode & 0o777 == 0o660
+    assert server.data.stat().st_mode & 0o777 == 0o700
+
+
+def test_kill_9_loses_no_acknowledged_prompt(tmp_path: Path, passphrase_file: Path) -> None:
+    srv = Server(tmp_path, passphrase_file).start()
+    acked: list[str] = []
+    texts = ["How do I configure the VPN?", "Which port does it use?", "Is UDP faster?",
+             "Recommend a thriller.", "Something set in Norway?"]
+    with Client(srv.sock) as c:
+        for i in range(40):
+            r = c.ingest(tenant="acme", user_id=f"user{i % 3}", text=texts[i % 5],
+                         request_id=f"k-{i}", ts=f"2026-03-02T09:{i:02d}:00Z")
+            if r["ok"]:
+                acked.append(f"k-{i}")
+            if i == 25:
+                assert srv.proc is not None
+                srv.proc.kill()  # SIGKILL mid-stream
+                srv.proc.wait()
+                break
+    assert len(acked) == 26
+    srv.start()
+    with Client(srv.sock) as c:
+        for rid in acked:
+            assert c.request({"v": 1, "op": "lookup", "tenant": "acme",
+                              "request_id": rid})["ok"], rid
+        stats = c.request({"v": 1, "op": "stats"})
+        assert stats["index_sizes"] == {"acme": 26}  # rebuilt from the store
+    assert srv.stop() == 0
+
+
+def test_sigterm_drains_async_requests_and_a_second_server_is_refused(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    srv = Server(tmp_path, passphrase_file).start()
+    second = run_cli("serve", *srv.args, env={"SEMTRACE_POLICY_DIR": srv.env[
+        "SEMTRACE_POLICY_DIR"]})
+    assert second.returncode != 0 and "already running" in second.stderr
+    with srv.raw() as s:
+        n = 30
+        s.sendall(b"".join(json.dumps(ingest(f"a-{i}", f"Question number {i} about gardens",
+                                             mode="async")).encode() + b"\n" for i in range(n)))
+        replies = _lines(s, n)
+    assert all(r["ok"] and r["mode"] == "async" for r in replies)
+    assert srv.stop(signal.SIGTERM) == 0
+    srv.start()
+    with Client(srv.sock) as c:
+        assert c.request({"v": 1, "op": "stats"})["store"]["records"] == n  # type: ignore[index]
+    assert srv.stop() == 0
+
+
+def test_serve_check_and_wrong_key(tmp_path: Path, passphrase_file: Path) -> None:
+    srv = Server(tmp_path, passphrase_file)
+    ok = run_cli("serve", "--check", *srv.args, env={"SEMTRACE_POLICY_DIR": srv.env[
+        "SEMTRACE_POLICY_DIR"]})
+    assert ok.returncode == 0 and json.loads(ok.stdout)["ok"] is True
+    wrong = tmp_path / "wrong"
+    wrong.touch(mode=0o600)
+    wrong.write_text("definitely wrong\n")
+    bad = run_cli("serve", "--data-dir", str(srv.data), "--passphrase-file", str(wrong))
+    assert bad.returncode == 2 and "Wrong passphrase" in bad.stderr
+    assert "Traceback" not in bad.stderr
