@@ -83,9 +83,12 @@ def cli() -> None:
 @credential_options
 @click.option("--new-key-file", type=click.Path(path_type=Path), default=None,
               help="Create a new random key file (mode 0600) and use it.")
+@click.option("--compliance-passphrase-file", type=click.Path(path_type=Path), default=None,
+              help="Also enroll the compliance credential (originals kept in the vault).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def init(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
-         new_key_file: Path | None, as_json: bool) -> None:
+         new_key_file: Path | None, compliance_passphrase_file: Path | None,
+         as_json: bool) -> None:
     """Create an encrypted store in a new or empty data dir."""
     from appliance.runtime import init_data_dir
 
@@ -97,7 +100,12 @@ def init(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | N
         cred = read_key_file(new_key_file)
     else:
         cred = credential(passphrase_file, key_file)
-    init_data_dir(directory, cred)
+    compliance = None
+    if compliance_passphrase_file is not None:
+        from appliance.keys import read_passphrase_file
+
+        compliance = read_passphrase_file(compliance_passphrase_file)
+    init_data_dir(directory, cred, compliance=compliance)
     if as_json:
         emit_json({"data_dir": str(directory), "initialised": True})
     else:

@@ -47,10 +47,44 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         pipeline = make_pipeline(rt)
         service = Service(pipeline, policies, socket_path=socket_path or directory / SOCKET_NAME,
                           reload=load_policies)
-        asyncio.run(service.run())
+        asyncio.run(_serve_with_jobs(service, rt))
     finally:
         lock.release()
         rt.close()
+
+
+async def _serve_with_jobs(service: Any, rt: Any) -> None:
+    """Run the service with its scheduled retention job (APScheduler, UTC) and audit entries."""
+    from datetime import UTC
+
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+    from apscheduler.triggers.cron import CronTrigger
+
+    from appliance.audit import AuditLog
+    from appliance.retention import Shredder, run_retention
+
+    audit = AuditLog(rt.store.db, rt.keyring.audit_signer())
+    shredder = Shredder(rt.store, audit, index=service.pipeline.index,
+                        on_user_shredded=service.pipeline.forget)
+
+    async def retention_job() -> None:
+        await service.in_worker(lambda: run_retention(
+            shredder, service.policies.retention, rt.keyring))
+
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    scheduler.add_job(retention_job, CronTrigger.from_crontab(
+        service.policies.retention.schedule_cron, timezone=UTC), id="retention",
+        replace_existing=True, coalesce=True, max_instances=1, misfire_grace_time=3600)
+    await service.in_worker(audit.append, "start", {"pid": __import__("os").getpid()})
+    scheduler.start()
+    service.scheduler = scheduler
+    startup = asyncio.ensure_future(retention_job())  # a host that was off catches up now
+    try:
+        await service.run()
+    finally:
+        scheduler.shutdown(wait=False)
+        await asyncio.gather(startup, return_exceptions=True)
+        audit.append("stop", {})
 
 
 def _requests(lines: Any) -> Any:

@@ -107,6 +107,12 @@ class VectorIndex:
             return []
         return self._tenants[tenant].search(query, k, user=user)
 
+    def user_keys(self, tenant: str, user: str) -> set[int]:
+        """Record ids indexed for one user."""
+        if tenant not in self._tenants:
+            return set()
+        return set(self._tenants[tenant]._users.get(user, ()))
+
     def sizes(self) -> dict[str, int]:
         return {t: len(ix) for t, ix in self._tenants.items()}
 

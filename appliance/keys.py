@@ -19,6 +19,7 @@ import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -98,7 +99,7 @@ class Dek:
 class Keyring:
     """Keys derived from one master key."""
 
-    __slots__ = ("_db", "_keydb", "_pseudo", "_wrap", "_verify")
+    __slots__ = ("_db", "_keydb", "_pseudo", "_wrap", "_verify", "_sign")
 
     def __init__(self, master: bytes) -> None:
         self._db = _hkdf(master, "semtrace/sqlcipher/v1")
@@ -106,6 +107,7 @@ class Keyring:
         self._pseudo = _hkdf(master, "semtrace/pseudonym/v1")
         self._wrap = AESGCM(_hkdf(master, "semtrace/wrap/v1"))
         self._verify = _hkdf(master, "semtrace/verify/v1")
+        self._sign = _hkdf(master, "semtrace/audit-signing/v1")
 
     def __repr__(self) -> str:
         return "<Keyring>"
@@ -133,6 +135,10 @@ class Keyring:
         mac = hmac.new(self._pseudo, f"session\0{tenant}\0{session_id}".encode(), hashlib.sha256)
         return "s_" + mac.hexdigest()[:20]
 
+    def audit_signer(self) -> AuditSigner:
+        """The appliance's Ed25519 audit-signing key (derived from the master key)."""
+        return AuditSigner(self._sign)
+
     def entity_key(self, tenant: str, value: str) -> str:
         """Keyed digest of a redacted value, so overlap is seen without keeping PII."""
         mac = hmac.new(self._pseudo, f"entity\0{tenant}\0{value}".encode(), hashlib.sha256)
@@ -157,6 +163,46 @@ class Keyring:
         material = self._wrap.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], aad)
         nonce = os.urandom(NONCE_BYTES)
         return nonce + new._wrap.encrypt(nonce, material, aad)
+
+
+class AuditSigner:
+    """Signs audit checkpoints and reports; exposes only its public key."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, seed: bytes) -> None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        self._key = Ed25519PrivateKey.from_private_bytes(seed)
+
+    def __repr__(self) -> str:
+        return "<AuditSigner>"
+
+    def public_key_b64(self) -> str:
+        from cryptography.hazmat.primitives import serialization
+
+        raw = self._key.public_key().public_bytes(serialization.Encoding.Raw,
+                                                  serialization.PublicFormat.Raw)
+        return base64.b64encode(raw).decode()
+
+    def key_id(self) -> str:
+        return hashlib.sha256(self.public_key_b64().encode()).hexdigest()[:16]
+
+    def sign(self, data: bytes) -> str:
+        return base64.b64encode(self._key.sign(data)).decode()
+
+
+def verify_signature(public_key_b64: str, data: bytes, signature_b64: str) -> bool:
+    """Check an Ed25519 signature made by an `AuditSigner`."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key_b64))
+        key.verify(base64.b64decode(signature_b64), data)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 # ---------------------------------------------------------------- credentials
@@ -293,3 +339,116 @@ def open_keyring(data_dir: Path, cred: Credential) -> Keyring:
     if not hmac.compare_digest(ring.verifier(), str(meta.get("verifier", ""))):
         raise WrongKey("Wrong passphrase or key for this data dir; nothing was changed.")
     return ring
+
+
+# ---------------------------------------------------------------- reveal (compliance) key
+
+REVEAL_PUBLIC_FILE = "reveal.pub"
+REVEAL_PRIVATE_FILE = "reveal-key.json"
+
+
+def _x25519_pub(raw: bytes) -> Any:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+    return X25519PublicKey.from_public_bytes(raw)
+
+
+def _seal_key(shared: bytes, eph_pub: bytes, pub: bytes) -> AESGCM:
+    return AESGCM(_hkdf(shared + eph_pub + pub, "semtrace/reveal/v1"))
+
+
+class RevealSealer:
+    """Encrypts vault entries to the compliance public key (anyone may seal)."""
+
+    __slots__ = ("_pub",)
+
+    def __init__(self, public_raw: bytes) -> None:
+        self._pub = public_raw
+
+    def seal(self, data: bytes, aad: bytes) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+        eph = X25519PrivateKey.generate()
+        eph_pub = eph.public_key().public_bytes(serialization.Encoding.Raw,
+                                                serialization.PublicFormat.Raw)
+        nonce = os.urandom(NONCE_BYTES)
+        aes = _seal_key(eph.exchange(_x25519_pub(self._pub)), eph_pub, self._pub)
+        return eph_pub + nonce + aes.encrypt(nonce, data, aad)
+
+
+class RevealOpener:
+    """The compliance role's private key, unlocked by its own passphrase."""
+
+    __slots__ = ("_priv", "_pub")
+
+    def __init__(self, private_raw: bytes) -> None:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+        self._priv = X25519PrivateKey.from_private_bytes(private_raw)
+        self._pub = self._priv.public_key().public_bytes(serialization.Encoding.Raw,
+                                                         serialization.PublicFormat.Raw)
+
+    def __repr__(self) -> str:
+        return "<RevealOpener>"
+
+    def open(self, blob: bytes, aad: bytes) -> bytes:
+        eph_pub, nonce, ct = blob[:32], blob[32:32 + NONCE_BYTES], blob[32 + NONCE_BYTES:]
+        aes = _seal_key(self._priv.exchange(_x25519_pub(eph_pub)), eph_pub, self._pub)
+        try:
+            return aes.decrypt(nonce, ct, aad)
+        except InvalidTag as exc:
+            raise SemtraceError("A vault entry failed its integrity check.") from exc
+
+
+def create_reveal_key(data_dir: Path, compliance: Credential) -> None:
+    """Create the compliance key pair: public key in clear, private key under the credential."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    if (data_dir / REVEAL_PRIVATE_FILE).exists():
+        raise SemtraceError("A compliance key already exists for this data dir.")
+    priv = X25519PrivateKey.generate()
+    raw = priv.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                             serialization.NoEncryption())
+    pub = priv.public_key().public_bytes(serialization.Encoding.Raw,
+                                         serialization.PublicFormat.Raw)
+    params = KdfParams(salt=secrets.token_bytes(16))
+    wrap = AESGCM(_argon2(compliance.material(), params))
+    nonce = os.urandom(NONCE_BYTES)
+    meta = {"version": 1, "kdf": {"name": "argon2id", "salt": _b64(params.salt),
+                                  "iterations": params.iterations, "lanes": params.lanes,
+                                  "memory_cost": params.memory_cost},
+            "nonce": _b64(nonce), "ct": _b64(wrap.encrypt(nonce, raw, b"semtrace-reveal")),
+            "public": _b64(pub)}
+    fd = os.open(data_dir / REVEAL_PRIVATE_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(meta, fh, indent=1)
+    (data_dir / REVEAL_PUBLIC_FILE).write_text(_b64(pub) + "\n")
+
+
+def reveal_sealer(data_dir: Path) -> RevealSealer | None:
+    """The sealer for new vault entries, or None when no compliance key is enrolled."""
+    path = data_dir / REVEAL_PUBLIC_FILE
+    if not path.exists():
+        return None
+    return RevealSealer(base64.b64decode(path.read_text().strip()))
+
+
+def unlock_reveal_key(data_dir: Path, compliance: Credential) -> RevealOpener:
+    """Unlock the compliance private key; AccessDenied-style WrongKey if the credential is wrong."""
+    path = data_dir / REVEAL_PRIVATE_FILE
+    if not path.exists():
+        raise SemtraceError("No compliance key is enrolled for this data dir.")
+    meta = json.loads(path.read_text())
+    kdf = meta["kdf"]
+    params = KdfParams(salt=base64.b64decode(kdf["salt"]), iterations=kdf["iterations"],
+                       lanes=kdf["lanes"], memory_cost=kdf["memory_cost"])
+    wrap = AESGCM(_argon2(compliance.material(), params))
+    try:
+        raw = wrap.decrypt(base64.b64decode(meta["nonce"]), base64.b64decode(meta["ct"]),
+                           b"semtrace-reveal")
+    except InvalidTag:
+        raise WrongKey("The compliance credential is wrong; nothing was revealed.") from None
+    return RevealOpener(raw)

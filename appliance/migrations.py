@@ -134,3 +134,32 @@ def migrate(db: Any, migrations: list[Migration] | None = None) -> list[str]:
 def latest() -> str:
     """Name of the newest migration this code knows."""
     return MIGRATIONS[-1].__name__
+
+
+@migration
+def m002_audit(db: Any) -> None:
+    db.executescript(
+        """
+        CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY,
+            ts REAL NOT NULL,
+            event TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            details TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        CREATE TABLE audit_checkpoints (
+            seq INTEGER PRIMARY KEY,
+            hash TEXT NOT NULL,
+            key_id TEXT NOT NULL,
+            signature TEXT NOT NULL,
+            ts REAL NOT NULL
+        );
+        CREATE TABLE audit_keys (
+            key_id TEXT PRIMARY KEY,
+            public_key TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        """
+    )

@@ -76,6 +76,7 @@ class Pipeline:
         self.policies = policies
         self._horizon = timedelta(hours=policies.correlation.horizon_hours)
         self._users: dict[tuple[str, str], UserHistory] = {}
+        self._shred_mark = self.store.shred_watermark()
 
     def rebuild_index(self) -> int:
         """Fill the in-memory index from the store (at start)."""
@@ -96,6 +97,16 @@ class Pipeline:
         for key in [k for k in self._users if k[0] == tenant and (user is None or k[1] == user)]:
             del self._users[key]
 
+    def sync_shredded(self) -> int:
+        """Drop cached history and index entries of buckets shredded by another process."""
+        mark, users = self.store.shredded_since(self._shred_mark)
+        self._shred_mark = mark
+        for tenant, user in users:
+            self.forget(tenant, user)
+            gone = self.index.user_keys(tenant, user) - self.store.record_ids_of(tenant, user)
+            self.index.remove(tenant, sorted(gone))
+        return len(users)
+
     def _existing(self, prompt: Prompt) -> Outcome | None:
         rid = self.store.request_exists(prompt.tenant, prompt.request_id)
         if rid is None:
@@ -109,6 +120,7 @@ class Pipeline:
 
     def process(self, prompts: Sequence[Prompt]) -> list[Outcome]:
         """Ingest a batch: one redaction and embedding pass, one transaction."""
+        self.sync_shredded()
         outcomes: list[Outcome | None] = [self._existing(p) for p in prompts]
         todo = [i for i, o in enumerate(outcomes) if o is None]
         seen: dict[tuple[str, str], int] = {}

@@ -42,15 +42,26 @@ def prepare_dir(data_dir: Path) -> None:
     (data_dir / "cache").mkdir(mode=0o700, exist_ok=True)
 
 
-def init_data_dir(data_dir: Path, cred: Credential) -> Keyring:
-    """Initialise a new data dir: keyring file and migrated, empty store."""
+def init_data_dir(data_dir: Path, cred: Credential, *,
+                  compliance: Credential | None = None) -> Keyring:
+    """Initialise a new data dir: keyring file, migrated empty store, first audit entry."""
     if is_initialised(data_dir):
         raise SemtraceError(f"{data_dir} is already initialised.")
     if data_dir.exists() and any(p.name != "cache" for p in data_dir.iterdir()):
         raise SemtraceError(f"{data_dir} is not empty; choose an empty or new directory.")
+    from appliance.audit import AuditLog
+    from appliance.keys import create_reveal_key
+
     prepare_dir(data_dir)
     ring = create_keyring(data_dir, cred)
-    Store.open(data_dir, ring).close()
+    if compliance is not None:
+        create_reveal_key(data_dir, compliance)
+    store = Store.open(data_dir, ring)
+    try:
+        AuditLog(store.db, ring.audit_signer()).append(
+            "init", {"credential": cred.kind, "compliance_key": compliance is not None})
+    finally:
+        store.close()
     return ring
 
 

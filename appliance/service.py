@@ -110,7 +110,7 @@ class Service:
         self.counters: dict[str, int] = {"ingested": 0, "duplicates": 0, "errors": 0,
                                          "rejected_peers": 0, "busy": 0, "batches": 0}
         self.on_batch: Callable[[list[Outcome], float], None] | None = None
-        self.jobs: list[Callable[[], Any]] = []
+        self.scheduler: Any = None  # set by the caller that schedules jobs
 
     # ------------------------------------------------------------ lifecycle
 
@@ -154,6 +154,8 @@ class Service:
         """Stop accepting, finish what is queued, close connections."""
         if self._server is not None:
             self._server.close()
+        if self.scheduler is not None:
+            self.scheduler.pause()
         while not self._queue.empty():
             await asyncio.sleep(0.01)
         await self._queue.join()
@@ -163,7 +165,7 @@ class Service:
         if self._batcher is not None:
             self._batcher.cancel()
             await asyncio.gather(self._batcher, return_exceptions=True)
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=True)  # waits for a running job too
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         log.info("stopped", extra={"event": "stop"})

@@ -21,7 +21,7 @@ import sqlcipher3
 
 from appliance import migrations
 from appliance.errors import SemtraceError, WrongKey
-from appliance.keys import Dek, Keyring
+from appliance.keys import Dek, Keyring, RevealOpener, RevealSealer, reveal_sealer
 from appliance.records import Candidate, NewRecord, Record
 
 DB_FILE = "semtrace.db"
@@ -62,6 +62,8 @@ def connect(path: Path, keyring: Keyring, *, readonly: bool = False, purpose: st
     conn.execute(f"PRAGMA key = \"{keyring.sqlcipher_key(purpose)}\"")
     conn.execute("PRAGMA cipher_memory_security = ON")
     try:
+        if not readonly and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # lets shredding return free pages
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlcipher3.DatabaseError:
         conn.close()
@@ -86,6 +88,7 @@ class Store:
         self._bucket_ids: dict[tuple[str, str, str], int] = {}
         row = conn.execute("SELECT coalesce(max(id), 0) FROM records").fetchone()
         self._next_id = int(row[0]) + 1
+        self.sealer: RevealSealer | None = reveal_sealer(path.parent)
 
     @classmethod
     def open(cls, data_dir: Path, keyring: Keyring, *, readonly: bool = False,
@@ -204,8 +207,10 @@ class Store:
              resp.status if resp else None, int(p.synthetic), p.index, r.model_id,
              int(r.truncated), text_ct, vec_ct, json.dumps(link.evidence, sort_keys=True),
              r.trace_id, r.span_id))
-        if r.vault:
-            blob = dek.seal(json.dumps(list(r.vault)).encode(), _aad(r.record_id, "vault"))
+        if r.vault and self.sealer is not None:
+            aad = _aad(r.record_id, "vault")
+            inner = self.sealer.seal(json.dumps(list(r.vault)).encode(), aad)
+            blob = dek.seal(inner, aad)
             self._db.execute("INSERT INTO vault (record_id, bucket_id, ct) VALUES (?, ?, ?)",
                              (r.record_id, bid, blob))
         self._upsert_thread(r)
@@ -244,6 +249,18 @@ class Store:
             self._db.execute("UPDATE records SET feedback=? WHERE id=?",
                              (json.dumps(merged, sort_keys=True), row[0]))
         return True
+
+    def reveal(self, record_id: int, opener: RevealOpener) -> list[tuple[str, str]] | None:
+        """The original values behind a record's placeholders; None if none are held."""
+        row = self._db.execute("SELECT bucket_id, ct FROM vault WHERE record_id=?",
+                               (record_id,)).fetchone()
+        if row is None:
+            return None
+        inner = self._decrypt(record_id, row[0], row[1], "vault")
+        if inner is None:
+            return None
+        pairs = json.loads(opener.open(inner, _aad(record_id, "vault")))
+        return [(str(a), str(b)) for a, b in pairs]
 
     def counts(self) -> dict[str, int]:
         """Row counts for stats."""
@@ -405,6 +422,47 @@ class Store:
         self._db.execute(
             "UPDATE threads SET turns=?, first_ts=?, last_ts=?, input_tokens=?, output_tokens=?, "
             "models=? WHERE thread_id=?", (*row, json.dumps(models), thread_id))
+
+    def shred_watermark(self) -> float:
+        row = self._db.execute("SELECT coalesce(max(destroyed_at), 0) FROM buckets").fetchone()
+        return float(row[0])
+
+    def shredded_since(self, mark: float) -> tuple[float, set[tuple[str, str]]]:
+        """(new watermark, (tenant, user) of buckets shredded after `mark`)."""
+        rows = self._db.execute("SELECT tenant, user, destroyed_at, id FROM buckets "
+                                "WHERE destroyed_at > ?", (mark,)).fetchall()
+        new_mark = max([mark, *(float(r[2]) for r in rows)])
+        for r in rows:
+            self._deks[int(r[3])] = None  # a key destroyed elsewhere is forgotten here too
+        gone = {int(r[3]) for r in rows}
+        self._bucket_ids = {k: v for k, v in self._bucket_ids.items() if v not in gone}
+        return new_mark, {(r[0], r[1]) for r in rows}
+
+    def record_ids_of(self, tenant: str, user: str) -> set[int]:
+        return {r[0] for r in self._db.execute(
+            "SELECT id FROM records WHERE tenant=? AND user=?", (tenant, user))}
+
+    def unfinished_buckets(self) -> list[int]:
+        """Buckets whose key is destroyed but whose rows remain (an interrupted shred)."""
+        destroyed = {r[0] for r in self._kdb.execute("SELECT bucket_id FROM destroyed")}
+        with_rows = {r[0] for r in self._db.execute("SELECT DISTINCT bucket_id FROM records")}
+        with_rows |= {r[0] for r in self._db.execute("SELECT DISTINCT bucket_id FROM vault")}
+        return sorted(destroyed & with_rows)
+
+    def key_exists(self, bucket_id: int) -> bool:
+        return self._kdb.execute("SELECT 1 FROM deks WHERE bucket_id=?",
+                                 (bucket_id,)).fetchone() is not None
+
+    def delete_vault(self, bucket_id: int) -> int:
+        """Delete a bucket's vault entries (vault retention is shorter than the prompts')."""
+        with self._db:
+            n = self._db.execute("DELETE FROM vault WHERE bucket_id=?", (bucket_id,)).rowcount
+        return int(n)
+
+    def compact(self) -> None:
+        """Return freed pages and flush the WALs (after shredding)."""
+        self._db.execute("PRAGMA incremental_vacuum")
+        self.checkpoint()
 
     def checkpoint(self) -> None:
         """Flush the WALs into the main files and truncate them (after shredding)."""

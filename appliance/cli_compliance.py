@@ -1,0 +1,295 @@
+"""`semtrace retention | erase | audit | reveal | keys | compliance`: compliance commands."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from appliance.cli import (
+    credential,
+    credential_options,
+    data_dir_option,
+    emit_json,
+    open_dir,
+    role_option,
+)
+from appliance.errors import AccessDenied, SemtraceError
+from appliance.ingest import parse_ts
+from appliance.runtime import Runtime
+
+
+@contextlib.contextmanager
+def _opened(data_dir: Path | None, passphrase_file: Path | None,
+            key_file: Path | None) -> Iterator[Runtime]:
+    rt = open_dir(data_dir, passphrase_file, key_file)
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+def _audit(rt: Runtime):  # type: ignore[no-untyped-def]
+    from appliance.audit import AuditLog
+
+    return AuditLog(rt.store.db, rt.keyring.audit_signer())
+
+
+def _as_of(value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        return parse_ts(value)
+    except SemtraceError:
+        raise SemtraceError(f"--as-of {value!r} is not an ISO-8601 time.") from None
+
+
+@click.group()
+def retention() -> None:
+    """Retention: crypto-shred buckets past policy."""
+
+
+@retention.command("run")
+@data_dir_option
+@credential_options
+@role_option
+@click.option("--as-of", default=None, help="Pretend it is this time (ISO-8601).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
+def retention_run(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
+                  role: str | None, as_of: str | None, as_json: bool) -> None:
+    """Run the retention job now (the service also runs it on schedule)."""
+    from rich.progress import Progress
+
+    from appliance.retention import Shredder, run_retention
+    from appliance.roles import require
+
+    now = _as_of(as_of)
+    with _opened(data_dir, passphrase_file, key_file) as rt:
+        require(rt.policies.access, role or "compliance", "retention")
+        shredder = Shredder(rt.store, _audit(rt))
+        with Progress(transient=True, disable=not sys.stderr.isatty()) as prog:
+            task = prog.add_task("shredding", total=None)
+            report = run_retention(shredder, rt.policies.retention, rt.keyring, now=now,
+                                   progress=lambda i, n: prog.update(task, completed=i, total=n))
+    if as_json:
+        emit_json(report)
+    else:
+        click.echo(f"Shredded {report.shredded} bucket(s), {report.records} record(s); cleared "
+                   f"{report.vault_cleared} vault entries; {len(report.held)} bucket(s) on "
+                   f"legal hold.")
+
+
+@click.command()
+@data_dir_option
+@credential_options
+@role_option
+@click.option("--tenant", required=True)
+@click.option("--user", "user_id", required=True, help="The user id as the gateway sends it.")
+@click.option("--reason", required=True, help="Why (recorded in the audit log).")
+@click.option("--json", "as_json", is_flag=True)
+def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
+          role: str | None, tenant: str, user_id: str, reason: str, as_json: bool) -> None:
+    """Erase every record of one user now (GDPR art. 17), unless on legal hold."""
+    from appliance.retention import Shredder, erase_user
+    from appliance.roles import require
+
+    if not reason.strip():
+        raise SemtraceError("--reason must not be empty.")
+    with _opened(data_dir, passphrase_file, key_file) as rt:
+        require(rt.policies.access, role or "compliance", "erase")
+        report = erase_user(Shredder(rt.store, _audit(rt)), rt.policies.retention, rt.keyring,
+                            tenant=tenant, user_id=user_id, reason=reason)
+    if as_json:
+        emit_json(report)
+    elif report.held:
+        click.echo(f"User {report.user} of {tenant} is on legal hold; nothing was erased.")
+        sys.exit(5)
+    else:
+        click.echo(f"Erased {report.records} record(s) in {report.buckets} bucket(s) of "
+                   f"{report.user}.")
+
+
+@click.group()
+def audit() -> None:
+    """The tamper-evident audit log and retention reports."""
+
+
+@audit.command("verify")
+@data_dir_option
+@credential_options
+@click.option("--json", "as_json", is_flag=True)
+def audit_verify(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
+                 as_json: bool) -> None:
+    """Check the audit chain and its signatures; name the first bad entry."""
+    from appliance.audit import verify_chain
+
+    with _opened(data_dir, passphrase_file, key_file) as rt:
+        result = verify_chain(rt.store.db)
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(f"Audit log intact: {result.entries} entries, {result.checkpoints} signed "
+                   "checkpoints." if result.ok else f"Audit log BROKEN: {result.problem}.")
+    if not result.ok:
+        sys.exit(6)
+
+
+@audit.command("log")
+@data_dir_option
+@credential_options
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50)
+@click.option("--json", "as_json", is_flag=True)
+def audit_log(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
+              limit: int, as_json: bool) -> None:
+    """Print the most recent audit entries."""
+    with _opened(data_dir, passphrase_file, key_file) as rt:
+        entries = _audit(rt).entries()[-limit:]
+    if as_json:
+        emit_json(entries)
+        return
+    for e in entries:
+        click.echo(f"{e.seq:>6} {datetime.fromtimestamp(e.ts, UTC):%Y-%m-%d %H:%M:%S} "
+                   f"{e.event:<16} {e.actor:<12} {e.details}")
+
+
+@audit.command("retention")
+@data_dir_option
+@credential_options
+@role_option
+@click.option("--format", "fmt", type=click.Choice(["md", "json", "html"]), default="md")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--since", default=None, help="Start of the reporting period (ISO-8601).")
+def audit_retention(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
+                    role: str | None, fmt: str, out: Path | None, since: str | None) -> None:
+    """Produce the signed retention report for compliance officers."""
+    from appliance.report import build_report, render, sign_report
+    from appliance.roles import require
+
+    start = _as_of(since) if since else None
+    with _opened(data_dir, passphrase_file, key_file) as rt:
+        require(rt.policies.access, role or "compliance", "audit")
+        log = _audit(rt)
+        body = build_report(rt.store, log, rt.policies.retention, since=start)
+        text = render(sign_report(body, rt.keyring.audit_signer()), fmt)
+        log.append("report", {"format": fmt, "chain_ok": body["audit_chain"]["ok"]})
+    if out:
+        out.write_text(text)
+        click.echo(f"Signed report written to {out}.", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@audit.command("public-key")
+@data_dir_option
+@credential_options
+def audit_public_key(data_dir: Path | None, passphrase_file: Path | None,
+                     key_file: Path | None) -> None:
+    """Print the appliance's current audit-signing public key (base64, Ed25519)."""
+    with _opened(data_dir, passphrase_file, key_file) as rt:
+        click.echo(rt.keyring.audit_signer().public_key_b64())
+
+
+@audit.command("check-report")
+@click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--public-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Trusted public key file (from `audit public-key`).")
+@data_dir_option
+@credential_options
+@click.option("--json", "as_json", is_flag=True)
+def audit_check_report(report: Path, public_key: Path | None, data_dir: Path | None,
+                       passphrase_file: Path | None, key_file: Path | None,
+                       as_json: bool) -> None:
+    """Verify a report offline; exit 0 only when it is intact."""
+    from appliance.keys import AuditSigner  # noqa: F401  (keeps key code in keys.py)
+    from appliance.report import check_report
+
+    trusted: dict[str, str] | None = None
+    if public_key is not None:
+        import hashlib
+
+        pub = public_key.read_text().strip()
+        trusted = {hashlib.sha256(pub.encode()).hexdigest()[:16]: pub}
+    elif data_dir is not None:
+        with _opened(data_dir, passphrase_file, key_file) as rt:
+            trusted = _audit(rt).public_keys()
+    try:
+        text = report.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    result = check_report(text, trusted_keys=trusted)
+    if as_json:
+        emit_json(result)
+    else:
+        note = "" if trusted is not None else " (no trusted key given: integrity only)"
+        click.echo(result.reason + (note if result.ok else ""))
+    if not result.ok:
+        sys.exit(6)
+
+
+@click.command()
+@click.argument("record_id", type=int)
+@data_dir_option
+@credential_options
+@role_option
+@click.option("--reason", required=True, help="Why the original is needed (audited).")
+@click.option("--compliance-passphrase-file", type=click.Path(path_type=Path), default=None,
+              help="The compliance credential that unlocks the reveal key.")
+@click.option("--json", "as_json", is_flag=True)
+def reveal(record_id: int, data_dir: Path | None, passphrase_file: Path | None,
+           key_file: Path | None, role: str | None, reason: str,
+           compliance_passphrase_file: Path | None, as_json: bool) -> None:
+    """Show the original values behind a record's placeholders (compliance only; audited)."""
+    from appliance.keys import read_passphrase_file, unlock_reveal_key
+    from appliance.roles import require
+
+    with _opened(data_dir, passphrase_file, key_file) as rt:
+        log = _audit(rt)
+        try:
+            require(rt.policies.access, role, "reveal")
+            if compliance_passphrase_file is None:
+                raise AccessDenied("Reveal needs the compliance credential "
+                                   "(--compliance-passphrase-file).")
+            opener = unlock_reveal_key(rt.data_dir, read_passphrase_file(
+                compliance_passphrase_file))
+        except SemtraceError as exc:
+            log.append("reveal_denied", {"record": record_id, "role": role or "default",
+                                         "why": type(exc).__name__})
+            raise
+        pairs = rt.store.reveal(record_id, opener)
+        log.append("reveal", {"record": record_id, "role": role, "reason": reason,
+                              "found": pairs is not None})
+    if pairs is None:
+        raise SemtraceError(f"Record {record_id} holds no vault entries (none, or shredded).")
+    if as_json:
+        emit_json([{"placeholder": p, "original": v} for p, v in pairs])
+    else:
+        for p, v in pairs:
+            click.echo(f"{p}\t{v}")
+
+
+@click.group()
+def compliance() -> None:
+    """The compliance credential."""
+
+
+@compliance.command("enroll")
+@data_dir_option
+@credential_options
+@click.option("--compliance-passphrase-file", type=click.Path(path_type=Path), required=True)
+def compliance_enroll(data_dir: Path | None, passphrase_file: Path | None,
+                      key_file: Path | None, compliance_passphrase_file: Path) -> None:
+    """Create the reveal key; from now on originals are kept in the vault for compliance."""
+    from appliance.keys import create_reveal_key, read_passphrase_file
+
+    with _opened(data_dir, passphrase_file, key_file) as rt:
+        create_reveal_key(rt.data_dir, read_passphrase_file(compliance_passphrase_file))
+        _audit(rt).append("policy_change", {"change": "compliance key enrolled"})
+    click.echo("Compliance key enrolled; new records keep their originals in the vault.")
+    _ = credential
+
+
+COMMANDS = [retention, erase, audit, reveal, compliance]

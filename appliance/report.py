@@ -1,0 +1,188 @@
+"""The signed retention report for compliance officers: build, render, check offline.
+
+The signature covers the canonical JSON of the report body. Markdown and HTML
+renderings carry that JSON and its signature inside, so `check_report`
+verifies any of the three formats and that the rendering matches the body.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import random
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from appliance import __version__
+from appliance.audit import AuditLog, verify_chain
+from appliance.config import RetentionSettings
+from appliance.keys import AuditSigner, verify_signature
+from appliance.retention import rules_for
+from appliance.store import Store
+
+PAYLOAD_RE = re.compile(r"SEMTRACE-SIGNED-REPORT (\{.*?\}) END-SEMTRACE-SIGNED-REPORT", re.S)
+CLASSES = ("prompts", "vectors", "vault", "threads")
+
+
+def canonical(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def _oldest(store: Store, tenant: str) -> dict[str, float | None]:
+    q = store.db.execute
+    rec = q("SELECT min(ts) FROM records WHERE tenant=?", (tenant,)).fetchone()[0]
+    vault = q("SELECT min(r.ts) FROM vault v JOIN records r ON r.id = v.record_id "
+              "WHERE r.tenant=?", (tenant,)).fetchone()[0]
+    threads = q("SELECT min(first_ts) FROM threads WHERE tenant=?", (tenant,)).fetchone()[0]
+    return {"prompts": rec, "vectors": rec, "vault": vault, "threads": threads}
+
+
+def _holdings(store: Store, settings: RetentionSettings, now: datetime) -> list[dict[str, Any]]:
+    out = []
+    tenants = [r[0] for r in store.db.execute("SELECT DISTINCT tenant FROM buckets ORDER BY 1")]
+    for tenant in tenants:
+        rules = rules_for(settings, tenant)
+        limits = {"prompts": rules.prompts_days, "vectors": rules.vectors_days or rules.prompts_days,
+                  "vault": rules.vault_days, "threads": rules.threads_days or rules.prompts_days}
+        for cls, oldest in _oldest(store, tenant).items():
+            age = None if oldest is None else (now.timestamp() - oldest) / 86400
+            # a bucket is shredded once its whole UTC day has aged past the limit
+            out.append({"tenant": tenant, "class": cls, "oldest": _iso(oldest),
+                        "age_days": None if age is None else round(age, 2),
+                        "limit_days": limits[cls],
+                        "within_policy": age is None or age <= limits[cls] + 1})
+    return out
+
+
+def _self_check(store: Store, sample: int = 25) -> dict[str, Any]:
+    ids = [r[0] for r in store.db.execute(
+        "SELECT id FROM buckets WHERE destroyed_at IS NOT NULL ORDER BY id")]
+    picked = random.Random(len(ids)).sample(ids, min(sample, len(ids)))
+    failures = []
+    for bid in picked:
+        rows = store.db.execute("SELECT count(*) FROM records WHERE bucket_id=?",
+                                (bid,)).fetchone()[0]
+        store._deks.pop(bid, None)  # force a fresh attempt to unwrap from the key store
+        if store.key_exists(bid) or store._dek(bid) is not None or rows:
+            failures.append(bid)
+    return {"sampled_buckets": len(picked), "still_decryptable": failures,
+            "passed": not failures}
+
+
+def build_report(store: Store, audit: AuditLog, settings: RetentionSettings, *,
+                 since: datetime | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """The report body (unsigned)."""
+    now = now or datetime.now(UTC)
+    since_ts = since.timestamp() if since else 0.0
+    events = [e for e in audit.entries(events=("shred", "erase", "legal_hold_skip",
+                                               "retention_run")) if e.ts >= since_ts]
+    chain = verify_chain(store.db)
+    return {
+        "kind": "semtrace-retention-report", "version": 1, "semtrace": __version__,
+        "generated_at": now.isoformat(), "period_from": since.isoformat() if since else None,
+        "policy": settings.model_dump(mode="json"),
+        "legal_holds": [h.model_dump(mode="json") for h in settings.legal_holds],
+        "holdings": _holdings(store, settings, now),
+        "shredded": [{"at": _iso(e.ts), **e.details} for e in events if e.event == "shred"],
+        "erasures": [{"at": _iso(e.ts), "event": e.event, **e.details} for e in events
+                     if e.event in ("erase", "legal_hold_skip")],
+        "retention_runs": sum(1 for e in events if e.event == "retention_run"),
+        "audit_chain": {"ok": chain.ok, "entries": chain.entries,
+                        "checkpoints": chain.checkpoints, "problem": chain.problem},
+        "self_check": _self_check(store),
+    }
+
+
+def sign_report(body: dict[str, Any], signer: AuditSigner) -> dict[str, Any]:
+    return {"report": body, "signature": {"alg": "Ed25519", "key_id": signer.key_id(),
+                                          "public_key": signer.public_key_b64(),
+                                          "value": signer.sign(canonical(body))}}
+
+
+def render_markdown(signed: dict[str, Any]) -> str:
+    r = signed["report"]
+    lines = ["# Semtrace retention report", "",
+             f"Generated {r['generated_at']} (Semtrace {r['semtrace']}).", "",
+             f"Audit chain: **{'intact' if r['audit_chain']['ok'] else 'BROKEN'}** "
+             f"({r['audit_chain']['entries']} entries).", "",
+             f"Self-check of shredded buckets: **{'passed' if r['self_check']['passed'] else 'FAILED'}**"
+             f" ({r['self_check']['sampled_buckets']} sampled).", "",
+             "## Oldest data held vs policy", "",
+             "| tenant | class | oldest | age (days) | limit (days) | within policy |",
+             "|---|---|---|---|---|---|"]
+    for h in r["holdings"]:
+        lines.append(f"| {h['tenant']} | {h['class']} | {h['oldest'] or '-'} | "
+                     f"{h['age_days'] if h['age_days'] is not None else '-'} | "
+                     f"{h['limit_days']} | {'yes' if h['within_policy'] else 'NO'} |")
+    lines += ["", f"## Buckets shredded ({len(r['shredded'])})", ""]
+    lines += [f"- {s['at']}: {s['tenant']}/{s['user']} {s['day']} ({s['class']}, "
+              f"{s.get('records', s.get('entries', 0))}, {s['reason']})" for s in r["shredded"]]
+    lines += ["", f"## Erasure requests ({len(r['erasures'])})", ""]
+    lines += [f"- {e['at']}: {e['event']} {e['tenant']}/{e['user']}"
+              + (f", completed {e['completed_at']}" if e.get("completed_at") else "")
+              for e in r["erasures"]]
+    lines += ["", f"## Legal holds ({len(r['legal_holds'])})", ""]
+    lines += [f"- {h['tenant']}/{h['user_id'] or '*'}: {h['reason']}" for h in r["legal_holds"]]
+    lines += ["", "## Signature", "", f"Ed25519 key `{signed['signature']['key_id']}`. "
+              "Verify with `semtrace audit check-report FILE`.", "",
+              f"<!-- SEMTRACE-SIGNED-REPORT {json.dumps(signed, sort_keys=True)} "
+              "END-SEMTRACE-SIGNED-REPORT -->", ""]
+    return "\n".join(lines)
+
+
+def render_html(signed: dict[str, Any]) -> str:
+    md = render_markdown(signed)
+    body, _, _ = md.partition("<!-- SEMTRACE-SIGNED-REPORT")
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>Semtrace retention report"
+            "</title></head><body><pre>" + html.escape(body) + "</pre>\n"
+            f"<!-- SEMTRACE-SIGNED-REPORT {json.dumps(signed, sort_keys=True)} "
+            "END-SEMTRACE-SIGNED-REPORT -->\n</body></html>\n")
+
+
+def render(signed: dict[str, Any], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(signed, sort_keys=True, indent=1) + "\n"
+    return render_markdown(signed) if fmt == "md" else render_html(signed)
+
+
+@dataclass(frozen=True)
+class ReportCheck:
+    ok: bool
+    reason: str
+    key_id: str | None = None
+
+
+def check_report(text: str, *, trusted_keys: dict[str, str] | None = None) -> ReportCheck:
+    """Verify a report file's signature and that its rendering matches the signed body."""
+    try:
+        signed = json.loads(text)
+        fmt = "json"
+    except ValueError:
+        m = PAYLOAD_RE.search(text)
+        if not m:
+            return ReportCheck(False, "The file holds no signed Semtrace report.")
+        try:
+            signed = json.loads(m.group(1))
+        except ValueError:
+            return ReportCheck(False, "The signed payload is damaged.")
+        fmt = "html" if text.lstrip().lower().startswith("<!doctype html") else "md"
+    try:
+        body, sig = signed["report"], signed["signature"]
+        key_id, public, value = sig["key_id"], sig["public_key"], sig["value"]
+    except (KeyError, TypeError):
+        return ReportCheck(False, "The report lacks a signature.")
+    if trusted_keys is not None:
+        if trusted_keys.get(key_id) != public:
+            return ReportCheck(False, "The report is signed by a key this appliance does not "
+                                      "know.", key_id)
+    if not verify_signature(public, canonical(body), value):
+        return ReportCheck(False, "The signature does not match the report's content.", key_id)
+    if render(signed, fmt) != text:
+        return ReportCheck(False, "The readable part of the report was changed.", key_id)
+    return ReportCheck(True, "The report is intact and its signature verifies.", key_id)

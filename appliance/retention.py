@@ -1,0 +1,216 @@
+"""Retention: policy -> buckets to shred (pure), the executor, and the scheduled job.
+
+A bucket is one (tenant, user pseudonym, UTC day). It is due for a data class
+when the whole day is older than that class's retention. Legal holds suspend
+shredding for a user or a whole tenant.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from appliance.audit import AuditLog
+from appliance.config import RetentionClass, RetentionSettings
+from appliance.index import VectorIndex
+from appliance.keys import Keyring
+from appliance.store import Store
+
+log = logging.getLogger("semtrace.retention")
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A bucket as the planner sees it."""
+
+    bucket_id: int
+    tenant: str
+    user: str
+    day: str
+    has_vault: bool = False
+
+
+@dataclass(frozen=True)
+class Due:
+    """One bucket to shred for one data class."""
+
+    bucket: Bucket
+    data_class: str  # "prompts" (key destroyed: text, vectors, vault) or "vault"
+
+
+@dataclass
+class RunReport:
+    """What a retention run did."""
+
+    as_of: datetime
+    shredded: int = 0
+    records: int = 0
+    vault_cleared: int = 0
+    finished_interrupted: int = 0
+    held: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def rules_for(settings: RetentionSettings, tenant: str) -> RetentionClass:
+    return settings.tenants.get(tenant, settings.default)
+
+
+def held_pairs(settings: RetentionSettings, keyring: Keyring) -> set[tuple[str, str | None]]:
+    """Legal holds as (tenant, user pseudonym or None for the whole tenant)."""
+    return {(h.tenant, keyring.pseudonym(h.tenant, h.user_id) if h.user_id else None)
+            for h in settings.legal_holds}
+
+
+def is_held(b: Bucket, holds: set[tuple[str, str | None]]) -> bool:
+    return (b.tenant, None) in holds or (b.tenant, b.user) in holds
+
+
+def _expired(day: str, days: float, now: datetime) -> bool:
+    end_of_day = datetime.combine(date.fromisoformat(day), datetime.min.time(), UTC) \
+        + timedelta(days=1)
+    return end_of_day + timedelta(days=days) <= now
+
+
+def plan(buckets: list[Bucket], settings: RetentionSettings, now: datetime,
+         holds: set[tuple[str, str | None]]) -> tuple[list[Due], list[Bucket]]:
+    """Decide what is due (pure). Returns (due, held back by a legal hold)."""
+    due: list[Due] = []
+    held: list[Bucket] = []
+    for b in buckets:
+        rules = rules_for(settings, b.tenant)
+        prompts_due = _expired(b.day, rules.prompts_days, now)
+        vault_due = b.has_vault and _expired(b.day, rules.vault_days, now)
+        if not (prompts_due or vault_due):
+            continue
+        if is_held(b, holds):
+            held.append(b)
+        elif prompts_due:
+            due.append(Due(b, "prompts"))
+        else:
+            due.append(Due(b, "vault"))
+    return due, held
+
+
+def live_buckets(store: Store, *, tenant: str | None = None, user: str | None = None
+                 ) -> list[Bucket]:
+    """Buckets whose key still exists, with whether they hold vault entries."""
+    sql = ("SELECT b.id, b.tenant, b.user, b.day, EXISTS(SELECT 1 FROM vault v "
+           "WHERE v.bucket_id = b.id) FROM buckets b WHERE b.destroyed_at IS NULL")
+    params: list[Any] = []
+    if tenant:
+        sql += " AND b.tenant = ?"
+        params.append(tenant)
+    if user:
+        sql += " AND b.user = ?"
+        params.append(user)
+    return [Bucket(r[0], r[1], r[2], r[3], bool(r[4])) for r in store.db.execute(sql, params)
+            if store.key_exists(r[0])]
+
+
+class Shredder:
+    """Executes shredding against the store, the in-memory index and the audit log."""
+
+    def __init__(self, store: Store, audit: AuditLog, index: VectorIndex | None = None,
+                 on_user_shredded: Callable[[str, str], None] | None = None) -> None:
+        self.store, self.audit, self.index = store, audit, index
+        self.on_user_shredded = on_user_shredded
+
+    def finish_interrupted(self) -> int:
+        """Delete rows left behind by a shred that was killed after destroying its key."""
+        done = 0
+        for bid in self.store.unfinished_buckets():
+            row = self.store.db.execute("SELECT tenant FROM buckets WHERE id=?", (bid,)).fetchone()
+            ids = self.store.shredded_record_ids(bid)
+            self.store.delete_bucket_rows(bid)
+            self.store.db.execute("UPDATE buckets SET destroyed_at=coalesce(destroyed_at, "
+                                  "strftime('%s','now')) WHERE id=?", (bid,))
+            if self.index is not None and row:
+                self.index.remove(row[0], ids)
+            done += 1
+        return done
+
+    def shred(self, due: Due, *, reason: str) -> int:
+        """Shred one bucket for its data class; returns records (or vault entries) removed."""
+        b = due.bucket
+        if due.data_class == "vault":
+            n = self.store.delete_vault(b.bucket_id)
+            self.audit.append("shred", {"bucket": b.bucket_id, "tenant": b.tenant,
+                                        "user": b.user, "day": b.day, "class": "vault",
+                                        "entries": n, "reason": reason}, sign=False)
+            return n
+        result = self.store.shred(b.tenant, b.user, b.day, reason=reason)
+        if self.index is not None:
+            self.index.remove(b.tenant, list(result.record_ids))
+        if self.on_user_shredded is not None:
+            self.on_user_shredded(b.tenant, b.user)
+        self.audit.append("shred", {"bucket": b.bucket_id, "tenant": b.tenant, "user": b.user,
+                                    "day": b.day, "class": "prompts", "records": result.records,
+                                    "reason": reason}, sign=False)
+        return result.records
+
+
+def run_retention(shredder: Shredder, settings: RetentionSettings, keyring: Keyring, *,
+                  now: datetime | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> RunReport:
+    """The scheduled job: finish interrupted shreds, then shred what is due."""
+    now = now or datetime.now(UTC)
+    report = RunReport(as_of=now)
+    report.finished_interrupted = shredder.finish_interrupted()
+    due, held = plan(live_buckets(shredder.store), settings, now, held_pairs(settings, keyring))
+    for i, d in enumerate(due, start=1):
+        n = shredder.shred(d, reason="retention")
+        if d.data_class == "prompts":
+            report.shredded += 1
+            report.records += n
+        else:
+            report.vault_cleared += n
+        if progress:
+            progress(i, len(due))
+    for b in held:
+        report.held.append((b.tenant, b.user, b.day))
+    if due or report.finished_interrupted:
+        shredder.store.compact()
+    shredder.audit.append("retention_run", {
+        "as_of": now.isoformat(), "buckets_shredded": report.shredded,
+        "records": report.records, "vault_entries": report.vault_cleared,
+        "finished_interrupted": report.finished_interrupted, "held_buckets": len(held)})
+    log.info("retention run", extra={"event": "retention_run", "buckets": report.shredded,
+                                     "records": report.records})
+    return report
+
+
+@dataclass
+class EraseReport:
+    """What an erasure request did."""
+
+    tenant: str
+    user: str
+    held: bool
+    buckets: int = 0
+    records: int = 0
+    requested_at: str = ""
+    completed_at: str | None = None
+
+
+def erase_user(shredder: Shredder, settings: RetentionSettings, keyring: Keyring, *,
+               tenant: str, user_id: str, reason: str) -> EraseReport:
+    """GDPR art. 17: shred every bucket of one user now, unless on legal hold."""
+    user = keyring.pseudonym(tenant, user_id)
+    started = datetime.now(UTC).isoformat()
+    report = EraseReport(tenant=tenant, user=user, held=False, requested_at=started)
+    if is_held(Bucket(0, tenant, user, ""), held_pairs(settings, keyring)):
+        report.held = True
+        shredder.audit.append("legal_hold_skip", {"tenant": tenant, "user": user,
+                                                  "request": "erase", "reason": reason})
+        return report
+    for b in live_buckets(shredder.store, tenant=tenant, user=user):
+        report.records += shredder.shred(Due(b, "prompts"), reason="erasure")
+        report.buckets += 1
+    shredder.store.compact()
+    report.completed_at = datetime.now(UTC).isoformat()
+    shredder.audit.append("erase", {"tenant": tenant, "user": user, "buckets": report.buckets,
+                                    "records": report.records, "reason": reason,
+                                    "requested_at": started, "completed_at": report.completed_at})
+    return report

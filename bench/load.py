@@ -1,0 +1,138 @@
+"""Load benchmark of `semtrace serve` through its real socket.
+
+Single-client ack latency (sync mode, ~30-token prompts), sustained throughput
+with N concurrent clients, errors and losses, and the server's RSS. Prints
+figures; asserts nothing.
+
+    .venv/bin/python bench/load.py [--prompts 2000] [--clients 8] [--rss-prompts 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from appliance.client import Client  # noqa: E402
+
+DEV = Path(__file__).resolve().parents[2] / "shared" / "bench" / "threads-dev.jsonl"
+WORDS = ("could you tell me how the quarterly budget review for the platform team is going and "
+         "whether the new storage cluster will be ready before the migration deadline next month "
+         "please").split()
+
+
+def texts() -> list[str]:
+    if DEV.exists():
+        return [json.loads(x)["text"] for x in DEV.read_text().splitlines()]
+    return [" ".join(WORDS[i % 5:] + WORDS[: i % 5]) for i in range(1000)]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_server(tmp: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    pw = tmp / "pw"
+    pw.touch(mode=0o600)
+    pw.write_text("benchmark passphrase\n")
+    data = tmp / "data"
+    args = ["--data-dir", str(data), "--passphrase-file", str(pw)]
+    subprocess.run([sys.executable, "-m", "appliance", "init", *args], check=True,
+                   capture_output=True)
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", *args],
+                            stderr=subprocess.DEVNULL)
+    sock = data / "semtrace.sock"
+    for _ in range(600):
+        try:
+            with Client(sock, timeout=5) as c:
+                c.ping()
+            return proc, sock
+        except Exception:
+            time.sleep(0.1)
+    raise SystemExit("server did not start")
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def single_client(sock: Path, corpus: list[str], n: int) -> list[float]:
+    lat = []
+    with Client(sock) as c:
+        for i in range(n):
+            t = time.perf_counter()
+            r = c.ingest(tenant="bench", user_id=f"s{i % 20}", text=corpus[i % len(corpus)],
+                         request_id=f"single-{i}")
+            lat.append((time.perf_counter() - t) * 1000)
+            assert r["ok"], r
+    return lat
+
+
+def concurrent(sock: Path, corpus: list[str], n: int, clients: int) -> tuple[float, int, int]:
+    errors, acked = [0], [0]
+    lock = threading.Lock()
+
+    def worker(k: int) -> None:
+        reqs = ({"v": 1, "op": "ingest", "tenant": "bench", "user_id": f"c{k}-{i % 10}",
+                 "text": corpus[(k * 7919 + i) % len(corpus)], "request_id": f"conc-{k}-{i}"}
+                for i in range(n // clients))
+        with Client(sock, timeout=120) as c:
+            for r in c.stream(reqs, window=16):
+                with lock:
+                    acked[0] += 1 if r.get("ok") else 0
+                    errors[0] += 0 if r.get("ok") else 1
+
+    t = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return time.perf_counter() - t, acked[0], errors[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--single", type=int, default=300)
+    ap.add_argument("--prompts", type=int, default=2000)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--rss-prompts", type=int, default=0)
+    args = ap.parse_args()
+    corpus = texts()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, sock = start_server(Path(tmp))
+        try:
+            lat = single_client(sock, corpus, args.single)
+            print(f"single client, sync: n={len(lat)} p50={statistics.median(lat):.1f} ms "
+                  f"p99={pct(lat, 0.99):.1f} ms")
+            secs, acked, errors = concurrent(sock, corpus, args.prompts, args.clients)
+            print(f"{args.clients} clients: {acked} acked in {secs:.1f} s = "
+                  f"{acked / secs:.0f} prompts/s, errors={errors}, "
+                  f"lost={args.prompts - args.prompts % args.clients - acked - errors}")
+            with Client(sock) as c:
+                stored = c.request({"v": 1, "op": "stats"})["store"]["records"]
+            print(f"stored records: {stored}; server RSS {rss_mb(proc.pid):.0f} MB")
+            if args.rss_prompts:
+                concurrent(sock, corpus, args.rss_prompts, args.clients)
+                print(f"RSS after {args.rss_prompts + stored} prompts: {rss_mb(proc.pid):.0f} MB")
+        finally:
+            proc.terminate()
+            proc.wait()
+    _ = os
+
+
+if __name__ == "__main__":
+    main()
