@@ -79,6 +79,9 @@ class RedactionSettings(_Strict):
     spacy_model: str = "en_core_web_sm"
     custom: list[CustomRecognizer] = []
     allow_list: list[str] = []
+    # Names ranking within this many in some country (names-dataset) feed the
+    # name recogniser; 0 turns the name and place lists off.
+    name_list_rank: int = Field(default=1000, ge=0, le=20000)
 
 
 class RoleSettings(_Strict):

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from appliance.config import RedactionSettings
 from appliance.errors import ConfigError
@@ -52,13 +52,28 @@ class Detection:
 
 
 def resolve_overlaps(hits: list[Detection]) -> list[Detection]:
-    """Keep non-overlapping hits, preferring higher score, then longer span."""
-    ordered = sorted(hits, key=lambda h: (-h.score, -(h.end - h.start), h.start))
-    kept: list[Detection] = []
-    for h in ordered:
-        if all(h.end <= k.start or h.start >= k.end for k in kept):
-            kept.append(h)
-    return sorted(kept, key=lambda h: h.start)
+    """Merge overlapping hits into one span each (nothing any recogniser found is kept).
+
+    The merged span takes the type of its strongest member (higher score, then
+    longer span): an address block that spaCy also calls a place stays one
+    `<LOCATION>`, and a name inside it does not split it.
+    """
+    merged: list[Detection] = []
+    group: list[Detection] = []
+    for h in sorted(hits, key=lambda h: (h.start, -h.end)):
+        if group and h.start >= max(g.end for g in group):
+            merged.append(_merge(group))
+            group = []
+        group.append(h)
+    if group:
+        merged.append(_merge(group))
+    return merged
+
+
+def _merge(group: list[Detection]) -> Detection:
+    best = max(group, key=lambda h: (h.score, h.end - h.start))
+    return Detection(min(h.start for h in group), max(h.end for h in group), best.entity_type,
+                     best.score)
 
 
 def _spacy_package(name: str) -> str:
@@ -73,30 +88,83 @@ def _spacy_package(name: str) -> str:
     )
 
 
-def _build_analyzer(settings: RedactionSettings) -> Any:
-    from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
+# Presidio's phone recogniser runs libphonenumber once per region (slow, misses
+# international and local formats); its card recogniser misses 12- and 19-digit
+# and newer IIN ranges. Both are replaced by the ones in `recognizers.py`.
+REPLACED_RECOGNIZERS = ("PhoneRecognizer", "CreditCardRecognizer")
+# NER output that is never a person's name: code, key=value runs, handles, paths.
+NOT_A_NAME = re.compile(r"[=_@/\\{}<>\[\]#$%^*|~+\d]")
+
+
+def _offline_engine(settings: RedactionSettings) -> Any:
+    """spaCy behind Presidio, loaded from the installed package, NER only."""
     from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
 
-    class OfflineSpacyEngine(SpacyNlpEngine):  # type: ignore[misc]
+    class OfflineSpacyEngine(SpacyNlpEngine):
         @staticmethod
         def _download_spacy_model_if_needed(model_name: str) -> None:
             _spacy_package(model_name)
+
+        def load(self) -> None:
+            import spacy
+
+            # The small model's NER has its own tok2vec: the tagger, parser and
+            # lemmatiser only cost time (they stay loaded, disabled, for their tables).
+            name = _spacy_package(self.models[0]["model_name"])
+            nlp = spacy.load(name)
+            nlp.select_pipes(enable=["ner"])
+            self.nlp = cast(Any, {"en": nlp})
+
+        def _doc_to_nlp_artifact(self, doc: Any, language: str) -> Any:
+            artifacts = super()._doc_to_nlp_artifact(doc, language)
+            # No lemmatiser runs: context words are matched on the lower-cased form.
+            artifacts.lemmas = [t.lemma_ or t.lower_ for t in doc]
+            return artifacts
 
     ner = NerModelConfiguration(model_to_presidio_entity_mapping=NER_MAPPING,
                                 labels_to_ignore=NER_IGNORE,
                                 low_score_entity_names=["ORGANIZATION"])
     engine = OfflineSpacyEngine(
-        models=[{"lang_code": "en", "model_name": _spacy_package(settings.spacy_model)}],
+        models=[{"lang_code": "en", "model_name": settings.spacy_model}],
         ner_model_configuration=ner)
     engine.load()
+    return engine
+
+
+def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> Any:
+    from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
+
+    from appliance.gazetteer import PersonNameRecognizer, PlaceNameRecognizer, load_gazetteer
+    from appliance.recognizers import (
+        PaymentCardRecognizer,
+        PhoneNumberRecognizer,
+        StreetAddressRecognizer,
+    )
+
+    engine = _offline_engine(settings)
     registry = RecognizerRegistry(supported_languages=["en"])
     registry.load_predefined_recognizers(languages=["en"], nlp_engine=engine)
+    for name in REPLACED_RECOGNIZERS:
+        registry.remove_recognizer(name)
+    registry.add_recognizer(PhoneNumberRecognizer())
+    registry.add_recognizer(PaymentCardRecognizer())
+    registry.add_recognizer(StreetAddressRecognizer())
+    if settings.name_list_rank > 0:
+        gazetteer = load_gazetteer(cache_dir, engine.nlp["en"], max_rank=settings.name_list_rank)
+        registry.add_recognizer(PersonNameRecognizer(gazetteer))
+        registry.add_recognizer(PlaceNameRecognizer(gazetteer))
     for custom in settings.custom:
         patterns = [Pattern(p.name, p.regex, p.score) for p in custom.patterns]
         registry.add_recognizer(PatternRecognizer(
-            supported_entity=custom.entity, patterns=patterns, context=custom.context or None,
+            supported_entity=custom.entity, patterns=patterns, context=custom.context,
             name=f"semtrace_{custom.entity.lower()}"))
     return AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"])
+
+
+def _plausible(text: str, entity_type: str, recognizer: str) -> bool:
+    """Drop NER 'names' that are code or key=value runs."""
+    return not (entity_type == "PERSON" and recognizer == "SpacyRecognizer"
+                and NOT_A_NAME.search(text))
 
 
 class Redactor:
@@ -107,14 +175,17 @@ class Redactor:
         self.settings = settings
         self._entities = list(settings.entities)
         self._allow = {w.lower() for w in settings.allow_list}
-        self._analyzer = _build_analyzer(settings)
+        cache = cache_dir or Path(tempfile.gettempdir()) / "semtrace-cache"
+        self._analyzer = _build_analyzer(settings, cache)
 
     def analyze(self, text: str) -> list[Detection]:
         """Detected PII spans, overlaps resolved."""
         results = self._analyzer.analyze(text=text, language="en", entities=self._entities,
                                          score_threshold=self.settings.score_threshold)
         hits = [Detection(r.start, r.end, r.entity_type, float(r.score)) for r in results
-                if text[r.start:r.end].strip().lower() not in self._allow]
+                if text[r.start:r.end].strip().lower() not in self._allow
+                and _plausible(text[r.start:r.end], r.entity_type,
+                               (r.recognition_metadata or {}).get("recognizer_name", ""))]
         return resolve_overlaps(hits)
 
     def redact(self, prompt: Prompt) -> Redacted:

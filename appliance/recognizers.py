@@ -1,0 +1,298 @@
+"""Pattern recognisers Presidio lacks or gets wrong: phones, cards, street addresses.
+
+Each recogniser scores its own context (a phone number needs a phone word
+nearby unless its format alone says "phone"), so Presidio's lemma-based
+context enhancement is switched off for their results. Imported only after
+`redact.offline_environment` has run (Presidio pulls in tldextract).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from presidio_analyzer import EntityRecognizer, RecognizerResult
+
+
+def word_set(text: str) -> frozenset[str]:
+    """A set of words from a space-separated string."""
+    return frozenset(text.split())
+
+
+def make_result(
+    rec: EntityRecognizer, entity: str, start: int, end: int, score: float
+) -> RecognizerResult:
+    """A result tagged with its recogniser and exempt from context enhancement."""
+    return RecognizerResult(
+        entity,
+        start,
+        end,
+        score,
+        recognition_metadata={
+            RecognizerResult.RECOGNIZER_NAME_KEY: str(getattr(rec, "name", "")),
+            RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: rec.id,
+            RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY: True,
+        },
+    )
+
+
+def has_context(
+    text: str, start: int, end: int, words: re.Pattern[str], *, before: int = 40, after: int = 15
+) -> bool:
+    """Whether a context word occurs shortly before or after `text[start:end]`."""
+    return bool(
+        words.search(text, max(0, start - before), start)
+        or words.search(text, end, min(len(text), end + after))
+    )
+
+
+class SpanRecognizer(EntityRecognizer):
+    """No model to load; subclasses implement `spans(text, artifacts)`."""
+
+    ENTITY = ""
+
+    def __init__(self) -> None:
+        super().__init__(
+            supported_entities=[self.ENTITY],
+            name=f"semtrace_{type(self).__name__}",
+            supported_language="en",
+        )
+
+    def load(self) -> None:
+        """Nothing to load."""
+
+    def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+        raise NotImplementedError
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: Any = None
+    ) -> list[RecognizerResult]:
+        """Presidio entry point."""
+        return [
+            make_result(self, self.ENTITY, s, e, score)
+            for s, e, score in self.spans(text, nlp_artifacts)
+        ]
+
+
+# --- phone numbers -------------------------------------------------------------------------
+
+PHONE_CONTEXT = re.compile(
+    r"(?i)\b(?:phone|tel|telephone|mobile|cell|cellphone|fax|call|calling|called|reach|"
+    r"text|sms|whatsapp|signal|number|no|nr|desk|office|landline|home|work|dial|ring|"
+    r"contact|answering|answer|hotline|helpline)\b|\bph\b|☎|📞"
+)
+PHONE_CANDIDATE = re.compile(
+    r"(?<![\w@/+.\-])(?:\+\s?|00)?(?:\(\d{1,4}\)\s?|\d)[\d .\-()]{4,22}\d"
+    r"(?:\s?(?:x|ext\.?|extension|#)\s?\d{1,6})?(?![\w@/]|[.\-]\d)"
+)
+PHONE_EXTENSION = re.compile(r"\s?(?:x|ext\.?|extension|#)\s?\d{1,6}$")
+PHONE_SHAPE = re.compile(r"(?:\+\s?|00)?(?:\(\d+\)|\d+)(?:[ .\-]?(?:\(\d+\)|\d+))*")
+NANP = re.compile(r"(?:\+?1[ .\-]?|001[ .\-]?)?(?:\(\d{3}\)\s?|\d{3}[ .\-])\d{3}[ .\-]\d{4}")
+NOT_PHONE = re.compile(
+    r"\d{4}[.\-/]\d{1,2}[.\-/]\d{1,2}|\d{1,2}[./]\d{1,2}[./]\d{2,4}|"  # dates
+    r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|\d+\.\d+"
+)  # IPs, decimals
+
+
+def phone_strength(candidate: str) -> float:
+    """Prior that a digit string is a phone number from its format alone."""
+    body = PHONE_EXTENSION.sub("", candidate).strip()
+    digits = sum(c.isdigit() for c in body)
+    if not 7 <= digits <= 15 or not PHONE_SHAPE.fullmatch(body) or NOT_PHONE.fullmatch(body):
+        return 0.0
+    if body.count("(") != body.count(")"):
+        return 0.0
+    if body.startswith(("+", "00")) and digits >= 8:
+        return 0.75
+    if NANP.fullmatch(body):
+        return 0.7
+    if body.startswith("0") and digits >= 9 and not body.isdigit():
+        return 0.5
+    return 0.3
+
+
+class PhoneNumberRecognizer(SpanRecognizer):
+    """International, national and local phone formats, extensions included.
+
+    A number whose format is distinctive (+country code, North American
+    grouping, trunk prefix 0 with groups) is reported alone; any other run
+    of 7-15 digits in groups only next to a phone word ("Mobile:", "call
+    me on", "... fax").
+    """
+
+    ENTITY = "PHONE_NUMBER"
+
+    def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+        for m in PHONE_CANDIDATE.finditer(text):
+            start, end = m.span()
+            while end > start and text[end - 1] in ") " and text[start] != "(":
+                end -= 1
+            prior = phone_strength(text[start:end])
+            if prior == 0.0:
+                continue
+            if has_context(text, start, end, PHONE_CONTEXT):
+                prior = max(prior, 0.3) + 0.4
+            if prior >= 0.5:
+                yield start, end, min(prior, 0.95)
+
+
+# --- payment cards -------------------------------------------------------------------------
+
+CARD_CONTEXT = re.compile(
+    r"(?i)\b(?:card|cards|cc|visa|master\s?card|mastercard|amex|american express|credit|"
+    r"debit|maestro|jcb|discover|diners|payment|pay|charge|billing)\b"
+)
+CARD_CANDIDATE = re.compile(r"(?<![\w\-.])(?:\d[ \-]?){11,18}\d(?![\w\-]|\.\d)")
+CARD_PREFIXES = ("2", "3", "4", "5", "6", "1800", "2131")
+
+
+def luhn_ok(digits: str) -> bool:
+    """The Luhn checksum every payment card number satisfies."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        n = int(ch)
+        if i % 2:
+            n = n * 2 - 9 if n > 4 else n * 2
+        total += n
+    return total % 10 == 0
+
+
+class PaymentCardRecognizer(SpanRecognizer):
+    """12-19 digit numbers that pass the Luhn check (any issuer, any grouping)."""
+
+    ENTITY = "CREDIT_CARD"
+
+    def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+        for m in CARD_CANDIDATE.finditer(text):
+            digits = re.sub(r"\D", "", m.group())
+            if not luhn_ok(digits) or len(set(digits)) < 3:
+                continue
+            if has_context(text, m.start(), m.end(), CARD_CONTEXT, before=50, after=20):
+                yield m.start(), m.end(), 0.95
+            elif len(digits) >= 13 and digits.startswith(CARD_PREFIXES):
+                yield m.start(), m.end(), 0.6
+
+
+# --- street addresses ----------------------------------------------------------------------
+
+_W = r"[^\W\d_][\w'’.\-]*"  # a word starting with a letter
+EN_SUFFIX = (
+    r"street|st|road|rd|avenue|ave|av|boulevard|blvd|lane|ln|drive|dr|court|ct|"
+    r"place|pl|square|sq|terrace|way|highway|hwy|parkway|pkwy|circle|cir|crescent|"
+    r"close|alley|trail|bypass|expressway|freeway|plaza|pike|mews|gardens|row|walk|"
+    r"wharf|turnpike|causeway|quay|ridge|heights|forges|flat|flats|fork|junction|"
+    r"loop|motorway|crossing|estates"
+)
+COMPOUND = (
+    r"strasse|straße|str\.|gasse|weg|allee|platz|damm|ufer|ring|vej|gade|gatan|vägen|"
+    r"gata|gränd|veien|vegen|veg|gate|laan|straat|plein|gracht|dreef|katu|tie|kuja|"
+    r"polku|väylä|tori|utca|út|tér|körút|náměstí|nábřeží|ulice|ulica|sokak|sokağı|"
+    r"caddesi|bulvarı"
+)
+PREFIX = (
+    r"rue|rua|via|viale|vicolo|calle|carrer|avenida|avda\.?|av\.|paseo|camino|carretera|"
+    r"piazza|piazzetta|corso|largo|travessa|praça|ul\.|ulica|al\.|aleja|plac|chemin|"
+    r"allée|impasse|quai|route de|rte|boulevard|bd\.?|strada|stradă|calea|"
+    r"πλατεία|οδός|οδος"
+)
+ADDRESS_PATTERNS = [
+    # 221B Baker Street, 1317 Kimberly Way, 42 rue ... (number first, English suffix)
+    (
+        re.compile(
+            rf"(?i)\b\d{{1,6}}[a-z]?(?:[ \t]+\d{{1,6}})?[ \t]+(?:{_W}[ \t]+){{0,4}}?"
+            rf"(?:{EN_SUFFIX})\b\.?"
+        ),
+        0.6,
+    ),
+    # Hauptstraße 5, Koskikatu 25, Augsburger Strasse 36, Kálmán Imre u. 12
+    (
+        re.compile(rf"(?i)\b(?:{_W}[ \t]+){{0,2}}?[^\W\d_]*(?:{COMPOUND})[ \t]+\d{{1,5}}[a-z]?\b"),
+        0.6,
+    ),
+    (re.compile(rf"(?i)\b(?:{_W}[ \t]+){{0,2}}u\.[ \t]+\d{{1,5}}\b"), 0.55),
+    # Via Roma 131, Rue de Piétrain 371, ul. Północna 73, 846 31 Rue Al Imam Al Bakri
+    (
+        re.compile(
+            rf"(?i)(?:\b\d{{1,6}}[ \t]+(?:\d{{1,6}}[ \t]+)?)?(?<![\w.])(?:{PREFIX})[ \t]+"
+            rf"(?:{_W}[ \t]+){{0,4}}?\d{{1,5}}[a-z]?\b"
+        ),
+        0.6,
+    ),
+    (
+        re.compile(
+            rf"(?i)\b\d{{1,6}}[ \t]+(?:\d{{1,6}}[ \t]+)?(?:{PREFIX})[ \t]+(?:{_W}[ \t]*){{1,5}}"
+        ),
+        0.6,
+    ),
+    # Apt. 4B, Suite 210, Flat 3
+    (re.compile(r"(?i)\b(?:apt|apartment|suite|ste)\.?[ \t]*#?[ \t]*\d{1,5}[a-z]?\b"), 0.55),
+    # PO Box 123, Postbox 53, postal and military addresses (PSC 1234, Box 5678; APO AE 09001)
+    (
+        re.compile(
+            r"(?i)\b(?:p\.?[ \t]?o\.?[ \t]?box|post(?:al)?[ \t]?box|postbox|"
+            r"postfach|apartado)[ \t]*\d{1,6}\b"
+        ),
+        0.6,
+    ),
+    (re.compile(r"\b(?:PSC|CMR|Unit)[ \t]+\d{3,5},?[ \t]+Box[ \t]+\d{2,5}\b"), 0.6),
+    (re.compile(r"\b(?:APO|FPO|DPO)[ \t]+(?:AA|AE|AP)[ \t]+\d{5}\b"), 0.6),
+    (re.compile(r"\bUSN?[SV][ \t]+[A-Z]\w+"), 0.45),
+]
+ADDRESS_CUE = re.compile(
+    r"(?i)\b(?:address(?:\s+is)?|lives?\s+(?:at|on)|living\s+at|located\s+at|situated\s+at|"
+    r"resid(?:es|ing|e)\s+at|moved\s+to|relocated\s+to|is\s+at|(?:send|ship|deliver|mail|post)"
+    r"(?:\s+(?:it|them|this|the \w+))?\s+to)\s*[:\-]?\s*"
+)
+CUED_NUMBER_STREET = re.compile(
+    r"\d{1,6}(?:[ \t]+\d{1,6})?[ \t]+(?!(?:am|pm|AM|PM)\b)"
+    r"[^\W\d_][\w'’.\-]*(?:[ \t]+[^\W\d_][\w'’.\-]*){0,4}"
+)
+# Lines that continue an address block: unit, town, region, country and postcode.
+LINE_WORD = re.compile(r"[\w'’().\-]+")
+PARTICLES = word_set(
+    "de del della di da do dos das du la le les van von der den am an im upon on sur y i"
+)
+SAME_LINE_TAIL = re.compile(r"(?:,[ \t]*(?:[A-Z0-9][\w'’.\-]*(?:[ \t]+[A-Z0-9][\w'’.\-]*){0,3}))+")
+
+
+def _is_address_line(line: str) -> bool:
+    """A short line of capitalised words and numbers ("Suite 282", "Hungary 34796")."""
+    body = line.strip().lstrip(",>?").strip()
+    words = LINE_WORD.findall(body)
+    if not words or len(words) > 6 or len(body) > 48 or ":" in body or "@" in body:
+        return False
+    if phone_strength(body) > 0:
+        return False
+    return all(w[0].isupper() or w[0].isdigit() or w in PARTICLES for w in words)
+
+
+def _extend(text: str, end: int) -> int:
+    """Extend an address over its town/postcode tail and the short lines below it."""
+    tail = SAME_LINE_TAIL.match(text, end)
+    if tail:
+        end = tail.end()
+    for _ in range(4):
+        if not text.startswith("\n", end):
+            break
+        line_end = text.find("\n", end + 1)
+        line_end = len(text) if line_end == -1 else line_end
+        if not _is_address_line(text[end + 1 : line_end]):
+            break
+        end = line_end
+    return end
+
+
+class StreetAddressRecognizer(SpanRecognizer):
+    """Street addresses in English and the common European forms, with their tails."""
+
+    ENTITY = "LOCATION"
+
+    def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+        for pattern, score in ADDRESS_PATTERNS:
+            for m in pattern.finditer(text):
+                yield m.start(), _extend(text, m.end()), score
+        for cue in ADDRESS_CUE.finditer(text):
+            street = CUED_NUMBER_STREET.match(text, cue.end())
+            if street:
+                yield street.start(), _extend(text, street.end()), 0.55

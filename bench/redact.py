@@ -1,0 +1,127 @@
+"""Redaction benchmark: latency per prompt and detection quality on the dev set.
+
+usage: .venv/bin/python bench/redact.py [--gold PII.jsonl] [--runs N] [--no-latency]
+       [--no-quality] [--pred-out PRED.jsonl]
+
+Latency: p50/p99 of `Redactor.analyze` for synthetic prompts of about 20, 30,
+100 and 1,000 tokens (words), after a warm-up. Quality: the dev set is run
+through the redactor and scored by the evaluators' `score_pii.py`; per-entity
+type-agnostic recall and the micro precision are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+DEFAULT_GOLD = REPO.parent / "shared" / "bench" / "pii-dev.jsonl"
+TARGETS = ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN",
+           "IP_ADDRESS", "LOCATION")
+
+# Filler in the register of real prompts, with a little PII so the detectors work.
+FILLER = ("Could you help me rewrite this paragraph so it sounds more formal for the quarterly "
+          "report that goes out next week to the whole team and our partners")
+PII_TAIL = "and send it to Maria Keller at maria.keller@example.org or call +1 415 555 0134."
+
+
+def make_prompt(tokens: int) -> str:
+    """A prompt of about `tokens` whitespace-separated words ending with some PII."""
+    tail = PII_TAIL.split()
+    words = FILLER.split()
+    body = [words[i % len(words)] for i in range(max(tokens - len(tail), 0))]
+    return " ".join(body + tail)
+
+
+def latency(redactor: object, tokens: int, runs: int) -> tuple[float, float]:
+    """p50 and p99 in milliseconds of `analyze` on one prompt size."""
+    text = make_prompt(tokens)
+    for _ in range(3):
+        redactor.analyze(text)  # type: ignore[attr-defined]
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        redactor.analyze(text)  # type: ignore[attr-defined]
+        samples.append((time.perf_counter() - t0) * 1000)
+    samples.sort()
+    p99 = samples[min(len(samples) - 1, round(0.99 * (len(samples) - 1)))]
+    return statistics.median(samples), p99
+
+
+def predict(redactor: object, gold: Path, out: Path) -> float:
+    """Write predictions for every gold line; returns the seconds taken."""
+    t0 = time.perf_counter()
+    with gold.open(encoding="utf-8") as src, out.open("w", encoding="utf-8") as dst:
+        for line in src:
+            row = json.loads(line)
+            hits = redactor.analyze(row["text"])  # type: ignore[attr-defined]
+            spans = [{"start": h.start, "end": h.end, "entity_type": h.entity_type} for h in hits]
+            dst.write(json.dumps({"index": row["index"], "spans": spans}) + "\n")
+    return time.perf_counter() - t0
+
+
+def score(gold: Path, pred: Path) -> dict[str, object]:
+    """Run the evaluators' scorer and return its JSON."""
+    scorer = gold.parent / "score_pii.py"
+    done = subprocess.run([sys.executable, str(scorer), str(gold), str(pred)], check=True,
+                          capture_output=True, text=True)
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def print_quality(result: dict[str, object]) -> None:
+    """Per-entity type-agnostic recall, predicted-type precision, micro figures."""
+    per = result["per_entity"]
+    assert isinstance(per, dict)
+    print(f"{'entity':<18}{'gold':>6}{'R_agn':>8}{'pred':>7}{'P_agn':>8}")
+    for name in sorted(per, key=lambda n: (n not in TARGETS, n)):
+        e = per[name]
+        r = f"{e['R_agnostic']:.3f}" if "R_agnostic" in e else "-"
+        p = f"{e['P_agnostic']:.3f}" if "P_agnostic" in e else "-"
+        print(f"{name:<18}{e['gold']:>6}{r:>8}{e['pred']:>7}{p:>8}")
+    micro = result["micro"]
+    assert isinstance(micro, dict)
+    agn = micro["type_agnostic"]
+    print(f"micro type-agnostic: P {agn['P']:.3f}  R {agn['R']:.3f}  F1 {agn['F1']:.3f}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gold", type=Path, default=DEFAULT_GOLD)
+    ap.add_argument("--runs", type=int, default=200, help="timed runs per prompt size")
+    ap.add_argument("--no-latency", action="store_true")
+    ap.add_argument("--no-quality", action="store_true")
+    ap.add_argument("--pred-out", type=Path, default=None, help="keep the predictions here")
+    args = ap.parse_args()
+
+    from appliance.config import RedactionSettings, load_policy
+    from appliance.redact import Redactor
+
+    with tempfile.TemporaryDirectory(prefix="semtrace-bench-") as tmp:
+        t0 = time.perf_counter()
+        redactor = Redactor(load_policy("redaction", RedactionSettings), cache_dir=Path(tmp))
+        print(f"load: {time.perf_counter() - t0:.2f} s")
+        if not args.no_latency:
+            for tokens in (20, 30, 100, 1000):
+                runs = args.runs if tokens < 1000 else max(args.runs // 10, 10)
+                p50, p99 = latency(redactor, tokens, runs)
+                print(f"latency {tokens:>5} tokens: p50 {p50:7.2f} ms  p99 {p99:7.2f} ms"
+                      f"  ({runs} runs)")
+        if not args.no_quality:
+            pred = args.pred_out or Path(tmp) / "pred.jsonl"
+            secs = predict(redactor, args.gold, pred)
+            print(f"dev set: {secs:.1f} s")
+            print_quality(score(args.gold, pred))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
