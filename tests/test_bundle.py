@@ -1,0 +1,119 @@
+"""The offline bundle: verify, install with the network cut, selftest, replay; refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from conftest import write_stream
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLES = sorted((REPO / ".bundle").glob("semtrace-bundle-*-linux-x86_64.tar.gz"))
+pytestmark = pytest.mark.slow
+
+
+def _offline(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    """Run with the network namespace cut where the kernel allows it."""
+    cut = shutil.which("unshare") and subprocess.run(
+        ["unshare", "-n", "true"], capture_output=True).returncode == 0
+    return subprocess.run((["unshare", "-n"] if cut else []) + cmd, capture_output=True,
+                          text=True, timeout=1800, **kw)  # type: ignore[call-overload]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not BUNDLES:
+        if os.environ.get("CI"):
+            pytest.fail("no bundle in .bundle/: `make test` builds it before the tests")
+        pytest.skip("no bundle built (run `make bundle`)")
+    out = tmp_path_factory.mktemp("bundle")
+    with tarfile.open(BUNDLES[-1]) as tar:
+        tar.extractall(out, filter="data")
+    return next(out.iterdir())
+
+
+@pytest.fixture(scope="module")
+def installed(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("install")
+    pw = tmp / "pw"
+    pw.touch(mode=0o600)
+    pw.write_text("bundle test passphrase\n")
+    r = _offline(["bash", str(bundle / "install.sh"), "--prefix", str(tmp / "venv"),
+                  "--data-dir", str(tmp / "data"), "--no-service", "--passphrase-file", str(pw)],
+                 env={**os.environ, "PIP_CONFIG_FILE": "/dev/null"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "checksums verified" in r.stdout
+    return tmp
+
+
+def test_bundle_size_is_reported_and_within_target() -> None:
+    if not BUNDLES:
+        pytest.skip("no bundle built")
+    assert BUNDLES[-1].stat().st_size < 250 * 1024 * 1024
+
+
+def test_installed_bundle_passes_selftest_and_replays_offline(installed: Path,
+                                                               tmp_path: Path) -> None:
+    exe = str(installed / "venv" / "bin" / "semtrace")
+    st = _offline([exe, "selftest", "--json"])
+    assert st.returncode == 0, st.stdout + st.stderr
+    assert json.loads(st.stdout)["ok"] is True
+    src = write_stream(tmp_path / "in.jsonl", [
+        {"tenant": "t", "user_id": "u", "ts": "2026-03-02T09:00:00Z", "text": "Weather in Rome?"},
+        {"tenant": "t", "user_id": "u", "ts": "2026-03-02T09:01:00Z", "text": "And tomorrow?"}])
+    out = tmp_path / "out.jsonl"
+    rp = _offline([exe, "replay", str(src), "--out", str(out), "--data-dir",
+                   str(installed / "data"), "--passphrase-file", str(installed / "pw")])
+    assert rp.returncode == 0, rp.stderr
+    assert len(out.read_text().splitlines()) == 2
+    doc = _offline([exe, "doctor", "--data-dir", str(installed / "data"), "--json"])
+    assert json.loads(doc.stdout)["problems"] == [], doc.stdout
+
+
+def test_a_corrupted_file_stops_install_before_anything(bundle: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(bundle, broken)
+    wheel = next((broken / "wheels").glob("semtrace-*.whl"))
+    data = bytearray(wheel.read_bytes())
+    data[1000] ^= 0xFF
+    wheel.write_bytes(bytes(data))
+    r = _offline(["bash", str(broken / "install.sh"), "--prefix", str(tmp_path / "venv"),
+                  "--data-dir", str(tmp_path / "data"), "--no-service"])
+    assert r.returncode != 0 and "checksum mismatch" in r.stderr
+    assert not (tmp_path / "venv").exists() and not (tmp_path / "data").exists()
+
+
+def test_a_downgrade_is_refused(bundle: Path, installed: Path, tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(bundle, old)
+    (old / "VERSION").write_text("0.0.1\n")
+    subprocess.run("find . -type f ! -name SHA256SUMS | sed 's|^./||' | sort | xargs sha256sum "
+                   "> SHA256SUMS", shell=True, cwd=old, check=True)
+    r = _offline(["bash", str(old / "install.sh"), "--prefix", str(installed / "venv"),
+                  "--data-dir", str(installed / "data"), "--no-service"])
+    assert r.returncode != 0 and "Downgrades are refused" in r.stderr
+
+
+def test_dry_run_changes_nothing(bundle: Path, tmp_path: Path) -> None:
+    r = _offline(["bash", str(bundle / "install.sh"), "--prefix", str(tmp_path / "venv"),
+                  "--data-dir", str(tmp_path / "data"), "--no-service", "--dry-run"])
+    assert r.returncode == 0 and "would run" in r.stdout
+    assert not (tmp_path / "venv").exists()
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd is not present")
+def test_systemd_unit_verifies(installed: Path, tmp_path: Path) -> None:
+    unit = tmp_path / "semtrace.service"
+    text = (REPO / "installer" / "semtrace.service").read_text()
+    unit.write_text(text.replace("/opt/semtrace", str(installed / "venv")))
+    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    problems = [line for line in (r.stdout + r.stderr).splitlines()
+                if "semtrace.service" in line and "Unknown user" not in line
+                and "semtrace" in line.split(":")[0]]
+    assert r.returncode == 0 or not problems, r.stdout + r.stderr
