@@ -293,3 +293,48 @@ def compliance_enroll(data_dir: Path | None, passphrase_file: Path | None,
 
 
 COMMANDS = [retention, erase, audit, reveal, compliance]
+
+
+@click.group()
+def keys() -> None:
+    """The master key."""
+
+
+@keys.command("rotate")
+@data_dir_option
+@credential_options
+@click.option("--new-passphrase-file", type=click.Path(path_type=Path), default=None)
+@click.option("--new-key-file", type=click.Path(path_type=Path), default=None)
+@click.option("--json", "as_json", is_flag=True)
+def keys_rotate(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
+                new_passphrase_file: Path | None, new_key_file: Path | None,
+                as_json: bool) -> None:
+    """Re-wrap every data key under a new master key; the old one stops working."""
+    from appliance.audit import AuditLog
+    from appliance.keys import KEYRING_FILE, new_keyring_file, read_key_file, read_passphrase_file
+    from appliance.service import DataDirLock
+
+    if (new_passphrase_file is None) == (new_key_file is None):
+        raise SemtraceError("Give exactly one of --new-passphrase-file or --new-key-file.")
+    new_cred = (read_key_file(new_key_file) if new_key_file
+                else read_passphrase_file(new_passphrase_file))  # type: ignore[arg-type]
+    with _opened(data_dir, passphrase_file, key_file) as rt:
+        lock = DataDirLock(rt.data_dir)
+        lock.acquire()  # never while the service runs
+        try:
+            pending = KEYRING_FILE + ".rotating"
+            new_ring = new_keyring_file(rt.data_dir, new_cred, pending)
+            n = rt.store.rotate(new_ring)
+            (rt.data_dir / pending).replace(rt.data_dir / KEYRING_FILE)
+            AuditLog(rt.store.db, new_ring.audit_signer()).append(
+                "key_rotation", {"deks_rewrapped": n, "credential": new_cred.kind})
+        finally:
+            lock.release()
+    if as_json:
+        emit_json({"rotated": True, "deks_rewrapped": n})
+    else:
+        click.echo(f"Master key rotated; {n} data key(s) re-wrapped. The old credential no "
+                   "longer opens this data dir.")
+
+
+COMMANDS.append(keys)

@@ -317,9 +317,27 @@ def create_keyring(data_dir: Path, cred: Credential, *, params: KdfParams | None
     return ring
 
 
+def new_keyring_file(data_dir: Path, cred: Credential, name: str) -> Keyring:
+    """Derive a fresh master key (new salt) and write its keyring file under `name`."""
+    tmp = data_dir / name
+    tmp.unlink(missing_ok=True)
+    staging = data_dir / (name + ".dir")
+    staging.mkdir(mode=0o700, exist_ok=True)
+    try:
+        (staging / KEYRING_FILE).unlink(missing_ok=True)
+        ring = create_keyring(staging, cred)
+        (staging / KEYRING_FILE).replace(tmp)
+    finally:
+        staging.rmdir()
+    return ring
+
+
 def open_keyring(data_dir: Path, cred: Credential) -> Keyring:
     """Re-derive the master key of `data_dir`; WrongKey if the credential does not fit."""
     path = data_dir / KEYRING_FILE
+    if (data_dir / (KEYRING_FILE + ".rotating")).exists():
+        raise SemtraceError("A key rotation was interrupted: if the new credential was already "
+                            "applied, rename keyring.json.rotating to keyring.json; else delete it.")
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:

@@ -423,6 +423,55 @@ class Store:
             "UPDATE threads SET turns=?, first_ts=?, last_ts=?, input_tokens=?, output_tokens=?, "
             "models=? WHERE thread_id=?", (*row, json.dumps(models), thread_id))
 
+    def stale_texts(self, model_id: str, limit: int) -> list[tuple[int, str]]:
+        """(record id, redacted text) of readable records embedded by another model."""
+        rows = self._db.execute("SELECT id, bucket_id, text_ct FROM records WHERE model_id != ? "
+                                "ORDER BY id LIMIT ?", (model_id, limit)).fetchall()
+        out = []
+        for rid, bid, tct in rows:
+            text = self.text(rid, bid, tct)
+            if text is None:  # key destroyed: nothing to re-embed, mark it as current
+                self._db.execute("UPDATE records SET model_id=? WHERE id=?", (model_id, rid))
+            else:
+                out.append((rid, text))
+        return out
+
+    def count_stale(self, model_id: str) -> int:
+        return int(self._db.execute("SELECT count(*) FROM records WHERE model_id != ?",
+                                    (model_id,)).fetchone()[0])
+
+    def replace_vectors(self, rows: list[tuple[int, np.ndarray]], model_id: str) -> None:
+        """Store new vectors (one transaction), encrypted under each record's DEK."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            for rid, vec in rows:
+                bid = self._db.execute("SELECT bucket_id FROM records WHERE id=?",
+                                       (rid,)).fetchone()[0]
+                dek = self._dek(bid)
+                if dek is None:
+                    continue
+                ct = dek.seal(np.asarray(vec, dtype=VECTOR_DTYPE).tobytes(), _aad(rid, "vector"))
+                self._db.execute("UPDATE records SET vector_ct=?, model_id=? WHERE id=?",
+                                 (ct, model_id, rid))
+
+    def rotate(self, new: Keyring) -> int:
+        """Re-wrap every DEK under `new` and re-key both database files (key rotation)."""
+        meta = {r[0]: (r[1], r[2], r[3]) for r in self._db.execute(
+            "SELECT id, tenant, user, day FROM buckets")}
+        rows = self._kdb.execute("SELECT bucket_id, wrapped FROM deks").fetchall()
+        with self._kdb:
+            self._kdb.execute("BEGIN IMMEDIATE")
+            for bid, wrapped in rows:
+                aad = _bucket_aad(*meta[bid])
+                self._kdb.execute("UPDATE deks SET wrapped=? WHERE bucket_id=?",
+                                  (self._keys.rewrap(wrapped, aad, new), bid))
+        self.checkpoint()
+        self._kdb.execute(f"PRAGMA rekey = \"{new.sqlcipher_key('keys')}\"")
+        self._db.execute(f"PRAGMA rekey = \"{new.sqlcipher_key()}\"")
+        self._keys = new
+        self._deks.clear()
+        return len(rows)
+
     def shred_watermark(self) -> float:
         row = self._db.execute("SELECT coalesce(max(destroyed_at), 0) FROM buckets").fetchone()
         return float(row[0])

@@ -33,7 +33,7 @@ run() { if [ "$dry" = 1 ]; then echo "would run: $*"; else "$@"; fi; }
 cd "$bundle"
 [ -f SHA256SUMS ] || die "SHA256SUMS is missing: this is not a complete Semtrace bundle."
 if ! sha256sum --quiet -c SHA256SUMS >/dev/null 2>&1; then
-  bad=$(sha256sum --quiet -c SHA256SUMS 2>/dev/null | head -1 | cut -d: -f1)
+  bad=$( (sha256sum --quiet -c SHA256SUMS 2>/dev/null || true) | head -1 | cut -d: -f1)
   die "checksum mismatch in ${bad:-the bundle}; nothing was installed."
 fi
 listed=$(wc -l < SHA256SUMS)
