@@ -163,3 +163,40 @@ def m002_audit(db: Any) -> None:
         );
         """
     )
+
+
+@migration
+def m003_topics(db: Any) -> None:
+    # Topic centroids and keyword counts are aggregates; the centroid stays NULL
+    # (rebuilt from the encrypted records) until a topic has k contributors.
+    db.executescript(
+        """
+        CREATE TABLE topics (
+            topic_id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            contributors INTEGER NOT NULL,
+            centroid BLOB,
+            label TEXT,
+            merged_into TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX topics_tenant ON topics (tenant, merged_into);
+        CREATE TABLE topic_terms (
+            topic_id TEXT NOT NULL,
+            term TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            PRIMARY KEY (topic_id, term)
+        );
+        CREATE TABLE privacy_budget (
+            tenant TEXT NOT NULL,
+            day TEXT NOT NULL,
+            spent REAL NOT NULL,
+            queries INTEGER NOT NULL,
+            PRIMARY KEY (tenant, day)
+        );
+        CREATE INDEX records_tenant_ts ON records (tenant, ts);
+        """
+    )

@@ -105,12 +105,14 @@ def make_pipeline(rt: Runtime, *, rebuild_index: bool = True) -> Pipeline:
     from appliance.link import make_linker
     from appliance.pipeline import Pipeline
     from appliance.redact import Redactor
+    from appliance.topics import TopicAssigner
 
     embedder = LlamaEmbedder(rt.policies.correlation.embedding)
     redactor = Redactor(rt.policies.redaction, cache_dir=rt.data_dir / "cache")
     pipe = Pipeline(store=rt.store, index=VectorIndex(embedder.dims), keyring=rt.keyring,
                     redactor=redactor, embedder=embedder,
-                    linker=make_linker(rt.policies.correlation), policies=rt.policies)
+                    linker=make_linker(rt.policies.correlation), policies=rt.policies,
+                    topics=TopicAssigner(rt.store, rt.policies.privacy, dims=embedder.dims))
     if rebuild_index:
         pipe.rebuild_index()
     return pipe
