@@ -16,7 +16,6 @@ from their (encrypted, shreddable) records.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import secrets
@@ -251,7 +250,7 @@ class TopicTables:
     def set_labels(self, labels: Mapping[str, tuple[str, ...]]) -> None:
         """Store the keyword labels of persisted topics."""
         self._tx([("UPDATE topics SET label=? WHERE topic_id=? AND centroid IS NOT NULL",
-                   [(json.dumps(list(lab)), tid) for tid, lab in labels.items() if lab])])
+                   [(", ".join(lab), tid) for tid, lab in labels.items() if lab])])
 
     def merged(self, tenant: str, survivor: Topic, gone: list[str]) -> None:
         """Record that `gone` topics now resolve to `survivor`."""

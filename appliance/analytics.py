@@ -1,0 +1,328 @@
+"""Conversation analytics: per topic, per model, position mix, guardrail blocks, incidents.
+
+`load_threads` reads thread metadata (never text) from the store; the other
+functions are pure: they turn those rows into report dataclasses, and every
+figure that spans users comes out of `privacy.PrivacyGate` (exact only when the
+view is scoped to one user).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from appliance.privacy import Figure, Measure, PrivacyGate, Release, Unit, ratio
+from appliance.store import Store
+
+REFINEMENT_INTENTS = frozenset({"error_recovery", "refinement"})
+FAILED = frozenset({"error", "blocked"})
+IDLE_END = timedelta(minutes=30)  # a thread quiet this long before the window ends has ended
+NO_TOPIC = "(none)"
+NO_MODEL = "(unknown)"
+
+
+@dataclass(frozen=True)
+class Turn:
+    """Metadata of one prompt of a thread."""
+
+    ts: datetime
+    position: str
+    intent: str | None
+    status: str | None
+    model: str | None
+    tokens: int
+    topic_id: str | None
+    abandoned_flag: bool = False
+
+
+@dataclass(frozen=True)
+class ThreadRow:
+    """One thread's turns inside a window (metadata only)."""
+
+    thread_id: str
+    user: str
+    turns: tuple[Turn, ...]
+
+    @property
+    def topic(self) -> str:
+        return next((t.topic_id for t in self.turns if t.topic_id), NO_TOPIC)
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        seen = dict.fromkeys(t.model or NO_MODEL for t in self.turns)
+        return tuple(seen)
+
+    @property
+    def blocks(self) -> int:
+        return sum(t.status == "blocked" for t in self.turns)
+
+    @property
+    def refinement(self) -> bool:
+        return any(t.intent in REFINEMENT_INTENTS for t in self.turns)
+
+    def abandoned(self, end: datetime) -> bool:
+        """Reported abandoned, or ended (idle) right after a failed or corrective turn."""
+        last = self.turns[-1]
+        if any(t.abandoned_flag for t in self.turns):
+            return True
+        ended = last.ts <= end - IDLE_END
+        return ended and (last.status in FAILED or last.intent in REFINEMENT_INTENTS)
+
+
+@dataclass(frozen=True)
+class GroupStats:
+    """Figures for one topic or model."""
+
+    key: str
+    label: str | None
+    threads: Figure
+    mean_turns: Figure
+    refinement_share: Figure
+    abandonment_share: Figure
+    blocks: Figure
+    tokens: Figure
+    mean_tokens: Figure
+
+
+@dataclass(frozen=True)
+class PositionShare:
+    """How often prompts of one period took one position."""
+
+    period: str
+    position: str
+    prompts: Figure
+    share: Figure
+
+
+@dataclass(frozen=True)
+class BlockStats:
+    """Threads that led into guardrail blocks, per topic."""
+
+    key: str
+    label: str | None
+    threads: Figure
+    mean_turns_before: Figure
+    first_turn_share: Figure  # blocked on the first prompt: direct attempts
+    retried_share: Figure  # the user went on after the block: a false positive?
+    repeated_share: Figure  # blocked more than once: persistent attempts
+    thread_ids: tuple[str, ...] = ()  # single-user views only
+
+
+@dataclass(frozen=True)
+class Lift:
+    """A topic, position or model's share in the incident window vs the baseline."""
+
+    dimension: str
+    key: str
+    label: str | None
+    window: Figure
+    baseline: Figure
+    window_share: float
+    baseline_share: float
+    lift: float | None  # None: absent from the baseline
+
+
+@dataclass(frozen=True)
+class Report:
+    """A stats answer with its privacy accounting."""
+
+    kind: str
+    tenant: str
+    start: datetime
+    end: datetime
+    exact: bool
+    epsilon: float
+    budget_remaining: float | None
+    k_min_users: int
+    rows: tuple[object, ...]
+
+
+def _parse_feedback(raw: str | None) -> bool:
+    try:
+        fb = json.loads(raw) if raw else {}
+    except ValueError:
+        return False
+    return isinstance(fb, dict) and bool(fb.get("abandoned"))
+
+
+def load_threads(store: Store, tenant: str, start: datetime, end: datetime, *,
+                 user: str | None = None) -> list[ThreadRow]:
+    """Threads with prompts in [start, end) of one tenant (one user when given), no text.
+
+    Topic ids are resolved to the live topic they were merged into; synthetic
+    prompts are left out.
+    """
+    alias = dict(store.db.execute(
+        "SELECT topic_id, merged_into FROM topics WHERE tenant=? AND merged_into IS NOT NULL",
+        (tenant,)).fetchall())
+
+    def live(tid: str | None) -> str | None:
+        for _ in range(64):
+            if tid not in alias:
+                break
+            tid = alias[tid]
+        return tid
+
+    sql = ("SELECT thread_id, user, ts, position, intent, status, model, "
+           "coalesce(input_tokens, 0) + coalesce(output_tokens, 0), topic_id, feedback "
+           "FROM records WHERE tenant=? AND synthetic=0 AND ts>=? AND ts<?")
+    params: list[object] = [tenant, start.timestamp(), end.timestamp()]
+    if user is not None:
+        sql += " AND user=?"
+        params.append(user)
+    turns: dict[str, tuple[str, list[Turn]]] = {}
+    for tid, who, ts, pos, intent, status, model, tokens, topic, fb in store.db.execute(
+            sql + " ORDER BY thread_id, ts, id", params):
+        turn = Turn(datetime.fromtimestamp(ts, UTC), pos, intent, status, model, int(tokens),
+                    live(topic), _parse_feedback(fb))
+        turns.setdefault(tid, (who, []))[1].append(turn)
+    return [ThreadRow(tid, who, tuple(ts)) for tid, (who, ts) in turns.items()]
+
+
+def topic_labels(store: Store, tenant: str) -> dict[str, str]:
+    """Keyword labels of the tenant's topics (only topics with enough contributors have one)."""
+    return dict(store.db.execute(
+        "SELECT topic_id, label FROM topics WHERE tenant=? AND label IS NOT NULL", (tenant,)))
+
+
+GROUP_MEASURES = (Measure("turns", 50), Measure("refinement", 1), Measure("abandoned", 1),
+                  Measure("blocks", 10), Measure("tokens", 20_000))
+
+
+def _report(kind: str, tenant: str, start: datetime, end: datetime, rel: Release,
+            rows: Sequence[object]) -> Report:
+    return Report(kind=kind, tenant=tenant, start=start, end=end, exact=rel.exact,
+                  epsilon=rel.epsilon, budget_remaining=rel.remaining,
+                  k_min_users=rel.k_min_users, rows=tuple(rows))
+
+
+def group_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
+                start: datetime, end: datetime, kind: str,
+                keys: Callable[[ThreadRow], Iterable[str]], labels: dict[str, str],
+                single_user: str | None = None) -> Report:
+    """Threads, mean turns, refinement and abandonment shares, blocks, tokens per key."""
+    units = [Unit(t.user, key, {"turns": len(t.turns), "refinement": float(t.refinement),
+                                "abandoned": float(t.abandoned(end)), "blocks": t.blocks,
+                                "tokens": sum(x.tokens for x in t.turns)})
+             for t in threads for key in keys(t)]
+    rel = gate.release(tenant, units, measures=GROUP_MEASURES, single_user=single_user)
+    rows = []
+    for g in rel.groups:
+        s = g.sums
+        rows.append(GroupStats(
+            key=g.group, label=labels.get(g.group), threads=g.count,
+            mean_turns=ratio(s["turns"], g.count), refinement_share=ratio(
+                s["refinement"], g.count, cap=1.0),
+            abandonment_share=ratio(s["abandoned"], g.count, cap=1.0), blocks=s["blocks"],
+            tokens=s["tokens"], mean_tokens=ratio(s["tokens"], g.count)))
+    rows.sort(key=lambda r: -r.threads.value)
+    return _report(kind, tenant, start, end, rel, rows)
+
+
+def topic_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
+                start: datetime, end: datetime, labels: dict[str, str],
+                single_user: str | None = None) -> Report:
+    """Per-topic figures."""
+    return group_stats(threads, gate, tenant=tenant, start=start, end=end, kind="topics",
+                       keys=lambda t: (t.topic,), labels=labels, single_user=single_user)
+
+
+def model_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
+                start: datetime, end: datetime, labels: dict[str, str],
+                topic: str | None = None, single_user: str | None = None) -> Report:
+    """Per-model figures (optionally on one topic only, to compare models like for like)."""
+    rows = [t for t in threads if topic is None or t.topic == topic]
+    return group_stats(rows, gate, tenant=tenant, start=start, end=end, kind="models",
+                       keys=lambda t: t.models, labels={}, single_user=single_user)
+
+
+def period_of(ts: datetime, bucket: str) -> str:
+    """The UTC day ("2024-03-04") or hour ("2024-03-04T07") a time falls in."""
+    return ts.strftime("%Y-%m-%dT%H" if bucket == "hour" else "%Y-%m-%d")
+
+
+def position_mix(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
+                 start: datetime, end: datetime, bucket: str = "day",
+                 single_user: str | None = None) -> Report:
+    """Prompts per (period, position) and each position's share of its period."""
+    units = [Unit(t.user, f"{period_of(x.ts, bucket)}|{x.position}")
+             for t in threads for x in t.turns]
+    rel = gate.release(tenant, units, single_user=single_user)
+    totals: dict[str, float] = {}
+    for g in rel.groups:
+        period = g.group.split("|", 1)[0]
+        totals[period] = totals.get(period, 0.0) + g.count.value
+    rows = []
+    for g in rel.groups:
+        period, position = g.group.split("|", 1)
+        total = Figure(totals[period], 0.0, g.count.exact)
+        rows.append(PositionShare(period, position, g.count, ratio(g.count, total, cap=1.0)))
+    return _report("positions", tenant, start, end, rel, rows)
+
+
+def _block_values(t: ThreadRow) -> dict[str, float]:
+    first = next(i for i, x in enumerate(t.turns) if x.status == "blocked")
+    return {"before": float(first), "first_turn": float(first == 0),
+            "retried": float(first < len(t.turns) - 1), "repeated": float(t.blocks > 1)}
+
+
+BLOCK_MEASURES = (Measure("before", 20), Measure("first_turn", 1), Measure("retried", 1),
+                  Measure("repeated", 1))
+
+
+def block_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
+                start: datetime, end: datetime, labels: dict[str, str],
+                single_user: str | None = None) -> Report:
+    """Per topic: threads that hit a guardrail block and what preceded or followed it."""
+    blocked = [t for t in threads if t.blocks]
+    units = [Unit(t.user, t.topic, _block_values(t)) for t in blocked]
+    rel = gate.release(tenant, units, measures=BLOCK_MEASURES, single_user=single_user)
+    rows = []
+    for g in rel.groups:
+        ids = tuple(t.thread_id for t in blocked if t.topic == g.group) if rel.exact else ()
+        s = g.sums
+        rows.append(BlockStats(
+            key=g.group, label=labels.get(g.group), threads=g.count,
+            mean_turns_before=ratio(s["before"], g.count),
+            first_turn_share=ratio(s["first_turn"], g.count, cap=1.0),
+            retried_share=ratio(s["retried"], g.count, cap=1.0),
+            repeated_share=ratio(s["repeated"], g.count, cap=1.0), thread_ids=ids))
+    rows.sort(key=lambda r: -r.threads.value)
+    return _report("blocks", tenant, start, end, rel, rows)
+
+
+def incident_lifts(window: Iterable[ThreadRow], baseline: Iterable[ThreadRow],
+                   gate: PrivacyGate, *, tenant: str, start: datetime, end: datetime,
+                   labels: dict[str, str], single_user: str | None = None) -> Report:
+    """Topics, positions and models over-represented among prompts of the window.
+
+    One release covers both windows (one charge); a user's prompts count once per
+    dimension, so the contribution bound covers all of them.
+    """
+    units = []
+    for side, threads in (("w", window), ("b", baseline)):
+        for t in threads:
+            for x in t.turns:
+                units += [Unit(t.user, f"{side}|topic|{t.topic}"),
+                          Unit(t.user, f"{side}|position|{x.position}"),
+                          Unit(t.user, f"{side}|model|{x.model or NO_MODEL}")]
+    rel = gate.release(tenant, units, single_user=single_user)
+    figs = {g.group: g.count for g in rel.groups}
+    totals: dict[tuple[str, str], float] = {}
+    for key, fig in figs.items():
+        side, dim, _ = key.split("|", 2)
+        totals[(side, dim)] = totals.get((side, dim), 0.0) + fig.value
+    rows = []
+    for key, fig in figs.items():
+        side, dim, value = key.split("|", 2)
+        if side != "w":
+            continue
+        base = figs.get(f"b|{dim}|{value}", Figure(0.0, 0.0, rel.exact))
+        ws = fig.value / max(totals.get(("w", dim), 0.0), 1.0)
+        bs = base.value / max(totals.get(("b", dim), 0.0), 1.0)
+        rows.append(Lift(dim, value, labels.get(value) if dim == "topic" else None, fig, base,
+                         round(ws, 4), round(bs, 4), round(ws / bs, 3) if bs > 0 else None))
+    rows.sort(key=lambda r: (r.lift is not None, -(r.lift or 0.0), -r.window.value))
+    return _report("incident", tenant, start, end, rel, rows)

@@ -1,0 +1,226 @@
+"""`semtrace stats topics|models|positions|blocks|incident`: conversation analytics.
+
+Cross-user figures are differentially private (see privacy.py): each command
+spends `epsilon_per_query` of the tenant's daily budget and withholds groups of
+fewer than `k_min_users` people. With `--user` the view is that one user's own
+data: exact, free, and read-only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from appliance import analytics
+from appliance.cli import credential_options, data_dir_option, emit_json, open_dir, role_option
+from appliance.errors import SemtraceError
+from appliance.ingest import parse_ts
+from appliance.privacy import Figure, PrivacyGate
+from appliance.roles import require
+from appliance.runtime import Runtime
+
+DEFAULT_DAYS = 7
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What one stats command runs over."""
+
+    rt: Runtime
+    tenant: str
+    user: str | None  # pseudonym of a single-user view
+    start: datetime
+    end: datetime
+    gate: PrivacyGate
+
+    def threads(self, start: datetime | None = None,
+                end: datetime | None = None) -> list[analytics.ThreadRow]:
+        return analytics.load_threads(self.rt.store, self.tenant, start or self.start,
+                                      end or self.end, user=self.user)
+
+    def labels(self) -> dict[str, str]:
+        return analytics.topic_labels(self.rt.store, self.tenant)
+
+
+def _when(value: str | None, default: datetime, name: str) -> datetime:
+    if value is None:
+        return default
+    try:
+        return parse_ts(value)
+    except SemtraceError:
+        raise SemtraceError(f"--{name} must be an ISO-8601 date or time, "
+                            "e.g. 2024-03-04 or 2024-03-04T09:00:00Z.") from None
+
+
+def _window(since: str | None, until: str | None) -> tuple[datetime, datetime]:
+    end = _when(until, datetime.now(UTC), "to")
+    start = _when(since, end - timedelta(days=DEFAULT_DAYS), "from")
+    if start >= end:
+        raise SemtraceError("--from must be earlier than --to.")
+    return start, end
+
+
+def stats_command(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Common options; opens the store, checks the role and hands the command a Scope."""
+
+    @wraps(fn)
+    def run(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
+            role: str | None, tenant: str, user: str | None, since: str | None,
+            until: str | None, as_json: bool, **kw: Any) -> None:
+        start, end = _window(since, until)
+        rt = open_dir(data_dir, passphrase_file, key_file, readonly=user is not None)
+        try:
+            require(rt.policies.access, role, "threads:read" if user else "aggregates")
+            pseudo = rt.keyring.pseudonym(tenant, user) if user is not None else None
+            scope = Scope(rt, tenant, pseudo, start, end,
+                          PrivacyGate(rt.store.db, rt.policies.privacy))
+            report = fn(scope, **kw)
+        finally:
+            rt.close()
+        if as_json:
+            emit_json(_with_ci(report))
+        else:
+            _print(report)
+
+    cmd: Callable[..., Any] = run
+    for option in (
+        click.option("--json", "as_json", is_flag=True, help="Print JSON."),
+        click.option("--to", "until", default=None, help="Window end (default now)."),
+        click.option("--from", "since", default=None,
+                     help=f"Window start (default {DEFAULT_DAYS} days before --to)."),
+        click.option("--user", default=None,
+                     help="One user's own view (exact, costs no privacy budget)."),
+        click.option("--tenant", required=True, help="The tenant (budgets are per tenant)."),
+        role_option, credential_options, data_dir_option,
+    ):
+        cmd = option(cmd)
+    return cmd
+
+
+def _with_ci(obj: Any) -> Any:
+    """JSON values, with each figure's 95 % half-width beside its noise scale."""
+    from appliance.cli import to_jsonable
+
+    data = to_jsonable(obj)
+
+    def walk(x: Any) -> Any:
+        if isinstance(x, dict):
+            out = {k: walk(v) for k, v in x.items()}
+            if set(out) == {"value", "noise_scale", "exact"}:
+                out["value"] = round(out["value"], 4)
+                out["ci95"] = round(Figure(**x).ci95, 4)
+            return out
+        if isinstance(x, list):
+            return [walk(v) for v in x]
+        return x
+
+    return walk(data)
+
+
+def _fmt(f: Figure, pct: bool = False) -> str:
+    if pct:
+        return f"{100 * f.value:.0f}%" + ("" if f.exact else f"±{100 * f.ci95:.0f}")
+    return f"{f.value:.1f}" + ("" if f.exact else f"±{f.ci95:.0f}")
+
+
+def _print(report: analytics.Report) -> None:
+    how = ("exact (one user's own data)" if report.exact else
+           f"differentially private: epsilon {report.epsilon:g} spent, "
+           f"{report.budget_remaining:g} left today; groups under {report.k_min_users} users "
+           "withheld; ± is a 95% interval")
+    click.echo(f"{report.kind} for {report.tenant}, {report.start:%Y-%m-%d %H:%M} to "
+               f"{report.end:%Y-%m-%d %H:%M} UTC — {how}")
+    for r in report.rows:
+        click.echo("  " + _line(r))
+    if not report.rows:
+        click.echo("  (nothing to show)")
+
+
+def _line(r: object) -> str:
+    if isinstance(r, analytics.GroupStats):
+        return (f"{r.key:<16} {r.label or '':<36.36} threads {_fmt(r.threads)}  turns "
+                f"{_fmt(r.mean_turns)}  refine {_fmt(r.refinement_share, True)}  abandon "
+                f"{_fmt(r.abandonment_share, True)}  blocks {_fmt(r.blocks)}  tokens "
+                f"{_fmt(r.tokens)}")
+    if isinstance(r, analytics.PositionShare):
+        return f"{r.period}  {r.position:<14} {_fmt(r.prompts)}  {_fmt(r.share, True)}"
+    if isinstance(r, analytics.BlockStats):
+        ids = f"  {' '.join(r.thread_ids)}" if r.thread_ids else ""
+        return (f"{r.key:<16} {r.label or '':<30.30} threads {_fmt(r.threads)}  turns before "
+                f"{_fmt(r.mean_turns_before)}  first-turn {_fmt(r.first_turn_share, True)}  "
+                f"retried {_fmt(r.retried_share, True)}  repeated "
+                f"{_fmt(r.repeated_share, True)}{ids}")
+    if isinstance(r, analytics.Lift):
+        lift = "new" if r.lift is None else f"x{r.lift:.2f}"
+        return (f"{r.dimension:<8} {r.key:<16} {r.label or '':<30.30} {lift:>7}  window "
+                f"{_fmt(r.window)}  baseline {_fmt(r.baseline)}")
+    return str(r)
+
+
+@click.group()
+def stats() -> None:
+    """Conversation analytics (differentially private across users)."""
+
+
+@stats.command("topics")
+@stats_command
+def stats_topics(scope: Scope) -> analytics.Report:
+    """Per topic: threads, mean turns, refinement and abandonment shares, blocks, tokens."""
+    return analytics.topic_stats(scope.threads(), scope.gate, tenant=scope.tenant,
+                                 start=scope.start, end=scope.end, labels=scope.labels(),
+                                 single_user=scope.user)
+
+
+@stats.command("models")
+@click.option("--topic", default=None, help="Compare models on this topic only.")
+@stats_command
+def stats_models(scope: Scope, topic: str | None) -> analytics.Report:
+    """Per model: the same figures as `stats topics` (optionally on one topic)."""
+    return analytics.model_stats(scope.threads(), scope.gate, tenant=scope.tenant,
+                                 start=scope.start, end=scope.end, labels={}, topic=topic,
+                                 single_user=scope.user)
+
+
+@stats.command("positions")
+@click.option("--bucket", type=click.Choice(["day", "hour"]), default="day", show_default=True)
+@stats_command
+def stats_positions(scope: Scope, bucket: str) -> analytics.Report:
+    """Conversation-position mix over time (new, continuation, topic shift, orphaned)."""
+    return analytics.position_mix(scope.threads(), scope.gate, tenant=scope.tenant,
+                                  start=scope.start, end=scope.end, bucket=bucket,
+                                  single_user=scope.user)
+
+
+@stats.command("blocks")
+@stats_command
+def stats_blocks(scope: Scope) -> analytics.Report:
+    """Threads that led into guardrail blocks, per topic (thread ids in one-user views)."""
+    return analytics.block_stats(scope.threads(), scope.gate, tenant=scope.tenant,
+                                 start=scope.start, end=scope.end, labels=scope.labels(),
+                                 single_user=scope.user)
+
+
+@stats.command("incident")
+@click.option("--baseline-from", default=None,
+              help="Baseline start (default: the window of the same length before --from).")
+@click.option("--baseline-to", default=None, help="Baseline end (default --from).")
+@stats_command
+def stats_incident(scope: Scope, baseline_from: str | None,
+                   baseline_to: str | None) -> analytics.Report:
+    """Topics, positions and models over-represented in a window vs a baseline window."""
+    b_end = _when(baseline_to, scope.start, "baseline-to")
+    b_start = _when(baseline_from, b_end - (scope.end - scope.start), "baseline-from")
+    if b_start >= b_end:
+        raise SemtraceError("--baseline-from must be earlier than --baseline-to.")
+    return analytics.incident_lifts(scope.threads(), scope.threads(b_start, b_end), scope.gate,
+                                    tenant=scope.tenant, start=scope.start, end=scope.end,
+                                    labels=scope.labels(), single_user=scope.user)
+
+
+COMMANDS = [stats]
