@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
+from appliance.audit import Entry as AuditEntry
 from appliance.embed import Embedder
 from appliance.index import VectorIndex
 from appliance.records import Hit, Record, Thread
@@ -144,3 +146,201 @@ def search(store: Store, index: VectorIndex, embedder: Embedder, text: str, *,
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+
+
+# ---------------------------------------------------------------- listings and views (TUI)
+
+
+@dataclass(frozen=True)
+class ThreadMarks:
+    """What a listing shows beside a thread: feedback, abandonment, failed turns."""
+
+    rating: float | None = None  # the lowest rating given to a turn of the thread
+    abandoned: bool = False
+    errors: int = 0
+    blocked: int = 0
+
+
+_MARKS_SQL = ("(SELECT count(*) FROM records m WHERE m.thread_id = threads.thread_id AND "
+              "(m.feedback IS NOT NULL OR m.status IN ('error', 'blocked')))")
+PAGE_SORTS = {**SORT_COLUMNS, "models": "models", "marks": _MARKS_SQL}
+
+
+def list_threads_page(store: Store, f: ThreadFilter = ThreadFilter(), *,
+                      user_prefix: str | None = None, position: str | None = None,
+                      topic_ids: tuple[str, ...] = (), sort: str = "last",
+                      descending: bool = True, limit: int = 100,
+                      offset: int = 0) -> tuple[list[Thread], int]:
+    """One page of thread summaries and how many threads match, for paging UIs.
+
+    Args:
+        user_prefix: keep users whose pseudonym starts with this.
+        position: keep threads with at least one turn at this position.
+        topic_ids: keep threads of any of these topics (a topic and its merged ids).
+        sort: a key of PAGE_SORTS.
+    """
+    where, params = _thread_where(f)
+    if user_prefix:
+        where += " AND substr(user, 1, ?) = ?"
+        params += [len(user_prefix), user_prefix]
+    if position:
+        where += (" AND EXISTS (SELECT 1 FROM records p WHERE p.thread_id = threads.thread_id "
+                  "AND p.position = ?)")
+        params.append(position)
+    if topic_ids:
+        where += f" AND topic_id IN ({','.join('?' * len(topic_ids))})"
+        params += list(topic_ids)
+    total = int(store.db.execute(f"SELECT count(*) FROM threads WHERE {where}",
+                                 params).fetchone()[0])
+    col = PAGE_SORTS.get(sort, "last_ts")
+    rows = store.db.execute(
+        "SELECT thread_id, tenant, user, first_ts, last_ts, turns, models, input_tokens, "
+        f"output_tokens, topic_id FROM threads WHERE {where} ORDER BY {col} "
+        f"{'DESC' if descending else 'ASC'}, thread_id LIMIT ? OFFSET ?",
+        (*params, int(limit), int(offset))).fetchall()
+    return [Thread(thread_id=r[0], tenant=r[1], user=r[2],
+                   first_ts=datetime.fromtimestamp(r[3], UTC),
+                   last_ts=datetime.fromtimestamp(r[4], UTC), turns=r[5],
+                   models=tuple(json.loads(r[6])), input_tokens=r[7], output_tokens=r[8],
+                   topic_id=r[9]) for r in rows], total
+
+
+def thread_marks(store: Store, thread_ids: list[str]) -> dict[str, ThreadMarks]:
+    """Feedback and failure markers of the given threads (threads without any are absent)."""
+    if not thread_ids:
+        return {}
+    rows = store.db.execute(
+        "SELECT thread_id, feedback, status FROM records WHERE thread_id IN "
+        f"({','.join('?' * len(thread_ids))}) AND (feedback IS NOT NULL OR "
+        "status IN ('error', 'blocked'))", thread_ids).fetchall()
+    acc: dict[str, dict[str, Any]] = {}
+    for thread_id, feedback, status in rows:
+        m = acc.setdefault(thread_id, {"rating": None, "abandoned": False, "errors": 0,
+                                       "blocked": 0})
+        fb = json.loads(feedback) if feedback else {}
+        if isinstance(fb.get("rating"), int | float):
+            m["rating"] = fb["rating"] if m["rating"] is None else min(m["rating"], fb["rating"])
+        m["abandoned"] = m["abandoned"] or bool(fb.get("abandoned"))
+        m["errors"] += status == "error"
+        m["blocked"] += status == "blocked"
+    return {k: ThreadMarks(**v) for k, v in acc.items()}
+
+
+def users_with_prefix(store: Store, tenant: str, prefix: str, *, limit: int = 50) -> list[str]:
+    """Pseudonyms of a tenant's users that start with `prefix`."""
+    return [r[0] for r in store.db.execute(
+        "SELECT DISTINCT user FROM threads WHERE tenant = ? AND substr(user, 1, ?) = ? "
+        "ORDER BY 1 LIMIT ?", (tenant, len(prefix), prefix, int(limit)))]
+
+
+def has_table(store: Store, name: str) -> bool:
+    """Whether the store has this table (a migration may not have run yet)."""
+    return store.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                            (name,)).fetchone() is not None
+
+
+def data_version(store: Store) -> int:
+    """Changes whenever another connection commits: a cheap "is there anything new?"."""
+    return int(store.db.execute("PRAGMA data_version").fetchone()[0])
+
+
+def tenants(store: Store) -> list[str]:
+    """Tenants that have threads."""
+    return [r[0] for r in store.db.execute("SELECT DISTINCT tenant FROM threads ORDER BY 1")]
+
+
+def topic_aliases(store: Store) -> dict[str, str]:
+    """Merged topic id -> the id it now resolves to (empty without a topics table)."""
+    if not has_table(store, "topics"):
+        return {}
+    merged = dict(store.db.execute(
+        "SELECT topic_id, merged_into FROM topics WHERE merged_into IS NOT NULL"))
+    out = {}
+    for tid in merged:
+        seen, cur = {tid}, merged[tid]
+        while cur in merged and merged[cur] not in seen:
+            seen.add(cur)
+            cur = merged[cur]
+        out[tid] = cur
+    return out
+
+
+def topic_labels(store: Store, topic_ids: list[str] | None = None) -> dict[str, str]:
+    """Keyword labels of topics that have one (only topics with enough users get one)."""
+    if not has_table(store, "topics"):
+        return {}
+    sql = "SELECT topic_id, label FROM topics WHERE label IS NOT NULL"
+    params: list[str] = []
+    if topic_ids is not None:
+        if not topic_ids:
+            return {}
+        sql += f" AND topic_id IN ({','.join('?' * len(topic_ids))})"
+        params = topic_ids
+    return dict(store.db.execute(sql, params))
+
+
+@dataclass(frozen=True)
+class TopicSummary:
+    """Activity of one topic of one tenant."""
+
+    tenant: str
+    topic_id: str
+    label: str | None
+    threads: int
+    turns: int
+    users: int
+    refinements: int  # turns whose intent is error_recovery (the user correcting or re-asking)
+    daily: tuple[int, ...]  # threads started per UTC day, oldest first, ending today
+
+
+def topic_summaries(store: Store, *, now: datetime, tenant: str | None = None,
+                    days: int = 14) -> list[TopicSummary]:
+    """Per-topic counts, merged topics folded into the topic they resolve to; busiest first."""
+    alias = topic_aliases(store)
+    scope, params = ("AND t.tenant = ?", [tenant]) if tenant else ("", [])
+    acc: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def slot(tn: str, tid: str) -> dict[str, Any]:
+        return acc.setdefault((tn, alias.get(tid, tid)), {
+            "threads": 0, "turns": 0, "users": set(), "refinements": 0, "daily": [0] * days})
+
+    for tn, tid, user, n, turns in store.db.execute(
+            "SELECT t.tenant, t.topic_id, t.user, count(*), sum(t.turns) FROM threads t "
+            f"WHERE t.topic_id IS NOT NULL {scope} GROUP BY 1, 2, 3", params):
+        s = slot(tn, tid)
+        s["threads"] += n
+        s["turns"] += turns
+        s["users"].add(user)
+    for tn, tid, n in store.db.execute(
+            "SELECT t.tenant, t.topic_id, count(*) FROM records r JOIN threads t ON "
+            "t.thread_id = r.thread_id WHERE r.intent = 'error_recovery' AND t.topic_id IS NOT "
+            f"NULL {scope} GROUP BY 1, 2", params):
+        slot(tn, tid)["refinements"] += n
+    day0 = (datetime.combine(now.date(), datetime.min.time(), UTC).timestamp()
+            - (days - 1) * 86400)
+    for tn, tid, d, n in store.db.execute(
+            "SELECT t.tenant, t.topic_id, CAST((t.first_ts - ?) / 86400 AS INTEGER), count(*) "
+            f"FROM threads t WHERE t.topic_id IS NOT NULL AND t.first_ts >= ? {scope} "
+            "GROUP BY 1, 2, 3", [day0, day0, *params]):
+        if 0 <= d < days:
+            slot(tn, tid)["daily"][d] += n
+    labels = topic_labels(store)
+    out = [TopicSummary(tenant=tn, topic_id=tid, label=labels.get(tid), threads=s["threads"],
+                        turns=s["turns"], users=len(s["users"]), refinements=s["refinements"],
+                        daily=tuple(s["daily"])) for (tn, tid), s in acc.items()]
+    out.sort(key=lambda t: (-t.threads, t.tenant, t.topic_id))
+    return out
+
+
+def audit_entries(store: Store, *, events: tuple[str, ...] | None = None,
+                  last: int | None = None) -> list[AuditEntry]:
+    """Audit entries in order (only the `last` ones when given), without writing anything."""
+    sql = "SELECT seq, ts, event, actor, details, prev_hash, hash FROM audit"
+    params: list[str] = []
+    if events:
+        sql += f" WHERE event IN ({','.join('?' * len(events))})"
+        params = list(events)
+    sql += " ORDER BY seq DESC" + (f" LIMIT {int(last)}" if last else "")
+    rows = store.db.execute(sql, params).fetchall()
+    return [AuditEntry(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6])
+            for r in reversed(rows)]

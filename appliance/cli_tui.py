@@ -1,0 +1,31 @@
+"""`semtrace tui`: the terminal UI for inspecting threads (read-only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from appliance.cli import credential_options, data_dir_option, open_dir, role_option
+
+
+@click.command()
+@data_dir_option
+@credential_options
+@role_option
+@click.option("--tenant", default=None, help="Show only this tenant.")
+@click.option("--refresh", type=click.FloatRange(0.5, 3600), default=5.0, show_default=True,
+              help="Seconds between live refreshes.")
+def tui(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
+        role: str | None, tenant: str | None, refresh: float) -> None:
+    """Inspect threads, search prompts, topics and retention in the terminal (read-only)."""
+    rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
+    try:
+        from appliance.tui.app import make_app
+
+        make_app(rt, role=role, tenant=tenant, refresh_seconds=refresh).run()
+    finally:
+        rt.close()
+
+
+COMMANDS = [tui]

@@ -1,0 +1,140 @@
+"""The Semtrace terminal UI: threads, thread view, search, topics, retention.
+
+`make_app` builds the app over an opened (read-only) runtime; the CLI opens the
+runtime first so that a wrong passphrase or a missing data dir is one sentence
+before any UI starts. Screens the role may not use are never registered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from textual import on
+from textual.app import App
+from textual.binding import Binding
+
+from appliance.embed import Embedder
+from appliance.errors import AccessDenied
+from appliance.roles import allowed, resolve_role
+from appliance.runtime import Runtime
+from appliance.tui.context import TuiContext
+from appliance.tui.data import StoreReader
+from appliance.tui.messages import OpenThread, ShowThreads
+from appliance.tui.screens.help import HelpScreen
+from appliance.tui.screens.retention import RetentionScreen
+from appliance.tui.screens.search import SearchScreen
+from appliance.tui.screens.thread import ThreadScreen
+from appliance.tui.screens.threads import ThreadsScreen
+from appliance.tui.screens.topics import TopicsScreen
+from appliance.tui.searcher import Searcher
+from appliance.tui.views import ComplianceReader
+
+# mode -> (screen, permission needed)
+SCREENS = {"threads": (ThreadsScreen, "threads:read"), "search": (SearchScreen, "search"),
+           "topics": (TopicsScreen, "aggregates"), "retention": (RetentionScreen, "retention")}
+
+
+class SemtraceApp(App[None]):
+    """Read-only inspection of a Semtrace store."""
+
+    TITLE = "Semtrace"
+    CSS_PATH = "semtrace.tcss"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS = [
+        Binding("t", "mode('threads')", "Threads"),
+        Binding("slash", "mode('search')", "Search", key_display="/"),
+        Binding("o", "mode('topics')", "Topics"),
+        Binding("R", "mode('retention')", "Retention", key_display="R"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, ctx: TuiContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.sub_title = f"role {ctx.role}" + (f" · tenant {ctx.reader.tenant}"
+                                               if ctx.reader.tenant else "")
+        for mode in ctx.modes:
+            self.add_mode(mode, SCREENS[mode][0])
+
+    def on_mount(self) -> None:
+        self.switch_mode("threads")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Hide the keys of screens this role may not open."""
+        if action == "mode":
+            return parameters[0] in self.ctx.modes
+        return True
+
+    def action_mode(self, mode: str) -> None:
+        """Go to a screen; pressing its key again there focuses its main widget."""
+        if mode not in self.ctx.modes:
+            return
+        if self.current_mode == mode:
+            while len(self.screen_stack) > 1:
+                self.pop_screen()
+            if mode == "search":
+                self.screen.query_one("#query").focus()
+            return
+        self.switch_mode(mode)
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        rows = []
+        # the screen's and focused widget's keys first, then the app's
+        for _key, active in sorted(self.screen.active_bindings.items(),
+                                   key=lambda kv: (kv[1].node is self, kv[0])):
+            if active.enabled:
+                b = active.binding
+                rows.append((self.get_key_display(b), b.description or b.action))
+        self.push_screen(HelpScreen(rows))
+
+    @on(OpenThread)
+    def _open_thread(self, message: OpenThread) -> None:
+        self.push_screen(ThreadScreen(message.thread_id, message.record_id))
+
+    @on(ShowThreads)
+    async def _show_threads(self, message: ShowThreads) -> None:
+        await self.switch_mode("threads")
+        screen = self.screen
+        if isinstance(screen, ThreadsScreen):
+            screen.apply_filter(message.filter_text)
+
+
+def make_app(rt: Runtime, *, role: str | None = None, tenant: str | None = None,
+             clock: Callable[[], datetime] | None = None,
+             embedder_factory: Callable[[], Embedder] | None = None,
+             refresh_seconds: float = 5.0, page_size: int = 100,
+             report_dir: Path | None = None) -> SemtraceApp:
+    """The app over an opened runtime.
+
+    Args:
+        role: a role of access.toml (default: its default role); decides the screens.
+        tenant: show only this tenant.
+        clock: "now" for relative times and retention ages (tests pass a fixed one).
+        embedder_factory: builds the search model on first search (default: bundled GGUF).
+        report_dir: where the signed report is proposed to be written (default: cwd).
+    """
+    name = resolve_role(rt.policies.access, role)
+    if not allowed(rt.policies.access, name, "threads:read"):
+        raise AccessDenied(f"The {name} role may not read threads.")
+    modes = tuple(m for m, (_, perm) in SCREENS.items()
+                  if allowed(rt.policies.access, name, perm))
+    reader = StoreReader(rt, tenant=tenant)
+
+    def bundled() -> Embedder:
+        from appliance.embed import LlamaEmbedder
+
+        return LlamaEmbedder(rt.policies.correlation.embedding)
+
+    ctx = TuiContext(
+        reader=reader, role=name, modes=modes, clock=clock or (lambda: datetime.now(UTC)),
+        refresh_seconds=refresh_seconds, page_size=page_size,
+        searcher=(Searcher(reader, rt.policies, name, embedder_factory or bundled)
+                  if "search" in modes else None),
+        compliance=ComplianceReader(reader) if "retention" in modes else None,
+        report_dir=report_dir or Path.cwd())
+    return SemtraceApp(ctx)

@@ -1,0 +1,131 @@
+"""The TUI's read access: one read connection behind a lock, results as dataclasses.
+
+Workers call these from threads; the lock keeps one statement on the SQLCipher
+connection at a time. Nothing here writes (the connection is read-only).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+
+from appliance.query import (
+    ThreadFilter,
+    ThreadMarks,
+    TopicSummary,
+    data_version,
+    get_thread,
+    has_table,
+    list_threads_page,
+    tenants,
+    thread_marks,
+    topic_aliases,
+    topic_labels,
+    topic_summaries,
+)
+from appliance.records import Thread
+from appliance.runtime import Runtime
+from appliance.tui.filters import FilterError, Filters
+
+# UI column key -> query sort key
+SORTS = {"tenant": "tenant", "user": "user", "started": "first", "last": "last",
+         "turns": "turns", "topic": "topic", "models": "models", "tokens": "tokens",
+         "marks": "marks"}
+
+
+@dataclass(frozen=True)
+class ThreadRow:
+    """One line of the threads table."""
+
+    thread: Thread
+    marks: ThreadMarks | None
+    topic: str | None  # the topic's label, else its id
+
+
+@dataclass(frozen=True)
+class ThreadPage:
+    """A page of the threads table and where it sits in the whole listing."""
+
+    rows: tuple[ThreadRow, ...]
+    total: int
+    offset: int
+    version: int
+
+
+@dataclass(frozen=True)
+class TopicsView:
+    """What the topics screen shows; `note` explains an empty or missing topics table."""
+
+    topics: tuple[TopicSummary, ...]
+    note: str | None
+
+
+class StoreReader:
+    """Read-only views over an opened runtime, limited to one tenant when `tenant` is set."""
+
+    def __init__(self, rt: Runtime, *, tenant: str | None = None) -> None:
+        self.rt = rt
+        self.tenant = tenant
+        self.lock = threading.Lock()
+
+    def version(self) -> int:
+        """Changes when the service (or any other connection) commits."""
+        with self.lock:
+            return data_version(self.rt.store)
+
+    def _tenant_of(self, filters: Filters) -> str | None:
+        if self.tenant and filters.tenant and filters.tenant != self.tenant:
+            raise FilterError(f"This session is limited to tenant '{self.tenant}'.")
+        return self.tenant or filters.tenant
+
+    def threads(self, filters: Filters, *, sort: str = "last", descending: bool = True,
+                offset: int = 0, limit: int = 100) -> ThreadPage:
+        """One page of threads matching `filters`, with markers and topic labels."""
+        f = ThreadFilter(tenant=self._tenant_of(filters), since=filters.since,
+                         until=filters.until, model=filters.model)
+        with self.lock:
+            store = self.rt.store
+            version = data_version(store)
+            topic_ids: tuple[str, ...] = ()
+            if filters.topic:
+                merged = [k for k, v in topic_aliases(store).items() if v == filters.topic]
+                topic_ids = (filters.topic, *merged)
+            rows, total = list_threads_page(
+                store, f, user_prefix=filters.user, position=filters.position,
+                topic_ids=topic_ids, sort=SORTS.get(sort, "last"), descending=descending,
+                limit=limit, offset=offset)
+            marks = thread_marks(store, [t.thread_id for t in rows])
+            labels = topic_labels(store, sorted({t.topic_id for t in rows if t.topic_id}))
+        out = tuple(ThreadRow(t, marks.get(t.thread_id),
+                              labels.get(t.topic_id, t.topic_id) if t.topic_id else None)
+                    for t in rows)
+        return ThreadPage(rows=out, total=total, offset=offset, version=version)
+
+    def thread(self, thread_id: str) -> Thread | None:
+        """A thread with its turns (None when absent or outside this session's tenant)."""
+        with self.lock:
+            thread = get_thread(self.rt.store, thread_id)
+        if thread is None or (self.tenant and thread.tenant != self.tenant):
+            return None
+        return thread
+
+    def tenants(self) -> list[str]:
+        """Tenants in scope that have threads."""
+        if self.tenant:
+            return [self.tenant]
+        with self.lock:
+            return tenants(self.rt.store)
+
+    def topics(self, now: datetime, *, days: int = 14) -> TopicsView:
+        """Per-topic activity, or a note saying why there is none."""
+        with self.lock:
+            store = self.rt.store
+            if not has_table(store, "topics"):
+                return TopicsView((), "This store has no topics yet: the topics module has "
+                                      "not run on it.")
+            found = topic_summaries(store, now=now, tenant=self.tenant, days=days)
+        if not found:
+            return TopicsView((), "No thread has a topic yet: topics are assigned as the "
+                                  "service ingests prompts.")
+        return TopicsView(tuple(found), None)

@@ -1,0 +1,105 @@
+"""Parse the filter line of the threads and search screens: `key:value` words.
+
+`tenant:acme user:u_3fa9 since:7d until:2026-03-02 topic:tp_12 model:gpt-4o
+position:topic_shift`. Times are ISO dates or datetimes (UTC) or an age such as
+`30m`, `24h`, `7d` before now. Pure: the clock is passed in.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+
+from appliance.records import POSITIONS
+
+KEYS = ("tenant", "user", "since", "until", "topic", "model", "position")
+_AGE = re.compile(r"^(\d+)([mhdw])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+class FilterError(ValueError):
+    """A filter line that cannot be understood (the message is one sentence)."""
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The filters a user typed; `since`/`until` are resolved to UTC datetimes."""
+
+    tenant: str | None = None
+    user: str | None = None  # a pseudonym or its start
+    since: datetime | None = None
+    until: datetime | None = None
+    topic: str | None = None
+    model: str | None = None
+    position: str | None = None
+
+    def describe(self) -> str:
+        """The active filters as `key:value` words (empty when none)."""
+        words = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, datetime):
+                value = value.strftime("%Y-%m-%dT%H:%M")
+            if value is not None:
+                words.append(f"{f.name}:{value}")
+        return " ".join(words)
+
+
+def parse_time(value: str, now: datetime) -> datetime:
+    """An ISO date/datetime (UTC unless it says otherwise) or an age like `7d`."""
+    m = _AGE.match(value)
+    if m:
+        return now - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    try:
+        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise FilterError(f"'{value}' is not a time: use 2026-03-02, 2026-03-02T09:00 or an "
+                          "age like 30m, 24h, 7d.") from None
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def split_words(text: str, *, keys: tuple[str, ...] = KEYS) -> tuple[dict[str, str], list[str]]:
+    """`key:value` words with known keys, and the remaining free words, in order."""
+    found: dict[str, str] = {}
+    free: list[str] = []
+    for word in text.split():
+        key, sep, value = word.partition(":")
+        if sep and key.lower() in keys:
+            if not value:
+                raise FilterError(f"'{word}' has no value after the colon.")
+            found[key.lower()] = value
+        else:
+            free.append(word)
+    return found, free
+
+
+def to_filters(found: dict[str, str], now: datetime) -> Filters:
+    """Validated filters from `key: value` pairs."""
+    position = found.get("position")
+    if position is not None:
+        position = position.lower().replace("-", "_")
+        if position not in POSITIONS:
+            raise FilterError(f"position '{found['position']}' is unknown; use one of "
+                              f"{', '.join(POSITIONS)}.")
+    since = parse_time(found["since"], now) if "since" in found else None
+    until = parse_time(found["until"], now) if "until" in found else None
+    if since and until and since > until:
+        raise FilterError("'since' is after 'until'; nothing can match.")
+    return Filters(tenant=found.get("tenant"), user=found.get("user"), since=since, until=until,
+                   topic=found.get("topic"), model=found.get("model"), position=position)
+
+
+def parse_filters(text: str, now: datetime) -> Filters:
+    """The threads screen's filter line; every word must be `key:value`."""
+    found, free = split_words(text)
+    if free:
+        raise FilterError(f"'{free[0]}' is not a filter: use key:value with a key among "
+                          f"{', '.join(KEYS)}.")
+    return to_filters(found, now)
+
+
+def parse_search(text: str, now: datetime) -> tuple[str, Filters]:
+    """The search line: free words are the query; `tenant:`, `user:`, `since:` narrow it."""
+    found, free = split_words(text, keys=("tenant", "user", "since"))
+    return " ".join(free), to_filters(found, now)

@@ -1,0 +1,111 @@
+"""Pure formatting for the TUI: bars, durations, labels. Every colour has a word or symbol."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from rich.text import Text
+
+PLACEHOLDER_RE = re.compile(r"<[A-Z][A-Z0-9_]*>")
+SPARK = "▁▂▃▄▅▆▇█"
+
+POSITION_LABELS = {
+    "new": "● new",
+    "continuation": "↳ continuation",
+    "topic_shift": "⤷ topic shift",
+    "orphaned": "? orphaned",
+}
+STATUS_LABELS = {"ok": "✔ ok", "error": "✖ ERROR", "blocked": "⛔ BLOCKED"}
+INTENT_LABELS = {
+    "information_seeking": "info-seeking",
+    "task_execution": "task",
+    "conversation_management": "managing",
+    "error_recovery": "error recovery",
+}
+
+
+def position_label(position: str) -> str:
+    """A position with its symbol, e.g. `⤷ topic shift`."""
+    return POSITION_LABELS.get(position, position)
+
+
+def status_label(status: str | None) -> str:
+    """A status with its symbol; unknown when the gateway sent none."""
+    return STATUS_LABELS.get(status or "", "· unknown" if status is None else status)
+
+
+def intent_label(intent: str | None) -> str:
+    return INTENT_LABELS.get(intent or "", intent or "–")
+
+
+def sim_bar(similarity: float | None, width: int = 8) -> str:
+    """A similarity in [0, 1] as a bar of `width` cells followed by its value."""
+    if similarity is None:
+        return "·" * width + "  n/a"
+    value = min(max(similarity, 0.0), 1.0)
+    full = round(value * width)
+    return "▰" * full + "▱" * (width - full) + f" {similarity:.2f}"
+
+
+def duration(seconds: float | None) -> str:
+    """A gap like `+45s`, `+3m10s`, `+2h05m`, `+3d04h` (`–` when unknown)."""
+    if seconds is None:
+        return "–"
+    s = int(round(max(seconds, 0)))
+    if s < 60:
+        return f"+{s}s"
+    if s < 3600:
+        return f"+{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"+{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"+{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def ago(ts: datetime, now: datetime) -> str:
+    """How long before `now`, e.g. `5m ago` (`in future` for clock skew)."""
+    s = (now - ts).total_seconds()
+    if s < 0:
+        return "in future"
+    if s < 60:
+        return "just now"
+    return duration(s)[1:] + " ago"
+
+
+def compact(n: int | float | None) -> str:
+    """12, 1.2k, 3.4M."""
+    if n is None:
+        return "–"
+    if abs(n) >= 1_000_000:
+        return f"{n / 1_000_000:.1f}M"
+    if abs(n) >= 1000:
+        return f"{n / 1000:.1f}k"
+    return f"{n:g}" if isinstance(n, float) else str(n)
+
+
+def sparkline(values: list[int]) -> str:
+    """Counts as block characters scaled to the largest."""
+    top = max(values, default=0)
+    if top <= 0:
+        return SPARK[0] * len(values)
+    return "".join(SPARK[min(len(SPARK) - 1, round(v / top * (len(SPARK) - 1)))] for v in values)
+
+
+def redacted_text(text: str | None) -> Text:
+    """Redacted text with its placeholders highlighted (the brackets stay visible)."""
+    if text is None:
+        return Text("[shredded: the key of this record was destroyed]", style="italic")
+    out = Text(text)
+    for m in PLACEHOLDER_RE.finditer(text):
+        out.stylize("bold reverse", m.start(), m.end())
+    return out
+
+
+def short_user(pseudonym: str, width: int = 10) -> str:
+    """The start of a pseudonym (enough to tell users apart; filter by this prefix)."""
+    return pseudonym[:width]
+
+
+def when(ts: datetime) -> str:
+    """A UTC timestamp as `MM-DD HH:MM`."""
+    return ts.strftime("%m-%d %H:%M")

@@ -1,0 +1,172 @@
+"""The retention screen (compliance): policy, holdings vs limits, schedule, audit state."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
+
+from appliance.errors import SemtraceError
+from appliance.tui.context import context
+from appliance.tui.views import RetentionView
+
+
+def _days(v: float | None) -> str:
+    return "–" if v is None else f"{v:g}"
+
+
+def policy_text(view: RetentionView) -> Text:
+    """Limits per data class, schedule, holds, audit chain and self-check, as lines."""
+    out = Text("Policy in force (days)\n", style="bold")
+    for name, r in view.rules:
+        out.append(f"  {name:<10} prompts {_days(r.prompts_days)} · vectors "
+                   f"{_days(r.vectors_days or r.prompts_days)} · vault {_days(r.vault_days)} · "
+                   f"threads {_days(r.threads_days or r.prompts_days)} · aggregates "
+                   f"{_days(r.aggregates_days)}\n")
+    nxt = f"{view.next_shred:%Y-%m-%d %H:%M} UTC" if view.next_shred else "invalid schedule"
+    out.append(f"Next scheduled shred: {nxt} (cron '{view.schedule_cron}') · legal holds: "
+               f"{view.legal_holds}\n")
+    last = (f"{datetime.fromtimestamp(view.last_run.ts, UTC):%Y-%m-%d %H:%M} UTC, "
+            f"{view.last_run.details.get('buckets_shredded', 0)} bucket(s)"
+            if view.last_run else "never")
+    out.append(f"Last retention run: {last}\n")
+    chain = view.chain
+    if chain["ok"]:
+        out.append("✔ Audit chain intact", style="bold green")
+        out.append(f": {chain['entries']} entries, {chain['checkpoints']} signed checkpoints")
+    else:
+        out.append("✖ Audit chain BROKEN", style="bold red")
+        out.append(f": {chain['problem']}")
+    out.append(f" (verified {view.checked_at:%Y-%m-%d %H:%M} UTC)\n")
+    sc = view.self_check
+    out.append("✔ Shredded buckets undecryptable" if sc["passed"] else
+               f"✖ Shredded buckets still decryptable: {sc['still_decryptable']}",
+               style="" if sc["passed"] else "bold red")
+    out.append(f" ({sc['sampled_buckets']} sampled)")
+    return out
+
+
+class ReportDialog(ModalScreen[Path | None]):
+    """Asks where to write the signed report; says that it is audited."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, default: Path) -> None:
+        super().__init__()
+        self.default = default
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label("Write the signed retention report (Markdown) to:")
+            yield Input(str(self.default), id="report-path")
+            yield Label("This adds a 'report' entry to the audit log.", classes="note")
+            with Horizontal(id="dialog-buttons"):
+                yield Button("Write report", id="write", variant="primary")
+                yield Button("Cancel", id="cancel")
+
+    @on(Input.Submitted, "#report-path")
+    @on(Button.Pressed, "#write")
+    def _write(self) -> None:
+        value = self.query_one("#report-path", Input).value.strip()
+        self.dismiss(Path(value).expanduser() if value else None)
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class RetentionScreen(Screen[None]):
+    """What is held, how old it is against the limits, and what the audit log says."""
+
+    BINDINGS = [
+        Binding("g", "report", "Signed report"),
+        Binding("r", "reload", "Refresh"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="retention"):
+            yield Static("Loading retention state…", id="policy")
+            yield Static(Text("Oldest data held vs limit", style="bold"))
+            yield DataTable(id="holdings", cursor_type="row", zebra_stripes=True)
+            yield Static(Text("Recent audit events", style="bold"))
+            yield DataTable(id="events", cursor_type="row", zebra_stripes=True)
+        yield Static(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        holdings = self.query_one("#holdings", DataTable)
+        for label, width in (("tenant", 10), ("class", 8), ("oldest UTC", 16), ("age d", 7),
+                             ("limit d", 7), ("within", 8)):
+            holdings.add_column(label, width=width)
+        events = self.query_one("#events", DataTable)
+        for label, width in (("seq", 5), ("time UTC", 16), ("event", 15), ("details", 50)):
+            events.add_column(label, width=width)
+        self.load()
+
+    @work(thread=True, exclusive=True, group="retention")
+    def load(self) -> None:
+        ctx = context(self)
+        assert ctx.compliance is not None
+        try:
+            view = ctx.compliance.view(ctx.clock())
+        except SemtraceError as exc:
+            self.app.call_from_thread(self._status, f"✖ {exc}")
+            return
+        self.app.call_from_thread(self.show, view)
+
+    def show(self, view: RetentionView) -> None:
+        """Fill the sections."""
+        self.query_one("#policy", Static).update(policy_text(view))
+        holdings = self.query_one("#holdings", DataTable)
+        holdings.clear()
+        for h in view.holdings:
+            ok = Text("✔ yes") if h["within_policy"] else Text("✖ NO", style="bold red")
+            holdings.add_row(h["tenant"], h["class"], (h["oldest"] or "–")[:16].replace("T", " "),
+                             "–" if h["age_days"] is None else f"{h['age_days']:.1f}",
+                             _days(h["limit_days"]), ok)
+        events = self.query_one("#events", DataTable)
+        events.clear()
+        for e in view.recent:
+            details = ", ".join(f"{k}={v}" for k, v in sorted(e.details.items()))
+            events.add_row(str(e.seq), f"{datetime.fromtimestamp(e.ts, UTC):%Y-%m-%d %H:%M}",
+                           e.event, details)
+        self._status("g: write the signed retention report · r: refresh")
+
+    def _status(self, text: str) -> None:
+        self.query_one("#status", Static).update(text)
+
+    def action_reload(self) -> None:
+        self.load()
+
+    def action_report(self) -> None:
+        ctx = context(self)
+        name = f"semtrace-retention-report-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.md"
+        self.app.push_screen(ReportDialog(ctx.report_dir / name), self._report_to)
+
+    def _report_to(self, out: Path | None) -> None:
+        if out is None:
+            self._status("Report cancelled; nothing was written.")
+            return
+        self._status(f"Writing the signed report to {out}…")
+        self._write(out)
+
+    @work(thread=True, exclusive=True, group="report")
+    def _write(self, out: Path) -> None:
+        ctx = context(self)
+        assert ctx.compliance is not None
+        try:
+            path = ctx.compliance.write_report(out, role=ctx.role)
+        except (SemtraceError, OSError) as exc:
+            self.app.call_from_thread(self._status, f"✖ {exc}")
+            return
+        self.app.call_from_thread(self._status, f"✔ Signed report written to {path}.")
+        self.app.call_from_thread(self.app.notify, f"Signed report written to {path}.")
+        self.load()

@@ -1,0 +1,103 @@
+"""The search screen: a natural-language query -> prompts ranked by similarity, in scope."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.worker import get_current_worker
+
+from appliance.errors import SemtraceError
+from appliance.tui.context import context
+from appliance.tui.filters import FilterError, Filters, parse_search
+from appliance.tui.format import redacted_text, short_user, sim_bar, when
+from appliance.tui.messages import OpenThread
+from appliance.tui.searcher import SearchResult
+
+HINT = "search prompts, e.g. reset my password   (narrow with tenant: user: since:)"
+
+
+class SearchScreen(Screen[None]):
+    """Type a query, press enter, open a hit's thread."""
+
+    BINDINGS = [
+        Binding("escape", "focus_query", "Edit query"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Input(placeholder=HINT, id="query", compact=True)
+        yield DataTable(id="hits", cursor_type="row", zebra_stripes=True)
+        yield Static("Type a query and press enter.", id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#hits", DataTable)
+        for key, label, width in (("sim", "similarity", 13), ("thread", "thread", 19),
+                                  ("who", "tenant/user", 16), ("ts", "time UTC", 11),
+                                  ("text", "redacted prompt", 60)):
+            table.add_column(label, key=key, width=width)
+        self.query_one("#query", Input).focus()
+
+    def on_screen_resume(self) -> None:
+        if not self.query_one("#hits", DataTable).row_count:
+            self.query_one("#query", Input).focus()
+
+    @on(Input.Submitted, "#query")
+    def _submit(self, event: Input.Submitted) -> None:
+        self.run_search(event.value)
+
+    def run_search(self, line: str) -> None:
+        """Parse the line and search in a worker (the first search loads the model)."""
+        try:
+            text, filters = parse_search(line, context(self).clock())
+        except FilterError as exc:
+            self._status(f"✖ {exc}")
+            return
+        self._status("Searching…")
+        self._search(text, filters)
+
+    @work(thread=True, exclusive=True, group="search")
+    def _search(self, text: str, filters: Filters) -> None:
+        searcher = context(self).searcher
+        if searcher is None:
+            self.app.call_from_thread(self._status, "✖ This role may not search.")
+            return
+        try:
+            result = searcher.run(text, filters, progress=lambda m: self.app.call_from_thread(
+                self._status, m))
+        except (FilterError, SemtraceError) as exc:
+            self.app.call_from_thread(self._status, f"✖ {exc}")
+            return
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self.show, result)
+
+    def show(self, result: SearchResult) -> None:
+        """Fill the hits table and say what was searched."""
+        table = self.query_one("#hits", DataTable)
+        table.clear()
+        for h in result.hits:
+            table.add_row(sim_bar(h.similarity, 6), h.thread_id,
+                          f"{h.tenant}/{short_user(h.user, 8)}", when(h.ts),
+                          redacted_text(h.text), key=f"{h.thread_id}#{h.record_id}")
+        note = f"{len(result.hits)} hit(s), best first, in {', '.join(result.searched) or '–'}"
+        if result.skipped:
+            note += (f" · skipped {', '.join(result.skipped)}: cross-user search is off there, "
+                     "add user:<pseudonym>")
+        self._status(note)
+        if result.hits:
+            table.focus()
+
+    def _status(self, text: str) -> None:
+        self.query_one("#status", Static).update(Text(text))
+
+    @on(DataTable.RowSelected, "#hits")
+    def _open(self, event: DataTable.RowSelected) -> None:
+        thread_id, _, record = str(event.row_key.value).partition("#")
+        self.post_message(OpenThread(thread_id, int(record) if record else None))
+
+    def action_focus_query(self) -> None:
+        self.query_one("#query", Input).focus()

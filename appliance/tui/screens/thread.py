@@ -1,0 +1,113 @@
+"""The thread view: turns as a tree by parent pointers, and why each was linked."""
+
+from __future__ import annotations
+
+import asyncio
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from appliance.records import Thread
+from appliance.tui.context import context
+from appliance.tui.format import compact, short_user
+from appliance.tui.tree import Turn, flatten, layout
+from appliance.tui.widgets.evidence import EvidencePanel
+from appliance.tui.widgets.turn import BranchBox, TurnCard
+
+
+def summary(thread: Thread) -> str:
+    """The line above the turns."""
+    tokens = thread.input_tokens + thread.output_tokens
+    span = thread.last_ts - thread.first_ts
+    return (f"Thread {thread.thread_id} · {thread.tenant}/{short_user(thread.user, 22)} · "
+            f"{thread.turns} turns over {span} · {thread.first_ts:%Y-%m-%d %H:%M} UTC · "
+            f"models {', '.join(thread.models) or '–'} · {compact(tokens)} tokens")
+
+
+class ThreadScreen(Screen[None]):
+    """One conversation as the appliance linked it."""
+
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("down,j", "step(1)", "Next turn", key_display="↓/j"),
+        Binding("up,k", "step(-1)", "Prev turn", key_display="↑/k"),
+        Binding("w", "toggle_why", "Why panel"),
+        Binding("r", "reload", "Refresh"),
+    ]
+
+    def __init__(self, thread_id: str, record_id: int | None = None) -> None:
+        super().__init__()
+        self.thread_id = thread_id
+        self.record_id = record_id
+        self.thread: Thread | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("Loading thread…", id="thread-head")
+        with Horizontal(id="thread-body"):
+            yield VerticalScroll(id="turns")
+            yield EvidencePanel(id="why")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.load()
+        self.set_interval(context(self).refresh_seconds, self._poll)
+
+    @work(exclusive=True, group="thread")
+    async def load(self) -> None:
+        """Read the thread in a thread (the store is blocking), then lay it out."""
+        thread = await asyncio.to_thread(context(self).reader.thread, self.thread_id)
+        await self.show(thread)
+
+    def _poll(self) -> None:
+        if self.thread is not None:
+            self.load()
+
+    async def show(self, thread: Thread | None) -> None:
+        """Lay the turns out; a refresh with no new turns changes nothing."""
+        head = self.query_one("#thread-head", Static)
+        if thread is None:
+            head.update(f"✖ Thread {self.thread_id} is not in this store (or not in scope).")
+            return
+        if self.thread is not None and self.thread.records == thread.records:
+            return
+        wanted = (self.focused.turn.record.record_id if isinstance(self.focused, TurnCard)
+                  else self.record_id)
+        self.thread = thread
+        head.update(summary(thread))
+        box = self.query_one("#turns", VerticalScroll)
+        await box.remove_children()
+        items = layout(thread.records)
+        await box.mount_all([TurnCard(i) if isinstance(i, Turn) else BranchBox(i)
+                             for i in items])
+        turns = flatten(items)
+        target = next((t for t in turns if t.record.record_id == wanted), turns[0])
+        card = self.query_one(f"#turn-{target.record.record_id}", TurnCard)
+        card.focus()
+        card.scroll_visible(animate=False)
+
+    @on(TurnCard.Selected)
+    def _explain(self, event: TurnCard.Selected) -> None:
+        self.query_one(EvidencePanel).show(event.turn)
+
+    def action_step(self, step: int) -> None:
+        if step > 0:
+            self.focus_next(TurnCard)
+        else:
+            self.focus_previous(TurnCard)
+        if isinstance(self.focused, TurnCard):
+            self.focused.scroll_visible(animate=False)
+
+    def action_toggle_why(self) -> None:
+        panel = self.query_one(EvidencePanel)
+        panel.display = not panel.display
+
+    def action_back(self) -> None:
+        self.dismiss()
+
+    def action_reload(self) -> None:
+        self.load()

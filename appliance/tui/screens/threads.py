@@ -1,0 +1,203 @@
+"""The threads screen: a paged, sortable, filtered table, refreshed while the service writes."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.worker import get_current_worker
+
+from appliance.errors import SemtraceError
+from appliance.query import ThreadMarks
+from appliance.tui.context import context
+from appliance.tui.data import ThreadPage, ThreadRow
+from appliance.tui.filters import FilterError, Filters, parse_filters
+from appliance.tui.format import ago, compact, short_user, when
+from appliance.tui.messages import OpenThread
+
+# (column key, header, width)
+COLUMNS = (("tenant", "tenant", 8), ("user", "user", 10), ("started", "started UTC", 11),
+           ("last", "last activity", 13), ("turns", "turns", 5), ("topic", "topic", 16),
+           ("models", "models", 14), ("tokens", "tokens", 6), ("marks", "marks", 12))
+SORT_NAMES = {key: header for key, header, _ in COLUMNS}
+FILTER_HINT = "filter: tenant: user: since:7d until: topic: model: position:topic_shift"
+
+
+def marks_text(m: ThreadMarks | None) -> Text:
+    """Feedback and failures as words and symbols (colour only repeats them)."""
+    out = Text()
+    if m is None:
+        return out
+    if m.errors:
+        out.append(f"✖err{m.errors} ", style="bold red")
+    if m.blocked:
+        out.append(f"⛔blk{m.blocked} ", style="bold yellow")
+    if m.abandoned:
+        out.append("⊘aband ", style="bold")
+    if m.rating is not None:
+        out.append(f"★{m.rating:g}")
+    return out
+
+
+class ThreadsScreen(Screen[None]):
+    """All threads in scope, newest activity first."""
+
+    BINDINGS = [
+        Binding("f", "filter", "Filter"),
+        Binding("s", "sort", "Sort"),
+        Binding("d", "direction", "Asc/desc"),
+        Binding("left_square_bracket", "page(-1)", "Prev page", key_display="["),
+        Binding("right_square_bracket", "page(1)", "Next page", key_display="]"),
+        Binding("r", "reload", "Refresh"),
+        Binding("escape", "leave_filter", "Leave filter", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.filters = Filters()
+        self.sort, self.descending, self.first_row = "last", True, 0
+        self.version: int | None = None
+        self.note = ""
+        self.page: ThreadPage | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Input(placeholder=FILTER_HINT, id="filter", compact=True)
+        yield DataTable(id="threads", cursor_type="row", zebra_stripes=True)
+        yield Static(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._columns()
+        self.query_one("#threads", DataTable).focus()
+        self.load(force=True)
+        self.set_interval(context(self).refresh_seconds, self.load)
+
+    def _columns(self) -> None:
+        table = self.query_one("#threads", DataTable)
+        table.clear(columns=True)
+        for key, header, width in COLUMNS:
+            label = header + ((" ▼" if self.descending else " ▲") if key == self.sort else "")
+            table.add_column(label, key=key, width=max(width, len(label)))
+
+    @work(thread=True, exclusive=True, group="threads")
+    def load(self, force: bool = False) -> None:
+        """Read the page in a worker; skip the read when nothing was committed since."""
+        ctx = context(self)
+        try:
+            if not force and self.version is not None and ctx.reader.version() == self.version:
+                return
+            page = ctx.reader.threads(self.filters, sort=self.sort, descending=self.descending,
+                                      offset=self.first_row, limit=ctx.page_size)
+        except (FilterError, SemtraceError) as exc:
+            self.app.call_from_thread(self._status, f"✖ {exc}")
+            return
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self.show_page, page)
+
+    def _row(self, row: ThreadRow) -> tuple[object, ...]:
+        t, now = row.thread, context(self).clock()
+        return (t.tenant, short_user(t.user), when(t.first_ts), ago(t.last_ts, now),
+                Text(str(t.turns), justify="right"), row.topic or "–",
+                ", ".join(t.models) or "–",
+                Text(compact(t.input_tokens + t.output_tokens), justify="right"),
+                marks_text(row.marks))
+
+    def show_page(self, page: ThreadPage) -> None:
+        """Put a page in the table, keeping the cursor on the same thread when it is there."""
+        table = self.query_one("#threads", DataTable)
+        keep = None
+        if table.row_count:
+            keep = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        table.clear()
+        for row in page.rows:
+            table.add_row(*self._row(row), key=row.thread.thread_id)
+        keys = [r.thread.thread_id for r in page.rows]
+        if keep in keys:
+            table.move_cursor(row=keys.index(keep), animate=False)
+        self.version = page.version
+        self.page = page
+        self._status()
+
+    def _status(self, note: str | None = None) -> None:
+        if note is not None:
+            self.note = note
+        page = self.page
+        now = context(self).clock()
+        if page is None:
+            shown = "Loading threads…"
+        elif page.total == 0:
+            shown = "No threads match."
+        else:
+            shown = (f"Threads {page.offset + 1:,}–{page.offset + len(page.rows):,} of "
+                     f"{page.total:,}")
+        arrow = "▼ desc" if self.descending else "▲ asc"
+        parts = [shown, f"sort {SORT_NAMES[self.sort]} {arrow}",
+                 f"filter {self.filters.describe() or 'none'}", f"live {now:%H:%M:%S} UTC"]
+        if self.note:
+            parts.append(self.note)
+        self.query_one("#status", Static).update(" · ".join(parts))
+
+    @on(DataTable.RowSelected, "#threads")
+    def _open(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value:
+            self.post_message(OpenThread(event.row_key.value))
+
+    @on(DataTable.HeaderSelected, "#threads")
+    def _sort_by(self, event: DataTable.HeaderSelected) -> None:
+        key = str(event.column_key.value)
+        self.descending = not self.descending if key == self.sort else key != "tenant"
+        self.sort, self.first_row = key, 0
+        self._columns()
+        self.load(force=True)
+
+    @on(Input.Submitted, "#filter")
+    def _apply_filter(self, event: Input.Submitted) -> None:
+        self.apply_filter(event.value)
+
+    def apply_filter(self, text: str) -> None:
+        """Parse and apply a filter line; a bad one leaves the filters as they were."""
+        try:
+            self.filters = parse_filters(text, context(self).clock())
+        except FilterError as exc:
+            self._status(f"✖ {exc}")
+            return
+        self.query_one("#filter", Input).value = text
+        self.first_row, self.note = 0, ""
+        self.query_one("#threads", DataTable).focus()
+        self.load(force=True)
+
+    def action_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def action_leave_filter(self) -> None:
+        self.query_one("#threads", DataTable).focus()
+
+    def action_sort(self) -> None:
+        keys = [k for k, _, _ in COLUMNS]
+        self.sort = keys[(keys.index(self.sort) + 1) % len(keys)]
+        self.first_row = 0
+        self._columns()
+        self.load(force=True)
+
+    def action_direction(self) -> None:
+        self.descending = not self.descending
+        self.first_row = 0
+        self._columns()
+        self.load(force=True)
+
+    def action_page(self, step: int) -> None:
+        page = self.page
+        size = context(self).page_size
+        new = self.first_row + step * size
+        if page is None or new < 0 or new >= max(page.total, 1):
+            self._status("no more pages that way")
+            return
+        self.first_row, self.note = new, ""
+        self.load(force=True)
+
+    def action_reload(self) -> None:
+        self.load(force=True)

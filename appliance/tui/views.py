@@ -1,0 +1,110 @@
+"""The retention screen's data (read-only) and the signed report it can ask for.
+
+The view reuses `report.build_report` over a read-only audit reader, so the
+screen shows the same numbers the signed report would. Writing the report is
+the one thing the TUI changes: it follows `semtrace audit retention --out`
+step for step (role check, report built and signed, `report` audit entry) on a
+short-lived connection of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from appliance.audit import AuditLog, Entry
+from appliance.config import RetentionClass
+from appliance.errors import SemtraceError
+from appliance.query import audit_entries
+from appliance.report import build_report, render, sign_report
+from appliance.roles import require
+from appliance.runtime import open_runtime
+from appliance.store import Store
+from appliance.tui.data import StoreReader
+
+AUDIT_EVENTS_SHOWN = 12
+
+
+class _ReadAudit:
+    """The part of AuditLog that `build_report` reads, over a read-only connection."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def entries(self, *, events: tuple[str, ...] | None = None) -> list[Entry]:
+        return audit_entries(self.store, events=events)
+
+
+@dataclass(frozen=True)
+class RetentionView:
+    """Policy in force, holdings against it, schedule and the audit log's state."""
+
+    checked_at: datetime
+    schedule_cron: str
+    next_shred: datetime | None
+    rules: tuple[tuple[str, RetentionClass], ...]  # ("default" or a tenant, its limits)
+    legal_holds: int
+    holdings: tuple[dict[str, Any], ...]
+    chain: dict[str, Any]
+    self_check: dict[str, Any]
+    last_run: Entry | None
+    recent: tuple[Entry, ...]
+
+
+def next_fire(cron: str, now: datetime) -> datetime | None:
+    """The next time a crontab expression fires after `now` (UTC), None if invalid."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        trigger = CronTrigger.from_crontab(cron, timezone=now.tzinfo)
+    except ValueError:
+        return None
+    fire: datetime | None = trigger.get_next_fire_time(None, now)
+    return fire
+
+
+class ComplianceReader:
+    """Builds the retention view (compliance role)."""
+
+    def __init__(self, reader: StoreReader) -> None:
+        self.reader = reader
+
+    def view(self, now: datetime) -> RetentionView:
+        """Everything the retention screen shows, as of `now`."""
+        settings = self.reader.rt.policies.retention
+        with self.reader.lock:
+            store = self.reader.rt.store
+            body = build_report(store, _ReadAudit(store), settings, now=now)  # type: ignore[arg-type]
+            runs = audit_entries(store, events=("retention_run",), last=1)
+            recent = audit_entries(store, last=AUDIT_EVENTS_SHOWN)
+        holdings = [h for h in body["holdings"]
+                    if not self.reader.tenant or h["tenant"] == self.reader.tenant]
+        rules = [("default", settings.default), *sorted(settings.tenants.items())]
+        return RetentionView(
+            checked_at=now, schedule_cron=settings.schedule_cron,
+            next_shred=next_fire(settings.schedule_cron, now), rules=tuple(rules),
+            legal_holds=len(settings.legal_holds), holdings=tuple(holdings),
+            chain=body["audit_chain"], self_check=body["self_check"],
+            last_run=runs[-1] if runs else None, recent=tuple(reversed(recent)))
+
+    def write_report(self, out: Path, *, role: str, fmt: str = "md") -> Path:
+        """Write the signed retention report to `out`, as `semtrace audit retention` does."""
+        rt = self.reader.rt
+        require(rt.policies.access, role, "audit")
+        if out.exists():
+            raise SemtraceError(f"{out} already exists; it was not overwritten.")
+        if not out.parent.is_dir():
+            raise SemtraceError(f"The folder {out.parent} does not exist.")
+        writer = open_runtime(rt.data_dir, keyring=rt.keyring, policies=rt.policies)
+        try:
+            log = AuditLog(writer.store.db, rt.keyring.audit_signer())
+            body = build_report(writer.store, log, rt.policies.retention)
+            text = render(sign_report(body, rt.keyring.audit_signer()), fmt)
+            log.append("report", {"format": fmt, "chain_ok": body["audit_chain"]["ok"],
+                                  "via": "tui"})
+        finally:
+            writer.close()
+        out.write_text(text)
+        return out

@@ -1,0 +1,89 @@
+"""The side panel that explains a turn's link decision from the linker's evidence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from appliance.tui.format import duration, position_label, sim_bar
+from appliance.tui.tree import Turn
+
+# The features a reader can act on, with what they mean; the rest follow as numbers.
+KEY_FEATURES = (
+    ("sim", "similarity to candidate"),
+    ("sim_margin", "lead over next candidate"),
+    ("gap", "time gap (log s)"),
+    ("same_session", "same client session"),
+    ("ent_cand", "shared entities"),
+    ("kw_cand", "shared keywords"),
+    ("thread_turns", "turns in thread"),
+    ("centroid_sim", "similarity to thread"),
+    ("head_sim", "similarity to 1st turn"),
+)
+
+
+def _decision(turn: Turn, ev: dict[str, Any]) -> Text:
+    r = turn.record
+    score, threshold = ev.get("score"), ev.get("threshold")
+    cues = ", ".join(ev.get("cues") or []) or "none"
+    if r.parent_id is not None:
+        head = f"✔ Linked to #{r.parent_id}"
+        why = f"score {score:.2f} ≥ threshold {threshold:.2f}" if score is not None \
+            and threshold is not None else "linked"
+    elif r.position == "orphaned":
+        head = "? Orphaned"
+        why = f"reads like a follow-up (cues: {cues}) but no earlier prompt scored enough"
+    elif not ev.get("scored"):
+        head = "● New thread"
+        why = "no earlier prompt of this user within the horizon"
+    else:
+        head = "● New thread"
+        why = f"best score {score:.2f} < threshold {threshold:.2f}" if score is not None \
+            and threshold is not None else "no candidate scored enough"
+    out = Text(head, style="bold")
+    out.append(f"\n{why}\n")
+    return out
+
+
+def explain(turn: Turn) -> Text:
+    """The panel's text for one turn."""
+    r = turn.record
+    ev = r.evidence or {}
+    out = Text(f"Why #{r.record_id}: {position_label(r.position)}\n\n", style="bold")
+    if not ev:
+        out.append("No evidence was stored for this turn.\n")
+        return out
+    out.append_text(_decision(turn, ev))
+    out.append(f"runner-up {ev.get('runner_up', 0):.2f}\n")
+    out.append(f"candidates scored {ev.get('scored', 0)}\n")
+    out.append(f"cues {', '.join(ev.get('cues') or []) or 'none'}\n")
+    out.append(f"gap since parent {duration(turn.gap_seconds)}\n")
+    out.append(f"similarity {sim_bar(r.similarity, 6)}\n")
+    features: dict[str, float] = ev.get("features") or {}
+    if features:
+        out.append("\nSignals for the best candidate\n", style="bold")
+        for key, label in KEY_FEATURES:
+            if key in features:
+                out.append(f"{label:<25}{features[key]:>7.2f}\n")
+        rest = [(k, v) for k, v in features.items()
+                if k not in dict(KEY_FEATURES) and v]
+        if rest:
+            out.append("\nOther non-zero features\n", style="bold")
+            for k, v in rest:
+                out.append(f"{k:<25}{v:>7.2f}\n")
+    return out
+
+
+class EvidencePanel(VerticalScroll):
+    """Shows why the selected turn was linked where it was."""
+
+    def compose(self) -> ComposeResult:
+        yield Static("Select a turn to see why it was linked.", id="why-text")
+
+    def show(self, turn: Turn) -> None:
+        self.query_one("#why-text", Static).update(explain(turn))
+        self.scroll_home(animate=False)

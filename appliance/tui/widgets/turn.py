@@ -1,0 +1,79 @@
+"""One turn of a thread as a focusable card, and the box that holds a branch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import Static
+
+from appliance.tui.format import (
+    compact,
+    duration,
+    intent_label,
+    position_label,
+    redacted_text,
+    sim_bar,
+    status_label,
+)
+from appliance.tui.tree import Branch, Turn
+
+STATUS_STYLES = {"error": "bold red", "blocked": "bold yellow"}
+
+
+def turn_text(turn: Turn) -> Text:
+    """The card's content: header, metrics and the redacted text."""
+    r = turn.record
+    head = Text()
+    head.append(f"#{r.record_id}", style="bold")
+    head.append(f"  {r.ts:%H:%M:%S}  {duration(turn.gap_seconds)}  ")
+    head.append(position_label(r.position), style="bold")
+    head.append(f"  {intent_label(r.intent)}")
+    if r.parent_id is not None:
+        head.append(f"  ← #{r.parent_id}", style="dim")
+    metrics = Text(f"sim {sim_bar(r.similarity)}  ")
+    metrics.append(r.model or "model ?")
+    tokens = (f"{compact(r.input_tokens)}→{compact(r.output_tokens)} tok"
+              if r.input_tokens is not None or r.output_tokens is not None else "tok ?")
+    latency = f"{r.latency_ms:.0f} ms" if r.latency_ms is not None else "– ms"
+    metrics.append(f"  {tokens}  {latency}  ")
+    metrics.append(status_label(r.status), style=STATUS_STYLES.get(r.status or "", ""))
+    return Text("\n").join([head, metrics, redacted_text(r.text)])
+
+
+class TurnCard(Static, can_focus=True):
+    """A turn: time, gap, position, intent, similarity, model, cost, status, text."""
+
+    @dataclass
+    class Selected(Message):
+        """The card got focus: show why this turn was linked."""
+
+        turn: Turn
+
+    def __init__(self, turn: Turn) -> None:
+        r = turn.record
+        classes = "turn " + (f"-{r.status}" if r.status in STATUS_STYLES else "")
+        super().__init__(turn_text(turn), id=f"turn-{r.record_id}", classes=classes.strip())
+        self.turn = turn
+
+    def on_focus(self) -> None:
+        self.post_message(self.Selected(self.turn))
+
+
+class BranchBox(Vertical):
+    """The turns of one branch, indented under the turn the user went back to."""
+
+    def __init__(self, branch: Branch) -> None:
+        super().__init__(classes="branch")
+        self.branch = branch
+
+    def compose(self) -> ComposeResult:
+        b = self.branch
+        note = "the first reply" if b.index == 0 else "the user went back"
+        yield Static(f"⑂ branch {b.index + 1} of {b.count} from #{b.from_id} ({note})",
+                     classes="branch-label")
+        for item in b.items:
+            yield TurnCard(item) if isinstance(item, Turn) else BranchBox(item)
