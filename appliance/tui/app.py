@@ -81,16 +81,20 @@ class SemtraceApp(App[None]):
         self.switch_mode(mode)
 
     def action_help(self) -> None:
+        """Every key active where help was opened: this screen's, everywhere, the focused list."""
         if isinstance(self.screen, HelpScreen):
             return
-        rows = []
-        # the screen's and focused widget's keys first, then the app's
-        for _key, active in sorted(self.screen.active_bindings.items(),
-                                   key=lambda kv: (kv[1].node is self, kv[0])):
-            if active.enabled:
-                b = active.binding
-                rows.append((self.get_key_display(b), b.description or b.action))
-        self.push_screen(HelpScreen(rows))
+        groups: dict[str, list[tuple[str, str]]] = {"This screen": [], "Everywhere": [],
+                                                    "In the focused list": []}
+        for active in self.screen.active_bindings.values():
+            b = active.binding
+            if not active.enabled or b.system:
+                continue
+            node = active.node
+            group = ("Everywhere" if node is self else
+                     "This screen" if node is self.screen else "In the focused list")
+            groups[group].append((self.get_key_display(b), b.description or b.action))
+        self.push_screen(HelpScreen(groups))
 
     @on(OpenThread)
     def _open_thread(self, message: OpenThread) -> None:

@@ -23,12 +23,17 @@ LEGEND = (
 )
 
 
-def bindings_table(rows: list[tuple[str, str]]) -> Table:
-    table = Table(box=None, show_header=True, header_style="bold", padding=(0, 2))
-    table.add_column("key")
+def bindings_table(groups: dict[str, list[tuple[str, str]]]) -> Table:
+    """Keys by where they work, as a two-column table."""
+    table = Table(box=None, show_header=False, padding=(0, 2))
+    table.add_column("key", min_width=10)
     table.add_column("does")
-    for key, what in rows:
-        table.add_row(key, what)
+    for title, rows in groups.items():
+        if not rows:
+            continue
+        table.add_row(Text(title, style="bold underline"), "")
+        for key, what in rows:
+            table.add_row(key, what)
     return table
 
 
@@ -37,9 +42,9 @@ class HelpScreen(ModalScreen[None]):
 
     BINDINGS = [Binding("escape,question_mark,q", "close", "Close")]
 
-    def __init__(self, rows: list[tuple[str, str]]) -> None:
+    def __init__(self, groups: dict[str, list[tuple[str, str]]]) -> None:
         super().__init__()
-        self.rows = rows
+        self.groups = groups
 
     def compose(self) -> ComposeResult:
         legend = Table(box=None, show_header=True, header_style="bold", padding=(0, 2))
@@ -50,7 +55,7 @@ class HelpScreen(ModalScreen[None]):
         with VerticalScroll(id="help-box"):
             yield Static(Text("Keys (the mouse works too: click rows, headers to sort, "
                               "footer keys)", style="bold"))
-            yield Static(bindings_table(self.rows))
+            yield Static(bindings_table(self.groups))
             yield Static(Text("\nMarks", style="bold"))
             yield Static(legend)
             yield Static(Text("\nesc, ? or q closes this help.", style="italic"))

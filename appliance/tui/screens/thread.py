@@ -23,9 +23,9 @@ def summary(thread: Thread) -> str:
     """The line above the turns."""
     tokens = thread.input_tokens + thread.output_tokens
     span = thread.last_ts - thread.first_ts
-    return (f"Thread {thread.thread_id} · {thread.tenant}/{short_user(thread.user, 22)} · "
-            f"{thread.turns} turns over {span} · {thread.first_ts:%Y-%m-%d %H:%M} UTC · "
-            f"models {', '.join(thread.models) or '–'} · {compact(tokens)} tokens")
+    return (f"{thread.thread_id} · {thread.tenant}/{short_user(thread.user)} · "
+            f"{thread.turns} turn(s) in {span} · {thread.first_ts:%Y-%m-%d} UTC · "
+            f"{', '.join(thread.models) or 'model ?'} · {compact(tokens)} tok")
 
 
 class ThreadScreen(Screen[None]):
@@ -36,7 +36,7 @@ class ThreadScreen(Screen[None]):
         Binding("down,j", "step(1)", "Next turn", key_display="↓/j"),
         Binding("up,k", "step(-1)", "Prev turn", key_display="↑/k"),
         Binding("w", "toggle_why", "Why panel"),
-        Binding("r", "reload", "Refresh"),
+        Binding("r", "reload", "Refresh now", show=False),
     ]
 
     def __init__(self, thread_id: str, record_id: int | None = None) -> None:

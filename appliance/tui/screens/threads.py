@@ -48,11 +48,11 @@ class ThreadsScreen(Screen[None]):
     BINDINGS = [
         Binding("f", "filter", "Filter"),
         Binding("s", "sort", "Sort"),
-        Binding("d", "direction", "Asc/desc"),
-        Binding("left_square_bracket", "page(-1)", "Prev page", key_display="["),
+        Binding("d", "direction", "Ascending/descending", show=False),
+        Binding("left_square_bracket", "page(-1)", "Previous page", key_display="["),
         Binding("right_square_bracket", "page(1)", "Next page", key_display="]"),
-        Binding("r", "reload", "Refresh"),
-        Binding("escape", "leave_filter", "Leave filter", show=False),
+        Binding("r", "reload", "Refresh now", show=False),
+        Binding("escape", "leave_filter", "Back to the table", show=False),
     ]
 
     def __init__(self) -> None:

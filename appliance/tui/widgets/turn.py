@@ -34,7 +34,8 @@ def turn_text(turn: Turn) -> Text:
     head.append(f"  {intent_label(r.intent)}")
     if r.parent_id is not None:
         head.append(f"  ← #{r.parent_id}", style="dim")
-    metrics = Text(f"sim {sim_bar(r.similarity)}  ")
+    # without a parent the similarity is to the best candidate that was not taken
+    metrics = Text(f"{'sim' if r.parent_id is not None else 'best'} {sim_bar(r.similarity)}  ")
     metrics.append(r.model or "model ?")
     tokens = (f"{compact(r.input_tokens)}→{compact(r.output_tokens)} tok"
               if r.input_tokens is not None or r.output_tokens is not None else "tok ?")
