@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Generic, TypeVar
 
 from appliance.privacy import Figure, Measure, PrivacyGate, Release, Unit, ratio
 from appliance.store import Store
@@ -124,8 +125,11 @@ class Lift:
     lift: float | None  # None: absent from the baseline
 
 
+R = TypeVar("R")
+
+
 @dataclass(frozen=True)
-class Report:
+class Report(Generic[R]):
     """A stats answer with its privacy accounting."""
 
     kind: str
@@ -136,7 +140,7 @@ class Report:
     epsilon: float
     budget_remaining: float | None
     k_min_users: int
-    rows: tuple[object, ...]
+    rows: tuple[R, ...]
 
 
 def _parse_feedback(raw: str | None) -> bool:
@@ -192,7 +196,7 @@ GROUP_MEASURES = (Measure("turns", 50), Measure("refinement", 1), Measure("aband
 
 
 def _report(kind: str, tenant: str, start: datetime, end: datetime, rel: Release,
-            rows: Sequence[object]) -> Report:
+            rows: Sequence[R]) -> Report[R]:
     return Report(kind=kind, tenant=tenant, start=start, end=end, exact=rel.exact,
                   epsilon=rel.epsilon, budget_remaining=rel.remaining,
                   k_min_users=rel.k_min_users, rows=tuple(rows))
@@ -201,7 +205,7 @@ def _report(kind: str, tenant: str, start: datetime, end: datetime, rel: Release
 def group_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
                 start: datetime, end: datetime, kind: str,
                 keys: Callable[[ThreadRow], Iterable[str]], labels: dict[str, str],
-                single_user: str | None = None) -> Report:
+                single_user: str | None = None) -> Report[GroupStats]:
     """Threads, mean turns, refinement and abandonment shares, blocks, tokens per key."""
     units = [Unit(t.user, key, {"turns": len(t.turns), "refinement": float(t.refinement),
                                 "abandoned": float(t.abandoned(end)), "blocks": t.blocks,
@@ -223,7 +227,7 @@ def group_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
 
 def topic_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
                 start: datetime, end: datetime, labels: dict[str, str],
-                single_user: str | None = None) -> Report:
+                single_user: str | None = None) -> Report[GroupStats]:
     """Per-topic figures."""
     return group_stats(threads, gate, tenant=tenant, start=start, end=end, kind="topics",
                        keys=lambda t: (t.topic,), labels=labels, single_user=single_user)
@@ -231,7 +235,7 @@ def topic_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
 
 def model_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
                 start: datetime, end: datetime, labels: dict[str, str],
-                topic: str | None = None, single_user: str | None = None) -> Report:
+                topic: str | None = None, single_user: str | None = None) -> Report[GroupStats]:
     """Per-model figures (optionally on one topic only, to compare models like for like)."""
     rows = [t for t in threads if topic is None or t.topic == topic]
     return group_stats(rows, gate, tenant=tenant, start=start, end=end, kind="models",
@@ -245,7 +249,7 @@ def period_of(ts: datetime, bucket: str) -> str:
 
 def position_mix(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
                  start: datetime, end: datetime, bucket: str = "day",
-                 single_user: str | None = None) -> Report:
+                 single_user: str | None = None) -> Report[PositionShare]:
     """Prompts per (period, position) and each position's share of its period."""
     units = [Unit(t.user, f"{period_of(x.ts, bucket)}|{x.position}")
              for t in threads for x in t.turns]
@@ -274,7 +278,7 @@ BLOCK_MEASURES = (Measure("before", 20), Measure("first_turn", 1), Measure("retr
 
 def block_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
                 start: datetime, end: datetime, labels: dict[str, str],
-                single_user: str | None = None) -> Report:
+                single_user: str | None = None) -> Report[BlockStats]:
     """Per topic: threads that hit a guardrail block and what preceded or followed it."""
     blocked = [t for t in threads if t.blocks]
     units = [Unit(t.user, t.topic, _block_values(t)) for t in blocked]
@@ -295,7 +299,7 @@ def block_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
 
 def incident_lifts(window: Iterable[ThreadRow], baseline: Iterable[ThreadRow],
                    gate: PrivacyGate, *, tenant: str, start: datetime, end: datetime,
-                   labels: dict[str, str], single_user: str | None = None) -> Report:
+                   labels: dict[str, str], single_user: str | None = None) -> Report[Lift]:
     """Topics, positions and models over-represented among prompts of the window.
 
     One release covers both windows (one charge); a user's prompts count once per

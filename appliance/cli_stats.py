@@ -129,7 +129,7 @@ def _fmt(f: Figure, pct: bool = False) -> str:
     return f"{f.value:.1f}" + ("" if f.exact else f"±{f.ci95:.0f}")
 
 
-def _print(report: analytics.Report) -> None:
+def _print(report: analytics.Report[Any]) -> None:
     how = ("exact (one user's own data)" if report.exact else
            f"differentially private: epsilon {report.epsilon:g} spent, "
            f"{report.budget_remaining:g} left today; groups under {report.k_min_users} users "
@@ -170,7 +170,7 @@ def stats() -> None:
 
 @stats.command("topics")
 @stats_command
-def stats_topics(scope: Scope) -> analytics.Report:
+def stats_topics(scope: Scope) -> analytics.Report[Any]:
     """Per topic: threads, mean turns, refinement and abandonment shares, blocks, tokens."""
     return analytics.topic_stats(scope.threads(), scope.gate, tenant=scope.tenant,
                                  start=scope.start, end=scope.end, labels=scope.labels(),
@@ -180,7 +180,7 @@ def stats_topics(scope: Scope) -> analytics.Report:
 @stats.command("models")
 @click.option("--topic", default=None, help="Compare models on this topic only.")
 @stats_command
-def stats_models(scope: Scope, topic: str | None) -> analytics.Report:
+def stats_models(scope: Scope, topic: str | None) -> analytics.Report[Any]:
     """Per model: the same figures as `stats topics` (optionally on one topic)."""
     return analytics.model_stats(scope.threads(), scope.gate, tenant=scope.tenant,
                                  start=scope.start, end=scope.end, labels={}, topic=topic,
@@ -190,7 +190,7 @@ def stats_models(scope: Scope, topic: str | None) -> analytics.Report:
 @stats.command("positions")
 @click.option("--bucket", type=click.Choice(["day", "hour"]), default="day", show_default=True)
 @stats_command
-def stats_positions(scope: Scope, bucket: str) -> analytics.Report:
+def stats_positions(scope: Scope, bucket: str) -> analytics.Report[Any]:
     """Conversation-position mix over time (new, continuation, topic shift, orphaned)."""
     return analytics.position_mix(scope.threads(), scope.gate, tenant=scope.tenant,
                                   start=scope.start, end=scope.end, bucket=bucket,
@@ -199,7 +199,7 @@ def stats_positions(scope: Scope, bucket: str) -> analytics.Report:
 
 @stats.command("blocks")
 @stats_command
-def stats_blocks(scope: Scope) -> analytics.Report:
+def stats_blocks(scope: Scope) -> analytics.Report[Any]:
     """Threads that led into guardrail blocks, per topic (thread ids in one-user views)."""
     return analytics.block_stats(scope.threads(), scope.gate, tenant=scope.tenant,
                                  start=scope.start, end=scope.end, labels=scope.labels(),
@@ -212,7 +212,7 @@ def stats_blocks(scope: Scope) -> analytics.Report:
 @click.option("--baseline-to", default=None, help="Baseline end (default --from).")
 @stats_command
 def stats_incident(scope: Scope, baseline_from: str | None,
-                   baseline_to: str | None) -> analytics.Report:
+                   baseline_to: str | None) -> analytics.Report[Any]:
     """Topics, positions and models over-represented in a window vs a baseline window."""
     b_end = _when(baseline_to, scope.start, "baseline-to")
     b_start = _when(baseline_from, b_end - (scope.end - scope.start), "baseline-from")

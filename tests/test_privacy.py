@@ -1,0 +1,119 @@
+"""The privacy gate: calibrated Laplace noise, k-suppression, contribution bound, budget."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from appliance.config import PrivacySettings
+from appliance.privacy import BudgetSpent, Measure, PrivacyGate, Unit, ratio
+
+DAY = 86_400.0
+
+
+class Clock:
+    """A settable clock (seconds since the epoch)."""
+
+    def __init__(self, now: float = 1_772_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def gate(runtime: Any, *, seed: int = 7, clock: Clock | None = None,
+         **settings: Any) -> PrivacyGate:
+    return PrivacyGate(runtime.store.db, PrivacySettings(**settings),
+                       rng=np.random.default_rng(seed), clock=clock or Clock())
+
+
+def crowd(group: str, users: int, per_user: int = 1, value: float = 0.0) -> list[Unit]:
+    return [Unit(f"{group}-u{u}", group, {"v": value}) for u in range(users)
+            for _ in range(per_user)]
+
+
+def test_count_noise_is_laplace_with_the_configured_scale(runtime: Any) -> None:
+    # epsilon 0.5 per query, bound 2, counts only: scale b = 2 / 0.5 = 4
+    g = gate(runtime, epsilon_per_query=0.5, epsilon_per_day=1e9, contribution_bound=2)
+    groups = [crowd(f"g{i}", 600) for i in range(10)]
+    units = [u for grp in groups for u in grp]
+    errors = []
+    for _ in range(300):
+        rel = g.release("acme", units)
+        assert not rel.exact and rel.epsilon == 0.5
+        errors += [f.count.value - 600 for f in rel.groups]
+        assert {f.count.noise_scale for f in rel.groups} == {4.0}
+    err = np.asarray(errors)
+    # 3000 draws of Laplace(b=4): mean |x| = b (s.e. 0.07), std = b*sqrt(2) (s.e. 0.13)
+    assert abs(np.mean(np.abs(err)) - 4.0) < 0.5
+    assert abs(np.std(err) - 4.0 * np.sqrt(2)) < 0.8
+    assert abs(np.mean(err)) < 0.5
+
+
+def test_sum_noise_scales_with_the_clip_bound_and_the_budget_split(runtime: Any) -> None:
+    # two released vectors (count, sum v): each gets epsilon 1/2; sum scale = L*B/eps = 1*10/0.5
+    g = gate(runtime, epsilon_per_query=1.0, epsilon_per_day=1e9, contribution_bound=1)
+    units = crowd("a", 500, value=100.0)  # clipped to the bound, 10 per unit
+    draws = []
+    for _ in range(1500):
+        rel = g.release("acme", units, measures=[Measure("v", bound=10.0)])
+        fig = rel.groups[0].sums["v"]
+        assert fig.noise_scale == 20.0 and rel.groups[0].count.noise_scale == 2.0
+        draws.append(fig.value - 5000.0)
+    assert abs(np.mean(np.abs(draws)) - 20.0) < 2.5
+
+
+def test_groups_with_fewer_than_k_distinct_users_are_withheld(runtime: Any) -> None:
+    g = gate(runtime, k_min_users=5, epsilon_per_day=10)
+    units = crowd("busy", 5) + crowd("quiet", 4, per_user=50)
+    rel = g.release("acme", units)
+    assert [f.group for f in rel.groups] == ["busy"]
+    assert rel.k_min_users == 5
+
+
+def test_one_user_adds_at_most_the_contribution_bound(runtime: Any) -> None:
+    g = gate(runtime, contribution_bound=3, epsilon_per_day=10)
+    heavy = [Unit("heavy", "g") for _ in range(100)]
+    kept = g.bound(heavy + crowd("g", 4))
+    assert sum(u.user == "heavy" for u in kept) == 3
+    assert len(kept) == 7
+
+
+def test_budget_is_refused_with_one_sentence_when_spent_and_renews_next_day(
+        runtime: Any) -> None:
+    clock = Clock()
+    g = gate(runtime, epsilon_per_query=0.1, epsilon_per_day=0.3, clock=clock)
+    units = crowd("a", 6)
+    left = [g.release("acme", units).remaining for _ in range(3)]
+    assert left == pytest.approx([0.2, 0.1, 0.0])
+    with pytest.raises(BudgetSpent) as exc:
+        g.release("acme", units)
+    msg = str(exc.value)
+    assert "privacy budget" in msg and msg.count(".") <= 3 and "\n" not in msg
+    assert g.release("other-tenant", units).remaining == pytest.approx(0.2)
+    clock.now += DAY
+    assert g.release("acme", units).remaining == pytest.approx(0.2)
+
+
+def test_single_user_view_is_exact_and_costs_nothing(runtime: Any) -> None:
+    g = gate(runtime, epsilon_per_day=0.1)
+    mine = [Unit("me", "g1", {"v": 3.0}), Unit("me", "g1", {"v": 4.0}), Unit("me", "g2")]
+    for _ in range(5):  # far more than the budget allows for cross-user releases
+        rel = g.release("acme", mine, measures=[Measure("v", 1.0)], single_user="me")
+    assert rel.exact and rel.epsilon == 0
+    by = rel.by_group()
+    assert by["g1"].count.value == 2 and by["g1"].sums["v"].value == 7.0  # not clipped
+    assert by["g2"].count.exact and by["g2"].count.noise_scale == 0
+    assert g.ledger.spent("acme") == 0
+    with pytest.raises(ValueError):
+        g.release("acme", mine + [Unit("you", "g1")], single_user="me")
+
+
+def test_ratio_of_noisy_figures_is_capped_and_carries_a_scale() -> None:
+    from appliance.privacy import Figure
+
+    r = ratio(Figure(12.0, 2.0, False), Figure(10.0, 1.0, False), cap=1.0)
+    assert r.value == 1.0 and not r.exact and r.noise_scale > 0
+    assert ratio(Figure(3.0), Figure(0.0)).value == 0.0

@@ -1,0 +1,204 @@
+"""`semtrace stats`: figures from thread metadata, JSON shape, privacy of cross-user views."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import T0, make_prompt
+
+from appliance import analytics
+from appliance.analytics import ThreadRow, Turn
+from appliance.config import PrivacySettings
+from appliance.privacy import PrivacyGate
+from appliance.records import Candidate, Link, Response
+
+USERS = [f"user{i}" for i in range(6)]
+WINDOW = ["--from", "2026-03-01", "--to", "2026-03-05"]
+
+
+def session_linker(query: Any, candidates: Sequence[Candidate]) -> Link:
+    """Continue the latest prompt of the same client session (a linker-free test double)."""
+    same = [c for c in candidates if query.session_key and c.session_key == query.session_key]
+    if not same:
+        return Link(parent_id=None, thread_id=None, position="new",
+                    intent="information_seeking", similarity=None)
+    last = same[-1]
+    return Link(parent_id=last.record_id, thread_id=last.thread_id, position="continuation",
+                intent="information_seeking", similarity=0.9)
+
+
+@pytest.fixture
+def filled(runtime: Any, embedder: Any, redactor: Any) -> Any:
+    """Six users, each with a weather thread and a password thread whose last turn is blocked."""
+    from appliance.index import VectorIndex
+    from appliance.pipeline import Pipeline
+    from appliance.topics import TopicAssigner
+
+    pipe = Pipeline(store=runtime.store, index=VectorIndex(embedder.dims),
+                    keyring=runtime.keyring, redactor=redactor, embedder=embedder,
+                    linker=session_linker, policies=runtime.policies,
+                    topics=TopicAssigner(runtime.store, runtime.policies.privacy))
+    prompts = []
+    for i, user in enumerate(USERS):
+        model = "model-a" if i < 3 else "model-b"
+        ok = Response(input_tokens=100, output_tokens=50, status="ok")
+        blocked = Response(input_tokens=20, output_tokens=0, status="blocked")
+        m = 60 * i
+        prompts += [
+            make_prompt("What's the weather forecast for tomorrow?", user=user, minutes=m,
+                        session_id=f"w{i}", model=model, response=ok),
+            make_prompt("Will it rain in the afternoon too?", user=user, minutes=m + 1,
+                        session_id=f"w{i}", model=model, response=ok),
+            make_prompt("How do I reset my account password?", user=user, minutes=m + 20,
+                        session_id=f"p{i}", model=model, response=ok),
+            make_prompt("Show me how to bypass the password check", user=user, minutes=m + 21,
+                        session_id=f"p{i}", model=model, response=blocked),
+        ]
+    pipe.process(prompts)
+    return runtime
+
+
+def stats(cli_runner: Any, data_dir: Path, passphrase_file: Path, *args: str) -> Any:
+    from appliance.cli import cli
+
+    result = cli_runner.invoke(cli, ["stats", *args, "--data-dir", str(data_dir),
+                                     "--passphrase-file", str(passphrase_file),
+                                     "--tenant", "acme", *WINDOW, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+FIGURE = {"value", "noise_scale", "exact", "ci95"}
+
+
+def test_stats_topics_json_is_noisy_and_accounted(filled: Any, cli_runner: Any, data_dir: Path,
+                                                  passphrase_file: Path) -> None:
+    out = stats(cli_runner, data_dir, passphrase_file, "topics")
+    assert set(out) == {"kind", "tenant", "start", "end", "exact", "epsilon",
+                        "budget_remaining", "k_min_users", "rows"}
+    assert out["kind"] == "topics" and out["exact"] is False and out["epsilon"] == 0.1
+    assert out["budget_remaining"] == pytest.approx(0.9) and out["k_min_users"] == 5
+    assert len(out["rows"]) >= 1
+    for row in out["rows"]:
+        assert set(row) == {"key", "label", "threads", "mean_turns", "refinement_share",
+                            "abandonment_share", "blocks", "tokens", "mean_tokens"}
+        assert set(row["threads"]) == FIGURE and row["threads"]["noise_scale"] > 0
+        assert row["threads"]["ci95"] == pytest.approx(row["threads"]["noise_scale"] * 3.0,
+                                                       rel=0.01)
+    ledger = filled.store.db.execute("SELECT spent, queries FROM privacy_budget").fetchall()
+    assert ledger == [(pytest.approx(0.1), 1)]
+
+
+@pytest.mark.parametrize("command", ["topics", "models", "positions", "blocks", "incident"])
+def test_every_stats_command_prints_json_rows(filled: Any, cli_runner: Any, data_dir: Path,
+                                              passphrase_file: Path, command: str) -> None:
+    out = stats(cli_runner, data_dir, passphrase_file, command)
+    assert out["kind"] == command and isinstance(out["rows"], list)
+    for row in out["rows"]:
+        figures = [v for v in row.values() if isinstance(v, dict)]
+        assert figures and all(set(f) == FIGURE for f in figures)
+
+
+def test_one_users_view_is_exact_and_free(filled: Any, cli_runner: Any, data_dir: Path,
+                                          passphrase_file: Path) -> None:
+    out = stats(cli_runner, data_dir, passphrase_file, "topics", "--user", "user2")
+    assert out["exact"] is True and out["epsilon"] == 0
+    assert sum(r["threads"]["value"] for r in out["rows"]) == 2
+    assert all(r["threads"]["noise_scale"] == 0 for r in out["rows"])
+    blocks = stats(cli_runner, data_dir, passphrase_file, "blocks", "--user", "user2")
+    [row] = blocks["rows"]
+    assert row["threads"]["value"] == 1 and row["first_turn_share"]["value"] == 0
+    assert len(row["thread_ids"]) == 1
+    assert filled.store.db.execute("SELECT count(*) FROM privacy_budget").fetchone() == (0,)
+
+
+def test_spent_budget_is_refused_with_one_sentence(filled: Any, data_dir: Path,
+                                                   passphrase_file: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from appliance.cli import main
+    from appliance.config import policy_dir
+
+    policies = tmp_path / "policies"
+    shutil.copytree(policy_dir(), policies)
+    toml = policies / "privacy.toml"
+    toml.write_text(toml.read_text().replace("epsilon_per_day = 1.0", "epsilon_per_day = 0.1"))
+    monkeypatch.setenv("SEMTRACE_POLICY_DIR", str(policies))
+    argv = ["stats", "topics", "--data-dir", str(data_dir), "--passphrase-file",
+            str(passphrase_file), "--tenant", "acme", *WINDOW]
+    main(argv)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code != 0 and "privacy budget" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- pure figures
+
+
+def turn(minute: int, **kw: Any) -> Turn:
+    base = {"position": "continuation", "intent": "information_seeking", "status": "ok",
+            "model": "m1", "tokens": 10, "topic_id": "tp_a"}
+    return Turn(ts=T0 + timedelta(minutes=minute), **{**base, **kw})
+
+
+def exact_gate(db: Any) -> PrivacyGate:
+    return PrivacyGate(db, PrivacySettings(), rng=np.random.default_rng(0))
+
+
+def test_group_figures_follow_the_definitions(runtime: Any) -> None:
+    end = T0 + timedelta(hours=5)
+    threads = [
+        ThreadRow("t1", "me", (turn(0, position="new"), turn(1, intent="error_recovery"),
+                               turn(2, status="error"))),  # refined, ended after a failure
+        ThreadRow("t2", "me", (turn(10, position="new", model="m2"), turn(11, status="blocked"),
+                               turn(12))),
+        ThreadRow("t3", "me", (turn(299, position="new", topic_id="tp_b", status="error"),)),
+    ]
+    rep = analytics.topic_stats(threads, exact_gate(runtime.store.db), tenant="acme",
+                                start=T0, end=end, labels={"tp_a": "weather, rain"},
+                                single_user="me")
+    by = {r.key: r for r in rep.rows}
+    a = by["tp_a"]
+    assert a.label == "weather, rain" and a.threads.value == 2 and a.mean_turns.value == 3
+    assert a.refinement_share.value == 0.5 and a.abandonment_share.value == 0.5
+    assert a.blocks.value == 1 and a.tokens.value == 60 and a.mean_tokens.value == 30
+    assert by["tp_b"].abandonment_share.value == 0  # still active: not abandoned yet
+    models = analytics.model_stats(threads, exact_gate(runtime.store.db), tenant="acme",
+                                   start=T0, end=end, labels={}, single_user="me")
+    assert {r.key: r.threads.value for r in models.rows} == {"m1": 3, "m2": 1}
+
+
+def test_incident_finds_the_over_represented_topic(runtime: Any) -> None:
+    base = [ThreadRow(f"b{i}", "me", (turn(i, topic_id="tp_a" if i % 2 else "tp_b"),))
+            for i in range(20)]
+    window = [ThreadRow(f"w{i}", "me", (turn(100 + i, topic_id="tp_b" if i < 2 else "tp_c"),))
+              for i in range(10)]
+    rep = analytics.incident_lifts(window, base, exact_gate(runtime.store.db), tenant="acme",
+                                   start=T0, end=T0 + timedelta(hours=3), labels={},
+                                   single_user="me")
+    topics = [r for r in rep.rows if r.dimension == "topic"]
+    assert topics[0].key == "tp_c" and topics[0].lift is None  # new in the window
+    b = next(r for r in topics if r.key == "tp_b")
+    assert b.window_share == 0.2 and b.baseline_share == 0.5 and b.lift == 0.4
+
+
+def test_position_mix_shares_add_up_per_day(runtime: Any) -> None:
+    day2 = 24 * 60
+    threads = [ThreadRow("t", "me", (turn(0, position="new"), turn(1), turn(2),
+                                     turn(day2, position="topic_shift")))]
+    rep = analytics.position_mix(threads, exact_gate(runtime.store.db), tenant="acme",
+                                 start=T0, end=T0 + timedelta(days=2), single_user="me")
+    shares = {(r.period, r.position): r.share.value for r in rep.rows}
+    day = T0.strftime("%Y-%m-%d")
+    assert shares[(day, "continuation")] == pytest.approx(2 / 3)
+    assert shares[((T0 + timedelta(days=1)).strftime("%Y-%m-%d"), "topic_shift")] == 1.0
