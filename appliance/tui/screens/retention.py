@@ -90,6 +90,8 @@ class RetentionScreen(Screen[None]):
         Binding("r", "reload", "Refresh"),
     ]
 
+    note = ""
+
     def compose(self) -> ComposeResult:
         yield Header()
         with VerticalScroll(id="retention"):
@@ -138,9 +140,12 @@ class RetentionScreen(Screen[None]):
             details = ", ".join(f"{k}={v}" for k, v in sorted(e.details.items()))
             events.add_row(str(e.seq), f"{datetime.fromtimestamp(e.ts, UTC):%Y-%m-%d %H:%M}",
                            e.event, details)
-        self._status("g: write the signed retention report · r: refresh")
+        self._status(self.note or "g: write the signed retention report · r: refresh")
 
-    def _status(self, text: str) -> None:
+    def _status(self, text: str, *, keep: bool = False) -> None:
+        """Show a line under the sections; `keep` holds it across refreshes."""
+        if keep:
+            self.note = text
         self.query_one("#status", Static).update(text)
 
     def action_reload(self) -> None:
@@ -167,6 +172,7 @@ class RetentionScreen(Screen[None]):
         except (SemtraceError, OSError) as exc:
             self.app.call_from_thread(self._status, f"✖ {exc}")
             return
-        self.app.call_from_thread(self._status, f"✔ Signed report written to {path}.")
+        self.app.call_from_thread(self._status, f"✔ Signed report written to {path}.",
+                                  keep=True)
         self.app.call_from_thread(self.app.notify, f"Signed report written to {path}.")
         self.load()
