@@ -317,8 +317,8 @@ def test_marks_and_bars_carry_words_not_only_colour() -> None:
     from appliance.tui.format import redacted_text, sim_bar, status_label
     from appliance.tui.screens.threads import marks_text
 
-    assert marks_text(ThreadMarks(rating=2, abandoned=True, errors=1)).plain == \
-        "✖err1 ⊘aband ★2"
+    assert marks_text(ThreadMarks(rating=2, abandoned=True, errors=1, blocked=3)).plain == \
+        "✖1 ⛔3 ⊘ ★2"
     assert status_label("error") == "✖ ERROR" and status_label("blocked") == "⛔ BLOCKED"
     assert sim_bar(0.5, 4) == "▰▰▱▱ 0.50"
     text = redacted_text("Hi <PERSON_1>, mail <EMAIL_ADDRESS_2>")

@@ -43,7 +43,7 @@ class SemtraceApp(App[None]):
     CSS_PATH = "semtrace.tcss"
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = [
-        Binding("t", "mode('threads')", "Threads"),
+        Binding("t", "mode('threads')", "Threads"),  # also: back to the list
         Binding("slash", "mode('search')", "Search", key_display="/"),
         Binding("o", "mode('topics')", "Topics"),
         Binding("R", "mode('retention')", "Retention", key_display="R"),
@@ -65,7 +65,10 @@ class SemtraceApp(App[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Hide the keys of screens this role may not open."""
         if action == "mode":
-            return parameters[0] in self.ctx.modes
+            if parameters[0] not in self.ctx.modes:
+                return False
+            # no key for the screen already shown (it still works: it focuses the screen)
+            return not (self.current_mode == parameters[0] and len(self.screen_stack) == 1)
         return True
 
     def action_mode(self, mode: str) -> None:
@@ -86,14 +89,15 @@ class SemtraceApp(App[None]):
             return
         groups: dict[str, list[tuple[str, str]]] = {"This screen": [], "Everywhere": [],
                                                     "In the focused list": []}
+        ours = {(b.key, b.action) for cls in (type(self), type(self.screen))
+                for b in cls.BINDINGS if isinstance(b, Binding)}
         for active in self.screen.active_bindings.values():
-            b = active.binding
-            if not active.enabled or b.system:
-                continue
-            node = active.node
+            b, node = active.binding, active.node
+            if b.system or (node in (self, self.screen) and (b.key, b.action) not in ours):
+                continue  # Textual's own tab/copy/ctrl+q keys
             group = ("Everywhere" if node is self else
                      "This screen" if node is self.screen else "In the focused list")
-            groups[group].append((self.get_key_display(b), b.description or b.action))
+            groups[group].append((self.get_key_display(b), b.tooltip or b.description or b.action))
         self.push_screen(HelpScreen(groups))
 
     @on(OpenThread)

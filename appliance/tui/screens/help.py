@@ -17,7 +17,7 @@ LEGEND = (
     ("? orphaned", "reads like a follow-up, no parent found"),
     ("⑂ branch", "the user went back to an earlier turn"),
     ("✔ ok / ✖ ERROR / ⛔ BLOCKED", "the model call's status"),
-    ("✖err / ⛔blk / ⊘aband / ★n", "errors, blocked, abandoned, lowest rating"),
+    ("✖n ⛔n ⊘ ★n (threads)", "n errors, n blocked, abandoned, lowest rating"),
     ("▰▰▰▱▱ 0.62", "similarity to the parent (bar and value)"),
     ("<PERSON_1>", "a placeholder for redacted personal data"),
 )

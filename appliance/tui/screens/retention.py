@@ -96,12 +96,12 @@ class RetentionScreen(Screen[None]):
         yield Header()
         with VerticalScroll(id="retention"):
             yield Static("Loading retention state…", id="policy")
-            yield Static(Text("Oldest data held vs limit", style="bold"))
+            yield Static(Text("Oldest data held vs limit", style="bold"), classes="heading")
             yield DataTable(id="holdings", cursor_type="row", zebra_stripes=True)
-            yield Static(Text("Recent audit events", style="bold"))
+            yield Static(Text("Recent audit events", style="bold"), classes="heading")
             yield DataTable(id="events", cursor_type="row", zebra_stripes=True)
         yield Static(id="status")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         holdings = self.query_one("#holdings", DataTable)

@@ -32,7 +32,7 @@ class SearchScreen(Screen[None]):
         yield Input(placeholder=HINT, id="query", compact=True)
         yield DataTable(id="hits", cursor_type="row", zebra_stripes=True)
         yield Static("Type a query and press enter.", id="status")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#hits", DataTable)

@@ -33,8 +33,9 @@ class ThreadScreen(Screen[None]):
 
     BINDINGS = [
         Binding("escape", "back", "Back"),
-        Binding("down,j", "step(1)", "Next turn", key_display="↓/j"),
-        Binding("up,k", "step(-1)", "Prev turn", key_display="↑/k"),
+        # priority: the scrolling container would otherwise take the arrows
+        Binding("down,j", "step(1)", "Next turn", key_display="↓/j", priority=True),
+        Binding("up,k", "step(-1)", "Prev turn", key_display="↑/k", priority=True),
         Binding("w", "toggle_why", "Why panel"),
         Binding("r", "reload", "Refresh now", show=False),
     ]
@@ -51,7 +52,7 @@ class ThreadScreen(Screen[None]):
         with Horizontal(id="thread-body"):
             yield VerticalScroll(id="turns")
             yield EvidencePanel(id="why")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.load()

@@ -19,9 +19,9 @@ from appliance.tui.format import ago, compact, short_user, when
 from appliance.tui.messages import OpenThread
 
 # (column key, header, width)
-COLUMNS = (("tenant", "tenant", 8), ("user", "user", 10), ("started", "started UTC", 11),
-           ("last", "last activity", 13), ("turns", "turns", 5), ("topic", "topic", 16),
-           ("models", "models", 14), ("tokens", "tokens", 6), ("marks", "marks", 12))
+COLUMNS = (("tenant", "tenant", 7), ("user", "user", 10), ("started", "started UTC", 11),
+           ("last", "last seen", 9), ("turns", "turns", 5), ("topic", "topic", 12),
+           ("models", "models", 9), ("tokens", "tokens", 6), ("marks", "marks", 12))
 SORT_NAMES = {key: header for key, header, _ in COLUMNS}
 FILTER_HINT = "filter: tenant: user: since:7d until: topic: model: position:topic_shift"
 
@@ -32,13 +32,14 @@ def marks_text(m: ThreadMarks | None) -> Text:
     if m is None:
         return out
     if m.errors:
-        out.append(f"✖err{m.errors} ", style="bold red")
+        out.append(f"✖{m.errors} ", style="bold red")
     if m.blocked:
-        out.append(f"⛔blk{m.blocked} ", style="bold yellow")
+        out.append(f"⛔{m.blocked} ", style="bold yellow")
     if m.abandoned:
-        out.append("⊘aband ", style="bold")
+        out.append("⊘ ", style="bold")
     if m.rating is not None:
         out.append(f"★{m.rating:g}")
+    out.rstrip()
     return out
 
 
@@ -49,8 +50,9 @@ class ThreadsScreen(Screen[None]):
         Binding("f", "filter", "Filter"),
         Binding("s", "sort", "Sort"),
         Binding("d", "direction", "Ascending/descending", show=False),
-        Binding("left_square_bracket", "page(-1)", "Previous page", key_display="["),
-        Binding("right_square_bracket", "page(1)", "Next page", key_display="]"),
+        Binding("left_square_bracket", "page(-1)", "Prev", key_display="[",
+                tooltip="Previous page"),
+        Binding("right_square_bracket", "page(1)", "Next", key_display="]", tooltip="Next page"),
         Binding("r", "reload", "Refresh now", show=False),
         Binding("escape", "leave_filter", "Back to the table", show=False),
     ]
@@ -68,7 +70,7 @@ class ThreadsScreen(Screen[None]):
         yield Input(placeholder=FILTER_HINT, id="filter", compact=True)
         yield DataTable(id="threads", cursor_type="row", zebra_stripes=True)
         yield Static(id="status")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self._columns()
@@ -82,6 +84,7 @@ class ThreadsScreen(Screen[None]):
         for key, header, width in COLUMNS:
             label = header + ((" ▼" if self.descending else " ▲") if key == self.sort else "")
             table.add_column(label, key=key, width=max(width, len(label)))
+        table.cursor_foreground_priority = "renderable"  # keep marks' own styles on the cursor
 
     @work(thread=True, exclusive=True, group="threads")
     def load(self, force: bool = False) -> None:

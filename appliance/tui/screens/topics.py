@@ -37,13 +37,13 @@ class TopicsScreen(Screen[None]):
         yield Sparkline([], id="trend")
         yield DataTable(id="topics", cursor_type="row", zebra_stripes=True)
         yield Static("Loading topics…", id="status")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#topics", DataTable)
-        for key, label, width in (("tenant", "tenant", 8), ("topic", "topic", 28),
+        for key, label, width in (("tenant", "tenant", 7), ("topic", "topic", 30),
                                   ("threads", "threads", 7), ("avg", "avg turns", 9),
-                                  ("users", "users", 5), ("refine", "refinements", 11),
+                                  ("users", "users", 5), ("refine", "refined", 7),
                                   ("trend", f"trend {DAYS}d", DAYS)):
             table.add_column(label, key=key, width=width)
         table.focus()
@@ -67,8 +67,8 @@ class TopicsScreen(Screen[None]):
             (lambda t: (-t.threads, -t.refinements))
         topics = sorted(view.topics, key=key)
         for t in topics:
-            label = t.label or "(no label yet: too few users)"
-            table.add_row(t.tenant, Text(f"{t.topic_id} {label}"),
+            name = f"{t.label} ({t.topic_id})" if t.label else f"{t.topic_id} · unlabelled"
+            table.add_row(t.tenant, Text(name),
                           Text(str(t.threads), justify="right"),
                           Text(f"{t.turns / max(t.threads, 1):.1f}", justify="right"),
                           Text(str(t.users), justify="right"),
@@ -77,8 +77,8 @@ class TopicsScreen(Screen[None]):
         totals = [sum(t.daily[i] for t in view.topics) for i in range(DAYS)]
         self.query_one("#trend", Sparkline).data = totals
         order = "most refinements" if self.by_refinements else "most threads"
-        self._status(view.note or f"{len(topics)} topic(s), {order} first · refinements = "
-                                  "turns that correct or re-ask · enter: threads of a topic")
+        self._status(view.note or f"{len(topics)} topic(s), {order} first · refined: turns "
+                                  "that correct or re-ask · enter: its threads")
 
     def _status(self, text: str) -> None:
         self.query_one("#status", Static).update(text)

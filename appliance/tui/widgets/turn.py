@@ -29,20 +29,24 @@ def turn_text(turn: Turn) -> Text:
     r = turn.record
     head = Text()
     head.append(f"#{r.record_id}", style="bold")
-    head.append(f"  {r.ts:%H:%M:%S}  {duration(turn.gap_seconds)}  ")
-    head.append(position_label(r.position), style="bold")
-    head.append(f"  {intent_label(r.intent)}")
-    if r.parent_id is not None:
-        head.append(f"  ← #{r.parent_id}", style="dim")
+    head.append(f" {r.ts:%H:%M:%S} {duration(turn.gap_seconds)}  ")
+    head.append(_nb(position_label(r.position)), style="bold")
+    head.append(f"  {_nb(intent_label(r.intent))}")
     # without a parent the similarity is to the best candidate that was not taken
-    metrics = Text(f"{'sim' if r.parent_id is not None else 'best'} {sim_bar(r.similarity)}  ")
+    metrics = Text(f"{'sim' if r.parent_id is not None else 'best'} "
+                   f"{_nb(sim_bar(r.similarity, 5))}  ")
     metrics.append(r.model or "model ?")
-    tokens = (f"{compact(r.input_tokens)}→{compact(r.output_tokens)} tok"
-              if r.input_tokens is not None or r.output_tokens is not None else "tok ?")
-    latency = f"{r.latency_ms:.0f} ms" if r.latency_ms is not None else "– ms"
+    tokens = (f"{compact(r.input_tokens)}→{compact(r.output_tokens)}\u00a0tok"
+              if r.input_tokens is not None or r.output_tokens is not None else "tok\u00a0?")
+    latency = f"{r.latency_ms:.0f}\u00a0ms" if r.latency_ms is not None else "–\u00a0ms"
     metrics.append(f"  {tokens}  {latency}  ")
-    metrics.append(status_label(r.status), style=STATUS_STYLES.get(r.status or "", ""))
+    metrics.append(_nb(status_label(r.status)), style=STATUS_STYLES.get(r.status or "", ""))
     return Text("\n").join([head, metrics, redacted_text(r.text)])
+
+
+def _nb(label: str) -> str:
+    """Keep a label on one line when the card wraps."""
+    return label.replace(" ", "\u00a0")
 
 
 class TurnCard(Static, can_focus=True):
