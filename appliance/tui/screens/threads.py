@@ -20,8 +20,8 @@ from appliance.tui.messages import OpenThread
 
 # (column key, header, width)
 COLUMNS = (("tenant", "tenant", 7), ("user", "user", 10), ("started", "started UTC", 11),
-           ("last", "last seen", 9), ("turns", "turns", 5), ("topic", "topic", 12),
-           ("models", "models", 9), ("tokens", "tokens", 6), ("marks", "marks", 12))
+           ("last", "last seen", 9), ("turns", "turns", 5), ("topic", "topic", 11),
+           ("models", "models", 9), ("tokens", "tokens", 6), ("marks", "marks", 13))
 SORT_NAMES = {key: header for key, header, _ in COLUMNS}
 FILTER_HINT = "filter: tenant: user: since:7d until: topic: model: position:topic_shift"
 
