@@ -57,6 +57,14 @@ class CorrelationSettings(_Strict):
     topic_shift_similarity: float = Field(default=0.25, ge=-1.0, le=1.0)
     orphan_threshold: float = Field(default=0.2, ge=0.0, le=1.0)
     sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    # Linker shortlist: cosine is computed over the newest `scan_candidates` turns; the
+    # newest `recent_candidates` turns (and latest turn of as many recent threads) plus
+    # the `similar_candidates` most similar turns are scored in full.
+    scan_candidates: int = Field(default=20_000, ge=1, le=1_000_000)
+    recent_candidates: int = Field(default=24, ge=1, le=1000)
+    similar_candidates: int = Field(default=8, ge=1, le=1000)
+    # A new thread started within this many minutes of the user's last prompt is a topic shift.
+    topic_shift_minutes: float = Field(default=30.0, ge=0.0)
     embedding: EmbeddingSettings = EmbeddingSettings()
 
 

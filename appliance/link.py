@@ -1,18 +1,129 @@
 """Linking: which earlier prompt (if any) a new prompt continues. Pure; no I/O.
 
 The caller hands in the prompt's vector and the user's candidate history
-(same tenant and user only, within the horizon); the linker returns a `Link`.
+(same tenant and user only, oldest first); the linker returns a `Link`.
+A learned pairwise model (trained offline by bench/train_linker.py, shipped as
+`policies/linker-weights.json`, evaluated here with numpy only) scores a
+shortlist of candidates: the most recent turns, the latest turn of each recently
+active thread and the most similar turns. The best candidate becomes the parent
+when its probability reaches `link_threshold`; otherwise a new thread starts.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from appliance.config import CorrelationSettings, policy_dir
+from appliance.errors import ConfigError
 from appliance.records import Candidate, Link
+
+Linker = Callable[["LinkInput", Sequence[Candidate]], Link]
+FOLLOW_UP_CUES = frozenset({"pronoun", "demonstrative", "ellipsis", "elaboration", "correction"})
+QUERY_CUES = ("pronoun", "demonstrative", "ellipsis", "elaboration", "correction",
+              "acknowledgement", "management", "question")
+FEATURES = (
+    "q_gap_last", "q_words", *(f"q_{c}" for c in QUERY_CUES), "q_entities", "q_max_sim",
+    "q_active_threads",
+    "sim", "sim_margin", "sim_rank", "gap", "recency_rank", "user_latest", "thread_latest",
+    "thread_head", "turns_after", "thread_rank", "thread_turns", "thread_gap", "thread_max_sim",
+    "thread_margin", "centroid_sim", "head_sim", "same_session", "other_session", "ent_cand",
+    "ent_thread", "kw_cand", "kw_thread", "ph_types", "cand_ack", "thread_last_ack",
+    "cand_words",
+)
+
+
+# Generic English cue lexicons (never keyed to any data set's texts).
+_PLACEHOLDER = re.compile(r"<([A-Z][A-Z_]*?)(?:_\d+)?>")
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_CUES = {
+    "pronoun": r"\b(it|its|it's|itself|they|them|their|theirs|he|him|his|she|her|hers)\b",
+    "demonstrative": r"\b(this|that|these|those|there|such|the same|the other|the former|"
+                     r"the latter|that one|this one|the last one|the first one)\b",
+    "ellipsis": r"^(and|or|but|also|so|then|plus)\b|^(what|how) about\b|^what if\b|^same\b|"
+                r"\b(as well|too|instead)\W*$|^(any|which) other\b",
+    "elaboration": r"\b(tell me more|more about|more details?|more info|(can|could) you explain|"
+                   r"explain (that|this|it|more|further|why)|elaborate|expand on|go on|continue|"
+                   r"keep going|what else|anything else|why is that|how so|for example|"
+                   r"give me (an )?examples?)\b",
+    "correction": r"^no\b|\b(actually|i meant|i mean|not what i|that's not|that is not|"
+                  r"the other one|rather than|wrong|i said|let me rephrase|i was asking)\b",
+    "acknowledgement": r"^(thanks|thank you|thank|thx|ok|okay|great|cool|awesome|perfect|nice|"
+                       r"good|got it|sounds good|interesting|wow|really|agreed|fair|sure|alright|"
+                       r"all right|excellent|wonderful|yes|yeah|yep|bye|goodbye|cheers)\b",
+    "management": r"\b(repeat (that|it|this|the last)|say (that|it) again|start over|go back|"
+                  r"never ?mind|forget (it|that|about it)|change the (topic|subject)|new topic|"
+                  r"summari[sz]e (our|this|the) (conversation|chat|discussion)|"
+                  r"what did (i|you) (just )?(say|ask)|cancel that|undo that)\b",
+    "question": r"^(what|who|whom|whose|where|when|why|how|which|is|are|was|were|do|does|did|"
+                r"can|could|should|would|will|tell me|give me|show me|find|list|explain|"
+                r"describe)\b",
+}
+_CUE_RE = {name: re.compile(rx) for name, rx in _CUES.items()}
+_ERROR = re.compile(r"\b(i meant|i mean\b|not what i (meant|asked|wanted|said)|that's not (it|"
+                    r"right|what)|that is not (it|right|what)|you misunderstood|wrong|"
+                    r"no,? the other|i said|let me rephrase|i was asking about)")
+_TASK = re.compile(r"^(please |(can|could|would|will) you |i (need|want) you to |help me )?"
+                   r"(write|create|generate|draft|compose|make|build|translate|summari[sz]e|"
+                   r"rewrite|rephrase|convert|set|schedule|remind|book|send|navigate|take me|"
+                   r"give me directions|direct me|find me|add|remove|delete|calculate|plan|fix|"
+                   r"design|implement|edit|format|sort|draw|call|play|turn|order|reserve)\b")
+_STOP_WORDS = """a an the and or but if then so of to in on at by for with from about into
+over under as is are was were be been being am do does did doing have has had having i me my
+we our you your he him his she her it its they them their this that these those there here
+what which who whom whose when where why how can could should would will shall may might must
+not no yes please thanks thank okay ok tell know like get give show want need think let also
+just more most some any all very much many other such same than too one ones"""
+_STOP = frozenset(_STOP_WORDS.split())
+
+
+def _normal(text: str) -> str:
+    return _PLACEHOLDER.sub(" ", text).replace("\u2019", "'").lower().strip()
+
+
+@lru_cache(maxsize=65536)
+def cue_names(text: str) -> frozenset[str]:
+    """Names of the follow-up, correction and dialogue cues present in a redacted text."""
+    norm = re.sub(r"\b(is|are|was|were) there\b", " ", _normal(text))
+    return frozenset(name for name, rx in _CUE_RE.items() if rx.search(norm))
+
+
+@lru_cache(maxsize=65536)
+def keywords(text: str) -> frozenset[str]:
+    """Content words of a redacted text (placeholders dropped, plurals folded)."""
+    words = (w.removesuffix("'s") for w in _WORD.findall(_normal(text)))
+    return frozenset(w[:-1] if len(w) > 4 and w.endswith("s") and not w.endswith("ss") else w
+                     for w in words if len(w) >= 3 and w not in _STOP)
+
+
+def placeholder_types(text: str) -> frozenset[str]:
+    """Entity types redacted out of a text (`<LOCATION_1>` -> LOCATION)."""
+    return frozenset(_PLACEHOLDER.findall(text))
+
+
+def word_count(text: str) -> int:
+    """Words of a redacted text, a placeholder counting as one."""
+    return len(_WORD.findall(_normal(text))) + len(_PLACEHOLDER.findall(text))
+
+
+def intent_of(text: str) -> str:
+    """The prompt's intent from generic cues: recovery, management, task or information."""
+    norm = _normal(text)
+    cues = cue_names(text)
+    if _ERROR.search(norm):
+        return "error_recovery"
+    if "management" in cues or ("acknowledgement" in cues and word_count(text) <= 4):
+        return "conversation_management"
+    return "task_execution" if _TASK.search(norm) else "information_seeking"
 
 
 @dataclass(frozen=True)
@@ -45,10 +156,265 @@ def link_rule(query: LinkInput, candidates: Sequence[Candidate], *, threshold: f
                 intent="information_seeking", similarity=best_sim)
 
 
-def make_linker(settings: object | None = None) -> Callable[[LinkInput, Sequence[Candidate]], Link]:
-    """The linker configured by policy."""
+@dataclass(eq=False)
+class _Block:
+    ids: list[int]
+    mat: np.ndarray
+
+
+class VectorCache:
+    """Candidate vectors stacked once and extended per call, so a call costs O(new turns).
+
+    The pipeline hands the same history again and again with one more turn
+    appended (and the oldest pruned); restacking 10,000 vectors per prompt would
+    cost more than the whole decision. Alignment is checked at both ends.
+    """
+
+    def __init__(self, max_rows: int = 400_000) -> None:
+        self._where: dict[int, tuple[_Block, int]] = {}
+        self._rows = 0
+        self._max_rows = max_rows
+
+    def matrix(self, cands: Sequence[Candidate], lo: int) -> np.ndarray:
+        """Rows for cands[lo:], in order."""
+        n = len(cands) - lo
+        hit = self._where.get(cands[lo].record_id)
+        if hit is not None:
+            block, start = hit
+            k = min(len(block.ids) - start, n)
+            if block.ids[start + k - 1] == cands[lo + k - 1].record_id and start <= 1024 + k:
+                if k < n:
+                    self._extend(block, cands[lo + k:])
+                return block.mat[start:start + n]
+            self._drop(block)
+        if self._rows + n > self._max_rows:
+            self._where.clear()
+            self._rows = 0
+        block = _Block([], np.zeros((0, cands[lo].vector.shape[0]), dtype=np.float32))
+        self._extend(block, cands[lo:])
+        return block.mat[:n]
+
+    def _drop(self, block: _Block) -> None:
+        for rid in block.ids:
+            self._where.pop(rid, None)
+        self._rows -= len(block.ids)
+
+    def _extend(self, block: _Block, new: Sequence[Candidate]) -> None:
+        rows = len(block.ids) + len(new)
+        if rows > block.mat.shape[0]:
+            bigger = np.zeros((max(rows, 2 * block.mat.shape[0], 64), block.mat.shape[1]),
+                              dtype=np.float32)
+            bigger[:len(block.ids)] = block.mat[:len(block.ids)]
+            block.mat = bigger
+        for c in new:
+            block.mat[len(block.ids)] = c.vector
+            self._where[c.record_id] = (block, len(block.ids))
+            block.ids.append(c.record_id)
+        self._rows += len(new)
+
+
+class PairModel:
+    """The learned scorer: logistic regression or boosted trees, as numpy arrays."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        if list(spec["features"]) != list(FEATURES):
+            raise ValueError("the weights file was trained on other features")
+        self.kind = spec["kind"]
+        self.mean = np.asarray(spec["scaler"]["mean"], dtype=np.float64)
+        self.scale = np.asarray(spec["scaler"]["scale"], dtype=np.float64)
+        self.intercept = float(spec["intercept"])
+        if self.kind == "logistic":
+            self.coef = np.asarray(spec["coef"], dtype=np.float64)
+        elif self.kind == "gbm":
+            t = spec["trees"]
+            self.rate = float(t["learning_rate"])
+            self.depth = int(t["depth"])
+            self.feat = np.asarray(t["feature"], dtype=np.int64)
+            self.thr = np.asarray(t["threshold"], dtype=np.float64)
+            self.left = np.asarray(t["left"], dtype=np.int64)
+            self.right = np.asarray(t["right"], dtype=np.int64)
+            self.value = np.asarray(t["value"], dtype=np.float64)
+        else:
+            raise ValueError(f"unknown model kind {self.kind!r}")
+
+    def proba(self, x: np.ndarray) -> np.ndarray:
+        """Link probability per row of the feature matrix."""
+        z = (x - self.mean) / self.scale
+        if self.kind == "logistic":
+            raw = z @ self.coef + self.intercept
+        else:
+            trees = np.arange(self.feat.shape[0])[:, None]
+            rows = np.arange(z.shape[0])[None, :]
+            node = np.zeros((self.feat.shape[0], z.shape[0]), dtype=np.int64)
+            for _ in range(self.depth):  # leaves point to themselves
+                go_left = z[rows, self.feat[trees, node]] <= self.thr[trees, node]
+                node = np.where(go_left, self.left[trees, node], self.right[trees, node])
+            raw = self.intercept + self.rate * self.value[trees, node].sum(axis=0)
+        return 1.0 / (1.0 + np.exp(-raw))
+
+
+def load_model(settings: CorrelationSettings) -> PairModel:
+    """The weights file named by the policy; ConfigError names the file when unusable."""
+    path = Path(settings.weights_file)
+    if not path.is_absolute():
+        path = policy_dir() / path
+    try:
+        return PairModel(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise ConfigError(f"The linker weights file {path} is missing.") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"The linker weights file {path} is unusable: {exc}.") from None
+
+
+@dataclass
+class _Thread:
+    """A candidate thread as seen from the window of recent turns."""
+
+    turns: list[int]
+    rank: int = 0
+    max_sim: float = -1.0
+
+
+def _shortlist(sims: np.ndarray, cands: Sequence[Candidate], lo: int, wlo: int,
+               s: CorrelationSettings) -> tuple[list[int], dict[str, _Thread]]:
+    """Indices to score in full, and the threads of the window and the shortlist."""
+    n = len(cands)
+    threads: dict[str, _Thread] = {}
+    for i in range(wlo, n):
+        threads.setdefault(cands[i].thread_id, _Thread([])).turns.append(i)
+    pick = set(range(max(wlo, n - s.recent_candidates), n))
+    k = min(s.similar_candidates, len(sims))
+    for j in np.argpartition(-sims, k - 1)[:k]:
+        i = lo + int(j)
+        pick.add(i)
+        if i < wlo:
+            threads.setdefault(cands[i].thread_id, _Thread([])).turns.insert(0, i)
+    order = sorted(threads.values(), key=lambda t: -t.turns[-1])
+    for rank, t in enumerate(order):
+        t.rank = rank
+        t.max_sim = float(sims[np.asarray(t.turns) - lo].max()) if t.turns[0] >= lo else -1.0
+        if rank < s.recent_candidates:
+            pick.add(t.turns[-1])
+    return sorted(pick), threads
+
+
+def _query_row(q: LinkInput, cands: Sequence[Candidate], sims: np.ndarray,
+               cues: frozenset[str]) -> list[float]:
+    gap_last = (q.ts - cands[-1].ts).total_seconds()
+    recent = {c.thread_id for c in cands[-50:] if (q.ts - c.ts).total_seconds() <= 900}
+    return [math.log1p(max(gap_last, 0.0)), math.log1p(word_count(q.text)),
+            *(float(c in cues) for c in QUERY_CUES), float(min(len(q.entity_keys), 3)),
+            float(sims.max()), float(min(len(recent), 5))]
+
+
+def features(q: LinkInput, cands: Sequence[Candidate], s: CorrelationSettings,
+             cache: VectorCache) -> tuple[list[int], np.ndarray, np.ndarray, frozenset[str]]:
+    """Shortlisted candidate indices, their feature rows, their similarities, the cue names."""
+    n = len(cands)
+    lo, wlo = max(0, n - s.scan_candidates), max(0, n - s.max_candidates)
+    mat = cache.matrix(cands, lo)
+    sims = mat @ q.vector.astype(np.float32)
+    for i in range(wlo, n):  # the previous answer, when the gateway sent it, counts too
+        rv = cands[i].response_vector
+        if rv is not None:
+            sims[i - lo] = max(sims[i - lo], float(rv @ q.vector))
+    pick, threads = _shortlist(sims, cands, lo, wlo, s)
+    cues = cue_names(q.text)
+    base = _query_row(q, cands, sims, cues)
+    sim_rank = np.empty(len(sims), dtype=np.int64)
+    sim_rank[np.argsort(-sims)] = np.arange(len(sims))
+    qkw, qents, qph = keywords(q.text), set(q.entity_keys), placeholder_types(q.text)
+    best = max(t.max_sim for t in threads.values())
+    second = sorted((t.max_sim for t in threads.values()), reverse=True)[1:2] or [-1.0]
+    rows = []
+    for i in pick:
+        c, t = cands[i], threads[cands[i].thread_id]
+        tv = mat[np.asarray(t.turns) - lo] if t.turns[0] >= lo else c.vector[None, :]
+        centroid = tv.sum(axis=0)
+        tkw = set().union(*(keywords(cands[j].text) for j in t.turns))
+        tents = set().union(*(cands[j].entity_keys for j in t.turns))
+        other = second[0] if t.max_sim >= best else best
+        sim = float(sims[i - lo])
+        rows.append(base + [
+            sim, sim - base[-2], math.log1p(sim_rank[i - lo]),
+            math.log1p(max((q.ts - c.ts).total_seconds(), 0.0)), math.log1p(n - 1 - i),
+            float(i == n - 1), float(i == t.turns[-1]), float(i == t.turns[0]),
+            math.log1p(sum(1 for j in t.turns if j > i)), math.log1p(t.rank),
+            math.log1p(len(t.turns)),
+            math.log1p(max((q.ts - cands[t.turns[-1]].ts).total_seconds(), 0.0)),
+            t.max_sim, t.max_sim - other,
+            float(centroid @ q.vector / max(float(np.linalg.norm(centroid)), 1e-6)),
+            float(tv[0] @ q.vector),
+            float(q.session_key is not None and q.session_key == c.session_key),
+            float(None not in (q.session_key, c.session_key) and q.session_key != c.session_key),
+            float(min(len(qents & set(c.entity_keys)), 3)), float(min(len(qents & tents), 3)),
+            _jaccard(qkw, keywords(c.text)), float(min(len(qkw & tkw), 5)),
+            float(len(qph & placeholder_types(c.text))),
+            float("acknowledgement" in cue_names(c.text)),
+            float("acknowledgement" in cue_names(cands[t.turns[-1]].text)),
+            math.log1p(word_count(c.text)),
+        ])
+    return pick, np.asarray(rows, dtype=np.float64), sims[np.asarray(pick) - lo], cues
+
+
+def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b) if a and b else 0.0
+
+
+def _evidence(names: Sequence[str], row: np.ndarray | None, score: float, runner_up: float,
+              cues: frozenset[str], n: int, threshold: float) -> dict[str, Any]:
+    """Numbers and cue names only: what the "why linked" panel shows."""
+    ev: dict[str, Any] = {"score": round(score, 4), "runner_up": round(runner_up, 4),
+                          "threshold": threshold, "cues": sorted(cues), "scored": n}
+    if row is not None:
+        ev["features"] = {k: round(float(v), 4) for k, v in zip(names, row, strict=True)}
+    return ev
+
+
+def _new_position(q: LinkInput, cands: Sequence[Candidate], cues: frozenset[str], score: float,
+                  s: CorrelationSettings) -> str:
+    if cues & FOLLOW_UP_CUES and score < s.orphan_threshold:
+        return "orphaned"
+    if not cands:
+        return "new"
+    last = cands[-1]
+    same_session = q.session_key is not None and q.session_key == last.session_key
+    recent = (q.ts - last.ts).total_seconds() <= s.topic_shift_minutes * 60
+    return "topic_shift" if same_session or recent else "new"
+
+
+def decide(q: LinkInput, cands: Sequence[Candidate], model: PairModel, s: CorrelationSettings,
+           cache: VectorCache) -> Link:
+    """The link for one prompt: best-scoring shortlisted candidate, or a new thread."""
+    intent = intent_of(q.text)
+    if not cands:
+        cues = cue_names(q.text)
+        return Link(parent_id=None, thread_id=None, position=_new_position(q, cands, cues, 0.0, s),
+                    intent=intent, similarity=None, score=0.0,
+                    evidence=_evidence(FEATURES, None, 0.0, 0.0, cues, 0, s.link_threshold))
+    pick, x, sims, cues = features(q, cands, s, cache)
+    p = model.proba(x)
+    order = np.argsort(-p, kind="stable")
+    b = int(order[0])
+    score, runner = float(p[b]), float(p[order[1]]) if len(order) > 1 else 0.0
+    ev = _evidence(FEATURES, x[b], score, runner, cues, len(pick), s.link_threshold)
+    if score < s.link_threshold:
+        return Link(parent_id=None, thread_id=None, intent=intent, similarity=float(sims[b]),
+                    position=_new_position(q, cands, cues, score, s), score=score, evidence=ev)
+    parent = cands[pick[b]]
+    shift = float(sims[b]) < s.topic_shift_similarity and not cues & FOLLOW_UP_CUES
+    return Link(parent_id=parent.record_id, thread_id=parent.thread_id,
+                position="topic_shift" if shift else "continuation", intent=intent,
+                similarity=float(sims[b]), score=score, evidence=ev)
+
+
+def make_linker(settings: CorrelationSettings | None = None) -> Linker:
+    """The learned linker configured by policy (weights loaded once)."""
+    s = settings or CorrelationSettings()
+    model = load_model(s)
+    cache = VectorCache()
 
     def linker(query: LinkInput, candidates: Sequence[Candidate]) -> Link:
-        return link_rule(query, candidates)
+        return decide(query, candidates, model, s, cache)
 
     return linker
