@@ -85,7 +85,7 @@ def test_threads_then_open_one_shows_its_turns_in_order_with_positions(
 
     found = [get_thread(replayed.store, o.thread_id) for o in replayed.outcomes]
     expected = max(found, key=lambda t: t.turns if t else 0)  # the longest conversation
-    assert expected is not None
+    assert expected is not None and expected.turns >= 2  # alice's follow-ups are linked
     thread_id = expected.thread_id
 
     async def scenario(pilot: Any) -> None:
