@@ -7,8 +7,9 @@ import sys
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from appliance.errors import ConfigError
 
@@ -158,6 +159,46 @@ class ServiceSettings(_Strict):
     busy_retry_after_ms: int = Field(default=50, ge=1)
 
 
+_LOOPBACK = ("127.0.0.1", "::1", "[::1]", "localhost")
+
+
+class TracingSettings(_Strict):
+    """OpenTelemetry spans; exported over OTLP/HTTP only when `otlp_endpoint` is set."""
+
+    otlp_endpoint: str = ""  # e.g. "http://127.0.0.1:4318/v1/traces"; "" = no export
+    service_name: str = Field(default="semtrace", min_length=1, max_length=64)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _same_host(cls, value: str) -> str:
+        if value and (urlsplit(value).scheme not in ("http", "https")
+                      or urlsplit(value).hostname not in _LOOPBACK):
+            raise ValueError("must be an http(s) URL of a collector on this host "
+                             "(127.0.0.1, ::1 or localhost), or empty")
+        return value
+
+
+class MetricsSettings(_Strict):
+    """Prometheus exposition; off unless `listen` is set."""
+
+    listen: str = ""  # "127.0.0.1:9464" or "unix:/run/semtrace/metrics.sock"; "" = off
+    tenant_labels: int = Field(default=20, ge=0, le=1000)  # largest tenants labelled by name
+    agreement_sample_rate: float = Field(default=0.1, ge=0.0, le=1.0)
+    agreement_window: int = Field(default=500, ge=10, le=100_000)
+
+
+class LogSettings(_Strict):
+    each_request: bool = True  # one `ingested` line per prompt (ids only, never text)
+
+
+class TelemetrySettings(_Strict):
+    """`policies/telemetry.toml` (optional: defaults export nothing)."""
+
+    tracing: TracingSettings = TracingSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    logs: LogSettings = LogSettings()
+
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -191,6 +232,7 @@ class Policies(_Strict):
     retention: RetentionSettings
     privacy: PrivacySettings
     service: ServiceSettings = ServiceSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
 
 
 def load_policies(directory: Path | None = None) -> Policies:
@@ -202,4 +244,12 @@ def load_policies(directory: Path | None = None) -> Policies:
         retention=load_policy("retention", RetentionSettings, directory=directory),
         privacy=load_policy("privacy", PrivacySettings, directory=directory),
         service=load_policy("service", ServiceSettings, directory=directory),
+        telemetry=load_optional_policy("telemetry", TelemetrySettings, directory=directory),
     )
+
+
+def load_optional_policy(name: str, model: type[M], *, directory: Path | None = None) -> M:
+    """Like `load_policy`, but the defaults when the file is absent."""
+    if not ((directory or policy_dir()) / f"{name}.toml").exists():
+        return model()
+    return load_policy(name, model, directory=directory)
