@@ -228,12 +228,66 @@ def search(text: str, data_dir: Path | None, passphrase_file: Path | None,
         click.echo(f"{h.similarity:.3f}  {h.thread_id}  #{h.record_id}  {h.text}")
 
 
+def _demo_through_service(data_dir: Path, pw: Path) -> None:
+    """Start `semtrace serve`, send the demo stream through its socket, stop it (SIGTERM)."""
+    import json
+    import signal
+    import subprocess
+    import time
+
+    from appliance.client import Client
+
+    args = ["--data-dir", str(data_dir), "--passphrase-file", str(pw)]
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", *args,
+                             "--log-level", "warning"], stdout=subprocess.DEVNULL)
+    try:
+        sock = data_dir / "semtrace.sock"
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise SemtraceError("The demo service did not start.")
+            try:
+                with Client(sock, timeout=5) as c:
+                    c.ping()
+                break
+            except SemtraceError:
+                if time.monotonic() > deadline:
+                    raise SemtraceError("The demo service did not start in time.") from None
+                time.sleep(0.2)
+        rows = [json.loads(line) for line in DEMO_STREAM.read_text().splitlines() if line.strip()]
+        requests = ({"v": 1, "op": "ingest", "request_id": f"demo-{r['index']}",
+                     **{k: v for k, v in r.items() if k != "index"}} for r in rows)
+        with Client(sock) as c:
+            failed = [r for r in c.stream(requests) if not r.get("ok")]
+        if failed:
+            raise SemtraceError(f"The demo service refused {len(failed)} prompt(s).")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+
+
+def _print_threads(found: list, as_json: bool) -> None:  # type: ignore[type-arg]
+    if as_json:
+        emit_json(found)
+        return
+    click.echo(f"Found {len(found)} threads in the demo stream (sent through the service "
+               "socket):\n")
+    for t in found:
+        click.echo(f"{t.thread_id}  {t.tenant}/{t.user}  {t.turns} turn(s)")
+        for r in t.records:
+            sim = "" if r.similarity is None else f" sim={r.similarity:.2f}"
+            intent = r.intent or ""
+            click.echo(f"   {r.ts:%a %H:%M} {r.position:<12} {intent:<24}{sim:<10} {r.text}")
+        click.echo("")
+
+
 @click.command()
 @click.option("--keep", type=click.Path(path_type=Path), default=None,
               help="Keep the demo data dir here instead of a temporary one.")
+@click.option("--no-tui", is_flag=True, help="Only print the threads, even on a terminal.")
 @click.option("--json", "as_json", is_flag=True, help="Print the threads as JSON.")
-def demo(keep: Path | None, as_json: bool) -> None:
-    """Replay the bundled demo stream into a fresh store and print the threads found."""
+def demo(keep: Path | None, no_tui: bool, as_json: bool) -> None:
+    """Run the service on a fresh store, send the demo stream through it, show the threads."""
     from appliance.query import get_thread, list_threads
 
     base = keep or Path(tempfile.mkdtemp(prefix="semtrace-demo-"))
@@ -247,29 +301,25 @@ def demo(keep: Path | None, as_json: bool) -> None:
         cred = credential(pw, None)
         if not is_initialised(data_dir):
             init_data_dir(data_dir, cred)
-        rt = open_runtime(data_dir, cred)
+        _demo_through_service(data_dir, pw)
+        rt = open_runtime(data_dir, cred, readonly=True)
         try:
-            run_replay(rt, DEMO_STREAM, open(base / "replay.jsonl", "w"), strict=False, batch=64)
-            found = [get_thread(rt.store, t.thread_id) for t in list_threads(rt.store, limit=1000)]
+            found = [t for t in (get_thread(rt.store, t.thread_id)
+                                 for t in list_threads(rt.store, limit=1000)) if t]
+            found.sort(key=lambda t: t.first_ts)
+            _print_threads(found, as_json)
+            if not (no_tui or as_json) and sys.stdout.isatty() and sys.stdin.isatty():
+                from appliance.tui.app import make_app
+
+                click.echo("Opening the TUI on the demo store (q quits)...")
+                make_app(rt, role="analyst").run()
         finally:
             rt.close()
     finally:
         if keep is None:
             shutil.rmtree(base, ignore_errors=True)
-    found.sort(key=lambda t: t.first_ts if t else 0)  # type: ignore[arg-type,return-value]
-    if as_json:
-        emit_json(found)
-        return
-    click.echo(f"Found {len(found)} threads in the demo stream:\n")
-    for t in found:
-        if t is None:
-            continue
-        click.echo(f"{t.thread_id}  {t.tenant}/{t.user}  {t.turns} turn(s)")
-        for r in t.records:
-            click.echo(f"   {r.ts:%H:%M:%S} {r.position:<12} {r.text}")
-        click.echo("")
     if keep is not None:
-        click.echo(f"Demo data kept in {base} (passphrase in {pw}).")
+        click.echo(f"Demo data kept in {base} (passphrase in {base / 'passphrase'}).")
 
 
 COMMANDS = [replay, threads, search, demo]
