@@ -93,6 +93,28 @@ class AuditLog:
                 self._checkpoint(seq, h)
         return Entry(seq, ts, event, actor, details, prev, h)
 
+    def append_many(self, items: list[tuple[str, dict[str, Any]]], *,
+                    actor: str | None = None) -> int:
+        """Append several entries in one transaction; the last one is signed."""
+        if not items:
+            return 0
+        actor = actor or current_actor()
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"
+                                   ).fetchone()
+            seq, prev = (row[0], row[1]) if row else (0, GENESIS)
+            for event, details in items:
+                seq, ts = seq + 1, time.time()
+                h = entry_hash(prev, seq, ts, event, actor, details)
+                self._db.execute("INSERT INTO audit (seq, ts, event, actor, details, prev_hash, "
+                                 "hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                 (seq, ts, event, actor, json.dumps(details, sort_keys=True),
+                                  prev, h))
+                prev = h
+            self._checkpoint(seq, prev)
+        return len(items)
+
     def _checkpoint(self, seq: int, h: str) -> None:
         sig = self._signer.sign(f"semtrace-audit|{seq}|{h}".encode())
         self._db.execute("INSERT OR REPLACE INTO audit_checkpoints (seq, hash, key_id, signature,"

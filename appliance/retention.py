@@ -131,6 +131,27 @@ class Shredder:
             done += 1
         return done
 
+    def shred_prompts(self, buckets: list[Bucket], *, reason: str,
+                      chunk: int = 500) -> int:
+        """Crypto-shred many buckets in chunks (one key-store and one data transaction each)."""
+        total = 0
+        for start in range(0, len(buckets), chunk):
+            part = buckets[start:start + chunk]
+            removed = self.store.shred_many([b.bucket_id for b in part], reason=reason)
+            entries = []
+            for b in part:
+                ids = removed.get(b.bucket_id, ())
+                if self.index is not None:
+                    self.index.remove(b.tenant, list(ids))
+                if self.on_user_shredded is not None:
+                    self.on_user_shredded(b.tenant, b.user)
+                entries.append(("shred", {"bucket": b.bucket_id, "tenant": b.tenant,
+                                          "user": b.user, "day": b.day, "class": "prompts",
+                                          "records": len(ids), "reason": reason}))
+                total += len(ids)
+            self.audit.append_many(entries)
+        return total
+
     def shred(self, due: Due, *, reason: str) -> int:
         """Shred one bucket for its data class; returns records (or vault entries) removed."""
         b = due.bucket
@@ -159,15 +180,16 @@ def run_retention(shredder: Shredder, settings: RetentionSettings, keyring: Keyr
     report = RunReport(as_of=now)
     report.finished_interrupted = shredder.finish_interrupted()
     due, held = plan(live_buckets(shredder.store), settings, now, held_pairs(settings, keyring))
-    for i, d in enumerate(due, start=1):
-        n = shredder.shred(d, reason="retention")
-        if d.data_class == "prompts":
-            report.shredded += 1
-            report.records += n
-        else:
-            report.vault_cleared += n
+    prompts = [d.bucket for d in due if d.data_class == "prompts"]
+    chunk = 500
+    for start in range(0, len(prompts), chunk):
+        report.records += shredder.shred_prompts(prompts[start:start + chunk], reason="retention")
+        report.shredded += len(prompts[start:start + chunk])
         if progress:
-            progress(i, len(due))
+            progress(report.shredded, len(due))
+    for d in due:
+        if d.data_class == "vault":
+            report.vault_cleared += shredder.shred(d, reason="retention")
     for b in held:
         report.held.append((b.tenant, b.user, b.day))
     if due or report.finished_interrupted:
@@ -205,9 +227,9 @@ def erase_user(shredder: Shredder, settings: RetentionSettings, keyring: Keyring
         shredder.audit.append("legal_hold_skip", {"tenant": tenant, "user": user,
                                                   "request": "erase", "reason": reason})
         return report
-    for b in live_buckets(shredder.store, tenant=tenant, user=user):
-        report.records += shredder.shred(Due(b, "prompts"), reason="erasure")
-        report.buckets += 1
+    buckets = live_buckets(shredder.store, tenant=tenant, user=user)
+    report.records = shredder.shred_prompts(buckets, reason="erasure")
+    report.buckets = len(buckets)
     shredder.store.compact()
     report.completed_at = datetime.now(UTC).isoformat()
     shredder.audit.append("erase", {"tenant": tenant, "user": user, "buckets": report.buckets,

@@ -378,6 +378,44 @@ class Store:
         n = self.delete_bucket_rows(bid)
         return ShredResult(bucket_id=bid, records=n, already=already, record_ids=ids)
 
+    def shred_many(self, bucket_ids: list[int], *, reason: str) -> dict[int, tuple[int, ...]]:
+        """Crypto-shred many buckets: destroy all their DEKs in one committed key-store
+        transaction, then delete their rows in one data transaction.
+
+        Same crash-safety as `shred`. Returns the removed record ids per bucket.
+        """
+        if not bucket_ids:
+            return {}
+        marks = ",".join("?" * len(bucket_ids))
+        ids: dict[int, list[int]] = {b: [] for b in bucket_ids}
+        for rid, bid in self._db.execute(
+                f"SELECT id, bucket_id FROM records WHERE bucket_id IN ({marks})", bucket_ids):
+            ids[bid].append(rid)
+        now = time.time()
+        with self._kdb:
+            self._kdb.execute("BEGIN IMMEDIATE")
+            self._kdb.execute("UPDATE deks SET wrapped=zeroblob(length(wrapped)) "
+                              f"WHERE bucket_id IN ({marks})", bucket_ids)
+            self._kdb.execute(f"DELETE FROM deks WHERE bucket_id IN ({marks})", bucket_ids)
+            self._kdb.executemany("INSERT OR IGNORE INTO destroyed (bucket_id, destroyed_at) "
+                                  "VALUES (?, ?)", [(b, now) for b in bucket_ids])
+        for b in bucket_ids:
+            self._deks[b] = None
+        self._bucket_ids = {k: v for k, v in self._bucket_ids.items() if v not in ids}
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(f"UPDATE buckets SET destroyed_at=coalesce(destroyed_at, ?), "
+                             f"destroy_reason=coalesce(destroy_reason, ?) WHERE id IN ({marks})",
+                             (now, reason, *bucket_ids))
+            threads = [r[0] for r in self._db.execute(
+                f"SELECT DISTINCT thread_id FROM records WHERE bucket_id IN ({marks})",
+                bucket_ids)]
+            self._db.execute(f"DELETE FROM vault WHERE bucket_id IN ({marks})", bucket_ids)
+            self._db.execute(f"DELETE FROM records WHERE bucket_id IN ({marks})", bucket_ids)
+            for t in threads:
+                self._refresh_thread(t)
+        return {b: tuple(v) for b, v in ids.items()}
+
     def destroy_key(self, bucket_id: int) -> None:
         """Overwrite and delete a bucket's wrapped DEK in the key store, then commit."""
         with self._kdb:
