@@ -33,8 +33,12 @@ CALENDAR = word_set(
     "january february march april may june july august september october november "
     "december monday tuesday wednesday thursday friday saturday sunday today tomorrow "
     "yesterday christmas easter hi hello hey dear thanks thank regards cheers ok okay "
-    "yes yeah"
+    "yes yeah nope um uh hmm oh ah wow lol pls thx am pm"
 )
+# Mid-sentence, a capitalised dictionary noun is a name if it is this popular as one.
+NOUN_NAME_FIRST_RANK = 250
+NOUN_NAME_LAST_RANK = 100
+SENTENCE_END = word_set('. ! ? : " “ ” > - * • ( [')
 
 
 # A dictionary noun is still a name on its own when it is among the most
@@ -55,6 +59,7 @@ class Gazetteer:
     last: dict[str, int]
     places: frozenset[str]
     common: frozenset[str]
+    nouns: frozenset[str] = frozenset()  # dictionary nouns (popular names among them)
 
 
 def _ranked_names(pickle_path: Any, max_rank: int) -> dict[str, int]:
@@ -115,38 +120,40 @@ def _places() -> frozenset[str]:
     return frozenset(out)
 
 
-def _common_words(nlp: Any, first: dict[str, int], last: dict[str, int]) -> frozenset[str]:
-    """English words that are not names on their own.
+def _common_words(
+    nlp: Any, first: dict[str, int], last: dict[str, int]
+) -> tuple[frozenset[str], frozenset[str]]:
+    """English words that are not names on their own, and the part of them that are nouns.
 
     Stop words, verbs, adjectives and adverbs always; dictionary nouns unless
     they are popular names (the noun list includes people such as "teresa").
     """
     words: set[str] = set(nlp.Defaults.stop_words) | CALENDAR
+    nouns: set[str] = set()
     if "lemmatizer" not in nlp.component_names:
-        return frozenset(words)
+        return frozenset(words), frozenset()
     lookups = nlp.get_pipe("lemmatizer").lookups
     if not lookups.has_table("lemma_index"):
-        return frozenset(words)
+        return frozenset(words), frozenset()
     index = lookups.get_table("lemma_index")
-    for pos in ("noun", "verb", "adj", "adv"):
-        is_noun = pos == "noun"
-        for w in index.get(pos, []):
-            if not w.isalpha():
-                continue
-            if is_noun and (
-                first.get(w, 10**6) <= POPULAR_FIRST_RANK or last.get(w, 10**6) <= POPULAR_LAST_RANK
-            ):
-                continue
-            words.add(w)
-    return frozenset(words)
+    for pos in ("verb", "adj", "adv"):
+        words.update(w for w in index.get(pos, []) if w.isalpha())
+    for w in index.get("noun", []):
+        popular = (
+            first.get(w, 10**6) <= POPULAR_FIRST_RANK or last.get(w, 10**6) <= POPULAR_LAST_RANK
+        )
+        if w.isalpha() and w not in words:
+            nouns.add(w)
+            if not popular:
+                words.add(w)
+    return frozenset(words), frozenset(nouns)
 
 
 def load_gazetteer(cache_dir: Path, nlp: Any, *, max_rank: int) -> Gazetteer:
     """Build the word lists (names from the cache dir, extracted on first use)."""
     first, last = _names(cache_dir, max_rank)
-    return Gazetteer(
-        first=first, last=last, places=_places(), common=_common_words(nlp, first, last)
-    )
+    common, nouns = _common_words(nlp, first, last)
+    return Gazetteer(first=first, last=last, places=_places(), common=common, nouns=nouns)
 
 
 # --- recognisers over the word lists ------------------------------------------------------
@@ -170,6 +177,10 @@ WEAK_CUE = re.compile(
 )
 
 
+# A speaker label at the start of a line: "Vsevolod: Who are you?"
+SPEAKER = re.compile(r"(?m)^[ \t>]*([A-Z][^\W\d_]{1,20})[ \t]*:[ \t]*\S")
+
+
 def _is_cap(word: str) -> bool:
     return word[:1].isupper() and not (word.isupper() and len(word) <= 4)
 
@@ -188,67 +199,111 @@ class PersonNameRecognizer(SpanRecognizer):
         super().__init__()
         self.g = gazetteer
 
-    def strength(self, word: str) -> int:
-        """2: a name and not a common word; 1: a name that is also a word; 0: neither."""
-        low = word.lower()
-        if low not in self.g.first and low not in self.g.last:
-            return 0
-        return 1 if low in self.g.common or low in self.g.places else 2
+    def strength(self, word: str, *, initial: bool = False) -> int:
+        """2: a name and not a common word; 1: a name that is also a word; 0: neither.
 
-    def _runs(self, doc: Any) -> Iterator[list[Any]]:
-        run: list[Any] = []
+        A dictionary noun capitalised mid-sentence ("Todd", "Logan") counts as
+        a name when it is popular as one; at the start of a sentence it does not.
+        """
+        low = word.lower()
+        g = self.g
+        if low not in g.first and low not in g.last:
+            return 0
+        if low.endswith("s") and low[:-1] in g.common:  # plural of a word: "Kids", "Tales"
+            return 1
+        if low in g.places or (low in g.common and low not in g.nouns):
+            return 1
+        if low in g.nouns and low not in g.common:  # a popular name that is also a noun
+            return 2
+        if low in g.nouns:
+            popular = (
+                g.first.get(low, 10**6) <= NOUN_NAME_FIRST_RANK
+                or g.last.get(low, 10**6) <= NOUN_NAME_LAST_RANK
+            )
+            return 2 if popular and not initial else 1
+        return 2
+
+    def _runs(self, doc: Any, caseless: bool) -> Iterator[list[tuple[Any, bool]]]:
+        """Runs of space-separated name-like tokens, each with its sentence-initial flag."""
+        run: list[tuple[Any, bool]] = []
+        prev = None
         for tok in doc:
             text = tok.text
-            ok = (tok.is_alpha or "'" in text or "’" in text) and _is_cap(text)
-            ok = ok or bool(INITIAL.fullmatch(text) and (run or text.endswith(".")))
+            initial = prev is None or prev.text in SENTENCE_END or "\n" in prev.text
+            prev = tok
+            if caseless:
+                ok = (
+                    tok.is_alpha
+                    and tok.lower_ not in self.g.nouns
+                    and self.strength(text, initial=True) == 2
+                )
+            else:
+                ok = (tok.is_alpha or "'" in text or "’" in text) and _is_cap(text)
+                ok = ok or bool(INITIAL.fullmatch(text) and (run or text.endswith(".")))
             ok = ok or bool(run and text.lower() in NAME_PARTICLES)
-            if ok and (not run or run[-1].whitespace_ == " "):
-                run.append(tok)
+            if ok and (not run or run[-1][0].whitespace_ == " "):
+                run.append((tok, initial))
                 continue
             if run:
                 yield run
-            run = [tok] if ok else []
+            run = [(tok, initial)] if ok else []
         if run:
             yield run
 
-    def _score_run(self, words: list[str]) -> float:
-        names = [w for w in words if not INITIAL.fullmatch(w) and w.lower() not in NAME_PARTICLES]
-        strengths = [self.strength(w) for w in names]
+    def _score_run(self, run: list[tuple[str, bool]]) -> float:
+        names = [
+            (w, i) for w, i in run if not INITIAL.fullmatch(w) and w.lower() not in NAME_PARTICLES
+        ]
+        strengths = [self.strength(w, initial=i) for w, i in names]
         if not names or max(strengths) == 0:
             return 0.0
         if len(names) >= 2:
             total = sum(strengths)
-            return 0.85 if total >= 3 else 0.7 if total >= 2 and 2 in strengths else 0.0
-        if len(words) > 1:  # one name word with an initial: "Ella H." / "J. Snider"
+            if total >= 3:
+                return 0.85
+            if total >= 2 and 2 in strengths:
+                return 0.7
+            both = names[0][0].lower() in self.g.first and names[-1][0].lower() in self.g.last
+            return 0.5 if both and min(strengths) >= 1 else 0.0
+        if len(run) > 1:  # one name word with an initial: "Ella H." / "J. Snider"
             return 0.8
-        low = names[0].lower()
-        if strengths[0] == 2:
-            return 0.6 if low in self.g.first else 0.45
+        if strengths[0] == 2 and len(names[0][0]) > 2:
+            return 0.6 if names[0][0].lower() in self.g.first else 0.45
         return 0.0
 
+    def _trim(self, run: list[tuple[Any, bool]]) -> list[tuple[Any, bool]]:
+        """Drop common words and particles at either end ("Tell Maria" -> "Maria")."""
+
+        def weak(item: tuple[Any, bool]) -> bool:
+            tok, initial = item
+            low = tok.lower_
+            return low in NAME_PARTICLES or (
+                low in self.g.common and self.strength(tok.text, initial=initial) < 2
+            )
+
+        while run and weak(run[0]):
+            run = run[1:]
+        while run and weak(run[-1]):
+            run = run[:-1]
+        return run
+
     def _from_lists(
-        self, doc: Any, places: list[tuple[int, int]]
+        self, doc: Any, places: list[tuple[int, int]], caseless: bool
     ) -> Iterator[tuple[int, int, float]]:
-        for run in self._runs(doc):
-            while run and (run[0].lower_ in self.g.common or run[0].lower_ in NAME_PARTICLES):
-                run = run[1:]
-            while run and (run[-1].lower_ in self.g.common or run[-1].lower_ in NAME_PARTICLES):
-                run = run[:-1]
+        for raw in self._runs(doc, caseless):
+            run = self._trim(raw)
             if not run:
                 continue
-            start, end = run[0].idx, run[-1].idx + len(run[-1].text)
+            start, end = run[0][0].idx, run[-1][0].idx + len(run[-1][0].text)
             if any(s <= start and end <= e for s, e in places):
                 continue
-            words = [t.text for t in run]
-            if len(words) > 4:
-                for t in run:
-                    score = self._score_run([t.text])
-                    if score:
-                        yield t.idx, t.idx + len(t.text), score
-                continue
-            score = self._score_run(words)
-            if score:
-                yield start, end, score
+            pieces = [[item] for item in run] if len(run) > 4 else [run]
+            for piece in pieces:
+                score = self._score_run([(t.text, i) for t, i in piece])
+                if caseless:
+                    score = min(score, 0.5)
+                if score:
+                    yield piece[0][0].idx, piece[-1][0].idx + len(piece[-1][0].text), score
 
     def _from_cues(self, text: str) -> Iterator[tuple[int, int, float]]:
         for cue, strong in ((STRONG_CUE, True), (WEAK_CUE, False)):
@@ -276,8 +331,13 @@ class PersonNameRecognizer(SpanRecognizer):
             else []
         )
         if artifacts is not None:
-            yield from self._from_lists(artifacts.tokens, places)
+            caseless = not any(c.isupper() for c in text)
+            yield from self._from_lists(artifacts.tokens, places, caseless)
         yield from self._from_cues(text)
+        for m in SPEAKER.finditer(text):
+            low = m.group(1).lower()
+            if low not in self.g.common and low not in self.g.places:
+                yield m.start(1), m.end(1), 0.5
 
 
 class PlaceNameRecognizer(SpanRecognizer):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from presidio_analyzer import EntityRecognizer, RecognizerResult
 
@@ -88,6 +88,7 @@ PHONE_CANDIDATE = re.compile(
 )
 PHONE_EXTENSION = re.compile(r"\s?(?:x|ext\.?|extension|#)\s?\d{1,6}$")
 PHONE_SHAPE = re.compile(r"(?:\+\s?|00)?(?:\(\d+\)|\d+)(?:[ .\-]?(?:\(\d+\)|\d+))*")
+SSN_SHAPE = re.compile(r"\d{3}[ \-]\d{2}[ \-]\d{4}")
 NANP = re.compile(r"(?:\+?1[ .\-]?|001[ .\-]?)?(?:\(\d{3}\)\s?|\d{3}[ .\-])\d{3}[ .\-]\d{4}")
 NOT_PHONE = re.compile(
     r"\d{4}[.\-/]\d{1,2}[.\-/]\d{1,2}|\d{1,2}[./]\d{1,2}[./]\d{2,4}|"  # dates
@@ -102,6 +103,8 @@ def phone_strength(candidate: str) -> float:
     if not 7 <= digits <= 15 or not PHONE_SHAPE.fullmatch(body) or NOT_PHONE.fullmatch(body):
         return 0.0
     if body.count("(") != body.count(")"):
+        return 0.0
+    if SSN_SHAPE.fullmatch(body):  # 123-45-6789 is a social security number
         return 0.0
     if body.startswith(("+", "00")) and digits >= 8:
         return 0.75
@@ -177,6 +180,7 @@ class PaymentCardRecognizer(SpanRecognizer):
 # --- street addresses ----------------------------------------------------------------------
 
 _W = r"[^\W\d_][\w'’.\-]*"  # a word starting with a letter
+_T = r"[\w'’.\-]+"  # a word or a number
 EN_SUFFIX = (
     r"street|st|road|rd|avenue|ave|av|boulevard|blvd|lane|ln|drive|dr|court|ct|"
     r"place|pl|square|sq|terrace|way|highway|hwy|parkway|pkwy|circle|cir|crescent|"
@@ -187,57 +191,96 @@ EN_SUFFIX = (
 COMPOUND = (
     r"strasse|straße|str\.|gasse|weg|allee|platz|damm|ufer|ring|vej|gade|gatan|vägen|"
     r"gata|gränd|veien|vegen|veg|gate|laan|straat|plein|gracht|dreef|katu|tie|kuja|"
-    r"polku|väylä|tori|utca|út|tér|körút|náměstí|nábřeží|ulice|ulica|sokak|sokağı|"
-    r"caddesi|bulvarı"
+    r"polku|väylä|tori|utca|út|útja|tér|körút|köz|náměstí|nábřeží|ulice|ulica|sokak|sokağı|"
+    r"caddesi|bulvarı|stræde|straede|stræti|straeti|braut|vegur|stien|tee|iela|gatvė|gatve|"
+    r"cesta|ulitsa|prospekt"
 )
+# Central European street names are adjectives: Parmova 109, Mlýnská 15, Dašická 688.
+ADJECTIVE_STREET = r"[A-ZÀ-ŽА-Я][^\W\d_]+(?:ova|ová|eva|ská|cká|ského|ovo|ina|ská)"
 PREFIX = (
     r"rue|rua|via|viale|vicolo|calle|carrer|avenida|avda\.?|av\.|paseo|camino|carretera|"
     r"piazza|piazzetta|corso|largo|travessa|praça|ul\.|ulica|al\.|aleja|plac|chemin|"
     r"allée|impasse|quai|route de|rte|boulevard|bd\.?|strada|stradă|calea|"
     r"πλατεία|οδός|οδος"
 )
+
+
+class AddressPattern(NamedTuple):
+    """A full pattern, tried only in a window around hits of a cheap trigger pattern."""
+
+    pattern: re.Pattern[str]
+    score: float
+    trigger: re.Pattern[str] | None = None
+    before: int = 0
+    after: int = 0
+
+
+def _ci(regex: str) -> re.Pattern[str]:
+    return re.compile("(?i)" + regex)
+
+
 ADDRESS_PATTERNS = [
-    # 221B Baker Street, 1317 Kimberly Way, 42 rue ... (number first, English suffix)
-    (
-        re.compile(
-            rf"(?i)\b\d{{1,6}}[a-z]?(?:[ \t]+\d{{1,6}})?[ \t]+(?:{_W}[ \t]+){{0,4}}?"
+    # 221B Baker Street, 1317 Kimberly Way (number first, English street type)
+    AddressPattern(
+        _ci(
+            rf"\b\d{{1,6}}[a-z]?(?:[ \t]+\d{{1,6}})?[ \t]+(?:{_T}[ \t]+){{0,4}}?"
             rf"(?:{EN_SUFFIX})\b\.?"
         ),
         0.6,
+        _ci(rf"\b(?:{EN_SUFFIX})\b"),
+        80,
+        1,
     ),
-    # Hauptstraße 5, Koskikatu 25, Augsburger Strasse 36, Kálmán Imre u. 12
-    (
-        re.compile(rf"(?i)\b(?:{_W}[ \t]+){{0,2}}?[^\W\d_]*(?:{COMPOUND})[ \t]+\d{{1,5}}[a-z]?\b"),
+    # Hauptstraße 5, Koskikatu 25, Augsburger Strasse 36
+    AddressPattern(
+        _ci(rf"(?:{_W}[ \t]+){{0,2}}?[^\W\d_]*(?:{COMPOUND})[ \t]+\d{{1,5}}[a-z]?\b"),
         0.6,
+        _ci(rf"(?:{COMPOUND})[ \t]+\d"),
+        60,
+        8,
     ),
-    (re.compile(rf"(?i)\b(?:{_W}[ \t]+){{0,2}}u\.[ \t]+\d{{1,5}}\b"), 0.55),
+    # Kálmán Imre u. 12
+    AddressPattern(
+        _ci(rf"(?:{_W}[ \t]+){{0,2}}u\.[ \t]+\d{{1,5}}\b"), 0.55, _ci(r"\bu\.[ \t]+\d"), 60, 8
+    ),
     # Via Roma 131, Rue de Piétrain 371, ul. Północna 73, 846 31 Rue Al Imam Al Bakri
-    (
-        re.compile(
-            rf"(?i)(?:\b\d{{1,6}}[ \t]+(?:\d{{1,6}}[ \t]+)?)?(?<![\w.])(?:{PREFIX})[ \t]+"
+    AddressPattern(
+        _ci(
+            rf"(?:\b\d{{1,6}}[ \t]+(?:\d{{1,6}}[ \t]+)?)?(?<![\w.])(?:{PREFIX})[ \t]+"
             rf"(?:{_W}[ \t]+){{0,4}}?\d{{1,5}}[a-z]?\b"
         ),
         0.6,
+        _ci(rf"(?<![\w.])(?:{PREFIX})[ \t]"),
+        16,
+        80,
     ),
-    (
-        re.compile(
-            rf"(?i)\b\d{{1,6}}[ \t]+(?:\d{{1,6}}[ \t]+)?(?:{PREFIX})[ \t]+(?:{_W}[ \t]*){{1,5}}"
+    AddressPattern(
+        _ci(rf"\b\d{{1,6}}[ \t]+(?:\d{{1,6}}[ \t]+)?(?:{PREFIX})[ \t]+(?:{_W}[ \t]*){{1,5}}"),
+        0.6,
+        _ci(rf"(?<![\w.])(?:{PREFIX})[ \t]"),
+        16,
+        80,
+    ),
+    AddressPattern(
+        re.compile(rf"\b{ADJECTIVE_STREET}[ \t]+\d{{1,5}}[a-z]?\b"),
+        0.5,
+        re.compile(r"(?:ova|ová|eva|ská|cká|ského|ovo|ina)[ \t]+\d"),
+        40,
+        8,
+    ),
+    # Apt. 4B, Suite 210
+    AddressPattern(_ci(r"\b(?:apt|apartment|suite|ste)\.?[ \t]*#?[ \t]*\d{1,5}[a-z]?\b"), 0.55),
+    # PO Box 123, Postbox 53; military addresses (PSC 1234, Box 5678; APO AE 09001)
+    AddressPattern(
+        _ci(
+            r"\b(?:p\.?[ \t]?o\.?[ \t]?box|post(?:al)?[ \t]?box|postbox|postfach|apartado)"
+            r"[ \t]*\d{1,6}\b"
         ),
         0.6,
     ),
-    # Apt. 4B, Suite 210, Flat 3
-    (re.compile(r"(?i)\b(?:apt|apartment|suite|ste)\.?[ \t]*#?[ \t]*\d{1,5}[a-z]?\b"), 0.55),
-    # PO Box 123, Postbox 53, postal and military addresses (PSC 1234, Box 5678; APO AE 09001)
-    (
-        re.compile(
-            r"(?i)\b(?:p\.?[ \t]?o\.?[ \t]?box|post(?:al)?[ \t]?box|postbox|"
-            r"postfach|apartado)[ \t]*\d{1,6}\b"
-        ),
-        0.6,
-    ),
-    (re.compile(r"\b(?:PSC|CMR|Unit)[ \t]+\d{3,5},?[ \t]+Box[ \t]+\d{2,5}\b"), 0.6),
-    (re.compile(r"\b(?:APO|FPO|DPO)[ \t]+(?:AA|AE|AP)[ \t]+\d{5}\b"), 0.6),
-    (re.compile(r"\bUSN?[SV][ \t]+[A-Z]\w+"), 0.45),
+    AddressPattern(re.compile(r"\b(?:PSC|CMR|Unit)[ \t]+\d{3,5},?[ \t]+Box[ \t]+\d{2,5}\b"), 0.6),
+    AddressPattern(re.compile(r"\b(?:APO|FPO|DPO)[ \t]+(?:AA|AE|AP)[ \t]+\d{5}\b"), 0.6),
+    AddressPattern(re.compile(r"\bUSN?[SV][ \t]+[A-Z]\w+"), 0.45),
 ]
 ADDRESS_CUE = re.compile(
     r"(?i)\b(?:address(?:\s+is)?|lives?\s+(?:at|on)|living\s+at|located\s+at|situated\s+at|"
@@ -267,20 +310,72 @@ def _is_address_line(line: str) -> bool:
     return all(w[0].isupper() or w[0].isdigit() or w in PARTICLES for w in words)
 
 
+# A street line ("Allika 46", "20789 Allika 46") right above a unit or town line.
+STREET_LINE = re.compile(
+    rf"[ \t>?]*(?:\d{{1,6}}[ \t]+)?(?:{_W}[ \t]+){{1,4}}\d{{1,5}}[a-z]?\.?[ \t]*"
+)
+HOUSE_NUMBER_BEFORE = re.compile(r"\d{1,6}[ \t]+$")
+TOWN_AND_POSTCODE = re.compile(r"[ \t>?]*[^\W\d_][\w'’(). \-]{1,40}[ \t]\d{3,6}[ \t]*")
+
+
+def _line_at(text: str, pos: int) -> tuple[int, int]:
+    start = text.rfind("\n", 0, pos) + 1
+    end = text.find("\n", pos)
+    return start, len(text) if end == -1 else end
+
+
+def _extend_back(text: str, start: int) -> int:
+    """Take in the house number before a street and the street line above a unit line."""
+    number = HOUSE_NUMBER_BEFORE.search(text, max(0, start - 8), start)
+    if number:
+        start = number.start()
+    line_start, _ = _line_at(text, start)
+    if line_start > 0 and not text[line_start:start].strip(" \t>?"):
+        prev_start, _ = _line_at(text, line_start - 1)
+        if STREET_LINE.fullmatch(text, prev_start, line_start - 1):
+            start = (
+                prev_start
+                + len(text[prev_start:line_start])
+                - len(text[prev_start:line_start].lstrip(" \t>?"))
+            )
+    return start
+
+
 def _extend(text: str, end: int) -> int:
     """Extend an address over its town/postcode tail and the short lines below it."""
     tail = SAME_LINE_TAIL.match(text, end)
     if tail:
         end = tail.end()
-    for _ in range(4):
+    elif text.startswith(".", end):
+        end += 1
+    for _ in range(5):
+        nxt = end + 1
+        if text.startswith("\n\n", end):  # a blank line, then only "Country 12345"
+            _, line_end = _line_at(text, end + 2)
+            if TOWN_AND_POSTCODE.fullmatch(text, end + 2, line_end):
+                end = line_end
+            break
         if not text.startswith("\n", end):
             break
-        line_end = text.find("\n", end + 1)
-        line_end = len(text) if line_end == -1 else line_end
-        if not _is_address_line(text[end + 1 : line_end]):
+        _, line_end = _line_at(text, nxt)
+        if not _is_address_line(text[nxt:line_end]):
             break
         end = line_end
     return end
+
+
+def _windowed(ap: AddressPattern, text: str) -> Iterator[re.Match[str]]:
+    """Matches of `ap.pattern`, searched only near its trigger's hits."""
+    if ap.trigger is None:
+        yield from ap.pattern.finditer(text)
+        return
+    seen: set[tuple[int, int]] = set()
+    for hit in ap.trigger.finditer(text):
+        lo, hi = max(0, hit.start() - ap.before), min(len(text), hit.end() + ap.after)
+        for m in ap.pattern.finditer(text, lo, hi):
+            if m.span() not in seen and m.start() <= hit.start() and m.end() >= hit.end() - 1:
+                seen.add(m.span())
+                yield m
 
 
 class StreetAddressRecognizer(SpanRecognizer):
@@ -289,10 +384,12 @@ class StreetAddressRecognizer(SpanRecognizer):
     ENTITY = "LOCATION"
 
     def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
-        for pattern, score in ADDRESS_PATTERNS:
-            for m in pattern.finditer(text):
-                yield m.start(), _extend(text, m.end()), score
+        if not any(c.isdigit() for c in text):
+            return
+        for ap in ADDRESS_PATTERNS:
+            for m in _windowed(ap, text):
+                yield _extend_back(text, m.start()), _extend(text, m.end()), ap.score
         for cue in ADDRESS_CUE.finditer(text):
             street = CUED_NUMBER_STREET.match(text, cue.end())
             if street:
-                yield street.start(), _extend(text, street.end()), 0.55
+                yield _extend_back(text, street.start()), _extend(text, street.end()), 0.55
