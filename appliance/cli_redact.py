@@ -19,7 +19,6 @@ from typing import IO, Any
 
 import click
 
-from appliance.cli import emit_json
 from appliance.errors import InputError, SemtraceError
 
 
@@ -131,6 +130,8 @@ def redact(source: Path, out_path: Path, cache_dir: Path | None, as_json: bool) 
     summary = {"lines": report.lines, "written": report.written, "spans": report.spans,
                "skipped": len(report.skipped), "out": str(out_path)}
     if as_json:
+        from appliance.cli import emit_json
+
         emit_json(summary)
     else:
         click.echo(f"Redacted {report.written} lines ({report.spans} spans, "

@@ -223,6 +223,10 @@ class PersonNameRecognizer(SpanRecognizer):
             return 2 if popular and not initial else 1
         return 2
 
+    def all_common(self, words: list[str]) -> bool:
+        """Whether every word is a common English word and not a strong name ("Discipline")."""
+        return all(w.lower() in self.g.common and self.strength(w) < 2 for w in words)
+
     def _runs(self, doc: Any, caseless: bool) -> Iterator[list[tuple[Any, bool]]]:
         """Runs of space-separated name-like tokens, each with its sentence-initial flag."""
         run: list[tuple[Any, bool]] = []
@@ -267,7 +271,8 @@ class PersonNameRecognizer(SpanRecognizer):
             return 0.5 if both and min(strengths) >= 1 else 0.0
         if len(run) > 1:  # one name word with an initial: "Ella H." / "J. Snider"
             return 0.8
-        if strengths[0] == 2 and len(names[0][0]) > 2:
+        # Alone, a noun needs to be a very popular name ("Maria", not "Wisdom").
+        if self.strength(names[0][0], initial=True) == 2 and len(names[0][0]) > 2:
             return 0.6 if names[0][0].lower() in self.g.first else 0.45
         return 0.0
 

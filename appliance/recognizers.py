@@ -169,7 +169,7 @@ class PaymentCardRecognizer(SpanRecognizer):
     def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
         for m in CARD_CANDIDATE.finditer(text):
             digits = re.sub(r"\D", "", m.group())
-            if not luhn_ok(digits) or len(set(digits)) < 3:
+            if not luhn_ok(digits) or len(set(digits)) < 2:
                 continue
             if has_context(text, m.start(), m.end(), CARD_CONTEXT, before=50, after=20):
                 yield m.start(), m.end(), 0.95
@@ -231,12 +231,19 @@ ADDRESS_PATTERNS = [
         80,
         1,
     ),
-    # Hauptstraße 5, Koskikatu 25, Augsburger Strasse 36
+    # Hauptstraße 5, Koskikatu 25 (attached street type); Augsburger Strasse 36 (separate)
     AddressPattern(
-        _ci(rf"(?:{_W}[ \t]+){{0,2}}?[^\W\d_]*(?:{COMPOUND})[ \t]+\d{{1,5}}[a-z]?\b"),
+        _ci(rf"\b[^\W\d_]*(?:{COMPOUND})[ \t]+\d{{1,5}}[a-z]?\b"),
         0.6,
         _ci(rf"(?:{COMPOUND})[ \t]+\d"),
-        60,
+        40,
+        8,
+    ),
+    AddressPattern(
+        _ci(rf"\b{_W}[ \t]+(?:{COMPOUND})[ \t]+\d{{1,5}}[a-z]?\b"),
+        0.6,
+        _ci(rf"(?:{COMPOUND})[ \t]+\d"),
+        40,
         8,
     ),
     # Kálmán Imre u. 12

@@ -54,9 +54,9 @@ class Detection:
 def resolve_overlaps(hits: list[Detection]) -> list[Detection]:
     """Merge overlapping hits into one span each (nothing any recogniser found is kept).
 
-    The merged span takes the type of its strongest member (higher score, then
-    longer span): an address block that spaCy also calls a place stays one
-    `<LOCATION>`, and a name inside it does not split it.
+    The merged span takes the type of its longest member (then the higher
+    score): an address block stays one `<LOCATION>` even where spaCy calls a
+    word of it a person.
     """
     merged: list[Detection] = []
     group: list[Detection] = []
@@ -71,7 +71,7 @@ def resolve_overlaps(hits: list[Detection]) -> list[Detection]:
 
 
 def _merge(group: list[Detection]) -> Detection:
-    best = max(group, key=lambda h: (h.score, h.end - h.start))
+    best = max(group, key=lambda h: (h.end - h.start, h.score))
     return Detection(min(h.start for h in group), max(h.end for h in group), best.entity_type,
                      best.score)
 
@@ -161,10 +161,14 @@ def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> Any:
     return AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"])
 
 
-def _plausible(text: str, entity_type: str, recognizer: str) -> bool:
-    """Drop NER 'names' that are code or key=value runs."""
-    return not (entity_type == "PERSON" and recognizer == "SpacyRecognizer"
-                and NOT_A_NAME.search(text))
+def _plausible(text: str, entity_type: str, recognizer: str, names: Any) -> bool:
+    """Drop NER 'names' that are code, key=value runs or plain dictionary words."""
+    if entity_type != "PERSON" or recognizer != "SpacyRecognizer":
+        return True
+    if NOT_A_NAME.search(text):
+        return False
+    words = re.findall(r"[^\W\d_]+", text)
+    return names is None or not words or not names.all_common(words)
 
 
 class Redactor:
@@ -177,6 +181,8 @@ class Redactor:
         self._allow = {w.lower() for w in settings.allow_list}
         cache = cache_dir or Path(tempfile.gettempdir()) / "semtrace-cache"
         self._analyzer = _build_analyzer(settings, cache)
+        self._names = next((r for r in self._analyzer.registry.recognizers
+                            if hasattr(r, "all_common")), None)
 
     def analyze(self, text: str) -> list[Detection]:
         """Detected PII spans, overlaps resolved."""
@@ -185,7 +191,8 @@ class Redactor:
         hits = [Detection(r.start, r.end, r.entity_type, float(r.score)) for r in results
                 if text[r.start:r.end].strip().lower() not in self._allow
                 and _plausible(text[r.start:r.end], r.entity_type,
-                               (r.recognition_metadata or {}).get("recognizer_name", ""))]
+                               (r.recognition_metadata or {}).get("recognizer_name", ""),
+                               self._names)]
         return resolve_overlaps(hits)
 
     def redact(self, prompt: Prompt) -> Redacted:

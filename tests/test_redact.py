@@ -1,0 +1,177 @@
+"""Redaction with the real Presidio, spaCy model and name lists (loaded once per session)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import make_prompt
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def redacted_text(redactor, text: str) -> str:  # type: ignore[no-untyped-def]
+    return redactor.redact(make_prompt(text)).text
+
+
+def types_found(redactor, text: str) -> set[str]:  # type: ignore[no-untyped-def]
+    return {h.entity_type for h in redactor.analyze(text)}
+
+
+@pytest.mark.parametrize(("text", "value", "entity"), [
+    ("Please forward the contract to Ms. Vasquez before Friday.", "Vasquez", "PERSON"),
+    ("my name is siobhan and I need help with my loan", "siobhan", "PERSON"),
+    ("Can you reply to jonas.berg@example.com with the summary?", "jonas.berg@example.com",
+     "EMAIL_ADDRESS"),
+    ("Call me back on +44 20 7946 0958 after lunch.", "7946 0958", "PHONE_NUMBER"),
+    ("My office line is (415) 555-0134 ext. 22.", "555-0134", "PHONE_NUMBER"),
+    ("Mobile: 0471 23 45 67", "23 45 67", "PHONE_NUMBER"),
+    ("Charge it to my card 4111 1111 1111 1111 please.", "1111 1111", "CREDIT_CARD"),
+    ("Wire it to DE89 3704 0044 0532 0130 00 by Monday.", "3704 0044", "IBAN_CODE"),
+    ("My SSN is 536-22-8467, is that safe to share?", "536-22-8467", "US_SSN"),
+    ("The server at 192.168.14.27 keeps timing out.", "192.168.14.27", "IP_ADDRESS"),
+    ("Ship it to 221B Baker Street, London NW1 6XE.", "Baker Street", "LOCATION"),
+    ("Meine Adresse ist Hauptstraße 5, 10115 Berlin.", "Hauptstraße 5", "LOCATION"),
+    ("We flew from Lisbon to Reykjavik last spring.", "Reykjavik", "LOCATION"),
+])
+def test_each_entity_in_a_sentence_is_redacted(redactor, text, value, entity):  # type: ignore[no-untyped-def]
+    out = redacted_text(redactor, text)
+    assert value not in out
+    assert f"<{entity}>" in out
+
+
+@pytest.mark.parametrize("secret", [
+    "sk-proj-4fJ9aQ2LmN8pR7sT1vW3xY5z",
+    "AKIAIOSFODNN7EXAMPLE",
+    "password=hunter2!",
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+])
+def test_secrets_are_redacted(redactor, secret):  # type: ignore[no-untyped-def]
+    out = redacted_text(redactor, f"Why does this fail? I use {secret} in the config.")
+    assert secret not in out
+    assert "<SECRET>" in out
+
+
+@pytest.mark.parametrize("text", [
+    "Set user_id=alice_smith and retries=3 in the config file.",
+    "Call the API with user=bob_jones&limit=10 and parse the JSON.",
+    "Ask Claude to summarise the meeting notes.",
+    "How many calories are in a cup of tea?",
+    "Capitalized words like Wisdom and Discipline are not names.",
+    "The meeting is on 2024-03-15 at 10:30 in room 4.",
+])
+def test_known_false_positives_stay_unredacted(redactor, text):  # type: ignore[no-untyped-def]
+    assert types_found(redactor, text) & {"PERSON", "PHONE_NUMBER", "LOCATION"} == set()
+
+
+def test_us_phone_is_a_phone_not_an_nhs_number(redactor):  # type: ignore[no-untyped-def]
+    hits = redactor.analyze("Reach me at 212-555-0187 tonight.")
+    assert [h.entity_type for h in hits] == ["PHONE_NUMBER"]
+
+
+def test_overlapping_detections_become_one_span(redactor):  # type: ignore[no-untyped-def]
+    text = "Send it to 3369 24 Clarke Avenue\nApt. 805\nPines Beach\nNew Zealand 34694"
+    hits = redactor.analyze(text)
+    assert len(hits) == 1 and hits[0].entity_type == "LOCATION"
+    assert "Pines Beach" in text[hits[0].start:hits[0].end]
+
+
+def test_placeholders_are_numbered_stably_within_a_thread(redactor):  # type: ignore[no-untyped-def]
+    from appliance.redact import entity_keys, number_placeholders
+
+    def digest(v: str) -> str:
+        return v[::-1]  # any deterministic keyed function will do for the numbering
+
+    thread: dict[str, str] = {}
+    first = redactor.redact(make_prompt("Lena Ortiz and Paul Weber met in Lyon."))
+    second = redactor.redact(make_prompt("Did Paul Weber email lena ortiz back?"))
+    text1, _ = number_placeholders(first, entity_keys(first, digest), thread)
+    text2, vault2 = number_placeholders(second, entity_keys(second, digest), thread)
+    assert "<PERSON_1>" in text1 and "<PERSON_2>" in text1
+    assert text2.startswith("Did <PERSON_2> email <PERSON_1>")
+    assert ("<PERSON_2>", "Paul Weber") in vault2
+
+
+def test_redaction_never_opens_a_network_socket(redactor):  # type: ignore[no-untyped-def]
+    # conftest turns any non-local connect into an AssertionError; building and
+    # running the analyser above and here would have raised it.
+    assert redactor.analyze("Email anna@example.org about https://example.com/x") != []
+
+
+@pytest.mark.slow
+def test_presidio_works_without_a_network_namespace(tmp_path):  # type: ignore[no-untyped-def]
+    unshare = shutil.which("unshare")
+    if unshare is None or subprocess.run([unshare, "-n", "true"], capture_output=True).returncode:
+        pytest.skip("unshare -n is not available here")
+    script = (
+        "from pathlib import Path\n"
+        "from appliance.config import RedactionSettings, load_policy\n"
+        "from appliance.redact import Redactor\n"
+        "settings = load_policy('redaction', RedactionSettings)\n"
+        f"r = Redactor(settings, cache_dir=Path({str(tmp_path)!r}))\n"
+        "print(len(r.analyze('Call Maria Keller on +1 415 555 0134')))\n"
+    )
+    env = {**os.environ, "HOME": str(tmp_path)}
+    done = subprocess.run([unshare, "-n", sys.executable, "-c", script], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "2"
+
+
+# --- semtrace redact ------------------------------------------------------------------------
+
+@pytest.fixture
+def redact_cli(redactor, monkeypatch):  # type: ignore[no-untyped-def]
+    """`semtrace redact` with the session's redactor (no second model load)."""
+    import appliance.cli_redact as cli_redact
+    from appliance.cli import cli  # imports the command modules
+
+    monkeypatch.setattr(cli_redact, "_load_redactor", lambda cache_dir: redactor)
+
+    return cli
+
+
+def test_redact_command_writes_spans_and_redacted_text(redact_cli, cli_runner, tmp_path):  # type: ignore[no-untyped-def]
+    src = tmp_path / "in.jsonl"
+    text = "Please call Maria Keller on +1 415 555 0134."
+    src.write_text(json.dumps({"index": 7, "text": text}) + "\n"
+                   + json.dumps({"index": 8, "text": "What are my options?"}) + "\n")
+    out = tmp_path / "out.jsonl"
+    result = cli_runner.invoke(redact_cli, ["redact", str(src), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["index"] for r in rows] == [7, 8]
+    spans = rows[0]["spans"]
+    assert {s["entity_type"] for s in spans} == {"PERSON", "PHONE_NUMBER"}
+    assert all(set(s) == {"start", "end", "entity_type"} for s in spans)
+    assert text[spans[0]["start"]:spans[0]["end"]] == "Maria Keller"
+    assert rows[0]["redacted"] == "Please call <PERSON_1> on <PHONE_NUMBER_1>."
+    assert rows[1] == {"index": 8, "spans": [], "redacted": "What are my options?"}
+    assert json.loads(result.stdout)["written"] == 2
+
+
+def test_redact_command_skips_bad_lines_by_number(redact_cli, cli_runner, tmp_path):  # type: ignore[no-untyped-def]
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"index": 0, "text": "hello"}\nnot json at all, Maria Keller\n'
+                   '{"index": 2}\n[1, 2]\n{"index": 4, "text": "bye"}\n')
+    out = tmp_path / "out.jsonl"
+    result = cli_runner.invoke(redact_cli, ["redact", str(src), "--out", str(out)])
+    assert result.exit_code == 0
+    assert [json.loads(x)["index"] for x in out.read_text().splitlines()] == [0, 4]
+    for lineno in (2, 3, 4):
+        assert f"line {lineno} skipped" in result.stderr
+    assert "Maria" not in result.stderr  # bad lines are named by number, never quoted
+
+
+def test_redact_command_rejects_a_non_utf8_file(redact_cli, cli_runner, tmp_path):  # type: ignore[no-untyped-def]
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b'{"index": 0, "text": "caf\xe9"}\n')
+    out = tmp_path / "out.jsonl"
+    result = cli_runner.invoke(redact_cli, ["redact", str(src), "--out", str(out)])
+    assert result.exit_code != 0
+    assert not out.exists()
