@@ -24,18 +24,26 @@ SOCKET_NAME = "semtrace.sock"
 @click.option("--check", is_flag=True, help="Validate policies, model and key, then exit.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
+@click.option("--metrics", "metrics_listen", default=None, metavar="ADDR",
+              help="Serve Prometheus /metrics on host:port or unix:/path "
+              "(default: policies/telemetry.toml; off).")
+@click.option("--otlp-endpoint", default=None, metavar="URL",
+              help="Export spans over OTLP/HTTP to a collector on this host, e.g. "
+              "http://127.0.0.1:4318/v1/traces (default: policies/telemetry.toml; off).")
 def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
-          socket_path: Path | None, check: bool, log_level: str) -> None:
+          socket_path: Path | None, check: bool, log_level: str, metrics_listen: str | None,
+          otlp_endpoint: str | None) -> None:
     """Serve the ingest protocol on a local Unix socket until SIGTERM."""
     from appliance.config import load_policies
     from appliance.embed import load_manifest, verify_model
     from appliance.runtime import make_pipeline, open_runtime
     from appliance.service import DataDirLock, Service
-    from appliance.telemetry import setup_logging
+    from appliance.telemetry import setup_logging, start_telemetry
 
     setup_logging(log_level)
     directory = data_dir or default_data_dir()
     policies = load_policies()
+    settings = telemetry_settings(policies.telemetry, metrics_listen, otlp_endpoint)
     verify_model(load_manifest())
     rt = open_runtime(directory, credential(passphrase_file, key_file), policies=policies)
     lock = DataDirLock(directory)
@@ -47,13 +55,38 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         pipeline = make_pipeline(rt)
         service = Service(pipeline, policies, socket_path=socket_path or directory / SOCKET_NAME,
                           reload=load_policies)
-        asyncio.run(_serve_with_jobs(service, rt))
+        telemetry, metrics_server = start_telemetry(settings, pipeline,
+                                                    queue_depth=service.queue_depth)
+        service.observer = telemetry
+        try:
+            asyncio.run(_serve_with_jobs(service, rt, telemetry))
+        finally:
+            telemetry.shutdown()
+            if metrics_server is not None:
+                metrics_server.close()
     finally:
         lock.release()
         rt.close()
 
 
-async def _serve_with_jobs(service: Any, rt: Any) -> None:
+def telemetry_settings(base: Any, metrics_listen: str | None, otlp_endpoint: str | None) -> Any:
+    """policies/telemetry.toml with the command line's addresses; one sentence if invalid."""
+    from pydantic import ValidationError
+
+    from appliance.config import TelemetrySettings
+
+    data = base.model_dump()
+    if metrics_listen is not None:
+        data["metrics"]["listen"] = metrics_listen
+    if otlp_endpoint is not None:
+        data["tracing"]["otlp_endpoint"] = otlp_endpoint
+    try:
+        return TelemetrySettings.model_validate(data)
+    except ValidationError as exc:
+        raise click.BadParameter(exc.errors()[0]["msg"], param_hint="--otlp-endpoint") from None
+
+
+async def _serve_with_jobs(service: Any, rt: Any, telemetry: Any = None) -> None:
     """Run the service with its scheduled retention job (APScheduler, UTC) and audit entries."""
     from datetime import UTC
 
@@ -68,8 +101,13 @@ async def _serve_with_jobs(service: Any, rt: Any) -> None:
                         on_user_shredded=service.pipeline.forget)
 
     async def retention_job() -> None:
-        await service.in_worker(lambda: run_retention(
-            shredder, service.policies.retention, rt.keyring))
+        report = None
+        try:
+            report = await service.in_worker(lambda: run_retention(
+                shredder, service.policies.retention, rt.keyring))
+        finally:
+            if telemetry is not None:
+                await service.in_worker(telemetry.retention_done, report)
 
     scheduler = AsyncIOScheduler(timezone=UTC)
     scheduler.add_job(retention_job, CronTrigger.from_crontab(

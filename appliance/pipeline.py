@@ -7,10 +7,10 @@ the code path that production runs.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-
 from typing import Protocol
 
 import numpy as np
@@ -25,6 +25,21 @@ from appliance.redact import entity_keys, number_placeholders
 from appliance.store import Store
 
 Linker = Callable[[LinkInput, Sequence[Candidate]], Link]
+StageTimer = Callable[[str, int, int], None]  # (stage, start ns, end ns), wall clock
+
+
+class _StageClock:
+    """Reports consecutive stage intervals to an optional timer; nearly free without one."""
+
+    def __init__(self, timer: StageTimer | None) -> None:
+        self._timer = timer
+        self._last = time.time_ns() if timer else 0
+
+    def __call__(self, stage: str) -> None:
+        if self._timer is not None:
+            now = time.time_ns()
+            self._timer(stage, self._last, now)
+            self._last = now
 
 
 class TopicAssigner(Protocol):
@@ -74,6 +89,7 @@ class Pipeline:
         self.embedder = embedder
         self.linker = linker
         self.policies = policies
+        self.stage_timer: StageTimer | None = None  # set by telemetry
         self._horizon = timedelta(hours=policies.correlation.horizon_hours)
         self._users: dict[tuple[str, str], UserHistory] = {}
         self._shred_mark = self.store.shred_watermark()
@@ -130,16 +146,22 @@ class Pipeline:
             if key not in seen:
                 seen[key] = i
                 fresh.append(i)
+        clock = _StageClock(self.stage_timer)
         redacted = [self.redactor.redact(prompts[i]) for i in fresh]
+        clock("redaction")
         vectors, truncated = self.embedder.embed([r.text for r in redacted])
+        clock("embedding")
         rows: list[NewRecord] = []
         for i, red, vec, trunc in zip(fresh, redacted, vectors, truncated, strict=True):
             row = self._link_one(red, vec, trunc)
             rows.append(row)
             outcomes[i] = self._outcome(row, prompts[i].index, trunc)
+        clock("linking")
         self.store.insert(rows)
+        clock("commit")
         for row in rows:
             self.index.add(row.prompt.tenant, row.user, [row.record_id], row.vector[None, :])
+        clock("index")
         for i in todo:
             if outcomes[i] is None:  # a repeat of a request earlier in this batch
                 first = outcomes[seen[(prompts[i].tenant, prompts[i].request_id)]]

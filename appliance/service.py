@@ -19,17 +19,18 @@ import signal
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from appliance import __version__
 from appliance.config import AccessSettings, Policies
 from appliance.errors import SemtraceError
 from appliance.pipeline import Pipeline
 from appliance.protocol import (
+    OPS,
     ProtocolError,
     Request,
     decode_frame,
@@ -89,6 +90,18 @@ class DataDirLock:
 class _Item:
     prompt: Prompt
     future: asyncio.Future[Outcome] | None  # None: async mode, nobody waits
+    traceparent: str | None = None  # as the gateway sent it (telemetry parents spans on it)
+    arrived_ns: int = field(default_factory=time.time_ns)
+
+
+class ServiceObserver(Protocol):
+    """What telemetry sees of the service (implemented in telemetry.py)."""
+
+    def reply(self, op: str, reply: dict[str, Any]) -> None:
+        """Every reply, on the event loop: must be cheap."""
+
+    def batch(self, items: Sequence[_Item], outcomes: Sequence[Outcome] | None) -> None:
+        """A committed (or, with None, failed) batch, on the worker thread after the replies."""
 
 
 class Service:
@@ -110,6 +123,7 @@ class Service:
         self.counters: dict[str, int] = {"ingested": 0, "duplicates": 0, "errors": 0,
                                          "rejected_peers": 0, "busy": 0, "batches": 0}
         self.on_batch: Callable[[list[Outcome], float], None] | None = None
+        self.observer: ServiceObserver | None = None
         self.scheduler: Any = None  # set by the caller that schedules jobs
 
     # ------------------------------------------------------------ lifecycle
@@ -206,6 +220,7 @@ class Service:
                 items[0].future.set_exception(ProtocolError(
                     "internal", "The request could not be recorded; retry later.",
                     items[0].prompt.request_id))
+            self._observe(items, None)
             return
         self.counters["batches"] += 1
         for item, outcome in zip(items, outcomes, strict=True):
@@ -214,6 +229,20 @@ class Service:
                 item.future.set_result(outcome)
         if self.on_batch:
             self.on_batch(outcomes, time.perf_counter() - start)
+        self._observe(items, outcomes)
+
+    def _observe(self, items: list[_Item], outcomes: list[Outcome] | None) -> None:
+        """Queue the batch for the observer on the worker thread, off the reply path."""
+        if self.observer is not None:
+            asyncio.get_running_loop().run_in_executor(self._pool, self._observe_now, items,
+                                                       outcomes)
+
+    def _observe_now(self, items: list[_Item], outcomes: list[Outcome] | None) -> None:
+        try:
+            if self.observer is not None:
+                self.observer.batch(items, outcomes)
+        except Exception:  # telemetry never breaks ingest
+            log.exception("telemetry failed", extra={"event": "telemetry_failed"})
 
     # ------------------------------------------------------------ connections
 
@@ -280,14 +309,24 @@ class Service:
                 await writer.drain()
 
     async def _respond(self, line: bytes) -> dict[str, Any]:
+        op = "unknown"
         try:
-            req = parse_request(decode_frame(line.rstrip(b"\r\n")),
-                                max_text_chars=self.policies.correlation.max_text_chars)
-            return await self._dispatch(req)
+            obj = decode_frame(line.rstrip(b"\r\n"))
+            op = obj["op"] if obj.get("op") in OPS else op
+            req = parse_request(obj, max_text_chars=self.policies.correlation.max_text_chars)
+            reply = await self._dispatch(req, obj.get("traceparent"))
         except ProtocolError as exc:
-            return error_reply(exc.code, exc.message, exc.request_id)
+            reply = error_reply(exc.code, exc.message, exc.request_id)
+        except Exception as exc:  # a bug must cost one request, never the connection
+            log.error("request failed", extra={"event": "request_failed",
+                                               "exc_type": type(exc).__name__})
+            self.counters["errors"] += 1
+            reply = error_reply("internal", "The request could not be handled; retry later.")
+        if self.observer is not None:
+            self.observer.reply(op, reply)
+        return reply
 
-    async def _dispatch(self, req: Request) -> dict[str, Any]:
+    async def _dispatch(self, req: Request, traceparent: Any = None) -> dict[str, Any]:
         if req.op == "ping":
             return {"request_id": req.request_id, "ok": True, "pong": True,
                     "version": __version__, "protocol": 1}
@@ -303,9 +342,9 @@ class Service:
                 raise ProtocolError("not_found", "No recorded request with this id.",
                                     req.request_id)
             return {"request_id": req.request_id, "ok": True}
-        return await self._ingest(req)
+        return await self._ingest(req, traceparent)
 
-    async def _ingest(self, req: Request) -> dict[str, Any]:
+    async def _ingest(self, req: Request, traceparent: Any = None) -> dict[str, Any]:
         assert req.prompt is not None
         if self._stopping.is_set():
             raise ProtocolError("shutting_down", "The service is shutting down; retry later.",
@@ -314,7 +353,8 @@ class Service:
         if req.mode == "sync":
             fut = asyncio.get_running_loop().create_future()
         try:
-            self._queue.put_nowait(_Item(req.prompt, fut))
+            self._queue.put_nowait(_Item(req.prompt, fut, traceparent
+                                         if isinstance(traceparent, str) else None))
         except asyncio.QueueFull:
             self.counters["busy"] += 1
             return error_reply("busy", "The service is busy; retry shortly.", req.request_id,
@@ -336,6 +376,10 @@ class Service:
                     topic_id=rec.topic_id, duplicate=True, trace_id=rec.trace_id,
                     span_id=rec.span_id)
         return {**ok_reply(o, mode="lookup"), "feedback": rec.feedback}
+
+    def queue_depth(self) -> int:
+        """Prompts waiting for the worker."""
+        return self._queue.qsize()
 
     async def stats(self) -> dict[str, Any]:
         counts = await self.in_worker(self.pipeline.store.counts)

@@ -1,0 +1,231 @@
+"""Prometheus metrics of the appliance and their exposition (HTTP or a Unix socket).
+
+Label values come from closed sets (ops, error codes, positions, stages) or are
+tenant names bounded to the largest `tenant_labels` tenants; never user ids,
+session ids, request ids or text. Cross-user dimensions such as topics are left
+out: they are only released through the privacy gate (`semtrace stats`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socketserver
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import MetricsHandler, start_http_server
+from prometheus_client.registry import Collector
+
+from appliance import __version__
+from appliance.protocol import OPS
+from appliance.records import POSITIONS
+
+STAGES = ("redaction", "embedding", "linking", "commit", "index")
+ERROR_CODES = ("bad_frame", "bad_json", "bad_version", "unknown_op", "bad_request", "not_found",
+               "busy", "shutting_down", "internal", "frame_too_large", "forbidden")
+AGREEMENT = ("agree", "split", "merge")
+FAILURES = ("error", "orphaned")
+# Seconds: a cached-model embedding of a short prompt is ~1-20 ms; a batch up to seconds.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+OTHER_TENANTS = "_other"
+ALL_TENANTS = "_all"
+
+
+def bounded_tenants(sizes: dict[str, int], limit: int) -> list[tuple[str, int]]:
+    """(label, value): the `limit` largest tenants by name, the rest summed as `_other`."""
+    if limit <= 0:
+        return [(ALL_TENANTS, sum(sizes.values()))]
+    ranked = sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))
+    named = [(t, n) for t, n in ranked if not t.startswith("_")][:limit]  # "_" is ours
+    rest = sum(sizes.values()) - sum(n for _, n in named)
+    return named + ([(OTHER_TENANTS, rest)] if len(named) < len(ranked) else [])
+
+
+class _IndexSizes(Collector):
+    """semtrace_index_vectors{tenant}: read from a cache the worker thread refreshes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.sizes: dict[str, int] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "semtrace_index_vectors", "Vectors in the in-memory index per tenant "
+            "(largest tenants by name, the rest as _other).", labels=["tenant"])
+        for tenant, n in bounded_tenants(dict(self.sizes), self.limit):
+            family.add_metric([tenant], n)
+        yield family
+
+
+class Metrics:
+    """Every series the appliance exports, in one registry of its own."""
+
+    def __init__(self, *, tenant_labels: int = 20, agreement_window: int = 500,
+                 registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.requests = Counter("semtrace_requests", "Requests answered, by op, status "
+                                "(ok, duplicate, queued or the error code) and position.",
+                                ["op", "status", "position"], registry=r)
+        self.ingest_latency = Histogram(
+            "semtrace_ingest_latency_seconds", "Arrival to commit of one prompt, by position.",
+            ["position"], buckets=LATENCY_BUCKETS, registry=r)
+        self.stage = Histogram("semtrace_stage_duration_seconds", "Duration of one pipeline "
+                               "stage over one batch.", ["stage"], buckets=LATENCY_BUCKETS,
+                               registry=r)
+        self.batch_size = Histogram("semtrace_batch_size", "Prompts per committed batch.",
+                                    buckets=BATCH_BUCKETS, registry=r)
+        self.index_query = Histogram(
+            "semtrace_index_query_seconds", "One query: history = the linker's candidate "
+            "query and scoring for one prompt; vector = a usearch search.", ["index"],
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.failures = Counter("semtrace_correlation_failures", "Prompts not correlated: "
+                                "error = could not be recorded, orphaned = a follow-up whose "
+                                "earlier turn was not found.", ["reason"], registry=r)
+        self.agreement = Counter("semtrace_thread_agreement", "Sampled linker decisions "
+                                 "compared with the client's session id: agree, split (same "
+                                 "session, new thread), merge (joined another session).",
+                                 ["result"], registry=r)
+        self.accuracy = Gauge("semtrace_thread_reconstruction_accuracy", "Share of the last "
+                              "sampled decisions that agree with client session ids (NaN "
+                              "before any sample).", registry=r)
+        self.queue_depth = Gauge("semtrace_queue_depth", "Prompts waiting for the worker.",
+                                 registry=r)
+        self.model = Info("semtrace_embedding_model", "The embedding model in use.", registry=r)
+        self.build = Info("semtrace_build", "Semtrace version.", registry=r)
+        self.retention_runs = Counter("semtrace_retention_runs", "Retention (shred) runs.",
+                                      ["result"], registry=r)
+        self.buckets_shredded = Counter("semtrace_buckets_shredded", "Buckets whose key was "
+                                        "destroyed by retention.", registry=r)
+        self.records_shredded = Counter("semtrace_records_shredded", "Records shredded by "
+                                        "retention.", registry=r)
+        self.retention_last = Gauge("semtrace_retention_last_run_timestamp_seconds",
+                                    "When the last retention run finished.", registry=r)
+        self.audit_valid = Gauge("semtrace_audit_chain_valid", "1 if the audit chain and its "
+                                 "signatures verified at the last check, else 0.", registry=r)
+        self.audit_checked = Gauge("semtrace_audit_last_verified_timestamp_seconds",
+                                   "When the audit chain was last verified.", registry=r)
+        self.index_sizes = _IndexSizes(tenant_labels)
+        r.register(self.index_sizes)
+        self._window: deque[bool] = deque(maxlen=agreement_window)
+        self.accuracy.set_function(self._accuracy)
+        self.build.info({"version": __version__})
+        self._prime()
+
+    def _prime(self) -> None:
+        """Create the closed-set series at 0 so rates and alerts work before traffic."""
+        for stage in STAGES:
+            self.stage.labels(stage)
+        for position in POSITIONS:
+            self.ingest_latency.labels(position)
+            self.requests.labels("ingest", "ok", position)
+        for reason in FAILURES:
+            self.failures.labels(reason)
+        for result in AGREEMENT:
+            self.agreement.labels(result)
+        for result in ("ok", "failed"):
+            self.retention_runs.labels(result)
+        for index in ("history", "vector"):
+            self.index_query.labels(index)
+
+    def _accuracy(self) -> float:
+        window = list(self._window)
+        return sum(window) / len(window) if window else float("nan")
+
+    def bind(self, *, queue_depth: Callable[[], int], model_id: str, dims: int) -> None:
+        """Attach the live service: its queue and its embedding model."""
+        self.queue_depth.set_function(queue_depth)
+        self.model.info({"model_id": model_id, "dims": str(dims)})
+
+    def reply(self, op: str, reply: dict[str, Any]) -> None:
+        """Count one reply (labels from closed sets only)."""
+        if reply.get("ok"):
+            status = ("duplicate" if reply.get("duplicate") else
+                      "queued" if reply.get("queued") else "ok")
+        else:
+            code = (reply.get("error") or {}).get("code")
+            status = code if code in ERROR_CODES else "other"
+        position = reply.get("position")
+        self.requests.labels(op if op in OPS else "unknown", status,
+                             position if position in POSITIONS else "none").inc()
+
+    def agreement_result(self, result: str) -> None:
+        """Record one sampled comparison of a linker decision with a client session."""
+        self.agreement.labels(result).inc()
+        self._window.append(result == "agree")
+
+    def retention(self, *, ok: bool, buckets: int = 0, records: int = 0,
+                  finished_at: float) -> None:
+        """Record one retention run (from `run_retention`'s RunReport)."""
+        self.retention_runs.labels("ok" if ok else "failed").inc()
+        self.buckets_shredded.inc(buckets)
+        self.records_shredded.inc(records)
+        if ok:
+            self.retention_last.set(finished_at)
+
+    def audit(self, *, valid: bool, checked_at: float) -> None:
+        """Record one verification of the audit chain."""
+        self.audit_valid.set(1 if valid else 0)
+        self.audit_checked.set(checked_at)
+
+
+def timed(fn: Callable[..., Any], histogram: Any, clock: Callable[[], float]) -> Callable[..., Any]:
+    """Wrap `fn` so that every call's duration is observed into `histogram`."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = clock()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            histogram.observe(clock() - start)
+
+    wrapper.__wrapped__ = fn  # type: ignore[attr-defined]
+    return wrapper
+
+
+class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+class MetricsServer:
+    """Serves /metrics over HTTP on `host:port` or on `unix:/path` until closed."""
+
+    def __init__(self, registry: CollectorRegistry, listen: str) -> None:
+        self.listen = listen
+        self._path: Path | None = None
+        self._server: Any
+        if listen.startswith("unix:"):
+            self._path = Path(listen[len("unix:"):])
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                self._path.unlink()
+            self._server = _UnixServer(str(self._path), MetricsHandler.factory(registry))
+            os.chmod(self._path, 0o660)
+            threading.Thread(target=self._server.serve_forever, name="semtrace-metrics",
+                             daemon=True).start()
+            self.address = f"unix:{self._path}"
+        else:
+            host, port = parse_listen(listen)
+            self._server, _ = start_http_server(port, addr=host, registry=registry)
+            self.address = f"{host}:{self._server.server_port}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._path.unlink()
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """`host:port` (IPv6 in brackets) -> (host, port); ValueError with one sentence."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"'{listen}' is not host:port or unix:/path.")
+    return host.strip("[]"), int(port)
