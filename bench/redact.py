@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -41,8 +42,8 @@ def make_prompt(tokens: int) -> str:
     return " ".join(body + tail)
 
 
-def latency(redactor: object, tokens: int, runs: int) -> tuple[float, float]:
-    """p50 and p99 in milliseconds of `analyze` on one prompt size."""
+def latency(redactor: object, tokens: int, runs: int) -> tuple[float, float, float]:
+    """p50, p99 and minimum in milliseconds of `analyze` on one prompt size."""
     text = make_prompt(tokens)
     for _ in range(3):
         redactor.analyze(text)  # type: ignore[attr-defined]
@@ -53,7 +54,7 @@ def latency(redactor: object, tokens: int, runs: int) -> tuple[float, float]:
         samples.append((time.perf_counter() - t0) * 1000)
     samples.sort()
     p99 = samples[min(len(samples) - 1, round(0.99 * (len(samples) - 1)))]
-    return statistics.median(samples), p99
+    return statistics.median(samples), p99, samples[0]
 
 
 def predict(redactor: object, gold: Path, out: Path) -> float:
@@ -112,9 +113,10 @@ def main() -> int:
         if not args.no_latency:
             for tokens in (20, 30, 100, 1000):
                 runs = args.runs if tokens < 1000 else max(args.runs // 10, 10)
-                p50, p99 = latency(redactor, tokens, runs)
+                p50, p99, best = latency(redactor, tokens, runs)
                 print(f"latency {tokens:>5} tokens: p50 {p50:7.2f} ms  p99 {p99:7.2f} ms"
-                      f"  ({runs} runs)")
+                      f"  min {best:7.2f} ms  ({runs} runs)")
+            print(f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
         if not args.no_quality:
             pred = args.pred_out or Path(tmp) / "pred.jsonl"
             secs = predict(redactor, args.gold, pred)
