@@ -80,27 +80,35 @@ def _ranked_names(pickle_path: Any, max_rank: int) -> dict[str, int]:
     return names
 
 
-def _names(cache_dir: Path, max_rank: int) -> tuple[dict[str, int], dict[str, int]]:
-    """First and last names, from the cache or extracted from names-dataset once."""
-    version = metadata.version("names-dataset")
-    cache = cache_dir / f"names-{version}-rank{max_rank}.json.gz"
-    if cache.exists():
-        with gzip.open(cache, "rt", encoding="utf-8") as fh:
-            cached = json.load(fh)
-        return cached["first"], cached["last"]
+def names_file(max_rank: int) -> Path:
+    """The bundled first/last-name list for a rank cut-off (built by models/build_names.py)."""
+    from appliance.config import model_dir
+
+    return model_dir() / f"names-rank{max_rank}.json.gz"
+
+
+def build_names(max_rank: int, out: Path) -> None:
+    """Extract the name list from names-dataset (a build-time dependency) into `out`."""
     base = resources.files("names_dataset") / "v3"
     first = _ranked_names(base / "first_names.pkl.gz", max_rank)
     last = _ranked_names(base / "last_names.pkl.gz", max_rank)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as raw, gzip.open(raw, "wt", encoding="utf-8") as fh:
-            json.dump({"first": first, "last": last}, fh)
-        os.replace(tmp, cache)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return first, last
+    payload = json.dumps({"source": f"names-dataset {metadata.version('names-dataset')}",
+                          "first": first, "last": last}, sort_keys=True).encode()
+    with out.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as fh:
+        fh.write(payload)
+
+
+def _names(cache_dir: Path, max_rank: int) -> tuple[dict[str, int], dict[str, int]]:
+    """First and last names from the bundled list (no extraction at run time)."""
+    path = names_file(max_rank)
+    if not path.exists():
+        from appliance.errors import ConfigError
+
+        raise ConfigError(f"No bundled name list for name_list_rank = {max_rank} ({path}); "
+                          f"build it with `python models/build_names.py --rank {max_rank}`.")
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        data = json.load(fh)
+    return data["first"], data["last"]
 
 
 def _places() -> frozenset[str]:
