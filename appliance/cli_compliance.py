@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from appliance.audit import AuditLog
 from appliance.cli import (
     credential,
     credential_options,
@@ -33,9 +34,7 @@ def _opened(data_dir: Path | None, passphrase_file: Path | None,
         rt.close()
 
 
-def _audit(rt: Runtime):  # type: ignore[no-untyped-def]
-    from appliance.audit import AuditLog
-
+def _audit(rt: Runtime) -> AuditLog:
     return AuditLog(rt.store.db, rt.keyring.audit_signer())
 
 

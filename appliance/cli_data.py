@@ -23,6 +23,7 @@ from appliance.cli import (
 )
 from appliance.errors import SemtraceError
 from appliance.keys import Keyring
+from appliance.records import Thread
 from appliance.runtime import (
     Runtime,
     init_data_dir,
@@ -266,7 +267,7 @@ def _demo_through_service(data_dir: Path, pw: Path) -> None:
         proc.wait(timeout=120)
 
 
-def _print_threads(found: list, as_json: bool) -> None:  # type: ignore[type-arg]
+def _print_threads(found: list[Thread], as_json: bool) -> None:
     if as_json:
         emit_json(found)
         return

@@ -148,18 +148,18 @@ def doctor(data_dir: Path | None, as_json: bool) -> None:
     from appliance.config import model_dir, policy_dir
 
     directory = data_dir or default_data_dir()
-    report = {"versions": _versions(), "paths": {
+    report: dict[str, Any] = {"versions": _versions(), "paths": {
         "data_dir": str(directory), "policies": str(policy_dir()), "models": str(model_dir()),
         "executable": sys.executable}, "uid": os.getuid(), "problems": _problems(directory)}
     if as_json:
         emit_json(report)
     else:
-        for k, v in report["versions"].items():  # type: ignore[union-attr]
+        for k, v in report["versions"].items():
             click.echo(f"{k:<24} {v}")
-        for k, v in report["paths"].items():  # type: ignore[union-attr]
+        for k, v in report["paths"].items():
             click.echo(f"{k:<24} {v}")
         click.echo("No problems found." if not report["problems"] else "Problems:")
-        for p in report["problems"]:  # type: ignore[union-attr]
+        for p in report["problems"]:
             click.echo(f"  - {p}")
     if report["problems"]:
         sys.exit(1)

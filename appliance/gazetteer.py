@@ -15,10 +15,8 @@ from __future__ import annotations
 import gc
 import gzip
 import json
-import os
 import pickle
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata, resources

@@ -11,6 +11,7 @@ The only module that touches key bytes. Everything else gets opaque handles
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -245,10 +246,8 @@ def read_key_file(path: Path) -> Credential:
     _check_private(path, "key file")
     raw = path.read_bytes().strip()
     if len(raw) == 64:
-        try:
+        with contextlib.suppress(UnicodeDecodeError, ValueError):
             raw = bytes.fromhex(raw.decode("ascii"))
-        except (UnicodeDecodeError, ValueError):
-            pass
     if len(raw) != 32:
         raise SemtraceError(f"The key file {path} must hold 32 bytes (or 64 hex characters).")
     return Credential("keyfile", Secret(raw))
@@ -336,12 +335,14 @@ def open_keyring(data_dir: Path, cred: Credential) -> Keyring:
     """Re-derive the master key of `data_dir`; WrongKey if the credential does not fit."""
     path = data_dir / KEYRING_FILE
     if (data_dir / (KEYRING_FILE + ".rotating")).exists():
-        raise SemtraceError("A key rotation was interrupted: if the new credential was already "
-                            "applied, rename keyring.json.rotating to keyring.json; else delete it.")
+        raise SemtraceError(
+            "A key rotation was interrupted: if the new credential was already applied, "
+            "rename keyring.json.rotating to keyring.json; else delete it.")
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
-        raise SemtraceError(f"{data_dir} is not a Semtrace data dir (run `semtrace init`).") from None
+        raise SemtraceError(
+            f"{data_dir} is not a Semtrace data dir (run `semtrace init`).") from None
     except (OSError, ValueError):
         raise SemtraceError(f"{path} is unreadable or damaged.") from None
     if meta.get("kind") != cred.kind:

@@ -49,11 +49,10 @@ class TopicAssigner(Protocol):
                synthetic: bool) -> str | None: ...
 
 
-class RedactorLike:
-    """Protocol-ish base: anything with `redact(Prompt) -> Redacted`."""
+class RedactorLike(Protocol):
+    """Anything with `redact(Prompt) -> Redacted` (Presidio in production)."""
 
-    def redact(self, prompt: Prompt) -> Redacted:  # pragma: no cover - interface
-        raise NotImplementedError
+    def redact(self, prompt: Prompt) -> Redacted: ...
 
 
 @dataclass

@@ -30,7 +30,8 @@ class ThreadFilter:
 
 
 def _thread_where(f: ThreadFilter) -> tuple[str, list[object]]:
-    clauses, params = ["turns >= ?"], [f.min_turns]
+    clauses: list[str] = ["turns >= ?"]
+    params: list[object] = [f.min_turns]
     if f.tenant:
         clauses.append("tenant = ?")
         params.append(f.tenant)

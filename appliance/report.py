@@ -48,7 +48,8 @@ def _holdings(store: Store, settings: RetentionSettings, now: datetime) -> list[
     tenants = [r[0] for r in store.db.execute("SELECT DISTINCT tenant FROM buckets ORDER BY 1")]
     for tenant in tenants:
         rules = rules_for(settings, tenant)
-        limits = {"prompts": rules.prompts_days, "vectors": rules.vectors_days or rules.prompts_days,
+        limits = {"prompts": rules.prompts_days,
+                  "vectors": rules.vectors_days or rules.prompts_days,
                   "vault": rules.vault_days, "threads": rules.threads_days or rules.prompts_days}
         for cls, oldest in _oldest(store, tenant).items():
             age = None if oldest is None else (now.timestamp() - oldest) / 86400
@@ -111,7 +112,8 @@ def render_markdown(signed: dict[str, Any]) -> str:
              f"Generated {r['generated_at']} (Semtrace {r['semtrace']}).", "",
              f"Audit chain: **{'intact' if r['audit_chain']['ok'] else 'BROKEN'}** "
              f"({r['audit_chain']['entries']} entries).", "",
-             f"Self-check of shredded buckets: **{'passed' if r['self_check']['passed'] else 'FAILED'}**"
+             "Self-check of shredded buckets: "
+             f"**{'passed' if r['self_check']['passed'] else 'FAILED'}**"
              f" ({r['self_check']['sampled_buckets']} sampled).", "",
              "## Oldest data held vs policy", "",
              "| tenant | class | oldest | age (days) | limit (days) | within policy |",
@@ -177,10 +179,9 @@ def check_report(text: str, *, trusted_keys: dict[str, str] | None = None) -> Re
         key_id, public, value = sig["key_id"], sig["public_key"], sig["value"]
     except (KeyError, TypeError):
         return ReportCheck(False, "The report lacks a signature.")
-    if trusted_keys is not None:
-        if trusted_keys.get(key_id) != public:
-            return ReportCheck(False, "The report is signed by a key this appliance does not "
-                                      "know.", key_id)
+    if trusted_keys is not None and trusted_keys.get(key_id) != public:
+        return ReportCheck(False, "The report is signed by a key this appliance does not know.",
+                           key_id)
     if not verify_signature(public, canonical(body), value):
         return ReportCheck(False, "The signature does not match the report's content.", key_id)
     if render(signed, fmt) != text:

@@ -143,10 +143,10 @@ class Store:
             else:
                 bid = int(row[0])
             self._bucket_ids[key] = bid
-        dek = self._dek(bid)
-        if dek is None:
+        live = self._dek(bid)
+        if live is None:
             raise SemtraceError("This bucket's key was destroyed; it takes no new records.")
-        return bid, dek
+        return bid, live
 
     def _dek(self, bucket_id: int) -> Dek | None:
         if bucket_id not in self._deks:
@@ -271,7 +271,8 @@ class Store:
 
     # ---------------------------------------------------------------- reads
 
-    def _decrypt(self, record_id: int, bucket_id: int, blob: bytes | None, what: str) -> bytes | None:
+    def _decrypt(self, record_id: int, bucket_id: int, blob: bytes | None,
+                 what: str) -> bytes | None:
         dek = self._dek(bucket_id)
         if dek is None or blob is None:
             return None

@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from appliance.client import Client  # noqa: E402
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "bench" / "threads-dev.jsonl"
-WORDS = ("could you tell me how the quarterly budget review for the platform team is going and "
-         "whether the new storage cluster will be ready before the migration deadline next month "
-         "please").split()
+TEMPLATE = ("could you tell me how the quarterly budget review for the platform team is going "
+            "and whether the new storage cluster will be ready before the migration deadline")
+WORDS = TEMPLATE.split(" ")
 
 
 def texts() -> list[str]:

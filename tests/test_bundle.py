@@ -10,7 +10,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
 from conftest import write_stream
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from conftest import make_prompt, scan_for, write_stream
 from test_spine import run_cli
 

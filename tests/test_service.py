@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_spine import run_cli
 
 from appliance.client import Client
-from test_spine import run_cli
 
 
 def _policy_dir(tmp: Path, **service: object) -> Path:
@@ -216,8 +216,8 @@ def test_a_peer_under_another_uid_is_refused(server: Server) -> None:
         os.chmod(p, modes[p] | 0o011)
     code = (
         "import os, socket, json; os.setgid(65534); os.setuid(65534);"
-        "s=socket.socket(socket.AF_UNIX); s.connect(%r);"
-        "s.sendall(b'{\"v\":1,\"op\":\"ping\"}\\n'); print(s.recv(4096).decode())" % str(server.sock)
+        f"s=socket.socket(socket.AF_UNIX); s.connect({str(server.sock)!r});"
+        "s.sendall(b'{\"v\":1,\"op\":\"ping\"}\\n'); print(s.recv(4096).decode())"
     )
     try:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

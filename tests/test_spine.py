@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -10,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from conftest import make_prompt, scan_for, write_stream
+from conftest import make_prompt, scan_for
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None,
