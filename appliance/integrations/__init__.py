@@ -1,0 +1,51 @@
+"""Gateway and application adapters: send prompts to the appliance, put its reply on spans.
+
+`litellm.py` is a LiteLLM callback; `decorator.py` is for applications that call
+models directly. Both use the helpers here so every adapter writes the same
+span attributes (docs/otel.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+# reply field -> span attribute (the GenAI semantic conventions, then ours)
+REPLY_ATTRIBUTES = {
+    "conversation_id": "gen_ai.conversation.id",
+    "position": "semtrace.position",
+    "intent": "semtrace.intent",
+    "similarity": "semtrace.similarity",
+    "parent_request_id": "semtrace.parent_request_id",
+    "topic_id": "semtrace.topic_id",
+}
+
+
+def reply_attributes(reply: dict[str, Any]) -> dict[str, Any]:
+    """The span attributes for an ingest (or lookup) reply; empty for an error reply."""
+    if not reply.get("ok"):
+        return {}
+    return {attr: reply[key] for key, attr in REPLY_ATTRIBUTES.items()
+            if reply.get(key) is not None}
+
+
+def annotate(span: Any, reply: dict[str, Any]) -> bool:
+    """Set the reply's attributes on `span` if it is still recording; whether it was."""
+    if span is None or not span.is_recording():
+        return False
+    attrs = reply_attributes(reply)
+    if attrs:
+        span.set_attributes(attrs)
+    return bool(attrs)
+
+
+def traceparent(span: Any = None) -> str | None:
+    """The W3C traceparent of `span` (default: the current span), or None without one."""
+    span = span if span is not None else trace.get_current_span()
+    if not span.get_span_context().is_valid:
+        return None
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier, context=trace.set_span_in_context(span))
+    return carrier.get("traceparent")

@@ -1,0 +1,177 @@
+"""For applications that call models directly: a context manager and a decorator.
+
+    tracer = opentelemetry.trace.get_tracer("my-app")
+    semtrace = Semtrace("/run/semtrace/semtrace.sock", tenant="acme")
+
+    with tracer.start_as_current_span("chat gpt-4o"):
+        with semtrace.turn(user_id=user, text=prompt, session_id=chat_id,
+                           model="openai/gpt-4o") as turn:
+            answer = call_model(prompt)
+            turn.usage(input_tokens=12, output_tokens=80)
+    turn.reply["conversation_id"]
+
+    @semtrace.traced(text="prompt", user_id="user", session_id="chat_id")
+    def ask(prompt: str, user: str, chat_id: str) -> str: ...
+
+On leaving the block the prompt is sent (after the model answered, with its
+latency and status) and the reply's attributes are set on the current span.
+The appliance being unreachable never breaks the application: the turn's
+`reply` is then None and a warning is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import logging
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import trace
+
+from appliance.client import Client
+from appliance.errors import SemtraceError
+from appliance.integrations import annotate, traceparent
+
+log = logging.getLogger("semtrace.integrations")
+
+
+@dataclass
+class Turn:
+    """One prompt being answered; the body may add usage; `reply` is set on exit."""
+
+    request: dict[str, Any]
+    reply: dict[str, Any] | None = None
+    _response: dict[str, Any] = field(default_factory=dict)
+
+    def usage(self, *, input_tokens: int | None = None,
+              output_tokens: int | None = None) -> None:
+        """Token counts of the model's answer."""
+        self._response.update({"input_tokens": input_tokens, "output_tokens": output_tokens})
+
+    @property
+    def conversation_id(self) -> str | None:
+        return self.reply.get("conversation_id") if self.reply and self.reply.get("ok") else None
+
+
+class Semtrace:
+    """A thread-safe connection to the appliance for one tenant."""
+
+    def __init__(self, socket_path: str | Path, *, tenant: str, timeout: float = 5.0) -> None:
+        self.socket_path = Path(socket_path)
+        self.tenant = tenant
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._client: Client | None = None
+
+    def send(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        """Send one request; None (and a warning) when the appliance cannot be reached."""
+        with self._lock:
+            try:
+                if self._client is None:
+                    self._client = Client(self.socket_path, timeout=self.timeout)
+                return self._client.request(request)
+            except (SemtraceError, OSError, ValueError) as exc:
+                if self._client is not None:
+                    with contextlib.suppress(OSError):
+                        self._client.close()
+                self._client = None
+                log.warning("semtrace did not record a request", extra={
+                    "event": "semtrace_unavailable", "request_id": request.get("request_id"),
+                    "error": type(exc).__name__})
+                return None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def _request(self, *, user_id: str, text: str, session_id: str | None, model: str | None,
+                 request_id: str | None) -> dict[str, Any]:
+        req: dict[str, Any] = {"v": 1, "op": "ingest", "tenant": self.tenant,
+                               "request_id": request_id or "app-" + secrets.token_hex(8),
+                               "user_id": user_id, "text": text,
+                               "ts": datetime.now(UTC).isoformat()}
+        req.update({k: v for k, v in (("session_id", session_id), ("model", model),
+                                      ("traceparent", traceparent())) if v})
+        return req
+
+    def _begin(self, **fields: Any) -> tuple[Turn, Any, float]:
+        return Turn(self._request(**fields)), trace.get_current_span(), time.perf_counter()
+
+    @staticmethod
+    def _finish(current: Turn, start: float, status: str) -> dict[str, Any]:
+        current.request["response"] = {
+            **current._response, "status": status,
+            "latency_ms": round((time.perf_counter() - start) * 1000, 1)}
+        return current.request
+
+    @contextlib.contextmanager
+    def turn(self, *, user_id: str, text: str, session_id: str | None = None,
+             model: str | None = None, request_id: str | None = None) -> Iterator[Turn]:
+        """Record the prompt answered inside the block; annotate the current span."""
+        current, span, start = self._begin(user_id=user_id, text=text, session_id=session_id,
+                                           model=model, request_id=request_id)
+        status = "error"
+        try:
+            yield current
+            status = "ok"
+        finally:
+            current.reply = self.send(self._finish(current, start, status))
+            if current.reply is not None:
+                annotate(span, current.reply)
+
+    @contextlib.asynccontextmanager
+    async def aturn(self, *, user_id: str, text: str, session_id: str | None = None,
+                    model: str | None = None,
+                    request_id: str | None = None) -> AsyncIterator[Turn]:
+        """`turn` for asyncio code: the request is sent from a thread, not the loop."""
+        current, span, start = self._begin(user_id=user_id, text=text, session_id=session_id,
+                                           model=model, request_id=request_id)
+        status = "error"
+        try:
+            yield current
+            status = "ok"
+        finally:
+            request = self._finish(current, start, status)
+            current.reply = await asyncio.to_thread(self.send, request)
+            if current.reply is not None:
+                annotate(span, current.reply)
+
+    def traced(self, *, text: str, user_id: str, session_id: str | None = None,
+               model: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorate a function that calls a model; the names are its argument names."""
+
+        def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+            sig = inspect.signature(fn)
+
+            def fields(args: Any, kwargs: Any) -> dict[str, Any]:
+                bound = sig.bind(*args, **kwargs).arguments
+                return {"text": str(bound[text]), "user_id": str(bound[user_id]),
+                        "session_id": str(bound[session_id])
+                        if session_id and bound.get(session_id) is not None else None,
+                        "model": model}
+
+            if inspect.iscoroutinefunction(fn):
+                @functools.wraps(fn)
+                async def run_async(*args: Any, **kwargs: Any) -> Any:
+                    async with self.aturn(**fields(args, kwargs)):
+                        return await fn(*args, **kwargs)
+                return run_async
+
+            @functools.wraps(fn)
+            def run(*args: Any, **kwargs: Any) -> Any:
+                with self.turn(**fields(args, kwargs)):
+                    return fn(*args, **kwargs)
+            return run
+
+        return decorate

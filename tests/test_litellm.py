@@ -1,0 +1,198 @@
+"""Real LiteLLM (mocked completions, no provider called) through a real `semtrace serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the cost map
+litellm = pytest.importorskip("litellm")
+
+from litellm.integrations.custom_logger import CustomLogger  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
+    InMemorySpanExporter,
+)
+from test_service import Server  # noqa: E402
+
+from appliance.client import Client  # noqa: E402
+from appliance.integrations.decorator import Semtrace  # noqa: E402
+from appliance.integrations.litellm import SemtraceLogger, user_text  # noqa: E402
+
+# LiteLLM's own pydantic models warn on import; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("litellm")
+    pw = tmp / "pw"
+    pw.touch(mode=0o600)
+    pw.write_text("litellm test passphrase\n")
+    srv = Server(tmp, pw).start()
+    yield srv
+    assert srv.stop() == 0
+
+
+class MetadataSpy(CustomLogger):
+    """A logger after ours: sees the metadata our callback added."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[dict[str, Any]] = []
+
+    def log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any,
+                          end_time: Any) -> None:
+        self.seen.append(dict(kwargs["litellm_params"].get("metadata") or {}))
+
+    async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any,
+                                      end_time: Any) -> None:
+        self.seen.append(dict(kwargs["litellm_params"].get("metadata") or {}))
+
+
+@pytest.fixture
+def tracing() -> Iterator[tuple[Any, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider.get_tracer("gateway"), exporter
+    provider.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _clean_callbacks() -> Iterator[None]:
+    yield
+    litellm.logging_callback_manager._reset_all_callbacks()
+
+
+def _lookup(server: Server, request_id: str) -> dict[str, Any]:
+    with Client(server.sock) as c:
+        return c.request({"v": 1, "op": "lookup", "tenant": "acme", "request_id": request_id})
+
+
+async def _until(cond: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "the callback did not run"
+        await asyncio.sleep(0.05)
+
+
+def test_async_completions_are_threaded_and_the_gateway_span_gets_the_conversation(
+        server: Server, tracing: tuple[Any, InMemorySpanExporter]) -> None:
+    tracer, exporter = tracing
+    logger, spy = SemtraceLogger(server.sock, tenant="acme"), MetadataSpy()
+    litellm.callbacks = [logger, spy]
+    asks = ["What's the weather forecast for Paris this weekend?",
+            "And will it rain in Paris on Sunday afternoon?"]
+
+    async def gateway() -> list[Any]:
+        responses = []
+        for i, question in enumerate(asks):
+            with tracer.start_as_current_span("POST /chat/completions"):
+                responses.append(await litellm.acompletion(
+                    model="gpt-4o", messages=[{"role": "system", "content": "Be brief."},
+                                              {"role": "user", "content": question}],
+                    mock_response="Sunny, 21 degrees.", user="alice",
+                    litellm_session_id="chat-paris"))
+                await _until(lambda n=i + 1: logger.sent + logger.failures >= n)
+        await _until(lambda: len(spy.seen) == len(asks))
+        return responses
+
+    responses = asyncio.run(gateway())
+    assert logger.failures == 0 and logger.sent == 2
+    spans = exporter.get_finished_spans()
+    replies = [_lookup(server, r._hidden_params.get("litellm_call_id") or "") for r in responses]
+    if not all(r["ok"] for r in replies):  # LiteLLM's call id is the request id we sent
+        ids = [s["gen_ai.conversation.id"] for s in spy.seen]
+        raise AssertionError(f"not recorded: {replies} {ids}")
+    for span, reply in zip(spans, replies, strict=True):
+        attrs = dict(span.attributes or {})
+        assert attrs["gen_ai.conversation.id"] == reply["conversation_id"]
+        assert attrs["semtrace.position"] == reply["position"]
+        assert reply["trace_id"] == format(span.context.trace_id, "032x")
+    assert replies[1]["conversation_id"] == replies[0]["conversation_id"]
+    assert replies[1]["parent_request_id"] == replies[0]["request_id"]
+    assert [m["gen_ai.conversation.id"] for m in spy.seen] == [r["conversation_id"]
+                                                               for r in replies]
+
+
+def test_sync_completion_annotates_the_proxy_span_and_failures_are_recorded(
+        server: Server, tracing: tuple[Any, InMemorySpanExporter]) -> None:
+    tracer, exporter = tracing
+    logger = SemtraceLogger(server.sock, tenant="acme")
+    litellm.callbacks = [logger]
+    with tracer.start_as_current_span("proxy request") as proxy_span:
+        ok = litellm.completion(
+            model="anthropic/claude-3-5-sonnet", messages=[{"role": "user", "content": [
+                {"type": "text", "text": "Summarise the Q3 incident report for the board."}]}],
+            mock_response="Three outages, all resolved.", user="bob",
+            metadata={"litellm_parent_otel_span": proxy_span, "session_id": "board-1"})
+        assert logger.wait(1)
+        with pytest.raises(Exception):  # noqa: B017 - LiteLLM maps the mock to its own type
+            litellm.completion(model="gpt-4o", messages=[{"role": "user", "content":
+                               "Draft the follow-up mail to the board."}], user="bob",
+                               mock_response=Exception("provider down"))
+        assert logger.wait(2)
+    reply = _lookup(server, ok._hidden_params["litellm_call_id"])
+    assert reply["ok"]
+    attrs = dict(exporter.get_finished_spans()[0].attributes or {})
+    assert attrs["gen_ai.conversation.id"] == reply["conversation_id"]
+    assert logger.sent == 2 and logger.failures == 0  # the failed completion was recorded too
+
+
+def test_an_unreachable_appliance_never_fails_the_completion(tmp_path: Path) -> None:
+    logger = SemtraceLogger(tmp_path / "nobody.sock", tenant="acme")
+    litellm.callbacks = [logger]
+    out = litellm.completion(model="gpt-4o", messages=[{"role": "user", "content": "Hi there"}],
+                             mock_response="Hello!", user="carol")
+    assert out.choices[0].message.content == "Hello!"
+    assert logger.wait(1) and logger.failures == 1 and logger.sent == 0
+
+
+def test_user_text_takes_the_last_user_message() -> None:
+    msgs = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}},
+                                         {"type": "text", "text": "second"}]}]
+    assert user_text(msgs) == "second"
+    assert user_text([{"role": "system", "content": "s"}]) is None
+
+
+def test_decorator_and_context_manager_record_and_annotate(
+        server: Server, tracing: tuple[Any, InMemorySpanExporter]) -> None:
+    tracer, exporter = tracing
+    semtrace = Semtrace(server.sock, tenant="acme")
+
+    @semtrace.traced(text="prompt", user_id="user", session_id="chat")
+    def ask(prompt: str, user: str, chat: str) -> str:
+        return "Use the blue cable."
+
+    @semtrace.traced(text="prompt", user_id="user")
+    async def ask_async(prompt: str, user: str) -> str:
+        return "Port 443."
+
+    with tracer.start_as_current_span("app call"):
+        assert ask("How do I connect the router to the modem?", "dave", chat="c9") == \
+            "Use the blue cable."
+    with tracer.start_as_current_span("app call async"):
+        assert asyncio.run(ask_async("Which port does the router admin page use?",
+                                     user="dave")) == "Port 443."
+    with tracer.start_as_current_span("manual"), semtrace.turn(
+            user_id="dave", text="Can I reset it to factory settings?",
+            model="openai/gpt-4o") as turn:
+        turn.usage(input_tokens=9, output_tokens=30)
+    semtrace.close()
+    assert turn.conversation_id is not None
+    spans = {s.name: dict(s.attributes or {}) for s in exporter.get_finished_spans()}
+    assert all(a.get("gen_ai.conversation.id", "").startswith("th_") for a in spans.values())
+    assert spans["manual"]["gen_ai.conversation.id"] == turn.conversation_id
+    down = Semtrace(Path("/nonexistent/semtrace.sock"), tenant="acme")
+    with down.turn(user_id="x", text="hello") as lost:
+        pass
+    assert lost.reply is None
