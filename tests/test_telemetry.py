@@ -330,3 +330,12 @@ def test_serve_logs_ids_and_never_canaries_exports_spans_and_serves_metrics(
     raw = b"".join(msg.SerializeToString() for msg in _Collector.received)
     for s in secrets:
         assert s.encode() not in raw and s.lower().encode() not in raw.lower(), s
+
+
+def test_alert_rules_and_metrics_doc_name_only_exported_series(observed: dict[str, Any]) -> None:
+    root = Path(__file__).resolve().parents[1] / "docs"
+    families = list(text_string_to_metric_families(observed["exposition"]))
+    exported = {f.name for f in families} | {s.name for f in families for s in f.samples}
+    for doc in ("alerts.yml", "metrics.md"):
+        used = set(re.findall(r"\bsemtrace_[a-z_]+[a-z]", (root / doc).read_text()))
+        assert used and used <= exported, (doc, used - exported)
