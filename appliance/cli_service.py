@@ -83,7 +83,10 @@ def telemetry_settings(base: Any, metrics_listen: str | None, otlp_endpoint: str
     try:
         return TelemetrySettings.model_validate(data)
     except ValidationError as exc:
-        raise click.BadParameter(exc.errors()[0]["msg"], param_hint="--otlp-endpoint") from None
+        first = exc.errors()[0]
+        option = "--metrics" if first["loc"][0] == "metrics" else "--otlp-endpoint"
+        raise click.BadParameter(first["msg"].removeprefix("Value error, "),
+                                 param_hint=option) from None
 
 
 async def _serve_with_jobs(service: Any, rt: Any, telemetry: Any = None) -> None:

@@ -186,6 +186,17 @@ class MetricsSettings(_Strict):
     agreement_sample_rate: float = Field(default=0.1, ge=0.0, le=1.0)
     agreement_window: int = Field(default=500, ge=10, le=100_000)
 
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if value.startswith("unix:"):
+            if not value[5:].startswith("/"):
+                raise ValueError("a Unix socket must be an absolute path: unix:/path")
+        elif value and (not sep or not host or not port.isdigit() or int(port) > 65535):
+            raise ValueError("must be host:port, unix:/path, or empty")
+        return value
+
 
 class LogSettings(_Strict):
     each_request: bool = True  # one `ingested` line per prompt (ids only, never text)

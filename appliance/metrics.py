@@ -9,22 +9,31 @@ out: they are only released through the privacy gate (`semtrace stats`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import secrets
 import socketserver
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import MetricsHandler, start_http_server
 from prometheus_client.registry import Collector
 
 from appliance import __version__
 from appliance.protocol import OPS
-from appliance.records import POSITIONS
+from appliance.records import POSITIONS, Outcome, Prompt
 
 STAGES = ("redaction", "embedding", "linking", "commit", "index")
 ERROR_CODES = ("bad_frame", "bad_json", "bad_version", "unknown_op", "bad_request", "not_found",
@@ -69,6 +78,7 @@ class Metrics:
 
     def __init__(self, *, tenant_labels: int = 20, agreement_window: int = 500,
                  registry: CollectorRegistry | None = None) -> None:
+        disable_created_metrics()  # no `_created` twin of every series (process-wide)
         r = self.registry = registry or CollectorRegistry()
         self.requests = Counter("semtrace_requests", "Requests answered, by op, status "
                                 "(ok, duplicate, queued or the error code) and position.",
@@ -173,6 +183,51 @@ class Metrics:
         """Record one verification of the audit chain."""
         self.audit_valid.set(1 if valid else 0)
         self.audit_checked.set(checked_at)
+
+
+class SessionAgreement:
+    """Compares sampled linker decisions with client session ids, in bounded memory.
+
+    Session ids are kept only as keyed digests (the key lives in this process).
+    Results: agree; split (the session went on but the linker started a thread);
+    merge (the linker joined a turn of another session).
+    """
+
+    def __init__(self, rate: float, capacity: int = 50_000) -> None:
+        self.rate = rate
+        self._key = secrets.token_bytes(16)
+        self._cap = capacity
+        self._requests: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._sessions: OrderedDict[tuple[str, bytes], str] = OrderedDict()
+
+    def _digest(self, value: str) -> bytes:
+        return hashlib.blake2b(value.encode(), key=self._key, digest_size=8).digest()
+
+    def _remember(self, table: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+        table[key] = value
+        table.move_to_end(key)
+        if len(table) > self._cap:
+            table.popitem(last=False)
+
+    def observe(self, prompt: Prompt, outcome: Outcome) -> str | None:
+        """The comparison's result for this prompt, or None (not sampled / not knowable)."""
+        if prompt.session_id is None or outcome.duplicate:
+            return None
+        session = self._digest(prompt.session_id)
+        earlier = self._sessions.get((prompt.tenant, session))
+        parent = None
+        if outcome.parent_request_id is not None:
+            parent = self._requests.get((prompt.tenant, outcome.parent_request_id))
+        self._remember(self._requests, (prompt.tenant, prompt.request_id), session)
+        self._remember(self._sessions, (prompt.tenant, session), outcome.thread_id)
+        draw = int.from_bytes(self._digest(prompt.request_id), "big") / 2**64
+        if draw >= self.rate:
+            return None
+        if outcome.parent_request_id is None:
+            return "agree" if earlier is None else "split"
+        if parent is None:
+            return None  # the parent's session is not known (older than this process)
+        return "agree" if parent == session else "merge"
 
 
 def timed(fn: Callable[..., Any], histogram: Any, clock: Callable[[], float]) -> Callable[..., Any]:

@@ -8,14 +8,11 @@ Spans are built only when an exporter is configured (`make_tracer_provider`).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
-import secrets
 import sys
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -30,6 +27,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from appliance import __version__
 from appliance.config import TelemetrySettings, TracingSettings
 from appliance.errors import ConfigError
+from appliance.metrics import SessionAgreement
 from appliance.records import Outcome, Prompt
 
 if TYPE_CHECKING:
@@ -225,51 +223,6 @@ class SpanWriter:
 
 # ---------------------------------------------------------------- observer
 
-class SessionAgreement:
-    """Compares sampled linker decisions with client session ids, in bounded memory.
-
-    Session ids are kept only as keyed digests (the key lives in this process).
-    Results: agree; split (the session went on but the linker started a thread);
-    merge (the linker joined a turn of another session).
-    """
-
-    def __init__(self, rate: float, capacity: int = 50_000) -> None:
-        self.rate = rate
-        self._key = secrets.token_bytes(16)
-        self._cap = capacity
-        self._requests: OrderedDict[tuple[str, str], bytes] = OrderedDict()
-        self._sessions: OrderedDict[tuple[str, bytes], str] = OrderedDict()
-
-    def _digest(self, value: str) -> bytes:
-        return hashlib.blake2b(value.encode(), key=self._key, digest_size=8).digest()
-
-    def _remember(self, table: OrderedDict[Any, Any], key: Any, value: Any) -> None:
-        table[key] = value
-        table.move_to_end(key)
-        if len(table) > self._cap:
-            table.popitem(last=False)
-
-    def observe(self, prompt: Prompt, outcome: Outcome) -> str | None:
-        """The comparison's result for this prompt, or None (not sampled / not knowable)."""
-        if prompt.session_id is None or outcome.duplicate:
-            return None
-        session = self._digest(prompt.session_id)
-        earlier = self._sessions.get((prompt.tenant, session))
-        parent = None
-        if outcome.parent_request_id is not None:
-            parent = self._requests.get((prompt.tenant, outcome.parent_request_id))
-        self._remember(self._requests, (prompt.tenant, prompt.request_id), session)
-        self._remember(self._sessions, (prompt.tenant, session), outcome.thread_id)
-        draw = int.from_bytes(self._digest(prompt.request_id), "big") / 2**64
-        if draw >= self.rate:
-            return None
-        if outcome.parent_request_id is None:
-            return "agree" if earlier is None else "split"
-        if parent is None:
-            return None  # the parent's session is not known (older than this process)
-        return "agree" if parent == session else "merge"
-
-
 class Telemetry:
     """The service's observer: metrics, spans and per-request log lines from each batch."""
 
@@ -304,9 +257,12 @@ class Telemetry:
         self._stages.append((stage, start_ns, end_ns))
 
     def reply(self, op: str, reply: dict[str, Any]) -> None:
-        """Count a reply (event loop)."""
+        """Count a reply (event loop); never raises into the service."""
         if self.metrics is not None:
-            self.metrics.reply(op, reply)
+            try:
+                self.metrics.reply(op, reply)
+            except Exception:
+                log.exception("telemetry failed", extra={"event": "telemetry_failed"})
 
     def batch(self, items: Sequence[QueuedLike], outcomes: Sequence[Outcome] | None) -> None:
         """Record a committed (or failed) batch (worker thread)."""

@@ -199,8 +199,8 @@ def test_tenant_labels_are_bounded() -> None:
 def test_session_agreement_detects_splits_and_merges() -> None:
     from conftest import make_prompt
 
+    from appliance.metrics import SessionAgreement
     from appliance.records import Outcome
-    from appliance.telemetry import SessionAgreement
 
     agree = SessionAgreement(rate=1.0)
 
