@@ -92,8 +92,8 @@ class Metrics:
         self.batch_size = Histogram("semtrace_batch_size", "Prompts per committed batch.",
                                     buckets=BATCH_BUCKETS, registry=r)
         self.index_query = Histogram(
-            "semtrace_index_query_seconds", "One query: history = the linker's candidate "
-            "query and scoring for one prompt; vector = a usearch search.", ["index"],
+            "semtrace_index_query_seconds", "One query; history = the linker's query of a "
+            "user's candidate history and its scoring, per prompt.", ["index"],
             buckets=LATENCY_BUCKETS, registry=r)
         self.failures = Counter("semtrace_correlation_failures", "Prompts not correlated: "
                                 "error = could not be recorded, orphaned = a follow-up whose "
@@ -141,8 +141,7 @@ class Metrics:
             self.agreement.labels(result)
         for result in ("ok", "failed"):
             self.retention_runs.labels(result)
-        for index in ("history", "vector"):
-            self.index_query.labels(index)
+        self.index_query.labels("history")
 
     def _accuracy(self) -> float:
         window = list(self._window)
