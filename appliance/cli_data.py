@@ -195,6 +195,23 @@ def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | 
         click.echo(f"      {r.text if r.text is not None else '[shredded]'}")
 
 
+def _search_tenants(rt: Runtime, role: str, tenant: str | None, user: str | None) -> list[str]:
+    """Tenants a search may cover: one user's prompts, or other users' where policy allows."""
+    from appliance.errors import AccessDenied
+    from appliance.query import tenants as all_tenants
+    from appliance.roles import allowed
+
+    if user is not None:
+        return [tenant] if tenant else []
+    wanted = [tenant] if tenant else all_tenants(rt.store)
+    auditor = allowed(rt.policies.access, role, "audit")
+    ok = [t for t in wanted if auditor or rt.policies.privacy.cross_user_search.get(t, False)]
+    if tenant is not None and not ok:
+        raise AccessDenied(f"Searching across users of tenant {tenant} is off in privacy.toml "
+                           "(cross_user_search); search one user's prompts with --user.")
+    return ok
+
+
 @click.command()
 @click.argument("text")
 @data_dir_option
@@ -202,24 +219,40 @@ def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | 
 @role_option
 @click.option("--tenant", default=None, help="Only this tenant.")
 @click.option("--user", default=None, help="Only this user id (needs --tenant).")
+@click.option("--since", default=None, help="Only prompts from this ISO date or time on.")
 @click.option("-k", "--limit", type=click.IntRange(1, 1000), default=10, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of hits.")
 def search(text: str, data_dir: Path | None, passphrase_file: Path | None,
            key_file: Path | None, role: str | None, tenant: str | None, user: str | None,
-           limit: int, as_json: bool) -> None:
-    """Find stored prompts similar to TEXT (redacted text is searched)."""
+           since: str | None, limit: int, as_json: bool) -> None:
+    """Find stored prompts similar to TEXT (redacted text is searched).
+
+    Scoped by role: one user's prompts with --user, other users' prompts only in
+    tenants whose privacy policy allows cross-user search (or for auditors).
+    Exact below a size threshold, usearch HNSW above it.
+    """
     from appliance.embed import LlamaEmbedder
-    from appliance.query import build_index
+    from appliance.ingest import parse_ts
+    from appliance.query import build_search_index
     from appliance.query import search as run_search
+    from appliance.roles import require
 
     if not text.strip():
         raise SemtraceError("The search text is empty.")
+    try:
+        start = parse_ts(since) if since is not None else None
+    except SemtraceError:
+        raise SemtraceError("--since must be an ISO-8601 date or time, e.g. 2024-03-04.") from None
     rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
     try:
-        embedder = LlamaEmbedder(rt.policies.correlation.embedding)
+        role_name = require(rt.policies.access, role, "search")
         pseudo = _user_pseudonym(rt, tenant, user)
-        index = build_index(rt.store, embedder, tenant=tenant, user=pseudo)
-        hits = run_search(rt.store, index, embedder, text, tenant=tenant, user=pseudo, k=limit)
+        tenants = _search_tenants(rt, role_name, tenant, user)
+        embedder = LlamaEmbedder(rt.policies.correlation.embedding)
+        index = build_search_index(rt.store, embedder, tenants=tenants, user=pseudo,
+                                   since=start)
+        hits = run_search(rt.store, index, embedder, text, tenant=tenant, user=pseudo, k=limit,
+                          since=start)
     finally:
         rt.close()
     if as_json:

@@ -345,3 +345,32 @@ def audit_entries(store: Store, *, events: tuple[str, ...] | None = None,
     rows = store.db.execute(sql, params).fetchall()
     return [AuditEntry(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6])
             for r in reversed(rows)]
+
+
+def build_search_index(store: Store, embedder: Embedder, *, tenants: list[str],
+                       user: str | None = None, since: datetime | None = None,
+                       dtype: str = "f16") -> VectorIndex:
+    """An in-memory index of the readable vectors of `tenants` (one user's; since a time).
+
+    Searches over it are exact below `index.EXACT_BELOW` vectors in scope and
+    usearch HNSW (with `dtype` quantisation) above.
+    """
+    index = VectorIndex(embedder.dims, dtype)
+    if not tenants:
+        return index
+    sql = ("SELECT id, tenant, user, bucket_id, vector_ct FROM records WHERE model_id=? AND "
+           f"tenant IN ({','.join('?' * len(tenants))})")
+    params: list[object] = [embedder.model_id, *tenants]
+    if user is not None:
+        sql += " AND user=?"
+        params.append(user)
+    if since is not None:
+        sql += " AND ts>=?"
+        params.append(since.timestamp())
+    rows = []
+    for rid, tenant, who, bid, vct in store.db.execute(sql + " ORDER BY id", params):
+        vec = store.vector(rid, bid, vct)
+        if vec is not None:
+            rows.append((rid, tenant, who, vec))
+    index.rebuild(rows)
+    return index

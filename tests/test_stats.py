@@ -202,3 +202,41 @@ def test_position_mix_shares_add_up_per_day(runtime: Any) -> None:
     day = T0.strftime("%Y-%m-%d")
     assert shares[(day, "continuation")] == pytest.approx(2 / 3)
     assert shares[((T0 + timedelta(days=1)).strftime("%Y-%m-%d"), "topic_shift")] == 1.0
+
+
+# ---------------------------------------------------------------- search scoping
+
+
+def search(cli_runner: Any, common: list[str], *args: str) -> Any:
+    from appliance.cli import cli
+
+    return cli_runner.invoke(cli, ["search", "rain tomorrow", *common, "--json", *args])
+
+
+def test_search_is_scoped_by_user_time_and_policy(filled: Any, cli_runner: Any, data_dir: Path,
+                                                  passphrase_file: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance.config import policy_dir
+
+    common = ["--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file)]
+    everyone = json.loads(search(cli_runner, common, "--tenant", "acme", "-k", "50").output)
+    assert len({h["user"] for h in everyone}) == 6 and len(everyone) == 24
+    mine = json.loads(search(cli_runner, common, "--tenant", "acme", "--user", "user1").output)
+    assert len(mine) == 4 and len({h["user"] for h in mine}) == 1
+    assert "weather" in mine[0]["text"] or "rain" in mine[0]["text"]
+    late = json.loads(search(cli_runner, common, "--tenant", "acme", "-k", "50", "--since",
+                             (T0 + timedelta(hours=3)).isoformat()).output)
+    assert len(late) == 12 and len({h["user"] for h in late}) == 3  # users 3, 4 and 5
+    assert min(h["ts"] for h in late) == "2026-03-02T12:00:00Z"
+    assert search(cli_runner, common, "--role", "operator").exit_code != 0
+
+    policies = tmp_path / "policies"
+    shutil.copytree(policy_dir(), policies)
+    toml = policies / "privacy.toml"
+    toml.write_text(toml.read_text().replace("[cross_user_search]\nacme = true",
+                                             "[cross_user_search]\nacme = false"))
+    monkeypatch.setenv("SEMTRACE_POLICY_DIR", str(policies))
+    refused = search(cli_runner, common, "--tenant", "acme")
+    assert refused.exit_code != 0 and "cross_user_search" in str(refused.exception)
+    assert len(json.loads(search(cli_runner, common, "--tenant", "acme", "--user",
+                                 "user1").output)) == 4
