@@ -262,6 +262,18 @@ def search(text: str, data_dir: Path | None, passphrase_file: Path | None,
         click.echo(f"{h.similarity:.3f}  {h.thread_id}  #{h.record_id}  {h.text}")
 
 
+def _rebased(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Shift the demo's timestamps so that it ends now (older prompts would be past retention)."""
+    from datetime import UTC, datetime
+
+    from appliance.ingest import parse_ts
+
+    times = [parse_ts(r["ts"]) for r in rows]
+    shift = datetime.now(UTC).replace(microsecond=0) - max(times)
+    return [{**r, "ts": (t + shift).strftime("%Y-%m-%dT%H:%M:%SZ")} for r, t in zip(
+        rows, times, strict=True)]
+
+
 def _demo_through_service(data_dir: Path, pw: Path) -> None:
     """Start `semtrace serve`, send the demo stream through its socket, stop it (SIGTERM)."""
     import json
@@ -288,7 +300,8 @@ def _demo_through_service(data_dir: Path, pw: Path) -> None:
                 if time.monotonic() > deadline:
                     raise SemtraceError("The demo service did not start in time.") from None
                 time.sleep(0.2)
-        rows = [json.loads(line) for line in DEMO_STREAM.read_text().splitlines() if line.strip()]
+        rows = _rebased([json.loads(line) for line in DEMO_STREAM.read_text().splitlines()
+                         if line.strip()])
         requests = ({"v": 1, "op": "ingest", "request_id": f"demo-{r['index']}",
                      **{k: v for k, v in r.items() if k != "index"}} for r in rows)
         with Client(sock) as c:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -84,7 +85,15 @@ def _lines(s: socket.socket, n: int) -> list[dict[str, object]]:
     return [json.loads(x) for x in buf.splitlines()[:n]]
 
 
-def ingest(rid: str, text: str, *, user: str = "alice", ts: str = "2026-03-02T09:00:00Z",
+# Prompts are dated today: the service's start-up retention run would shred older ones.
+TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def at(minutes: int) -> str:
+    return (TODAY + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def ingest(rid: str, text: str, *, user: str = "alice", ts: str = at(0),
            **kw: object) -> dict[str, object]:
     return {"v": 1, "op": "ingest", "request_id": rid, "tenant": "acme", "user_id": user,
             "ts": ts, "text": text, **kw}
@@ -105,11 +114,11 @@ def test_ingest_replies_with_conversation_and_continues_the_trace(server: Server
     tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     with Client(server.sock) as c:
         first = c.ingest(tenant="acme", user_id="alice", text="What's the weather in Paris?",
-                         request_id="w-1", ts="2026-03-02T09:00:00Z", traceparent=tp)
+                         request_id="w-1", ts=at(0), traceparent=tp)
         again = c.ingest(tenant="acme", user_id="alice", text="What's the weather in Paris?",
-                         request_id="w-1", ts="2026-03-02T09:00:00Z", traceparent=tp)
+                         request_id="w-1", ts=at(0), traceparent=tp)
         bad_tp = c.ingest(tenant="acme", user_id="alice", text="Recommend a sci-fi novel.",
-                          request_id="w-2", ts="2026-03-02T09:01:00Z", traceparent="00-zz")
+                          request_id="w-2", ts=at(1), traceparent="00-zz")
         looked = c.request({"v": 1, "op": "lookup", "tenant": "acme", "request_id": "w-1"})
         fb = c.request({"v": 1, "op": "feedback", "tenant": "acme", "request_id": "w-1",
                         "rating": 1})
@@ -217,7 +226,7 @@ def test_a_peer_under_another_uid_is_refused(server: Server) -> None:
     code = (
         "import os, socket, json; os.setgid(65534); os.setuid(65534);"
         f"s=socket.socket(socket.AF_UNIX); s.connect({str(server.sock)!r});"
-        "s.sendall(b'{\"v\":1,\"op\":\"ping\"}\\n'); print(s.recv(4096).decode())"
+        "print(s.recv(4096).decode())"  # the refusal comes at once, before any request
     )
     try:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -242,7 +251,7 @@ def test_kill_9_loses_no_acknowledged_prompt(tmp_path: Path, passphrase_file: Pa
     with Client(srv.sock) as c:
         for i in range(40):
             r = c.ingest(tenant="acme", user_id=f"user{i % 3}", text=texts[i % 5],
-                         request_id=f"k-{i}", ts=f"2026-03-02T09:{i:02d}:00Z")
+                         request_id=f"k-{i}", ts=at(i))
             if r["ok"]:
                 acked.append(f"k-{i}")
             if i == 25:
