@@ -82,10 +82,16 @@ if [ "$service" = 1 ]; then
     run install -m 0600 -o root -g root "$passphrase_file" /etc/semtrace/passphrase
   fi
   if [ ! -f "$data_dir/keyring.json" ]; then
+    # init as root (it can read the passphrase file), then hand the store to the service user
     pw_args=(); [ -n "$passphrase_file" ] && pw_args=(--passphrase-file "$passphrase_file")
-    run runuser -u semtrace -- "$prefix/bin/semtrace" init --data-dir "$data_dir" "${pw_args[@]}"
+    run "$prefix/bin/semtrace" init --data-dir "$data_dir" "${pw_args[@]}"
+    run chown -R semtrace:semtrace "$data_dir"
   fi
-  command -v systemctl >/dev/null && run systemctl daemon-reload
+  if [ -d /run/systemd/system ]; then
+    run systemctl daemon-reload
+  else
+    echo "install: systemd is not running here; the unit is installed for the next boot."
+  fi
   echo "install: enable with 'systemctl enable --now semtrace'."
 else
   run mkdir -p "$data_dir"
