@@ -82,7 +82,7 @@ class GroupStats:
     mean_turns: Figure
     refinement_share: Figure
     abandonment_share: Figure
-    blocks: Figure
+    blocked_share: Figure  # threads with a guardrail-blocked prompt
     tokens: Figure
     mean_tokens: Figure
 
@@ -191,8 +191,10 @@ def topic_labels(store: Store, tenant: str) -> dict[str, str]:
         "SELECT topic_id, label FROM topics WHERE tenant=? AND label IS NOT NULL", (tenant,)))
 
 
-GROUP_MEASURES = (Measure("turns", 50), Measure("refinement", 1), Measure("abandoned", 1),
-                  Measure("blocks", 10), Measure("tokens", 20_000))
+# Per-thread clip bounds: a sum's noise grows with its bound, so they sit just above
+# what most threads reach (turns, tokens in and out).
+GROUP_MEASURES = (Measure("turns", 20), Measure("refinement", 1), Measure("abandoned", 1),
+                  Measure("blocked", 1), Measure("tokens", 8_000))
 
 
 def _report(kind: str, tenant: str, start: datetime, end: datetime, rel: Release,
@@ -206,9 +208,10 @@ def group_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
                 start: datetime, end: datetime, kind: str,
                 keys: Callable[[ThreadRow], Iterable[str]], labels: dict[str, str],
                 single_user: str | None = None) -> Report[GroupStats]:
-    """Threads, mean turns, refinement and abandonment shares, blocks, tokens per key."""
+    """Threads, mean turns, refinement/abandonment/blocked shares, tokens per key."""
     units = [Unit(t.user, key, {"turns": len(t.turns), "refinement": float(t.refinement),
-                                "abandoned": float(t.abandoned(end)), "blocks": t.blocks,
+                                "abandoned": float(t.abandoned(end)),
+                                "blocked": float(t.blocks > 0),
                                 "tokens": sum(x.tokens for x in t.turns)})
              for t in threads for key in keys(t)]
     rel = gate.release(tenant, units, measures=GROUP_MEASURES, single_user=single_user)
@@ -219,8 +222,9 @@ def group_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
             key=g.group, label=labels.get(g.group), threads=g.count,
             mean_turns=ratio(s["turns"], g.count), refinement_share=ratio(
                 s["refinement"], g.count, cap=1.0),
-            abandonment_share=ratio(s["abandoned"], g.count, cap=1.0), blocks=s["blocks"],
-            tokens=s["tokens"], mean_tokens=ratio(s["tokens"], g.count)))
+            abandonment_share=ratio(s["abandoned"], g.count, cap=1.0),
+            blocked_share=ratio(s["blocked"], g.count, cap=1.0), tokens=s["tokens"],
+            mean_tokens=ratio(s["tokens"], g.count)))
     rows.sort(key=lambda r: -r.threads.value)
     return _report(kind, tenant, start, end, rel, rows)
 

@@ -146,7 +146,7 @@ def _line(r: object) -> str:
     if isinstance(r, analytics.GroupStats):
         return (f"{r.key:<16} {r.label or '':<36.36} threads {_fmt(r.threads)}  turns "
                 f"{_fmt(r.mean_turns)}  refine {_fmt(r.refinement_share, True)}  abandon "
-                f"{_fmt(r.abandonment_share, True)}  blocks {_fmt(r.blocks)}  tokens "
+                f"{_fmt(r.abandonment_share, True)}  blocked {_fmt(r.blocked_share, True)}  tokens "
                 f"{_fmt(r.tokens)}")
     if isinstance(r, analytics.PositionShare):
         return f"{r.period}  {r.position:<14} {_fmt(r.prompts)}  {_fmt(r.share, True)}"
@@ -171,7 +171,7 @@ def stats() -> None:
 @stats.command("topics")
 @stats_command
 def stats_topics(scope: Scope) -> analytics.Report[Any]:
-    """Per topic: threads, mean turns, refinement and abandonment shares, blocks, tokens."""
+    """Per topic: threads, mean turns, refinement/abandonment/blocked shares, tokens."""
     return analytics.topic_stats(scope.threads(), scope.gate, tenant=scope.tenant,
                                  start=scope.start, end=scope.end, labels=scope.labels(),
                                  single_user=scope.user)

@@ -88,7 +88,7 @@ def test_stats_topics_json_is_noisy_and_accounted(filled: Any, cli_runner: Any, 
     assert len(out["rows"]) >= 1
     for row in out["rows"]:
         assert set(row) == {"key", "label", "threads", "mean_turns", "refinement_share",
-                            "abandonment_share", "blocks", "tokens", "mean_tokens"}
+                            "abandonment_share", "blocked_share", "tokens", "mean_tokens"}
         assert set(row["threads"]) == FIGURE and row["threads"]["noise_scale"] > 0
         assert row["threads"]["ci95"] == pytest.approx(row["threads"]["noise_scale"] * 3.0,
                                                        rel=0.01)
@@ -171,7 +171,7 @@ def test_group_figures_follow_the_definitions(runtime: Any) -> None:
     a = by["tp_a"]
     assert a.label == "weather, rain" and a.threads.value == 2 and a.mean_turns.value == 3
     assert a.refinement_share.value == 0.5 and a.abandonment_share.value == 0.5
-    assert a.blocks.value == 1 and a.tokens.value == 60 and a.mean_tokens.value == 30
+    assert a.blocked_share.value == 0.5 and a.tokens.value == 60 and a.mean_tokens.value == 30
     assert by["tp_b"].abandonment_share.value == 0  # still active: not abandoned yet
     models = analytics.model_stats(threads, exact_gate(runtime.store.db), tenant="acme",
                                    start=T0, end=end, labels={}, single_user="me")
