@@ -9,6 +9,7 @@ view is scoped to one user).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -122,7 +123,8 @@ class Lift:
     baseline: Figure
     window_share: float
     baseline_share: float
-    lift: float | None  # None: absent from the baseline
+    lift: float | None  # None: nothing (or noise only) in the baseline
+    significant: bool  # the share grew by more than twice the noise's standard deviation
 
 
 R = TypeVar("R")
@@ -328,9 +330,14 @@ def incident_lifts(window: Iterable[ThreadRow], baseline: Iterable[ThreadRow],
         if side != "w":
             continue
         base = figs.get(f"b|{dim}|{value}", Figure(0.0, 0.0, rel.exact))
-        ws = fig.value / max(totals.get(("w", dim), 0.0), 1.0)
-        bs = base.value / max(totals.get(("b", dim), 0.0), 1.0)
+        w_total = max(totals.get(("w", dim), 0.0), 1.0)
+        b_total = max(totals.get(("b", dim), 0.0), 1.0)
+        ws, bs = fig.value / w_total, base.value / b_total
+        # a Laplace(b) count has standard deviation b * sqrt(2)
+        sd = math.hypot(fig.noise_scale / w_total, base.noise_scale / b_total) * math.sqrt(2)
         rows.append(Lift(dim, value, labels.get(value) if dim == "topic" else None, fig, base,
-                         round(ws, 4), round(bs, 4), round(ws / bs, 3) if bs > 0 else None))
-    rows.sort(key=lambda r: (r.lift is not None, -(r.lift or 0.0), -r.window.value))
+                         round(ws, 4), round(bs, 4), round(ws / bs, 3) if bs > 0 else None,
+                         significant=ws - bs > 2 * sd))
+    rows.sort(key=lambda r: (not r.significant, r.lift is not None, -(r.lift or 0.0),
+                             -r.window.value))
     return _report("incident", tenant, start, end, rel, rows)

@@ -133,7 +133,7 @@ def _print(report: analytics.Report[Any]) -> None:
     how = ("exact (one user's own data)" if report.exact else
            f"differentially private: epsilon {report.epsilon:g} spent, "
            f"{report.budget_remaining:g} left today; groups under {report.k_min_users} users "
-           "withheld; ± is a 95% interval")
+           "withheld; ± is a 95% interval; * marks a rise beyond the noise")
     click.echo(f"{report.kind} for {report.tenant}, {report.start:%Y-%m-%d %H:%M} to "
                f"{report.end:%Y-%m-%d %H:%M} UTC — {how}")
     for r in report.rows:
@@ -157,8 +157,8 @@ def _line(r: object) -> str:
                 f"retried {_fmt(r.retried_share, True)}  repeated "
                 f"{_fmt(r.repeated_share, True)}{ids}")
     if isinstance(r, analytics.Lift):
-        lift = "new" if r.lift is None else f"x{r.lift:.2f}"
-        return (f"{r.dimension:<8} {r.key:<16} {r.label or '':<30.30} {lift:>7}  window "
+        lift = ("new" if r.lift is None else f"x{r.lift:.2f}") + ("*" if r.significant else "")
+        return (f"{r.dimension:<8} {r.key:<16} {r.label or '':<30.30} {lift:>8}  window "
                 f"{_fmt(r.window)}  baseline {_fmt(r.baseline)}")
     return str(r)
 

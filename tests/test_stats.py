@@ -188,6 +188,7 @@ def test_incident_finds_the_over_represented_topic(runtime: Any) -> None:
                                    single_user="me")
     topics = [r for r in rep.rows if r.dimension == "topic"]
     assert topics[0].key == "tp_c" and topics[0].lift is None  # new in the window
+    assert topics[0].significant and not any(r.significant for r in topics[1:])
     b = next(r for r in topics if r.key == "tp_b")
     assert b.window_share == 0.2 and b.baseline_share == 0.5 and b.lift == 0.4
 
