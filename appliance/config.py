@@ -61,8 +61,8 @@ class CorrelationSettings(_Strict):
     # Linker shortlist: cosine is computed over the newest `scan_candidates` turns; the
     # newest `recent_candidates` turns (and latest turn of as many recent threads) plus
     # the `similar_candidates` most similar turns are scored in full.
-    scan_candidates: int = Field(default=20_000, ge=1, le=1_000_000)
-    recent_candidates: int = Field(default=24, ge=1, le=1000)
+    scan_candidates: int = Field(default=2_000, ge=1, le=1_000_000)
+    recent_candidates: int = Field(default=12, ge=1, le=1000)
     similar_candidates: int = Field(default=8, ge=1, le=1000)
     # A new thread started within this many minutes of the user's last prompt is a topic shift.
     topic_shift_minutes: float = Field(default=30.0, ge=0.0)

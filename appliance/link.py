@@ -31,15 +31,8 @@ Linker = Callable[["LinkInput", Sequence[Candidate]], Link]
 FOLLOW_UP_CUES = frozenset({"pronoun", "demonstrative", "ellipsis", "elaboration", "correction"})
 QUERY_CUES = ("pronoun", "demonstrative", "ellipsis", "elaboration", "correction",
               "acknowledgement", "management", "question")
-FEATURES = (
-    "q_gap_last", "q_words", *(f"q_{c}" for c in QUERY_CUES), "q_entities", "q_max_sim",
-    "q_active_threads",
-    "sim", "sim_margin", "sim_rank", "gap", "recency_rank", "user_latest", "thread_latest",
-    "thread_head", "turns_after", "thread_rank", "thread_turns", "thread_gap", "thread_max_sim",
-    "thread_margin", "centroid_sim", "head_sim", "same_session", "other_session", "ent_cand",
-    "ent_thread", "kw_cand", "kw_thread", "ph_types", "cand_ack", "thread_last_ack",
-    "cand_words",
-)
+QUERY_FEATURES = ("q_gap_last", "q_words", *(f"q_{c}" for c in QUERY_CUES), "q_entities",
+                  "q_max_sim", "q_active_threads", "q_novel")
 
 
 # Generic English cue lexicons (never keyed to any data set's texts).
@@ -47,8 +40,14 @@ _PLACEHOLDER = re.compile(r"<([A-Z][A-Z_]*?)(?:_\d+)?>")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _CUES = {
     "pronoun": r"\b(it|its|it's|itself|they|them|their|theirs|he|him|his|she|her|hers)\b",
-    "demonstrative": r"\b(this|that|these|those|there|such|the same|the other|the former|"
-                     r"the latter|that one|this one|the last one|the first one)\b",
+    # "that" and "there" only where they point back ("about that", "go there", "...that?"),
+    # not as a relative pronoun ("a function that sorts") or existential ("is there").
+    "demonstrative": r"\b(this|these|those|such|the same|the other|the former|the latter|"
+                     r"that one|the last one|the first one)\b|^that\b|\bthat\W*$|"
+                     r"\b(about|of|for|with|on|in|at|from|to|like|is|was|do|does|did|mean|than|"
+                     r"after|before|by|explain|repeat) that\b|\bthere\W*$|"
+                     r"\b(go|get|going|getting|went|live|stay|drive|fly|travel|visit|from|near) "
+                     r"there\b",
     "ellipsis": r"^(and|or|but|also|so|then|plus)\b|^(what|how) about\b|^what if\b|^same\b|"
                 r"\b(as well|too|instead)\W*$|^(any|which) other\b",
     "elaboration": r"\b(tell me more|more about|more details?|more info|(can|could) you explain|"
@@ -105,11 +104,13 @@ def keywords(text: str) -> frozenset[str]:
                      for w in words if len(w) >= 3 and w not in _STOP)
 
 
+@lru_cache(maxsize=65536)
 def placeholder_types(text: str) -> frozenset[str]:
     """Entity types redacted out of a text (`<LOCATION_1>` -> LOCATION)."""
     return frozenset(_PLACEHOLDER.findall(text))
 
 
+@lru_cache(maxsize=65536)
 def word_count(text: str) -> int:
     """Words of a redacted text, a placeholder counting as one."""
     return len(_WORD.findall(_normal(text))) + len(_PLACEHOLDER.findall(text))
@@ -229,11 +230,15 @@ class PairModel:
             t = spec["trees"]
             self.rate = float(t["learning_rate"])
             self.depth = int(t["depth"])
-            self.feat = np.asarray(t["feature"], dtype=np.int64)
-            self.thr = np.asarray(t["threshold"], dtype=np.float64)
-            self.left = np.asarray(t["left"], dtype=np.int64)
-            self.right = np.asarray(t["right"], dtype=np.int64)
-            self.value = np.asarray(t["value"], dtype=np.float64)
+            # Flattened: node k of tree t lives at t * width + k.
+            feat = np.asarray(t["feature"], dtype=np.int64)
+            offset = (np.arange(feat.shape[0]) * feat.shape[1])[:, None]
+            self.roots = offset[:, 0]
+            self.feat = feat.ravel()
+            self.thr = np.asarray(t["threshold"], dtype=np.float64).ravel()
+            self.left = (np.asarray(t["left"], dtype=np.int64) + offset).ravel()
+            self.right = (np.asarray(t["right"], dtype=np.int64) + offset).ravel()
+            self.value = np.asarray(t["value"], dtype=np.float64).ravel()
         else:
             raise ValueError(f"unknown model kind {self.kind!r}")
 
@@ -243,13 +248,13 @@ class PairModel:
         if self.kind == "logistic":
             raw = z @ self.coef + self.intercept
         else:
-            trees = np.arange(self.feat.shape[0])[:, None]
-            rows = np.arange(z.shape[0])[None, :]
-            node = np.zeros((self.feat.shape[0], z.shape[0]), dtype=np.int64)
+            flat = z.ravel()
+            row_start = (np.arange(z.shape[0]) * z.shape[1])[:, None]
+            node = np.repeat(self.roots[None, :], z.shape[0], axis=0)
             for _ in range(self.depth):  # leaves point to themselves
-                go_left = z[rows, self.feat[trees, node]] <= self.thr[trees, node]
-                node = np.where(go_left, self.left[trees, node], self.right[trees, node])
-            raw = self.intercept + self.rate * self.value[trees, node].sum(axis=0)
+                go_left = flat[row_start + self.feat[node]] <= self.thr[node]
+                node = np.where(go_left, self.left[node], self.right[node])
+            raw = self.intercept + self.rate * self.value[node].sum(axis=1)
         return 1.0 / (1.0 + np.exp(-raw))
 
 
@@ -273,6 +278,7 @@ class _Thread:
     turns: list[int]
     rank: int = 0
     max_sim: float = -1.0
+    row: list[float] | None = None  # THREAD_FEATURES without the margins
 
 
 def _shortlist(sims: np.ndarray, cands: Sequence[Candidate], lo: int, wlo: int,
@@ -288,23 +294,105 @@ def _shortlist(sims: np.ndarray, cands: Sequence[Candidate], lo: int, wlo: int,
         i = lo + int(j)
         pick.add(i)
         if i < wlo:
-            threads.setdefault(cands[i].thread_id, _Thread([])).turns.insert(0, i)
+            t = threads.setdefault(cands[i].thread_id, _Thread([]))
+            t.turns = sorted({i, *t.turns})
     order = sorted(threads.values(), key=lambda t: -t.turns[-1])
+    flat = sims[wlo - lo:].tolist()
     for rank, t in enumerate(order):
         t.rank = rank
-        t.max_sim = float(sims[np.asarray(t.turns) - lo].max()) if t.turns[0] >= lo else -1.0
+        t.max_sim = max(flat[i - wlo] if i >= wlo else float(sims[i - lo]) for i in t.turns)
         if rank < s.recent_candidates:
             pick.add(t.turns[-1])
     return sorted(pick), threads
 
 
-def _query_row(q: LinkInput, cands: Sequence[Candidate], sims: np.ndarray,
-               cues: frozenset[str]) -> list[float]:
+@dataclass(frozen=True)
+class _Context:
+    """What every row of one prompt shares."""
+
+    q: LinkInput
+    cands: Sequence[Candidate]
+    mat: np.ndarray
+    sims: np.ndarray
+    lo: int
+    idf: dict[str, float]
+    novel: float  # share of the prompt's keywords unseen in the user's recent turns
+    qkw: frozenset[str]
+    qents: frozenset[str]
+
+
+def _idf(q: LinkInput, cands: Sequence[Candidate], wlo: int) -> tuple[dict[str, float], float]:
+    """Inverse document frequency of the prompt's keywords over the user's recent turns,
+    and the share of them never seen there."""
+    window = [keywords(c.text) for c in cands[wlo:]]
+    df = {w: sum(1 for k in window if w in k) for w in keywords(q.text)}
+    idf = {w: math.log((len(window) + 1) / (d + 1)) for w, d in df.items()}
+    return idf, sum(1 for d in df.values() if d == 0) / max(len(df), 1)
+
+
+def _query_row(ctx: _Context, cues: frozenset[str]) -> list[float]:
+    q, cands = ctx.q, ctx.cands
     gap_last = (q.ts - cands[-1].ts).total_seconds()
     recent = {c.thread_id for c in cands[-50:] if (q.ts - c.ts).total_seconds() <= 900}
     return [math.log1p(max(gap_last, 0.0)), math.log1p(word_count(q.text)),
             *(float(c in cues) for c in QUERY_CUES), float(min(len(q.entity_keys), 3)),
-            float(sims.max()), float(min(len(recent), 5))]
+            float(ctx.sims.max()), float(min(len(recent), 5)), ctx.novel]
+
+
+def _thread_row(ctx: _Context, t: _Thread) -> list[float]:
+    """Thread-level evidence: similarity to its centroid, head and recent turns, overlap."""
+    q, cands = ctx.q, ctx.cands
+    if t.row is None:
+        sims = [float(ctx.sims[j - ctx.lo]) for j in t.turns]
+        norm = 1.0
+        if len(t.turns) > 1:  # |sum of unit vectors|: q . centroid / |centroid| = sum(sims) / norm
+            centroid = np.add.reduce(ctx.mat[np.asarray(t.turns) - ctx.lo])
+            norm = max(math.sqrt(float(centroid @ centroid)), 1e-6)
+        tkw = [keywords(cands[j].text) for j in t.turns] if ctx.qkw else []
+        tents = set().union(*(cands[j].entity_keys for j in t.turns)) if ctx.qents else set()
+        last = cands[t.turns[-1]]
+        t.row = [
+            math.log1p(t.rank), math.log1p(len(t.turns)),
+            math.log1p(max((q.ts - last.ts).total_seconds(), 0.0)), t.max_sim,
+            sum(sims) / norm, sims[0], sum(sims[-3:]) / len(sims[-3:]),
+            float(min(len(ctx.qents & tents), 3)),
+            sum(ctx.idf[w] for w in ctx.qkw if any(w in k for k in tkw)),
+            float("acknowledgement" in cue_names(last.text)),
+        ]
+    return t.row
+
+
+THREAD_FEATURES = ("thread_rank", "thread_turns", "thread_gap", "thread_max_sim",
+                   "centroid_sim", "head_sim", "recent_sim", "ent_thread", "kw_thread",
+                   "thread_last_ack")
+MARGINS = ("thread_max_sim", "centroid_sim", "recent_sim", "kw_thread")
+
+
+def _pair_row(ctx: _Context, i: int, t: _Thread) -> list[float]:
+    q, c, n = ctx.q, ctx.cands[i], len(ctx.cands)
+    sim = float(ctx.sims[i - ctx.lo])
+    return [
+        sim, sim - float(ctx.sims.max()), math.log1p(max((q.ts - c.ts).total_seconds(), 0.0)),
+        math.log1p(n - 1 - i), float(i == n - 1), float(i == t.turns[-1]),
+        float(i == t.turns[0]), math.log1p(sum(1 for j in t.turns if j > i)),
+        sim - float(ctx.sims[t.turns[-1] - ctx.lo]), sim - float(ctx.sims[-1]),
+        float(q.session_key is not None and q.session_key == c.session_key),
+        float(None not in (q.session_key, c.session_key) and q.session_key != c.session_key),
+        float(min(len(ctx.qents.intersection(c.entity_keys)), 3)),
+        _jaccard(ctx.qkw, keywords(c.text)),
+        float(len(placeholder_types(q.text) & placeholder_types(c.text))),
+        float("acknowledgement" in cue_names(c.text)), math.log1p(word_count(c.text)),
+    ]
+
+
+PAIR_FEATURES = ("sim", "sim_margin", "gap", "recency_rank", "user_latest", "thread_latest",
+                 "thread_head", "turns_after", "sim_vs_thread_latest", "sim_vs_user_latest",
+                 "same_session", "other_session", "ent_cand", "kw_cand", "ph_types", "cand_ack",
+                 "cand_words")
+
+
+FEATURES = (*QUERY_FEATURES, *THREAD_FEATURES, *(f"{m}_margin" for m in MARGINS),
+            *PAIR_FEATURES)
 
 
 def features(q: LinkInput, cands: Sequence[Candidate], s: CorrelationSettings,
@@ -319,42 +407,31 @@ def features(q: LinkInput, cands: Sequence[Candidate], s: CorrelationSettings,
         if rv is not None:
             sims[i - lo] = max(sims[i - lo], float(rv @ q.vector))
     pick, threads = _shortlist(sims, cands, lo, wlo, s)
+    idf, novel = _idf(q, cands, wlo)
+    ctx = _Context(q=q, cands=cands, mat=mat, sims=sims, lo=lo, idf=idf, novel=novel,
+                   qkw=keywords(q.text), qents=frozenset(q.entity_keys))
     cues = cue_names(q.text)
-    base = _query_row(q, cands, sims, cues)
-    sim_rank = np.empty(len(sims), dtype=np.int64)
-    sim_rank[np.argsort(-sims)] = np.arange(len(sims))
-    qkw, qents, qph = keywords(q.text), set(q.entity_keys), placeholder_types(q.text)
-    best = max(t.max_sim for t in threads.values())
-    second = sorted((t.max_sim for t in threads.values()), reverse=True)[1:2] or [-1.0]
+    base = _query_row(ctx, cues)
+    touched = {id(threads[cands[i].thread_id]): threads[cands[i].thread_id] for i in pick}
+    trows = {k: _thread_row(ctx, t) for k, t in touched.items()}
+    margins = _margins(trows)
     rows = []
     for i in pick:
-        c, t = cands[i], threads[cands[i].thread_id]
-        tv = mat[np.asarray(t.turns) - lo] if t.turns[0] >= lo else c.vector[None, :]
-        centroid = tv.sum(axis=0)
-        tkw = set().union(*(keywords(cands[j].text) for j in t.turns))
-        tents = set().union(*(cands[j].entity_keys for j in t.turns))
-        other = second[0] if t.max_sim >= best else best
-        sim = float(sims[i - lo])
-        rows.append(base + [
-            sim, sim - base[-2], math.log1p(sim_rank[i - lo]),
-            math.log1p(max((q.ts - c.ts).total_seconds(), 0.0)), math.log1p(n - 1 - i),
-            float(i == n - 1), float(i == t.turns[-1]), float(i == t.turns[0]),
-            math.log1p(sum(1 for j in t.turns if j > i)), math.log1p(t.rank),
-            math.log1p(len(t.turns)),
-            math.log1p(max((q.ts - cands[t.turns[-1]].ts).total_seconds(), 0.0)),
-            t.max_sim, t.max_sim - other,
-            float(centroid @ q.vector / max(float(np.linalg.norm(centroid)), 1e-6)),
-            float(tv[0] @ q.vector),
-            float(q.session_key is not None and q.session_key == c.session_key),
-            float(None not in (q.session_key, c.session_key) and q.session_key != c.session_key),
-            float(min(len(qents & set(c.entity_keys)), 3)), float(min(len(qents & tents), 3)),
-            _jaccard(qkw, keywords(c.text)), float(min(len(qkw & tkw), 5)),
-            float(len(qph & placeholder_types(c.text))),
-            float("acknowledgement" in cue_names(c.text)),
-            float("acknowledgement" in cue_names(cands[t.turns[-1]].text)),
-            math.log1p(word_count(c.text)),
-        ])
+        t = threads[cands[i].thread_id]
+        rows.append(base + trows[id(t)] + margins[id(t)] + _pair_row(ctx, i, t))
     return pick, np.asarray(rows, dtype=np.float64), sims[np.asarray(pick) - lo], cues
+
+
+def _margins(trows: dict[int, list[float]]) -> dict[int, list[float]]:
+    """Per thread: how far each MARGINS feature is above the best other thread's."""
+    out: dict[int, list[float]] = {k: [] for k in trows}
+    for m in MARGINS:
+        c = THREAD_FEATURES.index(m)
+        top = sorted(((r[c], k) for k, r in trows.items()), reverse=True)[:2]
+        for k, r in trows.items():
+            others = [v for v, kk in top if kk != k]
+            out[k].append(r[c] - (others[0] if others else 0.0))
+    return out
 
 
 def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
@@ -394,10 +471,18 @@ def decide(q: LinkInput, cands: Sequence[Candidate], model: PairModel, s: Correl
                     evidence=_evidence(FEATURES, None, 0.0, 0.0, cues, 0, s.link_threshold))
     pick, x, sims, cues = features(q, cands, s, cache)
     p = model.proba(x)
-    order = np.argsort(-p, kind="stable")
-    b = int(order[0])
-    score, runner = float(p[b]), float(p[order[1]]) if len(order) > 1 else 0.0
+    # A prompt continues at most one turn, so its candidates' probabilities add up to the
+    # chance that it continues anything, and a thread's to the chance that it continues that
+    # thread: two plausible turns of one thread do not cancel out.
+    per_thread: dict[str, float] = {}
+    for j, i in enumerate(pick):
+        per_thread[cands[i].thread_id] = per_thread.get(cands[i].thread_id, 0.0) + float(p[j])
+    ranked = sorted(per_thread.values(), reverse=True)
+    best = max(per_thread, key=per_thread.__getitem__)
+    b = max((j for j, i in enumerate(pick) if cands[i].thread_id == best), key=lambda j: p[j])
+    score, runner = min(sum(ranked), 1.0), ranked[1] if len(ranked) > 1 else 0.0
     ev = _evidence(FEATURES, x[b], score, runner, cues, len(pick), s.link_threshold)
+    ev["parent_score"] = round(float(p[b]), 4)
     if score < s.link_threshold:
         return Link(parent_id=None, thread_id=None, intent=intent, similarity=float(sims[b]),
                     position=_new_position(q, cands, cues, score, s), score=score, evidence=ev)

@@ -63,8 +63,11 @@ class Turn:
 
 def _cache_key(gold: Path, model_id: str) -> str:
     h = hashlib.sha256()
-    for path in (gold, REPO / "appliance" / "redact.py", REPO / "policies" / "redaction.toml"):
-        h.update(path.read_bytes())
+    app = REPO / "appliance"
+    for path in (gold, app / "redact.py", app / "gazetteer.py", app / "recognizers.py",
+                 REPO / "policies" / "redaction.toml"):
+        if path.exists():  # the redaction code and policy: features follow them
+            h.update(path.read_bytes())
     h.update(model_id.encode())
     return h.hexdigest()[:16]
 
@@ -203,49 +206,57 @@ def fit(x: np.ndarray, y: np.ndarray, kind: str) -> dict[str, Any]:
         return {"kind": "logistic", "features": list(FEATURES),
                 "scaler": {"mean": sc.mean_.tolist(), "scale": sc.scale_.tolist()},
                 "intercept": float(lr.intercept_[0]), "coef": lr.coef_[0].tolist()}
-    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.ensemble import HistGradientBoostingClassifier
 
-    gb = GradientBoostingClassifier(n_estimators=200, max_depth=3, learning_rate=0.1,
-                                    subsample=0.8, min_samples_leaf=20, random_state=0).fit(x, y)
+    gb = HistGradientBoostingClassifier(max_iter=GBM["trees"], learning_rate=GBM["rate"],
+                                        max_depth=GBM["depth"], max_leaf_nodes=15,
+                                        min_samples_leaf=20, l2_regularization=1.0,
+                                        random_state=0).fit(x, y)
     return export_gbm(gb, x)
+
+
+GBM = {"trees": 150, "rate": 0.1, "depth": 4}
 
 
 def export_gbm(gb: Any, x: np.ndarray) -> dict[str, Any]:
     """Trees as padded arrays; a leaf points to itself so a fixed-depth walk ends on it."""
-    trees = [e[0].tree_ for e in gb.estimators_]
-    width = max(t.node_count for t in trees)
-    arr = {k: np.zeros((len(trees), width)) for k in ("feature", "threshold", "value")}
+    trees = [it[0].nodes for it in gb._predictors]
+    width = max(len(t) for t in trees)
+    feat = np.zeros((len(trees), width), dtype=np.int64)
+    thr = np.zeros((len(trees), width))
+    value = np.zeros((len(trees), width))
     left = np.zeros((len(trees), width), dtype=np.int64)
     right = np.zeros((len(trees), width), dtype=np.int64)
     for k, t in enumerate(trees):
-        m = t.node_count
-        leaf = t.children_left[:m] < 0
+        m = len(t)
+        leaf = t["is_leaf"].astype(bool)
         own = np.arange(m)
-        left[k, :m] = np.where(leaf, own, t.children_left[:m])
-        right[k, :m] = np.where(leaf, own, t.children_right[:m])
-        arr["feature"][k, :m] = np.where(leaf, 0, t.feature[:m])
-        arr["threshold"][k, :m] = np.where(leaf, 0.0, t.threshold[:m])
-        arr["value"][k, :m] = t.value[:m, 0, 0]
+        left[k, :m] = np.where(leaf, own, t["left"])
+        right[k, :m] = np.where(leaf, own, t["right"])
+        feat[k, :m] = np.where(leaf, 0, t["feature_idx"])
+        thr[k, :m] = np.where(leaf, 0.0, t["num_threshold"])
+        value[k, :m] = np.where(leaf, t["value"], 0.0)
     spec = {"kind": "gbm", "features": list(FEATURES),
             "scaler": {"mean": [0.0] * len(FEATURES), "scale": [1.0] * len(FEATURES)},
-            "intercept": float(gb._raw_predict_init(x[:1])[0, 0]),
-            "trees": {"learning_rate": gb.learning_rate, "depth": int(gb.max_depth),
-                      "feature": arr["feature"].astype(int).tolist(),
-                      "threshold": arr["threshold"].tolist(), "left": left.tolist(),
-                      "right": right.tolist(), "value": arr["value"].tolist()}}
+            "intercept": float(np.ravel(gb._baseline_prediction)[0]),
+            "trees": {"learning_rate": 1.0, "depth": int(max(t["depth"].max() for t in trees)),
+                      "feature": feat.tolist(), "threshold": thr.tolist(),
+                      "left": left.tolist(), "right": right.tolist(), "value": value.tolist()}}
     check = PairModel(spec).proba(x[:2000])
     assert np.allclose(check, gb.predict_proba(x[:2000])[:, 1], atol=1e-6), "export mismatch"
     return spec
 
 
 def train(users: dict[str, list[Turn]], names: Sequence[str], s: CorrelationSettings,
-          kind: str) -> tuple[dict[str, Any], dict[str, int]]:
-    """Two passes: gold-threaded histories, then histories threaded by the first model."""
-    x1, y1, stats = rows_for(users, names, s, None)
-    first = fit(x1, y1, kind)
-    x2, y2, _ = rows_for(users, names, s, PairModel(first))
-    spec = fit(np.vstack([x1, x2]), np.concatenate([y1, y2]), kind)
-    stats.update(rows=len(y1) + len(y2), positives=int(y1.sum() + y2.sum()))
+          kind: str, passes: int = 2) -> tuple[dict[str, Any], dict[str, int]]:
+    """Gold-threaded histories, then (passes=2) also histories threaded by the first model."""
+    x, y, stats = rows_for(users, names, s, None)
+    spec = fit(x, y, kind)
+    if passes > 1:
+        x2, y2, _ = rows_for(users, names, s, PairModel(spec))
+        x, y = np.vstack([x, x2]), np.concatenate([y, y2])
+        spec = fit(x, y, kind)
+    stats.update(rows=len(y), positives=int(y.sum()))
     return spec, stats
 
 
@@ -262,14 +273,14 @@ def summary(res: dict[str, Any]) -> dict[str, Any]:
 
 
 def cross_validate(gold: list[dict[str, Any]], users: dict[str, list[Turn]],
-                   s: CorrelationSettings, kind: str, folds: int) -> dict[str, Any]:
+                   s: CorrelationSettings, kind: str, folds: int, passes: int) -> dict[str, Any]:
     """Grouped K-fold by user; every threshold of THRESHOLDS scored on the pooled folds."""
     from sklearn.model_selection import GroupKFold
 
     names = sorted(users)
     preds: dict[float, dict[int, dict[str, Any]]] = {t: {} for t in THRESHOLDS}
     for k, (tr, te) in enumerate(GroupKFold(n_splits=folds).split(names, groups=names)):
-        spec, _ = train(users, [names[i] for i in tr], s, kind)
+        spec, _ = train(users, [names[i] for i in tr], s, kind, passes)
         for thr in THRESHOLDS:
             st = s.model_copy(update={"link_threshold": thr})
             preds[thr].update(predict(users, [names[i] for i in te], st, PairModel(spec)))
@@ -282,13 +293,15 @@ def main() -> int:
     ap.add_argument("--gold", type=Path, default=DEFAULT_GOLD)
     ap.add_argument("--kind", choices=("gbm", "logistic"), default="gbm")
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--passes", type=int, choices=(1, 2), default=2)
     ap.add_argument("--no-cv", action="store_true")
     ap.add_argument("--out", type=Path, default=REPO / "policies" / "linker-weights.json")
     a = ap.parse_args()
     s = load_policies().correlation
     gold, users = load_turns(a.gold)
-    cv = None if a.no_cv else cross_validate(gold, users, s, a.kind, a.folds)
-    spec, stats = train(users, sorted(users), s, a.kind)
+    cv = None if a.no_cv else cross_validate(gold, users, s, a.kind, a.folds,
+                                                     a.passes)
+    spec, stats = train(users, sorted(users), s, a.kind, a.passes)
     fitted = {str(t): summary(score_all(gold, predict(
         users, sorted(users), s.model_copy(update={"link_threshold": t}), PairModel(spec)),
         by_source=True)) for t in THRESHOLDS}
@@ -302,7 +315,7 @@ def main() -> int:
         "training": {"stream": a.gold.name,
                      "stream_sha256": hashlib.sha256(a.gold.read_bytes()).hexdigest(),
                      "users": len(users), **stats,
-                     "method": "two passes (gold-threaded, then self-threaded histories)"},
+                     "passes": a.passes},
         "evaluation": result})
     a.out.write_text(json.dumps(spec, separators=(",", ":")) + "\n")
     print(f"wrote {a.out}", file=sys.stderr)
