@@ -52,6 +52,10 @@ class TenantIndex:
             self._users[user].discard(rid)
         return len(present)
 
+    def set_expansion(self, expansion_search: int) -> None:
+        """Candidates the HNSW search keeps (usearch default 64): higher is slower, more exact."""
+        self._index.expansion_search = int(expansion_search)
+
     def _exact(self, keys: list[int], query: np.ndarray, k: int) -> list[Match]:
         if not keys:
             return []

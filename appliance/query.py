@@ -347,6 +347,11 @@ def audit_entries(store: Store, *, events: tuple[str, ...] | None = None,
             for r in reversed(rows)]
 
 
+# HNSW search expansion for `semtrace search`: recall@10 >= 0.95 at 1M f16 vectors
+# (bench/search.py); usearch's default of 64 gives less.
+SEARCH_EXPANSION = 128
+
+
 def build_search_index(store: Store, embedder: Embedder, *, tenants: list[str],
                        user: str | None = None, since: datetime | None = None,
                        dtype: str = "f16") -> VectorIndex:
@@ -373,4 +378,6 @@ def build_search_index(store: Store, embedder: Embedder, *, tenants: list[str],
         if vec is not None:
             rows.append((rid, tenant, who, vec))
     index.rebuild(rows)
+    for tenant in tenants:
+        index.tenant(tenant).set_expansion(SEARCH_EXPANSION)
     return index
