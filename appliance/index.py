@@ -54,7 +54,7 @@ class TenantIndex:
 
     def set_expansion(self, expansion_search: int) -> None:
         """Candidates the HNSW search keeps (usearch default 64): higher is slower, more exact."""
-        self._index.expansion_search = int(expansion_search)
+        self._index.expansion_search = int(expansion_search)  # type: ignore[misc]  # has a setter
 
     def _exact(self, keys: list[int], query: np.ndarray, k: int) -> list[Match]:
         if not keys:
