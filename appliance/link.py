@@ -401,7 +401,8 @@ def features(q: LinkInput, cands: Sequence[Candidate], s: CorrelationSettings,
     n = len(cands)
     lo, wlo = max(0, n - s.scan_candidates), max(0, n - s.max_candidates)
     mat = cache.matrix(cands, lo)
-    sims = mat @ q.vector.astype(np.float32)
+    # einsum, not BLAS: a threaded gemv stalls behind any other load on a small host
+    sims = np.einsum("ij,j->i", mat, q.vector.astype(np.float32))
     for i in range(wlo, n):  # the previous answer, when the gateway sent it, counts too
         rv = cands[i].response_vector
         if rv is not None:
