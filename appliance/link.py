@@ -171,7 +171,7 @@ class VectorCache:
     cost more than the whole decision. Alignment is checked at both ends.
     """
 
-    def __init__(self, max_rows: int = 400_000) -> None:
+    def __init__(self, max_rows: int = 200_000) -> None:
         self._where: dict[int, tuple[_Block, int]] = {}
         self._rows = 0
         self._max_rows = max_rows
