@@ -42,7 +42,7 @@ class _Strict(BaseModel):
 
 
 class EmbeddingSettings(_Strict):
-    threads: int = Field(default=2, ge=1, le=64)
+    threads: int = Field(default=1, ge=1, le=64)
     max_tokens: int = Field(default=256, ge=16, le=512)
     n_batch: int = Field(default=512, ge=32, le=4096)
     # Prompts packed into one llama.cpp decode, in tokens (64 measured fastest here).
