@@ -200,3 +200,10 @@ def m003_topics(db: Any) -> None:
         CREATE INDEX records_tenant_ts ON records (tenant, ts);
         """
     )
+
+
+@migration
+def m004_entity_keys(db: Any) -> None:
+    # keyed digests of the values redacted out of a prompt, sealed under its DEK, so
+    # entity overlap still counts for history reloaded after a restart
+    db.execute("ALTER TABLE records ADD COLUMN entities_ct BLOB")

@@ -189,7 +189,8 @@ class Pipeline:
         record = NewRecord(record_id=rid, prompt=p, user=user, session_key=skey, link=link,
                            thread_id=thread_id, text=text, vector=vec,
                            model_id=self.embedder.model_id, truncated=truncated, vault=vault,
-                           topic_id=topic_id, trace_id=p.trace_id, span_id=p.span_id)
+                           topic_id=topic_id, trace_id=p.trace_id, span_id=p.span_id,
+                           entity_keys=ekeys)
         hist.candidates.append(Candidate(
             record_id=rid, request_id=p.request_id, thread_id=thread_id, ts=p.ts, vector=vec,
             text=text, session_key=skey, parent_id=link.parent_id, position=link.position,

@@ -193,6 +193,7 @@ class NewRecord:
     trace_id: str | None = None
     span_id: str | None = None
     topic_id: str | None = None
+    entity_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

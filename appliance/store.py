@@ -194,19 +194,21 @@ class Store:
         vec_ct = dek.seal(np.asarray(r.vector, dtype=VECTOR_DTYPE).tobytes(),
                           _aad(r.record_id, "vector"))
         link = r.link
+        ents_ct = dek.seal(json.dumps(list(r.entity_keys)).encode(),
+                           _aad(r.record_id, "entities")) if r.entity_keys else None
         self._db.execute(
             "INSERT INTO records (id, tenant, request_id, user, bucket_id, ts, session_key, "
             "thread_id, parent_id, position, intent, similarity, score, topic_id, model, "
             "input_tokens, output_tokens, latency_ms, status, synthetic, stream_index, model_id, "
-            "truncated, text_ct, vector_ct, evidence, trace_id, span_id) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "truncated, text_ct, vector_ct, evidence, trace_id, span_id, entities_ct) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (r.record_id, p.tenant, p.request_id, r.user, bid, p.ts.timestamp(), r.session_key,
              r.thread_id, link.parent_id, link.position, link.intent, link.similarity,
              link.score, r.topic_id, p.model, resp.input_tokens if resp else None,
              resp.output_tokens if resp else None, resp.latency_ms if resp else None,
              resp.status if resp else None, int(p.synthetic), p.index, r.model_id,
              int(r.truncated), text_ct, vec_ct, json.dumps(link.evidence, sort_keys=True),
-             r.trace_id, r.span_id))
+             r.trace_id, r.span_id, ents_ct))
         if r.vault and self.sealer is not None:
             aad = _aad(r.record_id, "vault")
             inner = self.sealer.seal(json.dumps(list(r.vault)).encode(), aad)
@@ -299,17 +301,19 @@ class Store:
         """The user's prompts since `since` (epoch s) with vectors of `model_id`, oldest first."""
         rows = self._db.execute(
             "SELECT id, request_id, thread_id, ts, bucket_id, vector_ct, text_ct, session_key, "
-            "parent_id, position FROM records WHERE tenant=? AND user=? AND ts>=? AND model_id=? "
+            "parent_id, position, entities_ct FROM records WHERE tenant=? AND user=? AND ts>=? AND model_id=? "
             "ORDER BY ts, id", (tenant, user, since, model_id)).fetchall()
         out = []
-        for rid, req, thread, ts, bid, vct, tct, skey, parent, pos in rows:
+        for rid, req, thread, ts, bid, vct, tct, skey, parent, pos, ect in rows:
             vec = self.vector(rid, bid, vct)
             text = self.text(rid, bid, tct)
             if vec is None or text is None:
                 continue
+            ents = self._decrypt(rid, bid, ect, "entities")
             out.append(Candidate(record_id=rid, request_id=req, thread_id=thread,
                                  ts=datetime.fromtimestamp(ts, UTC), vector=vec, text=text,
-                                 session_key=skey, parent_id=parent, position=pos))
+                                 session_key=skey, parent_id=parent, position=pos,
+                                 entity_keys=tuple(json.loads(ents)) if ents else ()))
         return out
 
     def iter_vectors(self, *, model_id: str) -> Iterator[tuple[int, str, str, np.ndarray]]:

@@ -143,3 +143,12 @@ def test_shred_makes_records_undecryptable_even_from_an_earlier_copy(
     assert texts[outcomes[0].record_id] is None and texts[outcomes[1].record_id] is None
     assert texts[outcomes[2].record_id] == "Unrelated: how do I bake bread?"  # bob untouched
     assert scan_for(data_dir, ["Plan a trip to the mountains", "pack?"]) == []
+
+
+def test_history_reloaded_after_a_restart_keeps_entity_overlap(pipeline, runtime) -> None:  # type: ignore[no-untyped-def]
+    first = pipeline.process([make_prompt("What's the weather in Paris?")])[0]
+    hist = runtime.store.candidates("acme", runtime.keyring.pseudonym("acme", "alice"), 0.0,
+                                    model_id=pipeline.embedder.model_id)
+    assert [c.record_id for c in hist] == [first.record_id]
+    assert len(hist[0].entity_keys) == 1 and hist[0].entity_keys[0].startswith("LOCATION:")
+    assert "paris" not in hist[0].entity_keys[0].lower()  # a keyed digest, not the value
