@@ -301,8 +301,9 @@ class Store:
         """The user's prompts since `since` (epoch s) with vectors of `model_id`, oldest first."""
         rows = self._db.execute(
             "SELECT id, request_id, thread_id, ts, bucket_id, vector_ct, text_ct, session_key, "
-            "parent_id, position, entities_ct FROM records WHERE tenant=? AND user=? AND ts>=? AND model_id=? "
-            "ORDER BY ts, id", (tenant, user, since, model_id)).fetchall()
+            "parent_id, position, entities_ct FROM records "
+            "WHERE tenant=? AND user=? AND ts>=? AND model_id=? ORDER BY ts, id",
+            (tenant, user, since, model_id)).fetchall()
         out = []
         for rid, req, thread, ts, bid, vct, tct, skey, parent, pos, ect in rows:
             vec = self.vector(rid, bid, vct)
