@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,33 +22,17 @@ from appliance import migrations
 from appliance.errors import SemtraceError, WrongKey
 from appliance.keys import Dek, Keyring, RevealOpener, RevealSealer, reveal_sealer
 from appliance.records import Candidate, NewRecord, Record
+from appliance.store_maintenance import (  # noqa: F401  (re-exported)
+    VECTOR_DTYPE,
+    Maintenance,
+    ShredResult,
+    _aad,
+    _bucket_aad,
+    day_of,
+)
 
 DB_FILE = "semtrace.db"
 KEYS_FILE = "keys.db"
-VECTOR_DTYPE = np.float32
-
-
-@dataclass(frozen=True)
-class ShredResult:
-    """What one bucket shred did."""
-
-    bucket_id: int
-    records: int
-    already: bool
-    record_ids: tuple[int, ...] = ()
-
-
-def day_of(ts: datetime) -> str:
-    """The UTC day a timestamp falls in: the bucket's day."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%d")
-
-
-def _aad(record_id: int, what: str) -> bytes:
-    return f"semtrace:{what}:{record_id}".encode()
-
-
-def _bucket_aad(tenant: str, user: str, day: str) -> bytes:
-    return f"semtrace:dek:{tenant}\0{user}\0{day}".encode()
 
 
 def connect(path: Path, keyring: Keyring, *, readonly: bool = False, purpose: str = "data",
@@ -76,7 +59,7 @@ def connect(path: Path, keyring: Keyring, *, readonly: bool = False, purpose: st
     return conn
 
 
-class Store:
+class Store(Maintenance):
     """Records, buckets and threads in one SQLCipher file."""
 
     def __init__(self, conn: Any, keys_conn: Any, keyring: Keyring, path: Path) -> None:
@@ -354,210 +337,3 @@ class Store:
                 index=idx, evidence=json.loads(evidence) if evidence else None,
                 trace_id=trace, span_id=span, feedback=json.loads(feedback) if feedback else None))
         return out
-
-    # ---------------------------------------------------------------- shredding
-
-    def bucket_id(self, tenant: str, user: str, day: str) -> int | None:
-        row = self._db.execute("SELECT id FROM buckets WHERE tenant=? AND user=? AND day=?",
-                               (tenant, user, day)).fetchone()
-        return int(row[0]) if row else None
-
-    def shred(self, tenant: str, user: str, day: str, *, reason: str = "retention") -> ShredResult:
-        """Crypto-shred one bucket: destroy its DEK (committed first), then delete its rows.
-
-        Crash-safe: once the key's destruction is committed nothing is readable; a
-        later call finishes deleting rows. Returns what was removed.
-        """
-        bid = self.bucket_id(tenant, user, day)
-        if bid is None:
-            return ShredResult(bucket_id=-1, records=0, already=True)
-        already = self._kdb.execute("SELECT 1 FROM destroyed WHERE bucket_id=?",
-                                    (bid,)).fetchone() is not None
-        ids = tuple(self.shredded_record_ids(bid))
-        self.destroy_key(bid)
-        with self._db:
-            self._db.execute("UPDATE buckets SET destroyed_at=coalesce(destroyed_at, ?), "
-                             "destroy_reason=coalesce(destroy_reason, ?) WHERE id=?",
-                             (time.time(), reason, bid))
-        self._deks[bid] = None
-        self._bucket_ids.pop((tenant, user, day), None)
-        n = self.delete_bucket_rows(bid)
-        return ShredResult(bucket_id=bid, records=n, already=already, record_ids=ids)
-
-    def shred_many(self, bucket_ids: list[int], *, reason: str) -> dict[int, tuple[int, ...]]:
-        """Crypto-shred many buckets: destroy all their DEKs in one committed key-store
-        transaction, then delete their rows in one data transaction.
-
-        Same crash-safety as `shred`. Returns the removed record ids per bucket.
-        """
-        if not bucket_ids:
-            return {}
-        marks = ",".join("?" * len(bucket_ids))
-        ids: dict[int, list[int]] = {b: [] for b in bucket_ids}
-        for rid, bid in self._db.execute(
-                f"SELECT id, bucket_id FROM records WHERE bucket_id IN ({marks})", bucket_ids):
-            ids[bid].append(rid)
-        now = time.time()
-        with self._kdb:
-            self._kdb.execute("BEGIN IMMEDIATE")
-            self._kdb.execute("UPDATE deks SET wrapped=zeroblob(length(wrapped)) "
-                              f"WHERE bucket_id IN ({marks})", bucket_ids)
-            self._kdb.execute(f"DELETE FROM deks WHERE bucket_id IN ({marks})", bucket_ids)
-            self._kdb.executemany("INSERT OR IGNORE INTO destroyed (bucket_id, destroyed_at) "
-                                  "VALUES (?, ?)", [(b, now) for b in bucket_ids])
-        for b in bucket_ids:
-            self._deks[b] = None
-        self._bucket_ids = {k: v for k, v in self._bucket_ids.items() if v not in ids}
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute(f"UPDATE buckets SET destroyed_at=coalesce(destroyed_at, ?), "
-                             f"destroy_reason=coalesce(destroy_reason, ?) WHERE id IN ({marks})",
-                             (now, reason, *bucket_ids))
-            threads = [r[0] for r in self._db.execute(
-                f"SELECT DISTINCT thread_id FROM records WHERE bucket_id IN ({marks})",
-                bucket_ids)]
-            self._db.execute(f"DELETE FROM vault WHERE bucket_id IN ({marks})", bucket_ids)
-            self._db.execute(f"DELETE FROM records WHERE bucket_id IN ({marks})", bucket_ids)
-            for t in threads:
-                self._refresh_thread(t)
-        return {b: tuple(v) for b, v in ids.items()}
-
-    def destroy_key(self, bucket_id: int) -> None:
-        """Overwrite and delete a bucket's wrapped DEK in the key store, then commit."""
-        with self._kdb:
-            self._kdb.execute("BEGIN IMMEDIATE")
-            # Overwrite first: with secure_delete the freed cells are zeroed too.
-            self._kdb.execute("UPDATE deks SET wrapped=zeroblob(length(wrapped)) "
-                              "WHERE bucket_id=?", (bucket_id,))
-            self._kdb.execute("DELETE FROM deks WHERE bucket_id=?", (bucket_id,))
-            self._kdb.execute("INSERT OR IGNORE INTO destroyed (bucket_id, destroyed_at) "
-                              "VALUES (?, ?)", (bucket_id, time.time()))
-        self._kdb.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self._deks[bucket_id] = None
-
-    def delete_bucket_rows(self, bucket_id: int) -> int:
-        """Delete the rows of a destroyed bucket and fix the thread summaries."""
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            threads = [r[0] for r in self._db.execute(
-                "SELECT DISTINCT thread_id FROM records WHERE bucket_id=?", (bucket_id,))]
-            self._db.execute("DELETE FROM vault WHERE bucket_id=?", (bucket_id,))
-            n = self._db.execute("DELETE FROM records WHERE bucket_id=?", (bucket_id,)).rowcount
-            for t in threads:
-                self._refresh_thread(t)
-        return int(n)
-
-    def shredded_record_ids(self, bucket_id: int) -> list[int]:
-        """Ids still present in a bucket (used by the index to drop vectors)."""
-        return [r[0] for r in self._db.execute("SELECT id FROM records WHERE bucket_id=?",
-                                               (bucket_id,))]
-
-    def _refresh_thread(self, thread_id: str) -> None:
-        row = self._db.execute(
-            "SELECT count(*), min(ts), max(ts), coalesce(sum(input_tokens), 0), "
-            "coalesce(sum(output_tokens), 0) FROM records WHERE thread_id=?", (thread_id,)
-        ).fetchone()
-        if row[0] == 0:
-            self._db.execute("DELETE FROM threads WHERE thread_id=?", (thread_id,))
-            return
-        models = [r[0] for r in self._db.execute(
-            "SELECT DISTINCT model FROM records WHERE thread_id=? AND model IS NOT NULL",
-            (thread_id,))]
-        self._db.execute(
-            "UPDATE threads SET turns=?, first_ts=?, last_ts=?, input_tokens=?, output_tokens=?, "
-            "models=? WHERE thread_id=?", (*row, json.dumps(models), thread_id))
-
-    def stale_texts(self, model_id: str, limit: int) -> list[tuple[int, str]]:
-        """(record id, redacted text) of readable records embedded by another model."""
-        rows = self._db.execute("SELECT id, bucket_id, text_ct FROM records WHERE model_id != ? "
-                                "ORDER BY id LIMIT ?", (model_id, limit)).fetchall()
-        out = []
-        for rid, bid, tct in rows:
-            text = self.text(rid, bid, tct)
-            if text is None:  # key destroyed: nothing to re-embed, mark it as current
-                self._db.execute("UPDATE records SET model_id=? WHERE id=?", (model_id, rid))
-            else:
-                out.append((rid, text))
-        return out
-
-    def count_stale(self, model_id: str) -> int:
-        return int(self._db.execute("SELECT count(*) FROM records WHERE model_id != ?",
-                                    (model_id,)).fetchone()[0])
-
-    def replace_vectors(self, rows: list[tuple[int, np.ndarray]], model_id: str) -> None:
-        """Store new vectors (one transaction), encrypted under each record's DEK."""
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            for rid, vec in rows:
-                bid = self._db.execute("SELECT bucket_id FROM records WHERE id=?",
-                                       (rid,)).fetchone()[0]
-                dek = self._dek(bid)
-                if dek is None:
-                    continue
-                ct = dek.seal(np.asarray(vec, dtype=VECTOR_DTYPE).tobytes(), _aad(rid, "vector"))
-                self._db.execute("UPDATE records SET vector_ct=?, model_id=? WHERE id=?",
-                                 (ct, model_id, rid))
-
-    def rotate(self, new: Keyring) -> int:
-        """Re-wrap every DEK under `new` and re-key both database files (key rotation)."""
-        meta = {r[0]: (r[1], r[2], r[3]) for r in self._db.execute(
-            "SELECT id, tenant, user, day FROM buckets")}
-        rows = self._kdb.execute("SELECT bucket_id, wrapped FROM deks").fetchall()
-        with self._kdb:
-            self._kdb.execute("BEGIN IMMEDIATE")
-            for bid, wrapped in rows:
-                aad = _bucket_aad(*meta[bid])
-                self._kdb.execute("UPDATE deks SET wrapped=? WHERE bucket_id=?",
-                                  (self._keys.rewrap(wrapped, aad, new), bid))
-        self.checkpoint()
-        self._kdb.execute(f"PRAGMA rekey = \"{new.sqlcipher_key('keys')}\"")
-        self._db.execute(f"PRAGMA rekey = \"{new.sqlcipher_key()}\"")
-        self._keys = new
-        self._deks.clear()
-        return len(rows)
-
-    def shred_watermark(self) -> float:
-        row = self._db.execute("SELECT coalesce(max(destroyed_at), 0) FROM buckets").fetchone()
-        return float(row[0])
-
-    def shredded_since(self, mark: float) -> tuple[float, set[tuple[str, str]]]:
-        """(new watermark, (tenant, user) of buckets shredded after `mark`)."""
-        rows = self._db.execute("SELECT tenant, user, destroyed_at, id FROM buckets "
-                                "WHERE destroyed_at > ?", (mark,)).fetchall()
-        new_mark = max([mark, *(float(r[2]) for r in rows)])
-        for r in rows:
-            self._deks[int(r[3])] = None  # a key destroyed elsewhere is forgotten here too
-        gone = {int(r[3]) for r in rows}
-        self._bucket_ids = {k: v for k, v in self._bucket_ids.items() if v not in gone}
-        return new_mark, {(r[0], r[1]) for r in rows}
-
-    def record_ids_of(self, tenant: str, user: str) -> set[int]:
-        return {r[0] for r in self._db.execute(
-            "SELECT id FROM records WHERE tenant=? AND user=?", (tenant, user))}
-
-    def unfinished_buckets(self) -> list[int]:
-        """Buckets whose key is destroyed but whose rows remain (an interrupted shred)."""
-        destroyed = {r[0] for r in self._kdb.execute("SELECT bucket_id FROM destroyed")}
-        with_rows = {r[0] for r in self._db.execute("SELECT DISTINCT bucket_id FROM records")}
-        with_rows |= {r[0] for r in self._db.execute("SELECT DISTINCT bucket_id FROM vault")}
-        return sorted(destroyed & with_rows)
-
-    def key_exists(self, bucket_id: int) -> bool:
-        return self._kdb.execute("SELECT 1 FROM deks WHERE bucket_id=?",
-                                 (bucket_id,)).fetchone() is not None
-
-    def delete_vault(self, bucket_id: int) -> int:
-        """Delete a bucket's vault entries (vault retention is shorter than the prompts')."""
-        with self._db:
-            n = self._db.execute("DELETE FROM vault WHERE bucket_id=?", (bucket_id,)).rowcount
-        return int(n)
-
-    def compact(self) -> None:
-        """Return freed pages and flush the WALs (after shredding)."""
-        self._db.execute("PRAGMA incremental_vacuum")
-        self.checkpoint()
-
-    def checkpoint(self) -> None:
-        """Flush the WALs into the main files and truncate them (after shredding)."""
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self._kdb.execute("PRAGMA wal_checkpoint(TRUNCATE)")
