@@ -13,17 +13,22 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from appliance.config import CorrelationSettings, policy_dir
+from appliance.cues import (  # noqa: F401  (re-exported for callers of link)
+    cue_names,
+    intent_of,
+    keywords,
+    placeholder_types,
+    word_count,
+)
 from appliance.errors import ConfigError
 from appliance.records import Candidate, Link
 
@@ -36,97 +41,6 @@ QUERY_FEATURES = ("q_gap_last", "q_words", *(f"q_{c}" for c in QUERY_CUES), "q_e
 
 
 # Generic English cue lexicons (never keyed to any data set's texts).
-_PLACEHOLDER = re.compile(r"<([A-Z][A-Z_]*?)(?:_\d+)?>")
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-_CUES = {
-    "pronoun": r"\b(it|its|it's|itself|they|them|their|theirs|he|him|his|she|her|hers)\b",
-    # "that" and "there" only where they point back ("about that", "go there", "...that?"),
-    # not as a relative pronoun ("a function that sorts") or existential ("is there").
-    "demonstrative": r"\b(this|these|those|such|the same|the other|the former|the latter|"
-                     r"that one|the last one|the first one)\b|^that\b|\bthat\W*$|"
-                     r"\b(about|of|for|with|on|in|at|from|to|like|is|was|do|does|did|mean|than|"
-                     r"after|before|by|explain|repeat) that\b|\bthere\W*$|"
-                     r"\b(go|get|going|getting|went|live|stay|drive|fly|travel|visit|from|near) "
-                     r"there\b",
-    "ellipsis": r"^(and|or|but|also|so|then|plus)\b|^(what|how) about\b|^what if\b|^same\b|"
-                r"\b(as well|too|instead)\W*$|^(any|which) other\b",
-    "elaboration": r"\b(tell me more|more about|more details?|more info|(can|could) you explain|"
-                   r"explain (that|this|it|more|further|why)|elaborate|expand on|go on|continue|"
-                   r"keep going|what else|anything else|why is that|how so|for example|"
-                   r"give me (an )?examples?)\b",
-    "correction": r"^no\b|\b(actually|i meant|i mean|not what i|that's not|that is not|"
-                  r"the other one|rather than|wrong|i said|let me rephrase|i was asking)\b",
-    "acknowledgement": r"^(thanks|thank you|thank|thx|ok|okay|great|cool|awesome|perfect|nice|"
-                       r"good|got it|sounds good|interesting|wow|really|agreed|fair|sure|alright|"
-                       r"all right|excellent|wonderful|yes|yeah|yep|bye|goodbye|cheers)\b",
-    "management": r"\b(repeat (that|it|this|the last)|say (that|it) again|start over|go back|"
-                  r"never ?mind|forget (it|that|about it)|change the (topic|subject)|new topic|"
-                  r"summari[sz]e (our|this|the) (conversation|chat|discussion)|"
-                  r"what did (i|you) (just )?(say|ask)|cancel that|undo that)\b",
-    "question": r"^(what|who|whom|whose|where|when|why|how|which|is|are|was|were|do|does|did|"
-                r"can|could|should|would|will|tell me|give me|show me|find|list|explain|"
-                r"describe)\b",
-}
-_CUE_RE = {name: re.compile(rx) for name, rx in _CUES.items()}
-_ERROR = re.compile(r"\b(i meant|i mean\b|not what i (meant|asked|wanted|said)|that's not (it|"
-                    r"right|what)|that is not (it|right|what)|you misunderstood|wrong|"
-                    r"no,? the other|i said|let me rephrase|i was asking about)")
-_TASK = re.compile(r"^(please |(can|could|would|will) you |i (need|want) you to |help me )?"
-                   r"(write|create|generate|draft|compose|make|build|translate|summari[sz]e|"
-                   r"rewrite|rephrase|convert|set|schedule|remind|book|send|navigate|take me|"
-                   r"give me directions|direct me|find me|add|remove|delete|calculate|plan|fix|"
-                   r"design|implement|edit|format|sort|draw|call|play|turn|order|reserve)\b")
-_STOP_WORDS = """a an the and or but if then so of to in on at by for with from about into
-over under as is are was were be been being am do does did doing have has had having i me my
-we our you your he him his she her it its they them their this that these those there here
-what which who whom whose when where why how can could should would will shall may might must
-not no yes please thanks thank okay ok tell know like get give show want need think let also
-just more most some any all very much many other such same than too one ones"""
-_STOP = frozenset(_STOP_WORDS.split())
-
-
-def _normal(text: str) -> str:
-    return _PLACEHOLDER.sub(" ", text).replace("\u2019", "'").lower().strip()
-
-
-@lru_cache(maxsize=65536)
-def cue_names(text: str) -> frozenset[str]:
-    """Names of the follow-up, correction and dialogue cues present in a redacted text."""
-    norm = re.sub(r"\b(is|are|was|were) there\b", " ", _normal(text))
-    return frozenset(name for name, rx in _CUE_RE.items() if rx.search(norm))
-
-
-@lru_cache(maxsize=65536)
-def keywords(text: str) -> frozenset[str]:
-    """Content words of a redacted text (placeholders dropped, plurals folded)."""
-    words = (w.removesuffix("'s") for w in _WORD.findall(_normal(text)))
-    return frozenset(w[:-1] if len(w) > 4 and w.endswith("s") and not w.endswith("ss") else w
-                     for w in words if len(w) >= 3 and w not in _STOP)
-
-
-@lru_cache(maxsize=65536)
-def placeholder_types(text: str) -> frozenset[str]:
-    """Entity types redacted out of a text (`<LOCATION_1>` -> LOCATION)."""
-    return frozenset(_PLACEHOLDER.findall(text))
-
-
-@lru_cache(maxsize=65536)
-def word_count(text: str) -> int:
-    """Words of a redacted text, a placeholder counting as one."""
-    return len(_WORD.findall(_normal(text))) + len(_PLACEHOLDER.findall(text))
-
-
-def intent_of(text: str) -> str:
-    """The prompt's intent from generic cues: recovery, management, task or information."""
-    norm = _normal(text)
-    cues = cue_names(text)
-    if _ERROR.search(norm):
-        return "error_recovery"
-    if "management" in cues or ("acknowledgement" in cues and word_count(text) <= 4):
-        return "conversation_management"
-    return "task_execution" if _TASK.search(norm) else "information_seeking"
-
-
 @dataclass(frozen=True)
 class LinkInput:
     """What the linker knows about the new prompt (redacted text only)."""
