@@ -10,7 +10,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import numpy as np
@@ -46,7 +46,8 @@ class TopicAssigner(Protocol):
     """Assigns a prompt to a topic of its tenant (see topics.py)."""
 
     def assign(self, *, tenant: str, thread_id: str, vector: np.ndarray, text: str,
-               synthetic: bool) -> str | None: ...
+               synthetic: bool, user: str | None = None,
+               ts: datetime | None = None) -> str | None: ...
 
 
 class RedactorLike(Protocol):
@@ -184,7 +185,7 @@ class Pipeline:
         topic_id = None
         if self.topics is not None:
             topic_id = self.topics.assign(tenant=p.tenant, thread_id=thread_id, vector=vec,
-                                          text=text, synthetic=p.synthetic)
+                                          text=text, synthetic=p.synthetic, user=user, ts=p.ts)
         rid = self.store.allocate_id()
         record = NewRecord(record_id=rid, prompt=p, user=user, session_key=skey, link=link,
                            thread_id=thread_id, text=text, vector=vec,
