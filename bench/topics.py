@@ -9,7 +9,7 @@ out at ingest (what replay writes); "resolved" scores them after refinement
 merges. Then times `assign` on a synthetic stream with thousands of topics.
 Prints figures; asserts nothing.
 
-    .venv/bin/python bench/topics.py [--replay /tmp/x.jsonl] [--synthetic 50000]
+    .venv/bin/python bench/topics.py [--replay OUT.jsonl] [--synthetic 50000]
 """
 
 from __future__ import annotations

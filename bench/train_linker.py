@@ -23,6 +23,7 @@ import argparse
 import hashlib
 import json
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -42,7 +43,7 @@ from appliance.link import FEATURES, PairModel, VectorCache, decide, features  #
 from appliance.records import Candidate  # noqa: E402
 
 DEFAULT_GOLD = REPO.parent / "shared" / "bench" / "threads-dev.jsonl"
-CACHE_DIR = Path("/tmp/semtrace-linker-cache")
+CACHE_DIR = Path(tempfile.gettempdir()) / "semtrace-linker-cache"
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 

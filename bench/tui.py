@@ -8,7 +8,7 @@ the UI reads neither the model nor Presidio), then measures, headless at
 of the threads table being on screen. Also times a few page loads that sort
 or filter on the whole table. Prints figures; asserts nothing.
 
-    .venv/bin/python bench/tui.py [--dir /tmp/semtrace-bench-tui] [--prompts 100000]
+    .venv/bin/python bench/tui.py [--dir DIR] [--prompts 100000]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -126,7 +127,7 @@ def page_loads(base: Path) -> list[tuple[str, float]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dir", type=Path, default=Path("/tmp/semtrace-bench-tui"))
+    ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "semtrace-bench-tui")
     ap.add_argument("--prompts", type=int, default=100_000)
     ap.add_argument("--threads", type=int, default=20_000)
     args = ap.parse_args()
