@@ -165,16 +165,13 @@ def audit_log(data_dir: Path | None, passphrase_file: Path | None, key_file: Pat
 def audit_retention(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
                     role: str | None, fmt: str, out: Path | None, since: str | None) -> None:
     """Produce the signed retention report for compliance officers."""
-    from appliance.report import build_report, render, sign_report
+    from appliance.report import issue_report
     from appliance.roles import require
 
     start = _as_of(since) if since else None
     with _opened(data_dir, passphrase_file, key_file) as rt:
         require(rt.policies.access, role or "compliance", "audit")
-        log = _audit(rt)
-        body = build_report(rt.store, log, rt.policies.retention, since=start)
-        text = render(sign_report(body, rt.keyring.audit_signer()), fmt)
-        log.append("report", {"format": fmt, "chain_ok": body["audit_chain"]["ok"]})
+        text = issue_report(rt.store, rt.keyring, rt.policies.retention, fmt=fmt, since=start)
     if out:
         out.write_text(text)
         click.echo(f"Signed report written to {out}.", err=True)

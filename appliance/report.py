@@ -18,7 +18,7 @@ from typing import Any
 from appliance import __version__
 from appliance.audit import AuditLog, verify_chain
 from appliance.config import RetentionSettings
-from appliance.keys import AuditSigner, verify_signature
+from appliance.keys import AuditSigner, Keyring, verify_signature
 from appliance.retention import rules_for
 from appliance.store import Store
 
@@ -104,6 +104,16 @@ def sign_report(body: dict[str, Any], signer: AuditSigner) -> dict[str, Any]:
     return {"report": body, "signature": {"alg": "Ed25519", "key_id": signer.key_id(),
                                           "public_key": signer.public_key_b64(),
                                           "value": signer.sign(canonical(body))}}
+
+
+def issue_report(store: Store, keyring: Keyring, settings: RetentionSettings, *, fmt: str,
+                 since: datetime | None = None, via: str = "cli") -> str:
+    """Build, sign and render the report, and record its issue in the audit log."""
+    log = AuditLog(store.db, keyring.audit_signer())
+    body = build_report(store, log, settings, since=since)
+    text = render(sign_report(body, keyring.audit_signer()), fmt)
+    log.append("report", {"format": fmt, "chain_ok": body["audit_chain"]["ok"], "via": via})
+    return text
 
 
 def render_markdown(signed: dict[str, Any]) -> str:

@@ -14,11 +14,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from appliance.audit import AuditLog, Entry
+from appliance.audit import Entry
 from appliance.config import RetentionClass
 from appliance.errors import SemtraceError
 from appliance.query import audit_entries
-from appliance.report import build_report, render, sign_report
+from appliance.report import build_report, issue_report
 from appliance.roles import require
 from appliance.runtime import open_runtime
 from appliance.store import Store
@@ -99,11 +99,8 @@ class ComplianceReader:
             raise SemtraceError(f"The folder {out.parent} does not exist.")
         writer = open_runtime(rt.data_dir, keyring=rt.keyring, policies=rt.policies)
         try:
-            log = AuditLog(writer.store.db, rt.keyring.audit_signer())
-            body = build_report(writer.store, log, rt.policies.retention)
-            text = render(sign_report(body, rt.keyring.audit_signer()), fmt)
-            log.append("report", {"format": fmt, "chain_ok": body["audit_chain"]["ok"],
-                                  "via": "tui"})
+            text = issue_report(writer.store, rt.keyring, rt.policies.retention, fmt=fmt,
+                                via="tui")
         finally:
             writer.close()
         out.write_text(text)
