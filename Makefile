@@ -8,14 +8,21 @@ LLAMA_VERSION := 0.3.36
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 PIP := $(BIN)/pip install --disable-pip-version-check --find-links $(WHEELS) --only-binary=llama-cpp-python
 
-.PHONY: demo test lint bench venv clean bundle
+.PHONY: demo test lint bench venv clean bundle nats-server
 
 demo: $(VENV)/.installed
 	$(BIN)/semtrace model verify
 	$(BIN)/semtrace demo
 
-test: $(VENV)/.installed-test bundle
+test: $(VENV)/.installed-test bundle nats-server
 	$(BIN)/python -m pytest -q
+
+# The cluster tests start a real nats-server (Debian's package has JetStream); sudo only when not root.
+nats-server:
+	@PATH="$$PATH:/usr/sbin" command -v nats-server >/dev/null 2>&1 || { \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq nats-server; \
+	} || echo "make: nats-server could not be installed; the cluster tests will be skipped." >&2
 
 # The offline bundle (installer/), built at install time so the bundle test runs with the network cut.
 bundle: $(VENV)/.installed
@@ -52,6 +59,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/embed.py
 	$(BIN)/python bench/redact.py
 	$(BIN)/python bench/link.py
+	$(BIN)/python bench/cluster.py
 
 clean:
 	rm -rf $(VENV) .demo .bundle dist

@@ -114,7 +114,7 @@ def init(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | N
 
 # Each module owns one noun and lists its click commands in COMMANDS.
 COMMAND_MODULES = ("cli_model", "cli_data", "cli_eval", "cli_redact", "cli_service",
-                   "cli_compliance", "cli_stats", "cli_tui", "cli_install")
+                   "cli_compliance", "cli_stats", "cli_tui", "cli_install", "cli_cluster")
 
 
 def _register_subcommands() -> None:

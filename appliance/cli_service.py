@@ -30,10 +30,20 @@ SOCKET_NAME = "semtrace.sock"
 @click.option("--otlp-endpoint", default=None, metavar="URL",
               help="Export spans over OTLP/HTTP to a collector on this host, e.g. "
               "http://127.0.0.1:4318/v1/traces (default: policies/telemetry.toml; off).")
+@click.option("--nats", "nats_url", default=None, metavar="URL",
+              help="Also consume this node's partitions from NATS JetStream, e.g. "
+              "nats://127.0.0.1:4222 (default: policies/cluster.toml; off).")
+@click.option("--partitions", type=int, default=None,
+              help="Partitions of the tenant space (the same on every node).")
+@click.option("--own", default=None, metavar="A-B",
+              help="Partitions this node consumes, e.g. 0-7 or 0-3,12 (default: all).")
+@click.option("--node", "node_name", default=None,
+              help="This node's name in the cluster (default: the host name).")
 def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
           socket_path: Path | None, check: bool, log_level: str, metrics_listen: str | None,
-          otlp_endpoint: str | None) -> None:
-    """Serve the ingest protocol on a local Unix socket until SIGTERM."""
+          otlp_endpoint: str | None, nats_url: str | None, partitions: int | None,
+          own: str | None, node_name: str | None) -> None:
+    """Serve the ingest protocol on a local Unix socket (and NATS) until SIGTERM."""
     from appliance.config import load_policies
     from appliance.embed import load_manifest, verify_model
     from appliance.runtime import make_pipeline, open_runtime
@@ -44,6 +54,12 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     directory = data_dir or default_data_dir()
     policies = load_policies()
     settings = telemetry_settings(policies.telemetry, metrics_listen, otlp_endpoint)
+    cluster = cluster_settings(policies.cluster, url=nats_url, partitions=partitions, own=own,
+                               node=node_name)
+    if cluster.url:
+        from appliance.cluster.bus import require_nats
+
+        require_nats()
     verify_model(load_manifest())
     rt = open_runtime(directory, credential(passphrase_file, key_file), policies=policies)
     lock = DataDirLock(directory)
@@ -58,6 +74,13 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         telemetry, metrics_server = start_telemetry(settings, pipeline,
                                                     queue_depth=service.queue_depth)
         service.observer = telemetry
+        if cluster.url:
+            from appliance.cluster.node import ClusterNode
+
+            node = ClusterNode(service, cluster)
+            service.doors.append(node)
+            if telemetry.metrics is not None:
+                telemetry.metrics.bind_cluster(lambda: node.lag, node=node.node)
         try:
             asyncio.run(_serve_with_jobs(service, rt, telemetry))
         finally:
@@ -87,6 +110,27 @@ def telemetry_settings(base: Any, metrics_listen: str | None, otlp_endpoint: str
         option = "--metrics" if first["loc"][0] == "metrics" else "--otlp-endpoint"
         raise click.BadParameter(first["msg"].removeprefix("Value error, "),
                                  param_hint=option) from None
+
+
+def cluster_settings(base: Any, **given: Any) -> Any:
+    """policies/cluster.toml with the command line's values; one sentence if invalid."""
+    from pydantic import ValidationError
+
+    from appliance.config import ClusterSettings
+
+    data = base.model_dump()
+    data.update({k: v for k, v in given.items() if v is not None})
+    try:
+        settings = ClusterSettings.model_validate(data)
+        settings.owned()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise click.BadParameter(first["msg"].removeprefix("Value error, "),
+                                 param_hint=f"--{first['loc'][0]}".replace("--url", "--nats")
+                                 ) from None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--own") from None
+    return settings
 
 
 async def _serve_with_jobs(service: Any, rt: Any, telemetry: Any = None) -> None:

@@ -104,3 +104,27 @@ class AsyncClient:
     async def close(self) -> None:
         self._writer.close()
         await self._writer.wait_closed()
+
+
+def is_nats_url(target: str | Path) -> bool:
+    """Whether a gateway's target is a NATS URL rather than a socket path."""
+    return isinstance(target, str) and target.startswith(("nats://", "tls://"))
+
+
+def open_client(target: str | Path, *, timeout: float = 30.0) -> Any:
+    """A blocking client for a socket path or a `nats://` URL (`request`, `close`)."""
+    if is_nats_url(target):
+        from appliance.cluster.client import NatsClient
+
+        return NatsClient(str(target), timeout=timeout)
+    return Client(target, timeout=timeout)
+
+
+async def open_async_client(target: str | Path, *, timeout: float = 30.0) -> Any:
+    """An asyncio client for a socket path or a `nats://` URL (`request`, `close`)."""
+    if is_nats_url(target):
+        from appliance.cluster.client import AsyncNatsClient
+
+        return await AsyncNatsClient.connect(str(target), timeout=timeout)
+    return await AsyncClient.connect(target)
+

@@ -73,6 +73,36 @@ class _IndexSizes(Collector):
         yield family
 
 
+class _ConsumerLag(Collector):
+    """semtrace_cluster_consumer_* {partition}: the NATS front door's last poll of JetStream."""
+
+    def __init__(self, lag: Callable[[], dict[int, Any]], node: str) -> None:
+        self.lag = lag
+        self.node = node
+
+    def collect(self) -> Iterator[Metric]:
+        families = {
+            "lag": GaugeMetricFamily(
+                "semtrace_cluster_consumer_lag", "Messages of an owned partition not yet "
+                "acknowledged (stored but undelivered, plus delivered and in work).",
+                labels=["node", "partition"]),
+            "ack_pending": GaugeMetricFamily(
+                "semtrace_cluster_consumer_ack_pending", "Messages delivered to this node and "
+                "not yet acknowledged (in work, or lost with a crash until redelivery).",
+                labels=["node", "partition"]),
+            "redelivered": GaugeMetricFamily(
+                "semtrace_cluster_consumer_redelivered", "Messages of the partition delivered "
+                "more than once since its consumer was created at the node's start.",
+                labels=["node", "partition"]),
+        }
+        for p, state in sorted(dict(self.lag()).items()):
+            labels = [self.node, str(p)]
+            families["lag"].add_metric(labels, state.lag)
+            families["ack_pending"].add_metric(labels, state.ack_pending)
+            families["redelivered"].add_metric(labels, state.redelivered)
+        yield from families.values()
+
+
 class Metrics:
     """Every series the appliance exports, in one registry of its own."""
 
@@ -151,6 +181,10 @@ class Metrics:
         """Attach the live service: its queue and its embedding model."""
         self.queue_depth.set_function(queue_depth)
         self.model.info({"model_id": model_id, "dims": str(dims)})
+
+    def bind_cluster(self, lag: Callable[[], dict[int, Any]], *, node: str) -> None:
+        """Attach the NATS front door: consumer lag per owned partition."""
+        self.registry.register(_ConsumerLag(lag, node))
 
     def reply(self, op: str, reply: dict[str, Any]) -> None:
         """Count one reply (labels from closed sets only)."""

@@ -207,3 +207,18 @@ def m004_entity_keys(db: Any) -> None:
     # keyed digests of the values redacted out of a prompt, sealed under its DEK, so
     # entity overlap still counts for history reloaded after a restart
     db.execute("ALTER TABLE records ADD COLUMN entities_ct BLOB")
+
+
+@migration
+def m005_record_id_base(db: Any) -> None:
+    # Record ids are bound into each record's encryption (associated data), so a
+    # tenant moved to another node keeps them: every new store draws its ids from a
+    # random range of 2^32 below 2^53 (JSON-safe), and two nodes' ranges almost never
+    # meet (an import checks). A store that already has records keeps counting from 1.
+    import secrets
+
+    has_records = db.execute("SELECT 1 FROM records LIMIT 1").fetchone() is not None
+    base = 0 if has_records else (secrets.randbelow((1 << 21) - 1) + 1) << 32
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('record_id_base', ?)",
+               (str(base),))
+

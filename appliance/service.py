@@ -104,6 +104,16 @@ class ServiceObserver(Protocol):
         """A committed (or, with None, failed) batch, on the worker thread after the replies."""
 
 
+class FrontDoor(Protocol):
+    """Another way in besides the socket (the NATS front door), run by the service."""
+
+    async def start(self) -> None:
+        """Start taking requests (after the socket and the worker are up)."""
+
+    async def stop(self) -> None:
+        """Stop taking requests and finish those in hand (before the service drains)."""
+
+
 class Service:
     """Serve one data dir on one Unix socket."""
 
@@ -125,6 +135,7 @@ class Service:
         self.on_batch: Callable[[list[Outcome], float], None] | None = None
         self.observer: ServiceObserver | None = None
         self.scheduler: Any = None  # set by the caller that schedules jobs
+        self.doors: list[FrontDoor] = []  # started after the socket, stopped before draining
 
     # ------------------------------------------------------------ lifecycle
 
@@ -161,8 +172,16 @@ class Service:
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload_policies)
         await self.start()
-        await self._stopping.wait()
-        await self.drain()
+        started: list[FrontDoor] = []
+        try:
+            for door in self.doors:
+                await door.start()
+                started.append(door)
+            await self._stopping.wait()
+        finally:
+            for door in reversed(started):
+                await door.stop()
+            await self.drain()
 
     async def drain(self) -> None:
         """Stop accepting, finish what is queued, close connections."""
@@ -309,12 +328,26 @@ class Service:
                 await writer.drain()
 
     async def _respond(self, line: bytes) -> dict[str, Any]:
+        return await self.answer(line.rstrip(b"\r\n"))
+
+    async def answer(self, frame: bytes, *, durable: bool = False,
+                     check: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """The reply to one request frame, as the socket sends it.
+
+        Args:
+            durable: every ingest waits for queue space (no `busy`) and for its commit,
+                whatever its mode (the NATS front door acks only after commit).
+            check: called with the decoded object before anything else; may raise
+                ProtocolError (the NATS front door checks the subject's tenant).
+        """
         op = "unknown"
         try:
-            obj = decode_frame(line.rstrip(b"\r\n"))
+            obj = decode_frame(frame)
             op = obj["op"] if obj.get("op") in OPS else op
+            if check is not None:
+                check(obj)
             req = parse_request(obj, max_text_chars=self.policies.correlation.max_text_chars)
-            reply = await self._dispatch(req, obj.get("traceparent"))
+            reply = await self._dispatch(req, obj.get("traceparent"), durable=durable)
         except ProtocolError as exc:
             reply = error_reply(exc.code, exc.message, exc.request_id)
         except Exception as exc:  # a bug must cost one request, never the connection
@@ -326,7 +359,8 @@ class Service:
             self.observer.reply(op, reply)
         return reply
 
-    async def _dispatch(self, req: Request, traceparent: Any = None) -> dict[str, Any]:
+    async def _dispatch(self, req: Request, traceparent: Any = None, *,
+                        durable: bool = False) -> dict[str, Any]:
         if req.op == "ping":
             return {"request_id": req.request_id, "ok": True, "pong": True,
                     "version": __version__, "protocol": 1}
@@ -342,19 +376,23 @@ class Service:
                 raise ProtocolError("not_found", "No recorded request with this id.",
                                     req.request_id)
             return {"request_id": req.request_id, "ok": True}
-        return await self._ingest(req, traceparent)
+        return await self._ingest(req, traceparent, durable=durable)
 
-    async def _ingest(self, req: Request, traceparent: Any = None) -> dict[str, Any]:
+    async def _ingest(self, req: Request, traceparent: Any = None, *,
+                      durable: bool = False) -> dict[str, Any]:
         assert req.prompt is not None
         if self._stopping.is_set():
             raise ProtocolError("shutting_down", "The service is shutting down; retry later.",
                                 req.request_id)
         fut: asyncio.Future[Outcome] | None = None
-        if req.mode == "sync":
+        if req.mode == "sync" or durable:
             fut = asyncio.get_running_loop().create_future()
+        item = _Item(req.prompt, fut, traceparent if isinstance(traceparent, str) else None)
         try:
-            self._queue.put_nowait(_Item(req.prompt, fut, traceparent
-                                         if isinstance(traceparent, str) else None))
+            if durable:
+                await self._queue.put(item)
+            else:
+                self._queue.put_nowait(item)
         except asyncio.QueueFull:
             self.counters["busy"] += 1
             return error_reply("busy", "The service is busy; retry shortly.", req.request_id,

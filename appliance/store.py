@@ -59,6 +59,17 @@ def connect(path: Path, keyring: Keyring, *, readonly: bool = False, purpose: st
     return conn
 
 
+# This store allocates record ids in [id_base, id_base + ID_RANGE); records moved in
+# from another node keep theirs (see migrations.m005_record_id_base).
+ID_RANGE = 1 << 32
+
+
+def record_id_base(conn: Any) -> int:
+    """The first record id of this store's range (0 for a store older than ranges)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'record_id_base'").fetchone()
+    return int(row[0]) if row else 0
+
+
 class Store(Maintenance):
     """Records, buckets and threads in one SQLCipher file."""
 
@@ -69,7 +80,9 @@ class Store(Maintenance):
         self.path = path
         self._deks: dict[int, Dek | None] = {}
         self._bucket_ids: dict[tuple[str, str, str], int] = {}
-        row = conn.execute("SELECT coalesce(max(id), 0) FROM records").fetchone()
+        self.id_base = record_id_base(conn)
+        row = conn.execute("SELECT coalesce(max(id), ?) FROM records WHERE id >= ? AND id < ?",
+                           (self.id_base, self.id_base, self.id_base + ID_RANGE)).fetchone()
         self._next_id = int(row[0]) + 1
         self.sealer: RevealSealer | None = reveal_sealer(path.parent)
 
@@ -98,6 +111,11 @@ class Store(Maintenance):
     def db(self) -> Any:
         """The raw connection, for the audit log and maintenance in this package."""
         return self._db
+
+    @property
+    def keys_db(self) -> Any:
+        """The key store's raw connection, for moving a tenant between nodes (cluster/)."""
+        return self._kdb
 
     # ---------------------------------------------------------------- buckets
 

@@ -45,6 +45,18 @@ platforms+=(--platform manylinux2014_x86_64 --platform manylinux2010_x86_64 --pl
   --find-links "$stage/wheels" --only-binary=:all: "${platforms[@]}" \
   --python-version 3.11 --implementation cp --abi cp311 "$stage"/wheels/semtrace-"$version"-*.whl
 
+echo "build-bundle: the nats extra (scale-out; nkeys is published as source only)"
+nats_reqs=()
+while IFS= read -r req; do nats_reqs+=("$req"); done < <("$python" - "$root/pyproject.toml" <<'PY'
+import sys, tomllib
+print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]["nats"]))
+PY
+)
+"$python" -m pip wheel --disable-pip-version-check -q --no-deps -w "$stage/wheels" "${nats_reqs[@]}"
+"$python" -m pip download --disable-pip-version-check -q -d "$stage/wheels" \
+  --find-links "$stage/wheels" --only-binary=:all: "${platforms[@]}" \
+  --python-version 3.11 --implementation cp --abi cp311 "${nats_reqs[@]}"
+
 echo "build-bundle: lock file, model manifest, policies, scripts"
 "$python" - "$stage/wheels" > "$stage/requirements.lock" <<'PY'
 import hashlib, pathlib, sys, re

@@ -2,6 +2,7 @@
 
     tracer = opentelemetry.trace.get_tracer("my-app")
     semtrace = Semtrace("/run/semtrace/semtrace.sock", tenant="acme")
+    # or, to a cluster: Semtrace("nats://10.0.0.5:4222", tenant="acme", redact=True)
 
     with tracer.start_as_current_span("chat gpt-4o"):
         with semtrace.turn(user_id=user, text=prompt, session_id=chat_id,
@@ -37,9 +38,10 @@ from typing import Any
 
 from opentelemetry import trace
 
-from appliance.client import Client
+from appliance.client import is_nats_url, open_client
 from appliance.errors import SemtraceError
 from appliance.integrations import annotate, traceparent
+from appliance.integrations.redaction import TextRedactor, text_redactor
 
 log = logging.getLogger("semtrace.integrations")
 
@@ -65,20 +67,29 @@ class Turn:
 class Semtrace:
     """A thread-safe connection to the appliance for one tenant."""
 
-    def __init__(self, socket_path: str | Path, *, tenant: str, timeout: float = 5.0) -> None:
-        self.socket_path = Path(socket_path)
+    def __init__(self, socket_path: str | Path, *, tenant: str, timeout: float = 5.0,
+                 redact: bool | TextRedactor = False) -> None:
+        """Args:
+            socket_path: the appliance's Unix socket, or a `nats://host:port` URL.
+            redact: True (Presidio, policies/redaction.toml) or a function: the prompt
+                leaves this process with placeholders instead of PII.
+        """
+        self.socket_path: str | Path = (socket_path if is_nats_url(socket_path)
+                                        else Path(socket_path))
         self.tenant = tenant
         self.timeout = timeout
+        self.redact = text_redactor(redact)
         self._lock = threading.Lock()
-        self._client: Client | None = None
+        self._client: Any = None
 
     def send(self, request: dict[str, Any]) -> dict[str, Any] | None:
         """Send one request; None (and a warning) when the appliance cannot be reached."""
         with self._lock:
             try:
                 if self._client is None:
-                    self._client = Client(self.socket_path, timeout=self.timeout)
-                return self._client.request(request)
+                    self._client = open_client(self.socket_path, timeout=self.timeout)
+                reply: dict[str, Any] = self._client.request(request)
+                return reply
             except (SemtraceError, OSError, ValueError) as exc:
                 if self._client is not None:
                     with contextlib.suppress(OSError):
@@ -99,7 +110,8 @@ class Semtrace:
                  request_id: str | None) -> dict[str, Any]:
         req: dict[str, Any] = {"v": 1, "op": "ingest", "tenant": self.tenant,
                                "request_id": request_id or "app-" + secrets.token_hex(8),
-                               "user_id": user_id, "text": text,
+                               "user_id": user_id,
+                               "text": self.redact(text) if self.redact else text,
                                "ts": datetime.now(UTC).isoformat()}
         req.update({k: v for k, v in (("session_id", session_id), ("model", model),
                                       ("traceparent", traceparent())) if v})

@@ -4,6 +4,7 @@
     from appliance.integrations.litellm import SemtraceLogger
 
     litellm.callbacks = [SemtraceLogger("/run/semtrace/semtrace.sock", tenant="acme")]
+    # or, to a cluster: SemtraceLogger("nats://10.0.0.5:4222", tenant="acme", redact=True)
 
 On success or failure of a chat completion the callback sends the last user
 message, the user, the session id LiteLLM knows (`litellm_session_id` or
@@ -30,9 +31,10 @@ from typing import Any
 from litellm.integrations.custom_logger import CustomLogger
 from opentelemetry import trace
 
-from appliance.client import AsyncClient, Client
+from appliance.client import is_nats_url, open_async_client, open_client
 from appliance.errors import SemtraceError
 from appliance.integrations import annotate, reply_attributes, traceparent
+from appliance.integrations.redaction import TextRedactor, text_redactor
 
 log = logging.getLogger("semtrace.integrations.litellm")
 CHAT_CALLS = ("completion", "acompletion")
@@ -117,17 +119,25 @@ class SemtraceLogger(CustomLogger):
 
     def __init__(self, socket_path: str | Path, *, tenant: str = "default",
                  default_user: str = "anonymous", mode: str = "sync",
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 5.0, redact: bool | TextRedactor = False) -> None:
+        """Args:
+            socket_path: the appliance's Unix socket, or a `nats://host:port` URL (mode
+                async is then fire-and-forget to the bus).
+            redact: True (Presidio, policies/redaction.toml) or a function: prompts
+                leave the gateway with placeholders instead of PII.
+        """
         super().__init__()
-        self.socket_path = Path(socket_path)
+        self.socket_path: str | Path = (socket_path if is_nats_url(socket_path)
+                                        else Path(socket_path))
+        self.redact = text_redactor(redact)
         self.tenant, self.default_user, self.mode, self.timeout = (tenant, default_user, mode,
                                                                    timeout)
         self.sent = 0
         self.failures = 0
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
-        self._client: Client | None = None
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient] = \
+        self._client: Any = None
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = \
             weakref.WeakKeyDictionary()
 
     # ------------------------------------------------------------ LiteLLM hooks
@@ -152,8 +162,11 @@ class SemtraceLogger(CustomLogger):
 
     def _request(self, kwargs: Any, response_obj: Any, start: Any, end: Any,
                  status: str) -> dict[str, Any] | None:
-        return build_request(kwargs, response_obj, start, end, status=status,
-                             tenant=self.tenant, default_user=self.default_user, mode=self.mode)
+        req = build_request(kwargs, response_obj, start, end, status=status,
+                            tenant=self.tenant, default_user=self.default_user, mode=self.mode)
+        if req is not None and self.redact is not None:
+            req["text"] = self.redact(req["text"])
+        return req
 
     def _record_sync(self, kwargs: Any, response_obj: Any, start: Any, end: Any,
                      status: str) -> None:
@@ -164,7 +177,7 @@ class SemtraceLogger(CustomLogger):
         with self._lock:
             try:
                 if self._client is None:
-                    self._client = Client(self.socket_path, timeout=self.timeout)
+                    self._client = open_client(self.socket_path, timeout=self.timeout)
                 reply = self._client.request(req)
             except (SemtraceError, OSError, ValueError) as exc:
                 self._drop_client()
@@ -180,7 +193,7 @@ class SemtraceLogger(CustomLogger):
         loop = asyncio.get_running_loop()
         try:
             if loop not in self._async:
-                client = await AsyncClient.connect(self.socket_path)
+                client = await open_async_client(self.socket_path, timeout=self.timeout)
                 if self._async.setdefault(loop, client) is not client:
                     await client.close()  # another call connected first
             reply = await asyncio.wait_for(self._async[loop].request(req), self.timeout)

@@ -1,0 +1,194 @@
+"""`semtrace cluster ...`: status of a NATS cluster, the server's mappings, moving partitions."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import click
+
+from appliance.cli import credential_options, data_dir_option, emit_json, open_dir
+
+
+@click.group()
+def cluster() -> None:
+    """Scale-out over NATS JetStream: tenants partitioned over several nodes."""
+
+
+def _settings(url: str | None, partitions: int | None) -> Any:
+    from appliance.cli_service import cluster_settings
+    from appliance.config import load_cluster
+
+    settings = cluster_settings(load_cluster(), url=url, partitions=partitions)
+    if not settings.url:
+        raise click.UsageError("No NATS URL: give --nats or set url in policies/cluster.toml.")
+    return settings
+
+
+def _partitions_of(spec: str, count: int) -> list[int]:
+    from appliance.cluster.partition import parse_own
+
+    try:
+        return parse_own(spec, count)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--partitions") from None
+
+
+nats_option = click.option("--nats", "nats_url", default=None, metavar="URL",
+                           help="NATS server (default: policies/cluster.toml).")
+count_option = click.option("--of", "count", type=click.IntRange(1, 1024), default=None,
+                            help="Partitions of the tenant space (default: cluster.toml).")
+
+
+@cluster.command()
+@nats_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(nats_url: str | None, as_json: bool) -> None:
+    """Partitions, their owners, and each consumer's lag and redeliveries."""
+    from appliance.cluster.bus import require_nats
+    from appliance.cluster.partition import format_ranges
+    from appliance.cluster.status import cluster_status
+
+    require_nats()
+    report = asyncio.run(cluster_status(_settings(nats_url, None)))
+    if as_json:
+        emit_json(report)
+        return
+    click.echo(f"stream {report.stream}: {report.partitions} partitions, {report.replicas} "
+               f"replica(s), {report.messages} message(s) queued, {report.bytes} bytes")
+    for node, parts in sorted(report.nodes.items()):
+        click.echo(f"node {node}: partitions {format_ranges(parts)}")
+    click.echo(f"{'part':>4}  {'owner':<20} {'lag':>8} {'pending':>8} {'in work':>8} "
+               f"{'redelivered':>11}")
+    for s in report.states:
+        owner = s.owner or "(none: queueing)"
+        click.echo(f"{s.partition:>4}  {owner:<20} {s.lag:>8} {s.pending:>8} "
+                   f"{s.ack_pending:>8} {s.redelivered:>11}")
+
+
+@cluster.command("nats-config")
+@click.option("--partitions", type=click.IntRange(1, 1024), required=True,
+              help="Partitions of the tenant space (the nodes' --partitions).")
+@click.option("--json", "as_json", is_flag=True, help="Print the mappings as JSON.")
+def nats_config(partitions: int, as_json: bool) -> None:
+    """Print the nats-server `mappings` block that partitions the ingest subjects."""
+    from appliance.cluster.partition import server_mappings
+
+    block = server_mappings(partitions)
+    if as_json:
+        pairs = [line.strip().split(": ", 1) for line in block.splitlines() if ": " in line]
+        emit_json({"mappings": {k.strip('"'): v.strip('"') for k, v in pairs}})
+    else:
+        click.echo(block, nl=False)
+
+
+@cluster.command("export")
+@data_dir_option
+@credential_options
+@click.option("--partitions", "spec", required=True, metavar="A-B",
+              help="The partitions whose tenants leave this node, e.g. 3 or 2-3.")
+@count_option
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="The export file to write (new; mode 0600).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def export(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
+           spec: str, count: int | None, out: Path, as_json: bool) -> None:
+    """Write the tenants of some partitions to a file (the node must be stopped)."""
+    from appliance.cluster.move import export_tenants, tenants_in
+
+    rt = _stopped(data_dir, passphrase_file, key_file)
+    try:
+        n = count or rt.policies.cluster.partitions
+        tenants = tenants_in(rt.store, _partitions_of(spec, n), n)
+        if not tenants:
+            raise click.ClickException(f"This node holds no tenant of partition(s) {spec}.")
+        report = export_tenants(rt.store, rt.keyring, tenants, out)
+        _audit(rt, "cluster_export", report, partitions=spec)
+    finally:
+        rt.close()
+    _print(report, as_json, f"Exported {len(report.tenants)} tenant(s), {report.records} "
+           f"record(s) to {out}. Import it on the new owner, then run `semtrace cluster "
+           f"forget --partitions {spec}` here.")
+
+
+@cluster.command("import")
+@data_dir_option
+@credential_options
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--keep", is_flag=True, help="Keep the export file (default: delete it).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def import_(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
+            path: Path, keep: bool, as_json: bool) -> None:
+    """Copy an export into this node's store (the node must be stopped)."""
+    from appliance.cluster.move import import_tenants
+
+    rt = _stopped(data_dir, passphrase_file, key_file)
+    try:
+        report = import_tenants(rt.store, rt.keyring, path)
+        _audit(rt, "cluster_import", report)
+    finally:
+        rt.close()
+    if not keep:  # it holds data keys: a copy left behind would survive crypto-shredding
+        path.unlink()
+    _print(report, as_json, f"Imported {len(report.tenants)} tenant(s), {report.records} "
+           f"record(s).")
+
+
+@cluster.command()
+@data_dir_option
+@credential_options
+@click.option("--partitions", "spec", required=True, metavar="A-B",
+              help="The partitions whose tenants were moved away.")
+@count_option
+@click.option("--yes", is_flag=True, help="Confirm: their data keys are destroyed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def forget(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
+           spec: str, count: int | None, yes: bool, as_json: bool) -> None:
+    """Remove the tenants of some partitions from this node after they moved."""
+    from appliance.cluster.move import forget_tenants, tenants_in
+
+    if not yes:
+        raise click.UsageError("Forgetting destroys these tenants' data here: add --yes.")
+    rt = _stopped(data_dir, passphrase_file, key_file)
+    try:
+        n = count or rt.policies.cluster.partitions
+        report = forget_tenants(rt.store, tenants_in(rt.store, _partitions_of(spec, n), n))
+        _audit(rt, "cluster_forget", report, partitions=spec)
+    finally:
+        rt.close()
+    _print(report, as_json, f"Removed {len(report.tenants)} tenant(s), {report.records} "
+           f"record(s) from this node.")
+
+
+def _stopped(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None) -> Any:
+    """The data dir, opened for writing while no service runs on it."""
+    from appliance.errors import SemtraceError
+    from appliance.runtime import default_data_dir
+    from appliance.service import DataDirLock
+
+    lock = DataDirLock(data_dir or default_data_dir())
+    try:
+        lock.acquire()
+    except SemtraceError:
+        raise SemtraceError("Stop the node first: a service is running on this data dir.") \
+            from None
+    lock.release()
+    return open_dir(data_dir, passphrase_file, key_file)
+
+
+def _audit(rt: Any, event: str, report: Any, **extra: Any) -> None:
+    from appliance.audit import AuditLog
+
+    AuditLog(rt.store.db, rt.keyring.audit_signer()).append(
+        event, {"tenants": report.tenants, "records": report.records, **extra})
+
+
+def _print(report: Any, as_json: bool, sentence: str) -> None:
+    if as_json:
+        emit_json(report)
+    else:
+        click.echo(sentence)
+
+
+COMMANDS = [cluster]

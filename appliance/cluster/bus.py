@@ -1,0 +1,99 @@
+"""Connecting to NATS with the configured credentials and TLS; one sentence on failure."""
+
+from __future__ import annotations
+
+import os
+import ssl
+import stat
+from pathlib import Path
+from typing import Any
+
+from appliance.config import ClusterSecurity
+from appliance.errors import ConfigError, SemtraceError
+
+INSTALL_HINT = "NATS support is an extra: pip install 'semtrace[nats]'."
+
+
+def require_nats() -> Any:
+    """The `nats` package, or one sentence saying how to install it."""
+    try:
+        import nats
+    except ImportError:
+        raise SemtraceError(INSTALL_HINT) from None
+    return nats
+
+
+def _private_file(path: str, what: str) -> Path:
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+    except OSError:
+        raise ConfigError(f"The NATS {what} {path} cannot be read.") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"The NATS {what} {path} must be readable by its owner only "
+                          "(chmod 600).")
+    return p
+
+
+def tls_context(sec: ClusterSecurity) -> ssl.SSLContext | None:
+    """A client TLS context when a CA is configured, else None (plain TCP)."""
+    if not sec.tls_ca_file:
+        return None
+    try:
+        ctx = ssl.create_default_context(cafile=sec.tls_ca_file)
+        if sec.tls_cert_file:
+            _private_file(sec.tls_key_file or sec.tls_cert_file, "TLS key")
+            ctx.load_cert_chain(sec.tls_cert_file, sec.tls_key_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"The NATS TLS files cannot be loaded ({type(exc).__name__}).") \
+            from None
+    return ctx
+
+
+def connect_options(sec: ClusterSecurity) -> dict[str, Any]:
+    """nats-py `connect` keyword arguments for the configured authentication and TLS."""
+    opts: dict[str, Any] = {}
+    if sec.creds_file:
+        opts["user_credentials"] = str(_private_file(sec.creds_file, "credentials file"))
+    if sec.nkey_seed_file:
+        opts["nkeys_seed"] = str(_private_file(sec.nkey_seed_file, "nkey seed file"))
+    if sec.user:
+        if not sec.password_file:
+            raise ConfigError("security.user needs security.password_file in cluster.toml.")
+        opts["user"] = sec.user
+        opts["password"] = _private_file(sec.password_file, "password file").read_text().strip()
+    ctx = tls_context(sec)
+    if ctx is not None:
+        opts["tls"] = ctx
+    return opts
+
+
+def servers(url: str) -> list[str]:
+    return [u.strip() for u in url.split(",") if u.strip()]
+
+
+async def connect(url: str, sec: ClusterSecurity, *, name: str,
+                  connect_timeout: float = 5.0, reconnect: bool = True) -> Any:
+    """An open nats-py client; SemtraceError with one sentence when NATS cannot be reached."""
+    nats = require_nats()
+    from nats.errors import Error as NatsError
+    from nats.errors import NoServersError
+
+    async def _quiet(exc: Exception) -> None:  # nats-py prints every error by default
+        return None
+
+    try:
+        return await nats.connect(servers(url), name=name, connect_timeout=connect_timeout,
+                                  allow_reconnect=reconnect, max_reconnect_attempts=-1
+                                  if reconnect else 0, error_cb=_quiet,
+                                  **connect_options(sec))
+    except (NoServersError, OSError, TimeoutError):
+        raise SemtraceError(f"No NATS server answers at {url}.") from None
+    except NatsError as exc:
+        raise SemtraceError(f"NATS refused the connection ({type(exc).__name__}); check the "
+                            "credentials in cluster.toml.") from None
+
+
+def node_name(configured: str) -> str:
+    """The configured node name, else the host name."""
+    return configured or os.uname().nodename

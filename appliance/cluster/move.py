@@ -1,0 +1,249 @@
+"""Moving a partition's tenants from one node's store to another's (both nodes stopped).
+
+`export_tenants` writes their rows, still encrypted, and their wrapped data keys
+into one SQLCipher file keyed like the store; only a node with the same master
+key (the cluster's shared key file) opens it. `import_tenants` copies them into
+another store: bucket ids are renumbered (they are key-store row ids), record
+ids are kept (they are bound into the records' encryption; each store draws
+them from its own range). `forget_tenants` then removes them from the source,
+destroying their data keys. Tables are found by their columns (a `tenant`
+column, or a `record_id`/`bucket_id`/`topic_id` link), so later migrations'
+tables move too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from appliance import migrations
+from appliance.errors import SemtraceError, WrongKey
+from appliance.keys import Keyring
+from appliance.store import ID_RANGE, Store, connect, record_id_base
+
+# Tables that belong to the node, not to a tenant.
+NODE_TABLES = {"meta", "audit", "audit_checkpoints", "audit_keys", "_migrations"}
+KEY_TABLES = ("deks", "destroyed")
+
+
+@dataclass(frozen=True)
+class MoveReport:
+    """What one export, import or forget touched."""
+
+    tenants: list[str]
+    records: int
+    buckets: int
+    tables: dict[str, int]
+
+
+def tenants_in(store: Store, partitions: list[int], count: int) -> list[str]:
+    """The tenants with data in this store that fall into `partitions` of `count`."""
+    from appliance.cluster.partition import partition_of
+
+    found: set[str] = set()
+    for table in _tables(store.db):
+        if "tenant" in _columns(store.db, table):
+            found.update(r[0] for r in store.db.execute(f"SELECT DISTINCT tenant FROM {table}"))
+    wanted = set(partitions)
+    return sorted(t for t in found if partition_of(t, count) in wanted)
+
+
+def _tables(db: Any) -> list[str]:
+    return [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table' "
+                                     "AND name NOT LIKE 'sqlite_%' ORDER BY name")
+            if r[0] not in NODE_TABLES]
+
+
+def _columns(db: Any, table: str) -> list[str]:
+    return [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
+
+
+def _scope(db: Any, table: str, tenants: list[str], record_ids: set[int],
+           bucket_ids: set[int], topic_ids: set[str]) -> tuple[str, list[Any]] | None:
+    """The WHERE clause selecting a table's rows of these tenants; None: not tenant data."""
+    cols = _columns(db, table)
+
+    def within(column: str, values: set[Any]) -> tuple[str, list[Any]]:
+        return f"{column} IN ({','.join('?' * len(values)) or 'NULL'})", sorted(values)
+
+    if "tenant" in cols:
+        return within("tenant", set(tenants))
+    if "record_id" in cols:
+        return within("record_id", record_ids)
+    if "bucket_id" in cols:
+        return within("bucket_id", bucket_ids)
+    if "topic_id" in cols:
+        return within("topic_id", topic_ids)
+    return None
+
+
+def _ids(db: Any, sql: str, tenants: list[str]) -> set[Any]:
+    marks = ",".join("?" * len(tenants)) or "NULL"
+    return {r[0] for r in db.execute(sql.format(marks=marks), tenants)}
+
+
+def _selection(db: Any, tenants: list[str]) -> tuple[set[int], set[int], set[str]]:
+    records = _ids(db, "SELECT id FROM records WHERE tenant IN ({marks})", tenants)
+    buckets = _ids(db, "SELECT id FROM buckets WHERE tenant IN ({marks})", tenants)
+    topics = _ids(db, "SELECT topic_id FROM topics WHERE tenant IN ({marks})", tenants)
+    return records, buckets, topics
+
+
+def _copy(src: Any, dst: Any, table: str, where: tuple[str, list[Any]],
+          remap_bucket: dict[int, int] | None = None) -> int:
+    cols = [c for c in _columns(src, table) if c in set(_columns(dst, table))]
+    rows = src.execute(f"SELECT {','.join(cols)} FROM {table} WHERE {where[0]}",
+                       where[1]).fetchall()
+    if remap_bucket is not None:
+        fix = [i for i, c in enumerate(cols)
+               if c == "bucket_id" or (table == "buckets" and c == "id")]
+        rows = [tuple(remap_bucket[v] if i in fix and v is not None else v
+                      for i, v in enumerate(row)) for row in rows]
+    dst.executemany(f"INSERT INTO {table} ({','.join(cols)}) VALUES "
+                    f"({','.join('?' * len(cols))})", rows)
+    return len(rows)
+
+
+def export_tenants(store: Store, keyring: Keyring, tenants: list[str], out: Path) -> MoveReport:
+    """Write these tenants' rows and wrapped keys to a new file `out` (mode 0600)."""
+    if out.exists():
+        raise SemtraceError(f"{out} already exists; it was not overwritten.")
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(fd)
+    conn = connect(out, keyring, synchronous="FULL")
+    try:
+        migrations.migrate(conn)
+        migrations.migrate(conn, migrations.KEY_MIGRATIONS)
+        records, buckets, topics = _selection(store.db, tenants)
+        tables: dict[str, int] = {}
+        conn.execute("BEGIN")
+        for table in _tables(store.db):
+            where = _scope(store.db, table, tenants, records, buckets, topics)
+            if where is not None and table in _tables(conn):
+                tables[table] = _copy(store.db, conn, table, where)
+        for table in KEY_TABLES:
+            tables[table] = _copy(store.keys_db, conn, table,
+                                  _scope(store.keys_db, table, tenants, records, buckets,
+                                         topics) or ("0", []))
+        conn.execute("INSERT INTO meta (key, value) VALUES ('export_tenants', ?)",
+                     (",".join(tenants),))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.close()
+        out.unlink(missing_ok=True)
+        raise
+    conn.close()
+    return MoveReport(tenants, len(records), len(buckets), tables)
+
+
+def _open_export(path: Path, keyring: Keyring) -> Any:
+    if not path.is_file():
+        raise SemtraceError(f"{path} does not exist.")
+    try:
+        conn = connect(path, keyring, readonly=True)
+    except WrongKey:
+        raise WrongKey(f"{path} was exported by a node with another master key; the nodes "
+                       "of a cluster share one key file.") from None
+    if migrations.applied(conn)[-1:] != [migrations.latest()]:
+        conn.close()
+        raise SemtraceError(f"{path} was exported by another version of semtrace; export and "
+                            "import with the same version.")
+    return conn
+
+
+def import_tenants(store: Store, keyring: Keyring, path: Path) -> MoveReport:
+    """Copy an export into this store; refuses tenants it already has and clashing ids."""
+    src = _open_export(path, keyring)
+    try:
+        row = src.execute("SELECT value FROM meta WHERE key='export_tenants'").fetchone()
+        tenants = [t for t in (row[0] if row else "").split(",") if t]
+        _check_import(store, src, tenants)
+        records, buckets, topics = _selection(src, tenants)
+        wrapped = src.execute("SELECT bucket_id, wrapped, created_at FROM deks").fetchall()
+        remap = _new_bucket_ids(store, buckets | {r[0] for r in wrapped})
+        store.keys_db.execute("BEGIN IMMEDIATE")
+        try:  # keys first: a key whose data then fails to commit decrypts nothing
+            store.keys_db.executemany(
+                "INSERT INTO deks (bucket_id, wrapped, created_at) VALUES (?, ?, ?)",
+                [(remap[old], blob, created) for old, blob, created in wrapped])
+            _copy(src, store.keys_db, "destroyed", ("1", []), remap)
+            store.keys_db.execute("COMMIT")
+        except BaseException:
+            store.keys_db.execute("ROLLBACK")
+            raise
+        tables: dict[str, int] = {}
+        store.db.execute("BEGIN IMMEDIATE")
+        try:
+            for table in _ordered(_tables(src)):
+                if table in KEY_TABLES or table not in _tables(store.db):
+                    continue
+                where = _scope(src, table, tenants, records, buckets, topics)
+                if where is not None:
+                    tables[table] = _copy(src, store.db, table, where, remap)
+            store.db.execute("COMMIT")
+        except BaseException:
+            store.db.execute("ROLLBACK")
+            raise
+    finally:
+        src.close()
+    return MoveReport(tenants, len(records), len(buckets), tables)
+
+
+def _new_bucket_ids(store: Store, old: set[int]) -> dict[int, int]:
+    """Fresh bucket ids above every id this store's two files ever used."""
+    top = max(store.keys_db.execute("SELECT coalesce(max(bucket_id), 0) FROM deks").fetchone()[0],
+              store.keys_db.execute("SELECT coalesce(max(bucket_id), 0) FROM destroyed")
+              .fetchone()[0],
+              store.db.execute("SELECT coalesce(max(id), 0) FROM buckets").fetchone()[0])
+    return {b: top + 1 + i for i, b in enumerate(sorted(old))}
+
+
+def _ordered(tables: list[str]) -> list[str]:
+    """Buckets before the tables that reference them."""
+    return sorted(tables, key=lambda t: (t != "buckets", t))
+
+
+def _check_import(store: Store, src: Any, tenants: list[str]) -> None:
+    if not tenants:
+        raise SemtraceError("The export holds no tenant.")
+    here = _ids(store.db, "SELECT DISTINCT tenant FROM buckets WHERE tenant IN ({marks})",
+                tenants)
+    if here:
+        raise SemtraceError(f"This node already holds data of tenant {sorted(here)[0]}; "
+                            "nothing was imported.")
+    lo, hi = src.execute("SELECT min(id), max(id) FROM records").fetchone()
+    base = record_id_base(store.db)
+    clash = store.db.execute("SELECT 1 FROM records WHERE id BETWEEN ? AND ? LIMIT 1",
+                             (lo or 0, hi or -1)).fetchone()
+    if clash or (lo is not None and base <= hi and lo < base + ID_RANGE):
+        raise SemtraceError("The exported records' ids fall in this node's id range; "
+                            "import them into another node (or a newly initialised one).")
+
+
+def forget_tenants(store: Store, tenants: list[str]) -> MoveReport:
+    """Remove these tenants from this store: data keys destroyed first, then their rows."""
+    records, buckets, topics = _selection(store.db, tenants)
+    marks = ",".join("?" * len(buckets)) or "NULL"
+    store.keys_db.execute("BEGIN IMMEDIATE")
+    store.keys_db.execute(f"DELETE FROM deks WHERE bucket_id IN ({marks})", sorted(buckets))
+    store.keys_db.execute(f"DELETE FROM destroyed WHERE bucket_id IN ({marks})",
+                          sorted(buckets))
+    store.keys_db.execute("COMMIT")
+    tables: dict[str, int] = {}
+    store.db.execute("BEGIN IMMEDIATE")
+    try:
+        for table in sorted(_tables(store.db), key=lambda t: (t == "buckets", t)):
+            where = _scope(store.db, table, tenants, records, buckets, topics)
+            if where is not None:
+                cur = store.db.execute(f"DELETE FROM {table} WHERE {where[0]}", where[1])
+                tables[table] = cur.rowcount
+        store.db.execute("COMMIT")
+    except BaseException:
+        store.db.execute("ROLLBACK")
+        raise
+    with contextlib.suppress(Exception):
+        store.db.execute("PRAGMA incremental_vacuum")
+    return MoveReport(tenants, len(records), len(buckets), tables)

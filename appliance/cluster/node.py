@@ -1,0 +1,297 @@
+"""The NATS front door of one node: its partitions' messages into the service's queue.
+
+Each owned partition has a durable pull consumer. A fetched message goes
+through `Service.answer(durable=True)`, the socket's own request path: same
+parsing, same queue, same group commit. The message is acknowledged only after
+its record is committed (at least once); a redelivered message is recognised
+by (tenant, request_id) and answered as a duplicate (exactly-once effect).
+
+At start the node claims its partitions (`owners.py`) and re-creates their
+consumers: the stream is a work queue, so a fresh consumer starts at the oldest
+unacknowledged message and a node that crashed replays its backlog in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from appliance.cluster import partition as part
+from appliance.cluster.bus import connect, node_name
+from appliance.cluster.owners import Ownership, owners_bucket
+from appliance.cluster.replies import ReplyBook
+from appliance.config import ClusterSettings
+from appliance.errors import SemtraceError
+from appliance.protocol import ProtocolError
+
+if TYPE_CHECKING:
+    from appliance.service import Service
+
+log = logging.getLogger("semtrace.cluster")
+# Replies that mean "not now": the message is redelivered later, nothing is answered.
+RETRY_CODES = ("internal", "shutting_down", "busy")
+STREAM_DESCRIPTION = "semtrace ingest, partitions={n}"
+LAG_EVERY_S = 5.0
+
+
+@dataclass(frozen=True)
+class ConsumerLag:
+    """One partition's consumer as JetStream reports it."""
+
+    partition: int
+    pending: int  # in the stream, not yet delivered
+    ack_pending: int  # delivered, not yet acknowledged
+    redelivered: int  # delivered more than once (since the consumer was created)
+
+    @property
+    def lag(self) -> int:
+        return self.pending + self.ack_pending
+
+
+def stream_config(settings: ClusterSettings, *, max_msg_size: int) -> Any:
+    """The JetStream stream that holds ingest requests (file storage, work queue)."""
+    from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+
+    # no_ack: a request's reply subject is the gateway's, not JetStream's publish ack.
+    return StreamConfig(name=settings.stream, subjects=[part.part_subject("*")],
+                        description=STREAM_DESCRIPTION.format(n=settings.partitions),
+                        retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE,
+                        num_replicas=settings.replicas, no_ack=True,
+                        max_msg_size=max_msg_size)
+
+
+def consumer_config(settings: ClusterSettings, p: int) -> Any:
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    return ConsumerConfig(durable_name=part.consumer_name(settings.stream, p),
+                          filter_subject=part.part_subject(p), ack_policy=AckPolicy.EXPLICIT,
+                          deliver_policy=DeliverPolicy.ALL, ack_wait=settings.ack_wait_s,
+                          max_ack_pending=max(1000, settings.fetch_batch * 4),
+                          description=f"semtrace partition {p}")
+
+
+async def ensure_stream(js: Any, settings: ClusterSettings, *, max_msg_size: int) -> None:
+    """Create the stream, or check that the existing one has this many partitions."""
+    from nats.js.errors import NotFoundError
+
+    try:
+        info = await js.stream_info(settings.stream)
+    except NotFoundError:
+        await js.add_stream(stream_config(settings, max_msg_size=max_msg_size))
+        return
+    expected = STREAM_DESCRIPTION.format(n=settings.partitions)
+    if info.config.description != expected:
+        raise SemtraceError(
+            f"The stream {settings.stream} was made for another partition count "
+            f"({info.config.description!r}); every node must use the same --partitions.")
+
+
+async def check_mapping(nc: Any, partitions: int, timeout: float = 2.0) -> None:
+    """Check that the server maps ingest subjects to `partitions` partitions, as we hash."""
+    tokens = [f"probe-{secrets.token_hex(4)}-{i}" for i in range(4)]
+    seen: dict[str, int] = {}
+    got = asyncio.Event()
+
+    async def on_probe(msg: Any) -> None:
+        split = part.split_part_subject(msg.subject.replace(part.PROBED_PREFIX,
+                                                            part.PART_PREFIX, 1))
+        if split is not None:
+            seen[split[1]] = split[0]
+            if len(seen) == len(tokens):
+                got.set()
+
+    sub = await nc.subscribe(f"{part.PROBED_PREFIX}.*.*", cb=on_probe)
+    try:
+        for token in tokens:
+            await nc.publish(f"{part.PROBE_PREFIX}.{token}", b"")
+        await nc.flush()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(got.wait(), timeout)
+    finally:
+        await sub.unsubscribe()
+    if any(seen.get(t) != part.partition_of(t, partitions) for t in tokens):
+        raise SemtraceError(
+            f"The NATS server does not map ingest subjects to {partitions} partitions: add the "
+            f"mappings printed by `semtrace cluster nats-config --partitions {partitions}` to "
+            "its configuration and reload it.")
+
+
+class ClusterNode:
+    """Consumes this node's partitions into a running `Service`."""
+
+    def __init__(self, service: Service, settings: ClusterSettings) -> None:
+        self.service = service
+        self.settings = settings
+        self.node = node_name(settings.node)
+        self.partitions = settings.owned()
+        self.book = ReplyBook()
+        self.lag: dict[int, ConsumerLag] = {}
+        self.counters = {"consumed": 0, "redelivered": 0, "retried": 0, "refused": 0}
+        self._nc: Any = None
+        self._js: Any = None
+        self._ownership: Ownership | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subs: list[Any] = []
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        """Connect, check the server's mapping, claim the partitions, start consuming."""
+        s = self.settings
+        self._nc = await connect(s.url, s.security, name=f"semtrace-node-{self.node}")
+        try:
+            self._js = self._nc.jetstream()
+            await check_mapping(self._nc, s.partitions)
+            await ensure_stream(self._js, s,
+                                max_msg_size=self.service.policies.service.max_frame_bytes)
+            kv = await owners_bucket(self._js, ttl_s=s.owner_ttl_s, replicas=s.replicas)
+            self._ownership = Ownership(kv, self.node, self.partitions, s.owner_ttl_s)
+            await self._ownership.claim()
+            for p in self.partitions:
+                sub = await self._nc.subscribe(part.part_subject(p), cb=self._on_request)
+                self._subs.append(sub)
+                pull = await self._reset_consumer(p)
+                self._tasks.append(asyncio.create_task(self._consume(p, pull)))
+            self._tasks.append(asyncio.create_task(self._poll_lag()))
+        except BaseException:
+            await self._close()
+            raise
+        log.info("consuming", extra={"event": "cluster_start", "node": self.node,
+                                     "partitions": part.format_ranges(self.partitions)})
+
+    async def stop(self) -> None:
+        """Finish the batches in hand (commit, answer, ack), release the partitions."""
+        self._stopping.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._close()
+        log.info("stopped consuming", extra={"event": "cluster_stop", "node": self.node})
+
+    async def _close(self) -> None:
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        if self._ownership is not None:
+            await self._ownership.release()
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.drain()
+
+    async def _reset_consumer(self, p: int) -> Any:
+        """A fresh durable consumer: delivery restarts at the oldest unacknowledged message."""
+        from nats.js.errors import NotFoundError
+
+        name = part.consumer_name(self.settings.stream, p)
+        with contextlib.suppress(NotFoundError):
+            await self._js.delete_consumer(self.settings.stream, name)
+        await self._js.add_consumer(self.settings.stream, consumer_config(self.settings, p))
+        return await self._js.pull_subscribe_bind(durable=name, stream=self.settings.stream)
+
+    # ------------------------------------------------------------ consuming
+
+    async def _consume(self, p: int, pull: Any) -> None:
+        from nats.errors import TimeoutError as NatsTimeout
+
+        while not self._stopping.is_set():
+            try:
+                msgs = await pull.fetch(self.settings.fetch_batch, timeout=1.0)
+            except (NatsTimeout, TimeoutError):
+                continue
+            except Exception as exc:  # NATS reconnecting: wait, then pull again
+                log.warning("fetch failed", extra={"event": "fetch_failed", "partition": p,
+                                                   "error": type(exc).__name__})
+                await asyncio.sleep(0.5)
+                continue
+            await self._handle(msgs)
+
+    async def _handle(self, msgs: list[Any]) -> None:
+        """Answer a fetched batch in order; ack each message after its commit."""
+        running: list[tuple[Any, str, asyncio.Future[dict[str, Any]]]] = []
+        for msg in msgs:
+            split = part.split_part_subject(msg.subject)
+            if split is None:
+                await msg.term()
+                continue
+            tenant = split[1]
+            if msg.metadata.num_delivered > 1:
+                self.counters["redelivered"] += 1
+            if _op(msg.data) not in ("ingest", None):  # reads and feedback see earlier writes
+                await asyncio.gather(*(f for _, _, f in running), return_exceptions=True)
+            running.append((msg, tenant, asyncio.ensure_future(self.service.answer(
+                msg.data, durable=True, check=_same_tenant(tenant)))))
+        for msg, tenant, fut in running:
+            await self._settle(msg, tenant, await fut)
+
+    async def _settle(self, msg: Any, tenant: str, reply: dict[str, Any]) -> None:
+        code = (reply.get("error") or {}).get("code")
+        if code in RETRY_CODES:
+            self.counters["retried"] += 1
+            await msg.nak(delay=1.0)
+            return
+        answer = json.dumps(reply, ensure_ascii=False, separators=(",", ":")).encode()
+        rid = reply.get("request_id")
+        subject = self.book.answered((tenant, rid), answer) if isinstance(rid, str) else None
+        await self._nc.publish(subject or part.enriched_subject(tenant), answer)
+        await msg.ack()
+        self.counters["consumed" if reply.get("ok") else "refused"] += 1
+
+    async def _on_request(self, msg: Any) -> None:
+        """A request passing on the wire: note its reply subject for after the commit."""
+        split = part.split_part_subject(msg.subject)
+        if not msg.reply or split is None:
+            return
+        try:
+            rid = json.loads(msg.data).get("request_id")
+        except (ValueError, AttributeError):
+            return
+        if isinstance(rid, str):
+            answer = self.book.asked((split[1], rid), msg.reply)
+            if answer is not None:
+                await self._nc.publish(msg.reply, answer)
+
+    async def _poll_lag(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(Exception):
+                self.lag = await consumer_lag(self._js, self.settings, self.partitions)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), LAG_EVERY_S)
+
+
+async def consumer_lag(js: Any, settings: ClusterSettings,
+                       partitions: list[int]) -> dict[int, ConsumerLag]:
+    """Each partition's consumer state (a partition with no consumer: its stored messages)."""
+    from nats.js.errors import NotFoundError
+
+    out: dict[int, ConsumerLag] = {}
+    for p in partitions:
+        try:
+            ci = await js.consumer_info(settings.stream, part.consumer_name(settings.stream, p))
+            out[p] = ConsumerLag(p, int(ci.num_pending or 0), int(ci.num_ack_pending or 0),
+                                 int(ci.num_redelivered or 0))
+        except NotFoundError:
+            si = await js.stream_info(settings.stream, subjects_filter=part.part_subject(p))
+            out[p] = ConsumerLag(p, sum((si.state.subjects or {}).values()), 0, 0)
+    return out
+
+
+def _op(data: bytes) -> str | None:
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        return None
+    return obj.get("op") if isinstance(obj, dict) else None
+
+
+def _same_tenant(tenant: str) -> Any:
+    """The check that a message's body names the tenant of its subject."""
+
+    def check(obj: dict[str, Any]) -> None:
+        if obj.get("tenant") != tenant:
+            rid = obj.get("request_id")
+            raise ProtocolError("bad_request", "The request's tenant differs from its subject's "
+                                "tenant.", rid if isinstance(rid, str) else None)
+
+    return check

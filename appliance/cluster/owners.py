@@ -1,0 +1,137 @@
+"""One owner per partition: claims in a JetStream key-value bucket, kept alive by heartbeats.
+
+A node claims each partition it is told to own before consuming it. A claim
+held by another node that is still alive (it refreshed its claim within
+`owner_ttl_s`) stops the start with one sentence: two nodes consuming one
+partition would split its tenants' conversations. The bucket's max age expires
+the claims of a node that died; a node restarting under the same name takes its
+own claims back at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.cluster.partition import OWNERS_BUCKET
+from appliance.errors import SemtraceError
+
+log = logging.getLogger("semtrace.cluster")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Who owns a partition, as last written."""
+
+    partition: int
+    node: str
+    since: float
+    refreshed: float
+
+
+def _key(partition: int) -> str:
+    return f"p{partition}"
+
+
+async def owners_bucket(js: Any, *, ttl_s: float, replicas: int) -> Any:
+    """The owners bucket, created on first use."""
+    from nats.js.errors import BucketNotFoundError
+
+    try:
+        return await js.key_value(OWNERS_BUCKET)
+    except BucketNotFoundError:
+        from nats.js.api import KeyValueConfig
+
+        return await js.create_key_value(KeyValueConfig(
+            bucket=OWNERS_BUCKET, history=1, ttl=ttl_s, replicas=replicas,
+            description="semtrace partition owners"))
+
+
+async def read_claims(kv: Any) -> dict[int, Claim]:
+    """Every live claim, by partition."""
+    from nats.js.errors import NoKeysError
+
+    try:
+        keys = await kv.keys()
+    except NoKeysError:
+        return {}
+    claims: dict[int, Claim] = {}
+    for key in keys:
+        with contextlib.suppress(Exception):
+            entry = await kv.get(key)
+            value = json.loads(entry.value)
+            p = int(key[1:])
+            claims[p] = Claim(p, value["node"], value["since"], value.get("refreshed", 0.0))
+    return claims
+
+
+class Ownership:
+    """This node's claims: taken at start, refreshed while running, released at stop."""
+
+    def __init__(self, kv: Any, node: str, partitions: list[int], ttl_s: float) -> None:
+        self.kv = kv
+        self.node = node
+        self.partitions = partitions
+        self.ttl_s = ttl_s
+        self._revisions: dict[int, int] = {}
+        self._since = time.time()
+        self._task: asyncio.Task[None] | None = None
+
+    def _value(self) -> bytes:
+        return json.dumps({"node": self.node, "since": self._since,
+                           "refreshed": time.time()}).encode()
+
+    async def claim(self) -> None:
+        """Claim every partition or none; SemtraceError naming the live owner otherwise."""
+        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+        taken: list[int] = []
+        for p in self.partitions:
+            try:
+                self._revisions[p] = await self.kv.create(_key(p), self._value())
+            except KeyWrongLastSequenceError:
+                try:
+                    entry = await self.kv.get(_key(p))
+                except KeyNotFoundError:  # deleted or expired meanwhile
+                    self._revisions[p] = await self.kv.put(_key(p), self._value())
+                    taken.append(p)
+                    continue
+                holder = json.loads(entry.value).get("node")
+                if holder != self.node:
+                    await self._release(taken)
+                    age = time.time() - json.loads(entry.value).get("refreshed", 0.0)
+                    raise SemtraceError(
+                        f"Partition {p} is owned by node '{holder}' (alive {age:.0f} s ago); "
+                        "stop that node, or wait for its claim to expire, before taking it."
+                    ) from None
+                self._revisions[p] = await self.kv.update(_key(p), self._value(),
+                                                          last=entry.revision)
+            taken.append(p)
+        self._task = asyncio.create_task(self._heartbeat())
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl_s / 3)
+            for p in self.partitions:
+                try:
+                    self._revisions[p] = await self.kv.put(_key(p), self._value())
+                except Exception:  # NATS away for a moment: the next beat tries again
+                    log.warning("owner heartbeat failed", extra={"event": "owner_heartbeat",
+                                                                  "partition": p})
+
+    async def _release(self, partitions: list[int]) -> None:
+        for p in partitions:
+            with contextlib.suppress(Exception):
+                await self.kv.delete(_key(p))
+
+    async def release(self) -> None:
+        """Give the partitions up (clean stop): another node may take them at once."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._release(self.partitions)
