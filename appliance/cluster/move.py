@@ -147,7 +147,8 @@ def _open_export(path: Path, keyring: Keyring) -> Any:
     except WrongKey:
         raise WrongKey(f"{path} was exported by a node with another master key; the nodes "
                        "of a cluster share one key file.") from None
-    if migrations.applied(conn)[-1:] != [migrations.latest()]:
+    known = {fn.__name__ for fn in migrations.MIGRATIONS + migrations.KEY_MIGRATIONS}
+    if set(migrations.applied(conn)) != known:
         conn.close()
         raise SemtraceError(f"{path} was exported by another version of semtrace; export and "
                             "import with the same version.")

@@ -37,6 +37,7 @@ log = logging.getLogger("semtrace.cluster")
 RETRY_CODES = ("internal", "shutting_down", "busy")
 STREAM_DESCRIPTION = "semtrace ingest, partitions={n}"
 LAG_EVERY_S = 5.0
+STOP_GRACE_S = 15.0  # for the batches in hand at stop
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,14 @@ class ClusterNode:
     async def stop(self) -> None:
         """Finish the batches in hand (commit, answer, ack), release the partitions."""
         self._stopping.set()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=STOP_GRACE_S)
+            for task in late:  # unacknowledged messages are simply delivered again
+                task.cancel()
+            if late:
+                log.warning("consumers cancelled", extra={"event": "cluster_stop_late",
+                                                          "tasks": len(late)})
+            await asyncio.gather(*late, return_exceptions=True)
         await self._close()
         log.info("stopped consuming", extra={"event": "cluster_stop", "node": self.node})
 
@@ -178,7 +186,9 @@ class ClusterNode:
             await self._ownership.release()
         if self._nc is not None:
             with contextlib.suppress(Exception):
-                await self._nc.drain()
+                await asyncio.wait_for(self._nc.flush(), 5)  # the last acks and replies
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._nc.close(), 5)
 
     async def _reset_consumer(self, p: int) -> Any:
         """A fresh durable consumer: delivery restarts at the oldest unacknowledged message."""
@@ -197,7 +207,8 @@ class ClusterNode:
 
         while not self._stopping.is_set():
             try:
-                msgs = await pull.fetch(self.settings.fetch_batch, timeout=1.0)
+                msgs = await asyncio.wait_for(
+                    pull.fetch(self.settings.fetch_batch, timeout=1.0), 10.0)
             except (NatsTimeout, TimeoutError):
                 continue
             except Exception as exc:  # NATS reconnecting: wait, then pull again

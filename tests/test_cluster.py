@@ -1,0 +1,458 @@
+"""Scale-out through a real nats-server with JetStream: two nodes, eight tenants.
+
+The server is started here on a loopback port with the mappings that
+`semtrace cluster nats-config` prints; the nodes are `semtrace serve --nats`
+subprocesses sharing one key file (as the nodes of a cluster do).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_spine import run_cli
+
+from appliance.client import Client
+from appliance.cluster.partition import partition_of
+
+pytestmark = pytest.mark.slow
+PARTITIONS = 4
+TENANTS = [f"t{i}" for i in range(1, 9)]
+TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+CONVERSATIONS = [
+    ["How do I bake sourdough bread at home?", "How long should the dough rise?",
+     "Can I use whole wheat flour instead?"],
+    ["What is the capital of Australia?", "What is the population there?",
+     "Which season is best to visit it?"],
+    ["Write a Python function that reverses a list.", "Now make it work for strings too.",
+     "Add type hints to that function."],
+    ["Suggest a name for my new puppy.", "She is a golden retriever.",
+     "Something shorter, please."],
+]
+
+FOLLOW_UPS = ["Does the dough need to rise twice?", "What language do people speak there?",
+              "Can you add a docstring to that function?", "How often should I feed her?"]
+
+
+def _nats_binary() -> str | None:
+    return shutil.which("nats-server") or next(
+        (p for p in ("/usr/sbin/nats-server", "/usr/bin/nats-server") if os.path.exists(p)), None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = _nats_binary()
+    if binary is None:
+        pytest.skip("nats-server is not installed and `make test` could not install it "
+                    "(apt-get install nats-server)")
+    from appliance.cluster.partition import server_mappings
+
+    tmp = tmp_path_factory.mktemp("nats")
+    port = _free_port()
+    conf = tmp / "nats.conf"
+    conf.write_text(f"listen: 127.0.0.1:{port}\njetstream {{ store_dir: {tmp / 'js'} }}\n"
+                    + server_mappings(PARTITIONS))
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=(tmp / "nats.log").open("wb"))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield f"nats://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+class Node:
+    """A `semtrace serve --nats` subprocess with its own data dir."""
+
+    def __init__(self, tmp: Path, name: str, url: str, key: Path, own: str) -> None:
+        self.name, self.url, self.key, self.own = name, url, key, own
+        self.data = tmp / name
+        self.sock = self.data / "semtrace.sock"
+        self.log = tmp / f"{name}.log"
+        self.policies = tmp / f"policies-{name}"
+        self.metrics_port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        from appliance.config import policy_dir
+
+        shutil.copytree(policy_dir(), self.policies)
+        (self.policies / "cluster.toml").write_text(
+            f'url = "{url}"\npartitions = {PARTITIONS}\nack_wait_s = 5\nfetch_batch = 4\n'
+            "owner_ttl_s = 6\n")
+        self.env = {**os.environ, "SEMTRACE_POLICY_DIR": str(self.policies)}
+        if not self.data.exists():
+            assert run_cli("init", "--data-dir", str(self.data), "--key-file",
+                           str(key)).returncode == 0
+
+    def args(self) -> list[str]:
+        return ["--data-dir", str(self.data), "--key-file", str(self.key)]
+
+    def _starts(self) -> int:
+        return self.log.read_text().count('"cluster_start"') if self.log.exists() else 0
+
+    def launch(self) -> Node:
+        self._before = self._starts()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "appliance", "serve", *self.args(), "--own", self.own,
+             "--node", self.name, "--metrics", f"127.0.0.1:{self.metrics_port}"],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=self.log.open("ab"))
+        return self
+
+    def wait_up(self) -> Node:
+        """Until the node consumes its partitions (after the models loaded)."""
+        assert self.proc is not None
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"node {self.name} exited: {self.log.read_text()[-2000:]}")
+            if self._starts() > self._before:
+                return self
+            time.sleep(0.3)
+        raise AssertionError(f"node {self.name} did not come up")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=120)
+
+    def lookup(self, tenant: str, rid: str) -> dict[str, Any]:
+        with Client(self.sock, timeout=30) as c:
+            return c.request({"v": 1, "op": "lookup", "tenant": tenant, "request_id": rid})
+
+    def records(self) -> int:
+        with Client(self.sock, timeout=30) as c:
+            return int(c.request({"v": 1, "op": "stats"})["store"]["records"])
+
+
+def start_all(*nodes: Node) -> None:
+    for n in nodes:
+        n.launch()
+    for n in nodes:
+        n.wait_up()
+
+
+@pytest.fixture(scope="module")
+def cluster(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
+    tmp = tmp_path_factory.mktemp("cluster")
+    key = tmp / "cluster.key"
+    assert run_cli("init", "--data-dir", str(tmp / "seed"), "--new-key-file",
+                   str(key)).returncode == 0
+    nodes = {"a": Node(tmp, "a", nats_url, key, "0-1"), "b": Node(tmp, "b", nats_url, key, "2-3")}
+    start_all(*nodes.values())
+    yield nodes
+    for n in nodes.values():
+        if n.proc is not None and n.proc.poll() is None:
+            n.stop()
+
+
+def owner(nodes: dict[str, Node], tenant: str) -> Node:
+    return next(n for n in nodes.values()
+                if partition_of(tenant, PARTITIONS) in _parts(n.own))
+
+
+def _parts(spec: str) -> set[int]:
+    from appliance.cluster.partition import parse_own
+
+    return set(parse_own(spec, PARTITIONS))
+
+
+def stream(tenants: list[str], tag: str, *, start_min: int = 0) -> list[dict[str, Any]]:
+    """Two users per tenant, each with two conversations an hour apart, all interleaved."""
+    rows = []
+    for ti, tenant in enumerate(tenants):
+        for u in range(2):
+            for c in range(2):
+                conv = CONVERSATIONS[(ti + u + c) % len(CONVERSATIONS)]
+                for turn, text in enumerate(conv):
+                    minute = start_min + c * 60 + turn * 2 + u
+                    rows.append({"v": 1, "op": "ingest", "tenant": tenant,
+                                 "request_id": f"{tag}-{tenant}-u{u}-c{c}-{turn}",
+                                 "user_id": f"{tenant}-user{u}", "text": text,
+                                 "ts": (TODAY + timedelta(minutes=minute, seconds=ti))
+                                 .strftime("%Y-%m-%dT%H:%M:%SZ")})
+    return sorted(rows, key=lambda r: (r["ts"], r["request_id"]))
+
+
+def single_node_threads(pipeline: Any,
+                        rows: list[dict[str, Any]]) -> dict[str, set[frozenset[str]]]:
+    """Each tenant's threads (as sets of request ids) when one pipeline replays the stream."""
+    from appliance.protocol import parse_request
+
+    thread_of = {}
+    for row in rows:
+        prompt = parse_request(row, max_text_chars=32_768).prompt
+        assert prompt is not None
+        (outcome,) = pipeline.process([prompt])
+        thread_of[row["request_id"]] = outcome.thread_id
+    return group(rows, thread_of)
+
+
+def group(rows: list[dict[str, Any]], thread_of: dict[str, Any]) -> dict[str, set[frozenset[str]]]:
+    by_thread: dict[tuple[str, Any], set[str]] = defaultdict(set)
+    for row in rows:
+        by_thread[(row["tenant"], thread_of[row["request_id"]])].add(row["request_id"])
+    out: dict[str, set[frozenset[str]]] = defaultdict(set)
+    for (tenant, _), rids in by_thread.items():
+        out[tenant].add(frozenset(rids))
+    return dict(out)
+
+
+class Enriched:
+    """Everything published on semtrace.enriched.> while the block runs (own loop thread)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.replies: list[dict[str, Any]] = []
+        self._loop = asyncio.new_event_loop()
+
+    async def _sub(self) -> None:
+        import nats
+
+        self._nc = await nats.connect(self.url)
+
+        async def cb(msg: Any) -> None:
+            self.replies.append(json.loads(msg.data))
+
+        await self._nc.subscribe("semtrace.enriched.>", cb=cb)
+        await self._nc.flush()
+
+    def __enter__(self) -> Enriched:
+        import threading
+
+        threading.Thread(target=self._loop.run_forever, daemon=True).start()
+        asyncio.run_coroutine_threadsafe(self._sub(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._nc.close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def ids(self) -> set[str]:
+        return {r["request_id"] for r in list(self.replies) if r.get("ok")}
+
+    def wait_for(self, ids: set[str], timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while not ids <= self.ids():
+            assert time.monotonic() < deadline, f"{len(ids - self.ids())} never enriched"
+            time.sleep(0.2)
+
+
+def test_eight_tenants_over_two_nodes_thread_as_one_node_would(
+        cluster: dict[str, Node], nats_url: str, pipeline: Any) -> None:
+    from appliance.cluster.client import NatsClient
+
+    rows = stream(TENANTS, "s")
+    assert {partition_of(t, PARTITIONS) for t in TENANTS} == {0, 1, 2, 3}
+    replies: dict[str, dict[str, Any]] = {}
+    with Enriched(nats_url) as enriched, NatsClient(nats_url, timeout=60) as gateway:
+        for i, row in enumerate(rows):
+            if i % 4 == 3:  # fire-and-forget: the answer goes to semtrace.enriched.<tenant>
+                assert gateway.publish(row)["queued"] is True
+            else:  # request-reply: the socket's reply, after commit
+                replies[row["request_id"]] = gateway.request(row)
+        fired = {r["request_id"] for i, r in enumerate(rows) if i % 4 == 3}
+        enriched.wait_for(fired)
+        assert not enriched.ids() & set(replies)  # a requester's answer went to it alone
+    for rid, reply in replies.items():
+        assert reply["ok"] and reply["request_id"] == rid and reply["duplicate"] is False
+        assert set(reply) >= {"conversation_id", "position", "intent", "similarity", "trace_id"}
+    thread_of = {}
+    for row in rows:
+        home = owner(cluster, row["tenant"])
+        other = next(n for n in cluster.values() if n is not home)
+        found = home.lookup(row["tenant"], row["request_id"])
+        assert found["ok"], found
+        assert other.lookup(row["tenant"], row["request_id"])["error"]["code"] == "not_found"
+        thread_of[row["request_id"]] = found["conversation_id"]
+        if row["request_id"] in replies:
+            assert replies[row["request_id"]]["conversation_id"] == found["conversation_id"]
+    assert group(rows, thread_of) == single_node_threads(pipeline, rows)
+
+
+def test_a_body_naming_another_tenant_than_its_subject_is_refused(
+        cluster: dict[str, Node], nats_url: str) -> None:
+    import nats
+
+    async def spoof() -> dict[str, Any]:
+        nc = await nats.connect(nats_url)
+        row = {"v": 1, "op": "ingest", "tenant": "t2", "user_id": "mallory",
+               "request_id": "spoof-1", "text": "Plant this in tenant t2."}
+        msg = await nc.request("semtrace.ingest.t1", json.dumps(row).encode(), timeout=60)
+        await nc.close()
+        return dict(json.loads(msg.data))
+
+    reply = asyncio.run(spoof())
+    assert reply["ok"] is False and reply["error"]["code"] == "bad_request"
+    assert "tenant" in reply["error"]["message"]
+    for tenant in ("t1", "t2"):
+        assert owner(cluster, tenant).lookup(tenant, "spoof-1")["ok"] is False
+
+
+def test_integrations_take_a_nats_url_and_can_redact_before_the_bus(
+        cluster: dict[str, Node], nats_url: str) -> None:
+    import nats
+
+    from appliance.integrations.decorator import Semtrace
+
+    seen: list[bytes] = []
+
+    async def listen(stop: asyncio.Event) -> None:
+        nc = await nats.connect(nats_url)
+
+        async def cb(msg: Any) -> None:
+            seen.append(msg.data)
+
+        await nc.subscribe("semtrace.part.>", cb=cb)
+        await nc.flush()
+        await stop.wait()
+        await nc.close()
+
+    import threading
+
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    task = asyncio.run_coroutine_threadsafe(listen(stop), loop)
+    time.sleep(0.5)
+    plain = Semtrace(nats_url, tenant="t3", timeout=60)
+    careful = Semtrace(nats_url, tenant="t3", timeout=60, redact=True)
+    with plain.turn(user_id="dev", text="What is a monad in Haskell?") as first:
+        pass
+    with careful.turn(user_id="dev", text="Email the summary to jane.roe@example.com "
+                      "please.") as second:
+        pass
+    plain.close()
+    careful.close()
+    loop.call_soon_threadsafe(stop.set)
+    task.result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    assert first.reply is not None and first.reply["ok"] and first.conversation_id
+    assert second.reply is not None and second.reply["ok"]
+    wire = b"".join(seen)
+    assert b"monad" in wire  # without redaction the prompt is raw text on the bus
+    assert b"jane.roe@example.com" not in wire and b"<EMAIL_ADDRESS>" in wire
+
+
+def test_status_and_metrics_show_owners_and_consumers(cluster: dict[str, Node],
+                                                      nats_url: str) -> None:
+    r = run_cli("cluster", "status", "--nats", nats_url, "--json")
+    assert r.returncode == 0, r.stderr
+    status = json.loads(r.stdout)
+    assert status["partitions"] == PARTITIONS
+    assert status["nodes"] == {"a": [0, 1], "b": [2, 3]}
+    assert [s["owner"] for s in status["states"]] == ["a", "a", "b", "b"]
+    assert all(s["lag"] == 0 for s in status["states"])
+    text = urllib.request.urlopen(
+        f"http://127.0.0.1:{cluster['a'].metrics_port}/metrics", timeout=10).read().decode()
+    assert 'semtrace_cluster_consumer_lag{node="a",partition="0"} 0.0' in text
+    assert 'partition="2"' not in text  # a node reports the partitions it owns
+    human = run_cli("cluster", "status", "--nats", nats_url)
+    assert "node a: partitions 0-1" in human.stdout
+
+
+def test_kill_9_mid_stream_loses_no_acknowledged_record_and_stores_none_twice(
+        cluster: dict[str, Node], nats_url: str, pipeline: Any) -> None:
+    from appliance.cluster.client import NatsClient
+
+    a, b = cluster["a"], cluster["b"]
+    before = {n: node.records() for n, node in cluster.items()}
+    tenants = [f"k{i}" for i in range(1, 9)]
+    rows = stream(tenants, "k", start_min=300)
+    on_a = [r for r in rows if owner(cluster, r["tenant"]) is a]
+    assert len(on_a) >= 24
+    with Enriched(nats_url) as enriched:
+        with NatsClient(nats_url, timeout=60) as gateway:
+            for row in rows:
+                gateway.publish(row)
+        deadline = time.monotonic() + 180
+        while len(enriched.ids() & {r["request_id"] for r in on_a}) < 8:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        a.stop(signal.SIGKILL)
+        acknowledged = set(enriched.ids())
+        assert not {r["request_id"] for r in on_a} <= acknowledged  # killed mid-stream
+        a.launch().wait_up()
+        enriched.wait_for({r["request_id"] for r in rows})
+    assert acknowledged <= enriched.ids()
+    assert a.records() - before["a"] == len(on_a)  # each record once: none lost, none twice
+    assert b.records() - before["b"] == len(rows) - len(on_a)
+    thread_of = {r["request_id"]: owner(cluster, r["tenant"]).lookup(
+        r["tenant"], r["request_id"])["conversation_id"] for r in rows}
+    assert group(rows, thread_of) == single_node_threads(pipeline, rows)
+
+
+def test_a_second_owner_of_a_partition_is_refused(cluster: dict[str, Node],
+                                                   nats_url: str, tmp_path: Path) -> None:
+    intruder = Node(tmp_path, "c", nats_url, cluster["a"].key, "1")
+    intruder.launch()
+    assert intruder.proc is not None
+    assert intruder.proc.wait(timeout=240) != 0
+    assert "Partition 1 is owned by node 'a'" in intruder.log.read_text()
+    assert "Traceback" not in intruder.log.read_text()
+
+
+def test_moving_a_partition_keeps_its_conversations(cluster: dict[str, Node],
+                                                    nats_url: str) -> None:
+    from appliance.cluster.client import NatsClient
+
+    a, b = cluster["a"], cluster["b"]
+    moved = [t for t in TENANTS if partition_of(t, PARTITIONS) == 1]
+    first = next(r for r in stream(TENANTS, "s") if r["tenant"] == moved[0])
+    with NatsClient(nats_url, timeout=60) as gateway:  # (a duplicate if recorded before)
+        thread = gateway.request(first)["conversation_id"]
+    assert a.lookup(first["tenant"], first["request_id"])["conversation_id"] == thread
+    assert a.stop() == 0 and b.stop() == 0
+    follow_up = {**first, "request_id": "after-move",
+                 "text": FOLLOW_UPS[next(i for i, c in enumerate(CONVERSATIONS)
+                                         if first["text"] in c)],
+                 "ts": (TODAY + timedelta(minutes=3)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    with NatsClient(nats_url, timeout=30) as gateway:
+        gateway.publish(follow_up)  # both nodes down: it queues in JetStream
+    status = json.loads(run_cli("cluster", "status", "--nats", nats_url, "--json").stdout)
+    assert status["states"][1]["owner"] is None and status["states"][1]["lag"] == 1
+    export = a.data.parent / "p1.export"
+    env = a.env
+    r = run_cli("cluster", "export", *a.args(), "--partitions", "1", "--out", str(export),
+                env=env)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("cluster", "import", *b.args(), str(export), "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    assert moved[0] in json.loads(r.stdout)["tenants"]
+    assert all(partition_of(t, PARTITIONS) == 1 for t in json.loads(r.stdout)["tenants"])
+    assert not export.exists()  # it held data keys
+    r = run_cli("cluster", "forget", *a.args(), "--partitions", "1", "--yes", env=env)
+    assert r.returncode == 0, r.stderr
+    a.own, b.own = "0", "1-3"
+    with Enriched(nats_url) as enriched:
+        start_all(a, b)
+        enriched.wait_for({"after-move"})
+        reply = next(x for x in enriched.replies if x["request_id"] == "after-move")
+    assert reply["conversation_id"] == thread  # the conversation went on where it was
+    assert b.lookup(first["tenant"], first["request_id"])["conversation_id"] == thread
+    assert a.lookup(first["tenant"], first["request_id"])["error"]["code"] == "not_found"
+    again = run_cli("cluster", "import", *b.args(), str(export), env=env)
+    assert again.returncode != 0 and "Stop the node first" in again.stderr
