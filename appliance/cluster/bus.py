@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
 import stat
@@ -82,11 +83,13 @@ async def connect(url: str, sec: ClusterSecurity, *, name: str,
     async def _quiet(exc: Exception) -> None:  # nats-py prints every error by default
         return None
 
+    # nats-py retries a first connection like a reconnection (forever with -1, and with 0
+    # too): the wait is bounded here, then reconnections are unlimited for a node.
     try:
-        return await nats.connect(servers(url), name=name, connect_timeout=connect_timeout,
-                                  allow_reconnect=reconnect, max_reconnect_attempts=-1
-                                  if reconnect else 0, error_cb=_quiet,
-                                  **connect_options(sec))
+        return await asyncio.wait_for(nats.connect(
+            servers(url), name=name, connect_timeout=connect_timeout, reconnect_time_wait=1,
+            allow_reconnect=reconnect, max_reconnect_attempts=-1 if reconnect else 1,
+            error_cb=_quiet, **connect_options(sec)), connect_timeout * 3)
     except (NoServersError, OSError, TimeoutError):
         raise SemtraceError(f"No NATS server answers at {url}.") from None
     except NatsError as exc:
