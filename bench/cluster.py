@@ -1,0 +1,224 @@
+"""Scale-out benchmark: throughput of 1, 2 and 3 nodes through NATS JetStream on this host,
+and end-to-end latency (p50/p99) of request-reply through NATS versus the Unix socket.
+
+Everything runs on loopback: one `nats-server -js` and N `semtrace serve --nats` nodes
+sharing this host's cores, so the ratio between 1, 2 and 3 nodes shows what the bus costs
+and what parallel nodes buy here, not what N hosts would do. Prints figures; asserts nothing.
+
+    .venv/bin/python bench/cluster.py [--prompts 600] [--tenants 24] [--latency 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from appliance.client import Client  # noqa: E402
+from appliance.cluster.client import NatsClient  # noqa: E402
+from appliance.cluster.partition import format_ranges, server_mappings  # noqa: E402
+
+DEV = Path(__file__).resolve().parents[2] / "shared" / "bench" / "threads-dev.jsonl"
+PARTITIONS = 12
+
+
+def texts() -> list[str]:
+    if DEV.exists():
+        return [json.loads(x)["text"] for x in DEV.read_text().splitlines()]
+    return [f"Please summarise the notes of meeting {i} about the storage migration."
+            for i in range(1000)]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_nats(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    port = free_port()
+    conf = tmp / "nats.conf"
+    conf.write_text(f"listen: 127.0.0.1:{port}\njetstream {{ store_dir: {tmp / 'js'} }}\n"
+                    + server_mappings(PARTITIONS))
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    return proc, f"nats://127.0.0.1:{port}"
+
+
+def start_nodes(tmp: Path, url: str, key: Path, count: int) -> list[tuple[Any, Path]]:
+    """`count` nodes splitting the partitions evenly; returns (process, socket) pairs."""
+    nodes = []
+    per = PARTITIONS // count
+    for i in range(count):
+        own = list(range(i * per, PARTITIONS if i == count - 1 else (i + 1) * per))
+        data = tmp / f"node{count}-{i}"
+        subprocess.run([sys.executable, "-m", "appliance", "init", "--data-dir", str(data),
+                        "--key-file", str(key)], check=True, capture_output=True)
+        log = tmp / f"node{count}-{i}.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "appliance", "serve", "--data-dir", str(data), "--key-file",
+             str(key), "--nats", url, "--partitions", str(PARTITIONS), "--own",
+             format_ranges(own), "--node", f"n{count}-{i}"],
+            stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+        nodes.append((proc, data / "semtrace.sock", log))
+    for proc, _, log in nodes:
+        while '"cluster_start"' not in log.read_text():
+            if proc.poll() is not None:
+                raise SystemExit(f"a node exited: {log.read_text()[-1000:]}")
+            time.sleep(0.5)
+    return [(p, s) for p, s, _ in nodes]
+
+
+def stop(nodes: list[tuple[Any, Path]]) -> None:
+    for proc, _ in nodes:
+        proc.terminate()
+    for proc, _ in nodes:
+        proc.wait(timeout=120)
+
+
+def rows(prefix: str, n: int, tenants: int, pool: list[str]) -> list[dict[str, Any]]:
+    start = datetime.now(UTC).replace(microsecond=0)
+    return [{"v": 1, "op": "ingest", "tenant": f"tenant{i % tenants}",
+             "user_id": f"user{i % (tenants * 4)}", "request_id": f"{prefix}-{i}",
+             "text": pool[i % len(pool)],
+             "ts": (start + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+            for i in range(n)]
+
+
+def throughput(url: str, batch: list[dict[str, Any]]) -> float:
+    """Publish fire-and-forget; prompts/s until every enrichment is back."""
+    import nats
+
+    wanted = {r["request_id"] for r in batch}
+    seen: set[str] = set()
+    done = threading.Event()
+
+    async def run() -> float:
+        nc = await nats.connect(url)
+
+        async def cb(msg: Any) -> None:
+            seen.add(json.loads(msg.data).get("request_id"))
+            if wanted <= seen:
+                done.set()
+
+        await nc.subscribe("semtrace.enriched.>", cb=cb)
+        await nc.flush()
+        t0 = time.perf_counter()
+        for r in batch:
+            await nc.publish(f"semtrace.ingest.{r['tenant']}", json.dumps(r).encode())
+        await nc.flush()
+        while not done.is_set():
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - t0
+        await nc.close()
+        return len(batch) / elapsed
+
+    return asyncio.run(run())
+
+
+def socket_throughput(sock: Path, batch: list[dict[str, Any]]) -> float:
+    """The same prompts pipelined through the node's Unix socket (sync replies)."""
+    t0 = time.perf_counter()
+    with Client(sock, timeout=120) as c:
+        for reply in c.stream(batch, window=256):
+            assert reply.get("ok"), reply
+    return len(batch) / (time.perf_counter() - t0)
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def latency(url: str, sock: Path, n: int, pool: list[str]) -> dict[str, list[float]]:
+    """Sequential request-reply: milliseconds per prompt through NATS and through the socket."""
+    out: dict[str, list[float]] = {"nats": [], "socket": []}
+    with NatsClient(url, timeout=60) as bus, Client(sock, timeout=60) as local:
+        for i, r in enumerate(rows("lat", 2 * n, 1, pool)):
+            r["tenant"] = "tenant0"
+            via = "nats" if i % 2 == 0 else "socket"
+            t0 = time.perf_counter()
+            reply = bus.request(r) if via == "nats" else local.request(r)
+            out[via].append((time.perf_counter() - t0) * 1000)
+            assert reply.get("ok"), reply
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prompts", type=int, default=600)
+    ap.add_argument("--tenants", type=int, default=24)
+    ap.add_argument("--latency", type=int, default=200, help="requests per front door")
+    args = ap.parse_args()
+    if not (shutil.which("nats-server") or os.path.exists("/usr/sbin/nats-server")):
+        raise SystemExit("bench/cluster.py needs nats-server (apt-get install nats-server).")
+    pool = texts()
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+        nats_proc, url = start_nats(tmp)
+        key = tmp / "cluster.key"
+        subprocess.run([sys.executable, "-m", "appliance", "init", "--data-dir",
+                        str(tmp / "seed"), "--new-key-file", str(key)], check=True,
+                       capture_output=True)
+        print(f"host: {os.cpu_count()} cores; one nats-server and every node on loopback; "
+              f"{args.prompts} prompts over {args.tenants} tenants, {PARTITIONS} partitions")
+        try:
+            for count in (1, 2, 3):
+                nodes = start_nodes(tmp, url, key, count)
+                throughput(url, rows(f"warm{count}", 24, args.tenants, pool))
+                rate = throughput(url, rows(f"run{count}", args.prompts, args.tenants, pool))
+                print(f"{count} node(s): {rate:7.1f} prompts/s end to end (publish -> "
+                      "committed -> enrichment received)")
+                if count == 1:
+                    proc, sock = nodes[0]
+                    rss0 = rss_mb(proc.pid)
+                    records = Client(sock).request({"v": 1, "op": "stats"})["store"]["records"]
+                    disk = sum(f.stat().st_size for f in sock.parent.glob("*.db*"))
+                    print(f"1 node: RSS {rss0:.0f} MB after {records} prompts; store "
+                          f"{disk / max(records, 1) / 1024:.1f} KiB per prompt on disk")
+                    local = socket_throughput(nodes[0][1], rows("sock", args.prompts,
+                                                                args.tenants, pool))
+                    print(f"1 node, Unix socket instead: {local:7.1f} prompts/s "
+                          f"(NATS / socket: {rate / local:.2f})")
+                    lat = latency(url, nodes[0][1], args.latency, pool)
+                    for via in ("socket", "nats"):
+                        v = lat[via]
+                        print(f"latency via {via:<6}: p50 {pct(v, 50):6.1f} ms, p99 "
+                              f"{pct(v, 99):6.1f} ms ({len(v)} sequential requests, sync)")
+                    ratio = pct(lat["nats"], 50) / pct(lat["socket"], 50)
+                    print(f"NATS / socket p50 ratio: {ratio:.2f}")
+                stop(nodes)
+        finally:
+            nats_proc.terminate()
+            nats_proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
