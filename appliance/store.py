@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import sqlcipher3
 from appliance import migrations
 from appliance.errors import SemtraceError, WrongKey
 from appliance.keys import Dek, Keyring, RevealOpener, RevealSealer, reveal_sealer
-from appliance.records import Candidate, NewRecord, Record
+from appliance.records import Candidate, HeldTurn, NewRecord, Record, Response
 from appliance.store_maintenance import (  # noqa: F401  (re-exported)
     VECTOR_DTYPE,
     Maintenance,
@@ -192,6 +192,10 @@ class Store(Maintenance):
              resp.status if resp else None, int(p.synthetic), p.index, r.model_id,
              int(r.truncated), text_ct, vec_ct, json.dumps(link.evidence, sort_keys=True),
              r.trace_id, r.span_id, ents_ct))
+        self._db.executemany(
+            "INSERT OR REPLACE INTO turn_digests (record_id, kind, tenant, user, digest) "
+            "VALUES (?,?,?,?,?)", [(r.record_id, kind, p.tenant, r.user, digest)
+                                   for kind, digest in r.turn_keys])
         if r.vault and self.sealer is not None:
             aad = _aad(r.record_id, "vault")
             inner = self.sealer.seal(json.dumps(list(r.vault)).encode(), aad)
@@ -234,6 +238,67 @@ class Store(Maintenance):
             self._db.execute("UPDATE records SET feedback=? WHERE id=?",
                              (json.dumps(merged, sort_keys=True), row[0]))
         return True
+
+    def update_response(self, tenant: str, request_id: str, response: Response,
+                        model: str | None,
+                        turn_keys: Callable[[str], list[tuple[str, str]]]) -> bool:
+        """Set what the gateway learned after the answer; False if the request is unknown.
+
+        Idempotent: fields are set (not added), so the thread's token totals move by
+        the difference to what the record held.
+        """
+        row = self._db.execute(
+            "SELECT id, user, thread_id, input_tokens, output_tokens, model FROM records "
+            "WHERE tenant=? AND request_id=?", (tenant, request_id)).fetchone()
+        if row is None:
+            return False
+        rid, user, thread, old_in, old_out, old_model = row
+        new_in = response.input_tokens if response.input_tokens is not None else old_in
+        new_out = response.output_tokens if response.output_tokens is not None else old_out
+        with self._db:
+            self._db.execute(
+                "UPDATE records SET input_tokens=?, output_tokens=?, "
+                "latency_ms=coalesce(?, latency_ms), status=coalesce(?, status), "
+                "model=coalesce(?, model) WHERE id=?",
+                (new_in, new_out, response.latency_ms, response.status, model, rid))
+            self._db.execute(
+                "UPDATE threads SET input_tokens=input_tokens+?, output_tokens=output_tokens+? "
+                "WHERE thread_id=?", ((new_in or 0) - (old_in or 0),
+                                      (new_out or 0) - (old_out or 0), thread))
+            if model and model != old_model:
+                models = json.loads(self._db.execute(
+                    "SELECT models FROM threads WHERE thread_id=?", (thread,)).fetchone()[0])
+                if model not in models:
+                    self._db.execute("UPDATE threads SET models=? WHERE thread_id=?",
+                                     (json.dumps([*models, model]), thread))
+            self._db.executemany(
+                "INSERT OR REPLACE INTO turn_digests (record_id, kind, tenant, user, digest) "
+                "VALUES (?,?,?,?,?)", [(rid, kind, tenant, user, d)
+                                       for kind, d in turn_keys(user)])
+        return True
+
+    def held_turns(self, tenant: str, user: str, digests: list[str]) -> list[HeldTurn]:
+        """The user's records whose prompt, answer or response id has one of these keyed
+        digests (history lookup), oldest first."""
+        out: list[HeldTurn] = []
+        for start in range(0, len(digests), 500):
+            chunk = digests[start:start + 500]
+            rows = self._db.execute(
+                "SELECT r.id, r.request_id, r.thread_id, r.ts, r.parent_id, d.kind, d.digest "
+                "FROM turn_digests d JOIN records r ON r.id = d.record_id "
+                f"WHERE d.tenant=? AND d.user=? AND d.digest IN ({','.join('?' * len(chunk))})",
+                (tenant, user, *chunk)).fetchall()
+            out.extend(HeldTurn(record_id=rid, request_id=req, thread_id=thread,
+                                ts=datetime.fromtimestamp(ts, UTC), parent_id=parent, kind=kind,
+                                digest=digest)
+                       for rid, req, thread, ts, parent, kind, digest in rows)
+        return sorted(out, key=lambda h: (h.ts, h.record_id))
+
+    def request_id_of(self, record_id: int) -> str | None:
+        """The request id of a stored record."""
+        row = self._db.execute("SELECT request_id FROM records WHERE id=?",
+                               (record_id,)).fetchone()
+        return str(row[0]) if row else None
 
     def reveal(self, record_id: int, opener: RevealOpener) -> list[tuple[str, str]] | None:
         """The original values behind a record's placeholders; None if none are held."""
@@ -328,12 +393,13 @@ class Store(Maintenance):
             (rid, req, tenant, user, ts, thread, parent, parent_req, pos, intent, sim, topic,
              bid, tct, model, tin, tout, lat, status, synth, idx, evidence, trace, span,
              feedback) = row
+            ev = json.loads(evidence) if evidence else None
             out.append(Record(
                 record_id=rid, request_id=req, tenant=tenant, user=user,
                 ts=datetime.fromtimestamp(ts, UTC), thread_id=thread, parent_id=parent,
                 parent_request_id=parent_req, position=pos, intent=intent, similarity=sim,
                 topic_id=topic, text=self.text(rid, bid, tct), model=model, input_tokens=tin,
                 output_tokens=tout, latency_ms=lat, status=status, synthetic=bool(synth),
-                index=idx, evidence=json.loads(evidence) if evidence else None,
+                index=idx, evidence=ev, link_source=(ev or {}).get("link_source"),
                 trace_id=trace, span_id=span, feedback=json.loads(feedback) if feedback else None))
         return out
