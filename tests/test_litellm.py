@@ -16,12 +16,12 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the
 litellm = pytest.importorskip("litellm")
 
 from litellm.integrations.custom_logger import CustomLogger  # noqa: E402
+from opentelemetry import trace  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
     InMemorySpanExporter,
 )
-from opentelemetry import trace  # noqa: E402
 from test_service import Server  # noqa: E402
 from test_spine import run_cli  # noqa: E402
 
