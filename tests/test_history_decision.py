@@ -220,3 +220,22 @@ def test_replay_lines_take_history_too() -> None:
     p = parse_prompt({"request_id": "r", "tenant": "t", "user_id": "u", "text": "x",
                       "ts": "2026-01-01T00:00:00Z", "history": []}, max_text_chars=100)
     assert p.history == ()
+
+
+def test_the_evidence_panel_says_the_gateway_history_decided() -> None:
+    from appliance.records import Record
+    from appliance.tui.tree import Turn
+    from appliance.tui.widgets.evidence import explain
+
+    def rec(rid: int, parent: int | None, evidence: dict[str, object]) -> Record:
+        return Record(record_id=rid, request_id=f"r{rid}", tenant="t", user="u", ts=T0,
+                      thread_id="th", parent_id=parent, parent_request_id=None,
+                      position="continuation" if parent else "new", intent=None,
+                      similarity=0.1, topic_id=None, text="x", evidence=evidence)
+
+    first = rec(1, None, {"link_source": "history", "history": {"messages": 0}, "cues": []})
+    second = rec(2, 1, {"link_source": "history", "score": 1.0, "cues": [],
+                        "history": {"messages": 2, "matched": "user"}})
+    assert "held no earlier turn" in explain(Turn(first, None, None)).plain
+    shown = explain(Turn(second, first, 60.0)).plain
+    assert "Linked to #1" in shown and "message history ends at this turn" in shown
