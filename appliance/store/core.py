@@ -22,10 +22,9 @@ from appliance import migrations
 from appliance.errors import SemtraceError, WrongKey
 from appliance.keys import Dek, Keyring, RevealOpener, RevealSealer, reveal_sealer
 from appliance.records import Candidate, HeldTurn, NewRecord, Record, Response
-from appliance.store_maintenance import (  # noqa: F401  (re-exported)
+from appliance.store.maintenance import (
     VECTOR_DTYPE,
     Maintenance,
-    ShredResult,
     _aad,
     _bucket_aad,
     day_of,
