@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import sqlcipher3
 from appliance import migrations
 from appliance.errors import SemtraceError, WrongKey
 from appliance.keys import Dek, Keyring, RevealOpener, RevealSealer, reveal_sealer
-from appliance.records import Candidate, HeldTurn, NewRecord, Record, Response
+from appliance.records import Candidate, NewRecord, Record
 from appliance.store.maintenance import (
     VECTOR_DTYPE,
     Maintenance,
@@ -29,6 +29,7 @@ from appliance.store.maintenance import (
     _bucket_aad,
     day_of,
 )
+from appliance.store.turns import Turns
 
 DB_FILE = "semtrace.db"
 KEYS_FILE = "keys.db"
@@ -58,7 +59,7 @@ def connect(path: Path, keyring: Keyring, *, readonly: bool = False, purpose: st
     return conn
 
 
-class Store(Maintenance):
+class Store(Maintenance, Turns):
     """Records, buckets and threads in one SQLCipher file."""
 
     def __init__(self, conn: Any, keys_conn: Any, keyring: Keyring, path: Path) -> None:
@@ -237,67 +238,6 @@ class Store(Maintenance):
             self._db.execute("UPDATE records SET feedback=? WHERE id=?",
                              (json.dumps(merged, sort_keys=True), row[0]))
         return True
-
-    def update_response(self, tenant: str, request_id: str, response: Response,
-                        model: str | None,
-                        turn_keys: Callable[[str], list[tuple[str, str]]]) -> bool:
-        """Set what the gateway learned after the answer; False if the request is unknown.
-
-        Idempotent: fields are set (not added), so the thread's token totals move by
-        the difference to what the record held.
-        """
-        row = self._db.execute(
-            "SELECT id, user, thread_id, input_tokens, output_tokens, model FROM records "
-            "WHERE tenant=? AND request_id=?", (tenant, request_id)).fetchone()
-        if row is None:
-            return False
-        rid, user, thread, old_in, old_out, old_model = row
-        new_in = response.input_tokens if response.input_tokens is not None else old_in
-        new_out = response.output_tokens if response.output_tokens is not None else old_out
-        with self._db:
-            self._db.execute(
-                "UPDATE records SET input_tokens=?, output_tokens=?, "
-                "latency_ms=coalesce(?, latency_ms), status=coalesce(?, status), "
-                "model=coalesce(?, model) WHERE id=?",
-                (new_in, new_out, response.latency_ms, response.status, model, rid))
-            self._db.execute(
-                "UPDATE threads SET input_tokens=input_tokens+?, output_tokens=output_tokens+? "
-                "WHERE thread_id=?", ((new_in or 0) - (old_in or 0),
-                                      (new_out or 0) - (old_out or 0), thread))
-            if model and model != old_model:
-                models = json.loads(self._db.execute(
-                    "SELECT models FROM threads WHERE thread_id=?", (thread,)).fetchone()[0])
-                if model not in models:
-                    self._db.execute("UPDATE threads SET models=? WHERE thread_id=?",
-                                     (json.dumps([*models, model]), thread))
-            self._db.executemany(
-                "INSERT OR REPLACE INTO turn_digests (record_id, kind, tenant, user, digest) "
-                "VALUES (?,?,?,?,?)", [(rid, kind, tenant, user, d)
-                                       for kind, d in turn_keys(user)])
-        return True
-
-    def held_turns(self, tenant: str, user: str, digests: list[str]) -> list[HeldTurn]:
-        """The user's records whose prompt, answer or response id has one of these keyed
-        digests (history lookup), oldest first."""
-        out: list[HeldTurn] = []
-        for start in range(0, len(digests), 500):
-            chunk = digests[start:start + 500]
-            rows = self._db.execute(
-                "SELECT r.id, r.request_id, r.thread_id, r.ts, r.parent_id, d.kind, d.digest "
-                "FROM turn_digests d JOIN records r ON r.id = d.record_id "
-                f"WHERE d.tenant=? AND d.user=? AND d.digest IN ({','.join('?' * len(chunk))})",
-                (tenant, user, *chunk)).fetchall()
-            out.extend(HeldTurn(record_id=rid, request_id=req, thread_id=thread,
-                                ts=datetime.fromtimestamp(ts, UTC), parent_id=parent, kind=kind,
-                                digest=digest)
-                       for rid, req, thread, ts, parent, kind, digest in rows)
-        return sorted(out, key=lambda h: (h.ts, h.record_id))
-
-    def request_id_of(self, record_id: int) -> str | None:
-        """The request id of a stored record."""
-        row = self._db.execute("SELECT request_id FROM records WHERE id=?",
-                               (record_id,)).fetchone()
-        return str(row[0]) if row else None
 
     def reveal(self, record_id: int, opener: RevealOpener) -> list[tuple[str, str]] | None:
         """The original values behind a record's placeholders; None if none are held."""
