@@ -44,7 +44,8 @@ def output_line(o: Outcome, parent_index: int | None) -> str:
     return json.dumps({"index": o.index, "request_id": o.request_id, "thread_id": o.thread_id,
                        "parent_index": parent_index, "position": o.position,
                        "similarity": None if o.similarity is None else round(o.similarity, 4),
-                       "intent": o.intent, "topic_id": o.topic_id})
+                       "intent": o.intent, "topic_id": o.topic_id,
+                       "link_source": o.link_source})
 
 
 def replay(pipeline: Pipeline, prompts: Iterable[Prompt], out: IO[str], *, batch: int = 64,

@@ -1,6 +1,6 @@
 """Threading with and without the gateway's message history.
 
-usage: .venv/bin/python bench/history.py [--streams dev,wide] [--json]
+usage: .venv/bin/python bench/history.py [--streams dev,wide] [--json | --table-from FILE]
 
 Each gold stream (`../shared/bench/threads-<name>.jsonl`) is replayed twice
 through the whole pipeline (`semtrace replay`, ephemeral store): once as it is
@@ -28,7 +28,10 @@ sys.path.insert(0, str(REPO))
 
 from appliance.ingest import content_digest  # noqa: E402
 
-BENCH = REPO.parent / "shared" / "bench"
+# ../shared/bench beside the repo (a worktree may sit one level deeper)
+BENCH = next((p / "shared" / "bench" for p in REPO.parents
+              if (p / "shared" / "bench" / "score_threads.py").exists()),
+             REPO.parent / "shared" / "bench")
 METRICS = ("pair_F1", "newthread_F1", "parent_acc")
 
 
@@ -67,7 +70,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--streams", default="dev,wide", help="gold streams under ../shared/bench")
     ap.add_argument("--json", action="store_true", help="print the scores as JSON")
+    ap.add_argument("--table-from", type=Path, help="print the table of a saved --json run")
     args = ap.parse_args()
+    if args.table_from:
+        print_table(json.loads(args.table_from.read_text(encoding="utf-8")))
+        return
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="semtrace-history-bench-") as tmpdir:
         tmp = Path(tmpdir)
@@ -85,6 +92,11 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=1))
         return
+    print_table(results)
+
+
+def print_table(results: dict[str, dict[str, Any]]) -> None:
+    """Markdown table: per stream and source, each figure without / with history."""
     print("| stream / source | prompts | pairwise F1 (without / with) | new-thread F1 | "
           "parent accuracy |")
     print("|---|---|---|---|---|")
