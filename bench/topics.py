@@ -52,8 +52,8 @@ from appliance.keys import Keyring  # noqa: E402
 from appliance.store import Store  # noqa: E402
 from appliance.topics import TopicAssigner  # noqa: E402
 
-MERGE = (0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
-JOIN = (0.3, 0.35, 0.4, 0.45, 0.5)
+MERGE = (0.16, 0.18, 0.2, 0.22, 0.24, 0.26, 0.3)
+JOIN_OFFSETS = (-0.05, 0.0)
 
 
 def ari(a: Sequence[object], b: Sequence[object]) -> float:
@@ -130,9 +130,8 @@ def grid(streams: list[Stream], threads: dict[str, list[str]]
          ) -> dict[tuple[float, float], dict[str, dict[str, float]]]:
     """Scores for every (merge, join) pair: {"final"/"emitted": {source: ARI}}."""
     table: dict[tuple[float, float], dict[str, dict[str, float]]] = {}
-    for merge, join in itertools.product(MERGE, JOIN):
-        if join < merge - 0.1:
-            continue
+    for merge, offset in itertools.product(MERGE, JOIN_OFFSETS):
+        join = round(merge + offset, 3)
         cfg = settings(topic_merge_threshold=merge, topic_threshold=join,
                        topic_refine_every=1000)
         row: dict[str, dict[str, float]] = {"final": {}, "emitted": {}}

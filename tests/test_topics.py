@@ -341,7 +341,7 @@ def test_background_refinement_runs_off_the_ingest_path(runtime: Any) -> None:
 
 def test_average_linkage_and_id_carrying() -> None:
     x = np.vstack([near(0, 1, 0.1), near(0, 2, 0.1), near(5, 6, 0.1), near(5, 7, 0.1)])
-    labels = average_linkage(x, threshold=0.5)
+    labels = average_linkage(x, np.ones(4), threshold=0.5)
     assert list(labels) == [0, 0, 1, 1]
     counter = iter(["new1", "new2"])
     ids, merged = carry_ids(labels, ["a", "b", "c", None], np.ones(4), lambda: next(counter))

@@ -70,7 +70,7 @@ class Snapshot:
     tenant: str
     scope: str
     threads: list[str]
-    vectors: np.ndarray
+    vectors: np.ndarray  # per thread: the sum of its prompts' vectors
     previous: list[str | None]
     weights: np.ndarray
 
@@ -144,7 +144,7 @@ class TopicAssigner:
         for unit in state.units.values():
             if unit.topic is None:
                 unit.topic = new_topic_id()
-            self._scope(state, unit.scope).add(unit.topic, unit.vector)
+            self._scope(state, unit.scope).add(unit.topic, unit.total, unit.prompts)
             state.created.setdefault(unit.topic, unit.last_ts)
         return state
 
@@ -204,7 +204,7 @@ class TopicAssigner:
                 unit = state.units[thread_id] = Unit(thread_id, scope, user or thread_id,
                                                      np.zeros(self.dims, np.float32))
                 state.contentless.pop(thread_id, None)
-            before = unit.vector if unit.prompts else None
+            before = (unit.total.copy(), unit.prompts) if unit.prompts else None
             self._feed(unit, vector, text, now)
             self._place(state, unit, before)
             if user is not None:
@@ -219,11 +219,12 @@ class TopicAssigner:
                 topic = self.thread_topic(tenant, thread_id)
         return topic
 
-    def _place(self, state: TenantTopics, unit: Unit, before: np.ndarray | None) -> None:
+    def _place(self, state: TenantTopics, unit: Unit,
+               before: tuple[np.ndarray, int] | None) -> None:
         sc = self._scope(state, unit.scope)
         vec = unit.vector
         if unit.topic is not None and before is not None:
-            sc.remove(unit.topic, before)
+            sc.remove(unit.topic, *before)
         best, score = sc.best(vec)
         threshold = self.settings.topic_threshold
         topic = unit.topic
@@ -232,7 +233,7 @@ class TopicAssigner:
         elif best is not None and best != topic and score >= threshold \
                 and score > sc.score(topic, vec) + MOVE_MARGIN:
             topic = best
-        sc.add(topic, vec)
+        sc.add(topic, unit.total, unit.prompts)
         unit.topic = topic
         state.created.setdefault(topic, unit.last_ts)
 
@@ -267,7 +268,7 @@ class TopicAssigner:
             for snap in snaps:
                 if not snap.threads:
                     continue
-                labels = average_linkage(snap.vectors,
+                labels = average_linkage(snap.vectors, snap.weights,
                                          threshold=self.settings.topic_merge_threshold)
                 ids, gone = carry_ids(labels, snap.previous, snap.weights, new_topic_id)
                 with self._lock:
@@ -281,7 +282,7 @@ class TopicAssigner:
 
     def _snapshot(self, tenant: str, state: TenantTopics, scope: str) -> Snapshot:
         units = [u for u in state.units.values() if u.scope == scope and u.prompts]
-        vecs = (np.vstack([u.vector for u in units]) if units
+        vecs = (np.vstack([u.total for u in units]) if units
                 else np.zeros((0, self.dims), np.float32))
         return Snapshot(tenant, scope, [u.thread_id for u in units], vecs,
                         [u.topic for u in units],
@@ -306,7 +307,7 @@ class TopicAssigner:
                 if resolved != unit.topic:
                     unit.topic = resolved
                     changed[unit.thread_id] = resolved or ""
-                members.append((unit.topic or "", unit.vector))
+                members.append((unit.topic or "", unit.total, unit.prompts))
                 state.created.setdefault(unit.topic or "", unit.last_ts)
         self._scope(state, snap.scope).rebuild(members)
         return changed
@@ -339,7 +340,7 @@ class TopicAssigner:
 
     def _drop(self, state: TenantTopics, unit: Unit) -> None:
         if unit.topic is not None and unit.prompts:
-            self._scope(state, unit.scope).remove(unit.topic, unit.vector)
+            self._scope(state, unit.scope).remove(unit.topic, unit.total, unit.prompts)
         del state.units[unit.thread_id]
 
     def forget_user(self, tenant: str, user: str) -> None:

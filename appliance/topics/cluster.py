@@ -64,25 +64,33 @@ DIRECT_UNITS = 3000
 LEADER_SIMILARITY = 0.8
 
 
-def average_linkage(vectors: np.ndarray, *, threshold: float,
+def average_linkage(totals: np.ndarray, counts: np.ndarray, *, threshold: float,
                     max_direct: int = DIRECT_UNITS) -> np.ndarray:
-    """Cluster unit vectors by average linkage, stopping below `threshold`.
+    """Cluster units (threads) given as (sum of their prompts' vectors, prompt count).
 
-    Two clusters merge while the mean cosine similarity between their members
-    is at least `threshold` (exact, from the member sums), so every cluster's
-    members are on average that similar to each other: a cluster cannot grow
-    by chaining. Returns a cluster label per row (0..k-1, in first-seen order).
+    Two clusters merge while the mean cosine similarity between their prompts
+    is at least `threshold` (exact, from the sums; unit-length prompt vectors),
+    so a cluster cannot grow by chaining, and long threads weigh by their
+    prompts without looking more alike than their prompts are. Above
+    `max_direct` units, near-duplicate threads are grouped first (leader
+    clustering). Returns a cluster label per unit (0..k-1, in first-seen order).
     """
-    n = len(vectors)
+    n = len(totals)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    x = np.asarray(vectors, dtype=np.float32)
-    seeds = leader_groups(x, LEADER_SIMILARITY) if n > max_direct else np.arange(n)
+    x = np.asarray(totals, dtype=np.float64)
+    w = np.asarray(counts, dtype=np.float64)
+    if n > max_direct:
+        means = x / np.maximum(w, 1.0)[:, None]
+        norms = np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+        seeds = leader_groups((means / norms).astype(np.float32), LEADER_SIMILARITY)
+    else:
+        seeds = np.arange(n)
     k = int(seeds.max()) + 1
-    totals = np.zeros((k, x.shape[1]), dtype=np.float64)
-    np.add.at(totals, seeds, x)
-    counts = np.bincount(seeds, minlength=k).astype(np.float64)
-    groups = agglomerate(totals, counts, threshold=threshold)
+    sums = np.zeros((k, x.shape[1]), dtype=np.float64)
+    np.add.at(sums, seeds, x)
+    sizes = np.bincount(seeds, weights=w, minlength=k)
+    groups = agglomerate(sums, sizes, threshold=threshold)
     top = np.arange(k)
     for g in groups:
         top[g] = g[0]

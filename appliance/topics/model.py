@@ -29,17 +29,16 @@ class Unit:
 
     @property
     def vector(self) -> np.ndarray:
-        """The thread's direction: the normalised mean of its content prompts."""
-        norm = float(np.linalg.norm(self.total))
-        return (self.total / norm).astype(np.float32) if norm > 0 else self.total
+        """The mean of the thread's content prompts' vectors (not normalised)."""
+        return (self.total / max(self.prompts, 1)).astype(np.float32)
 
 
 class ScopeTopics:
-    """The topics of one scope as (sum of member thread vectors, member count) rows.
+    """The topics of one scope as (sum of member prompts' vectors, prompt count) rows.
 
-    `score` is the mean cosine similarity between a thread and a topic's
-    threads (average linkage), which, unlike the cosine to a centroid, does
-    not grow as a broad topic gathers members.
+    `score` is the mean cosine similarity between a thread's prompts and a
+    topic's prompts (average linkage), which, unlike the cosine to a centroid,
+    does not grow as a broad topic gathers members, nor as threads grow long.
     """
 
     def __init__(self, dims: int) -> None:
@@ -59,16 +58,16 @@ class ScopeTopics:
             self.pos[topic_id] = i
         return i
 
-    def add(self, topic_id: str, vector: np.ndarray) -> None:
+    def add(self, topic_id: str, total: np.ndarray, count: int) -> None:
         i = self._row(topic_id)
-        self.totals[i] += vector
-        self.counts[i] += 1
+        self.totals[i] += total
+        self.counts[i] += count
 
-    def remove(self, topic_id: str, vector: np.ndarray) -> None:
+    def remove(self, topic_id: str, total: np.ndarray, count: int) -> None:
         i = self.pos.get(topic_id)
         if i is not None:
-            self.totals[i] -= vector
-            self.counts[i] = max(self.counts[i] - 1, 0)
+            self.totals[i] -= total
+            self.counts[i] = max(self.counts[i] - count, 0)
 
     def score(self, topic_id: str, vector: np.ndarray) -> float:
         i = self.pos.get(topic_id)
@@ -91,11 +90,11 @@ class ScopeTopics:
         i = int(np.argmax(sims))
         return (self.ids[i], float(sims[i])) if live[i] else (None, -np.inf)
 
-    def rebuild(self, members: list[tuple[str, np.ndarray]]) -> None:
-        """Recompute every row from (topic id, thread vector) pairs."""
+    def rebuild(self, members: list[tuple[str, np.ndarray, int]]) -> None:
+        """Recompute every row from (topic id, thread's sum, thread's prompts)."""
         dims = self.totals.shape[1]
         self.ids, self.pos = [], {}
         self.totals = np.zeros((max(16, len(members)), dims), dtype=np.float32)
         self.counts = np.zeros(max(16, len(members)), dtype=np.float32)
-        for tid, vec in members:
-            self.add(tid, vec)
+        for tid, total, count in members:
+            self.add(tid, total, count)

@@ -80,7 +80,7 @@ def strip_placeholders(text: str) -> str:
 def _singular(word: str) -> str:
     if len(word) > 4 and word.endswith("ies"):
         return word[:-3] + "y"
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is", "ws")):
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is", "es")):
         return word[:-1]
     return word
 
