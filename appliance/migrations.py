@@ -207,3 +207,24 @@ def m004_entity_keys(db: Any) -> None:
     # keyed digests of the values redacted out of a prompt, sealed under its DEK, so
     # entity overlap still counts for history reloaded after a restart
     db.execute("ALTER TABLE records ADD COLUMN entities_ct BLOB")
+
+
+@migration
+def m005_turn_digests(db: Any) -> None:
+    # Keyed digests (HMAC under the pseudonym key, per tenant and user) of each prompt's
+    # content, its answer's content and its response id, so a request's message history
+    # or previous_response_id finds the turn it continues. Never the content itself.
+    # Deleted with their record (shredding, erasure).
+    db.executescript(
+        """
+        CREATE TABLE turn_digests (
+            record_id INTEGER NOT NULL REFERENCES records(id) ON DELETE CASCADE,
+            kind TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            user TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            PRIMARY KEY (record_id, kind)
+        ) WITHOUT ROWID;
+        CREATE INDEX turn_digests_lookup ON turn_digests (tenant, user, digest);
+        """
+    )
