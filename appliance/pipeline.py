@@ -127,6 +127,9 @@ class Pipeline:
         """Drop cached history (after shredding)."""
         for key in [k for k in self._users if k[0] == tenant and (user is None or k[1] == user)]:
             del self._users[key]
+        forget_user = getattr(self.topics, "forget_user", None)
+        if forget_user is not None and user is not None:
+            forget_user(tenant, user)
 
     def sync_shredded(self) -> int:
         """Drop cached history and index entries of buckets shredded by another process."""

@@ -94,6 +94,14 @@ class Store(Maintenance, Turns):
         self._db.close()
         self._kdb.close()
 
+    def side_connection(self) -> Any:
+        """A second connection to this store, for a background writer (topic refinement).
+
+        Its short transactions interleave with the ingest path's group commits
+        (WAL: readers never wait, writers wait at most for one short transaction).
+        """
+        return connect(self.path, self._keys, purpose="data")
+
     @property
     def db(self) -> Any:
         """The raw connection, for the audit log and maintenance in this package."""
@@ -224,7 +232,7 @@ class Store(Maintenance, Turns):
         self._db.execute(
             "UPDATE threads SET first_ts=min(first_ts, ?), last_ts=max(last_ts, ?), "
             "turns=turns+1, input_tokens=input_tokens+?, output_tokens=output_tokens+?, "
-            "models=?, topic_id=coalesce(topic_id, ?) WHERE thread_id=?",
+            "models=?, topic_id=coalesce(?, topic_id) WHERE thread_id=?",
             (ts, ts, tin, tout, json.dumps(models), r.topic_id, r.thread_id))
 
     def set_feedback(self, tenant: str, request_id: str, feedback: dict[str, Any]) -> bool:
