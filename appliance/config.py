@@ -135,13 +135,13 @@ class PrivacySettings(_Strict):
     epsilon_per_day: float = Field(default=1.0, gt=0)
     epsilon_per_query: float = Field(default=0.1, gt=0)
     cross_user_topics: dict[str, bool] = {}
-    # Cosine similarity to a topic centroid needed to join it (else a new topic starts).
-    topic_threshold: float = Field(default=0.3, ge=-1, le=1)
-    # Refinement merges topics whose centroids' cosine similarity reaches this ...
-    topic_merge_threshold: float = Field(default=0.5, ge=-1, le=1)
-    # ... and whose members' mean pairwise similarity (average linkage) reaches this.
-    topic_merge_cohesion: float = Field(default=0.15, ge=-1, le=1)
-    topic_refine_every: int = Field(default=200, ge=1)
+    # Mean cosine similarity between a thread's prompts and a topic's prompts needed
+    # to join it online (else the thread starts a topic).
+    topic_threshold: float = Field(default=0.22, ge=-1, le=1)
+    # Background refinement merges groups of threads while the mean similarity
+    # between their prompts (average linkage) is at least this.
+    topic_merge_threshold: float = Field(default=0.22, ge=-1, le=1)
+    topic_refine_every: int = Field(default=500, ge=1)
     # Units (threads or prompts) one user may add to one cross-user release: the
     # L1 sensitivity of a count; sums are clipped per unit on top.
     contribution_bound: int = Field(default=10, ge=1, le=10_000)

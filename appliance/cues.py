@@ -101,3 +101,27 @@ def intent_of(text: str) -> str:
     return "task_execution" if _TASK.search(norm) else "information_seeking"
 
 
+
+
+# Explicit references to an earlier conversation ("going back to...", "the one in Texas",
+# "as you said earlier"): the only cue that lets a prompt with an empty history join an
+# earlier thread.
+_BACK_REFERENCE = re.compile(
+    r"\b(go|goes|going|went|get|getting|come|coming|circle|circling) back to\b|"
+    r"\bback to (the|our|my|your|what|that|those|this)\b|"
+    r"\b(earlier|before|last time|previously),? (you|we|i) (said|mentioned|talked|discussed|"
+    r"suggested|recommended|asked|told)\b|"
+    r"\b(you|we|i) (said|mentioned|talked about|discussed|suggested|recommended|asked about|"
+    r"told me) (earlier|before|last time|previously|yesterday)\b|"
+    r"\b(as|like) (you|we|i) (said|mentioned|discussed|talked about)\b|"
+    r"\b(our|the|that|your) (earlier|previous|last|other) (conversation|chat|discussion|"
+    r"question|answer|suggestion|recommendation)\b|"
+    r"\b(remember|recall) (when|what|the|that|our|how)\b|"
+    r"\bthe (one|ones) (in|from|at|with|about|you)\b|"
+    r"\bwhere (we|you|i) left off\b|\bpick(ing)? up where\b|"
+    r"\b(continuing|continue|following up) (from|with|on) (the|our|my|that|your)\b")
+
+
+def refers_back(text: str) -> bool:
+    """Whether a (redacted) prompt explicitly refers to an earlier conversation."""
+    return bool(_BACK_REFERENCE.search(_normal(text)))

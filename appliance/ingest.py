@@ -5,16 +5,25 @@ Errors are `InputError`s with one sentence that never quotes the prompt text.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from datetime import UTC, datetime
 from typing import Any
 
 from appliance.errors import InputError
-from appliance.records import STATUSES, Prompt, Response
+from appliance.records import HISTORY_ROLES, STATUSES, Message, Prompt, Response
 
 ID_RE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 MAX_ID = 256
+SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+MAX_HISTORY = 1000  # messages in one request's history
+MAX_MESSAGE_CHARS = 1_000_000  # one history message's content (the frame limit is lower)
+
+
+def content_digest(text: str) -> str:
+    """SHA-256 (hex) of a message's UTF-8 content after `" ".join(text.split())` (protocol v1)."""
+    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
 
 
 def parse_ts(value: Any) -> datetime:
@@ -67,8 +76,23 @@ def _opt_num(obj: dict[str, Any], key: str, kind: type) -> Any:
     return kind(value)
 
 
+def _sha256(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not SHA256_RE.match(value):
+        raise InputError(f"'{where}' must be 64 hexadecimal characters.")
+    return value.lower()
+
+
+def _content(value: Any, where: str) -> str:
+    """The digest of a message's content; the content itself is dropped here."""
+    if not isinstance(value, str):
+        raise InputError(f"'{where}' must be a string.")
+    if len(value) > MAX_MESSAGE_CHARS:
+        raise InputError(f"'{where}' is longer than {MAX_MESSAGE_CHARS} characters.")
+    return content_digest(value)
+
+
 def parse_response(value: Any) -> Response | None:
-    """The optional `response` object."""
+    """The optional `response` object; an answer's `text` is digested and dropped."""
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -76,12 +100,50 @@ def parse_response(value: Any) -> Response | None:
     status = value.get("status")
     if status is not None and status not in STATUSES:
         raise InputError(f"'response.status' must be one of {', '.join(STATUSES)}.")
-    text = value.get("text")
-    if text is not None and not isinstance(text, str):
-        raise InputError("'response.text' must be a string.")
-    return Response(text=text, input_tokens=_opt_num(value, "input_tokens", int),
+    text, sha = value.get("text"), value.get("sha256")
+    if text is not None and sha is not None:
+        raise InputError("'response' takes 'text' or 'sha256', not both.")
+    digest = None
+    if text is not None:
+        digest = _content(text, "response.text")
+    elif sha is not None:
+        digest = _sha256(sha, "response.sha256")
+    rid = _str(value, "id", required=False)
+    if rid is not None and not rid.strip():
+        raise InputError("'response.id' is empty.")
+    return Response(input_tokens=_opt_num(value, "input_tokens", int),
                     output_tokens=_opt_num(value, "output_tokens", int),
-                    latency_ms=_opt_num(value, "latency_ms", float), status=status)
+                    latency_ms=_opt_num(value, "latency_ms", float), status=status,
+                    digest=digest, response_id=rid)
+
+
+def parse_history(value: Any) -> tuple[Message, ...] | None:
+    """The optional `history`: roles and content digests, oldest first.
+
+    Each entry is {"role", "content"} or {"role", "sha256"}; content is digested
+    on the spot and never kept, logged or quoted in an error.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise InputError("'history' must be a list of messages.")
+    if len(value) > MAX_HISTORY:
+        raise InputError(f"'history' holds more than {MAX_HISTORY} messages.")
+    out = []
+    for i, entry in enumerate(value):
+        where = f"history[{i}]"
+        if not isinstance(entry, dict):
+            raise InputError(f"'{where}' must be an object.")
+        if entry.get("role") not in HISTORY_ROLES:
+            raise InputError(f"'{where}.role' must be one of {', '.join(HISTORY_ROLES)}.")
+        if set(entry) - {"role", "content", "sha256"}:
+            raise InputError(f"'{where}' may hold only role and content or sha256.")
+        if ("content" in entry) == ("sha256" in entry):
+            raise InputError(f"'{where}' needs exactly one of content and sha256.")
+        digest = (_content(entry["content"], f"{where}.content") if "content" in entry
+                  else _sha256(entry["sha256"], f"{where}.sha256"))
+        out.append(Message(role=entry["role"], digest=digest))
+    return tuple(out)
 
 
 def parse_prompt(obj: Any, *, max_text_chars: int, default_request_id: str | None = None,
@@ -105,12 +167,16 @@ def parse_prompt(obj: Any, *, max_text_chars: int, default_request_id: str | Non
     synthetic = obj.get("synthetic", False)
     if not isinstance(synthetic, bool):
         raise InputError("'synthetic' must be true or false.")
+    previous = _str(obj, "previous_response_id", required=False)
+    if previous is not None and not previous.strip():
+        raise InputError("'previous_response_id' is empty.")
     assert text is not None and user_id is not None and tenant is not None
     assert request_id is not None and ts is not None
     return Prompt(request_id=request_id, tenant=tenant, user_id=user_id, ts=ts, text=text,
                   session_id=_str(obj, "session_id", required=False),
                   model=_str(obj, "model", required=False),
-                  response=parse_response(obj.get("response")), synthetic=synthetic, index=index)
+                  response=parse_response(obj.get("response")), synthetic=synthetic, index=index,
+                  history=parse_history(obj.get("history")), previous_response_id=previous)
 
 
 def parse_line(line: str | bytes, **kw: Any) -> Prompt:

@@ -145,6 +145,16 @@ class Keyring:
         mac = hmac.new(self._pseudo, f"entity\0{tenant}\0{value}".encode(), hashlib.sha256)
         return mac.hexdigest()[:16]
 
+    def turn_key(self, tenant: str, user: str, kind: str, value: str) -> str:
+        """Keyed digest, per (tenant, user pseudonym), of a message digest or a response id.
+
+        `kind` is "message" (SHA-256 of a prompt's or answer's content) or "response"
+        (a provider's response id): the store keeps only these, never the values.
+        """
+        mac = hmac.new(self._pseudo, f"turn\0{kind}\0{tenant}\0{user}\0{value}".encode(),
+                       hashlib.sha256)
+        return mac.hexdigest()[:32]
+
     def new_dek(self, aad: bytes) -> tuple[Dek, bytes]:
         """A fresh random DEK and its wrapped form (AES-GCM under the wrapping key)."""
         material = secrets.token_bytes(32)

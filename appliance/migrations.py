@@ -210,7 +210,28 @@ def m004_entity_keys(db: Any) -> None:
 
 
 @migration
-def m005_record_id_base(db: Any) -> None:
+def m005_turn_digests(db: Any) -> None:
+    # Keyed digests (HMAC under the pseudonym key, per tenant and user) of each prompt's
+    # content, its answer's content and its response id, so a request's message history
+    # or previous_response_id finds the turn it continues. Never the content itself.
+    # Deleted with their record (shredding, erasure).
+    db.executescript(
+        """
+        CREATE TABLE turn_digests (
+            record_id INTEGER NOT NULL REFERENCES records(id) ON DELETE CASCADE,
+            kind TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            user TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            PRIMARY KEY (record_id, kind)
+        ) WITHOUT ROWID;
+        CREATE INDEX turn_digests_lookup ON turn_digests (tenant, user, digest);
+        """
+    )
+
+
+@migration
+def m006_record_id_base(db: Any) -> None:
     # Record ids are bound into each record's encryption (associated data), so a
     # tenant moved to another node keeps them: every new store draws its ids from a
     # random range of 2^32 below 2^53 (JSON-safe), and two nodes' ranges almost never
@@ -221,4 +242,3 @@ def m005_record_id_base(db: Any) -> None:
     base = 0 if has_records else (secrets.randbelow((1 << 21) - 1) + 1) << 32
     db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('record_id_base', ?)",
                (str(base),))
-

@@ -15,12 +15,25 @@ from typing import Protocol
 
 import numpy as np
 
+from appliance import history
 from appliance.config import Policies
 from appliance.embed import Embedder
 from appliance.index import VectorIndex
+from appliance.ingest import content_digest
 from appliance.keys import Keyring
 from appliance.link import LinkInput
-from appliance.records import Candidate, Link, NewRecord, Outcome, Prompt, Redacted
+from appliance.records import (
+    Candidate,
+    GatewayContext,
+    HeldTurn,
+    Link,
+    Message,
+    NewRecord,
+    Outcome,
+    Prompt,
+    Redacted,
+    Response,
+)
 from appliance.redact import entity_keys, number_placeholders
 from appliance.store import Store
 
@@ -92,6 +105,8 @@ class Pipeline:
         self.stage_timer: StageTimer | None = None  # set by telemetry
         self._horizon = timedelta(hours=policies.correlation.horizon_hours)
         self._users: dict[tuple[str, str], UserHistory] = {}
+        # digests of this batch's records, not yet committed: (tenant, user) -> turns
+        self._pending: dict[tuple[str, str], list[HeldTurn]] = {}
         self._shred_mark = self.store.shred_watermark()
 
     def rebuild_index(self) -> int:
@@ -112,6 +127,9 @@ class Pipeline:
         """Drop cached history (after shredding)."""
         for key in [k for k in self._users if k[0] == tenant and (user is None or k[1] == user)]:
             del self._users[key]
+        forget_user = getattr(self.topics, "forget_user", None)
+        if forget_user is not None and user is not None:
+            forget_user(tenant, user)
 
     def sync_shredded(self) -> int:
         """Drop cached history and index entries of buckets shredded by another process."""
@@ -132,7 +150,7 @@ class Pipeline:
                        parent_id=rec.parent_id, parent_request_id=rec.parent_request_id,
                        position=rec.position, intent=rec.intent, similarity=rec.similarity,
                        topic_id=rec.topic_id, index=prompt.index, duplicate=True,
-                       trace_id=rec.trace_id, span_id=rec.span_id)
+                       trace_id=rec.trace_id, span_id=rec.span_id, link_source=rec.link_source)
 
     def process(self, prompts: Sequence[Prompt]) -> list[Outcome]:
         """Ingest a batch: one redaction and embedding pass, one transaction."""
@@ -157,7 +175,10 @@ class Pipeline:
             rows.append(row)
             outcomes[i] = self._outcome(row, prompts[i].index, trunc)
         clock("linking")
-        self.store.insert(rows)
+        try:
+            self.store.insert(rows)
+        finally:
+            self._pending.clear()
         clock("commit")
         for row in rows:
             self.index.add(row.prompt.tenant, row.user, [row.record_id], row.vector[None, :])
@@ -178,8 +199,10 @@ class Pipeline:
         hist.prune(ts - self._horizon.total_seconds())
         ekeys = entity_keys(red, lambda v: self.keys.entity_key(p.tenant, v))
         cands = [c for c in hist.candidates if c.ts <= p.ts]
-        link = self.linker(LinkInput(ts=p.ts, vector=vec, text=red.text, session_key=skey,
-                                     entity_keys=ekeys), cands)
+        query = LinkInput(ts=p.ts, vector=vec, text=red.text, session_key=skey,
+                          entity_keys=ekeys)
+        link = history.decide(query, self._context(p, user), cands,
+                              lambda: self.linker(query, cands), self.policies.correlation)
         thread_id = link.thread_id or new_thread_id()
         text, vault = number_placeholders(red, ekeys, hist.placeholders.setdefault(thread_id, {}))
         topic_id = None
@@ -187,16 +210,63 @@ class Pipeline:
             topic_id = self.topics.assign(tenant=p.tenant, thread_id=thread_id, vector=vec,
                                           text=text, synthetic=p.synthetic, user=user, ts=p.ts)
         rid = self.store.allocate_id()
+        tkeys = self._turn_keys(p.tenant, user, p.response, content_digest(p.text))
+        self._pending.setdefault((p.tenant, user), []).extend(
+            HeldTurn(record_id=rid, request_id=p.request_id, thread_id=thread_id, ts=p.ts,
+                     parent_id=link.parent_id, kind=kind, digest=digest)
+            for kind, digest in tkeys)
         record = NewRecord(record_id=rid, prompt=p, user=user, session_key=skey, link=link,
                            thread_id=thread_id, text=text, vector=vec,
                            model_id=self.embedder.model_id, truncated=truncated, vault=vault,
                            topic_id=topic_id, trace_id=p.trace_id, span_id=p.span_id,
-                           entity_keys=ekeys)
+                           entity_keys=ekeys, turn_keys=tuple(tkeys))
         hist.candidates.append(Candidate(
             record_id=rid, request_id=p.request_id, thread_id=thread_id, ts=p.ts, vector=vec,
             text=text, session_key=skey, parent_id=link.parent_id, position=link.position,
             entity_keys=ekeys))
         return record
+
+    def _turn_keys(self, tenant: str, user: str, response: Response | None,
+                   prompt_digest: str | None = None) -> list[tuple[str, str]]:
+        """(kind, keyed digest) of a prompt's content, its answer and its response id."""
+        out = []
+        if prompt_digest is not None:
+            out.append(("prompt", self.keys.turn_key(tenant, user, "message", prompt_digest)))
+        if response is not None and response.digest is not None:
+            out.append(("answer", self.keys.turn_key(tenant, user, "message", response.digest)))
+        if response is not None and response.response_id is not None:
+            out.append(("response_id",
+                        self.keys.turn_key(tenant, user, "response", response.response_id)))
+        return out
+
+    def _context(self, p: Prompt, user: str) -> GatewayContext:
+        """The prompt's history and previous response id, keyed and matched against the store
+        (and this batch's records not yet committed)."""
+        if p.history is None and p.previous_response_id is None:
+            return GatewayContext()
+        msgs = tuple(Message(role=m.role, digest=self.keys.turn_key(p.tenant, user, "message",
+                                                                      m.digest))
+                     for m in p.history or ())
+        wanted = {m.digest for m in msgs if m.role in history.DIALOGUE}
+        prev = (self.keys.turn_key(p.tenant, user, "response", p.previous_response_id)
+                if p.previous_response_id is not None else None)
+        if prev is not None:
+            wanted.add(prev)
+        held = self.store.held_turns(p.tenant, user, sorted(wanted)) if wanted else []
+        held += [h for h in self._pending.get((p.tenant, user), []) if h.digest in wanted]
+        previous = [h for h in held if h.kind == "response_id" and h.digest == prev]
+        return GatewayContext(
+            history=msgs if p.history is not None else None,
+            held=tuple(h for h in held if h.kind != "response_id"),
+            previous_response_id=prev is not None, previous=previous[-1] if previous else None)
+
+    def update(self, tenant: str, request_id: str, response: Response | None,
+               model: str | None) -> bool:
+        """Record what the gateway learned after the answer; False if the request is unknown."""
+        resp = response or Response()
+        return self.store.update_response(
+            tenant, request_id, resp, model,
+            lambda user: self._turn_keys(tenant, user, resp))
 
     def _outcome(self, row: NewRecord, index: int | None, truncated: bool) -> Outcome:
         link = row.link
@@ -205,8 +275,11 @@ class Pipeline:
             hist = self._users[(row.prompt.tenant, row.user)]
             parent_req = next((c.request_id for c in hist.candidates
                                if c.record_id == link.parent_id), None)
+            if parent_req is None:  # a history link to a turn older than the horizon
+                parent_req = self.store.request_id_of(link.parent_id)
         return Outcome(request_id=row.prompt.request_id, record_id=row.record_id,
                        thread_id=row.thread_id, parent_id=link.parent_id,
                        parent_request_id=parent_req, position=link.position, intent=link.intent,
                        similarity=link.similarity, topic_id=row.topic_id, index=index,
-                       truncated=truncated, trace_id=row.trace_id, span_id=row.span_id)
+                       truncated=truncated, trace_id=row.trace_id, span_id=row.span_id,
+                       link_source=link.evidence.get("link_source"))

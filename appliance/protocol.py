@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from appliance.errors import InputError
-from appliance.ingest import parse_prompt
-from appliance.records import Outcome, Prompt
+from appliance.ingest import parse_prompt, parse_response
+from appliance.records import Outcome, Prompt, Response
 
 VERSION = 1
-OPS = ("ingest", "feedback", "lookup", "ping", "stats")
+OPS = ("ingest", "update", "feedback", "lookup", "ping", "stats")
 MODES = ("sync", "async")
 TRACEPARENT_RE = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
@@ -43,6 +43,8 @@ class Request:
     prompt: Prompt | None = None
     mode: str = "sync"
     feedback: dict[str, Any] | None = None
+    response: Response | None = None  # update: what the gateway learned after the answer
+    model: str | None = None
 
 
 def trace_context(traceparent: Any) -> tuple[str, str]:
@@ -70,6 +72,21 @@ def _feedback(obj: dict[str, Any]) -> dict[str, Any]:
     if not fb:
         raise ProtocolError("bad_request", "Feedback needs 'rating' or 'abandoned'.")
     return fb
+
+
+def _update(obj: dict[str, Any], rid: str, tenant: str) -> Request:
+    """An `update`: tokens, latency, status, answer digest and response id after the answer."""
+    model = obj.get("model")
+    if model is not None and (not isinstance(model, str) or not model.strip()
+                              or len(model) > 256):
+        raise ProtocolError("bad_request", "'model' must be a non-empty string.", rid)
+    try:
+        response = parse_response(obj.get("response"))
+    except InputError as exc:
+        raise ProtocolError("bad_request", str(exc), rid) from None
+    if model is None and (response is None or response == Response()):
+        raise ProtocolError("bad_request", "An update needs 'response' fields or 'model'.", rid)
+    return Request(op="update", request_id=rid, tenant=tenant, response=response, model=model)
 
 
 def decode_frame(frame: bytes) -> dict[str, Any]:
@@ -112,6 +129,8 @@ def parse_request(obj: dict[str, Any], *, max_text_chars: int,
         return Request(op=op, request_id=rid, tenant=tenant)
     if op == "feedback":
         return Request(op=op, request_id=rid, tenant=tenant, feedback=_feedback(obj))
+    if op == "update":
+        return _update(obj, rid, tenant)
     mode = obj.get("mode", "sync")
     if mode not in MODES:
         raise ProtocolError("bad_request", "'mode' must be sync or async.", rid)
@@ -134,7 +153,7 @@ def ok_reply(o: Outcome, *, mode: str = "sync") -> dict[str, Any]:
             "parent_request_id": o.parent_request_id, "position": o.position,
             "intent": o.intent,
             "similarity": None if o.similarity is None else round(float(o.similarity), 4),
-            "topic_id": o.topic_id, "duplicate": o.duplicate}
+            "topic_id": o.topic_id, "duplicate": o.duplicate, "link_source": o.link_source}
 
 
 def error_reply(code: str, message: str, request_id: str | None = None,

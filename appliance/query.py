@@ -267,17 +267,31 @@ def topic_aliases(store: Store) -> dict[str, str]:
 
 
 def topic_labels(store: Store, topic_ids: list[str] | None = None) -> dict[str, str]:
-    """Keyword labels of topics that have one (only topics with enough users get one)."""
+    """Readable labels ("hotel booking") by topic id; the stable read API of topic labels.
+
+    Any id ever handed out (live, or merged into another topic) maps to the label
+    of the live topic it resolves to. Ids without a label are absent: a topic is
+    labelled only once it has `k_min_users` users, and its label goes when it
+    expires or its members are shredded. `topic_ids=None`: every labelled id.
+    """
     if not has_table(store, "topics"):
         return {}
-    sql = "SELECT topic_id, label FROM topics WHERE label IS NOT NULL"
-    params: list[str] = []
-    if topic_ids is not None:
-        if not topic_ids:
-            return {}
-        sql += f" AND topic_id IN ({','.join('?' * len(topic_ids))})"
-        params = topic_ids
-    return dict(store.db.execute(sql, params))
+    alias = topic_aliases(store)
+    live = dict(store.db.execute("SELECT topic_id, label FROM topics WHERE label IS NOT NULL"))
+    wanted = list(live) + list(alias) if topic_ids is None else topic_ids
+    out = {}
+    for tid in wanted:
+        label = live.get(alias.get(tid, tid))
+        if label:
+            out[tid] = label
+    return out
+
+
+def topic_label(store: Store, topic_id: str | None) -> str | None:
+    """The readable label of one topic id (resolved through merges), or None."""
+    if not topic_id:
+        return None
+    return topic_labels(store, [topic_id]).get(topic_id)
 
 
 @dataclass(frozen=True)

@@ -20,17 +20,45 @@ INTENTS = (
     "error_recovery",
 )
 STATUSES = ("ok", "error", "blocked")
+HISTORY_ROLES = ("system", "user", "assistant", "tool")
+# Which signal decided a link, strongest first (docs/linking.md).
+LINK_SOURCES = ("history", "previous_response_id", "session_id", "content")
 
 
 @dataclass(frozen=True)
 class Response:
-    """What the gateway reports about the model's answer (all optional)."""
+    """What the gateway reports about the model's answer (all optional).
 
-    text: str | None = field(default=None, repr=False)
+    The answer's text never gets here: only the SHA-256 of its normalised content.
+    """
+
     input_tokens: int | None = None
     output_tokens: int | None = None
     latency_ms: float | None = None
     status: str | None = None
+    digest: str | None = field(default=None, repr=False)  # SHA-256 of the answer
+    response_id: str | None = field(default=None, repr=False)  # the provider's response id
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message of a request's history: its role and the SHA-256 of its normalised content."""
+
+    role: str
+    digest: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class HeldTurn:
+    """A stored record that a history message or a previous response id matched."""
+
+    record_id: int
+    request_id: str
+    thread_id: str
+    ts: datetime
+    parent_id: int | None
+    kind: str  # prompt, answer or response_id
+    digest: str = field(repr=False)  # keyed
 
 
 @dataclass(frozen=True)
@@ -49,6 +77,23 @@ class Prompt:
     index: int | None = None
     trace_id: str | None = None
     span_id: str | None = None
+    # The messages before this prompt (None: the gateway sent no history)
+    history: tuple[Message, ...] | None = None
+    previous_response_id: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class GatewayContext:
+    """What the gateway said about the conversation, matched against the store.
+
+    Digests here are keyed (per tenant and user); `held` holds the stored records
+    that the history's messages (or the previous response id) matched.
+    """
+
+    history: tuple[Message, ...] | None = None  # None: the gateway sent no history
+    held: tuple[HeldTurn, ...] = ()
+    previous_response_id: bool = False  # the request named a previous response
+    previous: HeldTurn | None = None  # the record that answered with it, when held
 
 
 @dataclass(frozen=True)
@@ -142,6 +187,7 @@ class Record:
     evidence: dict[str, Any] | None = None
     trace_id: str | None = None
     span_id: str | None = None
+    link_source: str | None = None
     feedback: dict[str, Any] | None = None
 
 
@@ -194,6 +240,8 @@ class NewRecord:
     span_id: str | None = None
     topic_id: str | None = None
     entity_keys: tuple[str, ...] = ()
+    # (kind, keyed digest): the prompt's content, its answer, its response id
+    turn_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)
@@ -214,3 +262,4 @@ class Outcome:
     truncated: bool = False
     trace_id: str | None = None
     span_id: str | None = None
+    link_source: str | None = None

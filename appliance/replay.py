@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO
 
 from appliance.errors import InputError
@@ -44,20 +44,31 @@ def output_line(o: Outcome, parent_index: int | None) -> str:
     return json.dumps({"index": o.index, "request_id": o.request_id, "thread_id": o.thread_id,
                        "parent_index": parent_index, "position": o.position,
                        "similarity": None if o.similarity is None else round(o.similarity, 4),
-                       "intent": o.intent, "topic_id": o.topic_id})
+                       "intent": o.intent, "topic_id": o.topic_id,
+                       "link_source": o.link_source})
 
 
 def replay(pipeline: Pipeline, prompts: Iterable[Prompt], out: IO[str], *, batch: int = 64,
-           report: ReplayReport, progress: Callable[[int], None] | None = None) -> ReplayReport:
-    """Ingest `prompts` in batches and write one output line per prompt."""
+           report: ReplayReport, progress: Callable[[int], None] | None = None,
+           final_topics: bool = True) -> ReplayReport:
+    """Ingest `prompts` in batches and write one output line per prompt.
+
+    With `final_topics` the lines are written at the end, each with its
+    thread's topic after a last refinement (what the topics screens show);
+    otherwise as they are ingested, with the topic handed out at ingest.
+    """
     index_of: dict[int, int | None] = {}
     pending: list[Prompt] = []
+    held: list[tuple[Prompt, Outcome, int | None]] = []
 
     def flush() -> None:
-        for o in pipeline.process(pending):
+        for p, o in zip(pending, pipeline.process(pending), strict=True):
             index_of.setdefault(o.record_id, o.index)
             parent = index_of.get(o.parent_id) if o.parent_id is not None else None
-            out.write(output_line(o, parent) + "\n")
+            if final_topics:
+                held.append((p, o, parent))
+            else:
+                out.write(output_line(o, parent) + "\n")
             report.ingested += 0 if o.duplicate else 1
             report.duplicates += 1 if o.duplicate else 0
         if progress:
@@ -70,4 +81,12 @@ def replay(pipeline: Pipeline, prompts: Iterable[Prompt], out: IO[str], *, batch
             flush()
     if pending:
         flush()
+    topics = pipeline.topics
+    if held and topics is not None and hasattr(topics, "refine"):
+        for tenant in sorted({p.tenant for p, _, _ in held}):
+            topics.refine(tenant)
+    for p, o, parent in held:
+        if topics is not None and hasattr(topics, "thread_topic") and not p.synthetic:
+            o = replace(o, topic_id=topics.thread_topic(p.tenant, o.thread_id) or o.topic_id)
+        out.write(output_line(o, parent) + "\n")
     return report

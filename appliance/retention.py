@@ -18,6 +18,7 @@ from appliance.config import RetentionClass, RetentionSettings
 from appliance.index import VectorIndex
 from appliance.keys import Keyring
 from appliance.store import Store
+from appliance.topics.tables import purge_orphans
 
 log = logging.getLogger("semtrace.retention")
 
@@ -51,6 +52,7 @@ class RunReport:
     vault_cleared: int = 0
     finished_interrupted: int = 0
     held: list[tuple[str, str, str]] = field(default_factory=list)
+    topics_expired: int = 0
 
 
 def rules_for(settings: RetentionSettings, tenant: str) -> RetentionClass:
@@ -149,6 +151,8 @@ class Shredder:
                                           "user": b.user, "day": b.day, "class": "prompts",
                                           "records": len(ids), "reason": reason}))
                 total += len(ids)
+            for tenant in sorted({b.tenant for b in part}):
+                purge_orphans(self.store.db, tenant)
             self.audit.append_many(entries)
         return total
 
@@ -162,6 +166,7 @@ class Shredder:
                                         "entries": n, "reason": reason}, sign=False)
             return n
         result = self.store.shred(b.tenant, b.user, b.day, reason=reason)
+        purge_orphans(self.store.db, b.tenant)
         if self.index is not None:
             self.index.remove(b.tenant, list(result.record_ids))
         if self.on_user_shredded is not None:
@@ -170,6 +175,22 @@ class Shredder:
                                     "day": b.day, "class": "prompts", "records": result.records,
                                     "reason": reason}, sign=False)
         return result.records
+
+
+def expire_topics(store: Store, settings: RetentionSettings, now: datetime) -> int:
+    """Enforce `aggregates_days`: topics with no thread active within it lose their words.
+
+    Their labels, label phrases and counts are removed (`topics.tables.purge_orphans`);
+    the running service stops counting such threads at its next refinement.
+    """
+    tenants = [r[0] for r in store.db.execute("SELECT DISTINCT tenant FROM topics")] \
+        if store.db.execute("SELECT 1 FROM sqlite_master WHERE name='topics'").fetchone() else []
+    stripped = 0
+    for tenant in tenants:
+        days = rules_for(settings, tenant).aggregates_days
+        stripped += purge_orphans(store.db, tenant,
+                                  active_since=(now - timedelta(days=days)).timestamp())
+    return stripped
 
 
 def run_retention(shredder: Shredder, settings: RetentionSettings, keyring: Keyring, *,
@@ -192,12 +213,14 @@ def run_retention(shredder: Shredder, settings: RetentionSettings, keyring: Keyr
             report.vault_cleared += shredder.shred(d, reason="retention")
     for b in held:
         report.held.append((b.tenant, b.user, b.day))
+    report.topics_expired = expire_topics(shredder.store, settings, now)
     if due or report.finished_interrupted:
         shredder.store.compact()
     shredder.audit.append("retention_run", {
         "as_of": now.isoformat(), "buckets_shredded": report.shredded,
         "records": report.records, "vault_entries": report.vault_cleared,
-        "finished_interrupted": report.finished_interrupted, "held_buckets": len(held)})
+        "finished_interrupted": report.finished_interrupted, "held_buckets": len(held),
+        "topics_expired": report.topics_expired})
     log.info("retention run", extra={"event": "retention_run", "buckets": report.shredded,
                                      "records": report.records})
     return report

@@ -112,7 +112,8 @@ def make_pipeline(rt: Runtime, *, rebuild_index: bool = True) -> Pipeline:
     pipe = Pipeline(store=rt.store, index=VectorIndex(embedder.dims), keyring=rt.keyring,
                     redactor=redactor, embedder=embedder,
                     linker=make_linker(rt.policies.correlation), policies=rt.policies,
-                    topics=TopicAssigner(rt.store, rt.policies.privacy, dims=embedder.dims))
+                    topics=TopicAssigner(rt.store, rt.policies.privacy, dims=embedder.dims,
+                                         retention=rt.policies.retention))
     if rebuild_index:
         pipe.rebuild_index()
     return pipe

@@ -92,6 +92,7 @@ class _Item:
     future: asyncio.Future[Outcome] | None  # None: async mode, nobody waits
     traceparent: str | None = None  # as the gateway sent it (telemetry parents spans on it)
     arrived_ns: int = field(default_factory=time.time_ns)
+    done: asyncio.Future[None] | None = None  # set once its batch has run (updates wait)
 
 
 class ServiceObserver(Protocol):
@@ -129,6 +130,8 @@ class Service:
         self._stopping = asyncio.Event()
         self._batcher: asyncio.Task[None] | None = None
         self._connections: set[asyncio.Task[Any]] = set()
+        # (tenant, request id) of queued ingests: an update for one waits for its commit
+        self._pending: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._started = time.monotonic()
         self.counters: dict[str, int] = {"ingested": 0, "duplicates": 0, "errors": 0,
                                          "rejected_peers": 0, "busy": 0, "batches": 0}
@@ -221,8 +224,19 @@ class Service:
             try:
                 await self._run_batch(items)
             finally:
-                for _ in items:
+                for item in items:
                     self._queue.task_done()
+                    self._settle(item)
+
+    def _settle(self, item: _Item) -> None:
+        """Wake updates waiting for this item's ingest."""
+        if item.done is None:
+            return
+        key = (item.prompt.tenant, item.prompt.request_id)
+        if self._pending.get(key) is item.done:
+            del self._pending[key]
+        if not item.done.done():
+            item.done.set_result(None)
 
     async def _run_batch(self, items: list[_Item]) -> None:
         start = time.perf_counter()
@@ -368,6 +382,8 @@ class Service:
             return {"request_id": req.request_id, "ok": True, **await self.stats()}
         if req.op == "lookup":
             return await self._lookup(req)
+        if req.op == "update":
+            return await self._update(req)
         if req.op == "feedback":
             assert req.tenant and req.request_id and req.feedback
             found = await self.in_worker(self.pipeline.store.set_feedback, req.tenant,
@@ -384,15 +400,19 @@ class Service:
         if self._stopping.is_set():
             raise ProtocolError("shutting_down", "The service is shutting down; retry later.",
                                 req.request_id)
+        loop = asyncio.get_running_loop()
         fut: asyncio.Future[Outcome] | None = None
         if req.mode == "sync" or durable:
-            fut = asyncio.get_running_loop().create_future()
-        item = _Item(req.prompt, fut, traceparent if isinstance(traceparent, str) else None)
+            fut = loop.create_future()
+        item = _Item(req.prompt, fut, traceparent if isinstance(traceparent, str) else None,
+                     done=loop.create_future())
         try:
-            if durable:
+            if durable:  # the NATS front door waits for room instead of answering busy
                 await self._queue.put(item)
             else:
                 self._queue.put_nowait(item)
+            assert item.done is not None
+            self._pending[(req.prompt.tenant, req.prompt.request_id)] = item.done
         except asyncio.QueueFull:
             self.counters["busy"] += 1
             return error_reply("busy", "The service is busy; retry shortly.", req.request_id,
@@ -401,6 +421,19 @@ class Service:
             return {"request_id": req.request_id, "ok": True, "mode": "async", "queued": True,
                     "trace_id": req.prompt.trace_id, "span_id": req.prompt.span_id}
         return ok_reply(await fut)
+
+    async def _update(self, req: Request) -> dict[str, Any]:
+        """Tokens, latency, status, answer digest after the answer (idempotent)."""
+        assert req.tenant and req.request_id
+        pending = self._pending.get((req.tenant, req.request_id))
+        if pending is not None:  # its ingest is still queued: update once it is committed
+            await asyncio.shield(pending)
+        found = await self.in_worker(self.pipeline.update, req.tenant, req.request_id,
+                                     req.response, req.model)
+        if not found:
+            raise ProtocolError("not_found", "No recorded request with this id.",
+                                req.request_id)
+        return {"request_id": req.request_id, "ok": True, "updated": True}
 
     async def _lookup(self, req: Request) -> dict[str, Any]:
         assert req.tenant and req.request_id
@@ -412,7 +445,7 @@ class Service:
                     parent_id=rec.parent_id, parent_request_id=rec.parent_request_id,
                     position=rec.position, intent=rec.intent, similarity=rec.similarity,
                     topic_id=rec.topic_id, duplicate=True, trace_id=rec.trace_id,
-                    span_id=rec.span_id)
+                    span_id=rec.span_id, link_source=rec.link_source)
         return {**ok_reply(o, mode="lookup"), "feedback": rec.feedback}
 
     def queue_depth(self) -> int:

@@ -166,6 +166,7 @@ def span_attributes(prompt: Prompt, outcome: Outcome | None,
                   "semtrace.position": outcome.position, "semtrace.duplicate": outcome.duplicate})
     optional = {"semtrace.intent": outcome.intent, "semtrace.topic_id": outcome.topic_id,
                 "semtrace.parent_request_id": outcome.parent_request_id,
+                "semtrace.link_source": outcome.link_source,
                 "semtrace.thread.turns": turns,
                 "semtrace.similarity": None if outcome.similarity is None
                 else round(float(outcome.similarity), 4)}
@@ -301,6 +302,7 @@ class Telemetry:
                 "event": "ingested", "request_id": o.request_id, "tenant": item.prompt.tenant,
                 "trace_id": o.trace_id, "span_id": o.span_id, "conversation_id": o.thread_id,
                 "position": o.position, "intent": o.intent, "duplicate": o.duplicate,
+                "link_source": o.link_source,
                 "latency_ms": round(latency * 1000, 2)})
 
     def _failed(self, item: QueuedLike) -> None:

@@ -1,40 +1,59 @@
-"""Topic benchmark: topic ARI on the dev stream and the cost of assigning one prompt.
+"""Topic benchmark: leave-one-source-out topic ARI on dev + wide, giant topics, ingest latency.
 
-Redacts and embeds the dev stream once (real Presidio and llama.cpp), then runs
-`topics.TopicAssigner` over a scratch SQLCipher store with three sources of
-thread ids: the gold threads (what a perfect linker would hand over), one
-thread per prompt (no linker at all), and the current linker's replay output
-(`--replay out.jsonl` from `semtrace replay`). "emitted" scores the ids handed
-out at ingest (what replay writes); "resolved" scores them after refinement
-merges. Then times `assign` on a synthetic stream with thousands of topics.
+Runs `topics.TopicAssigner` (the production code, over a scratch SQLCipher
+store) on the dev and wide streams, redacted and embedded once by the real
+Presidio and llama.cpp and cached under the temp dir (bench/topic_data.py).
+Topic ARI is scored only on sources whose gold topic names a subject (KVRET
+intents and CAsT titles on dev; STAR, MultiDoGO and M2M domains on wide);
+MT-Bench-101 labels name the skill tested and Taskmaster-4 has one topic, so
+they are not scored (they still flow through the stream).
+
+* "final": each prompt's thread topic after the last refinement (what
+  `semtrace replay` writes and the screens show); "emitted": the topic handed
+  out at ingest, before later prompts and refinements.
+* Thread ids: the gold threads (`--threads gold`, a perfect linker), one thread
+  per prompt (`--threads prompt`, no linker), or a `semtrace replay` output
+  (`--replay OUT.jsonl`, this branch's linker).
+* Leave-one-source-out: for each subject source, the merge and join thresholds
+  are chosen on the other five (highest mean ARI) and scored on it.
+* Latency: `assign` p50/p99 on a synthetic stream while a background
+  refinement of thousands of topics runs (`--latency N`).
 Prints figures; asserts nothing.
 
-    .venv/bin/python bench/topics.py [--replay OUT.jsonl] [--synthetic 50000]
+    .venv/bin/python bench/topics.py [--threads gold|prompt] [--replay OUT.jsonl]
+                                     [--latency 20000] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from appliance.config import load_policies  # noqa: E402
-from appliance.ingest import parse_line  # noqa: E402
+from topic_data import SUBJECT_SOURCES, Stream, load_stream  # noqa: E402
+
+from appliance.config import PrivacySettings, load_policies  # noqa: E402
 from appliance.keys import Keyring  # noqa: E402
 from appliance.store import Store  # noqa: E402
 from appliance.topics import TopicAssigner  # noqa: E402
 
-DEV = Path(__file__).resolve().parents[2] / "shared" / "bench" / "threads-dev.jsonl"
+MERGE = (0.16, 0.18, 0.2, 0.22, 0.24, 0.26, 0.3)
+JOIN_OFFSETS = (-0.05, 0.0)
 
 
 def ari(a: Sequence[object], b: Sequence[object]) -> float:
@@ -54,114 +73,176 @@ def ari(a: Sequence[object], b: Sequence[object]) -> float:
     return (index - expected) / top if top else 1.0
 
 
-def embed_dev(rows: list[dict[str, object]], cache: Path) -> tuple[list[str], np.ndarray]:
-    """Redacted texts and vectors of the dev stream (as the pipeline computes them)."""
-    from appliance.embed import LlamaEmbedder
-    from appliance.redact import Redactor
-
-    pol = load_policies()
-    redactor = Redactor(pol.redaction, cache_dir=cache)
-    embedder = LlamaEmbedder(pol.correlation.embedding)
-    texts = [redactor.redact(parse_line(json.dumps(r), max_text_chars=32768,
-                                        default_request_id=f"l{i}", default_tenant="d")).text
-             for i, r in enumerate(rows)]
-    vecs = np.vstack([embedder.embed(texts[i:i + 64])[0] for i in range(0, len(texts), 64)])
-    return texts, vecs.astype(np.float32)
+def settings(**over: Any) -> PrivacySettings:
+    base = load_policies().privacy.model_dump()
+    base["cross_user_topics"] = {"acme": True}
+    return PrivacySettings(**{**base, **over})
 
 
-def assign_all(rows: list[dict[str, object]], texts: list[str], vecs: np.ndarray,
-               threads: Sequence[str], *, with_user: bool) -> tuple[list[str | None],
-                                                                     list[str | None], float]:
-    """Emitted and resolved topic per prompt, and mean ms per assign."""
+def run(stream: Stream, threads: Sequence[str], cfg: PrivacySettings
+        ) -> tuple[list[str | None], list[str | None], list[float], TopicAssigner]:
+    """Emitted and final topic per prompt, and ms per assign (refinements in line)."""
     tmp = Path(tempfile.mkdtemp(prefix="semtrace-topics-"))
     store = Store.open(tmp, Keyring.random())
-    ta = TopicAssigner(store, load_policies().privacy)
-    out: list[str | None] = []
-    t0 = time.perf_counter()
-    for i, r in enumerate(rows):
+    ta = TopicAssigner(store, cfg)
+    emitted: list[str | None] = []
+    lat = []
+    for i, r in enumerate(stream.rows):
         ts = datetime.fromisoformat(str(r["ts"]).replace("Z", "+00:00"))
-        out.append(ta.assign(tenant="acme", thread_id=threads[i], vector=vecs[i], text=texts[i],
-                             synthetic=False, user=str(r["user_id"]) if with_user else None,
-                             ts=ts))
-    ms = (time.perf_counter() - t0) / len(rows) * 1e3
-    resolved = [ta.resolve("acme", t) if t else None for t in out]
+        t0 = time.perf_counter()
+        emitted.append(ta.assign(tenant="acme", thread_id=threads[i], vector=stream.vectors[i],
+                                 text=stream.texts[i], synthetic=False,
+                                 user=str(r["user_id"]), ts=ts))
+        lat.append((time.perf_counter() - t0) * 1e3)
+    ta.refine("acme", now=datetime.fromisoformat(
+        str(stream.rows[-1]["ts"]).replace("Z", "+00:00")).timestamp())
+    final = [ta.thread_topic("acme", threads[i]) or emitted[i] for i in range(len(threads))]
     store.close()
-    return out, resolved, ms
+    return emitted, final, lat, ta
 
 
-def topic_ari(rows: list[dict[str, object]], topics: Sequence[str | None]) -> float:
-    keep = [i for i, r in enumerate(rows) if r["gold_topic_id"] is not None]
-    return ari([rows[i]["gold_topic_id"] for i in keep],
-               [topics[i] if topics[i] is not None else f"single{i}" for i in keep])
+def scores(stream: Stream, topics: Sequence[str | None]) -> dict[str, float]:
+    """Topic ARI per subject source, and the largest topic against the largest gold topic."""
+    out = {}
+    for src in SUBJECT_SOURCES[stream.name]:
+        keep = [i for i, r in enumerate(stream.rows)
+                if r["source"] == src and r["gold_topic_id"] is not None]
+        out[src] = ari([stream.rows[i]["gold_topic_id"] for i in keep],
+                       [topics[i] if topics[i] is not None else f"single{i}" for i in keep])
+    sizes = Counter(t for t in topics if t is not None)
+    gold = Counter(r["gold_topic_id"] for r in stream.rows if r["gold_topic_id"] is not None)
+    out["largest_topic_share"] = max(sizes.values()) / len(topics)
+    out["largest_gold_share"] = max(gold.values()) / len(topics)
+    out["topics"] = float(len(sizes))
+    return out
 
 
-def dev_figures(replay: Path | None) -> None:
-    rows = [json.loads(x) for x in DEV.read_text().splitlines()]
-    t0 = time.perf_counter()
-    texts, vecs = embed_dev(rows, Path(tempfile.mkdtemp(prefix="semtrace-cache-")))
-    print(f"dev stream: {len(rows)} prompts redacted and embedded in "
-          f"{time.perf_counter() - t0:.0f} s")
-    modes: list[tuple[str, list[str], bool]] = [
-        ("gold threads, user known", [str(r["gold_thread_id"]) for r in rows], True),
-        ("one thread per prompt, user known", [str(i) for i in range(len(rows))], True),
-        ("one thread per prompt, no user", [str(i) for i in range(len(rows))], False),
-    ]
+def thread_ids(stream: Stream, mode: str, replay: Path | None) -> list[str]:
     if replay is not None:
         pred = {json.loads(x)["index"]: json.loads(x) for x in replay.read_text().splitlines()}
-        modes.append(("replay threads, no user", [str(pred[i]["thread_id"])
-                                                  for i in range(len(rows))], False))
-        emitted = [pred[i].get("topic_id") for i in range(len(rows))]
-        print(f"  {'replay output as written':<36} topic ARI {topic_ari(rows, emitted):.3f}")
-    for name, threads, with_user in modes:
-        out, resolved, ms = assign_all(rows, texts, vecs, threads, with_user=with_user)
-        print(f"  {name:<36} topic ARI emitted {topic_ari(rows, out):.3f}, resolved "
-              f"{topic_ari(rows, resolved):.3f}; {len(set(resolved))} topics; "
-              f"{ms:.3f} ms/prompt")
+        return [str(pred[int(r["index"])]["thread_id"]) for r in stream.rows]
+    if mode == "prompt":
+        return [str(i) for i in range(len(stream.rows))]
+    return [str(r["gold_thread_id"]) for r in stream.rows]
 
 
-def synthetic_timing(n: int, centres: int = 3000) -> None:
-    """Per-assign latency on n clustered vectors (thousands of live topics)."""
+def grid(streams: list[Stream], threads: dict[str, list[str]]
+         ) -> dict[tuple[float, float], dict[str, dict[str, float]]]:
+    """Scores for every (merge, join) pair: {"final"/"emitted": {source: ARI}}."""
+    table: dict[tuple[float, float], dict[str, dict[str, float]]] = {}
+    for merge, offset in itertools.product(MERGE, JOIN_OFFSETS):
+        join = round(merge + offset, 3)
+        cfg = settings(topic_merge_threshold=merge, topic_threshold=join,
+                       topic_refine_every=1000)
+        row: dict[str, dict[str, float]] = {"final": {}, "emitted": {}}
+        for s in streams:
+            emitted, final, _, _ = run(s, threads[s.name], cfg)
+            for kind, topics in (("final", final), ("emitted", emitted)):
+                sc = scores(s, topics)
+                row[kind].update({k: v for k, v in sc.items() if k in SUBJECT_SOURCES[s.name]})
+                row[kind][f"{s.name}:largest"] = sc["largest_topic_share"]
+        table[(merge, join)] = row
+        print(f"  merge {merge:.2f} join {join:.2f}: " + " ".join(
+            f"{k}={v:.2f}" for k, v in row["final"].items()), file=sys.stderr)
+    return table
+
+
+def loso(table: dict[tuple[float, float], dict[str, dict[str, float]]], kind: str
+         ) -> list[dict[str, Any]]:
+    """Per left-out source: thresholds chosen on the others, and the ARI on it."""
+    sources = [s for v in SUBJECT_SOURCES.values() for s in v]
+    folds = []
+    for held in sources:
+        train = [s for s in sources if s != held]
+
+        def fitness(key: tuple[float, float], train: list[str] = train) -> float:
+            return float(np.mean([table[key][kind][s] for s in train]))
+
+        best = max(table, key=fitness)
+        folds.append({"held_out": held, "merge": best[0], "join": best[1],
+                      "train_mean": round(fitness(best), 3),
+                      "ari": round(table[best][kind][held], 3)})
+    return folds
+
+
+def latency(n: int, centres: int = 3000) -> dict[str, float]:
+    """assign() latency on n clustered vectors while refinements run in the background."""
     rng = np.random.default_rng(0)
     c = rng.standard_normal((centres, 384)).astype(np.float32)
-    pick = rng.integers(0, centres, n)
     c /= np.linalg.norm(c, axis=1, keepdims=True)
-    # cosine ~0.65 to the centre, ~0.4 between two prompts of one topic
+    pick = rng.integers(0, centres, n)
     vecs = c[pick] + 0.06 * rng.standard_normal((n, 384)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-
-    def word(x: int) -> str:
-        return "".join(chr(97 + (x // 26**k) % 26) for k in range(4))
-
-    words = [f"{word(p)} {word(p + 7)} {word(int(x))}" for p, x in
-             zip(pick, rng.integers(0, 20_000, n), strict=True)]
+    words = [f"subject{p} detail{p % 97} request" for p in pick]
     tmp = Path(tempfile.mkdtemp(prefix="semtrace-topics-"))
     store = Store.open(tmp, Keyring.random())
-    ta = TopicAssigner(store, load_policies().privacy)
-    lat = []
+    ta = TopicAssigner(store, settings(topic_refine_every=2000))
+    ta.start(interval=3600)
+    busy: list[float] = []
+    idle: list[float] = []
+    refining = threading.Event()
+    original = ta.refine
+
+    def watched(*args: Any, **kw: Any) -> dict[str, str]:
+        refining.set()
+        try:
+            return original(*args, **kw)
+        finally:
+            refining.clear()
+
+    ta.refine = watched  # type: ignore[method-assign]
     for i in range(n):
         t = time.perf_counter()
-        ta.assign(tenant="acme", thread_id=f"t{i}", vector=vecs[i], text=words[i],
+        ta.assign(tenant="acme", thread_id=f"t{i % (n // 3)}", vector=vecs[i], text=words[i],
                   synthetic=False, user=f"u{i % 500}")
-        lat.append((time.perf_counter() - t) * 1e3)
-    live = len({ta.resolve("acme", t) for t in ta._threads.values() if t})
-    print(f"synthetic: {n:,} prompts, {live:,} live topics: assign p50 "
-          f"{statistics.median(lat):.3f} ms, p99 {np.percentile(lat, 99):.3f} ms, mean "
-          f"{np.mean(lat):.3f} ms (refinement included), max {max(lat):.0f} ms")
+        ms = (time.perf_counter() - t) * 1e3
+        (busy if refining.is_set() else idle).append(ms)
+        time.sleep(0.0005)  # a gateway's pace, so that ingest and refinement overlap
+    refinements = ta.refinements
+    ta.stop()
     store.close()
+    every = busy + idle
+    return {"prompts": n, "refinements": refinements,
+            "during_refinement": len(busy),
+            "p50_ms": statistics.median(every), "p99_ms": float(np.percentile(every, 99)),
+            "p99_during_refinement_ms": float(np.percentile(busy, 99)) if busy else float("nan"),
+            "max_ms": max(every)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--replay", type=Path, default=None,
-                    help="Output of `semtrace replay` on the dev stream, to score its threads.")
-    ap.add_argument("--synthetic", type=int, default=50_000)
+    ap.add_argument("--threads", choices=("gold", "prompt"), default="gold")
+    ap.add_argument("--replay", type=Path, nargs="*", default=[],
+                    help="`semtrace replay` outputs of dev then wide, to use the linker's threads")
+    ap.add_argument("--latency", type=int, default=20_000)
+    ap.add_argument("--no-grid", action="store_true", help="Only the shipped thresholds.")
+    ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    if DEV.exists():
-        dev_figures(args.replay)
-    else:
-        print(f"{DEV} not found; skipping topic ARI")
-    if args.synthetic:
-        synthetic_timing(args.synthetic)
+    streams = [load_stream("dev"), load_stream("wide")]
+    replays = dict(zip(("dev", "wide"), args.replay, strict=False))
+    threads = {s.name: thread_ids(s, args.threads, replays.get(s.name)) for s in streams}
+    report: dict[str, Any] = {"threads": "replay" if replays else args.threads}
+    shipped = settings()
+    report["shipped"] = {"merge": shipped.topic_merge_threshold,
+                         "join": shipped.topic_threshold,
+                         "refine_every": shipped.topic_refine_every}
+    for s in streams:
+        emitted, final, lat, ta = run(s, threads[s.name], shipped)
+        report[s.name] = {"final": scores(s, final), "emitted": scores(s, emitted),
+                          "assign_p50_ms": statistics.median(lat),
+                          "assign_p99_ms": float(np.percentile(lat, 99)),
+                          "refinements": ta.refinements}
+    if not args.no_grid:
+        table = grid(streams, threads)
+        report["loso_final"] = loso(table, "final")
+        report["loso_emitted"] = loso(table, "emitted")
+        report["grid"] = [{"merge": k[0], "join": k[1], **v["final"]} for k, v in table.items()]
+    if args.latency:
+        report["latency"] = latency(args.latency)
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return
+    print(json.dumps({k: v for k, v in report.items() if k != "grid"}, indent=1))
 
 
 if __name__ == "__main__":

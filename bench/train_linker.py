@@ -5,7 +5,7 @@ usage: .venv/bin/python bench/train_linker.py [--gold THREADS.jsonl] [--kind gbm
 
 Features come from the pipeline's own code: every prompt of the stream goes
 through `Redactor.redact`, `entity_keys` and `LlamaEmbedder.embed` (cached under
-/tmp, keyed by the stream, redact.py, the redaction policy and the model), and
+/tmp, keyed by the stream, appliance/redact/, the redaction policy and the model), and
 the feature rows are built by `appliance.link.features` over `Candidate`
 histories shaped as the pipeline shapes them (same user only, within the
 horizon, oldest first). Only the input fields (user, session, ts, text) feed the
@@ -65,7 +65,7 @@ class Turn:
 def _cache_key(gold: Path, model_id: str) -> str:
     h = hashlib.sha256()
     app = REPO / "appliance"
-    for path in (gold, app / "redact.py", app / "gazetteer.py", app / "recognizers.py",
+    for path in (gold, *sorted((app / "redact").glob("*.py")),
                  REPO / "policies" / "redaction.toml"):
         if path.exists():  # the redaction code and policy: features follow them
             h.update(path.read_bytes())

@@ -16,7 +16,7 @@ sys.path.insert(0, str(HERE.parent))
 
 
 def main() -> None:
-    from appliance.gazetteer import build_names
+    from appliance.redact.gazetteer import build_names
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--rank", type=int, default=6000)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -15,12 +16,14 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the
 litellm = pytest.importorskip("litellm")
 
 from litellm.integrations.custom_logger import CustomLogger  # noqa: E402
+from opentelemetry import trace  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
     InMemorySpanExporter,
 )
 from test_service import Server  # noqa: E402
+from test_spine import run_cli  # noqa: E402
 
 from appliance.client import Client  # noqa: E402
 from appliance.integrations.decorator import Semtrace  # noqa: E402
@@ -90,18 +93,20 @@ def test_async_completions_are_threaded_and_the_gateway_span_gets_the_conversati
     logger, spy = SemtraceLogger(server.sock, tenant="acme"), MetadataSpy()
     litellm.callbacks = [logger, spy]
     asks = ["What's the weather forecast for Paris this weekend?",
-            "And will it rain in Paris on Sunday afternoon?"]
+            "Recommend a good novel for a long train ride."]  # unlike, but the same chat
 
     async def gateway() -> list[Any]:
         responses = []
+        messages: list[dict[str, str]] = [{"role": "system", "content": "Be brief."}]
         for i, question in enumerate(asks):
+            messages.append({"role": "user", "content": question})
             with tracer.start_as_current_span("POST /chat/completions"):
                 responses.append(await litellm.acompletion(
-                    model="gpt-4o", messages=[{"role": "system", "content": "Be brief."},
-                                              {"role": "user", "content": question}],
+                    model="gpt-4o", messages=list(messages),
                     mock_response="Sunny, 21 degrees.", user="alice",
                     litellm_session_id="chat-paris"))
                 await _until(lambda n=i + 1: logger.sent + logger.failures >= n)
+            messages.append({"role": "assistant", "content": "Sunny, 21 degrees."})
         await _until(lambda: len(spy.seen) == len(asks))
         return responses
 
@@ -119,6 +124,7 @@ def test_async_completions_are_threaded_and_the_gateway_span_gets_the_conversati
         assert reply["trace_id"] == format(span.context.trace_id, "032x")
     assert replies[1]["conversation_id"] == replies[0]["conversation_id"]
     assert replies[1]["parent_request_id"] == replies[0]["request_id"]
+    assert [r["link_source"] for r in replies] == ["history", "history"]
     assert [m["gen_ai.conversation.id"] for m in spy.seen] == [r["conversation_id"]
                                                                for r in replies]
 
@@ -135,16 +141,90 @@ def test_sync_completion_annotates_the_proxy_span_and_failures_are_recorded(
             mock_response="Three outages, all resolved.", user="bob",
             metadata={"litellm_parent_otel_span": proxy_span, "session_id": "board-1"})
         assert logger.wait(1)
-        with pytest.raises(Exception):  # noqa: B017 - LiteLLM maps the mock to its own type
-            litellm.completion(model="gpt-4o", messages=[{"role": "user", "content":
-                               "Draft the follow-up mail to the board."}], user="bob",
-                               mock_response=Exception("provider down"))
-        assert logger.wait(2)
+    with tracer.start_as_current_span("another request"), \
+            pytest.raises(Exception):  # noqa: B017 - LiteLLM maps the mock to its own type
+        litellm.completion(model="gpt-4o", messages=[{"role": "user", "content":
+                           "Draft the follow-up mail to the board."}], user="bob",
+                           mock_response=Exception("provider down"))
+    assert logger.wait(2)
     reply = _lookup(server, ok._hidden_params["litellm_call_id"])
     assert reply["ok"]
     attrs = dict(exporter.get_finished_spans()[0].attributes or {})
     assert attrs["gen_ai.conversation.id"] == reply["conversation_id"]
     assert logger.sent == 2 and logger.failures == 0  # the failed completion was recorded too
+
+
+class PreCallSpy(CustomLogger):
+    """A logger after ours: what the request's span holds just before the provider is called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[bool, dict[str, Any]]] = []
+
+    def log_pre_api_call(self, model: Any, messages: Any, kwargs: Any) -> None:
+        span = trace.get_current_span()
+        self.seen.append((span.is_recording(), dict(getattr(span, "attributes", {}) or {})))
+
+
+def _thread(server: Server, conversation_id: str) -> dict[str, Any]:
+    out = run_cli("threads", "show", conversation_id, "--json", *server.args)
+    assert out.returncode == 0, out.stderr
+    shown: dict[str, Any] = json.loads(out.stdout)
+    return shown
+
+
+def test_the_conversation_id_is_on_the_request_span_before_the_model_is_called(
+        server: Server, tracing: tuple[Any, InMemorySpanExporter]) -> None:
+    tracer, _ = tracing
+    logger, spy = SemtraceLogger(server.sock, tenant="acme"), PreCallSpy()
+    litellm.callbacks = [logger, spy]
+    with tracer.start_as_current_span("POST /chat/completions") as span:
+        out = litellm.completion(
+            model="gpt-4o", messages=[{"role": "user", "content":
+                                       "Which trains run from Lyon to Geneva on Sundays?"}],
+            mock_response="Three direct trains.", user="erin")
+        assert logger.wait(1) and span.is_recording()
+    recording, attrs = spy.seen[0]
+    reply = _lookup(server, out._hidden_params["litellm_call_id"])
+    assert recording and attrs["gen_ai.conversation.id"] == reply["conversation_id"]
+    record = _thread(server, reply["conversation_id"])["records"][-1]
+    # tokens, latency and status came after the answer, through the update op
+    assert record["status"] == "ok" and record["output_tokens"] == out.usage.completion_tokens
+    assert record["latency_ms"] is not None and logger.sent == 1 and logger.failures == 0
+
+
+def test_the_proxy_pre_call_hook_annotates_the_open_request_span_and_history_decides(
+        server: Server, tracing: tuple[Any, InMemorySpanExporter]) -> None:
+    tracer, _ = tracing
+    logger = SemtraceLogger(server.sock, tenant="acme")
+    litellm.callbacks = [logger]
+    chat = [{"role": "user", "content": "Draft a packing list for a week of hiking."},
+            {"role": "assistant", "content": [{"type": "text", "text": "Boots, layers, map."}]},
+            {"role": "user", "content": "What is the capital of Australia?"}]
+
+    async def proxy(call_id: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        with tracer.start_as_current_span("POST /v1/chat/completions") as span:
+            data = {"model": "gpt-4o", "messages": messages, "user": "frank",
+                    "litellm_call_id": call_id,
+                    "metadata": {"litellm_parent_otel_span": span}}
+            assert await logger.async_pre_call_hook(None, None, data, "acompletion") is None
+            before = dict(span.attributes or {})  # type: ignore[attr-defined]
+            await litellm.acompletion(model="gpt-4o", messages=messages, user="frank",
+                                      litellm_call_id=call_id, mock_response="Canberra.",
+                                      metadata=data["metadata"])
+            await _until(lambda: logger.sent + logger.failures >= 2 if call_id == "px-2"
+                         else logger.sent + logger.failures >= 1)
+        return before
+
+    first = asyncio.run(proxy("px-1", chat[:1]))
+    second = asyncio.run(proxy("px-2", chat))
+    replies = [_lookup(server, "px-1"), _lookup(server, "px-2")]
+    assert first["gen_ai.conversation.id"] == replies[0]["conversation_id"]
+    assert second["gen_ai.conversation.id"] == replies[0]["conversation_id"]
+    assert second["semtrace.link_source"] == "history"
+    assert second["semtrace.position"] == "topic_shift"  # same chat, another subject
+    assert replies[1]["parent_request_id"] == "px-1"
+    assert logger.failures == 0
 
 
 def test_an_unreachable_appliance_never_fails_the_completion(tmp_path: Path) -> None:

@@ -128,7 +128,7 @@ def test_presidio_works_without_a_network_namespace(tmp_path):  # type: ignore[n
 @pytest.fixture
 def redact_cli(redactor, monkeypatch):  # type: ignore[no-untyped-def]
     """`semtrace redact` with the session's redactor (no second model load)."""
-    import appliance.cli_redact as cli_redact
+    import appliance.cli.redact as cli_redact
     from appliance.cli import cli  # imports the command modules
 
     monkeypatch.setattr(cli_redact, "_load_redactor", lambda cache_dir: redactor)

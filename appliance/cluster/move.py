@@ -22,7 +22,7 @@ from typing import Any
 from appliance import migrations
 from appliance.errors import SemtraceError, WrongKey
 from appliance.keys import Keyring
-from appliance.store import ID_RANGE, Store, connect, record_id_base
+from appliance.store.core import ID_RANGE, Store, connect, record_id_base
 
 # Tables that belong to the node, not to a tenant.
 NODE_TABLES = {"meta", "audit", "audit_checkpoints", "audit_keys", "_migrations"}

@@ -7,10 +7,13 @@ span attributes (docs/otel.md).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from appliance.ingest import content_digest
 
 # reply field -> span attribute (the GenAI semantic conventions, then ours)
 REPLY_ATTRIBUTES = {
@@ -20,6 +23,7 @@ REPLY_ATTRIBUTES = {
     "similarity": "semtrace.similarity",
     "parent_request_id": "semtrace.parent_request_id",
     "topic_id": "semtrace.topic_id",
+    "link_source": "semtrace.link_source",
 }
 
 
@@ -49,3 +53,39 @@ def traceparent(span: Any = None) -> str | None:
     carrier: dict[str, str] = {}
     TraceContextTextMapPropagator().inject(carrier, context=trace.set_span_in_context(span))
     return carrier.get("traceparent")
+
+
+# Chat roles as the protocol's history knows them ("developer" is OpenAI's newer "system").
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
+         "tool": "tool", "function": "tool"}
+
+
+def message_text(content: Any) -> str | None:
+    """A chat message's text: string content, or the text parts of a list joined by newlines."""
+    if isinstance(content, list):
+        content = "\n".join(p.get("text", "") for p in content
+                            if isinstance(p, dict) and p.get("type") in ("text", "input_text",
+                                                                          "output_text"))
+    return content if isinstance(content, str) else None
+
+
+def last_user(messages: Any) -> int | None:
+    """Index of the last user message with text, or None."""
+    for i in range(len(messages or []) - 1, -1, -1):
+        m = messages[i]
+        if isinstance(m, dict) and m.get("role") == "user":
+            text = message_text(m.get("content"))
+            return i if text is not None and text.strip() else None
+    return None
+
+
+def history_digests(messages: Sequence[Any]) -> list[dict[str, str]]:
+    """The protocol's `history` for these messages, as digests: the content never leaves
+    the process that holds it."""
+    out = []
+    for m in messages:
+        role = ROLES.get(str(m.get("role"))) if isinstance(m, dict) else None
+        if role is not None:
+            out.append({"role": role, "sha256": content_digest(message_text(m.get("content"))
+                                                                or "")})
+    return out

@@ -5,19 +5,22 @@
     # or, to a cluster: Semtrace("nats://10.0.0.5:4222", tenant="acme", redact=True)
 
     with tracer.start_as_current_span("chat gpt-4o"):
-        with semtrace.turn(user_id=user, text=prompt, session_id=chat_id,
-                           model="openai/gpt-4o") as turn:
-            answer = call_model(prompt)
+        with semtrace.turn(user_id=user, text=prompt, history=messages[:-1],
+                           session_id=chat_id, model="openai/gpt-4o") as turn:
+            turn.conversation_id             # known before the model is called
+            answer = call_model(messages)
             turn.usage(input_tokens=12, output_tokens=80)
-    turn.reply["conversation_id"]
+            turn.answer(answer)               # only its digest is sent
 
-    @semtrace.traced(text="prompt", user_id="user", session_id="chat_id")
-    def ask(prompt: str, user: str, chat_id: str) -> str: ...
+    @semtrace.traced(text="prompt", user_id="user", session_id="chat_id", history="messages")
+    def ask(prompt: str, user: str, chat_id: str, messages: list[dict]) -> str: ...
 
-On leaving the block the prompt is sent (after the model answered, with its
-latency and status) and the reply's attributes are set on the current span.
-The appliance being unreachable never breaks the application: the turn's
-`reply` is then None and a warning is logged.
+On entering the block the prompt is registered, with the digests of the
+messages before it (`history`: the content never leaves this process), and the
+reply's attributes are set on the current span while it is open. On leaving it,
+an `update` sends the latency, status, token counts and the answer's digest.
+The appliance being unreachable never breaks the application: `reply` is then
+None and a warning is logged.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +43,8 @@ from opentelemetry import trace
 
 from appliance.client import is_nats_url, open_client
 from appliance.errors import SemtraceError
-from appliance.integrations import annotate, traceparent
+from appliance.ingest import content_digest
+from appliance.integrations import annotate, history_digests, traceparent
 from appliance.integrations.redaction import TextRedactor, text_redactor
 
 log = logging.getLogger("semtrace.integrations")
@@ -48,7 +52,7 @@ log = logging.getLogger("semtrace.integrations")
 
 @dataclass
 class Turn:
-    """One prompt being answered; the body may add usage; `reply` is set on exit."""
+    """One prompt being answered; `reply` is set on entry; the body may add usage and answer."""
 
     request: dict[str, Any]
     reply: dict[str, Any] | None = None
@@ -58,6 +62,12 @@ class Turn:
               output_tokens: int | None = None) -> None:
         """Token counts of the model's answer."""
         self._response.update({"input_tokens": input_tokens, "output_tokens": output_tokens})
+
+    def answer(self, text: str, *, response_id: str | None = None) -> None:
+        """The model's answer (only its digest is sent) and its response id, if any."""
+        self._response["sha256"] = content_digest(text)
+        if response_id:
+            self._response["id"] = response_id
 
     @property
     def conversation_id(self) -> str | None:
@@ -107,61 +117,91 @@ class Semtrace:
                 self._client = None
 
     def _request(self, *, user_id: str, text: str, session_id: str | None, model: str | None,
-                 request_id: str | None) -> dict[str, Any]:
+                 request_id: str | None, history: Sequence[Any] | None,
+                 previous_response_id: str | None) -> dict[str, Any]:
         req: dict[str, Any] = {"v": 1, "op": "ingest", "tenant": self.tenant,
                                "request_id": request_id or "app-" + secrets.token_hex(8),
                                "user_id": user_id,
                                "text": self.redact(text) if self.redact else text,
                                "ts": datetime.now(UTC).isoformat()}
         req.update({k: v for k, v in (("session_id", session_id), ("model", model),
+                                      ("previous_response_id", previous_response_id),
                                       ("traceparent", traceparent())) if v})
+        if history is not None:
+            req["history"] = history_digests(history)
         return req
 
     def _begin(self, **fields: Any) -> tuple[Turn, Any, float]:
         return Turn(self._request(**fields)), trace.get_current_span(), time.perf_counter()
 
+    def _registered(self, current: Turn, span: Any) -> None:
+        if current.reply is not None:
+            annotate(span, current.reply)
+
     @staticmethod
     def _finish(current: Turn, start: float, status: str) -> dict[str, Any]:
-        current.request["response"] = {
-            **current._response, "status": status,
-            "latency_ms": round((time.perf_counter() - start) * 1000, 1)}
-        return current.request
+        """The update after the answer, or (when registering failed) the whole ingest."""
+        response = {**current._response, "status": status,
+                    "latency_ms": round((time.perf_counter() - start) * 1000, 1)}
+        if current.reply is not None and current.reply.get("ok"):
+            return {"v": 1, "op": "update", "tenant": current.request["tenant"],
+                    "request_id": current.request["request_id"], "response": response}
+        return {**current.request, "response": response}
+
+    def _finished(self, current: Turn, span: Any, reply: dict[str, Any] | None) -> None:
+        if current.reply is None or not current.reply.get("ok"):
+            current.reply = reply
+            if reply is not None:
+                annotate(span, reply)
 
     @contextlib.contextmanager
-    def turn(self, *, user_id: str, text: str, session_id: str | None = None,
-             model: str | None = None, request_id: str | None = None) -> Iterator[Turn]:
-        """Record the prompt answered inside the block; annotate the current span."""
-        current, span, start = self._begin(user_id=user_id, text=text, session_id=session_id,
-                                           model=model, request_id=request_id)
+    def turn(self, *, user_id: str, text: str, history: Sequence[Any] | None = None,
+             session_id: str | None = None, model: str | None = None,
+             request_id: str | None = None,
+             previous_response_id: str | None = None) -> Iterator[Turn]:
+        """Record the prompt answered inside the block; annotate the current span.
+
+        `history`: the chat messages before this prompt ({"role", "content"}, oldest
+        first); only their digests are sent.
+        """
+        current, span, start = self._begin(
+            user_id=user_id, text=text, session_id=session_id, model=model,
+            request_id=request_id, history=history, previous_response_id=previous_response_id)
+        current.reply = self.send(current.request)
+        self._registered(current, span)
         status = "error"
         try:
             yield current
             status = "ok"
         finally:
-            current.reply = self.send(self._finish(current, start, status))
-            if current.reply is not None:
-                annotate(span, current.reply)
+            self._finished(current, span, self.send(self._finish(current, start, status)))
 
     @contextlib.asynccontextmanager
-    async def aturn(self, *, user_id: str, text: str, session_id: str | None = None,
-                    model: str | None = None,
-                    request_id: str | None = None) -> AsyncIterator[Turn]:
-        """`turn` for asyncio code: the request is sent from a thread, not the loop."""
-        current, span, start = self._begin(user_id=user_id, text=text, session_id=session_id,
-                                           model=model, request_id=request_id)
+    async def aturn(self, *, user_id: str, text: str, history: Sequence[Any] | None = None,
+                    session_id: str | None = None, model: str | None = None,
+                    request_id: str | None = None,
+                    previous_response_id: str | None = None) -> AsyncIterator[Turn]:
+        """`turn` for asyncio code: requests are sent from a thread, not the loop."""
+        current, span, start = self._begin(
+            user_id=user_id, text=text, session_id=session_id, model=model,
+            request_id=request_id, history=history, previous_response_id=previous_response_id)
+        current.reply = await asyncio.to_thread(self.send, current.request)
+        self._registered(current, span)
         status = "error"
         try:
             yield current
             status = "ok"
         finally:
             request = self._finish(current, start, status)
-            current.reply = await asyncio.to_thread(self.send, request)
-            if current.reply is not None:
-                annotate(span, current.reply)
+            self._finished(current, span, await asyncio.to_thread(self.send, request))
 
     def traced(self, *, text: str, user_id: str, session_id: str | None = None,
+               history: str | None = None,
                model: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorate a function that calls a model; the names are its argument names."""
+        """Decorate a function that calls a model; the names are its argument names.
+
+        `history` names an argument holding the chat messages before the prompt.
+        """
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
             sig = inspect.signature(fn)
@@ -171,6 +211,7 @@ class Semtrace:
                 return {"text": str(bound[text]), "user_id": str(bound[user_id]),
                         "session_id": str(bound[session_id])
                         if session_id and bound.get(session_id) is not None else None,
+                        "history": bound.get(history) if history else None,
                         "model": model}
 
             if inspect.iscoroutinefunction(fn):

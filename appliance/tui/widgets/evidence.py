@@ -26,11 +26,23 @@ KEY_FEATURES = (
 )
 
 
+GATEWAY_REASONS = {  # links the gateway's own signals decided (appliance/history.py)
+    ("history", True): "the request's message history ends at this turn",
+    ("history", False): "the request's message history held no earlier turn",
+    ("previous_response_id", True): "the request continues this turn's response id",
+}
+
+
 def _decision(turn: Turn, ev: dict[str, Any]) -> Text:
     r = turn.record
     score, threshold = ev.get("score"), ev.get("threshold")
     cues = ", ".join(ev.get("cues") or []) or "none"
-    if r.parent_id is not None:
+    gateway = GATEWAY_REASONS.get((ev.get("link_source", ""), r.parent_id is not None))
+    if gateway is not None:
+        head = (f"✔ Linked to #{r.parent_id}" if r.parent_id is not None
+                else "? Orphaned" if r.position == "orphaned" else "● New thread")
+        why = f"{gateway} (decided by {ev['link_source']})"
+    elif r.parent_id is not None:
         head = f"✔ Linked to #{r.parent_id}"
         why = f"score {score:.2f} ≥ threshold {threshold:.2f}" if score is not None \
             and threshold is not None else "linked"

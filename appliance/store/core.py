@@ -22,14 +22,14 @@ from appliance import migrations
 from appliance.errors import SemtraceError, WrongKey
 from appliance.keys import Dek, Keyring, RevealOpener, RevealSealer, reveal_sealer
 from appliance.records import Candidate, NewRecord, Record
-from appliance.store_maintenance import (  # noqa: F401  (re-exported)
+from appliance.store.maintenance import (
     VECTOR_DTYPE,
     Maintenance,
-    ShredResult,
     _aad,
     _bucket_aad,
     day_of,
 )
+from appliance.store.turns import Turns
 
 DB_FILE = "semtrace.db"
 KEYS_FILE = "keys.db"
@@ -60,7 +60,7 @@ def connect(path: Path, keyring: Keyring, *, readonly: bool = False, purpose: st
 
 
 # This store allocates record ids in [id_base, id_base + ID_RANGE); records moved in
-# from another node keep theirs (see migrations.m005_record_id_base).
+# from another node keep theirs (see migrations.m006_record_id_base).
 ID_RANGE = 1 << 32
 
 
@@ -70,7 +70,7 @@ def record_id_base(conn: Any) -> int:
     return int(row[0]) if row else 0
 
 
-class Store(Maintenance):
+class Store(Maintenance, Turns):
     """Records, buckets and threads in one SQLCipher file."""
 
     def __init__(self, conn: Any, keys_conn: Any, keyring: Keyring, path: Path) -> None:
@@ -106,6 +106,14 @@ class Store(Maintenance):
     def close(self) -> None:
         self._db.close()
         self._kdb.close()
+
+    def side_connection(self) -> Any:
+        """A second connection to this store, for a background writer (topic refinement).
+
+        Its short transactions interleave with the ingest path's group commits
+        (WAL: readers never wait, writers wait at most for one short transaction).
+        """
+        return connect(self.path, self._keys, purpose="data")
 
     @property
     def db(self) -> Any:
@@ -210,6 +218,10 @@ class Store(Maintenance):
              resp.status if resp else None, int(p.synthetic), p.index, r.model_id,
              int(r.truncated), text_ct, vec_ct, json.dumps(link.evidence, sort_keys=True),
              r.trace_id, r.span_id, ents_ct))
+        self._db.executemany(
+            "INSERT OR REPLACE INTO turn_digests (record_id, kind, tenant, user, digest) "
+            "VALUES (?,?,?,?,?)", [(r.record_id, kind, p.tenant, r.user, digest)
+                                   for kind, digest in r.turn_keys])
         if r.vault and self.sealer is not None:
             aad = _aad(r.record_id, "vault")
             inner = self.sealer.seal(json.dumps(list(r.vault)).encode(), aad)
@@ -238,7 +250,7 @@ class Store(Maintenance):
         self._db.execute(
             "UPDATE threads SET first_ts=min(first_ts, ?), last_ts=max(last_ts, ?), "
             "turns=turns+1, input_tokens=input_tokens+?, output_tokens=output_tokens+?, "
-            "models=?, topic_id=coalesce(topic_id, ?) WHERE thread_id=?",
+            "models=?, topic_id=coalesce(?, topic_id) WHERE thread_id=?",
             (ts, ts, tin, tout, json.dumps(models), r.topic_id, r.thread_id))
 
     def set_feedback(self, tenant: str, request_id: str, feedback: dict[str, Any]) -> bool:
@@ -346,12 +358,13 @@ class Store(Maintenance):
             (rid, req, tenant, user, ts, thread, parent, parent_req, pos, intent, sim, topic,
              bid, tct, model, tin, tout, lat, status, synth, idx, evidence, trace, span,
              feedback) = row
+            ev = json.loads(evidence) if evidence else None
             out.append(Record(
                 record_id=rid, request_id=req, tenant=tenant, user=user,
                 ts=datetime.fromtimestamp(ts, UTC), thread_id=thread, parent_id=parent,
                 parent_request_id=parent_req, position=pos, intent=intent, similarity=sim,
                 topic_id=topic, text=self.text(rid, bid, tct), model=model, input_tokens=tin,
                 output_tokens=tout, latency_ms=lat, status=status, synthetic=bool(synth),
-                index=idx, evidence=json.loads(evidence) if evidence else None,
+                index=idx, evidence=ev, link_source=(ev or {}).get("link_source"),
                 trace_id=trace, span_id=span, feedback=json.loads(feedback) if feedback else None))
         return out

@@ -23,7 +23,7 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
-from appliance.recognizers import SpanRecognizer, word_set
+from appliance.redact.recognizers import SpanRecognizer, word_set
 
 # Calendar and greeting words are capitalised in every sentence that names
 # them and double as first names in many countries.

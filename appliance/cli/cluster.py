@@ -17,7 +17,7 @@ def cluster() -> None:
 
 
 def _settings(url: str | None, partitions: int | None) -> Any:
-    from appliance.cli_service import cluster_settings
+    from appliance.cli.service import cluster_settings
     from appliance.config import load_cluster
 
     settings = cluster_settings(load_cluster(), url=url, partitions=partitions)

@@ -33,7 +33,7 @@ from appliance.runtime import (
     prepare_dir,
 )
 
-DEMO_STREAM = Path(__file__).parent / "demo" / "demo-stream.jsonl"
+DEMO_STREAM = Path(__file__).parent.parent / "demo" / "demo-stream.jsonl"
 
 
 @contextlib.contextmanager

@@ -134,8 +134,8 @@ def _offline_engine(settings: RedactionSettings) -> Any:
 def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> Any:
     from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
 
-    from appliance.gazetteer import PersonNameRecognizer, PlaceNameRecognizer, load_gazetteer
-    from appliance.recognizers import (
+    from appliance.redact.gazetteer import PersonNameRecognizer, PlaceNameRecognizer, load_gazetteer
+    from appliance.redact.recognizers import (
         PaymentCardRecognizer,
         PhoneNumberRecognizer,
         StreetAddressRecognizer,

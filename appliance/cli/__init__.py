@@ -113,8 +113,8 @@ def init(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | N
 
 
 # Each module owns one noun and lists its click commands in COMMANDS.
-COMMAND_MODULES = ("cli_model", "cli_data", "cli_eval", "cli_redact", "cli_service",
-                   "cli_compliance", "cli_stats", "cli_tui", "cli_install", "cli_cluster")
+COMMAND_MODULES = ("model", "data", "eval", "redact", "service", "compliance", "stats", "tui",
+                   "install", "cluster")
 
 
 def _register_subcommands() -> None:
@@ -122,9 +122,9 @@ def _register_subcommands() -> None:
 
     for name in COMMAND_MODULES:
         try:
-            module = importlib.import_module(f"appliance.{name}")
+            module = importlib.import_module(f"appliance.cli.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"appliance.{name}":
+            if exc.name == f"appliance.cli.{name}":
                 continue
             raise
         for command in module.COMMANDS:

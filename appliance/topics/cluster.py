@@ -1,0 +1,191 @@
+"""Pure clustering of topics given as (sum of member vectors, member count)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+
+import numpy as np
+
+
+def merge_groups(totals: np.ndarray, counts: np.ndarray, *, similarity: float,
+                 cohesion: float) -> list[list[int]]:
+    """Greedy agglomeration of topics given as (sum of member vectors, member count).
+
+    Repeatedly merges the two topics with the most similar centroids while that
+    cosine is >= `similarity` and the mean similarity between their members (exact
+    average linkage, computed from the sums) is >= `cohesion`; the second test
+    keeps broad, generic topics from swallowing their neighbours.
+    Returns groups of row indices (2+ each).
+    """
+    n = np.asarray(counts, dtype=np.float64)
+    total = np.array(totals, dtype=np.float64)
+    if len(n) < 2:
+        return []
+    groups = {i: [i] for i in range(len(n))}
+
+    def masked(dots: np.ndarray, norms: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        sims = dots / np.maximum(norms, 1e-12)
+        sims[(dots / np.maximum(counts, 1.0) < cohesion) | (counts == 0)] = -np.inf
+        return sims
+
+    def row(i: int) -> np.ndarray:
+        norms = np.linalg.norm(total, axis=1)
+        out = masked(total @ total[i], norms * norms[i], n * n[i])
+        out[i] = -np.inf
+        return out
+
+    norms = np.linalg.norm(total, axis=1)
+    sim = masked(total @ total.T, norms[:, None] * norms[None, :], n[:, None] * n[None, :])
+    np.fill_diagonal(sim, -np.inf)
+    best, arg = sim.max(axis=1), sim.argmax(axis=1)
+    while True:
+        i = int(np.argmax(best))
+        j = int(arg[i])
+        if best[i] < similarity:
+            break
+        total[i] += total[j]
+        n[i] += n[j]
+        total[j], n[j] = 0.0, 0.0
+        groups[i] += groups.pop(j)
+        sim[:, j] = sim[j, :] = -np.inf
+        sim[i, :] = sim[:, i] = row(i)
+        stale = (arg == i) | (arg == j)
+        stale[[i, j]] = True
+        best[stale], arg[stale] = sim[stale].max(axis=1), sim[stale].argmax(axis=1)
+        better = sim[:, i] > best
+        best[better], arg[better] = sim[better, i], i
+    return [g for g in groups.values() if len(g) > 1]
+
+
+# Above this many units a refinement first groups near-duplicates (leader
+# clustering) and agglomerates the groups: memory stays O(groups^2).
+DIRECT_UNITS = 3000
+LEADER_SIMILARITY = 0.8
+
+
+def average_linkage(totals: np.ndarray, counts: np.ndarray, *, threshold: float,
+                    max_direct: int = DIRECT_UNITS) -> np.ndarray:
+    """Cluster units (threads) given as (sum of their prompts' vectors, prompt count).
+
+    Two clusters merge while the mean cosine similarity between their prompts
+    is at least `threshold` (exact, from the sums; unit-length prompt vectors),
+    so a cluster cannot grow by chaining, and long threads weigh by their
+    prompts without looking more alike than their prompts are. Above
+    `max_direct` units, near-duplicate threads are grouped first (leader
+    clustering). Returns a cluster label per unit (0..k-1, in first-seen order).
+    """
+    n = len(totals)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    x = np.asarray(totals, dtype=np.float64)
+    w = np.asarray(counts, dtype=np.float64)
+    if n > max_direct:
+        means = x / np.maximum(w, 1.0)[:, None]
+        norms = np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+        seeds = leader_groups((means / norms).astype(np.float32), LEADER_SIMILARITY)
+    else:
+        seeds = np.arange(n)
+    k = int(seeds.max()) + 1
+    sums = np.zeros((k, x.shape[1]), dtype=np.float64)
+    np.add.at(sums, seeds, x)
+    sizes = np.bincount(seeds, weights=w, minlength=k)
+    groups = agglomerate(sums, sizes, threshold=threshold)
+    top = np.arange(k)
+    for g in groups:
+        top[g] = g[0]
+    labels = top[seeds]
+    _, first = np.unique(labels, return_index=True)
+    order = {int(labels[i]): j for j, i in enumerate(sorted(first))}
+    return np.array([order[int(v)] for v in labels], dtype=np.int64)
+
+
+def agglomerate(totals: np.ndarray, counts: np.ndarray, *, threshold: float) -> list[list[int]]:
+    """Exact average-linkage agglomeration of groups given as (member sum, member count).
+
+    Merges the pair with the highest mean similarity between their members
+    (S_a . S_b / (n_a n_b)) while it is >= `threshold`. Returns the merged
+    groups of row indices (2+ each).
+    """
+    n = np.asarray(counts, dtype=np.float64).copy()
+    total = np.array(totals, dtype=np.float64)
+    if len(n) < 2:
+        return []
+    groups = {i: [i] for i in range(len(n))}
+    sim = (total @ total.T) / np.maximum(np.outer(n, n), 1e-12)
+    sim[:, n == 0] = -np.inf
+    np.fill_diagonal(sim, -np.inf)
+    best, arg = sim.max(axis=1), sim.argmax(axis=1)
+    while True:
+        i = int(np.argmax(best))
+        if best[i] < threshold:
+            break
+        j = int(arg[i])
+        total[i] += total[j]
+        n[i] += n[j]
+        total[j], n[j] = 0.0, 0.0
+        groups[i] += groups.pop(j)
+        row = (total @ total[i]) / np.maximum(n * n[i], 1e-12)
+        row[n == 0] = -np.inf
+        row[i] = -np.inf
+        sim[i, :] = sim[:, i] = row
+        sim[j, :] = sim[:, j] = -np.inf
+        best[j] = -np.inf
+        stale = (arg == i) | (arg == j)
+        stale[i] = True
+        stale[j] = False
+        best[stale], arg[stale] = sim[stale].max(axis=1), sim[stale].argmax(axis=1)
+        better = sim[:, i] > best
+        best[better], arg[better] = sim[better, i], i
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def leader_groups(vectors: np.ndarray, similarity: float, block: int = 512) -> np.ndarray:
+    """Greedy leader clustering: each row joins the first leader at least this similar."""
+    leaders = np.zeros((0, vectors.shape[1]), dtype=np.float32)
+    out = np.empty(len(vectors), dtype=np.int64)
+    for s in range(0, len(vectors), block):
+        part = vectors[s:s + block]
+        for i, v in enumerate(part):
+            if len(leaders):
+                sims = leaders @ v
+                j = int(np.argmax(sims))
+                if sims[j] >= similarity:
+                    out[s + i] = j
+                    continue
+            out[s + i] = len(leaders)
+            leaders = np.vstack([leaders, v[None, :]])
+    return out
+
+
+def carry_ids(labels: np.ndarray, previous: list[str | None], weights: np.ndarray,
+              fresh: Callable[[], str]) -> tuple[list[str], dict[str, str]]:
+    """Topic ids for new clusters, keeping the ids handed out before where they fit.
+
+    A cluster keeps the previous id that most of its weight carried, provided
+    that id's weight lies mostly in this cluster (greedy by overlap, each id used
+    once); other clusters get a `fresh()` id. Returns the id per cluster and, for
+    previous ids that no cluster kept, the cluster id holding most of their weight
+    (they resolve to it).
+    """
+    k = int(labels.max()) + 1 if len(labels) else 0
+    overlap: dict[tuple[int, str], float] = defaultdict(float)
+    held: dict[str, float] = defaultdict(float)
+    for lab, prev, w in zip(labels, previous, weights, strict=True):
+        if prev is not None:
+            overlap[(int(lab), prev)] += float(w)
+            held[prev] += float(w)
+    ids: list[str | None] = [None] * k
+    used: set[str] = set()
+    for (lab, prev), w in sorted(overlap.items(), key=lambda kv: (-kv[1], kv[0][1])):
+        if ids[lab] is None and prev not in used and w * 2 > held[prev]:
+            ids[lab] = prev
+            used.add(prev)
+    final = [i if i is not None else fresh() for i in ids]
+    merged: dict[str, str] = {}
+    for prev in held:
+        if prev in used:
+            continue
+        best = max((w, lab) for (lab, p), w in overlap.items() if p == prev)[1]
+        merged[prev] = final[best]
+    return final, merged

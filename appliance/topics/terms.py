@@ -1,0 +1,146 @@
+"""Words of redacted prompts: content terms (no placeholders, stop words, courtesies) and labels."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Mapping
+
+LABEL_TERMS = 5
+MIN_TERM_COUNT = 2  # a keyword seen once is never stored or shown
+MAX_TERMS = 400  # keyword counts kept per topic
+_TOKEN = re.compile(r"<[A-Za-z_]+\d*>|[A-Za-z][A-Za-z'-]*[A-Za-z]")
+_STOP_TEXT = """
+a about above after again against all almost also am an and any anyone anything are around as at be
+because been before being below between both but by can can't cannot could couldn't did didn't do
+does doesn't doing don't down during each either else even ever every few for from further get gets
+getting give given go goes going gone got had hadn't has hasn't have haven't having he he's her
+here here's hers herself him himself his how how's however i i'd i'll i'm i've if in into is isn't
+it it's its itself just know last less let let's like likely lot lots made make many may maybe me
+might mine more most much must mustn't my myself need needs neither never new next no nor not now
+of off often on once one only or other others otherwise ought our ours ourselves out over own per
+perhaps please quite rather really said same say says see seem seems several shall shan't she she'd
+she'll she's should shouldn't show since so some someone something sometimes still such sure take
+tell than that that's the their theirs them themselves then there there's these they they'd they'll
+they're they've thing things think this those though through thus to too toward towards under until
+up upon us use used using very want wants was wasn't way we we'd we'll we're we've well were
+weren't what what's whatever when when's where where's whether which while who who's whom whose why
+why's will with within without won't would wouldn't yes yet you you'd you'll you're you've your
+yours yourself yourselves ok okay thanks thank thx great good perfect cool fine alright awesome
+nice sounds sound right hello hi hey bye goodbye yeah yep nope sorry wow lol help
+"""
+STOP_WORDS = frozenset(_STOP_TEXT.split())
+
+
+def content_terms(text: str) -> list[str]:
+    """Lower-case content words of a redacted text: no placeholders, stop words or short words."""
+    out = []
+    for tok in _TOKEN.findall(text):
+        if tok.startswith("<"):
+            continue
+        word = tok.lower().strip("'-")
+        if len(word) > 2 and word not in STOP_WORDS and not word.endswith("'s"):
+            out.append(word)
+    return out
+
+
+def ctfidf_labels(terms: Mapping[str, Counter[str]], *,
+                  top: int = LABEL_TERMS) -> dict[str, tuple[str, ...]]:
+    """The most distinctive keywords of each topic, class-based TF-IDF (as in BERTopic)."""
+    freq: Counter[str] = Counter()
+    for counts in terms.values():
+        freq.update(counts)
+    sizes = {t: sum(c.values()) for t, c in terms.items()}
+    avg = (sum(sizes.values()) / len(sizes)) if sizes else 0.0
+    out = {}
+    for tid, counts in terms.items():
+        total = sizes[tid] or 1
+        scored = sorted(((c / total) * math.log(1.0 + avg / freq[w]), w)
+                        for w, c in counts.items() if c >= MIN_TERM_COUNT)
+        out[tid] = tuple(w for _, w in reversed(scored[-top:]))
+    return out
+
+
+
+
+# ---------------------------------------------------------------- phrase labels
+
+LABEL_MIN_USERS = 2  # a phrase used by one person only is never a label or a stored term
+MAX_PHRASE_WORDS = 3
+_PLACEHOLDER = re.compile(r"<[A-Za-z_]+\d*>")
+_WORDS = re.compile(r"[A-Za-z][A-Za-z'-]*[A-Za-z]|[^\sA-Za-z]+")
+
+
+def strip_placeholders(text: str) -> str:
+    """Redacted text without its placeholders (`<LOCATION_1>` says nothing about a subject)."""
+    return _PLACEHOLDER.sub(" ", text)
+
+
+def _singular(word: str) -> str:
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is", "es")):
+        return word[:-1]
+    return word
+
+
+def phrases(text: str) -> set[str]:
+    """Candidate label phrases of a redacted text: runs of 1-3 content words.
+
+    Runs break at stop words, punctuation and placeholders; words are
+    lower-cased and plurals folded ("movie tickets" -> "movie ticket").
+    """
+    out: set[str] = set()
+    run: list[str] = []
+
+    def flush() -> None:
+        for size in range(1, MAX_PHRASE_WORDS + 1):
+            for s in range(len(run) - size + 1):
+                out.add(" ".join(run[s:s + size]))
+        run.clear()
+
+    for tok in _WORDS.findall(strip_placeholders(text)):
+        word = tok.lower().strip("'-")
+        if (not word[:1].isalpha() or len(word) <= 2 or word in STOP_WORDS
+                or word.endswith("'s")):
+            flush()
+            continue
+        run.append(_singular(word))
+    flush()
+    return out
+
+
+def phrase_label(counts: Mapping[str, tuple[int, int]], background: Mapping[str, int], *,
+                 units: int, topics: int, total_units: int) -> str | None:
+    """A short readable label for one topic from its phrases, c-TF-IDF scored.
+
+    Args:
+        counts: phrase -> (threads of the topic using it, distinct users using it).
+        background: phrase -> threads using it across all topics of the scope.
+        units: threads of the topic; topics, total_units: of the scope.
+    Phrases used by fewer than LABEL_MIN_USERS people never qualify. Longer
+    phrases win ties ("hotel booking" over "hotel"); a second phrase with no
+    word in common is appended when it scores nearly as well.
+    """
+    avg = total_units / max(topics, 1)
+    scored = []
+    for p, (n, users) in counts.items():
+        if users < LABEL_MIN_USERS or n < 2:
+            continue
+        tf = n / max(units, 1)
+        idf = math.log(1.0 + avg / max(background.get(p, n), 1))
+        words = p.count(" ") + 1
+        scored.append((tf * idf * (1.0 + 0.35 * (words - 1)), p))
+    if not scored:
+        return None
+    scored.sort(reverse=True)
+    best_score, best = scored[0]
+    label = best
+    for score, p in scored[1:6]:
+        if score < 0.6 * best_score:
+            break
+        if not set(p.split()) & set(best.split()):
+            label = f"{best}, {p}"
+            break
+    return label
