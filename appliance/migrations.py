@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
+
+from appliance import failpoints
 
 Migration = Callable[[Any], None]
 MIGRATIONS: list[Migration] = []
@@ -123,12 +126,38 @@ def migrate(db: Any, migrations: list[Migration] | None = None) -> list[str]:
     for fn in MIGRATIONS if migrations is None else migrations:
         if fn.__name__ in done:
             continue
-        with db:
-            fn(db)
+        db.execute("BEGIN IMMEDIATE")  # the migration and its record commit together
+        try:
+            fn(_InTransaction(db))
+            failpoints.point("migration")
             db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
                        (fn.__name__, time.time()))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
         ran.append(fn.__name__)
     return ran
+
+
+class _InTransaction:
+    """The connection, with `executescript` run statement by statement: sqlite3's own
+    commits first, so a crash mid-migration would leave half a schema unrecorded."""
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+
+    def executescript(self, script: str) -> None:
+        statement = ""
+        for part in script.split(";"):
+            statement += part + ";"
+            if sqlite3.complete_statement(statement):  # not a ';' inside a literal/trigger
+                if statement.strip(" \t\r\n;"):
+                    self._db.execute(statement)
+                statement = ""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
 
 
 def latest() -> str:

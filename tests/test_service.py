@@ -85,8 +85,9 @@ def _lines(s: socket.socket, n: int) -> list[dict[str, object]]:
     return [json.loads(x) for x in buf.splitlines()[:n]]
 
 
-# Prompts are dated today: the service's start-up retention run would shred older ones.
-TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+# Prompts are recent: the start-up retention run would shred old ones.
+# Yesterday: within retention, and never ahead of the service's clock (ts is bounded).
+TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
 
 
 def at(minutes: int) -> str:

@@ -56,14 +56,21 @@ def _replay_runtime(data_dir: Path | None, passphrase_file: Path | None,
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return
+    from appliance.service import DataDirLock
+
     cred = credential(passphrase_file, key_file)
     if not is_initialised(data_dir):
         init_data_dir(data_dir, cred)
-    rt = open_runtime(data_dir, cred)
+    lock = DataDirLock(data_dir)  # a running service (or another replay) owns the dir
+    lock.acquire()
     try:
-        yield rt
+        rt = open_runtime(data_dir, cred)
+        try:
+            yield rt
+        finally:
+            rt.close()
     finally:
-        rt.close()
+        lock.release()
 
 
 def _count_lines(path: Path) -> int:
@@ -74,7 +81,7 @@ def _count_lines(path: Path) -> int:
 def run_replay(rt: Runtime, source: Path, out: IO[str], *, strict: bool, batch: int) -> object:
     from rich.progress import Progress
 
-    from appliance.replay import ReplayReport, read_prompts, replay
+    from appliance.replay import ReplayReport, read_prompts, replay, source_tag
 
     report = ReplayReport()
     pipe = make_pipeline(rt)
@@ -84,7 +91,7 @@ def run_replay(rt: Runtime, source: Path, out: IO[str], *, strict: bool, batch: 
         task = prog.add_task("replay", total=total)
         try:
             prompts = read_prompts(fh, max_text_chars=rt.policies.correlation.max_text_chars,
-                                   strict=strict, report=report)
+                                   strict=strict, report=report, tag=source_tag(source))
             replay(pipe, prompts, out, batch=batch, report=report,
                    progress=lambda n: prog.advance(task, n))
         except UnicodeDecodeError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -19,13 +20,13 @@ from appliance.tui.widgets.evidence import EvidencePanel
 from appliance.tui.widgets.turn import BranchBox, TurnCard
 
 
-def summary(thread: Thread) -> str:
-    """The line above the turns."""
+def summary(thread: Thread) -> Text:
+    """The line above the turns (Text: tenant and model names are not markup)."""
     tokens = thread.input_tokens + thread.output_tokens
     span = thread.last_ts - thread.first_ts
-    return (f"{thread.thread_id} · {thread.tenant}/{short_user(thread.user)} · "
-            f"{thread.turns} turn(s) in {span} · {thread.first_ts:%Y-%m-%d} UTC · "
-            f"{', '.join(thread.models) or 'model ?'} · {compact(tokens)} tok")
+    return Text(f"{thread.thread_id} · {thread.tenant}/{short_user(thread.user)} · "
+                f"{thread.turns} turn(s) in {span} · {thread.first_ts:%Y-%m-%d} UTC · "
+                f"{', '.join(thread.models) or 'model ?'} · {compact(tokens)} tok")
 
 
 class ThreadScreen(Screen[None]):
@@ -72,7 +73,8 @@ class ThreadScreen(Screen[None]):
         """Lay the turns out; a refresh with no new turns changes nothing."""
         head = self.query_one("#thread-head", Static)
         if thread is None:
-            head.update(f"✖ Thread {self.thread_id} is not in this store (or not in scope).")
+            head.update(Text(f"✖ Thread {self.thread_id} is not in this store "
+                             "(or not in scope)."))
             return
         if self.thread is not None and self.thread.records == thread.records:
             return

@@ -103,9 +103,10 @@ class ThreadsScreen(Screen[None]):
 
     def _row(self, row: ThreadRow) -> tuple[object, ...]:
         t, now = row.thread, context(self).clock()
-        return (t.tenant, short_user(t.user), when(t.first_ts), ago(t.last_ts, now),
-                Text(str(t.turns), justify="right"), row.topic or "–",
-                ", ".join(t.models) or "–",
+        # names from the data are Text, never Rich markup ("[b]" in a tenant stays "[b]")
+        return (Text(t.tenant), short_user(t.user), when(t.first_ts), ago(t.last_ts, now),
+                Text(str(t.turns), justify="right"), Text(row.topic or "–"),
+                Text(", ".join(t.models) or "–"),
                 Text(compact(t.input_tokens + t.output_tokens), justify="right"),
                 marks_text(row.marks))
 
@@ -142,7 +143,7 @@ class ThreadsScreen(Screen[None]):
                  f"filter {self.filters.describe() or 'none'}", f"live {now:%H:%M:%S} UTC"]
         if self.note:
             parts.append(self.note)
-        self.query_one("#status", Static).update(" · ".join(parts))
+        self.query_one("#status", Static).update(Text(" · ".join(parts)))
 
     @on(DataTable.RowSelected, "#threads")
     def _open(self, event: DataTable.RowSelected) -> None:

@@ -68,7 +68,7 @@ class TopicsScreen(Screen[None]):
         topics = sorted(view.topics, key=key)
         for t in topics:
             name = f"{t.label} ({t.topic_id})" if t.label else f"{t.topic_id} · unlabelled"
-            table.add_row(t.tenant, Text(name),
+            table.add_row(Text(t.tenant), Text(name),
                           Text(str(t.threads), justify="right"),
                           Text(f"{t.turns / max(t.threads, 1):.1f}", justify="right"),
                           Text(str(t.users), justify="right"),
@@ -81,7 +81,7 @@ class TopicsScreen(Screen[None]):
                                   "that correct or re-ask · enter: its threads")
 
     def _status(self, text: str) -> None:
-        self.query_one("#status", Static).update(text)
+        self.query_one("#status", Static).update(Text(text))
 
     @on(DataTable.RowSelected, "#topics")
     def _open(self, event: DataTable.RowSelected) -> None:
