@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -116,6 +117,27 @@ def reload_plan(current: Policies, new: Policies) -> tuple[Policies, list[str]]:
             section, name = key.split(".", 1)
             merged[section][name] = fresh[key]
     return Policies.model_validate(merged), restart
+
+
+def storage_error(exc: BaseException, request_id: str | None) -> ProtocolError:
+    """The reply to a batch that could not be committed: a full disk and an I/O error are
+    said as such (nothing was recorded either way); anything else is `internal`."""
+    causes: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(causes) < 8:  # a failed ROLLBACK hides the first error
+        causes.append(seen)
+        seen = seen.__context__
+    text = " ".join(str(c) for c in causes).lower()
+    if any(isinstance(c, OSError) for c in causes):
+        exc = next(c for c in causes if isinstance(c, OSError))
+    if "disk is full" in text or getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return ProtocolError("disk_full", "The appliance's disk is full; nothing was "
+                             "recorded. Retry once space is freed.", request_id)
+    if "disk i/o error" in text or isinstance(exc, OSError):
+        return ProtocolError("io_error", "The appliance could not write to its disk; "
+                             "nothing was recorded. Retry later.", request_id)
+    return ProtocolError("internal", "The request could not be recorded; retry later.",
+                         request_id)
 
 
 class DataDirLock:
@@ -306,7 +328,7 @@ class Service:
         start = time.perf_counter()
         try:
             outcomes = await self.in_worker(self.pipeline.process, [i.prompt for i in items])
-        except Exception:
+        except Exception as exc:
             if len(items) > 1:  # isolate the request that failed
                 for item in items:
                     await self._run_batch([item])
@@ -314,9 +336,7 @@ class Service:
             log.exception("ingest failed", extra={"event": "ingest_failed"})
             self.counters["errors"] += 1
             if items[0].future and not items[0].future.done():
-                items[0].future.set_exception(ProtocolError(
-                    "internal", "The request could not be recorded; retry later.",
-                    items[0].prompt.request_id))
+                items[0].future.set_exception(storage_error(exc, items[0].prompt.request_id))
             self._observe(items, None)
             return
         self.counters["batches"] += 1

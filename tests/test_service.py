@@ -211,10 +211,10 @@ def test_peer_credential_policy() -> None:
 
     access = AccessSettings(roles={"operator": RoleSettings(permissions=[])},
                             socket_uids=[1001], socket_gids=[2002])
-    assert peer_allowed(500, 500, access, own_uid=500)
-    assert peer_allowed(1001, 7, access, own_uid=500)
-    assert peer_allowed(7, 2002, access, own_uid=500)
-    assert not peer_allowed(7, 7, access, own_uid=500)
+    assert peer_allowed(500, {500}, access, own_uid=500)
+    assert peer_allowed(1001, {7}, access, own_uid=500)
+    assert peer_allowed(7, {2002}, access, own_uid=500)
+    assert not peer_allowed(7, {7}, access, own_uid=500)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client under another uid")

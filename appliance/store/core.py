@@ -189,7 +189,8 @@ class Store(Maintenance, Turns):
             self._db.execute("COMMIT")
         except BaseException:
             try:  # a failed ROLLBACK (I/O error) must not leave the caches stale either
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite may have rolled back itself (disk full)
+                    self._db.execute("ROLLBACK")
             finally:
                 self._forget_uncommitted()
             raise
