@@ -192,6 +192,14 @@ def kill_round(svc: Service, *, rng: random.Random, tag: str,
                failpoint: str | None = None) -> dict[str, int]:
     """One kill -9 round: traffic, a kill (at a fail point or a random moment), restart,
     every acknowledged request looked up. Returns acked, lost and whether it crashed."""
+    try:
+        return _kill_round(svc, rng=rng, tag=tag, failpoint=failpoint)
+    finally:
+        svc.kill()  # a failed check must not leave the service running
+
+
+def _kill_round(svc: Service, *, rng: random.Random, tag: str,
+                failpoint: str | None) -> dict[str, int]:
     svc.start(failpoint=failpoint)
     traffic = Traffic(svc.sock, tag, seed=rng.randrange(1 << 30)).start()
     if failpoint:

@@ -27,6 +27,14 @@ def starve_and_recover(svc: Service, starve: Callable[[], None], free: Callable[
     """Ingest, starve the disk, ingest (refused with `code`), free it, ingest, restart:
     every acknowledged request is there and no refused one is."""
     svc.start()
+    try:
+        return _starve(svc, starve, free, code)
+    finally:
+        svc.kill()  # a failed check must not leave the service running
+
+
+def _starve(svc: Service, starve: Callable[[], None], free: Callable[[], None],
+            code: str) -> dict[str, int]:
     acked, refused = set(), set()
     with Client(svc.sock, timeout=60) as c:
         for i in range(5):

@@ -45,17 +45,20 @@ def test_kill_9_mid_shred_is_finished_at_the_next_start(tmp_path: Path) -> None:
     replay = run_cli("replay", str(_stream(tmp_path / "in.jsonl", rows)), "--out",
                      str(tmp_path / "out.jsonl"), *svc.args, env=svc.env)
     assert replay.returncode == 0, replay.stderr
-    svc.start(failpoint="shred.keys_destroyed:1")  # the start-up retention run shreds
-    assert svc.proc is not None and svc.proc.wait(timeout=300) == -signal.SIGKILL
-    svc.start()
-    assert svc.alive(), svc.log.read_text()[-2000:]
-    new = {f"new-{i}" for i in range(6)}
-    assert missing(svc.sock, new) == []
-    assert sorted(missing(svc.sock, {f"old-{i}" for i in range(6)})) == sorted(
-        f"old-{i}" for i in range(6))
-    with Client(svc.sock) as c:
-        assert c.request({"v": 1, "op": "stats"})["store"]["records"] == 6
-    assert svc.stop() == 0
+    try:
+        svc.start(failpoint="shred.keys_destroyed:1")  # the start-up retention run shreds
+        assert svc.proc is not None and svc.proc.wait(timeout=300) == -signal.SIGKILL
+        svc.start()
+        assert svc.alive(), svc.log.read_text()[-2000:]
+        new = {f"new-{i}" for i in range(6)}
+        assert missing(svc.sock, new) == []
+        assert sorted(missing(svc.sock, {f"old-{i}" for i in range(6)})) == sorted(
+            f"old-{i}" for i in range(6))
+        with Client(svc.sock) as c:
+            assert c.request({"v": 1, "op": "stats"})["store"]["records"] == 6
+        assert svc.stop() == 0
+    finally:
+        svc.kill()
     assert integrity(svc) == []
 
 
@@ -74,9 +77,12 @@ def test_kill_9_mid_migration_leaves_a_store_the_next_start_opens(tmp_path: Path
     assert check.returncode == 0, check.stderr
     assert json.loads(check.stdout)["ok"] is True
     svc = Service(tmp_path, svc_dir).start()
-    with Client(svc.sock) as c:
-        r = c.request({"v": 1, "op": "ingest", "tenant": "acme", "user_id": "u",
-                       "request_id": "after", "text": "Does it work after the crash?",
-                       "ts": datetime.now(UTC).isoformat()})
-        assert r["ok"], r
-    assert svc.stop() == 0
+    try:
+        with Client(svc.sock) as c:
+            r = c.request({"v": 1, "op": "ingest", "tenant": "acme", "user_id": "u",
+                           "request_id": "after", "text": "Does it work after the crash?",
+                           "ts": datetime.now(UTC).isoformat()})
+            assert r["ok"], r
+        assert svc.stop() == 0
+    finally:
+        svc.kill()
