@@ -64,8 +64,6 @@ class CorrelationSettings(_Strict):
     scan_candidates: int = Field(default=2_000, ge=1, le=1_000_000)
     recent_candidates: int = Field(default=12, ge=1, le=1000)
     similar_candidates: int = Field(default=8, ge=1, le=1000)
-    # A new thread started within this many minutes of the user's last prompt is a topic shift.
-    topic_shift_minutes: float = Field(default=30.0, ge=0.0)
     embedding: EmbeddingSettings = EmbeddingSettings()
 
 
