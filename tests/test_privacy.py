@@ -109,23 +109,23 @@ def test_budget_is_refused_with_one_sentence_when_spent_and_renews_next_day(
 
 def test_a_days_release_is_cached_and_repeated_queries_spend_nothing(runtime: Any) -> None:
     clock = Clock()
-    g = gate(runtime, epsilon_per_release=0.4, epsilon_per_day=1.0, clock=clock,
-             k_min_users=1)
+    g = gate(runtime, epsilon_per_release=40, epsilon_per_day=100, clock=clock,
+             k_min_users=2)
     units = crowd("a", 30) + crowd("b", 20)
     first = g.release("acme", units, key="topics|week")
-    assert not first.cached and first.epsilon == pytest.approx(0.4)
+    assert not first.cached and first.epsilon == pytest.approx(40)
     clock.now += 3600
     for _ in range(10):  # far more than the budget would allow uncached
         again = g.release("acme", units + crowd("c", 40), key="topics|week")
         assert again.cached and again.groups == first.groups
         assert again.released_at == first.released_at == clock.now - 3600
-    assert g.ledger.spent("acme") == pytest.approx(0.4)
+    assert g.ledger.spent("acme") == pytest.approx(40)
     other = g.release("acme", units, key="models|week")  # another kind: its own release
-    assert not other.cached and g.ledger.spent("acme") == pytest.approx(0.8)
+    assert not other.cached and g.ledger.spent("acme") == pytest.approx(80)
     clock.now += DAY  # a new day: a new release, on the new day's budget
     fresh = g.release("acme", units + crowd("c", 40), key="topics|week")
     assert not fresh.cached and "c" in {f.group for f in fresh.groups}
-    assert g.ledger.spent("acme") == pytest.approx(0.4)
+    assert g.ledger.spent("acme") == pytest.approx(40)
 
 
 def test_single_user_view_is_exact_and_costs_nothing(runtime: Any) -> None:
