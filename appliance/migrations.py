@@ -258,7 +258,25 @@ def m006_record_id_base(db: Any) -> None:
 
 
 @migration
-def m007_bucket_kinds(db: Any) -> None:
+def m007_dp_releases(db: Any) -> None:
+    # Differentially private releases (noisy figures per group, no words), cached for
+    # the UTC day they were made: repeated queries read them and spend no budget.
+    db.executescript(
+        """
+        CREATE TABLE dp_releases (
+            tenant TEXT NOT NULL,
+            key TEXT NOT NULL,
+            day TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            payload TEXT NOT NULL,
+            PRIMARY KEY (tenant, key, day)
+        );
+        """
+    )
+
+
+@migration
+def m008_bucket_kinds(db: Any) -> None:
     # A bucket is one key: prompts (text, vectors, entity digests) or vault (originals,
     # shorter retention), per (tenant, user, day). Only a live bucket is unique, so a
     # user erased today gets a fresh bucket for today's next prompt. A shredded bucket
@@ -310,7 +328,7 @@ def k003_audit_head(db: Any) -> None:
 
 
 @migration
-def m008_pseudonym_epochs(db: Any) -> None:
+def m009_pseudonym_epochs(db: Any) -> None:
     # Before pseudonym keys were carried across rotations, `keys rotate` changed every
     # pseudonym: buckets created before the last such rotation hold users under
     # pseudonyms no key derives any more, so erasure cannot attribute them.
