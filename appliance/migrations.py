@@ -242,3 +242,17 @@ def m006_record_id_base(db: Any) -> None:
     base = 0 if has_records else (secrets.randbelow((1 << 21) - 1) + 1) << 32
     db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('record_id_base', ?)",
                (str(base),))
+
+
+@migration
+def m007_costs(db: Any) -> None:
+    # What each call cost in pricing.toml's currency: reported by the gateway, or its
+    # tokens priced when it arrived (cost_source says which); NULL when unknown. A
+    # thread's cost sums its turns' known costs (NULL while none is known).
+    db.executescript(
+        """
+        ALTER TABLE records ADD COLUMN cost REAL;
+        ALTER TABLE records ADD COLUMN cost_source TEXT;
+        ALTER TABLE threads ADD COLUMN cost REAL;
+        """
+    )

@@ -82,13 +82,14 @@ def test_stats_topics_json_is_noisy_and_accounted(filled: Any, cli_runner: Any, 
                                                   passphrase_file: Path) -> None:
     out = stats(cli_runner, data_dir, passphrase_file, "topics")
     assert set(out) == {"kind", "tenant", "start", "end", "exact", "epsilon",
-                        "budget_remaining", "k_min_users", "rows"}
+                        "budget_remaining", "k_min_users", "rows", "currency"}
     assert out["kind"] == "topics" and out["exact"] is False and out["epsilon"] == 0.1
     assert out["budget_remaining"] == pytest.approx(0.9) and out["k_min_users"] == 5
     assert len(out["rows"]) >= 1
     for row in out["rows"]:
         assert set(row) == {"key", "label", "threads", "mean_turns", "refinement_share",
-                            "abandonment_share", "blocked_share", "tokens", "mean_tokens"}
+                            "abandonment_share", "blocked_share", "tokens", "mean_tokens",
+                            "cost", "mean_cost", "costed"}
         assert set(row["threads"]) == FIGURE and row["threads"]["noise_scale"] > 0
         assert row["threads"]["ci95"] == pytest.approx(row["threads"]["noise_scale"] * 3.0,
                                                        rel=0.01)
@@ -96,7 +97,8 @@ def test_stats_topics_json_is_noisy_and_accounted(filled: Any, cli_runner: Any, 
     assert ledger == [(pytest.approx(0.1), 1)]
 
 
-@pytest.mark.parametrize("command", ["topics", "models", "positions", "blocks", "incident"])
+@pytest.mark.parametrize("command", ["topics", "models", "cost", "positions", "blocks",
+                                     "incident"])
 def test_every_stats_command_prints_json_rows(filled: Any, cli_runner: Any, data_dir: Path,
                                               passphrase_file: Path, command: str) -> None:
     out = stats(cli_runner, data_dir, passphrase_file, command)

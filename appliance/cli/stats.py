@@ -1,4 +1,4 @@
-"""`semtrace stats topics|models|positions|blocks|incident`: conversation analytics.
+"""`semtrace stats topics|models|cost|positions|blocks|incident`: conversation analytics.
 
 Cross-user figures are differentially private (see privacy.py): each command
 spends `epsilon_per_query` of the tenant's daily budget and withholds groups of
@@ -47,6 +47,10 @@ class Scope:
     def labels(self) -> dict[str, str]:
         return analytics.topic_labels(self.rt.store, self.tenant)
 
+    @property
+    def cost_bound(self) -> float:
+        return self.rt.policies.pricing.thread_cost_bound
+
 
 def _when(value: str | None, default: datetime, name: str) -> datetime:
     if value is None:
@@ -81,12 +85,13 @@ def stats_command(fn: Callable[..., Any]) -> Callable[..., Any]:
             scope = Scope(rt, tenant, pseudo, start, end,
                           PrivacyGate(rt.store.db, rt.policies.privacy))
             report = fn(scope, **kw)
+            currency = rt.policies.pricing.currency
         finally:
             rt.close()
         if as_json:
-            emit_json(_with_ci(report))
+            emit_json({**_with_ci(report), "currency": currency})
         else:
-            _print(report)
+            _print(report, currency)
 
     cmd: Callable[..., Any] = run
     for option in (
@@ -129,7 +134,7 @@ def _fmt(f: Figure, pct: bool = False) -> str:
     return f"{f.value:.1f}" + ("" if f.exact else f"±{f.ci95:.0f}")
 
 
-def _print(report: analytics.Report[Any]) -> None:
+def _print(report: analytics.Report[Any], currency: str) -> None:
     how = ("exact (one user's own data)" if report.exact else
            f"differentially private: epsilon {report.epsilon:g} spent, "
            f"{report.budget_remaining:g} left today; groups under {report.k_min_users} users "
@@ -137,17 +142,22 @@ def _print(report: analytics.Report[Any]) -> None:
     click.echo(f"{report.kind} for {report.tenant}, {report.start:%Y-%m-%d %H:%M} to "
                f"{report.end:%Y-%m-%d %H:%M} UTC — {how}")
     for r in report.rows:
-        click.echo("  " + _line(r))
+        click.echo("  " + _line(r, currency))
     if not report.rows:
         click.echo("  (nothing to show)")
 
 
-def _line(r: object) -> str:
+def _money(f: Figure) -> str:
+    return f"{f.value:.4f}" + ("" if f.exact else f"±{f.ci95:.4f}")
+
+
+def _line(r: object, currency: str = "") -> str:
     if isinstance(r, analytics.GroupStats):
         return (f"{r.key:<16} {r.label or '':<36.36} threads {_fmt(r.threads)}  turns "
                 f"{_fmt(r.mean_turns)}  refine {_fmt(r.refinement_share, True)}  abandon "
                 f"{_fmt(r.abandonment_share, True)}  blocked {_fmt(r.blocked_share, True)}  tokens "
-                f"{_fmt(r.tokens)}")
+                f"{_fmt(r.tokens)}  cost {_money(r.cost)} {currency} (per thread "
+                f"{_money(r.mean_cost)})")
     if isinstance(r, analytics.PositionShare):
         return f"{r.period}  {r.position:<14} {_fmt(r.prompts)}  {_fmt(r.share, True)}"
     if isinstance(r, analytics.BlockStats):
@@ -174,7 +184,7 @@ def stats_topics(scope: Scope) -> analytics.Report[Any]:
     """Per topic: threads, mean turns, refinement/abandonment/blocked shares, tokens."""
     return analytics.topic_stats(scope.threads(), scope.gate, tenant=scope.tenant,
                                  start=scope.start, end=scope.end, labels=scope.labels(),
-                                 single_user=scope.user)
+                                 single_user=scope.user, cost_bound=scope.cost_bound)
 
 
 @stats.command("models")
@@ -184,7 +194,16 @@ def stats_models(scope: Scope, topic: str | None) -> analytics.Report[Any]:
     """Per model: the same figures as `stats topics` (optionally on one topic)."""
     return analytics.model_stats(scope.threads(), scope.gate, tenant=scope.tenant,
                                  start=scope.start, end=scope.end, labels={}, topic=topic,
-                                 single_user=scope.user)
+                                 single_user=scope.user, cost_bound=scope.cost_bound)
+
+
+@stats.command("cost")
+@stats_command
+def stats_cost(scope: Scope) -> analytics.Report[Any]:
+    """Cost beside outcomes: per conversation length, refined or not, abandoned or not."""
+    return analytics.cost_outcomes(scope.threads(), scope.gate, tenant=scope.tenant,
+                                   start=scope.start, end=scope.end, single_user=scope.user,
+                                   cost_bound=scope.cost_bound)
 
 
 @stats.command("positions")
