@@ -245,7 +245,25 @@ def m006_record_id_base(db: Any) -> None:
 
 
 @migration
-def m007_costs(db: Any) -> None:
+def m007_dp_releases(db: Any) -> None:
+    # Differentially private releases (noisy figures per group, no words), cached for
+    # the UTC day they were made: repeated queries read them and spend no budget.
+    db.executescript(
+        """
+        CREATE TABLE dp_releases (
+            tenant TEXT NOT NULL,
+            key TEXT NOT NULL,
+            day TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            payload TEXT NOT NULL,
+            PRIMARY KEY (tenant, key, day)
+        );
+        """
+    )
+
+
+@migration
+def m008_costs(db: Any) -> None:
     # What each call cost in pricing.toml's currency: reported by the gateway, or its
     # tokens priced when it arrived (cost_source says which); NULL when unknown. A
     # thread's cost sums its turns' known costs (NULL while none is known).
