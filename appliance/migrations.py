@@ -276,7 +276,21 @@ def m007_dp_releases(db: Any) -> None:
 
 
 @migration
-def m008_bucket_kinds(db: Any) -> None:
+def m008_costs(db: Any) -> None:
+    # What each call cost in pricing.toml's currency: reported by the gateway, or its
+    # tokens priced when it arrived (cost_source says which); NULL when unknown. A
+    # thread's cost sums its turns' known costs (NULL while none is known).
+    db.executescript(
+        """
+        ALTER TABLE records ADD COLUMN cost REAL;
+        ALTER TABLE records ADD COLUMN cost_source TEXT;
+        ALTER TABLE threads ADD COLUMN cost REAL;
+        """
+    )
+
+
+@migration
+def m009_bucket_kinds(db: Any) -> None:
     # A bucket is one key: prompts (text, vectors, entity digests) or vault (originals,
     # shorter retention), per (tenant, user, day). Only a live bucket is unique, so a
     # user erased today gets a fresh bucket for today's next prompt. A shredded bucket
@@ -328,7 +342,7 @@ def k003_audit_head(db: Any) -> None:
 
 
 @migration
-def m009_pseudonym_epochs(db: Any) -> None:
+def m010_pseudonym_epochs(db: Any) -> None:
     # Before pseudonym keys were carried across rotations, `keys rotate` changed every
     # pseudonym: buckets created before the last such rotation hold users under
     # pseudonyms no key derives any more, so erasure cannot attribute them.

@@ -114,7 +114,7 @@ def test_erase_refuses_success_when_records_predate_a_pseudonym_changing_rotatio
     for table in ("records", "threads", "buckets", "turn_digests"):
         db.execute(f"UPDATE {table} SET user = 'u_0123456789abcdef0123'")
     _audit(rt).append("key_rotation", {"deks_rewrapped": 1, "credential": "passphrase"})
-    db.execute("DELETE FROM _migrations WHERE name = 'm009_pseudonym_epochs'")
+    db.execute("DELETE FROM _migrations WHERE name = 'm010_pseudonym_epochs'")
     rt.close()
 
     erased = run_cli("erase", "--tenant", "acme", "--user", "alice", "--reason", "GDPR", *args)
