@@ -86,6 +86,13 @@ def test_persistent_replay_then_threads_and_search(tmp_path: Path, passphrase_fi
     only_bob = json.loads(run_cli("threads", "list", "--tenant", "acme", "--user", "bob",
                                   "--json", *common).stdout)
     assert sum(t["turns"] for t in only_bob) == 1
+    assert only_bob[0]["title"] == "How do I reset my password?"
+    # a title is the redacted first prompt: the city is a placeholder there too
+    titles = {t["title"] for t in threads}
+    assert "What's the weather in <LOCATION_1>?" in titles
+    assert not any("Paris" in t for t in titles)
+    table = run_cli("threads", "list", *common).stdout
+    assert "What's the weather in <LOCATION_1>?" in table and "cost USD" in table
 
     hits = json.loads(run_cli("search", "umbrella and rain forecast", "--json", *common).stdout)
     assert hits[0]["text"] in {"What's the weather in <LOCATION_1>?",
@@ -108,7 +115,7 @@ def test_demo_prints_threads() -> None:
 
 def test_replay_refuses_a_data_dir_a_service_holds(
         tmp_path: Path, passphrase_file: Path) -> None:
-    from appliance.service import DataDirLock
+    from appliance.lock import DataDirLock
 
     src = write_stream(tmp_path / "in.jsonl", STREAM)
     data = tmp_path / "data"

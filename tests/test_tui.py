@@ -105,13 +105,42 @@ def test_threads_then_open_one_shows_its_turns_in_order_with_positions(
             text = str(card.render()).replace("\xa0", " ")
             assert position_label(record.position) in text
             assert (record.text or "") in text
-        last = expected.records[-1].record_id
         await pilot.press(*["down"] * (len(expected.records) - 1))
         await pilot.pause()
-        assert f"Why #{last}" in str(app.screen.query_one("#why-text").render())
+        # turns are numbered in the thread (1..n), not by store-wide record id
+        assert f"Why #{len(expected.records)}:" in str(app.screen.query_one("#why-text").render())
         await pilot.press("escape")
         await pilot.pause()
         assert isinstance(app.screen, ThreadsScreen)
+
+    run(app_for(runtime, role="analyst"), scenario)
+
+
+def test_threads_screen_titles_each_thread_with_its_redacted_first_prompt(
+        runtime: Any, replayed: SimpleNamespace) -> None:
+    from appliance.tui.screens.thread import ThreadScreen
+
+    bob_thread = replayed.outcomes[3].thread_id
+
+    async def scenario(pilot: Any) -> None:
+        app = pilot.app
+        table = app.screen.query_one("#threads")
+        keys = table_keys(app, "#threads")
+        titles = {k: str(table.get_cell(k, "title")) for k in keys}
+        # bob's words, his name replaced by a placeholder (cut to the column's width)
+        assert titles[bob_thread].startswith("My name is <PERSON_1>")
+        assert not any("Robert" in t or "Paris" in t for t in titles.values())
+        assert any(t.startswith("What's the weather in") for t in titles.values())
+        assert any(t.startswith("Give me a recipe for a") for t in titles.values())
+        table.move_cursor(row=keys.index(bob_thread))
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ThreadScreen)
+        # the thread view heads with the whole title
+        title = str(app.screen.query_one("#thread-head").render()).splitlines()[0]
+        assert title.startswith("My name is <PERSON_1>")
+        assert "forgot the password for <EMAIL_ADDRESS" in title
+        assert "Robert" not in title and "example.org" not in title
 
     run(app_for(runtime, role="analyst"), scenario)
 
@@ -287,6 +316,24 @@ def test_tree_keeps_chains_flat_and_indents_where_the_user_went_back() -> None:
     assert turns[6].parent is None and turns[1].gap_seconds is None
 
 
+def test_turns_are_numbered_in_the_thread_not_by_store_wide_record_id() -> None:
+    """Record ids start at a random per-node base; people read "#3 linked to #1"."""
+    from appliance.tui.tree import Branch, flatten, layout
+    from appliance.tui.widgets.turn import turn_text
+
+    base = 7 << 32
+    records = [_rec(base + 1, 0, None, "new"), _rec(base + 2, 1, base + 1),
+               _rec(base + 3, 5, base + 1)]
+    items = layout(records)
+    turns = flatten(items)
+    assert [t.number for t in turns] == [1, 2, 3]
+    assert [t.parent_number for t in turns] == [None, 1, 1]
+    branches = [i for i in items if isinstance(i, Branch)]
+    assert [b.from_number for b in branches] == [1, 1]
+    assert turn_text(turns[2]).plain.startswith("#3 ")
+    assert str(base) not in turn_text(turns[2]).plain
+
+
 def test_filter_line_parses_keys_ages_and_refuses_unknown_words() -> None:
     from appliance.tui.filters import FilterError, parse_filters, parse_search
 
@@ -311,6 +358,17 @@ def test_analyst_search_scope_follows_cross_user_policy(policies: Any) -> None:
     pairs, skipped = scopes(pol, "analyst", ["closed"], {"closed": ["u_1"]})
     assert pairs == [("closed", "u_1")] and not skipped
     assert scopes(pol, "compliance", ["closed"], {})[0] == [("closed", None)]
+
+
+def test_titles_are_one_line_cut_at_a_word_boundary() -> None:
+    from appliance.titles import shorten
+
+    assert shorten("  Plan a trip\n to <LOCATION_1>  ") == "Plan a trip to <LOCATION_1>"
+    long = "Please summarise the attached quarterly report for " + "the board " * 10
+    short = shorten(long, 40)
+    assert len(short) <= 40 and short.endswith("…") and long.startswith(short[:-1])
+    assert short[:-1] == "Please summarise the attached quarterly"
+    assert shorten("x" * 50, 10) == "x" * 9 + "…"
 
 
 def test_marks_and_bars_carry_words_not_only_colour() -> None:
@@ -388,6 +446,8 @@ def build_fixed_store(base: Path, embedder: Any) -> Path:
         rt = open_runtime(base / "data", cred)
         vectors, _ = embedder.embed([t[-1] for t in FIXED_TURNS])
         rows = []
+        # record ids are allocated from the store's random base (migration m006)
+        ids = [rt.store.allocate_id() for _ in FIXED_TURNS]
         for i, (thread, tenant, user, minute, parent, position, status, model, text) in \
                 enumerate(FIXED_TURNS):
             ts = FIXED_T0 + timedelta(minutes=minute)
@@ -395,14 +455,17 @@ def build_fixed_store(base: Path, embedder: Any) -> Path:
                             text="", model=model,
                             response=Response(input_tokens=40 + 7 * i, output_tokens=300 + 20 * i,
                                               latency_ms=600.0 + 45 * i, status=status))
-            link = Link(parent_id=None if parent is None else parent + 1, thread_id=thread,
+            link = Link(parent_id=None if parent is None else ids[parent], thread_id=thread,
                         position=position, intent="error_recovery" if status == "error" else
                         "information_seeking", similarity=0.72 - i / 40 if parent is not None
                         else 0.08, score=0.9, evidence=_evidence(parent, i))
-            rows.append(NewRecord(record_id=rt.store.allocate_id(), prompt=prompt,
+            rows.append(NewRecord(record_id=ids[i], prompt=prompt,
                                   user=rt.keyring.pseudonym(tenant, user), session_key=None,
                                   link=link, thread_id=thread, text=text, vector=vectors[i],
-                                  model_id=embedder.model_id, topic_id=FIXED_TOPICS[thread]))
+                                  model_id=embedder.model_id, topic_id=FIXED_TOPICS[thread],
+                                  # the local llama's calls have no known cost
+                                  cost=None if model.startswith("llama") else 0.0031 + i / 1000,
+                                  cost_source=None if model.startswith("llama") else "reported"))
         rt.store.insert(rows)
         rt.store.set_feedback("acme", "req-5", {"rating": 1, "abandoned": True})
         rt.store.set_feedback("acme", "req-9", {"rating": 5})
