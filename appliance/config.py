@@ -93,8 +93,9 @@ class RedactionSettings(_Strict):
 class RoleSettings(_Strict):
     description: str = ""
     permissions: list[str]
-    uids: list[int] = []
+    uids: list[int] = []  # only these OS users (or members of `gids`) may take the role
     gids: list[int] = []
+    tenants: list[str] = []  # the tenants the role sees; [] = all
 
 
 class AccessSettings(_Strict):
