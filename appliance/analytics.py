@@ -143,6 +143,8 @@ class Report(Generic[R]):
     budget_remaining: float | None
     k_min_users: int
     rows: tuple[R, ...]
+    released_at: datetime | None = None  # when the cross-user release was computed
+    cached: bool = False  # read from today's release: this query spent nothing
 
 
 def _parse_feedback(raw: str | None) -> bool:
@@ -194,29 +196,42 @@ def topic_labels(store: Store, tenant: str) -> dict[str, str]:
 
 
 # Per-thread clip bounds: a sum's noise grows with its bound, so they sit just above
-# what most threads reach (turns, tokens in and out).
-GROUP_MEASURES = (Measure("turns", 20), Measure("refinement", 1), Measure("abandoned", 1),
-                  Measure("blocked", 1), Measure("tokens", 8_000))
+# what most threads reach (turns, tokens in and out). Weights split a release's
+# epsilon (privacy.COUNT_WEIGHT and USERS_WEIGHT for the counts): the shares product
+# teams sort by (refinement, abandonment) get more than blocks and tokens.
+GROUP_MEASURES = (Measure("turns", 20, 1.0), Measure("refinement", 1, 1.0),
+                  Measure("abandoned", 1, 1.0), Measure("blocked", 1, 0.5),
+                  Measure("tokens", 8_000, 0.5))
 
 
 def _report(kind: str, tenant: str, start: datetime, end: datetime, rel: Release,
             rows: Sequence[R]) -> Report[R]:
+    released = (datetime.fromtimestamp(rel.released_at, UTC)
+                if rel.released_at is not None else None)
     return Report(kind=kind, tenant=tenant, start=start, end=end, exact=rel.exact,
-                  epsilon=rel.epsilon, budget_remaining=rel.remaining,
-                  k_min_users=rel.k_min_users, rows=tuple(rows))
+                  epsilon=0.0 if rel.cached else rel.epsilon, budget_remaining=rel.remaining,
+                  k_min_users=rel.k_min_users, rows=tuple(rows), released_at=released,
+                  cached=rel.cached)
+
+
+def release_key(kind: str, start: datetime, end: datetime, *extra: str) -> str:
+    """What a cached release is filed under: its kind, window and any filter."""
+    return "|".join((kind, start.isoformat(), end.isoformat(), *extra))
 
 
 def group_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
                 start: datetime, end: datetime, kind: str,
                 keys: Callable[[ThreadRow], Iterable[str]], labels: dict[str, str],
-                single_user: str | None = None) -> Report[GroupStats]:
+                single_user: str | None = None, extra: tuple[str, ...] = ()
+                ) -> Report[GroupStats]:
     """Threads, mean turns, refinement/abandonment/blocked shares, tokens per key."""
     units = [Unit(t.user, key, {"turns": len(t.turns), "refinement": float(t.refinement),
                                 "abandoned": float(t.abandoned(end)),
                                 "blocked": float(t.blocks > 0),
                                 "tokens": sum(x.tokens for x in t.turns)})
              for t in threads for key in keys(t)]
-    rel = gate.release(tenant, units, measures=GROUP_MEASURES, single_user=single_user)
+    rel = gate.release(tenant, units, measures=GROUP_MEASURES, single_user=single_user,
+                       key=release_key(kind, start, end, *extra))
     rows = []
     for g in rel.groups:
         s = g.sums
@@ -245,7 +260,8 @@ def model_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
     """Per-model figures (optionally on one topic only, to compare models like for like)."""
     rows = [t for t in threads if topic is None or t.topic == topic]
     return group_stats(rows, gate, tenant=tenant, start=start, end=end, kind="models",
-                       keys=lambda t: t.models, labels={}, single_user=single_user)
+                       keys=lambda t: t.models, labels={}, single_user=single_user,
+                       extra=(f"topic={topic}",) if topic is not None else ())
 
 
 def period_of(ts: datetime, bucket: str) -> str:
@@ -259,7 +275,8 @@ def position_mix(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str
     """Prompts per (period, position) and each position's share of its period."""
     units = [Unit(t.user, f"{period_of(x.ts, bucket)}|{x.position}")
              for t in threads for x in t.turns]
-    rel = gate.release(tenant, units, single_user=single_user)
+    rel = gate.release(tenant, units, single_user=single_user,
+                       key=release_key("positions", start, end, bucket))
     totals: dict[str, float] = {}
     for g in rel.groups:
         period = g.group.split("|", 1)[0]
@@ -278,8 +295,8 @@ def _block_values(t: ThreadRow) -> dict[str, float]:
             "retried": float(first < len(t.turns) - 1), "repeated": float(t.blocks > 1)}
 
 
-BLOCK_MEASURES = (Measure("before", 20), Measure("first_turn", 1), Measure("retried", 1),
-                  Measure("repeated", 1))
+BLOCK_MEASURES = (Measure("before", 20, 0.5), Measure("first_turn", 1, 0.5),
+                  Measure("retried", 1, 0.5), Measure("repeated", 1, 0.5))
 
 
 def block_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
@@ -288,7 +305,8 @@ def block_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
     """Per topic: threads that hit a guardrail block and what preceded or followed it."""
     blocked = [t for t in threads if t.blocks]
     units = [Unit(t.user, t.topic, _block_values(t)) for t in blocked]
-    rel = gate.release(tenant, units, measures=BLOCK_MEASURES, single_user=single_user)
+    rel = gate.release(tenant, units, measures=BLOCK_MEASURES, single_user=single_user,
+                       key=release_key("blocks", start, end))
     rows = []
     for g in rel.groups:
         ids = tuple(t.thread_id for t in blocked if t.topic == g.group) if rel.exact else ()
@@ -305,7 +323,8 @@ def block_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
 
 def incident_lifts(window: Iterable[ThreadRow], baseline: Iterable[ThreadRow],
                    gate: PrivacyGate, *, tenant: str, start: datetime, end: datetime,
-                   labels: dict[str, str], single_user: str | None = None) -> Report[Lift]:
+                   labels: dict[str, str], single_user: str | None = None,
+                   baseline_window: tuple[datetime, datetime] | None = None) -> Report[Lift]:
     """Topics, positions and models over-represented among prompts of the window.
 
     One release covers both windows (one charge); a user's prompts count once per
@@ -318,7 +337,9 @@ def incident_lifts(window: Iterable[ThreadRow], baseline: Iterable[ThreadRow],
                 units += [Unit(t.user, f"{side}|topic|{t.topic}"),
                           Unit(t.user, f"{side}|position|{x.position}"),
                           Unit(t.user, f"{side}|model|{x.model or NO_MODEL}")]
-    rel = gate.release(tenant, units, single_user=single_user)
+    key = release_key("incident", start, end, *(
+        x.isoformat() for x in baseline_window or ()))
+    rel = gate.release(tenant, units, single_user=single_user, key=key)
     figs = {g.group: g.count for g in rel.groups}
     totals: dict[tuple[str, str], float] = {}
     for key, fig in figs.items():

@@ -64,8 +64,6 @@ class CorrelationSettings(_Strict):
     scan_candidates: int = Field(default=2_000, ge=1, le=1_000_000)
     recent_candidates: int = Field(default=12, ge=1, le=1000)
     similar_candidates: int = Field(default=8, ge=1, le=1000)
-    # A new thread started within this many minutes of the user's last prompt is a topic shift.
-    topic_shift_minutes: float = Field(default=30.0, ge=0.0)
     embedding: EmbeddingSettings = EmbeddingSettings()
 
 
@@ -133,7 +131,8 @@ class RetentionSettings(_Strict):
 class PrivacySettings(_Strict):
     k_min_users: int = Field(default=5, ge=1)
     epsilon_per_day: float = Field(default=1.0, gt=0)
-    epsilon_per_query: float = Field(default=0.1, gt=0)
+    # What one cached release (a kind of figures over one window, once per UTC day) spends.
+    epsilon_per_release: float = Field(default=0.5, gt=0)
     cross_user_topics: dict[str, bool] = {}
     # Mean cosine similarity between a thread's prompts and a topic's prompts needed
     # to join it online (else the thread starts a topic).

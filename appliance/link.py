@@ -363,16 +363,11 @@ def _evidence(names: Sequence[str], row: np.ndarray | None, score: float, runner
     return ev
 
 
-def _new_position(q: LinkInput, cands: Sequence[Candidate], cues: frozenset[str], score: float,
-                  s: CorrelationSettings) -> str:
-    if cues & FOLLOW_UP_CUES and score < s.orphan_threshold:
-        return "orphaned"
-    if not cands:
-        return "new"
-    last = cands[-1]
-    same_session = q.session_key is not None and q.session_key == last.session_key
-    recent = (q.ts - last.ts).total_seconds() <= s.topic_shift_minutes * 60
-    return "topic_shift" if same_session or recent else "new"
+def _new_position(cues: frozenset[str], score: float, s: CorrelationSettings) -> str:
+    """A prompt that starts a thread: `orphaned` when it reads as a follow-up that nothing
+    continues, else `new`. (A change of subject inside a conversation is a linked
+    `topic_shift`, never a new thread.)"""
+    return "orphaned" if cues & FOLLOW_UP_CUES and score < s.orphan_threshold else "new"
 
 
 def decide(q: LinkInput, cands: Sequence[Candidate], model: PairModel, s: CorrelationSettings,
@@ -381,7 +376,7 @@ def decide(q: LinkInput, cands: Sequence[Candidate], model: PairModel, s: Correl
     intent = intent_of(q.text)
     if not cands:
         cues = cue_names(q.text)
-        return Link(parent_id=None, thread_id=None, position=_new_position(q, cands, cues, 0.0, s),
+        return Link(parent_id=None, thread_id=None, position=_new_position(cues, 0.0, s),
                     intent=intent, similarity=None, score=0.0,
                     evidence=_evidence(FEATURES, None, 0.0, 0.0, cues, 0, s.link_threshold))
     pick, x, sims, cues = features(q, cands, s, cache)
@@ -400,7 +395,7 @@ def decide(q: LinkInput, cands: Sequence[Candidate], model: PairModel, s: Correl
     ev["parent_score"] = round(float(p[b]), 4)
     if score < s.link_threshold:
         return Link(parent_id=None, thread_id=None, intent=intent, similarity=float(sims[b]),
-                    position=_new_position(q, cands, cues, score, s), score=score, evidence=ev)
+                    position=_new_position(cues, score, s), score=score, evidence=ev)
     parent = cands[pick[b]]
     shift = float(sims[b]) < s.topic_shift_similarity and not cues & FOLLOW_UP_CUES
     return Link(parent_id=parent.record_id, thread_id=parent.thread_id,

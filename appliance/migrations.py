@@ -242,3 +242,21 @@ def m006_record_id_base(db: Any) -> None:
     base = 0 if has_records else (secrets.randbelow((1 << 21) - 1) + 1) << 32
     db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('record_id_base', ?)",
                (str(base),))
+
+
+@migration
+def m007_dp_releases(db: Any) -> None:
+    # Differentially private releases (noisy figures per group, no words), cached for
+    # the UTC day they were made: repeated queries read them and spend no budget.
+    db.executescript(
+        """
+        CREATE TABLE dp_releases (
+            tenant TEXT NOT NULL,
+            key TEXT NOT NULL,
+            day TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            payload TEXT NOT NULL,
+            PRIMARY KEY (tenant, key, day)
+        );
+        """
+    )

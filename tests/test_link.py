@@ -50,9 +50,9 @@ def test_correction_is_error_recovery_and_joins(pipeline) -> None:  # type: igno
     assert c.thread_id == a.thread_id and c.parent_id is not None
 
 
-def test_clear_topic_change_in_same_session_is_a_topic_shift(pipeline) -> None:  # type: ignore[no-untyped-def]
-    # The same chat window, a quarter of an hour later, a different task. (Within a few
-    # minutes in one session the learned model still continues: see docs/linking.md.)
+def test_unrelated_request_in_same_session_later_is_a_new_conversation(pipeline) -> None:  # type: ignore[no-untyped-def]
+    # The same chat window, a quarter of an hour later, a different task: a new
+    # conversation is `new`; `topic_shift` is a change of subject inside a thread.
     a, b, c = _run(
         pipeline,
         make_prompt("What's the weather in Paris?", minutes=0, session_id="win-1"),
@@ -61,7 +61,7 @@ def test_clear_topic_change_in_same_session_is_a_topic_shift(pipeline) -> None: 
                     minutes=16, session_id="win-1"))
     assert b.thread_id == a.thread_id
     assert c.parent_id is None and c.thread_id != a.thread_id
-    assert c.position == "topic_shift"
+    assert c.position == "new"
 
 
 def test_new_topic_after_three_days_starts_a_thread(pipeline) -> None:  # type: ignore[no-untyped-def]

@@ -105,10 +105,10 @@ def test_threads_then_open_one_shows_its_turns_in_order_with_positions(
             text = str(card.render()).replace("\xa0", " ")
             assert position_label(record.position) in text
             assert (record.text or "") in text
-        last = expected.records[-1].record_id
         await pilot.press(*["down"] * (len(expected.records) - 1))
         await pilot.pause()
-        assert f"Why #{last}" in str(app.screen.query_one("#why-text").render())
+        # turns are numbered in the thread (1..n), not by store-wide record id
+        assert f"Why #{len(expected.records)}:" in str(app.screen.query_one("#why-text").render())
         await pilot.press("escape")
         await pilot.pause()
         assert isinstance(app.screen, ThreadsScreen)
@@ -287,6 +287,24 @@ def test_tree_keeps_chains_flat_and_indents_where_the_user_went_back() -> None:
     assert turns[6].parent is None and turns[1].gap_seconds is None
 
 
+def test_turns_are_numbered_in_the_thread_not_by_store_wide_record_id() -> None:
+    """Record ids start at a random per-node base; people read "#3 linked to #1"."""
+    from appliance.tui.tree import Branch, flatten, layout
+    from appliance.tui.widgets.turn import turn_text
+
+    base = 7 << 32
+    records = [_rec(base + 1, 0, None, "new"), _rec(base + 2, 1, base + 1),
+               _rec(base + 3, 5, base + 1)]
+    items = layout(records)
+    turns = flatten(items)
+    assert [t.number for t in turns] == [1, 2, 3]
+    assert [t.parent_number for t in turns] == [None, 1, 1]
+    branches = [i for i in items if isinstance(i, Branch)]
+    assert [b.from_number for b in branches] == [1, 1]
+    assert turn_text(turns[2]).plain.startswith("#3 ")
+    assert str(base) not in turn_text(turns[2]).plain
+
+
 def test_filter_line_parses_keys_ages_and_refuses_unknown_words() -> None:
     from appliance.tui.filters import FilterError, parse_filters, parse_search
 
@@ -388,6 +406,8 @@ def build_fixed_store(base: Path, embedder: Any) -> Path:
         rt = open_runtime(base / "data", cred)
         vectors, _ = embedder.embed([t[-1] for t in FIXED_TURNS])
         rows = []
+        # record ids are allocated from the store's random base (migration m006)
+        ids = [rt.store.allocate_id() for _ in FIXED_TURNS]
         for i, (thread, tenant, user, minute, parent, position, status, model, text) in \
                 enumerate(FIXED_TURNS):
             ts = FIXED_T0 + timedelta(minutes=minute)
@@ -395,11 +415,11 @@ def build_fixed_store(base: Path, embedder: Any) -> Path:
                             text="", model=model,
                             response=Response(input_tokens=40 + 7 * i, output_tokens=300 + 20 * i,
                                               latency_ms=600.0 + 45 * i, status=status))
-            link = Link(parent_id=None if parent is None else parent + 1, thread_id=thread,
+            link = Link(parent_id=None if parent is None else ids[parent], thread_id=thread,
                         position=position, intent="error_recovery" if status == "error" else
                         "information_seeking", similarity=0.72 - i / 40 if parent is not None
                         else 0.08, score=0.9, evidence=_evidence(parent, i))
-            rows.append(NewRecord(record_id=rt.store.allocate_id(), prompt=prompt,
+            rows.append(NewRecord(record_id=ids[i], prompt=prompt,
                                   user=rt.keyring.pseudonym(tenant, user), session_key=None,
                                   link=link, thread_id=thread, text=text, vector=vectors[i],
                                   model_id=embedder.model_id, topic_id=FIXED_TOPICS[thread]))

@@ -1,9 +1,13 @@
 """`semtrace stats topics|models|positions|blocks|incident`: conversation analytics.
 
-Cross-user figures are differentially private (see privacy.py): each command
-spends `epsilon_per_query` of the tenant's daily budget and withholds groups of
-fewer than `k_min_users` people. With `--user` the view is that one user's own
-data: exact, free, and read-only.
+Cross-user figures are differentially private (see privacy.py): the first time
+a command runs on a UTC day for a window, it spends `epsilon_per_release` of the
+tenant's daily budget on a release that is cached for the day; running it again
+reads that release, spends nothing and says how old it is. Groups whose noisy
+count of people is under `k_min_users` are withheld. The default window is the
+7 UTC days ending tonight, so that every default query of a day shares one
+release. With `--user` the view is that one user's own data: exact, free, and
+read-only.
 """
 
 from __future__ import annotations
@@ -59,7 +63,8 @@ def _when(value: str | None, default: datetime, name: str) -> datetime:
 
 
 def _window(since: str | None, until: str | None) -> tuple[datetime, datetime]:
-    end = _when(until, datetime.now(UTC), "to")
+    tonight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    end = _when(until, tonight + timedelta(days=1), "to")
     start = _when(since, end - timedelta(days=DEFAULT_DAYS), "from")
     if start >= end:
         raise SemtraceError("--from must be earlier than --to.")
@@ -84,14 +89,19 @@ def stats_command(fn: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             rt.close()
         if as_json:
-            emit_json(_with_ci(report))
+            data = _with_ci(report)
+            if report.released_at is not None:
+                data["release_age_s"] = round(
+                    (datetime.now(UTC) - report.released_at).total_seconds(), 1)
+            emit_json(data)
         else:
             _print(report)
 
     cmd: Callable[..., Any] = run
     for option in (
         click.option("--json", "as_json", is_flag=True, help="Print JSON."),
-        click.option("--to", "until", default=None, help="Window end (default now)."),
+        click.option("--to", "until", default=None,
+                     help="Window end (default the end of today, UTC)."),
         click.option("--from", "since", default=None,
                      help=f"Window start (default {DEFAULT_DAYS} days before --to)."),
         click.option("--user", default=None,
@@ -129,11 +139,29 @@ def _fmt(f: Figure, pct: bool = False) -> str:
     return f"{f.value:.1f}" + ("" if f.exact else f"±{f.ci95:.0f}")
 
 
+def _age(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _spent(report: analytics.Report[Any]) -> str:
+    if report.released_at is None:
+        return f"epsilon {report.epsilon:g} spent"
+    age = _age((datetime.now(UTC) - report.released_at).total_seconds())
+    if report.cached:
+        return (f"today's release from {report.released_at:%H:%M} UTC ({age} old), "
+                "nothing spent now")
+    return f"new release, epsilon {report.epsilon:g} spent"
+
+
 def _print(report: analytics.Report[Any]) -> None:
     how = ("exact (one user's own data)" if report.exact else
-           f"differentially private: epsilon {report.epsilon:g} spent, "
+           f"differentially private: {_spent(report)}, "
            f"{report.budget_remaining:g} left today; groups under {report.k_min_users} users "
-           "withheld; ± is a 95% interval; * marks a rise beyond the noise")
+           "(noisy count) withheld; ± is a 95% interval; * marks a rise beyond the noise")
     click.echo(f"{report.kind} for {report.tenant}, {report.start:%Y-%m-%d %H:%M} to "
                f"{report.end:%Y-%m-%d %H:%M} UTC — {how}")
     for r in report.rows:
@@ -220,7 +248,8 @@ def stats_incident(scope: Scope, baseline_from: str | None,
         raise SemtraceError("--baseline-from must be earlier than --baseline-to.")
     return analytics.incident_lifts(scope.threads(), scope.threads(b_start, b_end), scope.gate,
                                     tenant=scope.tenant, start=scope.start, end=scope.end,
-                                    labels=scope.labels(), single_user=scope.user)
+                                    labels=scope.labels(), single_user=scope.user,
+                                    baseline_window=(b_start, b_end))
 
 
 COMMANDS = [stats]

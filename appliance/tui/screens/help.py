@@ -11,9 +11,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 LEGEND = (
-    ("● new", "first turn of a thread"),
+    ("● new", "first turn of a conversation (thread)"),
     ("↳ continuation", "linked to an earlier turn"),
-    ("⤷ topic shift", "linked, but the subject changed"),
+    ("⤷ topic shift", "same conversation, the subject changed"),
     ("? orphaned", "reads like a follow-up, no parent found"),
     ("⑂ branch", "the user went back to an earlier turn"),
     ("✔ ok / ✖ ERROR / ⛔ BLOCKED", "the model call's status"),

@@ -28,7 +28,7 @@ def turn_text(turn: Turn) -> Text:
     """The card's content: header, metrics and the redacted text."""
     r = turn.record
     head = Text()
-    head.append(f"#{r.record_id}", style="bold")
+    head.append(f"#{turn.number}", style="bold")
     head.append(f" {r.ts:%H:%M:%S} {duration(turn.gap_seconds)}  ")
     head.append(_nb(position_label(r.position)), style="bold")
     head.append(f"  {_nb(intent_label(r.intent))}")
@@ -78,7 +78,7 @@ class BranchBox(Vertical):
     def compose(self) -> ComposeResult:
         b = self.branch
         note = "the first reply" if b.index == 0 else "the user went back"
-        yield Static(f"⑂ branch {b.index + 1} of {b.count} from #{b.from_id} ({note})",
+        yield Static(f"⑂ branch {b.index + 1} of {b.count} from #{b.from_number} ({note})",
                      classes="branch-label")
         for item in b.items:
             yield TurnCard(item) if isinstance(item, Turn) else BranchBox(item)
