@@ -148,6 +148,42 @@ class PrivacySettings(_Strict):
     cross_user_search: dict[str, bool] = {}
 
 
+class ModelPrice(_Strict):
+    """List prices of one model, per million tokens, in `PricingSettings.currency`."""
+
+    provider: str = Field(default="", max_length=64)  # "" = whichever provider serves it
+    model: str = Field(min_length=1, max_length=256)
+    input_per_million: float = Field(ge=0, le=1_000_000)
+    output_per_million: float = Field(ge=0, le=1_000_000)
+
+    @field_validator("provider", "model")
+    @classmethod
+    def _bare(cls, value: str) -> str:
+        if "/" in value or value != value.strip():
+            raise ValueError("must be a bare name without '/' or surrounding spaces")
+        return value
+
+
+class PricingSettings(_Strict):
+    """`policies/pricing.toml` (optional): what a call costs when the gateway says nothing."""
+
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")  # ISO 4217
+    # Cross-user cost sums clip each thread's cost to this (the sensitivity of a sum).
+    thread_cost_bound: float = Field(default=1.0, gt=0, le=1_000_000)
+    models: list[ModelPrice] = []
+
+    @field_validator("models")
+    @classmethod
+    def _unique(cls, value: list[ModelPrice]) -> list[ModelPrice]:
+        seen = set()
+        for m in value:
+            key = (m.provider, m.model)
+            if key in seen:
+                raise ValueError(f"lists {'/'.join(filter(None, key))} twice")
+            seen.add(key)
+        return value
+
+
 class ServiceSettings(_Strict):
     max_frame_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
     queue_max: int = Field(default=2048, ge=1)
@@ -307,6 +343,7 @@ class Policies(_Strict):
     service: ServiceSettings = ServiceSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     cluster: ClusterSettings = ClusterSettings()
+    pricing: PricingSettings = PricingSettings()
 
 
 def load_policies(directory: Path | None = None) -> Policies:
@@ -320,6 +357,7 @@ def load_policies(directory: Path | None = None) -> Policies:
         service=load_policy("service", ServiceSettings, directory=directory),
         telemetry=load_optional_policy("telemetry", TelemetrySettings, directory=directory),
         cluster=load_cluster(directory),
+        pricing=load_optional_policy("pricing", PricingSettings, directory=directory),
     )
 
 

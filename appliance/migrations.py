@@ -260,3 +260,17 @@ def m007_dp_releases(db: Any) -> None:
         );
         """
     )
+
+
+@migration
+def m008_costs(db: Any) -> None:
+    # What each call cost in pricing.toml's currency: reported by the gateway, or its
+    # tokens priced when it arrived (cost_source says which); NULL when unknown. A
+    # thread's cost sums its turns' known costs (NULL while none is known).
+    db.executescript(
+        """
+        ALTER TABLE records ADD COLUMN cost REAL;
+        ALTER TABLE records ADD COLUMN cost_source TEXT;
+        ALTER TABLE threads ADD COLUMN cost REAL;
+        """
+    )

@@ -209,15 +209,15 @@ class Store(Maintenance, Turns):
             "INSERT INTO records (id, tenant, request_id, user, bucket_id, ts, session_key, "
             "thread_id, parent_id, position, intent, similarity, score, topic_id, model, "
             "input_tokens, output_tokens, latency_ms, status, synthetic, stream_index, model_id, "
-            "truncated, text_ct, vector_ct, evidence, trace_id, span_id, entities_ct) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "truncated, text_ct, vector_ct, evidence, trace_id, span_id, entities_ct, cost, "
+            "cost_source) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (r.record_id, p.tenant, p.request_id, r.user, bid, p.ts.timestamp(), r.session_key,
              r.thread_id, link.parent_id, link.position, link.intent, link.similarity,
              link.score, r.topic_id, p.model, resp.input_tokens if resp else None,
              resp.output_tokens if resp else None, resp.latency_ms if resp else None,
              resp.status if resp else None, int(p.synthetic), p.index, r.model_id,
              int(r.truncated), text_ct, vec_ct, json.dumps(link.evidence, sort_keys=True),
-             r.trace_id, r.span_id, ents_ct))
+             r.trace_id, r.span_id, ents_ct, r.cost, r.cost_source))
         self._db.executemany(
             "INSERT OR REPLACE INTO turn_digests (record_id, kind, tenant, user, digest) "
             "VALUES (?,?,?,?,?)", [(r.record_id, kind, p.tenant, r.user, digest)
@@ -241,8 +241,10 @@ class Store(Maintenance, Turns):
             models = [p.model] if p.model else []
             self._db.execute(
                 "INSERT INTO threads (thread_id, tenant, user, first_ts, last_ts, turns, "
-                "input_tokens, output_tokens, models, topic_id) VALUES (?,?,?,?,?,1,?,?,?,?)",
-                (r.thread_id, p.tenant, r.user, ts, ts, tin, tout, json.dumps(models), r.topic_id))
+                "input_tokens, output_tokens, models, topic_id, cost) "
+                "VALUES (?,?,?,?,?,1,?,?,?,?,?)",
+                (r.thread_id, p.tenant, r.user, ts, ts, tin, tout, json.dumps(models), r.topic_id,
+                 r.cost))
             return
         models = json.loads(row[0])
         if p.model and p.model not in models:
@@ -250,8 +252,9 @@ class Store(Maintenance, Turns):
         self._db.execute(
             "UPDATE threads SET first_ts=min(first_ts, ?), last_ts=max(last_ts, ?), "
             "turns=turns+1, input_tokens=input_tokens+?, output_tokens=output_tokens+?, "
-            "models=?, topic_id=coalesce(?, topic_id) WHERE thread_id=?",
-            (ts, ts, tin, tout, json.dumps(models), r.topic_id, r.thread_id))
+            "models=?, topic_id=coalesce(?, topic_id), "
+            "cost=CASE WHEN ? IS NULL THEN cost ELSE coalesce(cost, 0) + ? END WHERE thread_id=?",
+            (ts, ts, tin, tout, json.dumps(models), r.topic_id, r.cost, r.cost, r.thread_id))
 
     def set_feedback(self, tenant: str, request_id: str, feedback: dict[str, Any]) -> bool:
         """Merge feedback (rating, abandonment) into a stored request; False if unknown."""
@@ -347,7 +350,8 @@ class Store(Maintenance, Turns):
             "SELECT r.id, r.request_id, r.tenant, r.user, r.ts, r.thread_id, r.parent_id, "
             "p.request_id, r.position, r.intent, r.similarity, r.topic_id, r.bucket_id, "
             "r.text_ct, r.model, r.input_tokens, r.output_tokens, r.latency_ms, r.status, "
-            "r.synthetic, r.stream_index, r.evidence, r.trace_id, r.span_id, r.feedback "
+            "r.synthetic, r.stream_index, r.evidence, r.trace_id, r.span_id, r.feedback, "
+            "r.cost, r.cost_source "
             "FROM records r "
             f"LEFT JOIN records p ON p.id = r.parent_id WHERE {where} ORDER BY {order}"
         )
@@ -357,7 +361,7 @@ class Store(Maintenance, Turns):
         for row in self._db.execute(sql, params):
             (rid, req, tenant, user, ts, thread, parent, parent_req, pos, intent, sim, topic,
              bid, tct, model, tin, tout, lat, status, synth, idx, evidence, trace, span,
-             feedback) = row
+             feedback, cost, cost_source) = row
             ev = json.loads(evidence) if evidence else None
             out.append(Record(
                 record_id=rid, request_id=req, tenant=tenant, user=user,
@@ -366,5 +370,6 @@ class Store(Maintenance, Turns):
                 topic_id=topic, text=self.text(rid, bid, tct), model=model, input_tokens=tin,
                 output_tokens=tout, latency_ms=lat, status=status, synthetic=bool(synth),
                 index=idx, evidence=ev, link_source=(ev or {}).get("link_source"),
-                trace_id=trace, span_id=span, feedback=json.loads(feedback) if feedback else None))
+                trace_id=trace, span_id=span, feedback=json.loads(feedback) if feedback else None,
+                cost=cost, cost_source=cost_source))
         return out

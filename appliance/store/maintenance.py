@@ -157,7 +157,8 @@ class Maintenance:
     def _refresh_thread(self, thread_id: str) -> None:
         row = self._db.execute(
             "SELECT count(*), min(ts), max(ts), coalesce(sum(input_tokens), 0), "
-            "coalesce(sum(output_tokens), 0) FROM records WHERE thread_id=?", (thread_id,)
+            "coalesce(sum(output_tokens), 0), sum(cost) FROM records WHERE thread_id=?",
+            (thread_id,)
         ).fetchone()
         if row[0] == 0:
             self._db.execute("DELETE FROM threads WHERE thread_id=?", (thread_id,))
@@ -167,7 +168,7 @@ class Maintenance:
             (thread_id,))]
         self._db.execute(
             "UPDATE threads SET turns=?, first_ts=?, last_ts=?, input_tokens=?, output_tokens=?, "
-            "models=? WHERE thread_id=?", (*row, json.dumps(models), thread_id))
+            "cost=?, models=? WHERE thread_id=?", (*row, json.dumps(models), thread_id))
 
     def stale_texts(self, model_id: str, limit: int) -> list[tuple[int, str]]:
         """(record id, redacted text) of readable records embedded by another model."""
