@@ -82,7 +82,7 @@ class RedactionSettings(_Strict):
     entities: list[str]
     score_threshold: float = Field(default=0.4, ge=0.0, le=1.0)
     operator: Literal["placeholder", "mask"] = "placeholder"
-    spacy_model: str = "en_core_web_sm"
+    spacy_model: str = "en_core_web_md"
     custom: list[CustomRecognizer] = []
     allow_list: list[str] = []
     # Names ranking within this many in some country (names-dataset) feed the
