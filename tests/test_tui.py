@@ -712,4 +712,4 @@ def test_tenant_and_model_names_are_shown_as_written_never_as_markup(
         head = str(app.screen.query_one("#thread-head").render())
         assert "[u]ten/" in head and "[i]m[/i]" in head
 
-    run(app_for(runtime, role="analyst"), scenario)
+    run(app_for(runtime, role="analyst"), scenario, size=(220, 30))  # every column shows

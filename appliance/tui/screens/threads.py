@@ -113,8 +113,8 @@ class ThreadsScreen(Screen[None]):
                 Text(str(t.turns), justify="right"),
                 Text(shorten(row.topic, WIDTH["topic"]) if row.topic else "–"),
                 Text(compact(t.input_tokens + t.output_tokens), justify="right"),
-                Text(money(t.cost), justify="right"), marks_text(row.marks), t.tenant,
-                ", ".join(t.models) or "–", when(t.first_ts))
+                Text(money(t.cost), justify="right"), marks_text(row.marks),
+                Text(t.tenant), Text(", ".join(t.models) or "–"), when(t.first_ts))
 
     def show_page(self, page: ThreadPage) -> None:
         """Put a page in the table, keeping the cursor on the same thread when it is there."""
