@@ -180,3 +180,38 @@ def test_a_reported_cost_in_a_later_update_replaces_the_priced_one(pipeline: Any
     reported = get_thread(pipeline.store, first.thread_id)
     assert reported is not None and reported.cost == pytest.approx(0.5)
     assert reported.records[0].cost_source == "reported"
+
+
+def test_a_bad_reported_cost_is_refused_in_one_sentence() -> None:
+    from appliance.protocol import ProtocolError, decode_frame, parse_request
+
+    for raw, says in ((b'{"cost": -0.5}', "'response.cost' must not be negative."),
+                      (b'{"cost": NaN}', "'response.cost' must be a finite number."),
+                      (b'{"cost": "0.2"}', "'response.cost' must be a number.")):
+        frame = (b'{"v":1,"op":"update","tenant":"acme","request_id":"r1","response":' + raw
+                 + b"}")
+        with pytest.raises(ProtocolError) as err:
+            parse_request(decode_frame(frame), max_text_chars=1000)
+        assert err.value.code == "bad_request" and err.value.message == says
+
+
+def test_models_are_priced_by_provider_then_bare_name_never_by_guess() -> None:
+    from appliance.config import PricingSettings
+    from appliance.pricing import call_cost, find_price
+
+    table = PricingSettings.model_validate({"models": [
+        {"provider": "openai", "model": "gpt-4o", "input_per_million": 2.5,
+         "output_per_million": 10.0},
+        {"provider": "azure", "model": "gpt-4o", "input_per_million": 2.75,
+         "output_per_million": 11.0},
+        {"model": "claude-3-5", "input_per_million": 3.0, "output_per_million": 15.0}]})
+    entry = find_price(table, "azure/gpt-4o")
+    assert entry is not None and entry.input_per_million == 2.75
+    assert find_price(table, "gpt-4o") is None  # two providers sell it: no guess
+    assert find_price(table, "bedrock/claude-3-5") is not None  # listed without provider
+    assert find_price(table, "openai/gpt-5") is None
+    priced = call_cost(table, "openai/gpt-4o", 1000, None, None)
+    assert priced is not None and priced.amount == pytest.approx(0.0025)
+    assert call_cost(table, "openai/gpt-4o", None, None, None) is None  # no tokens, no cost
+    reported = call_cost(table, "openai/gpt-5", 10, 10, 0.0)
+    assert reported is not None and (reported.amount, reported.source) == (0.0, "reported")
