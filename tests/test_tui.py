@@ -709,3 +709,23 @@ def test_snapshot_help(snap_compare: Any, fixed_app: Any) -> None:
 
 def test_snapshot_threads_at_80x24(snap_compare: Any, fixed_app: Any) -> None:
     assert snap_compare(fixed_app(), terminal_size=(80, 24), run_before=settle)
+
+
+def test_tenant_and_model_names_are_shown_as_written_never_as_markup(
+        runtime: Any, pipeline: Any) -> None:
+    from appliance.tui.screens.thread import ThreadScreen
+
+    pipeline.process([make_prompt("Where is the printer on floor 3?", tenant="[u]ten",
+                                  model="[i]m[/i]")])
+
+    async def scenario(pilot: Any) -> None:
+        app = pilot.app
+        shot = app.export_screenshot()
+        assert "[u]ten" in shot and "[i]m[/i]" in shot  # the threads table
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ThreadScreen)
+        head = str(app.screen.query_one("#thread-head").render())
+        assert "[u]ten/" in head and "[i]m[/i]" in head
+
+    run(app_for(runtime, role="analyst"), scenario, size=(220, 30))  # every column shows

@@ -84,7 +84,9 @@ def stats_command(fn: Callable[..., Any]) -> Callable[..., Any]:
         start, end = _window(since, until)
         rt = open_dir(data_dir, passphrase_file, key_file, readonly=user is not None)
         try:
-            require(rt.policies.access, role, "threads:read" if user else "aggregates")
+            # one user's figures are exact and spend no budget: not an analyst's to ask for
+            require(rt.policies.access, role, "user_stats" if user else "aggregates",
+                     tenant=tenant)
             pseudo = rt.keyring.pseudonym(tenant, user) if user is not None else None
             scope = Scope(rt, tenant, pseudo, start, end,
                           PrivacyGate(rt.store.db, rt.policies.privacy))

@@ -17,7 +17,7 @@ from textual.binding import Binding
 
 from appliance.embed import Embedder
 from appliance.errors import AccessDenied
-from appliance.roles import allowed, resolve_role
+from appliance.roles import allowed, bound_tenants, require
 from appliance.runtime import Runtime
 from appliance.tui.aggregates import AggregateReader
 from appliance.tui.context import TuiContext
@@ -130,9 +130,13 @@ def make_app(rt: Runtime, *, role: str | None = None, tenant: str | None = None,
         embedder_factory: builds the search model on first search (default: bundled GGUF).
         report_dir: where the signed report is proposed to be written (default: cwd).
     """
-    name = resolve_role(rt.policies.access, role)
-    if not allowed(rt.policies.access, name, "threads:read"):
-        raise AccessDenied(f"The {name} role may not read threads.")
+    name = require(rt.policies.access, role, "threads:read", tenant=tenant)
+    bound = bound_tenants(rt.policies.access, name)
+    if bound is not None and tenant is None:
+        if len(bound) > 1:
+            raise AccessDenied(f"The {name} role sees tenants {', '.join(bound)}; "
+                               "pick one with --tenant.")
+        tenant = bound[0]
     modes = tuple(m for m, (_, perm) in SCREENS.items()
                   if allowed(rt.policies.access, name, perm))
     reader = StoreReader(rt, tenant=tenant)

@@ -108,11 +108,11 @@ class TopicsScreen(Screen[None]):
             cost = (Text(money(r.mean_cost.value) + ("" if r.mean_cost.exact else
                                                      f"±{money(r.mean_cost.ci95)}"),
                          justify="right") if r.costed.value > 0 else Text("–", justify="right"))
-            table.add_row(tenant, topic_name(r), count(r.threads),
+            table.add_row(Text(tenant), topic_name(r), count(r.threads),
                           Text(f"{r.mean_turns.value:.1f}", justify="right"), count(r.users),
                           share(r.refinement_share), share(r.abandonment_share), cost,
                           key=f"{tenant}\0{r.key}")
-        self.query_one("#topics-head", Static).update(self._head(view))
+        self.query_one("#topics-head", Static).update(Text(self._head(view)))
         self._status(self._note(view, len(rows)))
 
     def _head(self, view: AggregateView) -> str:
@@ -133,7 +133,7 @@ class TopicsScreen(Screen[None]):
                 "the user corrected or re-asked · enter: its threads")
 
     def _status(self, text: str) -> None:
-        self.query_one("#status", Static).update(text)
+        self.query_one("#status", Static).update(Text(text))
 
     @on(DataTable.RowSelected, "#topics")
     def _open(self, event: DataTable.RowSelected) -> None:
