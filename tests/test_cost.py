@@ -98,8 +98,9 @@ def _listed(args: list[str], policies: Path) -> dict[str, float | None]:
 
 
 def _model_costs(args: list[str], policies: Path, user: str) -> dict[str, Any]:
+    # one user's exact view (needs user_stats: the compliance role)
     done = run_cli("stats", "models", "--tenant", "acme", "--user", user, "--from", "2026-03-01",
-                   "--to", "2026-03-03", "--json", *args,
+                   "--to", "2026-03-03", "--json", "--role", "compliance", *args,
                    env={"SEMTRACE_POLICY_DIR": str(policies)})
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -183,15 +184,15 @@ def test_a_reported_cost_in_a_later_update_replaces_the_priced_one(pipeline: Any
 
 
 def test_a_bad_reported_cost_is_refused_in_one_sentence() -> None:
-    from appliance.protocol import ProtocolError, decode_frame, parse_request
+    from appliance.protocol import ProtocolError, parse_request
 
-    for raw, says in ((b'{"cost": -0.5}', "'response.cost' must not be negative."),
-                      (b'{"cost": NaN}', "'response.cost' must be a finite number."),
-                      (b'{"cost": "0.2"}', "'response.cost' must be a number.")):
-        frame = (b'{"v":1,"op":"update","tenant":"acme","request_id":"r1","response":' + raw
-                 + b"}")
+    for cost, says in ((-0.5, "'response.cost' must not be negative."),
+                       (float("inf"), "'response.cost' must be a finite number."),
+                       ("0.2", "'response.cost' must be a number.")):
+        request = {"v": 1, "op": "update", "tenant": "acme", "request_id": "r1",
+                   "response": {"cost": cost}}
         with pytest.raises(ProtocolError) as err:
-            parse_request(decode_frame(frame), max_text_chars=1000)
+            parse_request(request, max_text_chars=1000)
         assert err.value.code == "bad_request" and err.value.message == says
 
 
