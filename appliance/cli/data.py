@@ -211,11 +211,12 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
         return
     cost = f"cost {currency}"
     click.echo(f"{'thread':<20} {'tenant':<10} {'user':<24} {'started':<20} {'turns':>5} "
-               f"{cost:>10}  title")
+               f"{cost:>10}  {'topic':<24}  title")
     for t in rows:
+        topic = t.topic_label or t.topic_id or "–"
         click.echo(f"{t.thread_id:<20} {t.tenant:<10} {t.user:<24} "
                    f"{t.first_ts:%Y-%m-%d %H:%M:%S}  {t.turns:>5} {money(t.cost):>10}  "
-                   f"{t.title if t.title is not None else '[shredded]'}")
+                   f"{topic:<24.24}  {t.title if t.title is not None else '[shredded]'}")
 
 
 @threads.command("show")
