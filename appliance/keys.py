@@ -427,6 +427,10 @@ def open_keyring(data_dir: Path, cred: Credential) -> Keyring:
     if rotation_pending(data_dir):
         raise SemtraceError("A key rotation was interrupted; opening the data dir with "
                             "either credential completes it.")
+    if (data_dir / (KEYRING_FILE + ".rotating")).exists():  # left by earlier versions
+        raise SemtraceError(
+            "A key rotation was interrupted: if the new credential was already applied, "
+            "rename keyring.json.rotating to keyring.json; else delete it.")
     meta = _read_meta(data_dir / KEYRING_FILE)
     ring = _unlock(meta, cred)
     if ring is None:

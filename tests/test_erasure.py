@@ -52,14 +52,25 @@ def test_erase_after_key_rotation_still_finds_and_removes_the_users_records(
             for i, u in enumerate(["alice", "alice", "bob"])]
     src = write_stream(tmp_path / "in.jsonl", rows)
     assert run_cli("replay", str(src), "--out", str(tmp_path / "o.jsonl"), *args).returncode == 0
+    before = json.loads(run_cli("threads", "list", "--json", *args).stdout)
     new = _secret(tmp_path, "new-pw", "a brand new passphrase")
     assert run_cli("keys", "rotate", "--new-passphrase-file", str(new), *args).returncode == 0
     new_args = [args[0], args[1], "--passphrase-file", str(new)]
 
+    # linking keeps its history across the rotation: the follow-up joins alice's thread
+    follow = write_stream(tmp_path / "more.jsonl", [
+        {"tenant": "acme", "user_id": "alice", "ts": "2026-03-02T09:03:00Z", "request_id": "f-1",
+         "text": "And how do I renew the TLS certificate on host 2?"}])
+    assert run_cli("replay", str(follow), "--out", str(tmp_path / "o2.jsonl"),
+                   *new_args).returncode == 0
+    after = json.loads(run_cli("threads", "list", "--json", *new_args).stdout)
+    assert {t["thread_id"] for t in after} == {t["thread_id"] for t in before}
+    assert sum(t["turns"] for t in after) == 4
+
     erased = run_cli("erase", "--tenant", "acme", "--user", "alice", "--reason", "GDPR",
                      "--json", *new_args)
     assert erased.returncode == 0, erased.stderr
-    assert json.loads(erased.stdout)["records"] == 2
+    assert json.loads(erased.stdout)["records"] == 3
     left = json.loads(run_cli("search", "TLS certificate renewal", "--json", *new_args).stdout)
     assert len(left) == 1  # only bob's prompt
     text = run_cli("erase", "--tenant", "acme", "--user", "bob", "--reason", "GDPR", *new_args)
@@ -222,6 +233,7 @@ def test_vault_originals_are_unreadable_from_a_backup_after_vault_retention(
 
 def test_shredded_buckets_lose_their_calendar_and_go_after_aggregates_days(
         pipeline, runtime) -> None:  # type: ignore[no-untyped-def]
+    from appliance.report import build_report
     from appliance.retention import run_retention
 
     pipeline.process([make_prompt("Plan a birthday party", user="gus"),
@@ -235,6 +247,10 @@ def test_shredded_buckets_lose_their_calendar_and_go_after_aggregates_days(
     assert shredded and all("user" not in d for d in shredded)
     assert all(gus not in json.dumps(e.details) for e in _audit(runtime).entries()
                if e.event != "erase")
+    held = {h["class"]: h for h in build_report(runtime.store, _audit(runtime), settings,
+                                                 now=T0 + timedelta(days=45))["holdings"]}
+    assert held["shredded"]["limit_days"] == settings.default.aggregates_days
+    assert held["shredded"]["within_policy"] is True
     # A day later the shredded buckets name neither user nor day...
     now = datetime.now(UTC).timestamp()
     runtime.store.db.execute("UPDATE buckets SET destroyed_at = ?", (now - 2 * 86400,))
@@ -308,3 +324,5 @@ def test_the_signed_report_states_only_enforced_policy_keys(runtime) -> None:  #
     for key in ("sample_rate", "checkpoint_every", "vectors_days", "threads_days"):
         assert f'"{key}"' not in text and f"\n{key} =" not in text
     assert body["policy"]["default"]["aggregates_days"] > 0
+    # what outlives a shred is stated, with its limit
+    assert any("aggregates_days" in line for line in body["kept_after_shredding"])
