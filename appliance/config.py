@@ -58,7 +58,6 @@ class CorrelationSettings(_Strict):
     topic_shift_similarity: float = Field(default=0.25, ge=-1.0, le=1.0)
     topic_shift_opener: float = Field(default=0.5, ge=0.0, le=1.0)
     orphan_threshold: float = Field(default=0.2, ge=0.0, le=1.0)
-    sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
     # Linker shortlist: cosine is computed over the newest `scan_candidates` turns; the
     # newest `recent_candidates` turns (and latest turn of as many recent threads) plus
     # the `similar_candidates` most similar turns are scored in full.
@@ -84,7 +83,7 @@ class RedactionSettings(_Strict):
     entities: list[str]
     score_threshold: float = Field(default=0.4, ge=0.0, le=1.0)
     operator: Literal["placeholder", "mask"] = "placeholder"
-    spacy_model: str = "en_core_web_sm"
+    spacy_model: str = "en_core_web_md"
     custom: list[CustomRecognizer] = []
     allow_list: list[str] = []
     # Names ranking within this many in some country (names-dataset) feed the
@@ -95,8 +94,9 @@ class RedactionSettings(_Strict):
 class RoleSettings(_Strict):
     description: str = ""
     permissions: list[str]
-    uids: list[int] = []
+    uids: list[int] = []  # only these OS users (or members of `gids`) may take the role
     gids: list[int] = []
+    tenants: list[str] = []  # the tenants the role sees; [] = all
 
 
 class AccessSettings(_Strict):
@@ -109,9 +109,10 @@ class AccessSettings(_Strict):
 
 class RetentionClass(_Strict):
     prompts_days: float = Field(default=30, gt=0)
-    vectors_days: float | None = Field(default=None, gt=0)
     vault_days: float = Field(default=7, gt=0)
-    threads_days: float | None = Field(default=None, gt=0)
+    # What outlives shredding (topic words and counts, the rows of shredded buckets) is
+    # removed this many days after its last contributor; vectors and thread summaries
+    # go with their prompts (same key, same rows).
     aggregates_days: float = Field(default=400, gt=0)
 
 
@@ -126,13 +127,13 @@ class RetentionSettings(_Strict):
     tenants: dict[str, RetentionClass] = {}
     legal_holds: list[LegalHold] = []
     schedule_cron: str = "17 * * * *"
-    checkpoint_every: int = Field(default=64, ge=1)
 
 
 class PrivacySettings(_Strict):
     k_min_users: int = Field(default=5, ge=1)
     epsilon_per_day: float = Field(default=1.0, gt=0)
-    epsilon_per_query: float = Field(default=0.1, gt=0)
+    # What one cached release (a kind of figures over one window, once per UTC day) spends.
+    epsilon_per_release: float = Field(default=0.5, gt=0)
     cross_user_topics: dict[str, bool] = {}
     # Mean cosine similarity between a thread's prompts and a topic's prompts needed
     # to join it online (else the thread starts a topic).
@@ -148,6 +149,42 @@ class PrivacySettings(_Strict):
     cross_user_search: dict[str, bool] = {}
 
 
+class ModelPrice(_Strict):
+    """List prices of one model, per million tokens, in `PricingSettings.currency`."""
+
+    provider: str = Field(default="", max_length=64)  # "" = whichever provider serves it
+    model: str = Field(min_length=1, max_length=256)
+    input_per_million: float = Field(ge=0, le=1_000_000)
+    output_per_million: float = Field(ge=0, le=1_000_000)
+
+    @field_validator("provider", "model")
+    @classmethod
+    def _bare(cls, value: str) -> str:
+        if "/" in value or value != value.strip():
+            raise ValueError("must be a bare name without '/' or surrounding spaces")
+        return value
+
+
+class PricingSettings(_Strict):
+    """`policies/pricing.toml` (optional): what a call costs when the gateway says nothing."""
+
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")  # ISO 4217
+    # Cross-user cost sums clip each thread's cost to this (the sensitivity of a sum).
+    thread_cost_bound: float = Field(default=1.0, gt=0, le=1_000_000)
+    models: list[ModelPrice] = []
+
+    @field_validator("models")
+    @classmethod
+    def _unique(cls, value: list[ModelPrice]) -> list[ModelPrice]:
+        seen = set()
+        for m in value:
+            key = (m.provider, m.model)
+            if key in seen:
+                raise ValueError(f"lists {'/'.join(filter(None, key))} twice")
+            seen.add(key)
+        return value
+
+
 class ServiceSettings(_Strict):
     max_frame_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
     queue_max: int = Field(default=2048, ge=1)
@@ -156,6 +193,11 @@ class ServiceSettings(_Strict):
     idle_timeout_s: float = Field(default=600.0, gt=0)
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     busy_retry_after_ms: int = Field(default=50, ge=1)
+    # Connections open at once; one more is answered `busy` and closed.
+    max_connections: int = Field(default=256, ge=1, le=65536)
+    # An ingest's `ts` must lie within this window around the service's clock.
+    ts_past_days: float = Field(default=365.0, gt=0, le=3650)
+    ts_future_s: float = Field(default=300.0, ge=0, le=86400)
 
 
 _LOOPBACK = ("127.0.0.1", "::1", "[::1]", "localhost")
@@ -212,9 +254,22 @@ class TelemetrySettings(_Strict):
 M = TypeVar("M", bound=BaseModel)
 
 
+# Keys earlier versions accepted but never enforced: a policy naming one is refused
+# with the reason, rather than seeming to promise something.
+REMOVED_KEYS = {
+    "sample_rate": "every prompt is embedded; sampling was never implemented",
+    "checkpoint_every": "every audit write ends with a signed checkpoint",
+    "vectors_days": "vectors are kept exactly as long as their prompts (prompts_days)",
+    "threads_days": "thread summaries go with their prompts (prompts_days)",
+}
+
+
 def _describe(err: ValidationError) -> str:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    last = str(first["loc"][-1]) if first["loc"] else ""
+    if first["type"] == "extra_forbidden" and last in REMOVED_KEYS:
+        return f"key '{key}' was removed (it was never enforced: {REMOVED_KEYS[last]})"
     return f"key '{key}': {first['msg']}"
 
 
@@ -307,6 +362,7 @@ class Policies(_Strict):
     service: ServiceSettings = ServiceSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     cluster: ClusterSettings = ClusterSettings()
+    pricing: PricingSettings = PricingSettings()
 
 
 def load_policies(directory: Path | None = None) -> Policies:
@@ -320,6 +376,7 @@ def load_policies(directory: Path | None = None) -> Policies:
         service=load_policy("service", ServiceSettings, directory=directory),
         telemetry=load_optional_policy("telemetry", TelemetrySettings, directory=directory),
         cluster=load_cluster(directory),
+        pricing=load_optional_policy("pricing", PricingSettings, directory=directory),
     )
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
+
+from appliance import failpoints
 
 Migration = Callable[[Any], None]
 MIGRATIONS: list[Migration] = []
@@ -117,18 +120,63 @@ def applied(db: Any) -> list[str]:
 
 
 def migrate(db: Any, migrations: list[Migration] | None = None) -> list[str]:
-    """Apply every migration not yet recorded, each in its own transaction."""
+    """Apply every migration not yet recorded, each in its own transaction.
+
+    Foreign keys are off while a migration runs (SQLite's procedure for rebuilding a
+    table) and checked before it commits.
+    """
     done = set(applied(db))
-    ran = []
-    for fn in MIGRATIONS if migrations is None else migrations:
-        if fn.__name__ in done:
-            continue
-        with db:
-            fn(db)
-            db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
-                       (fn.__name__, time.time()))
-        ran.append(fn.__name__)
+    ran: list[str] = []
+    todo = [fn for fn in (MIGRATIONS if migrations is None else migrations)
+            if fn.__name__ not in done]
+    if not todo:
+        return ran
+    fks = db.execute("PRAGMA foreign_keys").fetchone()[0]
+    db.execute("PRAGMA foreign_keys = OFF")
+    try:
+        for fn in todo:
+            db.execute("BEGIN IMMEDIATE")  # the migration and its record commit together
+            try:
+                fn(_InTransaction(db))
+                if db.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                    raise RuntimeError(f"migration {fn.__name__} broke a foreign key")
+                failpoints.point("migration")
+                db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
+                           (fn.__name__, time.time()))
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            ran.append(fn.__name__)
+    finally:
+        db.execute(f"PRAGMA foreign_keys = {'ON' if fks else 'OFF'}")
     return ran
+
+
+class _InTransaction:
+    """The connection, with `executescript` run statement by statement: sqlite3's own
+    commits first, so a crash mid-migration would leave half a schema unrecorded."""
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql.strip().upper().startswith("BEGIN"):  # already in the migration's transaction
+            return None
+        return self._db.execute(sql, *args)
+
+    def executescript(self, script: str) -> None:
+        statement = ""
+        for part in script.split(";"):
+            statement += part + ";"
+            if sqlite3.complete_statement(statement):  # not a ';' inside a literal/trigger
+                if statement.strip(" \t\r\n;"):
+                    self.execute(statement)
+                statement = ""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
 
 
 def latest() -> str:
@@ -242,3 +290,98 @@ def m006_record_id_base(db: Any) -> None:
     base = 0 if has_records else (secrets.randbelow((1 << 21) - 1) + 1) << 32
     db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('record_id_base', ?)",
                (str(base),))
+
+
+@migration
+def m007_dp_releases(db: Any) -> None:
+    # Differentially private releases (noisy figures per group, no words), cached for
+    # the UTC day they were made: repeated queries read them and spend no budget.
+    db.executescript(
+        """
+        CREATE TABLE dp_releases (
+            tenant TEXT NOT NULL,
+            key TEXT NOT NULL,
+            day TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            payload TEXT NOT NULL,
+            PRIMARY KEY (tenant, key, day)
+        );
+        """
+    )
+
+
+@migration
+def m008_costs(db: Any) -> None:
+    # What each call cost in pricing.toml's currency: reported by the gateway, or its
+    # tokens priced when it arrived (cost_source says which); NULL when unknown. A
+    # thread's cost sums its turns' known costs (NULL while none is known).
+    db.executescript(
+        """
+        ALTER TABLE records ADD COLUMN cost REAL;
+        ALTER TABLE records ADD COLUMN cost_source TEXT;
+        ALTER TABLE threads ADD COLUMN cost REAL;
+        """
+    )
+
+
+@migration
+def m009_bucket_kinds(db: Any) -> None:
+    # A bucket is one key: prompts (text, vectors, entity digests) or vault (originals,
+    # shorter retention), per (tenant, user, day). Only a live bucket is unique, so a
+    # user erased today gets a fresh bucket for today's next prompt. A shredded bucket
+    # keeps neither user nor day once retention has anonymised it.
+    db.execute("BEGIN")
+    db.execute(
+        """CREATE TABLE buckets_new (
+            id INTEGER PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            user TEXT,
+            day TEXT,
+            kind TEXT NOT NULL DEFAULT 'prompts',
+            created_at REAL NOT NULL,
+            destroyed_at REAL,
+            destroy_reason TEXT
+        )""")
+    db.execute("INSERT INTO buckets_new (id, tenant, user, day, created_at, destroyed_at, "
+               "destroy_reason) SELECT id, tenant, user, day, created_at, destroyed_at, "
+               "destroy_reason FROM buckets")
+    db.execute("DROP TABLE buckets")
+    db.execute("ALTER TABLE buckets_new RENAME TO buckets")
+    db.execute("CREATE UNIQUE INDEX buckets_live ON buckets (tenant, user, day, kind) "
+               "WHERE destroyed_at IS NULL")
+    db.execute("CREATE INDEX buckets_destroyed ON buckets (destroyed_at)")
+
+
+@KEY_MIGRATIONS.append
+def k002_bucket_ids_never_reused(db: Any) -> None:
+    # Bucket ids come from this table; AUTOINCREMENT so that the id of a destroyed
+    # (deleted) key is never handed out again.
+    db.execute("BEGIN")
+    db.execute("CREATE TABLE deks_new (bucket_id INTEGER PRIMARY KEY AUTOINCREMENT, "
+               "wrapped BLOB NOT NULL, created_at REAL NOT NULL)")
+    db.execute("INSERT INTO deks_new SELECT bucket_id, wrapped, created_at FROM deks")
+    db.execute("DROP TABLE deks")
+    db.execute("ALTER TABLE deks_new RENAME TO deks")
+    top = db.execute("SELECT max(coalesce((SELECT max(bucket_id) FROM deks), 0), "
+                     "coalesce((SELECT max(bucket_id) FROM destroyed), 0))").fetchone()[0]
+    db.execute("DELETE FROM sqlite_sequence WHERE name = 'deks'")
+    db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('deks', ?)", (top,))
+
+
+@KEY_MIGRATIONS.append
+def k003_audit_head(db: Any) -> None:
+    # The audit chain's newest (seq, hash), kept beside the keys: deleting the tail of
+    # the audit table (or restoring an older data file) no longer goes unnoticed.
+    db.execute("CREATE TABLE audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), "
+               "seq INTEGER NOT NULL, hash TEXT NOT NULL, updated_at REAL NOT NULL)")
+
+
+@migration
+def m010_pseudonym_epochs(db: Any) -> None:
+    # Before pseudonym keys were carried across rotations, `keys rotate` changed every
+    # pseudonym: buckets created before the last such rotation hold users under
+    # pseudonyms no key derives any more, so erasure cannot attribute them.
+    row = db.execute("SELECT max(ts) FROM audit WHERE event = 'key_rotation'").fetchone()
+    if row is not None and row[0] is not None:
+        db.execute("INSERT OR REPLACE INTO meta (key, value) "
+                   "VALUES ('pseudonyms_changed_at', ?)", (repr(float(row[0])),))

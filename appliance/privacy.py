@@ -5,13 +5,17 @@ from *units* (a thread, a prompt) that each belong to one user. Under user-level
 adjacency (one person's data added or removed):
 
 * each user keeps at most `contribution_bound` units per release (a random
-  sample), so a unit count per group has L1 sensitivity L = contribution_bound;
-  a sum clips each unit's value to [0, bound], so its sensitivity is L * bound;
-* `epsilon_per_query` is split evenly over the released vectors (the counts and
-  each sum) and each gets Laplace noise of scale sensitivity / epsilon_share;
-* groups with fewer than `k_min_users` distinct users are withheld;
+  sample), so a unit count per group moves by at most L = contribution_bound in
+  L1, and a sum clipped to [0, bound] per unit by at most L * bound;
+* `epsilon_per_release` is split over the released vectors by weight (the thread
+  count matters most, then the distinct-user count, then each measure's sum);
+  OpenDP adds the noise and reports the epsilon (`noise.py`);
+* a group is withheld unless its *noisy* count of distinct users reaches
+  `k_min_users`, so the exact user count never decides what is shown;
 * the tenant's ledger (`privacy_budget`, per UTC day) is charged before anything
-  is computed, and a release is refused once `epsilon_per_day` would be exceeded.
+  is released, and a release is refused once `epsilon_per_day` would be exceeded;
+* a release is cached for the UTC day (`releases.py`): repeated queries and
+  screen refreshes read it and spend nothing.
 
 Views of one user's own data are exact and cost nothing. Ratios and means are
 post-processing of noisy sums and counts, so they cost nothing more.
@@ -24,7 +28,7 @@ import secrets
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +36,7 @@ import numpy as np
 
 from appliance.config import PrivacySettings
 from appliance.errors import SemtraceError
+from appliance.noise import CountMechanism, SumMechanism
 
 CI95 = math.log(20.0)  # P(|Laplace(b)| > b ln 20) = 5 %
 
@@ -53,10 +58,22 @@ class Unit:
 
 @dataclass(frozen=True)
 class Measure:
-    """A per-unit value to sum; each unit's value is clipped to [0, bound]."""
+    """A per-unit value to sum; each unit's value is clipped to [0, bound].
+
+    `weight` is the measure's share of a release's epsilon relative to the
+    thread count (COUNT_WEIGHT) and the distinct-user count (USERS_WEIGHT).
+    """
 
     name: str
     bound: float = 1.0
+    weight: float = 1.0
+
+
+# Relative shares of a release's epsilon: the thread count is what every screen
+# sorts by and what the accuracy target is about; the user count decides
+# suppression and is shown; each measure's sum gets its own weight.
+COUNT_WEIGHT = 6.0
+USERS_WEIGHT = 2.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,7 @@ class GroupFigures:
     group: str
     count: Figure
     sums: Mapping[str, Figure] = field(default_factory=dict)
+    users: Figure | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +108,8 @@ class Release:
     epsilon: float = 0.0
     remaining: float | None = None
     k_min_users: int = 1
+    released_at: float | None = None  # when the (cached) release was computed
+    cached: bool = False  # read from today's release: spent nothing now
 
     def by_group(self) -> dict[str, GroupFigures]:
         return {g.group: g for g in self.groups}
@@ -115,12 +135,13 @@ class Ledger:
         self.per_day = per_day
         self.clock = clock
 
-    def _day(self) -> str:
+    def day(self) -> str:
+        """Today's UTC date, the ledger's (and the release cache's) period."""
         return datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%d")
 
     def spent(self, tenant: str) -> float:
         row = self.db.execute("SELECT spent FROM privacy_budget WHERE tenant=? AND day=?",
-                              (tenant, self._day())).fetchone()
+                              (tenant, self.day())).fetchone()
         return float(row[0]) if row else 0.0
 
     def remaining(self, tenant: str) -> float:
@@ -128,7 +149,7 @@ class Ledger:
 
     def charge(self, tenant: str, epsilon: float) -> float:
         """Spend `epsilon` of today's budget atomically; BudgetSpent if it does not fit."""
-        day = self._day()
+        day = self.day()
         self.db.execute("BEGIN IMMEDIATE")
         try:
             row = self.db.execute("SELECT spent FROM privacy_budget WHERE tenant=? AND day=?",
@@ -155,35 +176,52 @@ class PrivacyGate:
     def __init__(self, db: Any, settings: PrivacySettings, *,
                  rng: np.random.Generator | None = None,
                  clock: Callable[[], float] = time.time) -> None:
+        from appliance.releases import ReleaseCache
+
         self.settings = settings
+        self.clock = clock
         self.ledger = Ledger(db, per_day=settings.epsilon_per_day, clock=clock)
+        self.cache = ReleaseCache(db, clock=clock)
         self.rng = rng if rng is not None else np.random.default_rng(secrets.randbits(128))
 
     def release(self, tenant: str, units: Iterable[Unit], *, measures: Sequence[Measure] = (),
-                single_user: str | None = None) -> Release:
+                single_user: str | None = None, key: str | None = None) -> Release:
         """Counts (and clipped sums) per group: exact for one user's own view, else DP.
 
         Args:
             single_user: the pseudonym the view is scoped to; every unit must be theirs.
+            key: names what is released (kind and window); today's release under the
+                same key is returned as it was, spending nothing.
         """
         units = list(units)
         if single_user is not None:
             if any(u.user != single_user for u in units):
                 raise ValueError("a single-user view was handed another user's data")
             return self._exact(units, measures)
-        eps = self.settings.epsilon_per_query
-        remaining = self.ledger.charge(tenant, eps)
-        return self._noisy(units, measures, eps, remaining)
+        if key is not None:
+            cached = self.cache.get(tenant, key, self.ledger.day())
+            if cached is not None:
+                return replace(cached, remaining=self.ledger.remaining(tenant), cached=True)
+        groups, spent = self._noisy(units, measures)
+        remaining = self.ledger.charge(tenant, spent)
+        rel = Release(groups=groups, exact=False, epsilon=spent, remaining=remaining,
+                      k_min_users=self.settings.k_min_users, released_at=self.clock())
+        if key is not None:
+            self.cache.put(tenant, key, self.ledger.day(), rel)
+        return rel
 
     def _exact(self, units: list[Unit], measures: Sequence[Measure]) -> Release:
         counts: dict[str, int] = defaultdict(int)
+        users: dict[str, set[str]] = defaultdict(set)
         sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         for u in units:
             counts[u.group] += 1
+            users[u.group].add(u.user)
             for m in measures:
                 sums[u.group][m.name] += float(u.values.get(m.name, 0.0))
         groups = tuple(GroupFigures(g, Figure(float(n)),
-                                    {m.name: Figure(sums[g][m.name]) for m in measures})
+                                    {m.name: Figure(sums[g][m.name]) for m in measures},
+                                    Figure(float(len(users[g]))))
                        for g, n in sorted(counts.items()))
         return Release(groups=groups, exact=True)
 
@@ -201,32 +239,48 @@ class PrivacyGate:
             kept.extend(mine)
         return kept
 
-    def _noisy(self, units: list[Unit], measures: Sequence[Measure], eps: float,
-               remaining: float) -> Release:
-        k = self.settings.k_min_users
-        users: dict[str, set[str]] = defaultdict(set)
-        for u in units:
-            users[u.group].add(u.user)
-        kept = self.bound(units)
-        share = eps / (1 + len(measures))
-        count_scale = self.settings.contribution_bound / share
-        counts: dict[str, float] = defaultdict(float)
-        sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        for u in kept:
-            counts[u.group] += 1.0
-            for m in measures:
-                value = min(max(float(u.values.get(m.name, 0.0)), 0.0), m.bound)
-                sums[u.group][m.name] += value
-        out = []
-        for g in sorted(users):
-            if len(users[g]) < k:
-                continue  # withheld: too few people to hide one of them
-            figs = {m.name: self._noise(sums[g][m.name], count_scale * m.bound)
-                    for m in measures}
-            out.append(GroupFigures(g, self._noise(counts[g], count_scale), figs))
-        return Release(groups=tuple(out), exact=False, epsilon=eps, remaining=remaining,
-                       k_min_users=k)
+    def shares(self, measures: Sequence[Measure]) -> tuple[float, float, list[float]]:
+        """Epsilon of the count, of the user count and of each measure's sum."""
+        eps = self.settings.epsilon_per_release
+        total = COUNT_WEIGHT + USERS_WEIGHT + sum(m.weight for m in measures)
+        return (eps * COUNT_WEIGHT / total, eps * USERS_WEIGHT / total,
+                [eps * m.weight / total for m in measures])
 
-    def _noise(self, value: float, scale: float) -> Figure:
-        noisy = value + float(self.rng.laplace(0.0, scale))
-        return Figure(max(noisy, 0.0), scale, exact=False)
+    def _noisy(self, units: list[Unit], measures: Sequence[Measure]
+               ) -> tuple[tuple[GroupFigures, ...], float]:
+        """Noisy groups and the epsilon OpenDP accounts for them (nothing charged here).
+
+        The set of groups is the data's (topic ids, models, ...): see docs/topics.md.
+        """
+        bound = self.settings.contribution_bound
+        kept = self.bound(units)
+        names = sorted({u.group for u in units})
+        eps_count, eps_users, eps_sums = self.shares(measures)
+        count = CountMechanism(names, bound=bound, epsilon=eps_count)
+        users = CountMechanism(names, bound=bound, epsilon=eps_users)
+        sum_ms = [SumMechanism(len(names), bound=bound, clip=m.bound, epsilon=e)
+                  for m, e in zip(measures, eps_sums, strict=True)]
+        spent = count.epsilon + users.epsilon + sum(m.epsilon for m in sum_ms)
+        pos = {g: i for i, g in enumerate(names)}
+        raw = [[0.0] * len(names) for _ in measures]
+        for u in kept:
+            for j, m in enumerate(measures):
+                raw[j][pos[u.group]] += min(max(float(u.values.get(m.name, 0.0)), 0.0), m.bound)
+        counts = count([u.group for u in kept])
+        # one row per (user, group): a user is in at most `bound` groups after bounding
+        people = users([g for _, g in {(u.user, u.group) for u in kept}])
+        noisy_sums = [sm(r) for sm, r in zip(sum_ms, raw, strict=True)]
+        k = self.settings.k_min_users
+        out = []
+        for i, g in enumerate(names):
+            if people.values[i] < k:
+                continue  # withheld: the noisy count of people is too small to hide one
+            figs = {m.name: _figure(s.values[i], s.scale)
+                    for m, s in zip(measures, noisy_sums, strict=True)}
+            out.append(GroupFigures(g, _figure(counts.values[i], counts.scale), figs,
+                                    _figure(people.values[i], people.scale)))
+        return tuple(out), spent
+
+
+def _figure(value: float, scale: float) -> Figure:
+    return Figure(max(value, 0.0), scale, exact=False)

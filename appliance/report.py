@@ -10,7 +10,6 @@ from __future__ import annotations
 import html
 import json
 import random
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +21,6 @@ from appliance.keys import AuditSigner, Keyring, verify_signature
 from appliance.retention import rules_for
 from appliance.store import Store
 
-PAYLOAD_RE = re.compile(r"SEMTRACE-SIGNED-REPORT (\{.*?\}) END-SEMTRACE-SIGNED-REPORT", re.S)
 CLASSES = ("prompts", "vectors", "vault", "threads")
 
 
@@ -40,7 +38,21 @@ def _oldest(store: Store, tenant: str) -> dict[str, float | None]:
     vault = q("SELECT min(r.ts) FROM vault v JOIN records r ON r.id = v.record_id "
               "WHERE r.tenant=?", (tenant,)).fetchone()[0]
     threads = q("SELECT min(first_ts) FROM threads WHERE tenant=?", (tenant,)).fetchone()[0]
-    return {"prompts": rec, "vectors": rec, "vault": vault, "threads": threads}
+    shredded = q("SELECT min(destroyed_at) FROM buckets WHERE tenant=? AND destroyed_at IS NOT "
+                 "NULL", (tenant,)).fetchone()[0]
+    return {"prompts": rec, "vectors": rec, "vault": vault, "threads": threads,
+            "shredded": shredded}
+
+
+# What is kept once a bucket is shredded, and for how long (stated in every report).
+AFTER_SHREDDING = [
+    "Shredded bucket rows: id, tenant, time and reason of destruction; their user "
+    "pseudonym and day are removed one day after the shred, the rows at aggregates_days.",
+    "Topics: ids and merge links only; labels, phrases and counts are removed when no "
+    "live thread belongs to the topic, or none was active within aggregates_days.",
+    "Audit entries: per shredded bucket its id, tenant, class and counts (the day for "
+    "retention, not for erasure); per erasure the user pseudonym and counts.",
+]
 
 
 def _holdings(store: Store, settings: RetentionSettings, now: datetime) -> list[dict[str, Any]]:
@@ -48,9 +60,10 @@ def _holdings(store: Store, settings: RetentionSettings, now: datetime) -> list[
     tenants = [r[0] for r in store.db.execute("SELECT DISTINCT tenant FROM buckets ORDER BY 1")]
     for tenant in tenants:
         rules = rules_for(settings, tenant)
-        limits = {"prompts": rules.prompts_days,
-                  "vectors": rules.vectors_days or rules.prompts_days,
-                  "vault": rules.vault_days, "threads": rules.threads_days or rules.prompts_days}
+        limits = {"prompts": rules.prompts_days, "vectors": rules.prompts_days,
+                  "vault": min(rules.vault_days, rules.prompts_days),
+                  "threads": rules.prompts_days,
+                  "shredded": rules.aggregates_days}
         for cls, oldest in _oldest(store, tenant).items():
             age = None if oldest is None else (now.timestamp() - oldest) / 86400
             # a bucket is shredded once its whole UTC day has aged past the limit
@@ -83,13 +96,14 @@ def build_report(store: Store, audit: AuditLog, settings: RetentionSettings, *,
     since_ts = since.timestamp() if since else 0.0
     events = [e for e in audit.entries(events=("shred", "erase", "legal_hold_skip",
                                                "retention_run")) if e.ts >= since_ts]
-    chain = verify_chain(store.db)
+    chain = verify_chain(store.db, store.keys_db)
     return {
         "kind": "semtrace-retention-report", "version": 1, "semtrace": __version__,
         "generated_at": now.isoformat(), "period_from": since.isoformat() if since else None,
         "policy": settings.model_dump(mode="json"),
         "legal_holds": [h.model_dump(mode="json") for h in settings.legal_holds],
         "holdings": _holdings(store, settings, now),
+        "kept_after_shredding": AFTER_SHREDDING,
         "shredded": [{"at": _iso(e.ts), **e.details} for e in events if e.event == "shred"],
         "erasures": [{"at": _iso(e.ts), "event": e.event, **e.details} for e in events
                      if e.event in ("erase", "legal_hold_skip")],
@@ -109,17 +123,39 @@ def sign_report(body: dict[str, Any], signer: AuditSigner) -> dict[str, Any]:
 def issue_report(store: Store, keyring: Keyring, settings: RetentionSettings, *, fmt: str,
                  since: datetime | None = None, via: str = "cli") -> str:
     """Build, sign and render the report, and record its issue in the audit log."""
-    log = AuditLog(store.db, keyring.audit_signer())
+    log = AuditLog(store.db, keyring.audit_signer(), anchor=store.keys_db)
     body = build_report(store, log, settings, since=since)
     text = render(sign_report(body, keyring.audit_signer()), fmt)
     log.append("report", {"format": fmt, "chain_ok": body["audit_chain"]["ok"], "via": via})
     return text
 
 
-def render_markdown(signed: dict[str, Any]) -> str:
+MARK_OPEN, MARK_CLOSE = "<!-- SEMTRACE-SIGNED-REPORT ", " END-SEMTRACE-SIGNED-REPORT -->"
+
+
+def _payload(signed: dict[str, Any]) -> str:
+    """The signed JSON as embedded in md/HTML: `<`, `>` and `&` as \\u escapes, so no
+    tenant name can close the comment (`-->`), open a tag, or forge the marker."""
+    raw = json.dumps(signed, sort_keys=True)
+    return raw.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+def _plain(value: Any) -> str:
+    """A value on one line of a table or list (newlines would end the row)."""
+    return " ".join(str(value).split()) if value is not None else "-"
+
+
+def _md(value: Any) -> str:
+    """A value as Markdown text: no HTML (a viewer would run it), no table breaks."""
+    return html.escape(_plain(value)).replace("|", "\\|").replace("*", "\\*") \
+        .replace("_", "\\_").replace("`", "\\`").replace("[", "\\[")
+
+
+def _body(signed: dict[str, Any], e: Any) -> list[str]:
+    """The readable lines of the report; `e` escapes every value that came from data."""
     r = signed["report"]
     lines = ["# Semtrace retention report", "",
-             f"Generated {r['generated_at']} (Semtrace {r['semtrace']}).", "",
+             f"Generated {e(r['generated_at'])} (Semtrace {e(r['semtrace'])}).", "",
              f"Audit chain: **{'intact' if r['audit_chain']['ok'] else 'BROKEN'}** "
              f"({r['audit_chain']['entries']} entries).", "",
              "Self-check of shredded buckets: "
@@ -129,38 +165,53 @@ def render_markdown(signed: dict[str, Any]) -> str:
              "| tenant | class | oldest | age (days) | limit (days) | within policy |",
              "|---|---|---|---|---|---|"]
     for h in r["holdings"]:
-        lines.append(f"| {h['tenant']} | {h['class']} | {h['oldest'] or '-'} | "
-                     f"{h['age_days'] if h['age_days'] is not None else '-'} | "
-                     f"{h['limit_days']} | {'yes' if h['within_policy'] else 'NO'} |")
+        lines.append(f"| {e(h['tenant'])} | {e(h['class'])} | {e(h['oldest'])} | "
+                     f"{e(h['age_days'])} | {e(h['limit_days'])} | "
+                     f"{'yes' if h['within_policy'] else 'NO'} |")
+    lines += ["", "## Kept after shredding", ""]
+    lines += [f"- {e(line)}" for line in r.get("kept_after_shredding", [])]
     lines += ["", f"## Buckets shredded ({len(r['shredded'])})", ""]
-    lines += [f"- {s['at']}: {s['tenant']}/{s['user']} {s['day']} ({s['class']}, "
-              f"{s.get('records', s.get('entries', 0))}, {s['reason']})" for s in r["shredded"]]
+    lines += [f"- {e(s['at'])}: {e(s['tenant'])} bucket {e(s['bucket'])}"
+              + (f" of {e(s['day'])}" if s.get("day") else "")
+              + f" ({e(s['class'])}, {e(s.get('records', s.get('entries', 0)))}, "
+              f"{e(s['reason'])})"
+              for s in r["shredded"]]
     lines += ["", f"## Erasure requests ({len(r['erasures'])})", ""]
-    lines += [f"- {e['at']}: {e['event']} {e['tenant']}/{e['user']}"
-              + (f", completed {e['completed_at']}" if e.get("completed_at") else "")
-              for e in r["erasures"]]
+    lines += [f"- {e(x['at'])}: {e(x['event'])} {e(x['tenant'])}/{e(x['user'])}"
+              + (f", completed {e(x['completed_at'])}" if x.get("completed_at") else "")
+              for x in r["erasures"]]
     lines += ["", f"## Legal holds ({len(r['legal_holds'])})", ""]
-    lines += [f"- {h['tenant']}/{h['user_id'] or '*'}: {h['reason']}" for h in r["legal_holds"]]
-    lines += ["", "## Signature", "", f"Ed25519 key `{signed['signature']['key_id']}`. "
-              "Verify with `semtrace audit check-report FILE`.", "",
-              f"<!-- SEMTRACE-SIGNED-REPORT {json.dumps(signed, sort_keys=True)} "
-              "END-SEMTRACE-SIGNED-REPORT -->", ""]
-    return "\n".join(lines)
+    lines += [f"- {e(h['tenant'])}/{e(h['user_id'] or '*')}: {e(h['reason'])}"
+              for h in r["legal_holds"]]
+    lines += ["", "## Signature", "", f"Ed25519 key `{e(signed['signature']['key_id'])}`. "
+              "Verify with `semtrace audit check-report FILE`.", ""]
+    return lines
+
+
+def render_markdown(signed: dict[str, Any]) -> str:
+    return "\n".join([*_body(signed, _md), MARK_OPEN + _payload(signed) + MARK_CLOSE, ""])
 
 
 def render_html(signed: dict[str, Any]) -> str:
-    md = render_markdown(signed)
-    body, _, _ = md.partition("<!-- SEMTRACE-SIGNED-REPORT")
+    body = "\n".join([*_body(signed, _plain), ""])
     return ("<!doctype html><html><head><meta charset='utf-8'><title>Semtrace retention report"
             "</title></head><body><pre>" + html.escape(body) + "</pre>\n"
-            f"<!-- SEMTRACE-SIGNED-REPORT {json.dumps(signed, sort_keys=True)} "
-            "END-SEMTRACE-SIGNED-REPORT -->\n</body></html>\n")
+            + MARK_OPEN + _payload(signed) + MARK_CLOSE + "\n</body></html>\n")
 
 
 def render(signed: dict[str, Any], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(signed, sort_keys=True, indent=1) + "\n"
     return render_markdown(signed) if fmt == "md" else render_html(signed)
+
+
+def _embedded(text: str) -> str | None:
+    """The payload between the last marker and its end (the payload cannot hold either)."""
+    start = text.rfind(MARK_OPEN)
+    if start < 0:
+        return None
+    end = text.find(MARK_CLOSE, start)
+    return None if end < 0 else text[start + len(MARK_OPEN):end]
 
 
 @dataclass(frozen=True)
@@ -176,11 +227,11 @@ def check_report(text: str, *, trusted_keys: dict[str, str] | None = None) -> Re
         signed = json.loads(text)
         fmt = "json"
     except ValueError:
-        m = PAYLOAD_RE.search(text)
-        if not m:
+        payload = _embedded(text)
+        if payload is None:
             return ReportCheck(False, "The file holds no signed Semtrace report.")
         try:
-            signed = json.loads(m.group(1))
+            signed = json.loads(payload)
         except ValueError:
             return ReportCheck(False, "The signed payload is damaged.")
         fmt = "html" if text.lstrip().lower().startswith("<!doctype html") else "md"

@@ -236,6 +236,6 @@ def test_the_evidence_panel_says_the_gateway_history_decided() -> None:
     first = rec(1, None, {"link_source": "history", "history": {"messages": 0}, "cues": []})
     second = rec(2, 1, {"link_source": "history", "score": 1.0, "cues": [],
                         "history": {"messages": 2, "matched": "user"}})
-    assert "held no earlier turn" in explain(Turn(first, None, None)).plain
-    shown = explain(Turn(second, first, 60.0)).plain
+    assert "held no earlier turn" in explain(Turn(first, None, None, number=1)).plain
+    shown = explain(Turn(second, first, 60.0, number=2, parent_number=1)).plain
     assert "Linked to #1" in shown and "message history ends at this turn" in shown

@@ -1,4 +1,4 @@
-"""The privacy gate: calibrated Laplace noise, k-suppression, contribution bound, budget."""
+"""The privacy gate: OpenDP noise, noisy k-suppression, contribution bound, budget, cache."""
 
 from __future__ import annotations
 
@@ -35,42 +35,52 @@ def crowd(group: str, users: int, per_user: int = 1, value: float = 0.0) -> list
 
 
 def test_count_noise_is_laplace_with_the_configured_scale(runtime: Any) -> None:
-    # epsilon 0.5 per query, bound 2, counts only: scale b = 2 / 0.5 = 4
-    g = gate(runtime, epsilon_per_query=0.5, epsilon_per_day=1e9, contribution_bound=2)
+    # counts only: the count gets 6/8 of epsilon 2/3 = 0.5; bound 2: scale b = 2 / 0.5 = 4
+    g = gate(runtime, epsilon_per_release=2 / 3, epsilon_per_day=1e9, contribution_bound=2)
     groups = [crowd(f"g{i}", 600) for i in range(10)]
     units = [u for grp in groups for u in grp]
     errors = []
     for _ in range(300):
         rel = g.release("acme", units)
-        assert not rel.exact and rel.epsilon == 0.5
+        assert not rel.exact and rel.epsilon == pytest.approx(2 / 3)
         errors += [f.count.value - 600 for f in rel.groups]
-        assert {f.count.noise_scale for f in rel.groups} == {4.0}
+        assert [f.count.noise_scale for f in rel.groups] == pytest.approx([4.0] * 10)
     err = np.asarray(errors)
-    # 3000 draws of Laplace(b=4): mean |x| = b (s.e. 0.07), std = b*sqrt(2) (s.e. 0.13)
+    assert np.all(err == np.round(err))  # OpenDP's discrete Laplace: whole threads
+    # 3000 draws of discrete Laplace(4): mean |x| = 3.96, std = 5.64 (s.e. 0.07, 0.13)
     assert abs(np.mean(np.abs(err)) - 4.0) < 0.5
     assert abs(np.std(err) - 4.0 * np.sqrt(2)) < 0.8
     assert abs(np.mean(err)) < 0.5
 
 
 def test_sum_noise_scales_with_the_clip_bound_and_the_budget_split(runtime: Any) -> None:
-    # two released vectors (count, sum v): each gets epsilon 1/2; sum scale = L*B/eps = 1*10/0.5
-    g = gate(runtime, epsilon_per_query=1.0, epsilon_per_day=1e9, contribution_bound=1)
+    # weights: count 6, users 2, v 1 of epsilon 0.9: v gets 0.1; scale = L*B/eps = 1*10/0.1
+    g = gate(runtime, epsilon_per_release=0.9, epsilon_per_day=1e9, contribution_bound=1)
     units = crowd("a", 500, value=100.0)  # clipped to the bound, 10 per unit
     draws = []
     for _ in range(1500):
         rel = g.release("acme", units, measures=[Measure("v", bound=10.0)])
         fig = rel.groups[0].sums["v"]
-        assert fig.noise_scale == 20.0 and rel.groups[0].count.noise_scale == 2.0
+        assert fig.noise_scale == pytest.approx(100.0)
+        assert rel.groups[0].count.noise_scale == pytest.approx(1 / 0.6)
         draws.append(fig.value - 5000.0)
-    assert abs(np.mean(np.abs(draws)) - 20.0) < 2.5
+    assert abs(np.mean(np.abs(draws)) - 100.0) < 12.5
+    assert g.ledger.spent("acme") == pytest.approx(1500 * 0.9)
 
 
-def test_groups_with_fewer_than_k_distinct_users_are_withheld(runtime: Any) -> None:
-    g = gate(runtime, k_min_users=5, epsilon_per_day=10)
-    units = crowd("busy", 5) + crowd("quiet", 4, per_user=50)
+def test_groups_with_too_few_people_are_withheld_by_a_noisy_count(runtime: Any) -> None:
+    g = gate(runtime, k_min_users=5, epsilon_per_release=80, epsilon_per_day=1e9)
+    units = crowd("busy", 60) + crowd("quiet", 2, per_user=50)
     rel = g.release("acme", units)
     assert [f.group for f in rel.groups] == ["busy"]
     assert rel.k_min_users == 5
+    assert rel.groups[0].users is not None and abs(rel.groups[0].users.value - 60) < 3
+    # exactly k people: the noisy count decides, so the group is sometimes shown and
+    # sometimes withheld (an exact count would always show it)
+    g = gate(runtime, k_min_users=5, epsilon_per_release=1.0, epsilon_per_day=1e9,
+             contribution_bound=1)
+    shown = sum(bool(g.release("acme", crowd("edge", 5)).groups) for _ in range(200))
+    assert 20 < shown < 180
 
 
 def test_one_user_adds_at_most_the_contribution_bound(runtime: Any) -> None:
@@ -84,7 +94,7 @@ def test_one_user_adds_at_most_the_contribution_bound(runtime: Any) -> None:
 def test_budget_is_refused_with_one_sentence_when_spent_and_renews_next_day(
         runtime: Any) -> None:
     clock = Clock()
-    g = gate(runtime, epsilon_per_query=0.1, epsilon_per_day=0.3, clock=clock)
+    g = gate(runtime, epsilon_per_release=0.1, epsilon_per_day=0.3, clock=clock)
     units = crowd("a", 6)
     left = [g.release("acme", units).remaining for _ in range(3)]
     assert left == pytest.approx([0.2, 0.1, 0.0])
@@ -95,6 +105,27 @@ def test_budget_is_refused_with_one_sentence_when_spent_and_renews_next_day(
     assert g.release("other-tenant", units).remaining == pytest.approx(0.2)
     clock.now += DAY
     assert g.release("acme", units).remaining == pytest.approx(0.2)
+
+
+def test_a_days_release_is_cached_and_repeated_queries_spend_nothing(runtime: Any) -> None:
+    clock = Clock()
+    g = gate(runtime, epsilon_per_release=40, epsilon_per_day=100, clock=clock,
+             k_min_users=2)
+    units = crowd("a", 30) + crowd("b", 20)
+    first = g.release("acme", units, key="topics|week")
+    assert not first.cached and first.epsilon == pytest.approx(40)
+    clock.now += 3600
+    for _ in range(10):  # far more than the budget would allow uncached
+        again = g.release("acme", units + crowd("c", 40), key="topics|week")
+        assert again.cached and again.groups == first.groups
+        assert again.released_at == first.released_at == clock.now - 3600
+    assert g.ledger.spent("acme") == pytest.approx(40)
+    other = g.release("acme", units, key="models|week")  # another kind: its own release
+    assert not other.cached and g.ledger.spent("acme") == pytest.approx(80)
+    clock.now += DAY  # a new day: a new release, on the new day's budget
+    fresh = g.release("acme", units + crowd("c", 40), key="topics|week")
+    assert not fresh.cached and "c" in {f.group for f in fresh.groups}
+    assert g.ledger.spent("acme") == pytest.approx(40)
 
 
 def test_single_user_view_is_exact_and_costs_nothing(runtime: Any) -> None:

@@ -86,6 +86,13 @@ def test_persistent_replay_then_threads_and_search(tmp_path: Path, passphrase_fi
     only_bob = json.loads(run_cli("threads", "list", "--tenant", "acme", "--user", "bob",
                                   "--json", *common).stdout)
     assert sum(t["turns"] for t in only_bob) == 1
+    assert only_bob[0]["title"] == "How do I reset my password?"
+    # a title is the redacted first prompt: the city is a placeholder there too
+    titles = {t["title"] for t in threads}
+    assert "What's the weather in <LOCATION_1>?" in titles
+    assert not any("Paris" in t for t in titles)
+    table = run_cli("threads", "list", *common).stdout
+    assert "What's the weather in <LOCATION_1>?" in table and "cost USD" in table
 
     hits = json.loads(run_cli("search", "umbrella and rain forecast", "--json", *common).stdout)
     assert hits[0]["text"] in {"What's the weather in <LOCATION_1>?",
@@ -104,6 +111,52 @@ def test_demo_prints_threads() -> None:
     assert result.returncode == 0, result.stderr
     assert "threads in the demo stream" in result.stdout
     assert "alice@example.com" not in result.stdout  # user ids are pseudonymised
+
+
+def test_replay_refuses_a_data_dir_a_service_holds(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    from appliance.lock import DataDirLock
+
+    src = write_stream(tmp_path / "in.jsonl", STREAM)
+    data = tmp_path / "data"
+    common = ["--data-dir", str(data), "--passphrase-file", str(passphrase_file)]
+    assert run_cli("init", *common).returncode == 0
+    lock = DataDirLock(data)
+    lock.acquire()  # as `semtrace serve` does
+    try:
+        held = run_cli("replay", str(src), "--out", str(tmp_path / "o.jsonl"), *common)
+    finally:
+        lock.release()
+    assert held.returncode != 0 and "already running" in held.stderr
+    assert "Traceback" not in held.stderr
+    assert json.loads(run_cli("threads", "list", "--json", *common).stdout) == []
+
+
+def test_default_request_ids_keep_a_second_file_apart_and_a_rerun_idempotent(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    first = write_stream(tmp_path / "a.jsonl", STREAM[:3])
+    second = write_stream(tmp_path / "b.jsonl", STREAM[3:])
+    common = ["--data-dir", str(tmp_path / "data"), "--passphrase-file", str(passphrase_file)]
+
+    def run(src: Path) -> dict[str, int]:
+        r = run_cli("replay", str(src), "--out", str(tmp_path / "o.jsonl"), "--json", *common)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    assert run(first)["ingested"] == 3
+    b = run(second)  # its lines 1-2 are not the first file's lines 1-2
+    assert (b["ingested"], b["duplicates"]) == (2, 0)
+    again = run(first)
+    assert (again["ingested"], again["duplicates"]) == (0, 3)
+
+
+def test_send_gives_each_invocation_its_own_default_ids() -> None:
+    from appliance.cli.service import _requests
+
+    lines = ['{"tenant":"acme","user_id":"u","text":"hi"}']
+    one, two = next(_requests(lines)), next(_requests(lines))
+    assert one["request_id"] != two["request_id"]
+    assert one["request_id"].startswith("send-") and one["request_id"].endswith("-1")
 
 
 def test_demo_keeps_the_weather_conversation_whole_and_starts_the_lasagna_one() -> None:

@@ -78,25 +78,66 @@ def stats(cli_runner: Any, data_dir: Path, passphrase_file: Path, *args: str) ->
 FIGURE = {"value", "noise_scale", "exact", "ci95"}
 
 
-def test_stats_topics_json_is_noisy_and_accounted(filled: Any, cli_runner: Any, data_dir: Path,
-                                                  passphrase_file: Path) -> None:
+def policies_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **privacy: float) -> None:
+    """Run the CLI with the shipped policies but these privacy.toml values."""
+    import re
+
+    from appliance.config import policy_dir
+
+    policies = tmp_path / "policies"
+    shutil.copytree(policy_dir(), policies)
+    toml = policies / "privacy.toml"
+    text = toml.read_text()
+    for key, value in privacy.items():
+        text = re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
+    toml.write_text(text)
+    monkeypatch.setenv("SEMTRACE_POLICY_DIR", str(policies))
+
+
+def test_stats_topics_json_is_noisy_accounted_and_released_once_a_day(
+        filled: Any, cli_runner: Any, data_dir: Path, passphrase_file: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # a generous epsilon, so that six users per topic survive the noisy k-suppression
+    policies_with(tmp_path, monkeypatch, epsilon_per_day=100.0, epsilon_per_release=40.0)
     out = stats(cli_runner, data_dir, passphrase_file, "topics")
     assert set(out) == {"kind", "tenant", "start", "end", "exact", "epsilon",
-                        "budget_remaining", "k_min_users", "rows"}
-    assert out["kind"] == "topics" and out["exact"] is False and out["epsilon"] == 0.1
-    assert out["budget_remaining"] == pytest.approx(0.9) and out["k_min_users"] == 5
+                        "budget_remaining", "k_min_users", "rows", "released_at", "cached",
+                        "release_age_s", "currency"}
+    assert out["kind"] == "topics" and out["exact"] is False
+    assert out["epsilon"] == pytest.approx(40.0)
+    assert out["budget_remaining"] == pytest.approx(60.0) and out["k_min_users"] == 5
+    assert out["cached"] is False and 0 <= out["release_age_s"] < 600
     assert len(out["rows"]) >= 1
     for row in out["rows"]:
         assert set(row) == {"key", "label", "threads", "mean_turns", "refinement_share",
-                            "abandonment_share", "blocked_share", "tokens", "mean_tokens"}
+                            "abandonment_share", "blocked_share", "tokens", "mean_tokens",
+                            "cost", "mean_cost", "costed", "error_share", "users"}
         assert set(row["threads"]) == FIGURE and row["threads"]["noise_scale"] > 0
         assert row["threads"]["ci95"] == pytest.approx(row["threads"]["noise_scale"] * 3.0,
                                                        rel=0.01)
+    again = stats(cli_runner, data_dir, passphrase_file, "topics")
+    assert again["cached"] is True and again["epsilon"] == 0
+    assert again["rows"] == out["rows"] and again["released_at"] == out["released_at"]
     ledger = filled.store.db.execute("SELECT spent, queries FROM privacy_budget").fetchall()
-    assert ledger == [(pytest.approx(0.1), 1)]
+    assert ledger == [(pytest.approx(40.0), 1)]
 
 
-@pytest.mark.parametrize("command", ["topics", "models", "positions", "blocks", "incident"])
+def test_text_output_says_how_old_the_release_is(filled: Any, data_dir: Path,
+                                                 passphrase_file: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from appliance.cli import main
+
+    argv = ["stats", "topics", "--data-dir", str(data_dir), "--passphrase-file",
+            str(passphrase_file), "--tenant", "acme", *WINDOW]
+    main(argv)
+    assert "new release, epsilon 0.5 spent" in capsys.readouterr().out
+    main(argv)
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "today's release from" in first and "old), nothing spent now" in first
+
+
+@pytest.mark.parametrize("command", ["topics", "models", "cost", "positions", "blocks",
+                                     "incident"])
 def test_every_stats_command_prints_json_rows(filled: Any, cli_runner: Any, data_dir: Path,
                                               passphrase_file: Path, command: str) -> None:
     out = stats(cli_runner, data_dir, passphrase_file, command)
@@ -108,11 +149,13 @@ def test_every_stats_command_prints_json_rows(filled: Any, cli_runner: Any, data
 
 def test_one_users_view_is_exact_and_free(filled: Any, cli_runner: Any, data_dir: Path,
                                           passphrase_file: Path) -> None:
-    out = stats(cli_runner, data_dir, passphrase_file, "topics", "--user", "user2")
+    out = stats(cli_runner, data_dir, passphrase_file, "topics", "--user", "user2",
+                "--role", "compliance")  # exact figures: not for analysts (user_stats)
     assert out["exact"] is True and out["epsilon"] == 0
     assert sum(r["threads"]["value"] for r in out["rows"]) == 2
     assert all(r["threads"]["noise_scale"] == 0 for r in out["rows"])
-    blocks = stats(cli_runner, data_dir, passphrase_file, "blocks", "--user", "user2")
+    blocks = stats(cli_runner, data_dir, passphrase_file, "blocks", "--user", "user2",
+                   "--role", "compliance")
     [row] = blocks["rows"]
     assert row["threads"]["value"] == 1 and row["first_turn_share"]["value"] == 0
     assert len(row["thread_ids"]) == 1
@@ -129,14 +172,15 @@ def test_spent_budget_is_refused_with_one_sentence(filled: Any, data_dir: Path,
     policies = tmp_path / "policies"
     shutil.copytree(policy_dir(), policies)
     toml = policies / "privacy.toml"
-    toml.write_text(toml.read_text().replace("epsilon_per_day = 1.0", "epsilon_per_day = 0.1"))
+    toml.write_text(toml.read_text().replace("epsilon_per_day = 1.0", "epsilon_per_day = 0.6"))
     monkeypatch.setenv("SEMTRACE_POLICY_DIR", str(policies))
     argv = ["stats", "topics", "--data-dir", str(data_dir), "--passphrase-file",
             str(passphrase_file), "--tenant", "acme", *WINDOW]
     main(argv)
+    main(argv)  # today's release again: spends nothing
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
-        main(argv)
+        main([*argv[:-4], "--from", "2026-03-02", "--to", "2026-03-05"])  # another window
     err = capsys.readouterr().err
     assert exc.value.code != 0 and "privacy budget" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -88,13 +89,17 @@ def thread_topics(ta: TopicAssigner, out: list[Any]) -> list[str | None]:
     return [ta.thread_topic("acme", o.thread_id) for o in out]
 
 
+BLOB = re.compile(r"[A-Za-z0-9+/=_-]{24,}")
+
+
 def table_cells(runtime: Any) -> list[str]:
-    """Every text cell of every table of the decrypted store."""
+    """Every text cell of every table of the decrypted store, except encoded ciphertext or
+    digests (one run of base64 characters, which can spell "k8s" by chance)."""
     db = runtime.store.db
     cells = []
     for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
         for row in db.execute(f"SELECT * FROM \"{name}\"").fetchall():
-            cells += [c.lower() for c in row if isinstance(c, str)]
+            cells += [c.lower() for c in row if isinstance(c, str) and not BLOB.fullmatch(c)]
     return cells
 
 

@@ -105,13 +105,42 @@ def test_threads_then_open_one_shows_its_turns_in_order_with_positions(
             text = str(card.render()).replace("\xa0", " ")
             assert position_label(record.position) in text
             assert (record.text or "") in text
-        last = expected.records[-1].record_id
         await pilot.press(*["down"] * (len(expected.records) - 1))
         await pilot.pause()
-        assert f"Why #{last}" in str(app.screen.query_one("#why-text").render())
+        # turns are numbered in the thread (1..n), not by store-wide record id
+        assert f"Why #{len(expected.records)}:" in str(app.screen.query_one("#why-text").render())
         await pilot.press("escape")
         await pilot.pause()
         assert isinstance(app.screen, ThreadsScreen)
+
+    run(app_for(runtime, role="analyst"), scenario)
+
+
+def test_threads_screen_titles_each_thread_with_its_redacted_first_prompt(
+        runtime: Any, replayed: SimpleNamespace) -> None:
+    from appliance.tui.screens.thread import ThreadScreen
+
+    bob_thread = replayed.outcomes[3].thread_id
+
+    async def scenario(pilot: Any) -> None:
+        app = pilot.app
+        table = app.screen.query_one("#threads")
+        keys = table_keys(app, "#threads")
+        titles = {k: str(table.get_cell(k, "title")) for k in keys}
+        # bob's words, his name replaced by a placeholder (cut to the column's width)
+        assert titles[bob_thread].startswith("My name is <PERSON_1>")
+        assert not any("Robert" in t or "Paris" in t for t in titles.values())
+        assert any(t.startswith("What's the weather in") for t in titles.values())
+        assert any(t.startswith("Give me a recipe for a") for t in titles.values())
+        table.move_cursor(row=keys.index(bob_thread))
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ThreadScreen)
+        # the thread view heads with the whole title
+        title = str(app.screen.query_one("#thread-head").render()).splitlines()[0]
+        assert title.startswith("My name is <PERSON_1>")
+        assert "forgot the password for <EMAIL_ADDRESS" in title
+        assert "Robert" not in title and "example.org" not in title
 
     run(app_for(runtime, role="analyst"), scenario)
 
@@ -287,6 +316,24 @@ def test_tree_keeps_chains_flat_and_indents_where_the_user_went_back() -> None:
     assert turns[6].parent is None and turns[1].gap_seconds is None
 
 
+def test_turns_are_numbered_in_the_thread_not_by_store_wide_record_id() -> None:
+    """Record ids start at a random per-node base; people read "#3 linked to #1"."""
+    from appliance.tui.tree import Branch, flatten, layout
+    from appliance.tui.widgets.turn import turn_text
+
+    base = 7 << 32
+    records = [_rec(base + 1, 0, None, "new"), _rec(base + 2, 1, base + 1),
+               _rec(base + 3, 5, base + 1)]
+    items = layout(records)
+    turns = flatten(items)
+    assert [t.number for t in turns] == [1, 2, 3]
+    assert [t.parent_number for t in turns] == [None, 1, 1]
+    branches = [i for i in items if isinstance(i, Branch)]
+    assert [b.from_number for b in branches] == [1, 1]
+    assert turn_text(turns[2]).plain.startswith("#3 ")
+    assert str(base) not in turn_text(turns[2]).plain
+
+
 def test_filter_line_parses_keys_ages_and_refuses_unknown_words() -> None:
     from appliance.tui.filters import FilterError, parse_filters, parse_search
 
@@ -311,6 +358,17 @@ def test_analyst_search_scope_follows_cross_user_policy(policies: Any) -> None:
     pairs, skipped = scopes(pol, "analyst", ["closed"], {"closed": ["u_1"]})
     assert pairs == [("closed", "u_1")] and not skipped
     assert scopes(pol, "compliance", ["closed"], {})[0] == [("closed", None)]
+
+
+def test_titles_are_one_line_cut_at_a_word_boundary() -> None:
+    from appliance.titles import shorten
+
+    assert shorten("  Plan a trip\n to <LOCATION_1>  ") == "Plan a trip to <LOCATION_1>"
+    long = "Please summarise the attached quarterly report for " + "the board " * 10
+    short = shorten(long, 40)
+    assert len(short) <= 40 and short.endswith("…") and long.startswith(short[:-1])
+    assert short[:-1] == "Please summarise the attached quarterly"
+    assert shorten("x" * 50, 10) == "x" * 9 + "…"
 
 
 def test_marks_and_bars_carry_words_not_only_colour() -> None:
@@ -388,6 +446,8 @@ def build_fixed_store(base: Path, embedder: Any) -> Path:
         rt = open_runtime(base / "data", cred)
         vectors, _ = embedder.embed([t[-1] for t in FIXED_TURNS])
         rows = []
+        # record ids are allocated from the store's random base (migration m006)
+        ids = [rt.store.allocate_id() for _ in FIXED_TURNS]
         for i, (thread, tenant, user, minute, parent, position, status, model, text) in \
                 enumerate(FIXED_TURNS):
             ts = FIXED_T0 + timedelta(minutes=minute)
@@ -395,14 +455,17 @@ def build_fixed_store(base: Path, embedder: Any) -> Path:
                             text="", model=model,
                             response=Response(input_tokens=40 + 7 * i, output_tokens=300 + 20 * i,
                                               latency_ms=600.0 + 45 * i, status=status))
-            link = Link(parent_id=None if parent is None else parent + 1, thread_id=thread,
+            link = Link(parent_id=None if parent is None else ids[parent], thread_id=thread,
                         position=position, intent="error_recovery" if status == "error" else
                         "information_seeking", similarity=0.72 - i / 40 if parent is not None
                         else 0.08, score=0.9, evidence=_evidence(parent, i))
-            rows.append(NewRecord(record_id=rt.store.allocate_id(), prompt=prompt,
+            rows.append(NewRecord(record_id=ids[i], prompt=prompt,
                                   user=rt.keyring.pseudonym(tenant, user), session_key=None,
                                   link=link, thread_id=thread, text=text, vector=vectors[i],
-                                  model_id=embedder.model_id, topic_id=FIXED_TOPICS[thread]))
+                                  model_id=embedder.model_id, topic_id=FIXED_TOPICS[thread],
+                                  # the local llama's calls have no known cost
+                                  cost=None if model.startswith("llama") else 0.0031 + i / 1000,
+                                  cost_source=None if model.startswith("llama") else "reported"))
         rt.store.insert(rows)
         rt.store.set_feedback("acme", "req-5", {"rating": 1, "abandoned": True})
         rt.store.set_feedback("acme", "req-9", {"rating": 5})
@@ -414,11 +477,49 @@ def build_fixed_store(base: Path, embedder: Any) -> Path:
                     "INSERT INTO topics (topic_id, tenant, scope, n, contributors, label, "
                     "created_at, updated_at) VALUES (?, 'acme', '', 2, 1, ?, ?, ?)",
                     (tid, label, now, now))
+        put_fixed_releases(rt)
         audit_mod.AuditLog(rt.store.db, rt.keyring.audit_signer()).append(
             "retention_run", {"as_of": "2026-03-03T00:17:00", "buckets_shredded": 0,
                               "records": 0, "vault_entries": 0})
         rt.close()
     return base
+
+
+def _group(key: str, threads: float, users: float, turns: float, refined: float,
+           abandoned: float, errors: float, blocked: float, tokens: float, cost: float) -> Any:
+    """One released group with fixed noisy figures (the snapshot needs fixed values)."""
+    from appliance.privacy import Figure, GroupFigures
+
+    def fig(value: float, scale: float) -> Figure:
+        return Figure(value, scale, exact=False)
+
+    sums = {"turns": fig(turns, 20.0), "refinement": fig(refined, 1.0),
+            "abandoned": fig(abandoned, 1.0), "blocked": fig(blocked, 2.0),
+            "errors": fig(errors, 4.0), "tokens": fig(tokens, 8000.0),
+            "cost": fig(cost, 2.0), "costed": fig(threads, 4.0)}
+    return GroupFigures(key, fig(threads, 0.9), sums, fig(users, 2.5))
+
+
+def put_fixed_releases(rt: Any) -> None:
+    """Today's (CLOCK's) topic and model releases of tenant acme; globex has none."""
+    from appliance import analytics
+    from appliance.privacy import Release
+    from appliance.releases import ReleaseCache
+
+    start, end = analytics.default_window(CLOCK)
+    bound = rt.policies.pricing.thread_cost_bound
+    at = (CLOCK - timedelta(hours=3)).timestamp()
+    cache = ReleaseCache(rt.store.db, clock=lambda: at)
+    topics = (_group("tp_travel", 63, 20, 150, 6, 3, 2, 1, 90_000, 1.9),
+              _group("tp_accounts", 41, 12, 160, 18, 9, 7, 4, 70_000, 2.6),
+              _group("tp_sql", 22, 7, 50, 12, 2, 1, 0, 30_000, 0.7))
+    models = (_group("gpt-4o", 70, 21, 230, 20, 8, 6, 3, 120_000, 3.5),
+              _group("claude-3-5", 45, 14, 100, 6, 2, 1, 1, 50_000, 1.2),
+              _group("gpt-4o-mini", 12, 6, 30, 5, 4, 3, 2, 9_000, 0.05))
+    for kind, groups in (("topics", topics), ("models", models)):
+        cache.put("acme", analytics.group_key(kind, start, end, cost_bound=bound), "2026-03-03",
+                  Release(groups=groups, exact=False, epsilon=0.5, k_min_users=5,
+                          released_at=at))
 
 
 @pytest.fixture(scope="module")
@@ -445,6 +546,22 @@ def fixed_app(fixed_store: Path, embedder: Any) -> Iterator[Callable[..., Any]]:
     yield factory
     for rt in opened:
         rt.close()
+
+
+def test_threads_list_names_the_topic_by_its_label(fixed_store: Path) -> None:
+    from appliance.keys import read_key_file
+    from appliance.query import list_threads
+    from appliance.runtime import open_runtime
+
+    rt = open_runtime(fixed_store / "data", read_key_file(fixed_store / "key"), readonly=True)
+    try:
+        found = {t.thread_id: (t.topic_label, t.title) for t in list_threads(rt.store)}
+    finally:
+        rt.close()
+    # the first prompt, cut at a word before 72 characters
+    assert found["th_0000000000000001"] == (
+        "password reset link", "My name is <PERSON_1>, how do I reset the password for…")
+    assert found["th_0000000000000003"][0] is None  # tp_sql has no label yet
 
 
 def test_snapshot_threads(snap_compare: Any, fixed_app: Any) -> None:
@@ -486,6 +603,92 @@ def test_snapshot_topics(snap_compare: Any, fixed_app: Any) -> None:
     assert snap_compare(fixed_app(), terminal_size=SIZE, run_before=topics)
 
 
+def test_snapshot_models(snap_compare: Any, fixed_app: Any) -> None:
+    async def models(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("c")
+        await settle(pilot)
+
+    assert snap_compare(fixed_app(), terminal_size=SIZE, run_before=models)
+
+
+def test_topics_screen_shows_labels_and_sorts_by_struggle(fixed_app: Any) -> None:
+    async def scenario(pilot: Any) -> None:
+        app = pilot.app
+        await pilot.press("o")
+        await settle(pilot)
+        table = app.screen.query_one("#topics")
+        assert [k.split("\0")[1] for k in table_keys(app, "#topics")] == [
+            "tp_travel", "tp_accounts", "tp_sql"]  # most threads first
+        accounts = "acme\0tp_accounts"
+        assert str(table.get_cell(accounts, "topic")) == "password reset link"
+        assert str(table.get_cell("acme\0tp_sql", "topic")) == "tp_sql · unlabelled"
+        users = str(table.get_cell(accounts, "users"))
+        assert users.startswith("12±") and int(users.split("±")[1]) > 0  # noisy, with its CI
+        assert str(table.get_cell(accounts, "refine")).startswith("44%±")
+        await pilot.press("s")  # the share of threads with corrections or rephrasings
+        await settle(pilot)
+        assert [k.split("\0")[1] for k in table_keys(app, "#topics")] == [
+            "tp_sql", "tp_accounts", "tp_travel"]
+        status = str(app.screen.query_one("#status").render())
+        assert "No release today for globex" in status  # acme's is read, globex has none
+
+    run(fixed_app(), scenario)
+
+
+def test_topics_release_is_made_once_on_request_and_read_by_the_cli_after(
+        runtime: Any, replayed: SimpleNamespace) -> None:
+    from appliance import analytics
+    from appliance.privacy import PrivacyGate
+    from appliance.runtime import open_runtime
+
+    # three people only: a policy that shows groups of one, at an epsilon so generous that
+    # the noisy count of people never falls under one
+    privacy = runtime.policies.privacy.model_copy(
+        update={"k_min_users": 1, "epsilon_per_release": 300.0, "epsilon_per_day": 600.0,
+                "contribution_bound": 2})
+    policies = runtime.policies.model_copy(update={"privacy": privacy})
+    reader = open_runtime(runtime.data_dir, keyring=runtime.keyring, readonly=True,
+                          policies=policies)
+
+    def ledger() -> list[tuple[Any, ...]]:
+        return runtime.store.db.execute("SELECT spent, queries FROM privacy_budget").fetchall()
+
+    async def scenario(pilot: Any) -> None:
+        app = pilot.app
+        await pilot.press("o")
+        await settle(pilot)
+        assert table_keys(app, "#topics") == [] and ledger() == []
+        assert "No release today for acme: n makes it" in str(
+            app.screen.query_one("#status").render())
+        await pilot.press("n")
+        await settle(pilot)
+        await pilot.click("#release")
+        for _ in range(20):  # the release runs in a worker on a connection of its own
+            await settle(pilot)
+            if table_keys(app, "#topics"):
+                break
+        status = str(app.screen.query_one("#status").render())
+        assert len(ledger()) == 1 and ledger()[0][1] == 1, status
+        assert table_keys(app, "#topics")  # the threads have no topic yet: "(no topic yet)"
+        assert "released 12:00 UTC" in str(app.screen.query_one("#topics-head").render())
+        await pilot.press("n")  # made already: nothing more is spent
+        await settle(pilot)
+        assert ledger()[0][1] == 1
+
+    try:
+        run(app_for(reader, role="analyst"), scenario)
+        start, end = analytics.default_window(CLOCK)
+        threads = analytics.load_threads(runtime.store, "acme", start, end)
+        again = analytics.topic_stats(
+            threads, PrivacyGate(runtime.store.db, privacy, clock=CLOCK.timestamp),
+            tenant="acme", start=start, end=end, labels={},
+            cost_bound=policies.pricing.thread_cost_bound)
+        assert again.cached and ledger()[0][1] == 1  # `stats topics` reads the same release
+    finally:
+        reader.close()
+
+
 def test_snapshot_retention(snap_compare: Any, fixed_app: Any) -> None:
     async def retention(pilot: Any) -> None:
         await settle(pilot)
@@ -506,3 +709,23 @@ def test_snapshot_help(snap_compare: Any, fixed_app: Any) -> None:
 
 def test_snapshot_threads_at_80x24(snap_compare: Any, fixed_app: Any) -> None:
     assert snap_compare(fixed_app(), terminal_size=(80, 24), run_before=settle)
+
+
+def test_tenant_and_model_names_are_shown_as_written_never_as_markup(
+        runtime: Any, pipeline: Any) -> None:
+    from appliance.tui.screens.thread import ThreadScreen
+
+    pipeline.process([make_prompt("Where is the printer on floor 3?", tenant="[u]ten",
+                                  model="[i]m[/i]")])
+
+    async def scenario(pilot: Any) -> None:
+        app = pilot.app
+        shot = app.export_screenshot()
+        assert "[u]ten" in shot and "[i]m[/i]" in shot  # the threads table
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ThreadScreen)
+        head = str(app.screen.query_one("#thread-head").render())
+        assert "[u]ten/" in head and "[i]m[/i]" in head
+
+    run(app_for(runtime, role="analyst"), scenario, size=(220, 30))  # every column shows

@@ -1,9 +1,13 @@
-"""`semtrace stats topics|models|positions|blocks|incident`: conversation analytics.
+"""`semtrace stats topics|models|cost|positions|blocks|incident`: conversation analytics.
 
-Cross-user figures are differentially private (see privacy.py): each command
-spends `epsilon_per_query` of the tenant's daily budget and withholds groups of
-fewer than `k_min_users` people. With `--user` the view is that one user's own
-data: exact, free, and read-only.
+Cross-user figures are differentially private (see privacy.py): the first time
+a command runs on a UTC day for a window, it spends `epsilon_per_release` of the
+tenant's daily budget on a release that is cached for the day; running it again
+reads that release, spends nothing and says how old it is. Groups whose noisy
+count of people is under `k_min_users` are withheld. The default window is the
+7 UTC days ending tonight, so that every default query of a day shares one
+release. With `--user` the view is that one user's own data: exact, free, and
+read-only.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from appliance.privacy import Figure, PrivacyGate
 from appliance.roles import require
 from appliance.runtime import Runtime
 
-DEFAULT_DAYS = 7
+DEFAULT_DAYS = analytics.DEFAULT_DAYS
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,10 @@ class Scope:
     def labels(self) -> dict[str, str]:
         return analytics.topic_labels(self.rt.store, self.tenant)
 
+    @property
+    def cost_bound(self) -> float:
+        return self.rt.policies.pricing.thread_cost_bound
+
 
 def _when(value: str | None, default: datetime, name: str) -> datetime:
     if value is None:
@@ -59,7 +67,7 @@ def _when(value: str | None, default: datetime, name: str) -> datetime:
 
 
 def _window(since: str | None, until: str | None) -> tuple[datetime, datetime]:
-    end = _when(until, datetime.now(UTC), "to")
+    end = _when(until, analytics.default_window(datetime.now(UTC))[1], "to")
     start = _when(since, end - timedelta(days=DEFAULT_DAYS), "from")
     if start >= end:
         raise SemtraceError("--from must be earlier than --to.")
@@ -76,22 +84,30 @@ def stats_command(fn: Callable[..., Any]) -> Callable[..., Any]:
         start, end = _window(since, until)
         rt = open_dir(data_dir, passphrase_file, key_file, readonly=user is not None)
         try:
-            require(rt.policies.access, role, "threads:read" if user else "aggregates")
+            # one user's figures are exact and spend no budget: not an analyst's to ask for
+            require(rt.policies.access, role, "user_stats" if user else "aggregates",
+                     tenant=tenant)
             pseudo = rt.keyring.pseudonym(tenant, user) if user is not None else None
             scope = Scope(rt, tenant, pseudo, start, end,
                           PrivacyGate(rt.store.db, rt.policies.privacy))
             report = fn(scope, **kw)
+            currency = rt.policies.pricing.currency
         finally:
             rt.close()
         if as_json:
-            emit_json(_with_ci(report))
+            data = _with_ci(report)
+            if report.released_at is not None:
+                data["release_age_s"] = round(
+                    (datetime.now(UTC) - report.released_at).total_seconds(), 1)
+            emit_json({**data, "currency": currency})
         else:
-            _print(report)
+            _print(report, currency)
 
     cmd: Callable[..., Any] = run
     for option in (
         click.option("--json", "as_json", is_flag=True, help="Print JSON."),
-        click.option("--to", "until", default=None, help="Window end (default now)."),
+        click.option("--to", "until", default=None,
+                     help="Window end (default the end of today, UTC)."),
         click.option("--from", "since", default=None,
                      help=f"Window start (default {DEFAULT_DAYS} days before --to)."),
         click.option("--user", default=None,
@@ -129,25 +145,50 @@ def _fmt(f: Figure, pct: bool = False) -> str:
     return f"{f.value:.1f}" + ("" if f.exact else f"±{f.ci95:.0f}")
 
 
-def _print(report: analytics.Report[Any]) -> None:
+def _age(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _spent(report: analytics.Report[Any]) -> str:
+    if report.released_at is None:
+        return f"epsilon {report.epsilon:g} spent"
+    age = _age((datetime.now(UTC) - report.released_at).total_seconds())
+    if report.cached:
+        return (f"today's release from {report.released_at:%H:%M} UTC ({age} old), "
+                "nothing spent now")
+    return f"new release, epsilon {report.epsilon:g} spent"
+
+
+def _print(report: analytics.Report[Any], currency: str) -> None:
     how = ("exact (one user's own data)" if report.exact else
-           f"differentially private: epsilon {report.epsilon:g} spent, "
+           f"differentially private: {_spent(report)}, "
            f"{report.budget_remaining:g} left today; groups under {report.k_min_users} users "
-           "withheld; ± is a 95% interval; * marks a rise beyond the noise")
+           "(noisy count) withheld; ± is a 95% interval; * marks a rise beyond the noise")
     click.echo(f"{report.kind} for {report.tenant}, {report.start:%Y-%m-%d %H:%M} to "
                f"{report.end:%Y-%m-%d %H:%M} UTC — {how}")
     for r in report.rows:
-        click.echo("  " + _line(r))
+        click.echo("  " + _line(r, currency))
     if not report.rows:
         click.echo("  (nothing to show)")
 
 
-def _line(r: object) -> str:
+def _money(f: Figure) -> str:
+    return f"{f.value:.4f}" + ("" if f.exact else f"±{f.ci95:.4f}")
+
+
+def _line(r: object, currency: str = "") -> str:
     if isinstance(r, analytics.GroupStats):
-        return (f"{r.key:<16} {r.label or '':<36.36} threads {_fmt(r.threads)}  turns "
+        people = f"  people {_fmt(r.users)}" if r.users is not None else ""
+        return (f"{r.key:<16} {r.label or '':<36.36} threads {_fmt(r.threads)}{people}  turns "
                 f"{_fmt(r.mean_turns)}  refine {_fmt(r.refinement_share, True)}  abandon "
-                f"{_fmt(r.abandonment_share, True)}  blocked {_fmt(r.blocked_share, True)}  tokens "
-                f"{_fmt(r.tokens)}")
+                f"{_fmt(r.abandonment_share, True)}  errors {_fmt(r.error_share, True)}  blocked "
+                f"{_fmt(r.blocked_share, True)}  tokens "
+                f"{_fmt(r.tokens)}  cost {_money(r.cost)} {currency} (per thread "
+                f"{_money(r.mean_cost)})")
     if isinstance(r, analytics.PositionShare):
         return f"{r.period}  {r.position:<14} {_fmt(r.prompts)}  {_fmt(r.share, True)}"
     if isinstance(r, analytics.BlockStats):
@@ -174,7 +215,7 @@ def stats_topics(scope: Scope) -> analytics.Report[Any]:
     """Per topic: threads, mean turns, refinement/abandonment/blocked shares, tokens."""
     return analytics.topic_stats(scope.threads(), scope.gate, tenant=scope.tenant,
                                  start=scope.start, end=scope.end, labels=scope.labels(),
-                                 single_user=scope.user)
+                                 single_user=scope.user, cost_bound=scope.cost_bound)
 
 
 @stats.command("models")
@@ -184,7 +225,16 @@ def stats_models(scope: Scope, topic: str | None) -> analytics.Report[Any]:
     """Per model: the same figures as `stats topics` (optionally on one topic)."""
     return analytics.model_stats(scope.threads(), scope.gate, tenant=scope.tenant,
                                  start=scope.start, end=scope.end, labels={}, topic=topic,
-                                 single_user=scope.user)
+                                 single_user=scope.user, cost_bound=scope.cost_bound)
+
+
+@stats.command("cost")
+@stats_command
+def stats_cost(scope: Scope) -> analytics.Report[Any]:
+    """Cost beside outcomes: per conversation length, refined or not, abandoned or not."""
+    return analytics.cost_outcomes(scope.threads(), scope.gate, tenant=scope.tenant,
+                                   start=scope.start, end=scope.end, single_user=scope.user,
+                                   cost_bound=scope.cost_bound)
 
 
 @stats.command("positions")
@@ -220,7 +270,8 @@ def stats_incident(scope: Scope, baseline_from: str | None,
         raise SemtraceError("--baseline-from must be earlier than --baseline-to.")
     return analytics.incident_lifts(scope.threads(), scope.threads(b_start, b_end), scope.gate,
                                     tenant=scope.tenant, start=scope.start, end=scope.end,
-                                    labels=scope.labels(), single_user=scope.user)
+                                    labels=scope.labels(), single_user=scope.user,
+                                    baseline_window=(b_start, b_end))
 
 
 COMMANDS = [stats]

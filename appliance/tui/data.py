@@ -8,21 +8,16 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import datetime
 
 from appliance.query import (
     ThreadFilter,
     ThreadMarks,
-    TopicSummary,
     data_version,
     get_thread,
-    has_table,
     list_threads_page,
     tenants,
     thread_marks,
     topic_aliases,
-    topic_labels,
-    topic_summaries,
 )
 from appliance.records import Thread
 from appliance.runtime import Runtime
@@ -31,7 +26,7 @@ from appliance.tui.filters import FilterError, Filters
 # UI column key -> query sort key
 SORTS = {"tenant": "tenant", "user": "user", "started": "first", "last": "last",
          "turns": "turns", "topic": "topic", "models": "models", "tokens": "tokens",
-         "marks": "marks"}
+         "cost": "cost", "marks": "marks"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +35,14 @@ class ThreadRow:
 
     thread: Thread
     marks: ThreadMarks | None
+    topic: str | None  # the topic's label, else its id
+
+
+@dataclass(frozen=True)
+class ThreadDetail:
+    """One thread for the thread view, with the name of its topic."""
+
+    thread: Thread
     topic: str | None  # the topic's label, else its id
 
 
@@ -53,14 +56,6 @@ class ThreadPage:
     version: int
 
 
-@dataclass(frozen=True)
-class TopicsView:
-    """What the topics screen shows; `note` explains an empty or missing topics table."""
-
-    topics: tuple[TopicSummary, ...]
-    note: str | None
-
-
 class StoreReader:
     """Read-only views over an opened runtime, limited to one tenant when `tenant` is set."""
 
@@ -68,6 +63,7 @@ class StoreReader:
         self.rt = rt
         self.tenant = tenant
         self.lock = threading.Lock()
+        self.currency = rt.policies.pricing.currency
 
     def version(self) -> int:
         """Changes when the service (or any other connection) commits."""
@@ -96,19 +92,17 @@ class StoreReader:
                 topic_ids=topic_ids, sort=SORTS.get(sort, "last"), descending=descending,
                 limit=limit, offset=offset)
             marks = thread_marks(store, [t.thread_id for t in rows])
-            labels = topic_labels(store, sorted({t.topic_id for t in rows if t.topic_id}))
-        out = tuple(ThreadRow(t, marks.get(t.thread_id),
-                              labels.get(t.topic_id, t.topic_id) if t.topic_id else None)
+        out = tuple(ThreadRow(t, marks.get(t.thread_id), t.topic_label or t.topic_id)
                     for t in rows)
         return ThreadPage(rows=out, total=total, offset=offset, version=version)
 
-    def thread(self, thread_id: str) -> Thread | None:
-        """A thread with its turns (None when absent or outside this session's tenant)."""
+    def thread(self, thread_id: str) -> ThreadDetail | None:
+        """A thread with its turns and topic label (None when absent or out of scope)."""
         with self.lock:
             thread = get_thread(self.rt.store, thread_id)
         if thread is None or (self.tenant and thread.tenant != self.tenant):
             return None
-        return thread
+        return ThreadDetail(thread, thread.topic_label or thread.topic_id)
 
     def tenants(self) -> list[str]:
         """Tenants in scope that have threads."""
@@ -116,16 +110,3 @@ class StoreReader:
             return [self.tenant]
         with self.lock:
             return tenants(self.rt.store)
-
-    def topics(self, now: datetime, *, days: int = 14) -> TopicsView:
-        """Per-topic activity, or a note saying why there is none."""
-        with self.lock:
-            store = self.rt.store
-            if not has_table(store, "topics"):
-                return TopicsView((), "This store has no topics yet: the topics module has "
-                                      "not run on it.")
-            found = topic_summaries(store, now=now, tenant=self.tenant, days=days)
-        if not found:
-            return TopicsView((), "No thread has a topic yet: topics are assigned as the "
-                                  "service ingests prompts.")
-        return TopicsView(tuple(found), None)

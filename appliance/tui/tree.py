@@ -17,22 +17,29 @@ from appliance.records import Record
 
 @dataclass(frozen=True)
 class Turn:
-    """One turn as displayed: its record, its parent in the thread and the gap to it."""
+    """One turn as displayed: its record, its parent in the thread and the gap to it.
+
+    `number` is the turn's place in the thread in time order (1 = first prompt), the
+    name people use for it ("turn #3"); record ids are store-wide and opaque."""
 
     record: Record
     parent: Record | None
     gap_seconds: float | None
     depth: int = 0
+    number: int = 0
+    parent_number: int | None = None
 
 
 @dataclass(frozen=True)
 class Branch:
-    """The sub-tree of the `index`-th (0-based) of `count` children of turn `from_id`."""
+    """The sub-tree of the `index`-th (0-based) of `count` children of turn `from_id`
+    (numbered `from_number` in the thread)."""
 
     from_id: int
     index: int
     count: int
     items: tuple[Turn | Branch, ...]
+    from_number: int = 0
 
 
 Item = Turn | Branch
@@ -52,25 +59,28 @@ def _children(records: Sequence[Record]) -> tuple[list[Record], dict[int, list[R
     return roots, kids
 
 
-def _turn(r: Record, parent: Record | None, depth: int) -> Turn:
+def _turn(r: Record, parent: Record | None, depth: int, numbers: dict[int, int]) -> Turn:
     gap = None if parent is None else (r.ts - parent.ts).total_seconds()
-    return Turn(record=r, parent=parent, gap_seconds=gap, depth=depth)
+    return Turn(record=r, parent=parent, gap_seconds=gap, depth=depth,
+                number=numbers[r.record_id],
+                parent_number=None if parent is None else numbers.get(parent.record_id))
 
 
 def _chain(start: Record, parent: Record | None, kids: dict[int, list[Record]],
-           depth: int) -> tuple[Item, ...]:
+           depth: int, numbers: dict[int, int]) -> tuple[Item, ...]:
     """A run of single replies from `start`, ending in branches where the run forks."""
     items: list[Item] = []
     node, up = start, parent
     while True:
-        items.append(_turn(node, up, depth))
+        items.append(_turn(node, up, depth, numbers))
         below = kids.get(node.record_id, [])
         if len(below) == 1:
             node, up = below[0], node
             continue
         for i, child in enumerate(below):
             items.append(Branch(node.record_id, i, len(below),
-                                _chain(child, node, kids, depth + 1)))
+                                _chain(child, node, kids, depth + 1, numbers),
+                                from_number=numbers[node.record_id]))
         return tuple(items)
 
 
@@ -78,10 +88,12 @@ def layout(records: Sequence[Record]) -> tuple[Item, ...]:
     """The display tree of a thread's records (any order in; time order within a chain)."""
     roots, kids = _children(records)
     by_id = {r.record_id: r for r in records}
+    ordered = sorted(records, key=lambda r: (r.ts, r.record_id))
+    numbers = {r.record_id: i + 1 for i, r in enumerate(ordered)}
     items: list[Item] = []
     for root in roots:
         parent = by_id.get(root.parent_id) if root.parent_id is not None else None
-        items.extend(_chain(root, parent, kids, 0))
+        items.extend(_chain(root, parent, kids, 0, numbers))
     return tuple(items)
 
 

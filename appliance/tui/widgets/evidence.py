@@ -33,17 +33,22 @@ GATEWAY_REASONS = {  # links the gateway's own signals decided (appliance/histor
 }
 
 
+def _parent(turn: Turn) -> str:
+    """The parent as the thread numbers it, or a plain phrase when it is gone (shredded)."""
+    return f"#{turn.parent_number}" if turn.parent_number is not None else "an earlier turn"
+
+
 def _decision(turn: Turn, ev: dict[str, Any]) -> Text:
     r = turn.record
     score, threshold = ev.get("score"), ev.get("threshold")
     cues = ", ".join(ev.get("cues") or []) or "none"
     gateway = GATEWAY_REASONS.get((ev.get("link_source", ""), r.parent_id is not None))
     if gateway is not None:
-        head = (f"✔ Linked to #{r.parent_id}" if r.parent_id is not None
+        head = (f"✔ Linked to {_parent(turn)}" if r.parent_id is not None
                 else "? Orphaned" if r.position == "orphaned" else "● New thread")
         why = f"{gateway} (decided by {ev['link_source']})"
     elif r.parent_id is not None:
-        head = f"✔ Linked to #{r.parent_id}"
+        head = f"✔ Linked to {_parent(turn)}"
         why = f"score {score:.2f} ≥ threshold {threshold:.2f}" if score is not None \
             and threshold is not None else "linked"
     elif r.position == "orphaned":
@@ -65,7 +70,7 @@ def explain(turn: Turn) -> Text:
     """The panel's text for one turn."""
     r = turn.record
     ev = r.evidence or {}
-    out = Text(f"Why #{r.record_id}: {position_label(r.position)}\n\n", style="bold")
+    out = Text(f"Why #{turn.number}: {position_label(r.position)}\n\n", style="bold")
     if not ev:
         out.append("No evidence was stored for this turn.\n")
         return out

@@ -14,6 +14,7 @@ from appliance.tui.format import (
     compact,
     duration,
     intent_label,
+    money,
     position_label,
     redacted_text,
     sim_bar,
@@ -28,7 +29,7 @@ def turn_text(turn: Turn) -> Text:
     """The card's content: header, metrics and the redacted text."""
     r = turn.record
     head = Text()
-    head.append(f"#{r.record_id}", style="bold")
+    head.append(f"#{turn.number}", style="bold")
     head.append(f" {r.ts:%H:%M:%S} {duration(turn.gap_seconds)}  ")
     head.append(_nb(position_label(r.position)), style="bold")
     head.append(f"  {_nb(intent_label(r.intent))}")
@@ -39,7 +40,8 @@ def turn_text(turn: Turn) -> Text:
     tokens = (f"{compact(r.input_tokens)}→{compact(r.output_tokens)}\u00a0tok"
               if r.input_tokens is not None or r.output_tokens is not None else "tok\u00a0?")
     latency = f"{r.latency_ms:.0f}\u00a0ms" if r.latency_ms is not None else "–\u00a0ms"
-    metrics.append(f"  {tokens}  {latency}  ")
+    cost = f"cost\u00a0{money(r.cost)}  " if r.cost is not None else ""
+    metrics.append(f"  {tokens}  {latency}  {cost}")
     metrics.append(_nb(status_label(r.status)), style=STATUS_STYLES.get(r.status or "", ""))
     return Text("\n").join([head, metrics, redacted_text(r.text)])
 
@@ -78,7 +80,7 @@ class BranchBox(Vertical):
     def compose(self) -> ComposeResult:
         b = self.branch
         note = "the first reply" if b.index == 0 else "the user went back"
-        yield Static(f"⑂ branch {b.index + 1} of {b.count} from #{b.from_id} ({note})",
+        yield Static(f"⑂ branch {b.index + 1} of {b.count} from #{b.from_number} ({note})",
                      classes="branch-label")
         for item in b.items:
             yield TurnCard(item) if isinstance(item, Turn) else BranchBox(item)

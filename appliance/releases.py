@@ -1,0 +1,98 @@
+"""Cached differentially private releases: computed once per tenant, key and UTC day.
+
+A cross-user figure costs privacy budget only the first time it is released on
+a day; later queries and screen refreshes read the stored release (table
+`dp_releases`, migration `m007_dp_releases`) and say how old it is. A release
+holds only noisy figures of groups (topic ids, model names, periods), never
+words, so it is safe to keep; releases of earlier days are deleted when a new
+one is written.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from appliance.privacy import Figure, Release
+
+KEEP_DAYS = 2  # releases of this many earlier days stay readable (screens show the latest)
+
+
+def _fig(f: Figure | None) -> list[float] | None:
+    return None if f is None else [f.value, f.noise_scale]
+
+
+def encode(rel: Release) -> str:
+    """A release as JSON (noisy figures only)."""
+    return json.dumps({"epsilon": rel.epsilon, "k": rel.k_min_users,
+                       "released_at": rel.released_at,
+                       "groups": [{"g": g.group, "n": _fig(g.count), "u": _fig(g.users),
+                                   "s": {k: _fig(v) for k, v in g.sums.items()}}
+                                  for g in rel.groups]}, separators=(",", ":"))
+
+
+def decode(raw: str) -> Release:
+    """The release `encode` wrote."""
+    from appliance.privacy import Figure, GroupFigures, Release
+
+    data = json.loads(raw)
+
+    def fig(x: list[float] | None) -> Figure | None:
+        return None if x is None else Figure(float(x[0]), float(x[1]), exact=False)
+
+    groups = []
+    for g in data["groups"]:
+        count = fig(g["n"])
+        assert count is not None
+        sums = {k: f for k, v in g["s"].items() if (f := fig(v)) is not None}
+        groups.append(GroupFigures(g["g"], count, sums, fig(g["u"])))
+    return Release(groups=tuple(groups), exact=False, epsilon=float(data["epsilon"]),
+                   k_min_users=int(data["k"]), released_at=data["released_at"])
+
+
+class ReleaseCache:
+    """Today's releases of one store, by (tenant, key)."""
+
+    def __init__(self, db: Any, *, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.clock = clock
+
+    def get(self, tenant: str, key: str, day: str) -> Release | None:
+        """The release made under `key` on `day`, if any."""
+        row = self.db.execute("SELECT payload FROM dp_releases WHERE tenant=? AND key=? AND day=?",
+                              (tenant, key, day)).fetchone()
+        return decode(row[0]) if row else None
+
+    def put(self, tenant: str, key: str, day: str, rel: Release) -> None:
+        """Store a release (the first one of the day under a key wins) and drop old days."""
+        now = self.clock()
+        own = not self.db.in_transaction
+        if own:
+            self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute(
+                "INSERT INTO dp_releases (tenant, key, day, created_at, payload) "
+                "VALUES (?,?,?,?,?) ON CONFLICT(tenant, key, day) DO NOTHING",
+                (tenant, key, day, now, encode(rel)))
+            self.db.execute("DELETE FROM dp_releases WHERE tenant=? AND created_at<?",
+                            (tenant, now - (KEEP_DAYS + 1) * 86400.0))
+            if own:
+                self.db.execute("COMMIT")
+        except BaseException:
+            if own:
+                self.db.execute("ROLLBACK")
+            raise
+
+    def latest(self, tenant: str, key: str) -> Release | None:
+        """The most recent release under `key` (any day): what a read-only screen shows."""
+        row = self.db.execute(
+            "SELECT payload FROM dp_releases WHERE tenant=? AND key=? "
+            "ORDER BY created_at DESC LIMIT 1", (tenant, key)).fetchone()
+        if row is None:
+            return None
+        from dataclasses import replace
+
+        return replace(decode(row[0]), cached=True)
