@@ -170,7 +170,7 @@ def test_a_user_erased_today_can_be_written_to_again_today(pipeline, runtime) ->
     pipeline.process([make_prompt("Draft a complaint letter", user="erin")])
     report = erase_user(_shredder(runtime, pipeline), runtime.policies.retention,
                         runtime.keyring, tenant="acme", user_id="erin", reason="GDPR")
-    assert report.records == 1 and report.complete
+    assert report.records == 1
     later = pipeline.process([make_prompt("How do I plant tulip bulbs?", user="erin",
                                           minutes=30)])
     recs = runtime.store.records("r.id = ?", (later[0].record_id,))
@@ -180,6 +180,7 @@ def test_a_user_erased_today_can_be_written_to_again_today(pipeline, runtime) ->
         "SELECT count(*), sum(destroyed_at IS NULL) FROM buckets WHERE user=?",
         (erin,)).fetchone()
     assert days == (2, 1)  # the erased bucket (closed) and today's fresh one
+    assert report.complete
 
 
 # ---------------------------------------------------------------- 5. vault keys
