@@ -198,8 +198,8 @@ def test_vault_originals_are_unreadable_from_a_backup_after_vault_retention(
     from appliance.store import DB_FILE, KEYS_FILE, Store
 
     officer = read_passphrase_file(_secret(tmp_path, "officer", "compliance officer secret"))
-    create_reveal_key(data_dir, officer)
-    runtime.store.sealer = reveal_sealer(data_dir)
+    create_reveal_key(data_dir, officer, runtime.keyring)
+    runtime.store.sealer = reveal_sealer(data_dir, runtime.keyring)
     out = pipeline.process([make_prompt("Email me at vera.vaultcase@example.com please",
                                         user="vera")])
     rid = out[0].record_id
