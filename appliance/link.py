@@ -23,6 +23,7 @@ import numpy as np
 
 from appliance.config import CorrelationSettings, policy_dir
 from appliance.cues import (  # noqa: F401  (re-exported for callers of link)
+    ack_then_request,
     cue_names,
     intent_of,
     keywords,
@@ -30,14 +31,19 @@ from appliance.cues import (  # noqa: F401  (re-exported for callers of link)
     word_count,
 )
 from appliance.errors import ConfigError
+from appliance.opener import OpenerModel
 from appliance.records import Candidate, Link
 
 Linker = Callable[["LinkInput", Sequence[Candidate]], Link]
 FOLLOW_UP_CUES = frozenset({"pronoun", "demonstrative", "ellipsis", "elaboration", "correction"})
+# Cues that tie a prompt to what came before: a linked prompt carrying one is never a topic shift.
+REFERRING_CUES = FOLLOW_UP_CUES | {"deictic", "answer"}
 QUERY_CUES = ("pronoun", "demonstrative", "ellipsis", "elaboration", "correction",
-              "acknowledgement", "management", "question")
-QUERY_FEATURES = ("q_gap_last", "q_words", *(f"q_{c}" for c in QUERY_CUES), "q_entities",
-                  "q_max_sim", "q_active_threads", "q_novel")
+              "acknowledgement", "management", "question", "deictic", "answer", "opening",
+              "closing")
+QUERY_FEATURES = ("q_gap_last", "q_words", *(f"q_{c}" for c in QUERY_CUES), "q_ack_request",
+                  "q_entities", "q_max_sim", "q_active_threads", "q_novel", "q_opener")
+OPEN_SECONDS = 900.0  # a thread with a turn this recent counts as open
 
 
 # Generic English cue lexicons (never keyed to any data set's texts).
@@ -50,6 +56,9 @@ class LinkInput:
     text: str
     session_key: str | None = None
     entity_keys: tuple[str, ...] = ()
+    # Probability that the prompt opens a conversation; the linker computes it when None
+    # (the training script hands in cross-fitted values).
+    opener: float | None = None
 
 
 def link_rule(query: LinkInput, candidates: Sequence[Candidate], *, threshold: float = 0.75,
@@ -129,11 +138,19 @@ class VectorCache:
 
 
 class PairModel:
-    """The learned scorer: logistic regression or boosted trees, as numpy arrays."""
+    """The learned scorer: logistic regression or boosted trees, as numpy arrays, and the
+    opener model whose probability is one of its features."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
         if list(spec["features"]) != list(FEATURES):
             raise ValueError("the weights file was trained on other features")
+        self.opener = OpenerModel(spec["opener"]) if spec.get("opener") else None
+        dec = spec.get("decision")
+        self.decision = None if not dec else (
+            np.asarray(dec["mean"], dtype=np.float64), np.asarray(dec["scale"], dtype=np.float64),
+            np.asarray(dec["coef"], dtype=np.float64), float(dec["intercept"]))
+        if dec and list(dec["features"]) != list(DECISION_FEATURES):
+            raise ValueError("the decision model was trained on other features")
         self.kind = spec["kind"]
         self.mean = np.asarray(spec["scaler"]["mean"], dtype=np.float64)
         self.scale = np.asarray(spec["scaler"]["scale"], dtype=np.float64)
@@ -150,8 +167,9 @@ class PairModel:
             self.roots = offset[:, 0]
             self.feat = feat.ravel()
             self.thr = np.asarray(t["threshold"], dtype=np.float64).ravel()
-            self.left = (np.asarray(t["left"], dtype=np.int64) + offset).ravel()
-            self.right = (np.asarray(t["right"], dtype=np.int64) + offset).ravel()
+            left = (np.asarray(t["left"], dtype=np.int64) + offset).ravel()
+            right = (np.asarray(t["right"], dtype=np.int64) + offset).ravel()
+            self.children = np.stack([left, right], axis=1).ravel()  # node k: 2k left, 2k+1 right
             self.value = np.asarray(t["value"], dtype=np.float64).ravel()
         else:
             raise ValueError(f"unknown model kind {self.kind!r}")
@@ -166,10 +184,27 @@ class PairModel:
             row_start = (np.arange(z.shape[0]) * z.shape[1])[:, None]
             node = np.repeat(self.roots[None, :], z.shape[0], axis=0)
             for _ in range(self.depth):  # leaves point to themselves
-                go_left = flat[row_start + self.feat[node]] <= self.thr[node]
-                node = np.where(go_left, self.left[node], self.right[node])
-            raw = self.intercept + self.rate * self.value[node].sum(axis=1)
+                go_right = np.take(flat, row_start + np.take(self.feat, node)) > np.take(
+                    self.thr, node)
+                node = np.take(self.children, 2 * node + go_right)
+            raw = self.intercept + self.rate * np.take(self.value, node).sum(axis=1)
         return 1.0 / (1.0 + np.exp(-raw))
+
+    def link_proba(self, masses: Sequence[float], opener: float, row: np.ndarray) -> float:
+        """Probability that the prompt continues some earlier turn: the decision model over
+        the candidates' summed probabilities and a few prompt features, else their sum."""
+        total = min(sum(masses), 1.0)
+        if self.decision is None:
+            return total
+        mean, scale, coef, intercept = self.decision
+        z = float(((decision_row(masses, opener, row) - mean) / scale) @ coef) + intercept
+        return 1.0 / (1.0 + math.exp(-max(min(z, 40.0), -40.0)))
+
+    def opener_proba(self, q: LinkInput) -> float:
+        """The prompt's opener probability (given, else from the opener model, else 0.5)."""
+        if q.opener is not None:
+            return q.opener
+        return self.opener.proba(q.vector, q.text) if self.opener is not None else 0.5
 
 
 def load_model(settings: CorrelationSettings) -> PairModel:
@@ -233,6 +268,7 @@ class _Context:
     novel: float  # share of the prompt's keywords unseen in the user's recent turns
     qkw: frozenset[str]
     qents: frozenset[str]
+    open_threads: frozenset[str]  # threads with a turn in the last OPEN_SECONDS
 
 
 def _idf(q: LinkInput, cands: Sequence[Candidate], wlo: int) -> tuple[dict[str, float], float]:
@@ -244,13 +280,18 @@ def _idf(q: LinkInput, cands: Sequence[Candidate], wlo: int) -> tuple[dict[str, 
     return idf, sum(1 for d in df.values() if d == 0) / max(len(df), 1)
 
 
-def _query_row(ctx: _Context, cues: frozenset[str]) -> list[float]:
+def _open_threads(q: LinkInput, cands: Sequence[Candidate]) -> frozenset[str]:
+    return frozenset(c.thread_id for c in cands[-50:]
+                     if (q.ts - c.ts).total_seconds() <= OPEN_SECONDS)
+
+
+def _query_row(ctx: _Context, cues: frozenset[str], opener: float) -> list[float]:
     q, cands = ctx.q, ctx.cands
     gap_last = (q.ts - cands[-1].ts).total_seconds()
-    recent = {c.thread_id for c in cands[-50:] if (q.ts - c.ts).total_seconds() <= 900}
     return [math.log1p(max(gap_last, 0.0)), math.log1p(word_count(q.text)),
-            *(float(c in cues) for c in QUERY_CUES), float(min(len(q.entity_keys), 3)),
-            float(ctx.sims.max()), float(min(len(recent), 5)), ctx.novel]
+            *(float(c in cues) for c in QUERY_CUES), float(ack_then_request(q.text)),
+            float(min(len(q.entity_keys), 3)), float(ctx.sims.max()),
+            float(min(len(ctx.open_threads), 5)), ctx.novel, opener]
 
 
 def _thread_row(ctx: _Context, t: _Thread) -> list[float]:
@@ -265,20 +306,22 @@ def _thread_row(ctx: _Context, t: _Thread) -> list[float]:
         tkw = [keywords(cands[j].text) for j in t.turns] if ctx.qkw else []
         tents = set().union(*(cands[j].entity_keys for j in t.turns)) if ctx.qents else set()
         last = cands[t.turns[-1]]
+        last_cues = cue_names(last.text)
         t.row = [
             math.log1p(t.rank), math.log1p(len(t.turns)),
             math.log1p(max((q.ts - last.ts).total_seconds(), 0.0)), t.max_sim,
             sum(sims) / norm, sims[0], sum(sims[-3:]) / len(sims[-3:]),
             float(min(len(ctx.qents & tents), 3)),
             sum(ctx.idf[w] for w in ctx.qkw if any(w in k for k in tkw)),
-            float("acknowledgement" in cue_names(last.text)),
+            float("acknowledgement" in last_cues), float("closing" in last_cues),
+            float(bool(ctx.open_threads - {last.thread_id})),
         ]
     return t.row
 
 
 THREAD_FEATURES = ("thread_rank", "thread_turns", "thread_gap", "thread_max_sim",
                    "centroid_sim", "head_sim", "recent_sim", "ent_thread", "kw_thread",
-                   "thread_last_ack")
+                   "thread_last_ack", "thread_last_closing", "other_thread_open")
 MARGINS = ("thread_max_sim", "centroid_sim", "recent_sim", "kw_thread")
 
 
@@ -310,8 +353,11 @@ FEATURES = (*QUERY_FEATURES, *THREAD_FEATURES, *(f"{m}_margin" for m in MARGINS)
 
 
 def features(q: LinkInput, cands: Sequence[Candidate], s: CorrelationSettings,
-             cache: VectorCache) -> tuple[list[int], np.ndarray, np.ndarray, frozenset[str]]:
-    """Shortlisted candidate indices, their feature rows, their similarities, the cue names."""
+             cache: VectorCache, opener: float = 0.5
+             ) -> tuple[list[int], np.ndarray, np.ndarray, frozenset[str]]:
+    """Shortlisted candidate indices, their feature rows, their similarities, the cue names.
+
+    `opener` is the prompt's opener probability (`PairModel.opener_proba`)."""
     n = len(cands)
     lo, wlo = max(0, n - s.scan_candidates), max(0, n - s.max_candidates)
     mat = cache.matrix(cands, lo)
@@ -324,9 +370,10 @@ def features(q: LinkInput, cands: Sequence[Candidate], s: CorrelationSettings,
     pick, threads = _shortlist(sims, cands, lo, wlo, s)
     idf, novel = _idf(q, cands, wlo)
     ctx = _Context(q=q, cands=cands, mat=mat, sims=sims, lo=lo, idf=idf, novel=novel,
-                   qkw=keywords(q.text), qents=frozenset(q.entity_keys))
+                   qkw=keywords(q.text), qents=frozenset(q.entity_keys),
+                   open_threads=_open_threads(q, cands))
     cues = cue_names(q.text)
-    base = _query_row(ctx, cues)
+    base = _query_row(ctx, cues, opener)
     touched = {id(threads[cands[i].thread_id]): threads[cands[i].thread_id] for i in pick}
     trows = {k: _thread_row(ctx, t) for k, t in touched.items()}
     margins = _margins(trows)
@@ -347,6 +394,23 @@ def _margins(trows: dict[int, list[float]]) -> dict[int, list[float]]:
             others = [v for v, kk in top if kk != k]
             out[k].append(r[c] - (others[0] if others else 0.0))
     return out
+
+
+DECISION_FEATURES = ("total", "best_thread", "runner_up", "opener", "q_gap_last", "thread_gap",
+                     "sim", "q_active_threads", "q_words")
+
+
+def _logit(v: float) -> float:
+    v = min(max(v, 1e-4), 1.0 - 1e-4)
+    return math.log(v / (1.0 - v))
+
+
+def decision_row(masses: Sequence[float], opener: float, row: np.ndarray) -> np.ndarray:
+    """Input of the decision model: per-thread masses (largest first), the opener probability
+    and the best candidate's feature row."""
+    ranked = sorted(masses, reverse=True) + [0.0]
+    return np.array([_logit(sum(masses)), _logit(ranked[0]), _logit(ranked[1]), _logit(opener),
+                     *(float(row[FEATURES.index(n)]) for n in DECISION_FEATURES[4:])])
 
 
 def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
@@ -379,7 +443,8 @@ def decide(q: LinkInput, cands: Sequence[Candidate], model: PairModel, s: Correl
         return Link(parent_id=None, thread_id=None, position=_new_position(cues, 0.0, s),
                     intent=intent, similarity=None, score=0.0,
                     evidence=_evidence(FEATURES, None, 0.0, 0.0, cues, 0, s.link_threshold))
-    pick, x, sims, cues = features(q, cands, s, cache)
+    opener = model.opener_proba(q)
+    pick, x, sims, cues = features(q, cands, s, cache, opener)
     p = model.proba(x)
     # A prompt continues at most one turn, so its candidates' probabilities add up to the
     # chance that it continues anything, and a thread's to the chance that it continues that
@@ -390,17 +455,37 @@ def decide(q: LinkInput, cands: Sequence[Candidate], model: PairModel, s: Correl
     ranked = sorted(per_thread.values(), reverse=True)
     best = max(per_thread, key=per_thread.__getitem__)
     b = max((j for j, i in enumerate(pick) if cands[i].thread_id == best), key=lambda j: p[j])
-    score, runner = min(sum(ranked), 1.0), ranked[1] if len(ranked) > 1 else 0.0
+    score = model.link_proba(ranked, opener, x[b])
+    runner = ranked[1] if len(ranked) > 1 else 0.0
     ev = _evidence(FEATURES, x[b], score, runner, cues, len(pick), s.link_threshold)
     ev["parent_score"] = round(float(p[b]), 4)
+    ev["opener"] = round(opener, 4)
     if score < s.link_threshold:
         return Link(parent_id=None, thread_id=None, intent=intent, similarity=float(sims[b]),
                     position=_new_position(cues, score, s), score=score, evidence=ev)
     parent = cands[pick[b]]
-    shift = float(sims[b]) < s.topic_shift_similarity and not cues & FOLLOW_UP_CUES
     return Link(parent_id=parent.record_id, thread_id=parent.thread_id,
-                position="topic_shift" if shift else "continuation", intent=intent,
-                similarity=float(sims[b]), score=score, evidence=ev)
+                position=_linked_position(q, cands, parent, (float(sims[b]), opener), cues, s),
+                intent=intent, similarity=float(sims[b]), score=score, evidence=ev)
+
+
+def _linked_position(q: LinkInput, cands: Sequence[Candidate], parent: Candidate,
+                     sim_opener: tuple[float, float], cues: frozenset[str],
+                     s: CorrelationSettings) -> str:
+    """`topic_shift`: the subject changed inside the conversation (unlike the parent and the
+    thread's last turns, nothing in the prompt refers back, and it reads as an opening);
+    else `continuation`."""
+    sim, opener = sim_opener
+    if (cues & REFERRING_CUES or intent_of(q.text) == "conversation_management"
+            or opener < s.topic_shift_opener):
+        return "continuation"
+    recent = [sim]
+    for c in reversed(cands[-200:]):
+        if c.thread_id == parent.thread_id:
+            recent.append(float(c.vector @ q.vector))
+            if len(recent) > 3:
+                break
+    return "topic_shift" if max(recent) < s.topic_shift_similarity else "continuation"
 
 
 def make_linker(settings: CorrelationSettings | None = None) -> Linker:
