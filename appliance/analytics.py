@@ -37,6 +37,7 @@ class Turn:
     tokens: int
     topic_id: str | None
     abandoned_flag: bool = False
+    cost: float | None = None  # None: unknown (no reported cost, model not priced)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,12 @@ class ThreadRow:
     def refinement(self) -> bool:
         return any(t.intent in REFINEMENT_INTENTS for t in self.turns)
 
+    @property
+    def cost(self) -> float | None:
+        """What the thread's turns of known cost cost; None when no turn's cost is known."""
+        known = [t.cost for t in self.turns if t.cost is not None]
+        return sum(known) if known else None
+
     def abandoned(self, end: datetime) -> bool:
         """Reported abandoned, or ended (idle) right after a failed or corrective turn."""
         last = self.turns[-1]
@@ -86,6 +93,9 @@ class GroupStats:
     blocked_share: Figure  # threads with a guardrail-blocked prompt
     tokens: Figure
     mean_tokens: Figure
+    cost: Figure = Figure(0.0)  # of the threads whose cost is known
+    mean_cost: Figure = Figure(0.0)  # per thread whose cost is known
+    costed: Figure = Figure(0.0)  # threads whose cost is known
 
 
 @dataclass(frozen=True)
@@ -174,17 +184,17 @@ def load_threads(store: Store, tenant: str, start: datetime, end: datetime, *,
         return tid
 
     sql = ("SELECT thread_id, user, ts, position, intent, status, model, "
-           "coalesce(input_tokens, 0) + coalesce(output_tokens, 0), topic_id, feedback "
+           "coalesce(input_tokens, 0) + coalesce(output_tokens, 0), topic_id, feedback, cost "
            "FROM records WHERE tenant=? AND synthetic=0 AND ts>=? AND ts<?")
     params: list[object] = [tenant, start.timestamp(), end.timestamp()]
     if user is not None:
         sql += " AND user=?"
         params.append(user)
     turns: dict[str, tuple[str, list[Turn]]] = {}
-    for tid, who, ts, pos, intent, status, model, tokens, topic, fb in store.db.execute(
+    for tid, who, ts, pos, intent, status, model, tokens, topic, fb, cost in store.db.execute(
             sql + " ORDER BY thread_id, ts, id", params):
         turn = Turn(datetime.fromtimestamp(ts, UTC), pos, intent, status, model, int(tokens),
-                    live(topic), _parse_feedback(fb))
+                    live(topic), _parse_feedback(fb), cost)
         turns.setdefault(tid, (who, []))[1].append(turn)
     return [ThreadRow(tid, who, tuple(ts)) for tid, (who, ts) in turns.items()]
 
@@ -198,10 +208,16 @@ def topic_labels(store: Store, tenant: str) -> dict[str, str]:
 # Per-thread clip bounds: a sum's noise grows with its bound, so they sit just above
 # what most threads reach (turns, tokens in and out). Weights split a release's
 # epsilon (privacy.COUNT_WEIGHT and USERS_WEIGHT for the counts): the shares product
-# teams sort by (refinement, abandonment) get more than blocks and tokens.
+# teams sort by (refinement, abandonment) get more than blocks and tokens. A thread's
+# cost is clipped to pricing.toml's `thread_cost_bound` (`cost_measures`).
 GROUP_MEASURES = (Measure("turns", 20, 1.0), Measure("refinement", 1, 1.0),
                   Measure("abandoned", 1, 1.0), Measure("blocked", 1, 0.5),
                   Measure("tokens", 8_000, 0.5))
+
+
+def cost_measures(bound: float) -> tuple[Measure, ...]:
+    """The cost sum (each thread clipped to `bound`) and the count of threads with a cost."""
+    return Measure("cost", bound, 0.5), Measure("costed", 1, 0.25)
 
 
 def _report(kind: str, tenant: str, start: datetime, end: datetime, rel: Release,
@@ -222,16 +238,18 @@ def release_key(kind: str, start: datetime, end: datetime, *extra: str) -> str:
 def group_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
                 start: datetime, end: datetime, kind: str,
                 keys: Callable[[ThreadRow], Iterable[str]], labels: dict[str, str],
-                single_user: str | None = None, extra: tuple[str, ...] = ()
-                ) -> Report[GroupStats]:
-    """Threads, mean turns, refinement/abandonment/blocked shares, tokens per key."""
+                single_user: str | None = None, extra: tuple[str, ...] = (),
+                cost_bound: float = 1.0) -> Report[GroupStats]:
+    """Threads, mean turns, refinement/abandonment/blocked shares, tokens, cost per key."""
     units = [Unit(t.user, key, {"turns": len(t.turns), "refinement": float(t.refinement),
                                 "abandoned": float(t.abandoned(end)),
                                 "blocked": float(t.blocks > 0),
-                                "tokens": sum(x.tokens for x in t.turns)})
+                                "tokens": sum(x.tokens for x in t.turns),
+                                "cost": t.cost or 0.0, "costed": float(t.cost is not None)})
              for t in threads for key in keys(t)]
-    rel = gate.release(tenant, units, measures=GROUP_MEASURES, single_user=single_user,
-                       key=release_key(kind, start, end, *extra))
+    rel = gate.release(tenant, units, measures=GROUP_MEASURES + cost_measures(cost_bound),
+                       single_user=single_user,
+                       key=release_key(kind, start, end, *extra, f"cost_bound={cost_bound:g}"))
     rows = []
     for g in rel.groups:
         s = g.sums
@@ -241,27 +259,57 @@ def group_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
                 s["refinement"], g.count, cap=1.0),
             abandonment_share=ratio(s["abandoned"], g.count, cap=1.0),
             blocked_share=ratio(s["blocked"], g.count, cap=1.0), tokens=s["tokens"],
-            mean_tokens=ratio(s["tokens"], g.count)))
+            mean_tokens=ratio(s["tokens"], g.count), cost=s["cost"],
+            mean_cost=ratio(s["cost"], s["costed"]), costed=s["costed"]))
     rows.sort(key=lambda r: -r.threads.value)
     return _report(kind, tenant, start, end, rel, rows)
 
 
 def topic_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
                 start: datetime, end: datetime, labels: dict[str, str],
-                single_user: str | None = None) -> Report[GroupStats]:
+                single_user: str | None = None, cost_bound: float = 1.0) -> Report[GroupStats]:
     """Per-topic figures."""
     return group_stats(threads, gate, tenant=tenant, start=start, end=end, kind="topics",
-                       keys=lambda t: (t.topic,), labels=labels, single_user=single_user)
+                       keys=lambda t: (t.topic,), labels=labels, single_user=single_user,
+                       cost_bound=cost_bound)
 
 
 def model_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
                 start: datetime, end: datetime, labels: dict[str, str],
-                topic: str | None = None, single_user: str | None = None) -> Report[GroupStats]:
+                topic: str | None = None, single_user: str | None = None,
+                cost_bound: float = 1.0) -> Report[GroupStats]:
     """Per-model figures (optionally on one topic only, to compare models like for like)."""
     rows = [t for t in threads if topic is None or t.topic == topic]
     return group_stats(rows, gate, tenant=tenant, start=start, end=end, kind="models",
                        keys=lambda t: t.models, labels={}, single_user=single_user,
-                       extra=(f"topic={topic}",) if topic is not None else ())
+                       extra=(f"topic={topic}",) if topic is not None else (),
+                       cost_bound=cost_bound)
+
+
+LENGTHS = ((1, "1 turn"), (3, "2-3 turns"), (7, "4-7 turns"))
+
+
+def length_group(turns: int) -> str:
+    """The conversation-length group of a thread: 1 turn, 2-3, 4-7 or 8+ turns."""
+    return next((name for top, name in LENGTHS if turns <= top), "8+ turns")
+
+
+def cost_outcomes(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
+                  start: datetime, end: datetime, single_user: str | None = None,
+                  cost_bound: float = 1.0) -> Report[GroupStats]:
+    """Cost beside how conversations went: per length group, refined or not, abandoned or not.
+
+    Answers "which conversations cost most, and does a longer one resolve more?"
+    (the abandonment share per length group). One release: each thread is a unit
+    of three groups, which the contribution bound covers.
+    """
+    def keys(t: ThreadRow) -> tuple[str, ...]:
+        return (f"length {length_group(len(t.turns))}",
+                "refined" if t.refinement else "not refined",
+                "abandoned" if t.abandoned(end) else "not abandoned")
+
+    return group_stats(threads, gate, tenant=tenant, start=start, end=end, kind="cost",
+                       keys=keys, labels={}, single_user=single_user, cost_bound=cost_bound)
 
 
 def period_of(ts: datetime, bucket: str) -> str:

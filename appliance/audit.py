@@ -2,7 +2,8 @@
 
 Entries hold ids, pseudonyms and counts, never prompt text or raw user ids.
 `verify_chain` recomputes every hash and checks every checkpoint signature and
-names the first bad entry.
+names the first bad entry. The chain's head (newest seq and hash) is also kept
+in the key store (`anchor`), so cutting entries off the end is detected too.
 """
 
 from __future__ import annotations
@@ -67,9 +68,10 @@ def current_actor() -> str:
 class AuditLog:
     """Append-only audit table in the store's database."""
 
-    def __init__(self, db: Any, signer: AuditSigner) -> None:
+    def __init__(self, db: Any, signer: AuditSigner, *, anchor: Any = None) -> None:
         self._db = db
         self._signer = signer
+        self._anchor = anchor
         self._db.execute("INSERT OR IGNORE INTO audit_keys (key_id, public_key, created_at) "
                          "VALUES (?, ?, ?)", (signer.key_id(), signer.public_key_b64(),
                                               time.time()))
@@ -91,6 +93,7 @@ class AuditLog:
                              (seq, ts, event, actor, json.dumps(details, sort_keys=True), prev, h))
             if sign:
                 self._checkpoint(seq, h)
+        self._advance_head(seq, h)
         return Entry(seq, ts, event, actor, details, prev, h)
 
     def append_many(self, items: list[tuple[str, dict[str, Any]]], *,
@@ -113,7 +116,19 @@ class AuditLog:
                                   prev, h))
                 prev = h
             self._checkpoint(seq, prev)
+        self._advance_head(seq, prev)
         return len(items)
+
+    def _advance_head(self, seq: int, h: str) -> None:
+        """Record the chain's head in the key store (after the entry committed)."""
+        if self._anchor is None:
+            return
+        with self._anchor:
+            self._anchor.execute(
+                "INSERT INTO audit_head (id, seq, hash, updated_at) VALUES (1, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET seq=excluded.seq, hash=excluded.hash, "
+                "updated_at=excluded.updated_at WHERE excluded.seq > audit_head.seq",
+                (seq, h, time.time()))
 
     def _checkpoint(self, seq: int, h: str) -> None:
         sig = self._signer.sign(f"semtrace-audit|{seq}|{h}".encode())
@@ -138,8 +153,12 @@ class AuditLog:
         return dict(self._db.execute("SELECT key_id, public_key FROM audit_keys"))
 
 
-def verify_chain(db: Any) -> Verification:
-    """Recompute the chain and check signatures; name the first bad entry."""
+def verify_chain(db: Any, anchor: Any = None) -> Verification:
+    """Recompute the chain and check signatures; name the first bad entry.
+
+    With `anchor` (the key store's connection), also check that the chain still
+    reaches the head recorded there: a cut-off tail is named.
+    """
     keys = dict(db.execute("SELECT key_id, public_key FROM audit_keys"))
     prev, expected_seq, n = GENESIS, 1, 0
     hashes: dict[int, str] = {}
@@ -173,4 +192,13 @@ def verify_chain(db: Any) -> Verification:
     if n and last != max(hashes):
         return Verification(False, n, len(checkpoints), max(hashes),
                             f"entries after {last} are not signed")
+    head = anchor.execute("SELECT seq, hash FROM audit_head WHERE id=1").fetchone() \
+        if anchor is not None else None
+    if head is not None and head[0] not in hashes:
+        return Verification(False, n, len(checkpoints), int(head[0]),
+                            f"the log ends at entry {max(hashes, default=0)} but reached "
+                            f"entry {head[0]} (its tail was cut off)")
+    if head is not None and hashes[head[0]] != head[1]:
+        return Verification(False, n, len(checkpoints), int(head[0]),
+                            f"entry {head[0]} is not the one the key store recorded")
     return Verification(True, n, len(checkpoints), last_signed_seq=last)

@@ -57,7 +57,6 @@ class CorrelationSettings(_Strict):
     link_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     topic_shift_similarity: float = Field(default=0.25, ge=-1.0, le=1.0)
     orphan_threshold: float = Field(default=0.2, ge=0.0, le=1.0)
-    sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
     # Linker shortlist: cosine is computed over the newest `scan_candidates` turns; the
     # newest `recent_candidates` turns (and latest turn of as many recent threads) plus
     # the `similar_candidates` most similar turns are scored in full.
@@ -83,7 +82,7 @@ class RedactionSettings(_Strict):
     entities: list[str]
     score_threshold: float = Field(default=0.4, ge=0.0, le=1.0)
     operator: Literal["placeholder", "mask"] = "placeholder"
-    spacy_model: str = "en_core_web_sm"
+    spacy_model: str = "en_core_web_md"
     custom: list[CustomRecognizer] = []
     allow_list: list[str] = []
     # Names ranking within this many in some country (names-dataset) feed the
@@ -108,9 +107,10 @@ class AccessSettings(_Strict):
 
 class RetentionClass(_Strict):
     prompts_days: float = Field(default=30, gt=0)
-    vectors_days: float | None = Field(default=None, gt=0)
     vault_days: float = Field(default=7, gt=0)
-    threads_days: float | None = Field(default=None, gt=0)
+    # What outlives shredding (topic words and counts, the rows of shredded buckets) is
+    # removed this many days after its last contributor; vectors and thread summaries
+    # go with their prompts (same key, same rows).
     aggregates_days: float = Field(default=400, gt=0)
 
 
@@ -125,7 +125,6 @@ class RetentionSettings(_Strict):
     tenants: dict[str, RetentionClass] = {}
     legal_holds: list[LegalHold] = []
     schedule_cron: str = "17 * * * *"
-    checkpoint_every: int = Field(default=64, ge=1)
 
 
 class PrivacySettings(_Strict):
@@ -146,6 +145,42 @@ class PrivacySettings(_Strict):
     contribution_bound: int = Field(default=10, ge=1, le=10_000)
     # Tenants whose analysts may search other users' prompts.
     cross_user_search: dict[str, bool] = {}
+
+
+class ModelPrice(_Strict):
+    """List prices of one model, per million tokens, in `PricingSettings.currency`."""
+
+    provider: str = Field(default="", max_length=64)  # "" = whichever provider serves it
+    model: str = Field(min_length=1, max_length=256)
+    input_per_million: float = Field(ge=0, le=1_000_000)
+    output_per_million: float = Field(ge=0, le=1_000_000)
+
+    @field_validator("provider", "model")
+    @classmethod
+    def _bare(cls, value: str) -> str:
+        if "/" in value or value != value.strip():
+            raise ValueError("must be a bare name without '/' or surrounding spaces")
+        return value
+
+
+class PricingSettings(_Strict):
+    """`policies/pricing.toml` (optional): what a call costs when the gateway says nothing."""
+
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")  # ISO 4217
+    # Cross-user cost sums clip each thread's cost to this (the sensitivity of a sum).
+    thread_cost_bound: float = Field(default=1.0, gt=0, le=1_000_000)
+    models: list[ModelPrice] = []
+
+    @field_validator("models")
+    @classmethod
+    def _unique(cls, value: list[ModelPrice]) -> list[ModelPrice]:
+        seen = set()
+        for m in value:
+            key = (m.provider, m.model)
+            if key in seen:
+                raise ValueError(f"lists {'/'.join(filter(None, key))} twice")
+            seen.add(key)
+        return value
 
 
 class ServiceSettings(_Strict):
@@ -212,9 +247,22 @@ class TelemetrySettings(_Strict):
 M = TypeVar("M", bound=BaseModel)
 
 
+# Keys earlier versions accepted but never enforced: a policy naming one is refused
+# with the reason, rather than seeming to promise something.
+REMOVED_KEYS = {
+    "sample_rate": "every prompt is embedded; sampling was never implemented",
+    "checkpoint_every": "every audit write ends with a signed checkpoint",
+    "vectors_days": "vectors are kept exactly as long as their prompts (prompts_days)",
+    "threads_days": "thread summaries go with their prompts (prompts_days)",
+}
+
+
 def _describe(err: ValidationError) -> str:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    last = str(first["loc"][-1]) if first["loc"] else ""
+    if first["type"] == "extra_forbidden" and last in REMOVED_KEYS:
+        return f"key '{key}' was removed (it was never enforced: {REMOVED_KEYS[last]})"
     return f"key '{key}': {first['msg']}"
 
 
@@ -307,6 +355,7 @@ class Policies(_Strict):
     service: ServiceSettings = ServiceSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     cluster: ClusterSettings = ClusterSettings()
+    pricing: PricingSettings = PricingSettings()
 
 
 def load_policies(directory: Path | None = None) -> Policies:
@@ -320,6 +369,7 @@ def load_policies(directory: Path | None = None) -> Policies:
         service=load_policy("service", ServiceSettings, directory=directory),
         telemetry=load_optional_policy("telemetry", TelemetrySettings, directory=directory),
         cluster=load_cluster(directory),
+        pricing=load_optional_policy("pricing", PricingSettings, directory=directory),
     )
 
 

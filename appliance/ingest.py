@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -71,6 +72,8 @@ def _opt_num(obj: dict[str, Any], key: str, kind: type) -> Any:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InputError(f"'response.{key}' must be a number.")
+    if not math.isfinite(value):
+        raise InputError(f"'response.{key}' must be a finite number.")
     if value < 0:
         raise InputError(f"'response.{key}' must not be negative.")
     return kind(value)
@@ -114,7 +117,7 @@ def parse_response(value: Any) -> Response | None:
     return Response(input_tokens=_opt_num(value, "input_tokens", int),
                     output_tokens=_opt_num(value, "output_tokens", int),
                     latency_ms=_opt_num(value, "latency_ms", float), status=status,
-                    digest=digest, response_id=rid)
+                    digest=digest, response_id=rid, cost=_opt_num(value, "cost", float))
 
 
 def parse_history(value: Any) -> tuple[Message, ...] | None:

@@ -4,8 +4,15 @@ The only module that touches key bytes. Everything else gets opaque handles
 (`Keyring`, `Dek`) whose repr never shows key material.
 
     passphrase / key file --Argon2id--> master key
-        master --HKDF--> SQLCipher raw key, pseudonym key, wrapping key, verifier
+        master --HKDF--> SQLCipher raw keys, wrapping key, verifier, audit signing key
         wrapping key --AES-GCM--> DEK(tenant, user, day)
+    pseudonym key (HMAC of user ids, sessions, entities, turns): derived from the
+        first master key and carried, wrapped under the current one, across rotations,
+        so that pseudonyms (erasure, legal holds, linking) never change.
+
+A key rotation is journalled (`rotation.json`: both keyring descriptions and each
+master key wrapped under the other), so that whichever credential the operator
+gives after a crash, the next open completes it (`appliance.store.rotation`).
 """
 
 from __future__ import annotations
@@ -98,14 +105,16 @@ class Dek:
 
 
 class Keyring:
-    """Keys derived from one master key."""
+    """Keys derived from one master key (and the pseudonym key it carries)."""
 
-    __slots__ = ("_db", "_keydb", "_pseudo", "_wrap", "_verify", "_sign")
+    __slots__ = ("_master", "_db", "_keydb", "_pseudo", "_wrap", "_verify", "_sign")
 
-    def __init__(self, master: bytes) -> None:
+    def __init__(self, master: bytes, pseudonym_key: bytes | None = None) -> None:
+        self._master = master
         self._db = _hkdf(master, "semtrace/sqlcipher/v1")
         self._keydb = _hkdf(master, "semtrace/sqlcipher-keys/v1")
-        self._pseudo = _hkdf(master, "semtrace/pseudonym/v1")
+        # a data dir's first master key derives it; later ones carry it (wrapped)
+        self._pseudo = pseudonym_key or _hkdf(master, "semtrace/pseudonym/v1")
         self._wrap = AESGCM(_hkdf(master, "semtrace/wrap/v1"))
         self._verify = _hkdf(master, "semtrace/verify/v1")
         self._sign = _hkdf(master, "semtrace/audit-signing/v1")
@@ -125,6 +134,24 @@ class Keyring:
     def verifier(self) -> str:
         """A value that proves a key is right without revealing it."""
         return hmac.new(self._verify, b"semtrace-verifier", hashlib.sha256).hexdigest()
+
+    def pseudonym_id(self) -> str:
+        """A fingerprint of the pseudonym key (equal fingerprints: equal pseudonyms)."""
+        return hmac.new(self._pseudo, b"semtrace-pseudonym-id", hashlib.sha256).hexdigest()[:16]
+
+    def _seal_secret(self, secret: bytes, purpose: str) -> str:
+        aes = AESGCM(_hkdf(self._master, f"semtrace/{purpose}/v1"))
+        nonce = os.urandom(NONCE_BYTES)
+        return _b64(nonce + aes.encrypt(nonce, secret, purpose.encode()))
+
+    def _open_secret(self, blob_b64: str, purpose: str) -> bytes:
+        blob = base64.b64decode(blob_b64)
+        aes = AESGCM(_hkdf(self._master, f"semtrace/{purpose}/v1"))
+        try:
+            return aes.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], purpose.encode())
+        except InvalidTag:
+            raise SemtraceError("The keyring file is damaged (a wrapped key does not "
+                                "open).") from None
 
     def pseudonym(self, tenant: str, user_id: str) -> str:
         """Keyed, stable pseudonym of a user id within a tenant."""
@@ -304,70 +331,190 @@ def _b64(b: bytes) -> str:
     return base64.b64encode(b).decode()
 
 
+def _derive(cred: Credential, meta: dict[str, Any]) -> bytes:
+    if cred.kind == "passphrase":
+        kdf = meta["kdf"]
+        params = KdfParams(salt=base64.b64decode(kdf["salt"]), iterations=kdf["iterations"],
+                           lanes=kdf["lanes"], memory_cost=kdf["memory_cost"])
+        return _argon2(cred.material(), params)
+    return _hkdf(cred.material(), "semtrace/keyfile/v1")
+
+
+def _ring(master: bytes, meta: dict[str, Any]) -> Keyring:
+    """The keyring of `master` as `meta` describes it (with its carried pseudonym key)."""
+    carried = meta.get("pseudonym_key")
+    if not carried:
+        return Keyring(master)
+    return Keyring(master, Keyring(master)._open_secret(str(carried), "pseudonym-key"))
+
+
+def _new_meta(cred: Credential, *, carry: Keyring | None = None,
+              params: KdfParams | None = None) -> tuple[Keyring, dict[str, Any]]:
+    """A fresh master key for `cred` (new salt) and the keyring description to store."""
+    meta: dict[str, Any] = {"version": KEYRING_VERSION, "kind": cred.kind}
+    if cred.kind == "passphrase":
+        params = params or KdfParams(salt=secrets.token_bytes(16))
+        meta["kdf"] = {"name": "argon2id", "salt": _b64(params.salt),
+                       "iterations": params.iterations, "lanes": params.lanes,
+                       "memory_cost": params.memory_cost}
+    master = _derive(cred, meta)
+    ring = Keyring(master, carry._pseudo if carry is not None else None)
+    if carry is not None:
+        meta["pseudonym_key"] = ring._seal_secret(carry._pseudo, "pseudonym-key")
+    meta["verifier"] = ring.verifier()
+    return ring, meta
+
+
+def _write_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write a private JSON file so that a crash leaves the old file or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or unlink in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def create_keyring(data_dir: Path, cred: Credential, *, params: KdfParams | None = None) -> Keyring:
     """Derive a new master key for `data_dir` and record how to re-derive it (no secret)."""
     path = data_dir / KEYRING_FILE
     if path.exists():
         raise SemtraceError(f"{data_dir} is already initialised.")
-    meta: dict[str, object] = {"version": KEYRING_VERSION, "kind": cred.kind}
-    if cred.kind == "passphrase":
-        params = params or KdfParams(salt=secrets.token_bytes(16))
-        master = _argon2(cred.material(), params)
-        meta["kdf"] = {"name": "argon2id", "salt": _b64(params.salt),
-                       "iterations": params.iterations, "lanes": params.lanes,
-                       "memory_cost": params.memory_cost}
-    else:
-        master = _hkdf(cred.material(), "semtrace/keyfile/v1")
-    ring = Keyring(master)
-    meta["verifier"] = ring.verifier()
+    ring, meta = _new_meta(cred, params=params)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(meta, fh, indent=1)
     return ring
 
 
-def new_keyring_file(data_dir: Path, cred: Credential, name: str) -> Keyring:
-    """Derive a fresh master key (new salt) and write its keyring file under `name`."""
-    tmp = data_dir / name
-    tmp.unlink(missing_ok=True)
-    staging = data_dir / (name + ".dir")
-    staging.mkdir(mode=0o700, exist_ok=True)
-    try:
-        (staging / KEYRING_FILE).unlink(missing_ok=True)
-        ring = create_keyring(staging, cred)
-        (staging / KEYRING_FILE).replace(tmp)
-    finally:
-        staging.rmdir()
-    return ring
-
-
-def open_keyring(data_dir: Path, cred: Credential) -> Keyring:
-    """Re-derive the master key of `data_dir`; WrongKey if the credential does not fit."""
-    path = data_dir / KEYRING_FILE
-    if (data_dir / (KEYRING_FILE + ".rotating")).exists():
-        raise SemtraceError(
-            "A key rotation was interrupted: if the new credential was already applied, "
-            "rename keyring.json.rotating to keyring.json; else delete it.")
+def _read_meta(path: Path) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
         raise SemtraceError(
-            f"{data_dir} is not a Semtrace data dir (run `semtrace init`).") from None
+            f"{path.parent} is not a Semtrace data dir (run `semtrace init`).") from None
     except (OSError, ValueError):
         raise SemtraceError(f"{path} is unreadable or damaged.") from None
+    if not isinstance(meta, dict):
+        raise SemtraceError(f"{path} is unreadable or damaged.")
+    return meta
+
+
+def _unlock(meta: dict[str, Any], cred: Credential) -> Keyring | None:
+    """The keyring `meta` describes if `cred` opens it, else None."""
     if meta.get("kind") != cred.kind:
-        raise WrongKey(f"This data dir is opened with a {meta.get('kind')}, not a {cred.kind}.")
-    if cred.kind == "passphrase":
-        kdf = meta["kdf"]
-        params = KdfParams(salt=base64.b64decode(kdf["salt"]), iterations=kdf["iterations"],
-                           lanes=kdf["lanes"], memory_cost=kdf["memory_cost"])
-        master = _argon2(cred.material(), params)
-    else:
-        master = _hkdf(cred.material(), "semtrace/keyfile/v1")
-    ring = Keyring(master)
-    if not hmac.compare_digest(ring.verifier(), str(meta.get("verifier", ""))):
+        return None
+    master = _derive(cred, meta)
+    if not hmac.compare_digest(Keyring(master).verifier(), str(meta.get("verifier", ""))):
+        return None
+    return _ring(master, meta)
+
+
+def open_keyring(data_dir: Path, cred: Credential) -> Keyring:
+    """Re-derive the master key of `data_dir`; WrongKey if the credential does not fit."""
+    if rotation_pending(data_dir):
+        raise SemtraceError("A key rotation was interrupted; opening the data dir with "
+                            "either credential completes it.")
+    if (data_dir / (KEYRING_FILE + ".rotating")).exists():  # left by earlier versions
+        raise SemtraceError(
+            "A key rotation was interrupted: if the new credential was already applied, "
+            "rename keyring.json.rotating to keyring.json; else delete it.")
+    meta = _read_meta(data_dir / KEYRING_FILE)
+    ring = _unlock(meta, cred)
+    if ring is None:
+        if meta.get("kind") != cred.kind:
+            raise WrongKey(f"This data dir is opened with a {meta.get('kind')}, "
+                           f"not a {cred.kind}.")
         raise WrongKey("Wrong passphrase or key for this data dir; nothing was changed.")
     return ring
+
+
+# ---------------------------------------------------------------- rotation journal
+
+ROTATION_JOURNAL = "rotation.json"
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """An open key rotation: both keyrings and the journal's id."""
+
+    old: Keyring
+    new: Keyring
+    journal_id: str
+    credential: str  # kind of the new credential
+
+
+def rotation_pending(data_dir: Path) -> bool:
+    """True when a key rotation was begun and not finished (its journal exists)."""
+    return (data_dir / ROTATION_JOURNAL).exists()
+
+
+def discard_unbegun_rotation(data_dir: Path) -> None:
+    """Remove what a rotation killed before its journal was written left behind."""
+    (data_dir / (ROTATION_JOURNAL + ".tmp")).unlink(missing_ok=True)
+    (data_dir / (KEYRING_FILE + ".tmp")).unlink(missing_ok=True)
+
+
+def begin_rotation(data_dir: Path, old: Keyring, new_cred: Credential) -> Rotation:
+    """Write the rotation journal (durably) and return both keyrings.
+
+    The journal holds the current and the new keyring descriptions and each master
+    key wrapped under the other, so the rotation can be completed with either
+    credential. Nothing else is changed yet.
+    """
+    if rotation_pending(data_dir):
+        raise SemtraceError("A key rotation is already in progress.")
+    old_meta = _read_meta(data_dir / KEYRING_FILE)
+    new, new_meta = _new_meta(new_cred, carry=old)
+    journal = {"version": 1, "id": secrets.token_hex(8), "old": old_meta, "new": new_meta,
+               "new_master": old._seal_secret(new._master, "rotation"),
+               "old_master": new._seal_secret(old._master, "rotation")}
+    _write_atomic(data_dir / ROTATION_JOURNAL, journal)
+    return Rotation(old, new, str(journal["id"]), new_cred.kind)
+
+
+def resume_rotation(data_dir: Path, cred: Credential) -> Rotation:
+    """Both keyrings of an interrupted rotation, from either credential."""
+    journal = _read_meta(data_dir / ROTATION_JOURNAL)
+    try:
+        old_meta, new_meta = journal["old"], journal["new"]
+        old = _unlock(old_meta, cred)
+        if old is not None:
+            new = _ring(old._open_secret(journal["new_master"], "rotation"), new_meta)
+        else:
+            new_ring = _unlock(new_meta, cred)
+            if new_ring is None:
+                raise WrongKey("Wrong passphrase or key for this data dir; nothing was "
+                               "changed.")
+            new = new_ring
+            old = _ring(new._open_secret(journal["old_master"], "rotation"), old_meta)
+    except (KeyError, TypeError):
+        raise SemtraceError(f"{data_dir / ROTATION_JOURNAL} is damaged.") from None
+    return Rotation(old, new, str(journal["id"]), str(new_meta.get("kind")))
+
+
+def install_rotated_keyring(data_dir: Path) -> None:
+    """Make the journal's new keyring description the data dir's (atomic)."""
+    journal = _read_meta(data_dir / ROTATION_JOURNAL)
+    _write_atomic(data_dir / KEYRING_FILE, journal["new"])
+
+
+def end_rotation(data_dir: Path) -> None:
+    """Remove the journal: the rotation is complete."""
+    (data_dir / ROTATION_JOURNAL).unlink(missing_ok=True)
+    fsync_dir(data_dir)
 
 
 # ---------------------------------------------------------------- reveal (compliance) key

@@ -117,17 +117,30 @@ def applied(db: Any) -> list[str]:
 
 
 def migrate(db: Any, migrations: list[Migration] | None = None) -> list[str]:
-    """Apply every migration not yet recorded, each in its own transaction."""
+    """Apply every migration not yet recorded, each in its own transaction.
+
+    Foreign keys are off while a migration runs (SQLite's procedure for rebuilding a
+    table) and checked before it commits.
+    """
     done = set(applied(db))
-    ran = []
-    for fn in MIGRATIONS if migrations is None else migrations:
-        if fn.__name__ in done:
-            continue
-        with db:
-            fn(db)
-            db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
-                       (fn.__name__, time.time()))
-        ran.append(fn.__name__)
+    ran: list[str] = []
+    todo = [fn for fn in (MIGRATIONS if migrations is None else migrations)
+            if fn.__name__ not in done]
+    if not todo:
+        return ran
+    fks = db.execute("PRAGMA foreign_keys").fetchone()[0]
+    db.execute("PRAGMA foreign_keys = OFF")
+    try:
+        for fn in todo:
+            with db:
+                fn(db)
+                if db.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                    raise RuntimeError(f"migration {fn.__name__} broke a foreign key")
+                db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
+                           (fn.__name__, time.time()))
+            ran.append(fn.__name__)
+    finally:
+        db.execute(f"PRAGMA foreign_keys = {'ON' if fks else 'OFF'}")
     return ran
 
 
@@ -260,3 +273,80 @@ def m007_dp_releases(db: Any) -> None:
         );
         """
     )
+
+
+@migration
+def m008_costs(db: Any) -> None:
+    # What each call cost in pricing.toml's currency: reported by the gateway, or its
+    # tokens priced when it arrived (cost_source says which); NULL when unknown. A
+    # thread's cost sums its turns' known costs (NULL while none is known).
+    db.executescript(
+        """
+        ALTER TABLE records ADD COLUMN cost REAL;
+        ALTER TABLE records ADD COLUMN cost_source TEXT;
+        ALTER TABLE threads ADD COLUMN cost REAL;
+        """
+    )
+
+
+@migration
+def m009_bucket_kinds(db: Any) -> None:
+    # A bucket is one key: prompts (text, vectors, entity digests) or vault (originals,
+    # shorter retention), per (tenant, user, day). Only a live bucket is unique, so a
+    # user erased today gets a fresh bucket for today's next prompt. A shredded bucket
+    # keeps neither user nor day once retention has anonymised it.
+    db.execute("BEGIN")
+    db.execute(
+        """CREATE TABLE buckets_new (
+            id INTEGER PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            user TEXT,
+            day TEXT,
+            kind TEXT NOT NULL DEFAULT 'prompts',
+            created_at REAL NOT NULL,
+            destroyed_at REAL,
+            destroy_reason TEXT
+        )""")
+    db.execute("INSERT INTO buckets_new (id, tenant, user, day, created_at, destroyed_at, "
+               "destroy_reason) SELECT id, tenant, user, day, created_at, destroyed_at, "
+               "destroy_reason FROM buckets")
+    db.execute("DROP TABLE buckets")
+    db.execute("ALTER TABLE buckets_new RENAME TO buckets")
+    db.execute("CREATE UNIQUE INDEX buckets_live ON buckets (tenant, user, day, kind) "
+               "WHERE destroyed_at IS NULL")
+    db.execute("CREATE INDEX buckets_destroyed ON buckets (destroyed_at)")
+
+
+@KEY_MIGRATIONS.append
+def k002_bucket_ids_never_reused(db: Any) -> None:
+    # Bucket ids come from this table; AUTOINCREMENT so that the id of a destroyed
+    # (deleted) key is never handed out again.
+    db.execute("BEGIN")
+    db.execute("CREATE TABLE deks_new (bucket_id INTEGER PRIMARY KEY AUTOINCREMENT, "
+               "wrapped BLOB NOT NULL, created_at REAL NOT NULL)")
+    db.execute("INSERT INTO deks_new SELECT bucket_id, wrapped, created_at FROM deks")
+    db.execute("DROP TABLE deks")
+    db.execute("ALTER TABLE deks_new RENAME TO deks")
+    top = db.execute("SELECT max(coalesce((SELECT max(bucket_id) FROM deks), 0), "
+                     "coalesce((SELECT max(bucket_id) FROM destroyed), 0))").fetchone()[0]
+    db.execute("DELETE FROM sqlite_sequence WHERE name = 'deks'")
+    db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('deks', ?)", (top,))
+
+
+@KEY_MIGRATIONS.append
+def k003_audit_head(db: Any) -> None:
+    # The audit chain's newest (seq, hash), kept beside the keys: deleting the tail of
+    # the audit table (or restoring an older data file) no longer goes unnoticed.
+    db.execute("CREATE TABLE audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), "
+               "seq INTEGER NOT NULL, hash TEXT NOT NULL, updated_at REAL NOT NULL)")
+
+
+@migration
+def m010_pseudonym_epochs(db: Any) -> None:
+    # Before pseudonym keys were carried across rotations, `keys rotate` changed every
+    # pseudonym: buckets created before the last such rotation hold users under
+    # pseudonyms no key derives any more, so erasure cannot attribute them.
+    row = db.execute("SELECT max(ts) FROM audit WHERE event = 'key_rotation'").fetchone()
+    if row is not None and row[0] is not None:
+        db.execute("INSERT OR REPLACE INTO meta (key, value) "
+                   "VALUES ('pseudonyms_changed_at', ?)", (repr(float(row[0])),))

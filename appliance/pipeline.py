@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from appliance import history
+from appliance import history, pricing
 from appliance.config import Policies
 from appliance.embed import Embedder
 from appliance.index import VectorIndex
@@ -210,6 +210,9 @@ class Pipeline:
             topic_id = self.topics.assign(tenant=p.tenant, thread_id=thread_id, vector=vec,
                                           text=text, synthetic=p.synthetic, user=user, ts=p.ts)
         rid = self.store.allocate_id()
+        resp = p.response or Response()
+        cost = pricing.call_cost(self.policies.pricing, p.model, resp.input_tokens,
+                                 resp.output_tokens, resp.cost)
         tkeys = self._turn_keys(p.tenant, user, p.response, content_digest(p.text))
         self._pending.setdefault((p.tenant, user), []).extend(
             HeldTurn(record_id=rid, request_id=p.request_id, thread_id=thread_id, ts=p.ts,
@@ -219,7 +222,9 @@ class Pipeline:
                            thread_id=thread_id, text=text, vector=vec,
                            model_id=self.embedder.model_id, truncated=truncated, vault=vault,
                            topic_id=topic_id, trace_id=p.trace_id, span_id=p.span_id,
-                           entity_keys=ekeys, turn_keys=tuple(tkeys))
+                           entity_keys=ekeys, turn_keys=tuple(tkeys),
+                           cost=cost.amount if cost else None,
+                           cost_source=cost.source if cost else None)
         hist.candidates.append(Candidate(
             record_id=rid, request_id=p.request_id, thread_id=thread_id, ts=p.ts, vector=vec,
             text=text, session_key=skey, parent_id=link.parent_id, position=link.position,
@@ -266,7 +271,8 @@ class Pipeline:
         resp = response or Response()
         return self.store.update_response(
             tenant, request_id, resp, model,
-            lambda user: self._turn_keys(tenant, user, resp))
+            lambda user: self._turn_keys(tenant, user, resp),
+            lambda m, tin, tout: pricing.price(self.policies.pricing, m, tin, tout))
 
     def _outcome(self, row: NewRecord, index: int | None, truncated: bool) -> Outcome:
         link = row.link

@@ -14,6 +14,7 @@ from appliance.embed import Embedder
 from appliance.index import VectorIndex
 from appliance.records import Hit, Record, Thread
 from appliance.store import Store
+from appliance.titles import shorten, thread_titles
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,11 @@ def _thread_where(f: ThreadFilter) -> tuple[str, list[object]]:
     return " AND ".join(clauses), params
 
 
+THREAD_COLUMNS = ("thread_id, tenant, user, first_ts, last_ts, turns, models, input_tokens, "
+                  "output_tokens, topic_id, cost")
 SORT_COLUMNS = {"last": "last_ts", "first": "first_ts", "turns": "turns", "user": "user",
-                "tenant": "tenant", "tokens": "input_tokens + output_tokens", "topic": "topic_id"}
+                "tenant": "tenant", "tokens": "input_tokens + output_tokens", "topic": "topic_id",
+                "cost": "cost"}
 
 
 def list_threads(store: Store, f: ThreadFilter = ThreadFilter(), *, sort: str = "last",
@@ -64,14 +68,19 @@ def list_threads(store: Store, f: ThreadFilter = ThreadFilter(), *, sort: str = 
     col = SORT_COLUMNS.get(sort, "last_ts")
     direction = "DESC" if descending else "ASC"
     rows = store.db.execute(
-        "SELECT thread_id, tenant, user, first_ts, last_ts, turns, models, input_tokens, "
-        f"output_tokens, topic_id FROM threads WHERE {where} ORDER BY {col} {direction}, "
+        f"SELECT {THREAD_COLUMNS} FROM threads WHERE {where} ORDER BY {col} {direction}, "
         "thread_id LIMIT ? OFFSET ?", (*params, int(limit), int(offset))).fetchall()
+    return _threads(store, rows)
+
+
+def _threads(store: Store, rows: list[tuple[Any, ...]]) -> list[Thread]:
+    """Thread summaries (with their titles) from rows of THREAD_COLUMNS."""
+    titles = thread_titles(store, [r[0] for r in rows])
     return [Thread(thread_id=r[0], tenant=r[1], user=r[2],
                    first_ts=datetime.fromtimestamp(r[3], UTC),
                    last_ts=datetime.fromtimestamp(r[4], UTC), turns=r[5],
                    models=tuple(json.loads(r[6])), input_tokens=r[7], output_tokens=r[8],
-                   topic_id=r[9]) for r in rows]
+                   topic_id=r[9], cost=r[10], title=titles.get(r[0])) for r in rows]
 
 
 def count_threads(store: Store, f: ThreadFilter = ThreadFilter()) -> int:
@@ -89,16 +98,20 @@ def get_thread(store: Store, thread_id: str) -> Thread | None:
     return Thread(thread_id=thread_id, tenant=records[0].tenant, user=records[0].user,
                   first_ts=records[0].ts, last_ts=records[-1].ts, turns=len(records),
                   models=head[0], input_tokens=head[1], output_tokens=head[2],
-                  topic_id=head[3], records=tuple(records))
+                  topic_id=head[3], cost=head[4], records=tuple(records),
+                  title=next((shorten(r.text) for r in records if r.text and r.text.strip()),
+                             None))
 
 
-def list_thread_rows(store: Store, thread_id: str) -> tuple[tuple[str, ...], int, int, str | None]:
+def list_thread_rows(store: Store, thread_id: str
+                     ) -> tuple[tuple[str, ...], int, int, str | None, float | None]:
+    """(models, input tokens, output tokens, topic id, cost) of a thread's summary row."""
     row = store.db.execute(
-        "SELECT models, input_tokens, output_tokens, topic_id FROM threads WHERE thread_id=?",
-        (thread_id,)).fetchone()
+        "SELECT models, input_tokens, output_tokens, topic_id, cost FROM threads "
+        "WHERE thread_id=?", (thread_id,)).fetchone()
     if row is None:
-        return (), 0, 0, None
-    return tuple(json.loads(row[0])), row[1], row[2], row[3]
+        return (), 0, 0, None, None
+    return tuple(json.loads(row[0])), row[1], row[2], row[3], row[4]
 
 
 def thread_of_record(store: Store, record_id: int) -> str | None:
@@ -195,15 +208,10 @@ def list_threads_page(store: Store, f: ThreadFilter = ThreadFilter(), *,
                                  params).fetchone()[0])
     col = PAGE_SORTS.get(sort, "last_ts")
     rows = store.db.execute(
-        "SELECT thread_id, tenant, user, first_ts, last_ts, turns, models, input_tokens, "
-        f"output_tokens, topic_id FROM threads WHERE {where} ORDER BY {col} "
+        f"SELECT {THREAD_COLUMNS} FROM threads WHERE {where} ORDER BY {col} "
         f"{'DESC' if descending else 'ASC'}, thread_id LIMIT ? OFFSET ?",
         (*params, int(limit), int(offset))).fetchall()
-    return [Thread(thread_id=r[0], tenant=r[1], user=r[2],
-                   first_ts=datetime.fromtimestamp(r[3], UTC),
-                   last_ts=datetime.fromtimestamp(r[4], UTC), turns=r[5],
-                   models=tuple(json.loads(r[6])), input_tokens=r[7], output_tokens=r[8],
-                   topic_id=r[9]) for r in rows], total
+    return _threads(store, rows), total
 
 
 def thread_marks(store: Store, thread_ids: list[str]) -> dict[str, ThreadMarks]:

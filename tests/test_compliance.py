@@ -135,13 +135,27 @@ CANARY_STREAM = [
              "4111 1111 1111 1111, phone 212-555-0187."},
     {"tenant": "acme", "user_id": "canary-user-5531", "ts": "2026-03-02T09:01:00Z",
      "text": "My key sk-proj-Zq8Xw7Vt6Us5Rr4Qp3Oo2Nn1 stopped working, password=Tr0ub4dor&3."},
+    # Look-alike forms: zero-width spaces, fullwidth digits, spaced and spelled-out separators.
+    {"tenant": "acme", "user_id": "canary-user-5531", "ts": "2026-03-02T09:02:00Z",
+     "text": "Use card 4539\u200b1488\u200b0343\u200b6467 or ４５３２.０１５１.１２８３.０３６６, "
+             "call ２１２−５５５−０１９９, mail quill . vexmoor @ example . org or "
+             "quill.vexmoor at example dot net, IBAN GB82.WEST.1234.5698.7654.32, "
+             "SSN 219 - 09 - 9999, host 10 . 41 . 77 . 203."},
 ]
 CANARIES = ["Bartholomew", "Quagmire", "bart.quagmire@example.com", "4111 1111 1111 1111",
-            "212-555-0187", "sk-proj-Zq8Xw7Vt6Us5Rr4Qp3Oo2Nn1", "Tr0ub4dor&3", "canary-user-5531"]
+            "212-555-0187", "sk-proj-Zq8Xw7Vt6Us5Rr4Qp3Oo2Nn1", "Tr0ub4dor&3", "canary-user-5531",
+            # the look-alike forms as written, and their digits as a pattern would see them
+            "4539\u200b1488", "4539148803436467", "４５３２.０１５１", "4532015112830366",
+            "２１２−５５５−０１９９", "2125550199", "555-0199", "vexmoor", "GB82.WEST",
+            "GB82WEST12345698765432", "219 - 09 - 9999", "219099999", "10 . 41 . 77 . 203",
+            "104177203"]
 
 
 def test_canaries_never_reach_disk_logs_or_temp_files(tmp_path: Path,
                                                       passphrase_file: Path) -> None:
+    from appliance.keys import read_passphrase_file
+    from appliance.runtime import open_runtime
+
     args = _cli_dir(tmp_path, passphrase_file)
     src = write_stream(tmp_path / "in.jsonl", CANARY_STREAM)
     tmpdir = tmp_path / "tmp"
@@ -156,6 +170,16 @@ def test_canaries_never_reach_disk_logs_or_temp_files(tmp_path: Path,
     assert scan_for(tmp_path / "data", CANARIES) == []
     assert scan_for(tmpdir, CANARIES) == []
     assert scan_for(tmp_path / "out", CANARIES) == []
+    rt = open_runtime(tmp_path / "data", read_passphrase_file(passphrase_file))
+    try:  # the decrypted tables and texts hold placeholders only
+        db = rt.store.db
+        tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        dump = "\n".join(repr(row) for t in tables for row in db.execute(f'SELECT * FROM "{t}"'))
+        texts = "\n".join(r.text or "" for r in rt.store.records("1=1", ()))
+    finally:
+        rt.close()
+    assert "<CREDIT_CARD_2>" in texts and "<EMAIL_ADDRESS_2>" in texts
+    assert [c for c in CANARIES if c.lower() in (dump + texts).lower()] == []
 
 
 def test_reveal_needs_the_compliance_credential_and_is_audited(tmp_path: Path,

@@ -191,6 +191,10 @@ def test_the_conversation_id_is_on_the_request_span_before_the_model_is_called(
     # tokens, latency and status came after the answer, through the update op
     assert record["status"] == "ok" and record["output_tokens"] == out.usage.completion_tokens
     assert record["latency_ms"] is not None and logger.sent == 1 and logger.failures == 0
+    # the cost LiteLLM computed for the call (its local cost map) is the turn's cost
+    assert out._hidden_params["response_cost"] > 0
+    assert record["cost"] == pytest.approx(out._hidden_params["response_cost"])
+    assert record["cost_source"] == "reported"
 
 
 def test_the_proxy_pre_call_hook_annotates_the_open_request_span_and_history_decides(

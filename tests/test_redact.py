@@ -62,7 +62,8 @@ def test_secrets_are_redacted(redactor, secret):  # type: ignore[no-untyped-def]
     "Call the API with user=bob_jones&limit=10 and parse the JSON.",
     "Ask Claude to summarise the meeting notes.",
     "How many calories are in a cup of tea?",
-    "Capitalized words like Wisdom and Discipline are not names.",
+    # ("Wisdom" is a given name in the lists and in the dev set, so it is not used here.)
+    "Capitalized words like Courage and Discipline are not names.",
     "The meeting is on 2024-03-15 at 10:30 in room 4.",
 ])
 def test_known_false_positives_stay_unredacted(redactor, text):  # type: ignore[no-untyped-def]

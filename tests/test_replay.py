@@ -86,6 +86,13 @@ def test_persistent_replay_then_threads_and_search(tmp_path: Path, passphrase_fi
     only_bob = json.loads(run_cli("threads", "list", "--tenant", "acme", "--user", "bob",
                                   "--json", *common).stdout)
     assert sum(t["turns"] for t in only_bob) == 1
+    assert only_bob[0]["title"] == "How do I reset my password?"
+    # a title is the redacted first prompt: the city is a placeholder there too
+    titles = {t["title"] for t in threads}
+    assert "What's the weather in <LOCATION_1>?" in titles
+    assert not any("Paris" in t for t in titles)
+    table = run_cli("threads", "list", *common).stdout
+    assert "What's the weather in <LOCATION_1>?" in table and "cost USD" in table
 
     hits = json.loads(run_cli("search", "umbrella and rain forecast", "--json", *common).stdout)
     assert hits[0]["text"] in {"What's the weather in <LOCATION_1>?",

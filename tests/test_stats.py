@@ -102,14 +102,16 @@ def test_stats_topics_json_is_noisy_accounted_and_released_once_a_day(
     out = stats(cli_runner, data_dir, passphrase_file, "topics")
     assert set(out) == {"kind", "tenant", "start", "end", "exact", "epsilon",
                         "budget_remaining", "k_min_users", "rows", "released_at", "cached",
-                        "release_age_s"}
-    assert out["kind"] == "topics" and out["exact"] is False and out["epsilon"] == 40.0
+                        "release_age_s", "currency"}
+    assert out["kind"] == "topics" and out["exact"] is False
+    assert out["epsilon"] == pytest.approx(40.0)
     assert out["budget_remaining"] == pytest.approx(60.0) and out["k_min_users"] == 5
     assert out["cached"] is False and 0 <= out["release_age_s"] < 600
     assert len(out["rows"]) >= 1
     for row in out["rows"]:
         assert set(row) == {"key", "label", "threads", "mean_turns", "refinement_share",
-                            "abandonment_share", "blocked_share", "tokens", "mean_tokens"}
+                            "abandonment_share", "blocked_share", "tokens", "mean_tokens",
+                            "cost", "mean_cost", "costed"}
         assert set(row["threads"]) == FIGURE and row["threads"]["noise_scale"] > 0
         assert row["threads"]["ci95"] == pytest.approx(row["threads"]["noise_scale"] * 3.0,
                                                        rel=0.01)
@@ -134,7 +136,8 @@ def test_text_output_says_how_old_the_release_is(filled: Any, data_dir: Path,
     assert "today's release from" in first and "old), nothing spent now" in first
 
 
-@pytest.mark.parametrize("command", ["topics", "models", "positions", "blocks", "incident"])
+@pytest.mark.parametrize("command", ["topics", "models", "cost", "positions", "blocks",
+                                     "incident"])
 def test_every_stats_command_prints_json_rows(filled: Any, cli_runner: Any, data_dir: Path,
                                               passphrase_file: Path, command: str) -> None:
     out = stats(cli_runner, data_dir, passphrase_file, command)

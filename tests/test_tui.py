@@ -116,6 +116,35 @@ def test_threads_then_open_one_shows_its_turns_in_order_with_positions(
     run(app_for(runtime, role="analyst"), scenario)
 
 
+def test_threads_screen_titles_each_thread_with_its_redacted_first_prompt(
+        runtime: Any, replayed: SimpleNamespace) -> None:
+    from appliance.tui.screens.thread import ThreadScreen
+
+    bob_thread = replayed.outcomes[3].thread_id
+
+    async def scenario(pilot: Any) -> None:
+        app = pilot.app
+        table = app.screen.query_one("#threads")
+        keys = table_keys(app, "#threads")
+        titles = {k: str(table.get_cell(k, "title")) for k in keys}
+        # bob's words, his name replaced by a placeholder (cut to the column's width)
+        assert titles[bob_thread].startswith("My name is <PERSON_1>")
+        assert not any("Robert" in t or "Paris" in t for t in titles.values())
+        assert any(t.startswith("What's the weather in") for t in titles.values())
+        assert any(t.startswith("Give me a recipe for a") for t in titles.values())
+        table.move_cursor(row=keys.index(bob_thread))
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ThreadScreen)
+        # the thread view heads with the whole title
+        title = str(app.screen.query_one("#thread-head").render()).splitlines()[0]
+        assert title.startswith("My name is <PERSON_1>")
+        assert "forgot the password for <EMAIL_ADDRESS" in title
+        assert "Robert" not in title and "example.org" not in title
+
+    run(app_for(runtime, role="analyst"), scenario)
+
+
 def test_search_finds_the_password_thread(runtime: Any, replayed: SimpleNamespace,
                                           embedder: Any) -> None:
     from appliance.tui.screens.search import SearchScreen
@@ -331,6 +360,17 @@ def test_analyst_search_scope_follows_cross_user_policy(policies: Any) -> None:
     assert scopes(pol, "compliance", ["closed"], {})[0] == [("closed", None)]
 
 
+def test_titles_are_one_line_cut_at_a_word_boundary() -> None:
+    from appliance.titles import shorten
+
+    assert shorten("  Plan a trip\n to <LOCATION_1>  ") == "Plan a trip to <LOCATION_1>"
+    long = "Please summarise the attached quarterly report for " + "the board " * 10
+    short = shorten(long, 40)
+    assert len(short) <= 40 and short.endswith("…") and long.startswith(short[:-1])
+    assert short[:-1] == "Please summarise the attached quarterly"
+    assert shorten("x" * 50, 10) == "x" * 9 + "…"
+
+
 def test_marks_and_bars_carry_words_not_only_colour() -> None:
     from appliance.query import ThreadMarks
     from appliance.tui.format import redacted_text, sim_bar, status_label
@@ -422,7 +462,10 @@ def build_fixed_store(base: Path, embedder: Any) -> Path:
             rows.append(NewRecord(record_id=ids[i], prompt=prompt,
                                   user=rt.keyring.pseudonym(tenant, user), session_key=None,
                                   link=link, thread_id=thread, text=text, vector=vectors[i],
-                                  model_id=embedder.model_id, topic_id=FIXED_TOPICS[thread]))
+                                  model_id=embedder.model_id, topic_id=FIXED_TOPICS[thread],
+                                  # the local llama's calls have no known cost
+                                  cost=None if model.startswith("llama") else 0.0031 + i / 1000,
+                                  cost_source=None if model.startswith("llama") else "reported"))
         rt.store.insert(rows)
         rt.store.set_feedback("acme", "req-5", {"rating": 1, "abandoned": True})
         rt.store.set_feedback("acme", "req-9", {"rating": 5})

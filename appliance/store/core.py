@@ -73,18 +73,67 @@ def record_id_base(conn: Any) -> int:
 class Store(Maintenance, Turns):
     """Records, buckets and threads in one SQLCipher file."""
 
-    def __init__(self, conn: Any, keys_conn: Any, keyring: Keyring, path: Path) -> None:
+    def __init__(self, conn: Any, keys_conn: Any, keyring: Keyring, path: Path, *,
+                 readonly: bool = False) -> None:
         self._db = conn
         self._kdb = keys_conn
         self._keys = keyring
         self.path = path
         self._deks: dict[int, Dek | None] = {}
-        self._bucket_ids: dict[tuple[str, str, str], int] = {}
+        self._bucket_ids: dict[tuple[str, str, str, str], int] = {}
         self.id_base = record_id_base(conn)
         row = conn.execute("SELECT coalesce(max(id), ?) FROM records WHERE id >= ? AND id < ?",
                            (self.id_base, self.id_base, self.id_base + ID_RANGE)).fetchone()
         self._next_id = int(row[0]) + 1
         self.sealer: RevealSealer | None = reveal_sealer(path.parent)
+        if not readonly:
+            self._guard_bucket_ids()
+            self._note_pseudonym_key()
+
+    def _note_pseudonym_key(self) -> None:
+        """Remember which pseudonym key wrote this store; note when it ever changes."""
+        row = self._db.execute("SELECT value FROM meta WHERE key='pseudonym_id'").fetchone()
+        now = self._keys.pseudonym_id()
+        if row is not None and row[0] == now:
+            return
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            if row is not None:
+                self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES "
+                                 "('pseudonyms_changed_at', ?)", (repr(time.time()),))
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES "
+                             "('pseudonym_id', ?)", (now,))
+
+    def earlier_pseudonym_buckets(self, tenant: str) -> tuple[int, float | None]:
+        """(live buckets of `tenant` written under an earlier pseudonym key, when it changed).
+
+        Such buckets (from a rotation made before pseudonym keys were carried) cannot
+        be attributed to a user: an erasure must say so rather than report success.
+        """
+        row = self._db.execute("SELECT value FROM meta WHERE key='pseudonyms_changed_at'"
+                               ).fetchone()
+        if row is None:
+            return 0, None
+        since = float(row[0])
+        n = self._db.execute("SELECT count(*) FROM buckets WHERE tenant=? AND kind='prompts' "
+                             "AND destroyed_at IS NULL AND created_at < ?",
+                             (tenant, since)).fetchone()[0]
+        return int(n), since
+
+    def _guard_bucket_ids(self) -> None:
+        """Bucket ids are drawn above every id the data file has seen (never reused).
+
+        The key store's AUTOINCREMENT counter is raised to the data file's highest
+        bucket id, in case key rows of destroyed buckets were removed (moved tenants).
+        """
+        top = int(self._db.execute("SELECT coalesce(max(id), 0) FROM buckets").fetchone()[0])
+        row = self._kdb.execute("SELECT seq FROM sqlite_sequence WHERE name='deks'").fetchone()
+        if row is None or int(row[0]) < top:
+            with self._kdb:
+                self._kdb.execute("BEGIN IMMEDIATE")
+                self._kdb.execute("DELETE FROM sqlite_sequence WHERE name='deks'")
+                self._kdb.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('deks', ?)",
+                                  (max(top, int(row[0]) if row else 0),))
 
     @classmethod
     def open(cls, data_dir: Path, keyring: Keyring, *, readonly: bool = False,
@@ -101,7 +150,7 @@ class Store(Maintenance, Turns):
             migrations.migrate(kconn, migrations.KEY_MIGRATIONS)
         elif migrations.latest() not in migrations.applied(conn):
             raise SemtraceError("The store needs a migration; start the service once to apply it.")
-        return cls(conn, kconn, keyring, path)
+        return cls(conn, kconn, keyring, path, readonly=readonly)
 
     def close(self) -> None:
         self._db.close()
@@ -127,43 +176,52 @@ class Store(Maintenance, Turns):
 
     # ---------------------------------------------------------------- buckets
 
-    def _bucket(self, tenant: str, user: str, day: str) -> tuple[int, Dek]:
-        """The bucket's id and DEK, creating both if needed (inside the open transaction).
+    def _bucket(self, tenant: str, user: str, day: str, kind: str = "prompts"
+                ) -> tuple[int, Dek]:
+        """The live bucket's id and DEK, creating both if needed (inside the open transaction).
 
         A new DEK is committed to the key store first; if the data transaction then
-        rolls back, the orphan key decrypts nothing and is never reused.
+        rolls back, the orphan key decrypts nothing and is never reused. A bucket whose
+        key is gone (shredded, erased) takes no new records: the next prompt of that
+        user and day gets a fresh bucket with a fresh key.
         """
-        key = (tenant, user, day)
+        key = (tenant, user, day, kind)
         bid = self._bucket_ids.get(key)
+        if bid is not None and self._dek(bid) is None:
+            bid = None
         if bid is None:
             row = self._db.execute(
-                "SELECT id, destroyed_at FROM buckets WHERE tenant=? AND user=? AND day=?", key
-            ).fetchone()
+                "SELECT id FROM buckets WHERE tenant=? AND user=? AND day=? AND kind=? "
+                "AND destroyed_at IS NULL", key).fetchone()
+            if row is not None and self._dek(int(row[0])) is None:
+                # its key was destroyed by a shred that did not finish: it is closed
+                self._db.execute("UPDATE buckets SET destroyed_at=?, destroy_reason="
+                                 "coalesce(destroy_reason, 'interrupted') WHERE id=?",
+                                 (time.time(), int(row[0])))
+                row = None
             if row is None:
                 dek, wrapped = self._keys.new_dek(_bucket_aad(*key))
                 cur = self._kdb.execute("INSERT INTO deks (wrapped, created_at) VALUES (?, ?)",
                                         (wrapped, time.time()))
                 bid = int(cur.lastrowid)
-                self._db.execute("INSERT INTO buckets (id, tenant, user, day, created_at) "
-                                 "VALUES (?, ?, ?, ?, ?)", (bid, *key, time.time()))
+                self._db.execute("INSERT INTO buckets (id, tenant, user, day, kind, created_at) "
+                                 "VALUES (?, ?, ?, ?, ?, ?)", (bid, *key, time.time()))
                 self._deks[bid] = dek
-            elif row[1] is not None:
-                raise SemtraceError("This bucket's key was destroyed; it takes no new records.")
             else:
                 bid = int(row[0])
             self._bucket_ids[key] = bid
         live = self._dek(bid)
-        if live is None:
+        if live is None:  # pragma: no cover - a key destroyed between the two reads above
             raise SemtraceError("This bucket's key was destroyed; it takes no new records.")
         return bid, live
 
     def _dek(self, bucket_id: int) -> Dek | None:
         if bucket_id not in self._deks:
-            meta = self._db.execute("SELECT tenant, user, day FROM buckets WHERE id=?",
+            meta = self._db.execute("SELECT tenant, user, day, kind FROM buckets WHERE id=?",
                                     (bucket_id,)).fetchone()
             row = self._kdb.execute("SELECT wrapped FROM deks WHERE bucket_id=?",
                                     (bucket_id,)).fetchone()
-            if meta is None or row is None:
+            if meta is None or row is None or meta[1] is None or meta[2] is None:
                 self._deks[bucket_id] = None
             else:
                 self._deks[bucket_id] = self._keys.unwrap(row[0], _bucket_aad(*meta))
@@ -209,25 +267,26 @@ class Store(Maintenance, Turns):
             "INSERT INTO records (id, tenant, request_id, user, bucket_id, ts, session_key, "
             "thread_id, parent_id, position, intent, similarity, score, topic_id, model, "
             "input_tokens, output_tokens, latency_ms, status, synthetic, stream_index, model_id, "
-            "truncated, text_ct, vector_ct, evidence, trace_id, span_id, entities_ct) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "truncated, text_ct, vector_ct, evidence, trace_id, span_id, entities_ct, cost, "
+            "cost_source) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (r.record_id, p.tenant, p.request_id, r.user, bid, p.ts.timestamp(), r.session_key,
              r.thread_id, link.parent_id, link.position, link.intent, link.similarity,
              link.score, r.topic_id, p.model, resp.input_tokens if resp else None,
              resp.output_tokens if resp else None, resp.latency_ms if resp else None,
              resp.status if resp else None, int(p.synthetic), p.index, r.model_id,
              int(r.truncated), text_ct, vec_ct, json.dumps(link.evidence, sort_keys=True),
-             r.trace_id, r.span_id, ents_ct))
+             r.trace_id, r.span_id, ents_ct, r.cost, r.cost_source))
         self._db.executemany(
             "INSERT OR REPLACE INTO turn_digests (record_id, kind, tenant, user, digest) "
             "VALUES (?,?,?,?,?)", [(r.record_id, kind, p.tenant, r.user, digest)
                                    for kind, digest in r.turn_keys])
         if r.vault and self.sealer is not None:
+            # originals under their own per-day key, destroyed at the vault's retention
+            vid, vdek = self._bucket(p.tenant, r.user, day_of(p.ts), "vault")
             aad = _aad(r.record_id, "vault")
             inner = self.sealer.seal(json.dumps(list(r.vault)).encode(), aad)
-            blob = dek.seal(inner, aad)
             self._db.execute("INSERT INTO vault (record_id, bucket_id, ct) VALUES (?, ?, ?)",
-                             (r.record_id, bid, blob))
+                             (r.record_id, vid, vdek.seal(inner, aad)))
         self._upsert_thread(r)
 
     def _upsert_thread(self, r: NewRecord) -> None:
@@ -241,8 +300,10 @@ class Store(Maintenance, Turns):
             models = [p.model] if p.model else []
             self._db.execute(
                 "INSERT INTO threads (thread_id, tenant, user, first_ts, last_ts, turns, "
-                "input_tokens, output_tokens, models, topic_id) VALUES (?,?,?,?,?,1,?,?,?,?)",
-                (r.thread_id, p.tenant, r.user, ts, ts, tin, tout, json.dumps(models), r.topic_id))
+                "input_tokens, output_tokens, models, topic_id, cost) "
+                "VALUES (?,?,?,?,?,1,?,?,?,?,?)",
+                (r.thread_id, p.tenant, r.user, ts, ts, tin, tout, json.dumps(models), r.topic_id,
+                 r.cost))
             return
         models = json.loads(row[0])
         if p.model and p.model not in models:
@@ -250,8 +311,9 @@ class Store(Maintenance, Turns):
         self._db.execute(
             "UPDATE threads SET first_ts=min(first_ts, ?), last_ts=max(last_ts, ?), "
             "turns=turns+1, input_tokens=input_tokens+?, output_tokens=output_tokens+?, "
-            "models=?, topic_id=coalesce(?, topic_id) WHERE thread_id=?",
-            (ts, ts, tin, tout, json.dumps(models), r.topic_id, r.thread_id))
+            "models=?, topic_id=coalesce(?, topic_id), "
+            "cost=CASE WHEN ? IS NULL THEN cost ELSE coalesce(cost, 0) + ? END WHERE thread_id=?",
+            (ts, ts, tin, tout, json.dumps(models), r.topic_id, r.cost, r.cost, r.thread_id))
 
     def set_feedback(self, tenant: str, request_id: str, feedback: dict[str, Any]) -> bool:
         """Merge feedback (rating, abandonment) into a stored request; False if unknown."""
@@ -347,7 +409,8 @@ class Store(Maintenance, Turns):
             "SELECT r.id, r.request_id, r.tenant, r.user, r.ts, r.thread_id, r.parent_id, "
             "p.request_id, r.position, r.intent, r.similarity, r.topic_id, r.bucket_id, "
             "r.text_ct, r.model, r.input_tokens, r.output_tokens, r.latency_ms, r.status, "
-            "r.synthetic, r.stream_index, r.evidence, r.trace_id, r.span_id, r.feedback "
+            "r.synthetic, r.stream_index, r.evidence, r.trace_id, r.span_id, r.feedback, "
+            "r.cost, r.cost_source "
             "FROM records r "
             f"LEFT JOIN records p ON p.id = r.parent_id WHERE {where} ORDER BY {order}"
         )
@@ -357,7 +420,7 @@ class Store(Maintenance, Turns):
         for row in self._db.execute(sql, params):
             (rid, req, tenant, user, ts, thread, parent, parent_req, pos, intent, sim, topic,
              bid, tct, model, tin, tout, lat, status, synth, idx, evidence, trace, span,
-             feedback) = row
+             feedback, cost, cost_source) = row
             ev = json.loads(evidence) if evidence else None
             out.append(Record(
                 record_id=rid, request_id=req, tenant=tenant, user=user,
@@ -366,5 +429,6 @@ class Store(Maintenance, Turns):
                 topic_id=topic, text=self.text(rid, bid, tct), model=model, input_tokens=tin,
                 output_tokens=tout, latency_ms=lat, status=status, synthetic=bool(synth),
                 index=idx, evidence=ev, link_source=(ev or {}).get("link_source"),
-                trace_id=trace, span_id=span, feedback=json.loads(feedback) if feedback else None))
+                trace_id=trace, span_id=span, feedback=json.loads(feedback) if feedback else None,
+                cost=cost, cost_source=cost_source))
         return out

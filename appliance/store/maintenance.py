@@ -38,8 +38,10 @@ def _aad(record_id: int, what: str) -> bytes:
     return f"semtrace:{what}:{record_id}".encode()
 
 
-def _bucket_aad(tenant: str, user: str, day: str) -> bytes:
-    return f"semtrace:dek:{tenant}\0{user}\0{day}".encode()
+def _bucket_aad(tenant: str, user: str, day: str, kind: str = "prompts") -> bytes:
+    if kind == "prompts":
+        return f"semtrace:dek:{tenant}\0{user}\0{day}".encode()
+    return f"semtrace:dek:{kind}:{tenant}\0{user}\0{day}".encode()
 
 
 class Maintenance:
@@ -49,7 +51,7 @@ class Maintenance:
     _kdb: Any
     _keys: Keyring
     _deks: dict[int, Dek | None]
-    _bucket_ids: dict[tuple[str, str, str], int]
+    _bucket_ids: dict[tuple[str, str, str, str], int]
 
     def _dek(self, bucket_id: int) -> Dek | None:  # pragma: no cover - provided by Store
         raise NotImplementedError
@@ -59,13 +61,15 @@ class Maintenance:
 
     # ---------------------------------------------------------------- shredding
 
-    def bucket_id(self, tenant: str, user: str, day: str) -> int | None:
-        row = self._db.execute("SELECT id FROM buckets WHERE tenant=? AND user=? AND day=?",
-                               (tenant, user, day)).fetchone()
+    def bucket_id(self, tenant: str, user: str, day: str, kind: str = "prompts") -> int | None:
+        """The bucket of (tenant, user, day): the live one, else the newest shredded one."""
+        row = self._db.execute("SELECT id FROM buckets WHERE tenant=? AND user=? AND day=? "
+                               "AND kind=? ORDER BY destroyed_at IS NULL DESC, id DESC LIMIT 1",
+                               (tenant, user, day, kind)).fetchone()
         return int(row[0]) if row else None
 
     def shred(self, tenant: str, user: str, day: str, *, reason: str = "retention") -> ShredResult:
-        """Crypto-shred one bucket: destroy its DEK (committed first), then delete its rows.
+        """Crypto-shred one prompts bucket: destroy its DEK (committed first), then its rows.
 
         Crash-safe: once the key's destruction is committed nothing is readable; a
         later call finishes deleting rows. Returns what was removed.
@@ -82,7 +86,7 @@ class Maintenance:
                              "destroy_reason=coalesce(destroy_reason, ?) WHERE id=?",
                              (time.time(), reason, bid))
         self._deks[bid] = None
-        self._bucket_ids.pop((tenant, user, day), None)
+        self._bucket_ids = {k: v for k, v in self._bucket_ids.items() if v != bid}
         n = self.delete_bucket_rows(bid)
         return ShredResult(bucket_id=bid, records=n, already=already, record_ids=ids)
 
@@ -90,14 +94,18 @@ class Maintenance:
         """Crypto-shred many buckets: destroy all their DEKs in one committed key-store
         transaction, then delete their rows in one data transaction.
 
-        Same crash-safety as `shred`. Returns the removed record ids per bucket.
+        Same crash-safety as `shred`. Returns the removed record ids per bucket (for a
+        vault bucket, the ids of the records whose originals it held).
         """
         if not bucket_ids:
             return {}
         marks = ",".join("?" * len(bucket_ids))
         ids: dict[int, list[int]] = {b: [] for b in bucket_ids}
         for rid, bid in self._db.execute(
-                f"SELECT id, bucket_id FROM records WHERE bucket_id IN ({marks})", bucket_ids):
+                f"SELECT id, bucket_id FROM records WHERE bucket_id IN ({marks}) UNION ALL "
+                f"SELECT record_id, bucket_id FROM vault WHERE bucket_id IN ({marks}) AND "
+                "bucket_id IN (SELECT id FROM buckets WHERE kind = 'vault')",
+                bucket_ids + bucket_ids):
             ids[bid].append(rid)
         now = time.time()
         with self._kdb:
@@ -118,7 +126,9 @@ class Maintenance:
             threads = [r[0] for r in self._db.execute(
                 f"SELECT DISTINCT thread_id FROM records WHERE bucket_id IN ({marks})",
                 bucket_ids)]
-            self._db.execute(f"DELETE FROM vault WHERE bucket_id IN ({marks})", bucket_ids)
+            self._db.execute(f"DELETE FROM vault WHERE bucket_id IN ({marks}) OR record_id IN "
+                             f"(SELECT id FROM records WHERE bucket_id IN ({marks}))",
+                             bucket_ids + bucket_ids)
             self._db.execute(f"DELETE FROM records WHERE bucket_id IN ({marks})", bucket_ids)
             for t in threads:
                 self._refresh_thread(t)
@@ -143,7 +153,8 @@ class Maintenance:
             self._db.execute("BEGIN IMMEDIATE")
             threads = [r[0] for r in self._db.execute(
                 "SELECT DISTINCT thread_id FROM records WHERE bucket_id=?", (bucket_id,))]
-            self._db.execute("DELETE FROM vault WHERE bucket_id=?", (bucket_id,))
+            self._db.execute("DELETE FROM vault WHERE bucket_id=? OR record_id IN "
+                             "(SELECT id FROM records WHERE bucket_id=?)", (bucket_id, bucket_id))
             n = self._db.execute("DELETE FROM records WHERE bucket_id=?", (bucket_id,)).rowcount
             for t in threads:
                 self._refresh_thread(t)
@@ -157,7 +168,8 @@ class Maintenance:
     def _refresh_thread(self, thread_id: str) -> None:
         row = self._db.execute(
             "SELECT count(*), min(ts), max(ts), coalesce(sum(input_tokens), 0), "
-            "coalesce(sum(output_tokens), 0) FROM records WHERE thread_id=?", (thread_id,)
+            "coalesce(sum(output_tokens), 0), sum(cost) FROM records WHERE thread_id=?",
+            (thread_id,)
         ).fetchone()
         if row[0] == 0:
             self._db.execute("DELETE FROM threads WHERE thread_id=?", (thread_id,))
@@ -167,7 +179,7 @@ class Maintenance:
             (thread_id,))]
         self._db.execute(
             "UPDATE threads SET turns=?, first_ts=?, last_ts=?, input_tokens=?, output_tokens=?, "
-            "models=? WHERE thread_id=?", (*row, json.dumps(models), thread_id))
+            "cost=?, models=? WHERE thread_id=?", (*row, json.dumps(models), thread_id))
 
     def stale_texts(self, model_id: str, limit: int) -> list[tuple[int, str]]:
         """(record id, redacted text) of readable records embedded by another model."""
@@ -200,23 +212,31 @@ class Maintenance:
                 self._db.execute("UPDATE records SET vector_ct=?, model_id=? WHERE id=?",
                                  (ct, model_id, rid))
 
-    def rotate(self, new: Keyring) -> int:
-        """Re-wrap every DEK under `new` and re-key both database files (key rotation)."""
-        meta = {r[0]: (r[1], r[2], r[3]) for r in self._db.execute(
-            "SELECT id, tenant, user, day FROM buckets")}
-        rows = self._kdb.execute("SELECT bucket_id, wrapped FROM deks").fetchall()
-        with self._kdb:
-            self._kdb.execute("BEGIN IMMEDIATE")
-            for bid, wrapped in rows:
-                aad = _bucket_aad(*meta[bid])
-                self._kdb.execute("UPDATE deks SET wrapped=? WHERE bucket_id=?",
-                                  (self._keys.rewrap(wrapped, aad, new), bid))
-        self.checkpoint()
-        self._kdb.execute(f"PRAGMA rekey = \"{new.sqlcipher_key('keys')}\"")
-        self._db.execute(f"PRAGMA rekey = \"{new.sqlcipher_key()}\"")
-        self._keys = new
-        self._deks.clear()
-        return len(rows)
+    def forget_shredded(self, tenant: str, *, anonymise_before: float,
+                        delete_before: float) -> tuple[int, int]:
+        """Reduce what is kept about shredded buckets (the per-user calendar).
+
+        Buckets shredded before `anonymise_before` keep no user and no day (only id,
+        tenant and when and why they were shredded, for the report's self-check);
+        those shredded before `delete_before` (aggregates_days) are removed, with the
+        key store's note of their destruction. One tenant; returns (anonymised, removed).
+        """
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            anon = self._db.execute(
+                "UPDATE buckets SET user=NULL, day=NULL WHERE tenant=? AND destroyed_at < ? AND "
+                "(user IS NOT NULL OR day IS NOT NULL)", (tenant, anonymise_before)).rowcount
+            gone = [r[0] for r in self._db.execute(
+                "SELECT id FROM buckets b WHERE tenant=? AND destroyed_at < ? AND NOT EXISTS "
+                "(SELECT 1 FROM records r WHERE r.bucket_id = b.id) AND NOT EXISTS "
+                "(SELECT 1 FROM vault v WHERE v.bucket_id = b.id)", (tenant, delete_before))]
+            self._db.executemany("DELETE FROM buckets WHERE id=?", [(b,) for b in gone])
+        if gone:
+            with self._kdb:
+                self._kdb.execute("BEGIN IMMEDIATE")
+                self._kdb.executemany("DELETE FROM destroyed WHERE bucket_id=?",
+                                      [(b,) for b in gone])
+        return int(anon), len(gone)
 
     def shred_watermark(self) -> float:
         row = self._db.execute("SELECT coalesce(max(destroyed_at), 0) FROM buckets").fetchone()
@@ -231,7 +251,7 @@ class Maintenance:
             self._deks[int(r[3])] = None  # a key destroyed elsewhere is forgotten here too
         gone = {int(r[3]) for r in rows}
         self._bucket_ids = {k: v for k, v in self._bucket_ids.items() if v not in gone}
-        return new_mark, {(r[0], r[1]) for r in rows}
+        return new_mark, {(r[0], r[1]) for r in rows if r[1] is not None}
 
     def record_ids_of(self, tenant: str, user: str) -> set[int]:
         return {r[0] for r in self._db.execute(

@@ -15,6 +15,9 @@ from typing import Any
 
 from appliance.records import HeldTurn, Response
 
+# (model, input tokens, output tokens) -> the priced cost of a call, or None
+Pricer = Callable[[str | None, int | None, int | None], float | None]
+
 
 class Turns:
     """History lookups and answer updates over the connection `Store` sets up."""
@@ -23,30 +26,39 @@ class Turns:
 
     def update_response(self, tenant: str, request_id: str, response: Response,
                         model: str | None,
-                        turn_keys: Callable[[str], list[tuple[str, str]]]) -> bool:
+                        turn_keys: Callable[[str], list[tuple[str, str]]],
+                        price: Pricer = lambda model, tin, tout: None) -> bool:
         """Set what the gateway learned after the answer; False if the request is unknown.
 
         Idempotent: fields are set (not added), so the thread's token totals move by
-        the difference to what the record held.
+        the difference to what the record held. A reported cost replaces any other;
+        otherwise a priced cost is priced again from the record's tokens and model.
         """
         row = self._db.execute(
-            "SELECT id, user, thread_id, input_tokens, output_tokens, model FROM records "
-            "WHERE tenant=? AND request_id=?", (tenant, request_id)).fetchone()
+            "SELECT id, user, thread_id, input_tokens, output_tokens, model, cost, cost_source "
+            "FROM records WHERE tenant=? AND request_id=?", (tenant, request_id)).fetchone()
         if row is None:
             return False
-        rid, user, thread, old_in, old_out, old_model = row
+        rid, user, thread, old_in, old_out, old_model, old_cost, old_source = row
         new_in = response.input_tokens if response.input_tokens is not None else old_in
         new_out = response.output_tokens if response.output_tokens is not None else old_out
+        cost, source = old_cost, old_source
+        if response.cost is not None:
+            cost, source = response.cost, "reported"
+        elif old_source != "reported":
+            cost = price(model or old_model, new_in, new_out)
+            source = "priced" if cost is not None else None
         with self._db:
             self._db.execute(
                 "UPDATE records SET input_tokens=?, output_tokens=?, "
                 "latency_ms=coalesce(?, latency_ms), status=coalesce(?, status), "
-                "model=coalesce(?, model) WHERE id=?",
-                (new_in, new_out, response.latency_ms, response.status, model, rid))
+                "model=coalesce(?, model), cost=?, cost_source=? WHERE id=?",
+                (new_in, new_out, response.latency_ms, response.status, model, cost, source,
+                 rid))
             self._db.execute(
-                "UPDATE threads SET input_tokens=input_tokens+?, output_tokens=output_tokens+? "
-                "WHERE thread_id=?", ((new_in or 0) - (old_in or 0),
-                                      (new_out or 0) - (old_out or 0), thread))
+                "UPDATE threads SET input_tokens=input_tokens+?, output_tokens=output_tokens+?, "
+                "cost=(SELECT sum(cost) FROM records WHERE thread_id=?) WHERE thread_id=?",
+                ((new_in or 0) - (old_in or 0), (new_out or 0) - (old_out or 0), thread, thread))
             if model and model != old_model:
                 models = json.loads(self._db.execute(
                     "SELECT models FROM threads WHERE thread_id=?", (thread,)).fetchone()[0])

@@ -31,7 +31,7 @@ from appliance.tui.filters import FilterError, Filters
 # UI column key -> query sort key
 SORTS = {"tenant": "tenant", "user": "user", "started": "first", "last": "last",
          "turns": "turns", "topic": "topic", "models": "models", "tokens": "tokens",
-         "marks": "marks"}
+         "cost": "cost", "marks": "marks"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,14 @@ class ThreadRow:
 
     thread: Thread
     marks: ThreadMarks | None
+    topic: str | None  # the topic's label, else its id
+
+
+@dataclass(frozen=True)
+class ThreadDetail:
+    """One thread for the thread view, with the name of its topic."""
+
+    thread: Thread
     topic: str | None  # the topic's label, else its id
 
 
@@ -68,6 +76,7 @@ class StoreReader:
         self.rt = rt
         self.tenant = tenant
         self.lock = threading.Lock()
+        self.currency = rt.policies.pricing.currency
 
     def version(self) -> int:
         """Changes when the service (or any other connection) commits."""
@@ -102,13 +111,14 @@ class StoreReader:
                     for t in rows)
         return ThreadPage(rows=out, total=total, offset=offset, version=version)
 
-    def thread(self, thread_id: str) -> Thread | None:
-        """A thread with its turns (None when absent or outside this session's tenant)."""
+    def thread(self, thread_id: str) -> ThreadDetail | None:
+        """A thread with its turns and topic label (None when absent or out of scope)."""
         with self.lock:
             thread = get_thread(self.rt.store, thread_id)
-        if thread is None or (self.tenant and thread.tenant != self.tenant):
-            return None
-        return thread
+            if thread is None or (self.tenant and thread.tenant != self.tenant):
+                return None
+            label = topic_labels(self.rt.store, [thread.topic_id]) if thread.topic_id else {}
+        return ThreadDetail(thread, label.get(thread.topic_id or "", thread.topic_id))
 
     def tenants(self) -> list[str]:
         """Tenants in scope that have threads."""

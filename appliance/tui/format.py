@@ -83,6 +83,19 @@ def compact(n: int | float | None) -> str:
     return f"{n:g}" if isinstance(n, float) else str(n)
 
 
+def money(amount: float | None) -> str:
+    """A cost without its currency: 0.0042, 1.25, 1.2k (`–` when unknown)."""
+    if amount is None:
+        return "–"
+    if amount == 0:
+        return "0"
+    if amount < 0.01:
+        return f"{amount:.4f}"
+    if amount < 1000:
+        return f"{amount:.2f}"
+    return compact(amount)
+
+
 def sparkline(values: list[int]) -> str:
     """Counts as block characters scaled to the largest."""
     top = max(values, default=0)

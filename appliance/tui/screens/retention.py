@@ -26,10 +26,8 @@ def policy_text(view: RetentionView) -> Text:
     """Limits per data class, schedule, holds, audit chain and self-check, as lines."""
     out = Text("Policy in force (days)\n", style="bold")
     for name, r in view.rules:
-        out.append(f"  {name:<10} prompts {_days(r.prompts_days)} · vectors "
-                   f"{_days(r.vectors_days or r.prompts_days)} · vault {_days(r.vault_days)} · "
-                   f"threads {_days(r.threads_days or r.prompts_days)} · aggregates "
-                   f"{_days(r.aggregates_days)}\n")
+        out.append(f"  {name:<10} prompts, vectors, threads {_days(r.prompts_days)} · vault "
+                   f"{_days(r.vault_days)} · aggregates {_days(r.aggregates_days)}\n")
     nxt = f"{view.next_shred:%Y-%m-%d %H:%M} UTC" if view.next_shred else "invalid schedule"
     out.append(f"Next scheduled shred: {nxt} (cron '{view.schedule_cron}') · legal holds: "
                f"{view.legal_holds}\n")

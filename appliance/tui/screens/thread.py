@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -13,19 +14,27 @@ from textual.widgets import Footer, Header, Static
 
 from appliance.records import Thread
 from appliance.tui.context import context
-from appliance.tui.format import compact, short_user
+from appliance.tui.data import ThreadDetail
+from appliance.tui.format import compact, money, redacted_text, short_user
 from appliance.tui.tree import Turn, flatten, layout
 from appliance.tui.widgets.evidence import EvidencePanel
 from appliance.tui.widgets.turn import BranchBox, TurnCard
 
 
-def summary(thread: Thread) -> str:
-    """The line above the turns."""
+def summary(thread: Thread, topic: str | None = None, currency: str = "") -> Text:
+    """The lines above the turns: the thread's title, then what and who."""
     tokens = thread.input_tokens + thread.output_tokens
     span = thread.last_ts - thread.first_ts
-    return (f"{thread.thread_id} · {thread.tenant}/{short_user(thread.user)} · "
-            f"{thread.turns} turn(s) in {span} · {thread.first_ts:%Y-%m-%d} UTC · "
-            f"{', '.join(thread.models) or 'model ?'} · {compact(tokens)} tok")
+    out = Text()
+    out.append_text(redacted_text(thread.title) if thread.title is not None else
+                    Text("[shredded: no readable prompt left]", style="italic"))
+    out.stylize("bold")
+    out.append(f"\n{thread.thread_id} · topic {topic or '–'} · "
+               f"{thread.tenant}/{short_user(thread.user)} · "
+               f"{thread.turns} turn(s) in {span} · {thread.first_ts:%Y-%m-%d} UTC · "
+               f"{', '.join(thread.models) or 'model ?'} · {compact(tokens)} tok · "
+               f"cost {money(thread.cost)}" + (f" {currency}" if thread.cost is not None else ""))
+    return out
 
 
 class ThreadScreen(Screen[None]):
@@ -68,18 +77,19 @@ class ThreadScreen(Screen[None]):
         if self.thread is not None:
             self.load()
 
-    async def show(self, thread: Thread | None) -> None:
+    async def show(self, detail: ThreadDetail | None) -> None:
         """Lay the turns out; a refresh with no new turns changes nothing."""
         head = self.query_one("#thread-head", Static)
-        if thread is None:
+        if detail is None:
             head.update(f"✖ Thread {self.thread_id} is not in this store (or not in scope).")
             return
+        thread = detail.thread
         if self.thread is not None and self.thread.records == thread.records:
             return
         wanted = (self.focused.turn.record.record_id if isinstance(self.focused, TurnCard)
                   else self.record_id)
         self.thread = thread
-        head.update(summary(thread))
+        head.update(summary(thread, detail.topic, context(self).reader.currency))
         box = self.query_one("#turns", VerticalScroll)
         await box.remove_children()
         items = layout(thread.records)

@@ -12,17 +12,21 @@ from textual.worker import get_current_worker
 
 from appliance.errors import SemtraceError
 from appliance.query import ThreadMarks
+from appliance.titles import shorten
 from appliance.tui.context import context
 from appliance.tui.data import ThreadPage, ThreadRow
 from appliance.tui.filters import FilterError, Filters, parse_filters
-from appliance.tui.format import ago, compact, short_user, when
+from appliance.tui.format import ago, compact, money, short_user, when
 from appliance.tui.messages import OpenThread
 
-# (column key, header, width)
-COLUMNS = (("tenant", "tenant", 7), ("user", "user", 10), ("started", "started UTC", 11),
-           ("last", "last seen", 9), ("turns", "turns", 5), ("topic", "topic", 11),
-           ("models", "models", 9), ("tokens", "tokens", 6), ("marks", "marks", 13))
+# (column key, header, width): what a thread is about first; the rest scrolls at 100 columns
+COLUMNS = (("title", "title", 26), ("user", "user", 10), ("last", "last seen", 10),
+           ("turns", "turns", 5), ("topic", "topic", 13), ("tokens", "tokens", 6),
+           ("cost", "cost", 6), ("marks", "marks", 7), ("tenant", "tenant", 7),
+           ("models", "models", 12), ("started", "started UTC", 11))
 SORT_NAMES = {key: header for key, header, _ in COLUMNS}
+WIDTH = {key: width for key, _, width in COLUMNS}
+UNSORTABLE = frozenset({"title"})  # titles are encrypted text: the store cannot order them
 FILTER_HINT = "filter: tenant: user: since:7d until: topic: model: position:topic_shift"
 
 
@@ -103,11 +107,14 @@ class ThreadsScreen(Screen[None]):
 
     def _row(self, row: ThreadRow) -> tuple[object, ...]:
         t, now = row.thread, context(self).clock()
-        return (t.tenant, short_user(t.user), when(t.first_ts), ago(t.last_ts, now),
-                Text(str(t.turns), justify="right"), row.topic or "–",
-                ", ".join(t.models) or "–",
+        title = (Text(shorten(t.title, WIDTH["title"])) if t.title is not None
+                 else Text("[shredded]", style="italic"))
+        return (title, short_user(t.user), ago(t.last_ts, now),
+                Text(str(t.turns), justify="right"),
+                shorten(row.topic, WIDTH["topic"]) if row.topic else "–",
                 Text(compact(t.input_tokens + t.output_tokens), justify="right"),
-                marks_text(row.marks))
+                Text(money(t.cost), justify="right"), marks_text(row.marks), t.tenant,
+                ", ".join(t.models) or "–", when(t.first_ts))
 
     def show_page(self, page: ThreadPage) -> None:
         """Put a page in the table, keeping the cursor on the same thread when it is there."""
@@ -152,6 +159,9 @@ class ThreadsScreen(Screen[None]):
     @on(DataTable.HeaderSelected, "#threads")
     def _sort_by(self, event: DataTable.HeaderSelected) -> None:
         key = str(event.column_key.value)
+        if key in UNSORTABLE:
+            self._status("titles cannot be sorted: sort by another column")
+            return
         self.descending = not self.descending if key == self.sort else key != "tenant"
         self.sort, self.first_row = key, 0
         self._columns()
@@ -180,7 +190,7 @@ class ThreadsScreen(Screen[None]):
         self.query_one("#threads", DataTable).focus()
 
     def action_sort(self) -> None:
-        keys = [k for k, _, _ in COLUMNS]
+        keys = [k for k, _, _ in COLUMNS if k not in UNSORTABLE]
         self.sort = keys[(keys.index(self.sort) + 1) % len(keys)]
         self.first_row = 0
         self._columns()

@@ -14,6 +14,7 @@ from appliance.tui.format import (
     compact,
     duration,
     intent_label,
+    money,
     position_label,
     redacted_text,
     sim_bar,
@@ -39,7 +40,8 @@ def turn_text(turn: Turn) -> Text:
     tokens = (f"{compact(r.input_tokens)}→{compact(r.output_tokens)}\u00a0tok"
               if r.input_tokens is not None or r.output_tokens is not None else "tok\u00a0?")
     latency = f"{r.latency_ms:.0f}\u00a0ms" if r.latency_ms is not None else "–\u00a0ms"
-    metrics.append(f"  {tokens}  {latency}  ")
+    cost = f"cost\u00a0{money(r.cost)}  " if r.cost is not None else ""
+    metrics.append(f"  {tokens}  {latency}  {cost}")
     metrics.append(_nb(status_label(r.status)), style=STATUS_STYLES.get(r.status or "", ""))
     return Text("\n").join([head, metrics, redacted_text(r.text)])
 

@@ -1,0 +1,184 @@
+"""Structured identifiers written to dodge patterns: spaced, dotted, spelled out.
+
+Presidio's own recognisers find `jane@example.com`, `DE89 3704 ...`,
+`536-22-8467` and `192.168.1.7`. These find what they miss once the text is
+normalised (`normalize.py` has already removed zero-width characters and
+mapped look-alike digits and separators): e-mail addresses with spaces around
+`@` and `.` or spelled `at`/`dot`, IBANs grouped with dots or " - ", social
+security numbers with spaced separators, and IPv4 addresses with spaced,
+bracketed or spelled-out dots. Every hit is checked (TLD, IBAN mod-97,
+SSN area/group/serial, octet range) before it is reported.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from appliance.redact.recognizers import SpanRecognizer, has_context, word_set
+
+# One separator between digit groups: "-", ".", "/" with optional spaces, or spaces.
+GROUP_SEP = r"(?:[ \t]?[.\-/][ \t]?|[ \t])"
+
+# --- e-mail --------------------------------------------------------------------------------
+
+# Generic and common TLDs; any two-letter country code is accepted as well.
+GENERIC_TLDS = word_set(
+    "com org net edu gov mil int info biz name pro io ai app dev co me tv xyz online "
+    "site tech email mail cloud store shop blog news live one top page uk eu"
+)
+_AT = r"(?:[ \t]*@[ \t]*|[ \t]*[(\[{<][ \t]*at[ \t]*[)\]}>][ \t]*|[ \t]+at[ \t]+)"
+_DOT = r"(?:\.|[ \t]\.[ \t]|[ \t]*[(\[{<][ \t]*dot[ \t]*[)\]}>][ \t]*|[ \t]+dot[ \t]+)"
+_LOCAL_WORD = r"[A-Za-z0-9][A-Za-z0-9_%+\-]*"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
+SPELLED_EMAIL = re.compile(
+    rf"(?i)(?<![\w.@])({_LOCAL_WORD}(?:{_DOT}{_LOCAL_WORD}){{0,3}})({_AT})"
+    rf"({_LABEL}(?:{_DOT}{_LABEL}){{1,3}})(?![\w@])"
+)
+_DOT_SPLIT = re.compile(rf"(?i){_DOT}")
+# Words that precede "at" in ordinary sentences ("look at google dot com").
+NOT_A_MAILBOX = word_set(
+    "look looking looked arrive arrived arriving be is are was were am meet me us him "
+    "her them it this that stay staying stayed work working live living lives here "
+    "there available found find sign signed log logged"
+)
+
+
+# Two-letter country codes that are also words: after a spaced " . " they end a sentence.
+WORD_TLDS = word_set(
+    "it in to at be is us no so do go my by an as or on me am id hi ok"
+)
+
+
+def _tld_ok(tld: str, country_codes: frozenset[str], *, spaced: bool) -> bool:
+    low = tld.lower()
+    if spaced and (low in WORD_TLDS or tld[:1].isupper()):
+        return False
+    return low in GENERIC_TLDS or (len(low) == 2 and low in country_codes)
+
+
+class SpelledEmailRecognizer(SpanRecognizer):
+    """`jane . doe @ example . com`, `jane at example dot com`, `jane [at] example [dot] org`."""
+
+    ENTITY = "EMAIL_ADDRESS"
+
+    def __init__(self) -> None:
+        super().__init__()
+        import pycountry
+
+        self._countries = frozenset(c.alpha_2.lower() for c in pycountry.countries)
+
+    def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+        if "@" not in text and not re.search(r"(?i)\bat\b|\[at\]|\(at\)", text):
+            return
+        pos = 0
+        while (m := SPELLED_EMAIL.search(text, pos)) is not None:
+            if self._valid(m):
+                yield m.start(), m.end(), 0.85
+                pos = m.end()
+            else:  # "me at jane . doe @ ...": retry from the next word
+                pos = m.start() + 1
+
+    def _valid(self, m: re.Match[str]) -> bool:
+        local, at, domain = m.group(1), m.group(2), m.group(3)
+        last_dot = list(_DOT_SPLIT.finditer(domain))[-1].group()
+        tld = domain[domain.rindex(last_dot) + len(last_dot):]
+        if not _tld_ok(tld, self._countries, spaced=last_dot != "."):
+            return False
+        if "@" in at:
+            # Without any space Presidio's own recogniser has it.
+            return bool(re.search(r"\s", m.group()))
+        if not any(c in at for c in "([{<"):
+            # A bare " at ": the mailbox is not an ordinary word, the domain has a dot.
+            return local.lower() not in NOT_A_MAILBOX and bool(_DOT_SPLIT.search(domain))
+        return True
+
+
+# --- IBAN ----------------------------------------------------------------------------------
+
+# Country code and check digits, then groups of four (the last one shorter) with one
+# separator style; upper case as IBANs are printed. The compact form is Presidio's.
+IBAN_CANDIDATE = re.compile(
+    r"(?<![\w])[A-Z]{2}\d{2}(?P<sep>[ \t]?[.\-/][ \t]?|[ \t])[A-Z0-9]{4}"
+    r"(?:(?P=sep)[A-Z0-9]{4}){1,6}(?:(?P=sep)[A-Z0-9]{1,4})?(?![\w])"
+)
+IBAN_CONTEXT = re.compile(r"(?i)\b(?:iban|bank|account|acct|transfer|wire|pay|sepa|bic|swift)")
+
+
+def iban_ok(compact: str) -> bool:
+    """ISO 13616 mod-97 check on an IBAN without separators."""
+    if not 15 <= len(compact) <= 34 or not compact[:2].isalpha() or not compact[2:4].isdigit():
+        return False
+    moved = compact[4:] + compact[:4]
+    digits = "".join(str(int(c, 36)) for c in moved)
+    return int(digits) % 97 == 1
+
+
+class SeparatedIbanRecognizer(SpanRecognizer):
+    """IBANs grouped with dots, " - ", slashes or mixed separators (mod-97 checked)."""
+
+    ENTITY = "IBAN_CODE"
+
+    def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+        for m in IBAN_CANDIDATE.finditer(text):
+            compact = re.sub(r"[^A-Z0-9]", "", m.group())
+            if sum(c.isdigit() for c in compact) * 2 >= len(compact) and iban_ok(compact):
+                score = 0.9 if has_context(text, m.start(), m.end(), IBAN_CONTEXT) else 0.75
+                yield m.start(), m.end(), score
+
+
+# --- US social security numbers ------------------------------------------------------------
+
+SSN_CANDIDATE = re.compile(
+    r"(?<![\w.\-])(\d{3})([ \t]?[.\-/][ \t]?|[ \t]+)(\d{2})([ \t]?[.\-/][ \t]?|[ \t]+)(\d{4})"
+    r"(?![\w]|[.\-]\d)"
+)
+SSN_CONTEXT = re.compile(r"(?i)\b(?:ssn|ssns|social security|social|security number|ss#|ss no|"
+                         r"tin|taxpayer)\b")
+
+
+def ssn_ok(area: str, group: str, serial: str) -> bool:
+    """The SSA never issues area 000, 666 or 9xx, group 00 or serial 0000."""
+    return area not in ("000", "666") and not area.startswith("9") and group != "00" \
+        and serial != "0000"
+
+
+class SeparatedSsnRecognizer(SpanRecognizer):
+    """`536 - 22 - 8467`, `536 / 22 / 8467`: the 3-2-4 grouping with any one separator."""
+
+    ENTITY = "US_SSN"
+
+    def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+        for m in SSN_CANDIDATE.finditer(text):
+            area, sep1, group, sep2, serial = m.groups()
+            if sep1.strip() != sep2.strip() or not ssn_ok(area, group, serial):
+                continue
+            context = has_context(text, m.start(), m.end(), SSN_CONTEXT, before=50, after=20)
+            if context or sep1.strip():
+                yield m.start(), m.end(), 0.85 if context else 0.5
+
+
+# --- IPv4 ----------------------------------------------------------------------------------
+
+_OCTET = r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IP_DOT = r"(?:[ \t]*\.[ \t]*|[ \t]*[(\[{][ \t]*(?:\.|dot)[ \t]*[)\]}][ \t]*|[ \t]+dot[ \t]+)"
+SPELLED_IP = re.compile(rf"(?i)(?<![\w.])({_OCTET}{_IP_DOT}){{3}}{_OCTET}(?![\w]|\.\d)")
+DASHED_IP = re.compile(rf"(?<![\w.\-])(?:ip-)?{_OCTET}-{_OCTET}-{_OCTET}-{_OCTET}(?![\w\-])")
+IP_CONTEXT = re.compile(r"(?i)\b(?:ip|ips|ipv4|address|host|hostname|server|ping|ssh|vpn|"
+                        r"router|gateway|subnet|firewall|node|dns|proxy)\b|\bip-")
+
+
+class SpelledIpRecognizer(SpanRecognizer):
+    """`10 . 0 . 0 . 7`, `10[.]0[.]0[.]7`, `10 dot 0 dot 0 dot 7`; `ip-10-0-0-7` in context."""
+
+    ENTITY = "IP_ADDRESS"
+
+    def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+        for m in SPELLED_IP.finditer(text):
+            if re.fullmatch(r"[\d.]+", m.group()):
+                continue  # plain dotted quad: Presidio's
+            yield m.start(), m.end(), 0.8
+        for m in DASHED_IP.finditer(text):
+            if m.group().startswith("ip-") or has_context(text, m.start(), m.end(), IP_CONTEXT):
+                yield m.start(), m.end(), 0.7
