@@ -62,6 +62,10 @@ class ThreadRow:
         return sum(t.status == "blocked" for t in self.turns)
 
     @property
+    def errors(self) -> int:
+        return sum(t.status == "error" for t in self.turns)
+
+    @property
     def refinement(self) -> bool:
         return any(t.intent in REFINEMENT_INTENTS for t in self.turns)
 
@@ -96,6 +100,8 @@ class GroupStats:
     cost: Figure = Figure(0.0)  # of the threads whose cost is known
     mean_cost: Figure = Figure(0.0)  # per thread whose cost is known
     costed: Figure = Figure(0.0)  # threads whose cost is known
+    error_share: Figure = Figure(0.0)  # threads with a prompt that ended in an error
+    users: Figure | None = None  # distinct people (noisy across users)
 
 
 @dataclass(frozen=True)
@@ -212,7 +218,7 @@ def topic_labels(store: Store, tenant: str) -> dict[str, str]:
 # cost is clipped to pricing.toml's `thread_cost_bound` (`cost_measures`).
 GROUP_MEASURES = (Measure("turns", 20, 1.0), Measure("refinement", 1, 1.0),
                   Measure("abandoned", 1, 1.0), Measure("blocked", 1, 0.5),
-                  Measure("tokens", 8_000, 0.5))
+                  Measure("tokens", 8_000, 0.5), Measure("errors", 1, 0.25))
 
 
 def cost_measures(bound: float) -> tuple[Measure, ...]:
@@ -243,16 +249,26 @@ def group_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
     """Threads, mean turns, refinement/abandonment/blocked shares, tokens, cost per key."""
     units = [Unit(t.user, key, {"turns": len(t.turns), "refinement": float(t.refinement),
                                 "abandoned": float(t.abandoned(end)),
-                                "blocked": float(t.blocks > 0),
+                                "blocked": float(t.blocks > 0), "errors": float(t.errors > 0),
                                 "tokens": sum(x.tokens for x in t.turns),
                                 "cost": t.cost or 0.0, "costed": float(t.cost is not None)})
              for t in threads for key in keys(t)]
     rel = gate.release(tenant, units, measures=GROUP_MEASURES + cost_measures(cost_bound),
                        single_user=single_user,
-                       key=release_key(kind, start, end, *extra, f"cost_bound={cost_bound:g}"))
+                       key=group_key(kind, start, end, cost_bound=cost_bound, extra=extra))
+    return _report(kind, tenant, start, end, rel, group_rows(rel, labels))
+
+
+def group_rows(rel: Release, labels: dict[str, str]) -> list[GroupStats]:
+    """The rows of a `group_stats` release (fresh or cached), busiest first.
+
+    A measure a cached release does not hold (made by an older version) reads 0.
+    """
+    zero = Figure(0.0, 0.0, rel.exact)
     rows = []
     for g in rel.groups:
-        s = g.sums
+        s: dict[str, Figure] = {**{m.name: zero for m in GROUP_MEASURES + cost_measures(1.0)},
+                                **g.sums}
         rows.append(GroupStats(
             key=g.group, label=labels.get(g.group), threads=g.count,
             mean_turns=ratio(s["turns"], g.count), refinement_share=ratio(
@@ -260,9 +276,26 @@ def group_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
             abandonment_share=ratio(s["abandoned"], g.count, cap=1.0),
             blocked_share=ratio(s["blocked"], g.count, cap=1.0), tokens=s["tokens"],
             mean_tokens=ratio(s["tokens"], g.count), cost=s["cost"],
-            mean_cost=ratio(s["cost"], s["costed"]), costed=s["costed"]))
+            mean_cost=ratio(s["cost"], s["costed"]), costed=s["costed"],
+            error_share=ratio(s["errors"], g.count, cap=1.0), users=g.users))
     rows.sort(key=lambda r: -r.threads.value)
-    return _report(kind, tenant, start, end, rel, rows)
+    return rows
+
+
+DEFAULT_DAYS = 7
+
+
+def default_window(now: datetime, days: int = DEFAULT_DAYS) -> tuple[datetime, datetime]:
+    """The `days` UTC days ending tonight: every default query of a day shares its release."""
+    tonight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    end = tonight + timedelta(days=1)
+    return end - timedelta(days=days), end
+
+
+def group_key(kind: str, start: datetime, end: datetime, *, cost_bound: float,
+              extra: tuple[str, ...] = ()) -> str:
+    """The cache key of a `group_stats` release (what `stats topics|models` file it under)."""
+    return release_key(kind, start, end, *extra, f"cost_bound={cost_bound:g}")
 
 
 def topic_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,

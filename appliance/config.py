@@ -93,8 +93,9 @@ class RedactionSettings(_Strict):
 class RoleSettings(_Strict):
     description: str = ""
     permissions: list[str]
-    uids: list[int] = []
+    uids: list[int] = []  # only these OS users (or members of `gids`) may take the role
     gids: list[int] = []
+    tenants: list[str] = []  # the tenants the role sees; [] = all
 
 
 class AccessSettings(_Strict):
@@ -191,6 +192,11 @@ class ServiceSettings(_Strict):
     idle_timeout_s: float = Field(default=600.0, gt=0)
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     busy_retry_after_ms: int = Field(default=50, ge=1)
+    # Connections open at once; one more is answered `busy` and closed.
+    max_connections: int = Field(default=256, ge=1, le=65536)
+    # An ingest's `ts` must lie within this window around the service's clock.
+    ts_past_days: float = Field(default=365.0, gt=0, le=3650)
+    ts_future_s: float = Field(default=300.0, ge=0, le=86400)
 
 
 _LOOPBACK = ("127.0.0.1", "::1", "[::1]", "localhost")

@@ -20,6 +20,10 @@ MAX_ID = 256
 SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 MAX_HISTORY = 1000  # messages in one request's history
 MAX_MESSAGE_CHARS = 1_000_000  # one history message's content (the frame limit is lower)
+# Largest token count and latency taken: beyond these a value is an error, not a fact (and
+# 1e300 tokens would fail the whole batch's insert as a too-large SQLite integer).
+MAX_COUNT = 10**12
+MAX_INDEX = 2**53
 
 
 def content_digest(text: str) -> str:
@@ -63,7 +67,17 @@ def _str(obj: dict[str, Any], key: str, *, required: bool, max_len: int = MAX_ID
         raise InputError(f"'{key}' is longer than {max_len} characters.")
     if "\x00" in value:
         raise InputError(f"'{key}' contains a NUL character.")
+    _utf8(value, key)
     return value
+
+
+def _utf8(value: str, where: str) -> None:
+    """A lone surrogate (from a `\\ud800` escape) cannot be stored as UTF-8: refuse it here."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(f"'{where}' holds a lone UTF-16 surrogate.") from None
 
 
 def _opt_num(obj: dict[str, Any], key: str, kind: type) -> Any:
@@ -76,6 +90,8 @@ def _opt_num(obj: dict[str, Any], key: str, kind: type) -> Any:
         raise InputError(f"'response.{key}' must be a finite number.")
     if value < 0:
         raise InputError(f"'response.{key}' must not be negative.")
+    if not math.isfinite(value) or value > MAX_COUNT:
+        raise InputError(f"'response.{key}' must be at most {MAX_COUNT}.")
     return kind(value)
 
 
@@ -91,6 +107,7 @@ def _content(value: Any, where: str) -> str:
         raise InputError(f"'{where}' must be a string.")
     if len(value) > MAX_MESSAGE_CHARS:
         raise InputError(f"'{where}' is longer than {MAX_MESSAGE_CHARS} characters.")
+    _utf8(value, where)
     return content_digest(value)
 
 
@@ -165,8 +182,9 @@ def parse_prompt(obj: Any, *, max_text_chars: int, default_request_id: str | Non
         raise InputError("'ts' is missing.")
     ts = parse_ts(ts_raw) if ts_raw is not None else default_ts
     index = obj.get("index")
-    if index is not None and (isinstance(index, bool) or not isinstance(index, int)):
-        raise InputError("'index' must be an integer.")
+    if index is not None and (isinstance(index, bool) or not isinstance(index, int)
+                              or abs(index) > MAX_INDEX):
+        raise InputError(f"'index' must be an integer of at most {MAX_INDEX}.")
     synthetic = obj.get("synthetic", False)
     if not isinstance(synthetic, bool):
         raise InputError("'synthetic' must be true or false.")
@@ -182,10 +200,14 @@ def parse_prompt(obj: Any, *, max_text_chars: int, default_request_id: str | Non
                   history=parse_history(obj.get("history")), previous_response_id=previous)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_line(line: str | bytes, **kw: Any) -> Prompt:
     """Parse one JSON line into a Prompt."""
     try:
-        obj = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
+        obj = json.loads(line, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InputError("The line is not valid JSON.") from None
     return parse_prompt(obj, **kw)

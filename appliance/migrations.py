@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
+
+from appliance import failpoints
 
 Migration = Callable[[Any], None]
 MIGRATIONS: list[Migration] = []
@@ -132,16 +135,48 @@ def migrate(db: Any, migrations: list[Migration] | None = None) -> list[str]:
     db.execute("PRAGMA foreign_keys = OFF")
     try:
         for fn in todo:
-            with db:
-                fn(db)
+            db.execute("BEGIN IMMEDIATE")  # the migration and its record commit together
+            try:
+                fn(_InTransaction(db))
                 if db.execute("PRAGMA foreign_key_check").fetchone() is not None:
                     raise RuntimeError(f"migration {fn.__name__} broke a foreign key")
+                failpoints.point("migration")
                 db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
                            (fn.__name__, time.time()))
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
             ran.append(fn.__name__)
     finally:
         db.execute(f"PRAGMA foreign_keys = {'ON' if fks else 'OFF'}")
     return ran
+
+
+class _InTransaction:
+    """The connection, with `executescript` run statement by statement: sqlite3's own
+    commits first, so a crash mid-migration would leave half a schema unrecorded."""
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql.strip().upper().startswith("BEGIN"):  # already in the migration's transaction
+            return None
+        return self._db.execute(sql, *args)
+
+    def executescript(self, script: str) -> None:
+        statement = ""
+        for part in script.split(";"):
+            statement += part + ";"
+            if sqlite3.complete_statement(statement):  # not a ';' inside a literal/trigger
+                if statement.strip(" \t\r\n;"):
+                    self.execute(statement)
+                statement = ""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
 
 
 def latest() -> str:

@@ -131,6 +131,18 @@ class Pipeline:
         if forget_user is not None and user is not None:
             forget_user(tenant, user)
 
+    def _discard(self, prompts: Sequence[Prompt]) -> None:
+        """After a failed batch, drop what memory learnt from it: the users' histories and
+        the tenants' topics reload from the store, so memory is exactly as the store."""
+        tenants = set()
+        for p in prompts:
+            self._users.pop((p.tenant, self.keys.pseudonym(p.tenant, p.user_id)), None)
+            tenants.add(p.tenant)
+        discard = getattr(self.topics, "discard", None)
+        for tenant in sorted(tenants):
+            if discard is not None:
+                discard(tenant)
+
     def sync_shredded(self) -> int:
         """Drop cached history and index entries of buckets shredded by another process."""
         mark, users = self.store.shredded_since(self._shred_mark)
@@ -170,13 +182,16 @@ class Pipeline:
         vectors, truncated = self.embedder.embed([r.text for r in redacted])
         clock("embedding")
         rows: list[NewRecord] = []
-        for i, red, vec, trunc in zip(fresh, redacted, vectors, truncated, strict=True):
-            row = self._link_one(red, vec, trunc)
-            rows.append(row)
-            outcomes[i] = self._outcome(row, prompts[i].index, trunc)
-        clock("linking")
         try:
+            for i, red, vec, trunc in zip(fresh, redacted, vectors, truncated, strict=True):
+                row = self._link_one(red, vec, trunc)
+                rows.append(row)
+                outcomes[i] = self._outcome(row, prompts[i].index, trunc)
+            clock("linking")
             self.store.insert(rows)
+        except BaseException:
+            self._discard([prompts[i] for i in fresh])
+            raise
         finally:
             self._pending.clear()
         clock("commit")

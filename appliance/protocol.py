@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from appliance.errors import InputError
@@ -18,6 +18,7 @@ from appliance.ingest import parse_prompt, parse_response
 from appliance.records import Outcome, Prompt, Response
 
 VERSION = 1
+MAX_DEPTH = 32  # nesting of objects and lists in one frame
 OPS = ("ingest", "update", "feedback", "lookup", "ping", "stats")
 MODES = ("sync", "async")
 TRACEPARENT_RE = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
@@ -98,17 +99,69 @@ def decode_frame(frame: bytes) -> dict[str, Any]:
     if "\x00" in text:
         raise ProtocolError("bad_frame", "The frame contains a NUL byte.")
     try:
-        obj = json.loads(text)
-    except ValueError:
+        obj = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
         raise ProtocolError("bad_json", "The frame is not valid JSON.") from None
     if not isinstance(obj, dict):
         raise ProtocolError("bad_json", "The frame must be a JSON object.")
+    _check_structure(obj)
     return obj
 
 
-def parse_request(obj: dict[str, Any], *, max_text_chars: int,
-                  now: datetime | None = None) -> Request:
-    """Validate one request object."""
+def _no_constant(name: str) -> Any:
+    """NaN, Infinity and -Infinity are not JSON (RFC 8259); Python's parser allows them."""
+    raise ValueError(name)
+
+
+def _check_structure(obj: Any) -> None:
+    """Refuse deep nesting and lone surrogates (`\\ud800` is valid JSON but no UTF-8 can
+    hold it, so it would fail later, deep in a batch). Iterative: no stack to exhaust."""
+    stack = [(obj, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ProtocolError("bad_json", "The frame holds a lone UTF-16 surrogate "
+                                        "escape.") from None
+            continue
+        if not isinstance(item, dict | list):
+            continue
+        if level > MAX_DEPTH:
+            raise ProtocolError("bad_json", f"The frame nests deeper than {MAX_DEPTH} levels.")
+        if isinstance(item, dict):
+            stack.extend((k, level) for k in item)
+            stack.extend((v, level + 1) for v in item.values())
+        else:
+            stack.extend((v, level + 1) for v in item)
+
+
+def check_ts(ts: datetime, now: datetime, *, past: timedelta, future: timedelta,
+             rid: str | None = None) -> None:
+    """A prompt's time must lie in [now - past, now + future] of its arrival.
+
+    A far-future time would create a bucket that never expires and prune the
+    user's linking history; a far-past one lands in a day retention shreds at once.
+    """
+    if ts > now + future:
+        raise ProtocolError("bad_request", f"'ts' is more than {_span(future)} after the "
+                            "service's clock.", rid)
+    if ts < now - past:
+        raise ProtocolError("bad_request", f"'ts' is more than {_span(past)} before the "
+                            "service's clock.", rid)
+
+
+def _span(d: timedelta) -> str:
+    s = d.total_seconds()
+    return f"{s / 86400:g} days" if s >= 86400 else f"{s / 60:g} minutes"
+
+
+def parse_request(obj: dict[str, Any], *, max_text_chars: int, now: datetime | None = None,
+                  ts_past: timedelta = timedelta(days=30),
+                  ts_future: timedelta = timedelta(minutes=5)) -> Request:
+    """Validate one request object; an ingest's `ts` must lie within the window around `now`."""
     rid = obj.get("request_id")
     rid = rid if isinstance(rid, str) else None
     v = obj.get("v", VERSION)
@@ -135,13 +188,13 @@ def parse_request(obj: dict[str, Any], *, max_text_chars: int,
     if mode not in MODES:
         raise ProtocolError("bad_request", "'mode' must be sync or async.", rid)
     trace_id, span_id = trace_context(obj.get("traceparent"))
+    now = now or datetime.now(UTC)
     try:
         prompt = parse_prompt({**obj, "ts": obj.get("ts")}, max_text_chars=max_text_chars,
-                              default_ts=now or datetime.now(UTC))
+                              default_ts=now)
     except InputError as exc:
         raise ProtocolError("bad_request", str(exc), rid) from None
-    from dataclasses import replace
-
+    check_ts(prompt.ts, now, past=ts_past, future=ts_future, rid=rid)
     prompt = replace(prompt, trace_id=trace_id, span_id=span_id)
     return Request(op=op, request_id=rid, tenant=tenant, prompt=prompt, mode=mode)
 

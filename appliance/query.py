@@ -302,59 +302,6 @@ def topic_label(store: Store, topic_id: str | None) -> str | None:
     return topic_labels(store, [topic_id]).get(topic_id)
 
 
-@dataclass(frozen=True)
-class TopicSummary:
-    """Activity of one topic of one tenant."""
-
-    tenant: str
-    topic_id: str
-    label: str | None
-    threads: int
-    turns: int
-    users: int
-    refinements: int  # turns whose intent is error_recovery (the user correcting or re-asking)
-    daily: tuple[int, ...]  # threads started per UTC day, oldest first, ending today
-
-
-def topic_summaries(store: Store, *, now: datetime, tenant: str | None = None,
-                    days: int = 14) -> list[TopicSummary]:
-    """Per-topic counts, merged topics folded into the topic they resolve to; busiest first."""
-    alias = topic_aliases(store)
-    scope, params = ("AND t.tenant = ?", [tenant]) if tenant else ("", [])
-    acc: dict[tuple[str, str], dict[str, Any]] = {}
-
-    def slot(tn: str, tid: str) -> dict[str, Any]:
-        return acc.setdefault((tn, alias.get(tid, tid)), {
-            "threads": 0, "turns": 0, "users": set(), "refinements": 0, "daily": [0] * days})
-
-    for tn, tid, user, n, turns in store.db.execute(
-            "SELECT t.tenant, t.topic_id, t.user, count(*), sum(t.turns) FROM threads t "
-            f"WHERE t.topic_id IS NOT NULL {scope} GROUP BY 1, 2, 3", params):
-        s = slot(tn, tid)
-        s["threads"] += n
-        s["turns"] += turns
-        s["users"].add(user)
-    for tn, tid, n in store.db.execute(
-            "SELECT t.tenant, t.topic_id, count(*) FROM records r JOIN threads t ON "
-            "t.thread_id = r.thread_id WHERE r.intent = 'error_recovery' AND t.topic_id IS NOT "
-            f"NULL {scope} GROUP BY 1, 2", params):
-        slot(tn, tid)["refinements"] += n
-    day0 = (datetime.combine(now.date(), datetime.min.time(), UTC).timestamp()
-            - (days - 1) * 86400)
-    for tn, tid, d, n in store.db.execute(
-            "SELECT t.tenant, t.topic_id, CAST((t.first_ts - ?) / 86400 AS INTEGER), count(*) "
-            f"FROM threads t WHERE t.topic_id IS NOT NULL AND t.first_ts >= ? {scope} "
-            "GROUP BY 1, 2, 3", [day0, day0, *params]):
-        if 0 <= d < days:
-            slot(tn, tid)["daily"][d] += n
-    labels = topic_labels(store)
-    out = [TopicSummary(tenant=tn, topic_id=tid, label=labels.get(tid), threads=s["threads"],
-                        turns=s["turns"], users=len(s["users"]), refinements=s["refinements"],
-                        daily=tuple(s["daily"])) for (tn, tid), s in acc.items()]
-    out.sort(key=lambda t: (-t.threads, t.tenant, t.topic_id))
-    return out
-
-
 def audit_entries(store: Store, *, events: tuple[str, ...] | None = None,
                   last: int | None = None) -> list[AuditEntry]:
     """Audit entries in order (only the `last` ones when given), without writing anything."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import IO
 
 from appliance.errors import InputError
@@ -23,16 +25,32 @@ class ReplayReport:
     skipped: list[tuple[int, str]] = field(default_factory=list)
 
 
+def source_tag(path: Path) -> str:
+    """A short digest of a whole file: default request ids are `line-<tag>-N`, so a second
+    file's line N is not taken for a duplicate of the first's, while replaying the same
+    file again stays idempotent."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]
+
+
 def read_prompts(lines: Iterable[str | bytes], *, max_text_chars: int, strict: bool,
-                 report: ReplayReport) -> Iterator[Prompt]:
-    """Valid prompts of a stream; bad lines are recorded (or raise with --strict)."""
+                 report: ReplayReport, tag: str | None = None) -> Iterator[Prompt]:
+    """Valid prompts of a stream; bad lines are recorded (or raise with --strict).
+
+    Args:
+        tag: names the source in default request ids (`line-<tag>-N`); see `source_tag`.
+    """
+    prefix = f"line-{tag}-" if tag else "line-"
     for lineno, line in enumerate(lines, start=1):
         report.lines += 1
         if not line.strip():
             continue
         try:
             yield parse_line(line, max_text_chars=max_text_chars,
-                             default_request_id=f"line-{lineno}", default_tenant="default")
+                             default_request_id=f"{prefix}{lineno}", default_tenant="default")
         except InputError as exc:
             if strict:
                 raise InputError(f"Line {lineno}: {exc}") from None

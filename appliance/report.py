@@ -10,7 +10,6 @@ from __future__ import annotations
 import html
 import json
 import random
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +21,6 @@ from appliance.keys import AuditSigner, Keyring, verify_signature
 from appliance.retention import rules_for
 from appliance.store import Store
 
-PAYLOAD_RE = re.compile(r"SEMTRACE-SIGNED-REPORT (\{.*?\}) END-SEMTRACE-SIGNED-REPORT", re.S)
 CLASSES = ("prompts", "vectors", "vault", "threads")
 
 
@@ -132,10 +130,32 @@ def issue_report(store: Store, keyring: Keyring, settings: RetentionSettings, *,
     return text
 
 
-def render_markdown(signed: dict[str, Any]) -> str:
+MARK_OPEN, MARK_CLOSE = "<!-- SEMTRACE-SIGNED-REPORT ", " END-SEMTRACE-SIGNED-REPORT -->"
+
+
+def _payload(signed: dict[str, Any]) -> str:
+    """The signed JSON as embedded in md/HTML: `<`, `>` and `&` as \\u escapes, so no
+    tenant name can close the comment (`-->`), open a tag, or forge the marker."""
+    raw = json.dumps(signed, sort_keys=True)
+    return raw.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+def _plain(value: Any) -> str:
+    """A value on one line of a table or list (newlines would end the row)."""
+    return " ".join(str(value).split()) if value is not None else "-"
+
+
+def _md(value: Any) -> str:
+    """A value as Markdown text: no HTML (a viewer would run it), no table breaks."""
+    return html.escape(_plain(value)).replace("|", "\\|").replace("*", "\\*") \
+        .replace("_", "\\_").replace("`", "\\`").replace("[", "\\[")
+
+
+def _body(signed: dict[str, Any], e: Any) -> list[str]:
+    """The readable lines of the report; `e` escapes every value that came from data."""
     r = signed["report"]
     lines = ["# Semtrace retention report", "",
-             f"Generated {r['generated_at']} (Semtrace {r['semtrace']}).", "",
+             f"Generated {e(r['generated_at'])} (Semtrace {e(r['semtrace'])}).", "",
              f"Audit chain: **{'intact' if r['audit_chain']['ok'] else 'BROKEN'}** "
              f"({r['audit_chain']['entries']} entries).", "",
              "Self-check of shredded buckets: "
@@ -145,42 +165,53 @@ def render_markdown(signed: dict[str, Any]) -> str:
              "| tenant | class | oldest | age (days) | limit (days) | within policy |",
              "|---|---|---|---|---|---|"]
     for h in r["holdings"]:
-        lines.append(f"| {h['tenant']} | {h['class']} | {h['oldest'] or '-'} | "
-                     f"{h['age_days'] if h['age_days'] is not None else '-'} | "
-                     f"{h['limit_days']} | {'yes' if h['within_policy'] else 'NO'} |")
+        lines.append(f"| {e(h['tenant'])} | {e(h['class'])} | {e(h['oldest'])} | "
+                     f"{e(h['age_days'])} | {e(h['limit_days'])} | "
+                     f"{'yes' if h['within_policy'] else 'NO'} |")
     lines += ["", "## Kept after shredding", ""]
-    lines += [f"- {line}" for line in r.get("kept_after_shredding", [])]
+    lines += [f"- {e(line)}" for line in r.get("kept_after_shredding", [])]
     lines += ["", f"## Buckets shredded ({len(r['shredded'])})", ""]
-    lines += [f"- {s['at']}: {s['tenant']} bucket {s['bucket']}"
-              + (f" of {s['day']}" if s.get("day") else "")
-              + f" ({s['class']}, {s.get('records', s.get('entries', 0))}, {s['reason']})"
+    lines += [f"- {e(s['at'])}: {e(s['tenant'])} bucket {e(s['bucket'])}"
+              + (f" of {e(s['day'])}" if s.get("day") else "")
+              + f" ({e(s['class'])}, {e(s.get('records', s.get('entries', 0)))}, "
+              f"{e(s['reason'])})"
               for s in r["shredded"]]
     lines += ["", f"## Erasure requests ({len(r['erasures'])})", ""]
-    lines += [f"- {e['at']}: {e['event']} {e['tenant']}/{e['user']}"
-              + (f", completed {e['completed_at']}" if e.get("completed_at") else "")
-              for e in r["erasures"]]
+    lines += [f"- {e(x['at'])}: {e(x['event'])} {e(x['tenant'])}/{e(x['user'])}"
+              + (f", completed {e(x['completed_at'])}" if x.get("completed_at") else "")
+              for x in r["erasures"]]
     lines += ["", f"## Legal holds ({len(r['legal_holds'])})", ""]
-    lines += [f"- {h['tenant']}/{h['user_id'] or '*'}: {h['reason']}" for h in r["legal_holds"]]
-    lines += ["", "## Signature", "", f"Ed25519 key `{signed['signature']['key_id']}`. "
-              "Verify with `semtrace audit check-report FILE`.", "",
-              f"<!-- SEMTRACE-SIGNED-REPORT {json.dumps(signed, sort_keys=True)} "
-              "END-SEMTRACE-SIGNED-REPORT -->", ""]
-    return "\n".join(lines)
+    lines += [f"- {e(h['tenant'])}/{e(h['user_id'] or '*')}: {e(h['reason'])}"
+              for h in r["legal_holds"]]
+    lines += ["", "## Signature", "", f"Ed25519 key `{e(signed['signature']['key_id'])}`. "
+              "Verify with `semtrace audit check-report FILE`.", ""]
+    return lines
+
+
+def render_markdown(signed: dict[str, Any]) -> str:
+    return "\n".join([*_body(signed, _md), MARK_OPEN + _payload(signed) + MARK_CLOSE, ""])
 
 
 def render_html(signed: dict[str, Any]) -> str:
-    md = render_markdown(signed)
-    body, _, _ = md.partition("<!-- SEMTRACE-SIGNED-REPORT")
+    body = "\n".join([*_body(signed, _plain), ""])
     return ("<!doctype html><html><head><meta charset='utf-8'><title>Semtrace retention report"
             "</title></head><body><pre>" + html.escape(body) + "</pre>\n"
-            f"<!-- SEMTRACE-SIGNED-REPORT {json.dumps(signed, sort_keys=True)} "
-            "END-SEMTRACE-SIGNED-REPORT -->\n</body></html>\n")
+            + MARK_OPEN + _payload(signed) + MARK_CLOSE + "\n</body></html>\n")
 
 
 def render(signed: dict[str, Any], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(signed, sort_keys=True, indent=1) + "\n"
     return render_markdown(signed) if fmt == "md" else render_html(signed)
+
+
+def _embedded(text: str) -> str | None:
+    """The payload between the last marker and its end (the payload cannot hold either)."""
+    start = text.rfind(MARK_OPEN)
+    if start < 0:
+        return None
+    end = text.find(MARK_CLOSE, start)
+    return None if end < 0 else text[start + len(MARK_OPEN):end]
 
 
 @dataclass(frozen=True)
@@ -196,11 +227,11 @@ def check_report(text: str, *, trusted_keys: dict[str, str] | None = None) -> Re
         signed = json.loads(text)
         fmt = "json"
     except ValueError:
-        m = PAYLOAD_RE.search(text)
-        if not m:
+        payload = _embedded(text)
+        if payload is None:
             return ReportCheck(False, "The file holds no signed Semtrace report.")
         try:
-            signed = json.loads(m.group(1))
+            signed = json.loads(payload)
         except ValueError:
             return ReportCheck(False, "The signed payload is damaged.")
         fmt = "html" if text.lstrip().lower().startswith("<!doctype html") else "md"

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
+import pwd
 import signal
 import socket
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,18 +48,95 @@ from appliance.records import Outcome, Prompt
 log = logging.getLogger("semtrace.service")
 
 
-def peer_allowed(uid: int, gid: int, access: AccessSettings, *, own_uid: int) -> bool:
-    """Whether a peer with these credentials may use the socket (pure policy)."""
+def peer_allowed(uid: int, gids: Iterable[int], access: AccessSettings, *,
+                 own_uid: int) -> bool:
+    """Whether a peer with these credentials (primary and supplementary groups) may use the
+    socket (pure policy)."""
     if access.allow_same_uid and uid == own_uid:
         return True
-    return uid in access.socket_uids or gid in access.socket_gids
+    return uid in access.socket_uids or bool(set(gids) & set(access.socket_gids))
 
 
-def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
-    """(pid, uid, gid) of the process on the other end of a Unix socket."""
+@dataclass(frozen=True)
+class Peer:
+    """Who is on the other end of a Unix socket, as the kernel says."""
+
+    pid: int
+    uid: int
+    gids: frozenset[int]  # primary and supplementary
+
+
+def peer_credentials(sock: socket.socket) -> Peer:
+    """The peer's pid, uid and groups: SO_PEERCRED, plus the supplementary groups the
+    kernel lists for that pid (or, when /proc cannot say, the user's groups in /etc/group)."""
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, gid = struct.unpack("3i", raw)
-    return pid, uid, gid
+    return Peer(pid, uid, frozenset({gid, *supplementary_groups(pid, uid, gid)}))
+
+
+def supplementary_groups(pid: int, uid: int, gid: int) -> set[int]:
+    """A process's supplementary groups from /proc/PID/status, else its user's groups."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Groups:"):
+                    return {int(g) for g in line.split()[1:]}
+    except (OSError, ValueError):
+        pass
+    try:
+        return set(os.getgrouplist(pwd.getpwuid(uid).pw_name, gid))
+    except (KeyError, OSError):
+        return set()
+
+
+# Policy keys a running service takes on SIGHUP; every other change needs a restart
+# (the pipeline, redactor, queue, frame limit and schedule are built at start).
+LIVE_KEYS = ("access.", "retention.default", "retention.tenants", "retention.legal_holds",
+             "retention.checkpoint_every", "service.batch_max",
+             "service.inflight_per_connection", "service.idle_timeout_s",
+             "service.busy_retry_after_ms", "service.max_connections", "service.ts_past_days",
+             "service.ts_future_s")
+
+
+def _leaves(data: dict[str, Any]) -> dict[str, Any]:
+    """`section.key` -> value (the second level is the unit of a reload)."""
+    return {f"{section}.{key}": value for section, keys in data.items()
+            for key, value in keys.items()}
+
+
+def reload_plan(current: Policies, new: Policies) -> tuple[Policies, list[str]]:
+    """What a reload applies: the live keys from `new`, the rest as running; and the
+    changed keys that need a restart (pure)."""
+    old, fresh = _leaves(current.model_dump()), _leaves(new.model_dump())
+    changed = [k for k in fresh if fresh[k] != old.get(k)]
+    restart = sorted(k for k in changed if not k.startswith(LIVE_KEYS))
+    merged = current.model_dump()
+    for key in changed:
+        if key not in restart:
+            section, name = key.split(".", 1)
+            merged[section][name] = fresh[key]
+    return Policies.model_validate(merged), restart
+
+
+def storage_error(exc: BaseException, request_id: str | None) -> ProtocolError:
+    """The reply to a batch that could not be committed: a full disk and an I/O error are
+    said as such (nothing was recorded either way); anything else is `internal`."""
+    causes: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(causes) < 8:  # a failed ROLLBACK hides the first error
+        causes.append(seen)
+        seen = seen.__context__
+    text = " ".join(str(c) for c in causes).lower()
+    if any(isinstance(c, OSError) for c in causes):
+        exc = next(c for c in causes if isinstance(c, OSError))
+    if "disk is full" in text or getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return ProtocolError("disk_full", "The appliance's disk is full; nothing was "
+                             "recorded. Retry once space is freed.", request_id)
+    if "disk i/o error" in text or isinstance(exc, OSError):
+        return ProtocolError("io_error", "The appliance could not write to its disk; "
+                             "nothing was recorded. Retry later.", request_id)
+    return ProtocolError("internal", "The request could not be recorded; retry later.",
+                         request_id)
 
 
 @dataclass
@@ -103,6 +183,7 @@ class Service:
         self._stopping = asyncio.Event()
         self._batcher: asyncio.Task[None] | None = None
         self._connections: set[asyncio.Task[Any]] = set()
+        self._side = 0  # stats/lookup/update/feedback requests waiting for the worker
         # (tenant, request id) of queued ingests: an update for one waits for its commit
         self._pending: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._started = time.monotonic()
@@ -117,8 +198,8 @@ class Service:
 
     async def start(self) -> None:
         path = self.socket_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.parent != self.pipeline.store.path.parent:
+        if not path.parent.exists():  # only a directory made here is ours to restrict
+            path.parent.mkdir(parents=True)
             os.chmod(path.parent, 0o750)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -136,10 +217,15 @@ class Service:
         if self._reload is None:
             return
         try:
-            self.policies = self._reload()
-            log.info("policies reloaded", extra={"event": "reload"})
+            self.policies, restart = reload_plan(self.policies, self._reload())
         except SemtraceError as exc:
             log.error("policy reload refused: %s", exc, extra={"event": "reload_failed"})
+            return
+        log.info("policies reloaded", extra={"event": "reload"})
+        if restart:
+            log.warning("these policy changes take effect only after a restart: %s",
+                        ", ".join(restart), extra={"event": "reload_needs_restart",
+                                                   "keys": restart})
 
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT, then drain in-flight requests."""
@@ -215,7 +301,7 @@ class Service:
         start = time.perf_counter()
         try:
             outcomes = await self.in_worker(self.pipeline.process, [i.prompt for i in items])
-        except Exception:
+        except Exception as exc:
             if len(items) > 1:  # isolate the request that failed
                 for item in items:
                     await self._run_batch([item])
@@ -223,9 +309,7 @@ class Service:
             log.exception("ingest failed", extra={"event": "ingest_failed"})
             self.counters["errors"] += 1
             if items[0].future and not items[0].future.done():
-                items[0].future.set_exception(ProtocolError(
-                    "internal", "The request could not be recorded; retry later.",
-                    items[0].prompt.request_id))
+                items[0].future.set_exception(storage_error(exc, items[0].prompt.request_id))
             self._observe(items, None)
             return
         self.counters["batches"] += 1
@@ -256,6 +340,15 @@ class Service:
                           writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self._connections) >= self.policies.service.max_connections:
+            self.counters["busy"] += 1
+            with contextlib.suppress(Exception):
+                writer.write(encode(error_reply(
+                    "busy", "Too many connections are open; retry shortly.",
+                    retry_after_ms=self.policies.service.busy_retry_after_ms)))
+                await writer.drain()
+            writer.close()
+            return
         self._connections.add(task)
         try:
             await self._serve_connection(reader, writer)
@@ -270,10 +363,11 @@ class Service:
     async def _serve_connection(self, reader: asyncio.StreamReader,
                                 writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
-        pid, uid, gid = peer_credentials(sock)
-        if not peer_allowed(uid, gid, self.policies.access, own_uid=os.getuid()):
+        peer = peer_credentials(sock)
+        if not peer_allowed(peer.uid, peer.gids, self.policies.access, own_uid=os.getuid()):
             self.counters["rejected_peers"] += 1
-            log.warning("peer refused", extra={"event": "peer_refused", "uid": uid, "gid": gid})
+            log.warning("peer refused", extra={"event": "peer_refused", "uid": peer.uid,
+                                               "gid": sorted(peer.gids)})
             writer.write(encode(error_reply("forbidden", "This user may not use the socket.")))
             await writer.drain()
             return
@@ -333,7 +427,10 @@ class Service:
             op = obj["op"] if obj.get("op") in OPS else op
             if check is not None:
                 check(obj)
-            req = parse_request(obj, max_text_chars=self.policies.correlation.max_text_chars)
+            svc = self.policies.service
+            req = parse_request(obj, max_text_chars=self.policies.correlation.max_text_chars,
+                                ts_past=timedelta(days=svc.ts_past_days),
+                                ts_future=timedelta(seconds=svc.ts_future_s))
             reply = await self._dispatch(req, obj.get("traceparent"), durable=durable)
         except ProtocolError as exc:
             reply = error_reply(exc.code, exc.message, exc.request_id)
@@ -351,21 +448,34 @@ class Service:
         if req.op == "ping":
             return {"request_id": req.request_id, "ok": True, "pong": True,
                     "version": __version__, "protocol": 1}
+        if req.op == "ingest":
+            return await self._ingest(req, traceparent, durable=durable)
+        # the other ops wait for the worker too: they count against the same bound
+        if self._queue.qsize() + self._side >= self.policies.service.queue_max:
+            self.counters["busy"] += 1
+            return error_reply("busy", "The service is busy; retry shortly.", req.request_id,
+                               retry_after_ms=self.policies.service.busy_retry_after_ms)
+        self._side += 1
+        try:
+            return await self._side_op(req)
+        finally:
+            self._side -= 1
+
+    async def _side_op(self, req: Request) -> dict[str, Any]:
+        """stats, lookup, update and feedback."""
         if req.op == "stats":
             return {"request_id": req.request_id, "ok": True, **await self.stats()}
         if req.op == "lookup":
             return await self._lookup(req)
         if req.op == "update":
             return await self._update(req)
-        if req.op == "feedback":
-            assert req.tenant and req.request_id and req.feedback
-            found = await self.in_worker(self.pipeline.store.set_feedback, req.tenant,
-                                         req.request_id, req.feedback)
-            if not found:
-                raise ProtocolError("not_found", "No recorded request with this id.",
-                                    req.request_id)
-            return {"request_id": req.request_id, "ok": True}
-        return await self._ingest(req, traceparent, durable=durable)
+        assert req.op == "feedback" and req.tenant and req.request_id and req.feedback
+        found = await self.in_worker(self.pipeline.store.set_feedback, req.tenant,
+                                     req.request_id, req.feedback)
+        if not found:
+            raise ProtocolError("not_found", "No recorded request with this id.",
+                                req.request_id)
+        return {"request_id": req.request_id, "ok": True}
 
     async def _ingest(self, req: Request, traceparent: Any = None, *,
                       durable: bool = False) -> dict[str, Any]:

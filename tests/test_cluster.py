@@ -32,7 +32,8 @@ from appliance.cluster.partition import partition_of
 pytestmark = pytest.mark.slow
 PARTITIONS = 4
 TENANTS = [f"t{i}" for i in range(1, 9)]
-TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+# Yesterday: within retention, and never ahead of the service's clock (ts is bounded).
+TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
 CONVERSATIONS = [
     ["How do I bake sourdough bread at home?", "How long should the dough rise?",
      "Can I use whole wheat flour instead?"],

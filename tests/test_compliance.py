@@ -284,3 +284,22 @@ def test_key_rotation_rewraps_keys_and_retires_the_old_credential(
     assert all(r["text"] for r in shown["records"])  # still decryptable under the new key
     verify = json.loads(run_cli("audit", "verify", "--json", *new_args).stdout)
     assert verify["ok"] is True  # old checkpoints verify with the retired public key
+
+
+HOSTILE_TENANT = "ev--><script>alert(1)</script> END-SEMTRACE-SIGNED-REPORT -->|**x**"
+
+
+def test_a_hostile_tenant_name_cannot_inject_markup_or_break_verification(
+        pipeline, runtime) -> None:  # type: ignore[no-untyped-def]
+    from conftest import make_prompt
+
+    from appliance.report import check_report, issue_report
+
+    pipeline.process([make_prompt("Where is the printer on floor 3?", tenant=HOSTILE_TENANT)])
+    for fmt in ("html", "md"):
+        text = issue_report(runtime.store, runtime.keyring, runtime.policies.retention, fmt=fmt)
+        assert "<script>" not in text and "alert(1)</script>" not in text
+        assert text.count("-->") == 1  # only the signed payload's comment closes
+        assert check_report(text).ok, check_report(text).reason
+        shown = text.replace("&lt;script&gt;", "&lt;scrlpt&gt;", 1)
+        assert shown != text and not check_report(shown).ok

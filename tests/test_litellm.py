@@ -280,3 +280,43 @@ def test_decorator_and_context_manager_record_and_annotate(
     with down.turn(user_id="x", text="hello") as lost:
         pass
     assert lost.reply is None
+
+
+def _proxy_call(call_id: str, **metadata: Any) -> dict[str, Any]:
+    return {"call_type": "acompletion", "litellm_call_id": call_id, "model": "gpt-4o",
+            "messages": [{"role": "user", "content": "Summarise the memo."}],
+            "metadata": metadata}
+
+
+def test_the_tenant_comes_from_the_gateway_never_from_the_request() -> None:
+    from appliance.integrations.litellm import build_request
+
+    forged = build_request(_proxy_call("c1", semtrace_tenant="victim"), None, None, None,
+                           status=None, tenant="acme")
+    assert forged is not None and forged["tenant"] == "acme"
+    teams = {"team-blue": "blue"}
+    by_key = build_request(_proxy_call("c2", user_api_key_team_id="team-blue",
+                                       semtrace_tenant="victim"), None, None, None,
+                           status=None, tenant="acme", tenant_by_team=teams)
+    assert by_key is not None and by_key["tenant"] == "blue"
+    other = build_request(_proxy_call("c3", user_api_key_team_id="team-red"), None, None, None,
+                          status=None, tenant="acme", tenant_by_team=teams)
+    assert other is not None and other["tenant"] == "acme"
+
+
+def test_anonymous_callers_never_share_one_user() -> None:
+    from appliance.integrations.litellm import build_request
+
+    def user(call: dict[str, Any]) -> str:
+        req = build_request(call, None, None, None, status=None, tenant="acme")
+        assert req is not None
+        return str(req["user_id"])
+
+    strangers = {user(_proxy_call(f"c{i}")) for i in range(3)}
+    assert len(strangers) == 3  # no session, no key: each call stands alone
+    one_key = {user(_proxy_call(f"k{i}", user_api_key_hash="h1")) for i in range(2)}
+    assert len(one_key) == 1 and one_key.isdisjoint(strangers)
+    session = {user(_proxy_call(f"s{i}", session_id="win-7")) for i in range(2)}
+    assert len(session) == 1
+    named = {**_proxy_call("n1"), "user": "alice"}
+    assert user(named) == "alice"

@@ -111,3 +111,49 @@ def test_demo_prints_threads() -> None:
     assert result.returncode == 0, result.stderr
     assert "threads in the demo stream" in result.stdout
     assert "alice@example.com" not in result.stdout  # user ids are pseudonymised
+
+
+def test_replay_refuses_a_data_dir_a_service_holds(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    from appliance.lock import DataDirLock
+
+    src = write_stream(tmp_path / "in.jsonl", STREAM)
+    data = tmp_path / "data"
+    common = ["--data-dir", str(data), "--passphrase-file", str(passphrase_file)]
+    assert run_cli("init", *common).returncode == 0
+    lock = DataDirLock(data)
+    lock.acquire()  # as `semtrace serve` does
+    try:
+        held = run_cli("replay", str(src), "--out", str(tmp_path / "o.jsonl"), *common)
+    finally:
+        lock.release()
+    assert held.returncode != 0 and "already running" in held.stderr
+    assert "Traceback" not in held.stderr
+    assert json.loads(run_cli("threads", "list", "--json", *common).stdout) == []
+
+
+def test_default_request_ids_keep_a_second_file_apart_and_a_rerun_idempotent(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    first = write_stream(tmp_path / "a.jsonl", STREAM[:3])
+    second = write_stream(tmp_path / "b.jsonl", STREAM[3:])
+    common = ["--data-dir", str(tmp_path / "data"), "--passphrase-file", str(passphrase_file)]
+
+    def run(src: Path) -> dict[str, int]:
+        r = run_cli("replay", str(src), "--out", str(tmp_path / "o.jsonl"), "--json", *common)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    assert run(first)["ingested"] == 3
+    b = run(second)  # its lines 1-2 are not the first file's lines 1-2
+    assert (b["ingested"], b["duplicates"]) == (2, 0)
+    again = run(first)
+    assert (again["ingested"], again["duplicates"]) == (0, 3)
+
+
+def test_send_gives_each_invocation_its_own_default_ids() -> None:
+    from appliance.cli.service import _requests
+
+    lines = ['{"tenant":"acme","user_id":"u","text":"hi"}']
+    one, two = next(_requests(lines)), next(_requests(lines))
+    assert one["request_id"] != two["request_id"]
+    assert one["request_id"].startswith("send-") and one["request_id"].endswith("-1")

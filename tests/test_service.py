@@ -85,8 +85,9 @@ def _lines(s: socket.socket, n: int) -> list[dict[str, object]]:
     return [json.loads(x) for x in buf.splitlines()[:n]]
 
 
-# Prompts are dated today: the service's start-up retention run would shred older ones.
-TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+# Prompts are recent: the start-up retention run would shred old ones.
+# Yesterday: within retention, and never ahead of the service's clock (ts is bounded).
+TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
 
 
 def at(minutes: int) -> str:
@@ -210,10 +211,10 @@ def test_peer_credential_policy() -> None:
 
     access = AccessSettings(roles={"operator": RoleSettings(permissions=[])},
                             socket_uids=[1001], socket_gids=[2002])
-    assert peer_allowed(500, 500, access, own_uid=500)
-    assert peer_allowed(1001, 7, access, own_uid=500)
-    assert peer_allowed(7, 2002, access, own_uid=500)
-    assert not peer_allowed(7, 7, access, own_uid=500)
+    assert peer_allowed(500, {500}, access, own_uid=500)
+    assert peer_allowed(1001, {7}, access, own_uid=500)
+    assert peer_allowed(7, {2002}, access, own_uid=500)
+    assert not peer_allowed(7, {7}, access, own_uid=500)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client under another uid")

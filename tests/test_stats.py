@@ -111,7 +111,7 @@ def test_stats_topics_json_is_noisy_accounted_and_released_once_a_day(
     for row in out["rows"]:
         assert set(row) == {"key", "label", "threads", "mean_turns", "refinement_share",
                             "abandonment_share", "blocked_share", "tokens", "mean_tokens",
-                            "cost", "mean_cost", "costed"}
+                            "cost", "mean_cost", "costed", "error_share", "users"}
         assert set(row["threads"]) == FIGURE and row["threads"]["noise_scale"] > 0
         assert row["threads"]["ci95"] == pytest.approx(row["threads"]["noise_scale"] * 3.0,
                                                        rel=0.01)
@@ -149,11 +149,13 @@ def test_every_stats_command_prints_json_rows(filled: Any, cli_runner: Any, data
 
 def test_one_users_view_is_exact_and_free(filled: Any, cli_runner: Any, data_dir: Path,
                                           passphrase_file: Path) -> None:
-    out = stats(cli_runner, data_dir, passphrase_file, "topics", "--user", "user2")
+    out = stats(cli_runner, data_dir, passphrase_file, "topics", "--user", "user2",
+                "--role", "compliance")  # exact figures: not for analysts (user_stats)
     assert out["exact"] is True and out["epsilon"] == 0
     assert sum(r["threads"]["value"] for r in out["rows"]) == 2
     assert all(r["threads"]["noise_scale"] == 0 for r in out["rows"])
-    blocks = stats(cli_runner, data_dir, passphrase_file, "blocks", "--user", "user2")
+    blocks = stats(cli_runner, data_dir, passphrase_file, "blocks", "--user", "user2",
+                   "--role", "compliance")
     [row] = blocks["rows"]
     assert row["threads"]["value"] == 1 and row["first_turn_share"]["value"] == 0
     assert len(row["thread_ids"]) == 1

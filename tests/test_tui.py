@@ -477,11 +477,49 @@ def build_fixed_store(base: Path, embedder: Any) -> Path:
                     "INSERT INTO topics (topic_id, tenant, scope, n, contributors, label, "
                     "created_at, updated_at) VALUES (?, 'acme', '', 2, 1, ?, ?, ?)",
                     (tid, label, now, now))
+        put_fixed_releases(rt)
         audit_mod.AuditLog(rt.store.db, rt.keyring.audit_signer()).append(
             "retention_run", {"as_of": "2026-03-03T00:17:00", "buckets_shredded": 0,
                               "records": 0, "vault_entries": 0})
         rt.close()
     return base
+
+
+def _group(key: str, threads: float, users: float, turns: float, refined: float,
+           abandoned: float, errors: float, blocked: float, tokens: float, cost: float) -> Any:
+    """One released group with fixed noisy figures (the snapshot needs fixed values)."""
+    from appliance.privacy import Figure, GroupFigures
+
+    def fig(value: float, scale: float) -> Figure:
+        return Figure(value, scale, exact=False)
+
+    sums = {"turns": fig(turns, 20.0), "refinement": fig(refined, 1.0),
+            "abandoned": fig(abandoned, 1.0), "blocked": fig(blocked, 2.0),
+            "errors": fig(errors, 4.0), "tokens": fig(tokens, 8000.0),
+            "cost": fig(cost, 2.0), "costed": fig(threads, 4.0)}
+    return GroupFigures(key, fig(threads, 0.9), sums, fig(users, 2.5))
+
+
+def put_fixed_releases(rt: Any) -> None:
+    """Today's (CLOCK's) topic and model releases of tenant acme; globex has none."""
+    from appliance import analytics
+    from appliance.privacy import Release
+    from appliance.releases import ReleaseCache
+
+    start, end = analytics.default_window(CLOCK)
+    bound = rt.policies.pricing.thread_cost_bound
+    at = (CLOCK - timedelta(hours=3)).timestamp()
+    cache = ReleaseCache(rt.store.db, clock=lambda: at)
+    topics = (_group("tp_travel", 63, 20, 150, 6, 3, 2, 1, 90_000, 1.9),
+              _group("tp_accounts", 41, 12, 160, 18, 9, 7, 4, 70_000, 2.6),
+              _group("tp_sql", 22, 7, 50, 12, 2, 1, 0, 30_000, 0.7))
+    models = (_group("gpt-4o", 70, 21, 230, 20, 8, 6, 3, 120_000, 3.5),
+              _group("claude-3-5", 45, 14, 100, 6, 2, 1, 1, 50_000, 1.2),
+              _group("gpt-4o-mini", 12, 6, 30, 5, 4, 3, 2, 9_000, 0.05))
+    for kind, groups in (("topics", topics), ("models", models)):
+        cache.put("acme", analytics.group_key(kind, start, end, cost_bound=bound), "2026-03-03",
+                  Release(groups=groups, exact=False, epsilon=0.5, k_min_users=5,
+                          released_at=at))
 
 
 @pytest.fixture(scope="module")
@@ -549,6 +587,92 @@ def test_snapshot_topics(snap_compare: Any, fixed_app: Any) -> None:
     assert snap_compare(fixed_app(), terminal_size=SIZE, run_before=topics)
 
 
+def test_snapshot_models(snap_compare: Any, fixed_app: Any) -> None:
+    async def models(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("c")
+        await settle(pilot)
+
+    assert snap_compare(fixed_app(), terminal_size=SIZE, run_before=models)
+
+
+def test_topics_screen_shows_labels_and_sorts_by_struggle(fixed_app: Any) -> None:
+    async def scenario(pilot: Any) -> None:
+        app = pilot.app
+        await pilot.press("o")
+        await settle(pilot)
+        table = app.screen.query_one("#topics")
+        assert [k.split("\0")[1] for k in table_keys(app, "#topics")] == [
+            "tp_travel", "tp_accounts", "tp_sql"]  # most threads first
+        accounts = "acme\0tp_accounts"
+        assert str(table.get_cell(accounts, "topic")) == "password reset link"
+        assert str(table.get_cell("acme\0tp_sql", "topic")) == "tp_sql · unlabelled"
+        users = str(table.get_cell(accounts, "users"))
+        assert users.startswith("12±") and int(users.split("±")[1]) > 0  # noisy, with its CI
+        assert str(table.get_cell(accounts, "refine")).startswith("44%±")
+        await pilot.press("s")  # the share of threads with corrections or rephrasings
+        await settle(pilot)
+        assert [k.split("\0")[1] for k in table_keys(app, "#topics")] == [
+            "tp_sql", "tp_accounts", "tp_travel"]
+        status = str(app.screen.query_one("#status").render())
+        assert "No release today for globex" in status  # acme's is read, globex has none
+
+    run(fixed_app(), scenario)
+
+
+def test_topics_release_is_made_once_on_request_and_read_by_the_cli_after(
+        runtime: Any, replayed: SimpleNamespace) -> None:
+    from appliance import analytics
+    from appliance.privacy import PrivacyGate
+    from appliance.runtime import open_runtime
+
+    # three people only: a policy that shows groups of one, at an epsilon so generous that
+    # the noisy count of people never falls under one
+    privacy = runtime.policies.privacy.model_copy(
+        update={"k_min_users": 1, "epsilon_per_release": 300.0, "epsilon_per_day": 600.0,
+                "contribution_bound": 2})
+    policies = runtime.policies.model_copy(update={"privacy": privacy})
+    reader = open_runtime(runtime.data_dir, keyring=runtime.keyring, readonly=True,
+                          policies=policies)
+
+    def ledger() -> list[tuple[Any, ...]]:
+        return runtime.store.db.execute("SELECT spent, queries FROM privacy_budget").fetchall()
+
+    async def scenario(pilot: Any) -> None:
+        app = pilot.app
+        await pilot.press("o")
+        await settle(pilot)
+        assert table_keys(app, "#topics") == [] and ledger() == []
+        assert "No release today for acme: n makes it" in str(
+            app.screen.query_one("#status").render())
+        await pilot.press("n")
+        await settle(pilot)
+        await pilot.click("#release")
+        for _ in range(20):  # the release runs in a worker on a connection of its own
+            await settle(pilot)
+            if table_keys(app, "#topics"):
+                break
+        status = str(app.screen.query_one("#status").render())
+        assert len(ledger()) == 1 and ledger()[0][1] == 1, status
+        assert table_keys(app, "#topics")  # the threads have no topic yet: "(no topic yet)"
+        assert "released 12:00 UTC" in str(app.screen.query_one("#topics-head").render())
+        await pilot.press("n")  # made already: nothing more is spent
+        await settle(pilot)
+        assert ledger()[0][1] == 1
+
+    try:
+        run(app_for(reader, role="analyst"), scenario)
+        start, end = analytics.default_window(CLOCK)
+        threads = analytics.load_threads(runtime.store, "acme", start, end)
+        again = analytics.topic_stats(
+            threads, PrivacyGate(runtime.store.db, privacy, clock=CLOCK.timestamp),
+            tenant="acme", start=start, end=end, labels={},
+            cost_bound=policies.pricing.thread_cost_bound)
+        assert again.cached and ledger()[0][1] == 1  # `stats topics` reads the same release
+    finally:
+        reader.close()
+
+
 def test_snapshot_retention(snap_compare: Any, fixed_app: Any) -> None:
     async def retention(pilot: Any) -> None:
         await settle(pilot)
@@ -569,3 +693,23 @@ def test_snapshot_help(snap_compare: Any, fixed_app: Any) -> None:
 
 def test_snapshot_threads_at_80x24(snap_compare: Any, fixed_app: Any) -> None:
     assert snap_compare(fixed_app(), terminal_size=(80, 24), run_before=settle)
+
+
+def test_tenant_and_model_names_are_shown_as_written_never_as_markup(
+        runtime: Any, pipeline: Any) -> None:
+    from appliance.tui.screens.thread import ThreadScreen
+
+    pipeline.process([make_prompt("Where is the printer on floor 3?", tenant="[u]ten",
+                                  model="[i]m[/i]")])
+
+    async def scenario(pilot: Any) -> None:
+        app = pilot.app
+        shot = app.export_screenshot()
+        assert "[u]ten" in shot and "[i]m[/i]" in shot  # the threads table
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ThreadScreen)
+        head = str(app.screen.query_one("#thread-head").render())
+        assert "[u]ten/" in head and "[i]m[/i]" in head
+
+    run(app_for(runtime, role="analyst"), scenario, size=(220, 30))  # every column shows

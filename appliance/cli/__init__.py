@@ -53,8 +53,9 @@ def credential_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def role_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--role", type=click.Choice(["analyst", "compliance", "operator"]),
-                        default=None, help="Role to act under (default from access.toml).")(fn)
+    return click.option("--role", default=None, metavar="ROLE",
+                        help="Role of access.toml to act under (default: its default role); "
+                        "a role bound to uids/gids is refused to anyone else.")(fn)
 
 
 def credential(passphrase_file: Path | None, key_file: Path | None) -> Credential:

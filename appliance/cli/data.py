@@ -56,14 +56,21 @@ def _replay_runtime(data_dir: Path | None, passphrase_file: Path | None,
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return
+    from appliance.lock import DataDirLock
+
     cred = credential(passphrase_file, key_file)
     if not is_initialised(data_dir):
         init_data_dir(data_dir, cred)
-    rt = open_runtime(data_dir, cred)
+    lock = DataDirLock(data_dir)  # a running service (or another replay) owns the dir
+    lock.acquire()
     try:
-        yield rt
+        rt = open_runtime(data_dir, cred)
+        try:
+            yield rt
+        finally:
+            rt.close()
     finally:
-        rt.close()
+        lock.release()
 
 
 def _count_lines(path: Path) -> int:
@@ -74,7 +81,7 @@ def _count_lines(path: Path) -> int:
 def run_replay(rt: Runtime, source: Path, out: IO[str], *, strict: bool, batch: int) -> object:
     from rich.progress import Progress
 
-    from appliance.replay import ReplayReport, read_prompts, replay
+    from appliance.replay import ReplayReport, read_prompts, replay, source_tag
 
     report = ReplayReport()
     pipe = make_pipeline(rt)
@@ -84,7 +91,7 @@ def run_replay(rt: Runtime, source: Path, out: IO[str], *, strict: bool, batch: 
         task = prog.add_task("replay", total=total)
         try:
             prompts = read_prompts(fh, max_text_chars=rt.policies.correlation.max_text_chars,
-                                   strict=strict, report=report)
+                                   strict=strict, report=report, tag=source_tag(source))
             replay(pipe, prompts, out, batch=batch, report=report,
                    progress=lambda n: prog.advance(task, n))
         except UnicodeDecodeError:
@@ -151,12 +158,17 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
                  as_json: bool) -> None:
     """List threads, most recent activity first, each with its title and cost."""
     from appliance.query import ThreadFilter, list_threads
+    from appliance.roles import bound_tenants, require
     from appliance.tui.format import money
 
     rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
     try:
-        rows = list_threads(rt.store, ThreadFilter(
-            tenant=tenant, user=_user_pseudonym(rt, tenant, user)), limit=limit)
+        name = require(rt.policies.access, role, "threads:read", tenant=tenant)
+        bound = bound_tenants(rt.policies.access, name)
+        rows = [t for t in list_threads(rt.store, ThreadFilter(
+            tenant=tenant or (bound[0] if bound and len(bound) == 1 else None),
+            user=_user_pseudonym(rt, tenant, user)), limit=limit)
+            if bound is None or t.tenant in bound]
         currency = rt.policies.pricing.currency
     finally:
         rt.close()
@@ -182,11 +194,15 @@ def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | 
                  key_file: Path | None, role: str | None, as_json: bool) -> None:
     """Show one thread's turns in order (redacted text)."""
     from appliance.query import get_thread
+    from appliance.roles import require, sees
     from appliance.tui.format import money
 
     rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
     try:
+        name = require(rt.policies.access, role, "threads:read")
         thread = get_thread(rt.store, thread_id)
+        if thread is not None and not sees(rt.policies.access, name, thread.tenant):
+            thread = None  # another tenant's thread: as if absent
         currency = rt.policies.pricing.currency
     finally:
         rt.close()
@@ -208,11 +224,12 @@ def _search_tenants(rt: Runtime, role: str, tenant: str | None, user: str | None
     """Tenants a search may cover: one user's prompts, or other users' where policy allows."""
     from appliance.errors import AccessDenied
     from appliance.query import tenants as all_tenants
-    from appliance.roles import allowed
+    from appliance.roles import allowed, sees
 
     if user is not None:
         return [tenant] if tenant else []
-    wanted = [tenant] if tenant else all_tenants(rt.store)
+    wanted = [t for t in ([tenant] if tenant else all_tenants(rt.store))
+              if sees(rt.policies.access, role, t)]
     auditor = allowed(rt.policies.access, role, "audit")
     ok = [t for t in wanted if auditor or rt.policies.privacy.cross_user_search.get(t, False)]
     if tenant is not None and not ok:
@@ -254,7 +271,7 @@ def search(text: str, data_dir: Path | None, passphrase_file: Path | None,
         raise SemtraceError("--since must be an ISO-8601 date or time, e.g. 2024-03-04.") from None
     rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
     try:
-        role_name = require(rt.policies.access, role, "search")
+        role_name = require(rt.policies.access, role, "search", tenant=tenant)
         pseudo = _user_pseudonym(rt, tenant, user)
         tenants = _search_tenants(rt, role_name, tenant, user)
         embedder = LlamaEmbedder(rt.policies.correlation.embedding)

@@ -172,7 +172,12 @@ async def _serve_with_jobs(service: Any, rt: Any, telemetry: Any = None) -> None
         audit.append("stop", {})
 
 
-def _requests(lines: Any) -> Any:
+def _requests(lines: Any, run: str | None = None) -> Any:
+    """Request objects of stdin's lines; a line without `request_id` gets `send-<run>-N`,
+    unique to this invocation, so a second file's line N is not taken for a duplicate."""
+    import secrets
+
+    run = run or secrets.token_hex(4)
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -185,7 +190,7 @@ def _requests(lines: Any) -> Any:
             continue
         obj.setdefault("v", 1)
         obj.setdefault("op", "ingest")
-        obj.setdefault("request_id", f"send-{lineno}")
+        obj.setdefault("request_id", f"send-{run}-{lineno}")
         yield obj
 
 

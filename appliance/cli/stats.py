@@ -29,7 +29,7 @@ from appliance.privacy import Figure, PrivacyGate
 from appliance.roles import require
 from appliance.runtime import Runtime
 
-DEFAULT_DAYS = 7
+DEFAULT_DAYS = analytics.DEFAULT_DAYS
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,7 @@ def _when(value: str | None, default: datetime, name: str) -> datetime:
 
 
 def _window(since: str | None, until: str | None) -> tuple[datetime, datetime]:
-    tonight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    end = _when(until, tonight + timedelta(days=1), "to")
+    end = _when(until, analytics.default_window(datetime.now(UTC))[1], "to")
     start = _when(since, end - timedelta(days=DEFAULT_DAYS), "from")
     if start >= end:
         raise SemtraceError("--from must be earlier than --to.")
@@ -85,7 +84,9 @@ def stats_command(fn: Callable[..., Any]) -> Callable[..., Any]:
         start, end = _window(since, until)
         rt = open_dir(data_dir, passphrase_file, key_file, readonly=user is not None)
         try:
-            require(rt.policies.access, role, "threads:read" if user else "aggregates")
+            # one user's figures are exact and spend no budget: not an analyst's to ask for
+            require(rt.policies.access, role, "user_stats" if user else "aggregates",
+                     tenant=tenant)
             pseudo = rt.keyring.pseudonym(tenant, user) if user is not None else None
             scope = Scope(rt, tenant, pseudo, start, end,
                           PrivacyGate(rt.store.db, rt.policies.privacy))
@@ -181,9 +182,11 @@ def _money(f: Figure) -> str:
 
 def _line(r: object, currency: str = "") -> str:
     if isinstance(r, analytics.GroupStats):
-        return (f"{r.key:<16} {r.label or '':<36.36} threads {_fmt(r.threads)}  turns "
+        people = f"  people {_fmt(r.users)}" if r.users is not None else ""
+        return (f"{r.key:<16} {r.label or '':<36.36} threads {_fmt(r.threads)}{people}  turns "
                 f"{_fmt(r.mean_turns)}  refine {_fmt(r.refinement_share, True)}  abandon "
-                f"{_fmt(r.abandonment_share, True)}  blocked {_fmt(r.blocked_share, True)}  tokens "
+                f"{_fmt(r.abandonment_share, True)}  errors {_fmt(r.error_share, True)}  blocked "
+                f"{_fmt(r.blocked_share, True)}  tokens "
                 f"{_fmt(r.tokens)}  cost {_money(r.cost)} {currency} (per thread "
                 f"{_money(r.mean_cost)})")
     if isinstance(r, analytics.PositionShare):

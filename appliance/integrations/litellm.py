@@ -111,9 +111,37 @@ def _answer(response_obj: Any) -> dict[str, Any]:
     return out
 
 
+def tenant_of(metadata: dict[str, Any], tenant: str,
+              tenant_by_team: dict[str, str] | None = None) -> str:
+    """The call's tenant: from the gateway's configuration, by the proxy key's team when
+    `tenant_by_team` maps it (the proxy sets `user_api_key_team_id` from the key it
+    authenticated), else the configured tenant. Never from what the client sent: a
+    `semtrace_tenant` in the request's metadata is ignored."""
+    team = metadata.get("user_api_key_team_id")
+    if tenant_by_team and isinstance(team, str) and team in tenant_by_team:
+        return tenant_by_team[team]
+    return tenant
+
+
+def user_of(kwargs: dict[str, Any], metadata: dict[str, Any], session: Any) -> str:
+    """The call's user: the request's `user`, else the proxy key's user; an anonymous
+    caller is told apart by its session, else its key, else it is alone (its call id):
+    anonymous callers never share one user, so strangers are never linked together."""
+    for value in (kwargs.get("user"), metadata.get("user_api_key_user_id")):
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
+            return str(value)
+    if session:
+        return f"anonymous:session:{session}"
+    key = metadata.get("user_api_key_hash")
+    if isinstance(key, str) and key:
+        return f"anonymous:key:{key}"
+    return f"anonymous:call:{kwargs.get('litellm_call_id')}"
+
+
 def build_request(kwargs: dict[str, Any], response_obj: Any, start: datetime | None,
-                  end: datetime | None, *, status: str | None, tenant: str, default_user: str,
-                  mode: str = "sync") -> dict[str, Any] | None:
+                  end: datetime | None, *, status: str | None, tenant: str,
+                  mode: str = "sync",
+                  tenant_by_team: dict[str, str] | None = None) -> dict[str, Any] | None:
     """The ingest request for one LiteLLM call (`status` None: before the call, without a
     response), or None when it has no user text."""
     if kwargs.get("call_type", "completion") not in CHAT_CALLS:
@@ -129,17 +157,17 @@ def build_request(kwargs: dict[str, Any], response_obj: Any, start: datetime | N
     if model and provider and "/" not in model:
         model = f"{provider}/{model}"
     start_utc = start.astimezone(UTC) if isinstance(start, datetime) else datetime.now(UTC)
+    session = (params.get("litellm_session_id") or kwargs.get("litellm_session_id")
+               or metadata.get("session_id"))
     req: dict[str, Any] = {
         "v": 1, "op": "ingest", "mode": mode, "request_id": str(request_id),
-        "tenant": metadata.get("semtrace_tenant") or tenant,
-        "user_id": kwargs.get("user") or metadata.get("user_api_key_user_id") or default_user,
+        "tenant": tenant_of(metadata, tenant, tenant_by_team),
+        "user_id": user_of(kwargs, metadata, session),
         "text": message_text(messages[i].get("content")), "ts": start_utc.isoformat(),
         "model": model, "history": history_digests(messages[:i]),
     }
     if status is not None:
         req["response"] = _response(response_obj, start, end, status, response_cost(kwargs))
-    session = (params.get("litellm_session_id") or kwargs.get("litellm_session_id")
-               or metadata.get("session_id"))
     if session:
         req["session_id"] = str(session)
     tp = traceparent(parent_span(kwargs))
@@ -179,12 +207,15 @@ class SemtraceLogger(CustomLogger):
     """LiteLLM callback that records every chat completion in the appliance."""
 
     def __init__(self, socket_path: str | Path, *, tenant: str = "default",
-                 default_user: str = "anonymous", mode: str = "sync",
+                 tenant_by_team: dict[str, str] | None = None, mode: str = "sync",
                  timeout: float = 5.0, register_before_call: bool = True,
                  redact: bool | TextRedactor = False) -> None:
         """Args:
             socket_path: the appliance's Unix socket, or a `nats://host:port` URL (mode
                 async is then fire-and-forget to the bus).
+            tenant: the tenant of every call (this gateway's configuration).
+            tenant_by_team: on the proxy, the tenant of each key's team id (calls whose
+                key has another team, or none, go to `tenant`).
             redact: True (Presidio, policies/redaction.toml) or a function: prompts
                 leave the gateway with placeholders instead of PII.
         """
@@ -192,8 +223,8 @@ class SemtraceLogger(CustomLogger):
         self.socket_path: str | Path = (socket_path if is_nats_url(socket_path)
                                         else Path(socket_path))
         self.redact = text_redactor(redact)
-        self.tenant, self.default_user, self.mode, self.timeout = (tenant, default_user, mode,
-                                                                   timeout)
+        self.tenant, self.mode, self.timeout = tenant, mode, timeout
+        self.tenant_by_team = dict(tenant_by_team or {})
         self.register_before_call = register_before_call
         self.sent = 0  # calls recorded (registered and updated, or sent whole)
         self.failures = 0  # calls the appliance did not record
@@ -250,7 +281,7 @@ class SemtraceLogger(CustomLogger):
             if str(kwargs.get("litellm_call_id")) in self._registered:
                 return None
         req = build_request(kwargs, None, None, None, status=None, tenant=self.tenant,
-                            default_user=self.default_user, mode="sync")
+                            tenant_by_team=self.tenant_by_team, mode="sync")
         return req
 
     def _registered_now(self, kwargs: dict[str, Any], req: dict[str, Any],
@@ -271,7 +302,7 @@ class SemtraceLogger(CustomLogger):
             return build_update(registered, response_obj, start, end, status,
                                 response_cost(kwargs)), True
         return build_request(kwargs, response_obj, start, end, status=status,
-                             tenant=self.tenant, default_user=self.default_user,
+                             tenant=self.tenant, tenant_by_team=self.tenant_by_team,
                              mode=self.mode), False
 
     # ------------------------------------------------------------ sending

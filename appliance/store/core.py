@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import sqlcipher3
 
-from appliance import migrations
+from appliance import failpoints, migrations
 from appliance.errors import SemtraceError, WrongKey
 from appliance.keys import Dek, Keyring, RevealOpener, RevealSealer, reveal_sealer
 from appliance.records import Candidate, NewRecord, Record
@@ -243,10 +243,14 @@ class Store(Maintenance, Turns):
         try:
             for row in rows:
                 self._insert_one(row)
+            failpoints.point("batch.commit")
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
-            self._forget_uncommitted()
+            try:  # a failed ROLLBACK (I/O error) must not leave the caches stale either
+                if self._db.in_transaction:  # SQLite may have rolled back itself (disk full)
+                    self._db.execute("ROLLBACK")
+            finally:
+                self._forget_uncommitted()
             raise
 
     def _forget_uncommitted(self) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from appliance import failpoints
 from appliance.keys import Dek, Keyring
 
 VECTOR_DTYPE = np.float32
@@ -81,6 +82,7 @@ class Maintenance:
                                     (bid,)).fetchone() is not None
         ids = tuple(self.shredded_record_ids(bid))
         self.destroy_key(bid)
+        failpoints.point("shred.keys_destroyed")  # key gone, rows still there
         with self._db:
             self._db.execute("UPDATE buckets SET destroyed_at=coalesce(destroyed_at, ?), "
                              "destroy_reason=coalesce(destroy_reason, ?) WHERE id=?",
@@ -115,6 +117,7 @@ class Maintenance:
             self._kdb.execute(f"DELETE FROM deks WHERE bucket_id IN ({marks})", bucket_ids)
             self._kdb.executemany("INSERT OR IGNORE INTO destroyed (bucket_id, destroyed_at) "
                                   "VALUES (?, ?)", [(b, now) for b in bucket_ids])
+        failpoints.point("shred.keys_destroyed")  # keys gone, rows still there
         for b in bucket_ids:
             self._deks[b] = None
         self._bucket_ids = {k: v for k, v in self._bucket_ids.items() if v not in ids}

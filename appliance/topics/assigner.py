@@ -343,6 +343,12 @@ class TopicAssigner:
             self._scope(state, unit.scope).remove(unit.topic, unit.total, unit.prompts)
         del state.units[unit.thread_id]
 
+    def discard(self, tenant: str) -> None:
+        """Drop a tenant's topics from memory (after a failed batch): they reload from the
+        store on next use, without the prompts that were never stored."""
+        with self._lock:
+            self._tenants.pop(tenant, None)
+
     def forget_user(self, tenant: str, user: str) -> None:
         """Drop a shredded user's threads from memory now (their words leave every topic)."""
         with self._lock:

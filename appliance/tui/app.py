@@ -1,4 +1,4 @@
-"""The Semtrace terminal UI: threads, thread view, search, topics, retention.
+"""The Semtrace terminal UI: threads, thread view, search, topics, models, retention.
 
 `make_app` builds the app over an opened (read-only) runtime; the CLI opens the
 runtime first so that a wrong passphrase or a missing data dir is one sentence
@@ -17,12 +17,14 @@ from textual.binding import Binding
 
 from appliance.embed import Embedder
 from appliance.errors import AccessDenied
-from appliance.roles import allowed, resolve_role
+from appliance.roles import allowed, bound_tenants, require
 from appliance.runtime import Runtime
+from appliance.tui.aggregates import AggregateReader
 from appliance.tui.context import TuiContext
 from appliance.tui.data import StoreReader
 from appliance.tui.messages import OpenThread, ShowThreads
 from appliance.tui.screens.help import HelpScreen
+from appliance.tui.screens.models import ModelsScreen
 from appliance.tui.screens.retention import RetentionScreen
 from appliance.tui.screens.search import SearchScreen
 from appliance.tui.screens.thread import ThreadScreen
@@ -33,7 +35,8 @@ from appliance.tui.views import ComplianceReader
 
 # mode -> (screen, permission needed)
 SCREENS = {"threads": (ThreadsScreen, "threads:read"), "search": (SearchScreen, "search"),
-           "topics": (TopicsScreen, "aggregates"), "retention": (RetentionScreen, "retention")}
+           "topics": (TopicsScreen, "aggregates"), "models": (ModelsScreen, "aggregates"),
+           "retention": (RetentionScreen, "retention")}
 
 
 class SemtraceApp(App[None]):
@@ -46,6 +49,7 @@ class SemtraceApp(App[None]):
         Binding("t", "mode('threads')", "Threads"),  # also: back to the list
         Binding("slash", "mode('search')", "Search", key_display="/"),
         Binding("o", "mode('topics')", "Topics"),
+        Binding("c", "mode('models')", "Compare models"),
         Binding("R", "mode('retention')", "Retention", key_display="R"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
@@ -126,9 +130,13 @@ def make_app(rt: Runtime, *, role: str | None = None, tenant: str | None = None,
         embedder_factory: builds the search model on first search (default: bundled GGUF).
         report_dir: where the signed report is proposed to be written (default: cwd).
     """
-    name = resolve_role(rt.policies.access, role)
-    if not allowed(rt.policies.access, name, "threads:read"):
-        raise AccessDenied(f"The {name} role may not read threads.")
+    name = require(rt.policies.access, role, "threads:read", tenant=tenant)
+    bound = bound_tenants(rt.policies.access, name)
+    if bound is not None and tenant is None:
+        if len(bound) > 1:
+            raise AccessDenied(f"The {name} role sees tenants {', '.join(bound)}; "
+                               "pick one with --tenant.")
+        tenant = bound[0]
     modes = tuple(m for m, (_, perm) in SCREENS.items()
                   if allowed(rt.policies.access, name, perm))
     reader = StoreReader(rt, tenant=tenant)
@@ -139,7 +147,8 @@ def make_app(rt: Runtime, *, role: str | None = None, tenant: str | None = None,
         return LlamaEmbedder(rt.policies.correlation.embedding)
 
     ctx = TuiContext(
-        reader=reader, role=name, modes=modes, clock=clock or (lambda: datetime.now(UTC)),
+        reader=reader, aggregates=AggregateReader(reader), role=name, modes=modes,
+        clock=clock or (lambda: datetime.now(UTC)),
         refresh_seconds=refresh_seconds, page_size=page_size,
         searcher=(Searcher(reader, rt.policies, name, embedder_factory or bundled)
                   if "search" in modes else None),

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, cast
 if TYPE_CHECKING:
     from textual.dom import DOMNode
 
+    from appliance.tui.aggregates import AggregateReader
     from appliance.tui.data import StoreReader
     from appliance.tui.searcher import Searcher
     from appliance.tui.views import ComplianceReader
@@ -21,6 +22,7 @@ class TuiContext:
     """The opened store's readers, the role and its screens, the clock and refresh rate."""
 
     reader: StoreReader
+    aggregates: AggregateReader
     role: str
     modes: tuple[str, ...]
     clock: Callable[[], datetime]

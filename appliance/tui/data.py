@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import datetime
 
 from appliance.query import (
     ThreadFilter,
     ThreadMarks,
-    TopicSummary,
     data_version,
     get_thread,
-    has_table,
     list_threads_page,
     tenants,
     thread_marks,
     topic_aliases,
     topic_labels,
-    topic_summaries,
 )
 from appliance.records import Thread
 from appliance.runtime import Runtime
@@ -59,14 +55,6 @@ class ThreadPage:
     total: int
     offset: int
     version: int
-
-
-@dataclass(frozen=True)
-class TopicsView:
-    """What the topics screen shows; `note` explains an empty or missing topics table."""
-
-    topics: tuple[TopicSummary, ...]
-    note: str | None
 
 
 class StoreReader:
@@ -126,16 +114,3 @@ class StoreReader:
             return [self.tenant]
         with self.lock:
             return tenants(self.rt.store)
-
-    def topics(self, now: datetime, *, days: int = 14) -> TopicsView:
-        """Per-topic activity, or a note saying why there is none."""
-        with self.lock:
-            store = self.rt.store
-            if not has_table(store, "topics"):
-                return TopicsView((), "This store has no topics yet: the topics module has "
-                                      "not run on it.")
-            found = topic_summaries(store, now=now, tenant=self.tenant, days=days)
-        if not found:
-            return TopicsView((), "No thread has a topic yet: topics are assigned as the "
-                                  "service ingests prompts.")
-        return TopicsView(tuple(found), None)

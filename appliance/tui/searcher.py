@@ -15,6 +15,7 @@ from appliance.embed import Embedder
 from appliance.index import VectorIndex
 from appliance.query import build_index, data_version, search, users_with_prefix
 from appliance.records import Hit
+from appliance.roles import allowed
 from appliance.tui.data import StoreReader
 from appliance.tui.filters import FilterError, Filters
 
@@ -37,12 +38,14 @@ def scopes(policies: Policies, role: str, tenant_list: list[str],
     """
     out: list[tuple[str, str | None]] = []
     skipped: list[str] = []
+    auditor = allowed(policies.access, role, "audit")
     for t in tenant_list:
-        if t in users:
+        cross = auditor or policies.privacy.cross_user_search.get(t, False)
+        if t in users and (cross or len(users[t]) <= 1):
             out += [(t, u) for u in users[t]]
-        elif role != "analyst" or policies.privacy.cross_user_search.get(t, False):
+        elif cross:
             out.append((t, None))
-        else:
+        else:  # a `user:` prefix matching several users is a cross-user search too
             skipped.append(t)
     return out, skipped
 

@@ -129,7 +129,8 @@ class RetentionScreen(Screen[None]):
         holdings.clear()
         for h in view.holdings:
             ok = Text("✔ yes") if h["within_policy"] else Text("✖ NO", style="bold red")
-            holdings.add_row(h["tenant"], h["class"], (h["oldest"] or "–")[:16].replace("T", " "),
+            oldest = (h["oldest"] or "–")[:16].replace("T", " ")
+            holdings.add_row(Text(h["tenant"]), h["class"], oldest,
                              "–" if h["age_days"] is None else f"{h['age_days']:.1f}",
                              _days(h["limit_days"]), ok)
         events = self.query_one("#events", DataTable)
@@ -137,14 +138,14 @@ class RetentionScreen(Screen[None]):
         for e in view.recent:
             details = ", ".join(f"{k}={v}" for k, v in sorted(e.details.items()))
             events.add_row(str(e.seq), f"{datetime.fromtimestamp(e.ts, UTC):%Y-%m-%d %H:%M}",
-                           e.event, details)
+                           Text(e.event), Text(details))
         self._status(self.note or "g: write the signed retention report · r: refresh")
 
     def _status(self, text: str, *, keep: bool = False) -> None:
         """Show a line under the sections; `keep` holds it across refreshes."""
         if keep:
             self.note = text
-        self.query_one("#status", Static).update(text)
+        self.query_one("#status", Static).update(Text(text))
 
     def action_reload(self) -> None:
         self.load()

@@ -81,7 +81,7 @@ class SearchScreen(Screen[None]):
         table.clear()
         for h in result.hits:
             table.add_row(sim_bar(h.similarity, 6), h.thread_id,
-                          f"{h.tenant}/{short_user(h.user, 8)}", when(h.ts),
+                          Text(f"{h.tenant}/{short_user(h.user, 8)}"), when(h.ts),
                           redacted_text(h.text), key=f"{h.thread_id}#{h.record_id}")
         note = f"{len(result.hits)} hit(s), best first, in {', '.join(result.searched) or '–'}"
         if result.skipped:

@@ -81,7 +81,8 @@ class ThreadScreen(Screen[None]):
         """Lay the turns out; a refresh with no new turns changes nothing."""
         head = self.query_one("#thread-head", Static)
         if detail is None:
-            head.update(f"✖ Thread {self.thread_id} is not in this store (or not in scope).")
+            head.update(Text(f"✖ Thread {self.thread_id} is not in this store "
+                             "(or not in scope)."))
             return
         thread = detail.thread
         if self.thread is not None and self.thread.records == thread.records:

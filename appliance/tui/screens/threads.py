@@ -111,10 +111,10 @@ class ThreadsScreen(Screen[None]):
                  else Text("[shredded]", style="italic"))
         return (title, short_user(t.user), ago(t.last_ts, now),
                 Text(str(t.turns), justify="right"),
-                shorten(row.topic, WIDTH["topic"]) if row.topic else "–",
+                Text(shorten(row.topic, WIDTH["topic"]) if row.topic else "–"),
                 Text(compact(t.input_tokens + t.output_tokens), justify="right"),
-                Text(money(t.cost), justify="right"), marks_text(row.marks), t.tenant,
-                ", ".join(t.models) or "–", when(t.first_ts))
+                Text(money(t.cost), justify="right"), marks_text(row.marks),
+                Text(t.tenant), Text(", ".join(t.models) or "–"), when(t.first_ts))
 
     def show_page(self, page: ThreadPage) -> None:
         """Put a page in the table, keeping the cursor on the same thread when it is there."""
@@ -149,7 +149,7 @@ class ThreadsScreen(Screen[None]):
                  f"filter {self.filters.describe() or 'none'}", f"live {now:%H:%M:%S} UTC"]
         if self.note:
             parts.append(self.note)
-        self.query_one("#status", Static).update(" · ".join(parts))
+        self.query_one("#status", Static).update(Text(" · ".join(parts)))
 
     @on(DataTable.RowSelected, "#threads")
     def _open(self, event: DataTable.RowSelected) -> None:

@@ -1,4 +1,4 @@
-"""The topics screen: activity per topic, trend per day, turns and refinement cycles."""
+"""The topics screen: per topic, today's privacy-protected figures, sortable by struggle."""
 
 from __future__ import annotations
 
@@ -7,91 +7,180 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Sparkline, Static
+from textual.widgets import DataTable, Footer, Header, Static
 
+from appliance.analytics import NO_TOPIC, GroupStats
 from appliance.errors import SemtraceError
+from appliance.privacy import Figure
+from appliance.tui.aggregates import AggregateView
 from appliance.tui.context import context
-from appliance.tui.data import TopicsView
-from appliance.tui.format import sparkline
+from appliance.tui.format import money
 from appliance.tui.messages import ShowThreads
+from appliance.tui.widgets.release import ReleaseDialog
 
-DAYS = 14
+# sort name -> (column key, row order)
+ORDERS = {
+    "threads": ("threads", lambda r: -r.threads.value),
+    "refined": ("refine", lambda r: -r.refinement_share.value),
+    "abandoned": ("abandon", lambda r: -r.abandonment_share.value),
+    "cost": ("cost", lambda r: -r.mean_cost.value),
+}
+COLUMNS = (("tenant", "tenant", 7), ("topic", "topic", 24), ("threads", "threads", 8),
+           ("turns", "turns", 5), ("users", "users", 6), ("refine", "refined", 8),
+           ("abandon", "abandoned", 9), ("cost", "cost/thread", 11))
+
+
+def count(f: Figure | None) -> Text:
+    """A count and, when noisy, its 95% half-width: `12±4`."""
+    if f is None:
+        return Text("–", justify="right")
+    return Text(f"{f.value:.0f}" + ("" if f.exact else f"±{f.ci95:.0f}"), justify="right")
+
+
+def share(f: Figure) -> Text:
+    """A share in percent and its 95% half-width: `40%±9`."""
+    return Text(f"{100 * f.value:.0f}%" + ("" if f.exact else f"±{100 * f.ci95:.0f}"),
+                justify="right")
+
+
+def topic_name(row: GroupStats) -> Text:
+    """The topic's label, else its id marked unlabelled."""
+    if row.key == NO_TOPIC:
+        return Text("(no topic yet)", style="italic")
+    if row.label:
+        return Text(row.label)
+    return Text(f"{row.key} · unlabelled", style="italic")
 
 
 class TopicsScreen(Screen[None]):
-    """What the topics module has found so far (aggregates of the tenants in scope)."""
+    """Per topic: threads, turns, people, refinement and abandonment shares, cost."""
 
     BINDINGS = [
-        Binding("m", "order", "Most threads/refinements"),
+        Binding("s", "sort", "Sort", tooltip="Most threads / refined / abandoned / cost first"),
+        Binding("n", "release", "Release today", tooltip="Make today's release (spends budget)"),
         Binding("r", "reload", "Refresh"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
-        self.by_refinements = False
-        self.view: TopicsView | None = None
+        self.order = "threads"
+        self.view: AggregateView | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(f"Threads started per day, all topics, last {DAYS} days", id="trend-label")
-        yield Sparkline([], id="trend")
+        yield Static("Loading topics…", id="topics-head")
         yield DataTable(id="topics", cursor_type="row", zebra_stripes=True)
-        yield Static("Loading topics…", id="status")
+        yield Static("", id="status")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        table = self.query_one("#topics", DataTable)
-        for key, label, width in (("tenant", "tenant", 7), ("topic", "topic", 30),
-                                  ("threads", "threads", 7), ("avg", "avg turns", 9),
-                                  ("users", "users", 5), ("refine", "refined", 7),
-                                  ("trend", f"trend {DAYS}d", DAYS)):
-            table.add_column(label, key=key, width=width)
-        table.focus()
+        self._columns()
+        self.query_one("#topics", DataTable).focus()
         self.load()
+
+    def _columns(self) -> None:
+        table = self.query_one("#topics", DataTable)
+        table.clear(columns=True)
+        sorted_by = ORDERS[self.order][0]
+        for key, header, width in COLUMNS:
+            label = header + (" ▼" if key == sorted_by else "")
+            table.add_column(label, key=key, width=max(width, len(label)))
 
     @work(thread=True, exclusive=True, group="topics")
     def load(self) -> None:
+        ctx = context(self)
         try:
-            view = context(self).reader.topics(context(self).clock(), days=DAYS)
+            view = ctx.aggregates.view("topics", ctx.clock())
         except SemtraceError as exc:
             self.app.call_from_thread(self._status, f"✖ {exc}")
             return
         self.app.call_from_thread(self.show, view)
 
-    def show(self, view: TopicsView) -> None:
-        """Fill the table, busiest (or most refined) topics first."""
+    def show(self, view: AggregateView) -> None:
+        """Fill the table in the chosen order."""
         self.view = view
         table = self.query_one("#topics", DataTable)
         table.clear()
-        key = (lambda t: (-t.refinements, -t.threads)) if self.by_refinements else \
-            (lambda t: (-t.threads, -t.refinements))
-        topics = sorted(view.topics, key=key)
-        for t in topics:
-            name = f"{t.label} ({t.topic_id})" if t.label else f"{t.topic_id} · unlabelled"
-            table.add_row(t.tenant, Text(name),
-                          Text(str(t.threads), justify="right"),
-                          Text(f"{t.turns / max(t.threads, 1):.1f}", justify="right"),
-                          Text(str(t.users), justify="right"),
-                          Text(str(t.refinements), justify="right"), sparkline(list(t.daily)),
-                          key=f"{t.tenant}\0{t.topic_id}")
-        totals = [sum(t.daily[i] for t in view.topics) for i in range(DAYS)]
-        self.query_one("#trend", Sparkline).data = totals
-        order = "most refinements" if self.by_refinements else "most threads"
-        self._status(view.note or f"{len(topics)} topic(s), {order} first · refined: turns "
-                                  "that correct or re-ask · enter: its threads")
+        rows = [(t.tenant, r) for t in view.tenants for r in t.rows]
+        rows.sort(key=lambda tr: (ORDERS[self.order][1](tr[1]), -tr[1].threads.value, tr[0],
+                                  tr[1].key))
+        for tenant, r in rows:
+            cost = (Text(money(r.mean_cost.value) + ("" if r.mean_cost.exact else
+                                                     f"±{money(r.mean_cost.ci95)}"),
+                         justify="right") if r.costed.value > 0 else Text("–", justify="right"))
+            table.add_row(Text(tenant), topic_name(r), count(r.threads),
+                          Text(f"{r.mean_turns.value:.1f}", justify="right"), count(r.users),
+                          share(r.refinement_share), share(r.abandonment_share), cost,
+                          key=f"{tenant}\0{r.key}")
+        self.query_one("#topics-head", Static).update(Text(self._head(view)))
+        self._status(self._note(view, len(rows)))
+
+    def _head(self, view: AggregateView) -> str:
+        made = [t.released_at for t in view.tenants if t.released_at is not None]
+        when = (f"released {min(made):%H:%M} UTC" if made else "no release yet today")
+        return (f"Topics, {view.start:%Y-%m-%d} to {view.last_day:%Y-%m-%d} UTC · {when} · "
+                f"differentially private: ± is a 95% interval, topics of fewer than "
+                f"{view.k_min_users} people withheld · cost in {view.currency}")
+
+    def _note(self, view: AggregateView, shown: int) -> str:
+        if not view.tenants:
+            return "No tenant has threads yet."
+        if view.missing:
+            eps = context(self).reader.rt.policies.privacy.epsilon_per_release
+            return (f"No release today for {', '.join(view.missing)}: n makes it (spends "
+                    f"epsilon {eps:g} once a day; `semtrace stats topics` shares it)")
+        return (f"{shown} topic(s), most {self.order} first (s: sort) · refined: threads where "
+                "the user corrected or re-asked · enter: its threads")
 
     def _status(self, text: str) -> None:
-        self.query_one("#status", Static).update(text)
+        self.query_one("#status", Static).update(Text(text))
 
     @on(DataTable.RowSelected, "#topics")
     def _open(self, event: DataTable.RowSelected) -> None:
         tenant, _, topic = str(event.row_key.value).partition("\0")
-        self.post_message(ShowThreads(f"tenant:{tenant} topic:{topic}"))
+        if topic != NO_TOPIC:
+            self.post_message(ShowThreads(f"tenant:{tenant} topic:{topic}"))
 
-    def action_order(self) -> None:
-        self.by_refinements = not self.by_refinements
+    @on(DataTable.HeaderSelected, "#topics")
+    def _sort_by(self, event: DataTable.HeaderSelected) -> None:
+        key = str(event.column_key.value)
+        order = next((name for name, (col, _) in ORDERS.items() if col == key), None)
+        if order is not None:
+            self._set_order(order)
+
+    def _set_order(self, order: str) -> None:
+        self.order = order
+        self._columns()
         if self.view is not None:
             self.show(self.view)
+
+    def action_sort(self) -> None:
+        names = list(ORDERS)
+        self._set_order(names[(names.index(self.order) + 1) % len(names)])
+
+    def action_release(self) -> None:
+        view = self.view
+        if view is None or not view.missing:
+            self._status("Today's release is already made: it refreshes tomorrow (UTC).")
+            return
+        eps = context(self).reader.rt.policies.privacy.epsilon_per_release
+        self.app.push_screen(ReleaseDialog("topics", view.missing, eps), self._confirmed)
+
+    def _confirmed(self, yes: bool | None) -> None:
+        if yes:
+            self._status("Releasing…")
+            self.make_release()
+
+    @work(thread=True, exclusive=True, group="topics")
+    def make_release(self) -> None:
+        ctx = context(self)
+        try:
+            ctx.aggregates.release("topics", ctx.clock(), role=ctx.role)
+            view = ctx.aggregates.view("topics", ctx.clock())
+        except SemtraceError as exc:
+            self.app.call_from_thread(self._status, f"✖ {exc}")
+            return
+        self.app.call_from_thread(self.show, view)
 
     def action_reload(self) -> None:
         self.load()

@@ -1,0 +1,34 @@
+"""Fail points for the fault-injection suite (tests/faults, bench/faults.py).
+
+`SEMTRACE_FAILPOINT=name:n` makes the process kill itself with SIGKILL the n-th
+time it reaches `point(name)` (n defaults to 1): a crash at a chosen step of a
+batch, a shred or a migration, exactly as power loss or the OOM killer would.
+Without the variable every point is one dictionary lookup and does nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "SEMTRACE_FAILPOINT"
+
+
+def _parse(spec: str | None) -> tuple[str, int] | None:
+    if not spec:
+        return None
+    name, _, count = spec.partition(":")
+    return name, int(count) if count.isdigit() and int(count) > 0 else 1
+
+
+_ARMED = _parse(os.environ.get(ENV))
+_hits: dict[str, int] = {}
+
+
+def point(name: str) -> None:
+    """A step where the fault suite may kill the process."""
+    if _ARMED is None or _ARMED[0] != name:
+        return
+    _hits[name] = _hits.get(name, 0) + 1
+    if _hits[name] == _ARMED[1]:
+        os.kill(os.getpid(), signal.SIGKILL)

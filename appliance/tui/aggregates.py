@@ -1,0 +1,117 @@
+"""The topics and model screens' figures: today's differentially private releases.
+
+Nothing here shows an exact cross-user count. The screens read the release that
+`semtrace stats topics|models` makes for the default window (the 7 UTC days
+ending tonight, filed under the same cache key), so reading spends no budget and
+the CLI and the TUI show the same figures. When a tenant has no release yet
+today, the screen offers to make it (`n`, confirmed): that spends
+`epsilon_per_release` once, on a short-lived connection of its own, exactly as
+the CLI command would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from appliance import analytics
+from appliance.analytics import GroupStats
+from appliance.privacy import PrivacyGate
+from appliance.releases import ReleaseCache
+from appliance.roles import require
+from appliance.runtime import open_runtime
+from appliance.tui.data import StoreReader
+
+KINDS = ("topics", "models")
+
+
+@dataclass(frozen=True)
+class Released:
+    """One tenant's released rows (empty with `released_at` None: no release today)."""
+
+    tenant: str
+    rows: tuple[GroupStats, ...]
+    released_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AggregateView:
+    """Every tenant in scope's release of one kind for the default window."""
+
+    kind: str
+    start: datetime
+    end: datetime
+    tenants: tuple[Released, ...]
+    currency: str
+    k_min_users: int
+
+    @property
+    def last_day(self) -> datetime:
+        """The last UTC day of the window (`end` is the midnight after it)."""
+        return self.end - timedelta(days=1)
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """Tenants without a release today."""
+        return tuple(t.tenant for t in self.tenants if t.released_at is None)
+
+
+class AggregateReader:
+    """Reads (and, when asked, makes) today's topic and model releases."""
+
+    def __init__(self, reader: StoreReader) -> None:
+        self.reader = reader
+
+    def _key(self, kind: str, now: datetime) -> tuple[datetime, datetime, str]:
+        start, end = analytics.default_window(now)
+        bound = self.reader.rt.policies.pricing.thread_cost_bound
+        return start, end, analytics.group_key(kind, start, end, cost_bound=bound)
+
+    def view(self, kind: str, now: datetime) -> AggregateView:
+        """Today's releases of `kind` for the tenants in scope (reads only)."""
+        start, end, key = self._key(kind, now)
+        day = now.astimezone(UTC).strftime("%Y-%m-%d")
+        out = []
+        tenants = self.reader.tenants()
+        with self.reader.lock:
+            store = self.reader.rt.store
+            cache = ReleaseCache(store.db)
+            for tenant in tenants:
+                rel = cache.get(tenant, key, day)
+                labels = analytics.topic_labels(store, tenant) if kind == "topics" else {}
+                rows = tuple(analytics.group_rows(rel, labels)) if rel is not None else ()
+                at = (datetime.fromtimestamp(rel.released_at, UTC)
+                      if rel is not None and rel.released_at is not None else None)
+                out.append(Released(tenant, rows, at if rel is not None else None))
+        pol = self.reader.rt.policies
+        return AggregateView(kind=kind, start=start, end=end, tenants=tuple(out),
+                             currency=pol.pricing.currency,
+                             k_min_users=pol.privacy.k_min_users)
+
+    def release(self, kind: str, now: datetime, *, role: str) -> tuple[str, ...]:
+        """Make today's release of `kind` for the tenants in scope that lack one.
+
+        Spends each such tenant's `epsilon_per_release` (BudgetSpent when it does
+        not fit); returns the tenants released.
+        """
+        rt = self.reader.rt
+        require(rt.policies.access, role, "aggregates")
+        missing = self.view(kind, now).missing
+        if not missing:
+            return ()
+        start, end, _ = self._key(kind, now)
+        bound = rt.policies.pricing.thread_cost_bound
+        writer = open_runtime(rt.data_dir, keyring=rt.keyring, policies=rt.policies)
+        try:
+            gate = PrivacyGate(writer.store.db, rt.policies.privacy, clock=now.timestamp)
+            for tenant in missing:
+                threads = analytics.load_threads(writer.store, tenant, start, end)
+                if kind == "topics":
+                    analytics.topic_stats(threads, gate, tenant=tenant, start=start, end=end,
+                                          labels={}, cost_bound=bound)
+                else:
+                    analytics.model_stats(threads, gate, tenant=tenant, start=start, end=end,
+                                          labels={}, cost_bound=bound)
+        finally:
+            writer.close()
+        return missing

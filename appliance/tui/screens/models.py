@@ -1,0 +1,161 @@
+"""The model comparison screen: two models side by side, the figures of `semtrace stats models`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from appliance.analytics import GroupStats
+from appliance.errors import SemtraceError
+from appliance.privacy import Figure
+from appliance.tui.aggregates import AggregateView
+from appliance.tui.context import context
+from appliance.tui.format import compact, money
+from appliance.tui.screens.topics import count, share
+from appliance.tui.widgets.release import ReleaseDialog
+
+
+def _mean(f: Figure, fmt: Callable[[float], str] = lambda v: f"{v:.1f}") -> Text:
+    return Text(fmt(f.value) + ("" if f.exact else f"±{fmt(f.ci95)}"), justify="right")
+
+
+def _cost(r: GroupStats) -> Text:
+    if r.costed.value <= 0:
+        return Text("–", justify="right")
+    return _mean(r.mean_cost, money)
+
+
+# (label, cell) per compared figure, in the order `semtrace stats models` prints them
+MEASURES: tuple[tuple[str, Callable[[GroupStats], Text]], ...] = (
+    ("threads", lambda r: count(r.threads)),
+    ("people", lambda r: count(r.users)),
+    ("turns per thread", lambda r: _mean(r.mean_turns)),
+    ("refined (corrected, re-asked)", lambda r: share(r.refinement_share)),
+    ("abandoned", lambda r: share(r.abandonment_share)),
+    ("with an error", lambda r: share(r.error_share)),
+    ("with a guardrail block", lambda r: share(r.blocked_share)),
+    ("tokens per thread", lambda r: _mean(r.mean_tokens, lambda v: compact(round(v)))),
+    ("cost per thread", _cost),
+)
+
+
+class ModelsScreen(Screen[None]):
+    """Two models' figures side by side (today's differentially private release)."""
+
+    BINDINGS = [
+        Binding("a", "pick(0)", "Next model A"),
+        Binding("b", "pick(1)", "Next model B"),
+        Binding("n", "release", "Release today", tooltip="Make today's release (spends budget)"),
+        Binding("r", "reload", "Refresh"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.view: AggregateView | None = None
+        self.entries: list[tuple[str, GroupStats]] = []
+        self.picked = [0, 1]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("Loading models…", id="models-head")
+        yield DataTable(id="compare", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="status")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#compare", DataTable).focus()
+        self.load()
+
+    @work(thread=True, exclusive=True, group="models")
+    def load(self) -> None:
+        ctx = context(self)
+        try:
+            view = ctx.aggregates.view("models", ctx.clock())
+        except SemtraceError as exc:
+            self.app.call_from_thread(self._status, f"✖ {exc}")
+            return
+        self.app.call_from_thread(self.show, view)
+
+    def _label(self, i: int) -> str:
+        tenant, row = self.entries[i]
+        many = self.view is not None and len(self.view.tenants) > 1
+        return f"{tenant} · {row.key}" if many else row.key
+
+    def show(self, view: AggregateView) -> None:
+        """Lay the two picked models side by side, busiest two by default."""
+        self.view = view
+        self.entries = sorted(((t.tenant, r) for t in view.tenants for r in t.rows),
+                              key=lambda tr: (-tr[1].threads.value, tr[0], tr[1].key))
+        self.picked = [min(p, max(len(self.entries) - 1, 0)) for p in self.picked]
+        table = self.query_one("#compare", DataTable)
+        table.clear(columns=True)
+        table.add_column("", key="measure", width=30)
+        shown = list(dict.fromkeys(self.picked)) if self.entries else []
+        for i in shown:
+            table.add_column(Text(self._label(i), style="bold"), key=f"m{i}", width=24)
+        for label, cell in MEASURES:
+            table.add_row(label, *(cell(self.entries[i][1]) for i in shown), key=label)
+        made = [t.released_at for t in view.tenants if t.released_at is not None]
+        when = f"released {min(made):%H:%M} UTC" if made else "no release yet today"
+        self.query_one("#models-head", Static).update(
+            f"Models, {view.start:%Y-%m-%d} to {view.last_day:%Y-%m-%d} UTC · {when} · "
+            f"differentially private (± 95%), as `semtrace stats models` · cost in "
+            f"{view.currency}")
+        self._status(self._note(view))
+
+    def _note(self, view: AggregateView) -> str:
+        if view.missing:
+            eps = context(self).reader.rt.policies.privacy.epsilon_per_release
+            return (f"No release today for {', '.join(view.missing)}: n makes it (spends "
+                    f"epsilon {eps:g} once a day)")
+        if len(self.entries) < 2:
+            return (f"{len(self.entries)} model(s) released: a model needs "
+                    f"{view.k_min_users} people to be shown")
+        return (f"{len(self.entries)} models released · a/b: the next model on each side · "
+                "compare one topic's: semtrace stats models --topic")
+
+    def _status(self, text: str) -> None:
+        self.query_one("#status", Static).update(text)
+
+    def action_pick(self, side: int) -> None:
+        if len(self.entries) < 2 or self.view is None:
+            return
+        other = self.picked[1 - side]
+        nxt = (self.picked[side] + 1) % len(self.entries)
+        if nxt == other:
+            nxt = (nxt + 1) % len(self.entries)
+        self.picked[side] = nxt
+        self.show(self.view)
+
+    def action_release(self) -> None:
+        view = self.view
+        if view is None or not view.missing:
+            self._status("Today's release is already made: it refreshes tomorrow (UTC).")
+            return
+        eps = context(self).reader.rt.policies.privacy.epsilon_per_release
+        self.app.push_screen(ReleaseDialog("models", view.missing, eps), self._confirmed)
+
+    def _confirmed(self, yes: bool | None) -> None:
+        if yes:
+            self._status("Releasing…")
+            self.make_release()
+
+    @work(thread=True, exclusive=True, group="models")
+    def make_release(self) -> None:
+        ctx = context(self)
+        try:
+            ctx.aggregates.release("models", ctx.clock(), role=ctx.role)
+            view = ctx.aggregates.view("models", ctx.clock())
+        except SemtraceError as exc:
+            self.app.call_from_thread(self._status, f"✖ {exc}")
+            return
+        self.app.call_from_thread(self.show, view)
+
+    def action_reload(self) -> None:
+        self.load()

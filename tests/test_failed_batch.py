@@ -1,0 +1,64 @@
+"""A batch that fails leaves memory exactly as the store: a retry never links to itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import make_prompt
+
+
+class FailingDb:
+    """The store's connection, failing the statements `fail` picks (after running ROLLBACK)."""
+
+    def __init__(self, conn: Any, fail: Any) -> None:
+        self._conn, self._fail = conn, fail
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if self._fail(sql):
+            if sql.strip().upper() == "ROLLBACK":
+                self._conn.execute(sql)
+            raise OSError("disk I/O error (injected)")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+def _orphans(store: Any) -> int:
+    return store.db.execute("SELECT count(*) FROM records r LEFT JOIN buckets b "
+                            "ON b.id = r.bucket_id WHERE b.id IS NULL").fetchone()[0]
+
+
+def test_retry_after_a_failed_commit_links_to_the_earlier_turn_not_to_itself(
+        pipeline: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = make_prompt("How do I configure the VPN client on my laptop?", request_id="v-1")
+    follow = make_prompt("How do I configure the VPN client on my laptop, step by step?",
+                         minutes=1, request_id="v-2")
+    pipeline.process([first])
+    real = pipeline.store._db
+    monkeypatch.setattr(pipeline.store, "_db", FailingDb(real, lambda s: s.startswith(
+        "INSERT INTO records")))
+    with pytest.raises(OSError):
+        pipeline.process([follow])
+    monkeypatch.setattr(pipeline.store, "_db", real)
+    (retry,) = pipeline.process([follow])
+    assert retry.parent_request_id == "v-1"
+    assert retry.parent_request_id != retry.request_id and not retry.duplicate
+    assert pipeline.store.counts()["records"] == 2
+
+
+def test_a_failed_rollback_leaves_no_stale_bucket_behind(
+        pipeline: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = make_prompt("Where do I find the travel expense form?", user="dora", request_id="e-1")
+    real = pipeline.store._db
+    monkeypatch.setattr(pipeline.store, "_db", FailingDb(real, lambda s: s.startswith(
+        "INSERT INTO records") or s == "ROLLBACK"))
+    with pytest.raises(OSError):
+        pipeline.process([p])
+    monkeypatch.setattr(pipeline.store, "_db", real)
+    (out,) = pipeline.process([p])
+    assert not out.duplicate
+    assert _orphans(pipeline.store) == 0  # the record's bucket exists: retention can shred it
+    (rec,) = pipeline.store.records("r.id = ?", (out.record_id,))
+    assert rec.text is not None and "expense" in rec.text

@@ -1,0 +1,85 @@
+"""Hostile frames at the protocol boundary: each gets its own clear error code, nothing else."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from appliance.errors import InputError
+from appliance.ingest import parse_line
+from appliance.protocol import ProtocolError, decode_frame, parse_request
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def _ingest(**kw: object) -> dict[str, object]:
+    return {"v": 1, "op": "ingest", "request_id": "r1", "tenant": "acme", "user_id": "alice",
+            "text": "How do I reset my password?", "ts": NOW.isoformat(), **kw}
+
+
+def _code(frame: bytes) -> str:
+    with pytest.raises(ProtocolError) as err:
+        parse_request(decode_frame(frame), max_text_chars=1000, now=NOW)
+    return err.value.code
+
+
+@pytest.mark.parametrize("frame", [
+    b'{"v":1,"op":"ping","request_id":NaN}',
+    b'{"v":1,"op":"ping","request_id":"p","x":Infinity}',
+    b'{"v":1,"op":"ping","request_id":"p","x":-Infinity}',
+    b'{"v":1,"op":"ping","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    b'{"v":1,"op":"ping","x":' + b'{"a":' * 40 + b"1" + b"}" * 40 + b"}",
+    b'{"v":1,"op":"ping","request_id":"\\ud800"}',
+])
+def test_nan_infinity_deep_nesting_and_lone_surrogates_are_bad_json(frame: bytes) -> None:
+    assert _code(frame) == "bad_json"
+
+
+def test_moderate_nesting_is_still_fine() -> None:
+    obj = decode_frame(json.dumps({"v": 1, "op": "ping", "x": [[[[1]]]]}).encode())
+    assert parse_request(obj, max_text_chars=10).op == "ping"
+
+
+@pytest.mark.parametrize("response", [
+    {"input_tokens": 1e300}, {"output_tokens": 10**30}, {"latency_ms": 1e308},
+])
+def test_absurd_numbers_are_bad_requests_not_batch_failures(response: dict[str, object]) -> None:
+    assert _code(json.dumps(_ingest(response=response)).encode()) == "bad_request"
+    update = {"v": 1, "op": "update", "request_id": "r1", "tenant": "acme", "response": response}
+    assert _code(json.dumps(update).encode()) == "bad_request"
+
+
+def test_huge_index_is_a_bad_request() -> None:
+    assert _code(json.dumps(_ingest(index=10**30)).encode()) == "bad_request"
+
+
+@pytest.mark.parametrize("ts", [
+    (NOW + timedelta(days=3650)).isoformat(), "9999-12-31T23:59:59Z", 253402300799,
+    (NOW - timedelta(days=4000)).isoformat(), "0001-01-01T00:00:00Z",
+])
+def test_timestamps_outside_the_window_around_arrival_are_bad_requests(ts: object) -> None:
+    with pytest.raises(ProtocolError) as err:
+        parse_request(_ingest(ts=ts), max_text_chars=1000, now=NOW)
+    assert err.value.code == "bad_request" and "'ts'" in err.value.message
+
+
+def test_timestamps_near_arrival_are_taken() -> None:
+    for ts in (NOW - timedelta(days=29), NOW + timedelta(minutes=4), NOW):
+        req = parse_request(_ingest(ts=ts.isoformat()), max_text_chars=1000, now=NOW)
+        assert req.prompt is not None and req.prompt.ts == ts
+    narrow = dict(ts_past=timedelta(hours=1), ts_future=timedelta(0))
+    with pytest.raises(ProtocolError):
+        parse_request(_ingest(ts=(NOW - timedelta(hours=2)).isoformat()), max_text_chars=1000,
+                      now=NOW, **narrow)  # type: ignore[arg-type]
+
+
+def test_replay_lines_refuse_nan_and_lone_surrogates_in_one_sentence() -> None:
+    for line in ('{"tenant":"t","user_id":"u","text":"x","ts":NaN,"request_id":"r"}',
+                 '{"tenant":"t","user_id":"\\udc00","text":"x","ts":1,"request_id":"r"}',
+                 '{"tenant":"t","user_id":"u","text":"x","ts":1,"request_id":"r",'
+                 '"response":{"input_tokens":1e300}}'):
+        with pytest.raises(InputError) as err:
+            parse_line(line, max_text_chars=100)
+        assert str(err.value).endswith(".")

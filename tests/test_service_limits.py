@@ -1,0 +1,183 @@
+"""The service's bounds, in process on the real pipeline: connections, the worker queue,
+time windows, the socket directory, peers' groups and what SIGHUP applies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.client import AsyncClient
+
+
+def _service(pipeline: Any, sock: Path, **changes: Any) -> Any:
+    from appliance.service import Service
+
+    policies = pipeline.policies
+    for section, values in changes.items():
+        policies = policies.model_copy(update={
+            section: getattr(policies, section).model_copy(update=values)})
+    return Service(pipeline, policies, socket_path=sock)
+
+
+def _ingest(rid: str, ts: datetime, **kw: Any) -> dict[str, Any]:
+    return {"v": 1, "op": "ingest", "request_id": rid, "tenant": "acme", "user_id": "alice",
+            "ts": ts.isoformat(), "text": "How do I book a meeting room?", **kw}
+
+
+def test_far_future_and_ancient_timestamps_are_refused_and_store_nothing(
+        pipeline: Any, tmp_path: Path) -> None:
+    svc = _service(pipeline, tmp_path / "s.sock")
+    now = datetime.now(UTC)
+
+    async def main() -> list[dict[str, Any]]:
+        await svc.start()
+        c = await AsyncClient.connect(svc.socket_path)
+        out = [await c.request(_ingest(f"t-{i}", ts)) for i, ts in enumerate(
+            [now + timedelta(days=3650), now - timedelta(days=3650), now])]
+        await c.close()
+        await svc.drain()
+        return out
+
+    future, ancient, ok = asyncio.run(main())
+    assert future["error"]["code"] == "bad_request" and "'ts'" in future["error"]["message"]
+    assert ancient["error"]["code"] == "bad_request"
+    assert ok["ok"] is True
+    assert pipeline.store.counts()["records"] == 1
+    days = [r[0] for r in pipeline.store.db.execute("SELECT day FROM buckets")]
+    assert days == [now.strftime("%Y-%m-%d")]
+
+
+def test_one_connection_too_many_gets_busy_and_the_others_keep_working(
+        pipeline: Any, tmp_path: Path) -> None:
+    svc = _service(pipeline, tmp_path / "s.sock", service={"max_connections": 3})
+
+    async def main() -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+        await svc.start()
+        clients = [await AsyncClient.connect(svc.socket_path) for _ in range(3)]
+        pings = [await c.request({"v": 1, "op": "ping"}) for c in clients]
+        extra = await AsyncClient.connect(svc.socket_path)
+        refused = json.loads(await extra._reader.readline())
+        await extra.close()
+        await clients[0].close()
+        await asyncio.sleep(0.05)
+        again = await AsyncClient.connect(svc.socket_path)
+        later = await again.request({"v": 1, "op": "ping"})
+        for c in [*clients[1:], again]:
+            await c.close()
+        await svc.drain()
+        return pings, refused, later
+
+    pings, refused, later = asyncio.run(main())
+    assert all(p["ok"] for p in pings)
+    assert refused["error"]["code"] == "busy" and refused["error"]["retry_after_ms"] > 0
+    assert later["ok"]
+
+
+def test_lookups_and_stats_count_against_the_queue_bound(pipeline: Any, tmp_path: Path) -> None:
+    svc = _service(pipeline, tmp_path / "s.sock", service={"queue_max": 2})
+    gate = threading.Event()
+
+    async def main() -> list[dict[str, Any]]:
+        await svc.start()
+        blocker = asyncio.ensure_future(svc.in_worker(gate.wait))  # the worker is busy
+        clients = [await AsyncClient.connect(svc.socket_path) for _ in range(3)]
+        asks = [asyncio.ensure_future(c.request(
+            {"v": 1, "op": "lookup", "tenant": "acme", "request_id": f"x-{i}"}
+            if i else {"v": 1, "op": "stats"})) for i, c in enumerate(clients)]
+        await asyncio.sleep(0.3)
+        gate.set()
+        out = list(await asyncio.gather(*asks))
+        await blocker
+        for c in clients:
+            await c.close()
+        await svc.drain()
+        return out
+
+    replies = asyncio.run(main())
+    codes = sorted(r["error"]["code"] if not r["ok"] else "ok" for r in replies)
+    assert codes.count("busy") == 1  # two waited for the worker, the third was told to retry
+
+
+def test_the_socket_directory_is_restricted_only_when_the_service_made_it(
+        pipeline: Any, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    made = tmp_path / "made" / "run"
+
+    async def main() -> None:
+        for sock in (shared / "s.sock", made / "s.sock"):
+            svc = _service(pipeline, sock)
+            await svc.start()
+            await svc.drain()
+
+    asyncio.run(main())
+    assert shared.stat().st_mode & 0o777 == 0o755  # someone else's directory: untouched
+    assert made.stat().st_mode & 0o777 == 0o750
+
+
+def test_peer_policy_takes_supplementary_groups() -> None:
+    from appliance.config import AccessSettings, RoleSettings
+    from appliance.service import peer_allowed, supplementary_groups
+
+    access = AccessSettings(roles={"operator": RoleSettings(permissions=[])}, socket_gids=[2002])
+    assert peer_allowed(7, {7, 2002}, access, own_uid=500)
+    assert not peer_allowed(7, {7, 8}, access, own_uid=500)
+    assert supplementary_groups(os.getpid(), os.getuid(), os.getgid()) == set(os.getgroups())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client under another uid")
+def test_a_peer_allowed_only_by_a_supplementary_group_gets_in(
+        pipeline: Any, tmp_path: Path) -> None:
+    base = tmp_path / "pub"
+    base.mkdir()
+    sock = base / "s.sock"
+    svc = _service(pipeline, sock, access={"socket_gids": [4242]})
+    dirs = [p for p in sock.parents if p != Path("/")]
+    modes = {p: p.stat().st_mode & 0o777 for p in dirs}
+    code = ("import os, socket; os.setgroups([4242]); os.setgid(65534); os.setuid(65534);"
+            f"s=socket.socket(socket.AF_UNIX); s.connect({str(sock)!r});"
+            "s.sendall(b'{\"v\":1,\"op\":\"ping\"}\\n'); print(s.recv(4096).decode())")
+
+    async def main() -> str:
+        await svc.start()
+        os.chmod(sock, 0o666)
+        for p in dirs:
+            os.chmod(p, modes[p] | 0o011)
+        try:
+            proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code,
+                                                        stdout=subprocess.PIPE)
+            out, _ = await proc.communicate()
+        finally:
+            for p in dirs:
+                os.chmod(p, modes[p])
+            await svc.drain()
+        return out.decode()
+
+    assert json.loads(asyncio.run(main()))["ok"] is True
+
+
+def test_sighup_applies_live_keys_and_names_those_that_need_a_restart(policies: Any) -> None:
+    from appliance.service import reload_plan
+
+    new = policies.model_copy(update={
+        "access": policies.access.model_copy(update={"socket_uids": [1234]}),
+        "redaction": policies.redaction.model_copy(update={"score_threshold": 0.9}),
+        "correlation": policies.correlation.model_copy(update={"link_threshold": 0.9}),
+        "service": policies.service.model_copy(update={"queue_max": 7, "batch_max": 3})})
+    applied, restart = reload_plan(policies, new)
+    assert applied.access.socket_uids == [1234] and applied.service.batch_max == 3
+    assert applied.redaction.score_threshold == policies.redaction.score_threshold
+    assert applied.service.queue_max == policies.service.queue_max
+    assert restart == ["correlation.link_threshold", "redaction.score_threshold",
+                       "service.queue_max"]
+    assert reload_plan(policies, policies) == (policies, [])
