@@ -182,6 +182,12 @@ class Keyring:
                        hashlib.sha256)
         return mac.hexdigest()[:32]
 
+    def tag(self, purpose: str, data: bytes) -> str:
+        """A MAC of `data` under a key that survives rotation: lets the key store vouch for
+        a file kept in clear beside it (reveal.pub)."""
+        return hmac.new(self._pseudo, purpose.encode() + b"\0" + data,
+                        hashlib.sha256).hexdigest()
+
     def new_dek(self, aad: bytes) -> tuple[Dek, bytes]:
         """A fresh random DEK and its wrapped form (AES-GCM under the wrapping key)."""
         material = secrets.token_bytes(32)
@@ -578,8 +584,10 @@ class RevealOpener:
             raise SemtraceError("A vault entry failed its integrity check.") from exc
 
 
-def create_reveal_key(data_dir: Path, compliance: Credential) -> None:
-    """Create the compliance key pair: public key in clear, private key under the credential."""
+def create_reveal_key(data_dir: Path, compliance: Credential,
+                      keyring: Keyring | None = None) -> None:
+    """Create the compliance key pair: public key in clear (tagged by `keyring`, so a
+    substituted file is refused), private key under the credential."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -602,14 +610,39 @@ def create_reveal_key(data_dir: Path, compliance: Credential) -> None:
     with os.fdopen(fd, "w") as fh:
         json.dump(meta, fh, indent=1)
     (data_dir / REVEAL_PUBLIC_FILE).write_text(_b64(pub) + "\n")
+    if keyring is not None:
+        tag_reveal_key(data_dir, keyring)
 
 
-def reveal_sealer(data_dir: Path) -> RevealSealer | None:
-    """The sealer for new vault entries, or None when no compliance key is enrolled."""
+def tag_reveal_key(data_dir: Path, keyring: Keyring) -> None:
+    """Add the keyring's tag to reveal.pub (at enrolment; once for a file written before)."""
+    path = data_dir / REVEAL_PUBLIC_FILE
+    pub = base64.b64decode(path.read_text().split()[0])
+    path.write_text(f"{_b64(pub)}\ntag {keyring.tag(REVEAL_PUBLIC_FILE, pub)}\n")
+
+
+def reveal_sealer(data_dir: Path, keyring: Keyring | None = None) -> RevealSealer | None:
+    """The sealer for new vault entries, or None when no compliance key is enrolled.
+
+    With `keyring`, reveal.pub must carry its tag: a public key swapped in by someone
+    who can write the data dir would otherwise receive every original from then on.
+    """
     path = data_dir / REVEAL_PUBLIC_FILE
     if not path.exists():
         return None
-    return RevealSealer(base64.b64decode(path.read_text().strip()))
+    words = path.read_text().split()
+    try:
+        pub = base64.b64decode(words[0], validate=True)
+    except (IndexError, ValueError):
+        raise SemtraceError(f"{path} is damaged; nothing was written.") from None
+    if keyring is not None:
+        at = words.index("tag") + 1 if "tag" in words else len(words)
+        found = words[at] if at < len(words) else ""
+        if not hmac.compare_digest(found, keyring.tag(REVEAL_PUBLIC_FILE, pub)):
+            raise SemtraceError(f"{path} is not the compliance key this appliance enrolled "
+                                "(its tag does not match); nothing was written. Restore it "
+                                "from a backup.")
+    return RevealSealer(pub)
 
 
 def unlock_reveal_key(data_dir: Path, compliance: Credential) -> RevealOpener:

@@ -76,11 +76,13 @@ def list_threads(store: Store, f: ThreadFilter = ThreadFilter(), *, sort: str = 
 def _threads(store: Store, rows: list[tuple[Any, ...]]) -> list[Thread]:
     """Thread summaries (with their titles) from rows of THREAD_COLUMNS."""
     titles = thread_titles(store, [r[0] for r in rows])
+    labels = topic_labels(store, sorted({r[9] for r in rows if r[9]}))
     return [Thread(thread_id=r[0], tenant=r[1], user=r[2],
                    first_ts=datetime.fromtimestamp(r[3], UTC),
                    last_ts=datetime.fromtimestamp(r[4], UTC), turns=r[5],
                    models=tuple(json.loads(r[6])), input_tokens=r[7], output_tokens=r[8],
-                   topic_id=r[9], cost=r[10], title=titles.get(r[0])) for r in rows]
+                   topic_id=r[9], cost=r[10], title=titles.get(r[0]),
+                   topic_label=labels.get(r[9] or "")) for r in rows]
 
 
 def count_threads(store: Store, f: ThreadFilter = ThreadFilter()) -> int:
@@ -100,7 +102,7 @@ def get_thread(store: Store, thread_id: str) -> Thread | None:
                   models=head[0], input_tokens=head[1], output_tokens=head[2],
                   topic_id=head[3], cost=head[4], records=tuple(records),
                   title=next((shorten(r.text) for r in records if r.text and r.text.strip()),
-                             None))
+                             None), topic_label=topic_label(store, head[3]))
 
 
 def list_thread_rows(store: Store, thread_id: str

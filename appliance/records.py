@@ -211,6 +211,7 @@ class Thread:
     topic_id: str | None = None
     records: tuple[Record, ...] = ()
     title: str | None = None  # the redacted first prompt, shortened (None: shredded)
+    topic_label: str | None = None  # the topic's readable label, when it has one
     cost: float | None = None  # sum over the turns whose cost is known; None: none is
 
 

@@ -63,7 +63,7 @@ def init_data_dir(data_dir: Path, cred: Credential, *,
     prepare_dir(data_dir)
     ring = create_keyring(data_dir, cred)
     if compliance is not None:
-        create_reveal_key(data_dir, compliance)
+        create_reveal_key(data_dir, compliance, ring)
     store = Store.open(data_dir, ring)
     try:
         AuditLog(store.db, ring.audit_signer(), anchor=store.keys_db).append(

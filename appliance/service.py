@@ -172,10 +172,13 @@ class Service:
     """Serve one data dir on one Unix socket."""
 
     def __init__(self, pipeline: Pipeline, policies: Policies, *, socket_path: Path,
-                 reload: Callable[[], Policies] | None = None) -> None:
+                 reload: Callable[[], Policies] | None = None,
+                 query_socket_path: Path | None = None) -> None:
         self.pipeline = pipeline
         self.policies = policies
         self.socket_path = socket_path
+        self.query_socket_path = query_socket_path  # readers' socket (queryserver.py)
+        self._query_server: asyncio.AbstractServer | None = None
         self._reload = reload
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semtrace-worker")
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=policies.service.queue_max)
@@ -207,6 +210,8 @@ class Service:
         self._server = await asyncio.start_unix_server(self._on_connect, path=str(path),
                                                        limit=limit)
         os.chmod(path, 0o660)
+        if self.query_socket_path is not None:
+            await self._start_query_socket(self.query_socket_path, limit)
         self._batcher = asyncio.create_task(self._batch_loop())
         log.info("listening", extra={"event": "start", "socket": str(path)})
 
@@ -249,6 +254,8 @@ class Service:
         """Stop accepting, finish what is queued, close connections."""
         if self._server is not None:
             self._server.close()
+        if self._query_server is not None:
+            self._query_server.close()
         if self.scheduler is not None:
             self.scheduler.pause()
         while not self._queue.empty():
@@ -261,8 +268,10 @@ class Service:
             self._batcher.cancel()
             await asyncio.gather(self._batcher, return_exceptions=True)
         self._pool.shutdown(wait=True)  # waits for a running job too
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
+        for sock in (self.socket_path, self.query_socket_path):
+            if sock is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    sock.unlink()
         log.info("stopped", extra={"event": "stop"})
 
     async def in_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -333,6 +342,76 @@ class Service:
                 self.observer.batch(items, outcomes)
         except Exception:  # telemetry never breaks ingest
             log.exception("telemetry failed", extra={"event": "telemetry_failed"})
+
+    # ------------------------------------------------------------ the query socket
+
+    async def _start_query_socket(self, path: Path, limit: int) -> None:
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True)
+            os.chmod(path.parent, 0o755)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        self._query_server = await asyncio.start_unix_server(self._on_query_connect,
+                                                             path=str(path), limit=limit)
+        os.chmod(path, 0o666)  # anyone may ask; each request runs under the peer's role
+
+    async def _on_query_connect(self, reader: asyncio.StreamReader,
+                                writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            peer = peer_credentials(writer.get_extra_info("socket"))
+            while not self._stopping.is_set():
+                try:
+                    line = await asyncio.wait_for(reader.readuntil(b"\n"),
+                                                  self.policies.service.idle_timeout_s)
+                except (asyncio.IncompleteReadError, TimeoutError,
+                        asyncio.LimitOverrunError):
+                    return
+                if line.strip():
+                    writer.write(encode(await self.query(line.rstrip(b"\r\n"), peer)))
+                    await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def query(self, frame: bytes, peer: Peer) -> dict[str, Any]:
+        """The reply to one read request from `peer` (queryserver.py)."""
+        from appliance import queryserver
+        from appliance.roles import Caller
+
+        try:
+            obj = decode_frame(frame)
+            if obj.get("op") not in queryserver.QUERY_OPS:
+                raise ProtocolError("unknown_op", "'op' must be one of "
+                                    f"{', '.join(queryserver.QUERY_OPS)}.")
+            access = self.policies.access
+            role = queryserver.authorize(access, obj, Caller(peer.uid, peer.gids),
+                                         owner_uid=os.getuid())
+            if self._queue.qsize() + self._side >= self.policies.service.queue_max:
+                return error_reply("busy", "The service is busy; retry shortly.",
+                                   retry_after_ms=self.policies.service.busy_retry_after_ms)
+            self._side += 1
+            try:
+                reply: dict[str, Any] = await self.in_worker(
+                    queryserver.answer, obj, role, access, self.pipeline.store,
+                    self.pipeline.keys)
+            finally:
+                self._side -= 1
+        except ProtocolError as exc:
+            if exc.code == "forbidden":
+                log.warning("query refused", extra={"event": "query_refused", "uid": peer.uid})
+            return error_reply(exc.code, exc.message, exc.request_id)
+        except Exception as exc:
+            log.error("query failed", extra={"event": "query_failed",
+                                             "exc_type": type(exc).__name__})
+            return error_reply("internal", "The query could not be answered; retry later.")
+        return reply
 
     # ------------------------------------------------------------ connections
 

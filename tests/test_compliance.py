@@ -303,3 +303,24 @@ def test_a_hostile_tenant_name_cannot_inject_markup_or_break_verification(
         assert check_report(text).ok, check_report(text).reason
         shown = text.replace("&lt;script&gt;", "&lt;scrlpt&gt;", 1)
         assert shown != text and not check_report(shown).ok
+
+
+def test_a_substituted_reveal_pub_is_refused_before_anything_is_sealed_to_it(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    args = _cli_dir(tmp_path, passphrase_file)
+    pub = tmp_path / "data" / "reveal.pub"
+    assert "tag " in pub.read_text()
+    mallory = X25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    for forged in (base64.b64encode(mallory).decode() + "\n",  # untagged
+                   base64.b64encode(mallory).decode() + "\n" + pub.read_text().split("\n")[1]):
+        pub.write_text(forged)
+        src = write_stream(tmp_path / "in.jsonl", CANARY_STREAM[:1])
+        out = run_cli("replay", str(src), "--out", str(tmp_path / "o.jsonl"), *args)
+        assert out.returncode != 0 and "not the compliance key" in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr

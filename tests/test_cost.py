@@ -98,8 +98,9 @@ def _listed(args: list[str], policies: Path) -> dict[str, float | None]:
 
 
 def _model_costs(args: list[str], policies: Path, user: str) -> dict[str, Any]:
+    # one user's exact view (needs user_stats: the compliance role)
     done = run_cli("stats", "models", "--tenant", "acme", "--user", user, "--from", "2026-03-01",
-                   "--to", "2026-03-03", "--json", *args,
+                   "--to", "2026-03-03", "--json", "--role", "compliance", *args,
                    env={"SEMTRACE_POLICY_DIR": str(policies)})
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -180,3 +181,38 @@ def test_a_reported_cost_in_a_later_update_replaces_the_priced_one(pipeline: Any
     reported = get_thread(pipeline.store, first.thread_id)
     assert reported is not None and reported.cost == pytest.approx(0.5)
     assert reported.records[0].cost_source == "reported"
+
+
+def test_a_bad_reported_cost_is_refused_in_one_sentence() -> None:
+    from appliance.protocol import ProtocolError, parse_request
+
+    for cost, says in ((-0.5, "'response.cost' must not be negative."),
+                       (float("inf"), "'response.cost' must be a finite number."),
+                       ("0.2", "'response.cost' must be a number.")):
+        request = {"v": 1, "op": "update", "tenant": "acme", "request_id": "r1",
+                   "response": {"cost": cost}}
+        with pytest.raises(ProtocolError) as err:
+            parse_request(request, max_text_chars=1000)
+        assert err.value.code == "bad_request" and err.value.message == says
+
+
+def test_models_are_priced_by_provider_then_bare_name_never_by_guess() -> None:
+    from appliance.config import PricingSettings
+    from appliance.pricing import call_cost, find_price
+
+    table = PricingSettings.model_validate({"models": [
+        {"provider": "openai", "model": "gpt-4o", "input_per_million": 2.5,
+         "output_per_million": 10.0},
+        {"provider": "azure", "model": "gpt-4o", "input_per_million": 2.75,
+         "output_per_million": 11.0},
+        {"model": "claude-3-5", "input_per_million": 3.0, "output_per_million": 15.0}]})
+    entry = find_price(table, "azure/gpt-4o")
+    assert entry is not None and entry.input_per_million == 2.75
+    assert find_price(table, "gpt-4o") is None  # two providers sell it: no guess
+    assert find_price(table, "bedrock/claude-3-5") is not None  # listed without provider
+    assert find_price(table, "openai/gpt-5") is None
+    priced = call_cost(table, "openai/gpt-4o", 1000, None, None)
+    assert priced is not None and priced.amount == pytest.approx(0.0025)
+    assert call_cost(table, "openai/gpt-4o", None, None, None) is None  # no tokens, no cost
+    reported = call_cost(table, "openai/gpt-5", 10, 10, 0.0)
+    assert reported is not None and (reported.amount, reported.source) == (0.0, "reported")

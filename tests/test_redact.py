@@ -45,6 +45,35 @@ def test_each_entity_in_a_sentence_is_redacted(redactor, text, value, entity):  
     assert f"<{entity}>" in out
 
 
+@pytest.mark.parametrize(("text", "value", "entity"), [
+    ("can you ask john whether the report is ready", "john", "PERSON"),
+    ("my friend sam wants to come along on saturday", "sam", "PERSON"),
+    ("please tell sarah that the meeting moved", "sarah", "PERSON"),
+    ("I had lunch with mike yesterday and he agreed", "mike", "PERSON"),
+    ("thanks @jane_doe87 for the tip about the venue", "@jane_doe87", "PERSON"),
+    ("Happy birthday #EmmaThompson from all of us", "#EmmaThompson", "PERSON"),
+    ("We waited for hours at the Royal Sussex County Hospital yesterday",
+     "Royal Sussex County Hospital", "LOCATION"),
+    ("The expedition camps near Union Glacier this month", "Union Glacier", "LOCATION"),
+    ("Flying out to Geelong for the festival next week", "Geelong", "LOCATION"),
+    ("Great weekend of cycling #colorado #mountains", "#colorado", "LOCATION"),
+])
+def test_names_and_places_that_context_gives_away_are_redacted(redactor, text, value, entity):  # type: ignore[no-untyped-def]
+    hits = [(text[h.start:h.end], h.entity_type) for h in redactor.analyze(text)]
+    assert (value, entity) in hits
+
+
+@pytest.mark.parametrize("text", [
+    "I had lunch with water and bread only",
+    "my friend just moved to a new flat",
+    "Ask them to send the Wedding photos",
+    "He read the Mission Statement to the Wedding guests",
+    "i'm gonna learn to cook this year",
+])
+def test_context_rules_leave_ordinary_words_alone(redactor, text):  # type: ignore[no-untyped-def]
+    assert types_found(redactor, text) & {"PERSON", "LOCATION"} == set()
+
+
 @pytest.mark.parametrize("secret", [
     "sk-proj-4fJ9aQ2LmN8pR7sT1vW3xY5z",
     "AKIAIOSFODNN7EXAMPLE",

@@ -548,6 +548,22 @@ def fixed_app(fixed_store: Path, embedder: Any) -> Iterator[Callable[..., Any]]:
         rt.close()
 
 
+def test_threads_list_names_the_topic_by_its_label(fixed_store: Path) -> None:
+    from appliance.keys import read_key_file
+    from appliance.query import list_threads
+    from appliance.runtime import open_runtime
+
+    rt = open_runtime(fixed_store / "data", read_key_file(fixed_store / "key"), readonly=True)
+    try:
+        found = {t.thread_id: (t.topic_label, t.title) for t in list_threads(rt.store)}
+    finally:
+        rt.close()
+    # the first prompt, cut at a word before 72 characters
+    assert found["th_0000000000000001"] == (
+        "password reset link", "My name is <PERSON_1>, how do I reset the password for…")
+    assert found["th_0000000000000003"][0] is None  # tp_sql has no label yet
+
+
 def test_snapshot_threads(snap_compare: Any, fixed_app: Any) -> None:
     assert snap_compare(fixed_app(), terminal_size=SIZE, run_before=settle)
 

@@ -291,7 +291,8 @@ def compliance_enroll(data_dir: Path | None, passphrase_file: Path | None,
     from appliance.keys import create_reveal_key, read_passphrase_file
 
     with _opened(data_dir, passphrase_file, key_file) as rt:
-        create_reveal_key(rt.data_dir, read_passphrase_file(compliance_passphrase_file))
+        create_reveal_key(rt.data_dir, read_passphrase_file(compliance_passphrase_file),
+                          rt.keyring)
         _audit(rt).append("policy_change", {"change": "compliance key enrolled"})
     click.echo("Compliance key enrolled; new records keep their originals in the vault.")
     _ = credential

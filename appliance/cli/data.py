@@ -9,7 +9,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import click
 
@@ -145,22 +145,56 @@ def _user_pseudonym(rt: Runtime, tenant: str | None, user: str | None) -> str | 
     return rt.keyring.pseudonym(tenant, user)
 
 
+def query_socket_option(fn: Any) -> Any:
+    return click.option(
+        "--socket", "socket_path", type=click.Path(path_type=Path), default=None,
+        help="Ask the running service's query socket (e.g. DATA_DIR/query.sock) under your "
+        "OS identity's role, without the passphrase.")(fn)
+
+
+def _ask(path: Path, request: dict[str, Any]) -> dict[str, Any]:
+    """One query over the service's query socket; its refusal as one sentence."""
+    from appliance.client import Client
+    from appliance.errors import AccessDenied
+
+    with Client(path) as client:
+        reply = client.request({"v": 1, **{k: v for k, v in request.items() if v is not None}})
+    if not reply.get("ok"):
+        err = reply.get("error") or {}
+        if err.get("code") == "forbidden":
+            raise AccessDenied(str(err.get("message")))
+        raise SemtraceError(str(err.get("message") or "The service refused the query."))
+    return reply
+
+
 @threads.command("list")
 @data_dir_option
 @credential_options
 @role_option
 @click.option("--tenant", default=None, help="Only this tenant.")
 @click.option("--user", default=None, help="Only this user id (needs --tenant).")
-@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@query_socket_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
                  role: str | None, tenant: str | None, user: str | None, limit: int,
-                 as_json: bool) -> None:
+                 socket_path: Path | None, as_json: bool) -> None:
     """List threads, most recent activity first, each with its title and cost."""
     from appliance.query import ThreadFilter, list_threads
     from appliance.roles import bound_tenants, require
     from appliance.tui.format import money
 
+    if socket_path is not None:
+        reply = _ask(socket_path, {"op": "threads", "role": role, "tenant": tenant,
+                                   "user": user, "limit": limit})
+        if as_json:
+            emit_json(reply["threads"])
+        else:
+            for t in reply["threads"]:
+                click.echo(f"{t['thread_id']:<20} {t['tenant']:<10} {t['user']:<24} "
+                           f"{t['first_ts']:<20} {t['turns']:>5}  "
+                           f"{t['title'] if t['title'] is not None else '[shredded]'}")
+        return
     rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
     try:
         name = require(rt.policies.access, role, "threads:read", tenant=tenant)
@@ -177,11 +211,12 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
         return
     cost = f"cost {currency}"
     click.echo(f"{'thread':<20} {'tenant':<10} {'user':<24} {'started':<20} {'turns':>5} "
-               f"{cost:>10}  title")
+               f"{cost:>10}  {'topic':<24}  title")
     for t in rows:
+        topic = t.topic_label or t.topic_id or "–"
         click.echo(f"{t.thread_id:<20} {t.tenant:<10} {t.user:<24} "
                    f"{t.first_ts:%Y-%m-%d %H:%M:%S}  {t.turns:>5} {money(t.cost):>10}  "
-                   f"{t.title if t.title is not None else '[shredded]'}")
+                   f"{topic:<24.24}  {t.title if t.title is not None else '[shredded]'}")
 
 
 @threads.command("show")
@@ -189,14 +224,25 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
 @data_dir_option
 @credential_options
 @role_option
+@query_socket_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | None,
-                 key_file: Path | None, role: str | None, as_json: bool) -> None:
+                 key_file: Path | None, role: str | None, socket_path: Path | None,
+                 as_json: bool) -> None:
     """Show one thread's turns in order (redacted text)."""
     from appliance.query import get_thread
     from appliance.roles import require, sees
     from appliance.tui.format import money
 
+    if socket_path is not None:
+        shown = _ask(socket_path, {"op": "thread", "role": role, "thread_id": thread_id})
+        if as_json:
+            emit_json(shown["thread"])
+        else:
+            for r in shown["thread"]["records"]:
+                click.echo(f"  {r['ts']}  #{r['record_id']:<6} {r['position']:<12}")
+                click.echo(f"      {r['text'] if r['text'] is not None else '[shredded]'}")
+        return
     rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
     try:
         name = require(rt.policies.access, role, "threads:read")

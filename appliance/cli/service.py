@@ -14,6 +14,7 @@ from appliance.cli import credential, credential_options, data_dir_option, emit_
 from appliance.runtime import default_data_dir
 
 SOCKET_NAME = "semtrace.sock"
+QUERY_SOCKET_NAME = "query.sock"
 
 
 @click.command()
@@ -21,6 +22,9 @@ SOCKET_NAME = "semtrace.sock"
 @credential_options
 @click.option("--socket", "socket_path", type=click.Path(path_type=Path), default=None,
               help="Unix socket to listen on (default DATA_DIR/semtrace.sock).")
+@click.option("--query-socket", "query_socket", type=click.Path(path_type=Path), default=None,
+              help="Readers' socket: `threads ... --socket` asks here under the caller's "
+              "OS identity, without the passphrase (default DATA_DIR/query.sock).")
 @click.option("--check", is_flag=True, help="Validate policies, model and key, then exit.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
@@ -40,7 +44,8 @@ SOCKET_NAME = "semtrace.sock"
 @click.option("--node", "node_name", default=None,
               help="This node's name in the cluster (default: the host name).")
 def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
-          socket_path: Path | None, check: bool, log_level: str, metrics_listen: str | None,
+          socket_path: Path | None, query_socket: Path | None, check: bool, log_level: str,
+          metrics_listen: str | None,
           otlp_endpoint: str | None, nats_url: str | None, partitions: int | None,
           own: str | None, node_name: str | None) -> None:
     """Serve the ingest protocol on a local Unix socket (and NATS) until SIGTERM."""
@@ -70,7 +75,8 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
             return
         pipeline = make_pipeline(rt)
         service = Service(pipeline, policies, socket_path=socket_path or directory / SOCKET_NAME,
-                          reload=load_policies)
+                          reload=load_policies,
+                          query_socket_path=query_socket or directory / QUERY_SOCKET_NAME)
         telemetry, metrics_server = start_telemetry(settings, pipeline,
                                                     queue_depth=service.queue_depth)
         service.observer = telemetry

@@ -50,20 +50,22 @@ def offline_environment(cache_dir: Path | None) -> None:
 
 @dataclass(frozen=True)
 class Detection:
-    """A raw analyser hit."""
+    """A raw analyser hit (`model`: from the statistical NER rather than a rule or list)."""
 
     start: int
     end: int
     entity_type: str
     score: float
+    model: bool = False
 
 
 def resolve_overlaps(hits: list[Detection]) -> list[Detection]:
     """Merge overlapping hits into one span each (nothing any recogniser found is kept).
 
-    The merged span takes the type of its longest member (then the higher
-    score): an address block stays one `<LOCATION>` even where spaCy calls a
-    word of it a person.
+    The merged span takes the type of its longest member, then of a rule or
+    word list over the statistical NER, then the higher score: an address
+    block stays one `<LOCATION>` even where spaCy calls a word of it a person,
+    and a known city stays a place where spaCy calls it a name.
     """
     merged: list[Detection] = []
     group: list[Detection] = []
@@ -78,7 +80,7 @@ def resolve_overlaps(hits: list[Detection]) -> list[Detection]:
 
 
 def _merge(group: list[Detection]) -> Detection:
-    best = max(group, key=lambda h: (h.end - h.start, h.score))
+    best = max(group, key=lambda h: (h.end - h.start, not h.model, h.score))
     return Detection(min(h.start for h in group), max(h.end for h in group), best.entity_type,
                      best.score)
 
@@ -149,7 +151,14 @@ def _offline_engine(settings: RedactionSettings) -> Any:
 def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> Any:
     from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
 
+    from appliance.redact.context import (
+        CuedNameRecognizer,
+        HandleRecognizer,
+        HashtagRecognizer,
+        VenueRecognizer,
+    )
     from appliance.redact.gazetteer import PersonNameRecognizer, PlaceNameRecognizer, load_gazetteer
+    from appliance.redact.places import CityRecognizer
     from appliance.redact.recognizers import (
         PaymentCardRecognizer,
         PhoneNumberRecognizer,
@@ -177,6 +186,10 @@ def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> Any:
         gazetteer = load_gazetteer(cache_dir, engine.nlp["en"], max_rank=settings.name_list_rank)
         registry.add_recognizer(PersonNameRecognizer(gazetteer))
         registry.add_recognizer(PlaceNameRecognizer(gazetteer))
+        for in_context in (HandleRecognizer(), CuedNameRecognizer(gazetteer),
+                           HashtagRecognizer(gazetteer), VenueRecognizer(gazetteer),
+                           CityRecognizer(gazetteer)):
+            registry.add_recognizer(in_context)
     for custom in settings.custom:
         patterns = [Pattern(p.name, p.regex, p.score) for p in custom.patterns]
         registry.add_recognizer(PatternRecognizer(
@@ -222,12 +235,13 @@ class Redactor:
         hits = []
         for r in results:
             value = seen[r.start:r.end]
+            recognizer = (r.recognition_metadata or {}).get("recognizer_name", "")
             if value.strip().lower() in self._allow or not _plausible(
-                    value, r.entity_type,
-                    (r.recognition_metadata or {}).get("recognizer_name", ""), self._names):
+                    value, r.entity_type, recognizer, self._names):
                 continue
             start, end = norm.original_span(r.start, r.end)
-            hits.append(Detection(start, end, r.entity_type, float(r.score)))
+            hits.append(Detection(start, end, r.entity_type, float(r.score),
+                                  model=recognizer == "SpacyRecognizer"))
         return resolve_overlaps(hits)
 
     def redact(self, prompt: Prompt) -> Redacted:

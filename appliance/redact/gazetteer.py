@@ -18,7 +18,7 @@ import json
 import pickle
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,10 @@ CALENDAR = word_set(
     "january february march april may june july august september october november "
     "december monday tuesday wednesday thursday friday saturday sunday today tomorrow "
     "yesterday christmas easter hi hello hey dear thanks thank regards cheers ok okay "
-    "yes yeah nope um uh hmm oh ah wow lol pls thx am pm"
+    "yes yeah nope um uh hmm oh ah wow lol pls thx am pm "
+    # chat spellings and interjections of informal text
+    "aw aww awww erm err meh ugh omg lmao lmfao rofl haha hehe ya yo yah ur u r coz cuz "
+    "cos til till gonna wanna gotta kinda tho thru tbh idk btw imo smh rt ff"
 )
 # Mid-sentence, a capitalised dictionary noun is a name if it is this popular as one.
 NOUN_NAME_FIRST_RANK = 250
@@ -58,6 +61,7 @@ class Gazetteer:
     places: frozenset[str]
     common: frozenset[str]
     nouns: frozenset[str] = frozenset()  # dictionary nouns (popular names among them)
+    cities: dict[str, int] = field(default_factory=dict)  # GeoNames city -> population
 
 
 def _ranked_names(pickle_path: Any, max_rank: int) -> dict[str, int]:
@@ -157,9 +161,12 @@ def _common_words(
 
 def load_gazetteer(cache_dir: Path, nlp: Any, *, max_rank: int) -> Gazetteer:
     """Build the word lists (names from the cache dir, extracted on first use)."""
+    from appliance.redact.places import load_cities
+
     first, last = _names(cache_dir, max_rank)
     common, nouns = _common_words(nlp, first, last)
-    return Gazetteer(first=first, last=last, places=_places(), common=common, nouns=nouns)
+    return Gazetteer(first=first, last=last, places=_places(), common=common, nouns=nouns,
+                     cities=load_cities())
 
 
 # --- recognisers over the word lists ------------------------------------------------------
@@ -237,10 +244,13 @@ class PersonNameRecognizer(SpanRecognizer):
         """Runs of space-separated name-like tokens, each with its sentence-initial flag."""
         run: list[tuple[Any, bool]] = []
         prev = None
+        whole = doc.text  # built on each access: once here
         for tok in doc:
             text = tok.text
             initial = prev is None or prev.text in SENTENCE_END or "\n" in prev.text
             prev = tok
+            # A piece of a word the tokenizer split ("gon" of "gonna") is not a name.
+            glued = whole[tok.idx + len(text):tok.idx + len(text) + 1].isalpha()
             if caseless:
                 ok = (
                     tok.is_alpha
@@ -250,7 +260,7 @@ class PersonNameRecognizer(SpanRecognizer):
             else:
                 ok = (tok.is_alpha or "'" in text or "’" in text) and _is_cap(text)
                 ok = ok or bool(INITIAL.fullmatch(text) and (run or text.endswith(".")))
-            ok = ok or bool(run and text.lower() in NAME_PARTICLES)
+            ok = (ok or bool(run and text.lower() in NAME_PARTICLES)) and not glued
             if ok and (not run or run[-1][0].whitespace_ == " "):
                 run.append((tok, initial))
                 continue

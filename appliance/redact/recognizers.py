@@ -52,9 +52,9 @@ class SpanRecognizer(EntityRecognizer):
 
     ENTITY = ""
 
-    def __init__(self) -> None:
+    def __init__(self, entities: list[str] | None = None) -> None:
         super().__init__(
-            supported_entities=[self.ENTITY],
+            supported_entities=entities or [self.ENTITY],
             name=f"semtrace_{type(self).__name__}",
             supported_language="en",
         )

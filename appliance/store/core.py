@@ -85,7 +85,7 @@ class Store(Maintenance, Turns):
         row = conn.execute("SELECT coalesce(max(id), ?) FROM records WHERE id >= ? AND id < ?",
                            (self.id_base, self.id_base, self.id_base + ID_RANGE)).fetchone()
         self._next_id = int(row[0]) + 1
-        self.sealer: RevealSealer | None = reveal_sealer(path.parent)
+        self.sealer: RevealSealer | None = reveal_sealer(path.parent, keyring)
         if not readonly:
             self._guard_bucket_ids()
             self._note_pseudonym_key()

@@ -18,7 +18,6 @@ from appliance.query import (
     tenants,
     thread_marks,
     topic_aliases,
-    topic_labels,
 )
 from appliance.records import Thread
 from appliance.runtime import Runtime
@@ -93,9 +92,7 @@ class StoreReader:
                 topic_ids=topic_ids, sort=SORTS.get(sort, "last"), descending=descending,
                 limit=limit, offset=offset)
             marks = thread_marks(store, [t.thread_id for t in rows])
-            labels = topic_labels(store, sorted({t.topic_id for t in rows if t.topic_id}))
-        out = tuple(ThreadRow(t, marks.get(t.thread_id),
-                              labels.get(t.topic_id, t.topic_id) if t.topic_id else None)
+        out = tuple(ThreadRow(t, marks.get(t.thread_id), t.topic_label or t.topic_id)
                     for t in rows)
         return ThreadPage(rows=out, total=total, offset=offset, version=version)
 
@@ -103,10 +100,9 @@ class StoreReader:
         """A thread with its turns and topic label (None when absent or out of scope)."""
         with self.lock:
             thread = get_thread(self.rt.store, thread_id)
-            if thread is None or (self.tenant and thread.tenant != self.tenant):
-                return None
-            label = topic_labels(self.rt.store, [thread.topic_id]) if thread.topic_id else {}
-        return ThreadDetail(thread, label.get(thread.topic_id or "", thread.topic_id))
+        if thread is None or (self.tenant and thread.tenant != self.tenant):
+            return None
+        return ThreadDetail(thread, thread.topic_label or thread.topic_id)
 
     def tenants(self) -> list[str]:
         """Tenants in scope that have threads."""

@@ -1,0 +1,226 @@
+"""Names and places that the model is unsure of, read from the words around them.
+
+Real user text names people by handle (`@someone`), in lower case ("ask
+john", "my friend sam") and in hashtags (`#RayWilkins`), and places by
+venue or landmark after a place word ("at the Royal Court", "near Union
+Glacier"). spaCy's NER, trained on edited news text, misses most of these.
+The rules here use only the context words and the word lists of
+`gazetteer.py` (names-dataset ranks, pycountry places, spaCy's dictionary).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from appliance.redact.gazetteer import CALENDAR, Gazetteer
+from appliance.redact.recognizers import SpanRecognizer, make_result, word_set
+
+# --- handles -------------------------------------------------------------------------------
+
+# @someone, not the @ inside an e-mail address or a decorator-like `x.@y`.
+HANDLE = re.compile(r"(?<![\w@.+\-])@([A-Za-z0-9_]{2,30})(?![\w@]|\.[A-Za-z]{2,})")
+
+
+class HandleRecognizer(SpanRecognizer):
+    """Social-media handles (`@jane_doe`): they identify a person or an account."""
+
+    ENTITY = "PERSON"
+
+    def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+        if "@" not in text:
+            return
+        for m in HANDLE.finditer(text):
+            if not m.group(1).isdigit():
+                yield m.start(), m.end(), 0.6
+
+
+# --- lower-case and unknown names after a person cue ---------------------------------------
+
+RELATION = (
+    r"friend|friends|buddy|mate|pal|bestie|bff|boyfriend|girlfriend|bf|gf|wife|husband|"
+    r"partner|fiance|fiancee|son|daughter|kid|brother|sister|bro|sis|mom|mum|mother|dad|"
+    r"father|grandma|grandpa|granny|uncle|aunt|auntie|cousin|nephew|niece|boss|manager|"
+    r"colleague|coworker|co-worker|neighbour|neighbor|roommate|flatmate|teacher|doctor|"
+    r"dentist|lawyer|client|customer|student|tutor|coach|landlord|babysitter|nanny"
+)
+# "my friend sam", "our neighbour tom", "my sister's"; any word after is a name unless common.
+RELATION_CUE = re.compile(rf"(?i)\b(?:my|our|your|his|her|their)\s+(?:best\s+|old\s+|little\s+|"
+                          rf"big\s+|new\s+)?(?:{RELATION})\s+")
+# "ask john", "tell sarah", "with mike", "thanks dave": the next word if it is a known name.
+VERB_CUE = re.compile(r"(?i)\b(?:ask|asked|asking|tell|told|telling|with|thank|thanks|thx|"
+                      r"remind|reminded|email|e-mail|meet|met|invite|invited|congrats|"
+                      r"congratulations|happy birthday|hbd|hi|hey|hello|dear)\s+")
+NAME_WORD = re.compile(r"[^\W\d_][\w'’\-]*")
+NOT_NAMES = word_set(
+    "i me you he she it we they him her them us my your his its our their mine yours "
+    "this that these those who whom what which everyone everybody someone somebody anyone "
+    "anybody nobody all both each guys girls boys folks people family team lol haha omg "
+    "mr mrs ms dr sir madam god jesus"
+)
+
+
+INFLECTIONS = ("s", "es", "ed", "d", "ing", "ly")
+
+
+def is_ordinary(low: str, g: Gazetteer) -> bool:
+    """A stop word, verb, adjective or adverb, or an inflection of one ("lets", "reading").
+
+    Unlike `is_word` this leaves out nouns: WordNet's noun list (part of
+    `common`) also holds many cities and surnames ("calgary", "wilkins").
+    """
+    if low in g.common and low not in g.nouns:
+        return True
+    return any(low.endswith(end) and low[: -len(end)] in g.common for end in INFLECTIONS
+               if len(low) > len(end) + 2)
+
+
+def is_word(low: str, g: Gazetteer) -> bool:
+    """A common English word or place name, inflected forms included ("rolls", "lives")."""
+    if low in g.common or low in g.places:
+        return True
+    return any(low.endswith(end) and low[: -len(end)] in g.common for end in INFLECTIONS
+               if len(low) > len(end) + 2)
+
+
+class CuedNameRecognizer(SpanRecognizer):
+    """Names in any case after "my friend", "ask", "tell", "with", "thanks" and the like.
+
+    After a relation ("my friend", "my boss") the next one or two words are a
+    name unless they are common words; after a verb cue only a known first
+    name that is not also a common word counts, so "with water" stays.
+    """
+
+    ENTITY = "PERSON"
+
+    def __init__(self, gazetteer: Gazetteer) -> None:
+        super().__init__()
+        self.g = gazetteer
+
+    def _name_like(self, word: str, *, known: bool) -> bool:
+        low = word.lower()
+        if low in NOT_NAMES or low in CALENDAR or len(low) < 2 or is_word(low, self.g):
+            return False
+        return not known or low in self.g.first
+
+    def _after(self, text: str, pos: int, *, known: bool) -> tuple[int, int] | None:
+        first = NAME_WORD.match(text, pos)
+        if not first or not self._name_like(first.group(), known=known):
+            return None
+        end = first.end()
+        second = NAME_WORD.match(text, end + 1) if text[end:end + 1] == " " else None
+        if second and second.group().lower() in self.g.last \
+                and not is_word(second.group().lower(), self.g):
+            end = second.end()
+        return first.start(), end
+
+    def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+        for cue, known, score in ((RELATION_CUE, False, 0.6), (VERB_CUE, True, 0.5)):
+            for m in cue.finditer(text):
+                found = self._after(text, m.end(), known=known)
+                if found:
+                    yield found[0], found[1], score
+
+
+# --- hashtags ------------------------------------------------------------------------------
+
+# A one-word hashtag is a city when the city is this big ("#sochi", not "#reading").
+HASHTAG_CITY_POPULATION = 100_000
+HASHTAG = re.compile(r"(?<![\w#&])#([A-Za-z][A-Za-z0-9_]{2,40})\b")
+CAMEL = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
+
+
+class HashtagRecognizer(SpanRecognizer):
+    """Hashtags that are a place (`#Iran`, `#colorado`) or a full name (`#RayWilkins`)."""
+
+    ENTITY = "LOCATION"
+
+    def __init__(self, gazetteer: Gazetteer) -> None:
+        super().__init__(["LOCATION", "PERSON"])
+        self.g = gazetteer
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
+        """Presidio entry point (two entity types)."""
+        out: list[Any] = []
+        if "#" not in text:
+            return out
+        for m in HASHTAG.finditer(text):
+            tag = m.group(1)
+            words = [w.lower() for w in CAMEL.findall(tag)]
+            joined = " ".join(words)
+            if tag.lower() in self.g.places or (len(words) > 1 and joined in self.g.places) \
+                    or self.g.cities.get(tag.lower(), 0) >= HASHTAG_CITY_POPULATION \
+                    or (len(words) > 1 and joined in self.g.cities):
+                out.append(make_result(self, "LOCATION", m.start(), m.end(), 0.6))
+            elif len(words) == 2 and words[0] in self.g.first and words[1] in self.g.last \
+                    and not any(is_ordinary(w, self.g) or len(w) < 3 for w in words):
+                out.append(make_result(self, "PERSON", m.start(), m.end(), 0.6))
+        return out
+
+
+# --- venues and landmarks after a place word -----------------------------------------------
+
+PLACE_CUE = re.compile(r"(?i)\b(?:at|in|near|from|outside|inside|around|towards?|visiting|"
+                       r"arrived in|landed in|live in|lives in|living in|based in|born in|"
+                       r"moved to|move to|fly to|flying to|trip to|going to|went to|"
+                       r"back to|heading to|welcome to)\s+(?:the\s+)?")
+CAP_WORD = re.compile(r"[A-Z][A-Za-z'’]*(?:-[A-Z][A-Za-z'’]*)*(?![\w\-])")
+VENUE_WORDS = word_set(
+    "arena stadium park hospital station airport museum gallery hall theatre theater cinema "
+    "church cathedral abbey castle palace tower bridge square street st road rd avenue ave "
+    "lane centre center mall market pub bar cafe restaurant hotel inn club college university "
+    "school library zoo garden gardens beach bay harbour harbor port pier island lake river "
+    "mountain mount hill valley forest glacier falls canyon village town city county district "
+    "province state region coast"
+)
+
+
+class VenueRecognizer(SpanRecognizer):
+    """Capitalised names after a place word that no word list calls common.
+
+    "at the Royal Sussex County Hospital", "near Union Glacier", "in Geelong":
+    a run of capitalised words after "at", "in", "near", "from", ... is a
+    place when it ends in a venue word, or when none of its words is a common
+    English word, a calendar word or a person's first name.
+    """
+
+    ENTITY = "LOCATION"
+
+    def __init__(self, gazetteer: Gazetteer) -> None:
+        super().__init__()
+        self.g = gazetteer
+
+    def _run(self, text: str, pos: int) -> list[re.Match[str]]:
+        run: list[re.Match[str]] = []
+        while len(run) < 5:
+            w = CAP_WORD.match(text, pos)
+            if not w:
+                break
+            run.append(w)
+            nxt = w.end()
+            if text[nxt:nxt + 1] != " ":
+                break
+            pos = nxt + 1
+            if text[pos:pos + 3] == "of " and len(run) >= 1:
+                of_next = CAP_WORD.match(text, pos + 3)
+                if of_next:
+                    pos += 3
+        return run
+
+    def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+        for cue in PLACE_CUE.finditer(text):
+            run = self._run(text, cue.end())
+            if not run:
+                continue
+            words = [w.group().lower() for w in run]
+            if words[-1] in VENUE_WORDS and len(words) > 1:
+                yield run[0].start(), run[-1].end(), 0.6
+                continue
+            if any(is_word(w, self.g) or w in CALENDAR or w in NOT_NAMES for w in words):
+                continue
+            if any(w.isupper() for w in (m.group() for m in run)) and len(words) == 1:
+                continue  # an acronym alone ("in US-led", "at BBC") is more often not a place
+            if len(words) == 1 and (words[0] in self.g.first or len(words[0]) < 3):
+                continue
+            yield run[0].start(), run[-1].end(), 0.5

@@ -1,0 +1,112 @@
+"""The query socket: readers need no passphrase; each request runs under the role the peer's
+OS identity may take, limited to that role's tenants."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_prompt
+from test_spine import run_cli
+
+from appliance.client import Client
+from appliance.config import RoleSettings
+
+READ = ["threads:read", "search", "aggregates"]
+
+
+@pytest.fixture
+def served(pipeline: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A service on the real pipeline with its query socket, roles bound to identities."""
+    from appliance.service import Service
+
+    out = pipeline.process([make_prompt("Where is the VPN guide?", tenant=t, user=u,
+                                        request_id=f"{t}-{u}")
+                            for t in ("acme", "globex") for u in ("ann", "bob")])
+    me = os.getuid()
+    roles = {**pipeline.policies.access.roles,
+             "analyst-acme": RoleSettings(permissions=READ, uids=[me, 65534],
+                                          tenants=["acme"]),
+             "analyst": RoleSettings(permissions=READ, uids=[me + 4242])}
+    policies = pipeline.policies.model_copy(update={
+        "access": pipeline.policies.access.model_copy(update={"roles": roles})})
+    qsock = tmp_path / "pub" / "query.sock"
+    svc = Service(pipeline, policies, socket_path=tmp_path / "s.sock", query_socket_path=qsock)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(svc.start(), loop).result(60)
+    try:
+        yield {"sock": qsock, "outcomes": out}
+    finally:
+        asyncio.run_coroutine_threadsafe(svc.drain(), loop).result(60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+
+
+def _ask(sock: Path, **req: Any) -> dict[str, Any]:
+    with Client(sock) as c:
+        return c.request({"v": 1, **req})
+
+
+def test_a_tenant_bound_role_lists_and_shows_only_its_tenant(served: dict[str, Any]) -> None:
+    listed = _ask(served["sock"], op="threads", role="analyst-acme")
+    assert listed["ok"] and {t["tenant"] for t in listed["threads"]} == {"acme"}
+    other = next(o.thread_id for o in served["outcomes"] if o.request_id.startswith("globex"))
+    hidden = _ask(served["sock"], op="thread", role="analyst-acme", thread_id=other)
+    assert hidden["error"]["code"] == "not_found"
+    mine = listed["threads"][0]["thread_id"]
+    shown = _ask(served["sock"], op="thread", role="analyst-acme", thread_id=mine)
+    assert shown["ok"] and shown["thread"]["records"][0]["text"]
+    assert _ask(served["sock"], op="threads", role="analyst-acme",
+                tenant="globex")["error"]["code"] == "forbidden"
+
+
+def test_a_role_bound_to_another_identity_is_forbidden(served: dict[str, Any]) -> None:
+    refused = _ask(served["sock"], op="threads", role="analyst")
+    assert refused["error"]["code"] == "forbidden"
+    assert "bound to other users" in refused["error"]["message"]
+    assert _ask(served["sock"], op="ingest")["error"]["code"] == "unknown_op"
+
+
+def test_the_cli_reads_through_the_socket_without_a_passphrase(
+        served: dict[str, Any], cli_runner: Any) -> None:
+    from appliance.cli import cli
+
+    ok = cli_runner.invoke(cli, ["threads", "list", "--socket", str(served["sock"]),
+                                 "--role", "analyst-acme", "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert {t["tenant"] for t in json.loads(ok.output)} == {"acme"}
+    refused = run_cli("threads", "list", "--socket", str(served["sock"]), "--role", "analyst")
+    assert refused.returncode == 4 and "bound to other users" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client under another uid")
+def test_another_os_user_bound_to_a_role_reads_without_the_key(served: dict[str, Any]) -> None:
+    sock = served["sock"]
+    dirs = [p for p in sock.parents if p != Path("/")]
+    modes = {p: p.stat().st_mode & 0o777 for p in dirs}
+    code = ("import os, socket, json; os.setgroups([]); os.setgid(65534); os.setuid(65534);"
+            f"s=socket.socket(socket.AF_UNIX); s.connect({str(sock)!r});"
+            "s.sendall(json.dumps({'v':1,'op':'threads','role':'analyst-acme'}).encode()+b'\\n');"
+            "print(s.makefile().readline())")
+    try:
+        for p in dirs:
+            os.chmod(p, modes[p] | 0o011)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=60)
+    finally:
+        for p in dirs:
+            os.chmod(p, modes[p])
+    reply = json.loads(out.stdout)
+    assert reply["ok"], (reply, out.stderr)
+    assert {t["tenant"] for t in reply["threads"]} == {"acme"}
