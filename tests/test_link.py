@@ -213,7 +213,8 @@ def test_shipped_opener_tells_a_reply_from_an_opening(policies, embedder) -> Non
 
 
 def test_topic_shift_is_a_change_of_subject_that_could_open_a_conversation(policies) -> None:  # type: ignore[no-untyped-def]
-    from appliance.link import LinkInput, _linked_position
+    from appliance.link import LinkInput
+    from appliance.link.decide import _linked_position
 
     s = policies.correlation
     e = np.eye(4, dtype=np.float32)
