@@ -54,8 +54,9 @@ class CorrelationSettings(_Strict):
     max_candidates: int = Field(default=200, ge=1, le=10_000)
     max_text_chars: int = Field(default=32_768, ge=64)
     weights_file: str = "linker-weights.json"
-    link_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    link_threshold: float = Field(default=0.4, ge=0.0, le=1.0)
     topic_shift_similarity: float = Field(default=0.25, ge=-1.0, le=1.0)
+    topic_shift_opener: float = Field(default=0.5, ge=0.0, le=1.0)
     orphan_threshold: float = Field(default=0.2, ge=0.0, le=1.0)
     # Linker shortlist: cosine is computed over the newest `scan_candidates` turns; the
     # newest `recent_candidates` turns (and latest turn of as many recent threads) plus
@@ -130,17 +131,20 @@ class RetentionSettings(_Strict):
 
 class PrivacySettings(_Strict):
     k_min_users: int = Field(default=5, ge=1)
-    epsilon_per_day: float = Field(default=1.0, gt=0)
+    epsilon_per_day: float = Field(default=4.0, gt=0)
     # What one cached release (a kind of figures over one window, once per UTC day) spends.
-    epsilon_per_release: float = Field(default=0.5, gt=0)
+    epsilon_per_release: float = Field(default=1.0, gt=0)
     cross_user_topics: dict[str, bool] = {}
     # Mean cosine similarity between a thread's prompts and a topic's prompts needed
     # to join it online (else the thread starts a topic).
-    topic_threshold: float = Field(default=0.22, ge=-1, le=1)
+    topic_threshold: float = Field(default=0.18, ge=-1, le=1)
     # Background refinement merges groups of threads while the mean similarity
     # between their prompts (average linkage) is at least this.
-    topic_merge_threshold: float = Field(default=0.22, ge=-1, le=1)
+    topic_merge_threshold: float = Field(default=0.18, ge=-1, le=1)
     topic_refine_every: int = Field(default=500, ge=1)
+    # Share of the refinement's similarity that comes from the threads' shared words
+    # (hashed TF-IDF over the tenant's threads) rather than their embeddings.
+    topic_lexical_weight: float = Field(default=0.4, ge=0, le=1)
     # Units (threads or prompts) one user may add to one cross-user release: the
     # L1 sensitivity of a count; sums are clipped per unit on top.
     contribution_bound: int = Field(default=10, ge=1, le=10_000)

@@ -2,7 +2,9 @@
 
 No lexicon here is keyed to a data set: pronouns, ellipsis ("what about",
 "and the"), elaboration ("tell me more"), corrections ("actually, I meant"),
-conversation management ("repeat that"), task verbs.
+conversation management ("repeat that"), deictic words ("there", "that day",
+"too", "instead"), answers to the assistant ("yes, that works", "the first
+one"), openings ("hi, I need...") and closings ("that's all, bye"), task verbs.
 """
 
 from __future__ import annotations
@@ -40,6 +42,30 @@ _CUES = {
     "question": r"^(what|who|whom|whose|where|when|why|how|which|is|are|was|were|do|does|did|"
                 r"can|could|should|would|will|tell me|give me|show me|find|list|explain|"
                 r"describe)\b",
+    # Words that point at a place, time or thing already in the conversation.
+    "deictic": r"\b(there|here|then|that (day|time|night|place|date|week|weekend|morning|"
+               r"evening|afternoon|one|way)|the same|too|also|instead|either|as well|another|"
+               r"else|again|still|the rest|both|each|anyway|otherwise)\b|"
+               r"\b(anything|something|somewhere|anywhere|nothing) (\w+er|else|more|less)\b",
+    # Replies to a question the assistant asked: yes/no, a choice, "just two of us".
+    "answer": r"^(yes|yeah|yep|yup|no|nope|nah|sure|ok|okay|correct|right|exactly|absolutely|"
+              r"definitely|of course|please do|go ahead|that works|that's fine|that is fine|"
+              r"sounds good|that's right|that is right|not really|not yet|maybe|probably|"
+              r"i do|i don't|i did|i didn't|i am|i'm not|i have|i haven't|none|neither|"
+              r"just|only|either)\b|"
+              r"\b(the )?(first|second|third|fourth|last|other|former|latter|cheapest|cheaper|"
+              r"earliest|earlier|later|latest|closest|nearest|best|top|same|next) "
+              r"(one|ones|option|options|choice|time|slot)\b|"
+              r"^(option|number|choice|at|for|around|about|by|on|in|with|from) \S+( \S+)?\W*$",
+    # How people open a conversation with an assistant.
+    "opening": r"^(hi|hello|hey|hiya|howdy|good (morning|afternoon|evening|day)|greetings|"
+               r"dear)\b|\b(i need|i want|i'd like|i would like|i'm looking for|i am looking for|"
+               r"can you help|could you help|help me|i have a question|quick question|"
+               r"i was wondering|i'm trying to|i am trying to)\b",
+    # How people close one.
+    "closing": r"\b(bye|goodbye|good night|that's all|that is all|that's it|that is it|"
+               r"nothing else|no thanks|no thank you|have a (good|nice|great)|take care|"
+               r"see you|talk (to you )?later)\b",
 }
 _CUE_RE = {name: re.compile(rx) for name, rx in _CUES.items()}
 _ERROR = re.compile(r"\b(i meant|i mean\b|not what i (meant|asked|wanted|said)|that's not (it|"
@@ -68,6 +94,25 @@ def cue_names(text: str) -> frozenset[str]:
     """Names of the follow-up, correction and dialogue cues present in a redacted text."""
     norm = re.sub(r"\b(is|are|was|were) there\b", " ", _normal(text))
     return frozenset(name for name, rx in _CUE_RE.items() if rx.search(norm))
+
+
+_ACK_START = re.compile(r"^(thanks|thank you|ok|okay|great|cool|awesome|perfect|nice|good|"
+                        r"got it|sounds good|sure|alright|all right|excellent|wonderful|yes|yeah|"
+                        r"yep|fine|lovely)\b\W*")
+_REQUEST = re.compile(r"\b(and|also|now|next|could you|can you|would you|please|i('d| would) "
+                      r"(also )?like|i need|i want|what|how|where|when|which|who|is there|"
+                      r"are there|find|book|get|tell|show|give)\b")
+
+
+@lru_cache(maxsize=65536)
+def ack_then_request(text: str) -> bool:
+    """An acknowledgement followed by a further request ("Great, and could you also...")."""
+    norm = _normal(text)
+    m = _ACK_START.match(norm)
+    if m is None:
+        return False
+    rest = norm[m.end():]
+    return word_count(rest) >= 3 and bool(_REQUEST.search(rest))
 
 
 @lru_cache(maxsize=65536)

@@ -26,7 +26,7 @@ import numpy as np
 
 from appliance.config import CorrelationSettings
 from appliance.cues import cue_names, intent_of, refers_back
-from appliance.link import FOLLOW_UP_CUES, LinkInput
+from appliance.link import FOLLOW_UP_CUES, REFERRING_CUES, LinkInput
 from appliance.records import Candidate, GatewayContext, HeldTurn, Link, Message
 
 DIALOGUE = ("user", "assistant")
@@ -99,7 +99,7 @@ def _position(q: LinkInput, parent: HeldTurn, cands: Sequence[Candidate],
     recent = [float(np.dot(q.vector, c.vector)) for c in thread[-3:]]
     if sim is not None:
         recent.append(sim)
-    if not recent or cue_names(q.text) & FOLLOW_UP_CUES:
+    if not recent or cue_names(q.text) & REFERRING_CUES:
         return "continuation", sim
     if intent_of(q.text) == "conversation_management":
         return "continuation", sim

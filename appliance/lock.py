@@ -11,14 +11,25 @@ from appliance.errors import SemtraceError
 LOCK_FILE = "semtrace.lock"
 
 
+# Locks this process holds, by path: taking one again (replay opening a data dir
+# whose interrupted key rotation must be completed) nests instead of failing.
+_HELD: dict[str, int] = {}
+
+
 class DataDirLock:
     """An exclusive lock so that two services never share a data dir."""
 
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / LOCK_FILE
         self._fd: int | None = None
+        self._nested = False
 
     def acquire(self) -> None:
+        key = str(self.path.resolve())
+        if key in _HELD:
+            _HELD[key] += 1
+            self._nested = True
+            return
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -29,9 +40,16 @@ class DataDirLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        _HELD[key] = 1
 
     def release(self) -> None:
+        key = str(self.path.resolve())
+        if self._nested:
+            self._nested = False
+            _HELD[key] -= 1
+            return
         if self._fd is not None:
+            _HELD.pop(key, None)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

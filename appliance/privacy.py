@@ -47,6 +47,12 @@ class BudgetSpent(SemtraceError):
     exit_code = 5
 
 
+class NoRelease(SemtraceError):
+    """A read-only gate was asked for figures no stored release holds."""
+
+    exit_code = 5
+
+
 @dataclass(frozen=True)
 class Unit:
     """One user's contribution (a thread, a prompt) to one group, with values to sum."""
@@ -175,11 +181,18 @@ class PrivacyGate:
 
     def __init__(self, db: Any, settings: PrivacySettings, *,
                  rng: np.random.Generator | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, spend: bool = True) -> None:
+        """A gate over one store's ledger and release cache.
+
+        Args:
+            spend: False for readers that never write (the TUI): they get the latest
+                stored release under a key, and NoRelease when there is none.
+        """
         from appliance.releases import ReleaseCache
 
         self.settings = settings
         self.clock = clock
+        self.spend = spend
         self.ledger = Ledger(db, per_day=settings.epsilon_per_day, clock=clock)
         self.cache = ReleaseCache(db, clock=clock)
         self.rng = rng if rng is not None else np.random.default_rng(secrets.randbits(128))
@@ -202,6 +215,12 @@ class PrivacyGate:
             cached = self.cache.get(tenant, key, self.ledger.day())
             if cached is not None:
                 return replace(cached, remaining=self.ledger.remaining(tenant), cached=True)
+        if not self.spend:
+            latest = self.cache.latest(tenant, key) if key is not None else None
+            if latest is None:
+                raise NoRelease(f"No cross-user release of these figures for tenant {tenant} "
+                                "yet; `semtrace stats` makes today's.")
+            return replace(latest, remaining=self.ledger.remaining(tenant))
         groups, spent = self._noisy(units, measures)
         remaining = self.ledger.charge(tenant, spent)
         rel = Release(groups=groups, exact=False, epsilon=spent, remaining=remaining,

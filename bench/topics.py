@@ -14,8 +14,8 @@ they are not scored (they still flow through the stream).
 * Thread ids: the gold threads (`--threads gold`, a perfect linker), one thread
   per prompt (`--threads prompt`, no linker), or a `semtrace replay` output
   (`--replay OUT.jsonl`, this branch's linker).
-* Leave-one-source-out: for each subject source, the merge and join thresholds
-  are chosen on the other five (highest mean ARI) and scored on it.
+* Leave-one-source-out: for each subject source, the lexical weight and the
+  merge threshold are chosen on the other five (highest mean ARI) and scored on it.
 * Latency: `assign` p50/p99 on a synthetic stream while a background
   refinement of thousands of topics runs (`--latency N`).
 Prints figures; asserts nothing.
@@ -52,8 +52,8 @@ from appliance.keys import Keyring  # noqa: E402
 from appliance.store import Store  # noqa: E402
 from appliance.topics import TopicAssigner  # noqa: E402
 
-MERGE = (0.16, 0.18, 0.2, 0.22, 0.24, 0.26, 0.3)
-JOIN_OFFSETS = (-0.05, 0.0)
+MERGE = (0.12, 0.14, 0.16, 0.18, 0.2, 0.22, 0.24)
+LEXICAL = (0.0, 0.4)  # topic_lexical_weight: embeddings only, or 40 % shared words
 
 
 def ari(a: Sequence[object], b: Sequence[object]) -> float:
@@ -126,14 +126,19 @@ def thread_ids(stream: Stream, mode: str, replay: Path | None) -> list[str]:
     return [str(r["gold_thread_id"]) for r in stream.rows]
 
 
-def grid(streams: list[Stream], threads: dict[str, list[str]]
+def grid(streams: list[Stream], threads: dict[str, list[str]], *,
+         lexicals: Sequence[float] = LEXICAL, merges: Sequence[float] = MERGE
          ) -> dict[tuple[float, float], dict[str, dict[str, float]]]:
-    """Scores for every (merge, join) pair: {"final"/"emitted": {source: ARI}}."""
+    """Scores for every (lexical weight, merge) pair: {"final"/"emitted": {source: ARI}}.
+
+    The online join threshold is the merge threshold (it does not change the
+    final topics, only the ids emitted before the first refinement).
+    """
     table: dict[tuple[float, float], dict[str, dict[str, float]]] = {}
-    for merge, offset in itertools.product(MERGE, JOIN_OFFSETS):
-        join = round(merge + offset, 3)
+    for lexical, merge in itertools.product(lexicals, merges):
+        join = merge
         cfg = settings(topic_merge_threshold=merge, topic_threshold=join,
-                       topic_refine_every=1000)
+                       topic_lexical_weight=lexical, topic_refine_every=1000)
         row: dict[str, dict[str, float]] = {"final": {}, "emitted": {}}
         for s in streams:
             emitted, final, _, _ = run(s, threads[s.name], cfg)
@@ -141,8 +146,8 @@ def grid(streams: list[Stream], threads: dict[str, list[str]]
                 sc = scores(s, topics)
                 row[kind].update({k: v for k, v in sc.items() if k in SUBJECT_SOURCES[s.name]})
                 row[kind][f"{s.name}:largest"] = sc["largest_topic_share"]
-        table[(merge, join)] = row
-        print(f"  merge {merge:.2f} join {join:.2f}: " + " ".join(
+        table[(lexical, merge)] = row
+        print(f"  lexical {lexical:.2f} merge {merge:.2f}: " + " ".join(
             f"{k}={v:.2f}" for k, v in row["final"].items()), file=sys.stderr)
     return table
 
@@ -159,7 +164,7 @@ def loso(table: dict[tuple[float, float], dict[str, dict[str, float]]], kind: st
             return float(np.mean([table[key][kind][s] for s in train]))
 
         best = max(table, key=fitness)
-        folds.append({"held_out": held, "merge": best[0], "join": best[1],
+        folds.append({"held_out": held, "lexical": best[0], "merge": best[1],
                       "train_mean": round(fitness(best), 3),
                       "ari": round(table[best][kind][held], 3)})
     return folds
@@ -216,6 +221,10 @@ def main() -> None:
                     help="`semtrace replay` outputs of dev then wide, to use the linker's threads")
     ap.add_argument("--latency", type=int, default=20_000)
     ap.add_argument("--no-grid", action="store_true", help="Only the shipped thresholds.")
+    ap.add_argument("--lexical", type=float, nargs="*", default=list(LEXICAL),
+                    help="topic_lexical_weight values of the grid")
+    ap.add_argument("--merge", type=float, nargs="*", default=list(MERGE),
+                    help="topic_merge_threshold values of the grid")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     streams = [load_stream("dev"), load_stream("wide")]
@@ -225,6 +234,7 @@ def main() -> None:
     shipped = settings()
     report["shipped"] = {"merge": shipped.topic_merge_threshold,
                          "join": shipped.topic_threshold,
+                         "lexical": shipped.topic_lexical_weight,
                          "refine_every": shipped.topic_refine_every}
     for s in streams:
         emitted, final, lat, ta = run(s, threads[s.name], shipped)
@@ -233,10 +243,11 @@ def main() -> None:
                           "assign_p99_ms": float(np.percentile(lat, 99)),
                           "refinements": ta.refinements}
     if not args.no_grid:
-        table = grid(streams, threads)
+        table = grid(streams, threads, lexicals=args.lexical, merges=args.merge)
         report["loso_final"] = loso(table, "final")
         report["loso_emitted"] = loso(table, "emitted")
-        report["grid"] = [{"merge": k[0], "join": k[1], **v["final"]} for k, v in table.items()]
+        report["grid"] = [{"lexical": k[0], "merge": k[1], **v["final"]}
+                          for k, v in table.items()]
     if args.latency:
         report["latency"] = latency(args.latency)
     if args.json:

@@ -1,20 +1,32 @@
-"""Train the pairwise linker offline (scikit-learn, dev-only); write policies/linker-weights.json.
+"""Train the linker offline (scikit-learn, dev-only); write policies/linker-weights.json.
 
-usage: .venv/bin/python bench/train_linker.py [--gold THREADS.jsonl] [--kind gbm|logistic]
-       [--folds 5] [--no-cv] [--out policies/linker-weights.json]
+usage: nice .venv/bin/python bench/train_linker.py [--kind gbm|logistic] [--passes 1|2]
+       [--thresholds 0.3,0.4,0.5,0.6] [--no-loso] [--no-user-cv] [--only-source SRC]
+       [--out policies/linker-weights.json]
 
-Features come from the pipeline's own code: every prompt of the stream goes
-through `Redactor.redact`, `entity_keys` and `LlamaEmbedder.embed` (cached under
-/tmp, keyed by the stream, appliance/redact/, the redaction policy and the model), and
-the feature rows are built by `appliance.link.features` over `Candidate`
+Trains on every stream in ../shared/bench/threads-*.jsonl (dev + wide; read from
+there, never copied). Features come from the pipeline's own code: every prompt
+goes through `Redactor.redact`, `entity_keys` and `LlamaEmbedder.embed` (cached
+under /tmp, keyed by the stream, appliance/redact/, the redaction policy and the
+model), and the rows are built by `appliance.link.features` over `Candidate`
 histories shaped as the pipeline shapes them (same user only, within the
 horizon, oldest first). Only the input fields (user, session, ts, text) feed the
 features; the gold thread and parent give the labels.
 
-Training rows come from two passes: histories threaded as in the gold stream,
-then histories threaded by the first model's own decisions (so the model also
-learns from the situations its mistakes create at run time). Cross-validation
-is grouped by user: no user is in both the train and the test folds.
+Two models are learned. The opener model (appliance/opener.py: logistic
+regression over the embedding and generic text features) predicts whether a
+prompt opens a conversation; its probability is a feature of the pairwise model
+(boosted trees). The opener probabilities that feed the pairwise model's
+training rows are cross-fitted (from an opener model that never saw that
+prompt's source), as they will be on unseen traffic.
+
+Evaluation, printed as JSON and a table:
+* leave-one-source-out (LOSO): for each source, both models are trained on the
+  turns of the other sources only (the held-out source's turns are removed from
+  the training histories), then every user's whole stream is decoded by the
+  run-time linker and the held-out source's prompts are scored
+  (`evaluate.score` on that source). The threshold is chosen by LOSO.
+* grouped 5-fold cross-validation by user (no user in both train and test).
 """
 
 from __future__ import annotations
@@ -27,7 +39,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,21 +50,37 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from appliance.config import CorrelationSettings, load_policies  # noqa: E402
-from appliance.evaluate import score_all  # noqa: E402
-from appliance.link import FEATURES, PairModel, VectorCache, decide, features  # noqa: E402
+from appliance.evaluate import score  # noqa: E402
+from appliance.link import (  # noqa: E402
+    DECISION_FEATURES,
+    FEATURES,
+    LinkInput,
+    PairModel,
+    VectorCache,
+    decide,
+    decision_row,
+    features,
+)
+from appliance.opener import TEXT_FEATURES, design_row  # noqa: E402
 from appliance.records import Candidate  # noqa: E402
 
-DEFAULT_GOLD = REPO.parent / "shared" / "bench" / "threads-dev.jsonl"
+BENCH = REPO.parent / "shared" / "bench"
+if not BENCH.exists():  # a worktree under /work/wt/<branch>
+    BENCH = REPO.parents[1] / "shared" / "bench"
 CACHE_DIR = Path(tempfile.gettempdir()) / "semtrace-linker-cache"
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+STREAM_STRIDE = 1_000_000  # global index = stream number * stride + index in the stream
+OPENER_C = 0.1
+GBM = {"trees": 200, "rate": 0.08, "depth": 5}
+HEADLINE = ("pair_F1", "newthread_F1", "parent_acc")
 
 
 @dataclass(frozen=True)
 class Turn:
     """One prompt as the linker sees it, plus its gold answer (labels only)."""
 
-    index: int
+    index: int  # global
     user: str
+    source: str
     ts: datetime
     vector: np.ndarray
     text: str  # redacted
@@ -60,6 +88,7 @@ class Turn:
     entity_keys: tuple[str, ...]
     gold_thread: str
     gold_parent: int | None
+    opener: float = 0.5  # cross-fitted opener probability, set per fold
 
 
 def _cache_key(gold: Path, model_id: str) -> str:
@@ -106,27 +135,98 @@ def prepare(gold: Path) -> list[dict[str, Any]]:
                         "entity_keys": list(entity_keys(rd, lambda v: ring.entity_key(
                             p.tenant, v))),  # noqa: B023
                         "vector": [float(x) for x in v]})
-        print(f"  prepared {len(out)}/{len(raw)} ({time.perf_counter() - t0:.0f} s)",
+        print(f"  {gold.name}: prepared {len(out)}/{len(raw)} ({time.perf_counter() - t0:.0f} s)",
               file=sys.stderr)
     path.write_text(json.dumps(out))
     return out
 
 
-def load_turns(gold: Path) -> tuple[list[dict[str, Any]], dict[str, list[Turn]]]:
-    """The gold rows and each user's turns in stream order."""
-    gold_rows = [json.loads(line) for line in gold.read_text().splitlines() if line.strip()]
-    by_index = {g["index"]: g for g in gold_rows}
+def load_streams(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], dict[str, list[Turn]]]:
+    """Gold rows (global indices) and each user's turns in stream order, over all streams."""
+    gold_rows: list[dict[str, Any]] = []
     users: dict[str, list[Turn]] = defaultdict(list)
-    for r in prepare(gold):
-        g = by_index[r["index"]]
-        users[r["user"]].append(Turn(
-            index=r["index"], user=r["user"],
-            ts=datetime.fromisoformat(r["ts"].replace("Z", "+00:00")).astimezone(UTC),
-            vector=np.asarray(r["vector"], dtype=np.float32), text=r["text"],
-            session_key=r["session_key"], entity_keys=tuple(r["entity_keys"]),
-            gold_thread=g["gold_thread_id"], gold_parent=g["gold_parent_index"]))
+    for k, gold in enumerate(paths):
+        off = k * STREAM_STRIDE
+        rows = [json.loads(line) for line in gold.read_text().splitlines() if line.strip()]
+        by_index = {g["index"]: g for g in rows}
+        for g in rows:
+            parent = g["gold_parent_index"]
+            gold_rows.append({**g, "index": g["index"] + off, "user_id": f"{k}:{g['user_id']}",
+                              "gold_thread_id": f"{k}:{g['gold_thread_id']}",
+                              "gold_parent_index": None if parent is None else parent + off})
+        for r in prepare(gold):
+            g = by_index[r["index"]]
+            user = f"{k}:{r['user']}"
+            parent = g["gold_parent_index"]
+            users[user].append(Turn(
+                index=r["index"] + off, user=user, source=g["source"],
+                ts=datetime.fromisoformat(r["ts"].replace("Z", "+00:00")).astimezone(UTC),
+                vector=np.asarray(r["vector"], dtype=np.float32), text=r["text"],
+                session_key=r["session_key"], entity_keys=tuple(r["entity_keys"]),
+                gold_thread=f"{k}:{g['gold_thread_id']}",
+                gold_parent=None if parent is None else parent + off))
     return gold_rows, users
 
+
+# ---- the opener model -------------------------------------------------------------------
+
+class Openers:
+    """Opener models fitted on subsets of all turns, memoised by what was left out."""
+
+    def __init__(self, users: dict[str, list[Turn]]) -> None:
+        turns = [t for ts in users.values() for t in ts]
+        self.pos = {t.index: i for i, t in enumerate(turns)}
+        self.x = np.vstack([design_row(t.vector, t.text) for t in turns])
+        self.y = np.array([t.gold_parent is None for t in turns], dtype=np.int8)
+        self._memo: dict[Any, Any] = {}
+
+    def fit(self, keep: np.ndarray) -> Any:
+        """(scaler, logistic regression) on the rows where `keep` is true."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+
+        sc = StandardScaler().fit(self.x[keep])
+        sc.scale_[sc.scale_ == 0] = 1.0
+        lr = LogisticRegression(C=OPENER_C, max_iter=3000).fit(sc.transform(self.x[keep]),
+                                                                self.y[keep])
+        return sc, lr
+
+    def crossfit(self, label: dict[int, str], held: str | None) -> dict[int, float]:
+        """Opener probability per turn, each from a model that saw neither its label group
+        nor the held-out group."""
+        labs = np.array([label[i] for i in sorted(self.pos, key=self.pos.__getitem__)])
+        out: dict[int, float] = {}
+        inv = {p: i for i, p in self.pos.items()}
+        for g in sorted(set(labs.tolist())):
+            left_out = frozenset({g, held} - {None})
+            if left_out not in self._memo:
+                self._memo[left_out] = self.fit(~np.isin(labs, list(left_out)))
+            sc, lr = self._memo[left_out]
+            rows = np.flatnonzero(labs == g)
+            p = lr.predict_proba(sc.transform(self.x[rows]))[:, 1]
+            out.update({inv[int(r)]: float(v) for r, v in zip(rows, p, strict=True)})
+        return out
+
+    def auc(self, probs: dict[int, float], subset: set[int]) -> float:
+        from sklearn.metrics import roc_auc_score
+
+        ix = sorted(subset)
+        return float(roc_auc_score(self.y[[self.pos[i] for i in ix]], [probs[i] for i in ix]))
+
+    def export(self) -> dict[str, Any]:
+        """The opener fitted on every turn, as the arrays `OpenerModel` evaluates."""
+        sc, lr = self.fit(np.ones(len(self.y), dtype=bool))
+        return {"kind": "logistic", "text_features": list(TEXT_FEATURES),
+                "mean": sc.mean_.tolist(), "scale": sc.scale_.tolist(),
+                "coef": lr.coef_[0].tolist(), "intercept": float(lr.intercept_[0]),
+                "C": OPENER_C}
+
+
+def with_openers(users: dict[str, list[Turn]], probs: dict[int, float]) -> dict[str, list[Turn]]:
+    return {u: [replace(t, opener=probs[t.index]) for t in ts] for u, ts in users.items()}
+
+
+# ---- the pairwise model -----------------------------------------------------------------
 
 Visit = Callable[[Turn, list[Candidate]], tuple[str | None, int | None]]
 
@@ -147,51 +247,90 @@ def walk(turns: Sequence[Turn], s: CorrelationSettings, visit: Visit) -> None:
                                  entity_keys=t.entity_keys))
 
 
-def _query(t: Turn) -> Any:
-    from appliance.link import LinkInput
-
+def _query(t: Turn) -> LinkInput:
     return LinkInput(ts=t.ts, vector=t.vector, text=t.text, session_key=t.session_key,
-                     entity_keys=t.entity_keys)
+                     entity_keys=t.entity_keys, opener=t.opener)
 
 
-def rows_for(users: dict[str, list[Turn]], names: Sequence[str], s: CorrelationSettings,
-             model: PairModel | None) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+@dataclass(frozen=True)
+class PromptRows:
+    """One prompt's shortlisted candidates: feature rows, labels, their threads."""
+
+    user: str
+    x: np.ndarray
+    y: np.ndarray
+    threads: tuple[str, ...]
+    followup: bool
+    opener: float
+
+
+def rows_for(users: dict[str, list[Turn]], s: CorrelationSettings,
+             model: PairModel | None) -> list[PromptRows]:
     """Feature rows and labels; histories threaded by gold (model None) or by the model."""
-    xs: list[np.ndarray] = []
-    ys: list[np.ndarray] = []
-    stats = {"prompts": 0, "followups": 0, "parent_in_shortlist": 0}
+    out: list[PromptRows] = []
     cache = VectorCache()
-    for name in names:
+    for turns in users.values():
         def visit(t: Turn, cands: list[Candidate]) -> tuple[str | None, int | None]:
-            stats["prompts"] += 1
-            stats["followups"] += t.gold_parent is not None
             if cands:
-                pick, x, _, _ = features(_query(t), cands, s, cache)
-                y = np.array([cands[i].record_id == t.gold_parent for i in pick], dtype=np.int8)
-                stats["parent_in_shortlist"] += int(y.sum())
-                xs.append(x)
-                ys.append(y)
+                pick, x, _, _ = features(_query(t), cands, s, cache, t.opener)
+                out.append(PromptRows(
+                    user=t.user, x=x, opener=t.opener, followup=t.gold_parent is not None,
+                    y=np.array([cands[i].record_id == t.gold_parent for i in pick],
+                               dtype=np.int8),
+                    threads=tuple(cands[i].thread_id for i in pick)))
             if model is not None:
                 link = decide(_query(t), cands, model, s, cache) if cands else None
                 return (link.thread_id, link.parent_id) if link else (None, None)
             return t.gold_thread, t.gold_parent
-        walk(users[name], s, visit)
-    return np.vstack(xs), np.concatenate(ys), stats
+        walk(turns, s, visit)
+    return out
 
 
-def predict(users: dict[str, list[Turn]], names: Sequence[str], s: CorrelationSettings,
+def _stack(prs: Sequence[PromptRows]) -> tuple[np.ndarray, np.ndarray]:
+    return np.vstack([r.x for r in prs]), np.concatenate([r.y for r in prs])
+
+
+def fit_decision(prs: Sequence[PromptRows], kind: str) -> dict[str, Any]:
+    """The continue-or-new model over pair probabilities cross-fitted in two user halves."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    names = sorted({r.user for r in prs})
+    halves = [set(names[0::2]), set(names[1::2])]
+    xs, ys = [], []
+    for half in halves:
+        model = PairModel(fit(*_stack([r for r in prs if r.user not in half]), kind))
+        for r in (r for r in prs if r.user in half):
+            p = model.proba(r.x)
+            mass: dict[str, float] = {}
+            for th, v in zip(r.threads, p, strict=True):
+                mass[th] = mass.get(th, 0.0) + float(v)
+            best = max(mass, key=mass.__getitem__)
+            b = max((j for j, th in enumerate(r.threads) if th == best), key=lambda j: p[j])
+            xs.append(decision_row(list(mass.values()), r.opener, r.x[b]))
+            ys.append(r.followup)
+    x, y = np.vstack(xs), np.array(ys, dtype=np.int8)
+    sc = StandardScaler().fit(x)
+    sc.scale_[sc.scale_ == 0] = 1.0
+    lr = LogisticRegression(C=1.0, max_iter=3000).fit(sc.transform(x), y)
+    return {"kind": "logistic", "features": list(DECISION_FEATURES), "mean": sc.mean_.tolist(),
+            "scale": sc.scale_.tolist(), "coef": lr.coef_[0].tolist(),
+            "intercept": float(lr.intercept_[0])}
+
+
+def predict(users: dict[str, list[Turn]], s: CorrelationSettings,
             model: PairModel) -> dict[int, dict[str, Any]]:
     """Decode users' streams with the run-time linker; predictions in the scorer's format."""
     pred: dict[int, dict[str, Any]] = {}
     cache = VectorCache()
-    for name in names:
+    for turns in users.values():
         def visit(t: Turn, cands: list[Candidate]) -> tuple[str | None, int | None]:
             link = decide(_query(t), cands, model, s, cache)
             thread = link.thread_id or f"p{t.index}"
             pred[t.index] = {"index": t.index, "thread_id": thread,
                              "parent_index": link.parent_id, "position": link.position}
             return thread, link.parent_id
-        walk(users[name], s, visit)
+        walk(turns, s, visit)
     return pred
 
 
@@ -210,13 +349,10 @@ def fit(x: np.ndarray, y: np.ndarray, kind: str) -> dict[str, Any]:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     gb = HistGradientBoostingClassifier(max_iter=GBM["trees"], learning_rate=GBM["rate"],
-                                        max_depth=GBM["depth"], max_leaf_nodes=15,
-                                        min_samples_leaf=20, l2_regularization=1.0,
+                                        max_depth=GBM["depth"], max_leaf_nodes=24,
+                                        min_samples_leaf=40, l2_regularization=1.0,
                                         random_state=0).fit(x, y)
     return export_gbm(gb, x)
-
-
-GBM = {"trees": 150, "rate": 0.1, "depth": 4}
 
 
 def export_gbm(gb: Any, x: np.ndarray) -> dict[str, Any]:
@@ -248,78 +384,184 @@ def export_gbm(gb: Any, x: np.ndarray) -> dict[str, Any]:
     return spec
 
 
-def train(users: dict[str, list[Turn]], names: Sequence[str], s: CorrelationSettings,
-          kind: str, passes: int = 2) -> tuple[dict[str, Any], dict[str, int]]:
-    """Gold-threaded histories, then (passes=2) also histories threaded by the first model."""
-    x, y, stats = rows_for(users, names, s, None)
+def train(users: dict[str, list[Turn]], s: CorrelationSettings, kind: str,
+          passes: int, decision: bool) -> dict[str, Any]:
+    """Gold-threaded histories, then (passes=2) also histories threaded by the first model;
+    then (decision) the continue-or-new model."""
+    prs = rows_for(users, s, None)
+    x, y = _stack(prs)
     spec = fit(x, y, kind)
     if passes > 1:
-        x2, y2, _ = rows_for(users, names, s, PairModel(spec))
+        x2, y2 = _stack(rows_for(users, s, PairModel(spec)))
         x, y = np.vstack([x, x2]), np.concatenate([y, y2])
         spec = fit(x, y, kind)
-    stats.update(rows=len(y), positives=int(y.sum()))
-    return spec, stats
+    if decision:
+        spec["decision"] = fit_decision(prs, kind)
+    spec["training_rows"], spec["training_positives"] = len(y), int(y.sum())
+    return spec
 
 
-KEYS = ("pair_F1", "pair_P", "pair_R", "newthread_F1", "parent_acc", "parent_acc_on_followups",
-        "ARI_mean_per_user", "cross_user_links")
+# ---- cross-validation --------------------------------------------------------------------
+
+def _summary(res: dict[str, Any]) -> dict[str, Any]:
+    keys = (*HEADLINE, "pair_P", "pair_R", "newthread_P", "newthread_R", "prompts",
+            "cross_user_links")
+    return {k: res[k] for k in keys}
 
 
-def summary(res: dict[str, Any]) -> dict[str, Any]:
-    """The headline metrics, overall and per source."""
-    out = {k: res[k] for k in KEYS}
-    out["by_source"] = {src: {k: v[k] for k in ("pair_F1", "newthread_F1", "parent_acc")}
-                        for src, v in res.get("by_source", {}).items()}
-    return out
+@dataclass(frozen=True)
+class Job:
+    """One fold: train without the turns labelled `fold`, decode, predict them."""
+
+    name: str  # "loso" or "user_cv"
+    fold: str
+    label: dict[int, str]
+    thresholds: tuple[float, ...]
 
 
-def cross_validate(gold: list[dict[str, Any]], users: dict[str, list[Turn]],
-                   s: CorrelationSettings, kind: str, folds: int, passes: int) -> dict[str, Any]:
-    """Grouped K-fold by user; every threshold of THRESHOLDS scored on the pooled folds."""
-    from sklearn.model_selection import GroupKFold
+_STATE: dict[str, Any] = {}  # set once in the parent; forked workers read it
 
-    names = sorted(users)
-    preds: dict[float, dict[int, dict[str, Any]]] = {t: {} for t in THRESHOLDS}
-    for k, (tr, te) in enumerate(GroupKFold(n_splits=folds).split(names, groups=names)):
-        spec, _ = train(users, [names[i] for i in tr], s, kind, passes)
-        for thr in THRESHOLDS:
-            st = s.model_copy(update={"link_threshold": thr})
-            preds[thr].update(predict(users, [names[i] for i in te], st, PairModel(spec)))
-        print(f"  fold {k + 1}/{folds} done", file=sys.stderr)
-    return {str(t): summary(score_all(gold, preds[t], by_source=True)) for t in THRESHOLDS}
+
+def run_job(job: Job) -> tuple[Job, dict[float, dict[int, dict[str, Any]]], float, float]:
+    """Predictions per threshold for the fold's turns, the opener AUC on them, seconds."""
+    t0 = time.perf_counter()
+    users, openers, s = _STATE["users"], _STATE["openers"], _STATE["settings"]
+    probs = openers.crossfit(job.label, job.fold)
+    test = {i for i, g in job.label.items() if g == job.fold}
+    auc = round(openers.auc(probs, test), 4)
+    scored = with_openers(users, probs)
+    train_users = {u: [t for t in ts if job.label[t.index] != job.fold] for u, ts in scored.items()}
+    test_users = {u: ts for u, ts in scored.items() if any(t.index in test for t in ts)}
+    spec = train({u: ts for u, ts in train_users.items() if ts}, s, _STATE["kind"],
+                 _STATE["passes"], _STATE["decision"])
+    model = PairModel(spec)
+    out = {}
+    for thr in job.thresholds:
+        pred = predict(test_users, s.model_copy(update={"link_threshold": thr}), model)
+        out[thr] = {i: p for i, p in pred.items() if i in test}
+    return job, out, auc, time.perf_counter() - t0
+
+
+def run_jobs(gold: list[dict[str, Any]], jobs: Sequence[Job], workers: int) -> dict[str, Any]:
+    """Every job in `workers` forked processes; per evaluation, per threshold, the figures of
+    every fold and of all its folds pooled."""
+    import multiprocessing
+
+    res: dict[str, Any] = {}
+    pooled: dict[str, dict[float, dict[int, dict[str, Any]]]] = defaultdict(
+        lambda: defaultdict(dict))
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        for k, (job, out, auc, secs) in enumerate(pool.imap_unordered(run_job, jobs)):
+            r = res.setdefault(job.name, {"opener_auc": {}, "by_threshold": {}})
+            r["opener_auc"][job.fold] = auc
+            test = {i for i, g in job.label.items() if g == job.fold}
+            for thr, pred in out.items():
+                pooled[job.name][thr].update(pred)
+                r["by_threshold"].setdefault(str(thr), {"folds": {}})["folds"][job.fold] = (
+                    _summary(score(gold, pred, test)))
+            best = max(out, key=lambda t: sum(
+                r["by_threshold"][str(t)]["folds"][job.fold][h] for h in HEADLINE))
+            f = r["by_threshold"][str(best)]["folds"][job.fold]
+            print(f"  {k + 1}/{len(jobs)} {job.name} {job.fold}: opener AUC {auc}, at {best}: "
+                  + " / ".join(f"{f[h]:.3f}" for h in HEADLINE) + f" ({secs:.0f} s)",
+                  file=sys.stderr)
+    for name, r in res.items():
+        label = next(j.label for j in jobs if j.name == name)
+        folds = {j.fold for j in jobs if j.name == name}
+        everything = {i for i, g in label.items() if g in folds}
+        for thr, pred in pooled[name].items():
+            r["by_threshold"][str(thr)]["pooled"] = _summary(score(gold, pred, everything))
+            r["by_threshold"][str(thr)]["folds"] = dict(sorted(
+                r["by_threshold"][str(thr)]["folds"].items()))
+    return res
+
+
+def choose_threshold(res: dict[str, Any]) -> float:
+    """The threshold with the best mean of the three headline figures over the folds."""
+    def mean(t: str) -> float:
+        folds = res["by_threshold"][t]["folds"].values()
+        return sum(f[h] for f in folds for h in HEADLINE) / (3 * len(folds))
+    return float(max(res["by_threshold"], key=mean))
+
+
+def table(res: dict[str, Any], thr: float, title: str) -> str:
+    """A markdown table of every fold at one threshold."""
+    at = res["by_threshold"][str(thr)]
+    lines = [f"{title} (threshold {thr})", "",
+             "| fold | prompts | pairwise F1 | new-thread F1 | parent acc. | opener AUC |",
+             "|---|---|---|---|---|---|"]
+    for fold, f in at["folds"].items():
+        lines.append(f"| {fold} | {f['prompts']:,} | {f['pair_F1']:.3f} | "
+                     f"{f['newthread_F1']:.3f} | {f['parent_acc']:.3f} | "
+                     f"{res['opener_auc'][fold]:.3f} |")
+    p = at["pooled"]
+    lines.append(f"| **pooled** | {p['prompts']:,} | **{p['pair_F1']:.3f}** | "
+                 f"**{p['newthread_F1']:.3f}** | **{p['parent_acc']:.3f}** | |")
+    return "\n".join(lines)
+
+
+def user_folds(users: dict[str, list[Turn]], k: int) -> dict[int, str]:
+    """Every turn's user fold (users dealt round-robin in sorted order)."""
+    return {t.index: f"users-{n % k + 1}" for n, u in enumerate(sorted(users))
+            for t in users[u]}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--gold", type=Path, default=DEFAULT_GOLD)
     ap.add_argument("--kind", choices=("gbm", "logistic"), default="gbm")
-    ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--passes", type=int, choices=(1, 2), default=2)
-    ap.add_argument("--no-cv", action="store_true")
+    ap.add_argument("--no-decision", action="store_true",
+                    help="decide continue-or-new by the summed pair probabilities alone")
+    ap.add_argument("--thresholds", default="0.35,0.45,0.55,0.65")
+    ap.add_argument("--no-loso", action="store_true")
+    ap.add_argument("--no-user-cv", action="store_true")
+    ap.add_argument("--only-source", action="append", default=[],
+                    help="run the LOSO folds of these sources only (quick checks)")
+    ap.add_argument("--jobs", type=int, default=2, help="folds trained in parallel")
     ap.add_argument("--out", type=Path, default=REPO / "policies" / "linker-weights.json")
     a = ap.parse_args()
+    thresholds = [float(t) for t in a.thresholds.split(",")]
     s = load_policies().correlation
-    gold, users = load_turns(a.gold)
-    cv = None if a.no_cv else cross_validate(gold, users, s, a.kind, a.folds,
-                                                     a.passes)
-    spec, stats = train(users, sorted(users), s, a.kind, a.passes)
-    fitted = {str(t): summary(score_all(gold, predict(
-        users, sorted(users), s.model_copy(update={"link_threshold": t}), PairModel(spec)),
-        by_source=True)) for t in THRESHOLDS}
-    result = {"grouped_cv": cv, "fit_on_all": fitted}
+    streams = sorted(BENCH.glob("threads-*.jsonl"))
+    gold, users = load_streams(streams)
+    openers = Openers(users)
+    by_source = {g["index"]: g["source"] for g in gold}
+    result: dict[str, Any] = {"streams": [p.name for p in streams]}
+    _STATE.update(users=users, openers=openers, settings=s, kind=a.kind, passes=a.passes,
+                  decision=not a.no_decision)
+    jobs = []
+    if not a.no_loso:
+        jobs += [Job("loso", f, by_source, tuple(thresholds))
+                 for f in a.only_source or sorted(set(by_source.values()))]
+    if not a.no_user_cv:
+        label = user_folds(users, 5)
+        jobs += [Job("user_cv", f, label, tuple(thresholds)) for f in sorted(set(label.values()))]
+    result.update(run_jobs(gold, jobs, a.jobs) if jobs else {})
+    thr = choose_threshold(result["loso"]) if "loso" in result else s.link_threshold
+    result["chosen_threshold"] = thr
     print(json.dumps(result, indent=1))
+    if "loso" in result:
+        print(table(result["loso"], thr, "Leave-one-source-out"))
+    if "user_cv" in result:
+        print(table(result["user_cv"], thr, "Grouped 5-fold CV by user"))
+    if a.only_source:
+        return 0
+    spec = train(with_openers(users, openers.crossfit(by_source, None)), s, a.kind, a.passes,
+                 not a.no_decision)
     from appliance.embed import load_manifest
 
     spec.update({
-        "format": "semtrace-linker/1", "created": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "threshold": s.link_threshold, "embedding_model": load_manifest().model_id,
-        "training": {"stream": a.gold.name,
-                     "stream_sha256": hashlib.sha256(a.gold.read_bytes()).hexdigest(),
-                     "users": len(users), **stats,
-                     "passes": a.passes},
+        "opener": openers.export(),
+        "format": "semtrace-linker/2", "created": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "threshold": thr, "embedding_model": load_manifest().model_id,
+        "training": {"streams": {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                                 for p in streams},
+                     "users": len(users), "prompts": len(gold), "passes": a.passes,
+                     "decision_model": not a.no_decision},
         "evaluation": result})
     a.out.write_text(json.dumps(spec, separators=(",", ":")) + "\n")
-    print(f"wrote {a.out}", file=sys.stderr)
+    print(f"wrote {a.out} (set link_threshold = {thr} in policies/correlation.toml)",
+          file=sys.stderr)
     return 0
 
 

@@ -367,9 +367,18 @@ def test_status_and_metrics_show_owners_and_consumers(cluster: dict[str, Node],
     assert status["nodes"] == {"a": [0, 1], "b": [2, 3]}
     assert [s["owner"] for s in status["states"]] == ["a", "a", "b", "b"]
     assert all(s["lag"] == 0 for s in status["states"])
-    text = urllib.request.urlopen(
-        f"http://127.0.0.1:{cluster['a'].metrics_port}/metrics", timeout=10).read().decode()
-    assert 'semtrace_cluster_consumer_lag{node="a",partition="0"} 0.0' in text
+    # the gauge is the node's last poll of JetStream (every LAG_EVERY_S): on a loaded host it
+    # can still show the previous test's messages in work, so wait for a poll after they settled
+    want = 'semtrace_cluster_consumer_lag{node="a",partition="0"} 0.0'
+    deadline = time.monotonic() + 60
+    while True:
+        text = urllib.request.urlopen(
+            f"http://127.0.0.1:{cluster['a'].metrics_port}/metrics", timeout=10).read().decode()
+        if want in text or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert want in text
+    assert 'semtrace_cluster_consumer_lag{node="a",partition="1"}' in text
     assert 'partition="2"' not in text  # a node reports the partitions it owns
     human = run_cli("cluster", "status", "--nats", nats_url)
     assert "node a: partitions 0-1" in human.stdout

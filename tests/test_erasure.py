@@ -170,7 +170,7 @@ def test_a_user_erased_today_can_be_written_to_again_today(pipeline, runtime) ->
     pipeline.process([make_prompt("Draft a complaint letter", user="erin")])
     report = erase_user(_shredder(runtime, pipeline), runtime.policies.retention,
                         runtime.keyring, tenant="acme", user_id="erin", reason="GDPR")
-    assert report.records == 1 and report.complete
+    assert report.records == 1
     later = pipeline.process([make_prompt("How do I plant tulip bulbs?", user="erin",
                                           minutes=30)])
     recs = runtime.store.records("r.id = ?", (later[0].record_id,))
@@ -180,6 +180,7 @@ def test_a_user_erased_today_can_be_written_to_again_today(pipeline, runtime) ->
         "SELECT count(*), sum(destroyed_at IS NULL) FROM buckets WHERE user=?",
         (erin,)).fetchone()
     assert days == (2, 1)  # the erased bucket (closed) and today's fresh one
+    assert report.complete
 
 
 # ---------------------------------------------------------------- 5. vault keys
@@ -197,8 +198,8 @@ def test_vault_originals_are_unreadable_from_a_backup_after_vault_retention(
     from appliance.store import DB_FILE, KEYS_FILE, Store
 
     officer = read_passphrase_file(_secret(tmp_path, "officer", "compliance officer secret"))
-    create_reveal_key(data_dir, officer)
-    runtime.store.sealer = reveal_sealer(data_dir)
+    create_reveal_key(data_dir, officer, runtime.keyring)
+    runtime.store.sealer = reveal_sealer(data_dir, runtime.keyring)
     out = pipeline.process([make_prompt("Email me at vera.vaultcase@example.com please",
                                         user="vera")])
     rid = out[0].record_id

@@ -148,3 +148,86 @@ def test_follow_up_with_no_antecedent_is_orphaned(policies, embedder) -> None:  
         LinkInput(ts=datetime(2026, 3, 2, tzinfo=UTC), vector=vec,
                   text="Why is it so expensive?"), [])
     assert link.parent_id is None and link.position == "orphaned"
+
+
+def test_replies_to_the_assistant_and_references_are_recognised() -> None:
+    from appliance.cues import ack_then_request, cue_names
+
+    assert ack_then_request("Great, and could you also find a place to stay nearby?")
+    assert not ack_then_request("Great, thanks!")
+    assert "answer" in cue_names("Just for two of us.")
+    assert "answer" in cue_names("Yes, the first option.")
+    assert "answer" in cue_names("the cheaper one")
+    assert "deictic" in cue_names("Anything cheaper?")
+    assert "deictic" in cue_names("Can I stay there that day too?")
+    assert "closing" in cue_names("That's all, thanks, bye!")
+    assert "opening" in cue_names("Hi, I'm looking for a hotel in <LOCATION_1>.")
+    assert not cue_names("Give me a recipe for a vegetarian lasagna.") & {
+        "deictic", "answer", "closing"}
+
+
+def test_opener_model_is_evaluated_from_plain_arrays_and_checks_its_inputs() -> None:
+    from appliance.opener import TEXT_FEATURES, OpenerModel
+
+    n = 4 + len(TEXT_FEATURES)
+    coef = [0.0] * n
+    coef[0] = 3.0  # the first embedding dimension says "opener"
+    spec = {"text_features": list(TEXT_FEATURES), "mean": [0.0] * n, "scale": [1.0] * n,
+            "coef": coef, "intercept": 0.0}
+    model = OpenerModel(spec)
+    up, down = np.array([1, 0, 0, 0], np.float32), np.array([-1, 0, 0, 0], np.float32)
+    assert model.proba(up, "Hello") > 0.9 > 0.1 > model.proba(down, "Hello")
+    with pytest.raises(ValueError, match="other text features"):
+        OpenerModel({**spec, "text_features": ["words"]})
+    with pytest.raises(ValueError, match="embedding size"):
+        model.proba(np.ones(8, np.float32), "Hello")
+
+
+def test_unusable_weights_file_is_a_config_error_naming_it(tmp_path, policies) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from appliance.config import policy_dir
+    from appliance.errors import ConfigError
+    from appliance.link import load_model
+
+    spec = json.loads((policy_dir() / policies.correlation.weights_file).read_text())
+    spec["opener"]["text_features"] = ["words"]
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps(spec))
+    with pytest.raises(ConfigError, match="w.json"):
+        load_model(policies.correlation.model_copy(update={"weights_file": str(path)}))
+
+
+def test_shipped_opener_tells_a_reply_from_an_opening(policies, embedder) -> None:  # type: ignore[no-untyped-def]
+    from appliance.link import load_model
+
+    model = load_model(policies.correlation)
+    assert model.opener is not None
+    openers = ["Give me a recipe for a vegetarian lasagna.",
+               "Hi, I need a taxi to the airport tomorrow morning."]
+    replies = ["Just for two of us.", "Yes, the first one.", "Anything cheaper?",
+               "Sure, go ahead."]
+    vecs = embedder.embed(openers + replies)[0]
+    p = [model.opener.proba(v, t) for v, t in zip(vecs, openers + replies, strict=True)]
+    assert min(p[:2]) > 0.5 > max(p[2:])
+
+
+def test_topic_shift_is_a_change_of_subject_that_could_open_a_conversation(policies) -> None:  # type: ignore[no-untyped-def]
+    from appliance.link import LinkInput
+    from appliance.link.decide import _linked_position
+
+    s = policies.correlation
+    e = np.eye(4, dtype=np.float32)
+    parent = _cand(1, e[0])
+    ts = datetime(2026, 3, 2, 0, 5, tzinfo=UTC)
+
+    def position(text: str, opener: float) -> str:
+        q = LinkInput(ts=ts, vector=e[1], text=text)
+        return _linked_position(q, [parent], parent, (0.0, opener), frozenset(), s)  # type: ignore[list-item, arg-type]
+
+    assert position("Write a poem about the sea.", 0.9) == "topic_shift"
+    assert position("Should I bring an umbrella?", 0.2) == "continuation"  # reads as a follow-up
+    from appliance.cues import cue_names
+    q = LinkInput(ts=ts, vector=e[1], text="Book a table there too.")
+    assert _linked_position(q, [parent], parent, (0.0, 0.9),  # type: ignore[list-item, arg-type]
+                            cue_names(q.text), s) == "continuation"

@@ -148,3 +148,20 @@ def test_ratio_of_noisy_figures_is_capped_and_carries_a_scale() -> None:
     r = ratio(Figure(12.0, 2.0, False), Figure(10.0, 1.0, False), cap=1.0)
     assert r.value == 1.0 and not r.exact and r.noise_scale > 0
     assert ratio(Figure(3.0), Figure(0.0)).value == 0.0
+
+
+def test_a_read_only_gate_shows_the_latest_release_and_never_spends(runtime: Any) -> None:
+    from appliance.privacy import NoRelease
+
+    clock = Clock()
+    reader = PrivacyGate(runtime.store.db, PrivacySettings(), clock=clock, spend=False)
+    units = crowd("a", 40)
+    with pytest.raises(NoRelease) as exc:
+        reader.release("acme", units, key="topics|week")
+    assert "semtrace stats" in str(exc.value) and "\n" not in str(exc.value)
+    writer = gate(runtime, epsilon_per_release=40, epsilon_per_day=100, clock=clock)
+    made = writer.release("acme", units, key="topics|week")
+    clock.now += DAY  # the next day, before anyone made a new release
+    seen = reader.release("acme", units + crowd("b", 40), key="topics|week")
+    assert seen.cached and seen.groups == made.groups and seen.released_at == made.released_at
+    assert writer.ledger.spent("acme") == 0  # nothing spent on the new day

@@ -157,3 +157,27 @@ def test_send_gives_each_invocation_its_own_default_ids() -> None:
     one, two = next(_requests(lines)), next(_requests(lines))
     assert one["request_id"] != two["request_id"]
     assert one["request_id"].startswith("send-") and one["request_id"].endswith("-1")
+
+
+def test_demo_keeps_the_weather_conversation_whole_and_starts_the_lasagna_one() -> None:
+    # The product's own example, through the real service, model and linker.
+    result = run_cli("demo", "--json")
+    assert result.returncode == 0, result.stderr
+    threads = json.loads(result.stdout)
+
+    def thread_of(start: str) -> dict:  # type: ignore[type-arg]
+        found = [t for t in threads if any(r["text"].startswith(start) for r in t["records"])]
+        assert len(found) == 1, start
+        return found[0]
+
+    weather = thread_of("What's the weather in")
+    records = sorted(weather["records"], key=lambda r: r["record_id"])[:4]
+    assert [r["text"].split()[0] for r in records] == ["What's", "How", "Should", "Actually,"]
+    assert [r["position"] for r in records] == ["new"] + ["continuation"] * 3
+    assert [r["parent_id"] for r in records[1:]] == [r["record_id"] for r in records[:3]]
+    assert records[3]["intent"] == "error_recovery"
+    lasagna = thread_of("Give me a recipe for a vegetarian lasagna")
+    first = min(lasagna["records"], key=lambda r: r["record_id"])
+    assert first["text"].startswith("Give me a recipe") and first["position"] == "new"
+    assert first["parent_id"] is None
+    assert not any("neural" in r["text"] for r in lasagna["records"])

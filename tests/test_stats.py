@@ -130,7 +130,7 @@ def test_text_output_says_how_old_the_release_is(filled: Any, data_dir: Path,
     argv = ["stats", "topics", "--data-dir", str(data_dir), "--passphrase-file",
             str(passphrase_file), "--tenant", "acme", *WINDOW]
     main(argv)
-    assert "new release, epsilon 0.5 spent" in capsys.readouterr().out
+    assert "new release, epsilon 1 spent" in capsys.readouterr().out
     main(argv)
     first = capsys.readouterr().out.splitlines()[0]
     assert "today's release from" in first and "old), nothing spent now" in first
@@ -172,7 +172,7 @@ def test_spent_budget_is_refused_with_one_sentence(filled: Any, data_dir: Path,
     policies = tmp_path / "policies"
     shutil.copytree(policy_dir(), policies)
     toml = policies / "privacy.toml"
-    toml.write_text(toml.read_text().replace("epsilon_per_day = 1.0", "epsilon_per_day = 0.6"))
+    toml.write_text(toml.read_text().replace("epsilon_per_day = 4.0", "epsilon_per_day = 1.5"))
     monkeypatch.setenv("SEMTRACE_POLICY_DIR", str(policies))
     argv = ["stats", "topics", "--data-dir", str(data_dir), "--passphrase-file",
             str(passphrase_file), "--tenant", "acme", *WINDOW]

@@ -181,7 +181,8 @@ def test_small_topics_publish_no_label_or_phrases(runtime: Any) -> None:
 
 def test_a_chain_of_similar_requests_does_not_collapse_into_one_topic(runtime: Any) -> None:
     """Each request resembles the previous one; the first and last have nothing in common."""
-    ta = assigner(runtime, topic_threshold=0.6, topic_merge_threshold=0.6)
+    ta = assigner(runtime, topic_threshold=0.6, topic_merge_threshold=0.6,
+                  topic_lexical_weight=0.0)
     ids = []
     for i in range(40):
         angle = i * 0.12  # neighbours: cosine 0.99; ends: orthogonal and beyond
@@ -195,8 +196,9 @@ def test_a_chain_of_similar_requests_does_not_collapse_into_one_topic(runtime: A
 
 
 def test_topic_ids_stay_valid_across_refinement_and_restart(runtime: Any) -> None:
+    # every thread says the same words: only the embeddings tell them apart
     ta = assigner(runtime, topic_threshold=0.99, topic_merge_threshold=0.8,
-                  topic_refine_every=10_000, k_min_users=1)
+                  topic_refine_every=10_000, k_min_users=1, topic_lexical_weight=0.0)
     first = {}
     for n, (i, j) in enumerate([(0, 1), (0, 2), (0, 3), (5, 6)]):
         for k in range(3 if n == 0 else 1):
@@ -352,3 +354,18 @@ def test_average_linkage_and_id_carrying() -> None:
     ids, merged = carry_ids(labels, ["a", "b", "c", None], np.ones(4), lambda: next(counter))
     assert ids[1] == "c" and ids[0] in {"a", "b"} and merged == {({"a", "b"} - {ids[0]}).pop():
                                                                   ids[0]}
+
+
+def test_shared_distinctive_words_join_threads_whose_embeddings_differ() -> None:
+    from appliance.topics.cluster import lexical_vectors, with_words
+
+    # four one-prompt threads: two about refunds, two about baggage, embeddings all apart
+    x = np.vstack([near(0, 1, 0.1), near(2, 3, 0.1), near(4, 5, 0.1), near(6, 7, 0.1)])
+    bags = [{"refund": 1, "ticket": 1, "alice": 1}, {"refund": 1, "ticket": 1},
+            {"baggage": 1, "allowance": 1}, {"baggage": 1, "allowance": 1, "bob": 1}]
+    lex = lexical_vectors(bags)
+    assert lex[0] @ lex[1] > 0.9 and lex[0] @ lex[2] == 0  # "alice" (one thread) adds nothing
+    assert list(average_linkage(x, np.ones(4), threshold=0.3)) == [0, 1, 2, 3]
+    joined = average_linkage(with_words(x, np.ones(4), lex, weight=0.4), np.ones(4),
+                             threshold=0.3)
+    assert list(joined) == [0, 0, 1, 1]

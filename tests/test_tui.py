@@ -689,6 +689,59 @@ def test_topics_release_is_made_once_on_request_and_read_by_the_cli_after(
         reader.close()
 
 
+def test_models_compare_on_one_topic_with_that_topics_release(fixed_store: Path,
+                                                              tmp_path: Path) -> None:
+    import shutil
+
+    from appliance import analytics
+    from appliance.keys import read_key_file
+    from appliance.privacy import PrivacyGate
+    from appliance.runtime import open_runtime
+
+    copy = tmp_path / "fixed"  # this test spends budget: not in the shared fixed store
+    shutil.copytree(fixed_store, copy)
+    rt = open_runtime(copy / "data", read_key_file(copy / "key"), readonly=True)
+
+    def spent() -> list[tuple[Any, ...]]:
+        return rt.store.db.execute(
+            "SELECT tenant, queries FROM privacy_budget ORDER BY 1").fetchall()
+
+    async def scenario(pilot: Any) -> None:
+        app = pilot.app
+        await pilot.press("c")
+        await settle(pilot)
+        assert len(app.screen.query_one("#compare").columns) == 3  # gpt-4o | claude-3-5
+        await pilot.press("p")  # topics by name: "password reset link" first
+        await settle(pilot)
+        head = str(app.screen.query_one("#models-head").render())
+        assert head.startswith("Models on topic password reset link")
+        assert "No release today for acme" in str(app.screen.query_one("#status").render())
+        await pilot.press("n")
+        await settle(pilot)
+        await pilot.click("#release")
+        for _ in range(20):
+            await settle(pilot)
+            if spent():
+                break
+        assert spent() == [("acme", 1), ("globex", 1)]
+        shown.extend(row.key for _, row in app.screen.entries)
+        assert "model(s) released" in str(app.screen.query_one("#status").render())
+
+    shown: list[str] = []
+    try:
+        run(app_for(rt, role="analyst"), scenario)
+        start, end = analytics.default_window(CLOCK)
+        again = analytics.model_stats(
+            analytics.load_threads(rt.store, "acme", start, end),
+            PrivacyGate(rt.store.db, rt.policies.privacy, clock=CLOCK.timestamp),
+            tenant="acme", start=start, end=end, labels={}, topic="tp_accounts",
+            cost_bound=rt.policies.pricing.thread_cost_bound)
+        # `stats models --topic tp_accounts` reads the release the screen showed
+        assert again.cached and sorted(r.key for r in again.rows) == sorted(shown)
+    finally:
+        rt.close()
+
+
 def test_snapshot_retention(snap_compare: Any, fixed_app: Any) -> None:
     async def retention(pilot: Any) -> None:
         await settle(pilot)

@@ -244,12 +244,13 @@ class PersonNameRecognizer(SpanRecognizer):
         """Runs of space-separated name-like tokens, each with its sentence-initial flag."""
         run: list[tuple[Any, bool]] = []
         prev = None
+        whole = doc.text  # built on each access: once here
         for tok in doc:
             text = tok.text
             initial = prev is None or prev.text in SENTENCE_END or "\n" in prev.text
             prev = tok
             # A piece of a word the tokenizer split ("gon" of "gonna") is not a name.
-            glued = doc.text[tok.idx + len(text):tok.idx + len(text) + 1].isalpha()
+            glued = whole[tok.idx + len(text):tok.idx + len(text) + 1].isalpha()
             if caseless:
                 ok = (
                     tok.is_alpha

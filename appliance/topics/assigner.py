@@ -38,7 +38,7 @@ import numpy as np
 from appliance.config import PrivacySettings, RetentionSettings
 from appliance.store import Store
 from appliance.topics import tables
-from appliance.topics.cluster import average_linkage, carry_ids
+from appliance.topics.cluster import average_linkage, carry_ids, lexical_vectors, with_words
 from appliance.topics.model import ScopeTopics, Unit, new_topic_id
 from appliance.topics.terms import LABEL_MIN_USERS, content_terms, phrase_label, phrases
 
@@ -73,6 +73,7 @@ class Snapshot:
     vectors: np.ndarray  # per thread: the sum of its prompts' vectors
     previous: list[str | None]
     weights: np.ndarray
+    words: list[dict[str, int]]  # per thread: its content words (prompts using each)
 
 
 class TopicAssigner:
@@ -268,7 +269,9 @@ class TopicAssigner:
             for snap in snaps:
                 if not snap.threads:
                     continue
-                labels = average_linkage(snap.vectors, snap.weights,
+                features = with_words(snap.vectors, snap.weights, lexical_vectors(snap.words),
+                                      weight=self.settings.topic_lexical_weight)
+                labels = average_linkage(features, snap.weights,
                                          threshold=self.settings.topic_merge_threshold)
                 ids, gone = carry_ids(labels, snap.previous, snap.weights, new_topic_id)
                 with self._lock:
@@ -286,7 +289,8 @@ class TopicAssigner:
                 else np.zeros((0, self.dims), np.float32))
         return Snapshot(tenant, scope, [u.thread_id for u in units], vecs,
                         [u.topic for u in units],
-                        np.array([u.prompts for u in units], dtype=np.float64))
+                        np.array([u.prompts for u in units], dtype=np.float64),
+                        [{p: n for p, n in u.phrases.items() if " " not in p} for u in units])
 
     def _apply(self, state: TenantTopics, snap: Snapshot, topics: list[str],
                gone: dict[str, str]) -> dict[str, str]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -56,6 +57,48 @@ def merge_groups(totals: np.ndarray, counts: np.ndarray, *, similarity: float,
         better = sim[:, i] > best
         best[better], arg[better] = sim[better, i], i
     return [g for g in groups.values() if len(g) > 1]
+
+
+LEXICAL_DIMS = 2048  # hashed vocabulary of the lexical half of a thread's features
+
+
+def lexical_vectors(bags: Sequence[Mapping[str, int]], *, dims: int = LEXICAL_DIMS
+                    ) -> np.ndarray:
+    """Hashed TF-IDF of each thread's content words, unit length (zero for no shared word).
+
+    The idf comes from these threads only (the tenant's own traffic), and a word
+    that only one thread uses is left out: it can make no two threads alike.
+    """
+    df: Counter[str] = Counter()
+    for bag in bags:
+        df.update(bag.keys())
+    n = max(len(bags), 1)
+    out = np.zeros((len(bags), dims), dtype=np.float32)
+    for row, bag in enumerate(bags):
+        for word, count in bag.items():
+            if df[word] < 2:
+                continue
+            col = zlib.crc32(word.encode()) % dims
+            out[row, col] += (1.0 + np.log(count)) * np.log(n / df[word])
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return out / np.maximum(norms, 1e-9)
+
+
+def with_words(totals: np.ndarray, counts: np.ndarray, lexical: np.ndarray, *,
+               weight: float) -> np.ndarray:
+    """Thread features for average linkage: embedding sums beside their words.
+
+    Each thread's row becomes [sqrt(1-w) * sum of its prompts' vectors,
+    sqrt(w) * prompts * its TF-IDF vector], so the mean similarity between two
+    groups' prompts is (1-w) x their mean embedding cosine + w x the mean TF-IDF
+    cosine of their threads: shared distinctive words pull threads about one
+    subject together where the embeddings of short, generic turns do not.
+    """
+    if weight <= 0:
+        return np.asarray(totals, dtype=np.float32)
+    return np.hstack([np.sqrt(1.0 - weight) * np.asarray(totals, dtype=np.float32),
+                      np.sqrt(weight) * np.asarray(counts, dtype=np.float32)[:, None]
+                      * lexical]).astype(np.float32)
 
 
 # Above this many units a refinement first groups near-duplicates (leader

@@ -44,6 +44,7 @@ class AggregateView:
     tenants: tuple[Released, ...]
     currency: str
     k_min_users: int
+    topic: str | None = None  # models compared on this topic only
 
     @property
     def last_day(self) -> datetime:
@@ -62,14 +63,16 @@ class AggregateReader:
     def __init__(self, reader: StoreReader) -> None:
         self.reader = reader
 
-    def _key(self, kind: str, now: datetime) -> tuple[datetime, datetime, str]:
+    def _key(self, kind: str, now: datetime, topic: str | None = None
+             ) -> tuple[datetime, datetime, str]:
         start, end = analytics.default_window(now)
         bound = self.reader.rt.policies.pricing.thread_cost_bound
-        return start, end, analytics.group_key(kind, start, end, cost_bound=bound)
+        extra = (f"topic={topic}",) if topic is not None else ()
+        return start, end, analytics.group_key(kind, start, end, cost_bound=bound, extra=extra)
 
-    def view(self, kind: str, now: datetime) -> AggregateView:
-        """Today's releases of `kind` for the tenants in scope (reads only)."""
-        start, end, key = self._key(kind, now)
+    def view(self, kind: str, now: datetime, *, topic: str | None = None) -> AggregateView:
+        """Today's releases of `kind` (models: on one topic) for the tenants in scope (reads)."""
+        start, end, key = self._key(kind, now, topic)
         day = now.astimezone(UTC).strftime("%Y-%m-%d")
         out = []
         tenants = self.reader.tenants()
@@ -86,9 +89,10 @@ class AggregateReader:
         pol = self.reader.rt.policies
         return AggregateView(kind=kind, start=start, end=end, tenants=tuple(out),
                              currency=pol.pricing.currency,
-                             k_min_users=pol.privacy.k_min_users)
+                             k_min_users=pol.privacy.k_min_users, topic=topic)
 
-    def release(self, kind: str, now: datetime, *, role: str) -> tuple[str, ...]:
+    def release(self, kind: str, now: datetime, *, role: str,
+                topic: str | None = None) -> tuple[str, ...]:
         """Make today's release of `kind` for the tenants in scope that lack one.
 
         Spends each such tenant's `epsilon_per_release` (BudgetSpent when it does
@@ -96,10 +100,10 @@ class AggregateReader:
         """
         rt = self.reader.rt
         require(rt.policies.access, role, "aggregates")
-        missing = self.view(kind, now).missing
+        missing = self.view(kind, now, topic=topic).missing
         if not missing:
             return ()
-        start, end, _ = self._key(kind, now)
+        start, end, _ = self._key(kind, now, topic)
         bound = rt.policies.pricing.thread_cost_bound
         writer = open_runtime(rt.data_dir, keyring=rt.keyring, policies=rt.policies)
         try:
@@ -111,7 +115,7 @@ class AggregateReader:
                                           labels={}, cost_bound=bound)
                 else:
                     analytics.model_stats(threads, gate, tenant=tenant, start=start, end=end,
-                                          labels={}, cost_bound=bound)
+                                          labels={}, topic=topic, cost_bound=bound)
         finally:
             writer.close()
         return missing

@@ -153,10 +153,19 @@ def test_a_completed_rotation_is_usable_from_the_command_line(
          "--passphrase-file", str(old), "--new-passphrase-file", str(new)],
         capture_output=True, text=True, timeout=600)
     assert child.returncode == -signal.SIGKILL
+    # replay holds the data dir's lock while it opens: the old credential still
+    # completes the rotation it began, and the new prompt is stored
+    src = tmp_path / "more.jsonl"
+    src.write_text(json.dumps({"tenant": "acme", "user_id": "carol", "request_id": "more-1",
+                               "ts": "2026-03-02T10:00:00Z", "text": "Is it going to rain?"})
+                   + "\n")
+    more = _cli("replay", str(src), "--out", str(tmp_path / "o.jsonl"), "--data-dir", str(data),
+                "--passphrase-file", str(old))
+    assert more.returncode == 0, more.stderr
     listed = _cli("threads", "list", "--json", "--data-dir", str(data), "--passphrase-file",
-                  str(old))  # the old credential still completes the rotation it began
+                  str(new))
     assert listed.returncode == 0, listed.stderr
-    assert len(json.loads(listed.stdout)) >= 2
+    assert len(json.loads(listed.stdout)) >= 3
     refused = _cli("threads", "list", "--data-dir", str(data), "--passphrase-file", str(old))
     assert refused.returncode == 2 and "Wrong passphrase" in refused.stderr
     verify = _cli("audit", "verify", "--json", "--data-dir", str(data), "--passphrase-file",

@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from appliance.analytics import GroupStats
+from appliance.analytics import NO_TOPIC, GroupStats
 from appliance.errors import SemtraceError
 from appliance.privacy import Figure
 from appliance.tui.aggregates import AggregateView
@@ -51,6 +51,7 @@ class ModelsScreen(Screen[None]):
     BINDINGS = [
         Binding("a", "pick(0)", "Next model A"),
         Binding("b", "pick(1)", "Next model B"),
+        Binding("p", "topic", "Topic", tooltip="Compare on one topic (each has its release)"),
         Binding("n", "release", "Release today", tooltip="Make today's release (spends budget)"),
         Binding("r", "reload", "Refresh"),
     ]
@@ -60,6 +61,8 @@ class ModelsScreen(Screen[None]):
         self.view: AggregateView | None = None
         self.entries: list[tuple[str, GroupStats]] = []
         self.picked = [0, 1]
+        self.topic: str | None = None  # compare on this topic only (None: all)
+        self.topics: list[tuple[str, str]] = []  # (topic id, its name) of today's release
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -76,10 +79,13 @@ class ModelsScreen(Screen[None]):
     def load(self) -> None:
         ctx = context(self)
         try:
-            view = ctx.aggregates.view("models", ctx.clock())
+            view = ctx.aggregates.view("models", ctx.clock(), topic=self.topic)
+            topics = ctx.aggregates.view("topics", ctx.clock())
         except SemtraceError as exc:
             self.app.call_from_thread(self._status, f"✖ {exc}")
             return
+        self.topics = sorted({(r.key, r.label or r.key) for t in topics.tenants for r in t.rows
+                              if r.key != NO_TOPIC}, key=lambda kn: kn[1])
         self.app.call_from_thread(self.show, view)
 
     def _label(self, i: int) -> str:
@@ -103,8 +109,9 @@ class ModelsScreen(Screen[None]):
             table.add_row(label, *(cell(self.entries[i][1]) for i in shown), key=label)
         made = [t.released_at for t in view.tenants if t.released_at is not None]
         when = f"released {min(made):%H:%M} UTC" if made else "no release yet today"
+        on = "all topics" if self.topic is None else f"topic {self._topic_name()}"
         self.query_one("#models-head", Static).update(
-            f"Models, {view.start:%Y-%m-%d} to {view.last_day:%Y-%m-%d} UTC · {when} · "
+            f"Models on {on}, {view.start:%Y-%m-%d} to {view.last_day:%Y-%m-%d} UTC · {when} · "
             f"differentially private (± 95%), as `semtrace stats models` · cost in "
             f"{view.currency}")
         self._status(self._note(view))
@@ -118,7 +125,17 @@ class ModelsScreen(Screen[None]):
             return (f"{len(self.entries)} model(s) released: a model needs "
                     f"{view.k_min_users} people to be shown")
         return (f"{len(self.entries)} models released · a/b: the next model on each side · "
-                "compare one topic's: semtrace stats models --topic")
+                "p: compare on one topic (as semtrace stats models --topic)")
+
+    def _topic_name(self) -> str:
+        return next((name for tid, name in self.topics if tid == self.topic), self.topic or "")
+
+    def action_topic(self) -> None:
+        """Step to the next topic of today's topic release, then back to all topics."""
+        ids = [None, *(tid for tid, _ in self.topics)]
+        self.topic = ids[(ids.index(self.topic) + 1) % len(ids)] if self.topic in ids else None
+        self.picked = [0, 1]
+        self.load()
 
     def _status(self, text: str) -> None:
         self.query_one("#status", Static).update(text)
@@ -139,7 +156,8 @@ class ModelsScreen(Screen[None]):
             self._status("Today's release is already made: it refreshes tomorrow (UTC).")
             return
         eps = context(self).reader.rt.policies.privacy.epsilon_per_release
-        self.app.push_screen(ReleaseDialog("models", view.missing, eps), self._confirmed)
+        what = "models" if self.topic is None else f"models on {self._topic_name()}"
+        self.app.push_screen(ReleaseDialog(what, view.missing, eps), self._confirmed)
 
     def _confirmed(self, yes: bool | None) -> None:
         if yes:
@@ -150,8 +168,8 @@ class ModelsScreen(Screen[None]):
     def make_release(self) -> None:
         ctx = context(self)
         try:
-            ctx.aggregates.release("models", ctx.clock(), role=ctx.role)
-            view = ctx.aggregates.view("models", ctx.clock())
+            ctx.aggregates.release("models", ctx.clock(), role=ctx.role, topic=self.topic)
+            view = ctx.aggregates.view("models", ctx.clock(), topic=self.topic)
         except SemtraceError as exc:
             self.app.call_from_thread(self._status, f"✖ {exc}")
             return

@@ -25,7 +25,8 @@ class ReleaseDialog(ModalScreen[bool]):
                         f"{', '.join(self.tenants)}?")
             yield Label(f"It spends epsilon {self.epsilon:g} of each tenant's privacy budget "
                         "for today, once: until tomorrow (UTC) this screen and `semtrace "
-                        f"stats {self.kind}` read it without spending more.", classes="note")
+                        f"stats {self.kind.split()[0]}` read it without spending more.",
+                        classes="note")
             with Horizontal(id="dialog-buttons"):
                 yield Button("Release", id="release", variant="primary")
                 yield Button("Cancel", id="cancel")

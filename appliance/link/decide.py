@@ -1,0 +1,124 @@
+"""The decision for one prompt: parent, thread, position, intent, evidence. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from appliance.config import CorrelationSettings
+from appliance.cues import cue_names, intent_of
+from appliance.link.cache import VectorCache
+from appliance.link.features import (
+    FEATURES,
+    FOLLOW_UP_CUES,
+    REFERRING_CUES,
+    Linker,
+    LinkInput,
+    features,
+)
+from appliance.link.model import PairModel, load_model
+from appliance.records import Candidate, Link
+
+
+def link_rule(query: LinkInput, candidates: Sequence[Candidate], *, threshold: float = 0.75,
+              window_hours: float = 24.0) -> Link:
+    """The design's first rule: most similar earlier prompt within 24 h above the threshold."""
+    best: Candidate | None = None
+    best_sim = -1.0
+    for c in candidates:
+        gap_h = (query.ts - c.ts).total_seconds() / 3600.0
+        if gap_h < 0 or gap_h > window_hours:
+            continue
+        sim = float(np.dot(query.vector, c.vector))
+        if sim > best_sim:
+            best, best_sim = c, sim
+    if best is None or best_sim <= threshold:
+        return Link(parent_id=None, thread_id=None, position="new", intent="information_seeking",
+                    similarity=None if best is None else best_sim)
+    return Link(parent_id=best.record_id, thread_id=best.thread_id, position="continuation",
+                intent="information_seeking", similarity=best_sim)
+
+
+def _evidence(names: Sequence[str], row: np.ndarray | None, score: float, runner_up: float,
+              cues: frozenset[str], n: int, threshold: float) -> dict[str, Any]:
+    """Numbers and cue names only: what the "why linked" panel shows."""
+    ev: dict[str, Any] = {"score": round(score, 4), "runner_up": round(runner_up, 4),
+                          "threshold": threshold, "cues": sorted(cues), "scored": n}
+    if row is not None:
+        ev["features"] = {k: round(float(v), 4) for k, v in zip(names, row, strict=True)}
+    return ev
+
+
+def _new_position(cues: frozenset[str], score: float, s: CorrelationSettings) -> str:
+    """A prompt that starts a thread: `orphaned` when it reads as a follow-up that nothing
+    continues, else `new`. (A change of subject inside a conversation is a linked
+    `topic_shift`, never a new thread.)"""
+    return "orphaned" if cues & FOLLOW_UP_CUES and score < s.orphan_threshold else "new"
+
+
+def decide(q: LinkInput, cands: Sequence[Candidate], model: PairModel, s: CorrelationSettings,
+           cache: VectorCache) -> Link:
+    """The link for one prompt: best-scoring shortlisted candidate, or a new thread."""
+    intent = intent_of(q.text)
+    if not cands:
+        cues = cue_names(q.text)
+        return Link(parent_id=None, thread_id=None, position=_new_position(cues, 0.0, s),
+                    intent=intent, similarity=None, score=0.0,
+                    evidence=_evidence(FEATURES, None, 0.0, 0.0, cues, 0, s.link_threshold))
+    opener = model.opener_proba(q)
+    pick, x, sims, cues = features(q, cands, s, cache, opener)
+    p = model.proba(x)
+    # A prompt continues at most one turn, so its candidates' probabilities add up to the
+    # chance that it continues anything, and a thread's to the chance that it continues that
+    # thread: two plausible turns of one thread do not cancel out.
+    per_thread: dict[str, float] = {}
+    for j, i in enumerate(pick):
+        per_thread[cands[i].thread_id] = per_thread.get(cands[i].thread_id, 0.0) + float(p[j])
+    ranked = sorted(per_thread.values(), reverse=True)
+    best = max(per_thread, key=per_thread.__getitem__)
+    b = max((j for j, i in enumerate(pick) if cands[i].thread_id == best), key=lambda j: p[j])
+    score = model.link_proba(ranked, opener, x[b])
+    runner = ranked[1] if len(ranked) > 1 else 0.0
+    ev = _evidence(FEATURES, x[b], score, runner, cues, len(pick), s.link_threshold)
+    ev["parent_score"] = round(float(p[b]), 4)
+    ev["opener"] = round(opener, 4)
+    if score < s.link_threshold:
+        return Link(parent_id=None, thread_id=None, intent=intent, similarity=float(sims[b]),
+                    position=_new_position(cues, score, s), score=score, evidence=ev)
+    parent = cands[pick[b]]
+    return Link(parent_id=parent.record_id, thread_id=parent.thread_id,
+                position=_linked_position(q, cands, parent, (float(sims[b]), opener), cues, s),
+                intent=intent, similarity=float(sims[b]), score=score, evidence=ev)
+
+
+def _linked_position(q: LinkInput, cands: Sequence[Candidate], parent: Candidate,
+                     sim_opener: tuple[float, float], cues: frozenset[str],
+                     s: CorrelationSettings) -> str:
+    """`topic_shift`: the subject changed inside the conversation (unlike the parent and the
+    thread's last turns, nothing in the prompt refers back, and it reads as an opening);
+    else `continuation`."""
+    sim, opener = sim_opener
+    if (cues & REFERRING_CUES or intent_of(q.text) == "conversation_management"
+            or opener < s.topic_shift_opener):
+        return "continuation"
+    recent = [sim]
+    for c in reversed(cands[-200:]):
+        if c.thread_id == parent.thread_id:
+            recent.append(float(c.vector @ q.vector))
+            if len(recent) > 3:
+                break
+    return "topic_shift" if max(recent) < s.topic_shift_similarity else "continuation"
+
+
+def make_linker(settings: CorrelationSettings | None = None) -> Linker:
+    """The learned linker configured by policy (weights loaded once)."""
+    s = settings or CorrelationSettings()
+    model = load_model(s)
+    cache = VectorCache()
+
+    def linker(query: LinkInput, candidates: Sequence[Candidate]) -> Link:
+        return decide(query, candidates, model, s, cache)
+
+    return linker

@@ -1,0 +1,116 @@
+"""The learned models, evaluated from the plain arrays of the weights file (numpy only)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance.config import CorrelationSettings, policy_dir
+from appliance.errors import ConfigError
+from appliance.link.features import FEATURES, LinkInput
+from appliance.opener import OpenerModel
+
+
+class PairModel:
+    """The learned scorer: logistic regression or boosted trees, as numpy arrays, and the
+    opener model whose probability is one of its features."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        if list(spec["features"]) != list(FEATURES):
+            raise ValueError("the weights file was trained on other features")
+        self.opener = OpenerModel(spec["opener"]) if spec.get("opener") else None
+        dec = spec.get("decision")
+        self.decision = None if not dec else (
+            np.asarray(dec["mean"], dtype=np.float64), np.asarray(dec["scale"], dtype=np.float64),
+            np.asarray(dec["coef"], dtype=np.float64), float(dec["intercept"]))
+        if dec and list(dec["features"]) != list(DECISION_FEATURES):
+            raise ValueError("the decision model was trained on other features")
+        self.kind = spec["kind"]
+        self.mean = np.asarray(spec["scaler"]["mean"], dtype=np.float64)
+        self.scale = np.asarray(spec["scaler"]["scale"], dtype=np.float64)
+        self.intercept = float(spec["intercept"])
+        if self.kind == "logistic":
+            self.coef = np.asarray(spec["coef"], dtype=np.float64)
+        elif self.kind == "gbm":
+            t = spec["trees"]
+            self.rate = float(t["learning_rate"])
+            self.depth = int(t["depth"])
+            # Flattened: node k of tree t lives at t * width + k.
+            feat = np.asarray(t["feature"], dtype=np.int64)
+            offset = (np.arange(feat.shape[0]) * feat.shape[1])[:, None]
+            self.roots = offset[:, 0]
+            self.feat = feat.ravel()
+            self.thr = np.asarray(t["threshold"], dtype=np.float64).ravel()
+            left = (np.asarray(t["left"], dtype=np.int64) + offset).ravel()
+            right = (np.asarray(t["right"], dtype=np.int64) + offset).ravel()
+            self.children = np.stack([left, right], axis=1).ravel()  # node k: 2k left, 2k+1 right
+            self.value = np.asarray(t["value"], dtype=np.float64).ravel()
+        else:
+            raise ValueError(f"unknown model kind {self.kind!r}")
+
+    def proba(self, x: np.ndarray) -> np.ndarray:
+        """Link probability per row of the feature matrix."""
+        z = (x - self.mean) / self.scale
+        if self.kind == "logistic":
+            raw = z @ self.coef + self.intercept
+        else:
+            flat = z.ravel()
+            row_start = (np.arange(z.shape[0]) * z.shape[1])[:, None]
+            node = np.repeat(self.roots[None, :], z.shape[0], axis=0)
+            for _ in range(self.depth):  # leaves point to themselves
+                go_right = np.take(flat, row_start + np.take(self.feat, node)) > np.take(
+                    self.thr, node)
+                node = np.take(self.children, 2 * node + go_right)
+            raw = self.intercept + self.rate * np.take(self.value, node).sum(axis=1)
+        return 1.0 / (1.0 + np.exp(-raw))
+
+    def link_proba(self, masses: Sequence[float], opener: float, row: np.ndarray) -> float:
+        """Probability that the prompt continues some earlier turn: the decision model over
+        the candidates' summed probabilities and a few prompt features, else their sum."""
+        total = min(sum(masses), 1.0)
+        if self.decision is None:
+            return total
+        mean, scale, coef, intercept = self.decision
+        z = float(((decision_row(masses, opener, row) - mean) / scale) @ coef) + intercept
+        return 1.0 / (1.0 + math.exp(-max(min(z, 40.0), -40.0)))
+
+    def opener_proba(self, q: LinkInput) -> float:
+        """The prompt's opener probability (given, else from the opener model, else 0.5)."""
+        if q.opener is not None:
+            return q.opener
+        return self.opener.proba(q.vector, q.text) if self.opener is not None else 0.5
+
+
+def load_model(settings: CorrelationSettings) -> PairModel:
+    """The weights file named by the policy; ConfigError names the file when unusable."""
+    path = Path(settings.weights_file)
+    if not path.is_absolute():
+        path = policy_dir() / path
+    try:
+        return PairModel(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise ConfigError(f"The linker weights file {path} is missing.") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"The linker weights file {path} is unusable: {exc}.") from None
+
+
+DECISION_FEATURES = ("total", "best_thread", "runner_up", "opener", "q_gap_last", "thread_gap",
+                     "sim", "q_active_threads", "q_words")
+
+
+def _logit(v: float) -> float:
+    v = min(max(v, 1e-4), 1.0 - 1e-4)
+    return math.log(v / (1.0 - v))
+
+
+def decision_row(masses: Sequence[float], opener: float, row: np.ndarray) -> np.ndarray:
+    """Input of the decision model: per-thread masses (largest first), the opener probability
+    and the best candidate's feature row."""
+    ranked = sorted(masses, reverse=True) + [0.0]
+    return np.array([_logit(sum(masses)), _logit(ranked[0]), _logit(ranked[1]), _logit(opener),
+                     *(float(row[FEATURES.index(n)]) for n in DECISION_FEATURES[4:])])
