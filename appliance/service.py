@@ -92,7 +92,7 @@ def supplementary_groups(pid: int, uid: int, gid: int) -> set[int]:
 # Policy keys a running service takes on SIGHUP; every other change needs a restart
 # (the pipeline, redactor, queue, frame limit and schedule are built at start).
 LIVE_KEYS = ("access.", "retention.default", "retention.tenants", "retention.legal_holds",
-             "retention.checkpoint_every", "service.batch_max",
+             "service.batch_max",
              "service.inflight_per_connection", "service.idle_timeout_s",
              "service.busy_retry_after_ms", "service.max_connections", "service.ts_past_days",
              "service.ts_future_s")

@@ -725,7 +725,10 @@ def test_models_compare_on_one_topic_with_that_topics_release(fixed_store: Path,
                 break
         assert spent() == [("acme", 1), ("globex", 1)]
         shown.extend(row.key for _, row in app.screen.entries)
-        assert "model(s) released" in str(app.screen.query_one("#status").render())
+        # how many models pass the noisy k-suppression varies with the noise: the status
+        # line counts the ones the release shows
+        status = str(app.screen.query_one("#status").render())
+        assert f"{len(shown)} model" in status and "released" in status
 
     shown: list[str] = []
     try:

@@ -5,20 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rich.text import Text
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from appliance.analytics import NO_TOPIC, GroupStats
-from appliance.errors import SemtraceError
 from appliance.privacy import Figure
 from appliance.tui.aggregates import AggregateView
 from appliance.tui.context import context
 from appliance.tui.format import compact, money
+from appliance.tui.screens.released import ReleasedScreen
 from appliance.tui.screens.topics import count, share
-from appliance.tui.widgets.release import ReleaseDialog
 
 
 def _mean(f: Figure, fmt: Callable[[float], str] = lambda v: f"{v:.1f}") -> Text:
@@ -45,8 +42,10 @@ MEASURES: tuple[tuple[str, Callable[[GroupStats], Text]], ...] = (
 )
 
 
-class ModelsScreen(Screen[None]):
+class ModelsScreen(ReleasedScreen):
     """Two models' figures side by side (today's differentially private release)."""
+
+    KIND = "models"
 
     BINDINGS = [
         Binding("a", "pick(0)", "Next model A"),
@@ -58,10 +57,9 @@ class ModelsScreen(Screen[None]):
 
     def __init__(self) -> None:
         super().__init__()
-        self.view: AggregateView | None = None
         self.entries: list[tuple[str, GroupStats]] = []
         self.picked = [0, 1]
-        self.topic: str | None = None  # compare on this topic only (None: all)
+        # self.topic: compare on this topic only (None: all)
         self.topics: list[tuple[str, str]] = []  # (topic id, its name) of today's release
 
     def compose(self) -> ComposeResult:
@@ -75,18 +73,12 @@ class ModelsScreen(Screen[None]):
         self.query_one("#compare", DataTable).focus()
         self.load()
 
-    @work(thread=True, exclusive=True, group="models")
-    def load(self) -> None:
+    def loaded(self, view: AggregateView) -> None:
+        """Also read the topics release, for the topic picker."""
         ctx = context(self)
-        try:
-            view = ctx.aggregates.view("models", ctx.clock(), topic=self.topic)
-            topics = ctx.aggregates.view("topics", ctx.clock())
-        except SemtraceError as exc:
-            self.app.call_from_thread(self._status, f"✖ {exc}")
-            return
+        topics = ctx.aggregates.view("topics", ctx.clock())
         self.topics = sorted({(r.key, r.label or r.key) for t in topics.tenants for r in t.rows
                               if r.key != NO_TOPIC}, key=lambda kn: kn[1])
-        self.app.call_from_thread(self.show, view)
 
     def _label(self, i: int) -> str:
         tenant, row = self.entries[i]
@@ -137,9 +129,6 @@ class ModelsScreen(Screen[None]):
         self.picked = [0, 1]
         self.load()
 
-    def _status(self, text: str) -> None:
-        self.query_one("#status", Static).update(text)
-
     def action_pick(self, side: int) -> None:
         if len(self.entries) < 2 or self.view is None:
             return
@@ -150,30 +139,5 @@ class ModelsScreen(Screen[None]):
         self.picked[side] = nxt
         self.show(self.view)
 
-    def action_release(self) -> None:
-        view = self.view
-        if view is None or not view.missing:
-            self._status("Today's release is already made: it refreshes tomorrow (UTC).")
-            return
-        eps = context(self).reader.rt.policies.privacy.epsilon_per_release
-        what = "models" if self.topic is None else f"models on {self._topic_name()}"
-        self.app.push_screen(ReleaseDialog(what, view.missing, eps), self._confirmed)
-
-    def _confirmed(self, yes: bool | None) -> None:
-        if yes:
-            self._status("Releasing…")
-            self.make_release()
-
-    @work(thread=True, exclusive=True, group="models")
-    def make_release(self) -> None:
-        ctx = context(self)
-        try:
-            ctx.aggregates.release("models", ctx.clock(), role=ctx.role, topic=self.topic)
-            view = ctx.aggregates.view("models", ctx.clock(), topic=self.topic)
-        except SemtraceError as exc:
-            self.app.call_from_thread(self._status, f"✖ {exc}")
-            return
-        self.app.call_from_thread(self.show, view)
-
-    def action_reload(self) -> None:
-        self.load()
+    def release_what(self) -> str:
+        return "models" if self.topic is None else f"models on {self._topic_name()}"

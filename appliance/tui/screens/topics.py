@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from appliance.analytics import NO_TOPIC, GroupStats
-from appliance.errors import SemtraceError
 from appliance.privacy import Figure
 from appliance.tui.aggregates import AggregateView
 from appliance.tui.context import context
 from appliance.tui.format import money
 from appliance.tui.messages import ShowThreads
-from appliance.tui.widgets.release import ReleaseDialog
+from appliance.tui.screens.released import ReleasedScreen
 
 # sort name -> (column key, row order)
 ORDERS = {
@@ -52,8 +50,10 @@ def topic_name(row: GroupStats) -> Text:
     return Text(f"{row.key} · unlabelled", style="italic")
 
 
-class TopicsScreen(Screen[None]):
+class TopicsScreen(ReleasedScreen):
     """Per topic: threads, turns, people, refinement and abandonment shares, cost."""
+
+    KIND = "topics"
 
     BINDINGS = [
         Binding("s", "sort", "Sort", tooltip="Most threads / refined / abandoned / cost first"),
@@ -64,7 +64,6 @@ class TopicsScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self.order = "threads"
-        self.view: AggregateView | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -85,16 +84,6 @@ class TopicsScreen(Screen[None]):
         for key, header, width in COLUMNS:
             label = header + (" ▼" if key == sorted_by else "")
             table.add_column(label, key=key, width=max(width, len(label)))
-
-    @work(thread=True, exclusive=True, group="topics")
-    def load(self) -> None:
-        ctx = context(self)
-        try:
-            view = ctx.aggregates.view("topics", ctx.clock())
-        except SemtraceError as exc:
-            self.app.call_from_thread(self._status, f"✖ {exc}")
-            return
-        self.app.call_from_thread(self.show, view)
 
     def show(self, view: AggregateView) -> None:
         """Fill the table in the chosen order."""
@@ -132,9 +121,6 @@ class TopicsScreen(Screen[None]):
         return (f"{shown} topic(s), most {self.order} first (s: sort) · refined: threads where "
                 "the user corrected or re-asked · enter: its threads")
 
-    def _status(self, text: str) -> None:
-        self.query_one("#status", Static).update(Text(text))
-
     @on(DataTable.RowSelected, "#topics")
     def _open(self, event: DataTable.RowSelected) -> None:
         tenant, _, topic = str(event.row_key.value).partition("\0")
@@ -158,29 +144,3 @@ class TopicsScreen(Screen[None]):
         names = list(ORDERS)
         self._set_order(names[(names.index(self.order) + 1) % len(names)])
 
-    def action_release(self) -> None:
-        view = self.view
-        if view is None or not view.missing:
-            self._status("Today's release is already made: it refreshes tomorrow (UTC).")
-            return
-        eps = context(self).reader.rt.policies.privacy.epsilon_per_release
-        self.app.push_screen(ReleaseDialog("topics", view.missing, eps), self._confirmed)
-
-    def _confirmed(self, yes: bool | None) -> None:
-        if yes:
-            self._status("Releasing…")
-            self.make_release()
-
-    @work(thread=True, exclusive=True, group="topics")
-    def make_release(self) -> None:
-        ctx = context(self)
-        try:
-            ctx.aggregates.release("topics", ctx.clock(), role=ctx.role)
-            view = ctx.aggregates.view("topics", ctx.clock())
-        except SemtraceError as exc:
-            self.app.call_from_thread(self._status, f"✖ {exc}")
-            return
-        self.app.call_from_thread(self.show, view)
-
-    def action_reload(self) -> None:
-        self.load()
