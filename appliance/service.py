@@ -20,7 +20,7 @@ import signal
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -357,28 +357,20 @@ class Service:
 
     async def _on_query_connect(self, reader: asyncio.StreamReader,
                                 writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        try:
-            peer = peer_credentials(writer.get_extra_info("socket"))
-            while not self._stopping.is_set():
-                try:
-                    line = await asyncio.wait_for(reader.readuntil(b"\n"),
-                                                  self.policies.service.idle_timeout_s)
-                except (asyncio.IncompleteReadError, TimeoutError,
-                        asyncio.LimitOverrunError):
-                    return
-                if line.strip():
-                    writer.write(encode(await self.query(line.rstrip(b"\r\n"), peer)))
-                    await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+        await self._hold(writer, self._serve_queries(reader, writer))
+
+    async def _serve_queries(self, reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> None:
+        peer = peer_credentials(writer.get_extra_info("socket"))
+        while not self._stopping.is_set():
+            try:
+                line = await asyncio.wait_for(reader.readuntil(b"\n"),
+                                              self.policies.service.idle_timeout_s)
+            except (asyncio.IncompleteReadError, TimeoutError, asyncio.LimitOverrunError):
+                return
+            if line.strip():
+                writer.write(encode(await self.query(line.rstrip(b"\r\n"), peer)))
+                await writer.drain()
 
     async def query(self, frame: bytes, peer: Peer) -> dict[str, Any]:
         """The reply to one read request from `peer` (queryserver.py)."""
@@ -417,9 +409,16 @@ class Service:
 
     async def _on_connect(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
+        await self._hold(writer, self._serve_connection(reader, writer))
+
+    async def _hold(self, writer: asyncio.StreamWriter,
+                    serve: Coroutine[Any, Any, None]) -> None:
+        """Run one connection of either socket under the shared `max_connections` bound;
+        over it, answer `busy` and close. The connection is closed however it ends."""
         task = asyncio.current_task()
         assert task is not None
         if len(self._connections) >= self.policies.service.max_connections:
+            serve.close()
             self.counters["busy"] += 1
             with contextlib.suppress(Exception):
                 writer.write(encode(error_reply(
@@ -430,7 +429,7 @@ class Service:
             return
         self._connections.add(task)
         try:
-            await self._serve_connection(reader, writer)
+            await serve
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:

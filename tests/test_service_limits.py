@@ -181,3 +181,36 @@ def test_sighup_applies_live_keys_and_names_those_that_need_a_restart(policies: 
     assert restart == ["correlation.link_threshold", "redaction.score_threshold",
                        "service.queue_max"]
     assert reload_plan(policies, policies) == (policies, [])
+
+
+def test_query_socket_connections_count_against_the_same_bound(pipeline: Any,
+                                                               tmp_path: Path) -> None:
+    """A reader flooding the query socket cannot exhaust the service: one bound for both."""
+    from appliance.service import Service
+
+    policies = pipeline.policies.model_copy(update={
+        "service": pipeline.policies.service.model_copy(update={"max_connections": 2})})
+    qsock = tmp_path / "q" / "query.sock"
+    svc = Service(pipeline, policies, socket_path=tmp_path / "s.sock", query_socket_path=qsock)
+
+    async def main() -> tuple[dict[str, Any], dict[str, Any]]:
+        await svc.start()
+        clients = [await AsyncClient.connect(svc.socket_path) for _ in range(2)]
+        for c in clients:
+            assert (await c.request({"v": 1, "op": "ping"}))["ok"]
+        extra = await AsyncClient.connect(qsock)
+        # without the bound the service waits for a query: fail, do not hang
+        refused = json.loads(await asyncio.wait_for(extra._reader.readline(), 10))
+        await extra.close()
+        await clients[0].close()
+        await asyncio.sleep(0.05)
+        reader = await AsyncClient.connect(qsock)
+        answered = await reader.request({"v": 1, "op": "bogus"})
+        for c in (clients[1], reader):
+            await c.close()
+        await svc.drain()
+        return refused, answered
+
+    refused, answered = asyncio.run(main())
+    assert refused["error"]["code"] == "busy"
+    assert answered["error"]["code"] == "unknown_op"  # served once a slot is free
