@@ -140,7 +140,7 @@ def _threads(obj: dict[str, Any], role: str, policies: Policies, store: Store,
         thread = get_thread(store, str(thread_id))
         if thread is None or not sees(access, role, thread.tenant):
             raise ProtocolError("not_found", "No thread with this id in scope.", rid)
-        return {"thread": jsonable(thread)}
+        return {"thread": jsonable(thread), "currency": policies.pricing.currency}
     tenant, user = obj.get("tenant"), obj.get("user")
     limit = _limit(obj, 50, MAX_LIMIT, rid)
     if user is not None and (not isinstance(user, str) or tenant is None):

@@ -22,7 +22,7 @@ from appliance.keys import Keyring
 from appliance.privacy import Figure, PrivacyGate
 from appliance.query import build_search_index, search
 from appliance.query import tenants as all_tenants
-from appliance.records import Hit
+from appliance.records import Hit, Record, Thread
 from appliance.roles import allowed, sees
 from appliance.store import Store
 
@@ -190,3 +190,23 @@ def report_from_json(data: dict[str, Any]) -> analytics.Report[Any]:
         k_min_users=data["k_min_users"],
         rows=tuple(row_from_json(data["kind"], r) for r in data["rows"]),
         released_at=_ts(data.get("released_at")), cached=bool(data.get("cached")))
+
+
+def record_from_json(d: dict[str, Any]) -> Record:
+    ts = _ts(d["ts"])
+    assert ts is not None
+    return Record(**{**d, "ts": ts})
+
+
+def thread_from_json(d: dict[str, Any]) -> Thread:
+    """A thread as the query socket sent it (`jsonable` of a Thread)."""
+    first, last = _ts(d["first_ts"]), _ts(d["last_ts"])
+    assert first is not None and last is not None
+    return Thread(**{**d, "first_ts": first, "last_ts": last, "models": tuple(d["models"]),
+                     "records": tuple(record_from_json(r) for r in d["records"])})
+
+
+def hit_from_json(d: dict[str, Any]) -> Hit:
+    ts = _ts(d["ts"])
+    assert ts is not None
+    return Hit(**{**d, "ts": ts})

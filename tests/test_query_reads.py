@@ -196,12 +196,45 @@ def test_each_command_refuses_a_role_without_its_permission(served: dict[str, An
 
 
 def test_without_a_passphrase_the_cli_asks_the_data_dirs_query_socket(
-        served: dict[str, Any], data_dir: Path) -> None:
+        served: dict[str, Any], data_dir: Path, passphrase_file: Path) -> None:
     ok = cli("threads", "list", "--data-dir", str(data_dir), "--role", "analyst-acme",
              "--json")
     assert ok.exit_code == 0, ok.output
     assert {t["tenant"] for t in json.loads(ok.output)} == {"acme"}
     assert_no_plaintext(ok.output.encode())
+    # the same table as the operator's, who opens the store with the key
+    text = cli("threads", "list", "--data-dir", str(data_dir), "--role", "analyst-acme")
+    direct = cli("threads", "list", "--data-dir", str(data_dir), "--passphrase-file",
+                 str(passphrase_file), "--tenant", "acme")
+    assert text.output == direct.output and "cost" in text.output.splitlines()[0]
+    thread_id = json.loads(ok.output)[0]["thread_id"]
+    shown = cli("threads", "show", thread_id, "--data-dir", str(data_dir), "--role",
+                "analyst-acme")
+    assert shown.output == cli("threads", "show", thread_id, "--data-dir", str(data_dir),
+                               "--passphrase-file", str(passphrase_file)).output
+    assert "<EMAIL_ADDRESS" in shown.output and EMAIL not in shown.output
+
+
+def test_the_tuis_reads_are_checked_and_carry_only_the_roles_tenant(
+        served: dict[str, Any]) -> None:
+    sock = served["sock"]
+    for op, fields in [("session", {}), ("page", {}), ("version", {}),
+                       ("screen_search", {"text": "where is it"}),
+                       ("released", {"kind": "topics", "now": "2026-03-03T12:00:00Z"})]:
+        data, reply = raw(sock, op=op, role="analyst-acme", **fields)
+        assert reply["ok"], reply
+        assert_no_plaintext(data)
+        denied = raw(sock, op=op, role="analyst-acme", tenant="globex", **fields)[1]
+        assert denied["error"]["code"] == "forbidden", (op, denied)
+        assert "limited to tenant(s) acme" in denied["error"]["message"]
+    page = raw(sock, op="page", role="analyst-acme")[1]
+    assert page["total"] == 3 and {r["thread"]["tenant"] for r in page["rows"]} == {"acme"}
+    assert raw(sock, op="screen_search", role="reader", text="x")[1]["error"]["code"] == \
+        "forbidden"
+    assert raw(sock, op="released", role="reader", kind="topics",
+               now="2026-03-03T12:00:00Z")[1]["error"]["code"] == "forbidden"
+    bad = raw(sock, op="page", role="analyst-acme", filters={"colour": "blue"})[1]
+    assert bad["error"]["code"] == "bad_request"
 
 
 # ---------------------------------------------------------------- the TUI
@@ -248,6 +281,7 @@ def test_the_tui_reads_threads_through_the_socket_without_a_passphrase(
 
 def test_the_tui_searches_and_reads_releases_through_the_socket(
         served: dict[str, Any]) -> None:
+    from appliance.tui.screens.models import ModelsScreen
     from appliance.tui.screens.search import SearchScreen
     from appliance.tui.screens.topics import TopicsScreen
 
@@ -277,6 +311,10 @@ def test_the_tui_searches_and_reads_releases_through_the_socket(
         assert "released" in str(app.screen.query_one("#topics-head").render())
         ledger = served["store"].db.execute("SELECT tenant, spent FROM privacy_budget")
         assert ledger.fetchall() == [("acme", pytest.approx(1.0))]
+        await pilot.press("c")
+        await settle(pilot)
+        assert isinstance(app.screen, ModelsScreen)
+        assert "No release today for acme" in str(app.screen.query_one("#status").render())
 
     run(remote_app(served, "analyst-acme"), scenario)
 
@@ -286,6 +324,9 @@ def test_the_tui_over_the_socket_offers_only_the_roles_screens(served: dict[str,
 
     app = remote_app(served, "reader")
     assert app.ctx.modes == ("threads",) and app.ctx.searcher is None
+    # the retention screen reads the store itself: not offered over the socket
+    assert remote_app(served, "analyst-acme").ctx.modes == ("threads", "search", "topics",
+                                                            "models")
     with pytest.raises(AccessDenied, match="limited to tenant"):
         remote_app(served, "analyst-acme", tenant="globex")
     with pytest.raises(AccessDenied, match="bound to other users"):

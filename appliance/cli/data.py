@@ -154,33 +154,27 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
                  socket_path: Path | None, as_json: bool) -> None:
     """List threads, most recent activity first, each with its title and cost."""
     from appliance.query import ThreadFilter, list_threads
-    from appliance.reads import user_pseudonym
+    from appliance.reads import thread_from_json, user_pseudonym
     from appliance.roles import bound_tenants, require
     from appliance.tui.format import money
 
     socket_path = query_socket(socket_path, data_dir, passphrase_file, key_file)
     if socket_path is not None:
         reply = ask(socket_path, {"op": "threads", "role": role, "tenant": tenant,
-                                   "user": user, "limit": limit})
-        if as_json:
-            emit_json(reply["threads"])
-        else:
-            for t in reply["threads"]:
-                click.echo(f"{t['thread_id']:<20} {t['tenant']:<10} {t['user']:<24} "
-                           f"{t['first_ts']:<20} {t['turns']:>5}  "
-                           f"{t['title'] if t['title'] is not None else '[shredded]'}")
-        return
-    rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
-    try:
-        name = require(rt.policies.access, role, "threads:read", tenant=tenant)
-        bound = bound_tenants(rt.policies.access, name)
-        rows = [t for t in list_threads(rt.store, ThreadFilter(
-            tenant=tenant or (bound[0] if bound and len(bound) == 1 else None),
-            user=user_pseudonym(rt.keyring, tenant, user)), limit=limit)
-            if bound is None or t.tenant in bound]
-        currency = rt.policies.pricing.currency
-    finally:
-        rt.close()
+                                  "user": user, "limit": limit})
+        rows, currency = [thread_from_json(t) for t in reply["threads"]], reply["currency"]
+    else:
+        rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
+        try:
+            name = require(rt.policies.access, role, "threads:read", tenant=tenant)
+            bound = bound_tenants(rt.policies.access, name)
+            rows = [t for t in list_threads(rt.store, ThreadFilter(
+                tenant=tenant or (bound[0] if bound and len(bound) == 1 else None),
+                user=user_pseudonym(rt.keyring, tenant, user)), limit=limit)
+                if bound is None or t.tenant in bound]
+            currency = rt.policies.pricing.currency
+        finally:
+            rt.close()
     if as_json:
         emit_json(rows)
         return
@@ -206,28 +200,25 @@ def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | 
                  as_json: bool) -> None:
     """Show one thread's turns in order (redacted text)."""
     from appliance.query import get_thread
+    from appliance.reads import thread_from_json
     from appliance.roles import require, sees
     from appliance.tui.format import money
 
     socket_path = query_socket(socket_path, data_dir, passphrase_file, key_file)
+    thread: Thread | None
     if socket_path is not None:
         shown = ask(socket_path, {"op": "thread", "role": role, "thread_id": thread_id})
-        if as_json:
-            emit_json(shown["thread"])
-        else:
-            for r in shown["thread"]["records"]:
-                click.echo(f"  {r['ts']}  #{r['record_id']:<6} {r['position']:<12}")
-                click.echo(f"      {r['text'] if r['text'] is not None else '[shredded]'}")
-        return
-    rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
-    try:
-        name = require(rt.policies.access, role, "threads:read")
-        thread = get_thread(rt.store, thread_id)
-        if thread is not None and not sees(rt.policies.access, name, thread.tenant):
-            thread = None  # another tenant's thread: as if absent
-        currency = rt.policies.pricing.currency
-    finally:
-        rt.close()
+        thread, currency = thread_from_json(shown["thread"]), shown["currency"]
+    else:
+        rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
+        try:
+            name = require(rt.policies.access, role, "threads:read")
+            thread = get_thread(rt.store, thread_id)
+            if thread is not None and not sees(rt.policies.access, name, thread.tenant):
+                thread = None  # another tenant's thread: as if absent
+            currency = rt.policies.pricing.currency
+        finally:
+            rt.close()
     if thread is None:
         raise SemtraceError(f"No thread {thread_id!r} in this store.")
     if as_json:

@@ -13,8 +13,7 @@ from typing import Any
 
 from appliance.errors import AccessDenied, SemtraceError
 from appliance.query import ThreadMarks
-from appliance.reads import row_from_json
-from appliance.records import Hit, Record, Thread
+from appliance.reads import hit_from_json, row_from_json, thread_from_json
 from appliance.tui.aggregates import AggregateView, Released
 from appliance.tui.data import ThreadDetail, ThreadPage, ThreadRow, session_tenant
 from appliance.tui.filters import FilterError, Filters
@@ -27,20 +26,6 @@ def _ts(value: str) -> datetime:
 
 def _iso(t: datetime | None) -> str | None:
     return None if t is None else t.isoformat().replace("+00:00", "Z")
-
-
-def record_from_json(d: dict[str, Any]) -> Record:
-    return Record(**{**d, "ts": _ts(d["ts"])})
-
-
-def thread_from_json(d: dict[str, Any]) -> Thread:
-    return Thread(**{**d, "first_ts": _ts(d["first_ts"]), "last_ts": _ts(d["last_ts"]),
-                     "models": tuple(d["models"]),
-                     "records": tuple(record_from_json(r) for r in d["records"])})
-
-
-def hit_from_json(d: dict[str, Any]) -> Hit:
-    return Hit(**{**d, "ts": _ts(d["ts"])})
 
 
 def view_from_json(d: dict[str, Any]) -> AggregateView:
