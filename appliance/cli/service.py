@@ -10,11 +10,16 @@ from typing import Any
 
 import click
 
-from appliance.cli import credential, credential_options, data_dir_option, emit_json
+from appliance.cli import (
+    QUERY_SOCKET_NAME,
+    credential,
+    credential_options,
+    data_dir_option,
+    emit_json,
+)
 from appliance.runtime import default_data_dir
 
 SOCKET_NAME = "semtrace.sock"
-QUERY_SOCKET_NAME = "query.sock"
 
 
 @click.command()
