@@ -423,8 +423,8 @@ class Service:
             if obj.get("op") not in queryserver.QUERY_OPS:
                 raise ProtocolError("unknown_op", "'op' must be one of "
                                     f"{', '.join(queryserver.QUERY_OPS)}.")
-            access = self.policies.access
-            role = queryserver.authorize(access, obj, Caller(peer.uid, peer.gids),
+            policies = self.policies  # one snapshot for the check and the answer (SIGHUP)
+            role = queryserver.authorize(policies.access, obj, Caller(peer.uid, peer.gids),
                                          owner_uid=os.getuid())
             if self._queue.qsize() + self._side >= self.policies.service.queue_max:
                 return error_reply("busy", "The service is busy; retry shortly.",
@@ -432,8 +432,8 @@ class Service:
             self._side += 1
             try:
                 reply: dict[str, Any] = await self.in_worker(
-                    queryserver.answer, obj, role, access, self.pipeline.store,
-                    self.pipeline.keys)
+                    queryserver.answer, obj, role, policies, self.pipeline.store,
+                    self.pipeline.keys, self.pipeline.embedder)
             finally:
                 self._side -= 1
         except ProtocolError as exc:
