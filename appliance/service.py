@@ -184,6 +184,9 @@ class Service:
         self._query_server: asyncio.AbstractServer | None = None
         self._reload = reload
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semtrace-worker")
+        # the query socket's reads, on connections of their own: they never hold up ingest
+        self._readers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semtrace-reader")
+        self._read_side: Any = None  # queryserver.ReadSide, made with the query socket
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=policies.service.queue_max)
         self._server: asyncio.AbstractServer | None = None
         self._stopping = asyncio.Event()
@@ -279,6 +282,9 @@ class Service:
             self._batcher.cancel()
             await asyncio.gather(self._batcher, return_exceptions=True)
         self._pool.shutdown(wait=True)  # waits for a running job too
+        if self._read_side is not None:
+            self._readers.submit(self._read_side.close)
+        self._readers.shutdown(wait=True)
         for sock in (self.socket_path, self.query_socket_path):
             if sock is not None:
                 with contextlib.suppress(FileNotFoundError):
@@ -431,9 +437,17 @@ class Service:
                                    retry_after_ms=self.policies.service.busy_retry_after_ms)
             self._side += 1
             try:
-                reply: dict[str, Any] = await self.in_worker(
-                    queryserver.answer, obj, role, policies, self.pipeline.store,
-                    self.pipeline.keys, self.pipeline.embedder)
+                embedder: Any = self.pipeline.embedder
+                text = queryserver.search_text(obj)
+                if text is not None:  # the model runs on the worker thread only
+                    vectors, _ = await self.in_worker(embedder.embed, [text])
+                    embedder = queryserver.QueryVector(embedder.model_id, embedder.dims, text,
+                                                       vectors[0])
+                if self._read_side is None:
+                    self._read_side = queryserver.ReadSide(self.pipeline.store,
+                                                           self.pipeline.keys)
+                reply: dict[str, Any] = await asyncio.get_running_loop().run_in_executor(
+                    self._readers, self._read_side.answer, obj, role, policies, embedder)
             finally:
                 self._side -= 1
         except ProtocolError as exc:

@@ -59,7 +59,8 @@ def served(pipeline: Any, data_dir: Path, monkeypatch: pytest.MonkeyPatch
     for var in ("SEMTRACE_PASSPHRASE_FILE", "SEMTRACE_KEY_FILE", "CREDENTIALS_DIRECTORY"):
         monkeypatch.delenv(var, raising=False)  # the reader holds no key
     try:
-        yield {"sock": qsock, "outcomes": out, "store": pipeline.store}
+        yield {"sock": qsock, "outcomes": out, "store": pipeline.store,
+               "ingest": data_dir / "s.sock"}
     finally:
         asyncio.run_coroutine_threadsafe(svc.drain(), loop).result(60)
         loop.call_soon_threadsafe(loop.stop)
@@ -235,6 +236,13 @@ def test_the_tuis_reads_are_checked_and_carry_only_the_roles_tenant(
                now="2026-03-03T12:00:00Z")[1]["error"]["code"] == "forbidden"
     bad = raw(sock, op="page", role="analyst-acme", filters={"colour": "blue"})[1]
     assert bad["error"]["code"] == "bad_request"
+    # an ingest committed by the service changes the version the TUI refreshes on
+    before = raw(sock, op="version", role="analyst-acme")[1]["version"]
+    with Client(served["ingest"]) as c:
+        assert c.ingest(tenant="acme", user_id="u-dee-5150", text="Where do I file receipts?",
+                        request_id="acme-late")["ok"]
+    assert raw(sock, op="version", role="analyst-acme")[1]["version"] != before
+    assert raw(sock, op="page", role="analyst-acme")[1]["total"] == 4
 
 
 # ---------------------------------------------------------------- the TUI
