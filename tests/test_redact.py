@@ -66,6 +66,8 @@ def test_each_entity_in_a_sentence_is_redacted(redactor, text, value, entity):  
     ("Please send the code by message to 612 345 678", "612 345 678", "PHONE_NUMBER"),
     # a first name and a surname that are both also words
     ("Rob Ford agreed to the tests", "Rob Ford", "PERSON"),
+    # a landmark without a place word before it
+    ("Fog rolled over Dunluce Castle and the coast road", "Dunluce Castle", "LOCATION"),
 ])
 def test_names_and_places_that_context_gives_away_are_redacted(redactor, text, value, entity):  # type: ignore[no-untyped-def]
     hits = [(text[h.start:h.end], h.entity_type) for h in redactor.analyze(text)]
@@ -80,6 +82,7 @@ def test_names_and_places_that_context_gives_away_are_redacted(redactor, text, v
     "i'm gonna learn to cook this year",
     # religious and political groups are not places (only nationalities are)
     "Christian and Muslim leaders met the Tories",
+    "I Love This Park so much",
 ])
 def test_context_rules_leave_ordinary_words_alone(redactor, text):  # type: ignore[no-untyped-def]
     assert types_found(redactor, text) & {"PERSON", "LOCATION"} == set()

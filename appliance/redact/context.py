@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from spacy.lang.en.stop_words import STOP_WORDS
+
 from appliance.redact.gazetteer import CALENDAR, Gazetteer
 from appliance.redact.recognizers import SpanRecognizer, make_result, word_set
 
@@ -176,8 +178,16 @@ VENUE_WORDS = word_set(
 )
 
 
+# Venue words that name a place rather than an organisation ("Castle", not "University").
+LANDMARK_WORDS = VENUE_WORDS - word_set("state city club college university school bar pub "
+                                        "restaurant hotel inn cafe cinema county district "
+                                        "province region town village")
+LANDMARK = re.compile(r"(?<![\w@#])((?:[A-Z][\w'’\-]*[ ]){1,3})(?i:(" +
+                      "|".join(sorted(LANDMARK_WORDS)) + r"))\b")
+
+
 class VenueRecognizer(SpanRecognizer):
-    """Capitalised names after a place word that no word list calls common.
+    """Capitalised names after a place word that no word list calls common, and landmarks.
 
     "at the Royal Sussex County Hospital", "near Union Glacier", "in Geelong":
     a run of capitalised words after "at", "in", "near", "from", ... is a
@@ -208,7 +218,21 @@ class VenueRecognizer(SpanRecognizer):
                     pos += 3
         return run
 
+    def _landmarks(self, text: str) -> Iterator[tuple[int, int, float]]:
+        """Capitalised names ending in a landmark word, with no cue ("Dunluce Castle")."""
+        for m in LANDMARK.finditer(text):
+            words = m.group(1).split()
+            while words and (words[0].lower() in NOT_NAMES or words[0].lower() in STOP_WORDS):
+                words = words[1:]
+            lows = [w.lower() for w in words]
+            if not words or any(w in STOP_WORDS or w in CALENDAR for w in lows) \
+                    or all(is_ordinary(w, self.g) for w in lows):
+                continue
+            start = m.start(1) + m.group(1).index(words[0])
+            yield start, m.end(), 0.5
+
     def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+        yield from self._landmarks(text)
         for cue in PLACE_CUE.finditer(text):
             run = self._run(text, cue.end())
             if not run:
