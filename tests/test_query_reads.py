@@ -216,6 +216,16 @@ def test_without_a_passphrase_the_cli_asks_the_data_dirs_query_socket(
     assert "<EMAIL_ADDRESS" in shown.output and EMAIL not in shown.output
 
 
+def test_the_query_socket_can_come_from_the_environment(served: dict[str, Any],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEMTRACE_QUERY_SOCKET", str(served["sock"]))
+    ok = cli("search", "VPN guide", "--role", "analyst-acme", "--json")
+    assert ok.exit_code == 0, ok.output
+    assert {h["tenant"] for h in json.loads(ok.output)} == {"acme"}
+    refused(run_cli("stats", "topics", "--role", "analyst-acme", "--tenant", "globex",
+                    *WINDOW), "limited to tenant(s) acme")
+
+
 def test_the_tuis_reads_are_checked_and_carry_only_the_roles_tenant(
         served: dict[str, Any]) -> None:
     sock = served["sock"]

@@ -64,6 +64,8 @@ def test_each_entity_in_a_sentence_is_redacted(redactor, text, value, entity):  
     ("The tour goes through the U . S . next year", "U . S .", "LOCATION"),
     ("Storms batter NSW again tonight", "NSW", "LOCATION"),
     ("Please send the code by message to 612 345 678", "612 345 678", "PHONE_NUMBER"),
+    # a first name and a surname that are both also words
+    ("Rob Ford agreed to the tests", "Rob Ford", "PERSON"),
 ])
 def test_names_and_places_that_context_gives_away_are_redacted(redactor, text, value, entity):  # type: ignore[no-untyped-def]
     hits = [(text[h.start:h.end], h.entity_type) for h in redactor.analyze(text)]

@@ -23,6 +23,8 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
+from spacy.lang.en.stop_words import STOP_WORDS
+
 from appliance.redact.recognizers import SpanRecognizer, word_set
 
 # Calendar and greeting words are capitalised in every sentence that names
@@ -323,7 +325,13 @@ class PersonNameRecognizer(SpanRecognizer):
         return 0.0
 
     def _trim(self, run: list[tuple[Any, bool]]) -> list[tuple[Any, bool]]:
-        """Drop common words and particles at either end ("Tell Maria" -> "Maria")."""
+        """Drop common words and particles at either end ("Tell Maria" -> "Maria").
+
+        A popular first name and a surname stay even when both are also words
+        ("Rob Ford", "Bill Shorten"; not "Ask Claude"): the pair reads as a name.
+        """
+        if len(run) == 2 and self._first_last(run[0][0].text, run[1][0].text):
+            return run
 
         def weak(item: tuple[Any, bool]) -> bool:
             tok, initial = item
@@ -337,6 +345,13 @@ class PersonNameRecognizer(SpanRecognizer):
         while run and weak(run[-1]):
             run = run[:-1]
         return run
+
+    def _first_last(self, first: str, last: str) -> bool:
+        f, la = first.lower(), last.lower()
+        return (self.g.first.get(f, 10**6) <= NOUN_NAME_FIRST_RANK and la in self.g.last
+                and len(f) > 2 and len(la) > 2
+                and not {f, la} & (STOP_WORDS | CALENDAR)
+                and _is_cap(first) and _is_cap(last))
 
     def _from_lists(
         self, doc: Any, places: list[tuple[int, int]], caseless: bool
