@@ -68,6 +68,9 @@ def test_each_entity_in_a_sentence_is_redacted(redactor, text, value, entity):  
     ("Rob Ford agreed to the tests", "Rob Ford", "PERSON"),
     # a landmark without a place word before it
     ("Fog rolled over Dunluce Castle and the coast road", "Dunluce Castle", "LOCATION"),
+    # hashtags with a country in them, and a two-letter country hashtag
+    ("Big night for the squad #GoTeamAustralia", "#GoTeamAustralia", "LOCATION"),
+    ("Flooding again in the south #UK", "#UK", "LOCATION"),
 ])
 def test_names_and_places_that_context_gives_away_are_redacted(redactor, text, value, entity):  # type: ignore[no-untyped-def]
     hits = [(text[h.start:h.end], h.entity_type) for h in redactor.analyze(text)]
@@ -83,6 +86,7 @@ def test_names_and_places_that_context_gives_away_are_redacted(redactor, text, v
     # religious and political groups are not places (only nationalities are)
     "Christian and Muslim leaders met the Tories",
     "I Love This Park so much",
+    "Fireworks tonight #HappyIndependenceDay #MH17 #ThrowbackThursday",
 ])
 def test_context_rules_leave_ordinary_words_alone(redactor, text):  # type: ignore[no-untyped-def]
     assert types_found(redactor, text) & {"PERSON", "LOCATION"} == set()
