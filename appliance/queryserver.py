@@ -21,8 +21,12 @@ reaches the socket gets nothing by naming it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import numpy as np
 
 from appliance.config import AccessSettings, Policies
 from appliance.embed import Embedder
@@ -30,7 +34,7 @@ from appliance.errors import AccessDenied, SemtraceError
 from appliance.ingest import parse_ts
 from appliance.keys import Keyring
 from appliance.protocol import ProtocolError
-from appliance.query import ThreadFilter, get_thread, list_threads
+from appliance.query import ThreadFilter, data_version, get_thread, list_threads
 from appliance.reads import (
     StatsQuery,
     jsonable,
@@ -40,7 +44,7 @@ from appliance.reads import (
     stats_permission,
 )
 from appliance.roles import Caller, bound_tenants, require, resolve_role, sees
-from appliance.store import Store
+from appliance.store import Store, connect
 
 PERMISSIONS = {"threads": "threads:read", "thread": "threads:read", "page": "threads:read",
                "session": "threads:read", "version": "threads:read", "search": "search",
@@ -108,9 +112,71 @@ def _limit(obj: dict[str, Any], default: int, top: int, rid: str | None) -> int:
     return limit
 
 
+@dataclass(frozen=True)
+class QueryVector:
+    """The service's embedding of a search's text. The model lives on the worker thread
+    (one llama.cpp model may not run on two threads), so the text is embedded there and
+    the search itself runs on the reader thread with this in place of the model."""
+
+    model_id: str
+    dims: int
+    text: str
+    vector: np.ndarray
+
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
+        if texts != [self.text]:
+            raise ValueError("a query vector embeds only its own text")
+        return self.vector[None, :], [False]
+
+
+def search_text(obj: dict[str, Any]) -> str | None:
+    """The text a request searches for (to embed on the worker thread), if any."""
+    text = obj.get("text")
+    if obj.get("op") in ("search", "screen_search") and isinstance(text, str) and text.strip():
+        return text
+    return None
+
+
+class ReadSide:
+    """Where the query socket's reads run (one reader thread): each query on a read-only
+    store of its own, so that a long search or listing never holds up ingest and no key
+    cached from before a shred is used; cross-user stats spend and cache on a side
+    connection of the service's store. One long-lived read-only connection only watches
+    for commits (its `data_version`), for the TUI's refresh."""
+
+    def __init__(self, writer: Store, keyring: Keyring) -> None:
+        self.writer = writer
+        self.keyring = keyring
+        self._watch: Any = None
+
+    def version(self) -> int:
+        """Changes whenever any connection (ingest, maintenance, a release) commits."""
+        if self._watch is None:
+            self._watch = connect(self.writer.path, self.keyring, readonly=True)
+        return int(self._watch.execute("PRAGMA data_version").fetchone()[0])
+
+    def answer(self, obj: dict[str, Any], role: str, policies: Policies,
+               embedder: Embedder | None) -> dict[str, Any]:
+        store = Store.open(self.writer.path.parent, self.keyring, readonly=True)
+        ledger = self.writer.side_connection() if obj.get("op") == "stats" else None
+        try:
+            return answer(obj, role, policies, store, self.keyring, embedder,
+                          ledger_db=ledger, version=self.version)
+        finally:
+            if ledger is not None:
+                ledger.close()
+            store.close()
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+
+
 def answer(obj: dict[str, Any], role: str, policies: Policies, store: Store,
-           keyring: Keyring, embedder: Embedder | None = None) -> dict[str, Any]:
-    """The reply to an authorized query (runs on the worker thread)."""
+           keyring: Keyring, embedder: Embedder | None = None, *,
+           ledger_db: Any = None, version: Callable[[], int] | None = None) -> dict[str, Any]:
+    """The reply to an authorized query (`version`: the TUI's change counter)."""
     rid = obj.get("request_id") if isinstance(obj.get("request_id"), str) else None
     op = obj.get("op")
     try:
@@ -119,11 +185,12 @@ def answer(obj: dict[str, Any], role: str, policies: Policies, store: Store,
         elif op == "search":
             body = _search(obj, role, policies, store, keyring, embedder, rid)
         elif op == "stats":
-            body = _stats(obj, policies, store, keyring, rid)
+            body = _stats(obj, policies, store, keyring, rid, ledger_db)
         else:
             from appliance.tui import served
 
-            body = jsonable(served.answer(obj, role, policies, store, embedder, rid))
+            body = jsonable(served.answer(obj, role, policies, store, embedder, rid,
+                                          version or (lambda: data_version(store))))
     except AccessDenied as exc:
         raise ProtocolError("forbidden", str(exc), rid) from None
     except SemtraceError as exc:  # BudgetSpent, a bad window, an unknown kind: one sentence
@@ -165,7 +232,7 @@ def _search(obj: dict[str, Any], role: str, policies: Policies, store: Store,
 
 
 def _stats(obj: dict[str, Any], policies: Policies, store: Store, keyring: Keyring,
-           rid: str | None) -> dict[str, Any]:
+           rid: str | None, ledger_db: Any = None) -> dict[str, Any]:
     kind = _str(obj, "kind", rid, required=True)
     tenant = _str(obj, "tenant", rid, required=True)
     start, end = _when(obj, "from", rid), _when(obj, "to", rid)
@@ -182,5 +249,5 @@ def _stats(obj: dict[str, Any], policies: Policies, store: Store, keyring: Keyri
     q = StatsQuery(kind=str(kind), tenant=str(tenant), user=_str(obj, "user", rid),
                    start=start, end=end, topic=_str(obj, "topic", rid), bucket=bucket,
                    baseline=(b_start, b_end) if b_start and b_end else None)
-    return {"report": stats_json(run_stats(q, store, keyring, policies),
+    return {"report": stats_json(run_stats(q, store, keyring, policies, ledger_db=ledger_db),
                                  policies.pricing.currency)}

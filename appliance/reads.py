@@ -104,14 +104,19 @@ class StatsQuery:
     baseline: tuple[datetime, datetime] | None = None  # incident
 
 
-def run_stats(q: StatsQuery, store: Store, keyring: Keyring,
-              policies: Policies) -> analytics.Report[Any]:
-    """The report of `q` (the role was checked for `stats_permission(q.user)`)."""
+def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies, *,
+              ledger_db: Any = None) -> analytics.Report[Any]:
+    """The report of `q` (the role was checked for `stats_permission(q.user)`).
+
+    Args:
+        ledger_db: the connection the privacy gate spends and caches releases on
+            (default the store's own; the service reads from a read-only store).
+    """
     if q.kind not in STATS_KINDS:
         raise SemtraceError(f"Unknown stats kind {q.kind!r}; use one of "
                             f"{', '.join(STATS_KINDS)}.")
     pseudo = keyring.pseudonym(q.tenant, q.user) if q.user is not None else None
-    gate = PrivacyGate(store.db, policies.privacy)
+    gate = PrivacyGate(ledger_db if ledger_db is not None else store.db, policies.privacy)
     bound = policies.pricing.thread_cost_bound
     common: dict[str, Any] = {"tenant": q.tenant, "start": q.start, "end": q.end,
                               "single_user": pseudo}

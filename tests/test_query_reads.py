@@ -59,7 +59,8 @@ def served(pipeline: Any, data_dir: Path, monkeypatch: pytest.MonkeyPatch
     for var in ("SEMTRACE_PASSPHRASE_FILE", "SEMTRACE_KEY_FILE", "CREDENTIALS_DIRECTORY"):
         monkeypatch.delenv(var, raising=False)  # the reader holds no key
     try:
-        yield {"sock": qsock, "outcomes": out, "store": pipeline.store}
+        yield {"sock": qsock, "outcomes": out, "store": pipeline.store,
+               "ingest": data_dir / "s.sock"}
     finally:
         asyncio.run_coroutine_threadsafe(svc.drain(), loop).result(60)
         loop.call_soon_threadsafe(loop.stop)
@@ -215,6 +216,16 @@ def test_without_a_passphrase_the_cli_asks_the_data_dirs_query_socket(
     assert "<EMAIL_ADDRESS" in shown.output and EMAIL not in shown.output
 
 
+def test_the_query_socket_can_come_from_the_environment(served: dict[str, Any],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEMTRACE_QUERY_SOCKET", str(served["sock"]))
+    ok = cli("search", "VPN guide", "--role", "analyst-acme", "--json")
+    assert ok.exit_code == 0, ok.output
+    assert {h["tenant"] for h in json.loads(ok.output)} == {"acme"}
+    refused(run_cli("stats", "topics", "--role", "analyst-acme", "--tenant", "globex",
+                    *WINDOW), "limited to tenant(s) acme")
+
+
 def test_the_tuis_reads_are_checked_and_carry_only_the_roles_tenant(
         served: dict[str, Any]) -> None:
     sock = served["sock"]
@@ -235,6 +246,13 @@ def test_the_tuis_reads_are_checked_and_carry_only_the_roles_tenant(
                now="2026-03-03T12:00:00Z")[1]["error"]["code"] == "forbidden"
     bad = raw(sock, op="page", role="analyst-acme", filters={"colour": "blue"})[1]
     assert bad["error"]["code"] == "bad_request"
+    # an ingest committed by the service changes the version the TUI refreshes on
+    before = raw(sock, op="version", role="analyst-acme")[1]["version"]
+    with Client(served["ingest"]) as c:
+        assert c.ingest(tenant="acme", user_id="u-dee-5150", text="Where do I file receipts?",
+                        request_id="acme-late")["ok"]
+    assert raw(sock, op="version", role="analyst-acme")[1]["version"] != before
+    assert raw(sock, op="page", role="analyst-acme")[1]["total"] == 4
 
 
 # ---------------------------------------------------------------- the TUI

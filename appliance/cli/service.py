@@ -193,7 +193,25 @@ async def _serve_with_jobs(service: Any, rt: Any, telemetry: Any = None) -> None
     finally:
         scheduler.shutdown(wait=False)
         await asyncio.gather(startup, return_exceptions=True)
+        _audit_stop(audit)
+
+
+def _audit_stop(audit: Any) -> None:
+    """The `stop` audit entry; on a full or failing disk a log line instead (the entry's
+    transaction is rolled back whole, the chain stays valid)."""
+    import logging
+
+    from appliance.service import STORAGE_CODES, storage_error
+
+    try:
         audit.append("stop", {})
+    except Exception as exc:
+        code = storage_error(exc, None).code
+        if code not in STORAGE_CODES:
+            raise
+        logging.getLogger("semtrace.service").error(
+            "the stop could not be written to the audit log (%s)", code,
+            extra={"event": "audit_stop_failed", "code": code})
 
 
 def _requests(lines: Any, run: str | None = None) -> Any:

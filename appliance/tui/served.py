@@ -8,6 +8,7 @@ role's tenants. Ops: `session` (what the app needs to start), `page`, `version`,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +19,6 @@ from appliance.ingest import parse_ts
 from appliance.protocol import ProtocolError
 from appliance.query import (
     build_index,
-    data_version,
     search,
     tenants,
     users_with_prefix,
@@ -33,11 +33,6 @@ from appliance.tui.searcher import scopes
 SORT_KEYS = ("tenant", "user", "started", "last", "turns", "topic", "models", "tokens",
              "cost", "marks")
 MAX_PAGE = 1000
-
-
-def version(store: Store) -> int:
-    """Changes when the service commits (its own connection) or any other connection does."""
-    return int(store.db.total_changes) + data_version(store)
 
 
 def _tenant(obj: dict[str, Any], role: str, policies: Policies, rid: str | None) -> str | None:
@@ -87,11 +82,13 @@ def _int(obj: dict[str, Any], key: str, default: int, top: int, rid: str | None)
 
 
 def answer(obj: dict[str, Any], role: str, policies: Policies, store: Store,
-           embedder: Embedder | None, rid: str | None) -> dict[str, Any]:
-    """The body of the reply to one of the TUI's ops."""
+           embedder: Embedder | None, rid: str | None, version: Callable[[], int]
+           ) -> dict[str, Any]:
+    """The body of the reply to one of the TUI's ops (`version`: what changes whenever
+    anything is committed)."""
     op = obj.get("op")
     if op == "version":
-        return {"version": version(store)}
+        return {"version": version()}
     if op == "session":
         r = policies.access.roles[role]
         return {"permissions": list(r.permissions), "bound": list(r.tenants),
@@ -104,7 +101,7 @@ def answer(obj: dict[str, Any], role: str, policies: Policies, store: Store,
         if sort not in SORT_KEYS:
             raise ProtocolError("bad_request", f"'sort' must be one of {', '.join(SORT_KEYS)}.",
                                 rid)
-        v = version(store)
+        v = version()
         rows, total = read_page(store, _filters(obj.get("filters"), rid), tenant, sort=sort,
                                 descending=bool(obj.get("descending", True)),
                                 offset=_int(obj, "offset", 0, 10**9, rid),

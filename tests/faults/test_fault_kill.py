@@ -1,5 +1,6 @@
-"""kill -9 of the service mid-batch, mid-shred and mid-migration, and of a key rotation: no acknowledged record is
-lost and the store opens cleanly. A short, bounded set; bench/faults.py runs 100 rounds."""
+"""kill -9 of the service mid-batch, mid-shred and mid-migration, and of a key rotation: no
+acknowledged record is lost and the store opens cleanly. A short, bounded set;
+bench/faults.py runs 100 rounds."""
 
 from __future__ import annotations
 
