@@ -166,8 +166,9 @@ def _pause(q: LinkInput, cands: Sequence[Candidate], turns: list[int]) -> float:
     log gap minus the median log gap between its turns (0 for a one-turn thread)."""
     if len(turns) < 2:
         return 0.0
+    last = turns[-6:]  # its last five gaps
     gaps = sorted(math.log1p(max((cands[b].ts - cands[a].ts).total_seconds(), 0.0))
-                  for a, b in zip(turns[-6:], turns[-5:], strict=False))
+                  for a, b in zip(last, last[1:], strict=False))
     now = math.log1p(max((q.ts - cands[turns[-1]].ts).total_seconds(), 0.0))
     return now - gaps[len(gaps) // 2]
 
