@@ -150,6 +150,21 @@ class PrivacySettings(_Strict):
     contribution_bound: int = Field(default=10, ge=1, le=10_000)
     # Tenants whose analysts may search other users' prompts.
     cross_user_search: dict[str, bool] = {}
+    # When (crontab, UTC) `semtrace serve` makes each tenant's daily releases of the
+    # topics and models figures (and at start), so that no query has to.
+    release_cron: str = "5 0 * * *"
+
+    @field_validator("release_cron")
+    @classmethod
+    def _crontab(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value)
+        except ValueError:
+            raise ValueError(f"release_cron {value!r} is not a crontab expression "
+                             "(five fields, e.g. \"5 0 * * *\").") from None
+        return value
 
 
 class ModelPrice(_Strict):

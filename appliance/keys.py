@@ -575,6 +575,10 @@ class RevealOpener:
     def __repr__(self) -> str:
         return "<RevealOpener>"
 
+    def is_pair_of(self, public_raw: bytes) -> bool:
+        """Whether `public_raw` is this private key's public half."""
+        return hmac.compare_digest(self._pub, public_raw)
+
     def open(self, blob: bytes, aad: bytes) -> bytes:
         eph_pub, nonce, ct = blob[:32], blob[32:32 + NONCE_BYTES], blob[32 + NONCE_BYTES:]
         aes = _seal_key(self._priv.exchange(_x25519_pub(eph_pub)), eph_pub, self._pub)
@@ -615,10 +619,57 @@ def create_reveal_key(data_dir: Path, compliance: Credential,
 
 
 def tag_reveal_key(data_dir: Path, keyring: Keyring) -> None:
-    """Add the keyring's tag to reveal.pub (at enrolment; once for a file written before)."""
+    """Add the keyring's tag to reveal.pub (at enrolment; retag_reveal_key for a file
+    written before tags existed). Replaced by rename: never half-written."""
     path = data_dir / REVEAL_PUBLIC_FILE
-    pub = base64.b64decode(path.read_text().split()[0])
-    path.write_text(f"{_b64(pub)}\ntag {keyring.tag(REVEAL_PUBLIC_FILE, pub)}\n")
+    pub = _reveal_public(path)[0]
+    side = path.with_name(path.name + ".tmp")
+    side.write_text(f"{_b64(pub)}\ntag {keyring.tag(REVEAL_PUBLIC_FILE, pub)}\n")
+    with open(side, "rb") as fh:
+        os.fsync(fh.fileno())
+    side.replace(path)
+    fsync_dir(data_dir)
+
+
+def _reveal_public(path: Path) -> tuple[bytes, str | None]:
+    """The public key in reveal.pub and its tag (None for a file written before tags)."""
+    words = path.read_text().split()
+    try:
+        pub = base64.b64decode(words[0], validate=True)
+    except (IndexError, ValueError):
+        raise SemtraceError(f"{path} is damaged; nothing was written.") from None
+    if "tag" not in words:
+        return pub, None
+    at = words.index("tag") + 1
+    return pub, words[at] if at < len(words) else ""
+
+
+def reveal_tag_ok(data_dir: Path, keyring: Keyring) -> bool | None:
+    """Whether reveal.pub carries this keyring's tag (None: no compliance key enrolled)."""
+    path = data_dir / REVEAL_PUBLIC_FILE
+    if not path.exists():
+        return None
+    pub, tag = _reveal_public(path)
+    return tag is not None and hmac.compare_digest(tag, keyring.tag(REVEAL_PUBLIC_FILE, pub))
+
+
+def retag_reveal_key(data_dir: Path, keyring: Keyring, compliance: Credential) -> bool:
+    """Tag reveal.pub again (a file written before tags existed), once the compliance
+    credential proves it is the public half of the enrolled private key: a key swapped
+    in by someone who can write the data dir is never blessed. Returns whether the file
+    changed (False: it already carried the right tag)."""
+    path = data_dir / REVEAL_PUBLIC_FILE
+    if not path.exists():
+        raise SemtraceError("No compliance key is enrolled for this data dir.")
+    opener = unlock_reveal_key(data_dir, compliance)
+    pub, _ = _reveal_public(path)
+    if not opener.is_pair_of(pub):
+        raise SemtraceError(f"{path} is not the public half of the enrolled compliance key; "
+                            "nothing was changed. Restore it from a backup.")
+    if reveal_tag_ok(data_dir, keyring):
+        return False
+    tag_reveal_key(data_dir, keyring)
+    return True
 
 
 def reveal_sealer(data_dir: Path, keyring: Keyring | None = None) -> RevealSealer | None:
@@ -630,15 +681,13 @@ def reveal_sealer(data_dir: Path, keyring: Keyring | None = None) -> RevealSeale
     path = data_dir / REVEAL_PUBLIC_FILE
     if not path.exists():
         return None
-    words = path.read_text().split()
-    try:
-        pub = base64.b64decode(words[0], validate=True)
-    except (IndexError, ValueError):
-        raise SemtraceError(f"{path} is damaged; nothing was written.") from None
+    pub, tag = _reveal_public(path)
     if keyring is not None:
-        at = words.index("tag") + 1 if "tag" in words else len(words)
-        found = words[at] if at < len(words) else ""
-        if not hmac.compare_digest(found, keyring.tag(REVEAL_PUBLIC_FILE, pub)):
+        if tag is None:
+            raise SemtraceError(f"{path} carries no tag (enrolled by an earlier version); "
+                                "nothing was written. Run `semtrace compliance retag` with "
+                                "the compliance passphrase.")
+        if not hmac.compare_digest(tag, keyring.tag(REVEAL_PUBLIC_FILE, pub)):
             raise SemtraceError(f"{path} is not the compliance key this appliance enrolled "
                                 "(its tag does not match); nothing was written. Restore it "
                                 "from a backup.")

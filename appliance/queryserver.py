@@ -2,41 +2,66 @@
 needs no master passphrase. Each request runs under the role the peer's OS identity may
 take (SO_PEERCRED, supplementary groups included), limited to the role's tenants.
 
-Requests are NDJSON like the ingest protocol: `{"v":1, "op":"threads", "role", "tenant",
-"user", "limit"}` lists threads (newest first); `{"v":1, "op":"thread", "role",
-"thread_id"}` shows one. Over this socket a role that lists no uids/gids is the service
-owner's only: whoever reaches the socket gets nothing by naming it.
+Requests are NDJSON like the ingest protocol, each with `"v": 1`, an `op`, and an
+optional `role` and `tenant`. `authorize` is the one permission check: the op's
+permission (PERMISSIONS; `stats` needs `user_stats` with a `user`, else `aggregates`),
+the role's identities and its tenants. Then:
+
+- `threads` {tenant, user, limit} / `thread` {thread_id}: thread listings (threads:read);
+- `search` {text, tenant, user, since, limit}: as `semtrace search` (reads.run_search);
+- `stats` {kind, tenant, user, from, to, topic, bucket, baseline_from, baseline_to}:
+  the JSON `semtrace stats KIND --json` prints; cross-user figures come from the privacy
+  gate, spending or reading today's cached release exactly as the direct command does;
+- `session`, `page`, `version`, `screen_search`, `released`: what the TUI's screens read
+  (tui/served.py answers them, tui/remote.py asks).
+
+Over this socket a role that lists no uids/gids is the service owner's only: whoever
+reaches the socket gets nothing by naming it.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, is_dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from appliance.config import AccessSettings
-from appliance.errors import AccessDenied
+import numpy as np
+
+from appliance.config import AccessSettings, Policies
+from appliance.embed import Embedder
+from appliance.errors import AccessDenied, SemtraceError
+from appliance.ingest import parse_ts
 from appliance.keys import Keyring
 from appliance.protocol import ProtocolError
-from appliance.query import ThreadFilter, get_thread, list_threads
+from appliance.query import ThreadFilter, data_version, get_thread, list_threads
+from appliance.reads import (
+    StatsQuery,
+    jsonable,
+    run_search,
+    run_stats,
+    stats_json,
+    stats_permission,
+)
 from appliance.roles import Caller, bound_tenants, require, resolve_role, sees
-from appliance.store import Store
+from appliance.store import Store, connect
 
-QUERY_OPS = ("threads", "thread")
+PERMISSIONS = {"threads": "threads:read", "thread": "threads:read", "page": "threads:read",
+               "session": "threads:read", "version": "threads:read", "search": "search",
+               "screen_search": "search", "stats": "aggregates", "released": "aggregates"}
+QUERY_OPS = tuple(PERMISSIONS)
 MAX_LIMIT = 10_000
 
 
-def jsonable(obj: Any) -> Any:
-    """Dataclasses, datetimes and tuples as plain JSON values."""
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return {k: jsonable(v) for k, v in asdict(obj).items()}
-    if isinstance(obj, datetime):
-        return obj.isoformat().replace("+00:00", "Z")
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [jsonable(v) for v in obj]
-    return obj
+def permission(obj: dict[str, Any]) -> str:
+    """The permission a request needs (pure)."""
+    op = obj.get("op")
+    if op == "stats":
+        user = obj.get("user")
+        if user is not None and not isinstance(user, str):
+            raise ProtocolError("bad_request", "'user' must be a string.")
+        return stats_permission(user)
+    return PERMISSIONS[str(op)]
 
 
 def authorize(access: AccessSettings, obj: dict[str, Any], caller: Caller, *,
@@ -54,28 +79,137 @@ def authorize(access: AccessSettings, obj: dict[str, Any], caller: Caller, *,
         if not r.uids and not r.gids and caller.uid != owner_uid:
             raise AccessDenied(f"The {name} role binds no uids or gids in access.toml; over "
                                "the query socket only the service's own user may take it.")
-        return require(access, name, "threads:read", caller=caller, tenant=tenant)
+        return require(access, name, permission(obj), caller=caller, tenant=tenant)
     except AccessDenied as exc:
         raise ProtocolError("forbidden", str(exc)) from None
 
 
-def answer(obj: dict[str, Any], role: str, access: AccessSettings, store: Store,
-           keyring: Keyring) -> dict[str, Any]:
-    """The reply to an authorized query (runs on the worker thread)."""
+def _str(obj: dict[str, Any], key: str, rid: str | None, *, required: bool = False
+         ) -> str | None:
+    value = obj.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ProtocolError("bad_request", f"'{key}' must be a non-empty string.", rid)
+    return value
+
+
+def _when(obj: dict[str, Any], key: str, rid: str | None) -> datetime | None:
+    value = _str(obj, key, rid)
+    if value is None:
+        return None
+    try:
+        return parse_ts(value)
+    except SemtraceError:
+        raise ProtocolError("bad_request", f"'{key}' must be an ISO-8601 date or time.",
+                            rid) from None
+
+
+def _limit(obj: dict[str, Any], default: int, top: int, rid: str | None) -> int:
+    limit = obj.get("limit", default)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= top:
+        raise ProtocolError("bad_request", f"'limit' must be an integer from 1 to {top}.", rid)
+    return limit
+
+
+@dataclass(frozen=True)
+class QueryVector:
+    """The service's embedding of a search's text. The model lives on the worker thread
+    (one llama.cpp model may not run on two threads), so the text is embedded there and
+    the search itself runs on the reader thread with this in place of the model."""
+
+    model_id: str
+    dims: int
+    text: str
+    vector: np.ndarray
+
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
+        if texts != [self.text]:
+            raise ValueError("a query vector embeds only its own text")
+        return self.vector[None, :], [False]
+
+
+def search_text(obj: dict[str, Any]) -> str | None:
+    """The text a request searches for (to embed on the worker thread), if any."""
+    text = obj.get("text")
+    if obj.get("op") in ("search", "screen_search") and isinstance(text, str) and text.strip():
+        return text
+    return None
+
+
+class ReadSide:
+    """Where the query socket's reads run (one reader thread): each query on a read-only
+    store of its own, so that a long search or listing never holds up ingest and no key
+    cached from before a shred is used; cross-user stats spend and cache on a side
+    connection of the service's store. One long-lived read-only connection only watches
+    for commits (its `data_version`), for the TUI's refresh."""
+
+    def __init__(self, writer: Store, keyring: Keyring) -> None:
+        self.writer = writer
+        self.keyring = keyring
+        self._watch: Any = None
+
+    def version(self) -> int:
+        """Changes whenever any connection (ingest, maintenance, a release) commits."""
+        if self._watch is None:
+            self._watch = connect(self.writer.path, self.keyring, readonly=True)
+        return int(self._watch.execute("PRAGMA data_version").fetchone()[0])
+
+    def answer(self, obj: dict[str, Any], role: str, policies: Policies,
+               embedder: Embedder | None) -> dict[str, Any]:
+        store = Store.open(self.writer.path.parent, self.keyring, readonly=True)
+        ledger = self.writer.side_connection() if obj.get("op") == "stats" else None
+        try:
+            return answer(obj, role, policies, store, self.keyring, embedder,
+                          ledger_db=ledger, version=self.version)
+        finally:
+            if ledger is not None:
+                ledger.close()
+            store.close()
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+
+
+def answer(obj: dict[str, Any], role: str, policies: Policies, store: Store,
+           keyring: Keyring, embedder: Embedder | None = None, *,
+           ledger_db: Any = None, version: Callable[[], int] | None = None) -> dict[str, Any]:
+    """The reply to an authorized query (`version`: the TUI's change counter)."""
     rid = obj.get("request_id") if isinstance(obj.get("request_id"), str) else None
+    op = obj.get("op")
+    try:
+        if op in ("thread", "threads"):
+            body = _threads(obj, role, policies, store, keyring, rid)
+        elif op == "search":
+            body = _search(obj, role, policies, store, keyring, embedder, rid)
+        elif op == "stats":
+            body = _stats(obj, policies, store, keyring, rid, ledger_db)
+        else:
+            from appliance.tui import served
+
+            body = jsonable(served.answer(obj, role, policies, store, embedder, rid,
+                                          version or (lambda: data_version(store))))
+    except AccessDenied as exc:
+        raise ProtocolError("forbidden", str(exc), rid) from None
+    except SemtraceError as exc:  # BudgetSpent, a bad window, an unknown kind: one sentence
+        raise ProtocolError("bad_request", str(exc), rid) from None
+    return {"request_id": rid, "ok": True, "role": role, **body}
+
+
+def _threads(obj: dict[str, Any], role: str, policies: Policies, store: Store,
+             keyring: Keyring, rid: str | None) -> dict[str, Any]:
+    access = policies.access
     bound = bound_tenants(access, role)
     if obj.get("op") == "thread":
-        thread_id = obj.get("thread_id")
-        if not isinstance(thread_id, str) or not thread_id:
-            raise ProtocolError("bad_request", "'thread_id' must be a non-empty string.", rid)
-        thread = get_thread(store, thread_id)
+        thread_id = _str(obj, "thread_id", rid, required=True)
+        thread = get_thread(store, str(thread_id))
         if thread is None or not sees(access, role, thread.tenant):
             raise ProtocolError("not_found", "No thread with this id in scope.", rid)
-        return {"request_id": rid, "ok": True, "role": role, "thread": jsonable(thread)}
-    tenant, user, limit = obj.get("tenant"), obj.get("user"), obj.get("limit", 50)
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-        raise ProtocolError("bad_request", f"'limit' must be an integer from 1 to {MAX_LIMIT}.",
-                            rid)
+        return {"thread": jsonable(thread), "currency": policies.pricing.currency}
+    tenant, user = obj.get("tenant"), obj.get("user")
+    limit = _limit(obj, 50, MAX_LIMIT, rid)
     if user is not None and (not isinstance(user, str) or tenant is None):
         raise ProtocolError("bad_request", "'user' must be a string, with 'tenant'.", rid)
     if tenant is None and bound is not None and len(bound) == 1:
@@ -83,4 +217,37 @@ def answer(obj: dict[str, Any], role: str, access: AccessSettings, store: Store,
     pseudo = keyring.pseudonym(tenant, user) if user is not None and tenant else None
     rows = [t for t in list_threads(store, ThreadFilter(tenant=tenant, user=pseudo),
                                     limit=limit) if bound is None or t.tenant in bound]
-    return {"request_id": rid, "ok": True, "role": role, "threads": jsonable(rows)}
+    return {"threads": jsonable(rows), "currency": policies.pricing.currency}
+
+
+def _search(obj: dict[str, Any], role: str, policies: Policies, store: Store,
+            keyring: Keyring, embedder: Embedder | None, rid: str | None) -> dict[str, Any]:
+    if embedder is None:
+        raise ProtocolError("bad_request", "This service has no embedding model.", rid)
+    text = _str(obj, "text", rid, required=True)
+    hits = run_search(store, keyring, policies, role, embedder, str(text),
+                      tenant=_str(obj, "tenant", rid), user=_str(obj, "user", rid),
+                      since=_when(obj, "since", rid), limit=_limit(obj, 10, 1000, rid))
+    return {"hits": jsonable(hits)}
+
+
+def _stats(obj: dict[str, Any], policies: Policies, store: Store, keyring: Keyring,
+           rid: str | None, ledger_db: Any = None) -> dict[str, Any]:
+    kind = _str(obj, "kind", rid, required=True)
+    tenant = _str(obj, "tenant", rid, required=True)
+    start, end = _when(obj, "from", rid), _when(obj, "to", rid)
+    if start is None or end is None or start >= end:
+        raise ProtocolError("bad_request", "'from' and 'to' must be ISO times, 'from' first.",
+                            rid)
+    b_start, b_end = _when(obj, "baseline_from", rid), _when(obj, "baseline_to", rid)
+    if (b_start is None) != (b_end is None) or (b_start and b_end and b_start >= b_end):
+        raise ProtocolError("bad_request", "'baseline_from' and 'baseline_to' go together, "
+                            "'baseline_from' first.", rid)
+    bucket = obj.get("bucket", "day")
+    if bucket not in ("day", "hour"):
+        raise ProtocolError("bad_request", "'bucket' must be 'day' or 'hour'.", rid)
+    q = StatsQuery(kind=str(kind), tenant=str(tenant), user=_str(obj, "user", rid),
+                   start=start, end=end, topic=_str(obj, "topic", rid), bucket=bucket,
+                   baseline=(b_start, b_end) if b_start and b_end else None)
+    return {"report": stats_json(run_stats(q, store, keyring, policies, ledger_db=ledger_db),
+                                 policies.pricing.currency)}

@@ -139,6 +139,9 @@ def storage_error(exc: BaseException, request_id: str | None) -> ProtocolError:
                          request_id)
 
 
+STORAGE_CODES = ("disk_full", "io_error")
+
+
 @dataclass
 class _Item:
     prompt: Prompt
@@ -181,6 +184,9 @@ class Service:
         self._query_server: asyncio.AbstractServer | None = None
         self._reload = reload
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semtrace-worker")
+        # the query socket's reads, on connections of their own: they never hold up ingest
+        self._readers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semtrace-reader")
+        self._read_side: Any = None  # queryserver.ReadSide, made with the query socket
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=policies.service.queue_max)
         self._server: asyncio.AbstractServer | None = None
         self._stopping = asyncio.Event()
@@ -196,6 +202,10 @@ class Service:
         self.observer: ServiceObserver | None = None
         self.scheduler: Any = None  # set by the caller that schedules jobs
         self.doors: list[FrontDoor] = []  # started after the socket, stopped before draining
+        # Set when a batch fails on the disk while stopping: the rest of the queue is given
+        # up (refused, nothing written) instead of being retried one request at a time.
+        self._giving_up: BaseException | None = None
+        self._given_up = 0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -261,6 +271,10 @@ class Service:
         while not self._queue.empty():
             await asyncio.sleep(0.01)
         await self._queue.join()
+        if self._given_up:
+            log.warning("stopped with the disk failing: gave up %d queued request(s), none of "
+                        "them recorded; every request recorded before is kept", self._given_up,
+                        extra={"event": "shutdown_gave_up", "requests": self._given_up})
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
@@ -268,6 +282,9 @@ class Service:
             self._batcher.cancel()
             await asyncio.gather(self._batcher, return_exceptions=True)
         self._pool.shutdown(wait=True)  # waits for a running job too
+        if self._read_side is not None:
+            self._readers.submit(self._read_side.close)
+        self._readers.shutdown(wait=True)
         for sock in (self.socket_path, self.query_socket_path):
             if sock is not None:
                 with contextlib.suppress(FileNotFoundError):
@@ -290,7 +307,10 @@ class Service:
                 except asyncio.QueueEmpty:
                     break
             try:
-                await self._run_batch(items)
+                if self._giving_up is not None:
+                    self._give_up(items)
+                else:
+                    await self._run_batch(items)
             finally:
                 for item in items:
                     self._queue.task_done()
@@ -311,8 +331,15 @@ class Service:
         try:
             outcomes = await self.in_worker(self.pipeline.process, [i.prompt for i in items])
         except Exception as exc:
+            if self._stopping.is_set() and storage_error(exc, None).code in STORAGE_CODES:
+                self._start_giving_up(exc)
+                self._give_up(items)
+                return
             if len(items) > 1:  # isolate the request that failed
-                for item in items:
+                for n, item in enumerate(items):
+                    if self._giving_up is not None:
+                        self._give_up(items[n:])
+                        return
                     await self._run_batch([item])
                 return
             log.exception("ingest failed", extra={"event": "ingest_failed"})
@@ -329,6 +356,26 @@ class Service:
         if self.on_batch:
             self.on_batch(outcomes, time.perf_counter() - start)
         self._observe(items, outcomes)
+
+    def _start_giving_up(self, exc: BaseException) -> None:
+        """Stopping on a full or failing disk: refuse what is queued rather than run each
+        request through the pipeline again only to fail (a full queue took minutes)."""
+        if self._giving_up is None:
+            self._giving_up = exc
+            log.error("the disk is failing while stopping (%s): giving up the queued "
+                      "requests", storage_error(exc, None).code,
+                      extra={"event": "shutdown_giving_up", "queued": self._queue.qsize()})
+
+    def _give_up(self, items: list[_Item]) -> None:
+        """Refuse these requests with the disk's error; nothing of them was written."""
+        assert self._giving_up is not None
+        for item in items:
+            self._given_up += 1
+            self.counters["errors"] += 1
+            if item.future and not item.future.done():
+                item.future.set_exception(storage_error(self._giving_up,
+                                                        item.prompt.request_id))
+        self._observe(items, None)
 
     def _observe(self, items: list[_Item], outcomes: list[Outcome] | None) -> None:
         """Queue the batch for the observer on the worker thread, off the reply path."""
@@ -382,17 +429,25 @@ class Service:
             if obj.get("op") not in queryserver.QUERY_OPS:
                 raise ProtocolError("unknown_op", "'op' must be one of "
                                     f"{', '.join(queryserver.QUERY_OPS)}.")
-            access = self.policies.access
-            role = queryserver.authorize(access, obj, Caller(peer.uid, peer.gids),
+            policies = self.policies  # one snapshot for the check and the answer (SIGHUP)
+            role = queryserver.authorize(policies.access, obj, Caller(peer.uid, peer.gids),
                                          owner_uid=os.getuid())
             if self._queue.qsize() + self._side >= self.policies.service.queue_max:
                 return error_reply("busy", "The service is busy; retry shortly.",
                                    retry_after_ms=self.policies.service.busy_retry_after_ms)
             self._side += 1
             try:
-                reply: dict[str, Any] = await self.in_worker(
-                    queryserver.answer, obj, role, access, self.pipeline.store,
-                    self.pipeline.keys)
+                embedder: Any = self.pipeline.embedder
+                text = queryserver.search_text(obj)
+                if text is not None:  # the model runs on the worker thread only
+                    vectors, _ = await self.in_worker(embedder.embed, [text])
+                    embedder = queryserver.QueryVector(embedder.model_id, embedder.dims, text,
+                                                       vectors[0])
+                if self._read_side is None:
+                    self._read_side = queryserver.ReadSide(self.pipeline.store,
+                                                           self.pipeline.keys)
+                reply: dict[str, Any] = await asyncio.get_running_loop().run_in_executor(
+                    self._readers, self._read_side.answer, obj, role, policies, embedder)
             finally:
                 self._side -= 1
         except ProtocolError as exc:

@@ -3,9 +3,11 @@
 Each kill round starts `semtrace serve`, drives sync ingests from three clients and
 kills the service with SIGKILL: at the commit of a random batch (fail point), at a
 random moment, in the middle of a shred (start-up retention) or of a migration
-(`init`). The next start must open the store and hold every acknowledged request.
-Prints rounds, faults injected, acknowledged requests, lost ones and crashes (a
-store that did not open). Asserts nothing; README's Limitations quote the figures.
+(`init`); or stops it and kills `semtrace keys rotate` after one of its steps (every
+step in turn), then starts with the old or the new passphrase at random. The next
+start must open the store and hold every acknowledged request. Prints rounds, faults
+injected by kind, acknowledged requests, lost ones and crashes (a store that did not
+open or failed `audit verify`). Asserts nothing; README's Limitations quote the figures.
 
     .venv/bin/python bench/faults.py [--rounds 100] [--fuzz 5000] [--disk 3] [--seed 14]
 """
@@ -37,6 +39,7 @@ from harness import (  # noqa: E402
     integrity,
     kill_round,
     missing,
+    rotation_round,
     run_cli,
 )
 
@@ -84,30 +87,42 @@ def migration_round(tmp: Path, rng: random.Random) -> dict[str, int]:
 
 
 def kill_rounds(rounds: int, rng: random.Random) -> dict[str, int]:
+    from appliance.store.rotation import STEPS
+
     totals = {"rounds": 0, "faults": 0, "acked": 0, "lost": 0, "crashes": 0}
-    kinds = {"commit": 0, "random": 0, "shred": 0, "migration": 0}
+    kinds = {"commit": 0, "random": 0, "shred": 0, "migration": 0, "rotation": 0}
+    faults = dict.fromkeys(kinds, 0)
+    refused_old = 0
     with tempfile.TemporaryDirectory(prefix="semtrace-faults-") as base:
         (Path(base) / "kills").mkdir()
         svc = Service(Path(base) / "kills")
         for n in range(rounds):
             kind = ("shred" if n % 10 == 5 else "migration" if n % 10 == 9
-                    else "commit" if n % 2 else "random")
+                    else "rotation" if n % 10 == 3 else "commit" if n % 2 else "random")
             tmp = Path(tempfile.mkdtemp(dir=base))
             if kind == "shred":
                 out = shred_round(tmp, rng, n)
             elif kind == "migration":
                 out = migration_round(tmp, rng)
+            elif kind == "rotation":  # every step in turn, old or new passphrase at random
+                out = rotation_round(Service(tmp), rng=rng, tag=f"k{n}",
+                                     step=kinds["rotation"] % len(STEPS) + 1,
+                                     reopen_with_new=rng.random() < 0.5)
+                refused_old += out.pop("refused_old")
             else:
                 fp = f"batch.commit:{rng.randrange(2, 12)}" if kind == "commit" else None
                 out = kill_round(svc, rng=rng, tag=f"k{n}", failpoint=fp)
             kinds[kind] += 1
+            faults[kind] += out["faults"]
             totals["rounds"] += 1
             for key in ("faults", "acked", "lost", "crashes"):
                 totals[key] += out[key]
             print(f"round {n + 1}/{rounds} {kind}: {out} totals {json.dumps(totals)}",
                   file=sys.stderr, flush=True)
         totals["integrity_problems"] = len(integrity(svc))
-    return {**totals, **{f"rounds_{k}": v for k, v in kinds.items()}}
+    return {**totals, **{f"rounds_{k}": v for k, v in kinds.items()},
+            **{f"faults_{k}": v for k, v in faults.items()},
+            "rotation_old_passphrase_refused_after_finish": refused_old}
 
 
 def _disk_round(tmp: Path, full: bool) -> dict[str, int] | None:

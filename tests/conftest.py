@@ -38,7 +38,7 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("TLDEXTRACT_CACHE", str(tmp_path / "tld"))
     for var in ("SEMTRACE_DATA_DIR", "SEMTRACE_PASSPHRASE_FILE", "SEMTRACE_KEY_FILE",
-                "CREDENTIALS_DIRECTORY"):
+                "CREDENTIALS_DIRECTORY", "SEMTRACE_QUERY_SOCKET"):
         monkeypatch.delenv(var, raising=False)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -322,5 +323,64 @@ def test_a_substituted_reveal_pub_is_refused_before_anything_is_sealed_to_it(
         pub.write_text(forged)
         src = write_stream(tmp_path / "in.jsonl", CANARY_STREAM[:1])
         out = run_cli("replay", str(src), "--out", str(tmp_path / "o.jsonl"), *args)
-        assert out.returncode != 0 and "not the compliance key" in out.stderr, out.stderr
+        expected = "not the compliance key" if "tag " in forged else "carries no tag"
+        assert out.returncode != 0 and expected in out.stderr, out.stderr
         assert "Traceback" not in out.stderr
+
+
+def test_an_untagged_reveal_pub_is_refused_until_an_operator_retags_it(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    args = _cli_dir(tmp_path, passphrase_file)
+    pub, cp = tmp_path / "data" / "reveal.pub", tmp_path / "compliance-pw"
+    key_line, tag_line = pub.read_text().split("\n")[:2]
+    untagged = key_line + "\n"  # what versions before the tag wrote
+    pub.write_text(untagged)
+    src = write_stream(tmp_path / "in.jsonl", CANARY_STREAM[:1])
+
+    def replay() -> subprocess.CompletedProcess[str]:
+        return run_cli("replay", str(src), "--out", str(tmp_path / "o.jsonl"), *args)
+
+    refused = replay()
+    assert refused.returncode != 0 and "semtrace compliance retag" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    wrong = tmp_path / "wrong-c"
+    wrong.touch(mode=0o600)
+    wrong.write_text("not the compliance secret\n")
+    for extra, says in ((["--compliance-passphrase-file", str(wrong)], "compliance credential"),
+                        (["--compliance-passphrase-file", str(cp), "--role", "analyst"],
+                         "may not service")):
+        out = run_cli("compliance", "retag", *args, *extra)
+        assert out.returncode != 0 and says in out.stderr and "Traceback" not in out.stderr
+        assert pub.read_text() == untagged  # nothing changed
+    done = run_cli("compliance", "retag", *args, "--compliance-passphrase-file", str(cp),
+                   "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"retagged": True}
+    assert pub.read_text().split("\n")[:2] == [key_line, tag_line]
+    assert replay().returncode == 0  # the store writes again, originals sealed to the key
+    rid = json.loads(run_cli("threads", "list", "--json", *args).stdout)[0]["thread_id"]
+    record = json.loads(run_cli("threads", "show", rid, "--json", *args).stdout)["records"][0]
+    shown = run_cli("reveal", str(record["record_id"]), "--reason", "ticket 9", "--role",
+                    "compliance", "--compliance-passphrase-file", str(cp), "--json", *args)
+    assert shown.returncode == 0, shown.stderr
+    assert "bart.quagmire@example.com" in {p["original"] for p in json.loads(shown.stdout)}
+    events = [e["details"].get("change") for e in
+              json.loads(run_cli("audit", "log", "--json", *args).stdout)]
+    assert "compliance key re-tagged" in events
+
+    # tampered afterwards: another key under the old tag is refused, and retag will not
+    # bless another key without a tag either
+    mallory = base64.b64encode(X25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
+    pub.write_text(f"{mallory}\n{tag_line}\n")
+    out = replay()
+    assert out.returncode != 0 and "not the compliance key" in out.stderr, out.stderr
+    pub.write_text(mallory + "\n")
+    out = run_cli("compliance", "retag", *args, "--compliance-passphrase-file", str(cp))
+    assert out.returncode != 0 and "not the public half" in out.stderr, out.stderr
+    assert pub.read_text() == mallory + "\n"

@@ -73,6 +73,59 @@ def open_dir(data_dir: Path | None, passphrase_file: Path | None, key_file: Path
     return open_runtime(directory, credential(passphrase_file, key_file), readonly=readonly)
 
 
+QUERY_SOCKET_ENV = "SEMTRACE_QUERY_SOCKET"
+QUERY_SOCKET_NAME = "query.sock"
+
+
+def query_socket_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--socket", "socket_path", type=click.Path(path_type=Path), envvar=QUERY_SOCKET_ENV,
+        default=None, help="Ask the running service's query socket (default $SEMTRACE_QUERY_"
+        "SOCKET; DATA_DIR/query.sock when no passphrase or key is given) under your OS "
+        "identity's role, without the passphrase.")(fn)
+
+
+def _credential_given(passphrase_file: Path | None, key_file: Path | None) -> bool:
+    import os
+
+    from appliance.keys import KEY_FILE_ENV, PASSPHRASE_ENV, SYSTEMD_CREDENTIAL
+
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    return bool(passphrase_file or key_file or os.environ.get(KEY_FILE_ENV)
+                or os.environ.get(PASSPHRASE_ENV)
+                or (cred_dir and (Path(cred_dir) / SYSTEMD_CREDENTIAL).is_file()))
+
+
+def query_socket(socket_path: Path | None, data_dir: Path | None,
+                 passphrase_file: Path | None, key_file: Path | None) -> Path | None:
+    """The query socket a read command asks, or None to open the store directly.
+
+    `--socket` (or $SEMTRACE_QUERY_SOCKET) wins; without it, a reader that gives no
+    passphrase or key asks the data dir's query socket when the service has one.
+    """
+    if socket_path is not None:
+        return socket_path
+    if _credential_given(passphrase_file, key_file):
+        return None
+    sock = (data_dir or default_data_dir()) / QUERY_SOCKET_NAME
+    return sock if sock.is_socket() else None
+
+
+def ask(path: Path, request: dict[str, Any]) -> dict[str, Any]:
+    """One query over the service's query socket; its refusal as one sentence."""
+    from appliance.client import Client
+    from appliance.errors import AccessDenied
+
+    with Client(path, timeout=600) as client:  # a search may build a large index
+        reply = client.request({"v": 1, **{k: v for k, v in request.items() if v is not None}})
+    if not reply.get("ok"):
+        err = reply.get("error") or {}
+        if err.get("code") == "forbidden":
+            raise AccessDenied(str(err.get("message")))
+        raise SemtraceError(str(err.get("message") or "The service refused the query."))
+    return reply
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="semtrace")
 def cli() -> None:

@@ -298,6 +298,44 @@ def compliance_enroll(data_dir: Path | None, passphrase_file: Path | None,
     _ = credential
 
 
+@compliance.command("retag")
+@data_dir_option
+@credential_options
+@role_option
+@click.option("--compliance-passphrase-file", type=click.Path(path_type=Path), required=True,
+              help="Proves reveal.pub is the public half of the enrolled compliance key.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def compliance_retag(data_dir: Path | None, passphrase_file: Path | None,
+                     key_file: Path | None, role: str | None,
+                     compliance_passphrase_file: Path, as_json: bool) -> None:
+    """Tag reveal.pub under the keyring again (enrolled before tags existed); operators only.
+
+    The store refuses to write with an untagged reveal.pub: a public key swapped
+    in would receive every original. This checks the file against the private key
+    the compliance passphrase unlocks, then tags it; a swapped key is refused.
+    """
+    from appliance.config import load_policies
+    from appliance.keys import open_keyring, read_passphrase_file, retag_reveal_key
+    from appliance.roles import require
+    from appliance.runtime import default_data_dir, is_initialised
+
+    directory = data_dir or default_data_dir()
+    if not is_initialised(directory):
+        open_dir(directory, None, None)  # raises the sentence for a missing data dir
+    require(load_policies().access, role or "operator", "service")
+    keyring = open_keyring(directory, credential(passphrase_file, key_file))
+    changed = retag_reveal_key(directory, keyring,
+                               read_passphrase_file(compliance_passphrase_file))
+    if changed:  # the store opens again now; the audit log says who did it
+        with _opened(directory, passphrase_file, key_file) as rt:
+            _audit(rt).append("policy_change", {"change": "compliance key re-tagged"})
+    if as_json:
+        emit_json({"retagged": changed})
+    else:
+        click.echo("reveal.pub re-tagged; the store writes again." if changed
+                   else "reveal.pub already carries its tag; nothing changed.")
+
+
 COMMANDS = [retention, erase, audit, reveal, compliance]
 
 

@@ -9,16 +9,19 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import click
 
 from appliance.cli import (
+    ask,
     credential,
     credential_options,
     data_dir_option,
     emit_json,
     open_dir,
+    query_socket,
+    query_socket_option,
     role_option,
 )
 from appliance.errors import SemtraceError
@@ -137,36 +140,6 @@ def threads() -> None:
     """Conversation threads."""
 
 
-def _user_pseudonym(rt: Runtime, tenant: str | None, user: str | None) -> str | None:
-    if user is None:
-        return None
-    if tenant is None:
-        raise SemtraceError("--user needs --tenant (user ids are pseudonymised per tenant).")
-    return rt.keyring.pseudonym(tenant, user)
-
-
-def query_socket_option(fn: Any) -> Any:
-    return click.option(
-        "--socket", "socket_path", type=click.Path(path_type=Path), default=None,
-        help="Ask the running service's query socket (e.g. DATA_DIR/query.sock) under your "
-        "OS identity's role, without the passphrase.")(fn)
-
-
-def _ask(path: Path, request: dict[str, Any]) -> dict[str, Any]:
-    """One query over the service's query socket; its refusal as one sentence."""
-    from appliance.client import Client
-    from appliance.errors import AccessDenied
-
-    with Client(path) as client:
-        reply = client.request({"v": 1, **{k: v for k, v in request.items() if v is not None}})
-    if not reply.get("ok"):
-        err = reply.get("error") or {}
-        if err.get("code") == "forbidden":
-            raise AccessDenied(str(err.get("message")))
-        raise SemtraceError(str(err.get("message") or "The service refused the query."))
-    return reply
-
-
 @threads.command("list")
 @data_dir_option
 @credential_options
@@ -181,31 +154,27 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
                  socket_path: Path | None, as_json: bool) -> None:
     """List threads, most recent activity first, each with its title and cost."""
     from appliance.query import ThreadFilter, list_threads
+    from appliance.reads import thread_from_json, user_pseudonym
     from appliance.roles import bound_tenants, require
     from appliance.tui.format import money
 
+    socket_path = query_socket(socket_path, data_dir, passphrase_file, key_file)
     if socket_path is not None:
-        reply = _ask(socket_path, {"op": "threads", "role": role, "tenant": tenant,
-                                   "user": user, "limit": limit})
-        if as_json:
-            emit_json(reply["threads"])
-        else:
-            for t in reply["threads"]:
-                click.echo(f"{t['thread_id']:<20} {t['tenant']:<10} {t['user']:<24} "
-                           f"{t['first_ts']:<20} {t['turns']:>5}  "
-                           f"{t['title'] if t['title'] is not None else '[shredded]'}")
-        return
-    rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
-    try:
-        name = require(rt.policies.access, role, "threads:read", tenant=tenant)
-        bound = bound_tenants(rt.policies.access, name)
-        rows = [t for t in list_threads(rt.store, ThreadFilter(
-            tenant=tenant or (bound[0] if bound and len(bound) == 1 else None),
-            user=_user_pseudonym(rt, tenant, user)), limit=limit)
-            if bound is None or t.tenant in bound]
-        currency = rt.policies.pricing.currency
-    finally:
-        rt.close()
+        reply = ask(socket_path, {"op": "threads", "role": role, "tenant": tenant,
+                                  "user": user, "limit": limit})
+        rows, currency = [thread_from_json(t) for t in reply["threads"]], reply["currency"]
+    else:
+        rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
+        try:
+            name = require(rt.policies.access, role, "threads:read", tenant=tenant)
+            bound = bound_tenants(rt.policies.access, name)
+            rows = [t for t in list_threads(rt.store, ThreadFilter(
+                tenant=tenant or (bound[0] if bound and len(bound) == 1 else None),
+                user=user_pseudonym(rt.keyring, tenant, user)), limit=limit)
+                if bound is None or t.tenant in bound]
+            currency = rt.policies.pricing.currency
+        finally:
+            rt.close()
     if as_json:
         emit_json(rows)
         return
@@ -231,27 +200,25 @@ def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | 
                  as_json: bool) -> None:
     """Show one thread's turns in order (redacted text)."""
     from appliance.query import get_thread
+    from appliance.reads import thread_from_json
     from appliance.roles import require, sees
     from appliance.tui.format import money
 
+    socket_path = query_socket(socket_path, data_dir, passphrase_file, key_file)
+    thread: Thread | None
     if socket_path is not None:
-        shown = _ask(socket_path, {"op": "thread", "role": role, "thread_id": thread_id})
-        if as_json:
-            emit_json(shown["thread"])
-        else:
-            for r in shown["thread"]["records"]:
-                click.echo(f"  {r['ts']}  #{r['record_id']:<6} {r['position']:<12}")
-                click.echo(f"      {r['text'] if r['text'] is not None else '[shredded]'}")
-        return
-    rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
-    try:
-        name = require(rt.policies.access, role, "threads:read")
-        thread = get_thread(rt.store, thread_id)
-        if thread is not None and not sees(rt.policies.access, name, thread.tenant):
-            thread = None  # another tenant's thread: as if absent
-        currency = rt.policies.pricing.currency
-    finally:
-        rt.close()
+        shown = ask(socket_path, {"op": "thread", "role": role, "thread_id": thread_id})
+        thread, currency = thread_from_json(shown["thread"]), shown["currency"]
+    else:
+        rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
+        try:
+            name = require(rt.policies.access, role, "threads:read")
+            thread = get_thread(rt.store, thread_id)
+            if thread is not None and not sees(rt.policies.access, name, thread.tenant):
+                thread = None  # another tenant's thread: as if absent
+            currency = rt.policies.pricing.currency
+        finally:
+            rt.close()
     if thread is None:
         raise SemtraceError(f"No thread {thread_id!r} in this store.")
     if as_json:
@@ -266,24 +233,6 @@ def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | 
         click.echo(f"      {r.text if r.text is not None else '[shredded]'}")
 
 
-def _search_tenants(rt: Runtime, role: str, tenant: str | None, user: str | None) -> list[str]:
-    """Tenants a search may cover: one user's prompts, or other users' where policy allows."""
-    from appliance.errors import AccessDenied
-    from appliance.query import tenants as all_tenants
-    from appliance.roles import allowed, sees
-
-    if user is not None:
-        return [tenant] if tenant else []
-    wanted = [t for t in ([tenant] if tenant else all_tenants(rt.store))
-              if sees(rt.policies.access, role, t)]
-    auditor = allowed(rt.policies.access, role, "audit")
-    ok = [t for t in wanted if auditor or rt.policies.privacy.cross_user_search.get(t, False)]
-    if tenant is not None and not ok:
-        raise AccessDenied(f"Searching across users of tenant {tenant} is off in privacy.toml "
-                           "(cross_user_search); search one user's prompts with --user.")
-    return ok
-
-
 @click.command()
 @click.argument("text")
 @data_dir_option
@@ -293,20 +242,19 @@ def _search_tenants(rt: Runtime, role: str, tenant: str | None, user: str | None
 @click.option("--user", default=None, help="Only this user id (needs --tenant).")
 @click.option("--since", default=None, help="Only prompts from this ISO date or time on.")
 @click.option("-k", "--limit", type=click.IntRange(1, 1000), default=10, show_default=True)
+@query_socket_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of hits.")
 def search(text: str, data_dir: Path | None, passphrase_file: Path | None,
            key_file: Path | None, role: str | None, tenant: str | None, user: str | None,
-           since: str | None, limit: int, as_json: bool) -> None:
+           since: str | None, limit: int, socket_path: Path | None, as_json: bool) -> None:
     """Find stored prompts similar to TEXT (redacted text is searched).
 
     Scoped by role: one user's prompts with --user, other users' prompts only in
     tenants whose privacy policy allows cross-user search (or for auditors).
     Exact below a size threshold, usearch HNSW above it.
     """
-    from appliance.embed import LlamaEmbedder
     from appliance.ingest import parse_ts
-    from appliance.query import build_search_index
-    from appliance.query import search as run_search
+    from appliance.reads import run_search
     from appliance.roles import require
 
     if not text.strip():
@@ -315,23 +263,32 @@ def search(text: str, data_dir: Path | None, passphrase_file: Path | None,
         start = parse_ts(since) if since is not None else None
     except SemtraceError:
         raise SemtraceError("--since must be an ISO-8601 date or time, e.g. 2024-03-04.") from None
+    socket_path = query_socket(socket_path, data_dir, passphrase_file, key_file)
+    if socket_path is not None:
+        reply = ask(socket_path, {"op": "search", "role": role, "text": text, "tenant": tenant,
+                                  "user": user, "since": since, "limit": limit})
+        hits = reply["hits"]
+        if as_json:
+            emit_json(hits)
+            return
+        for h in hits:
+            click.echo(f"{h['similarity']:.3f}  {h['thread_id']}  #{h['record_id']}  {h['text']}")
+        return
     rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
     try:
+        from appliance.embed import LlamaEmbedder
+
         role_name = require(rt.policies.access, role, "search", tenant=tenant)
-        pseudo = _user_pseudonym(rt, tenant, user)
-        tenants = _search_tenants(rt, role_name, tenant, user)
-        embedder = LlamaEmbedder(rt.policies.correlation.embedding)
-        index = build_search_index(rt.store, embedder, tenants=tenants, user=pseudo,
-                                   since=start)
-        hits = run_search(rt.store, index, embedder, text, tenant=tenant, user=pseudo, k=limit,
-                          since=start)
+        found = run_search(rt.store, rt.keyring, rt.policies, role_name,
+                           LlamaEmbedder(rt.policies.correlation.embedding), text,
+                           tenant=tenant, user=user, since=start, limit=limit)
     finally:
         rt.close()
     if as_json:
-        emit_json(hits)
+        emit_json(found)
         return
-    for h in hits:
-        click.echo(f"{h.similarity:.3f}  {h.thread_id}  #{h.record_id}  {h.text}")
+    for f in found:
+        click.echo(f"{f.similarity:.3f}  {f.thread_id}  #{f.record_id}  {f.text}")
 
 
 def _rebased(rows: list[dict[str, object]]) -> list[dict[str, object]]:

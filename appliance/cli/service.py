@@ -10,11 +10,16 @@ from typing import Any
 
 import click
 
-from appliance.cli import credential, credential_options, data_dir_option, emit_json
+from appliance.cli import (
+    QUERY_SOCKET_NAME,
+    credential,
+    credential_options,
+    data_dir_option,
+    emit_json,
+)
 from appliance.runtime import default_data_dir
 
 SOCKET_NAME = "semtrace.sock"
-QUERY_SOCKET_NAME = "query.sock"
 
 
 @click.command()
@@ -140,13 +145,14 @@ def cluster_settings(base: Any, **given: Any) -> Any:
 
 
 async def _serve_with_jobs(service: Any, rt: Any, telemetry: Any = None) -> None:
-    """Run the service with its scheduled retention job (APScheduler, UTC) and audit entries."""
+    """Run the service with its scheduled jobs (APScheduler, UTC): retention, daily DP releases."""
     from datetime import UTC
 
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
     from apscheduler.triggers.cron import CronTrigger
 
     from appliance.audit import AuditLog
+    from appliance.daily import make_daily
     from appliance.retention import Shredder, run_retention
 
     audit = AuditLog(rt.store.db, rt.keyring.audit_signer(), anchor=rt.store.keys_db)
@@ -162,20 +168,50 @@ async def _serve_with_jobs(service: Any, rt: Any, telemetry: Any = None) -> None
             if telemetry is not None:
                 await service.in_worker(telemetry.retention_done, report)
 
+    async def release_job() -> None:
+        await service.in_worker(lambda: make_daily(rt.store, service.policies))
+
+    async def startup_jobs() -> None:
+        try:
+            await retention_job()
+        finally:  # what retention shreds is out of the day's releases
+            await release_job()
+
     scheduler = AsyncIOScheduler(timezone=UTC)
     scheduler.add_job(retention_job, CronTrigger.from_crontab(
         service.policies.retention.schedule_cron, timezone=UTC), id="retention",
         replace_existing=True, coalesce=True, max_instances=1, misfire_grace_time=3600)
+    scheduler.add_job(release_job, CronTrigger.from_crontab(
+        service.policies.privacy.release_cron, timezone=UTC), id="daily-releases",
+        replace_existing=True, coalesce=True, max_instances=1, misfire_grace_time=3600)
     await service.in_worker(audit.append, "start", {"pid": __import__("os").getpid()})
     scheduler.start()
     service.scheduler = scheduler
-    startup = asyncio.ensure_future(retention_job())  # a host that was off catches up now
+    startup = asyncio.ensure_future(startup_jobs())  # a host that was off catches up now
     try:
         await service.run()
     finally:
         scheduler.shutdown(wait=False)
         await asyncio.gather(startup, return_exceptions=True)
+        _audit_stop(audit)
+
+
+def _audit_stop(audit: Any) -> None:
+    """The `stop` audit entry; on a full or failing disk a log line instead (the entry's
+    transaction is rolled back whole, the chain stays valid)."""
+    import logging
+
+    from appliance.service import STORAGE_CODES, storage_error
+
+    try:
         audit.append("stop", {})
+    except Exception as exc:
+        code = storage_error(exc, None).code
+        if code not in STORAGE_CODES:
+            raise
+        logging.getLogger("semtrace.service").error(
+            "the stop could not be written to the audit log (%s)", code,
+            extra={"event": "audit_stop_failed", "code": code})
 
 
 def _requests(lines: Any, run: str | None = None) -> Any:

@@ -13,7 +13,6 @@ read-only.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import wraps
 from pathlib import Path
@@ -22,38 +21,23 @@ from typing import Any
 import click
 
 from appliance import analytics
-from appliance.cli import credential_options, data_dir_option, emit_json, open_dir, role_option
+from appliance.cli import (
+    ask,
+    credential_options,
+    data_dir_option,
+    emit_json,
+    open_dir,
+    query_socket,
+    query_socket_option,
+    role_option,
+)
 from appliance.errors import SemtraceError
 from appliance.ingest import parse_ts
-from appliance.privacy import Figure, PrivacyGate
+from appliance.privacy import Figure
+from appliance.reads import StatsQuery, report_from_json, run_stats, stats_json, stats_permission
 from appliance.roles import require
-from appliance.runtime import Runtime
 
 DEFAULT_DAYS = analytics.DEFAULT_DAYS
-
-
-@dataclass(frozen=True)
-class Scope:
-    """What one stats command runs over."""
-
-    rt: Runtime
-    tenant: str
-    user: str | None  # pseudonym of a single-user view
-    start: datetime
-    end: datetime
-    gate: PrivacyGate
-
-    def threads(self, start: datetime | None = None,
-                end: datetime | None = None) -> list[analytics.ThreadRow]:
-        return analytics.load_threads(self.rt.store, self.tenant, start or self.start,
-                                      end or self.end, user=self.user)
-
-    def labels(self) -> dict[str, str]:
-        return analytics.topic_labels(self.rt.store, self.tenant)
-
-    @property
-    def cost_bound(self) -> float:
-        return self.rt.policies.pricing.thread_cost_bound
 
 
 def _when(value: str | None, default: datetime, name: str) -> datetime:
@@ -74,69 +58,74 @@ def _window(since: str | None, until: str | None) -> tuple[datetime, datetime]:
     return start, end
 
 
-def stats_command(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Common options; opens the store, checks the role and hands the command a Scope."""
+def stats_command(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Common options; runs the query (on the store, or over the query socket) and prints it.
 
-    @wraps(fn)
-    def run(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
-            role: str | None, tenant: str, user: str | None, since: str | None,
-            until: str | None, as_json: bool, **kw: Any) -> None:
-        start, end = _window(since, until)
-        rt = open_dir(data_dir, passphrase_file, key_file, readonly=user is not None)
-        try:
-            # one user's figures are exact and spend no budget: not an analyst's to ask for
-            require(rt.policies.access, role, "user_stats" if user else "aggregates",
-                     tenant=tenant)
-            pseudo = rt.keyring.pseudonym(tenant, user) if user is not None else None
-            scope = Scope(rt, tenant, pseudo, start, end,
-                          PrivacyGate(rt.store.db, rt.policies.privacy))
-            report = fn(scope, **kw)
-            currency = rt.policies.pricing.currency
-        finally:
-            rt.close()
-        if as_json:
-            data = _with_ci(report)
-            if report.released_at is not None:
-                data["release_age_s"] = round(
-                    (datetime.now(UTC) - report.released_at).total_seconds(), 1)
-            emit_json({**data, "currency": currency})
-        else:
-            _print(report, currency)
+    The decorated function gets the window and its own options and returns the extra
+    fields of the StatsQuery (topic, bucket, baseline).
+    """
 
-    cmd: Callable[..., Any] = run
-    for option in (
-        click.option("--json", "as_json", is_flag=True, help="Print JSON."),
-        click.option("--to", "until", default=None,
-                     help="Window end (default the end of today, UTC)."),
-        click.option("--from", "since", default=None,
-                     help=f"Window start (default {DEFAULT_DAYS} days before --to)."),
-        click.option("--user", default=None,
-                     help="One user's own view (exact, costs no privacy budget)."),
-        click.option("--tenant", required=True, help="The tenant (budgets are per tenant)."),
-        role_option, credential_options, data_dir_option,
-    ):
-        cmd = option(cmd)
-    return cmd
+    def decorate(fn: Callable[..., dict[str, Any]]) -> Callable[..., Any]:
+        @wraps(fn)
+        def run(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
+                role: str | None, tenant: str, user: str | None, since: str | None,
+                until: str | None, socket_path: Path | None, as_json: bool,
+                **kw: Any) -> None:
+            start, end = _window(since, until)
+            q = StatsQuery(kind=kind, tenant=tenant, user=user, start=start, end=end,
+                           **fn(start, end, **kw))
+            sock = query_socket(socket_path, data_dir, passphrase_file, key_file)
+            data = (_over_socket(sock, q, role) if sock is not None else
+                    _direct(q, data_dir, passphrase_file, key_file, role))
+            if as_json:
+                emit_json(data)
+            else:
+                _print(report_from_json(data), data["currency"])
+
+        cmd: Callable[..., Any] = run
+        for option in (
+            click.option("--json", "as_json", is_flag=True, help="Print JSON."),
+            query_socket_option,
+            click.option("--to", "until", default=None,
+                         help="Window end (default the end of today, UTC)."),
+            click.option("--from", "since", default=None,
+                         help=f"Window start (default {DEFAULT_DAYS} days before --to)."),
+            click.option("--user", default=None,
+                         help="One user's own view (exact, costs no privacy budget)."),
+            click.option("--tenant", required=True, help="The tenant (budgets are per tenant)."),
+            role_option, credential_options, data_dir_option,
+        ):
+            cmd = option(cmd)
+        return cmd
+
+    return decorate
 
 
-def _with_ci(obj: Any) -> Any:
-    """JSON values, with each figure's 95 % half-width beside its noise scale."""
-    from appliance.cli import to_jsonable
+def _direct(q: StatsQuery, data_dir: Path | None, passphrase_file: Path | None,
+            key_file: Path | None, role: str | None) -> dict[str, Any]:
+    """The report's JSON, from the store opened with the master key (operators)."""
+    rt = open_dir(data_dir, passphrase_file, key_file, readonly=q.user is not None)
+    try:
+        require(rt.policies.access, role, stats_permission(q.user), tenant=q.tenant)
+        return stats_json(run_stats(q, rt.store, rt.keyring, rt.policies),
+                          rt.policies.pricing.currency)
+    finally:
+        rt.close()
 
-    data = to_jsonable(obj)
 
-    def walk(x: Any) -> Any:
-        if isinstance(x, dict):
-            out = {k: walk(v) for k, v in x.items()}
-            if set(out) == {"value", "noise_scale", "exact"}:
-                out["value"] = round(out["value"], 4)
-                out["ci95"] = round(Figure(**x).ci95, 4)
-            return out
-        if isinstance(x, list):
-            return [walk(v) for v in x]
-        return x
+def _iso(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
 
-    return walk(data)
+
+def _over_socket(sock: Path, q: StatsQuery, role: str | None) -> dict[str, Any]:
+    """The report's JSON, from the service's query socket (readers, no passphrase)."""
+    req: dict[str, Any] = {"op": "stats", "role": role, "kind": q.kind, "tenant": q.tenant,
+                           "user": q.user, "from": _iso(q.start), "to": _iso(q.end),
+                           "topic": q.topic, "bucket": q.bucket}
+    if q.baseline is not None:
+        req["baseline_from"], req["baseline_to"] = map(_iso, q.baseline)
+    report: dict[str, Any] = ask(sock, req)["report"]
+    return report
 
 
 def _fmt(f: Figure, pct: bool = False) -> str:
@@ -210,68 +199,55 @@ def stats() -> None:
 
 
 @stats.command("topics")
-@stats_command
-def stats_topics(scope: Scope) -> analytics.Report[Any]:
+@stats_command("topics")
+def stats_topics(start: datetime, end: datetime) -> dict[str, Any]:
     """Per topic: threads, mean turns, refinement/abandonment/blocked shares, tokens."""
-    return analytics.topic_stats(scope.threads(), scope.gate, tenant=scope.tenant,
-                                 start=scope.start, end=scope.end, labels=scope.labels(),
-                                 single_user=scope.user, cost_bound=scope.cost_bound)
+    return {}
 
 
 @stats.command("models")
 @click.option("--topic", default=None, help="Compare models on this topic only.")
-@stats_command
-def stats_models(scope: Scope, topic: str | None) -> analytics.Report[Any]:
+@stats_command("models")
+def stats_models(start: datetime, end: datetime, topic: str | None) -> dict[str, Any]:
     """Per model: the same figures as `stats topics` (optionally on one topic)."""
-    return analytics.model_stats(scope.threads(), scope.gate, tenant=scope.tenant,
-                                 start=scope.start, end=scope.end, labels={}, topic=topic,
-                                 single_user=scope.user, cost_bound=scope.cost_bound)
+    return {"topic": topic}
 
 
 @stats.command("cost")
-@stats_command
-def stats_cost(scope: Scope) -> analytics.Report[Any]:
+@stats_command("cost")
+def stats_cost(start: datetime, end: datetime) -> dict[str, Any]:
     """Cost beside outcomes: per conversation length, refined or not, abandoned or not."""
-    return analytics.cost_outcomes(scope.threads(), scope.gate, tenant=scope.tenant,
-                                   start=scope.start, end=scope.end, single_user=scope.user,
-                                   cost_bound=scope.cost_bound)
+    return {}
 
 
 @stats.command("positions")
 @click.option("--bucket", type=click.Choice(["day", "hour"]), default="day", show_default=True)
-@stats_command
-def stats_positions(scope: Scope, bucket: str) -> analytics.Report[Any]:
+@stats_command("positions")
+def stats_positions(start: datetime, end: datetime, bucket: str) -> dict[str, Any]:
     """Conversation-position mix over time (new, continuation, topic shift, orphaned)."""
-    return analytics.position_mix(scope.threads(), scope.gate, tenant=scope.tenant,
-                                  start=scope.start, end=scope.end, bucket=bucket,
-                                  single_user=scope.user)
+    return {"bucket": bucket}
 
 
 @stats.command("blocks")
-@stats_command
-def stats_blocks(scope: Scope) -> analytics.Report[Any]:
+@stats_command("blocks")
+def stats_blocks(start: datetime, end: datetime) -> dict[str, Any]:
     """Threads that led into guardrail blocks, per topic (thread ids in one-user views)."""
-    return analytics.block_stats(scope.threads(), scope.gate, tenant=scope.tenant,
-                                 start=scope.start, end=scope.end, labels=scope.labels(),
-                                 single_user=scope.user)
+    return {}
 
 
 @stats.command("incident")
 @click.option("--baseline-from", default=None,
               help="Baseline start (default: the window of the same length before --from).")
 @click.option("--baseline-to", default=None, help="Baseline end (default --from).")
-@stats_command
-def stats_incident(scope: Scope, baseline_from: str | None,
-                   baseline_to: str | None) -> analytics.Report[Any]:
+@stats_command("incident")
+def stats_incident(start: datetime, end: datetime, baseline_from: str | None,
+                   baseline_to: str | None) -> dict[str, Any]:
     """Topics, positions and models over-represented in a window vs a baseline window."""
-    b_end = _when(baseline_to, scope.start, "baseline-to")
-    b_start = _when(baseline_from, b_end - (scope.end - scope.start), "baseline-from")
+    b_end = _when(baseline_to, start, "baseline-to")
+    b_start = _when(baseline_from, b_end - (end - start), "baseline-from")
     if b_start >= b_end:
         raise SemtraceError("--baseline-from must be earlier than --baseline-to.")
-    return analytics.incident_lifts(scope.threads(), scope.threads(b_start, b_end), scope.gate,
-                                    tenant=scope.tenant, start=scope.start, end=scope.end,
-                                    labels=scope.labels(), single_user=scope.user,
-                                    baseline_window=(b_start, b_end))
+    return {"baseline": (b_start, b_end)}
 
 
 COMMANDS = [stats]

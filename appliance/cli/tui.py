@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from appliance.cli import credential_options, data_dir_option, open_dir, role_option
+from appliance.cli import (
+    credential_options,
+    data_dir_option,
+    open_dir,
+    query_socket,
+    query_socket_option,
+    role_option,
+)
 
 
 @click.command()
@@ -16,9 +23,20 @@ from appliance.cli import credential_options, data_dir_option, open_dir, role_op
 @click.option("--tenant", default=None, help="Show only this tenant.")
 @click.option("--refresh", type=click.FloatRange(0.5, 3600), default=5.0, show_default=True,
               help="Seconds between live refreshes.")
+@query_socket_option
 def tui(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
-        role: str | None, tenant: str | None, refresh: float) -> None:
-    """Inspect threads, search prompts, topics and retention in the terminal (read-only)."""
+        role: str | None, tenant: str | None, refresh: float, socket_path: Path | None) -> None:
+    """Inspect threads, search prompts, topics and retention in the terminal (read-only).
+
+    With a passphrase or key it opens the store (operators); otherwise it reads through
+    the running service's query socket under your OS identity's role.
+    """
+    sock = query_socket(socket_path, data_dir, passphrase_file, key_file)
+    if sock is not None:
+        from appliance.tui.app import make_remote_app
+
+        make_remote_app(sock, role=role, tenant=tenant, refresh_seconds=refresh).run()
+        return
     rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
     try:
         from appliance.tui.app import make_app

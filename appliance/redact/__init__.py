@@ -158,7 +158,11 @@ def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> Any:
         VenueRecognizer,
     )
     from appliance.redact.gazetteer import PersonNameRecognizer, PlaceNameRecognizer, load_gazetteer
-    from appliance.redact.places import CityRecognizer
+    from appliance.redact.places import (
+        AbbreviationRecognizer,
+        CityRecognizer,
+        DemonymRecognizer,
+    )
     from appliance.redact.recognizers import (
         PaymentCardRecognizer,
         PhoneNumberRecognizer,
@@ -182,14 +186,18 @@ def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> Any:
     for lookalike in (SpelledEmailRecognizer(), SeparatedIbanRecognizer(),
                       SeparatedSsnRecognizer(), SpelledIpRecognizer()):
         registry.add_recognizer(lookalike)
+    names = None
     if settings.name_list_rank > 0:
         gazetteer = load_gazetteer(cache_dir, engine.nlp["en"], max_rank=settings.name_list_rank)
-        registry.add_recognizer(PersonNameRecognizer(gazetteer))
+        names = PersonNameRecognizer(gazetteer)
+        registry.add_recognizer(names)
         registry.add_recognizer(PlaceNameRecognizer(gazetteer))
         for in_context in (HandleRecognizer(), CuedNameRecognizer(gazetteer),
                            HashtagRecognizer(gazetteer), VenueRecognizer(gazetteer),
-                           CityRecognizer(gazetteer)):
+                           CityRecognizer(gazetteer), DemonymRecognizer(gazetteer),
+                           AbbreviationRecognizer(gazetteer)):
             registry.add_recognizer(in_context)
+    _replace_spacy_recognizer(registry, names)
     for custom in settings.custom:
         patterns = [Pattern(p.name, p.regex, p.score) for p in custom.patterns]
         registry.add_recognizer(PatternRecognizer(
@@ -198,11 +206,40 @@ def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> Any:
     return AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"])
 
 
-def _plausible(text: str, entity_type: str, recognizer: str, names: Any) -> bool:
-    """Drop NER 'names' that are code, key=value runs or plain dictionary words."""
-    if entity_type != "PERSON" or recognizer != "SpacyRecognizer":
+def _replace_spacy_recognizer(registry: Any, names: Any) -> None:
+    """Swap Presidio's spaCy recogniser for one that drops implausible hits.
+
+    They are dropped before Presidio merges duplicates: otherwise an
+    implausible NER hit (score 0.85) hides a rule's hit on the same words.
+    """
+    from presidio_analyzer.predefined_recognizers import SpacyRecognizer
+
+    class PlausibleSpacyRecognizer(SpacyRecognizer):
+        def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> Any:
+            return [r for r in super().analyze(text, entities, nlp_artifacts)
+                    if _plausible(text[r.start:r.end], r.entity_type, names, text)]
+
+    old = next(r for r in registry.recognizers if isinstance(r, SpacyRecognizer))
+    registry.recognizers.remove(old)
+    registry.add_recognizer(PlausibleSpacyRecognizer(
+        supported_language="en", supported_entities=old.supported_entities,
+        name="SpacyRecognizer"))
+
+
+def _plausible(text: str, entity_type: str, names: Any, whole: str = "") -> bool:
+    """Whether a spaCy NER hit can be a name or place.
+
+    Not without a cased letter (emoji, punctuation, CJK runs); for names also
+    not code, key=value runs, plain dictionary words, or an all-lower-case
+    "name" in a text that uses capitals elsewhere (slang: "goes", "woke").
+    """
+    if not any(c.isupper() or c.islower() for c in text):
+        return False
+    if entity_type != "PERSON":
         return True
     if NOT_A_NAME.search(text):
+        return False
+    if not any(c.isupper() for c in text) and any(c.isupper() for c in whole):
         return False
     words = re.findall(r"[^\W\d_]+", text)
     return names is None or not words or not names.all_common(words)
@@ -218,8 +255,6 @@ class Redactor:
         self._allow = {w.lower() for w in settings.allow_list}
         cache = cache_dir or Path(tempfile.gettempdir()) / "semtrace-cache"
         self._analyzer = _build_analyzer(settings, cache)
-        self._names = next((r for r in self._analyzer.registry.recognizers
-                            if hasattr(r, "all_common")), None)
 
     def analyze(self, text: str) -> list[Detection]:
         """Detected PII spans in `text` (original offsets), overlaps resolved.
@@ -236,8 +271,7 @@ class Redactor:
         for r in results:
             value = seen[r.start:r.end]
             recognizer = (r.recognition_metadata or {}).get("recognizer_name", "")
-            if value.strip().lower() in self._allow or not _plausible(
-                    value, r.entity_type, recognizer, self._names):
+            if value.strip().lower() in self._allow:
                 continue
             start, end = norm.original_span(r.start, r.end)
             hits.append(Detection(start, end, r.entity_type, float(r.score),

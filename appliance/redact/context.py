@@ -14,7 +14,10 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from spacy.lang.en.stop_words import STOP_WORDS
+
 from appliance.redact.gazetteer import CALENDAR, Gazetteer
+from appliance.redact.places import abbreviations
 from appliance.redact.recognizers import SpanRecognizer, make_result, word_set
 
 # --- handles -------------------------------------------------------------------------------
@@ -127,18 +130,42 @@ class CuedNameRecognizer(SpanRecognizer):
 
 # A one-word hashtag is a city when the city is this big ("#sochi", not "#reading").
 HASHTAG_CITY_POPULATION = 100_000
-HASHTAG = re.compile(r"(?<![\w#&])#([A-Za-z][A-Za-z0-9_]{2,40})\b")
+HASHTAG = re.compile(r"(?<![\w#&])#([A-Za-z][A-Za-z0-9_]{1,40})\b")
 CAMEL = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
 
 
 class HashtagRecognizer(SpanRecognizer):
-    """Hashtags that are a place (`#Iran`, `#colorado`) or a full name (`#RayWilkins`)."""
+    """Hashtags that are or contain a place or are a full name.
+
+    A place: the whole tag (`#Iran`, `#colorado`, `#UK`), or one to three of
+    its CamelCase parts naming a country, region or big city
+    (`#PoweringAustralia`, `#TVGuideCanada`). A full name: `#RayWilkins`.
+    """
 
     ENTITY = "LOCATION"
 
     def __init__(self, gazetteer: Gazetteer) -> None:
         super().__init__(["LOCATION", "PERSON"])
         self.g = gazetteer
+        self.abbreviations = abbreviations(gazetteer)[1]
+
+    def _place(self, name: str) -> bool:
+        return name in self.g.places or self.g.cities.get(name, 0) >= HASHTAG_CITY_POPULATION
+
+    def _has_place_part(self, tag: str) -> bool:
+        """Whether one to three CamelCase parts of the tag name a place ("TeamAustralia")."""
+        parts = CAMEL.findall(tag)
+        if len(parts) < 2:
+            return False
+        for n in (3, 2, 1):
+            for i in range(len(parts) - n + 1):
+                window = parts[i:i + n]
+                phrase = " ".join(w.lower() for w in window)
+                if window[0][:1].isupper() and len(phrase) >= 4 and self._place(phrase) \
+                        and (n > 1 or not is_ordinary(phrase, self.g)) \
+                        and (n > 1 or phrase in self.g.places or phrase not in self.g.nouns):
+                    return True
+        return False
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
         """Presidio entry point (two entity types)."""
@@ -149,9 +176,12 @@ class HashtagRecognizer(SpanRecognizer):
             tag = m.group(1)
             words = [w.lower() for w in CAMEL.findall(tag)]
             joined = " ".join(words)
+            if len(tag) == 2 and tag not in self.abbreviations:
+                continue
             if tag.lower() in self.g.places or (len(words) > 1 and joined in self.g.places) \
                     or self.g.cities.get(tag.lower(), 0) >= HASHTAG_CITY_POPULATION \
-                    or (len(words) > 1 and joined in self.g.cities):
+                    or (len(words) > 1 and joined in self.g.cities) \
+                    or tag in self.abbreviations or self._has_place_part(tag):
                 out.append(make_result(self, "LOCATION", m.start(), m.end(), 0.6))
             elif len(words) == 2 and words[0] in self.g.first and words[1] in self.g.last \
                     and not any(is_ordinary(w, self.g) or len(w) < 3 for w in words):
@@ -176,8 +206,16 @@ VENUE_WORDS = word_set(
 )
 
 
+# Venue words that name a place rather than an organisation ("Castle", not "University").
+LANDMARK_WORDS = VENUE_WORDS - word_set("state city club college university school bar pub "
+                                        "restaurant hotel inn cafe cinema county district "
+                                        "province region town village")
+LANDMARK = re.compile(r"(?<![\w@#])((?:[A-Z][\w'’\-]*[ ]){1,3})(?i:(" +
+                      "|".join(sorted(LANDMARK_WORDS)) + r"))\b")
+
+
 class VenueRecognizer(SpanRecognizer):
-    """Capitalised names after a place word that no word list calls common.
+    """Capitalised names after a place word that no word list calls common, and landmarks.
 
     "at the Royal Sussex County Hospital", "near Union Glacier", "in Geelong":
     a run of capitalised words after "at", "in", "near", "from", ... is a
@@ -208,7 +246,21 @@ class VenueRecognizer(SpanRecognizer):
                     pos += 3
         return run
 
+    def _landmarks(self, text: str) -> Iterator[tuple[int, int, float]]:
+        """Capitalised names ending in a landmark word, with no cue ("Dunluce Castle")."""
+        for m in LANDMARK.finditer(text):
+            words = m.group(1).split()
+            while words and (words[0].lower() in NOT_NAMES or words[0].lower() in STOP_WORDS):
+                words = words[1:]
+            lows = [w.lower() for w in words]
+            if not words or any(w in STOP_WORDS or w in CALENDAR for w in lows) \
+                    or all(is_ordinary(w, self.g) for w in lows):
+                continue
+            start = m.start(1) + m.group(1).index(words[0])
+            yield start, m.end(), 0.5
+
     def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+        yield from self._landmarks(text)
         for cue in PLACE_CUE.finditer(text):
             run = self._run(text, cue.end())
             if not run:

@@ -23,6 +23,8 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
+from spacy.lang.en.stop_words import STOP_WORDS
+
 from appliance.redact.recognizers import SpanRecognizer, word_set
 
 # Calendar and greeting words are capitalised in every sentence that names
@@ -62,6 +64,7 @@ class Gazetteer:
     common: frozenset[str]
     nouns: frozenset[str] = frozenset()  # dictionary nouns (popular names among them)
     cities: dict[str, int] = field(default_factory=dict)  # GeoNames city -> population
+    country_words: frozenset[str] = frozenset()  # words that name one country
 
 
 def _ranked_names(pickle_path: Any, max_rank: int) -> dict[str, int]:
@@ -113,8 +116,13 @@ def _names(cache_dir: Path, max_rank: int) -> tuple[dict[str, int], dict[str, in
     return data["first"], data["last"]
 
 
-def _places() -> frozenset[str]:
-    """Country names (short, common, official) and subdivision names."""
+# Continents and world regions are places too, and in no country list.
+CONTINENTS = ("africa", "antarctica", "asia", "europe", "oceania", "north america",
+              "south america", "central america", "latin america", "middle east")
+
+
+def _countries() -> frozenset[str]:
+    """Country names (short, common, official) from pycountry, lower case."""
     import pycountry
 
     out: set[str] = set()
@@ -123,6 +131,30 @@ def _places() -> frozenset[str]:
             value = getattr(c, attr, None)
             if value:
                 out.add(value.lower())
+    return frozenset(out)
+
+
+def country_words() -> frozenset[str]:
+    """Words that name one or two countries ("israel", "korea", "russian"; not "republic").
+
+    A word shared by the names of three or more countries ("United", "Islamic",
+    "Guinea", "Republic") does not identify a country by itself.
+    """
+    import pycountry
+
+    seen: dict[str, set[str]] = {}
+    for c in pycountry.countries:
+        for attr in ("name", "common_name", "official_name"):
+            for w in re.findall(r"[^\W\d_]+", (getattr(c, attr, None) or "").lower()):
+                seen.setdefault(w, set()).add(c.alpha_2)
+    return frozenset(w for w, where in seen.items() if len(where) <= 2 and w not in CALENDAR)
+
+
+def _places() -> frozenset[str]:
+    """Country names (short, common, official), continents and subdivision names."""
+    import pycountry
+
+    out: set[str] = set(CONTINENTS) | _countries()
     for s in pycountry.subdivisions:
         name = s.name.split(",")[0].split("(")[0].strip().lower()
         if len(name) >= 4:
@@ -166,7 +198,7 @@ def load_gazetteer(cache_dir: Path, nlp: Any, *, max_rank: int) -> Gazetteer:
     first, last = _names(cache_dir, max_rank)
     common, nouns = _common_words(nlp, first, last)
     return Gazetteer(first=first, last=last, places=_places(), common=common, nouns=nouns,
-                     cities=load_cities())
+                     cities=load_cities(), country_words=country_words())
 
 
 # --- recognisers over the word lists ------------------------------------------------------
@@ -293,7 +325,13 @@ class PersonNameRecognizer(SpanRecognizer):
         return 0.0
 
     def _trim(self, run: list[tuple[Any, bool]]) -> list[tuple[Any, bool]]:
-        """Drop common words and particles at either end ("Tell Maria" -> "Maria")."""
+        """Drop common words and particles at either end ("Tell Maria" -> "Maria").
+
+        A popular first name and a surname stay even when both are also words
+        ("Rob Ford", "Bill Shorten"; not "Ask Claude"): the pair reads as a name.
+        """
+        if len(run) == 2 and self._first_last(run[0][0].text, run[1][0].text):
+            return run
 
         def weak(item: tuple[Any, bool]) -> bool:
             tok, initial = item
@@ -307,6 +345,13 @@ class PersonNameRecognizer(SpanRecognizer):
         while run and weak(run[-1]):
             run = run[:-1]
         return run
+
+    def _first_last(self, first: str, last: str) -> bool:
+        f, la = first.lower(), last.lower()
+        return (self.g.first.get(f, 10**6) <= NOUN_NAME_FIRST_RANK and la in self.g.last
+                and len(f) > 2 and len(la) > 2
+                and not {f, la} & (STOP_WORDS | CALENDAR)
+                and _is_cap(first) and _is_cap(last))
 
     def _from_lists(
         self, doc: Any, places: list[tuple[int, int]], caseless: bool
@@ -362,7 +407,12 @@ class PersonNameRecognizer(SpanRecognizer):
 
 
 class PlaceNameRecognizer(SpanRecognizer):
-    """Country and region names (capitalised) from pycountry's lists."""
+    """Country and region names (capitalised) from pycountry's lists.
+
+    One word counts unless it is an ordinary word (stop word, verb, adjective,
+    adverb): the dictionary's noun list holds most countries and regions
+    ("canada", "cornwall"), so being a noun does not rule a place out.
+    """
 
     ENTITY = "LOCATION"
 
@@ -371,6 +421,8 @@ class PlaceNameRecognizer(SpanRecognizer):
         self.g = gazetteer
 
     def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+        from appliance.redact.context import is_ordinary
+
         if artifacts is None:
             return
         toks = [t for t in artifacts.tokens if not t.is_space]
@@ -382,6 +434,6 @@ class PlaceNameRecognizer(SpanRecognizer):
                 if len(span) < n:
                     continue
                 phrase = " ".join(t.lower_ for t in span)
-                if phrase in self.g.places and (n > 1 or phrase not in self.g.common):
+                if phrase in self.g.places and (n > 1 or not is_ordinary(phrase, self.g)):
                     yield tok.idx, span[-1].idx + len(span[-1].text), 0.7
                     break

@@ -114,3 +114,115 @@ class CityRecognizer(SpanRecognizer):
                     i += n - 1
                     break
             i += 1
+
+
+# --- nationality words ---------------------------------------------------------------------
+
+# Endings that turn a country's name into its people's ("Israel-i", "Austral-ian").
+DEMONYM_ENDINGS = ("ian", "an", "ese", "ish", "is", "i", "ic", "ch", "n")
+DEMONYM_STEM = 4  # letters a stem must share with the country's name
+LETTER_RUN = re.compile(r"[^\W\d_]+")
+
+
+def country_prefixes(g: Gazetteer) -> frozenset[str]:
+    """Prefixes of DEMONYM_STEM or more letters of the words that name one country."""
+    return frozenset(w[:i] for w in g.country_words for i in range(DEMONYM_STEM, len(w) + 1))
+
+
+def is_demonym(word: str, prefixes: frozenset[str]) -> bool:
+    """Whether `word` is a country name's stem plus a demonym ending ("Kenyans", "Thai")."""
+    low = word.lower()
+    if low.endswith("s") and not low.endswith("ss"):
+        low = low[:-1]
+    if low in prefixes:
+        return True
+    return any(low.endswith(end) and low[:-len(end)] in prefixes for end in DEMONYM_ENDINGS
+               if len(low) - len(end) >= DEMONYM_STEM)
+
+
+class DemonymRecognizer(SpanRecognizer):
+    """Nationality words that spaCy tags NORP ("Israeli", "South Korean") as LOCATION.
+
+    A nationality names a country as surely as the country's own name does.
+    Only NORP hits whose last word is a country's stem plus a demonym ending
+    count; religious and political groups ("Muslims", "Tories") are left alone.
+    """
+
+    ENTITY = "LOCATION"
+
+    def __init__(self, gazetteer: Gazetteer) -> None:
+        super().__init__()
+        self.prefixes = country_prefixes(gazetteer)
+
+    def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+        if artifacts is None:
+            return
+        for ent in artifacts.entities:
+            if ent.label_ != "NRP":
+                continue
+            words = LETTER_RUN.findall(ent.text)
+            if words and words[-1][:1].isupper() and is_demonym(words[-1], self.prefixes):
+                yield ent.start_char, ent.end_char, 0.6
+
+
+# --- abbreviations of countries and states -------------------------------------------------
+
+# "U.S.", "U . S . A .", "B.C.", "N . I": two or three capitals with dots between.
+DOTTED = re.compile(r"(?<![\w.])[A-Z](?:[ ]?\.[ ]?[A-Z]){1,2}(?:[ ]?\.)?(?![\w])")
+UPPER_WORD = re.compile(r"(?<![\w.\-@#])[A-Z]{2,3}(?![\w@])")
+# Subdivisions whose ISO codes are also the postal abbreviations used in English text.
+POSTAL_COUNTRIES = ("US", "CA", "AU")
+# Dotted two-letter forms that are common Latin or English abbreviations first.
+NOT_PLACE_ABBREVIATIONS = frozenset({
+    "AM", "PM", "PS", "AD", "MD", "MA", "BA", "BS", "MS", "MP", "DJ", "TV", "IT", "OK", "ET",
+    "PC", "ID", "NB", "PE", "ME", "OR", "IN", "HI", "CO", "DE"})
+
+
+def abbreviations(g: Gazetteer) -> tuple[frozenset[str], frozenset[str]]:
+    """(dotted, bare) country and state abbreviations.
+
+    Dotted: ISO country codes, "UK", and US/Canadian/Australian state codes.
+    Bare (upper case, no dots): "UK", "US", "UAE" and three-letter codes that
+    are not English words or names ("USA", "NSW", "GBR"; not "CAN", "ACT", "BEN").
+    """
+    import pycountry
+
+    codes = {"UK", "UAE"}
+    for c in pycountry.countries:
+        codes.update((c.alpha_2, c.alpha_3))
+    for country in POSTAL_COUNTRIES:
+        codes.update(s.code.split("-")[1] for s in pycountry.subdivisions.get(country_code=country))
+    dotted = frozenset(c for c in codes if c.isalpha()) - NOT_PLACE_ABBREVIATIONS
+    from appliance.redact.context import is_ordinary
+
+    bare = frozenset(c for c in dotted if len(c) == 3 and not is_ordinary(c.lower(), g)
+                     and c.lower() not in g.first and c.lower() not in g.last)
+    return dotted, bare | {"UK", "US"}
+
+
+class AbbreviationRecognizer(SpanRecognizer):
+    """Country and state abbreviations: dotted ("U.S.", "B.C.") and bare ("USA", "NSW").
+
+    Bare ones count only in upper case in a text that is not written in
+    capitals throughout; a dotted one after a number ("300 B.C.") is not a place.
+    """
+
+    ENTITY = "LOCATION"
+
+    def __init__(self, gazetteer: Gazetteer) -> None:
+        super().__init__()
+        self.dotted, self.bare = abbreviations(gazetteer)
+
+    def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+        for m in DOTTED.finditer(text):
+            letters = re.sub(r"[ .]", "", m.group())
+            before = text[:m.start()].rstrip()
+            if letters in self.dotted and not before[-1:].isdigit():
+                end = m.end() - 1 if m.group().endswith(" ") else m.end()
+                yield m.start(), end, 0.6
+        alpha = [c for c in text if c.isalpha()]
+        if not alpha or sum(c.isupper() for c in alpha) * 2 > len(alpha):
+            return
+        for m in UPPER_WORD.finditer(text):
+            if m.group() in self.bare:
+                yield m.start(), m.end(), 0.6

@@ -80,7 +80,8 @@ class SpanRecognizer(EntityRecognizer):
 PHONE_CONTEXT = re.compile(
     r"(?i)\b(?:phone|tel|telephone|mobile|cell|cellphone|fax|call|calling|called|reach|"
     r"text|sms|whatsapp|signal|number|no|nr|desk|office|landline|home|work|dial|ring|"
-    r"contact|answering|answer|hotline|helpline)\b|\bph\b|☎|📞"
+    r"contact|answering|answer|hotline|helpline|message|messages|messaging|registered)\b|"
+    r"\bph\b|☎|📞"
 )
 PHONE_CANDIDATE = re.compile(
     r"(?<![\w@/+.\-])(?:\+\s?|00)?(?:\(\d{1,4}\)\s?|\d)[\d .\-()]{4,22}\d"

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from appliance import failpoints
 from appliance.errors import SemtraceError, WrongKey
 from appliance.keys import (
     Credential,
@@ -51,6 +52,7 @@ after_step: Callable[[str], None] = _no_fault
 
 def _step(name: str) -> None:
     after_step(name)
+    failpoints.point("rotation")  # SEMTRACE_FAILPOINT=rotation:n kills after the n-th step
 
 
 def _open_either(path: Path, purpose: str, rot: Rotation, *,

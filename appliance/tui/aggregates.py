@@ -16,10 +16,12 @@ from datetime import UTC, datetime, timedelta
 
 from appliance import analytics
 from appliance.analytics import GroupStats
+from appliance.config import Policies
 from appliance.privacy import PrivacyGate
 from appliance.releases import ReleaseCache
 from appliance.roles import require
 from appliance.runtime import open_runtime
+from appliance.store import Store
 from appliance.tui.data import StoreReader
 
 KINDS = ("topics", "models")
@@ -57,39 +59,46 @@ class AggregateView:
         return tuple(t.tenant for t in self.tenants if t.released_at is None)
 
 
+def release_key(policies: Policies, kind: str, now: datetime, topic: str | None = None
+                ) -> tuple[datetime, datetime, str]:
+    """The default window as of `now` and the cache key `semtrace stats KIND` files it under."""
+    start, end = analytics.default_window(now)
+    bound = policies.pricing.thread_cost_bound
+    extra = (f"topic={topic}",) if topic is not None else ()
+    return start, end, analytics.group_key(kind, start, end, cost_bound=bound, extra=extra)
+
+
+def aggregate_view(store: Store, policies: Policies, tenants: list[str], kind: str,
+                   now: datetime, *, topic: str | None = None) -> AggregateView:
+    """Today's releases of `kind` for `tenants`, read from the release cache (spends nothing)."""
+    start, end, key = release_key(policies, kind, now, topic)
+    day = now.astimezone(UTC).strftime("%Y-%m-%d")
+    cache = ReleaseCache(store.db)
+    out = []
+    for tenant in tenants:
+        rel = cache.get(tenant, key, day)
+        labels = analytics.topic_labels(store, tenant) if kind == "topics" else {}
+        rows = tuple(analytics.group_rows(rel, labels)) if rel is not None else ()
+        at = (datetime.fromtimestamp(rel.released_at, UTC)
+              if rel is not None and rel.released_at is not None else None)
+        out.append(Released(tenant, rows, at if rel is not None else None))
+    return AggregateView(kind=kind, start=start, end=end, tenants=tuple(out),
+                         currency=policies.pricing.currency,
+                         k_min_users=policies.privacy.k_min_users, topic=topic)
+
+
 class AggregateReader:
     """Reads (and, when asked, makes) today's topic and model releases."""
 
     def __init__(self, reader: StoreReader) -> None:
         self.reader = reader
 
-    def _key(self, kind: str, now: datetime, topic: str | None = None
-             ) -> tuple[datetime, datetime, str]:
-        start, end = analytics.default_window(now)
-        bound = self.reader.rt.policies.pricing.thread_cost_bound
-        extra = (f"topic={topic}",) if topic is not None else ()
-        return start, end, analytics.group_key(kind, start, end, cost_bound=bound, extra=extra)
-
     def view(self, kind: str, now: datetime, *, topic: str | None = None) -> AggregateView:
         """Today's releases of `kind` (models: on one topic) for the tenants in scope (reads)."""
-        start, end, key = self._key(kind, now, topic)
-        day = now.astimezone(UTC).strftime("%Y-%m-%d")
-        out = []
         tenants = self.reader.tenants()
         with self.reader.lock:
-            store = self.reader.rt.store
-            cache = ReleaseCache(store.db)
-            for tenant in tenants:
-                rel = cache.get(tenant, key, day)
-                labels = analytics.topic_labels(store, tenant) if kind == "topics" else {}
-                rows = tuple(analytics.group_rows(rel, labels)) if rel is not None else ()
-                at = (datetime.fromtimestamp(rel.released_at, UTC)
-                      if rel is not None and rel.released_at is not None else None)
-                out.append(Released(tenant, rows, at if rel is not None else None))
-        pol = self.reader.rt.policies
-        return AggregateView(kind=kind, start=start, end=end, tenants=tuple(out),
-                             currency=pol.pricing.currency,
-                             k_min_users=pol.privacy.k_min_users, topic=topic)
+            return aggregate_view(self.reader.rt.store, self.reader.rt.policies, tenants, kind,
+                                  now, topic=topic)
 
     def release(self, kind: str, now: datetime, *, role: str,
                 topic: str | None = None) -> tuple[str, ...]:
@@ -103,7 +112,7 @@ class AggregateReader:
         missing = self.view(kind, now, topic=topic).missing
         if not missing:
             return ()
-        start, end, _ = self._key(kind, now, topic)
+        start, end = analytics.default_window(now)
         bound = rt.policies.pricing.thread_cost_bound
         writer = open_runtime(rt.data_dir, keyring=rt.keyring, policies=rt.policies)
         try:

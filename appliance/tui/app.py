@@ -1,8 +1,10 @@
 """The Semtrace terminal UI: threads, thread view, search, topics, models, retention.
 
-`make_app` builds the app over an opened (read-only) runtime; the CLI opens the
-runtime first so that a wrong passphrase or a missing data dir is one sentence
-before any UI starts. Screens the role may not use are never registered.
+`make_app` builds the app over an opened (read-only) runtime, for operators who
+hold the key; `make_remote_app` builds it over the service's query socket, for
+everyone else. The CLI opens either first so that a wrong passphrase, a missing
+data dir or a refused role is one sentence before any UI starts. Screens the role
+may not use are never registered.
 """
 
 from __future__ import annotations
@@ -154,4 +156,27 @@ def make_app(rt: Runtime, *, role: str | None = None, tenant: str | None = None,
                   if "search" in modes else None),
         compliance=ComplianceReader(reader) if "retention" in modes else None,
         report_dir=report_dir or Path.cwd())
+    return SemtraceApp(ctx)
+
+
+def make_remote_app(socket_path: Path, *, role: str | None = None, tenant: str | None = None,
+                    clock: Callable[[], datetime] | None = None, refresh_seconds: float = 5.0,
+                    page_size: int = 100) -> SemtraceApp:
+    """The app over the service's query socket: no key here; the service checks each read
+    against the role the caller's OS identity may take. The retention screen needs the
+    store itself and is left to operators.
+
+    Args:
+        role: a role of access.toml (default: its default role); decides the screens.
+        tenant: show only this tenant (a role bound to one tenant gets it by default).
+    """
+    from appliance.tui.remote import SocketAggregates, SocketReader, SocketSearcher
+
+    reader = SocketReader(socket_path, role=role, tenant=tenant)
+    modes = tuple(m for m, (_, perm) in SCREENS.items()
+                  if perm in reader.permissions and m != "retention")
+    ctx = TuiContext(
+        reader=reader, aggregates=SocketAggregates(reader), role=reader.role, modes=modes,
+        clock=clock or (lambda: datetime.now(UTC)), refresh_seconds=refresh_seconds,
+        page_size=page_size, searcher=SocketSearcher(reader) if "search" in modes else None)
     return SemtraceApp(ctx)

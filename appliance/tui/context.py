@@ -12,23 +12,25 @@ if TYPE_CHECKING:
     from textual.dom import DOMNode
 
     from appliance.tui.aggregates import AggregateReader
-    from appliance.tui.data import StoreReader
+    from appliance.tui.data import Reader
+    from appliance.tui.remote import SocketAggregates, SocketSearcher
     from appliance.tui.searcher import Searcher
     from appliance.tui.views import ComplianceReader
 
 
 @dataclass
 class TuiContext:
-    """The opened store's readers, the role and its screens, the clock and refresh rate."""
+    """The readers (of the store, or over the query socket), the role and its screens, the
+    clock and refresh rate."""
 
-    reader: StoreReader
-    aggregates: AggregateReader
+    reader: Reader
+    aggregates: AggregateReader | SocketAggregates
     role: str
     modes: tuple[str, ...]
     clock: Callable[[], datetime]
     refresh_seconds: float = 5.0
     page_size: int = 100
-    searcher: Searcher | None = None
+    searcher: Searcher | SocketSearcher | None = None
     compliance: ComplianceReader | None = None
     report_dir: Path = Path(".")
 

@@ -1,13 +1,16 @@
 """The TUI's read access: one read connection behind a lock, results as dataclasses.
 
 Workers call these from threads; the lock keeps one statement on the SQLCipher
-connection at a time. Nothing here writes (the connection is read-only).
+connection at a time. Nothing here writes (the connection is read-only). Screens
+read through `Reader`: this store reader for operators holding the key, or
+`remote.SocketReader` over the service's query socket for everyone else.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Protocol
 
 from appliance.query import (
     ThreadFilter,
@@ -21,6 +24,7 @@ from appliance.query import (
 )
 from appliance.records import Thread
 from appliance.runtime import Runtime
+from appliance.store import Store
 from appliance.tui.filters import FilterError, Filters
 
 # UI column key -> query sort key
@@ -56,6 +60,41 @@ class ThreadPage:
     version: int
 
 
+def read_page(store: Store, filters: Filters, tenant: str | None, *, sort: str = "last",
+              descending: bool = True, offset: int = 0, limit: int = 100
+              ) -> tuple[tuple[ThreadRow, ...], int]:
+    """One page of threads matching `filters` in `tenant` (None: all), and how many match."""
+    f = ThreadFilter(tenant=tenant, since=filters.since, until=filters.until,
+                     model=filters.model)
+    topic_ids: tuple[str, ...] = ()
+    if filters.topic:
+        merged = [k for k, v in topic_aliases(store).items() if v == filters.topic]
+        topic_ids = (filters.topic, *merged)
+    rows, total = list_threads_page(
+        store, f, user_prefix=filters.user, position=filters.position, topic_ids=topic_ids,
+        sort=SORTS.get(sort, "last"), descending=descending, limit=limit, offset=offset)
+    marks = thread_marks(store, [t.thread_id for t in rows])
+    return tuple(ThreadRow(t, marks.get(t.thread_id), t.topic_label or t.topic_id)
+                 for t in rows), total
+
+
+class Reader(Protocol):
+    """What the screens read from: the store (StoreReader) or the service (remote.py)."""
+
+    tenant: str | None
+    currency: str
+    epsilon_per_release: float
+
+    def version(self) -> int: ...
+
+    def threads(self, filters: Filters, *, sort: str = "last", descending: bool = True,
+                offset: int = 0, limit: int = 100) -> ThreadPage: ...
+
+    def thread(self, thread_id: str) -> ThreadDetail | None: ...
+
+    def tenants(self) -> list[str]: ...
+
+
 class StoreReader:
     """Read-only views over an opened runtime, limited to one tenant when `tenant` is set."""
 
@@ -64,6 +103,7 @@ class StoreReader:
         self.tenant = tenant
         self.lock = threading.Lock()
         self.currency = rt.policies.pricing.currency
+        self.epsilon_per_release = rt.policies.privacy.epsilon_per_release
 
     def version(self) -> int:
         """Changes when the service (or any other connection) commits."""
@@ -71,30 +111,17 @@ class StoreReader:
             return data_version(self.rt.store)
 
     def _tenant_of(self, filters: Filters) -> str | None:
-        if self.tenant and filters.tenant and filters.tenant != self.tenant:
-            raise FilterError(f"This session is limited to tenant '{self.tenant}'.")
-        return self.tenant or filters.tenant
+        return session_tenant(self.tenant, filters)
 
     def threads(self, filters: Filters, *, sort: str = "last", descending: bool = True,
                 offset: int = 0, limit: int = 100) -> ThreadPage:
         """One page of threads matching `filters`, with markers and topic labels."""
-        f = ThreadFilter(tenant=self._tenant_of(filters), since=filters.since,
-                         until=filters.until, model=filters.model)
+        tenant = self._tenant_of(filters)
         with self.lock:
-            store = self.rt.store
-            version = data_version(store)
-            topic_ids: tuple[str, ...] = ()
-            if filters.topic:
-                merged = [k for k, v in topic_aliases(store).items() if v == filters.topic]
-                topic_ids = (filters.topic, *merged)
-            rows, total = list_threads_page(
-                store, f, user_prefix=filters.user, position=filters.position,
-                topic_ids=topic_ids, sort=SORTS.get(sort, "last"), descending=descending,
-                limit=limit, offset=offset)
-            marks = thread_marks(store, [t.thread_id for t in rows])
-        out = tuple(ThreadRow(t, marks.get(t.thread_id), t.topic_label or t.topic_id)
-                    for t in rows)
-        return ThreadPage(rows=out, total=total, offset=offset, version=version)
+            version = data_version(self.rt.store)
+            rows, total = read_page(self.rt.store, filters, tenant, sort=sort,
+                                    descending=descending, offset=offset, limit=limit)
+        return ThreadPage(rows=rows, total=total, offset=offset, version=version)
 
     def thread(self, thread_id: str) -> ThreadDetail | None:
         """A thread with its turns and topic label (None when absent or out of scope)."""
@@ -110,3 +137,10 @@ class StoreReader:
             return [self.tenant]
         with self.lock:
             return tenants(self.rt.store)
+
+
+def session_tenant(session: str | None, filters: Filters) -> str | None:
+    """The tenant a listing covers: the session's, which a `tenant:` filter may not leave."""
+    if session and filters.tenant and filters.tenant != session:
+        raise FilterError(f"This session is limited to tenant '{session}'.")
+    return session or filters.tenant

@@ -218,6 +218,58 @@ def _kill_round(svc: Service, *, rng: random.Random, tag: str,
             "faults": 1 if killed else 0}
 
 
+def rotation_round(svc: Service, *, rng: random.Random, tag: str, step: int,
+                   reopen_with_new: bool) -> dict[str, int]:
+    """One kill -9 round of `semtrace keys rotate`: traffic, a clean stop (rotation holds the
+    data dir's lock), the rotation killed after its `step`-th step, then a start with the
+    old or the new passphrase, which completes the rotation and must hold every
+    acknowledged request. The old passphrase is refused only once the rotation finished.
+    Returns acked, lost, crashes, faults and `refused_old` (1 when that happened)."""
+    try:
+        return _rotation_round(svc, rng=rng, tag=tag, step=step,
+                               reopen_with_new=reopen_with_new)
+    finally:
+        svc.kill()
+
+
+def _passphrase(path: Path, text: str) -> Path:
+    path.touch(mode=0o600)
+    path.write_text(text + "\n")
+    return path
+
+
+def _rotation_round(svc: Service, *, rng: random.Random, tag: str, step: int,
+                    reopen_with_new: bool) -> dict[str, int]:
+    svc.start()
+    traffic = Traffic(svc.sock, tag, seed=rng.randrange(1 << 30)).start()
+    traffic.wait_for(lambda t: len(t.acked) >= rng.randrange(3, 20))
+    traffic.stop()
+    assert svc.stop() == 0
+    pw = Path(svc.args[svc.args.index("--passphrase-file") + 1])
+    old_text = pw.read_text().strip()
+    new = _passphrase(svc.tmp / "new-passphrase", f"{old_text} rotated {tag}")
+    killed = run_cli("keys", "rotate", *svc.args, "--new-passphrase-file", str(new),
+                     env={**svc.env, "SEMTRACE_FAILPOINT": f"rotation:{step}"})
+    refused_old = 0
+    if reopen_with_new:
+        pw.write_text(new.read_text())
+    svc.start()
+    if not svc.alive() and not reopen_with_new:
+        refused_old = 1  # the rotation had finished: only the new passphrase opens it
+        assert "Wrong passphrase" in svc.log.read_text()[-2000:], svc.log.read_text()[-2000:]
+        pw.write_text(new.read_text())
+        svc.start()
+    crashed = 0 if svc.alive() else 1
+    lost = len(missing(svc.sock, traffic.acked)) if not crashed else len(traffic.acked)
+    assert svc.stop() == 0 or crashed
+    if not crashed:
+        pw.write_text(new.read_text())  # from here on the store is under the new key
+        crashed = int(bool(integrity(svc)))
+    new.unlink()
+    return {"acked": len(traffic.acked), "lost": lost, "crashes": crashed,
+            "faults": int(killed.returncode == -signal.SIGKILL), "refused_old": refused_old}
+
+
 # ---------------------------------------------------------------- protocol fuzzing
 
 ERROR_CODES = {"bad_frame", "bad_json", "bad_version", "unknown_op", "bad_request", "not_found",

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
+import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from harness import Service, integrity, missing, recent
+from harness import TEXTS, Service, integrity, missing, recent
 
 from appliance.client import Client
 
@@ -117,3 +119,78 @@ def test_an_io_error_at_commit_refuses_clearly_writes_nothing_and_recovers(
                              "io_error")
     assert out["refused"] > 0
     assert os.path.getsize(svc.log) > 0
+
+
+QUEUED = 600
+
+
+def stop_while_starved(svc: Service, starve: Callable[[], None],
+                       free: Callable[[], None]) -> dict[str, int]:
+    """Ingest, starve the disk, queue QUEUED async ingests, SIGTERM while still starved;
+    then free the disk, start again and count what the store holds."""
+    svc.start()
+    try:
+        return _stop_while_starved(svc, starve, free)
+    finally:
+        svc.kill()
+
+
+def _stop_while_starved(svc: Service, starve: Callable[[], None],
+                        free: Callable[[], None]) -> dict[str, int]:
+    before = {f"before-{i}" for i in range(5)}
+    with Client(svc.sock, timeout=60) as c:
+        for i, rid in enumerate(sorted(before)):
+            assert _ingest(c, rid, i)["ok"]
+        starve()
+        queued = [{"v": 1, "op": "ingest", "mode": "async", "tenant": "acme",
+                   "user_id": f"user{n % 7}", "request_id": f"queued-{n}",
+                   "text": f"{TEXTS[n % len(TEXTS)]} ({n})", "ts": recent(n % 600)}
+                  for n in range(QUEUED)]
+        assert all(r["ok"] for r in c.stream(queued, window=256))
+    assert svc.proc is not None
+    svc.proc.send_signal(signal.SIGTERM)
+    # a hang guard, not a timing: it used to run the whole queue through the pipeline again
+    code = svc.proc.wait(timeout=900)
+    free()
+    svc.start()
+    kept = len(before) - len(missing(svc.sock, before))
+    recorded = QUEUED - len(missing(svc.sock, {str(q["request_id"]) for q in queued}))
+    assert svc.stop() == 0
+    assert integrity(svc) == []
+    return {"exit": code, "kept": kept, "recorded": recorded}
+
+
+def _events(log: Path, event: str) -> list[dict[str, object]]:
+    lines = (json.loads(line) for line in log.read_text().splitlines()
+             if line.startswith("{"))
+    return [e for e in lines if e.get("event") == event]
+
+
+@pytest.mark.slow
+def test_a_service_stopped_while_its_disk_is_full_gives_up_its_queue_and_exits(
+        tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    with tmpfs(disk, 48) as mounted:
+        if not mounted:
+            pytest.skip("mounting a tmpfs needs root; the I/O-error case covers this host")
+        svc = Service(tmp_path, disk / "data")
+        filler: list[Path] = []
+        out = stop_while_starved(svc, lambda: filler.append(fill(disk)),
+                                 lambda: filler[0].unlink())
+    assert out == {"exit": 0, "kept": 5, "recorded": 0}
+    log = svc.log.read_text()
+    assert "Traceback" not in log
+    gave_up = _events(svc.log, "shutdown_gave_up")
+    assert len(gave_up) == 1 and 0 < int(gave_up[0]["requests"]) <= QUEUED  # type: ignore[call-overload]
+    # only what was in hand when the stop came failed one by one; the rest was given up
+    one_by_one = len(_events(svc.log, "ingest_failed")) - QUEUED  # telemetry logs each too
+    assert one_by_one + int(gave_up[0]["requests"]) == QUEUED  # type: ignore[call-overload]
+    assert _events(svc.log, "audit_stop_failed")  # said so, instead of a traceback
+
+
+@pytest.mark.slow
+def test_a_service_stopped_during_io_errors_exits_cleanly_and_keeps_its_records(
+        tmp_path: Path) -> None:
+    svc = Service(tmp_path)
+    out = stop_while_starved(svc, lambda: svc.file_limit(0), lambda: None)
+    assert out == {"exit": 0, "kept": 5, "recorded": 0}

@@ -1,5 +1,6 @@
-"""kill -9 of the service mid-batch, mid-shred and mid-migration: no acknowledged record is
-lost and the store opens cleanly. A short, bounded set; bench/faults.py runs 100 rounds."""
+"""kill -9 of the service mid-batch, mid-shred and mid-migration, and of a key rotation: no
+acknowledged record is lost and the store opens cleanly. A short, bounded set;
+bench/faults.py runs 100 rounds."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from harness import Service, integrity, kill_round, missing, run_cli
+from harness import Service, integrity, kill_round, missing, rotation_round, run_cli
 
 from appliance.client import Client
 
@@ -86,3 +87,17 @@ def test_kill_9_mid_migration_leaves_a_store_the_next_start_opens(tmp_path: Path
         assert svc.stop() == 0
     finally:
         svc.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step,reopen_with_new", [(4, True), (9, False)])
+def test_kill_9_mid_rotation_keeps_every_acknowledged_record_served(
+        tmp_path: Path, step: int, reopen_with_new: bool) -> None:
+    from appliance.store.rotation import STEPS
+
+    out = rotation_round(Service(tmp_path), rng=random.Random(step), tag=f"rot{step}",
+                         step=step, reopen_with_new=reopen_with_new)
+    assert out["faults"] == 1 and out["acked"] > 0, out
+    assert out["lost"] == 0 and out["crashes"] == 0, out
+    # the old passphrase still completes a rotation killed before its last step
+    assert out["refused_old"] == int(STEPS[step - 1] == "finish" and not reopen_with_new)

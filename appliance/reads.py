@@ -1,0 +1,217 @@
+"""The reads behind `semtrace search` and `semtrace stats`, answered the same way whether an
+operator's CLI opened the store itself or the service answers over its query socket.
+
+Both paths check the caller's role with `roles.require` first (the permission of a stats
+query is `user_stats` for one user's exact view, `aggregates` otherwise); what a role may
+then see is decided here: the tenants a search covers (`cross_user_search`), and every
+cross-user figure goes through `privacy.PrivacyGate`, so a query over the socket spends,
+or reads the cached release, exactly as the direct one does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, is_dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from appliance import analytics
+from appliance.config import Policies
+from appliance.embed import Embedder
+from appliance.errors import AccessDenied, SemtraceError
+from appliance.keys import Keyring
+from appliance.privacy import Figure, PrivacyGate
+from appliance.query import build_search_index, search
+from appliance.query import tenants as all_tenants
+from appliance.records import Hit, Record, Thread
+from appliance.roles import allowed, sees
+from appliance.store import Store
+
+
+def jsonable(obj: Any) -> Any:
+    """Dataclasses, datetimes and tuples as plain JSON values."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {k: jsonable(v) for k, v in asdict(obj).items()}
+    if isinstance(obj, datetime):
+        return obj.isoformat().replace("+00:00", "Z")
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
+STATS_KINDS = ("topics", "models", "cost", "positions", "blocks", "incident")
+
+
+def stats_permission(user: str | None) -> str:
+    """One user's figures are exact and spend no budget: not an analyst's to ask for."""
+    return "user_stats" if user is not None else "aggregates"
+
+
+# ---------------------------------------------------------------- search
+
+
+def search_tenants(store: Store, policies: Policies, role: str, tenant: str | None,
+                   user: str | None) -> list[str]:
+    """Tenants a search may cover: one user's prompts, or other users' where policy allows."""
+    if user is not None:
+        return [tenant] if tenant else []
+    wanted = [t for t in ([tenant] if tenant else all_tenants(store))
+              if sees(policies.access, role, t)]
+    auditor = allowed(policies.access, role, "audit")
+    ok = [t for t in wanted if auditor or policies.privacy.cross_user_search.get(t, False)]
+    if tenant is not None and not ok:
+        raise AccessDenied(f"Searching across users of tenant {tenant} is off in privacy.toml "
+                           "(cross_user_search); search one user's prompts with --user.")
+    return ok
+
+
+def user_pseudonym(keyring: Keyring, tenant: str | None, user: str | None) -> str | None:
+    if user is None:
+        return None
+    if tenant is None:
+        raise SemtraceError("--user needs --tenant (user ids are pseudonymised per tenant).")
+    return keyring.pseudonym(tenant, user)
+
+
+def run_search(store: Store, keyring: Keyring, policies: Policies, role: str,
+               embedder: Embedder, text: str, *, tenant: str | None, user: str | None,
+               since: datetime | None, limit: int) -> list[Hit]:
+    """Prompts similar to `text` that `role` (already checked for `search`) may see."""
+    if not text.strip():
+        raise SemtraceError("The search text is empty.")
+    pseudo = user_pseudonym(keyring, tenant, user)
+    tenants = search_tenants(store, policies, role, tenant, user)
+    index = build_search_index(store, embedder, tenants=tenants, user=pseudo, since=since)
+    return search(store, index, embedder, text, tenant=tenant, user=pseudo, k=limit,
+                  since=since)
+
+
+# ---------------------------------------------------------------- stats
+
+
+@dataclass(frozen=True)
+class StatsQuery:
+    """One `semtrace stats` query (times already resolved)."""
+
+    kind: str
+    tenant: str
+    user: str | None  # the raw user id of a one-user view (pseudonymised here)
+    start: datetime
+    end: datetime
+    topic: str | None = None  # models: on this topic only
+    bucket: str = "day"  # positions
+    baseline: tuple[datetime, datetime] | None = None  # incident
+
+
+def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies, *,
+              ledger_db: Any = None) -> analytics.Report[Any]:
+    """The report of `q` (the role was checked for `stats_permission(q.user)`).
+
+    Args:
+        ledger_db: the connection the privacy gate spends and caches releases on
+            (default the store's own; the service reads from a read-only store).
+    """
+    if q.kind not in STATS_KINDS:
+        raise SemtraceError(f"Unknown stats kind {q.kind!r}; use one of "
+                            f"{', '.join(STATS_KINDS)}.")
+    pseudo = keyring.pseudonym(q.tenant, q.user) if q.user is not None else None
+    gate = PrivacyGate(ledger_db if ledger_db is not None else store.db, policies.privacy)
+    bound = policies.pricing.thread_cost_bound
+    common: dict[str, Any] = {"tenant": q.tenant, "start": q.start, "end": q.end,
+                              "single_user": pseudo}
+    threads = analytics.load_threads(store, q.tenant, q.start, q.end, user=pseudo)
+    if q.kind in ("topics", "blocks", "incident"):
+        labels = analytics.topic_labels(store, q.tenant)
+    if q.kind == "topics":
+        return analytics.topic_stats(threads, gate, labels=labels, cost_bound=bound, **common)
+    if q.kind == "models":
+        return analytics.model_stats(threads, gate, labels={}, topic=q.topic, cost_bound=bound,
+                                     **common)
+    if q.kind == "cost":
+        return analytics.cost_outcomes(threads, gate, cost_bound=bound, **common)
+    if q.kind == "positions":
+        return analytics.position_mix(threads, gate, bucket=q.bucket, **common)
+    if q.kind == "blocks":
+        return analytics.block_stats(threads, gate, labels=labels, **common)
+    b_start, b_end = q.baseline or (q.start - (q.end - q.start), q.start)
+    base = analytics.load_threads(store, q.tenant, b_start, b_end, user=pseudo)
+    return analytics.incident_lifts(threads, base, gate, labels=labels,
+                                    baseline_window=(b_start, b_end), **common)
+
+
+def stats_json(report: analytics.Report[Any], currency: str) -> dict[str, Any]:
+    """What `semtrace stats ... --json` prints: figures with their 95 % half-widths."""
+    def walk(x: Any) -> Any:
+        if isinstance(x, dict):
+            out = {k: walk(v) for k, v in x.items()}
+            if set(out) == {"value", "noise_scale", "exact"}:
+                out["value"] = round(out["value"], 4)
+                out["ci95"] = round(Figure(**x).ci95, 4)
+            return out
+        if isinstance(x, list):
+            return [walk(v) for v in x]
+        return x
+
+    data: dict[str, Any] = walk(jsonable(report))
+    if report.released_at is not None:
+        data["release_age_s"] = round(
+            (datetime.now(UTC) - report.released_at).total_seconds(), 1)
+    return {**data, "currency": currency}
+
+
+# ---------------------------------------------------------------- back from JSON (clients)
+
+
+_ROW_TYPES: dict[str, type] = {"positions": analytics.PositionShare,
+                               "blocks": analytics.BlockStats, "incident": analytics.Lift}
+
+
+def _ts(value: Any) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _value(v: Any) -> Any:
+    if isinstance(v, dict) and {"value", "noise_scale", "exact"} <= set(v):
+        return Figure(float(v["value"]), float(v["noise_scale"]), bool(v["exact"]))
+    if isinstance(v, list):
+        return tuple(v)
+    return v
+
+
+def row_from_json(kind: str, data: dict[str, Any]) -> Any:
+    """One report row from its JSON form (GroupStats for topics, models and cost)."""
+    cls = _ROW_TYPES.get(kind, analytics.GroupStats)
+    return cls(**{k: _value(v) for k, v in data.items()})
+
+
+def report_from_json(data: dict[str, Any]) -> analytics.Report[Any]:
+    """A stats report as the query socket sent it (for printing it as the CLI does)."""
+    start, end = _ts(data["start"]), _ts(data["end"])
+    assert start is not None and end is not None
+    return analytics.Report(
+        kind=data["kind"], tenant=data["tenant"], start=start, end=end, exact=data["exact"],
+        epsilon=data["epsilon"], budget_remaining=data["budget_remaining"],
+        k_min_users=data["k_min_users"],
+        rows=tuple(row_from_json(data["kind"], r) for r in data["rows"]),
+        released_at=_ts(data.get("released_at")), cached=bool(data.get("cached")))
+
+
+def record_from_json(d: dict[str, Any]) -> Record:
+    ts = _ts(d["ts"])
+    assert ts is not None
+    return Record(**{**d, "ts": ts})
+
+
+def thread_from_json(d: dict[str, Any]) -> Thread:
+    """A thread as the query socket sent it (`jsonable` of a Thread)."""
+    first, last = _ts(d["first_ts"]), _ts(d["last_ts"])
+    assert first is not None and last is not None
+    return Thread(**{**d, "first_ts": first, "last_ts": last, "models": tuple(d["models"]),
+                     "records": tuple(record_from_json(r) for r in d["records"])})
+
+
+def hit_from_json(d: dict[str, Any]) -> Hit:
+    ts = _ts(d["ts"])
+    assert ts is not None
+    return Hit(**{**d, "ts": ts})
