@@ -54,9 +54,9 @@ from appliance.keys import Keyring  # noqa: E402
 from appliance.store import Store  # noqa: E402
 from appliance.topics import TopicAssigner  # noqa: E402
 
-MERGE = (0.12, 0.14, 0.16, 0.18, 0.2, 0.22, 0.24)
+MERGE = (0.13, 0.14, 0.15, 0.16, 0.17, 0.18, 0.2, 0.22)
 LEXICAL = (0.0, 0.4)  # topic_lexical_weight: embeddings only, or 40 % shared words
-RATIO = (0.0, 0.5, 0.55, 0.6)  # topic_cohesion_ratio: 0 = a flat merge threshold only
+RATIO = (0.0, 0.35, 0.4, 0.45)  # topic_cohesion_ratio: 0 = a flat merge threshold only
 
 
 def ari(a: Sequence[object], b: Sequence[object]) -> float:
