@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain
 
 import numpy as np
 
@@ -47,17 +49,23 @@ class _Thread:
 
     turns: list[int]
     rank: int = 0
-    max_sim: float = -1.0
     row: list[float] | None = None  # THREAD_FEATURES without the margins
+    ranked: list[float] | None = None  # its turns' cosines, ascending
 
 
 def _shortlist(sims: np.ndarray, cands: Sequence[Candidate], lo: int, wlo: int,
                s: CorrelationSettings) -> tuple[list[int], dict[str, _Thread]]:
     """Indices to score in full, and the threads of the window and the shortlist."""
     n = len(cands)
-    threads: dict[str, _Thread] = {}
+    by_id: dict[str, list[int]] = {}
     for i in range(wlo, n):
-        threads.setdefault(cands[i].thread_id, _Thread([])).turns.append(i)
+        tid = cands[i].thread_id
+        turns = by_id.get(tid)
+        if turns is None:
+            by_id[tid] = [i]
+        else:
+            turns.append(i)
+    threads = {tid: _Thread(turns) for tid, turns in by_id.items()}
     pick = set(range(max(wlo, n - s.recent_candidates), n))
     k = min(s.similar_candidates, len(sims))
     for j in np.argpartition(-sims, k - 1)[:k]:
@@ -67,10 +75,8 @@ def _shortlist(sims: np.ndarray, cands: Sequence[Candidate], lo: int, wlo: int,
             t = threads.setdefault(cands[i].thread_id, _Thread([]))
             t.turns = sorted({i, *t.turns})
     order = sorted(threads.values(), key=lambda t: -t.turns[-1])
-    flat = sims[wlo - lo:].tolist()
     for rank, t in enumerate(order):
         t.rank = rank
-        t.max_sim = max(flat[i - wlo] if i >= wlo else float(sims[i - lo]) for i in t.turns)
         if rank < s.recent_candidates:
             pick.add(t.turns[-1])
     return sorted(pick), threads
@@ -115,58 +121,110 @@ def _query_row(ctx: _Context, cues: frozenset[str], opener: float) -> list[float
             float(min(len(ctx.open_threads), 5)), ctx.novel, opener]
 
 
-def _thread_row(ctx: _Context, t: _Thread) -> list[float]:
-    """Thread-level evidence: similarity to its centroid, head and recent turns, overlap."""
-    q, cands = ctx.q, ctx.cands
-    if t.row is None:
-        sims = [float(ctx.sims[j - ctx.lo]) for j in t.turns]
-        norm = 1.0
-        if len(t.turns) > 1:  # |sum of unit vectors|: q . centroid / |centroid| = sum(sims) / norm
-            centroid = np.add.reduce(ctx.mat[np.asarray(t.turns) - ctx.lo])
-            norm = max(math.sqrt(float(centroid @ centroid)), 1e-6)
-        tkw = [keywords(cands[j].text) for j in t.turns] if ctx.qkw else []
-        tents = set().union(*(cands[j].entity_keys for j in t.turns)) if ctx.qents else set()
+def _thread_rows(ctx: _Context, todo: Sequence[_Thread]) -> None:
+    """Thread-level evidence (`THREAD_FEATURES` without the margins) for threads not yet
+    described: similarity to its centroid, head and recent turns, overlap, pace."""
+    q, cands, lo = ctx.q, ctx.cands, ctx.lo
+    flat = np.fromiter(chain.from_iterable(t.turns for t in todo), dtype=np.int64) - lo
+    lens = np.fromiter((len(t.turns) for t in todo), dtype=np.int64, count=len(todo))
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    sims = ctx.sims[flat].astype(np.float64)
+    sums = np.add.reduceat(sims, starts)
+    flat_sims, bounds = sims.tolist(), (starts + lens).tolist()
+    # |sum of unit vectors|: q . centroid / |centroid| = sum(sims) / norm
+    cents = np.add.reduceat(ctx.mat[flat], starts, axis=0)
+    norms = np.where(lens > 1, np.maximum(np.sqrt(np.einsum("ij,ij->i", cents, cents)), 1e-6),
+                     1.0)
+    centroid = (sums / norms).tolist()
+    others_open = len(ctx.open_threads)
+    for k, t in enumerate(todo):
+        ts = flat_sims[bounds[k] - len(t.turns):bounds[k]]
+        t.ranked = sorted(ts)
+        recent = ts[-3:]
         last = cands[t.turns[-1]]
         last_cues = cue_names(last.text)
+        kw = 0.0
+        if ctx.qkw:
+            tkw = frozenset().union(*(keywords(cands[j].text) for j in t.turns))
+            kw = sum(ctx.idf[w] for w in ctx.qkw & tkw)
+        ents = 0.0
+        if ctx.qents:
+            tents = frozenset().union(*(cands[j].entity_keys for j in t.turns))
+            ents = float(min(len(ctx.qents & tents), 3))
         t.row = [
             math.log1p(t.rank), math.log1p(len(t.turns)),
-            math.log1p(max((q.ts - last.ts).total_seconds(), 0.0)), t.max_sim,
-            sum(sims) / norm, sims[0], sum(sims[-3:]) / len(sims[-3:]),
-            float(min(len(ctx.qents & tents), 3)),
-            sum(ctx.idf[w] for w in ctx.qkw if any(w in k for k in tkw)),
+            math.log1p(max((q.ts - last.ts).total_seconds(), 0.0)), t.ranked[-1],
+            centroid[k], ts[0], sum(recent) / len(recent), ents, kw,
             float("acknowledgement" in last_cues), float("closing" in last_cues),
-            float(bool(ctx.open_threads - {last.thread_id})),
+            float(others_open - (last.thread_id in ctx.open_threads) > 0),
+            _pause(q, cands, t.turns),
         ]
-    return t.row
+
+
+def _pause(q: LinkInput, cands: Sequence[Candidate], turns: list[int]) -> float:
+    """How much longer the pause since the thread's last turn is than the thread's own pace:
+    log gap minus the median log gap between its turns (0 for a one-turn thread)."""
+    if len(turns) < 2:
+        return 0.0
+    last = turns[-6:]  # its last five gaps
+    gaps = sorted(math.log1p(max((cands[b].ts - cands[a].ts).total_seconds(), 0.0))
+                  for a, b in zip(last, last[1:], strict=False))
+    now = math.log1p(max((q.ts - cands[turns[-1]].ts).total_seconds(), 0.0))
+    return now - gaps[len(gaps) // 2]
 
 
 THREAD_FEATURES = ("thread_rank", "thread_turns", "thread_gap", "thread_max_sim",
                    "centroid_sim", "head_sim", "recent_sim", "ent_thread", "kw_thread",
-                   "thread_last_ack", "thread_last_closing", "other_thread_open")
+                   "thread_last_ack", "thread_last_closing", "other_thread_open", "thread_pause")
 MARGINS = ("thread_max_sim", "centroid_sim", "recent_sim", "kw_thread")
 
 
-def _pair_row(ctx: _Context, i: int, t: _Thread) -> list[float]:
-    q, c, n = ctx.q, ctx.cands[i], len(ctx.cands)
-    sim = float(ctx.sims[i - ctx.lo])
-    return [
-        sim, sim - float(ctx.sims.max()), math.log1p(max((q.ts - c.ts).total_seconds(), 0.0)),
-        math.log1p(n - 1 - i), float(i == n - 1), float(i == t.turns[-1]),
-        float(i == t.turns[0]), math.log1p(sum(1 for j in t.turns if j > i)),
-        sim - float(ctx.sims[t.turns[-1] - ctx.lo]), sim - float(ctx.sims[-1]),
+def _text_pair(ctx: _Context, i: int, t: _Thread, sim: float) -> tuple[float, ...]:
+    """The candidate's text, session and entity evidence, and which turn of its thread the
+    prompt depends on: the candidate's cosine rank among the thread's turns, and the
+    (IDF-weighted) prompt keywords it shares, all of them and those the thread's latest
+    turn lacks."""
+    q, c = ctx.q, ctx.cands[i]
+    ckw = keywords(c.text)
+    assert t.ranked is not None  # set with the thread's row
+    shared = ctx.qkw & ckw
+    latest = keywords(ctx.cands[t.turns[-1]].text) if i != t.turns[-1] else ckw
+    return (
         float(q.session_key is not None and q.session_key == c.session_key),
         float(None not in (q.session_key, c.session_key) and q.session_key != c.session_key),
         float(min(len(ctx.qents.intersection(c.entity_keys)), 3)),
-        _jaccard(ctx.qkw, keywords(c.text)),
+        _jaccard(ctx.qkw, ckw),
         float(len(placeholder_types(q.text) & placeholder_types(c.text))),
         float("acknowledgement" in cue_names(c.text)), math.log1p(word_count(c.text)),
-    ]
+        math.log1p(len(t.ranked) - bisect_right(t.ranked, sim)), sum(ctx.idf[w] for w in shared),
+        sum(ctx.idf[w] for w in shared - latest),
+    )
+
+
+def _pair_block(ctx: _Context, pick: list[int], tl: list[_Thread]) -> np.ndarray:
+    """PAIR_FEATURES for every shortlisted candidate (rows in `pick` order)."""
+    q, cands, lo, n = ctx.q, ctx.cands, ctx.lo, len(ctx.cands)
+    idx = np.asarray(pick)
+    sim = ctx.sims[idx - lo].astype(np.float64)
+    latest = np.fromiter((t.turns[-1] for t in tl), dtype=np.int64, count=len(tl))
+    head = np.fromiter((t.turns[0] for t in tl), dtype=np.int64, count=len(tl))
+    after = [len(t.turns) - bisect_right(t.turns, i) for i, t in zip(pick, tl, strict=True)]
+    gap = [(q.ts - cands[i].ts).total_seconds() for i in pick]
+    text = np.array([_text_pair(ctx, i, t, v) for i, t, v in zip(pick, tl, sim.tolist(),
+                                                                    strict=True)])
+    rank = np.empty(len(pick))
+    rank[np.argsort(-sim, kind="stable")] = np.arange(len(pick))
+    return np.column_stack([
+        sim, sim - float(ctx.sims.max()), np.log1p(np.maximum(gap, 0.0)),
+        np.log1p(n - 1 - idx), idx == n - 1, idx == latest, idx == head, np.log1p(after),
+        sim - ctx.sims[latest - lo].astype(np.float64), sim - float(ctx.sims[-1]),
+        text, np.log1p(rank)]).astype(np.float64)
 
 
 PAIR_FEATURES = ("sim", "sim_margin", "gap", "recency_rank", "user_latest", "thread_latest",
                  "thread_head", "turns_after", "sim_vs_thread_latest", "sim_vs_user_latest",
                  "same_session", "other_session", "ent_cand", "kw_cand", "ph_types", "cand_ack",
-                 "cand_words")
+                 "cand_words", "thread_sim_rank", "kw_idf_cand", "kw_only_cand", "sim_rank")
 
 
 FEATURES = (*QUERY_FEATURES, *THREAD_FEATURES, *(f"{m}_margin" for m in MARGINS),
@@ -195,14 +253,19 @@ def features(q: LinkInput, cands: Sequence[Candidate], s: CorrelationSettings,
                    open_threads=_open_threads(q, cands))
     cues = cue_names(q.text)
     base = _query_row(ctx, cues, opener)
-    touched = {id(threads[cands[i].thread_id]): threads[cands[i].thread_id] for i in pick}
-    trows = {k: _thread_row(ctx, t) for k, t in touched.items()}
+    tl = [threads[cands[i].thread_id] for i in pick]
+    touched = {id(t): t for t in tl}
+    todo = [t for t in touched.values() if t.row is None]
+    if todo:
+        _thread_rows(ctx, todo)
+    trows = {k: t.row for k, t in touched.items() if t.row is not None}
     margins = _margins(trows)
-    rows = []
-    for i in pick:
-        t = threads[cands[i].thread_id]
-        rows.append(base + trows[id(t)] + margins[id(t)] + _pair_row(ctx, i, t))
-    return pick, np.asarray(rows, dtype=np.float64), sims[np.asarray(pick) - lo], cues
+    per_thread = {k: r + margins[k] for k, r in trows.items()}
+    x = np.empty((len(pick), len(FEATURES)))
+    x[:, :len(base)] = base
+    x[:, len(base):-len(PAIR_FEATURES)] = [per_thread[id(t)] for t in tl]
+    x[:, -len(PAIR_FEATURES):] = _pair_block(ctx, pick, tl)
+    return pick, x, sims[np.asarray(pick) - lo], cues
 
 
 def _margins(trows: dict[int, list[float]]) -> dict[int, list[float]]:
