@@ -85,6 +85,15 @@ class ThreadRow:
 
 
 @dataclass(frozen=True)
+class TrendPoint:
+    """A topic's noisy thread count in one day's release (`trend.py`)."""
+
+    day: str  # the UTC day of the release (YYYY-MM-DD)
+    threads: float | None  # None: no release that day, or the topic was withheld in it
+    ci: float | None  # 95% half-width of `threads`
+
+
+@dataclass(frozen=True)
 class GroupStats:
     """Figures for one topic or model."""
 
@@ -102,6 +111,7 @@ class GroupStats:
     costed: Figure = Figure(0.0)  # threads whose cost is known
     error_share: Figure = Figure(0.0)  # threads with a prompt that ended in an error
     users: Figure | None = None  # distinct people (noisy across users)
+    trend: tuple[TrendPoint, ...] = ()  # topics: one point per stored daily release
 
 
 @dataclass(frozen=True)

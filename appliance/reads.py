@@ -10,7 +10,7 @@ or reads the cached release, exactly as the direct one does.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ from appliance.query import tenants as all_tenants
 from appliance.records import Hit, Record, Thread
 from appliance.roles import allowed, sees
 from appliance.store import Store
+from appliance.trend import last_day_of, with_trends
 
 
 def jsonable(obj: Any) -> Any:
@@ -124,7 +125,13 @@ def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies,
     if q.kind in ("topics", "blocks", "incident"):
         labels = analytics.topic_labels(store, q.tenant)
     if q.kind == "topics":
-        return analytics.topic_stats(threads, gate, labels=labels, cost_bound=bound, **common)
+        report = analytics.topic_stats(threads, gate, labels=labels, cost_bound=bound,
+                                       **common)
+        if pseudo is not None:
+            return report
+        rows = with_trends(gate.cache.db, q.tenant, report.rows, last_day_of(q.end),
+                           cost_bound=bound)  # read from stored releases: spends nothing
+        return replace(report, rows=rows)
     if q.kind == "models":
         return analytics.model_stats(threads, gate, labels={}, topic=q.topic, cost_bound=bound,
                                      **common)
@@ -182,7 +189,10 @@ def _value(v: Any) -> Any:
 def row_from_json(kind: str, data: dict[str, Any]) -> Any:
     """One report row from its JSON form (GroupStats for topics, models and cost)."""
     cls = _ROW_TYPES.get(kind, analytics.GroupStats)
-    return cls(**{k: _value(v) for k, v in data.items()})
+    fields = {k: _value(v) for k, v in data.items() if k != "trend"}
+    if "trend" in data:
+        fields["trend"] = tuple(analytics.TrendPoint(**p) for p in data["trend"])
+    return cls(**fields)
 
 
 def report_from_json(data: dict[str, Any]) -> analytics.Report[Any]:

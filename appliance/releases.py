@@ -4,21 +4,36 @@ A cross-user figure costs privacy budget only the first time it is released on
 a day; later queries and screen refreshes read the stored release (table
 `dp_releases`, migration `m007_dp_releases`) and say how old it is. A release
 holds only noisy figures of groups (topic ids, model names, periods), never
-words, so it is safe to keep; releases of earlier days are deleted when a new
-one is written.
+words, so it is kept for `TREND_DAYS` days: the topics screen and
+`stats topics` draw each topic's trend from the releases of those days without
+spending anything (`trend`). Writing a release deletes the tenant's releases
+older than that; retention (`retention.expire_releases`) deletes them sooner when
+the tenant's `aggregates_days` is shorter.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from appliance.privacy import Figure, Release
 
-KEEP_DAYS = 2  # releases of this many earlier days stay readable (screens show the latest)
+TREND_DAYS = 14  # days of releases kept: the per-topic trend the topics screen draws
+
+
+def days_before(day: str, n: int) -> str:
+    """The UTC day `n` days before `day` (both YYYY-MM-DD)."""
+    return (date.fromisoformat(day) - timedelta(days=n)).isoformat()
+
+
+def delete_before(db: Any, tenant: str, day: str) -> int:
+    """Delete the tenant's releases of days before `day`; how many went."""
+    return int(db.execute("DELETE FROM dp_releases WHERE tenant=? AND day<?",
+                          (tenant, day)).rowcount)
 
 
 def _fig(f: Figure | None) -> list[float] | None:
@@ -67,7 +82,8 @@ class ReleaseCache:
         return decode(row[0]) if row else None
 
     def put(self, tenant: str, key: str, day: str, rel: Release) -> None:
-        """Store a release (the first one of the day under a key wins) and drop old days."""
+        """Store a release (the first one of the day under a key wins) and drop the
+        tenant's releases older than `TREND_DAYS` days."""
         now = self.clock()
         own = not self.db.in_transaction
         if own:
@@ -77,8 +93,7 @@ class ReleaseCache:
                 "INSERT INTO dp_releases (tenant, key, day, created_at, payload) "
                 "VALUES (?,?,?,?,?) ON CONFLICT(tenant, key, day) DO NOTHING",
                 (tenant, key, day, now, encode(rel)))
-            self.db.execute("DELETE FROM dp_releases WHERE tenant=? AND created_at<?",
-                            (tenant, now - (KEEP_DAYS + 1) * 86400.0))
+            delete_before(self.db, tenant, days_before(day, TREND_DAYS - 1))
             if own:
                 self.db.execute("COMMIT")
         except BaseException:
@@ -96,3 +111,15 @@ class ReleaseCache:
         from dataclasses import replace
 
         return replace(decode(row[0]), cached=True)
+
+    def by_day(self, tenant: str, keys: Iterable[tuple[str, str]]) -> dict[str, Release]:
+        """The releases stored under each (day, key) pair, by day (absent days left out).
+
+        A plain read: it spends nothing and makes nothing.
+        """
+        out = {}
+        for day, key in keys:
+            rel = self.get(tenant, key, day)
+            if rel is not None:
+                out[day] = rel
+        return out

@@ -18,6 +18,7 @@ from appliance import __version__
 from appliance.audit import AuditLog, verify_chain
 from appliance.config import RetentionSettings
 from appliance.keys import AuditSigner, Keyring, verify_signature
+from appliance.releases import TREND_DAYS
 from appliance.retention import rules_for
 from appliance.store import Store
 
@@ -50,6 +51,9 @@ AFTER_SHREDDING = [
     "pseudonym and day are removed one day after the shred, the rows at aggregates_days.",
     "Topics: ids and merge links only; labels, phrases and counts are removed when no "
     "live thread belongs to the topic, or none was active within aggregates_days.",
+    "Daily privacy releases: noisy, k-suppressed figures per topic or model (ids, no "
+    "words, no user); one made before a shred still counts the shredded threads in its "
+    f"noise. Kept {TREND_DAYS} days for the topics trend, or aggregates_days if shorter.",
     "Audit entries: per shredded bucket its id, tenant, class and counts (the day for "
     "retention, not for erasure); per erasure the user pseudonym and counts.",
 ]

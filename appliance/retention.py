@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from appliance import releases
 from appliance.audit import AuditLog
 from appliance.config import RetentionClass, RetentionSettings
 from appliance.index import VectorIndex
@@ -57,6 +58,7 @@ class RunReport:
     finished_interrupted: int = 0
     held: list[tuple[str, str, str]] = field(default_factory=list)
     topics_expired: int = 0
+    releases_expired: int = 0
     buckets_anonymised: int = 0
     buckets_forgotten: int = 0
 
@@ -209,6 +211,24 @@ def expire_topics(store: Store, settings: RetentionSettings, now: datetime) -> i
     return stripped
 
 
+def expire_releases(store: Store, settings: RetentionSettings, now: datetime) -> int:
+    """Daily DP releases (noisy, k-suppressed figures per topic or model; no words, no
+    user) are kept `releases.TREND_DAYS` days for the topics screen's trend, never longer
+    than the tenant's `aggregates_days`; how many were deleted."""
+    db = store.db
+    if not db.execute("SELECT 1 FROM sqlite_master WHERE name='dp_releases'").fetchone():
+        return 0
+    oldest_day = releases.days_before(now.astimezone(UTC).date().isoformat(),
+                                      releases.TREND_DAYS - 1)
+    gone = 0
+    for (tenant,) in db.execute("SELECT DISTINCT tenant FROM dp_releases").fetchall():
+        days = rules_for(settings, tenant).aggregates_days
+        gone += releases.delete_before(db, tenant, oldest_day)
+        gone += db.execute("DELETE FROM dp_releases WHERE tenant=? AND created_at<?",
+                           (tenant, (now - timedelta(days=days)).timestamp())).rowcount
+    return gone
+
+
 # Shredded buckets keep their user and day this long (other processes learn of the
 # shred from them and drop that user's cached history), then neither.
 ANONYMISE_AFTER = timedelta(days=1)
@@ -250,6 +270,7 @@ def run_retention(shredder: Shredder, settings: RetentionSettings, keyring: Keyr
     for b in held:
         report.held.append((b.tenant, b.user, b.day))
     report.topics_expired = expire_topics(shredder.store, settings, now)
+    report.releases_expired = expire_releases(shredder.store, settings, now)
     report.buckets_anonymised, report.buckets_forgotten = forget_shredded(
         shredder.store, settings, now)
     if due or report.finished_interrupted:
@@ -259,6 +280,7 @@ def run_retention(shredder: Shredder, settings: RetentionSettings, keyring: Keyr
         "records": report.records, "vault_entries": report.vault_cleared,
         "finished_interrupted": report.finished_interrupted, "held_buckets": len(held),
         "topics_expired": report.topics_expired,
+        "releases_expired": report.releases_expired,
         "shredded_buckets_anonymised": report.buckets_anonymised,
         "shredded_buckets_forgotten": report.buckets_forgotten})
     log.info("retention run", extra={"event": "retention_run", "buckets": report.shredded,

@@ -502,6 +502,8 @@ def _group(key: str, threads: float, users: float, turns: float, refined: float,
 
 def put_fixed_releases(rt: Any) -> None:
     """Today's (CLOCK's) topic and model releases of tenant acme; globex has none."""
+    from dataclasses import replace
+
     from appliance import analytics
     from appliance.privacy import Release
     from appliance.releases import ReleaseCache
@@ -520,6 +522,17 @@ def put_fixed_releases(rt: Any) -> None:
         cache.put("acme", analytics.group_key(kind, start, end, cost_bound=bound), "2026-03-03",
                   Release(groups=groups, exact=False, epsilon=0.5, k_min_users=5,
                           released_at=at))
+    # topic releases of earlier days (none on 03-01): the topics screen's trend
+    for back, scale in ((4, 0.5), (3, 0.7), (1, 0.9)):
+        day = CLOCK - timedelta(days=back)
+        s, e = analytics.default_window(day)
+        then = (day - timedelta(hours=11)).timestamp()
+        earlier = tuple(replace(g, count=replace(g.count, value=round(g.count.value * scale)))
+                        for g in topics[:2])  # tp_sql was withheld then
+        ReleaseCache(rt.store.db, clock=lambda t=then: t).put(
+            "acme", analytics.group_key("topics", s, e, cost_bound=bound),
+            f"{day:%Y-%m-%d}", Release(groups=earlier, exact=False, epsilon=0.5,
+                                       k_min_users=5, released_at=then))
 
 
 @pytest.fixture(scope="module")
@@ -613,6 +626,8 @@ def test_snapshot_models(snap_compare: Any, fixed_app: Any) -> None:
 
 
 def test_topics_screen_shows_labels_and_sorts_by_struggle(fixed_app: Any) -> None:
+    from appliance.tui.screens.topics import BARS
+
     async def scenario(pilot: Any) -> None:
         app = pilot.app
         await pilot.press("o")
@@ -626,6 +641,16 @@ def test_topics_screen_shows_labels_and_sorts_by_struggle(fixed_app: Any) -> Non
         users = str(table.get_cell(accounts, "users"))
         assert users.startswith("12±") and int(users.split("±")[1]) > 0  # noisy, with its CI
         assert str(table.get_cell(accounts, "refine")).startswith("44%±")
+        # the highlighted topic's trend: one mark per stored daily release, none on 03-01
+        table.move_cursor(row=1)
+        await settle(pilot)
+        trend = str(app.screen.query_one("#trend").render())
+        assert trend.startswith("Trend of password reset link, 02-18 to 03-03")
+        marks = trend.split("│")[1]
+        assert [i for i, c in enumerate(marks) if c != " "] == [9, 10, 12, 13]
+        heights = [BARS.index(c) for c in marks if c != " "]  # its count grew release by release
+        assert heights == sorted(heights) and heights[0] < heights[-1] == len(BARS) - 1
+        assert "latest 41±3 on 2026-03-03" in trend
         await pilot.press("s")  # the share of threads with corrections or rephrasings
         await settle(pilot)
         assert [k.split("\0")[1] for k in table_keys(app, "#topics")] == [

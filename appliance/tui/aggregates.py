@@ -22,6 +22,7 @@ from appliance.releases import ReleaseCache
 from appliance.roles import require
 from appliance.runtime import open_runtime
 from appliance.store import Store
+from appliance.trend import with_trends
 from appliance.tui.data import StoreReader
 
 KINDS = ("topics", "models")
@@ -79,6 +80,9 @@ def aggregate_view(store: Store, policies: Policies, tenants: list[str], kind: s
         rel = cache.get(tenant, key, day)
         labels = analytics.topic_labels(store, tenant) if kind == "topics" else {}
         rows = tuple(analytics.group_rows(rel, labels)) if rel is not None else ()
+        if kind == "topics":  # each topic's trend, from the stored releases (spends nothing)
+            rows = with_trends(store.db, tenant, rows, (end - timedelta(days=1)).date(),
+                               cost_bound=policies.pricing.thread_cost_bound)
         at = (datetime.fromtimestamp(rel.released_at, UTC)
               if rel is not None and rel.released_at is not None else None)
         out.append(Released(tenant, rows, at if rel is not None else None))

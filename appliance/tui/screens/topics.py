@@ -6,9 +6,10 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Footer, Header, Static
 
-from appliance.analytics import NO_TOPIC, GroupStats
+from appliance.analytics import NO_TOPIC, GroupStats, TrendPoint
 from appliance.privacy import Figure
 from appliance.tui.aggregates import AggregateView
 from appliance.tui.context import context
@@ -26,6 +27,30 @@ ORDERS = {
 COLUMNS = (("tenant", "tenant", 7), ("topic", "topic", 24), ("threads", "threads", 8),
            ("turns", "turns", 5), ("users", "users", 6), ("refine", "refined", 8),
            ("abandon", "abandoned", 9), ("cost", "cost/thread", 11))
+BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(points: tuple[TrendPoint, ...]) -> str:
+    """One character per day's release, scaled to the topic's highest count; a day
+    without a release (or with the topic withheld) is a gap (a space), not a zero."""
+    values = [p.threads for p in points]
+    top = max((v for v in values if v is not None), default=0.0)
+    return "".join(" " if v is None else
+                   BARS[0 if top <= 0 else round(max(v, 0.0) / top * (len(BARS) - 1))]
+                   for v in values)
+
+
+def trend_line(row: GroupStats) -> Text:
+    """The highlighted topic's trend: `│▂▃ ▅  █│`, its days and its latest point."""
+    name = topic_name(row)
+    if not row.trend:
+        return Text.assemble("Trend of ", name, ": none")
+    shown = [p for p in row.trend if p.threads is not None]
+    last = (f"latest {shown[-1].threads:.0f}±{shown[-1].ci:.0f} on {shown[-1].day}"
+            if shown else "no release holds it")
+    first, end = row.trend[0].day[5:], row.trend[-1].day[5:]
+    return Text.assemble("Trend of ", name, f", {first} to {end}: │{sparkline(row.trend)}│ "
+                         f"threads in each day's release, blank: none · {last}")
 
 
 def count(f: Figure | None) -> Text:
@@ -51,7 +76,7 @@ def topic_name(row: GroupStats) -> Text:
 
 
 class TopicsScreen(ReleasedScreen):
-    """Per topic: threads, turns, people, refinement and abandonment shares, cost."""
+    """Per topic: threads, turns, people, refinement and abandonment shares, cost, trend."""
 
     KIND = "topics"
 
@@ -64,11 +89,13 @@ class TopicsScreen(ReleasedScreen):
     def __init__(self) -> None:
         super().__init__()
         self.order = "threads"
+        self.rows: dict[str, GroupStats] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("Loading topics…", id="topics-head")
         yield DataTable(id="topics", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="trend")
         yield Static("", id="status")
         yield Footer(compact=True)
 
@@ -101,8 +128,10 @@ class TopicsScreen(ReleasedScreen):
                           Text(f"{r.mean_turns.value:.1f}", justify="right"), count(r.users),
                           share(r.refinement_share), share(r.abandonment_share), cost,
                           key=f"{tenant}\0{r.key}")
+        self.rows = {f"{tenant}\0{r.key}": r for tenant, r in rows}
         self.query_one("#topics-head", Static).update(Text(self._head(view)))
         self._status(self._note(view, len(rows)))
+        self._show_trend(table)
 
     def _head(self, view: AggregateView) -> str:
         made = [t.released_at for t in view.tenants if t.released_at is not None]
@@ -126,6 +155,18 @@ class TopicsScreen(ReleasedScreen):
         tenant, _, topic = str(event.row_key.value).partition("\0")
         if topic != NO_TOPIC:
             self.post_message(ShowThreads(f"tenant:{tenant} topic:{topic}"))
+
+    @on(DataTable.RowHighlighted, "#topics")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_trend(event.data_table)
+
+    def _show_trend(self, table: DataTable[object]) -> None:
+        """The highlighted topic's 14-day trend under the table (read with the release)."""
+        row = None
+        if table.row_count:
+            key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
+            row = self.rows.get(str(key))
+        self.query_one("#trend", Static).update(trend_line(row) if row else Text(""))
 
     @on(DataTable.HeaderSelected, "#topics")
     def _sort_by(self, event: DataTable.HeaderSelected) -> None:

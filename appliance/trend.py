@@ -1,0 +1,57 @@
+"""Each topic's trend over the last `TREND_DAYS` days, read from the stored daily releases.
+
+A point is the topic's noisy thread count in the release of one UTC day: the
+default-window release (`analytics.default_window`, the 7 days ending that day)
+that `semtrace serve` makes each day and `stats topics` shares. Nothing is
+computed from the records and no budget is spent: a day without a release, or
+one in which the topic was withheld (fewer than `k_min_users` people), is a gap
+(None), never a zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from appliance.analytics import GroupStats, TrendPoint, default_window, group_key
+from appliance.releases import TREND_DAYS, ReleaseCache
+
+
+def trend_days(last_day: date, days: int = TREND_DAYS) -> list[date]:
+    """The `days` UTC days ending with `last_day`, oldest first."""
+    return [last_day - timedelta(days=n) for n in range(days - 1, -1, -1)]
+
+
+def topic_trends(db: Any, tenant: str, keys: Iterable[str], last_day: date, *,
+                 cost_bound: float, days: int = TREND_DAYS) -> dict[str, tuple[TrendPoint, ...]]:
+    """Per topic id in `keys`, one point per day ending with `last_day` (reads only)."""
+    wanted = []
+    for d in trend_days(last_day, days):
+        start, end = default_window(datetime(d.year, d.month, d.day, tzinfo=UTC))
+        wanted.append((d.isoformat(), group_key("topics", start, end, cost_bound=cost_bound)))
+    releases = ReleaseCache(db).by_day(tenant, wanted)
+    counts = {day: {g.group: g.count for g in rel.groups} for day, rel in releases.items()}
+    out = {}
+    for key in keys:
+        points = []
+        for day, _ in wanted:
+            f = counts.get(day, {}).get(key)
+            points.append(TrendPoint(day, None, None) if f is None else
+                          TrendPoint(day, round(f.value, 1), round(f.ci95, 1)))
+        out[key] = tuple(points)
+    return out
+
+
+def with_trends(db: Any, tenant: str, rows: Iterable[GroupStats], last_day: date, *,
+                cost_bound: float) -> tuple[GroupStats, ...]:
+    """`rows` (topics) with their trends attached."""
+    rows = tuple(rows)
+    trends = topic_trends(db, tenant, [r.key for r in rows], last_day, cost_bound=cost_bound)
+    return tuple(replace(r, trend=trends[r.key]) for r in rows)
+
+
+def last_day_of(end: datetime) -> date:
+    """The last UTC day a window ending (exclusive) at `end` covers."""
+    return (end.astimezone(UTC) - timedelta(microseconds=1)).date()

@@ -1,0 +1,174 @@
+"""Each topic's 14-day trend is read from the stored daily releases: `stats topics --json`
+and the topics screen show it, directly and over the query socket, and reading it spends
+nothing. Releases are made by the service's own daily job (`daily.make_daily`) on several
+past days (its injected clock), with days left out: those are gaps, not zeros."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import T0, make_prompt
+from test_query_reads import READ, cli
+from test_tui import run, settle, table_keys
+
+from appliance.config import RoleSettings
+
+USERS = [f"traveller{i}" for i in range(6)]
+RELEASED = (5, 4, 2, 0)  # days before today with a daily release; the others have none
+
+
+def _prompts(today: datetime) -> list[Any]:
+    """Six people: a weather thread five days ago, a password thread yesterday."""
+    out = []
+    for i, user in enumerate(USERS):
+        for back, texts in ((5, ("What's the weather forecast for tomorrow?",
+                                 "Will it rain in the afternoon too?")),
+                            (1, ("How do I reset my account password?",
+                                 "The reset link in the mail has expired, what now?"))):
+            base = today - timedelta(days=back) + timedelta(hours=9, minutes=30 * i)
+            for n, text in enumerate(texts):
+                minutes = (base - T0).total_seconds() / 60 + n
+                out.append(make_prompt(text, user=user, minutes=minutes,
+                                       request_id=f"{user}-{back}-{n}"))
+    return out
+
+
+def _ledger(store: Any) -> list[tuple[Any, ...]]:
+    return store.db.execute(
+        "SELECT tenant, day, spent, queries FROM privacy_budget ORDER BY 1, 2").fetchall()
+
+
+def _stored(store: Any, policies: Any, day: date) -> dict[str, float]:
+    """The noisy thread count per topic in the stored release of `day` (if any)."""
+    from appliance import analytics
+    from appliance.releases import ReleaseCache
+
+    start, end = analytics.default_window(datetime(day.year, day.month, day.day, tzinfo=UTC))
+    key = analytics.group_key("topics", start, end,
+                              cost_bound=policies.pricing.thread_cost_bound)
+    rel = ReleaseCache(store.db).get("acme", key, day.isoformat())
+    return {} if rel is None else {g.group: g.count.value for g in rel.groups}
+
+
+@contextmanager
+def serving(pipeline: Any, data_dir: Path) -> Iterator[Path]:
+    """The real service on the pipeline; its query socket, with role analyst-acme for us."""
+    from appliance.service import Service
+
+    roles = {**pipeline.policies.access.roles,
+             "analyst-acme": RoleSettings(permissions=READ, uids=[os.getuid()],
+                                          tenants=["acme"])}
+    policies = pipeline.policies.model_copy(update={
+        "access": pipeline.policies.access.model_copy(update={"roles": roles})})
+    qsock = data_dir / "query.sock"
+    svc = Service(pipeline, policies, socket_path=data_dir / "s.sock", query_socket_path=qsock)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(svc.start(), loop).result(60)
+    try:
+        yield qsock
+    finally:
+        asyncio.run_coroutine_threadsafe(svc.drain(), loop).result(60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+
+
+def _trend_cells(app: Any) -> dict[str, str]:
+    """Per topics-table row, the sparkline of the trend line shown when it is highlighted."""
+    table = app.screen.query_one("#topics")
+    out = {}
+    for i, key in enumerate(table_keys(app, "#topics")):
+        table.move_cursor(row=i)
+        text = str(app.screen.query_one("#trend").render())
+        out[key.split("\0")[1]] = text.split("│")[1]
+    return out
+
+
+def test_the_trend_is_read_from_stored_daily_releases_and_spends_nothing(
+        pipeline: Any, runtime: Any, data_dir: Path, passphrase_file: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance.daily import make_daily
+    from appliance.tui.app import make_app, make_remote_app
+
+    now = datetime.now(UTC)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    pipeline.process(_prompts(today))
+    # the service's daily job, run on past days by its clock; six people per topic pass
+    # the noisy k-suppression at this generous epsilon
+    privacy = pipeline.policies.privacy.model_copy(
+        update={"epsilon_per_release": 40.0, "epsilon_per_day": 100.0})
+    policies = pipeline.policies.model_copy(update={"privacy": privacy})
+    for back in RELEASED:
+        when = now if back == 0 else today - timedelta(days=back) + timedelta(hours=12)
+        made = make_daily(runtime.store, policies, now=when, kinds=("topics",))
+        assert [o.outcome for o in made] == ["released"]
+    spent = _ledger(runtime.store)
+    assert len(spent) == len(RELEASED)
+
+    days = [(today - timedelta(days=n)).date() for n in range(13, -1, -1)]
+    stored = {d: _stored(runtime.store, policies, d) for d in days}
+    assert {d for d in days if stored[d]} == {(today - timedelta(days=n)).date()
+                                              for n in RELEASED}
+
+    def check(out: dict[str, Any]) -> dict[str, list[Any]]:
+        assert out["cached"] is True and out["epsilon"] == 0  # today's release, read
+        trends = {}
+        for row in out["rows"]:
+            trend = row["trend"]
+            assert [p["day"] for p in trend] == [d.isoformat() for d in days]
+            for d, p in zip(days, trend, strict=True):
+                if row["key"] in stored[d]:
+                    assert p["threads"] == pytest.approx(stored[d][row["key"]], abs=0.05)
+                    assert p["ci"] > 0
+                else:  # no release that day (or withheld in it): a gap, never a zero
+                    assert p["threads"] is None and p["ci"] is None
+            assert trend[-1]["threads"] == pytest.approx(row["threads"]["value"], abs=0.05)
+            trends[row["key"]] = [p["threads"] for p in trend]
+        # the weather threads are in every release: one point per released day, gaps between
+        assert any(sum(v is not None for v in t) == len(RELEASED) for t in trends.values())
+        return trends
+
+    direct = cli("stats", "topics", "--data-dir", str(data_dir), "--passphrase-file",
+                 str(passphrase_file), "--tenant", "acme", "--json")
+    assert direct.exit_code == 0, direct.output
+    trends = check(json.loads(direct.output))
+    assert _ledger(runtime.store) == spent
+
+    async def screen(pilot: Any) -> None:
+        await pilot.press("o")
+        await settle(pilot)
+        cells = _trend_cells(pilot.app)
+        assert cells.keys() == trends.keys()
+        for key, cell in cells.items():
+            assert len(cell) == 14
+            assert [c != " " for c in cell] == [v is not None for v in trends[key]]
+        shown.update(cells)
+
+    shown: dict[str, str] = {}
+    run(make_app(runtime, role="analyst", clock=lambda: now, refresh_seconds=3600), screen)
+    direct_cells = dict(shown)
+    assert _ledger(runtime.store) == spent
+
+    with serving(pipeline, data_dir) as sock:
+        for var in ("SEMTRACE_PASSPHRASE_FILE", "SEMTRACE_KEY_FILE", "CREDENTIALS_DIRECTORY"):
+            monkeypatch.delenv(var, raising=False)
+        remote = cli("stats", "topics", "--socket", str(sock), "--role", "analyst-acme",
+                     "--tenant", "acme", "--json")
+        assert remote.exit_code == 0, remote.output
+        assert check(json.loads(remote.output)) == trends
+        shown.clear()
+        run(make_remote_app(sock, role="analyst-acme", clock=lambda: now,
+                            refresh_seconds=3600), screen)
+        assert shown == direct_cells
+    assert _ledger(runtime.store) == spent
+
