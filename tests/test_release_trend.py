@@ -104,9 +104,9 @@ def test_the_trend_is_read_from_stored_daily_releases_and_spends_nothing(
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     pipeline.process(_prompts(today))
     # the service's daily job, run on past days by its clock; six people per topic pass
-    # the noisy k-suppression at this generous epsilon
+    # the noisy k-suppression (k = 2) at this generous epsilon
     privacy = pipeline.policies.privacy.model_copy(
-        update={"epsilon_per_release": 40.0, "epsilon_per_day": 100.0})
+        update={"epsilon_per_release": 40.0, "epsilon_per_day": 100.0, "k_min_users": 2})
     policies = pipeline.policies.model_copy(update={"privacy": privacy})
     for back in RELEASED:
         when = now if back == 0 else today - timedelta(days=back) + timedelta(hours=12)
@@ -172,3 +172,38 @@ def test_the_trend_is_read_from_stored_daily_releases_and_spends_nothing(
         assert shown == direct_cells
     assert _ledger(runtime.store) == spent
 
+
+
+def test_releases_are_kept_fourteen_days_or_aggregates_days_if_shorter(runtime: Any) -> None:
+    from appliance.config import RetentionClass
+    from appliance.privacy import PrivacyGate, Unit
+    from appliance.releases import TREND_DAYS
+    from appliance.retention import expire_releases
+
+    db = runtime.store.db
+    now = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    privacy = runtime.policies.privacy.model_copy(update={"k_min_users": 1})
+    units = [Unit(f"u{i}", "tp_x") for i in range(3)]
+
+    def days(tenant: str) -> list[str]:
+        return [r[0] for r in db.execute(
+            "SELECT day FROM dp_releases WHERE tenant=? ORDER BY day", (tenant,))]
+
+    # a release a day, through the privacy gate on its own day's clock; beta stopped at -20
+    for back in range(20, -1, -1):
+        t = (now - timedelta(days=back)).timestamp()
+        gate = PrivacyGate(db, privacy, clock=lambda t=t: t)
+        gate.release("acme", units, key="topics|w")
+        if back == 20:
+            gate.release("beta", units, key="topics|w")
+    want = [(now - timedelta(days=n)).date().isoformat() for n in range(TREND_DAYS - 1, -1, -1)]
+    assert days("acme") == want  # writing a release dropped the older ones
+    assert len(days("beta")) == 1
+
+    settings = runtime.policies.retention
+    assert expire_releases(runtime.store, settings, now) == 1
+    assert days("acme") == want and days("beta") == []  # however idle the tenant
+
+    short = settings.model_copy(update={"tenants": {"acme": RetentionClass(aggregates_days=3)}})
+    expire_releases(runtime.store, short, now)
+    assert days("acme") == want[-4:]  # released at noon on the last four days: within 3 days
