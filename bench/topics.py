@@ -14,13 +14,15 @@ they are not scored (they still flow through the stream).
 * Thread ids: the gold threads (`--threads gold`, a perfect linker), one thread
   per prompt (`--threads prompt`, no linker), or a `semtrace replay` output
   (`--replay OUT.jsonl`, this branch's linker).
-* Leave-one-source-out: for each subject source, the lexical weight and the
-  merge threshold are chosen on the other five (highest mean ARI) and scored on it.
+* Leave-one-source-out: for each subject source, the lexical weight, the
+  merge threshold and the cohesion ratio are chosen on the other five (highest
+  mean ARI) and scored on it.
 * Latency: `assign` p50/p99 on a synthetic stream while a background
   refinement of thousands of topics runs (`--latency N`).
 Prints figures; asserts nothing.
 
     .venv/bin/python bench/topics.py [--threads gold|prompt] [--replay OUT.jsonl]
+                                     [--lexical W ...] [--merge M ...] [--ratio R ...]
                                      [--latency 20000] [--json]
 """
 
@@ -52,8 +54,9 @@ from appliance.keys import Keyring  # noqa: E402
 from appliance.store import Store  # noqa: E402
 from appliance.topics import TopicAssigner  # noqa: E402
 
-MERGE = (0.12, 0.14, 0.16, 0.18, 0.2, 0.22, 0.24)
+MERGE = (0.13, 0.14, 0.15, 0.16, 0.17, 0.18, 0.2, 0.22)
 LEXICAL = (0.0, 0.4)  # topic_lexical_weight: embeddings only, or 40 % shared words
+RATIO = (0.0, 0.35, 0.4, 0.45)  # topic_cohesion_ratio: 0 = a flat merge threshold only
 
 
 def ari(a: Sequence[object], b: Sequence[object]) -> float:
@@ -126,19 +129,26 @@ def thread_ids(stream: Stream, mode: str, replay: Path | None) -> list[str]:
     return [str(r["gold_thread_id"]) for r in stream.rows]
 
 
+Key = tuple[float, float, float]  # (lexical weight, merge threshold, cohesion ratio)
+
+
 def grid(streams: list[Stream], threads: dict[str, list[str]], *,
-         lexicals: Sequence[float] = LEXICAL, merges: Sequence[float] = MERGE
-         ) -> dict[tuple[float, float], dict[str, dict[str, float]]]:
-    """Scores for every (lexical weight, merge) pair: {"final"/"emitted": {source: ARI}}.
+         lexicals: Sequence[float] = LEXICAL, merges: Sequence[float] = MERGE,
+         ratios: Sequence[float] = RATIO, refine_every: int = 1000
+         ) -> dict[Key, dict[str, dict[str, float]]]:
+    """Scores for every (lexical, merge, ratio): {"final"/"emitted": {source: ARI}}.
 
     The online join threshold is the merge threshold (it does not change the
-    final topics, only the ids emitted before the first refinement).
+    final topics, only the ids emitted before the first refinement). Each
+    refinement re-clusters every live thread, so `refine_every` changes the
+    emitted topics only, not the final ones.
     """
-    table: dict[tuple[float, float], dict[str, dict[str, float]]] = {}
-    for lexical, merge in itertools.product(lexicals, merges):
+    table: dict[Key, dict[str, dict[str, float]]] = {}
+    for lexical, merge, ratio in itertools.product(lexicals, merges, ratios):
         join = merge
         cfg = settings(topic_merge_threshold=merge, topic_threshold=join,
-                       topic_lexical_weight=lexical, topic_refine_every=1000)
+                       topic_lexical_weight=lexical, topic_cohesion_ratio=ratio,
+                       topic_refine_every=refine_every)
         row: dict[str, dict[str, float]] = {"final": {}, "emitted": {}}
         for s in streams:
             emitted, final, _, _ = run(s, threads[s.name], cfg)
@@ -146,25 +156,25 @@ def grid(streams: list[Stream], threads: dict[str, list[str]], *,
                 sc = scores(s, topics)
                 row[kind].update({k: v for k, v in sc.items() if k in SUBJECT_SOURCES[s.name]})
                 row[kind][f"{s.name}:largest"] = sc["largest_topic_share"]
-        table[(lexical, merge)] = row
-        print(f"  lexical {lexical:.2f} merge {merge:.2f}: " + " ".join(
+        table[(lexical, merge, ratio)] = row
+        print(f"  lexical {lexical:.2f} merge {merge:.2f} ratio {ratio:.2f}: " + " ".join(
             f"{k}={v:.2f}" for k, v in row["final"].items()), file=sys.stderr)
     return table
 
 
-def loso(table: dict[tuple[float, float], dict[str, dict[str, float]]], kind: str
-         ) -> list[dict[str, Any]]:
+def loso(table: dict[Key, dict[str, dict[str, float]]], kind: str) -> list[dict[str, Any]]:
     """Per left-out source: thresholds chosen on the others, and the ARI on it."""
     sources = [s for v in SUBJECT_SOURCES.values() for s in v]
     folds = []
     for held in sources:
         train = [s for s in sources if s != held]
 
-        def fitness(key: tuple[float, float], train: list[str] = train) -> float:
+        def fitness(key: Key, train: list[str] = train) -> float:
             return float(np.mean([table[key][kind][s] for s in train]))
 
         best = max(table, key=fitness)
         folds.append({"held_out": held, "lexical": best[0], "merge": best[1],
+                      "ratio": best[2],
                       "train_mean": round(fitness(best), 3),
                       "ari": round(table[best][kind][held], 3)})
     return folds
@@ -221,10 +231,15 @@ def main() -> None:
                     help="`semtrace replay` outputs of dev then wide, to use the linker's threads")
     ap.add_argument("--latency", type=int, default=20_000)
     ap.add_argument("--no-grid", action="store_true", help="Only the shipped thresholds.")
+    ap.add_argument("--no-shipped", action="store_true", help="Only the grid.")
+    ap.add_argument("--refine-every", type=int, default=1000,
+                    help="the grid's refinement cadence (final topics do not depend on it)")
     ap.add_argument("--lexical", type=float, nargs="*", default=list(LEXICAL),
                     help="topic_lexical_weight values of the grid")
     ap.add_argument("--merge", type=float, nargs="*", default=list(MERGE),
                     help="topic_merge_threshold values of the grid")
+    ap.add_argument("--ratio", type=float, nargs="*", default=list(RATIO),
+                    help="topic_cohesion_ratio values of the grid")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     streams = [load_stream("dev"), load_stream("wide")]
@@ -235,18 +250,20 @@ def main() -> None:
     report["shipped"] = {"merge": shipped.topic_merge_threshold,
                          "join": shipped.topic_threshold,
                          "lexical": shipped.topic_lexical_weight,
+                         "cohesion_ratio": shipped.topic_cohesion_ratio,
                          "refine_every": shipped.topic_refine_every}
-    for s in streams:
+    for s in [] if args.no_shipped else streams:
         emitted, final, lat, ta = run(s, threads[s.name], shipped)
         report[s.name] = {"final": scores(s, final), "emitted": scores(s, emitted),
                           "assign_p50_ms": statistics.median(lat),
                           "assign_p99_ms": float(np.percentile(lat, 99)),
                           "refinements": ta.refinements}
     if not args.no_grid:
-        table = grid(streams, threads, lexicals=args.lexical, merges=args.merge)
+        table = grid(streams, threads, lexicals=args.lexical, merges=args.merge,
+                     ratios=args.ratio, refine_every=args.refine_every)
         report["loso_final"] = loso(table, "final")
         report["loso_emitted"] = loso(table, "emitted")
-        report["grid"] = [{"lexical": k[0], "merge": k[1], **v["final"]}
+        report["grid"] = [{"lexical": k[0], "merge": k[1], "ratio": k[2], **v["final"]}
                           for k, v in table.items()]
     if args.latency:
         report["latency"] = latency(args.latency)

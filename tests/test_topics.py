@@ -369,3 +369,21 @@ def test_shared_distinctive_words_join_threads_whose_embeddings_differ() -> None
     joined = average_linkage(with_words(x, np.ones(4), lex, weight=0.4), np.ones(4),
                              threshold=0.3)
     assert list(joined) == [0, 0, 1, 1]
+
+
+def test_tight_conversations_stay_apart_where_loose_ones_on_one_subject_join() -> None:
+    from appliance.topics.cluster import self_similarity
+
+    e = np.eye(32)
+    tight_a = [e[0]] * 3  # a conversation that stays on one subject
+    tight_b = [0.3 * e[0] + np.sqrt(0.91) * e[1]] * 3  # another, related (0.3) but distinct
+    loose_c = [np.sqrt(0.3) * e[2] + np.sqrt(0.7) * e[10 + i] for i in range(3)]
+    loose_d = [np.sqrt(0.3) * e[2] + np.sqrt(0.7) * e[20 + i] for i in range(3)]
+    totals = np.vstack([np.sum(t, axis=0) for t in (tight_a, tight_b, loose_c, loose_d)])
+    counts = np.full(4, 3.0)
+    own = self_similarity(counts, np.zeros((4, 8)), weight=0.0)
+    # every pair of the two conversations' prompts is 0.3 alike, as are the loose ones'
+    assert list(average_linkage(totals, counts, threshold=0.2)) == [0, 0, 1, 1]
+    # relative to each group's own cohesion, only the loose threads belong together
+    assert list(average_linkage(totals, counts, threshold=0.2, selfsim=own,
+                                cohesion_ratio=0.55)) == [0, 1, 2, 2]

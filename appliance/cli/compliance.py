@@ -209,7 +209,7 @@ def audit_check_report(report: Path, public_key: Path | None, data_dir: Path | N
                        passphrase_file: Path | None, key_file: Path | None,
                        as_json: bool) -> None:
     """Verify a report offline; exit 0 only when it is intact."""
-    from appliance.keys import AuditSigner  # noqa: F401  (keeps key code in keys.py)
+    from appliance.keys import AuditSigner  # noqa: F401  (keeps key code in appliance.keys)
     from appliance.report import check_report
 
     trusted: dict[str, str] | None = None

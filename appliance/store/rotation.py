@@ -14,7 +14,7 @@
 
 Each step looks at what is on disk (which key opens a file) before acting, so
 running the sequence again after a crash at any point finishes the rotation.
-Pseudonyms never change: the pseudonym key is carried (keys.py).
+Pseudonyms never change: the pseudonym key is carried (appliance.keys).
 """
 
 from __future__ import annotations

@@ -38,9 +38,21 @@ import numpy as np
 from appliance.config import PrivacySettings, RetentionSettings
 from appliance.store import Store
 from appliance.topics import tables
-from appliance.topics.cluster import average_linkage, carry_ids, lexical_vectors, with_words
+from appliance.topics.cluster import (
+    average_linkage,
+    carry_ids,
+    lexical_vectors,
+    self_similarity,
+    with_words,
+)
 from appliance.topics.model import ScopeTopics, Unit, new_topic_id
-from appliance.topics.terms import LABEL_MIN_USERS, content_terms, phrase_label, phrases
+from appliance.topics.terms import (
+    LABEL_MIN_USERS,
+    content_terms,
+    phrase_label,
+    phrases,
+    prompt_weight,
+)
 
 log = logging.getLogger("semtrace.topics")
 
@@ -70,9 +82,10 @@ class Snapshot:
     tenant: str
     scope: str
     threads: list[str]
-    vectors: np.ndarray  # per thread: the sum of its prompts' vectors
+    vectors: np.ndarray  # per thread: the weighted sum of its prompts' vectors
     previous: list[str | None]
-    weights: np.ndarray
+    weights: np.ndarray  # per thread: the sum of its prompts' weights
+    weights2: np.ndarray  # ... and of their squares
     words: list[dict[str, int]]  # per thread: its content words (prompts using each)
 
 
@@ -145,14 +158,17 @@ class TopicAssigner:
         for unit in state.units.values():
             if unit.topic is None:
                 unit.topic = new_topic_id()
-            self._scope(state, unit.scope).add(unit.topic, unit.total, unit.prompts)
+            self._scope(state, unit.scope).add(unit.topic, unit.total, unit.weight)
             state.created.setdefault(unit.topic, unit.last_ts)
         return state
 
     @staticmethod
     def _feed(unit: Unit, vector: np.ndarray, text: str, ts: float) -> None:
-        unit.total = unit.total + np.asarray(vector, dtype=np.float32)
+        w = prompt_weight(text)
+        unit.total = unit.total + w * np.asarray(vector, dtype=np.float32)
         unit.prompts += 1
+        unit.weight += w
+        unit.weight2 += w * w
         unit.last_ts = max(unit.last_ts, ts)
         if len(unit.phrases) < MAX_PHRASES:
             unit.phrases.update(phrases(text))
@@ -205,7 +221,7 @@ class TopicAssigner:
                 unit = state.units[thread_id] = Unit(thread_id, scope, user or thread_id,
                                                      np.zeros(self.dims, np.float32))
                 state.contentless.pop(thread_id, None)
-            before = (unit.total.copy(), unit.prompts) if unit.prompts else None
+            before = (unit.total.copy(), unit.weight) if unit.prompts else None
             self._feed(unit, vector, text, now)
             self._place(state, unit, before)
             if user is not None:
@@ -221,7 +237,7 @@ class TopicAssigner:
         return topic
 
     def _place(self, state: TenantTopics, unit: Unit,
-               before: tuple[np.ndarray, int] | None) -> None:
+               before: tuple[np.ndarray, float] | None) -> None:
         sc = self._scope(state, unit.scope)
         vec = unit.vector
         if unit.topic is not None and before is not None:
@@ -234,7 +250,7 @@ class TopicAssigner:
         elif best is not None and best != topic and score >= threshold \
                 and score > sc.score(topic, vec) + MOVE_MARGIN:
             topic = best
-        sc.add(topic, unit.total, unit.prompts)
+        sc.add(topic, unit.total, unit.weight)
         unit.topic = topic
         state.created.setdefault(topic, unit.last_ts)
 
@@ -269,10 +285,14 @@ class TopicAssigner:
             for snap in snaps:
                 if not snap.threads:
                     continue
-                features = with_words(snap.vectors, snap.weights, lexical_vectors(snap.words),
-                                      weight=self.settings.topic_lexical_weight)
-                labels = average_linkage(features, snap.weights,
-                                         threshold=self.settings.topic_merge_threshold)
+                weight = self.settings.topic_lexical_weight
+                lexical = lexical_vectors(snap.words)
+                labels = average_linkage(
+                    with_words(snap.vectors, snap.weights, lexical, weight=weight), snap.weights,
+                    threshold=self.settings.topic_merge_threshold,
+                    selfsim=self_similarity(snap.weights2, lexical, weight=weight),
+                    selfweight=snap.weights2,
+                    cohesion_ratio=self.settings.topic_cohesion_ratio)
                 ids, gone = carry_ids(labels, snap.previous, snap.weights, new_topic_id)
                 with self._lock:
                     changed.update(self._apply(state, snap, [ids[i] for i in labels], gone))
@@ -289,7 +309,8 @@ class TopicAssigner:
                 else np.zeros((0, self.dims), np.float32))
         return Snapshot(tenant, scope, [u.thread_id for u in units], vecs,
                         [u.topic for u in units],
-                        np.array([u.prompts for u in units], dtype=np.float64),
+                        np.array([u.weight for u in units], dtype=np.float64),
+                        np.array([u.weight2 for u in units], dtype=np.float64),
                         [{p: n for p, n in u.phrases.items() if " " not in p} for u in units])
 
     def _apply(self, state: TenantTopics, snap: Snapshot, topics: list[str],
@@ -311,7 +332,7 @@ class TopicAssigner:
                 if resolved != unit.topic:
                     unit.topic = resolved
                     changed[unit.thread_id] = resolved or ""
-                members.append((unit.topic or "", unit.total, unit.prompts))
+                members.append((unit.topic or "", unit.total, unit.weight))
                 state.created.setdefault(unit.topic or "", unit.last_ts)
         self._scope(state, snap.scope).rebuild(members)
         return changed
@@ -344,7 +365,7 @@ class TopicAssigner:
 
     def _drop(self, state: TenantTopics, unit: Unit) -> None:
         if unit.topic is not None and unit.prompts:
-            self._scope(state, unit.scope).remove(unit.topic, unit.total, unit.prompts)
+            self._scope(state, unit.scope).remove(unit.topic, unit.total, unit.weight)
         del state.units[unit.thread_id]
 
     def discard(self, tenant: str) -> None:

@@ -101,6 +101,22 @@ def with_words(totals: np.ndarray, counts: np.ndarray, lexical: np.ndarray, *,
                       * lexical]).astype(np.float32)
 
 
+def self_similarity(squares: np.ndarray, lexical: np.ndarray, *, weight: float) -> np.ndarray:
+    """Per thread, the sum of its prompts' squared feature norms (what `with_words` sums).
+
+    A prompt of weight a has the feature a x [sqrt(1-w) x its unit embedding,
+    sqrt(w) x its thread's TF-IDF vector], so this is (sum of a^2) x ((1-w) +
+    w |tfidf|^2); with it, the mean similarity between a group's distinct prompts
+    (its cohesion) follows from the group's sums alone. `squares`: per thread,
+    the sum of its prompts' squared weights (their count when unweighted).
+    """
+    n = np.asarray(squares, dtype=np.float64)
+    if weight <= 0:
+        return n.copy()
+    norms = np.linalg.norm(np.asarray(lexical, dtype=np.float64), axis=1) ** 2
+    return n * ((1.0 - weight) + weight * norms)
+
+
 # Above this many units a refinement first groups near-duplicates (leader
 # clustering) and agglomerates the groups: memory stays O(groups^2).
 DIRECT_UNITS = 3000
@@ -108,15 +124,21 @@ LEADER_SIMILARITY = 0.8
 
 
 def average_linkage(totals: np.ndarray, counts: np.ndarray, *, threshold: float,
-                    max_direct: int = DIRECT_UNITS) -> np.ndarray:
+                    max_direct: int = DIRECT_UNITS, selfsim: np.ndarray | None = None,
+                    selfweight: np.ndarray | None = None,
+                    cohesion_ratio: float = 0.0) -> np.ndarray:
     """Cluster units (threads) given as (sum of their prompts' vectors, prompt count).
 
     Two clusters merge while the mean cosine similarity between their prompts
     is at least `threshold` (exact, from the sums; unit-length prompt vectors),
     so a cluster cannot grow by chaining, and long threads weigh by their
-    prompts without looking more alike than their prompts are. Above
-    `max_direct` units, near-duplicate threads are grouped first (leader
-    clustering). Returns a cluster label per unit (0..k-1, in first-seen order).
+    prompts without looking more alike than their prompts are. With `selfsim`
+    (`self_similarity`) and a `cohesion_ratio`, two clusters merge only if that
+    mean is also at least the ratio times the cohesion of each of the two
+    (see `agglomerate`; `selfweight`: per unit, the sum of its prompts' squared
+    weights, default `counts`). Above `max_direct` units, near-duplicate threads are
+    grouped first (leader clustering). Returns a cluster label per unit (0..k-1,
+    in first-seen order).
     """
     n = len(totals)
     if n == 0:
@@ -133,7 +155,13 @@ def average_linkage(totals: np.ndarray, counts: np.ndarray, *, threshold: float,
     sums = np.zeros((k, x.shape[1]), dtype=np.float64)
     np.add.at(sums, seeds, x)
     sizes = np.bincount(seeds, weights=w, minlength=k)
-    groups = agglomerate(sums, sizes, threshold=threshold)
+    own = squares = None
+    if selfsim is not None:
+        own = np.bincount(seeds, weights=np.asarray(selfsim, dtype=np.float64), minlength=k)
+        squares = np.bincount(seeds, weights=np.asarray(
+            w if selfweight is None else selfweight, dtype=np.float64), minlength=k)
+    groups = agglomerate(sums, sizes, threshold=threshold, selfsim=own, selfweight=squares,
+                         cohesion_ratio=cohesion_ratio)
     top = np.arange(k)
     for g in groups:
         top[g] = g[0]
@@ -143,19 +171,58 @@ def average_linkage(totals: np.ndarray, counts: np.ndarray, *, threshold: float,
     return np.array([order[int(v)] for v in labels], dtype=np.int64)
 
 
-def agglomerate(totals: np.ndarray, counts: np.ndarray, *, threshold: float) -> list[list[int]]:
+def cohesion(totals: np.ndarray, counts: np.ndarray, selfsim: np.ndarray,
+             selfweight: np.ndarray) -> np.ndarray:
+    """(Weighted) mean similarity between the distinct prompts of each group.
+
+    From each group's sum of prompt features, their total weight (`counts`), the
+    sum of their squared norms (`selfsim`) and of their squared weights
+    (`selfweight`); NaN for a group of one prompt.
+    """
+    t = np.asarray(totals, dtype=np.float64)
+    n = np.asarray(counts, dtype=np.float64)
+    pairs = n * n - np.asarray(selfweight, dtype=np.float64)
+    inner = np.einsum("ij,ij->i", t, t) - np.asarray(selfsim, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pairs > 1e-6, inner / np.maximum(pairs, 1e-12), np.nan)
+
+
+def agglomerate(totals: np.ndarray, counts: np.ndarray, *, threshold: float,
+                selfsim: np.ndarray | None = None, selfweight: np.ndarray | None = None,
+                cohesion_ratio: float = 0.0) -> list[list[int]]:
     """Exact average-linkage agglomeration of groups given as (member sum, member count).
 
     Merges the pair with the highest mean similarity between their members
-    (S_a . S_b / (n_a n_b)) while it is >= `threshold`. Returns the merged
-    groups of row indices (2+ each).
+    (S_a . S_b / (n_a n_b)) while it is >= `threshold`. With `selfsim` (the sum
+    of each group's members' squared norms) and `cohesion_ratio` r > 0, a pair is
+    eligible only when that mean is also >= r x the cohesion (mean similarity
+    between distinct members) of each of the two groups: a merge may not dilute
+    either group below r of its own spread. A tight group (a conversation that
+    stays on one subject) joins only something nearly as close to it, while
+    loose groups (short task turns that share a subject and few words) merge at
+    the floor `threshold`. The rule is relative to each group's own spread, not a
+    value tuned to one kind of traffic. `selfweight`: each group's sum of its
+    members' squared weights (default `counts`: unweighted members). Returns the
+    merged groups of row indices (2+ each).
     """
     n = np.asarray(counts, dtype=np.float64).copy()
     total = np.array(totals, dtype=np.float64)
     if len(n) < 2:
         return []
+    relative = selfsim is not None and cohesion_ratio > 0
+    own = (np.array(selfsim, dtype=np.float64) if selfsim is not None
+           else np.zeros(len(n), dtype=np.float64))
+    sq = np.array(n if selfweight is None else selfweight, dtype=np.float64)
+    coh = cohesion(total, n, own, sq) if relative else np.full(len(n), np.nan)
+
+    def floor(c: np.ndarray, others: np.ndarray) -> np.ndarray:
+        """r x the tighter group's cohesion (no floor where neither has two members)."""
+        return cohesion_ratio * np.nan_to_num(np.fmax(c, others), nan=-np.inf)
+
     groups = {i: [i] for i in range(len(n))}
     sim = (total @ total.T) / np.maximum(np.outer(n, n), 1e-12)
+    if relative:
+        sim[sim < floor(coh[:, None], coh[None, :])] = -np.inf
     sim[:, n == 0] = -np.inf
     np.fill_diagonal(sim, -np.inf)
     best, arg = sim.max(axis=1), sim.argmax(axis=1)
@@ -166,9 +233,15 @@ def agglomerate(totals: np.ndarray, counts: np.ndarray, *, threshold: float) -> 
         j = int(arg[i])
         total[i] += total[j]
         n[i] += n[j]
-        total[j], n[j] = 0.0, 0.0
+        own[i] += own[j]
+        sq[i] += sq[j]
+        total[j], n[j], own[j], sq[j] = 0.0, 0.0, 0.0, 0.0
         groups[i] += groups.pop(j)
         row = (total @ total[i]) / np.maximum(n * n[i], 1e-12)
+        if relative:
+            coh[i] = cohesion(total[i:i + 1], n[i:i + 1], own[i:i + 1], sq[i:i + 1])[0]
+            coh[j] = np.nan
+            row[row < floor(np.full(len(n), coh[i]), coh)] = -np.inf
         row[n == 0] = -np.inf
         row[i] = -np.inf
         sim[i, :] = sim[:, i] = row

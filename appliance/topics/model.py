@@ -16,21 +16,23 @@ def new_topic_id() -> str:
 
 @dataclass
 class Unit:
-    """One thread as topics see it: the sum of its content prompts' vectors and their phrases."""
+    """One thread as topics see it: the weighted sum of its content prompts' vectors, phrases."""
 
     thread_id: str
     scope: str
     user: str
     total: np.ndarray
     prompts: int = 0
+    weight: float = 0.0  # sum of its prompts' weights (`terms.prompt_weight`): its mass
+    weight2: float = 0.0  # sum of their squares (for the cohesion of a group)
     phrases: Counter[str] = field(default_factory=Counter)
     last_ts: float = 0.0
     topic: str | None = None
 
     @property
     def vector(self) -> np.ndarray:
-        """The mean of the thread's content prompts' vectors (not normalised)."""
-        return (self.total / max(self.prompts, 1)).astype(np.float32)
+        """The weighted mean of the thread's content prompts' vectors (not normalised)."""
+        return (self.total / max(self.weight, 1e-9)).astype(np.float32)
 
 
 class ScopeTopics:
@@ -58,12 +60,12 @@ class ScopeTopics:
             self.pos[topic_id] = i
         return i
 
-    def add(self, topic_id: str, total: np.ndarray, count: int) -> None:
+    def add(self, topic_id: str, total: np.ndarray, count: float) -> None:
         i = self._row(topic_id)
         self.totals[i] += total
         self.counts[i] += count
 
-    def remove(self, topic_id: str, total: np.ndarray, count: int) -> None:
+    def remove(self, topic_id: str, total: np.ndarray, count: float) -> None:
         i = self.pos.get(topic_id)
         if i is not None:
             self.totals[i] -= total
@@ -90,7 +92,7 @@ class ScopeTopics:
         i = int(np.argmax(sims))
         return (self.ids[i], float(sims[i])) if live[i] else (None, -np.inf)
 
-    def rebuild(self, members: list[tuple[str, np.ndarray, int]]) -> None:
+    def rebuild(self, members: list[tuple[str, np.ndarray, float]]) -> None:
         """Recompute every row from (topic id, thread's sum, thread's prompts)."""
         dims = self.totals.shape[1]
         self.ids, self.pos = [], {}

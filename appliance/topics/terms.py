@@ -45,6 +45,19 @@ def content_terms(text: str) -> list[str]:
     return out
 
 
+INFORMATIVE_TERMS = 3  # a prompt with this many content words or more votes in full
+
+
+def prompt_weight(text: str, *, informative: int = INFORMATIVE_TERMS) -> float:
+    """How much a content prompt steers its thread's direction: content words / 3, at most 1.
+
+    "my name is <PERSON>" or "tvs and 3 quantity" (one content word) weigh a
+    third of "i want new cable service for my apartment", so that a thread's few
+    turns that say what it is about are not drowned by its bookkeeping turns.
+    """
+    return min(1.0, len(content_terms(text)) / max(informative, 1))
+
+
 def ctfidf_labels(terms: Mapping[str, Counter[str]], *,
                   top: int = LABEL_TERMS) -> dict[str, tuple[str, ...]]:
     """The most distinctive keywords of each topic, class-based TF-IDF (as in BERTopic)."""

@@ -1,0 +1,95 @@
+"""Where the master secret comes from: passphrase or key file, found and read (I/O)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.errors import SemtraceError
+from appliance.keys.derive import Secret
+
+PASSPHRASE_ENV = "SEMTRACE_PASSPHRASE_FILE"
+KEY_FILE_ENV = "SEMTRACE_KEY_FILE"
+SYSTEMD_CREDENTIAL = "semtrace-passphrase"
+
+
+@dataclass(frozen=True)
+class Credential:
+    """Where the master secret comes from: a passphrase or a raw key file."""
+
+    kind: str  # "passphrase" | "keyfile"
+    secret: Secret
+
+    def material(self) -> bytes:
+        return self.secret._b
+
+
+def _check_private(path: Path, what: str) -> None:
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SemtraceError(
+            f"The {what} {path} is readable by other users; run `chmod 600 {path}` first."
+        )
+
+
+def read_passphrase_file(path: Path) -> Credential:
+    """Read a passphrase from a file (first line, trailing newline dropped)."""
+    if not path.is_file():
+        raise SemtraceError(f"The passphrase file {path} does not exist.")
+    _check_private(path, "passphrase file")
+    raw = path.read_bytes().split(b"\n", 1)[0].rstrip(b"\r")
+    if len(raw) < 8:
+        raise SemtraceError(f"The passphrase in {path} is shorter than 8 characters.")
+    return Credential("passphrase", Secret(raw))
+
+
+def read_key_file(path: Path) -> Credential:
+    """Read a raw 32-byte master key (binary or 64 hex characters), mode 0600 enforced."""
+    if not path.is_file():
+        raise SemtraceError(f"The key file {path} does not exist.")
+    _check_private(path, "key file")
+    raw = path.read_bytes().strip()
+    if len(raw) == 64:
+        with contextlib.suppress(UnicodeDecodeError, ValueError):
+            raw = bytes.fromhex(raw.decode("ascii"))
+    if len(raw) != 32:
+        raise SemtraceError(f"The key file {path} must hold 32 bytes (or 64 hex characters).")
+    return Credential("keyfile", Secret(raw))
+
+
+def write_key_file(path: Path) -> None:
+    """Create a new random key file with mode 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32) + "\n")
+
+
+def find_credential(*, passphrase_file: Path | None = None, key_file: Path | None = None,
+                    prompt: bool = True) -> Credential:
+    """Find the credential: explicit file, environment file, systemd credential, terminal."""
+    if key_file is not None:
+        return read_key_file(key_file)
+    if passphrase_file is not None:
+        return read_passphrase_file(passphrase_file)
+    if os.environ.get(KEY_FILE_ENV):
+        return read_key_file(Path(os.environ[KEY_FILE_ENV]))
+    if os.environ.get(PASSPHRASE_ENV):
+        return read_passphrase_file(Path(os.environ[PASSPHRASE_ENV]))
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir and (Path(cred_dir) / SYSTEMD_CREDENTIAL).is_file():
+        return read_passphrase_file(Path(cred_dir) / SYSTEMD_CREDENTIAL)
+    if prompt and os.isatty(0):
+        import getpass
+
+        value = getpass.getpass("Semtrace passphrase: ").encode()
+        if len(value) < 8:
+            raise SemtraceError("The passphrase must be at least 8 characters.")
+        return Credential("passphrase", Secret(value))
+    raise SemtraceError(
+        "No passphrase given: use --passphrase-file, --key-file or "
+        f"{PASSPHRASE_ENV}, or run on a terminal."
+    )
