@@ -175,7 +175,7 @@ def span_attributes(prompt: Prompt, outcome: Outcome | None,
 
 
 class QueuedLike(Protocol):
-    """What the service hands over per prompt (service._Item)."""
+    """What the service hands over per prompt (service.core._Item)."""
 
     prompt: Prompt
     traceparent: str | None

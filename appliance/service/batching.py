@@ -1,0 +1,111 @@
+"""Group commit: queued prompts run as one batch on the worker; a failing disk while
+stopping gives up the rest of the queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from appliance.records import Outcome
+from appliance.service.core import ServiceCore, _Item
+from appliance.service.storage_errors import STORAGE_CODES, storage_error
+
+log = logging.getLogger("semtrace.service")
+
+
+class Batching(ServiceCore):
+    """The batch loop that drains the queue into the pipeline."""
+
+    async def _batch_loop(self) -> None:
+        while True:
+            first = await self._queue.get()
+            items = [first]
+            while len(items) < self.policies.service.batch_max:
+                try:
+                    items.append(self._queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            try:
+                if self._giving_up is not None:
+                    self._give_up(items)
+                else:
+                    await self._run_batch(items)
+            finally:
+                for item in items:
+                    self._queue.task_done()
+                    self._settle(item)
+
+    def _settle(self, item: _Item) -> None:
+        """Wake updates waiting for this item's ingest."""
+        if item.done is None:
+            return
+        key = (item.prompt.tenant, item.prompt.request_id)
+        if self._pending.get(key) is item.done:
+            del self._pending[key]
+        if not item.done.done():
+            item.done.set_result(None)
+
+    async def _run_batch(self, items: list[_Item]) -> None:
+        start = time.perf_counter()
+        try:
+            outcomes = await self.in_worker(self.pipeline.process, [i.prompt for i in items])
+        except Exception as exc:
+            if self._stopping.is_set() and storage_error(exc, None).code in STORAGE_CODES:
+                self._start_giving_up(exc)
+                self._give_up(items)
+                return
+            if len(items) > 1:  # isolate the request that failed
+                for n, item in enumerate(items):
+                    if self._giving_up is not None:
+                        self._give_up(items[n:])
+                        return
+                    await self._run_batch([item])
+                return
+            log.exception("ingest failed", extra={"event": "ingest_failed"})
+            self.counters["errors"] += 1
+            if items[0].future and not items[0].future.done():
+                items[0].future.set_exception(storage_error(exc, items[0].prompt.request_id))
+            self._observe(items, None)
+            return
+        self.counters["batches"] += 1
+        for item, outcome in zip(items, outcomes, strict=True):
+            self.counters["duplicates" if outcome.duplicate else "ingested"] += 1
+            if item.future and not item.future.done():
+                item.future.set_result(outcome)
+        if self.on_batch:
+            self.on_batch(outcomes, time.perf_counter() - start)
+        self._observe(items, outcomes)
+
+    def _start_giving_up(self, exc: BaseException) -> None:
+        """Stopping on a full or failing disk: refuse what is queued rather than run each
+        request through the pipeline again only to fail (a full queue took minutes)."""
+        if self._giving_up is None:
+            self._giving_up = exc
+            log.error("the disk is failing while stopping (%s): giving up the queued "
+                      "requests", storage_error(exc, None).code,
+                      extra={"event": "shutdown_giving_up", "queued": self._queue.qsize()})
+
+    def _give_up(self, items: list[_Item]) -> None:
+        """Refuse these requests with the disk's error; nothing of them was written."""
+        assert self._giving_up is not None
+        for item in items:
+            self._given_up += 1
+            self.counters["errors"] += 1
+            if item.future and not item.future.done():
+                item.future.set_exception(storage_error(self._giving_up,
+                                                        item.prompt.request_id))
+        self._observe(items, None)
+
+    def _observe(self, items: list[_Item], outcomes: list[Outcome] | None) -> None:
+        """Queue the batch for the observer on the worker thread, off the reply path."""
+        if self.observer is not None:
+            asyncio.get_running_loop().run_in_executor(self._pool, self._observe_now, items,
+                                                       outcomes)
+
+    def _observe_now(self, items: list[_Item], outcomes: list[Outcome] | None) -> None:
+        try:
+            if self.observer is not None:
+                self.observer.batch(items, outcomes)
+        except Exception:  # telemetry never breaks ingest
+            log.exception("telemetry failed", extra={"event": "telemetry_failed"})

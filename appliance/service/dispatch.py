@@ -1,0 +1,149 @@
+"""One request frame to its reply: ping, ingest (queued), stats, lookup, update, feedback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from appliance import __version__
+from appliance.protocol import (
+    OPS,
+    ProtocolError,
+    Request,
+    decode_frame,
+    error_reply,
+    ok_reply,
+    parse_request,
+)
+from appliance.query import records_by_request
+from appliance.records import Outcome
+from appliance.service.core import ServiceCore, _Item
+
+log = logging.getLogger("semtrace.service")
+
+
+class Dispatch(ServiceCore):
+    """Answer request frames, whichever door they came in by."""
+
+    async def answer(self, frame: bytes, *, durable: bool = False,
+                     check: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """The reply to one request frame, as the socket sends it.
+
+        Args:
+            durable: every ingest waits for queue space (no `busy`) and for its commit,
+                whatever its mode (the NATS front door acks only after commit).
+            check: called with the decoded object before anything else; may raise
+                ProtocolError (the NATS front door checks the subject's tenant).
+        """
+        op = "unknown"
+        try:
+            obj = decode_frame(frame)
+            op = obj["op"] if obj.get("op") in OPS else op
+            if check is not None:
+                check(obj)
+            svc = self.policies.service
+            req = parse_request(obj, max_text_chars=self.policies.correlation.max_text_chars,
+                                ts_past=timedelta(days=svc.ts_past_days),
+                                ts_future=timedelta(seconds=svc.ts_future_s))
+            reply = await self._dispatch(req, obj.get("traceparent"), durable=durable)
+        except ProtocolError as exc:
+            reply = error_reply(exc.code, exc.message, exc.request_id)
+        except Exception as exc:  # a bug must cost one request, never the connection
+            log.error("request failed", extra={"event": "request_failed",
+                                               "exc_type": type(exc).__name__})
+            self.counters["errors"] += 1
+            reply = error_reply("internal", "The request could not be handled; retry later.")
+        if self.observer is not None:
+            self.observer.reply(op, reply)
+        return reply
+
+    async def _dispatch(self, req: Request, traceparent: Any = None, *,
+                        durable: bool = False) -> dict[str, Any]:
+        if req.op == "ping":
+            return {"request_id": req.request_id, "ok": True, "pong": True,
+                    "version": __version__, "protocol": 1}
+        if req.op == "ingest":
+            return await self._ingest(req, traceparent, durable=durable)
+        # the other ops wait for the worker too: they count against the same bound
+        if self._queue.qsize() + self._side >= self.policies.service.queue_max:
+            self.counters["busy"] += 1
+            return error_reply("busy", "The service is busy; retry shortly.", req.request_id,
+                               retry_after_ms=self.policies.service.busy_retry_after_ms)
+        self._side += 1
+        try:
+            return await self._side_op(req)
+        finally:
+            self._side -= 1
+
+    async def _side_op(self, req: Request) -> dict[str, Any]:
+        """stats, lookup, update and feedback."""
+        if req.op == "stats":
+            return {"request_id": req.request_id, "ok": True, **await self.stats()}
+        if req.op == "lookup":
+            return await self._lookup(req)
+        if req.op == "update":
+            return await self._update(req)
+        assert req.op == "feedback" and req.tenant and req.request_id and req.feedback
+        found = await self.in_worker(self.pipeline.store.set_feedback, req.tenant,
+                                     req.request_id, req.feedback)
+        if not found:
+            raise ProtocolError("not_found", "No recorded request with this id.",
+                                req.request_id)
+        return {"request_id": req.request_id, "ok": True}
+
+    async def _ingest(self, req: Request, traceparent: Any = None, *,
+                      durable: bool = False) -> dict[str, Any]:
+        assert req.prompt is not None
+        if self._stopping.is_set():
+            raise ProtocolError("shutting_down", "The service is shutting down; retry later.",
+                                req.request_id)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Outcome] | None = None
+        if req.mode == "sync" or durable:
+            fut = loop.create_future()
+        item = _Item(req.prompt, fut, traceparent if isinstance(traceparent, str) else None,
+                     done=loop.create_future())
+        try:
+            if durable:  # the NATS front door waits for room instead of answering busy
+                await self._queue.put(item)
+            else:
+                self._queue.put_nowait(item)
+            assert item.done is not None
+            self._pending[(req.prompt.tenant, req.prompt.request_id)] = item.done
+        except asyncio.QueueFull:
+            self.counters["busy"] += 1
+            return error_reply("busy", "The service is busy; retry shortly.", req.request_id,
+                               retry_after_ms=self.policies.service.busy_retry_after_ms)
+        if fut is None:
+            return {"request_id": req.request_id, "ok": True, "mode": "async", "queued": True,
+                    "trace_id": req.prompt.trace_id, "span_id": req.prompt.span_id}
+        return ok_reply(await fut)
+
+    async def _update(self, req: Request) -> dict[str, Any]:
+        """Tokens, latency, status, answer digest after the answer (idempotent)."""
+        assert req.tenant and req.request_id
+        pending = self._pending.get((req.tenant, req.request_id))
+        if pending is not None:  # its ingest is still queued: update once it is committed
+            await asyncio.shield(pending)
+        found = await self.in_worker(self.pipeline.update, req.tenant, req.request_id,
+                                     req.response, req.model)
+        if not found:
+            raise ProtocolError("not_found", "No recorded request with this id.",
+                                req.request_id)
+        return {"request_id": req.request_id, "ok": True, "updated": True}
+
+    async def _lookup(self, req: Request) -> dict[str, Any]:
+        assert req.tenant and req.request_id
+        rec = await self.in_worker(records_by_request, self.pipeline.store, req.tenant,
+                                   req.request_id)
+        if rec is None:
+            raise ProtocolError("not_found", "No recorded request with this id.", req.request_id)
+        o = Outcome(request_id=rec.request_id, record_id=rec.record_id, thread_id=rec.thread_id,
+                    parent_id=rec.parent_id, parent_request_id=rec.parent_request_id,
+                    position=rec.position, intent=rec.intent, similarity=rec.similarity,
+                    topic_id=rec.topic_id, duplicate=True, trace_id=rec.trace_id,
+                    span_id=rec.span_id, link_source=rec.link_source)
+        return {**ok_reply(o, mode="lookup"), "feedback": rec.feedback}

@@ -1,0 +1,103 @@
+"""The Service: start both sockets and the batcher, signals (stop, reload), drain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+
+from appliance.errors import SemtraceError
+from appliance.service.batching import Batching
+from appliance.service.core import FrontDoor
+from appliance.service.query_socket import QuerySocket
+from appliance.service.reload import reload_plan
+
+log = logging.getLogger("semtrace.service")
+
+
+class Service(QuerySocket, Batching):
+    """Serve one data dir on one Unix socket."""
+
+    async def start(self) -> None:
+        path = self.socket_path
+        if not path.parent.exists():  # only a directory made here is ours to restrict
+            path.parent.mkdir(parents=True)
+            os.chmod(path.parent, 0o750)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        limit = self.policies.service.max_frame_bytes
+        self._server = await asyncio.start_unix_server(self._on_connect, path=str(path),
+                                                       limit=limit)
+        os.chmod(path, 0o660)
+        if self.query_socket_path is not None:
+            await self._start_query_socket(self.query_socket_path, limit)
+        self._batcher = asyncio.create_task(self._batch_loop())
+        log.info("listening", extra={"event": "start", "socket": str(path)})
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    def reload_policies(self) -> None:
+        if self._reload is None:
+            return
+        try:
+            self.policies, restart = reload_plan(self.policies, self._reload())
+        except SemtraceError as exc:
+            log.error("policy reload refused: %s", exc, extra={"event": "reload_failed"})
+            return
+        log.info("policies reloaded", extra={"event": "reload"})
+        if restart:
+            log.warning("these policy changes take effect only after a restart: %s",
+                        ", ".join(restart), extra={"event": "reload_needs_restart",
+                                                   "keys": restart})
+
+    async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT, then drain in-flight requests."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_policies)
+        await self.start()
+        started: list[FrontDoor] = []
+        try:
+            for door in self.doors:
+                await door.start()
+                started.append(door)
+            await self._stopping.wait()
+        finally:
+            for door in reversed(started):
+                await door.stop()
+            await self.drain()
+
+    async def drain(self) -> None:
+        """Stop accepting, finish what is queued, close connections."""
+        if self._server is not None:
+            self._server.close()
+        if self._query_server is not None:
+            self._query_server.close()
+        if self.scheduler is not None:
+            self.scheduler.pause()
+        while not self._queue.empty():
+            await asyncio.sleep(0.01)
+        await self._queue.join()
+        if self._given_up:
+            log.warning("stopped with the disk failing: gave up %d queued request(s), none of "
+                        "them recorded; every request recorded before is kept", self._given_up,
+                        extra={"event": "shutdown_gave_up", "requests": self._given_up})
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._batcher is not None:
+            self._batcher.cancel()
+            await asyncio.gather(self._batcher, return_exceptions=True)
+        self._pool.shutdown(wait=True)  # waits for a running job too
+        if self._read_side is not None:
+            self._readers.submit(self._read_side.close)
+        self._readers.shutdown(wait=True)
+        for sock in (self.socket_path, self.query_socket_path):
+            if sock is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    sock.unlink()
+        log.info("stopped", extra={"event": "stop"})

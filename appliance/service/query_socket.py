@@ -1,0 +1,89 @@
+"""The readers' query socket: each request answered under the peer's role, on the
+reader thread."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from appliance.protocol import ProtocolError, decode_frame, encode, error_reply
+from appliance.service.connections import Connections
+from appliance.service.peers import Peer, peer_credentials
+
+log = logging.getLogger("semtrace.service")
+
+
+class QuerySocket(Connections):
+    """Serve the query socket (queryserver.py does the reading)."""
+
+    async def _start_query_socket(self, path: Path, limit: int) -> None:
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True)
+            os.chmod(path.parent, 0o755)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        self._query_server = await asyncio.start_unix_server(self._on_query_connect,
+                                                             path=str(path), limit=limit)
+        os.chmod(path, 0o666)  # anyone may ask; each request runs under the peer's role
+
+    async def _on_query_connect(self, reader: asyncio.StreamReader,
+                                writer: asyncio.StreamWriter) -> None:
+        await self._hold(writer, self._serve_queries(reader, writer))
+
+    async def _serve_queries(self, reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> None:
+        peer = peer_credentials(writer.get_extra_info("socket"))
+        while not self._stopping.is_set():
+            try:
+                line = await asyncio.wait_for(reader.readuntil(b"\n"),
+                                              self.policies.service.idle_timeout_s)
+            except (asyncio.IncompleteReadError, TimeoutError, asyncio.LimitOverrunError):
+                return
+            if line.strip():
+                writer.write(encode(await self.query(line.rstrip(b"\r\n"), peer)))
+                await writer.drain()
+
+    async def query(self, frame: bytes, peer: Peer) -> dict[str, Any]:
+        """The reply to one read request from `peer` (queryserver.py)."""
+        from appliance import queryserver
+        from appliance.roles import Caller
+
+        try:
+            obj = decode_frame(frame)
+            if obj.get("op") not in queryserver.QUERY_OPS:
+                raise ProtocolError("unknown_op", "'op' must be one of "
+                                    f"{', '.join(queryserver.QUERY_OPS)}.")
+            policies = self.policies  # one snapshot for the check and the answer (SIGHUP)
+            role = queryserver.authorize(policies.access, obj, Caller(peer.uid, peer.gids),
+                                         owner_uid=os.getuid())
+            if self._queue.qsize() + self._side >= self.policies.service.queue_max:
+                return error_reply("busy", "The service is busy; retry shortly.",
+                                   retry_after_ms=self.policies.service.busy_retry_after_ms)
+            self._side += 1
+            try:
+                embedder: Any = self.pipeline.embedder
+                text = queryserver.search_text(obj)
+                if text is not None:  # the model runs on the worker thread only
+                    vectors, _ = await self.in_worker(embedder.embed, [text])
+                    embedder = queryserver.QueryVector(embedder.model_id, embedder.dims, text,
+                                                       vectors[0])
+                if self._read_side is None:
+                    self._read_side = queryserver.ReadSide(self.pipeline.store,
+                                                           self.pipeline.keys)
+                reply: dict[str, Any] = await asyncio.get_running_loop().run_in_executor(
+                    self._readers, self._read_side.answer, obj, role, policies, embedder)
+            finally:
+                self._side -= 1
+        except ProtocolError as exc:
+            if exc.code == "forbidden":
+                log.warning("query refused", extra={"event": "query_refused", "uid": peer.uid})
+            return error_reply(exc.code, exc.message, exc.request_id)
+        except Exception as exc:
+            log.error("query failed", extra={"event": "query_failed",
+                                             "exc_type": type(exc).__name__})
+            return error_reply("internal", "The query could not be answered; retry later.")
+        return reply
