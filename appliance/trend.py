@@ -52,6 +52,19 @@ def with_trends(db: Any, tenant: str, rows: Iterable[GroupStats], last_day: date
     return tuple(replace(r, trend=trends[r.key]) for r in rows)
 
 
+BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(points: Iterable[TrendPoint]) -> str:
+    """One character per day's release, scaled to the topic's highest count; a day
+    without a release (or with the topic withheld) is a gap (a space), not a zero."""
+    values = [p.threads for p in points]
+    top = max((v for v in values if v is not None), default=0.0)
+    return "".join(" " if v is None else
+                   BARS[0 if top <= 0 else round(max(v, 0.0) / top * (len(BARS) - 1))]
+                   for v in values)
+
+
 def last_day_of(end: datetime) -> date:
     """The last UTC day a window ending (exclusive) at `end` covers."""
     return (end.astimezone(UTC) - timedelta(microseconds=1)).date()

@@ -157,6 +157,11 @@ def test_the_trend_is_read_from_stored_daily_releases_and_spends_nothing(
     shown: dict[str, str] = {}
     run(make_app(runtime, role="analyst", clock=lambda: now, refresh_seconds=3600), screen)
     direct_cells = dict(shown)
+    text = cli("stats", "topics", "--data-dir", str(data_dir), "--passphrase-file",
+               str(passphrase_file), "--tenant", "acme")
+    assert text.exit_code == 0, text.output
+    for cell in direct_cells.values():  # the text output draws the same marks
+        assert f"14 days │{cell}│" in text.output
     assert _ledger(runtime.store) == spent
 
     with serving(pipeline, data_dir) as sock:

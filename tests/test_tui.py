@@ -626,7 +626,7 @@ def test_snapshot_models(snap_compare: Any, fixed_app: Any) -> None:
 
 
 def test_topics_screen_shows_labels_and_sorts_by_struggle(fixed_app: Any) -> None:
-    from appliance.tui.screens.topics import BARS
+    from appliance.trend import BARS
 
     async def scenario(pilot: Any) -> None:
         app = pilot.app

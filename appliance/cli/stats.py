@@ -36,6 +36,7 @@ from appliance.ingest import parse_ts
 from appliance.privacy import Figure
 from appliance.reads import StatsQuery, report_from_json, run_stats, stats_json, stats_permission
 from appliance.roles import require
+from appliance.trend import sparkline
 
 DEFAULT_DAYS = analytics.DEFAULT_DAYS
 
@@ -169,6 +170,11 @@ def _money(f: Figure) -> str:
     return f"{f.value:.4f}" + ("" if f.exact else f"±{f.ci95:.4f}")
 
 
+def _trend(r: analytics.GroupStats) -> str:
+    """A topic's 14 daily releases as `│▂▃ ▅  █│` (blank: no release that day)."""
+    return f"  {len(r.trend)} days │{sparkline(r.trend)}│" if r.trend else ""
+
+
 def _line(r: object, currency: str = "") -> str:
     if isinstance(r, analytics.GroupStats):
         people = f"  people {_fmt(r.users)}" if r.users is not None else ""
@@ -177,7 +183,7 @@ def _line(r: object, currency: str = "") -> str:
                 f"{_fmt(r.abandonment_share, True)}  errors {_fmt(r.error_share, True)}  blocked "
                 f"{_fmt(r.blocked_share, True)}  tokens "
                 f"{_fmt(r.tokens)}  cost {_money(r.cost)} {currency} (per thread "
-                f"{_money(r.mean_cost)})")
+                f"{_money(r.mean_cost)})" + _trend(r))
     if isinstance(r, analytics.PositionShare):
         return f"{r.period}  {r.position:<14} {_fmt(r.prompts)}  {_fmt(r.share, True)}"
     if isinstance(r, analytics.BlockStats):

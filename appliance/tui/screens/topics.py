@@ -9,8 +9,9 @@ from textual.binding import Binding
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Footer, Header, Static
 
-from appliance.analytics import NO_TOPIC, GroupStats, TrendPoint
+from appliance.analytics import NO_TOPIC, GroupStats
 from appliance.privacy import Figure
+from appliance.trend import sparkline
 from appliance.tui.aggregates import AggregateView
 from appliance.tui.context import context
 from appliance.tui.format import money
@@ -27,19 +28,6 @@ ORDERS = {
 COLUMNS = (("tenant", "tenant", 7), ("topic", "topic", 24), ("threads", "threads", 8),
            ("turns", "turns", 5), ("users", "users", 6), ("refine", "refined", 8),
            ("abandon", "abandoned", 9), ("cost", "cost/thread", 11))
-BARS = "▁▂▃▄▅▆▇█"
-
-
-def sparkline(points: tuple[TrendPoint, ...]) -> str:
-    """One character per day's release, scaled to the topic's highest count; a day
-    without a release (or with the topic withheld) is a gap (a space), not a zero."""
-    values = [p.threads for p in points]
-    top = max((v for v in values if v is not None), default=0.0)
-    return "".join(" " if v is None else
-                   BARS[0 if top <= 0 else round(max(v, 0.0) / top * (len(BARS) - 1))]
-                   for v in values)
-
-
 def trend_line(row: GroupStats) -> Text:
     """The highlighted topic's trend: `│▂▃ ▅  █│`, its days and its latest point."""
     name = topic_name(row)
