@@ -97,15 +97,19 @@ def policies_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **privacy: fl
 def test_stats_topics_json_is_noisy_accounted_and_released_once_a_day(
         filled: Any, cli_runner: Any, data_dir: Path, passphrase_file: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    # a generous epsilon, so that six users per topic survive the noisy k-suppression
-    policies_with(tmp_path, monkeypatch, epsilon_per_day=100.0, epsilon_per_release=40.0)
+    # A generous epsilon and k = 2, so that the six users of a topic survive the noisy
+    # k-suppression: at epsilon 40 and k 5 the noisy people count hid every topic in
+    # about one run in three (scale ~2 on a margin of 1); here the margin is 4 on a
+    # scale under 1. Suppression itself is tested in test_privacy.
+    policies_with(tmp_path, monkeypatch, epsilon_per_day=250.0, epsilon_per_release=100.0,
+                  k_min_users=2)
     out = stats(cli_runner, data_dir, passphrase_file, "topics")
     assert set(out) == {"kind", "tenant", "start", "end", "exact", "epsilon",
                         "budget_remaining", "k_min_users", "rows", "released_at", "cached",
                         "release_age_s", "currency"}
     assert out["kind"] == "topics" and out["exact"] is False
-    assert out["epsilon"] == pytest.approx(40.0)
-    assert out["budget_remaining"] == pytest.approx(60.0) and out["k_min_users"] == 5
+    assert out["epsilon"] == pytest.approx(100.0)
+    assert out["budget_remaining"] == pytest.approx(150.0) and out["k_min_users"] == 2
     assert out["cached"] is False and 0 <= out["release_age_s"] < 600
     assert len(out["rows"]) >= 1
     for row in out["rows"]:
@@ -119,7 +123,7 @@ def test_stats_topics_json_is_noisy_accounted_and_released_once_a_day(
     assert again["cached"] is True and again["epsilon"] == 0
     assert again["rows"] == out["rows"] and again["released_at"] == out["released_at"]
     ledger = filled.store.db.execute("SELECT spent, queries FROM privacy_budget").fetchall()
-    assert ledger == [(pytest.approx(40.0), 1)]
+    assert ledger == [(pytest.approx(100.0), 1)]
 
 
 def test_text_output_says_how_old_the_release_is(filled: Any, data_dir: Path,
