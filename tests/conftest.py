@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,6 +118,30 @@ def make_prompt(text: str, *, user: str = "alice", tenant: str = "acme", minutes
     return Prompt(request_id=request_id or f"r-{user}-{minutes}-{abs(hash(text)) % 10**8}",
                   tenant=tenant, user_id=user, ts=T0 + timedelta(minutes=minutes), text=text,
                   session_id=session_id, **kw)  # type: ignore[arg-type]
+
+
+@contextmanager
+def serving(pipeline: Any, roles: dict[str, Any], sockets: Path,
+            query_socket: Path | None = None) -> Iterator[Path]:
+    """The real service on `pipeline`, these roles added to its access policy; yields its
+    query socket (`query_socket`, default `sockets`/query.sock; ingest at `sockets`/s.sock)."""
+    from appliance.service import Service
+
+    policies = pipeline.policies.model_copy(update={
+        "access": pipeline.policies.access.model_copy(
+            update={"roles": {**pipeline.policies.access.roles, **roles}})})
+    qsock = query_socket or sockets / "query.sock"
+    svc = Service(pipeline, policies, socket_path=sockets / "s.sock", query_socket_path=qsock)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(svc.start(), loop).result(60)
+    try:
+        yield qsock
+    finally:
+        asyncio.run_coroutine_threadsafe(svc.drain(), loop).result(60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
 
 
 def write_stream(path: Path, rows: list[dict[str, object]]) -> Path:

@@ -4,17 +4,15 @@ inside its tenants, with no passphrase on the reader's side."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_prompt
+from conftest import make_prompt, serving
 from test_spine import run_cli
 from test_tui import run, settle, table_keys
 
@@ -32,8 +30,6 @@ RAW_USERS = ("u-ann-7731", "u-bob-9912", "u-cy-4410")
 def served(pipeline: Any, data_dir: Path, monkeypatch: pytest.MonkeyPatch
            ) -> Iterator[dict[str, Any]]:
     """The real service on a real pipeline, its query socket at DATA_DIR/query.sock."""
-    from appliance.service import Service
-
     prompts = []
     for t in ("acme", "globex"):
         for i, u in enumerate(RAW_USERS):
@@ -42,29 +38,16 @@ def served(pipeline: Any, data_dir: Path, monkeypatch: pytest.MonkeyPatch
                                        user=u, minutes=i, request_id=f"{t}-{u}"))
     out = pipeline.process(prompts)
     me = os.getuid()
-    roles = {**pipeline.policies.access.roles,
-             "analyst-acme": RoleSettings(permissions=READ, uids=[me], tenants=["acme"]),
+    roles = {"analyst-acme": RoleSettings(permissions=READ, uids=[me], tenants=["acme"]),
              "reader": RoleSettings(permissions=["threads:read"], uids=[me]),
              "watcher": RoleSettings(permissions=["metrics"], uids=[me]),
              "auditor": RoleSettings(permissions=[*READ, "user_stats"], uids=[me]),
              "analyst": RoleSettings(permissions=READ, uids=[me + 4242])}
-    policies = pipeline.policies.model_copy(update={
-        "access": pipeline.policies.access.model_copy(update={"roles": roles})})
-    qsock = data_dir / "query.sock"
-    svc = Service(pipeline, policies, socket_path=data_dir / "s.sock", query_socket_path=qsock)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(svc.start(), loop).result(60)
-    for var in ("SEMTRACE_PASSPHRASE_FILE", "SEMTRACE_KEY_FILE", "CREDENTIALS_DIRECTORY"):
-        monkeypatch.delenv(var, raising=False)  # the reader holds no key
-    try:
+    with serving(pipeline, roles, data_dir) as qsock:
+        for var in ("SEMTRACE_PASSPHRASE_FILE", "SEMTRACE_KEY_FILE", "CREDENTIALS_DIRECTORY"):
+            monkeypatch.delenv(var, raising=False)  # the reader holds no key
         yield {"sock": qsock, "outcomes": out, "store": pipeline.store,
                "ingest": data_dir / "s.sock"}
-    finally:
-        asyncio.run_coroutine_threadsafe(svc.drain(), loop).result(60)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
 
 
 def cli(*args: str) -> Any:

@@ -3,18 +3,16 @@ OS identity may take, limited to that role's tenants."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_prompt
+from conftest import make_prompt, serving
 from test_spine import run_cli
 
 from appliance.client import Client
@@ -26,30 +24,15 @@ READ = ["threads:read", "search", "aggregates"]
 @pytest.fixture
 def served(pipeline: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A service on the real pipeline with its query socket, roles bound to identities."""
-    from appliance.service import Service
-
     out = pipeline.process([make_prompt("Where is the VPN guide?", tenant=t, user=u,
                                         request_id=f"{t}-{u}")
                             for t in ("acme", "globex") for u in ("ann", "bob")])
     me = os.getuid()
-    roles = {**pipeline.policies.access.roles,
-             "analyst-acme": RoleSettings(permissions=READ, uids=[me, 65534],
+    roles = {"analyst-acme": RoleSettings(permissions=READ, uids=[me, 65534],
                                           tenants=["acme"]),
              "analyst": RoleSettings(permissions=READ, uids=[me + 4242])}
-    policies = pipeline.policies.model_copy(update={
-        "access": pipeline.policies.access.model_copy(update={"roles": roles})})
-    qsock = tmp_path / "pub" / "query.sock"
-    svc = Service(pipeline, policies, socket_path=tmp_path / "s.sock", query_socket_path=qsock)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(svc.start(), loop).result(60)
-    try:
+    with serving(pipeline, roles, tmp_path, tmp_path / "pub" / "query.sock") as qsock:
         yield {"sock": qsock, "outcomes": out}
-    finally:
-        asyncio.run_coroutine_threadsafe(svc.drain(), loop).result(60)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
 
 
 def _ask(sock: Path, **req: Any) -> dict[str, Any]:

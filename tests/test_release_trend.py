@@ -5,10 +5,8 @@ past days (its injected clock), with days left out: those are gaps, not zeros.""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -16,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import T0, make_prompt
+from conftest import T0, make_prompt, serving
 from test_query_reads import READ, cli
 from test_tui import run, settle, table_keys
 
@@ -60,27 +58,11 @@ def _stored(store: Any, policies: Any, day: date) -> dict[str, float]:
 
 
 @contextmanager
-def serving(pipeline: Any, data_dir: Path) -> Iterator[Path]:
+def analyst_socket(pipeline: Any, data_dir: Path) -> Iterator[Path]:
     """The real service on the pipeline; its query socket, with role analyst-acme for us."""
-    from appliance.service import Service
-
-    roles = {**pipeline.policies.access.roles,
-             "analyst-acme": RoleSettings(permissions=READ, uids=[os.getuid()],
-                                          tenants=["acme"])}
-    policies = pipeline.policies.model_copy(update={
-        "access": pipeline.policies.access.model_copy(update={"roles": roles})})
-    qsock = data_dir / "query.sock"
-    svc = Service(pipeline, policies, socket_path=data_dir / "s.sock", query_socket_path=qsock)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(svc.start(), loop).result(60)
-    try:
+    with serving(pipeline, {"analyst-acme": RoleSettings(
+            permissions=READ, uids=[os.getuid()], tenants=["acme"])}, data_dir) as qsock:
         yield qsock
-    finally:
-        asyncio.run_coroutine_threadsafe(svc.drain(), loop).result(60)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
 
 
 def _trend_cells(app: Any) -> dict[str, str]:
@@ -165,7 +147,7 @@ def test_the_trend_is_read_from_stored_daily_releases_and_spends_nothing(
         assert f"14 days │{cell}│" in text.output
     assert _ledger(runtime.store) == spent
 
-    with serving(pipeline, data_dir) as sock:
+    with analyst_socket(pipeline, data_dir) as sock:
         for var in ("SEMTRACE_PASSPHRASE_FILE", "SEMTRACE_KEY_FILE", "CREDENTIALS_DIRECTORY"):
             monkeypatch.delenv(var, raising=False)
         remote = cli("stats", "topics", "--socket", str(sock), "--role", "analyst-acme",
