@@ -385,3 +385,18 @@ def m010_pseudonym_epochs(db: Any) -> None:
     if row is not None and row[0] is not None:
         db.execute("INSERT OR REPLACE INTO meta (key, value) "
                    "VALUES ('pseudonyms_changed_at', ?)", (repr(float(row[0])),))
+
+
+@migration
+def m011_thread_listing_indexes(db: Any) -> None:
+    # The threads screen sorts by marks and filters by position over every thread: both
+    # probe these per thread instead of reading its turns (query.list_threads_page); each
+    # covers its query. records_marked holds only the marked turns; its condition must
+    # stay query._MARKS_SQL's, or SQLite will not use it.
+    db.executescript(
+        """
+        CREATE INDEX records_position ON records (position, thread_id);
+        CREATE INDEX records_marked ON records (thread_id, status, feedback)
+            WHERE feedback IS NOT NULL OR status IN ('error', 'blocked');
+        """
+    )

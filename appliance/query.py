@@ -177,6 +177,9 @@ class ThreadMarks:
     blocked: int = 0
 
 
+# Both per-thread lookups below are probes of covering indexes, never reads of turns:
+# records_marked holds only the marked turns (its condition is this one, word for word)
+# and records_position answers the position filter (m011_thread_listing_indexes).
 _MARKS_SQL = ("(SELECT count(*) FROM records m WHERE m.thread_id = threads.thread_id AND "
               "(m.feedback IS NOT NULL OR m.status IN ('error', 'blocked')))")
 PAGE_SORTS = {**SORT_COLUMNS, "models": "models", "marks": _MARKS_SQL}

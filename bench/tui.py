@@ -29,13 +29,14 @@ POSITIONS = ("continuation",) * 8 + ("topic_shift", "orphaned")
 
 
 def build(base: Path, prompts: int, threads: int) -> None:
-    """Write the synthetic store (skipped when it exists)."""
+    """Write the synthetic store (when it exists: bring it to the current schema)."""
     from appliance.keys import read_key_file
     from appliance.records import Link, NewRecord, Prompt, Response
     from appliance.runtime import init_data_dir, open_runtime
 
     key = base / "key"
     if (base / "data").exists():
+        open_runtime(base / "data", read_key_file(key)).close()  # applies new migrations
         return
     base.mkdir(parents=True, exist_ok=True)
     key.touch(mode=0o600)

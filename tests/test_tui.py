@@ -222,6 +222,42 @@ def test_sorting_by_turns_puts_the_longest_thread_first(runtime: Any,
     run(app_for(runtime, role="analyst"), scenario)
 
 
+def test_sorting_by_marks_and_filtering_by_position_match_the_turns(
+        runtime: Any, replayed: SimpleNamespace) -> None:
+    from appliance.records import POSITIONS
+
+    # marked turns: two of bob's, one of alice's; none of carol's
+    store = replayed.store
+    assert store.set_feedback("acme", CONVERSATIONS[3].request_id, {"rating": 1})
+    assert store.set_feedback("acme", CONVERSATIONS[4].request_id, {"abandoned": True})
+    assert store.set_feedback("acme", CONVERSATIONS[1].request_id, {"rating": 4})
+    records = store.records("1 = 1", ())
+    marked = {o.thread_id: 0 for o in replayed.outcomes}
+    for r in records:
+        marked[r.thread_id] += r.feedback is not None or r.status in ("error", "blocked")
+    by_position = {p: {r.thread_id for r in records if r.position == p} for p in POSITIONS}
+    assert sum(1 for p in by_position.values() if p) >= 2  # more than one position to tell
+
+    async def scenario(pilot: Any) -> None:
+        table = pilot.app.screen.query_one("#threads")
+        widths = [c.get_render_width(table) for c in table.columns.values()]
+        at = list(table.columns).index("marks")
+        await pilot.click("#threads", offset=(sum(widths[:at]) + 2, 0))  # its header
+        await settle(pilot)
+        assert pilot.app.screen.sort == "marks"
+        keys = table_keys(pilot.app, "#threads")
+        assert keys == sorted(marked, key=lambda k: (-marked[k], k))
+        assert [marked[k] for k in keys][:2] != [0, 0]
+        for position, expected in by_position.items():
+            await pilot.press("f")
+            pilot.app.screen.query_one("#filter").value = f"position:{position}"
+            await pilot.press("enter")
+            await settle(pilot)
+            assert set(table_keys(pilot.app, "#threads")) == expected, position
+
+    run(app_for(runtime, role="analyst"), scenario)
+
+
 def test_analyst_has_no_retention_screen_and_compliance_has(runtime: Any) -> None:
     from appliance.tui.screens.retention import RetentionScreen
     from appliance.tui.screens.threads import ThreadsScreen
