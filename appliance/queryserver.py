@@ -37,12 +37,12 @@ from appliance.protocol import ProtocolError
 from appliance.query import ThreadFilter, data_version, get_thread, list_threads
 from appliance.reads import (
     StatsQuery,
-    jsonable,
     run_search,
     run_stats,
     stats_json,
     stats_permission,
 )
+from appliance.records import jsonable
 from appliance.roles import Caller, bound_tenants, require, resolve_role, sees
 from appliance.store import Store, connect
 

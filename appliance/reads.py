@@ -10,7 +10,7 @@ or reads the cached release, exactly as the direct one does.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, is_dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,24 +22,10 @@ from appliance.keys import Keyring
 from appliance.privacy import Figure, PrivacyGate
 from appliance.query import build_search_index, search
 from appliance.query import tenants as all_tenants
-from appliance.records import Hit, Record, Thread
+from appliance.records import Hit, Record, Thread, jsonable
 from appliance.roles import allowed, sees
 from appliance.store import Store
 from appliance.trend import last_day_of, with_trends
-
-
-def jsonable(obj: Any) -> Any:
-    """Dataclasses, datetimes and tuples as plain JSON values."""
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return {k: jsonable(v) for k, v in asdict(obj).items()}
-    if isinstance(obj, datetime):
-        return obj.isoformat().replace("+00:00", "Z")
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [jsonable(v) for v in obj]
-    return obj
-
 
 STATS_KINDS = ("topics", "models", "cost", "positions", "blocks", "incident")
 

@@ -6,7 +6,7 @@ raw user ids only ever live in `Prompt`, whose repr hides them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import datetime
 from typing import Any
 
@@ -272,3 +272,16 @@ class Outcome:
     trace_id: str | None = None
     span_id: str | None = None
     link_source: str | None = None
+
+
+def jsonable(obj: Any) -> Any:
+    """Dataclasses, datetimes and tuples as plain JSON values."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {k: jsonable(v) for k, v in asdict(obj).items()}
+    if isinstance(obj, datetime):
+        return obj.isoformat().replace("+00:00", "Z")
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    return obj

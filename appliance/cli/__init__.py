@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, is_dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,24 +16,12 @@ import click
 
 from appliance.errors import SemtraceError
 from appliance.keys import Credential, find_credential, read_key_file, write_key_file
+from appliance.records import jsonable
 from appliance.runtime import DATA_DIR_ENV, Runtime, default_data_dir, open_runtime
 
 
-def to_jsonable(obj: Any) -> Any:
-    """Dataclasses, datetimes and tuples as plain JSON values."""
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return {k: to_jsonable(v) for k, v in asdict(obj).items()}
-    if isinstance(obj, datetime):
-        return obj.isoformat().replace("+00:00", "Z")
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [to_jsonable(v) for v in obj]
-    return obj
-
-
 def emit_json(obj: Any) -> None:
-    click.echo(json.dumps(to_jsonable(obj), ensure_ascii=False, indent=1))
+    click.echo(json.dumps(jsonable(obj), ensure_ascii=False, indent=1))
 
 
 def data_dir_option(fn: Callable[..., Any]) -> Callable[..., Any]:
