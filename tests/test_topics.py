@@ -387,3 +387,22 @@ def test_tight_conversations_stay_apart_where_loose_ones_on_one_subject_join() -
     # relative to each group's own cohesion, only the loose threads belong together
     assert list(average_linkage(totals, counts, threshold=0.2, selfsim=own,
                                 cohesion_ratio=0.55)) == [0, 1, 2, 2]
+
+
+def test_bookkeeping_turns_do_not_pull_a_thread_off_its_subject(runtime: Any) -> None:
+    # A thread says what it is about once; its one-word bookkeeping turns ("my name is
+    # <PERSON>") weigh a third each in its vector, so two of them pointing elsewhere do
+    # not move it (counted as whole prompts they would: 1 part password, 2 parts weather).
+    ta = assigner(runtime, topic_threshold=0.5)
+    for i in range(3):
+        ta.assign(tenant="acme", thread_id=f"w{i}", vector=unit(0), text="weather forecast",
+                  synthetic=False, user=f"a{i}")
+        ta.assign(tenant="acme", thread_id=f"p{i}", vector=unit(1), text="password reset",
+                  synthetic=False, user=f"b{i}")
+    password = ta.thread_topic("acme", "p0")
+    assert ta.assign(tenant="acme", thread_id="x", vector=unit(1), synthetic=False, user="c",
+                     text="I need to reset the password for my account") == password
+    for _ in range(2):
+        topic = ta.assign(tenant="acme", thread_id="x", vector=unit(0), synthetic=False,
+                          user="c", text="my name is <PERSON>")
+    assert topic == password != ta.thread_topic("acme", "w0")
