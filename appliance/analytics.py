@@ -222,9 +222,9 @@ def topic_labels(store: Store, tenant: str) -> dict[str, str]:
 
 
 # Per-thread clip bounds: a sum's noise grows with its bound, so they sit just above
-# what most threads reach (turns, tokens in and out). Weights split a release's
-# epsilon (privacy.COUNT_WEIGHT and USERS_WEIGHT for the counts): the shares product
-# teams sort by (refinement, abandonment) get more than blocks and tokens. A thread's
+# what most threads reach (turns, tokens in and out). Weights split the measures'
+# part of a release's epsilon (privacy.MEASURES_SHARE): the shares product teams
+# sort by (refinement, abandonment) get more than blocks and tokens. A thread's
 # cost is clipped to pricing.toml's `thread_cost_bound` (`cost_measures`).
 GROUP_MEASURES = (Measure("turns", 20, 1.0), Measure("refinement", 1, 1.0),
                   Measure("abandoned", 1, 1.0), Measure("blocked", 1, 0.5),

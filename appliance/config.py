@@ -151,7 +151,7 @@ class PrivacySettings(_Strict):
     topic_cohesion_ratio: float = Field(default=0.0, ge=0, le=1)
     # Units (threads or prompts) one user may add to one cross-user release: the
     # L1 sensitivity of a count; sums are clipped per unit on top.
-    contribution_bound: int = Field(default=10, ge=1, le=10_000)
+    contribution_bound: int = Field(default=15, ge=1, le=10_000)
     # Tenants whose analysts may search other users' prompts.
     cross_user_search: dict[str, bool] = {}
     # When (crontab, UTC) `semtrace serve` makes each tenant's daily releases of the
