@@ -84,8 +84,8 @@ class Measure:
 # large topics at random); the measures' sums (means and shares of a topic) need
 # far more than a release has below tens of thousands of threads, so they share
 # what is left. A release without measures splits all of it over the two counts.
-COUNT_SHARE = 0.65
-USERS_SHARE = 0.2
+COUNT_SHARE = 0.6
+USERS_SHARE = 0.25
 MEASURES_SHARE = 0.15
 
 
@@ -205,13 +205,16 @@ class PrivacyGate:
         self.rng = rng if rng is not None else np.random.default_rng(secrets.randbits(128))
 
     def release(self, tenant: str, units: Iterable[Unit], *, measures: Sequence[Measure] = (),
-                single_user: str | None = None, key: str | None = None) -> Release:
+                single_user: str | None = None, key: str | None = None,
+                kind: str | None = None) -> Release:
         """Counts (and clipped sums) per group: exact for one user's own view, else DP.
 
         Args:
             single_user: the pseudonym the view is scoped to; every unit must be theirs.
             key: names what is released (kind and window); today's release under the
                 same key is returned as it was, spending nothing.
+            kind: the kind of figures (`config.RELEASE_KINDS`): a new release spends
+                the policy's epsilon for it (`PrivacySettings.epsilon_for`).
         """
         units = list(units)
         if single_user is not None:
@@ -228,7 +231,7 @@ class PrivacyGate:
                 raise NoRelease(f"No cross-user release of these figures for tenant {tenant} "
                                 "yet; `semtrace stats` makes today's.")
             return replace(latest, remaining=self.ledger.remaining(tenant))
-        groups, spent = self._noisy(units, measures)
+        groups, spent = self._noisy(units, measures, self.settings.epsilon_for(kind))
         remaining = self.ledger.charge(tenant, spent)
         rel = Release(groups=groups, exact=False, epsilon=spent, remaining=remaining,
                       k_min_users=self.settings.k_min_users, released_at=self.clock())
@@ -265,9 +268,9 @@ class PrivacyGate:
             kept.extend(mine)
         return kept
 
-    def shares(self, measures: Sequence[Measure]) -> tuple[float, float, list[float]]:
+    @staticmethod
+    def shares(measures: Sequence[Measure], eps: float) -> tuple[float, float, list[float]]:
         """Epsilon of the count, of the user count and of each measure's sum."""
-        eps = self.settings.epsilon_per_release
         if not measures:
             total = COUNT_SHARE + USERS_SHARE
             return eps * COUNT_SHARE / total, eps * USERS_SHARE / total, []
@@ -275,7 +278,7 @@ class PrivacyGate:
         return (eps * COUNT_SHARE, eps * USERS_SHARE,
                 [eps * MEASURES_SHARE * m.weight / weights for m in measures])
 
-    def _noisy(self, units: list[Unit], measures: Sequence[Measure]
+    def _noisy(self, units: list[Unit], measures: Sequence[Measure], epsilon: float
                ) -> tuple[tuple[GroupFigures, ...], float]:
         """Noisy groups and the epsilon OpenDP accounts for them (nothing charged here).
 
@@ -284,7 +287,7 @@ class PrivacyGate:
         bound = self.settings.contribution_bound
         kept = self.bound(units)
         names = sorted({u.group for u in units})
-        eps_count, eps_users, eps_sums = self.shares(measures)
+        eps_count, eps_users, eps_sums = self.shares(measures, epsilon)
         count = CountMechanism(names, bound=bound, epsilon=eps_count)
         users = CountMechanism(names, bound=bound, epsilon=eps_users)
         sum_ms = [SumMechanism(len(names), bound=bound, clip=m.bound, epsilon=e)
