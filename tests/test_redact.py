@@ -71,6 +71,9 @@ def test_each_entity_in_a_sentence_is_redacted(redactor, text, value, entity):  
     # hashtags with a country in them, and a two-letter country hashtag
     ("Big night for the squad #GoTeamAustralia", "#GoTeamAustralia", "LOCATION"),
     ("Flooding again in the south #UK", "#UK", "LOCATION"),
+    # venues and institutions spaCy calls organisations, where the text says place
+    ("Excellent speech by the Prime Minister at Guildhall tonight", "Guildhall", "LOCATION"),
+    ("Reports of shots fired outside the Capitol this morning", "Capitol", "LOCATION"),
 ])
 def test_names_and_places_that_context_gives_away_are_redacted(redactor, text, value, entity):  # type: ignore[no-untyped-def]
     hits = [(text[h.start:h.end], h.entity_type) for h in redactor.analyze(text)]
@@ -115,6 +118,21 @@ def test_secrets_are_redacted(redactor, secret):  # type: ignore[no-untyped-def]
 ])
 def test_known_false_positives_stay_unredacted(redactor, text):  # type: ignore[no-untyped-def]
     assert types_found(redactor, text) & {"PERSON", "PHONE_NUMBER", "LOCATION"} == set()
+
+
+@pytest.mark.parametrize(("text", "value", "entity"), [
+    # "Obama" is also a small Japanese city: a known name the model calls a person stays one
+    ("President Obama is now speaking at the summit.", "Obama", "PERSON"),
+    ("Obama says the deal is done", "Obama", "PERSON"),
+    # ... but after a place word the city wins
+    ("We stayed two nights in Obama on the coast", "Obama", "LOCATION"),
+    # a city the model calls a person, with no name behind it, stays a place
+    ("Geelong won again on Sunday", "Geelong", "LOCATION"),
+])
+def test_a_name_that_is_also_a_city_takes_its_type_from_context(redactor, text, value, entity):  # type: ignore[no-untyped-def]
+    hits = [(text[h.start:h.end], h.entity_type) for h in redactor.analyze(text)]
+    assert (value, entity) in hits
+    assert redacted_text(redactor, text).count(f"<{entity}>") >= 1
 
 
 def test_us_phone_is_a_phone_not_an_nhs_number(redactor):  # type: ignore[no-untyped-def]

@@ -155,6 +155,7 @@ def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> Any:
         CuedNameRecognizer,
         HandleRecognizer,
         HashtagRecognizer,
+        OrgAsPlaceRecognizer,
         VenueRecognizer,
     )
     from appliance.redact.gazetteer import PersonNameRecognizer, PlaceNameRecognizer, load_gazetteer
@@ -195,7 +196,7 @@ def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> Any:
         for in_context in (HandleRecognizer(), CuedNameRecognizer(gazetteer),
                            HashtagRecognizer(gazetteer), VenueRecognizer(gazetteer),
                            CityRecognizer(gazetteer), DemonymRecognizer(gazetteer),
-                           AbbreviationRecognizer(gazetteer)):
+                           AbbreviationRecognizer(gazetteer), OrgAsPlaceRecognizer(gazetteer)):
             registry.add_recognizer(in_context)
     _replace_spacy_recognizer(registry, names)
     for custom in settings.custom:

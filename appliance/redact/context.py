@@ -276,3 +276,39 @@ class VenueRecognizer(SpanRecognizer):
             if len(words) == 1 and (words[0] in self.g.first or len(words[0]) < 3):
                 continue
             yield run[0].start(), run[-1].end(), 0.5
+
+
+# --- organisations where the text says place -----------------------------------------------
+
+CUE_BEFORE = re.compile(PLACE_CUE.pattern + r"$")
+ORG_EDGE = re.compile(r"^(?:[Tt]he\s+)?(.*?)[\W_]*$", re.S)
+
+
+class OrgAsPlaceRecognizer(SpanRecognizer):
+    """spaCy ORGANIZATION hits right after a place word are places ("at Guildhall").
+
+    "a seat in Parliament", "outside the Capitol", "at the o2 Arena": spaCy
+    often types venues and institutions as organisations, and where the text
+    says place they name where someone is. A run of ordinary words ("in Live
+    Action") is left alone.
+    """
+
+    ENTITY = "LOCATION"
+
+    def __init__(self, gazetteer: Gazetteer) -> None:
+        super().__init__()
+        self.g = gazetteer
+
+    def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+        if artifacts is None:
+            return
+        for ent in artifacts.entities:
+            if ent.label_ != "ORGANIZATION" or not CUE_BEFORE.search(text[:ent.start_char]):
+                continue
+            m = ORG_EDGE.match(ent.text)
+            core = m.group(1) if m else ""
+            words = [w.lower() for w in NAME_WORD.findall(core)]
+            if not words or all(is_ordinary(w, self.g) or w in CALENDAR for w in words):
+                continue
+            start = ent.start_char + (m.start(1) if m else 0)
+            yield start, start + len(core), 0.5

@@ -95,11 +95,25 @@ class CityRecognizer(SpanRecognizer):
             return self.g.cities.get(low, 0) >= NAME_CITY_POPULATION
         return True
 
+    def person_here(self, text: str, start: int, end: int, people: set[tuple[int, int]]) -> bool:
+        """Whether spaCy calls this one-word city a person and nothing says place.
+
+        "President Obama", "Obama says": the word is a known name (first name
+        or surname in the lists), spaCy's NER calls it PERSON, and no place
+        word ("in", "at", "near", "from", ...) comes before it.
+        """
+        from appliance.redact.context import CUE_BEFORE
+
+        low = text[start:end].lower()
+        return ((start, end) in people and (low in self.g.first or low in self.g.last)
+                and not CUE_BEFORE.search(text[:start]))
+
     def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
         from appliance.redact.context import is_word
 
         if artifacts is None or not self.g.cities:
             return
+        people = {(e.start_char, e.end_char) for e in artifacts.entities if e.label_ == "PERSON"}
         toks = [t for t in artifacts.tokens if not t.is_space]
         i = 0
         while i < len(toks):
@@ -108,9 +122,11 @@ class CityRecognizer(SpanRecognizer):
                 if len(span) < n or not all(t.text[:1].isupper() for t in span):
                     continue
                 phrase = " ".join(t.lower_ for t in span)
+                start, end = span[0].idx, span[-1].idx + len(span[-1].text)
                 if phrase in self.g.cities and (self.single_ok(span[0].text) if n == 1 else
                                                 not all(is_word(t.lower_, self.g) for t in span)):
-                    yield span[0].idx, span[-1].idx + len(span[-1].text), 0.6 if n > 1 else 0.5
+                    if n > 1 or not self.person_here(text, start, end, people):
+                        yield start, end, 0.6 if n > 1 else 0.5
                     i += n - 1
                     break
             i += 1
