@@ -48,6 +48,8 @@ SENTENCE_END = word_set('. ! ? : " “ ” > - * • ( [')
 # popular names of some country (Maria, Jacob, Teresa, Smith, Keller).
 POPULAR_FIRST_RANK = 50
 POPULAR_LAST_RANK = 20
+# An inflected verb that is a surname this popular is not a common word ("Manning", "Gates").
+INFLECTED_LAST_RANK = 1000
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,30 @@ def _places() -> frozenset[str]:
     return frozenset(out)
 
 
+def _regular_forms(lemma: str) -> tuple[str, ...]:
+    """Third person, past and -ing forms of a regular English verb ("reveal" -> "revealed")."""
+    stem_y = len(lemma) > 2 and lemma.endswith("y") and lemma[-2] not in "aeiou"
+    third = lemma[:-1] + "ies" if stem_y else lemma + (
+        "es" if lemma.endswith(("s", "x", "z", "ch", "sh", "o")) else "s")
+    past = lemma[:-1] + "ied" if stem_y else lemma + ("d" if lemma.endswith("e") else "ed")
+    ing = lemma[:-1] + "ing" if lemma.endswith("e") and not lemma.endswith("ee") else lemma + "ing"
+    return third, past, ing
+
+
+def _inflections(lookups: Any, index: Any) -> set[str]:
+    """Inflected verbs, adjectives and adverbs: regular verb forms ("revealed", "goes") and
+    the lemmatiser's exception tables ("got", "woke", "better")."""
+    out: set[str] = set()
+    for lemma in index.get("verb", []):
+        if lemma.isalpha():
+            out.update(_regular_forms(lemma))
+    if lookups.has_table("lemma_exc"):
+        exceptions = lookups.get_table("lemma_exc")
+        for pos in ("verb", "adj", "adv"):
+            out.update(w for w in exceptions.get(pos, {}) if w.isalpha())
+    return out
+
+
 def _common_words(
     nlp: Any, first: dict[str, int], last: dict[str, int]
 ) -> tuple[frozenset[str], frozenset[str]]:
@@ -180,6 +206,9 @@ def _common_words(
     index = lookups.get_table("lemma_index")
     for pos in ("verb", "adj", "adv"):
         words.update(w for w in index.get(pos, []) if w.isalpha())
+    # An inflected form that is also a well-known surname ("Manning", "Banks") stays a name.
+    words.update(w for w in _inflections(lookups, index) if last.get(w, 10**6) > INFLECTED_LAST_RANK
+                 and first.get(w, 10**6) > POPULAR_FIRST_RANK)
     for w in index.get("noun", []):
         popular = (
             first.get(w, 10**6) <= POPULAR_FIRST_RANK or last.get(w, 10**6) <= POPULAR_LAST_RANK
