@@ -74,6 +74,9 @@ def test_each_entity_in_a_sentence_is_redacted(redactor, text, value, entity):  
     # venues and institutions spaCy calls organisations, where the text says place
     ("Excellent speech by the Prime Minister at Guildhall tonight", "Guildhall", "LOCATION"),
     ("Reports of shots fired outside the Capitol this morning", "Capitol", "LOCATION"),
+    # a town below the city size that no word list knows; a noun city after a place word
+    ("Getting very dark in Kilmallock now, thunder on the way", "Kilmallock", "LOCATION"),
+    ("Bouchard is through to the semifinal at Wimbledon today", "Wimbledon", "LOCATION"),
     # a name (also a word) as the subject of a reporting verb
     ("Harper begins his northern tour on Monday", "Harper", "PERSON"),
     ("Osborne promised to wipe out the deficit", "Osborne", "PERSON"),

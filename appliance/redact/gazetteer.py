@@ -66,6 +66,7 @@ class Gazetteer:
     common: frozenset[str]
     nouns: frozenset[str] = frozenset()  # dictionary nouns (popular names among them)
     cities: dict[str, int] = field(default_factory=dict)  # GeoNames city -> population
+    towns: frozenset[str] = frozenset()  # one-word GeoNames places below the city size
     country_words: frozenset[str] = frozenset()  # words that name one country
 
 
@@ -222,12 +223,15 @@ def _common_words(
 
 def load_gazetteer(cache_dir: Path, nlp: Any, *, max_rank: int) -> Gazetteer:
     """Build the word lists (names from the cache dir, extracted on first use)."""
-    from appliance.redact.places import load_cities
+    from appliance.redact.places import CITY_POPULATION, load_cities
 
     first, last = _names(cache_dir, max_rank)
     common, nouns = _common_words(nlp, first, last)
+    places = load_cities()
+    cities = {k: v for k, v in places.items() if v >= CITY_POPULATION}
+    towns = frozenset(k for k, v in places.items() if v < CITY_POPULATION and k.isalpha())
     return Gazetteer(first=first, last=last, places=_places(), common=common, nouns=nouns,
-                     cities=load_cities(), country_words=country_words())
+                     cities=cities, towns=towns, country_words=country_words())
 
 
 # --- recognisers over the word lists ------------------------------------------------------
