@@ -111,6 +111,8 @@ def _spacy_package(name: str) -> str:
 REPLACED_RECOGNIZERS = ("PhoneRecognizer", "CreditCardRecognizer")
 # NER output that is never a person's name: code, key=value runs, handles, paths.
 NOT_A_NAME = re.compile(r"[=_@/\\{}<>\[\]#$%^*|~+\d]")
+# A lower-case letter three times in a row: drawn-out chat words ("Loooool"), not names.
+ELONGATED = re.compile(r"([a-z])\1\1")
 
 
 def _offline_engine(settings: RedactionSettings) -> Any:
@@ -156,6 +158,7 @@ def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> Any:
         HandleRecognizer,
         HashtagRecognizer,
         OrgAsPlaceRecognizer,
+        ReportedSpeakerRecognizer,
         VenueRecognizer,
     )
     from appliance.redact.gazetteer import PersonNameRecognizer, PlaceNameRecognizer, load_gazetteer
@@ -196,7 +199,8 @@ def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> Any:
         for in_context in (HandleRecognizer(), CuedNameRecognizer(gazetteer),
                            HashtagRecognizer(gazetteer), VenueRecognizer(gazetteer),
                            CityRecognizer(gazetteer), DemonymRecognizer(gazetteer),
-                           AbbreviationRecognizer(gazetteer), OrgAsPlaceRecognizer(gazetteer)):
+                           AbbreviationRecognizer(gazetteer), OrgAsPlaceRecognizer(gazetteer),
+                           ReportedSpeakerRecognizer(gazetteer)):
             registry.add_recognizer(in_context)
     _replace_spacy_recognizer(registry, names)
     for custom in settings.custom:
@@ -230,11 +234,12 @@ def _replace_spacy_recognizer(registry: Any, names: Any) -> None:
 def _plausible(text: str, entity_type: str, names: Any, whole: str = "") -> bool:
     """Whether a spaCy NER hit can be a name or place.
 
-    Not without a cased letter (emoji, punctuation, CJK runs); for names also
+    Not without a cased letter (emoji, punctuation, CJK runs), nor with a
+    letter drawn out three times ("Loooool", "Mannnn": chat, not names); for names also
     not code, key=value runs, plain dictionary words, or an all-lower-case
     "name" in a text that uses capitals elsewhere (slang: "goes", "woke").
     """
-    if not any(c.isupper() or c.islower() for c in text):
+    if not any(c.isupper() or c.islower() for c in text) or ELONGATED.search(text):
         return False
     if entity_type != "PERSON":
         return True
