@@ -77,6 +77,8 @@ def test_each_entity_in_a_sentence_is_redacted(redactor, text, value, entity):  
     # a town below the city size that no word list knows; a noun city after a place word
     ("Getting very dark in Kilmallock now, thunder on the way", "Kilmallock", "LOCATION"),
     ("Bouchard is through to the semifinal at Wimbledon today", "Wimbledon", "LOCATION"),
+    # a name in a list with one that was found
+    ("Invite Maria Keller and Okonkwo to the review", "Okonkwo", "PERSON"),
     # a name (also a word) as the subject of a reporting verb
     ("Harper begins his northern tour on Monday", "Harper", "PERSON"),
     ("Osborne promised to wipe out the deficit", "Osborne", "PERSON"),
@@ -101,6 +103,7 @@ def test_names_and_places_that_context_gives_away_are_redacted(redactor, text, v
     "Got invited to a party earlier tonight",
     "Revealed: the ten best pubs for a quiet pint",
     "Police say the road stays closed and the report says why",
+    "Lunch with Coffee and Cake at noon",
     # times and ordinary words before a street type are no address
     "Come by from 3 to 8 PM and play street hockey with us",
     "Remembering 25 years of the news channel tonight",
@@ -132,6 +135,13 @@ def test_secrets_are_redacted(redactor, secret):  # type: ignore[no-untyped-def]
 ])
 def test_known_false_positives_stay_unredacted(redactor, text):  # type: ignore[no-untyped-def]
     assert types_found(redactor, text) & {"PERSON", "PHONE_NUMBER", "LOCATION"} == set()
+
+
+def test_a_place_listed_with_a_known_place_is_redacted(redactor):  # type: ignore[no-untyped-def]
+    text = "Flights from Geelong , Ballarat & Wodonga are cancelled"
+    spans = [(text[h.start:h.end], h.entity_type) for h in redactor.analyze(text)]
+    assert any("Wodonga" in value and entity == "LOCATION" for value, entity in spans)
+    assert "Wodonga" not in redacted_text(redactor, text)
 
 
 @pytest.mark.parametrize(("text", "value", "entity"), [
