@@ -47,7 +47,7 @@ def _evidence(names: Sequence[str], row: np.ndarray | None, score: float, runner
     ev: dict[str, Any] = {"score": round(score, 4), "runner_up": round(runner_up, 4),
                           "threshold": threshold, "cues": sorted(cues), "scored": n}
     if row is not None:
-        ev["features"] = {k: round(float(v), 4) for k, v in zip(names, row, strict=True)}
+        ev["features"] = {k: round(v, 4) for k, v in zip(names, row.tolist(), strict=True)}
     return ev
 
 

@@ -136,7 +136,7 @@ def _thread_rows(ctx: _Context, todo: Sequence[_Thread], memo: dict[tuple[int, .
     sims = ctx.sims[flat].astype(np.float64)
     sums = np.add.reduceat(sims, starts).tolist()
     flat_sims, bounds = sims.tolist(), (starts + lens).tolist()
-    keys = [tuple(cands[j].record_id for j in t.turns) for t in todo]
+    keys = [tuple([cands[j].record_id for j in t.turns]) for t in todo]
     new = [k for k, key in enumerate(keys) if key not in memo]
     if new:
         if len(memo) > 100_000:
@@ -166,12 +166,16 @@ def _describe(ctx: _Context, threads: list[_Thread], keys: list[tuple[int, ...]]
               memo: dict[tuple[int, ...], ThreadFacts]) -> None:
     """ThreadFacts of threads whose turns in view are new: norm of the vector sum,
     keywords and entities of all turns, latest time, median pause (of the last five)."""
-    lens = np.array([len(t.turns) for t in threads])
-    flat = np.fromiter(chain.from_iterable(t.turns for t in threads), dtype=np.int64) - ctx.lo
-    cents = np.add.reduceat(ctx.mat[flat], np.concatenate([[0], np.cumsum(lens)[:-1]]), axis=0)
-    norms = np.where(lens > 1, np.maximum(np.sqrt(np.einsum("ij,ij->i", cents, cents)), 1e-6),
-                     1.0).tolist()
-    stamps = ctx.us[flat].tolist()
+    norms = [1.0] * len(threads)
+    multi = [k for k, t in enumerate(threads) if len(t.turns) > 1]
+    if multi:
+        lens = [len(threads[k].turns) for k in multi]
+        flat = [j - ctx.lo for k in multi for j in threads[k].turns]
+        cents = np.add.reduceat(ctx.mat[flat], np.cumsum([0, *lens[:-1]]), axis=0)
+        got = np.maximum(np.sqrt(np.einsum("ij,ij->i", cents, cents)), 1e-6).tolist()
+        for k, norm in zip(multi, got, strict=True):
+            norms[k] = norm
+    stamps = ctx.us[[j - ctx.lo for t in threads for j in t.turns]].tolist()
     end = 0
     for t, key, norm in zip(threads, keys, norms, strict=True):
         us, end = stamps[end:end + len(t.turns)], end + len(t.turns)
@@ -203,15 +207,18 @@ def _text_rows(ctx: _Context, pick: list[int], tl: list[_Thread], sim: list[floa
         c, f = ctx.cands[i], ctx.facts(i)
         assert t.ranked is not None  # set with the thread's row
         shared = qkw & f.kw
-        both = len(qkw) + len(f.kw) - len(shared)
-        latest = ctx.facts(t.turns[-1]).kw if i != t.turns[-1] else f.kw
+        kw = only = 0.0
+        if shared:
+            latest = ctx.facts(t.turns[-1]).kw if i != t.turns[-1] else f.kw
+            kw, only = sum(idf[w] for w in shared), sum(idf[w] for w in shared - latest)
         cs = c.session_key
         out.append((
             float(qs is not None and qs == cs), float(None not in (qs, cs) and qs != cs),
-            float(min(len(qents.intersection(c.entity_keys)), 3)),
-            len(shared) / both if qkw and f.kw else 0.0, float(len(qph & f.ph)),
+            float(min(len(qents.intersection(c.entity_keys)), 3)) if qents else 0.0,
+            len(shared) / (len(qkw) + len(f.kw) - len(shared)) if qkw and f.kw else 0.0,
+            float(len(qph & f.ph)) if qph else 0.0,
             float(f.ack), f.log_words, math.log1p(len(t.ranked) - bisect_right(t.ranked, v)),
-            sum(idf[w] for w in shared), sum(idf[w] for w in shared - latest),
+            kw, only,
         ))
     return out
 
@@ -257,10 +264,10 @@ def features(q: LinkInput, cands: Sequence[Candidate], s: CorrelationSettings,
     mat, us = rows.mat, rows.us
     # einsum, not BLAS: a threaded gemv stalls behind any other load on a small host
     sims = np.einsum("ij,j->i", mat, q.vector.astype(np.float32))
-    for i in range(wlo, n):  # the previous answer, when the gateway sent it, counts too
-        rv = cands[i].response_vector
-        if rv is not None:
-            sims[i - lo] = max(sims[i - lo], float(rv @ q.vector))
+    answers = [(i, c.response_vector) for i, c in enumerate(cands[wlo:], wlo)
+               if c.response_vector is not None]
+    for i, rv in answers:  # the previous answer, when the gateway sent it, counts too
+        sims[i - lo] = max(sims[i - lo], float(rv @ q.vector))
     pick, threads = _shortlist(sims, cands, lo, wlo, s)
     qkw = keywords(q.text)
     idf, novel = _idf(qkw, rows, wlo - lo)

@@ -48,6 +48,9 @@ class CompiledTrees:
             self.leaf[k * 2 ** d:(k + 1) * 2 ** d] = value[k, nodes]
         # child of node g at level lv: 2 * g + step[lv] + went_right
         self.step = [base[lv + 1] - 2 * base[lv] for lv in range(d)]
+        # level 0 is the same node of each tree for every row: no gathers
+        self.root_feature, self.root_threshold = self.feature[:t], self.threshold[:t]
+        self.root_step = 2 * np.arange(t) + (self.step[0] if d else 0)
         self.leaf_base = base[d]
 
     def raw(self, z: np.ndarray) -> np.ndarray:
@@ -55,8 +58,10 @@ class CompiledTrees:
         rows, width = z.shape
         flat = z.ravel()
         row_start = (np.arange(rows) * width)[:, None]
-        node = np.repeat(np.arange(self.n_trees)[None, :], rows, axis=0)
-        for step in self.step:
+        if not self.step:  # single leaves
+            return self.rate * np.broadcast_to(self.leaf, (rows, self.n_trees)).sum(axis=1)
+        node = self.root_step + (z[:, self.root_feature] > self.root_threshold)
+        for step in self.step[1:]:
             right = flat.take(row_start + self.feature.take(node)) > self.threshold.take(node)
             node *= 2
             node += right
