@@ -281,6 +281,12 @@ class VenueRecognizer(SpanRecognizer):
 # --- organisations where the text says place -----------------------------------------------
 
 CUE_BEFORE = re.compile(PLACE_CUE.pattern + r"$")
+CUE_WINDOW = 40  # characters before a word that can hold a place cue ("arrived in the ")
+
+
+def place_cue_before(text: str, start: int) -> bool:
+    """Whether a place word ("in", "at the", "moved to", ...) ends right before `start`."""
+    return CUE_BEFORE.search(text, max(0, start - CUE_WINDOW), start) is not None
 ORG_EDGE = re.compile(r"^(?:[Tt]he\s+)?(.*?)[\W_]*$", re.S)
 
 
@@ -303,7 +309,7 @@ class OrgAsPlaceRecognizer(SpanRecognizer):
         if artifacts is None:
             return
         for ent in artifacts.entities:
-            if ent.label_ != "ORGANIZATION" or not CUE_BEFORE.search(text[:ent.start_char]):
+            if ent.label_ != "ORGANIZATION" or not place_cue_before(text, ent.start_char):
                 continue
             m = ORG_EDGE.match(ent.text)
             core = m.group(1) if m else ""

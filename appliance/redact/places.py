@@ -118,14 +118,14 @@ class CityRecognizer(SpanRecognizer):
         or surname in the lists), spaCy's NER calls it PERSON, and no place
         word ("in", "at", "near", "from", ...) comes before it.
         """
-        from appliance.redact.context import CUE_BEFORE
+        from appliance.redact.context import place_cue_before
 
         low = text[start:end].lower()
         return ((start, end) in people and (low in self.g.first or low in self.g.last)
-                and not CUE_BEFORE.search(text[:start]))
+                and not place_cue_before(text, start))
 
     def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
-        from appliance.redact.context import CUE_BEFORE, is_word
+        from appliance.redact.context import is_word, place_cue_before
 
         if artifacts is None or not self.g.cities:
             return
@@ -142,7 +142,7 @@ class CityRecognizer(SpanRecognizer):
                 if n == 1 and self.town_ok(span[0].text):
                     yield start, end, 0.5
                     break
-                cued = n == 1 and bool(CUE_BEFORE.search(text[:start]))
+                cued = n == 1 and place_cue_before(text, start)
                 if phrase in self.g.cities and (self.single_ok(span[0].text, cued=cued) if n == 1
                                                 else not all(is_word(t.lower_, self.g)
                                                              for t in span)):
