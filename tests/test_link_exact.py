@@ -108,9 +108,11 @@ def test_keyword_document_frequency_counts_the_window() -> None:
     rng = np.random.default_rng(4)
     hist = _history(300, rng)
     cache = VectorCache()
-    for lo, hi in [(0, 100), (0, 150), (40, 200), (40, 200), (120, 300)]:
-        rows = cache.rows(hist[lo:hi], 0)
-        for a in (0, 10, hi - lo - 30):
+    for lo, hi in [(0, 100), (0, 150), (40, 200), (40, 200), (120, 300), (60, 300)]:
+        view = hist[lo:hi]
+        rows = cache.rows(view, 0)
+        for a in (hi - lo - 30, 10, 0, 50):  # the window moves on, back, and on again
+            rows.post(view, 0, a)
             for w in ("hotel", "flight", "garden", "absent"):
                 want = sum(1 for c in hist[lo + a:hi] if w in keywords(c.text))
                 assert rows.doc_freq(w, a) == want

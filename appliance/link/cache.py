@@ -62,8 +62,9 @@ class _Block:
     ids: list[int]
     mat: np.ndarray
     us: np.ndarray  # micros(ts) per row
-    facts: list[TextFacts] = field(default_factory=list)
+    facts: list[TextFacts | None] = field(default_factory=list)  # worked out when first used
     postings: dict[str, list[int]] = field(default_factory=dict)  # keyword -> rows holding it
+    posted: tuple[int, int] = (0, 0)  # the rows the postings cover
 
 
 @dataclass(frozen=True)
@@ -75,12 +76,32 @@ class Rows:
     block: _Block
     start: int
 
-    def facts(self, a: int) -> list[TextFacts]:
-        """TextFacts of the rows from position a on."""
-        return self.block.facts[self.start + a:self.start + len(self.us)]
+    def facts(self, cands: Sequence[Candidate], i: int, lo: int) -> TextFacts:
+        """TextFacts of cands[i] (i >= lo)."""
+        row = self.start + i - lo
+        got = self.block.facts[row]
+        if got is None:
+            got = self.block.facts[row] = text_facts(cands[i].text)
+        return got
+
+    def post(self, cands: Sequence[Candidate], lo: int, a: int) -> None:
+        """Make `doc_freq` cover the rows from position a on (the block's postings grow
+        at the end as the window moves on; anything else starts them afresh)."""
+        block, b = self.block, self.start + len(self.us)
+        first, last = block.posted
+        a += self.start
+        if a > last or a < first and first != last:
+            block.postings, first, last = {}, a, a
+        if first == last:
+            first = last = a
+        for row in range(last, b):
+            for w in self.facts(cands, row - self.start + lo, lo).kw:
+                block.postings.setdefault(w, []).append(row)
+        block.posted = (first, max(last, b))
 
     def doc_freq(self, word: str, a: int) -> int:
-        """How many rows from position a on hold the keyword."""
+        """How many rows from position a on hold the keyword (after `post` from a or
+        earlier)."""
         rows = self.block.postings.get(word)
         if not rows:
             return 0
@@ -143,14 +164,11 @@ class VectorCache:
             us = np.zeros(size, dtype=np.int64)
             us[:len(block.ids)] = block.us[:len(block.ids)]
             block.mat, block.us = bigger, us
-        for c in new:
-            row = len(block.ids)
-            block.mat[row] = c.vector
-            block.us[row] = micros(c.ts)
-            facts = text_facts(c.text)
-            block.facts.append(facts)
-            for w in facts.kw:
-                block.postings.setdefault(w, []).append(row)
+        first = len(block.ids)
+        block.mat[first:rows] = [c.vector for c in new]
+        block.us[first:rows] = [micros(c.ts) for c in new]
+        block.facts.extend([None] * len(new))
+        for row, c in enumerate(new, first):
             self._where[c.record_id] = (block, row)
-            block.ids.append(c.record_id)
+        block.ids.extend(c.record_id for c in new)
         self._rows += len(new)

@@ -99,7 +99,7 @@ class _Context:
     open_threads: frozenset[str]  # threads with a turn in the last OPEN_SECONDS
 
     def facts(self, i: int) -> TextFacts:
-        return self.rows.block.facts[self.rows.start + i - self.lo]
+        return self.rows.facts(self.cands, i, self.lo)
 
 
 def _idf(qkw: frozenset[str], rows: Rows, w0: int) -> tuple[dict[str, float], float]:
@@ -270,6 +270,7 @@ def features(q: LinkInput, cands: Sequence[Candidate], s: CorrelationSettings,
         sims[i - lo] = max(sims[i - lo], float(rv @ q.vector))
     pick, threads = _shortlist(sims, cands, lo, wlo, s)
     qkw = keywords(q.text)
+    rows.post(cands, lo, wlo - lo)
     idf, novel = _idf(qkw, rows, wlo - lo)
     ctx = _Context(q=q, cands=cands, mat=mat, sims=sims, us=us, lo=lo, rows=rows,
                    idf=idf, novel=novel, qkw=qkw, qents=frozenset(q.entity_keys),
