@@ -7,7 +7,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import chain
+from itertools import accumulate
 
 import numpy as np
 
@@ -110,9 +110,15 @@ def _idf(qkw: frozenset[str], rows: Rows, w0: int) -> tuple[dict[str, float], fl
     return idf, sum(1 for d in df.values() if d == 0) / max(len(df), 1)
 
 
-def _open_threads(q: LinkInput, cands: Sequence[Candidate]) -> frozenset[str]:
-    return frozenset(c.thread_id for c in cands[-50:]
-                     if (q.ts - c.ts).total_seconds() <= OPEN_SECONDS)
+def _open_threads(q: LinkInput, cands: Sequence[Candidate], us: np.ndarray) -> frozenset[str]:
+    """Threads among the last 50 turns with a turn in the last OPEN_SECONDS (`us`: the
+    micros of the last len(us) turns)."""
+    k = min(50, len(cands))
+    if k > len(us):
+        return frozenset(c.thread_id for c in cands[-k:]
+                         if (q.ts - c.ts).total_seconds() <= OPEN_SECONDS)
+    recent = np.flatnonzero((micros(q.ts) - us[-k:]) / 1e6 <= OPEN_SECONDS) + len(cands) - k
+    return frozenset(cands[i].thread_id for i in recent.tolist())
 
 
 def _query_row(ctx: _Context, cues: frozenset[str], opener: float) -> list[float]:
@@ -130,34 +136,35 @@ def _thread_rows(ctx: _Context, todo: Sequence[_Thread], memo: dict[tuple[int, .
     described: similarity to its centroid, head and recent turns, overlap, pace."""
     q, cands, lo = ctx.q, ctx.cands, ctx.lo
     q_us = micros(q.ts)
-    flat = np.fromiter(chain.from_iterable(t.turns for t in todo), dtype=np.int64) - lo
-    lens = np.fromiter((len(t.turns) for t in todo), dtype=np.int64, count=len(todo))
-    starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
-    sims = ctx.sims[flat].astype(np.float64)
-    sums = np.add.reduceat(sims, starts).tolist()
-    flat_sims, bounds = sims.tolist(), (starts + lens).tolist()
+    lens = [len(t.turns) for t in todo]
+    bounds = list(accumulate(lens))
+    sims = ctx.sims[[j - lo for t in todo for j in t.turns]].astype(np.float64)
+    sums = np.add.reduceat(sims, [0, *bounds[:-1]]).tolist()
+    flat_sims = sims.tolist()
     keys = [tuple([cands[j].record_id for j in t.turns]) for t in todo]
     new = [k for k, key in enumerate(keys) if key not in memo]
     if new:
         if len(memo) > 100_000:
             memo.clear()
         _describe(ctx, [todo[k] for k in new], [keys[k] for k in new], memo)
-    others_open = len(ctx.open_threads)
+    idf, qkw, qents, open_threads = ctx.idf, ctx.qkw, ctx.qents, ctx.open_threads
+    others_open = len(open_threads)
     for k, t in enumerate(todo):
         f = memo[keys[k]]
-        ts = flat_sims[bounds[k] - len(t.turns):bounds[k]]
-        t.ranked = sorted(ts)
+        ts = flat_sims[bounds[k] - lens[k]:bounds[k]]
+        t.ranked = ranked = sorted(ts)
         recent = ts[-3:]
-        last = ctx.facts(t.turns[-1])
-        kw = sum(ctx.idf[w] for w in ctx.qkw & f.keywords) if ctx.qkw else 0.0
-        ents = float(min(len(ctx.qents & f.entities), 3)) if ctx.qents else 0.0
+        latest = t.turns[-1]
+        last = ctx.facts(latest)
         now = math.log1p(max((q_us - f.last_us) / 1e6, 0.0))
         t.row = [
-            math.log1p(t.rank), math.log1p(len(t.turns)), now, t.ranked[-1],
+            math.log1p(t.rank), math.log1p(lens[k]), now, ranked[-1],
             sums[k] / f.norm,  # |sum of unit vectors|: q . centroid / |centroid|
-            ts[0], sum(recent) / len(recent), ents, kw,
+            ts[0], sum(recent) / len(recent),
+            float(min(len(qents & f.entities), 3)) if qents else 0.0,
+            sum(idf[w] for w in qkw & f.keywords) if qkw else 0.0,
             float(last.ack), float(last.closing),
-            float(others_open - (cands[t.turns[-1]].thread_id in ctx.open_threads) > 0),
+            float(others_open - (cands[latest].thread_id in open_threads) > 0),
             0.0 if f.pace is None else now - f.pace,
         ]
 
@@ -274,7 +281,7 @@ def features(q: LinkInput, cands: Sequence[Candidate], s: CorrelationSettings,
     idf, novel = _idf(qkw, rows, wlo - lo)
     ctx = _Context(q=q, cands=cands, mat=mat, sims=sims, us=us, lo=lo, rows=rows,
                    idf=idf, novel=novel, qkw=qkw, qents=frozenset(q.entity_keys),
-                   open_threads=_open_threads(q, cands))
+                   open_threads=_open_threads(q, cands, us))
     cues = cue_names(q.text)
     base = _query_row(ctx, cues, opener)
     tl = [threads[cands[i].thread_id] for i in pick]
