@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -58,17 +59,13 @@ def _shortlist(sims: np.ndarray, cands: Sequence[Candidate], lo: int, wlo: int,
     """Indices to score in full, and the threads they belong to (turns in the window and the
     shortlist, rank by latest turn among all the window's threads)."""
     n = len(cands)
-    by_id: dict[str, list[int]] = {}
+    by_id: defaultdict[str, list[int]] = defaultdict(list)
     for i, tid in enumerate([c.thread_id for c in cands[wlo:]], wlo):
-        turns = by_id.get(tid)
-        if turns is None:
-            by_id[tid] = [i]
-        else:
-            turns.append(i)
+        by_id[tid].append(i)
     pick = set(range(max(wlo, n - s.recent_candidates), n))
     k = min(s.similar_candidates, len(sims))
-    for j in np.argpartition(-sims, k - 1)[:k]:
-        i = lo + int(j)
+    for j in np.argpartition(-sims, k - 1)[:k].tolist():
+        i = lo + j
         pick.add(i)
         if i < wlo:
             tid = cands[i].thread_id
