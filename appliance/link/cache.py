@@ -94,8 +94,8 @@ class Rows:
             block.postings, first, last = {}, a, a
         if first == last:
             first = last = a
-        for row in range(last, b):
-            for w in self.facts(cands, row - self.start + lo, lo).kw:
+        for row, c in enumerate(cands[last - self.start + lo:b - self.start + lo], last):
+            for w in keywords(c.text):
                 block.postings.setdefault(w, []).append(row)
         block.posted = (first, max(last, b))
 
@@ -165,7 +165,7 @@ class VectorCache:
             us[:len(block.ids)] = block.us[:len(block.ids)]
             block.mat, block.us = bigger, us
         first = len(block.ids)
-        block.mat[first:rows] = [c.vector for c in new]
+        block.mat[first:rows] = np.stack([c.vector for c in new])
         block.us[first:rows] = [micros(c.ts) for c in new]
         block.facts.extend([None] * len(new))
         for row, c in enumerate(new, first):
