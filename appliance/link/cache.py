@@ -76,13 +76,17 @@ class Rows:
     block: _Block
     start: int
 
-    def facts(self, cands: Sequence[Candidate], i: int, lo: int) -> TextFacts:
-        """TextFacts of cands[i] (i >= lo)."""
-        row = self.start + i - lo
-        got = self.block.facts[row]
-        if got is None:
-            got = self.block.facts[row] = text_facts(cands[i].text)
-        return got
+    def facts(self, cands: Sequence[Candidate], idx: Sequence[int], lo: int
+              ) -> list[TextFacts]:
+        """TextFacts of cands[i] for each i in idx (all >= lo)."""
+        held, off = self.block.facts, self.start - lo
+        out = []
+        for i in idx:
+            got = held[i + off]
+            if got is None:
+                got = held[i + off] = text_facts(cands[i].text)
+            out.append(got)
+        return out
 
     def post(self, cands: Sequence[Candidate], lo: int, a: int) -> None:
         """Make `doc_freq` cover the rows from position a on (the block's postings grow
