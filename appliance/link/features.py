@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -58,17 +59,13 @@ def _shortlist(sims: np.ndarray, cands: Sequence[Candidate], lo: int, wlo: int,
     """Indices to score in full, and the threads they belong to (turns in the window and the
     shortlist, rank by latest turn among all the window's threads)."""
     n = len(cands)
-    by_id: dict[str, list[int]] = {}
+    by_id: defaultdict[str, list[int]] = defaultdict(list)
     for i, tid in enumerate([c.thread_id for c in cands[wlo:]], wlo):
-        turns = by_id.get(tid)
-        if turns is None:
-            by_id[tid] = [i]
-        else:
-            turns.append(i)
+        by_id[tid].append(i)
     pick = set(range(max(wlo, n - s.recent_candidates), n))
     k = min(s.similar_candidates, len(sims))
-    for j in np.argpartition(-sims, k - 1)[:k]:
-        i = lo + int(j)
+    for j in np.argpartition(-sims, k - 1)[:k].tolist():
+        i = lo + j
         pick.add(i)
         if i < wlo:
             tid = cands[i].thread_id
@@ -98,8 +95,8 @@ class _Context:
     qents: frozenset[str]
     open_threads: frozenset[str]  # threads with a turn in the last OPEN_SECONDS
 
-    def facts(self, i: int) -> TextFacts:
-        return self.rows.facts(self.cands, i, self.lo)
+    def facts(self, idx: Sequence[int]) -> list[TextFacts]:
+        return self.rows.facts(self.cands, idx, self.lo)
 
 
 def _idf(qkw: frozenset[str], rows: Rows, w0: int) -> tuple[dict[str, float], float]:
@@ -149,13 +146,13 @@ def _thread_rows(ctx: _Context, todo: Sequence[_Thread], memo: dict[tuple[int, .
         _describe(ctx, [todo[k] for k in new], [keys[k] for k in new], memo)
     idf, qkw, qents, open_threads = ctx.idf, ctx.qkw, ctx.qents, ctx.open_threads
     others_open = len(open_threads)
+    lasts = ctx.facts([t.turns[-1] for t in todo])
     for k, t in enumerate(todo):
         f = memo[keys[k]]
         ts = flat_sims[bounds[k] - lens[k]:bounds[k]]
         t.ranked = ranked = sorted(ts)
         recent = ts[-3:]
-        latest = t.turns[-1]
-        last = ctx.facts(latest)
+        latest, last = t.turns[-1], lasts[k]
         now = math.log1p(max((q_us - f.last_us) / 1e6, 0.0))
         t.row = [
             math.log1p(t.rank), math.log1p(lens[k]), now, ranked[-1],
@@ -189,7 +186,7 @@ def _describe(ctx: _Context, threads: list[_Thread], keys: list[tuple[int, ...]]
         last = us[-6:]  # its last five gaps; log1p is monotone, so log of the median
         gaps = sorted(b - a for a, b in zip(last, last[1:], strict=False))
         memo[key] = ThreadFacts(
-            norm=norm, keywords=frozenset().union(*(ctx.facts(j).kw for j in t.turns)),
+            norm=norm, keywords=frozenset().union(*(f.kw for f in ctx.facts(t.turns))),
             entities=frozenset().union(*(ctx.cands[j].entity_keys for j in t.turns)),
             last_us=us[-1],
             pace=math.log1p(max(gaps[len(gaps) // 2] / 1e6, 0.0)) if gaps else None)
@@ -210,13 +207,13 @@ def _text_rows(ctx: _Context, pick: list[int], tl: list[_Thread], sim: list[floa
     q, idf, qkw, qents = ctx.q, ctx.idf, ctx.qkw, ctx.qents
     qs, qph = q.session_key, placeholder_types(q.text)
     out: list[tuple[float, ...]] = []
-    for i, t, v in zip(pick, tl, sim, strict=True):
-        c, f = ctx.cands[i], ctx.facts(i)
+    for i, t, v, f in zip(pick, tl, sim, ctx.facts(pick), strict=True):
+        c = ctx.cands[i]
         assert t.ranked is not None  # set with the thread's row
         shared = qkw & f.kw
         kw = only = 0.0
         if shared:
-            latest = ctx.facts(t.turns[-1]).kw if i != t.turns[-1] else f.kw
+            latest = ctx.facts(t.turns[-1:])[0].kw if i != t.turns[-1] else f.kw
             kw, only = sum(idf[w] for w in shared), sum(idf[w] for w in shared - latest)
         cs = c.session_key
         out.append((

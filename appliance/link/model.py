@@ -34,6 +34,8 @@ class PairModel:
         self.kind = spec["kind"]
         self.mean = np.asarray(spec["scaler"]["mean"], dtype=np.float64)
         self.scale = np.asarray(spec["scaler"]["scale"], dtype=np.float64)
+        # (x - 0) / 1 is x, bit for bit: the trees' exporter writes an identity scaler
+        self.scaled = not (np.all(self.mean == 0.0) and np.all(self.scale == 1.0))
         self.intercept = float(spec["intercept"])
         if self.kind == "logistic":
             self.coef = np.asarray(spec["coef"], dtype=np.float64)
@@ -44,7 +46,7 @@ class PairModel:
 
     def proba(self, x: np.ndarray) -> np.ndarray:
         """Link probability per row of the feature matrix."""
-        z = (x - self.mean) / self.scale
+        z = (x - self.mean) / self.scale if self.scaled else x
         if self.kind == "logistic":
             raw = z @ self.coef + self.intercept
         else:
