@@ -165,6 +165,9 @@ class PrivacySettings(_Strict):
     # Units (threads or prompts) one user may add to one cross-user release: the
     # L1 sensitivity of a count; sums are clipped per unit on top.
     contribution_bound: int = Field(default=15, ge=1, le=10_000)
+    # Groups one user is counted in by a release's count of people (the L1
+    # sensitivity of that count, which decides k-suppression).
+    people_bound: int = Field(default=8, ge=1, le=10_000)
     # Tenants whose analysts may search other users' prompts.
     cross_user_search: dict[str, bool] = {}
     # When (crontab, UTC) `semtrace serve` makes each tenant's daily releases of the

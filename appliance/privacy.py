@@ -5,7 +5,9 @@ from *units* (a thread, a prompt) that each belong to one user. Under user-level
 adjacency (one person's data added or removed):
 
 * each user keeps at most `contribution_bound` units per release (a random
-  sample), so a unit count per group moves by at most L = contribution_bound in
+  sample), and is counted among the people of at most `people_bound` groups (a
+  random sample of theirs), so a unit count per group moves by at most
+  L = contribution_bound in L1, the count of people by at most people_bound,
   L1, and a sum clipped to [0, bound] per unit by at most L * bound;
 * a release's epsilon is split over the released vectors: most to the thread
   count (COUNT_SHARE), then the distinct-user count that decides suppression
@@ -278,6 +280,22 @@ class PrivacyGate:
         return (eps * COUNT_SHARE, eps * USERS_SHARE,
                 [eps * MEASURES_SHARE * m.weight / weights for m in measures])
 
+    def people(self, kept: list[Unit]) -> list[str]:
+        """One row per (user, group) a user is counted in: at most `people_bound` groups
+        per user (a uniform sample of theirs), the sensitivity of the people count."""
+        limit = self.settings.people_bound
+        groups: dict[str, set[str]] = defaultdict(set)
+        for u in kept:
+            groups[u.user].add(u.group)
+        rows: list[str] = []
+        for mine in groups.values():
+            names = sorted(mine)
+            if len(names) > limit:
+                pick = self.rng.choice(len(names), size=limit, replace=False)
+                names = [names[int(i)] for i in sorted(pick)]
+            rows.extend(names)
+        return rows
+
     def _noisy(self, units: list[Unit], measures: Sequence[Measure], epsilon: float
                ) -> tuple[tuple[GroupFigures, ...], float]:
         """Noisy groups and the epsilon OpenDP accounts for them (nothing charged here).
@@ -289,7 +307,8 @@ class PrivacyGate:
         names = sorted({u.group for u in units})
         eps_count, eps_users, eps_sums = self.shares(measures, epsilon)
         count = CountMechanism(names, bound=bound, epsilon=eps_count)
-        users = CountMechanism(names, bound=bound, epsilon=eps_users)
+        users = CountMechanism(names, bound=min(bound, self.settings.people_bound),
+                               epsilon=eps_users)
         sum_ms = [SumMechanism(len(names), bound=bound, clip=m.bound, epsilon=e)
                   for m, e in zip(measures, eps_sums, strict=True)]
         spent = count.epsilon + users.epsilon + sum(m.epsilon for m in sum_ms)
@@ -299,8 +318,7 @@ class PrivacyGate:
             for j, m in enumerate(measures):
                 raw[j][pos[u.group]] += min(max(float(u.values.get(m.name, 0.0)), 0.0), m.bound)
         counts = count([u.group for u in kept])
-        # one row per (user, group): a user is in at most `bound` groups after bounding
-        people = users([g for _, g in {(u.user, u.group) for u in kept}])
+        people = users(self.people(kept))
         noisy_sums = [sm(r) for sm, r in zip(sum_ms, raw, strict=True)]
         k = self.settings.k_min_users
         out = []

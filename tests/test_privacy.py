@@ -93,6 +93,21 @@ def test_one_user_adds_at_most_the_contribution_bound(runtime: Any) -> None:
     assert len(kept) == 7
 
 
+def test_one_user_is_counted_among_the_people_of_at_most_people_bound_groups(
+        runtime: Any) -> None:
+    g = gate(runtime, people_bound=3, contribution_bound=50, k_min_users=1,
+             epsilon_per_release=0.85, epsilon_per_day=1e9)
+    busy = [Unit("busy", f"g{i:02d}") for i in range(20)]
+    rows = g.people(busy + crowd("g00", 4))
+    assert len(rows) == 3 + 4 and rows.count("g00") in (4, 5)
+    # the people count's noise follows the bound on groups, not the one on threads:
+    # it gets 0.25 / 0.85 of epsilon 0.85, so its scale is 3 / 0.25
+    rel = g.release("acme", busy + crowd("g00", 40))
+    people = {f.group: f.users for f in rel.groups}
+    assert people["g00"] is not None and people["g00"].noise_scale == pytest.approx(12.0)
+    assert rel.groups[0].count.noise_scale == pytest.approx(50 / 0.6)
+
+
 def test_budget_is_refused_with_one_sentence_when_spent_and_renews_next_day(
         runtime: Any) -> None:
     clock = Clock()
