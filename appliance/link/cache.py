@@ -48,11 +48,11 @@ def text_facts(text: str) -> TextFacts:
 @dataclass(frozen=True)
 class ThreadFacts:
     """What the linker uses of a thread's turns apart from the prompt, kept while the
-    thread's turns in view stay the same."""
+    thread's turns in view stay the same. Only what a record's id fixes (vector, time,
+    text): not its entity keys, which a candidate reloaded from the store lacks."""
 
     norm: float  # |sum of the turns' vectors| (1 for a single turn)
     keywords: frozenset[str]
-    entities: frozenset[str]
     last_us: int  # micros of its latest turn
     pace: float | None  # log seconds of the median of its last five gaps (None: one turn)
 

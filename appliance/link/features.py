@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import accumulate
+from itertools import accumulate, chain
 
 import numpy as np
 
@@ -158,7 +158,9 @@ def _thread_rows(ctx: _Context, todo: Sequence[_Thread], memo: dict[tuple[int, .
             math.log1p(t.rank), math.log1p(lens[k]), now, ranked[-1],
             sums[k] / f.norm,  # |sum of unit vectors|: q . centroid / |centroid|
             ts[0], sum(recent) / len(recent),
-            float(min(len(qents & f.entities), 3)) if qents else 0.0,
+            float(min(len(qents.intersection(
+                chain.from_iterable(cands[j].entity_keys for j in t.turns))), 3))
+            if qents else 0.0,
             sum(idf[w] for w in qkw & f.keywords) if qkw else 0.0,
             float(last.ack), float(last.closing),
             float(others_open - (cands[latest].thread_id in open_threads) > 0),
@@ -169,7 +171,7 @@ def _thread_rows(ctx: _Context, todo: Sequence[_Thread], memo: dict[tuple[int, .
 def _describe(ctx: _Context, threads: list[_Thread], keys: list[tuple[int, ...]],
               memo: dict[tuple[int, ...], ThreadFacts]) -> None:
     """ThreadFacts of threads whose turns in view are new: norm of the vector sum,
-    keywords and entities of all turns, latest time, median pause (of the last five)."""
+    keywords of all turns, latest time, median pause (of the last five)."""
     norms = [1.0] * len(threads)
     multi = [k for k, t in enumerate(threads) if len(t.turns) > 1]
     if multi:
@@ -187,7 +189,6 @@ def _describe(ctx: _Context, threads: list[_Thread], keys: list[tuple[int, ...]]
         gaps = sorted(b - a for a, b in zip(last, last[1:], strict=False))
         memo[key] = ThreadFacts(
             norm=norm, keywords=frozenset().union(*(f.kw for f in ctx.facts(t.turns))),
-            entities=frozenset().union(*(ctx.cands[j].entity_keys for j in t.turns)),
             last_us=us[-1],
             pace=math.log1p(max(gaps[len(gaps) // 2] / 1e6, 0.0)) if gaps else None)
 
