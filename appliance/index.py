@@ -56,7 +56,12 @@ class TenantIndex:
         """Candidates the HNSW search keeps (usearch default 64): higher is slower, more exact."""
         self._index.expansion_search = int(expansion_search)  # type: ignore[misc]  # has a setter
 
-    def _exact(self, keys: list[int], query: np.ndarray, k: int) -> list[Match]:
+    def user_keys(self, user: str) -> set[int]:
+        """Record ids indexed for one user."""
+        return set(self._users.get(user, ()))
+
+    def exact(self, keys: list[int], query: np.ndarray, k: int) -> list[Match]:
+        """Top-k by cosine among `keys` (all of them compared: no graph search)."""
         if not keys:
             return []
         vecs = np.asarray(self._index.get(np.asarray(keys, dtype=np.uint64)), dtype=np.float32)
@@ -71,9 +76,9 @@ class TenantIndex:
         if user is not None:
             keys = sorted(self._users.get(user, ()))
             if len(keys) <= EXACT_BELOW:
-                return self._exact(keys, q, k)
+                return self.exact(keys, q, k)
         elif len(self._owner) <= EXACT_BELOW:
-            return self._exact(sorted(self._owner), q, k)
+            return self.exact(sorted(self._owner), q, k)
         want = k if user is None else min(len(self._owner), k * 20)
         matches = self._index.search(q, want)
         out = []
@@ -115,7 +120,7 @@ class VectorIndex:
         """Record ids indexed for one user."""
         if tenant not in self._tenants:
             return set()
-        return set(self._tenants[tenant]._users.get(user, ()))
+        return self._tenants[tenant].user_keys(user)
 
     def sizes(self) -> dict[str, int]:
         return {t: len(ix) for t, ix in self._tenants.items()}

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from appliance.audit import Entry as AuditEntry
 from appliance.embed import Embedder
-from appliance.index import VectorIndex
+from appliance.index import Match, VectorIndex
 from appliance.records import Hit, Record, Thread
 from appliance.store import Store
 from appliance.titles import shorten, thread_titles
@@ -136,7 +136,17 @@ def build_index(store: Store, embedder: Embedder, *, tenant: str | None = None,
     return index
 
 
-def search(store: Store, index: VectorIndex, embedder: Embedder, text: str, *,
+class Searchable(Protocol):
+    """What `search` looks in: an `index.VectorIndex`, or the query socket's kept index
+    (`readindex.ScopedIndex`)."""
+
+    def sizes(self) -> dict[str, int]: ...
+
+    def search(self, tenant: str, query: np.ndarray, k: int = 10, *,
+               user: str | None) -> list[Match]: ...
+
+
+def search(store: Store, index: Searchable, embedder: Embedder, text: str, *,
            tenant: str | None, user: str | None, k: int = 10,
            since: datetime | None = None) -> list[Hit]:
     """Prompts most similar to `text` within scope (user None = cross-user, caller checked)."""
@@ -149,8 +159,8 @@ def search(store: Store, index: VectorIndex, embedder: Embedder, text: str, *,
     hits: list[Hit] = []
     for t, m in matches:
         rec = store.records("r.id = ?", (m.record_id,))
-        if not rec or (since and rec[0].ts < since):
-            continue
+        if not rec or rec[0].text is None or (since and rec[0].ts < since):
+            continue  # deleted, or its key destroyed, since the index was built
         r = rec[0]
         hits.append(Hit(record_id=r.record_id, thread_id=r.thread_id,
                         similarity=round(float(m.similarity), 4), text=r.text, tenant=t,

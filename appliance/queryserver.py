@@ -35,6 +35,7 @@ from appliance.ingest import parse_ts
 from appliance.keys import Keyring
 from appliance.protocol import ProtocolError
 from appliance.query import ThreadFilter, data_version, get_thread, list_threads
+from appliance.readindex import ReaderIndex
 from appliance.reads import (
     StatsQuery,
     run_search,
@@ -142,12 +143,22 @@ class ReadSide:
     store of its own, so that a long search or listing never holds up ingest and no key
     cached from before a shred is used; cross-user stats spend and cache on a side
     connection of the service's store. One long-lived read-only connection only watches
-    for commits (its `data_version`), for the TUI's refresh."""
+    for commits (its `data_version`), for the TUI's refresh. Searches use one vector
+    index kept in memory (readindex.py), brought up to date from each search's store."""
 
     def __init__(self, writer: Store, keyring: Keyring) -> None:
         self.writer = writer
         self.keyring = keyring
         self._watch: Any = None
+        self._kept: ReaderIndex | None = None
+
+    def kept(self, embedder: Embedder | None) -> ReaderIndex | None:
+        """The search index kept for `embedder`'s model (a new one if the model changed)."""
+        if embedder is None:
+            return None
+        if self._kept is None or self._kept.model_id != embedder.model_id:
+            self._kept = ReaderIndex(embedder.dims, embedder.model_id)
+        return self._kept
 
     def version(self) -> int:
         """Changes whenever any connection (ingest, maintenance, a release) commits."""
@@ -161,13 +172,14 @@ class ReadSide:
         ledger = self.writer.side_connection() if obj.get("op") == "stats" else None
         try:
             return answer(obj, role, policies, store, self.keyring, embedder,
-                          ledger_db=ledger, version=self.version)
+                          ledger_db=ledger, version=self.version, kept=self.kept(embedder))
         finally:
             if ledger is not None:
                 ledger.close()
             store.close()
 
     def close(self) -> None:
+        self._kept = None
         if self._watch is not None:
             self._watch.close()
             self._watch = None
@@ -175,15 +187,17 @@ class ReadSide:
 
 def answer(obj: dict[str, Any], role: str, policies: Policies, store: Store,
            keyring: Keyring, embedder: Embedder | None = None, *,
-           ledger_db: Any = None, version: Callable[[], int] | None = None) -> dict[str, Any]:
-    """The reply to an authorized query (`version`: the TUI's change counter)."""
+           ledger_db: Any = None, version: Callable[[], int] | None = None,
+           kept: ReaderIndex | None = None) -> dict[str, Any]:
+    """The reply to an authorized query (`version`: the TUI's change counter; `kept`:
+    the reader's search index, else each search builds its own)."""
     rid = obj.get("request_id") if isinstance(obj.get("request_id"), str) else None
     op = obj.get("op")
     try:
         if op in ("thread", "threads"):
             body = _threads(obj, role, policies, store, keyring, rid)
         elif op == "search":
-            body = _search(obj, role, policies, store, keyring, embedder, rid)
+            body = _search(obj, role, policies, store, keyring, embedder, rid, kept)
         elif op == "stats":
             body = _stats(obj, policies, store, keyring, rid, ledger_db)
         else:
@@ -221,13 +235,15 @@ def _threads(obj: dict[str, Any], role: str, policies: Policies, store: Store,
 
 
 def _search(obj: dict[str, Any], role: str, policies: Policies, store: Store,
-            keyring: Keyring, embedder: Embedder | None, rid: str | None) -> dict[str, Any]:
+            keyring: Keyring, embedder: Embedder | None, rid: str | None,
+            kept: ReaderIndex | None = None) -> dict[str, Any]:
     if embedder is None:
         raise ProtocolError("bad_request", "This service has no embedding model.", rid)
     text = _str(obj, "text", rid, required=True)
     hits = run_search(store, keyring, policies, role, embedder, str(text),
                       tenant=_str(obj, "tenant", rid), user=_str(obj, "user", rid),
-                      since=_when(obj, "since", rid), limit=_limit(obj, 10, 1000, rid))
+                      since=_when(obj, "since", rid), limit=_limit(obj, 10, 1000, rid),
+                      kept=kept)
     return {"hits": jsonable(hits)}
 
 

@@ -22,6 +22,7 @@ from appliance.keys import Keyring
 from appliance.privacy import Figure, PrivacyGate
 from appliance.query import build_search_index, search
 from appliance.query import tenants as all_tenants
+from appliance.readindex import ReaderIndex
 from appliance.records import Hit, Record, Thread, jsonable
 from appliance.roles import allowed, sees
 from appliance.store import Store
@@ -63,12 +64,22 @@ def user_pseudonym(keyring: Keyring, tenant: str | None, user: str | None) -> st
 
 def run_search(store: Store, keyring: Keyring, policies: Policies, role: str,
                embedder: Embedder, text: str, *, tenant: str | None, user: str | None,
-               since: datetime | None, limit: int) -> list[Hit]:
-    """Prompts similar to `text` that `role` (already checked for `search`) may see."""
+               since: datetime | None, limit: int,
+               kept: ReaderIndex | None = None) -> list[Hit]:
+    """Prompts similar to `text` that `role` (already checked for `search`) may see.
+
+    Args:
+        kept: the service's in-memory index, brought up to date and searched instead of
+            building one for this query (`semtrace search` run directly builds one).
+    """
     if not text.strip():
         raise SemtraceError("The search text is empty.")
     pseudo = user_pseudonym(keyring, tenant, user)
     tenants = search_tenants(store, policies, role, tenant, user)
+    if kept is not None and kept.model_id == embedder.model_id:
+        kept.refresh(store, tenants)
+        return search(store, kept.scoped(tenants, since), embedder, text, tenant=tenant,
+                      user=pseudo, k=limit, since=since)
     index = build_search_index(store, embedder, tenants=tenants, user=pseudo, since=since)
     return search(store, index, embedder, text, tenant=tenant, user=pseudo, k=limit,
                   since=since)

@@ -106,6 +106,38 @@ def test_search_over_the_socket_stays_inside_the_roles_tenant(served: dict[str, 
                     "globex"), "cross_user_search")
 
 
+def test_a_search_after_erase_returns_none_of_the_erased_users_prompts(
+        served: dict[str, Any], data_dir: Path, passphrase_file: Path) -> None:
+    """The service keeps its search index between queries: a prompt ingested after the
+    first search is found, and once a user is erased no search returns their prompts."""
+    store = served["store"]
+    pseudo = {u: store.db.execute("SELECT user FROM records WHERE request_id=?",
+                                  (f"acme-{u}",)).fetchone()[0] for u in RAW_USERS}
+
+    def hits() -> list[dict[str, Any]]:
+        data, reply = raw(served["sock"], op="search", role="analyst-acme", tenant="acme",
+                          text="Where is the VPN guide for my laptop?", limit=50)
+        assert reply["ok"], reply
+        assert_no_plaintext(data)
+        return list(reply["hits"])
+
+    assert {h["user"] for h in hits()} == set(pseudo.values())
+    with Client(served["ingest"]) as c:
+        assert c.ingest(tenant="acme", user_id=RAW_USERS[0], request_id="late",
+                        text="Where is the VPN guide for the new laptop?",
+                        ts="2026-03-02T09:10:00Z")["ok"]
+    assert any("new laptop" in h["text"] for h in hits())
+
+    erased = run_cli("erase", "--tenant", "acme", "--user", RAW_USERS[0], "--reason", "GDPR",
+                     "--json", "--data-dir", str(data_dir), "--passphrase-file",
+                     str(passphrase_file))
+    assert erased.returncode == 0, erased.stderr
+    assert json.loads(erased.stdout)["records"] == 2
+    left = hits()
+    assert {h["user"] for h in left} == {pseudo[RAW_USERS[1]], pseudo[RAW_USERS[2]]}
+    assert not any("new laptop" in h["text"] for h in left)
+
+
 # ---------------------------------------------------------------- stats
 
 

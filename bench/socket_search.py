@@ -1,0 +1,155 @@
+"""Search latency through the service's query socket on a store of N real prompts.
+
+Builds (once, then reuses with --dir) a store by replaying the first N prompts of
+`/work/shared/bench/threads-{dev,wide}.jsonl` through the whole pipeline (`semtrace
+replay`: Presidio redaction, the bundled llama.cpp embedder, the linker, SQLCipher), all
+in tenant acme (which allows cross-user search), users kept apart per source, times
+moved so the newest prompt is an hour old (retention keeps them all). Then starts
+`semtrace serve` on it and times `search` requests on its query socket (role analyst,
+the service owner): cross-user over the tenant, and one user's prompts. Each timing is
+the whole round trip: embedding the query text on the worker thread, the vector index
+and fetching the hits. Prints figures; asserts nothing.
+
+    .venv/bin/python bench/socket_search.py [--dir DIR] [--prompts 10000] [--queries 200]
+        [--code OTHER_CHECKOUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from appliance.client import Client  # noqa: E402
+
+SHARED = next((p / "shared" / "bench" for p in Path(__file__).resolve().parents
+               if (p / "shared" / "bench").is_dir()), Path("/work/shared/bench"))
+SOURCES = ("dev", "wide")
+
+
+def stream(n: int, out: Path) -> tuple[list[str], list[str]]:
+    """Write the replay stream of the first `n` prompts; returns (texts, user ids)."""
+    rows: list[dict[str, object]] = []
+    for src in SOURCES:
+        lines = (SHARED / f"threads-{src}.jsonl").read_text().splitlines()
+        part = [json.loads(x) for x in lines]
+        newest = max(datetime.fromisoformat(r["ts"].replace("Z", "+00:00")) for r in part)
+        shift = datetime.now(UTC) - timedelta(hours=1) - newest
+        for r in part:
+            ts = datetime.fromisoformat(r["ts"].replace("Z", "+00:00")) + shift
+            rows.append({"tenant": "acme", "user_id": f"{src}-{r['user_id']}",
+                         "request_id": f"{src}-{r['index']}", "text": r["text"],
+                         "ts": ts.isoformat().replace("+00:00", "Z")})
+    rows = rows[:n]
+    with out.open("w") as fh:
+        for i, row in enumerate(rows):
+            fh.write(json.dumps({"index": i, **row}) + "\n")
+    return [str(r["text"]) for r in rows], sorted({str(r["user_id"]) for r in rows})
+
+
+def build(base: Path, n: int) -> tuple[list[str], list[str], float]:
+    """The store in base/data (replayed unless there); (texts, users, replay s or 0)."""
+    base.mkdir(parents=True, exist_ok=True)
+    pw = base / "pw"
+    if not pw.exists():
+        pw.touch(mode=0o600)
+        pw.write_text("benchmark passphrase\n")
+    texts, users = stream(n, base / "stream.jsonl")
+    data = base / "data"
+    if (data / "done").exists():
+        return texts, users, 0.0
+    args = ["--data-dir", str(data), "--passphrase-file", str(pw)]
+    subprocess.run([sys.executable, "-m", "appliance", "init", *args], check=True,
+                   capture_output=True)
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "appliance", "replay", str(base / "stream.jsonl"),
+                    "--out", str(base / "replay-out.jsonl"), *args], check=True)
+    took = time.perf_counter() - t
+    (data / "done").write_text(f"{n} prompts replayed in {took:.0f} s\n")
+    return texts, users, took
+
+
+def serve(base: Path, code: Path | None) -> tuple[subprocess.Popen[bytes], Path]:
+    """`semtrace serve` on the store (`code`: run another checkout's appliance package)."""
+    data = base / "data"
+    env = {**os.environ, "PYTHONPATH": str(code)} if code else None
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--data-dir",
+                             str(data), "--passphrase-file", str(base / "pw")],
+                            stderr=subprocess.DEVNULL, env=env, cwd=code)
+    qsock = data / "query.sock"
+    for _ in range(1200):
+        try:
+            with Client(qsock, timeout=5) as c:
+                if c.request({"v": 1, "op": "version"}).get("ok"):
+                    return proc, qsock
+        except Exception:
+            pass
+        if proc.poll() is not None:
+            raise SystemExit("the service exited")
+        time.sleep(0.2)
+    raise SystemExit("the service did not start")
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def timed(c: Client, req: dict[str, object]) -> tuple[float, int]:
+    t = time.perf_counter()
+    reply = c.request({"v": 1, "op": "search", "role": "analyst", "tenant": "acme", **req})
+    ms = (time.perf_counter() - t) * 1000
+    if not reply.get("ok"):
+        raise SystemExit(f"search failed: {reply.get('error')}")
+    return ms, len(reply["hits"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dir", type=Path, default=None, help="Keep (and reuse) the store here.")
+    ap.add_argument("--prompts", type=int, default=10_000)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--code", type=Path, default=None,
+                    help="Serve with the appliance package of this checkout (e.g. to time "
+                    "main's code on the same store).")
+    args = ap.parse_args()
+    base = args.dir or Path(tempfile.mkdtemp(prefix="semtrace-search-"))
+    texts, users, took = build(base, args.prompts)
+    if took:
+        print(f"replayed {len(texts):,} prompts in {took:.0f} s ({len(texts) / took:.0f}/s)")
+    proc, qsock = serve(base, args.code)
+    try:
+        load = os.getloadavg()[0]
+        with Client(qsock, timeout=600) as c:
+            first, _ = timed(c, {"text": texts[0], "limit": 10})
+            cross, got = [], []
+            for i in range(args.queries):
+                ms, n = timed(c, {"text": texts[(i * 7919) % len(texts)], "limit": 10})
+                cross.append(ms)
+                got.append(n)
+            user = [timed(c, {"text": texts[(i * 104729) % len(texts)], "limit": 10,
+                              "user": users[(i * 31) % len(users)]})[0]
+                    for i in range(args.queries // 2)]
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    print(f"{len(texts):,} prompts in tenant acme; code {args.code or 'this checkout'}; "
+          f"load average {load:.1f} at start")
+    print(f"first search after start: {first:.0f} ms")
+    print(f"cross-user top-10, {len(cross)} queries: p50 {statistics.median(cross):.1f} ms, "
+          f"p99 {pct(cross, 0.99):.1f} ms (hits per query: min {min(got)})")
+    print(f"one user's top-10, {len(user)} queries: p50 {statistics.median(user):.1f} ms, "
+          f"p99 {pct(user, 0.99):.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

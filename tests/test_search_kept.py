@@ -1,0 +1,89 @@
+"""The query socket's kept search index (readindex.py) on the real store and model: it
+answers as an index built for the query would, takes in new prompts, and never lets a
+prompt whose key is destroyed be found, even when the shred stopped before deleting rows."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from conftest import T0, make_prompt
+
+TEXTS = ("How do I reset my VPN password?", "The VPN client crashes on start",
+         "Book a table for two tonight", "Which wine goes with lasagna?",
+         "My laptop will not connect to the office VPN")
+
+
+def _ingest(pipeline: Any) -> None:
+    prompts = [make_prompt(t, user=u, minutes=10 * i + j, request_id=f"{u}-{i}")
+               for j, u in enumerate(("alice", "bob")) for i, t in enumerate(TEXTS)]
+    pipeline.process(prompts)
+
+
+def _reader(runtime: Any) -> Any:
+    from appliance.store import Store
+
+    return Store.open(runtime.store.path.parent, runtime.keyring, readonly=True)
+
+
+def _search(runtime: Any, pipeline: Any, kept: Any, text: str, **kw: Any) -> list[Any]:
+    from appliance.reads import run_search
+
+    store = _reader(runtime)
+    try:
+        return run_search(store, runtime.keyring, runtime.policies, "compliance",
+                          pipeline.embedder, text, limit=kw.pop("limit", 10), kept=kept,
+                          **{"tenant": "acme", "user": None, "since": None, **kw})
+    finally:
+        store.close()
+
+
+def test_kept_index_answers_as_an_index_built_for_the_query(runtime: Any,
+                                                             pipeline: Any) -> None:
+    from appliance.readindex import ReaderIndex
+
+    _ingest(pipeline)
+    kept = ReaderIndex(pipeline.embedder.dims, pipeline.embedder.model_id)
+    since = T0 + timedelta(minutes=20)
+    for kw in ({}, {"user": "alice"}, {"since": since}, {"user": "bob", "since": since},
+               {"tenant": None}, {"limit": 3}):
+        built = _search(runtime, pipeline, None, "VPN trouble", **kw)
+        assert built, kw
+        assert _search(runtime, pipeline, kept, "VPN trouble", **kw) == built, kw
+    late = make_prompt("Where is the VPN installer for macOS?", user="bob", minutes=90,
+                       request_id="late")
+    pipeline.process([late])
+    found = _search(runtime, pipeline, kept, "VPN installer for mac")
+    assert found[0].text == late.text
+    assert found == _search(runtime, pipeline, None, "VPN installer for mac")
+    assert kept.sizes() == {"acme": 2 * len(TEXTS) + 1}
+
+
+def test_no_search_finds_a_prompt_whose_key_is_destroyed_though_its_rows_remain(
+        runtime: Any, pipeline: Any) -> None:
+    """A shred killed after destroying its key, before deleting rows."""
+    from appliance.query import search
+    from appliance.readindex import ReaderIndex
+
+    _ingest(pipeline)
+    kept = ReaderIndex(pipeline.embedder.dims, pipeline.embedder.model_id)
+    alice = runtime.keyring.pseudonym("acme", "alice")
+    assert alice in {h.user for h in _search(runtime, pipeline, kept, "VPN password")}
+    bucket = runtime.store.db.execute("SELECT DISTINCT bucket_id FROM records WHERE user=?",
+                                      (alice,)).fetchone()[0]
+    runtime.store.destroy_key(bucket)
+    assert runtime.store.db.execute("SELECT count(*) FROM records WHERE user=?",
+                                    (alice,)).fetchone()[0] == len(TEXTS)
+
+    # searched before the index is brought up to date: its hits are dropped when fetched
+    store = _reader(runtime)
+    try:
+        stale = search(store, kept.scoped(["acme"], None), pipeline.embedder, "VPN password",
+                       tenant="acme", user=None, k=10)
+    finally:
+        store.close()
+    assert stale and alice not in {h.user for h in stale}
+    # brought up to date: the key's destruction drops the index; rebuilt without alice
+    hits = _search(runtime, pipeline, kept, "VPN password")
+    assert hits and alice not in {h.user for h in hits}
+    assert kept.sizes() == {"acme": len(TEXTS)}
