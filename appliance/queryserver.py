@@ -204,7 +204,7 @@ def answer(obj: dict[str, Any], role: str, policies: Policies, store: Store,
             from appliance.tui import served
 
             body = jsonable(served.answer(obj, role, policies, store, embedder, rid,
-                                          version or (lambda: data_version(store))))
+                                          version or (lambda: data_version(store)), kept))
     except AccessDenied as exc:
         raise ProtocolError("forbidden", str(exc), rid) from None
     except SemtraceError as exc:  # BudgetSpent, a bad window, an unknown kind: one sentence

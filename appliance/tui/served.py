@@ -18,11 +18,13 @@ from appliance.errors import AccessDenied, SemtraceError
 from appliance.ingest import parse_ts
 from appliance.protocol import ProtocolError
 from appliance.query import (
+    Searchable,
     build_index,
     search,
     tenants,
     users_with_prefix,
 )
+from appliance.readindex import ReaderIndex
 from appliance.roles import bound_tenants, sees
 from appliance.store import Store
 from appliance.tui.aggregates import KINDS, aggregate_view
@@ -82,10 +84,10 @@ def _int(obj: dict[str, Any], key: str, default: int, top: int, rid: str | None)
 
 
 def answer(obj: dict[str, Any], role: str, policies: Policies, store: Store,
-           embedder: Embedder | None, rid: str | None, version: Callable[[], int]
-           ) -> dict[str, Any]:
+           embedder: Embedder | None, rid: str | None, version: Callable[[], int],
+           kept: ReaderIndex | None = None) -> dict[str, Any]:
     """The body of the reply to one of the TUI's ops (`version`: what changes whenever
-    anything is committed)."""
+    anything is committed; `kept`: the service's search index, else one is built)."""
     op = obj.get("op")
     if op == "version":
         return {"version": version()}
@@ -115,12 +117,12 @@ def answer(obj: dict[str, Any], role: str, policies: Policies, store: Store,
         topic = obj.get("topic") if isinstance(obj.get("topic"), str) else None
         return {"view": aggregate_view(store, policies, _scope(store, role, policies, tenant),
                                        str(kind), now, topic=topic)}
-    return _screen_search(obj, role, policies, store, embedder, tenant, rid)
+    return _screen_search(obj, role, policies, store, embedder, tenant, rid, kept)
 
 
 def _screen_search(obj: dict[str, Any], role: str, policies: Policies, store: Store,
                    embedder: Embedder | None, tenant: str | None,
-                   rid: str | None) -> dict[str, Any]:
+                   rid: str | None, kept: ReaderIndex | None = None) -> dict[str, Any]:
     """The search screen's query: `user:` prefixes widen to a cross-user search only where
     `cross_user_search` allows it (searcher.scopes)."""
     text, prefix = obj.get("text"), obj.get("user")
@@ -135,10 +137,16 @@ def _screen_search(obj: dict[str, Any], role: str, policies: Policies, store: St
     tenant_list = _scope(store, role, policies, tenant)
     users = {t: users_with_prefix(store, t, prefix) for t in tenant_list} if prefix else {}
     pairs, skipped = scopes(policies, role, tenant_list, users)
+    searched = sorted({t for t, _ in pairs})
+    if kept is not None and kept.model_id != embedder.model_id:
+        kept = None
+    if kept is not None:
+        kept.refresh(store, searched)
     hits = []
     for t, user in pairs:
-        index = build_index(store, embedder, tenant=t, user=user)
+        index: Searchable = (kept.scoped([t], since) if kept is not None
+                             else build_index(store, embedder, tenant=t, user=user))
         hits += search(store, index, embedder, text, tenant=t, user=user, k=k, since=since)
     hits.sort(key=lambda h: (-h.similarity, h.record_id))
-    return {"hits": hits[:k], "searched": sorted({t for t, _ in pairs}), "skipped": skipped}
+    return {"hits": hits[:k], "searched": searched, "skipped": skipped}
 
