@@ -32,6 +32,10 @@ class TenantIndex:
         self._index = Index(ndim=dims, metric="cos", dtype=dtype)
         self._users: dict[str, set[int]] = defaultdict(set)
         self._owner: dict[int, str] = {}
+        # every key (ascending) and its stored vector, normalised, for exact searches: made
+        # on the first one, extended by adds, dropped by removals and whenever the tenant
+        # outgrows EXACT_BELOW (then each exact search reads its own keys' vectors)
+        self._rows: tuple[np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self._owner)
@@ -42,11 +46,21 @@ class TenantIndex:
         for rid in record_ids:
             self._users[user].add(rid)
             self._owner[rid] = user
+        if self._rows is not None and len(self._owner) > EXACT_BELOW:
+            self._rows = None
+        elif self._rows is not None:
+            every = np.concatenate([self._rows[0], keys])
+            vecs = np.concatenate([self._rows[1], self._stored(keys)])
+            if len(self._rows[0]) and keys.min() <= self._rows[0][-1]:
+                order = np.argsort(every, kind="stable")
+                every, vecs = every[order], vecs[order]
+            self._rows = (every, vecs)
 
     def remove(self, record_ids: list[int]) -> int:
         present = [r for r in record_ids if r in self._owner]
         if present:
             self._index.remove(np.asarray(present, dtype=np.uint64))
+            self._rows = None
         for rid in present:
             user = self._owner.pop(rid)
             self._users[user].discard(rid)
@@ -60,13 +74,28 @@ class TenantIndex:
         """Record ids indexed for one user."""
         return set(self._users.get(user, ()))
 
+    def _stored(self, keys: np.ndarray) -> np.ndarray:
+        """The vectors of `keys` as the index holds them (quantised), normalised."""
+        vecs = np.asarray(self._index.get(keys), dtype=np.float32)
+        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        return vecs
+
+    def _vectors(self, keys: list[int]) -> np.ndarray:
+        wanted = np.asarray(keys, dtype=np.uint64)
+        if len(self._owner) > EXACT_BELOW:
+            return self._stored(wanted)
+        if self._rows is None:
+            every = np.asarray(sorted(self._owner), dtype=np.uint64)
+            self._rows = (every, self._stored(every))
+        if len(wanted) == len(self._rows[0]):
+            return self._rows[1]  # keys are sorted and distinct: all of them
+        return self._rows[1][np.searchsorted(self._rows[0], wanted)]
+
     def exact(self, keys: list[int], query: np.ndarray, k: int) -> list[Match]:
-        """Top-k by cosine among `keys` (all of them compared: no graph search)."""
+        """Top-k by cosine among `keys` (distinct, ascending; all compared: no graph)."""
         if not keys:
             return []
-        vecs = np.asarray(self._index.get(np.asarray(keys, dtype=np.uint64)), dtype=np.float32)
-        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-        sims = vecs @ query
+        sims = self._vectors(keys) @ query
         top = np.argsort(-sims)[:k]
         return [Match(int(keys[i]), float(sims[i])) for i in top]
 

@@ -87,3 +87,35 @@ def test_no_search_finds_a_prompt_whose_key_is_destroyed_though_its_rows_remain(
     hits = _search(runtime, pipeline, kept, "VPN password")
     assert hits and alice not in {h.user for h in hits}
     assert kept.sizes() == {"acme": len(TEXTS)}
+
+
+def test_exact_search_reads_the_same_vectors_after_adds_in_any_order_and_removals() -> None:
+    """Exact searches read kept rows of the stored vectors; they must match a fresh index's
+    whatever order keys came in, and after keys went."""
+    import numpy as np
+
+    from appliance.index import TenantIndex
+
+    rng = np.random.default_rng(3)
+    vecs = rng.standard_normal((60, 16)).astype(np.float32)
+    steps = [("a", list(range(0, 20)), vecs[0:20]), ("b", list(range(40, 60)), vecs[40:60]),
+             ("a", list(range(20, 40)), vecs[20:40]),  # lower keys than the last add
+             ("", [7, 45], None),  # removed
+             ("b", [7], -vecs[7:8])]  # 7 back, with another vector
+    kept = TenantIndex(16)
+    for n, (user, ids, added) in enumerate(steps):
+        if added is None:
+            kept.remove(ids)
+        else:
+            kept.add(user, ids, added)
+        fresh = TenantIndex(16)
+        for user2, ids2, added2 in steps[:n + 1]:
+            if added2 is None:
+                fresh.remove(ids2)
+            else:
+                fresh.add(user2, ids2, added2)
+        for query in (vecs[7], vecs[50], vecs[30]):
+            for who in (None, "a", "b"):
+                assert kept.search(query, 8, user=who) == fresh.search(query, 8, user=who)
+    assert 45 not in {m.record_id for m in kept.search(vecs[45], 8, user=None)}
+    assert kept.search(vecs[7], 1, user=None)[0].record_id != 7  # 7's old vector is gone
