@@ -141,7 +141,7 @@ def _thread_rows(ctx: _Context, todo: Sequence[_Thread], memo: dict[tuple[int, .
     keys = [tuple([cands[j].record_id for j in t.turns]) for t in todo]
     new = [k for k, key in enumerate(keys) if key not in memo]
     if new:
-        if len(memo) > 100_000:
+        if len(memo) > 50_000:  # a few hundred bytes each
             memo.clear()
         _describe(ctx, [todo[k] for k in new], [keys[k] for k in new], memo)
     idf, qkw, qents, open_threads = ctx.idf, ctx.qkw, ctx.qents, ctx.open_threads
