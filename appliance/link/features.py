@@ -22,7 +22,7 @@ FOLLOW_UP_CUES = frozenset({"pronoun", "demonstrative", "ellipsis", "elaboration
 REFERRING_CUES = FOLLOW_UP_CUES | {"deictic", "answer"}
 QUERY_CUES = ("pronoun", "demonstrative", "ellipsis", "elaboration", "correction",
               "acknowledgement", "management", "question", "deictic", "answer", "opening",
-              "closing")
+              "greeting", "closing")
 QUERY_FEATURES = ("q_gap_last", "q_words", *(f"q_{c}" for c in QUERY_CUES), "q_ack_request",
                   "q_entities", "q_max_sim", "q_active_threads", "q_novel", "q_opener")
 OPEN_SECONDS = 900.0  # a thread with a turn this recent counts as open
@@ -96,6 +96,7 @@ class _Context:
     qkw: frozenset[str]
     qents: frozenset[str]
     open_threads: frozenset[str]  # threads with a turn in the last OPEN_SECONDS
+    closer: Callable[[Candidate], float] | None  # P(a turn closed its conversation)
 
 
 def _idf(q: LinkInput, cands: Sequence[Candidate], wlo: int) -> tuple[dict[str, float], float]:
@@ -157,7 +158,7 @@ def _thread_rows(ctx: _Context, todo: Sequence[_Thread]) -> None:
             centroid[k], ts[0], sum(recent) / len(recent), ents, kw,
             float("acknowledgement" in last_cues), float("closing" in last_cues),
             float(others_open - (last.thread_id in ctx.open_threads) > 0),
-            _pause(q, cands, t.turns),
+            _pause(q, cands, t.turns), 0.5 if ctx.closer is None else ctx.closer(last),
         ]
 
 
@@ -175,7 +176,8 @@ def _pause(q: LinkInput, cands: Sequence[Candidate], turns: list[int]) -> float:
 
 THREAD_FEATURES = ("thread_rank", "thread_turns", "thread_gap", "thread_max_sim",
                    "centroid_sim", "head_sim", "recent_sim", "ent_thread", "kw_thread",
-                   "thread_last_ack", "thread_last_closing", "other_thread_open", "thread_pause")
+                   "thread_last_ack", "thread_last_closing", "other_thread_open", "thread_pause",
+                   "thread_closer")
 MARGINS = ("thread_max_sim", "centroid_sim", "recent_sim", "kw_thread")
 
 
@@ -232,11 +234,14 @@ FEATURES = (*QUERY_FEATURES, *THREAD_FEATURES, *(f"{m}_margin" for m in MARGINS)
 
 
 def features(q: LinkInput, cands: Sequence[Candidate], s: CorrelationSettings,
-             cache: VectorCache, opener: float = 0.5
+             cache: VectorCache, opener: float = 0.5,
+             closer: Callable[[Candidate], float] | None = None
              ) -> tuple[list[int], np.ndarray, np.ndarray, frozenset[str]]:
     """Shortlisted candidate indices, their feature rows, their similarities, the cue names.
 
-    `opener` is the prompt's opener probability (`PairModel.opener_proba`)."""
+    `opener` is the prompt's opener probability (`PairModel.opener_proba`); `closer` gives
+    the probability that an earlier turn closed its conversation (`PairModel.closer_proba`;
+    0.5 for every turn when None)."""
     n = len(cands)
     lo, wlo = max(0, n - s.scan_candidates), max(0, n - s.max_candidates)
     mat = cache.matrix(cands, lo)
@@ -250,7 +255,7 @@ def features(q: LinkInput, cands: Sequence[Candidate], s: CorrelationSettings,
     idf, novel = _idf(q, cands, wlo)
     ctx = _Context(q=q, cands=cands, mat=mat, sims=sims, lo=lo, idf=idf, novel=novel,
                    qkw=keywords(q.text), qents=frozenset(q.entity_keys),
-                   open_threads=_open_threads(q, cands))
+                   open_threads=_open_threads(q, cands), closer=closer)
     cues = cue_names(q.text)
     base = _query_row(ctx, cues, opener)
     tl = [threads[cands[i].thread_id] for i in pick]
