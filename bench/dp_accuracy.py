@@ -18,7 +18,8 @@ withheld, the 95th percentile over the releases that show the topic, and the
 noise scale. Prints figures; asserts nothing.
 
     .venv/bin/python bench/dp_accuracy.py [--users 50 200 1000] [--runs 200]
-                                          [--epsilon E ...] [--bound L] [--json]
+                                          [--epsilon E ...] [--bound L]
+                                          [--people-bound P] [--json]
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ def main() -> None:
     ap.add_argument("--epsilon", type=float, nargs="*", default=[],
                     help="epsilons of the topics release to try (default: the shipped one)")
     ap.add_argument("--bound", type=int, default=None, help="contribution_bound to try")
+    ap.add_argument("--people-bound", type=int, default=None, help="people_bound to try")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     shipped = load_policies().privacy
@@ -129,7 +131,8 @@ def main() -> None:
         cfg = shipped.model_copy(update={
             "release_epsilon": {**shipped.release_epsilon, "topics": eps},
             "epsilon_per_day": 1e9,
-            "contribution_bound": args.bound or shipped.contribution_bound})
+            "contribution_bound": args.bound or shipped.contribution_bound,
+            "people_bound": args.people_bound or shipped.people_bound})
         for n in args.users:
             res = measure(tenant(pool, n, random.Random(n)), cfg, args.runs)
             res.update(users=n, topics_epsilon=eps, contribution_bound=cfg.contribution_bound)
