@@ -19,7 +19,7 @@ import numpy as np
 from appliance.cues import ack_then_request, cue_names, placeholder_types, word_count
 
 CUES = ("pronoun", "demonstrative", "ellipsis", "elaboration", "correction", "acknowledgement",
-        "management", "question", "deictic", "answer", "opening", "closing")
+        "management", "question", "deictic", "answer", "opening", "greeting", "closing")
 TEXT_FEATURES = ("words", "short", "question_mark", "placeholders", "ack_then_request",
                  *(f"cue_{c}" for c in CUES))
 

@@ -48,11 +48,11 @@ def text_facts(text: str) -> TextFacts:
 @dataclass(frozen=True)
 class ThreadFacts:
     """What the linker uses of a thread's turns apart from the prompt, kept while the
-    thread's turns in view stay the same."""
+    thread's turns in view stay the same. Only what a record's id fixes (vector, time,
+    text): not its entity keys, which a candidate reloaded from the store lacks."""
 
     norm: float  # |sum of the turns' vectors| (1 for a single turn)
     keywords: frozenset[str]
-    entities: frozenset[str]
     last_us: int  # micros of its latest turn
     pace: float | None  # log seconds of the median of its last five gaps (None: one turn)
 
@@ -76,13 +76,17 @@ class Rows:
     block: _Block
     start: int
 
-    def facts(self, cands: Sequence[Candidate], i: int, lo: int) -> TextFacts:
-        """TextFacts of cands[i] (i >= lo)."""
-        row = self.start + i - lo
-        got = self.block.facts[row]
-        if got is None:
-            got = self.block.facts[row] = text_facts(cands[i].text)
-        return got
+    def facts(self, cands: Sequence[Candidate], idx: Sequence[int], lo: int
+              ) -> list[TextFacts]:
+        """TextFacts of cands[i] for each i in idx (all >= lo)."""
+        held, off = self.block.facts, self.start - lo
+        out = []
+        for i in idx:
+            got = held[i + off]
+            if got is None:
+                got = held[i + off] = text_facts(cands[i].text)
+            out.append(got)
+        return out
 
     def post(self, cands: Sequence[Candidate], lo: int, a: int) -> None:
         """Make `doc_freq` cover the rows from position a on (the block's postings grow
@@ -94,8 +98,8 @@ class Rows:
             block.postings, first, last = {}, a, a
         if first == last:
             first = last = a
-        for row in range(last, b):
-            for w in self.facts(cands, row - self.start + lo, lo).kw:
+        for row, c in enumerate(cands[last - self.start + lo:b - self.start + lo], last):
+            for w in keywords(c.text):
                 block.postings.setdefault(w, []).append(row)
         block.posted = (first, max(last, b))
 
@@ -165,7 +169,7 @@ class VectorCache:
             us[:len(block.ids)] = block.us[:len(block.ids)]
             block.mat, block.us = bigger, us
         first = len(block.ids)
-        block.mat[first:rows] = [c.vector for c in new]
+        block.mat[first:rows] = np.stack([c.vector for c in new])
         block.us[first:rows] = [micros(c.ts) for c in new]
         block.facts.extend([None] * len(new))
         for row, c in enumerate(new, first):

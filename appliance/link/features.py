@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import chain
+from itertools import accumulate, chain
 
 import numpy as np
 
@@ -22,7 +23,7 @@ FOLLOW_UP_CUES = frozenset({"pronoun", "demonstrative", "ellipsis", "elaboration
 REFERRING_CUES = FOLLOW_UP_CUES | {"deictic", "answer"}
 QUERY_CUES = ("pronoun", "demonstrative", "ellipsis", "elaboration", "correction",
               "acknowledgement", "management", "question", "deictic", "answer", "opening",
-              "closing")
+              "greeting", "closing")
 QUERY_FEATURES = ("q_gap_last", "q_words", *(f"q_{c}" for c in QUERY_CUES), "q_ack_request",
                   "q_entities", "q_max_sim", "q_active_threads", "q_novel", "q_opener")
 OPEN_SECONDS = 900.0  # a thread with a turn this recent counts as open
@@ -58,17 +59,13 @@ def _shortlist(sims: np.ndarray, cands: Sequence[Candidate], lo: int, wlo: int,
     """Indices to score in full, and the threads they belong to (turns in the window and the
     shortlist, rank by latest turn among all the window's threads)."""
     n = len(cands)
-    by_id: dict[str, list[int]] = {}
+    by_id: defaultdict[str, list[int]] = defaultdict(list)
     for i, tid in enumerate([c.thread_id for c in cands[wlo:]], wlo):
-        turns = by_id.get(tid)
-        if turns is None:
-            by_id[tid] = [i]
-        else:
-            turns.append(i)
+        by_id[tid].append(i)
     pick = set(range(max(wlo, n - s.recent_candidates), n))
     k = min(s.similar_candidates, len(sims))
-    for j in np.argpartition(-sims, k - 1)[:k]:
-        i = lo + int(j)
+    for j in np.argpartition(-sims, k - 1)[:k].tolist():
+        i = lo + j
         pick.add(i)
         if i < wlo:
             tid = cands[i].thread_id
@@ -97,9 +94,10 @@ class _Context:
     qkw: frozenset[str]
     qents: frozenset[str]
     open_threads: frozenset[str]  # threads with a turn in the last OPEN_SECONDS
+    closer: Callable[[Candidate], float] | None  # P(a turn closed its conversation)
 
-    def facts(self, i: int) -> TextFacts:
-        return self.rows.facts(self.cands, i, self.lo)
+    def facts(self, idx: Sequence[int]) -> list[TextFacts]:
+        return self.rows.facts(self.cands, idx, self.lo)
 
 
 def _idf(qkw: frozenset[str], rows: Rows, w0: int) -> tuple[dict[str, float], float]:
@@ -110,9 +108,15 @@ def _idf(qkw: frozenset[str], rows: Rows, w0: int) -> tuple[dict[str, float], fl
     return idf, sum(1 for d in df.values() if d == 0) / max(len(df), 1)
 
 
-def _open_threads(q: LinkInput, cands: Sequence[Candidate]) -> frozenset[str]:
-    return frozenset(c.thread_id for c in cands[-50:]
-                     if (q.ts - c.ts).total_seconds() <= OPEN_SECONDS)
+def _open_threads(q: LinkInput, cands: Sequence[Candidate], us: np.ndarray) -> frozenset[str]:
+    """Threads among the last 50 turns with a turn in the last OPEN_SECONDS (`us`: the
+    micros of the last len(us) turns)."""
+    k = min(50, len(cands))
+    if k > len(us):
+        return frozenset(c.thread_id for c in cands[-k:]
+                         if (q.ts - c.ts).total_seconds() <= OPEN_SECONDS)
+    recent = np.flatnonzero((micros(q.ts) - us[-k:]) / 1e6 <= OPEN_SECONDS) + len(cands) - k
+    return frozenset(cands[i].thread_id for i in recent.tolist())
 
 
 def _query_row(ctx: _Context, cues: frozenset[str], opener: float) -> list[float]:
@@ -130,42 +134,46 @@ def _thread_rows(ctx: _Context, todo: Sequence[_Thread], memo: dict[tuple[int, .
     described: similarity to its centroid, head and recent turns, overlap, pace."""
     q, cands, lo = ctx.q, ctx.cands, ctx.lo
     q_us = micros(q.ts)
-    flat = np.fromiter(chain.from_iterable(t.turns for t in todo), dtype=np.int64) - lo
-    lens = np.fromiter((len(t.turns) for t in todo), dtype=np.int64, count=len(todo))
-    starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
-    sims = ctx.sims[flat].astype(np.float64)
-    sums = np.add.reduceat(sims, starts).tolist()
-    flat_sims, bounds = sims.tolist(), (starts + lens).tolist()
+    lens = [len(t.turns) for t in todo]
+    bounds = list(accumulate(lens))
+    sims = ctx.sims[[j - lo for t in todo for j in t.turns]].astype(np.float64)
+    sums = np.add.reduceat(sims, [0, *bounds[:-1]]).tolist()
+    flat_sims = sims.tolist()
     keys = [tuple([cands[j].record_id for j in t.turns]) for t in todo]
     new = [k for k, key in enumerate(keys) if key not in memo]
     if new:
         if len(memo) > 100_000:
             memo.clear()
         _describe(ctx, [todo[k] for k in new], [keys[k] for k in new], memo)
-    others_open = len(ctx.open_threads)
+    idf, qkw, qents, open_threads = ctx.idf, ctx.qkw, ctx.qents, ctx.open_threads
+    others_open = len(open_threads)
+    lasts = ctx.facts([t.turns[-1] for t in todo])
     for k, t in enumerate(todo):
         f = memo[keys[k]]
-        ts = flat_sims[bounds[k] - len(t.turns):bounds[k]]
-        t.ranked = sorted(ts)
+        ts = flat_sims[bounds[k] - lens[k]:bounds[k]]
+        t.ranked = ranked = sorted(ts)
         recent = ts[-3:]
-        last = ctx.facts(t.turns[-1])
-        kw = sum(ctx.idf[w] for w in ctx.qkw & f.keywords) if ctx.qkw else 0.0
-        ents = float(min(len(ctx.qents & f.entities), 3)) if ctx.qents else 0.0
+        latest, last = t.turns[-1], lasts[k]
         now = math.log1p(max((q_us - f.last_us) / 1e6, 0.0))
         t.row = [
-            math.log1p(t.rank), math.log1p(len(t.turns)), now, t.ranked[-1],
+            math.log1p(t.rank), math.log1p(lens[k]), now, ranked[-1],
             sums[k] / f.norm,  # |sum of unit vectors|: q . centroid / |centroid|
-            ts[0], sum(recent) / len(recent), ents, kw,
+            ts[0], sum(recent) / len(recent),
+            float(min(len(qents.intersection(
+                chain.from_iterable(cands[j].entity_keys for j in t.turns))), 3))
+            if qents else 0.0,
+            sum(idf[w] for w in qkw & f.keywords) if qkw else 0.0,
             float(last.ack), float(last.closing),
-            float(others_open - (cands[t.turns[-1]].thread_id in ctx.open_threads) > 0),
+            float(others_open - (cands[latest].thread_id in open_threads) > 0),
             0.0 if f.pace is None else now - f.pace,
+            0.5 if ctx.closer is None else ctx.closer(cands[latest]),
         ]
 
 
 def _describe(ctx: _Context, threads: list[_Thread], keys: list[tuple[int, ...]],
               memo: dict[tuple[int, ...], ThreadFacts]) -> None:
     """ThreadFacts of threads whose turns in view are new: norm of the vector sum,
-    keywords and entities of all turns, latest time, median pause (of the last five)."""
+    keywords of all turns, latest time, median pause (of the last five)."""
     norms = [1.0] * len(threads)
     multi = [k for k, t in enumerate(threads) if len(t.turns) > 1]
     if multi:
@@ -182,15 +190,15 @@ def _describe(ctx: _Context, threads: list[_Thread], keys: list[tuple[int, ...]]
         last = us[-6:]  # its last five gaps; log1p is monotone, so log of the median
         gaps = sorted(b - a for a, b in zip(last, last[1:], strict=False))
         memo[key] = ThreadFacts(
-            norm=norm, keywords=frozenset().union(*(ctx.facts(j).kw for j in t.turns)),
-            entities=frozenset().union(*(ctx.cands[j].entity_keys for j in t.turns)),
+            norm=norm, keywords=frozenset().union(*(f.kw for f in ctx.facts(t.turns))),
             last_us=us[-1],
             pace=math.log1p(max(gaps[len(gaps) // 2] / 1e6, 0.0)) if gaps else None)
 
 
 THREAD_FEATURES = ("thread_rank", "thread_turns", "thread_gap", "thread_max_sim",
                    "centroid_sim", "head_sim", "recent_sim", "ent_thread", "kw_thread",
-                   "thread_last_ack", "thread_last_closing", "other_thread_open", "thread_pause")
+                   "thread_last_ack", "thread_last_closing", "other_thread_open", "thread_pause",
+                   "thread_closer")
 MARGINS = ("thread_max_sim", "centroid_sim", "recent_sim", "kw_thread")
 
 
@@ -203,13 +211,13 @@ def _text_rows(ctx: _Context, pick: list[int], tl: list[_Thread], sim: list[floa
     q, idf, qkw, qents = ctx.q, ctx.idf, ctx.qkw, ctx.qents
     qs, qph = q.session_key, placeholder_types(q.text)
     out: list[tuple[float, ...]] = []
-    for i, t, v in zip(pick, tl, sim, strict=True):
-        c, f = ctx.cands[i], ctx.facts(i)
+    for i, t, v, f in zip(pick, tl, sim, ctx.facts(pick), strict=True):
+        c = ctx.cands[i]
         assert t.ranked is not None  # set with the thread's row
         shared = qkw & f.kw
         kw = only = 0.0
         if shared:
-            latest = ctx.facts(t.turns[-1]).kw if i != t.turns[-1] else f.kw
+            latest = ctx.facts(t.turns[-1:])[0].kw if i != t.turns[-1] else f.kw
             kw, only = sum(idf[w] for w in shared), sum(idf[w] for w in shared - latest)
         cs = c.session_key
         out.append((
@@ -253,11 +261,14 @@ FEATURES = (*QUERY_FEATURES, *THREAD_FEATURES, *(f"{m}_margin" for m in MARGINS)
 
 
 def features(q: LinkInput, cands: Sequence[Candidate], s: CorrelationSettings,
-             cache: VectorCache, opener: float = 0.5
+             cache: VectorCache, opener: float = 0.5,
+             closer: Callable[[Candidate], float] | None = None
              ) -> tuple[list[int], np.ndarray, np.ndarray, frozenset[str]]:
     """Shortlisted candidate indices, their feature rows, their similarities, the cue names.
 
-    `opener` is the prompt's opener probability (`PairModel.opener_proba`)."""
+    `opener` is the prompt's opener probability (`PairModel.opener_proba`); `closer` gives
+    the probability that an earlier turn closed its conversation (`PairModel.closer_proba`;
+    0.5 for every turn when None)."""
     n = len(cands)
     lo, wlo = max(0, n - s.scan_candidates), max(0, n - s.max_candidates)
     rows = cache.rows(cands, lo)
@@ -274,7 +285,7 @@ def features(q: LinkInput, cands: Sequence[Candidate], s: CorrelationSettings,
     idf, novel = _idf(qkw, rows, wlo - lo)
     ctx = _Context(q=q, cands=cands, mat=mat, sims=sims, us=us, lo=lo, rows=rows,
                    idf=idf, novel=novel, qkw=qkw, qents=frozenset(q.entity_keys),
-                   open_threads=_open_threads(q, cands))
+                   open_threads=_open_threads(q, cands, us), closer=closer)
     cues = cue_names(q.text)
     base = _query_row(ctx, cues, opener)
     tl = [threads[cands[i].thread_id] for i in pick]
