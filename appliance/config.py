@@ -63,7 +63,7 @@ class CorrelationSettings(_Strict):
     weights_file: str = "linker-weights.json"
     link_threshold: float = Field(default=0.4, ge=0.0, le=1.0)
     topic_shift_similarity: float = Field(default=0.25, ge=-1.0, le=1.0)
-    topic_shift_opener: float = Field(default=0.5, ge=0.0, le=1.0)
+    topic_shift_opener: float = Field(default=0.6, ge=0.0, le=1.0)
     orphan_threshold: float = Field(default=0.2, ge=0.0, le=1.0)
     # Linker shortlist: cosine is computed over the newest `scan_candidates` turns; the
     # newest `recent_candidates` turns (and latest turn of as many recent threads) plus

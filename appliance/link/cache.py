@@ -26,7 +26,7 @@ def micros(ts: datetime) -> int:
     return (ts - (_NAIVE_EPOCH if ts.tzinfo is None else _EPOCH)) // _MICROSECOND
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TextFacts:
     """What the feature rows use of a candidate's (redacted) text."""
 
@@ -45,7 +45,7 @@ def text_facts(text: str) -> TextFacts:
                      log_words=math.log1p(word_count(text)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ThreadFacts:
     """What the linker uses of a thread's turns apart from the prompt, kept while the
     thread's turns in view stay the same. Only what a record's id fixes (vector, time,

@@ -68,7 +68,7 @@ def decide(q: LinkInput, cands: Sequence[Candidate], model: PairModel, s: Correl
                     intent=intent, similarity=None, score=0.0,
                     evidence=_evidence(FEATURES, None, 0.0, 0.0, cues, 0, s.link_threshold))
     opener = model.opener_proba(q)
-    pick, x, sims, cues = features(q, cands, s, cache, opener)
+    pick, x, sims, cues = features(q, cands, s, cache, opener, model.closer_proba)
     p = model.proba(x)
     # A prompt continues at most one turn, so its candidates' probabilities add up to the
     # chance that it continues anything, and a thread's to the chance that it continues that

@@ -23,7 +23,7 @@ FOLLOW_UP_CUES = frozenset({"pronoun", "demonstrative", "ellipsis", "elaboration
 REFERRING_CUES = FOLLOW_UP_CUES | {"deictic", "answer"}
 QUERY_CUES = ("pronoun", "demonstrative", "ellipsis", "elaboration", "correction",
               "acknowledgement", "management", "question", "deictic", "answer", "opening",
-              "closing")
+              "greeting", "closing")
 QUERY_FEATURES = ("q_gap_last", "q_words", *(f"q_{c}" for c in QUERY_CUES), "q_ack_request",
                   "q_entities", "q_max_sim", "q_active_threads", "q_novel", "q_opener")
 OPEN_SECONDS = 900.0  # a thread with a turn this recent counts as open
@@ -94,6 +94,7 @@ class _Context:
     qkw: frozenset[str]
     qents: frozenset[str]
     open_threads: frozenset[str]  # threads with a turn in the last OPEN_SECONDS
+    closer: Callable[[Candidate], float] | None  # P(a turn closed its conversation)
 
     def facts(self, idx: Sequence[int]) -> list[TextFacts]:
         return self.rows.facts(self.cands, idx, self.lo)
@@ -141,7 +142,7 @@ def _thread_rows(ctx: _Context, todo: Sequence[_Thread], memo: dict[tuple[int, .
     keys = [tuple([cands[j].record_id for j in t.turns]) for t in todo]
     new = [k for k, key in enumerate(keys) if key not in memo]
     if new:
-        if len(memo) > 100_000:
+        if len(memo) > 50_000:  # a few hundred bytes each
             memo.clear()
         _describe(ctx, [todo[k] for k in new], [keys[k] for k in new], memo)
     idf, qkw, qents, open_threads = ctx.idf, ctx.qkw, ctx.qents, ctx.open_threads
@@ -165,6 +166,7 @@ def _thread_rows(ctx: _Context, todo: Sequence[_Thread], memo: dict[tuple[int, .
             float(last.ack), float(last.closing),
             float(others_open - (cands[latest].thread_id in open_threads) > 0),
             0.0 if f.pace is None else now - f.pace,
+            0.5 if ctx.closer is None else ctx.closer(cands[latest]),
         ]
 
 
@@ -195,7 +197,8 @@ def _describe(ctx: _Context, threads: list[_Thread], keys: list[tuple[int, ...]]
 
 THREAD_FEATURES = ("thread_rank", "thread_turns", "thread_gap", "thread_max_sim",
                    "centroid_sim", "head_sim", "recent_sim", "ent_thread", "kw_thread",
-                   "thread_last_ack", "thread_last_closing", "other_thread_open", "thread_pause")
+                   "thread_last_ack", "thread_last_closing", "other_thread_open", "thread_pause",
+                   "thread_closer")
 MARGINS = ("thread_max_sim", "centroid_sim", "recent_sim", "kw_thread")
 
 
@@ -258,11 +261,14 @@ FEATURES = (*QUERY_FEATURES, *THREAD_FEATURES, *(f"{m}_margin" for m in MARGINS)
 
 
 def features(q: LinkInput, cands: Sequence[Candidate], s: CorrelationSettings,
-             cache: VectorCache, opener: float = 0.5
+             cache: VectorCache, opener: float = 0.5,
+             closer: Callable[[Candidate], float] | None = None
              ) -> tuple[list[int], np.ndarray, np.ndarray, frozenset[str]]:
     """Shortlisted candidate indices, their feature rows, their similarities, the cue names.
 
-    `opener` is the prompt's opener probability (`PairModel.opener_proba`)."""
+    `opener` is the prompt's opener probability (`PairModel.opener_proba`); `closer` gives
+    the probability that an earlier turn closed its conversation (`PairModel.closer_proba`;
+    0.5 for every turn when None)."""
     n = len(cands)
     lo, wlo = max(0, n - s.scan_candidates), max(0, n - s.max_candidates)
     rows = cache.rows(cands, lo)
@@ -279,7 +285,7 @@ def features(q: LinkInput, cands: Sequence[Candidate], s: CorrelationSettings,
     idf, novel = _idf(qkw, rows, wlo - lo)
     ctx = _Context(q=q, cands=cands, mat=mat, sims=sims, us=us, lo=lo, rows=rows,
                    idf=idf, novel=novel, qkw=qkw, qents=frozenset(q.entity_keys),
-                   open_threads=_open_threads(q, cands, us))
+                   open_threads=_open_threads(q, cands, us), closer=closer)
     cues = cue_names(q.text)
     base = _query_row(ctx, cues, opener)
     tl = [threads[cands[i].thread_id] for i in pick]

@@ -15,6 +15,7 @@ from appliance.errors import ConfigError
 from appliance.link.features import FEATURES, LinkInput
 from appliance.link.trees import CompiledTrees
 from appliance.opener import OpenerModel
+from appliance.records import Candidate
 
 
 class PairModel:
@@ -25,6 +26,9 @@ class PairModel:
         if list(spec["features"]) != list(FEATURES):
             raise ValueError("the weights file was trained on other features")
         self.opener = OpenerModel(spec["opener"]) if spec.get("opener") else None
+        # The same kind of model, trained on "was this the conversation's last turn?".
+        self.closer = OpenerModel(spec["closer"]) if spec.get("closer") else None
+        self._closed: dict[int, float] = {}  # per record id: a turn's text never changes
         dec = spec.get("decision")
         self.decision = None if not dec else (
             np.asarray(dec["mean"], dtype=np.float64), np.asarray(dec["scale"], dtype=np.float64),
@@ -70,6 +74,18 @@ class PairModel:
         return self.opener.proba(q.vector, q.text) if self.opener is not None else 0.5
 
 
+    def closer_proba(self, c: Candidate) -> float:
+        """Probability that an earlier turn closed its conversation (0.5 without a model)."""
+        if self.closer is None:
+            return 0.5
+        p = self._closed.get(c.record_id)
+        if p is None:
+            if len(self._closed) >= 200_000:
+                self._closed.clear()
+            p = self._closed[c.record_id] = self.closer.proba(c.vector, c.text)
+        return p
+
+
 def load_model(settings: CorrelationSettings) -> PairModel:
     """The weights file named by the policy; ConfigError names the file when unusable."""
     path = Path(settings.weights_file)
@@ -84,7 +100,7 @@ def load_model(settings: CorrelationSettings) -> PairModel:
 
 
 DECISION_FEATURES = ("total", "best_thread", "runner_up", "opener", "q_gap_last", "thread_gap",
-                     "sim", "q_active_threads", "q_words")
+                     "sim", "q_active_threads", "q_words", "thread_closer")
 
 
 def _logit(v: float) -> float:
