@@ -149,6 +149,14 @@ class PrivacySettings(_Strict):
     # this share of each group's cohesion (mean similarity between its distinct
     # prompts). 0 (off): leave-one-source-out prefers it off (docs/topics.md).
     topic_cohesion_ratio: float = Field(default=0.0, ge=0, le=1)
+    # A topic of at least `topic_support` threads is established: two established
+    # topics merge at `topic_merge_threshold`, a smaller group joins one at
+    # `topic_absorb_threshold`, and two smaller groups merge only at
+    # `topic_seed_threshold` (lone conversations found a topic only with something
+    # close to them). `topic_support` 1: one flat threshold (docs/topics.md).
+    topic_support: int = Field(default=3, ge=1)
+    topic_seed_threshold: float = Field(default=0.28, ge=-1, le=1)
+    topic_absorb_threshold: float = Field(default=0.13, ge=-1, le=1)
     # Units (threads or prompts) one user may add to one cross-user release: the
     # L1 sensitivity of a count; sums are clipped per unit on top.
     contribution_bound: int = Field(default=10, ge=1, le=10_000)

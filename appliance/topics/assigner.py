@@ -292,7 +292,10 @@ class TopicAssigner:
                     threshold=self.settings.topic_merge_threshold,
                     selfsim=self_similarity(snap.weights2, lexical, weight=weight),
                     selfweight=snap.weights2,
-                    cohesion_ratio=self.settings.topic_cohesion_ratio)
+                    cohesion_ratio=self.settings.topic_cohesion_ratio,
+                    seed_threshold=self.settings.topic_seed_threshold,
+                    absorb_threshold=self.settings.topic_absorb_threshold,
+                    support=self.settings.topic_support)
                 ids, gone = carry_ids(labels, snap.previous, snap.weights, new_topic_id)
                 with self._lock:
                     changed.update(self._apply(state, snap, [ids[i] for i in labels], gone))

@@ -126,7 +126,8 @@ LEADER_SIMILARITY = 0.8
 def average_linkage(totals: np.ndarray, counts: np.ndarray, *, threshold: float,
                     max_direct: int = DIRECT_UNITS, selfsim: np.ndarray | None = None,
                     selfweight: np.ndarray | None = None,
-                    cohesion_ratio: float = 0.0) -> np.ndarray:
+                    cohesion_ratio: float = 0.0, seed_threshold: float | None = None,
+                    absorb_threshold: float | None = None, support: int = 1) -> np.ndarray:
     """Cluster units (threads) given as (sum of their prompts' vectors, prompt count).
 
     Two clusters merge while the mean cosine similarity between their prompts
@@ -136,9 +137,11 @@ def average_linkage(totals: np.ndarray, counts: np.ndarray, *, threshold: float,
     (`self_similarity`) and a `cohesion_ratio`, two clusters merge only if that
     mean is also at least the ratio times the cohesion of each of the two
     (see `agglomerate`; `selfweight`: per unit, the sum of its prompts' squared
-    weights, default `counts`). Above `max_direct` units, near-duplicate threads are
-    grouped first (leader clustering). Returns a cluster label per unit (0..k-1,
-    in first-seen order).
+    weights, default `counts`). With `support` > 1, clusters of fewer than
+    `support` units merge with each other only at `seed_threshold`, and join a
+    larger one at `absorb_threshold` (see `agglomerate`). Above `max_direct`
+    units, near-duplicate threads are grouped first (leader clustering).
+    Returns a cluster label per unit (0..k-1, in first-seen order).
     """
     n = len(totals)
     if n == 0:
@@ -161,7 +164,9 @@ def average_linkage(totals: np.ndarray, counts: np.ndarray, *, threshold: float,
         squares = np.bincount(seeds, weights=np.asarray(
             w if selfweight is None else selfweight, dtype=np.float64), minlength=k)
     groups = agglomerate(sums, sizes, threshold=threshold, selfsim=own, selfweight=squares,
-                         cohesion_ratio=cohesion_ratio)
+                         cohesion_ratio=cohesion_ratio, seed_threshold=seed_threshold,
+                         absorb_threshold=absorb_threshold, support=support,
+                         members=np.bincount(seeds, minlength=k))
     top = np.arange(k)
     for g in groups:
         top[g] = g[0]
@@ -189,7 +194,9 @@ def cohesion(totals: np.ndarray, counts: np.ndarray, selfsim: np.ndarray,
 
 def agglomerate(totals: np.ndarray, counts: np.ndarray, *, threshold: float,
                 selfsim: np.ndarray | None = None, selfweight: np.ndarray | None = None,
-                cohesion_ratio: float = 0.0) -> list[list[int]]:
+                cohesion_ratio: float = 0.0, seed_threshold: float | None = None,
+                absorb_threshold: float | None = None, support: int = 1,
+                members: np.ndarray | None = None) -> list[list[int]]:
     """Exact average-linkage agglomeration of groups given as (member sum, member count).
 
     Merges the pair with the highest mean similarity between their members
@@ -202,8 +209,18 @@ def agglomerate(totals: np.ndarray, counts: np.ndarray, *, threshold: float,
     loose groups (short task turns that share a subject and few words) merge at
     the floor `threshold`. The rule is relative to each group's own spread, not a
     value tuned to one kind of traffic. `selfweight`: each group's sum of its
-    members' squared weights (default `counts`: unweighted members). Returns the
-    merged groups of row indices (2+ each).
+    members' squared weights (default `counts`: unweighted members).
+
+    Support (`support` > 1; `members`: units per row, default one each): a
+    group of `support` members or more is an established topic. Two
+    established topics merge at `threshold`; a smaller group joins an
+    established topic at `absorb_threshold`; two smaller groups merge only at
+    `seed_threshold` (each defaults to `threshold`). With seed > threshold >
+    absorb, lone conversations found a topic only with something close to them,
+    while a subject that several conversations already share takes looser
+    members: a sparse region of one-off subjects and a dense region of short
+    task dialogs are told apart by their own density, not by one cosine.
+    Returns the merged groups of row indices (2+ each).
     """
     n = np.asarray(counts, dtype=np.float64).copy()
     total = np.array(totals, dtype=np.float64)
@@ -214,34 +231,54 @@ def agglomerate(totals: np.ndarray, counts: np.ndarray, *, threshold: float,
            else np.zeros(len(n), dtype=np.float64))
     sq = np.array(n if selfweight is None else selfweight, dtype=np.float64)
     coh = cohesion(total, n, own, sq) if relative else np.full(len(n), np.nan)
+    seeded = support > 1
+    size = (np.ones(len(n)) if members is None
+            else np.asarray(members, dtype=np.float64).copy())
+    levels = (threshold,
+              threshold if absorb_threshold is None else absorb_threshold,
+              threshold if seed_threshold is None else seed_threshold)
+    lowest = min(levels) if seeded else threshold
+
+    def needed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """The similarity a pair of groups of these sizes needs: merge, absorb or seed."""
+        small = (a < support).astype(np.int64) + (b < support).astype(np.int64)
+        return np.asarray(levels)[small]
 
     def floor(c: np.ndarray, others: np.ndarray) -> np.ndarray:
         """r x the tighter group's cohesion (no floor where neither has two members)."""
         return cohesion_ratio * np.nan_to_num(np.fmax(c, others), nan=-np.inf)
 
     groups = {i: [i] for i in range(len(n))}
-    sim = (total @ total.T) / np.maximum(np.outer(n, n), 1e-12)
+    dots = total @ total.T  # between group sums; a merge adds rows: O(groups) per merge
+    sim = dots / np.maximum(np.outer(n, n), 1e-12)
     if relative:
         sim[sim < floor(coh[:, None], coh[None, :])] = -np.inf
+    if seeded:
+        sim[sim < needed(size[:, None], size[None, :])] = -np.inf
     sim[:, n == 0] = -np.inf
     np.fill_diagonal(sim, -np.inf)
     best, arg = sim.max(axis=1), sim.argmax(axis=1)
     while True:
         i = int(np.argmax(best))
-        if best[i] < threshold:
+        if best[i] < lowest:
             break
         j = int(arg[i])
-        total[i] += total[j]
+        dots[i, :] += dots[j, :]
+        dots[:, i] += dots[:, j]
         n[i] += n[j]
         own[i] += own[j]
         sq[i] += sq[j]
-        total[j], n[j], own[j], sq[j] = 0.0, 0.0, 0.0, 0.0
+        size[i] += size[j]
+        n[j], own[j], sq[j], size[j] = 0.0, 0.0, 0.0, 0.0
         groups[i] += groups.pop(j)
-        row = (total @ total[i]) / np.maximum(n * n[i], 1e-12)
+        row = dots[i] / np.maximum(n * n[i], 1e-12)
         if relative:
-            coh[i] = cohesion(total[i:i + 1], n[i:i + 1], own[i:i + 1], sq[i:i + 1])[0]
+            pairs = n[i] * n[i] - sq[i]
+            coh[i] = (dots[i, i] - own[i]) / pairs if pairs > 1e-6 else np.nan
             coh[j] = np.nan
             row[row < floor(np.full(len(n), coh[i]), coh)] = -np.inf
+        if seeded:
+            row[row < needed(np.full(len(n), size[i]), size)] = -np.inf
         row[n == 0] = -np.inf
         row[i] = -np.inf
         sim[i, :] = sim[:, i] = row
