@@ -15,8 +15,8 @@ they are not scored (they still flow through the stream).
   per prompt (`--threads prompt`, no linker), or a `semtrace replay` output
   (`--replay OUT.jsonl`, this branch's linker).
 * Leave-one-source-out: for each subject source, the lexical weight, the
-  merge threshold, the cohesion ratio and the support levels (seed and absorb
-  thresholds, support) are chosen on the other five (highest mean ARI) and
+  merge threshold, the cohesion ratio and the support levels (seed ratio,
+  absorb threshold, support) are chosen on the other five (highest mean ARI) and
   scored on it.
 * Latency: `assign` p50/p99 on a synthetic stream while a background
   refinement of thousands of topics runs (`--latency N`).
@@ -59,7 +59,7 @@ from appliance.topics import TopicAssigner  # noqa: E402
 MERGE = (0.13, 0.14, 0.15, 0.16, 0.17, 0.18, 0.2, 0.22)
 LEXICAL = (0.0, 0.4)  # topic_lexical_weight: embeddings only, or 40 % shared words
 RATIO = (0.0,)  # topic_cohesion_ratio: 0 = off (0.35-0.45 were tried: docs/topics.md)
-SEED = (0.24, 0.28, 0.32)  # topic_seed_threshold: two groups below support merge at this
+SEED = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)  # topic_seed_ratio (small-small pairs)
 ABSORB = (0.12, 0.13, 0.14)  # topic_absorb_threshold: an established topic takes small ones
 SUPPORT = (1, 3, 5)  # topic_support: threads that make a topic established; 1 = flat
 
@@ -134,7 +134,7 @@ def thread_ids(stream: Stream, mode: str, replay: Path | None) -> list[str]:
     return [str(r["gold_thread_id"]) for r in stream.rows]
 
 
-# (lexical weight, merge threshold, cohesion ratio, seed threshold, absorb threshold, support)
+# (lexical weight, merge threshold, cohesion ratio, seed ratio, absorb threshold, support)
 Key = tuple[float, float, float, float, float, int]
 
 
@@ -145,7 +145,7 @@ def keys(lexicals: Sequence[float], merges: Sequence[float], ratios: Sequence[fl
     out: list[Key] = []
     for lexical, merge, ratio, support in itertools.product(lexicals, merges, ratios, supports):
         if support <= 1:
-            out.append((lexical, merge, ratio, merge, merge, 1))
+            out.append((lexical, merge, ratio, 0.0, merge, 1))
             continue
         out += [(lexical, merge, ratio, seed, absorb, support)
                 for seed, absorb in itertools.product(seeds, absorbs)]
@@ -167,7 +167,7 @@ def grid(streams: list[Stream], threads: dict[str, list[str]], cells: Sequence[K
         join = merge
         cfg = settings(topic_merge_threshold=merge, topic_threshold=join,
                        topic_lexical_weight=lexical, topic_cohesion_ratio=ratio,
-                       topic_seed_threshold=seed, topic_absorb_threshold=absorb,
+                       topic_seed_ratio=seed, topic_absorb_threshold=absorb,
                        topic_support=support, topic_refine_every=refine_every)
         row: dict[str, dict[str, float]] = {"final": {}, "emitted": {}}
         for s in streams:
@@ -263,7 +263,7 @@ def main() -> None:
     ap.add_argument("--ratio", type=float, nargs="*", default=list(RATIO),
                     help="topic_cohesion_ratio values of the grid")
     ap.add_argument("--seed", type=float, nargs="*", default=list(SEED),
-                    help="topic_seed_threshold values of the grid")
+                    help="topic_seed_ratio values of the grid")
     ap.add_argument("--absorb", type=float, nargs="*", default=list(ABSORB),
                     help="topic_absorb_threshold values of the grid")
     ap.add_argument("--support", type=int, nargs="*", default=list(SUPPORT),
@@ -279,7 +279,7 @@ def main() -> None:
                          "join": shipped.topic_threshold,
                          "lexical": shipped.topic_lexical_weight,
                          "cohesion_ratio": shipped.topic_cohesion_ratio,
-                         "seed": shipped.topic_seed_threshold,
+                         "seed_ratio": shipped.topic_seed_ratio,
                          "absorb": shipped.topic_absorb_threshold,
                          "support": shipped.topic_support,
                          "refine_every": shipped.topic_refine_every}

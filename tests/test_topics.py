@@ -390,19 +390,22 @@ def test_tight_conversations_stay_apart_where_loose_ones_on_one_subject_join() -
 
 
 def test_lone_conversations_stay_apart_where_a_shared_subject_takes_loose_members() -> None:
+    from appliance.topics.cluster import self_similarity
+
     e = np.eye(64)
-    lone_a = [e[0]] * 3  # a conversation on one subject
+    lone_a = [e[0]] * 3  # a conversation that stays on one subject
     lone_b = [0.22 * e[0] + np.sqrt(1 - 0.22 ** 2) * e[1]] * 3  # another, 0.22 alike
     shared = [np.sqrt(0.35) * e[2] + np.sqrt(0.65) * e[10 + i] for i in range(5)]  # 0.35
     loose = 0.17 / np.sqrt(0.35) * e[2]  # a terse thread on that subject: 0.17 to each
     loose = loose + np.sqrt(1 - loose @ loose) * e[40]
     totals = np.vstack([np.sum(lone_a, axis=0), np.sum(lone_b, axis=0), *shared, loose])
     counts = np.array([3.0, 3.0, 1, 1, 1, 1, 1, 1])
+    own = self_similarity(counts, np.zeros((8, 8)), weight=0.0)
     # one flat threshold merges the two unrelated conversations and leaves the terse one out
     assert list(average_linkage(totals, counts, threshold=0.2)) == [0, 0, 1, 1, 1, 1, 1, 2]
-    # with support, lone conversations need a close partner (0.3) while the subject five
-    # threads share is established and takes the terse thread (0.15)
-    assert list(average_linkage(totals, counts, threshold=0.2, seed_threshold=0.3,
+    # with support, a conversation founds a topic only with one about as alike as its own
+    # prompts, while the subject five threads share is established and takes the terse one
+    assert list(average_linkage(totals, counts, threshold=0.2, selfsim=own, seed_ratio=0.55,
                                 absorb_threshold=0.15, support=3)) == [0, 1, 2, 2, 2, 2, 2, 2]
 
 

@@ -293,7 +293,7 @@ class TopicAssigner:
                     selfsim=self_similarity(snap.weights2, lexical, weight=weight),
                     selfweight=snap.weights2,
                     cohesion_ratio=self.settings.topic_cohesion_ratio,
-                    seed_threshold=self.settings.topic_seed_threshold,
+                    seed_ratio=self.settings.topic_seed_ratio,
                     absorb_threshold=self.settings.topic_absorb_threshold,
                     support=self.settings.topic_support)
                 ids, gone = carry_ids(labels, snap.previous, snap.weights, new_topic_id)
