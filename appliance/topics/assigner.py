@@ -12,7 +12,9 @@ nothing. Two levels:
 * In the background, every `topic_refine_every` content prompts (a daemon
   thread; `refine` runs it synchronously): all live threads of a scope are
   re-clustered by exact average linkage, merging while the mean similarity
-  between two groups' threads is at least `topic_merge_threshold`. A topic can
+  between two groups' threads is at least `topic_merge_threshold` (a small group
+  joins an established topic at `topic_absorb_threshold`; two small groups merge
+  only relative to their own cohesion, `topic_seed_ratio`). A topic can
   therefore never grow by chaining, and a topic that drifted online is split.
   New clusters keep the ids that most of their threads had (stable ids); ids
   that no cluster keeps are recorded as merged into the one holding most of
