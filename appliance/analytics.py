@@ -222,9 +222,9 @@ def topic_labels(store: Store, tenant: str) -> dict[str, str]:
 
 
 # Per-thread clip bounds: a sum's noise grows with its bound, so they sit just above
-# what most threads reach (turns, tokens in and out). Weights split a release's
-# epsilon (privacy.COUNT_WEIGHT and USERS_WEIGHT for the counts): the shares product
-# teams sort by (refinement, abandonment) get more than blocks and tokens. A thread's
+# what most threads reach (turns, tokens in and out). Weights split the measures'
+# part of a release's epsilon (privacy.MEASURES_SHARE): the shares product teams
+# sort by (refinement, abandonment) get more than blocks and tokens. A thread's
 # cost is clipped to pricing.toml's `thread_cost_bound` (`cost_measures`).
 GROUP_MEASURES = (Measure("turns", 20, 1.0), Measure("refinement", 1, 1.0),
                   Measure("abandoned", 1, 1.0), Measure("blocked", 1, 0.5),
@@ -264,7 +264,7 @@ def group_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
                                 "cost": t.cost or 0.0, "costed": float(t.cost is not None)})
              for t in threads for key in keys(t)]
     rel = gate.release(tenant, units, measures=GROUP_MEASURES + cost_measures(cost_bound),
-                       single_user=single_user,
+                       single_user=single_user, kind=kind,
                        key=group_key(kind, start, end, cost_bound=cost_bound, extra=extra))
     return _report(kind, tenant, start, end, rel, group_rows(rel, labels))
 
@@ -366,7 +366,7 @@ def position_mix(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str
     """Prompts per (period, position) and each position's share of its period."""
     units = [Unit(t.user, f"{period_of(x.ts, bucket)}|{x.position}")
              for t in threads for x in t.turns]
-    rel = gate.release(tenant, units, single_user=single_user,
+    rel = gate.release(tenant, units, single_user=single_user, kind="positions",
                        key=release_key("positions", start, end, bucket))
     totals: dict[str, float] = {}
     for g in rel.groups:
@@ -397,7 +397,7 @@ def block_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
     blocked = [t for t in threads if t.blocks]
     units = [Unit(t.user, t.topic, _block_values(t)) for t in blocked]
     rel = gate.release(tenant, units, measures=BLOCK_MEASURES, single_user=single_user,
-                       key=release_key("blocks", start, end))
+                       kind="blocks", key=release_key("blocks", start, end))
     rows = []
     for g in rel.groups:
         ids = tuple(t.thread_id for t in blocked if t.topic == g.group) if rel.exact else ()
@@ -430,7 +430,7 @@ def incident_lifts(window: Iterable[ThreadRow], baseline: Iterable[ThreadRow],
                           Unit(t.user, f"{side}|model|{x.model or NO_MODEL}")]
     key = release_key("incident", start, end, *(
         x.isoformat() for x in baseline_window or ()))
-    rel = gate.release(tenant, units, single_user=single_user, key=key)
+    rel = gate.release(tenant, units, single_user=single_user, key=key, kind="incident")
     figs = {g.group: g.count for g in rel.groups}
     totals: dict[tuple[str, str], float] = {}
     for key, fig in figs.items():

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from appliance.errors import ConfigError
 
@@ -56,7 +63,7 @@ class CorrelationSettings(_Strict):
     weights_file: str = "linker-weights.json"
     link_threshold: float = Field(default=0.4, ge=0.0, le=1.0)
     topic_shift_similarity: float = Field(default=0.25, ge=-1.0, le=1.0)
-    topic_shift_opener: float = Field(default=0.5, ge=0.0, le=1.0)
+    topic_shift_opener: float = Field(default=0.6, ge=0.0, le=1.0)
     orphan_threshold: float = Field(default=0.2, ge=0.0, le=1.0)
     # Linker shortlist: cosine is computed over the newest `scan_candidates` turns; the
     # newest `recent_candidates` turns (and latest turn of as many recent threads) plus
@@ -129,11 +136,17 @@ class RetentionSettings(_Strict):
     schedule_cron: str = "17 * * * *"
 
 
+# The kinds of cross-user release (`analytics`): what `release_epsilon` may name.
+RELEASE_KINDS = ("topics", "models", "cost", "positions", "blocks", "incident")
+
+
 class PrivacySettings(_Strict):
     k_min_users: int = Field(default=5, ge=1)
     epsilon_per_day: float = Field(default=4.0, gt=0)
     # What one cached release (a kind of figures over one window, once per UTC day) spends.
     epsilon_per_release: float = Field(default=1.0, gt=0)
+    # What a release of one kind spends where it is not `epsilon_per_release`.
+    release_epsilon: dict[str, float] = {}
     cross_user_topics: dict[str, bool] = {}
     # Mean cosine similarity between a thread's prompts and a topic's prompts needed
     # to join it online (else the thread starts a topic).
@@ -160,7 +173,10 @@ class PrivacySettings(_Strict):
     topic_absorb_threshold: float = Field(default=0.12, ge=-1, le=1)
     # Units (threads or prompts) one user may add to one cross-user release: the
     # L1 sensitivity of a count; sums are clipped per unit on top.
-    contribution_bound: int = Field(default=10, ge=1, le=10_000)
+    contribution_bound: int = Field(default=15, ge=1, le=10_000)
+    # Groups one user is counted in by a release's count of people (the L1
+    # sensitivity of that count, which decides k-suppression).
+    people_bound: int = Field(default=8, ge=1, le=10_000)
     # Tenants whose analysts may search other users' prompts.
     cross_user_search: dict[str, bool] = {}
     # When (crontab, UTC) `semtrace serve` makes each tenant's daily releases of the
@@ -178,6 +194,30 @@ class PrivacySettings(_Strict):
             raise ValueError(f"release_cron {value!r} is not a crontab expression "
                              "(five fields, e.g. \"5 0 * * *\").") from None
         return value
+
+    @field_validator("release_epsilon")
+    @classmethod
+    def _release_epsilons(cls, value: dict[str, float], info: ValidationInfo
+                          ) -> dict[str, float]:
+        per_day = info.data.get("epsilon_per_day", 4.0)
+        for kind, eps in value.items():
+            if kind not in RELEASE_KINDS:
+                raise ValueError(f"{kind!r} is no kind of release (one of "
+                                 f"{', '.join(RELEASE_KINDS)})")
+            if not 0 < eps <= per_day:
+                raise ValueError(f"{kind} = {eps:g} must be above 0 and at most "
+                                 f"epsilon_per_day ({per_day:g}), or it can never be released")
+        return value
+
+    def epsilon_for(self, kind: str | None) -> float:
+        """What one release of `kind` spends (`epsilon_per_release` unless overridden)."""
+        if kind is None:
+            return self.epsilon_per_release
+        return self.release_epsilon.get(kind, self.epsilon_per_release)
+
+    def release_epsilons(self) -> dict[str, float]:
+        """What one release of each kind spends."""
+        return {kind: self.epsilon_for(kind) for kind in RELEASE_KINDS}
 
 
 class ModelPrice(_Strict):

@@ -62,6 +62,10 @@ _CUES = {
                r"dear)\b|\b(i need|i want|i'd like|i would like|i'm looking for|i am looking for|"
                r"can you help|could you help|help me|i have a question|quick question|"
                r"i was wondering|i'm trying to|i am trying to)\b",
+    # A greeting: people greet when they open a conversation, hardly ever inside one (unlike
+    # "I need" / "I'd like", which also ask for the next thing mid-conversation).
+    "greeting": r"^(hi|hello|hey|hiya|howdy|good (morning|afternoon|evening|day)|greetings|"
+                r"dear)\b",
     # How people close one.
     "closing": r"\b(bye|goodbye|good night|that's all|that is all|that's it|that is it|"
                r"nothing else|no thanks|no thank you|have a (good|nice|great)|take care|"

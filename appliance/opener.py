@@ -19,7 +19,7 @@ import numpy as np
 from appliance.cues import ack_then_request, cue_names, placeholder_types, word_count
 
 CUES = ("pronoun", "demonstrative", "ellipsis", "elaboration", "correction", "acknowledgement",
-        "management", "question", "deictic", "answer", "opening", "closing")
+        "management", "question", "deictic", "answer", "opening", "greeting", "closing")
 TEXT_FEATURES = ("words", "short", "question_mark", "placeholders", "ack_then_request",
                  *(f"cue_{c}" for c in CUES))
 
@@ -51,11 +51,18 @@ class OpenerModel:
         self.intercept = float(spec["intercept"])
         if not self.mean.shape == self.scale.shape == self.coef.shape:
             raise ValueError("the opener model's arrays differ in length")
+        # The scaler folded into the weights: one dot product per call (the linker asks for
+        # every new turn's closer probability, so this runs several times per prompt).
+        w = self.coef / self.scale
+        n = len(TEXT_FEATURES)
+        self._w_vec = w[:-n].astype(np.float32)
+        self._w_text = w[-n:].tolist()
+        self._bias = self.intercept - float(self.mean @ w)
 
     def proba(self, vector: np.ndarray, text: str) -> float:
         """Probability that the prompt opens a conversation."""
-        x = design_row(vector, text)
-        if x.shape != self.coef.shape:
+        if vector.shape != self._w_vec.shape:
             raise ValueError("the opener model was trained on another embedding size")
-        z = float(((x - self.mean) / self.scale) @ self.coef) + self.intercept
+        z = (float(np.dot(vector.astype(np.float32, copy=False), self._w_vec)) + self._bias
+             + sum(a * b for a, b in zip(self._w_text, text_features(text), strict=True)))
         return 1.0 / (1.0 + math.exp(-max(min(z, 40.0), -40.0)))

@@ -5,11 +5,16 @@ from *units* (a thread, a prompt) that each belong to one user. Under user-level
 adjacency (one person's data added or removed):
 
 * each user keeps at most `contribution_bound` units per release (a random
-  sample), so a unit count per group moves by at most L = contribution_bound in
+  sample), and is counted among the people of at most `people_bound` groups (a
+  random sample of theirs), so a unit count per group moves by at most
+  L = contribution_bound in L1, the count of people by at most people_bound,
   L1, and a sum clipped to [0, bound] per unit by at most L * bound;
-* `epsilon_per_release` is split over the released vectors by weight (the thread
-  count matters most, then the distinct-user count, then each measure's sum);
-  OpenDP adds the noise and reports the epsilon (`noise.py`);
+* a release's epsilon is split over the released vectors: most to the thread
+  count (COUNT_SHARE), then the distinct-user count that decides suppression
+  (USERS_SHARE), the rest (MEASURES_SHARE) over the measures' sums by weight;
+  OpenDP adds the noise and reports the epsilon (`noise.py`). Each vector is one
+  histogram over all groups: a user's units are bounded in total, not per group,
+  so the epsilon is spent once for all groups (parallel composition), never per group;
 * a group is withheld unless its *noisy* count of distinct users reaches
   `k_min_users`, so the exact user count never decides what is shown;
 * the tenant's ledger (`privacy_budget`, per UTC day) is charged before anything
@@ -66,8 +71,8 @@ class Unit:
 class Measure:
     """A per-unit value to sum; each unit's value is clipped to [0, bound].
 
-    `weight` is the measure's share of a release's epsilon relative to the
-    thread count (COUNT_WEIGHT) and the distinct-user count (USERS_WEIGHT).
+    `weight` is the measure's part of MEASURES_SHARE, relative to the other
+    measures of the release.
     """
 
     name: str
@@ -75,11 +80,15 @@ class Measure:
     weight: float = 1.0
 
 
-# Relative shares of a release's epsilon: the thread count is what every screen
-# sorts by and what the accuracy target is about; the user count decides
-# suppression and is shown; each measure's sum gets its own weight.
-COUNT_WEIGHT = 6.0
-USERS_WEIGHT = 2.0
+# Shares of a release's epsilon, chosen with bench/dp_accuracy.py (docs/topics.md):
+# the thread count is what every screen sorts by and what the accuracy target is
+# about; the noisy user count decides k-suppression (too little here withholds
+# large topics at random); the measures' sums (means and shares of a topic) need
+# far more than a release has below tens of thousands of threads, so they share
+# what is left. A release without measures splits all of it over the two counts.
+COUNT_SHARE = 0.6
+USERS_SHARE = 0.25
+MEASURES_SHARE = 0.15
 
 
 @dataclass(frozen=True)
@@ -198,13 +207,16 @@ class PrivacyGate:
         self.rng = rng if rng is not None else np.random.default_rng(secrets.randbits(128))
 
     def release(self, tenant: str, units: Iterable[Unit], *, measures: Sequence[Measure] = (),
-                single_user: str | None = None, key: str | None = None) -> Release:
+                single_user: str | None = None, key: str | None = None,
+                kind: str | None = None) -> Release:
         """Counts (and clipped sums) per group: exact for one user's own view, else DP.
 
         Args:
             single_user: the pseudonym the view is scoped to; every unit must be theirs.
             key: names what is released (kind and window); today's release under the
                 same key is returned as it was, spending nothing.
+            kind: the kind of figures (`config.RELEASE_KINDS`): a new release spends
+                the policy's epsilon for it (`PrivacySettings.epsilon_for`).
         """
         units = list(units)
         if single_user is not None:
@@ -221,7 +233,7 @@ class PrivacyGate:
                 raise NoRelease(f"No cross-user release of these figures for tenant {tenant} "
                                 "yet; `semtrace stats` makes today's.")
             return replace(latest, remaining=self.ledger.remaining(tenant))
-        groups, spent = self._noisy(units, measures)
+        groups, spent = self._noisy(units, measures, self.settings.epsilon_for(kind))
         remaining = self.ledger.charge(tenant, spent)
         rel = Release(groups=groups, exact=False, epsilon=spent, remaining=remaining,
                       k_min_users=self.settings.k_min_users, released_at=self.clock())
@@ -258,14 +270,33 @@ class PrivacyGate:
             kept.extend(mine)
         return kept
 
-    def shares(self, measures: Sequence[Measure]) -> tuple[float, float, list[float]]:
+    @staticmethod
+    def shares(measures: Sequence[Measure], eps: float) -> tuple[float, float, list[float]]:
         """Epsilon of the count, of the user count and of each measure's sum."""
-        eps = self.settings.epsilon_per_release
-        total = COUNT_WEIGHT + USERS_WEIGHT + sum(m.weight for m in measures)
-        return (eps * COUNT_WEIGHT / total, eps * USERS_WEIGHT / total,
-                [eps * m.weight / total for m in measures])
+        if not measures:
+            total = COUNT_SHARE + USERS_SHARE
+            return eps * COUNT_SHARE / total, eps * USERS_SHARE / total, []
+        weights = sum(m.weight for m in measures)
+        return (eps * COUNT_SHARE, eps * USERS_SHARE,
+                [eps * MEASURES_SHARE * m.weight / weights for m in measures])
 
-    def _noisy(self, units: list[Unit], measures: Sequence[Measure]
+    def people(self, kept: list[Unit]) -> list[str]:
+        """One row per (user, group) a user is counted in: at most `people_bound` groups
+        per user (a uniform sample of theirs), the sensitivity of the people count."""
+        limit = self.settings.people_bound
+        groups: dict[str, set[str]] = defaultdict(set)
+        for u in kept:
+            groups[u.user].add(u.group)
+        rows: list[str] = []
+        for mine in groups.values():
+            names = sorted(mine)
+            if len(names) > limit:
+                pick = self.rng.choice(len(names), size=limit, replace=False)
+                names = [names[int(i)] for i in sorted(pick)]
+            rows.extend(names)
+        return rows
+
+    def _noisy(self, units: list[Unit], measures: Sequence[Measure], epsilon: float
                ) -> tuple[tuple[GroupFigures, ...], float]:
         """Noisy groups and the epsilon OpenDP accounts for them (nothing charged here).
 
@@ -274,9 +305,10 @@ class PrivacyGate:
         bound = self.settings.contribution_bound
         kept = self.bound(units)
         names = sorted({u.group for u in units})
-        eps_count, eps_users, eps_sums = self.shares(measures)
+        eps_count, eps_users, eps_sums = self.shares(measures, epsilon)
         count = CountMechanism(names, bound=bound, epsilon=eps_count)
-        users = CountMechanism(names, bound=bound, epsilon=eps_users)
+        users = CountMechanism(names, bound=min(bound, self.settings.people_bound),
+                               epsilon=eps_users)
         sum_ms = [SumMechanism(len(names), bound=bound, clip=m.bound, epsilon=e)
                   for m, e in zip(measures, eps_sums, strict=True)]
         spent = count.epsilon + users.epsilon + sum(m.epsilon for m in sum_ms)
@@ -286,8 +318,7 @@ class PrivacyGate:
             for j, m in enumerate(measures):
                 raw[j][pos[u.group]] += min(max(float(u.values.get(m.name, 0.0)), 0.0), m.bound)
         counts = count([u.group for u in kept])
-        # one row per (user, group): a user is in at most `bound` groups after bounding
-        people = users([g for _, g in {(u.user, u.group) for u in kept}])
+        people = users(self.people(kept))
         noisy_sums = [sm(r) for sm, r in zip(sum_ms, raw, strict=True)]
         k = self.settings.k_min_users
         out = []

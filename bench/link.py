@@ -1,13 +1,16 @@
 """Linking benchmark: cost per prompt against a user's history, and whole-replay throughput.
 
 usage: .venv/bin/python bench/link.py [--sizes 100,10000,100000] [--queries 300]
-       [--gold THREADS.jsonl] [--no-replay]
+       [--repeat N] [--gold THREADS.jsonl] [--no-replay]
 
 Linking cost: one user with N earlier prompts (synthetic threads of 1-8 turns,
 random unit vectors, generic texts) within the horizon; each measured call is
 followed by appending the prompt to the history, as the pipeline does, so the
 incremental vector cache is exercised. p50/p99 over the calls after a warm-up;
 the first call (which stacks the whole history once) is printed apart.
+With --repeat N each size is measured N times (a fresh linker each time) and the
+medians of p50 and p99 are printed after the runs, with the load average at the start
+and end (on a shared host the tail moves with the load).
 Replay: the dev stream through the whole pipeline (redaction, embedding,
 linking, topics, encrypted store) in an ephemeral store, as `semtrace replay`.
 Wall-clock and CPU (thread) time are both printed: on a shared host the wall-clock
@@ -119,6 +122,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100,10000,100000")
     ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--repeat", type=int, default=1, help="runs per size (medians printed)")
     ap.add_argument("--gold", type=Path, default=DEFAULT_GOLD)
     ap.add_argument("--no-replay", action="store_true")
     a = ap.parse_args()
@@ -126,9 +130,17 @@ def main() -> int:
     print(f"{'history':>8} {'first call ms':>14} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'cpu p50 ms':>11} {'cpu p99 ms':>11}")
     for n in (int(x) for x in a.sizes.split(",")):
-        r = link_cost(n, a.queries)
-        print(f"{n:>8} {r['first_call_ms']:>14.2f} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} "
-              f"{r['cpu_p50_ms']:>11.3f} {r['cpu_p99_ms']:>11.3f}")
+        load = os.getloadavg()[0]
+        runs = [link_cost(n, a.queries) for _ in range(max(a.repeat, 1))]
+        for r in runs:
+            print(f"{n:>8} {r['first_call_ms']:>14.2f} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} "
+                  f"{r['cpu_p50_ms']:>11.3f} {r['cpu_p99_ms']:>11.3f}")
+        if len(runs) > 1:
+            med = {k: statistics.median(r[k] for r in runs)
+                   for k in ("p50_ms", "p99_ms", "cpu_p50_ms", "cpu_p99_ms")}
+            print(f"{'median':>8} {'':>14} {med['p50_ms']:>8.3f} {med['p99_ms']:>8.3f} "
+                  f"{med['cpu_p50_ms']:>11.3f} {med['cpu_p99_ms']:>11.3f}   "
+                  f"({len(runs)} runs, load average {load:.1f} -> {os.getloadavg()[0]:.1f})")
     if not a.no_replay:
         r = replay_throughput(a.gold)
         print(f"replay of {a.gold.name}: {r['prompts']:.0f} prompts in {r['seconds']:.1f} s "

@@ -89,6 +89,7 @@ class Turn:
     gold_thread: str
     gold_parent: int | None
     opener: float = 0.5  # cross-fitted opener probability, set per fold
+    closer: float = 0.5  # cross-fitted probability that it closed its conversation, ditto
 
 
 def _cache_key(gold: Path, model_id: str) -> str:
@@ -171,13 +172,22 @@ def load_streams(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], dict[str,
 # ---- the opener model -------------------------------------------------------------------
 
 class Openers:
-    """Opener models fitted on subsets of all turns, memoised by what was left out."""
+    """Opener models (or closer models: `closer=True`) fitted on subsets of all turns,
+    memoised by what was left out.
 
-    def __init__(self, users: dict[str, list[Turn]]) -> None:
+    Opener: the turn is its conversation's first. Closer: its last (the user ended the
+    conversation there: "thanks, bye", "looks good to me")."""
+
+    def __init__(self, users: dict[str, list[Turn]], *, closer: bool = False,
+                 x: np.ndarray | None = None) -> None:
         turns = [t for ts in users.values() for t in ts]
         self.pos = {t.index: i for i, t in enumerate(turns)}
-        self.x = np.vstack([design_row(t.vector, t.text) for t in turns])
-        self.y = np.array([t.gold_parent is None for t in turns], dtype=np.int8)
+        self.x = x if x is not None else np.vstack([design_row(t.vector, t.text) for t in turns])
+        if closer:
+            last = {t.gold_thread: t.index for t in turns}
+            self.y = np.array([last[t.gold_thread] == t.index for t in turns], dtype=np.int8)
+        else:
+            self.y = np.array([t.gold_parent is None for t in turns], dtype=np.int8)
         self._memo: dict[Any, Any] = {}
 
     def fit(self, keep: np.ndarray) -> Any:
@@ -213,17 +223,20 @@ class Openers:
         ix = sorted(subset)
         return float(roc_auc_score(self.y[[self.pos[i] for i in ix]], [probs[i] for i in ix]))
 
-    def export(self) -> dict[str, Any]:
-        """The opener fitted on every turn, as the arrays `OpenerModel` evaluates."""
-        sc, lr = self.fit(np.ones(len(self.y), dtype=bool))
+    def export(self, keep: np.ndarray | None = None) -> dict[str, Any]:
+        """The model fitted on every turn (or those `keep` marks), as the arrays
+        `OpenerModel` evaluates."""
+        sc, lr = self.fit(np.ones(len(self.y), dtype=bool) if keep is None else keep)
         return {"kind": "logistic", "text_features": list(TEXT_FEATURES),
                 "mean": sc.mean_.tolist(), "scale": sc.scale_.tolist(),
                 "coef": lr.coef_[0].tolist(), "intercept": float(lr.intercept_[0]),
                 "C": OPENER_C}
 
 
-def with_openers(users: dict[str, list[Turn]], probs: dict[int, float]) -> dict[str, list[Turn]]:
-    return {u: [replace(t, opener=probs[t.index]) for t in ts] for u, ts in users.items()}
+def with_openers(users: dict[str, list[Turn]], probs: dict[int, float],
+                 closers: dict[int, float]) -> dict[str, list[Turn]]:
+    return {u: [replace(t, opener=probs[t.index], closer=closers[t.index]) for t in ts]
+            for u, ts in users.items()}
 
 
 # ---- the pairwise model -----------------------------------------------------------------
@@ -269,10 +282,15 @@ def rows_for(users: dict[str, list[Turn]], s: CorrelationSettings,
     """Feature rows and labels; histories threaded by gold (model None) or by the model."""
     out: list[PromptRows] = []
     cache = VectorCache()
+    closed = {t.index: t.closer for ts in users.values() for t in ts}
+
+    def closer(c: Candidate) -> float:
+        return closed[c.record_id]
+
     for turns in users.values():
         def visit(t: Turn, cands: list[Candidate]) -> tuple[str | None, int | None]:
             if cands:
-                pick, x, _, _ = features(_query(t), cands, s, cache, t.opener)
+                pick, x, _, _ = features(_query(t), cands, s, cache, t.opener, closer)
                 out.append(PromptRows(
                     user=t.user, x=x, opener=t.opener, followup=t.gold_parent is not None,
                     y=np.array([cands[i].record_id == t.gold_parent for i in pick],
@@ -426,14 +444,17 @@ def run_job(job: Job) -> tuple[Job, dict[float, dict[int, dict[str, Any]]], floa
     """Predictions per threshold for the fold's turns, the opener AUC on them, seconds."""
     t0 = time.perf_counter()
     users, openers, s = _STATE["users"], _STATE["openers"], _STATE["settings"]
+    closers = _STATE["closers"]
     probs = openers.crossfit(job.label, job.fold)
     test = {i for i, g in job.label.items() if g == job.fold}
     auc = round(openers.auc(probs, test), 4)
-    scored = with_openers(users, probs)
+    scored = with_openers(users, probs, closers.crossfit(job.label, job.fold))
     train_users = {u: [t for t in ts if job.label[t.index] != job.fold] for u, ts in scored.items()}
     test_users = {u: ts for u, ts in scored.items() if any(t.index in test for t in ts)}
     spec = train({u: ts for u, ts in train_users.items() if ts}, s, _STATE["kind"],
                  _STATE["passes"], _STATE["decision"])
+    labels = np.array([job.label[i] for i in sorted(closers.pos, key=closers.pos.__getitem__)])
+    spec["closer"] = closers.export(labels != job.fold)
     model = PairModel(spec)
     out = {}
     for thr in job.thresholds:
@@ -525,10 +546,11 @@ def main() -> int:
     streams = sorted(BENCH.glob("threads-*.jsonl"))
     gold, users = load_streams(streams)
     openers = Openers(users)
+    closers = Openers(users, closer=True, x=openers.x)
     by_source = {g["index"]: g["source"] for g in gold}
     result: dict[str, Any] = {"streams": [p.name for p in streams]}
-    _STATE.update(users=users, openers=openers, settings=s, kind=a.kind, passes=a.passes,
-                  decision=not a.no_decision)
+    _STATE.update(users=users, openers=openers, closers=closers, settings=s, kind=a.kind,
+                  passes=a.passes, decision=not a.no_decision)
     jobs = []
     if not a.no_loso:
         jobs += [Job("loso", f, by_source, tuple(thresholds))
@@ -546,12 +568,13 @@ def main() -> int:
         print(table(result["user_cv"], thr, "Grouped 5-fold CV by user"))
     if a.only_source:
         return 0
-    spec = train(with_openers(users, openers.crossfit(by_source, None)), s, a.kind, a.passes,
-                 not a.no_decision)
+    spec = train(with_openers(users, openers.crossfit(by_source, None),
+                              closers.crossfit(by_source, None)),
+                 s, a.kind, a.passes, not a.no_decision)
     from appliance.embed import load_manifest
 
     spec.update({
-        "opener": openers.export(),
+        "opener": openers.export(), "closer": closers.export(),
         "format": "semtrace-linker/2", "created": datetime.now(UTC).strftime("%Y-%m-%d"),
         "threshold": thr, "embedding_model": load_manifest().model_id,
         "training": {"streams": {p.name: hashlib.sha256(p.read_bytes()).hexdigest()

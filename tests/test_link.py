@@ -162,6 +162,11 @@ def test_replies_to_the_assistant_and_references_are_recognised() -> None:
     assert "deictic" in cue_names("Can I stay there that day too?")
     assert "closing" in cue_names("That's all, thanks, bye!")
     assert "opening" in cue_names("Hi, I'm looking for a hotel in <LOCATION_1>.")
+    # A greeting opens a conversation; "I'd like" also asks for the next thing inside one.
+    assert "greeting" in cue_names("Good morning, can I get a latte?")
+    assert "greeting" in cue_names("Hi, I'm looking for a hotel in <LOCATION_1>.")
+    assert "greeting" not in cue_names("I'd like the cheaper one, please.")
+    assert "greeting" not in cue_names("Say hi to the team for me.")
     assert not cue_names("Give me a recipe for a vegetarian lasagna.") & {
         "deictic", "answer", "closing"}
 
@@ -210,6 +215,31 @@ def test_shipped_opener_tells_a_reply_from_an_opening(policies, embedder) -> Non
     vecs = embedder.embed(openers + replies)[0]
     p = [model.opener.proba(v, t) for v, t in zip(vecs, openers + replies, strict=True)]
     assert min(p[:2]) > 0.5 > max(p[2:])
+
+
+def test_shipped_closer_tells_a_goodbye_from_a_turn_that_asks_for_more(policies, embedder) -> None:  # type: ignore[no-untyped-def]
+    from appliance.link import load_model
+
+    model = load_model(policies.correlation)
+    assert model.closer is not None
+    closers = ["Thank you, that's all I needed.", "Great, thanks a lot. Bye!"]
+    others = ["What's the weather in Paris?", "Can you find me a cheaper hotel?",
+              "How about tomorrow?"]
+    vecs = embedder.embed(closers + others)[0]
+    p = [model.closer.proba(v, t) for v, t in zip(vecs, closers + others, strict=True)]
+    assert min(p[:2]) > 0.5 > max(p[2:])
+
+
+def test_request_after_a_closed_conversation_starts_a_new_one(pipeline) -> None:  # type: ignore[no-untyped-def]
+    a, b, c, d = _run(pipeline,
+                      make_prompt("Find me the quickest route to the nearest gas station.",
+                                  minutes=0),
+                      make_prompt("Is there heavy traffic on the way?", minutes=1),
+                      make_prompt("Thanks, that's all I needed.", minutes=2),
+                      make_prompt("Set a reminder for my dentist appointment on Friday at 10am.",
+                                  minutes=5))
+    assert b.thread_id == a.thread_id and c.thread_id == a.thread_id
+    assert d.parent_id is None and d.thread_id != a.thread_id
 
 
 def test_topic_shift_is_a_change_of_subject_that_could_open_a_conversation(policies) -> None:  # type: ignore[no-untyped-def]

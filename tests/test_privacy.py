@@ -35,14 +35,15 @@ def crowd(group: str, users: int, per_user: int = 1, value: float = 0.0) -> list
 
 
 def test_count_noise_is_laplace_with_the_configured_scale(runtime: Any) -> None:
-    # counts only: the count gets 6/8 of epsilon 2/3 = 0.5; bound 2: scale b = 2 / 0.5 = 4
-    g = gate(runtime, epsilon_per_release=2 / 3, epsilon_per_day=1e9, contribution_bound=2)
+    # counts only: the count gets 0.6 / 0.85 of epsilon 0.85 / 1.2, i.e. 0.5;
+    # bound 2: scale b = 2 / 0.5 = 4
+    g = gate(runtime, epsilon_per_release=0.85 / 1.2, epsilon_per_day=1e9, contribution_bound=2)
     groups = [crowd(f"g{i}", 600) for i in range(10)]
     units = [u for grp in groups for u in grp]
     errors = []
     for _ in range(300):
         rel = g.release("acme", units)
-        assert not rel.exact and rel.epsilon == pytest.approx(2 / 3)
+        assert not rel.exact and rel.epsilon == pytest.approx(0.85 / 1.2)
         errors += [f.count.value - 600 for f in rel.groups]
         assert [f.count.noise_scale for f in rel.groups] == pytest.approx([4.0] * 10)
     err = np.asarray(errors)
@@ -54,18 +55,19 @@ def test_count_noise_is_laplace_with_the_configured_scale(runtime: Any) -> None:
 
 
 def test_sum_noise_scales_with_the_clip_bound_and_the_budget_split(runtime: Any) -> None:
-    # weights: count 6, users 2, v 1 of epsilon 0.9: v gets 0.1; scale = L*B/eps = 1*10/0.1
-    g = gate(runtime, epsilon_per_release=0.9, epsilon_per_day=1e9, contribution_bound=1)
+    # shares: count 0.6, users 0.25, the one measure v 0.15 of epsilon 2/3: v gets 0.1;
+    # scale = L*B/eps = 1*10/0.1
+    g = gate(runtime, epsilon_per_release=2 / 3, epsilon_per_day=1e9, contribution_bound=1)
     units = crowd("a", 500, value=100.0)  # clipped to the bound, 10 per unit
     draws = []
     for _ in range(1500):
         rel = g.release("acme", units, measures=[Measure("v", bound=10.0)])
         fig = rel.groups[0].sums["v"]
         assert fig.noise_scale == pytest.approx(100.0)
-        assert rel.groups[0].count.noise_scale == pytest.approx(1 / 0.6)
+        assert rel.groups[0].count.noise_scale == pytest.approx(1 / 0.4)
         draws.append(fig.value - 5000.0)
     assert abs(np.mean(np.abs(draws)) - 100.0) < 12.5
-    assert g.ledger.spent("acme") == pytest.approx(1500 * 0.9)
+    assert g.ledger.spent("acme") == pytest.approx(1500 * 2 / 3)
 
 
 def test_groups_with_too_few_people_are_withheld_by_a_noisy_count(runtime: Any) -> None:
@@ -89,6 +91,21 @@ def test_one_user_adds_at_most_the_contribution_bound(runtime: Any) -> None:
     kept = g.bound(heavy + crowd("g", 4))
     assert sum(u.user == "heavy" for u in kept) == 3
     assert len(kept) == 7
+
+
+def test_one_user_is_counted_among_the_people_of_at_most_people_bound_groups(
+        runtime: Any) -> None:
+    g = gate(runtime, people_bound=3, contribution_bound=50, k_min_users=1,
+             epsilon_per_release=0.85, epsilon_per_day=1e9)
+    busy = [Unit("busy", f"g{i:02d}") for i in range(20)]
+    rows = g.people(busy + crowd("g00", 4))
+    assert len(rows) == 3 + 4 and rows.count("g00") in (4, 5)
+    # the people count's noise follows the bound on groups, not the one on threads:
+    # it gets 0.25 / 0.85 of epsilon 0.85, so its scale is 3 / 0.25
+    rel = g.release("acme", busy + crowd("g00", 40))
+    people = {f.group: f.users for f in rel.groups}
+    assert people["g00"] is not None and people["g00"].noise_scale == pytest.approx(12.0)
+    assert rel.groups[0].count.noise_scale == pytest.approx(50 / 0.6)
 
 
 def test_budget_is_refused_with_one_sentence_when_spent_and_renews_next_day(

@@ -117,7 +117,8 @@ def test_stats_over_the_socket_spend_once_and_the_direct_command_reads_that_rele
     assert first.exit_code == 0, first.output
     out = json.loads(first.output)
     assert out["kind"] == "topics" and out["exact"] is False and out["cached"] is False
-    assert out["epsilon"] == pytest.approx(1.0) and out["currency"]
+    # the shipped policy's topics release spends 2 (release_epsilon.topics)
+    assert out["epsilon"] == pytest.approx(2.0) and out["currency"]
     again = json.loads(cli("stats", "topics", "--socket", sock, "--role", "analyst-acme",
                            "--tenant", "acme", *WINDOW, "--json").output)
     assert again["cached"] is True and again["epsilon"] == 0
@@ -129,7 +130,7 @@ def test_stats_over_the_socket_spend_once_and_the_direct_command_reads_that_rele
     assert set(d) == set(out) and d["cached"] is True
     assert d["released_at"] == out["released_at"] and d["rows"] == out["rows"]
     ledger = served["store"].db.execute("SELECT tenant, spent, queries FROM privacy_budget")
-    assert ledger.fetchall() == [("acme", pytest.approx(1.0), 1)]
+    assert ledger.fetchall() == [("acme", pytest.approx(2.0), 1)]
     text = cli("stats", "topics", "--socket", sock, "--role", "analyst-acme", "--tenant",
                "acme", *WINDOW)
     assert "differentially private: today's release from" in text.output
@@ -302,6 +303,7 @@ def test_the_tui_searches_and_reads_releases_through_the_socket(
         assert isinstance(app.screen, TopicsScreen)
         status = str(app.screen.query_one("#status").render())
         assert "No release today for acme: n makes it" in status and "globex" not in status
+        assert "spends epsilon 2 once a day" in status  # the service's topics epsilon
         await pilot.press("n")
         await settle(pilot)
         await pilot.click("#release")  # the service spends it, through the privacy gate
@@ -311,7 +313,7 @@ def test_the_tui_searches_and_reads_releases_through_the_socket(
                 break
         assert "released" in str(app.screen.query_one("#topics-head").render())
         ledger = served["store"].db.execute("SELECT tenant, spent FROM privacy_budget")
-        assert ledger.fetchall() == [("acme", pytest.approx(1.0))]
+        assert ledger.fetchall() == [("acme", pytest.approx(2.0))]
         await pilot.press("c")
         await settle(pilot)
         assert isinstance(app.screen, ModelsScreen)

@@ -71,6 +71,17 @@ def test_each_entity_in_a_sentence_is_redacted(redactor, text, value, entity):  
     # hashtags with a country in them, and a two-letter country hashtag
     ("Big night for the squad #GoTeamAustralia", "#GoTeamAustralia", "LOCATION"),
     ("Flooding again in the south #UK", "#UK", "LOCATION"),
+    # venues and institutions spaCy calls organisations, where the text says place
+    ("Excellent speech by the Prime Minister at Guildhall tonight", "Guildhall", "LOCATION"),
+    ("Reports of shots fired outside the Capitol this morning", "Capitol", "LOCATION"),
+    # a town below the city size that no word list knows; a noun city after a place word
+    ("Getting very dark in Kilmallock now, thunder on the way", "Kilmallock", "LOCATION"),
+    ("Bouchard is through to the semifinal at Wimbledon today", "Wimbledon", "LOCATION"),
+    # a name in a list with one that was found
+    ("Invite Maria Keller and Okonkwo to the review", "Okonkwo", "PERSON"),
+    # a name (also a word) as the subject of a reporting verb
+    ("Harper begins his northern tour on Monday", "Harper", "PERSON"),
+    ("Osborne promised to wipe out the deficit", "Osborne", "PERSON"),
 ])
 def test_names_and_places_that_context_gives_away_are_redacted(redactor, text, value, entity):  # type: ignore[no-untyped-def]
     hits = [(text[h.start:h.end], h.entity_type) for h in redactor.analyze(text)]
@@ -87,6 +98,15 @@ def test_names_and_places_that_context_gives_away_are_redacted(redactor, text, v
     "Christian and Muslim leaders met the Tories",
     "I Love This Park so much",
     "Fireworks tonight #HappyIndependenceDay #MH17 #ThrowbackThursday",
+    # drawn-out chat words and inflected verbs at the start of a sentence
+    "Loooool that was the best night ever",
+    "Got invited to a party earlier tonight",
+    "Revealed: the ten best pubs for a quiet pint",
+    "Police say the road stays closed and the report says why",
+    "Lunch with Coffee and Cake at noon",
+    # times and ordinary words before a street type are no address
+    "Come by from 3 to 8 PM and play street hockey with us",
+    "Remembering 25 years of the news channel tonight",
 ])
 def test_context_rules_leave_ordinary_words_alone(redactor, text):  # type: ignore[no-untyped-def]
     assert types_found(redactor, text) & {"PERSON", "LOCATION"} == set()
@@ -115,6 +135,28 @@ def test_secrets_are_redacted(redactor, secret):  # type: ignore[no-untyped-def]
 ])
 def test_known_false_positives_stay_unredacted(redactor, text):  # type: ignore[no-untyped-def]
     assert types_found(redactor, text) & {"PERSON", "PHONE_NUMBER", "LOCATION"} == set()
+
+
+def test_a_place_listed_with_a_known_place_is_redacted(redactor):  # type: ignore[no-untyped-def]
+    text = "Flights from Geelong , Ballarat & Wodonga are cancelled"
+    spans = [(text[h.start:h.end], h.entity_type) for h in redactor.analyze(text)]
+    assert any("Wodonga" in value and entity == "LOCATION" for value, entity in spans)
+    assert "Wodonga" not in redacted_text(redactor, text)
+
+
+@pytest.mark.parametrize(("text", "value", "entity"), [
+    # "Obama" is also a small Japanese city: a known name the model calls a person stays one
+    ("President Obama is now speaking at the summit.", "Obama", "PERSON"),
+    ("Obama says the deal is done", "Obama", "PERSON"),
+    # ... but after a place word the city wins
+    ("We stayed two nights in Obama on the coast", "Obama", "LOCATION"),
+    # a city the model calls a person, with no name behind it, stays a place
+    ("Geelong won again on Sunday", "Geelong", "LOCATION"),
+])
+def test_a_name_that_is_also_a_city_takes_its_type_from_context(redactor, text, value, entity):  # type: ignore[no-untyped-def]
+    hits = [(text[h.start:h.end], h.entity_type) for h in redactor.analyze(text)]
+    assert (value, entity) in hits
+    assert redacted_text(redactor, text).count(f"<{entity}>") >= 1
 
 
 def test_us_phone_is_a_phone_not_an_nhs_number(redactor):  # type: ignore[no-untyped-def]

@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from test_service import Server, at
 from test_spine import run_cli
 
@@ -55,8 +56,9 @@ def test_the_service_releases_each_day_so_the_first_query_spends_nothing(
     topics = _stats(srv, "topics")
     assert topics["cached"] is True and topics["epsilon"] == 0.0
     assert float(topics["release_age_s"]) > 0  # type: ignore[arg-type]
-    # the service spent the tenant's budget on two releases (topics, models), once
-    assert topics["budget_remaining"] == 2.0
+    # the service spent the tenant's budget on two releases, once: topics (2 of the
+    # day's 4, release_epsilon in privacy.toml) and models (1)
+    assert topics["budget_remaining"] == pytest.approx(1.0)
     models = _stats(srv, "models")
     assert models["cached"] is True and models["epsilon"] == 0.0
     assert models["released_at"] == _stats(srv, "models")["released_at"]
@@ -67,7 +69,7 @@ def test_the_service_releases_each_day_so_the_first_query_spends_nothing(
     assert srv.stop() == 0
     again = _stats(srv, "topics")
     assert again["released_at"] == topics["released_at"]
-    assert again["budget_remaining"] == 2.0
+    assert again["budget_remaining"] == pytest.approx(1.0)
 
 
 def test_a_release_schedule_that_is_not_a_crontab_is_refused(
@@ -81,3 +83,18 @@ def test_a_release_schedule_that_is_not_a_crontab_is_refused(
     assert out.returncode != 0
     assert "release_cron 'every night' is not a crontab expression" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(("line", "said"), [
+    ("topic = 2.0", "'topic' is no kind of release"),
+    ("topics = 5.0", "topics = 5 must be above 0 and at most epsilon_per_day (4)"),
+])
+def test_a_release_epsilon_that_could_never_be_spent_is_refused(
+        tmp_path: Path, passphrase_file: Path, line: str, said: str) -> None:
+    srv = Server(tmp_path, passphrase_file)
+    privacy = Path(srv.env["SEMTRACE_POLICY_DIR"]) / "privacy.toml"
+    privacy.write_text(privacy.read_text().replace("topics = 2.0", line))
+    out = run_cli("serve", "--check", *srv.args,
+                  env={"SEMTRACE_POLICY_DIR": srv.env["SEMTRACE_POLICY_DIR"]})
+    assert out.returncode != 0 and said in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr

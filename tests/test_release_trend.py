@@ -89,7 +89,8 @@ def test_the_trend_is_read_from_stored_daily_releases_and_spends_nothing(
     # the noisy k-suppression (k = 2) at this generous epsilon (people-count noise scale
     # ~0.7 on a margin of 4: at epsilon 40 one day in 25 hid the topic)
     privacy = pipeline.policies.privacy.model_copy(
-        update={"epsilon_per_release": 100.0, "epsilon_per_day": 1000.0, "k_min_users": 2})
+        update={"epsilon_per_release": 100.0, "release_epsilon": {}, "epsilon_per_day": 1000.0,
+                "k_min_users": 2})
     policies = pipeline.policies.model_copy(update={"privacy": privacy})
     for back in RELEASED:
         when = now if back == 0 else today - timedelta(days=back) + timedelta(hours=12)

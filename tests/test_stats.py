@@ -101,8 +101,7 @@ def test_stats_topics_json_is_noisy_accounted_and_released_once_a_day(
     # k-suppression: at epsilon 40 and k 5 the noisy people count hid every topic in
     # about one run in three (scale ~2 on a margin of 1); here the margin is 4 on a
     # scale under 1. Suppression itself is tested in test_privacy.
-    policies_with(tmp_path, monkeypatch, epsilon_per_day=250.0, epsilon_per_release=100.0,
-                  k_min_users=2)
+    policies_with(tmp_path, monkeypatch, epsilon_per_day=250.0, topics=100.0, k_min_users=2)
     out = stats(cli_runner, data_dir, passphrase_file, "topics")
     assert set(out) == {"kind", "tenant", "start", "end", "exact", "epsilon",
                         "budget_remaining", "k_min_users", "rows", "released_at", "cached",
@@ -134,7 +133,8 @@ def test_text_output_says_how_old_the_release_is(filled: Any, data_dir: Path,
     argv = ["stats", "topics", "--data-dir", str(data_dir), "--passphrase-file",
             str(passphrase_file), "--tenant", "acme", *WINDOW]
     main(argv)
-    assert "new release, epsilon 1 spent" in capsys.readouterr().out
+    # the shipped policy's topics release spends 2 (release_epsilon.topics in privacy.toml)
+    assert "new release, epsilon 2 spent" in capsys.readouterr().out
     main(argv)
     first = capsys.readouterr().out.splitlines()[0]
     assert "today's release from" in first and "old), nothing spent now" in first
@@ -176,7 +176,8 @@ def test_spent_budget_is_refused_with_one_sentence(filled: Any, data_dir: Path,
     policies = tmp_path / "policies"
     shutil.copytree(policy_dir(), policies)
     toml = policies / "privacy.toml"
-    toml.write_text(toml.read_text().replace("epsilon_per_day = 4.0", "epsilon_per_day = 1.5"))
+    # room for one topics release (2) a day, not two
+    toml.write_text(toml.read_text().replace("epsilon_per_day = 4.0", "epsilon_per_day = 3.0"))
     monkeypatch.setenv("SEMTRACE_POLICY_DIR", str(policies))
     argv = ["stats", "topics", "--data-dir", str(data_dir), "--passphrase-file",
             str(passphrase_file), "--tenant", "acme", *WINDOW]

@@ -707,7 +707,7 @@ def test_topics_release_is_made_once_on_request_and_read_by_the_cli_after(
     # the noisy count of people never falls under one
     privacy = runtime.policies.privacy.model_copy(
         update={"k_min_users": 1, "epsilon_per_release": 300.0, "epsilon_per_day": 600.0,
-                "contribution_bound": 2})
+                "release_epsilon": {}, "contribution_bound": 2})
     policies = runtime.policies.model_copy(update={"privacy": privacy})
     reader = open_runtime(runtime.data_dir, keyring=runtime.keyring, readonly=True,
                           policies=policies)

@@ -1,8 +1,9 @@
 """`semtrace stats topics|models|cost|positions|blocks|incident`: conversation analytics.
 
 Cross-user figures are differentially private (see privacy.py): the first time
-a command runs on a UTC day for a window, it spends `epsilon_per_release` of the
-tenant's daily budget on a release that is cached for the day; running it again
+a command runs on a UTC day for a window, it spends its kind's epsilon
+(`release_epsilon`, else `epsilon_per_release`) of the tenant's daily budget on a
+release that is cached for the day; running it again
 reads that release, spends nothing and says how old it is. Groups whose noisy
 count of people is under `k_min_users` are withheld. The default window is the
 7 UTC days ending tonight, so that every default query of a day shares one

@@ -47,7 +47,7 @@ def _evidence(names: Sequence[str], row: np.ndarray | None, score: float, runner
     ev: dict[str, Any] = {"score": round(score, 4), "runner_up": round(runner_up, 4),
                           "threshold": threshold, "cues": sorted(cues), "scored": n}
     if row is not None:
-        ev["features"] = {k: round(float(v), 4) for k, v in zip(names, row, strict=True)}
+        ev["features"] = {k: round(v, 4) for k, v in zip(names, row.tolist(), strict=True)}
     return ev
 
 
@@ -68,7 +68,7 @@ def decide(q: LinkInput, cands: Sequence[Candidate], model: PairModel, s: Correl
                     intent=intent, similarity=None, score=0.0,
                     evidence=_evidence(FEATURES, None, 0.0, 0.0, cues, 0, s.link_threshold))
     opener = model.opener_proba(q)
-    pick, x, sims, cues = features(q, cands, s, cache, opener)
+    pick, x, sims, cues = features(q, cands, s, cache, opener, model.closer_proba)
     p = model.proba(x)
     # A prompt continues at most one turn, so its candidates' probabilities add up to the
     # chance that it continues anything, and a thread's to the chance that it continues that
@@ -89,18 +89,21 @@ def decide(q: LinkInput, cands: Sequence[Candidate], model: PairModel, s: Correl
                     position=_new_position(cues, score, s), score=score, evidence=ev)
     parent = cands[pick[b]]
     return Link(parent_id=parent.record_id, thread_id=parent.thread_id,
-                position=_linked_position(q, cands, parent, (float(sims[b]), opener), cues, s),
+                position=_linked_position(q, cands, parent, (float(sims[b]), opener), cues, s,
+                                          intent),
                 intent=intent, similarity=float(sims[b]), score=score, evidence=ev)
 
 
 def _linked_position(q: LinkInput, cands: Sequence[Candidate], parent: Candidate,
                      sim_opener: tuple[float, float], cues: frozenset[str],
-                     s: CorrelationSettings) -> str:
+                     s: CorrelationSettings, intent: str | None = None) -> str:
     """`topic_shift`: the subject changed inside the conversation (unlike the parent and the
     thread's last turns, nothing in the prompt refers back, and it reads as an opening);
     else `continuation`."""
     sim, opener = sim_opener
-    if (cues & REFERRING_CUES or intent_of(q.text) == "conversation_management"
+    if intent is None:
+        intent = intent_of(q.text)
+    if (cues & REFERRING_CUES or intent == "conversation_management"
             or opener < s.topic_shift_opener):
         return "continuation"
     recent = [sim]

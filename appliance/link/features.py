@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import chain
+from itertools import accumulate, chain
 
 import numpy as np
 
 from appliance.config import CorrelationSettings
 from appliance.cues import ack_then_request, cue_names, keywords, placeholder_types, word_count
-from appliance.link.cache import VectorCache
+from appliance.link.cache import Rows, TextFacts, ThreadFacts, VectorCache, micros
 from appliance.records import Candidate, Link
 
 Linker = Callable[["LinkInput", Sequence[Candidate]], Link]
@@ -22,7 +23,7 @@ FOLLOW_UP_CUES = frozenset({"pronoun", "demonstrative", "ellipsis", "elaboration
 REFERRING_CUES = FOLLOW_UP_CUES | {"deictic", "answer"}
 QUERY_CUES = ("pronoun", "demonstrative", "ellipsis", "elaboration", "correction",
               "acknowledgement", "management", "question", "deictic", "answer", "opening",
-              "closing")
+              "greeting", "closing")
 QUERY_FEATURES = ("q_gap_last", "q_words", *(f"q_{c}" for c in QUERY_CUES), "q_ack_request",
                   "q_entities", "q_max_sim", "q_active_threads", "q_novel", "q_opener")
 OPEN_SECONDS = 900.0  # a thread with a turn this recent counts as open
@@ -55,31 +56,26 @@ class _Thread:
 
 def _shortlist(sims: np.ndarray, cands: Sequence[Candidate], lo: int, wlo: int,
                s: CorrelationSettings) -> tuple[list[int], dict[str, _Thread]]:
-    """Indices to score in full, and the threads of the window and the shortlist."""
+    """Indices to score in full, and the threads they belong to (turns in the window and the
+    shortlist, rank by latest turn among all the window's threads)."""
     n = len(cands)
-    by_id: dict[str, list[int]] = {}
-    for i in range(wlo, n):
-        tid = cands[i].thread_id
-        turns = by_id.get(tid)
-        if turns is None:
-            by_id[tid] = [i]
-        else:
-            turns.append(i)
-    threads = {tid: _Thread(turns) for tid, turns in by_id.items()}
+    by_id: defaultdict[str, list[int]] = defaultdict(list)
+    for i, tid in enumerate([c.thread_id for c in cands[wlo:]], wlo):
+        by_id[tid].append(i)
     pick = set(range(max(wlo, n - s.recent_candidates), n))
     k = min(s.similar_candidates, len(sims))
-    for j in np.argpartition(-sims, k - 1)[:k]:
-        i = lo + int(j)
+    for j in np.argpartition(-sims, k - 1)[:k].tolist():
+        i = lo + j
         pick.add(i)
         if i < wlo:
-            t = threads.setdefault(cands[i].thread_id, _Thread([]))
-            t.turns = sorted({i, *t.turns})
-    order = sorted(threads.values(), key=lambda t: -t.turns[-1])
-    for rank, t in enumerate(order):
-        t.rank = rank
-        if rank < s.recent_candidates:
-            pick.add(t.turns[-1])
-    return sorted(pick), threads
+            tid = cands[i].thread_id
+            by_id[tid] = sorted({i, *by_id.get(tid, ())})
+    order = sorted(by_id.values(), key=lambda turns: -turns[-1])
+    pick.update(turns[-1] for turns in order[:s.recent_candidates])
+    out = sorted(pick)
+    wanted = {cands[i].thread_id for i in out}
+    ranks = {turns[-1]: rank for rank, turns in enumerate(order)}
+    return out, {tid: _Thread(by_id[tid], ranks[by_id[tid][-1]]) for tid in wanted}
 
 
 @dataclass(frozen=True)
@@ -90,26 +86,37 @@ class _Context:
     cands: Sequence[Candidate]
     mat: np.ndarray
     sims: np.ndarray
+    us: np.ndarray  # micros(ts) of cands[lo:]
     lo: int
+    rows: Rows  # the cache's view of cands[lo:]
     idf: dict[str, float]
     novel: float  # share of the prompt's keywords unseen in the user's recent turns
     qkw: frozenset[str]
     qents: frozenset[str]
     open_threads: frozenset[str]  # threads with a turn in the last OPEN_SECONDS
+    closer: Callable[[Candidate], float] | None  # P(a turn closed its conversation)
+
+    def facts(self, idx: Sequence[int]) -> list[TextFacts]:
+        return self.rows.facts(self.cands, idx, self.lo)
 
 
-def _idf(q: LinkInput, cands: Sequence[Candidate], wlo: int) -> tuple[dict[str, float], float]:
-    """Inverse document frequency of the prompt's keywords over the user's recent turns,
-    and the share of them never seen there."""
-    window = [keywords(c.text) for c in cands[wlo:]]
-    df = {w: sum(1 for k in window if w in k) for w in keywords(q.text)}
-    idf = {w: math.log((len(window) + 1) / (d + 1)) for w, d in df.items()}
+def _idf(qkw: frozenset[str], rows: Rows, w0: int) -> tuple[dict[str, float], float]:
+    """Inverse document frequency of the prompt's keywords over the user's recent turns
+    (rows from position w0 on), and the share of them never seen there."""
+    df = {w: rows.doc_freq(w, w0) for w in qkw}
+    idf = {w: math.log((len(rows.us) - w0 + 1) / (d + 1)) for w, d in df.items()}
     return idf, sum(1 for d in df.values() if d == 0) / max(len(df), 1)
 
 
-def _open_threads(q: LinkInput, cands: Sequence[Candidate]) -> frozenset[str]:
-    return frozenset(c.thread_id for c in cands[-50:]
-                     if (q.ts - c.ts).total_seconds() <= OPEN_SECONDS)
+def _open_threads(q: LinkInput, cands: Sequence[Candidate], us: np.ndarray) -> frozenset[str]:
+    """Threads among the last 50 turns with a turn in the last OPEN_SECONDS (`us`: the
+    micros of the last len(us) turns)."""
+    k = min(50, len(cands))
+    if k > len(us):
+        return frozenset(c.thread_id for c in cands[-k:]
+                         if (q.ts - c.ts).total_seconds() <= OPEN_SECONDS)
+    recent = np.flatnonzero((micros(q.ts) - us[-k:]) / 1e6 <= OPEN_SECONDS) + len(cands) - k
+    return frozenset(cands[i].thread_id for i in recent.tolist())
 
 
 def _query_row(ctx: _Context, cues: frozenset[str], opener: float) -> list[float]:
@@ -121,97 +128,119 @@ def _query_row(ctx: _Context, cues: frozenset[str], opener: float) -> list[float
             float(min(len(ctx.open_threads), 5)), ctx.novel, opener]
 
 
-def _thread_rows(ctx: _Context, todo: Sequence[_Thread]) -> None:
+def _thread_rows(ctx: _Context, todo: Sequence[_Thread], memo: dict[tuple[int, ...], ThreadFacts]
+                 ) -> None:
     """Thread-level evidence (`THREAD_FEATURES` without the margins) for threads not yet
     described: similarity to its centroid, head and recent turns, overlap, pace."""
     q, cands, lo = ctx.q, ctx.cands, ctx.lo
-    flat = np.fromiter(chain.from_iterable(t.turns for t in todo), dtype=np.int64) - lo
-    lens = np.fromiter((len(t.turns) for t in todo), dtype=np.int64, count=len(todo))
-    starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
-    sims = ctx.sims[flat].astype(np.float64)
-    sums = np.add.reduceat(sims, starts)
-    flat_sims, bounds = sims.tolist(), (starts + lens).tolist()
-    # |sum of unit vectors|: q . centroid / |centroid| = sum(sims) / norm
-    cents = np.add.reduceat(ctx.mat[flat], starts, axis=0)
-    norms = np.where(lens > 1, np.maximum(np.sqrt(np.einsum("ij,ij->i", cents, cents)), 1e-6),
-                     1.0)
-    centroid = (sums / norms).tolist()
-    others_open = len(ctx.open_threads)
+    q_us = micros(q.ts)
+    lens = [len(t.turns) for t in todo]
+    bounds = list(accumulate(lens))
+    sims = ctx.sims[[j - lo for t in todo for j in t.turns]].astype(np.float64)
+    sums = np.add.reduceat(sims, [0, *bounds[:-1]]).tolist()
+    flat_sims = sims.tolist()
+    keys = [tuple([cands[j].record_id for j in t.turns]) for t in todo]
+    new = [k for k, key in enumerate(keys) if key not in memo]
+    if new:
+        if len(memo) > 50_000:  # a few hundred bytes each
+            memo.clear()
+        _describe(ctx, [todo[k] for k in new], [keys[k] for k in new], memo)
+    idf, qkw, qents, open_threads = ctx.idf, ctx.qkw, ctx.qents, ctx.open_threads
+    others_open = len(open_threads)
+    lasts = ctx.facts([t.turns[-1] for t in todo])
     for k, t in enumerate(todo):
-        ts = flat_sims[bounds[k] - len(t.turns):bounds[k]]
-        t.ranked = sorted(ts)
+        f = memo[keys[k]]
+        ts = flat_sims[bounds[k] - lens[k]:bounds[k]]
+        t.ranked = ranked = sorted(ts)
         recent = ts[-3:]
-        last = cands[t.turns[-1]]
-        last_cues = cue_names(last.text)
-        kw = 0.0
-        if ctx.qkw:
-            tkw = frozenset().union(*(keywords(cands[j].text) for j in t.turns))
-            kw = sum(ctx.idf[w] for w in ctx.qkw & tkw)
-        ents = 0.0
-        if ctx.qents:
-            tents = frozenset().union(*(cands[j].entity_keys for j in t.turns))
-            ents = float(min(len(ctx.qents & tents), 3))
+        latest, last = t.turns[-1], lasts[k]
+        now = math.log1p(max((q_us - f.last_us) / 1e6, 0.0))
         t.row = [
-            math.log1p(t.rank), math.log1p(len(t.turns)),
-            math.log1p(max((q.ts - last.ts).total_seconds(), 0.0)), t.ranked[-1],
-            centroid[k], ts[0], sum(recent) / len(recent), ents, kw,
-            float("acknowledgement" in last_cues), float("closing" in last_cues),
-            float(others_open - (last.thread_id in ctx.open_threads) > 0),
-            _pause(q, cands, t.turns),
+            math.log1p(t.rank), math.log1p(lens[k]), now, ranked[-1],
+            sums[k] / f.norm,  # |sum of unit vectors|: q . centroid / |centroid|
+            ts[0], sum(recent) / len(recent),
+            float(min(len(qents.intersection(
+                chain.from_iterable(cands[j].entity_keys for j in t.turns))), 3))
+            if qents else 0.0,
+            sum(idf[w] for w in qkw & f.keywords) if qkw else 0.0,
+            float(last.ack), float(last.closing),
+            float(others_open - (cands[latest].thread_id in open_threads) > 0),
+            0.0 if f.pace is None else now - f.pace,
+            0.5 if ctx.closer is None else ctx.closer(cands[latest]),
         ]
 
 
-def _pause(q: LinkInput, cands: Sequence[Candidate], turns: list[int]) -> float:
-    """How much longer the pause since the thread's last turn is than the thread's own pace:
-    log gap minus the median log gap between its turns (0 for a one-turn thread)."""
-    if len(turns) < 2:
-        return 0.0
-    last = turns[-6:]  # its last five gaps
-    gaps = sorted(math.log1p(max((cands[b].ts - cands[a].ts).total_seconds(), 0.0))
-                  for a, b in zip(last, last[1:], strict=False))
-    now = math.log1p(max((q.ts - cands[turns[-1]].ts).total_seconds(), 0.0))
-    return now - gaps[len(gaps) // 2]
+def _describe(ctx: _Context, threads: list[_Thread], keys: list[tuple[int, ...]],
+              memo: dict[tuple[int, ...], ThreadFacts]) -> None:
+    """ThreadFacts of threads whose turns in view are new: norm of the vector sum,
+    keywords of all turns, latest time, median pause (of the last five)."""
+    norms = [1.0] * len(threads)
+    multi = [k for k, t in enumerate(threads) if len(t.turns) > 1]
+    if multi:
+        lens = [len(threads[k].turns) for k in multi]
+        flat = [j - ctx.lo for k in multi for j in threads[k].turns]
+        cents = np.add.reduceat(ctx.mat[flat], np.cumsum([0, *lens[:-1]]), axis=0)
+        got = np.maximum(np.sqrt(np.einsum("ij,ij->i", cents, cents)), 1e-6).tolist()
+        for k, norm in zip(multi, got, strict=True):
+            norms[k] = norm
+    stamps = ctx.us[[j - ctx.lo for t in threads for j in t.turns]].tolist()
+    end = 0
+    for t, key, norm in zip(threads, keys, norms, strict=True):
+        us, end = stamps[end:end + len(t.turns)], end + len(t.turns)
+        last = us[-6:]  # its last five gaps; log1p is monotone, so log of the median
+        gaps = sorted(b - a for a, b in zip(last, last[1:], strict=False))
+        memo[key] = ThreadFacts(
+            norm=norm, keywords=frozenset().union(*(f.kw for f in ctx.facts(t.turns))),
+            last_us=us[-1],
+            pace=math.log1p(max(gaps[len(gaps) // 2] / 1e6, 0.0)) if gaps else None)
 
 
 THREAD_FEATURES = ("thread_rank", "thread_turns", "thread_gap", "thread_max_sim",
                    "centroid_sim", "head_sim", "recent_sim", "ent_thread", "kw_thread",
-                   "thread_last_ack", "thread_last_closing", "other_thread_open", "thread_pause")
+                   "thread_last_ack", "thread_last_closing", "other_thread_open", "thread_pause",
+                   "thread_closer")
 MARGINS = ("thread_max_sim", "centroid_sim", "recent_sim", "kw_thread")
 
 
-def _text_pair(ctx: _Context, i: int, t: _Thread, sim: float) -> tuple[float, ...]:
-    """The candidate's text, session and entity evidence, and which turn of its thread the
-    prompt depends on: the candidate's cosine rank among the thread's turns, and the
+def _text_rows(ctx: _Context, pick: list[int], tl: list[_Thread], sim: list[float]
+               ) -> list[tuple[float, ...]]:
+    """Per candidate: its text, session and entity evidence, and which turn of its thread
+    the prompt depends on: the candidate's cosine rank among the thread's turns, and the
     (IDF-weighted) prompt keywords it shares, all of them and those the thread's latest
     turn lacks."""
-    q, c = ctx.q, ctx.cands[i]
-    ckw = keywords(c.text)
-    assert t.ranked is not None  # set with the thread's row
-    shared = ctx.qkw & ckw
-    latest = keywords(ctx.cands[t.turns[-1]].text) if i != t.turns[-1] else ckw
-    return (
-        float(q.session_key is not None and q.session_key == c.session_key),
-        float(None not in (q.session_key, c.session_key) and q.session_key != c.session_key),
-        float(min(len(ctx.qents.intersection(c.entity_keys)), 3)),
-        _jaccard(ctx.qkw, ckw),
-        float(len(placeholder_types(q.text) & placeholder_types(c.text))),
-        float("acknowledgement" in cue_names(c.text)), math.log1p(word_count(c.text)),
-        math.log1p(len(t.ranked) - bisect_right(t.ranked, sim)), sum(ctx.idf[w] for w in shared),
-        sum(ctx.idf[w] for w in shared - latest),
-    )
+    q, idf, qkw, qents = ctx.q, ctx.idf, ctx.qkw, ctx.qents
+    qs, qph = q.session_key, placeholder_types(q.text)
+    out: list[tuple[float, ...]] = []
+    for i, t, v, f in zip(pick, tl, sim, ctx.facts(pick), strict=True):
+        c = ctx.cands[i]
+        assert t.ranked is not None  # set with the thread's row
+        shared = qkw & f.kw
+        kw = only = 0.0
+        if shared:
+            latest = ctx.facts(t.turns[-1:])[0].kw if i != t.turns[-1] else f.kw
+            kw, only = sum(idf[w] for w in shared), sum(idf[w] for w in shared - latest)
+        cs = c.session_key
+        out.append((
+            float(qs is not None and qs == cs), float(None not in (qs, cs) and qs != cs),
+            float(min(len(qents.intersection(c.entity_keys)), 3)) if qents else 0.0,
+            len(shared) / (len(qkw) + len(f.kw) - len(shared)) if qkw and f.kw else 0.0,
+            float(len(qph & f.ph)) if qph else 0.0,
+            float(f.ack), f.log_words, math.log1p(len(t.ranked) - bisect_right(t.ranked, v)),
+            kw, only,
+        ))
+    return out
 
 
 def _pair_block(ctx: _Context, pick: list[int], tl: list[_Thread]) -> np.ndarray:
     """PAIR_FEATURES for every shortlisted candidate (rows in `pick` order)."""
-    q, cands, lo, n = ctx.q, ctx.cands, ctx.lo, len(ctx.cands)
+    lo, n = ctx.lo, len(ctx.cands)
     idx = np.asarray(pick)
     sim = ctx.sims[idx - lo].astype(np.float64)
     latest = np.fromiter((t.turns[-1] for t in tl), dtype=np.int64, count=len(tl))
     head = np.fromiter((t.turns[0] for t in tl), dtype=np.int64, count=len(tl))
     after = [len(t.turns) - bisect_right(t.turns, i) for i, t in zip(pick, tl, strict=True)]
-    gap = [(q.ts - cands[i].ts).total_seconds() for i in pick]
-    text = np.array([_text_pair(ctx, i, t, v) for i, t, v in zip(pick, tl, sim.tolist(),
-                                                                    strict=True)])
+    gap = (micros(ctx.q.ts) - ctx.us[idx - lo]) / 1e6
+    text = np.array(_text_rows(ctx, pick, tl, sim.tolist()))
     rank = np.empty(len(pick))
     rank[np.argsort(-sim, kind="stable")] = np.arange(len(pick))
     return np.column_stack([
@@ -232,51 +261,58 @@ FEATURES = (*QUERY_FEATURES, *THREAD_FEATURES, *(f"{m}_margin" for m in MARGINS)
 
 
 def features(q: LinkInput, cands: Sequence[Candidate], s: CorrelationSettings,
-             cache: VectorCache, opener: float = 0.5
+             cache: VectorCache, opener: float = 0.5,
+             closer: Callable[[Candidate], float] | None = None
              ) -> tuple[list[int], np.ndarray, np.ndarray, frozenset[str]]:
     """Shortlisted candidate indices, their feature rows, their similarities, the cue names.
 
-    `opener` is the prompt's opener probability (`PairModel.opener_proba`)."""
+    `opener` is the prompt's opener probability (`PairModel.opener_proba`); `closer` gives
+    the probability that an earlier turn closed its conversation (`PairModel.closer_proba`;
+    0.5 for every turn when None)."""
     n = len(cands)
     lo, wlo = max(0, n - s.scan_candidates), max(0, n - s.max_candidates)
-    mat = cache.matrix(cands, lo)
+    rows = cache.rows(cands, lo)
+    mat, us = rows.mat, rows.us
     # einsum, not BLAS: a threaded gemv stalls behind any other load on a small host
     sims = np.einsum("ij,j->i", mat, q.vector.astype(np.float32))
-    for i in range(wlo, n):  # the previous answer, when the gateway sent it, counts too
-        rv = cands[i].response_vector
-        if rv is not None:
-            sims[i - lo] = max(sims[i - lo], float(rv @ q.vector))
+    answers = [(i, c.response_vector) for i, c in enumerate(cands[wlo:], wlo)
+               if c.response_vector is not None]
+    for i, rv in answers:  # the previous answer, when the gateway sent it, counts too
+        sims[i - lo] = max(sims[i - lo], float(rv @ q.vector))
     pick, threads = _shortlist(sims, cands, lo, wlo, s)
-    idf, novel = _idf(q, cands, wlo)
-    ctx = _Context(q=q, cands=cands, mat=mat, sims=sims, lo=lo, idf=idf, novel=novel,
-                   qkw=keywords(q.text), qents=frozenset(q.entity_keys),
-                   open_threads=_open_threads(q, cands))
+    qkw = keywords(q.text)
+    rows.post(cands, lo, wlo - lo)
+    idf, novel = _idf(qkw, rows, wlo - lo)
+    ctx = _Context(q=q, cands=cands, mat=mat, sims=sims, us=us, lo=lo, rows=rows,
+                   idf=idf, novel=novel, qkw=qkw, qents=frozenset(q.entity_keys),
+                   open_threads=_open_threads(q, cands, us), closer=closer)
     cues = cue_names(q.text)
     base = _query_row(ctx, cues, opener)
     tl = [threads[cands[i].thread_id] for i in pick]
-    touched = {id(t): t for t in tl}
-    todo = [t for t in touched.values() if t.row is None]
-    if todo:
-        _thread_rows(ctx, todo)
-    trows = {k: t.row for k, t in touched.items() if t.row is not None}
-    margins = _margins(trows)
-    per_thread = {k: r + margins[k] for k, r in trows.items()}
+    todo = list({id(t): t for t in tl}.values())
+    _thread_rows(ctx, todo, cache.threads)
+    trows = np.array([t.row for t in todo])
+    where = {id(t): k for k, t in enumerate(todo)}
+    per_thread = np.hstack([trows, _margins(trows)])
     x = np.empty((len(pick), len(FEATURES)))
     x[:, :len(base)] = base
-    x[:, len(base):-len(PAIR_FEATURES)] = [per_thread[id(t)] for t in tl]
+    x[:, len(base):-len(PAIR_FEATURES)] = per_thread[[where[id(t)] for t in tl]]
     x[:, -len(PAIR_FEATURES):] = _pair_block(ctx, pick, tl)
     return pick, x, sims[np.asarray(pick) - lo], cues
 
 
-def _margins(trows: dict[int, list[float]]) -> dict[int, list[float]]:
-    """Per thread: how far each MARGINS feature is above the best other thread's."""
-    out: dict[int, list[float]] = {k: [] for k in trows}
-    for m in MARGINS:
-        c = THREAD_FEATURES.index(m)
-        top = sorted(((r[c], k) for k, r in trows.items()), reverse=True)[:2]
-        for k, r in trows.items():
-            others = [v for v, kk in top if kk != k]
-            out[k].append(r[c] - (others[0] if others else 0.0))
+def _margins(trows: np.ndarray) -> np.ndarray:
+    """Per thread (row): how far each MARGINS feature is above the best other thread's."""
+    cols = trows[:, [THREAD_FEATURES.index(m) for m in MARGINS]]
+    if len(cols) == 1:
+        return cols - 0.0
+    best = cols.argmax(axis=0)
+    at = np.arange(cols.shape[1])
+    top = cols[best, at]
+    rest = cols.copy()
+    rest[best, at] = -np.inf
+    out = cols - top
+    out[best, at] = top - rest.max(axis=0)
     return out
 
 

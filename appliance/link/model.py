@@ -13,7 +13,9 @@ import numpy as np
 from appliance.config import CorrelationSettings, policy_dir
 from appliance.errors import ConfigError
 from appliance.link.features import FEATURES, LinkInput
+from appliance.link.trees import CompiledTrees
 from appliance.opener import OpenerModel
+from appliance.records import Candidate
 
 
 class PairModel:
@@ -24,6 +26,9 @@ class PairModel:
         if list(spec["features"]) != list(FEATURES):
             raise ValueError("the weights file was trained on other features")
         self.opener = OpenerModel(spec["opener"]) if spec.get("opener") else None
+        # The same kind of model, trained on "was this the conversation's last turn?".
+        self.closer = OpenerModel(spec["closer"]) if spec.get("closer") else None
+        self._closed: dict[int, float] = {}  # per record id: a turn's text never changes
         dec = spec.get("decision")
         self.decision = None if not dec else (
             np.asarray(dec["mean"], dtype=np.float64), np.asarray(dec["scale"], dtype=np.float64),
@@ -33,40 +38,23 @@ class PairModel:
         self.kind = spec["kind"]
         self.mean = np.asarray(spec["scaler"]["mean"], dtype=np.float64)
         self.scale = np.asarray(spec["scaler"]["scale"], dtype=np.float64)
+        # (x - 0) / 1 is x, bit for bit: the trees' exporter writes an identity scaler
+        self.scaled = not (np.all(self.mean == 0.0) and np.all(self.scale == 1.0))
         self.intercept = float(spec["intercept"])
         if self.kind == "logistic":
             self.coef = np.asarray(spec["coef"], dtype=np.float64)
         elif self.kind == "gbm":
-            t = spec["trees"]
-            self.rate = float(t["learning_rate"])
-            self.depth = int(t["depth"])
-            # Flattened: node k of tree t lives at t * width + k.
-            feat = np.asarray(t["feature"], dtype=np.int64)
-            offset = (np.arange(feat.shape[0]) * feat.shape[1])[:, None]
-            self.roots = offset[:, 0]
-            self.feat = feat.ravel()
-            self.thr = np.asarray(t["threshold"], dtype=np.float64).ravel()
-            left = (np.asarray(t["left"], dtype=np.int64) + offset).ravel()
-            right = (np.asarray(t["right"], dtype=np.int64) + offset).ravel()
-            self.children = np.stack([left, right], axis=1).ravel()  # node k: 2k left, 2k+1 right
-            self.value = np.asarray(t["value"], dtype=np.float64).ravel()
+            self.trees = CompiledTrees(spec["trees"])
         else:
             raise ValueError(f"unknown model kind {self.kind!r}")
 
     def proba(self, x: np.ndarray) -> np.ndarray:
         """Link probability per row of the feature matrix."""
-        z = (x - self.mean) / self.scale
+        z = (x - self.mean) / self.scale if self.scaled else x
         if self.kind == "logistic":
             raw = z @ self.coef + self.intercept
         else:
-            flat = z.ravel()
-            row_start = (np.arange(z.shape[0]) * z.shape[1])[:, None]
-            node = np.repeat(self.roots[None, :], z.shape[0], axis=0)
-            for _ in range(self.depth):  # leaves point to themselves
-                go_right = np.take(flat, row_start + np.take(self.feat, node)) > np.take(
-                    self.thr, node)
-                node = np.take(self.children, 2 * node + go_right)
-            raw = self.intercept + self.rate * np.take(self.value, node).sum(axis=1)
+            raw = self.intercept + self.trees.raw(z)
         return 1.0 / (1.0 + np.exp(-raw))
 
     def link_proba(self, masses: Sequence[float], opener: float, row: np.ndarray) -> float:
@@ -86,6 +74,18 @@ class PairModel:
         return self.opener.proba(q.vector, q.text) if self.opener is not None else 0.5
 
 
+    def closer_proba(self, c: Candidate) -> float:
+        """Probability that an earlier turn closed its conversation (0.5 without a model)."""
+        if self.closer is None:
+            return 0.5
+        p = self._closed.get(c.record_id)
+        if p is None:
+            if len(self._closed) >= 200_000:
+                self._closed.clear()
+            p = self._closed[c.record_id] = self.closer.proba(c.vector, c.text)
+        return p
+
+
 def load_model(settings: CorrelationSettings) -> PairModel:
     """The weights file named by the policy; ConfigError names the file when unusable."""
     path = Path(settings.weights_file)
@@ -100,7 +100,7 @@ def load_model(settings: CorrelationSettings) -> PairModel:
 
 
 DECISION_FEATURES = ("total", "best_thread", "runner_up", "opener", "q_gap_last", "thread_gap",
-                     "sim", "q_active_threads", "q_words")
+                     "sim", "q_active_threads", "q_words", "thread_closer")
 
 
 def _logit(v: float) -> float:

@@ -111,6 +111,8 @@ def _spacy_package(name: str) -> str:
 REPLACED_RECOGNIZERS = ("PhoneRecognizer", "CreditCardRecognizer")
 # NER output that is never a person's name: code, key=value runs, handles, paths.
 NOT_A_NAME = re.compile(r"[=_@/\\{}<>\[\]#$%^*|~+\d]")
+# A lower-case letter three times in a row: drawn-out chat words ("Loooool"), not names.
+ELONGATED = re.compile(r"([a-z])\1\1")
 
 
 def _offline_engine(settings: RedactionSettings) -> Any:
@@ -148,13 +150,16 @@ def _offline_engine(settings: RedactionSettings) -> Any:
     return engine
 
 
-def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> Any:
+def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, Any]:
+    """Presidio's analyser over the recognisers, and the word lists (None when switched off)."""
     from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
 
     from appliance.redact.context import (
         CuedNameRecognizer,
         HandleRecognizer,
         HashtagRecognizer,
+        OrgAsPlaceRecognizer,
+        ReportedSpeakerRecognizer,
         VenueRecognizer,
     )
     from appliance.redact.gazetteer import PersonNameRecognizer, PlaceNameRecognizer, load_gazetteer
@@ -186,7 +191,7 @@ def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> Any:
     for lookalike in (SpelledEmailRecognizer(), SeparatedIbanRecognizer(),
                       SeparatedSsnRecognizer(), SpelledIpRecognizer()):
         registry.add_recognizer(lookalike)
-    names = None
+    names = gazetteer = None
     if settings.name_list_rank > 0:
         gazetteer = load_gazetteer(cache_dir, engine.nlp["en"], max_rank=settings.name_list_rank)
         names = PersonNameRecognizer(gazetteer)
@@ -195,7 +200,8 @@ def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> Any:
         for in_context in (HandleRecognizer(), CuedNameRecognizer(gazetteer),
                            HashtagRecognizer(gazetteer), VenueRecognizer(gazetteer),
                            CityRecognizer(gazetteer), DemonymRecognizer(gazetteer),
-                           AbbreviationRecognizer(gazetteer)):
+                           AbbreviationRecognizer(gazetteer), OrgAsPlaceRecognizer(gazetteer),
+                           ReportedSpeakerRecognizer(gazetteer)):
             registry.add_recognizer(in_context)
     _replace_spacy_recognizer(registry, names)
     for custom in settings.custom:
@@ -203,7 +209,8 @@ def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> Any:
         registry.add_recognizer(PatternRecognizer(
             supported_entity=custom.entity, patterns=patterns, context=custom.context,
             name=f"semtrace_{custom.entity.lower()}"))
-    return AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"])
+    analyzer = AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"])
+    return analyzer, gazetteer
 
 
 def _replace_spacy_recognizer(registry: Any, names: Any) -> None:
@@ -229,11 +236,12 @@ def _replace_spacy_recognizer(registry: Any, names: Any) -> None:
 def _plausible(text: str, entity_type: str, names: Any, whole: str = "") -> bool:
     """Whether a spaCy NER hit can be a name or place.
 
-    Not without a cased letter (emoji, punctuation, CJK runs); for names also
+    Not without a cased letter (emoji, punctuation, CJK runs), nor with a
+    letter drawn out three times ("Loooool", "Mannnn": chat, not names); for names also
     not code, key=value runs, plain dictionary words, or an all-lower-case
     "name" in a text that uses capitals elsewhere (slang: "goes", "woke").
     """
-    if not any(c.isupper() or c.islower() for c in text):
+    if not any(c.isupper() or c.islower() for c in text) or ELONGATED.search(text):
         return False
     if entity_type != "PERSON":
         return True
@@ -254,7 +262,7 @@ class Redactor:
         self._entities = list(settings.entities)
         self._allow = {w.lower() for w in settings.allow_list}
         cache = cache_dir or Path(tempfile.gettempdir()) / "semtrace-cache"
-        self._analyzer = _build_analyzer(settings, cache)
+        self._analyzer, self._gazetteer = _build_analyzer(settings, cache)
 
     def analyze(self, text: str) -> list[Detection]:
         """Detected PII spans in `text` (original offsets), overlaps resolved.
@@ -267,15 +275,19 @@ class Redactor:
         seen = norm.text
         results = self._analyzer.analyze(text=seen, language="en", entities=self._entities,
                                          score_threshold=self.settings.score_threshold)
+        found = [(r.start, r.end, r.entity_type, float(r.score),
+                  (r.recognition_metadata or {}).get("recognizer_name", "") == "SpacyRecognizer")
+                 for r in results if seen[r.start:r.end].strip().lower() not in self._allow]
+        if self._gazetteer is not None:
+            from appliance.redact.lists import list_members
+
+            listed = list_members(seen, [(s, e, t) for s, e, t, _, _ in found], self._gazetteer)
+            found += [(s, e, t, 0.5, False) for s, e, t in listed
+                      if seen[s:e].strip().lower() not in self._allow]
         hits = []
-        for r in results:
-            value = seen[r.start:r.end]
-            recognizer = (r.recognition_metadata or {}).get("recognizer_name", "")
-            if value.strip().lower() in self._allow:
-                continue
-            start, end = norm.original_span(r.start, r.end)
-            hits.append(Detection(start, end, r.entity_type, float(r.score),
-                                  model=recognizer == "SpacyRecognizer"))
+        for s, e, entity, score, model in found:
+            start, end = norm.original_span(s, e)
+            hits.append(Detection(start, end, entity, score, model=model))
         return resolve_overlaps(hits)
 
     def redact(self, prompt: Prompt) -> Redacted:

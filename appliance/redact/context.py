@@ -276,3 +276,90 @@ class VenueRecognizer(SpanRecognizer):
             if len(words) == 1 and (words[0] in self.g.first or len(words[0]) < 3):
                 continue
             yield run[0].start(), run[-1].end(), 0.5
+
+
+# --- organisations where the text says place -----------------------------------------------
+
+CUE_BEFORE = re.compile(PLACE_CUE.pattern + r"$")
+CUE_WINDOW = 40  # characters before a word that can hold a place cue ("arrived in the ")
+
+
+def place_cue_before(text: str, start: int) -> bool:
+    """Whether a place word ("in", "at the", "moved to", ...) ends right before `start`."""
+    return CUE_BEFORE.search(text, max(0, start - CUE_WINDOW), start) is not None
+ORG_EDGE = re.compile(r"^(?:[Tt]he\s+)?(.*?)[\W_]*$", re.S)
+
+
+class OrgAsPlaceRecognizer(SpanRecognizer):
+    """spaCy ORGANIZATION hits right after a place word are places ("at Guildhall").
+
+    "a seat in Parliament", "outside the Capitol", "at the o2 Arena": spaCy
+    often types venues and institutions as organisations, and where the text
+    says place they name where someone is. A run of ordinary words ("in Live
+    Action") is left alone.
+    """
+
+    ENTITY = "LOCATION"
+
+    def __init__(self, gazetteer: Gazetteer) -> None:
+        super().__init__()
+        self.g = gazetteer
+
+    def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+        if artifacts is None:
+            return
+        for ent in artifacts.entities:
+            if ent.label_ != "ORGANIZATION" or not place_cue_before(text, ent.start_char):
+                continue
+            m = ORG_EDGE.match(ent.text)
+            core = m.group(1) if m else ""
+            words = [w.lower() for w in NAME_WORD.findall(core)]
+            if not words or all(is_ordinary(w, self.g) or w in CALENDAR for w in words):
+                continue
+            start = ent.start_char + (m.start(1) if m else 0)
+            yield start, start + len(core), 0.5
+
+
+# --- the subject of a reporting verb -------------------------------------------------------
+
+# "Harper says", "Osborne promised", "Smith told reporters": one or two capitalised words
+# right before a verb of saying or of a headline's doing.
+REPORTED = re.compile(
+    r"(?<![\w@#'’])((?:[A-Z][a-z][\w'’\-]*[ ]){1,2})(?:says|said|tells|told|warns|warned|urges|"
+    r"urged|admits|admitted|denies|denied|claims|claimed|insists|insisted|announces|announced|"
+    r"accuses|accused|promises|promised|vows|vowed|pledges|pledged|slams|praises|defends|"
+    r"begins|heads|plays|resigns|resigned|responds|replies|replied|confirms|confirmed|reveals|"
+    r"revealed|rejects|rejected|asks|asked|wants|explains|explained)\b")
+
+
+BIG_CITY_POPULATION = 1_000_000  # as places.NAME_CITY_POPULATION: "Sydney says" is a city
+
+
+class ReportedSpeakerRecognizer(SpanRecognizer):
+    """A surname or name right before "says", "told", "warns", "promised" and the like.
+
+    Only words that are no ordinary English word, calendar word or place
+    count; a dictionary noun only when the name lists know it ("Harper says";
+    not "Police say", "Report says").
+    """
+
+    ENTITY = "PERSON"
+
+    def __init__(self, gazetteer: Gazetteer) -> None:
+        super().__init__()
+        self.g = gazetteer
+
+    def _name_word(self, word: str) -> bool:
+        low = word.lower()
+        if len(low) < 3 or low in NOT_NAMES or low in CALENDAR or is_ordinary(low, self.g) \
+                or low in self.g.places or low in STOP_WORDS:
+            return False
+        if low in self.g.first or low in self.g.last:  # a known name, unless a big city
+            return self.g.cities.get(low, 0) < BIG_CITY_POPULATION
+        return low not in self.g.nouns and low not in self.g.common and low not in self.g.cities
+
+    def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+        for m in REPORTED.finditer(text):
+            words = m.group(1).split()
+            if all(self._name_word(w) for w in words):
+                yield m.start(1), m.start(1) + len(m.group(1).rstrip()), 0.5

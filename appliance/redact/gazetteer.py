@@ -48,6 +48,8 @@ SENTENCE_END = word_set('. ! ? : " “ ” > - * • ( [')
 # popular names of some country (Maria, Jacob, Teresa, Smith, Keller).
 POPULAR_FIRST_RANK = 50
 POPULAR_LAST_RANK = 20
+# An inflected verb that is a surname this popular is not a common word ("Manning", "Gates").
+INFLECTED_LAST_RANK = 1000
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class Gazetteer:
     common: frozenset[str]
     nouns: frozenset[str] = frozenset()  # dictionary nouns (popular names among them)
     cities: dict[str, int] = field(default_factory=dict)  # GeoNames city -> population
+    towns: frozenset[str] = frozenset()  # one-word GeoNames places below the city size
     country_words: frozenset[str] = frozenset()  # words that name one country
 
 
@@ -162,6 +165,30 @@ def _places() -> frozenset[str]:
     return frozenset(out)
 
 
+def _regular_forms(lemma: str) -> tuple[str, ...]:
+    """Third person, past and -ing forms of a regular English verb ("reveal" -> "revealed")."""
+    stem_y = len(lemma) > 2 and lemma.endswith("y") and lemma[-2] not in "aeiou"
+    third = lemma[:-1] + "ies" if stem_y else lemma + (
+        "es" if lemma.endswith(("s", "x", "z", "ch", "sh", "o")) else "s")
+    past = lemma[:-1] + "ied" if stem_y else lemma + ("d" if lemma.endswith("e") else "ed")
+    ing = lemma[:-1] + "ing" if lemma.endswith("e") and not lemma.endswith("ee") else lemma + "ing"
+    return third, past, ing
+
+
+def _inflections(lookups: Any, index: Any) -> set[str]:
+    """Inflected verbs, adjectives and adverbs: regular verb forms ("revealed", "goes") and
+    the lemmatiser's exception tables ("got", "woke", "better")."""
+    out: set[str] = set()
+    for lemma in index.get("verb", []):
+        if lemma.isalpha():
+            out.update(_regular_forms(lemma))
+    if lookups.has_table("lemma_exc"):
+        exceptions = lookups.get_table("lemma_exc")
+        for pos in ("verb", "adj", "adv"):
+            out.update(w for w in exceptions.get(pos, {}) if w.isalpha())
+    return out
+
+
 def _common_words(
     nlp: Any, first: dict[str, int], last: dict[str, int]
 ) -> tuple[frozenset[str], frozenset[str]]:
@@ -180,6 +207,9 @@ def _common_words(
     index = lookups.get_table("lemma_index")
     for pos in ("verb", "adj", "adv"):
         words.update(w for w in index.get(pos, []) if w.isalpha())
+    # An inflected form that is also a well-known surname ("Manning", "Banks") stays a name.
+    words.update(w for w in _inflections(lookups, index) if last.get(w, 10**6) > INFLECTED_LAST_RANK
+                 and first.get(w, 10**6) > POPULAR_FIRST_RANK)
     for w in index.get("noun", []):
         popular = (
             first.get(w, 10**6) <= POPULAR_FIRST_RANK or last.get(w, 10**6) <= POPULAR_LAST_RANK
@@ -193,12 +223,15 @@ def _common_words(
 
 def load_gazetteer(cache_dir: Path, nlp: Any, *, max_rank: int) -> Gazetteer:
     """Build the word lists (names from the cache dir, extracted on first use)."""
-    from appliance.redact.places import load_cities
+    from appliance.redact.places import CITY_POPULATION, load_cities
 
     first, last = _names(cache_dir, max_rank)
     common, nouns = _common_words(nlp, first, last)
+    places = load_cities()
+    cities = {k: v for k, v in places.items() if v >= CITY_POPULATION}
+    towns = frozenset(k for k, v in places.items() if v < CITY_POPULATION and k.isalpha())
     return Gazetteer(first=first, last=last, places=_places(), common=common, nouns=nouns,
-                     cities=load_cities(), country_words=country_words())
+                     cities=cities, towns=towns, country_words=country_words())
 
 
 # --- recognisers over the word lists ------------------------------------------------------

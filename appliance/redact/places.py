@@ -20,7 +20,10 @@ from typing import Any
 from appliance.redact.gazetteer import Gazetteer
 from appliance.redact.recognizers import SpanRecognizer
 
-MIN_POPULATION = 15000
+MIN_POPULATION = 1000
+# A GeoNames place is a city (taken on its own, by the rules below) from this size; smaller
+# towns count only as one word that no list knows ("Strabane", "Kilmallock").
+CITY_POPULATION = 15000
 # A one-word city that is also a popular first name or surname (rank within
 # POPULAR_NAME_RANK in some country: "Austin", "Hamilton") counts alone only
 # when it is this big ("Sydney").
@@ -60,7 +63,7 @@ def build_places(out: Path) -> None:
 
 
 def load_cities() -> dict[str, int]:
-    """City name (lower case) -> population, from the bundled file."""
+    """Place name (lower case) -> population, from the bundled file (>= MIN_POPULATION)."""
     path = places_file()
     if not path.exists():
         from appliance.errors import ConfigError
@@ -81,25 +84,52 @@ class CityRecognizer(SpanRecognizer):
         super().__init__()
         self.g = gazetteer
 
-    def single_ok(self, word: str) -> bool:
-        """A one-word city counts unless it is an ordinary word or, when small, a popular name."""
+    def single_ok(self, word: str, *, cued: bool = False) -> bool:
+        """A one-word city counts unless it is an ordinary word or, when small, a popular name.
+
+        After a place word ("in Kiev", "at Wimbledon") the size bars for
+        dictionary nouns and popular names do not apply.
+        """
         from appliance.redact.context import is_ordinary
 
         low = word.lower()
         if is_ordinary(low, self.g) or len(low) < 4:
             return False
         if low in self.g.nouns and low in self.g.common:  # "Wedding", "Mission", "Cork"
-            return self.g.cities.get(low, 0) >= NOUN_CITY_POPULATION
+            return cued or self.g.cities.get(low, 0) >= NOUN_CITY_POPULATION
         popular = min(self.g.first.get(low, 10**6), self.g.last.get(low, 10**6))
         if popular <= POPULAR_NAME_RANK:
-            return self.g.cities.get(low, 0) >= NAME_CITY_POPULATION
+            return cued or self.g.cities.get(low, 0) >= NAME_CITY_POPULATION
         return True
 
-    def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+    def town_ok(self, word: str) -> bool:
+        """A town below the city size counts when no word or name list knows the word."""
         from appliance.redact.context import is_word
+
+        low = word.lower()
+        return (low in self.g.towns and len(low) >= 5 and word[1:].islower()
+                and not is_word(low, self.g) and low not in self.g.first
+                and low not in self.g.last)
+
+    def person_here(self, text: str, start: int, end: int, people: set[tuple[int, int]]) -> bool:
+        """Whether spaCy calls this one-word city a person and nothing says place.
+
+        "President Obama", "Obama says": the word is a known name (first name
+        or surname in the lists), spaCy's NER calls it PERSON, and no place
+        word ("in", "at", "near", "from", ...) comes before it.
+        """
+        from appliance.redact.context import place_cue_before
+
+        low = text[start:end].lower()
+        return ((start, end) in people and (low in self.g.first or low in self.g.last)
+                and not place_cue_before(text, start))
+
+    def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+        from appliance.redact.context import is_word, place_cue_before
 
         if artifacts is None or not self.g.cities:
             return
+        people = {(e.start_char, e.end_char) for e in artifacts.entities if e.label_ == "PERSON"}
         toks = [t for t in artifacts.tokens if not t.is_space]
         i = 0
         while i < len(toks):
@@ -108,9 +138,16 @@ class CityRecognizer(SpanRecognizer):
                 if len(span) < n or not all(t.text[:1].isupper() for t in span):
                     continue
                 phrase = " ".join(t.lower_ for t in span)
-                if phrase in self.g.cities and (self.single_ok(span[0].text) if n == 1 else
-                                                not all(is_word(t.lower_, self.g) for t in span)):
-                    yield span[0].idx, span[-1].idx + len(span[-1].text), 0.6 if n > 1 else 0.5
+                start, end = span[0].idx, span[-1].idx + len(span[-1].text)
+                if n == 1 and self.town_ok(span[0].text):
+                    yield start, end, 0.5
+                    break
+                cued = n == 1 and place_cue_before(text, start)
+                if phrase in self.g.cities and (self.single_ok(span[0].text, cued=cued) if n == 1
+                                                else not all(is_word(t.lower_, self.g)
+                                                             for t in span)):
+                    if n > 1 or not self.person_here(text, start, end, people):
+                        yield start, end, 0.6 if n > 1 else 0.5
                     i += n - 1
                     break
             i += 1

@@ -197,12 +197,17 @@ EN_SUFFIX = (
     r"loop|motorway|crossing|estates"
 )
 COMPOUND = (
-    r"strasse|straße|str\.|gasse|weg|allee|platz|damm|ufer|ring|vej|gade|gatan|vägen|"
+    r"strasse|straße|str\.|gasse|weg|allee|platz|damm|ufer|(?<![eubpt])ring|vej|gade|gatan|vägen|"
     r"gata|gränd|veien|vegen|veg|gate|laan|straat|plein|gracht|dreef|katu|tie|kuja|"
     r"polku|väylä|tori|utca|út|útja|tér|körút|köz|náměstí|nábřeží|ulice|ulica|sokak|sokağı|"
     r"caddesi|bulvarı|stræde|straede|stræti|straeti|braut|vegur|stien|tee|iela|gatvė|gatve|"
     r"cesta|ulitsa|prospekt"
 )
+# Words that never stand between a house number and an English street type: times
+# ("8 PM and play street", "12 : 01 a . m . CT"), verbs and articles ("2 has the place").
+NOT_STREET_WORD = (r"(?!(?:a|an|the|but|has|have|had|is|are|was|were|to|in|on|at|of|"
+                   r"for|with|from|by|am|pm|a\.|p\.|m\.|years?|hours?|minutes?|days?|times?)"
+                   r"(?![\w'’\-]))")
 # Central European street names are adjectives: Parmova 109, Mlýnská 15, Dašická 688.
 ADJECTIVE_STREET = r"[A-ZÀ-ŽА-Я][^\W\d_]+(?:ova|ová|eva|ská|cká|ského|ovo|ina|ská)"
 PREFIX = (
@@ -231,7 +236,7 @@ ADDRESS_PATTERNS = [
     # 221B Baker Street, 1317 Kimberly Way (number first, English street type)
     AddressPattern(
         _ci(
-            rf"\b\d{{1,6}}[a-z]?(?:[ \t]+\d{{1,6}})?[ \t]+(?:{_T}[ \t]+){{0,4}}?"
+            rf"\b\d{{1,6}}[a-z]?(?:[ \t]+\d{{1,6}})?[ \t]+(?:{NOT_STREET_WORD}{_T}[ \t]+){{0,4}}?"
             rf"(?:{EN_SUFFIX})\b\.?"
         ),
         0.6,

@@ -5,7 +5,7 @@ Nothing here shows an exact cross-user count. The screens read the release that
 ending tonight, filed under the same cache key), so reading spends no budget and
 the CLI and the TUI show the same figures. When a tenant has no release yet
 today, the screen offers to make it (`n`, confirmed): that spends
-`epsilon_per_release` once, on a short-lived connection of its own, exactly as
+the kind's epsilon (`release_epsilon`) once, on a short-lived connection of its own, exactly as
 the CLI command would.
 """
 
@@ -108,7 +108,7 @@ class AggregateReader:
                 topic: str | None = None) -> tuple[str, ...]:
         """Make today's release of `kind` for the tenants in scope that lack one.
 
-        Spends each such tenant's `epsilon_per_release` (BudgetSpent when it does
+        Spends each such tenant's epsilon for `kind` (BudgetSpent when it does
         not fit); returns the tenants released.
         """
         rt = self.reader.rt

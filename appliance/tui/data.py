@@ -83,7 +83,7 @@ class Reader(Protocol):
 
     tenant: str | None
     currency: str
-    epsilon_per_release: float
+    release_epsilon: dict[str, float]  # what a release of each kind spends
 
     def version(self) -> int: ...
 
@@ -103,7 +103,7 @@ class StoreReader:
         self.tenant = tenant
         self.lock = threading.Lock()
         self.currency = rt.policies.pricing.currency
-        self.epsilon_per_release = rt.policies.privacy.epsilon_per_release
+        self.release_epsilon = rt.policies.privacy.release_epsilons()
 
     def version(self) -> int:
         """Changes when the service (or any other connection) commits."""

@@ -57,7 +57,7 @@ class SocketReader:
         self.tenant = tenant
         self.all_tenants: list[str] = session["tenants"]
         self.currency: str = session["currency"]
-        self.epsilon_per_release: float = session["epsilon_per_release"]
+        self.release_epsilon: dict[str, float] = session["release_epsilon"]
 
     def ask(self, op: str, **fields: Any) -> dict[str, Any]:
         """One request; a refusal as AccessDenied, any other error as SemtraceError."""
@@ -109,7 +109,7 @@ class SocketAggregates:
     def release(self, kind: str, now: datetime, *, role: str,
                 topic: str | None = None) -> tuple[str, ...]:
         """Ask the service for today's release of each tenant that lacks one: it spends
-        `epsilon_per_release` through the privacy gate as `semtrace stats KIND` does."""
+        the kind's epsilon through the privacy gate as `semtrace stats KIND` does."""
         view = self.view(kind, now, topic=topic)
         for tenant in view.missing:
             self.reader.ask("stats", kind=kind, tenant=tenant, topic=topic,

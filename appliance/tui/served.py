@@ -94,7 +94,7 @@ def answer(obj: dict[str, Any], role: str, policies: Policies, store: Store,
         return {"permissions": list(r.permissions), "bound": list(r.tenants),
                 "tenants": _scope(store, role, policies, None),
                 "currency": policies.pricing.currency,
-                "epsilon_per_release": policies.privacy.epsilon_per_release}
+                "release_epsilon": policies.privacy.release_epsilons()}
     tenant = _tenant(obj, role, policies, rid)
     if op == "page":
         sort = obj.get("sort", "last")

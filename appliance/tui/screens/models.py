@@ -110,7 +110,7 @@ class ModelsScreen(ReleasedScreen):
 
     def _note(self, view: AggregateView) -> str:
         if view.missing:
-            eps = context(self).reader.epsilon_per_release
+            eps = context(self).reader.release_epsilon[self.KIND]
             return (f"No release today for {', '.join(view.missing)}: n makes it (spends "
                     f"epsilon {eps:g} once a day)")
         if len(self.entries) < 2:

@@ -53,7 +53,7 @@ class ReleasedScreen(Screen[None]):
         if view is None or not view.missing:
             self._status("Today's release is already made: it refreshes tomorrow (UTC).")
             return
-        eps = context(self).reader.epsilon_per_release
+        eps = context(self).reader.release_epsilon[self.KIND]
         self.app.push_screen(ReleaseDialog(self.release_what(), view.missing, eps),
                              self._confirmed)
 

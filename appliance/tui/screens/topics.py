@@ -132,7 +132,7 @@ class TopicsScreen(ReleasedScreen):
         if not view.tenants:
             return "No tenant has threads yet."
         if view.missing:
-            eps = context(self).reader.epsilon_per_release
+            eps = context(self).reader.release_epsilon[self.KIND]
             return (f"No release today for {', '.join(view.missing)}: n makes it (spends "
                     f"epsilon {eps:g} once a day; `semtrace stats topics` shares it)")
         return (f"{shown} topic(s), most {self.order} first (s: sort) · refined: threads where "
