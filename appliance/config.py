@@ -150,10 +150,10 @@ class PrivacySettings(_Strict):
     cross_user_topics: dict[str, bool] = {}
     # Mean cosine similarity between a thread's prompts and a topic's prompts needed
     # to join it online (else the thread starts a topic).
-    topic_threshold: float = Field(default=0.16, ge=-1, le=1)
+    topic_threshold: float = Field(default=0.15, ge=-1, le=1)
     # Background refinement merges groups of threads while the mean similarity
     # between their prompts (average linkage) is at least this.
-    topic_merge_threshold: float = Field(default=0.16, ge=-1, le=1)
+    topic_merge_threshold: float = Field(default=0.15, ge=-1, le=1)
     topic_refine_every: int = Field(default=500, ge=1)
     # Share of the refinement's similarity that comes from the threads' shared words
     # (hashed TF-IDF over the tenant's threads) rather than their embeddings.
@@ -162,6 +162,15 @@ class PrivacySettings(_Strict):
     # this share of each group's cohesion (mean similarity between its distinct
     # prompts). 0 (off): leave-one-source-out prefers it off (docs/topics.md).
     topic_cohesion_ratio: float = Field(default=0.0, ge=0, le=1)
+    # A topic of at least `topic_support` threads is established: two established
+    # topics merge at `topic_merge_threshold`, a smaller group joins one at
+    # `topic_absorb_threshold`, and two smaller groups merge only when that mean is
+    # also `topic_seed_ratio` of the tighter one's cohesion (a conversation that
+    # stays on one subject founds a topic only with one nearly as close).
+    # `topic_support` 1: one flat threshold (docs/topics.md).
+    topic_support: int = Field(default=3, ge=1)
+    topic_seed_ratio: float = Field(default=0.6, ge=0, le=1)
+    topic_absorb_threshold: float = Field(default=0.12, ge=-1, le=1)
     # Units (threads or prompts) one user may add to one cross-user release: the
     # L1 sensitivity of a count; sums are clipped per unit on top.
     contribution_bound: int = Field(default=15, ge=1, le=10_000)

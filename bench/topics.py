@@ -15,14 +15,16 @@ they are not scored (they still flow through the stream).
   per prompt (`--threads prompt`, no linker), or a `semtrace replay` output
   (`--replay OUT.jsonl`, this branch's linker).
 * Leave-one-source-out: for each subject source, the lexical weight, the
-  merge threshold and the cohesion ratio are chosen on the other five (highest
-  mean ARI) and scored on it.
+  merge threshold, the cohesion ratio and the support levels (seed ratio,
+  absorb threshold, support) are chosen on the other five (highest mean ARI) and
+  scored on it.
 * Latency: `assign` p50/p99 on a synthetic stream while a background
   refinement of thousands of topics runs (`--latency N`).
 Prints figures; asserts nothing.
 
     .venv/bin/python bench/topics.py [--threads gold|prompt] [--replay OUT.jsonl]
                                      [--lexical W ...] [--merge M ...] [--ratio R ...]
+                                     [--seed S ...] [--absorb A ...] [--support N ...]
                                      [--latency 20000] [--json]
 """
 
@@ -56,7 +58,10 @@ from appliance.topics import TopicAssigner  # noqa: E402
 
 MERGE = (0.13, 0.14, 0.15, 0.16, 0.17, 0.18, 0.2, 0.22)
 LEXICAL = (0.0, 0.4)  # topic_lexical_weight: embeddings only, or 40 % shared words
-RATIO = (0.0, 0.35, 0.4, 0.45)  # topic_cohesion_ratio: 0 = a flat merge threshold only
+RATIO = (0.0,)  # topic_cohesion_ratio: 0 = off (0.35-0.45 were tried: docs/topics.md)
+SEED = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)  # topic_seed_ratio (small-small pairs)
+ABSORB = (0.12, 0.13, 0.14)  # topic_absorb_threshold: an established topic takes small ones
+SUPPORT = (1, 3, 5)  # topic_support: threads that make a topic established; 1 = flat
 
 
 def ari(a: Sequence[object], b: Sequence[object]) -> float:
@@ -129,14 +134,27 @@ def thread_ids(stream: Stream, mode: str, replay: Path | None) -> list[str]:
     return [str(r["gold_thread_id"]) for r in stream.rows]
 
 
-Key = tuple[float, float, float]  # (lexical weight, merge threshold, cohesion ratio)
+# (lexical weight, merge threshold, cohesion ratio, seed ratio, absorb threshold, support)
+Key = tuple[float, float, float, float, float, int]
 
 
-def grid(streams: list[Stream], threads: dict[str, list[str]], *,
-         lexicals: Sequence[float] = LEXICAL, merges: Sequence[float] = MERGE,
-         ratios: Sequence[float] = RATIO, refine_every: int = 1000
-         ) -> dict[Key, dict[str, dict[str, float]]]:
-    """Scores for every (lexical, merge, ratio): {"final"/"emitted": {source: ARI}}.
+def keys(lexicals: Sequence[float], merges: Sequence[float], ratios: Sequence[float],
+         seeds: Sequence[float], absorbs: Sequence[float], supports: Sequence[int]
+         ) -> list[Key]:
+    """The grid's cells; with support 1 (one flat threshold) seed and absorb play no part."""
+    out: list[Key] = []
+    for lexical, merge, ratio, support in itertools.product(lexicals, merges, ratios, supports):
+        if support <= 1:
+            out.append((lexical, merge, ratio, 0.0, merge, 1))
+            continue
+        out += [(lexical, merge, ratio, seed, absorb, support)
+                for seed, absorb in itertools.product(seeds, absorbs)]
+    return out
+
+
+def grid(streams: list[Stream], threads: dict[str, list[str]], cells: Sequence[Key], *,
+         refine_every: int = 1000) -> dict[Key, dict[str, dict[str, float]]]:
+    """Scores for every cell: {"final"/"emitted": {source: ARI}}.
 
     The online join threshold is the merge threshold (it does not change the
     final topics, only the ids emitted before the first refinement). Each
@@ -144,11 +162,13 @@ def grid(streams: list[Stream], threads: dict[str, list[str]], *,
     emitted topics only, not the final ones.
     """
     table: dict[Key, dict[str, dict[str, float]]] = {}
-    for lexical, merge, ratio in itertools.product(lexicals, merges, ratios):
+    for key in cells:
+        lexical, merge, ratio, seed, absorb, support = key
         join = merge
         cfg = settings(topic_merge_threshold=merge, topic_threshold=join,
                        topic_lexical_weight=lexical, topic_cohesion_ratio=ratio,
-                       topic_refine_every=refine_every)
+                       topic_seed_ratio=seed, topic_absorb_threshold=absorb,
+                       topic_support=support, topic_refine_every=refine_every)
         row: dict[str, dict[str, float]] = {"final": {}, "emitted": {}}
         for s in streams:
             emitted, final, _, _ = run(s, threads[s.name], cfg)
@@ -156,8 +176,9 @@ def grid(streams: list[Stream], threads: dict[str, list[str]], *,
                 sc = scores(s, topics)
                 row[kind].update({k: v for k, v in sc.items() if k in SUBJECT_SOURCES[s.name]})
                 row[kind][f"{s.name}:largest"] = sc["largest_topic_share"]
-        table[(lexical, merge, ratio)] = row
-        print(f"  lexical {lexical:.2f} merge {merge:.2f} ratio {ratio:.2f}: " + " ".join(
+        table[key] = row
+        print(f"  lexical {lexical:.2f} merge {merge:.2f} ratio {ratio:.2f} seed {seed:.2f} "
+              f"absorb {absorb:.2f} support {support}: " + " ".join(
             f"{k}={v:.2f}" for k, v in row["final"].items()), file=sys.stderr)
     return table
 
@@ -174,7 +195,8 @@ def loso(table: dict[Key, dict[str, dict[str, float]]], kind: str) -> list[dict[
 
         best = max(table, key=fitness)
         folds.append({"held_out": held, "lexical": best[0], "merge": best[1],
-                      "ratio": best[2],
+                      "ratio": best[2], "seed": best[3], "absorb": best[4],
+                      "support": best[5],
                       "train_mean": round(fitness(best), 3),
                       "ari": round(table[best][kind][held], 3)})
     return folds
@@ -240,6 +262,12 @@ def main() -> None:
                     help="topic_merge_threshold values of the grid")
     ap.add_argument("--ratio", type=float, nargs="*", default=list(RATIO),
                     help="topic_cohesion_ratio values of the grid")
+    ap.add_argument("--seed", type=float, nargs="*", default=list(SEED),
+                    help="topic_seed_ratio values of the grid")
+    ap.add_argument("--absorb", type=float, nargs="*", default=list(ABSORB),
+                    help="topic_absorb_threshold values of the grid")
+    ap.add_argument("--support", type=int, nargs="*", default=list(SUPPORT),
+                    help="topic_support values of the grid (1: one flat threshold)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     streams = [load_stream("dev"), load_stream("wide")]
@@ -251,6 +279,9 @@ def main() -> None:
                          "join": shipped.topic_threshold,
                          "lexical": shipped.topic_lexical_weight,
                          "cohesion_ratio": shipped.topic_cohesion_ratio,
+                         "seed_ratio": shipped.topic_seed_ratio,
+                         "absorb": shipped.topic_absorb_threshold,
+                         "support": shipped.topic_support,
                          "refine_every": shipped.topic_refine_every}
     for s in [] if args.no_shipped else streams:
         emitted, final, lat, ta = run(s, threads[s.name], shipped)
@@ -259,11 +290,12 @@ def main() -> None:
                           "assign_p99_ms": float(np.percentile(lat, 99)),
                           "refinements": ta.refinements}
     if not args.no_grid:
-        table = grid(streams, threads, lexicals=args.lexical, merges=args.merge,
-                     ratios=args.ratio, refine_every=args.refine_every)
+        cells = keys(args.lexical, args.merge, args.ratio, args.seed, args.absorb, args.support)
+        table = grid(streams, threads, cells, refine_every=args.refine_every)
         report["loso_final"] = loso(table, "final")
         report["loso_emitted"] = loso(table, "emitted")
-        report["grid"] = [{"lexical": k[0], "merge": k[1], "ratio": k[2], **v["final"]}
+        report["grid"] = [{"lexical": k[0], "merge": k[1], "ratio": k[2], "seed": k[3],
+                           "absorb": k[4], "support": k[5], **v["final"]}
                           for k, v in table.items()]
     if args.latency:
         report["latency"] = latency(args.latency)

@@ -172,7 +172,9 @@ def test_small_topics_publish_no_label_or_phrases(runtime: Any) -> None:
     db = runtime.store.db
     assert db.execute("SELECT count(*) FROM topics WHERE label IS NOT NULL").fetchone() == (0,)
     assert db.execute("SELECT count(*) FROM topic_terms").fetchone() == (0,)
-    ta.assign(tenant="acme", thread_id="t2", vector=unit(0), text="zebra crossing at night",
+    # (the same words: two identical threads take a third only when it is 0.6 as alike as
+    # they are to each other, until the topic is established: docs/topics.md, support)
+    ta.assign(tenant="acme", thread_id="t2", vector=unit(0), text="zebra crossing rules",
               synthetic=False, user="u2")
     ta.refine("acme")
     assert db.execute("SELECT label FROM topics WHERE label IS NOT NULL").fetchone()[0] \
@@ -387,6 +389,26 @@ def test_tight_conversations_stay_apart_where_loose_ones_on_one_subject_join() -
     # relative to each group's own cohesion, only the loose threads belong together
     assert list(average_linkage(totals, counts, threshold=0.2, selfsim=own,
                                 cohesion_ratio=0.55)) == [0, 1, 2, 2]
+
+
+def test_lone_conversations_stay_apart_where_a_shared_subject_takes_loose_members() -> None:
+    from appliance.topics.cluster import self_similarity
+
+    e = np.eye(64)
+    lone_a = [e[0]] * 3  # a conversation that stays on one subject
+    lone_b = [0.22 * e[0] + np.sqrt(1 - 0.22 ** 2) * e[1]] * 3  # another, 0.22 alike
+    shared = [np.sqrt(0.35) * e[2] + np.sqrt(0.65) * e[10 + i] for i in range(5)]  # 0.35
+    loose = 0.17 / np.sqrt(0.35) * e[2]  # a terse thread on that subject: 0.17 to each
+    loose = loose + np.sqrt(1 - loose @ loose) * e[40]
+    totals = np.vstack([np.sum(lone_a, axis=0), np.sum(lone_b, axis=0), *shared, loose])
+    counts = np.array([3.0, 3.0, 1, 1, 1, 1, 1, 1])
+    own = self_similarity(counts, np.zeros((8, 8)), weight=0.0)
+    # one flat threshold merges the two unrelated conversations and leaves the terse one out
+    assert list(average_linkage(totals, counts, threshold=0.2)) == [0, 0, 1, 1, 1, 1, 1, 2]
+    # with support, a conversation founds a topic only with one about as alike as its own
+    # prompts, while the subject five threads share is established and takes the terse one
+    assert list(average_linkage(totals, counts, threshold=0.2, selfsim=own, seed_ratio=0.55,
+                                absorb_threshold=0.15, support=3)) == [0, 1, 2, 2, 2, 2, 2, 2]
 
 
 def test_bookkeeping_turns_do_not_pull_a_thread_off_its_subject(runtime: Any) -> None:

@@ -12,7 +12,9 @@ nothing. Two levels:
 * In the background, every `topic_refine_every` content prompts (a daemon
   thread; `refine` runs it synchronously): all live threads of a scope are
   re-clustered by exact average linkage, merging while the mean similarity
-  between two groups' threads is at least `topic_merge_threshold`. A topic can
+  between two groups' threads is at least `topic_merge_threshold` (a small group
+  joins an established topic at `topic_absorb_threshold`; two small groups merge
+  only relative to their own cohesion, `topic_seed_ratio`). A topic can
   therefore never grow by chaining, and a topic that drifted online is split.
   New clusters keep the ids that most of their threads had (stable ids); ids
   that no cluster keeps are recorded as merged into the one holding most of
@@ -292,7 +294,10 @@ class TopicAssigner:
                     threshold=self.settings.topic_merge_threshold,
                     selfsim=self_similarity(snap.weights2, lexical, weight=weight),
                     selfweight=snap.weights2,
-                    cohesion_ratio=self.settings.topic_cohesion_ratio)
+                    cohesion_ratio=self.settings.topic_cohesion_ratio,
+                    seed_ratio=self.settings.topic_seed_ratio,
+                    absorb_threshold=self.settings.topic_absorb_threshold,
+                    support=self.settings.topic_support)
                 ids, gone = carry_ids(labels, snap.previous, snap.weights, new_topic_id)
                 with self._lock:
                     changed.update(self._apply(state, snap, [ids[i] for i in labels], gone))

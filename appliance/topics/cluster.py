@@ -126,7 +126,8 @@ LEADER_SIMILARITY = 0.8
 def average_linkage(totals: np.ndarray, counts: np.ndarray, *, threshold: float,
                     max_direct: int = DIRECT_UNITS, selfsim: np.ndarray | None = None,
                     selfweight: np.ndarray | None = None,
-                    cohesion_ratio: float = 0.0) -> np.ndarray:
+                    cohesion_ratio: float = 0.0, seed_ratio: float = 0.0,
+                    absorb_threshold: float | None = None, support: int = 1) -> np.ndarray:
     """Cluster units (threads) given as (sum of their prompts' vectors, prompt count).
 
     Two clusters merge while the mean cosine similarity between their prompts
@@ -136,9 +137,11 @@ def average_linkage(totals: np.ndarray, counts: np.ndarray, *, threshold: float,
     (`self_similarity`) and a `cohesion_ratio`, two clusters merge only if that
     mean is also at least the ratio times the cohesion of each of the two
     (see `agglomerate`; `selfweight`: per unit, the sum of its prompts' squared
-    weights, default `counts`). Above `max_direct` units, near-duplicate threads are
-    grouped first (leader clustering). Returns a cluster label per unit (0..k-1,
-    in first-seen order).
+    weights, default `counts`). With `support` > 1, clusters of fewer than
+    `support` units join a larger one at `absorb_threshold`, and each other only
+    at `seed_ratio` of the tighter one's cohesion (see `agglomerate`). Above `max_direct`
+    units, near-duplicate threads are grouped first (leader clustering).
+    Returns a cluster label per unit (0..k-1, in first-seen order).
     """
     n = len(totals)
     if n == 0:
@@ -161,7 +164,9 @@ def average_linkage(totals: np.ndarray, counts: np.ndarray, *, threshold: float,
         squares = np.bincount(seeds, weights=np.asarray(
             w if selfweight is None else selfweight, dtype=np.float64), minlength=k)
     groups = agglomerate(sums, sizes, threshold=threshold, selfsim=own, selfweight=squares,
-                         cohesion_ratio=cohesion_ratio)
+                         cohesion_ratio=cohesion_ratio, seed_ratio=seed_ratio,
+                         absorb_threshold=absorb_threshold, support=support,
+                         members=np.bincount(seeds, minlength=k))
     top = np.arange(k)
     for g in groups:
         top[g] = g[0]
@@ -189,7 +194,9 @@ def cohesion(totals: np.ndarray, counts: np.ndarray, selfsim: np.ndarray,
 
 def agglomerate(totals: np.ndarray, counts: np.ndarray, *, threshold: float,
                 selfsim: np.ndarray | None = None, selfweight: np.ndarray | None = None,
-                cohesion_ratio: float = 0.0) -> list[list[int]]:
+                cohesion_ratio: float = 0.0, seed_ratio: float = 0.0,
+                absorb_threshold: float | None = None, support: int = 1,
+                members: np.ndarray | None = None) -> list[list[int]]:
     """Exact average-linkage agglomeration of groups given as (member sum, member count).
 
     Merges the pair with the highest mean similarity between their members
@@ -197,51 +204,82 @@ def agglomerate(totals: np.ndarray, counts: np.ndarray, *, threshold: float,
     of each group's members' squared norms) and `cohesion_ratio` r > 0, a pair is
     eligible only when that mean is also >= r x the cohesion (mean similarity
     between distinct members) of each of the two groups: a merge may not dilute
-    either group below r of its own spread. A tight group (a conversation that
-    stays on one subject) joins only something nearly as close to it, while
-    loose groups (short task turns that share a subject and few words) merge at
-    the floor `threshold`. The rule is relative to each group's own spread, not a
-    value tuned to one kind of traffic. `selfweight`: each group's sum of its
-    members' squared weights (default `counts`: unweighted members). Returns the
-    merged groups of row indices (2+ each).
+    either group below r of its own spread. `selfweight`: each group's sum of its
+    members' squared weights (default `counts`: unweighted members).
+
+    Support (`support` > 1; `members`: units per row, default one each): a
+    group of `support` members or more is an established topic. Two
+    established topics merge at `threshold`; a smaller group joins an
+    established topic at `absorb_threshold` (default `threshold`); two smaller
+    groups merge only when their mean similarity is also >= `seed_ratio` x the
+    cohesion of the tighter of the two (with `selfsim`; a group of one prompt
+    has none). A conversation that stays on one subject therefore founds a topic
+    only with one nearly as close to it, while a subject that several conversations
+    already share takes looser members: a sparse region of one-off subjects and
+    a dense region of short task dialogs are told apart by their own spread and
+    density, not by one cosine. Returns the merged groups of row indices (2+ each).
     """
     n = np.asarray(counts, dtype=np.float64).copy()
     total = np.array(totals, dtype=np.float64)
     if len(n) < 2:
         return []
+    supported = support > 1
+    seeded = supported and selfsim is not None and seed_ratio > 0
     relative = selfsim is not None and cohesion_ratio > 0
     own = (np.array(selfsim, dtype=np.float64) if selfsim is not None
            else np.zeros(len(n), dtype=np.float64))
     sq = np.array(n if selfweight is None else selfweight, dtype=np.float64)
-    coh = cohesion(total, n, own, sq) if relative else np.full(len(n), np.nan)
+    tracked = relative or seeded
+    coh = cohesion(total, n, own, sq) if tracked else np.full(len(n), np.nan)
+    size = (np.ones(len(n)) if members is None
+            else np.asarray(members, dtype=np.float64).copy())
+    absorb = threshold if absorb_threshold is None else absorb_threshold
+    lowest = min(threshold, absorb) if supported else threshold
 
-    def floor(c: np.ndarray, others: np.ndarray) -> np.ndarray:
-        """r x the tighter group's cohesion (no floor where neither has two members)."""
-        return cohesion_ratio * np.nan_to_num(np.fmax(c, others), nan=-np.inf)
+    def tighter(c: np.ndarray, others: np.ndarray) -> np.ndarray:
+        """The tighter group's cohesion (-inf where neither has two members)."""
+        return np.nan_to_num(np.fmax(c, others), nan=-np.inf)
+
+    def needed(a: np.ndarray, b: np.ndarray, ca: np.ndarray, cb: np.ndarray) -> np.ndarray:
+        """The similarity a pair of groups (sizes a, b; cohesion ca, cb) needs to merge:
+        merge, absorb, or (both small) relative to the tighter one's cohesion."""
+        small = (a < support).astype(np.int64) + (b < support).astype(np.int64)
+        out = np.where(small == 1, absorb, threshold)
+        if seeded:
+            out = np.where(small == 2, np.maximum(threshold, seed_ratio * tighter(ca, cb)), out)
+        if relative:
+            out = np.maximum(out, cohesion_ratio * tighter(ca, cb))
+        return out
 
     groups = {i: [i] for i in range(len(n))}
-    sim = (total @ total.T) / np.maximum(np.outer(n, n), 1e-12)
-    if relative:
-        sim[sim < floor(coh[:, None], coh[None, :])] = -np.inf
+    dots = total @ total.T  # between group sums; a merge adds rows: O(groups) per merge
+    sim = dots / np.maximum(np.outer(n, n), 1e-12)
+    if supported or relative:
+        sim[sim < needed(size[:, None], size[None, :], coh[:, None], coh[None, :])] = -np.inf
     sim[:, n == 0] = -np.inf
     np.fill_diagonal(sim, -np.inf)
     best, arg = sim.max(axis=1), sim.argmax(axis=1)
     while True:
         i = int(np.argmax(best))
-        if best[i] < threshold:
+        if best[i] < lowest:
             break
         j = int(arg[i])
-        total[i] += total[j]
+        dots[i, :] += dots[j, :]
+        dots[:, i] += dots[:, j]
         n[i] += n[j]
         own[i] += own[j]
         sq[i] += sq[j]
-        total[j], n[j], own[j], sq[j] = 0.0, 0.0, 0.0, 0.0
+        size[i] += size[j]
+        n[j], own[j], sq[j], size[j] = 0.0, 0.0, 0.0, 0.0
         groups[i] += groups.pop(j)
-        row = (total @ total[i]) / np.maximum(n * n[i], 1e-12)
-        if relative:
-            coh[i] = cohesion(total[i:i + 1], n[i:i + 1], own[i:i + 1], sq[i:i + 1])[0]
+        row = dots[i] / np.maximum(n * n[i], 1e-12)
+        if tracked:
+            pairs = n[i] * n[i] - sq[i]
+            coh[i] = (dots[i, i] - own[i]) / pairs if pairs > 1e-6 else np.nan
             coh[j] = np.nan
-            row[row < floor(np.full(len(n), coh[i]), coh)] = -np.inf
+        if supported or relative:
+            full = np.full(len(n), 1.0)
+            row[row < needed(full * size[i], size, full * coh[i], coh)] = -np.inf
         row[n == 0] = -np.inf
         row[i] = -np.inf
         sim[i, :] = sim[:, i] = row
