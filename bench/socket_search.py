@@ -122,7 +122,15 @@ def main() -> None:
                     help="Serve with the appliance package of this checkout (e.g. to time "
                     "main's code on the same store).")
     args = ap.parse_args()
-    base = args.dir or Path(tempfile.mkdtemp(prefix="semtrace-search-"))
+    if args.dir is not None:
+        run(args.dir, args)
+        return
+    with tempfile.TemporaryDirectory(prefix="semtrace-search-") as tmp:
+        run(Path(tmp), args)
+
+
+def run(base: Path, args: argparse.Namespace) -> None:
+    """Build (or reuse) the store in `base`, serve it, time the searches, print."""
     texts, users, took = build(base, args.prompts)
     if took:
         print(f"replayed {len(texts):,} prompts in {took:.0f} s ({len(texts) / took:.0f}/s)")
