@@ -5,10 +5,11 @@ The service instead keeps one index per tenant that has been searched, and bring
 to date before each search from that search's own read-only store:
 
 - rows added since the last search (ids above the last one seen) are decrypted and added;
-- when any key was destroyed since (a shred or an erasure, even one killed before its rows
-  were deleted), every tenant's index is dropped; when a tenant's count of rows up to the
-  last id seen changed (rows deleted or added some other way), that tenant's is dropped;
-  a dropped index is rebuilt from the store, which holds no vector whose key is gone.
+- the vectors of buckets whose key was destroyed since (a shred or an erasure, even one
+  killed before its rows were deleted) are removed;
+- when a tenant's count of rows up to the last id seen is not what those removals leave
+  (rows deleted or added some other way, or not yet deleted), its index is dropped and
+  rebuilt from the store, which decrypts no vector whose key is gone.
 
 Memory only, like `index.py`: never written to disk. Searches scoped to one user or to a
 time (`since`) are exact over the matching vectors below `index.EXACT_BELOW` of them, as
@@ -19,12 +20,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import numpy as np
 
 from appliance.index import EXACT_BELOW, Match, TenantIndex
 from appliance.store import Store
+
+SLACK_S = 3600.0  # destructions are looked for this far before the latest one seen
 
 
 @dataclass
@@ -33,15 +35,18 @@ class _Tenant:
 
     index: TenantIndex
     last_id: int = 0
-    rows: int = 0  # the tenant's records with id <= last_id when last brought up to date
+    rows: int = 0  # the tenant's records with id <= last_id, less those of destroyed keys
     ts: dict[int, float] = field(default_factory=dict)  # indexed record id -> epoch s
+    buckets: dict[int, list[int]] = field(default_factory=dict)  # bucket -> indexed ids
+    bucket_rows: dict[int, int] = field(default_factory=dict)  # bucket -> rows counted
 
-
-def destroyed_keys(store: Store) -> tuple[Any, ...]:
-    """Changes whenever a bucket key is destroyed (read from the key store)."""
-    return tuple(store.keys_db.execute(
-        "SELECT count(*), coalesce(max(bucket_id), 0), coalesce(max(destroyed_at), 0) "
-        "FROM destroyed").fetchone())
+    def forget(self, gone: set[int]) -> None:
+        """Remove the vectors of these (key-destroyed) buckets and their rows' count."""
+        ids = [rid for b in gone & self.buckets.keys() for rid in self.buckets.pop(b)]
+        self.index.remove(ids)
+        for rid in ids:
+            del self.ts[rid]
+        self.rows -= sum(self.bucket_rows.pop(b, 0) for b in gone)
 
 
 class ReaderIndex:
@@ -51,7 +56,8 @@ class ReaderIndex:
                  expansion: int = 128) -> None:
         self.dims, self.model_id, self.dtype, self.expansion = dims, model_id, dtype, expansion
         self._tenants: dict[str, _Tenant] = {}
-        self._destroyed: tuple[Any, ...] | None = None
+        self._mark: float | None = None  # the latest destruction seen (epoch s)
+        self._seen: set[int] = set()  # destroyed buckets seen since _mark - SLACK_S
 
     def tenants(self) -> list[str]:
         """Tenants whose index is held."""
@@ -59,12 +65,23 @@ class ReaderIndex:
 
     def refresh(self, store: Store, tenants: list[str]) -> None:
         """Bring the indexes of `tenants` up to date with `store` (see the module doc)."""
-        mark = destroyed_keys(store)
-        if mark != self._destroyed:
-            self._tenants.clear()
-            self._destroyed = mark
+        gone = self._destroyed_since(store)
+        if gone:
+            for held in self._tenants.values():
+                held.forget(gone)
         for tenant in tenants:
             self._refresh(store, tenant)
+
+    def _destroyed_since(self, store: Store) -> set[int]:
+        """Buckets whose key was destroyed since the last call (read from the key store)."""
+        since = -1.0 if self._mark is None else self._mark - SLACK_S
+        rows = store.keys_db.execute("SELECT bucket_id, destroyed_at FROM destroyed "
+                                     "WHERE destroyed_at >= ?", (since,)).fetchall()
+        seen = {int(r[0]) for r in rows}
+        new = seen - self._seen
+        self._mark = max([self._mark or 0.0, *(float(r[1]) for r in rows)])
+        self._seen = {int(b) for b, at in rows if float(at) >= self._mark - SLACK_S}
+        return new
 
     def _refresh(self, store: Store, tenant: str) -> None:
         held = self._tenants.get(tenant)
@@ -82,12 +99,14 @@ class ReaderIndex:
             "WHERE tenant=? AND id>? ORDER BY id", (tenant, held.last_id)).fetchall()
         groups: dict[str, tuple[list[int], list[np.ndarray]]] = {}
         for rid, user, bid, vct, ts, model_id in new:
+            held.bucket_rows[bid] = held.bucket_rows.get(bid, 0) + 1
             vec = store.vector(rid, bid, vct) if model_id == self.model_id else None
             if vec is not None:
                 ids, vecs = groups.setdefault(user, ([], []))
                 ids.append(rid)
                 vecs.append(vec)
                 held.ts[rid] = float(ts)
+                held.buckets.setdefault(bid, []).append(rid)
         for user, (ids, vecs) in groups.items():
             held.index.add(user, ids, np.vstack(vecs))
         if new:

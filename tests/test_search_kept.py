@@ -89,6 +89,32 @@ def test_no_search_finds_a_prompt_whose_key_is_destroyed_though_its_rows_remain(
     assert kept.sizes() == {"acme": len(TEXTS)}
 
 
+def test_after_an_erasure_the_kept_index_holds_none_of_the_users_vectors(
+        runtime: Any, pipeline: Any) -> None:
+    from appliance.audit import AuditLog
+    from appliance.readindex import ReaderIndex
+    from appliance.retention import Shredder, erase_user
+
+    _ingest(pipeline)
+    kept = ReaderIndex(pipeline.embedder.dims, pipeline.embedder.model_id)
+    alice = runtime.keyring.pseudonym("acme", "alice")
+    assert alice in {h.user for h in _search(runtime, pipeline, kept, "VPN password")}
+    audit = AuditLog(runtime.store.db, runtime.keyring.audit_signer(),
+                     anchor=runtime.store.keys_db)
+    report = erase_user(Shredder(runtime.store, audit), runtime.policies.retention,
+                        runtime.keyring, tenant="acme", user_id="alice", reason="GDPR")
+    assert report.records == len(TEXTS)
+    hits = _search(runtime, pipeline, kept, "VPN password")
+    assert hits and alice not in {h.user for h in hits}
+    assert kept.sizes() == {"acme": len(TEXTS)}
+    late = make_prompt("Where is the VPN installer for macOS?", user="bob", minutes=90,
+                       request_id="late")
+    pipeline.process([late])
+    found = _search(runtime, pipeline, kept, "VPN installer for mac")
+    assert found == _search(runtime, pipeline, None, "VPN installer for mac")
+    assert found[0].text == late.text and kept.sizes() == {"acme": len(TEXTS) + 1}
+
+
 def test_exact_search_reads_the_same_vectors_after_adds_in_any_order_and_removals() -> None:
     """Exact searches read kept rows of the stored vectors; they must match a fresh index's
     whatever order keys came in, and after keys went."""
