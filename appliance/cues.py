@@ -174,3 +174,9 @@ _BACK_REFERENCE = re.compile(
 def refers_back(text: str) -> bool:
     """Whether a (redacted) prompt explicitly refers to an earlier conversation."""
     return bool(_BACK_REFERENCE.search(_normal(text)))
+
+
+def clear_cue_caches() -> None:
+    """Forget the memoised results of every text seen (after an erasure or a shred)."""
+    for f in (cue_names, ack_then_request, keywords, placeholder_types, word_count):
+        f.cache_clear()

@@ -124,9 +124,12 @@ class Pipeline:
         return hist
 
     def forget(self, tenant: str, user: str | None = None) -> None:
-        """Drop cached history (after shredding)."""
+        """Drop cached history (after shredding), and what the linker holds in memory."""
         for key in [k for k in self._users if k[0] == tenant and (user is None or k[1] == user)]:
             del self._users[key]
+        forget_linked = getattr(self.linker, "forget", None)
+        if forget_linked is not None:
+            forget_linked()
         forget_user = getattr(self.topics, "forget_user", None)
         if forget_user is not None and user is not None:
             forget_user(tenant, user)

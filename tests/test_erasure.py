@@ -183,6 +183,59 @@ def test_a_user_erased_today_can_be_written_to_again_today(pipeline, runtime) ->
     assert report.complete
 
 
+def test_erasure_drops_the_users_vectors_and_text_facts_from_the_linkers_memory(
+        pipeline, runtime, embedder) -> None:  # type: ignore[no-untyped-def]
+    """Erasure by the CLI (another process): the service's next batch finds the shred and
+    its linker holds no vector, thread fact or text fact of the erased user's records;
+    another user's links are exactly what a fresh linker decides."""
+    from appliance.cues import keywords
+    from appliance.link import LinkInput, make_linker
+    from appliance.link.cache import text_facts
+    from appliance.retention import erase_user
+
+    alice = ["How do I renew the TLS certificate on the mail server?",
+             "And what about the certificate on the web server?",
+             "Does it need a restart afterwards?"]
+    bob = ["Suggest a vegetarian lasagne recipe", "Can I make it without ricotta?",
+           "How long does it keep in the fridge?"]
+    for i, (a, b) in enumerate(zip(alice, bob, strict=True)):
+        pipeline.process([make_prompt(a, user="alice", minutes=i),
+                          make_prompt(b, user="bob", minutes=i + 0.5)])
+    pseudo = {u: runtime.keyring.pseudonym("acme", u) for u in ("alice", "bob")}
+    texts = [r.text for r in runtime.store.records("r.user = ?", (pseudo["alice"],))]
+    ids = sorted(runtime.store.record_ids_of("acme", pseudo["alice"]))
+    cache = pipeline.linker.cache
+    assert any(rid in cache for rid in ids)  # held before the erasure
+
+    def bobs_next():  # type: ignore[no-untyped-def]
+        text = "Could I freeze it instead?"
+        cands = runtime.store.candidates("acme", pseudo["bob"], 0.0,
+                                         model_id=embedder.model_id)
+        q = LinkInput(ts=T0 + timedelta(minutes=5), vector=embedder.embed([text])[0][0],
+                      text=text)
+        return q, cands
+
+    q, cands = bobs_next()
+    before = pipeline.linker(q, cands)
+    Shredder = type(_shredder(runtime))  # the CLI's: no hook into the service's memory
+    report = erase_user(Shredder(runtime.store, _audit(runtime)), runtime.policies.retention,
+                        runtime.keyring, tenant="acme", user_id="alice", reason="GDPR")
+    assert report.records == 3
+    out = pipeline.process([make_prompt("Could I freeze it instead?", user="bob", minutes=5)])
+
+    assert not [rid for rid in ids if rid in cache]
+    for text in texts:
+        seen = keywords.cache_info().misses, text_facts.cache_info().misses
+        keywords(text)
+        text_facts(text)
+        assert (keywords.cache_info().misses, text_facts.cache_info().misses) == (
+            seen[0] + 1, seen[1] + 1)  # computed afresh: nothing of it was held
+    bobs_thread = runtime.store.records("r.user = ?", (pseudo["bob"],))[0].thread_id
+    assert out[0].thread_id == bobs_thread
+    assert pipeline.linker(q, cands) == before == make_linker(runtime.policies.correlation)(
+        q, cands)
+
+
 # ---------------------------------------------------------------- 5. vault keys
 
 

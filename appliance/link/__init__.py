@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from appliance.cues import cue_names, intent_of, keywords, placeholder_types, word_count
 from appliance.link.cache import VectorCache
-from appliance.link.decide import decide, link_rule, make_linker
+from appliance.link.decide import CachedLinker, decide, link_rule, make_linker
 from appliance.link.features import (
     FEATURES,
     FOLLOW_UP_CUES,
@@ -25,6 +25,6 @@ from appliance.link.features import (
 from appliance.link.model import DECISION_FEATURES, PairModel, decision_row, load_model
 
 __all__ = ["DECISION_FEATURES", "FEATURES", "FOLLOW_UP_CUES", "QUERY_CUES", "REFERRING_CUES",
-           "LinkInput", "Linker", "PairModel", "VectorCache", "cue_names", "decide",
-           "decision_row", "features", "intent_of", "keywords", "link_rule", "load_model",
-           "make_linker", "placeholder_types", "word_count"]
+           "CachedLinker", "LinkInput", "Linker", "PairModel", "VectorCache", "cue_names",
+           "decide", "decision_row", "features", "intent_of", "keywords", "link_rule",
+           "load_model", "make_linker", "placeholder_types", "word_count"]

@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from appliance.cues import cue_names, keywords, placeholder_types, word_count
+from appliance.cues import clear_cue_caches, cue_names, keywords, placeholder_types, word_count
 from appliance.records import Candidate
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -43,6 +43,13 @@ def text_facts(text: str) -> TextFacts:
     return TextFacts(kw=keywords(text), ph=placeholder_types(text),
                      ack="acknowledgement" in cues, closing="closing" in cues,
                      log_words=math.log1p(word_count(text)))
+
+
+def forget_texts() -> None:
+    """Drop every text's memoised facts (keywords, placeholder types, cues): after an
+    erasure or a shred no derived text of the records stays in memory."""
+    text_facts.cache_clear()
+    clear_cue_caches()
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,13 +153,22 @@ class VectorCache:
                 return Rows(block.mat[start:start + n], block.us[start:start + n], block, start)
             self._drop(block)
         if self._rows + n > self._max_rows:
-            self._where.clear()
-            self._rows = 0
-            self.threads.clear()
+            self.clear()
         block = _Block([], np.zeros((0, cands[lo].vector.shape[0]), dtype=np.float32),
                        np.zeros(0, dtype=np.int64))
         self._extend(block, cands[lo:])
         return Rows(block.mat[:n], block.us[:n], block, 0)
+
+    def clear(self) -> None:
+        """Hold nothing: no vector, timestamp, text fact or thread fact of any record. The
+        next call restacks what it is handed, with the same results."""
+        self._where.clear()
+        self._rows = 0
+        self.threads.clear()
+
+    def __contains__(self, record_id: object) -> bool:
+        """Whether the cache holds this record's row, or facts of a thread it is a turn of."""
+        return record_id in self._where or any(record_id in key for key in self.threads)
 
     def _drop(self, block: _Block) -> None:
         for rid in block.ids:

@@ -9,12 +9,11 @@ import numpy as np
 
 from appliance.config import CorrelationSettings
 from appliance.cues import cue_names, intent_of
-from appliance.link.cache import VectorCache
+from appliance.link.cache import VectorCache, forget_texts
 from appliance.link.features import (
     FEATURES,
     FOLLOW_UP_CUES,
     REFERRING_CUES,
-    Linker,
     LinkInput,
     features,
 )
@@ -115,13 +114,26 @@ def _linked_position(q: LinkInput, cands: Sequence[Candidate], parent: Candidate
     return "topic_shift" if max(recent) < s.topic_shift_similarity else "continuation"
 
 
-def make_linker(settings: CorrelationSettings | None = None) -> Linker:
+class CachedLinker:
+    """The learned linker with its cache: a `Linker`, and `forget()` for erasure."""
+
+    def __init__(self, model: PairModel, settings: CorrelationSettings) -> None:
+        self._model, self._s = model, settings
+        self.cache = VectorCache()
+
+    def __call__(self, query: LinkInput, candidates: Sequence[Candidate]) -> Link:
+        return decide(query, candidates, self._model, self._s, self.cache)
+
+    def forget(self) -> None:
+        """Drop every vector, text fact and thread fact held in memory (after an erasure or
+        a shred). All of it, not one user's: rows a user's history has pruned stay stacked
+        where no id in memory leads. Decisions do not change; the next call per user
+        restacks its history once."""
+        self.cache.clear()
+        forget_texts()
+
+
+def make_linker(settings: CorrelationSettings | None = None) -> CachedLinker:
     """The learned linker configured by policy (weights loaded once)."""
     s = settings or CorrelationSettings()
-    model = load_model(s)
-    cache = VectorCache()
-
-    def linker(query: LinkInput, candidates: Sequence[Candidate]) -> Link:
-        return decide(query, candidates, model, s, cache)
-
-    return linker
+    return CachedLinker(load_model(s), s)
