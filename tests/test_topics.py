@@ -198,9 +198,11 @@ def test_a_chain_of_similar_requests_does_not_collapse_into_one_topic(runtime: A
 
 
 def test_topic_ids_stay_valid_across_refinement_and_restart(runtime: Any) -> None:
-    # every thread says the same words: only the embeddings tell them apart
+    # every thread says the same words: only the embeddings tell them apart; one flat
+    # threshold (support 1: online, an established topic would take them at the absorb level)
     ta = assigner(runtime, topic_threshold=0.99, topic_merge_threshold=0.8,
-                  topic_refine_every=10_000, k_min_users=1, topic_lexical_weight=0.0)
+                  topic_refine_every=10_000, k_min_users=1, topic_lexical_weight=0.0,
+                  topic_support=1)
     first = {}
     for n, (i, j) in enumerate([(0, 1), (0, 2), (0, 3), (5, 6)]):
         for k in range(3 if n == 0 else 1):
@@ -428,3 +430,22 @@ def test_bookkeeping_turns_do_not_pull_a_thread_off_its_subject(runtime: Any) ->
         topic = ta.assign(tenant="acme", thread_id="x", vector=unit(0), synthetic=False,
                           user="c", text="my name is <PERSON>")
     assert topic == password != ta.thread_topic("acme", "w0")
+
+
+def test_online_placement_follows_the_refinement_levels(runtime: Any) -> None:
+    """At ingest an established topic takes a looser thread; a lone thread does not."""
+    ta = assigner(runtime, topic_threshold=0.5, topic_merge_threshold=0.5,
+                  topic_absorb_threshold=0.3, topic_support=3, topic_lexical_weight=0.0,
+                  topic_refine_every=10_000)
+    shared = [ta.assign(tenant="acme", thread_id=f"s{i}", vector=near(0, 1),
+                        text="weather forecast rain", synthetic=False, user=f"u{i}")
+              for i in range(3)]
+    lone = ta.assign(tenant="acme", thread_id="lone", vector=unit(5), text="zebra crossing",
+                     synthetic=False, user="u9")
+    assert len(set(shared)) == 1 and lone != shared[0]
+    loose = 0.4 * unit(0) + np.sqrt(1 - 0.16) * unit(7)  # 0.38 alike to the shared topic
+    assert ta.assign(tenant="acme", thread_id="a", vector=loose, text="weather tomorrow",
+                     synthetic=False, user="u4") == shared[0]
+    near_lone = 0.4 * unit(5) + np.sqrt(1 - 0.16) * unit(8)  # 0.4 alike to the lone thread
+    assert ta.assign(tenant="acme", thread_id="b", vector=near_lone, text="zebra stripes",
+                     synthetic=False, user="u5") not in {lone, shared[0]}

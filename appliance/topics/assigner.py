@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,13 +42,14 @@ from appliance.config import PrivacySettings, RetentionSettings
 from appliance.store import Store
 from appliance.topics import tables
 from appliance.topics.cluster import (
+    LEXICAL_DIMS,
     average_linkage,
     carry_ids,
     lexical_vectors,
     self_similarity,
     with_words,
 )
-from appliance.topics.model import ScopeTopics, Unit, new_topic_id
+from appliance.topics.model import ScopeTopics, Sparse, Unit, new_topic_id
 from appliance.topics.terms import (
     LABEL_MIN_USERS,
     content_terms,
@@ -75,6 +77,7 @@ class TenantTopics:
     recent: dict[str, tuple[str, float]] = field(default_factory=dict)  # user -> (topic, ts)
     contentless: dict[str, str | None] = field(default_factory=dict)  # thread -> inherited
     pending: int = 0  # content prompts since the last refinement
+    df: Counter[str] = field(default_factory=Counter)  # live threads using each word
 
 
 @dataclass(frozen=True)
@@ -156,16 +159,18 @@ class TopicAssigner:
                 unit = state.units[thread] = Unit(thread, scope, user,
                                                   np.zeros(self.dims, np.float32))
                 unit.topic = self._resolve(state, current.get(thread))
-            self._feed(unit, vec, text, ts)
+            self._feed(state, unit, vec, text, ts)
         for unit in state.units.values():
             if unit.topic is None:
                 unit.topic = new_topic_id()
-            self._scope(state, unit.scope).add(unit.topic, unit.total, unit.weight)
+            unit.lexical = self._lexical(state, unit)
+            self._scope(state, unit.scope).add(unit.topic, *self._share(unit))
             state.created.setdefault(unit.topic, unit.last_ts)
         return state
 
     @staticmethod
-    def _feed(unit: Unit, vector: np.ndarray, text: str, ts: float) -> None:
+    def _feed(state: TenantTopics, unit: Unit, vector: np.ndarray, text: str,
+              ts: float) -> None:
         w = prompt_weight(text)
         unit.total = unit.total + w * np.asarray(vector, dtype=np.float32)
         unit.prompts += 1
@@ -173,7 +178,46 @@ class TopicAssigner:
         unit.weight2 += w * w
         unit.last_ts = max(unit.last_ts, ts)
         if len(unit.phrases) < MAX_PHRASES:
-            unit.phrases.update(phrases(text))
+            found = phrases(text)
+            state.df.update(p for p in found if " " not in p and p not in unit.phrases)
+            unit.phrases.update(found)
+
+    def _share(self, unit: Unit) -> tuple[np.ndarray, float, Sparse | None, float, float]:
+        """What a thread adds to its topic's row: its sum, mass, words, and the sums of
+        its prompts' squared feature norms and squared weights (`cluster.self_similarity`)."""
+        w = self.settings.topic_lexical_weight
+        words = 1.0 if unit.lexical is not None and len(unit.lexical[0]) else 0.0
+        return (unit.total, unit.weight, unit.lexical,
+                unit.weight2 * ((1.0 - w) + w * words), unit.weight2)
+
+    def _cohesion(self, unit: Unit) -> float:
+        """The mean similarity between a thread's own distinct prompts (NaN for one)."""
+        _, mass, lexical, own, squares = self._share(unit)
+        pairs = mass * mass - squares
+        if pairs <= 1e-6:
+            return float("nan")
+        w = self.settings.topic_lexical_weight
+        words = 1.0 if lexical is not None and len(lexical[0]) else 0.0
+        norm = (1.0 - w) * float(unit.total @ unit.total) + w * mass * mass * words
+        return (norm - own) / pairs
+
+    def _lexical(self, state: TenantTopics, unit: Unit) -> Sparse | None:
+        """A thread's words as the refinement sees them (`cluster.lexical_vectors`, with
+        the live threads' idf), scaled by its mass: its share of its topic's row."""
+        if self.settings.topic_lexical_weight <= 0:
+            return None
+        n = max(len(state.units), 1)
+        row: dict[int, float] = defaultdict(float)
+        for word, count in unit.phrases.items():
+            df = state.df.get(word, 0)
+            if " " in word or df < 2:
+                continue
+            row[zlib.crc32(word.encode()) % LEXICAL_DIMS] += \
+                (1.0 + np.log(count)) * np.log(n / df)
+        cols = np.fromiter(row.keys(), dtype=np.int64, count=len(row))
+        vals = np.fromiter(row.values(), dtype=np.float32, count=len(row))
+        norm = float(np.linalg.norm(vals))
+        return cols, (vals * (unit.weight / norm) if norm > 0 else vals)
 
     @staticmethod
     def _resolve(state: TenantTopics, topic_id: str | None) -> str | None:
@@ -223,8 +267,9 @@ class TopicAssigner:
                 unit = state.units[thread_id] = Unit(thread_id, scope, user or thread_id,
                                                      np.zeros(self.dims, np.float32))
                 state.contentless.pop(thread_id, None)
-            before = (unit.total.copy(), unit.weight) if unit.prompts else None
-            self._feed(unit, vector, text, now)
+            before = self._share(unit) if unit.prompts else None
+            before = None if before is None else (before[0].copy(), *before[1:])
+            self._feed(state, unit, vector, text, now)
             self._place(state, unit, before)
             if user is not None:
                 state.recent[user] = (unit.topic or "", now)
@@ -239,20 +284,31 @@ class TopicAssigner:
         return topic
 
     def _place(self, state: TenantTopics, unit: Unit,
-               before: tuple[np.ndarray, float] | None) -> None:
+               before: tuple[np.ndarray, float, Sparse | None, float, float] | None) -> None:
+        """Place a thread as the refinement would join it to a topic: by embeddings and
+        words, an established topic at `topic_absorb_threshold`, a small one at
+        `topic_threshold`; else it starts a topic. It moves only to a clearly better one."""
         sc = self._scope(state, unit.scope)
         vec = unit.vector
         if unit.topic is not None and before is not None:
             sc.remove(unit.topic, *before)
-        best, score = sc.best(vec)
-        threshold = self.settings.topic_threshold
+        unit.lexical = self._lexical(state, unit)
+        weight = self.settings.topic_lexical_weight
+        mean = None if unit.lexical is None else \
+            (unit.lexical[0], unit.lexical[1] / max(unit.weight, 1e-9))
+        best, score = sc.best(vec, mean, weight=weight,
+                              threshold=self.settings.topic_threshold,
+                              absorb=self.settings.topic_absorb_threshold,
+                              support=self.settings.topic_support,
+                              seed=self.settings.topic_seed_ratio,
+                              cohesion=self._cohesion(unit))
         topic = unit.topic
         if topic is None:
-            topic = best if best is not None and score >= threshold else new_topic_id()
-        elif best is not None and best != topic and score >= threshold \
-                and score > sc.score(topic, vec) + MOVE_MARGIN:
+            topic = best if best is not None else new_topic_id()
+        elif best is not None and best != topic \
+                and score > sc.score(topic, vec, mean, weight) + MOVE_MARGIN:
             topic = best
-        sc.add(topic, unit.total, unit.weight)
+        sc.add(topic, *self._share(unit))
         unit.topic = topic
         state.created.setdefault(topic, unit.last_ts)
 
@@ -337,7 +393,8 @@ class TopicAssigner:
                 if resolved != unit.topic:
                     unit.topic = resolved
                     changed[unit.thread_id] = resolved or ""
-                members.append((unit.topic or "", unit.total, unit.weight))
+                unit.lexical = self._lexical(state, unit)
+                members.append((unit.topic or "", *self._share(unit)))
                 state.created.setdefault(unit.topic or "", unit.last_ts)
         self._scope(state, snap.scope).rebuild(members)
         return changed
@@ -370,7 +427,8 @@ class TopicAssigner:
 
     def _drop(self, state: TenantTopics, unit: Unit) -> None:
         if unit.topic is not None and unit.prompts:
-            self._scope(state, unit.scope).remove(unit.topic, unit.total, unit.weight)
+            self._scope(state, unit.scope).remove(unit.topic, *self._share(unit))
+        state.df.subtract(p for p in unit.phrases if " " not in p)
         del state.units[unit.thread_id]
 
     def discard(self, tenant: str) -> None:
