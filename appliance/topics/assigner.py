@@ -6,9 +6,11 @@ thread's prompts vote and a "thanks." or "<LOCATION_1>." follow-up steers
 nothing. Two levels:
 
 * Online, in the ingest path (O(topics) numpy, no I/O): a thread joins the topic
-  whose threads are on average most similar to it when that mean similarity is
-  at least `topic_threshold`, else it starts a topic of its own. As its prompts
-  arrive the thread may move to a topic that now fits it clearly better.
+  whose threads are on average most similar to it by the refinement's
+  similarity (embeddings and words) and levels (an established topic at
+  `topic_absorb_threshold`, a small one at `topic_threshold` and the seed
+  ratio), else it starts a topic of its own. As its prompts arrive the thread
+  may move to a topic that now fits it clearly better.
 * In the background, every `topic_refine_every` content prompts (a daemon
   thread; `refine` runs it synchronously): all live threads of a scope are
   re-clustered by exact average linkage, merging while the mean similarity
