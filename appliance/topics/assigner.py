@@ -430,7 +430,11 @@ class TopicAssigner:
     def _drop(self, state: TenantTopics, unit: Unit) -> None:
         if unit.topic is not None and unit.prompts:
             self._scope(state, unit.scope).remove(unit.topic, *self._share(unit))
-        state.df.subtract(p for p in unit.phrases if " " not in p)
+        for word in unit.phrases:  # a shredded thread's words leave memory too
+            if " " not in word:
+                state.df[word] -= 1
+                if state.df[word] <= 0:
+                    del state.df[word]
         del state.units[unit.thread_id]
 
     def discard(self, tenant: str) -> None:

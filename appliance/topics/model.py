@@ -12,6 +12,7 @@ from appliance.topics.cluster import LEXICAL_DIMS
 
 # a thread's hashed TF-IDF words as (columns, values), scaled by its mass
 Sparse = tuple[np.ndarray, np.ndarray]
+ROWS = 4  # initial topic rows of a scope (a per-user scope holds few); they double as needed
 
 
 def new_topic_id() -> str:
@@ -52,12 +53,12 @@ class ScopeTopics:
     def __init__(self, dims: int) -> None:
         self.ids: list[str] = []
         self.pos: dict[str, int] = {}
-        self.totals = np.zeros((16, dims), dtype=np.float32)
-        self.counts = np.zeros(16, dtype=np.float32)
-        self.members = np.zeros(16, dtype=np.int64)  # threads per topic
-        self.lexical = np.zeros((16, LEXICAL_DIMS), dtype=np.float32)  # sums of words
-        self.own = np.zeros(16, dtype=np.float64)  # sums of prompts' squared norms
-        self.squares = np.zeros(16, dtype=np.float64)  # ... and of their squared weights
+        self.totals = np.zeros((ROWS, dims), dtype=np.float32)
+        self.counts = np.zeros(ROWS, dtype=np.float32)
+        self.members = np.zeros(ROWS, dtype=np.int64)  # threads per topic
+        self.lexical = np.zeros((ROWS, LEXICAL_DIMS), dtype=np.float32)  # sums of words
+        self.own = np.zeros(ROWS, dtype=np.float64)  # sums of prompts' squared norms
+        self.squares = np.zeros(ROWS, dtype=np.float64)  # ... and of their squared weights
 
     def _row(self, topic_id: str) -> int:
         i = self.pos.get(topic_id)
@@ -165,7 +166,7 @@ class ScopeTopics:
         """Recompute every row from (topic id, thread's sum, its mass, its words, the sums
         of its prompts' squared norms and squared weights)."""
         dims = self.totals.shape[1]
-        rows = max(16, len({m[0] for m in members}))
+        rows = max(ROWS, len({m[0] for m in members}))
         self.ids, self.pos = [], {}
         self.totals = np.zeros((rows, dims), dtype=np.float32)
         self.counts = np.zeros(rows, dtype=np.float32)
