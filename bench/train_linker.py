@@ -70,7 +70,7 @@ if not BENCH.exists():  # a worktree under /work/wt/<branch>
 CACHE_DIR = Path(tempfile.gettempdir()) / "semtrace-linker-cache"
 STREAM_STRIDE = 1_000_000  # global index = stream number * stride + index in the stream
 OPENER_C = 0.1
-GBM = {"trees": 200, "rate": 0.08, "depth": 5}
+GBM = {"trees": 200, "rate": 0.08, "depth": 5, "leaves": 16, "min_leaf": 200, "l2": 3.0}
 HEADLINE = ("pair_F1", "newthread_F1", "parent_acc")
 
 
@@ -270,6 +270,7 @@ class PromptRows:
     """One prompt's shortlisted candidates: feature rows, labels, their threads."""
 
     user: str
+    source: str
     x: np.ndarray
     y: np.ndarray
     threads: tuple[str, ...]
@@ -292,7 +293,8 @@ def rows_for(users: dict[str, list[Turn]], s: CorrelationSettings,
             if cands:
                 pick, x, _, _ = features(_query(t), cands, s, cache, t.opener, closer)
                 out.append(PromptRows(
-                    user=t.user, x=x, opener=t.opener, followup=t.gold_parent is not None,
+                    user=t.user, source=t.source, x=x, opener=t.opener,
+                    followup=t.gold_parent is not None,
                     y=np.array([cands[i].record_id == t.gold_parent for i in pick],
                                dtype=np.int8),
                     threads=tuple(cands[i].thread_id for i in pick)))
@@ -308,6 +310,24 @@ def _stack(prs: Sequence[PromptRows]) -> tuple[np.ndarray, np.ndarray]:
     return np.vstack([r.x for r in prs]), np.concatenate([r.y for r in prs])
 
 
+def source_weights(prs: Sequence[PromptRows], power: float) -> np.ndarray:
+    """Per prompt: (mean prompts per source / the prompt's source's prompts) ** power, so
+    that with power 1 every source weighs the same however many prompts it has."""
+    n: dict[str, int] = defaultdict(int)
+    for r in prs:
+        n[r.source] += 1
+    mean = len(prs) / len(n)
+    return np.array([(mean / n[r.source]) ** power for r in prs])
+
+
+def _row_weights(prs: Sequence[PromptRows]) -> np.ndarray | None:
+    power = _STATE.get("source_power", 0.0)
+    if not power:
+        return None
+    w = source_weights(prs, power)
+    return np.concatenate([np.full(len(r.y), v) for r, v in zip(prs, w, strict=True)])
+
+
 def fit_decision(prs: Sequence[PromptRows], kind: str) -> dict[str, Any]:
     """The continue-or-new model over pair probabilities cross-fitted in two user halves."""
     from sklearn.linear_model import LogisticRegression
@@ -317,7 +337,8 @@ def fit_decision(prs: Sequence[PromptRows], kind: str) -> dict[str, Any]:
     halves = [set(names[0::2]), set(names[1::2])]
     xs, ys = [], []
     for half in halves:
-        model = PairModel(fit(*_stack([r for r in prs if r.user not in half]), kind))
+        part = [r for r in prs if r.user not in half]
+        model = PairModel(fit(*_stack(part), kind, _row_weights(part)))
         for r in (r for r in prs if r.user in half):
             p = model.proba(r.x)
             mass: dict[str, float] = {}
@@ -330,7 +351,10 @@ def fit_decision(prs: Sequence[PromptRows], kind: str) -> dict[str, Any]:
     x, y = np.vstack(xs), np.array(ys, dtype=np.int8)
     sc = StandardScaler().fit(x)
     sc.scale_[sc.scale_ == 0] = 1.0
-    lr = LogisticRegression(C=1.0, max_iter=3000).fit(sc.transform(x), y)
+    power = _STATE.get("source_power", 0.0)
+    order = [r for half in halves for r in prs if r.user in half]
+    w = source_weights(order, power) if power else None
+    lr = LogisticRegression(C=1.0, max_iter=3000).fit(sc.transform(x), y, sample_weight=w)
     return {"kind": "logistic", "features": list(DECISION_FEATURES), "mean": sc.mean_.tolist(),
             "scale": sc.scale_.tolist(), "coef": lr.coef_[0].tolist(),
             "intercept": float(lr.intercept_[0])}
@@ -345,14 +369,18 @@ def predict(users: dict[str, list[Turn]], s: CorrelationSettings,
         def visit(t: Turn, cands: list[Candidate]) -> tuple[str | None, int | None]:
             link = decide(_query(t), cands, model, s, cache)
             thread = link.thread_id or f"p{t.index}"
+            ev = link.evidence or {}
             pred[t.index] = {"index": t.index, "thread_id": thread,
-                             "parent_index": link.parent_id, "position": link.position}
+                             "parent_index": link.parent_id, "position": link.position,
+                             "score": ev.get("score"), "opener": ev.get("opener"),
+                             "closer": (ev.get("features") or {}).get("thread_closer")}
             return thread, link.parent_id
         walk(turns, s, visit)
     return pred
 
 
-def fit(x: np.ndarray, y: np.ndarray, kind: str) -> dict[str, Any]:
+def fit(x: np.ndarray, y: np.ndarray, kind: str, w: np.ndarray | None = None
+        ) -> dict[str, Any]:
     """Fit the scorer and export it as the arrays `PairModel` evaluates."""
     if kind == "logistic":
         from sklearn.linear_model import LogisticRegression
@@ -360,16 +388,17 @@ def fit(x: np.ndarray, y: np.ndarray, kind: str) -> dict[str, Any]:
 
         sc = StandardScaler().fit(x)
         sc.scale_[sc.scale_ == 0] = 1.0
-        lr = LogisticRegression(C=1.0, max_iter=5000).fit(sc.transform(x), y)
+        lr = LogisticRegression(C=1.0, max_iter=5000).fit(sc.transform(x), y, sample_weight=w)
         return {"kind": "logistic", "features": list(FEATURES),
                 "scaler": {"mean": sc.mean_.tolist(), "scale": sc.scale_.tolist()},
                 "intercept": float(lr.intercept_[0]), "coef": lr.coef_[0].tolist()}
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     gb = HistGradientBoostingClassifier(max_iter=GBM["trees"], learning_rate=GBM["rate"],
-                                        max_depth=GBM["depth"], max_leaf_nodes=24,
-                                        min_samples_leaf=40, l2_regularization=1.0,
-                                        random_state=0).fit(x, y)
+                                        max_depth=GBM["depth"], max_leaf_nodes=GBM["leaves"],
+                                        min_samples_leaf=GBM["min_leaf"],
+                                        l2_regularization=GBM["l2"],
+                                        random_state=0).fit(x, y, sample_weight=w)
     return export_gbm(gb, x)
 
 
@@ -408,11 +437,13 @@ def train(users: dict[str, list[Turn]], s: CorrelationSettings, kind: str,
     then (decision) the continue-or-new model."""
     prs = rows_for(users, s, None)
     x, y = _stack(prs)
-    spec = fit(x, y, kind)
+    spec = fit(x, y, kind, _row_weights(prs))
     if passes > 1:
-        x2, y2 = _stack(rows_for(users, s, PairModel(spec)))
+        prs2 = rows_for(users, s, PairModel(spec))
+        x2, y2 = _stack(prs2)
         x, y = np.vstack([x, x2]), np.concatenate([y, y2])
-        spec = fit(x, y, kind)
+        w = _row_weights([*prs, *prs2])
+        spec = fit(x, y, kind, w)
     if decision:
         spec["decision"] = fit_decision(prs, kind)
     spec["training_rows"], spec["training_positives"] = len(y), int(y.sum())
@@ -437,6 +468,7 @@ class Job:
     thresholds: tuple[float, ...]
 
 
+_PRED: dict[str, dict[float, dict[int, dict[str, Any]]]] = {}  # pooled decisions, per run
 _STATE: dict[str, Any] = {}  # set once in the parent; forked workers read it
 
 
@@ -494,6 +526,7 @@ def run_jobs(gold: list[dict[str, Any]], jobs: Sequence[Job], workers: int) -> d
             r["by_threshold"][str(thr)]["pooled"] = _summary(score(gold, pred, everything))
             r["by_threshold"][str(thr)]["folds"] = dict(sorted(
                 r["by_threshold"][str(thr)]["folds"].items()))
+    _PRED.update(pooled)
     return res
 
 
@@ -540,8 +573,22 @@ def main() -> int:
                     help="run the LOSO folds of these sources only (quick checks)")
     ap.add_argument("--jobs", type=int, default=2, help="folds trained in parallel")
     ap.add_argument("--out", type=Path, default=REPO / "policies" / "linker-weights.json")
+    ap.add_argument("--dump-predictions", type=Path, default=None,
+                    help="write the LOSO decisions at the chosen threshold here, one JSON line "
+                         "per prompt (indices, thread, parent, position; no text)")
+    ap.add_argument("--source-power", type=float, default=0.0,
+                    help="weigh each training prompt by (mean prompts per source / its "
+                         "source's prompts) ** this (1: every source weighs the same)")
+    ap.add_argument("--gbm", default="",
+                    help="boosted-tree settings to override, e.g. min_leaf=200,leaves=16")
+    ap.add_argument("--no-write", action="store_true", help="do not write the weights file")
     a = ap.parse_args()
     thresholds = [float(t) for t in a.thresholds.split(",")]
+    for item in filter(None, a.gbm.split(",")):
+        key, value = item.split("=")
+        if key not in GBM:
+            ap.error(f"--gbm: no setting {key!r} (settings: {', '.join(GBM)})")
+        GBM[key] = type(GBM[key])(float(value))
     s = load_policies().correlation
     streams = sorted(BENCH.glob("threads-*.jsonl"))
     gold, users = load_streams(streams)
@@ -550,7 +597,7 @@ def main() -> int:
     by_source = {g["index"]: g["source"] for g in gold}
     result: dict[str, Any] = {"streams": [p.name for p in streams]}
     _STATE.update(users=users, openers=openers, closers=closers, settings=s, kind=a.kind,
-                  passes=a.passes, decision=not a.no_decision)
+                  passes=a.passes, decision=not a.no_decision, source_power=a.source_power)
     jobs = []
     if not a.no_loso:
         jobs += [Job("loso", f, by_source, tuple(thresholds))
@@ -561,12 +608,16 @@ def main() -> int:
     result.update(run_jobs(gold, jobs, a.jobs) if jobs else {})
     thr = choose_threshold(result["loso"]) if "loso" in result else s.link_threshold
     result["chosen_threshold"] = thr
+    if a.dump_predictions is not None and "loso" in result:
+        _PRED["loso"][thr] = dict(sorted(_PRED["loso"][thr].items()))
+        a.dump_predictions.write_text("".join(
+            json.dumps(p) + "\n" for p in _PRED["loso"][thr].values()))
     print(json.dumps(result, indent=1))
     if "loso" in result:
         print(table(result["loso"], thr, "Leave-one-source-out"))
     if "user_cv" in result:
         print(table(result["user_cv"], thr, "Grouped 5-fold CV by user"))
-    if a.only_source:
+    if a.only_source or a.no_write:
         return 0
     spec = train(with_openers(users, openers.crossfit(by_source, None),
                               closers.crossfit(by_source, None)),
