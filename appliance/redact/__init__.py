@@ -24,6 +24,7 @@ from typing import Any, cast
 from appliance.config import RedactionSettings
 from appliance.errors import ConfigError
 from appliance.records import PiiSpan, Prompt, Redacted
+from appliance.redact.foreign import foreign_phrase
 from appliance.redact.normalize import normalize
 
 PLACEHOLDER_RE = re.compile(r"<([A-Z_]+?)(?:_(\d+))?>")
@@ -250,7 +251,10 @@ def _plausible(text: str, entity_type: str, names: Any, whole: str = "") -> bool
     if not any(c.isupper() for c in text) and any(c.isupper() for c in whole):
         return False
     words = re.findall(r"[^\W\d_]+", text)
-    return names is None or not words or not names.all_common(words)
+    if names is None or not words:
+        return True
+    g = names.g
+    return not names.all_common(words) and not foreign_phrase(text, g.foreign, g.first, g.last)
 
 
 class Redactor:

@@ -68,6 +68,7 @@ class Gazetteer:
     cities: dict[str, int] = field(default_factory=dict)  # GeoNames city -> population
     towns: frozenset[str] = frozenset()  # one-word GeoNames places below the city size
     country_words: frozenset[str] = frozenset()  # words that name one country
+    foreign: frozenset[str] = frozenset()  # function words of other languages ("muito")
 
 
 def _ranked_names(pickle_path: Any, max_rank: int) -> dict[str, int]:
@@ -230,8 +231,11 @@ def load_gazetteer(cache_dir: Path, nlp: Any, *, max_rank: int) -> Gazetteer:
     places = load_cities()
     cities = {k: v for k, v in places.items() if v >= CITY_POPULATION}
     towns = frozenset(k for k, v in places.items() if v < CITY_POPULATION and k.isalpha())
+    from appliance.redact.foreign import foreign_function_words
+
     return Gazetteer(first=first, last=last, places=_places(), common=common, nouns=nouns,
-                     cities=cities, towns=towns, country_words=country_words())
+                     cities=cities, towns=towns, country_words=country_words(),
+                     foreign=foreign_function_words(common, NAME_PARTICLES))
 
 
 # --- recognisers over the word lists ------------------------------------------------------
