@@ -51,6 +51,8 @@ def test_each_entity_in_a_sentence_is_redacted(redactor, text, value, entity):  
     ("please tell sarah that the meeting moved", "sarah", "PERSON"),
     # a surname that is also a Portuguese function word ("dias") stays part of the name
     ("Ana Dias sent the invoice yesterday", "Ana Dias", "PERSON"),
+    # ... and a name that is a Spanish word ("ella") stays a name in English text
+    ("Ella is the cutest baby in the whole family", "Ella", "PERSON"),
     ("I had lunch with mike yesterday and he agreed", "mike", "PERSON"),
     ("thanks @jane_doe87 for the tip about the venue", "@jane_doe87", "PERSON"),
     ("Happy birthday #EmmaThompson from all of us", "#EmmaThompson", "PERSON"),
@@ -113,6 +115,8 @@ def test_names_and_places_that_context_gives_away_are_redacted(redactor, text, v
     "Queria muito ir à praia amanhã com vocês",
     "Hoy tenemos clase de historia",
     "Não sei o que fazer hoje",
+    "Por fin tenemos vacaciones esta semana",
+    "Que tengas un buen viaje mañana",
 ])
 def test_context_rules_leave_ordinary_words_alone(redactor, text):  # type: ignore[no-untyped-def]
     assert types_found(redactor, text) & {"PERSON", "LOCATION"} == set()

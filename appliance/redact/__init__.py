@@ -112,6 +112,8 @@ def _spacy_package(name: str) -> str:
 REPLACED_RECOGNIZERS = ("PhoneRecognizer", "CreditCardRecognizer")
 # NER output that is never a person's name: code, key=value runs, handles, paths.
 NOT_A_NAME = re.compile(r"[=_@/\\{}<>\[\]#$%^*|~+\d]")
+# A web address or a piece of one ("tps://t.co/x", "example.com/a") in an NER hit.
+URL_PIECE = re.compile(r"://|\w\.\w+/")
 # A lower-case letter three times in a row: drawn-out chat words ("Loooool"), not names.
 ELONGATED = re.compile(r"([a-z])\1\1")
 
@@ -245,7 +247,7 @@ def _plausible(text: str, entity_type: str, names: Any, whole: str = "") -> bool
     if not any(c.isupper() or c.islower() for c in text) or ELONGATED.search(text):
         return False
     if entity_type != "PERSON":
-        return True
+        return not URL_PIECE.search(text)
     if NOT_A_NAME.search(text):
         return False
     if not any(c.isupper() for c in text) and any(c.isupper() for c in whole):
@@ -254,7 +256,8 @@ def _plausible(text: str, entity_type: str, names: Any, whole: str = "") -> bool
     if names is None or not words:
         return True
     g = names.g
-    return not names.all_common(words) and not foreign_phrase(text, g.foreign, g.first, g.last)
+    return not names.all_common(words) and not foreign_phrase(text, g.foreign, g.first, g.last,
+                                                                 whole)
 
 
 class Redactor:

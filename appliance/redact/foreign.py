@@ -30,25 +30,28 @@ def foreign_function_words(common: frozenset[str], particles: frozenset[str]) ->
 
 
 def foreign_phrase(span: str, foreign: frozenset[str], first: dict[str, int],
-                   last: dict[str, int]) -> bool:
+                   last: dict[str, int], context: str = "") -> bool:
     """Whether a would-be name is a phrase of another language.
 
     It is when a word after the first is a lower-case function word ("Queria
     muito", "el Atlético y así lo veo"), or when at least half its words are
-    function words that no name list knows ("Não vejo", "Nos"); a single one
-    also when it is no popular name ("Por"; not "Ali", "Sara").
+    function words that no name list knows ("Não vejo"); a single function
+    word that is no popular name ("Por"; not "Ali", "Sara") only when the
+    text around it (`context`) holds another ("Por primera vez"; not "Ella
+    is the cutest baby").
     """
     words = WORDS.findall(span)
     if not words:
         return False
     lows = [w.lower() for w in words]
 
-    def rank(low: str) -> int:
-        return min(first.get(low, 10**6), last.get(low, 10**6))
+    def function_word(low: str) -> bool:
+        return low in foreign and min(first.get(low, 10**6), last.get(low, 10**6)) > NAME_RANK
 
-    if any(w.islower() and low in foreign and rank(low) > NAME_RANK
-           for w, low in zip(words[1:], lows[1:], strict=True)):
+    if any(w.islower() and function_word(low) for w, low in zip(words[1:], lows[1:], strict=True)):
         return True
     if len(words) == 1:
-        return lows[0] in foreign and rank(lows[0]) > NAME_RANK
-    return 2 * sum(low in foreign and rank(low) == 10**6 for low in lows) >= len(words)
+        others = [w.lower() for w in WORDS.findall(context)]
+        return function_word(lows[0]) and sum(map(function_word, others)) >= 2
+    return 2 * sum(low in foreign and low not in first and low not in last
+                   for low in lows) >= len(words)

@@ -25,6 +25,7 @@ from typing import Any
 
 from spacy.lang.en.stop_words import STOP_WORDS
 
+from appliance.redact.foreign import foreign_phrase
 from appliance.redact.recognizers import SpanRecognizer, word_set
 
 # Calendar and greeting words are capitalised in every sentence that names
@@ -405,8 +406,10 @@ class PersonNameRecognizer(SpanRecognizer):
                 score = self._score_run([(t.text, i) for t, i in piece])
                 if caseless:
                     score = min(score, 0.5)
-                if score:
-                    yield piece[0][0].idx, piece[-1][0].idx + len(piece[-1][0].text), score
+                start, end = piece[0][0].idx, piece[-1][0].idx + len(piece[-1][0].text)
+                if score and not foreign_phrase(doc.text[start:end], self.g.foreign,
+                                                self.g.first, self.g.last, doc.text):
+                    yield start, end, score
 
     def _from_cues(self, text: str) -> Iterator[tuple[int, int, float]]:
         for cue, strong in ((STRONG_CUE, True), (WEAK_CUE, False)):
