@@ -162,6 +162,10 @@ def test_a_place_listed_with_a_known_place_is_redacted(redactor):  # type: ignor
     ("We stayed two nights in Obama on the coast", "Obama", "LOCATION"),
     # a city the model calls a person, with no name behind it, stays a place
     ("Geelong won again on Sunday", "Geelong", "LOCATION"),
+    # a surname followed by its state is a town; a full name before a country stays a person
+    ("Guthrie , Oklahoma : A Town Of Painted Doors", "Guthrie", "LOCATION"),
+    ("Lunch stop in Wynyard, TAS before the ferry", "TAS", "LOCATION"),
+    ("Angela Merkel, Germany today said no", "Angela Merkel", "PERSON"),
 ])
 def test_a_name_that_is_also_a_city_takes_its_type_from_context(redactor, text, value, entity):  # type: ignore[no-untyped-def]
     hits = [(text[h.start:h.end], h.entity_type) for h in redactor.analyze(text)]

@@ -170,6 +170,7 @@ def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, 
         AbbreviationRecognizer,
         CityRecognizer,
         DemonymRecognizer,
+        TownRegionRecognizer,
     )
     from appliance.redact.recognizers import (
         PaymentCardRecognizer,
@@ -204,7 +205,7 @@ def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, 
                            HashtagRecognizer(gazetteer), VenueRecognizer(gazetteer),
                            CityRecognizer(gazetteer), DemonymRecognizer(gazetteer),
                            AbbreviationRecognizer(gazetteer), OrgAsPlaceRecognizer(gazetteer),
-                           ReportedSpeakerRecognizer(gazetteer)):
+                           ReportedSpeakerRecognizer(gazetteer), TownRegionRecognizer(gazetteer)):
             registry.add_recognizer(in_context)
     _replace_spacy_recognizer(registry, names)
     for custom in settings.custom:
