@@ -51,6 +51,8 @@ def test_each_entity_in_a_sentence_is_redacted(redactor, text, value, entity):  
     ("please tell sarah that the meeting moved", "sarah", "PERSON"),
     # a surname that is also a Portuguese function word ("dias") stays part of the name
     ("Ana Dias sent the invoice yesterday", "Ana Dias", "PERSON"),
+    # a name whose words are in the dictionary (WordNet lists famous people) stays a name
+    ("We watched Governor Rick Perry sign the bill", "Rick Perry", "PERSON"),
     # ... and a name that is a Spanish word ("ella") stays a name in English text
     ("Ella is the cutest baby in the whole family", "Ella", "PERSON"),
     ("I had lunch with mike yesterday and he agreed", "mike", "PERSON"),

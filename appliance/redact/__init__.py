@@ -241,9 +241,11 @@ def _plausible(text: str, entity_type: str, names: Any, whole: str = "") -> bool
     """Whether a spaCy NER hit can be a name or place.
 
     Not without a cased letter (emoji, punctuation, CJK runs), nor with a
-    letter drawn out three times ("Loooool", "Mannnn": chat, not names); for names also
-    not code, key=value runs, plain dictionary words, or an all-lower-case
-    "name" in a text that uses capitals elsewhere (slang: "goes", "woke").
+    letter drawn out three times ("Loooool", "Mannnn": chat, not names); for
+    places not a piece of a web address; for names also not code, key=value
+    runs, dictionary words that no name list knows ("Discipline"; "Putin" and
+    "Rick Perry" stay), phrases of other languages ("Queria muito"), or an
+    all-lower-case "name" in a text that uses capitals elsewhere ("goes").
     """
     if not any(c.isupper() or c.islower() for c in text) or ELONGATED.search(text):
         return False
@@ -257,8 +259,11 @@ def _plausible(text: str, entity_type: str, names: Any, whole: str = "") -> bool
     if names is None or not words:
         return True
     g = names.g
-    return not names.all_common(words) and not foreign_phrase(text, g.foreign, g.first, g.last,
-                                                                 whole)
+    # WordNet's noun list holds famous people ("putin", "perry", "brooks"): a dictionary
+    # word that a name list also knows is a name when spaCy says so.
+    common = names.all_common(words) and not any(
+        w.lower() in g.first or w.lower() in g.last for w in words)
+    return not common and not foreign_phrase(text, g.foreign, g.first, g.last, whole)
 
 
 class Redactor:
