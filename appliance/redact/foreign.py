@@ -51,7 +51,9 @@ def foreign_phrase(span: str, foreign: frozenset[str], first: dict[str, int],
     if any(w.islower() and function_word(low) for w, low in zip(words[1:], lows[1:], strict=True)):
         return True
     if len(words) == 1:
-        others = [w.lower() for w in WORDS.findall(context)]
-        return function_word(lows[0]) and sum(map(function_word, others)) >= 2
+        if not function_word(lows[0]):
+            return False
+        others = (w.lower() for w in WORDS.findall(context))
+        return sum(map(function_word, others)) >= 2
     return 2 * sum(low in foreign and low not in first and low not in last
                    for low in lows) >= len(words)

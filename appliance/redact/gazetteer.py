@@ -392,7 +392,7 @@ class PersonNameRecognizer(SpanRecognizer):
                 and _is_cap(first) and _is_cap(last))
 
     def _from_lists(
-        self, doc: Any, places: list[tuple[int, int]], caseless: bool
+        self, doc: Any, text: str, places: list[tuple[int, int]], caseless: bool
     ) -> Iterator[tuple[int, int, float]]:
         for raw in self._runs(doc, caseless):
             run = self._trim(raw)
@@ -407,8 +407,8 @@ class PersonNameRecognizer(SpanRecognizer):
                 if caseless:
                     score = min(score, 0.5)
                 start, end = piece[0][0].idx, piece[-1][0].idx + len(piece[-1][0].text)
-                if score and not foreign_phrase(doc.text[start:end], self.g.foreign,
-                                                self.g.first, self.g.last, doc.text):
+                if score and not foreign_phrase(text[start:end], self.g.foreign,
+                                                self.g.first, self.g.last, text):
                     yield start, end, score
 
     def _from_cues(self, text: str) -> Iterator[tuple[int, int, float]]:
@@ -438,7 +438,7 @@ class PersonNameRecognizer(SpanRecognizer):
         )
         if artifacts is not None:
             caseless = not any(c.isupper() for c in text)
-            yield from self._from_lists(artifacts.tokens, places, caseless)
+            yield from self._from_lists(artifacts.tokens, text, places, caseless)
         yield from self._from_cues(text)
         for m in SPEAKER.finditer(text):
             low = m.group(1).lower()
