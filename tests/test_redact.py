@@ -49,6 +49,12 @@ def test_each_entity_in_a_sentence_is_redacted(redactor, text, value, entity):  
     ("can you ask john whether the report is ready", "john", "PERSON"),
     ("my friend sam wants to come along on saturday", "sam", "PERSON"),
     ("please tell sarah that the meeting moved", "sarah", "PERSON"),
+    # a surname that is also a Portuguese function word ("dias") stays part of the name
+    ("Ana Dias sent the invoice yesterday", "Ana Dias", "PERSON"),
+    # a name whose words are in the dictionary (WordNet lists famous people) stays a name
+    ("We watched Governor Rick Perry sign the bill", "Rick Perry", "PERSON"),
+    # ... and a name that is a Spanish word ("ella") stays a name in English text
+    ("Ella is the cutest baby in the whole family", "Ella", "PERSON"),
     ("I had lunch with mike yesterday and he agreed", "mike", "PERSON"),
     ("thanks @jane_doe87 for the tip about the venue", "@jane_doe87", "PERSON"),
     ("Happy birthday #EmmaThompson from all of us", "#EmmaThompson", "PERSON"),
@@ -107,6 +113,12 @@ def test_names_and_places_that_context_gives_away_are_redacted(redactor, text, v
     # times and ordinary words before a street type are no address
     "Come by from 3 to 8 PM and play street hockey with us",
     "Remembering 25 years of the news channel tonight",
+    # capitalised phrases of other languages are not names (spaCy's English NER calls them PERSON)
+    "Queria muito ir à praia amanhã com vocês",
+    "Hoy tenemos clase de historia",
+    "Não sei o que fazer hoje",
+    "Por fin tenemos vacaciones esta semana",
+    "Que tengas un buen viaje mañana",
 ])
 def test_context_rules_leave_ordinary_words_alone(redactor, text):  # type: ignore[no-untyped-def]
     assert types_found(redactor, text) & {"PERSON", "LOCATION"} == set()
@@ -152,6 +164,10 @@ def test_a_place_listed_with_a_known_place_is_redacted(redactor):  # type: ignor
     ("We stayed two nights in Obama on the coast", "Obama", "LOCATION"),
     # a city the model calls a person, with no name behind it, stays a place
     ("Geelong won again on Sunday", "Geelong", "LOCATION"),
+    # a surname followed by its state is a town; a full name before a country stays a person
+    ("Guthrie , Oklahoma : A Town Of Painted Doors", "Guthrie", "LOCATION"),
+    ("Lunch stop in Wynyard, TAS before the ferry", "TAS", "LOCATION"),
+    ("Angela Merkel, Germany today said no", "Angela Merkel", "PERSON"),
 ])
 def test_a_name_that_is_also_a_city_takes_its_type_from_context(redactor, text, value, entity):  # type: ignore[no-untyped-def]
     hits = [(text[h.start:h.end], h.entity_type) for h in redactor.analyze(text)]

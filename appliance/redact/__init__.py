@@ -24,6 +24,7 @@ from typing import Any, cast
 from appliance.config import RedactionSettings
 from appliance.errors import ConfigError
 from appliance.records import PiiSpan, Prompt, Redacted
+from appliance.redact.foreign import foreign_phrase
 from appliance.redact.normalize import normalize
 
 PLACEHOLDER_RE = re.compile(r"<([A-Z_]+?)(?:_(\d+))?>")
@@ -111,6 +112,8 @@ def _spacy_package(name: str) -> str:
 REPLACED_RECOGNIZERS = ("PhoneRecognizer", "CreditCardRecognizer")
 # NER output that is never a person's name: code, key=value runs, handles, paths.
 NOT_A_NAME = re.compile(r"[=_@/\\{}<>\[\]#$%^*|~+\d]")
+# A web address or a piece of one ("tps://t.co/x", "example.com/a") in an NER hit.
+URL_PIECE = re.compile(r"://|\w\.\w+/")
 # A lower-case letter three times in a row: drawn-out chat words ("Loooool"), not names.
 ELONGATED = re.compile(r"([a-z])\1\1")
 
@@ -167,6 +170,7 @@ def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, 
         AbbreviationRecognizer,
         CityRecognizer,
         DemonymRecognizer,
+        TownRegionRecognizer,
     )
     from appliance.redact.recognizers import (
         PaymentCardRecognizer,
@@ -201,7 +205,7 @@ def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, 
                            HashtagRecognizer(gazetteer), VenueRecognizer(gazetteer),
                            CityRecognizer(gazetteer), DemonymRecognizer(gazetteer),
                            AbbreviationRecognizer(gazetteer), OrgAsPlaceRecognizer(gazetteer),
-                           ReportedSpeakerRecognizer(gazetteer)):
+                           ReportedSpeakerRecognizer(gazetteer), TownRegionRecognizer(gazetteer)):
             registry.add_recognizer(in_context)
     _replace_spacy_recognizer(registry, names)
     for custom in settings.custom:
@@ -237,20 +241,29 @@ def _plausible(text: str, entity_type: str, names: Any, whole: str = "") -> bool
     """Whether a spaCy NER hit can be a name or place.
 
     Not without a cased letter (emoji, punctuation, CJK runs), nor with a
-    letter drawn out three times ("Loooool", "Mannnn": chat, not names); for names also
-    not code, key=value runs, plain dictionary words, or an all-lower-case
-    "name" in a text that uses capitals elsewhere (slang: "goes", "woke").
+    letter drawn out three times ("Loooool", "Mannnn": chat, not names); for
+    places not a piece of a web address; for names also not code, key=value
+    runs, dictionary words that no name list knows ("Discipline"; "Putin" and
+    "Rick Perry" stay), phrases of other languages ("Queria muito"), or an
+    all-lower-case "name" in a text that uses capitals elsewhere ("goes").
     """
     if not any(c.isupper() or c.islower() for c in text) or ELONGATED.search(text):
         return False
     if entity_type != "PERSON":
-        return True
+        return not URL_PIECE.search(text)
     if NOT_A_NAME.search(text):
         return False
     if not any(c.isupper() for c in text) and any(c.isupper() for c in whole):
         return False
     words = re.findall(r"[^\W\d_]+", text)
-    return names is None or not words or not names.all_common(words)
+    if names is None or not words:
+        return True
+    g = names.g
+    # WordNet's noun list holds famous people ("putin", "perry", "brooks"): a dictionary
+    # word that a name list also knows is a name when spaCy says so.
+    common = names.all_common(words) and not any(
+        w.lower() in g.first or w.lower() in g.last for w in words)
+    return not common and not foreign_phrase(text, g.foreign, g.first, g.last, whole)
 
 
 class Redactor:

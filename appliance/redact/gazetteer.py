@@ -25,6 +25,7 @@ from typing import Any
 
 from spacy.lang.en.stop_words import STOP_WORDS
 
+from appliance.redact.foreign import foreign_phrase
 from appliance.redact.recognizers import SpanRecognizer, word_set
 
 # Calendar and greeting words are capitalised in every sentence that names
@@ -68,6 +69,7 @@ class Gazetteer:
     cities: dict[str, int] = field(default_factory=dict)  # GeoNames city -> population
     towns: frozenset[str] = frozenset()  # one-word GeoNames places below the city size
     country_words: frozenset[str] = frozenset()  # words that name one country
+    foreign: frozenset[str] = frozenset()  # function words of other languages ("muito")
 
 
 def _ranked_names(pickle_path: Any, max_rank: int) -> dict[str, int]:
@@ -230,8 +232,11 @@ def load_gazetteer(cache_dir: Path, nlp: Any, *, max_rank: int) -> Gazetteer:
     places = load_cities()
     cities = {k: v for k, v in places.items() if v >= CITY_POPULATION}
     towns = frozenset(k for k, v in places.items() if v < CITY_POPULATION and k.isalpha())
+    from appliance.redact.foreign import foreign_function_words
+
     return Gazetteer(first=first, last=last, places=_places(), common=common, nouns=nouns,
-                     cities=cities, towns=towns, country_words=country_words())
+                     cities=cities, towns=towns, country_words=country_words(),
+                     foreign=foreign_function_words(common, NAME_PARTICLES))
 
 
 # --- recognisers over the word lists ------------------------------------------------------
@@ -387,7 +392,7 @@ class PersonNameRecognizer(SpanRecognizer):
                 and _is_cap(first) and _is_cap(last))
 
     def _from_lists(
-        self, doc: Any, places: list[tuple[int, int]], caseless: bool
+        self, doc: Any, text: str, places: list[tuple[int, int]], caseless: bool
     ) -> Iterator[tuple[int, int, float]]:
         for raw in self._runs(doc, caseless):
             run = self._trim(raw)
@@ -401,8 +406,10 @@ class PersonNameRecognizer(SpanRecognizer):
                 score = self._score_run([(t.text, i) for t, i in piece])
                 if caseless:
                     score = min(score, 0.5)
-                if score:
-                    yield piece[0][0].idx, piece[-1][0].idx + len(piece[-1][0].text), score
+                start, end = piece[0][0].idx, piece[-1][0].idx + len(piece[-1][0].text)
+                if score and not foreign_phrase(text[start:end], self.g.foreign,
+                                                self.g.first, self.g.last, text):
+                    yield start, end, score
 
     def _from_cues(self, text: str) -> Iterator[tuple[int, int, float]]:
         for cue, strong in ((STRONG_CUE, True), (WEAK_CUE, False)):
@@ -431,7 +438,7 @@ class PersonNameRecognizer(SpanRecognizer):
         )
         if artifacts is not None:
             caseless = not any(c.isupper() for c in text)
-            yield from self._from_lists(artifacts.tokens, places, caseless)
+            yield from self._from_lists(artifacts.tokens, text, places, caseless)
         yield from self._from_cues(text)
         for m in SPEAKER.finditer(text):
             low = m.group(1).lower()

@@ -263,3 +263,71 @@ class AbbreviationRecognizer(SpanRecognizer):
         for m in UPPER_WORD.finditer(text):
             if m.group() in self.bare:
                 yield m.start(), m.end(), 0.6
+
+
+# --- a town named with its region -----------------------------------------------------------
+
+# One to three capitalised words, a comma, then one to three capitalised words or a state code.
+TOWN_COMMA = re.compile(
+    r"(?<![\w@#&'’\-])((?:[A-Z][\w'’\-]* ){0,2}[A-Z][\w'’\-]*) ?, ?"
+    r"((?:[A-Z][a-z]+ ){0,2}[A-Z][a-z]+|[A-Z]{2,3})(?![\w'’\-])")
+
+
+class TownRegionRecognizer(SpanRecognizer):
+    """A town followed by its country, state or state code: "Carroll , Iowa", "Smithton, TAS".
+
+    The town is a run of capitalised words none of which is an ordinary or
+    calendar word nor a popular first name, and, if it has two or more
+    words, that spaCy does not call a person ("Angela Merkel, Germany"; a
+    lone surname is a common town name: "Guthrie , Oklahoma"); the region
+    is a country or subdivision name (pycountry) not followed by another
+    capitalised word ("Smith, Jordan Henderson"), or a US, Canadian or
+    Australian state code, which is then a place too.
+    """
+
+    ENTITY = "LOCATION"
+
+    def __init__(self, gazetteer: Gazetteer) -> None:
+        import pycountry
+
+        super().__init__()
+        self.g = gazetteer
+        self.codes = frozenset(s.code.split("-")[1] for country in POSTAL_COUNTRIES
+                               for s in pycountry.subdivisions.get(country_code=country))
+
+    def _town_ok(self, town: str, start: int, people: list[tuple[int, int]]) -> bool:
+        from appliance.redact.context import is_ordinary
+        from appliance.redact.gazetteer import CALENDAR
+
+        end = start + len(town)
+        if " " in town and any(s < end and start < e for s, e in people):
+            return False
+        for word in town.split():
+            low = word.lower()
+            if (is_ordinary(low, self.g) or low in CALENDAR or len(low) < 3
+                    or self.g.first.get(low, 10**6) <= POPULAR_NAME_RANK):
+                return False
+        return True
+
+    def _region(self, region: str, text: str, end: int) -> int:
+        """Length of the region name at the start of `region` (0: none)."""
+        if region.isupper():
+            return len(region) if region in self.codes else 0
+        words = region.split()
+        for n in range(len(words), 0, -1):
+            name = " ".join(words[:n])
+            if name.lower() in self.g.places:
+                after = text[end - len(region) + len(name):]
+                return 0 if re.match(r" [A-Z]", after) else len(name)
+        return 0
+
+    def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+        people = ([(e.start_char, e.end_char) for e in artifacts.entities
+                   if e.label_ == "PERSON"] if artifacts is not None else [])
+        for m in TOWN_COMMA.finditer(text):
+            size = self._region(m.group(2), text, m.end(2))
+            if not size or not self._town_ok(m.group(1), m.start(1), people):
+                continue
+            yield m.start(1), m.end(1), 0.6
+            if m.group(2).isupper():
+                yield m.start(2), m.start(2) + size, 0.6
