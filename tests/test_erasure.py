@@ -198,10 +198,12 @@ def test_erasure_drops_the_users_vectors_and_text_facts_from_the_linkers_memory(
              "Does it need a restart afterwards?"]
     bob = ["Suggest a vegetarian lasagne recipe", "Can I make it without ricotta?",
            "How long does it keep in the fridge?"]
-    for i, (a, b) in enumerate(zip(alice, bob, strict=True)):
-        pipeline.process([make_prompt(a, user="alice", minutes=i),
-                          make_prompt(b, user="bob", minutes=i + 0.5)])
+    for i, (a, b) in enumerate(zip(alice, bob, strict=True)):  # each in its chat window
+        pipeline.process([make_prompt(a, user="alice", minutes=i, session_id="w-alice"),
+                          make_prompt(b, user="bob", minutes=i + 0.5, session_id="w-bob")])
     pseudo = {u: runtime.keyring.pseudonym("acme", u) for u in ("alice", "bob")}
+    bobs_thread = {r.thread_id for r in runtime.store.records("r.user = ?", (pseudo["bob"],))}
+    assert len(bobs_thread) == 1  # bob's window is one conversation
     texts = [r.text for r in runtime.store.records("r.user = ?", (pseudo["alice"],))]
     ids = sorted(runtime.store.record_ids_of("acme", pseudo["alice"]))
     cache = pipeline.linker.cache
@@ -230,8 +232,7 @@ def test_erasure_drops_the_users_vectors_and_text_facts_from_the_linkers_memory(
         text_facts(text)
         assert (keywords.cache_info().misses, text_facts.cache_info().misses) == (
             seen[0] + 1, seen[1] + 1)  # computed afresh: nothing of it was held
-    bobs_thread = runtime.store.records("r.user = ?", (pseudo["bob"],))[0].thread_id
-    assert out[0].thread_id == bobs_thread
+    assert {out[0].thread_id} == bobs_thread
     assert pipeline.linker(q, cands) == before == make_linker(runtime.policies.correlation)(
         q, cands)
 
