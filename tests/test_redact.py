@@ -56,7 +56,7 @@ def test_each_entity_in_a_sentence_is_redacted(redactor, text, value, entity):  
     # ... and a name that is a Spanish word ("ella") stays a name in English text
     ("Ella is the cutest baby in the whole family", "Ella", "PERSON"),
     ("I had lunch with mike yesterday and he agreed", "mike", "PERSON"),
-    ("thanks @jane_doe87 for the tip about the venue", "@jane_doe87", "PERSON"),
+    ("thanks @jane_doe87 for the tip about the venue", "@jane_doe87", "USERNAME"),
     ("Happy birthday #EmmaThompson from all of us", "#EmmaThompson", "PERSON"),
     ("We waited for hours at the Royal Sussex County Hospital yesterday",
      "Royal Sussex County Hospital", "LOCATION"),

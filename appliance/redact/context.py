@@ -27,9 +27,14 @@ HANDLE = re.compile(r"(?<![\w@.+\-])@([A-Za-z0-9_]{2,30})(?![\w@]|\.[A-Za-z]{2,}
 
 
 class HandleRecognizer(SpanRecognizer):
-    """Social-media handles (`@jane_doe`): they identify a person or an account."""
+    """Social-media handles (`@jane_doe`): account identifiers, typed USERNAME.
 
-    ENTITY = "PERSON"
+    A handle names an account (a person's, a brand's or an organisation's),
+    not a person by name, so it gets its own placeholder (`<USERNAME_1>`),
+    as an e-mail address does; it is redacted and vaulted like any other type.
+    """
+
+    ENTITY = "USERNAME"
 
     def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
         if "@" not in text:
