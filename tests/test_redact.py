@@ -88,6 +88,11 @@ def test_each_entity_in_a_sentence_is_redacted(redactor, text, value, entity):  
     # a name (also a word) as the subject of a reporting verb
     ("Harper begins his northern tour on Monday", "Harper", "PERSON"),
     ("Osborne promised to wipe out the deficit", "Osborne", "PERSON"),
+    # a country's short form that pycountry's names hold only inside a longer one
+    ("The final episode of Tanning of America is on tonight", "America", "LOCATION"),
+    # lower-case places after a place word: a small town, a two-word country
+    ("getting very dark in kilmallock now, thunder on the way", "kilmallock", "LOCATION"),
+    ("we finally moved to new zealand last year", "new zealand", "LOCATION"),
 ])
 def test_names_and_places_that_context_gives_away_are_redacted(redactor, text, value, entity):  # type: ignore[no-untyped-def]
     hits = [(text[h.start:h.end], h.entity_type) for h in redactor.analyze(text)]
@@ -119,6 +124,9 @@ def test_names_and_places_that_context_gives_away_are_redacted(redactor, text, v
     "Não sei o que fazer hoje",
     "Por fin tenemos vacaciones esta semana",
     "Que tengas un buen viaje mañana",
+    # a lower-case place name that is an ordinary word after a place word; "Man" of "Isle of Man"
+    "we stayed in reading all afternoon and then went to bed",
+    "The Man in the Iron Mask is on tonight",
 ])
 def test_context_rules_leave_ordinary_words_alone(redactor, text):  # type: ignore[no-untyped-def]
     assert types_found(redactor, text) & {"PERSON", "LOCATION"} == set()
@@ -185,6 +193,24 @@ def test_overlapping_detections_become_one_span(redactor):  # type: ignore[no-un
     hits = redactor.analyze(text)
     assert len(hits) == 1 and hits[0].entity_type == "LOCATION"
     assert "Pines Beach" in text[hits[0].start:hits[0].end]
+
+
+def test_a_tie_between_types_does_not_depend_on_the_order_of_the_hits() -> None:
+    from appliance.redact import Detection, resolve_overlaps
+
+    person, place = Detection(0, 11, "PERSON", 0.5), Detection(0, 11, "LOCATION", 0.5)
+    assert [h.entity_type for h in resolve_overlaps([person, place])] == ["LOCATION"]
+    assert [h.entity_type for h in resolve_overlaps([place, person])] == ["LOCATION"]
+
+
+def test_country_short_forms_come_from_pycountry_names_not_from_state_forms() -> None:
+    from appliance.redact.gazetteer import short_forms
+
+    assert short_forms("Korea, Republic of") == {"korea"}
+    assert short_forms("United States of America") == {"america"}
+    assert short_forms("Holy See (Vatican City State)") == {"holy see"}
+    assert short_forms("Isle of Man") == {"isle of man"}
+    assert short_forms("Saint Martin (French part)") == {"saint martin"}
 
 
 def test_placeholders_are_numbered_stably_within_a_thread(redactor):  # type: ignore[no-untyped-def]

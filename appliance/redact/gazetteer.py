@@ -126,8 +126,38 @@ CONTINENTS = ("africa", "antarctica", "asia", "europe", "oceania", "north americ
               "south america", "central america", "latin america", "middle east")
 
 
+# Words of a state's form, not of its name ("Republic of", "Plurinational State of").
+STATE_FORM = word_set(
+    "republic state states kingdom federation federal democratic people's islamic "
+    "bolivarian plurinational united socialist arab part province of the and")
+
+
+def short_forms(name: str) -> set[str]:
+    """Shorter forms people write for a pycountry name, lower case.
+
+    The part before a comma or a parenthesis ("Korea, Republic of" -> "korea",
+    "Holy See (Vatican City State)" -> "holy see"), the parenthesis, and what
+    follows the last "of" ("United States of America" -> "america",
+    "Federated States of Micronesia" -> "micronesia"). A part that begins or
+    ends with a word of a state's form ("Republic of", "French part"), or is
+    shorter than four letters ("Man" of "Isle of Man"), is no short form.
+    """
+    low = name.lower()
+    parts = [re.split(r"[,(]", low)[0], *re.findall(r"\(([^)]*)\)", low)]
+    tail = re.search(r"\bof (?:the )?([^,()]+)$", low)
+    if tail:
+        parts.append(tail.group(1))
+    out = set()
+    for part in parts:
+        words = re.sub(r"^the ", "", part.strip()).split()
+        if (len(" ".join(words)) >= 4 and words[0] not in STATE_FORM
+                and words[-1] not in STATE_FORM and words != ["islands"]):
+            out.add(" ".join(words))
+    return out
+
+
 def _countries() -> frozenset[str]:
-    """Country names (short, common, official) from pycountry, lower case."""
+    """Country names (short, common, official, and their short forms) from pycountry."""
     import pycountry
 
     out: set[str] = set()
@@ -136,6 +166,7 @@ def _countries() -> frozenset[str]:
             value = getattr(c, attr, None)
             if value:
                 out.add(value.lower())
+                out |= short_forms(value)
     return frozenset(out)
 
 

@@ -331,3 +331,57 @@ class TownRegionRecognizer(SpanRecognizer):
             yield m.start(1), m.end(1), 0.6
             if m.group(2).isupper():
                 yield m.start(2), m.start(2) + size, 0.6
+
+
+# --- lower-case places after a place word --------------------------------------------------
+
+LOWER_WORDS = re.compile(r"[a-z]+(?:[ \-][a-z]+){0,2}(?![\w@])")
+
+
+class LowerCasePlaceRecognizer(SpanRecognizer):
+    """Lower-case countries, regions, cities and towns right after a place word.
+
+    "moved to russia", "in new zealand", "getting dark in kilmallock": one to
+    three lower-case words after "in", "at", "from", "moved to", ... that name
+    a country or continent (pycountry, short forms included; "turkey" and
+    "china" too, after a place word), or a region, a city of 15,000+ people
+    or a town that is no word and no name ("in reading", "with grace" stay).
+    A run of two or three words must not be all ordinary words.
+    """
+
+    ENTITY = "LOCATION"
+
+    def __init__(self, gazetteer: Gazetteer) -> None:
+        from appliance.redact.gazetteer import CONTINENTS, _countries
+
+        super().__init__()
+        self.g = gazetteer
+        self.countries = _countries() | frozenset(CONTINENTS)
+
+    def _place(self, phrase: str) -> bool:
+        from appliance.redact.context import is_ordinary
+
+        words = phrase.replace("-", " ").split()
+        if all(is_ordinary(w, self.g) for w in words):
+            return False
+        if phrase in self.countries:
+            return True
+        if len(words) == 1 and (phrase in self.g.common or phrase in self.g.first
+                                or phrase in self.g.last or len(phrase) < 4):
+            return False
+        return (phrase in self.g.places or self.g.cities.get(phrase, 0) >= CITY_POPULATION
+                or (len(words) == 1 and len(phrase) >= 5 and phrase in self.g.towns))
+
+    def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+        from appliance.redact.context import PLACE_CUE
+
+        for cue in PLACE_CUE.finditer(text):
+            m = LOWER_WORDS.match(text, cue.end())
+            if not m:
+                continue
+            run = m.group()
+            cuts = [i for i, c in enumerate(run) if c in " -"] + [len(run)]
+            for cut in reversed(cuts):
+                if self._place(run[:cut]):
+                    yield m.start(), m.start() + cut, 0.5
+                    break
