@@ -88,6 +88,8 @@ def test_each_entity_in_a_sentence_is_redacted(redactor, text, value, entity):  
     # a name (also a word) as the subject of a reporting verb
     ("Harper begins his northern tour on Monday", "Harper", "PERSON"),
     ("Osborne promised to wipe out the deficit", "Osborne", "PERSON"),
+    # a sea, gulf or desert without a place word before it
+    ("Why Sargasso Sea ? Coastal towns ask about the seaweed", "Sargasso Sea", "LOCATION"),
     # a country's short form that pycountry's names hold only inside a longer one
     ("The final episode of Tanning of America is on tonight", "America", "LOCATION"),
     # lower-case places after a place word: a small town, a two-word country

@@ -207,7 +207,7 @@ VENUE_WORDS = word_set(
     "lane centre center mall market pub bar cafe restaurant hotel inn club college university "
     "school library zoo garden gardens beach bay harbour harbor port pier island lake river "
     "mountain mount hill valley forest glacier falls canyon village town city county district "
-    "province state region coast"
+    "province state region coast sea ocean gulf peninsula desert strait isle isles islands"
 )
 
 
