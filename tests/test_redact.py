@@ -126,6 +126,8 @@ def test_names_and_places_that_context_gives_away_are_redacted(redactor, text, v
     "Não sei o que fazer hoje",
     "Por fin tenemos vacaciones esta semana",
     "Que tengas un buen viaje mañana",
+    # ... also when the function word inside the run is an English word too ("e", "con")
+    "Parabéns pelo evento que aconteceu hoje no centro ! Importante causa e iniciativa !",
     # a lower-case place name that is an ordinary word after a place word; "Man" of "Isle of Man"
     "we stayed in reading all afternoon and then went to bed",
     "The Man in the Iron Mask is on tonight",
