@@ -150,8 +150,8 @@ def print_extra(gold: Path, pred: Path, tmp: Path) -> None:
     micro = r["micro_gold_types"]
     assert isinstance(micro, dict)
     agn = micro["type_agnostic"]
-    print(f"  handles (USERNAME) counted as PERSON: micro P {agn['P']:.3f} "
-          f"({agn['pred']} predicted)")
+    print(f"  handles (USERNAME) counted as PERSON: micro P {agn['P']:.3f}  R {agn['R']:.3f}  "
+          f"F1 {agn['F1']:.3f}  ({agn['pred']} predicted)")
 
 
 def print_quality(name: str, result: dict[str, object]) -> None:

@@ -194,8 +194,21 @@ def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, 
         SpelledIpRecognizer,
     )
 
+    class OrderedRegistry(RecognizerRegistry):
+        """Recognisers in a fixed order, rules before spaCy.
+
+        Presidio collects them in a set (an order that changes from process to
+        process) and, of two equal hits (same words, type and score), keeps the
+        one that came first: so whether a hit counted as a rule's or as spaCy's
+        (which decides its type in a merge) changed between runs.
+        """
+
+        def get_recognizers(self, *args: Any, **kwargs: Any) -> list[Any]:
+            found = super().get_recognizers(*args, **kwargs)
+            return sorted(found, key=lambda r: (r.name == "SpacyRecognizer", r.name))
+
     engine = _offline_engine(settings)
-    registry = RecognizerRegistry(supported_languages=["en"])
+    registry = OrderedRegistry(supported_languages=["en"])
     registry.load_predefined_recognizers(languages=["en"], nlp_engine=engine)
     for name in REPLACED_RECOGNIZERS:
         registry.remove_recognizer(name)

