@@ -63,6 +63,8 @@ def test_each_entity_in_a_sentence_is_redacted(redactor, text, value, entity):  
     ("The expedition camps near Union Glacier this month", "Union Glacier", "LOCATION"),
     ("Flying out to Geelong for the festival next week", "Geelong", "LOCATION"),
     ("Great weekend of cycling #colorado #mountains", "#colorado", "LOCATION"),
+    # a small town's hashtag when no word or name list knows the word
+    ("Lovely sunset tonight #cheadle #weather", "#cheadle", "LOCATION"),
     # a country that is also a dictionary noun, next to a brand spaCy calls an organisation
     ("Netflix Canada adds new titles", "Canada", "LOCATION"),
     # a nationality names a country; dotted and bare country/state abbreviations

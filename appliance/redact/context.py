@@ -157,6 +157,12 @@ class HashtagRecognizer(SpanRecognizer):
     def _place(self, name: str) -> bool:
         return name in self.g.places or self.g.cities.get(name, 0) >= HASHTAG_CITY_POPULATION
 
+    def _unknown_town(self, low: str) -> bool:
+        """A GeoNames city or town of 5+ letters that no word or name list knows (`#cheadle`)."""
+        return (low.isalpha() and len(low) >= 5 and (low in self.g.towns or low in self.g.cities)
+                and low not in self.g.common and low not in self.g.first
+                and low not in self.g.last)
+
     def _has_place_part(self, tag: str) -> bool:
         """Whether one to three CamelCase parts of the tag name a place ("TeamAustralia")."""
         parts = CAMEL.findall(tag)
@@ -186,7 +192,8 @@ class HashtagRecognizer(SpanRecognizer):
             if tag.lower() in self.g.places or (len(words) > 1 and joined in self.g.places) \
                     or self.g.cities.get(tag.lower(), 0) >= HASHTAG_CITY_POPULATION \
                     or (len(words) > 1 and joined in self.g.cities) \
-                    or tag in self.abbreviations or self._has_place_part(tag):
+                    or tag in self.abbreviations or self._has_place_part(tag) \
+                    or self._unknown_town(tag.lower()):
                 out.append(make_result(self, "LOCATION", m.start(), m.end(), 0.6))
             elif len(words) == 2 and words[0] in self.g.first and words[1] in self.g.last \
                     and not any(is_ordinary(w, self.g) or len(w) < 3 for w in words):
