@@ -65,6 +65,11 @@ def test_each_entity_in_a_sentence_is_redacted(redactor, text, value, entity):  
     ("Great weekend of cycling #colorado #mountains", "#colorado", "LOCATION"),
     # a small town's hashtag when no word or name list knows the word
     ("Lovely sunset tonight #cheadle #weather", "#cheadle", "LOCATION"),
+    # ... also with a year after it
+    ("Veterans are climbing #Cotopaxi2014 for charity", "#Cotopaxi2014", "LOCATION"),
+    # a venue after a possessive place
+    ("The patient is treated at London 's Royal Free Hospital tonight",
+     "Royal Free Hospital", "LOCATION"),
     # a country that is also a dictionary noun, next to a brand spaCy calls an organisation
     ("Netflix Canada adds new titles", "Canada", "LOCATION"),
     # a nationality names a country; dotted and bare country/state abbreviations

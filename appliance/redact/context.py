@@ -185,6 +185,10 @@ class HashtagRecognizer(SpanRecognizer):
             return out
         for m in HASHTAG.finditer(text):
             tag = m.group(1)
+            # a year or number after a place of four or more letters: #Cannes2013, #Cotopaxi2014
+            core = tag.rstrip("0123456789")
+            if core != tag and len(core) >= 4 and core.isalpha():
+                tag = core
             words = [w.lower() for w in CAMEL.findall(tag)]
             joined = " ".join(words)
             if len(tag) == 2 and tag not in self.abbreviations:
@@ -222,6 +226,7 @@ VENUE_WORDS = word_set(
 LANDMARK_WORDS = VENUE_WORDS - word_set("state city club college university school bar pub "
                                         "restaurant hotel inn cafe cinema county district "
                                         "province region town village")
+POSSESSIVE = re.compile(r" ?['’]s ")
 LANDMARK = re.compile(r"(?<![\w@#])((?:[A-Z][\w'’\-]*[ ]){1,3})(?i:(" +
                       "|".join(sorted(LANDMARK_WORDS)) + r"))\b")
 
@@ -258,6 +263,14 @@ class VenueRecognizer(SpanRecognizer):
                     pos += 3
         return run
 
+    def _after_possessive(self, text: str, end: int) -> Iterator[tuple[int, int, float]]:
+        """A venue after a possessive place ("at London 's Royal Free Hospital")."""
+        poss = POSSESSIVE.match(text, end)
+        if poss:
+            run = self._run(text, poss.end())
+            if len(run) > 1 and run[-1].group().lower() in VENUE_WORDS:
+                yield run[0].start(), run[-1].end(), 0.6
+
     def _landmarks(self, text: str) -> Iterator[tuple[int, int, float]]:
         """Capitalised names ending in a landmark word, with no cue ("Dunluce Castle")."""
         for m in LANDMARK.finditer(text):
@@ -277,6 +290,7 @@ class VenueRecognizer(SpanRecognizer):
             run = self._run(text, cue.end())
             if not run:
                 continue
+            yield from self._after_possessive(text, run[-1].end())
             words = [w.group().lower() for w in run]
             if words[-1] in VENUE_WORDS and len(words) > 1:
                 yield run[0].start(), run[-1].end(), 0.6
