@@ -229,7 +229,7 @@ def test_recognisers_run_in_a_fixed_order_rules_before_spacy(redactor):  # type:
 
 
 def test_country_short_forms_come_from_pycountry_names_not_from_state_forms() -> None:
-    from appliance.redact.gazetteer import short_forms
+    from appliance.redact.countries import short_forms
 
     assert short_forms("Korea, Republic of") == {"korea"}
     assert short_forms("United States of America") == {"america"}

@@ -5,7 +5,8 @@ popularity rank per country, MIT licence). Its pickles take seconds and about
 a gigabyte to load, so the names that rank within `max_rank` in at least one
 country are extracted once into a small gzip file in the cache dir and read
 from there afterwards. Places are the country and subdivision names of
-`pycountry`. Common English words (which a name list must not fire on: "Will",
+`pycountry` with their short forms and GeoNames' country names
+(`countries.py`). Common English words (which a name list must not fire on: "Will",
 "Grant", "Car") come from the spaCy model's own lemmatiser tables and stop
 words, so nothing here is ever downloaded.
 """
@@ -25,6 +26,7 @@ from typing import Any
 
 from spacy.lang.en.stop_words import STOP_WORDS
 
+from appliance.redact.countries import country_names, region_names
 from appliance.redact.foreign import foreign_phrase
 from appliance.redact.recognizers import SpanRecognizer, word_set
 
@@ -123,55 +125,6 @@ def _names(cache_dir: Path, max_rank: int) -> tuple[dict[str, int], dict[str, in
     return data["first"], data["last"]
 
 
-# Continents and world regions are places too, and in no country list.
-CONTINENTS = ("africa", "antarctica", "asia", "europe", "oceania", "north america",
-              "south america", "central america", "latin america", "middle east")
-
-
-# Words of a state's form, not of its name ("Republic of", "Plurinational State of").
-STATE_FORM = word_set(
-    "republic state states kingdom federation federal democratic people's islamic "
-    "bolivarian plurinational united socialist arab part province of the and")
-
-
-def short_forms(name: str) -> set[str]:
-    """Shorter forms people write for a pycountry name, lower case.
-
-    The part before a comma or a parenthesis ("Korea, Republic of" -> "korea",
-    "Holy See (Vatican City State)" -> "holy see"), the parenthesis, and what
-    follows the last "of" ("United States of America" -> "america",
-    "Federated States of Micronesia" -> "micronesia"). A part that begins or
-    ends with a word of a state's form ("Republic of", "French part"), or is
-    shorter than four letters ("Man" of "Isle of Man"), is no short form.
-    """
-    low = name.lower()
-    parts = [re.split(r"[,(]", low)[0], *re.findall(r"\(([^)]*)\)", low)]
-    tail = re.search(r"\bof (?:the )?([^,()]+)$", low)
-    if tail:
-        parts.append(tail.group(1))
-    out = set()
-    for part in parts:
-        words = re.sub(r"^the ", "", part.strip()).split()
-        if (len(" ".join(words)) >= 4 and words[0] not in STATE_FORM
-                and words[-1] not in STATE_FORM and words != ["islands"]):
-            out.add(" ".join(words))
-    return out
-
-
-def _countries() -> frozenset[str]:
-    """Country names (short, common, official, and their short forms) from pycountry."""
-    import pycountry
-
-    out: set[str] = set()
-    for c in pycountry.countries:
-        for attr in ("name", "common_name", "official_name"):
-            value = getattr(c, attr, None)
-            if value:
-                out.add(value.lower())
-                out |= short_forms(value)
-    return frozenset(out)
-
-
 def country_words() -> frozenset[str]:
     """Words that name one or two countries ("israel", "korea", "russian"; not "republic").
 
@@ -186,18 +139,6 @@ def country_words() -> frozenset[str]:
             for w in re.findall(r"[^\W\d_]+", (getattr(c, attr, None) or "").lower()):
                 seen.setdefault(w, set()).add(c.alpha_2)
     return frozenset(w for w, where in seen.items() if len(where) <= 2 and w not in CALENDAR)
-
-
-def _places(countries: frozenset[str]) -> frozenset[str]:
-    """Country names (`countries`), continents and subdivision names."""
-    import pycountry
-
-    out: set[str] = set(CONTINENTS) | countries
-    for s in pycountry.subdivisions:
-        name = s.name.split(",")[0].split("(")[0].strip().lower()
-        if len(name) >= 4:
-            out.add(name)
-    return frozenset(out)
 
 
 def _regular_forms(lemma: str) -> tuple[str, ...]:
@@ -263,13 +204,13 @@ def load_gazetteer(cache_dir: Path, nlp: Any, *, max_rank: int) -> Gazetteer:
     first, last = _names(cache_dir, max_rank)
     common, nouns = _common_words(nlp, first, last)
     places, geonames_countries = load_places()
-    countries = _countries() | frozenset(CONTINENTS) | frozenset(
-        form for name in geonames_countries for form in short_forms(name) | {name})
+    countries = country_names(geonames_countries)
     cities = {k: v for k, v in places.items() if v >= CITY_POPULATION}
     towns = frozenset(k for k, v in places.items() if v < CITY_POPULATION and k.isalpha())
     from appliance.redact.foreign import foreign_function_words
 
-    return Gazetteer(first=first, last=last, places=_places(countries), common=common, nouns=nouns,
+    return Gazetteer(first=first, last=last, places=region_names(countries), common=common,
+                     nouns=nouns,
                      cities=cities, towns=towns, country_words=country_words(),
                      foreign=foreign_function_words(common, NAME_PARTICLES),
                      countries=countries)
