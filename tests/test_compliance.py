@@ -132,10 +132,11 @@ def _cli_dir(tmp_path: Path, passphrase_file: Path, compliance: bool = True) -> 
 
 CANARY_STREAM = [
     {"tenant": "acme", "user_id": "canary-user-5531", "ts": "2026-03-02T09:00:00Z",
-     "text": "Hi, I am Bartholomew Quagmire, email bart.quagmire@example.com, card "
-             "4111 1111 1111 1111, phone 212-555-0187."},
+     "text": "Hi, I am Bartholomew Quagmire (@zorbly_quince42), email bart.quagmire@example.com, "
+             "card 4111 1111 1111 1111, phone 212-555-0187."},
     {"tenant": "acme", "user_id": "canary-user-5531", "ts": "2026-03-02T09:01:00Z",
-     "text": "My key sk-proj-Zq8Xw7Vt6Us5Rr4Qp3Oo2Nn1 stopped working, password=Tr0ub4dor&3."},
+     "text": "My key sk-proj-Zq8Xw7Vt6Us5Rr4Qp3Oo2Nn1 stopped working, password=Tr0ub4dor&3. "
+             "Ask @zorbly_quince42 about it."},
     # Look-alike forms: zero-width spaces, fullwidth digits, spaced and spelled-out separators.
     {"tenant": "acme", "user_id": "canary-user-5531", "ts": "2026-03-02T09:02:00Z",
      "text": "Use card 4539\u200b1488\u200b0343\u200b6467 or ４５３２.０１５１.１２８３.０３６６, "
@@ -144,6 +145,7 @@ CANARY_STREAM = [
              "SSN 219 - 09 - 9999, host 10 . 41 . 77 . 203."},
 ]
 CANARIES = ["Bartholomew", "Quagmire", "bart.quagmire@example.com", "4111 1111 1111 1111",
+            "zorbly_quince42",
             "212-555-0187", "sk-proj-Zq8Xw7Vt6Us5Rr4Qp3Oo2Nn1", "Tr0ub4dor&3", "canary-user-5531",
             # the look-alike forms as written, and their digits as a pattern would see them
             "4539\u200b1488", "4539148803436467", "４５３２.０１５１", "4532015112830366",
@@ -180,6 +182,8 @@ def test_canaries_never_reach_disk_logs_or_temp_files(tmp_path: Path,
     finally:
         rt.close()
     assert "<CREDIT_CARD_2>" in texts and "<EMAIL_ADDRESS_2>" in texts
+    # a handle is an account, typed USERNAME, and keeps its placeholder within the thread
+    assert texts.count("<USERNAME_1>") == 2 and "<USERNAME_2>" not in texts
     assert [c for c in CANARIES if c.lower() in (dump + texts).lower()] == []
 
 
@@ -207,6 +211,7 @@ def test_reveal_needs_the_compliance_credential_and_is_audited(tmp_path: Path,
     assert ok.returncode == 0, ok.stderr
     originals = {p["original"] for p in json.loads(ok.stdout)}
     assert "bart.quagmire@example.com" in originals
+    assert {"placeholder": "<USERNAME_1>", "original": "@zorbly_quince42"} in json.loads(ok.stdout)
     log = json.loads(run_cli("audit", "log", "--json", *args).stdout)
     events = [e["event"] for e in log]
     assert events.count("reveal_denied") == 3 and events.count("reveal") == 1

@@ -64,7 +64,8 @@ def resolve_overlaps(hits: list[Detection]) -> list[Detection]:
     """Merge overlapping hits into one span each (nothing any recogniser found is kept).
 
     The merged span takes the type of its longest member, then of a rule or
-    word list over the statistical NER, then the higher score: an address
+    word list over the statistical NER, then the higher score, then LOCATION
+    over PERSON over other types (by name), whatever order they came in: an address
     block stays one `<LOCATION>` even where spaCy calls a word of it a person,
     and a known city stays a place where spaCy calls it a name.
     """
@@ -80,8 +81,16 @@ def resolve_overlaps(hits: list[Detection]) -> list[Detection]:
     return merged
 
 
+# Last tie-break of a merge, so the type never depends on the order the recognisers ran in:
+# two rules of equal score on the same words (an address line that is also a name pair,
+# "Gerard Gardens") give a place.
+TYPE_ORDER = ("PERSON", "LOCATION")
+
+
 def _merge(group: list[Detection]) -> Detection:
-    best = max(group, key=lambda h: (h.end - h.start, not h.model, h.score))
+    best = max(group, key=lambda h: (h.end - h.start, not h.model, h.score,
+                                     TYPE_ORDER.index(h.entity_type)
+                                     if h.entity_type in TYPE_ORDER else -1, h.entity_type))
     return Detection(min(h.start for h in group), max(h.end for h in group), best.entity_type,
                      best.score)
 
@@ -170,6 +179,7 @@ def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, 
         AbbreviationRecognizer,
         CityRecognizer,
         DemonymRecognizer,
+        LowerCasePlaceRecognizer,
         TownRegionRecognizer,
     )
     from appliance.redact.recognizers import (
@@ -184,8 +194,21 @@ def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, 
         SpelledIpRecognizer,
     )
 
+    class OrderedRegistry(RecognizerRegistry):
+        """Recognisers in a fixed order, rules before spaCy.
+
+        Presidio collects them in a set (an order that changes from process to
+        process) and, of two equal hits (same words, type and score), keeps the
+        one that came first: so whether a hit counted as a rule's or as spaCy's
+        (which decides its type in a merge) changed between runs.
+        """
+
+        def get_recognizers(self, *args: Any, **kwargs: Any) -> list[Any]:
+            found = super().get_recognizers(*args, **kwargs)
+            return sorted(found, key=lambda r: (r.name == "SpacyRecognizer", r.name))
+
     engine = _offline_engine(settings)
-    registry = RecognizerRegistry(supported_languages=["en"])
+    registry = OrderedRegistry(supported_languages=["en"])
     registry.load_predefined_recognizers(languages=["en"], nlp_engine=engine)
     for name in REPLACED_RECOGNIZERS:
         registry.remove_recognizer(name)
@@ -205,7 +228,8 @@ def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, 
                            HashtagRecognizer(gazetteer), VenueRecognizer(gazetteer),
                            CityRecognizer(gazetteer), DemonymRecognizer(gazetteer),
                            AbbreviationRecognizer(gazetteer), OrgAsPlaceRecognizer(gazetteer),
-                           ReportedSpeakerRecognizer(gazetteer), TownRegionRecognizer(gazetteer)):
+                           ReportedSpeakerRecognizer(gazetteer), TownRegionRecognizer(gazetteer),
+                           LowerCasePlaceRecognizer(gazetteer)):
             registry.add_recognizer(in_context)
     _replace_spacy_recognizer(registry, names)
     for custom in settings.custom:

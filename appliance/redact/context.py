@@ -27,9 +27,14 @@ HANDLE = re.compile(r"(?<![\w@.+\-])@([A-Za-z0-9_]{2,30})(?![\w@]|\.[A-Za-z]{2,}
 
 
 class HandleRecognizer(SpanRecognizer):
-    """Social-media handles (`@jane_doe`): they identify a person or an account."""
+    """Social-media handles (`@jane_doe`): account identifiers, typed USERNAME.
 
-    ENTITY = "PERSON"
+    A handle names an account (a person's, a brand's or an organisation's),
+    not a person by name, so it gets its own placeholder (`<USERNAME_1>`),
+    as an e-mail address does; it is redacted and vaulted like any other type.
+    """
+
+    ENTITY = "USERNAME"
 
     def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
         if "@" not in text:
@@ -152,6 +157,12 @@ class HashtagRecognizer(SpanRecognizer):
     def _place(self, name: str) -> bool:
         return name in self.g.places or self.g.cities.get(name, 0) >= HASHTAG_CITY_POPULATION
 
+    def _unknown_town(self, low: str) -> bool:
+        """A GeoNames city or town of 5+ letters that no word or name list knows (`#cheadle`)."""
+        return (low.isalpha() and len(low) >= 5 and (low in self.g.towns or low in self.g.cities)
+                and low not in self.g.common and low not in self.g.first
+                and low not in self.g.last)
+
     def _has_place_part(self, tag: str) -> bool:
         """Whether one to three CamelCase parts of the tag name a place ("TeamAustralia")."""
         parts = CAMEL.findall(tag)
@@ -174,6 +185,10 @@ class HashtagRecognizer(SpanRecognizer):
             return out
         for m in HASHTAG.finditer(text):
             tag = m.group(1)
+            # a year or number after a place of four or more letters: #Cannes2013, #Cotopaxi2014
+            core = tag.rstrip("0123456789")
+            if core != tag and len(core) >= 4 and core.isalpha():
+                tag = core
             words = [w.lower() for w in CAMEL.findall(tag)]
             joined = " ".join(words)
             if len(tag) == 2 and tag not in self.abbreviations:
@@ -181,7 +196,8 @@ class HashtagRecognizer(SpanRecognizer):
             if tag.lower() in self.g.places or (len(words) > 1 and joined in self.g.places) \
                     or self.g.cities.get(tag.lower(), 0) >= HASHTAG_CITY_POPULATION \
                     or (len(words) > 1 and joined in self.g.cities) \
-                    or tag in self.abbreviations or self._has_place_part(tag):
+                    or tag in self.abbreviations or self._has_place_part(tag) \
+                    or self._unknown_town(tag.lower()):
                 out.append(make_result(self, "LOCATION", m.start(), m.end(), 0.6))
             elif len(words) == 2 and words[0] in self.g.first and words[1] in self.g.last \
                     and not any(is_ordinary(w, self.g) or len(w) < 3 for w in words):
@@ -202,7 +218,7 @@ VENUE_WORDS = word_set(
     "lane centre center mall market pub bar cafe restaurant hotel inn club college university "
     "school library zoo garden gardens beach bay harbour harbor port pier island lake river "
     "mountain mount hill valley forest glacier falls canyon village town city county district "
-    "province state region coast"
+    "province state region coast sea ocean gulf peninsula desert strait isle isles islands"
 )
 
 
@@ -210,6 +226,7 @@ VENUE_WORDS = word_set(
 LANDMARK_WORDS = VENUE_WORDS - word_set("state city club college university school bar pub "
                                         "restaurant hotel inn cafe cinema county district "
                                         "province region town village")
+POSSESSIVE = re.compile(r" ?['’]s ")
 LANDMARK = re.compile(r"(?<![\w@#])((?:[A-Z][\w'’\-]*[ ]){1,3})(?i:(" +
                       "|".join(sorted(LANDMARK_WORDS)) + r"))\b")
 
@@ -246,6 +263,14 @@ class VenueRecognizer(SpanRecognizer):
                     pos += 3
         return run
 
+    def _after_possessive(self, text: str, end: int) -> Iterator[tuple[int, int, float]]:
+        """A venue after a possessive place ("at London 's Royal Free Hospital")."""
+        poss = POSSESSIVE.match(text, end)
+        if poss:
+            run = self._run(text, poss.end())
+            if len(run) > 1 and run[-1].group().lower() in VENUE_WORDS:
+                yield run[0].start(), run[-1].end(), 0.6
+
     def _landmarks(self, text: str) -> Iterator[tuple[int, int, float]]:
         """Capitalised names ending in a landmark word, with no cue ("Dunluce Castle")."""
         for m in LANDMARK.finditer(text):
@@ -265,6 +290,7 @@ class VenueRecognizer(SpanRecognizer):
             run = self._run(text, cue.end())
             if not run:
                 continue
+            yield from self._after_possessive(text, run[-1].end())
             words = [w.group().lower() for w in run]
             if words[-1] in VENUE_WORDS and len(words) > 1:
                 yield run[0].start(), run[-1].end(), 0.6

@@ -9,6 +9,7 @@ the function words; words that are also English words or name particles
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 
@@ -27,6 +28,20 @@ def foreign_function_words(common: frozenset[str], particles: frozenset[str]) ->
         out.update(importlib.import_module(f"spacy.lang.{lang}.stop_words").STOP_WORDS)
     return frozenset(w for w in out if w.isalpha() and w not in STOP_WORDS
                      and w not in common and w not in particles)
+
+
+@functools.cache
+def _any_function_words() -> frozenset[str]:
+    """Other languages' stop words, English look-alikes ("con", "e", "y") included."""
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    from appliance.redact.gazetteer import NAME_PARTICLES
+
+    out: set[str] = set()
+    for lang in LANGUAGES:
+        out.update(importlib.import_module(f"spacy.lang.{lang}.stop_words").STOP_WORDS)
+    return frozenset(w for w in out if w.isalpha() and w not in STOP_WORDS
+                     and w not in NAME_PARTICLES)
 
 
 def foreign_phrase(span: str, foreign: frozenset[str], first: dict[str, int],
@@ -48,11 +63,18 @@ def foreign_phrase(span: str, foreign: frozenset[str], first: dict[str, int],
     def function_word(low: str) -> bool:
         return low in foreign and min(first.get(low, 10**6), last.get(low, 10**6)) > NAME_RANK
 
-    if any(w.islower() and function_word(low) for w, low in zip(words[1:], lows[1:], strict=True)):
+    later = list(zip(words[1:], lows[1:], strict=True))
+    if any(w.islower() and function_word(low) for w, low in later):
         return True
     if len(words) == 1:
         if not function_word(lows[0]):
             return False
+        others = (w.lower() for w in WORDS.findall(context))
+        return sum(map(function_word, others)) >= 2
+    # In a text of another language, a lower-case function word that English also has
+    # ("con", "e", "y") inside the run: "Ya comenzamos con", "Importante causa e iniciativa".
+    loose = _any_function_words()
+    if any(w.islower() and low in loose for w, low in later):
         others = (w.lower() for w in WORDS.findall(context))
         return sum(map(function_word, others)) >= 2
     return 2 * sum(low in foreign and low not in first and low not in last

@@ -5,7 +5,8 @@ popularity rank per country, MIT licence). Its pickles take seconds and about
 a gigabyte to load, so the names that rank within `max_rank` in at least one
 country are extracted once into a small gzip file in the cache dir and read
 from there afterwards. Places are the country and subdivision names of
-`pycountry`. Common English words (which a name list must not fire on: "Will",
+`pycountry` with their short forms and GeoNames' country names
+(`countries.py`). Common English words (which a name list must not fire on: "Will",
 "Grant", "Car") come from the spaCy model's own lemmatiser tables and stop
 words, so nothing here is ever downloaded.
 """
@@ -25,6 +26,7 @@ from typing import Any
 
 from spacy.lang.en.stop_words import STOP_WORDS
 
+from appliance.redact.countries import country_names, region_names
 from appliance.redact.foreign import foreign_phrase
 from appliance.redact.recognizers import SpanRecognizer, word_set
 
@@ -70,6 +72,8 @@ class Gazetteer:
     towns: frozenset[str] = frozenset()  # one-word GeoNames places below the city size
     country_words: frozenset[str] = frozenset()  # words that name one country
     foreign: frozenset[str] = frozenset()  # function words of other languages ("muito")
+    # country names: pycountry's, their short forms and GeoNames' ("russia"), and continents
+    countries: frozenset[str] = frozenset()
 
 
 def _ranked_names(pickle_path: Any, max_rank: int) -> dict[str, int]:
@@ -121,24 +125,6 @@ def _names(cache_dir: Path, max_rank: int) -> tuple[dict[str, int], dict[str, in
     return data["first"], data["last"]
 
 
-# Continents and world regions are places too, and in no country list.
-CONTINENTS = ("africa", "antarctica", "asia", "europe", "oceania", "north america",
-              "south america", "central america", "latin america", "middle east")
-
-
-def _countries() -> frozenset[str]:
-    """Country names (short, common, official) from pycountry, lower case."""
-    import pycountry
-
-    out: set[str] = set()
-    for c in pycountry.countries:
-        for attr in ("name", "common_name", "official_name"):
-            value = getattr(c, attr, None)
-            if value:
-                out.add(value.lower())
-    return frozenset(out)
-
-
 def country_words() -> frozenset[str]:
     """Words that name one or two countries ("israel", "korea", "russian"; not "republic").
 
@@ -153,18 +139,6 @@ def country_words() -> frozenset[str]:
             for w in re.findall(r"[^\W\d_]+", (getattr(c, attr, None) or "").lower()):
                 seen.setdefault(w, set()).add(c.alpha_2)
     return frozenset(w for w, where in seen.items() if len(where) <= 2 and w not in CALENDAR)
-
-
-def _places() -> frozenset[str]:
-    """Country names (short, common, official), continents and subdivision names."""
-    import pycountry
-
-    out: set[str] = set(CONTINENTS) | _countries()
-    for s in pycountry.subdivisions:
-        name = s.name.split(",")[0].split("(")[0].strip().lower()
-        if len(name) >= 4:
-            out.add(name)
-    return frozenset(out)
 
 
 def _regular_forms(lemma: str) -> tuple[str, ...]:
@@ -225,18 +199,21 @@ def _common_words(
 
 def load_gazetteer(cache_dir: Path, nlp: Any, *, max_rank: int) -> Gazetteer:
     """Build the word lists (names from the cache dir, extracted on first use)."""
-    from appliance.redact.places import CITY_POPULATION, load_cities
+    from appliance.redact.places import CITY_POPULATION, load_places
 
     first, last = _names(cache_dir, max_rank)
     common, nouns = _common_words(nlp, first, last)
-    places = load_cities()
+    places, geonames_countries = load_places()
+    countries = country_names(geonames_countries)
     cities = {k: v for k, v in places.items() if v >= CITY_POPULATION}
     towns = frozenset(k for k, v in places.items() if v < CITY_POPULATION and k.isalpha())
     from appliance.redact.foreign import foreign_function_words
 
-    return Gazetteer(first=first, last=last, places=_places(), common=common, nouns=nouns,
+    return Gazetteer(first=first, last=last, places=region_names(countries), common=common,
+                     nouns=nouns,
                      cities=cities, towns=towns, country_words=country_words(),
-                     foreign=foreign_function_words(common, NAME_PARTICLES))
+                     foreign=foreign_function_words(common, NAME_PARTICLES),
+                     countries=countries)
 
 
 # --- recognisers over the word lists ------------------------------------------------------

