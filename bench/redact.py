@@ -13,9 +13,12 @@ types the gold file labels.
 
 Each gold file is also scored on its even- and odd-indexed halves (rules are
 tuned on the even half of the tweets and reported on the odd half), and its
-micro precision is given a second way, with the `@handles` (redacted as
+micro precision is given two more ways: with the `@handles` (redacted as
 USERNAME, a type the gold files do not have, so left out of the precision
-over gold types) counted as PERSON predictions, as they were typed before.
+over gold types) counted as PERSON predictions, as they were typed before;
+and with those and the nationality words (typed NRP, which the tweets' gold
+does not have either) counted as LOCATION predictions, as they were typed
+before the sixth pass of issue 15.
 """
 
 from __future__ import annotations
@@ -109,9 +112,14 @@ def score(gold: Path, pred: Path) -> dict[str, object]:
     return result
 
 
+# Types the tweets' gold does not have, counted as the gold type they used to be predicted as.
+HANDLES_AS_PERSON = {"USERNAME": "PERSON"}
+OLD_TYPES = {"USERNAME": "PERSON", "NRP": "LOCATION"}
+
+
 def subset(gold: Path, pred: Path, out: Path, *, half: int | None = None,
-           handles_as: str | None = None) -> tuple[Path, Path]:
-    """Gold and prediction files for one half of the indices; USERNAME spans retyped."""
+           retype: dict[str, str] | None = None) -> tuple[Path, Path]:
+    """Gold and prediction files for one half of the indices; spans retyped by `retype`."""
     texts: dict[int, str] = {}
     g_out, p_out = out / f"{gold.stem}-g.jsonl", out / f"{gold.stem}-p.jsonl"
     with gold.open(encoding="utf-8") as src, g_out.open("w", encoding="utf-8") as dst:
@@ -125,33 +133,35 @@ def subset(gold: Path, pred: Path, out: Path, *, half: int | None = None,
             row = json.loads(line)
             if row["index"] not in texts:
                 continue
-            if handles_as:
-                for s in row["spans"]:
-                    if s["entity_type"] == "USERNAME":
-                        s["entity_type"] = handles_as
+            for s in row["spans"]:
+                s["entity_type"] = (retype or {}).get(s["entity_type"], s["entity_type"])
             dst.write(json.dumps(row) + "\n")
     return g_out, p_out
 
 
 def print_extra(gold: Path, pred: Path, tmp: Path) -> None:
-    """Figures on each half of the file, and micro precision with handles as PERSON."""
+    """Figures on each half of the file, and micro precision with the old types."""
     for half, label in ((0, "even half (tuning)"), (1, "odd half (held out)")):
         r = score(*subset(gold, pred, tmp, half=half))
         per, micro = r["per_entity"], r["micro_gold_types"]
         assert isinstance(per, dict) and isinstance(micro, dict)
         recalls = "  ".join(f"{e} R {per[e]['R_agnostic']:.3f}" for e in ("PERSON", "LOCATION")
                             if e in per and "R_agnostic" in per[e])
-        as_person = score(*subset(gold, pred, tmp, half=half, handles_as="PERSON"))
-        micro_p = as_person["micro_gold_types"]
-        assert isinstance(micro_p, dict)
+        as_person = score(*subset(gold, pred, tmp, half=half, retype=HANDLES_AS_PERSON))
+        as_old = score(*subset(gold, pred, tmp, half=half, retype=OLD_TYPES))
+        micro_p, micro_o = as_person["micro_gold_types"], as_old["micro_gold_types"]
+        assert isinstance(micro_p, dict) and isinstance(micro_o, dict)
         print(f"  {label}: {recalls}  micro P {micro['type_agnostic']['P']:.3f} "
-              f"(handles as PERSON: {micro_p['type_agnostic']['P']:.3f})")
-    r = score(*subset(gold, pred, tmp, handles_as="PERSON"))
-    micro = r["micro_gold_types"]
-    assert isinstance(micro, dict)
-    agn = micro["type_agnostic"]
-    print(f"  handles (USERNAME) counted as PERSON: micro P {agn['P']:.3f}  R {agn['R']:.3f}  "
-          f"F1 {agn['F1']:.3f}  ({agn['pred']} predicted)")
+              f"(handles as PERSON: {micro_p['type_agnostic']['P']:.3f}; "
+              f"and NRP as LOCATION: {micro_o['type_agnostic']['P']:.3f})")
+    for retype, what in ((HANDLES_AS_PERSON, "handles (USERNAME) counted as PERSON"),
+                         (OLD_TYPES, "handles as PERSON and NRP as LOCATION")):
+        r = score(*subset(gold, pred, tmp, retype=retype))
+        micro = r["micro_gold_types"]
+        assert isinstance(micro, dict)
+        agn = micro["type_agnostic"]
+        print(f"  {what}: micro P {agn['P']:.3f}  R {agn['R']:.3f}  "
+              f"F1 {agn['F1']:.3f}  ({agn['pred']} predicted)")
 
 
 def print_quality(name: str, result: dict[str, object]) -> None:

@@ -72,8 +72,9 @@ def test_each_entity_in_a_sentence_is_redacted(redactor, text, value, entity):  
      "Royal Free Hospital", "LOCATION"),
     # a country that is also a dictionary noun, next to a brand spaCy calls an organisation
     ("Netflix Canada adds new titles", "Canada", "LOCATION"),
-    # a nationality names a country; dotted and bare country/state abbreviations
-    ("My Israeli colleague sent the draft", "Israeli", "LOCATION"),
+    # a nationality points at a country (typed NRP, not a place); dotted and bare
+    # country/state abbreviations
+    ("My Israeli colleague sent the draft", "Israeli", "NRP"),
     ("The tour goes through the U . S . next year", "U . S .", "LOCATION"),
     ("Storms batter NSW again tonight", "NSW", "LOCATION"),
     ("Please send the code by message to 612 345 678", "612 345 678", "PHONE_NUMBER"),

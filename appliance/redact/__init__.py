@@ -251,8 +251,11 @@ def _replace_spacy_recognizer(registry: Any, names: Any) -> None:
 
     class PlausibleSpacyRecognizer(SpacyRecognizer):
         def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> Any:
+            # spaCy's NRP hits (religions, parties) are not redacted: only the
+            # nationality words DemonymRecognizer picks out of them are.
             return [r for r in super().analyze(text, entities, nlp_artifacts)
-                    if _plausible(text[r.start:r.end], r.entity_type, names, text)]
+                    if r.entity_type != "NRP"
+                    and _plausible(text[r.start:r.end], r.entity_type, names, text)]
 
     old = next(r for r in registry.recognizers if isinstance(r, SpacyRecognizer))
     registry.recognizers.remove(old)

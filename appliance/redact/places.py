@@ -189,14 +189,16 @@ def is_demonym(word: str, prefixes: frozenset[str]) -> bool:
 
 
 class DemonymRecognizer(SpanRecognizer):
-    """Nationality words that spaCy tags NORP ("Israeli", "South Korean") as LOCATION.
+    """Nationality words that spaCy tags NORP ("Israeli", "South Korean"), typed NRP.
 
-    A nationality names a country as surely as the country's own name does.
-    Only NORP hits whose last word is a country's stem plus a demonym ending
-    count; religious and political groups ("Muslims", "Tories") are left alone.
+    A nationality points at a country as surely as the country's own name
+    does, so it is redacted; it is not a place, so its type is Presidio's NRP
+    (nationality, religious or political group: `<NRP_1>`). Only NORP hits
+    whose last word is a country's stem plus a demonym ending count;
+    religious and political groups ("Muslims", "Tories") are left alone.
     """
 
-    ENTITY = "LOCATION"
+    ENTITY = "NRP"
 
     def __init__(self, gazetteer: Gazetteer) -> None:
         super().__init__()
