@@ -24,7 +24,6 @@ from typing import Any, cast
 from appliance.config import RedactionSettings
 from appliance.errors import ConfigError
 from appliance.records import PiiSpan, Prompt, Redacted
-from appliance.redact.foreign import foreign_phrase
 from appliance.redact.normalize import normalize
 
 PLACEHOLDER_RE = re.compile(r"<([A-Z_]+?)(?:_(\d+))?>")
@@ -119,12 +118,6 @@ def _spacy_package(name: str) -> str:
 # international and local formats); its card recogniser misses 12- and 19-digit
 # and newer IIN ranges. Both are replaced by the ones in `recognizers.py`.
 REPLACED_RECOGNIZERS = ("PhoneRecognizer", "CreditCardRecognizer")
-# NER output that is never a person's name: code, key=value runs, handles, paths.
-NOT_A_NAME = re.compile(r"[=_@/\\{}<>\[\]#$%^*|~+\d]")
-# A web address or a piece of one ("tps://t.co/x", "example.com/a") in an NER hit.
-URL_PIECE = re.compile(r"://|\w\.\w+/")
-# A lower-case letter three times in a row: drawn-out chat words ("Loooool"), not names.
-ELONGATED = re.compile(r"([a-z])\1\1")
 
 
 def _offline_engine(settings: RedactionSettings) -> Any:
@@ -249,48 +242,21 @@ def _replace_spacy_recognizer(registry: Any, names: Any) -> None:
     """
     from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 
+    from appliance.redact.plausible import plausible
+
     class PlausibleSpacyRecognizer(SpacyRecognizer):
         def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> Any:
             # spaCy's NRP hits (religions, parties) are not redacted: only the
             # nationality words DemonymRecognizer picks out of them are.
             return [r for r in super().analyze(text, entities, nlp_artifacts)
                     if r.entity_type != "NRP"
-                    and _plausible(text[r.start:r.end], r.entity_type, names, text)]
+                    and plausible(text, r.start, r.end, r.entity_type, names)]
 
     old = next(r for r in registry.recognizers if isinstance(r, SpacyRecognizer))
     registry.recognizers.remove(old)
     registry.add_recognizer(PlausibleSpacyRecognizer(
         supported_language="en", supported_entities=old.supported_entities,
         name="SpacyRecognizer"))
-
-
-def _plausible(text: str, entity_type: str, names: Any, whole: str = "") -> bool:
-    """Whether a spaCy NER hit can be a name or place.
-
-    Not without a cased letter (emoji, punctuation, CJK runs), nor with a
-    letter drawn out three times ("Loooool", "Mannnn": chat, not names); for
-    places not a piece of a web address; for names also not code, key=value
-    runs, dictionary words that no name list knows ("Discipline"; "Putin" and
-    "Rick Perry" stay), phrases of other languages ("Queria muito"), or an
-    all-lower-case "name" in a text that uses capitals elsewhere ("goes").
-    """
-    if not any(c.isupper() or c.islower() for c in text) or ELONGATED.search(text):
-        return False
-    if entity_type != "PERSON":
-        return not URL_PIECE.search(text)
-    if NOT_A_NAME.search(text):
-        return False
-    if not any(c.isupper() for c in text) and any(c.isupper() for c in whole):
-        return False
-    words = re.findall(r"[^\W\d_]+", text)
-    if names is None or not words:
-        return True
-    g = names.g
-    # WordNet's noun list holds famous people ("putin", "perry", "brooks"): a dictionary
-    # word that a name list also knows is a name when spaCy says so.
-    common = names.all_common(words) and not any(
-        w.lower() in g.first or w.lower() in g.last for w in words)
-    return not common and not foreign_phrase(text, g.foreign, g.first, g.last, whole)
 
 
 class Redactor:

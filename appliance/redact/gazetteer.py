@@ -296,8 +296,11 @@ class PersonNameRecognizer(SpanRecognizer):
             text = tok.text
             initial = prev is None or prev.text in SENTENCE_END or "\n" in prev.text
             prev = tok
-            # A piece of a word the tokenizer split ("gon" of "gonna") is not a name.
-            glued = whole[tok.idx + len(text):tok.idx + len(text) + 1].isalpha()
+            # A piece of a word the tokenizer split ("gon" of "gonna") is not a name,
+            # nor the first half of one that tokenised text splits itself ("Gon na").
+            glued = whole[tok.idx + len(text):tok.idx + len(text) + 1].isalpha() or (
+                tok.i + 1 < len(doc) and doc[tok.i + 1].lower_ in ("na", "ta")
+                and tok.lower_ + doc[tok.i + 1].lower_ in CALENDAR)
             if caseless:
                 ok = (
                     tok.is_alpha
