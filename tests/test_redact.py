@@ -98,6 +98,10 @@ def test_each_entity_in_a_sentence_is_redacted(redactor, text, value, entity):  
     # a name (also a word) as the subject of a reporting verb
     ("Harper begins his northern tour on Monday", "Harper", "PERSON"),
     ("Osborne promised to wipe out the deficit", "Osborne", "PERSON"),
+    # a landmark whose first word is a noun that is also a verb ("wall"), no place word before it;
+    # unless that word is a popular first name
+    ("Wall Street reacted badly to the news", "Wall Street", "LOCATION"),
+    ("Photo by Jack Hill for the paper", "Jack Hill", "PERSON"),
     # a sea, gulf or desert without a place word before it
     ("Why Sargasso Sea ? Coastal towns ask about the seaweed", "Sargasso Sea", "LOCATION"),
     # a country's short form that pycountry's names hold only inside a longer one

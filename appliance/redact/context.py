@@ -17,7 +17,7 @@ from typing import Any
 from spacy.lang.en.stop_words import STOP_WORDS
 
 from appliance.redact.gazetteer import CALENDAR, Gazetteer
-from appliance.redact.places import abbreviations
+from appliance.redact.places import POPULAR_NAME_RANK, abbreviations
 from appliance.redact.recognizers import SpanRecognizer, make_result, word_set
 
 # --- handles -------------------------------------------------------------------------------
@@ -271,6 +271,13 @@ class VenueRecognizer(SpanRecognizer):
             if len(run) > 1 and run[-1].group().lower() in VENUE_WORDS:
                 yield run[0].start(), run[-1].end(), 0.6
 
+    def _plain(self, low: str) -> bool:
+        """An ordinary word that cannot name a landmark: not a noun that is also a verb or
+        adjective ("Wall Street", "Gas Hall") unless it is a popular first name ("Jack Hill")."""
+        g = self.g
+        return is_ordinary(low, g) and (low not in g.all_nouns
+                                        or g.first.get(low, 10**6) <= POPULAR_NAME_RANK)
+
     def _landmarks(self, text: str) -> Iterator[tuple[int, int, float]]:
         """Capitalised names ending in a landmark word, with no cue ("Dunluce Castle")."""
         for m in LANDMARK.finditer(text):
@@ -279,7 +286,7 @@ class VenueRecognizer(SpanRecognizer):
                 words = words[1:]
             lows = [w.lower() for w in words]
             if not words or any(w in STOP_WORDS or w in CALENDAR for w in lows) \
-                    or all(is_ordinary(w, self.g) for w in lows):
+                    or all(self._plain(w) for w in lows):
                 continue
             start = m.start(1) + m.group(1).index(words[0])
             yield start, m.end(), 0.5

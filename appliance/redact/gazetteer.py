@@ -74,6 +74,8 @@ class Gazetteer:
     foreign: frozenset[str] = frozenset()  # function words of other languages ("muito")
     # country names: pycountry's, their short forms and GeoNames' ("russia"), and continents
     countries: frozenset[str] = frozenset()
+    # every noun of the lemmatiser's index, also those that are verbs too ("wall", "gas")
+    all_nouns: frozenset[str] = frozenset()
 
 
 def _ranked_names(pickle_path: Any, max_rank: int) -> dict[str, int]:
@@ -165,6 +167,16 @@ def _inflections(lookups: Any, index: Any) -> set[str]:
     return out
 
 
+def all_nouns(nlp: Any) -> frozenset[str]:
+    """Every noun of the model's lemmatiser index (none without a lemmatiser)."""
+    if "lemmatizer" not in nlp.component_names:
+        return frozenset()
+    lookups = nlp.get_pipe("lemmatizer").lookups
+    if not lookups.has_table("lemma_index"):
+        return frozenset()
+    return frozenset(w for w in lookups.get_table("lemma_index").get("noun", []) if w.isalpha())
+
+
 def _common_words(
     nlp: Any, first: dict[str, int], last: dict[str, int]
 ) -> tuple[frozenset[str], frozenset[str]]:
@@ -213,7 +225,7 @@ def load_gazetteer(cache_dir: Path, nlp: Any, *, max_rank: int) -> Gazetteer:
                      nouns=nouns,
                      cities=cities, towns=towns, country_words=country_words(),
                      foreign=foreign_function_words(common, NAME_PARTICLES),
-                     countries=countries)
+                     countries=countries, all_nouns=all_nouns(nlp))
 
 
 # --- recognisers over the word lists ------------------------------------------------------
