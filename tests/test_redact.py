@@ -102,6 +102,10 @@ def test_each_entity_in_a_sentence_is_redacted(redactor, text, value, entity):  
     # unless that word is a popular first name
     ("Wall Street reacted badly to the news", "Wall Street", "LOCATION"),
     ("Photo by Jack Hill for the paper", "Jack Hill", "PERSON"),
+    # a town in a list of places, also when it is a first name; a nationality in capitals
+    ("We drove through Bath , Avon and Dorset last week", "Avon", "LOCATION"),
+    ("JETS CIRCLED FOR HOURS BEFORE REACHING RUSSIAN AIR SPACE", "RUSSIAN", "NRP"),
+    ("KENYAN RUNNERS WIN AGAIN", "KENYAN", "NRP"),
     # a sea, gulf or desert without a place word before it
     ("Why Sargasso Sea ? Coastal towns ask about the seaweed", "Sargasso Sea", "LOCATION"),
     # a country's short form that pycountry's names hold only inside a longer one

@@ -5,7 +5,8 @@ LOCATION hit is of the same kind when its words could be a name: not
 ordinary English words (stop words, verbs, adjectives, adverbs), calendar
 words or chat words. A person's word that is also a common word must be a
 popular name (rank <= 300: "Josh", not "Coffee"); a place's words must be in
-no list of common words or first names ("Ballarat & Wodonga" after "Geelong").
+no list of common words or first names ("Ballarat & Wodonga" after "Geelong"),
+unless they name a GeoNames city or town ("Avon" after "Ilminster ,").
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ BEFORE = re.compile(rf"(?<![\w'’\-@#])({CAP_RUN}){JOINER}$")
 
 
 def _fits(words: list[str], entity: str, g: Gazetteer) -> bool:
+    if entity == "LOCATION" and _listed_place(words, g):
+        return True
     for word in words:
         low = word.lower()
         if low in NOT_NAMES or low in CALENDAR or is_ordinary(low, g) or len(low) < 3:
@@ -34,6 +37,16 @@ def _fits(words: list[str], entity: str, g: Gazetteer) -> bool:
         if entity == "LOCATION" and (low in g.common or low in g.first):
             return False
     return True
+
+
+def _listed_place(words: list[str], g: Gazetteer) -> bool:
+    """A GeoNames city or town in a list of places, even when it is also a first name or a
+    noun ("Ilminster , Avon and Somerset", "Ballina , Clarence & Tweed"); not an ordinary,
+    calendar or chat word."""
+    lows = [w.lower() for w in words]
+    phrase = " ".join(lows)
+    return (phrase in g.cities or phrase in g.towns) and not any(
+        w in NOT_NAMES or w in CALENDAR or is_ordinary(w, g) or len(w) < 3 for w in lows)
 
 
 def list_members(text: str, hits: Iterable[tuple[int, int, str]],

@@ -170,6 +170,8 @@ class CityRecognizer(SpanRecognizer):
 DEMONYM_ENDINGS = ("ian", "an", "ese", "ish", "is", "i", "ic", "ch", "n")
 DEMONYM_STEM = 4  # letters a stem must share with the country's name
 LETTER_RUN = re.compile(r"[^\W\d_]+")
+# A word of four or more capitals, not part of a handle or hashtag.
+CAPS_WORD = re.compile(r"(?<![\w@#])[A-Z]{4,}(?![\w@])")
 
 
 def country_prefixes(g: Gazetteer) -> frozenset[str]:
@@ -194,14 +196,17 @@ class DemonymRecognizer(SpanRecognizer):
     A nationality points at a country as surely as the country's own name
     does, so it is redacted; it is not a place, so its type is Presidio's NRP
     (nationality, religious or political group: `<NRP_1>`). Only NORP hits
-    whose last word is a country's stem plus a demonym ending count;
-    religious and political groups ("Muslims", "Tories") are left alone.
+    whose last word is a country's stem plus a demonym ending count, and in a
+    text written in capitals (where spaCy tags none) such words of four or
+    more capitals; religious and political groups ("Muslims", "Tories") are
+    left alone.
     """
 
     ENTITY = "NRP"
 
     def __init__(self, gazetteer: Gazetteer) -> None:
         super().__init__()
+        self.g = gazetteer
         self.prefixes = country_prefixes(gazetteer)
 
     def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
@@ -213,6 +218,18 @@ class DemonymRecognizer(SpanRecognizer):
             words = LETTER_RUN.findall(ent.text)
             if words and words[-1][:1].isupper() and is_demonym(words[-1], self.prefixes):
                 yield ent.start_char, ent.end_char, 0.6
+        yield from self._in_capitals(text)
+
+    def _in_capitals(self, text: str) -> Iterator[tuple[int, int, float]]:
+        """In a text written in capitals, where spaCy tags none: "REACHING RUSSIAN AIR SPACE"."""
+        alpha = [c for c in text if c.isalpha()]
+        if not alpha or sum(c.isupper() for c in alpha) * 2 <= len(alpha):
+            return
+        for m in CAPS_WORD.finditer(text):
+            low = m.group().lower()
+            if low not in self.g.countries and low not in self.g.places \
+                    and is_demonym(m.group(), self.prefixes):
+                yield m.start(), m.end(), 0.6
 
 
 # --- abbreviations of countries and states -------------------------------------------------
