@@ -102,6 +102,9 @@ def test_each_entity_in_a_sentence_is_redacted(redactor, text, value, entity):  
     # unless that word is a popular first name
     ("Wall Street reacted badly to the news", "Wall Street", "LOCATION"),
     ("Photo by Jack Hill for the paper", "Jack Hill", "PERSON"),
+    ("Reporters waited outside as White House aides left", "White House", "LOCATION"),
+    # someone's garden is no landmark: the name stays a name
+    ("Tom's garden is lovely", "Tom", "PERSON"),
     # a town in a list of places, also when it is a first name; a nationality in capitals
     ("We drove through Bath , Avon and Dorset last week", "Avon", "LOCATION"),
     ("JETS CIRCLED FOR HOURS BEFORE REACHING RUSSIAN AIR SPACE", "RUSSIAN", "NRP"),

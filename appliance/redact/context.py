@@ -218,7 +218,8 @@ VENUE_WORDS = word_set(
     "lane centre center mall market pub bar cafe restaurant hotel inn club college university "
     "school library zoo garden gardens beach bay harbour harbor port pier island lake river "
     "mountain mount hill valley forest glacier falls canyon village town city county district "
-    "province state region coast sea ocean gulf peninsula desert strait isle isles islands"
+    "province state region coast sea ocean gulf peninsula desert strait isle isles islands "
+    "house"
 )
 
 
@@ -288,6 +289,8 @@ class VenueRecognizer(SpanRecognizer):
             if not words or any(w in STOP_WORDS or w in CALENDAR for w in lows) \
                     or all(self._plain(w) for w in lows):
                 continue
+            if words[-1].endswith(("'s", "’s")) and m.group(2).islower():
+                continue  # someone's house or garden: "Jill's house"
             start = m.start(1) + m.group(1).index(words[0])
             yield start, m.end(), 0.5
 
