@@ -108,6 +108,9 @@ def test_each_entity_in_a_sentence_is_redacted(redactor, text, value, entity):  
     # a town in a list of places, also when it is a first name; a nationality in capitals
     ("We drove through Bath , Avon and Dorset last week", "Avon", "LOCATION"),
     ("JETS CIRCLED FOR HOURS BEFORE REACHING RUSSIAN AIR SPACE", "RUSSIAN", "NRP"),
+    # an irregular nationality word (a language's name)
+    ("Two Irish climbers reached the summit", "Irish", "NRP"),
+    ("The Dutch government resigned", "Dutch", "NRP"),
     ("KENYAN RUNNERS WIN AGAIN", "KENYAN", "NRP"),
     # a sea, gulf or desert without a place word before it
     ("Why Sargasso Sea ? Coastal towns ask about the seaweed", "Sargasso Sea", "LOCATION"),
@@ -163,6 +166,16 @@ def test_names_and_places_that_context_gives_away_are_redacted(redactor, text, v
 ])
 def test_context_rules_leave_ordinary_words_alone(redactor, text):  # type: ignore[no-untyped-def]
     assert types_found(redactor, text) & {"PERSON", "LOCATION"} == set()
+
+
+@pytest.mark.parametrize("text", [
+    "We ordered Italian food last night",
+    "Translate this paragraph into French",
+    "She is learning Norwegian at night school",
+    "Muslims and Christians prayed together",
+])
+def test_cuisines_languages_and_religions_are_no_nationality(redactor, text):  # type: ignore[no-untyped-def]
+    assert types_found(redactor, text) == set()
 
 
 @pytest.mark.parametrize("secret", [

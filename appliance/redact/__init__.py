@@ -168,10 +168,10 @@ def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, 
         VenueRecognizer,
     )
     from appliance.redact.gazetteer import PersonNameRecognizer, PlaceNameRecognizer, load_gazetteer
+    from appliance.redact.nationality import DemonymRecognizer
     from appliance.redact.places import (
         AbbreviationRecognizer,
         CityRecognizer,
-        DemonymRecognizer,
         LowerCasePlaceRecognizer,
         TownRegionRecognizer,
     )
