@@ -67,6 +67,8 @@ def test_each_entity_in_a_sentence_is_redacted(redactor, text, value, entity):  
     ("Great weekend of cycling #colorado #mountains", "#colorado", "LOCATION"),
     # a small town's hashtag when no word or name list knows the word
     ("Lovely sunset tonight #cheadle #weather", "#cheadle", "LOCATION"),
+    # any town's hashtag right after a place word, even when a surname (spaCy: PERSON)
+    ("Protests spread in #Ferguson again tonight", "#Ferguson", "LOCATION"),
     # ... also with a year after it
     ("Veterans are climbing #Cotopaxi2014 for charity", "#Cotopaxi2014", "LOCATION"),
     # a venue after a possessive place

@@ -163,6 +163,12 @@ class HashtagRecognizer(SpanRecognizer):
                 and low not in self.g.common and low not in self.g.first
                 and low not in self.g.last)
 
+    def _cued_town(self, text: str, start: int, tag: str) -> bool:
+        """Any GeoNames city or town of 4+ letters right after a place word ("at #Cannes2013")."""
+        low = tag.lower()
+        return (len(low) >= 4 and low.isalpha() and (low in self.g.cities or low in self.g.towns)
+                and place_cue_before(text, start))
+
     def _has_place_part(self, tag: str) -> bool:
         """Whether one to three CamelCase parts of the tag name a place ("TeamAustralia")."""
         parts = CAMEL.findall(tag)
@@ -197,7 +203,7 @@ class HashtagRecognizer(SpanRecognizer):
                     or self.g.cities.get(tag.lower(), 0) >= HASHTAG_CITY_POPULATION \
                     or (len(words) > 1 and joined in self.g.cities) \
                     or tag in self.abbreviations or self._has_place_part(tag) \
-                    or self._unknown_town(tag.lower()):
+                    or self._unknown_town(tag.lower()) or self._cued_town(text, m.start(), tag):
                 out.append(make_result(self, "LOCATION", m.start(), m.end(), 0.6))
             elif len(words) == 2 and words[0] in self.g.first and words[1] in self.g.last \
                     and not any(is_ordinary(w, self.g) or len(w) < 3 for w in words):
