@@ -53,6 +53,13 @@ POPULAR_FIRST_RANK = 50
 POPULAR_LAST_RANK = 20
 # An inflected verb that is a surname this popular is not a common word ("Manning", "Gates").
 INFLECTED_LAST_RANK = 1000
+# The second half of a chat word that tokenised text splits: "gon na", "wan na", "got ta".
+SPLIT_TAIL = ("na", "ta")
+
+
+def split_chat_word(first: str, second: str) -> bool:
+    """Whether two words are a chat word split in two as tokenised text writes it ("Wan na")."""
+    return second.lower() in SPLIT_TAIL and (first + second).lower() in CALENDAR
 
 
 @dataclass(frozen=True)
@@ -311,8 +318,7 @@ class PersonNameRecognizer(SpanRecognizer):
             # A piece of a word the tokenizer split ("gon" of "gonna") is not a name,
             # nor the first half of one that tokenised text splits itself ("Gon na").
             glued = whole[tok.idx + len(text):tok.idx + len(text) + 1].isalpha() or (
-                tok.i + 1 < len(doc) and doc[tok.i + 1].lower_ in ("na", "ta")
-                and tok.lower_ + doc[tok.i + 1].lower_ in CALENDAR)
+                tok.i + 1 < len(doc) and split_chat_word(text, doc[tok.i + 1].text))
             if caseless:
                 ok = (
                     tok.is_alpha

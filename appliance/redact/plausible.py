@@ -18,7 +18,7 @@ import re
 from typing import Any
 
 from appliance.redact.foreign import foreign_phrase
-from appliance.redact.gazetteer import CALENDAR, INFLECTED_LAST_RANK, SENTENCE_END
+from appliance.redact.gazetteer import INFLECTED_LAST_RANK, SENTENCE_END, split_chat_word
 
 # NER output that is never a person's name: code, key=value runs, handles, paths.
 NOT_A_NAME = re.compile(r"[=_@/\\{}<>\[\]#$%^*|~+\d]")
@@ -27,8 +27,6 @@ URL_PIECE = re.compile(r"://|\w\.\w+/")
 # A lower-case letter three times in a row: drawn-out chat words ("Loooool"), not names.
 ELONGATED = re.compile(r"([a-z])\1\1")
 LETTERS = re.compile(r"[^\W\d_]+")
-# The second half of a chat word that tokenised text splits: "gon na", "wan na", "got ta".
-SPLIT_TAIL = ("na", "ta")
 # A dictionary word opening a sentence is still a name when a name list ranks it this high
 # (the rank at which an inflected verb that is also a surname stays a name: "Manning").
 NAME_RANK = INFLECTED_LAST_RANK
@@ -63,16 +61,16 @@ def plausible(whole: str, start: int, end: int, entity_type: str, names: Any) ->
     common = names.all_common(words) and not any(
         w.lower() in g.first or w.lower() in g.last for w in words)
     return not (common or foreign_phrase(text, g.foreign, g.first, g.last, whole)
-                or split_chat_word(whole, end, words)
+                or splits_chat_word(whole, end, words)
                 or sentence_opener(whole, start, end, words, g))
 
 
-def split_chat_word(whole: str, end: int, words: list[str]) -> bool:
+def splits_chat_word(whole: str, end: int, words: list[str]) -> bool:
     """Whether a would-be name holds or ends the first half of a split chat word ("Wan na")."""
     tail = _NEXT.match(whole, end)
     after = [tail.group(1)] if tail else []
     pairs = zip(words, words[1:] + after, strict=False)  # no word after the last one: done
-    return any(b.lower() in SPLIT_TAIL and (a + b).lower() in CALENDAR for a, b in pairs)
+    return any(split_chat_word(a, b) for a, b in pairs)
 
 
 def _dictionary_word(low: str, g: Any) -> bool:
