@@ -97,6 +97,24 @@ class RedactionSettings(_Strict):
     # name recogniser; 0 turns the name and place lists off.
     name_list_rank: int = Field(default=1000, ge=0, le=20000)
 
+    def nationality_as_location(self) -> bool:
+        """Whether nationality words are redacted as LOCATION rather than NRP.
+
+        They were LOCATION until they got their own type (NRP): a policy that
+        lists LOCATION but not NRP, as every policy did before, keeps them
+        redacted, under the type it names.
+        """
+        return "LOCATION" in self.entities and "NRP" not in self.entities
+
+    def warnings(self) -> list[str]:
+        """Sentences on what this policy does that its `entities` alone do not say."""
+        if self.nationality_as_location():
+            return ['The redaction policy lists LOCATION but not NRP in `entities`: '
+                    'nationality words ("Israeli", "Irish") are redacted as <LOCATION>, '
+                    'as before they had a type of their own; add "NRP" to `entities` '
+                    'to redact them as <NRP>.']
+        return []
+
 
 class RoleSettings(_Strict):
     description: str = ""

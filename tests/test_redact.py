@@ -295,6 +295,54 @@ def test_redaction_never_opens_a_network_socket(redactor):  # type: ignore[no-un
     assert redactor.analyze("Email anna@example.org about https://example.com/x") != []
 
 
+# --- a policy that lists LOCATION but not NRP ---------------------------------------------
+
+def _without_nrp(policy_dir: Path, target: Path) -> Path:
+    """A copy of the policies whose redaction `entities` lack NRP (as before NRP existed)."""
+    shutil.copytree(policy_dir, target)
+    path = target / "redaction.toml"
+    text = path.read_text()
+    assert '"NRP",' in text
+    path.write_text(text.replace('"NRP",', ""))
+    return target
+
+
+def test_a_policy_without_nrp_still_redacts_nationality_words_and_says_so(policies, tmp_path):  # type: ignore[no-untyped-def]
+    import logging
+
+    from appliance.redact import Redactor
+
+    settings = policies.redaction.model_copy(
+        update={"entities": [e for e in policies.redaction.entities if e != "NRP"]})
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("semtrace.redact")
+    logger.addHandler(handler)
+    try:
+        old_redactor = Redactor(settings, cache_dir=tmp_path / "cache")
+    finally:
+        logger.removeHandler(handler)
+    text = "The Israeli ambassador met the Irish delegation in Dublin."
+    out = redacted_text(old_redactor, text)
+    assert "Israeli" not in out and "Irish" not in out, out
+    assert out.count("<LOCATION>") == 3 and "<NRP>" not in out
+    assert len(seen) == 1 and "LOCATION but not NRP" in seen[0] and '"NRP"' in seen[0]
+
+
+def test_doctor_warns_about_a_policy_without_nrp(cli_runner, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    from appliance.cli import cli
+    from appliance.config import policy_dir
+
+    monkeypatch.setenv("SEMTRACE_POLICY_DIR", str(_without_nrp(policy_dir(), tmp_path / "p")))
+    result = cli_runner.invoke(cli, ["doctor", "--data-dir", str(tmp_path / "d"), "--json"])
+    warnings = json.loads(result.stdout)["warnings"]
+    assert len(warnings) == 1 and "nationality words" in warnings[0]
+    monkeypatch.setenv("SEMTRACE_POLICY_DIR", str(REPO / "policies"))
+    result = cli_runner.invoke(cli, ["doctor", "--data-dir", str(tmp_path / "d"), "--json"])
+    assert json.loads(result.stdout)["warnings"] == []
+
+
 @pytest.mark.slow
 def test_presidio_works_without_a_network_namespace(tmp_path):  # type: ignore[no-untyped-def]
     unshare = shutil.which("unshare")

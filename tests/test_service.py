@@ -295,6 +295,7 @@ def test_serve_check_and_wrong_key(tmp_path: Path, passphrase_file: Path) -> Non
     ok = run_cli("serve", "--check", *srv.args, env={"SEMTRACE_POLICY_DIR": srv.env[
         "SEMTRACE_POLICY_DIR"]})
     assert ok.returncode == 0 and json.loads(ok.stdout)["ok"] is True
+    assert json.loads(ok.stdout)["warnings"] == []  # the shipped redaction policy lists NRP
     wrong = tmp_path / "wrong"
     wrong.touch(mode=0o600)
     wrong.write_text("definitely wrong\n")

@@ -139,6 +139,17 @@ def _problems(data_dir: Path) -> list[str]:
     return problems
 
 
+def _warnings() -> list[str]:
+    """What the policies do that they do not say (a policy that fails to load is a problem)."""
+    from appliance.config import RedactionSettings, load_policy
+    from appliance.errors import SemtraceError
+
+    try:
+        return load_policy("redaction", RedactionSettings).warnings()
+    except SemtraceError:
+        return []
+
+
 @click.command()
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               envvar="SEMTRACE_DATA_DIR")
@@ -150,7 +161,8 @@ def doctor(data_dir: Path | None, as_json: bool) -> None:
     directory = data_dir or default_data_dir()
     report: dict[str, Any] = {"versions": _versions(), "paths": {
         "data_dir": str(directory), "policies": str(policy_dir()), "models": str(model_dir()),
-        "executable": sys.executable}, "uid": os.getuid(), "problems": _problems(directory)}
+        "executable": sys.executable}, "uid": os.getuid(), "problems": _problems(directory),
+        "warnings": _warnings()}
     if as_json:
         emit_json(report)
     else:
@@ -161,6 +173,10 @@ def doctor(data_dir: Path | None, as_json: bool) -> None:
         click.echo("No problems found." if not report["problems"] else "Problems:")
         for p in report["problems"]:
             click.echo(f"  - {p}")
+        if report["warnings"]:
+            click.echo("Warnings:")
+        for w in report["warnings"]:
+            click.echo(f"  - {w}")
     if report["problems"]:
         sys.exit(1)
 

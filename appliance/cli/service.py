@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     setup_logging(log_level)
     directory = data_dir or default_data_dir()
     policies = load_policies()
+    warnings = policies.redaction.warnings()
     settings = telemetry_settings(policies.telemetry, metrics_listen, otlp_endpoint)
     cluster = cluster_settings(policies.cluster, url=nats_url, partitions=partitions, own=own,
                                node=node_name)
@@ -76,7 +78,11 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     try:
         lock.acquire()
         if check:
-            emit_json({"ok": True, "data_dir": str(directory), "message": "Configuration OK."})
+            for warning in warnings:
+                logging.getLogger("semtrace.redact").warning(
+                    "%s", warning, extra={"event": "redaction_policy"})
+            emit_json({"ok": True, "data_dir": str(directory), "message": "Configuration OK.",
+                       "warnings": warnings})
             return
         pipeline = make_pipeline(rt)
         service = Service(pipeline, policies, socket_path=socket_path or directory / SOCKET_NAME,

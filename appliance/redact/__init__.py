@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
 import re
 import tempfile
@@ -25,6 +26,8 @@ from appliance.config import RedactionSettings
 from appliance.errors import ConfigError
 from appliance.records import PiiSpan, Prompt, Redacted
 from appliance.redact.normalize import normalize
+
+log = logging.getLogger("semtrace.redact")
 
 PLACEHOLDER_RE = re.compile(r"<([A-Z_]+?)(?:_(\d+))?>")
 # Official spaCy pipelines under the names of the PyPI packages that carry them.
@@ -219,7 +222,9 @@ def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, 
         registry.add_recognizer(PlaceNameRecognizer(gazetteer))
         for in_context in (HandleRecognizer(), CuedNameRecognizer(gazetteer),
                            HashtagRecognizer(gazetteer), VenueRecognizer(gazetteer),
-                           CityRecognizer(gazetteer), DemonymRecognizer(gazetteer),
+                           CityRecognizer(gazetteer),
+                           DemonymRecognizer(gazetteer, "LOCATION"
+                                             if settings.nationality_as_location() else "NRP"),
                            AbbreviationRecognizer(gazetteer), OrgAsPlaceRecognizer(gazetteer),
                            ReportedSpeakerRecognizer(gazetteer), TownRegionRecognizer(gazetteer),
                            LowerCasePlaceRecognizer(gazetteer)):
@@ -264,6 +269,8 @@ class Redactor:
 
     def __init__(self, settings: RedactionSettings, *, cache_dir: Path | None = None) -> None:
         offline_environment(cache_dir)
+        for warning in settings.warnings():
+            log.warning("%s", warning, extra={"event": "redaction_policy"})
         self.settings = settings
         self._entities = list(settings.entities)
         self._allow = {w.lower() for w in settings.allow_list}

@@ -93,8 +93,10 @@ class DemonymRecognizer(SpanRecognizer):
 
     ENTITY = "NRP"
 
-    def __init__(self, gazetteer: Gazetteer) -> None:
-        super().__init__()
+    def __init__(self, gazetteer: Gazetteer, entity: str = "NRP") -> None:
+        # LOCATION for a policy that lists LOCATION but not NRP (RedactionSettings).
+        self.ENTITY = entity
+        super().__init__([entity])
         self.g = gazetteer
         self.prefixes = country_prefixes(gazetteer)
         self.languages = language_words()
