@@ -205,6 +205,22 @@ def test_known_false_positives_stay_unredacted(redactor, text):  # type: ignore[
     assert types_found(redactor, text) & {"PERSON", "PHONE_NUMBER", "LOCATION"} == set()
 
 
+@pytest.mark.parametrize(("text", "value"), [
+    ("Kiev accuses the rebels of shelling the airport", "Kiev"),
+    ("Leningrad was under siege for almost nine hundred days", "Leningrad"),
+    ("Rangoon is now called Yangon", "Rangoon"),
+])
+def test_a_big_citys_other_name_is_a_place(redactor, text, value):  # type: ignore[no-untyped-def]
+    spans = [(text[h.start:h.end], h.entity_type) for h in redactor.analyze(text)]
+    assert (value, "LOCATION") in spans
+    assert value not in redacted_text(redactor, text)
+
+
+def test_an_ordinary_noun_that_is_a_big_citys_other_name_stays(redactor):  # type: ignore[no-untyped-def]
+    # "Soul" is one of Seoul's alternate names in GeoNames, "Vine" one of Vienna's.
+    assert types_found(redactor, "Soul music and a glass of Vine leaves") == set()
+
+
 def test_a_place_listed_with_a_known_place_is_redacted(redactor):  # type: ignore[no-untyped-def]
     text = "Flights from Geelong , Ballarat & Wodonga are cancelled"
     spans = [(text[h.start:h.end], h.entity_type) for h in redactor.analyze(text)]

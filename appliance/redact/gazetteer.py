@@ -19,7 +19,7 @@ import json
 import pickle
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,8 @@ class Gazetteer:
     countries: frozenset[str] = frozenset()
     # every noun of the lemmatiser's index, also those that are verbs too ("wall", "gas")
     all_nouns: frozenset[str] = frozenset()
+    # other names of the biggest cities ("kiev") that are no ordinary word or popular name
+    exonyms: frozenset[str] = frozenset()
 
 
 def _ranked_names(pickle_path: Any, max_rank: int) -> dict[str, int]:
@@ -222,17 +224,56 @@ def load_gazetteer(cache_dir: Path, nlp: Any, *, max_rank: int) -> Gazetteer:
 
     first, last = _names(cache_dir, max_rank)
     common, nouns = _common_words(nlp, first, last)
-    places, geonames_countries = load_places()
+    places, geonames_countries, alternates = load_places()
     countries = country_names(geonames_countries)
     cities = {k: v for k, v in places.items() if v >= CITY_POPULATION}
     towns = frozenset(k for k, v in places.items() if v < CITY_POPULATION and k.isalpha())
     from appliance.redact.foreign import foreign_function_words
 
-    return Gazetteer(first=first, last=last, places=region_names(countries), common=common,
-                     nouns=nouns,
-                     cities=cities, towns=towns, country_words=country_words(),
-                     foreign=foreign_function_words(common, NAME_PARTICLES),
-                     countries=countries, all_nouns=all_nouns(nlp))
+    foreign = foreign_function_words(common, NAME_PARTICLES)
+    g = Gazetteer(first=first, last=last, places=region_names(countries), common=common,
+                  nouns=nouns, cities=cities, towns=towns, country_words=country_words(),
+                  foreign=foreign, countries=countries, all_nouns=all_nouns(nlp))
+    return replace(g, exonyms=exonyms(alternates, g, nlp.vocab))
+
+
+# A dictionary noun among the biggest cities' other names is a place name ("kiev", "bombay":
+# WordNet holds them) only when its static vector is at least this close to the mean of
+# the big cities' vectors; ordinary nouns ("soul" of Seoul, "vine" of Vienna, "pesto")
+# are below 0.07, the exonyms above 0.17.
+EXONYM_SIMILARITY = 0.15
+
+
+def exonyms(alternates: dict[str, int], g: Gazetteer, vocab: Any) -> frozenset[str]:
+    """The alternate names of the biggest cities that are no ordinary word ("canton"), no
+    popular first name or surname, no other language's function word, and, if a
+    dictionary noun, close to a city in the model's word vectors."""
+    import numpy as np
+
+    from appliance.redact.context import is_ordinary
+    from appliance.redact.places import EXONYM_POPULATION, POPULAR_NAME_RANK
+
+    def unit(word: str) -> Any:
+        vec = vocab.get_vector(word)
+        norm = float(np.linalg.norm(vec))
+        return vec / norm if norm else None
+
+    big = [v for v in (unit(c) for c, n in g.cities.items() if n >= EXONYM_POPULATION
+                       and c.isalpha() and vocab.has_vector(c)) if v is not None]
+    centre = np.mean(big, axis=0) if big else None
+
+    def city_like(word: str) -> bool:
+        if not vocab.has_vector(word):
+            return True  # too rare for the vectors: no ordinary word
+        vec = unit(word)
+        return (centre is not None and vec is not None
+                and float(vec @ centre) / float(np.linalg.norm(centre)) >= EXONYM_SIMILARITY)
+
+    return frozenset(
+        w for w in alternates
+        if not is_ordinary(w, g) and w not in g.foreign
+        and min(g.first.get(w, 10**6), g.last.get(w, 10**6)) > POPULAR_NAME_RANK
+        and (w not in g.common or city_like(w)))
 
 
 # --- recognisers over the word lists ------------------------------------------------------

