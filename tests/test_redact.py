@@ -81,6 +81,9 @@ def test_each_entity_in_a_sentence_is_redacted(redactor, text, value, entity):  
     ("My Israeli colleague sent the draft", "Israeli", "NRP"),
     ("The tour goes through the U . S . next year", "U . S .", "LOCATION"),
     ("Storms batter NSW again tonight", "NSW", "LOCATION"),
+    # a bare two-letter country or state code right after a place word
+    ("Heading back to MK on the late train", "MK", "LOCATION"),
+    ("Storm warnings for everyone in NT tonight", "NT", "LOCATION"),
     ("Please send the code by message to 612 345 678", "612 345 678", "PHONE_NUMBER"),
     # a first name and a surname that are both also words
     ("Rob Ford agreed to the tests", "Rob Ford", "PERSON"),
@@ -165,6 +168,9 @@ def test_names_and_places_that_context_gives_away_are_redacted(redactor, text, v
     "Craven behaviour from the council again",
     "Gon na be a long night at work",
     "Wan na see a film later ?",
+    # two-letter codes that are a field or a thing first, or that no place word precedes
+    "What are the latest trends in AI and in HR software ?",
+    "GA release is planned for NI the next quarter",
 ])
 def test_context_rules_leave_ordinary_words_alone(redactor, text):  # type: ignore[no-untyped-def]
     assert types_found(redactor, text) & {"PERSON", "LOCATION"} == set()

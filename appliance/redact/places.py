@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from spacy.lang.en.stop_words import STOP_WORDS
+
 from appliance.redact.gazetteer import Gazetteer
 from appliance.redact.recognizers import SpanRecognizer
 
@@ -191,14 +193,22 @@ POSTAL_COUNTRIES = ("US", "CA", "AU")
 NOT_PLACE_ABBREVIATIONS = frozenset({
     "AM", "PM", "PS", "AD", "MD", "MA", "BA", "BS", "MS", "MP", "DJ", "TV", "IT", "OK", "ET",
     "PC", "ID", "NB", "PE", "ME", "OR", "IN", "HI", "CO", "DE"})
+# Two-letter codes that are, after "in" or "at", a field, a unit or a thing first ("in AI",
+# "in HR", "in QA", "in GB", "at ER", "in CV"): never a place on their own.
+NOT_PLACE_ACRONYMS = frozenset({
+    "AI", "ML", "PR", "CI", "HR", "QA", "ER", "IE", "PT", "GB", "BI", "SE", "EE", "CD", "AR",
+    "IO", "FM", "TM", "CV", "ST", "SD", "IM", "CC"})
 
 
-def abbreviations(g: Gazetteer) -> tuple[frozenset[str], frozenset[str]]:
-    """(dotted, bare) country and state abbreviations.
+def abbreviations(g: Gazetteer) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """(dotted, bare, cued) country and state abbreviations.
 
     Dotted: ISO country codes, "UK", and US/Canadian/Australian state codes.
     Bare (upper case, no dots): "UK", "US", "UAE" and three-letter codes that
     are not English words or names ("USA", "NSW", "GBR"; not "CAN", "ACT", "BEN").
+    Cued: the two-letter ones, which count bare only right after a place word
+    ("in NI", "back to WA"), unless a stop word ("in NO way") or a field, unit or
+    thing first ("in AI").
     """
     import pycountry
 
@@ -212,21 +222,24 @@ def abbreviations(g: Gazetteer) -> tuple[frozenset[str], frozenset[str]]:
 
     bare = frozenset(c for c in dotted if len(c) == 3 and not is_ordinary(c.lower(), g)
                      and c.lower() not in g.first and c.lower() not in g.last)
-    return dotted, bare | {"UK", "US"}
+    cued = frozenset(c for c in dotted if len(c) == 2 and c.lower() not in STOP_WORDS
+                     and c not in NOT_PLACE_ACRONYMS)
+    return dotted, bare | {"UK", "US"}, cued
 
 
 class AbbreviationRecognizer(SpanRecognizer):
     """Country and state abbreviations: dotted ("U.S.", "B.C.") and bare ("USA", "NSW").
 
     Bare ones count only in upper case in a text that is not written in
-    capitals throughout; a dotted one after a number ("300 B.C.") is not a place.
+    capitals throughout, two-letter ones only right after a place word ("in NI",
+    "back to WA"); a dotted one after a number ("300 B.C.") is not a place.
     """
 
     ENTITY = "LOCATION"
 
     def __init__(self, gazetteer: Gazetteer) -> None:
         super().__init__()
-        self.dotted, self.bare = abbreviations(gazetteer)
+        self.dotted, self.bare, self.cued = abbreviations(gazetteer)
 
     def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
         for m in DOTTED.finditer(text):
@@ -238,8 +251,11 @@ class AbbreviationRecognizer(SpanRecognizer):
         alpha = [c for c in text if c.isalpha()]
         if not alpha or sum(c.isupper() for c in alpha) * 2 > len(alpha):
             return
+        from appliance.redact.context import place_cue_before
+
         for m in UPPER_WORD.finditer(text):
-            if m.group() in self.bare:
+            if m.group() in self.bare or (m.group() in self.cued
+                                          and place_cue_before(text, m.start())):
                 yield m.start(), m.end(), 0.6
 
 
