@@ -82,6 +82,8 @@ def test_each_entity_in_a_sentence_is_redacted(redactor, text, value, entity):  
     ("The tour goes through the U . S . next year", "U . S .", "LOCATION"),
     ("Storms batter NSW again tonight", "NSW", "LOCATION"),
     # a bare two-letter country or state code right after a place word
+    # a lower-case city after "any" is no generic facility
+    ("can you see if there are any boston to denver flights", "boston", "LOCATION"),
     ("Heading back to MK on the late train", "MK", "LOCATION"),
     ("Storm warnings for everyone in NT tonight", "NT", "LOCATION"),
     ("Please send the code by message to 612 345 678", "612 345 678", "PHONE_NUMBER"),
@@ -171,6 +173,9 @@ def test_names_and_places_that_context_gives_away_are_redacted(redactor, text, v
     # two-letter codes that are a field or a thing first, or that no place word precedes
     "What are the latest trends in AI and in HR software ?",
     "GA release is planned for NI the next quarter",
+    # a facility named with ordinary words after "nearest", "any", ...: one of its kind
+    "Where is the nearest Gas Station from here?",
+    "Find me any Fire Station that is open late",
 ])
 def test_context_rules_leave_ordinary_words_alone(redactor, text):  # type: ignore[no-untyped-def]
     assert types_found(redactor, text) & {"PERSON", "LOCATION"} == set()

@@ -234,6 +234,23 @@ LANDMARK_WORDS = VENUE_WORDS - word_set("state city club college university scho
                                         "restaurant hotel inn cafe cinema county district "
                                         "province region town village")
 POSSESSIVE = re.compile(r" ?['’]s ")
+# Before a facility named with ordinary words these make it any one of its kind, not a
+# landmark: "the nearest Gas Station", "any Fire Station", "a local Swimming Pool".
+GENERIC_BEFORE = word_set("nearest closest nearby local any another every each some no")
+_WORD_BEFORE = re.compile(r"([A-Za-z]+)\W*$")
+
+
+def generic_facility(text: str, start: int, end: int, g: Gazetteer) -> bool:
+    """Whether text[start:end] (dictionary words ending in a venue word: "Gas Station")
+    follows a word that makes it any facility of its kind ("the nearest Gas Station")."""
+    words = re.findall(r"[A-Za-z]+", text[start:end])
+    if words and words[0].lower() in ("a", "an", "the"):
+        words = words[1:]
+    if len(words) < 2 or words[-1].lower() not in VENUE_WORDS \
+            or not all(w.lower() in g.common for w in words):
+        return False  # "any detroit to ..." is a place
+    before = _WORD_BEFORE.search(text, max(0, start - 30), start)
+    return before is not None and before.group(1).lower() in GENERIC_BEFORE
 LANDMARK = re.compile(r"(?<![\w@#])((?:[A-Z][\w'’\-]*[ ]){1,3})(?i:(" +
                       "|".join(sorted(LANDMARK_WORDS)) + r"))\b")
 
@@ -298,6 +315,8 @@ class VenueRecognizer(SpanRecognizer):
             if words[-1].endswith(("'s", "’s")) and m.group(2).islower():
                 continue  # someone's house or garden: "Jill's house"
             start = m.start(1) + m.group(1).index(words[0])
+            if generic_facility(text, start, m.end(), self.g):
+                continue
             yield start, m.end(), 0.5
 
     def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:

@@ -47,6 +47,11 @@ def plausible(whole: str, start: int, end: int, entity_type: str, names: Any) ->
     if not any(c.isupper() or c.islower() for c in text) or ELONGATED.search(text):
         return False
     if entity_type != "PERSON":
+        if entity_type == "LOCATION" and names is not None:
+            from appliance.redact.context import generic_facility
+
+            if generic_facility(whole, start, end, names.g):
+                return False
         return not URL_PIECE.search(text)
     if NOT_A_NAME.search(text):
         return False
