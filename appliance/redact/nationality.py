@@ -6,10 +6,12 @@ does, so it is redacted; it is not a place, so its type is Presidio's NRP
 sixth pass of issue 15). spaCy tags them NORP, together with religions and
 parties ("Muslims", "Tories"), which are left alone: only a NORP hit whose
 last word is a country's stem plus a demonym ending ("Kenyans") or the name
-of a language ("Irish", "French", "Dutch", "Chinese") counts. A cuisine or
-a language is no nationality: not before "food", "restaurant", "language",
-... ("Chinese food"), nor as the object of "learn", "speak", "into", "eat",
-... ("Translate it into French", "learning Norwegian"). In a text written
+of a language ("Irish", "French", "Dutch", "Chinese") counts. A cuisine, a
+dish, an event or a language is no nationality: not before "food",
+"restaurant", "stew", "fries", "language", ... ("Chinese food", "Irish
+stew"), nor before a capitalised event word ("the French Open"), nor as
+the object of "learn", "speak", "into", "eat", ... ("Translate it into
+French", "learning Norwegian"). In a text written
 in capitals, where spaCy tags none, words of four or more capitals with a
 demonym ending count too ("REACHING RUSSIAN AIR SPACE").
 """
@@ -35,8 +37,15 @@ CAPS_WORD = re.compile(r"(?<![\w@#])[A-Z]{4,}(?![\w@])")
 CUISINE_OR_LANGUAGE = word_set(
     "food foods cuisine dish dishes meal meals restaurant restaurants cooking recipe recipes "
     "takeaway takeout language languages translation translations lesson lessons class classes "
-    "course courses word words phrase phrases accent grammar dictionary subtitles"
+    "course courses word words phrase phrases accent grammar dictionary subtitles "
+    # dishes and drinks named after a country ("Irish stew", "French fries", "Greek yogurt")
+    "stew fries toast pastry pastries yogurt yoghurt cheese bread breakfast dressing omelette "
+    "omelet sausage sausages waffle waffles delight coffee tea wine beer whiskey whisky"
 )
+# Capitalised after a nationality word, these make it an event's name ("the French Open",
+# "the Irish Cup", "the Italian Grand Prix").
+EVENT_WORDS = frozenset({"Open", "Cup", "Grand", "Championship", "Championships", "Masters",
+                         "Derby", "Rally", "Marathon", "Classic"})
 # Before a nationality word with no noun after it, these make it a language or a cuisine.
 LANGUAGE_VERB = word_set(
     "in into learn learning learnt learned speak speaks speaking spoke spoken translate "
@@ -79,10 +88,11 @@ def language_words() -> frozenset[str]:
 
 
 def cuisine_or_language(text: str, start: int, end: int) -> bool:
-    """Whether the nationality word at text[start:end] names a cuisine or a language here."""
+    """Whether the nationality word at text[start:end] names a cuisine, a dish, a language
+    or (before a capitalised event word: "the French Open") an event here."""
     after = LETTER_RUN.search(text, end)
     nxt = after.group().lower() if after and not text[end:after.start()].strip() else ""
-    if nxt in CUISINE_OR_LANGUAGE:
+    if nxt in CUISINE_OR_LANGUAGE or (after and nxt and after.group() in EVENT_WORDS):
         return True
     before = LETTER_RUN.findall(text[max(0, start - 30):start])
     return bool(before) and before[-1].lower() in LANGUAGE_VERB and (not nxt or nxt in STOP_WORDS)
