@@ -575,7 +575,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / "policies" / "linker-weights.json")
     ap.add_argument("--dump-predictions", type=Path, default=None,
                     help="write the LOSO decisions at the chosen threshold here, one JSON line "
-                         "per prompt (indices, thread, parent, position; no text)")
+                         "per prompt (indices, thread, parent, position; no text), and those "
+                         "at each threshold to FILE.<threshold>")
     ap.add_argument("--source-power", type=float, default=0.0,
                     help="weigh each training prompt by (mean prompts per source / its "
                          "source's prompts) ** this (1: every source weighs the same)")
@@ -612,6 +613,9 @@ def main() -> int:
         _PRED["loso"][thr] = dict(sorted(_PRED["loso"][thr].items()))
         a.dump_predictions.write_text("".join(
             json.dumps(p) + "\n" for p in _PRED["loso"][thr].values()))
+        for t in thresholds:  # and every threshold's, to FILE.<threshold>
+            a.dump_predictions.with_name(f"{a.dump_predictions.name}.{t}").write_text("".join(
+                json.dumps(p) + "\n" for _, p in sorted(_PRED["loso"][t].items())))
     print(json.dumps(result, indent=1))
     if "loso" in result:
         print(table(result["loso"], thr, "Leave-one-source-out"))
