@@ -360,6 +360,15 @@ def test_a_policy_without_nrp_still_redacts_nationality_words_and_says_so(polici
     assert len(seen) == 1 and "LOCATION but not NRP" in seen[0] and '"NRP"' in seen[0]
 
 
+def test_a_misspelt_entity_type_in_the_policy_is_named_at_start(redactor):  # type: ignore[no-untyped-def]
+    from appliance.redact import unserved_entities
+
+    supported = redactor._analyzer.get_supported_entities("en")
+    assert unserved_entities(list(redactor.settings.entities), supported) == []
+    warnings = unserved_entities(["PERSON", "LOCATON"], supported)
+    assert len(warnings) == 1 and "LOCATON" in warnings[0] and "nothing is redacted" in warnings[0]
+
+
 def test_doctor_warns_about_a_policy_without_nrp(cli_runner, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     from appliance.cli import cli
     from appliance.config import policy_dir
