@@ -16,6 +16,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from appliance.errors import ConfigError
@@ -86,6 +87,18 @@ class CustomRecognizer(_Strict):
     context: list[str] = []
 
 
+# Every type the redactor can find when all its recognisers are on: Presidio's English
+# recognisers (spaCy's included) and Semtrace's own (handles are USERNAME). A policy's
+# `custom` recognisers add their own types. tests/test_redact.py checks this against the
+# built analyser, so a Presidio upgrade that changes the set fails there.
+REDACTABLE_TYPES = frozenset({
+    "CREDIT_CARD", "CRYPTO", "DATE_TIME", "EMAIL_ADDRESS", "IBAN_CODE", "IP_ADDRESS",
+    "LOCATION", "MAC_ADDRESS", "MEDICAL_LICENSE", "NRP", "ORGANIZATION", "PERSON",
+    "PHONE_NUMBER", "UK_NHS", "URL", "US_BANK_NUMBER", "US_DRIVER_LICENSE", "US_ITIN",
+    "US_PASSPORT", "US_SSN", "USERNAME", "UUID",
+})
+
+
 class RedactionSettings(_Strict):
     entities: list[str]
     score_threshold: float = Field(default=0.4, ge=0.0, le=1.0)
@@ -96,6 +109,18 @@ class RedactionSettings(_Strict):
     # Names ranking within this many in some country (names-dataset) feed the
     # name recogniser; 0 turns the name and place lists off.
     name_list_rank: int = Field(default=1000, ge=0, le=20000)
+
+    @model_validator(mode="after")
+    def _entities_are_known(self) -> RedactionSettings:
+        """A type no recogniser finds (a misspelt "LOCATON") would silently redact nothing."""
+        known = REDACTABLE_TYPES | {c.entity for c in self.custom}
+        unknown = [name for name in self.entities if name not in known]
+        if unknown:
+            raise ValueError(
+                f"`entities` lists {', '.join(unknown)}, which no recogniser finds, so "
+                f"nothing would be redacted as {'it' if len(unknown) == 1 else 'them'} "
+                f"(misspelt? the types are {', '.join(sorted(known))})")
+        return self
 
     def nationality_as_location(self) -> bool:
         """Whether nationality words are redacted as LOCATION rather than NRP.
@@ -359,6 +384,9 @@ def _describe(err: ValidationError) -> str:
     last = str(first["loc"][-1]) if first["loc"] else ""
     if first["type"] == "extra_forbidden" and last in REMOVED_KEYS:
         return f"key '{key}' was removed (it was never enforced: {REMOVED_KEYS[last]})"
+    if not first["loc"] and first["type"] == "value_error":
+        # A check across keys (a model validator): its message names the keys itself.
+        return str(first["msg"]).removeprefix("Value error, ")
     return f"key '{key}': {first['msg']}"
 
 

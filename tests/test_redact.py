@@ -360,13 +360,38 @@ def test_a_policy_without_nrp_still_redacts_nationality_words_and_says_so(polici
     assert len(seen) == 1 and "LOCATION but not NRP" in seen[0] and '"NRP"' in seen[0]
 
 
-def test_a_misspelt_entity_type_in_the_policy_is_named_at_start(redactor):  # type: ignore[no-untyped-def]
+def test_a_listed_type_that_no_loaded_recogniser_finds_is_named_at_start(redactor):  # type: ignore[no-untyped-def]
     from appliance.redact import unserved_entities
 
     supported = redactor._analyzer.get_supported_entities("en")
     assert unserved_entities(list(redactor.settings.entities), supported) == []
-    warnings = unserved_entities(["PERSON", "LOCATON"], supported)
-    assert len(warnings) == 1 and "LOCATON" in warnings[0] and "nothing is redacted" in warnings[0]
+    # With the name lists off (name_list_rank = 0) no recogniser finds handles.
+    without_lists = [t for t in supported if t != "USERNAME"]
+    warnings = unserved_entities(["PERSON", "USERNAME"], without_lists)
+    assert len(warnings) == 1 and "USERNAME" in warnings[0] and "nothing is redacted" in warnings[0]
+
+
+def test_the_types_a_policy_may_list_are_those_the_built_redactor_finds(redactor):  # type: ignore[no-untyped-def]
+    from appliance.config import REDACTABLE_TYPES
+
+    custom = {c.entity for c in redactor.settings.custom}
+    assert set(redactor._analyzer.get_supported_entities("en")) - custom == REDACTABLE_TYPES
+
+
+def test_a_misspelt_type_in_the_policy_stops_the_service_with_one_sentence(tmp_path):  # type: ignore[no-untyped-def]
+    target = tmp_path / "p"
+    shutil.copytree(REPO / "policies", target)
+    path = target / "redaction.toml"
+    path.write_text(path.read_text().replace('"LOCATION",', '"LOCATON",'))
+    result = subprocess.run(
+        [sys.executable, "-m", "appliance", "serve", "--data-dir", str(tmp_path / "d"), "--check"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "SEMTRACE_POLICY_DIR": str(target)})
+    assert result.returncode != 0 and result.stdout == ""
+    message = result.stderr.strip()
+    assert "LOCATON" in message and "no recogniser finds" in message, message
+    assert len(message.splitlines()) == 1 and "Traceback" not in message
+    assert not (tmp_path / "d").exists()
 
 
 def test_doctor_warns_about_a_policy_without_nrp(cli_runner, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
