@@ -170,7 +170,8 @@ def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, 
         ReportedSpeakerRecognizer,
         VenueRecognizer,
     )
-    from appliance.redact.gazetteer import PersonNameRecognizer, PlaceNameRecognizer, load_gazetteer
+    from appliance.redact.gazetteer import PlaceNameRecognizer, load_gazetteer
+    from appliance.redact.names import PersonNameRecognizer
     from appliance.redact.nationality import DemonymRecognizer
     from appliance.redact.places import (
         AbbreviationRecognizer,
