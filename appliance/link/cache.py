@@ -56,7 +56,8 @@ def forget_texts() -> None:
 class ThreadFacts:
     """What the linker uses of a thread's turns apart from the prompt, kept while the
     thread's turns in view stay the same. Only what a record's id fixes (vector, time,
-    text): not its entity keys, which a candidate reloaded from the store lacks."""
+    text). Entity keys are read from the candidates themselves (a candidate reloaded from
+    the store has them too: migration m004)."""
 
     norm: float  # |sum of the turns' vectors| (1 for a single turn)
     keywords: frozenset[str]
