@@ -133,6 +133,14 @@ class RedactionSettings(_Strict):
 
     def warnings(self) -> list[str]:
         """Sentences on what this policy does that its `entities` alone do not say."""
+        if self.name_list_rank == 0:
+            # Nationality words are found only with the word lists (DemonymRecognizer).
+            if "NRP" not in self.entities:
+                return []
+            return ['The redaction policy lists NRP in `entities` but sets '
+                    '`name_list_rank = 0`, which switches off the word lists that '
+                    'nationality words are found with: nothing is redacted as NRP '
+                    '("Israeli", "Irish" stay in the clear).']
         if self.nationality_as_location():
             return ['The redaction policy lists LOCATION but not NRP in `entities`: '
                     'nationality words ("Israeli", "Irish") are redacted as <LOCATION>, '

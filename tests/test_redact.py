@@ -365,10 +365,25 @@ def test_a_listed_type_that_no_loaded_recogniser_finds_is_named_at_start(redacto
 
     supported = redactor._analyzer.get_supported_entities("en")
     assert unserved_entities(list(redactor.settings.entities), supported) == []
-    # With the name lists off (name_list_rank = 0) no recogniser finds handles.
-    without_lists = [t for t in supported if t != "USERNAME"]
-    warnings = unserved_entities(["PERSON", "USERNAME"], without_lists)
-    assert len(warnings) == 1 and "USERNAME" in warnings[0] and "nothing is redacted" in warnings[0]
+    # As if a type's only recogniser were not loaded.
+    without_lists = [t for t in supported if t != "NRP"]
+    warnings = unserved_entities(["PERSON", "NRP"], without_lists)
+    assert len(warnings) == 1 and "NRP" in warnings[0] and "nothing is redacted" in warnings[0]
+
+
+def test_name_lists_off_keep_handles_redacted_and_say_nrp_is_lost(policies, tmp_path):  # type: ignore[no-untyped-def]
+    from appliance.redact import Redactor
+
+    settings = policies.redaction.model_copy(update={"name_list_rank": 0})
+    lists_off = Redactor(settings, cache_dir=tmp_path / "cache")
+    out = redacted_text(lists_off, "Ping @jane_doe42 about the Israeli contract.")
+    assert "jane_doe42" not in out and "<USERNAME>" in out, out
+    assert "Israeli" in out  # found only with the word lists: said below
+    said = settings.warnings()
+    assert len(said) == 1 and "name_list_rank = 0" in said[0] and "NRP" in said[0]
+    places_only = settings.model_copy(
+        update={"entities": [e for e in settings.entities if e != "NRP"]})
+    assert places_only.warnings() == []  # no claim about nationality words, nothing to say
 
 
 def test_the_types_a_policy_may_list_are_those_the_built_redactor_finds(redactor):  # type: ignore[no-untyped-def]

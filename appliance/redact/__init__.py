@@ -215,13 +215,15 @@ def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, 
     for lookalike in (SpelledEmailRecognizer(), SeparatedIbanRecognizer(),
                       SeparatedSsnRecognizer(), SpelledIpRecognizer()):
         registry.add_recognizer(lookalike)
+    # Handles need no word list: they stay redacted with the name lists off.
+    registry.add_recognizer(HandleRecognizer())
     names = gazetteer = None
     if settings.name_list_rank > 0:
         gazetteer = load_gazetteer(cache_dir, engine.nlp["en"], max_rank=settings.name_list_rank)
         names = PersonNameRecognizer(gazetteer)
         registry.add_recognizer(names)
         registry.add_recognizer(PlaceNameRecognizer(gazetteer))
-        for in_context in (HandleRecognizer(), CuedNameRecognizer(gazetteer),
+        for in_context in (CuedNameRecognizer(gazetteer),
                            HashtagRecognizer(gazetteer), VenueRecognizer(gazetteer),
                            CityRecognizer(gazetteer),
                            DemonymRecognizer(gazetteer, "LOCATION"
