@@ -360,17 +360,6 @@ def test_a_policy_without_nrp_still_redacts_nationality_words_and_says_so(polici
     assert len(seen) == 1 and "LOCATION but not NRP" in seen[0] and '"NRP"' in seen[0]
 
 
-def test_a_listed_type_that_no_loaded_recogniser_finds_is_named_at_start(redactor):  # type: ignore[no-untyped-def]
-    from appliance.redact import unserved_entities
-
-    supported = redactor._analyzer.get_supported_entities("en")
-    assert unserved_entities(list(redactor.settings.entities), supported) == []
-    # As if a type's only recogniser were not loaded.
-    without_lists = [t for t in supported if t != "NRP"]
-    warnings = unserved_entities(["PERSON", "NRP"], without_lists)
-    assert len(warnings) == 1 and "NRP" in warnings[0] and "nothing is redacted" in warnings[0]
-
-
 def test_name_lists_off_keep_handles_redacted_and_say_nrp_is_lost(policies, tmp_path):  # type: ignore[no-untyped-def]
     from appliance.redact import Redactor
 

@@ -267,14 +267,6 @@ def _replace_spacy_recognizer(registry: Any, names: Any) -> None:
         name="SpacyRecognizer"))
 
 
-def unserved_entities(entities: list[str], supported: list[str]) -> list[str]:
-    """A sentence for each of the policy's `entities` that no loaded recogniser finds
-    (a misspelt type, or USERNAME/NRP with the name lists off): nothing of it is redacted."""
-    return [f"The redaction policy lists {name} in `entities`, but no recogniser finds "
-            f"{name}: nothing is redacted as {name} (is it misspelt? the types found are "
-            f"{', '.join(sorted(supported))})." for name in entities if name not in supported]
-
-
 class Redactor:
     """Presidio analysis with the policy's entities and custom recognisers."""
 
@@ -287,9 +279,6 @@ class Redactor:
         self._allow = {w.lower() for w in settings.allow_list}
         cache = cache_dir or Path(tempfile.gettempdir()) / "semtrace-cache"
         self._analyzer, self._gazetteer = _build_analyzer(settings, cache)
-        for warning in unserved_entities(self._entities,
-                                         self._analyzer.get_supported_entities("en")):
-            log.warning("%s", warning, extra={"event": "redaction_policy"})
 
     def analyze(self, text: str) -> list[Detection]:
         """Detected PII spans in `text` (original offsets), overlaps resolved.
