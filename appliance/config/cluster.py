@@ -1,0 +1,72 @@
+"""`policies/cluster.toml`: scale-out over NATS JetStream and how a node authenticates."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+
+from appliance.config.base import Strict
+
+_NATS_SCHEMES = ("nats", "tls")
+
+
+class ClusterSecurity(Strict):
+    """How a node authenticates to NATS and protects the connection (all paths, all optional)."""
+
+    creds_file: str = ""  # a NATS .creds file (user JWT + nkey seed)
+    nkey_seed_file: str = ""  # a bare nkey seed file (nkey authentication)
+    user: str = ""  # user/password authentication: the user ...
+    password_file: str = ""  # ... and a file (mode 0600) holding only the password
+    tls_ca_file: str = ""  # CA that signed the server's certificate; set = TLS on
+    tls_cert_file: str = ""  # client certificate (mutual TLS), with tls_key_file
+    tls_key_file: str = ""
+
+    @field_validator("*")
+    @classmethod
+    def _absolute(cls, value: str, info: Any) -> str:
+        if value and info.field_name != "user" and not value.startswith("/"):
+            raise ValueError("must be an absolute path, or empty")
+        return value
+
+
+class ClusterSettings(Strict):
+    """`policies/cluster.toml`: scale-out over NATS JetStream (off while `url` is empty)."""
+
+    url: str = ""  # "nats://127.0.0.1:4222", several comma-separated; "" = no cluster
+    partitions: int = Field(default=16, ge=1, le=1024)
+    own: str = ""  # partitions this node consumes, e.g. "0-7" or "0-3,12"; "" = all
+    node: str = Field(default="", max_length=64)  # this node's name; "" = the host name
+    stream: str = Field(default="SEMTRACE", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    replicas: int = Field(default=1, ge=1, le=5)  # JetStream replicas of the stream
+    ack_wait_s: float = Field(default=30.0, ge=1.0, le=3600.0)  # redelivery after this
+    fetch_batch: int = Field(default=64, ge=1, le=4096)  # messages pulled at once per partition
+    owner_ttl_s: float = Field(default=15.0, ge=2.0, le=600.0)  # a silent owner's claim expires
+    security: ClusterSecurity = ClusterSecurity()
+
+    @field_validator("url")
+    @classmethod
+    def _urls(cls, value: str) -> str:
+        for url in filter(None, (u.strip() for u in value.split(","))):
+            parts = urlsplit(url)
+            if parts.scheme not in _NATS_SCHEMES or not parts.hostname:
+                raise ValueError("must be nats://host:port (or tls://), comma-separated, or empty")
+            if parts.password:
+                raise ValueError("must not carry a password: use security.password_file")
+        return value
+
+    @field_validator("own")
+    @classmethod
+    def _own(cls, value: str) -> str:
+        from appliance.cluster.partition import parse_own
+
+        if value:
+            parse_own(value, 1 << 20)  # syntax here; the range is checked against partitions
+        return value
+
+    def owned(self) -> list[int]:
+        """The partitions this node consumes (all when `own` is empty)."""
+        from appliance.cluster.partition import parse_own
+
+        return parse_own(self.own, self.partitions) if self.own else list(range(self.partitions))

@@ -1,0 +1,33 @@
+"""`policies/correlation.toml`: the linker's and the embedder's settings."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from appliance.config.base import Strict
+
+
+class EmbeddingSettings(Strict):
+    threads: int = Field(default=1, ge=1, le=64)
+    max_tokens: int = Field(default=256, ge=16, le=512)
+    n_batch: int = Field(default=512, ge=32, le=4096)
+    # Prompts packed into one llama.cpp decode, in tokens (64 measured fastest here).
+    pack_tokens: int = Field(default=64, ge=1, le=4096)
+
+
+class CorrelationSettings(Strict):
+    horizon_hours: float = Field(default=72.0, gt=0, le=24 * 90)
+    max_candidates: int = Field(default=200, ge=1, le=10_000)
+    max_text_chars: int = Field(default=32_768, ge=64)
+    weights_file: str = "linker-weights.json"
+    link_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    topic_shift_similarity: float = Field(default=0.25, ge=-1.0, le=1.0)
+    topic_shift_opener: float = Field(default=0.6, ge=0.0, le=1.0)
+    orphan_threshold: float = Field(default=0.2, ge=0.0, le=1.0)
+    # Linker shortlist: cosine is computed over the newest `scan_candidates` turns; the
+    # newest `recent_candidates` turns (and latest turn of as many recent threads) plus
+    # the `similar_candidates` most similar turns are scored in full.
+    scan_candidates: int = Field(default=2_000, ge=1, le=1_000_000)
+    recent_candidates: int = Field(default=12, ge=1, le=1000)
+    similar_candidates: int = Field(default=8, ge=1, le=1000)
+    embedding: EmbeddingSettings = EmbeddingSettings()
