@@ -1,0 +1,46 @@
+"""The counts and readable labels of a tenant's live topics, as refinement publishes them."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+
+from appliance.topics import tables
+from appliance.topics.model import Unit
+from appliance.topics.tenant import TenantTopics
+from appliance.topics.terms import LABEL_MIN_USERS, phrase_label
+
+
+def topic_rows(state: TenantTopics, k_min_users: int) -> list[tables.TopicRow]:
+    """Counts and labels of every live topic (labels only with `k_min_users` users)."""
+    members: dict[str, list[Unit]] = defaultdict(list)
+    for unit in state.units.values():
+        if unit.topic and unit.prompts:
+            members[unit.topic].append(unit)
+    rows = []
+    for scope in {u.scope for u in state.units.values()}:
+        ids = [t for t, us in members.items() if us[0].scope == scope]
+        background: Counter[str] = Counter()
+        stats: dict[str, dict[str, tuple[int, int]]] = {}
+        for tid in ids:
+            users: dict[str, set[str]] = defaultdict(set)
+            threads: Counter[str] = Counter()
+            for u in members[tid]:
+                for p in u.phrases:
+                    threads[p] += 1
+                    users[p].add(u.user)
+            stats[tid] = {p: (n, len(users[p])) for p, n in threads.items()
+                          if len(users[p]) >= LABEL_MIN_USERS}
+            background.update(threads)
+        total = sum(len(members[t]) for t in ids)
+        for tid in ids:
+            us = members[tid]
+            n_users = len({u.user for u in us})
+            big = n_users >= k_min_users
+            label = phrase_label(stats[tid], background, units=len(us), topics=len(ids),
+                                 total_units=total) if big else None
+            terms = tuple(sorted(((p, n) for p, (n, _) in stats[tid].items()),
+                                 key=lambda x: (-x[1], x[0]))[:40]) if big else ()
+            rows.append(tables.TopicRow(tid, scope, len(us), n_users, label, terms,
+                                        state.created.get(tid, time.time())))
+    return rows
