@@ -93,11 +93,75 @@ def _normal(text: str) -> str:
     return _PLACEHOLDER.sub(" ", text).replace("\u2019", "'").lower().strip()
 
 
+# A reference with nothing in the prompt itself to point at ("How long does it keep?",
+# "What are its side effects?", "Is this the one?"): a third-person pronoun, or a
+# demonstrative standing alone, before any noun phrase of the prompt's own (a redacted
+# entity, a name, a noun after a determiner or a number). Not the "it" of weather, time
+# and extraposition ("is it going to rain", "it's time to", "is it safe to", "how is it
+# going"), nor a self-introduction ("this is <PERSON>", "it's me").
+_TOKEN = re.compile(r"<[A-Z][A-Z_]*(?:_\d+)?>|[A-Za-z0-9]+(?:'[a-z]+)?|[.!?;]")
+_PRONOUN_WORDS = "it its it's itself they them their theirs themselves he him his she her hers"
+_PRONOUNS = frozenset(_PRONOUN_WORDS.split())
+_DEMONSTRATIVES = frozenset({"this", "these", "those"})
+_ALONE_WORDS = """is was are were one ones means mean sounds works will would could can should
+does did do has have had"""
+_STANDS_ALONE = frozenset(_ALONE_WORDS.split())  # "this is...", "is this one...": a pronoun
+_DETERMINER_WORDS = """a an the my your our some any each every no another his her their its
+this that these those one two three four five six seven eight nine ten both all several many
+few"""
+_DETERMINERS = frozenset(_DETERMINER_WORDS.split())
+_WEATHER = (r"rain\w*|snow\w*|drizzl\w*|hail\w*|storm\w*|frost\w*|sunny|cloudy|windy|foggy|"
+            r"misty|humid|overcast|clear|dry|wet|hot|cold|warm|cool|chilly|freezing|dark|"
+            r"light|late|early")
+_JUDGEMENT = (r"possible|necessary|important|better|best|ok|okay|safe|worth|true|hard|easy|"
+              r"difficult|normal|common|legal|bad|good|wise|healthy|advisable|time")
+_EXPLETIVE = re.compile(
+    r"\b(is|was|will|would|does|did|'s|isn't|won't)\s+it\s+(be\s+|get\s+|going\s+to\s+"
+    r"(be\s+)?|gonna\s+(be\s+)?|supposed\s+to\s+(be\s+)?)?(\w+\s+)?(" + _WEATHER + r")\b|"
+    r"\bit('s|\s+is|\s+was|\s+will\s+be|\s+be|\s+going\s+to\s+be|\s+gonna\s+be|\s+gets|"
+    r"\s+got|\s+looks|\s+feels|\s+seems)?\s+(going\s+to\s+|gonna\s+|supposed\s+to\s+)?"
+    r"(" + _WEATHER + r")\b|"
+    r"\b(is|was|would|will|isn't|it's|it\s+is|it\s+was)\s+(it\s+)?(\w+\s+)?(" + _JUDGEMENT
+    + r")\s+(to|that|for|if)\b|"
+    r"\bhow('s|\s+is|\s+was|\s+goes)?\s+it(\s+going|\s+goin)?\b|"
+    r"\bhow\s+(long|far|much\s+time)\s+(does|will|would|did|is)\s+it\s+(take|to)\b|"
+    r"\bit\s+takes?\s+\w+\s+to\b|\bit\s+(seems|appears|looks)\s+(like|that|as)\b")
+_INTRODUCTION = re.compile(r"\b(it's|it is|this is)\s+(me\b|<[A-Z])", re.IGNORECASE)
+
+
+@lru_cache(maxsize=65536)
+def unresolved_reference(text: str) -> bool:
+    """A pronoun or a lone demonstrative that nothing earlier in the (redacted) prompt can
+    resolve: the prompt depends on what came before it."""
+    flat = text.replace("\u2019", "'")
+    low = flat.lower()
+    expletive = _EXPLETIVE.search(low) is not None
+    if _INTRODUCTION.search(flat):
+        return False
+    tokens = _TOKEN.findall(flat)
+    noun_seen, prev = False, "."
+    for k, tok in enumerate(tokens):
+        word = tok.lower()
+        after = tokens[k + 1].lower() if k + 1 < len(tokens) else "."
+        pronoun = word in _PRONOUNS and not (expletive and word in ("it", "it's"))
+        lone = word in _DEMONSTRATIVES and (after in _STANDS_ALONE or after in ".!?;")
+        if (pronoun or lone) and not noun_seen:
+            return True
+        if (tok.startswith("<") or (tok[0].isupper() and word != "i" and prev not in ".!?;")
+                or (prev in _DETERMINERS and word not in _PRONOUNS and word.isalpha())):
+            noun_seen = True
+        prev = word
+    return False
+
+
 @lru_cache(maxsize=65536)
 def cue_names(text: str) -> frozenset[str]:
     """Names of the follow-up, correction and dialogue cues present in a redacted text."""
     norm = re.sub(r"\b(is|are|was|were) there\b", " ", _normal(text))
-    return frozenset(name for name, rx in _CUE_RE.items() if rx.search(norm))
+    found = {name for name, rx in _CUE_RE.items() if rx.search(norm)}
+    if unresolved_reference(text):
+        found.add("unresolved")
+    return frozenset(found)
 
 
 _ACK_START = re.compile(r"^(thanks|thank you|ok|okay|great|cool|awesome|perfect|nice|good|"
@@ -178,5 +242,6 @@ def refers_back(text: str) -> bool:
 
 def clear_cue_caches() -> None:
     """Forget the memoised results of every text seen (after an erasure or a shred)."""
-    for f in (cue_names, ack_then_request, keywords, placeholder_types, word_count):
+    for f in (cue_names, ack_then_request, keywords, placeholder_types, word_count,
+              unresolved_reference):
         f.cache_clear()

@@ -19,7 +19,8 @@ import numpy as np
 from appliance.cues import ack_then_request, cue_names, placeholder_types, word_count
 
 CUES = ("pronoun", "demonstrative", "ellipsis", "elaboration", "correction", "acknowledgement",
-        "management", "question", "deictic", "answer", "opening", "greeting", "closing")
+        "management", "question", "deictic", "answer", "opening", "greeting", "closing",
+        "unresolved")
 TEXT_FEATURES = ("words", "short", "question_mark", "placeholders", "ack_then_request",
                  *(f"cue_{c}" for c in CUES))
 

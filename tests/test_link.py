@@ -35,6 +35,17 @@ def test_narrowing_request_joins_its_topic(pipeline) -> None:  # type: ignore[no
     assert b.thread_id == a.thread_id and b.parent_id == a.record_id
 
 
+def test_question_about_what_an_answer_described_stays_in_its_conversation(pipeline) -> None:  # type: ignore[no-untyped-def]
+    # No session id: "it" has nothing to refer to in the prompt itself, so it follows the
+    # recipe the user asked for a minute before (the shipped model read 0.36 and split it off).
+    a, b, c = _run(pipeline, make_prompt("Suggest a vegetarian lasagne recipe", minutes=0),
+                   make_prompt("Can I make it without ricotta?", minutes=1),
+                   make_prompt("How long does it keep in the fridge?", minutes=2))
+    assert b.thread_id == a.thread_id and b.parent_id == a.record_id
+    assert c.thread_id == a.thread_id and c.parent_id is not None
+    assert c.position == "continuation"
+
+
 def test_identical_question_of_another_user_is_never_linked(pipeline) -> None:  # type: ignore[no-untyped-def]
     text = "How do I reset my password?"
     a, b = _run(pipeline, make_prompt(text, user="alice", minutes=0),
@@ -108,6 +119,23 @@ def test_follow_up_cues_are_detected_on_redacted_text() -> None:
     assert {"elaboration"} <= cue_names("Tell me more about angel rounds.")
     assert {"correction"} <= cue_names("No, the other one")
     assert "pronoun" not in cue_names("What is the tallest mountain in <LOCATION_1>?")
+
+
+def test_a_reference_that_nothing_in_the_prompt_resolves_is_told_apart() -> None:
+    from appliance.link import cue_names
+
+    # "it" points back at something the prompt never names: it depends on what came before.
+    for text in ("How long does it keep in the fridge?", "Can I make it without ricotta?",
+                 "What are its side effects?", "Is this one cheaper?",
+                 "How long can they last?"):
+        assert "unresolved" in cue_names(text), text
+    # The prompt names what its pronoun means, or the "it" is the weather's or a greeting's.
+    for text in ("Tell me about the Eiffel tower and its history.",
+                 "I bought a new laptop, how do I set it up?",
+                 "Is it going to rain in <LOCATION_1> tomorrow?", "How's it going?",
+                 "Is it safe to eat raw eggs?", "Hi, this is <PERSON_1>, I need a taxi.",
+                 "Give me a recipe for a vegetarian lasagna."):
+        assert "unresolved" not in cue_names(text), text
 
 
 def _cand(i: int, vec: np.ndarray, thread: str = "t") -> object:

@@ -20,10 +20,10 @@ from appliance.records import Candidate, Link
 Linker = Callable[["LinkInput", Sequence[Candidate]], Link]
 FOLLOW_UP_CUES = frozenset({"pronoun", "demonstrative", "ellipsis", "elaboration", "correction"})
 # Cues that tie a prompt to what came before: a linked prompt carrying one is never a topic shift.
-REFERRING_CUES = FOLLOW_UP_CUES | {"deictic", "answer"}
+REFERRING_CUES = FOLLOW_UP_CUES | {"deictic", "answer", "unresolved"}
 QUERY_CUES = ("pronoun", "demonstrative", "ellipsis", "elaboration", "correction",
               "acknowledgement", "management", "question", "deictic", "answer", "opening",
-              "greeting", "closing")
+              "greeting", "closing", "unresolved")
 QUERY_FEATURES = ("q_gap_last", "q_words", *(f"q_{c}" for c in QUERY_CUES), "q_ack_request",
                   "q_entities", "q_max_sim", "q_active_threads", "q_novel", "q_opener")
 OPEN_SECONDS = 900.0  # a thread with a turn this recent counts as open

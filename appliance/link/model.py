@@ -99,8 +99,10 @@ def load_model(settings: CorrelationSettings) -> PairModel:
         raise ConfigError(f"The linker weights file {path} is unusable: {exc}.") from None
 
 
-DECISION_FEATURES = ("total", "best_thread", "runner_up", "opener", "q_gap_last", "thread_gap",
-                     "sim", "q_active_threads", "q_words", "thread_closer")
+# The first five as log-odds (masses, the prompt's opener and the best thread's closer
+# probability), the rest as the best candidate's feature row has them.
+DECISION_FEATURES = ("total", "best_thread", "runner_up", "opener", "thread_closer", "q_gap_last",
+                     "thread_gap", "sim", "q_active_threads", "q_words", "q_unresolved")
 
 
 def _logit(v: float) -> float:
@@ -113,4 +115,8 @@ def decision_row(masses: Sequence[float], opener: float, row: np.ndarray) -> np.
     and the best candidate's feature row."""
     ranked = sorted(masses, reverse=True) + [0.0]
     return np.array([_logit(sum(masses)), _logit(ranked[0]), _logit(ranked[1]), _logit(opener),
-                     *(float(row[FEATURES.index(n)]) for n in DECISION_FEATURES[4:])])
+                     _logit(float(row[_CLOSER])),
+                     *(float(row[FEATURES.index(n)]) for n in DECISION_FEATURES[5:])])
+
+
+_CLOSER = FEATURES.index("thread_closer")
