@@ -1,0 +1,84 @@
+"""Conversation analytics: per topic, per model, position mix, guardrail blocks, incidents.
+
+`load_threads` reads thread metadata (never text) from the store; the other
+functions are pure: they turn those rows into report dataclasses, and every
+figure that spans users comes out of `privacy.PrivacyGate` (exact only when the
+view is scoped to one user).
+
+`threads` reads a thread's turns, `reports` holds the rows of every report,
+`windows` the default window and release keys; one module a report family:
+`groups` (topics, models, cost), `positions`, `blocks`, `incidents`. Import
+from here.
+"""
+
+from appliance.analytics.blocks import BLOCK_MEASURES, block_stats
+from appliance.analytics.groups import (
+    GROUP_MEASURES,
+    LENGTHS,
+    cost_measures,
+    cost_outcomes,
+    group_key,
+    group_rows,
+    group_stats,
+    length_group,
+    model_stats,
+    topic_stats,
+)
+from appliance.analytics.incidents import incident_lifts
+from appliance.analytics.positions import period_of, position_mix
+from appliance.analytics.reports import (
+    BlockStats,
+    GroupStats,
+    Lift,
+    PositionShare,
+    Report,
+    TrendPoint,
+)
+from appliance.analytics.threads import (
+    FAILED,
+    IDLE_END,
+    NO_MODEL,
+    NO_TOPIC,
+    REFINEMENT_INTENTS,
+    ThreadRow,
+    Turn,
+    load_threads,
+    topic_labels,
+)
+from appliance.analytics.windows import DEFAULT_DAYS, default_window, release_key
+
+__all__ = [
+    "BLOCK_MEASURES",
+    "DEFAULT_DAYS",
+    "FAILED",
+    "GROUP_MEASURES",
+    "IDLE_END",
+    "LENGTHS",
+    "NO_MODEL",
+    "NO_TOPIC",
+    "REFINEMENT_INTENTS",
+    "BlockStats",
+    "GroupStats",
+    "Lift",
+    "PositionShare",
+    "Report",
+    "ThreadRow",
+    "TrendPoint",
+    "Turn",
+    "block_stats",
+    "cost_measures",
+    "cost_outcomes",
+    "default_window",
+    "group_key",
+    "group_rows",
+    "group_stats",
+    "incident_lifts",
+    "length_group",
+    "load_threads",
+    "model_stats",
+    "period_of",
+    "position_mix",
+    "release_key",
+    "topic_labels",
+    "topic_stats",
+]

@@ -1,0 +1,119 @@
+"""Figures per topic, per model and per conversation outcome (`stats topics|models|cost`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from appliance.analytics.reports import GroupStats, Report, _report
+from appliance.analytics.threads import ThreadRow
+from appliance.analytics.windows import release_key
+from appliance.privacy import Figure, Measure, PrivacyGate, Release, Unit, ratio
+
+# Per-thread clip bounds: a sum's noise grows with its bound, so they sit just above
+# what most threads reach (turns, tokens in and out). Weights split the measures'
+# part of a release's epsilon (privacy.MEASURES_SHARE): the shares product teams
+# sort by (refinement, abandonment) get more than blocks and tokens. A thread's
+# cost is clipped to pricing.toml's `thread_cost_bound` (`cost_measures`).
+GROUP_MEASURES = (Measure("turns", 20, 1.0), Measure("refinement", 1, 1.0),
+                  Measure("abandoned", 1, 1.0), Measure("blocked", 1, 0.5),
+                  Measure("tokens", 8_000, 0.5), Measure("errors", 1, 0.25))
+
+
+def cost_measures(bound: float) -> tuple[Measure, ...]:
+    """The cost sum (each thread clipped to `bound`) and the count of threads with a cost."""
+    return Measure("cost", bound, 0.5), Measure("costed", 1, 0.25)
+
+
+def group_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
+                start: datetime, end: datetime, kind: str,
+                keys: Callable[[ThreadRow], Iterable[str]], labels: dict[str, str],
+                single_user: str | None = None, extra: tuple[str, ...] = (),
+                cost_bound: float = 1.0) -> Report[GroupStats]:
+    """Threads, mean turns, refinement/abandonment/blocked shares, tokens, cost per key."""
+    units = [Unit(t.user, key, {"turns": len(t.turns), "refinement": float(t.refinement),
+                                "abandoned": float(t.abandoned(end)),
+                                "blocked": float(t.blocks > 0), "errors": float(t.errors > 0),
+                                "tokens": sum(x.tokens for x in t.turns),
+                                "cost": t.cost or 0.0, "costed": float(t.cost is not None)})
+             for t in threads for key in keys(t)]
+    rel = gate.release(tenant, units, measures=GROUP_MEASURES + cost_measures(cost_bound),
+                       single_user=single_user, kind=kind,
+                       key=group_key(kind, start, end, cost_bound=cost_bound, extra=extra))
+    return _report(kind, tenant, start, end, rel, group_rows(rel, labels))
+
+
+def group_rows(rel: Release, labels: dict[str, str]) -> list[GroupStats]:
+    """The rows of a `group_stats` release (fresh or cached), busiest first.
+
+    A measure a cached release does not hold (made by an older version) reads 0.
+    """
+    zero = Figure(0.0, 0.0, rel.exact)
+    rows = []
+    for g in rel.groups:
+        s: dict[str, Figure] = {**{m.name: zero for m in GROUP_MEASURES + cost_measures(1.0)},
+                                **g.sums}
+        rows.append(GroupStats(
+            key=g.group, label=labels.get(g.group), threads=g.count,
+            mean_turns=ratio(s["turns"], g.count), refinement_share=ratio(
+                s["refinement"], g.count, cap=1.0),
+            abandonment_share=ratio(s["abandoned"], g.count, cap=1.0),
+            blocked_share=ratio(s["blocked"], g.count, cap=1.0), tokens=s["tokens"],
+            mean_tokens=ratio(s["tokens"], g.count), cost=s["cost"],
+            mean_cost=ratio(s["cost"], s["costed"]), costed=s["costed"],
+            error_share=ratio(s["errors"], g.count, cap=1.0), users=g.users))
+    rows.sort(key=lambda r: -r.threads.value)
+    return rows
+
+
+def group_key(kind: str, start: datetime, end: datetime, *, cost_bound: float,
+              extra: tuple[str, ...] = ()) -> str:
+    """The cache key of a `group_stats` release (what `stats topics|models` file it under)."""
+    return release_key(kind, start, end, *extra, f"cost_bound={cost_bound:g}")
+
+
+def topic_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
+                start: datetime, end: datetime, labels: dict[str, str],
+                single_user: str | None = None, cost_bound: float = 1.0) -> Report[GroupStats]:
+    """Per-topic figures."""
+    return group_stats(threads, gate, tenant=tenant, start=start, end=end, kind="topics",
+                       keys=lambda t: (t.topic,), labels=labels, single_user=single_user,
+                       cost_bound=cost_bound)
+
+
+def model_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
+                start: datetime, end: datetime, labels: dict[str, str],
+                topic: str | None = None, single_user: str | None = None,
+                cost_bound: float = 1.0) -> Report[GroupStats]:
+    """Per-model figures (optionally on one topic only, to compare models like for like)."""
+    rows = [t for t in threads if topic is None or t.topic == topic]
+    return group_stats(rows, gate, tenant=tenant, start=start, end=end, kind="models",
+                       keys=lambda t: t.models, labels={}, single_user=single_user,
+                       extra=(f"topic={topic}",) if topic is not None else (),
+                       cost_bound=cost_bound)
+
+
+LENGTHS = ((1, "1 turn"), (3, "2-3 turns"), (7, "4-7 turns"))
+
+
+def length_group(turns: int) -> str:
+    """The conversation-length group of a thread: 1 turn, 2-3, 4-7 or 8+ turns."""
+    return next((name for top, name in LENGTHS if turns <= top), "8+ turns")
+
+
+def cost_outcomes(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
+                  start: datetime, end: datetime, single_user: str | None = None,
+                  cost_bound: float = 1.0) -> Report[GroupStats]:
+    """Cost beside how conversations went: per length group, refined or not, abandoned or not.
+
+    Answers "which conversations cost most, and does a longer one resolve more?"
+    (the abandonment share per length group). One release: each thread is a unit
+    of three groups, which the contribution bound covers.
+    """
+    def keys(t: ThreadRow) -> tuple[str, ...]:
+        return (f"length {length_group(len(t.turns))}",
+                "refined" if t.refinement else "not refined",
+                "abandoned" if t.abandoned(end) else "not abandoned")
+
+    return group_stats(threads, gate, tenant=tenant, start=start, end=end, kind="cost",
+                       keys=keys, labels={}, single_user=single_user, cost_bound=cost_bound)

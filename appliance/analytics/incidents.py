@@ -1,0 +1,55 @@
+"""Topics, positions and models over-represented in an incident window (`stats incident`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from datetime import datetime
+
+from appliance.analytics.reports import Lift, Report, _report
+from appliance.analytics.threads import NO_MODEL, ThreadRow
+from appliance.analytics.windows import release_key
+from appliance.privacy import Figure, PrivacyGate, Unit
+
+
+def incident_lifts(window: Iterable[ThreadRow], baseline: Iterable[ThreadRow],
+                   gate: PrivacyGate, *, tenant: str, start: datetime, end: datetime,
+                   labels: dict[str, str], single_user: str | None = None,
+                   baseline_window: tuple[datetime, datetime] | None = None) -> Report[Lift]:
+    """Topics, positions and models over-represented among prompts of the window.
+
+    One release covers both windows (one charge); a user's prompts count once per
+    dimension, so the contribution bound covers all of them.
+    """
+    units = []
+    for side, threads in (("w", window), ("b", baseline)):
+        for t in threads:
+            for x in t.turns:
+                units += [Unit(t.user, f"{side}|topic|{t.topic}"),
+                          Unit(t.user, f"{side}|position|{x.position}"),
+                          Unit(t.user, f"{side}|model|{x.model or NO_MODEL}")]
+    key = release_key("incident", start, end, *(
+        x.isoformat() for x in baseline_window or ()))
+    rel = gate.release(tenant, units, single_user=single_user, key=key, kind="incident")
+    figs = {g.group: g.count for g in rel.groups}
+    totals: dict[tuple[str, str], float] = {}
+    for key, fig in figs.items():
+        side, dim, _ = key.split("|", 2)
+        totals[(side, dim)] = totals.get((side, dim), 0.0) + fig.value
+    rows = []
+    for key, fig in figs.items():
+        side, dim, value = key.split("|", 2)
+        if side != "w":
+            continue
+        base = figs.get(f"b|{dim}|{value}", Figure(0.0, 0.0, rel.exact))
+        w_total = max(totals.get(("w", dim), 0.0), 1.0)
+        b_total = max(totals.get(("b", dim), 0.0), 1.0)
+        ws, bs = fig.value / w_total, base.value / b_total
+        # a Laplace(b) count has standard deviation b * sqrt(2)
+        sd = math.hypot(fig.noise_scale / w_total, base.noise_scale / b_total) * math.sqrt(2)
+        rows.append(Lift(dim, value, labels.get(value) if dim == "topic" else None, fig, base,
+                         round(ws, 4), round(bs, 4), round(ws / bs, 3) if bs > 0 else None,
+                         significant=ws - bs > 2 * sd))
+    rows.sort(key=lambda r: (not r.significant, r.lift is not None, -(r.lift or 0.0),
+                             -r.window.value))
+    return _report("incident", tenant, start, end, rel, rows)
