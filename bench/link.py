@@ -108,7 +108,7 @@ def link_cost(n: int, queries: int) -> dict[str, float]:
 def replay_throughput(gold: Path) -> dict[str, float]:
     """Prompts per second of the whole pipeline over the stream (ephemeral store)."""
     import appliance.cli  # noqa: F401  (registers the command modules first)
-    from appliance.cli.data import _replay_runtime, run_replay
+    from appliance.cli.replay import _replay_runtime, run_replay
 
     with _replay_runtime(None, None, None) as rt:
         t0 = time.perf_counter()

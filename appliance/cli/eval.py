@@ -54,7 +54,7 @@ def load_gold(path: Path) -> list[dict[str, Any]]:
 def replay_and_score(gold_path: Path, gold: list[dict[str, Any]], *,
                      by_source: bool) -> dict[str, Any]:
     """Replay the stream in an ephemeral store; score it and the two baselines."""
-    from appliance.cli.data import _replay_runtime, run_replay
+    from appliance.cli.replay import _replay_runtime, run_replay
     from appliance.embed import load_manifest
     from appliance.evaluate import cosine_baseline, gap_baseline, score_all
     from appliance.replay import ReplayReport

@@ -1,0 +1,183 @@
+"""`semtrace threads list | show` and `semtrace search`: reading stored threads and prompts.
+
+Each asks the service's query socket (`--socket`, or the data dir's when no passphrase
+or key is given), else opens the store read-only; the role decides what it sees.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from appliance.cli import (
+    ask,
+    credential_options,
+    data_dir_option,
+    emit_json,
+    open_dir,
+    query_socket,
+    query_socket_option,
+    role_option,
+)
+from appliance.errors import SemtraceError
+from appliance.records import Thread
+
+
+@click.group()
+def threads() -> None:
+    """Conversation threads."""
+
+
+@threads.command("list")
+@data_dir_option
+@credential_options
+@role_option
+@click.option("--tenant", default=None, help="Only this tenant.")
+@click.option("--user", default=None, help="Only this user id (needs --tenant).")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@query_socket_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
+                 role: str | None, tenant: str | None, user: str | None, limit: int,
+                 socket_path: Path | None, as_json: bool) -> None:
+    """List threads, most recent activity first, each with its title and cost."""
+    from appliance.query import ThreadFilter, list_threads
+    from appliance.reads import thread_from_json, user_pseudonym
+    from appliance.roles import bound_tenants, require
+    from appliance.tui.format import money
+
+    socket_path = query_socket(socket_path, data_dir, passphrase_file, key_file)
+    if socket_path is not None:
+        reply = ask(socket_path, {"op": "threads", "role": role, "tenant": tenant,
+                                  "user": user, "limit": limit})
+        rows, currency = [thread_from_json(t) for t in reply["threads"]], reply["currency"]
+    else:
+        rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
+        try:
+            name = require(rt.policies.access, role, "threads:read", tenant=tenant)
+            bound = bound_tenants(rt.policies.access, name)
+            rows = [t for t in list_threads(rt.store, ThreadFilter(
+                tenant=tenant or (bound[0] if bound and len(bound) == 1 else None),
+                user=user_pseudonym(rt.keyring, tenant, user)), limit=limit)
+                if bound is None or t.tenant in bound]
+            currency = rt.policies.pricing.currency
+        finally:
+            rt.close()
+    if as_json:
+        emit_json(rows)
+        return
+    cost = f"cost {currency}"
+    click.echo(f"{'thread':<20} {'tenant':<10} {'user':<24} {'started':<20} {'turns':>5} "
+               f"{cost:>10}  {'topic':<24}  title")
+    for t in rows:
+        topic = t.topic_label or t.topic_id or "–"
+        click.echo(f"{t.thread_id:<20} {t.tenant:<10} {t.user:<24} "
+                   f"{t.first_ts:%Y-%m-%d %H:%M:%S}  {t.turns:>5} {money(t.cost):>10}  "
+                   f"{topic:<24.24}  {t.title if t.title is not None else '[shredded]'}")
+
+
+@threads.command("show")
+@click.argument("thread_id")
+@data_dir_option
+@credential_options
+@role_option
+@query_socket_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | None,
+                 key_file: Path | None, role: str | None, socket_path: Path | None,
+                 as_json: bool) -> None:
+    """Show one thread's turns in order (redacted text)."""
+    from appliance.query import get_thread
+    from appliance.reads import thread_from_json
+    from appliance.roles import require, sees
+    from appliance.tui.format import money
+
+    socket_path = query_socket(socket_path, data_dir, passphrase_file, key_file)
+    thread: Thread | None
+    if socket_path is not None:
+        shown = ask(socket_path, {"op": "thread", "role": role, "thread_id": thread_id})
+        thread, currency = thread_from_json(shown["thread"]), shown["currency"]
+    else:
+        rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
+        try:
+            name = require(rt.policies.access, role, "threads:read")
+            thread = get_thread(rt.store, thread_id)
+            if thread is not None and not sees(rt.policies.access, name, thread.tenant):
+                thread = None  # another tenant's thread: as if absent
+            currency = rt.policies.pricing.currency
+        finally:
+            rt.close()
+    if thread is None:
+        raise SemtraceError(f"No thread {thread_id!r} in this store.")
+    if as_json:
+        emit_json(thread)
+        return
+    click.echo(f"Thread {thread.thread_id} ({thread.tenant}, {thread.user}, {thread.turns} turns, "
+               f"cost {money(thread.cost)} {currency}): "
+               f"{thread.title if thread.title is not None else '[shredded]'}")
+    for r in thread.records:
+        sim = "" if r.similarity is None else f" sim={r.similarity:.2f}"
+        click.echo(f"  {r.ts:%Y-%m-%d %H:%M:%S}  #{r.record_id:<6} {r.position:<12}{sim}")
+        click.echo(f"      {r.text if r.text is not None else '[shredded]'}")
+
+
+@click.command()
+@click.argument("text")
+@data_dir_option
+@credential_options
+@role_option
+@click.option("--tenant", default=None, help="Only this tenant.")
+@click.option("--user", default=None, help="Only this user id (needs --tenant).")
+@click.option("--since", default=None, help="Only prompts from this ISO date or time on.")
+@click.option("-k", "--limit", type=click.IntRange(1, 1000), default=10, show_default=True)
+@query_socket_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of hits.")
+def search(text: str, data_dir: Path | None, passphrase_file: Path | None,
+           key_file: Path | None, role: str | None, tenant: str | None, user: str | None,
+           since: str | None, limit: int, socket_path: Path | None, as_json: bool) -> None:
+    """Find stored prompts similar to TEXT (redacted text is searched).
+
+    Scoped by role: one user's prompts with --user, other users' prompts only in
+    tenants whose privacy policy allows cross-user search (or for auditors).
+    Exact below a size threshold, usearch HNSW above it.
+    """
+    from appliance.ingest import parse_ts
+    from appliance.reads import run_search
+    from appliance.roles import require
+
+    if not text.strip():
+        raise SemtraceError("The search text is empty.")
+    try:
+        start = parse_ts(since) if since is not None else None
+    except SemtraceError:
+        raise SemtraceError("--since must be an ISO-8601 date or time, e.g. 2024-03-04.") from None
+    socket_path = query_socket(socket_path, data_dir, passphrase_file, key_file)
+    if socket_path is not None:
+        reply = ask(socket_path, {"op": "search", "role": role, "text": text, "tenant": tenant,
+                                  "user": user, "since": since, "limit": limit})
+        hits = reply["hits"]
+        if as_json:
+            emit_json(hits)
+            return
+        for h in hits:
+            click.echo(f"{h['similarity']:.3f}  {h['thread_id']}  #{h['record_id']}  {h['text']}")
+        return
+    rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
+    try:
+        from appliance.embed import LlamaEmbedder
+
+        role_name = require(rt.policies.access, role, "search", tenant=tenant)
+        found = run_search(rt.store, rt.keyring, rt.policies, role_name,
+                           LlamaEmbedder(rt.policies.correlation.embedding), text,
+                           tenant=tenant, user=user, since=start, limit=limit)
+    finally:
+        rt.close()
+    if as_json:
+        emit_json(found)
+        return
+    for f in found:
+        click.echo(f"{f.similarity:.3f}  {f.thread_id}  #{f.record_id}  {f.text}")
+
+
+COMMANDS = [threads, search]

@@ -1,0 +1,128 @@
+"""`semtrace demo`: the service on a fresh store, fed the demo stream, its threads shown."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from appliance.cli import credential, emit_json
+from appliance.errors import SemtraceError
+from appliance.records import Thread
+from appliance.runtime import init_data_dir, is_initialised, open_runtime
+
+DEMO_STREAM = Path(__file__).parent.parent / "demo" / "demo-stream.jsonl"
+
+
+def _rebased(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Shift the demo's timestamps so that it ends now (older prompts would be past retention)."""
+    from datetime import UTC, datetime
+
+    from appliance.ingest import parse_ts
+
+    times = [parse_ts(r["ts"]) for r in rows]
+    shift = datetime.now(UTC).replace(microsecond=0) - max(times)
+    return [{**r, "ts": (t + shift).strftime("%Y-%m-%dT%H:%M:%SZ")} for r, t in zip(
+        rows, times, strict=True)]
+
+
+def _demo_through_service(data_dir: Path, pw: Path) -> None:
+    """Start `semtrace serve`, send the demo stream through its socket, stop it (SIGTERM)."""
+    import json
+    import signal
+    import subprocess
+    import time
+
+    from appliance.client import Client
+
+    args = ["--data-dir", str(data_dir), "--passphrase-file", str(pw)]
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", *args,
+                             "--log-level", "warning"], stdout=subprocess.DEVNULL)
+    try:
+        sock = data_dir / "semtrace.sock"
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise SemtraceError("The demo service did not start.")
+            try:
+                with Client(sock, timeout=5) as c:
+                    c.ping()
+                break
+            except SemtraceError:
+                if time.monotonic() > deadline:
+                    raise SemtraceError("The demo service did not start in time.") from None
+                time.sleep(0.2)
+        rows = _rebased([json.loads(line) for line in DEMO_STREAM.read_text().splitlines()
+                         if line.strip()])
+        requests = ({"v": 1, "op": "ingest", "request_id": f"demo-{r['index']}",
+                     **{k: v for k, v in r.items() if k != "index"}} for r in rows)
+        with Client(sock) as c:
+            failed = [r for r in c.stream(requests) if not r.get("ok")]
+        if failed:
+            raise SemtraceError(f"The demo service refused {len(failed)} prompt(s).")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+
+
+def _print_threads(found: list[Thread], as_json: bool) -> None:
+    if as_json:
+        emit_json(found)
+        return
+    click.echo(f"Found {len(found)} threads in the demo stream (sent through the service "
+               "socket):\n")
+    for t in found:
+        click.echo(f"{t.thread_id}  {t.tenant}/{t.user}  {t.turns} turn(s)")
+        for r in t.records:
+            sim = "" if r.similarity is None else f" sim={r.similarity:.2f}"
+            intent = r.intent or ""
+            click.echo(f"   {r.ts:%a %H:%M} {r.position:<12} {intent:<24}{sim:<10} {r.text}")
+        click.echo("")
+
+
+@click.command()
+@click.option("--keep", type=click.Path(path_type=Path), default=None,
+              help="Keep the demo data dir here instead of a temporary one.")
+@click.option("--no-tui", is_flag=True, help="Only print the threads, even on a terminal.")
+@click.option("--json", "as_json", is_flag=True, help="Print the threads as JSON.")
+def demo(keep: Path | None, no_tui: bool, as_json: bool) -> None:
+    """Run the service on a fresh store, send the demo stream through it, show the threads."""
+    from appliance.query import get_thread, list_threads
+
+    base = keep or Path(tempfile.mkdtemp(prefix="semtrace-demo-"))
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        pw = base / "passphrase"
+        if not pw.exists():
+            pw.touch(mode=0o600)
+            pw.write_text(secrets.token_urlsafe(24) + "\n")
+        data_dir = base / "data"
+        cred = credential(pw, None)
+        if not is_initialised(data_dir):
+            init_data_dir(data_dir, cred)
+        _demo_through_service(data_dir, pw)
+        rt = open_runtime(data_dir, cred, readonly=True)
+        try:
+            found = [t for t in (get_thread(rt.store, t.thread_id)
+                                 for t in list_threads(rt.store, limit=1000)) if t]
+            found.sort(key=lambda t: t.first_ts)
+            _print_threads(found, as_json)
+            if not (no_tui or as_json) and sys.stdout.isatty() and sys.stdin.isatty():
+                from appliance.tui.app import make_app
+
+                click.echo("Opening the TUI on the demo store (q quits)...")
+                make_app(rt, role="analyst").run()
+        finally:
+            rt.close()
+    finally:
+        if keep is None:
+            shutil.rmtree(base, ignore_errors=True)
+    if keep is not None:
+        click.echo(f"Demo data kept in {base} (passphrase in {base / 'passphrase'}).")
+
+
+COMMANDS = [demo]

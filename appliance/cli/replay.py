@@ -1,0 +1,127 @@
+"""`semtrace replay`: the whole pipeline over a JSON-lines stream of prompts.
+
+`run_replay` and `_replay_runtime` also serve `semtrace eval` and `bench/link.py`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import click
+
+from appliance.cli import credential, credential_options, data_dir_option, emit_json
+from appliance.errors import SemtraceError
+from appliance.keys import Keyring
+from appliance.runtime import (
+    Runtime,
+    init_data_dir,
+    is_initialised,
+    make_pipeline,
+    open_runtime,
+    prepare_dir,
+)
+
+
+@contextlib.contextmanager
+def _replay_runtime(data_dir: Path | None, passphrase_file: Path | None,
+                    key_file: Path | None) -> Iterator[Runtime]:
+    """The named data dir (initialised if empty or absent), or an ephemeral one."""
+    if data_dir is None:
+        tmp = Path(tempfile.mkdtemp(prefix="semtrace-replay-"))
+        try:
+            prepare_dir(tmp)
+            ring = Keyring.random()
+            from appliance.store import Store
+
+            Store.open(tmp, ring).close()
+            rt = open_runtime(tmp, keyring=ring)  # the key lives in memory only
+            try:
+                yield rt
+            finally:
+                rt.close()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
+    from appliance.lock import DataDirLock
+
+    cred = credential(passphrase_file, key_file)
+    if not is_initialised(data_dir):
+        init_data_dir(data_dir, cred)
+    lock = DataDirLock(data_dir)  # a running service (or another replay) owns the dir
+    lock.acquire()
+    try:
+        rt = open_runtime(data_dir, cred)
+        try:
+            yield rt
+        finally:
+            rt.close()
+    finally:
+        lock.release()
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as fh:
+        return sum(1 for _ in fh)
+
+
+def run_replay(rt: Runtime, source: Path, out: IO[str], *, strict: bool, batch: int) -> object:
+    from rich.progress import Progress
+
+    from appliance.replay import ReplayReport, read_prompts, replay, source_tag
+
+    report = ReplayReport()
+    pipe = make_pipeline(rt)
+    total = _count_lines(source)
+    with source.open("r", encoding="utf-8", errors="strict") as fh, Progress(
+            transient=True, disable=not sys.stderr.isatty()) as prog:
+        task = prog.add_task("replay", total=total)
+        try:
+            prompts = read_prompts(fh, max_text_chars=rt.policies.correlation.max_text_chars,
+                                   strict=strict, report=report, tag=source_tag(source))
+            replay(pipe, prompts, out, batch=batch, report=report,
+                   progress=lambda n: prog.advance(task, n))
+        except UnicodeDecodeError:
+            raise SemtraceError(f"{source} is not valid UTF-8.") from None
+    return report
+
+
+@click.command()
+@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="Where to write one JSON line per input prompt.")
+@data_dir_option
+@credential_options
+@click.option("--strict", is_flag=True, help="Stop at the first bad line instead of skipping.")
+@click.option("--batch", type=click.IntRange(1, 4096), default=64, show_default=True,
+              help="Prompts per redaction/embedding batch and transaction.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def replay(source: Path, out_path: Path, data_dir: Path | None, passphrase_file: Path | None,
+           key_file: Path | None, strict: bool, batch: int, as_json: bool) -> None:
+    """Run the whole pipeline over a JSON-lines stream of prompts."""
+    with _replay_runtime(data_dir, passphrase_file, key_file) as rt:
+        tmp_out = out_path.with_name(out_path.name + ".partial")
+        try:
+            with tmp_out.open("w", encoding="utf-8") as out:
+                report = run_replay(rt, source, out, strict=strict, batch=batch)
+            tmp_out.replace(out_path)
+        finally:
+            tmp_out.unlink(missing_ok=True)
+    for lineno, msg in report.skipped:  # type: ignore[attr-defined]
+        click.echo(f"semtrace: line {lineno} skipped: {msg}", err=True)
+    summary = {"lines": report.lines, "ingested": report.ingested,  # type: ignore[attr-defined]
+               "duplicates": report.duplicates,  # type: ignore[attr-defined]
+               "skipped": len(report.skipped), "out": str(out_path)}  # type: ignore[attr-defined]
+    if as_json:
+        emit_json(summary)
+    else:
+        click.echo(f"Replayed {summary['ingested']} prompts ({summary['skipped']} skipped, "
+                   f"{summary['duplicates']} duplicates) into {out_path}.", err=True)
+
+
+COMMANDS = [replay]
