@@ -1,7 +1,9 @@
 """The encrypted store: SQLCipher data and key files, envelope encryption, shredding.
 
-`core` holds the connection and the write/read path, `maintenance` the
-destructive operations (shredding, rotation, re-embedding, compaction).
+`core` holds the connections, buckets and their DEKs, `writes` the write path,
+`reads` the read path, `turns` the history digests, `maintenance` the
+destructive operations (shredding, re-embedding, compaction) and `rotation`
+the re-keying of both files.
 """
 
 from appliance.store.core import DB_FILE, KEYS_FILE, Store, connect
