@@ -1,4 +1,4 @@
-"""Store maintenance: crypto-shredding, key rotation, re-embedding, compaction.
+"""Store maintenance: crypto-shredding, re-embedding, compaction (key rotation is in rotation.py).
 
 A mixin of `Store` (still the only writer of tables), kept apart so that the
 write/read path and the destructive operations each read as one piece.
