@@ -106,7 +106,7 @@ def concurrent(sock: Path, corpus: list[str], n: int, clients: int) -> tuple[flo
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--single", type=int, default=300)
+    ap.add_argument("--single", type=int, default=1000)
     ap.add_argument("--prompts", type=int, default=2000)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--rss-prompts", type=int, default=0)
@@ -117,7 +117,8 @@ def main() -> None:
         try:
             lat = single_client(sock, corpus, args.single)
             print(f"single client, sync: n={len(lat)} p50={statistics.median(lat):.1f} ms "
-                  f"p99={pct(lat, 0.99):.1f} ms")
+                  f"p99={pct(lat, 0.99):.1f} ms p99.9={pct(lat, 0.999):.1f} ms "
+                  f"max={max(lat):.1f} ms")
             secs, acked, errors = concurrent(sock, corpus, args.prompts, args.clients)
             print(f"{args.clients} clients: {acked} acked in {secs:.1f} s = "
                   f"{acked / secs:.0f} prompts/s, errors={errors}, "

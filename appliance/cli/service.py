@@ -18,7 +18,7 @@ from appliance.cli import (
     data_dir_option,
     emit_json,
 )
-from appliance.runtime import default_data_dir
+from appliance.runtime import default_data_dir, settle_heap
 
 SOCKET_NAME = "semtrace.sock"
 
@@ -90,6 +90,7 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
                           query_socket_path=query_socket or directory / QUERY_SOCKET_NAME)
         telemetry, metrics_server = start_telemetry(settings, pipeline,
                                                     queue_depth=service.queue_depth)
+        settle_heap()  # after everything long-lived is loaded, before the first prompt
         service.observer = telemetry
         if cluster.url:
             from appliance.cluster.node import ClusterNode
