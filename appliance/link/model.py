@@ -105,6 +105,10 @@ DECISION_FEATURES = ("total", "best_thread", "runner_up", "opener", "thread_clos
                      "thread_gap", "sim", "q_active_threads", "q_words", "q_unresolved")
 
 
+_CLOSER = FEATURES.index("thread_closer")
+_ROW_INPUTS = tuple(FEATURES.index(n) for n in DECISION_FEATURES[5:])
+
+
 def _logit(v: float) -> float:
     v = min(max(v, 1e-4), 1.0 - 1e-4)
     return math.log(v / (1.0 - v))
@@ -116,7 +120,5 @@ def decision_row(masses: Sequence[float], opener: float, row: np.ndarray) -> np.
     ranked = sorted(masses, reverse=True) + [0.0]
     return np.array([_logit(sum(masses)), _logit(ranked[0]), _logit(ranked[1]), _logit(opener),
                      _logit(float(row[_CLOSER])),
-                     *(float(row[FEATURES.index(n)]) for n in DECISION_FEATURES[5:])])
+                     *(float(row[k]) for k in _ROW_INPUTS)])
 
-
-_CLOSER = FEATURES.index("thread_closer")
