@@ -400,3 +400,11 @@ def m011_thread_listing_indexes(db: Any) -> None:
             WHERE feedback IS NOT NULL OR status IN ('error', 'blocked');
         """
     )
+
+
+@migration
+def m012_link_tallies(db: Any) -> None:
+    # Per tenant, the content linker's scores on history-linked prompts, counted per score
+    # bin (appliance/link/calibrate.py): JSON arrays of counts, no text, ids or users.
+    db.execute("CREATE TABLE link_tallies (tenant TEXT PRIMARY KEY, attach TEXT NOT NULL, "
+               "new TEXT NOT NULL, updated_at REAL NOT NULL)")

@@ -21,7 +21,7 @@ from appliance.embed import Embedder
 from appliance.index import VectorIndex
 from appliance.ingest import content_digest
 from appliance.keys import Keyring
-from appliance.link import LinkInput
+from appliance.link import Linker, LinkInput, calibrate
 from appliance.records import (
     Candidate,
     GatewayContext,
@@ -36,8 +36,8 @@ from appliance.records import (
 )
 from appliance.redact import entity_keys, number_placeholders
 from appliance.store import Store
+from appliance.thresholds import TenantThresholds
 
-Linker = Callable[[LinkInput, Sequence[Candidate]], Link]
 StageTimer = Callable[[str, int, int], None]  # (stage, start ns, end ns), wall clock
 
 
@@ -108,6 +108,7 @@ class Pipeline:
         # digests of this batch's records, not yet committed: (tenant, user) -> turns
         self._pending: dict[tuple[str, str], list[HeldTurn]] = {}
         self._shred_mark = self.store.shred_watermark()
+        self.thresholds = TenantThresholds(policies.correlation, store.link_tallies())
 
     def rebuild_index(self) -> int:
         """Fill the in-memory index from the store (at start)."""
@@ -191,8 +192,10 @@ class Pipeline:
                 rows.append(row)
                 outcomes[i] = self._outcome(row, prompts[i].index, trunc)
             clock("linking")
-            self.store.insert(rows)
+            self.store.insert(rows, self.thresholds.pending())
+            self.thresholds.committed()
         except BaseException:
+            self.thresholds.discard()
             self._discard([prompts[i] for i in fresh])
             raise
         finally:
@@ -219,8 +222,18 @@ class Pipeline:
         cands = [c for c in hist.candidates if c.ts <= p.ts]
         query = LinkInput(ts=p.ts, vector=vec, text=red.text, session_key=skey,
                           entity_keys=ekeys)
-        link = history.decide(query, self._context(p, user), cands,
-                              lambda: self.linker(query, cands), self.policies.correlation)
+        choice = self.thresholds.choice(p.tenant)
+        asked: list[bool] = []
+
+        def content() -> Link:
+            asked.append(True)
+            return self.linker(query, cands, threshold=choice.threshold)
+
+        link = history.decide(query, self._context(p, user), cands, content,
+                              self.policies.correlation)
+        if asked:
+            link = replace(link, evidence={**link.evidence, "threshold_source": choice.source})
+        self._learn(p.tenant, link, query, cands)
         thread_id = link.thread_id or new_thread_id()
         text, vault = number_placeholders(red, ekeys, hist.placeholders.setdefault(thread_id, {}))
         topic_id = None
@@ -248,6 +261,19 @@ class Pipeline:
             text=text, session_key=skey, parent_id=link.parent_id, position=link.position,
             entity_keys=ekeys))
         return record
+
+    def _learn(self, tenant: str, link: Link, query: LinkInput, cands: list[Candidate]) -> None:
+        """Tally what the content linker would have decided for a prompt whose thread the
+        gateway's history (or previous response id) decided: the tenant's threshold learns
+        from it (appliance/thresholds.py)."""
+        if not self.thresholds.learning or not cands:
+            return
+        if link.evidence.get("link_source") not in ("history", "previous_response_id"):
+            return
+        probe = self.linker(query, cands, threshold=0.0)
+        taught = calibrate.outcome(link.thread_id, probe.thread_id)
+        if taught is not None:
+            self.thresholds.learn(tenant, probe.score or 0.0, taught)
 
     def _turn_keys(self, tenant: str, user: str, response: Response | None,
                    prompt_digest: str | None = None) -> list[tuple[str, str]]:

@@ -61,6 +61,7 @@ from appliance.link import (  # noqa: E402
     decision_row,
     features,
 )
+from appliance.link.calibrate import Choice, Tally, choose, outcome  # noqa: E402
 from appliance.opener import TEXT_FEATURES, design_row  # noqa: E402
 from appliance.records import Candidate  # noqa: E402
 
@@ -379,6 +380,45 @@ def predict(users: dict[str, list[Turn]], s: CorrelationSettings,
     return pred
 
 
+def tally_history(users: dict[str, list[Turn]], s: CorrelationSettings, model: PairModel,
+                  counted: set[int]) -> Tally:
+    """What a deployment whose gateway sends `history` tallies for these users' `counted`
+    prompts (appliance/link/calibrate.py): each prompt over its history as `history`
+    threads it (the gold threads), the content linker asked for its best thread."""
+    tally = Tally()
+    cache = VectorCache()
+    for turns in users.values():
+        def visit(t: Turn, cands: list[Candidate]) -> tuple[str | None, int | None]:
+            nonlocal tally
+            if cands and t.index in counted:
+                link = decide(_query(t), cands, model, s, cache, threshold=0.0)
+                taught = outcome(t.gold_thread if t.gold_parent is not None else None,
+                                 link.thread_id)
+                if taught is not None:
+                    tally = tally.add(link.score or 0.0, taught)
+            return t.gold_thread, t.gold_parent
+        walk(turns, s, visit)
+    return tally
+
+
+def calibrated(users: dict[str, list[Turn]], s: CorrelationSettings, model: PairModel,
+               test: set[int]) -> tuple[dict[int, dict[str, Any]], list[Choice]]:
+    """Decisions on every user, each half of the users (split by a hash of the user) at the
+    threshold calibrated on the other half's history-linked `test` prompts (the held-out
+    source's: the deployment is that source)."""
+    order = sorted(users, key=lambda u: hashlib.sha256(u.encode()).hexdigest())
+    halves = [{u: users[u] for u in order[0::2]}, {u: users[u] for u in order[1::2]}]
+    pred: dict[int, dict[str, Any]] = {}
+    choices = []
+    for h in (0, 1):
+        choice = choose(tally_history(halves[h], s, model, test), s.link_threshold,
+                        s.calibration.min_decisions)
+        choices.append(choice)
+        pred.update(predict(halves[1 - h], s.model_copy(
+            update={"link_threshold": choice.threshold}), model))
+    return pred, choices
+
+
 def fit(x: np.ndarray, y: np.ndarray, kind: str, w: np.ndarray | None = None
         ) -> dict[str, Any]:
     """Fit the scorer and export it as the arrays `PairModel` evaluates."""
@@ -466,14 +506,20 @@ class Job:
     fold: str
     label: dict[int, str]
     thresholds: tuple[float, ...]
+    calibrate: bool = False  # also decode with thresholds calibrated per half of its users
 
 
-_PRED: dict[str, dict[float, dict[int, dict[str, Any]]]] = {}  # pooled decisions, per run
+_PRED: dict[str, dict[float | str, dict[int, dict[str, Any]]]] = {}  # pooled decisions, per run
 _STATE: dict[str, Any] = {}  # set once in the parent; forked workers read it
 
 
-def run_job(job: Job) -> tuple[Job, dict[float, dict[int, dict[str, Any]]], float, float]:
-    """Predictions per threshold for the fold's turns, the opener AUC on them, seconds."""
+Calibrated = tuple[dict[int, dict[str, Any]], list[Choice]] | None
+
+
+def run_job(job: Job) -> tuple[Job, dict[float, dict[int, dict[str, Any]]], float, float,
+                               Calibrated]:
+    """Predictions per threshold for the fold's turns, the opener AUC on them, seconds; and
+    with `calibrate`, the decisions at per-half calibrated thresholds and their choices."""
     t0 = time.perf_counter()
     users, openers, s = _STATE["users"], _STATE["openers"], _STATE["settings"]
     closers = _STATE["closers"]
@@ -492,7 +538,11 @@ def run_job(job: Job) -> tuple[Job, dict[float, dict[int, dict[str, Any]]], floa
     for thr in job.thresholds:
         pred = predict(test_users, s.model_copy(update={"link_threshold": thr}), model)
         out[thr] = {i: p for i, p in pred.items() if i in test}
-    return job, out, auc, time.perf_counter() - t0
+    cal = None
+    if job.calibrate:
+        pred, choices = calibrated(test_users, s, model, test)
+        cal = ({i: p for i, p in pred.items() if i in test}, choices)
+    return job, out, auc, time.perf_counter() - t0, cal
 
 
 def run_jobs(gold: list[dict[str, Any]], jobs: Sequence[Job], workers: int) -> dict[str, Any]:
@@ -501,13 +551,20 @@ def run_jobs(gold: list[dict[str, Any]], jobs: Sequence[Job], workers: int) -> d
     import multiprocessing
 
     res: dict[str, Any] = {}
-    pooled: dict[str, dict[float, dict[int, dict[str, Any]]]] = defaultdict(
+    pooled: dict[str, dict[float | str, dict[int, dict[str, Any]]]] = defaultdict(
         lambda: defaultdict(dict))
     with multiprocessing.get_context("fork").Pool(workers) as pool:
-        for k, (job, out, auc, secs) in enumerate(pool.imap_unordered(run_job, jobs)):
+        for k, (job, out, auc, secs, cal) in enumerate(pool.imap_unordered(run_job, jobs)):
             r = res.setdefault(job.name, {"opener_auc": {}, "by_threshold": {}})
             r["opener_auc"][job.fold] = auc
             test = {i for i, g in job.label.items() if g == job.fold}
+            if cal is not None:
+                c = r.setdefault("calibrated", {"folds": {}, "choices": {}})
+                pooled[job.name]["calibrated"].update(cal[0])
+                c["folds"][job.fold] = _summary(score(gold, cal[0], test))
+                c["choices"][job.fold] = [
+                    {"threshold": ch.threshold, "source": ch.source, "decisions": ch.decisions,
+                     "gain": ch.gain} for ch in cal[1]]
             for thr, pred in out.items():
                 pooled[job.name][thr].update(pred)
                 r["by_threshold"].setdefault(str(thr), {"folds": {}})["folds"][job.fold] = (
@@ -523,9 +580,9 @@ def run_jobs(gold: list[dict[str, Any]], jobs: Sequence[Job], workers: int) -> d
         folds = {j.fold for j in jobs if j.name == name}
         everything = {i for i, g in label.items() if g in folds}
         for thr, pred in pooled[name].items():
-            r["by_threshold"][str(thr)]["pooled"] = _summary(score(gold, pred, everything))
-            r["by_threshold"][str(thr)]["folds"] = dict(sorted(
-                r["by_threshold"][str(thr)]["folds"].items()))
+            at = r["calibrated"] if thr == "calibrated" else r["by_threshold"][str(thr)]
+            at["pooled"] = _summary(score(gold, pred, everything))
+            at["folds"] = dict(sorted(at["folds"].items()))
     _PRED.update(pooled)
     return res
 
@@ -538,10 +595,10 @@ def choose_threshold(res: dict[str, Any]) -> float:
     return float(max(res["by_threshold"], key=mean))
 
 
-def table(res: dict[str, Any], thr: float, title: str) -> str:
-    """A markdown table of every fold at one threshold."""
-    at = res["by_threshold"][str(thr)]
-    lines = [f"{title} (threshold {thr})", "",
+def table(res: dict[str, Any], thr: float | None, title: str) -> str:
+    """A markdown table of every fold at one threshold (None: the calibrated decisions)."""
+    at = res["by_threshold"][str(thr)] if thr is not None else res["calibrated"]
+    lines = [f"{title} (threshold {thr if thr is not None else 'calibrated per half'})", "",
              "| fold | prompts | pairwise F1 | new-thread F1 | parent acc. | opener AUC |",
              "|---|---|---|---|---|---|"]
     for fold, f in at["folds"].items():
@@ -583,6 +640,10 @@ def main() -> int:
     ap.add_argument("--gbm", default="",
                     help="boosted-tree settings to override, e.g. min_leaf=200,leaves=16")
     ap.add_argument("--no-write", action="store_true", help="do not write the weights file")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="also score each held-out source with link_threshold calibrated on "
+                         "half its users' history-linked traffic and applied to the other half "
+                         "(appliance/link/calibrate.py, the policy's min_decisions)")
     a = ap.parse_args()
     thresholds = [float(t) for t in a.thresholds.split(",")]
     for item in filter(None, a.gbm.split(",")):
@@ -601,7 +662,7 @@ def main() -> int:
                   passes=a.passes, decision=not a.no_decision, source_power=a.source_power)
     jobs = []
     if not a.no_loso:
-        jobs += [Job("loso", f, by_source, tuple(thresholds))
+        jobs += [Job("loso", f, by_source, tuple(thresholds), a.calibrate)
                  for f in a.only_source or sorted(set(by_source.values()))]
     if not a.no_user_cv:
         label = user_folds(users, 5)
@@ -613,12 +674,18 @@ def main() -> int:
         _PRED["loso"][thr] = dict(sorted(_PRED["loso"][thr].items()))
         a.dump_predictions.write_text("".join(
             json.dumps(p) + "\n" for p in _PRED["loso"][thr].values()))
-        for t in thresholds:  # and every threshold's, to FILE.<threshold>
+        for t in [*thresholds, *(["calibrated"] if a.calibrate else [])]:  # FILE.<threshold>
             a.dump_predictions.with_name(f"{a.dump_predictions.name}.{t}").write_text("".join(
                 json.dumps(p) + "\n" for _, p in sorted(_PRED["loso"][t].items())))
     print(json.dumps(result, indent=1))
     if "loso" in result:
         print(table(result["loso"], thr, "Leave-one-source-out"))
+        if "calibrated" in result["loso"]:
+            print(table(result["loso"], None, "Leave-one-source-out, calibrated"))
+            for fold, chs in sorted(result["loso"]["calibrated"]["choices"].items()):
+                print(f"  {fold}: " + "; ".join(
+                    f"{c['threshold']} ({c['source']}, {c['decisions']} decisions, "
+                    f"+{c['gain']})" for c in chs))
     if "user_cv" in result:
         print(table(result["user_cv"], thr, "Grouped 5-fold CV by user"))
     if a.only_source or a.no_write:

@@ -23,7 +23,8 @@ USERS = [f"user{i}" for i in range(6)]
 WINDOW = ["--from", "2026-03-01", "--to", "2026-03-05"]
 
 
-def session_linker(query: Any, candidates: Sequence[Candidate]) -> Link:
+def session_linker(query: Any, candidates: Sequence[Candidate], threshold: float | None = None
+                   ) -> Link:
     """Continue the latest prompt of the same client session (a linker-free test double)."""
     same = [c for c in candidates if query.session_key and c.session_key == query.session_key]
     if not same:

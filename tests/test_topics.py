@@ -51,7 +51,7 @@ KUBERNETES = [
 ]
 
 
-def new_thread_linker(query: Any, candidates: Any) -> Link:
+def new_thread_linker(query: Any, candidates: Any, threshold: float | None = None) -> Link:
     """Every prompt starts a thread: these tests do not depend on the linker."""
     return Link(parent_id=None, thread_id=None, position="new", intent="information_seeking",
                 similarity=None)

@@ -8,7 +8,11 @@ validates one file, `policies` loads them all. Import from here.
 
 from appliance.config.access import AccessSettings, RoleSettings
 from appliance.config.cluster import ClusterSecurity, ClusterSettings
-from appliance.config.correlation import CorrelationSettings, EmbeddingSettings
+from appliance.config.correlation import (
+    CalibrationSettings,
+    CorrelationSettings,
+    EmbeddingSettings,
+)
 from appliance.config.loading import REMOVED_KEYS, load_optional_policy, load_policy
 from appliance.config.paths import MODEL_DIR_ENV, POLICY_DIR_ENV, model_dir, policy_dir
 from appliance.config.policies import Policies, load_cluster, load_policies
@@ -42,6 +46,7 @@ __all__ = [
     "ConfigError",
     "CorrelationSettings",
     "CustomRecognizer",
+    "CalibrationSettings",
     "EmbeddingSettings",
     "LegalHold",
     "LogSettings",

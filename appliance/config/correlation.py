@@ -15,6 +15,13 @@ class EmbeddingSettings(Strict):
     pack_tokens: int = Field(default=64, ge=1, le=4096)
 
 
+class CalibrationSettings(Strict):
+    # Learn each tenant's link threshold from its history-linked traffic (link/calibrate.py).
+    enabled: bool = True
+    # Decisions tallied before a tenant's threshold may move off `link_threshold`.
+    min_decisions: int = Field(default=300, ge=1, le=1_000_000)
+
+
 class CorrelationSettings(Strict):
     horizon_hours: float = Field(default=72.0, gt=0, le=24 * 90)
     max_candidates: int = Field(default=200, ge=1, le=10_000)
@@ -31,3 +38,4 @@ class CorrelationSettings(Strict):
     recent_candidates: int = Field(default=12, ge=1, le=1000)
     similar_candidates: int = Field(default=8, ge=1, le=1000)
     embedding: EmbeddingSettings = EmbeddingSettings()
+    calibration: CalibrationSettings = CalibrationSettings()

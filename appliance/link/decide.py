@@ -58,14 +58,18 @@ def _new_position(cues: frozenset[str], score: float, s: CorrelationSettings) ->
 
 
 def decide(q: LinkInput, cands: Sequence[Candidate], model: PairModel, s: CorrelationSettings,
-           cache: VectorCache) -> Link:
-    """The link for one prompt: best-scoring shortlisted candidate, or a new thread."""
+           cache: VectorCache, threshold: float | None = None) -> Link:
+    """The link for one prompt: best-scoring shortlisted candidate, or a new thread.
+
+    `threshold` overrides the policy's `link_threshold` (a tenant's calibrated one).
+    """
     intent = intent_of(q.text)
+    thr = s.link_threshold if threshold is None else threshold
     if not cands:
         cues = cue_names(q.text)
         return Link(parent_id=None, thread_id=None, position=_new_position(cues, 0.0, s),
                     intent=intent, similarity=None, score=0.0,
-                    evidence=_evidence(FEATURES, None, 0.0, 0.0, cues, 0, s.link_threshold))
+                    evidence=_evidence(FEATURES, None, 0.0, 0.0, cues, 0, thr))
     opener = model.opener_proba(q)
     pick, x, sims, cues = features(q, cands, s, cache, opener, model.closer_proba)
     p = model.proba(x)
@@ -80,10 +84,10 @@ def decide(q: LinkInput, cands: Sequence[Candidate], model: PairModel, s: Correl
     b = max((j for j, i in enumerate(pick) if cands[i].thread_id == best), key=lambda j: p[j])
     score = model.link_proba(ranked, opener, x[b])
     runner = ranked[1] if len(ranked) > 1 else 0.0
-    ev = _evidence(FEATURES, x[b], score, runner, cues, len(pick), s.link_threshold)
+    ev = _evidence(FEATURES, x[b], score, runner, cues, len(pick), thr)
     ev["parent_score"] = round(float(p[b]), 4)
     ev["opener"] = round(opener, 4)
-    if score < s.link_threshold:
+    if score < thr:
         return Link(parent_id=None, thread_id=None, intent=intent, similarity=float(sims[b]),
                     position=_new_position(cues, score, s), score=score, evidence=ev)
     parent = cands[pick[b]]
@@ -121,8 +125,9 @@ class CachedLinker:
         self._model, self._s = model, settings
         self.cache = VectorCache()
 
-    def __call__(self, query: LinkInput, candidates: Sequence[Candidate]) -> Link:
-        return decide(query, candidates, self._model, self._s, self.cache)
+    def __call__(self, query: LinkInput, candidates: Sequence[Candidate],
+                 threshold: float | None = None) -> Link:
+        return decide(query, candidates, self._model, self._s, self.cache, threshold)
 
     def forget(self) -> None:
         """Drop every vector, text fact and thread fact held in memory (after an erasure or

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import accumulate, chain
+from typing import Protocol
 
 import numpy as np
 
@@ -17,7 +18,15 @@ from appliance.cues import ack_then_request, cue_names, keywords, placeholder_ty
 from appliance.link.cache import Rows, TextFacts, ThreadFacts, VectorCache, micros
 from appliance.records import Candidate, Link
 
-Linker = Callable[["LinkInput", Sequence[Candidate]], Link]
+
+class Linker(Protocol):
+    """A content linker: a prompt's link from the user's recent turns, oldest first;
+    `threshold` overrides the policy's `link_threshold` (a tenant's calibrated one)."""
+
+    def __call__(self, query: LinkInput, candidates: Sequence[Candidate],
+                 threshold: float | None = None) -> Link: ...
+
+
 FOLLOW_UP_CUES = frozenset({"pronoun", "demonstrative", "ellipsis", "elaboration", "correction"})
 # Cues that tie a prompt to what came before: a linked prompt carrying one is never a topic shift.
 REFERRING_CUES = FOLLOW_UP_CUES | {"deictic", "answer", "unresolved"}

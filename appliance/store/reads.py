@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from appliance.keys import RevealOpener
+from appliance.link.calibrate import Tally
 from appliance.records import Candidate, Record
 from appliance.store.maintenance import _aad
 
@@ -43,6 +44,12 @@ class Reads:
             return None
         pairs = json.loads(opener.open(inner, _aad(record_id, "vault")))
         return [(str(a), str(b)) for a, b in pairs]
+
+    def link_tallies(self) -> dict[str, Tally]:
+        """Every tenant's link-threshold tally (appliance/link/calibrate.py)."""
+        return {tenant: Tally(tuple(json.loads(a)), tuple(json.loads(n)))
+                for tenant, a, n in self._db.execute(
+                    "SELECT tenant, attach, new FROM link_tallies ORDER BY tenant")}
 
     def counts(self) -> dict[str, int]:
         """Row counts for stats."""

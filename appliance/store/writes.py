@@ -7,12 +7,15 @@ digests, vault entries and thread summaries) and its feedback updates.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from appliance import failpoints
 from appliance.keys import Dek, RevealSealer
+from appliance.link.calibrate import Tally
 from appliance.records import NewRecord
 from appliance.store.maintenance import VECTOR_DTYPE, _aad, day_of
 
@@ -36,14 +39,20 @@ class Writes:
         self._next_id += 1
         return rid
 
-    def insert(self, rows: list[NewRecord]) -> None:
-        """Write a batch of records and their thread summaries in one transaction."""
-        if not rows:
+    def insert(self, rows: list[NewRecord], tallies: Mapping[str, Tally] | None = None) -> None:
+        """Write a batch of records, their thread summaries and the link tallies the batch
+        changed (tenant -> whole tally) in one transaction."""
+        if not rows and not tallies:
             return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             for row in rows:
                 self._insert_one(row)
+            now = time.time()
+            self._db.executemany(
+                "INSERT OR REPLACE INTO link_tallies (tenant, attach, new, updated_at) "
+                "VALUES (?,?,?,?)", [(tenant, json.dumps(t.attach), json.dumps(t.new), now)
+                                     for tenant, t in sorted((tallies or {}).items())])
             failpoints.point("batch.commit")
             self._db.execute("COMMIT")
         except BaseException:

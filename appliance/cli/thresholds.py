@@ -1,0 +1,63 @@
+"""`semtrace thresholds`: each tenant's link threshold, and the tally it rests on.
+
+The policy's `link_threshold`, or the one calibrated from the tenant's own
+history-linked traffic (appliance/link/calibrate.py). Reads the store directly
+(passphrase or key); operators only (the `service` permission).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from appliance.cli import credential_options, data_dir_option, emit_json, open_dir, role_option
+
+
+@click.command()
+@data_dir_option
+@credential_options
+@role_option
+@click.option("--tenant", default=None, help="Only this tenant.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def thresholds(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
+               role: str | None, tenant: str | None, as_json: bool) -> None:
+    """Each tenant's link threshold: the policy's, or calibrated from its history-linked
+    traffic, with the decisions tallied and the right decisions gained."""
+    from appliance.roles import require, sees
+    from appliance.thresholds import TenantThresholds
+
+    rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
+    try:
+        name = require(rt.policies.access, role or "operator", "service", tenant=tenant)
+        s = rt.policies.correlation
+        tallies = rt.store.link_tallies()
+        known = TenantThresholds(s, tallies)
+        names = [tenant] if tenant else [t for t in tallies if sees(rt.policies.access, name, t)]
+        rows: list[dict[str, Any]] = []
+        for t in names:
+            c, tally = known.choice(t), known.tally(t)
+            rows.append({"tenant": t, "threshold": c.threshold, "source": c.source,
+                         "decisions": c.decisions, "attach": round(sum(tally.attach)),
+                         "new": round(sum(tally.new)), "gain": c.gain,
+                         "policy_threshold": s.link_threshold,
+                         "calibration": s.calibration.enabled,
+                         "min_decisions": s.calibration.min_decisions})
+    finally:
+        rt.close()
+    if as_json:
+        emit_json(rows)
+        return
+    state = (f"on, from {s.calibration.min_decisions} decisions" if s.calibration.enabled
+             else "off")
+    click.echo(f"policy link_threshold {s.link_threshold}; calibration {state}")
+    if not rows:
+        click.echo("No tenant has history-linked traffic yet.")
+    for r in rows:
+        click.echo(f"{r['tenant']:<16} {r['threshold']:>5} {r['source']:<10} "
+                   f"{r['decisions']:>6} decisions ({r['attach']} continue, {r['new']} new)"
+                   + (f", +{r['gain']} right" if r["source"] == "calibrated" else ""))
+
+
+COMMANDS = [thresholds]

@@ -1,0 +1,194 @@
+"""A tenant's link threshold learned from its own history-linked traffic.
+
+Real redactor, embedder, linker and SQLCipher store (the unit tests of the pure
+choice are at the end).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_prompt
+from test_spine import run_cli
+
+from appliance.config import POLICY_DIR_ENV, CalibrationSettings, policy_dir
+from appliance.ingest import content_digest
+from appliance.link.calibrate import BINS, Tally, choose, delta, outcome
+from appliance.records import Message
+
+DAY = 24 * 60
+# A tenant whose users leave a conversation for a while and come back to it (twenty
+# minutes later, the chat client sending the history), and open the next one hours later.
+WORK = [
+    ("How do I repot a cactus without hurting my hands?", "Which soil mix should I use?"),
+    ("What's a good beginner workout for building core strength?", "How many sets of each?"),
+    ("How do I change a flat tyre on a bicycle?", "What if the valve is bent?"),
+    ("Can you explain how compound interest works?", "And if I add money every month?"),
+    ("How should I prepare for a job interview at a bank?", "What questions should I ask them?"),
+    ("What's the best way to learn to touch type?", "How long until I get fast?"),
+    ("How do I remove a red wine stain from a carpet?", "Does salt really help?"),
+    ("Suggest a plan for a weekend in Lisbon.", "Where should we eat on the second night?"),
+    ("How do I set up a home aquarium for goldfish?", "How often do I change the water?"),
+    ("Explain how a heat pump heats a house.", "Is it worth it in a cold climate?"),
+    ("How do I start a vegetable garden on a balcony?", "Which vegetables grow best in pots?"),
+    ("What should I pack for a three-day hiking trip?", "What about food?"),
+    ("How do I train my puppy to stop biting?", "And when it jumps on guests?"),
+    ("Help me write a cover letter for a nursing job.", "Make it shorter and warmer."),
+    ("How does a mortgage offset account work?", "Any downsides?"),
+    ("How can I improve my sleep schedule?", "Should I stop drinking coffee entirely?"),
+    ("What are the rules of chess castling?", "Can I castle out of check?"),
+    ("How do I make cold brew coffee at home?", "How long does it keep?"),
+    ("How do I fix a dripping kitchen tap?", "Do I need to turn off the water first?"),
+    ("What's a simple way to start budgeting?", "Which app would you recommend for that?"),
+]
+NEXT = ["Translate 'good morning' into Japanese.", "Who painted the Mona Lisa?",
+        "Write a haiku about the sea.", "What is the capital of Canada?",
+        "Convert 30 miles to kilometres.", "List three famous jazz pianists.",
+        "What year did the Berlin Wall fall?", "Give me a fun fact about octopuses.",
+        "How many ounces are in a pound?", "Recommend a classic science fiction novel."]
+
+
+def _pipeline(runtime: Any, embedder: Any, redactor: Any, **calibration: Any) -> Any:
+    from appliance.index import VectorIndex
+    from appliance.link import make_linker
+    from appliance.pipeline import Pipeline
+
+    c = runtime.policies.correlation
+    policies = runtime.policies.model_copy(update={"correlation": c.model_copy(
+        update={"calibration": CalibrationSettings(**calibration)})})
+    return Pipeline(store=runtime.store, index=VectorIndex(embedder.dims),
+                    keyring=runtime.keyring, redactor=redactor, embedder=embedder,
+                    linker=make_linker(policies.correlation), policies=policies)
+
+
+def _history_traffic(pipe: Any, tenant: str) -> None:
+    """Each user: a question, its follow-up twenty minutes later (with the history), and an
+    unrelated request two hours later in a new window (an empty history)."""
+    for k, (first, follow) in enumerate(WORK):
+        user, t0 = f"worker-{k}", k * DAY
+        pipe.process([make_prompt(first, tenant=tenant, user=user, minutes=t0, history=())])
+        said = (Message("user", content_digest(first)),
+                Message("assistant", content_digest(f"Here is how: {first}")))
+        pipe.process([make_prompt(follow, tenant=tenant, user=user, minutes=t0 + 20,
+                                  history=said)])
+        pipe.process([make_prompt(NEXT[k % len(NEXT)], tenant=tenant, user=user,
+                                  minutes=t0 + 120, history=())])
+
+
+def _come_back(pipe: Any, tenant: str, user: str) -> tuple[Any, Any, dict[str, Any]]:
+    """A plain prompt stream (no history): a question, and a follow-up twenty minutes on."""
+    t0 = 100 * DAY
+    a = pipe.process([make_prompt("How do I bake sourdough bread?", tenant=tenant, user=user,
+                                  minutes=t0)])[0]
+    b = pipe.process([make_prompt("How long should the dough rest?", tenant=tenant,
+                                  user=user, minutes=t0 + 20)])[0]
+    ev = json.loads(pipe.store._db.execute("SELECT evidence FROM records WHERE id = ?",
+                                           (b.record_id,)).fetchone()[0])
+    return a, b, ev
+
+
+def test_a_tenant_whose_history_shows_returns_keeps_plain_follow_ups_in_their_thread(
+        runtime: Any, embedder: Any, redactor: Any) -> None:
+    pipe = _pipeline(runtime, embedder, redactor, min_decisions=30)
+    _history_traffic(pipe, "kiosk")
+    # Another tenant, no history traffic: the policy threshold splits the return off.
+    a, b, ev = _come_back(pipe, "acme", "zed")
+    assert b.position == "new" and b.thread_id != a.thread_id
+    assert ev["threshold"] == 0.45 and ev["threshold_source"] == "policy"
+    # The tenant whose own traffic shows such returns continue their conversation.
+    a, b, ev = _come_back(pipe, "kiosk", "zed")
+    assert b.thread_id == a.thread_id and b.parent_id == a.record_id
+    assert ev["threshold_source"] == "calibrated" and ev["threshold"] < ev["score"] < 0.45
+    # Learnt from history-linked prompts only: these plain prompts taught nothing.
+    assert pipe.thresholds.tally("acme").decisions == 0
+
+    # Kept in the store: a restarted service decides the same for the next user.
+    again = _pipeline(runtime, embedder, redactor, min_decisions=30)
+    a, b, ev = _come_back(again, "kiosk", "amy")
+    assert b.thread_id == a.thread_id and ev["threshold_source"] == "calibrated"
+    # Below `min_decisions` (the shipped 300) the policy threshold stands.
+    shipped = _pipeline(runtime, embedder, redactor)
+    a, b, ev = _come_back(shipped, "kiosk", "bob")
+    assert b.thread_id != a.thread_id and ev["threshold_source"] == "policy"
+    # Switched off: the policy threshold, and nothing more is tallied.
+    off = _pipeline(runtime, embedder, redactor, enabled=False, min_decisions=30)
+    before = runtime.store.link_tallies()["kiosk"]
+    a, b, ev = _come_back(off, "kiosk", "cat")
+    assert b.thread_id != a.thread_id and ev["threshold_source"] == "policy"
+    _history_traffic(off, "kiosk")
+    assert runtime.store.link_tallies()["kiosk"] == before
+
+
+def test_the_stored_tally_is_counts_only_and_the_cli_shows_each_tenants_threshold(
+        runtime: Any, embedder: Any, redactor: Any, data_dir: Path, passphrase_file: Path,
+        tmp_path: Path) -> None:
+    pipe = _pipeline(runtime, embedder, redactor, min_decisions=30)
+    _history_traffic(pipe, "kiosk")
+    rows = runtime.store._db.execute("SELECT * FROM link_tallies").fetchall()
+    assert [r[0] for r in rows] == ["kiosk"]
+    attach, new = json.loads(rows[0][1]), json.loads(rows[0][2])
+    assert len(attach) == len(new) == BINS
+    assert all(isinstance(v, (int, float)) for v in attach + new)
+    # one lesson per prompt that had earlier turns: 20 follow-ups, 20 new conversations
+    assert sum(new) == 20 and 0 < sum(attach) <= 20
+
+    cred = ("--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file))
+    shipped = run_cli("thresholds", *cred, "--json")
+    assert shipped.returncode == 0, shipped.stderr
+    [row] = json.loads(shipped.stdout)
+    assert (row["tenant"], row["source"], row["threshold"]) == ("kiosk", "policy", 0.45)
+    assert row["decisions"] == 40 and row["min_decisions"] == 300
+    policies = tmp_path / "policies"
+    shutil.copytree(policy_dir(), policies)
+    toml = policies / "correlation.toml"
+    toml.write_text(toml.read_text().replace("min_decisions = 300", "min_decisions = 30"))
+    env = {POLICY_DIR_ENV: str(policies)}
+    lowered = run_cli("thresholds", *cred, "--tenant", "kiosk", "--json", env=env)
+    [row] = json.loads(lowered.stdout)
+    assert row["source"] == "calibrated" and row["threshold"] < 0.45 and row["gain"] > 0
+    text = run_cli("thresholds", *cred, env=env)
+    assert text.returncode == 0 and "kiosk" in text.stdout and "calibrated" in text.stdout
+
+
+def _tally(attach: dict[float, int], new: dict[float, int]) -> Tally:
+    t = Tally()
+    for score, n in attach.items():
+        for _ in range(n):
+            t = t.merged(delta(score, "attach"))
+    for score, n in new.items():
+        for _ in range(n):
+            t = t.merged(delta(score, "new"))
+    return t
+
+
+def test_the_threshold_moves_only_on_enough_clear_evidence() -> None:
+    # New conversations scoring 0.6-0.8 and continuations above 0.9: the threshold rises.
+    high = _tally({0.95: 200, 0.3: 10}, {0.7: 60, 0.1: 100})
+    c = choose(high, 0.45, 300)
+    assert c.source == "calibrated" and 0.7 < c.threshold <= 0.95 and c.gain >= 50
+    # Too few decisions, or a gain within noise: the policy threshold stands.
+    assert choose(high, 0.45, 1000).source == "policy"
+    noisy = _tally({0.95: 200, 0.6: 10}, {0.6: 14, 0.1: 100})
+    assert choose(noisy, 0.45, 300).source == "policy"
+    # One class only: nothing to place a threshold between.
+    assert choose(_tally({0.9: 500}, {}), 0.45, 300).source == "policy"
+
+
+def test_what_a_history_decided_prompt_teaches() -> None:
+    assert outcome(None, "t1") == "new" and outcome(None, None) == "new"
+    assert outcome("t1", "t1") == "attach"
+    assert outcome("t1", "t2") is None and outcome("t1", None) is None
+    with pytest.raises(ValueError, match="outcome"):
+        delta(0.5, "maybe")
+
+
+def test_old_counts_fade_once_the_tally_is_full() -> None:
+    from appliance.link.calibrate import CAP
+
+    t = Tally(attach=(CAP / BINS,) * BINS)
+    assert t.add(0.5, "new").decisions <= CAP
+    assert t.add(0.5, "new").new[50] == 0.5
