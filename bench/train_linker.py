@@ -402,7 +402,7 @@ def tally_history(users: dict[str, list[Turn]], s: CorrelationSettings, model: P
 
 
 def calibrated(users: dict[str, list[Turn]], s: CorrelationSettings, model: PairModel,
-               test: set[int]) -> tuple[dict[int, dict[str, Any]], list[Choice]]:
+               test: set[int]) -> tuple[dict[int, dict[str, Any]], list[HalfChoice]]:
     """Decisions on every user, each half of the users (split by a hash of the user) at the
     threshold calibrated on the other half's history-linked `test` prompts (the held-out
     source's: the deployment is that source)."""
@@ -411,9 +411,9 @@ def calibrated(users: dict[str, list[Turn]], s: CorrelationSettings, model: Pair
     pred: dict[int, dict[str, Any]] = {}
     choices = []
     for h in (0, 1):
-        choice = choose(tally_history(halves[h], s, model, test), s.link_threshold,
-                        s.calibration.min_decisions)
-        choices.append(choice)
+        tally = tally_history(halves[h], s, model, test)
+        choice = choose(tally, s.link_threshold, s.calibration.min_decisions)
+        choices.append((choice, tally, sorted(halves[h])))
         pred.update(predict(halves[1 - h], s.model_copy(
             update={"link_threshold": choice.threshold}), model))
     return pred, choices
@@ -513,7 +513,8 @@ _PRED: dict[str, dict[float | str, dict[int, dict[str, Any]]]] = {}  # pooled de
 _STATE: dict[str, Any] = {}  # set once in the parent; forked workers read it
 
 
-Calibrated = tuple[dict[int, dict[str, Any]], list[Choice]] | None
+HalfChoice = tuple[Choice, Tally, list[str]]  # a half's choice, its tally, its users
+Calibrated = tuple[dict[int, dict[str, Any]], list[HalfChoice]] | None
 
 
 def run_job(job: Job) -> tuple[Job, dict[float, dict[int, dict[str, Any]]], float, float,
@@ -564,7 +565,8 @@ def run_jobs(gold: list[dict[str, Any]], jobs: Sequence[Job], workers: int) -> d
                 c["folds"][job.fold] = _summary(score(gold, cal[0], test))
                 c["choices"][job.fold] = [
                     {"threshold": ch.threshold, "source": ch.source, "decisions": ch.decisions,
-                     "gain": ch.gain} for ch in cal[1]]
+                     "gain": ch.gain, "users": sorted(users), "attach": list(t.attach),
+                     "new": list(t.new)} for ch, t, users in cal[1]]
             for thr, pred in out.items():
                 pooled[job.name][thr].update(pred)
                 r["by_threshold"].setdefault(str(thr), {"folds": {}})["folds"][job.fold] = (
@@ -579,8 +581,8 @@ def run_jobs(gold: list[dict[str, Any]], jobs: Sequence[Job], workers: int) -> d
         label = next(j.label for j in jobs if j.name == name)
         folds = {j.fold for j in jobs if j.name == name}
         everything = {i for i, g in label.items() if g in folds}
-        for thr, pred in pooled[name].items():
-            at = r["calibrated"] if thr == "calibrated" else r["by_threshold"][str(thr)]
+        for key, pred in pooled[name].items():
+            at = r["calibrated"] if key == "calibrated" else r["by_threshold"][str(key)]
             at["pooled"] = _summary(score(gold, pred, everything))
             at["folds"] = dict(sorted(at["folds"].items()))
     _PRED.update(pooled)
@@ -674,7 +676,8 @@ def main() -> int:
         _PRED["loso"][thr] = dict(sorted(_PRED["loso"][thr].items()))
         a.dump_predictions.write_text("".join(
             json.dumps(p) + "\n" for p in _PRED["loso"][thr].values()))
-        for t in [*thresholds, *(["calibrated"] if a.calibrate else [])]:  # FILE.<threshold>
+        keys: list[float | str] = [*thresholds, *(["calibrated"] if a.calibrate else [])]
+        for t in keys:  # FILE.<threshold>
             a.dump_predictions.with_name(f"{a.dump_predictions.name}.{t}").write_text("".join(
                 json.dumps(p) + "\n" for _, p in sorted(_PRED["loso"][t].items())))
     print(json.dumps(result, indent=1))

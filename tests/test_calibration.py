@@ -110,7 +110,7 @@ def test_a_tenant_whose_history_shows_returns_keeps_plain_follow_ups_in_their_th
     again = _pipeline(runtime, embedder, redactor, min_decisions=30)
     a, b, ev = _come_back(again, "kiosk", "amy")
     assert b.thread_id == a.thread_id and ev["threshold_source"] == "calibrated"
-    # Below `min_decisions` (the shipped 300) the policy threshold stands.
+    # Below `min_decisions` (the shipped 100) the policy threshold stands.
     shipped = _pipeline(runtime, embedder, redactor)
     a, b, ev = _come_back(shipped, "kiosk", "bob")
     assert b.thread_id != a.thread_id and ev["threshold_source"] == "policy"
@@ -141,11 +141,11 @@ def test_the_stored_tally_is_counts_only_and_the_cli_shows_each_tenants_threshol
     assert shipped.returncode == 0, shipped.stderr
     [row] = json.loads(shipped.stdout)
     assert (row["tenant"], row["source"], row["threshold"]) == ("kiosk", "policy", 0.45)
-    assert row["decisions"] == 40 and row["min_decisions"] == 300
+    assert row["decisions"] == 40 and row["min_decisions"] == 100
     policies = tmp_path / "policies"
     shutil.copytree(policy_dir(), policies)
     toml = policies / "correlation.toml"
-    toml.write_text(toml.read_text().replace("min_decisions = 300", "min_decisions = 30"))
+    toml.write_text(toml.read_text().replace("min_decisions = 100", "min_decisions = 30"))
     env = {POLICY_DIR_ENV: str(policies)}
     lowered = run_cli("thresholds", *cred, "--tenant", "kiosk", "--json", env=env)
     [row] = json.loads(lowered.stdout)

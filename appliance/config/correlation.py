@@ -19,7 +19,7 @@ class CalibrationSettings(Strict):
     # Learn each tenant's link threshold from its history-linked traffic (link/calibrate.py).
     enabled: bool = True
     # Decisions tallied before a tenant's threshold may move off `link_threshold`.
-    min_decisions: int = Field(default=300, ge=1, le=1_000_000)
+    min_decisions: int = Field(default=100, ge=1, le=1_000_000)
 
 
 class CorrelationSettings(Strict):

@@ -28,7 +28,7 @@ from itertools import accumulate
 
 BINS = 100  # score resolution of the tally
 STEP = 5  # candidate thresholds every STEP bins: 0.05, 0.10, ... 0.95
-Z = 2.0  # sign-test margin a calibrated threshold must clear
+Z = 1.0  # sign-test margin, in standard deviations, a calibrated threshold must clear
 CAP = 20_000.0  # tallied decisions kept: beyond it, older counts are halved (drift)
 
 
