@@ -1,17 +1,11 @@
-"""Ordered, recorded schema migrations. Never edit one that has shipped; append."""
+"""The data store's (semtrace.db) migrations, in the order they run. Never edit one that
+has shipped; append."""
 
 from __future__ import annotations
 
-import sqlite3
-import time
-from collections.abc import Callable
 from typing import Any
 
-from appliance import failpoints
-
-Migration = Callable[[Any], None]
-MIGRATIONS: list[Migration] = []
-migration = MIGRATIONS.append
+from appliance.migrations.runner import migration
 
 
 @migration
@@ -86,102 +80,6 @@ def m001_initial(db: Any) -> None:
         CREATE INDEX threads_last ON threads (last_ts);
         """
     )
-
-
-# The key store (keys.db) is a separate SQLCipher file so that copies of the
-# data store never hold a data key: shredding a key there makes every copy of
-# semtrace.db unreadable for that bucket.
-KEY_MIGRATIONS: list[Migration] = []
-
-
-@KEY_MIGRATIONS.append
-def k001_deks(db: Any) -> None:
-    db.executescript(
-        """
-        CREATE TABLE deks (
-            bucket_id INTEGER PRIMARY KEY,
-            wrapped BLOB NOT NULL,
-            created_at REAL NOT NULL
-        );
-        CREATE TABLE destroyed (
-            bucket_id INTEGER PRIMARY KEY,
-            destroyed_at REAL NOT NULL
-        );
-        """
-    )
-
-
-def applied(db: Any) -> list[str]:
-    """Names of the migrations recorded in this database."""
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
-    )
-    return [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY rowid")]
-
-
-def migrate(db: Any, migrations: list[Migration] | None = None) -> list[str]:
-    """Apply every migration not yet recorded, each in its own transaction.
-
-    Foreign keys are off while a migration runs (SQLite's procedure for rebuilding a
-    table) and checked before it commits.
-    """
-    done = set(applied(db))
-    ran: list[str] = []
-    todo = [fn for fn in (MIGRATIONS if migrations is None else migrations)
-            if fn.__name__ not in done]
-    if not todo:
-        return ran
-    fks = db.execute("PRAGMA foreign_keys").fetchone()[0]
-    db.execute("PRAGMA foreign_keys = OFF")
-    try:
-        for fn in todo:
-            db.execute("BEGIN IMMEDIATE")  # the migration and its record commit together
-            try:
-                fn(_InTransaction(db))
-                if db.execute("PRAGMA foreign_key_check").fetchone() is not None:
-                    raise RuntimeError(f"migration {fn.__name__} broke a foreign key")
-                failpoints.point("migration")
-                db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
-                           (fn.__name__, time.time()))
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-            ran.append(fn.__name__)
-    finally:
-        db.execute(f"PRAGMA foreign_keys = {'ON' if fks else 'OFF'}")
-    return ran
-
-
-class _InTransaction:
-    """The connection, with `executescript` run statement by statement: sqlite3's own
-    commits first, so a crash mid-migration would leave half a schema unrecorded."""
-
-    def __init__(self, db: Any) -> None:
-        self._db = db
-
-    def execute(self, sql: str, *args: Any) -> Any:
-        if sql.strip().upper().startswith("BEGIN"):  # already in the migration's transaction
-            return None
-        return self._db.execute(sql, *args)
-
-    def executescript(self, script: str) -> None:
-        statement = ""
-        for part in script.split(";"):
-            statement += part + ";"
-            if sqlite3.complete_statement(statement):  # not a ';' inside a literal/trigger
-                if statement.strip(" \t\r\n;"):
-                    self.execute(statement)
-                statement = ""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._db, name)
-
-
-def latest() -> str:
-    """Name of the newest migration this code knows."""
-    return MIGRATIONS[-1].__name__
 
 
 @migration
@@ -350,30 +248,6 @@ def m009_bucket_kinds(db: Any) -> None:
     db.execute("CREATE UNIQUE INDEX buckets_live ON buckets (tenant, user, day, kind) "
                "WHERE destroyed_at IS NULL")
     db.execute("CREATE INDEX buckets_destroyed ON buckets (destroyed_at)")
-
-
-@KEY_MIGRATIONS.append
-def k002_bucket_ids_never_reused(db: Any) -> None:
-    # Bucket ids come from this table; AUTOINCREMENT so that the id of a destroyed
-    # (deleted) key is never handed out again.
-    db.execute("BEGIN")
-    db.execute("CREATE TABLE deks_new (bucket_id INTEGER PRIMARY KEY AUTOINCREMENT, "
-               "wrapped BLOB NOT NULL, created_at REAL NOT NULL)")
-    db.execute("INSERT INTO deks_new SELECT bucket_id, wrapped, created_at FROM deks")
-    db.execute("DROP TABLE deks")
-    db.execute("ALTER TABLE deks_new RENAME TO deks")
-    top = db.execute("SELECT max(coalesce((SELECT max(bucket_id) FROM deks), 0), "
-                     "coalesce((SELECT max(bucket_id) FROM destroyed), 0))").fetchone()[0]
-    db.execute("DELETE FROM sqlite_sequence WHERE name = 'deks'")
-    db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('deks', ?)", (top,))
-
-
-@KEY_MIGRATIONS.append
-def k003_audit_head(db: Any) -> None:
-    # The audit chain's newest (seq, hash), kept beside the keys: deleting the tail of
-    # the audit table (or restoring an older data file) no longer goes unnoticed.
-    db.execute("CREATE TABLE audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), "
-               "seq INTEGER NOT NULL, hash TEXT NOT NULL, updated_at REAL NOT NULL)")
 
 
 @migration
