@@ -61,7 +61,7 @@ def connect(path: Path, keyring: Keyring, *, readonly: bool = False, purpose: st
 
 
 # This store allocates record ids in [id_base, id_base + ID_RANGE); records moved in
-# from another node keep theirs (see migrations.m006_record_id_base).
+# from another node keep theirs (see m006_record_id_base in migrations/datastore.py).
 ID_RANGE = 1 << 32
 
 
