@@ -32,7 +32,11 @@ from appliance.client import Client  # noqa: E402
 from appliance.cluster.client import NatsClient  # noqa: E402
 from appliance.cluster.partition import format_ranges, server_mappings  # noqa: E402
 
-DEV = Path(__file__).resolve().parents[2] / "shared" / "bench" / "threads-dev.jsonl"
+# the shared data sit next to the checkout (/work/shared beside /work/main) or next to its
+# parent (a worktree in /work/wt/NAME)
+DEV = next((p / "shared" / "bench" / "threads-dev.jsonl" for p in Path(__file__).resolve().parents
+            if (p / "shared" / "bench").is_dir()),
+           Path(__file__).resolve().parents[2] / "shared" / "bench" / "threads-dev.jsonl")
 PARTITIONS = 12
 
 

@@ -20,7 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from appliance.config import load_policies  # noqa: E402
 from appliance.embed import LlamaEmbedder  # noqa: E402
 
-DEV = Path(__file__).resolve().parents[2] / "shared" / "bench" / "threads-dev.jsonl"
+# the shared data sit next to the checkout (/work/shared beside /work/main) or next to its
+# parent (a worktree in /work/wt/NAME)
+DEV = next((p / "shared" / "bench" / "threads-dev.jsonl" for p in Path(__file__).resolve().parents
+            if (p / "shared" / "bench").is_dir()),
+           Path(__file__).resolve().parents[2] / "shared" / "bench" / "threads-dev.jsonl")
 
 
 def pct(xs: list[float], q: float) -> float:

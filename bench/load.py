@@ -24,7 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from appliance.client import Client  # noqa: E402
 
-DEV = Path(__file__).resolve().parents[2] / "shared" / "bench" / "threads-dev.jsonl"
+# the shared data sit next to the checkout (/work/shared beside /work/main) or next to its
+# parent (a worktree in /work/wt/NAME)
+DEV = next((p / "shared" / "bench" / "threads-dev.jsonl" for p in Path(__file__).resolve().parents
+            if (p / "shared" / "bench").is_dir()),
+           Path(__file__).resolve().parents[2] / "shared" / "bench" / "threads-dev.jsonl")
 TEMPLATE = ("could you tell me how the quarterly budget review for the platform team is going "
             "and whether the new storage cluster will be ready before the migration deadline")
 WORDS = TEMPLATE.split(" ")
@@ -112,6 +116,8 @@ def main() -> None:
     ap.add_argument("--rss-prompts", type=int, default=0)
     args = ap.parse_args()
     corpus = texts()
+    print(f"prompts: {DEV} ({len(corpus)} texts)" if DEV.exists() else
+          f"prompts: {DEV} not found, a synthetic 30-word prompt instead")
     with tempfile.TemporaryDirectory() as tmp:
         proc, sock = start_server(Path(tmp))
         try:
