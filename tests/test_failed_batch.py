@@ -62,3 +62,25 @@ def test_a_failed_rollback_leaves_no_stale_bucket_behind(
     assert _orphans(pipeline.store) == 0  # the record's bucket exists: retention can shred it
     (rec,) = pipeline.store.records("r.id = ?", (out.record_id,))
     assert rec.text is not None and "expense" in rec.text
+
+
+def test_a_failed_batch_teaches_the_tenants_threshold_nothing(
+        pipeline: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance.ingest import content_digest
+    from appliance.records import Message
+
+    first = "How do I configure the VPN client on my laptop?"
+    pipeline.process([make_prompt(first, request_id="h-1", history=())])
+    said = (Message("user", content_digest(first)),)
+    follow = make_prompt("Which port does it use?", minutes=1, request_id="h-2", history=said)
+    real = pipeline.store._db
+    monkeypatch.setattr(pipeline.store, "_db", FailingDb(real, lambda s: s == "COMMIT"))
+    with pytest.raises(OSError):
+        pipeline.process([follow])
+    monkeypatch.setattr(pipeline.store, "_db", real)
+    # Neither the store nor memory counts the failed prompt; the retry counts it once.
+    assert pipeline.store.link_tallies() == {} and pipeline.thresholds.tally("acme").decisions == 0
+    (retry,) = pipeline.process([follow])
+    assert retry.parent_request_id == "h-1" and retry.link_source == "history"
+    assert pipeline.store.link_tallies()["acme"].decisions == 1
+    assert pipeline.thresholds.tally("acme").decisions == 1
