@@ -222,17 +222,17 @@ class Pipeline:
         cands = [c for c in hist.candidates if c.ts <= p.ts]
         query = LinkInput(ts=p.ts, vector=vec, text=red.text, session_key=skey,
                           entity_keys=ekeys)
-        choice = self.thresholds.choice(p.tenant)
-        asked: list[bool] = []
+        used: list[str] = []  # the threshold's source, once the content linker is asked
 
         def content() -> Link:
-            asked.append(True)
+            choice = self.thresholds.choice(p.tenant)
+            used.append(choice.source)
             return self.linker(query, cands, threshold=choice.threshold)
 
         link = history.decide(query, self._context(p, user), cands, content,
                               self.policies.correlation)
-        if asked:
-            link = replace(link, evidence={**link.evidence, "threshold_source": choice.source})
+        if used:
+            link = replace(link, evidence={**link.evidence, "threshold_source": used[-1]})
         self._learn(p.tenant, link, query, cands)
         thread_id = link.thread_id or new_thread_id()
         text, vault = number_placeholders(red, ekeys, hist.placeholders.setdefault(thread_id, {}))
