@@ -1,6 +1,7 @@
 """Where the linker's leave-one-source-out decisions go wrong, per held-out source.
 
-usage: .venv/bin/python bench/link_errors.py PREDICTIONS [--source SRC ...] [--json]
+usage: .venv/bin/python bench/link_errors.py PREDICTIONS [--source SRC ...] [--interleaving]
+       [--json]
 
 PREDICTIONS is the file `bench/train_linker.py --dump-predictions` writes (one decision per
 prompt, indices as train_linker numbers them: stream number * 1,000,000 + index). Every
@@ -15,6 +16,13 @@ prompt falls in one class:
 
 Each error class is also counted by the gap since the user's previous prompt. Numbers only,
 no prompt text.
+
+`--interleaving` splits the gold follow-ups instead: *linear* ones (the user's previous
+prompt is in the same conversation) and *interleaved* ones (the user's previous prompt
+belongs to another of their conversations), with the share of each that the linker put in
+the right conversation, and the three figures (pairwise F1 / new-thread F1 / parent
+accuracy) as decided and with every interleaved follow-up given its gold parent (threads
+re-derived along the parent links): how much of what is left is interleaving.
 """
 
 from __future__ import annotations
@@ -95,20 +103,94 @@ def tally(pred: dict[int, dict[str, Any]], gold: dict[int, dict[str, Any]],
             for s, v in sorted(out.items())}
 
 
+def interleaving(pred: dict[int, dict[str, Any]], gold: dict[int, dict[str, Any]],
+                 sources: set[str] | None) -> dict[str, Any]:
+    """Per source (and pooled): follow-ups linear / interleaved, the share of each put in the
+    right conversation, and the figures as decided and with interleaved follow-ups right."""
+    from appliance.evaluate import score
+
+    by_user: defaultdict[str, list[int]] = defaultdict(list)
+    for i in sorted(gold, key=lambda i: (gold[i]["user"], gold[i]["t"], i)):
+        by_user[gold[i]["user"]].append(i)
+    prev = {b: a for ix in by_user.values() for a, b in zip(ix, ix[1:], strict=False)}
+    inter = {i for i, g in gold.items()
+             if g["parent"] is not None and i in prev and gold[prev[i]]["thread"] != g["thread"]}
+    fixed = {i: dict(p) for i, p in pred.items()}
+    thread: dict[int, str] = {}
+    for ix in by_user.values():
+        for i in ix:
+            if i not in fixed:
+                continue
+            if i in inter:
+                fixed[i]["parent_index"] = gold[i]["parent"]
+            parent = fixed[i].get("parent_index")
+            thread[i] = thread.get(parent, f"o{i}") if parent is not None else f"o{i}"
+            fixed[i]["thread_id"] = thread[i]
+    rows = {i: {"index": i, "user_id": g["user"], "gold_thread_id": g["thread"],
+                "gold_parent_index": g["parent"], "source": g["source"]}
+            for i, g in gold.items() if i in pred}
+    groups: defaultdict[str, list[int]] = defaultdict(list)
+    for i, r in rows.items():
+        if not sources or r["source"] in sources:
+            groups[r["source"]].append(i)
+            groups["pooled"].append(i)
+    keys = ("pair_F1", "newthread_F1", "parent_acc")
+    out: dict[str, Any] = {}
+    for src, ix in sorted(groups.items(), key=lambda kv: (kv[0] == "pooled", kv[0])):
+        count: Counter[tuple[str, bool]] = Counter()
+        for i in ix:
+            if gold[i]["parent"] is None:
+                continue
+            pp = pred[i].get("parent_index")
+            right = pp is not None and gold[pp]["thread"] == gold[i]["thread"]
+            count[("interleaved" if i in inter else "linear", right)] += 1
+        sg = [rows[i] for i in ix]
+        as_decided, with_right = score(sg, pred), score(sg, fixed)
+        out[src] = {
+            **{f"{k}_followups": count[(k, True)] + count[(k, False)]
+               for k in ("linear", "interleaved")},
+            **{f"{k}_thread_right": round(count[(k, True)] / max(1, count[(k, True)]
+                                                                  + count[(k, False)]), 3)
+               for k in ("linear", "interleaved")},
+            "as_decided": [round(as_decided[k], 3) for k in keys],
+            "interleaved_right": [round(with_right[k], 3) for k in keys]}
+    return out
+
+
+def print_interleaving(res: dict[str, Any]) -> None:
+    print("| source | follow-ups | interleaved | conversation right: linear / interleaved "
+          "| as decided | interleaved follow-ups right |")
+    print("|---|---|---|---|---|---|")
+    for src, r in res.items():
+        n = r["linear_followups"] + r["interleaved_followups"]
+        print(f"| {src} | {n:,} | {r['interleaved_followups']:,} "
+              f"({r['interleaved_followups'] / max(n, 1):.0%}) | {r['linear_thread_right']:.3f} / "
+              f"{r['interleaved_thread_right']:.3f} | "
+              + " / ".join(f"{v:.3f}" for v in r["as_decided"]) + " | "
+              + " / ".join(f"{v:.3f}" for v in r["interleaved_right"]) + " |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("predictions", type=Path)
     ap.add_argument("--source", action="append", default=[])
+    ap.add_argument("--interleaving", action="store_true",
+                    help="follow-ups after another conversation's turn, and what they cost")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    sys.path.insert(0, str(REPO))
     try:
         pred = {p["index"]: p for p in map(json.loads, a.predictions.read_text().splitlines())}
-        res = tally(pred, load_gold(), set(a.source) or None)
+        gold = load_gold()
+        res = (interleaving if a.interleaving else tally)(pred, gold, set(a.source) or None)
     except (OSError, ValueError, KeyError) as exc:
         print(f"Cannot read the predictions in {a.predictions}: {exc}.", file=sys.stderr)
         return 1
     if a.json:
         print(json.dumps(res, indent=1))
+        return 0
+    if a.interleaving:
+        print_interleaving(res)
         return 0
     print("| source | " + " | ".join(CLASSES) + " |")
     print("|---" * (len(CLASSES) + 1) + "|")
