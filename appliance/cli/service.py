@@ -72,6 +72,10 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         from appliance.cluster.bus import require_nats
 
         require_nats()
+        if cluster.security.bus_key_file:  # one sentence now, not after the models load
+            from appliance.keys.bus import load_bus_keys
+
+            load_bus_keys(cluster.security.bus_key_file)
     verify_model(load_manifest())
     rt = open_runtime(directory, credential(passphrase_file, key_file), policies=policies)
     lock = DataDirLock(directory)

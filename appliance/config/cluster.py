@@ -22,6 +22,8 @@ class ClusterSecurity(Strict):
     tls_ca_file: str = ""  # CA that signed the server's certificate; set = TLS on
     tls_cert_file: str = ""  # client certificate (mutual TLS), with tls_key_file
     tls_key_file: str = ""
+    # 32-byte keys (mode 0600) sealing every payload on the bus with AES-256-GCM; "" = plain
+    bus_key_file: str = ""
 
     @field_validator("*")
     @classmethod
