@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from appliance.errors import SemtraceError
+from appliance.errors import ConfigError, SemtraceError
 
 
 class Client:
@@ -111,20 +111,36 @@ def is_nats_url(target: str | Path) -> bool:
     return isinstance(target, str) and target.startswith(("nats://", "tls://"))
 
 
-def open_client(target: str | Path, *, timeout: float = 30.0) -> Any:
-    """A blocking client for a socket path or a `nats://` URL (`request`, `close`)."""
+def bus_keys_for(target: str | Path, bus_key_file: str | Path | None) -> Any:
+    """The bus keys a gateway seals with (None: plain); one sentence if misplaced or bad."""
+    if bus_key_file is None:
+        return None
+    if not is_nats_url(target):
+        raise ConfigError("bus_key_file seals messages to a nats:// URL; a Unix socket "
+                          "stays on the host and takes none.")
+    from appliance.keys.bus import load_bus_keys
+
+    return load_bus_keys(bus_key_file)
+
+
+def open_client(target: str | Path, *, timeout: float = 30.0, bus_keys: Any = None) -> Any:
+    """A blocking client for a socket path or a `nats://` URL (`request`, `close`).
+
+    `bus_keys` (from `bus_keys_for`) seals every request to a NATS URL.
+    """
     if is_nats_url(target):
         from appliance.cluster.client import NatsClient
 
-        return NatsClient(str(target), timeout=timeout)
+        return NatsClient(str(target), timeout=timeout, bus_keys=bus_keys)
     return Client(target, timeout=timeout)
 
 
-async def open_async_client(target: str | Path, *, timeout: float = 30.0) -> Any:
+async def open_async_client(target: str | Path, *, timeout: float = 30.0,
+                            bus_keys: Any = None) -> Any:
     """An asyncio client for a socket path or a `nats://` URL (`request`, `close`)."""
     if is_nats_url(target):
         from appliance.cluster.client import AsyncNatsClient
 
-        return await AsyncNatsClient.connect(str(target), timeout=timeout)
+        return await AsyncNatsClient.connect(str(target), timeout=timeout, bus_keys=bus_keys)
     return await AsyncClient.connect(target)
 

@@ -313,6 +313,22 @@ def test_a_body_naming_another_tenant_than_its_subject_is_refused(
         assert owner(cluster, tenant).lookup(tenant, "spoof-1")["ok"] is False
 
 
+def test_a_node_without_the_bus_key_refuses_a_sealed_message_with_one_sentence(
+        cluster: dict[str, Node], nats_url: str, tmp_path: Path) -> None:
+    from appliance.cluster.client import NatsClient
+    from appliance.keys.bus import create_key_file, load_bus_keys
+
+    create_key_file(tmp_path / "bus.key")
+    row = {"v": 1, "op": "ingest", "tenant": "t1", "user_id": "dev", "request_id": "sealed-1",
+           "text": "Summarise the contract for lena.park@example.com."}
+    with NatsClient(nats_url, timeout=60, bus_keys=load_bus_keys(tmp_path / "bus.key")) as gw:
+        reply = gw.request(row)
+    assert reply["ok"] is False and reply["error"]["code"] == "bad_request"
+    assert "sealed with a bus key, but this node has none" in reply["error"]["message"]
+    assert owner(cluster, "t1").lookup("t1", "sealed-1")["error"]["code"] == "not_found"
+    assert "Traceback" not in owner(cluster, "t1").log.read_text()
+
+
 def test_integrations_take_a_nats_url_and_can_redact_before_the_bus(
         cluster: dict[str, Node], nats_url: str) -> None:
     import nats

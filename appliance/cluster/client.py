@@ -6,6 +6,10 @@ fire-and-forget: the enrichment then appears on `semtrace.enriched.<tenant>`.
 A request that gets no reply in time is still on the bus (JetStream keeps it
 until its node commits it); `lookup` on that node, or the enriched subject,
 gives its answer later.
+
+With a bus key (`bus_key_file`, `appliance.keys.bus`) every request leaves
+sealed with AES-256-GCM, bound to its tenant, and the node's answer comes back
+sealed in the same key; a plain answer is accepted only when it is an error.
 """
 
 from __future__ import annotations
@@ -19,33 +23,78 @@ from appliance.cluster.bus import connect
 from appliance.cluster.partition import ingest_subject, valid_tenant
 from appliance.config import ClusterSecurity
 from appliance.errors import SemtraceError
+from appliance.keys.bus import (
+    BusKeys,
+    Unsealed,
+    ingest_aad,
+    is_sealed,
+    load_bus_keys,
+    reply_aad,
+)
 
 
-def _subject(obj: dict[str, Any]) -> str:
+def _tenant(obj: dict[str, Any]) -> str:
     tenant = obj.get("tenant")
     if not isinstance(tenant, str) or not valid_tenant(tenant):
         raise SemtraceError("Over NATS a tenant is 1-128 letters, digits, '_' or '-'.")
-    return ingest_subject(tenant)
+    return tenant
 
 
 def _frame(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def sealed_request(obj: dict[str, Any], keys: BusKeys | None) -> tuple[str, bytes]:
+    """(subject, payload) of a request: sealed for its tenant when there is a bus key."""
+    tenant = _tenant(obj)
+    frame = _frame(obj)
+    return ingest_subject(tenant), (frame if keys is None
+                                    else keys.seal(frame, ingest_aad(tenant)))
+
+
+def open_reply(data: bytes, tenant: str, keys: BusKeys | None) -> dict[str, Any]:
+    """A node's answer (direct reply or on `semtrace.enriched.<tenant>`), opened if sealed.
+
+    SemtraceError with one sentence when it is sealed and cannot be opened, or when
+    this side seals and a plain answer claims success (nobody with the key sent it).
+    """
+    if is_sealed(data):
+        if keys is None:
+            raise SemtraceError("The node's answer is sealed with a bus key; give this "
+                                "gateway the cluster's bus key file (bus_key_file).")
+        try:
+            data, _ = keys.open(data, reply_aad(tenant))
+        except Unsealed:
+            raise SemtraceError("The node's answer does not open with this gateway's bus "
+                                "key.") from None
+        reply: dict[str, Any] = json.loads(data)
+        return reply
+    reply = json.loads(data)
+    if keys is not None and reply.get("ok") is not False:
+        raise SemtraceError("A plain answer to a sealed request was ignored: only a node "
+                            "holding the bus key answers with success.")
+    return reply
+
+
 class AsyncNatsClient:
     """An asyncio gateway client over NATS."""
 
-    def __init__(self, nc: Any, *, timeout: float) -> None:
+    def __init__(self, nc: Any, *, timeout: float, keys: BusKeys | None = None) -> None:
         self._nc = nc
         self.timeout = timeout
+        self.keys = keys
 
     @classmethod
     async def connect(cls, url: str, *, timeout: float = 5.0,
                       security: ClusterSecurity | None = None,
-                      name: str = "semtrace-gateway") -> AsyncNatsClient:
-        nc = await connect(url, security or ClusterSecurity(), name=name,
-                           connect_timeout=timeout)
-        return cls(nc, timeout=timeout)
+                      name: str = "semtrace-gateway",
+                      bus_keys: BusKeys | None = None) -> AsyncNatsClient:
+        """Connect; `bus_keys` (or `security.bus_key_file`) seals every request."""
+        sec = security or ClusterSecurity()
+        if bus_keys is None and sec.bus_key_file:
+            bus_keys = load_bus_keys(sec.bus_key_file)
+        nc = await connect(url, sec, name=name, connect_timeout=timeout)
+        return cls(nc, timeout=timeout, keys=bus_keys)
 
     async def request(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Request-reply: the committed record's reply; SemtraceError if none in time.
@@ -57,18 +106,17 @@ class AsyncNatsClient:
 
         if obj.get("mode") == "async":
             return await self.publish(obj)
-        subject = _subject(obj)
+        subject, payload = sealed_request(obj, self.keys)
         try:
-            msg = await self._nc.request(subject, _frame(obj), timeout=self.timeout)
+            msg = await self._nc.request(subject, payload, timeout=self.timeout)
         except (NatsTimeout, TimeoutError, NoRespondersError):
             raise SemtraceError(f"No node answered within {self.timeout:g} s; the request "
                                 "stays queued on the bus.") from None
-        reply: dict[str, Any] = json.loads(msg.data)
-        return reply
+        return open_reply(msg.data, _tenant(obj), self.keys)
 
     async def publish(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Fire-and-forget; returns the queued reply a socket gives in async mode."""
-        await self._nc.publish(_subject(obj), _frame(obj))
+        await self._nc.publish(*sealed_request(obj, self.keys))
         await self._nc.flush(timeout=self.timeout)
         return {"request_id": obj.get("request_id"), "ok": True, "mode": "async",
                 "queued": True}
@@ -81,7 +129,8 @@ class NatsClient:
     """A blocking gateway client over NATS (its own event loop on a daemon thread)."""
 
     def __init__(self, url: str, *, timeout: float = 5.0,
-                 security: ClusterSecurity | None = None) -> None:
+                 security: ClusterSecurity | None = None,
+                 bus_keys: BusKeys | None = None) -> None:
         self.timeout = timeout
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
@@ -89,7 +138,7 @@ class NatsClient:
         self._thread.start()
         try:
             self._inner: AsyncNatsClient = self._run(AsyncNatsClient.connect(
-                url, timeout=timeout, security=security))
+                url, timeout=timeout, security=security, bus_keys=bus_keys))
         except BaseException:
             self._stop_loop()
             raise

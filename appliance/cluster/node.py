@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import secrets
@@ -27,7 +28,8 @@ from appliance.cluster.owners import Ownership, owners_bucket
 from appliance.cluster.replies import ReplyBook
 from appliance.config import ClusterSettings
 from appliance.errors import SemtraceError
-from appliance.protocol import ProtocolError
+from appliance.keys.bus import BusKeys, Unsealed, ingest_aad, load_bus_keys, open_frame, reply_aad
+from appliance.protocol import ProtocolError, error_reply
 
 if TYPE_CHECKING:
     from appliance.service import Service
@@ -130,6 +132,8 @@ class ClusterNode:
         self.settings = settings
         self.node = node_name(settings.node)
         self.partitions = settings.owned()
+        self.keys: BusKeys | None = (load_bus_keys(settings.security.bus_key_file)
+                                     if settings.security.bus_key_file else None)
         self.book = ReplyBook()
         self.lag: dict[int, ConsumerLag] = {}
         self.counters = {"consumed": 0, "redelivered": 0, "retried": 0, "refused": 0}
@@ -220,7 +224,7 @@ class ClusterNode:
 
     async def _handle(self, msgs: list[Any]) -> None:
         """Answer a fetched batch in order; ack each message after its commit."""
-        running: list[tuple[Any, str, asyncio.Future[dict[str, Any]]]] = []
+        running: list[tuple[Any, str, bytes | None, asyncio.Future[dict[str, Any]]]] = []
         for msg in msgs:
             split = part.split_part_subject(msg.subject)
             if split is None:
@@ -229,22 +233,46 @@ class ClusterNode:
             tenant = split[1]
             if msg.metadata.num_delivered > 1:
                 self.counters["redelivered"] += 1
-            if _op(msg.data) not in ("ingest", None):  # reads and feedback see earlier writes
-                await asyncio.gather(*(f for _, _, f in running), return_exceptions=True)
-            running.append((msg, tenant, asyncio.ensure_future(self.service.answer(
-                msg.data, durable=True, check=_same_tenant(tenant)))))
-        for msg, tenant, fut in running:
-            await self._settle(msg, tenant, await fut)
+            try:
+                frame, kid = self._open(msg.data, tenant, split[0])
+            except ProtocolError as exc:  # refused whole: nothing reaches the service
+                refused: asyncio.Future[dict[str, Any]] = asyncio.Future()
+                refused.set_result(error_reply(exc.code, exc.message))
+                running.append((msg, tenant, None, refused))
+                continue
+            if _op(frame) not in ("ingest", None):  # reads and feedback see earlier writes
+                await asyncio.gather(*(f for *_, f in running), return_exceptions=True)
+            running.append((msg, tenant, kid, asyncio.ensure_future(self.service.answer(
+                frame, durable=True, check=_same_tenant(tenant)))))
+        for msg, tenant, kid, fut in running:
+            await self._settle(msg, tenant, kid, await fut)
 
-    async def _settle(self, msg: Any, tenant: str, reply: dict[str, Any]) -> None:
+    def _open(self, data: bytes, tenant: str, p: int) -> tuple[bytes, bytes | None]:
+        """(the request frame, the bus key id it was sealed with); ProtocolError if refused.
+
+        With a bus key only a message sealed for this subject's tenant opens; without
+        one a sealed message is refused. Nothing of the payload is logged.
+        """
+        try:
+            return open_frame(self.keys, data, ingest_aad(tenant))
+        except Unsealed as exc:
+            log.warning("message refused", extra={"event": "bus_refused", "partition": p,
+                                                  "reason": exc.reason})
+            raise ProtocolError("bad_request", str(exc)) from None
+
+    async def _settle(self, msg: Any, tenant: str, kid: bytes | None,
+                      reply: dict[str, Any]) -> None:
         code = (reply.get("error") or {}).get("code")
         if code in RETRY_CODES:
             self.counters["retried"] += 1
             await msg.nak(delay=1.0)
             return
         answer = json.dumps(reply, ensure_ascii=False, separators=(",", ":")).encode()
+        if kid is not None and self.keys is not None:  # answered in the request's own key
+            answer = self.keys.seal(answer, reply_aad(tenant), key_id=kid)
         rid = reply.get("request_id")
-        subject = self.book.answered((tenant, rid), answer) if isinstance(rid, str) else None
+        key = (tenant, rid) if isinstance(rid, str) else _refused_key(tenant, msg.data)
+        subject = self.book.answered(key, answer)
         await self._nc.publish(subject or part.enriched_subject(tenant), answer)
         await msg.ack()
         self.counters["consumed" if reply.get("ok") else "refused"] += 1
@@ -255,13 +283,20 @@ class ClusterNode:
         if not msg.reply or split is None:
             return
         try:
-            rid = json.loads(msg.data).get("request_id")
-        except (ValueError, AttributeError):
-            return
-        if isinstance(rid, str):
-            answer = self.book.asked((split[1], rid), msg.reply)
-            if answer is not None:
-                await self._nc.publish(msg.reply, answer)
+            frame, _ = open_frame(self.keys, msg.data, ingest_aad(split[1]))
+        except Unsealed:  # the consumer refuses it too; its error answers this requester
+            key = _refused_key(split[1], msg.data)
+        else:
+            try:
+                rid = json.loads(frame).get("request_id")
+            except (ValueError, AttributeError):
+                return
+            if not isinstance(rid, str):
+                return
+            key = (split[1], rid)
+        answer = self.book.asked(key, msg.reply)
+        if answer is not None:
+            await self._nc.publish(msg.reply, answer)
 
     async def _poll_lag(self) -> None:
         while not self._stopping.is_set():
@@ -286,6 +321,11 @@ async def consumer_lag(js: Any, settings: ClusterSettings,
             si = await js.stream_info(settings.stream, subjects_filter=part.part_subject(p))
             out[p] = ConsumerLag(p, sum((si.state.subjects or {}).values()), 0, 0)
     return out
+
+
+def _refused_key(tenant: str, data: bytes) -> tuple[str, str]:
+    """The reply book's key of a message refused unopened: its digest stands for its id."""
+    return tenant, "refused:" + hashlib.sha256(data).hexdigest()[:32]
 
 
 def _op(data: bytes) -> str | None:

@@ -2,7 +2,8 @@
 
     tracer = opentelemetry.trace.get_tracer("my-app")
     semtrace = Semtrace("/run/semtrace/semtrace.sock", tenant="acme")
-    # or, to a cluster: Semtrace("nats://10.0.0.5:4222", tenant="acme", redact=True)
+    # or, to a cluster: Semtrace("nats://10.0.0.5:4222", tenant="acme",
+    #                            bus_key_file="/etc/semtrace/bus.key")
 
     with tracer.start_as_current_span("chat gpt-4o"):
         with semtrace.turn(user_id=user, text=prompt, history=messages[:-1],
@@ -41,7 +42,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from appliance.client import is_nats_url, open_client
+from appliance.client import bus_keys_for, is_nats_url, open_client
 from appliance.errors import SemtraceError
 from appliance.ingest import content_digest
 from appliance.integrations import annotate, history_digests, traceparent
@@ -78,12 +79,16 @@ class Semtrace:
     """A thread-safe connection to the appliance for one tenant."""
 
     def __init__(self, socket_path: str | Path, *, tenant: str, timeout: float = 5.0,
-                 redact: bool | TextRedactor = False) -> None:
+                 redact: bool | TextRedactor = False,
+                 bus_key_file: str | Path | None = None) -> None:
         """Args:
             socket_path: the appliance's Unix socket, or a `nats://host:port` URL.
             redact: True (Presidio, policies/redaction.toml) or a function: the prompt
                 leaves this process with placeholders instead of PII.
+            bus_key_file: with a NATS URL, the cluster's bus key file (mode 0600): every
+                request is sealed (AES-256-GCM) before it reaches the bus.
         """
+        self._bus_keys = bus_keys_for(socket_path, bus_key_file)
         self.socket_path: str | Path = (socket_path if is_nats_url(socket_path)
                                         else Path(socket_path))
         self.tenant = tenant
@@ -97,7 +102,8 @@ class Semtrace:
         with self._lock:
             try:
                 if self._client is None:
-                    self._client = open_client(self.socket_path, timeout=self.timeout)
+                    self._client = open_client(self.socket_path, timeout=self.timeout,
+                                               bus_keys=self._bus_keys)
                 reply: dict[str, Any] = self._client.request(request)
                 return reply
             except (SemtraceError, OSError, ValueError) as exc:

@@ -4,7 +4,8 @@
     from appliance.integrations.litellm import SemtraceLogger
 
     litellm.callbacks = [SemtraceLogger("/run/semtrace/semtrace.sock", tenant="acme")]
-    # or, to a cluster: SemtraceLogger("nats://10.0.0.5:4222", tenant="acme", redact=True)
+    # or, to a cluster: SemtraceLogger("nats://10.0.0.5:4222", tenant="acme",
+    #                                  bus_key_file="/etc/semtrace/bus.key")
 
 Before the provider is called (`async_pre_call_hook` on the proxy,
 `log_pre_api_call` in the SDK) the callback sends the last user message, the
@@ -36,7 +37,7 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from appliance.client import is_nats_url, open_async_client, open_client
+from appliance.client import bus_keys_for, is_nats_url, open_async_client, open_client
 from appliance.errors import SemtraceError
 from appliance.integrations import annotate, reply_attributes
 from appliance.integrations.litellm_requests import CHAT_CALLS as CHAT_CALLS
@@ -62,7 +63,8 @@ class SemtraceLogger(CustomLogger):
     def __init__(self, socket_path: str | Path, *, tenant: str = "default",
                  tenant_by_team: dict[str, str] | None = None, mode: str = "sync",
                  timeout: float = 5.0, register_before_call: bool = True,
-                 redact: bool | TextRedactor = False) -> None:
+                 redact: bool | TextRedactor = False,
+                 bus_key_file: str | Path | None = None) -> None:
         """Args:
             socket_path: the appliance's Unix socket, or a `nats://host:port` URL (mode
                 async is then fire-and-forget to the bus).
@@ -71,8 +73,11 @@ class SemtraceLogger(CustomLogger):
                 key has another team, or none, go to `tenant`).
             redact: True (Presidio, policies/redaction.toml) or a function: prompts
                 leave the gateway with placeholders instead of PII.
+            bus_key_file: with a NATS URL, the cluster's bus key file (mode 0600): every
+                request is sealed (AES-256-GCM) before it reaches the bus.
         """
         super().__init__()
+        self._bus_keys = bus_keys_for(socket_path, bus_key_file)
         self.socket_path: str | Path = (socket_path if is_nats_url(socket_path)
                                         else Path(socket_path))
         self.redact = text_redactor(redact)
@@ -182,7 +187,8 @@ class SemtraceLogger(CustomLogger):
         with self._lock:
             try:
                 if self._client is None:
-                    self._client = open_client(self.socket_path, timeout=self.timeout)
+                    self._client = open_client(self.socket_path, timeout=self.timeout,
+                                               bus_keys=self._bus_keys)
                 reply: dict[str, Any] = self._client.request(self._outgoing(req))
                 return reply
             except (SemtraceError, OSError, ValueError) as exc:
@@ -194,7 +200,8 @@ class SemtraceLogger(CustomLogger):
         loop = asyncio.get_running_loop()
         try:
             if loop not in self._async:
-                client = await open_async_client(self.socket_path, timeout=self.timeout)
+                client = await open_async_client(self.socket_path, timeout=self.timeout,
+                                                 bus_keys=self._bus_keys)
                 if self._async.setdefault(loop, client) is not client:
                     await client.close()  # another call connected first
             reply: dict[str, Any] = await asyncio.wait_for(

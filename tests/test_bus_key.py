@@ -1,0 +1,115 @@
+"""The bus key: sealing, opening, the key file and `semtrace cluster bus-key` (no NATS)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_spine import run_cli
+
+from appliance.cluster.client import open_reply, sealed_request
+from appliance.errors import ConfigError, SemtraceError
+from appliance.keys.bus import (
+    Unsealed,
+    create_key_file,
+    ingest_aad,
+    load_bus_keys,
+    open_frame,
+    reply_aad,
+)
+
+ROW = {"v": 1, "op": "ingest", "tenant": "acme", "request_id": "r1", "user_id": "u1",
+       "text": "Send the offer to ana.lima@example.com."}
+
+
+def test_a_sealed_request_hides_its_prompt_and_opens_only_for_its_tenant(tmp_path: Path) -> None:
+    create_key_file(tmp_path / "bus.key")
+    keys = load_bus_keys(tmp_path / "bus.key")
+    subject, payload = sealed_request(ROW, keys)
+    assert subject == "semtrace.ingest.acme"
+    assert b"example.com" not in payload and b"u1" not in payload
+    assert sealed_request(ROW, keys)[1] != payload  # a fresh nonce each time
+    frame, kid = open_frame(keys, payload, ingest_aad("acme"))
+    assert json.loads(frame) == ROW and kid.hex() == keys.ids()[0]
+    with pytest.raises(Unsealed, match="another tenant"):
+        open_frame(keys, payload, ingest_aad("globex"))
+    with pytest.raises(Unsealed, match="altered"):
+        open_frame(keys, payload[:-1] + bytes([payload[-1] ^ 1]), ingest_aad("acme"))
+    with pytest.raises(Unsealed, match="this node has none"):
+        open_frame(None, payload, ingest_aad("acme"))
+    with pytest.raises(Unsealed, match="accepts only messages sealed"):
+        open_frame(keys, json.dumps(ROW).encode(), ingest_aad("acme"))
+    with pytest.raises(Unsealed, match="request cannot|does not open"):  # not as a reply
+        keys.open(payload, reply_aad("acme"))
+    assert "example" not in repr(keys) and keys.ids()[0] in repr(keys)
+
+
+def test_a_gateway_that_seals_takes_a_plain_answer_only_when_it_is_an_error(
+        tmp_path: Path) -> None:
+    create_key_file(tmp_path / "bus.key")
+    keys = load_bus_keys(tmp_path / "bus.key")
+    answer = {"request_id": "r1", "ok": True, "conversation_id": "th_1"}
+    sealed = keys.seal(json.dumps(answer).encode(), reply_aad("acme"))
+    assert open_reply(sealed, "acme", keys) == answer
+    with pytest.raises(SemtraceError, match="does not open"):
+        open_reply(sealed, "globex", keys)
+    with pytest.raises(SemtraceError, match="plain answer to a sealed request"):
+        open_reply(json.dumps(answer).encode(), "acme", keys)
+    error = {"request_id": None, "ok": False, "error": {"code": "bad_request", "message": "x"}}
+    assert open_reply(json.dumps(error).encode(), "acme", keys) == error
+
+
+def test_rolling_the_bus_key_keeps_queued_messages_open(tmp_path: Path) -> None:
+    path = tmp_path / "bus.key"
+    r = run_cli("cluster", "bus-key", "new", str(path), "--json")
+    assert r.returncode == 0, r.stderr
+    old = json.loads(r.stdout)["changed"]
+    assert path.stat().st_mode & 0o777 == 0o600
+    queued = sealed_request(ROW, load_bus_keys(path))[1]  # sealed before the roll
+    new = json.loads(run_cli("cluster", "bus-key", "add", str(path), "--json").stdout)["changed"]
+    assert load_bus_keys(path).ids() == [old, new]  # added: opens, does not seal yet
+    assert run_cli("cluster", "bus-key", "use", str(path), new).returncode == 0
+    keys = load_bus_keys(path)
+    assert keys.ids() == [new, old]
+    assert open_frame(keys, queued, ingest_aad("acme"))[1].hex() == old  # still opens
+    assert open_frame(keys, sealed_request(ROW, keys)[1], ingest_aad("acme"))[1].hex() == new
+    r = run_cli("cluster", "bus-key", "drop", str(path), new)
+    assert r.returncode != 0 and "is the sealing key" in r.stderr
+    assert run_cli("cluster", "bus-key", "drop", str(path), old).returncode == 0
+    with pytest.raises(Unsealed, match=f"bus key {old}, which is not in this node's"):
+        open_frame(load_bus_keys(path), queued, ingest_aad("acme"))
+    listed = run_cli("cluster", "bus-key", "list", str(path))
+    assert listed.stdout.strip() == f"{new} (seals)"
+    assert "Traceback" not in r.stderr + listed.stderr
+
+
+def test_a_bus_key_file_readable_by_others_or_malformed_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bus.key"
+    create_key_file(path)
+    again = run_cli("cluster", "bus-key", "new", str(path))
+    assert again.returncode != 0 and "already exists" in again.stderr
+    path.chmod(0o640)
+    with pytest.raises(ConfigError, match="readable by its owner only"):
+        load_bus_keys(path)
+    path.chmod(0o600)
+    secret = path.read_text().split()[-1]
+    path.write_text("0011 " + secret + "\n")
+    with pytest.raises(ConfigError, match="line 1 is not") as err:
+        load_bus_keys(path)
+    assert secret not in str(err.value)
+    with pytest.raises(ConfigError, match="bus_key_file seals messages to a nats:// URL"):
+        from appliance.integrations.decorator import Semtrace
+
+        Semtrace(tmp_path / "semtrace.sock", tenant="acme", bus_key_file=path)
+
+
+def test_cluster_toml_takes_an_absolute_bus_key_file() -> None:
+    from pydantic import ValidationError
+
+    from appliance.config import ClusterSettings
+
+    settings = ClusterSettings.model_validate({"security": {"bus_key_file": "/etc/s/bus.key"}})
+    assert settings.security.bus_key_file == "/etc/s/bus.key"
+    with pytest.raises(ValidationError, match="absolute path"):
+        ClusterSettings.model_validate({"security": {"bus_key_file": "bus.key"}})

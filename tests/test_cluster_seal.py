@@ -1,0 +1,270 @@
+"""Payloads sealed on the bus: a real nats-server whose JetStream store is read byte by byte.
+
+One node (`semtrace serve --nats`) with a bus key file of two keys owns every
+partition. Before it starts, a gateway with the bus key publishes a prompt
+holding an e-mail address, and a client without the key publishes another in
+plain text: both wait in JetStream's file store, which is then read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_cluster import PARTITIONS, TODAY, Node, _free_port, _nats_binary
+from test_spine import run_cli
+
+pytestmark = pytest.mark.slow
+CANARY = "jane.canary@example.com"
+PLAIN = "bob.plain@example.org"
+USER = "user-canary-7731"
+SESSION = "sess-sealed-1"
+
+
+def store_bytes(store: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file())
+
+
+class Listener:
+    """Raw payloads published on a subject while it runs (its own loop thread)."""
+
+    def __init__(self, url: str, subject: str) -> None:
+        self.url, self.subject = url, subject
+        self.payloads: list[tuple[str, bytes]] = []
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, daemon=True).start()
+        self._run(self._sub())
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
+
+    async def _sub(self) -> None:
+        import nats
+
+        self._nc = await nats.connect(self.url)
+
+        async def cb(msg: Any) -> None:
+            self.payloads.append((msg.subject, msg.data))
+
+        await self._nc.subscribe(self.subject, cb=cb)
+        await self._nc.flush()
+
+    def wait(self, count: int, timeout: float = 240) -> list[tuple[str, bytes]]:
+        deadline = time.monotonic() + timeout
+        while len(self.payloads) < count:
+            assert time.monotonic() < deadline, f"{len(self.payloads)} of {count} answers"
+            time.sleep(0.2)
+        return list(self.payloads)
+
+    def close(self) -> None:
+        self._run(self._nc.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+async def raw_request(url: str, subject: str, payload: bytes) -> bytes:
+    """A request from a client that is not a Semtrace gateway."""
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        msg = await nc.request(subject, payload, timeout=120)
+        return bytes(msg.data)
+    finally:
+        await nc.close()
+
+
+@dataclass
+class Sealed:
+    url: str
+    node: Node
+    key: Path  # the nodes' file: key 1 seals, key 2 opens
+    gateway_key: Path  # a gateway already rolled to key 2 alone
+    other_key: Path  # a key the cluster never had
+    stored: bytes = field(repr=False)  # JetStream's store while the two prompts waited in it
+    enriched: list[tuple[str, bytes]] = field(repr=False)  # what the node published once it started
+
+
+def ingest(tenant: str, rid: str, text: str, minute: int, *,
+           user: str = "ana", session: str = SESSION) -> dict[str, Any]:
+    return {"v": 1, "op": "ingest", "tenant": tenant, "request_id": rid, "user_id": user,
+            "session_id": session, "text": text,
+            "ts": (TODAY.replace(hour=9, minute=minute)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+@pytest.fixture(scope="module")
+def sealed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sealed]:
+    binary = _nats_binary()
+    if binary is None:
+        pytest.skip("nats-server is not installed (apt-get install nats-server)")
+    import subprocess
+
+    from appliance.cluster.client import NatsClient
+    from appliance.cluster.node import ensure_stream
+    from appliance.cluster.partition import server_mappings
+    from appliance.config import ClusterSettings, load_policies
+    from appliance.keys.bus import load_bus_keys
+
+    tmp = tmp_path_factory.mktemp("sealed")
+    store = tmp / "js"
+    port = _free_port()
+    conf = tmp / "nats.conf"
+    conf.write_text(f"listen: 127.0.0.1:{port}\njetstream {{ store_dir: {store} }}\n"
+                    + server_mappings(PARTITIONS))
+    server = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                              stderr=(tmp / "nats.log").open("wb"))
+    url = f"nats://127.0.0.1:{port}"
+    key, gateway_key, other_key = tmp / "bus.key", tmp / "gateway.key", tmp / "other.key"
+    for args in (("new", key), ("add", key), ("new", other_key)):
+        assert run_cli("cluster", "bus-key", args[0], str(args[1])).returncode == 0
+    gateway_key.write_bytes(key.read_bytes())
+    gateway_key.chmod(0o600)
+    second = load_bus_keys(key).ids()[1]
+    for args in (("use", second), ("drop", load_bus_keys(key).ids()[0])):
+        r = run_cli("cluster", "bus-key", args[0], str(gateway_key), args[1])
+        assert r.returncode == 0, r.stderr
+    assert load_bus_keys(gateway_key).ids() == [second]
+
+    async def make_stream() -> None:
+        import nats
+
+        for _ in range(100):
+            try:
+                nc = await nats.connect(url)
+                break
+            except Exception:
+                await asyncio.sleep(0.2)
+        settings = ClusterSettings(url=url, partitions=PARTITIONS)
+        await ensure_stream(nc.jetstream(), settings,
+                            max_msg_size=load_policies().service.max_frame_bytes)
+        await nc.publish("semtrace.ingest.t1", json.dumps(ingest(
+            "t1", "plain-1", f"Forward the invoice to {PLAIN} today.", 1,
+            session="sess-plain")).encode())
+        await nc.flush()
+        await nc.close()
+
+    asyncio.run(make_stream())  # no node yet: the prompts wait in the store
+    with NatsClient(url, timeout=60, bus_keys=load_bus_keys(key)) as gateway:
+        canary = ingest("t3", "canary-1", f"Please email the quarterly report to {CANARY} "
+                        "before Friday.", 2, user=USER)
+        assert gateway.publish(canary)["queued"] is True
+    deadline = time.monotonic() + 30
+    while PLAIN.encode() not in store_bytes(store):  # written through to the file store
+        assert time.monotonic() < deadline, "JetStream never wrote the plain prompt"
+        time.sleep(0.2)
+    stored = store_bytes(store)
+    listener = Listener(url, "semtrace.enriched.>")
+    assert run_cli("init", "--data-dir", str(tmp / "seed"), "--new-key-file",
+                   str(tmp / "cluster.key")).returncode == 0
+    node = Node(tmp, "n", url, tmp / "cluster.key", f"0-{PARTITIONS - 1}")
+    (node.policies / "cluster.toml").write_text(
+        f'url = "{url}"\npartitions = {PARTITIONS}\nack_wait_s = 5\nfetch_batch = 4\n'
+        f'owner_ttl_s = 6\n[security]\nbus_key_file = "{key}"\n')
+    node.launch().wait_up()
+    enriched = listener.wait(2)
+    listener.close()
+    yield Sealed(url, node, key, gateway_key, other_key, stored, enriched)
+    if node.proc is not None and node.proc.poll() is None:
+        node.stop()
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_a_sealed_prompt_never_reaches_jetstreams_disk_and_is_still_threaded(
+        sealed: Sealed) -> None:
+    from appliance.cluster.client import open_reply
+    from appliance.errors import SemtraceError
+    from appliance.integrations.decorator import Semtrace
+    from appliance.keys.bus import load_bus_keys
+
+    assert PLAIN.encode() in sealed.stored  # the store was read while the prompts were in it
+    assert CANARY.encode() not in sealed.stored and b"quarterly" not in sealed.stored
+    assert USER.encode() not in sealed.stored and SESSION.encode() not in sealed.stored
+    answers = {subject: data for subject, data in sealed.enriched}
+    canary = open_reply(answers["semtrace.enriched.t3"], "t3", load_bus_keys(sealed.key))
+    assert canary["ok"] and canary["request_id"] == "canary-1" and canary["conversation_id"]
+    with pytest.raises(SemtraceError, match="sealed with a bus key"):  # and sealed on the way back
+        open_reply(answers["semtrace.enriched.t3"], "t3", None)
+    # the prompt sent in plain text by a client without the key: refused, nothing stored
+    plain = json.loads(answers["semtrace.enriched.t1"])
+    assert plain["ok"] is False and plain["error"]["code"] == "bad_request"
+    assert "bus key" in plain["error"]["message"]
+    assert sealed.node.lookup("t1", "plain-1")["error"]["code"] == "not_found"
+    # a gateway through the decorator: its follow-up joins the canary's conversation
+    gateway = Semtrace(sealed.url, tenant="t3", timeout=120, bus_key_file=sealed.key)
+    with gateway.turn(user_id=USER, text="Also add the sales figures to that report.",
+                      session_id=SESSION) as turn:
+        pass
+    gateway.close()
+    assert turn.reply is not None and turn.reply["ok"], turn.reply
+    assert turn.conversation_id == canary["conversation_id"]
+    assert sealed.node.lookup("t3", "canary-1")["conversation_id"] == canary["conversation_id"]
+    log = sealed.node.log.read_text()
+    assert CANARY not in log and PLAIN not in log and "Traceback" not in log
+    assert '"bus_refused"' in log
+
+
+def test_a_message_sealed_for_one_tenant_is_refused_on_another_tenants_subject(
+        sealed: Sealed) -> None:
+    from appliance.cluster.client import NatsClient, sealed_request
+    from appliance.keys.bus import load_bus_keys
+
+    keys = load_bus_keys(sealed.key)
+    before = sealed.node.records()
+    row = ingest("t2", "replay-1", "Move the meeting with the auditors to Monday.", 5)
+    _, for_t2 = sealed_request(row, keys)
+    replayed = json.loads(asyncio.run(raw_request(sealed.url, "semtrace.ingest.t4", for_t2)))
+    assert replayed["ok"] is False and replayed["error"]["code"] == "bad_request"
+    assert "another tenant" in replayed["error"]["message"]
+    altered = for_t2[:-1] + bytes([for_t2[-1] ^ 1])
+    tampered = json.loads(asyncio.run(raw_request(sealed.url, "semtrace.ingest.t2", altered)))
+    assert tampered["ok"] is False and "does not open" in tampered["error"]["message"]
+    _, foreign = sealed_request(row, load_bus_keys(sealed.other_key))
+    stranger = json.loads(asyncio.run(raw_request(sealed.url, "semtrace.ingest.t2", foreign)))
+    assert stranger["ok"] is False and "not in this node's bus key file" in \
+        stranger["error"]["message"]
+    with NatsClient(sealed.url, timeout=120) as keyless:  # a gateway without the key
+        refused = keyless.request({**row, "request_id": "keyless-1"})
+    assert refused["ok"] is False and "sealed with the cluster's bus key" in \
+        refused["error"]["message"]
+    assert sealed.node.records() == before  # nothing of the four was stored
+    for tenant in ("t2", "t4"):
+        for rid in ("replay-1", "keyless-1"):
+            assert sealed.node.lookup(tenant, rid)["error"]["code"] == "not_found"
+    assert "auditors" not in sealed.node.log.read_text()
+
+
+def test_a_gateway_rolled_to_the_next_bus_key_is_served_while_nodes_hold_both(
+        sealed: Sealed) -> None:
+    from appliance.integrations.decorator import Semtrace
+
+    rolled = Semtrace(sealed.url, tenant="t5", timeout=120, bus_key_file=sealed.gateway_key)
+    with rolled.turn(user_id="ana", text="Which trains run to Lyon tonight?",
+                     session_id="sess-rolled") as turn:
+        pass
+    rolled.close()
+    assert turn.reply is not None and turn.reply["ok"], turn.reply  # its answer opened too
+    assert turn.conversation_id
+    assert sealed.node.lookup("t5", turn.request["request_id"])["ok"]
+
+
+def test_a_node_whose_bus_key_file_others_can_read_does_not_start(sealed: Sealed,
+                                                                   tmp_path: Path) -> None:
+    loose = tmp_path / "bus.key"
+    loose.write_bytes(sealed.key.read_bytes())
+    loose.chmod(0o644)
+    node = Node(tmp_path, "loose", sealed.url, sealed.node.key, "0")
+    (node.policies / "cluster.toml").write_text(
+        f'url = "{sealed.url}"\npartitions = {PARTITIONS}\n[security]\n'
+        f'bus_key_file = "{loose}"\n')
+    node.launch()
+    assert node.proc is not None and node.proc.wait(timeout=240) != 0
+    log = node.log.read_text()
+    assert f"The bus key file {loose} must be readable by its owner only (chmod 600)." in log
+    assert "Traceback" not in log and loose.read_text().split()[-1] not in log
