@@ -25,6 +25,7 @@ Modules (pure ones do no file I/O):
     keyring_file  `keyring.json`: created at init, opened with a credential
     rotation      the rotation journal
     reveal_files  the compliance key's files and the tag on reveal.pub
+    bus           the bus key: NATS payloads sealed with AES-256-GCM, its key file
 """
 
 from appliance.keys.credentials import (
