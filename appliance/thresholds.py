@@ -1,5 +1,6 @@
 """Each tenant's link threshold: the policy's, until the tenant's own history-linked
-traffic calibrates it (appliance/link/calibrate.py decides; this keeps the tallies).
+traffic calibrates it (appliance/link/calibrate.py decides; this keeps the tallies), or
+the one the operator pinned for it (`[calibration.pinned]`).
 
 The pipeline asks `choice(tenant)` before a content decision, `learn`s from every
 prompt whose thread the gateway's history decided, writes `pending()` with the
@@ -33,7 +34,11 @@ class TenantThresholds:
         return self._pending.get(tenant) or self._stored.get(tenant) or Tally()
 
     def choice(self, tenant: str) -> Choice:
-        """The threshold for the tenant's next content decision."""
+        """The threshold for the tenant's next content decision: the operator's pin, else the
+        calibrated one, else the policy's."""
+        pinned = self._s.calibration.pinned.get(tenant)
+        if pinned is not None:
+            return Choice(pinned, "pinned", int(self.tally(tenant).decisions), 0)
         if not self.learning:
             return Choice(self._s.link_threshold, "policy", 0, 0)
         c = self._choices.get(tenant)

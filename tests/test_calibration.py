@@ -154,6 +154,47 @@ def test_the_stored_tally_is_counts_only_and_the_cli_shows_each_tenants_threshol
     assert text.returncode == 0 and "kiosk" in text.stdout and "calibrated" in text.stdout
 
 
+def test_an_operator_pinned_threshold_decides_for_its_tenant_only(
+        runtime: Any, embedder: Any, redactor: Any, data_dir: Path, passphrase_file: Path,
+        tmp_path: Path) -> None:
+    # No history traffic at all: the operator knows this tenant's users come back to their
+    # conversations, and pins a low threshold for it.
+    pipe = _pipeline(runtime, embedder, redactor, pinned={"kiosk": 0.05})
+    a, b, ev = _come_back(pipe, "kiosk", "zed")
+    assert b.thread_id == a.thread_id and b.parent_id == a.record_id
+    assert ev["threshold_source"] == "pinned" and ev["threshold"] == 0.05 < ev["score"] < 0.45
+    # Every other tenant keeps the policy threshold: the same return starts a new thread.
+    a, b, ev = _come_back(pipe, "acme", "zed")
+    assert b.thread_id != a.thread_id and ev["threshold_source"] == "policy"
+    # A pin above the tally's choice wins too: calibration does not move a pinned tenant.
+    _history_traffic(pipe, "kiosk")
+    strict = _pipeline(runtime, embedder, redactor, min_decisions=30, pinned={"kiosk": 0.9})
+    a, b, ev = _come_back(strict, "kiosk", "amy")
+    assert b.thread_id != a.thread_id and ev["threshold_source"] == "pinned"
+    assert strict.thresholds.tally("kiosk").decisions == 40  # still tallied, for the CLI
+
+    cred = ("--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file))
+    policies = tmp_path / "policies"
+    shutil.copytree(policy_dir(), policies)
+    toml = policies / "correlation.toml"
+    shipped = toml.read_text()
+    toml.write_text(shipped.replace("# kiosk = 0.8", "kiosk = 0.8\nlobby = 0.6"))
+    env = {POLICY_DIR_ENV: str(policies)}
+    out = run_cli("thresholds", *cred, "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    rows = {r["tenant"]: r for r in json.loads(out.stdout)}
+    assert (rows["kiosk"]["source"], rows["kiosk"]["threshold"]) == ("pinned", 0.8)
+    assert rows["kiosk"]["decisions"] == 40
+    # a pinned tenant with no traffic yet is listed too
+    assert (rows["lobby"]["source"], rows["lobby"]["threshold"], rows["lobby"]["decisions"]) \
+        == ("pinned", 0.6, 0)
+    # A pin outside 0-1 is refused in one sentence, naming the tenant.
+    toml.write_text(shipped.replace("# kiosk = 0.8", "kiosk = 1.5"))
+    bad = run_cli("thresholds", *cred, env=env)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert "'kiosk'" in bad.stderr and "between 0 and 1" in bad.stderr
+
+
 def _tally(attach: dict[float, int], new: dict[float, int]) -> Tally:
     t = Tally()
     for score, n in attach.items():
@@ -192,3 +233,24 @@ def test_old_counts_fade_once_the_tally_is_full() -> None:
     t = Tally(attach=(CAP / BINS,) * BINS)
     assert t.add(0.5, "new").decisions <= CAP
     assert t.add(0.5, "new").new[50] == 0.5
+
+
+def test_the_evidence_panel_says_whose_threshold_decided() -> None:
+    from conftest import T0
+
+    from appliance.records import Record
+    from appliance.tui.tree import Turn
+    from appliance.tui.widgets.evidence import explain
+
+    def shown(source: str, parent: int | None) -> str:
+        ev = {"link_source": "content", "score": 0.3, "threshold": 0.2, "scored": 3,
+              "threshold_source": source, "cues": []}
+        r = Record(record_id=2, request_id="r2", tenant="t", user="u", ts=T0, thread_id="th",
+                   parent_id=parent, parent_request_id=None,
+                   position="continuation" if parent else "new", intent=None, similarity=0.1,
+                   topic_id=None, text="x", evidence=ev)
+        return explain(Turn(r, None, 60.0, number=2, parent_number=parent)).plain
+
+    assert "score 0.30 ≥ pinned threshold 0.20" in shown("pinned", 1)
+    assert "score 0.30 ≥ calibrated threshold 0.20" in shown("calibrated", 1)
+    assert "score 0.30 ≥ threshold 0.20" in shown("policy", 1)

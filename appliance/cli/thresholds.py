@@ -1,8 +1,9 @@
 """`semtrace thresholds`: each tenant's link threshold, and the tally it rests on.
 
-The policy's `link_threshold`, or the one calibrated from the tenant's own
-history-linked traffic (appliance/link/calibrate.py). Reads the store directly
-(passphrase or key); operators only (the `service` permission).
+The policy's `link_threshold`, the one calibrated from the tenant's own
+history-linked traffic (appliance/link/calibrate.py), or the one the operator
+pinned (`[calibration.pinned]`). Reads the store directly (passphrase or key);
+operators only (the `service` permission).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from appliance.cli import credential_options, data_dir_option, emit_json, open_d
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def thresholds(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
                role: str | None, tenant: str | None, as_json: bool) -> None:
-    """Each tenant's link threshold: the policy's, or calibrated from its history-linked
-    traffic, with the decisions tallied and the right decisions gained."""
+    """Each tenant's link threshold: the policy's, calibrated from its history-linked
+    traffic, or pinned by the operator, with the decisions tallied and the right decisions
+    gained."""
     from appliance.roles import require, sees
     from appliance.thresholds import TenantThresholds
 
@@ -34,7 +36,9 @@ def thresholds(data_dir: Path | None, passphrase_file: Path | None, key_file: Pa
         s = rt.policies.correlation
         tallies = rt.store.link_tallies()
         known = TenantThresholds(s, tallies)
-        names = [tenant] if tenant else [t for t in tallies if sees(rt.policies.access, name, t)]
+        known_names = sorted({*tallies, *s.calibration.pinned})
+        names = [tenant] if tenant else [t for t in known_names
+                                         if sees(rt.policies.access, name, t)]
         rows: list[dict[str, Any]] = []
         for t in names:
             c, tally = known.choice(t), known.tally(t)
@@ -53,7 +57,7 @@ def thresholds(data_dir: Path | None, passphrase_file: Path | None, key_file: Pa
              else "off")
     click.echo(f"policy link_threshold {s.link_threshold}; calibration {state}")
     if not rows:
-        click.echo("No tenant has history-linked traffic yet.")
+        click.echo("No tenant has history-linked traffic or a pinned threshold yet.")
     for r in rows:
         click.echo(f"{r['tenant']:<16} {r['threshold']:>5} {r['source']:<10} "
                    f"{r['decisions']:>6} decisions ({r['attach']} continue, {r['new']} new)"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from appliance.config.base import Strict
 
@@ -20,6 +20,18 @@ class CalibrationSettings(Strict):
     enabled: bool = True
     # Decisions tallied before a tenant's threshold may move off `link_threshold`.
     min_decisions: int = Field(default=100, ge=1, le=1_000_000)
+    # Tenants whose link threshold the operator fixes (`[calibration.pinned]`, tenant =
+    # threshold): used whatever the policy threshold or the tally says.
+    pinned: dict[str, float] = {}
+
+    @field_validator("pinned")
+    @classmethod
+    def _pinned(cls, value: dict[str, float]) -> dict[str, float]:
+        for tenant, threshold in value.items():
+            if not 0.0 <= threshold <= 1.0:
+                raise ValueError(f"the pinned threshold of tenant {tenant!r} is {threshold:g}; "
+                                 "it must be between 0 and 1")
+        return value
 
 
 class CorrelationSettings(Strict):

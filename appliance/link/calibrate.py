@@ -84,7 +84,7 @@ class Choice:
     """The threshold to use, why, and on how many decisions it rests."""
 
     threshold: float
-    source: str  # "calibrated" or "policy"
+    source: str  # "calibrated", "policy" or "pinned" (by the operator)
     decisions: int
     gain: int  # right decisions gained over the policy threshold (0 when not calibrated)
 

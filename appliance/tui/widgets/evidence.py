@@ -38,6 +38,14 @@ def _parent(turn: Turn) -> str:
     return f"#{turn.parent_number}" if turn.parent_number is not None else "an earlier turn"
 
 
+def _threshold(ev: dict[str, Any]) -> str:
+    """"threshold 0.45", and whose it is when not the policy's: "calibrated threshold 0.80"
+    (learned from the tenant's history-linked traffic) or "pinned threshold 0.80"."""
+    source = ev.get("threshold_source")
+    who = f"{source} " if source in ("calibrated", "pinned") else ""
+    return f"{who}threshold {ev['threshold']:.2f}"
+
+
 def _decision(turn: Turn, ev: dict[str, Any]) -> Text:
     r = turn.record
     score, threshold = ev.get("score"), ev.get("threshold")
@@ -49,7 +57,7 @@ def _decision(turn: Turn, ev: dict[str, Any]) -> Text:
         why = f"{gateway} (decided by {ev['link_source']})"
     elif r.parent_id is not None:
         head = f"✔ Linked to {_parent(turn)}"
-        why = f"score {score:.2f} ≥ threshold {threshold:.2f}" if score is not None \
+        why = f"score {score:.2f} ≥ {_threshold(ev)}" if score is not None \
             and threshold is not None else "linked"
     elif r.position == "orphaned":
         head = "? Orphaned"
@@ -59,7 +67,7 @@ def _decision(turn: Turn, ev: dict[str, Any]) -> Text:
         why = "no earlier prompt of this user within the horizon"
     else:
         head = "● New thread"
-        why = f"best score {score:.2f} < threshold {threshold:.2f}" if score is not None \
+        why = f"best score {score:.2f} < {_threshold(ev)}" if score is not None \
             and threshold is not None else "no candidate scored enough"
     out = Text(head, style="bold")
     out.append(f"\n{why}\n")
