@@ -1,4 +1,5 @@
-"""A LiteLLM callback: each chat completion is registered before the call, updated after.
+"""A LiteLLM callback: each chat completion or Responses API call is registered before
+the call, updated after.
 
     import litellm
     from appliance.integrations.litellm import SemtraceLogger
@@ -12,6 +13,9 @@ Before the provider is called (`async_pre_call_hook` on the proxy,
 digests of the messages before it (`history`: their content never leaves the
 gateway process), the user, the session id LiteLLM knows (`litellm_session_id`
 or `metadata.session_id`), the model and the traceparent of the request's span.
+A Responses API call (`litellm.responses` / `aresponses`, the proxy's
+`/v1/responses`) is sent the same way from its `input` (a string is the user's
+message), with its `previous_response_id`; its update carries the response's id.
 The reply's `gen_ai.conversation.id` and `semtrace.*` attributes go on that span
 while the request is still open (`metadata.litellm_parent_otel_span` on the
 proxy, else the current span) and in the call's metadata, where loggers after
@@ -41,6 +45,7 @@ from appliance.client import bus_keys_for, is_nats_url, open_async_client, open_
 from appliance.errors import SemtraceError
 from appliance.integrations import annotate, reply_attributes
 from appliance.integrations.litellm_requests import CHAT_CALLS as CHAT_CALLS
+from appliance.integrations.litellm_requests import RESPONSES_CALLS as RESPONSES_CALLS
 from appliance.integrations.litellm_requests import (
     _metadata,
     build_request,
@@ -58,7 +63,7 @@ REGISTERED_MAX = 10_000  # call ids registered before the call and awaiting thei
 
 
 class SemtraceLogger(CustomLogger):
-    """LiteLLM callback that records every chat completion in the appliance."""
+    """LiteLLM callback that records every chat completion and Responses API call."""
 
     def __init__(self, socket_path: str | Path, *, tenant: str = "default",
                  tenant_by_team: dict[str, str] | None = None, mode: str = "sync",
@@ -92,6 +97,7 @@ class SemtraceLogger(CustomLogger):
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = \
             weakref.WeakKeyDictionary()
         self._registered: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._reported: OrderedDict[tuple[str, str], None] = OrderedDict()  # (call id, status)
 
     # ------------------------------------------------------------ LiteLLM hooks
 
@@ -153,9 +159,18 @@ class SemtraceLogger(CustomLogger):
 
     def _after(self, kwargs: Any, response_obj: Any, start: Any, end: Any,
                status: str) -> tuple[dict[str, Any] | None, bool]:
-        """(request, whether it is an update) for a finished call."""
+        """(request, whether it is an update) for a finished call; (None, False) for a call
+        already reported with this status (LiteLLM runs both its sync and its async success
+        handlers for a streamed `litellm.responses`)."""
+        call_id = str(kwargs.get("litellm_call_id"))
         with self._lock:
-            registered = self._registered.pop(str(kwargs.get("litellm_call_id")), None)
+            if (call_id, status) in self._reported:
+                return None, False
+            if kwargs.get("litellm_call_id"):
+                self._reported[(call_id, status)] = None
+                while len(self._reported) > REGISTERED_MAX:
+                    self._reported.popitem(last=False)
+            registered = self._registered.pop(call_id, None)
         if registered is not None:
             return build_update(registered, response_obj, start, end, status,
                                 response_cost(kwargs)), True

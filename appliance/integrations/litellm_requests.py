@@ -6,6 +6,11 @@ gateway vouches for, the session id, the model and the traceparent of the
 request's span; the update after the answer carries tokens, latency, status,
 cost and the answer's digest and id, never its text. `litellm.py`'s
 `SemtraceLogger` sends them.
+
+Chat calls (`completion`) take these from `messages` and the chat completion;
+Responses API calls (`responses`, the proxy's `/v1/responses`) from `input`
+(`instructions`, the system prompt, is not dialogue and is not sent), their
+`previous_response_id`, and the response's `output` and `id`.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from appliance.ingest import content_digest
 from appliance.integrations import history_digests, last_user, message_text, traceparent
 
 CHAT_CALLS = ("completion", "acompletion")
+RESPONSES_CALLS = ("responses", "aresponses")  # LiteLLM's call types for the Responses API
 
 
 def user_text(messages: Any) -> str | None:
@@ -28,11 +34,53 @@ def user_text(messages: Any) -> str | None:
     return None if i is None else message_text(messages[i].get("content"))
 
 
+def input_messages(value: Any) -> list[Any]:
+    """A Responses call's `input` as chat messages: a string is the user's message; a list's
+    items are kept in order (message items have a role and a content that is a string or
+    a list of `input_text` / `output_text` parts; other items have no role and are not
+    dialogue). Items given as objects (a response's `output` sent back) become dicts."""
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    if not isinstance(value, list | tuple):
+        return []
+    return [item if isinstance(item, dict) else
+            item.model_dump() if callable(getattr(item, "model_dump", None)) else {}
+            for item in value]
+
+
+def call_messages(kwargs: dict[str, Any]) -> list[Any] | None:
+    """The call's messages (a Responses call's `input`), or None for a call type not recorded."""
+    call_type = kwargs.get("call_type", "completion")
+    if call_type in CHAT_CALLS:
+        return list(kwargs.get("messages") or [])
+    if call_type in RESPONSES_CALLS:
+        # after the answer the SDK's kwargs hold the input as `messages` only
+        given = kwargs.get("input")
+        return input_messages(given if given is not None else kwargs.get("messages"))
+    return None
+
+
+def provider_response_id(value: Any) -> str | None:
+    """The provider's response id: LiteLLM hands callers ids that also name the deployment
+    that answered, and sends the provider's own id on (`previous_response_id` after its
+    decoding, as the SDK's callbacks see it); both sides are kept as the provider's id."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        from litellm.responses.utils import ResponsesAPIRequestUtils
+    except ImportError:  # pragma: no cover - LiteLLM's layout changed: keep the id as given
+        return value
+    decoded = ResponsesAPIRequestUtils.decode_previous_response_id_to_original_previous_response_id
+    out = decoded(value)
+    return out if isinstance(out, str) and out else value
+
+
 def _metadata(kwargs: dict[str, Any]) -> dict[str, Any]:
     """The call's metadata dict (created if missing): the SDK's `litellm_params.metadata`,
-    or the proxy request's `metadata` / `litellm_metadata`."""
+    or the proxy request's `litellm_metadata` (the proxy's own on routes such as
+    `/v1/responses`, where `metadata` is the provider's parameter), else its `metadata`."""
     if "litellm_params" not in kwargs and ("metadata" in kwargs or "litellm_metadata" in kwargs):
-        key = "metadata" if isinstance(kwargs.get("metadata"), dict) else "litellm_metadata"
+        key = "litellm_metadata" if isinstance(kwargs.get("litellm_metadata"), dict) else "metadata"
         if not isinstance(kwargs.get(key), dict):
             kwargs[key] = {}
         proxy: dict[str, Any] = kwargs[key]
@@ -52,28 +100,60 @@ def parent_span(kwargs: dict[str, Any]) -> Any:
     return trace.get_current_span()
 
 
+def _get(obj: Any, key: str) -> Any:
+    """A field of a response part, whether LiteLLM hands it as an object or a dict."""
+    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+
+
 def _usage(response_obj: Any) -> tuple[int | None, int | None]:
-    usage = getattr(response_obj, "usage", None)
-    if usage is None and isinstance(response_obj, dict):
-        usage = response_obj.get("usage")
+    """(input, output) tokens: a Responses usage's `input_tokens` / `output_tokens`, or a
+    chat usage's `prompt_tokens` / `completion_tokens` (LiteLLM's logging may hand a
+    Responses answer's usage in the chat form)."""
+    usage = _get(response_obj, "usage")
     if usage is None:
         return None, None
-    get = usage.get if isinstance(usage, dict) else lambda k: getattr(usage, k, None)
-    return get("prompt_tokens"), get("completion_tokens")
+
+    def count(*keys: str) -> int | None:
+        for key in keys:
+            value = _get(usage, key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        return None
+
+    return count("input_tokens", "prompt_tokens"), count("output_tokens", "completion_tokens")
+
+
+def output_text(response_obj: Any) -> str | None:
+    """A Responses answer's text: each output message's text (as `message_text` reads the
+    message when it is sent back in a later `input`), joined by newlines."""
+    texts = [message_text([p if isinstance(p, dict) else {"type": _get(p, "type"),
+                                                         "text": _get(p, "text")}
+                           for p in _get(item, "content") or []])
+             for item in _get(response_obj, "output") or []
+             if _get(item, "type") == "message"]
+    joined = "\n".join(t for t in texts if t)
+    return joined or None
 
 
 def _answer(response_obj: Any) -> dict[str, Any]:
-    """The answer's digest and id (never its text) from a chat completion response."""
+    """The answer's digest and id (never its text) from a chat completion or a Responses
+    API response (its id as the provider gave it, which a `previous_response_id` names)."""
     out: dict[str, Any] = {}
-    rid = getattr(response_obj, "id", None)
+    rid = _get(response_obj, "id")
     if isinstance(rid, str) and rid:
         out["id"] = rid
-    choices = getattr(response_obj, "choices", None)
+    choices = _get(response_obj, "choices")
     if choices:
-        message = getattr(choices[0], "message", None)
-        text = message_text(getattr(message, "content", None))
-        if text:
-            out["sha256"] = content_digest(text)
+        message = _get(choices[0], "message")
+        text = message_text(_get(message, "content"))
+    elif _get(response_obj, "output") is not None:
+        if "id" in out:
+            out["id"] = provider_response_id(rid)
+        text = output_text(response_obj)
+    else:
+        text = None
+    if text:
+        out["sha256"] = content_digest(text)
     return out
 
 
@@ -110,12 +190,10 @@ def build_request(kwargs: dict[str, Any], response_obj: Any, start: datetime | N
                   tenant_by_team: dict[str, str] | None = None) -> dict[str, Any] | None:
     """The ingest request for one LiteLLM call (`status` None: before the call, without a
     response), or None when it has no user text."""
-    if kwargs.get("call_type", "completion") not in CHAT_CALLS:
-        return None
-    messages = kwargs.get("messages") or []
-    i = last_user(messages)
+    messages = call_messages(kwargs)
+    i = last_user(messages) if messages is not None else None
     request_id = kwargs.get("litellm_call_id")
-    if i is None or not request_id:
+    if messages is None or i is None or not request_id:
         return None
     params = kwargs.get("litellm_params") or {}
     metadata = _metadata(kwargs)
@@ -134,6 +212,9 @@ def build_request(kwargs: dict[str, Any], response_obj: Any, start: datetime | N
     }
     if status is not None:
         req["response"] = _response(response_obj, start, end, status, response_cost(kwargs))
+    previous = provider_response_id(kwargs.get("previous_response_id"))
+    if previous and kwargs.get("call_type") in RESPONSES_CALLS:
+        req["previous_response_id"] = previous
     if session:
         req["session_id"] = str(session)
     tp = traceparent(parent_span(kwargs))

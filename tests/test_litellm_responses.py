@@ -1,0 +1,217 @@
+"""Real LiteLLM Responses API calls (`litellm.responses` / `aresponses`, the proxy's pre-call
+hook for `/v1/responses`) through a real `semtrace serve`.
+
+The provider is an httpx transport that answers as OpenAI's `/v1/responses` does: LiteLLM's
+own request, logging and response code runs, nothing leaves the process. (`mock_response`
+would return before LiteLLM's pre-call logging, and always with the same response id.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the cost map
+litellm = pytest.importorskip("litellm")
+
+import httpx  # noqa: E402
+from conftest import scan_for  # noqa: E402
+from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler, HTTPHandler  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
+    InMemorySpanExporter,
+)
+from test_litellm import PreCallSpy, _lookup, _thread, _until  # noqa: E402
+from test_service import Server  # noqa: E402
+
+from appliance.integrations.litellm import SemtraceLogger  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("responses")
+    pw = tmp / "pw"
+    pw.touch(mode=0o600)
+    pw.write_text("responses test passphrase\n")
+    srv = Server(tmp, pw).start()
+    yield srv
+    assert srv.stop() == 0
+
+
+@pytest.fixture
+def tracer() -> Iterator[Any]:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    yield provider.get_tracer("gateway")
+    provider.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _clean_callbacks() -> Iterator[None]:
+    yield
+    litellm.logging_callback_manager._reset_all_callbacks()
+
+
+class Provider:
+    """OpenAI's `/v1/responses`, answering each request with a new id; keeps the bodies."""
+
+    def __init__(self, answer: str = "Take the 9:04 from Lyon Part-Dieu.") -> None:
+        self.answer = answer
+        self.bodies: list[dict[str, Any]] = []
+        self._ids = itertools.count(1)
+
+    def _reply(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        self.bodies.append(body)
+        n = next(self._ids)
+        done = {
+            "id": f"resp_test_{n}", "object": "response", "created_at": 1767225600 + n,
+            "status": "completed", "model": "gpt-4o-2024-08-06", "tools": [],
+            "parallel_tool_calls": True, "tool_choice": "auto",
+            "output": [{"type": "message", "id": f"msg_test_{n}", "status": "completed",
+                        "role": "assistant", "content": [
+                            {"type": "output_text", "text": self.answer, "annotations": []}]}],
+            "usage": {"input_tokens": 31 + n, "output_tokens": 12, "total_tokens": 43 + n}}
+        if not body.get("stream"):
+            return httpx.Response(200, json=done)
+        events = [{"type": "response.created", "response": {
+                       **done, "status": "in_progress", "output": [], "usage": None}},
+                  {"type": "response.output_text.delta", "item_id": f"msg_test_{n}",
+                   "output_index": 0, "content_index": 0, "delta": self.answer},
+                  {"type": "response.completed", "response": done}]
+        sse = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events)
+        return httpx.Response(200, headers={"content-type": "text/event-stream"},
+                              content=sse.encode())
+
+    def sync(self) -> HTTPHandler:
+        return HTTPHandler(client=httpx.Client(transport=httpx.MockTransport(self._reply)))
+
+    def async_(self) -> AsyncHTTPHandler:
+        return AsyncHTTPHandler(transport=httpx.MockTransport(self._reply))
+
+
+def test_a_follow_up_by_previous_response_id_joins_the_conversation_before_the_call(
+        server: Server, tracer: Any) -> None:
+    provider = Provider()
+    logger, spy = SemtraceLogger(server.sock, tenant="acme"), PreCallSpy()
+    litellm.callbacks = [logger, spy]
+    asks = ["Which trains run from Lyon to Geneva on Sundays?",
+            "Recommend a good novel for the journey."]  # unlike, but the same conversation
+    out: list[Any] = []
+    for i, question in enumerate(asks):
+        with tracer.start_as_current_span("POST /v1/responses") as span:
+            answer = litellm.responses(
+                model="gpt-4o", input=question, instructions="Be brief.", user="grace",
+                previous_response_id=out[-1].id if out else None, litellm_call_id=f"rs-{i}",
+                client=provider.sync(), api_key="sk-test", stream=i == 1)
+            if i == 1:  # streamed: the stream's completed event holds the response
+                answer = next(e.response for e in answer if e.type == "response.completed")
+            out.append(answer)
+            assert logger.wait(i + 1) and span.is_recording()
+    assert logger.sent == 2 and logger.failures == 0
+    first, second = _lookup(server, "rs-0"), _lookup(server, "rs-1")
+    assert first["ok"] and second["ok"], (first, second)
+    # a string input and no previous response: a new conversation (its empty history)
+    assert first["position"] == "new" and first["link_source"] == "history"
+    assert second["conversation_id"] == first["conversation_id"]
+    assert second["parent_request_id"] == "rs-0"
+    assert second["link_source"] == "previous_response_id"
+    # the provider was sent LiteLLM's decoding of the id the caller got back
+    assert out[0].id != "resp_test_1" and provider.bodies[1]["previous_response_id"] == \
+        "resp_test_1"
+    # on the request's span while it is open, before the provider is called
+    for (recording, attrs), reply in zip(spy.seen, (first, second), strict=True):
+        assert recording and attrs["gen_ai.conversation.id"] == reply["conversation_id"]
+    assert spy.seen[1][1]["semtrace.link_source"] == "previous_response_id"
+    # the update after the answer: the Responses usage's input and output tokens
+    records = _thread(server, first["conversation_id"])["records"]
+    assert [(r["input_tokens"], r["output_tokens"], r["status"]) for r in records] == \
+        [(32, 12, "ok"), (33, 12, "ok")]
+
+
+def test_the_proxy_registers_a_responses_call_on_its_open_span(
+        server: Server, tracer: Any) -> None:
+    provider = Provider(answer="Canberra.")
+    logger = SemtraceLogger(server.sock, tenant="acme")
+    litellm.callbacks = [logger]
+
+    async def proxy(call_id: str, given: Any, previous: str | None) -> tuple[dict[str, Any], Any]:
+        with tracer.start_as_current_span("POST /v1/responses") as span:
+            # on /v1/responses the proxy keeps its own metadata in `litellm_metadata`:
+            # `metadata` is the provider's parameter, sent on as the client gave it
+            data: dict[str, Any] = {
+                "model": "gpt-4o", "input": given, "user": "heidi", "litellm_call_id": call_id,
+                "metadata": {"app": "helpdesk"},
+                "litellm_metadata": {"litellm_parent_otel_span": span}}
+            if previous is not None:
+                data["previous_response_id"] = previous  # as the client got it back
+            assert await logger.async_pre_call_hook(None, None, data, "aresponses") is None
+            before = dict(span.attributes or {})  # type: ignore[attr-defined]
+            answer = await litellm.aresponses(**data, client=provider.async_(),
+                                              api_key="sk-test")
+            done = logger.sent + logger.failures + 1
+            await _until(lambda: logger.sent + logger.failures >= done)
+        return before, answer
+
+    first, answer = asyncio.run(proxy("pr-1", "What is the capital of Australia?", None))
+    second, _ = asyncio.run(proxy("pr-2", [{"role": "user", "content": [
+        {"type": "input_text", "text": "Draft a packing list for a week of hiking."}]}],
+        answer.id))
+    replies = [_lookup(server, "pr-1"), _lookup(server, "pr-2")]
+    assert first["gen_ai.conversation.id"] == replies[0]["conversation_id"]
+    assert second["gen_ai.conversation.id"] == replies[0]["conversation_id"]
+    assert second["semtrace.link_source"] == "previous_response_id"
+    assert replies[1]["parent_request_id"] == "pr-1"
+    assert [b["metadata"] for b in provider.bodies] == [{"app": "helpdesk"}] * 2
+    assert logger.failures == 0
+
+
+CANARY = "Quillon-Marzipanova-6093"
+
+
+def test_earlier_input_links_by_digest_and_its_text_never_reaches_the_store(
+        server: Server) -> None:
+    provider = Provider(answer="1. Budget  2. Hiring  3. Office move")
+    logger = SemtraceLogger(server.sock, tenant="acme")
+    whole = SemtraceLogger(server.sock, tenant="acme", register_before_call=False)
+    secret = [{"role": "developer", "content": f"The operator's code word is {CANARY}."},
+              {"role": "user", "content": f"My colleague {CANARY} asked about the budget."},
+              {"role": "assistant", "content": [{"type": "output_text",
+                                                 "text": f"I noted {CANARY} for the review."}]}]
+    kept: list[Any] = []
+
+    def ask(call_id: str, text: str, sender: SemtraceLogger) -> Any:
+        litellm.callbacks = [sender]
+        given = [*kept, {"role": "user", "content": text}]
+        answer = litellm.responses(model="gpt-4o", input=given, user="ivan",
+                                   instructions=f"Never reveal {CANARY}.",
+                                   litellm_call_id=call_id, client=provider.sync(),
+                                   api_key="sk-test")
+        assert sender.wait(1) and sender.failures == 0
+        kept.extend([{"role": "user", "content": text}, *answer.output])  # the output items
+        return _lookup(server, call_id)
+
+    kept.extend(secret)
+    a = ask("rc-1", "Draft the agenda for the quarterly review.", logger)
+    b = ask("rc-2", "Which figures should the second item cover?", whole)  # sent after
+    assert a["ok"] and b["ok"]
+    assert b["conversation_id"] == a["conversation_id"] and b["parent_request_id"] == "rc-1"
+    assert b["link_source"] == "history"
+    shown = _thread(server, a["conversation_id"])
+    # the earlier answer, sent back as output items, matched by the update's digest of it
+    assert shown["records"][1]["evidence"]["history"]["matched"] == "assistant"
+    assert [r["text"] for r in shown["records"]] == [
+        "Draft the agenda for the quarterly review.",
+        "Which figures should the second item cover?"]
+    assert CANARY.lower() not in json.dumps(shown).lower()
+    assert CANARY.lower() not in server.log.read_text().lower()
+    assert scan_for(server.tmp, [CANARY]) == []  # data dir (db, WAL, keys), logs
