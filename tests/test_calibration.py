@@ -18,7 +18,7 @@ from test_spine import run_cli
 from appliance.config import POLICY_DIR_ENV, CalibrationSettings, policy_dir
 from appliance.ingest import content_digest
 from appliance.link.calibrate import BINS, Tally, choose, delta, outcome
-from appliance.records import Message
+from appliance.records import Message, Response
 
 DAY = 24 * 60
 # A tenant whose users leave a conversation for a while and come back to it (twenty
@@ -79,6 +79,25 @@ def _history_traffic(pipe: Any, tenant: str) -> None:
                                   minutes=t0 + 120, history=())])
 
 
+def _response_id_traffic(pipe: Any, tenant: str) -> list[str | None]:
+    """`_history_traffic` as a Responses API client sends it: every request with an empty
+    history, the follow-up naming the first answer's `previous_response_id` (which the
+    gateway's update after that answer reported). The follow-ups' link sources."""
+    sources = []
+    for k, (first, follow) in enumerate(WORK):
+        user, t0 = f"worker-{k}", k * DAY
+        pipe.process([make_prompt(first, tenant=tenant, user=user, minutes=t0, history=(),
+                                  request_id=f"{tenant}-{k}")])
+        assert pipe.update(tenant, f"{tenant}-{k}", Response(status="ok",
+                                                             response_id=f"resp_{k}"), None)
+        [out] = pipe.process([make_prompt(follow, tenant=tenant, user=user, minutes=t0 + 20,
+                                          history=(), previous_response_id=f"resp_{k}")])
+        sources.append(out.link_source)
+        pipe.process([make_prompt(NEXT[k % len(NEXT)], tenant=tenant, user=user,
+                                  minutes=t0 + 120, history=())])
+    return sources
+
+
 def _come_back(pipe: Any, tenant: str, user: str) -> tuple[Any, Any, dict[str, Any]]:
     """A plain prompt stream (no history): a question, and a follow-up twenty minutes on."""
     t0 = 100 * DAY
@@ -121,6 +140,19 @@ def test_a_tenant_whose_history_shows_returns_keeps_plain_follow_ups_in_their_th
     assert b.thread_id != a.thread_id and ev["threshold_source"] == "policy"
     _history_traffic(off, "kiosk")
     assert runtime.store.link_tallies()["kiosk"] == before
+
+
+def test_follow_ups_linked_by_previous_response_id_teach_the_threshold_as_history_does(
+        runtime: Any, embedder: Any, redactor: Any) -> None:
+    pipe = _pipeline(runtime, embedder, redactor, min_decisions=30)
+    _history_traffic(pipe, "kiosk")
+    assert _response_id_traffic(pipe, "desk") == ["previous_response_id"] * len(WORK)
+    # the same lessons: each follow-up attaches, each empty history opens a conversation
+    desk, kiosk = pipe.thresholds.tally("desk"), pipe.thresholds.tally("kiosk")
+    assert desk.decisions == 40 and desk == kiosk
+    assert runtime.store.link_tallies()["desk"] == desk  # stored with the batch
+    a, b, ev = _come_back(pipe, "desk", "zed")
+    assert b.thread_id == a.thread_id and ev["threshold_source"] == "calibrated"
 
 
 def test_the_stored_tally_is_counts_only_and_the_cli_shows_each_tenants_threshold(
