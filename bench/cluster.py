@@ -6,6 +6,11 @@ sharing this host's cores, so the ratio between 1, 2 and 3 nodes shows what the 
 and what parallel nodes buy here, not what N hosts would do. Prints figures; asserts nothing.
 
     .venv/bin/python bench/cluster.py [--prompts 600] [--tenants 24] [--latency 200]
+                                      [--nodes 1,2,3] [--bus-key]
+
+`--bus-key`: the nodes and the gateway seal every payload with a bus key
+(docs/scale-out.md, "Security on the bus"); run it against a run without to see
+what sealing costs end to end.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from appliance.client import Client  # noqa: E402
-from appliance.cluster.client import NatsClient  # noqa: E402
+from appliance.cluster.client import NatsClient, open_reply, sealed_request  # noqa: E402
 from appliance.cluster.partition import format_ranges, server_mappings  # noqa: E402
 
 # the shared data sit next to the checkout (/work/shared beside /work/main) or next to its
@@ -77,7 +82,8 @@ def start_nats(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"nats://127.0.0.1:{port}"
 
 
-def start_nodes(tmp: Path, url: str, key: Path, count: int) -> list[tuple[Any, Path]]:
+def start_nodes(tmp: Path, url: str, key: Path, count: int,
+                env: dict[str, str] | None = None) -> list[tuple[Any, Path]]:
     """`count` nodes splitting the partitions evenly; returns (process, socket) pairs."""
     nodes = []
     per = PARTITIONS // count
@@ -91,7 +97,7 @@ def start_nodes(tmp: Path, url: str, key: Path, count: int) -> list[tuple[Any, P
             [sys.executable, "-m", "appliance", "serve", "--data-dir", str(data), "--key-file",
              str(key), "--nats", url, "--partitions", str(PARTITIONS), "--own",
              format_ranges(own), "--node", f"n{count}-{i}"],
-            stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+            stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=env)
         nodes.append((proc, data / "semtrace.sock", log))
     for proc, _, log in nodes:
         while '"cluster_start"' not in log.read_text():
@@ -109,7 +115,8 @@ def stop(nodes: list[tuple[Any, Path]]) -> None:
 
 
 def rows(prefix: str, n: int, tenants: int, pool: list[str]) -> list[dict[str, Any]]:
-    start = datetime.now(UTC).replace(microsecond=0)
+    # one second apart, ending now: the service refuses a ts more than 5 minutes ahead
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=n)
     return [{"v": 1, "op": "ingest", "tenant": f"tenant{i % tenants}",
              "user_id": f"user{i % (tenants * 4)}", "request_id": f"{prefix}-{i}",
              "text": pool[i % len(pool)],
@@ -117,32 +124,39 @@ def rows(prefix: str, n: int, tenants: int, pool: list[str]) -> list[dict[str, A
             for i in range(n)]
 
 
-def throughput(url: str, batch: list[dict[str, Any]]) -> float:
+def throughput(url: str, batch: list[dict[str, Any]], keys: Any = None) -> float:
     """Publish fire-and-forget; prompts/s until every enrichment is back."""
     import nats
 
     wanted = {r["request_id"] for r in batch}
     seen: set[str] = set()
+    refused: list[dict[str, Any]] = []
     done = threading.Event()
 
     async def run() -> float:
         nc = await nats.connect(url)
 
         async def cb(msg: Any) -> None:
-            seen.add(json.loads(msg.data).get("request_id"))
+            reply = open_reply(msg.data, msg.subject.rsplit(".", 1)[-1], keys)
+            if not reply.get("ok"):  # a refusal is fast: it must not count as throughput
+                refused.append(reply)
+                done.set()
+            seen.add(reply.get("request_id"))
             if wanted <= seen:
                 done.set()
 
         await nc.subscribe("semtrace.enriched.>", cb=cb)
         await nc.flush()
         t0 = time.perf_counter()
-        for r in batch:
-            await nc.publish(f"semtrace.ingest.{r['tenant']}", json.dumps(r).encode())
+        for r in batch:  # built (and sealed) inside the timed loop, as a gateway does
+            await nc.publish(*sealed_request(r, keys))
         await nc.flush()
         while not done.is_set():
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - t0
         await nc.close()
+        if refused:
+            raise SystemExit(f"{len(refused)} prompt(s) refused, e.g. {refused[0]['error']}")
         return len(batch) / elapsed
 
     return asyncio.run(run())
@@ -161,10 +175,11 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
 
 
-def latency(url: str, sock: Path, n: int, pool: list[str]) -> dict[str, list[float]]:
+def latency(url: str, sock: Path, n: int, pool: list[str],
+            keys: Any = None) -> dict[str, list[float]]:
     """Sequential request-reply: milliseconds per prompt through NATS and through the socket."""
     out: dict[str, list[float]] = {"nats": [], "socket": []}
-    with NatsClient(url, timeout=60) as bus, Client(sock, timeout=60) as local:
+    with NatsClient(url, timeout=60, bus_keys=keys) as bus, Client(sock, timeout=60) as local:
         for i, r in enumerate(rows("lat", 2 * n, 1, pool)):
             r["tenant"] = "tenant0"
             via = "nats" if i % 2 == 0 else "socket"
@@ -175,11 +190,25 @@ def latency(url: str, sock: Path, n: int, pool: list[str]) -> dict[str, list[flo
     return out
 
 
+def bus_key(tmp: Path) -> tuple[Any, dict[str, str]]:
+    """A bus key for the gateway, and the nodes' environment: a policy dir that names it."""
+    from appliance.config import policy_dir
+    from appliance.keys.bus import create_key_file, load_bus_keys
+
+    create_key_file(tmp / "bus.key")
+    policies = tmp / "policies"
+    shutil.copytree(policy_dir(), policies)
+    (policies / "cluster.toml").write_text(f'[security]\nbus_key_file = "{tmp / "bus.key"}"\n')
+    return load_bus_keys(tmp / "bus.key"), {**os.environ, "SEMTRACE_POLICY_DIR": str(policies)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=600)
     ap.add_argument("--tenants", type=int, default=24)
     ap.add_argument("--latency", type=int, default=200, help="requests per front door")
+    ap.add_argument("--nodes", default="1,2,3", help="node counts to run, e.g. 1")
+    ap.add_argument("--bus-key", action="store_true", help="seal every payload on the bus")
     args = ap.parse_args()
     if not (shutil.which("nats-server") or os.path.exists("/usr/sbin/nats-server")):
         raise SystemExit("bench/cluster.py needs nats-server (apt-get install nats-server).")
@@ -191,13 +220,16 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "appliance", "init", "--data-dir",
                         str(tmp / "seed"), "--new-key-file", str(key)], check=True,
                        capture_output=True)
+        keys, env = bus_key(tmp) if args.bus_key else (None, None)
         print(f"host: {os.cpu_count()} cores; one nats-server and every node on loopback; "
-              f"{args.prompts} prompts over {args.tenants} tenants, {PARTITIONS} partitions")
+              f"{args.prompts} prompts over {args.tenants} tenants, {PARTITIONS} partitions; "
+              f"payloads {'sealed with a bus key' if keys else 'plain'}")
         try:
-            for count in (1, 2, 3):
-                nodes = start_nodes(tmp, url, key, count)
-                throughput(url, rows(f"warm{count}", 24, args.tenants, pool))
-                rate = throughput(url, rows(f"run{count}", args.prompts, args.tenants, pool))
+            for count in (int(c) for c in args.nodes.split(",")):
+                nodes = start_nodes(tmp, url, key, count, env)
+                throughput(url, rows(f"warm{count}", 24, args.tenants, pool), keys)
+                rate = throughput(url, rows(f"run{count}", args.prompts, args.tenants, pool),
+                                  keys)
                 print(f"{count} node(s): {rate:7.1f} prompts/s end to end (publish -> "
                       "committed -> enrichment received)")
                 if count == 1:
@@ -211,7 +243,7 @@ def main() -> None:
                                                                 args.tenants, pool))
                     print(f"1 node, Unix socket instead: {local:7.1f} prompts/s "
                           f"(NATS / socket: {rate / local:.2f})")
-                    lat = latency(url, nodes[0][1], args.latency, pool)
+                    lat = latency(url, nodes[0][1], args.latency, pool, keys)
                     for via in ("socket", "nats"):
                         v = lat[via]
                         print(f"latency via {via:<6}: p50 {pct(v, 50):6.1f} ms, p99 "
