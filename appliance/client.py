@@ -111,36 +111,48 @@ def is_nats_url(target: str | Path) -> bool:
     return isinstance(target, str) and target.startswith(("nats://", "tls://"))
 
 
-def bus_keys_for(target: str | Path, bus_key_file: str | Path | None) -> Any:
-    """The bus keys a gateway seals with (None: plain); one sentence if misplaced or bad."""
-    if bus_key_file is None:
-        return None
+def bus_keys_for(target: str | Path, bus_key_file: str | Path | None,
+                 plain_bus: bool = False) -> Any:
+    """The bus keys a gateway seals with (None: plain, or a socket); one sentence if misplaced
+    or bad, or if a NATS URL has neither a key file nor the explicit `plain_bus` opt-out."""
     if not is_nats_url(target):
-        raise ConfigError("bus_key_file seals messages to a nats:// URL; a Unix socket "
-                          "stays on the host and takes none.")
-    from appliance.keys.bus import load_bus_keys
+        if bus_key_file is not None:
+            raise ConfigError("bus_key_file seals messages to a nats:// URL; a Unix socket "
+                              "stays on the host and takes none.")
+        return None
+    from appliance.keys.bus import (
+        GATEWAY_NEEDS_KEY,
+        load_bus_keys,
+        require_sealing,
+    )
 
-    return load_bus_keys(bus_key_file)
+    if bus_key_file is not None and plain_bus:
+        raise ConfigError("bus_key_file and plain_bus=True contradict each other: keep one.")
+    require_sealing(bus_key_file is not None, plain_bus, GATEWAY_NEEDS_KEY)
+    return None if bus_key_file is None else load_bus_keys(bus_key_file)
 
 
-def open_client(target: str | Path, *, timeout: float = 30.0, bus_keys: Any = None) -> Any:
+def open_client(target: str | Path, *, timeout: float = 30.0, bus_keys: Any = None,
+                plain_bus: bool = False) -> Any:
     """A blocking client for a socket path or a `nats://` URL (`request`, `close`).
 
-    `bus_keys` (from `bus_keys_for`) seals every request to a NATS URL.
+    `bus_keys` (from `bus_keys_for`) seals every request to a NATS URL; without them a
+    NATS URL needs `plain_bus=True` (a socket takes neither).
     """
     if is_nats_url(target):
         from appliance.cluster.client import NatsClient
 
-        return NatsClient(str(target), timeout=timeout, bus_keys=bus_keys)
+        return NatsClient(str(target), timeout=timeout, bus_keys=bus_keys, plain_bus=plain_bus)
     return Client(target, timeout=timeout)
 
 
 async def open_async_client(target: str | Path, *, timeout: float = 30.0,
-                            bus_keys: Any = None) -> Any:
+                            bus_keys: Any = None, plain_bus: bool = False) -> Any:
     """An asyncio client for a socket path or a `nats://` URL (`request`, `close`)."""
     if is_nats_url(target):
         from appliance.cluster.client import AsyncNatsClient
 
-        return await AsyncNatsClient.connect(str(target), timeout=timeout, bus_keys=bus_keys)
+        return await AsyncNatsClient.connect(str(target), timeout=timeout, bus_keys=bus_keys,
+                                             plain_bus=plain_bus)
     return await AsyncClient.connect(target)
 

@@ -113,3 +113,55 @@ def test_cluster_toml_takes_an_absolute_bus_key_file() -> None:
     assert settings.security.bus_key_file == "/etc/s/bus.key"
     with pytest.raises(ValidationError, match="absolute path"):
         ClusterSettings.model_validate({"security": {"bus_key_file": "bus.key"}})
+
+
+def test_a_gateway_without_a_bus_key_refuses_a_nats_url_unless_told_plain_is_fine(
+        tmp_path: Path) -> None:
+    import asyncio
+
+    from appliance.cluster.client import AsyncNatsClient, NatsClient
+    from appliance.integrations.decorator import Semtrace
+    from appliance.integrations.litellm import SemtraceLogger
+
+    url = "nats://127.0.0.1:1"  # nothing listens: a refusal here happens before connecting
+    refusals = [
+        lambda: NatsClient(url, timeout=1),
+        lambda: asyncio.run(AsyncNatsClient.connect(url, timeout=1)),
+        lambda: AsyncNatsClient(object(), timeout=1),
+        lambda: Semtrace(url, tenant="acme"),
+        lambda: SemtraceLogger(url, tenant="acme"),
+    ]
+    sentences = set()
+    for make in refusals:
+        with pytest.raises(ConfigError, match="would publish prompts to NATS in plain text") \
+                as err:
+            make()
+        sentences.add(str(err.value))
+    (sentence,) = sentences  # the same one sentence everywhere, naming both ways out
+    assert "\n" not in sentence and sentence.endswith("plain text.")
+    assert "bus_key_file=" in sentence and "plain_bus=True" in sentence
+    assert "`semtrace cluster bus-key new FILE`" in sentence
+    # the explicit opt-out constructs (the adapters connect on first use) ...
+    assert Semtrace(url, tenant="acme", plain_bus=True)._bus_keys is None
+    assert SemtraceLogger(url, tenant="acme", plain_bus=True)._bus_keys is None
+    assert AsyncNatsClient(object(), timeout=1, plain_bus=True).keys is None
+    # ... and so does a key; the Unix socket needs neither (nothing reaches a disk)
+    create_key_file(tmp_path / "bus.key")
+    assert Semtrace(url, tenant="acme", bus_key_file=tmp_path / "bus.key")._bus_keys
+    assert Semtrace(tmp_path / "semtrace.sock", tenant="acme")._bus_keys is None
+    assert SemtraceLogger(tmp_path / "semtrace.sock", tenant="acme")._bus_keys is None
+    with pytest.raises(ConfigError, match="contradict each other"):
+        SemtraceLogger(url, tenant="acme", bus_key_file=tmp_path / "bus.key", plain_bus=True)
+
+
+def test_cluster_toml_plain_bus_is_the_explicit_opt_out() -> None:
+    from pydantic import ValidationError
+
+    from appliance.config import ClusterSettings
+
+    assert ClusterSettings().security.plain_bus is False  # sealing is the default
+    settings = ClusterSettings.model_validate({"security": {"plain_bus": True}})
+    assert settings.security.plain_bus is True
+    with pytest.raises(ValidationError, match="contradict each other"):
+        ClusterSettings.model_validate({"security": {"plain_bus": True,
+                                                     "bus_key_file": "/etc/s/bus.key"}})

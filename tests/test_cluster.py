@@ -2,7 +2,10 @@
 
 The server is started here on a loopback port with the mappings that
 `semtrace cluster nats-config` prints; the nodes are `semtrace serve --nats`
-subprocesses sharing one key file (as the nodes of a cluster do).
+subprocesses sharing one key file (as the nodes of a cluster do). They run with
+the explicit opt-out `plain_bus = true` (and the gateways with `plain_bus=True`):
+these tests are about partitioning and failures, and read what crosses the bus;
+sealing has its own tests (test_cluster_seal.py).
 """
 
 from __future__ import annotations
@@ -103,7 +106,7 @@ class Node:
         shutil.copytree(policy_dir(), self.policies)
         (self.policies / "cluster.toml").write_text(
             f'url = "{url}"\npartitions = {PARTITIONS}\nack_wait_s = 5\nfetch_batch = 4\n'
-            "owner_ttl_s = 6\n")
+            "owner_ttl_s = 6\n[security]\nplain_bus = true\n")
         self.env = {**os.environ, "SEMTRACE_POLICY_DIR": str(self.policies)}
         if not self.data.exists():
             assert run_cli("init", "--data-dir", str(self.data), "--key-file",
@@ -269,7 +272,8 @@ def test_eight_tenants_over_two_nodes_thread_as_one_node_would(
     rows = stream(TENANTS, "s")
     assert {partition_of(t, PARTITIONS) for t in TENANTS} == {0, 1, 2, 3}
     replies: dict[str, dict[str, Any]] = {}
-    with Enriched(nats_url) as enriched, NatsClient(nats_url, timeout=60) as gateway:
+    with Enriched(nats_url) as enriched, \
+            NatsClient(nats_url, timeout=60, plain_bus=True) as gateway:
         for i, row in enumerate(rows):
             if i % 4 == 3:  # fire-and-forget: the answer goes to semtrace.enriched.<tenant>
                 assert gateway.publish(row)["queued"] is True
@@ -292,6 +296,19 @@ def test_eight_tenants_over_two_nodes_thread_as_one_node_would(
         if row["request_id"] in replies:
             assert replies[row["request_id"]]["conversation_id"] == found["conversation_id"]
     assert group(rows, thread_of) == single_node_threads(pipeline, rows)
+
+
+def test_a_node_that_opted_out_of_sealing_says_so_once_at_each_start(
+        cluster: dict[str, Node]) -> None:
+    from appliance.keys.bus import PLAIN_BUS_WARNING
+
+    assert "plain text" in PLAIN_BUS_WARNING and "security.bus_key_file" in PLAIN_BUS_WARNING
+    for node in cluster.values():
+        warned = [json.loads(x) for x in node.log.read_text().splitlines() if '"plain_bus"' in x]
+        assert len(warned) == node._starts() >= 1  # one line per start, not per message
+        for w in warned:  # the fixed sentence, nothing of a message
+            assert w["level"] == "warning" and w["msg"] == PLAIN_BUS_WARNING
+            assert set(w) <= {"ts", "level", "logger", "msg", "event", "node"}
 
 
 def test_a_body_naming_another_tenant_than_its_subject_is_refused(
@@ -355,8 +372,8 @@ def test_integrations_take_a_nats_url_and_can_redact_before_the_bus(
     threading.Thread(target=loop.run_forever, daemon=True).start()
     task = asyncio.run_coroutine_threadsafe(listen(stop), loop)
     time.sleep(0.5)
-    plain = Semtrace(nats_url, tenant="t3", timeout=60)
-    careful = Semtrace(nats_url, tenant="t3", timeout=60, redact=True)
+    plain = Semtrace(nats_url, tenant="t3", timeout=60, plain_bus=True)
+    careful = Semtrace(nats_url, tenant="t3", timeout=60, redact=True, plain_bus=True)
     with plain.turn(user_id="dev", text="What is a monad in Haskell?") as first:
         pass
     with careful.turn(user_id="dev", text="Email the summary to jane.roe@example.com "
@@ -411,7 +428,7 @@ def test_kill_9_mid_stream_loses_no_acknowledged_record_and_stores_none_twice(
     on_a = [r for r in rows if owner(cluster, r["tenant"]) is a]
     assert len(on_a) >= 24
     with Enriched(nats_url) as enriched:
-        with NatsClient(nats_url, timeout=60) as gateway:
+        with NatsClient(nats_url, timeout=60, plain_bus=True) as gateway:
             for row in rows:
                 gateway.publish(row)
         deadline = time.monotonic() + 180
@@ -448,7 +465,8 @@ def test_moving_a_partition_keeps_its_conversations(cluster: dict[str, Node],
     a, b = cluster["a"], cluster["b"]
     moved = [t for t in TENANTS if partition_of(t, PARTITIONS) == 1]
     first = next(r for r in stream(TENANTS, "s") if r["tenant"] == moved[0])
-    with NatsClient(nats_url, timeout=60) as gateway:  # (a duplicate if recorded before)
+    # (a duplicate if recorded before)
+    with NatsClient(nats_url, timeout=60, plain_bus=True) as gateway:
         thread = gateway.request(first)["conversation_id"]
     assert a.lookup(first["tenant"], first["request_id"])["conversation_id"] == thread
     assert a.stop() == 0 and b.stop() == 0
@@ -456,7 +474,7 @@ def test_moving_a_partition_keeps_its_conversations(cluster: dict[str, Node],
                  "text": FOLLOW_UPS[next(i for i, c in enumerate(CONVERSATIONS)
                                          if first["text"] in c)],
                  "ts": (TODAY + timedelta(minutes=3)).strftime("%Y-%m-%dT%H:%M:%SZ")}
-    with NatsClient(nats_url, timeout=30) as gateway:
+    with NatsClient(nats_url, timeout=30, plain_bus=True) as gateway:
         gateway.publish(follow_up)  # both nodes down: it queues in JetStream
     status = json.loads(run_cli("cluster", "status", "--nats", nats_url, "--json").stdout)
     assert status["states"][1]["owner"] is None and status["states"][1]["lag"] == 1

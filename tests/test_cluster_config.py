@@ -67,6 +67,7 @@ def _policies(tmp: Path, cluster: str) -> dict[str, str]:
     ('partitions = 4\nown = "3-6"\n', "own"),
     ('[security]\ncreds_file = "relative.creds"\n', "security.creds_file"),
     ("replicas = 9\n", "replicas"),
+    ('[security]\nplain_bus = true\nbus_key_file = "/etc/s/bus.key"\n', "security"),
 ])
 def test_a_bad_cluster_policy_is_refused_naming_file_and_key(tmp_path: Path, toml: str,
                                                              key: str) -> None:
@@ -82,6 +83,21 @@ def test_serve_refuses_a_partition_range_outside_the_partitions(tmp_path: Path) 
                 "--partitions", "4", "--own", "2-7")
     assert r.returncode == 2 and "--own" in r.stderr and "there are 4" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_node_without_a_bus_key_or_the_plain_bus_opt_out_does_not_start(
+        tmp_path: Path) -> None:
+    env = _policies(tmp_path, "")  # the shipped default: no key, no opt-out
+    for extra in ((), ("--check",)):
+        r = run_cli("serve", "--data-dir", str(tmp_path / "d"), "--nats",
+                    "nats://127.0.0.1:1", "--partitions", "4", *extra, env=env)
+        assert r.returncode == 2, r.stderr
+        sentence = r.stderr.strip()  # one sentence, no traceback, nothing else
+        assert sentence.startswith("semtrace: This node would take prompts from NATS in "
+                                   "plain text") and "\n" not in sentence
+        assert "`semtrace cluster bus-key new FILE`" in r.stderr
+        assert "bus_key_file" in r.stderr and "plain_bus = true" in r.stderr
+        assert not (tmp_path / "d").exists()  # refused before anything was opened
 
 
 def test_cluster_commands_explain_what_is_missing(tmp_path: Path) -> None:

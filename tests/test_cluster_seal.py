@@ -207,7 +207,7 @@ def test_a_sealed_prompt_never_reaches_jetstreams_disk_and_is_still_threaded(
     assert sealed.node.lookup("t3", "canary-1")["conversation_id"] == canary["conversation_id"]
     log = sealed.node.log.read_text()
     assert CANARY not in log and PLAIN not in log and "Traceback" not in log
-    assert '"bus_refused"' in log
+    assert '"bus_refused"' in log and '"plain_bus"' not in log  # sealed: no plain warning
 
 
 def test_a_message_sealed_for_one_tenant_is_refused_on_another_tenants_subject(
@@ -229,7 +229,8 @@ def test_a_message_sealed_for_one_tenant_is_refused_on_another_tenants_subject(
     stranger = json.loads(asyncio.run(raw_request(sealed.url, "semtrace.ingest.t2", foreign)))
     assert stranger["ok"] is False and "not in this node's bus key file" in \
         stranger["error"]["message"]
-    with NatsClient(sealed.url, timeout=120) as keyless:  # a gateway without the key
+    # a gateway without the key (it had to opt out explicitly to publish in plain text)
+    with NatsClient(sealed.url, timeout=120, plain_bus=True) as keyless:
         refused = keyless.request({**row, "request_id": "keyless-1"})
     assert refused["ok"] is False and "sealed with the cluster's bus key" in \
         refused["error"]["message"]

@@ -68,14 +68,25 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     settings = telemetry_settings(policies.telemetry, metrics_listen, otlp_endpoint)
     cluster = cluster_settings(policies.cluster, url=nats_url, partitions=partitions, own=own,
                                node=node_name)
+    plain_bus_warning = ""
     if cluster.url:
         from appliance.cluster.bus import require_nats
 
         require_nats()
-        if cluster.security.bus_key_file:  # one sentence now, not after the models load
-            from appliance.keys.bus import load_bus_keys
+        # one sentence now, not after the models load: no key and no opt-out, or a bad key
+        from appliance.keys.bus import (
+            NODE_NEEDS_KEY,
+            PLAIN_BUS_WARNING,
+            load_bus_keys,
+            require_sealing,
+        )
 
+        require_sealing(bool(cluster.security.bus_key_file), cluster.security.plain_bus,
+                        NODE_NEEDS_KEY)
+        if cluster.security.bus_key_file:
             load_bus_keys(cluster.security.bus_key_file)
+        else:
+            plain_bus_warning = PLAIN_BUS_WARNING  # logged by the node as it starts
     verify_model(load_manifest())
     rt = open_runtime(directory, credential(passphrase_file, key_file), policies=policies)
     lock = DataDirLock(directory)
@@ -85,8 +96,11 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
             for warning in warnings:
                 logging.getLogger("semtrace.redact").warning(
                     "%s", warning, extra={"event": "redaction_policy"})
+            if plain_bus_warning:
+                logging.getLogger("semtrace.cluster").warning(
+                    "%s", plain_bus_warning, extra={"event": "plain_bus"})
             emit_json({"ok": True, "data_dir": str(directory), "message": "Configuration OK.",
-                       "warnings": warnings})
+                       "warnings": [*warnings, *filter(None, [plain_bus_warning])]})
             return
         pipeline = make_pipeline(rt)
         service = Service(pipeline, policies, socket_path=socket_path or directory / SOCKET_NAME,

@@ -10,6 +10,9 @@ gives its answer later.
 With a bus key (`bus_key_file`, `appliance.keys.bus`) every request leaves
 sealed with AES-256-GCM, bound to its tenant, and the node's answer comes back
 sealed in the same key; a plain answer is accepted only when it is an error.
+A client without a bus key refuses at construction, unless given the explicit
+opt-out `plain_bus=True` (or `security.plain_bus`): JetStream writes every
+message to disk.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ from appliance.cluster.partition import ingest_subject, valid_tenant
 from appliance.config import ClusterSecurity
 from appliance.errors import SemtraceError
 from appliance.keys.bus import (
+    GATEWAY_NEEDS_KEY,
     BusKeys,
     Unsealed,
     ingest_aad,
     is_sealed,
     load_bus_keys,
     reply_aad,
+    require_sealing,
 )
 
 
@@ -79,7 +84,9 @@ def open_reply(data: bytes, tenant: str, keys: BusKeys | None) -> dict[str, Any]
 class AsyncNatsClient:
     """An asyncio gateway client over NATS."""
 
-    def __init__(self, nc: Any, *, timeout: float, keys: BusKeys | None = None) -> None:
+    def __init__(self, nc: Any, *, timeout: float, keys: BusKeys | None = None,
+                 plain_bus: bool = False) -> None:
+        require_sealing(keys is not None, plain_bus, GATEWAY_NEEDS_KEY)
         self._nc = nc
         self.timeout = timeout
         self.keys = keys
@@ -88,13 +95,20 @@ class AsyncNatsClient:
     async def connect(cls, url: str, *, timeout: float = 5.0,
                       security: ClusterSecurity | None = None,
                       name: str = "semtrace-gateway",
-                      bus_keys: BusKeys | None = None) -> AsyncNatsClient:
-        """Connect; `bus_keys` (or `security.bus_key_file`) seals every request."""
+                      bus_keys: BusKeys | None = None,
+                      plain_bus: bool = False) -> AsyncNatsClient:
+        """Connect; `bus_keys` (or `security.bus_key_file`) seals every request.
+
+        Without either, ConfigError before connecting unless `plain_bus` (or
+        `security.plain_bus`) accepts plain text on the bus.
+        """
         sec = security or ClusterSecurity()
         if bus_keys is None and sec.bus_key_file:
             bus_keys = load_bus_keys(sec.bus_key_file)
+        plain_bus = plain_bus or sec.plain_bus
+        require_sealing(bus_keys is not None, plain_bus, GATEWAY_NEEDS_KEY)
         nc = await connect(url, sec, name=name, connect_timeout=timeout)
-        return cls(nc, timeout=timeout, keys=bus_keys)
+        return cls(nc, timeout=timeout, keys=bus_keys, plain_bus=plain_bus)
 
     async def request(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Request-reply: the committed record's reply; SemtraceError if none in time.
@@ -130,7 +144,14 @@ class NatsClient:
 
     def __init__(self, url: str, *, timeout: float = 5.0,
                  security: ClusterSecurity | None = None,
-                 bus_keys: BusKeys | None = None) -> None:
+                 bus_keys: BusKeys | None = None, plain_bus: bool = False) -> None:
+        """Connect (see AsyncNatsClient.connect); refuses before connecting without a
+        bus key unless `plain_bus=True` (or `security.plain_bus`)."""
+        sec = security or ClusterSecurity()
+        if bus_keys is None and sec.bus_key_file:
+            bus_keys = load_bus_keys(sec.bus_key_file)
+        plain_bus = plain_bus or sec.plain_bus
+        require_sealing(bus_keys is not None, plain_bus, GATEWAY_NEEDS_KEY)
         self.timeout = timeout
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
@@ -138,7 +159,7 @@ class NatsClient:
         self._thread.start()
         try:
             self._inner: AsyncNatsClient = self._run(AsyncNatsClient.connect(
-                url, timeout=timeout, security=security, bus_keys=bus_keys))
+                url, timeout=timeout, security=sec, bus_keys=bus_keys, plain_bus=plain_bus))
         except BaseException:
             self._stop_loop()
             raise

@@ -28,7 +28,17 @@ from appliance.cluster.owners import Ownership, owners_bucket
 from appliance.cluster.replies import ReplyBook
 from appliance.config import ClusterSettings
 from appliance.errors import SemtraceError
-from appliance.keys.bus import BusKeys, Unsealed, ingest_aad, load_bus_keys, open_frame, reply_aad
+from appliance.keys.bus import (
+    NODE_NEEDS_KEY,
+    PLAIN_BUS_WARNING,
+    BusKeys,
+    Unsealed,
+    ingest_aad,
+    load_bus_keys,
+    open_frame,
+    reply_aad,
+    require_sealing,
+)
 from appliance.protocol import ProtocolError, error_reply
 
 if TYPE_CHECKING:
@@ -132,6 +142,8 @@ class ClusterNode:
         self.settings = settings
         self.node = node_name(settings.node)
         self.partitions = settings.owned()
+        require_sealing(bool(settings.security.bus_key_file), settings.security.plain_bus,
+                        NODE_NEEDS_KEY)
         self.keys: BusKeys | None = (load_bus_keys(settings.security.bus_key_file)
                                      if settings.security.bus_key_file else None)
         self.book = ReplyBook()
@@ -147,6 +159,8 @@ class ClusterNode:
     async def start(self) -> None:
         """Connect, check the server's mapping, claim the partitions, start consuming."""
         s = self.settings
+        if self.keys is None:  # the explicit opt-out (plain_bus = true): said once, at start
+            log.warning(PLAIN_BUS_WARNING, extra={"event": "plain_bus", "node": self.node})
         self._nc = await connect(s.url, s.security, name=f"semtrace-node-{self.node}")
         try:
             self._js = self._nc.jetstream()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from appliance.config.base import Strict
 
@@ -22,15 +22,25 @@ class ClusterSecurity(Strict):
     tls_ca_file: str = ""  # CA that signed the server's certificate; set = TLS on
     tls_cert_file: str = ""  # client certificate (mutual TLS), with tls_key_file
     tls_key_file: str = ""
-    # 32-byte keys (mode 0600) sealing every payload on the bus with AES-256-GCM; "" = plain
+    # 32-byte keys (mode 0600) sealing every payload on the bus with AES-256-GCM; a node
+    # started with a NATS URL needs it, unless plain_bus = true says plain text is accepted
     bus_key_file: str = ""
+    plain_bus: bool = False  # the explicit opt-out: prompts cross the bus and JetStream in clear
 
     @field_validator("*")
     @classmethod
-    def _absolute(cls, value: str, info: Any) -> str:
-        if value and info.field_name != "user" and not value.startswith("/"):
+    def _absolute(cls, value: Any, info: Any) -> Any:
+        if (isinstance(value, str) and value and info.field_name != "user"
+                and not value.startswith("/")):
             raise ValueError("must be an absolute path, or empty")
         return value
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> ClusterSecurity:
+        if self.plain_bus and self.bus_key_file:
+            raise ValueError("plain_bus = true and a bus_key_file contradict each other: "
+                             "keep one")
+        return self
 
 
 class ClusterSettings(Strict):

@@ -4,6 +4,7 @@
     semtrace = Semtrace("/run/semtrace/semtrace.sock", tenant="acme")
     # or, to a cluster: Semtrace("nats://10.0.0.5:4222", tenant="acme",
     #                            bus_key_file="/etc/semtrace/bus.key")
+    # (a NATS URL without a bus key is refused, unless plain_bus=True)
 
     with tracer.start_as_current_span("chat gpt-4o"):
         with semtrace.turn(user_id=user, text=prompt, history=messages[:-1],
@@ -80,15 +81,19 @@ class Semtrace:
 
     def __init__(self, socket_path: str | Path, *, tenant: str, timeout: float = 5.0,
                  redact: bool | TextRedactor = False,
-                 bus_key_file: str | Path | None = None) -> None:
+                 bus_key_file: str | Path | None = None, plain_bus: bool = False) -> None:
         """Args:
             socket_path: the appliance's Unix socket, or a `nats://host:port` URL.
             redact: True (Presidio, policies/redaction.toml) or a function: the prompt
                 leaves this process with placeholders instead of PII.
             bus_key_file: with a NATS URL, the cluster's bus key file (mode 0600): every
-                request is sealed (AES-256-GCM) before it reaches the bus.
+                request is sealed (AES-256-GCM) before it reaches the bus. A NATS URL
+                without it is refused here, unless `plain_bus=True`.
+            plain_bus: with a NATS URL and no bus key, the explicit opt-out: prompts then
+                cross the bus and JetStream's disk in plain text.
         """
-        self._bus_keys = bus_keys_for(socket_path, bus_key_file)
+        self._bus_keys = bus_keys_for(socket_path, bus_key_file, plain_bus)
+        self._plain_bus = plain_bus
         self.socket_path: str | Path = (socket_path if is_nats_url(socket_path)
                                         else Path(socket_path))
         self.tenant = tenant
@@ -103,7 +108,8 @@ class Semtrace:
             try:
                 if self._client is None:
                     self._client = open_client(self.socket_path, timeout=self.timeout,
-                                               bus_keys=self._bus_keys)
+                                               bus_keys=self._bus_keys,
+                                               plain_bus=self._plain_bus)
                 reply: dict[str, Any] = self._client.request(request)
                 return reply
             except (SemtraceError, OSError, ValueError) as exc:

@@ -7,6 +7,7 @@ the call, updated after.
     litellm.callbacks = [SemtraceLogger("/run/semtrace/semtrace.sock", tenant="acme")]
     # or, to a cluster: SemtraceLogger("nats://10.0.0.5:4222", tenant="acme",
     #                                  bus_key_file="/etc/semtrace/bus.key")
+    # (a NATS URL without a bus key is refused, unless plain_bus=True)
 
 Before the provider is called (`async_pre_call_hook` on the proxy,
 `log_pre_api_call` in the SDK) the callback sends the last user message, the
@@ -69,7 +70,7 @@ class SemtraceLogger(CustomLogger):
                  tenant_by_team: dict[str, str] | None = None, mode: str = "sync",
                  timeout: float = 5.0, register_before_call: bool = True,
                  redact: bool | TextRedactor = False,
-                 bus_key_file: str | Path | None = None) -> None:
+                 bus_key_file: str | Path | None = None, plain_bus: bool = False) -> None:
         """Args:
             socket_path: the appliance's Unix socket, or a `nats://host:port` URL (mode
                 async is then fire-and-forget to the bus).
@@ -79,10 +80,14 @@ class SemtraceLogger(CustomLogger):
             redact: True (Presidio, policies/redaction.toml) or a function: prompts
                 leave the gateway with placeholders instead of PII.
             bus_key_file: with a NATS URL, the cluster's bus key file (mode 0600): every
-                request is sealed (AES-256-GCM) before it reaches the bus.
+                request is sealed (AES-256-GCM) before it reaches the bus. A NATS URL
+                without it is refused here, unless `plain_bus=True`.
+            plain_bus: with a NATS URL and no bus key, the explicit opt-out: prompts then
+                cross the bus and JetStream's disk in plain text.
         """
         super().__init__()
-        self._bus_keys = bus_keys_for(socket_path, bus_key_file)
+        self._bus_keys = bus_keys_for(socket_path, bus_key_file, plain_bus)
+        self._plain_bus = plain_bus
         self.socket_path: str | Path = (socket_path if is_nats_url(socket_path)
                                         else Path(socket_path))
         self.redact = text_redactor(redact)
@@ -203,7 +208,8 @@ class SemtraceLogger(CustomLogger):
             try:
                 if self._client is None:
                     self._client = open_client(self.socket_path, timeout=self.timeout,
-                                               bus_keys=self._bus_keys)
+                                               bus_keys=self._bus_keys,
+                                               plain_bus=self._plain_bus)
                 reply: dict[str, Any] = self._client.request(self._outgoing(req))
                 return reply
             except (SemtraceError, OSError, ValueError) as exc:
@@ -216,7 +222,8 @@ class SemtraceLogger(CustomLogger):
         try:
             if loop not in self._async:
                 client = await open_async_client(self.socket_path, timeout=self.timeout,
-                                                 bus_keys=self._bus_keys)
+                                                 bus_keys=self._bus_keys,
+                                                 plain_bus=self._plain_bus)
                 if self._async.setdefault(loop, client) is not client:
                     await client.close()  # another call connected first
             reply: dict[str, Any] = await asyncio.wait_for(

@@ -34,6 +34,28 @@ NONCE_BYTES = 12
 _LINE = re.compile(r"^([0-9a-f]{8})\s+([0-9a-f]{64})$")
 
 
+# Sealing is the default: a side of the bus without a key refuses to start unless told
+# explicitly that plain text is accepted (plain_bus), because JetStream writes every
+# message to its file store.
+NODE_NEEDS_KEY = ("This node would take prompts from NATS in plain text, which JetStream "
+                  "writes to disk: create a bus key with `semtrace cluster bus-key new FILE` "
+                  "and set bus_key_file under [security] in cluster.toml (or plain_bus = true "
+                  "there to accept plain text).")
+GATEWAY_NEEDS_KEY = ("A gateway would publish prompts to NATS in plain text, which JetStream "
+                     "writes to disk: give it the cluster's bus key (bus_key_file=, or "
+                     "bus_keys= for NatsClient; `semtrace cluster bus-key new FILE` creates "
+                     "one), or plain_bus=True to accept plain text.")
+PLAIN_BUS_WARNING = ("plain_bus = true: prompts, PII and user ids cross the NATS bus and wait "
+                     "in JetStream's store in plain text; set security.bus_key_file to seal "
+                     "them.")
+
+
+def require_sealing(has_key: bool, plain_bus: bool, sentence: str) -> None:
+    """ConfigError(`sentence`) unless there is a bus key or the explicit plain-text opt-out."""
+    if not has_key and not plain_bus:
+        raise ConfigError(sentence)
+
+
 class Unsealed(SemtraceError):
     """A message that cannot be opened; `reason` is "plain", "no_key", "unknown_key",
     "tampered" or "sealed" (sealed, and this side holds no bus key)."""
