@@ -6,11 +6,12 @@ sharing this host's cores, so the ratio between 1, 2 and 3 nodes shows what the 
 and what parallel nodes buy here, not what N hosts would do. Prints figures; asserts nothing.
 
     .venv/bin/python bench/cluster.py [--prompts 600] [--tenants 24] [--latency 200]
-                                      [--nodes 1,2,3] [--bus-key]
+                                      [--nodes 1,2,3] [--plain-bus]
 
-`--bus-key`: the nodes and the gateway seal every payload with a bus key
-(docs/scale-out.md, "Security on the bus"); run it against a run without to see
-what sealing costs end to end.
+The nodes and the gateway seal every payload with a bus key, the default
+(docs/scale-out.md, "Security on the bus"). `--plain-bus`: both opt out
+explicitly (`plain_bus`) and payloads cross the bus in plain text; run it against
+a default run to see what sealing costs end to end.
 """
 
 from __future__ import annotations
@@ -179,7 +180,8 @@ def latency(url: str, sock: Path, n: int, pool: list[str],
             keys: Any = None) -> dict[str, list[float]]:
     """Sequential request-reply: milliseconds per prompt through NATS and through the socket."""
     out: dict[str, list[float]] = {"nats": [], "socket": []}
-    with NatsClient(url, timeout=60, bus_keys=keys) as bus, Client(sock, timeout=60) as local:
+    with NatsClient(url, timeout=60, bus_keys=keys, plain_bus=keys is None) as bus, \
+            Client(sock, timeout=60) as local:
         for i, r in enumerate(rows("lat", 2 * n, 1, pool)):
             r["tenant"] = "tenant0"
             via = "nats" if i % 2 == 0 else "socket"
@@ -190,16 +192,21 @@ def latency(url: str, sock: Path, n: int, pool: list[str],
     return out
 
 
-def bus_key(tmp: Path) -> tuple[Any, dict[str, str]]:
-    """A bus key for the gateway, and the nodes' environment: a policy dir that names it."""
+def bus_key(tmp: Path, plain: bool) -> tuple[Any, dict[str, str]]:
+    """The gateway's bus keys (None with the plain-text opt-out), and the nodes' environment:
+    a policy dir whose cluster.toml names the same key file, or sets plain_bus = true."""
     from appliance.config import policy_dir
     from appliance.keys.bus import create_key_file, load_bus_keys
 
-    create_key_file(tmp / "bus.key")
     policies = tmp / "policies"
     shutil.copytree(policy_dir(), policies)
+    env = {**os.environ, "SEMTRACE_POLICY_DIR": str(policies)}
+    if plain:
+        (policies / "cluster.toml").write_text("[security]\nplain_bus = true\n")
+        return None, env
+    create_key_file(tmp / "bus.key")
     (policies / "cluster.toml").write_text(f'[security]\nbus_key_file = "{tmp / "bus.key"}"\n')
-    return load_bus_keys(tmp / "bus.key"), {**os.environ, "SEMTRACE_POLICY_DIR": str(policies)}
+    return load_bus_keys(tmp / "bus.key"), env
 
 
 def main() -> None:
@@ -208,7 +215,8 @@ def main() -> None:
     ap.add_argument("--tenants", type=int, default=24)
     ap.add_argument("--latency", type=int, default=200, help="requests per front door")
     ap.add_argument("--nodes", default="1,2,3", help="node counts to run, e.g. 1")
-    ap.add_argument("--bus-key", action="store_true", help="seal every payload on the bus")
+    ap.add_argument("--plain-bus", action="store_true",
+                    help="opt out of sealing: payloads cross the bus in plain text")
     args = ap.parse_args()
     if not (shutil.which("nats-server") or os.path.exists("/usr/sbin/nats-server")):
         raise SystemExit("bench/cluster.py needs nats-server (apt-get install nats-server).")
@@ -220,7 +228,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "appliance", "init", "--data-dir",
                         str(tmp / "seed"), "--new-key-file", str(key)], check=True,
                        capture_output=True)
-        keys, env = bus_key(tmp) if args.bus_key else (None, None)
+        keys, env = bus_key(tmp, args.plain_bus)
         print(f"host: {os.cpu_count()} cores; one nats-server and every node on loopback; "
               f"{args.prompts} prompts over {args.tenants} tenants, {PARTITIONS} partitions; "
               f"payloads {'sealed with a bus key' if keys else 'plain'}")
