@@ -2,10 +2,15 @@
 
 The server is started here on a loopback port with the mappings that
 `semtrace cluster nats-config` prints; the nodes are `semtrace serve --nats`
-subprocesses sharing one key file (as the nodes of a cluster do). They run with
-the explicit opt-out `plain_bus = true` (and the gateways with `plain_bus=True`):
-these tests are about partitioning and failures, and read what crosses the bus;
-sealing has its own tests (test_cluster_seal.py).
+subprocesses sharing one key file and one bus key file, as in production: every
+message of the two-node cluster (failover, redelivery after kill -9, a partition
+moved, eight tenants) crosses the bus sealed, and the answers the tests read on
+`semtrace.enriched.>` are checked to be sealed before they are opened.
+
+Only the tests whose point needs plain text run against `plain`, a second
+nats-server with one node that opted out (`plain_bus = true`): reading a
+prompt's raw bytes on the wire, a keyless node refusing a sealed message, and
+the opt-out's warning. Sealing's own wire and store checks: test_cluster_seal.py.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import time
 import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,6 +38,7 @@ from test_spine import run_cli
 
 from appliance.client import Client
 from appliance.cluster.partition import partition_of
+from appliance.keys.bus import BusKeys
 
 pytestmark = pytest.mark.slow
 PARTITIONS = 4
@@ -63,15 +71,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextmanager
+def nats_server(tmp: Path) -> Iterator[str]:
+    """A nats-server with JetStream and the partition mappings on a loopback port."""
     binary = _nats_binary()
     if binary is None:
         pytest.skip("nats-server is not installed and `make test` could not install it "
                     "(apt-get install nats-server)")
     from appliance.cluster.partition import server_mappings
 
-    tmp = tmp_path_factory.mktemp("nats")
+    tmp.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     conf = tmp / "nats.conf"
     conf.write_text(f"listen: 127.0.0.1:{port}\njetstream {{ store_dir: {tmp / 'js'} }}\n"
@@ -85,15 +94,25 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             break
         except OSError:
             time.sleep(0.1)
-    yield f"nats://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with nats_server(tmp_path_factory.mktemp("nats")) as url:
+        yield url
 
 
 class Node:
     """A `semtrace serve --nats` subprocess with its own data dir."""
 
-    def __init__(self, tmp: Path, name: str, url: str, key: Path, own: str) -> None:
+    def __init__(self, tmp: Path, name: str, url: str, key: Path, own: str, *,
+                 bus_key: Path | None) -> None:
+        """`bus_key`: the cluster's bus key file; None is the explicit opt-out plain_bus."""
         self.name, self.url, self.key, self.own = name, url, key, own
         self.data = tmp / name
         self.sock = self.data / "semtrace.sock"
@@ -106,7 +125,8 @@ class Node:
         shutil.copytree(policy_dir(), self.policies)
         (self.policies / "cluster.toml").write_text(
             f'url = "{url}"\npartitions = {PARTITIONS}\nack_wait_s = 5\nfetch_batch = 4\n'
-            "owner_ttl_s = 6\n[security]\nplain_bus = true\n")
+            "owner_ttl_s = 6\n[security]\n"
+            + (f'bus_key_file = "{bus_key}"\n' if bus_key else "plain_bus = true\n"))
         self.env = {**os.environ, "SEMTRACE_POLICY_DIR": str(self.policies)}
         if not self.data.exists():
             assert run_cli("init", "--data-dir", str(self.data), "--key-file",
@@ -159,18 +179,61 @@ def start_all(*nodes: Node) -> None:
         n.wait_up()
 
 
+def _stop_all(*nodes: Node) -> None:
+    for n in nodes:
+        if n.proc is not None and n.proc.poll() is None:
+            n.stop()
+
+
 @pytest.fixture(scope="module")
-def cluster(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
+def bus_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The cluster's bus key file, shared by its nodes and gateways (mode 0600)."""
+    path = tmp_path_factory.mktemp("bus") / "bus.key"
+    r = run_cli("cluster", "bus-key", "new", str(path))
+    assert r.returncode == 0, r.stderr
+    return path
+
+
+@pytest.fixture(scope="module")
+def keys(bus_key: Path) -> BusKeys:
+    from appliance.keys.bus import load_bus_keys
+
+    return load_bus_keys(bus_key)
+
+
+@pytest.fixture(scope="module")
+def cluster(nats_url: str, bus_key: Path,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
     tmp = tmp_path_factory.mktemp("cluster")
     key = tmp / "cluster.key"
     assert run_cli("init", "--data-dir", str(tmp / "seed"), "--new-key-file",
                    str(key)).returncode == 0
-    nodes = {"a": Node(tmp, "a", nats_url, key, "0-1"), "b": Node(tmp, "b", nats_url, key, "2-3")}
+    nodes = {"a": Node(tmp, "a", nats_url, key, "0-1", bus_key=bus_key),
+             "b": Node(tmp, "b", nats_url, key, "2-3", bus_key=bus_key)}
     start_all(*nodes.values())
     yield nodes
-    for n in nodes.values():
-        if n.proc is not None and n.proc.poll() is None:
-            n.stop()
+    _stop_all(*nodes.values())
+
+
+@dataclass
+class Plain:
+    """A node that opted out of sealing (plain_bus = true), alone on its own nats-server."""
+
+    url: str
+    node: Node
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plain]:
+    tmp = tmp_path_factory.mktemp("plain")
+    key = tmp / "cluster.key"
+    assert run_cli("init", "--data-dir", str(tmp / "seed"), "--new-key-file",
+                   str(key)).returncode == 0
+    with nats_server(tmp / "nats") as url:
+        node = Node(tmp, "p", url, key, f"0-{PARTITIONS - 1}", bus_key=None)
+        start_all(node)
+        yield Plain(url, node)
+        _stop_all(node)
 
 
 def owner(nodes: dict[str, Node], tenant: str) -> Node:
@@ -226,20 +289,36 @@ def group(rows: list[dict[str, Any]], thread_of: dict[str, Any]) -> dict[str, se
 
 
 class Enriched:
-    """Everything published on semtrace.enriched.> while the block runs (own loop thread)."""
+    """Everything published on semtrace.enriched.> while the block runs (own loop thread).
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    Each answer must be sealed for its subject's tenant in the bus key: it is opened
+    as a gateway would; one that is plain or does not open is counted in `unsealed`.
+    """
+
+    def __init__(self, url: str, keys: BusKeys) -> None:
+        self.url, self.keys = url, keys
         self.replies: list[dict[str, Any]] = []
+        self.unsealed = 0
         self._loop = asyncio.new_event_loop()
 
     async def _sub(self) -> None:
         import nats
 
+        from appliance.cluster.client import open_reply
+        from appliance.errors import SemtraceError
+        from appliance.keys.bus import is_sealed
+
         self._nc = await nats.connect(self.url)
 
         async def cb(msg: Any) -> None:
-            self.replies.append(json.loads(msg.data))
+            try:
+                if not is_sealed(msg.data):
+                    raise SemtraceError("plain")
+                reply = open_reply(msg.data, msg.subject.rsplit(".", 1)[1], self.keys)
+            except SemtraceError:
+                self.unsealed += 1
+                return
+            self.replies.append(reply)
 
         await self._nc.subscribe("semtrace.enriched.>", cb=cb)
         await self._nc.flush()
@@ -261,19 +340,21 @@ class Enriched:
     def wait_for(self, ids: set[str], timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
         while not ids <= self.ids():
+            assert self.unsealed == 0, f"{self.unsealed} answers not sealed in the bus key"
             assert time.monotonic() < deadline, f"{len(ids - self.ids())} never enriched"
             time.sleep(0.2)
+        assert self.unsealed == 0, f"{self.unsealed} answers not sealed in the bus key"
 
 
 def test_eight_tenants_over_two_nodes_thread_as_one_node_would(
-        cluster: dict[str, Node], nats_url: str, pipeline: Any) -> None:
+        cluster: dict[str, Node], nats_url: str, keys: BusKeys, pipeline: Any) -> None:
     from appliance.cluster.client import NatsClient
 
     rows = stream(TENANTS, "s")
     assert {partition_of(t, PARTITIONS) for t in TENANTS} == {0, 1, 2, 3}
     replies: dict[str, dict[str, Any]] = {}
-    with Enriched(nats_url) as enriched, \
-            NatsClient(nats_url, timeout=60, plain_bus=True) as gateway:
+    with Enriched(nats_url, keys) as enriched, \
+            NatsClient(nats_url, timeout=60, bus_keys=keys) as gateway:
         for i, row in enumerate(rows):
             if i % 4 == 3:  # fire-and-forget: the answer goes to semtrace.enriched.<tenant>
                 assert gateway.publish(row)["queued"] is True
@@ -298,30 +379,43 @@ def test_eight_tenants_over_two_nodes_thread_as_one_node_would(
     assert group(rows, thread_of) == single_node_threads(pipeline, rows)
 
 
-def test_a_node_that_opted_out_of_sealing_says_so_once_at_each_start(
-        cluster: dict[str, Node]) -> None:
+# The opt-out's own warning needs a node that opted out: `plain`, not the sealed cluster.
+def test_a_node_that_opted_out_of_sealing_says_so_once_at_each_start(plain: Plain) -> None:
+    from appliance.cluster.client import NatsClient
     from appliance.keys.bus import PLAIN_BUS_WARNING
 
     assert "plain text" in PLAIN_BUS_WARNING and "security.bus_key_file" in PLAIN_BUS_WARNING
-    for node in cluster.values():
-        warned = [json.loads(x) for x in node.log.read_text().splitlines() if '"plain_bus"' in x]
-        assert len(warned) == node._starts() >= 1  # one line per start, not per message
-        for w in warned:  # the fixed sentence, nothing of a message
-            assert w["level"] == "warning" and w["msg"] == PLAIN_BUS_WARNING
-            assert set(w) <= {"ts", "level", "logger", "msg", "event", "node"}
+    node = plain.node
+    with NatsClient(plain.url, timeout=60, plain_bus=True) as gateway:
+        for i, text in enumerate(CONVERSATIONS[0]):
+            reply = gateway.request({"v": 1, "op": "ingest", "tenant": "t1", "user_id": "dev",
+                                     "request_id": f"warned-{i}", "text": text})
+            assert reply["ok"], reply
+    assert node.stop() == 0
+    start_all(node)  # a second start: a second warning
+    warned = [json.loads(x) for x in node.log.read_text().splitlines() if '"plain_bus"' in x]
+    assert len(warned) == node._starts() == 2  # one line per start, not per message
+    for w in warned:  # the fixed sentence, nothing of a message
+        assert w["level"] == "warning" and w["msg"] == PLAIN_BUS_WARNING
+        assert set(w) <= {"ts", "level", "logger", "msg", "event", "node"}
 
 
 def test_a_body_naming_another_tenant_than_its_subject_is_refused(
-        cluster: dict[str, Node], nats_url: str) -> None:
+        cluster: dict[str, Node], nats_url: str, keys: BusKeys) -> None:
+    """Even sealed with the cluster's key for t1's subject, a body naming t2 stores nothing."""
     import nats
+
+    from appliance.cluster.client import open_reply
+    from appliance.keys.bus import ingest_aad
 
     async def spoof() -> dict[str, Any]:
         nc = await nats.connect(nats_url)
         row = {"v": 1, "op": "ingest", "tenant": "t2", "user_id": "mallory",
                "request_id": "spoof-1", "text": "Plant this in tenant t2."}
-        msg = await nc.request("semtrace.ingest.t1", json.dumps(row).encode(), timeout=60)
+        sealed = keys.seal(json.dumps(row).encode(), ingest_aad("t1"))
+        msg = await nc.request("semtrace.ingest.t1", sealed, timeout=60)
         await nc.close()
-        return dict(json.loads(msg.data))
+        return open_reply(msg.data, "t1", keys)
 
     reply = asyncio.run(spoof())
     assert reply["ok"] is False and reply["error"]["code"] == "bad_request"
@@ -330,24 +424,26 @@ def test_a_body_naming_another_tenant_than_its_subject_is_refused(
         assert owner(cluster, tenant).lookup(tenant, "spoof-1")["ok"] is False
 
 
+# A node without a bus key exists only by the opt-out: `plain`.
 def test_a_node_without_the_bus_key_refuses_a_sealed_message_with_one_sentence(
-        cluster: dict[str, Node], nats_url: str, tmp_path: Path) -> None:
+        plain: Plain, tmp_path: Path) -> None:
     from appliance.cluster.client import NatsClient
     from appliance.keys.bus import create_key_file, load_bus_keys
 
     create_key_file(tmp_path / "bus.key")
     row = {"v": 1, "op": "ingest", "tenant": "t1", "user_id": "dev", "request_id": "sealed-1",
            "text": "Summarise the contract for lena.park@example.com."}
-    with NatsClient(nats_url, timeout=60, bus_keys=load_bus_keys(tmp_path / "bus.key")) as gw:
+    with NatsClient(plain.url, timeout=60, bus_keys=load_bus_keys(tmp_path / "bus.key")) as gw:
         reply = gw.request(row)
     assert reply["ok"] is False and reply["error"]["code"] == "bad_request"
     assert "sealed with a bus key, but this node has none" in reply["error"]["message"]
-    assert owner(cluster, "t1").lookup("t1", "sealed-1")["error"]["code"] == "not_found"
-    assert "Traceback" not in owner(cluster, "t1").log.read_text()
+    assert plain.node.lookup("t1", "sealed-1")["error"]["code"] == "not_found"
+    log = plain.node.log.read_text()
+    assert "Traceback" not in log and "lena.park" not in log
 
 
-def test_integrations_take_a_nats_url_and_can_redact_before_the_bus(
-        cluster: dict[str, Node], nats_url: str) -> None:
+# It reads the prompts' raw bytes on the wire, which sealing hides: `plain`.
+def test_integrations_take_a_nats_url_and_can_redact_before_the_bus(plain: Plain) -> None:
     import nats
 
     from appliance.integrations.decorator import Semtrace
@@ -355,7 +451,7 @@ def test_integrations_take_a_nats_url_and_can_redact_before_the_bus(
     seen: list[bytes] = []
 
     async def listen(stop: asyncio.Event) -> None:
-        nc = await nats.connect(nats_url)
+        nc = await nats.connect(plain.url)
 
         async def cb(msg: Any) -> None:
             seen.append(msg.data)
@@ -372,14 +468,14 @@ def test_integrations_take_a_nats_url_and_can_redact_before_the_bus(
     threading.Thread(target=loop.run_forever, daemon=True).start()
     task = asyncio.run_coroutine_threadsafe(listen(stop), loop)
     time.sleep(0.5)
-    plain = Semtrace(nats_url, tenant="t3", timeout=60, plain_bus=True)
-    careful = Semtrace(nats_url, tenant="t3", timeout=60, redact=True, plain_bus=True)
-    with plain.turn(user_id="dev", text="What is a monad in Haskell?") as first:
+    raw = Semtrace(plain.url, tenant="t3", timeout=60, plain_bus=True)
+    careful = Semtrace(plain.url, tenant="t3", timeout=60, redact=True, plain_bus=True)
+    with raw.turn(user_id="dev", text="What is a monad in Haskell?") as first:
         pass
     with careful.turn(user_id="dev", text="Email the summary to jane.roe@example.com "
                       "please.") as second:
         pass
-    plain.close()
+    raw.close()
     careful.close()
     loop.call_soon_threadsafe(stop.set)
     task.result(10)
@@ -418,7 +514,7 @@ def test_status_and_metrics_show_owners_and_consumers(cluster: dict[str, Node],
 
 
 def test_kill_9_mid_stream_loses_no_acknowledged_record_and_stores_none_twice(
-        cluster: dict[str, Node], nats_url: str, pipeline: Any) -> None:
+        cluster: dict[str, Node], nats_url: str, keys: BusKeys, pipeline: Any) -> None:
     from appliance.cluster.client import NatsClient
 
     a, b = cluster["a"], cluster["b"]
@@ -427,13 +523,13 @@ def test_kill_9_mid_stream_loses_no_acknowledged_record_and_stores_none_twice(
     rows = stream(tenants, "k", start_min=300)
     on_a = [r for r in rows if owner(cluster, r["tenant"]) is a]
     assert len(on_a) >= 24
-    with Enriched(nats_url) as enriched:
-        with NatsClient(nats_url, timeout=60, plain_bus=True) as gateway:
+    with Enriched(nats_url, keys) as enriched:
+        with NatsClient(nats_url, timeout=60, bus_keys=keys) as gateway:
             for row in rows:
                 gateway.publish(row)
         deadline = time.monotonic() + 180
         while len(enriched.ids() & {r["request_id"] for r in on_a}) < 8:
-            assert time.monotonic() < deadline
+            assert time.monotonic() < deadline and enriched.unsealed == 0
             time.sleep(0.05)
         a.stop(signal.SIGKILL)
         acknowledged = set(enriched.ids())
@@ -448,9 +544,9 @@ def test_kill_9_mid_stream_loses_no_acknowledged_record_and_stores_none_twice(
     assert group(rows, thread_of) == single_node_threads(pipeline, rows)
 
 
-def test_a_second_owner_of_a_partition_is_refused(cluster: dict[str, Node],
-                                                   nats_url: str, tmp_path: Path) -> None:
-    intruder = Node(tmp_path, "c", nats_url, cluster["a"].key, "1")
+def test_a_second_owner_of_a_partition_is_refused(cluster: dict[str, Node], nats_url: str,
+                                                   bus_key: Path, tmp_path: Path) -> None:
+    intruder = Node(tmp_path, "c", nats_url, cluster["a"].key, "1", bus_key=bus_key)
     intruder.launch()
     assert intruder.proc is not None
     assert intruder.proc.wait(timeout=240) != 0
@@ -458,15 +554,15 @@ def test_a_second_owner_of_a_partition_is_refused(cluster: dict[str, Node],
     assert "Traceback" not in intruder.log.read_text()
 
 
-def test_moving_a_partition_keeps_its_conversations(cluster: dict[str, Node],
-                                                    nats_url: str) -> None:
+def test_moving_a_partition_keeps_its_conversations(cluster: dict[str, Node], nats_url: str,
+                                                    keys: BusKeys) -> None:
     from appliance.cluster.client import NatsClient
 
     a, b = cluster["a"], cluster["b"]
     moved = [t for t in TENANTS if partition_of(t, PARTITIONS) == 1]
     first = next(r for r in stream(TENANTS, "s") if r["tenant"] == moved[0])
     # (a duplicate if recorded before)
-    with NatsClient(nats_url, timeout=60, plain_bus=True) as gateway:
+    with NatsClient(nats_url, timeout=60, bus_keys=keys) as gateway:
         thread = gateway.request(first)["conversation_id"]
     assert a.lookup(first["tenant"], first["request_id"])["conversation_id"] == thread
     assert a.stop() == 0 and b.stop() == 0
@@ -474,7 +570,7 @@ def test_moving_a_partition_keeps_its_conversations(cluster: dict[str, Node],
                  "text": FOLLOW_UPS[next(i for i, c in enumerate(CONVERSATIONS)
                                          if first["text"] in c)],
                  "ts": (TODAY + timedelta(minutes=3)).strftime("%Y-%m-%dT%H:%M:%SZ")}
-    with NatsClient(nats_url, timeout=30, plain_bus=True) as gateway:
+    with NatsClient(nats_url, timeout=30, bus_keys=keys) as gateway:
         gateway.publish(follow_up)  # both nodes down: it queues in JetStream
     status = json.loads(run_cli("cluster", "status", "--nats", nats_url, "--json").stdout)
     assert status["states"][1]["owner"] is None and status["states"][1]["lag"] == 1
@@ -491,7 +587,7 @@ def test_moving_a_partition_keeps_its_conversations(cluster: dict[str, Node],
     r = run_cli("cluster", "forget", *a.args(), "--partitions", "1", "--yes", env=env)
     assert r.returncode == 0, r.stderr
     a.own, b.own = "0", "1-3"
-    with Enriched(nats_url) as enriched:
+    with Enriched(nats_url, keys) as enriched:
         start_all(a, b)
         enriched.wait_for({"after-move"})
         reply = next(x for x in enriched.replies if x["request_id"] == "after-move")
@@ -500,3 +596,10 @@ def test_moving_a_partition_keeps_its_conversations(cluster: dict[str, Node],
     assert a.lookup(first["tenant"], first["request_id"])["error"]["code"] == "not_found"
     again = run_cli("cluster", "import", *b.args(), str(export), env=env)
     assert again.returncode != 0 and "Stop the node first" in again.stderr
+
+
+def test_sealed_nodes_never_warn_of_plain_text(cluster: dict[str, Node]) -> None:
+    """After every start of the tests above (kill -9, the move): no plain_bus line."""
+    for node in cluster.values():
+        log = node.log.read_text()
+        assert node._starts() >= 2 and '"plain_bus"' not in log and "Traceback" not in log

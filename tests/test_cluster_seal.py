@@ -162,10 +162,7 @@ def sealed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sealed]:
     listener = Listener(url, "semtrace.enriched.>")
     assert run_cli("init", "--data-dir", str(tmp / "seed"), "--new-key-file",
                    str(tmp / "cluster.key")).returncode == 0
-    node = Node(tmp, "n", url, tmp / "cluster.key", f"0-{PARTITIONS - 1}")
-    (node.policies / "cluster.toml").write_text(
-        f'url = "{url}"\npartitions = {PARTITIONS}\nack_wait_s = 5\nfetch_batch = 4\n'
-        f'owner_ttl_s = 6\n[security]\nbus_key_file = "{key}"\n')
+    node = Node(tmp, "n", url, tmp / "cluster.key", f"0-{PARTITIONS - 1}", bus_key=key)
     node.launch().wait_up()
     enriched = listener.wait(2)
     listener.close()
@@ -260,10 +257,7 @@ def test_a_node_whose_bus_key_file_others_can_read_does_not_start(sealed: Sealed
     loose = tmp_path / "bus.key"
     loose.write_bytes(sealed.key.read_bytes())
     loose.chmod(0o644)
-    node = Node(tmp_path, "loose", sealed.url, sealed.node.key, "0")
-    (node.policies / "cluster.toml").write_text(
-        f'url = "{sealed.url}"\npartitions = {PARTITIONS}\n[security]\n'
-        f'bus_key_file = "{loose}"\n')
+    node = Node(tmp_path, "loose", sealed.url, sealed.node.key, "0", bus_key=loose)
     node.launch()
     assert node.proc is not None and node.proc.wait(timeout=240) != 0
     log = node.log.read_text()
