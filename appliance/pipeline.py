@@ -222,18 +222,19 @@ class Pipeline:
         cands = [c for c in hist.candidates if c.ts <= p.ts]
         query = LinkInput(ts=p.ts, vector=vec, text=red.text, session_key=skey,
                           entity_keys=ekeys)
-        used: list[str] = []  # the threshold's source, once the content linker is asked
+        asked: list[tuple[str, Link]] = []  # the threshold's source and the content link
 
         def content() -> Link:
             choice = self.thresholds.choice(p.tenant)
-            used.append(choice.source)
-            return self.linker(query, cands, threshold=choice.threshold)
+            found = self.linker(query, cands, threshold=choice.threshold)
+            asked.append((choice.source, found))
+            return found
 
         link = history.decide(query, self._context(p, user), cands, content,
                               self.policies.correlation)
-        if used:
-            link = replace(link, evidence={**link.evidence, "threshold_source": used[-1]})
-        self._learn(p.tenant, link, query, cands)
+        if asked:
+            link = replace(link, evidence={**link.evidence, "threshold_source": asked[-1][0]})
+        self._learn(p.tenant, link, query, cands, asked[-1][1] if asked else None)
         thread_id = link.thread_id or new_thread_id()
         text, vault = number_placeholders(red, ekeys, hist.placeholders.setdefault(thread_id, {}))
         topic_id = None
@@ -262,13 +263,20 @@ class Pipeline:
             entity_keys=ekeys))
         return record
 
-    def _learn(self, tenant: str, link: Link, query: LinkInput, cands: list[Candidate]) -> None:
+    def _learn(self, tenant: str, link: Link, query: LinkInput, cands: list[Candidate],
+               asked: Link | None = None) -> None:
         """Tally what the content linker would have decided for a prompt whose thread the
         gateway's history (or previous response id) decided: the tenant's threshold learns
-        from it (appliance/thresholds.py)."""
+        from it (appliance/thresholds.py). `asked`: the content linker's answer when the
+        decision already asked it (an empty history that refers back); a new conversation's
+        lesson is its score alone, and the score does not depend on the threshold, so it is
+        not asked twice."""
         if not self.thresholds.learning or not cands:
             return
         if link.evidence.get("link_source") not in ("history", "previous_response_id"):
+            return
+        if link.thread_id is None and asked is not None:
+            self.thresholds.learn(tenant, asked.score or 0.0, "new")
             return
         probe = self.linker(query, cands, threshold=0.0)
         taught = calibrate.outcome(link.thread_id, probe.thread_id)

@@ -286,3 +286,27 @@ def test_the_evidence_panel_says_whose_threshold_decided() -> None:
     assert "score 0.30 ≥ pinned threshold 0.20" in shown("pinned", 1)
     assert "score 0.30 ≥ calibrated threshold 0.20" in shown("calibrated", 1)
     assert "score 0.30 ≥ threshold 0.20" in shown("policy", 1)
+
+
+def test_an_empty_history_that_refers_back_asks_the_content_linker_once(
+        runtime: Any, embedder: Any, redactor: Any) -> None:
+    # Pinned at 1.0 so that the content linker never attaches: the prompt stays new, and its
+    # lesson ("new", at the content linker's score) is tallied from the answer it already gave.
+    pipe = _pipeline(runtime, embedder, redactor, pinned={"kiosk": 1.0})
+    calls: list[float | None] = []
+    linker = pipe.linker
+
+    def counted(query: Any, cands: Any, threshold: float | None = None) -> Any:
+        calls.append(threshold)
+        return linker(query, cands, threshold=threshold)
+
+    pipe.linker = counted
+    pipe.process([make_prompt("How do I bake sourdough bread?", tenant="kiosk", user="u",
+                              minutes=0, history=())])
+    assert calls == []  # the first prompt of a user: nothing to ask, nothing to learn
+    before = pipe.thresholds.tally("kiosk").decisions
+    back = pipe.process([make_prompt("Going back to the bread, how long should it rest?",
+                                     tenant="kiosk", user="u", minutes=180, history=())])[0]
+    assert back.position == "new"
+    assert calls == [1.0]  # asked once, at the tenant's threshold; no second probe
+    assert pipe.thresholds.tally("kiosk").decisions == before + 1
