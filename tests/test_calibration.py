@@ -225,6 +225,9 @@ def test_an_operator_pinned_threshold_decides_for_its_tenant_only(
     bad = run_cli("thresholds", *cred, env=env)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert "'kiosk'" in bad.stderr and "between 0 and 1" in bad.stderr
+    toml.write_text(shipped.replace("# kiosk = 0.8", '"" = 0.5'))
+    nameless = run_cli("thresholds", *cred, env=env)
+    assert nameless.returncode != 0 and "names no tenant" in nameless.stderr
 
 
 def _tally(attach: dict[float, int], new: dict[float, int]) -> Tally:

@@ -28,6 +28,8 @@ class CalibrationSettings(Strict):
     @classmethod
     def _pinned(cls, value: dict[str, float]) -> dict[str, float]:
         for tenant, threshold in value.items():
+            if not tenant.strip():
+                raise ValueError("a pinned threshold names no tenant (an empty key)")
             if not 0.0 <= threshold <= 1.0:
                 raise ValueError(f"the pinned threshold of tenant {tenant!r} is {threshold:g}; "
                                  "it must be between 0 and 1")
