@@ -261,5 +261,5 @@ def test_a_node_whose_bus_key_file_others_can_read_does_not_start(sealed: Sealed
     node.launch()
     assert node.proc is not None and node.proc.wait(timeout=240) != 0
     log = node.log.read_text()
-    assert f"The bus key file {loose} must be readable by its owner only (chmod 600)." in log
+    assert f"The NATS bus key file {loose} must be readable by its owner only (chmod 600)." in log
     assert "Traceback" not in log and loose.read_text().split()[-1] not in log

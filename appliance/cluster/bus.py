@@ -24,7 +24,8 @@ def require_nats() -> Any:
     return nats
 
 
-def _private_file(path: str, what: str) -> Path:
+def private_file(path: str | Path, what: str) -> Path:
+    """`path`, checked readable by its owner only; ConfigError naming `what` otherwise."""
     p = Path(path)
     try:
         mode = p.stat().st_mode
@@ -43,7 +44,7 @@ def tls_context(sec: ClusterSecurity) -> ssl.SSLContext | None:
     try:
         ctx = ssl.create_default_context(cafile=sec.tls_ca_file)
         if sec.tls_cert_file:
-            _private_file(sec.tls_key_file or sec.tls_cert_file, "TLS key")
+            private_file(sec.tls_key_file or sec.tls_cert_file, "TLS key")
             ctx.load_cert_chain(sec.tls_cert_file, sec.tls_key_file or None)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"The NATS TLS files cannot be loaded ({type(exc).__name__}).") \
@@ -55,14 +56,14 @@ def connect_options(sec: ClusterSecurity) -> dict[str, Any]:
     """nats-py `connect` keyword arguments for the configured authentication and TLS."""
     opts: dict[str, Any] = {}
     if sec.creds_file:
-        opts["user_credentials"] = str(_private_file(sec.creds_file, "credentials file"))
+        opts["user_credentials"] = str(private_file(sec.creds_file, "credentials file"))
     if sec.nkey_seed_file:
-        opts["nkeys_seed"] = str(_private_file(sec.nkey_seed_file, "nkey seed file"))
+        opts["nkeys_seed"] = str(private_file(sec.nkey_seed_file, "nkey seed file"))
     if sec.user:
         if not sec.password_file:
             raise ConfigError("security.user needs security.password_file in cluster.toml.")
         opts["user"] = sec.user
-        opts["password"] = _private_file(sec.password_file, "password file").read_text().strip()
+        opts["password"] = private_file(sec.password_file, "password file").read_text().strip()
     ctx = tls_context(sec)
     if ctx is not None:
         opts["tls"] = ctx

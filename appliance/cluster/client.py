@@ -81,6 +81,17 @@ def open_reply(data: bytes, tenant: str, keys: BusKeys | None) -> dict[str, Any]
     return reply
 
 
+def gateway_sealing(sec: ClusterSecurity, bus_keys: BusKeys | None,
+                    plain_bus: bool) -> tuple[BusKeys | None, bool]:
+    """(bus keys, plain_bus) of a gateway client: the keys given, else `sec.bus_key_file`'s;
+    ConfigError before connecting when there are none and plain text is not accepted."""
+    if bus_keys is None and sec.bus_key_file:
+        bus_keys = load_bus_keys(sec.bus_key_file)
+    plain_bus = plain_bus or sec.plain_bus
+    require_sealing(bus_keys is not None, plain_bus, GATEWAY_NEEDS_KEY)
+    return bus_keys, plain_bus
+
+
 class AsyncNatsClient:
     """An asyncio gateway client over NATS."""
 
@@ -103,10 +114,7 @@ class AsyncNatsClient:
         `security.plain_bus`) accepts plain text on the bus.
         """
         sec = security or ClusterSecurity()
-        if bus_keys is None and sec.bus_key_file:
-            bus_keys = load_bus_keys(sec.bus_key_file)
-        plain_bus = plain_bus or sec.plain_bus
-        require_sealing(bus_keys is not None, plain_bus, GATEWAY_NEEDS_KEY)
+        bus_keys, plain_bus = gateway_sealing(sec, bus_keys, plain_bus)
         nc = await connect(url, sec, name=name, connect_timeout=timeout)
         return cls(nc, timeout=timeout, keys=bus_keys, plain_bus=plain_bus)
 
@@ -148,10 +156,7 @@ class NatsClient:
         """Connect (see AsyncNatsClient.connect); refuses before connecting without a
         bus key unless `plain_bus=True` (or `security.plain_bus`)."""
         sec = security or ClusterSecurity()
-        if bus_keys is None and sec.bus_key_file:
-            bus_keys = load_bus_keys(sec.bus_key_file)
-        plain_bus = plain_bus or sec.plain_bus
-        require_sealing(bus_keys is not None, plain_bus, GATEWAY_NEEDS_KEY)
+        bus_keys, plain_bus = gateway_sealing(sec, bus_keys, plain_bus)
         self.timeout = timeout
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,21 +162,24 @@ def parse_key_file(text: str) -> list[tuple[bytes, bytes]]:
     return keys
 
 
-def load_bus_keys(path: str | Path) -> BusKeys:
-    """The bus keys of a key file (mode 0600 enforced); ConfigError with one sentence."""
-    p = Path(path)
+def read_key_file(path: str | Path) -> list[tuple[bytes, bytes]]:
+    """[(key id, key)] of a key file (mode 0600 enforced); ConfigError with one sentence."""
+    from appliance.cluster.bus import private_file
+
+    p = private_file(path, "bus key file")
     try:
-        mode = p.stat().st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(f"The bus key file {p} must be readable by its owner only "
-                              "(chmod 600).")
         text = p.read_text("ascii")
     except (OSError, UnicodeDecodeError):
-        raise ConfigError(f"The bus key file {p} cannot be read.") from None
+        raise ConfigError(f"The NATS bus key file {p} cannot be read.") from None
     try:
-        return BusKeys(parse_key_file(text))
+        return parse_key_file(text)
     except ValueError as exc:
-        raise ConfigError(f"The bus key file {p} is malformed: {exc}.") from None
+        raise ConfigError(f"The NATS bus key file {p} is malformed: {exc}.") from None
+
+
+def load_bus_keys(path: str | Path) -> BusKeys:
+    """The bus keys of a key file (mode 0600 enforced); ConfigError with one sentence."""
+    return BusKeys(read_key_file(path))
 
 
 def new_key_line() -> tuple[str, str]:
@@ -188,8 +190,7 @@ def new_key_line() -> tuple[str, str]:
 
 def key_lines(path: Path) -> list[str]:
     """The key lines of an existing key file, sealing key first (mode checked)."""
-    load_bus_keys(path)  # mode and format checked, one sentence if wrong
-    return [f"{kid.hex()} {key.hex()}" for kid, key in parse_key_file(path.read_text("ascii"))]
+    return [f"{kid.hex()} {key.hex()}" for kid, key in read_key_file(path)]
 
 
 HEADER = ("# semtrace bus keys: '<key id> <key>'; the first line seals, every line opens.\n"
