@@ -159,11 +159,14 @@ def test_send_gives_each_invocation_its_own_default_ids() -> None:
     assert one["request_id"].startswith("send-") and one["request_id"].endswith("-1")
 
 
-def test_demo_keeps_the_weather_conversation_whole_and_starts_the_lasagna_one() -> None:
-    # The product's own example, through the real service, model and linker.
-    result = run_cli("demo", "--json")
+def test_demo_keeps_the_weather_conversation_whole_and_starts_the_lasagna_one(
+        tmp_path: Path) -> None:
+    # The product's own example, through the real service, model and linker. With --keep
+    # the "data kept in" line goes to stderr: stdout stays one JSON document.
+    result = run_cli("demo", "--json", "--keep", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stderr
     threads = json.loads(result.stdout)
+    assert "Demo data kept in" in result.stderr
 
     def thread_of(start: str) -> dict:  # type: ignore[type-arg]
         found = [t for t in threads if any(r["text"].startswith(start) for r in t["records"])]

@@ -122,7 +122,9 @@ def demo(keep: Path | None, no_tui: bool, as_json: bool) -> None:
         if keep is None:
             shutil.rmtree(base, ignore_errors=True)
     if keep is not None:
-        click.echo(f"Demo data kept in {base} (passphrase in {base / 'passphrase'}).")
+        # On stderr under --json: stdout is the JSON document and nothing else.
+        click.echo(f"Demo data kept in {base} (passphrase in {base / 'passphrase'}).",
+                   err=as_json)
 
 
 COMMANDS = [demo]
