@@ -27,7 +27,7 @@ from prometheus_client import (
     Info,
     disable_created_metrics,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import MetricsHandler, start_http_server
 from prometheus_client.registry import Collector
 
@@ -101,6 +101,24 @@ class _ConsumerLag(Collector):
             families["ack_pending"].add_metric(labels, state.ack_pending)
             families["redelivered"].add_metric(labels, state.redelivered)
         yield from families.values()
+
+
+class _NodeMessages(Collector):
+    """semtrace_cluster_messages_total {outcome}: what the NATS front door did with messages."""
+
+    def __init__(self, counters: Callable[[], dict[str, int]], node: str) -> None:
+        self.counters = counters
+        self.node = node
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "semtrace_cluster_messages", "Messages this node took from its partitions, by "
+            "outcome (consumed, refused, retried, redelivered; plain: taken in plain text "
+            "under accept_plain, also counted as consumed or refused).",
+            labels=["node", "outcome"])
+        for outcome, n in sorted(dict(self.counters()).items()):
+            family.add_metric([self.node, outcome], n)
+        yield family
 
 
 class Metrics:
@@ -182,9 +200,12 @@ class Metrics:
         self.queue_depth.set_function(queue_depth)
         self.model.info({"model_id": model_id, "dims": str(dims)})
 
-    def bind_cluster(self, lag: Callable[[], dict[int, Any]], *, node: str) -> None:
-        """Attach the NATS front door: consumer lag per owned partition."""
+    def bind_cluster(self, lag: Callable[[], dict[int, Any]], *, node: str,
+                     counters: Callable[[], dict[str, int]] | None = None) -> None:
+        """Attach the NATS front door: consumer lag per owned partition, messages by outcome."""
         self.registry.register(_ConsumerLag(lag, node))
+        if counters is not None:
+            self.registry.register(_NodeMessages(counters, node))
 
     def reply(self, op: str, reply: dict[str, Any]) -> None:
         """Count one reply (labels from closed sets only)."""

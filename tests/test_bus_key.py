@@ -165,3 +165,34 @@ def test_cluster_toml_plain_bus_is_the_explicit_opt_out() -> None:
     with pytest.raises(ValidationError, match="contradict each other"):
         ClusterSettings.model_validate({"security": {"plain_bus": True,
                                                      "bus_key_file": "/etc/s/bus.key"}})
+
+
+def test_accept_plain_takes_plain_messages_while_sealed_ones_must_still_open(
+        tmp_path: Path) -> None:
+    # Moving a running cluster to sealing: nodes with the key take what gateways not yet
+    # given it send in plain text, and nothing sealed that fails to open.
+    create_key_file(tmp_path / "bus.key")
+    keys = load_bus_keys(tmp_path / "bus.key")
+    plain = json.dumps(ROW).encode()
+    assert open_frame(keys, plain, ingest_aad("acme"), accept_plain=True) == (plain, None)
+    _, payload = sealed_request(ROW, keys)
+    frame, kid = open_frame(keys, payload, ingest_aad("acme"), accept_plain=True)
+    assert json.loads(frame) == ROW and kid is not None
+    with pytest.raises(Unsealed, match="another tenant"):
+        open_frame(keys, payload, ingest_aad("globex"), accept_plain=True)
+    with pytest.raises(Unsealed, match="altered"):
+        open_frame(keys, payload[:-1] + bytes([payload[-1] ^ 1]), ingest_aad("acme"),
+                   accept_plain=True)
+
+
+def test_cluster_toml_accept_plain_needs_a_bus_key() -> None:
+    from pydantic import ValidationError
+
+    from appliance.config import ClusterSettings
+
+    assert ClusterSettings().security.accept_plain is False
+    moving = ClusterSettings.model_validate({"security": {"accept_plain": True,
+                                                          "bus_key_file": "/etc/s/bus.key"}})
+    assert moving.security.accept_plain is True
+    with pytest.raises(ValidationError, match="needs a bus_key_file"):
+        ClusterSettings.model_validate({"security": {"accept_plain": True}})

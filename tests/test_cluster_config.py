@@ -68,6 +68,7 @@ def _policies(tmp: Path, cluster: str) -> dict[str, str]:
     ('[security]\ncreds_file = "relative.creds"\n', "security.creds_file"),
     ("replicas = 9\n", "replicas"),
     ('[security]\nplain_bus = true\nbus_key_file = "/etc/s/bus.key"\n', "security"),
+    ("[security]\naccept_plain = true\n", "security"),
 ])
 def test_a_bad_cluster_policy_is_refused_naming_file_and_key(tmp_path: Path, toml: str,
                                                              key: str) -> None:

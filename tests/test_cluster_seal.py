@@ -263,3 +263,42 @@ def test_a_node_whose_bus_key_file_others_can_read_does_not_start(sealed: Sealed
     log = node.log.read_text()
     assert f"The NATS bus key file {loose} must be readable by its owner only (chmod 600)." in log
     assert "Traceback" not in log and loose.read_text().split()[-1] not in log
+
+
+def test_a_node_moving_to_sealing_takes_plain_and_sealed_and_counts_the_plain(
+        sealed: Sealed) -> None:
+    # Last in the module: the node restarts with accept_plain = true next to its bus key,
+    # as every node does while the gateways are given the key one by one.
+    import urllib.request
+
+    from appliance.cluster.client import NatsClient, sealed_request
+    from appliance.integrations.decorator import Semtrace
+    from appliance.keys.bus import load_bus_keys
+
+    node = sealed.node
+    assert node.stop() == 0
+    toml = node.policies / "cluster.toml"
+    toml.write_text(toml.read_text() + "accept_plain = true\n")
+    node.launch().wait_up()
+    with NatsClient(sealed.url, timeout=120, plain_bus=True) as old_gateway:
+        plain = old_gateway.request(ingest("t6", "moving-1", "Book a room in Porto for two "
+                                           "nights.", 20, user="rui", session="sess-old"))
+    assert plain["ok"] and plain["conversation_id"], plain
+    new_gateway = Semtrace(sealed.url, tenant="t6", timeout=120, bus_key_file=sealed.key)
+    with new_gateway.turn(user_id="rui", text="Make it three nights instead.",
+                          session_id="sess-old") as turn:
+        pass
+    new_gateway.close()
+    assert turn.reply is not None and turn.reply["ok"], turn.reply
+    assert turn.conversation_id == plain["conversation_id"]  # one conversation across the move
+    _, payload = sealed_request(ingest("t6", "moving-2", "Add breakfast.", 22),
+                                load_bus_keys(sealed.key))
+    altered = payload[:-1] + bytes([payload[-1] ^ 1])
+    tampered = json.loads(asyncio.run(raw_request(sealed.url, "semtrace.ingest.t6", altered)))
+    assert tampered["ok"] is False and "does not open" in tampered["error"]["message"]
+    assert node.lookup("t6", "moving-2")["error"]["code"] == "not_found"
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{node.metrics_port}/metrics",
+                                     timeout=30).read().decode()
+    assert 'semtrace_cluster_messages_total{node="n",outcome="plain"} 1.0' in metrics
+    log = node.log.read_text()
+    assert '"event": "accept_plain"' in log and "Porto" not in log and "Traceback" not in log

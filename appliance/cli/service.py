@@ -74,19 +74,13 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
 
         require_nats()
         # one sentence now, not after the models load: no key and no opt-out, or a bad key
-        from appliance.keys.bus import (
-            NODE_NEEDS_KEY,
-            PLAIN_BUS_WARNING,
-            load_bus_keys,
-            require_sealing,
-        )
+        from appliance.keys.bus import NODE_NEEDS_KEY, bus_warning, load_bus_keys, require_sealing
 
-        require_sealing(bool(cluster.security.bus_key_file), cluster.security.plain_bus,
-                        NODE_NEEDS_KEY)
-        if cluster.security.bus_key_file:
-            load_bus_keys(cluster.security.bus_key_file)
-        else:
-            plain_bus_warning = PLAIN_BUS_WARNING  # logged by the node as it starts
+        sec = cluster.security
+        require_sealing(bool(sec.bus_key_file), sec.plain_bus, NODE_NEEDS_KEY)
+        if sec.bus_key_file:
+            load_bus_keys(sec.bus_key_file)
+        plain_bus_warning = bus_warning(sec.plain_bus, sec.accept_plain)  # the node logs it
     verify_model(load_manifest())
     rt = open_runtime(directory, credential(passphrase_file, key_file), policies=policies)
     lock = DataDirLock(directory)
@@ -97,8 +91,8 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
                 logging.getLogger("semtrace.redact").warning(
                     "%s", warning, extra={"event": "redaction_policy"})
             if plain_bus_warning:
-                logging.getLogger("semtrace.cluster").warning(
-                    "%s", plain_bus_warning, extra={"event": "plain_bus"})
+                logging.getLogger("semtrace.cluster").warning("%s", plain_bus_warning, extra={
+                    "event": "plain_bus" if cluster.security.plain_bus else "accept_plain"})
             emit_json({"ok": True, "data_dir": str(directory), "message": "Configuration OK.",
                        "warnings": [*warnings, *filter(None, [plain_bus_warning])]})
             return
@@ -116,7 +110,8 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
             node = ClusterNode(service, cluster)
             service.doors.append(node)
             if telemetry.metrics is not None:
-                telemetry.metrics.bind_cluster(lambda: node.lag, node=node.node)
+                telemetry.metrics.bind_cluster(lambda: node.lag, node=node.node,
+                                               counters=lambda: node.counters)
         try:
             asyncio.run(_serve_with_jobs(service, rt, telemetry))
         finally:

@@ -30,9 +30,9 @@ from appliance.config import ClusterSettings
 from appliance.errors import SemtraceError
 from appliance.keys.bus import (
     NODE_NEEDS_KEY,
-    PLAIN_BUS_WARNING,
     BusKeys,
     Unsealed,
+    bus_warning,
     ingest_aad,
     load_bus_keys,
     open_frame,
@@ -148,7 +148,10 @@ class ClusterNode:
                                      if settings.security.bus_key_file else None)
         self.book = ReplyBook()
         self.lag: dict[int, ConsumerLag] = {}
-        self.counters = {"consumed": 0, "redelivered": 0, "retried": 0, "refused": 0}
+        self.accept_plain = settings.security.accept_plain
+        # "plain": taken in plain text by a node with a bus key (accept_plain), per message
+        self.counters = {"consumed": 0, "redelivered": 0, "retried": 0, "refused": 0,
+                         "plain": 0}
         self._nc: Any = None
         self._js: Any = None
         self._ownership: Ownership | None = None
@@ -159,8 +162,11 @@ class ClusterNode:
     async def start(self) -> None:
         """Connect, check the server's mapping, claim the partitions, start consuming."""
         s = self.settings
-        if self.keys is None:  # the explicit opt-out (plain_bus = true): said once, at start
-            log.warning(PLAIN_BUS_WARNING, extra={"event": "plain_bus", "node": self.node})
+        sec = s.security
+        warning = bus_warning(sec.plain_bus, sec.accept_plain)
+        if warning:  # an opt-out (plain_bus) or the move to sealing: said once, at start
+            log.warning(warning, extra={"event": "plain_bus" if sec.plain_bus
+                                        else "accept_plain", "node": self.node})
         self._nc = await connect(s.url, s.security, name=f"semtrace-node-{self.node}")
         try:
             self._js = self._nc.jetstream()
@@ -268,11 +274,15 @@ class ClusterNode:
         one a sealed message is refused. Nothing of the payload is logged.
         """
         try:
-            return open_frame(self.keys, data, ingest_aad(tenant))
+            frame, kid = open_frame(self.keys, data, ingest_aad(tenant),
+                                    accept_plain=self.accept_plain)
         except Unsealed as exc:
             log.warning("message refused", extra={"event": "bus_refused", "partition": p,
                                                   "reason": exc.reason})
             raise ProtocolError("bad_request", str(exc)) from None
+        if kid is None and self.keys is not None:
+            self.counters["plain"] += 1
+        return frame, kid
 
     async def _settle(self, msg: Any, tenant: str, kid: bytes | None,
                       reply: dict[str, Any]) -> None:
@@ -297,7 +307,8 @@ class ClusterNode:
         if not msg.reply or split is None:
             return
         try:
-            frame, _ = open_frame(self.keys, msg.data, ingest_aad(split[1]))
+            frame, _ = open_frame(self.keys, msg.data, ingest_aad(split[1]),
+                                  accept_plain=self.accept_plain)
         except Unsealed:  # the consumer refuses it too; its error answers this requester
             key = _refused_key(split[1], msg.data)
         else:

@@ -26,6 +26,9 @@ class ClusterSecurity(Strict):
     # started with a NATS URL needs it, unless plain_bus = true says plain text is accepted
     bus_key_file: str = ""
     plain_bus: bool = False  # the explicit opt-out: prompts cross the bus and JetStream in clear
+    # turning sealing on without a pause: with a bus key, plain messages (from gateways not
+    # yet given the key) are taken too; sealed ones must still open. Remove once none come.
+    accept_plain: bool = False
 
     @field_validator("*")
     @classmethod
@@ -39,7 +42,11 @@ class ClusterSecurity(Strict):
     def _one_choice(self) -> ClusterSecurity:
         if self.plain_bus and self.bus_key_file:
             raise ValueError("plain_bus = true and a bus_key_file contradict each other: "
-                             "keep one")
+                             "keep one (accept_plain = true takes both while gateways move "
+                             "to sealing)")
+        if self.accept_plain and not self.bus_key_file:
+            raise ValueError("accept_plain = true is for moving to sealing and needs a "
+                             "bus_key_file (without a key, plain_bus = true)")
         return self
 
 

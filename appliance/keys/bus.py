@@ -47,6 +47,15 @@ GATEWAY_NEEDS_KEY = ("A gateway would publish prompts to NATS in plain text, whi
 PLAIN_BUS_WARNING = ("plain_bus = true: prompts, PII and user ids cross the NATS bus and wait "
                      "in JetStream's store in plain text; set security.bus_key_file to seal "
                      "them.")
+ACCEPT_PLAIN_WARNING = ("accept_plain = true: messages that gateways send in plain text are "
+                        "taken too, and wait in JetStream's store in plain text; remove it "
+                        "once semtrace_cluster_messages_total{outcome=\"plain\"} stops "
+                        "growing.")
+
+
+def bus_warning(plain_bus: bool, accept_plain: bool) -> str:
+    """The one warning a node logs as it starts when it takes plain text, else ""."""
+    return PLAIN_BUS_WARNING if plain_bus else ACCEPT_PLAIN_WARNING if accept_plain else ""
 
 
 def require_sealing(has_key: bool, plain_bus: bool, sentence: str) -> None:
@@ -126,12 +135,16 @@ class BusKeys:
         return plain, kid
 
 
-def open_frame(keys: BusKeys | None, data: bytes, aad: bytes) -> tuple[bytes, bytes | None]:
+def open_frame(keys: BusKeys | None, data: bytes, aad: bytes, *,
+               accept_plain: bool = False) -> tuple[bytes, bytes | None]:
     """A node's view of a payload: (frame, key id to answer in, or None when plain).
 
     Without keys a plain payload passes and a sealed one is refused; with keys only
-    a sealed payload that opens passes. Raises Unsealed.
+    a sealed payload that opens passes, and a plain one too with `accept_plain` (while
+    gateways move to sealing). Raises Unsealed.
     """
+    if keys is not None and accept_plain and not is_sealed(data):
+        return data, None
     if keys is None:
         if is_sealed(data):
             raise Unsealed("sealed", "The message is sealed with a bus key, but this node has "
