@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -110,3 +111,18 @@ def test_cluster_commands_explain_what_is_missing(tmp_path: Path) -> None:
     assert r.returncode == 2 and "--yes" in r.stderr
     r = run_cli("cluster", "nats-config", "--partitions", "8", "--json")
     assert r.returncode == 0 and "partition(8,1)" in r.stdout
+
+
+def test_serve_check_names_accept_plain_among_its_warnings(tmp_path: Path) -> None:
+    assert run_cli("cluster", "bus-key", "new", str(tmp_path / "bus.key")).returncode == 0
+    assert run_cli("init", "--data-dir", str(tmp_path / "d"), "--new-key-file",
+                   str(tmp_path / "k")).returncode == 0
+    env = _policies(tmp_path, 'url = "nats://127.0.0.1:1"\npartitions = 4\n[security]\n'
+                    f'bus_key_file = "{tmp_path / "bus.key"}"\naccept_plain = true\n')
+    r = run_cli("serve", "--data-dir", str(tmp_path / "d"), "--key-file", str(tmp_path / "k"),
+                "--check", env=env)
+    assert r.returncode == 0, r.stderr
+    warnings = json.loads(r.stdout)["warnings"]
+    assert any(w.startswith("accept_plain = true: messages that gateways send in plain text")
+               for w in warnings), warnings
+    assert '"event": "accept_plain"' in r.stderr
