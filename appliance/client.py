@@ -12,6 +12,23 @@ from typing import Any
 from appliance.errors import ConfigError, SemtraceError
 
 
+class ConnectionClosed(SemtraceError):
+    """The service closed the connection (it stopped or restarted): a new one may answer."""
+
+
+def decode_reply(line: bytes) -> dict[str, Any]:
+    """One reply line as a JSON object; one sentence (never the line itself) otherwise."""
+    if not line:
+        raise ConnectionClosed("The service closed the connection.")
+    try:
+        reply = json.loads(line)
+    except ValueError:
+        raise SemtraceError("The service sent a reply that is not JSON.") from None
+    if not isinstance(reply, dict):
+        raise SemtraceError("The service sent a reply that is not a JSON object.")
+    return reply
+
+
 class Client:
     """A blocking client; one request at a time, or pipelined with `stream`."""
 
@@ -39,12 +56,12 @@ class Client:
         self._file.close()
         self._sock.close()
 
+    def settimeout(self, timeout: float) -> None:
+        """The time each later send or receive may block."""
+        self._sock.settimeout(timeout)
+
     def _read(self) -> dict[str, Any]:
-        line = self._file.readline()
-        if not line:
-            raise SemtraceError("The service closed the connection.")
-        reply: dict[str, Any] = json.loads(line)
-        return reply
+        return decode_reply(self._file.readline())
 
     def request(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Send one request and wait for its reply."""
@@ -89,6 +106,8 @@ class AsyncClient:
             reader, writer = await asyncio.open_unix_connection(str(socket_path), limit=1 << 22)
         except (FileNotFoundError, ConnectionRefusedError):
             raise SemtraceError(f"No semtrace service is listening on {socket_path}.") from None
+        except PermissionError:
+            raise SemtraceError(f"Permission denied on the socket {socket_path}.") from None
         return cls(reader, writer)
 
     async def request(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -96,10 +115,7 @@ class AsyncClient:
             self._writer.write((json.dumps(obj) + "\n").encode())
             await self._writer.drain()
             line = await self._reader.readline()
-        if not line:
-            raise SemtraceError("The service closed the connection.")
-        reply: dict[str, Any] = json.loads(line)
-        return reply
+        return decode_reply(line)
 
     async def close(self) -> None:
         self._writer.close()

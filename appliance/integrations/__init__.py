@@ -30,10 +30,10 @@ REPLY_ATTRIBUTES = {
 
 def reply_attributes(reply: dict[str, Any]) -> dict[str, Any]:
     """The span attributes for an ingest (or lookup) reply; empty for an error reply."""
-    if not reply.get("ok"):
+    if not isinstance(reply, dict) or not reply.get("ok"):
         return {}
     return {attr: reply[key] for key, attr in REPLY_ATTRIBUTES.items()
-            if reply.get(key) is not None}
+            if isinstance(reply.get(key), str | int | float)}
 
 
 def annotate(span: Any, reply: dict[str, Any]) -> bool:

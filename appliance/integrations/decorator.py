@@ -21,8 +21,10 @@ On entering the block the prompt is registered, with the digests of the
 messages before it (`history`: the content never leaves this process), and the
 reply's attributes are set on the current span while it is open. On leaving it,
 an `update` sends the latency, status, token counts and the answer's digest.
-The appliance being unreachable never breaks the application: `reply` is then
-None and a warning is logged.
+The appliance being unreachable, hung or busy never breaks the application nor holds
+it past `timeout`: `reply` is then None, one warning is logged, and requests are
+not even tried for a pause (`channel.py`). A `redact` function that fails keeps the
+prompt in the process (nothing is sent) and the block still runs.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ import functools
 import inspect
 import logging
 import secrets
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -43,10 +44,10 @@ from typing import Any
 
 from opentelemetry import trace
 
-from appliance.client import bus_keys_for, is_nats_url, open_client
-from appliance.errors import SemtraceError
+from appliance.client import bus_keys_for, is_nats_url
 from appliance.ingest import content_digest
 from appliance.integrations import annotate, history_digests, traceparent
+from appliance.integrations.channel import SyncChannel
 from appliance.integrations.redaction import TextRedactor, text_redactor
 
 log = logging.getLogger("semtrace.integrations")
@@ -99,43 +100,34 @@ class Semtrace:
         self.tenant = tenant
         self.timeout = timeout
         self.redact = text_redactor(redact)
-        self._lock = threading.Lock()
-        self._client: Any = None
+        self._channel = SyncChannel(self.socket_path, timeout=timeout, log=log,
+                                    bus_keys=self._bus_keys, plain_bus=plain_bus)
 
     def send(self, request: dict[str, Any]) -> dict[str, Any] | None:
-        """Send one request; None (and a warning) when the appliance cannot be reached."""
-        with self._lock:
-            try:
-                if self._client is None:
-                    self._client = open_client(self.socket_path, timeout=self.timeout,
-                                               bus_keys=self._bus_keys,
-                                               plain_bus=self._plain_bus)
-                reply: dict[str, Any] = self._client.request(request)
-                return reply
-            except (SemtraceError, OSError, ValueError) as exc:
-                if self._client is not None:
-                    with contextlib.suppress(OSError):
-                        self._client.close()
-                self._client = None
-                log.warning("semtrace did not record a request", extra={
-                    "event": "semtrace_unavailable", "request_id": request.get("request_id"),
-                    "error": type(exc).__name__})
-                return None
+        """Send one request; None when the appliance did not answer (the channel logs it
+        once and pauses, see `channel.py`); never raises."""
+        if request.get("op") == "ingest" and request.get("text") is None:
+            return None  # its redaction failed: the prompt stays here
+        return self._channel.send(request)
 
     def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        self._channel.close()
 
     def _request(self, *, user_id: str, text: str, session_id: str | None, model: str | None,
                  request_id: str | None, history: Sequence[Any] | None,
                  previous_response_id: str | None) -> dict[str, Any]:
         req: dict[str, Any] = {"v": 1, "op": "ingest", "tenant": self.tenant,
                                "request_id": request_id or "app-" + secrets.token_hex(8),
-                               "user_id": user_id,
-                               "text": self.redact(text) if self.redact else text,
+                               "user_id": user_id, "text": text,
                                "ts": datetime.now(UTC).isoformat()}
+        if self.redact:
+            try:
+                req["text"] = self.redact(text)
+            except Exception as exc:  # noqa: BLE001 - never send it unredacted, never fail
+                self._channel.breaker.quiet_warning(
+                    "the redaction failed; the prompt was not sent",
+                    "semtrace_redaction_failed", req, error=type(exc).__name__)
+                req["text"] = None  # not sent (see `send`)
         req.update({k: v for k, v in (("session_id", session_id), ("model", model),
                                       ("previous_response_id", previous_response_id),
                                       ("traceparent", traceparent())) if v})

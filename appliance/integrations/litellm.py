@@ -24,27 +24,29 @@ this one in `litellm.callbacks` see them. After the answer (success or failure)
 an `update` sends tokens, latency, status, the cost LiteLLM computed
 (`response_cost`), the answer's digest and its id. A call
 that could not be registered before is sent whole after the answer. The
-appliance being down never fails a completion: it is logged and counted in
-`failures`. The requests are built in `litellm_requests.py`; its public names
-are importable from here as well.
+appliance being down, hung, busy or answering nonsense never fails nor holds a
+call past `timeout`: one warning, then calls go on unrecorded (counted in
+`failures`) until it answers again (`channel.py`); no hook ever raises. The
+requests are built in `litellm_requests.py`; its public names are importable
+from here as well.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import threading
-import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from appliance.client import bus_keys_for, is_nats_url, open_async_client, open_client
-from appliance.errors import SemtraceError
+from appliance.client import bus_keys_for, is_nats_url
 from appliance.integrations import annotate, reply_attributes
+from appliance.integrations.channel import AsyncChannel, SyncChannel
 from appliance.integrations.litellm_requests import CHAT_CALLS as CHAT_CALLS
 from appliance.integrations.litellm_requests import RESPONSES_CALLS as RESPONSES_CALLS
 from appliance.integrations.litellm_requests import (
@@ -61,6 +63,30 @@ from appliance.integrations.redaction import TextRedactor, text_redactor
 
 log = logging.getLogger("semtrace.integrations.litellm")
 REGISTERED_MAX = 10_000  # call ids registered before the call and awaiting their update
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail_open(fn: F) -> F:
+    """A LiteLLM hook that never raises: on the proxy an exception in a pre-call hook
+    would fail the user's request. What went wrong is logged by type only."""
+    if asyncio.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def run_async(self: SemtraceLogger, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await fn(self, *args, **kwargs)
+            except Exception as exc:  # noqa: BLE001
+                self._broke(fn.__name__, exc)
+                return None
+        return run_async  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def run(self: SemtraceLogger, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            self._broke(fn.__name__, exc)
+            return None
+    return run  # type: ignore[return-value]
 
 
 class SemtraceLogger(CustomLogger):
@@ -98,14 +124,17 @@ class SemtraceLogger(CustomLogger):
         self.failures = 0  # calls the appliance did not record
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
-        self._client: Any = None
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = \
-            weakref.WeakKeyDictionary()
+        self._sync = SyncChannel(self.socket_path, timeout=timeout, log=log,
+                                 bus_keys=self._bus_keys, plain_bus=plain_bus)
+        self._async = AsyncChannel(self.socket_path, timeout=timeout,
+                                   breaker=self._sync.breaker, bus_keys=self._bus_keys,
+                                   plain_bus=plain_bus)
         self._registered: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._reported: OrderedDict[tuple[str, str], None] = OrderedDict()  # (call id, status)
 
     # ------------------------------------------------------------ LiteLLM hooks
 
+    @_fail_open
     def log_pre_api_call(self, model: Any, messages: Any, kwargs: Any) -> None:
         """SDK: register the prompt before the provider is called."""
         req = self._before(kwargs)
@@ -114,6 +143,7 @@ class SemtraceLogger(CustomLogger):
             if reply is not None:
                 self._registered_now(kwargs, req, reply)
 
+    @_fail_open
     async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict[str, Any],
                                   call_type: Any) -> None:
         """Proxy: register the prompt before the request is routed (the data is unchanged)."""
@@ -124,18 +154,22 @@ class SemtraceLogger(CustomLogger):
                 self._registered_now(data, req, reply)
         return None
 
+    @_fail_open
     def log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any,
                           end_time: Any) -> None:
         self._after_sync(kwargs, response_obj, start_time, end_time, "ok")
 
+    @_fail_open
     def log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any,
                           end_time: Any) -> None:
         self._after_sync(kwargs, response_obj, start_time, end_time, "error")
 
+    @_fail_open
     async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any,
                                       end_time: Any) -> None:
         await self._after_async(kwargs, response_obj, start_time, end_time, "ok")
 
+    @_fail_open
     async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any,
                                       end_time: Any) -> None:
         await self._after_async(kwargs, response_obj, start_time, end_time, "error")
@@ -197,76 +231,48 @@ class SemtraceLogger(CustomLogger):
         if req is not None:
             self._finished(kwargs, req, await self._send_async(req), update)
 
-    def _outgoing(self, req: dict[str, Any]) -> dict[str, Any]:
-        """The request as it leaves the gateway (its prompt redacted if asked)."""
+    def _outgoing(self, req: dict[str, Any]) -> dict[str, Any] | None:
+        """The request as it leaves the gateway (its prompt redacted if asked); None when
+        the redaction failed: the prompt then stays in the gateway."""
         if self.redact is None or not isinstance(req.get("text"), str):
             return req
-        return {**req, "text": self.redact(req["text"])}
-
-    def _send_sync(self, req: dict[str, Any]) -> dict[str, Any] | None:
-        with self._lock:
-            try:
-                if self._client is None:
-                    self._client = open_client(self.socket_path, timeout=self.timeout,
-                                               bus_keys=self._bus_keys,
-                                               plain_bus=self._plain_bus)
-                reply: dict[str, Any] = self._client.request(self._outgoing(req))
-                return reply
-            except (SemtraceError, OSError, ValueError) as exc:
-                self._drop_client()
-                self._unavailable(req, exc)
-                return None
-
-    async def _send_async(self, req: dict[str, Any]) -> dict[str, Any] | None:
-        loop = asyncio.get_running_loop()
         try:
-            if loop not in self._async:
-                client = await open_async_client(self.socket_path, timeout=self.timeout,
-                                                 bus_keys=self._bus_keys,
-                                                 plain_bus=self._plain_bus)
-                if self._async.setdefault(loop, client) is not client:
-                    await client.close()  # another call connected first
-            reply: dict[str, Any] = await asyncio.wait_for(
-                self._async[loop].request(self._outgoing(req)), self.timeout)
-            return reply
-        except (SemtraceError, OSError, ValueError, TimeoutError) as exc:
-            stale = self._async.pop(loop, None)
-            if stale is not None:
-                await asyncio.gather(stale.close(), return_exceptions=True)
-            self._unavailable(req, exc)
+            return {**req, "text": self.redact(req["text"])}
+        except Exception as exc:  # noqa: BLE001 - never send it unredacted, never fail the call
+            self._sync.breaker.quiet_warning(
+                "the gateway's redaction failed; the prompt was not sent",
+                "semtrace_redaction_failed", req, error=type(exc).__name__)
             return None
 
-    def _drop_client(self) -> None:
-        if self._client is not None:
-            with contextlib.suppress(OSError):
-                self._client.close()
-            self._client = None
+    def _send_sync(self, req: dict[str, Any]) -> dict[str, Any] | None:
+        out = self._outgoing(req)
+        return None if out is None else self._sync.send(out)
 
-    @staticmethod
-    def _unavailable(req: dict[str, Any], exc: Exception) -> None:
-        log.warning("semtrace did not answer", extra={
-            "event": "semtrace_unavailable", "request_id": req["request_id"], "op": req["op"],
-            "error": type(exc).__name__})
+    async def _send_async(self, req: dict[str, Any]) -> dict[str, Any] | None:
+        out = self._outgoing(req)
+        return None if out is None else await self._async.send(out)
+
+    def _broke(self, hook: str, exc: Exception) -> None:
+        """A hook failed on something unforeseen: the call goes on; logged by type only."""
+        self._sync.breaker.quiet_warning("the semtrace callback failed; the call goes on",
+                                         "semtrace_callback_failed", None, hook=hook,
+                                         error=type(exc).__name__)
+        if hook.endswith("_event"):
+            with self._lock:
+                self.failures += 1
+                self._done.notify_all()
 
     def _finished(self, kwargs: Any, req: dict[str, Any], reply: dict[str, Any] | None,
                   update: bool) -> None:
         """Count a finished call; a whole ingest's reply also goes on the span."""
         if reply is not None and not update:
             self._apply(kwargs, req, reply)
-        elif reply is not None and not reply.get("ok"):
-            self._refused(req, reply)
         with self._lock:
             if reply is None:
                 self.failures += 1
             else:
                 self.sent += 1
             self._done.notify_all()
-
-    @staticmethod
-    def _refused(req: dict[str, Any], reply: dict[str, Any]) -> None:
-        log.warning("semtrace refused a request", extra={
-            "event": "semtrace_refused", "request_id": req["request_id"], "op": req["op"],
-            "code": (reply.get("error") or {}).get("code")})
 
     def _apply(self, kwargs: Any, req: dict[str, Any], reply: dict[str, Any]) -> None:
         """Put the reply on the call's metadata and its span."""
@@ -276,8 +282,6 @@ class SemtraceLogger(CustomLogger):
         if isinstance(standard, dict) and isinstance(standard.get("metadata"), dict):
             standard["metadata"].update(attrs)
         annotate(parent_span(kwargs), reply)
-        if not reply.get("ok"):
-            self._refused(req, reply)
 
     def wait(self, count: int, timeout: float = 30.0) -> bool:
         """Block until `count` calls were recorded or failed (for tests and shutdown)."""

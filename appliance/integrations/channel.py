@@ -1,0 +1,226 @@
+"""The adapters' line to the appliance: it fails open, fast and quietly.
+
+A model call must never fail, nor wait long, because of Semtrace. Each request
+is bounded by `timeout` in all (waiting for the shared connection, connecting,
+the reply). When the appliance does not answer (no socket, permission denied,
+timed out, connection closed, a reply that is not a JSON object) the channel
+logs one warning and then sends nothing for a pause (`RETRY_FIRST` seconds,
+doubling up to `RETRY_MAX` while it stays down): calls pass without even trying
+and are counted as not recorded, silently. After the pause the next request
+tries again; when it is answered, one line says the appliance is back and how
+many requests went unrecorded. A `busy` reply pauses sending for its
+`retry_after_ms`, with one warning a minute at most. A request on a connection
+that the service closed meanwhile (it restarted) is sent again at once on a new
+connection: requests are idempotent by request id.
+
+Log lines carry the event, the request id, the operation and the error's type:
+never a prompt, a user id or an exception message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+from appliance.client import ConnectionClosed, open_async_client, open_client
+
+RETRY_FIRST = 1.0  # seconds without sending after the appliance stopped answering
+RETRY_MAX = 30.0
+QUIET = 60.0  # a refusal's warning is repeated at most this often (seconds)
+
+
+class Breaker:
+    """Whether to try the appliance now, and the log lines about its state (thread-safe)."""
+
+    def __init__(self, log: logging.Logger, clock: Any = time.monotonic) -> None:
+        self.log, self.clock = log, clock
+        self._lock = threading.Lock()
+        self._until = 0.0  # no request is sent before this time
+        self._pause = RETRY_FIRST
+        self._down = False
+        self.missed = 0  # requests not sent or not answered since it went down
+        self._warned: dict[str, float] = {}  # refusal code -> when last logged
+        self._quieted: dict[str, int] = {}  # refusal code -> lines held back since
+
+    def ready(self) -> bool:
+        """Whether a request may be sent now; one not sent counts as missed."""
+        with self._lock:
+            if self.clock() >= self._until:
+                return True
+            self.missed += 1
+            return False
+
+    def skipped(self) -> None:
+        """A request not sent (the line stayed busy for the whole timeout)."""
+        with self._lock:
+            self.missed += 1
+
+    def failed(self, req: dict[str, Any], exc: BaseException) -> None:
+        """The appliance did not answer `req`: warn once, then pause sending."""
+        with self._lock:
+            first, now = not self._down, self.clock()
+            self._down, self.missed = True, self.missed + 1
+            if now < self._until and not first:  # in flight when another failed: paused
+                return
+            self._until = now + self._pause
+            pause, self._pause = self._pause, min(self._pause * 2, RETRY_MAX)
+        if first:
+            self.log.warning("semtrace did not answer; calls go on unrecorded until it does",
+                             extra={"event": "semtrace_unavailable",
+                                    "request_id": req.get("request_id"), "op": req.get("op"),
+                                    "error": type(exc).__name__, "retry_in_s": pause})
+
+    def answered(self, req: dict[str, Any], reply: dict[str, Any]) -> None:
+        """A reply came: say once that the appliance is back; pause on `busy`."""
+        code = None if reply.get("ok") else str((reply.get("error") or {}).get("code"))
+        with self._lock:
+            back, missed = self._down, self.missed
+            self._down, self.missed, self._pause = False, 0, RETRY_FIRST
+            if code == "busy":
+                retry = (reply.get("error") or {}).get("retry_after_ms")
+                wait = retry / 1000 if isinstance(retry, int | float) and retry > 0 else 0.05
+                self._until = self.clock() + min(wait, RETRY_MAX)
+        if back:
+            self.log.info("semtrace answers again", extra={
+                "event": "semtrace_available", "unrecorded": missed})
+        if code is not None:
+            self.quiet_warning("semtrace refused a request", "semtrace_refused", req,
+                               code=code)
+
+    def quiet_warning(self, msg: str, event: str, req: dict[str, Any] | None,
+                      **fields: Any) -> None:
+        """One warning a minute per (event, fields), with how many were held back."""
+        key = repr((event, sorted(fields.items())))
+        now = self.clock()
+        with self._lock:
+            last = self._warned.get(key)
+            if last is not None and now - last < QUIET:
+                self._quieted[key] = self._quieted.get(key, 0) + 1
+                return
+            self._warned[key] = now
+            held = self._quieted.pop(key, 0)
+        self.log.warning(msg, extra={
+            "event": event, "request_id": (req or {}).get("request_id"),
+            "op": (req or {}).get("op"), **fields, "similar_not_logged": held})
+
+
+def _stale(exc: BaseException) -> bool:
+    """Whether `exc` says the connection was closed under us (not that the service hangs)."""
+    return isinstance(exc, ConnectionClosed | BrokenPipeError | ConnectionResetError)
+
+
+class SyncChannel:
+    """One connection shared by threads; `send` never raises and never blocks past the
+    timeout."""
+
+    def __init__(self, target: str | Path, *, timeout: float, log: logging.Logger,
+                 bus_keys: Any = None, plain_bus: bool = False) -> None:
+        self.target, self.timeout = target, timeout
+        self.breaker = Breaker(log)
+        self._opts = {"bus_keys": bus_keys, "plain_bus": plain_bus}
+        self._lock = threading.Lock()
+        self._client: Any = None
+
+    def send(self, req: dict[str, Any]) -> dict[str, Any] | None:
+        """The reply to `req`, or None when the appliance did not answer in time."""
+        deadline = time.monotonic() + self.timeout
+        if not self.breaker.ready():
+            return None
+        if not self._lock.acquire(timeout=self.timeout):
+            self.breaker.skipped()  # another request held the line the whole time
+            return None
+        try:
+            if not self.breaker.ready():  # it failed while this request waited
+                return None
+            reply = self._exchange(req, deadline)
+        except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
+            self._drop()
+            self.breaker.failed(req, exc)
+            return None
+        finally:
+            self._lock.release()
+        self.breaker.answered(req, reply)
+        return reply
+
+    def _exchange(self, req: dict[str, Any], deadline: float) -> dict[str, Any]:
+        for attempt in (0, 1):
+            fresh = self._client is None
+            left = max(deadline - time.monotonic(), 0.001)
+            try:
+                if fresh:
+                    self._client = open_client(self.target, timeout=left, **self._opts)
+                elif hasattr(self._client, "settimeout"):
+                    self._client.settimeout(left)
+                reply: dict[str, Any] = self._client.request(req)
+                return reply
+            except Exception as exc:
+                if fresh or attempt or not _stale(exc):
+                    raise
+                self._drop()  # the service restarted: once more on a new connection
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _drop(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+            self._client = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+
+class AsyncChannel:
+    """One connection per event loop; `send` never raises and returns within the timeout."""
+
+    def __init__(self, target: str | Path, *, timeout: float, breaker: Breaker,
+                 bus_keys: Any = None, plain_bus: bool = False) -> None:
+        self.target, self.timeout, self.breaker = target, timeout, breaker
+        self._opts = {"bus_keys": bus_keys, "plain_bus": plain_bus}
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = \
+            weakref.WeakKeyDictionary()
+
+    async def send(self, req: dict[str, Any]) -> dict[str, Any] | None:
+        """The reply to `req`, or None when the appliance did not answer in time."""
+        if not self.breaker.ready():
+            return None
+        loop = asyncio.get_running_loop()
+        try:
+            reply = await asyncio.wait_for(self._exchange(loop, req), self.timeout)
+        except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
+            await self._drop(loop)
+            self.breaker.failed(req, exc)
+            return None
+        self.breaker.answered(req, reply)
+        return reply
+
+    async def _exchange(self, loop: asyncio.AbstractEventLoop,
+                        req: dict[str, Any]) -> dict[str, Any]:
+        for attempt in (0, 1):
+            client = self._clients.get(loop)
+            fresh = client is None
+            if client is None:
+                client = await open_async_client(self.target, timeout=self.timeout,
+                                                 **self._opts)
+                if self._clients.setdefault(loop, client) is not client:
+                    await client.close()  # another request connected first
+                    client = self._clients[loop]
+            try:
+                reply: dict[str, Any] = await client.request(req)
+                return reply
+            except Exception as exc:
+                if fresh or attempt or not _stale(exc):
+                    raise
+                await self._drop(loop)  # the service restarted: once more on a new one
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _drop(self, loop: asyncio.AbstractEventLoop) -> None:
+        stale = self._clients.pop(loop, None)
+        if stale is not None:
+            await asyncio.gather(stale.close(), return_exceptions=True)

@@ -1,0 +1,310 @@
+"""The gateway keeps serving when Semtrace does not: real LiteLLM (its OpenAI client on an httpx
+mock transport, no network), a real `semtrace serve` stopped, hung (SIGSTOP), busy or restarted,
+and stand-ins for what the real service never sends (a reply that is not a JSON object)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the cost map
+litellm = pytest.importorskip("litellm")
+
+import httpx  # noqa: E402
+from openai import AsyncOpenAI, OpenAI  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from test_litellm import PreCallSpy, _lookup  # noqa: E402
+from test_service import Server  # noqa: E402
+
+from appliance.integrations import channel  # noqa: E402
+from appliance.integrations.decorator import Semtrace  # noqa: E402
+from appliance.integrations.litellm import SemtraceLogger  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+ANSWER = "Take the 9:04 from Lyon Part-Dieu."
+
+
+def _provider(request: httpx.Request) -> httpx.Response:
+    """OpenAI's /v1/chat/completions (and /v1/embeddings), streamed when asked."""
+    body = json.loads(request.content)
+    if request.url.path.endswith("/embeddings"):
+        return httpx.Response(200, json={
+            "object": "list", "model": "text-embedding-3-small",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+            "usage": {"prompt_tokens": 3, "total_tokens": 3}})
+    base = {"id": "chatcmpl-t1", "created": 1767225600, "model": "gpt-4o-2024-08-06"}
+    usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+    if not body.get("stream"):
+        return httpx.Response(200, json={**base, "object": "chat.completion", "usage": usage,
+                                         "choices": [{"index": 0, "finish_reason": "stop",
+                                                      "message": {"role": "assistant",
+                                                                  "content": ANSWER}}]})
+    chunk = {**base, "object": "chat.completion.chunk"}
+    events = [{**chunk, "choices": [{"index": 0, "finish_reason": None,
+                                     "delta": {"role": "assistant", "content": ANSWER[:9]}}]},
+              {**chunk, "choices": [{"index": 0, "finish_reason": "stop",
+                                     "delta": {"content": ANSWER[9:]}}]},
+              {**chunk, "choices": [], "usage": usage}]
+    sse = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+    return httpx.Response(200, headers={"content-type": "text/event-stream"},
+                          content=sse.encode())
+
+
+def openai_sync() -> OpenAI:
+    return OpenAI(api_key="sk-test", http_client=httpx.Client(
+        transport=httpx.MockTransport(_provider)))
+
+
+def openai_async() -> AsyncOpenAI:
+    return AsyncOpenAI(api_key="sk-test", http_client=httpx.AsyncClient(
+        transport=httpx.MockTransport(_provider)))
+
+
+def ask(text: str, **kw: Any) -> str:
+    out = litellm.completion(model="gpt-4o", messages=[{"role": "user", "content": text}],
+                             client=openai_sync(), **kw)
+    return str(out.choices[0].message.content)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("failopen")
+    pw = tmp / "pw"
+    pw.touch(mode=0o600)
+    pw.write_text("fail open test passphrase\n")
+    srv = Server(tmp, pw).start()
+    yield srv
+    if srv.proc is not None and srv.proc.poll() is None:
+        srv.proc.send_signal(signal.SIGCONT)
+        assert srv.stop() == 0
+
+
+@pytest.fixture(autouse=True)
+def _clean_callbacks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(channel, "RETRY_FIRST", 0.3)  # the pause after a failure, shortened
+    yield
+    litellm.logging_callback_manager._reset_all_callbacks()
+
+
+class Lines(logging.Handler):
+    """The gateway's log records from Semtrace's adapters."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def events(self, level: int = logging.WARNING) -> list[str]:
+        return [str(getattr(r, "event", r.getMessage())) for r in self.records
+                if r.levelno >= level]
+
+
+@pytest.fixture
+def lines() -> Iterator[Lines]:
+    handler, logger = Lines(), logging.getLogger("semtrace.integrations")
+    logger.addHandler(handler)
+    old, logger.level = logger.level, logging.INFO
+    yield handler
+    logger.removeHandler(handler)
+    logger.level = old
+
+
+class StandIn:
+    """A socket that accepts and answers every line with `reply` (bytes), counting lines."""
+
+    def __init__(self, path: Path, reply: bytes) -> None:
+        self.reply, self.lines, self.received = reply, 0, []  # type: ignore[var-annotated]
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rwb") as f:
+            for line in f:
+                self.lines += 1
+                self.received.append(json.loads(line))
+                f.write(self.reply)
+                f.flush()
+
+
+def _wait(logger: SemtraceLogger, n: int) -> None:
+    assert logger.wait(n, timeout=30), (logger.sent, logger.failures)
+
+
+def test_a_hung_appliance_costs_one_timeout_and_one_warning_then_recovers_by_itself(
+        server: Server, lines: Lines) -> None:
+    logger = SemtraceLogger(server.sock, tenant="acme", timeout=1.0)
+    litellm.callbacks = [logger]
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGSTOP)  # accepts (the kernel's backlog), never answers
+    try:
+        answers = [ask(f"Which platform does train {n} leave from?", user="ann")
+                   for n in range(5)]
+        _wait(logger, 5)
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+    assert answers == [ANSWER] * 5 and logger.failures == 5
+    assert lines.events() == ["semtrace_unavailable"]  # once, not once a request
+    time.sleep(1.5)  # past the pause (0.3 s, doubled per failed retry): the next call tries
+    ok = litellm.completion(model="gpt-4o", client=openai_sync(), user="ann", messages=[
+        {"role": "user", "content": "Is there a later train to Geneva?"}])
+    _wait(logger, 6)
+    assert logger.sent == 1 and _lookup(server, ok._hidden_params["litellm_call_id"])["ok"]
+    assert lines.events(logging.INFO)[-1] == "semtrace_available"
+
+
+def test_an_absent_appliance_warns_once_and_the_app_is_answered(tmp_path: Path,
+                                                                lines: Lines) -> None:
+    logger = SemtraceLogger(tmp_path / "nobody.sock", tenant="acme")
+    litellm.callbacks = [logger]
+    assert [ask("Hello there", user="carl") for _ in range(4)] == [ANSWER] * 4
+    _wait(logger, 4)
+    app = Semtrace(tmp_path / "nobody.sock", tenant="acme")
+    for _ in range(3):
+        with app.turn(user_id="carl", text="Hello again") as turn:
+            pass
+        assert turn.reply is None
+    # one line for the gateway's callback, one for the application's decorator
+    assert lines.events() == ["semtrace_unavailable"] * 2
+
+
+@pytest.mark.parametrize("reply", [b'["ok"]\n', b"not json at all\n", b'"ok"\n'])
+def test_a_reply_that_is_not_a_json_object_never_fails_the_proxy_request(
+        tmp_path: Path, lines: Lines, reply: bytes) -> None:
+    sock = tmp_path / "odd.sock"
+    StandIn(sock, reply)
+    logger = SemtraceLogger(sock, tenant="acme")
+    data = {"model": "gpt-4o", "user": "dora", "litellm_call_id": "odd-1", "metadata": {},
+            "messages": [{"role": "user", "content": "Summarise the memo."}]}
+
+    async def proxy() -> Any:
+        return await logger.async_pre_call_hook(None, None, data, "acompletion")
+
+    assert asyncio.run(proxy()) is None  # the old code raised AttributeError here
+    litellm.callbacks = [logger]
+    assert ask("Summarise the memo again.", user="dora") == ANSWER
+    _wait(logger, 1)
+    assert logger.failures == 1 and lines.events() == ["semtrace_unavailable"]
+    assert "gen_ai.conversation.id" not in data["metadata"]
+
+
+def test_a_busy_appliance_is_not_retried_on_every_call_nor_logged_on_every_call(
+        tmp_path: Path, lines: Lines) -> None:
+    sock = tmp_path / "busy.sock"
+    busy = StandIn(sock, b'{"ok": false, "error": {"code": "busy", "message": "The service '
+                         b'is busy; retry shortly.", "retry_after_ms": 60000}}\n')
+    logger = SemtraceLogger(sock, tenant="acme")
+    litellm.callbacks = [logger]
+    assert [ask(f"Question {n} about the budget", user="eve") for n in range(4)] == \
+        [ANSWER] * 4
+    _wait(logger, 4)
+    assert busy.lines == 1  # retry_after_ms is honoured: later calls do not knock
+    assert lines.events() == ["semtrace_refused"]
+
+
+def test_the_first_call_after_a_restart_is_registered_before_the_model_is_called(
+        tmp_path: Path, lines: Lines) -> None:
+    pw = tmp_path / "pw"
+    pw.touch(mode=0o600)
+    pw.write_text("restart test passphrase\n")
+    srv = Server(tmp_path, pw).start()
+    logger, spy = SemtraceLogger(srv.sock, tenant="acme"), PreCallSpy()
+    litellm.callbacks = [logger, spy]
+    tracer = TracerProvider().get_tracer("gateway")
+    try:
+        ask("Which gate does the Oslo flight board at?", user="finn")
+        _wait(logger, 1)
+        assert srv.stop() == 0
+        srv.start()  # the callback's connection is to the old process
+        with tracer.start_as_current_span("POST /chat/completions"):
+            out = litellm.completion(model="gpt-4o", client=openai_sync(), user="finn",
+                                     messages=[{"role": "user", "content": "And Bergen?"}])
+        _wait(logger, 2)
+        reply = _lookup(srv, out._hidden_params["litellm_call_id"])
+    finally:
+        assert srv.stop() == 0
+    assert logger.failures == 0 and logger.sent == 2 and reply["ok"]
+    # it reconnected at once: the restart cost neither the annotation before the call
+    # nor a warning
+    assert spy.seen[-1][1].get("gen_ai.conversation.id") == reply["conversation_id"]
+    assert lines.events() == []
+
+
+CANARY = "Vexmoor-Quillhaven-4417"
+
+
+def test_a_failing_gateway_redactor_sends_nothing_and_logs_no_prompt(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sock = tmp_path / "rec.sock"
+    seen = StandIn(sock, b'{"ok": true, "conversation_id": "th_1"}\n')
+
+    def redactor(text: str) -> str:
+        raise RuntimeError(f"cannot redact {text}")
+
+    logger = SemtraceLogger(sock, tenant="acme", redact=redactor)
+    data = {"model": "gpt-4o", "user": f"user-{CANARY}", "litellm_call_id": "red-1",
+            "metadata": {}, "messages": [{"role": "user", "content": f"Mail {CANARY} today"}]}
+    caplog.set_level(logging.DEBUG)
+    assert asyncio.run(logger.async_pre_call_hook(None, None, data, "acompletion")) is None
+    litellm.callbacks = [logger]
+    assert ask(f"Call {CANARY} back", user=f"user-{CANARY}") == ANSWER
+    _wait(logger, 1)
+    assert seen.lines == 0 and logger.failures == 1
+    # ours at any level; anyone's (LiteLLM logs a callback's exceptions) at warning and up
+    shown = [caplog.handler.format(r) + repr(r.__dict__) for r in caplog.records
+             if r.name.startswith("semtrace") or r.levelno >= logging.WARNING]
+    assert shown and not [line for line in shown if CANARY in line]
+    assert "semtrace_redaction_failed" in {getattr(r, "event", "") for r in caplog.records}
+
+
+def test_streamed_async_calls_are_recorded_and_embeddings_are_ignored(server: Server) -> None:
+    logger = SemtraceLogger(server.sock, tenant="acme")
+    litellm.callbacks = [logger]
+
+    async def gateway() -> tuple[str, str]:
+        stream = await litellm.acompletion(
+            model="gpt-4o", client=openai_async(), user="gus", stream=True,
+            stream_options={"include_usage": True}, litellm_call_id="st-async",
+            messages=[{"role": "user", "content": "Stream the ferry times to Bergen."}])
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        await litellm.aembedding(model="text-embedding-3-small", client=openai_async(),
+                                 input=["an embedding is not a prompt"])
+        deadline = time.monotonic() + 30
+        while logger.sent + logger.failures < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return text, "st-async"
+
+    text, call_id = asyncio.run(gateway())
+    stream = litellm.completion(model="gpt-4o", client=openai_sync(), user="gus", stream=True,
+                                stream_options={"include_usage": True},
+                                litellm_call_id="st-sync", messages=[
+                                    {"role": "user", "content": "Stream them for Oslo too."}])
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == ANSWER
+    litellm.embedding(model="text-embedding-3-small", client=openai_sync(), input=["not one"])
+    _wait(logger, 2)
+    time.sleep(0.5)  # an embedding, had it been sent, would have been counted by now
+    assert text == ANSWER and logger.sent == 2 and logger.failures == 0
+    for rid in (call_id, "st-sync"):
+        assert _lookup(server, rid)["ok"]
