@@ -62,19 +62,32 @@ ROLES = {"system": "system", "developer": "system", "user": "user", "assistant":
 
 
 def message_text(content: Any) -> str | None:
-    """A chat message's text: string content, or the text parts of a list joined by newlines."""
+    """A chat message's text: string content, or the text parts of a list joined by newlines
+    (`text`, `input_text`, `output_text`); images, audio and files are never read as text."""
     if isinstance(content, list):
-        content = "\n".join(p.get("text", "") for p in content
-                            if isinstance(p, dict) and p.get("type") in ("text", "input_text",
-                                                                          "output_text"))
+        content = "\n".join(p["text"] for p in content
+                            if isinstance(p, dict) and isinstance(p.get("text"), str)
+                            and p.get("type") in ("text", "input_text", "output_text"))
     return content if isinstance(content, str) else None
+
+
+def as_message(m: Any) -> dict[str, Any] | None:
+    """A chat message as a dict: a dict, or the object a client library returned (an
+    answer's `choices[0].message` appended to the next call's messages); else None."""
+    if isinstance(m, dict):
+        return m
+    dump = getattr(m, "model_dump", None)
+    if callable(dump) and getattr(m, "role", None) is not None:
+        out = dump()
+        return out if isinstance(out, dict) else None
+    return None
 
 
 def last_user(messages: Any) -> int | None:
     """Index of the last user message with text, or None."""
     for i in range(len(messages or []) - 1, -1, -1):
-        m = messages[i]
-        if isinstance(m, dict) and m.get("role") == "user":
+        m = as_message(messages[i])
+        if m is not None and m.get("role") == "user":
             text = message_text(m.get("content"))
             return i if text is not None and text.strip() else None
     return None
@@ -82,11 +95,13 @@ def last_user(messages: Any) -> int | None:
 
 def history_digests(messages: Sequence[Any]) -> list[dict[str, str]]:
     """The protocol's `history` for these messages, as digests: the content never leaves
-    the process that holds it."""
+    the process that holds it. A message without text (an assistant's tool calls, an
+    image alone) is the digest of the empty string, which no stored turn has."""
     out = []
-    for m in messages:
-        role = ROLES.get(str(m.get("role"))) if isinstance(m, dict) else None
-        if role is not None:
+    for given in messages:
+        m = as_message(given)
+        role = ROLES.get(str(m.get("role"))) if m is not None else None
+        if m is not None and role is not None:
             out.append({"role": role, "sha256": content_digest(message_text(m.get("content"))
                                                                 or "")})
     return out

@@ -46,7 +46,7 @@ from opentelemetry import trace
 
 from appliance.client import bus_keys_for, is_nats_url
 from appliance.ingest import content_digest
-from appliance.integrations import annotate, history_digests, traceparent
+from appliance.integrations import annotate, history_digests, message_text, traceparent
 from appliance.integrations.channel import SyncChannel
 from appliance.integrations.redaction import TextRedactor, text_redactor
 
@@ -67,8 +67,11 @@ class Turn:
         self._response.update({"input_tokens": input_tokens, "output_tokens": output_tokens})
 
     def answer(self, text: str, *, response_id: str | None = None) -> None:
-        """The model's answer (only its digest is sent) and its response id, if any."""
-        self._response["sha256"] = content_digest(text)
+        """The model's answer (only its digest is sent) and its response id, if any. An
+        answer without text (tool calls alone) has no digest: a later history's messages
+        without text must not match it."""
+        if text.strip():
+            self._response["sha256"] = content_digest(text)
         if response_id:
             self._response["id"] = response_id
 
@@ -210,9 +213,21 @@ class Semtrace:
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
             sig = inspect.signature(fn)
 
-            def fields(args: Any, kwargs: Any) -> dict[str, Any]:
-                bound = sig.bind(*args, **kwargs).arguments
-                return {"text": str(bound[text]), "user_id": str(bound[user_id]),
+            def fields(args: Any, kwargs: Any) -> dict[str, Any] | None:
+                """The turn's fields from a call's arguments (their defaults included);
+                None (the call goes on untraced) when they do not bind or hold no text."""
+                try:
+                    call = sig.bind(*args, **kwargs)
+                except TypeError:
+                    return None  # the function raises its own TypeError
+                call.apply_defaults()
+                bound = call.arguments
+                prompt = message_text(bound[text])  # a list of parts: its text parts only
+                if prompt is None and bound[text] is not None:
+                    prompt = str(bound[text])
+                if not prompt:
+                    return None
+                return {"text": prompt, "user_id": str(bound[user_id]),
                         "session_id": str(bound[session_id])
                         if session_id and bound.get(session_id) is not None else None,
                         "history": bound.get(history) if history else None,
@@ -221,13 +236,19 @@ class Semtrace:
             if inspect.iscoroutinefunction(fn):
                 @functools.wraps(fn)
                 async def run_async(*args: Any, **kwargs: Any) -> Any:
-                    async with self.aturn(**fields(args, kwargs)):
+                    given = fields(args, kwargs)
+                    if given is None:
+                        return await fn(*args, **kwargs)
+                    async with self.aturn(**given):
                         return await fn(*args, **kwargs)
                 return run_async
 
             @functools.wraps(fn)
             def run(*args: Any, **kwargs: Any) -> Any:
-                with self.turn(**fields(args, kwargs)):
+                given = fields(args, kwargs)
+                if given is None:
+                    return fn(*args, **kwargs)
+                with self.turn(**given):
                     return fn(*args, **kwargs)
             return run
 

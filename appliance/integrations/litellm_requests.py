@@ -22,7 +22,13 @@ from typing import Any
 from opentelemetry import trace
 
 from appliance.ingest import content_digest
-from appliance.integrations import history_digests, last_user, message_text, traceparent
+from appliance.integrations import (
+    as_message,
+    history_digests,
+    last_user,
+    message_text,
+    traceparent,
+)
 
 CHAT_CALLS = ("completion", "acompletion")
 RESPONSES_CALLS = ("responses", "aresponses")  # LiteLLM's call types for the Responses API
@@ -31,7 +37,7 @@ RESPONSES_CALLS = ("responses", "aresponses")  # LiteLLM's call types for the Re
 def user_text(messages: Any) -> str | None:
     """The last user message's text (string content or the text parts of a list)."""
     i = last_user(messages)
-    return None if i is None else message_text(messages[i].get("content"))
+    return None if i is None else message_text((as_message(messages[i]) or {}).get("content"))
 
 
 def input_messages(value: Any) -> list[Any]:
@@ -207,7 +213,8 @@ def build_request(kwargs: dict[str, Any], response_obj: Any, start: datetime | N
         "v": 1, "op": "ingest", "mode": mode, "request_id": str(request_id),
         "tenant": tenant_of(metadata, tenant, tenant_by_team),
         "user_id": user_of(kwargs, metadata, session),
-        "text": message_text(messages[i].get("content")), "ts": start_utc.isoformat(),
+        "text": message_text((as_message(messages[i]) or {}).get("content")),
+        "ts": start_utc.isoformat(),
         "model": model, "history": history_digests(messages[:i]),
     }
     if status is not None:

@@ -1,0 +1,138 @@
+"""What a gateway sends for the messages applications really send: answers appended as the
+client library's objects, tool calls, images beside text; and the decorator's arguments."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the cost map
+litellm = pytest.importorskip("litellm")
+
+from conftest import scan_for  # noqa: E402
+from test_gateway_failopen import StandIn, openai_sync  # noqa: E402
+from test_litellm import _lookup, _thread  # noqa: E402
+from test_service import Server  # noqa: E402
+
+from appliance.ingest import content_digest  # noqa: E402
+from appliance.integrations.decorator import Semtrace  # noqa: E402
+from appliance.integrations.litellm import SemtraceLogger, build_request  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+OK = b'{"ok": true, "conversation_id": "th_0123456789abcdef", "position": "new"}\n'
+CANARY = "Brindlewick-Oskarsund-2291"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("messages")
+    pw = tmp / "pw"
+    pw.touch(mode=0o600)
+    pw.write_text("messages test passphrase\n")
+    srv = Server(tmp, pw).start()
+    yield srv
+    assert srv.stop() == 0
+
+
+@pytest.fixture(autouse=True)
+def _clean_callbacks() -> Iterator[None]:
+    yield
+    litellm.logging_callback_manager._reset_all_callbacks()
+
+
+def test_an_answer_appended_as_the_clients_message_object_is_in_the_history(
+        server: Server) -> None:
+    logger = SemtraceLogger(server.sock, tenant="acme")
+    litellm.callbacks = [logger]
+    messages: list[Any] = [{"role": "user", "content": "Plan a weekend in Lisbon for two."}]
+    first = litellm.completion(model="gpt-4o", messages=messages, client=openai_sync(),
+                               user="hana")
+    assert logger.wait(1)
+    messages.append(first.choices[0].message)  # the OpenAI idiom: the object, not a dict
+    messages.append({"role": "user", "content": "Which restaurants should we book?"})
+    second = litellm.completion(model="gpt-4o", messages=messages, client=openai_sync(),
+                                user="hana")
+    assert logger.wait(2) and logger.failures == 0
+    reply = _lookup(server, second._hidden_params["litellm_call_id"])
+    assert reply["parent_request_id"] == first._hidden_params["litellm_call_id"]
+    evidence = _thread(server, reply["conversation_id"])["records"][-1]["evidence"]
+    # the old code dropped the object: its history was the first prompt alone
+    assert evidence["history"]["messages"] == 2 and evidence["history"]["matched"] == "assistant"
+
+
+def test_images_are_never_sent_as_text_and_tool_calls_have_a_defined_digest(
+        server: Server) -> None:
+    picture = "data:image/png;base64," + base64.b64encode(CANARY.encode()).decode()
+    call = {"call_type": "completion", "litellm_call_id": "mm-1", "model": "gpt-4o",
+            "user": "ines", "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "What is in it?"},
+                                             {"type": "image_url",
+                                              "image_url": {"url": picture}}]},
+                {"role": "assistant", "content": None, "tool_calls": [{
+                    "id": "call_1", "type": "function",
+                    "function": {"name": "describe", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "A lighthouse."},
+                {"role": "assistant", "content": "It is a lighthouse."},
+                {"role": "user", "content": [{"type": "image_url",
+                                              "image_url": {"url": picture}},
+                                             {"type": "text", "text": "And this one?"}]}]}
+    req = build_request(call, None, None, None, status=None, tenant="acme")
+    assert req is not None and req["text"] == "And this one?"
+    assert [h["role"] for h in req["history"]] == ["user", "assistant", "tool", "assistant"]
+    assert [h["sha256"] for h in req["history"]] == [
+        content_digest("What is in it?"), content_digest(""), content_digest("A lighthouse."),
+        content_digest("It is a lighthouse.")]
+    logger = SemtraceLogger(server.sock, tenant="acme")
+    litellm.callbacks = [logger]
+    litellm.completion(model="gpt-4o", messages=call["messages"], client=openai_sync(),
+                       user="ines")
+    assert logger.wait(1) and logger.failures == 0
+    encoded = picture.split(",", 1)[1]
+    assert scan_for(server.tmp, [CANARY, encoded]) == []
+
+
+def test_the_decorator_takes_defaults_and_parts_and_survives_its_redactor(
+        tmp_path: Path) -> None:
+    sock = tmp_path / "app.sock"
+    seen = StandIn(sock, OK)
+    app = Semtrace(sock, tenant="acme")
+
+    @app.traced(text="prompt", user_id="user", session_id="chat")
+    def ask(prompt: Any, user: str = "kiosk-3", chat: str | None = "front-desk") -> str:
+        return "Answered."
+
+    assert ask("Where is the cloakroom?") == "Answered."  # the old code: KeyError('user')
+    parts = [{"type": "text", "text": "What does this sign say?"},
+             {"type": "image_url", "image_url": {"url": "data:image/png;base64,QUJD"}}]
+    assert ask(parts, "lena") == "Answered."
+    ingests = [r for r in seen.received if r["op"] == "ingest"]
+    assert [(r["text"], r["user_id"], r.get("session_id")) for r in ingests] == [
+        ("Where is the cloakroom?", "kiosk-3", "front-desk"),
+        ("What does this sign say?", "lena", "front-desk")]
+
+    with app.turn(user_id="lena", text="Book the meeting room.") as turn:
+        turn.answer("")  # the model answered with tool calls only
+    update = seen.received[-1]
+    assert update["op"] == "update" and "sha256" not in update["response"]
+
+    def broken(text: str) -> str:
+        raise RuntimeError(f"cannot redact {text}")
+
+    careful = Semtrace(sock, tenant="acme", redact=broken)
+
+    @careful.traced(text="prompt", user_id="user")
+    async def ask_async(prompt: str, user: str) -> str:
+        return "Still answered."
+
+    before = seen.lines
+    with careful.turn(user_id="lena", text=f"Call {CANARY}") as turn:
+        ran = True
+    assert ran and turn.reply is None  # the old code raised before the block ran
+    assert asyncio.run(ask_async(f"Mail {CANARY}", "lena")) == "Still answered."
+    assert seen.lines == before  # nothing unredacted left the process
