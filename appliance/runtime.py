@@ -51,13 +51,21 @@ def prepare_dir(data_dir: Path) -> None:
     (data_dir / "cache").mkdir(mode=0o700, exist_ok=True)
 
 
-def init_data_dir(data_dir: Path, cred: Credential, *,
-                  compliance: Credential | None = None) -> Keyring:
-    """Initialise a new data dir: keyring file, migrated empty store, first audit entry."""
+def check_new_data_dir(data_dir: Path) -> None:
+    """Refuse, in one sentence, a data dir that `init` may not create or fill."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise SemtraceError(f"{data_dir} is a file, not a directory; choose an empty or new "
+                            "directory.")
     if is_initialised(data_dir):
         raise SemtraceError(f"{data_dir} is already initialised.")
     if data_dir.exists() and any(p.name != "cache" for p in data_dir.iterdir()):
         raise SemtraceError(f"{data_dir} is not empty; choose an empty or new directory.")
+
+
+def init_data_dir(data_dir: Path, cred: Credential, *,
+                  compliance: Credential | None = None) -> Keyring:
+    """Initialise a new data dir: keyring file, migrated empty store, first audit entry."""
+    check_new_data_dir(data_dir)
     from appliance.audit import AuditLog
     from appliance.keys import create_reveal_key
 

@@ -7,17 +7,21 @@ stderr and a non-zero exit code, never a traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from appliance.errors import SemtraceError
+from appliance.errors import InputError, SemtraceError
 from appliance.keys import Credential, find_credential, read_key_file, write_key_file
 from appliance.records import jsonable
 from appliance.runtime import DATA_DIR_ENV, Runtime, default_data_dir, open_runtime
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 def emit_json(obj: Any) -> None:
@@ -45,7 +49,29 @@ def role_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def credential(passphrase_file: Path | None, key_file: Path | None) -> Credential:
+    if passphrase_file is not None and key_file is not None:
+        raise InputError("Give --passphrase-file or --key-file, not both.")
     return find_credential(passphrase_file=passphrase_file, key_file=key_file)
+
+
+def output_path(path: Path, option: str = "--out") -> Path:
+    """Refuse an output file whose folder is missing, before any work is done."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise InputError(f"The folder of {option} {path} does not exist.")
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"The folder of {option} {path} is not writable.")
+    return path
+
+
+def progress_bar() -> Progress:
+    """A progress bar on stderr (never on stdout, which may carry --json), shown only when
+    stderr is a terminal."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    return Progress(console=Console(stderr=True), transient=True,
+                    disable=not sys.stderr.isatty())
 
 
 def open_dir(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None, *,
@@ -72,8 +98,6 @@ def query_socket_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _credential_given(passphrase_file: Path | None, key_file: Path | None) -> bool:
-    import os
-
     from appliance.keys import KEY_FILE_ENV, PASSPHRASE_ENV, SYSTEMD_CREDENTIAL
 
     cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
@@ -130,22 +154,30 @@ def init(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | N
          new_key_file: Path | None, compliance_passphrase_file: Path | None,
          as_json: bool) -> None:
     """Create an encrypted store in a new or empty data dir."""
-    from appliance.runtime import init_data_dir
+    from appliance.runtime import check_new_data_dir, init_data_dir, is_initialised
 
     directory = data_dir or default_data_dir()
-    if new_key_file is not None:
-        if new_key_file.exists():
-            raise SemtraceError(f"{new_key_file} already exists; it was not overwritten.")
-        write_key_file(new_key_file)
-        cred = read_key_file(new_key_file)
-    else:
-        cred = credential(passphrase_file, key_file)
+    check_new_data_dir(directory)  # before a new key file is written
     compliance = None
     if compliance_passphrase_file is not None:
         from appliance.keys import read_passphrase_file
 
         compliance = read_passphrase_file(compliance_passphrase_file)
-    init_data_dir(directory, cred, compliance=compliance)
+    if new_key_file is None:
+        init_data_dir(directory, credential(passphrase_file, key_file), compliance=compliance)
+    else:
+        if passphrase_file is not None or key_file is not None:
+            raise InputError("Give --new-key-file alone, without --passphrase-file or "
+                             "--key-file.")
+        if new_key_file.exists():
+            raise SemtraceError(f"{new_key_file} already exists; it was not overwritten.")
+        write_key_file(new_key_file)
+        try:
+            init_data_dir(directory, read_key_file(new_key_file), compliance=compliance)
+        except BaseException:
+            if not is_initialised(directory):  # the key opens nothing: leave no stray key
+                new_key_file.unlink(missing_ok=True)
+            raise
     if as_json:
         emit_json({"data_dir": str(directory), "initialised": True})
     else:
@@ -192,3 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as exc:  # a file the command had to read or write; never a traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(f"semtrace: {exc.strerror or type(exc).__name__}{where}.", err=True)
+        sys.exit(1)
