@@ -49,6 +49,11 @@ def read_prompts(lines: Iterable[str | bytes], *, max_text_chars: int, strict: b
         if not line.strip():
             continue
         try:
+            if isinstance(line, bytes):  # decoded line by line: one bad line is one skip
+                try:
+                    line = line.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InputError("The line is not valid UTF-8.") from None
             yield parse_line(line, max_text_chars=max_text_chars,
                              default_request_id=f"{prefix}{lineno}", default_tenant="default")
         except InputError as exc:

@@ -6,8 +6,14 @@ a bad line must never be echoed back.
 
 from __future__ import annotations
 
+import json
+import os
+import pty
+import subprocess
+import sys
 from pathlib import Path
 
+from conftest import write_stream
 from test_spine import run_cli
 
 CANARY = "canary-7f3a@example.com"
@@ -59,3 +65,96 @@ def test_init_refuses_a_file_and_conflicting_credentials_and_leaves_no_stray_key
                     str(passphrase_file), "--key-file", str(passphrase_file))
     assert twice.returncode == 2 and "not both" in twice.stderr
     one_sentence(twice.stderr)
+
+
+def test_replay_refuses_a_missing_out_folder_and_an_empty_stream_before_creating_anything(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    src = write_stream(tmp_path / "in.jsonl", STREAM)
+    data = tmp_path / "data"
+    cred = ("--data-dir", str(data), "--passphrase-file", str(passphrase_file))
+    missing = run_cli("replay", str(src), "--out", str(tmp_path / "no" / "out.jsonl"), *cred)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    one_sentence(missing.stderr)
+    assert not data.exists()
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n  \n")
+    out = tmp_path / "out.jsonl"
+    result = run_cli("replay", str(empty), "--out", str(out), *cred)
+    assert result.returncode == 2 and "holds no prompts" in result.stderr
+    one_sentence(result.stderr)
+    assert not data.exists() and not out.exists()
+
+
+def test_replay_skips_a_line_that_is_not_utf8_and_strict_stores_nothing(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    lines = [json.dumps({"index": i, **row}).encode() for i, row in enumerate(STREAM)]
+    src.write_bytes(b"\n".join([*lines[:2], BAD_UTF8, *lines[2:]]) + b"\n")
+    out = tmp_path / "out.jsonl"
+    result = run_cli("replay", str(src), "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    assert "line 3 skipped: The line is not valid UTF-8." in result.stderr
+    assert CANARY not in result.stderr and "Traceback" not in result.stderr
+    assert json.loads(result.stdout)["ingested"] == len(STREAM)
+    assert len(out.read_text().splitlines()) == len(STREAM)
+
+    # --strict: a bad line late in the stream stops it before anything is stored
+    late = tmp_path / "late.jsonl"
+    late.write_bytes(b"\n".join([*lines, b'{"text": "' + CANARY.encode() + b'"']) + b"\n")
+    data = tmp_path / "data"
+    strict = run_cli("replay", str(late), "--out", str(tmp_path / "s.jsonl"), "--strict",
+                     "--batch", "1", "--data-dir", str(data),
+                     "--passphrase-file", str(passphrase_file))
+    assert strict.returncode == 2 and "Line 5:" in strict.stderr
+    one_sentence(strict.stderr)
+    assert not data.exists() and not (tmp_path / "s.jsonl").exists()
+
+
+def test_replay_progress_is_drawn_on_stderr_and_json_stdout_stays_clean(tmp_path: Path) -> None:
+    src = write_stream(tmp_path / "in.jsonl", STREAM)
+    leader, follower = pty.openpty()  # stderr is a terminal, stdout a pipe (`| jq`)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "appliance", "replay", str(src), "--out",
+             str(tmp_path / "out.jsonl"), "--batch", "1", "--json"],
+            stdout=subprocess.PIPE, stderr=follower, stdin=subprocess.DEVNULL, timeout=600,
+            env={**os.environ, "COLUMNS": "100"})
+        os.close(follower)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(leader)
+    assert proc.returncode == 0
+    assert json.loads(proc.stdout)["ingested"] == len(STREAM)
+    assert b"replay" in drawn and b"%" in drawn  # the bar, on the terminal
+
+
+def test_redact_skips_a_line_that_is_not_utf8_and_refuses_empty_input(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    good = json.dumps({"index": 0, "text": "Call John Smith at 555-123-4567"}).encode()
+    src.write_bytes(b"\n".join([good, BAD_UTF8]) + b"\n")
+    out = tmp_path / "out.jsonl"
+    cache = ("--cache-dir", str(tmp_path / "cache"))
+    result = run_cli("redact", str(src), "--out", str(out), *cache, "--json")
+    assert result.returncode == 0, result.stderr
+    assert "line 2 skipped: not valid UTF-8." in result.stderr
+    assert CANARY not in result.stderr and "Traceback" not in result.stderr
+    assert json.loads(result.stdout)["written"] == 1
+    assert "<PERSON_1>" in json.loads(out.read_text())["redacted"]
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    nothing = run_cli("redact", str(empty), "--out", str(tmp_path / "e.jsonl"), *cache)
+    assert nothing.returncode == 2 and "holds no lines" in nothing.stderr
+    one_sentence(nothing.stderr)
+    missing = run_cli("redact", str(src), "--out", str(tmp_path / "no" / "o.jsonl"), *cache)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    one_sentence(missing.stderr)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from typing import IO, Any
 
 import click
 
-from appliance.errors import InputError, SemtraceError
+from appliance.errors import InputError
 
 
 @dataclass
@@ -32,8 +31,13 @@ class RedactReport:
     skipped: list[tuple[int, str]] = field(default_factory=list)
 
 
-def parse_input_line(line: str) -> tuple[Any, str]:
+def parse_input_line(line: str | bytes) -> tuple[Any, str]:
     """`(index, text)` from one input line; InputError says what is wrong (never the text)."""
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError("not valid UTF-8") from None
     try:
         row = json.loads(line)
     except json.JSONDecodeError:
@@ -65,7 +69,7 @@ def redact_line(redactor: Any, index: Any, text: str) -> dict[str, Any]:
             "redacted": final}
 
 
-def redact_stream(redactor: Any, lines: Iterator[tuple[int, str]], out: IO[str],
+def redact_stream(redactor: Any, lines: Iterator[tuple[int, str | bytes]], out: IO[str],
                   report: RedactReport) -> None:
     """Redact each numbered input line into `out`; bad lines are recorded and skipped."""
     for lineno, line in lines:
@@ -83,7 +87,7 @@ def redact_stream(redactor: Any, lines: Iterator[tuple[int, str]], out: IO[str],
         report.spans += len(row["spans"])
 
 
-def _numbered(fh: IO[str], advance: Any) -> Iterator[tuple[int, str]]:
+def _numbered(fh: IO[bytes], advance: Any) -> Iterator[tuple[int, bytes]]:
     for lineno, line in enumerate(fh, start=1):
         yield lineno, line
         advance()
@@ -107,22 +111,23 @@ def _load_redactor(cache_dir: Path | None) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def redact(source: Path, out_path: Path, cache_dir: Path | None, as_json: bool) -> None:
     """Detect and redact PII in a JSON-lines file of {"index", "text"} objects."""
-    from rich.progress import Progress
+    from appliance.cli import output_path, progress_bar
 
+    output_path(out_path)
     with source.open("rb") as fh:
-        total = sum(1 for _ in fh)
+        lines = [bool(line.strip()) for line in fh]
+    if not any(lines):
+        raise InputError(f"{source} holds no lines to redact (it is empty or blank).")
+    total = len(lines)
     redactor = _load_redactor(cache_dir)
     report = RedactReport()
     tmp_out = out_path.with_name(out_path.name + ".partial")
     try:
-        with source.open("r", encoding="utf-8", errors="strict") as fh, \
-                tmp_out.open("w", encoding="utf-8") as out, \
-                Progress(transient=True, disable=not sys.stderr.isatty()) as prog:
+        with source.open("rb") as fh, tmp_out.open("w", encoding="utf-8") as out, \
+                progress_bar() as prog:
             task = prog.add_task("redact", total=total)
             redact_stream(redactor, _numbered(fh, lambda: prog.advance(task)), out, report)
         tmp_out.replace(out_path)
-    except UnicodeDecodeError:
-        raise SemtraceError(f"{source} is not valid UTF-8.") from None
     finally:
         tmp_out.unlink(missing_ok=True)
     for lineno, msg in report.skipped:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from appliance.cli import credential_options, data_dir_option, emit_json, open_dir
+from appliance.cli import credential_options, data_dir_option, emit_json, open_dir, progress_bar
 
 
 @click.command()
@@ -18,8 +17,6 @@ from appliance.cli import credential_options, data_dir_option, emit_json, open_d
 def reembed(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
             batch: int, as_json: bool) -> None:
     """Re-embed stored prompts whose vectors come from another model (resumable)."""
-    from rich.progress import Progress
-
     from appliance.embed import LlamaEmbedder
     from appliance.service import DataDirLock
 
@@ -30,7 +27,7 @@ def reembed(data_dir: Path | None, passphrase_file: Path | None, key_file: Path 
         lock.acquire()
         embedder = LlamaEmbedder(rt.policies.correlation.embedding)
         total = rt.store.count_stale(embedder.model_id)
-        with Progress(transient=True, disable=not sys.stderr.isatty()) as prog:
+        with progress_bar() as prog:
             task = prog.add_task("re-embedding", total=total)
             while rows := rt.store.stale_texts(embedder.model_id, batch):
                 vectors, _ = embedder.embed([t for _, t in rows])

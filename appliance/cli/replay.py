@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +14,15 @@ from typing import IO
 
 import click
 
-from appliance.cli import credential, credential_options, data_dir_option, emit_json
-from appliance.errors import SemtraceError
+from appliance.cli import (
+    credential,
+    credential_options,
+    data_dir_option,
+    emit_json,
+    output_path,
+    progress_bar,
+)
+from appliance.errors import InputError
 from appliance.keys import Keyring
 from appliance.runtime import (
     Runtime,
@@ -65,29 +71,39 @@ def _replay_runtime(data_dir: Path | None, passphrase_file: Path | None,
         lock.release()
 
 
-def _count_lines(path: Path) -> int:
+def _count_lines(path: Path) -> tuple[int, int]:
+    """(lines, lines that are not blank) of a file."""
+    total = filled = 0
     with path.open("rb") as fh:
-        return sum(1 for _ in fh)
+        for line in fh:
+            total += 1
+            filled += 1 if line.strip() else 0
+    return total, filled
+
+
+def check_stream(source: Path, *, max_text_chars: int) -> None:
+    """Refuse, before anything is stored, a stream with a bad line (`--strict`)."""
+    from appliance.replay import ReplayReport, read_prompts
+
+    with source.open("rb") as fh:
+        for _ in read_prompts(fh, max_text_chars=max_text_chars, strict=True,
+                              report=ReplayReport()):
+            pass
 
 
 def run_replay(rt: Runtime, source: Path, out: IO[str], *, strict: bool, batch: int) -> object:
-    from rich.progress import Progress
-
     from appliance.replay import ReplayReport, read_prompts, replay, source_tag
 
     report = ReplayReport()
+    max_chars = rt.policies.correlation.max_text_chars
     pipe = make_pipeline(rt)
-    total = _count_lines(source)
-    with source.open("r", encoding="utf-8", errors="strict") as fh, Progress(
-            transient=True, disable=not sys.stderr.isatty()) as prog:
+    total, _ = _count_lines(source)
+    with source.open("rb") as fh, progress_bar() as prog:
         task = prog.add_task("replay", total=total)
-        try:
-            prompts = read_prompts(fh, max_text_chars=rt.policies.correlation.max_text_chars,
-                                   strict=strict, report=report, tag=source_tag(source))
-            replay(pipe, prompts, out, batch=batch, report=report,
-                   progress=lambda n: prog.advance(task, n))
-        except UnicodeDecodeError:
-            raise SemtraceError(f"{source} is not valid UTF-8.") from None
+        prompts = read_prompts(fh, max_text_chars=max_chars, strict=strict, report=report,
+                               tag=source_tag(source))
+        replay(pipe, prompts, out, batch=batch, report=report,
+               progress=lambda n: prog.advance(task, n))
     return report
 
 
@@ -104,6 +120,13 @@ def run_replay(rt: Runtime, source: Path, out: IO[str], *, strict: bool, batch: 
 def replay(source: Path, out_path: Path, data_dir: Path | None, passphrase_file: Path | None,
            key_file: Path | None, strict: bool, batch: int, as_json: bool) -> None:
     """Run the whole pipeline over a JSON-lines stream of prompts."""
+    output_path(out_path)
+    if _count_lines(source)[1] == 0:
+        raise InputError(f"{source} holds no prompts (it is empty or blank).")
+    if strict:  # every line checked before the data dir is created or anything stored
+        from appliance.config import load_policies
+
+        check_stream(source, max_text_chars=load_policies().correlation.max_text_chars)
     with _replay_runtime(data_dir, passphrase_file, key_file) as rt:
         tmp_out = out_path.with_name(out_path.name + ".partial")
         try:
