@@ -158,3 +158,19 @@ def test_redact_skips_a_line_that_is_not_utf8_and_refuses_empty_input(tmp_path: 
     missing = run_cli("redact", str(src), "--out", str(tmp_path / "no" / "o.jsonl"), *cache)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     one_sentence(missing.stderr)
+
+
+def test_eval_names_the_gold_line_with_a_bad_field_or_a_repeated_index(tmp_path: Path) -> None:
+    rows = [{**row, "gold_thread_id": row["user_id"], "gold_parent_index": None}
+            for row in STREAM]
+    bad_ts = write_stream(tmp_path / "bad_ts.jsonl", [*rows[:2], {**rows[2], "ts": CANARY}])
+    result = run_cli("eval", "threads", str(bad_ts))
+    assert result.returncode == 2
+    assert "line 3: 'ts' is not a valid ISO-8601 timestamp." in result.stderr
+    one_sentence(result.stderr)
+
+    repeated = tmp_path / "repeated.jsonl"
+    repeated.write_text("".join(json.dumps({"index": 0, **r}) + "\n" for r in rows[:2]))
+    twice = run_cli("eval", "threads", str(repeated))
+    assert twice.returncode == 2 and "line 2: index 0 is used by an earlier row" in twice.stderr
+    one_sentence(twice.stderr)

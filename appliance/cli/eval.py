@@ -17,7 +17,7 @@ import click
 import numpy as np
 
 from appliance.cli import emit_json
-from appliance.errors import SemtraceError
+from appliance.errors import InputError, SemtraceError
 
 GOLD_KEYS = ("index", "user_id", "ts", "text", "gold_thread_id", "gold_parent_index")
 HEADLINE = ("pair_P", "pair_R", "pair_F1", "ARI_mean_per_user", "parent_acc",
@@ -29,7 +29,8 @@ SYSTEMS = ("linker", "gap_30min", "cosine_0.75_24h")
 
 def load_gold(path: Path) -> list[dict[str, Any]]:
     """Gold rows; SemtraceError naming the line when one is not a gold row."""
-    rows = []
+    rows: list[dict[str, Any]] = []
+    seen: set[int] = set()
     try:
         with path.open(encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, start=1):
@@ -38,17 +39,49 @@ def load_gold(path: Path) -> list[dict[str, Any]]:
                 try:
                     row = json.loads(line)
                 except ValueError:
-                    raise SemtraceError(f"{path} line {lineno} is not valid JSON.") from None
+                    raise InputError(f"{path} line {lineno} is not valid JSON.") from None
                 missing = [k for k in GOLD_KEYS if not isinstance(row, dict) or k not in row]
                 if missing:
-                    raise SemtraceError(f"{path} line {lineno} is not a gold row "
-                                        f"(missing {', '.join(missing)}).")
+                    raise InputError(f"{path} line {lineno} is not a gold row "
+                                     f"(missing {', '.join(missing)}).")
+                problem = _gold_problem(row, seen)
+                if problem:
+                    raise InputError(f"{path} line {lineno}: {problem}")
+                seen.add(row["index"])
                 rows.append(row)
     except UnicodeDecodeError:
-        raise SemtraceError(f"{path} is not valid UTF-8.") from None
+        raise InputError(f"{path} is not valid UTF-8.") from None
     if not rows:
-        raise SemtraceError(f"{path} holds no gold rows.")
+        raise InputError(f"{path} holds no gold rows.")
+    for row in rows:
+        parent = row["gold_parent_index"]
+        if parent is not None and parent not in seen:
+            raise InputError(f"{path}: the gold row with index {row['index']} names a parent "
+                             f"index ({parent}) that no row has.")
     return rows
+
+
+def _gold_problem(row: dict[str, Any], seen: set[int]) -> str | None:
+    """What is wrong with one gold row's fields (never their values, which may be PII)."""
+    from appliance.ingest import parse_ts
+
+    index, parent = row["index"], row["gold_parent_index"]
+    if isinstance(index, bool) or not isinstance(index, int):
+        return "'index' must be an integer."
+    if index in seen:
+        return f"index {index} is used by an earlier row."
+    if not isinstance(row["user_id"], str) or not isinstance(row["text"], str):
+        return "'user_id' and 'text' must be strings."
+    if not isinstance(row["gold_thread_id"], str | int) or isinstance(row["gold_thread_id"],
+                                                                      bool):
+        return "'gold_thread_id' must be a string."
+    if parent is not None and (isinstance(parent, bool) or not isinstance(parent, int)):
+        return "'gold_parent_index' must be an integer or null."
+    try:
+        parse_ts(row["ts"])
+    except SemtraceError as exc:
+        return str(exc)
+    return None
 
 
 def replay_and_score(gold_path: Path, gold: list[dict[str, Any]], *,
