@@ -12,8 +12,9 @@ import pty
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-from conftest import write_stream
+from conftest import serving, write_stream
 from test_spine import run_cli
 
 CANARY = "canary-7f3a@example.com"
@@ -174,3 +175,23 @@ def test_eval_names_the_gold_line_with_a_bad_field_or_a_repeated_index(tmp_path:
     twice = run_cli("eval", "threads", str(repeated))
     assert twice.returncode == 2 and "line 2: index 0 is used by an earlier row" in twice.stderr
     one_sentence(twice.stderr)
+
+
+def test_send_counts_lines_it_could_not_send_as_a_failure(pipeline: Any,
+                                                          tmp_path: Path) -> None:
+    from appliance.cli.service import _requests
+
+    skipped: list[int] = []
+    good = b'{"tenant": "acme", "user_id": "u", "text": "hi"}'
+    sent = list(_requests([good, BAD_UTF8, b"{not json " + CANARY.encode()], skipped=skipped))
+    assert [r["text"] for r in sent] == ["hi"] and skipped == [2, 3]
+    with serving(pipeline, {}, tmp_path):
+        sock = str(tmp_path / "s.sock")
+        mixed = run_cli("send", "--socket", sock, stdin=good.decode() + "\n{not json "
+                        + CANARY + "\n")
+        assert mixed.returncode == 1 and "1 line(s) were not sent" in mixed.stderr
+        assert CANARY not in mixed.stderr and "Traceback" not in mixed.stderr
+        assert [json.loads(x)["ok"] for x in mixed.stdout.splitlines()] == [True]
+        empty = run_cli("send", "--socket", sock, stdin="\n")
+        assert empty.returncode == 2 and "held no requests" in empty.stderr
+        one_sentence(empty.stderr)

@@ -18,6 +18,7 @@ from appliance.cli import (
     data_dir_option,
     emit_json,
 )
+from appliance.errors import InputError
 from appliance.runtime import default_data_dir, settle_heap
 
 SOCKET_NAME = "semtrace.sock"
@@ -234,9 +235,11 @@ def _audit_stop(audit: Any) -> None:
             extra={"event": "audit_stop_failed", "code": code})
 
 
-def _requests(lines: Any, run: str | None = None) -> Any:
+def _requests(lines: Any, run: str | None = None, skipped: list[int] | None = None) -> Any:
     """Request objects of stdin's lines; a line without `request_id` gets `send-<run>-N`,
-    unique to this invocation, so a second file's line N is not taken for a duplicate."""
+    unique to this invocation, so a second file's line N is not taken for a duplicate.
+    Lines that are not a JSON object (or not UTF-8) are named by number only and their
+    numbers added to `skipped`."""
     import secrets
 
     run = run or secrets.token_hex(4)
@@ -244,11 +247,16 @@ def _requests(lines: Any, run: str | None = None) -> Any:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line.decode("utf-8") if isinstance(line, bytes) else line)
+            why = "it is not a JSON object"
+        except UnicodeDecodeError:
+            obj, why = None, "it is not valid UTF-8"
         except ValueError:
-            obj = None
+            obj, why = None, "it is not a JSON object"
         if not isinstance(obj, dict):
-            click.echo(f"semtrace: line {lineno} skipped: it is not a JSON object.", err=True)
+            click.echo(f"semtrace: line {lineno} skipped: {why}.", err=True)
+            if skipped is not None:
+                skipped.append(lineno)
             continue
         obj.setdefault("v", 1)
         obj.setdefault("op", "ingest")
@@ -268,13 +276,21 @@ def send(data_dir: Path | None, socket_path: Path | None, window: int, as_json: 
     from appliance.client import Client
 
     path = socket_path or (data_dir or default_data_dir()) / SOCKET_NAME
-    failed = 0
+    failed = sent = 0
+    skipped: list[int] = []
     with Client(path) as client:
-        for reply in client.stream(_requests(sys.stdin), window=window):
+        for reply in client.stream(_requests(sys.stdin.buffer, skipped=skipped),
+                                   window=window):
+            sent += 1
             failed += 0 if reply.get("ok") else 1
             click.echo(json.dumps(reply))
+    if not sent and not skipped:
+        raise InputError("stdin held no requests (it is empty or blank).")
     if failed:
         click.echo(f"semtrace: {failed} request(s) were refused.", err=True)
+    if skipped:
+        click.echo(f"semtrace: {len(skipped)} line(s) were not sent.", err=True)
+    if failed or skipped:
         sys.exit(1)
 
 
