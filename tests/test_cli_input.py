@@ -195,3 +195,16 @@ def test_send_counts_lines_it_could_not_send_as_a_failure(pipeline: Any,
         empty = run_cli("send", "--socket", sock, stdin="\n")
         assert empty.returncode == 2 and "held no requests" in empty.stderr
         one_sentence(empty.stderr)
+
+
+def test_threads_json_carries_the_currency_of_the_costs(tmp_path: Path,
+                                                       passphrase_file: Path) -> None:
+    src = write_stream(tmp_path / "in.jsonl", STREAM[:2])
+    cred = ("--data-dir", str(tmp_path / "data"), "--passphrase-file", str(passphrase_file))
+    assert run_cli("replay", str(src), "--out", str(tmp_path / "o.jsonl"), *cred).returncode == 0
+    listed = run_cli("threads", "list", "--json", *cred)
+    assert listed.returncode == 0, listed.stderr
+    [thread] = json.loads(listed.stdout)
+    assert thread["currency"] == "USD"
+    shown = json.loads(run_cli("threads", "show", thread["thread_id"], "--json", *cred).stdout)
+    assert shown["currency"] == "USD" and len(shown["records"]) == 2

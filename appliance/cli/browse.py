@@ -21,7 +21,7 @@ from appliance.cli import (
     role_option,
 )
 from appliance.errors import SemtraceError
-from appliance.records import Thread
+from appliance.records import Thread, jsonable
 
 
 @click.group()
@@ -64,8 +64,8 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
             currency = rt.policies.pricing.currency
         finally:
             rt.close()
-    if as_json:
-        emit_json(rows)
+    if as_json:  # each thread with the currency of its cost, as the text's header says
+        emit_json([{**jsonable(t), "currency": currency} for t in rows])
         return
     cost = f"cost {currency}"
     click.echo(f"{'thread':<20} {'tenant':<10} {'user':<24} {'started':<20} {'turns':>5} "
@@ -111,7 +111,7 @@ def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | 
     if thread is None:
         raise SemtraceError(f"No thread {thread_id!r} in this store.")
     if as_json:
-        emit_json(thread)
+        emit_json({**jsonable(thread), "currency": currency})
         return
     click.echo(f"Thread {thread.thread_id} ({thread.tenant}, {thread.user}, {thread.turns} turns, "
                f"cost {money(thread.cost)} {currency}): "
