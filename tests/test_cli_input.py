@@ -208,3 +208,12 @@ def test_threads_json_carries_the_currency_of_the_costs(tmp_path: Path,
     assert thread["currency"] == "USD"
     shown = json.loads(run_cli("threads", "show", thread["thread_id"], "--json", *cred).stdout)
     assert shown["currency"] == "USD" and len(shown["records"]) == 2
+
+
+def test_tui_refuses_to_draw_into_a_pipe(tmp_path: Path, passphrase_file: Path) -> None:
+    cred = ("--data-dir", str(tmp_path / "data"), "--passphrase-file", str(passphrase_file))
+    assert run_cli("init", *cred).returncode == 0
+    proc = subprocess.run([sys.executable, "-m", "appliance", "tui", *cred],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert proc.returncode != 0 and "needs a terminal" in proc.stderr
+    one_sentence(proc.stderr)

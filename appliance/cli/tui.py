@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -14,6 +15,7 @@ from appliance.cli import (
     query_socket_option,
     role_option,
 )
+from appliance.errors import SemtraceError
 
 
 @click.command()
@@ -35,15 +37,26 @@ def tui(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | No
     if sock is not None:
         from appliance.tui.app import make_remote_app
 
-        make_remote_app(sock, role=role, tenant=tenant, refresh_seconds=refresh).run()
+        app = make_remote_app(sock, role=role, tenant=tenant, refresh_seconds=refresh)
+        _need_terminal()
+        app.run()
         return
     rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
     try:
         from appliance.tui.app import make_app
 
-        make_app(rt, role=role, tenant=tenant, refresh_seconds=refresh).run()
+        app = make_app(rt, role=role, tenant=tenant, refresh_seconds=refresh)
+        _need_terminal()
+        app.run()
     finally:
         rt.close()
+
+
+def _need_terminal() -> None:
+    """Refuse to draw the UI into a file or pipe (it would hang there, writing escapes)."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise SemtraceError("semtrace tui needs a terminal; to script, use `semtrace threads "
+                            "list --json`, `search --json` or `stats ... --json`.")
 
 
 COMMANDS = [tui]
