@@ -217,3 +217,13 @@ def test_tui_refuses_to_draw_into_a_pipe(tmp_path: Path, passphrase_file: Path) 
                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
     assert proc.returncode != 0 and "needs a terminal" in proc.stderr
     one_sentence(proc.stderr)
+
+
+def test_replay_and_redact_refuse_to_write_over_their_input(tmp_path: Path) -> None:
+    src = write_stream(tmp_path / "in.jsonl", STREAM)
+    before = src.read_bytes()
+    for cmd in (("replay", str(src)), ("redact", str(src), "--cache-dir", str(tmp_path / "c"))):
+        result = run_cli(*cmd, "--out", str(src))
+        assert result.returncode == 2 and "is the input file" in result.stderr
+        one_sentence(result.stderr)
+        assert src.read_bytes() == before  # the stream the user replayed is still there

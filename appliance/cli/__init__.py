@@ -54,8 +54,12 @@ def credential(passphrase_file: Path | None, key_file: Path | None) -> Credentia
     return find_credential(passphrase_file=passphrase_file, key_file=key_file)
 
 
-def output_path(path: Path, option: str = "--out") -> Path:
-    """Refuse an output file whose folder is missing, before any work is done."""
+def output_path(path: Path, option: str = "--out", *, source: Path | None = None) -> Path:
+    """Refuse an output file whose folder is missing, or that is the input itself, before
+    any work is done."""
+    if source is not None and path.exists() and path.samefile(source):
+        raise InputError(f"{option} {path} is the input file; writing it would replace the "
+                         "input. Choose another file.")
     folder = path.parent
     if not folder.is_dir():
         raise InputError(f"The folder of {option} {path} does not exist.")

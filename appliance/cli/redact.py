@@ -113,7 +113,7 @@ def redact(source: Path, out_path: Path, cache_dir: Path | None, as_json: bool) 
     """Detect and redact PII in a JSON-lines file of {"index", "text"} objects."""
     from appliance.cli import output_path, progress_bar
 
-    output_path(out_path)
+    output_path(out_path, source=source)
     with source.open("rb") as fh:
         lines = [bool(line.strip()) for line in fh]
     if not any(lines):

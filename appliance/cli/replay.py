@@ -120,7 +120,7 @@ def run_replay(rt: Runtime, source: Path, out: IO[str], *, strict: bool, batch: 
 def replay(source: Path, out_path: Path, data_dir: Path | None, passphrase_file: Path | None,
            key_file: Path | None, strict: bool, batch: int, as_json: bool) -> None:
     """Run the whole pipeline over a JSON-lines stream of prompts."""
-    output_path(out_path)
+    output_path(out_path, source=source)
     if _count_lines(source)[1] == 0:
         raise InputError(f"{source} holds no prompts (it is empty or blank).")
     if strict:  # every line checked before the data dir is created or anything stored
