@@ -17,7 +17,7 @@ from typing import Any
 from appliance import analytics
 from appliance.config import Policies
 from appliance.embed import Embedder
-from appliance.errors import AccessDenied, SemtraceError
+from appliance.errors import AccessDenied, InputError, SemtraceError
 from appliance.keys import Keyring
 from appliance.privacy import Figure, PrivacyGate
 from appliance.query import build_search_index, search
@@ -58,7 +58,7 @@ def user_pseudonym(keyring: Keyring, tenant: str | None, user: str | None) -> st
     if user is None:
         return None
     if tenant is None:
-        raise SemtraceError("--user needs --tenant (user ids are pseudonymised per tenant).")
+        raise InputError("--user needs --tenant (user ids are pseudonymised per tenant).")
     return keyring.pseudonym(tenant, user)
 
 
@@ -73,7 +73,7 @@ def run_search(store: Store, keyring: Keyring, policies: Policies, role: str,
             building one for this query (`semtrace search` run directly builds one).
     """
     if not text.strip():
-        raise SemtraceError("The search text is empty.")
+        raise InputError("The search text is empty.")
     pseudo = user_pseudonym(keyring, tenant, user)
     tenants = search_tenants(store, policies, role, tenant, user)
     if kept is not None and kept.model_id == embedder.model_id:

@@ -227,3 +227,20 @@ def test_replay_and_redact_refuse_to_write_over_their_input(tmp_path: Path) -> N
         assert result.returncode == 2 and "is the input file" in result.stderr
         one_sentence(result.stderr)
         assert src.read_bytes() == before  # the stream the user replayed is still there
+
+
+def test_bad_input_to_the_read_commands_exits_2_as_documented(tmp_path: Path,
+                                                             passphrase_file: Path) -> None:
+    cred = ("--data-dir", str(tmp_path / "data"), "--passphrase-file", str(passphrase_file))
+    assert run_cli("init", *cred).returncode == 0
+    for args, says in [
+            (("threads", "show", "th_nope"), "No thread 'th_nope'"),
+            (("threads", "list", "--user", "alice"), "--user needs --tenant"),
+            (("search", "  "), "The search text is empty."),
+            (("search", "weather", "--since", "last week"), "--since must be"),
+            (("stats", "topics", "--tenant", "acme", "--from", "garbage"), "--from must be"),
+            (("stats", "topics", "--tenant", "acme", "--from", "2026-03-02",
+              "--to", "2026-03-01"), "earlier than --to")]:
+        result = run_cli(*args, *cred)
+        assert result.returncode == 2 and says in result.stderr, (args, result.stderr)
+        one_sentence(result.stderr)

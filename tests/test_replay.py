@@ -103,7 +103,7 @@ def test_persistent_replay_then_threads_and_search(tmp_path: Path, passphrase_fi
     assert [r["record_id"] for r in shown["records"]] == sorted(
         r["record_id"] for r in shown["records"])
     missing = run_cli("threads", "show", "th_nope", *common)
-    assert missing.returncode == 1 and "No thread 'th_nope'" in missing.stderr
+    assert missing.returncode == 2 and "No thread 'th_nope'" in missing.stderr
 
 
 def test_demo_prints_threads() -> None:

@@ -136,7 +136,10 @@ def ask(path: Path, request: dict[str, Any]) -> dict[str, Any]:
         err = reply.get("error") or {}
         if err.get("code") == "forbidden":
             raise AccessDenied(str(err.get("message")))
-        raise SemtraceError(str(err.get("message") or "The service refused the query."))
+        message = str(err.get("message") or "The service refused the query.")
+        if err.get("code") in ("bad_request", "not_found"):
+            raise InputError(message)
+        raise SemtraceError(message)
     return reply
 
 

@@ -20,7 +20,7 @@ from appliance.cli import (
     query_socket_option,
     role_option,
 )
-from appliance.errors import SemtraceError
+from appliance.errors import InputError, SemtraceError
 from appliance.records import Thread, jsonable
 
 
@@ -109,7 +109,7 @@ def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | 
         finally:
             rt.close()
     if thread is None:
-        raise SemtraceError(f"No thread {thread_id!r} in this store.")
+        raise InputError(f"No thread {thread_id!r} in this store.")
     if as_json:
         emit_json({**jsonable(thread), "currency": currency})
         return
@@ -147,11 +147,11 @@ def search(text: str, data_dir: Path | None, passphrase_file: Path | None,
     from appliance.roles import require
 
     if not text.strip():
-        raise SemtraceError("The search text is empty.")
+        raise InputError("The search text is empty.")
     try:
         start = parse_ts(since) if since is not None else None
     except SemtraceError:
-        raise SemtraceError("--since must be an ISO-8601 date or time, e.g. 2024-03-04.") from None
+        raise InputError("--since must be an ISO-8601 date or time, e.g. 2024-03-04.") from None
     socket_path = query_socket(socket_path, data_dir, passphrase_file, key_file)
     if socket_path is not None:
         reply = ask(socket_path, {"op": "search", "role": role, "text": text, "tenant": tenant,

@@ -32,7 +32,7 @@ from appliance.cli import (
     query_socket_option,
     role_option,
 )
-from appliance.errors import SemtraceError
+from appliance.errors import InputError, SemtraceError
 from appliance.ingest import parse_ts
 from appliance.privacy import Figure
 from appliance.reads import StatsQuery, report_from_json, run_stats, stats_json, stats_permission
@@ -48,7 +48,7 @@ def _when(value: str | None, default: datetime, name: str) -> datetime:
     try:
         return parse_ts(value)
     except SemtraceError:
-        raise SemtraceError(f"--{name} must be an ISO-8601 date or time, "
+        raise InputError(f"--{name} must be an ISO-8601 date or time, "
                             "e.g. 2024-03-04 or 2024-03-04T09:00:00Z.") from None
 
 
@@ -56,7 +56,7 @@ def _window(since: str | None, until: str | None) -> tuple[datetime, datetime]:
     end = _when(until, analytics.default_window(datetime.now(UTC))[1], "to")
     start = _when(since, end - timedelta(days=DEFAULT_DAYS), "from")
     if start >= end:
-        raise SemtraceError("--from must be earlier than --to.")
+        raise InputError("--from must be earlier than --to.")
     return start, end
 
 
@@ -253,7 +253,7 @@ def stats_incident(start: datetime, end: datetime, baseline_from: str | None,
     b_end = _when(baseline_to, start, "baseline-to")
     b_start = _when(baseline_from, b_end - (end - start), "baseline-from")
     if b_start >= b_end:
-        raise SemtraceError("--baseline-from must be earlier than --baseline-to.")
+        raise InputError("--baseline-from must be earlier than --baseline-to.")
     return {"baseline": (b_start, b_end)}
 
 
