@@ -244,3 +244,14 @@ def test_bad_input_to_the_read_commands_exits_2_as_documented(tmp_path: Path,
         result = run_cli(*args, *cred)
         assert result.returncode == 2 and says in result.stderr, (args, result.stderr)
         one_sentence(result.stderr)
+
+
+def test_a_bad_option_is_one_sentence_naming_the_help_to_read() -> None:
+    for args, says in [(("threads", "list", "--limit", "-1"), "'--limit': -1 is not in the range"),
+                       (("search", "x", "-k", "0"), "0 is not in the range"),
+                       (("stats", "topics"), "Missing option '--tenant'"),
+                       (("replay", "missing.jsonl", "--out", "o.jsonl"), "does not exist")]:
+        result = run_cli(*args)
+        assert result.returncode == 2 and says in result.stderr, result.stderr
+        assert "--help`" in result.stderr
+        one_sentence(result.stderr)

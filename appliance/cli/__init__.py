@@ -220,6 +220,14 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("semtrace: interrupted.", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as exc:  # a group alone: its help
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:  # one sentence, like every other refusal
+        where = exc.ctx.command_path if exc.ctx is not None else "semtrace"
+        message = exc.format_message().rstrip(".")
+        click.echo(f"semtrace: {message} (see `{where} --help`).", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
