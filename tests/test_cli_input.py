@@ -97,7 +97,10 @@ def test_replay_skips_a_line_that_is_not_utf8_and_strict_stores_nothing(
     assert result.returncode == 0, result.stderr
     assert "line 3 skipped: The line is not valid UTF-8." in result.stderr
     assert CANARY not in result.stderr and "Traceback" not in result.stderr
-    assert json.loads(result.stdout)["ingested"] == len(STREAM)
+    summary = json.loads(result.stdout)
+    assert summary["ingested"] == len(STREAM)
+    # the JSON names the skipped lines too, as the text on stderr does
+    assert summary["skipped_lines"] == [{"line": 3, "error": "The line is not valid UTF-8."}]
     assert len(out.read_text().splitlines()) == len(STREAM)
 
     # --strict: a bad line late in the stream stops it before anything is stored
@@ -148,7 +151,9 @@ def test_redact_skips_a_line_that_is_not_utf8_and_refuses_empty_input(tmp_path: 
     assert result.returncode == 0, result.stderr
     assert "line 2 skipped: not valid UTF-8." in result.stderr
     assert CANARY not in result.stderr and "Traceback" not in result.stderr
-    assert json.loads(result.stdout)["written"] == 1
+    summary = json.loads(result.stdout)
+    assert summary["written"] == 1
+    assert summary["skipped_lines"] == [{"line": 2, "error": "not valid UTF-8."}]
     assert "<PERSON_1>" in json.loads(out.read_text())["redacted"]
 
     empty = tmp_path / "empty.jsonl"

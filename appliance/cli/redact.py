@@ -133,7 +133,8 @@ def redact(source: Path, out_path: Path, cache_dir: Path | None, as_json: bool) 
     for lineno, msg in report.skipped:
         click.echo(f"semtrace: line {lineno} skipped: {msg}.", err=True)
     summary = {"lines": report.lines, "written": report.written, "spans": report.spans,
-               "skipped": len(report.skipped), "out": str(out_path)}
+               "skipped": len(report.skipped), "out": str(out_path),
+               "skipped_lines": [{"line": n, "error": f"{msg}."} for n, msg in report.skipped]}
     if as_json:
         from appliance.cli import emit_json
 

@@ -139,7 +139,9 @@ def replay(source: Path, out_path: Path, data_dir: Path | None, passphrase_file:
         click.echo(f"semtrace: line {lineno} skipped: {msg}", err=True)
     summary = {"lines": report.lines, "ingested": report.ingested,  # type: ignore[attr-defined]
                "duplicates": report.duplicates,  # type: ignore[attr-defined]
-               "skipped": len(report.skipped), "out": str(out_path)}  # type: ignore[attr-defined]
+               "skipped": len(report.skipped), "out": str(out_path),  # type: ignore[attr-defined]
+               "skipped_lines": [{"line": n, "error": msg}
+                                 for n, msg in report.skipped]}  # type: ignore[attr-defined]
     if as_json:
         emit_json(summary)
     else:
