@@ -166,6 +166,21 @@ def scan_for(root: Path, canaries: list[str]) -> list[tuple[Path, str]]:
     return hits
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A `semtrace serve` subprocess with the shipped policies on a fresh data dir, one per
+    test module (a module that needs other service settings defines its own `server`)."""
+    from test_service import Server
+
+    tmp = tmp_path_factory.mktemp("serve")
+    pw = tmp / "pw"
+    pw.touch(mode=0o600)
+    pw.write_text("serve test passphrase\n")
+    srv = Server(tmp, pw).start()
+    yield srv
+    assert srv.stop() == 0
+
+
 @pytest.fixture
 def cli_runner() -> Iterator[object]:
     from click.testing import CliRunner

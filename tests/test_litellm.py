@@ -33,17 +33,6 @@ from appliance.integrations.litellm import SemtraceLogger, user_text  # noqa: E4
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("litellm")
-    pw = tmp / "pw"
-    pw.touch(mode=0o600)
-    pw.write_text("litellm test passphrase\n")
-    srv = Server(tmp, pw).start()
-    yield srv
-    assert srv.stop() == 0
-
-
 class MetadataSpy(CustomLogger):
     """A logger after ours: sees the metadata our callback added."""
 

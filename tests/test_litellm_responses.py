@@ -36,17 +36,6 @@ from appliance.integrations.litellm import SemtraceLogger  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("responses")
-    pw = tmp / "pw"
-    pw.touch(mode=0o600)
-    pw.write_text("responses test passphrase\n")
-    srv = Server(tmp, pw).start()
-    yield srv
-    assert srv.stop() == 0
-
-
 @pytest.fixture
 def tracer() -> Iterator[Any]:
     provider = TracerProvider()
