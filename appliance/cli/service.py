@@ -86,7 +86,12 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     rt = open_runtime(directory, credential(passphrase_file, key_file), policies=policies)
     lock = DataDirLock(directory)
     try:
-        lock.acquire()
+        lock.acquire()  # a second serve of this data dir stops here, in its own sentence
+        if not check:  # another data dir's service on these sockets: before the models load
+            from appliance.service.sockets import free_socket_path
+
+            free_socket_path(socket_path or directory / SOCKET_NAME)
+            free_socket_path(query_socket or directory / QUERY_SOCKET_NAME)
         if check:
             for warning in warnings:
                 logging.getLogger("semtrace.redact").warning(

@@ -13,6 +13,7 @@ from appliance.service.batching import Batching
 from appliance.service.core import FrontDoor
 from appliance.service.query_socket import QuerySocket
 from appliance.service.reload import reload_plan
+from appliance.service.sockets import free_socket_path
 
 log = logging.getLogger("semtrace.service")
 
@@ -22,11 +23,12 @@ class Service(QuerySocket, Batching):
 
     async def start(self) -> None:
         path = self.socket_path
+        for claimed in (path, self.query_socket_path):  # both, before either is bound
+            if claimed is not None:
+                free_socket_path(claimed)
         if not path.parent.exists():  # only a directory made here is ours to restrict
             path.parent.mkdir(parents=True)
             os.chmod(path.parent, 0o750)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
         limit = self.policies.service.max_frame_bytes
         self._server = await asyncio.start_unix_server(self._on_connect, path=str(path),
                                                        limit=limit)

@@ -4,7 +4,6 @@ reader thread."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from pathlib import Path
@@ -24,8 +23,6 @@ class QuerySocket(Connections):
         if not path.parent.exists():
             path.parent.mkdir(parents=True)
             os.chmod(path.parent, 0o755)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
         self._query_server = await asyncio.start_unix_server(self._on_query_connect,
                                                              path=str(path), limit=limit)
         os.chmod(path, 0o666)  # anyone may ask; each request runs under the peer's role
