@@ -165,7 +165,7 @@ def parse_request(obj: dict[str, Any], *, max_text_chars: int, now: datetime | N
     rid = obj.get("request_id")
     rid = rid if isinstance(rid, str) else None
     v = obj.get("v", VERSION)
-    if v != VERSION:
+    if isinstance(v, bool) or v != VERSION:  # true == 1 in Python, not in JSON
         raise ProtocolError("bad_version", f"Protocol version {VERSION} is the only one served.",
                             rid)
     op = obj.get("op")

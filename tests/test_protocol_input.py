@@ -83,3 +83,8 @@ def test_replay_lines_refuse_nan_and_lone_surrogates_in_one_sentence() -> None:
         with pytest.raises(InputError) as err:
             parse_line(line, max_text_chars=100)
         assert str(err.value).endswith(".")
+
+
+@pytest.mark.parametrize("v", [True, False, "1", 2, None])
+def test_a_version_that_is_not_the_number_1_is_bad_version(v: object) -> None:
+    assert _code(json.dumps({"v": v, "op": "ping"}).encode()) == "bad_version"
