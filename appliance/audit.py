@@ -157,8 +157,21 @@ def verify_chain(db: Any, anchor: Any = None) -> Verification:
     """Recompute the chain and check signatures; name the first bad entry.
 
     With `anchor` (the key store's connection), also check that the chain still
-    reaches the head recorded there: a cut-off tail is named.
+    reaches the head recorded there: a cut-off tail is named. A value of the wrong type
+    and a database page that fails its check are damage found, never an exception.
     """
+    import sqlcipher3
+
+    try:
+        return _verify(db, anchor)
+    except sqlcipher3.DatabaseError as exc:
+        if "locked" in str(exc):  # busy, not damaged: the caller's error to report
+            raise
+        return Verification(False, 0, 0, None, "the audit log cannot be read: the database "
+                            "file is damaged or its audit tables were removed")
+
+
+def _verify(db: Any, anchor: Any) -> Verification:
     keys = dict(db.execute("SELECT key_id, public_key FROM audit_keys"))
     prev, expected_seq, n = GENESIS, 1, 0
     hashes: dict[int, str] = {}
@@ -171,9 +184,10 @@ def verify_chain(db: Any, anchor: Any = None) -> Verification:
             return Verification(False, n, 0, seq, f"entry {seq} does not follow entry {seq - 1}")
         try:
             parsed = json.loads(details)
-        except ValueError:
+            ok = entry_hash(prev, seq, ts, event, actor, parsed) == h
+        except (ValueError, TypeError):  # not JSON, or a value of the wrong type
             return Verification(False, n, 0, seq, f"entry {seq} is damaged")
-        if entry_hash(prev, seq, ts, event, actor, parsed) != h:
+        if not ok:
             return Verification(False, n, 0, seq, f"entry {seq} was altered")
         hashes[seq] = h
         prev, expected_seq = h, seq + 1
@@ -184,16 +198,21 @@ def verify_chain(db: Any, anchor: Any = None) -> Verification:
         if seq not in hashes:
             return Verification(False, n, len(checkpoints), seq,
                                 f"signed entry {seq} is missing (entries were deleted)")
-        if hashes[seq] != h or key_id not in keys or not verify_signature(
-                keys[key_id], f"semtrace-audit|{seq}|{h}".encode(), sig):
+        if hashes[seq] != h or key_id not in keys or not _signed(keys[key_id], seq, h, sig):
             return Verification(False, n, len(checkpoints), seq,
                                 f"the signature over entry {seq} does not verify")
         last = seq
+    if n and last is None:
+        return Verification(False, n, 0, 1, "no entry is signed (the signed checkpoints "
+                            "were deleted)")
     if n and last != max(hashes):
         return Verification(False, n, len(checkpoints), max(hashes),
                             f"entries after {last} are not signed")
     head = anchor.execute("SELECT seq, hash FROM audit_head WHERE id=1").fetchone() \
         if anchor is not None else None
+    if head is not None and not (isinstance(head[0], int) and isinstance(head[1], str)):
+        return Verification(False, n, len(checkpoints), None,
+                            "the chain's head recorded in the key store is damaged")
     if head is not None and head[0] not in hashes:
         return Verification(False, n, len(checkpoints), int(head[0]),
                             f"the log ends at entry {max(hashes, default=0)} but reached "
@@ -202,3 +221,11 @@ def verify_chain(db: Any, anchor: Any = None) -> Verification:
         return Verification(False, n, len(checkpoints), int(head[0]),
                             f"entry {head[0]} is not the one the key store recorded")
     return Verification(True, n, len(checkpoints), last_signed_seq=last)
+
+
+def _signed(public_key: str, seq: int, h: str, sig: Any) -> bool:
+    """Whether `sig` is the checkpoint signature over (seq, hash); a damaged one is not."""
+    try:
+        return bool(verify_signature(public_key, f"semtrace-audit|{seq}|{h}".encode(), sig))
+    except (ValueError, TypeError):
+        return False

@@ -213,6 +213,13 @@ def _register_subcommands() -> None:
 _register_subcommands()
 
 
+def _damaged_store(exc: Exception) -> bool:
+    """SQLCipher's plain DatabaseError (not a subclass): a page fails its integrity check."""
+    import sqlcipher3
+
+    return type(exc) is sqlcipher3.DatabaseError
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one sentence and an exit code."""
     try:
@@ -234,6 +241,12 @@ def main(argv: list[str] | None = None) -> None:
     except SemtraceError as exc:
         click.echo(f"semtrace: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except Exception as exc:
+        if not _damaged_store(exc):
+            raise
+        click.echo("semtrace: The store cannot be read: a database file is damaged (restore "
+                   "it from a backup); nothing was changed.", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         click.echo("semtrace: interrupted.", err=True)
         sys.exit(130)

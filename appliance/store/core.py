@@ -51,7 +51,10 @@ def connect(path: Path, keyring: Keyring, *, readonly: bool = False, purpose: st
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlcipher3.DatabaseError:
         conn.close()
-        raise WrongKey("The database does not open with this key; nothing was changed.") from None
+        # The keyring has already checked the credential: a file that still does not open
+        # is damaged or another data dir's, which "wrong key" alone would hide.
+        raise WrongKey(f"{path.name} does not open with this data dir's key: it is damaged "
+                       "or belongs to another data dir; nothing was changed.") from None
     if not readonly:
         conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {'FULL' if synchronous == 'FULL' else 'NORMAL'}")

@@ -1,0 +1,122 @@
+"""What a compliance officer or an operator notices at the command line: reveals need a
+reason, a damaged or altered audit log is reported (never a traceback), policies out of
+range are refused by name, the compliance passphrase stays apart from the master one,
+and every command that prints data has --json."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import write_stream
+from test_spine import run_cli
+
+CANARY = "canary-7f3a@example.com"
+
+
+def _secret(path: Path, text: str) -> Path:
+    path.touch(mode=0o600)
+    path.write_text(text + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """A data dir with a compliance key and two replayed prompts, one holding the canary."""
+    tmp = tmp_path_factory.mktemp("officer")
+    pw = _secret(tmp / "pw", "operator pass phrase one")
+    cpw = _secret(tmp / "cpw", "compliance pass phrase two")
+    args = ["--data-dir", str(tmp / "data"), "--passphrase-file", str(pw)]
+    assert run_cli("init", *args, "--compliance-passphrase-file", str(cpw)).returncode == 0
+    src = write_stream(tmp / "in.jsonl", [
+        {"tenant": "acme", "user_id": "alice", "ts": "2026-03-02T09:00:00Z",
+         "text": f"Please write to me at {CANARY} about the invoice."},
+        {"tenant": "acme", "user_id": "alice", "ts": "2026-03-02T09:01:00Z",
+         "text": "And send a copy to my manager."}])
+    assert run_cli("replay", str(src), "--out", str(tmp / "o.jsonl"), *args).returncode == 0
+    thread = json.loads(run_cli("threads", "list", "--json", *args).stdout)[0]["thread_id"]
+    records = json.loads(run_cli("threads", "show", thread, "--json", *args).stdout)["records"]
+    yield {"tmp": tmp, "args": args, "pw": pw, "cpw": cpw,
+           "record": str(records[0]["record_id"])}
+
+
+def _copy(store: dict[str, object], tmp_path: Path) -> list[str]:
+    """A copy of the module's data dir (tests that damage it work on their own)."""
+    shutil.copytree(Path(str(store["tmp"])) / "data", tmp_path / "data")
+    return ["--data-dir", str(tmp_path / "data"), "--passphrase-file", str(store["pw"])]
+
+
+def _one_sentence(out: object) -> str:
+    err = str(getattr(out, "stderr", ""))
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+# ---------------------------------------------------------------- audit verify
+
+
+def _tamper(data: Path, pw: Path, sql: str, *, keys: bool = False) -> None:
+    from appliance.keys import read_passphrase_file
+    from appliance.runtime import open_runtime
+
+    rt = open_runtime(data, read_passphrase_file(pw))
+    db = rt.store.keys_db if keys else rt.store.db
+    with db:
+        db.execute(sql)
+    rt.close()
+
+
+@pytest.mark.parametrize("sql,keys,problem", [
+    ("UPDATE audit SET ts = 'yesterday' WHERE seq = 1", False, "entry 1 is damaged"),
+    ("UPDATE audit SET actor = 7 WHERE seq = 1", False, "entry 1 was altered"),
+    ("DELETE FROM audit_checkpoints", False, "no entry is signed"),
+    ("UPDATE audit_checkpoints SET signature = 'not base64!' WHERE seq = 1", False,
+     "the signature over entry 1 does not verify"),
+    ("UPDATE audit_head SET seq = 'last'", True, "head recorded in the key store is damaged"),
+])
+def test_audit_verify_names_altered_values_of_any_type(
+        store: dict[str, object], tmp_path: Path, sql: str, keys: bool, problem: str) -> None:
+    args = _copy(store, tmp_path)
+    _tamper(tmp_path / "data", Path(str(store["pw"])), sql, keys=keys)
+    out = run_cli("audit", "verify", *args)
+    assert out.returncode == 6 and "Traceback" not in out.stderr, out.stderr
+    assert out.stdout.startswith("Audit log BROKEN") and problem in out.stdout
+    as_json = json.loads(run_cli("audit", "verify", "--json", *args).stdout)
+    assert as_json["ok"] is False and problem in as_json["problem"]
+
+
+def test_a_flipped_byte_in_the_audit_logs_pages_is_reported_not_a_traceback(
+        store: dict[str, object], tmp_path: Path) -> None:
+    from appliance.keys import read_passphrase_file
+    from appliance.runtime import open_runtime
+
+    args = _copy(store, tmp_path)
+    rt = open_runtime(tmp_path / "data", read_passphrase_file(Path(str(store["pw"]))))
+    page_size = int(rt.store.db.execute("PRAGMA page_size").fetchone()[0])
+    root = int(rt.store.db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'audit'"
+                                   ).fetchone()[0])
+    rt.close()
+    db = tmp_path / "data" / "semtrace.db"
+    data = bytearray(db.read_bytes())
+    data[(root - 1) * page_size + 100] ^= 0x01  # inside the audit table's first page
+    db.write_bytes(bytes(data))
+    out = run_cli("audit", "verify", *args)
+    assert out.returncode == 6 and "Traceback" not in out.stderr, out.stderr
+    assert out.stdout.startswith("Audit log BROKEN") and "damaged" in out.stdout
+    as_json = json.loads(run_cli("audit", "verify", "--json", *args).stdout)
+    assert as_json["ok"] is False and "damaged" in as_json["problem"]
+
+
+def test_a_damaged_first_page_is_not_called_a_wrong_passphrase(
+        store: dict[str, object], tmp_path: Path) -> None:
+    args = _copy(store, tmp_path)
+    db = tmp_path / "data" / "semtrace.db"
+    data = bytearray(db.read_bytes())
+    data[100] ^= 0x01
+    db.write_bytes(bytes(data))
+    out = run_cli("audit", "verify", *args)
+    assert out.returncode == 2
+    assert "semtrace.db" in _one_sentence(out) and "damaged" in out.stderr
