@@ -120,3 +120,36 @@ def test_a_damaged_first_page_is_not_called_a_wrong_passphrase(
     out = run_cli("audit", "verify", *args)
     assert out.returncode == 2
     assert "semtrace.db" in _one_sentence(out) and "damaged" in out.stderr
+
+
+# ---------------------------------------------------------------- policies
+
+
+@pytest.mark.parametrize("old,new,key", [
+    ("prompts_days = 30", "prompts_days = inf", "default.prompts_days"),
+    ("prompts_days = 30", "prompts_days = 1e9", "default.prompts_days"),
+    ("aggregates_days = 400", "aggregates_days = 1e12", "default.aggregates_days"),
+    ("vault_days = 7", "vault_days = inf", "default.vault_days"),
+    ("legal_holds = []", 'legal_holds = [{ tenant = "", user_id = "u-17" }]',
+     "legal_holds.0.tenant"),
+    ("legal_holds = []", 'legal_holds = [{ tenant = "acme", user_id = " " }]',
+     "legal_holds.0.user_id"),
+    ('schedule_cron = "17 * * * *"', 'schedule_cron = "every hour"', "schedule_cron"),
+])
+def test_out_of_range_retention_policies_are_refused_by_name(
+        store: dict[str, object], tmp_path: Path, old: str, new: str, key: str) -> None:
+    from appliance.config import policy_dir
+
+    pdir = tmp_path / "policies"
+    shutil.copytree(policy_dir(), pdir)
+    text = (pdir / "retention.toml").read_text()
+    assert old in text
+    (pdir / "retention.toml").write_text(text.replace(old, new))
+    args = list(store["args"])  # type: ignore[call-overload]
+    out = run_cli("retention", "run", "--as-of", "2027-06-01T00:00:00Z", *args,
+                  env={"SEMTRACE_POLICY_DIR": str(pdir)})
+    assert out.returncode == 2
+    err = _one_sentence(out)
+    assert f"retention.toml: key '{key}'" in err and "Value error" not in err
+    assert json.loads(run_cli("audit", "verify", "--json", *args).stdout)["ok"]
+    assert len(json.loads(run_cli("threads", "list", "--json", *args).stdout)) == 1  # kept

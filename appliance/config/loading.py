@@ -30,10 +30,11 @@ def _describe(err: ValidationError) -> str:
     last = str(first["loc"][-1]) if first["loc"] else ""
     if first["type"] == "extra_forbidden" and last in REMOVED_KEYS:
         return f"key '{key}' was removed (it was never enforced: {REMOVED_KEYS[last]})"
+    msg = str(first["msg"]).removeprefix("Value error, ").rstrip(".")  # the caller ends it
     if not first["loc"] and first["type"] == "value_error":
         # A check across keys (a model validator): its message names the keys itself.
-        return str(first["msg"]).removeprefix("Value error, ")
-    return f"key '{key}': {first['msg']}"
+        return msg
+    return f"key '{key}': {msg}"
 
 
 def load_policy(name: str, model: type[M], *, directory: Path | None = None) -> M:

@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from appliance.config.base import Strict
 
+# Longest retention a policy may set: 100 years. Beyond it a date calculation overflows,
+# and `inf` is not a period (a tenant kept forever is a legal hold, which the report names).
+MAX_DAYS = 36_500
+
 
 class RetentionClass(Strict):
-    prompts_days: float = Field(default=30, gt=0)
-    vault_days: float = Field(default=7, gt=0)
+    prompts_days: float = Field(default=30, gt=0, le=MAX_DAYS)
+    vault_days: float = Field(default=7, gt=0, le=MAX_DAYS)
     # What outlives shredding (topic words and counts, the rows of shredded buckets) is
     # removed this many days after its last contributor; vectors and thread summaries
     # go with their prompts (same key, same rows).
-    aggregates_days: float = Field(default=400, gt=0)
+    aggregates_days: float = Field(default=400, gt=0, le=MAX_DAYS)
 
 
 class LegalHold(Strict):
+    # An empty tenant or user would match nothing: the hold would protect no one.
     tenant: str
     user_id: str | None = None
     reason: str = ""
+
+    @field_validator("tenant", "user_id")
+    @classmethod
+    def _named(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty: a legal hold on no one protects no one")
+        return value
 
 
 class RetentionSettings(Strict):
@@ -27,3 +39,15 @@ class RetentionSettings(Strict):
     tenants: dict[str, RetentionClass] = {}
     legal_holds: list[LegalHold] = []
     schedule_cron: str = "17 * * * *"
+
+    @field_validator("schedule_cron")
+    @classmethod
+    def _crontab(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value)
+        except ValueError:
+            raise ValueError(f"schedule_cron {value!r} is not a crontab expression "
+                             "(five fields, e.g. \"17 * * * *\").") from None
+        return value
