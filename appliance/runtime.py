@@ -67,8 +67,10 @@ def init_data_dir(data_dir: Path, cred: Credential, *,
     """Initialise a new data dir: keyring file, migrated empty store, first audit entry."""
     check_new_data_dir(data_dir)
     from appliance.audit import AuditLog
-    from appliance.keys import create_reveal_key
+    from appliance.keys import create_reveal_key, require_distinct
 
+    if compliance is not None:
+        require_distinct(cred, compliance)  # before anything is written
     prepare_dir(data_dir)
     ring = create_keyring(data_dir, cred)
     if compliance is not None:

@@ -43,6 +43,17 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
            "record": str(records[0]["record_id"])}
 
 
+def test_erasing_a_user_with_no_records_says_so_and_is_audited(
+        store: dict[str, object]) -> None:
+    args = list(store["args"])  # type: ignore[call-overload]
+    out = run_cli("erase", "--tenant", "acme", "--user", CANARY, "--reason", "ticket 9", *args)
+    assert out.returncode == 0 and CANARY not in out.stdout + out.stderr
+    assert out.stdout.startswith("No records of u_") and "nothing was erased" in out.stdout
+    log = json.loads(run_cli("audit", "log", "--json", *args).stdout)
+    assert log[-1]["event"] == "erase" and log[-1]["details"]["records"] == 0
+    assert CANARY not in json.dumps(log)
+
+
 def _copy(store: dict[str, object], tmp_path: Path) -> list[str]:
     """A copy of the module's data dir (tests that damage it work on their own)."""
     shutil.copytree(Path(str(store["tmp"])) / "data", tmp_path / "data")
@@ -53,6 +64,21 @@ def _one_sentence(out: object) -> str:
     err = str(getattr(out, "stderr", ""))
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     return err
+
+
+# ---------------------------------------------------------------- reveal
+
+
+@pytest.mark.parametrize("reason", ["", "   "])
+def test_a_reveal_without_a_reason_reveals_nothing_and_audits_nothing(
+        store: dict[str, object], reason: str) -> None:
+    args = list(store["args"])  # type: ignore[call-overload]
+    before = len(json.loads(run_cli("audit", "log", "--json", *args).stdout))
+    out = run_cli("reveal", str(store["record"]), "--role", "compliance", "--reason", reason,
+                  "--compliance-passphrase-file", str(store["cpw"]), *args)
+    assert out.returncode == 2 and CANARY not in out.stdout
+    assert "--reason must not be empty" in _one_sentence(out)
+    assert len(json.loads(run_cli("audit", "log", "--json", *args).stdout)) == before
 
 
 # ---------------------------------------------------------------- audit verify
@@ -153,3 +179,68 @@ def test_out_of_range_retention_policies_are_refused_by_name(
     assert f"retention.toml: key '{key}'" in err and "Value error" not in err
     assert json.loads(run_cli("audit", "verify", "--json", *args).stdout)["ok"]
     assert len(json.loads(run_cli("threads", "list", "--json", *args).stdout)) == 1  # kept
+
+
+# ---------------------------------------------------------------- the compliance secret
+
+
+def test_the_compliance_passphrase_cannot_be_the_master_one(
+        store: dict[str, object], tmp_path: Path) -> None:
+    pw, cpw = Path(str(store["pw"])), Path(str(store["cpw"]))
+    fresh = ["--data-dir", str(tmp_path / "fresh"), "--passphrase-file", str(pw)]
+    same = run_cli("init", *fresh, "--compliance-passphrase-file", str(pw))
+    assert same.returncode == 2 and "must differ" in _one_sentence(same)
+    assert not (tmp_path / "fresh").exists()  # nothing was written
+
+    assert run_cli("init", *fresh).returncode == 0
+    enrol = run_cli("compliance", "enroll", *fresh, "--compliance-passphrase-file", str(pw))
+    assert enrol.returncode == 2 and "must differ" in _one_sentence(enrol)
+    assert not (tmp_path / "fresh" / "reveal-key.json").exists()
+
+    args = _copy(store, tmp_path)
+    to_officer = run_cli("keys", "rotate", *args, "--new-passphrase-file", str(cpw))
+    assert to_officer.returncode == 2 and "compliance passphrase" in _one_sentence(to_officer)
+    to_same = run_cli("keys", "rotate", *args, "--new-passphrase-file", str(pw))
+    assert to_same.returncode == 2 and "the one in use" in _one_sentence(to_same)
+    assert run_cli("audit", "verify", *args).returncode == 0  # still opens with pw
+
+
+# ---------------------------------------------------------------- --json, doctor, options
+
+
+def test_audit_public_key_and_compliance_enroll_have_json(store: dict[str, object],
+                                                          tmp_path: Path) -> None:
+    args = list(store["args"])  # type: ignore[call-overload]
+    text = run_cli("audit", "public-key", *args)
+    as_json = json.loads(run_cli("audit", "public-key", "--json", *args).stdout)
+    assert as_json["public_key"] == text.stdout.strip() and as_json["algorithm"] == "Ed25519"
+    key_file = tmp_path / "pub"
+    key_file.write_text(text.stdout)
+    report = tmp_path / "r.json"
+    assert run_cli("audit", "retention", "--format", "json", "--out", str(report),
+                   *args).returncode == 0
+    checked = json.loads(run_cli("audit", "check-report", str(report), "--public-key",
+                                 str(key_file), "--json").stdout)
+    assert checked["ok"] and checked["key_id"] == as_json["key_id"]
+
+    fresh = ["--data-dir", str(tmp_path / "fresh"), "--passphrase-file", str(store["pw"])]
+    assert run_cli("init", *fresh).returncode == 0
+    enrolled = run_cli("compliance", "enroll", *fresh, "--compliance-passphrase-file",
+                       str(store["cpw"]), "--json")
+    assert enrolled.returncode == 0 and json.loads(enrolled.stdout) == {"enrolled": True}
+
+
+def test_doctor_names_a_compliance_key_file_others_can_read(store: dict[str, object],
+                                                            tmp_path: Path) -> None:
+    args = _copy(store, tmp_path)
+    (tmp_path / "data" / "reveal-key.json").chmod(0o644)
+    out = run_cli("doctor", "--json", "--data-dir", args[1])
+    assert out.returncode == 1
+    assert any("reveal-key.json is readable by others" in p
+               for p in json.loads(out.stdout)["problems"])
+
+
+def test_a_bad_since_names_since(store: dict[str, object]) -> None:
+    args = list(store["args"])  # type: ignore[call-overload]
+    out = run_cli("audit", "retention", "--since", "last tuesday", *args)
+    assert out.returncode == 2 and "--since 'last tuesday' is not" in _one_sentence(out)

@@ -20,8 +20,9 @@ from appliance.cli import (
     open_dir,
     role_option,
 )
-from appliance.errors import AccessDenied, SemtraceError
+from appliance.errors import AccessDenied, InputError, SemtraceError
 from appliance.ingest import parse_ts
+from appliance.keys import Credential
 from appliance.runtime import Runtime
 
 
@@ -39,13 +40,20 @@ def _audit(rt: Runtime) -> AuditLog:
     return AuditLog(rt.store.db, rt.keyring.audit_signer(), anchor=rt.store.keys_db)
 
 
-def _as_of(value: str | None) -> datetime:
+def _as_of(value: str | None, option: str = "--as-of") -> datetime:
     if value is None:
         return datetime.now(UTC)
     try:
         return parse_ts(value)
     except SemtraceError:
-        raise SemtraceError(f"--as-of {value!r} is not an ISO-8601 time.") from None
+        raise InputError(f"{option} {value!r} is not an ISO-8601 time.") from None
+
+
+def _reason(reason: str) -> str:
+    """An audited reason: a blank one records nothing a reviewer could check."""
+    if not reason.strip():
+        raise InputError("--reason must not be empty; it is recorded in the audit log.")
+    return reason
 
 
 @click.group()
@@ -97,8 +105,7 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     from appliance.retention import Shredder, erase_user
     from appliance.roles import require
 
-    if not reason.strip():
-        raise SemtraceError("--reason must not be empty.")
+    reason = _reason(reason)
     with _opened(data_dir, passphrase_file, key_file) as rt:
         require(rt.policies.access, role or "compliance", "erase")
         report = erase_user(Shredder(rt.store, _audit(rt)), rt.policies.retention, rt.keyring,
@@ -107,6 +114,9 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         emit_json({**dataclasses.asdict(report), "complete": report.complete})
     elif report.held:
         click.echo(f"User {report.user} of {tenant} is on legal hold; nothing was erased.")
+    elif not report.buckets and report.complete:  # a mistyped id reads as done otherwise
+        click.echo(f"No records of {report.user} in {tenant} (none written, or all already "
+                   "shredded); nothing was erased. The request is in the audit log.")
     else:
         click.echo(f"Erased {report.records} record(s) in {report.buckets} bucket(s) of "
                    f"{report.user}.")
@@ -177,7 +187,7 @@ def audit_retention(data_dir: Path | None, passphrase_file: Path | None, key_fil
     from appliance.report import issue_report
     from appliance.roles import require
 
-    start = _as_of(since) if since else None
+    start = _as_of(since, "--since") if since else None
     with _opened(data_dir, passphrase_file, key_file) as rt:
         require(rt.policies.access, role or "compliance", "audit")
         text = issue_report(rt.store, rt.keyring, rt.policies.retention, fmt=fmt, since=start)
@@ -191,11 +201,17 @@ def audit_retention(data_dir: Path | None, passphrase_file: Path | None, key_fil
 @audit.command("public-key")
 @data_dir_option
 @credential_options
+@click.option("--json", "as_json", is_flag=True)
 def audit_public_key(data_dir: Path | None, passphrase_file: Path | None,
-                     key_file: Path | None) -> None:
+                     key_file: Path | None, as_json: bool) -> None:
     """Print the appliance's current audit-signing public key (base64, Ed25519)."""
     with _opened(data_dir, passphrase_file, key_file) as rt:
-        click.echo(rt.keyring.audit_signer().public_key_b64())
+        signer = rt.keyring.audit_signer()
+        key_id, public_key = signer.key_id(), signer.public_key_b64()
+    if as_json:
+        emit_json({"key_id": key_id, "public_key": public_key, "algorithm": "Ed25519"})
+    else:
+        click.echo(public_key)
 
 
 @audit.command("check-report")
@@ -251,6 +267,7 @@ def reveal(record_id: int, data_dir: Path | None, passphrase_file: Path | None,
     from appliance.keys import read_passphrase_file, unlock_reveal_key
     from appliance.roles import require
 
+    reason = _reason(reason)
     with _opened(data_dir, passphrase_file, key_file) as rt:
         log = _audit(rt)
         try:
@@ -285,17 +302,23 @@ def compliance() -> None:
 @data_dir_option
 @credential_options
 @click.option("--compliance-passphrase-file", type=click.Path(path_type=Path), required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def compliance_enroll(data_dir: Path | None, passphrase_file: Path | None,
-                      key_file: Path | None, compliance_passphrase_file: Path) -> None:
+                      key_file: Path | None, compliance_passphrase_file: Path,
+                      as_json: bool) -> None:
     """Create the reveal key; from now on originals are kept in the vault for compliance."""
-    from appliance.keys import create_reveal_key, read_passphrase_file
+    from appliance.keys import create_reveal_key, read_passphrase_file, require_distinct
 
+    master = credential(passphrase_file, key_file)
+    officer = read_passphrase_file(compliance_passphrase_file)
+    require_distinct(master, officer)
     with _opened(data_dir, passphrase_file, key_file) as rt:
-        create_reveal_key(rt.data_dir, read_passphrase_file(compliance_passphrase_file),
-                          rt.keyring)
+        create_reveal_key(rt.data_dir, officer, rt.keyring)
         _audit(rt).append("policy_change", {"change": "compliance key enrolled"})
-    click.echo("Compliance key enrolled; new records keep their originals in the vault.")
-    _ = credential
+    if as_json:
+        emit_json({"enrolled": True})
+    else:
+        click.echo("Compliance key enrolled; new records keep their originals in the vault.")
 
 
 @compliance.command("retag")
@@ -359,7 +382,7 @@ def keys_rotate(data_dir: Path | None, passphrase_file: Path | None, key_file: P
     records). Crash-safe: if interrupted, the next open with either credential
     completes the rotation.
     """
-    from appliance.keys import read_key_file, read_passphrase_file
+    from appliance.keys import read_key_file, read_passphrase_file, same_secret
     from appliance.lock import DataDirLock
     from appliance.store.rotation import rotate
 
@@ -367,9 +390,13 @@ def keys_rotate(data_dir: Path | None, passphrase_file: Path | None, key_file: P
         raise SemtraceError("Give exactly one of --new-passphrase-file or --new-key-file.")
     new_cred = (read_key_file(new_key_file) if new_key_file
                 else read_passphrase_file(new_passphrase_file))  # type: ignore[arg-type]
+    if same_secret(credential(passphrase_file, key_file), new_cred):
+        raise InputError("The new credential is the one in use: it would still open this "
+                         "data dir; nothing was changed.")
     with _opened(data_dir, passphrase_file, key_file) as rt:
         # opening checks the credential (and completes an interrupted rotation)
         directory, old_ring = rt.data_dir, rt.keyring
+    _not_the_compliance_secret(directory, new_cred)
     lock = DataDirLock(directory)
     lock.acquire()  # never while the service runs
     try:
@@ -384,3 +411,18 @@ def keys_rotate(data_dir: Path | None, passphrase_file: Path | None, key_file: P
 
 
 COMMANDS.append(keys)
+
+
+def _not_the_compliance_secret(directory: Path, new_cred: Credential) -> None:
+    """A new master secret that unlocks the compliance key would let the operator reveal."""
+    from appliance.errors import WrongKey
+    from appliance.keys import REVEAL_PRIVATE_FILE, unlock_reveal_key
+
+    if not (directory / REVEAL_PRIVATE_FILE).exists():
+        return
+    try:
+        unlock_reveal_key(directory, new_cred)
+    except WrongKey:
+        return
+    raise InputError("The new master credential is the compliance passphrase (whoever holds "
+                     "the master one could then reveal originals); nothing was changed.")

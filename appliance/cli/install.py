@@ -128,9 +128,11 @@ def _problems(data_dir: Path) -> list[str]:
         mode = data_dir.stat().st_mode & 0o777
         if mode & 0o077:
             problems.append(f"The data dir {data_dir} is mode {mode:o}; it should be 700.")
-        for name in ("keyring.json", "semtrace.db", "keys.db"):
+        # the key files: the master key's salt and check, the compliance key (its private
+        # half under the compliance passphrase: readable, it can be attacked offline)
+        for name in ("keyring.json", "reveal-key.json", "rotation.json"):
             p = data_dir / name
-            if p.exists() and p.stat().st_mode & 0o077 and name == "keyring.json":
+            if p.exists() and p.stat().st_mode & 0o077:
                 problems.append(f"{p} is readable by others; it should be 600.")
         if not (data_dir / "keyring.json").exists():
             problems.append(f"{data_dir} is not initialised (run `semtrace init`).")

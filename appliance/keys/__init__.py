@@ -36,6 +36,8 @@ from appliance.keys.credentials import (
     find_credential,
     read_key_file,
     read_passphrase_file,
+    require_distinct,
+    same_secret,
     write_key_file,
 )
 from appliance.keys.derive import NONCE_BYTES, KdfParams, Secret
@@ -73,6 +75,7 @@ __all__ = [
     "Rotation", "Secret", "begin_rotation", "create_keyring", "create_reveal_key",
     "discard_unbegun_rotation", "end_rotation", "find_credential", "fsync_dir",
     "install_rotated_keyring", "open_keyring", "read_key_file", "read_passphrase_file",
-    "resume_rotation", "retag_reveal_key", "reveal_sealer", "reveal_tag_ok", "rotation_pending",
-    "tag_reveal_key", "unlock_reveal_key", "verify_signature", "write_key_file",
+    "require_distinct", "resume_rotation", "retag_reveal_key", "reveal_sealer",
+    "reveal_tag_ok", "rotation_pending", "same_secret", "tag_reveal_key", "unlock_reveal_key",
+    "verify_signature", "write_key_file",
 ]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import hmac
 import os
 import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.errors import SemtraceError
+from appliance.errors import InputError, SemtraceError
 from appliance.keys.derive import Secret
 
 PASSPHRASE_ENV = "SEMTRACE_PASSPHRASE_FILE"
@@ -26,6 +27,20 @@ class Credential:
 
     def material(self) -> bytes:
         return self.secret._b
+
+
+def same_secret(a: Credential, b: Credential) -> bool:
+    """Whether two credentials hold the same secret (compared in constant time)."""
+    return hmac.compare_digest(a.material(), b.material())
+
+
+def require_distinct(master: Credential, compliance: Credential) -> None:
+    """Refuse a compliance passphrase that is the master secret: the split between who
+    runs the appliance and who may reveal originals would be gone."""
+    if same_secret(master, compliance):
+        raise InputError("The compliance passphrase must differ from the master passphrase "
+                         "or key (whoever holds the master one could then reveal originals); "
+                         "nothing was changed.")
 
 
 def _check_private(path: Path, what: str) -> None:
