@@ -22,7 +22,6 @@ from appliance.cli import (
 )
 from appliance.errors import AccessDenied, InputError, SemtraceError
 from appliance.ingest import parse_ts
-from appliance.keys import Credential
 from appliance.runtime import Runtime
 
 
@@ -360,69 +359,3 @@ def compliance_retag(data_dir: Path | None, passphrase_file: Path | None,
 
 
 COMMANDS = [retention, erase, audit, reveal, compliance]
-
-
-@click.group()
-def keys() -> None:
-    """The master key."""
-
-
-@keys.command("rotate")
-@data_dir_option
-@credential_options
-@click.option("--new-passphrase-file", type=click.Path(path_type=Path), default=None)
-@click.option("--new-key-file", type=click.Path(path_type=Path), default=None)
-@click.option("--json", "as_json", is_flag=True)
-def keys_rotate(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
-                new_passphrase_file: Path | None, new_key_file: Path | None,
-                as_json: bool) -> None:
-    """Re-wrap every data key under a new master key; the old one stops working.
-
-    Pseudonyms are kept (erasure, legal holds and linking still find earlier
-    records). Crash-safe: if interrupted, the next open with either credential
-    completes the rotation.
-    """
-    from appliance.keys import read_key_file, read_passphrase_file, same_secret
-    from appliance.lock import DataDirLock
-    from appliance.store.rotation import rotate
-
-    if (new_passphrase_file is None) == (new_key_file is None):
-        raise SemtraceError("Give exactly one of --new-passphrase-file or --new-key-file.")
-    new_cred = (read_key_file(new_key_file) if new_key_file
-                else read_passphrase_file(new_passphrase_file))  # type: ignore[arg-type]
-    if same_secret(credential(passphrase_file, key_file), new_cred):
-        raise InputError("The new credential is the one in use: it would still open this "
-                         "data dir; nothing was changed.")
-    with _opened(data_dir, passphrase_file, key_file) as rt:
-        # opening checks the credential (and completes an interrupted rotation)
-        directory, old_ring = rt.data_dir, rt.keyring
-    _not_the_compliance_secret(directory, new_cred)
-    lock = DataDirLock(directory)
-    lock.acquire()  # never while the service runs
-    try:
-        n = rotate(directory, old_ring, new_cred)
-    finally:
-        lock.release()
-    if as_json:
-        emit_json({"rotated": True, "deks_rewrapped": n, "pseudonyms_kept": True})
-    else:
-        click.echo(f"Master key rotated; {n} data key(s) re-wrapped, pseudonyms kept. The old "
-                   "credential no longer opens this data dir.")
-
-
-COMMANDS.append(keys)
-
-
-def _not_the_compliance_secret(directory: Path, new_cred: Credential) -> None:
-    """A new master secret that unlocks the compliance key would let the operator reveal."""
-    from appliance.errors import WrongKey
-    from appliance.keys import REVEAL_PRIVATE_FILE, unlock_reveal_key
-
-    if not (directory / REVEAL_PRIVATE_FILE).exists():
-        return
-    try:
-        unlock_reveal_key(directory, new_cred)
-    except WrongKey:
-        return
-    raise InputError("The new master credential is the compliance passphrase (whoever holds "
-                     "the master one could then reveal originals); nothing was changed.")
