@@ -240,6 +240,15 @@ def test_doctor_names_a_compliance_key_file_others_can_read(store: dict[str, obj
                for p in json.loads(out.stdout)["problems"])
 
 
+def test_a_retag_with_the_wrong_compliance_passphrase_says_nothing_changed(
+        store: dict[str, object]) -> None:
+    args = list(store["args"])  # type: ignore[call-overload]
+    out = run_cli("compliance", "retag", *args, "--compliance-passphrase-file", str(store["pw"]))
+    assert out.returncode == 2
+    assert _one_sentence(out).strip() == ("semtrace: The compliance credential is wrong; "
+                                          "nothing was changed.")
+
+
 def test_a_bad_since_names_since(store: dict[str, object]) -> None:
     args = list(store["args"])  # type: ignore[call-overload]
     out = run_cli("audit", "retention", "--since", "last tuesday", *args)

@@ -101,7 +101,10 @@ def retag_reveal_key(data_dir: Path, keyring: Keyring, compliance: Credential) -
     path = data_dir / REVEAL_PUBLIC_FILE
     if not path.exists():
         raise SemtraceError("No compliance key is enrolled for this data dir.")
-    opener = unlock_reveal_key(data_dir, compliance)
+    try:
+        opener = unlock_reveal_key(data_dir, compliance)
+    except WrongKey:  # its own sentence says "revealed"; a retag reveals nothing
+        raise WrongKey("The compliance credential is wrong; nothing was changed.") from None
     pub, _ = _reveal_public(path)
     if not opener.is_pair_of(pub):
         raise SemtraceError(f"{path} is not the public half of the enrolled compliance key; "
