@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,3 +137,45 @@ def test_the_decorator_takes_defaults_and_parts_and_survives_its_redactor(
     assert ran and turn.reply is None  # the old code raised before the block ran
     assert asyncio.run(ask_async(f"Mail {CANARY}", "lena")) == "Still answered."
     assert seen.lines == before  # nothing unredacted left the process
+
+
+def test_no_prompt_history_or_user_reaches_the_gateways_logs_or_span(
+        server: Server, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from appliance.integrations import REPLY_ATTRIBUTES
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("gateway")
+    caplog.set_level(logging.DEBUG, logger="semtrace")
+    busy = StandIn(tmp_path / "busy.sock", b'{"ok": false, "error": {"code": "busy", '
+                   b'"message": "The service is busy; retry shortly.", "retry_after_ms": 1}}\n')
+    assert busy.lines == 0
+    user, session = f"user-{CANARY}", f"chat-{CANARY}"
+    messages = [{"role": "system", "content": f"The code word is {CANARY}."},
+                {"role": "user", "content": f"Remind me what {CANARY} means."},
+                {"role": "assistant", "content": f"{CANARY} is the project name."},
+                {"role": "user", "content": f"Write a haiku about {CANARY}."}]
+    for target in (server.sock, tmp_path / "nobody.sock", tmp_path / "busy.sock"):
+        logger = SemtraceLogger(target, tenant="acme", timeout=2.0)
+        litellm.callbacks = [logger]
+        with tracer.start_as_current_span("POST /chat/completions"):
+            litellm.completion(model="gpt-4o", messages=messages, client=openai_sync(),
+                               user=user, litellm_session_id=session)
+        assert logger.wait(1)
+        litellm.logging_callback_manager._reset_all_callbacks()
+    spans = exporter.get_finished_spans()
+    attrs = dict(spans[0].attributes or {})
+    assert attrs["gen_ai.conversation.id"].startswith("th_")  # recorded, annotated
+    for span in spans:  # only the reply's attributes, never the request's
+        assert set(span.attributes or {}) <= set(REPLY_ATTRIBUTES.values())
+        assert CANARY not in repr(dict(span.attributes or {}))
+    lines = [caplog.handler.format(r) + repr(r.__dict__) for r in caplog.records
+             if r.name.startswith("semtrace") or r.levelno >= logging.WARNING]
+    events = [getattr(r, "event", None) for r in caplog.records]
+    assert "semtrace_unavailable" in events and "semtrace_refused" in events
+    assert not [line for line in lines if CANARY in line]
