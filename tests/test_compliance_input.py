@@ -114,8 +114,8 @@ def test_audit_verify_names_altered_values_of_any_type(
     assert as_json["ok"] is False and problem in as_json["problem"]
 
 
-def test_a_flipped_byte_in_the_audit_logs_pages_is_reported_not_a_traceback(
-        store: dict[str, object], tmp_path: Path) -> None:
+def _damage_audit_page(store: dict[str, object], tmp_path: Path) -> list[str]:
+    """A copy of the data dir with one byte flipped in the audit table's first page."""
     from appliance.keys import read_passphrase_file
     from appliance.runtime import open_runtime
 
@@ -127,13 +127,21 @@ def test_a_flipped_byte_in_the_audit_logs_pages_is_reported_not_a_traceback(
     rt.close()
     db = tmp_path / "data" / "semtrace.db"
     data = bytearray(db.read_bytes())
-    data[(root - 1) * page_size + 100] ^= 0x01  # inside the audit table's first page
+    data[(root - 1) * page_size + 100] ^= 0x01
     db.write_bytes(bytes(data))
+    return args
+
+
+def test_a_flipped_byte_in_the_audit_logs_pages_is_reported_not_a_traceback(
+        store: dict[str, object], tmp_path: Path) -> None:
+    args = _damage_audit_page(store, tmp_path)
     out = run_cli("audit", "verify", *args)
     assert out.returncode == 6 and "Traceback" not in out.stderr, out.stderr
     assert out.stdout.startswith("Audit log BROKEN") and "damaged" in out.stdout
     as_json = json.loads(run_cli("audit", "verify", "--json", *args).stdout)
     assert as_json["ok"] is False and "damaged" in as_json["problem"]
+    listing = run_cli("audit", "log", *args)  # any other command: one sentence, exit 2
+    assert listing.returncode == 2 and "a database file is damaged" in _one_sentence(listing)
 
 
 def test_a_damaged_first_page_is_not_called_a_wrong_passphrase(

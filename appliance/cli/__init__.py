@@ -241,12 +241,6 @@ def main(argv: list[str] | None = None) -> None:
     except SemtraceError as exc:
         click.echo(f"semtrace: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except Exception as exc:
-        if not _damaged_store(exc):
-            raise
-        click.echo("semtrace: The store cannot be read: a database file is damaged (restore "
-                   "it from a backup); nothing was changed.", err=True)
-        sys.exit(2)
     except KeyboardInterrupt:
         click.echo("semtrace: interrupted.", err=True)
         sys.exit(130)
@@ -256,3 +250,9 @@ def main(argv: list[str] | None = None) -> None:
         where = f": {exc.filename}" if exc.filename else ""
         click.echo(f"semtrace: {exc.strerror or type(exc).__name__}{where}.", err=True)
         sys.exit(1)
+    except Exception as exc:  # last: every clause above is an Exception too
+        if not _damaged_store(exc):
+            raise
+        click.echo("semtrace: The store cannot be read: a database file is damaged (restore "
+                   "it from a backup); nothing was changed.", err=True)
+        sys.exit(2)
