@@ -54,6 +54,17 @@ def test_erasing_a_user_with_no_records_says_so_and_is_audited(
     assert CANARY not in json.dumps(log)
 
 
+@pytest.mark.parametrize("tenant,user,option", [("", "alice", "--tenant"),
+                                                ("acme", " ", "--user")])
+def test_an_erasure_naming_no_tenant_or_no_user_is_refused_and_not_audited(
+        store: dict[str, object], tenant: str, user: str, option: str) -> None:
+    args = list(store["args"])  # type: ignore[call-overload]
+    before = len(json.loads(run_cli("audit", "log", "--json", *args).stdout))
+    out = run_cli("erase", "--tenant", tenant, "--user", user, "--reason", "ticket 9", *args)
+    assert out.returncode == 2 and f"{option} must not be empty" in _one_sentence(out)
+    assert len(json.loads(run_cli("audit", "log", "--json", *args).stdout)) == before
+
+
 def _copy(store: dict[str, object], tmp_path: Path) -> list[str]:
     """A copy of the module's data dir (tests that damage it work on their own)."""
     shutil.copytree(Path(str(store["tmp"])) / "data", tmp_path / "data")

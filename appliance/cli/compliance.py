@@ -105,6 +105,9 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     from appliance.roles import require
 
     reason = _reason(reason)
+    for option, value in (("--tenant", tenant), ("--user", user_id)):
+        if not value.strip():  # the service never stores one: it would match no record
+            raise InputError(f"{option} must not be empty.")
     with _opened(data_dir, passphrase_file, key_file) as rt:
         require(rt.policies.access, role or "compliance", "erase")
         report = erase_user(Shredder(rt.store, _audit(rt)), rt.policies.retention, rt.keyring,
