@@ -260,3 +260,25 @@ def test_a_bad_option_is_one_sentence_naming_the_help_to_read() -> None:
         assert result.returncode == 2 and says in result.stderr, result.stderr
         assert "--help`" in result.stderr
         one_sentence(result.stderr)
+
+
+def test_a_truncated_store_file_is_one_sentence_not_a_traceback(tmp_path: Path,
+                                                               passphrase_file: Path) -> None:
+    data = tmp_path / "data"
+    cred = ("--data-dir", str(data), "--passphrase-file", str(passphrase_file))
+    assert run_cli("init", *cred).returncode == 0
+    (data / "semtrace.db").write_bytes(b"")  # a copy cut short, a full disk
+    for args in (("threads", "list"), ("thresholds",), ("search", "weather")):
+        result = run_cli(*args, *cred)
+        assert result.returncode != 0 and "could not be read" in result.stderr, result.stderr
+        one_sentence(result.stderr)
+
+
+def test_a_file_error_no_command_expects_is_one_sentence(tmp_path: Path,
+                                                        passphrase_file: Path) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    result = run_cli("init", "--data-dir", str(a_file / "data"), "--passphrase-file",
+                     str(passphrase_file))
+    assert result.returncode == 1 and "Not a directory" in result.stderr
+    one_sentence(result.stderr)

@@ -220,6 +220,13 @@ def _damaged_store(exc: Exception) -> bool:
     return type(exc) is sqlcipher3.DatabaseError
 
 
+def _database_error(exc: Exception) -> bool:
+    """Any other SQLCipher error reaching the top (an emptied file, a lock held too long)."""
+    import sqlcipher3
+
+    return isinstance(exc, sqlcipher3.DatabaseError)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one sentence and an exit code."""
     try:
@@ -251,8 +258,12 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"semtrace: {exc.strerror or type(exc).__name__}{where}.", err=True)
         sys.exit(1)
     except Exception as exc:  # last: every clause above is an Exception too
-        if not _damaged_store(exc):
-            raise
-        click.echo("semtrace: The store cannot be read: a database file is damaged (restore "
-                   "it from a backup); nothing was changed.", err=True)
-        sys.exit(2)
+        if _damaged_store(exc):
+            click.echo("semtrace: The store cannot be read: a database file is damaged "
+                       "(restore it from a backup); nothing was changed.", err=True)
+            sys.exit(2)
+        if _database_error(exc):
+            click.echo(f"semtrace: The store could not be read ({exc}); a file of the data "
+                       "dir may be damaged or truncated.", err=True)
+            sys.exit(1)
+        raise
