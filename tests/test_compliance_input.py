@@ -92,6 +92,31 @@ def test_a_reveal_without_a_reason_reveals_nothing_and_audits_nothing(
     assert len(json.loads(run_cli("audit", "log", "--json", *args).stdout)) == before
 
 
+def test_a_compliance_role_limited_to_other_tenants_can_neither_reveal_nor_erase_here(
+        store: dict[str, object], tmp_path: Path) -> None:
+    from appliance.config import policy_dir
+
+    pdir = tmp_path / "policies"
+    shutil.copytree(policy_dir(), pdir)
+    access = (pdir / "access.toml").read_text()
+    assert "[roles.compliance]\n" in access
+    (pdir / "access.toml").write_text(access.replace(
+        "[roles.compliance]\n", '[roles.compliance]\ntenants = ["globex"]\n'))
+    env = {"SEMTRACE_POLICY_DIR": str(pdir)}
+    args = list(store["args"])  # type: ignore[call-overload]
+    shown = run_cli("reveal", str(store["record"]), "--role", "compliance", "--reason",
+                    "ticket 9", "--compliance-passphrase-file", str(store["cpw"]), *args,
+                    env=env)
+    assert shown.returncode == 4 and CANARY not in shown.stdout
+    assert "limited to tenant(s) globex" in _one_sentence(shown)
+    log = json.loads(run_cli("audit", "log", "--json", *args).stdout)
+    assert log[-1]["event"] == "reveal_denied"
+    erased = run_cli("erase", "--tenant", "acme", "--user", "alice", "--reason", "ticket 9",
+                     *args, env=env)
+    assert erased.returncode == 4 and "limited to tenant(s) globex" in _one_sentence(erased)
+    assert len(json.loads(run_cli("threads", "list", "--json", *args).stdout)) == 1
+
+
 # ---------------------------------------------------------------- audit verify
 
 

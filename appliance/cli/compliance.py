@@ -109,7 +109,7 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         if not value.strip():  # the service never stores one: it would match no record
             raise InputError(f"{option} must not be empty.")
     with _opened(data_dir, passphrase_file, key_file) as rt:
-        require(rt.policies.access, role or "compliance", "erase")
+        require(rt.policies.access, role or "compliance", "erase", tenant=tenant)
         report = erase_user(Shredder(rt.store, _audit(rt)), rt.policies.retention, rt.keyring,
                             tenant=tenant, user_id=user_id, reason=reason)
     if as_json:
@@ -273,7 +273,8 @@ def reveal(record_id: int, data_dir: Path | None, passphrase_file: Path | None,
     with _opened(data_dir, passphrase_file, key_file) as rt:
         log = _audit(rt)
         try:
-            require(rt.policies.access, role, "reveal")
+            require(rt.policies.access, role, "reveal",
+                    tenant=rt.store.record_tenant(record_id))  # a role limited to tenants
             if compliance_passphrase_file is None:
                 raise AccessDenied("Reveal needs the compliance credential "
                                    "(--compliance-passphrase-file).")

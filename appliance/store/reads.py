@@ -45,6 +45,11 @@ class Reads:
         pairs = json.loads(opener.open(inner, _aad(record_id, "vault")))
         return [(str(a), str(b)) for a, b in pairs]
 
+    def record_tenant(self, record_id: int) -> str | None:
+        """The tenant a record belongs to (None: no such record, or shredded)."""
+        row = self._db.execute("SELECT tenant FROM records WHERE id=?", (record_id,)).fetchone()
+        return None if row is None else str(row[0])
+
     def link_tallies(self) -> dict[str, Tally]:
         """Every tenant's link-threshold tally (appliance/link/calibrate.py)."""
         return {tenant: Tally(tuple(json.loads(a)), tuple(json.loads(n)))
