@@ -8,8 +8,11 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -123,10 +126,12 @@ def lines() -> Iterator[Lines]:
 
 
 class StandIn:
-    """A socket that accepts and answers every line with `reply` (bytes), counting lines."""
+    """A socket that accepts and answers every line with `reply` (bytes), counting lines;
+    with a `gate`, each answer waits until the gate is open (10 s at most)."""
 
-    def __init__(self, path: Path, reply: bytes) -> None:
+    def __init__(self, path: Path, reply: bytes, gate: threading.Event | None = None) -> None:
         self.reply, self.lines, self.received = reply, 0, []  # type: ignore[var-annotated]
+        self.gate = gate
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(str(path))
         self.sock.listen(16)
@@ -145,6 +150,8 @@ class StandIn:
             for line in f:
                 self.lines += 1
                 self.received.append(json.loads(line))
+                if self.gate is not None:
+                    self.gate.wait(10)
                 f.write(self.reply)
                 f.flush()
 
@@ -308,3 +315,71 @@ def test_streamed_async_calls_are_recorded_and_embeddings_are_ignored(server: Se
     assert text == ANSWER and logger.sent == 2 and logger.failures == 0
     for rid in (call_id, "st-sync"):
         assert _lookup(server, rid)["ok"]
+
+
+GATEWAY = """
+import json, logging, sys
+sys.path.insert(0, sys.argv[2])
+import litellm
+from test_gateway_failopen import ANSWER, ask
+from appliance.integrations.decorator import Semtrace
+from appliance.integrations.litellm import SemtraceLogger
+
+warnings = []
+handler = logging.Handler()
+handler.emit = lambda r: warnings.append(getattr(r, "event", r.getMessage()))
+logging.getLogger("semtrace").addHandler(handler)
+logger = SemtraceLogger(sys.argv[1], tenant="acme")
+litellm.callbacks = [logger]
+answers = [ask("Where is the meeting?", user="ida") for _ in range(3)]
+logger.wait(3, timeout=30)
+with Semtrace(sys.argv[1], tenant="acme").turn(user_id="ida", text="And the agenda?") as turn:
+    pass
+print(json.dumps({"answers": answers == [ANSWER] * 3, "failures": logger.failures,
+                  "reply": turn.reply, "warnings": warnings}))
+"""
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv")
+def test_a_socket_the_gateway_may_not_open_never_fails_its_calls(tmp_path: Path) -> None:
+    sock = tmp_path / "closed.sock"
+    StandIn(sock, b'{"ok": true}\n')
+    sock.chmod(0)
+    # as root the mode is not checked: the gateway runs without the capabilities that skip it
+    drop = "-dac_override,-dac_read_search"
+    run = subprocess.run(["setpriv", f"--bounding-set={drop}", f"--inh-caps={drop}",
+                          sys.executable, "-c", GATEWAY, str(sock), str(Path(__file__).parent)],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out == {"answers": True, "failures": 3, "reply": None,
+                   "warnings": ["semtrace_unavailable", "semtrace_unavailable"]}
+
+
+def test_acompletion_never_blocks_the_event_loop_while_it_registers(tmp_path: Path,
+                                                                    lines: Lines) -> None:
+    """LiteLLM calls the SDK's pre-call hook from the event loop for `acompletion`."""
+    gate = threading.Event()
+    sock = tmp_path / "slow.sock"
+    slow = StandIn(sock, b'{"ok": true, "conversation_id": "th_0123456789abcdef"}\n', gate)
+    logger = SemtraceLogger(sock, tenant="acme", timeout=3.0)
+    litellm.callbacks = [logger]
+
+    async def app() -> str:
+        call = asyncio.create_task(litellm.acompletion(
+            model="gpt-4o", client=openai_async(), user="jon", litellm_call_id="loop-1",
+            messages=[{"role": "user", "content": "Which room is the standup in?"}]))
+        while slow.lines == 0 and not call.done():  # the registration reached the service:
+            await asyncio.sleep(0.01)
+        gate.set()  # ... and this coroutine still runs, so the loop is not blocked
+        out = await call
+        while logger.sent + logger.failures < 1:
+            await asyncio.sleep(0.01)
+        return str(out.choices[0].message.content)
+
+    assert asyncio.run(app()) == ANSWER
+    # registered before the call, updated after (the old code blocked the loop until its
+    # timeout: the registration failed and the call was sent whole afterwards)
+    assert [r["op"] for r in slow.received] == ["ingest", "update"]
+    assert logger.failures == 0 and lines.events() == []

@@ -34,11 +34,13 @@ from here as well.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent import futures
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -124,6 +126,8 @@ class SemtraceLogger(CustomLogger):
         self.failures = 0  # calls the appliance did not record
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
+        self._workers = futures.ThreadPoolExecutor(2, thread_name_prefix="semtrace")
+        self._inflight: dict[str, futures.Future[None]] = {}  # registrations being sent
         self._sync = SyncChannel(self.socket_path, timeout=timeout, log=log,
                                  bus_keys=self._bus_keys, plain_bus=plain_bus)
         self._async = AsyncChannel(self.socket_path, timeout=timeout,
@@ -136,12 +140,35 @@ class SemtraceLogger(CustomLogger):
 
     @_fail_open
     def log_pre_api_call(self, model: Any, messages: Any, kwargs: Any) -> None:
-        """SDK: register the prompt before the provider is called."""
+        """SDK: register the prompt before the provider is called. LiteLLM calls this
+        from the event loop for `acompletion` / `aresponses`: there the request is sent
+        from a worker thread, never blocking the loop, and its reply annotates the span
+        when it comes (the update after the call waits for it)."""
         req = self._before(kwargs)
-        if req is not None:
+        if req is None:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # the caller's own thread: it waits for the call anyway
+            self._register(kwargs, req)
+            return
+        rid = req["request_id"]
+        work = self._workers.submit(contextvars.copy_context().run, self._register, kwargs, req)
+        with self._lock:
+            self._inflight[rid] = work  # before the callback below can remove it
+        work.add_done_callback(functools.partial(self._sent, rid))
+
+    def _sent(self, rid: str, _: Any) -> None:
+        with self._lock:
+            self._inflight.pop(rid, None)
+
+    def _register(self, kwargs: dict[str, Any], req: dict[str, Any]) -> None:
+        try:
             reply = self._send_sync(req)
             if reply is not None:
                 self._registered_now(kwargs, req, reply)
+        except Exception as exc:  # noqa: BLE001 - on a worker thread: nobody to raise to
+            self._broke("log_pre_api_call", exc)
 
     @_fail_open
     async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict[str, Any],
@@ -221,12 +248,18 @@ class SemtraceLogger(CustomLogger):
 
     def _after_sync(self, kwargs: Any, response_obj: Any, start: Any, end: Any,
                     status: str) -> None:
+        registering = self._inflight.get(str(kwargs.get("litellm_call_id")))
+        if registering is not None:  # the update must follow its registration
+            futures.wait([registering], timeout=self.timeout)
         req, update = self._after(kwargs, response_obj, start, end, status)
         if req is not None:
             self._finished(kwargs, req, self._send_sync(req), update)
 
     async def _after_async(self, kwargs: Any, response_obj: Any, start: Any, end: Any,
                            status: str) -> None:
+        registering = self._inflight.get(str(kwargs.get("litellm_call_id")))
+        if registering is not None:  # the update must follow its registration
+            await asyncio.wait([asyncio.wrap_future(registering)], timeout=self.timeout)
         req, update = self._after(kwargs, response_obj, start, end, status)
         if req is not None:
             self._finished(kwargs, req, await self._send_async(req), update)
@@ -249,7 +282,8 @@ class SemtraceLogger(CustomLogger):
         return None if out is None else self._sync.send(out)
 
     async def _send_async(self, req: dict[str, Any]) -> dict[str, Any] | None:
-        out = self._outgoing(req)
+        # Presidio takes tens of milliseconds a prompt: not on the proxy's event loop
+        out = req if self.redact is None else await asyncio.to_thread(self._outgoing, req)
         return None if out is None else await self._async.send(out)
 
     def _broke(self, hook: str, exc: Exception) -> None:
