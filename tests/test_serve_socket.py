@@ -1,5 +1,6 @@
-"""Where `semtrace serve` listens: a socket a running service answers on is never taken
-over, a file that is not a socket is never deleted, a stale socket is reused."""
+"""`semtrace serve` as an operator runs it: a socket a running service answers on is never
+taken over, a file that is not a socket is never deleted, a stale socket is reused; a
+SIGHUP that changes legal holds or retention leaves an audit entry."""
 
 from __future__ import annotations
 
@@ -79,3 +80,32 @@ def test_a_stale_socket_left_by_a_killed_service_is_reused(pipeline: Any,
             await svc.drain()
 
     assert asyncio.run(run())
+
+
+def test_a_policy_reload_that_changes_legal_holds_is_audited_without_naming_the_user(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    import json
+    import signal
+    import time
+
+    from test_service import Server
+
+    srv = Server(tmp_path, passphrase_file).start()
+    policies = Path(srv.env["SEMTRACE_POLICY_DIR"])
+    retention = policies / "retention.toml"
+    text = retention.read_text()
+    assert "legal_holds = []" in text
+    retention.write_text(text.replace("legal_holds = []", 'legal_holds = [{ tenant = "acme", '
+                                      'user_id = "canary-7f3a@example.com", reason = "case 9" }]'))
+    assert srv.proc is not None
+    srv.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 60
+    while "policies reloaded" not in srv.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert srv.stop() == 0
+    log = json.loads(run_cli("audit", "log", "--json", *srv.args).stdout)
+    changes = [e["details"] for e in log if e["event"] == "policy_change"]
+    assert changes == [{"change": "policy reload", "keys": ["retention.legal_holds"],
+                        "legal_holds": 1}]
+    assert "canary" not in json.dumps(log) and "canary" not in srv.log.read_text()
+    assert run_cli("audit", "verify", *srv.args).returncode == 0

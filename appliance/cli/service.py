@@ -211,6 +211,7 @@ async def _serve_with_jobs(service: Any, rt: Any, telemetry: Any = None) -> None
         service.policies.privacy.release_cron, timezone=UTC), id="daily-releases",
         replace_existing=True, coalesce=True, max_instances=1, misfire_grace_time=3600)
     await service.in_worker(audit.append, "start", {"pid": __import__("os").getpid()})
+    service.audit = audit.append
     scheduler.start()
     service.scheduler = scheduler
     startup = asyncio.ensure_future(startup_jobs())  # a host that was off catches up now

@@ -75,6 +75,8 @@ class ServiceCore:
         self.on_batch: Callable[[list[Outcome], float], None] | None = None
         self.observer: ServiceObserver | None = None
         self.scheduler: Any = None  # set by the caller that schedules jobs
+        # writes an audit entry (on the worker thread); set by the caller that has the log
+        self.audit: Callable[[str, dict[str, Any]], object] | None = None
         self.doors: list[FrontDoor] = []  # started after the socket, stopped before draining
         # Set when a batch fails on the disk while stopping: the rest of the queue is given
         # up (refused, nothing written) instead of being retried one request at a time.

@@ -12,7 +12,7 @@ from appliance.errors import SemtraceError
 from appliance.service.batching import Batching
 from appliance.service.core import FrontDoor
 from appliance.service.query_socket import QuerySocket
-from appliance.service.reload import reload_plan
+from appliance.service.reload import audited_change, reload_plan
 from appliance.service.sockets import free_socket_path
 
 log = logging.getLogger("semtrace.service")
@@ -45,11 +45,16 @@ class Service(QuerySocket, Batching):
         if self._reload is None:
             return
         try:
-            self.policies, restart = reload_plan(self.policies, self._reload())
+            before = self.policies
+            self.policies, restart = reload_plan(before, self._reload())
         except SemtraceError as exc:
             log.error("policy reload refused: %s", exc, extra={"event": "reload_failed"})
             return
         log.info("policies reloaded", extra={"event": "reload"})
+        change = audited_change(before, self.policies)
+        if change is not None and self.audit is not None:  # a legal hold lifted is evidence
+            self._audit_task = asyncio.ensure_future(self.in_worker(
+                self.audit, "policy_change", change))
         if restart:
             log.warning("these policy changes take effect only after a restart: %s",
                         ", ".join(restart), extra={"event": "reload_needs_restart",

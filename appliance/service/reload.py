@@ -33,3 +33,16 @@ def reload_plan(current: Policies, new: Policies) -> tuple[Policies, list[str]]:
             section, name = key.split(".", 1)
             merged[section][name] = fresh[key]
     return Policies.model_validate(merged), restart
+
+
+def audited_change(current: Policies, applied: Policies) -> dict[str, Any] | None:
+    """The audit entry's details for a reload that changed who may do what or what is
+    kept (access, retention periods, legal holds): the keys, never their values (a legal
+    hold names a user); None when neither changed (pure)."""
+    old, fresh = _leaves(current.model_dump()), _leaves(applied.model_dump())
+    keys = sorted(k for k in fresh if k.startswith(("access.", "retention."))
+                  and fresh[k] != old.get(k))
+    if not keys:
+        return None
+    return {"change": "policy reload", "keys": keys,
+            "legal_holds": len(applied.retention.legal_holds)}
