@@ -171,7 +171,7 @@ def test_the_stored_tally_is_counts_only_and_the_cli_shows_each_tenants_threshol
     cred = ("--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file))
     shipped = run_cli("thresholds", *cred, "--json")
     assert shipped.returncode == 0, shipped.stderr
-    [row] = json.loads(shipped.stdout)
+    [row] = json.loads(shipped.stdout)["tenants"]
     assert (row["tenant"], row["source"], row["threshold"]) == ("kiosk", "policy", 0.45)
     assert row["decisions"] == 40 and row["min_decisions"] == 100
     policies = tmp_path / "policies"
@@ -180,7 +180,7 @@ def test_the_stored_tally_is_counts_only_and_the_cli_shows_each_tenants_threshol
     toml.write_text(toml.read_text().replace("min_decisions = 100", "min_decisions = 30"))
     env = {POLICY_DIR_ENV: str(policies)}
     lowered = run_cli("thresholds", *cred, "--tenant", "kiosk", "--json", env=env)
-    [row] = json.loads(lowered.stdout)
+    [row] = json.loads(lowered.stdout)["tenants"]
     assert row["source"] == "calibrated" and row["threshold"] < 0.45 and row["gain"] > 0
     text = run_cli("thresholds", *cred, env=env)
     assert text.returncode == 0 and "kiosk" in text.stdout and "calibrated" in text.stdout
@@ -214,7 +214,7 @@ def test_an_operator_pinned_threshold_decides_for_its_tenant_only(
     env = {POLICY_DIR_ENV: str(policies)}
     out = run_cli("thresholds", *cred, "--json", env=env)
     assert out.returncode == 0, out.stderr
-    rows = {r["tenant"]: r for r in json.loads(out.stdout)}
+    rows = {r["tenant"]: r for r in json.loads(out.stdout)["tenants"]}
     assert (rows["kiosk"]["source"], rows["kiosk"]["threshold"]) == ("pinned", 0.8)
     assert rows["kiosk"]["decisions"] == 40
     # a pinned tenant with no traffic yet is listed too

@@ -282,3 +282,15 @@ def test_a_file_error_no_command_expects_is_one_sentence(tmp_path: Path,
                      str(passphrase_file))
     assert result.returncode == 1 and "Not a directory" in result.stderr
     one_sentence(result.stderr)
+
+
+def test_thresholds_json_gives_the_policy_as_the_text_does(tmp_path: Path,
+                                                          passphrase_file: Path) -> None:
+    cred = ("--data-dir", str(tmp_path / "data"), "--passphrase-file", str(passphrase_file))
+    assert run_cli("init", *cred).returncode == 0
+    text = run_cli("thresholds", *cred)
+    assert text.returncode == 0 and "policy link_threshold 0.45" in text.stdout
+    shown = json.loads(run_cli("thresholds", *cred, "--json").stdout)
+    # no tenant has a tally yet: the JSON still says what every tenant gets
+    assert shown == {"policy_threshold": 0.45, "calibration": True, "min_decisions": 100,
+                     "tenants": []}

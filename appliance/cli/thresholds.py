@@ -50,8 +50,9 @@ def thresholds(data_dir: Path | None, passphrase_file: Path | None, key_file: Pa
                          "min_decisions": s.calibration.min_decisions})
     finally:
         rt.close()
-    if as_json:
-        emit_json(rows)
+    if as_json:  # the policy's facts too, as the text's first line gives them
+        emit_json({"policy_threshold": s.link_threshold, "calibration": s.calibration.enabled,
+                   "min_decisions": s.calibration.min_decisions, "tenants": rows})
         return
     state = (f"on, from {s.calibration.min_decisions} decisions" if s.calibration.enabled
              else "off")
