@@ -65,6 +65,23 @@ def test_an_erasure_naming_no_tenant_or_no_user_is_refused_and_not_audited(
     assert len(json.loads(run_cli("audit", "log", "--json", *args).stdout)) == before
 
 
+@pytest.mark.parametrize("command,reason", [
+    ("erase", f"request from {CANARY}"), ("erase", "Bart-Q17 asked by phone"),
+    ("reveal", f"DSAR of {CANARY}")])
+def test_a_reason_naming_the_user_or_an_address_is_refused_before_it_is_audited(
+        store: dict[str, object], command: str, reason: str) -> None:
+    args = list(store["args"])  # type: ignore[call-overload]
+    before = len(json.loads(run_cli("audit", "log", "--json", *args).stdout))
+    what = (["--tenant", "acme", "--user", "bart-q17"] if command == "erase" else
+            [str(store["record"]), "--role", "compliance", "--compliance-passphrase-file",
+             str(store["cpw"])])
+    out = run_cli(command, *what, "--reason", reason, *args)
+    assert out.returncode == 2 and CANARY not in out.stdout + out.stderr
+    assert "must not hold the user id or an e-mail address" in _one_sentence(out)
+    log = run_cli("audit", "log", "--json", *args).stdout
+    assert len(json.loads(log)) == before and CANARY not in log and "Bart" not in log
+
+
 def _copy(store: dict[str, object], tmp_path: Path) -> list[str]:
     """A copy of the module's data dir (tests that damage it work on their own)."""
     shutil.copytree(Path(str(store["tmp"])) / "data", tmp_path / "data")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -48,10 +49,20 @@ def _as_of(value: str | None, option: str = "--as-of") -> datetime:
         raise InputError(f"{option} {value!r} is not an ISO-8601 time.") from None
 
 
-def _reason(reason: str) -> str:
-    """An audited reason: a blank one records nothing a reviewer could check."""
+EMAIL_RE = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@]+")
+
+
+def _reason(reason: str, *, user_id: str | None = None) -> str:
+    """An audited reason: a blank one records nothing a reviewer could check, and one that
+    names the user or an e-mail address would keep them in the audit log (and the signed
+    report) after the erasure it records."""
     if not reason.strip():
         raise InputError("--reason must not be empty; it is recorded in the audit log.")
+    names_user = user_id is not None and len(user_id.strip()) >= 3 \
+        and user_id.strip().lower() in reason.lower()
+    if names_user or EMAIL_RE.search(reason):
+        raise InputError("--reason must not hold the user id or an e-mail address: the audit "
+                         "log keeps it for good; give a ticket number instead.")
     return reason
 
 
@@ -104,7 +115,7 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     from appliance.retention import Shredder, erase_user
     from appliance.roles import require
 
-    reason = _reason(reason)
+    reason = _reason(reason, user_id=user_id)
     for option, value in (("--tenant", tenant), ("--user", user_id)):
         if not value.strip():  # the service never stores one: it would match no record
             raise InputError(f"{option} must not be empty.")
