@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -93,10 +94,22 @@ def _self_check(store: Store, sample: int = 25) -> dict[str, Any]:
             "passed": not failures}
 
 
+def _holds(settings: RetentionSettings,
+           pseudonym: Callable[[str, str], str] | None) -> list[dict[str, Any]]:
+    """The legal holds as the report states them: a held user by pseudonym, as the audit
+    entries name users (the policy file's raw user id stays out of the report)."""
+    return [{"tenant": h.tenant, "reason": h.reason,
+             "user": None if h.user_id is None else
+             pseudonym(h.tenant, h.user_id) if pseudonym else "(one user)"}
+            for h in settings.legal_holds]
+
+
 def build_report(store: Store, audit: AuditLog, settings: RetentionSettings, *,
-                 since: datetime | None = None, now: datetime | None = None) -> dict[str, Any]:
-    """The report body (unsigned)."""
+                 since: datetime | None = None, now: datetime | None = None,
+                 pseudonym: Callable[[str, str], str] | None = None) -> dict[str, Any]:
+    """The report body (unsigned); `pseudonym` names held users as the audit log does."""
     now = now or datetime.now(UTC)
+    holds = _holds(settings, pseudonym)
     since_ts = since.timestamp() if since else 0.0
     events = [e for e in audit.entries(events=("shred", "erase", "legal_hold_skip",
                                                "retention_run")) if e.ts >= since_ts]
@@ -104,8 +117,9 @@ def build_report(store: Store, audit: AuditLog, settings: RetentionSettings, *,
     return {
         "kind": "semtrace-retention-report", "version": 1, "semtrace": __version__,
         "generated_at": now.isoformat(), "period_from": since.isoformat() if since else None,
-        "policy": settings.model_dump(mode="json"),
-        "legal_holds": [h.model_dump(mode="json") for h in settings.legal_holds],
+        "policy": {**settings.model_dump(mode="json", exclude={"legal_holds"}),
+                   "legal_holds": holds},
+        "legal_holds": holds,
         "holdings": _holdings(store, settings, now),
         "kept_after_shredding": AFTER_SHREDDING,
         "shredded": [{"at": _iso(e.ts), **e.details} for e in events if e.event == "shred"],
@@ -128,7 +142,7 @@ def issue_report(store: Store, keyring: Keyring, settings: RetentionSettings, *,
                  since: datetime | None = None, via: str = "cli") -> str:
     """Build, sign and render the report, and record its issue in the audit log."""
     log = AuditLog(store.db, keyring.audit_signer(), anchor=store.keys_db)
-    body = build_report(store, log, settings, since=since)
+    body = build_report(store, log, settings, since=since, pseudonym=keyring.pseudonym)
     text = render(sign_report(body, keyring.audit_signer()), fmt)
     log.append("report", {"format": fmt, "chain_ok": body["audit_chain"]["ok"], "via": via})
     return text
@@ -185,7 +199,7 @@ def _body(signed: dict[str, Any], e: Any) -> list[str]:
               + (f", completed {e(x['completed_at'])}" if x.get("completed_at") else "")
               for x in r["erasures"]]
     lines += ["", f"## Legal holds ({len(r['legal_holds'])})", ""]
-    lines += [f"- {e(h['tenant'])}/{e(h['user_id'] or '*')}: {e(h['reason'])}"
+    lines += [f"- {e(h['tenant'])}/{e(h['user'] or '*')}: {e(h['reason'])}"
               for h in r["legal_holds"]]
     lines += ["", "## Signature", "", f"Ed25519 key `{e(signed['signature']['key_id'])}`. "
               "Verify with `semtrace audit check-report FILE`.", ""]

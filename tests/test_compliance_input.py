@@ -82,6 +82,33 @@ def test_a_reason_naming_the_user_or_an_address_is_refused_before_it_is_audited(
     assert len(json.loads(log)) == before and CANARY not in log and "Bart" not in log
 
 
+def test_the_signed_report_names_a_held_user_by_pseudonym_as_the_audit_log_does(
+        store: dict[str, object], tmp_path: Path) -> None:
+    from appliance.config import policy_dir
+
+    pdir = tmp_path / "policies"
+    shutil.copytree(policy_dir(), pdir)
+    text = (pdir / "retention.toml").read_text()
+    (pdir / "retention.toml").write_text(text.replace("legal_holds = []", (
+        f'legal_holds = [{{ tenant = "acme", user_id = "{CANARY}", reason = "case 4" }}]')))
+    env = {"SEMTRACE_POLICY_DIR": str(pdir)}
+    args = list(store["args"])  # type: ignore[call-overload]
+    held = run_cli("erase", "--tenant", "acme", "--user", CANARY, "--reason", "ticket 4",
+                   "--json", *args, env=env)
+    assert held.returncode == 5
+    pseudonym = json.loads(held.stdout)["user"]
+    for fmt in ("json", "md", "html"):
+        out = tmp_path / f"report.{fmt}"
+        assert run_cli("audit", "retention", "--format", fmt, "--out", str(out), *args,
+                       env=env).returncode == 0
+        body = out.read_text()
+        assert CANARY not in body and pseudonym in body
+        assert run_cli("audit", "check-report", str(out), *args).returncode == 0
+    report = json.loads((tmp_path / "report.json").read_text())["report"]
+    assert report["legal_holds"] == [{"tenant": "acme", "user": pseudonym, "reason": "case 4"}]
+    assert report["policy"]["legal_holds"] == report["legal_holds"]
+
+
 def _copy(store: dict[str, object], tmp_path: Path) -> list[str]:
     """A copy of the module's data dir (tests that damage it work on their own)."""
     shutil.copytree(Path(str(store["tmp"])) / "data", tmp_path / "data")
