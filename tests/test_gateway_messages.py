@@ -179,3 +179,22 @@ def test_no_prompt_history_or_user_reaches_the_gateways_logs_or_span(
     events = [getattr(r, "event", None) for r in caplog.records]
     assert "semtrace_unavailable" in events and "semtrace_refused" in events
     assert not [line for line in lines if CANARY in line]
+
+
+def test_a_registered_call_that_never_finishes_leaves_no_prompt_in_the_gateway(
+        tmp_path: Path) -> None:
+    sock = tmp_path / "ok.sock"
+    StandIn(sock, OK)
+    logger = SemtraceLogger(sock, tenant="acme")
+
+    async def proxy() -> None:
+        for n in range(3):  # the client drops each stream: no success or failure event
+            data = {"model": "gpt-4o", "user": "kim", "litellm_call_id": f"gone-{n}",
+                    "metadata": {}, "messages": [
+                        {"role": "user", "content": f"Forward {CANARY}'s file, part {n}."}]}
+            await logger.async_pre_call_hook(None, None, data, "acompletion")
+            assert data["metadata"]["gen_ai.conversation.id"] == "th_0123456789abcdef"
+
+    asyncio.run(proxy())
+    assert len(logger._registered) == 3  # awaiting their updates
+    assert CANARY not in repr(vars(logger))

@@ -218,7 +218,10 @@ class SemtraceLogger(CustomLogger):
                         reply: dict[str, Any]) -> None:
         if reply.get("ok"):
             with self._lock:
-                self._registered[req["request_id"]] = req
+                # what the update needs, not the prompt: a call never finished (a stream
+                # the client dropped) must not keep its text in the gateway's memory
+                self._registered[req["request_id"]] = {"tenant": req["tenant"],
+                                                       "request_id": req["request_id"]}
                 while len(self._registered) > REGISTERED_MAX:
                     self._registered.popitem(last=False)
         self._apply(kwargs, req, reply)
