@@ -198,3 +198,20 @@ def test_a_registered_call_that_never_finishes_leaves_no_prompt_in_the_gateway(
     asyncio.run(proxy())
     assert len(logger._registered) == 3  # awaiting their updates
     assert CANARY not in repr(vars(logger))
+
+
+def test_a_prompt_the_appliance_refuses_is_a_failure_logged_once(
+        server: Server, caplog: pytest.LogCaptureFixture) -> None:
+    logger = SemtraceLogger(server.sock, tenant="acme")
+    litellm.callbacks = [logger]
+    caplog.set_level(logging.INFO, logger="semtrace")
+    pasted = "The harbour budget report, section after section. " * 800  # 40,800 characters
+    for n in range(2):
+        litellm.completion(model="gpt-4o", client=openai_sync(), user="lou", messages=[
+            {"role": "user", "content": f"Summarise part {n}: {pasted}"}])
+        assert logger.wait(n + 1)
+    # longer than the service's max_text_chars: refused, so not recorded (the old code
+    # counted both as sent, and logged each refusal, before and after each call)
+    assert logger.failures == 2 and logger.sent == 0
+    refusals = [r for r in caplog.records if getattr(r, "event", "") == "semtrace_refused"]
+    assert [getattr(r, "code", None) for r in refusals] == ["bad_request"]

@@ -123,7 +123,7 @@ class SemtraceLogger(CustomLogger):
         self.tenant_by_team = dict(tenant_by_team or {})
         self.register_before_call = register_before_call
         self.sent = 0  # calls recorded (registered and updated, or sent whole)
-        self.failures = 0  # calls the appliance did not record
+        self.failures = 0  # calls the appliance did not record: no answer, or refused
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
         self._workers = futures.ThreadPoolExecutor(2, thread_name_prefix="semtrace")
@@ -305,7 +305,7 @@ class SemtraceLogger(CustomLogger):
         if reply is not None and not update:
             self._apply(kwargs, req, reply)
         with self._lock:
-            if reply is None:
+            if reply is None or not reply.get("ok"):  # no answer, or refused (busy, too long)
                 self.failures += 1
             else:
                 self.sent += 1
