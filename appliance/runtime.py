@@ -107,6 +107,11 @@ def open_runtime(data_dir: Path, cred: Credential | None = None, *, keyring: Key
         raise SemtraceError(f"{data_dir} is not a Semtrace data dir (run `semtrace init`).")
     if not (data_dir / DB_FILE).exists():
         raise SemtraceError(f"{data_dir} has a keyring but no store; it is damaged.")
+    if keyring is None and (data_dir / DB_FILE).stat().st_size == 0:
+        # init writes the store's schema, so an empty file is one emptied or cut short:
+        # opening it for writing would quietly make a new, empty store in its place
+        raise SemtraceError(f"{data_dir / DB_FILE} is empty; it is damaged (restore it from "
+                            "a backup). Nothing was changed.")
     pol = policies or load_policies()
     if keyring is None:
         if cred is None:

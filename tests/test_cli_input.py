@@ -270,8 +270,14 @@ def test_a_truncated_store_file_is_one_sentence_not_a_traceback(tmp_path: Path,
     (data / "semtrace.db").write_bytes(b"")  # a copy cut short, a full disk
     for args in (("threads", "list"), ("thresholds",), ("search", "weather")):
         result = run_cli(*args, *cred)
-        assert result.returncode != 0 and "could not be read" in result.stderr, result.stderr
+        assert result.returncode != 0 and "is empty; it is damaged" in result.stderr
         one_sentence(result.stderr)
+    # a command that writes does not make a new, empty store in its place
+    src = write_stream(tmp_path / "in.jsonl", STREAM[:1])
+    replay = run_cli("replay", str(src), "--out", str(tmp_path / "o.jsonl"), *cred)
+    assert replay.returncode != 0 and "is empty; it is damaged" in replay.stderr
+    one_sentence(replay.stderr)
+    assert (data / "semtrace.db").stat().st_size == 0
 
 
 def test_a_file_error_no_command_expects_is_one_sentence(tmp_path: Path,
