@@ -215,3 +215,34 @@ def test_a_prompt_the_appliance_refuses_is_a_failure_logged_once(
     assert logger.failures == 2 and logger.sent == 0
     refusals = [r for r in caplog.records if getattr(r, "event", "") == "semtrace_refused"]
     assert [getattr(r, "code", None) for r in refusals] == ["bad_request"]
+
+
+def test_a_traced_generator_is_one_turn_that_ends_with_its_stream(tmp_path: Path) -> None:
+    sock = tmp_path / "stream.sock"
+    seen = StandIn(sock, OK)
+    app = Semtrace(sock, tenant="acme")
+
+    @app.traced(text="prompt", user_id="user")
+    def stream(prompt: str, user: str) -> Iterator[str]:
+        yield "Take "
+        yield "the 9:04."
+
+    @app.traced(text="prompt", user_id="user")
+    async def stream_async(prompt: str, user: str) -> Any:
+        for chunk in ("Gate ", "B12."):
+            yield chunk
+
+    chunks = stream("Which train to Geneva?", "max")
+    assert next(chunks) == "Take "
+    # the answer is still streaming: registered, not yet updated (the old code had sent
+    # the update, with the latency of creating the generator, before the first chunk)
+    assert [r["op"] for r in seen.received] == ["ingest"]
+    assert "".join(chunks) == "the 9:04."
+    assert [r["op"] for r in seen.received] == ["ingest", "update"]
+    assert seen.received[-1]["response"]["status"] == "ok"
+
+    async def consume() -> str:
+        return "".join([c async for c in stream_async("Which gate?", "max")])
+
+    assert asyncio.run(consume()) == "Gate B12."
+    assert [r["op"] for r in seen.received][2:] == ["ingest", "update"]

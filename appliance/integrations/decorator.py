@@ -205,7 +205,8 @@ class Semtrace:
     def traced(self, *, text: str, user_id: str, session_id: str | None = None,
                history: str | None = None,
                model: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorate a function that calls a model; the names are its argument names.
+        """Decorate a function that calls a model; the names are its argument names. A
+        generator (sync or async: a streamed answer) is one turn until it is exhausted.
 
         `history` names an argument holding the chat messages before the prompt.
         """
@@ -233,23 +234,48 @@ class Semtrace:
                         "history": bound.get(history) if history else None,
                         "model": model}
 
-            if inspect.iscoroutinefunction(fn):
-                @functools.wraps(fn)
-                async def run_async(*args: Any, **kwargs: Any) -> Any:
-                    given = fields(args, kwargs)
-                    if given is None:
-                        return await fn(*args, **kwargs)
-                    async with self.aturn(**given):
-                        return await fn(*args, **kwargs)
-                return run_async
-
-            @functools.wraps(fn)
-            def run(*args: Any, **kwargs: Any) -> Any:
-                given = fields(args, kwargs)
-                if given is None:
-                    return fn(*args, **kwargs)
-                with self.turn(**given):
-                    return fn(*args, **kwargs)
-            return run
+            return _wrap(self, fn, fields)
 
         return decorate
+
+
+def _wrap(semtrace: Semtrace, fn: Callable[..., Any],
+          fields: Callable[[Any, Any], dict[str, Any] | None]) -> Callable[..., Any]:
+    """`fn` inside a turn: a coroutine until it returns; a generator (a streamed answer)
+    until it is exhausted, so the latency and status are the whole stream's."""
+    if inspect.isasyncgenfunction(fn):
+        @functools.wraps(fn)
+        async def run_stream_async(*args: Any, **kwargs: Any) -> Any:
+            given = fields(args, kwargs)
+            async with (semtrace.aturn(**given) if given is not None
+                        else contextlib.nullcontext()):
+                async for item in fn(*args, **kwargs):
+                    yield item
+        return run_stream_async
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def run_stream(*args: Any, **kwargs: Any) -> Any:
+            given = fields(args, kwargs)
+            with semtrace.turn(**given) if given is not None else contextlib.nullcontext():
+                yield from fn(*args, **kwargs)
+        return run_stream
+
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            given = fields(args, kwargs)
+            if given is None:
+                return await fn(*args, **kwargs)
+            async with semtrace.aturn(**given):
+                return await fn(*args, **kwargs)
+        return run_async
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        given = fields(args, kwargs)
+        if given is None:
+            return fn(*args, **kwargs)
+        with semtrace.turn(**given):
+            return fn(*args, **kwargs)
+    return run
