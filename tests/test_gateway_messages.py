@@ -246,3 +246,43 @@ def test_a_traced_generator_is_one_turn_that_ends_with_its_stream(tmp_path: Path
 
     assert asyncio.run(consume()) == "Gate B12."
     assert [r["op"] for r in seen.received][2:] == ["ingest", "update"]
+
+
+def _anthropic(request: Any) -> Any:
+    """Anthropic's /v1/messages."""
+    import httpx
+
+    return httpx.Response(200, json={
+        "id": f"msg_{len(request.content)}", "type": "message", "role": "assistant",
+        "model": "claude-3-5-sonnet-20241022", "stop_reason": "end_turn",
+        "content": [{"type": "text", "text": "Gate B12, boarding at 9:40."}],
+        "usage": {"input_tokens": 12, "output_tokens": 9}})
+
+
+def test_anthropic_messages_calls_are_threaded_like_chat(server: Server) -> None:
+    import httpx
+    from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+    logger = SemtraceLogger(server.sock, tenant="acme")
+    litellm.callbacks = [logger]
+    chat = [{"role": "user", "content": "Which gate does the Oslo flight leave from?"}]
+
+    async def gateway(call_id: str, messages: list[Any]) -> Any:
+        out = await litellm.anthropic.messages.acreate(
+            model="anthropic/claude-3-5-sonnet-20241022", max_tokens=100, messages=messages,
+            system="Be brief.", api_key="sk-ant-test", litellm_call_id=call_id,
+            metadata={"user_id": "nils"},  # Anthropic's way to name the user
+            client=AsyncHTTPHandler(transport=httpx.MockTransport(_anthropic)))
+        while logger.sent + logger.failures < (1 if call_id == "am-1" else 2):
+            await asyncio.sleep(0.05)
+        return out
+
+    first = asyncio.run(gateway("am-1", chat))
+    chat += [{"role": "assistant", "content": first["content"]},
+             {"role": "user", "content": [{"type": "text", "text": "And when does it board?"}]}]
+    asyncio.run(gateway("am-2", chat))
+    assert logger.failures == 0 and logger.sent == 2  # the old code recorded neither
+    one, two = _lookup(server, "am-1"), _lookup(server, "am-2")
+    assert two["conversation_id"] == one["conversation_id"]
+    evidence = _thread(server, one["conversation_id"])["records"][-1]["evidence"]
+    assert evidence["history"]["matched"] == "assistant"  # the answer's digest was sent

@@ -30,7 +30,10 @@ from appliance.integrations import (
     traceparent,
 )
 
-CHAT_CALLS = ("completion", "acompletion")
+# chat completions, and Anthropic's Messages API (`litellm.anthropic.messages`, the
+# proxy's /v1/messages): the same `messages`, its `system` prompt kept apart
+ANTHROPIC_CALLS = ("anthropic_messages", "aanthropic_messages")
+CHAT_CALLS = ("completion", "acompletion", *ANTHROPIC_CALLS)
 RESPONSES_CALLS = ("responses", "aresponses")  # LiteLLM's call types for the Responses API
 
 
@@ -156,6 +159,8 @@ def _answer(response_obj: Any) -> dict[str, Any]:
         if "id" in out:
             out["id"] = provider_response_id(rid)
         text = output_text(response_obj)
+    elif isinstance(_get(response_obj, "content"), list):  # an Anthropic message
+        text = message_text(_get(response_obj, "content"))
     else:
         text = None
     if text:
@@ -176,10 +181,13 @@ def tenant_of(metadata: dict[str, Any], tenant: str,
 
 
 def user_of(kwargs: dict[str, Any], metadata: dict[str, Any], session: Any) -> str:
-    """The call's user: the request's `user`, else the proxy key's user; an anonymous
+    """The call's user: the request's `user` (an Anthropic Messages call's
+    `metadata.user_id`), else the proxy key's user; an anonymous
     caller is told apart by its session, else its key, else it is alone (its call id):
     anonymous callers never share one user, so strangers are never linked together."""
-    for value in (kwargs.get("user"), metadata.get("user_api_key_user_id")):
+    given = kwargs.get("metadata") if kwargs.get("call_type") in ANTHROPIC_CALLS else None
+    anthropic = given.get("user_id") if isinstance(given, dict) else None
+    for value in (kwargs.get("user"), anthropic, metadata.get("user_api_key_user_id")):
         if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
             return str(value)
     if session:
