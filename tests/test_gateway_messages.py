@@ -7,6 +7,7 @@ import asyncio
 import base64
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -273,7 +274,9 @@ def test_anthropic_messages_calls_are_threaded_like_chat(server: Server) -> None
             system="Be brief.", api_key="sk-ant-test", litellm_call_id=call_id,
             metadata={"user_id": "nils"},  # Anthropic's way to name the user
             client=AsyncHTTPHandler(transport=httpx.MockTransport(_anthropic)))
+        deadline = time.monotonic() + 30
         while logger.sent + logger.failures < (1 if call_id == "am-1" else 2):
+            assert time.monotonic() < deadline, "the call was not recorded"
             await asyncio.sleep(0.05)
         return out
 
