@@ -59,8 +59,8 @@ def require(access: AccessSettings, role: str | None, permission: str, *,
         raise AccessDenied(f"The {name} role is bound to other users and groups in "
                            f"access.toml; uid {who.uid} may not take it.")
     if not allowed(access, name, permission):
-        raise AccessDenied(f"The {name} role may not {permission.replace(':', ' ')}; "
-                           "use --role with a role that may.")
+        raise AccessDenied(f"The {name} role does not have the '{permission}' permission in "
+                           "access.toml; use --role with a role that has it.")
     if tenant is not None and not sees(access, name, tenant):
         raise AccessDenied(f"The {name} role is limited to tenant(s) "
                            f"{', '.join(access.roles[name].tenants)}.")

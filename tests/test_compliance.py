@@ -195,7 +195,7 @@ def test_reveal_needs_the_compliance_credential_and_is_audited(tmp_path: Path,
     rid = json.loads(run_cli("threads", "list", "--json", *args).stdout)[0]["thread_id"]
     record = json.loads(run_cli("threads", "show", rid, "--json", *args).stdout)["records"][0]
     denied = run_cli("reveal", str(record["record_id"]), "--reason", "ticket 7", *args)
-    assert denied.returncode == 4 and "may not reveal" in denied.stderr
+    assert denied.returncode == 4 and "have the 'reveal' permission" in denied.stderr
     no_cred = run_cli("reveal", str(record["record_id"]), "--reason", "ticket 7",
                       "--role", "compliance", *args)
     assert no_cred.returncode == 4 and "compliance credential" in no_cred.stderr
@@ -358,7 +358,7 @@ def test_an_untagged_reveal_pub_is_refused_until_an_operator_retags_it(
     wrong.write_text("not the compliance secret\n")
     for extra, says in ((["--compliance-passphrase-file", str(wrong)], "compliance credential"),
                         (["--compliance-passphrase-file", str(cp), "--role", "analyst"],
-                         "may not service")):
+                         "have the 'service' permission")):
         out = run_cli("compliance", "retag", *args, *extra)
         assert out.returncode != 0 and says in out.stderr and "Traceback" not in out.stderr
         assert pub.read_text() == untagged  # nothing changed

@@ -181,14 +181,14 @@ def test_every_stats_query_is_served_under_the_same_check(served: dict[str, Any]
     refused(run_cli("stats", kind, "--socket", sock, "--role", "analyst-acme", "--tenant",
                     "globex", *WINDOW), "limited to tenant(s) acme")
     refused(run_cli("stats", kind, "--socket", sock, "--role", "reader", "--tenant", "acme",
-                    *WINDOW), "may not aggregates")
+                    *WINDOW), "have the 'aggregates' permission")
 
 
 def test_one_users_exact_figures_need_user_stats(served: dict[str, Any]) -> None:
     sock = str(served["sock"])
     refused(run_cli("stats", "topics", "--socket", sock, "--role", "analyst-acme",
                     "--tenant", "acme", "--user", RAW_USERS[0], *WINDOW),
-            "may not user_stats")
+            "have the 'user_stats' permission")
     ok = cli("stats", "topics", "--socket", sock, "--role", "auditor", "--tenant", "acme",
              "--user", RAW_USERS[0], *WINDOW, "--json")
     out = json.loads(ok.output)
@@ -201,12 +201,13 @@ def test_one_users_exact_figures_need_user_stats(served: dict[str, Any]) -> None
 
 def test_each_command_refuses_a_role_without_its_permission(served: dict[str, Any]) -> None:
     sock = str(served["sock"])
-    for args, words in [(("threads", "list"), "may not threads read"),
+    for args, words in [(("threads", "list"), "have the 'threads:read' permission"),
                         (("threads", "show", served["outcomes"][0].thread_id),
-                         "may not threads read"),
-                        (("search", "VPN"), "may not search"),
-                        (("stats", "topics", "--tenant", "acme", *WINDOW), "may not aggregates"),
-                        (("tui",), "may not threads read")]:
+                         "have the 'threads:read' permission"),
+                        (("search", "VPN"), "have the 'search' permission"),
+                        (("stats", "topics", "--tenant", "acme", *WINDOW),
+                         "have the 'aggregates' permission"),
+                        (("tui",), "have the 'threads:read' permission")]:
         refused(run_cli(*args, "--socket", sock, "--role", "watcher"), words)
     refused(run_cli("search", "VPN", "--socket", sock, "--role", "analyst"),
             "bound to other users")
