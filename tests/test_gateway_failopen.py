@@ -250,8 +250,24 @@ def test_the_first_call_after_a_restart_is_registered_before_the_model_is_called
                                      messages=[{"role": "user", "content": "And Bergen?"}])
         _wait(logger, 2)
         reply = _lookup(srv, out._hidden_params["litellm_call_id"])
+
+        async def proxy() -> list[dict[str, Any]]:  # the proxy's loop lives on
+            seen = []
+            for n in range(2):
+                data = {"model": "gpt-4o", "user": "finn", "litellm_call_id": f"rs-{n}",
+                        "metadata": {}, "messages": [
+                            {"role": "user", "content": f"Is gate {n + 4} open?"}]}
+                await logger.async_pre_call_hook(None, None, data, "acompletion")
+                seen.append(data["metadata"])
+                if n == 0:
+                    await asyncio.to_thread(srv.stop)
+                    await asyncio.to_thread(srv.start)
+            return seen
+
+        hooked = asyncio.run(proxy())
     finally:
         assert srv.stop() == 0
+    assert [m.get("gen_ai.conversation.id", "")[:3] for m in hooked] == ["th_", "th_"]
     assert logger.failures == 0 and logger.sent == 2 and reply["ok"]
     # it reconnected at once: the restart cost neither the annotation before the call
     # nor a warning

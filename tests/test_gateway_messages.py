@@ -289,3 +289,26 @@ def test_anthropic_messages_calls_are_threaded_like_chat(server: Server) -> None
     assert two["conversation_id"] == one["conversation_id"]
     evidence = _thread(server, one["conversation_id"])["records"][-1]["evidence"]
     assert evidence["history"]["matched"] == "assistant"  # the answer's digest was sent
+
+
+def test_gateway_redaction_loads_in_the_background_and_never_holds_a_call(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sock = tmp_path / "red.sock"
+    seen = StandIn(sock, OK)
+    caplog.set_level(logging.INFO, logger="semtrace")
+    logger = SemtraceLogger(sock, tenant="acme", redact=True, timeout=0.2)
+    litellm.callbacks = [logger]
+    out = litellm.completion(model="gpt-4o", client=openai_sync(), user="ola", messages=[
+        {"role": "user", "content": "Email jane.roe@example.com about the invoice."}])
+    assert out.choices[0].message.content and logger.wait(1)
+    # Presidio takes seconds to load: the call was neither held for it (the old code
+    # loaded it on the first call's path) nor sent unredacted
+    assert seen.lines == 0 and logger.failures == 1
+    assert {getattr(r, "error", None) for r in caplog.records
+            if getattr(r, "event", "") == "semtrace_redaction_failed"} == {"RedactorLoading"}
+    assert logger.redact._ready.wait(300)  # type: ignore[union-attr]
+    litellm.completion(model="gpt-4o", client=openai_sync(), user="ola", messages=[
+        {"role": "user", "content": "Email jane.roe@example.com about the refund."}])
+    assert logger.wait(2) and logger.sent == 1
+    sent = [r for r in seen.received if r["op"] == "ingest"][0]["text"]
+    assert "jane.roe" not in sent and "<EMAIL_ADDRESS>" in sent

@@ -102,7 +102,7 @@ class Semtrace:
                                         else Path(socket_path))
         self.tenant = tenant
         self.timeout = timeout
-        self.redact = text_redactor(redact)
+        self.redact = text_redactor(redact, wait=timeout)
         self._channel = SyncChannel(self.socket_path, timeout=timeout, log=log,
                                     bus_keys=self._bus_keys, plain_bus=plain_bus)
 

@@ -118,7 +118,7 @@ class SemtraceLogger(CustomLogger):
         self._plain_bus = plain_bus
         self.socket_path: str | Path = (socket_path if is_nats_url(socket_path)
                                         else Path(socket_path))
-        self.redact = text_redactor(redact)
+        self.redact = text_redactor(redact, wait=timeout)
         self.tenant, self.mode, self.timeout = tenant, mode, timeout
         self.tenant_by_team = dict(tenant_by_team or {})
         self.register_before_call = register_before_call
