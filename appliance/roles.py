@@ -50,9 +50,11 @@ def allowed(access: AccessSettings, role: str, permission: str) -> bool:
 
 
 def require(access: AccessSettings, role: str | None, permission: str, *,
-            caller: Caller | None = None, tenant: str | None = None) -> str:
-    """The role, if this caller may take it, it holds `permission` and it sees `tenant`;
-    AccessDenied (one sentence) otherwise."""
+            caller: Caller | None = None, tenant: str | None = None,
+            every_tenant: str | None = None) -> str:
+    """The role, if this caller may take it, it holds `permission` and it sees `tenant`
+    (with `every_tenant`, naming a store-wide job: every tenant); AccessDenied (one
+    sentence) otherwise."""
     name = resolve_role(access, role)
     who = caller or this_process()
     if not may_take(access, name, who):
@@ -64,6 +66,10 @@ def require(access: AccessSettings, role: str | None, permission: str, *,
     if tenant is not None and not sees(access, name, tenant):
         raise AccessDenied(f"The {name} role is limited to tenant(s) "
                            f"{', '.join(access.roles[name].tenants)}.")
+    if every_tenant is not None and access.roles[name].tenants:
+        raise AccessDenied(f"The {name} role is limited to tenant(s) "
+                           f"{', '.join(access.roles[name].tenants)}, and {every_tenant} "
+                           "covers every tenant; use --role with a role that is not limited.")
     return name
 
 

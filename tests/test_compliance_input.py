@@ -159,6 +159,16 @@ def test_a_compliance_role_limited_to_other_tenants_can_neither_reveal_nor_erase
                      *args, env=env)
     assert erased.returncode == 4 and "limited to tenant(s) globex" in _one_sentence(erased)
     assert len(json.loads(run_cli("threads", "list", "--json", *args).stdout)) == 1
+    # the store-wide jobs: the report would show every tenant's holdings, the run shred them
+    before = len(json.loads(run_cli("audit", "log", "--json", *args).stdout))
+    for job, words in ((("audit", "retention"), "the retention report covers every tenant"),
+                       (("retention", "run", "--as-of", "2099-01-01T00:00:00Z"),
+                        "the retention run covers every tenant")):
+        refused = run_cli(*job, "--role", "compliance", *args, env=env)
+        assert refused.returncode == 4 and words in _one_sentence(refused), refused.stderr
+        assert refused.stdout == ""
+    assert len(json.loads(run_cli("audit", "log", "--json", *args).stdout)) == before
+    assert len(json.loads(run_cli("threads", "list", "--json", *args).stdout)) == 1
 
 
 # ---------------------------------------------------------------- audit verify

@@ -87,7 +87,8 @@ def retention_run(data_dir: Path | None, passphrase_file: Path | None, key_file:
 
     now = _as_of(as_of)
     with _opened(data_dir, passphrase_file, key_file) as rt:
-        require(rt.policies.access, role or "compliance", "retention")
+        require(rt.policies.access, role or "compliance", "retention",
+                every_tenant="the retention run")
         shredder = Shredder(rt.store, _audit(rt))
         with Progress(transient=True, disable=not sys.stderr.isatty()) as prog:
             task = prog.add_task("shredding", total=None)
@@ -202,7 +203,8 @@ def audit_retention(data_dir: Path | None, passphrase_file: Path | None, key_fil
 
     start = _as_of(since, "--since") if since else None
     with _opened(data_dir, passphrase_file, key_file) as rt:
-        require(rt.policies.access, role or "compliance", "audit")
+        require(rt.policies.access, role or "compliance", "audit",
+                every_tenant="the retention report")
         text = issue_report(rt.store, rt.keyring, rt.policies.retention, fmt=fmt, since=start)
     if out:
         out.write_text(text)

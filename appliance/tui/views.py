@@ -92,7 +92,7 @@ class ComplianceReader:
     def write_report(self, out: Path, *, role: str, fmt: str = "md") -> Path:
         """Write the signed retention report to `out`, as `semtrace audit retention` does."""
         rt = self.reader.rt
-        require(rt.policies.access, role, "audit")
+        require(rt.policies.access, role, "audit", every_tenant="the retention report")
         if out.exists():
             raise SemtraceError(f"{out} already exists; it was not overwritten.")
         if not out.parent.is_dir():
