@@ -399,3 +399,33 @@ def test_acompletion_never_blocks_the_event_loop_while_it_registers(tmp_path: Pa
     # timeout: the registration failed and the call was sent whole afterwards)
     assert [r["op"] for r in slow.received] == ["ingest", "update"]
     assert logger.failures == 0 and lines.events() == []
+
+
+def test_after_the_pause_one_proxy_request_tries_a_hung_appliance_not_all(
+        tmp_path: Path, lines: Lines) -> None:
+    never = threading.Event()  # the stand-in reads every line and never answers
+    hung = StandIn(tmp_path / "hung.sock", b'{"ok": true}\n', never)
+    logger = SemtraceLogger(tmp_path / "hung.sock", tenant="acme", timeout=0.5)
+
+    async def proxy(n: int) -> None:
+        data = {"model": "gpt-4o", "user": "pia", "litellm_call_id": f"h-{n}", "metadata": {},
+                "messages": [{"role": "user", "content": f"Status of ticket {n}?"}]}
+        await logger.async_pre_call_hook(None, None, data, "acompletion")
+
+    async def traffic() -> int:
+        await proxy(0)  # times out (0.5 s): the pause begins
+        await asyncio.sleep(channel.RETRY_FIRST + 0.1)
+        burst = [asyncio.create_task(proxy(n)) for n in range(1, 9)]  # after the pause
+        await asyncio.sleep(0.1)  # a fifth of the timeout
+        passed = sum(t.done() for t in burst)
+        await asyncio.gather(*burst)
+        return passed
+
+    try:
+        passed = asyncio.run(traffic())
+    finally:
+        never.set()
+    # one request tries the appliance again; the other seven go on at once (the old code
+    # held all eight for the whole timeout)
+    assert passed == 7 and hung.lines == 2
+    assert lines.events() == ["semtrace_unavailable"]

@@ -6,10 +6,12 @@ the reply). When the appliance does not answer (no socket, permission denied,
 timed out, connection closed, a reply that is not a JSON object) the channel
 logs one warning and then sends nothing for a pause (`RETRY_FIRST` seconds,
 doubling up to `RETRY_MAX` while it stays down): calls pass without even trying
-and are counted as not recorded, silently. After the pause the next request
-tries again; when it is answered, one line says the appliance is back and how
-many requests went unrecorded. A `busy` reply pauses sending for its
-`retry_after_ms`, with one warning a minute at most. A request on a connection
+and are counted as not recorded, silently. After the pause one request tries
+again, the others still passing untried until it is answered or times out (a
+hung service does not hold a burst of calls each time); when it is answered,
+one line says the appliance is back and how many requests went unrecorded. A
+`busy` reply pauses sending for its `retry_after_ms`, with one warning a minute
+at most. A request on a connection
 that the service closed meanwhile (it restarted) is sent again at once on a new
 connection: requests are idempotent by request id.
 
@@ -38,10 +40,14 @@ QUIET = 60.0  # a refusal's warning is repeated at most this often (seconds)
 class Breaker:
     """Whether to try the appliance now, and the log lines about its state (thread-safe)."""
 
-    def __init__(self, log: logging.Logger, clock: Any = time.monotonic) -> None:
-        self.log, self.clock = log, clock
+    def __init__(self, log: logging.Logger, clock: Any = time.monotonic, *,
+                 probe: float = 5.0) -> None:
+        """`probe`: how long the one request trying a down appliance again has (the
+        adapter's timeout); others are not sent meanwhile."""
+        self.log, self.clock, self.probe = log, clock, probe
         self._lock = threading.Lock()
         self._until = 0.0  # no request is sent before this time
+        self._probing = 0.0  # while down: until when a request is trying it again
         self._pause = RETRY_FIRST
         self._down = False
         self.missed = 0  # requests not sent or not answered since it went down
@@ -49,11 +55,24 @@ class Breaker:
         self._quieted: dict[str, int] = {}  # refusal code -> lines held back since
 
     def ready(self) -> bool:
-        """Whether a request may be sent now; one not sent counts as missed."""
+        """Whether a request may be sent now; one not sent counts as missed. While the
+        appliance is down, one request at a time tries it again once the pause is over:
+        the others do not all wait for a service that may still hang."""
         with self._lock:
-            if self.clock() >= self._until:
+            now = self.clock()
+            if now >= self._until and not (self._down and now < self._probing):
+                if self._down:
+                    self._probing = now + self.probe
                 return True
             self.missed += 1
+            return False
+
+    def paused(self) -> bool:
+        """Whether a pause began while this request waited to be sent (it then is not)."""
+        with self._lock:
+            if self.clock() < self._until:
+                self.missed += 1
+                return True
             return False
 
     def skipped(self) -> None:
@@ -65,7 +84,7 @@ class Breaker:
         """The appliance did not answer `req`: warn once, then pause sending."""
         with self._lock:
             first, now = not self._down, self.clock()
-            self._down, self.missed = True, self.missed + 1
+            self._down, self.missed, self._probing = True, self.missed + 1, 0.0
             if now < self._until and not first:  # in flight when another failed: paused
                 return
             self._until = now + self._pause
@@ -82,6 +101,7 @@ class Breaker:
         with self._lock:
             back, missed = self._down, self.missed
             self._down, self.missed, self._pause = False, 0, RETRY_FIRST
+            self._probing = 0.0
             if code == "busy":
                 retry = (reply.get("error") or {}).get("retry_after_ms")
                 wait = retry / 1000 if isinstance(retry, int | float) and retry > 0 else 0.05
@@ -122,7 +142,7 @@ class SyncChannel:
     def __init__(self, target: str | Path, *, timeout: float, log: logging.Logger,
                  bus_keys: Any = None, plain_bus: bool = False) -> None:
         self.target, self.timeout = target, timeout
-        self.breaker = Breaker(log)
+        self.breaker = Breaker(log, probe=timeout)
         self._opts = {"bus_keys": bus_keys, "plain_bus": plain_bus}
         self._lock = threading.Lock()
         self._client: Any = None
@@ -136,7 +156,7 @@ class SyncChannel:
             self.breaker.skipped()  # another request held the line the whole time
             return None
         try:
-            if not self.breaker.ready():  # it failed while this request waited
+            if self.breaker.paused():  # it failed while this request waited
                 return None
             reply = self._exchange(req, deadline)
         except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
