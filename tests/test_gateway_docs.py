@@ -19,7 +19,7 @@ import pytest
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the cost map
 litellm = pytest.importorskip("litellm")
 
-from test_gateway_failopen import openai_sync  # noqa: E402
+from gateway_fakes import openai_sync  # noqa: E402
 from test_service import Server  # noqa: E402
 from test_spine import run_cli  # noqa: E402
 

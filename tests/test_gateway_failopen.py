@@ -10,7 +10,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,8 +23,14 @@ import pytest
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the cost map
 litellm = pytest.importorskip("litellm")
 
-import httpx  # noqa: E402
-from openai import AsyncOpenAI, OpenAI  # noqa: E402
+from gateway_fakes import (  # noqa: E402
+    ANSWER,
+    Lines,
+    StandIn,
+    ask,
+    openai_async,
+    openai_sync,
+)
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from test_litellm import PreCallSpy, _lookup  # noqa: E402
 from test_service import Server  # noqa: E402
@@ -35,51 +40,6 @@ from appliance.integrations.decorator import Semtrace  # noqa: E402
 from appliance.integrations.litellm import SemtraceLogger  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-ANSWER = "Take the 9:04 from Lyon Part-Dieu."
-
-
-def _provider(request: httpx.Request) -> httpx.Response:
-    """OpenAI's /v1/chat/completions (and /v1/embeddings), streamed when asked."""
-    body = json.loads(request.content)
-    if request.url.path.endswith("/embeddings"):
-        return httpx.Response(200, json={
-            "object": "list", "model": "text-embedding-3-small",
-            "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
-            "usage": {"prompt_tokens": 3, "total_tokens": 3}})
-    base = {"id": "chatcmpl-t1", "created": 1767225600, "model": "gpt-4o-2024-08-06"}
-    usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
-    if not body.get("stream"):
-        return httpx.Response(200, json={**base, "object": "chat.completion", "usage": usage,
-                                         "choices": [{"index": 0, "finish_reason": "stop",
-                                                      "message": {"role": "assistant",
-                                                                  "content": ANSWER}}]})
-    chunk = {**base, "object": "chat.completion.chunk"}
-    events = [{**chunk, "choices": [{"index": 0, "finish_reason": None,
-                                     "delta": {"role": "assistant", "content": ANSWER[:9]}}]},
-              {**chunk, "choices": [{"index": 0, "finish_reason": "stop",
-                                     "delta": {"content": ANSWER[9:]}}]},
-              {**chunk, "choices": [], "usage": usage}]
-    sse = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
-    return httpx.Response(200, headers={"content-type": "text/event-stream"},
-                          content=sse.encode())
-
-
-def openai_sync() -> OpenAI:
-    return OpenAI(api_key="sk-test", http_client=httpx.Client(
-        transport=httpx.MockTransport(_provider)))
-
-
-def openai_async() -> AsyncOpenAI:
-    return AsyncOpenAI(api_key="sk-test", http_client=httpx.AsyncClient(
-        transport=httpx.MockTransport(_provider)))
-
-
-def ask(text: str, **kw: Any) -> str:
-    out = litellm.completion(model="gpt-4o", messages=[{"role": "user", "content": text}],
-                             client=openai_sync(), **kw)
-    return str(out.choices[0].message.content)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("failopen")
@@ -100,21 +60,6 @@ def _clean_callbacks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     litellm.logging_callback_manager._reset_all_callbacks()
 
 
-class Lines(logging.Handler):
-    """The gateway's log records from Semtrace's adapters."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def events(self, level: int = logging.WARNING) -> list[str]:
-        return [str(getattr(r, "event", r.getMessage())) for r in self.records
-                if r.levelno >= level]
-
-
 @pytest.fixture
 def lines() -> Iterator[Lines]:
     handler, logger = Lines(), logging.getLogger("semtrace.integrations")
@@ -123,37 +68,6 @@ def lines() -> Iterator[Lines]:
     yield handler
     logger.removeHandler(handler)
     logger.level = old
-
-
-class StandIn:
-    """A socket that accepts and answers every line with `reply` (bytes), counting lines;
-    with a `gate`, each answer waits until the gate is open (10 s at most)."""
-
-    def __init__(self, path: Path, reply: bytes, gate: threading.Event | None = None) -> None:
-        self.reply, self.lines, self.received = reply, 0, []  # type: ignore[var-annotated]
-        self.gate = gate
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(path))
-        self.sock.listen(16)
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn, conn.makefile("rwb") as f:
-            for line in f:
-                self.lines += 1
-                self.received.append(json.loads(line))
-                if self.gate is not None:
-                    self.gate.wait(10)
-                f.write(self.reply)
-                f.flush()
 
 
 def _wait(logger: SemtraceLogger, n: int) -> None:
@@ -337,7 +251,7 @@ GATEWAY = """
 import json, logging, sys
 sys.path.insert(0, sys.argv[2])
 import litellm
-from test_gateway_failopen import ANSWER, ask
+from gateway_fakes import ANSWER, ask
 from appliance.integrations.decorator import Semtrace
 from appliance.integrations.litellm import SemtraceLogger
 

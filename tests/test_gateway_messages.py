@@ -18,7 +18,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the
 litellm = pytest.importorskip("litellm")
 
 from conftest import scan_for  # noqa: E402
-from test_gateway_failopen import StandIn, openai_sync  # noqa: E402
+from gateway_fakes import StandIn, openai_sync  # noqa: E402
 from test_litellm import _lookup, _thread  # noqa: E402
 from test_service import Server  # noqa: E402
 
