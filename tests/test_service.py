@@ -242,6 +242,10 @@ def test_a_peer_under_another_uid_is_refused(server: Server) -> None:
 def test_socket_and_data_dir_permissions(server: Server) -> None:
     assert server.sock.stat().st_mode & 0o777 == 0o660
     assert server.data.stat().st_mode & 0o777 == 0o700
+    # every file inside, the databases and their -wal / -shm included: owner only
+    loose = [str(p.relative_to(server.data)) for p in server.data.rglob("*")
+             if p.is_file() and p.stat().st_mode & 0o077]
+    assert loose == []
 
 
 def test_kill_9_loses_no_acknowledged_prompt(tmp_path: Path, passphrase_file: Path) -> None:

@@ -12,6 +12,7 @@ from `reads.py`, shredding from `maintenance.py` and history from `turns.py`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,18 @@ def connect(path: Path, keyring: Keyring, *, readonly: bool = False, purpose: st
     conn.execute(f"PRAGMA synchronous = {'FULL' if synchronous == 'FULL' else 'NORMAL'}")
     conn.execute("PRAGMA secure_delete = ON")
     conn.execute("PRAGMA foreign_keys = ON")
+    if not readonly:
+        owner_only(path)
     return conn
+
+
+def owner_only(path: Path) -> None:
+    """The database and its -wal / -shm files readable by their owner only (sqlite creates
+    them under the umask; it makes later -wal / -shm files with the database's mode)."""
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            if p.stat().st_mode & 0o077:
+                p.chmod(0o600)
 
 
 # This store allocates record ids in [id_base, id_base + ID_RANGE); records moved in
