@@ -312,3 +312,34 @@ def test_gateway_redaction_loads_in_the_background_and_never_holds_a_call(
     assert logger.wait(2) and logger.sent == 1
     sent = [r for r in seen.received if r["op"] == "ingest"][0]["text"]
     assert "jane.roe" not in sent and "<EMAIL_ADDRESS>" in sent
+
+
+def test_a_gateway_forked_while_its_redactor_loads_loads_it_again() -> None:
+    """gunicorn --preload and the like build the adapter, then fork the workers."""
+    import threading
+    import types
+
+    from appliance.integrations.redaction import GatewayRedactor
+
+    started = threading.Event()
+
+    class Slow(GatewayRedactor):
+        def _build(self) -> Any:
+            started.set()
+            time.sleep(1.0)  # Presidio takes seconds; the fork comes meanwhile
+            return types.SimpleNamespace(redact=lambda p: types.SimpleNamespace(
+                text=p.text.replace("Oslo", "<LOCATION>")))
+
+    redactor = Slow(wait=5.0)
+    redactor.warm()
+    assert started.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the worker: the loading thread was not forked with it
+        try:
+            ok = redactor("Flights to Oslo") == "Flights to <LOCATION>"
+        except Exception:  # noqa: BLE001 - reported through the exit code
+            ok = False
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0  # the old code: RedactorLoading after 5 s
+    assert redactor("Oslo again") == "<LOCATION> again"  # and the parent still works

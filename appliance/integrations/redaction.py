@@ -9,6 +9,7 @@ originals, so its compliance vault holds none for these prompts.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -32,28 +33,40 @@ class GatewayRedactor:
         self._settings = settings
         self.wait = wait
         self._redactor: Any = None
-        self._started = False
+        self._started = 0  # the process that started loading it
         self._ready = threading.Event()
         self._lock = threading.Lock()
         self._use = threading.Lock()  # one analysis at a time: spaCy is not shared here
 
     def warm(self) -> None:
-        """Start loading Presidio in a background thread (once)."""
+        """Start loading Presidio in a background thread (once a process: a gateway
+        forked after building its adapter, e.g. `gunicorn --preload`, loads it again in
+        the child, where the parent's loading thread does not exist)."""
+        if self._started and self._started != os.getpid():  # forked: the parent's
+            self._lock, self._use = threading.Lock(), threading.Lock()  # threads are gone
+            if self._ready.is_set():
+                self._started = os.getpid()  # loaded before the fork: copied with it
+            else:
+                self._ready = threading.Event()  # and its load never ends here
+                self._started = 0
         with self._lock:
             if self._started:
                 return
-            self._started = True
-        threading.Thread(target=self._load, name="semtrace-redactor", daemon=True).start()
+            self._started = os.getpid()
+        threading.Thread(target=self._load, args=(self._ready,), name="semtrace-redactor",
+                         daemon=True).start()
 
-    def _load(self) -> None:
+    def _build(self) -> Any:
+        from appliance.config import RedactionSettings, load_policy
+        from appliance.redact import Redactor
+
+        return Redactor(self._settings or load_policy("redaction", RedactionSettings))
+
+    def _load(self, ready: threading.Event) -> None:
         try:
-            from appliance.config import RedactionSettings, load_policy
-            from appliance.redact import Redactor
-
-            settings = self._settings or load_policy("redaction", RedactionSettings)
-            self._redactor = Redactor(settings)
+            self._redactor = self._build()
         finally:
-            self._ready.set()
+            ready.set()
 
     def __call__(self, text: str) -> str:
         from appliance.records import Prompt
