@@ -68,6 +68,15 @@ def test_init_refuses_a_file_and_conflicting_credentials_and_leaves_no_stray_key
     one_sentence(twice.stderr)
 
 
+def test_a_folder_given_as_passphrase_or_key_file_is_named_as_a_folder(tmp_path: Path) -> None:
+    for option in ("--passphrase-file", "--key-file"):
+        r = run_cli("init", "--data-dir", str(tmp_path / "d"), option, str(tmp_path))
+        assert r.returncode != 0 and "is a folder" in r.stderr, r.stderr
+        assert "does not exist" not in r.stderr
+        one_sentence(r.stderr)
+        assert not (tmp_path / "d").exists()
+
+
 def test_replay_refuses_a_missing_out_folder_and_an_empty_stream_before_creating_anything(
         tmp_path: Path, passphrase_file: Path) -> None:
     src = write_stream(tmp_path / "in.jsonl", STREAM)

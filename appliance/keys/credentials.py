@@ -43,6 +43,13 @@ def require_distinct(master: Credential, compliance: Credential) -> None:
                          "nothing was changed.")
 
 
+def _check_file(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise SemtraceError(f"The {what} {path} is a folder; give the file inside it.")
+    if not path.is_file():
+        raise SemtraceError(f"The {what} {path} does not exist.")
+
+
 def _check_private(path: Path, what: str) -> None:
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -53,8 +60,7 @@ def _check_private(path: Path, what: str) -> None:
 
 def read_passphrase_file(path: Path) -> Credential:
     """Read a passphrase from a file (first line, trailing newline dropped)."""
-    if not path.is_file():
-        raise SemtraceError(f"The passphrase file {path} does not exist.")
+    _check_file(path, "passphrase file")
     _check_private(path, "passphrase file")
     raw = path.read_bytes().split(b"\n", 1)[0].rstrip(b"\r")
     if len(raw) < 8:
@@ -64,8 +70,7 @@ def read_passphrase_file(path: Path) -> Credential:
 
 def read_key_file(path: Path) -> Credential:
     """Read a raw 32-byte master key (binary or 64 hex characters), mode 0600 enforced."""
-    if not path.is_file():
-        raise SemtraceError(f"The key file {path} does not exist.")
+    _check_file(path, "key file")
     _check_private(path, "key file")
     raw = path.read_bytes().strip()
     if len(raw) == 64:
