@@ -98,6 +98,18 @@ class Runtime:
         self.store.close()
 
 
+def store_damage(data_dir: Path, *, empty_too: bool = True) -> str | None:
+    """One sentence when an initialised data dir's store is missing or emptied, else None."""
+    if not (data_dir / DB_FILE).exists():
+        return f"{data_dir} has a keyring but no store; it is damaged."
+    if empty_too and (data_dir / DB_FILE).stat().st_size == 0:
+        # init writes the store's schema, so an empty file is one emptied or cut short:
+        # opening it for writing would quietly make a new, empty store in its place
+        return (f"{data_dir / DB_FILE} is empty; it is damaged (restore it from a backup). "
+                "Nothing was changed.")
+    return None
+
+
 def open_runtime(data_dir: Path, cred: Credential | None = None, *, keyring: Keyring | None = None,
                  readonly: bool = False, policies: Policies | None = None) -> Runtime:
     """Open an initialised data dir; WrongKey/SemtraceError with one sentence otherwise."""
@@ -105,13 +117,9 @@ def open_runtime(data_dir: Path, cred: Credential | None = None, *, keyring: Key
         if not data_dir.exists():
             raise SemtraceError(f"The data dir {data_dir} does not exist (run `semtrace init`).")
         raise SemtraceError(f"{data_dir} is not a Semtrace data dir (run `semtrace init`).")
-    if not (data_dir / DB_FILE).exists():
-        raise SemtraceError(f"{data_dir} has a keyring but no store; it is damaged.")
-    if keyring is None and (data_dir / DB_FILE).stat().st_size == 0:
-        # init writes the store's schema, so an empty file is one emptied or cut short:
-        # opening it for writing would quietly make a new, empty store in its place
-        raise SemtraceError(f"{data_dir / DB_FILE} is empty; it is damaged (restore it from "
-                            "a backup). Nothing was changed.")
+    damage = store_damage(data_dir, empty_too=keyring is None)
+    if damage:
+        raise SemtraceError(damage)
     pol = policies or load_policies()
     if keyring is None:
         if cred is None:

@@ -287,6 +287,8 @@ def test_a_truncated_store_file_is_one_sentence_not_a_traceback(tmp_path: Path,
     assert replay.returncode != 0 and "is empty; it is damaged" in replay.stderr
     one_sentence(replay.stderr)
     assert (data / "semtrace.db").stat().st_size == 0
+    doctor = json.loads(run_cli("doctor", "--json", "--data-dir", str(data)).stdout)
+    assert any("is empty; it is damaged" in p for p in doctor["problems"]), doctor
 
 
 def test_a_file_error_no_command_expects_is_one_sentence(tmp_path: Path,

@@ -112,6 +112,7 @@ def _versions() -> dict[str, str]:
 def _problems(data_dir: Path) -> list[str]:
     from appliance.config import load_policies
     from appliance.errors import SemtraceError
+    from appliance.runtime import store_damage
 
     problems: list[str] = []
     for name, fn in (("policies", load_policies), ("model", _model)):
@@ -130,12 +131,15 @@ def _problems(data_dir: Path) -> list[str]:
             problems.append(f"The data dir {data_dir} is mode {mode:o}; it should be 700.")
         # the key files: the master key's salt and check, the compliance key (its private
         # half under the compliance passphrase: readable, it can be attacked offline)
-        for name in ("keyring.json", "reveal-key.json", "rotation.json"):
+        for name in ("keyring.json", "reveal-key.json", "rotation.json", "semtrace.db",
+                     "keys.db"):
             p = data_dir / name
             if p.exists() and p.stat().st_mode & 0o077:
                 problems.append(f"{p} is readable by others; it should be 600.")
         if not (data_dir / "keyring.json").exists():
             problems.append(f"{data_dir} is not initialised (run `semtrace init`).")
+        elif damage := store_damage(data_dir):
+            problems.append(damage)
     else:
         problems.append(f"The data dir {data_dir} does not exist.")
     return problems
