@@ -127,6 +127,10 @@ def redact(source: Path, out_path: Path, cache_dir: Path | None, as_json: bool) 
                 progress_bar() as prog:
             task = prog.add_task("redact", total=total)
             redact_stream(redactor, _numbered(fh, lambda: prog.advance(task)), out, report)
+        if report.skipped and not report.written:  # bad input: nothing to show for it
+            n, msg = report.skipped[0]
+            raise InputError(f"No line of {source} could be read ({len(report.skipped)} "
+                             f"skipped; line {n}: {msg}); nothing was written.")
         tmp_out.replace(out_path)
     finally:
         tmp_out.unlink(missing_ok=True)
