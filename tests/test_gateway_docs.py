@@ -38,17 +38,6 @@ def samples(lang: str) -> list[str]:
             for indent, body in found]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("docs")
-    pw = tmp / "pw"
-    pw.touch(mode=0o600)
-    pw.write_text("docs test passphrase\n")
-    srv = Server(tmp, pw).start()
-    yield srv
-    assert srv.stop() == 0
-
-
 @pytest.fixture(autouse=True)
 def _clean_callbacks() -> Iterator[None]:
     yield

@@ -31,17 +31,6 @@ OK = b'{"ok": true, "conversation_id": "th_0123456789abcdef", "position": "new"}
 CANARY = "Brindlewick-Oskarsund-2291"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("messages")
-    pw = tmp / "pw"
-    pw.touch(mode=0o600)
-    pw.write_text("messages test passphrase\n")
-    srv = Server(tmp, pw).start()
-    yield srv
-    assert srv.stop() == 0
-
-
 @pytest.fixture(autouse=True)
 def _clean_callbacks() -> Iterator[None]:
     yield

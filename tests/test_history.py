@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import scan_for
 from test_service import Server, at
 from test_spine import run_cli
 
 from appliance.client import Client
 from appliance.ingest import content_digest
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("history")
-    pw = tmp / "pw"
-    pw.touch(mode=0o600)
-    pw.write_text("history test passphrase\n")
-    srv = Server(tmp, pw).start()
-    yield srv
-    assert srv.stop() == 0
 
 
 def _as_history(turns: list[tuple[str, str]], *, digests: bool) -> list[dict[str, str]]:
