@@ -22,7 +22,10 @@ prompt is in the same conversation) and *interleaved* ones (the user's previous 
 belongs to another of their conversations), with the share of each that the linker put in
 the right conversation, and the three figures (pairwise F1 / new-thread F1 / parent
 accuracy) as decided and with every interleaved follow-up given its gold parent (threads
-re-derived along the parent links): how much of what is left is interleaving.
+re-derived along the parent links): how much of what is left is interleaving. Its last
+column gives only the wrongly threaded interleaved follow-ups that a later turn of their own
+conversation linked to their gold parent (the bound on re-threading a turn once the next one
+shows where it belongs).
 """
 
 from __future__ import annotations
@@ -115,17 +118,18 @@ def interleaving(pred: dict[int, dict[str, Any]], gold: dict[int, dict[str, Any]
     prev = {b: a for ix in by_user.values() for a, b in zip(ix, ix[1:], strict=False)}
     inter = {i for i, g in gold.items()
              if g["parent"] is not None and i in prev and gold[prev[i]]["thread"] != g["thread"]}
-    fixed = {i: dict(p) for i, p in pred.items()}
-    thread: dict[int, str] = {}
-    for ix in by_user.values():
-        for i in ix:
-            if i not in fixed:
-                continue
-            if i in inter:
-                fixed[i]["parent_index"] = gold[i]["parent"]
-            parent = fixed[i].get("parent_index")
-            thread[i] = thread.get(parent, f"o{i}") if parent is not None else f"o{i}"
-            fixed[i]["thread_id"] = thread[i]
+    def wrong(i: int) -> bool:
+        pp = pred[i].get("parent_index")
+        return pp is None or gold[pp]["thread"] != gold[i]["thread"]
+
+    # the wrongly threaded interleaved follow-ups that a later turn of their own
+    # conversation was linked to (it dragged that turn along): what re-threading a turn
+    # once the next one shows where it belongs could recover at most
+    followed = {p["parent_index"] for j, p in pred.items() if p.get("parent_index") in pred
+                and gold[p["parent_index"]]["thread"] == gold[j]["thread"]}
+    cascade = {i for i in inter if i in pred and wrong(i) and i in followed}
+    fixed, fixed_cascade = _gold_parents(pred, gold, by_user, inter), \
+        _gold_parents(pred, gold, by_user, cascade)
     rows = {i: {"index": i, "user_id": g["user"], "gold_thread_id": g["thread"],
                 "gold_parent_index": g["parent"], "source": g["source"]}
             for i, g in gold.items() if i in pred}
@@ -146,6 +150,7 @@ def interleaving(pred: dict[int, dict[str, Any]], gold: dict[int, dict[str, Any]
             count[("interleaved" if i in inter else "linear", right)] += 1
         sg = [rows[i] for i in ix]
         as_decided, with_right = score(sg, pred), score(sg, fixed)
+        with_cascade = score(sg, fixed_cascade)
         out[src] = {
             **{f"{k}_followups": count[(k, True)] + count[(k, False)]
                for k in ("linear", "interleaved")},
@@ -153,21 +158,43 @@ def interleaving(pred: dict[int, dict[str, Any]], gold: dict[int, dict[str, Any]
                                                                   + count[(k, False)]), 3)
                for k in ("linear", "interleaved")},
             "as_decided": [round(as_decided[k], 3) for k in keys],
-            "interleaved_right": [round(with_right[k], 3) for k in keys]}
+            "interleaved_right": [round(with_right[k], 3) for k in keys],
+            "cascade_followups": sum(1 for i in ix if i in cascade),
+            "cascade_right": [round(with_cascade[k], 3) for k in keys]}
     return out
+
+
+def _gold_parents(pred: dict[int, dict[str, Any]], gold: dict[int, dict[str, Any]],
+                  by_user: dict[str, list[int]], which: set[int]) -> dict[int, dict[str, Any]]:
+    """The decisions with the prompts in `which` given their gold parent, and every thread
+    re-derived along the parent links."""
+    fixed = {i: dict(p) for i, p in pred.items()}
+    thread: dict[int, str] = {}
+    for ix in by_user.values():
+        for i in ix:
+            if i not in fixed:
+                continue
+            if i in which:
+                fixed[i]["parent_index"] = gold[i]["parent"]
+            parent = fixed[i].get("parent_index")
+            thread[i] = thread.get(parent, f"o{i}") if parent is not None else f"o{i}"
+            fixed[i]["thread_id"] = thread[i]
+    return fixed
 
 
 def print_interleaving(res: dict[str, Any]) -> None:
     print("| source | follow-ups | interleaved | conversation right: linear / interleaved "
-          "| as decided | interleaved follow-ups right |")
-    print("|---|---|---|---|---|---|")
+          "| as decided | interleaved follow-ups right | followed wrong ones right |")
+    print("|---|---|---|---|---|---|---|")
     for src, r in res.items():
         n = r["linear_followups"] + r["interleaved_followups"]
         print(f"| {src} | {n:,} | {r['interleaved_followups']:,} "
               f"({r['interleaved_followups'] / max(n, 1):.0%}) | {r['linear_thread_right']:.3f} / "
               f"{r['interleaved_thread_right']:.3f} | "
               + " / ".join(f"{v:.3f}" for v in r["as_decided"]) + " | "
-              + " / ".join(f"{v:.3f}" for v in r["interleaved_right"]) + " |")
+              + " / ".join(f"{v:.3f}" for v in r["interleaved_right"]) + " | "
+              + f"{r['cascade_followups']}: "
+              + " / ".join(f"{v:.3f}" for v in r["cascade_right"]) + " |")
 
 
 def main() -> int:
