@@ -68,6 +68,20 @@ def test_init_refuses_a_file_and_conflicting_credentials_and_leaves_no_stray_key
     one_sentence(twice.stderr)
 
 
+def test_replay_of_a_stream_with_no_readable_line_stores_nothing(tmp_path: Path,
+                                                                  passphrase_file: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b'{"tenant": "acme", "user_id": "canary-7f3a@example.com"}\n'
+                    b'not json at all\n')
+    data, out = tmp_path / "data", tmp_path / "out.jsonl"
+    r = run_cli("replay", str(src), "--out", str(out), "--data-dir", str(data),
+                "--passphrase-file", str(passphrase_file))
+    assert r.returncode == 2 and "No line of" in r.stderr and "line 1:" in r.stderr, r.stderr
+    assert "canary-7f3a" not in r.stderr
+    one_sentence(r.stderr)
+    assert not data.exists() and not out.exists()
+
+
 def test_a_folder_given_as_passphrase_or_key_file_is_named_as_a_folder(tmp_path: Path) -> None:
     for option in ("--passphrase-file", "--key-file"):
         r = run_cli("init", "--data-dir", str(tmp_path / "d"), option, str(tmp_path))

@@ -91,6 +91,21 @@ def check_stream(source: Path, *, max_text_chars: int) -> None:
             pass
 
 
+def first_bad_if_none_readable(source: Path, *, max_text_chars: int) -> str | None:
+    """Where a stream none of whose lines can be read goes wrong first ("line N: why"),
+    else None (reading stops at the first good line)."""
+    from appliance.replay import ReplayReport, read_prompts
+
+    report = ReplayReport()
+    with source.open("rb") as fh:
+        for _ in read_prompts(fh, max_text_chars=max_text_chars, strict=False, report=report):
+            return None
+    if not report.skipped:
+        return None
+    lineno, msg = report.skipped[0]
+    return f"line {lineno}: {msg}"
+
+
 def run_replay(rt: Runtime, source: Path, out: IO[str], *, strict: bool, batch: int) -> object:
     from appliance.replay import ReplayReport, read_prompts, replay, source_tag
 
@@ -123,10 +138,15 @@ def replay(source: Path, out_path: Path, data_dir: Path | None, passphrase_file:
     output_path(out_path, source=source)
     if _count_lines(source)[1] == 0:
         raise InputError(f"{source} holds no prompts (it is empty or blank).")
-    if strict:  # every line checked before the data dir is created or anything stored
-        from appliance.config import load_policies
+    from appliance.config import load_policies
 
-        check_stream(source, max_text_chars=load_policies().correlation.max_text_chars)
+    max_chars = load_policies().correlation.max_text_chars
+    if strict:  # every line checked before the data dir is created or anything stored
+        check_stream(source, max_text_chars=max_chars)
+    bad = first_bad_if_none_readable(source, max_text_chars=max_chars)
+    if bad:  # bad input: refused before the data dir is created
+        raise InputError(f"No line of {source} could be read ({bad.rstrip('.')}); nothing "
+                         "was stored.")
     with _replay_runtime(data_dir, passphrase_file, key_file) as rt:
         tmp_out = out_path.with_name(out_path.name + ".partial")
         try:
