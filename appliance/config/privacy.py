@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from appliance.config.base import Strict
+from appliance.config.base import Strict, check_crontab
 
 # The kinds of cross-user release (`analytics`): what `release_epsilon` may name.
 RELEASE_KINDS = ("topics", "models", "cost", "positions", "blocks", "incident")
@@ -56,14 +56,7 @@ class PrivacySettings(Strict):
     @field_validator("release_cron")
     @classmethod
     def _crontab(cls, value: str) -> str:
-        from apscheduler.triggers.cron import CronTrigger
-
-        try:
-            CronTrigger.from_crontab(value)
-        except ValueError:
-            raise ValueError(f"release_cron {value!r} is not a crontab expression "
-                             "(five fields, e.g. \"5 0 * * *\").") from None
-        return value
+        return check_crontab("release_cron", value, "5 0 * * *")
 
     @field_validator("release_epsilon")
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from appliance.config.base import Strict
+from appliance.config.base import Strict, check_crontab
 
 # Longest retention a policy may set: 100 years. Beyond it a date calculation overflows,
 # and `inf` is not a period (a tenant kept forever is a legal hold, which the report names).
@@ -43,11 +43,4 @@ class RetentionSettings(Strict):
     @field_validator("schedule_cron")
     @classmethod
     def _crontab(cls, value: str) -> str:
-        from apscheduler.triggers.cron import CronTrigger
-
-        try:
-            CronTrigger.from_crontab(value)
-        except ValueError:
-            raise ValueError(f"schedule_cron {value!r} is not a crontab expression "
-                             "(five fields, e.g. \"17 * * * *\").") from None
-        return value
+        return check_crontab("schedule_cron", value, "17 * * * *")
