@@ -11,7 +11,7 @@ from appliance.keys.credentials import Credential
 from appliance.keys.derive import KdfParams
 from appliance.keys.durable import read_json
 from appliance.keys.keyring import Keyring
-from appliance.keys.meta import KEYRING_FILE, make_meta, unlock
+from appliance.keys.meta import KEYRING_FILE, KEYRING_VERSION, make_meta, unlock
 from appliance.keys.rotation import rotation_pending
 
 
@@ -37,6 +37,13 @@ def open_keyring(data_dir: Path, cred: Credential) -> Keyring:
             "A key rotation was interrupted: if the new credential was already applied, "
             "rename keyring.json.rotating to keyring.json; else delete it.")
     meta = read_json(data_dir / KEYRING_FILE)
+    version = meta.get("version", KEYRING_VERSION)
+    if isinstance(version, int) and version > KEYRING_VERSION:
+        # a description this code cannot read: "wrong passphrase" would send the
+        # operator after the wrong problem
+        raise SemtraceError(f"{data_dir / KEYRING_FILE} was written by a newer version of "
+                            f"Semtrace (keyring version {version!r}); run that version or a "
+                            "newer one. Nothing was changed.")
     ring = unlock(meta, cred)
     if ring is None:
         if meta.get("kind") != cred.kind:

@@ -14,7 +14,8 @@ from appliance.migrations.runner import (
     latest,
     migrate,
     migration,
+    refuse_newer,
 )
 
 __all__ = ["KEY_MIGRATIONS", "MIGRATIONS", "Migration", "applied", "datastore", "keystore",
-           "latest", "migrate", "migration"]
+           "latest", "migrate", "migration", "refuse_newer"]

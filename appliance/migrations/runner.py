@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance import failpoints
+from appliance.errors import SemtraceError
 
 Migration = Callable[[Any], None]
 MIGRATIONS: list[Migration] = []
@@ -31,12 +32,27 @@ def applied(db: Any) -> list[str]:
     return [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY rowid")]
 
 
-def migrate(db: Any, migrations: list[Migration] | None = None) -> list[str]:
+def refuse_newer(db: Any, migrations: list[Migration] | None = None, *,
+                 name: str = "The store") -> None:
+    """SemtraceError when `db` records a migration this code does not know: a newer
+    version wrote it, and this one would misread or damage what that schema holds."""
+    known = {fn.__name__ for fn in (MIGRATIONS if migrations is None else migrations)}
+    unknown = [n for n in applied(db) if n not in known]
+    if unknown:
+        raise SemtraceError(
+            f"{name} was upgraded by a newer version of Semtrace (its migration {unknown[0]} "
+            "is unknown to this one); run that version or a newer one. Nothing was changed.")
+
+
+def migrate(db: Any, migrations: list[Migration] | None = None, *,
+            name: str = "The store") -> list[str]:
     """Apply every migration not yet recorded, each in its own transaction.
 
-    Foreign keys are off while a migration runs (SQLite's procedure for rebuilding a
-    table) and checked before it commits.
+    Refused, before anything is applied, when a newer version has migrated `db`
+    (`refuse_newer`). Foreign keys are off while a migration runs (SQLite's procedure
+    for rebuilding a table) and checked before it commits.
     """
+    refuse_newer(db, migrations, name=name)
     done = set(applied(db))
     ran: list[str] = []
     todo = [fn for fn in (MIGRATIONS if migrations is None else migrations)

@@ -161,11 +161,22 @@ class Store(Writes, Reads, Maintenance, Turns):
         conn = connect(path, keyring, readonly=readonly, synchronous=synchronous)
         kconn = connect(data_dir / KEYS_FILE, keyring, readonly=readonly, purpose="keys",
                         synchronous="FULL")
-        if not readonly:
-            migrations.migrate(conn)
-            migrations.migrate(kconn, migrations.KEY_MIGRATIONS)
-        elif migrations.latest() not in migrations.applied(conn):
-            raise SemtraceError("The store needs a migration; start the service once to apply it.")
+        try:
+            # both files checked before either is migrated: a newer version's store is
+            # refused as it is
+            migrations.refuse_newer(conn, name=str(path))
+            migrations.refuse_newer(kconn, migrations.KEY_MIGRATIONS,
+                                    name=str(data_dir / KEYS_FILE))
+            if not readonly:
+                migrations.migrate(conn)
+                migrations.migrate(kconn, migrations.KEY_MIGRATIONS)
+            elif migrations.latest() not in migrations.applied(conn):
+                raise SemtraceError("The store needs a migration; start the service once to "
+                                    "apply it.")
+        except BaseException:
+            conn.close()
+            kconn.close()
+            raise
         return cls(conn, kconn, keyring, path, readonly=readonly)
 
     def close(self) -> None:

@@ -1,0 +1,124 @@
+"""Upgrading a data dir: an older store opens and is migrated, a newer one is refused.
+
+Each refusal is checked with the real `semtrace` command: one sentence, a non-zero exit
+and the data dir's files byte for byte as they were.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from test_spine import run_cli
+
+
+def _init(data_dir: Path, passphrase_file: Path) -> None:
+    from appliance.keys import read_passphrase_file
+    from appliance.runtime import init_data_dir
+
+    init_data_dir(data_dir, read_passphrase_file(passphrase_file))
+
+
+def _digests(data_dir: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(data_dir.iterdir()) if p.is_file()}
+
+
+def _record_migration(data_dir: Path, passphrase_file: Path, file: str, name: str) -> None:
+    """What a later version's migration leaves: its name in the file's `_migrations`."""
+    from appliance.keys import open_keyring, read_passphrase_file
+    from appliance.store import connect
+
+    ring = open_keyring(data_dir, read_passphrase_file(passphrase_file))
+    db = connect(data_dir / file, ring, purpose="keys" if file == "keys.db" else "data")
+    db.execute("CREATE TABLE later_feature (x)")
+    db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, 0)", (name,))
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+
+
+def test_a_store_a_newer_version_migrated_is_refused_in_one_sentence_and_left_as_it_is(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    data = tmp_path / "data"
+    _init(data, passphrase_file)
+    _record_migration(data, passphrase_file, "semtrace.db", "m900_later_feature")
+    before = _digests(data)
+    creds = ["--data-dir", str(data), "--passphrase-file", str(passphrase_file)]
+    for args in (["serve", "--check"], ["threads", "list"], ["retention", "run"]):
+        r = run_cli(*args, *creds)
+        assert r.returncode != 0, (args, r.stdout)
+        assert "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "newer version of Semtrace" in r.stderr and "m900_later_feature" in r.stderr
+    assert _digests(data) == before
+
+
+def test_a_key_store_a_newer_version_migrated_is_refused_before_the_data_store_is_touched(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    data = tmp_path / "data"
+    _init(data, passphrase_file)
+    _record_migration(data, passphrase_file, "keys.db", "k900_later_feature")
+    before = _digests(data)
+    r = run_cli("serve", "--check", "--data-dir", str(data), "--passphrase-file",
+                str(passphrase_file))
+    assert r.returncode != 0 and "keys.db was upgraded by a newer version" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert _digests(data) == before
+
+
+def test_a_keyring_file_of_a_newer_version_is_named_as_such_not_as_a_wrong_passphrase(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    data = tmp_path / "data"
+    _init(data, passphrase_file)
+    ring = data / "keyring.json"
+    meta = json.loads(ring.read_text())
+    ring.write_text(json.dumps({**meta, "version": meta["version"] + 1}))
+    before = _digests(data)
+    r = run_cli("threads", "list", "--data-dir", str(data), "--passphrase-file",
+                str(passphrase_file))
+    assert r.returncode != 0
+    assert "keyring.json was written by a newer version of Semtrace" in r.stderr
+    assert "Wrong passphrase" not in r.stderr
+    assert _digests(data) == before
+
+
+def test_a_store_of_an_older_schema_is_read_only_refused_then_migrated_keeping_its_records(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """A data dir as an earlier version left it: the first four migrations, one record."""
+    from appliance import migrations
+    from appliance.config import load_policies
+    from appliance.errors import SemtraceError
+    from appliance.keys import create_keyring, read_passphrase_file
+    from appliance.runtime import open_runtime, prepare_dir
+    from appliance.store import connect
+
+    cred = read_passphrase_file(passphrase_file)
+    data = tmp_path / "data"
+    prepare_dir(data)
+    ring = create_keyring(data, cred)
+    db = connect(data / "semtrace.db", ring)
+    migrations.migrate(db, migrations.MIGRATIONS[:4])
+    db.execute("INSERT INTO buckets (id, tenant, user, day, created_at) "
+               "VALUES (1, 'acme', 'u', '2026-01-01', 0)")
+    db.execute("INSERT INTO records (id, tenant, request_id, user, bucket_id, ts, thread_id, "
+               "position, model_id) VALUES (7, 'acme', 'r', 'u', 1, 0, 'th', 'new', 'm')")
+    db.close()
+    kdb = connect(data / "keys.db", ring, purpose="keys")
+    migrations.migrate(kdb, migrations.KEY_MIGRATIONS[:1])
+    kdb.close()
+
+    policies = load_policies()
+    try:
+        open_runtime(data, cred, readonly=True, policies=policies)
+        raise AssertionError("a read-only open of an older store must ask for the migration")
+    except SemtraceError as exc:
+        assert "needs a migration" in str(exc)
+    rt = open_runtime(data, cred, policies=policies)
+    try:
+        assert migrations.applied(rt.store.db) == [m.__name__ for m in migrations.MIGRATIONS]
+        assert migrations.applied(rt.store.keys_db) == [
+            m.__name__ for m in migrations.KEY_MIGRATIONS]
+        assert rt.store.db.execute("SELECT count(*) FROM records WHERE id = 7").fetchone()[0] == 1
+    finally:
+        rt.close()
