@@ -215,6 +215,9 @@ def test_reveal_needs_the_compliance_credential_and_is_audited(tmp_path: Path,
     log = json.loads(run_cli("audit", "log", "--json", *args).stdout)
     events = [e["event"] for e in log]
     assert events.count("reveal_denied") == 3 and events.count("reveal") == 1
+    # each names the record's tenant, so a tenant-bound view keeps it after a shred
+    assert {e["details"]["tenant"] for e in log if e["event"].startswith("reveal")} == {
+        record["tenant"]}
     assert all("bart" not in json.dumps(e).lower() for e in log)
 
 

@@ -281,6 +281,59 @@ def test_analyst_has_no_retention_screen_and_compliance_has(runtime: Any) -> Non
     run(app_for(runtime, role="compliance"), allowed)
 
 
+def test_retention_screen_of_a_tenant_bound_role_shows_only_its_tenants_events(
+        runtime: Any, pipeline: Any) -> None:
+    from appliance import audit as audit_mod
+    from appliance.config import RoleSettings
+
+    outcomes = pipeline.process([make_prompt("Where is the VPN guide?", tenant=t, user=u)
+                                 for t, u in (("acme", "alice"), ("globex", "gina"))])
+    acme_rec, globex_rec = (o.record_id for o in outcomes)
+    log = audit_mod.AuditLog(runtime.store.db, runtime.keyring.audit_signer())
+    log.append("shred", {"bucket": 1, "tenant": "acme", "day": "2026-03-01",
+                         "class": "prompts", "records": 3, "reason": "retention"})
+    log.append("erase", {"tenant": "globex", "user": "u_globex_gina", "buckets": 2})
+    log.append("reveal", {"record": globex_rec, "role": "compliance", "reason": "subpoena 7",
+                          "found": True})  # written before reveals named their tenant
+    log.append("reveal", {"record": acme_rec, "role": "compliance", "reason": "ticket 12",
+                          "found": True})
+    log.append("reveal", {"record": 10**6, "tenant": "acme", "role": "compliance",
+                          "reason": "ticket 13", "found": False})  # its record shredded since
+    log.append("retention_run", {"as_of": "2026-03-03T00:17:00", "buckets_shredded": 41,
+                                 "records": 900, "vault_entries": 0})
+    roles = runtime.policies.access.roles
+    access = runtime.policies.access.model_copy(update={"roles": {
+        **roles, "compliance-acme": RoleSettings(
+            permissions=roles["compliance"].permissions, tenants=["acme"])}})
+    runtime.policies = runtime.policies.model_copy(update={"access": access})
+
+    def events(app: Any) -> list[str]:
+        table = app.screen.query_one("#events")
+        return [" ".join(str(c) for c in table.get_row_at(i)) for i in range(table.row_count)]
+
+    async def scoped(pilot: Any) -> None:
+        await pilot.press("R")
+        await settle(pilot)
+        shown = events(pilot.app)
+        assert len(shown) == 3, shown  # acme's shred and the reveals of acme's records
+        assert all("globex" not in e and "subpoena" not in e for e in shown), shown
+        assert any("shred" in e and "tenant=acme" in e for e in shown), shown
+        assert any("ticket 12" in e for e in shown) and any("ticket 13" in e for e in shown)
+        policy = str(pilot.app.screen.query_one("#policy").render())
+        assert "41 bucket" not in policy  # a run's store-wide count is not acme's
+
+    run(app_for(runtime, role="compliance-acme"), scoped)
+
+    async def everything(pilot: Any) -> None:
+        await pilot.press("R")
+        await settle(pilot)
+        shown = events(pilot.app)
+        assert any("globex" in e for e in shown) and any("subpoena" in e for e in shown)
+        assert "41 bucket" in str(pilot.app.screen.query_one("#policy").render())
+
+    run(app_for(runtime, role="compliance"), everything)
+
+
 def test_operator_cannot_search(runtime: Any) -> None:
     app = app_for(runtime, role="operator")
     assert app.ctx.modes == ("threads",) and app.ctx.searcher is None

@@ -285,21 +285,21 @@ def reveal(record_id: int, data_dir: Path | None, passphrase_file: Path | None,
     reason = _reason(reason)
     with _opened(data_dir, passphrase_file, key_file) as rt:
         log = _audit(rt)
+        tenant = rt.store.record_tenant(record_id)
         try:
-            require(rt.policies.access, role, "reveal",
-                    tenant=rt.store.record_tenant(record_id))  # a role limited to tenants
+            require(rt.policies.access, role, "reveal", tenant=tenant)  # a role limited to tenants
             if compliance_passphrase_file is None:
                 raise AccessDenied("Reveal needs the compliance credential "
                                    "(--compliance-passphrase-file).")
             opener = unlock_reveal_key(rt.data_dir, read_passphrase_file(
                 compliance_passphrase_file))
         except SemtraceError as exc:
-            log.append("reveal_denied", {"record": record_id, "role": role or "default",
-                                         "why": type(exc).__name__})
+            log.append("reveal_denied", {"record": record_id, "tenant": tenant,
+                                         "role": role or "default", "why": type(exc).__name__})
             raise
         pairs = rt.store.reveal(record_id, opener)
-        log.append("reveal", {"record": record_id, "role": role, "reason": reason,
-                              "found": pairs is not None})
+        log.append("reveal", {"record": record_id, "tenant": tenant, "role": role,
+                              "reason": reason, "found": pairs is not None})
     if pairs is None:
         raise SemtraceError(f"Record {record_id} holds no vault entries (none, or shredded).")
     if as_json:

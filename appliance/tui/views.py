@@ -51,6 +51,7 @@ class RetentionView:
     self_check: dict[str, Any]
     last_run: Entry | None
     recent: tuple[Entry, ...]
+    tenant: str | None = None  # the one tenant a scoped session sees (None: all)
 
 
 def next_fire(cron: str, now: datetime) -> datetime | None:
@@ -78,16 +79,21 @@ class ComplianceReader:
             store = self.reader.rt.store
             body = build_report(store, _ReadAudit(store), settings, now=now)  # type: ignore[arg-type]
             runs = audit_entries(store, events=("retention_run",), last=1)
-            recent = audit_entries(store, last=AUDIT_EVENTS_SHOWN)
-        holdings = [h for h in body["holdings"]
-                    if not self.reader.tenant or h["tenant"] == self.reader.tenant]
-        rules = [("default", settings.default), *sorted(settings.tenants.items())]
+            # A session limited to one tenant (a role bound to tenants) sees that tenant's
+            # events only: other tenants' shreds, erasures and reveals are not its business.
+            recent = audit_entries(store, last=AUDIT_EVENTS_SHOWN, tenant=self.reader.tenant)
+        tenant = self.reader.tenant
+        holdings = [h for h in body["holdings"] if not tenant or h["tenant"] == tenant]
+        rules = [("default", settings.default), *sorted(
+            (t, r) for t, r in settings.tenants.items() if not tenant or t == tenant)]
+        holds = [h for h in settings.legal_holds if not tenant or h.tenant == tenant]
         return RetentionView(
             checked_at=now, schedule_cron=settings.schedule_cron,
             next_shred=next_fire(settings.schedule_cron, now), rules=tuple(rules),
-            legal_holds=len(settings.legal_holds), holdings=tuple(holdings),
+            legal_holds=len(holds), holdings=tuple(holdings),
             chain=body["audit_chain"], self_check=body["self_check"],
-            last_run=runs[-1] if runs else None, recent=tuple(reversed(recent)))
+            last_run=runs[-1] if runs else None, recent=tuple(reversed(recent)),
+            tenant=tenant)
 
     def write_report(self, out: Path, *, role: str, fmt: str = "md") -> Path:
         """Write the signed retention report to `out`, as `semtrace audit retention` does."""

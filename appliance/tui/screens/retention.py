@@ -31,8 +31,10 @@ def policy_text(view: RetentionView) -> Text:
     nxt = f"{view.next_shred:%Y-%m-%d %H:%M} UTC" if view.next_shred else "invalid schedule"
     out.append(f"Next scheduled shred: {nxt} (cron '{view.schedule_cron}') · legal holds: "
                f"{view.legal_holds}\n")
-    last = (f"{datetime.fromtimestamp(view.last_run.ts, UTC):%Y-%m-%d %H:%M} UTC, "
-            f"{view.last_run.details.get('buckets_shredded', 0)} bucket(s)"
+    # A run covers every tenant: its bucket count is not one tenant's to read.
+    shredded = ("" if view.tenant or view.last_run is None else
+                f", {view.last_run.details.get('buckets_shredded', 0)} bucket(s)")
+    last = (f"{datetime.fromtimestamp(view.last_run.ts, UTC):%Y-%m-%d %H:%M} UTC{shredded}"
             if view.last_run else "never")
     out.append(f"Last retention run: {last}\n")
     chain = view.chain
