@@ -167,6 +167,11 @@ def test_demo_keeps_the_weather_conversation_whole_and_starts_the_lasagna_one(
     assert result.returncode == 0, result.stderr
     threads = json.loads(result.stdout)
     assert "Demo data kept in" in result.stderr
+    # The command it prints opens the kept store as it is (it named the folder above the data
+    # dir, which every command refused as "not a Semtrace data dir").
+    listed = run_cli(*result.stderr.splitlines()[-1].split()[1:], "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)) == len(threads)
 
     def thread_of(start: str) -> dict:  # type: ignore[type-arg]
         found = [t for t in threads if any(r["text"].startswith(start) for r in t["records"])]

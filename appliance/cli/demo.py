@@ -123,7 +123,10 @@ def demo(keep: Path | None, no_tui: bool, as_json: bool) -> None:
             shutil.rmtree(base, ignore_errors=True)
     if keep is not None:
         # On stderr under --json: stdout is the JSON document and nothing else.
-        click.echo(f"Demo data kept in {base} (passphrase in {base / 'passphrase'}).",
+        data_dir, pw = base / "data", base / "passphrase"
+        click.echo(f"Demo data kept in {base}: explore it with\n"
+                   f"  semtrace tui --data-dir {data_dir} --passphrase-file {pw}\n"
+                   f"  semtrace threads list --data-dir {data_dir} --passphrase-file {pw}",
                    err=as_json)
 
 
