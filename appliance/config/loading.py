@@ -46,6 +46,12 @@ def load_policy(name: str, model: type[M], *, directory: Path | None = None) -> 
         raise ConfigError(f"Policy file {path} is missing.") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"Policy file {path} is not valid TOML: {exc}.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"Policy file {path} is not UTF-8 text.") from None
+    except IsADirectoryError:
+        raise ConfigError(f"Policy file {path} is a folder, not a file.") from None
+    except OSError as exc:
+        raise ConfigError(f"Policy file {path} cannot be read ({exc.strerror}).") from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:

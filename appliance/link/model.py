@@ -95,8 +95,13 @@ def load_model(settings: CorrelationSettings) -> PairModel:
         return PairModel(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         raise ConfigError(f"The linker weights file {path} is missing.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"The linker weights file {path} is not UTF-8 text.") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"The linker weights file {path} is unusable: {exc}.") from None
+    except OSError as exc:
+        raise ConfigError(f"The linker weights file {path} cannot be read "
+                          f"({exc.strerror}).") from None
 
 
 # The first five as log-odds (masses, the prompt's opener and the best thread's closer

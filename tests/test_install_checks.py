@@ -1,0 +1,46 @@
+"""What an operator's checks say about the installed files: policies, linker weights and
+the bundled lists. A bad file is one sentence naming it, before any data dir is touched,
+and `serve --check` and `doctor` say what `serve` would refuse."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from test_spine import run_cli
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.py", "*.sh"))
+    return dst
+
+
+def _serve_check(data: Path, passphrase_file: Path, env: dict[str, str]) -> tuple[int, str]:
+    r = run_cli("serve", "--check", "--data-dir", str(data), "--passphrase-file",
+                str(passphrase_file), env=env)
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    return r.returncode, r.stderr
+
+
+def test_a_policy_file_that_is_not_utf8_or_is_a_folder_is_one_sentence_exit_2(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    from appliance.config import policy_dir
+
+    pol = _copy(policy_dir(), tmp_path / "policies")
+    with (pol / "pricing.toml").open("ab") as fh:
+        fh.write(b"\n# caf\xe9\n")
+    data = tmp_path / "data"
+    env = {"SEMTRACE_POLICY_DIR": str(pol)}
+    code, err = _serve_check(data, passphrase_file, env)
+    assert code == 2 and f"{pol / 'pricing.toml'} is not UTF-8 text" in err
+    shutil.copy(policy_dir() / "pricing.toml", pol / "pricing.toml")
+    (pol / "service.toml").unlink()
+    (pol / "service.toml").mkdir()
+    code, err = _serve_check(data, passphrase_file, env)
+    assert code == 2 and f"{pol / 'service.toml'} is a folder" in err
+    assert not data.exists()
+    doc = run_cli("doctor", "--data-dir", str(data), "--json", env=env)
+    assert doc.returncode == 1
+    assert any("service.toml is a folder" in p for p in json.loads(doc.stdout)["problems"])
