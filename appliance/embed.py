@@ -11,7 +11,7 @@ import threading
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -75,6 +75,31 @@ def verify_model(manifest: ModelManifest) -> None:
             f"The embedding model {manifest.path} does not match its checksum; "
             "reinstall it from the bundle."
         )
+
+
+def read_bundled_list(path: Path) -> Any:
+    """The JSON of a bundled gzip list (the name or the city list), checked against the
+    sha256 MODEL.toml gives for its file name (a list built locally for another setting
+    has none); ModelError naming the file when it is altered or unreadable."""
+    import gzip
+    import json
+    import zlib
+
+    try:
+        sections = tomllib.loads((path.parent / "MODEL.toml").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        sections = {}
+    expected = next((str(v.get("sha256")) for v in sections.values()
+                     if isinstance(v, dict) and v.get("file") == path.name), None)
+    try:
+        raw = path.read_bytes()
+        if expected is not None and hashlib.sha256(raw).hexdigest() != expected:
+            raise ModelError(f"The bundled list {path} does not match its checksum; "
+                             "reinstall it from the bundle.")
+        return json.loads(gzip.decompress(raw).decode("utf-8"))
+    except (OSError, EOFError, ValueError, zlib.error):
+        raise ModelError(f"The bundled list {path} is damaged; reinstall it from the "
+                         "bundle.") from None
 
 
 def _normalise(m: np.ndarray) -> np.ndarray:

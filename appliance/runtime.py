@@ -155,6 +155,20 @@ def finish_rotation(data_dir: Path, cred: Credential) -> Keyring:
     return rot.new
 
 
+def check_bundled_files(policies: Policies) -> None:
+    """What `serve` loads besides the policies and the embedding model, checked without
+    building the pipeline: the linker weights and the bundled name and city lists.
+    ConfigError / ModelError naming the file (`serve --check`, `doctor`)."""
+    from appliance.link.model import load_model
+    from appliance.redact.gazetteer import load_names
+    from appliance.redact.places import load_places
+
+    load_model(policies.correlation)
+    if policies.redaction.name_list_rank > 0:
+        load_names(policies.redaction.name_list_rank)
+    load_places()
+
+
 def make_pipeline(rt: Runtime, *, rebuild_index: bool = True) -> Pipeline:
     """Build the full pipeline (Presidio, llama.cpp, linker, index) over an opened store."""
     from appliance.embed import LlamaEmbedder

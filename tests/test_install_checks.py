@@ -44,3 +44,39 @@ def test_a_policy_file_that_is_not_utf8_or_is_a_folder_is_one_sentence_exit_2(
     doc = run_cli("doctor", "--data-dir", str(data), "--json", env=env)
     assert doc.returncode == 1
     assert any("service.toml is a folder" in p for p in json.loads(doc.stdout)["problems"])
+
+
+def test_an_altered_name_list_is_named_and_serve_check_and_doctor_say_so(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    from appliance.config import model_dir
+
+    models = _copy(model_dir(), tmp_path / "models")
+    names = next(models.glob("names-rank*.json.gz"))
+    raw = bytearray(names.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    names.write_bytes(bytes(raw))
+    env = {"SEMTRACE_MODEL_DIR": str(models)}
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"tenant": "t", "user_id": "u", "ts": "2026-03-02T09:00:00Z",
+                               "text": "Ask Maria about Lisbon."}) + "\n")
+    red = run_cli("redact", str(src), "--out", str(tmp_path / "out.jsonl"), env=env)
+    assert red.returncode == 3, red.stderr
+    assert f"{names} does not match its checksum" in red.stderr
+    assert len(red.stderr.strip().splitlines()) == 1, red.stderr
+    code, err = _serve_check(tmp_path / "data", passphrase_file, env)
+    assert code == 3 and f"{names} does not match its checksum" in err
+    doc = run_cli("doctor", "--data-dir", str(tmp_path / "data"), "--json", env=env)
+    assert any(f"{names} does not match" in p for p in json.loads(doc.stdout)["problems"])
+
+
+def test_serve_check_and_doctor_name_unusable_linker_weights_as_serve_would(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    from appliance.config import policy_dir
+
+    pol = _copy(policy_dir(), tmp_path / "policies")
+    (pol / "linker-weights.json").write_text("{}")
+    env = {"SEMTRACE_POLICY_DIR": str(pol)}
+    code, err = _serve_check(tmp_path / "data", passphrase_file, env)
+    assert code == 2 and f"The linker weights file {pol / 'linker-weights.json'}" in err
+    doc = run_cli("doctor", "--data-dir", str(tmp_path / "data"), "--json", env=env)
+    assert any("linker weights file" in p for p in json.loads(doc.stdout)["problems"])

@@ -112,10 +112,17 @@ def _versions() -> dict[str, str]:
 def _problems(data_dir: Path) -> list[str]:
     from appliance.config import load_policies
     from appliance.errors import SemtraceError
-    from appliance.runtime import store_damage
+    from appliance.runtime import check_bundled_files, store_damage
 
     problems: list[str] = []
-    for name, fn in (("policies", load_policies), ("model", _model)):
+    loaded: list[Any] = []
+
+    def bundled_files() -> None:  # the linker weights and the name and city lists
+        if loaded:  # only once the policies load (else that is the problem named)
+            check_bundled_files(loaded[0])
+
+    for name, fn in (("policies", lambda: loaded.append(load_policies())), ("model", _model),
+                     ("bundled files", bundled_files)):
         try:
             fn()
         except SemtraceError as exc:

@@ -32,7 +32,8 @@ SOCKET_NAME = "semtrace.sock"
 @click.option("--query-socket", "query_socket", type=click.Path(path_type=Path), default=None,
               help="Readers' socket: `threads ... --socket` asks here under the caller's "
               "OS identity, without the passphrase (default DATA_DIR/query.sock).")
-@click.option("--check", is_flag=True, help="Validate policies, model and key, then exit.")
+@click.option("--check", is_flag=True, help="Validate policies, linker weights, model, name and "
+              "city lists, and key, then exit.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 @click.option("--metrics", "metrics_listen", default=None, metavar="ADDR",
@@ -58,7 +59,7 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     """Serve the ingest protocol on a local Unix socket (and NATS) until SIGTERM."""
     from appliance.config import load_policies
     from appliance.embed import load_manifest, verify_model
-    from appliance.runtime import make_pipeline, open_runtime
+    from appliance.runtime import check_bundled_files, make_pipeline, open_runtime
     from appliance.service import DataDirLock, Service
     from appliance.telemetry import setup_logging, start_telemetry
 
@@ -83,6 +84,7 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
             load_bus_keys(sec.bus_key_file)
         plain_bus_warning = bus_warning(sec.plain_bus, sec.accept_plain)  # the node logs it
     verify_model(load_manifest())
+    check_bundled_files(policies)  # before the store opens: what the pipeline would refuse
     rt = open_runtime(directory, credential(passphrase_file, key_file), policies=policies)
     lock = DataDirLock(directory)
     try:

@@ -117,7 +117,7 @@ def build_names(max_rank: int, out: Path) -> None:
         fh.write(payload)
 
 
-def _names(cache_dir: Path, max_rank: int) -> tuple[dict[str, int], dict[str, int]]:
+def load_names(max_rank: int) -> tuple[dict[str, int], dict[str, int]]:
     """First and last names from the bundled list (no extraction at run time)."""
     path = names_file(max_rank)
     if not path.exists():
@@ -125,8 +125,9 @@ def _names(cache_dir: Path, max_rank: int) -> tuple[dict[str, int], dict[str, in
 
         raise ConfigError(f"No bundled name list for name_list_rank = {max_rank} ({path}); "
                           f"build it with `python models/build_names.py --rank {max_rank}`.")
-    with gzip.open(path, "rt", encoding="utf-8") as fh:
-        data = json.load(fh)
+    from appliance.embed import read_bundled_list
+
+    data = read_bundled_list(path)
     return data["first"], data["last"]
 
 
@@ -216,7 +217,7 @@ def load_gazetteer(cache_dir: Path, nlp: Any, *, max_rank: int) -> Gazetteer:
     """Build the word lists (names from the cache dir, extracted on first use)."""
     from appliance.redact.places import CITY_POPULATION, load_places
 
-    first, last = _names(cache_dir, max_rank)
+    first, last = load_names(max_rank)
     common, nouns = _common_words(nlp, first, last)
     places, geonames_countries, alternates = load_places()
     countries = country_names(geonames_countries)

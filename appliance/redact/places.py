@@ -90,8 +90,9 @@ def load_places() -> tuple[dict[str, int], list[str], dict[str, int]]:
 
         raise ConfigError(f"The bundled city list is missing ({path}); build it with "
                           "`python models/build_places.py`.")
-    with gzip.open(path, "rt", encoding="utf-8") as fh:
-        data = json.load(fh)
+    from appliance.embed import read_bundled_list
+
+    data = read_bundled_list(path)
     return data["cities"], data.get("countries", []), data.get("exonyms", {})
 
 
