@@ -273,6 +273,13 @@ def tenants(store: Store) -> list[str]:
     return [r[0] for r in store.db.execute("SELECT DISTINCT tenant FROM threads ORDER BY 1")]
 
 
+def has_held(store: Store, tenant: str) -> bool:
+    """Whether the store holds or has held data of `tenant` (a live or shredded bucket)."""
+    return store.db.execute(
+        "SELECT EXISTS (SELECT 1 FROM buckets WHERE tenant=?) OR "
+        "EXISTS (SELECT 1 FROM threads WHERE tenant=?)", (tenant, tenant)).fetchone()[0] == 1
+
+
 def topic_aliases(store: Store) -> dict[str, str]:
     """Merged topic id -> the id it now resolves to (empty without a topics table)."""
     if not has_table(store, "topics"):

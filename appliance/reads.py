@@ -20,7 +20,7 @@ from appliance.embed import Embedder
 from appliance.errors import AccessDenied, InputError, SemtraceError
 from appliance.keys import Keyring
 from appliance.privacy import Figure, PrivacyGate
-from appliance.query import build_search_index, search
+from appliance.query import build_search_index, has_held, search
 from appliance.query import tenants as all_tenants
 from appliance.readindex import ReaderIndex
 from appliance.records import Hit, Record, Thread, jsonable
@@ -102,6 +102,33 @@ class StatsQuery:
     baseline: tuple[datetime, datetime] | None = None  # incident
 
 
+def policy_tenants(policies: Policies) -> set[str]:
+    """Tenants the policies name (access, retention, legal holds, privacy settings)."""
+    named = {t for r in policies.access.roles.values() for t in r.tenants}
+    named |= set(policies.retention.tenants) | {h.tenant for h in policies.retention.legal_holds}
+    named |= set(policies.privacy.cross_user_search) | set(policies.privacy.cross_user_topics)
+    return named
+
+
+def check_stats_query(q: StatsQuery, store: Store, policies: Policies, *,
+                      now: datetime | None = None) -> None:
+    """Refuse, before anything is spent, a query whose answer is known without the data.
+
+    A blank or unknown tenant (one the store never held data of and no policy names: a
+    typo) and a window that starts in the future are bad input. A known tenant's window
+    in the past is answered through the gate even when it holds nothing: skipping the
+    spend there would tell, exactly, that nobody was active (docs/topics.md).
+    """
+    if not q.tenant.strip():
+        raise InputError("--tenant must name a tenant.")
+    if q.start >= (now or datetime.now(UTC)):
+        raise InputError(f"The window starts in the future ({q.start:%Y-%m-%d %H:%M} UTC): "
+                         "there is nothing to count yet; nothing was spent.")
+    if q.tenant not in policy_tenants(policies) and not has_held(store, q.tenant):
+        raise InputError(f"This store has never held data of tenant {q.tenant!r}; "
+                         "nothing was spent.")
+
+
 def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies, *,
               ledger_db: Any = None) -> analytics.Report[Any]:
     """The report of `q` (the role was checked for `stats_permission(q.user)`).
@@ -113,6 +140,7 @@ def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies,
     if q.kind not in STATS_KINDS:
         raise SemtraceError(f"Unknown stats kind {q.kind!r}; use one of "
                             f"{', '.join(STATS_KINDS)}.")
+    check_stats_query(q, store, policies)
     pseudo = keyring.pseudonym(q.tenant, q.user) if q.user is not None else None
     gate = PrivacyGate(ledger_db if ledger_db is not None else store.db, policies.privacy)
     bound = policies.pricing.thread_cost_bound

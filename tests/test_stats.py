@@ -192,6 +192,43 @@ def test_spent_budget_is_refused_with_one_sentence(filled: Any, data_dir: Path,
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.parametrize("args", [
+    ["--tenant", "acme-typo", *WINDOW],  # no data ever, no policy names it
+    ["--tenant", "", *WINDOW],
+    ["--tenant", "acme", "--from", "2099-01-01", "--to", "2099-01-08"],  # nothing yet
+    ["--tenant", "acme-typo", "--user", "user2", "--role", "compliance", *WINDOW],
+])
+def test_an_unknown_tenant_or_a_future_window_is_refused_and_spends_nothing(
+        filled: Any, data_dir: Path, passphrase_file: Path, args: list[str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from appliance.cli import main
+
+    for command in ("topics", "models", "cost", "positions", "blocks", "incident"):
+        with pytest.raises(SystemExit) as exc:
+            main(["stats", command, "--data-dir", str(data_dir), "--passphrase-file",
+                  str(passphrase_file), *args, "--json"])
+        out, err = capsys.readouterr()
+        assert exc.value.code == 2 and out == "", (command, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    db = filled.store.db
+    assert db.execute("SELECT count(*) FROM privacy_budget").fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM dp_releases").fetchone() == (0,)
+
+
+def test_a_known_tenants_empty_window_is_released_as_any_other(
+        filled: Any, cli_runner: Any, data_dir: Path, passphrase_file: Path) -> None:
+    from appliance.cli import cli
+
+    # Answering "nothing" for free would say, exactly, that nobody was active then.
+    result = cli_runner.invoke(cli, [
+        "stats", "topics", "--data-dir", str(data_dir), "--passphrase-file",
+        str(passphrase_file), "--tenant", "acme", "--from", "2020-01-01", "--to",
+        "2020-01-08", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["rows"] == [] and out["epsilon"] > 0 and out["cached"] is False
+
+
 # ---------------------------------------------------------------- pure figures
 
 
