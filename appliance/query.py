@@ -28,6 +28,7 @@ class ThreadFilter:
     model: str | None = None
     topic_id: str | None = None
     min_turns: int = 1
+    tenants: tuple[str, ...] | None = None  # only these (a role bound to several tenants)
 
 
 def _thread_where(f: ThreadFilter) -> tuple[str, list[object]]:
@@ -36,6 +37,9 @@ def _thread_where(f: ThreadFilter) -> tuple[str, list[object]]:
     if f.tenant:
         clauses.append("tenant = ?")
         params.append(f.tenant)
+    if f.tenants is not None:
+        clauses.append(f"tenant IN ({','.join('?' * len(f.tenants))})" if f.tenants else "0")
+        params.extend(f.tenants)
     if f.user:
         clauses.append("user = ?")
         params.append(f.user)

@@ -229,8 +229,9 @@ def _threads(obj: dict[str, Any], role: str, policies: Policies, store: Store,
     if tenant is None and bound is not None and len(bound) == 1:
         tenant = bound[0]
     pseudo = keyring.pseudonym(tenant, user) if user is not None and tenant else None
-    rows = [t for t in list_threads(store, ThreadFilter(tenant=tenant, user=pseudo),
-                                    limit=limit) if bound is None or t.tenant in bound]
+    rows = list_threads(store, ThreadFilter(tenant=tenant, user=pseudo,
+                                            tenants=tuple(bound) if bound else None),
+                        limit=limit)
     return {"threads": jsonable(rows), "currency": policies.pricing.currency}
 
 

@@ -51,6 +51,10 @@ def search_tenants(store: Store, policies: Policies, role: str, tenant: str | No
     if tenant is not None and not ok:
         raise AccessDenied(f"Searching across users of tenant {tenant} is off in privacy.toml "
                            "(cross_user_search); search one user's prompts with --user.")
+    if wanted and not ok:  # not an empty answer: the store was never searched
+        raise AccessDenied(f"Searching across users is off in privacy.toml (cross_user_search) "
+                           f"for every tenant in scope ({', '.join(wanted)}); search one "
+                           "user's prompts with --tenant and --user.")
     return ok
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -121,6 +122,31 @@ def test_an_analyst_bound_to_a_tenant_reads_only_that_tenant(
                     ["stats", "topics", "--tenant", "globex", "--json"]):
         refused = _cli(two_tenants, *command, "--role", "analyst-acme")
         assert refused.returncode == 4 and "limited to tenant" in refused.stderr, command
+
+
+def test_a_role_bound_to_several_tenants_lists_their_threads_whatever_others_do(
+        pipeline: Any, data_dir: Path, passphrase_file: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, cli_runner: Any) -> None:
+    from conftest import make_prompt
+
+    from appliance.cli import cli
+    from appliance.config import policy_dir
+
+    pipeline.process([make_prompt(f"How do I reset the {t} router password?", tenant=t,
+                                  user=u, minutes=m) for t, u, m in (
+        ("acme", "ann", 0), ("initech", "ian", 1), ("globex", "g1", 2), ("globex", "g2", 3),
+        ("globex", "g3", 4))])  # globex's threads are the most recent
+    pol = tmp_path / "policies"
+    shutil.copytree(policy_dir(), pol)
+    with (pol / "access.toml").open("a") as f:
+        f.write('\n[roles.analyst-two]\npermissions = ["threads:read"]\n'
+                'tenants = ["acme", "initech"]\n')
+    monkeypatch.setenv("SEMTRACE_POLICY_DIR", str(pol))
+    out = cli_runner.invoke(cli, ["threads", "list", "--json", "--limit", "2", "--role",
+                                  "analyst-two", "--data-dir", str(data_dir),
+                                  "--passphrase-file", str(passphrase_file)])
+    assert out.exit_code == 0, out.output
+    assert sorted(t["tenant"] for t in json.loads(out.output)) == ["acme", "initech"]
 
 
 def test_one_users_exact_figures_need_the_user_stats_permission(

@@ -317,6 +317,13 @@ def test_search_is_scoped_by_user_time_and_policy(filled: Any, cli_runner: Any, 
     assert len(late) == 12 and len({h["user"] for h in late}) == 3  # users 3, 4 and 5
     assert min(h["ts"] for h in late) == "2026-03-02T12:00:00Z"
     assert search(cli_runner, common, "--role", "operator").exit_code != 0
+    blank = search(cli_runner, common, "--tenant", "")
+    assert "must not be blank" in str(blank.exception) and blank.exception.exit_code == 2
+    from appliance.cli import cli
+
+    nothing = cli_runner.invoke(cli, ["search", "rain tomorrow", *common, "--tenant", "acme",
+                                      "--since", "2099-01-01"])
+    assert nothing.exit_code == 0 and "no matching prompts" in nothing.output
 
     policies = tmp_path / "policies"
     shutil.copytree(policy_dir(), policies)
@@ -326,5 +333,8 @@ def test_search_is_scoped_by_user_time_and_policy(filled: Any, cli_runner: Any, 
     monkeypatch.setenv("SEMTRACE_POLICY_DIR", str(policies))
     refused = search(cli_runner, common, "--tenant", "acme")
     assert refused.exit_code != 0 and "cross_user_search" in str(refused.exception)
+    # without --tenant: refused alike, not an empty list as if nothing matched
+    unscoped = search(cli_runner, common)
+    assert "cross_user_search" in str(unscoped.exception) and unscoped.exception.exit_code == 4
     assert len(json.loads(search(cli_runner, common, "--tenant", "acme", "--user",
                                  "user1").output)) == 4

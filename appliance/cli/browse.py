@@ -24,6 +24,14 @@ from appliance.errors import InputError, SemtraceError
 from appliance.records import Thread, jsonable
 
 
+def _not_blank(**options: str | None) -> None:
+    """An option given as an empty string is bad input, not 'every tenant' (a script's
+    unset variable)."""
+    for name, value in options.items():
+        if value is not None and not value.strip():
+            raise InputError(f"--{name} must not be blank.")
+
+
 @click.group()
 def threads() -> None:
     """Conversation threads."""
@@ -47,6 +55,7 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
     from appliance.roles import bound_tenants, require
     from appliance.tui.format import money
 
+    _not_blank(tenant=tenant, user=user)
     socket_path = query_socket(socket_path, data_dir, passphrase_file, key_file)
     if socket_path is not None:
         reply = ask(socket_path, {"op": "threads", "role": role, "tenant": tenant,
@@ -57,10 +66,11 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
         try:
             name = require(rt.policies.access, role, "threads:read", tenant=tenant)
             bound = bound_tenants(rt.policies.access, name)
-            rows = [t for t in list_threads(rt.store, ThreadFilter(
-                tenant=tenant or (bound[0] if bound and len(bound) == 1 else None),
+            # the bound tenants in the query itself: filtered after the LIMIT, other
+            # tenants' recent threads left the list short or empty
+            rows = list_threads(rt.store, ThreadFilter(
+                tenant=tenant, tenants=tuple(bound) if bound else None,
                 user=user_pseudonym(rt.keyring, tenant, user)), limit=limit)
-                if bound is None or t.tenant in bound]
             currency = rt.policies.pricing.currency
         finally:
             rt.close()
@@ -70,6 +80,8 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
     cost = f"cost {currency}"
     click.echo(f"{'thread':<20} {'tenant':<10} {'user':<24} {'started':<20} {'turns':>5} "
                f"{cost:>10}  {'topic':<24}  title")
+    if not rows:
+        click.echo("  (no threads in scope)")
     for t in rows:
         topic = t.topic_label or t.topic_id or "–"
         click.echo(f"{t.thread_id:<20} {t.tenant:<10} {t.user:<24} "
@@ -148,6 +160,7 @@ def search(text: str, data_dir: Path | None, passphrase_file: Path | None,
 
     if not text.strip():
         raise InputError("The search text is empty.")
+    _not_blank(tenant=tenant, user=user)
     try:
         start = parse_ts(since) if since is not None else None
     except SemtraceError:
@@ -160,6 +173,8 @@ def search(text: str, data_dir: Path | None, passphrase_file: Path | None,
         if as_json:
             emit_json(hits)
             return
+        if not hits:
+            click.echo("(no matching prompts in scope)")
         for h in hits:
             click.echo(f"{h['similarity']:.3f}  {h['thread_id']}  #{h['record_id']}  {h['text']}")
         return
@@ -176,6 +191,8 @@ def search(text: str, data_dir: Path | None, passphrase_file: Path | None,
     if as_json:
         emit_json(found)
         return
+    if not found:
+        click.echo("(no matching prompts in scope)")
     for f in found:
         click.echo(f"{f.similarity:.3f}  {f.thread_id}  #{f.record_id}  {f.text}")
 
