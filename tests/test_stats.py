@@ -229,6 +229,27 @@ def test_a_known_tenants_empty_window_is_released_as_any_other(
     assert out["rows"] == [] and out["epsilon"] > 0 and out["cached"] is False
 
 
+def test_a_share_or_mean_whose_interval_says_nothing_reads_noisy_not_a_number() -> None:
+    from appliance.analytics import GroupStats
+    from appliance.cli.stats import _line
+    from appliance.privacy import CI95, Figure
+
+    def noisy(value: float, half_width: float) -> Figure:
+        return Figure(value, half_width / CI95, exact=False)
+
+    small = GroupStats("tp_a", "password reset", threads=noisy(12, 37),
+                       mean_turns=noisy(780.0, 2946), refinement_share=noisy(1.0, 52.4),
+                       abandonment_share=noisy(0.4, 0.09), blocked_share=noisy(0.0, 0.6),
+                       tokens=noisy(9000, 400), mean_tokens=noisy(750, 900))
+    line = _line(small, "USD")
+    # before: "turns 780.0±2946  refine 100%±5240", read at a glance as "all refined"
+    assert "turns noisy" in line and "refine noisy" in line and "blocked noisy" in line
+    assert "abandon 40%±9" in line and "threads 12.0±37" in line  # readable ones stay
+    exact = GroupStats("tp_a", None, Figure(2), Figure(3), Figure(1.0), Figure(0.0),
+                       Figure(0.0), Figure(10), Figure(5))
+    assert "turns 3.0" in _line(exact, "USD") and "refine 100%" in _line(exact, "USD")
+
+
 # ---------------------------------------------------------------- pure figures
 
 

@@ -38,6 +38,7 @@ from appliance.privacy import Figure
 from appliance.reads import StatsQuery, report_from_json, run_stats, stats_json, stats_permission
 from appliance.roles import require
 from appliance.trend import sparkline
+from appliance.tui.format import TOO_NOISY, says_nothing
 
 DEFAULT_DAYS = analytics.DEFAULT_DAYS
 
@@ -138,6 +139,11 @@ def _fmt(f: Figure, pct: bool = False) -> str:
     return f"{f.value:.1f}" + ("" if f.exact else f"±{f.ci95:.0f}")
 
 
+def _ratio(f: Figure, pct: bool = False) -> str:
+    """A share or a mean per thread: `noisy` where its interval says nothing (JSON keeps it)."""
+    return TOO_NOISY if says_nothing(f, share=pct) else _fmt(f, pct)
+
+
 def _age(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
@@ -160,7 +166,8 @@ def _print(report: analytics.Report[Any], currency: str) -> None:
     how = ("exact (one user's own data)" if report.exact else
            f"differentially private: {_spent(report)}, "
            f"{report.budget_remaining:g} left today; groups under {report.k_min_users} users "
-           "(noisy count) withheld; ± is a 95% interval; * marks a rise beyond the noise")
+           f"(noisy count) withheld; ± is a 95% interval; {TOO_NOISY}: a share or mean too "
+           "noisy to read at this size (--json has it); * marks a rise beyond the noise")
     click.echo(f"{report.kind} for {report.tenant}, {report.start:%Y-%m-%d %H:%M} to "
                f"{report.end:%Y-%m-%d %H:%M} UTC — {how}")
     for r in report.rows:
@@ -169,7 +176,9 @@ def _print(report: analytics.Report[Any], currency: str) -> None:
         click.echo("  (nothing to show)")
 
 
-def _money(f: Figure) -> str:
+def _money(f: Figure, *, mean: bool = False) -> str:
+    if mean and says_nothing(f):
+        return TOO_NOISY
     return f"{f.value:.4f}" + ("" if f.exact else f"±{f.ci95:.4f}")
 
 
@@ -182,19 +191,19 @@ def _line(r: object, currency: str = "") -> str:
     if isinstance(r, analytics.GroupStats):
         people = f"  people {_fmt(r.users)}" if r.users is not None else ""
         return (f"{r.key:<16} {r.label or '':<36.36} threads {_fmt(r.threads)}{people}  turns "
-                f"{_fmt(r.mean_turns)}  refine {_fmt(r.refinement_share, True)}  abandon "
-                f"{_fmt(r.abandonment_share, True)}  errors {_fmt(r.error_share, True)}  blocked "
-                f"{_fmt(r.blocked_share, True)}  tokens "
+                f"{_ratio(r.mean_turns)}  refine {_ratio(r.refinement_share, True)}  abandon "
+                f"{_ratio(r.abandonment_share, True)}  errors {_ratio(r.error_share, True)}  "
+                f"blocked {_ratio(r.blocked_share, True)}  tokens "
                 f"{_fmt(r.tokens)}  cost {_money(r.cost)} {currency} (per thread "
-                f"{_money(r.mean_cost)})" + _trend(r))
+                f"{_money(r.mean_cost, mean=True)})" + _trend(r))
     if isinstance(r, analytics.PositionShare):
-        return f"{r.period}  {r.position:<14} {_fmt(r.prompts)}  {_fmt(r.share, True)}"
+        return f"{r.period}  {r.position:<14} {_fmt(r.prompts)}  {_ratio(r.share, True)}"
     if isinstance(r, analytics.BlockStats):
         ids = f"  {' '.join(r.thread_ids)}" if r.thread_ids else ""
         return (f"{r.key:<16} {r.label or '':<30.30} threads {_fmt(r.threads)}  turns before "
-                f"{_fmt(r.mean_turns_before)}  first-turn {_fmt(r.first_turn_share, True)}  "
-                f"retried {_fmt(r.retried_share, True)}  repeated "
-                f"{_fmt(r.repeated_share, True)}{ids}")
+                f"{_ratio(r.mean_turns_before)}  first-turn {_ratio(r.first_turn_share, True)}  "
+                f"retried {_ratio(r.retried_share, True)}  repeated "
+                f"{_ratio(r.repeated_share, True)}{ids}")
     if isinstance(r, analytics.Lift):
         lift = ("new" if r.lift is None else f"x{r.lift:.2f}") + ("*" if r.significant else "")
         return (f"{r.dimension:<8} {r.key:<16} {r.label or '':<30.30} {lift:>8}  window "

@@ -7,6 +7,8 @@ from datetime import datetime
 
 from rich.text import Text
 
+from appliance.privacy import Figure
+
 PLACEHOLDER_RE = re.compile(r"<[A-Z][A-Z0-9_]*>")
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -81,6 +83,22 @@ def compact(n: int | float | None) -> str:
     if abs(n) >= 1000:
         return f"{n / 1000:.1f}k"
     return f"{n:g}" if isinstance(n, float) else str(n)
+
+
+TOO_NOISY = "noisy"
+
+
+def says_nothing(f: Figure, *, share: bool = False) -> bool:
+    """Whether a noisy ratio is too noisy to read (shown as `noisy`; JSON keeps it).
+
+    A share whose 95% interval is ±50 points or wider spans the whole 0-100% range; a
+    mean (turns, tokens or cost per thread) whose interval is ± its own value or wider
+    does not even tell it from zero. On small tenants the sums behind them get a small
+    part of the release's epsilon (docs/topics.md), and `100%±5243` read as "100%".
+    """
+    if f.exact:
+        return False
+    return f.ci95 >= 0.5 if share else f.ci95 >= abs(f.value)
 
 
 def money(amount: float | None) -> str:

@@ -10,34 +10,29 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
 from appliance.analytics import NO_TOPIC, GroupStats
-from appliance.privacy import Figure
 from appliance.tui.aggregates import AggregateView
 from appliance.tui.context import context
-from appliance.tui.format import compact, money
+from appliance.tui.format import TOO_NOISY, compact, money
 from appliance.tui.screens.released import ReleasedScreen
-from appliance.tui.screens.topics import count, share
-
-
-def _mean(f: Figure, fmt: Callable[[float], str] = lambda v: f"{v:.1f}") -> Text:
-    return Text(fmt(f.value) + ("" if f.exact else f"±{fmt(f.ci95)}"), justify="right")
+from appliance.tui.screens.topics import count, mean, share
 
 
 def _cost(r: GroupStats) -> Text:
     if r.costed.value <= 0:
         return Text("–", justify="right")
-    return _mean(r.mean_cost, money)
+    return mean(r.mean_cost, money)
 
 
 # (label, cell) per compared figure, in the order `semtrace stats models` prints them
 MEASURES: tuple[tuple[str, Callable[[GroupStats], Text]], ...] = (
     ("threads", lambda r: count(r.threads)),
     ("people", lambda r: count(r.users)),
-    ("turns per thread", lambda r: _mean(r.mean_turns)),
+    ("turns per thread", lambda r: mean(r.mean_turns)),
     ("refined (corrected, re-asked)", lambda r: share(r.refinement_share)),
     ("abandoned", lambda r: share(r.abandonment_share)),
     ("with an error", lambda r: share(r.error_share)),
     ("with a guardrail block", lambda r: share(r.blocked_share)),
-    ("tokens per thread", lambda r: _mean(r.mean_tokens, lambda v: compact(round(v)))),
+    ("tokens per thread", lambda r: mean(r.mean_tokens, lambda v: compact(round(v)))),
     ("cost per thread", _cost),
 )
 
@@ -104,8 +99,8 @@ class ModelsScreen(ReleasedScreen):
         on = "all topics" if self.topic is None else f"topic {self._topic_name()}"
         self.query_one("#models-head", Static).update(
             f"Models on {on}, {view.start:%Y-%m-%d} to {view.last_day:%Y-%m-%d} UTC · {when} · "
-            f"differentially private (± 95%), as `semtrace stats models` · cost in "
-            f"{view.currency}")
+            f"differentially private (± 95%; {TOO_NOISY}: too noisy to read), as `semtrace "
+            f"stats models` · cost in {view.currency}")
         self._status(self._note(view))
 
     def _note(self, view: AggregateView) -> str:

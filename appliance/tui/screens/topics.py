@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -14,7 +16,7 @@ from appliance.privacy import Figure
 from appliance.trend import sparkline
 from appliance.tui.aggregates import AggregateView
 from appliance.tui.context import context
-from appliance.tui.format import money
+from appliance.tui.format import TOO_NOISY, money, says_nothing
 from appliance.tui.messages import ShowThreads
 from appliance.tui.screens.released import ReleasedScreen
 
@@ -26,7 +28,7 @@ ORDERS = {
     "cost": ("cost", lambda r: -r.mean_cost.value),
 }
 COLUMNS = (("tenant", "tenant", 7), ("topic", "topic", 24), ("threads", "threads", 8),
-           ("turns", "turns", 5), ("users", "users", 6), ("refine", "refined", 8),
+           ("turns", "turns", 8), ("users", "users", 6), ("refine", "refined", 8),
            ("abandon", "abandoned", 9), ("cost", "cost/thread", 11))
 def trend_line(row: GroupStats) -> Text:
     """The highlighted topic's trend: `│▂▃ ▅  █│`, its days and its latest point."""
@@ -49,9 +51,18 @@ def count(f: Figure | None) -> Text:
 
 
 def share(f: Figure) -> Text:
-    """A share in percent and its 95% half-width: `40%±9`."""
+    """A share in percent and its 95% half-width: `40%±9` (`noisy` when it says nothing)."""
+    if says_nothing(f, share=True):
+        return Text(TOO_NOISY, style="dim", justify="right")
     return Text(f"{100 * f.value:.0f}%" + ("" if f.exact else f"±{100 * f.ci95:.0f}"),
                 justify="right")
+
+
+def mean(f: Figure, fmt: Callable[[float], str] = lambda v: f"{v:.1f}") -> Text:
+    """A mean per thread and its 95% half-width: `3.2±0.4` (`noisy` when it says nothing)."""
+    if says_nothing(f):
+        return Text(TOO_NOISY, style="dim", justify="right")
+    return Text(fmt(f.value) + ("" if f.exact else f"±{fmt(f.ci95)}"), justify="right")
 
 
 def topic_name(row: GroupStats) -> Text:
@@ -109,11 +120,10 @@ class TopicsScreen(ReleasedScreen):
         rows.sort(key=lambda tr: (ORDERS[self.order][1](tr[1]), -tr[1].threads.value, tr[0],
                                   tr[1].key))
         for tenant, r in rows:
-            cost = (Text(money(r.mean_cost.value) + ("" if r.mean_cost.exact else
-                                                     f"±{money(r.mean_cost.ci95)}"),
-                         justify="right") if r.costed.value > 0 else Text("–", justify="right"))
+            cost = (mean(r.mean_cost, money) if r.costed.value > 0 else
+                    Text("–", justify="right"))
             table.add_row(Text(tenant), topic_name(r), count(r.threads),
-                          Text(f"{r.mean_turns.value:.1f}", justify="right"), count(r.users),
+                          mean(r.mean_turns), count(r.users),
                           share(r.refinement_share), share(r.abandonment_share), cost,
                           key=f"{tenant}\0{r.key}")
         self.rows = {f"{tenant}\0{r.key}": r for tenant, r in rows}
@@ -125,8 +135,9 @@ class TopicsScreen(ReleasedScreen):
         made = [t.released_at for t in view.tenants if t.released_at is not None]
         when = (f"released {min(made):%H:%M} UTC" if made else "no release yet today")
         return (f"Topics, {view.start:%Y-%m-%d} to {view.last_day:%Y-%m-%d} UTC · {when} · "
-                f"differentially private: ± is a 95% interval, topics of fewer than "
-                f"{view.k_min_users} people withheld · cost in {view.currency}")
+                f"differentially private: ± is a 95% interval ({TOO_NOISY}: too wide to "
+                f"read), topics of fewer than {view.k_min_users} people withheld · cost in "
+                f"{view.currency}")
 
     def _note(self, view: AggregateView, shown: int) -> str:
         if not view.tenants:
