@@ -334,6 +334,36 @@ def test_retention_screen_of_a_tenant_bound_role_shows_only_its_tenants_events(
     run(app_for(runtime, role="compliance"), everything)
 
 
+def test_esc_leaves_the_search_line_for_the_hits_or_the_threads(
+        runtime: Any, replayed: SimpleNamespace, embedder: Any) -> None:
+    from appliance.tui.screens.search import SearchScreen
+    from appliance.tui.screens.threads import ThreadsScreen
+
+    async def scenario(pilot: Any) -> None:
+        app = pilot.app
+        await pilot.press("slash")
+        await settle(pilot)
+        await pilot.press(*"umbrella")  # typed, not searched: then the user changes their mind
+        await pilot.press("escape")
+        await settle(pilot)
+        assert isinstance(app.screen, ThreadsScreen)  # it stayed in the line, typing 't', 'q'
+        await pilot.press("slash")
+        await settle(pilot)
+        assert isinstance(app.screen, SearchScreen)
+        app.screen.query_one("#query").value = "Should I bring an umbrella?"
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press("escape")  # from the hits back to the line...
+        assert app.screen.query_one("#query").has_focus
+        await pilot.press("escape")  # ...and out of it to the hits, where keys are keys
+        assert app.screen.query_one("#hits").has_focus
+        await pilot.press("t")
+        await settle(pilot)
+        assert isinstance(app.screen, ThreadsScreen)
+
+    run(app_for(runtime, embedder, role="compliance"), scenario)
+
+
 def test_operator_cannot_search(runtime: Any) -> None:
     app = app_for(runtime, role="operator")
     assert app.ctx.modes == ("threads",) and app.ctx.searcher is None

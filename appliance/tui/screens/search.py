@@ -24,7 +24,7 @@ class SearchScreen(Screen[None]):
     """Type a query, press enter, open a hit's thread."""
 
     BINDINGS = [
-        Binding("escape", "focus_query", "Edit query"),
+        Binding("escape", "escape", "Edit query / back"),
     ]
 
     def compose(self) -> ComposeResult:
@@ -99,5 +99,15 @@ class SearchScreen(Screen[None]):
         thread_id, _, record = str(event.row_key.value).partition("#")
         self.post_message(OpenThread(thread_id, int(record) if record else None))
 
-    def action_focus_query(self) -> None:
-        self.query_one("#query", Input).focus()
+    async def action_escape(self) -> None:
+        """From the hits, back to the query line; from the query line, to the hits, or
+        (none yet) back to the threads. The query line takes every other key as text,
+        so esc is the way out of it (it only re-focused the line: no key left search)."""
+        query = self.query_one("#query", Input)
+        hits = self.query_one("#hits", DataTable)
+        if not query.has_focus:
+            query.focus()
+        elif hits.row_count:
+            hits.focus()
+        else:
+            await self.app.run_action("mode('threads')")
