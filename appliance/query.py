@@ -284,6 +284,20 @@ def has_held(store: Store, tenant: str) -> bool:
         "EXISTS (SELECT 1 FROM threads WHERE tenant=?)", (tenant, tenant)).fetchone()[0] == 1
 
 
+def has_topic(store: Store, tenant: str, topic_id: str) -> bool:
+    """Whether `topic_id` is (or was, before a merge) a topic of `tenant`.
+
+    Turns get their topic online, before a refinement publishes it to `topics`; the
+    scan of the turns is reached only by an id found nowhere else (a typo).
+    """
+    args = (tenant, topic_id)
+    if has_table(store, "topics") and store.db.execute(
+            "SELECT 1 FROM topics WHERE tenant=? AND topic_id=?", args).fetchone():
+        return True
+    return any(store.db.execute(f"SELECT 1 FROM {table} WHERE tenant=? AND topic_id=? LIMIT 1",
+                                args).fetchone() for table in ("threads", "records"))
+
+
 def topic_aliases(store: Store) -> dict[str, str]:
     """Merged topic id -> the id it now resolves to (empty without a topics table)."""
     if not has_table(store, "topics"):

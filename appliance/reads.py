@@ -20,7 +20,7 @@ from appliance.embed import Embedder
 from appliance.errors import AccessDenied, InputError, SemtraceError
 from appliance.keys import Keyring
 from appliance.privacy import Figure, PrivacyGate
-from appliance.query import build_search_index, has_held, search
+from appliance.query import build_search_index, has_held, has_topic, search, topic_aliases
 from appliance.query import tenants as all_tenants
 from appliance.readindex import ReaderIndex
 from appliance.records import Hit, Record, Thread, jsonable
@@ -131,6 +131,10 @@ def check_stats_query(q: StatsQuery, store: Store, policies: Policies, *,
     if q.tenant not in policy_tenants(policies) and not has_held(store, q.tenant):
         raise InputError(f"This store has never held data of tenant {q.tenant!r}; "
                          "nothing was spent.")
+    if q.topic is not None and q.topic != analytics.NO_TOPIC and not has_topic(
+            store, q.tenant, q.topic):  # topic ids are shown to every reader (docs/topics.md)
+        raise InputError(f"Tenant {q.tenant} has no topic {q.topic!r} (`stats topics` lists "
+                         "them); nothing was spent.")
 
 
 def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies, *,
@@ -161,8 +165,9 @@ def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies,
         rows = with_trends(gate.cache.db, q.tenant, report.rows, last_day_of(q.end),
                            cost_bound=bound)  # read from stored releases: spends nothing
         return replace(report, rows=rows)
-    if q.kind == "models":
-        return analytics.model_stats(threads, gate, labels={}, topic=q.topic, cost_bound=bound,
+    if q.kind == "models":  # a topic merged since is its live topic, as the rows' are
+        topic = topic_aliases(store).get(q.topic, q.topic) if q.topic else None
+        return analytics.model_stats(threads, gate, labels={}, topic=topic, cost_bound=bound,
                                      **common)
     if q.kind == "cost":
         return analytics.cost_outcomes(threads, gate, cost_bound=bound, **common)

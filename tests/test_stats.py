@@ -215,6 +215,25 @@ def test_an_unknown_tenant_or_a_future_window_is_refused_and_spends_nothing(
     assert db.execute("SELECT count(*) FROM dp_releases").fetchone() == (0,)
 
 
+def test_models_on_an_unknown_topic_is_refused_and_spends_nothing(
+        filled: Any, data_dir: Path, passphrase_file: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from appliance.cli import main
+
+    known = filled.store.db.execute(
+        "SELECT topic_id FROM records WHERE tenant='acme' AND topic_id IS NOT NULL").fetchone()
+    assert known is not None
+    with pytest.raises(SystemExit) as exc:
+        main(["stats", "models", "--data-dir", str(data_dir), "--passphrase-file",
+              str(passphrase_file), "--tenant", "acme", "--topic", "tp_typo", *WINDOW])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "no topic 'tp_typo'" in err and "Traceback" not in err
+    assert filled.store.db.execute("SELECT count(*) FROM privacy_budget").fetchone() == (0,)
+    main(["stats", "models", "--data-dir", str(data_dir), "--passphrase-file",
+          str(passphrase_file), "--tenant", "acme", "--topic", known[0], *WINDOW])
+    assert "models for acme" in capsys.readouterr().out
+
+
 def test_a_known_tenants_empty_window_is_released_as_any_other(
         filled: Any, cli_runner: Any, data_dir: Path, passphrase_file: Path) -> None:
     from appliance.cli import cli
