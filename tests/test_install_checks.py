@@ -5,9 +5,11 @@ and `serve --check` and `doctor` say what `serve` would refuse."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
+import pytest
 from test_spine import run_cli
 
 
@@ -80,3 +82,75 @@ def test_serve_check_and_doctor_name_unusable_linker_weights_as_serve_would(
     assert code == 2 and f"The linker weights file {pol / 'linker-weights.json'}" in err
     doc = run_cli("doctor", "--data-dir", str(tmp_path / "data"), "--json", env=env)
     assert any("linker weights file" in p for p in json.loads(doc.stdout)["problems"])
+
+
+
+UNIT = Path(__file__).resolve().parents[1] / "installer" / "semtrace.service"
+
+
+def _unit_settings() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in UNIT.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            out[key.strip()] = value.strip()
+    return out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to connect under another uid")
+def test_the_installed_units_query_socket_is_reachable_by_another_os_user(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """The service as the unit starts it, with the directories as install.sh and systemd
+    make them: a reader of another uid reaches the query socket (the service then decides
+    by its role). It was inside the 0700 data dir: 'Permission denied' for everyone else."""
+    import shlex
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    unit = _unit_settings()
+    root = Path(tempfile.mkdtemp(prefix="semtrace-unit-", dir="/tmp"))
+    try:
+        os.chmod(root, 0o755)
+        data, run = root / "var/lib/semtrace", root / "run/semtrace"
+        data.parent.mkdir(parents=True)
+        data.mkdir(mode=0o700)  # install.sh: install -d -m 0700
+        run.mkdir(parents=True)
+        os.chmod(run, int(unit["RuntimeDirectoryMode"], 8))
+        os.chmod(run.parent, 0o755)
+        os.chmod(data.parent, 0o755)
+        argv = shlex.split(unit["ExecStart"].replace("/var/lib/semtrace", str(data))
+                           .replace("/run/semtrace", str(run)))
+        assert argv[0] == "/opt/semtrace/bin/semtrace"
+        args = argv[1:]
+        assert run_cli("init", "--data-dir", str(data), "--passphrase-file",
+                       str(passphrase_file)).returncode == 0
+        log = tmp_path / "serve.log"
+        proc = subprocess.Popen([sys.executable, "-m", "appliance", *args, "--passphrase-file",
+                                 str(passphrase_file)], stdout=subprocess.DEVNULL,
+                                stderr=log.open("wb"))
+        try:
+            query = Path(args[args.index("--query-socket") + 1]) \
+                if "--query-socket" in args else data / "query.sock"
+            for _ in range(1200):
+                if query.exists() or proc.poll() is not None:
+                    break
+                time.sleep(0.1)
+            assert query.exists(), log.read_text()[-2000:]
+            code = ("import os, socket, json; os.setgroups([]); os.setgid(65534); "
+                    "os.setuid(65534); s=socket.socket(socket.AF_UNIX); s.settimeout(30); "
+                    f"s.connect({str(query)!r}); "
+                    "s.sendall(json.dumps({'v':1,'op':'threads'}).encode()+b'\\n'); "
+                    "print(s.makefile().readline())")
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 timeout=60)
+            assert "PermissionError" not in out.stderr, out.stderr
+            reply = json.loads(out.stdout)
+            assert "ok" in reply  # a reply of the service: it decided, not the file system
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
