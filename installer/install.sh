@@ -57,6 +57,12 @@ for flag in avx2 fma f16c; do
   grep -qw "$flag" /proc/cpuinfo || die "this CPU lacks $flag, which the bundled llama.cpp needs (AVX2, FMA, F16C)."
 done
 version=$(cat VERSION)
+if [ "$service" = 1 ]; then
+  [ "$(id -u)" = 0 ] || die "installing the service needs root (or use --no-service)."
+  # the unit loads its passphrase from this file (LoadCredential=): without it, it never starts
+  [ -n "$passphrase_file" ] || [ -f /etc/semtrace/passphrase ] \
+    || die "the service reads its passphrase from /etc/semtrace/passphrase: give --passphrase-file FILE (installed there, root-only); nothing was installed."
+fi
 if [ -x "$prefix/bin/semtrace" ]; then
   installed=$("$prefix/bin/semtrace" --version 2>/dev/null | grep -oE '[0-9]+(\.[0-9]+)+' || echo 0)
   if [ "$(printf '%s\n%s\n' "$installed" "$version" | sort -V | head -1)" != "$installed" ]; then
@@ -65,7 +71,16 @@ if [ -x "$prefix/bin/semtrace" ]; then
   echo "install: upgrading $installed -> $version in place (data is kept)."
 fi
 
-# 3. Install into a venv from the bundle's wheels only.
+# 3. Install into a venv from the bundle's wheels only. A running service is stopped
+#    first (its code is replaced under it) and started again at the end (migrations run
+#    at its start).
+restart=0
+if [ "$service" = 1 ] && command -v systemctl >/dev/null 2>&1 \
+    && systemctl is-active --quiet semtrace 2>/dev/null; then
+  restart=1
+  echo "install: stopping the running service for the upgrade."
+  run systemctl stop semtrace
+fi
 run "$python" -m venv "$prefix"
 run "$prefix/bin/python" -m pip install --disable-pip-version-check --quiet --no-index \
   --find-links "$bundle/wheels" --require-hashes -r "$bundle/requirements.lock"
@@ -75,7 +90,6 @@ run "$prefix/bin/python" -m pip install --disable-pip-version-check --quiet --no
 
 # 4. Service account, directories, unit.
 if [ "$service" = 1 ]; then
-  [ "$(id -u)" = 0 ] || die "installing the service needs root (or use --no-service)."
   id semtrace >/dev/null 2>&1 || run useradd --system --home-dir "$data_dir" --shell /usr/sbin/nologin semtrace
   run install -d -m 0700 -o semtrace -g semtrace "$data_dir"
   run install -d -m 0750 -o root -g semtrace /etc/semtrace
@@ -95,7 +109,13 @@ if [ "$service" = 1 ]; then
   else
     echo "install: systemd is not running here; the unit is installed for the next boot."
   fi
-  echo "install: enable with 'systemctl enable --now semtrace'."
+  if [ "$restart" = 1 ]; then
+    run systemctl start semtrace \
+      || die "the service did not start again on $version; see 'journalctl -u semtrace'."
+    echo "install: the service runs $version again."
+  else
+    echo "install: enable with 'systemctl enable --now semtrace'."
+  fi
 else
   run mkdir -p "$data_dir"
   if [ ! -f "$data_dir/keyring.json" ]; then

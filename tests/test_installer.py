@@ -1,0 +1,97 @@
+"""install.sh as root in --dry-run on a stand-in bundle (its scripts, checksums and no
+wheels), with a stand-in `systemctl`: what it would do to a host whose service runs, and
+what it refuses before doing anything. tests/test_bundle.py installs the real bundle."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+INSTALLER = Path(__file__).resolve().parents[1] / "installer"
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the service install needs root")
+
+
+def _bundle(tmp: Path, version: str = "0.1.0") -> Path:
+    b = tmp / "bundle"
+    b.mkdir()
+    for name in ("install.sh", "uninstall.sh", "semtrace.service"):
+        shutil.copy(INSTALLER / name, b / name)
+    (b / "VERSION").write_text(version + "\n")
+    (b / "requirements.lock").write_text("")
+    (b / "models.lock").write_text("")
+    subprocess.run("find . -type f ! -name SHA256SUMS | sed 's|^./||' | sort "
+                   "| xargs sha256sum > SHA256SUMS", shell=True, cwd=b, check=True)
+    return b
+
+
+def _host(tmp: Path, *, active: bool) -> tuple[Path, dict[str, str]]:
+    """A prefix holding Semtrace 0.1.0, and a systemctl that says whether it runs."""
+    prefix = tmp / "opt"
+    (prefix / "bin").mkdir(parents=True)
+    exe = prefix / "bin" / "semtrace"
+    exe.write_text("#!/bin/sh\necho 'semtrace, version 0.1.0'\n")
+    exe.chmod(0o755)
+    fake = tmp / "fakebin"
+    fake.mkdir()
+    ctl = fake / "systemctl"
+    ctl.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp / 'systemctl.log'}\n"
+                   f"[ \"$1\" = is-active ] && exit {0 if active else 3}\nexit 0\n")
+    ctl.chmod(0o755)
+    return prefix, {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
+
+
+def _install(bundle: Path, prefix: Path, data: Path, env: dict[str, str],
+             *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(bundle / "install.sh"), "--prefix", str(prefix),
+                           "--data-dir", str(data), "--python", sys.executable, "--dry-run",
+                           *extra], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_an_upgrade_stops_the_running_service_before_replacing_its_code_and_starts_it_after(
+        tmp_path: Path) -> None:
+    bundle = _bundle(tmp_path)
+    prefix, env = _host(tmp_path, active=True)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "keyring.json").write_text("{}")
+    pw = tmp_path / "pw"
+    pw.write_text("x\n")
+    r = _install(bundle, prefix, data, env, "--passphrase-file", str(pw))
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    stop = lines.index("would run: systemctl stop semtrace")
+    pip = next(i for i, line in enumerate(lines) if "pip install" in line)
+    start = lines.index("would run: systemctl start semtrace")
+    assert stop < pip < start
+    assert "enable with" not in r.stdout
+
+
+def test_an_install_of_a_service_that_is_not_running_leaves_it_to_the_operator(
+        tmp_path: Path) -> None:
+    bundle = _bundle(tmp_path)
+    prefix, env = _host(tmp_path, active=False)
+    pw = tmp_path / "pw"
+    pw.write_text("x\n")
+    r = _install(bundle, prefix, tmp_path / "data", env, "--passphrase-file", str(pw))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "systemctl stop" not in r.stdout and "systemctl start" not in r.stdout
+    assert "enable with 'systemctl enable --now semtrace'" in r.stdout
+
+
+@pytest.mark.skipif(Path("/etc/semtrace/passphrase").exists(),
+                    reason="this host has a service passphrase")
+def test_a_service_install_without_a_passphrase_for_the_unit_is_refused_before_anything(
+        tmp_path: Path) -> None:
+    bundle = _bundle(tmp_path)
+    prefix, env = _host(tmp_path, active=False)
+    shutil.rmtree(prefix)
+    r = _install(bundle, prefix, tmp_path / "data", env)
+    assert r.returncode != 0
+    assert "/etc/semtrace/passphrase" in r.stderr and "--passphrase-file" in r.stderr
+    assert "would run" not in r.stdout
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
