@@ -154,3 +154,40 @@ def test_the_installed_units_query_socket_is_reachable_by_another_os_user(
             proc.wait(timeout=120)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _can_mount() -> bool:
+    import subprocess
+
+    return os.geteuid() == 0 and shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "-m", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount(), reason="needs root and a mount namespace")
+def test_a_read_only_data_dir_is_named_as_read_only_not_as_a_damaged_store(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    import shlex
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    assert run_cli("init", "--data-dir", str(data), "--passphrase-file",
+                   str(passphrase_file)).returncode == 0
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"tenant": "t", "user_id": "u", "ts": "2026-03-02T09:00:00Z",
+                               "text": "Is it raining?"}) + "\n")
+    creds = f"--data-dir {shlex.quote(str(data))} --passphrase-file {passphrase_file}"
+    semtrace = f"{shlex.quote(sys.executable)} -m appliance"
+    script = (f"mount --bind {data} {data} && mount -o remount,bind,ro {data} || exit 99\n"
+              f"{semtrace} threads list {creds} 2> {tmp_path}/threads.err\n"
+              f"{semtrace} replay {src} --out {tmp_path}/o.jsonl {creds} 2> {tmp_path}/replay.err\n"
+              f"{semtrace} doctor --data-dir {data} --json > {tmp_path}/doctor.json\n")
+    r = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode != 99, r.stderr
+    err = (tmp_path / "threads.err").read_text()
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"The data dir {data} is read-only" in err and "damaged" not in err
+    assert (tmp_path / "replay.err").read_text().strip() == err.strip()
+    problems = json.loads((tmp_path / "doctor.json").read_text())["problems"]
+    assert any("is read-only" in p for p in problems), problems

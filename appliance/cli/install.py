@@ -113,6 +113,8 @@ def _problems(data_dir: Path) -> list[str]:
     from appliance.config import load_policies
     from appliance.errors import SemtraceError
     from appliance.runtime import check_bundled_files, store_damage
+    from appliance.store import DB_FILE
+    from appliance.store.core import read_only_sentence, writable
 
     problems: list[str] = []
     loaded: list[Any] = []
@@ -143,6 +145,8 @@ def _problems(data_dir: Path) -> list[str]:
             p = data_dir / name
             if p.exists() and p.stat().st_mode & 0o077:
                 problems.append(f"{p} is readable by others; it should be 600.")
+        if not writable(data_dir / DB_FILE):
+            problems.append(read_only_sentence(data_dir))
         if not (data_dir / "keyring.json").exists():
             problems.append(f"{data_dir} is not initialised (run `semtrace init`).")
         elif damage := store_damage(data_dir):

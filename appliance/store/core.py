@@ -13,6 +13,7 @@ from `reads.py`, shredding from `maintenance.py` and history from `turns.py`.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,9 @@ def connect(path: Path, keyring: Keyring, *, readonly: bool = False, purpose: st
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlcipher3.DatabaseError:
         conn.close()
+        if not writable(path):
+            raise SemtraceError(read_only_sentence(path.parent) + " Nothing was changed.") \
+                from None
         # The keyring has already checked the credential: a file that still does not open
         # is damaged or another data dir's, which "wrong key" alone would hide.
         raise WrongKey(f"{path.name} does not open with this data dir's key: it is damaged "
@@ -64,6 +68,17 @@ def connect(path: Path, keyring: Keyring, *, readonly: bool = False, purpose: st
     if not readonly:
         owner_only(path)
     return conn
+
+
+def writable(path: Path) -> bool:
+    """Whether this process may write `path` (if it exists) and its folder (-wal, -shm)."""
+    return os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+
+
+def read_only_sentence(data_dir: Path) -> str:
+    return (f"The data dir {data_dir} is read-only for this process: Semtrace writes to it "
+            "even to read it (SQLite's write-ahead log); make it writable for the user "
+            "running this.")
 
 
 def owner_only(path: Path) -> None:
