@@ -28,6 +28,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 run() { if [ "$dry" = 1 ]; then echo "would run: $*"; else "$@"; fi; }
+# pip and the venv see the bundle only: with a PYTHONPATH holding another semtrace (a
+# source tree), pip took it as installed and the venv was left without the command
+unset PYTHONPATH PYTHONHOME
 
 # 1. Verify the bundle before touching anything.
 cd "$bundle"

@@ -45,7 +45,8 @@ def installed(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     pw.write_text("bundle test passphrase\n")
     r = _offline(["bash", str(bundle / "install.sh"), "--prefix", str(tmp / "venv"),
                   "--data-dir", str(tmp / "data"), "--no-service", "--passphrase-file", str(pw)],
-                 env={**os.environ, "PIP_CONFIG_FILE": "/dev/null"})
+                 # a shell whose PYTHONPATH holds a source tree: pip took it as installed
+                 env={**os.environ, "PIP_CONFIG_FILE": "/dev/null", "PYTHONPATH": str(REPO)})
     assert r.returncode == 0, r.stdout + r.stderr
     assert "checksums verified" in r.stdout
     return tmp
