@@ -13,6 +13,15 @@ while [ $# -gt 0 ]; do
     *) echo "uninstall: unknown option $1" >&2; exit 2 ;;
   esac
 done
+die() { echo "uninstall: $*" >&2; exit 1; }
+# rm -rf only what install.sh made: a mistyped --prefix or --data-dir removes nothing
+if [ -e "$prefix" ] && ! { [ -f "$prefix/pyvenv.cfg" ] && [ -e "$prefix/bin/semtrace" ]; }; then
+  die "$prefix is not a Semtrace install (no pyvenv.cfg and bin/semtrace); nothing was removed."
+fi
+if [ "$purge" = 1 ] && [ -e "$data_dir" ] && [ ! -f "$data_dir/keyring.json" ] \
+    && [ -n "$(ls -A "$data_dir" 2>/dev/null)" ]; then
+  die "$data_dir is not a Semtrace data dir (no keyring.json); nothing was removed."
+fi
 if [ "$service" = 1 ] && [ -f /etc/systemd/system/semtrace.service ]; then
   systemctl disable --now semtrace 2>/dev/null || true
   rm -f /etc/systemd/system/semtrace.service

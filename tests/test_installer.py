@@ -95,3 +95,31 @@ def test_a_service_install_without_a_passphrase_for_the_unit_is_refused_before_a
     assert "/etc/semtrace/passphrase" in r.stderr and "--passphrase-file" in r.stderr
     assert "would run" not in r.stdout
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_uninstall_removes_nothing_that_is_not_a_semtrace_install_or_data_dir(
+        tmp_path: Path) -> None:
+    other = tmp_path / "usr-local"
+    (other / "bin").mkdir(parents=True)
+    (other / "bin" / "tool").write_text("keep me\n")
+    r = subprocess.run(["bash", str(INSTALLER / "uninstall.sh"), "--prefix", str(other),
+                        "--no-service"], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "is not a Semtrace install" in r.stderr
+    assert (other / "bin" / "tool").exists()
+    prefix, _ = _host(tmp_path, active=False)
+    (prefix / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    data = tmp_path / "var-lib"
+    data.mkdir()
+    (data / "notes.txt").write_text("keep me\n")
+    r = subprocess.run(["bash", str(INSTALLER / "uninstall.sh"), "--prefix", str(prefix),
+                        "--data-dir", str(data), "--purge", "--no-service"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "is not a Semtrace data dir" in r.stderr
+    assert (data / "notes.txt").exists() and prefix.exists()
+    (data / "notes.txt").unlink()
+    (data / "keyring.json").write_text("{}")
+    r = subprocess.run(["bash", str(INSTALLER / "uninstall.sh"), "--prefix", str(prefix),
+                        "--data-dir", str(data), "--purge", "--no-service"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert not prefix.exists() and not data.exists()
