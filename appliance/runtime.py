@@ -110,6 +110,37 @@ def store_damage(data_dir: Path, *, empty_too: bool = True) -> str | None:
     return None
 
 
+def check_data_dir(data_dir: Path, cred: Credential) -> list[str]:
+    """What `serve --check` says of a data dir, changing nothing in it: the credential
+    opens it and both database files open under its keys and are no newer version's.
+    Returns what `serve` will do to it at start (migrations to apply, a key rotation to
+    complete); SemtraceError / WrongKey with one sentence otherwise."""
+    from appliance import migrations
+    from appliance.store import KEYS_FILE, connect
+
+    if not is_initialised(data_dir):
+        if not data_dir.exists():
+            raise SemtraceError(f"The data dir {data_dir} does not exist (run `semtrace init`).")
+        raise SemtraceError(f"{data_dir} is not a Semtrace data dir (run `semtrace init`).")
+    damage = store_damage(data_dir)
+    if damage:
+        raise SemtraceError(damage)
+    if rotation_pending(data_dir):
+        resume_rotation(data_dir, cred)  # either credential of the rotation fits
+        return ["complete the interrupted key rotation"]
+    ring = open_keyring(data_dir, cred)
+    todo: list[str] = []
+    for name, purpose, known in ((DB_FILE, "data", migrations.MIGRATIONS),
+                                 (KEYS_FILE, "keys", migrations.KEY_MIGRATIONS)):
+        conn = connect(data_dir / name, ring, readonly=True, purpose=purpose)
+        try:
+            migrations.refuse_newer(conn, known, name=str(data_dir / name))
+            todo += [f"apply migration {m} to {name}" for m in migrations.pending(conn, known)]
+        finally:
+            conn.close()
+    return todo
+
+
 def open_runtime(data_dir: Path, cred: Credential | None = None, *, keyring: Keyring | None = None,
                  readonly: bool = False, policies: Policies | None = None) -> Runtime:
     """Open an initialised data dir; WrongKey/SemtraceError with one sentence otherwise."""

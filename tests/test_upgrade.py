@@ -21,8 +21,12 @@ def _init(data_dir: Path, passphrase_file: Path) -> None:
 
 
 def _digests(data_dir: Path) -> dict[str, str]:
+    """Every file's digest; the -shm index and an empty -wal that SQLite leaves after a
+    read-only open hold nothing."""
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(data_dir.iterdir()) if p.is_file()}
+            for p in sorted(data_dir.iterdir()) if p.is_file()
+            and not p.name.endswith("-shm") and not (p.name.endswith("-wal")
+                                                     and p.stat().st_size == 0)}
 
 
 def _record_migration(data_dir: Path, passphrase_file: Path, file: str, name: str) -> None:
@@ -83,20 +87,16 @@ def test_a_keyring_file_of_a_newer_version_is_named_as_such_not_as_a_wrong_passp
     assert _digests(data) == before
 
 
-def test_a_store_of_an_older_schema_is_read_only_refused_then_migrated_keeping_its_records(
-        tmp_path: Path, passphrase_file: Path) -> None:
+def _older_store(tmp_path: Path, passphrase_file: Path) -> Path:
     """A data dir as an earlier version left it: the first four migrations, one record."""
     from appliance import migrations
-    from appliance.config import load_policies
-    from appliance.errors import SemtraceError
     from appliance.keys import create_keyring, read_passphrase_file
-    from appliance.runtime import open_runtime, prepare_dir
+    from appliance.runtime import prepare_dir
     from appliance.store import connect
 
-    cred = read_passphrase_file(passphrase_file)
     data = tmp_path / "data"
     prepare_dir(data)
-    ring = create_keyring(data, cred)
+    ring = create_keyring(data, read_passphrase_file(passphrase_file))
     db = connect(data / "semtrace.db", ring)
     migrations.migrate(db, migrations.MIGRATIONS[:4])
     db.execute("INSERT INTO buckets (id, tenant, user, day, created_at) "
@@ -107,7 +107,39 @@ def test_a_store_of_an_older_schema_is_read_only_refused_then_migrated_keeping_i
     kdb = connect(data / "keys.db", ring, purpose="keys")
     migrations.migrate(kdb, migrations.KEY_MIGRATIONS[:1])
     kdb.close()
+    return data
 
+
+def test_serve_check_on_an_older_store_says_what_serve_will_migrate_and_migrates_nothing(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """A check (of a new version, before switching to it) must leave the store as the
+    running version can open it: migrated, an older version refuses it."""
+    from appliance import migrations
+
+    data = _older_store(tmp_path, passphrase_file)
+    before = _digests(data)
+    r = run_cli("serve", "--check", "--data-dir", str(data), "--passphrase-file",
+                str(passphrase_file))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["ok"] is True
+    assert _digests(data) == before  # not migrated
+    later = [m.__name__ for m in migrations.MIGRATIONS[4:]]
+    assert out["at_start"][:len(later)] == [f"apply migration {m} to semtrace.db" for m in later]
+    assert "at start serve will apply migration m005" in out["message"]
+
+
+def test_a_store_of_an_older_schema_is_read_only_refused_then_migrated_keeping_its_records(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """A data dir as an earlier version left it: the first four migrations, one record."""
+    from appliance import migrations
+    from appliance.config import load_policies
+    from appliance.errors import SemtraceError
+    from appliance.keys import read_passphrase_file
+    from appliance.runtime import open_runtime
+
+    cred = read_passphrase_file(passphrase_file)
+    data = _older_store(tmp_path, passphrase_file)
     policies = load_policies()
     try:
         open_runtime(data, cred, readonly=True, policies=policies)

@@ -33,7 +33,7 @@ SOCKET_NAME = "semtrace.sock"
               help="Readers' socket: `threads ... --socket` asks here under the caller's "
               "OS identity, without the passphrase (default DATA_DIR/query.sock).")
 @click.option("--check", is_flag=True, help="Validate policies, linker weights, model, name and "
-              "city lists, and key, then exit.")
+              "city lists, and key (the store opened read-only), then exit.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 @click.option("--metrics", "metrics_listen", default=None, metavar="ADDR",
@@ -59,7 +59,12 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     """Serve the ingest protocol on a local Unix socket (and NATS) until SIGTERM."""
     from appliance.config import load_policies
     from appliance.embed import load_manifest, verify_model
-    from appliance.runtime import check_bundled_files, make_pipeline, open_runtime
+    from appliance.runtime import (
+        check_bundled_files,
+        check_data_dir,
+        make_pipeline,
+        open_runtime,
+    )
     from appliance.service import DataDirLock, Service
     from appliance.telemetry import setup_logging, start_telemetry
 
@@ -85,25 +90,31 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         plain_bus_warning = bus_warning(sec.plain_bus, sec.accept_plain)  # the node logs it
     verify_model(load_manifest())
     check_bundled_files(policies)  # before the store opens: what the pipeline would refuse
+    if check:
+        # read-only: a check (of a new version, say) never migrates the store, which an
+        # older version would then refuse; a running service does not stop it
+        at_start = check_data_dir(directory, credential(passphrase_file, key_file))
+        for warning in warnings:
+            logging.getLogger("semtrace.redact").warning(
+                "%s", warning, extra={"event": "redaction_policy"})
+        if plain_bus_warning:
+            logging.getLogger("semtrace.cluster").warning("%s", plain_bus_warning, extra={
+                "event": "plain_bus" if cluster.security.plain_bus else "accept_plain"})
+        message = "Configuration OK." if not at_start else (
+            f"Configuration OK; at start serve will {', '.join(at_start)}.")
+        emit_json({"ok": True, "data_dir": str(directory), "message": message,
+                   "at_start": at_start,
+                   "warnings": [*warnings, *filter(None, [plain_bus_warning])]})
+        return
     rt = open_runtime(directory, credential(passphrase_file, key_file), policies=policies)
     lock = DataDirLock(directory)
     try:
         lock.acquire()  # a second serve of this data dir stops here, in its own sentence
-        if not check:  # another data dir's service on these sockets: before the models load
-            from appliance.service.sockets import free_socket_path
+        # another data dir's service on these sockets: before the models load
+        from appliance.service.sockets import free_socket_path
 
-            free_socket_path(socket_path or directory / SOCKET_NAME)
-            free_socket_path(query_socket or directory / QUERY_SOCKET_NAME)
-        if check:
-            for warning in warnings:
-                logging.getLogger("semtrace.redact").warning(
-                    "%s", warning, extra={"event": "redaction_policy"})
-            if plain_bus_warning:
-                logging.getLogger("semtrace.cluster").warning("%s", plain_bus_warning, extra={
-                    "event": "plain_bus" if cluster.security.plain_bus else "accept_plain"})
-            emit_json({"ok": True, "data_dir": str(directory), "message": "Configuration OK.",
-                       "warnings": [*warnings, *filter(None, [plain_bus_warning])]})
-            return
+        free_socket_path(socket_path or directory / SOCKET_NAME)
+        free_socket_path(query_socket or directory / QUERY_SOCKET_NAME)
         pipeline = make_pipeline(rt)
         service = Service(pipeline, policies, socket_path=socket_path or directory / SOCKET_NAME,
                           reload=load_policies,

@@ -14,8 +14,9 @@ from appliance.migrations.runner import (
     latest,
     migrate,
     migration,
+    pending,
     refuse_newer,
 )
 
 __all__ = ["KEY_MIGRATIONS", "MIGRATIONS", "Migration", "applied", "datastore", "keystore",
-           "latest", "migrate", "migration", "refuse_newer"]
+           "latest", "migrate", "migration", "pending", "refuse_newer"]

@@ -25,11 +25,19 @@ KEY_MIGRATIONS: list[Migration] = []
 
 
 def applied(db: Any) -> list[str]:
-    """Names of the migrations recorded in this database."""
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
-    )
+    """Names of the migrations recorded in this database (it is not written: read-only
+    connections ask too)."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'"
+                  ).fetchone() is None:
+        return []
     return [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY rowid")]
+
+
+def pending(db: Any, migrations: list[Migration] | None = None) -> list[str]:
+    """Names of the migrations `migrate` would apply to this database."""
+    done = set(applied(db))
+    return [fn.__name__ for fn in (MIGRATIONS if migrations is None else migrations)
+            if fn.__name__ not in done]
 
 
 def refuse_newer(db: Any, migrations: list[Migration] | None = None, *,
@@ -53,6 +61,9 @@ def migrate(db: Any, migrations: list[Migration] | None = None, *,
     for rebuilding a table) and checked before it commits.
     """
     refuse_newer(db, migrations, name=name)
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
+    )
     done = set(applied(db))
     ran: list[str] = []
     todo = [fn for fn in (MIGRATIONS if migrations is None else migrations)
