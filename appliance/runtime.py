@@ -6,8 +6,11 @@ store the same way and fails with the same sentences.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gc
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -71,17 +74,53 @@ def init_data_dir(data_dir: Path, cred: Credential, *,
 
     if compliance is not None:
         require_distinct(cred, compliance)  # before anything is written
+    created = not data_dir.exists()
+    found = set() if created else {p.name for p in data_dir.iterdir()}
     prepare_dir(data_dir)
-    ring = create_keyring(data_dir, cred)
-    if compliance is not None:
-        create_reveal_key(data_dir, compliance, ring)
-    store = Store.open(data_dir, ring)
     try:
-        AuditLog(store.db, ring.audit_signer(), anchor=store.keys_db).append(
-            "init", {"credential": cred.kind, "compliance_key": compliance is not None})
-    finally:
-        store.close()
+        ring = create_keyring(data_dir, cred)
+        if compliance is not None:
+            create_reveal_key(data_dir, compliance, ring)
+        store = Store.open(data_dir, ring)
+        try:
+            AuditLog(store.db, ring.audit_signer(), anchor=store.keys_db).append(
+                "init", {"credential": cred.kind, "compliance_key": compliance is not None})
+        finally:
+            store.close()
+    except BaseException as exc:
+        # a half-made data dir (a keyring, no store) is refused by every command and by
+        # init itself: leave the folder as it was found, empty or absent
+        full = _no_space(exc, data_dir) if isinstance(exc, Exception) else None
+        for p in data_dir.iterdir():
+            if p.name in found:
+                continue
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                data_dir.rmdir()
+        if full is not None:
+            raise SemtraceError(f"{data_dir} could not be initialised: {full}; nothing was "
+                                "left in it.") from None
+        raise
     return ring
+
+
+def _no_space(exc: Exception, data_dir: Path) -> str | None:
+    """Why the disk refused a write, if it did (a full disk, quota, I/O error), else None."""
+    text = str(exc).lower()
+    code = getattr(exc, "errno", None)
+    if "disk is full" in text or code in (errno.ENOSPC, errno.EDQUOT):
+        return "its disk is full"
+    if "disk i/o error" in text or code == errno.EIO:
+        try:
+            free = shutil.disk_usage(data_dir).free
+        except OSError:
+            return "a disk I/O error"
+        return f"a disk I/O error ({free // 1024} KiB free on its disk)"
+    return None
 
 
 @dataclass

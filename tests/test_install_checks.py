@@ -191,3 +191,31 @@ def test_a_read_only_data_dir_is_named_as_read_only_not_as_a_damaged_store(
     assert (tmp_path / "replay.err").read_text().strip() == err.strip()
     problems = json.loads((tmp_path / "doctor.json").read_text())["problems"]
     assert any("is read-only" in p for p in problems), problems
+
+
+@pytest.mark.skipif(not _can_mount(), reason="needs root and a mount namespace")
+def test_init_on_a_full_disk_leaves_nothing_and_succeeds_once_there_is_room(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    import shlex
+    import subprocess
+    import sys
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    data = mnt / "data"
+    init = (f"{shlex.quote(sys.executable)} -m appliance init --data-dir {data} "
+            f"--passphrase-file {passphrase_file}")
+    script = (f"mount -t tmpfs -o size=64k tmpfs {mnt} || exit 99\n"
+              f"{init} 2> {tmp_path}/full.err; echo $? > {tmp_path}/full.rc\n"
+              f"ls -A {mnt} > {tmp_path}/left.txt\n"
+              f"mount -o remount,size=64m {mnt}\n"
+              f"{init} 2> {tmp_path}/room.err; echo $? > {tmp_path}/room.rc\n")
+    r = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode != 99, r.stderr
+    err = (tmp_path / "full.err").read_text()
+    assert (tmp_path / "full.rc").read_text().strip() != "0"
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert f"{data} could not be initialised" in err and "nothing was left" in err
+    assert (tmp_path / "left.txt").read_text().split() == []  # no half-made data dir
+    assert (tmp_path / "room.rc").read_text().strip() == "0", (tmp_path / "room.err").read_text()
