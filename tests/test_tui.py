@@ -364,6 +364,23 @@ def test_esc_leaves_the_search_line_for_the_hits_or_the_threads(
     run(app_for(runtime, embedder, role="compliance"), scenario)
 
 
+def test_topics_sorted_by_refined_share_put_a_noisy_share_last() -> None:
+    from appliance.analytics import GroupStats
+    from appliance.privacy import CI95, Figure
+    from appliance.tui.screens.topics import ORDERS
+
+    def fig(value: float, half_width: float) -> Figure:
+        return Figure(value, half_width / CI95, exact=False)
+
+    def topic(key: str, refined: Figure) -> GroupStats:
+        return GroupStats(key, None, fig(40, 3), fig(3, 1), refined, fig(0.1, 0.05),
+                          fig(0, 0.1), fig(100, 10), fig(5, 1))
+
+    rows = [topic("tp_noise", fig(1.0, 52.4)), topic("tp_read", fig(0.44, 0.10))]
+    by = ORDERS["refined"][1]
+    assert [r.key for r in sorted(rows, key=by)] == ["tp_read", "tp_noise"]
+
+
 def test_operator_cannot_search(runtime: Any) -> None:
     app = app_for(runtime, role="operator")
     assert app.ctx.modes == ("threads",) and app.ctx.searcher is None

@@ -20,12 +20,15 @@ from appliance.tui.format import TOO_NOISY, money, says_nothing
 from appliance.tui.messages import ShowThreads
 from appliance.tui.screens.released import ReleasedScreen
 
-# sort name -> (column key, row order)
+# sort name -> (column key, row order); a figure shown as `noisy` sorts last, not by the
+# number it hides (a `100%±5243` refined share topped "most refined first")
 ORDERS = {
-    "threads": ("threads", lambda r: -r.threads.value),
-    "refined": ("refine", lambda r: -r.refinement_share.value),
-    "abandoned": ("abandon", lambda r: -r.abandonment_share.value),
-    "cost": ("cost", lambda r: -r.mean_cost.value),
+    "threads": ("threads", lambda r: (False, -r.threads.value)),
+    "refined": ("refine", lambda r: (says_nothing(r.refinement_share, share=True),
+                                     -r.refinement_share.value)),
+    "abandoned": ("abandon", lambda r: (says_nothing(r.abandonment_share, share=True),
+                                        -r.abandonment_share.value)),
+    "cost": ("cost", lambda r: (says_nothing(r.mean_cost), -r.mean_cost.value)),
 }
 COLUMNS = (("tenant", "tenant", 7), ("topic", "topic", 24), ("threads", "threads", 8),
            ("turns", "turns", 8), ("users", "users", 6), ("refine", "refined", 8),
