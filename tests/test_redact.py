@@ -483,3 +483,22 @@ def test_redact_command_rejects_a_non_utf8_file(redact_cli, cli_runner, tmp_path
     result = cli_runner.invoke(redact_cli, ["redact", str(src), "--out", str(out)])
     assert result.exit_code != 0
     assert not out.exists()
+
+
+def test_serve_loading_the_name_lists_first_leaves_tldextract_offline(tmp_path: Path) -> None:
+    """`serve` loads the name lists before the Redactor exists; Presidio's tldextract, imported
+    then, must still be pointed at no URL and no ~/.cache (it fetched the suffix list)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TLDEXTRACT_")}
+    env["HOME"] = str(tmp_path)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    code = ("from appliance.config import load_policies\n"
+            "from appliance.runtime import check_bundled_files\n"
+            "check_bundled_files(load_policies())\n"
+            "import tldextract.tldextract as t\n"
+            "print(list(t.TLD_EXTRACTOR.suffix_list_urls), t.TLD_EXTRACTOR.extract_str("
+            "'mail.example.co.uk').suffix)\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.split() == ["[]", "co.uk"], out.stderr[-500:]
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / ".cache" / "python-tldextract").exists()

@@ -22,10 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from appliance.config import RedactionSettings
-from appliance.errors import ConfigError
-from appliance.records import PiiSpan, Prompt, Redacted
-from appliance.redact.normalize import normalize
+# Before any module of this package imports Presidio, and with it tldextract, whose
+# module-level extractor reads these once: `serve` loads the name lists (check_bundled_files)
+# before a Redactor exists, and the first e-mail then fetched the suffix list from the
+# network, a traceback on stderr in an air-gapped `semtrace demo`, and cached it in ~/.cache.
+os.environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"] = ""
+os.environ.setdefault("TLDEXTRACT_CACHE", str(Path(tempfile.gettempdir()) / "semtrace-tldextract"))
+
+from appliance.config import RedactionSettings  # noqa: E402
+from appliance.errors import ConfigError  # noqa: E402
+from appliance.records import PiiSpan, Prompt, Redacted  # noqa: E402
+from appliance.redact.normalize import normalize  # noqa: E402
 
 log = logging.getLogger("semtrace.redact")
 
