@@ -267,6 +267,12 @@ def test_a_share_or_mean_whose_interval_says_nothing_reads_noisy_not_a_number() 
     exact = GroupStats("tp_a", None, Figure(2), Figure(3), Figure(1.0), Figure(0.0),
                        Figure(0.0), Figure(10), Figure(5))
     assert "turns 3.0" in _line(exact, "USD") and "refine 100%" in _line(exact, "USD")
+    # no thread of known cost: unknown, not free (it printed "cost 0.0000 USD")
+    assert "cost –" in _line(exact, "USD") and "0.0000" not in _line(exact, "USD")
+    priced = GroupStats("tp_a", None, Figure(2), Figure(3), Figure(1.0), Figure(0.0),
+                        Figure(0.0), Figure(10), Figure(5), cost=Figure(0.5),
+                        mean_cost=Figure(0.25), costed=Figure(2))
+    assert "cost 0.5000 USD (per thread 0.2500)" in _line(priced, "USD")
 
 
 # ---------------------------------------------------------------- pure figures

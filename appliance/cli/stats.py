@@ -182,6 +182,15 @@ def _money(f: Figure, *, mean: bool = False) -> str:
     return f"{f.value:.4f}" + ("" if f.exact else f"±{f.ci95:.4f}")
 
 
+def _cost(r: analytics.GroupStats, currency: str) -> str:
+    """Cost and cost per thread; `–` when no thread's cost is known (unlisted models have
+    no cost, never a guess: `0.0000` read as free), as on the topics screen."""
+    if r.costed.value <= 0:
+        return "cost –"
+    return (f"cost {_money(r.cost)} {currency} (per thread "
+            f"{_money(r.mean_cost, mean=True)})")
+
+
 def _trend(r: analytics.GroupStats) -> str:
     """A topic's 14 daily releases as `│▂▃ ▅  █│` (blank: no release that day)."""
     return f"  {len(r.trend)} days │{sparkline(r.trend)}│" if r.trend else ""
@@ -194,8 +203,7 @@ def _line(r: object, currency: str = "") -> str:
                 f"{_ratio(r.mean_turns)}  refine {_ratio(r.refinement_share, True)}  abandon "
                 f"{_ratio(r.abandonment_share, True)}  errors {_ratio(r.error_share, True)}  "
                 f"blocked {_ratio(r.blocked_share, True)}  tokens "
-                f"{_fmt(r.tokens)}  cost {_money(r.cost)} {currency} (per thread "
-                f"{_money(r.mean_cost, mean=True)})" + _trend(r))
+                f"{_fmt(r.tokens)}  {_cost(r, currency)}" + _trend(r))
     if isinstance(r, analytics.PositionShare):
         return f"{r.period}  {r.position:<14} {_fmt(r.prompts)}  {_ratio(r.share, True)}"
     if isinstance(r, analytics.BlockStats):
