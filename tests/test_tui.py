@@ -381,6 +381,16 @@ def test_topics_sorted_by_refined_share_put_a_noisy_share_last() -> None:
     assert [r.key for r in sorted(rows, key=by)] == ["tp_read", "tp_noise"]
 
 
+def test_tui_refuses_a_blank_tenant(runtime: Any, data_dir: Path, passphrase_file: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from appliance.cli import main
+
+    with pytest.raises(SystemExit) as exc:  # it opened on every tenant (a script's unset $T)
+        main(["tui", "--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file),
+              "--tenant", ""])
+    assert exc.value.code == 2 and "--tenant must not be blank" in capsys.readouterr().err
+
+
 def test_operator_cannot_search(runtime: Any) -> None:
     app = app_for(runtime, role="operator")
     assert app.ctx.modes == ("threads",) and app.ctx.searcher is None

@@ -24,6 +24,16 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
 
+def not_blank(**options: str | None) -> None:
+    """An option given as an empty string is bad input, not 'every tenant' (a script's
+    unset variable)."""
+    from appliance.errors import InputError
+
+    for name, value in options.items():
+        if value is not None and not value.strip():
+            raise InputError(f"--{name} must not be blank.")
+
+
 def emit_json(obj: Any) -> None:
     click.echo(json.dumps(jsonable(obj), ensure_ascii=False, indent=1))
 

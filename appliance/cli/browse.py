@@ -15,6 +15,7 @@ from appliance.cli import (
     credential_options,
     data_dir_option,
     emit_json,
+    not_blank,
     open_dir,
     query_socket,
     query_socket_option,
@@ -22,14 +23,6 @@ from appliance.cli import (
 )
 from appliance.errors import InputError, SemtraceError
 from appliance.records import Thread, jsonable
-
-
-def _not_blank(**options: str | None) -> None:
-    """An option given as an empty string is bad input, not 'every tenant' (a script's
-    unset variable)."""
-    for name, value in options.items():
-        if value is not None and not value.strip():
-            raise InputError(f"--{name} must not be blank.")
 
 
 @click.group()
@@ -55,7 +48,7 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
     from appliance.roles import bound_tenants, require
     from appliance.tui.format import money
 
-    _not_blank(tenant=tenant, user=user)
+    not_blank(tenant=tenant, user=user)
     socket_path = query_socket(socket_path, data_dir, passphrase_file, key_file)
     if socket_path is not None:
         reply = ask(socket_path, {"op": "threads", "role": role, "tenant": tenant,
@@ -160,7 +153,7 @@ def search(text: str, data_dir: Path | None, passphrase_file: Path | None,
 
     if not text.strip():
         raise InputError("The search text is empty.")
-    _not_blank(tenant=tenant, user=user)
+    not_blank(tenant=tenant, user=user)
     try:
         start = parse_ts(since) if since is not None else None
     except SemtraceError:

@@ -27,6 +27,7 @@ from appliance.cli import (
     credential_options,
     data_dir_option,
     emit_json,
+    not_blank,
     open_dir,
     query_socket,
     query_socket_option,
@@ -74,8 +75,7 @@ def stats_command(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any
                 role: str | None, tenant: str, user: str | None, since: str | None,
                 until: str | None, socket_path: Path | None, as_json: bool,
                 **kw: Any) -> None:
-            if not tenant.strip() or (user is not None and not user.strip()):
-                raise InputError("--tenant and --user must not be blank.")
+            not_blank(tenant=tenant, user=user)
             start, end = _window(since, until)
             q = StatsQuery(kind=kind, tenant=tenant, user=user, start=start, end=end,
                            **fn(start, end, **kw))

@@ -10,6 +10,7 @@ import click
 from appliance.cli import (
     credential_options,
     data_dir_option,
+    not_blank,
     open_dir,
     query_socket,
     query_socket_option,
@@ -33,6 +34,7 @@ def tui(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | No
     With a passphrase or key it opens the store (operators); otherwise it reads through
     the running service's query socket under your OS identity's role.
     """
+    not_blank(tenant=tenant)
     sock = query_socket(socket_path, data_dir, passphrase_file, key_file)
     if sock is not None:
         from appliance.tui.app import make_remote_app
