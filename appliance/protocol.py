@@ -27,11 +27,13 @@ TRACEPARENT_RE = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9
 class ProtocolError(Exception):
     """A request that gets an error reply: a stable code and one sentence."""
 
-    def __init__(self, code: str, message: str, request_id: str | None = None) -> None:
+    def __init__(self, code: str, message: str, request_id: str | None = None, *,
+                 extra: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.request_id = request_id
+        self.extra = extra or {}  # more fields of the error object (`reason`)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from appliance.embed import Embedder
 from appliance.errors import AccessDenied, SemtraceError
 from appliance.ingest import parse_ts
 from appliance.keys import Keyring
+from appliance.privacy import BudgetSpent
 from appliance.protocol import ProtocolError
 from appliance.query import ThreadFilter, data_version, get_thread, list_threads
 from appliance.readindex import ReaderIndex
@@ -52,6 +53,7 @@ PERMISSIONS = {"threads": "threads:read", "thread": "threads:read", "page": "thr
                "screen_search": "search", "stats": "aggregates", "released": "aggregates"}
 QUERY_OPS = tuple(PERMISSIONS)
 MAX_LIMIT = 10_000
+BUDGET_SPENT = "budget_spent"  # the `reason` of a stats refusal for a spent privacy budget
 
 
 def permission(obj: dict[str, Any]) -> str:
@@ -207,7 +209,11 @@ def answer(obj: dict[str, Any], role: str, policies: Policies, store: Store,
                                           version or (lambda: data_version(store)), kept))
     except AccessDenied as exc:
         raise ProtocolError("forbidden", str(exc), rid) from None
-    except SemtraceError as exc:  # BudgetSpent, a bad window, an unknown kind: one sentence
+    except BudgetSpent as exc:  # still bad_request (the protocol's code), with its reason, so
+        # that the CLI exits 5 as the direct command does, not 2 as for a typo
+        raise ProtocolError("bad_request", str(exc), rid,
+                            extra={"reason": BUDGET_SPENT}) from None
+    except SemtraceError as exc:  # a bad window, an unknown kind: one sentence
         raise ProtocolError("bad_request", str(exc), rid) from None
     return {"request_id": rid, "ok": True, "role": role, **body}
 

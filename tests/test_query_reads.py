@@ -168,6 +168,22 @@ def test_stats_over_the_socket_spend_once_and_the_direct_command_reads_that_rele
     assert "differentially private: today's release from" in text.output
 
 
+def test_a_spent_budget_exits_5_over_the_socket_as_directly(
+        served: dict[str, Any], data_dir: Path, passphrase_file: Path) -> None:
+    sock = str(served["sock"])
+    for kind in ("topics", "models", "cost"):  # 2 + 1 + 1: the shipped day's 4
+        done = cli("stats", kind, "--socket", sock, "--role", "analyst-acme", "--tenant",
+                   "acme", *WINDOW, "--json")
+        assert done.exit_code == 0, done.output
+    over = cli("stats", "positions", "--socket", sock, "--role", "analyst-acme", "--tenant",
+               "acme", *WINDOW, "--json")
+    direct = cli("stats", "positions", "--data-dir", str(data_dir), "--passphrase-file",
+                 str(passphrase_file), "--tenant", "acme", *WINDOW, "--json")
+    for refused in (over, direct):  # a script tells "try tomorrow" from a typo (exit 2)
+        assert "privacy budget" in str(refused.exception), refused.output
+        assert refused.exception.exit_code == 5  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize("kind", ["models", "cost", "positions", "blocks", "incident"])
 def test_every_stats_query_is_served_under_the_same_check(served: dict[str, Any],
                                                            kind: str) -> None:

@@ -147,6 +147,10 @@ def ask(path: Path, request: dict[str, Any]) -> dict[str, Any]:
         if err.get("code") == "forbidden":
             raise AccessDenied(str(err.get("message")))
         message = str(err.get("message") or "The service refused the query.")
+        if err.get("reason") == "budget_spent":  # exit 5, as the direct command
+            from appliance.privacy import BudgetSpent
+
+            raise BudgetSpent(message)
         if err.get("code") in ("bad_request", "not_found"):
             raise InputError(message)
         raise SemtraceError(message)
