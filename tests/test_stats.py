@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -324,6 +325,28 @@ def test_incident_finds_the_over_represented_topic(runtime: Any) -> None:
     assert topics[0].significant and not any(r.significant for r in topics[1:])
     b = next(r for r in topics if r.key == "tp_b")
     assert b.window_share == 0.2 and b.baseline_share == 0.5 and b.lift == 0.4
+
+
+def test_an_incident_topic_absent_from_the_baseline_carries_the_release_noise(
+        runtime: Any) -> None:
+    from appliance.cli.stats import _line
+
+    users = [f"u{i}" for i in range(40)]
+    base = [ThreadRow(f"b{i}", u, (turn(i, topic_id="tp_a"),)) for i, u in enumerate(users)]
+    window = [ThreadRow(f"w{i}", u, (turn(100 + i, topic_id="tp_new"),))
+              for i, u in enumerate(users)]
+    gate = PrivacyGate(runtime.store.db, PrivacySettings(k_min_users=1, epsilon_per_day=60,
+                                                         release_epsilon={"incident": 50}),
+                       rng=np.random.default_rng(3))
+    rep = analytics.incident_lifts(window, base, gate, tenant="acme", start=T0,
+                                   end=T0 + timedelta(hours=3), labels={})
+    new = next(r for r in rep.rows if r.key == "tp_new")
+    # before: "baseline 0.0±0", an exact zero in a noisy release
+    assert new.lift is None and new.baseline.value == 0 and not new.baseline.exact
+    assert new.baseline.noise_scale == new.window.noise_scale > 0
+    assert " new" in _line(new)
+    quiet = replace(new, window=replace(new.window, value=0.0), significant=False)
+    assert " new" not in _line(quiet) and "–" in _line(quiet)  # nothing in either window
 
 
 def test_position_mix_shares_add_up_per_day(runtime: Any) -> None:

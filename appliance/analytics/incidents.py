@@ -41,7 +41,10 @@ def incident_lifts(window: Iterable[ThreadRow], baseline: Iterable[ThreadRow],
         side, dim, value = key.split("|", 2)
         if side != "w":
             continue
-        base = figs.get(f"b|{dim}|{value}", Figure(0.0, 0.0, rel.exact))
+        # Absent from the baseline (no prompt, or withheld by the k-suppression): zero, with
+        # the noise every count of the release has; ±0 read as an exact zero, and the
+        # significance test left the baseline's noise out.
+        base = figs.get(f"b|{dim}|{value}", Figure(0.0, fig.noise_scale, rel.exact))
         w_total = max(totals.get(("w", dim), 0.0), 1.0)
         b_total = max(totals.get(("b", dim), 0.0), 1.0)
         ws, bs = fig.value / w_total, base.value / b_total

@@ -213,7 +213,9 @@ def _line(r: object, currency: str = "") -> str:
                 f"retried {_ratio(r.retried_share, True)}  repeated "
                 f"{_ratio(r.repeated_share, True)}{ids}")
     if isinstance(r, analytics.Lift):
-        lift = ("new" if r.lift is None else f"x{r.lift:.2f}") + ("*" if r.significant else "")
+        # "new": in the window and not in the baseline; nothing in either is no news
+        lift = (f"x{r.lift:.2f}" if r.lift is not None else "new" if r.window.value > 0
+                else "–") + ("*" if r.significant else "")
         return (f"{r.dimension:<8} {r.key:<16} {r.label or '':<30.30} {lift:>8}  window "
                 f"{_fmt(r.window)}  baseline {_fmt(r.baseline)}")
     return str(r)
