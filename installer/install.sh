@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install Semtrace from this bundle, with no network.
 #   ./install.sh [--prefix DIR] [--data-dir DIR] [--passphrase-file FILE] [--public-key PEM]
-#                [--no-service] [--dry-run] [--python PYTHON]
-# Default: venv in /opt/semtrace, data in /var/lib/semtrace, system user and systemd unit.
+#                [--no-service] [--dry-run] [--python PYTHON] [--config-dir DIR]
+# Default: venv in /opt/semtrace, data in /var/lib/semtrace, system user and systemd unit;
+# the passphrase and the policies in /etc/semtrace (policies an upgrade never overwrites).
 # --no-service installs without root, user or systemd (tests and evaluation).
 set -euo pipefail
 bundle="$(cd "$(dirname "$0")" && pwd)"
@@ -13,6 +14,7 @@ public_key=""
 service=1
 dry=0
 python="${PYTHON:-python3}"
+etc="/etc/semtrace"
 die() { echo "install: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -23,7 +25,8 @@ while [ $# -gt 0 ]; do
     --no-service) service=0; shift ;;
     --dry-run) dry=1; shift ;;
     --python) python="$2"; shift 2 ;;
-    -h|--help) sed -n 2,6p "$0"; exit 0 ;;
+    --config-dir) etc="$2"; shift 2 ;;
+    -h|--help) sed -n 2,7p "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)." ;;
   esac
 done
@@ -63,8 +66,8 @@ version=$(cat VERSION)
 if [ "$service" = 1 ]; then
   [ "$(id -u)" = 0 ] || die "installing the service needs root (or use --no-service)."
   # the unit loads its passphrase from this file (LoadCredential=): without it, it never starts
-  [ -n "$passphrase_file" ] || [ -f /etc/semtrace/passphrase ] \
-    || die "the service reads its passphrase from /etc/semtrace/passphrase: give --passphrase-file FILE (installed there, root-only); nothing was installed."
+  [ -n "$passphrase_file" ] || [ -f "$etc/passphrase" ] \
+    || die "the service reads its passphrase from $etc/passphrase: give --passphrase-file FILE (installed there, root-only); nothing was installed."
 fi
 if [ -x "$prefix/bin/semtrace" ]; then
   installed=$("$prefix/bin/semtrace" --version 2>/dev/null | grep -oE '[0-9]+(\.[0-9]+)+' || echo 0)
@@ -95,11 +98,21 @@ run "$prefix/bin/python" -m pip install --disable-pip-version-check --quiet --no
 if [ "$service" = 1 ]; then
   id semtrace >/dev/null 2>&1 || run useradd --system --home-dir "$data_dir" --shell /usr/sbin/nologin semtrace
   run install -d -m 0700 -o semtrace -g semtrace "$data_dir"
-  run install -d -m 0750 -o root -g semtrace /etc/semtrace
+  run install -d -m 0750 -o root -g semtrace "$etc" "$etc/policies"
+  # the policies: this version's defaults for the files not there yet; an edited one is
+  # kept (pip rewrites the prefix's copies at every upgrade, so the service reads these)
+  for f in "$bundle"/policies/*; do
+    name=$(basename "$f")
+    if [ ! -e "$etc/policies/$name" ]; then
+      run install -m 0640 -o root -g semtrace "$f" "$etc/policies/$name"
+    elif ! cmp -s "$f" "$etc/policies/$name"; then
+      echo "install: kept $etc/policies/$name; this version's default is $prefix/share/semtrace/policies/$name."
+    fi
+  done
   run install -m 0644 "$bundle/semtrace.service" /etc/systemd/system/semtrace.service
-  run sed -i "s|/opt/semtrace|$prefix|g; s|/var/lib/semtrace|$data_dir|g" /etc/systemd/system/semtrace.service
+  run sed -i "s|/opt/semtrace|$prefix|g; s|/var/lib/semtrace|$data_dir|g; s|/etc/semtrace|$etc|g" /etc/systemd/system/semtrace.service
   if [ -n "$passphrase_file" ]; then
-    run install -m 0600 -o root -g root "$passphrase_file" /etc/semtrace/passphrase
+    run install -m 0600 -o root -g root "$passphrase_file" "$etc/passphrase"
   fi
   if [ ! -f "$data_dir/keyring.json" ]; then
     # init as root (it can read the passphrase file), then hand the store to the service user

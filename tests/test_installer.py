@@ -21,6 +21,7 @@ def _bundle(tmp: Path, version: str = "0.1.0") -> Path:
     b.mkdir()
     for name in ("install.sh", "uninstall.sh", "semtrace.service"):
         shutil.copy(INSTALLER / name, b / name)
+    shutil.copytree(INSTALLER.parent / "policies", b / "policies")
     (b / "VERSION").write_text(version + "\n")
     (b / "requirements.lock").write_text("")
     (b / "models.lock").write_text("")
@@ -123,3 +124,37 @@ def test_uninstall_removes_nothing_that_is_not_a_semtrace_install_or_data_dir(
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert not prefix.exists() and not data.exists()
+
+
+def test_an_upgrade_keeps_the_operators_policies_and_installs_only_missing_defaults(
+        tmp_path: Path) -> None:
+    """pip rewrites the prefix's share/semtrace/policies at every upgrade: the service's
+    policies live in the config dir, where an edited file is kept."""
+    bundle = _bundle(tmp_path)
+    prefix, env = _host(tmp_path, active=False)
+    etc = tmp_path / "etc"
+    (etc / "policies").mkdir(parents=True)
+    (etc / "passphrase").write_text("x\n")
+    edited = etc / "policies" / "retention.toml"
+    edited.write_text("# the operator's retention and legal holds\n")
+    r = _install(bundle, prefix, tmp_path / "data", env, "--config-dir", str(etc))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"kept {edited};" in r.stdout
+    writes = [line for line in r.stdout.splitlines() if line.startswith("would run:")]
+    assert not any(str(edited) in line for line in writes), writes
+    assert any(line.endswith(f"policies/access.toml {etc}/policies/access.toml")
+               for line in writes), writes
+
+
+def test_every_command_of_an_installed_host_reads_the_policies_the_service_reads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance.config import paths
+
+    unit = (INSTALLER / "semtrace.service").read_text()
+    assert f"Environment=SEMTRACE_POLICY_DIR={paths.ETC_POLICY_DIR}" in unit
+    monkeypatch.delenv("SEMTRACE_POLICY_DIR", raising=False)
+    monkeypatch.setattr(paths, "_REPO_ROOT", tmp_path / "site-packages")  # no source tree
+    monkeypatch.setattr(paths, "ETC_POLICY_DIR", tmp_path / "etc" / "policies")
+    assert paths.policy_dir() == Path(sys.prefix) / "share" / "semtrace" / "policies"
+    (tmp_path / "etc" / "policies").mkdir(parents=True)
+    assert paths.policy_dir() == tmp_path / "etc" / "policies"

@@ -12,6 +12,11 @@ MODEL_DIR_ENV = "SEMTRACE_MODEL_DIR"
 _REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
+# Where install.sh puts the service's policies: an upgrade replaces the install prefix
+# (pip removes and rewrites share/semtrace/policies), never this folder.
+ETC_POLICY_DIR = Path("/etc/semtrace/policies")
+
+
 def _share_dir(name: str) -> Path:
     repo = _REPO_ROOT / name
     if repo.is_dir():
@@ -20,9 +25,22 @@ def _share_dir(name: str) -> Path:
 
 
 def policy_dir() -> Path:
-    """Where policies live: $SEMTRACE_POLICY_DIR, the source tree, or the install prefix."""
+    """Where policies live: $SEMTRACE_POLICY_DIR, the source tree, /etc/semtrace/policies
+    (an installed service's: every command reads what the service reads), or the prefix."""
     env = os.environ.get(POLICY_DIR_ENV)
-    return Path(env) if env else _share_dir("policies")
+    if env:
+        return Path(env)
+    if not (_REPO_ROOT / "policies").is_dir() and _readable_dir(ETC_POLICY_DIR):
+        return ETC_POLICY_DIR
+    return _share_dir("policies")
+
+
+def _readable_dir(path: Path) -> bool:
+    """A folder this user may list (/etc/semtrace is root's and the service's only)."""
+    try:
+        return path.is_dir() and os.access(path, os.R_OK | os.X_OK)
+    except OSError:
+        return False
 
 
 def model_dir() -> Path:
