@@ -26,7 +26,7 @@ from appliance.keys import (
     resume_rotation,
     rotation_pending,
 )
-from appliance.store import DB_FILE, Store
+from appliance.store import DB_FILE, KEYS_FILE, Store
 
 if TYPE_CHECKING:
     from appliance.pipeline import Pipeline
@@ -141,6 +141,11 @@ def store_damage(data_dir: Path, *, empty_too: bool = True) -> str | None:
     """One sentence when an initialised data dir's store is missing or emptied, else None."""
     if not (data_dir / DB_FILE).exists():
         return f"{data_dir} has a keyring but no store; it is damaged."
+    if not (data_dir / KEYS_FILE).exists():
+        # opening would make a new, empty key store: every record written so far would
+        # read as shredded, and new keys would be mixed with the restored ones later
+        return (f"{data_dir / KEYS_FILE} is missing: it holds the data key of every record "
+                f"in {DB_FILE}; restore it from the same backup. Nothing was changed.")
     if empty_too and (data_dir / DB_FILE).stat().st_size == 0:
         # init writes the store's schema, so an empty file is one emptied or cut short:
         # opening it for writing would quietly make a new, empty store in its place

@@ -22,9 +22,9 @@ def _init(data_dir: Path, passphrase_file: Path) -> None:
 
 def _digests(data_dir: Path) -> dict[str, str]:
     """Every file's digest; the -shm index and an empty -wal that SQLite leaves after a
-    read-only open hold nothing."""
+    read-only open, and the lock file (its holder's pid), hold nothing."""
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(data_dir.iterdir()) if p.is_file()
+            for p in sorted(data_dir.iterdir()) if p.is_file() and p.name != "semtrace.lock"
             and not p.name.endswith("-shm") and not (p.name.endswith("-wal")
                                                      and p.stat().st_size == 0)}
 
@@ -154,3 +154,26 @@ def test_a_store_of_an_older_schema_is_read_only_refused_then_migrated_keeping_i
         assert rt.store.db.execute("SELECT count(*) FROM records WHERE id = 7").fetchone()[0] == 1
     finally:
         rt.close()
+
+
+def test_a_data_dir_restored_without_its_keys_db_is_refused_not_reopened_as_all_shredded(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """'Keep keys.db out of long-lived backups': a restore of semtrace.db alone must not
+    quietly make a new key store, under which every record reads as shredded."""
+    data = tmp_path / "data"
+    _init(data, passphrase_file)
+    (data / "keys.db").unlink()
+    before = _digests(data)
+    creds = ["--data-dir", str(data), "--passphrase-file", str(passphrase_file)]
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"tenant": "t", "user_id": "u", "ts": "2026-03-02T09:00:00Z",
+                               "text": "Is it raining?"}) + "\n")
+    for args in (["threads", "list"], ["replay", str(src), "--out", str(tmp_path / "o.jsonl")],
+                 ["serve", "--check"]):
+        r = run_cli(*args, *creds)
+        assert r.returncode != 0, (args, r.stdout)
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert f"{data / 'keys.db'} is missing" in r.stderr, r.stderr
+    assert _digests(data) == before and not (data / "keys.db").exists()
+    doc = run_cli("doctor", "--data-dir", str(data), "--json")
+    assert any("keys.db is missing" in p for p in json.loads(doc.stdout)["problems"])
