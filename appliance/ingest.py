@@ -175,7 +175,7 @@ def parse_prompt(obj: Any, *, max_text_chars: int, default_request_id: str | Non
     user_id = _str(obj, "user_id", required=True)
     tenant = _str(obj, "tenant", required=default_tenant is None) or default_tenant
     request_id = _str(obj, "request_id", required=default_request_id is None) or default_request_id
-    if request_id is not None and not ID_RE.match(request_id):
+    if request_id is not None and not ID_RE.fullmatch(request_id):
         raise InputError("'request_id' may hold only letters, digits and ._:@/+=- (1-128).")
     ts_raw = obj.get("ts")
     if ts_raw is None and default_ts is None:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from appliance.errors import InputError
-from appliance.ingest import parse_prompt, parse_response
+from appliance.ingest import ID_RE, parse_prompt, parse_response
 from appliance.records import Outcome, Prompt, Response
 
 VERSION = 1
@@ -48,6 +48,13 @@ class Request:
     feedback: dict[str, Any] | None = None
     response: Response | None = None  # update: what the gateway learned after the answer
     model: str | None = None
+
+
+def echo_id(value: Any) -> str | None:
+    """A request id fit to be sent back in a reply: a protocol id (1-128 characters of
+    `A-Za-z0-9._:@/+=-`), else None. Anything else a client put there (a long string, a
+    prompt pasted into the wrong field, a newline) is never echoed."""
+    return value if isinstance(value, str) and ID_RE.fullmatch(value) else None
 
 
 def trace_context(traceparent: Any) -> tuple[str, str]:
@@ -164,8 +171,8 @@ def parse_request(obj: dict[str, Any], *, max_text_chars: int, now: datetime | N
                   ts_past: timedelta = timedelta(days=30),
                   ts_future: timedelta = timedelta(minutes=5)) -> Request:
     """Validate one request object; an ingest's `ts` must lie within the window around `now`."""
-    rid = obj.get("request_id")
-    rid = rid if isinstance(rid, str) else None
+    given = obj.get("request_id")
+    rid = echo_id(given)
     v = obj.get("v", VERSION)
     if isinstance(v, bool) or v != VERSION:  # true == 1 in Python, not in JSON
         raise ProtocolError("bad_version", f"Protocol version {VERSION} is the only one served.",
@@ -178,8 +185,11 @@ def parse_request(obj: dict[str, Any], *, max_text_chars: int, now: datetime | N
     tenant = obj.get("tenant")
     if not isinstance(tenant, str) or not tenant.strip() or len(tenant) > 128:
         raise ProtocolError("bad_request", "'tenant' must be a non-empty string.", rid)
-    if rid is None or not rid.strip():
-        raise ProtocolError("bad_request", "'request_id' must be a non-empty string.", rid)
+    if not isinstance(given, str) or not given.strip():
+        raise ProtocolError("bad_request", "'request_id' must be a non-empty string.")
+    if rid is None:
+        raise ProtocolError("bad_request", "'request_id' may hold only letters, digits and "
+                            "._:@/+=- (1-128).")
     if op == "lookup":
         return Request(op=op, request_id=rid, tenant=tenant)
     if op == "feedback":

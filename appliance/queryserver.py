@@ -34,7 +34,7 @@ from appliance.errors import AccessDenied, SemtraceError
 from appliance.ingest import parse_ts
 from appliance.keys import Keyring
 from appliance.privacy import BudgetSpent
-from appliance.protocol import ProtocolError
+from appliance.protocol import ProtocolError, echo_id
 from appliance.query import ThreadFilter, data_version, get_thread, list_threads
 from appliance.readindex import ReaderIndex
 from appliance.reads import (
@@ -193,7 +193,7 @@ def answer(obj: dict[str, Any], role: str, policies: Policies, store: Store,
            kept: ReaderIndex | None = None) -> dict[str, Any]:
     """The reply to an authorized query (`version`: the TUI's change counter; `kept`:
     the reader's search index, else each search builds its own)."""
-    rid = obj.get("request_id") if isinstance(obj.get("request_id"), str) else None
+    rid = echo_id(obj.get("request_id"))
     op = obj.get("op")
     try:
         if op in ("thread", "threads"):

@@ -39,7 +39,7 @@ from appliance.keys.bus import (
     reply_aad,
     require_sealing,
 )
-from appliance.protocol import ProtocolError, error_reply
+from appliance.protocol import ProtocolError, echo_id, error_reply
 
 if TYPE_CHECKING:
     from appliance.service import Service
@@ -318,7 +318,10 @@ class ClusterNode:
                 return
             if not isinstance(rid, str):
                 return
-            key = (split[1], rid)
+            # the reply names only a valid id (protocol.echo_id): one it does not name is
+            # booked, as the consumer books it, under the message's digest
+            key = (split[1], rid) if echo_id(rid) is not None else _refused_key(split[1],
+                                                                                   msg.data)
         answer = self.book.asked(key, msg.reply)
         if answer is not None:
             await self._nc.publish(msg.reply, answer)
@@ -366,8 +369,7 @@ def _same_tenant(tenant: str) -> Any:
 
     def check(obj: dict[str, Any]) -> None:
         if obj.get("tenant") != tenant:
-            rid = obj.get("request_id")
             raise ProtocolError("bad_request", "The request's tenant differs from its subject's "
-                                "tenant.", rid if isinstance(rid, str) else None)
+                                "tenant.", echo_id(obj.get("request_id")))
 
     return check
