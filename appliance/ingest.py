@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import re
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +30,24 @@ MAX_INDEX = 2**53
 def content_digest(text: str) -> str:
     """SHA-256 (hex) of a message's UTF-8 content after `" ".join(text.split())` (protocol v1)."""
     return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
+
+
+CUT_BACK = 1024  # a cut moves back to a word boundary at most this many characters
+
+
+def cut_text(text: str, limit: int) -> str:
+    """`text` if it holds at most `limit` characters, else its first `limit` characters cut
+    back to a word boundary: the word the limit splits is dropped whole (so the end of a
+    cut is never half an e-mail address or number that redaction would not recognise),
+    unless the text has no space in its last `CUT_BACK` characters."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    if not text[limit].isspace():
+        m = re.search(r"\s\S*\Z", cut[-CUT_BACK:])
+        if m is not None:
+            cut = cut[:len(cut) - len(cut[-CUT_BACK:]) + m.start()]
+    return cut.rstrip()
 
 
 def parse_ts(value: Any) -> datetime:
@@ -166,12 +185,38 @@ def parse_history(value: Any) -> tuple[Message, ...] | None:
     return tuple(out)
 
 
+def _text(obj: dict[str, Any], max_text_chars: int,
+          truncate: bool) -> tuple[str, str | None, bool]:
+    """(text, digest of the prompt as written when it differs from the text's, truncated).
+
+    With `truncate` a text over `max_text_chars` is cut (`cut_text`) instead of refused;
+    its digest is then the whole text's (or the client's `text_sha256`), so the next
+    turn's history, which digests the whole message, still finds it. A client that cut
+    or redacted the text itself sends `text_sha256` (and `truncated: true` if it cut)."""
+    given = obj.get("text_sha256")
+    digest = None if given is None else _sha256(given, "text_sha256")
+    flagged = obj.get("truncated", False)
+    if not isinstance(flagged, bool):
+        raise InputError("'truncated' must be true or false.")
+    text = _str(obj, "text", required=True,
+                max_len=sys.maxsize if truncate else max_text_chars)
+    assert text is not None
+    if len(text) > max_text_chars:  # only when truncating: else _str refused it
+        digest = digest or content_digest(text)
+        text, flagged = cut_text(text, max_text_chars), True
+        if not text.strip():
+            raise InputError(f"'text' holds no words in its first {max_text_chars} "
+                             "characters.")
+    return text, digest, flagged
+
+
 def parse_prompt(obj: Any, *, max_text_chars: int, default_request_id: str | None = None,
-                 default_ts: datetime | None = None, default_tenant: str | None = None) -> Prompt:
-    """Validate one prompt object."""
+                 default_ts: datetime | None = None, default_tenant: str | None = None,
+                 truncate: bool = False) -> Prompt:
+    """Validate one prompt object (`truncate`: cut an over-long text, see `_text`)."""
     if not isinstance(obj, dict):
         raise InputError("The request must be a JSON object.")
-    text = _str(obj, "text", required=True, max_len=max_text_chars)
+    text, digest, truncated = _text(obj, max_text_chars, truncate)
     user_id = _str(obj, "user_id", required=True)
     tenant = _str(obj, "tenant", required=default_tenant is None) or default_tenant
     request_id = _str(obj, "request_id", required=default_request_id is None) or default_request_id
@@ -197,7 +242,8 @@ def parse_prompt(obj: Any, *, max_text_chars: int, default_request_id: str | Non
                   session_id=_str(obj, "session_id", required=False),
                   model=_str(obj, "model", required=False),
                   response=parse_response(obj.get("response")), synthetic=synthetic, index=index,
-                  history=parse_history(obj.get("history")), previous_response_id=previous)
+                  history=parse_history(obj.get("history")), previous_response_id=previous,
+                  digest=digest, truncated=truncated)
 
 
 def _no_constant(name: str) -> Any:

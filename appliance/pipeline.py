@@ -166,7 +166,8 @@ class Pipeline:
                        parent_id=rec.parent_id, parent_request_id=rec.parent_request_id,
                        position=rec.position, intent=rec.intent, similarity=rec.similarity,
                        topic_id=rec.topic_id, index=prompt.index, duplicate=True,
-                       trace_id=rec.trace_id, span_id=rec.span_id, link_source=rec.link_source)
+                       trace_id=rec.trace_id, span_id=rec.span_id, link_source=rec.link_source,
+                       text_truncated=bool((rec.evidence or {}).get("text_truncated")))
 
     def process(self, prompts: Sequence[Prompt]) -> list[Outcome]:
         """Ingest a batch: one redaction and embedding pass, one transaction."""
@@ -234,6 +235,8 @@ class Pipeline:
                               self.policies.correlation)
         if asked:
             link = replace(link, evidence={**link.evidence, "threshold_source": asked[-1][0]})
+        if p.truncated:  # the stored text is the start of the prompt only
+            link = replace(link, evidence={**link.evidence, "text_truncated": True})
         self._learn(p.tenant, link, query, cands, asked[-1][1] if asked else None)
         thread_id = link.thread_id or new_thread_id()
         text, vault = number_placeholders(red, ekeys, hist.placeholders.setdefault(thread_id, {}))
@@ -245,7 +248,7 @@ class Pipeline:
         resp = p.response or Response()
         cost = pricing.call_cost(self.policies.pricing, p.model, resp.input_tokens,
                                  resp.output_tokens, resp.cost)
-        tkeys = self._turn_keys(p.tenant, user, p.response, content_digest(p.text))
+        tkeys = self._turn_keys(p.tenant, user, p.response, p.digest or content_digest(p.text))
         self._pending.setdefault((p.tenant, user), []).extend(
             HeldTurn(record_id=rid, request_id=p.request_id, thread_id=thread_id, ts=p.ts,
                      parent_id=link.parent_id, kind=kind, digest=digest)
@@ -340,4 +343,5 @@ class Pipeline:
                        parent_request_id=parent_req, position=link.position, intent=link.intent,
                        similarity=link.similarity, topic_id=row.topic_id, index=index,
                        truncated=truncated, trace_id=row.trace_id, span_id=row.span_id,
-                       link_source=link.evidence.get("link_source"))
+                       link_source=link.evidence.get("link_source"),
+                       text_truncated=row.prompt.truncated)

@@ -203,7 +203,7 @@ def parse_request(obj: dict[str, Any], *, max_text_chars: int, now: datetime | N
     now = now or datetime.now(UTC)
     try:
         prompt = parse_prompt({**obj, "ts": obj.get("ts")}, max_text_chars=max_text_chars,
-                              default_ts=now)
+                              default_ts=now, truncate=True)
     except InputError as exc:
         raise ProtocolError("bad_request", str(exc), rid) from None
     check_ts(prompt.ts, now, past=ts_past, future=ts_future, rid=rid)
@@ -218,7 +218,8 @@ def ok_reply(o: Outcome, *, mode: str = "sync") -> dict[str, Any]:
             "parent_request_id": o.parent_request_id, "position": o.position,
             "intent": o.intent,
             "similarity": None if o.similarity is None else round(float(o.similarity), 4),
-            "topic_id": o.topic_id, "duplicate": o.duplicate, "link_source": o.link_source}
+            "topic_id": o.topic_id, "duplicate": o.duplicate, "link_source": o.link_source,
+            "truncated": o.text_truncated}
 
 
 def error_reply(code: str, message: str, request_id: str | None = None,

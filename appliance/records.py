@@ -82,6 +82,10 @@ class Prompt:
     # The messages before this prompt (None: the gateway sent no history)
     history: tuple[Message, ...] | None = None
     previous_response_id: str | None = field(default=None, repr=False)
+    # The content digest of the prompt as the user wrote it, when `text` is not all of it
+    # (cut to max_text_chars, or redacted in the gateway); None: the digest of `text`
+    digest: str | None = field(default=None, repr=False)
+    truncated: bool = False  # `text` was cut to the service's (or the gateway's) limit
 
 
 @dataclass(frozen=True)
@@ -268,10 +272,11 @@ class Outcome:
     topic_id: str | None = None
     index: int | None = None
     duplicate: bool = False
-    truncated: bool = False
+    truncated: bool = False  # the embedding read only the start of the text
     trace_id: str | None = None
     span_id: str | None = None
     link_source: str | None = None
+    text_truncated: bool = False  # the prompt was cut to max_text_chars before it was stored
 
 
 def jsonable(obj: Any) -> Any:

@@ -195,13 +195,14 @@ def test_a_prompt_the_appliance_refuses_is_a_failure_logged_once(
     logger = SemtraceLogger(server.sock, tenant="acme")
     litellm.callbacks = [logger]
     caplog.set_level(logging.INFO, logger="semtrace")
-    pasted = "The harbour budget report, section after section. " * 800  # 40,800 characters
+    user = "lou-" + "x" * 300  # a user id over 256 characters is refused
     for n in range(2):
-        litellm.completion(model="gpt-4o", client=openai_sync(), user="lou", messages=[
-            {"role": "user", "content": f"Summarise part {n}: {pasted}"}])
+        litellm.completion(model="gpt-4o", client=openai_sync(), user=user, messages=[
+            {"role": "user", "content": f"Summarise part {n} of the budget report."}])
         assert logger.wait(n + 1)
-    # longer than the service's max_text_chars: refused, so not recorded (the old code
-    # counted both as sent, and logged each refusal, before and after each call)
+    # refused, so not recorded (the old code counted both as sent, and logged each
+    # refusal, before and after each call; an over-long prompt is now cut and recorded:
+    # test_gateway_limits.py)
     assert logger.failures == 2 and logger.sent == 0
     refusals = [r for r in caplog.records if getattr(r, "event", "") == "semtrace_refused"]
     assert [getattr(r, "code", None) for r in refusals] == ["bad_request"]
@@ -332,3 +333,4 @@ def test_a_gateway_forked_while_its_redactor_loads_loads_it_again() -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0  # the old code: RedactorLoading after 5 s
     assert redactor("Oslo again") == "<LOCATION> again"  # and the parent still works
+

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from appliance.errors import InputError
-from appliance.ingest import parse_line
+from appliance.ingest import content_digest, parse_line
 from appliance.protocol import ProtocolError, decode_frame, parse_request
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -88,3 +88,19 @@ def test_replay_lines_refuse_nan_and_lone_surrogates_in_one_sentence() -> None:
 @pytest.mark.parametrize("v", [True, False, "1", 2, None])
 def test_a_version_that_is_not_the_number_1_is_bad_version(v: object) -> None:
     assert _code(json.dumps({"v": v, "op": "ping"}).encode()) == "bad_version"
+
+
+def test_an_over_long_text_is_cut_at_a_word_and_keeps_the_whole_prompts_digest() -> None:
+    text = "Write to jane.roe@example.com about the invoice. " * 40  # 1,960 characters
+    req = parse_request(_ingest(text=text), max_text_chars=1000, now=NOW)
+    assert req.prompt is not None and req.prompt.truncated  # the old code: bad_request
+    cut = req.prompt.text
+    assert len(cut) <= 1000 and text.startswith(cut) and text[len(cut)].isspace()
+    assert req.prompt.digest == content_digest(text)  # the next turn's history finds it
+    given = parse_request(_ingest(text=cut, truncated=True, text_sha256="A" * 64),
+                          max_text_chars=1000, now=NOW).prompt  # cut by the gateway
+    assert given is not None and given.truncated and given.digest == "a" * 64
+    whole = parse_request(_ingest(), max_text_chars=1000, now=NOW).prompt
+    assert whole is not None and not whole.truncated and whole.digest is None
+    assert _code(json.dumps(_ingest(text=" " * 1000 + "word")).encode()) == "bad_request"
+    assert _code(json.dumps(_ingest(truncated="yes")).encode()) == "bad_request"

@@ -8,13 +8,20 @@ span attributes (docs/otel.md).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from appliance.ingest import content_digest
+from appliance.ingest import MAX_HISTORY, content_digest, cut_text
+
+# What a prompt's text may hold when it leaves the gateway: the service's default
+# `max_text_chars` (policies/correlation.toml), and a bound on its JSON (a character may
+# take up to 12 bytes escaped) that leaves the history room in the default 256 KiB frame.
+MAX_TEXT_CHARS = 32_768
+MAX_TEXT_BYTES = 96 * 1024
 
 # reply field -> span attribute (the GenAI semantic conventions, then ours)
 REPLY_ATTRIBUTES = {
@@ -93,10 +100,28 @@ def last_user(messages: Any) -> int | None:
     return None
 
 
+def prompt_fields(text: str, max_chars: int = MAX_TEXT_CHARS) -> dict[str, Any]:
+    """An ingest's `text`, cut before it leaves the gateway when it is longer than
+    `max_chars` (or its JSON than `MAX_TEXT_BYTES`: a frame over the service's
+    `max_frame_bytes` is refused whole and closes the connection). A cut text goes with
+    `truncated: true` and `text_sha256`, the digest of the whole prompt, which the next
+    turn's history holds: the turn is recorded, marked truncated, and threaded."""
+    limit = max_chars
+    cut = cut_text(text, limit)
+    while len(json.dumps(cut)) > MAX_TEXT_BYTES:  # as the clients encode it (ASCII escapes)
+        limit = max(1, min(limit, len(cut)) * MAX_TEXT_BYTES // len(json.dumps(cut)) - 1)
+        cut = cut_text(text, limit)
+    if cut == text:
+        return {"text": text}
+    return {"text": cut, "truncated": True, "text_sha256": content_digest(text)}
+
+
 def history_digests(messages: Sequence[Any]) -> list[dict[str, str]]:
     """The protocol's `history` for these messages, as digests: the content never leaves
     the process that holds it. A message without text (an assistant's tool calls, an
-    image alone) is the digest of the empty string, which no stored turn has."""
+    image alone) is the digest of the empty string, which no stored turn has. Of a longer
+    history (an agent's long tool loop) the newest `MAX_HISTORY` messages are sent: the
+    service refuses more, and the newest held turn is the parent."""
     out = []
     for given in messages:
         m = as_message(given)
@@ -104,4 +129,4 @@ def history_digests(messages: Sequence[Any]) -> list[dict[str, str]]:
         if m is not None and role is not None:
             out.append({"role": role, "sha256": content_digest(message_text(m.get("content"))
                                                                 or "")})
-    return out
+    return out[-MAX_HISTORY:]

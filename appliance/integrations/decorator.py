@@ -46,7 +46,14 @@ from opentelemetry import trace
 
 from appliance.client import bus_keys_for, is_nats_url
 from appliance.ingest import content_digest
-from appliance.integrations import annotate, history_digests, message_text, traceparent
+from appliance.integrations import (
+    MAX_TEXT_CHARS,
+    annotate,
+    history_digests,
+    message_text,
+    prompt_fields,
+    traceparent,
+)
 from appliance.integrations.channel import SyncChannel
 from appliance.integrations.redaction import TextRedactor, text_redactor
 
@@ -85,7 +92,8 @@ class Semtrace:
 
     def __init__(self, socket_path: str | Path, *, tenant: str, timeout: float = 5.0,
                  redact: bool | TextRedactor = False,
-                 bus_key_file: str | Path | None = None, plain_bus: bool = False) -> None:
+                 bus_key_file: str | Path | None = None, plain_bus: bool = False,
+                 max_text_chars: int = MAX_TEXT_CHARS) -> None:
         """Args:
             socket_path: the appliance's Unix socket, or a `nats://host:port` URL.
             redact: True (Presidio, policies/redaction.toml) or a function: the prompt
@@ -95,7 +103,10 @@ class Semtrace:
                 without it is refused here, unless `plain_bus=True`.
             plain_bus: with a NATS URL and no bus key, the explicit opt-out: prompts then
                 cross the bus and JetStream's disk in plain text.
+            max_text_chars: a longer prompt is cut to this many characters before it is
+                sent (and marked truncated); the service's `max_text_chars`.
         """
+        self.max_text_chars = max_text_chars
         self._bus_keys = bus_keys_for(socket_path, bus_key_file, plain_bus)
         self._plain_bus = plain_bus
         self.socket_path: str | Path = (socket_path if is_nats_url(socket_path)
@@ -121,11 +132,11 @@ class Semtrace:
                  previous_response_id: str | None) -> dict[str, Any]:
         req: dict[str, Any] = {"v": 1, "op": "ingest", "tenant": self.tenant,
                                "request_id": request_id or "app-" + secrets.token_hex(8),
-                               "user_id": user_id, "text": text,
+                               "user_id": user_id, **prompt_fields(text, self.max_text_chars),
                                "ts": datetime.now(UTC).isoformat()}
         if self.redact:
             try:
-                req["text"] = self.redact(text)
+                req["text"] = self.redact(req["text"])
             except Exception as exc:  # noqa: BLE001 - never send it unredacted, never fail
                 self._channel.breaker.quiet_warning(
                     "the redaction failed; the prompt was not sent",

@@ -47,7 +47,7 @@ from typing import Any, TypeVar
 from litellm.integrations.custom_logger import CustomLogger
 
 from appliance.client import bus_keys_for, is_nats_url
-from appliance.integrations import annotate, reply_attributes
+from appliance.integrations import MAX_TEXT_CHARS, annotate, reply_attributes
 from appliance.integrations.channel import AsyncChannel, SyncChannel
 from appliance.integrations.litellm_requests import CHAT_CALLS as CHAT_CALLS
 from appliance.integrations.litellm_requests import RESPONSES_CALLS as RESPONSES_CALLS
@@ -98,7 +98,8 @@ class SemtraceLogger(CustomLogger):
                  tenant_by_team: dict[str, str] | None = None, mode: str = "sync",
                  timeout: float = 5.0, register_before_call: bool = True,
                  redact: bool | TextRedactor = False,
-                 bus_key_file: str | Path | None = None, plain_bus: bool = False) -> None:
+                 bus_key_file: str | Path | None = None, plain_bus: bool = False,
+                 max_text_chars: int = MAX_TEXT_CHARS) -> None:
         """Args:
             socket_path: the appliance's Unix socket, or a `nats://host:port` URL (mode
                 async is then fire-and-forget to the bus).
@@ -112,8 +113,11 @@ class SemtraceLogger(CustomLogger):
                 without it is refused here, unless `plain_bus=True`.
             plain_bus: with a NATS URL and no bus key, the explicit opt-out: prompts then
                 cross the bus and JetStream's disk in plain text.
+            max_text_chars: a longer prompt is cut to this many characters before it is
+                sent (and marked truncated); the service's `max_text_chars`.
         """
         super().__init__()
+        self.max_text_chars = max_text_chars
         self._bus_keys = bus_keys_for(socket_path, bus_key_file, plain_bus)
         self._plain_bus = plain_bus
         self.socket_path: str | Path = (socket_path if is_nats_url(socket_path)
@@ -211,7 +215,8 @@ class SemtraceLogger(CustomLogger):
             if str(kwargs.get("litellm_call_id")) in self._registered:
                 return None
         req = build_request(kwargs, None, None, None, status=None, tenant=self.tenant,
-                            tenant_by_team=self.tenant_by_team, mode="sync")
+                            tenant_by_team=self.tenant_by_team, mode="sync",
+                            max_text_chars=self.max_text_chars)
         return req
 
     def _registered_now(self, kwargs: dict[str, Any], req: dict[str, Any],
@@ -245,7 +250,7 @@ class SemtraceLogger(CustomLogger):
                                 response_cost(kwargs)), True
         return build_request(kwargs, response_obj, start, end, status=status,
                              tenant=self.tenant, tenant_by_team=self.tenant_by_team,
-                             mode=self.mode), False
+                             mode=self.mode, max_text_chars=self.max_text_chars), False
 
     # ------------------------------------------------------------ sending
 

@@ -23,10 +23,12 @@ from opentelemetry import trace
 
 from appliance.ingest import content_digest
 from appliance.integrations import (
+    MAX_TEXT_CHARS,
     as_message,
     history_digests,
     last_user,
     message_text,
+    prompt_fields,
     traceparent,
 )
 
@@ -200,10 +202,11 @@ def user_of(kwargs: dict[str, Any], metadata: dict[str, Any], session: Any) -> s
 
 def build_request(kwargs: dict[str, Any], response_obj: Any, start: datetime | None,
                   end: datetime | None, *, status: str | None, tenant: str,
-                  mode: str = "sync",
-                  tenant_by_team: dict[str, str] | None = None) -> dict[str, Any] | None:
+                  mode: str = "sync", tenant_by_team: dict[str, str] | None = None,
+                  max_text_chars: int = MAX_TEXT_CHARS) -> dict[str, Any] | None:
     """The ingest request for one LiteLLM call (`status` None: before the call, without a
-    response), or None when it has no user text."""
+    response), or None when it has no user text. A prompt over `max_text_chars` is cut
+    (`prompt_fields`): recorded, marked truncated, still threaded."""
     messages = call_messages(kwargs)
     i = last_user(messages) if messages is not None else None
     request_id = kwargs.get("litellm_call_id")
@@ -221,7 +224,8 @@ def build_request(kwargs: dict[str, Any], response_obj: Any, start: datetime | N
         "v": 1, "op": "ingest", "mode": mode, "request_id": str(request_id),
         "tenant": tenant_of(metadata, tenant, tenant_by_team),
         "user_id": user_of(kwargs, metadata, session),
-        "text": message_text((as_message(messages[i]) or {}).get("content")),
+        **prompt_fields(message_text((as_message(messages[i]) or {}).get("content")) or "",
+                        max_text_chars),
         "ts": start_utc.isoformat(),
         "model": model, "history": history_digests(messages[:i]),
     }

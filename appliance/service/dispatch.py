@@ -119,7 +119,8 @@ class Dispatch(ServiceCore):
                                retry_after_ms=self.policies.service.busy_retry_after_ms)
         if fut is None:
             return {"request_id": req.request_id, "ok": True, "mode": "async", "queued": True,
-                    "trace_id": req.prompt.trace_id, "span_id": req.prompt.span_id}
+                    "trace_id": req.prompt.trace_id, "span_id": req.prompt.span_id,
+                    "truncated": req.prompt.truncated}
         return ok_reply(await fut)
 
     async def _update(self, req: Request) -> dict[str, Any]:
@@ -145,5 +146,6 @@ class Dispatch(ServiceCore):
                     parent_id=rec.parent_id, parent_request_id=rec.parent_request_id,
                     position=rec.position, intent=rec.intent, similarity=rec.similarity,
                     topic_id=rec.topic_id, duplicate=True, trace_id=rec.trace_id,
-                    span_id=rec.span_id, link_source=rec.link_source)
+                    span_id=rec.span_id, link_source=rec.link_source,
+                    text_truncated=bool((rec.evidence or {}).get("text_truncated")))
         return {**ok_reply(o, mode="lookup"), "feedback": rec.feedback}
