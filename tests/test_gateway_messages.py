@@ -334,3 +334,98 @@ def test_a_gateway_forked_while_its_redactor_loads_loads_it_again() -> None:
     assert os.waitstatus_to_exitcode(status) == 0  # the old code: RedactorLoading after 5 s
     assert redactor("Oslo again") == "<LOCATION> again"  # and the parent still works
 
+
+class AnthropicTools:
+    """Anthropic's /v1/messages for a tool loop: a tool call until the request carries two
+    tool results, then a text answer; keeps the bodies."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+
+    def __call__(self, request: Any) -> Any:
+        import json
+
+        import httpx
+
+        body = json.loads(request.content)
+        self.bodies.append(body)
+        results = sum(1 for m in body["messages"] if isinstance(m["content"], list)
+                      and any(p.get("type") == "tool_result" for p in m["content"]))
+        n = len(self.bodies)
+        if results >= 2 or body["messages"][-1]["content"] == "And tomorrow?":
+            content: list[dict[str, Any]] = [{"type": "text", "text": f"Rain after {n} pm."}]
+            stop = "end_turn"
+        else:
+            content = [{"type": "tool_use", "id": f"toolu_{n}", "name": "forecast",
+                        "input": {"city": "Bergen"}}]
+            stop = "tool_use"
+        return httpx.Response(200, json={
+            "id": f"msg_tools_{n}", "type": "message", "role": "assistant",
+            "model": "claude-3-5-sonnet-20241022", "stop_reason": stop, "content": content,
+            "usage": {"input_tokens": 20 + n, "output_tokens": 9}})
+
+
+def _anthropic_call(logger: SemtraceLogger, provider: AnthropicTools, call_id: str,
+                    messages: list[Any], count: int, **kw: Any) -> Any:
+    import httpx
+    from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+    async def gateway() -> Any:
+        out = await litellm.anthropic.messages.acreate(
+            model="anthropic/claude-3-5-sonnet-20241022", max_tokens=100, messages=messages,
+            api_key="sk-ant-test", litellm_call_id=call_id,
+            client=AsyncHTTPHandler(transport=httpx.MockTransport(provider)), **kw)
+        deadline = time.monotonic() + 10
+        while logger.sent + logger.failures < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return out
+
+    return asyncio.run(gateway())
+
+
+def test_each_call_of_an_anthropic_tool_loop_continues_the_one_before(server: Server) -> None:
+    logger, provider = SemtraceLogger(server.sock, tenant="acme"), AnthropicTools()
+    litellm.callbacks = [logger]
+    tools = [{"name": "forecast", "description": "The weather forecast for a city.",
+              "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    chat: list[Any] = [{"role": "user", "content": "Will it rain in Bergen today?"}]
+    user = {"metadata": {"user_id": "sigrid"}, "tools": tools}
+    for n in (1, 2):  # the model calls the tool twice before it answers
+        out = _anthropic_call(logger, provider, f"tl-{n}", chat, n, **user)
+        assert out["stop_reason"] == "tool_use"
+        chat += [{"role": "assistant", "content": out["content"]},
+                 {"role": "user", "content": [{"type": "tool_result",
+                                               "tool_use_id": out["content"][0]["id"],
+                                               "content": "Showers from 15:00."}]}]
+    out = _anthropic_call(logger, provider, "tl-3", chat, 3, **user)
+    assert out["content"][0]["type"] == "text"
+    chat += [{"role": "assistant", "content": out["content"]},
+             {"role": "user", "content": "And tomorrow?"}]
+    out = _anthropic_call(logger, provider, "tl-4", chat, 4, **user)
+    # the old code registered neither call after the first (their last user message holds
+    # only tool results): three calls, their tokens and cost, missing from the conversation
+    assert logger.failures == 0 and logger.sent == 4
+    replies = [_lookup(server, f"tl-{n}") for n in (1, 2, 3, 4)]
+    assert len({r["conversation_id"] for r in replies}) == 1
+    assert [r["parent_request_id"] for r in replies] == [None, "tl-1", "tl-2", "tl-3"]
+    records = _thread(server, replies[0]["conversation_id"])["records"]
+    assert [r["text"] for r in records][-1] == "And tomorrow?"
+    assert [r["input_tokens"] for r in records] == [21, 22, 23, 24]
+
+
+
+def test_a_chat_tool_loop_call_carries_the_conversation_so_far_as_its_history() -> None:
+    question = "Book me a table for two tonight."
+    loop = [{"role": "user", "content": question},
+            {"role": "assistant", "content": None, "tool_calls": [{
+                "id": "call_1", "type": "function",
+                "function": {"name": "book", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "Booked for 19:30."}]
+    req = build_request({"call_type": "completion", "litellm_call_id": "loop-2",
+                         "model": "gpt-4o", "user": "ines", "messages": loop},
+                        None, None, None, status=None, tenant="acme")
+    assert req is not None and req["text"] == question
+    # the old code sent the history before the question (empty: a new conversation), so
+    # each call of the loop started a conversation of its own
+    assert [h["role"] for h in req["history"]] == ["user", "assistant", "tool"]
+    assert req["history"][0]["sha256"] == content_digest(question)

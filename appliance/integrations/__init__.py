@@ -90,14 +90,31 @@ def as_message(m: Any) -> dict[str, Any] | None:
     return None
 
 
+def tool_results(m: dict[str, Any]) -> bool:
+    """Whether a message is an Anthropic user message that carries only `tool_result`
+    blocks: the tool's turn in the loop, not something the user wrote."""
+    content = m.get("content")
+    return (m.get("role") == "user" and isinstance(content, list) and bool(content)
+            and all(isinstance(p, dict) and p.get("type") == "tool_result" for p in content))
+
+
 def last_user(messages: Any) -> int | None:
-    """Index of the last user message with text, or None."""
+    """Index of the last user message with text, or None (the last one the user wrote has
+    none: an image alone). Tool results sent back as user messages are passed over."""
     for i in range(len(messages or []) - 1, -1, -1):
         m = as_message(messages[i])
-        if m is not None and m.get("role") == "user":
+        if m is not None and m.get("role") == "user" and not tool_results(m):
             text = message_text(m.get("content"))
             return i if text is not None and text.strip() else None
     return None
+
+
+def prompt_history(messages: Sequence[Any], i: int) -> list[dict[str, str]]:
+    """The `history` of the call whose prompt is `messages[i]`: the messages before it; in
+    a tool loop (the model's tool calls and their results follow the prompt) the whole
+    conversation so far, so the call continues the previous call of the loop (which holds
+    the same prompt, or answered with text) instead of starting over as its sibling."""
+    return history_digests(messages[:i] if i == len(messages) - 1 else messages)
 
 
 def prompt_fields(text: str, max_chars: int = MAX_TEXT_CHARS) -> dict[str, Any]:
@@ -125,7 +142,8 @@ def history_digests(messages: Sequence[Any]) -> list[dict[str, str]]:
     out = []
     for given in messages:
         m = as_message(given)
-        role = ROLES.get(str(m.get("role"))) if m is not None else None
+        role = (None if m is None else "tool" if tool_results(m)
+                else ROLES.get(str(m.get("role"))))
         if m is not None and role is not None:
             out.append({"role": role, "sha256": content_digest(message_text(m.get("content"))
                                                                 or "")})

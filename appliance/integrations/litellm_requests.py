@@ -25,10 +25,10 @@ from appliance.ingest import content_digest
 from appliance.integrations import (
     MAX_TEXT_CHARS,
     as_message,
-    history_digests,
     last_user,
     message_text,
     prompt_fields,
+    prompt_history,
     traceparent,
 )
 
@@ -227,7 +227,7 @@ def build_request(kwargs: dict[str, Any], response_obj: Any, start: datetime | N
         **prompt_fields(message_text((as_message(messages[i]) or {}).get("content")) or "",
                         max_text_chars),
         "ts": start_utc.isoformat(),
-        "model": model, "history": history_digests(messages[:i]),
+        "model": model, "history": prompt_history(messages, i),
     }
     if status is not None:
         req["response"] = _response(response_obj, start, end, status, response_cost(kwargs))
