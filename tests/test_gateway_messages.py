@@ -413,7 +413,6 @@ def test_each_call_of_an_anthropic_tool_loop_continues_the_one_before(server: Se
     assert [r["input_tokens"] for r in records] == [21, 22, 23, 24]
 
 
-
 def test_a_chat_tool_loop_call_carries_the_conversation_so_far_as_its_history() -> None:
     question = "Book me a table for two tonight."
     loop = [{"role": "user", "content": question},
@@ -429,3 +428,111 @@ def test_a_chat_tool_loop_call_carries_the_conversation_so_far_as_its_history() 
     # each call of the loop started a conversation of its own
     assert [h["role"] for h in req["history"]] == ["user", "assistant", "tool"]
     assert req["history"][0]["sha256"] == content_digest(question)
+
+
+def test_the_proxy_registers_a_v1_messages_call_on_its_open_span(server: Server) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("gateway")
+    logger, provider = SemtraceLogger(server.sock, tenant="acme"), AnthropicTools()
+    litellm.callbacks = [logger]
+    seen: list[dict[str, Any]] = []
+
+    def proxy(call_id: str, messages: list[Any], count: int) -> Any:
+        with tracer.start_as_current_span("POST /v1/messages") as span:
+            # on /v1/messages `metadata` is Anthropic's parameter (its `user_id`), sent on
+            # as the client gave it; the proxy keeps its own in `litellm_metadata`
+            data: dict[str, Any] = {
+                "model": "anthropic/claude-3-5-sonnet-20241022", "max_tokens": 100,
+                "messages": messages, "litellm_call_id": call_id,
+                "metadata": {"user_id": "tove"},
+                "litellm_metadata": {"litellm_parent_otel_span": span,
+                                     "user_api_key_hash": "hashed-key"}}
+            asyncio.run(logger.async_pre_call_hook(None, None, data, "anthropic_messages"))
+            seen.append(dict(span.attributes or {}))  # type: ignore[attr-defined]
+            return _anthropic_call(logger, provider, call_id, data["messages"], count,
+                                   metadata=data["metadata"])
+
+    first = proxy("pm-1", [{"role": "user", "content": "Which platform for Trondheim?"}], 1)
+    proxy("pm-2", [{"role": "user", "content": "Which platform for Trondheim?"},
+                   {"role": "assistant", "content": first["content"]},
+                   {"role": "user", "content": "Is it on time?"}], 2)
+    assert logger.failures == 0 and logger.sent == 2
+    one, two = _lookup(server, "pm-1"), _lookup(server, "pm-2")
+    # registered before the call, on the proxy's request span
+    assert [s.get("gen_ai.conversation.id") for s in seen] == [one["conversation_id"]] * 2
+    assert two["parent_request_id"] == "pm-1"
+    # the provider got Anthropic's metadata untouched: nothing of ours was added to it
+    assert [b["metadata"] for b in provider.bodies] == [{"user_id": "tove"}] * 2
+
+
+def _anthropic_stream(request: Any) -> Any:
+    """Anthropic's /v1/messages as server-sent events (`stream: true`)."""
+    import json
+
+    import httpx
+
+    assert json.loads(request.content)["stream"] is True
+    start = {"id": "msg_stream_1", "type": "message", "role": "assistant", "content": [],
+             "model": "claude-3-5-sonnet-20241022", "stop_reason": None,
+             "usage": {"input_tokens": 14, "output_tokens": 1}}
+    events = [
+        {"type": "message_start", "message": start},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text",
+                                                                      "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta",
+                                                              "text": "Platform 4, "}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta",
+                                                              "text": "at 10:12."}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+         "usage": {"output_tokens": 8}},
+        {"type": "message_stop"}]
+    sse = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events)
+    return httpx.Response(200, headers={"content-type": "text/event-stream"},
+                          content=sse.encode())
+
+
+def _streams_anthropic() -> bool:
+    """Whether LiteLLM can stream Anthropic Messages here: LiteLLM 1.110 does it only with
+    its proxy's packages installed (fastapi, orjson, backoff, redis, soundfile); without
+    them the call itself fails, with or without Semtrace."""
+    try:
+        import litellm.llms.anthropic.messages.native.streaming_iterator  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _streams_anthropic(), reason="LiteLLM's streamed Anthropic Messages "
+                    "need its proxy's packages (fastapi, orjson, backoff, redis, soundfile)")
+def test_a_streamed_anthropic_call_is_recorded_with_its_answer(server: Server) -> None:
+    import httpx
+    from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+    logger = SemtraceLogger(server.sock, tenant="acme")
+    litellm.callbacks = [logger]
+    chat: list[Any] = [{"role": "user", "content": "When does the Bodø train leave?"}]
+
+    async def stream() -> str:
+        out = await litellm.anthropic.messages.acreate(
+            model="anthropic/claude-3-5-sonnet-20241022", max_tokens=100, messages=chat,
+            stream=True, api_key="sk-ant-test", litellm_call_id="st-1",
+            metadata={"user_id": "nils"},
+            client=AsyncHTTPHandler(transport=httpx.MockTransport(_anthropic_stream)))
+        body = b"".join([chunk async for chunk in out])
+        deadline = time.monotonic() + 10
+        while logger.sent + logger.failures < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return body.decode()
+
+    assert "at 10:12." in asyncio.run(stream())
+    assert logger.failures == 0 and logger.sent == 1
+    chat += [{"role": "assistant", "content": "Platform 4, at 10:12."},
+             {"role": "user", "content": "Is there a dining car?"}]
+    _anthropic_call(logger, AnthropicTools(), "st-2", chat, 2,
+                    metadata={"user_id": "nils"})
+    record = _thread(server, _lookup(server, "st-1")["conversation_id"])["records"][0]
+    assert (record["input_tokens"], record["output_tokens"]) == (14, 8)
+    # the streamed answer's digest was sent: the next turn continues it
+    assert _lookup(server, "st-2")["parent_request_id"] == "st-1"
