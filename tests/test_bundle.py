@@ -76,6 +76,13 @@ def test_installed_bundle_passes_selftest_and_replays_offline(installed: Path,
     assert json.loads(doc.stdout)["problems"] == [], doc.stdout
 
 
+def test_the_bundle_carries_the_extras_a_host_cannot_fetch_later(installed: Path) -> None:
+    """docs/otel.md's OTLP export and docs/scale-out.md's NATS on an air-gapped host."""
+    py = str(installed / "venv" / "bin" / "python")
+    r = _offline([py, "-c", "import opentelemetry.exporter.otlp.proto.http.trace_exporter, nats"])
+    assert r.returncode == 0, r.stderr
+
+
 def test_a_corrupted_file_stops_install_before_anything(bundle: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(bundle, broken)
