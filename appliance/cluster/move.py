@@ -115,8 +115,10 @@ def export_tenants(store: Store, keyring: Keyring, tenants: list[str], out: Path
     os.close(fd)
     conn = connect(out, keyring, synchronous="FULL")
     try:
-        migrations.migrate(conn)
-        migrations.migrate(conn, migrations.KEY_MIGRATIONS)
+        # One file holds both schemas: one pass over both lists, so that neither list's
+        # check for a newer version takes the other's migrations for unknown ones.
+        migrations.migrate(conn, migrations.MIGRATIONS + migrations.KEY_MIGRATIONS,
+                           name=str(out))
         records, buckets, topics = _selection(store.db, tenants)
         tables: dict[str, int] = {}
         conn.execute("BEGIN")
