@@ -171,9 +171,14 @@ class Ledger:
                                   (tenant, day)).fetchone()
             spent = float(row[0]) if row else 0.0
             if spent + epsilon > self.per_day + 1e-9:
+                left = max(self.per_day - spent, 0.0)
+                # "is spent (3.5 of 4)" read as a bug beside "0.5 left today": say what is
+                # left and what this release needs
                 raise BudgetSpent(
-                    f"Tenant {tenant}'s privacy budget for {day} is spent "
-                    f"({spent:g} of {self.per_day:g}); cross-user figures resume tomorrow (UTC).")
+                    f"Tenant {tenant}'s privacy budget for {day} is spent ({spent:g} of "
+                    f"{self.per_day:g}" + (f"; {left:g} left, this release needs {epsilon:g}"
+                                           if left > 1e-9 else "")
+                    + "); cross-user figures resume tomorrow (UTC).")
             self.db.execute(
                 "INSERT INTO privacy_budget (tenant, day, spent, queries) VALUES (?,?,?,1) "
                 "ON CONFLICT(tenant, day) DO UPDATE SET spent=spent+excluded.spent, "

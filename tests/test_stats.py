@@ -190,6 +190,7 @@ def test_spent_budget_is_refused_with_one_sentence(filled: Any, data_dir: Path,
         main([*argv[:-4], "--from", "2026-03-02", "--to", "2026-03-05"])  # another window
     err = capsys.readouterr().err
     assert exc.value.code != 0 and "privacy budget" in err
+    assert "is spent (2 of 3; 1 left, this release needs 2)" in err  # not just "spent (2 of 3)"
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
