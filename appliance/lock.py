@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import errno
 import fcntl
 import os
@@ -15,6 +16,37 @@ LOCK_FILE = "semtrace.lock"
 # Locks this process holds, by path: taking one again (replay opening a data dir
 # whose interrupted key rotation must be completed) nests instead of failing.
 _HELD: dict[str, int] = {}
+
+
+# Data dirs whose files this process hands back to their owner at exit (keep_owner).
+_KEPT: set[str] = set()
+
+
+def keep_owner(data_dir: Path) -> None:
+    """Run as root on a data dir another user owns (the service's, /var/lib/semtrace):
+    every file this process makes or replaces there (the lock, -wal, a rotated store or
+    keyring) is handed back to that user when the process exits. Left to root, the
+    service could no longer open its own data dir ("keyring.json is unreadable")."""
+    if os.geteuid() != 0:
+        return
+    try:
+        st = data_dir.stat()
+    except OSError:
+        return
+    key = str(data_dir.resolve())
+    if st.st_uid == 0 or key in _KEPT:
+        return
+    _KEPT.add(key)
+    atexit.register(_hand_back, data_dir, st.st_uid, st.st_gid)
+
+
+def _hand_back(data_dir: Path, uid: int, gid: int) -> None:
+    for p in [data_dir, *data_dir.rglob("*")]:
+        try:
+            if p.lstat().st_uid != uid:
+                os.lchown(p, uid, gid)
+        except OSError:
+            continue
 
 
 class DataDirLock:
@@ -31,6 +63,7 @@ class DataDirLock:
             _HELD[key] += 1
             self._nested = True
             return
+        keep_owner(self.path.parent)
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:

@@ -26,6 +26,7 @@ from appliance.keys import (
     resume_rotation,
     rotation_pending,
 )
+from appliance.lock import keep_owner
 from appliance.store import DB_FILE, KEYS_FILE, Store
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ def init_data_dir(data_dir: Path, cred: Credential, *,
     created = not data_dir.exists()
     found = set() if created else {p.name for p in data_dir.iterdir()}
     prepare_dir(data_dir)
+    keep_owner(data_dir)  # root initialising the service user's (empty) folder
     try:
         ring = create_keyring(data_dir, cred)
         if compliance is not None:
@@ -195,6 +197,7 @@ def open_runtime(data_dir: Path, cred: Credential | None = None, *, keyring: Key
     damage = store_damage(data_dir, empty_too=keyring is None)
     if damage:
         raise SemtraceError(damage)
+    keep_owner(data_dir)
     pol = policies or load_policies()
     if keyring is None:
         if cred is None:

@@ -219,3 +219,25 @@ def test_init_on_a_full_disk_leaves_nothing_and_succeeds_once_there_is_room(
     assert f"{data} could not be initialised" in err and "nothing was left" in err
     assert (tmp_path / "left.txt").read_text().split() == []  # no half-made data dir
     assert (tmp_path / "room.rc").read_text().strip() == "0", (tmp_path / "room.err").read_text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_root_running_a_command_on_the_service_users_data_dir_leaves_it_theirs(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """The passphrase is root's (/etc/semtrace/passphrase), so operators run `sudo semtrace
+    keys rotate ...` on /var/lib/semtrace: the rotated keyring and stores, and the lock,
+    were left to root, and the service then said 'keyring.json is unreadable or damaged'."""
+    data = tmp_path / "data"
+    assert run_cli("init", "--data-dir", str(data), "--passphrase-file",
+                   str(passphrase_file)).returncode == 0
+    service_user = 65534
+    for p in [data, *data.rglob("*")]:
+        os.lchown(p, service_user, service_user)
+    new = tmp_path / "new-passphrase"
+    new.touch(mode=0o600)
+    new.write_text("a new passphrase for the rotation\n")
+    r = run_cli("keys", "rotate", "--data-dir", str(data), "--passphrase-file",
+                str(passphrase_file), "--new-passphrase-file", str(new))
+    assert r.returncode == 0, r.stderr
+    owners = {p.name: p.lstat().st_uid for p in [data, *data.rglob("*")]}
+    assert owners and all(uid == service_user for uid in owners.values()), owners
