@@ -321,6 +321,7 @@ def test_retention_screen_of_a_tenant_bound_role_shows_only_its_tenants_events(
         assert any("ticket 12" in e for e in shown) and any("ticket 13" in e for e in shown)
         policy = str(pilot.app.screen.query_one("#policy").render())
         assert "41 bucket" not in policy  # a run's store-wide count is not acme's
+        assert "Audit chain intact" in policy and "entries" not in policy  # nor the log's
 
     run(app_for(runtime, role="compliance-acme"), scoped)
 
@@ -329,7 +330,8 @@ def test_retention_screen_of_a_tenant_bound_role_shows_only_its_tenants_events(
         await settle(pilot)
         shown = events(pilot.app)
         assert any("globex" in e for e in shown) and any("subpoena" in e for e in shown)
-        assert "41 bucket" in str(pilot.app.screen.query_one("#policy").render())
+        policy = str(pilot.app.screen.query_one("#policy").render())
+        assert "41 bucket" in policy and "entries" in policy
 
     run(app_for(runtime, role="compliance"), everything)
 
