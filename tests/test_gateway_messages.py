@@ -493,19 +493,8 @@ def _anthropic_stream(request: Any) -> Any:
                           content=sse.encode())
 
 
-def _streams_anthropic() -> bool:
-    """Whether LiteLLM can stream Anthropic Messages here: LiteLLM 1.110 does it only with
-    its proxy's packages installed (fastapi, orjson, backoff, redis, soundfile); without
-    them the call itself fails, with or without Semtrace."""
-    try:
-        import litellm.llms.anthropic.messages.native.streaming_iterator  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _streams_anthropic(), reason="LiteLLM's streamed Anthropic Messages "
-                    "need its proxy's packages (fastapi, orjson, backoff, redis, soundfile)")
+# LiteLLM 1.110 streams Anthropic Messages only with its proxy's packages installed
+# (fastapi, orjson, backoff, redis, soundfile: the [test] extra has them).
 def test_a_streamed_anthropic_call_is_recorded_with_its_answer(server: Server) -> None:
     import httpx
     from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
