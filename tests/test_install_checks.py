@@ -241,3 +241,20 @@ def test_root_running_a_command_on_the_service_users_data_dir_leaves_it_theirs(
     assert r.returncode == 0, r.stderr
     owners = {p.name: p.lstat().st_uid for p in [data, *data.rglob("*")]}
     assert owners and all(uid == service_user for uid in owners.values()), owners
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_doctor_names_files_of_the_data_dir_its_owner_cannot_open(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """What an earlier version run as root left behind: the service cannot start."""
+    data = tmp_path / "data"
+    assert run_cli("init", "--data-dir", str(data), "--passphrase-file",
+                   str(passphrase_file)).returncode == 0
+    for p in [data, *data.rglob("*")]:
+        os.lchown(p, 65534, 65534)
+    os.lchown(data / "keyring.json", 0, 0)
+    doc = run_cli("doctor", "--data-dir", str(data), "--json")
+    assert doc.returncode == 1
+    problems = json.loads(doc.stdout)["problems"]
+    assert any(p.startswith("keyring.json in ") and "chown -R 65534:" in p
+               for p in problems), problems

@@ -147,6 +147,14 @@ def _problems(data_dir: Path) -> list[str]:
                 problems.append(f"{p} is readable by others; it should be 600.")
         if not writable(data_dir / DB_FILE):
             problems.append(read_only_sentence(data_dir))
+        # files another user owns (left by a command run as root before it handed them
+        # back): the data dir's owner, the service, cannot open them
+        owner = data_dir.stat().st_uid
+        strays = sorted(p.name for p in data_dir.iterdir() if p.lstat().st_uid != owner)
+        if strays:
+            problems.append(f"{', '.join(strays)} in {data_dir} belong to another user than "
+                            f"the data dir (uid {owner}), which cannot open them; run "
+                            f"`chown -R {owner}: {data_dir}`.")
         if not (data_dir / "keyring.json").exists():
             problems.append(f"{data_dir} is not initialised (run `semtrace init`).")
         elif damage := store_damage(data_dir):
