@@ -103,7 +103,8 @@ if [ "$service" = 1 ]; then
   # kept (pip rewrites the prefix's copies at every upgrade, so the service reads these)
   for f in "$bundle"/policies/*; do
     name=$(basename "$f")
-    if [ ! -e "$etc/policies/$name" ]; then
+    # linker-weights.json is this version's learned model, not a setting: always replaced
+    if [ ! -e "$etc/policies/$name" ] || [ "${name##*.}" = json ]; then
       run install -m 0640 -o root -g semtrace "$f" "$etc/policies/$name"
     elif ! cmp -s "$f" "$etc/policies/$name"; then
       echo "install: kept $etc/policies/$name; this version's default is $prefix/share/semtrace/policies/$name."

@@ -137,6 +137,7 @@ def test_an_upgrade_keeps_the_operators_policies_and_installs_only_missing_defau
     (etc / "passphrase").write_text("x\n")
     edited = etc / "policies" / "retention.toml"
     edited.write_text("# the operator's retention and legal holds\n")
+    (etc / "policies" / "linker-weights.json").write_text("{}")  # the previous version's
     r = _install(bundle, prefix, tmp_path / "data", env, "--config-dir", str(etc))
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"kept {edited};" in r.stdout
@@ -144,6 +145,8 @@ def test_an_upgrade_keeps_the_operators_policies_and_installs_only_missing_defau
     assert not any(str(edited) in line for line in writes), writes
     assert any(line.endswith(f"policies/access.toml {etc}/policies/access.toml")
                for line in writes), writes
+    # the learned linker model goes with the code that reads it
+    assert any(line.endswith(f"{etc}/policies/linker-weights.json") for line in writes), writes
 
 
 def test_every_command_of_an_installed_host_reads_the_policies_the_service_reads(
