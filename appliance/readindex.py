@@ -118,7 +118,7 @@ class ReaderIndex:
         return {t: len(h.index) for t, h in self._tenants.items()}
 
     def scoped(self, tenants: list[str], since: datetime | None) -> ScopedIndex:
-        """What `query.search` searches: these tenants' indexes (refreshed first), limited
+        """What `search.search` searches: these tenants' indexes (refreshed first), limited
         to prompts since a time."""
         return ScopedIndex(self, tuple(tenants), None if since is None else since.timestamp())
 

@@ -20,11 +20,12 @@ from appliance.embed import Embedder
 from appliance.errors import AccessDenied, InputError, SemtraceError
 from appliance.keys import Keyring
 from appliance.privacy import Figure, PrivacyGate
-from appliance.query import build_search_index, has_held, has_topic, search, topic_aliases
+from appliance.query import has_held, has_topic, topic_aliases
 from appliance.query import tenants as all_tenants
 from appliance.readindex import ReaderIndex
 from appliance.records import Hit, Record, Thread, jsonable
 from appliance.roles import allowed, sees
+from appliance.search import build_search_index, search
 from appliance.store import Store
 from appliance.trend import last_day_of, with_trends
 

@@ -62,8 +62,8 @@ def test_kept_index_answers_as_an_index_built_for_the_query(runtime: Any,
 def test_no_search_finds_a_prompt_whose_key_is_destroyed_though_its_rows_remain(
         runtime: Any, pipeline: Any) -> None:
     """A shred killed after destroying its key, before deleting rows."""
-    from appliance.query import search
     from appliance.readindex import ReaderIndex
+    from appliance.search import search
 
     _ingest(pipeline)
     kept = ReaderIndex(pipeline.embedder.dims, pipeline.embedder.model_id)

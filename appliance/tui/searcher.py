@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from appliance.config import Policies
 from appliance.embed import Embedder
 from appliance.index import VectorIndex
-from appliance.query import build_index, data_version, search, users_with_prefix
+from appliance.query import data_version, users_with_prefix
 from appliance.records import Hit
 from appliance.roles import allowed
+from appliance.search import build_index, search
 from appliance.tui.data import StoreReader
 from appliance.tui.filters import FilterError, Filters
 

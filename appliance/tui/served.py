@@ -17,15 +17,10 @@ from appliance.embed import Embedder
 from appliance.errors import AccessDenied, SemtraceError
 from appliance.ingest import parse_ts
 from appliance.protocol import ProtocolError
-from appliance.query import (
-    Searchable,
-    build_index,
-    search,
-    tenants,
-    users_with_prefix,
-)
+from appliance.query import tenants, users_with_prefix
 from appliance.readindex import ReaderIndex
 from appliance.roles import bound_tenants, sees
+from appliance.search import Searchable, build_index, search
 from appliance.store import Store
 from appliance.tui.aggregates import KINDS, aggregate_view
 from appliance.tui.data import read_page
