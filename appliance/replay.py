@@ -54,7 +54,9 @@ def read_prompts(lines: Iterable[str | bytes], *, max_text_chars: int, strict: b
                     line = line.decode("utf-8")
                 except UnicodeDecodeError:
                     raise InputError("The line is not valid UTF-8.") from None
-            yield parse_line(line, max_text_chars=max_text_chars,
+            # An over-long prompt is cut as the service cuts it (`ingest.cut_text`), not
+            # skipped: a skipped turn leaves a gap in its conversation.
+            yield parse_line(line, max_text_chars=max_text_chars, truncate=True,
                              default_request_id=f"{prefix}{lineno}", default_tenant="default")
         except InputError as exc:
             if strict:
@@ -68,7 +70,7 @@ def output_line(o: Outcome, parent_index: int | None) -> str:
                        "parent_index": parent_index, "position": o.position,
                        "similarity": None if o.similarity is None else round(o.similarity, 4),
                        "intent": o.intent, "topic_id": o.topic_id,
-                       "link_source": o.link_source})
+                       "link_source": o.link_source, "truncated": o.text_truncated})
 
 
 def replay(pipeline: Pipeline, prompts: Iterable[Prompt], out: IO[str], *, batch: int = 64,

@@ -63,12 +63,13 @@ def test_bad_lines_are_reported_with_line_numbers_and_skipped(tmp_path: Path) ->
     assert not (tmp_path / "strict.jsonl").exists()
 
 
-def test_overlong_text_is_refused_per_line(tmp_path: Path) -> None:
-    src = write_stream(tmp_path / "in.jsonl", [{**STREAM[0], "text": "x" * 40_000}, STREAM[2]])
+def test_a_bad_line_is_refused_per_line(tmp_path: Path) -> None:
+    # an over-long text is cut (below), but an over-long user id is still bad input
+    src = write_stream(tmp_path / "in.jsonl", [{**STREAM[0], "user_id": "u" * 5_000}, STREAM[2]])
     out = tmp_path / "out.jsonl"
     result = run_cli("replay", str(src), "--out", str(out))
     assert result.returncode == 0
-    assert "line 1 skipped: 'text' is longer than 32768 characters." in result.stderr
+    assert "line 1 skipped: 'user_id'" in result.stderr and "u" * 200 not in result.stderr
     assert len(out.read_text().splitlines()) == 1
 
 
@@ -189,3 +190,33 @@ def test_demo_keeps_the_weather_conversation_whole_and_starts_the_lasagna_one(
     assert first["text"].startswith("Give me a recipe") and first["position"] == "new"
     assert first["parent_id"] is None
     assert not any("neural" in r["text"] for r in lasagna["records"])
+
+
+def test_replay_cuts_an_over_long_prompt_and_keeps_its_conversation_whole(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    from conftest import scan_for
+
+    canary = "Quillfeather-Marrowdene-5517"
+    pasted = "The harbour budget report, section after section. " * 800  # 40,800 characters
+    src = write_stream(tmp_path / "in.jsonl", [
+        {"tenant": "acme", "user_id": "lou", "ts": "2026-03-02T09:00:00Z",
+         "text": f"Summarise this: {pasted} Signed, {canary}."},
+        {"tenant": "acme", "user_id": "lou", "ts": "2026-03-02T09:01:00Z",
+         "text": "Now list the harbour budget lines it mentions."}])
+    out = tmp_path / "out.jsonl"
+    common = ["--data-dir", str(tmp_path / "data"), "--passphrase-file", str(passphrase_file)]
+    result = run_cli("replay", str(src), "--out", str(out), "--json", *common)
+    assert result.returncode == 0, result.stderr
+    # the old code skipped the first line (over max_text_chars): its follow-up had no parent
+    assert json.loads(result.stdout)["skipped"] == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["truncated"] for r in rows] == [True, False]
+    assert rows[1]["parent_index"] == 0 and rows[1]["thread_id"] == rows[0]["thread_id"]
+    shown = run_cli("threads", "show", rows[0]["thread_id"], "--json", *common)
+    assert shown.returncode == 0, shown.stderr
+    stored = [r["text"] for r in json.loads(shown.stdout)["records"]]
+    assert stored[0].startswith("Summarise this:") and len(stored[0]) <= 32_768
+    # what lay past the cut was never stored: not in the decrypted records, not on disk
+    assert all(canary not in text for text in stored)
+    src.unlink()
+    assert scan_for(tmp_path, [canary]) == []
