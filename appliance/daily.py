@@ -6,7 +6,10 @@ the TUI's topics and models screens read a release that is already there and
 spend nothing. A release is exactly the one those commands would make for the
 default window (same kind, window and cache key: `analytics.group_key`), spent
 once per tenant and UTC day through the privacy gate; a tenant whose release of
-the day exists already, or whose window holds no thread, is left alone.
+the day exists already is left alone. A tenant whose window holds no thread is
+released as any other (and spends as any other): its trend then reads that day
+as released with no topic shown, not as a missing day, and its ledger does not
+tell an idle week from a busy one.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ class DailyOutcome:
 
     tenant: str
     kind: str
-    outcome: str  # "released", "cached" (made earlier today), "empty", "budget spent"
+    outcome: str  # "released", "cached" (made earlier today), "budget spent"
     epsilon: float = 0.0
 
 
@@ -55,9 +58,6 @@ def make_daily(store: Store, policies: Policies, *, now: datetime | None = None,
                 continue
             if threads is None:
                 threads = analytics.load_threads(store, tenant, start, end)
-            if not threads:
-                out.append(DailyOutcome(tenant, kind, "empty"))
-                continue
             try:
                 report = _release(kind, threads, gate, tenant, start, end, bound)
             except BudgetSpent:

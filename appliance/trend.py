@@ -2,10 +2,12 @@
 
 A point is the topic's noisy thread count in the release of one UTC day: the
 default-window release (`analytics.default_window`, the 7 days ending that day)
-that `semtrace serve` makes each day and `stats topics` shares. Nothing is
-computed from the records and no budget is spent: a day without a release, or
-one in which the topic was withheld (fewer than `k_min_users` people), is a gap
-(None), never a zero.
+that `semtrace serve` makes each day (idle tenants included) and `stats topics`
+shares. Nothing is computed from the records and no budget is spent. A day whose
+release does not show the topic (fewer than `k_min_users` people: none at all, as
+in an idle week, or withheld) is `released` with no count, drawn `·`; a day
+without a release (the service was not running) is a gap, drawn blank. Neither
+is a zero: a noisy release never says exactly how many.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ def topic_trends(db: Any, tenant: str, keys: Iterable[str], last_day: date, *,
         points = []
         for day, _ in wanted:
             f = counts.get(day, {}).get(key)
-            points.append(TrendPoint(day, None, None) if f is None else
-                          TrendPoint(day, round(f.value, 1), round(f.ci95, 1)))
+            points.append(TrendPoint(day, None, None, day in counts) if f is None else
+                          TrendPoint(day, round(f.value, 1), round(f.ci95, 1), True))
         out[key] = tuple(points)
     return out
 
@@ -53,16 +55,19 @@ def with_trends(db: Any, tenant: str, rows: Iterable[GroupStats], last_day: date
 
 
 BARS = "▁▂▃▄▅▆▇█"
+NOT_SHOWN = "·"  # released that day, the topic not in it: under k_min_users people
+NO_RELEASE = " "  # no release that day
 
 
 def sparkline(points: Iterable[TrendPoint]) -> str:
-    """One character per day's release, scaled to the topic's highest count; a day
-    without a release (or with the topic withheld) is a gap (a space), not a zero."""
-    values = [p.threads for p in points]
-    top = max((v for v in values if v is not None), default=0.0)
-    return "".join(" " if v is None else
-                   BARS[0 if top <= 0 else round(max(v, 0.0) / top * (len(BARS) - 1))]
-                   for v in values)
+    """One character per day's release, scaled to the topic's highest count; `·` where
+    the day's release does not show the topic (under k people, e.g. an idle week), a
+    space where there is no release that day."""
+    points = list(points)
+    top = max((p.threads for p in points if p.threads is not None), default=0.0)
+    return "".join((NOT_SHOWN if p.released else NO_RELEASE) if p.threads is None else
+                   BARS[0 if top <= 0 else round(max(p.threads, 0.0) / top * (len(BARS) - 1))]
+                   for p in points)
 
 
 def last_day_of(end: datetime) -> date:

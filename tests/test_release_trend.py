@@ -111,10 +111,11 @@ def test_the_trend_is_read_from_stored_daily_releases_and_spends_nothing(
             trend = row["trend"]
             assert [p["day"] for p in trend] == [d.isoformat() for d in days]
             for d, p in zip(days, trend, strict=True):
+                assert p["released"] == bool(stored[d])
                 if row["key"] in stored[d]:
                     assert p["threads"] == pytest.approx(stored[d][row["key"]], abs=0.05)
                     assert p["ci"] > 0
-                else:  # no release that day (or withheld in it): a gap, never a zero
+                else:  # no release that day (or not shown in it): never a zero
                     assert p["threads"] is None and p["ci"] is None
             assert trend[-1]["threads"] == pytest.approx(row["threads"]["value"], abs=0.05)
             trends[row["key"]] = [p["threads"] for p in trend]
@@ -135,7 +136,10 @@ def test_the_trend_is_read_from_stored_daily_releases_and_spends_nothing(
         assert cells.keys() == trends.keys()
         for key, cell in cells.items():
             assert len(cell) == 14
-            assert [c != " " for c in cell] == [v is not None for v in trends[key]]
+            # a bar where the day's release shows the topic, `·` where it does not, blank
+            # where that day has no release
+            assert [c not in " ·" for c in cell] == [v is not None for v in trends[key]]
+            assert [c != " " for c in cell] == [bool(stored[d]) for d in days]
         shown.update(cells)
 
     shown: dict[str, str] = {}
@@ -161,6 +165,72 @@ def test_the_trend_is_read_from_stored_daily_releases_and_spends_nothing(
         assert shown == direct_cells
     assert _ledger(runtime.store) == spent
 
+
+
+def test_an_idle_week_reads_as_released_with_nothing_shown_not_as_missing_days(
+        pipeline: Any, runtime: Any, data_dir: Path, passphrase_file: Path) -> None:
+    """The daily job ran on each of the last 14 days but one (the service was down);
+    the tenant's first traffic is five days ago, so the eight days before that release
+    an empty week. Those days read `released` and draw `·` in the trend, in JSON, text
+    and on the topics screen; only the day without a job is blank. Before, the job
+    skipped the idle tenant: eight blank days, indistinguishable from a service that
+    was down, and a ledger that told the idle week apart."""
+    from appliance.daily import make_daily
+    from appliance.tui.app import make_app
+
+    now = datetime.now(UTC)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    pipeline.process(_prompts(today))
+    privacy = pipeline.policies.privacy.model_copy(
+        update={"epsilon_per_release": 100.0, "release_epsilon": {}, "epsilon_per_day": 1000.0,
+                "k_min_users": 2})
+    policies = pipeline.policies.model_copy(update={"privacy": privacy})
+    down = 10  # days back: the service was not running, no job that day
+    ran = [back for back in range(13, -1, -1) if back != down]
+    for back in ran:
+        when = now if back == 0 else today - timedelta(days=back) + timedelta(hours=12)
+        made = make_daily(runtime.store, policies, now=when, kinds=("topics",))
+        assert [o.outcome for o in made] == ["released"], (back, made)
+    # an idle day is charged as a busy one: the ledger does not tell them apart
+    ledger = _ledger(runtime.store)
+    assert len(ledger) == len(ran)
+    assert len({spent for _, _, spent, _ in ledger}) == 1
+
+    days = [(today - timedelta(days=n)).date() for n in range(13, -1, -1)]
+    idle = {(today - timedelta(days=n)).date() for n in ran if n > 5}
+    assert len(idle) == 7
+
+    out = cli("stats", "topics", "--data-dir", str(data_dir), "--passphrase-file",
+              str(passphrase_file), "--tenant", "acme", "--json")
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.output)["rows"]
+    assert rows
+    weather = max(rows, key=lambda r: sum(p["threads"] is not None for p in r["trend"]))
+    marks = {}
+    for d, point in zip(days, weather["trend"], strict=True):
+        if d in idle:  # released, nobody in the window: no count, but not missing
+            assert point["released"] is True and point["threads"] is None
+        elif d == days[13 - down]:
+            assert point["released"] is False and point["threads"] is None
+        else:  # the weather threads of five days ago are in the windows since
+            assert point["released"] is True and point["threads"] is not None
+        marks[d] = point
+
+    text = cli("stats", "topics", "--data-dir", str(data_dir), "--passphrase-file",
+               str(passphrase_file), "--tenant", "acme")
+    assert text.exit_code == 0, text.output
+    line = next(x for x in text.output.splitlines() if weather["key"] in x)
+    cell = line.split("│")[1]
+    assert [c == "·" for c in cell] == [d in idle for d in days]
+    assert [c == " " for c in cell] == [d == days[13 - down] for d in days]
+    assert "· the topic under 2 people that day" in text.output
+
+    async def screen(pilot: Any) -> None:
+        await pilot.press("o")
+        await settle(pilot)
+        assert _trend_cells(pilot.app)[weather["key"]] == cell
+
+    run(make_app(runtime, role="analyst", clock=lambda: now, refresh_seconds=3600), screen)
 
 
 def test_releases_are_kept_fourteen_days_or_aggregates_days_if_shorter(runtime: Any) -> None:

@@ -15,8 +15,11 @@ class TrendPoint:
     """A topic's noisy thread count in one day's release (`trend.py`)."""
 
     day: str  # the UTC day of the release (YYYY-MM-DD)
-    threads: float | None  # None: no release that day, or the topic was withheld in it
+    threads: float | None  # None: no release that day, or the topic not shown in it
     ci: float | None  # 95% half-width of `threads`
+    # whether that day has a release: with `threads` None, the topic had fewer than
+    # k_min_users people in it (none at all, or withheld); without one, nothing is known
+    released: bool = False
 
 
 @dataclass(frozen=True)

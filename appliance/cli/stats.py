@@ -38,7 +38,7 @@ from appliance.ingest import parse_ts
 from appliance.privacy import Figure
 from appliance.reads import StatsQuery, report_from_json, run_stats, stats_json, stats_permission
 from appliance.roles import require
-from appliance.trend import sparkline
+from appliance.trend import NOT_SHOWN, sparkline
 from appliance.tui.format import TOO_NOISY, says_nothing
 
 DEFAULT_DAYS = analytics.DEFAULT_DAYS
@@ -174,6 +174,10 @@ def _print(report: analytics.Report[Any], currency: str) -> None:
         click.echo("  " + _line(r, currency))
     if not report.rows:
         click.echo("  (nothing to show)")
+    elif any(getattr(r, "trend", ()) for r in report.rows):
+        click.echo(f"  trend: each day's release (the 7 days up to it); {NOT_SHOWN} the topic "
+                   f"under {report.k_min_users} people that day (none, or withheld); "
+                   "blank: no release that day")
 
 
 def _money(f: Figure, *, mean: bool = False) -> str:
@@ -192,7 +196,8 @@ def _cost(r: analytics.GroupStats, currency: str) -> str:
 
 
 def _trend(r: analytics.GroupStats) -> str:
-    """A topic's 14 daily releases as `│▂▃ ▅  █│` (blank: no release that day)."""
+    """A topic's 14 daily releases as `│··▂▃ ▅ █│` (`·`: not shown that day, blank: no
+    release that day)."""
     return f"  {len(r.trend)} days │{sparkline(r.trend)}│" if r.trend else ""
 
 

@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from appliance.analytics import NO_TOPIC, GroupStats
 from appliance.privacy import Figure
-from appliance.trend import sparkline
+from appliance.trend import NOT_SHOWN, sparkline
 from appliance.tui.aggregates import AggregateView
 from appliance.tui.context import context
 from appliance.tui.format import TOO_NOISY, money, says_nothing
@@ -33,17 +33,18 @@ ORDERS = {
 COLUMNS = (("tenant", "tenant", 7), ("topic", "topic", 24), ("threads", "threads", 8),
            ("turns", "turns", 8), ("users", "users", 6), ("refine", "refined", 8),
            ("abandon", "abandoned", 9), ("cost", "cost/thread", 11))
-def trend_line(row: GroupStats) -> Text:
+def trend_line(row: GroupStats, k_min_users: int) -> Text:
     """The highlighted topic's trend: `│▂▃ ▅  █│`, its days and its latest point."""
     name = topic_name(row)
     if not row.trend:
         return Text.assemble("Trend of ", name, ": none")
     shown = [p for p in row.trend if p.threads is not None]
     last = (f"latest {shown[-1].threads:.0f}±{shown[-1].ci:.0f} on {shown[-1].day}"
-            if shown else "no release holds it")
+            if shown else "no release shows it")
     first, end = row.trend[0].day[5:], row.trend[-1].day[5:]
     return Text.assemble("Trend of ", name, f", {first} to {end}: │{sparkline(row.trend)}│ "
-                         f"threads in each day's release, blank: none · {last}")
+                         f"threads in each day's release ({NOT_SHOWN} under {k_min_users} "
+                         f"people, blank: no release) · {last}")
 
 
 def count(f: Figure | None) -> Text:
@@ -168,7 +169,8 @@ class TopicsScreen(ReleasedScreen):
         if table.row_count:
             key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
             row = self.rows.get(str(key))
-        self.query_one("#trend", Static).update(trend_line(row) if row else Text(""))
+        k = self.view.k_min_users if self.view is not None else 0
+        self.query_one("#trend", Static).update(trend_line(row, k) if row else Text(""))
 
     @on(DataTable.HeaderSelected, "#topics")
     def _sort_by(self, event: DataTable.HeaderSelected) -> None:
