@@ -20,7 +20,8 @@ from appliance.keys import AuditSigner, verify_signature
 
 GENESIS = "0" * 64
 EVENTS = ("init", "start", "stop", "shred", "erase", "reveal", "reveal_denied", "policy_change",
-          "key_rotation", "auth_failed", "retention_run", "report", "legal_hold_skip")
+          "key_rotation", "auth_failed", "retention_run", "report", "legal_hold_skip", "backup",
+          "restore")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from appliance.config import Policies, load_policies
-from appliance.errors import SemtraceError
+from appliance.errors import InputError, SemtraceError
 from appliance.keys import (
     KEYRING_FILE,
     Credential,
@@ -46,6 +46,17 @@ def default_data_dir() -> Path:
 
 def is_initialised(data_dir: Path) -> bool:
     return (data_dir / KEYRING_FILE).exists()
+
+
+def require_data_dir(data_dir: Path) -> None:
+    """Refuse, as bad input (exit 2), a data dir that is missing, not a folder, or holds no
+    keyring: the same sentence from every command."""
+    if not data_dir.exists():
+        raise InputError(f"The data dir {data_dir} does not exist (run `semtrace init`).")
+    if not data_dir.is_dir():
+        raise InputError(f"The data dir {data_dir} is a file, not a folder.")
+    if not is_initialised(data_dir):
+        raise InputError(f"{data_dir} is not a Semtrace data dir (run `semtrace init`).")
 
 
 def prepare_dir(data_dir: Path) -> None:

@@ -1,0 +1,86 @@
+"""`semtrace backup | restore`: a consistent, still encrypted copy of a live data dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from appliance.cli import credential, credential_options, data_dir_option, emit_json
+from appliance.runtime import default_data_dir
+
+
+def _progress_step(prog: Any) -> Any:
+    task = prog.add_task("backup", total=None)
+
+    def step(what: str, done: int, total: int) -> None:
+        prog.update(task, description=what, completed=done, total=total or None)
+
+    return step
+
+
+@click.command()
+@click.argument("dest", type=click.Path(path_type=Path))
+@data_dir_option
+@credential_options
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def backup(dest: Path, data_dir: Path | None, passphrase_file: Path | None,
+           key_file: Path | None, as_json: bool) -> None:
+    """Copy the data dir into DEST (a new or empty folder), consistent and still encrypted,
+    while `serve` runs; the copy holds every data key live now (see README, Backup)."""
+    from appliance.backup import take_backup
+    from appliance.cli import progress_bar
+
+    directory = data_dir or default_data_dir()
+    from appliance.backup import _check_source, check_destination
+
+    _check_source(directory)  # the data dir's and the folder's sentences before a prompt
+    check_destination(directory, dest)
+    cred = credential(passphrase_file, key_file)
+    with progress_bar() as prog:
+        report = take_backup(directory, cred, dest, progress=_progress_step(prog))
+    if as_json:
+        emit_json(report)
+        return
+    click.echo(f"Backed up {report.records} record(s) ({report.bytes // 1024} KiB, audit "
+               f"entry {report.audit_seq}) into {report.destination} at {report.taken_at}. "
+               "It holds the data keys live now: keep it no longer than the shortest "
+               "retention period, and restore it with `semtrace restore`.")
+
+
+@click.command()
+@click.argument("backup_dir", metavar="BACKUP", type=click.Path(path_type=Path))
+@data_dir_option
+@credential_options
+@click.option("--erasures-from", type=click.Path(path_type=Path), default=None,
+              metavar="OLD_DATA_DIR", help="The store the backup was taken from: erasures its "
+              "audit log recorded after the backup are applied again.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def restore(backup_dir: Path, data_dir: Path | None, passphrase_file: Path | None,
+            key_file: Path | None, erasures_from: Path | None, as_json: bool) -> None:
+    """Restore BACKUP (from `semtrace backup`) into --data-dir (new or empty), then shred
+    again what expired since it was taken."""
+    from appliance.cli import progress_bar
+    from appliance.config import load_policies
+    from appliance.restore import read_manifest, restore_backup
+
+    target = data_dir or default_data_dir()
+    read_manifest(backup_dir)  # its sentence before a passphrase prompt
+    policies = load_policies()
+    cred = credential(passphrase_file, key_file)
+    with progress_bar() as prog:
+        report = restore_backup(backup_dir, target, cred, policies,
+                                erasures_from=erasures_from, progress=_progress_step(prog))
+    if as_json:
+        emit_json(report)
+        return
+    click.echo(f"Restored {report.records} record(s) into {report.data_dir} (copy of "
+               f"{report.taken_at}); shredded again {report.buckets_shredded} bucket(s) past "
+               f"retention ({report.records_shredded} record(s)); re-applied "
+               f"{report.erasures_reapplied} erasure(s).")
+    for warning in report.warnings:
+        click.echo(f"semtrace: warning: {warning}", err=True)
+
+
+COMMANDS = [backup, restore]
