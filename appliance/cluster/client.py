@@ -37,6 +37,12 @@ from appliance.keys.bus import (
     require_sealing,
 )
 
+# NATS answers "no responders" at once when nothing subscribes to the subject: neither the
+# stream (made by the first node's start, fed through the server's mappings) nor a node.
+NOT_QUEUED = ("Nothing on the NATS server takes {subject}: no node has started with --nats "
+              "yet, or the server lacks the mappings of `semtrace cluster nats-config`; the "
+              "request was not queued.")
+
 
 def _tenant(obj: dict[str, Any]) -> str:
     tenant = obj.get("tenant")
@@ -131,7 +137,9 @@ class AsyncNatsClient:
         subject, payload = sealed_request(obj, self.keys)
         try:
             msg = await self._nc.request(subject, payload, timeout=self.timeout)
-        except (NatsTimeout, TimeoutError, NoRespondersError):
+        except NoRespondersError:  # no stream captures the subject: nothing kept the request
+            raise SemtraceError(NOT_QUEUED.format(subject=subject)) from None
+        except (NatsTimeout, TimeoutError):
             raise SemtraceError(f"No node answered within {self.timeout:g} s; the request "
                                 "stays queued on the bus.") from None
         return open_reply(msg.data, _tenant(obj), self.keys)
