@@ -68,6 +68,16 @@ if [ "$service" = 1 ]; then
   # the unit loads its passphrase from this file (LoadCredential=): without it, it never starts
   [ -n "$passphrase_file" ] || [ -f "$etc/passphrase" ] \
     || die "the service reads its passphrase from $etc/passphrase: give --passphrase-file FILE (installed there, root-only); nothing was installed."
+  # The unit runs the venv's interpreter as the service user, with /root and /home hidden
+  # (ProtectHome=yes): a Python installed under a home (pyenv, conda) installed fine and
+  # then never started ("Permission denied").
+  real_python=$("$python" -c 'import os, sys; print(os.path.realpath(sys.executable))')
+  case "$real_python" in
+    /root/*|/home/*|/run/user/*)
+      die "the service cannot run $real_python: the unit hides /root and /home (ProtectHome=yes); give --python a system interpreter such as /usr/bin/python3.11; nothing was installed." ;;
+  esac
+  runuser -u nobody -- "$real_python" -c '' >/dev/null 2>&1 \
+    || die "the service user cannot run $real_python (a directory above it is closed to other users); give --python a system interpreter such as /usr/bin/python3.11; nothing was installed."
 fi
 if [ -x "$prefix/bin/semtrace" ]; then
   installed=$("$prefix/bin/semtrace" --version 2>/dev/null | grep -oE '[0-9]+(\.[0-9]+)+' || echo 0)

@@ -16,6 +16,24 @@ INSTALLER = Path(__file__).resolve().parents[1] / "installer"
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the service install needs root")
 
 
+def _system_python() -> str | None:
+    """A CPython 3.11 outside any home: the one a service install must be given (the unit
+    runs it as the service user with /root and /home hidden)."""
+    for exe in ("/usr/bin/python3.11", "/usr/local/bin/python3.11", "/usr/bin/python3"):
+        real = os.path.realpath(exe)
+        if os.path.exists(real) and not real.startswith(("/root/", "/home/")):
+            out = subprocess.run([real, "-c", "import sys; print(sys.version_info[:2])"],
+                                 capture_output=True, text=True)
+            if out.stdout.strip() == "(3, 11)":
+                return real
+    return None
+
+
+SYSTEM_PYTHON = _system_python()
+needs_system_python = pytest.mark.skipif(SYSTEM_PYTHON is None,
+                                         reason="no system CPython 3.11 on this host")
+
+
 def _bundle(tmp: Path, version: str = "0.1.0") -> Path:
     b = tmp / "bundle"
     b.mkdir()
@@ -47,12 +65,14 @@ def _host(tmp: Path, *, active: bool) -> tuple[Path, dict[str, str]]:
 
 
 def _install(bundle: Path, prefix: Path, data: Path, env: dict[str, str],
-             *extra: str) -> subprocess.CompletedProcess[str]:
+             *extra: str, python: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["bash", str(bundle / "install.sh"), "--prefix", str(prefix),
-                           "--data-dir", str(data), "--python", sys.executable, "--dry-run",
+                           "--data-dir", str(data),
+                           "--python", python or SYSTEM_PYTHON or sys.executable, "--dry-run",
                            *extra], capture_output=True, text=True, env=env, timeout=120)
 
 
+@needs_system_python
 def test_an_upgrade_stops_the_running_service_before_replacing_its_code_and_starts_it_after(
         tmp_path: Path) -> None:
     bundle = _bundle(tmp_path)
@@ -72,6 +92,7 @@ def test_an_upgrade_stops_the_running_service_before_replacing_its_code_and_star
     assert "enable with" not in r.stdout
 
 
+@needs_system_python
 def test_an_install_of_a_service_that_is_not_running_leaves_it_to_the_operator(
         tmp_path: Path) -> None:
     bundle = _bundle(tmp_path)
@@ -126,6 +147,7 @@ def test_uninstall_removes_nothing_that_is_not_a_semtrace_install_or_data_dir(
     assert not prefix.exists() and not data.exists()
 
 
+@needs_system_python
 def test_an_upgrade_keeps_the_operators_policies_and_installs_only_missing_defaults(
         tmp_path: Path) -> None:
     """pip rewrites the prefix's share/semtrace/policies at every upgrade: the service's
@@ -161,3 +183,30 @@ def test_every_command_of_an_installed_host_reads_the_policies_the_service_reads
     assert paths.policy_dir() == Path(sys.prefix) / "share" / "semtrace" / "policies"
     (tmp_path / "etc" / "policies").mkdir(parents=True)
     assert paths.policy_dir() == tmp_path / "etc" / "policies"
+
+
+def test_a_service_install_with_a_python_the_service_user_cannot_run_is_refused_before_anything(
+        tmp_path: Path) -> None:
+    """pyenv's or conda's Python under a home, or any interpreter behind a directory closed to
+    other users, installed fine and the unit then never started ('Permission denied')."""
+    bundle = _bundle(tmp_path)
+    prefix, env = _host(tmp_path, active=False)
+    shutil.rmtree(prefix)
+    pw = tmp_path / "pw"
+    pw.write_text("x\n")
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    subprocess.run([SYSTEM_PYTHON or sys.executable, "-m", "venv", "--copies", "--without-pip",
+                    str(closed / "py")], check=True, timeout=120)
+    r = _install(bundle, prefix, tmp_path / "data", env, "--passphrase-file", str(pw),
+                 python=str(closed / "py" / "bin" / "python3"))
+    assert r.returncode != 0
+    assert "the service user cannot run" in r.stderr and "--python" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "would run" not in r.stdout and not prefix.exists()
+    homed = os.path.realpath(sys.executable)
+    if homed.startswith(("/root/", "/home/")):  # as on the machines this project is built on
+        r = _install(bundle, prefix, tmp_path / "data", env, "--passphrase-file", str(pw),
+                     python=sys.executable)
+        assert r.returncode != 0 and "the unit hides /root and /home" in r.stderr, r.stderr
+        assert "would run" not in r.stdout
