@@ -214,3 +214,38 @@ def test_query_socket_connections_count_against_the_same_bound(pipeline: Any,
     refused, answered = asyncio.run(main())
     assert refused["error"]["code"] == "busy"
     assert answered["error"]["code"] == "unknown_op"  # served once a slot is free
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client under another uid")
+def test_a_member_of_the_services_group_gets_in_as_the_install_guide_says(
+        pipeline: Any, tmp_path: Path) -> None:
+    """README: 'add the gateway's user to the semtrace group'. With no socket_gids listed,
+    a gateway in the service's group was refused ('This user may not use the socket')."""
+    base = tmp_path / "pub"
+    base.mkdir()
+    sock = base / "s.sock"
+    code = (f"import contextlib, os, socket\nos.setgroups([{os.getgid()}])\n"
+            "os.setgid(65534)\nos.setuid(65534)\ns = socket.socket(socket.AF_UNIX)\n"
+            f"s.connect({str(sock)!r})\nwith contextlib.suppress(OSError):\n"
+            "    s.sendall(b'{\"v\":1,\"op\":\"ping\"}\\n')\n"
+            "print(s.recv(4096).decode())\n")
+    dirs = [p for p in sock.parents if p != Path("/")]
+    modes = {p: p.stat().st_mode & 0o777 for p in dirs}
+
+    async def ask(svc: Any) -> dict[str, Any]:
+        await svc.start()
+        for p in dirs:
+            os.chmod(p, modes[p] | 0o011)
+        try:  # the socket stays 0660: only the group's members reach it
+            proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code,
+                                                        stdout=subprocess.PIPE)
+            out, _ = await proc.communicate()
+        finally:
+            for p in dirs:
+                os.chmod(p, modes[p])
+            await svc.drain()
+        return dict(json.loads(out.decode()))
+
+    assert asyncio.run(ask(_service(pipeline, sock)))["ok"] is True
+    refused = asyncio.run(ask(_service(pipeline, sock, access={"allow_same_gid": False})))
+    assert refused["error"]["code"] == "forbidden"

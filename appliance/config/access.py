@@ -16,6 +16,8 @@ class RoleSettings(Strict):
 class AccessSettings(Strict):
     default_role: str = "analyst"
     allow_same_uid: bool = True
+    # members of the service's own group (the `semtrace` group of a service install)
+    allow_same_gid: bool = True
     socket_uids: list[int] = []
     socket_gids: list[int] = []
     roles: dict[str, RoleSettings]

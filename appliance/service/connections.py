@@ -55,7 +55,8 @@ class Connections(Dispatch):
                                 writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
         peer = peer_credentials(sock)
-        if not peer_allowed(peer.uid, peer.gids, self.policies.access, own_uid=os.getuid()):
+        if not peer_allowed(peer.uid, peer.gids, self.policies.access, own_uid=os.getuid(),
+                            own_gid=os.getgid()):
             self.counters["rejected_peers"] += 1
             log.warning("peer refused", extra={"event": "peer_refused", "uid": peer.uid,
                                                "gid": sorted(peer.gids)})

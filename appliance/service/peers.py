@@ -13,12 +13,15 @@ from appliance.config import AccessSettings
 
 
 def peer_allowed(uid: int, gids: Iterable[int], access: AccessSettings, *,
-                 own_uid: int) -> bool:
+                 own_uid: int, own_gid: int | None = None) -> bool:
     """Whether a peer with these credentials (primary and supplementary groups) may use the
     socket (pure policy)."""
     if access.allow_same_uid and uid == own_uid:
         return True
-    return uid in access.socket_uids or bool(set(gids) & set(access.socket_gids))
+    peer_gids = set(gids)
+    if access.allow_same_gid and own_gid is not None and own_gid in peer_gids:
+        return True
+    return uid in access.socket_uids or bool(peer_gids & set(access.socket_gids))
 
 
 @dataclass(frozen=True)
