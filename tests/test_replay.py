@@ -192,6 +192,59 @@ def test_demo_keeps_the_weather_conversation_whole_and_starts_the_lasagna_one(
     assert not any("neural" in r["text"] for r in lasagna["records"])
 
 
+def test_the_demos_privacy_policy_is_the_shipped_one_but_for_its_own_tenant() -> None:
+    """The demo spends and suppresses as a real tenant would: its policy differs from the
+    shipped privacy.toml only in turning cross-user topics and search on for `demo` and in
+    refining its few prompts after each one."""
+    from appliance.cli.demo import DEMO_PRIVACY
+    from appliance.config import PrivacySettings
+    from appliance.config.loading import load_policy
+
+    shipped = load_policy("privacy", PrivacySettings).model_dump()
+    demo = load_policy("privacy", PrivacySettings, directory=DEMO_PRIVACY.parent).model_dump()
+    own = {"cross_user_topics", "cross_user_search", "topic_refine_every"}
+    assert {k: v for k, v in demo.items() if k not in own} == {
+        k: v for k, v in shipped.items() if k not in own}
+    assert demo["cross_user_topics"] == {"demo": True}
+    assert demo["cross_user_search"] == {"demo": True}
+
+
+def test_demo_shows_topics_shared_across_its_people_and_searches_them(tmp_path: Path) -> None:
+    """The first thing a new user sees: the demo's own privacy policy turns cross-user
+    topics and search on for its tenant, so threads of different people about one subject
+    share a labelled topic, and a search finds other people's prompts. Before, topics were
+    per user (no topic ever reached k_min_users people, so none had a label) and a
+    cross-user search was refused."""
+    result = run_cli("demo", "--json", "--keep", str(tmp_path / "demo"))
+    assert result.returncode == 0, result.stderr
+    threads = json.loads(result.stdout)
+    password = [t for t in threads
+                if any("password" in r["text"].lower() for r in t["records"])]
+    labels = {t["topic_label"] for t in password}
+    assert len(labels) == 1 and None not in labels  # one topic, labelled
+    assert len({t["user"] for t in password}) >= 5  # k_min_users people share it
+    label_words = set(next(iter(labels)).replace(",", " ").split())
+    texts = " ".join(r["text"].lower() for t in password for r in t["records"])
+    assert all(w in texts for w in label_words)  # the label is made of their words
+    weather = [t for t in threads if t not in password
+               and any("weather" in r["text"].lower() for r in t["records"])]
+    assert len({t["topic_label"] for t in weather}) == 1  # another subject, another topic
+    assert weather[0]["topic_label"] not in (None, *labels)
+
+    lines = result.stderr.splitlines()
+    export = next(x for x in lines if "export SEMTRACE_POLICY_DIR=" in x)
+    env = {"SEMTRACE_POLICY_DIR": export.split("=", 1)[1]}
+    search = next(x for x in lines if "semtrace search" in x)
+    opts = search.split("--tenant demo", 1)[1].split()
+    found = run_cli("search", "how do I reset my password", "--tenant", "demo", "-k", "5",
+                    "--json", *opts, env=env)
+    assert found.returncode == 0, found.stderr
+    hits = json.loads(found.stdout)
+    owners = {t["thread_id"]: t["user"] for t in threads}
+    assert len({owners[h["thread_id"]] for h in hits}) >= 3  # other people's prompts
+    assert all("password" in h["text"].lower() for h in hits[:3])
+
+
 def test_replay_cuts_an_over_long_prompt_and_keeps_its_conversation_whole(
         tmp_path: Path, passphrase_file: Path) -> None:
     from conftest import scan_for

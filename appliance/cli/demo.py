@@ -2,20 +2,47 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from appliance.cli import credential, emit_json
+from appliance.config.paths import POLICY_DIR_ENV, policy_dir
 from appliance.errors import SemtraceError
 from appliance.records import Thread
 from appliance.runtime import init_data_dir, is_initialised, open_runtime
 
 DEMO_STREAM = Path(__file__).parent.parent / "demo" / "demo-stream.jsonl"
+# The demo tenant's own privacy policy: cross-user topics and search on, the shipped budget.
+DEMO_PRIVACY = Path(__file__).parent.parent / "demo" / "privacy.toml"
+
+
+@contextmanager
+def demo_policies(base: Path) -> Iterator[Path]:
+    """`base/policies`: the policies in force with the demo's privacy.toml, in force
+    (SEMTRACE_POLICY_DIR) for this command and the service it starts."""
+    folder = base / "policies"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    for src in sorted(policy_dir().iterdir()):
+        if src.is_file() and src.suffix in (".toml", ".json"):
+            shutil.copyfile(src, folder / src.name)
+    shutil.copyfile(DEMO_PRIVACY, folder / "privacy.toml")
+    before = os.environ.get(POLICY_DIR_ENV)
+    os.environ[POLICY_DIR_ENV] = str(folder)
+    try:
+        yield folder
+    finally:
+        if before is None:
+            os.environ.pop(POLICY_DIR_ENV, None)
+        else:
+            os.environ[POLICY_DIR_ENV] = before
 
 
 def _rebased(rows: list[dict[str, object]]) -> list[dict[str, object]]:
@@ -76,7 +103,8 @@ def _print_threads(found: list[Thread], as_json: bool) -> None:
     click.echo(f"Found {len(found)} threads in the demo stream (sent through the service "
                "socket):\n")
     for t in found:
-        click.echo(f"{t.thread_id}  {t.tenant}/{t.user}  {t.turns} turn(s)")
+        topic = f"  topic: {t.topic_label}" if t.topic_label else ""
+        click.echo(f"{t.thread_id}  {t.tenant}/{t.user}  {t.turns} turn(s){topic}")
         for r in t.records:
             sim = "" if r.similarity is None else f" sim={r.similarity:.2f}"
             intent = r.intent or ""
@@ -102,31 +130,37 @@ def demo(keep: Path | None, no_tui: bool, as_json: bool) -> None:
             pw.write_text(secrets.token_urlsafe(24) + "\n")
         data_dir = base / "data"
         cred = credential(pw, None)
-        if not is_initialised(data_dir):
-            init_data_dir(data_dir, cred)
-        _demo_through_service(data_dir, pw)
-        rt = open_runtime(data_dir, cred, readonly=True)
-        try:
-            found = [t for t in (get_thread(rt.store, t.thread_id)
-                                 for t in list_threads(rt.store, limit=1000)) if t]
-            found.sort(key=lambda t: t.first_ts)
-            _print_threads(found, as_json)
-            if not (no_tui or as_json) and sys.stdout.isatty() and sys.stdin.isatty():
-                from appliance.tui.app import make_app
+        with demo_policies(base):
+            if not is_initialised(data_dir):
+                init_data_dir(data_dir, cred)
+            _demo_through_service(data_dir, pw)
+            rt = open_runtime(data_dir, cred, readonly=True)
+            try:
+                found = [t for t in (get_thread(rt.store, t.thread_id)
+                                     for t in list_threads(rt.store, limit=1000)) if t]
+                found.sort(key=lambda t: t.first_ts)
+                _print_threads(found, as_json)
+                if not (no_tui or as_json) and sys.stdout.isatty() and sys.stdin.isatty():
+                    from appliance.tui.app import make_app
 
-                click.echo("Opening the TUI on the demo store (q quits)...")
-                make_app(rt, role="analyst").run()
-        finally:
-            rt.close()
+                    click.echo("Opening the TUI on the demo store (o: topics, /: search "
+                               "across its people; q quits)...")
+                    make_app(rt, role="analyst").run()
+            finally:
+                rt.close()
     finally:
         if keep is None:
             shutil.rmtree(base, ignore_errors=True)
     if keep is not None:
         # On stderr under --json: stdout is the JSON document and nothing else.
         data_dir, pw = base / "data", base / "passphrase"
-        click.echo(f"Demo data kept in {base}: explore it with\n"
-                   f"  semtrace tui --data-dir {data_dir} --passphrase-file {pw}\n"
-                   f"  semtrace threads list --data-dir {data_dir} --passphrase-file {pw}",
+        opts = f"--data-dir {data_dir} --passphrase-file {pw}"
+        click.echo(f"Demo data kept in {base}: explore it with its policies (cross-user "
+                   f"topics and search on for tenant demo)\n"
+                   f"  export {POLICY_DIR_ENV}={base / 'policies'}\n"
+                   f"  semtrace tui {opts}\n"
+                   f"  semtrace search 'how do I reset my password' --tenant demo {opts}\n"
+                   f"  semtrace threads list {opts}",
                    err=as_json)
 
 
