@@ -136,6 +136,41 @@ def test_a_reveal_without_a_reason_reveals_nothing_and_audits_nothing(
     assert len(json.loads(run_cli("audit", "log", "--json", *args).stdout)) == before
 
 
+def _reveal(store: dict[str, object], record: str, args: list[str]) -> object:
+    return run_cli("reveal", record, "--role", "compliance", "--reason", "ticket 9",
+                   "--compliance-passphrase-file", str(store["cpw"]), *args)
+
+
+def test_a_reveal_that_finds_nothing_says_why_in_one_sentence(
+        store: dict[str, object], tmp_path: Path) -> None:
+    """An id out of SQLite's range, an id no record has, a record redaction left alone and
+    one whose originals vault retention shredded: four different answers, none a
+    traceback, and the out-of-range id is refused before anything is audited."""
+    args = _copy(store, tmp_path)
+    log = lambda: json.loads(run_cli("audit", "log", "--json", *args).stdout)  # noqa: E731
+    before = len(log())
+    huge = _reveal(store, str(2**70), args)
+    assert huge.returncode == 2 and "RECORD_ID" in _one_sentence(huge)  # type: ignore[attr-defined]
+    assert len(log()) == before
+    thread = json.loads(run_cli("threads", "list", "--json", *args).stdout)[0]["thread_id"]
+    ids = [str(r["record_id"]) for r in json.loads(
+        run_cli("threads", "show", thread, "--json", *args).stdout)["records"]]
+    plain = next(i for i in ids if i != str(store["record"]))  # "And send a copy ..."
+    unknown = str(max(int(i) for i in ids) + 1000)
+    for record, words in ((unknown, f"No record {unknown} in this store"),
+                          (plain, "holds no personal data")):
+        out = _reveal(store, record, args)
+        assert out.returncode == 1 and words in _one_sentence(out)  # type: ignore[attr-defined]
+    assert len(log()) == before + 2  # each attempt is audited
+    # the prompts are kept 30 days, their originals 7: past the vault's days only
+    assert run_cli("retention", "run", "--as-of", "2026-03-12T00:00:00Z",
+                   *args).returncode == 0
+    gone = _reveal(store, str(store["record"]), args)
+    assert gone.returncode == 1 and CANARY not in gone.stdout  # type: ignore[attr-defined]
+    assert "are no longer kept" in _one_sentence(gone)
+    assert "vault_days" in gone.stderr  # type: ignore[attr-defined]
+
+
 def test_a_compliance_role_limited_to_other_tenants_can_neither_reveal_nor_erase_here(
         store: dict[str, object], tmp_path: Path) -> None:
     from appliance.config import policy_dir

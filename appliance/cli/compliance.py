@@ -266,8 +266,34 @@ def audit_check_report(report: Path, public_key: Path | None, data_dir: Path | N
         sys.exit(6)
 
 
+# SQLite's integer range: a larger id names no record (and would overflow the query)
+RECORD_ID = click.IntRange(1, 2**63 - 1)
+PLACEHOLDER_RE = re.compile(r"<[A-Z][A-Z_]*?(?:_\d+)?>")
+
+
+def _nothing_to_reveal(rt: Runtime, record_id: int, tenant: str | None) -> str:
+    """Why a reveal found no originals, as the officer needs it: no such record, nothing
+    redacted in it, or originals no longer (or never) kept."""
+    from appliance.retention import rules_for
+
+    if tenant is None:
+        return (f"No record {record_id} in this store (never written, or shredded); nothing "
+                "was revealed.")
+    found = rt.store.records("r.id = ?", (record_id,))
+    text = found[0].text if found else None
+    if text is None:  # its key is destroyed; the rows go at the shred's end
+        return f"Record {record_id} was shredded; nothing was revealed."
+    if not PLACEHOLDER_RE.search(text):
+        return (f"Record {record_id} holds no personal data: redaction replaced nothing in it; "
+                "nothing was revealed.")
+    days = rules_for(rt.policies.retention, tenant).vault_days
+    return (f"The originals of record {record_id} are no longer kept: they are shredded "
+            f"{days:g} day(s) after their day (vault_days), and none are kept from before a "
+            "compliance key was enrolled; nothing was revealed.")
+
+
 @click.command()
-@click.argument("record_id", type=int)
+@click.argument("record_id", type=RECORD_ID)
 @data_dir_option
 @credential_options
 @role_option
@@ -300,8 +326,8 @@ def reveal(record_id: int, data_dir: Path | None, passphrase_file: Path | None,
         pairs = rt.store.reveal(record_id, opener)
         log.append("reveal", {"record": record_id, "tenant": tenant, "role": role,
                               "reason": reason, "found": pairs is not None})
-    if pairs is None:
-        raise SemtraceError(f"Record {record_id} holds no vault entries (none, or shredded).")
+        if pairs is None:
+            raise SemtraceError(_nothing_to_reveal(rt, record_id, tenant))
     if as_json:
         emit_json([{"placeholder": p, "original": v} for p, v in pairs])
     else:
