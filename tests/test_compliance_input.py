@@ -386,3 +386,14 @@ def test_a_bad_since_names_since(store: dict[str, object]) -> None:
     args = list(store["args"])  # type: ignore[call-overload]
     out = run_cli("audit", "retention", "--since", "last tuesday", *args)
     assert out.returncode == 2 and "--since 'last tuesday' is not" in _one_sentence(out)
+
+
+def test_a_report_to_a_missing_folder_is_refused_before_its_issue_is_audited(
+        store: dict[str, object], tmp_path: Path) -> None:
+    args = list(store["args"])  # type: ignore[call-overload]
+    log = lambda: json.loads(run_cli("audit", "log", "--json", *args).stdout)  # noqa: E731
+    before = log()
+    out = run_cli("audit", "retention", "--out", str(tmp_path / "no-such" / "r.md"), *args)
+    assert out.returncode == 2 and "does not exist" in _one_sentence(out)
+    assert log() == before  # no 'report' entry for a report nobody received
+    assert not (tmp_path / "no-such").exists()

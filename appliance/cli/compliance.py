@@ -19,6 +19,7 @@ from appliance.cli import (
     data_dir_option,
     emit_json,
     open_dir,
+    output_path,
     role_option,
 )
 from appliance.errors import AccessDenied, InputError, SemtraceError
@@ -202,6 +203,8 @@ def audit_retention(data_dir: Path | None, passphrase_file: Path | None, key_fil
     from appliance.roles import require
 
     start = _as_of(since, "--since") if since else None
+    if out is not None:  # before the report is issued: its issue is audited
+        output_path(out)
     with _opened(data_dir, passphrase_file, key_file) as rt:
         require(rt.policies.access, role or "compliance", "audit",
                 every_tenant="the retention report")
