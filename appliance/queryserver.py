@@ -80,8 +80,11 @@ def authorize(access: AccessSettings, obj: dict[str, Any], caller: Caller, *,
         name = resolve_role(access, role)
         r = access.roles[name]
         if not r.uids and not r.gids and caller.uid != owner_uid:
-            raise AccessDenied(f"The {name} role binds no uids or gids in access.toml; over "
-                               "the query socket only the service's own user may take it.")
+            raise AccessDenied(
+                f"The {name} role binds no uids or gids in access.toml; over the query socket "
+                f"only the service's own user may take it: add uids = [{caller.uid}] (or a "
+                f"group of yours to gids) under [roles.{name}] in the service's access.toml "
+                "and reload it (systemctl reload semtrace).")
         return require(access, name, permission(obj), caller=caller, tenant=tenant)
     except AccessDenied as exc:
         raise ProtocolError("forbidden", str(exc)) from None

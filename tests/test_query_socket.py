@@ -93,3 +93,20 @@ def test_another_os_user_bound_to_a_role_reads_without_the_key(served: dict[str,
     reply = json.loads(out.stdout)
     assert reply["ok"], (reply, out.stderr)
     assert {t["tenant"] for t in reply["threads"]} == {"acme"}
+
+
+def test_a_reader_refused_an_unbound_role_is_told_the_line_that_admits_them() -> None:
+    """After a service install every default role is unbound, so root's `threads list` over
+    /run/semtrace/query.sock was refused with no word of what to change."""
+    from appliance.config import AccessSettings
+    from appliance.protocol import ProtocolError
+    from appliance.queryserver import authorize
+    from appliance.roles import Caller
+
+    access = AccessSettings(roles={"analyst": RoleSettings(permissions=READ)})
+    with pytest.raises(ProtocolError) as refused:
+        authorize(access, {"op": "threads"}, Caller(uid=0, gids=frozenset({0})), owner_uid=999)
+    assert refused.value.code == "forbidden"
+    assert "uids = [0]" in refused.value.message and "[roles.analyst]" in refused.value.message
+    assert authorize(access, {"op": "threads"}, Caller(uid=999, gids=frozenset({999})),
+                     owner_uid=999) == "analyst"
