@@ -38,7 +38,7 @@ class Client:
         self._sock.settimeout(timeout)
         try:
             self._sock.connect(self.path)
-        except (FileNotFoundError, ConnectionRefusedError):
+        except (FileNotFoundError, NotADirectoryError, ConnectionRefusedError):
             self._sock.close()
             raise SemtraceError(f"No semtrace service is listening on {self.path}.") from None
         except PermissionError:
@@ -104,7 +104,7 @@ class AsyncClient:
     async def connect(cls, socket_path: str | Path) -> AsyncClient:
         try:
             reader, writer = await asyncio.open_unix_connection(str(socket_path), limit=1 << 22)
-        except (FileNotFoundError, ConnectionRefusedError):
+        except (FileNotFoundError, NotADirectoryError, ConnectionRefusedError):
             raise SemtraceError(f"No semtrace service is listening on {socket_path}.") from None
         except PermissionError:
             raise SemtraceError(f"Permission denied on the socket {socket_path}.") from None

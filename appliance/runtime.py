@@ -175,10 +175,7 @@ def check_data_dir(data_dir: Path, cred: Credential) -> list[str]:
     from appliance import migrations
     from appliance.store import KEYS_FILE, connect
 
-    if not is_initialised(data_dir):
-        if not data_dir.exists():
-            raise SemtraceError(f"The data dir {data_dir} does not exist (run `semtrace init`).")
-        raise SemtraceError(f"{data_dir} is not a Semtrace data dir (run `semtrace init`).")
+    require_data_dir(data_dir)
     damage = store_damage(data_dir)
     if damage:
         raise SemtraceError(damage)
@@ -201,10 +198,8 @@ def check_data_dir(data_dir: Path, cred: Credential) -> list[str]:
 def open_runtime(data_dir: Path, cred: Credential | None = None, *, keyring: Keyring | None = None,
                  readonly: bool = False, policies: Policies | None = None) -> Runtime:
     """Open an initialised data dir; WrongKey/SemtraceError with one sentence otherwise."""
-    if keyring is None and not is_initialised(data_dir):
-        if not data_dir.exists():
-            raise SemtraceError(f"The data dir {data_dir} does not exist (run `semtrace init`).")
-        raise SemtraceError(f"{data_dir} is not a Semtrace data dir (run `semtrace init`).")
+    if keyring is None:
+        require_data_dir(data_dir)
     damage = store_damage(data_dir, empty_too=keyring is None)
     if damage:
         raise SemtraceError(damage)

@@ -164,9 +164,10 @@ def forget(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
 def _stopped(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None) -> Any:
     """The data dir, opened for writing while no service runs on it."""
     from appliance.errors import SemtraceError
-    from appliance.runtime import default_data_dir
+    from appliance.runtime import default_data_dir, require_data_dir
     from appliance.service import DataDirLock
 
+    require_data_dir(data_dir or default_data_dir())  # before the lock file is made in it
     lock = DataDirLock(data_dir or default_data_dir())
     try:
         lock.acquire()

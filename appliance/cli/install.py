@@ -134,7 +134,9 @@ def _problems(data_dir: Path) -> list[str]:
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     problems += [f"The CPU lacks {f}, which llama.cpp needs." for f in ("avx2", "fma", "f16c")
                  if f" {f}" not in flags]
-    if data_dir.exists():
+    if data_dir.exists() and not data_dir.is_dir():
+        problems.append(f"The data dir {data_dir} is a file, not a folder.")
+    elif data_dir.exists():
         mode = data_dir.stat().st_mode & 0o777
         if mode & 0o077:
             problems.append(f"The data dir {data_dir} is mode {mode:o}; it should be 700.")
