@@ -37,7 +37,8 @@ from appliance.records import POSITIONS, Outcome, Prompt
 
 STAGES = ("redaction", "embedding", "linking", "commit", "index")
 ERROR_CODES = ("bad_frame", "bad_json", "bad_version", "unknown_op", "bad_request", "not_found",
-               "busy", "shutting_down", "internal", "frame_too_large", "forbidden")
+               "busy", "shutting_down", "internal", "frame_too_large", "forbidden",
+               "disk_full", "io_error")
 AGREEMENT = ("agree", "split", "merge")
 FAILURES = ("error", "orphaned")
 # Seconds: a cached-model embedding of a short prompt is ~1-20 ms; a batch up to seconds.
@@ -166,7 +167,9 @@ class Metrics:
         self.retention_last = Gauge("semtrace_retention_last_run_timestamp_seconds",
                                     "When the last retention run finished.", registry=r)
         self.audit_valid = Gauge("semtrace_audit_chain_valid", "1 if the audit chain and its "
-                                 "signatures verified at the last check, else 0.", registry=r)
+                                 "signatures verified at the last check, 0 if not, NaN before "
+                                 "the first check.", registry=r)
+        self.audit_valid.set(float("nan"))  # not checked yet is not 'broken' (0 would alert)
         self.audit_checked = Gauge("semtrace_audit_last_verified_timestamp_seconds",
                                    "When the audit chain was last verified.", registry=r)
         self.index_sizes = _IndexSizes(tenant_labels)
@@ -311,9 +314,10 @@ class MetricsServer:
         self._server: Any
         if listen.startswith("unix:"):
             self._path = Path(listen[len("unix:"):])
+            check_listen(listen)
             self._path.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
-                self._path.unlink()
+                self._path.unlink()  # a stale socket of an earlier run (check_listen)
             self._server = _UnixServer(str(self._path), MetricsHandler.factory(registry))
             os.chmod(self._path, 0o660)
             threading.Thread(target=self._server.serve_forever, name="semtrace-metrics",
@@ -330,6 +334,56 @@ class MetricsServer:
         if self._path is not None:
             with contextlib.suppress(FileNotFoundError):
                 self._path.unlink()
+
+
+def check_listen(listen: str, *, in_use: bool = True) -> None:
+    """Refuse, with one sentence (ValueError), a metrics address that cannot be served or
+    that would take something over: a Unix socket path that is another kind of file (it
+    would be deleted), a folder that cannot be made, and (`in_use`) an address where a
+    server already answers (`serve --check` beside the running service skips that)."""
+    if not listen.startswith("unix:"):
+        host, port = parse_listen(listen)
+        if in_use:
+            _try_bind(host, port)
+        return
+    path = Path(listen[len("unix:"):])
+    if path.is_symlink() or (path.exists() and not path.is_socket()):
+        raise ValueError(f"{path} exists and is not a socket; it was left as it is")
+    if path.exists() and in_use:
+        import socket
+
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return  # stale: nothing answers, it is replaced
+        finally:
+            probe.close()
+        raise ValueError(f"another process already serves on {path}")
+    existing = next((p for p in path.parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ValueError(f"{existing} is a file, not a folder")
+
+
+def _try_bind(host: str, port: int) -> None:
+    """Bind the address as the HTTP server will (SO_REUSEADDR), then let go."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ValueError(f"{host} is not an address of this host ({exc.strerror or exc})") \
+            from None
+    family, kind, proto, _, addr = infos[0]
+    probe = socket.socket(family, kind, proto)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(addr)
+    except OSError as exc:
+        raise ValueError(str(exc.strerror or exc).rstrip(".").lower()) from None
+    finally:
+        probe.close()
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

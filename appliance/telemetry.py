@@ -368,7 +368,8 @@ def start_telemetry(settings: TelemetrySettings, pipeline: Pipeline, *,
         try:
             server = MetricsServer(metrics.registry, settings.metrics.listen)
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"Metrics cannot listen on {settings.metrics.listen}: "
-                              f"{getattr(exc, 'strerror', None) or exc}") from None
+            why = str(getattr(exc, "strerror", None) or exc).rstrip(".")
+            raise ConfigError(f"Metrics cannot listen on {settings.metrics.listen}: {why}.") \
+                from None
         log.info("metrics listening", extra={"event": "metrics", "address": server.address})
     return telemetry, server

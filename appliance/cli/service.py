@@ -73,6 +73,15 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     policies = load_policies()
     warnings = policies.redaction.warnings()
     settings = telemetry_settings(policies.telemetry, metrics_listen, otlp_endpoint)
+    if settings.metrics.listen:  # one sentence now, not after the models load
+        from appliance.errors import ConfigError
+        from appliance.metrics import check_listen
+
+        try:
+            check_listen(settings.metrics.listen, in_use=not check)
+        except ValueError as exc:
+            raise ConfigError(f"Metrics cannot listen on {settings.metrics.listen}: "
+                              f"{str(exc).rstrip('.')}.") from None
     cluster = cluster_settings(policies.cluster, url=nats_url, partitions=partitions, own=own,
                                node=node_name)
     plain_bus_warning = ""
