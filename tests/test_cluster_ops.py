@@ -6,10 +6,18 @@ another node took while it was cut off from NATS.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from test_cluster import nats_server
+from test_cluster import PARTITIONS, TODAY, Node, nats_server, start_all
+from test_spine import run_cli
+
+from appliance.cluster.partition import partition_of
 
 pytestmark = pytest.mark.slow
 
@@ -30,3 +38,96 @@ def test_a_request_nothing_takes_says_it_was_not_queued(tmp_path: Path) -> None:
     message = str(refused.value)
     assert "was not queued" in message and "stays queued" not in message
     assert "semtrace cluster nats-config" in message and "\n" not in message
+
+
+class Ops:
+    """A nats-server, the cluster's bus key, and node `a` owning partitions 0-1."""
+
+    def __init__(self, url: str, bus_key: Path, a: Node) -> None:
+        self.url, self.bus_key, self.a = url, bus_key, a
+
+
+@pytest.fixture(scope="module")
+def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ops]:
+    tmp = tmp_path_factory.mktemp("ops")
+    bus_key, key = tmp / "bus.key", tmp / "cluster.key"
+    assert run_cli("cluster", "bus-key", "new", str(bus_key)).returncode == 0
+    assert run_cli("init", "--data-dir", str(tmp / "seed"), "--new-key-file",
+                   str(key)).returncode == 0
+    with nats_server(tmp / "nats") as url:
+        a = Node(tmp, "a", url, key, "0-1", bus_key=bus_key)
+        start_all(a)
+        yield Ops(url, bus_key, a)
+        if a.proc is not None and a.proc.poll() is None:
+            a.stop()
+
+
+def _ingest(tenant: str, rid: str, text: str) -> dict[str, Any]:
+    return {"v": 1, "op": "ingest", "tenant": tenant, "request_id": rid, "user_id": "ana",
+            "text": text, "ts": (TODAY.replace(hour=10)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def _status(url: str) -> dict[str, Any]:
+    r = run_cli("cluster", "status", "--nats", url, "--json")
+    assert r.returncode == 0, r.stderr
+    status: dict[str, Any] = json.loads(r.stdout)
+    return status
+
+
+def test_a_node_whose_claim_another_node_took_stops_consuming_that_partition(
+        ops: Ops) -> None:
+    """Node a was cut off from NATS longer than owner_ttl_s: its claim on partition 1
+    expired and node c claimed it (as `Ownership.claim` does at c's start). When a's
+    heartbeat comes back it must not write over c's claim and go on consuming beside
+    c, which would split partition 1's conversations over two nodes."""
+    import nats
+
+    from appliance.cluster.client import NatsClient
+    from appliance.cluster.owners import Ownership
+    from appliance.keys.bus import load_bus_keys
+
+    a = ops.a
+    moved = next(f"t{i}" for i in range(100) if partition_of(f"t{i}", PARTITIONS) == 1)
+    stays = next(f"t{i}" for i in range(100) if partition_of(f"t{i}", PARTITIONS) == 0)
+
+    async def take_over() -> Ownership:
+        nc = await nats.connect(ops.url)
+        kv = await nc.jetstream().key_value("semtrace_owners")
+        await kv.delete("p1")  # a's claim expired while a could not refresh it
+        c = Ownership(kv, "c", [1], 600.0)
+        await c.claim()
+        deadline = time.monotonic() + 60
+        while '"partition_lost"' not in a.log.read_text():  # a's next heartbeat
+            assert time.monotonic() < deadline, "node a never noticed"
+            await asyncio.sleep(0.2)
+        holder = json.loads((await kv.get("p1")).value)["node"]
+        await c.release()
+        await nc.close()
+        assert holder == "c"  # c's claim stands
+        return c
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(take_over())
+    finally:
+        loop.close()
+    keys = load_bus_keys(ops.bus_key)
+    with NatsClient(ops.url, timeout=60, bus_keys=keys) as gateway:
+        gateway.publish(_ingest(moved, "after-loss", "Which trains run to Lyon tonight?"))
+        # a still consumes partition 0: its answer comes after the publish above was stored
+        assert gateway.request(_ingest(stays, "still-mine", "How do I reset my VPN?"))["ok"]
+    assert a.lookup(moved, "after-loss")["error"]["code"] == "not_found"
+    states = _status(ops.url)["states"]
+    assert states[1]["lag"] == 1 and states[0]["owner"] == "a"
+    log = [json.loads(x) for x in a.log.read_text().splitlines() if '"partition_lost"' in x]
+    assert len(log) == 1 and log[0]["partition"] == 1 and log[0]["holder"] == "c"
+    assert "Partition 1 was claimed by node 'c'" in log[0]["msg"]
+    # restarted once c is gone, a takes partition 1 back and stores the prompt once
+    assert a.stop() == 0
+    start_all(a)
+    deadline = time.monotonic() + 120
+    while not a.lookup(moved, "after-loss").get("ok"):
+        assert time.monotonic() < deadline, "the queued prompt never reached node a"
+        time.sleep(0.3)
+    assert _status(ops.url)["states"][1]["owner"] == "a"
+    assert "Traceback" not in a.log.read_text()

@@ -156,7 +156,7 @@ class ClusterNode:
         self._js: Any = None
         self._ownership: Ownership | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._subs: list[Any] = []
+        self._subs: dict[int, Any] = {}
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
@@ -174,11 +174,12 @@ class ClusterNode:
             await ensure_stream(self._js, s,
                                 max_msg_size=self.service.policies.service.max_frame_bytes)
             kv = await owners_bucket(self._js, ttl_s=s.owner_ttl_s, replicas=s.replicas)
-            self._ownership = Ownership(kv, self.node, self.partitions, s.owner_ttl_s)
+            self._ownership = Ownership(kv, self.node, self.partitions, s.owner_ttl_s,
+                                        on_lost=self._give_up)
             await self._ownership.claim()
             for p in self.partitions:
-                sub = await self._nc.subscribe(part.part_subject(p), cb=self._on_request)
-                self._subs.append(sub)
+                self._subs[p] = await self._nc.subscribe(part.part_subject(p),
+                                                         cb=self._on_request)
                 pull = await self._reset_consumer(p)
                 self._tasks.append(asyncio.create_task(self._consume(p, pull)))
             self._tasks.append(asyncio.create_task(self._poll_lag()))
@@ -202,8 +203,22 @@ class ClusterNode:
         await self._close()
         log.info("stopped consuming", extra={"event": "cluster_stop", "node": self.node})
 
+    def _give_up(self, p: int, holder: str) -> None:
+        """Another node claimed `p` (this one was cut off): stop consuming it at once.
+
+        The batch in hand finishes (commit, answer, ack); the next fetch is not made.
+        """
+        sub = self._subs.pop(p, None)
+        if sub is not None:
+            self._tasks.append(asyncio.create_task(_unsubscribe(sub)))
+
+    def owns(self, p: int) -> bool:
+        """Whether this node still consumes partition `p`."""
+        return p in self.partitions and (self._ownership is None
+                                         or p not in self._ownership.lost)
+
     async def _close(self) -> None:
-        for sub in self._subs:
+        for sub in self._subs.values():
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         if self._ownership is not None:
@@ -229,7 +244,7 @@ class ClusterNode:
     async def _consume(self, p: int, pull: Any) -> None:
         from nats.errors import TimeoutError as NatsTimeout
 
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and self.owns(p):
             try:
                 msgs = await asyncio.wait_for(
                     pull.fetch(self.settings.fetch_batch, timeout=1.0), 10.0)
@@ -240,6 +255,11 @@ class ClusterNode:
                                                    "error": type(exc).__name__})
                 await asyncio.sleep(0.5)
                 continue
+            if not self.owns(p):  # lost while fetching: back to the stream, for its owner
+                for msg in msgs:
+                    with contextlib.suppress(Exception):
+                        await msg.nak()
+                return
             await self._handle(msgs)
 
     async def _handle(self, msgs: list[Any]) -> None:
@@ -329,7 +349,8 @@ class ClusterNode:
     async def _poll_lag(self) -> None:
         while not self._stopping.is_set():
             with contextlib.suppress(Exception):
-                self.lag = await consumer_lag(self._js, self.settings, self.partitions)
+                self.lag = await consumer_lag(self._js, self.settings,
+                                              [p for p in self.partitions if self.owns(p)])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), LAG_EVERY_S)
 
@@ -349,6 +370,11 @@ async def consumer_lag(js: Any, settings: ClusterSettings,
             si = await js.stream_info(settings.stream, subjects_filter=part.part_subject(p))
             out[p] = ConsumerLag(p, sum((si.state.subjects or {}).values()), 0, 0)
     return out
+
+
+async def _unsubscribe(sub: Any) -> None:
+    with contextlib.suppress(Exception):
+        await sub.unsubscribe()
 
 
 def _refused_key(tenant: str, data: bytes) -> tuple[str, str]:

@@ -14,7 +14,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,20 +73,30 @@ async def read_claims(kv: Any) -> dict[int, Claim]:
 
 
 class Ownership:
-    """This node's claims: taken at start, refreshed while running, released at stop."""
+    """This node's claims: taken at start, refreshed while running, released at stop.
 
-    def __init__(self, kv: Any, node: str, partitions: list[int], ttl_s: float) -> None:
+    A refresh writes only over this process's own last write (compare-and-set on the
+    revision): a node cut off from NATS for longer than `owner_ttl_s` may find its
+    claim expired and taken by another node, and then gives the partition up
+    (`on_lost`) instead of writing over the new owner's claim and consuming beside it.
+    """
+
+    def __init__(self, kv: Any, node: str, partitions: list[int], ttl_s: float, *,
+                 on_lost: Callable[[int, str], None] | None = None) -> None:
         self.kv = kv
         self.node = node
         self.partitions = partitions
         self.ttl_s = ttl_s
+        self.lost: dict[int, str] = {}  # partition -> the node that holds it now
+        self._on_lost = on_lost
         self._revisions: dict[int, int] = {}
         self._since = time.time()
+        self._instance = secrets.token_hex(8)  # this process, apart from a restart of it
         self._task: asyncio.Task[None] | None = None
 
     def _value(self) -> bytes:
-        return json.dumps({"node": self.node, "since": self._since,
-                           "refreshed": time.time()}).encode()
+        return json.dumps({"node": self.node, "since": self._since, "refreshed": time.time(),
+                           "instance": self._instance}).encode()
 
     async def claim(self) -> None:
         """Claim every partition or none; SemtraceError naming the live owner otherwise."""
@@ -118,20 +130,51 @@ class Ownership:
         while True:
             await asyncio.sleep(self.ttl_s / 3)
             for p in self.partitions:
+                if p in self.lost:
+                    continue
                 try:
-                    self._revisions[p] = await self.kv.put(_key(p), self._value())
+                    await self._refresh(p)
                 except Exception:  # NATS away for a moment: the next beat tries again
                     log.warning("owner heartbeat failed", extra={"event": "owner_heartbeat",
                                                                   "partition": p})
 
+    async def _refresh(self, p: int) -> None:
+        """Renew the claim on `p` if it is still this process's; else give `p` up."""
+        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+        try:
+            self._revisions[p] = await self.kv.update(_key(p), self._value(),
+                                                      last=self._revisions.get(p))
+            return
+        except KeyWrongLastSequenceError:
+            pass
+        try:
+            entry = await self.kv.get(_key(p))
+        except KeyNotFoundError:  # expired while NATS was away, and nobody took it
+            self._revisions[p] = await self.kv.create(_key(p), self._value())
+            return
+        value = json.loads(entry.value)
+        if value.get("instance") == self._instance:  # our own write, its ack lost
+            self._revisions[p] = await self.kv.update(_key(p), self._value(),
+                                                      last=entry.revision)
+            return
+        holder = str(value.get("node"))
+        self.lost[p] = holder
+        log.error(f"Partition {p} was claimed by node '{holder}' while this node could not "
+                  "refresh its claim; this node stops consuming it (restart it without that "
+                  "partition in --own, or stop the other node and restart this one).",
+                  extra={"event": "partition_lost", "partition": p, "holder": holder})
+        if self._on_lost is not None:
+            self._on_lost(p, holder)
+
     async def _release(self, partitions: list[int]) -> None:
-        for p in partitions:
+        for p in partitions:  # only a claim still as this process last wrote it
             with contextlib.suppress(Exception):
-                await self.kv.delete(_key(p))
+                await self.kv.delete(_key(p), last=self._revisions.get(p))
 
     async def release(self) -> None:
         """Give the partitions up (clean stop): another node may take them at once."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await self._release(self.partitions)
+        await self._release([p for p in self.partitions if p not in self.lost])
