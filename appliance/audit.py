@@ -203,12 +203,8 @@ def _verify(db: Any, anchor: Any) -> Verification:
             return Verification(False, n, len(checkpoints), seq,
                                 f"the signature over entry {seq} does not verify")
         last = seq
-    if n and last is None:
-        return Verification(False, n, 0, 1, "no entry is signed (the signed checkpoints "
-                            "were deleted)")
-    if n and last != max(hashes):
-        return Verification(False, n, len(checkpoints), max(hashes),
-                            f"entries after {last} are not signed")
+    # A cut-off tail first: cutting entries off the end also leaves the last ones unsigned
+    # (a batch signs only its last entry), which is not what happened.
     head = anchor.execute("SELECT seq, hash FROM audit_head WHERE id=1").fetchone() \
         if anchor is not None else None
     if head is not None and not (isinstance(head[0], int) and isinstance(head[1], str)):
@@ -216,12 +212,22 @@ def _verify(db: Any, anchor: Any) -> Verification:
                             "the chain's head recorded in the key store is damaged")
     if head is not None and head[0] not in hashes:
         return Verification(False, n, len(checkpoints), int(head[0]),
-                            f"the log ends at entry {max(hashes, default=0)} but reached "
-                            f"entry {head[0]} (its tail was cut off)")
+                            f"the log {_ends(hashes)} but had reached entry {head[0]} "
+                            "(its tail was cut off)")
     if head is not None and hashes[head[0]] != head[1]:
         return Verification(False, n, len(checkpoints), int(head[0]),
                             f"entry {head[0]} is not the one the key store recorded")
+    if n and last is None:
+        return Verification(False, n, 0, 1, "no entry is signed (the signed checkpoints "
+                            "were deleted)")
+    if n and last != max(hashes):
+        return Verification(False, n, len(checkpoints), max(hashes),
+                            f"entries after {last} are not signed")
     return Verification(True, n, len(checkpoints), last_signed_seq=last)
+
+
+def _ends(hashes: dict[int, str]) -> str:
+    return f"ends at entry {max(hashes)}" if hashes else "is empty"
 
 
 def _signed(public_key: str, seq: int, h: str, sig: Any) -> bool:

@@ -347,6 +347,30 @@ def test_cutting_the_tail_off_the_audit_log_is_detected(tmp_path: Path,
     assert cut.returncode == 6 and "cut off" in cut.stdout
 
 
+@pytest.mark.parametrize("cut,words", [
+    (2, "the log ends at entry"),  # into a batch, whose last entry alone is signed
+    (None, "the log is empty but had reached entry")])
+def test_a_cut_off_tail_is_named_as_such_wherever_the_cut_falls(
+        tmp_path: Path, passphrase_file: Path, cut: int | None, words: str) -> None:
+    """What the officer reads is what happened: entries were cut off the end, not 'entries
+    after N are not signed' (as if unsigned entries had been added)."""
+    from appliance.keys import read_passphrase_file
+    from appliance.runtime import open_runtime
+
+    args = _init(tmp_path, passphrase_file)
+    rt = open_runtime(tmp_path / "data", read_passphrase_file(passphrase_file))
+    _audit(rt).append_many([("shred", {"bucket": i, "records": 1}) for i in range(4)])
+    top = rt.store.db.execute("SELECT max(seq) FROM audit").fetchone()[0]
+    keep = 0 if cut is None else top - cut
+    with rt.store.db:
+        rt.store.db.execute("DELETE FROM audit WHERE seq > ?", (keep,))
+        rt.store.db.execute("DELETE FROM audit_checkpoints WHERE seq > ?", (keep,))
+    rt.close()
+    out = run_cli("audit", "verify", *args)
+    assert out.returncode == 6 and words in out.stdout and "cut off" in out.stdout, out.stdout
+    assert json.loads(run_cli("audit", "verify", "--json", *args).stdout)["first_bad_seq"] == top
+
+
 # ---------------------------------------------------------------- 14. policy keys
 
 
