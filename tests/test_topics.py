@@ -153,6 +153,46 @@ def test_weather_and_password_topics_with_readable_labels(pipeline: Any, runtime
     assert {rows[o.thread_id] for o in out[0::2]} == weather
 
 
+SHARED_PASSWORD = [
+    "I need a password reset for the legacy intranet portal",
+    "The legacy intranet portal rejects my new password",
+    "How do I reset my password?",
+    "I forgot my password, how can I change it?",
+    "The password reset email never arrives",
+    "Can I change my login password from the mobile app?",
+    "My password expired and I cannot log in",
+    "Where do I choose a new password after clicking the reset link?",
+]
+LONE = ["Give me a recipe for a vegetarian lasagna", "How far away is the Andromeda galaxy?",
+        "Which chords should a beginner learn first on the guitar?",
+        "When should I plant tomato seedlings outside?",
+        "What is a good opening for black in chess?",
+        "How do I file my taxes as a freelancer?"]
+
+
+def test_a_label_says_what_the_topics_threads_share_not_a_rare_phrase(
+        pipeline: Any, runtime: Any) -> None:
+    """Eight people ask about their password; two of them also name the legacy intranet
+    portal. The topic's label names the password (what every thread shares), not the
+    portal (two threads of eight, rare in the tenant, so it had the highest idf and was
+    the label before the floor)."""
+    from appliance.query import topic_label
+
+    pipeline.topics = ta = assigner(runtime)
+    prompts = [make_prompt(t, user=f"staff{i}", minutes=9 * i)
+               for i, t in enumerate(SHARED_PASSWORD)]
+    prompts += [make_prompt(t, user=f"other{i}", minutes=9 * i + 4) for i, t in enumerate(LONE)]
+    out = pipeline.process(prompts)
+    ta.refine("acme")
+    topics = thread_topics(ta, out)
+    assert len(set(topics[:8])) == 1
+    label = topic_label(runtime.store, topics[0]) or ""
+    assert label and "intranet" not in label and "portal" not in label
+    first = label.split(", ")[0]
+    using = [t for t in SHARED_PASSWORD if first in phrases(t)]
+    assert len(using) >= len(SHARED_PASSWORD) / 2  # most of its threads use the label
+
+
 def test_labels_need_k_users_and_two_people_per_phrase() -> None:
     counts = {"hotel booking": (6, 5), "hotel": (8, 5), "zebra": (3, 1)}
     label = phrase_label(counts, {"hotel booking": 6, "hotel": 9, "zebra": 3}, units=8,

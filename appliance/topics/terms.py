@@ -80,6 +80,10 @@ def ctfidf_labels(terms: Mapping[str, Counter[str]], *,
 # ---------------------------------------------------------------- phrase labels
 
 LABEL_MIN_USERS = 2  # a phrase used by one person only is never a label or a stored term
+# A label phrase is used by at least this share of the threads that use the topic's most
+# shared phrase: what the topic's threads have in common, not a rare phrase that two of
+# thirty threads share (idf alone favours those; bench/topic_labels.py, docs/topics.md).
+LABEL_MIN_SHARE = 0.5
 MAX_PHRASE_WORDS = 3
 _PLACEHOLDER = re.compile(r"<[A-Za-z_]+\d*>")
 _WORDS = re.compile(r"[A-Za-z][A-Za-z'-]*[A-Za-z]|[^\sA-Za-z]+")
@@ -132,14 +136,19 @@ def phrase_label(counts: Mapping[str, tuple[int, int]], background: Mapping[str,
         counts: phrase -> (threads of the topic using it, distinct users using it).
         background: phrase -> threads using it across all topics of the scope.
         units: threads of the topic; topics, total_units: of the scope.
-    Phrases used by fewer than LABEL_MIN_USERS people never qualify. Longer
-    phrases win ties ("hotel booking" over "hotel"); a second phrase with no
-    word in common is appended when it scores nearly as well.
+    Phrases used by fewer than LABEL_MIN_USERS people never qualify, nor do
+    phrases used by fewer than LABEL_MIN_SHARE of the threads that use the
+    topic's most shared phrase (a document-frequency floor within the topic:
+    the label says what its threads have in common). Longer phrases win ties
+    ("hotel booking" over "hotel"); a second phrase with no word in common is
+    appended when it scores nearly as well.
     """
     avg = total_units / max(topics, 1)
+    eligible = {p: n for p, (n, users) in counts.items() if users >= LABEL_MIN_USERS and n >= 2}
+    floor = LABEL_MIN_SHARE * max(eligible.values(), default=0)
     scored = []
-    for p, (n, users) in counts.items():
-        if users < LABEL_MIN_USERS or n < 2:
+    for p, n in eligible.items():
+        if n < floor:
             continue
         tf = n / max(units, 1)
         idf = math.log(1.0 + avg / max(background.get(p, n), 1))
