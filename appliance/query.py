@@ -300,22 +300,26 @@ _ABOUT_TENANT = ("(json_extract(details, '$.tenant') = ? OR (event IN ('reveal',
 
 
 def audit_entries(store: Store, *, events: tuple[str, ...] | None = None,
-                  last: int | None = None, tenant: str | None = None) -> list[AuditEntry]:
+                  last: int | None = None, tenant: str | None = None,
+                  tenants: tuple[str, ...] | None = None) -> list[AuditEntry]:
     """Audit entries in order (only the `last` ones when given), without writing anything.
 
     Args:
         tenant: only entries about this tenant (a shred, an erasure, a reveal of one of
             its records...); store-wide ones (start, stop, retention runs) are left out.
+        tenants: the same for several tenants (a role bound to them).
     """
+    if tenant is not None:
+        tenants = (tenant,)
     sql = "SELECT seq, ts, event, actor, details, prev_hash, hash FROM audit"
     clauses: list[str] = []
     params: list[str] = []
     if events:
         clauses.append(f"event IN ({','.join('?' * len(events))})")
         params += list(events)
-    if tenant is not None:
-        clauses.append(_ABOUT_TENANT)
-        params += [tenant, tenant]
+    if tenants is not None:
+        clauses.append("(" + " OR ".join([_ABOUT_TENANT] * len(tenants) or ["0"]) + ")")
+        params += [t for t in tenants for _ in (0, 1)]
     if clauses:
         sql += " WHERE " + " AND ".join(clauses)
     sql += " ORDER BY seq DESC" + (f" LIMIT {int(last)}" if last else "")

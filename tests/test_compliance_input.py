@@ -397,3 +397,55 @@ def test_a_report_to_a_missing_folder_is_refused_before_its_issue_is_audited(
     assert out.returncode == 2 and "does not exist" in _one_sentence(out)
     assert log() == before  # no 'report' entry for a report nobody received
     assert not (tmp_path / "no-such").exists()
+
+
+def test_audit_log_of_a_tenant_bound_role_shows_only_its_tenants_entries(
+        store: dict[str, object], tmp_path: Path) -> None:
+    from appliance.config import policy_dir
+
+    pdir = tmp_path / "policies"
+    shutil.copytree(policy_dir(), pdir)
+    with (pdir / "access.toml").open("a") as fh:
+        fh.write('\n[roles.compliance-globex]\npermissions = ["audit", "erase"]\n'
+                 'tenants = ["globex"]\n')
+    env = {"SEMTRACE_POLICY_DIR": str(pdir)}
+    args = _copy(store, tmp_path)
+    assert run_cli("erase", "--tenant", "globex", "--user", "gus", "--reason", "ticket 12",
+                   "--role", "compliance-globex", *args, env=env).returncode == 0
+    everyone = json.loads(run_cli("audit", "log", "--json", *args, env=env).stdout)
+    assert {e["details"].get("tenant") for e in everyone} >= {"acme", "globex"}
+    for extra in ([], ["--tenant", "globex"]):
+        out = run_cli("audit", "log", "--json", "--role", "compliance-globex", *extra, *args,
+                      env=env)
+        assert out.returncode == 0, out.stderr
+        shown = json.loads(out.stdout)
+        assert [e["event"] for e in shown] == ["erase"]
+        assert shown[0]["details"]["tenant"] == "globex"
+    other = run_cli("audit", "log", "--role", "compliance-globex", "--tenant", "acme", *args,
+                    env=env)
+    assert other.returncode == 4 and "limited to tenant(s) globex" in _one_sentence(other)
+    assert other.stdout == ""
+
+
+def test_audit_log_says_when_older_entries_are_left_out_and_all_exports_them(
+        store: dict[str, object], tmp_path: Path) -> None:
+    from appliance.audit import AuditLog
+    from appliance.keys import read_passphrase_file
+    from appliance.runtime import open_runtime
+
+    args = _copy(store, tmp_path)
+    rt = open_runtime(tmp_path / "data", read_passphrase_file(Path(str(store["pw"]))))
+    log = AuditLog(rt.store.db, rt.keyring.audit_signer(), anchor=rt.store.keys_db)
+    log.append_many([("shred", {"bucket": 1000 + i, "tenant": "acme", "records": 1})
+                     for i in range(60)])
+    total = len(log.entries())
+    rt.close()
+    recent = run_cli("audit", "log", "--json", *args)
+    assert len(json.loads(recent.stdout)) == 50  # stdout stays the JSON document
+    assert "Showing the last 50 entries" in _one_sentence(recent) and "--all" in recent.stderr
+    every = run_cli("audit", "log", "--json", "--all", *args)
+    assert every.returncode == 0 and every.stderr == ""
+    assert [e["seq"] for e in json.loads(every.stdout)] == list(range(1, total + 1))
+    shreds = json.loads(run_cli("audit", "log", "--json", "--all", "--event", "shred",
+                                *args).stdout)
+    assert len(shreds) >= 60 and {e["event"] for e in shreds} == {"shred"}

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import click
 
-from appliance.audit import AuditLog
+from appliance.audit import EVENTS, AuditLog
 from appliance.cli import (
     credential,
     credential_options,
     data_dir_option,
     emit_json,
+    not_blank,
     open_dir,
     output_path,
     role_option,
@@ -174,13 +175,36 @@ def audit_verify(data_dir: Path | None, passphrase_file: Path | None, key_file: 
 @audit.command("log")
 @data_dir_option
 @credential_options
-@click.option("--limit", type=click.IntRange(1, 100_000), default=50)
+@role_option
+@click.option("--tenant", default=None, help="Only entries about this tenant (its shreds, "
+              "erasures, reveals); store-wide ones (start, stop, runs) are left out.")
+@click.option("--event", "events", multiple=True, type=click.Choice(EVENTS),
+              help="Only this kind of entry (repeatable).")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True,
+              help="The most recent entries shown.")
+@click.option("--all", "every", is_flag=True, help="Every entry (an export), not --limit.")
 @click.option("--json", "as_json", is_flag=True)
 def audit_log(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
-              limit: int, as_json: bool) -> None:
-    """Print the most recent audit entries."""
-    with _opened(data_dir, passphrase_file, key_file) as rt:
-        entries = _audit(rt).entries()[-limit:]
+              role: str | None, tenant: str | None, events: tuple[str, ...], limit: int,
+              every: bool, as_json: bool) -> None:
+    """Print the most recent audit entries (a role bound to tenants sees only theirs)."""
+    from appliance.query import audit_entries
+    from appliance.roles import bound_tenants, require
+
+    not_blank(tenant=tenant)
+    rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
+    try:
+        name = require(rt.policies.access, role or "compliance", "audit", tenant=tenant)
+        bound = bound_tenants(rt.policies.access, name)
+        scope = (tenant,) if tenant else tuple(bound) if bound else None
+        entries = audit_entries(rt.store, events=events or None,
+                                last=None if every else limit + 1, tenants=scope)
+    finally:
+        rt.close()
+    if not every and len(entries) > limit:  # on stderr: stdout may be the JSON export
+        entries = entries[-limit:]
+        click.echo(f"Showing the last {limit} entries; older ones are held (--all for every "
+                   "one).", err=True)
     if as_json:
         emit_json(entries)
         return
