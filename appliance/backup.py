@@ -49,6 +49,7 @@ from appliance.store import DB_FILE, KEYS_FILE
 from appliance.store.core import connect
 
 MANIFEST = "backup.json"
+POLICIES = "policies"  # the policy files in use when the copy was taken
 MANIFEST_FORMAT = 1
 DATABASES = ((KEYS_FILE, "keys"), (DB_FILE, "data"))
 PLAIN_FILES = (KEYRING_FILE, REVEAL_PRIVATE_FILE, REVEAL_PUBLIC_FILE)
@@ -220,6 +221,7 @@ def take_backup(data_dir: Path, cred: Credential, dest: Path, *,
             if (data_dir / name).exists():
                 made.append(dest / name)
                 shutil.copyfile(data_dir / name, dest / name)
+        made += _copy_policies(dest / POLICIES)
         for path in made:
             os.chmod(path, 0o600)
             _fsync(path)
@@ -240,8 +242,8 @@ def take_backup(data_dir: Path, cred: Credential, dest: Path, *,
         if copied != records or not chain.ok:
             raise SemtraceError("The copy does not match the store it was taken from "
                                 f"({chain.problem or 'record count'}); the backup was removed.")
-        sizes = {p.name: p.stat().st_size for p in made}
-        files = {p.name: {"bytes": sizes[p.name], "sha256": _sha256(p)} for p in made}
+        sizes = {str(p.relative_to(dest)): p.stat().st_size for p in made}
+        files = {name: {"bytes": n, "sha256": _sha256(dest / name)} for name, n in sizes.items()}
         manifest = {"format": MANIFEST_FORMAT, "semtrace": __version__,
                     "taken_at": taken.isoformat(), "audit_seq": seq, "records": records,
                     "files": files}
@@ -261,6 +263,8 @@ def take_backup(data_dir: Path, cred: Credential, dest: Path, *,
             for suffix in ("-journal", "-wal", "-shm"):
                 with contextlib.suppress(OSError):
                     (dest / (name + suffix)).unlink()
+        with contextlib.suppress(OSError):
+            (dest / POLICIES).rmdir()
         if created:
             with contextlib.suppress(OSError):
                 dest.rmdir()
@@ -271,6 +275,20 @@ def take_backup(data_dir: Path, cred: Credential, dest: Path, *,
     return BackupReport(destination=str(dest), taken_at=taken.isoformat(), records=records,
                         live_buckets=live, audit_seq=seq, bytes=total,
                         files=tuple(sorted(files)))
+
+
+def _copy_policies(folder: Path) -> list[Path]:
+    """The policies in use (retention periods, legal holds, roles...), beside the store:
+    what a restore shreds is decided by them."""
+    from appliance.config import policy_dir
+
+    folder.mkdir(mode=0o700)
+    made = []
+    for src in sorted(policy_dir().iterdir()):
+        if src.is_file() and src.suffix in (".toml", ".json"):
+            shutil.copyfile(src, folder / src.name)
+            made.append(folder / src.name)
+    return made
 
 
 def _record(data_dir: Path, ring: Keyring, event: str, details: dict[str, Any]) -> None:

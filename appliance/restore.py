@@ -23,7 +23,7 @@ from typing import Any
 
 from appliance.backup import MANIFEST, MANIFEST_FORMAT, _inside
 from appliance.config import Policies
-from appliance.errors import InputError, SemtraceError
+from appliance.errors import InputError, SemtraceError, WrongKey
 from appliance.keys import KEYRING_FILE, Credential, fsync_dir, open_keyring
 from appliance.store import DB_FILE, KEYS_FILE
 
@@ -63,7 +63,10 @@ def read_manifest(backup: Path) -> dict[str, Any]:
         if name not in files:
             raise InputError(f"The backup {backup} lacks {name}; it cannot be restored.")
     for name, meta in files.items():
-        path = backup / Path(name).name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise InputError(f"{backup / MANIFEST} names a file outside the backup; it is "
+                             "damaged. Nothing was restored.")
+        path = backup / name
         if not path.is_file() or path.stat().st_size != meta.get("bytes") \
                 or _sha256(path) != meta.get("sha256"):
             raise InputError(f"{path} does not match the backup's checksum: the copy is "
@@ -97,6 +100,30 @@ def _check_target(backup: Path, target: Path) -> None:
         raise InputError(f"{target} is not writable for this user; nothing was restored.")
 
 
+def _policy_change(backup: Path) -> str | None:
+    """One sentence when the retention policy in use is not the one saved with the backup
+    (its periods and legal holds decide what a restore shreds), else None."""
+    import tomllib
+
+    from appliance.backup import POLICIES
+    from appliance.config import policy_dir
+
+    saved = backup / POLICIES / "retention.toml"
+    current = policy_dir() / "retention.toml"
+    if not saved.exists():
+        return None
+    try:
+        same = tomllib.loads(saved.read_text()) == tomllib.loads(current.read_text())
+    except (OSError, ValueError):
+        same = False
+    if same:
+        return None
+    return (f"The retention policy in use ({current}) differs from the one saved with the "
+            f"backup ({saved}): its periods and legal holds decide what restore shreds. Put "
+            "the backup's policies/ in place first, or give --current-policies to shred by "
+            "the ones in use; nothing was restored.")
+
+
 def _erasures_since(old_dir: Path, cred: Credential, backup: Path,
                     seq: int) -> list[tuple[int, dict[str, Any]]]:
     """The `erase` entries of the old store's audit log after entry `seq`, once its entry
@@ -125,7 +152,7 @@ def _erasures_since(old_dir: Path, cred: Credential, backup: Path,
 
 
 def restore_backup(backup: Path, target: Path, cred: Credential, policies: Policies, *,
-                   erasures_from: Path | None = None,
+                   erasures_from: Path | None = None, current_policies: bool = False,
                    progress: Progress | None = None) -> RestoreReport:
     """Put the backup in `target` (new or empty), shred again what the live store had
     destroyed since, and open it; InputError / WrongKey in one sentence, nothing kept."""
@@ -134,11 +161,18 @@ def restore_backup(backup: Path, target: Path, cred: Credential, policies: Polic
     step = progress or (lambda _s, _d, _t: None)
     manifest = read_manifest(backup)
     _check_target(backup, target)
-    open_keyring(backup, cred)  # the credential that was current when it was taken
+    if not current_policies and (changed := _policy_change(backup)):
+        raise InputError(changed)
+    try:
+        open_keyring(backup, cred)  # the credential that was current when it was taken
+    except WrongKey:
+        raise WrongKey(f"The passphrase or key does not open the backup {backup}: it opens "
+                       "with the one that was current when it was taken. Nothing was "
+                       "restored.") from None
     seq = int(manifest.get("audit_seq") or 0)
     erasures = _erasures_since(erasures_from, cred, backup, seq) \
         if erasures_from is not None else None
-    names = sorted(manifest["files"])
+    names = sorted(n for n in manifest["files"] if "/" not in n)  # policies/ stay there
     created = not target.exists()
     found = set() if created else {p.name for p in target.iterdir()}
     try:

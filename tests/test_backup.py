@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -68,7 +69,8 @@ def test_a_backup_of_a_live_service_restores_the_same_threads(tmp_path: Path) ->
 
     # the copy is encrypted: no page in the clear, no prompt word anywhere
     assert sorted(p.name for p in dest.iterdir()) == [
-        "backup.json", "keyring.json", "keys.db", "semtrace.db"]
+        "backup.json", "keyring.json", "keys.db", "policies", "semtrace.db"]
+    assert (dest / "policies" / "retention.toml").is_file()  # what a restore shreds by
     for name in ("semtrace.db", "keys.db"):
         assert not (dest / name).read_bytes().startswith(b"SQLite format 3")
     assert scan_for(dest, [CANARY]) == []
@@ -171,6 +173,24 @@ def test_restore_shreds_what_expired_and_reapplies_later_erasures(
     assert len(left) == 1  # only bob's: alice erased again, carol expired
     assert run_cli("audit", "verify", *wargs).returncode == 0
 
+    # a retention policy other than the one saved with the copy decides nothing unasked
+    from appliance.config import policy_dir
+
+    longer = tmp_path / "longer"
+    shutil.copytree(policy_dir(), longer)
+    text = (longer / "retention.toml").read_text()
+    (longer / "retention.toml").write_text(text.replace("prompts_days = 30",
+                                                        "prompts_days = 3650"))
+    env = {"SEMTRACE_POLICY_DIR": str(longer)}
+    cmd = ["restore", str(dest), "--data-dir", str(tmp_path / "p"), "--passphrase-file",
+           str(passphrase_file)]
+    differs = run_cli(*cmd, env=env)
+    assert differs.returncode == 2 and "differs from the one saved" in differs.stderr
+    assert len(differs.stderr.strip().splitlines()) == 1 and not (tmp_path / "p").exists()
+    kept = run_cli(*cmd, "--current-policies", "--json", env=env)
+    assert kept.returncode == 0, kept.stderr
+    assert json.loads(kept.stdout)["buckets_shredded"] == 0  # carol's is within 3650 days
+
     # another store's log is not taken for this one's
     other = tmp_path / "other"
     assert run_cli("init", "--data-dir", str(other), "--passphrase-file",
@@ -188,11 +208,18 @@ def test_restore_refuses_a_damaged_copy_and_a_used_data_dir(tmp_path: Path,
     assert run_cli("backup", str(dest), *args).returncode == 0
     refused = run_cli("restore", str(dest), *args)  # onto the live store
     assert refused.returncode == 2 and "already initialised" in refused.stderr
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not the passphrase it was taken under\n")
+    wrong.chmod(0o600)
+    target = tmp_path / "restored"
+    out = run_cli("restore", str(dest), "--data-dir", str(target), "--passphrase-file",
+                  str(wrong))
+    assert out.returncode == 2 and "does not open the backup" in out.stderr, out.stderr
+    assert not target.exists()
     db = dest / "semtrace.db"
     raw = bytearray(db.read_bytes())
     raw[5000] ^= 0xFF
     db.write_bytes(bytes(raw))
-    target = tmp_path / "restored"
     out = run_cli("restore", str(dest), "--data-dir", str(target), "--passphrase-file",
                   str(passphrase_file))
     assert out.returncode == 2 and "damaged" in out.stderr, out.stderr

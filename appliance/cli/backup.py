@@ -56,9 +56,12 @@ def backup(dest: Path, data_dir: Path | None, passphrase_file: Path | None,
 @click.option("--erasures-from", type=click.Path(path_type=Path), default=None,
               metavar="OLD_DATA_DIR", help="The store the backup was taken from: erasures its "
               "audit log recorded after the backup are applied again.")
+@click.option("--current-policies", is_flag=True, help="Shred by the retention policy in "
+              "use even where it differs from the one saved with the backup.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def restore(backup_dir: Path, data_dir: Path | None, passphrase_file: Path | None,
-            key_file: Path | None, erasures_from: Path | None, as_json: bool) -> None:
+            key_file: Path | None, erasures_from: Path | None, current_policies: bool,
+            as_json: bool) -> None:
     """Restore BACKUP (from `semtrace backup`) into --data-dir (new or empty), then shred
     again what expired since it was taken."""
     from appliance.cli import progress_bar
@@ -71,7 +74,8 @@ def restore(backup_dir: Path, data_dir: Path | None, passphrase_file: Path | Non
     cred = credential(passphrase_file, key_file)
     with progress_bar() as prog:
         report = restore_backup(backup_dir, target, cred, policies,
-                                erasures_from=erasures_from, progress=_progress_step(prog))
+                                erasures_from=erasures_from, current_policies=current_policies,
+                                progress=_progress_step(prog))
     if as_json:
         emit_json(report)
         return
