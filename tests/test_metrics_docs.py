@@ -177,3 +177,25 @@ def test_a_metrics_address_in_use_is_refused_before_the_service_starts(tmp_path:
     check_listen(f"unix:{tmp_path / 'm.sock'}")  # stale: replaced at start
     with pytest.raises(ValueError, match="not an address of this host"):
         check_listen("no-such-host.invalid:9464")
+
+
+# ---------------------------------------------------------------- log events
+
+EVENT = re.compile(r"\"event\": \"([a-z_]+)\"(?:\s+if[^}]*?else\s+\"([a-z_]+)\")?", re.S)
+
+
+def test_every_logged_event_is_in_the_log_table_of_otel_md() -> None:
+    """Operators alert on `event`: each one the service can log is documented, and the
+    table names none that is never logged."""
+    root = Path(__file__).resolve().parents[1] / "appliance"
+    logged: set[str] = set()
+    for path in root.rglob("*.py"):
+        if "integrations" in path.parts:  # the gateway's process: docs/gateways.md
+            continue
+        for found in EVENT.findall(path.read_text()):
+            logged |= {e for e in found if e}
+    logged.discard("ingested")  # its own example above the table
+    table = (DOCS / "otel.md").read_text().split("for log-based alerts:", 1)[1]
+    documented = {e for row in re.findall(r"^\| (`[a-z_]+`(?:, `[a-z_]+`)*) \|", table, re.M)
+                  for e in re.findall(r"`([a-z_]+)`", row)}
+    assert logged == documented, (logged - documented, documented - logged)
