@@ -61,6 +61,7 @@ class RunReport:
     releases_expired: int = 0
     buckets_anonymised: int = 0
     buckets_forgotten: int = 0
+    idle_holds: list[IdleHold] = field(default_factory=list)
 
 
 def rules_for(settings: RetentionSettings, tenant: str) -> RetentionClass:
@@ -71,6 +72,34 @@ def held_pairs(settings: RetentionSettings, keyring: Keyring) -> set[tuple[str, 
     """Legal holds as (tenant, user pseudonym or None for the whole tenant)."""
     return {(h.tenant, keyring.pseudonym(h.tenant, h.user_id) if h.user_id else None)
             for h in settings.legal_holds}
+
+
+@dataclass(frozen=True)
+class IdleHold:
+    """A legal hold that names no stored data (position in `legal_holds`, from 0)."""
+
+    index: int
+    tenant: str
+    user: str | None  # the held user's pseudonym, None for a whole tenant
+    reason: str
+
+
+def idle_holds(store: Store, settings: RetentionSettings, keyring: Keyring, *,
+               tenant: str | None = None) -> list[IdleHold]:
+    """Legal holds that match no live bucket. A tenant or user id written otherwise than
+    the gateway sends it (they are case-sensitive) holds nothing, and retention then
+    shreds what the hold was meant to keep; the officer is told at every run."""
+    idle = []
+    for i, h in enumerate(settings.legal_holds):
+        if tenant is not None and h.tenant != tenant:
+            continue
+        user = keyring.pseudonym(h.tenant, h.user_id) if h.user_id else None
+        sql = "SELECT 1 FROM buckets WHERE tenant=? AND destroyed_at IS NULL"
+        params = [h.tenant] + ([user] if user else [])
+        if store.db.execute(sql + (" AND user=?" if user else "") + " LIMIT 1",
+                            params).fetchone() is None:
+            idle.append(IdleHold(i, h.tenant, user, h.reason))
+    return idle
 
 
 def is_held(b: Bucket, holds: set[tuple[str, str | None]]) -> bool:
@@ -254,6 +283,7 @@ def run_retention(shredder: Shredder, settings: RetentionSettings, keyring: Keyr
     now = now or datetime.now(UTC)
     report = RunReport(as_of=now)
     report.finished_interrupted = shredder.finish_interrupted()
+    report.idle_holds = idle_holds(shredder.store, settings, keyring)
     due, held = plan(live_buckets(shredder.store), settings, now, held_pairs(settings, keyring))
     keys = [d.bucket for d in due if d.data_class == "prompts"]
     chunk = 500
@@ -282,7 +312,8 @@ def run_retention(shredder: Shredder, settings: RetentionSettings, keyring: Keyr
         "topics_expired": report.topics_expired,
         "releases_expired": report.releases_expired,
         "shredded_buckets_anonymised": report.buckets_anonymised,
-        "shredded_buckets_forgotten": report.buckets_forgotten})
+        "shredded_buckets_forgotten": report.buckets_forgotten,
+        "legal_holds_matching_nothing": len(report.idle_holds)})
     log.info("retention run", extra={"event": "retention_run", "buckets": report.shredded,
                                      "records": report.records})
     return report

@@ -102,6 +102,11 @@ def retention_run(data_dir: Path | None, passphrase_file: Path | None, key_file:
         click.echo(f"Shredded {report.shredded} bucket(s), {report.records} record(s); cleared "
                    f"{report.vault_cleared} vault entries; {len(report.held)} bucket(s) on "
                    f"legal hold.")
+    for idle in report.idle_holds:  # on stderr, under --json too: a hold that holds nothing
+        who = f"user {idle.user} of {idle.tenant}" if idle.user else f"tenant {idle.tenant}"
+        click.echo(f"Warning: legal hold {idle.index + 1} of retention.toml ({who}, reason "
+                   f"{idle.reason!r}) matches no stored data: check its tenant and user_id "
+                   "against what the gateway sends (both are case-sensitive).", err=True)
 
 
 @click.command()

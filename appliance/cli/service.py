@@ -212,6 +212,11 @@ async def _serve_with_jobs(service: Any, rt: Any, telemetry: Any = None) -> None
         try:
             report = await service.in_worker(lambda: run_retention(
                 shredder, service.policies.retention, rt.keyring))
+            for idle in report.idle_holds:  # a hold that holds nothing: retention shreds
+                logging.getLogger("semtrace.retention").warning(
+                    "legal hold matches no stored data", extra={
+                        "event": "legal_hold_idle", "hold": idle.index + 1,
+                        "tenant": idle.tenant, "user": idle.user})
         finally:
             if telemetry is not None:
                 await service.in_worker(telemetry.retention_done, report)

@@ -19,6 +19,7 @@ from appliance.config import RetentionClass
 from appliance.errors import SemtraceError
 from appliance.query import audit_entries
 from appliance.report import build_report, issue_report
+from appliance.retention import idle_holds
 from appliance.roles import require
 from appliance.runtime import open_runtime
 from appliance.store import Store
@@ -52,6 +53,7 @@ class RetentionView:
     last_run: Entry | None
     recent: tuple[Entry, ...]
     tenant: str | None = None  # the one tenant a scoped session sees (None: all)
+    idle_holds: int = 0  # legal holds that match no stored data (hold nothing)
 
 
 def next_fire(cron: str, now: datetime) -> datetime | None:
@@ -82,6 +84,7 @@ class ComplianceReader:
             # A session limited to one tenant (a role bound to tenants) sees that tenant's
             # events only: other tenants' shreds, erasures and reveals are not its business.
             recent = audit_entries(store, last=AUDIT_EVENTS_SHOWN, tenant=self.reader.tenant)
+            idle = idle_holds(store, settings, self.reader.rt.keyring, tenant=self.reader.tenant)
         tenant = self.reader.tenant
         holdings = [h for h in body["holdings"] if not tenant or h["tenant"] == tenant]
         rules = [("default", settings.default), *sorted(
@@ -93,7 +96,7 @@ class ComplianceReader:
             legal_holds=len(holds), holdings=tuple(holdings),
             chain=body["audit_chain"], self_check=body["self_check"],
             last_run=runs[-1] if runs else None, recent=tuple(reversed(recent)),
-            tenant=tenant)
+            tenant=tenant, idle_holds=len(idle))
 
     def write_report(self, out: Path, *, role: str, fmt: str = "md") -> Path:
         """Write the signed retention report to `out`, as `semtrace audit retention` does."""

@@ -30,7 +30,11 @@ def policy_text(view: RetentionView) -> Text:
                    f"{_days(r.vault_days)} · aggregates {_days(r.aggregates_days)}\n")
     nxt = f"{view.next_shred:%Y-%m-%d %H:%M} UTC" if view.next_shred else "invalid schedule"
     out.append(f"Next scheduled shred: {nxt} (cron '{view.schedule_cron}') · legal holds: "
-               f"{view.legal_holds}\n")
+               f"{view.legal_holds}")
+    if view.idle_holds:  # a hold on a misspelt tenant or user keeps nothing from the shred
+        out.append(f" ✖ {view.idle_holds} match no stored data (check tenant and user_id)",
+                   style="bold red")
+    out.append("\n")
     # A run covers every tenant: its bucket count is not one tenant's to read.
     shredded = ("" if view.tenant or view.last_run is None else
                 f", {view.last_run.details.get('buckets_shredded', 0)} bucket(s)")

@@ -1,0 +1,72 @@
+"""Legal holds as a compliance officer meets them: a hold whose tenant or user id is not
+written as the gateway sends it holds nothing, and every retention run, the service's log
+and the retention screen say so (retention would otherwise shred what it meant to keep)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from conftest import make_prompt, write_stream
+from test_spine import run_cli
+from test_tui import app_for, run, settle
+
+HOLDS = ('legal_holds = [{ tenant = "acme", user_id = "alice", reason = "case 7" }, '
+         '{ tenant = "Acme", user_id = "alice", reason = "case 8" }, '
+         '{ tenant = "initech", reason = "case 9" }]')
+
+
+def test_a_retention_run_names_the_legal_holds_that_match_no_stored_data(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    from appliance.config import policy_dir
+
+    pdir = tmp_path / "policies"
+    shutil.copytree(policy_dir(), pdir)
+    text = (pdir / "retention.toml").read_text()
+    (pdir / "retention.toml").write_text(text.replace("legal_holds = []", HOLDS))
+    env = {"SEMTRACE_POLICY_DIR": str(pdir)}
+    args = ["--data-dir", str(tmp_path / "data"), "--passphrase-file", str(passphrase_file)]
+    assert run_cli("init", *args).returncode == 0
+    src = write_stream(tmp_path / "in.jsonl", [
+        {"tenant": "acme", "user_id": "alice", "ts": "2026-03-02T09:00:00Z",
+         "text": "How do I renew the TLS certificate on the mail server?"}])
+    assert run_cli("replay", str(src), "--out", str(tmp_path / "o.jsonl"), *args,
+                   env=env).returncode == 0
+    out = run_cli("retention", "run", "--json", *args, env=env)
+    assert out.returncode == 0, out.stderr
+    idle = json.loads(out.stdout)["idle_holds"]
+    assert [(h["index"], h["tenant"], h["reason"]) for h in idle] == [
+        (1, "Acme", "case 8"), (2, "initech", "case 9")]
+    assert idle[0]["user"].startswith("u_") and "alice" not in out.stdout + out.stderr
+    warnings = out.stderr.strip().splitlines()
+    assert len(warnings) == 2 and "Traceback" not in out.stderr
+    assert warnings[0].startswith("Warning: legal hold 2 of retention.toml")
+    assert "tenant initech" in warnings[1] and "matches no stored data" in warnings[1]
+    runs = json.loads(run_cli("audit", "log", "--json", "--event", "retention_run",
+                              *args, env=env).stdout)
+    assert runs[-1]["details"]["legal_holds_matching_nothing"] == 2
+    # the hold that matches keeps its user: erasure is refused
+    held = run_cli("erase", "--tenant", "acme", "--user", "alice", "--reason", "ticket 3",
+                   *args, env=env)
+    assert held.returncode == 5 and "legal hold" in held.stdout
+
+
+def test_the_retention_screen_flags_a_legal_hold_that_holds_nothing(
+        runtime: Any, pipeline: Any) -> None:
+    from appliance.config import LegalHold
+
+    pipeline.process([make_prompt("Where is the VPN guide?", tenant="acme", user="alice")])
+    retention = runtime.policies.retention.model_copy(update={"legal_holds": [
+        LegalHold(tenant="acme", user_id="alice", reason="case 7"),
+        LegalHold(tenant="acme", user_id="Alice", reason="case 8")]})
+    runtime.policies = runtime.policies.model_copy(update={"retention": retention})
+
+    async def scenario(pilot: Any) -> None:
+        await pilot.press("R")
+        await settle(pilot)
+        policy = str(pilot.app.screen.query_one("#policy").render())
+        assert "legal holds: 2" in policy and "1 match no stored data" in policy, policy
+
+    run(app_for(runtime, role="compliance"), scenario)
