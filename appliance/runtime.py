@@ -57,6 +57,14 @@ def require_data_dir(data_dir: Path) -> None:
         raise InputError(f"The data dir {data_dir} is a file, not a folder.")
     if not is_initialised(data_dir):
         raise InputError(f"{data_dir} is not a Semtrace data dir (run `semtrace init`).")
+    from appliance.backup import MANIFEST
+
+    if (data_dir / MANIFEST).exists():
+        # opening it would change it (its checksums, its -wal) and serve records shredded
+        # or erased since it was taken without shredding them again
+        raise InputError(f"{data_dir} is a backup made by `semtrace backup`; restore it "
+                         f"(`semtrace restore {data_dir} --data-dir NEW`) instead of opening "
+                         "it. Nothing was changed.")
 
 
 def prepare_dir(data_dir: Path) -> None:

@@ -206,6 +206,12 @@ def test_restore_refuses_a_damaged_copy_and_a_used_data_dir(tmp_path: Path,
     args = _init(tmp_path, passphrase_file)
     dest = tmp_path / "copy"
     assert run_cli("backup", str(dest), *args).returncode == 0
+    before = {p.name: p.read_bytes() for p in dest.iterdir() if p.is_file()}
+    for cmd in (("threads", "list"), ("audit", "verify"), ("serve", "--check")):
+        opened = run_cli(*cmd, "--data-dir", str(dest), "--passphrase-file",
+                         str(passphrase_file))
+        assert opened.returncode == 2 and "is a backup made by" in opened.stderr, opened.stderr
+    assert {p.name: p.read_bytes() for p in dest.iterdir() if p.is_file()} == before
     refused = run_cli("restore", str(dest), *args)  # onto the live store
     assert refused.returncode == 2 and "already initialised" in refused.stderr
     wrong = tmp_path / "wrong"

@@ -157,6 +157,9 @@ def _problems(data_dir: Path) -> list[str]:
             problems.append(f"{', '.join(strays)} in {data_dir} belong to another user than "
                             f"the data dir (uid {owner}), which cannot open them; run "
                             f"`chown -R {owner}: {data_dir}`.")
+        if (data_dir / "backup.json").exists():
+            problems.append(f"{data_dir} is a backup made by `semtrace backup`: restore it "
+                            "with `semtrace restore` instead of serving it.")
         if not (data_dir / "keyring.json").exists():
             problems.append(f"{data_dir} is not initialised (run `semtrace init`).")
         elif damage := store_damage(data_dir):
