@@ -16,6 +16,7 @@ Responses API calls (`responses`, the proxy's `/v1/responses`) from `input`
 from __future__ import annotations
 
 import math
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -71,12 +72,18 @@ def call_messages(kwargs: dict[str, Any]) -> list[Any] | None:
     return None
 
 
+PROXY_ISSUED = "litellm_proxy:responses_api:response_id:"  # what the proxy encrypts
+
+
 def provider_response_id(value: Any) -> str | None:
     """The provider's response id: LiteLLM hands callers ids that also name the deployment
     that answered, and sends the provider's own id on (`previous_response_id` after its
-    decoding, as the SDK's callbacks see it); both sides are kept as the provider's id."""
+    decoding, as the SDK's callbacks see it); both sides are kept as the provider's id. On
+    the proxy (with a master key) the id a caller holds is also encrypted, with a new
+    ciphertext each time it is handed out: it is decrypted first (`_proxy_issued`)."""
     if not isinstance(value, str) or not value:
         return None
+    value = _proxy_issued(value)
     try:
         from litellm.responses.utils import ResponsesAPIRequestUtils
     except ImportError:  # pragma: no cover - LiteLLM's layout changed: keep the id as given
@@ -84,6 +91,27 @@ def provider_response_id(value: Any) -> str | None:
     decoded = ResponsesAPIRequestUtils.decode_previous_response_id_to_original_previous_response_id
     out = decoded(value)
     return out if isinstance(out, str) and out else value
+
+
+def _proxy_issued(value: str) -> str:
+    """The id inside a response id the LiteLLM proxy encrypted for its caller (its response
+    id security, on with a master key: the client's copy and the logged copy of one id are
+    different ciphertexts, so neither matches the other); else the id unchanged. Only in a
+    process that runs the proxy: elsewhere its key does not exist (and importing the proxy
+    to look would take seconds)."""
+    if not value.startswith("resp_") or "litellm.proxy.proxy_server" not in sys.modules:
+        return value
+    try:
+        from litellm.proxy.common_utils.encrypt_decrypt_utils import decrypt_value_helper
+
+        plain = decrypt_value_helper(value=value[len("resp_"):], key="response_id",
+                                     exception_type="debug", return_original_value=True)
+    except Exception:  # noqa: BLE001 - not one of the proxy's ids (or its layout changed)
+        return value
+    if not isinstance(plain, str) or not plain.startswith(PROXY_ISSUED):
+        return value
+    inner = plain[len(PROXY_ISSUED):].split(";", 1)[0]
+    return inner or value
 
 
 def _metadata(kwargs: dict[str, Any]) -> dict[str, Any]:
