@@ -194,15 +194,14 @@ def test_demo_keeps_the_weather_conversation_whole_and_starts_the_lasagna_one(
 
 def test_the_demos_privacy_policy_is_the_shipped_one_but_for_its_own_tenant() -> None:
     """The demo spends and suppresses as a real tenant would: its policy differs from the
-    shipped privacy.toml only in turning cross-user topics and search on for `demo` and in
-    refining its few prompts after each one."""
+    shipped privacy.toml only in turning cross-user topics and search on for `demo`."""
     from appliance.cli.demo import DEMO_PRIVACY
     from appliance.config import PrivacySettings
     from appliance.config.loading import load_policy
 
     shipped = load_policy("privacy", PrivacySettings).model_dump()
     demo = load_policy("privacy", PrivacySettings, directory=DEMO_PRIVACY.parent).model_dump()
-    own = {"cross_user_topics", "cross_user_search", "topic_refine_every"}
+    own = {"cross_user_topics", "cross_user_search"}
     assert {k: v for k, v in demo.items() if k not in own} == {
         k: v for k, v in shipped.items() if k not in own}
     assert demo["cross_user_topics"] == {"demo": True}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -388,6 +390,48 @@ def test_background_refinement_runs_off_the_ingest_path(runtime: Any) -> None:
         ta.stop()
     assert ta.refinements >= 1
     assert len({ta.thread_topic("acme", f"t{i}") for i in range(100)}) == 5
+
+
+def test_the_service_labels_a_quiet_tenants_topics_while_it_runs(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """Twelve prompts of twelve people on two subjects, far fewer than the 500 that trigger
+    an in-line refinement: the running service refines them in the background
+    (`topic_refine_seconds`), so `threads list` shows each thread's labelled topic while
+    it runs. Before, `semtrace serve` never started the background refinement: a tenant
+    below 500 new prompts kept unlabelled, unrefined topics until it reached them."""
+    from test_service import Server, at
+    from test_spine import run_cli
+
+    from appliance.client import Client
+
+    srv = Server(tmp_path, passphrase_file)
+    privacy = Path(srv.env["SEMTRACE_POLICY_DIR"]) / "privacy.toml"
+    privacy.write_text(privacy.read_text().replace("topic_refine_seconds = 60.0",
+                                                   "topic_refine_seconds = 0.5"))
+    srv.start()
+    try:
+        with Client(srv.sock) as c:
+            for i, (w, pw) in enumerate(zip(WEATHER, PASSWORD, strict=True)):
+                for n, (who, text) in enumerate((("traveller", w), ("staff", pw))):
+                    r = c.ingest(tenant="acme", user_id=f"{who}{i}", text=text,
+                                 request_id=f"q-{i}-{n}", ts=at(10 * i + 3 * n))
+                    assert r["ok"], r
+        env = {"SEMTRACE_POLICY_DIR": srv.env["SEMTRACE_POLICY_DIR"]}
+        deadline = time.monotonic() + 120
+        while True:
+            out = run_cli("threads", "list", "--json", *srv.args, env=env)
+            assert out.returncode == 0, out.stderr
+            listed = json.loads(out.stdout)
+            labels = {t["thread_id"]: t["topic_label"] for t in listed}
+            if listed and all(labels.values()) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        assert srv.stop() == 0
+    assert len(listed) == 12 and all(labels.values()), labels  # each topic has its label
+    weather = {labels[t["thread_id"]] for t in listed if "weather" in t["title"].lower()}
+    assert len(weather) == 1 and "weather" in next(iter(weather))
+    assert len(set(labels.values())) == 2
 
 
 def test_average_linkage_and_id_carrying() -> None:

@@ -242,12 +242,31 @@ async def _serve_with_jobs(service: Any, rt: Any, telemetry: Any = None) -> None
     scheduler.start()
     service.scheduler = scheduler
     startup = asyncio.ensure_future(startup_jobs())  # a host that was off catches up now
+    # topics refined off the ingest path, a quiet tenant's too (else only in line, at
+    # every `topic_refine_every`-th prompt: a tenant below it never got its labels)
+    topics = service.pipeline.topics if hasattr(service.pipeline.topics, "start") else None
+    if topics is not None:
+        topics.start(interval=service.policies.privacy.topic_refine_seconds)
     try:
         await service.run()
     finally:
         scheduler.shutdown(wait=False)
         await asyncio.gather(startup, return_exceptions=True)
+        if topics is not None:
+            _stop_topics(topics)
         _audit_stop(audit)
+
+
+def _stop_topics(topics: Any) -> None:
+    """Stop the background refinement, refining what is pending first; a failure is
+    logged, never stops the stop."""
+    import logging
+
+    try:
+        topics.stop(flush=True)
+    except Exception:
+        logging.getLogger("semtrace.service").exception(
+            "the last topic refinement failed", extra={"event": "topics_refine"})
 
 
 def _audit_stop(audit: Any) -> None:

@@ -25,6 +25,9 @@ class PrivacySettings(Strict):
     # between their prompts (average linkage) is at least this.
     topic_merge_threshold: float = Field(default=0.15, ge=-1, le=1)
     topic_refine_every: int = Field(default=500, ge=1)
+    # `semtrace serve` also refines, off the ingest path, any tenant with new prompts
+    # every this many seconds (a quiet tenant's topics and labels follow within it).
+    topic_refine_seconds: float = Field(default=60.0, gt=0)
     # Share of the refinement's similarity that comes from the threads' shared words
     # (hashed TF-IDF over the tenant's threads) rather than their embeddings.
     topic_lexical_weight: float = Field(default=0.4, ge=0, le=1)

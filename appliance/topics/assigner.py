@@ -352,13 +352,22 @@ class TopicAssigner:
                 except Exception:  # a failed refinement must not stop the next ones
                     log.exception("topic refinement failed", extra={"event": "topics_refine"})
 
-    def stop(self) -> None:
-        """Stop the background refinement and close its connection."""
+    def stop(self, *, flush: bool = False) -> None:
+        """Stop the background refinement and close its connection.
+
+        With `flush`, first refine every tenant with prompts since its last refinement
+        (a service stopping: its topics and labels are then published as they stand).
+        """
         self._stop.set()
         self._wake.set()
         if self._worker is not None:
             self._worker.join(timeout=30)
             self._worker = None
+        if flush:
+            with self._lock:
+                due = [t for t, s in self._tenants.items() if s.pending]
+            for tenant in due:
+                self.refine(tenant)
         if self._writer is not None:
             self._writer.close()
             self._writer = None
