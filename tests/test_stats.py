@@ -265,7 +265,19 @@ def test_a_share_or_mean_whose_interval_says_nothing_reads_noisy_not_a_number() 
     line = _line(small, "USD")
     # before: "turns 780.0±2946  refine 100%±5240", read at a glance as "all refined"
     assert "turns noisy" in line and "refine noisy" in line and "blocked noisy" in line
-    assert "abandon 40%±9" in line and "threads 12.0±37" in line  # readable ones stay
+    assert "abandon 40%±9" in line and "threads 12±37" in line  # readable ones stay
+    assert "tokens 9000±400" in line
+    # a sum whose interval cannot tell it from zero (a demo tenant's 29 prompts read as
+    # "tokens 6411091.6±11982929", "cost 0.0000±1497.8661 USD"), and counts are whole
+    tiny = GroupStats("tp_b", None, threads=noisy(8, 37), mean_turns=noisy(2.0, 1.0),
+                      refinement_share=noisy(0.1, 0.1), abandonment_share=noisy(0.1, 0.1),
+                      blocked_share=noisy(0.0, 0.1), tokens=noisy(6411091.6, 11982929),
+                      mean_tokens=noisy(10, 1), cost=noisy(0.0, 1497.87),
+                      mean_cost=noisy(0.2, 5.0), costed=noisy(3, 10), users=noisy(25, 48))
+    line = _line(tiny, "USD")
+    assert "threads 8±37" in line and "people 25±48" in line
+    assert "tokens noisy" in line and "cost noisy" in line and "USD" not in line
+    assert "6411091" not in line and "1497" not in line
     exact = GroupStats("tp_a", None, Figure(2), Figure(3), Figure(1.0), Figure(0.0),
                        Figure(0.0), Figure(10), Figure(5))
     assert "turns 3.0" in _line(exact, "USD") and "refine 100%" in _line(exact, "USD")

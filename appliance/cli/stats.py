@@ -139,6 +139,16 @@ def _fmt(f: Figure, pct: bool = False) -> str:
     return f"{f.value:.1f}" + ("" if f.exact else f"±{f.ci95:.0f}")
 
 
+def _count(f: Figure) -> str:
+    """A count of threads, people or prompts: whole numbers (`12±37`, not `12.0±37`)."""
+    return f"{f.value:.0f}" + ("" if f.exact else f"±{f.ci95:.0f}")
+
+
+def _sum(f: Figure) -> str:
+    """A noisy sum (tokens): `noisy` where its interval cannot tell it from zero."""
+    return TOO_NOISY if says_nothing(f) else _count(f)
+
+
 def _ratio(f: Figure, pct: bool = False) -> str:
     """A share or a mean per thread: `noisy` where its interval says nothing (JSON keeps it)."""
     return TOO_NOISY if says_nothing(f, share=pct) else _fmt(f, pct)
@@ -166,8 +176,8 @@ def _print(report: analytics.Report[Any], currency: str) -> None:
     how = ("exact (one user's own data)" if report.exact else
            f"differentially private: {_spent(report)}, "
            f"{report.budget_remaining:g} left today; groups under {report.k_min_users} users "
-           f"(noisy count) withheld; ± is a 95% interval; {TOO_NOISY}: a share or mean too "
-           "noisy to read at this size (--json has it); * marks a rise beyond the noise")
+           f"(noisy count) withheld; ± is a 95% interval; {TOO_NOISY}: a share, mean or sum "
+           "too noisy to read at this size (--json has it); * marks a rise beyond the noise")
     click.echo(f"{report.kind} for {report.tenant}, {report.start:%Y-%m-%d %H:%M} to "
                f"{report.end:%Y-%m-%d %H:%M} UTC — {how}")
     for r in report.rows:
@@ -180,8 +190,9 @@ def _print(report: analytics.Report[Any], currency: str) -> None:
                    "blank: no release that day")
 
 
-def _money(f: Figure, *, mean: bool = False) -> str:
-    if mean and says_nothing(f):
+def _money(f: Figure) -> str:
+    """A cost (total or per thread): `noisy` where its interval cannot tell it from zero."""
+    if says_nothing(f):
         return TOO_NOISY
     return f"{f.value:.4f}" + ("" if f.exact else f"±{f.ci95:.4f}")
 
@@ -191,8 +202,10 @@ def _cost(r: analytics.GroupStats, currency: str) -> str:
     no cost, never a guess: `0.0000` read as free), as on the topics screen."""
     if r.costed.value <= 0:
         return "cost –"
-    return (f"cost {_money(r.cost)} {currency} (per thread "
-            f"{_money(r.mean_cost, mean=True)})")
+    total, per = _money(r.cost), _money(r.mean_cost)
+    if total == per == TOO_NOISY:
+        return f"cost {TOO_NOISY}"
+    return f"cost {total}{'' if total == TOO_NOISY else ' ' + currency} (per thread {per})"
 
 
 def _trend(r: analytics.GroupStats) -> str:
@@ -203,17 +216,17 @@ def _trend(r: analytics.GroupStats) -> str:
 
 def _line(r: object, currency: str = "") -> str:
     if isinstance(r, analytics.GroupStats):
-        people = f"  people {_fmt(r.users)}" if r.users is not None else ""
-        return (f"{r.key:<16} {r.label or '':<36.36} threads {_fmt(r.threads)}{people}  turns "
+        people = f"  people {_count(r.users)}" if r.users is not None else ""
+        return (f"{r.key:<16} {r.label or '':<36.36} threads {_count(r.threads)}{people}  turns "
                 f"{_ratio(r.mean_turns)}  refine {_ratio(r.refinement_share, True)}  abandon "
                 f"{_ratio(r.abandonment_share, True)}  errors {_ratio(r.error_share, True)}  "
                 f"blocked {_ratio(r.blocked_share, True)}  tokens "
-                f"{_fmt(r.tokens)}  {_cost(r, currency)}" + _trend(r))
+                f"{_sum(r.tokens)}  {_cost(r, currency)}" + _trend(r))
     if isinstance(r, analytics.PositionShare):
-        return f"{r.period}  {r.position:<14} {_fmt(r.prompts)}  {_ratio(r.share, True)}"
+        return f"{r.period}  {r.position:<14} {_count(r.prompts)}  {_ratio(r.share, True)}"
     if isinstance(r, analytics.BlockStats):
         ids = f"  {' '.join(r.thread_ids)}" if r.thread_ids else ""
-        return (f"{r.key:<16} {r.label or '':<30.30} threads {_fmt(r.threads)}  turns before "
+        return (f"{r.key:<16} {r.label or '':<30.30} threads {_count(r.threads)}  turns before "
                 f"{_ratio(r.mean_turns_before)}  first-turn {_ratio(r.first_turn_share, True)}  "
                 f"retried {_ratio(r.retried_share, True)}  repeated "
                 f"{_ratio(r.repeated_share, True)}{ids}")
@@ -222,7 +235,7 @@ def _line(r: object, currency: str = "") -> str:
         lift = (f"x{r.lift:.2f}" if r.lift is not None else "new" if r.window.value > 0
                 else "–") + ("*" if r.significant else "")
         return (f"{r.dimension:<8} {r.key:<16} {r.label or '':<30.30} {lift:>8}  window "
-                f"{_fmt(r.window)}  baseline {_fmt(r.baseline)}")
+                f"{_count(r.window)}  baseline {_count(r.baseline)}")
     return str(r)
 
 
