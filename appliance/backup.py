@@ -97,6 +97,12 @@ def check_destination(data_dir: Path, dest: Path, *, what: str = "The backup fol
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"{what} {dest} is not writable for this user; nothing was "
                          "written.")
+    need = sum((data_dir / name).stat().st_size for name, _ in DATABASES
+               if (data_dir / name).exists())
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise InputError(f"{what} {dest} is on a disk with {free // 2**20} MiB free; the copy "
+                         f"needs about {-(-need // 2**20)} MiB. Nothing was written.")
 
 
 def _check_source(data_dir: Path) -> None:
@@ -255,7 +261,7 @@ def take_backup(data_dir: Path, cred: Credential, dest: Path, *,
         tmp.replace(dest / MANIFEST)  # last: a folder without it is no backup
         fsync_dir(dest)
         step("checking the copy", 1, 1)
-    except BaseException:
+    except BaseException as exc:
         for path in made:
             with contextlib.suppress(OSError):
                 path.unlink()
@@ -268,6 +274,12 @@ def take_backup(data_dir: Path, cred: Credential, dest: Path, *,
         if created:
             with contextlib.suppress(OSError):
                 dest.rmdir()
+        from appliance.runtime import _no_space
+
+        full = _no_space(exc, dest.parent) if isinstance(exc, Exception) else None
+        if full is not None:
+            raise SemtraceError(f"The backup into {dest} failed: {full}; the partial copy was "
+                                "removed.") from None
         raise
     _record(data_dir, ring, "backup", {"audit_seq": seq, "records": records,
                                        "taken_at": taken.isoformat()})

@@ -8,6 +8,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import pytest
 from conftest import scan_for, write_stream
 from test_service import Server, at
 from test_spine import run_cli
@@ -230,3 +231,33 @@ def test_restore_refuses_a_damaged_copy_and_a_used_data_dir(tmp_path: Path,
                   str(passphrase_file))
     assert out.returncode == 2 and "damaged" in out.stderr, out.stderr
     assert not target.exists()
+
+
+def test_backup_refuses_a_disk_without_room_for_the_copy(
+        tmp_path: Path, passphrase_file: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from collections import namedtuple
+
+    from appliance.cli import main
+
+    args = _init(tmp_path, passphrase_file)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(10**9, 10**9, 4096))
+    with pytest.raises(SystemExit) as exc:
+        main(["backup", str(tmp_path / "copy"), *args])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "0 MiB free; the copy needs about" in err, err
+    assert not (tmp_path / "copy").exists()
+    monkeypatch.undo()
+
+    def full(_folder: Path) -> list[Path]:  # the disk fills up after the databases are copied
+        import errno
+
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("appliance.backup._copy_policies", full)
+    with pytest.raises(SystemExit) as exc:
+        main(["backup", str(tmp_path / "copy"), *args])
+    err = capsys.readouterr().err
+    assert exc.value.code == 1 and "its disk is full; the partial copy was removed" in err, err
+    assert not (tmp_path / "copy").exists()
