@@ -392,6 +392,18 @@ def test_background_refinement_runs_off_the_ingest_path(runtime: Any) -> None:
     assert len({ta.thread_topic("acme", f"t{i}") for i in range(100)}) == 5
 
 
+def test_the_background_refinement_never_reloads_a_discarded_tenant(runtime: Any) -> None:
+    """After a failed batch the pipeline drops a tenant's topics (`discard`) so that the
+    ingest path reloads them from the store, without the prompts never stored; the
+    background thread must not reload them itself, off the ingest path's thread."""
+    ta = assigner(runtime, topic_refine_every=10_000)
+    ta.assign(tenant="acme", thread_id="t0", vector=unit(0), text="zebra crossing rules",
+              synthetic=False, user="u0")
+    ta.discard("acme")
+    assert ta.refine("acme", loaded_only=True) == {} and ta.refinements == 0
+    assert "acme" not in ta._tenants
+
+
 def test_the_service_labels_a_quiet_tenants_topics_while_it_runs(
         tmp_path: Path, passphrase_file: Path) -> None:
     """Twelve prompts of twelve people on two subjects, far fewer than the 500 that trigger

@@ -229,15 +229,19 @@ class TopicAssigner:
     # ------------------------------------------------------------ refinement
 
     def refine(self, tenant: str, scope: str | None = None, *,
-               now: float | None = None) -> dict[str, str]:
+               now: float | None = None, loaded_only: bool = False) -> dict[str, str]:
         """Re-cluster a tenant's threads (one scope, or all) and publish; merged id -> id.
 
         The clustering runs without the ingest lock: prompts keep flowing and
-        are placed online meanwhile.
+        are placed online meanwhile. `loaded_only` (the background thread): a tenant
+        dropped from memory meanwhile (`discard`) is left for the ingest path to
+        reload, never read from the store off its thread.
         """
         with self._refine_lock:
             now = time.time() if now is None else now
             with self._lock:
+                if loaded_only and tenant not in self._tenants:
+                    return {}
                 state = self._state(tenant)
                 self._prune()
                 self._expire(tenant, state, now)
@@ -348,7 +352,7 @@ class TopicAssigner:
                 due = [t for t, s in self._tenants.items() if s.pending]
             for tenant in due:
                 try:
-                    self.refine(tenant)
+                    self.refine(tenant, loaded_only=True)
                 except Exception:  # a failed refinement must not stop the next ones
                     log.exception("topic refinement failed", extra={"event": "topics_refine"})
 
