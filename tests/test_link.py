@@ -178,6 +178,24 @@ def test_follow_up_with_no_antecedent_is_orphaned(policies, embedder) -> None:  
     assert link.parent_id is None and link.position == "orphaned"
 
 
+def test_a_self_contained_prompt_with_an_it_or_a_this_is_new_not_orphaned(  # type: ignore[no-untyped-def]
+        policies, embedder) -> None:
+    """The demo showed 'orphaned' (a follow-up with nothing to follow) on prompts that open
+    a conversation: the weather's "it", an "it" the prompt itself resolves, "this weekend"."""
+    from appliance.link import LinkInput, make_linker
+
+    linker = make_linker(policies.correlation)
+    opening = ["Will it rain in <LOCATION_1> this weekend? I need the weather forecast.",
+               "How do I reset my password? The reset link says it has expired.",
+               "Is this laptop good for gaming?"]
+    following = ["Why is it so expensive?", "How about tomorrow?", "Tell me more about that.",
+                 "Is this one cheaper?"]
+    vecs = embedder.embed(opening + following)[0]
+    got = {t: linker(LinkInput(ts=datetime(2026, 3, 2, tzinfo=UTC), vector=v, text=t), []).position
+           for t, v in zip(opening + following, vecs, strict=True)}
+    assert got == {**dict.fromkeys(opening, "new"), **dict.fromkeys(following, "orphaned")}
+
+
 def test_replies_to_the_assistant_and_references_are_recognised() -> None:
     from appliance.cues import ack_then_request, cue_names
 

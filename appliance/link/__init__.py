@@ -16,6 +16,7 @@ from appliance.link.decide import CachedLinker, decide, link_rule, make_linker
 from appliance.link.features import (
     FEATURES,
     FOLLOW_UP_CUES,
+    ORPHAN_CUES,
     QUERY_CUES,
     REFERRING_CUES,
     Linker,
@@ -24,7 +25,8 @@ from appliance.link.features import (
 )
 from appliance.link.model import DECISION_FEATURES, PairModel, decision_row, load_model
 
-__all__ = ["DECISION_FEATURES", "FEATURES", "FOLLOW_UP_CUES", "QUERY_CUES", "REFERRING_CUES",
+__all__ = ["DECISION_FEATURES", "FEATURES", "FOLLOW_UP_CUES", "ORPHAN_CUES", "QUERY_CUES",
+           "REFERRING_CUES",
            "CachedLinker", "LinkInput", "Linker", "PairModel", "VectorCache", "cue_names",
            "decide", "decision_row", "features", "intent_of", "keywords", "link_rule",
            "load_model", "make_linker", "placeholder_types", "word_count"]

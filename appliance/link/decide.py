@@ -12,7 +12,7 @@ from appliance.cues import cue_names, intent_of
 from appliance.link.cache import VectorCache, forget_texts
 from appliance.link.features import (
     FEATURES,
-    FOLLOW_UP_CUES,
+    ORPHAN_CUES,
     REFERRING_CUES,
     LinkInput,
     features,
@@ -54,7 +54,7 @@ def _new_position(cues: frozenset[str], score: float, s: CorrelationSettings) ->
     """A prompt that starts a thread: `orphaned` when it reads as a follow-up that nothing
     continues, else `new`. (A change of subject inside a conversation is a linked
     `topic_shift`, never a new thread.)"""
-    return "orphaned" if cues & FOLLOW_UP_CUES and score < s.orphan_threshold else "new"
+    return "orphaned" if cues & ORPHAN_CUES and score < s.orphan_threshold else "new"
 
 
 def decide(q: LinkInput, cands: Sequence[Candidate], model: PairModel, s: CorrelationSettings,

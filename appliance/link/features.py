@@ -30,6 +30,10 @@ class Linker(Protocol):
 FOLLOW_UP_CUES = frozenset({"pronoun", "demonstrative", "ellipsis", "elaboration", "correction"})
 # Cues that tie a prompt to what came before: a linked prompt carrying one is never a topic shift.
 REFERRING_CUES = FOLLOW_UP_CUES | {"deictic", "answer", "unresolved"}
+# Cues that make a prompt with nothing to follow `orphaned`: a reference the prompt cannot
+# resolve itself ("unresolved": not the "it" of "will it rain", not "it" after "the reset
+# link", not "this weekend"), or a form that only continues something.
+ORPHAN_CUES = frozenset({"unresolved", "ellipsis", "elaboration", "correction"})
 QUERY_CUES = ("pronoun", "demonstrative", "ellipsis", "elaboration", "correction",
               "acknowledgement", "management", "question", "deictic", "answer", "opening",
               "greeting", "closing", "unresolved")
