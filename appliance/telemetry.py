@@ -124,18 +124,24 @@ def make_tracer_provider(settings: TracingSettings, *,
     if exporter is None and not settings.otlp_endpoint:
         return None
     if exporter is None:
-        try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        except ImportError:
-            raise ConfigError("Exporting spans needs the OTLP exporter: "
-                              "pip install 'semtrace[otlp]'.") from None
-        processor: Any = BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint))
+        processor: Any = BatchSpanProcessor(otlp_exporter()(endpoint=settings.otlp_endpoint))
     else:
         processor = SimpleSpanProcessor(exporter)
     provider = TracerProvider(id_generator=PresetIds(), resource=Resource.create(
         {"service.name": settings.service_name, "service.version": __version__}))
     provider.add_span_processor(processor)
     return provider
+
+
+def otlp_exporter() -> Any:
+    """The OTLP/HTTP span exporter class; ConfigError in one sentence when the `otlp` extra
+    is not installed (`serve` asks before the models load)."""
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError:
+        raise ConfigError("Exporting spans needs the OTLP exporter: "
+                          "pip install 'semtrace[otlp]'.") from None
+    return OTLPSpanExporter
 
 
 def provider_name(model: str | None) -> str | None:

@@ -199,3 +199,21 @@ def test_every_logged_event_is_in_the_log_table_of_otel_md() -> None:
     documented = {e for row in re.findall(r"^\| (`[a-z_]+`(?:, `[a-z_]+`)*) \|", table, re.M)
                   for e in re.findall(r"`([a-z_]+)`", row)}
     assert logged == documented, (logged - documented, documented - logged)
+
+
+def test_a_missing_otlp_exporter_is_named_before_the_service_loads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Nothing is opened or loaded: the data dir named does not even exist."""
+    import sys
+
+    from appliance.cli import main
+
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+                        None)  # an install without the `otlp` extra
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--data-dir", str(tmp_path / "none"), "--otlp-endpoint",
+              "http://127.0.0.1:4318/v1/traces"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "needs the OTLP exporter" in err, err
+    assert not (tmp_path / "none").exists()

@@ -82,6 +82,10 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         except ValueError as exc:
             raise ConfigError(f"Metrics cannot listen on {settings.metrics.listen}: "
                               f"{str(exc).rstrip('.')}.") from None
+    if settings.tracing.otlp_endpoint:
+        from appliance.telemetry import otlp_exporter
+
+        otlp_exporter()  # the extra is installed, or one sentence now
     cluster = cluster_settings(policies.cluster, url=nats_url, partitions=partitions, own=own,
                                node=node_name)
     plain_bus_warning = ""
