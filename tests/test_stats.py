@@ -289,6 +289,26 @@ def test_a_share_or_mean_whose_interval_says_nothing_reads_noisy_not_a_number() 
     assert "cost 0.5000 USD (per thread 0.2500)" in _line(priced, "USD")
 
 
+def test_a_release_made_before_a_merge_keeps_its_topics_labels(runtime: Any) -> None:
+    """The morning's release names topic tp_old; a refinement at noon merges it into
+    tp_live. The release's row still shows the label (it read `tp_old · unlabelled`
+    for the rest of the day on the topics screen and in `stats topics`)."""
+    from appliance.privacy import Figure, GroupFigures, Release
+    from appliance.topics import tables
+
+    db = runtime.store.db
+    row = tables.TopicRow("tp_live", "", 9, 6, "password reset", (("password reset", 9),),
+                          0.0)
+    old = tables.TopicRow("tp_old", "", 4, 5, "reset link", (("reset link", 4),), 0.0)
+    tables.publish(db, "acme", [row, old], {}, [])
+    tables.publish(db, "acme", [row], {"tp_old": "tp_live"}, [])  # the noon refinement
+    rel = Release(groups=(GroupFigures("tp_old", Figure(5.0, 1.0, exact=False)),),
+                  exact=False, epsilon=1.0, k_min_users=5, released_at=0.0)
+    rows = analytics.group_rows(rel, analytics.topic_labels(runtime.store, "acme"))
+    assert [r.label for r in rows] == ["password reset"]
+    assert analytics.topic_labels(runtime.store, "other") == {}
+
+
 # ---------------------------------------------------------------- pure figures
 
 

@@ -122,6 +122,24 @@ def load_threads(store: Store, tenant: str, start: datetime, end: datetime, *,
 
 
 def topic_labels(store: Store, tenant: str) -> dict[str, str]:
-    """Keyword labels of the tenant's topics (only topics with enough contributors have one)."""
-    return dict(store.db.execute(
-        "SELECT topic_id, label FROM topics WHERE tenant=? AND label IS NOT NULL", (tenant,)))
+    """Keyword labels of the tenant's topics (only topics with enough contributors have
+    one), a merged id's being that of the live topic it resolves to: a release made
+    before a refinement merged its topics keeps their old ids all day."""
+    labels: dict[str, str] = {}
+    alias: dict[str, str] = {}
+    for tid, label, into in store.db.execute(
+            "SELECT topic_id, label, merged_into FROM topics WHERE tenant=?", (tenant,)):
+        if into is not None:
+            alias[tid] = into
+        elif label is not None:
+            labels[tid] = label
+    out = dict(labels)
+    for tid in alias:
+        live = tid
+        for _ in range(64):
+            if live not in alias:
+                break
+            live = alias[live]
+        if live in labels:
+            out[tid] = labels[live]
+    return out
