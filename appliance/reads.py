@@ -165,7 +165,8 @@ def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies,
             return report
         rows = with_trends(gate.cache.db, q.tenant, report.rows, last_day_of(q.end),
                            cost_bound=bound)  # read from stored releases: spends nothing
-        return replace(report, rows=rows)
+        per_user = not policies.privacy.cross_user_topics.get(q.tenant, False)
+        return replace(report, rows=rows, per_user_topics=per_user)
     if q.kind == "models":  # a topic merged since is its live topic, as the rows' are
         topic = topic_aliases(store).get(q.topic, q.topic) if q.topic else None
         return analytics.model_stats(threads, gate, labels={}, topic=topic, cost_bound=bound,
@@ -239,7 +240,8 @@ def report_from_json(data: dict[str, Any]) -> analytics.Report[Any]:
         epsilon=data["epsilon"], budget_remaining=data["budget_remaining"],
         k_min_users=data["k_min_users"],
         rows=tuple(row_from_json(data["kind"], r) for r in data["rows"]),
-        released_at=_ts(data.get("released_at")), cached=bool(data.get("cached")))
+        released_at=_ts(data.get("released_at")), cached=bool(data.get("cached")),
+        per_user_topics=bool(data.get("per_user_topics")))
 
 
 def record_from_json(d: dict[str, Any]) -> Record:

@@ -107,7 +107,8 @@ def test_stats_topics_json_is_noisy_accounted_and_released_once_a_day(
     out = stats(cli_runner, data_dir, passphrase_file, "topics")
     assert set(out) == {"kind", "tenant", "start", "end", "exact", "epsilon",
                         "budget_remaining", "k_min_users", "rows", "released_at", "cached",
-                        "release_age_s", "currency"}
+                        "release_age_s", "currency", "per_user_topics"}
+    assert out["per_user_topics"] is False  # acme's topics are cross-user (privacy.toml)
     assert out["kind"] == "topics" and out["exact"] is False
     assert out["epsilon"] == pytest.approx(100.0)
     assert out["budget_remaining"] == pytest.approx(150.0) and out["k_min_users"] == 2
@@ -140,6 +141,29 @@ def test_text_output_says_how_old_the_release_is(filled: Any, data_dir: Path,
     main(argv)
     first = capsys.readouterr().out.splitlines()[0]
     assert "today's release from" in first and "old), nothing spent now" in first
+
+
+def test_a_tenant_whose_topics_are_per_user_is_told_why_stats_topics_shows_nothing(
+        filled: Any, data_dir: Path, passphrase_file: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """With cross_user_topics off, every topic is one person's: the release withholds them
+    all and `stats topics` printed "(nothing to show)" with no reason."""
+    from appliance.cli import main
+    from appliance.config import policy_dir
+
+    policies = tmp_path / "policies"
+    shutil.copytree(policy_dir(), policies)
+    toml = policies / "privacy.toml"
+    toml.write_text(toml.read_text().replace("[cross_user_topics]\nacme = true",
+                                             "[cross_user_topics]\nacme = false"))
+    monkeypatch.setenv("SEMTRACE_POLICY_DIR", str(policies))
+    argv = ["stats", "topics", "--data-dir", str(data_dir), "--passphrase-file",
+            str(passphrase_file), "--tenant", "acme", *WINDOW]
+    main(argv)
+    out = capsys.readouterr().out
+    assert "acme's topics are per user (cross_user_topics is off" in out
+    main([*argv, "--json"])
+    assert json.loads(capsys.readouterr().out)["per_user_topics"] is True
 
 
 @pytest.mark.parametrize("command", ["topics", "models", "cost", "positions", "blocks",

@@ -100,6 +100,9 @@ class Report(Generic[R]):
     rows: tuple[R, ...]
     released_at: datetime | None = None  # when the cross-user release was computed
     cached: bool = False  # read from today's release: this query spent nothing
+    # topics across users: the tenant's topics are per user (`cross_user_topics` off), so
+    # each holds one person's threads and is withheld (or shown by the noise alone)
+    per_user_topics: bool = False
 
 
 def _report(kind: str, tenant: str, start: datetime, end: datetime, rel: Release,

@@ -180,6 +180,10 @@ def _print(report: analytics.Report[Any], currency: str) -> None:
            "too noisy to read at this size (--json has it); * marks a rise beyond the noise")
     click.echo(f"{report.kind} for {report.tenant}, {report.start:%Y-%m-%d %H:%M} to "
                f"{report.end:%Y-%m-%d %H:%M} UTC — {how}")
+    if report.per_user_topics:
+        click.echo(f"  {report.tenant}'s topics are per user (cross_user_topics is off for it "
+                   "in privacy.toml): each holds one person's threads, so it is withheld, "
+                   "or shown by the noise alone")
     for r in report.rows:
         click.echo("  " + _line(r, currency))
     if not report.rows:
@@ -247,7 +251,8 @@ def stats() -> None:
 @stats.command("topics")
 @stats_command("topics")
 def stats_topics(start: datetime, end: datetime) -> dict[str, Any]:
-    """Per topic: threads, mean turns, refinement/abandonment/blocked shares, tokens."""
+    """Per topic: threads, people, turns, refined/abandoned/blocked shares, tokens, cost
+    and a 14-day trend (a day's first run spends the topics epsilon)."""
     return {}
 
 
