@@ -283,6 +283,17 @@ class Maintenance:
         self.checkpoint()
 
     def checkpoint(self) -> None:
-        """Flush the WALs into the main files and truncate them (after shredding)."""
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        """Flush the WALs into the main files and truncate them (after shredding).
+
+        The data file's checkpoint waits one second, not the connection's 30, for a
+        reader holding an older snapshot (`semtrace backup` exporting one for minutes):
+        the service's worker must not stall; that WAL, which holds only ciphertext whose
+        keys are gone, is truncated at the next checkpoint. The key store's (the wrapped
+        keys' old pages) waits as long as it takes.
+        """
+        self._db.execute("PRAGMA busy_timeout = 1000")
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            self._db.execute("PRAGMA busy_timeout = 30000")  # connect()'s timeout
         self._kdb.execute("PRAGMA wal_checkpoint(TRUNCATE)")
