@@ -72,8 +72,10 @@ def _free_port() -> int:
 
 
 @contextmanager
-def nats_server(tmp: Path) -> Iterator[str]:
-    """A nats-server with JetStream and the partition mappings on a loopback port."""
+def nats_server(tmp: Path, extra: str = "") -> Iterator[str]:
+    """A nats-server with JetStream and the partition mappings on a loopback port.
+
+    `extra`: more of its configuration (e.g. an authorization block)."""
     binary = _nats_binary()
     if binary is None:
         pytest.skip("nats-server is not installed and `make test` could not install it "
@@ -84,7 +86,7 @@ def nats_server(tmp: Path) -> Iterator[str]:
     port = _free_port()
     conf = tmp / "nats.conf"
     conf.write_text(f"listen: 127.0.0.1:{port}\njetstream {{ store_dir: {tmp / 'js'} }}\n"
-                    + server_mappings(PARTITIONS))
+                    + server_mappings(PARTITIONS) + extra)
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=(tmp / "nats.log").open("wb"))
     deadline = time.monotonic() + 30

@@ -131,3 +131,56 @@ def test_a_node_whose_claim_another_node_took_stops_consuming_that_partition(
         time.sleep(0.3)
     assert _status(ops.url)["states"][1]["owner"] == "a"
     assert "Traceback" not in a.log.read_text()
+
+
+def _serve(node: Node, *extra: str) -> tuple[int, list[str]]:
+    """Run `serve --nats` for `node` until it exits: its exit code and its stderr lines."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "appliance", "serve", *node.args(), "--own",
+                        node.own, "--node", node.name, *extra], env=node.env,
+                       capture_output=True, text=True, timeout=600)
+    return r.returncode, r.stderr.splitlines()
+
+
+def test_a_node_that_cannot_join_says_so_before_it_loads_or_touches_anything(
+        ops: Ops, tmp_path: Path) -> None:
+    """A partition a live node owns, a URL nothing answers at: one sentence, and nothing
+    else (before, the node loaded its models, ran its retention and daily-release jobs on
+    its store and served its socket for a minute, then said it)."""
+    from test_cluster import _free_port
+
+    intruder = Node(tmp_path, "z", ops.url, ops.a.key, "1", bus_key=ops.bus_key)
+    code, lines = _serve(intruder)
+    assert code == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("semtrace: Partition 1 is owned by node 'a' (alive ")
+    nowhere = Node(tmp_path, "y", f"nats://127.0.0.1:{_free_port()}", ops.a.key, "2",
+                   bus_key=ops.bus_key)
+    code, lines = _serve(nowhere)
+    assert code == 1 and lines == [f"semtrace: No NATS server answers at {nowhere.url}."]
+    for node in (intruder, nowhere):
+        assert not node.sock.exists() and not (node.data / "semtrace.lock").exists()
+    assert _status(ops.url)["nodes"] == {"a": [0, 1]}
+
+
+def test_credentials_the_server_refuses_are_named_in_one_sentence(tmp_path: Path) -> None:
+    password = tmp_path / "password"
+    password.write_text("not-the-password\n")
+    password.chmod(0o600)
+    env = {"SEMTRACE_POLICY_DIR": str(tmp_path / "policies")}
+    import shutil
+
+    from appliance.config import policy_dir
+
+    shutil.copytree(policy_dir(), tmp_path / "policies")
+    (tmp_path / "policies" / "cluster.toml").write_text(
+        f'[security]\nuser = "node"\npassword_file = "{password}"\n')
+    auth = 'authorization { user: node, password: "s3cret-pass" }\n'
+    with nats_server(tmp_path / "nats", auth) as url:
+        r = run_cli("cluster", "status", "--nats", url, env=env)
+    assert r.returncode == 1
+    assert r.stderr.strip() == (f"semtrace: The NATS server at {url} refused these "
+                                "credentials (authorization violation); check [security] in "
+                                "cluster.toml.")
+    assert "not-the-password" not in r.stderr

@@ -101,6 +101,10 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         if sec.bus_key_file:
             load_bus_keys(sec.bus_key_file)
         plain_bus_warning = bus_warning(sec.plain_bus, sec.accept_plain)  # the node logs it
+        if not check:  # NATS in seconds, not after the models load and the store opens
+            from appliance.cluster.preflight import preflight
+
+            asyncio.run(preflight(cluster))
     verify_model(load_manifest())
     check_bundled_files(policies)  # before the store opens: what the pipeline would refuse
     if check:

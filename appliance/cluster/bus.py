@@ -94,6 +94,10 @@ async def connect(url: str, sec: ClusterSecurity, *, name: str,
     except (NoServersError, OSError, TimeoutError):
         raise SemtraceError(f"No NATS server answers at {url}.") from None
     except NatsError as exc:
+        if "authorization" in str(exc).lower():  # the server's own words, no secret in them
+            raise SemtraceError(f"The NATS server at {url} refused these credentials "
+                                "(authorization violation); check [security] in "
+                                "cluster.toml.") from None
         raise SemtraceError(f"NATS refused the connection ({type(exc).__name__}); check the "
                             "credentials in cluster.toml.") from None
 

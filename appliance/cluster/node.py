@@ -88,20 +88,26 @@ def consumer_config(settings: ClusterSettings, p: int) -> Any:
                           description=f"semtrace partition {p}")
 
 
-async def ensure_stream(js: Any, settings: ClusterSettings, *, max_msg_size: int) -> None:
-    """Create the stream, or check that the existing one has this many partitions."""
+async def check_stream(js: Any, settings: ClusterSettings) -> bool:
+    """Whether the stream exists; SemtraceError if it was made for another partition count."""
     from nats.js.errors import NotFoundError
 
     try:
         info = await js.stream_info(settings.stream)
     except NotFoundError:
-        await js.add_stream(stream_config(settings, max_msg_size=max_msg_size))
-        return
+        return False
     expected = STREAM_DESCRIPTION.format(n=settings.partitions)
     if info.config.description != expected:
         raise SemtraceError(
             f"The stream {settings.stream} was made for another partition count "
             f"({info.config.description!r}); every node must use the same --partitions.")
+    return True
+
+
+async def ensure_stream(js: Any, settings: ClusterSettings, *, max_msg_size: int) -> None:
+    """Create the stream, or check that the existing one has this many partitions."""
+    if not await check_stream(js, settings):
+        await js.add_stream(stream_config(settings, max_msg_size=max_msg_size))
 
 
 async def check_mapping(nc: Any, partitions: int, timeout: float = 2.0) -> None:

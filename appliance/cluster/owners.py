@@ -40,13 +40,21 @@ def _key(partition: int) -> str:
     return f"p{partition}"
 
 
-async def owners_bucket(js: Any, *, ttl_s: float, replicas: int) -> Any:
-    """The owners bucket, created on first use."""
+def owned_elsewhere(p: int, holder: str, age_s: float) -> str:
+    """The sentence that refuses a partition a live node holds."""
+    return (f"Partition {p} is owned by node '{holder}' (alive {age_s:.0f} s ago); stop that "
+            "node, or wait for its claim to expire, before taking it.")
+
+
+async def owners_bucket(js: Any, *, ttl_s: float, replicas: int, create: bool = True) -> Any:
+    """The owners bucket, created on first use (BucketNotFoundError if not `create`)."""
     from nats.js.errors import BucketNotFoundError
 
     try:
         return await js.key_value(OWNERS_BUCKET)
     except BucketNotFoundError:
+        if not create:
+            raise
         from nats.js.api import KeyValueConfig
 
         return await js.create_key_value(KeyValueConfig(
@@ -117,10 +125,7 @@ class Ownership:
                 if holder != self.node:
                     await self._release(taken)
                     age = time.time() - json.loads(entry.value).get("refreshed", 0.0)
-                    raise SemtraceError(
-                        f"Partition {p} is owned by node '{holder}' (alive {age:.0f} s ago); "
-                        "stop that node, or wait for its claim to expire, before taking it."
-                    ) from None
+                    raise SemtraceError(owned_elsewhere(p, holder, age)) from None
                 self._revisions[p] = await self.kv.update(_key(p), self._value(),
                                                           last=entry.revision)
             taken.append(p)

@@ -1,0 +1,44 @@
+"""What a node checks on NATS before it loads its models and opens its store.
+
+A node that cannot join (no server at the URL, credentials refused, the server
+without the mappings, a stream made for another partition count, a partition
+that a live node owns) says so in one sentence within seconds, and changes
+nothing: not after a minute of loading models, a retention run on its store
+and its socket served. The real start repeats the checks that can race (the
+claims are taken then).
+"""
+
+from __future__ import annotations
+
+import time
+
+from appliance.cluster.bus import connect, node_name
+from appliance.cluster.node import check_mapping, check_stream
+from appliance.cluster.owners import owned_elsewhere, owners_bucket, read_claims
+from appliance.config import ClusterSettings
+from appliance.errors import SemtraceError
+
+
+async def preflight(settings: ClusterSettings) -> None:
+    """SemtraceError with one sentence if this node could not start consuming now."""
+    from nats.js.errors import BucketNotFoundError
+
+    nc = await connect(settings.url, settings.security, name="semtrace-preflight",
+                       reconnect=False)
+    try:
+        js = nc.jetstream()
+        await check_mapping(nc, settings.partitions)
+        await check_stream(js, settings)
+        try:
+            kv = await owners_bucket(js, ttl_s=settings.owner_ttl_s,
+                                     replicas=settings.replicas, create=False)
+        except BucketNotFoundError:
+            return  # no node ever claimed a partition
+        claims = await read_claims(kv)
+    finally:
+        await nc.close()
+    me = node_name(settings.node)
+    for p in settings.owned():
+        claim = claims.get(p)
+        if claim is not None and claim.node != me:
+            raise SemtraceError(owned_elsewhere(p, claim.node, time.time() - claim.refreshed))
