@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,48 +13,103 @@ from appliance.cli import credential_options, data_dir_option, emit_json, role_o
 from appliance.cli.compliance import _audit, _opened, _reason
 from appliance.errors import InputError
 
+if TYPE_CHECKING:
+    from appliance.retention import EraseReport
+
+
+def _as_json(report: EraseReport) -> dict[str, Any]:
+    return {**dataclasses.asdict(report), "complete": report.complete}
+
 
 @click.command()
 @data_dir_option
 @credential_options
 @role_option
-@click.option("--tenant", required=True)
+@click.option("--tenant", default=None, help="The tenant the user id belongs to.")
+@click.option("--all-tenants", is_flag=True, help="Every tenant (that the role sees): a "
+              "user id is pseudonymised per tenant, so each tenant is searched.")
 @click.option("--user", "user_id", required=True, help="The user id as the gateway sends it.")
 @click.option("--reason", required=True, help="Why (recorded in the audit log).")
 @click.option("--json", "as_json", is_flag=True)
 def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
-          role: str | None, tenant: str, user_id: str, reason: str, as_json: bool) -> None:
+          role: str | None, tenant: str | None, all_tenants: bool, user_id: str, reason: str,
+          as_json: bool) -> None:
     """Erase every record of one user now (GDPR art. 17), unless on legal hold."""
+    from appliance.erasure import erase_everywhere
     from appliance.retention import Shredder, erase_user
-    from appliance.roles import require
+    from appliance.roles import bound_tenants, require
 
     reason = _reason(reason, user_id=user_id)
+    if (tenant is None) == (not all_tenants):
+        raise InputError("Give --tenant T or --all-tenants" + (", not both." if all_tenants
+                                                                else "."))
     for option, value in (("--tenant", tenant), ("--user", user_id)):
-        if not value.strip():  # the service never stores one: it would match no record
+        if value is not None and not value.strip():  # the service never stores one
             raise InputError(f"{option} must not be empty.")
     with _opened(data_dir, passphrase_file, key_file) as rt:
-        require(rt.policies.access, role or "compliance", "erase", tenant=tenant)
-        report = erase_user(Shredder(rt.store, _audit(rt)), rt.policies.retention, rt.keyring,
-                            tenant=tenant, user_id=user_id, reason=reason)
+        name = require(rt.policies.access, role or "compliance", "erase", tenant=tenant)
+        shredder = Shredder(rt.store, _audit(rt))
+        if tenant is not None:
+            reports = [erase_user(shredder, rt.policies.retention, rt.keyring, tenant=tenant,
+                                  user_id=user_id, reason=reason)]
+        else:
+            bound = bound_tenants(rt.policies.access, name)
+            reports = erase_everywhere(shredder, rt.policies.retention, rt.keyring,
+                                       user_id=user_id, reason=reason, tenants=bound)
+    if tenant is not None:
+        _one(reports[0], as_json)
+    else:
+        _every(reports, as_json, bound=bound is not None)
+    for r in reports:
+        if not r.complete and not r.held:
+            click.echo(f"Erasure NOT complete: {r.unattributable_buckets} bucket(s) of "
+                       f"{r.tenant} were written before a key rotation "
+                       f"({r.pseudonyms_changed_at}) that changed pseudonyms (older versions "
+                       "did); they may hold this user's records and cannot be attributed. "
+                       "Retention shreds them when they expire.", err=True)
+    if any(r.held for r in reports):
+        sys.exit(5)
+    if not all(r.complete for r in reports):
+        sys.exit(7)
+
+
+def _one(report: EraseReport, as_json: bool) -> None:
     if as_json:
-        emit_json({**dataclasses.asdict(report), "complete": report.complete})
+        emit_json(_as_json(report))
     elif report.held:
-        click.echo(f"User {report.user} of {tenant} is on legal hold; nothing was erased.")
+        click.echo(f"User {report.user} of {report.tenant} is on legal hold; nothing was "
+                   "erased.")
     elif not report.buckets and report.complete:  # a mistyped id reads as done otherwise
-        click.echo(f"No records of {report.user} in {tenant} (none written, or all already "
-                   "shredded); nothing was erased. The request is in the audit log.")
+        click.echo(f"No records of {report.user} in {report.tenant} (none written, or all "
+                   "already shredded); nothing was erased. The request is in the audit log.")
     else:
         click.echo(f"Erased {report.records} record(s) in {report.buckets} bucket(s) of "
                    f"{report.user}.")
-    if report.held:
-        sys.exit(5)
-    if not report.complete:
-        click.echo(f"Erasure NOT complete: {report.unattributable_buckets} bucket(s) of {tenant} "
-                   f"were written before a key rotation ({report.pseudonyms_changed_at}) that "
-                   "changed pseudonyms (older versions did); they may hold this user's records "
-                   "and cannot be attributed. Retention shreds them when they expire.",
-                   err=True)
-        sys.exit(7)
+
+
+def _every(reports: list[EraseReport], as_json: bool, *, bound: bool) -> None:
+    records = sum(r.records for r in reports)
+    if as_json:
+        emit_json({"tenants": [_as_json(r) for r in reports], "records": records,
+                   "complete": all(r.complete for r in reports)})
+        return
+    for r in reports:
+        if r.held:
+            click.echo(f"{r.tenant}: user {r.user} is on legal hold; nothing was erased there.")
+        elif r.buckets:
+            click.echo(f"{r.tenant}: erased {r.records} record(s) in {r.buckets} bucket(s) of "
+                       f"{r.user}.")
+    scope = " the role sees" if bound else ""
+    if not reports:
+        click.echo(f"No tenant{scope} holds any data; nothing was erased.")
+    elif not records and not any(r.held for r in reports):
+        click.echo(f"No records of this user in any of the {len(reports)} tenant(s){scope} "
+                   "(none written, or all already shredded); nothing was erased. The request "
+                   "is in the audit log.")
+    else:
+        found = sum(1 for r in reports if r.buckets)
+        click.echo(f"Searched {len(reports)} tenant(s){scope}: erased {records} record(s) in "
+                   f"{found} of them.")
 
 
 COMMANDS = [erase]

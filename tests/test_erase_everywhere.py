@@ -1,0 +1,148 @@
+"""A data subject's request names a person, not a tenant: `erase --all-tenants` searches
+every tenant (a user id is pseudonymised per tenant), erases the user wherever found,
+audits each tenant searched, keeps a legal hold, and a tenant-bound role reaches only its
+tenants."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import write_stream
+from test_spine import run_cli
+
+CANARY = "quimby.vexmoor@example.com"
+
+
+def _secret(path: Path, text: str) -> Path:
+    path.touch(mode=0o600)
+    path.write_text(text + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """A data dir where alice writes in acme (two days) and globex, and bob in acme."""
+    tmp = tmp_path_factory.mktemp("everywhere")
+    pw = _secret(tmp / "pw", "operator pass phrase one")
+    cpw = _secret(tmp / "cpw", "compliance pass phrase two")
+    args = ["--data-dir", str(tmp / "data"), "--passphrase-file", str(pw)]
+    assert run_cli("init", *args, "--compliance-passphrase-file", str(cpw)).returncode == 0
+    src = write_stream(tmp / "in.jsonl", [
+        {"tenant": "acme", "user_id": "alice", "ts": "2026-03-02T09:00:00Z",
+         "text": f"Please send the lease to {CANARY} today."},
+        {"tenant": "acme", "user_id": "alice", "ts": "2026-03-03T09:00:00Z",
+         "text": "How do I renew the TLS certificate on the mail server?"},
+        {"tenant": "globex", "user_id": "alice", "ts": "2026-03-03T10:00:00Z",
+         "text": f"Forward my pension statement to {CANARY} please."},
+        {"tenant": "acme", "user_id": "bob", "ts": "2026-03-03T11:00:00Z",
+         "text": "Summarise the quarterly report for the board."}])
+    assert run_cli("replay", str(src), "--out", str(tmp / "o.jsonl"), *args).returncode == 0
+    yield {"tmp": tmp, "pw": pw, "cpw": cpw}
+
+
+def _copy(replayed: dict[str, object], tmp_path: Path) -> list[str]:
+    shutil.copytree(Path(str(replayed["tmp"])) / "data", tmp_path / "data")
+    return ["--data-dir", str(tmp_path / "data"), "--passphrase-file", str(replayed["pw"])]
+
+
+def _policies(tmp_path: Path, *, access: str = "", holds: str = "") -> dict[str, str]:
+    from appliance.config import policy_dir
+
+    pdir = tmp_path / "policies"
+    shutil.copytree(policy_dir(), pdir)
+    with (pdir / "access.toml").open("a") as fh:
+        fh.write(access)
+    if holds:
+        text = (pdir / "retention.toml").read_text()
+        (pdir / "retention.toml").write_text(text.replace("legal_holds = []", holds))
+    return {"SEMTRACE_POLICY_DIR": str(pdir)}
+
+
+def _users(args: list[str]) -> list[tuple[str, int]]:
+    threads = json.loads(run_cli("threads", "list", "--json", *args).stdout)
+    return sorted((t["tenant"], t["turns"]) for t in threads)
+
+
+def test_erasing_a_user_in_every_tenant_leaves_nothing_of_them_and_audits_each_tenant(
+        replayed: dict[str, object], tmp_path: Path) -> None:
+    from appliance.keys import read_passphrase_file
+    from appliance.runtime import open_runtime
+
+    args = _copy(replayed, tmp_path)
+    ids = [r["record_id"] for t in json.loads(run_cli("threads", "list", "--json",
+                                                       *args).stdout)
+           for r in json.loads(run_cli("threads", "show", t["thread_id"], "--json",
+                                       *args).stdout)["records"]]
+    out = run_cli("erase", "--user", "alice", "--all-tenants", "--reason", "DSAR 31",
+                  "--json", *args)
+    assert out.returncode == 0, out.stderr
+    done = json.loads(out.stdout)
+    assert {(r["tenant"], r["records"]) for r in done["tenants"]} == {("acme", 2),
+                                                                     ("globex", 1)}
+    assert done["records"] == 3 and done["complete"] is True
+    assert len({r["user"] for r in done["tenants"]}) == 2  # one pseudonym per tenant
+    assert _users(args) == [("acme", 1)]  # bob's thread alone
+    log = json.loads(run_cli("audit", "log", "--json", "--event", "erase", *args).stdout)
+    assert sorted(e["details"]["tenant"] for e in log) == ["acme", "globex"]
+    assert "alice" not in out.stdout + json.dumps(log) and CANARY not in json.dumps(log)
+    rt = open_runtime(tmp_path / "data", read_passphrase_file(Path(str(replayed["pw"]))))
+    try:  # nothing of hers in the decrypted tables, and her originals are gone
+        db = rt.store.db
+        tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        dump = "\n".join(repr(row) for t in tables for row in db.execute(f'SELECT * FROM "{t}"'))
+        texts = " ".join(r.text or "" for r in rt.store.records("1=1", ()))
+        vault = db.execute("SELECT count(*) FROM vault").fetchone()[0]
+    finally:
+        rt.close()
+    assert CANARY not in dump + texts and "lease" not in texts and "pension" not in texts
+    assert vault == 0
+    for record in ids[:1] + ids[-1:]:
+        shown = run_cli("reveal", str(record), "--role", "compliance", "--reason", "DSAR 31",
+                        "--compliance-passphrase-file", str(replayed["cpw"]), *args)
+        assert CANARY not in shown.stdout
+    again = run_cli("erase", "--user", "alice", "--all-tenants", "--reason", "DSAR 31", *args)
+    # globex holds no live data any more: only the tenants that do are searched
+    assert again.returncode == 0 and "No records of this user in any of the 1" in again.stdout
+
+
+def test_a_tenant_bound_role_erases_everywhere_it_sees_and_a_hold_keeps_its_tenant(
+        replayed: dict[str, object], tmp_path: Path) -> None:
+    args = _copy(replayed, tmp_path)
+    env = _policies(tmp_path, access='\n[roles.dpo-globex]\npermissions = ["erase"]\n'
+                    'tenants = ["globex"]\n')
+    bound = run_cli("erase", "--user", "alice", "--all-tenants", "--reason", "DSAR 32",
+                    "--role", "dpo-globex", *args, env=env)
+    assert bound.returncode == 0, bound.stderr
+    assert "Searched 1 tenant(s) the role sees: erased 1 record(s)" in bound.stdout
+    assert {t["tenant"] for t in json.loads(
+        run_cli("threads", "list", "--json", *args).stdout)} == {"acme"}
+
+    args = _copy(replayed, tmp_path / "held")
+    env = _policies(tmp_path / "held", holds='legal_holds = [{ tenant = "globex", '
+                    'user_id = "alice", reason = "case 5" }]')
+    held = run_cli("erase", "--user", "alice", "--all-tenants", "--reason", "DSAR 33",
+                   *args, env=env)
+    assert held.returncode == 5
+    assert "globex: user u_" in held.stdout and "on legal hold" in held.stdout
+    assert "acme: erased 2 record(s)" in held.stdout
+    assert {t["tenant"] for t in json.loads(
+        run_cli("threads", "list", "--json", *args).stdout) if t["turns"]} == {"acme",
+                                                                             "globex"}
+
+
+@pytest.mark.parametrize("extra,words", [
+    ([], "Give --tenant T or --all-tenants."),
+    (["--tenant", "acme", "--all-tenants"], "not both")])
+def test_an_erasure_naming_no_tenant_or_both_is_refused_and_not_audited(
+        replayed: dict[str, object], tmp_path: Path, extra: list[str], words: str) -> None:
+    args = _copy(replayed, tmp_path)
+    before, threads = run_cli("audit", "log", "--json", *args).stdout, _users(args)
+    out = run_cli("erase", "--user", "alice", "--reason", "DSAR 34", *extra, *args)
+    assert out.returncode == 2 and words in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert run_cli("audit", "log", "--json", *args).stdout == before
+    assert _users(args) == threads and len(threads) >= 3
