@@ -195,6 +195,27 @@ def test_a_label_says_what_the_topics_threads_share_not_a_rare_phrase(
     assert len(using) >= len(SHARED_PASSWORD) / 2  # most of its threads use the label
 
 
+def test_a_topics_threads_are_found_by_an_id_merged_since(pipeline: Any, runtime: Any) -> None:
+    """Enter on a topic of the morning's release (the topics screen lists its ids) after a
+    refinement merged that topic into another: the threads screen listed none of them."""
+    from appliance.topics import tables
+    from appliance.tui.data import read_page
+    from appliance.tui.filters import Filters
+
+    pipeline.topics = ta = assigner(runtime)
+    out = pipeline.process([make_prompt(t, user=f"user{i}", minutes=10 * i)
+                            for i, t in enumerate(PASSWORD)])
+    ta.refine("acme")
+    (morning,) = set(thread_topics(ta, out))
+    assert read_page(runtime.store, Filters(topic=morning), "acme")[1] == len(PASSWORD)
+    # a later refinement merges it into another topic and moves its threads there
+    row = tables.TopicRow("tp_noon", "", len(PASSWORD), len(PASSWORD), "password", (), 0.0)
+    tables.publish(runtime.store.db, "acme", [row], {morning: "tp_noon"},
+                   [(o.thread_id, "tp_noon") for o in out])
+    rows, total = read_page(runtime.store, Filters(topic=morning), "acme")
+    assert total == len(PASSWORD) and {r.topic for r in rows} == {"password"}
+
+
 def test_labels_need_k_users_and_two_people_per_phrase() -> None:
     counts = {"hotel booking": (6, 5), "hotel": (8, 5), "zebra": (3, 1)}
     label = phrase_label(counts, {"hotel booking": 6, "hotel": 9, "zebra": 3}, units=8,

@@ -67,9 +67,11 @@ def read_page(store: Store, filters: Filters, tenant: str | None, *, sort: str =
     f = ThreadFilter(tenant=tenant, since=filters.since, until=filters.until,
                      model=filters.model)
     topic_ids: tuple[str, ...] = ()
-    if filters.topic:
-        merged = [k for k, v in topic_aliases(store).items() if v == filters.topic]
-        topic_ids = (filters.topic, *merged)
+    if filters.topic:  # the topic it now is (a release's id may have merged since) and
+        aliases = topic_aliases(store)  # every id merged into that one
+        live = aliases.get(filters.topic, filters.topic)
+        topic_ids = tuple(dict.fromkeys(
+            (filters.topic, live, *(k for k, v in aliases.items() if v == live))))
     rows, total = list_threads_page(
         store, f, user_prefix=filters.user, position=filters.position, topic_ids=topic_ids,
         sort=SORTS.get(sort, "last"), descending=descending, limit=limit, offset=offset)
