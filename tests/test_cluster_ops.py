@@ -184,3 +184,19 @@ def test_credentials_the_server_refuses_are_named_in_one_sentence(tmp_path: Path
                                 "credentials (authorization violation); check [security] in "
                                 "cluster.toml.")
     assert "not-the-password" not in r.stderr
+
+
+def test_status_names_the_node_that_holds_a_tenant(ops: Ops) -> None:
+    """The node to query, erase or reveal on: a tenant's partition and its owner."""
+    here = next(f"t{i}" for i in range(100) if partition_of(f"t{i}", PARTITIONS) == 0)
+    nobody = next(f"t{i}" for i in range(100) if partition_of(f"t{i}", PARTITIONS) == 3)
+    r = run_cli("cluster", "status", "--nats", ops.url, "--tenant", here, "--tenant", nobody,
+                "--json")
+    assert r.returncode == 0, r.stderr
+    homes = {h["tenant"]: h for h in json.loads(r.stdout)}
+    assert homes[here]["partition"] == 0 and homes[here]["owner"] == "a"
+    assert homes[nobody]["partition"] == 3 and homes[nobody]["owner"] is None
+    human = run_cli("cluster", "status", "--nats", ops.url, "--tenant", here)
+    assert human.stdout.startswith(f"tenant {here}: partition 0, node a (heard from ")
+    bad = run_cli("cluster", "status", "--nats", ops.url, "--tenant", "acme.eu")
+    assert bad.returncode == 2 and "--tenant" in bad.stderr and "Traceback" not in bad.stderr

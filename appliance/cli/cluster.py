@@ -43,15 +43,32 @@ count_option = click.option("--of", "count", type=click.IntRange(1, 1024), defau
 
 @cluster.command()
 @nats_option
+@click.option("--tenant", "tenants", multiple=True, metavar="TENANT",
+              help="Only say which partition and node hold this tenant (repeatable): the "
+              "node to query, erase or reveal on.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-def status(nats_url: str | None, as_json: bool) -> None:
+def status(nats_url: str | None, tenants: tuple[str, ...], as_json: bool) -> None:
     """Partitions, their owners, and each consumer's lag and redeliveries."""
     from appliance.cluster.bus import require_nats
-    from appliance.cluster.partition import format_ranges
-    from appliance.cluster.status import cluster_status
+    from appliance.cluster.partition import format_ranges, valid_tenant
+    from appliance.cluster.status import cluster_status, tenant_homes
 
+    for tenant in tenants:
+        if not valid_tenant(tenant):
+            raise click.BadParameter("a tenant on the bus is 1-128 letters, digits, '_' or "
+                                     "'-'.", param_hint="--tenant")
     require_nats()
     report = asyncio.run(cluster_status(_settings(nats_url, None)))
+    if tenants:
+        homes = tenant_homes(report, list(tenants))
+        if as_json:
+            emit_json(homes)
+            return
+        for h in homes:
+            where = (f"node {h.owner} (heard from {h.owner_seen_s:g} s ago)" if h.owner
+                     else "no node (its prompts queue)")
+            click.echo(f"tenant {h.tenant}: partition {h.partition}, {where}, lag {h.lag}")
+        return
     if as_json:
         emit_json(report)
         return

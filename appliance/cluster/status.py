@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from appliance.cluster.bus import connect
 from appliance.cluster.node import STREAM_DESCRIPTION, consumer_lag
 from appliance.cluster.owners import owners_bucket, read_claims
-from appliance.cluster.partition import consumer_name
+from appliance.cluster.partition import consumer_name, partition_of
 from appliance.config import ClusterSettings
 from appliance.errors import SemtraceError
 
@@ -39,6 +39,27 @@ class ClusterStatus:
     bytes: int
     nodes: dict[str, list[int]]
     states: list[PartitionState]
+
+
+@dataclass(frozen=True)
+class TenantHome:
+    """Where one tenant's prompts go: its partition and the node that owns it now."""
+
+    tenant: str
+    partition: int
+    owner: str | None
+    owner_seen_s: float | None
+    lag: int
+
+
+def tenant_homes(status: ClusterStatus, tenants: list[str]) -> list[TenantHome]:
+    """Each tenant's partition (as the server maps it) and that partition's owner."""
+    out = []
+    for tenant in tenants:
+        state = status.states[partition_of(tenant, status.partitions)]
+        out.append(TenantHome(tenant, state.partition, state.owner, state.owner_seen_s,
+                              state.lag))
+    return out
 
 
 def _partition_count(description: str | None) -> int | None:
