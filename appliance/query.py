@@ -247,6 +247,14 @@ def has_topic(store: Store, tenant: str, topic_id: str) -> bool:
                                 args).fetchone() for table in ("threads", "records"))
 
 
+def live_topic(store: Store, topic_id: str, tenants: list[str]) -> str | None:
+    """The topic `topic_id` is now (itself, or the one it was merged into: its threads
+    moved there), or None when none of `tenants` has or had it."""
+    if not any(has_topic(store, t, topic_id) for t in tenants):
+        return None
+    return topic_aliases(store).get(topic_id, topic_id)
+
+
 def topic_aliases(store: Store) -> dict[str, str]:
     """Merged topic id -> the id it now resolves to (empty without a topics table)."""
     if not has_table(store, "topics"):

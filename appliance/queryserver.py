@@ -35,7 +35,14 @@ from appliance.ingest import parse_ts
 from appliance.keys import Keyring
 from appliance.privacy import BudgetSpent
 from appliance.protocol import ProtocolError, echo_id
-from appliance.query import ThreadFilter, data_version, get_thread, list_threads
+from appliance.query import (
+    ThreadFilter,
+    data_version,
+    get_thread,
+    list_threads,
+    live_topic,
+    tenants,
+)
 from appliance.readindex import ReaderIndex
 from appliance.reads import (
     StatsQuery,
@@ -238,7 +245,14 @@ def _threads(obj: dict[str, Any], role: str, policies: Policies, store: Store,
     if tenant is None and bound is not None and len(bound) == 1:
         tenant = bound[0]
     pseudo = keyring.pseudonym(tenant, user) if user is not None and tenant else None
-    rows = list_threads(store, ThreadFilter(tenant=tenant, user=pseudo,
+    topic = _str(obj, "topic", rid)
+    if topic is not None:
+        scope = [tenant] if tenant else (bound or tenants(store))
+        topic = live_topic(store, topic, scope)
+        if topic is None:
+            raise ProtocolError("not_found", f"No topic '{obj['topic']}' in scope (`stats "
+                                "topics` lists them).", rid)
+    rows = list_threads(store, ThreadFilter(tenant=tenant, user=pseudo, topic_id=topic,
                                             tenants=tuple(bound) if bound else None),
                         limit=limit)
     return {"threads": jsonable(rows), "currency": policies.pricing.currency}

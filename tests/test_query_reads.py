@@ -249,6 +249,43 @@ def test_without_a_passphrase_the_cli_asks_the_data_dirs_query_socket(
     assert "<EMAIL_ADDRESS" in shown.output and EMAIL not in shown.output
 
 
+def test_threads_list_by_topic_over_the_socket_and_directly(
+        served: dict[str, Any], data_dir: Path, passphrase_file: Path) -> None:
+    """From `stats topics` to the topic's threads in the CLI: `threads list --topic`
+    (there was no way but the TUI); an unknown or out-of-scope topic is one sentence."""
+    from appliance.topics import tables
+
+    listed = json.loads(cli("threads", "list", "--data-dir", str(data_dir), "--role",
+                            "analyst-acme", "--json").output)
+    # two of acme's threads in one topic, as a refinement publishes it; the topic they
+    # were in before (tp_vpn_old) merged into it
+    want = sorted(t["thread_id"] for t in listed)[:2]
+    db = served["store"].db
+    row = tables.TopicRow("tp_vpn", "", 2, 2, None, (), 0.0)
+    old = tables.TopicRow("tp_vpn_old", "", 2, 2, None, (), 0.0)
+    tables.publish(db, "acme", [row, old], {}, [(t, "tp_vpn_old") for t in want])
+    tables.publish(db, "acme", [row], {"tp_vpn_old": "tp_vpn"}, [(t, "tp_vpn") for t in want])
+    tables.publish(db, "globex", [tables.TopicRow("tp_globex", "", 1, 1, None, (), 0.0)],
+                   {}, [])
+    for topic in ("tp_vpn", "tp_vpn_old"):
+        over = cli("threads", "list", "--data-dir", str(data_dir), "--role", "analyst-acme",
+                   "--topic", topic, "--json")
+        assert over.exit_code == 0, over.output
+        assert sorted(t["thread_id"] for t in json.loads(over.output)) == want
+    topic = "tp_vpn_old"
+    direct = cli("threads", "list", "--data-dir", str(data_dir), "--passphrase-file",
+                 str(passphrase_file), "--tenant", "acme", "--topic", topic, "--json")
+    assert direct.exit_code == 0, direct.output
+    assert sorted(t["thread_id"] for t in json.loads(direct.output)) == want
+    for bad in ("tp_nope", "tp_globex"):  # a typo; another tenant's topic
+        out = run_cli("threads", "list", "--data-dir", str(data_dir), "--role",
+                      "analyst-acme", "--topic", bad)
+        refused(out, f"No topic '{bad}' in scope")
+    out = run_cli("threads", "list", "--data-dir", str(data_dir), "--passphrase-file",
+                  str(passphrase_file), "--tenant", "acme", "--topic", "tp_nope")
+    refused(out, "No topic 'tp_nope' in scope")
+
+
 def test_the_query_socket_can_come_from_the_environment(served: dict[str, Any],
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEMTRACE_QUERY_SOCKET", str(served["sock"]))

@@ -36,34 +36,44 @@ def threads() -> None:
 @role_option
 @click.option("--tenant", default=None, help="Only this tenant.")
 @click.option("--user", default=None, help="Only this user id (needs --tenant).")
+@click.option("--topic", default=None,
+              help="Only threads of this topic (an id `stats topics` lists; an id merged "
+                   "since finds the topic it went into).")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @query_socket_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
-                 role: str | None, tenant: str | None, user: str | None, limit: int,
-                 socket_path: Path | None, as_json: bool) -> None:
-    """List threads, most recent activity first, each with its title and cost."""
-    from appliance.query import ThreadFilter, list_threads
+                 role: str | None, tenant: str | None, user: str | None, topic: str | None,
+                 limit: int, socket_path: Path | None, as_json: bool) -> None:
+    """List threads, most recent activity first, each with its title, topic and cost."""
+    from appliance.query import ThreadFilter, list_threads, live_topic, tenants
     from appliance.reads import thread_from_json, user_pseudonym
     from appliance.roles import bound_tenants, require
     from appliance.tui.format import money
 
-    not_blank(tenant=tenant, user=user)
+    not_blank(tenant=tenant, user=user, topic=topic)
     socket_path = query_socket(socket_path, data_dir, passphrase_file, key_file)
     if socket_path is not None:
-        reply = ask(socket_path, {"op": "threads", "role": role, "tenant": tenant,
-                                  "user": user, "limit": limit})
+        req = {"op": "threads", "role": role, "tenant": tenant, "user": user, "limit": limit}
+        reply = ask(socket_path, {**req, "topic": topic} if topic is not None else req)
         rows, currency = [thread_from_json(t) for t in reply["threads"]], reply["currency"]
     else:
         rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
         try:
             name = require(rt.policies.access, role, "threads:read", tenant=tenant)
             bound = bound_tenants(rt.policies.access, name)
+            live = None
+            if topic is not None:
+                scope = [tenant] if tenant else (bound or tenants(rt.store))
+                live = live_topic(rt.store, topic, scope)
+                if live is None:
+                    raise InputError(f"No topic '{topic}' in scope (`stats topics` lists "
+                                     "them).")
             # the bound tenants in the query itself: filtered after the LIMIT, other
             # tenants' recent threads left the list short or empty
             rows = list_threads(rt.store, ThreadFilter(
                 tenant=tenant, tenants=tuple(bound) if bound else None,
-                user=user_pseudonym(rt.keyring, tenant, user)), limit=limit)
+                user=user_pseudonym(rt.keyring, tenant, user), topic_id=live), limit=limit)
             currency = rt.policies.pricing.currency
         finally:
             rt.close()
