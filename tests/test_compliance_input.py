@@ -449,3 +449,19 @@ def test_audit_log_says_when_older_entries_are_left_out_and_all_exports_them(
     shreds = json.loads(run_cli("audit", "log", "--json", "--all", "--event", "shred",
                                 *args).stdout)
     assert len(shreds) >= 60 and {e["event"] for e in shreds} == {"shred"}
+
+
+def test_a_report_checks_against_the_public_key_saved_plain_or_as_json(
+        store: dict[str, object], tmp_path: Path) -> None:
+    """The officer keeps `audit public-key` (or its --json) and checks reports with it
+    later; a file that holds no key is named, not read as 'signed by another key'."""
+    args = list(store["args"])  # type: ignore[call-overload]
+    report = tmp_path / "r.md"
+    assert run_cli("audit", "retention", "--out", str(report), *args).returncode == 0
+    for name, extra in (("key.txt", []), ("key.json", ["--json"])):
+        (tmp_path / name).write_text(run_cli("audit", "public-key", *extra, *args).stdout)
+        ok = run_cli("audit", "check-report", str(report), "--public-key", str(tmp_path / name))
+        assert ok.returncode == 0 and "intact" in ok.stdout, (name, ok.stdout, ok.stderr)
+    wrong = run_cli("audit", "check-report", str(report), "--public-key", str(store["pw"]))
+    assert wrong.returncode == 2 and "holds no Ed25519 public key" in _one_sentence(wrong)
+    assert "operator pass phrase" not in wrong.stdout + wrong.stderr

@@ -217,6 +217,33 @@ def audit_public_key(data_dir: Path | None, passphrase_file: Path | None,
         click.echo(public_key)
 
 
+def _public_key(path: Path) -> str:
+    """The Ed25519 public key in a file `audit public-key` wrote (plain, or its --json);
+    anything else is refused in one sentence (it would read as 'signed by another key')."""
+    import base64
+    import binascii
+    import json
+
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        text = ""
+    if text.startswith("{"):
+        try:
+            found = json.loads(text).get("public_key")
+            text = found.strip() if isinstance(found, str) else ""
+        except (ValueError, AttributeError):
+            text = ""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise InputError(f"--public-key {path} holds no Ed25519 public key; give the output "
+                         "of `semtrace audit public-key` (plain or --json).")
+    return text
+
+
 @audit.command("check-report")
 @click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--public-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -235,7 +262,7 @@ def audit_check_report(report: Path, public_key: Path | None, data_dir: Path | N
     if public_key is not None:
         import hashlib
 
-        pub = public_key.read_text().strip()
+        pub = _public_key(public_key)
         trusted = {hashlib.sha256(pub.encode()).hexdigest()[:16]: pub}
     elif data_dir is not None:
         with _opened(data_dir, passphrase_file, key_file) as rt:
