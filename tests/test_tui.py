@@ -773,6 +773,36 @@ def test_snapshot_models(snap_compare: Any, fixed_app: Any) -> None:
     assert snap_compare(fixed_app(), terminal_size=SIZE, run_before=models)
 
 
+def test_topics_screen_says_why_a_per_user_tenant_shows_nothing(
+        fixed_store: Path, embedder: Any) -> None:
+    """With cross_user_topics off for acme, its topics are one person's each: the screen
+    says so instead of an unexplained table."""
+    from appliance.config import load_policies
+    from appliance.keys import read_key_file
+    from appliance.runtime import open_runtime
+    from appliance.tui.app import make_app
+
+    base = load_policies()
+    policies = base.model_copy(update={"privacy": base.privacy.model_copy(
+        update={"cross_user_topics": {}})})
+    rt = open_runtime(fixed_store / "data", read_key_file(fixed_store / "key"),
+                      readonly=True, policies=policies)
+
+    async def scenario(pilot: Any) -> None:
+        await pilot.press("o")
+        await settle(pilot)
+        status = str(pilot.app.screen.query_one("#status").render())
+        per_user = status.split("Topics of ")[1]
+        assert "acme" in per_user.split(" are per user")[0]
+        assert "are per user (cross_user_topics is off" in per_user
+
+    try:
+        run(make_app(rt, role="analyst", clock=lambda: CLOCK, refresh_seconds=3600,
+                     embedder_factory=lambda: embedder), scenario)
+    finally:
+        rt.close()
+
+
 def test_topics_screen_shows_labels_and_sorts_by_struggle(fixed_app: Any) -> None:
     from appliance.trend import BARS
 

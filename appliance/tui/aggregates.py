@@ -35,6 +35,8 @@ class Released:
     tenant: str
     rows: tuple[GroupStats, ...]
     released_at: datetime | None
+    # topics: the tenant's are per user (cross_user_topics off): one person each, withheld
+    per_user_topics: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,8 @@ def aggregate_view(store: Store, policies: Policies, tenants: list[str], kind: s
                                cost_bound=policies.pricing.thread_cost_bound)
         at = (datetime.fromtimestamp(rel.released_at, UTC)
               if rel is not None and rel.released_at is not None else None)
-        out.append(Released(tenant, rows, at if rel is not None else None))
+        per_user = kind == "topics" and not policies.privacy.cross_user_topics.get(tenant, False)
+        out.append(Released(tenant, rows, at if rel is not None else None, per_user))
     return AggregateView(kind=kind, start=start, end=end, tenants=tuple(out),
                          currency=policies.pricing.currency,
                          k_min_users=policies.privacy.k_min_users, topic=topic)

@@ -146,10 +146,19 @@ class TopicsScreen(ReleasedScreen):
     def _note(self, view: AggregateView, shown: int) -> str:
         if not view.tenants:
             return "No tenant has threads yet."
+        notes = []
         if view.missing:
             eps = context(self).reader.release_epsilon[self.KIND]
-            return (f"No release today for {', '.join(view.missing)}: n makes it (spends "
-                    f"epsilon {eps:g} once a day; `semtrace stats topics` shares it)")
+            notes.append(f"No release today for {', '.join(view.missing)}: n makes it "
+                         f"(spends epsilon {eps:g} once a day; `semtrace stats topics` "
+                         "shares it)")
+        per_user = [t.tenant for t in view.tenants if t.per_user_topics]
+        if per_user:
+            notes.append(f"Topics of {', '.join(per_user)} are per user (cross_user_topics "
+                         "is off in privacy.toml): each holds one person's threads, so it "
+                         "is withheld or shown by the noise alone")
+        if notes:
+            return " · ".join(notes)
         return (f"{shown} topic(s), most {self.order} first (s: sort) · refined: threads where "
                 "the user corrected or re-asked · enter: its threads")
 
