@@ -12,17 +12,26 @@ cost map is its local copy (`LITELLM_LOCAL_MODEL_COST_MAP`).
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 import os
+import ssl
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from websockets.sync.server import serve
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the cost map
 litellm = pytest.importorskip("litellm")
@@ -111,12 +120,62 @@ class Provider(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+def _certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (LiteLLM 1.110.2 opens a
+    provider's Responses websocket with TLS options, which a plain ws:// URL refuses)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(
+                ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = folder / "provider.pem", folder / "provider.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+class SocketProvider:
+    """OpenAI's Responses API over a websocket (`/v1/responses`), on 127.0.0.1 with TLS:
+    each `response.create` frame is answered with `response.created` and
+    `response.completed`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.cert, key = _certificate(folder)
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(self.cert, key)
+        self.server = serve(self._session, "127.0.0.1", 0, ssl=tls)
+        self.port = self.server.socket.getsockname()[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _session(self, connection: Any) -> None:
+        for message in connection:
+            frame = json.loads(message)
+            self.frames.append(frame)
+            n = next(Provider.counter)
+            done = Provider._response({}, n)
+            connection.send(json.dumps({"type": "response.created", "response": {
+                **done, "status": "in_progress", "output": [], "usage": None}}))
+            connection.send(json.dumps({"type": "response.completed", "response": done}))
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
 class SpanSpy(CustomLogger):
     """A hook after Semtrace's: the proxy's request span as the call is about to be routed."""
 
     def __init__(self) -> None:
         super().__init__()
         self.seen: list[tuple[str, Any, bool, dict[str, Any]]] = []
+        self.logged: list[tuple[str, str, Any]] = []  # (call id, call type, result type)
 
     async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any,
                                   data: dict[str, Any], call_type: Any) -> None:
@@ -126,12 +185,18 @@ class SpanSpy(CustomLogger):
                           span is not None and span.is_recording(),
                           dict(getattr(span, "attributes", None) or {})))
 
+    async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any,
+                                      end_time: Any) -> None:
+        self.logged.append((str(kwargs.get("litellm_call_id")), str(kwargs.get("call_type")),
+                            type(response_obj).__name__))
+
 
 @dataclass
 class Proxy:
     client: TestClient
     logger: SemtraceLogger
     spy: SpanSpy
+    sockets: SocketProvider
     done: int = 0  # calls the logger recorded or failed so far
     calls: list[str] = field(default_factory=list)
 
@@ -162,6 +227,7 @@ def proxy(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     threading.Thread(target=provider.serve_forever, daemon=True).start()
     port = provider.server_address[1]
     config = tmp_path_factory.mktemp("proxy")
+    sockets = SocketProvider(config)
     (config / f"{CALLBACK_MODULE}.py").write_text(
         "from appliance.integrations.litellm import SemtraceLogger\n\n"
         f"semtrace_logger = SemtraceLogger({str(server.sock)!r}, tenant='acme')\n")
@@ -171,6 +237,11 @@ model_list:
     litellm_params:
       model: openai/gpt-4o
       api_base: http://127.0.0.1:{port}/v1
+      api_key: sk-test
+  - model_name: gpt-4o-ws
+    litellm_params:
+      model: openai/gpt-4o
+      api_base: https://127.0.0.1:{sockets.port}/v1
       api_key: sk-test
   - model_name: claude-3-5-sonnet
     litellm_params:
@@ -187,18 +258,20 @@ litellm_settings:
         env.setenv("CONFIG_FILE_PATH", str(config / "config.yaml"))
         env.setenv("LITELLM_MASTER_KEY", MASTER_KEY)
         env.setenv("OTEL_EXPORTER", "in_memory")  # LiteLLM's otel logger keeps its spans
+        env.setenv("SSL_CERT_FILE", str(sockets.cert))  # the provider's websocket is trusted
         try:
             proxy_server.cleanup_router_config_variables()
             with TestClient(proxy_server.app) as client:  # its startup and shutdown run
                 logger = next(c for c in litellm.callbacks if isinstance(c, SemtraceLogger))
                 spy = SpanSpy()
                 litellm.callbacks.append(spy)  # after Semtrace's hook
-                yield Proxy(client, logger, spy)
+                yield Proxy(client, logger, spy, sockets)
         finally:
             litellm.logging_callback_manager._reset_all_callbacks()
             proxy_server.cleanup_router_config_variables()
             sys.modules.pop(CALLBACK_MODULE, None)
             provider.shutdown()
+            sockets.close()
 
 
 @dataclass(frozen=True)
@@ -284,3 +357,44 @@ def test_a_conversation_through_the_proxy_is_one_thread_on_its_open_request_span
     records = _thread(server, thread)["records"]
     assert [r["status"] for r in records] == ["ok"] * 3
     assert all(r["output_tokens"] for r in records), records
+
+
+def test_the_turns_of_a_responses_websocket_are_recorded_after_their_answers(
+        proxy: Proxy, server: Server) -> None:
+    """`/v1/responses` over a websocket (LiteLLM 1.110.2): the proxy runs its hooks once,
+    when the socket opens, without any input; each turn is its own `_aresponses_websocket`
+    call, whose pre-API-call log and success log hold the client's `response.create`
+    frame (and the provider's events). Semtrace registers each turn from its frame and
+    updates it from its `response.completed` event: one thread, continued by
+    `previous_response_id` (the old code read neither: nothing was recorded)."""
+    seen, frames = len(proxy.spy.seen), len(proxy.sockets.frames)
+    answers: list[dict[str, Any]] = []
+    with proxy.client.websocket_connect(
+            "/v1/responses?model=gpt-4o-ws",
+            headers={"Authorization": f"Bearer {MASTER_KEY}"}) as ws:
+        for text in ASKS:
+            frame: dict[str, Any] = {"type": "response.create", "model": "gpt-4o-ws",
+                                     "input": text, "user": "user-socket"}
+            if answers:
+                frame["previous_response_id"] = answers[-1]["id"]
+            ws.send_json(frame)
+            while (event := ws.receive_json())["type"] != "response.completed":
+                pass
+            answers.append(event["response"])
+            proxy.done += 1
+            assert proxy.logger.wait(proxy.done), "the turn was not recorded"
+    # the turns reached the provider's websocket through the proxy
+    assert [f.get("input") for f in proxy.sockets.frames[frames:]] == ASKS
+    # the hooks ran once, at the opening, with nothing to register
+    assert len(proxy.spy.seen) == seen + 1
+    turns = [c for c, call_type, _ in proxy.spy.logged if call_type == "_aresponses_websocket"]
+    replies = [_lookup(server, call) for call in turns[-3:]]
+    assert all(r["ok"] for r in replies), replies
+    thread = replies[0]["conversation_id"]
+    assert [r["conversation_id"] for r in replies] == [thread] * 3
+    assert [r["parent_request_id"] for r in replies[1:]] == turns[-3:-1]
+    assert [r["link_source"] for r in replies[1:]] == ["previous_response_id"] * 2
+    # the update after each answer: the tokens of the turn's `response.completed` event
+    records = _thread(server, thread)["records"]
+    assert [r["input_tokens"] for r in records] == [a["usage"]["input_tokens"]
+                                                    for a in answers]

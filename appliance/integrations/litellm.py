@@ -57,6 +57,7 @@ from appliance.integrations.litellm_requests import (
     build_update,
     parent_span,
     response_cost,
+    websocket_turn,
 )
 from appliance.integrations.litellm_requests import tenant_of as tenant_of
 from appliance.integrations.litellm_requests import user_of as user_of
@@ -246,7 +247,8 @@ class SemtraceLogger(CustomLogger):
                     self._reported.popitem(last=False)
             registered = self._registered.pop(call_id, None)
         if registered is not None:
-            return build_update(registered, response_obj, start, end, status,
+            _, answer = websocket_turn(kwargs, response_obj)  # a websocket turn: its events
+            return build_update(registered, answer, start, end, status,
                                 response_cost(kwargs)), True
         return build_request(kwargs, response_obj, start, end, status=status,
                              tenant=self.tenant, tenant_by_team=self.tenant_by_team,

@@ -10,11 +10,14 @@ cost and the answer's digest and id, never its text. `litellm.py`'s
 Chat calls (`completion`) take these from `messages` and the chat completion;
 Responses API calls (`responses`, the proxy's `/v1/responses`) from `input`
 (`instructions`, the system prompt, is not dialogue and is not sent), their
-`previous_response_id`, and the response's `output` and `id`.
+`previous_response_id`, and the response's `output` and `id`; a turn of the proxy's
+Responses websocket from its `response.create` frame and its `response.completed`
+event (`websocket_turn`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from datetime import UTC, datetime
@@ -38,6 +41,11 @@ from appliance.integrations import (
 ANTHROPIC_CALLS = ("anthropic_messages", "aanthropic_messages")
 CHAT_CALLS = ("completion", "acompletion", *ANTHROPIC_CALLS)
 RESPONSES_CALLS = ("responses", "aresponses")  # LiteLLM's call types for the Responses API
+# a turn of the proxy's Responses websocket (`/v1/responses` over a websocket): logged after
+# its answer with the client's `response.create` frame as `input` (a JSON string) and the
+# provider's raw events as the response
+WEBSOCKET_CALLS = ("_aresponses_websocket", "aresponses_websocket")
+TURN_ENDS = ("response.completed", "response.incomplete", "response.failed")
 
 
 def user_text(messages: Any) -> str | None:
@@ -58,6 +66,28 @@ def input_messages(value: Any) -> list[Any]:
     return [item if isinstance(item, dict) else
             item.model_dump() if callable(getattr(item, "model_dump", None)) else {}
             for item in value]
+
+
+def websocket_turn(kwargs: dict[str, Any], response_obj: Any) -> tuple[dict[str, Any], Any]:
+    """A turn of the proxy's Responses websocket as a Responses call: its `response.create`
+    frame's `input`, `previous_response_id` and `user`, and the response its last event
+    carries (`response.completed`); any other call as it is. The kwargs' nested dicts are
+    shared, so what is written to the call's metadata reaches LiteLLM's."""
+    if kwargs.get("call_type") not in WEBSOCKET_CALLS:
+        return kwargs, response_obj
+    try:
+        frame = json.loads(kwargs.get("input") or "")
+    except (TypeError, ValueError):
+        frame = None
+    if not isinstance(frame, dict) or frame.get("type") != "response.create":
+        return {**kwargs, "call_type": "aresponses", "input": None}, response_obj
+    turn = {**kwargs, "call_type": "aresponses", "input": frame.get("input"),
+            "previous_response_id": frame.get("previous_response_id"),
+            "user": frame.get("user") or kwargs.get("user")}
+    events = response_obj if isinstance(response_obj, list) else []
+    ends = [e.get("response") for e in events
+            if isinstance(e, dict) and e.get("type") in TURN_ENDS]
+    return turn, ends[-1] if ends else None
 
 
 def call_messages(kwargs: dict[str, Any]) -> list[Any] | None:
@@ -235,6 +265,7 @@ def build_request(kwargs: dict[str, Any], response_obj: Any, start: datetime | N
     """The ingest request for one LiteLLM call (`status` None: before the call, without a
     response), or None when it has no user text. A prompt over `max_text_chars` is cut
     (`prompt_fields`): recorded, marked truncated, still threaded."""
+    kwargs, response_obj = websocket_turn(kwargs, response_obj)
     messages = call_messages(kwargs)
     i = last_user(messages) if messages is not None else None
     request_id = kwargs.get("litellm_call_id")
