@@ -164,7 +164,7 @@ def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies,
         if pseudo is not None:
             return report
         rows = with_trends(gate.cache.db, q.tenant, report.rows, last_day_of(q.end),
-                           cost_bound=bound)  # read from stored releases: spends nothing
+                           cost_bound=bound, aliases=topic_aliases(store))  # spends nothing
         per_user = not policies.privacy.cross_user_topics.get(q.tenant, False)
         return replace(report, rows=rows, per_user_topics=per_user)
     if q.kind == "models":  # a topic merged since is its live topic, as the rows' are

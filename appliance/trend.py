@@ -12,7 +12,8 @@ is a zero: a noisy release never says exactly how many.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -27,30 +28,46 @@ def trend_days(last_day: date, days: int = TREND_DAYS) -> list[date]:
 
 
 def topic_trends(db: Any, tenant: str, keys: Iterable[str], last_day: date, *,
-                 cost_bound: float, days: int = TREND_DAYS) -> dict[str, tuple[TrendPoint, ...]]:
-    """Per topic id in `keys`, one point per day ending with `last_day` (reads only)."""
+                 cost_bound: float, days: int = TREND_DAYS,
+                 aliases: Mapping[str, str] | None = None
+                 ) -> dict[str, tuple[TrendPoint, ...]]:
+    """Per topic id in `keys`, one point per day ending with `last_day` (reads only).
+
+    `aliases` (merged id -> the live id it resolves to): a day's release counted a topic
+    under the ids it had then, so a topic's point sums the groups of that release that
+    are now the same topic (values add; the 95% half-widths add in quadrature).
+    """
+    live = aliases or {}
     wanted = []
     for d in trend_days(last_day, days):
         start, end = default_window(datetime(d.year, d.month, d.day, tzinfo=UTC))
         wanted.append((d.isoformat(), group_key("topics", start, end, cost_bound=cost_bound)))
     releases = ReleaseCache(db).by_day(tenant, wanted)
-    counts = {day: {g.group: g.count for g in rel.groups} for day, rel in releases.items()}
+    counts: dict[str, dict[str, tuple[float, float]]] = {}
+    for day, rel in releases.items():
+        per = counts.setdefault(day, {})
+        for g in rel.groups:
+            topic = live.get(g.group, g.group)
+            value, ci2 = per.get(topic, (0.0, 0.0))
+            per[topic] = (value + g.count.value, ci2 + g.count.ci95 ** 2)
     out = {}
     for key in keys:
         points = []
         for day, _ in wanted:
-            f = counts.get(day, {}).get(key)
+            f = counts.get(day, {}).get(live.get(key, key))
             points.append(TrendPoint(day, None, None, day in counts) if f is None else
-                          TrendPoint(day, round(f.value, 1), round(f.ci95, 1), True))
+                          TrendPoint(day, round(f[0], 1), round(math.sqrt(f[1]), 1), True))
         out[key] = tuple(points)
     return out
 
 
 def with_trends(db: Any, tenant: str, rows: Iterable[GroupStats], last_day: date, *,
-                cost_bound: float) -> tuple[GroupStats, ...]:
-    """`rows` (topics) with their trends attached."""
+                cost_bound: float, aliases: Mapping[str, str] | None = None
+                ) -> tuple[GroupStats, ...]:
+    """`rows` (topics) with their trends attached (`aliases`: see `topic_trends`)."""
     rows = tuple(rows)
-    trends = topic_trends(db, tenant, [r.key for r in rows], last_day, cost_bound=cost_bound)
+    trends = topic_trends(db, tenant, [r.key for r in rows], last_day, cost_bound=cost_bound,
+                          aliases=aliases)
     return tuple(replace(r, trend=trends[r.key]) for r in rows)
 
 

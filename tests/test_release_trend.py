@@ -233,6 +233,44 @@ def test_an_idle_week_reads_as_released_with_nothing_shown_not_as_missing_days(
     run(make_app(runtime, role="analyst", clock=lambda: now, refresh_seconds=3600), screen)
 
 
+def test_a_topics_trend_counts_the_topics_merged_into_it_since(runtime: Any) -> None:
+    """Three days ago the release counted a subject as two topics (tp_a 10, tp_b 5); a
+    refinement has merged tp_b into tp_a since. tp_a's point of that day is the 15 threads
+    of both (the half-widths in quadrature), not 10; a row still under tp_b (a release made
+    before the merge) reads the same trend. Before, each id kept only its own points."""
+    from appliance import analytics
+    from appliance.privacy import CI95, Figure, GroupFigures, Release
+    from appliance.query import topic_aliases
+    from appliance.releases import ReleaseCache
+    from appliance.topics import tables
+    from appliance.trend import topic_trends
+
+    db = runtime.store.db
+    bound = runtime.policies.pricing.thread_cost_bound
+    today = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+
+    def put(back: int, groups: dict[str, float]) -> None:
+        day = today - timedelta(days=back)
+        start, end = analytics.default_window(day)
+        ReleaseCache(db, clock=day.timestamp).put(
+            "acme", analytics.group_key("topics", start, end, cost_bound=bound),
+            f"{day:%Y-%m-%d}", Release(groups=tuple(
+                GroupFigures(g, Figure(n, 4.0 / CI95, exact=False)) for g, n in groups.items()),
+                exact=False, epsilon=1.0, k_min_users=5, released_at=day.timestamp()))
+
+    put(3, {"tp_a": 10, "tp_b": 5})
+    put(0, {"tp_a": 21})
+    rows = [tables.TopicRow(t, "", 1, 1, None, (), 0.0) for t in ("tp_a", "tp_b")]
+    tables.publish(db, "acme", rows, {}, [])
+    tables.publish(db, "acme", rows[:1], {"tp_b": "tp_a"}, [])
+    trends = topic_trends(db, "acme", ["tp_a", "tp_b"], today.date(), cost_bound=bound,
+                          aliases=topic_aliases(runtime.store))
+    point = trends["tp_a"][-4]
+    assert point.threads == 15 and point.ci == pytest.approx((2 * 4.0 ** 2) ** 0.5, abs=0.1)
+    assert trends["tp_a"][-1].threads == 21
+    assert trends["tp_b"] == trends["tp_a"]
+
+
 def test_releases_are_kept_fourteen_days_or_aggregates_days_if_shorter(runtime: Any) -> None:
     from appliance.config import RetentionClass
     from appliance.privacy import PrivacyGate, Unit

@@ -18,6 +18,7 @@ from appliance import analytics
 from appliance.analytics import GroupStats
 from appliance.config import Policies
 from appliance.privacy import PrivacyGate
+from appliance.query import topic_aliases
 from appliance.releases import ReleaseCache
 from appliance.roles import require
 from appliance.runtime import open_runtime
@@ -84,7 +85,8 @@ def aggregate_view(store: Store, policies: Policies, tenants: list[str], kind: s
         rows = tuple(analytics.group_rows(rel, labels)) if rel is not None else ()
         if kind == "topics":  # each topic's trend, from the stored releases (spends nothing)
             rows = with_trends(store.db, tenant, rows, (end - timedelta(days=1)).date(),
-                               cost_bound=policies.pricing.thread_cost_bound)
+                               cost_bound=policies.pricing.thread_cost_bound,
+                               aliases=topic_aliases(store))
         at = (datetime.fromtimestamp(rel.released_at, UTC)
               if rel is not None and rel.released_at is not None else None)
         per_user = kind == "topics" and not policies.privacy.cross_user_topics.get(tenant, False)
