@@ -200,3 +200,41 @@ def test_status_names_the_node_that_holds_a_tenant(ops: Ops) -> None:
     assert human.stdout.startswith(f"tenant {here}: partition 0, node a (heard from ")
     bad = run_cli("cluster", "status", "--nats", ops.url, "--tenant", "acme.eu")
     assert bad.returncode == 2 and "--tenant" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_export_picks_the_tenants_of_the_partition_count_the_node_served(
+        ops: Ops, tmp_path: Path) -> None:
+    """Last here: it stops node a. The node served 4 partitions (from its cluster.toml);
+    the doc's export command run where cluster.toml says the default 16 (or --of left
+    out) must still move partition 1 of 4, not partition 1 of 16's tenants."""
+    import os
+
+    a = ops.a
+    moved = next(f"t{i}" for i in range(100) if partition_of(f"t{i}", PARTITIONS) == 1)
+    assert partition_of(moved, 16) != 1  # another count would pick other tenants
+    assert a.lookup(moved, "after-loss")["ok"]
+    assert a.stop() == 0
+    defaults = {k: v for k, v in os.environ.items() if k != "SEMTRACE_POLICY_DIR"}
+    wrong = run_cli("cluster", "export", *a.args(), "--partitions", "1", "--of", "16",
+                    "--out", str(tmp_path / "wrong.semtrace"), env=defaults)
+    assert wrong.returncode != 0 and not (tmp_path / "wrong.semtrace").exists()
+    assert wrong.stderr.strip() == ("semtrace: This node served 4 partitions (--partitions at "
+                                    "its last start); --of 16 would pick other tenants. "
+                                    "Nothing was changed.")
+    out = tmp_path / "p1.semtrace"
+    r = subprocess_json("cluster", "export", *a.args(), "--partitions", "1", "--out",
+                        str(out), "--json", env=defaults)
+    assert r["tenants"] == [moved] and r["records"] >= 1
+    forget = run_cli("cluster", "forget", *a.args(), "--partitions", "1", "--of", "16",
+                     "--yes", env=defaults)
+    assert forget.returncode != 0 and "would pick other tenants" in forget.stderr
+
+
+def subprocess_json(*args: str, env: dict[str, str]) -> Any:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True,
+                       text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)

@@ -38,7 +38,8 @@ def _partitions_of(spec: str, count: int) -> list[int]:
 nats_option = click.option("--nats", "nats_url", default=None, metavar="URL",
                            help="NATS server (default: policies/cluster.toml).")
 count_option = click.option("--of", "count", type=click.IntRange(1, 1024), default=None,
-                            help="Partitions of the tenant space (default: cluster.toml).")
+                            help="Partitions of the tenant space (default: the count this "
+                            "node last served with, else cluster.toml).")
 
 
 @cluster.command()
@@ -112,11 +113,11 @@ def nats_config(partitions: int, as_json: bool) -> None:
 def export(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
            spec: str, count: int | None, out: Path, as_json: bool) -> None:
     """Write the tenants of some partitions to a file (the node must be stopped)."""
-    from appliance.cluster.move import export_tenants, tenants_in
+    from appliance.cluster.move import export_tenants, partition_count, tenants_in
 
     rt = _stopped(data_dir, passphrase_file, key_file)
     try:
-        n = count or rt.policies.cluster.partitions
+        n = partition_count(rt.store, count, rt.policies.cluster.partitions)
         tenants = tenants_in(rt.store, _partitions_of(spec, n), n)
         if not tenants:
             raise click.ClickException(f"This node holds no tenant of partition(s) {spec}.")
@@ -163,13 +164,13 @@ def import_(data_dir: Path | None, passphrase_file: Path | None, key_file: Path 
 def forget(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
            spec: str, count: int | None, yes: bool, as_json: bool) -> None:
     """Remove the tenants of some partitions from this node after they moved."""
-    from appliance.cluster.move import forget_tenants, tenants_in
+    from appliance.cluster.move import forget_tenants, partition_count, tenants_in
 
     if not yes:
         raise click.UsageError("Forgetting destroys these tenants' data here: add --yes.")
     rt = _stopped(data_dir, passphrase_file, key_file)
     try:
-        n = count or rt.policies.cluster.partitions
+        n = partition_count(rt.store, count, rt.policies.cluster.partitions)
         report = forget_tenants(rt.store, tenants_in(rt.store, _partitions_of(spec, n), n))
         _audit(rt, "cluster_forget", report, partitions=spec)
     finally:
