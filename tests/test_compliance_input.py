@@ -465,3 +465,22 @@ def test_a_report_checks_against_the_public_key_saved_plain_or_as_json(
     wrong = run_cli("audit", "check-report", str(report), "--public-key", str(store["pw"]))
     assert wrong.returncode == 2 and "holds no Ed25519 public key" in _one_sentence(wrong)
     assert "operator pass phrase" not in wrong.stdout + wrong.stderr
+
+
+def test_a_dry_run_says_what_retention_would_shred_and_changes_nothing(
+        store: dict[str, object], tmp_path: Path) -> None:
+    """--as-of shreds for real: an officer previews with --dry-run first."""
+    args = _copy(store, tmp_path)
+    log = run_cli("audit", "log", "--json", "--all", *args).stdout
+    threads = run_cli("threads", "list", "--json", *args).stdout
+    as_of = ["--as-of", "2026-04-15T00:00:00Z"]
+    preview = run_cli("retention", "run", "--dry-run", "--json", *as_of, *args)
+    assert preview.returncode == 0, preview.stderr
+    due = json.loads(preview.stdout)["due"]
+    assert {d["tenant"] for d in due} == {"acme"} and sum(d["records"] for d in due) == 2
+    text = run_cli("retention", "run", "--dry-run", *as_of, *args)
+    assert "would shred" in text.stdout and "Nothing was shredded" in text.stdout
+    assert run_cli("audit", "log", "--json", "--all", *args).stdout == log
+    assert run_cli("threads", "list", "--json", *args).stdout == threads
+    done = json.loads(run_cli("retention", "run", "--json", *as_of, *args).stdout)
+    assert done["records"] == 2 and done["shredded"] == len(due)

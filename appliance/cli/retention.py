@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-import sys
+from collections import Counter
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
-from appliance.cli import credential_options, data_dir_option, emit_json, role_option
+from appliance.cli import (
+    credential_options,
+    data_dir_option,
+    emit_json,
+    open_dir,
+    progress_bar,
+    role_option,
+)
 from appliance.cli.compliance import _as_of, _audit, _opened
 
 
@@ -21,21 +30,24 @@ def retention() -> None:
 @credential_options
 @role_option
 @click.option("--as-of", default=None, help="Pretend it is this time (ISO-8601).")
+@click.option("--dry-run", is_flag=True, help="Say what is due and what a legal hold keeps; "
+              "shred nothing (a shred cannot be undone: try --as-of with this first).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
 def retention_run(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
-                  role: str | None, as_of: str | None, as_json: bool) -> None:
+                  role: str | None, as_of: str | None, dry_run: bool, as_json: bool) -> None:
     """Run the retention job now (the service also runs it on schedule)."""
-    from rich.progress import Progress
-
     from appliance.retention import Shredder, run_retention
     from appliance.roles import require
 
     now = _as_of(as_of)
+    if dry_run:
+        _dry_run(data_dir, passphrase_file, key_file, role, now, as_json)
+        return
     with _opened(data_dir, passphrase_file, key_file) as rt:
         require(rt.policies.access, role or "compliance", "retention",
                 every_tenant="the retention run")
         shredder = Shredder(rt.store, _audit(rt))
-        with Progress(transient=True, disable=not sys.stderr.isatty()) as prog:
+        with progress_bar() as prog:
             task = prog.add_task("shredding", total=None)
             report = run_retention(shredder, rt.policies.retention, rt.keyring, now=now,
                                    progress=lambda i, n: prog.update(task, completed=i, total=n))
@@ -45,11 +57,54 @@ def retention_run(data_dir: Path | None, passphrase_file: Path | None, key_file:
         click.echo(f"Shredded {report.shredded} bucket(s), {report.records} record(s); cleared "
                    f"{report.vault_cleared} vault entries; {len(report.held)} bucket(s) on "
                    f"legal hold.")
-    for idle in report.idle_holds:  # on stderr, under --json too: a hold that holds nothing
-        who = f"user {idle.user} of {idle.tenant}" if idle.user else f"tenant {idle.tenant}"
-        click.echo(f"Warning: legal hold {idle.index + 1} of retention.toml ({who}, reason "
-                   f"{idle.reason!r}) matches no stored data: check its tenant and user_id "
+    _warn_idle(report.idle_holds)
+
+
+def _warn_idle(idle: list[Any]) -> None:
+    for hold in idle:  # on stderr, under --json too: a hold that holds nothing
+        who = f"user {hold.user} of {hold.tenant}" if hold.user else f"tenant {hold.tenant}"
+        click.echo(f"Warning: legal hold {hold.index + 1} of retention.toml ({who}, reason "
+                   f"{hold.reason!r}) matches no stored data: check its tenant and user_id "
                    "against what the gateway sends (both are case-sensitive).", err=True)
+
+
+def _dry_run(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
+             role: str | None, now: datetime, as_json: bool) -> None:
+    """What a run at `now` would shred and what a hold keeps, read-only: nothing changes
+    and nothing is audited."""
+    from appliance.retention import held_pairs, idle_holds, live_buckets, plan
+    from appliance.roles import require
+
+    rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
+    try:
+        require(rt.policies.access, role or "compliance", "retention",
+                every_tenant="the retention run")
+        settings = rt.policies.retention
+        due, held = plan(live_buckets(rt.store), settings, now, held_pairs(settings, rt.keyring))
+        counts: dict[int, int] = dict(rt.store.db.execute(
+            "SELECT bucket_id, count(*) FROM records GROUP BY bucket_id").fetchall())
+        vault: dict[int, int] = dict(rt.store.db.execute(
+            "SELECT bucket_id, count(*) FROM vault GROUP BY bucket_id").fetchall())
+        idle = idle_holds(rt.store, settings, rt.keyring)
+    finally:
+        rt.close()
+    rows: list[dict[str, Any]] = [
+        {"bucket": d.bucket.bucket_id, "tenant": d.bucket.tenant, "day": d.bucket.day,
+         "class": d.bucket.kind if d.data_class == "prompts" else "vault",
+         "records": counts.get(d.bucket.bucket_id, 0) if d.data_class == "prompts" else 0,
+         "vault_entries": vault.get(d.bucket.bucket_id, 0)} for d in due]
+    if as_json:
+        emit_json({"as_of": now, "dry_run": True, "due": rows,
+                   "held": [(b.tenant, b.user, b.day) for b in held], "idle_holds": idle})
+    else:
+        tenants = Counter(r["tenant"] for r in rows)
+        where = ", ".join(f"{t} {n}" for t, n in sorted(tenants.items())) or "none"
+        click.echo(f"As of {now:%Y-%m-%d %H:%M} UTC a run would shred {len(rows)} bucket(s) "
+                   f"({where}), {sum(r['records'] for r in rows)} record(s) and "
+                   f"{sum(r['vault_entries'] for r in rows)} vault entries; "
+                   f"{len(held)} bucket(s) are kept by a legal hold. Nothing was shredded "
+                   "(--dry-run).")
+    _warn_idle(idle)
 
 
 COMMANDS = [retention]
