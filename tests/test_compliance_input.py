@@ -171,6 +171,13 @@ def test_a_reveal_that_finds_nothing_says_why_in_one_sentence(
     assert "vault_days" in gone.stderr  # type: ignore[attr-defined]
 
 
+def test_a_record_id_is_taken_as_threads_show_prints_it(store: dict[str, object]) -> None:
+    args = list(store["args"])  # type: ignore[call-overload]
+    shown = _reveal(store, f"#{store['record']}", args)  # '#123', as listed
+    assert shown.returncode == 0, shown.stderr  # type: ignore[attr-defined]
+    assert CANARY in shown.stdout  # type: ignore[attr-defined]
+
+
 def test_a_compliance_role_limited_to_other_tenants_can_neither_reveal_nor_erase_here(
         store: dict[str, object], tmp_path: Path) -> None:
     from appliance.config import policy_dir

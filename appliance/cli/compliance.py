@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -241,8 +242,21 @@ def audit_check_report(report: Path, public_key: Path | None, data_dir: Path | N
         sys.exit(6)
 
 
-# SQLite's integer range: a larger id names no record (and would overflow the query)
-RECORD_ID = click.IntRange(1, 2**63 - 1)
+class RecordId(click.IntRange):
+    """A record id as `threads show`, `search` and the TUI print it ('#123') or bare; within
+    SQLite's integer range (a larger one names no record and would overflow the query)."""
+
+    name = "record id"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        if isinstance(value, str):
+            value = value.strip().removeprefix("#")
+        converted: int = super().convert(value, param, ctx)
+        return converted
+
+
+RECORD_ID = RecordId(1, 2**63 - 1)
 PLACEHOLDER_RE = re.compile(r"<[A-Z][A-Z_]*?(?:_\d+)?>")
 
 
