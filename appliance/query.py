@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from appliance.audit import Entry as AuditEntry
+from appliance.errors import InputError
 from appliance.records import Record, Thread
 from appliance.store import Store
 from appliance.titles import shorten, thread_titles
@@ -248,11 +249,25 @@ def has_topic(store: Store, tenant: str, topic_id: str) -> bool:
 
 
 def live_topic(store: Store, topic_id: str, tenants: list[str]) -> str | None:
-    """The topic `topic_id` is now (itself, or the one it was merged into: its threads
-    moved there), or None when none of `tenants` has or had it."""
-    if not any(has_topic(store, t, topic_id) for t in tenants):
+    """The topic `topic_id` names now, or None when none of `tenants` has or had it.
+
+    An id is itself, or the topic it was merged into (its threads moved there); else a
+    label (any case) of exactly one live topic of `tenants` names that topic: product
+    people think "password reset", not `tp_3fa9`. InputError when the label is
+    several topics'.
+    """
+    if any(has_topic(store, t, topic_id) for t in tenants):
+        return topic_aliases(store).get(topic_id, topic_id)
+    if not tenants or not has_table(store, "topics"):
         return None
-    return topic_aliases(store).get(topic_id, topic_id)
+    found = [r[0] for r in store.db.execute(
+        "SELECT topic_id FROM topics WHERE merged_into IS NULL AND lower(label) = lower(?) "
+        f"AND tenant IN ({','.join('?' * len(tenants))}) ORDER BY topic_id",
+        (topic_id.strip(), *tenants))]
+    if len(found) > 1:
+        raise InputError(f"'{topic_id}' is the label of {len(found)} topics "
+                            f"({', '.join(found)}); name one by its id.")
+    return found[0] if found else None
 
 
 def topic_aliases(store: Store) -> dict[str, str]:

@@ -20,7 +20,7 @@ from appliance.embed import Embedder
 from appliance.errors import AccessDenied, InputError, SemtraceError
 from appliance.keys import Keyring
 from appliance.privacy import Figure, PrivacyGate
-from appliance.query import has_held, has_topic, topic_aliases
+from appliance.query import has_held, has_topic, live_topic, topic_aliases
 from appliance.query import tenants as all_tenants
 from appliance.readindex import ReaderIndex
 from appliance.records import Hit, Record, Thread, jsonable
@@ -135,7 +135,7 @@ def check_stats_query(q: StatsQuery, store: Store, policies: Policies, *,
     if q.topic is not None and q.topic != analytics.NO_TOPIC and not has_topic(
             store, q.tenant, q.topic):  # topic ids are shown to every reader (docs/topics.md)
         raise InputError(f"Tenant {q.tenant} has no topic {q.topic!r} (`stats topics` lists "
-                         "them); nothing was spent.")
+                         "them by id and label); nothing was spent.")
 
 
 def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies, *,
@@ -149,6 +149,8 @@ def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies,
     if q.kind not in STATS_KINDS:
         raise SemtraceError(f"Unknown stats kind {q.kind!r}; use one of "
                             f"{', '.join(STATS_KINDS)}.")
+    if q.topic is not None and q.topic != analytics.NO_TOPIC:  # a label names its topic
+        q = replace(q, topic=live_topic(store, q.topic, [q.tenant]) or q.topic)
     check_stats_query(q, store, policies)
     pseudo = keyring.pseudonym(q.tenant, q.user) if q.user is not None else None
     gate = PrivacyGate(ledger_db if ledger_db is not None else store.db, policies.privacy)

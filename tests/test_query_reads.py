@@ -261,13 +261,15 @@ def test_threads_list_by_topic_over_the_socket_and_directly(
     # were in before (tp_vpn_old) merged into it
     want = sorted(t["thread_id"] for t in listed)[:2]
     db = served["store"].db
-    row = tables.TopicRow("tp_vpn", "", 2, 2, None, (), 0.0)
+    row = tables.TopicRow("tp_vpn", "", 2, 2, "vpn guide", (), 0.0)
     old = tables.TopicRow("tp_vpn_old", "", 2, 2, None, (), 0.0)
-    tables.publish(db, "acme", [row, old], {}, [(t, "tp_vpn_old") for t in want])
-    tables.publish(db, "acme", [row], {"tp_vpn_old": "tp_vpn"}, [(t, "tp_vpn") for t in want])
+    twins = [tables.TopicRow(t, "", 1, 1, "printer", (), 0.0) for t in ("tp_p1", "tp_p2")]
+    tables.publish(db, "acme", [row, old, *twins], {}, [(t, "tp_vpn_old") for t in want])
+    tables.publish(db, "acme", [row, *twins], {"tp_vpn_old": "tp_vpn"},
+                   [(t, "tp_vpn") for t in want])
     tables.publish(db, "globex", [tables.TopicRow("tp_globex", "", 1, 1, None, (), 0.0)],
                    {}, [])
-    for topic in ("tp_vpn", "tp_vpn_old"):
+    for topic in ("tp_vpn", "tp_vpn_old", "VPN guide"):  # an id, one merged since, a label
         over = cli("threads", "list", "--data-dir", str(data_dir), "--role", "analyst-acme",
                    "--topic", topic, "--json")
         assert over.exit_code == 0, over.output
@@ -284,6 +286,15 @@ def test_threads_list_by_topic_over_the_socket_and_directly(
     out = run_cli("threads", "list", "--data-dir", str(data_dir), "--passphrase-file",
                   str(passphrase_file), "--tenant", "acme", "--topic", "tp_nope")
     refused(out, "No topic 'tp_nope' in scope")
+    refused(run_cli("threads", "list", "--data-dir", str(data_dir), "--role", "analyst-acme",
+                    "--topic", "printer"), "'printer' is the label of 2 topics (tp_p1, tp_p2)")
+    # the models compared on a topic named by its label: the same release as by its id
+    by_label = cli("stats", "models", "--data-dir", str(data_dir), "--role", "analyst-acme",
+                   "--tenant", "acme", "--topic", "vpn guide", *WINDOW, "--json")
+    assert by_label.exit_code == 0, by_label.output
+    by_id = cli("stats", "models", "--data-dir", str(data_dir), "--role", "analyst-acme",
+                "--tenant", "acme", "--topic", "tp_vpn", *WINDOW, "--json")
+    assert json.loads(by_id.output)["cached"] is True  # read, not spent again
 
 
 def test_the_query_socket_can_come_from_the_environment(served: dict[str, Any],

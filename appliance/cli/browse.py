@@ -37,8 +37,8 @@ def threads() -> None:
 @click.option("--tenant", default=None, help="Only this tenant.")
 @click.option("--user", default=None, help="Only this user id (needs --tenant).")
 @click.option("--topic", default=None,
-              help="Only threads of this topic (an id `stats topics` lists; an id merged "
-                   "since finds the topic it went into).")
+              help="Only threads of this topic: its id (`stats topics` lists them; an id "
+                   "merged since finds the topic it went into) or its label.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @query_socket_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
