@@ -62,13 +62,21 @@ class Provider:
         body = json.loads(request.content)
         self.bodies.append(body)
         n = next(self._ids)
+        given = body.get("input")
+        answered = isinstance(given, list) and any(
+            isinstance(i, dict) and i.get("type") == "function_call_output" for i in given)
+        # offered tools and not answered yet: the model calls the first one
+        output: list[dict[str, Any]] = [{
+            "type": "function_call", "id": f"fc_test_{n}", "call_id": f"call_{n}",
+            "name": body["tools"][0]["name"], "arguments": "{}", "status": "completed"}] \
+            if body.get("tools") and not answered else [{
+                "type": "message", "id": f"msg_test_{n}", "status": "completed",
+                "role": "assistant", "content": [
+                    {"type": "output_text", "text": self.answer, "annotations": []}]}]
         done = {
             "id": f"resp_test_{n}", "object": "response", "created_at": 1767225600 + n,
             "status": "completed", "model": "gpt-4o-2024-08-06", "tools": [],
-            "parallel_tool_calls": True, "tool_choice": "auto",
-            "output": [{"type": "message", "id": f"msg_test_{n}", "status": "completed",
-                        "role": "assistant", "content": [
-                            {"type": "output_text", "text": self.answer, "annotations": []}]}],
+            "parallel_tool_calls": True, "tool_choice": "auto", "output": output,
             "usage": {"input_tokens": 31 + n, "output_tokens": 12, "total_tokens": 43 + n}}
         if not body.get("stream"):
             return httpx.Response(200, json=done)
@@ -204,3 +212,44 @@ def test_earlier_input_links_by_digest_and_its_text_never_reaches_the_store(
     assert CANARY.lower() not in json.dumps(shown).lower()
     assert CANARY.lower() not in server.log.read_text().lower()
     assert scan_for(server.tmp, [CANARY]) == []  # data dir (db, WAL, keys), logs
+
+
+WEATHER = [{"type": "function", "name": "get_weather", "description": "The weather of a city.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+
+
+def test_a_tool_loop_call_continued_by_previous_response_id_adds_to_its_turn(
+        server: Server) -> None:
+    provider = Provider(answer="Sunny in Lyon, 24 degrees.")
+    logger = SemtraceLogger(server.sock, tenant="acme")
+    litellm.callbacks = [logger]
+
+    def call(call_id: str, given: Any, previous: Any, done: int) -> Any:
+        out = litellm.responses(model="gpt-4o", input=given, tools=WEATHER, user="judith",
+                                previous_response_id=previous, litellm_call_id=call_id,
+                                client=provider.sync(), api_key="sk-test")
+        assert logger.wait(done)
+        return out
+
+    asked = call("tl-1", "What is the weather in Lyon today?", None, 1)
+    assert asked.output[0].type == "function_call"  # the model asks for the tool
+    # the agent answers the tool call: the tool's output and nothing the user wrote
+    answer = call("tl-2", [{"type": "function_call_output", "call_id": asked.output[0].call_id,
+                            "output": '{"sky": "sunny", "celsius": 24}'}], asked.id, 2)
+    assert answer.output[0].type == "message"
+    follow = call("tl-3", "And tomorrow?", answer.id, 3)
+    assert follow is not None and logger.failures == 0
+    turn, loop, next_turn = (_lookup(server, c) for c in ("tl-1", "tl-2", "tl-3"))
+    # the loop's call is no turn of its own
+    assert turn["ok"] and loop["error"]["code"] == "not_found"
+    records = _thread(server, turn["conversation_id"])["records"]
+    assert [r["request_id"] for r in records] == ["tl-1", "tl-3"]
+    # the user's next message continues the turn, through the loop's response id
+    assert next_turn["parent_request_id"] == "tl-1"
+    assert next_turn["link_source"] == "previous_response_id"
+    # the turn's tokens and cost are both calls' (the provider's usage of each call, the
+    # cost LiteLLM computed for each)
+    assert (records[0]["input_tokens"], records[0]["output_tokens"]) == (32 + 33, 12 + 12)
+    assert records[0]["cost_source"] == "reported"
+    costs = [o._hidden_params["response_cost"] for o in (asked, answer)]
+    assert all(c > 0 for c in costs) and records[0]["cost"] == pytest.approx(sum(costs))

@@ -35,6 +35,7 @@ from appliance.integrations import (
     prompt_history,
     traceparent,
 )
+from appliance.integrations.tool_loops import tool_outputs_only
 
 # chat completions, and Anthropic's Messages API (`litellm.anthropic.messages`, the
 # proxy's /v1/messages): the same `messages`, its `system` prompt kept apart
@@ -88,6 +89,25 @@ def websocket_turn(kwargs: dict[str, Any], response_obj: Any) -> tuple[dict[str,
     ends = [e.get("response") for e in events
             if isinstance(e, dict) and e.get("type") in TURN_ENDS]
     return turn, ends[-1] if ends else None
+
+
+def is_responses(kwargs: dict[str, Any]) -> bool:
+    """Whether the call is a Responses API call (over HTTP or the proxy's websocket)."""
+    return kwargs.get("call_type") in (*RESPONSES_CALLS, *WEBSOCKET_CALLS)
+
+
+def loop_call(kwargs: dict[str, Any], response_obj: Any, start: Any, end: Any,
+              status: str) -> tuple[str, dict[str, Any]] | None:
+    """(the `previous_response_id`, what the call cost) of a Responses call that continues
+    a tool loop: its `input` holds the tools' outputs and no user message. None for any
+    other call."""
+    kwargs, response_obj = websocket_turn(kwargs, response_obj)
+    if kwargs.get("call_type") not in RESPONSES_CALLS:
+        return None
+    previous = provider_response_id(kwargs.get("previous_response_id"))
+    if not previous or not tool_outputs_only(call_messages(kwargs) or []):
+        return None
+    return previous, _response(response_obj, start, end, status, response_cost(kwargs))
 
 
 def call_messages(kwargs: dict[str, Any]) -> list[Any] | None:
