@@ -171,6 +171,20 @@ def test_a_reveal_that_finds_nothing_says_why_in_one_sentence(
     assert "vault_days" in gone.stderr  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("damage", [b'{"x": 1}', b"[1, 2]", b"\xff\xfe not json",
+                                    b'{"kdf": {"salt": "!!", "iterations": 1, "lanes": 1, '
+                                    b'"memory_cost": 8}, "nonce": "AA==", "ct": "AA=="}'])
+def test_a_damaged_compliance_key_file_is_named_and_the_attempt_audited(
+        store: dict[str, object], tmp_path: Path, damage: bytes) -> None:
+    args = _copy(store, tmp_path)
+    (tmp_path / "data" / "reveal-key.json").write_bytes(damage)
+    out = _reveal(store, str(store["record"]), args)
+    assert out.returncode == 1 and "reveal-key.json is damaged" in _one_sentence(out)  # type: ignore[attr-defined]
+    assert CANARY not in out.stdout  # type: ignore[attr-defined]
+    log = json.loads(run_cli("audit", "log", "--json", *args).stdout)
+    assert log[-1]["event"] == "reveal_denied"
+
+
 def test_a_record_id_is_taken_as_threads_show_prints_it(store: dict[str, object]) -> None:
     args = list(store["args"])  # type: ignore[call-overload]
     shown = _reveal(store, f"#{store['record']}", args)  # '#123', as listed

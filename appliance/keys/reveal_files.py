@@ -142,14 +142,17 @@ def unlock_reveal_key(data_dir: Path, compliance: Credential) -> RevealOpener:
     path = data_dir / REVEAL_PRIVATE_FILE
     if not path.exists():
         raise SemtraceError("No compliance key is enrolled for this data dir.")
-    meta = json.loads(path.read_text())
-    kdf = meta["kdf"]
-    params = KdfParams(salt=base64.b64decode(kdf["salt"]), iterations=kdf["iterations"],
-                       lanes=kdf["lanes"], memory_cost=kdf["memory_cost"])
-    wrap = AESGCM(argon2id(compliance.material(), params))
-    try:
-        raw = wrap.decrypt(base64.b64decode(meta["nonce"]), base64.b64decode(meta["ct"]),
-                           b"semtrace-reveal")
+    try:  # a damaged file is named, never a traceback (nor taken for a wrong credential)
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        kdf = meta["kdf"]
+        params = KdfParams(salt=base64.b64decode(kdf["salt"]), iterations=kdf["iterations"],
+                           lanes=kdf["lanes"], memory_cost=kdf["memory_cost"])
+        nonce, ct = base64.b64decode(meta["nonce"]), base64.b64decode(meta["ct"])
+        wrap = AESGCM(argon2id(compliance.material(), params))
+        raw = wrap.decrypt(nonce, ct, b"semtrace-reveal")
+        return RevealOpener(raw)
     except InvalidTag:
         raise WrongKey("The compliance credential is wrong; nothing was revealed.") from None
-    return RevealOpener(raw)
+    except (ValueError, KeyError, TypeError, OverflowError, AttributeError):
+        raise SemtraceError(f"{path} is damaged; nothing was revealed. Restore it from a "
+                            "backup of the data dir.") from None
