@@ -106,8 +106,8 @@ def sealed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sealed]:
     import subprocess
 
     from appliance.cluster.client import NatsClient
-    from appliance.cluster.node import ensure_stream
     from appliance.cluster.partition import server_mappings
+    from appliance.cluster.stream import ensure_stream
     from appliance.config import ClusterSettings, load_policies
     from appliance.keys.bus import load_bus_keys
 

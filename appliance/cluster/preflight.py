@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 
 from appliance.cluster.bus import connect, node_name
-from appliance.cluster.node import check_mapping, check_stream
 from appliance.cluster.owners import owned_elsewhere, owners_bucket, read_claims
+from appliance.cluster.stream import check_mapping, check_stream
 from appliance.config import ClusterSettings
 from appliance.errors import SemtraceError
 

@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass
 
 from appliance.cluster.bus import connect
-from appliance.cluster.node import STREAM_DESCRIPTION, consumer_lag
 from appliance.cluster.owners import owners_bucket, read_claims
 from appliance.cluster.partition import consumer_name, partition_of
+from appliance.cluster.stream import STREAM_DESCRIPTION, consumer_lag
 from appliance.config import ClusterSettings
 from appliance.errors import SemtraceError
 

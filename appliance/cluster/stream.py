@@ -1,0 +1,128 @@
+"""The JetStream side of the bus: the stream, one consumer per partition, their lag,
+and the checks that the server partitions as this node does.
+
+The stream holds ingest requests (file storage, work queue: acknowledged messages
+are deleted); each partition has one durable pull consumer, whoever owns it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.cluster import partition as part
+from appliance.config import ClusterSettings
+from appliance.errors import SemtraceError
+
+STREAM_DESCRIPTION = "semtrace ingest, partitions={n}"
+
+
+@dataclass(frozen=True)
+class ConsumerLag:
+    """One partition's consumer as JetStream reports it."""
+
+    partition: int
+    pending: int  # in the stream, not yet delivered
+    ack_pending: int  # delivered, not yet acknowledged
+    redelivered: int  # delivered more than once (since the consumer was created)
+
+    @property
+    def lag(self) -> int:
+        return self.pending + self.ack_pending
+
+
+def stream_config(settings: ClusterSettings, *, max_msg_size: int) -> Any:
+    """The JetStream stream that holds ingest requests (file storage, work queue)."""
+    from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+
+    # no_ack: a request's reply subject is the gateway's, not JetStream's publish ack.
+    return StreamConfig(name=settings.stream, subjects=[part.part_subject("*")],
+                        description=STREAM_DESCRIPTION.format(n=settings.partitions),
+                        retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE,
+                        num_replicas=settings.replicas, no_ack=True,
+                        max_msg_size=max_msg_size)
+
+
+def consumer_config(settings: ClusterSettings, p: int) -> Any:
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    return ConsumerConfig(durable_name=part.consumer_name(settings.stream, p),
+                          filter_subject=part.part_subject(p), ack_policy=AckPolicy.EXPLICIT,
+                          deliver_policy=DeliverPolicy.ALL, ack_wait=settings.ack_wait_s,
+                          max_ack_pending=max(1000, settings.fetch_batch * 4),
+                          description=f"semtrace partition {p}")
+
+
+async def check_stream(js: Any, settings: ClusterSettings) -> bool:
+    """Whether the stream exists; SemtraceError if it was made for another partition count."""
+    from nats.js.errors import NotFoundError
+
+    try:
+        info = await js.stream_info(settings.stream)
+    except NotFoundError:
+        return False
+    expected = STREAM_DESCRIPTION.format(n=settings.partitions)
+    if info.config.description != expected:
+        raise SemtraceError(
+            f"The stream {settings.stream} was made for another partition count "
+            f"({info.config.description!r}); every node must use the same --partitions.")
+    return True
+
+
+async def ensure_stream(js: Any, settings: ClusterSettings, *, max_msg_size: int) -> None:
+    """Create the stream, or check that the existing one has this many partitions."""
+    if not await check_stream(js, settings):
+        await js.add_stream(stream_config(settings, max_msg_size=max_msg_size))
+
+
+async def check_mapping(nc: Any, partitions: int, timeout: float = 2.0) -> None:
+    """Check that the server maps ingest subjects to `partitions` partitions, as we hash."""
+    tokens = [f"probe-{secrets.token_hex(4)}-{i}" for i in range(4)]
+    seen: dict[str, int] = {}
+    got = asyncio.Event()
+
+    async def on_probe(msg: Any) -> None:
+        split = part.split_part_subject(msg.subject.replace(part.PROBED_PREFIX,
+                                                            part.PART_PREFIX, 1))
+        if split is not None:
+            seen[split[1]] = split[0]
+            if len(seen) == len(tokens):
+                got.set()
+
+    sub = await nc.subscribe(f"{part.PROBED_PREFIX}.*.*", cb=on_probe)
+    try:
+        for token in tokens:
+            await nc.publish(f"{part.PROBE_PREFIX}.{token}", b"")
+        await nc.flush()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(got.wait(), timeout)
+    finally:
+        await sub.unsubscribe()
+    if any(seen.get(t) != part.partition_of(t, partitions) for t in tokens):
+        raise SemtraceError(
+            f"The NATS server does not map ingest subjects to {partitions} partitions: add the "
+            f"mappings printed by `semtrace cluster nats-config --partitions {partitions}` to "
+            "its configuration and reload it.")
+
+
+
+async def consumer_lag(js: Any, settings: ClusterSettings,
+                       partitions: list[int]) -> dict[int, ConsumerLag]:
+    """Each partition's consumer state (a partition with no consumer: its stored messages)."""
+    from nats.js.errors import NotFoundError
+
+    out: dict[int, ConsumerLag] = {}
+    for p in partitions:
+        try:
+            ci = await js.consumer_info(settings.stream, part.consumer_name(settings.stream, p))
+            out[p] = ConsumerLag(p, int(ci.num_pending or 0), int(ci.num_ack_pending or 0),
+                                 int(ci.num_redelivered or 0))
+        except NotFoundError:
+            si = await js.stream_info(settings.stream, subjects_filter=part.part_subject(p))
+            out[p] = ConsumerLag(p, sum((si.state.subjects or {}).values()), 0, 0)
+    return out
+
+
