@@ -202,6 +202,59 @@ def test_status_names_the_node_that_holds_a_tenant(ops: Ops) -> None:
     assert bad.returncode == 2 and "--tenant" in bad.stderr and "Traceback" not in bad.stderr
 
 
+class OlderNode:
+    """A claim on partition 3 by node 'old' of semtrace 0.0.9, refreshed every second
+    (as an earlier version's node would hold it) while the block runs."""
+
+    def __init__(self, url: str) -> None:
+        import threading
+
+        self.url = url
+        self._loop = asyncio.new_event_loop()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop.run_until_complete,
+                                        args=(self._run(),), daemon=True)
+        self._ready = threading.Event()
+
+    async def _run(self) -> None:
+        import nats
+
+        nc = await nats.connect(self.url)
+        kv = await nc.jetstream().key_value("semtrace_owners")
+        while not self._stop.is_set():
+            await kv.put("p3", json.dumps({"node": "old", "since": time.time(),
+                                           "refreshed": time.time(),
+                                           "version": "0.0.9"}).encode())
+            self._ready.set()
+            await asyncio.sleep(1)
+        await kv.delete("p3")
+        await nc.close()
+
+    def __enter__(self) -> OlderNode:
+        self._thread.start()
+        assert self._ready.wait(30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def test_status_shows_each_nodes_version_and_says_when_they_differ(ops: Ops) -> None:
+    from appliance import __version__
+
+    with OlderNode(ops.url):
+        status = _status(ops.url)
+        human = run_cli("cluster", "status", "--nats", ops.url)
+    assert status["versions"] == {"a": __version__, "old": "0.0.9"}
+    assert status["nodes"] == {"a": [0, 1], "old": [3]}
+    assert f"node a: partitions 0-1, semtrace {__version__}" in human.stdout
+    assert "node old: partitions 3, semtrace 0.0.9" in human.stdout
+    assert "The nodes run different versions" in human.stdout
+    alone = run_cli("cluster", "status", "--nats", ops.url)
+    assert "different versions" not in alone.stdout
+
+
 def test_export_picks_the_tenants_of_the_partition_count_the_node_served(
         ops: Ops, tmp_path: Path) -> None:
     """Last here: it stops node a. The node served 4 partitions (from its cluster.toml);

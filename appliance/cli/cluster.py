@@ -76,7 +76,13 @@ def status(nats_url: str | None, tenants: tuple[str, ...], as_json: bool) -> Non
     click.echo(f"stream {report.stream}: {report.partitions} partitions, {report.replicas} "
                f"replica(s), {report.messages} message(s) queued, {report.bytes} bytes")
     for node, parts in sorted(report.nodes.items()):
-        click.echo(f"node {node}: partitions {format_ranges(parts)}")
+        version = report.versions.get(node)
+        click.echo(f"node {node}: partitions {format_ranges(parts)}, "
+                   + (f"semtrace {version}" if version else "version unknown (earlier build)"))
+    if report.mixed_versions():
+        click.echo("The nodes run different versions: fine during a rolling upgrade, but "
+                   "`cluster export` and `import` move partitions only between nodes of one "
+                   "version.")
     click.echo(f"{'part':>4}  {'owner':<20} {'lag':>8} {'pending':>8} {'in work':>8} "
                f"{'redelivered':>11}")
     for s in report.states:

@@ -98,6 +98,7 @@ class ClusterNode:
             self._ownership = Ownership(kv, self.node, self.partitions, s.owner_ttl_s,
                                         on_lost=self._give_up)
             await self._ownership.claim()
+            await _note_versions(kv, self.node)
             for p in self.partitions:
                 self._subs[p] = await self._nc.subscribe(part.part_subject(p),
                                                          cb=self._on_request)
@@ -274,6 +275,21 @@ class ClusterNode:
                                               [p for p in self.partitions if self.owns(p)])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), LAG_EVERY_S)
+
+
+async def _note_versions(kv: Any, me: str) -> None:
+    """One warning at start when other live nodes run another semtrace version."""
+    from appliance import __version__
+    from appliance.cluster.owners import read_claims
+
+    others = {c.node: c.version for c in (await read_claims(kv)).values()
+              if c.node != me and c.version != __version__}
+    if others:
+        listed = ", ".join(f"{n} {v or 'an earlier build'}" for n, v in sorted(others.items()))
+        log.warning(f"Other nodes run another semtrace version ({listed}; this node "
+                    f"{__version__}): fine during a rolling upgrade, but partitions move "
+                    "only between nodes of one version.",
+                    extra={"event": "mixed_versions", "nodes": sorted(others)})
 
 
 async def _unsubscribe(sub: Any) -> None:

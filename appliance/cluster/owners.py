@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from appliance import __version__
 from appliance.cluster.partition import OWNERS_BUCKET
 from appliance.errors import SemtraceError
 
@@ -34,6 +35,7 @@ class Claim:
     node: str
     since: float
     refreshed: float
+    version: str | None = None  # the node's semtrace version (None: a node of an earlier build)
 
 
 def _key(partition: int) -> str:
@@ -76,7 +78,8 @@ async def read_claims(kv: Any) -> dict[int, Claim]:
             entry = await kv.get(key)
             value = json.loads(entry.value)
             p = int(key[1:])
-            claims[p] = Claim(p, value["node"], value["since"], value.get("refreshed", 0.0))
+            claims[p] = Claim(p, value["node"], value["since"], value.get("refreshed", 0.0),
+                              value.get("version"))
     return claims
 
 
@@ -104,7 +107,7 @@ class Ownership:
 
     def _value(self) -> bytes:
         return json.dumps({"node": self.node, "since": self._since, "refreshed": time.time(),
-                           "instance": self._instance}).encode()
+                           "instance": self._instance, "version": __version__}).encode()
 
     async def claim(self) -> None:
         """Claim every partition or none; SemtraceError naming the live owner otherwise."""

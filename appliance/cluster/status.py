@@ -39,6 +39,11 @@ class ClusterStatus:
     bytes: int
     nodes: dict[str, list[int]]
     states: list[PartitionState]
+    versions: dict[str, str | None]  # each live node's semtrace version
+
+    def mixed_versions(self) -> bool:
+        """Whether the live nodes run more than one version (a rolling upgrade)."""
+        return len(set(self.versions.values())) > 1
 
 
 @dataclass(frozen=True)
@@ -90,10 +95,12 @@ async def cluster_status(settings: ClusterSettings) -> ClusterStatus:
     now = time.time()
     states = []
     nodes: dict[str, list[int]] = {}
+    versions: dict[str, str | None] = {}
     for p in range(count):
         claim, lag = claims.get(p), lags[p]
         if claim is not None:
             nodes.setdefault(claim.node, []).append(p)
+            versions[claim.node] = claim.version
         states.append(PartitionState(
             partition=p, owner=claim.node if claim else None,
             owner_seen_s=round(now - claim.refreshed, 1) if claim else None,
@@ -102,4 +109,4 @@ async def cluster_status(settings: ClusterSettings) -> ClusterStatus:
     return ClusterStatus(stream=settings.stream, partitions=count,
                          replicas=int(info.config.num_replicas or 1),
                          messages=int(info.state.messages), bytes=int(info.state.bytes),
-                         nodes=nodes, states=states)
+                         nodes=nodes, states=states, versions=versions)
