@@ -398,3 +398,27 @@ def test_the_turns_of_a_responses_websocket_are_recorded_after_their_answers(
     records = _thread(server, thread)["records"]
     assert [r["input_tokens"] for r in records] == [a["usage"]["input_tokens"]
                                                     for a in answers]
+
+
+def test_a_tool_loop_on_v1_responses_adds_its_calls_to_the_turn(
+        proxy: Proxy, server: Server) -> None:
+    tools = [{"type": "function", "name": "get_weather", "description": "A city's weather.",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    body: dict[str, Any] = {"model": "gpt-4o", "user": "user-loop", "tools": tools}
+    asked = proxy.post("/v1/responses", {**body, "input": "What is the weather in Lyon?"})
+    assert asked["output"][0]["type"] == "function_call"
+    # the agent answers the tool call by the (encrypted) id it got back: no user text
+    answer = proxy.post("/v1/responses", {**body, "previous_response_id": asked["id"],
+                                          "input": [{"type": "function_call_output",
+                                                     "call_id": asked["output"][0]["call_id"],
+                                                     "output": '{"celsius": 24}'}]})
+    assert answer["output"][0]["type"] == "message"
+    proxy.post("/v1/responses", {**body, "previous_response_id": answer["id"],
+                                 "input": "And tomorrow?"})
+    turn, loop, follow = (_lookup(server, call) for call in proxy.calls[-3:])
+    assert turn["ok"] and loop["error"]["code"] == "not_found"  # no turn of its own
+    assert follow["parent_request_id"] == turn["request_id"]
+    assert follow["link_source"] == "previous_response_id"
+    record = _thread(server, turn["conversation_id"])["records"][0]
+    assert record["input_tokens"] == sum(a["usage"]["input_tokens"] for a in (asked, answer))
+    assert record["output_tokens"] == sum(a["usage"]["output_tokens"] for a in (asked, answer))
