@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from appliance.errors import ConfigError, SemtraceError
+from appliance.errors import AccessDenied, ConfigError, SemtraceError
 
 
 class ConnectionClosed(SemtraceError):
@@ -27,6 +28,16 @@ def decode_reply(line: bytes) -> dict[str, Any]:
     if not isinstance(reply, dict):
         raise SemtraceError("The service sent a reply that is not a JSON object.")
     return reply
+
+
+def connection_refusal(reply: dict[str, Any]) -> AccessDenied | None:
+    """The service's refusal of the connection itself (a `forbidden` frame that answers no
+    request: the peer is not admitted), as one sentence; None for any other reply."""
+    error = reply.get("error")
+    if reply.get("request_id") is None and isinstance(error, dict) \
+            and error.get("code") == "forbidden":
+        return AccessDenied(f"The service refused this connection: {error.get('message')}")
+    return None
 
 
 class Client:
@@ -53,7 +64,8 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self._file.close()
+        with contextlib.suppress(OSError):  # requests still buffered for a closed connection
+            self._file.close()
         self._sock.close()
 
     def settimeout(self, timeout: float) -> None:
@@ -61,12 +73,30 @@ class Client:
         self._sock.settimeout(timeout)
 
     def _read(self) -> dict[str, Any]:
-        return decode_reply(self._file.readline())
+        try:
+            return decode_reply(self._file.readline())
+        except ConnectionResetError:
+            raise ConnectionClosed("The service closed the connection.") from None
+
+    def _closed(self) -> SemtraceError:
+        """What to raise when the service closed the connection under a write: a peer it
+        does not admit is sent one refusal frame, then the connection is closed."""
+        refusal = connection_refusal(self._read())
+        return refusal or ConnectionClosed("The service closed the connection.")
+
+    def _write(self, obj: dict[str, Any], *, flush: bool) -> None:
+        """Write one request; when the service has closed the connection (a peer it does not
+        admit is sent one refusal frame and closed), raise what it said, in one sentence."""
+        try:
+            self._file.write((json.dumps(obj) + "\n").encode())
+            if flush:
+                self._file.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            raise self._closed() from None
 
     def request(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Send one request and wait for its reply."""
-        self._file.write((json.dumps(obj) + "\n").encode())
-        self._file.flush()
+        self._write(obj, flush=True)
         return self._read()
 
     def ingest(self, *, tenant: str, user_id: str, text: str, request_id: str,
@@ -82,15 +112,21 @@ class Client:
         """Pipeline requests (up to `window` in flight); yields replies in order."""
         inflight = 0
         for obj in requests:
-            self._file.write((json.dumps(obj) + "\n").encode())
+            self._write(obj, flush=False)
             inflight += 1
             if inflight >= window:
-                self._file.flush()
+                self._flush()
                 yield self._read()
                 inflight -= 1
-        self._file.flush()
+        self._flush()
         for _ in range(inflight):
             yield self._read()
+
+    def _flush(self) -> None:
+        try:
+            self._file.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            raise self._closed() from None
 
 
 class AsyncClient:

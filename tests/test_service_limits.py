@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -221,31 +223,65 @@ def test_a_member_of_the_services_group_gets_in_as_the_install_guide_says(
         pipeline: Any, tmp_path: Path) -> None:
     """README: 'add the gateway's user to the semtrace group'. With no socket_gids listed,
     a gateway in the service's group was refused ('This user may not use the socket')."""
-    base = tmp_path / "pub"
-    base.mkdir()
+    base = Path(tempfile.mkdtemp(prefix="semtrace-peer-"))  # outside pytest's 0700 root,
+    base.chmod(0o711)  # which another pytest session on the host may close at any time
     sock = base / "s.sock"
     code = (f"import contextlib, os, socket\nos.setgroups([{os.getgid()}])\n"
             "os.setgid(65534)\nos.setuid(65534)\ns = socket.socket(socket.AF_UNIX)\n"
             f"s.connect({str(sock)!r})\nwith contextlib.suppress(OSError):\n"
             "    s.sendall(b'{\"v\":1,\"op\":\"ping\"}\\n')\n"
             "print(s.recv(4096).decode())\n")
-    dirs = [p for p in sock.parents if p != Path("/")]
-    modes = {p: p.stat().st_mode & 0o777 for p in dirs}
 
     async def ask(svc: Any) -> dict[str, Any]:
         await svc.start()
-        for p in dirs:
-            os.chmod(p, modes[p] | 0o011)
         try:  # the socket stays 0660: only the group's members reach it
             proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code,
                                                         stdout=subprocess.PIPE)
             out, _ = await proc.communicate()
         finally:
-            for p in dirs:
-                os.chmod(p, modes[p])
             await svc.drain()
         return dict(json.loads(out.decode()))
 
     assert asyncio.run(ask(_service(pipeline, sock)))["ok"] is True
     refused = asyncio.run(ask(_service(pipeline, sock, access={"allow_same_gid": False})))
+    shutil.rmtree(base, ignore_errors=True)
     assert refused["error"]["code"] == "forbidden"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client under another uid")
+def test_send_from_a_user_the_service_does_not_admit_says_so_in_one_sentence(
+        pipeline: Any, tmp_path: Path) -> None:
+    """It printed the refusal frame as a reply and then 'Connection reset by peer.', or, when
+    the service closed before the requests were written, nothing at all (exit 1)."""
+    base = Path(tempfile.mkdtemp(prefix="semtrace-peer-"))  # outside pytest's 0700 root
+    base.chmod(0o711)
+    sock = base / "s.sock"
+    lines = tmp_path / "in.jsonl"
+    lines.write_text("".join(json.dumps({"tenant": "acme", "user_id": "ann", "text": t}) + "\n"
+                             for t in ("What's the weather in Paris?", "And tomorrow?")))
+    code = ("import os, sys\nfrom appliance.cli import main\nimport appliance.client\n"
+            "import appliance.cli.service\nos.setgroups([])\nos.setgid(65534)\n"
+            f"os.setuid(65534)\nmain(['send', '--socket', {str(sock)!r}])\n")
+    svc = _service(pipeline, sock)
+
+    async def main() -> list[tuple[int, bytes, bytes]]:
+        await svc.start()
+        os.chmod(sock, 0o666)
+        runs = []
+        try:
+            for _ in range(5):
+                with lines.open("rb") as stdin:
+                    proc = await asyncio.create_subprocess_exec(
+                        sys.executable, "-c", code, stdin=stdin, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE)
+                    out, err = await proc.communicate()
+                runs.append((proc.returncode or 0, out, err))
+        finally:
+            await svc.drain()
+            shutil.rmtree(base, ignore_errors=True)
+        return runs
+
+    for rc, out, err in asyncio.run(main()):
+        assert (rc, out) == (4, b""), (rc, out, err)
+        assert err.decode() == ("semtrace: The service refused this connection: "
+                                "This user may not use the socket.\n")

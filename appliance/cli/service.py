@@ -337,7 +337,7 @@ def _requests(lines: Any, run: str | None = None, skipped: list[int] | None = No
 @click.option("--json", "as_json", is_flag=True, help="Replies are JSON lines (always).")
 def send(data_dir: Path | None, socket_path: Path | None, window: int, as_json: bool) -> None:
     """Stream JSON-lines requests from stdin to the service; print one reply per line."""
-    from appliance.client import Client
+    from appliance.client import Client, connection_refusal
 
     path = socket_path or (data_dir or default_data_dir()) / SOCKET_NAME
     failed = sent = 0
@@ -345,6 +345,9 @@ def send(data_dir: Path | None, socket_path: Path | None, window: int, as_json: 
     with Client(path) as client:
         for reply in client.stream(_requests(sys.stdin.buffer, skipped=skipped),
                                    window=window):
+            refusal = connection_refusal(reply)  # every request sent here has an id
+            if refusal is not None:
+                raise refusal
             sent += 1
             failed += 0 if reply.get("ok") else 1
             click.echo(json.dumps(reply))
