@@ -40,6 +40,55 @@ def test_a_request_nothing_takes_says_it_was_not_queued(tmp_path: Path) -> None:
     assert "semtrace cluster nats-config" in message and "\n" not in message
 
 
+def test_a_gateway_cut_off_from_nats_says_nothing_was_sent_and_closes_cleanly(
+        tmp_path: Path) -> None:
+    """NATS went away under a running gateway: a publish answered 'queued' and a request
+    'stays queued on the bus' (both only in the client's memory, lost when it stops), and
+    closing raised nats-py's ConnectionReconnectingError."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "gateway.py"
+    script.write_text(f"""
+import json, sys, time
+from appliance.cluster.client import NatsClient
+from appliance.errors import SemtraceError
+from appliance.keys.bus import load_bus_keys
+gw = NatsClient(sys.argv[1], timeout=3, bus_keys=load_bus_keys({str(tmp_path / "bus.key")!r}))
+print("connected", flush=True)
+sys.stdin.readline()  # the server is gone
+deadline = time.monotonic() + 30
+while gw._inner._nc.is_connected and time.monotonic() < deadline:
+    time.sleep(0.1)
+row = {{"v": 1, "op": "ingest", "tenant": "acme", "user_id": "ana", "text": "Hi there"}}
+out = {{}}
+for op in ("publish", "request"):
+    try:
+        out[op] = getattr(gw, op)({{**row, "request_id": "r-" + op}})
+    except SemtraceError as exc:
+        out[op] = str(exc)
+gw.close()
+print(json.dumps(out), flush=True)
+""")
+    from appliance.keys.bus import create_key_file
+
+    create_key_file(tmp_path / "bus.key")
+    with nats_server(tmp_path / "nats") as url:
+        gateway = subprocess.Popen([sys.executable, str(script), url], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert gateway.stdout is not None and gateway.stdin is not None
+        assert gateway.stdout.readline().strip() == "connected"
+    gateway.stdin.write("\n")
+    gateway.stdin.flush()
+    out, err = gateway.communicate(timeout=120)
+    assert gateway.returncode == 0, err
+    said = json.loads(out.strip().splitlines()[-1])
+    for op, what in (("publish", "prompt"), ("request", "request")):
+        assert said[op] == ("The NATS server is unreachable (this gateway is reconnecting to "
+                            f"it); the {what} was not sent."), said
+    assert "Traceback" not in err and "Error" not in err
+
+
 class Ops:
     """A nats-server, the cluster's bus key, and node `a` owning partitions 0-1."""
 

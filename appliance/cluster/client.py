@@ -44,6 +44,12 @@ NOT_QUEUED = ("Nothing on the NATS server takes {subject}: no node has started w
               "request was not queued.")
 
 
+# Sent while the connection is down, a message would wait in this process's memory only
+# (nats-py buffers it for the reconnection), lost if the gateway stops first: not sent.
+UNREACHABLE = ("The NATS server is unreachable (this gateway is reconnecting to it); the "
+               "{what} was not sent.")
+
+
 def _tenant(obj: dict[str, Any]) -> str:
     tenant = obj.get("tenant")
     if not isinstance(tenant, str) or not valid_tenant(tenant):
@@ -135,24 +141,43 @@ class AsyncNatsClient:
         if obj.get("mode") == "async":
             return await self.publish(obj)
         subject, payload = sealed_request(obj, self.keys)
+        self._check_connected("request")
         try:
             msg = await self._nc.request(subject, payload, timeout=self.timeout)
         except NoRespondersError:  # no stream captures the subject: nothing kept the request
             raise SemtraceError(NOT_QUEUED.format(subject=subject)) from None
         except (NatsTimeout, TimeoutError):
+            if not self._nc.is_connected:  # lost on the way: perhaps never delivered
+                raise SemtraceError("The connection to the NATS server dropped during the "
+                                    "request; it may not have been delivered.") from None
             raise SemtraceError(f"No node answered within {self.timeout:g} s; the request "
                                 "stays queued on the bus.") from None
         return open_reply(msg.data, _tenant(obj), self.keys)
 
     async def publish(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Fire-and-forget; returns the queued reply a socket gives in async mode."""
-        await self._nc.publish(*sealed_request(obj, self.keys))
-        await self._nc.flush(timeout=self.timeout)
+        subject, payload = sealed_request(obj, self.keys)
+        self._check_connected("prompt")
+        try:
+            await self._nc.publish(subject, payload)
+            await self._nc.flush(timeout=self.timeout)
+        except Exception as exc:  # the connection dropped meanwhile (nats-py's own errors)
+            raise SemtraceError("The connection to the NATS server dropped while publishing; "
+                                f"the prompt may not have been sent ({type(exc).__name__})."
+                                ) from None
         return {"request_id": obj.get("request_id"), "ok": True, "mode": "async",
                 "queued": True}
 
+    def _check_connected(self, what: str) -> None:
+        if not self._nc.is_connected:
+            raise SemtraceError(UNREACHABLE.format(what=what))
+
     async def close(self) -> None:
-        await self._nc.drain()
+        """Drain and close; with the server unreachable, close at once (nothing to drain)."""
+        try:
+            await self._nc.drain()
+        except Exception:  # reconnecting: drain refuses, close stops the reconnection
+            await self._nc.close()
 
 
 class NatsClient:
