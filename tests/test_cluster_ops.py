@@ -340,3 +340,44 @@ def subprocess_json(*args: str, env: dict[str, str]) -> Any:
                        text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
+
+
+def test_import_refuses_a_node_whose_pseudonyms_come_from_another_key(tmp_path: Path) -> None:
+    """Scaling out an appliance installed with a passphrase: rotated to the cluster key file,
+    it opens exports like every node, but its pseudonyms still come from its first key, so
+    its users would arrive on a node initialised with the key file as strangers."""
+    from appliance.cluster.partition import partition_of as part_of
+
+    password, key = tmp_path / "passphrase", tmp_path / "cluster.key"
+    password.write_text("correct horse battery staple\n")
+    password.chmod(0o600)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run_cli("init", "--data-dir", str(a), "--passphrase-file", str(password)
+                   ).returncode == 0  # as install.sh does
+    day = TODAY.strftime("%Y-%m-%d")
+    src = tmp_path / "stream.jsonl"
+    src.write_text("".join(json.dumps({"tenant": "acme", "user_id": "ana", "request_id": f"r{i}",
+                                       "ts": f"{day}T09:0{i}:00Z", "text": text}) + "\n"
+                           for i, text in enumerate(["How do I bake sourdough bread?",
+                                                     "How long should the dough rise?"])))
+    r = run_cli("replay", str(src), "--out", str(tmp_path / "out.jsonl"), "--data-dir", str(a),
+                "--passphrase-file", str(password))
+    assert r.returncode == 0, r.stderr
+    assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
+                   str(key)).returncode == 0
+    r = run_cli("keys", "rotate", "--data-dir", str(a), "--passphrase-file", str(password),
+                "--new-key-file", str(key))
+    assert r.returncode == 0, r.stderr
+    assert run_cli("init", "--data-dir", str(b), "--key-file", str(key)).returncode == 0
+    export = tmp_path / "acme.semtrace"
+    r = run_cli("cluster", "export", "--data-dir", str(a), "--key-file", str(key),
+                "--partitions", str(part_of("acme", 16)), "--of", "16", "--out", str(export))
+    assert r.returncode == 0, r.stderr
+    r = run_cli("cluster", "import", "--data-dir", str(b), "--key-file", str(key), str(export))
+    assert r.returncode != 0
+    sentence = r.stderr.strip()
+    assert sentence.startswith(f"semtrace: {export} was exported by a node whose user "
+                               "pseudonyms come from another key") and "\n" not in sentence
+    assert sentence.endswith("Nothing was imported.")
+    listed = run_cli("threads", "list", "--data-dir", str(b), "--key-file", str(key), "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout) == []

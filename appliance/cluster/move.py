@@ -160,6 +160,8 @@ def export_tenants(store: Store, keyring: Keyring, tenants: list[str], out: Path
                                          topics) or ("0", []))
         conn.execute("INSERT INTO meta (key, value) VALUES ('export_tenants', ?)",
                      (",".join(tenants),))
+        conn.execute("INSERT INTO meta (key, value) VALUES ('export_pseudonym_id', ?)",
+                     (keyring.pseudonym_id(),))
         conn.execute("COMMIT")
     except BaseException:
         conn.close()
@@ -191,6 +193,14 @@ def import_tenants(store: Store, keyring: Keyring, path: Path) -> MoveReport:
     try:
         row = src.execute("SELECT value FROM meta WHERE key='export_tenants'").fetchone()
         tenants = [t for t in (row[0] if row else "").split(",") if t]
+        pseudo = src.execute("SELECT value FROM meta WHERE key='export_pseudonym_id'"
+                             ).fetchone()
+        if pseudo is not None and pseudo[0] != keyring.pseudonym_id():
+            raise SemtraceError(
+                f"{path} was exported by a node whose user pseudonyms come from another key "
+                "(its data dir was first initialised with another passphrase or key file, "
+                "then rotated to the cluster's); its users would be strangers here, their "
+                "conversations split and an erasure would miss them. Nothing was imported.")
         _check_import(store, src, tenants)
         records, buckets, topics = _selection(src, tenants)
         wrapped = src.execute("SELECT bucket_id, wrapped, created_at FROM deks").fetchall()
