@@ -295,6 +295,12 @@ def test_status_shows_each_nodes_version_and_says_when_they_differ(ops: Ops) -> 
     with OlderNode(ops.url):
         status = _status(ops.url)
         human = run_cli("cluster", "status", "--nats", ops.url)
+        assert ops.a.stop() == 0
+        start_all(ops.a)  # a node starting beside it says so once
+    warned = [json.loads(x) for x in ops.a.log.read_text().splitlines()
+              if '"mixed_versions"' in x]
+    assert len(warned) == 1 and warned[0]["level"] == "warning", warned
+    assert "old 0.0.9" in warned[0]["msg"] and warned[0]["nodes"] == ["old"]
     assert status["versions"] == {"a": __version__, "old": "0.0.9"}
     assert status["nodes"] == {"a": [0, 1], "old": [3]}
     assert f"node a: partitions 0-1, semtrace {__version__}" in human.stdout
