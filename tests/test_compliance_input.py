@@ -49,7 +49,7 @@ def test_erasing_a_user_with_no_records_says_so_and_is_audited(
     out = run_cli("erase", "--tenant", "acme", "--user", CANARY, "--reason", "ticket 9", *args)
     assert out.returncode == 0 and CANARY not in out.stdout + out.stderr
     assert out.stdout.startswith("No records of u_") and "nothing was erased" in out.stdout
-    log = json.loads(run_cli("audit", "log", "--json", *args).stdout)
+    log = json.loads(run_cli("audit", "log", "--json", "--all", *args).stdout)
     assert log[-1]["event"] == "erase" and log[-1]["details"]["records"] == 0
     assert CANARY not in json.dumps(log)
 
@@ -59,26 +59,30 @@ def test_erasing_a_user_with_no_records_says_so_and_is_audited(
 def test_an_erasure_naming_no_tenant_or_no_user_is_refused_and_not_audited(
         store: dict[str, object], tenant: str, user: str, option: str) -> None:
     args = list(store["args"])  # type: ignore[call-overload]
-    before = len(json.loads(run_cli("audit", "log", "--json", *args).stdout))
+    before = len(json.loads(run_cli("audit", "log", "--json", "--all", *args).stdout))
     out = run_cli("erase", "--tenant", tenant, "--user", user, "--reason", "ticket 9", *args)
     assert out.returncode == 2 and f"{option} must not be empty" in _one_sentence(out)
-    assert len(json.loads(run_cli("audit", "log", "--json", *args).stdout)) == before
+    assert len(json.loads(run_cli("audit", "log", "--json", "--all", *args).stdout)) == before
 
 
 @pytest.mark.parametrize("command,reason", [
     ("erase", f"request from {CANARY}"), ("erase", "Bart-Q17 asked by phone"),
-    ("reveal", f"DSAR of {CANARY}")])
+    ("reveal", f"DSAR of {CANARY}"),
+    ("erase", "Dear team, I am Bart Quagmire of 12 Elm Road, 555-0199. " * 8),
+    ("reveal", "x" * 201)])
 def test_a_reason_naming_the_user_or_an_address_is_refused_before_it_is_audited(
         store: dict[str, object], command: str, reason: str) -> None:
     args = list(store["args"])  # type: ignore[call-overload]
-    before = len(json.loads(run_cli("audit", "log", "--json", *args).stdout))
+    before = len(json.loads(run_cli("audit", "log", "--json", "--all", *args).stdout))
     what = (["--tenant", "acme", "--user", "bart-q17"] if command == "erase" else
             [str(store["record"]), "--role", "compliance", "--compliance-passphrase-file",
              str(store["cpw"])])
     out = run_cli(command, *what, "--reason", reason, *args)
     assert out.returncode == 2 and CANARY not in out.stdout + out.stderr
-    assert "must not hold the user id or an e-mail address" in _one_sentence(out)
-    log = run_cli("audit", "log", "--json", *args).stdout
+    assert "Elm Road" not in out.stdout + out.stderr
+    assert ("must not hold the user id or an e-mail address" if len(reason) <= 200
+            else "give a ticket number and a few words (at most 200)") in _one_sentence(out)
+    log = run_cli("audit", "log", "--json", "--all", *args).stdout
     assert len(json.loads(log)) == before and CANARY not in log and "Bart" not in log
 
 
@@ -128,12 +132,12 @@ def _one_sentence(out: object) -> str:
 def test_a_reveal_without_a_reason_reveals_nothing_and_audits_nothing(
         store: dict[str, object], reason: str) -> None:
     args = list(store["args"])  # type: ignore[call-overload]
-    before = len(json.loads(run_cli("audit", "log", "--json", *args).stdout))
+    before = len(json.loads(run_cli("audit", "log", "--json", "--all", *args).stdout))
     out = run_cli("reveal", str(store["record"]), "--role", "compliance", "--reason", reason,
                   "--compliance-passphrase-file", str(store["cpw"]), *args)
     assert out.returncode == 2 and CANARY not in out.stdout
     assert "--reason must not be empty" in _one_sentence(out)
-    assert len(json.loads(run_cli("audit", "log", "--json", *args).stdout)) == before
+    assert len(json.loads(run_cli("audit", "log", "--json", "--all", *args).stdout)) == before
 
 
 def _reveal(store: dict[str, object], record: str, args: list[str]) -> object:
@@ -147,7 +151,7 @@ def test_a_reveal_that_finds_nothing_says_why_in_one_sentence(
     one whose originals vault retention shredded: four different answers, none a
     traceback, and the out-of-range id is refused before anything is audited."""
     args = _copy(store, tmp_path)
-    log = lambda: json.loads(run_cli("audit", "log", "--json", *args).stdout)  # noqa: E731
+    log = lambda: json.loads(run_cli("audit", "log", "--json", "--all", *args).stdout)  # noqa: E731
     before = len(log())
     huge = _reveal(store, str(2**70), args)
     assert huge.returncode == 2 and "RECORD_ID" in _one_sentence(huge)  # type: ignore[attr-defined]
@@ -181,7 +185,7 @@ def test_a_damaged_compliance_key_file_is_named_and_the_attempt_audited(
     out = _reveal(store, str(store["record"]), args)
     assert out.returncode == 1 and "reveal-key.json is damaged" in _one_sentence(out)  # type: ignore[attr-defined]
     assert CANARY not in out.stdout  # type: ignore[attr-defined]
-    log = json.loads(run_cli("audit", "log", "--json", *args).stdout)
+    log = json.loads(run_cli("audit", "log", "--json", "--all", *args).stdout)
     assert log[-1]["event"] == "reveal_denied"
 
 
@@ -209,21 +213,21 @@ def test_a_compliance_role_limited_to_other_tenants_can_neither_reveal_nor_erase
                     env=env)
     assert shown.returncode == 4 and CANARY not in shown.stdout
     assert "limited to tenant(s) globex" in _one_sentence(shown)
-    log = json.loads(run_cli("audit", "log", "--json", *args).stdout)
+    log = json.loads(run_cli("audit", "log", "--json", "--all", *args).stdout)
     assert log[-1]["event"] == "reveal_denied"
     erased = run_cli("erase", "--tenant", "acme", "--user", "alice", "--reason", "ticket 9",
                      *args, env=env)
     assert erased.returncode == 4 and "limited to tenant(s) globex" in _one_sentence(erased)
     assert len(json.loads(run_cli("threads", "list", "--json", *args).stdout)) == 1
     # the store-wide jobs: the report would show every tenant's holdings, the run shred them
-    before = len(json.loads(run_cli("audit", "log", "--json", *args).stdout))
+    before = len(json.loads(run_cli("audit", "log", "--json", "--all", *args).stdout))
     for job, words in ((("audit", "retention"), "the retention report covers every tenant"),
                        (("retention", "run", "--as-of", "2099-01-01T00:00:00Z"),
                         "the retention run covers every tenant")):
         refused = run_cli(*job, "--role", "compliance", *args, env=env)
         assert refused.returncode == 4 and words in _one_sentence(refused), refused.stderr
         assert refused.stdout == ""
-    assert len(json.loads(run_cli("audit", "log", "--json", *args).stdout)) == before
+    assert len(json.loads(run_cli("audit", "log", "--json", "--all", *args).stdout)) == before
     assert len(json.loads(run_cli("threads", "list", "--json", *args).stdout)) == 1
 
 
@@ -412,7 +416,7 @@ def test_a_bad_since_names_since(store: dict[str, object]) -> None:
 def test_a_report_to_a_missing_folder_is_refused_before_its_issue_is_audited(
         store: dict[str, object], tmp_path: Path) -> None:
     args = list(store["args"])  # type: ignore[call-overload]
-    log = lambda: json.loads(run_cli("audit", "log", "--json", *args).stdout)  # noqa: E731
+    log = lambda: json.loads(run_cli("audit", "log", "--json", "--all", *args).stdout)  # noqa: E731
     before = log()
     out = run_cli("audit", "retention", "--out", str(tmp_path / "no-such" / "r.md"), *args)
     assert out.returncode == 2 and "does not exist" in _one_sentence(out)

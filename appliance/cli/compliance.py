@@ -53,6 +53,7 @@ def _as_of(value: str | None, option: str = "--as-of") -> datetime:
 
 
 EMAIL_RE = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@]+")
+MAX_REASON = 200
 
 
 def _reason(reason: str, *, user_id: str | None = None) -> str:
@@ -61,6 +62,10 @@ def _reason(reason: str, *, user_id: str | None = None) -> str:
     report) after the erasure it records."""
     if not reason.strip():
         raise InputError("--reason must not be empty; it is recorded in the audit log.")
+    if len(reason) > MAX_REASON:  # a pasted request (a letter, an e-mail) carries PII
+        raise InputError(f"--reason is {len(reason):,} characters; the audit log keeps it for "
+                         f"good, so give a ticket number and a few words (at most "
+                         f"{MAX_REASON}).")
     names_user = user_id is not None and len(user_id.strip()) >= 3 \
         and user_id.strip().lower() in reason.lower()
     if names_user or EMAIL_RE.search(reason):
