@@ -132,6 +132,12 @@ def test_a_tenant_bound_role_erases_everywhere_it_sees_and_a_hold_keeps_its_tena
     assert {t["tenant"] for t in json.loads(
         run_cli("threads", "list", "--json", *args).stdout) if t["turns"]} == {"acme",
                                                                              "globex"}
+    # bob has nothing in globex: its hold keeps nothing of his, and is not reported as if
+    bob = run_cli("erase", "--user", "bob", "--all-tenants", "--reason", "DSAR 35", *args,
+                  env=_policies(tmp_path / "tenant-hold", holds='legal_holds = [{ tenant = '
+                                '"globex", reason = "case 6" }]'))
+    assert bob.returncode == 0 and "legal hold" not in bob.stdout, bob.stdout + bob.stderr
+    assert "erased 1 record(s) in 1 of them" in bob.stdout
 
 
 @pytest.mark.parametrize("extra,words", [
