@@ -509,3 +509,12 @@ def test_a_dry_run_says_what_retention_would_shred_and_changes_nothing(
     assert run_cli("threads", "list", "--json", *args).stdout == threads
     done = json.loads(run_cli("retention", "run", "--json", *as_of, *args).stdout)
     assert done["records"] == 2 and done["shredded"] == len(due)
+
+
+@pytest.mark.parametrize("command", [["erase"], ["retention", "run"], ["audit", "log"],
+                                     ["audit", "retention"]])
+def test_the_help_of_a_compliance_command_names_the_role_it_acts_as(command: list[str]) -> None:
+    """They act as `compliance` when no --role is given, not as the policy's default role
+    (analyst), which their help said."""
+    text = " ".join(run_cli(*command, "--help").stdout.split())
+    assert "(default: compliance)" in text, text

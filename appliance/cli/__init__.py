@@ -58,6 +58,15 @@ def role_option(fn: Callable[..., Any]) -> Callable[..., Any]:
                         "a role bound to uids/gids is refused to anyone else.")(fn)
 
 
+def role_option_as(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`--role` of a command that acts as `default` when none is given (its help says so)."""
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        return click.option("--role", default=None, metavar="ROLE",
+                            help=f"Role of access.toml to act under (default: {default}); a "
+                            "role bound to uids/gids is refused to anyone else.")(fn)
+    return decorate
+
+
 def credential(passphrase_file: Path | None, key_file: Path | None) -> Credential:
     if passphrase_file is not None and key_file is not None:
         raise InputError("Give --passphrase-file or --key-file, not both.")

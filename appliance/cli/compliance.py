@@ -23,6 +23,7 @@ from appliance.cli import (
     open_dir,
     output_path,
     role_option,
+    role_option_as,
 )
 from appliance.errors import AccessDenied, InputError, SemtraceError
 from appliance.ingest import parse_ts
@@ -102,7 +103,7 @@ def audit_verify(data_dir: Path | None, passphrase_file: Path | None, key_file: 
 @audit.command("log")
 @data_dir_option
 @credential_options
-@role_option
+@role_option_as("compliance")
 @click.option("--tenant", default=None, help="Only entries about this tenant (its shreds, "
               "erasures, reveals); store-wide ones (start, stop, runs) are left out.")
 @click.option("--event", "events", multiple=True, type=click.Choice(EVENTS),
@@ -143,7 +144,7 @@ def audit_log(data_dir: Path | None, passphrase_file: Path | None, key_file: Pat
 @audit.command("retention")
 @data_dir_option
 @credential_options
-@role_option
+@role_option_as("compliance")
 @click.option("--format", "fmt", type=click.Choice(["md", "json", "html"]), default="md")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--since", default=None, help="Start of the reporting period (ISO-8601).")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from appliance.cli import credential_options, data_dir_option, emit_json, role_option
+from appliance.cli import credential_options, data_dir_option, emit_json, role_option_as
 from appliance.cli.compliance import _audit, _opened, _reason
 from appliance.errors import InputError
 
@@ -24,7 +24,7 @@ def _as_json(report: EraseReport) -> dict[str, Any]:
 @click.command()
 @data_dir_option
 @credential_options
-@role_option
+@role_option_as("compliance")
 @click.option("--tenant", default=None, help="The tenant the user id belongs to.")
 @click.option("--all-tenants", is_flag=True, help="Every tenant (that the role sees): a "
               "user id is pseudonymised per tenant, so each tenant is searched.")

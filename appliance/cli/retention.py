@@ -15,7 +15,7 @@ from appliance.cli import (
     emit_json,
     open_dir,
     progress_bar,
-    role_option,
+    role_option_as,
 )
 from appliance.cli.compliance import _as_of, _audit, _opened
 
@@ -28,7 +28,7 @@ def retention() -> None:
 @retention.command("run")
 @data_dir_option
 @credential_options
-@role_option
+@role_option_as("compliance")
 @click.option("--as-of", default=None, help="Pretend it is this time (ISO-8601).")
 @click.option("--dry-run", is_flag=True, help="Say what is due and what a legal hold keeps; "
               "shred nothing (a shred cannot be undone: try --as-of with this first).")
