@@ -376,9 +376,11 @@ def test_import_refuses_a_node_whose_pseudonyms_come_from_another_key(tmp_path: 
     assert r.returncode == 0, r.stderr
     assert run_cli("init", "--data-dir", str(b), "--key-file", str(key)).returncode == 0
     export = tmp_path / "acme.semtrace"
-    r = run_cli("cluster", "export", "--data-dir", str(a), "--key-file", str(key),
-                "--partitions", str(part_of("acme", 16)), "--of", "16", "--out", str(export))
-    assert r.returncode == 0, r.stderr
+    code, shown = _on_a_terminal("cluster", "export", "--data-dir", str(a), "--key-file",
+                                 str(key), "--partitions", str(part_of("acme", 16)), "--of",
+                                 "16", "--out", str(export))
+    assert code == 0, shown
+    assert "export" in shown and "%" in shown  # a progress bar on the terminal
     r = run_cli("cluster", "import", "--data-dir", str(b), "--key-file", str(key), str(export))
     assert r.returncode != 0
     sentence = r.stderr.strip()
@@ -387,3 +389,28 @@ def test_import_refuses_a_node_whose_pseudonyms_come_from_another_key(tmp_path: 
     assert sentence.endswith("Nothing was imported.")
     listed = run_cli("threads", "list", "--data-dir", str(b), "--key-file", str(key), "--json")
     assert listed.returncode == 0 and json.loads(listed.stdout) == []
+
+
+def _on_a_terminal(*args: str) -> tuple[int, str]:
+    """Run the command with its stderr on a pseudo-terminal (progress bars show only there):
+    its exit code and what that terminal received."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    main, side = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", *args], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=side)
+    os.close(side)
+    received = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the command exited and closed the terminal
+            break
+        if not chunk:
+            break
+        received += chunk
+    os.close(main)
+    return proc.wait(timeout=600), received.decode(errors="replace")

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from appliance.cli import credential_options, data_dir_option, emit_json, open_dir
+from appliance.cli import credential_options, data_dir_option, emit_json, open_dir, progress_bar
 
 
 @click.group()
@@ -127,7 +127,9 @@ def export(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
         tenants = tenants_in(rt.store, _partitions_of(spec, n), n)
         if not tenants:
             raise click.ClickException(f"This node holds no tenant of partition(s) {spec}.")
-        report = export_tenants(rt.store, rt.keyring, tenants, out)
+        with progress_bar() as prog:
+            report = export_tenants(rt.store, rt.keyring, tenants, out,
+                                    progress=_progress_step(prog, "export"))
         _audit(rt, "cluster_export", report, partitions=spec)
     finally:
         rt.close()
@@ -149,7 +151,9 @@ def import_(data_dir: Path | None, passphrase_file: Path | None, key_file: Path 
 
     rt = _stopped(data_dir, passphrase_file, key_file)
     try:
-        report = import_tenants(rt.store, rt.keyring, path)
+        with progress_bar() as prog:
+            report = import_tenants(rt.store, rt.keyring, path,
+                                    progress=_progress_step(prog, "import"))
         _audit(rt, "cluster_import", report)
     finally:
         rt.close()
@@ -183,6 +187,15 @@ def forget(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
         rt.close()
     _print(report, as_json, f"Removed {len(report.tenants)} tenant(s), {report.records} "
            f"record(s) from this node.")
+
+
+def _progress_step(prog: Any, verb: str) -> Any:
+    task = prog.add_task(verb, total=None)
+
+    def step(table: str, done: int, total: int) -> None:
+        prog.update(task, description=f"{verb}: {table}", completed=done, total=total)
+
+    return step
 
 
 def _stopped(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None) -> Any:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,14 @@ from appliance import migrations
 from appliance.errors import SemtraceError, WrongKey
 from appliance.keys import Keyring
 from appliance.store.core import ID_RANGE, Store, connect, record_id_base
+
+# progress(table, tables done, tables in all): for the command's progress bar
+Progress = Callable[[str, int, int], None]
+
+
+def _silent(table: str, done: int, total: int) -> None:
+    return None
+
 
 # Tables that belong to the node, not to a tenant.
 NODE_TABLES = {"meta", "audit", "audit_checkpoints", "audit_keys", "_migrations"}
@@ -135,7 +144,8 @@ def _copy(src: Any, dst: Any, table: str, where: tuple[str, list[Any]],
     return len(rows)
 
 
-def export_tenants(store: Store, keyring: Keyring, tenants: list[str], out: Path) -> MoveReport:
+def export_tenants(store: Store, keyring: Keyring, tenants: list[str], out: Path, *,
+                   progress: Progress = _silent) -> MoveReport:
     """Write these tenants' rows and wrapped keys to a new file `out` (mode 0600)."""
     if out.exists():
         raise SemtraceError(f"{out} already exists; it was not overwritten.")
@@ -150,11 +160,14 @@ def export_tenants(store: Store, keyring: Keyring, tenants: list[str], out: Path
         records, buckets, topics = _selection(store.db, tenants)
         tables: dict[str, int] = {}
         conn.execute("BEGIN")
-        for table in _tables(store.db):
+        todo = _tables(store.db)
+        for i, table in enumerate(todo):
+            progress(table, i, len(todo) + len(KEY_TABLES))
             where = _scope(store.db, table, tenants, records, buckets, topics)
             if where is not None and table in _tables(conn):
                 tables[table] = _copy(store.db, conn, table, where)
-        for table in KEY_TABLES:
+        for i, table in enumerate(KEY_TABLES):
+            progress(table, len(todo) + i, len(todo) + len(KEY_TABLES))
             tables[table] = _copy(store.keys_db, conn, table,
                                   _scope(store.keys_db, table, tenants, records, buckets,
                                          topics) or ("0", []))
@@ -187,7 +200,8 @@ def _open_export(path: Path, keyring: Keyring) -> Any:
     return conn
 
 
-def import_tenants(store: Store, keyring: Keyring, path: Path) -> MoveReport:
+def import_tenants(store: Store, keyring: Keyring, path: Path, *,
+                   progress: Progress = _silent) -> MoveReport:
     """Copy an export into this store; refuses tenants it already has and clashing ids."""
     src = _open_export(path, keyring)
     try:
@@ -218,7 +232,9 @@ def import_tenants(store: Store, keyring: Keyring, path: Path) -> MoveReport:
         tables: dict[str, int] = {}
         store.db.execute("BEGIN IMMEDIATE")
         try:
-            for table in _ordered(_tables(src)):
+            todo = _ordered(_tables(src))
+            for i, table in enumerate(todo):
+                progress(table, i, len(todo))
                 if table in KEY_TABLES or table not in _tables(store.db):
                     continue
                 where = _scope(src, table, tenants, records, buckets, topics)
