@@ -518,3 +518,18 @@ def test_the_help_of_a_compliance_command_names_the_role_it_acts_as(command: lis
     (analyst), which their help said."""
     text = " ".join(run_cli(*command, "--help").stdout.split())
     assert "(default: compliance)" in text, text
+
+
+def test_audit_log_of_a_tampered_chain_says_it_is_broken_and_exits_6(
+        store: dict[str, object], tmp_path: Path) -> None:
+    """An officer reading (or exporting) the log of an altered chain is told, not shown
+    forged entries as if they were the record."""
+    args = _copy(store, tmp_path)
+    _tamper(tmp_path / "data", Path(str(store["pw"])),
+            "UPDATE audit SET details = replace(details, 'true', 'false') WHERE seq = 1")
+    out = run_cli("audit", "log", "--json", "--all", *args)
+    assert out.returncode == 6
+    assert json.loads(out.stdout)[0]["seq"] == 1  # the listing itself stays readable
+    assert "Audit log BROKEN: entry 1 was altered" in _one_sentence(out)
+    assert run_cli("audit", "log", *args[:2], "--passphrase-file", str(store["pw"]),
+                   "--limit", "1").returncode == 6

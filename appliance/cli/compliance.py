@@ -116,6 +116,7 @@ def audit_log(data_dir: Path | None, passphrase_file: Path | None, key_file: Pat
               role: str | None, tenant: str | None, events: tuple[str, ...], limit: int,
               every: bool, as_json: bool) -> None:
     """Print the most recent audit entries (a role bound to tenants sees only theirs)."""
+    from appliance.audit import verify_chain
     from appliance.query import audit_entries
     from appliance.roles import bound_tenants, require
 
@@ -127,6 +128,7 @@ def audit_log(data_dir: Path | None, passphrase_file: Path | None, key_file: Pat
         scope = (tenant,) if tenant else tuple(bound) if bound else None
         entries = audit_entries(rt.store, events=events or None,
                                 last=None if every else limit + 1, tenants=scope)
+        chain = verify_chain(rt.store.db, rt.store.keys_db)
     finally:
         rt.close()
     if not every and len(entries) > limit:  # on stderr: stdout may be the JSON export
@@ -135,10 +137,14 @@ def audit_log(data_dir: Path | None, passphrase_file: Path | None, key_file: Pat
                    "one).", err=True)
     if as_json:
         emit_json(entries)
-        return
-    for e in entries:
-        click.echo(f"{e.seq:>6} {datetime.fromtimestamp(e.ts, UTC):%Y-%m-%d %H:%M:%S} "
-                   f"{e.event:<16} {e.actor:<12} {e.details}")
+    else:
+        for e in entries:
+            click.echo(f"{e.seq:>6} {datetime.fromtimestamp(e.ts, UTC):%Y-%m-%d %H:%M:%S} "
+                       f"{e.event:<16} {e.actor:<12} {e.details}")
+    if not chain.ok:  # what is listed may be forged: said last, where it is seen
+        click.echo(f"Audit log BROKEN: {chain.problem}; these entries cannot be trusted "
+                   "(see `semtrace audit verify`).", err=True)
+        sys.exit(6)
 
 
 @audit.command("retention")
