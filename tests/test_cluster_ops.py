@@ -414,3 +414,101 @@ def _on_a_terminal(*args: str) -> tuple[int, str]:
         received += chunk
     os.close(main)
     return proc.wait(timeout=600), received.decode(errors="replace")
+
+
+def test_nats_server_restarted_under_load_loses_nothing_and_stores_nothing_twice(
+        tmp_path: Path) -> None:
+    """Coverage (passes on the old code too): docs/scale-out.md's 'NATS down' with load.
+    Requests from eight threads while nats-server stops and starts again on the same port
+    and store: every request is answered or was refused as not sent, and each answered
+    one is stored exactly once, on its owner."""
+    import concurrent.futures
+    import signal
+    import subprocess
+
+    from test_cluster import _free_port, _nats_binary
+
+    from appliance.cluster.client import NatsClient
+    from appliance.cluster.partition import server_mappings
+    from appliance.errors import SemtraceError
+    from appliance.keys.bus import load_bus_keys
+
+    binary = _nats_binary()
+    if binary is None:
+        pytest.skip("nats-server is not installed")
+    port = _free_port()
+    conf = tmp_path / "nats.conf"
+    conf.write_text(f"listen: 127.0.0.1:{port}\njetstream {{ store_dir: {tmp_path / 'js'} }}\n"
+                    + server_mappings(PARTITIONS))
+    url = f"nats://127.0.0.1:{port}"
+
+    def server() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                stderr=(tmp_path / "nats.log").open("ab"))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                import socket
+
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return proc
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, \
+                    (tmp_path / "nats.log").read_text()[-2000:]
+                time.sleep(0.1)
+
+    nats = server()
+    bus_key, key = tmp_path / "bus.key", tmp_path / "cluster.key"
+    assert run_cli("cluster", "bus-key", "new", str(bus_key)).returncode == 0
+    assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
+                   str(key)).returncode == 0
+    node = Node(tmp_path, "n", url, key, f"0-{PARTITIONS - 1}", bus_key=bus_key)
+    start_all(node)
+    try:
+        answered: dict[str, dict[str, Any]] = {}
+        refused: list[str] = []
+        queued: list[str] = []
+        with NatsClient(url, timeout=30, bus_keys=load_bus_keys(bus_key)) as gateway:
+            def send(i: int) -> None:
+                row = _ingest(f"t{i % 6}", f"load-{i}", f"Question {i} about the VPN setup?")
+                try:
+                    answered[row["request_id"]] = gateway.request(row)
+                except SemtraceError as exc:
+                    if "stays queued on the bus" in str(exc):  # then it must get stored
+                        queued.append(row["request_id"])
+                        return
+                    assert "was not sent" in str(exc) or "dropped" in str(exc), exc
+                    refused.append(row["request_id"])
+
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                futures = [pool.submit(send, i) for i in range(240)]
+                while len(answered) < 40:
+                    time.sleep(0.05)
+                nats.send_signal(signal.SIGTERM)
+                nats.wait(timeout=60)
+                time.sleep(2)
+                nats = server()
+                for f in futures:
+                    f.result(timeout=300)
+        assert len(answered) + len(refused) + len(queued) == 240 and len(answered) >= 40
+        deadline = time.monotonic() + 300
+        for rid in queued:  # 'stays queued on the bus' held: each is committed
+            while not node.lookup(f"t{int(rid.split('-')[1]) % 6}", rid).get("ok"):
+                assert time.monotonic() < deadline, f"{rid} was said queued, never stored"
+                time.sleep(0.3)
+        for rid, reply in answered.items():
+            assert reply["ok"], reply
+            tenant = f"t{int(rid.split('-')[1]) % 6}"
+            found = node.lookup(tenant, rid)
+            assert found["ok"] and found["conversation_id"] == reply["conversation_id"]
+        while any(st["lag"] for st in _status(url)["states"]):  # nothing left in flight
+            assert time.monotonic() < deadline, "the stream never drained"
+            time.sleep(0.5)
+        assert node.records() == len(answered) + len(queued) + sum(
+            node.lookup(f"t{int(r.split('-')[1]) % 6}", r).get("ok", False) for r in refused)
+        assert "Traceback" not in node.log.read_text()
+    finally:
+        if node.proc is not None and node.proc.poll() is None:
+            node.stop()
+        nats.terminate()
+        nats.wait(timeout=30)
