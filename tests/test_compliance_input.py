@@ -533,3 +533,11 @@ def test_audit_log_of_a_tampered_chain_says_it_is_broken_and_exits_6(
     assert "Audit log BROKEN: entry 1 was altered" in _one_sentence(out)
     assert run_cli("audit", "log", *args[:2], "--passphrase-file", str(store["pw"]),
                    "--limit", "1").returncode == 6
+
+
+def test_audit_log_text_shows_each_entrys_details_as_json(store: dict[str, object]) -> None:
+    args = list(store["args"])  # type: ignore[call-overload]
+    listing = run_cli("audit", "log", "--event", "init", *args)
+    assert listing.returncode == 0, listing.stderr
+    details = listing.stdout.splitlines()[0].split(None, 5)[5]
+    assert json.loads(details)["compliance_key"] is True  # was {'compliance_key': True}

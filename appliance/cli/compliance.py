@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import sys
 from collections.abc import Iterator
@@ -139,8 +140,9 @@ def audit_log(data_dir: Path | None, passphrase_file: Path | None, key_file: Pat
         emit_json(entries)
     else:
         for e in entries:
+            details = json.dumps(e.details, sort_keys=True, ensure_ascii=False)  # not repr
             click.echo(f"{e.seq:>6} {datetime.fromtimestamp(e.ts, UTC):%Y-%m-%d %H:%M:%S} "
-                       f"{e.event:<16} {e.actor:<12} {e.details}")
+                       f"{e.event:<16} {e.actor:<12} {details}")
     if not chain.ok:  # what is listed may be forged: said last, where it is seen
         click.echo(f"Audit log BROKEN: {chain.problem}; these entries cannot be trusted "
                    "(see `semtrace audit verify`).", err=True)
@@ -195,7 +197,6 @@ def _public_key(path: Path) -> str:
     anything else is refused in one sentence (it would read as 'signed by another key')."""
     import base64
     import binascii
-    import json
 
     try:
         text = path.read_text(encoding="utf-8").strip()
