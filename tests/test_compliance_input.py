@@ -541,3 +541,16 @@ def test_audit_log_text_shows_each_entrys_details_as_json(store: dict[str, objec
     assert listing.returncode == 0, listing.stderr
     details = listing.stdout.splitlines()[0].split(None, 5)[5]
     assert json.loads(details)["compliance_key"] is True  # was {'compliance_key': True}
+
+
+def test_a_reveal_on_a_store_without_a_compliance_key_says_how_to_enrol_one(
+        tmp_path: Path) -> None:
+    pw = _secret(tmp_path / "pw", "operator pass phrase one")
+    cpw = _secret(tmp_path / "cpw", "compliance pass phrase two")
+    args = ["--data-dir", str(tmp_path / "data"), "--passphrase-file", str(pw)]
+    assert run_cli("init", *args).returncode == 0  # as `semtrace demo --keep` leaves it
+    out = run_cli("reveal", "1", "--role", "compliance", "--reason", "ticket 9",
+                  "--compliance-passphrase-file", str(cpw), *args)
+    assert out.returncode == 1
+    assert "`semtrace compliance enroll` keeps those of the prompts stored from then on" in \
+        _one_sentence(out)

@@ -141,7 +141,9 @@ def unlock_reveal_key(data_dir: Path, compliance: Credential) -> RevealOpener:
     """Unlock the compliance private key; AccessDenied-style WrongKey if the credential is wrong."""
     path = data_dir / REVEAL_PRIVATE_FILE
     if not path.exists():
-        raise SemtraceError("No compliance key is enrolled for this data dir.")
+        raise SemtraceError("No compliance key is enrolled for this data dir, so no originals "
+                            "are kept; `semtrace compliance enroll` keeps those of the prompts "
+                            "stored from then on.")
     try:  # a damaged file is named, never a traceback (nor taken for a wrong credential)
         meta = json.loads(path.read_text(encoding="utf-8"))
         kdf = meta["kdf"]
