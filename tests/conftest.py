@@ -19,6 +19,9 @@ import pytest
 # no URL, hubs are offline, and any socket to a non-local address fails the test.
 os.environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"] = ""
 os.environ["HF_HUB_OFFLINE"] = "1"
+# LiteLLM fetches its model cost map when imported unless told to use its own copy; the
+# first test module to import it (tests/test_bus_key.py) did not say so.
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
 SHARED_BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"
 _real_connect = socket.socket.connect
