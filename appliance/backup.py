@@ -45,6 +45,7 @@ from appliance.keys import (
     fsync_dir,
     open_keyring,
 )
+from appliance.keys.durable import fsync_path
 from appliance.store import DB_FILE, KEYS_FILE
 from appliance.store.core import connect
 
@@ -163,20 +164,13 @@ def _busy(exc: Exception) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file's bytes (the manifest's checksums)."""
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def take_backup(data_dir: Path, cred: Credential, dest: Path, *,
@@ -230,7 +224,7 @@ def take_backup(data_dir: Path, cred: Credential, dest: Path, *,
         made += _copy_policies(dest / POLICIES)
         for path in made:
             os.chmod(path, 0o600)
-            _fsync(path)
+            fsync_path(path)
         step("checking the copy", 0, 1)
         copy_ring = open_keyring(dest, cred)
         db = connect(dest / DB_FILE, copy_ring, readonly=True)
@@ -249,7 +243,8 @@ def take_backup(data_dir: Path, cred: Credential, dest: Path, *,
             raise SemtraceError("The copy does not match the store it was taken from "
                                 f"({chain.problem or 'record count'}); the backup was removed.")
         sizes = {str(p.relative_to(dest)): p.stat().st_size for p in made}
-        files = {name: {"bytes": n, "sha256": _sha256(dest / name)} for name, n in sizes.items()}
+        files = {name: {"bytes": n, "sha256": sha256_file(dest / name)}
+                 for name, n in sizes.items()}
         manifest = {"format": MANIFEST_FORMAT, "semtrace": __version__,
                     "taken_at": taken.isoformat(), "audit_seq": seq, "records": records,
                     "files": files}
@@ -257,7 +252,7 @@ def take_backup(data_dir: Path, cred: Credential, dest: Path, *,
         made += [tmp, dest / MANIFEST]
         tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
         os.chmod(tmp, 0o600)
-        _fsync(tmp)
+        fsync_path(tmp)
         tmp.replace(dest / MANIFEST)  # last: a folder without it is no backup
         fsync_dir(dest)
         step("checking the copy", 1, 1)

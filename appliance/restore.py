@@ -11,7 +11,6 @@ Without it, the report warns that erasures made after the copy are not applied.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -21,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from appliance.backup import MANIFEST, MANIFEST_FORMAT, _inside
+from appliance.backup import MANIFEST, MANIFEST_FORMAT, _inside, sha256_file
 from appliance.config import Policies
 from appliance.errors import InputError, SemtraceError, WrongKey
 from appliance.keys import KEYRING_FILE, Credential, fsync_dir, open_keyring
@@ -68,18 +67,12 @@ def read_manifest(backup: Path) -> dict[str, Any]:
                              "damaged. Nothing was restored.")
         path = backup / name
         if not path.is_file() or path.stat().st_size != meta.get("bytes") \
-                or _sha256(path) != meta.get("sha256"):
+                or sha256_file(path) != meta.get("sha256"):
             raise InputError(f"{path} does not match the backup's checksum: the copy is "
                              "damaged. Nothing was restored.")
     return dict(manifest)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _check_target(backup: Path, target: Path) -> None:

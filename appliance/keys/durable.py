@@ -23,13 +23,18 @@ def write_atomic(path: Path, data: dict[str, Any]) -> None:
     fsync_dir(path.parent)
 
 
-def fsync_dir(directory: Path) -> None:
-    """Make a rename or unlink in `directory` durable."""
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """Flush a file's (or a directory's) contents to disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or unlink in `directory` durable."""
+    fsync_path(directory)
 
 
 def read_json(path: Path) -> dict[str, Any]:
