@@ -230,6 +230,17 @@ def test_a_big_citys_other_name_is_a_place(redactor, text, value):  # type: igno
     assert value not in redacted_text(redactor, text)
 
 
+@pytest.mark.parametrize(("text", "redacted"), [
+    ("Hi, I'm Alice Smith and I need help.", "Hi, I'm <PERSON> and I need help."),
+    ("Hi I'm John, can you help?", "Hi I'm <PERSON>, can you help?"),
+    ("Hello, I\u2019m Zyxwv Qrstu.", "Hello, I\u2019m <PERSON>."),
+])
+def test_a_self_introduction_keeps_its_im_and_redacts_the_name(redactor, text, redacted):  # type: ignore[no-untyped-def]
+    # The greeting cue took "I'm" as the name's first word: "Hi, <PERSON> and I need
+    # help." (and the vault kept "I'm Alice Smith" as the original).
+    assert redacted_text(redactor, text) == redacted
+
+
 def test_an_ordinary_noun_that_is_a_big_citys_other_name_stays(redactor):  # type: ignore[no-untyped-def]
     # "Soul" is one of Seoul's alternate names in GeoNames, "Vine" one of Vienna's.
     assert types_found(redactor, "Soul music and a glass of Vine leaves") == set()

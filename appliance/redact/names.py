@@ -42,6 +42,9 @@ WEAK_CUE = re.compile(
 )
 
 
+# A pronoun's contraction after a cue ("Hi, I'm Alice"): the name comes after it.
+CONTRACTION = re.compile(r"(?i)(?:i|you|we|they|he|she|it|that|there|who|what|let)['’]"
+                         r"(?:m|s|re|ve|d|ll)")
 # A speaker label at the start of a line: "Vsevolod: Who are you?"
 SPEAKER = re.compile(r"(?m)^[ \t>]*([A-Z][^\W\d_]{1,20})[ \t]*:[ \t]*\S")
 
@@ -198,7 +201,11 @@ class PersonNameRecognizer(SpanRecognizer):
     def _from_cues(self, text: str) -> Iterator[tuple[int, int, float]]:
         for cue, strong in ((STRONG_CUE, True), (WEAK_CUE, False)):
             for m in cue.finditer(text):
-                pos, end = m.end(), -1
+                start = pos = m.end()
+                end = -1
+                w = NAME_WORDS.match(text, pos)
+                if w and CONTRACTION.fullmatch(w.group()):  # "Hi, I'm Alice": after "I'm"
+                    start = pos = w.end() + 1 if text[w.end():w.end() + 1] == " " else len(text) + 1
                 for _ in range(3):
                     w = NAME_WORDS.match(text, pos)
                     if (
@@ -212,7 +219,7 @@ class PersonNameRecognizer(SpanRecognizer):
                     end = w.end()
                     pos = end + 1 if text[end : end + 1] == " " else len(text) + 1
                 if end > 0:
-                    yield m.end(), end, 0.8 if strong else 0.65
+                    yield start, end, 0.8 if strong else 0.65
 
     def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
         places = (
