@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import threading
@@ -47,6 +48,18 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("SEMTRACE_DATA_DIR", "SEMTRACE_PASSPHRASE_FILE", "SEMTRACE_KEY_FILE",
                 "CREDENTIALS_DIRECTORY", "SEMTRACE_QUERY_SOCKET"):
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _semtrace_logger_restored() -> Iterator[None]:
+    """A command run in process (`serve`) points the `semtrace` logger at its stderr and
+    stops propagation: later tests' caplog saw none of its records, and it wrote to a
+    closed capture. Each test starts and ends with the logger as it found it."""
+    log = logging.getLogger("semtrace")
+    saved = (log.handlers[:], log.level, log.propagate)
+    yield
+    log.handlers[:], log.propagate = saved[0], saved[2]
+    log.setLevel(saved[1])
 
 
 @pytest.fixture(scope="session")
