@@ -216,7 +216,7 @@ def init(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | N
 
 # Each module owns one noun and lists its click commands in COMMANDS.
 COMMAND_MODULES = ("model", "replay", "browse", "demo", "reembed", "eval", "redact", "service",
-                   "compliance", "erasure", "retention", "keys", "stats", "tui", "install",
+                   "compliance", "audit", "erasure", "retention", "keys", "stats", "tui", "install",
                    "cluster", "thresholds", "backup")
 
 

@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import re
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,17 +12,14 @@ from typing import Any
 
 import click
 
-from appliance.audit import EVENTS, AuditLog
+from appliance.audit import AuditLog
 from appliance.cli import (
     credential,
     credential_options,
     data_dir_option,
     emit_json,
-    not_blank,
     open_dir,
-    output_path,
     role_option,
-    role_option_as,
 )
 from appliance.errors import AccessDenied, InputError, SemtraceError
 from appliance.ingest import parse_ts
@@ -74,185 +69,6 @@ def _reason(reason: str, *, user_id: str | None = None) -> str:
         raise InputError("--reason must not hold the user id or an e-mail address: the audit "
                          "log keeps it for good; give a ticket number instead.")
     return reason
-
-
-@click.group()
-def audit() -> None:
-    """The tamper-evident audit log and retention reports."""
-
-
-@audit.command("verify")
-@data_dir_option
-@credential_options
-@click.option("--json", "as_json", is_flag=True)
-def audit_verify(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
-                 as_json: bool) -> None:
-    """Check the audit chain and its signatures; name the first bad entry."""
-    from appliance.audit import verify_chain
-
-    with _opened(data_dir, passphrase_file, key_file) as rt:
-        result = verify_chain(rt.store.db, rt.store.keys_db)
-    if as_json:
-        emit_json(result)
-    else:
-        click.echo(f"Audit log intact: {result.entries} entries, {result.checkpoints} signed "
-                   "checkpoints." if result.ok else f"Audit log BROKEN: {result.problem}.")
-    if not result.ok:
-        sys.exit(6)
-
-
-@audit.command("log")
-@data_dir_option
-@credential_options
-@role_option_as("compliance")
-@click.option("--tenant", default=None, help="Only entries about this tenant (its shreds, "
-              "erasures, reveals); store-wide ones (start, stop, runs) are left out.")
-@click.option("--event", "events", multiple=True, type=click.Choice(EVENTS),
-              help="Only this kind of entry (repeatable).")
-@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True,
-              help="The most recent entries shown.")
-@click.option("--all", "every", is_flag=True, help="Every entry (an export), not --limit.")
-@click.option("--json", "as_json", is_flag=True)
-def audit_log(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
-              role: str | None, tenant: str | None, events: tuple[str, ...], limit: int,
-              every: bool, as_json: bool) -> None:
-    """Print the most recent audit entries (a role bound to tenants sees only theirs)."""
-    from appliance.audit import verify_chain
-    from appliance.query import audit_entries
-    from appliance.roles import bound_tenants, require
-
-    not_blank(tenant=tenant)
-    rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
-    try:
-        name = require(rt.policies.access, role or "compliance", "audit", tenant=tenant)
-        bound = bound_tenants(rt.policies.access, name)
-        scope = (tenant,) if tenant else tuple(bound) if bound else None
-        entries = audit_entries(rt.store, events=events or None,
-                                last=None if every else limit + 1, tenants=scope)
-        chain = verify_chain(rt.store.db, rt.store.keys_db)
-    finally:
-        rt.close()
-    if not every and len(entries) > limit:  # on stderr: stdout may be the JSON export
-        entries = entries[-limit:]
-        click.echo(f"Showing the last {limit} entries; older ones are held (--all for every "
-                   "one).", err=True)
-    if as_json:
-        emit_json(entries)
-    else:
-        for e in entries:
-            details = json.dumps(e.details, sort_keys=True, ensure_ascii=False)  # not repr
-            click.echo(f"{e.seq:>6} {datetime.fromtimestamp(e.ts, UTC):%Y-%m-%d %H:%M:%S} "
-                       f"{e.event:<16} {e.actor:<12} {details}")
-    if not chain.ok:  # what is listed may be forged: said last, where it is seen
-        click.echo(f"Audit log BROKEN: {chain.problem}; these entries cannot be trusted "
-                   "(see `semtrace audit verify`).", err=True)
-        sys.exit(6)
-
-
-@audit.command("retention")
-@data_dir_option
-@credential_options
-@role_option_as("compliance")
-@click.option("--format", "fmt", type=click.Choice(["md", "json", "html"]), default="md")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
-@click.option("--since", default=None, help="Start of the reporting period (ISO-8601).")
-def audit_retention(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
-                    role: str | None, fmt: str, out: Path | None, since: str | None) -> None:
-    """Produce the signed retention report for compliance officers."""
-    from appliance.report import issue_report
-    from appliance.roles import require
-
-    start = _as_of(since, "--since") if since else None
-    if out is not None:  # before the report is issued: its issue is audited
-        output_path(out)
-    with _opened(data_dir, passphrase_file, key_file) as rt:
-        require(rt.policies.access, role or "compliance", "audit",
-                every_tenant="the retention report")
-        text = issue_report(rt.store, rt.keyring, rt.policies.retention, fmt=fmt, since=start)
-    if out:
-        out.write_text(text)
-        click.echo(f"Signed report written to {out}.", err=True)
-    else:
-        click.echo(text, nl=False)
-
-
-@audit.command("public-key")
-@data_dir_option
-@credential_options
-@click.option("--json", "as_json", is_flag=True)
-def audit_public_key(data_dir: Path | None, passphrase_file: Path | None,
-                     key_file: Path | None, as_json: bool) -> None:
-    """Print the appliance's current audit-signing public key (base64, Ed25519)."""
-    with _opened(data_dir, passphrase_file, key_file) as rt:
-        signer = rt.keyring.audit_signer()
-        key_id, public_key = signer.key_id(), signer.public_key_b64()
-    if as_json:
-        emit_json({"key_id": key_id, "public_key": public_key, "algorithm": "Ed25519"})
-    else:
-        click.echo(public_key)
-
-
-def _public_key(path: Path) -> str:
-    """The Ed25519 public key in a file `audit public-key` wrote (plain, or its --json);
-    anything else is refused in one sentence (it would read as 'signed by another key')."""
-    import base64
-    import binascii
-
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except UnicodeDecodeError:
-        text = ""
-    if text.startswith("{"):
-        try:
-            found = json.loads(text).get("public_key")
-            text = found.strip() if isinstance(found, str) else ""
-        except (ValueError, AttributeError):
-            text = ""
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != 32:
-        raise InputError(f"--public-key {path} holds no Ed25519 public key; give the output "
-                         "of `semtrace audit public-key` (plain or --json).")
-    return text
-
-
-@audit.command("check-report")
-@click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--public-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="Trusted public key file (from `audit public-key`).")
-@data_dir_option
-@credential_options
-@click.option("--json", "as_json", is_flag=True)
-def audit_check_report(report: Path, public_key: Path | None, data_dir: Path | None,
-                       passphrase_file: Path | None, key_file: Path | None,
-                       as_json: bool) -> None:
-    """Verify a report offline; exit 0 only when it is intact."""
-    from appliance.keys import AuditSigner  # noqa: F401  (keeps key code in appliance.keys)
-    from appliance.report import check_report
-
-    trusted: dict[str, str] | None = None
-    if public_key is not None:
-        import hashlib
-
-        pub = _public_key(public_key)
-        trusted = {hashlib.sha256(pub.encode()).hexdigest()[:16]: pub}
-    elif data_dir is not None:
-        with _opened(data_dir, passphrase_file, key_file) as rt:
-            trusted = _audit(rt).public_keys()
-    try:
-        text = report.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        text = ""
-    result = check_report(text, trusted_keys=trusted)
-    if as_json:
-        emit_json(result)
-    else:
-        note = "" if trusted is not None else " (no trusted key given: integrity only)"
-        click.echo(result.reason + (note if result.ok else ""))
-    if not result.ok:
-        sys.exit(6)
 
 
 class RecordId(click.IntRange):
@@ -403,4 +219,4 @@ def compliance_retag(data_dir: Path | None, passphrase_file: Path | None,
                    else "reveal.pub already carries its tag; nothing changed.")
 
 
-COMMANDS = [audit, reveal, compliance]
+COMMANDS = [reveal, compliance]
