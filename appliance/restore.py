@@ -10,7 +10,6 @@ Without it, the report warns that erasures made after the copy are not applied.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ from appliance.backup import MANIFEST, MANIFEST_FORMAT, _inside, sha256_file
 from appliance.config import Policies
 from appliance.errors import InputError, SemtraceError, WrongKey
 from appliance.keys import KEYRING_FILE, Credential, fsync_dir, open_keyring
+from appliance.keys.durable import fsync_path
 from appliance.store import DB_FILE, KEYS_FILE
 
 Progress = Callable[[str, int, int], None]
@@ -149,7 +149,7 @@ def restore_backup(backup: Path, target: Path, cred: Credential, policies: Polic
                    progress: Progress | None = None) -> RestoreReport:
     """Put the backup in `target` (new or empty), shred again what the live store had
     destroyed since, and open it; InputError / WrongKey in one sentence, nothing kept."""
-    from appliance.runtime import prepare_dir
+    from appliance.runtime import prepare_dir, remove_made
 
     step = progress or (lambda _s, _d, _t: None)
     manifest = read_manifest(backup)
@@ -175,25 +175,13 @@ def restore_backup(backup: Path, target: Path, cred: Credential, policies: Polic
             tmp = target / (name + ".restoring")
             shutil.copyfile(backup / name, tmp)
             os.chmod(tmp, 0o600)
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_path(tmp)
             tmp.replace(target / name)
         fsync_dir(target)
         step("shredding what expired since", len(names), len(names))
         report = _settle(target, cred, policies, manifest, erasures or [])
     except BaseException:
-        for p in target.iterdir() if target.exists() else []:
-            if p.name not in found:
-                if p.is_dir():
-                    shutil.rmtree(p, ignore_errors=True)
-                else:
-                    p.unlink(missing_ok=True)
-        if created:
-            with contextlib.suppress(OSError):
-                target.rmdir()
+        remove_made(target, found, created=created)
         raise
     warnings: list[str] = []
     if erasures is None:

@@ -67,6 +67,21 @@ def require_data_dir(data_dir: Path) -> None:
                          "it. Nothing was changed.")
 
 
+def remove_made(directory: Path, found: set[str], *, created: bool) -> None:
+    """Undo a half-made data dir: remove what is in `directory` but not in `found` (the
+    names it held before), and the folder itself when it was `created`."""
+    for p in directory.iterdir() if directory.exists() else []:
+        if p.name in found:
+            continue
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    if created:
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+
+
 def prepare_dir(data_dir: Path) -> None:
     """Create the data dir with mode 0700 (or tighten an empty one)."""
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -112,16 +127,7 @@ def init_data_dir(data_dir: Path, cred: Credential, *,
         # a half-made data dir (a keyring, no store) is refused by every command and by
         # init itself: leave the folder as it was found, empty or absent
         full = _no_space(exc, data_dir) if isinstance(exc, Exception) else None
-        for p in data_dir.iterdir():
-            if p.name in found:
-                continue
-            if p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink(missing_ok=True)
-        if created:
-            with contextlib.suppress(OSError):
-                data_dir.rmdir()
+        remove_made(data_dir, found, created=created)
         if full is not None:
             raise SemtraceError(f"{data_dir} could not be initialised: {full}; nothing was "
                                 "left in it.") from None
