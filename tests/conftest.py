@@ -160,6 +160,22 @@ def serving(pipeline: Any, roles: dict[str, Any], sockets: Path,
         thread.join(30)
 
 
+def init_store(tmp: Path, *, compliance: bool = True) -> tuple[list[str], Path, Path]:
+    """`semtrace init` of tmp/data (with a compliance key unless told not to): the CLI
+    arguments that open it (--data-dir, --passphrase-file) and the master and compliance
+    passphrase files (0600)."""
+    from test_spine import run_cli
+
+    pw, cpw = tmp / "pw", tmp / "cpw"
+    for path, text in ((pw, "operator pass phrase one"), (cpw, "compliance pass phrase two")):
+        path.touch(mode=0o600)
+        path.write_text(text + "\n")
+    args = ["--data-dir", str(tmp / "data"), "--passphrase-file", str(pw)]
+    extra = ["--compliance-passphrase-file", str(cpw)] if compliance else []
+    assert run_cli("init", *args, *extra).returncode == 0
+    return args, pw, cpw
+
+
 def write_stream(path: Path, rows: list[dict[str, object]]) -> Path:
     with path.open("w") as fh:
         for i, row in enumerate(rows):

@@ -11,26 +11,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import write_stream
+from conftest import init_store, write_stream
 from test_spine import run_cli
 
 CANARY = "canary-7f3a@example.com"
-
-
-def _secret(path: Path, text: str) -> Path:
-    path.touch(mode=0o600)
-    path.write_text(text + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     """A data dir with a compliance key and two replayed prompts, one holding the canary."""
     tmp = tmp_path_factory.mktemp("officer")
-    pw = _secret(tmp / "pw", "operator pass phrase one")
-    cpw = _secret(tmp / "cpw", "compliance pass phrase two")
-    args = ["--data-dir", str(tmp / "data"), "--passphrase-file", str(pw)]
-    assert run_cli("init", *args, "--compliance-passphrase-file", str(cpw)).returncode == 0
+    args, pw, cpw = init_store(tmp)
     src = write_stream(tmp / "in.jsonl", [
         {"tenant": "acme", "user_id": "alice", "ts": "2026-03-02T09:00:00Z",
          "text": f"Please write to me at {CANARY} about the invoice."},
@@ -545,10 +536,7 @@ def test_audit_log_text_shows_each_entrys_details_as_json(store: dict[str, objec
 
 def test_a_reveal_on_a_store_without_a_compliance_key_says_how_to_enrol_one(
         tmp_path: Path) -> None:
-    pw = _secret(tmp_path / "pw", "operator pass phrase one")
-    cpw = _secret(tmp_path / "cpw", "compliance pass phrase two")
-    args = ["--data-dir", str(tmp_path / "data"), "--passphrase-file", str(pw)]
-    assert run_cli("init", *args).returncode == 0  # as `semtrace demo --keep` leaves it
+    args, _, cpw = init_store(tmp_path, compliance=False)  # as `semtrace demo --keep` leaves it
     out = run_cli("reveal", "1", "--role", "compliance", "--reason", "ticket 9",
                   "--compliance-passphrase-file", str(cpw), *args)
     assert out.returncode == 1

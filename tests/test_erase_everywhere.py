@@ -11,26 +11,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import write_stream
+from conftest import init_store, write_stream
 from test_spine import run_cli
 
 CANARY = "quimby.vexmoor@example.com"
-
-
-def _secret(path: Path, text: str) -> Path:
-    path.touch(mode=0o600)
-    path.write_text(text + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")
 def replayed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     """A data dir where alice writes in acme (two days) and globex, and bob in acme."""
     tmp = tmp_path_factory.mktemp("everywhere")
-    pw = _secret(tmp / "pw", "operator pass phrase one")
-    cpw = _secret(tmp / "cpw", "compliance pass phrase two")
-    args = ["--data-dir", str(tmp / "data"), "--passphrase-file", str(pw)]
-    assert run_cli("init", *args, "--compliance-passphrase-file", str(cpw)).returncode == 0
+    args, pw, cpw = init_store(tmp)
     src = write_stream(tmp / "in.jsonl", [
         {"tenant": "acme", "user_id": "alice", "ts": "2026-03-02T09:00:00Z",
          "text": f"Please send the lease to {CANARY} today."},
