@@ -948,6 +948,66 @@ def test_models_compare_on_one_topic_with_that_topics_release(fixed_store: Path,
         rt.close()
 
 
+def test_models_on_a_topic_merged_since_read_and_make_the_release_stats_models_reads(
+        fixed_store: Path, tmp_path: Path) -> None:
+    """A refinement merged tp_accounts into tp_travel after today's topic release: the
+    topic picker offers that topic once, and its models release is the one
+    `semtrace stats models --topic tp_accounts` (or tp_travel) reads, spent once."""
+    import shutil
+
+    from appliance import analytics
+    from appliance.keys import read_key_file
+    from appliance.privacy import PrivacyGate
+    from appliance.runtime import open_runtime
+
+    copy = tmp_path / "fixed"  # this test merges topics and spends budget
+    shutil.copytree(fixed_store, copy)
+    rt = open_runtime(copy / "data", read_key_file(copy / "key"))
+    with rt.store.db:
+        rt.store.db.execute("UPDATE topics SET merged_into = 'tp_travel', label = NULL "
+                            "WHERE topic_id = 'tp_accounts'")
+
+    def spent() -> int:
+        return sum(r[0] for r in rt.store.db.execute("SELECT queries FROM privacy_budget"))
+
+    names: list[str] = []
+
+    async def scenario(pilot: Any) -> None:
+        app = pilot.app
+        await pilot.press("c")
+        await settle(pilot)
+        for _ in range(4):  # all topics -> each topic of the picker -> all topics
+            await pilot.press("p")
+            await settle(pilot)
+            names.append(str(app.screen.query_one("#models-head").render()).split(",")[0])
+            if "trip museums spring" in names[-1] and not spent():
+                await pilot.press("n")
+                await settle(pilot)
+                await pilot.click("#release")
+                for _ in range(20):
+                    await settle(pilot)
+                    if spent():
+                        break
+            if "trip museums spring" in names[-1]:
+                assert "No release today for acme" not in str(
+                    app.screen.query_one("#status").render())
+
+    try:
+        run(app_for(rt, role="analyst"), scenario)
+        assert spent() == 2  # acme and globex, once
+        travel = [n for n in names if "trip museums spring" in n]
+        assert len(travel) == 1, names  # one topic now, offered once
+        start, end = analytics.default_window(CLOCK)
+        threads = analytics.load_threads(rt.store, "acme", start, end)
+        again = analytics.model_stats(
+            threads, PrivacyGate(rt.store.db, rt.policies.privacy, clock=CLOCK.timestamp),
+            tenant="acme", start=start, end=end, labels={}, topic="tp_travel",
+            cost_bound=rt.policies.pricing.thread_cost_bound)
+        assert again.cached and spent() == 2  # the CLI reads the release the screen made
+    finally:
+        rt.close()
+
+
 def test_snapshot_retention(snap_compare: Any, fixed_app: Any) -> None:
     async def retention(pilot: Any) -> None:
         await settle(pilot)

@@ -50,7 +50,9 @@ class AggregateView:
     tenants: tuple[Released, ...]
     currency: str
     k_min_users: int
-    topic: str | None = None  # models compared on this topic only
+    topic: str | None = None  # models compared on this topic only (its live id)
+    # topics: the rows' ids merged into another topic since the release -> the live id
+    aliases: tuple[tuple[str, str], ...] = ()
 
     @property
     def last_day(self) -> datetime:
@@ -74,7 +76,14 @@ def release_key(policies: Policies, kind: str, now: datetime, topic: str | None 
 
 def aggregate_view(store: Store, policies: Policies, tenants: list[str], kind: str,
                    now: datetime, *, topic: str | None = None) -> AggregateView:
-    """Today's releases of `kind` for `tenants`, read from the release cache (spends nothing)."""
+    """Today's releases of `kind` for `tenants`, read from the release cache (spends nothing).
+
+    A `topic` merged into another since is that live topic: `semtrace stats models
+    --topic` files its release under the live id, and the threads carry only that id.
+    """
+    merged = topic_aliases(store)
+    if topic is not None:
+        topic = merged.get(topic, topic)
     start, end, key = release_key(policies, kind, now, topic)
     day = now.astimezone(UTC).strftime("%Y-%m-%d")
     cache = ReleaseCache(store.db)
@@ -86,14 +95,16 @@ def aggregate_view(store: Store, policies: Policies, tenants: list[str], kind: s
         if kind == "topics":  # each topic's trend, from the stored releases (spends nothing)
             rows = with_trends(store.db, tenant, rows, (end - timedelta(days=1)).date(),
                                cost_bound=policies.pricing.thread_cost_bound,
-                               aliases=topic_aliases(store))
+                               aliases=merged)
         at = (datetime.fromtimestamp(rel.released_at, UTC)
               if rel is not None and rel.released_at is not None else None)
         per_user = kind == "topics" and not policies.privacy.cross_user_topics.get(tenant, False)
         out.append(Released(tenant, rows, at if rel is not None else None, per_user))
+    keys = {r.key for t in out for r in t.rows} if kind == "topics" else set()
     return AggregateView(kind=kind, start=start, end=end, tenants=tuple(out),
                          currency=policies.pricing.currency,
-                         k_min_users=policies.privacy.k_min_users, topic=topic)
+                         k_min_users=policies.privacy.k_min_users, topic=topic,
+                         aliases=tuple(sorted((k, merged[k]) for k in keys if k in merged)))
 
 
 class AggregateReader:
@@ -118,7 +129,8 @@ class AggregateReader:
         """
         rt = self.reader.rt
         require(rt.policies.access, role, "aggregates")
-        missing = self.view(kind, now, topic=topic).missing
+        view = self.view(kind, now, topic=topic)
+        missing, topic = view.missing, view.topic  # a merged topic: its live id
         if not missing:
             return ()
         start, end = analytics.default_window(now)

@@ -72,8 +72,10 @@ class ModelsScreen(ReleasedScreen):
         """Also read the topics release, for the topic picker."""
         ctx = context(self)
         topics = ctx.aggregates.view("topics", ctx.clock())
-        self.topics = sorted({(r.key, r.label or r.key) for t in topics.tenants for r in t.rows
-                              if r.key != NO_TOPIC}, key=lambda kn: kn[1])
+        live = dict(topics.aliases)  # a topic merged since the release is the one it joined
+        self.topics = sorted({(live.get(r.key, r.key), r.label or live.get(r.key, r.key))
+                              for t in topics.tenants for r in t.rows if r.key != NO_TOPIC},
+                             key=lambda kn: kn[1])
 
     def _label(self, i: int) -> str:
         tenant, row = self.entries[i]
@@ -83,6 +85,7 @@ class ModelsScreen(ReleasedScreen):
     def show(self, view: AggregateView) -> None:
         """Lay the two picked models side by side, busiest two by default."""
         self.view = view
+        self.topic = view.topic  # the live topic, where the one picked was merged since
         self.entries = sorted(((t.tenant, r) for t in view.tenants for r in t.rows),
                               key=lambda tr: (-tr[1].threads.value, tr[0], tr[1].key))
         self.picked = [min(p, max(len(self.entries) - 1, 0)) for p in self.picked]
