@@ -22,7 +22,7 @@ from appliance.cli import (
     role_option,
 )
 from appliance.errors import InputError, SemtraceError
-from appliance.records import Thread, jsonable
+from appliance.records import Record, Thread, jsonable
 
 
 @click.group()
@@ -102,7 +102,9 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
 def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | None,
                  key_file: Path | None, role: str | None, socket_path: Path | None,
                  as_json: bool) -> None:
-    """Show one thread's turns in order (redacted text)."""
+    """Show one thread's turns in order: position, intent, similarity, the signal that
+    linked each (history, previous_response_id, session_id, content), its parent, and
+    the redacted text."""
     from appliance.query import get_thread
     from appliance.reads import thread_from_json
     from appliance.roles import require, sees
@@ -132,9 +134,21 @@ def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | 
                f"cost {money(thread.cost)} {currency}): "
                f"{thread.title if thread.title is not None else '[shredded]'}")
     for r in thread.records:
-        sim = "" if r.similarity is None else f" sim={r.similarity:.2f}"
-        click.echo(f"  {r.ts:%Y-%m-%d %H:%M:%S}  #{r.record_id:<6} {r.position:<12}{sim}")
+        click.echo(f"  {r.ts:%Y-%m-%d %H:%M:%S}  #{r.record_id:<6} {turn_line(r)}")
         click.echo(f"      {r.text if r.text is not None else '[shredded]'}")
+
+
+def turn_line(r: Record) -> str:
+    """A turn's link as `threads show` prints it: position, intent, similarity, the signal
+    that decided (history, previous_response_id, session_id or content) and the parent."""
+    parts = [f"{r.position:<12}", r.intent or "intent ?"]
+    if r.similarity is not None:
+        parts.append(f"sim={r.similarity:.2f}")
+    if r.link_source:
+        parts.append(f"signal={r.link_source}")
+    if r.parent_id is not None:
+        parts.append(f"parent=#{r.parent_id}")
+    return "  ".join(parts)
 
 
 @click.command()

@@ -1,0 +1,60 @@
+"""What an engineer reads of one conversation, on prompts through the real pipeline
+(Presidio, llama.cpp, SQLCipher): each turn's position, intent, similarity, the signal
+that linked it and its parent, in the CLI and in the TUI."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_prompt
+
+from appliance.ingest import content_digest
+from appliance.records import Message
+
+
+def _history(*texts: str) -> tuple[Message, ...]:
+    return tuple(Message(role=("user", "assistant")[i % 2], digest=content_digest(t))
+                 for i, t in enumerate(texts))
+
+
+@pytest.fixture
+def linked(pipeline: Any) -> list[Any]:
+    """One user's thread whose turns were linked by history, then by content."""
+    a = make_prompt("Which vaccines do I need for a trip to Kenya?", user="pia", minutes=0)
+    b = replace(make_prompt("And for Tanzania?", user="pia", minutes=2),
+                history=_history(a.text, "Yellow fever and typhoid."))
+    c = make_prompt("Are those vaccines also needed for children travelling to Kenya?",
+                    user="pia", minutes=4)
+    return list(pipeline.process([a, b, c]))
+
+
+def test_threads_show_prints_each_turns_intent_signal_and_parent(
+        runtime: Any, linked: list[Any], data_dir: Path, passphrase_file: Path) -> None:
+    from click.testing import CliRunner
+
+    from appliance.cli import cli
+
+    args = ["--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file)]
+    thread_id = linked[1].thread_id
+    shown = CliRunner().invoke(cli, ["threads", "show", thread_id, *args, "--json"])
+    assert shown.exit_code == 0, shown.output
+    records = json.loads(shown.output)["records"]
+    sources = {r["link_source"] for r in records if r["parent_id"] is not None}
+    assert "history" in sources  # the thread has a turn the message history linked
+    text = CliRunner().invoke(cli, ["threads", "show", thread_id, *args])
+    assert text.exit_code == 0, text.output
+    lines = {int(line.split("#")[1].split()[0]): line for line in text.output.splitlines()
+             if line.startswith("  20")}
+    assert set(lines) == {r["record_id"] for r in records}
+    for r in records:
+        line = lines[r["record_id"]]
+        assert r["position"] in line and r["intent"] in line, line
+        assert f"signal={r['link_source']}" in line, line
+        if r["parent_id"] is not None:
+            assert f"parent=#{r['parent_id']}" in line, line
+        else:
+            assert "parent=" not in line, line
