@@ -58,3 +58,33 @@ def test_threads_show_prints_each_turns_intent_signal_and_parent(
             assert f"parent=#{r['parent_id']}" in line, line
         else:
             assert "parent=" not in line, line
+
+
+def test_the_why_panel_names_the_signal_that_decided_each_turn(runtime: Any,
+                                                               linked: list[Any]) -> None:
+    from test_tui import app_for, run, settle, table_keys
+
+    from appliance.query import get_thread
+
+    thread = get_thread(runtime.store, linked[1].thread_id)
+    assert thread is not None
+    names = {"history": "history", "previous_response_id": "previous_response_id",
+             "session_id": "session id", "content": "content"}
+    seen: list[str] = []
+
+    async def scenario(pilot: Any) -> None:
+        app = pilot.app
+        app.screen.query_one("#threads").move_cursor(
+            row=table_keys(app, "#threads").index(thread.thread_id))
+        await pilot.press("enter")
+        await settle(pilot)
+        for i, r in enumerate(thread.records):
+            if i:
+                await pilot.press("j")
+                await settle(pilot)
+            panel = str(app.screen.query_one("#why-text").render())
+            seen.append(r.link_source or "")
+            assert f"decided by {names[r.link_source or 'content']}" in panel, (r, panel)
+
+    run(app_for(runtime), scenario)
+    assert {"history", "content"} <= set(seen) and len(seen) == len(thread.records)

@@ -33,6 +33,14 @@ GATEWAY_REASONS = {  # links the gateway's own signals decided (appliance/histor
 }
 
 
+# what decided, where the linker's content score did (with or without the client's session)
+CONTENT_SIGNALS = {
+    "content": "content (similarity, cues and time)",
+    "session_id": "the client's session id (the content linked it to a turn of the same "
+                  "session)",
+}
+
+
 def _parent(turn: Turn) -> str:
     """The parent as the thread numbers it, or a plain phrase when it is gone (shredded)."""
     return f"#{turn.parent_number}" if turn.parent_number is not None else "an earlier turn"
@@ -71,6 +79,9 @@ def _decision(turn: Turn, ev: dict[str, Any]) -> Text:
             and threshold is not None else "no candidate scored enough"
     out = Text(head, style="bold")
     out.append(f"\n{why}\n")
+    signal = CONTENT_SIGNALS.get(ev.get("link_source", ""))
+    if gateway is None and signal is not None:
+        out.append(f"decided by {signal}\n")
     return out
 
 
