@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from appliance.coredump import forbid_core_dumps
 from appliance.errors import InputError, SemtraceError
 from appliance.keys import Credential, find_credential, read_key_file, write_key_file
 from appliance.records import jsonable
@@ -253,6 +254,7 @@ def _database_error(exc: Exception) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one sentence and an exit code."""
+    forbid_core_dumps()
     try:
         cli.main(args=argv, prog_name="semtrace", standalone_mode=False)
     except click.exceptions.Abort:
