@@ -88,3 +88,32 @@ def test_the_why_panel_names_the_signal_that_decided_each_turn(runtime: Any,
 
     run(app_for(runtime), scenario)
     assert {"history", "content"} <= set(seen) and len(seen) == len(thread.records)
+
+
+def test_a_thread_opened_after_the_service_stopped_says_so_not_that_it_is_absent(
+        linked: list[Any], pipeline: Any, tmp_path: Path) -> None:
+    import os
+    from contextlib import ExitStack
+
+    from conftest import serving
+    from test_tui import run, settle, table_keys
+
+    from appliance.config import RoleSettings
+    from appliance.tui.app import make_remote_app
+
+    roles = {"reader": RoleSettings(permissions=["threads:read"], uids=[os.getuid()])}
+    heads: list[str] = []
+    with ExitStack() as service:
+        qsock = service.enter_context(serving(pipeline, roles, tmp_path))
+        app = make_remote_app(qsock, role="reader", refresh_seconds=3600)
+
+        async def scenario(pilot: Any) -> None:
+            assert linked[0].thread_id in table_keys(pilot.app, "#threads")
+            service.close()  # the service stops while the list is on screen
+            await pilot.press("enter")
+            await settle(pilot)
+            heads.append(str(pilot.app.screen.query_one("#thread-head").render()))
+
+        run(app, scenario)
+    assert heads and "No semtrace service is listening" in heads[0], heads
+    assert "not in this store" not in heads[0]

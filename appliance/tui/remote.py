@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from appliance.errors import AccessDenied, SemtraceError
+from appliance.errors import AccessDenied, InputError
 from appliance.query import ThreadMarks
 from appliance.reads import hit_from_json, row_from_json, thread_from_json
 from appliance.tui.aggregates import AggregateView, Released
@@ -85,10 +85,9 @@ class SocketReader:
     def thread(self, thread_id: str) -> ThreadDetail | None:
         try:
             thread = thread_from_json(self.ask("thread", thread_id=thread_id)["thread"])
-        except AccessDenied:
-            raise
-        except SemtraceError:
-            return None  # not_found: absent, or another tenant's
+        except InputError:
+            return None  # not_found: absent, or another tenant's (a stopped service, a
+            # refusal or a failed read are said as they are, not as "not in this store")
         if self.tenant and thread.tenant != self.tenant:
             return None
         return ThreadDetail(thread, thread.topic_label or thread.topic_id)

@@ -12,6 +12,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
+from appliance.errors import SemtraceError
 from appliance.records import Thread
 from appliance.tui.context import context
 from appliance.tui.data import ThreadDetail
@@ -70,7 +71,11 @@ class ThreadScreen(Screen[None]):
     @work(exclusive=True, group="thread")
     async def load(self) -> None:
         """Read the thread in a thread (the store is blocking), then lay it out."""
-        thread = await asyncio.to_thread(context(self).reader.thread, self.thread_id)
+        try:
+            thread = await asyncio.to_thread(context(self).reader.thread, self.thread_id)
+        except SemtraceError as exc:  # the service stopped, a refusal: one sentence
+            self.query_one("#thread-head", Static).update(Text(f"✖ {exc}"))
+            return
         await self.show(thread)
 
     def _poll(self) -> None:
