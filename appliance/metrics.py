@@ -33,7 +33,7 @@ from prometheus_client.registry import Collector
 
 from appliance import __version__
 from appliance.protocol import OPS
-from appliance.records import POSITIONS, Outcome, Prompt
+from appliance.records import POSITIONS, SERVICE_STATES, Outcome, Prompt, ServiceHealth
 
 STAGES = ("redaction", "embedding", "linking", "commit", "index")
 ERROR_CODES = ("bad_frame", "bad_json", "bad_version", "unknown_op", "bad_request", "not_found",
@@ -72,6 +72,30 @@ class _IndexSizes(Collector):
         for tenant, n in bounded_tenants(dict(self.sizes), self.limit):
             family.add_metric([tenant], n)
         yield family
+
+
+class _Health(Collector):
+    """semtrace_service_state{state} and the progress of the retention run in progress."""
+
+    def __init__(self, health: Callable[[], ServiceHealth]) -> None:
+        self.health = health
+
+    def collect(self) -> Iterator[Metric]:
+        now = self.health()
+        state = GaugeMetricFamily(
+            "semtrace_service_state", "1 for what the service is doing (starting, "
+            "retention_catchup: the start-up retention run, prompts are still committed; "
+            "serving; stopping), 0 for the others.", labels=["state"])
+        for name in SERVICE_STATES:
+            state.add_metric([name], 1 if now.state == name else 0)
+        yield state
+        yield GaugeMetricFamily(
+            "semtrace_retention_run_buckets_due", "Buckets the retention run in progress "
+            "found due (0 when none runs).", value=now.retention_buckets_due or 0)
+        yield GaugeMetricFamily(
+            "semtrace_retention_run_buckets_shredded", "Buckets the retention run in "
+            "progress has shredded so far (0 when none runs).",
+            value=now.retention_buckets_shredded or 0)
 
 
 class _ConsumerLag(Collector):
@@ -198,10 +222,13 @@ class Metrics:
         window = list(self._window)
         return sum(window) / len(window) if window else float("nan")
 
-    def bind(self, *, queue_depth: Callable[[], int], model_id: str, dims: int) -> None:
-        """Attach the live service: its queue and its embedding model."""
+    def bind(self, *, queue_depth: Callable[[], int], model_id: str, dims: int,
+             health: Callable[[], ServiceHealth] | None = None) -> None:
+        """Attach the live service: its queue, its embedding model, its state."""
         self.queue_depth.set_function(queue_depth)
         self.model.info({"model_id": model_id, "dims": str(dims)})
+        if health is not None:
+            self.registry.register(_Health(health))
 
     def bind_cluster(self, lag: Callable[[], dict[int, Any]], *, node: str,
                      counters: Callable[[], dict[str, int]] | None = None) -> None:

@@ -24,6 +24,9 @@ COST_SOURCES = ("reported", "priced")
 HISTORY_ROLES = ("system", "user", "assistant", "tool")
 # Which signal decided a link, strongest first (docs/linking.md).
 LINK_SOURCES = ("history", "previous_response_id", "session_id", "content")
+# What the service is doing (ping, stats, semtrace_service_state): `retention_catchup` is
+# the start-up retention run, which prompts are committed between the chunks of.
+SERVICE_STATES = ("starting", "retention_catchup", "serving", "stopping")
 
 
 @dataclass(frozen=True)
@@ -290,3 +293,20 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [jsonable(v) for v in obj]
     return obj
+
+
+@dataclass(frozen=True)
+class ServiceHealth:
+    """What the service is doing, and the progress of a retention run in progress."""
+
+    state: str  # one of SERVICE_STATES
+    retention_buckets_shredded: int | None = None  # None: no retention run in progress
+    retention_buckets_due: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """`status`, and `retention` {buckets_shredded, buckets_due} during a run."""
+        out: dict[str, Any] = {"status": self.state}
+        if self.retention_buckets_due is not None:
+            out["retention"] = {"buckets_shredded": self.retention_buckets_shredded,
+                                "buckets_due": self.retention_buckets_due}
+        return out

@@ -8,7 +8,7 @@ shredding for a user or a whole tenant.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -280,20 +280,37 @@ def run_retention(shredder: Shredder, settings: RetentionSettings, keyring: Keyr
                   now: datetime | None = None,
                   progress: Callable[[int, int], None] | None = None) -> RunReport:
     """The scheduled job: finish interrupted shreds, then shred what is due."""
+    steps = retention_steps(shredder, settings, keyring, now=now)
+    while True:
+        try:
+            done, due = next(steps)
+        except StopIteration as finished:
+            report: RunReport = finished.value
+            return report
+        if progress:
+            progress(done, due)
+
+
+def retention_steps(shredder: Shredder, settings: RetentionSettings, keyring: Keyring, *,
+                    now: datetime | None = None, chunk: int = 500
+                    ) -> Generator[tuple[int, int], None, RunReport]:
+    """`run_retention` one chunk of buckets at a time: yields (buckets shredded, buckets
+    due) after each chunk's commit, returns the RunReport. The service advances it one
+    step per worker job, so prompts are committed between chunks of a long catch-up
+    instead of after all of it; each step must run on the store's thread."""
     now = now or datetime.now(UTC)
     report = RunReport(as_of=now)
     report.finished_interrupted = shredder.finish_interrupted()
     report.idle_holds = idle_holds(shredder.store, settings, keyring)
     due, held = plan(live_buckets(shredder.store), settings, now, held_pairs(settings, keyring))
     keys = [d.bucket for d in due if d.data_class == "prompts"]
-    chunk = 500
+    yield 0, len(due)
     for start in range(0, len(keys), chunk):
         records, entries = shredder.shred_buckets(keys[start:start + chunk], reason="retention")
         report.records += records
         report.vault_cleared += entries
         report.shredded += len(keys[start:start + chunk])
-        if progress:
-            progress(report.shredded, len(due))
+        yield report.shredded, len(due)
     for d in due:
         if d.data_class == "vault":
             report.vault_cleared += shredder.clear_legacy_vault(d.bucket, reason="retention")

@@ -28,7 +28,7 @@ from appliance import __version__
 from appliance.config import TelemetrySettings, TracingSettings
 from appliance.errors import ConfigError
 from appliance.metrics import SessionAgreement
-from appliance.records import Outcome, Prompt
+from appliance.records import Outcome, Prompt, ServiceHealth
 
 if TYPE_CHECKING:
     from appliance.metrics import Metrics
@@ -356,7 +356,9 @@ class Telemetry:
 
 def start_telemetry(settings: TelemetrySettings, pipeline: Pipeline, *,
                     queue_depth: Callable[[], int],
-                    exporter: SpanExporter | None = None) -> tuple[Telemetry, Any]:
+                    exporter: SpanExporter | None = None,
+                    health: Callable[[], ServiceHealth] | None = None
+                    ) -> tuple[Telemetry, Any]:
     """Build the observer for a service; returns it and the metrics server (or None)."""
     from appliance.metrics import Metrics, MetricsServer
 
@@ -365,7 +367,7 @@ def start_telemetry(settings: TelemetrySettings, pipeline: Pipeline, *,
         metrics = Metrics(tenant_labels=settings.metrics.tenant_labels,
                           agreement_window=settings.metrics.agreement_window)
         metrics.bind(queue_depth=queue_depth, model_id=pipeline.embedder.model_id,
-                     dims=pipeline.embedder.dims)
+                     dims=pipeline.embedder.dims, health=health)
     provider = make_tracer_provider(settings.tracing, exporter=exporter)
     telemetry = Telemetry(settings, metrics=metrics,
                           spans=SpanWriter(provider) if provider is not None else None)

@@ -48,9 +48,11 @@ def _documented() -> dict[str, tuple[str, dict[str, set[str]]]]:
 def _exported() -> dict[str, Any]:
     """Every family a node with --nats exports, after traffic of every kind."""
     from appliance.metrics import Metrics
+    from appliance.records import ServiceHealth
 
     m = Metrics()
-    m.bind(queue_depth=lambda: 0, model_id="model", dims=384)
+    m.bind(queue_depth=lambda: 0, model_id="model", dims=384,
+           health=lambda: ServiceHealth("retention_catchup", 3, 10))
     m.bind_cluster(lambda: {3: _Lag(2, 1, 0)}, node="node-a",
                    counters=lambda: {"consumed": 4, "refused": 1, "plain": 1})
     m.reply("ingest", {"ok": True, "position": "continuation"})

@@ -70,7 +70,7 @@ def observed(pipeline: Any, runtime: Any) -> dict[str, Any]:
     exporter = InMemorySpanExporter()
     service = Service(pipeline, runtime.policies, socket_path=runtime.data_dir / "t.sock")
     telemetry, server = start_telemetry(settings, pipeline, queue_depth=service.queue_depth,
-                                        exporter=exporter)
+                                        exporter=exporter, health=service.health)
     service.observer = telemetry
     try:
         replies = asyncio.run(_drive(service, telemetry))

@@ -141,7 +141,8 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
                           reload=load_policies,
                           query_socket_path=query_socket or directory / QUERY_SOCKET_NAME)
         telemetry, metrics_server = start_telemetry(settings, pipeline,
-                                                    queue_depth=service.queue_depth)
+                                                    queue_depth=service.queue_depth,
+                                                    health=service.health)
         settle_heap()  # after everything long-lived is loaded, before the first prompt
         service.observer = telemetry
         if cluster.url:
@@ -213,37 +214,26 @@ async def _serve_with_jobs(service: Any, rt: Any, telemetry: Any = None) -> None
 
     from appliance.audit import AuditLog
     from appliance.daily import make_daily
-    from appliance.retention import Shredder, run_retention
+    from appliance.retention import Shredder
+    from appliance.service.retention_job import RetentionJob
 
     audit = AuditLog(rt.store.db, rt.keyring.audit_signer(), anchor=rt.store.keys_db)
     shredder = Shredder(rt.store, audit, index=service.pipeline.index,
                         on_user_shredded=service.pipeline.forget)
-
-    async def retention_job() -> None:
-        report = None
-        try:
-            report = await service.in_worker(lambda: run_retention(
-                shredder, service.policies.retention, rt.keyring))
-            for idle in report.idle_holds:  # a hold that holds nothing: retention shreds
-                logging.getLogger("semtrace.retention").warning(
-                    "legal hold matches no stored data", extra={
-                        "event": "legal_hold_idle", "hold": idle.index + 1,
-                        "tenant": idle.tenant, "user": idle.user})
-        finally:
-            if telemetry is not None:
-                await service.in_worker(telemetry.retention_done, report)
+    retention = RetentionJob(service, shredder, rt.keyring, telemetry=telemetry)
 
     async def release_job() -> None:
         await service.in_worker(lambda: make_daily(rt.store, service.policies))
 
     async def startup_jobs() -> None:
         try:
-            await retention_job()
+            await retention.run(catchup=True)
         finally:  # what retention shreds is out of the day's releases
-            await release_job()
+            if service.state != "stopping":
+                await release_job()
 
     scheduler = AsyncIOScheduler(timezone=UTC)
-    scheduler.add_job(retention_job, CronTrigger.from_crontab(
+    scheduler.add_job(retention.run, CronTrigger.from_crontab(
         service.policies.retention.schedule_cron, timezone=UTC), id="retention",
         replace_existing=True, coalesce=True, max_instances=1, misfire_grace_time=3600)
     scheduler.add_job(release_job, CronTrigger.from_crontab(
@@ -253,6 +243,7 @@ async def _serve_with_jobs(service: Any, rt: Any, telemetry: Any = None) -> None
     service.audit = audit.append
     scheduler.start()
     service.scheduler = scheduler
+    retention.begin_catchup()  # before the sockets open: ping and /metrics say so at once
     startup = asyncio.ensure_future(startup_jobs())  # a host that was off catches up now
     # topics refined off the ingest path, a quiet tenant's too (else only in line, at
     # every `topic_refine_every`-th prompt: a tenant below it never got its labels)

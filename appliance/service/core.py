@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from appliance import __version__
 from appliance.config import Policies
 from appliance.pipeline import Pipeline
-from appliance.records import Outcome, Prompt
+from appliance.records import Outcome, Prompt, ServiceHealth
 
 
 @dataclass
@@ -82,6 +82,16 @@ class ServiceCore:
         # up (refused, nothing written) instead of being retried one request at a time.
         self._giving_up: BaseException | None = None
         self._given_up = 0
+        # starting -> (retention_catchup ->) serving -> stopping; see records.SERVICE_STATES
+        self.state = "starting"
+        self.retention_progress: tuple[int, int] | None = None  # (shredded, due) of a run
+
+    def health(self) -> ServiceHealth:
+        """The state and, during a retention run, its progress (cheap: any thread)."""
+        progress = self.retention_progress
+        if progress is None:
+            return ServiceHealth(self.state)
+        return ServiceHealth(self.state, progress[0], progress[1])
 
     async def in_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run store/pipeline work on the single worker thread."""
@@ -96,4 +106,4 @@ class ServiceCore:
         return {"version": __version__, "uptime_s": round(time.monotonic() - self._started, 1),
                 "queue_depth": self._queue.qsize(), "model_id": self.pipeline.embedder.model_id,
                 "index_sizes": self.pipeline.index.sizes(), "store": counts,
-                "counters": dict(self.counters)}
+                "counters": dict(self.counters), **self.health().as_json()}

@@ -64,7 +64,7 @@ class Dispatch(ServiceCore):
                         durable: bool = False) -> dict[str, Any]:
         if req.op == "ping":
             return {"request_id": req.request_id, "ok": True, "pong": True,
-                    "version": __version__, "protocol": 1}
+                    "version": __version__, "protocol": 1, **self.health().as_json()}
         if req.op == "ingest":
             return await self._ingest(req, traceparent, durable=durable)
         # the other ops wait for the worker too: they count against the same bound

@@ -36,9 +36,12 @@ class Service(QuerySocket, Batching):
         if self.query_socket_path is not None:
             await self._start_query_socket(self.query_socket_path, limit)
         self._batcher = asyncio.create_task(self._batch_loop())
+        if self.state == "starting":  # a start-up retention run keeps retention_catchup
+            self.state = "serving"
         log.info("listening", extra={"event": "start", "socket": str(path)})
 
     def request_stop(self) -> None:
+        self.state = "stopping"
         self._stopping.set()
 
     def reload_policies(self) -> None:
@@ -80,6 +83,7 @@ class Service(QuerySocket, Batching):
 
     async def drain(self) -> None:
         """Stop accepting, finish what is queued, close connections."""
+        self.state = "stopping"  # a retention run stops at its next chunk (retention_job.py)
         if self._server is not None:
             self._server.close()
         if self._query_server is not None:
