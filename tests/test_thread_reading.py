@@ -117,3 +117,36 @@ def test_a_thread_opened_after_the_service_stopped_says_so_not_that_it_is_absent
         run(app, scenario)
     assert heads and "No semtrace service is listening" in heads[0], heads
     assert "not in this store" not in heads[0]
+
+
+def test_a_long_thread_is_walked_by_page_and_jumped_to_either_end_from_the_keyboard(
+        runtime: Any, pipeline: Any) -> None:
+    from test_tui import app_for, card_ids, run, settle
+
+    from appliance.query import get_thread
+
+    asked: list[str] = []
+    prompts = []
+    for k in range(24):  # one conversation: each request carries the ones before it
+        text = f"Question {k} about the quarterly sales report for region {k % 5}?"
+        prompts.append(replace(make_prompt(text, user="lee", minutes=k),
+                               history=_history(*(t for q in asked for t in (q, "ok")))))
+        asked.append(text)
+    out = pipeline.process(prompts)
+    thread = get_thread(runtime.store, out[-1].thread_id)
+    assert thread is not None and thread.turns == 24
+    focused: list[int] = []
+
+    async def scenario(pilot: Any) -> None:
+        app = pilot.app
+        await pilot.press("enter")  # the most recent thread: this one
+        await settle(pilot)
+        order = card_ids(app)
+        assert len(order) == 24
+        for key in ("end", "home", "pagedown", "pagedown", "pageup", "G", "g"):
+            await pilot.press(key)
+            await settle(pilot)
+            focused.append(order.index(app.focused.turn.record.record_id))
+
+    run(app_for(runtime), scenario)
+    assert focused == [23, 0, 10, 20, 10, 23, 0]

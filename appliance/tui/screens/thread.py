@@ -46,6 +46,14 @@ class ThreadScreen(Screen[None]):
         # priority: the scrolling container would otherwise take the arrows
         Binding("down,j", "step(1)", "Next turn", key_display="↓/j", priority=True),
         Binding("up,k", "step(-1)", "Prev turn", key_display="↑/k", priority=True),
+        Binding("pagedown", "step(10)", "10 turns on", key_display="PgDn", show=False,
+                priority=True),
+        Binding("pageup", "step(-10)", "10 turns back", key_display="PgUp", show=False,
+                priority=True),
+        Binding("home,g", "edge(0)", "First turn", key_display="Home/g", show=False,
+                priority=True),
+        Binding("end,G", "edge(-1)", "Last turn", key_display="End/G", show=False,
+                priority=True),
         Binding("w", "toggle_why", "Why panel"),
         Binding("r", "reload", "Refresh now", show=False),
     ]
@@ -112,12 +120,22 @@ class ThreadScreen(Screen[None]):
         self.query_one(EvidencePanel).show(event.turn)
 
     def action_step(self, step: int) -> None:
-        if step > 0:
-            self.focus_next(TurnCard)
-        else:
-            self.focus_previous(TurnCard)
-        if isinstance(self.focused, TurnCard):
-            self.focused.scroll_visible(animate=False)
+        """Move `step` turns down (up when negative), in reading order, stopping at the ends."""
+        cards = list(self.query(TurnCard))
+        if not cards:
+            return
+        at = cards.index(self.focused) if isinstance(self.focused, TurnCard) else 0
+        self._go(cards[max(0, min(len(cards) - 1, at + step))])
+
+    def action_edge(self, end: int) -> None:
+        """The first (0) or the last (-1) turn of a long thread, in one key."""
+        cards = list(self.query(TurnCard))
+        if cards:
+            self._go(cards[end])
+
+    def _go(self, card: TurnCard) -> None:
+        card.focus()
+        card.scroll_visible(animate=False)
 
     def action_toggle_why(self) -> None:
         panel = self.query_one(EvidencePanel)
