@@ -2,7 +2,8 @@
 
 `SEMTRACE_FAILPOINT=name:n` makes the process kill itself with SIGKILL the n-th
 time it reaches `point(name)` (n defaults to 1): a crash at a chosen step of a
-batch, a shred, a migration or a key rotation, exactly as power loss or the OOM killer would.
+batch, a shred, a migration, a key rotation or a cluster import, exactly as power
+loss or the OOM killer would.
 Without the variable every point is one dictionary lookup and does nothing.
 """
 

@@ -147,18 +147,27 @@ def export(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
 def import_(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
             path: Path, keep: bool, as_json: bool) -> None:
     """Copy an export into this node's store (the node must be stopped)."""
+    from appliance import failpoints
     from appliance.cluster.move import import_tenants
 
     rt = _stopped(data_dir, passphrase_file, key_file)
     try:
+        # an earlier run of it that was interrupted is undone as the store opens (one line)
         with progress_bar() as prog:
             report = import_tenants(rt.store, rt.keyring, path,
                                     progress=_progress_step(prog, "import"))
-        _audit(rt, "cluster_import", report)
+        failpoints.point("import.rows_committed")  # rows in, the file not yet deleted
+        # again: the earlier run may have stopped before its audit line
+        _audit(rt, "cluster_import", report, **({"again": True} if report.already else {}))
     finally:
         rt.close()
     if not keep:  # it holds data keys: a copy left behind would survive crypto-shredding
         path.unlink()
+    if report.already:
+        _print(report, as_json, f"{path} was imported here before (that run stopped before "
+               f"it deleted the file); nothing was imported again"
+               + ("." if keep else ", and the file is deleted now."))
+        return
     _print(report, as_json, f"Imported {len(report.tenants)} tenant(s), {report.records} "
            f"record(s).")
 

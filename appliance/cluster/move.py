@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance import migrations
+from appliance import failpoints, migrations
 from appliance.errors import SemtraceError, WrongKey
 from appliance.keys import Keyring
+from appliance.store import import_journal
 from appliance.store.core import ID_RANGE, Store, connect, record_id_base
 
 # progress(table, tables done, tables in all): for the command's progress bar
@@ -46,6 +47,7 @@ class MoveReport:
     records: int
     buckets: int
     tables: dict[str, int]
+    already: bool = False  # an import found every row of the export here (an earlier run)
 
 
 def note_partitions(store: Store, count: int) -> None:
@@ -215,38 +217,57 @@ def import_tenants(store: Store, keyring: Keyring, path: Path, *,
                 "(its data dir was first initialised with another passphrase or key file, "
                 "then rotated to the cluster's); its users would be strangers here, their "
                 "conversations split and an erasure would miss them. Nothing was imported.")
-        _check_import(store, src, tenants)
         records, buckets, topics = _selection(src, tenants)
+        if _imported_before(store, tenants, records):
+            return MoveReport(tenants, len(records), len(buckets), {}, already=True)
+        _check_import(store, src, tenants)
         wrapped = src.execute("SELECT bucket_id, wrapped, created_at FROM deks").fetchall()
         remap = _new_bucket_ids(store, buckets | {r[0] for r in wrapped})
-        store.keys_db.execute("BEGIN IMMEDIATE")
-        try:  # keys first: a key whose data then fails to commit decrypts nothing
-            store.keys_db.executemany(
-                "INSERT INTO deks (bucket_id, wrapped, created_at) VALUES (?, ?, ?)",
-                [(remap[old], blob, created) for old, blob, created in wrapped])
-            _copy(src, store.keys_db, "destroyed", ("1", []), remap)
-            store.keys_db.execute("COMMIT")
-        except BaseException:
-            store.keys_db.execute("ROLLBACK")
-            raise
-        tables: dict[str, int] = {}
-        store.db.execute("BEGIN IMMEDIATE")
+        # noted before the keys commit, cleared with the rows: keys without rows are undone
+        import_journal.note(store.db, list(remap.values()))
         try:
-            todo = _ordered(_tables(src))
-            for i, table in enumerate(todo):
-                progress(table, i, len(todo))
-                if table in KEY_TABLES or table not in _tables(store.db):
-                    continue
-                where = _scope(src, table, tenants, records, buckets, topics)
-                if where is not None:
-                    tables[table] = _copy(src, store.db, table, where, remap)
-            store.db.execute("COMMIT")
+            tables = _import_rows(store, src, tenants, wrapped, remap, progress)
         except BaseException:
-            store.db.execute("ROLLBACK")
+            import_journal.roll_back(store.db, store.keys_db)
             raise
     finally:
         src.close()
     return MoveReport(tenants, len(records), len(buckets), tables)
+
+
+def _import_rows(store: Store, src: Any, tenants: list[str], wrapped: list[Any],
+                 remap: dict[int, int], progress: Progress) -> dict[str, int]:
+    """The keys, committed first (a key whose rows then fail to commit is rolled back),
+    then the rows, committed with the removal of the import's journal note."""
+    records, buckets, topics = _selection(src, tenants)
+    store.keys_db.execute("BEGIN IMMEDIATE")
+    try:
+        store.keys_db.executemany(
+            "INSERT INTO deks (bucket_id, wrapped, created_at) VALUES (?, ?, ?)",
+            [(remap[old], blob, created) for old, blob, created in wrapped])
+        _copy(src, store.keys_db, "destroyed", ("1", []), remap)
+        store.keys_db.execute("COMMIT")
+    except BaseException:
+        store.keys_db.execute("ROLLBACK")
+        raise
+    failpoints.point("import.keys_committed")  # keys in, rows not yet
+    tables: dict[str, int] = {}
+    store.db.execute("BEGIN IMMEDIATE")
+    try:
+        todo = _ordered(_tables(src))
+        for i, table in enumerate(todo):
+            progress(table, i, len(todo))
+            if table in KEY_TABLES or table not in _tables(store.db):
+                continue
+            where = _scope(src, table, tenants, records, buckets, topics)
+            if where is not None:
+                tables[table] = _copy(src, store.db, table, where, remap)
+        import_journal.clear(store.db)
+        store.db.execute("COMMIT")
+    except BaseException:
+        store.db.execute("ROLLBACK")
+        raise
+    return tables
 
 
 def _new_bucket_ids(store: Store, old: set[int]) -> dict[int, int]:
@@ -261,6 +282,19 @@ def _new_bucket_ids(store: Store, old: set[int]) -> dict[int, int]:
 def _ordered(tables: list[str]) -> list[str]:
     """Buckets before the tables that reference them."""
     return sorted(tables, key=lambda t: (t != "buckets", t))
+
+
+def _imported_before(store: Store, tenants: list[str], records: set[int]) -> bool:
+    """Whether every tenant and record of the export is here already: an earlier run of
+    this import committed, and stopped before it deleted the file."""
+    if not tenants or not records:
+        return False
+    here = _ids(store.db, "SELECT DISTINCT tenant FROM buckets WHERE tenant IN ({marks})",
+                tenants)
+    found = {r[0] for r in store.db.execute(
+        f"SELECT id FROM records WHERE id IN ({','.join('?' * len(records))}) AND tenant IN "
+        f"({','.join('?' * len(tenants))})", [*sorted(records), *tenants])}
+    return here == set(tenants) and found == records
 
 
 def _check_import(store: Store, src: Any, tenants: list[str]) -> None:

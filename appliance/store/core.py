@@ -117,7 +117,10 @@ class Store(Writes, Reads, Maintenance, Turns):
                            (self.id_base, self.id_base, self.id_base + ID_RANGE)).fetchone()
         self._next_id = int(row[0]) + 1
         self.sealer: RevealSealer | None = reveal_sealer(path.parent, keyring)
-        if not readonly:
+        if not readonly:  # keys of an interrupted `cluster import`, removed before all else
+            from appliance.store import import_journal
+
+            import_journal.roll_back(conn, keys_conn)
             self._guard_bucket_ids()
             self._note_pseudonym_key()
 

@@ -1,0 +1,180 @@
+"""`cluster import` interrupted by SIGKILL (appliance/failpoints.py), then run again.
+
+Node a's tenants (replayed through the real pipeline: Presidio, llama.cpp, SQLCipher)
+are exported and imported into node b, which is killed at a chosen step. Afterwards
+b's key store and tables must agree: every data key has its bucket (no orphan copy
+of a moved key, which retention and erasure would never destroy), no record twice,
+and every moved record decrypts on b as it did on a.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_spine import run_cli
+
+pytestmark = pytest.mark.slow
+DAY = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
+TURNS = ["How do I bake sourdough bread at home?", "How long should the dough rise?",
+         "What is the capital of Australia?", "Which season is best to visit it?"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Node a with two tenants' records (initialised with the cluster key file), and the
+    texts of its records as a decrypts them."""
+    tmp = tmp_path_factory.mktemp("move")
+    key = tmp / "cluster.key"
+    assert run_cli("init", "--data-dir", str(tmp / "a"), "--new-key-file",
+                   str(key)).returncode == 0
+    rows = [{"tenant": tenant, "user_id": f"{tenant}-{u}", "request_id": f"{tenant}-{u}-{i}",
+             "ts": f"{DAY}T09:{10 * u + i:02d}:00Z", "text": text}
+            for tenant in ("acme", "globex") for u in range(2) for i, text in enumerate(TURNS)]
+    stream = tmp / "stream.jsonl"
+    stream.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = run_cli("replay", str(stream), "--out", str(tmp / "out.jsonl"), "--data-dir",
+                str(tmp / "a"), "--key-file", str(key))
+    assert r.returncode == 0, r.stderr
+    deks, buckets = _keys_and_buckets(tmp / "a", key)
+    assert deks == buckets
+    return {"tmp": tmp, "key": key, "texts": _texts(tmp / "a", key), "rows": len(rows),
+            "buckets": len(buckets)}
+
+
+def _open(data: Path, key: Path) -> Any:
+    """The data dir opened for writing, as `serve` opens it at start."""
+    from appliance.keys.credentials import read_key_file
+    from appliance.runtime import open_runtime
+
+    return open_runtime(data, read_key_file(key))
+
+
+def _texts(data: Path, key: Path) -> dict[int, str | None]:
+    rt = _open(data, key)
+    try:
+        return {rid: rt.store.text(rid, bid, blob) for rid, bid, blob in rt.store.db.execute(
+            "SELECT id, bucket_id, text_ct FROM records")}
+    finally:
+        rt.close()
+
+
+def _keys_and_buckets(data: Path, key: Path) -> tuple[list[int], list[int]]:
+    rt = _open(data, key)
+    try:
+        deks = [r[0] for r in rt.store.keys_db.execute("SELECT bucket_id FROM deks")]
+        buckets = [r[0] for r in rt.store.db.execute("SELECT id FROM buckets")]
+        return sorted(deks), sorted(buckets)
+    finally:
+        rt.close()
+
+
+def _export(ex: dict[str, Any], name: str) -> Path:
+    out = ex["tmp"] / f"{name}.semtrace"
+    r = run_cli("cluster", "export", "--data-dir", str(ex["tmp"] / "a"), "--key-file",
+                str(ex["key"]), "--partitions", "0-15", "--of", "16", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def _new_node(ex: dict[str, Any], name: str) -> Path:
+    data = ex["tmp"] / name
+    assert run_cli("init", "--data-dir", str(data), "--key-file", str(ex["key"])
+                   ).returncode == 0
+    return data
+
+
+def _import(ex: dict[str, Any], data: Path, export: Path, *extra: str,
+            failpoint: str | None = None) -> Any:
+    env = {"SEMTRACE_FAILPOINT": failpoint} if failpoint else {}
+    return run_cli("cluster", "import", "--data-dir", str(data), "--key-file", str(ex["key"]),
+                   str(export), *extra, env=env)
+
+
+def test_an_import_killed_after_its_keys_leaves_no_orphan_key_and_completes_when_rerun(
+        exported: dict[str, Any]) -> None:
+    """Before: the keys were committed, the rows not; the keys stayed in b's key store with
+    no bucket (a copy of each moved key that no shred or erasure would destroy), and a
+    re-run imported the tenants with a second copy of every key."""
+    export = _export(exported, "killed-after-keys")
+    b = _new_node(exported, "b")
+    killed = _import(exported, b, export, failpoint="import.keys_committed")
+    assert killed.returncode == -signal.SIGKILL and export.exists()
+    again = _import(exported, b, export, "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["records"] == exported["rows"] and not export.exists()
+    deks, buckets = _keys_and_buckets(b, exported["key"])
+    assert deks == buckets and len(buckets) == exported["buckets"]  # each key once
+    assert again.stderr.strip() == (
+        f"An interrupted `cluster import` into this node was rolled back: its "
+        f"{exported['buckets']} data key(s) were removed (their rows had not been stored); "
+        "importing that file again completes it.")
+    texts = _texts(b, exported["key"])
+    assert texts == exported["texts"] and None not in texts.values()
+    assert len(texts) == exported["rows"]
+
+
+def test_a_node_opened_after_an_import_killed_after_its_keys_holds_none_of_them(
+        exported: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    """The node served (its store opened for writing) instead of the import being re-run:
+    the keys of the rows that never arrived are removed, and it says so once."""
+    export = _export(exported, "killed-then-served")
+    e = _new_node(exported, "e")
+    killed = _import(exported, e, export, failpoint="import.keys_committed")
+    assert killed.returncode == -signal.SIGKILL
+    with caplog.at_level("WARNING", logger="semtrace.store"):
+        deks, buckets = _keys_and_buckets(e, exported["key"])
+    assert deks == buckets == []  # no key without its rows
+    said = [r.getMessage() for r in caplog.records if r.name == "semtrace.store"]
+    assert said == [f"An interrupted `cluster import` into this node was rolled back: its "
+                    f"{exported['buckets']} data key(s) were removed (their rows had not been "
+                    "stored); importing that file again completes it."]
+    os.remove(export)
+
+
+def test_an_import_killed_after_its_rows_is_finished_by_a_rerun(
+        exported: dict[str, Any]) -> None:
+    """Before: the rows were committed but the export file (holding wrapped data keys)
+    stayed; a re-run said `This node already holds data of tenant acme` and kept it."""
+    export = _export(exported, "killed-after-rows")
+    c = _new_node(exported, "c")
+    killed = _import(exported, c, export, failpoint="import.rows_committed")
+    assert killed.returncode == -signal.SIGKILL and export.exists()
+    again = _import(exported, c, export)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == (f"{export} was imported here before (that run stopped "
+                                    "before it deleted the file); nothing was imported again, "
+                                    "and the file is deleted now.")
+    assert not export.exists()
+    deks, buckets = _keys_and_buckets(c, exported["key"])
+    assert deks == buckets and len(buckets) == exported["buckets"]
+    assert _texts(c, exported["key"]) == exported["texts"]
+    audit = run_cli("audit", "log", "--data-dir", str(c), "--key-file", str(exported["key"]),
+                    "--json")  # the import is on c's audit log though the first run died
+    assert audit.returncode == 0, audit.stderr
+    assert [e["event"] for e in json.loads(audit.stdout)].count("cluster_import") == 1
+
+
+def test_an_import_refused_midway_leaves_no_key_either(exported: dict[str, Any],
+                                                      tmp_path: Path) -> None:
+    """An error between the two commits (here the data file made read-only for the rows'
+    table, by a trigger) is rolled back at once: nothing of the import stays."""
+    export = _export(exported, "refused")
+    d = _new_node(exported, "d")
+    rt = _open(d, exported["key"])
+    try:
+        rt.store.db.execute("CREATE TRIGGER no_records BEFORE INSERT ON records "
+                            "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    finally:
+        rt.close()
+    refused = _import(exported, d, export)
+    assert refused.returncode != 0 and export.exists()
+    deks, buckets = _keys_and_buckets(d, exported["key"])
+    assert deks == buckets == []
+    os.remove(export)
+
