@@ -216,7 +216,8 @@ def answer(obj: dict[str, Any], role: str, policies: Policies, store: Store,
             from appliance.tui import served
 
             body = jsonable(served.answer(obj, role, policies, store, embedder, rid,
-                                          version or (lambda: data_version(store)), kept))
+                                          version or (lambda: data_version(store)), kept,
+                                          keyring.pseudonym))
     except AccessDenied as exc:
         raise ProtocolError("forbidden", str(exc), rid) from None
     except BudgetSpent as exc:  # still bad_request (the protocol's code), with its reason, so

@@ -150,3 +150,48 @@ def test_a_long_thread_is_walked_by_page_and_jumped_to_either_end_from_the_keybo
 
     run(app_for(runtime), scenario)
     assert focused == [23, 0, 10, 20, 10, 23, 0]
+
+
+def test_the_threads_filter_finds_a_user_by_the_id_the_gateway_sends(
+        runtime: Any, pipeline: Any, tmp_path: Path) -> None:
+    """An engineer asked about alice@example.com's conversation types her id, not her
+    pseudonym, directly and over the query socket; an id in two tenants asks for one."""
+    import os
+
+    from conftest import serving
+    from test_tui import app_for, run, settle, table_keys
+
+    from appliance.config import RoleSettings
+    from appliance.tui.app import make_remote_app
+
+    out = pipeline.process([
+        make_prompt("How do I export my invoices as CSV?", user="alice@example.com"),
+        make_prompt("What is the capital of Portugal?", user="bob@example.com", minutes=1),
+        make_prompt("Plan a weekend in Lisbon.", user="alice@example.com", tenant="globex",
+                    minutes=2)])
+    alice_acme, bob = out[0].thread_id, out[1].thread_id
+    found: dict[str, tuple[list[str], str]] = {}
+
+    def typing(line: str, into: str) -> Any:
+        async def scenario(pilot: Any) -> None:
+            app = pilot.app
+            await pilot.press("f")
+            app.screen.query_one("#filter").value = line
+            await pilot.press("enter")
+            await settle(pilot)
+            found[into] = (table_keys(app, "#threads"),
+                           str(app.screen.query_one("#status").render()))
+        return scenario
+
+    run(app_for(runtime), typing("tenant:acme user:alice@example.com", "direct"))
+    run(app_for(runtime), typing("user:bob@example.com", "direct, no tenant"))
+    run(app_for(runtime), typing("user:alice@example.com", "direct, two tenants"))
+    roles = {"reader": RoleSettings(permissions=["threads:read"], uids=[os.getuid()])}
+    with serving(pipeline, roles, tmp_path) as qsock:
+        run(make_remote_app(qsock, role="reader", refresh_seconds=3600),
+            typing("tenant:acme user:alice@example.com", "socket"))
+    assert found["direct"][0] == [alice_acme], found
+    assert found["direct, no tenant"][0] == [bob], found
+    assert "'alice@example.com' is a user of 2 tenants (acme, globex): add tenant:" in \
+        found["direct, two tenants"][1]
+    assert found["socket"][0] == [alice_acme], found

@@ -9,7 +9,8 @@ read through `Reader`: this store reader for operators holding the key, or
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from appliance.query import (
@@ -21,11 +22,14 @@ from appliance.query import (
     tenants,
     thread_marks,
     topic_aliases,
+    users_with_prefix,
 )
 from appliance.records import Thread
 from appliance.runtime import Runtime
 from appliance.store import Store
-from appliance.tui.filters import FilterError, Filters
+from appliance.tui.filters import FilterError, Filters, is_pseudonym
+
+Pseudonym = Callable[[str, str], str]  # (tenant, user id) -> pseudonym: Keyring.pseudonym
 
 # UI column key -> query sort key
 SORTS = {"tenant": "tenant", "user": "user", "started": "first", "last": "last",
@@ -80,6 +84,35 @@ def read_page(store: Store, filters: Filters, tenant: str | None, *, sort: str =
                  for t in rows), total
 
 
+def users_named(store: Store, tenant: str, user: str, pseudonym: Pseudonym | None) -> list[str]:
+    """The tenant's pseudonyms a `user:` filter names: those starting with a pseudonym
+    prefix, or the tenant's pseudonym of a user id as the gateway sends it."""
+    if not is_pseudonym(user) and pseudonym is not None:
+        user = pseudonym(tenant, user)
+    return users_with_prefix(store, tenant, user)
+
+
+def resolve_user(store: Store, filters: Filters, tenant: str | None, scope: Sequence[str],
+                 pseudonym: Pseudonym | None) -> Filters:
+    """`user:` as a pseudonym (prefix) the listing can match: a user id as the gateway
+    sends it (`user:alice@example.com`) becomes its pseudonym in the tenant that has it.
+
+    FilterError when the id is a user of several tenants in scope and none was named.
+    """
+    user = filters.user
+    if user is None or is_pseudonym(user) or pseudonym is None:
+        return filters
+    tenants_in = [tenant] if tenant else list(scope)
+    found = [(t, pseudonym(t, user)) for t in tenants_in if users_named(store, t, user,
+                                                                         pseudonym)]
+    if len(found) > 1:
+        raise FilterError(f"'{user}' is a user of {len(found)} tenants "
+                          f"({', '.join(t for t, _ in found)}): add tenant:.")
+    if not found:  # no such user: a pseudonym no thread has, so nothing matches
+        return replace(filters, user=pseudonym(tenants_in[0] if tenants_in else "", user))
+    return replace(filters, user=found[0][1], tenant=filters.tenant or found[0][0])
+
+
 class Reader(Protocol):
     """What the screens read from: the store (StoreReader) or the service (remote.py)."""
 
@@ -120,6 +153,10 @@ class StoreReader:
         """One page of threads matching `filters`, with markers and topic labels."""
         tenant = self._tenant_of(filters)
         with self.lock:
+            filters = resolve_user(self.rt.store, filters, tenant,
+                                   [tenant] if tenant else tenants(self.rt.store),
+                                   self.rt.keyring.pseudonym)
+            tenant = tenant or filters.tenant
             version = data_version(self.rt.store)
             rows, total = read_page(self.rt.store, filters, tenant, sort=sort,
                                     descending=descending, offset=offset, limit=limit)

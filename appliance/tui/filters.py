@@ -1,8 +1,9 @@
 """Parse the filter line of the threads and search screens: `key:value` words.
 
 `tenant:acme user:u_3fa9 since:7d until:2026-03-02 topic:tp_12 model:gpt-4o
-position:topic_shift`. Times are ISO dates or datetimes (UTC) or an age such as
-`30m`, `24h`, `7d` before now. Pure: the clock is passed in.
+position:topic_shift`; `user:` also takes a user id as the gateway sends it. Times are
+ISO dates or datetimes (UTC) or an age such as `30m`, `24h`, `7d` before now. Pure: the
+clock is passed in.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from appliance.records import POSITIONS
 
 KEYS = ("tenant", "user", "since", "until", "topic", "model", "position")
 _AGE = re.compile(r"^(\d+)([mhdw])$")
+_PSEUDONYM = re.compile(r"u_[0-9a-f]{0,20}")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -27,7 +29,7 @@ class Filters:
     """The filters a user typed; `since`/`until` are resolved to UTC datetimes."""
 
     tenant: str | None = None
-    user: str | None = None  # a pseudonym or its start
+    user: str | None = None  # a pseudonym or its start, else a user id as the gateway sends it
     since: datetime | None = None
     until: datetime | None = None
     topic: str | None = None
@@ -44,6 +46,12 @@ class Filters:
             if value is not None:
                 words.append(f"{f.name}:{value}")
         return " ".join(words)
+
+
+def is_pseudonym(user: str) -> bool:
+    """Whether a `user:` value is a pseudonym or its start (`u_3fa9`); anything else is a
+    user id as the gateway sends it, which the reader turns into its tenant's pseudonym."""
+    return _PSEUDONYM.fullmatch(user) is not None
 
 
 def parse_time(value: str, now: datetime) -> datetime:

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from appliance.config import Policies
 from appliance.embed import Embedder
 from appliance.index import VectorIndex
-from appliance.query import data_version, users_with_prefix
+from appliance.query import data_version
 from appliance.records import Hit
 from appliance.roles import allowed
 from appliance.search import build_index, search
-from appliance.tui.data import StoreReader
+from appliance.tui.data import StoreReader, users_named
 from appliance.tui.filters import FilterError, Filters
 
 
@@ -96,8 +96,8 @@ class Searcher:
         hits: list[Hit] = []
         with self.reader.lock:
             store = self.reader.rt.store
-            users = ({t: users_with_prefix(store, t, filters.user) for t in tenant_list}
-                     if filters.user else {})
+            users = ({t: users_named(store, t, filters.user, self.reader.rt.keyring.pseudonym)
+                      for t in tenant_list} if filters.user else {})
             pairs, skipped = scopes(self.policies, self.role, tenant_list, users)
             for tenant, user in pairs:
                 if progress:

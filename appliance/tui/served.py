@@ -17,13 +17,13 @@ from appliance.embed import Embedder
 from appliance.errors import AccessDenied, SemtraceError
 from appliance.ingest import parse_ts
 from appliance.protocol import ProtocolError
-from appliance.query import tenants, users_with_prefix
+from appliance.query import tenants
 from appliance.readindex import ReaderIndex
 from appliance.roles import bound_tenants, sees
 from appliance.search import Searchable, build_index, search
 from appliance.store import Store
 from appliance.tui.aggregates import KINDS, aggregate_view
-from appliance.tui.data import read_page
+from appliance.tui.data import Pseudonym, read_page, resolve_user, users_named
 from appliance.tui.filters import KEYS, Filters
 from appliance.tui.searcher import scopes
 
@@ -80,9 +80,11 @@ def _int(obj: dict[str, Any], key: str, default: int, top: int, rid: str | None)
 
 def answer(obj: dict[str, Any], role: str, policies: Policies, store: Store,
            embedder: Embedder | None, rid: str | None, version: Callable[[], int],
-           kept: ReaderIndex | None = None) -> dict[str, Any]:
+           kept: ReaderIndex | None = None, pseudonym: Pseudonym | None = None
+           ) -> dict[str, Any]:
     """The body of the reply to one of the TUI's ops (`version`: what changes whenever
-    anything is committed; `kept`: the service's search index, else one is built)."""
+    anything is committed; `kept`: the service's search index, else one is built;
+    `pseudonym`: turns a `user:` filter's user id into its pseudonym)."""
     op = obj.get("op")
     if op == "version":
         return {"version": version()}
@@ -99,7 +101,13 @@ def answer(obj: dict[str, Any], role: str, policies: Policies, store: Store,
             raise ProtocolError("bad_request", f"'sort' must be one of {', '.join(SORT_KEYS)}.",
                                 rid)
         v = version()
-        rows, total = read_page(store, _filters(obj.get("filters"), rid), tenant, sort=sort,
+        filters = _filters(obj.get("filters"), rid)
+        try:
+            filters = resolve_user(store, filters, tenant,
+                                   _scope(store, role, policies, tenant), pseudonym)
+        except ValueError as exc:  # FilterError: a user id of several tenants
+            raise ProtocolError("bad_request", str(exc), rid) from None
+        rows, total = read_page(store, filters, tenant or filters.tenant, sort=sort,
                                 descending=bool(obj.get("descending", True)),
                                 offset=_int(obj, "offset", 0, 10**9, rid),
                                 limit=_int(obj, "limit", 100, MAX_PAGE, rid))
@@ -112,12 +120,13 @@ def answer(obj: dict[str, Any], role: str, policies: Policies, store: Store,
         topic = obj.get("topic") if isinstance(obj.get("topic"), str) else None
         return {"view": aggregate_view(store, policies, _scope(store, role, policies, tenant),
                                        str(kind), now, topic=topic)}
-    return _screen_search(obj, role, policies, store, embedder, tenant, rid, kept)
+    return _screen_search(obj, role, policies, store, embedder, tenant, rid, kept, pseudonym)
 
 
 def _screen_search(obj: dict[str, Any], role: str, policies: Policies, store: Store,
                    embedder: Embedder | None, tenant: str | None,
-                   rid: str | None, kept: ReaderIndex | None = None) -> dict[str, Any]:
+                   rid: str | None, kept: ReaderIndex | None = None,
+                   pseudonym: Pseudonym | None = None) -> dict[str, Any]:
     """The search screen's query: `user:` prefixes widen to a cross-user search only where
     `cross_user_search` allows it (searcher.scopes)."""
     text, prefix = obj.get("text"), obj.get("user")
@@ -130,7 +139,8 @@ def _screen_search(obj: dict[str, Any], role: str, policies: Policies, store: St
     since = _time(obj.get("since"), "since", rid)
     k = max(_int(obj, "k", 20, 1000, rid), 1)
     tenant_list = _scope(store, role, policies, tenant)
-    users = {t: users_with_prefix(store, t, prefix) for t in tenant_list} if prefix else {}
+    users = ({t: users_named(store, t, prefix, pseudonym) for t in tenant_list} if prefix
+             else {})
     pairs, skipped = scopes(policies, role, tenant_list, users)
     searched = sorted({t for t, _ in pairs})
     if kept is not None and kept.model_id != embedder.model_id:
