@@ -163,6 +163,18 @@ class Runtime:
     def close(self) -> None:
         self.store.close()
 
+    def migration_note(self) -> str | None:
+        """One sentence naming the migrations this open applied to a data dir an earlier
+        version wrote (None when it applied none): what an upgrade changed, said once."""
+        done = self.store.migrated
+        if not done:
+            return None
+        from appliance import __version__
+
+        parts = "; ".join(f"{name} {', '.join(ran)}" for name, ran in done.items())
+        return (f"{self.data_dir} was written by an earlier version and is now migrated to "
+                f"this one's ({__version__}): {parts}.")
+
 
 def store_damage(data_dir: Path, *, empty_too: bool = True) -> str | None:
     """One sentence when an initialised data dir's store is missing or emptied, else None."""

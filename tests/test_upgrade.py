@@ -10,6 +10,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
 from test_spine import run_cli
 
 
@@ -177,3 +178,81 @@ def test_a_data_dir_restored_without_its_keys_db_is_refused_not_reopened_as_all_
     assert _digests(data) == before and not (data / "keys.db").exists()
     doc = run_cli("doctor", "--data-dir", str(data), "--json")
     assert any("keys.db is missing" in p for p in json.loads(doc.stdout)["problems"])
+
+
+def _earliest_store(tmp_path: Path, passphrase_file: Path) -> Path:
+    """A data dir at the first migration of each file (the oldest schema there is), one
+    record in it (a day well inside the retention period)."""
+    from datetime import UTC, datetime
+
+    from appliance import migrations
+    from appliance.keys import create_keyring, read_passphrase_file
+    from appliance.runtime import prepare_dir
+    from appliance.store import connect
+
+    data = tmp_path / "data"
+    prepare_dir(data)
+    ring = create_keyring(data, read_passphrase_file(passphrase_file))
+    db = connect(data / "semtrace.db", ring)
+    migrations.migrate(db, migrations.MIGRATIONS[:1])
+    today = datetime.now(UTC).date().isoformat()
+    db.execute("INSERT INTO buckets (id, tenant, user, day, created_at) "
+               "VALUES (1, 'acme', 'u', ?, 0)", (today,))
+    db.execute("INSERT INTO records (id, tenant, request_id, user, bucket_id, ts, thread_id, "
+               "position, model_id) VALUES (7, 'acme', 'r', 'u', 1, 0, 'th', 'new', 'm')")
+    db.close()
+    kdb = connect(data / "keys.db", ring, purpose="keys")
+    migrations.migrate(kdb, migrations.KEY_MIGRATIONS[:1])
+    kdb.close()
+    return data
+
+
+def _expected_upgrade() -> list[str]:
+    from appliance import migrations
+
+    return ([f"semtrace.db:{m.__name__}" for m in migrations.MIGRATIONS[1:]]
+            + [f"keys.db:{m.__name__}" for m in migrations.KEY_MIGRATIONS[1:]])
+
+
+def test_a_command_on_the_earliest_schema_migrates_in_order_and_says_so_once(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    from appliance import migrations
+    from appliance.keys import read_passphrase_file
+    from appliance.runtime import open_runtime
+
+    data = _earliest_store(tmp_path, passphrase_file)
+    creds = ["--data-dir", str(data), "--passphrase-file", str(passphrase_file)]
+    r = run_cli("retention", "run", "--json", *creds)
+    assert r.returncode == 0, r.stderr
+    json.loads(r.stdout)  # stdout stays the report
+    note = [line for line in r.stderr.splitlines() if "migrated" in line]
+    assert len(note) == 1, r.stderr
+    named = [f"semtrace.db:{m}" for m in note[0].split("semtrace.db ")[1].split(";")[0]
+             .rstrip(".").split(", ")] + [
+        f"keys.db:{m}" for m in note[0].split("keys.db ")[1].rstrip(".").split(", ")]
+    assert named == _expected_upgrade()  # every one, in the order they were applied
+    assert "was written by an earlier version" in note[0]
+    rt = open_runtime(data, read_passphrase_file(passphrase_file), readonly=True)
+    try:
+        assert migrations.applied(rt.store.db) == [m.__name__ for m in migrations.MIGRATIONS]
+        assert rt.store.db.execute("SELECT count(*) FROM records WHERE id = 7").fetchone()[0] == 1
+    finally:
+        rt.close()
+    again = run_cli("retention", "run", "--json", *creds)
+    assert again.returncode == 0 and "migrated" not in again.stderr, again.stderr
+
+
+@pytest.mark.slow
+def test_serve_on_an_older_store_logs_what_it_migrated(tmp_path: Path,
+                                                       passphrase_file: Path) -> None:
+    from test_service import Server
+
+    _earliest_store(tmp_path, passphrase_file)
+    srv = Server(tmp_path, passphrase_file).start()
+    assert srv.stop() == 0
+    lines = [json.loads(line) for line in srv.log.read_text().splitlines()
+             if line.startswith("{")]
+    migrated = [line for line in lines if line.get("event") == "store_migrated"]
+    assert len(migrated) == 1, srv.log.read_text()
+    assert migrated[0]["migrations"] == _expected_upgrade()
+    assert "was written by an earlier version" in migrated[0]["msg"]

@@ -106,7 +106,11 @@ def open_dir(data_dir: Path | None, passphrase_file: Path | None, key_file: Path
 
     if not is_initialised(directory):
         return open_runtime(directory, None)  # raises the right sentence
-    return open_runtime(directory, credential(passphrase_file, key_file), readonly=readonly)
+    rt = open_runtime(directory, credential(passphrase_file, key_file), readonly=readonly)
+    note = rt.migration_note()
+    if note:  # on stderr: stdout may carry --json
+        click.echo(f"semtrace: {note}", err=True)
+    return rt
 
 
 QUERY_SOCKET_ENV = "SEMTRACE_QUERY_SOCKET"

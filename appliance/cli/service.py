@@ -124,6 +124,10 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
                    "warnings": [*warnings, *filter(None, [plain_bus_warning])]})
         return
     rt = open_runtime(directory, credential(passphrase_file, key_file), policies=policies)
+    if note := rt.migration_note():  # an upgrade: what it changed, in the service's log
+        logging.getLogger("semtrace.store").info("%s", note, extra={
+            "event": "store_migrated", "migrations": [
+                f"{name}:{m}" for name, ran in rt.store.migrated.items() for m in ran]})
     lock = DataDirLock(directory)
     try:
         lock.acquire()  # a second serve of this data dir stops here, in its own sentence

@@ -117,6 +117,8 @@ class Store(Writes, Reads, Maintenance, Turns):
                            (self.id_base, self.id_base, self.id_base + ID_RANGE)).fetchone()
         self._next_id = int(row[0]) + 1
         self.sealer: RevealSealer | None = reveal_sealer(path.parent, keyring)
+        # migrations this open applied to a store an earlier version wrote, by file
+        self.migrated: dict[str, list[str]] = {}
         if not readonly:  # keys of an interrupted `cluster import`, removed before all else
             from appliance.store import import_journal
 
@@ -185,9 +187,15 @@ class Store(Writes, Reads, Maintenance, Turns):
             migrations.refuse_newer(conn, name=str(path))
             migrations.refuse_newer(kconn, migrations.KEY_MIGRATIONS,
                                     name=str(data_dir / KEYS_FILE))
+            upgraded: dict[str, list[str]] = {}
             if not readonly:
-                migrations.migrate(conn)
-                migrations.migrate(kconn, migrations.KEY_MIGRATIONS)
+                # an upgrade (not a new store's first open) is named by the caller
+                for name, db, known in ((DB_FILE, conn, migrations.MIGRATIONS),
+                                        (KEYS_FILE, kconn, migrations.KEY_MIGRATIONS)):
+                    earlier = migrations.applied(db)
+                    ran = migrations.migrate(db, known, name=str(data_dir / name))
+                    if earlier and ran:
+                        upgraded[name] = ran
             elif migrations.latest() not in migrations.applied(conn):
                 raise SemtraceError("The store needs a migration; start the service once to "
                                     "apply it.")
@@ -195,7 +203,9 @@ class Store(Writes, Reads, Maintenance, Turns):
             conn.close()
             kconn.close()
             raise
-        return cls(conn, kconn, keyring, path, readonly=readonly)
+        store = cls(conn, kconn, keyring, path, readonly=readonly)
+        store.migrated = upgraded
+        return store
 
     def close(self) -> None:
         self._db.close()
