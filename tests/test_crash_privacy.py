@@ -53,7 +53,7 @@ def _start(srv: Server, tmp: Path, *, core_limit: int) -> subprocess.Popen[bytes
     raise AssertionError("serve did not come up")
 
 
-def _decrypted(srv: Server, passphrase_file: Path) -> str:
+def decrypted_store(srv: Server, passphrase_file: Path) -> str:
     """Every row of every table and every readable prompt of the store, as one text."""
     from appliance.keys import read_passphrase_file
     from appliance.runtime import open_runtime
@@ -86,7 +86,7 @@ def test_a_crashed_service_writes_no_core_dump_holding_prompts(
     if not pattern.startswith("|"):  # a file pattern: it would be in tmp_path (the cwd)
         assert not [p for p in tmp_path.rglob("core*") if p.is_file()]
     assert scan_for(tmp_path, [CANARY_MAIL, CANARY_WORD, CANARY_USER]) == []
-    store = _decrypted(srv, passphrase_file)
+    store = decrypted_store(srv, passphrase_file)
     assert CANARY_WORD in store  # the redacted prompt was stored ...
     assert CANARY_MAIL not in store and CANARY_USER not in store  # ... and nothing else
 
@@ -113,5 +113,5 @@ def test_a_service_killed_mid_write_leaves_no_plaintext_in_journals_or_temp_file
     assert scan_for(tmp_path, [CANARY_MAIL, CANARY_WORD, CANARY_USER]) == []
     assert not any((tmp_path / "home").iterdir())
     assert os.listdir(tmp_path / "tmpdir") in ([], ["semtrace-tldextract"])
-    store = _decrypted(srv, passphrase_file)
+    store = decrypted_store(srv, passphrase_file)
     assert CANARY_WORD in store and CANARY_MAIL not in store and CANARY_USER not in store

@@ -129,6 +129,7 @@ class Maintenance:
             threads = [r[0] for r in self._db.execute(
                 f"SELECT DISTINCT thread_id FROM records WHERE bucket_id IN ({marks})",
                 bucket_ids)]
+            self._withdraw_topics(bucket_ids)
             self._db.execute(f"DELETE FROM vault WHERE bucket_id IN ({marks}) OR record_id IN "
                              f"(SELECT id FROM records WHERE bucket_id IN ({marks}))",
                              bucket_ids + bucket_ids)
@@ -156,6 +157,7 @@ class Maintenance:
             self._db.execute("BEGIN IMMEDIATE")
             threads = [r[0] for r in self._db.execute(
                 "SELECT DISTINCT thread_id FROM records WHERE bucket_id=?", (bucket_id,))]
+            self._withdraw_topics([bucket_id])
             self._db.execute("DELETE FROM vault WHERE bucket_id=? OR record_id IN "
                              "(SELECT id FROM records WHERE bucket_id=?)", (bucket_id, bucket_id))
             n = self._db.execute("DELETE FROM records WHERE bucket_id=?", (bucket_id,)).rowcount
@@ -167,6 +169,28 @@ class Maintenance:
         """Ids still present in a bucket (used by the index to drop vectors)."""
         return [r[0] for r in self._db.execute("SELECT id FROM records WHERE bucket_id=?",
                                                (bucket_id,))]
+
+    def _withdraw_topics(self, bucket_ids: list[int]) -> None:
+        """Withdraw what the topics of these buckets' prompts published: the label, the label
+        phrases and the counts were computed from the prompts being shredded, their words
+        and their users (a phrase two people used, one of them erased, was still stored; a
+        label stayed with fewer than k_min_users people left). Part of the shred's own
+        transaction; the service's next refinement publishes them again from what remains.
+        """
+        marks = ",".join("?" * len(bucket_ids))
+        hit = [r[0] for r in self._db.execute(
+            "WITH RECURSIVE hit(id) AS ("
+            f"SELECT topic_id FROM records WHERE bucket_id IN ({marks}) "
+            "UNION SELECT t.topic_id FROM threads t WHERE t.thread_id IN (SELECT thread_id "
+            f"FROM records WHERE bucket_id IN ({marks})) "
+            "UNION SELECT x.merged_into FROM topics x JOIN hit ON x.topic_id = hit.id) "
+            "SELECT id FROM hit WHERE id IS NOT NULL", bucket_ids + bucket_ids)]
+        if hit:
+            now = time.time()
+            self._db.executemany(
+                "UPDATE topics SET label=NULL, centroid=NULL, n=0, contributors=0, updated_at=? "
+                "WHERE topic_id=? AND merged_into IS NULL", [(now, t) for t in hit])
+            self._db.executemany("DELETE FROM topic_terms WHERE topic_id=?", [(t,) for t in hit])
 
     def _refresh_thread(self, thread_id: str) -> None:
         row = self._db.execute(

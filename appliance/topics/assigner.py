@@ -279,9 +279,11 @@ class TopicAssigner:
     def _drop_gone(self, tenant: str, state: TenantTopics, user: str) -> None:
         present = {r[0] for r in self._store.db.execute(
             "SELECT thread_id FROM threads WHERE tenant=? AND user=?", (tenant, user))}
-        for unit in [u for u in state.units.values()
-                     if u.user == user and u.thread_id not in present]:
+        gone = [u for u in state.units.values() if u.user == user and u.thread_id not in present]
+        for unit in gone:
             self._drop(state, unit)
+        if gone:  # the shred withdrew their topics' labels: publish them again from the rest
+            state.pending += 1
 
     def _expire(self, tenant: str, state: TenantTopics, now: float) -> None:
         """Forget threads idle for longer than `aggregates_days`."""
@@ -349,6 +351,10 @@ class TopicAssigner:
             if self._stop.is_set():
                 break
             with self._lock:
+                try:
+                    self._prune()  # a shred (erase, retention) by this process or another
+                except Exception:
+                    log.exception("topic refinement failed", extra={"event": "topics_refine"})
                 due = [t for t, s in self._tenants.items() if s.pending]
             for tenant in due:
                 try:

@@ -1,0 +1,102 @@
+"""An erased user's words leave the topics at once: labels, label phrases and counts.
+
+The real `semtrace serve` (Presidio + spaCy, llama.cpp, SQLCipher) refines topics every
+second; `semtrace erase` runs beside it, as a compliance officer runs it. What the topics
+tables hold is read from the decrypted store, and every byte under the test's folder is
+scanned as well.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from conftest import scan_for
+from test_crash_privacy import decrypted_store
+from test_service import Server, at
+from test_spine import run_cli
+
+from appliance.client import Client
+
+PHRASE = "quillhaven gasket"  # written by user0 and user1 only
+SHARED = ["My zorblaxian turbine keeps overheating, how do I cool the zorblaxian turbine?",
+          "What oil does a zorblaxian turbine need for cooling?",
+          "The zorblaxian turbine shows an overheating warning again"]
+
+
+def _topics(srv: Server, passphrase_file: Path) -> tuple[list[tuple[object, ...]], list[str]]:
+    """(topic rows: id, threads, users, label) and the stored label phrases."""
+    from appliance.keys import read_passphrase_file
+    from appliance.runtime import open_runtime
+
+    rt = open_runtime(srv.data, read_passphrase_file(passphrase_file))
+    try:
+        db = rt.store.db
+        rows = db.execute("SELECT topic_id, n, contributors, label FROM topics "
+                          "WHERE merged_into IS NULL AND n > 0").fetchall()
+        terms = [t for (t,) in db.execute("SELECT term FROM topic_terms")]
+    finally:
+        rt.close()
+    return rows, terms
+
+
+def _until(check, srv: Server, passphrase_file: Path):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + 60
+    while True:
+        rows, terms = _topics(srv, passphrase_file)
+        if check(rows, terms) or time.monotonic() > deadline:
+            return rows, terms
+        time.sleep(0.5)
+
+
+def _erase(srv: Server, user: str) -> None:
+    out = run_cli("erase", "--tenant", "acme", "--user", user, "--reason", "ticket 77",
+                  *srv.args)
+    assert out.returncode == 0, out.stderr
+
+
+def test_an_erased_users_phrases_and_share_of_a_label_leave_the_topics_at_once(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    srv = Server(tmp_path, passphrase_file)
+    privacy = tmp_path / "policies" / "privacy.toml"
+    privacy.write_text(privacy.read_text().replace("topic_refine_seconds = 60.0",
+                                                   "topic_refine_seconds = 1.0"))
+    srv.start()
+    n = 0
+    with Client(srv.sock) as c:
+        for u in range(7):
+            for text in SHARED:
+                n += 1
+                assert c.ingest(tenant="acme", user_id=f"user{u}", request_id=f"r{n}",
+                                ts=at(n * 4), text=text)["ok"]
+        for u in (0, 1):
+            for _ in range(2):
+                n += 1
+                assert c.ingest(tenant="acme", user_id=f"user{u}", request_id=f"r{n}",
+                                ts=at(n * 4), text=f"Does the {PHRASE} fit the zorblaxian "
+                                "turbine when overheating?")["ok"]
+    rows, terms = _until(lambda rows, terms: PHRASE in terms, srv, passphrase_file)
+    assert PHRASE in terms and [r[2] for r in rows] == [7] and rows[0][3]  # labelled
+
+    _erase(srv, "user0")  # the phrase now has one author left: never stored for one person
+    rows, terms = _topics(srv, passphrase_file)
+    assert not [t for t in terms if "quillhaven" in t]
+    assert not [r for r in rows if r[3] and "quillhaven" in str(r[3])]
+    # the service publishes the topic again from the six people left, label included
+    rows, terms = _until(lambda rows, terms: rows and rows[0][3], srv, passphrase_file)
+    assert [r[2] for r in rows] == [6] and rows[0][3] and PHRASE not in terms
+    assert "zorblaxian turbine" in terms
+
+    _erase(srv, "user1")
+    _erase(srv, "user2")  # four people left: fewer than k_min_users (5), so no label
+    rows, terms = _topics(srv, passphrase_file)
+    assert not [r for r in rows if r[3]] and "quillhaven" not in " ".join(terms)
+    time.sleep(3)  # several refinements later, still none
+    rows, terms = _topics(srv, passphrase_file)
+    assert not [r for r in rows if r[3]] and not terms and [r[2] for r in rows] == [4]
+    listed = run_cli("threads", "list", "--tenant", "acme", "--json", *srv.args)
+    assert not {t["topic_label"] for t in json.loads(listed.stdout)} - {None}
+    assert srv.stop() == 0
+    assert "quillhaven" not in decrypted_store(srv, passphrase_file).lower()
+    assert scan_for(tmp_path, ["quillhaven"]) == []
