@@ -68,6 +68,12 @@ if [ "$service" = 1 ]; then
   # the unit loads its passphrase from this file (LoadCredential=): without it, it never starts
   [ -n "$passphrase_file" ] || [ -f "$etc/passphrase" ] \
     || die "the service reads its passphrase from $etc/passphrase: give --passphrase-file FILE (installed there, root-only); nothing was installed."
+  # an upgrade keeps the passphrase that opens the data dir: a different file given here
+  # replaced it, and the service then never started again (wrong key), with the old one gone
+  if [ -n "$passphrase_file" ] && [ -f "$etc/passphrase" ] && [ -f "$data_dir/keyring.json" ] \
+      && ! cmp -s "$passphrase_file" "$etc/passphrase"; then
+    die "$passphrase_file differs from $etc/passphrase, which opens $data_dir: an upgrade keeps it (leave out --passphrase-file; change it with 'semtrace keys rotate --new-passphrase-file'); nothing was installed."
+  fi
   # The unit runs the venv's interpreter as the service user, with /root and /home hidden
   # (ProtectHome=yes): a Python installed under a home (pyenv, conda) installed fine and
   # then never started ("Permission denied").

@@ -119,6 +119,35 @@ def test_a_service_install_without_a_passphrase_for_the_unit_is_refused_before_a
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+def test_an_upgrade_given_another_passphrase_file_is_refused_and_keeps_the_one_in_use(
+        tmp_path: Path) -> None:
+    """Re-running the documented install command with another passphrase file replaced
+    the unit's passphrase: the service never started again, and the file that opened the
+    data dir was gone."""
+    bundle = _bundle(tmp_path)
+    prefix, env = _host(tmp_path, active=True)
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "passphrase").write_text("the passphrase that opens the data dir\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "keyring.json").write_text("{}")
+    other = tmp_path / "pw"
+    other.write_text("another passphrase\n")
+    r = _install(bundle, prefix, data, env, "--passphrase-file", str(other),
+                 "--config-dir", str(etc))
+    assert r.returncode != 0
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"differs from {etc / 'passphrase'}" in r.stderr and "keys rotate" in r.stderr
+    assert "would run" not in r.stdout and not (tmp_path / "systemctl.log").exists()
+    assert (etc / "passphrase").read_text() == "the passphrase that opens the data dir\n"
+    same = tmp_path / "same"
+    shutil.copy(etc / "passphrase", same)
+    r = _install(bundle, prefix, data, env, "--passphrase-file", str(same),
+                 "--config-dir", str(etc))
+    assert "differs from" not in r.stderr, r.stderr
+
+
 def test_uninstall_removes_nothing_that_is_not_a_semtrace_install_or_data_dir(
         tmp_path: Path) -> None:
     other = tmp_path / "usr-local"
