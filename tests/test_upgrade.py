@@ -256,3 +256,30 @@ def test_serve_on_an_older_store_logs_what_it_migrated(tmp_path: Path,
     assert len(migrated) == 1, srv.log.read_text()
     assert migrated[0]["migrations"] == _expected_upgrade()
     assert "was written by an earlier version" in migrated[0]["msg"]
+
+
+@pytest.mark.slow
+def test_an_upgrade_killed_mid_migration_keeps_every_step_whole_and_the_next_run_finishes_it(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """kill -9 at the third migration of an upgrade: the two before it are committed with
+    their records, the third left no trace, and the next command applies the rest."""
+    import signal
+
+    from appliance import migrations
+
+    data = _earliest_store(tmp_path, passphrase_file)
+    creds = ["--data-dir", str(data), "--passphrase-file", str(passphrase_file)]
+    killed = run_cli("retention", "run", "--json", *creds,
+                     env={"SEMTRACE_FAILPOINT": "migration:3"})
+    assert killed.returncode == -signal.SIGKILL
+    check = run_cli("serve", "--check", *creds)
+    assert check.returncode == 0, check.stderr
+    later = [m.__name__ for m in migrations.MIGRATIONS[3:]]
+    assert json.loads(check.stdout)["at_start"][:len(later)] == [
+        f"apply migration {m} to semtrace.db" for m in later]
+    r = run_cli("retention", "run", "--json", *creds)
+    assert r.returncode == 0, r.stderr
+    note = next(line for line in r.stderr.splitlines() if "migrated" in line)
+    assert f"semtrace.db {', '.join(later)};" in note
+    check = run_cli("serve", "--check", *creds)
+    assert json.loads(check.stdout)["at_start"] == []
