@@ -178,3 +178,19 @@ def test_an_import_refused_midway_leaves_no_key_either(exported: dict[str, Any],
     assert deks == buckets == []
     os.remove(export)
 
+
+def test_importing_a_partitions_tenants_makes_it_the_nodes_again(
+        exported: dict[str, Any]) -> None:
+    """A node that gave acme's partition away (`cluster forget`) and gets its tenants back
+    by import serves it again: the forget's note is gone (reclaim finds nothing to undo)."""
+    from appliance.cluster.partition import partition_of
+
+    export = _export(exported, "coming-back")
+    f = _new_node(exported, "f")
+    node = ["--data-dir", str(f), "--key-file", str(exported["key"])]
+    p = str(partition_of("acme", 16))
+    r = run_cli("cluster", "forget", *node, "--partitions", p, "--of", "16", "--yes")
+    assert r.returncode == 0, r.stderr
+    assert _import(exported, f, export).returncode == 0
+    r = run_cli("cluster", "reclaim", *node, "--partitions", p, "--of", "16")
+    assert r.returncode == 2 and "did not give partition(s)" in r.stderr

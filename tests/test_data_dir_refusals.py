@@ -18,6 +18,7 @@ COMMANDS: dict[str, list[str]] = {
                        "{tmp}/part.bin"],
     "cluster forget": ["cluster", "forget", "--partitions", "0", "--of", "4", "--yes"],
     "cluster import": ["cluster", "import", "{tmp}/report.json"],
+    "cluster reclaim": ["cluster", "reclaim", "--partitions", "0", "--of", "4"],
     "compliance enroll": ["compliance", "enroll", "--compliance-passphrase-file", "{tmp}/cpw"],
     "compliance retag": ["compliance", "retag", "--compliance-passphrase-file", "{tmp}/cpw"],
     "erase": ["erase", "--tenant", "acme", "--user", "u1", "--reason", "T-1"],

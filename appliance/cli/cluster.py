@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from appliance.cli import credential_options, data_dir_option, emit_json, open_dir, progress_bar
+from appliance.errors import InputError
 
 
 @click.group()
@@ -190,12 +191,53 @@ def forget(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
     rt = _stopped(data_dir, passphrase_file, key_file)
     try:
         n = partition_count(rt.store, count, rt.policies.cluster.partitions)
-        report = forget_tenants(rt.store, tenants_in(rt.store, _partitions_of(spec, n), n))
+        parts = _partitions_of(spec, n)
+        report = forget_tenants(rt.store, tenants_in(rt.store, parts, n), partitions=parts,
+                                count=n)
         _audit(rt, "cluster_forget", report, partitions=spec)
     finally:
         rt.close()
     _print(report, as_json, f"Removed {len(report.tenants)} tenant(s), {report.records} "
-           f"record(s) from this node.")
+           f"record(s) from this node. It no longer serves partition(s) {spec}: take "
+           f"{spec} out of its --own (`own` in cluster.toml) before it starts again.")
+
+
+@cluster.command()
+@data_dir_option
+@credential_options
+@click.option("--partitions", "spec", required=True, metavar="A-B",
+              help="The partitions this node gave away with `cluster forget`.")
+@count_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def reclaim(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
+            spec: str, count: int | None, as_json: bool) -> None:
+    """Serve again partitions given away whose new owner and data are lost (no import)."""
+    from appliance.cluster import given_away
+    from appliance.cluster.move import partition_count
+
+    rt = _stopped(data_dir, passphrase_file, key_file)
+    try:
+        n = partition_count(rt.store, count, rt.policies.cluster.partitions)
+        parts = _partitions_of(spec, n)
+        with rt.store.db:
+            rt.store.db.execute("BEGIN IMMEDIATE")
+            back = given_away.take_back(rt.store.db, set(parts))
+        if not back:
+            raise InputError(f"This node did not give partition(s) {spec} away; "
+                                       "nothing was changed.")
+        from appliance.audit import AuditLog
+
+        AuditLog(rt.store.db, rt.keyring.audit_signer(), anchor=rt.store.keys_db).append(
+            "cluster_reclaim", {"partitions": spec})
+    finally:
+        rt.close()
+    from appliance.cluster.partition import format_ranges
+
+    if as_json:
+        emit_json({"partitions": back})
+    else:
+        click.echo(f"This node may serve partition(s) {format_ranges(back)} again (without "
+                   "their earlier data): add them to its --own and start it.")
 
 
 def _progress_step(prog: Any, verb: str) -> Any:

@@ -132,8 +132,10 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     try:
         lock.acquire()  # a second serve of this data dir stops here, in its own sentence
         if cluster.url:  # export and forget pick a partition's tenants by this count
+            from appliance.cluster import given_away
             from appliance.cluster.move import note_partitions
 
+            given_away.refuse(rt.store.db, cluster.owned(), cluster.partitions)  # stale --own
             note_partitions(rt.store, cluster.partitions)
         # another data dir's service on these sockets: before the models load
         from appliance.service.sockets import free_socket_path

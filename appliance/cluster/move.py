@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import failpoints, migrations
+from appliance.cluster import given_away
 from appliance.errors import SemtraceError, WrongKey
 from appliance.keys import Keyring
 from appliance.store import import_journal
@@ -263,6 +264,7 @@ def _import_rows(store: Store, src: Any, tenants: list[str], wrapped: list[Any],
             if where is not None:
                 tables[table] = _copy(src, store.db, table, where, remap)
         import_journal.clear(store.db)
+        given_away.take_back_tenants(store.db, tenants)  # its partitions are this node's again
         store.db.execute("COMMIT")
     except BaseException:
         store.db.execute("ROLLBACK")
@@ -314,8 +316,13 @@ def _check_import(store: Store, src: Any, tenants: list[str]) -> None:
                             "import them into another node (or a newly initialised one).")
 
 
-def forget_tenants(store: Store, tenants: list[str]) -> MoveReport:
-    """Remove these tenants from this store: data keys destroyed first, then their rows."""
+def forget_tenants(store: Store, tenants: list[str], *, partitions: list[int] | None = None,
+                   count: int = 0) -> MoveReport:
+    """Remove these tenants from this store: data keys destroyed first, then their rows.
+
+    `partitions` (of `count`): the ones they were picked by, noted as given away with
+    the rows' removal, so that a stale --own cannot make this node consume them again.
+    """
     records, buckets, topics = _selection(store.db, tenants)
     marks = ",".join("?" * len(buckets)) or "NULL"
     store.keys_db.execute("BEGIN IMMEDIATE")
@@ -331,6 +338,8 @@ def forget_tenants(store: Store, tenants: list[str]) -> MoveReport:
             if where is not None:
                 cur = store.db.execute(f"DELETE FROM {table} WHERE {where[0]}", where[1])
                 tables[table] = cur.rowcount
+        if partitions:
+            given_away.note(store.db, partitions, count)
         store.db.execute("COMMIT")
     except BaseException:
         store.db.execute("ROLLBACK")

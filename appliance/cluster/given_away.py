@@ -1,0 +1,100 @@
+"""The partitions a node gave away: it must not consume them again from a stale --own.
+
+`cluster forget` removes a moved partition's tenants from the old node. Its
+`--own` (or `own` in cluster.toml) may still name the partition: restarted
+while the new owner is down (its claim released or expired), the old node would
+claim the partition and consume its queued prompts into a store that no longer
+holds its tenants, splitting their conversations over two nodes. So `forget`
+notes the partitions in the store's `meta`, in the transaction that removes
+their rows, and `serve` refuses to start with one of them. The note goes when
+the partition comes back with its data (`cluster import` of one of its
+tenants) or, when its owner and data are lost, by `cluster reclaim`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from appliance.errors import SemtraceError
+
+KEY = "cluster_given_away"
+
+
+@dataclass(frozen=True)
+class GivenAway:
+    """The partitions this node gave away (and when), in a partition count."""
+
+    count: int
+    partitions: dict[int, float]
+
+
+def read(db: Any) -> GivenAway | None:
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (KEY,)).fetchone()
+    if row is None:
+        return None
+    value = json.loads(row[0])
+    return GivenAway(int(value["count"]), {int(p): float(t)
+                                           for p, t in value["partitions"].items()})
+
+
+def _write(db: Any, given: GivenAway) -> None:
+    if not given.partitions:
+        db.execute("DELETE FROM meta WHERE key = ?", (KEY,))
+        return
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+               (KEY, json.dumps({"count": given.count, "partitions": {
+                   str(p): t for p, t in sorted(given.partitions.items())}})))
+
+
+def note(db: Any, partitions: list[int], count: int) -> None:
+    """Add `partitions` (of `count`), inside the transaction that forgets their tenants."""
+    old = read(db)
+    kept = old.partitions if old is not None and old.count == count else {}
+    now = time.time()
+    _write(db, GivenAway(count, {**kept, **{p: now for p in partitions}}))
+
+
+def take_back(db: Any, partitions: set[int]) -> list[int]:
+    """Drop `partitions` from the note (inside the caller's transaction): the ones dropped."""
+    old = read(db)
+    if old is None:
+        return []
+    back = sorted(p for p in old.partitions if p in partitions)
+    _write(db, GivenAway(old.count, {p: t for p, t in old.partitions.items()
+                                     if p not in partitions}))
+    return back
+
+
+def take_back_tenants(db: Any, tenants: list[str]) -> list[int]:
+    """Drop the partitions of these imported tenants (inside the import's transaction)."""
+    from appliance.cluster.partition import partition_of
+
+    old = read(db)
+    if old is None:
+        return []
+    return take_back(db, {partition_of(t, old.count) for t in tenants})
+
+
+def refuse(db: Any, owned: list[int], count: int) -> None:
+    """SemtraceError in one sentence if `owned` (of `count`) names a partition given away."""
+    from appliance.cluster.partition import format_ranges
+
+    given = read(db)
+    if given is None or given.count != count:
+        return
+    stale = sorted(set(owned) & set(given.partitions))
+    if not stale:
+        return
+    spec = format_ranges(stale)
+    when = datetime.fromtimestamp(given.partitions[stale[0]], UTC).strftime("%Y-%m-%d %H:%M")
+    word = "partition" if len(stale) == 1 else "partitions"
+    raise SemtraceError(
+        f"This node gave {word} {spec} away (`cluster forget` at {when} UTC) and holds none of "
+        f"its tenants: start it without {spec} in --own (`own` in cluster.toml); to take it "
+        "back, import its tenants from the node that owns it now (`cluster export` there, "
+        f"`cluster import` here), or, if that node and its data are lost, run `semtrace "
+        f"cluster reclaim --partitions {spec}` here. Nothing was consumed.")

@@ -1,0 +1,130 @@
+"""A node that gave a partition away must not take it back from a stale --own.
+
+A real nats-server and real nodes: node a moves partition 1 to node b (export,
+import, forget), and is then restarted with its old `--own 0-1` while b is down,
+with a follow-up of a moved tenant queued in JetStream.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_cluster import PARTITIONS, TODAY, Node, nats_server, start_all
+from test_spine import run_cli
+
+from appliance.cluster.partition import partition_of
+
+pytestmark = pytest.mark.slow
+
+
+def _ingest(tenant: str, rid: str, text: str, minute: int) -> dict[str, Any]:
+    return {"v": 1, "op": "ingest", "tenant": tenant, "request_id": rid, "user_id": "ana",
+            "text": text, "ts": (TODAY + timedelta(hours=9, minutes=minute)
+                                 ).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def _lag(url: str, partition: int) -> tuple[int, str | None]:
+    r = run_cli("cluster", "status", "--nats", url, "--json")
+    assert r.returncode == 0, r.stderr
+    state = json.loads(r.stdout)["states"][partition]
+    return int(state["lag"]), state["owner"]
+
+
+def _exit_or_start(node: Node) -> int | None:
+    """The node's exit code, or None if it started consuming (it is stopped then)."""
+    assert node.proc is not None
+    deadline = time.monotonic() + 240
+    while node.proc.poll() is None:
+        if node._starts() > node._before:
+            node.stop()
+            return None
+        assert time.monotonic() < deadline, "the node neither started nor exited"
+        time.sleep(0.3)
+    return node.proc.returncode
+
+
+def test_a_node_restarted_with_a_partition_it_gave_away_refuses_it(tmp_path: Path) -> None:
+    """Before: a claimed partition 1 again (b down, so nobody held it) and consumed the
+    queued follow-up into a store without the tenant's history: a new conversation on a,
+    the rest of it on b."""
+    from appliance.cluster.client import NatsClient
+    from appliance.keys.bus import load_bus_keys
+
+    bus_key, key = tmp_path / "bus.key", tmp_path / "cluster.key"
+    assert run_cli("cluster", "bus-key", "new", str(bus_key)).returncode == 0
+    assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
+                   str(key)).returncode == 0
+    moved = next(f"t{i}" for i in range(100) if partition_of(f"t{i}", PARTITIONS) == 1)
+    keys = load_bus_keys(bus_key)
+    with nats_server(tmp_path / "nats") as url:
+        a = Node(tmp_path, "a", url, key, "0-1", bus_key=bus_key)
+        b = Node(tmp_path, "b", url, key, "2-3", bus_key=bus_key)
+        start_all(a)
+        with NatsClient(url, timeout=60, bus_keys=keys) as gateway:
+            first = gateway.request(_ingest(moved, "before-move",
+                                            "How do I bake sourdough bread at home?", 0))
+        assert first["ok"], first
+        assert a.stop() == 0
+        export = tmp_path / "p1.semtrace"
+        for args in (("export", *a.args(), "--partitions", "1", "--out", str(export)),
+                     ("import", *b.args(), str(export)),
+                     ("forget", *a.args(), "--partitions", "1", "--yes")):
+            r = run_cli("cluster", *args, env=a.env)
+            assert r.returncode == 0, r.stderr
+        assert "take 1 out of its --own" in r.stdout  # forget says what to change
+        with NatsClient(url, timeout=30, bus_keys=keys) as gateway:  # b is down: it queues
+            gateway.publish(_ingest(moved, "after-move", "How long should the dough rise?", 2))
+        assert _lag(url, 1) == (1, None)
+        a.launch()  # its --own still 0-1, as its unit file or cluster.toml says
+        code = _exit_or_start(a)
+        assert code is not None, "node a consumed partition 1, which it gave away"
+        assert code == 1
+        said = [x for x in a.log.read_text().splitlines() if x.startswith("semtrace: ")]
+        assert said == [
+            "semtrace: This node gave partition 1 away (`cluster forget` at "
+            f"{said[0].split(' at ', 1)[1][:16]} UTC) and holds none of its tenants: start it "
+            "without 1 in --own (`own` in cluster.toml); to take it back, import its tenants "
+            "from the node that owns it now (`cluster export` there, `cluster import` here), "
+            "or, if that node and its data are lost, run `semtrace cluster reclaim "
+            "--partitions 1` here. Nothing was consumed."]
+        assert "Traceback" not in a.log.read_text()
+        assert _lag(url, 1) == (1, None)  # the follow-up still waits for its owner
+        b.own = "1-3"
+        start_all(b)
+        deadline = time.monotonic() + 120
+        while not (found := b.lookup(moved, "after-move")).get("ok"):
+            assert time.monotonic() < deadline, "the follow-up never reached node b"
+            time.sleep(0.3)
+        assert found["conversation_id"] == first["conversation_id"]  # one conversation, on b
+        assert b.lookup(moved, "before-move")["conversation_id"] == first["conversation_id"]
+        assert b.stop() == 0
+        a.own = "0"
+        start_all(a)  # without it, a starts as before
+        assert a.lookup(moved, "after-move")["error"]["code"] == "not_found"
+        assert a.stop() == 0
+
+
+def test_import_and_reclaim_give_a_forgotten_partition_back(tmp_path: Path) -> None:
+    """The note of a forget goes when the partition's tenants are imported back, or by
+    `cluster reclaim` (its owner and data lost); reclaiming one never given is refused."""
+    key = tmp_path / "cluster.key"
+    assert run_cli("init", "--data-dir", str(tmp_path / "n"), "--new-key-file",
+                   str(key)).returncode == 0
+    node = ["--data-dir", str(tmp_path / "n"), "--key-file", str(key)]
+    r = run_cli("cluster", "forget", *node, "--partitions", "2-3", "--of", "4", "--yes")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("cluster", "reclaim", *node, "--partitions", "3", "--of", "4", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"partitions": [3]}
+    again = run_cli("cluster", "reclaim", *node, "--partitions", "3", "--of", "4")
+    assert again.returncode == 2 and again.stderr.strip() == (
+        "semtrace: This node did not give partition(s) 3 away; nothing was changed.")
+    human = run_cli("cluster", "reclaim", *node, "--partitions", "2", "--of", "4")
+    assert human.returncode == 0 and human.stdout.strip() == (
+        "This node may serve partition(s) 2 again (without their earlier data): add them to "
+        "its --own and start it.")
