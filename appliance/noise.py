@@ -15,9 +15,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import opendp.prelude as dp
+# the modules used, not opendp.prelude: the prelude imports OpenDP's scikit-learn, polars
+# and numpy extras (scipy, sklearn), about a second at every command's start
+import opendp.measurements as dp_m
+import opendp.transformations as dp_t
+from opendp.domains import atom_domain, vector_domain
+from opendp.metrics import l1_distance, symmetric_distance
+from opendp.mod import enable_features
 
-dp.enable_features("contrib")
+enable_features("contrib")
 
 
 @dataclass(frozen=True)
@@ -36,10 +42,10 @@ class CountMechanism:
         self.categories = list(categories)
         self.bound = bound
         self.scale = bound / epsilon
-        space = dp.vector_domain(dp.atom_domain(T=str)), dp.symmetric_distance()
-        counts = space >> dp.t.then_count_by_categories(categories=self.categories,
+        space = vector_domain(atom_domain(T=str)), symmetric_distance()
+        counts = space >> dp_t.then_count_by_categories(categories=self.categories,
                                                         null_category=False)
-        self._m = counts >> dp.m.then_laplace(scale=self.scale)
+        self._m = counts >> dp_m.then_laplace(scale=self.scale)
 
     @property
     def epsilon(self) -> float:
@@ -62,9 +68,9 @@ class SumMechanism:
         self.size = size
         self.sensitivity = float(bound) * float(clip)
         self.scale = self.sensitivity / epsilon
-        space = (dp.vector_domain(dp.atom_domain(T=float, nan=False), size=size),
-                 dp.l1_distance(T=float))
-        self._m = space >> dp.m.then_laplace(scale=self.scale)
+        space = (vector_domain(atom_domain(T=float, nan=False), size=size),
+                 l1_distance(T=float))
+        self._m = space >> dp_m.then_laplace(scale=self.scale)
 
     @property
     def epsilon(self) -> float:

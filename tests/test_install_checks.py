@@ -258,3 +258,18 @@ def test_doctor_names_files_of_the_data_dir_its_owner_cannot_open(
     problems = json.loads(doc.stdout)["problems"]
     assert any(p.startswith("keyring.json in ") and "chown -R 65534:" in p
                for p in problems), problems
+
+
+def test_a_command_does_not_load_scikit_learn_or_scipy(tmp_path: Path) -> None:
+    """opendp.prelude pulled in OpenDP's scikit-learn extras (scipy, sklearn) at every
+    command's start: about a second and 90 MB that no command uses (`semtrace backup`'s
+    peak memory was mostly that, bench/backup.py)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from appliance.cli import main; import appliance.noise; "
+             "print(sorted(m for m in ('sklearn', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
