@@ -9,10 +9,12 @@ may not use are never registered.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from rich.text import Text
 from textual import on
 from textual.app import App
 from textual.binding import Binding
@@ -23,6 +25,7 @@ from appliance.roles import allowed, bound_tenants, require
 from appliance.runtime import Runtime
 from appliance.tui.aggregates import AggregateReader
 from appliance.tui.context import TuiContext
+from appliance.tui.crash import crash_report
 from appliance.tui.data import StoreReader
 from appliance.tui.messages import OpenThread, ShowThreads
 from appliance.tui.screens.help import HelpScreen
@@ -56,6 +59,13 @@ class SemtraceApp(App[None]):
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
     ]
+
+    def _fatal_error(self) -> None:
+        """Stop after an unexpected error with where it happened (`crash.crash_report`):
+        Textual's own report prints every frame's locals, decrypted prompts included."""
+        self.bell()
+        self._exit_renderables.append(Text(crash_report(sys.exc_info()[1])))
+        self._close_messages_no_wait()
 
     def __init__(self, ctx: TuiContext) -> None:
         super().__init__()
