@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Remove Semtrace. Keeps the data dir unless --purge.
-#   ./uninstall.sh [--prefix DIR] [--data-dir DIR] [--purge] [--no-service]
+#   ./uninstall.sh [--prefix DIR] [--data-dir DIR] [--purge] [--no-service] [--config-dir DIR]
+# The config dir (/etc/semtrace: the passphrase, which also opens every backup taken, and
+# the policies) is kept either way; it is named at the end.
 set -euo pipefail
-prefix="/opt/semtrace"; data_dir="/var/lib/semtrace"; purge=0; service=1
+prefix="/opt/semtrace"; data_dir="/var/lib/semtrace"; purge=0; service=1; etc="/etc/semtrace"
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) prefix="$2"; shift 2 ;;
     --data-dir) data_dir="$2"; shift 2 ;;
     --purge) purge=1; shift ;;
     --no-service) service=0; shift ;;
-    -h|--help) sed -n 2,3p "$0"; exit 0 ;;
+    --config-dir) etc="$2"; shift 2 ;;
+    -h|--help) sed -n 2,5p "$0"; exit 0 ;;
     *) echo "uninstall: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -33,4 +36,7 @@ if [ "$purge" = 1 ]; then
   echo "uninstall: removed $prefix and the data dir $data_dir."
 else
   echo "uninstall: removed $prefix; the data dir $data_dir was kept (use --purge to remove it)."
+fi
+if [ -e "$etc" ]; then
+  echo "uninstall: kept $etc (the passphrase, which opens every backup taken, and the policies); remove it by hand once no backup is needed."
 fi

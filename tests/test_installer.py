@@ -176,6 +176,28 @@ def test_uninstall_removes_nothing_that_is_not_a_semtrace_install_or_data_dir(
     assert not prefix.exists() and not data.exists()
 
 
+def test_uninstall_purge_removes_the_data_dir_and_names_the_config_dir_it_keeps(
+        tmp_path: Path) -> None:
+    """--purge destroys the data; the passphrase (which still opens every backup taken)
+    and the policies stay, and the operator is told where."""
+    prefix, _ = _host(tmp_path, active=False)
+    (prefix / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    data = tmp_path / "var-lib"
+    data.mkdir()
+    (data / "keyring.json").write_text("{}")
+    (data / "semtrace.db").write_bytes(b"\0" * 64)
+    etc = tmp_path / "etc"
+    (etc / "policies").mkdir(parents=True)
+    (etc / "passphrase").write_text("x\n")
+    r = subprocess.run(["bash", str(INSTALLER / "uninstall.sh"), "--prefix", str(prefix),
+                        "--data-dir", str(data), "--purge", "--no-service", "--config-dir",
+                        str(etc)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert not prefix.exists() and not data.exists()
+    assert (etc / "passphrase").exists()
+    assert f"kept {etc} (the passphrase, which opens every backup taken" in r.stdout
+
+
 @needs_system_python
 def test_an_upgrade_keeps_the_operators_policies_and_installs_only_missing_defaults(
         tmp_path: Path) -> None:
