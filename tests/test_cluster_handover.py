@@ -128,3 +128,19 @@ def test_import_and_reclaim_give_a_forgotten_partition_back(tmp_path: Path) -> N
     assert human.returncode == 0 and human.stdout.strip() == (
         "This node may serve partition(s) 2 again (without their earlier data): add them to "
         "its --own and start it.")
+
+
+def test_exporting_a_partition_without_tenants_says_what_to_do_instead(tmp_path: Path) -> None:
+    """Before: `Error: This node holds no tenant of partition(s) 2.` (click's prefix, not
+    semtrace's), and nothing said how such a partition changes owner."""
+    key = tmp_path / "cluster.key"
+    assert run_cli("init", "--data-dir", str(tmp_path / "n"), "--new-key-file",
+                   str(key)).returncode == 0
+    out = tmp_path / "p2.semtrace"
+    r = run_cli("cluster", "export", "--data-dir", str(tmp_path / "n"), "--key-file", str(key),
+                "--partitions", "2", "--of", "4", "--out", str(out))
+    assert r.returncode == 1 and not out.exists()
+    assert r.stderr.strip() == (
+        "semtrace: This node holds no tenant of partition(s) 2, so there is nothing to export "
+        "and no file was written: run `semtrace cluster forget --partitions 2 --yes` here, "
+        "then start the new owner with 2 in its --own.")

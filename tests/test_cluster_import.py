@@ -79,6 +79,9 @@ def _export(ex: dict[str, Any], name: str) -> Path:
     r = run_cli("cluster", "export", "--data-dir", str(ex["tmp"] / "a"), "--key-file",
                 str(ex["key"]), "--partitions", "0-15", "--of", "16", "--out", str(out))
     assert r.returncode == 0, r.stderr
+    # the next step as printed runs as is (before: without --yes, which forget requires)
+    assert r.stdout.strip().endswith("then run `semtrace cluster forget --partitions 0-15 "
+                                     "--yes` here.")
     return out
 
 

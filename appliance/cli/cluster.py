@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from appliance.cli import credential_options, data_dir_option, emit_json, open_dir, progress_bar
-from appliance.errors import InputError
+from appliance.errors import InputError, SemtraceError
 
 
 @click.group()
@@ -127,7 +127,10 @@ def export(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
         n = partition_count(rt.store, count, rt.policies.cluster.partitions)
         tenants = tenants_in(rt.store, _partitions_of(spec, n), n)
         if not tenants:
-            raise click.ClickException(f"This node holds no tenant of partition(s) {spec}.")
+            raise SemtraceError(
+                f"This node holds no tenant of partition(s) {spec}, so there is nothing to "
+                f"export and no file was written: run `semtrace cluster forget --partitions "
+                f"{spec} --yes` here, then start the new owner with {spec} in its --own.")
         with progress_bar() as prog:
             report = export_tenants(rt.store, rt.keyring, tenants, out,
                                     progress=_progress_step(prog, "export"))
@@ -136,7 +139,7 @@ def export(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
         rt.close()
     _print(report, as_json, f"Exported {len(report.tenants)} tenant(s), {report.records} "
            f"record(s) to {out}. Import it on the new owner, then run `semtrace cluster "
-           f"forget --partitions {spec}` here.")
+           f"forget --partitions {spec} --yes` here.")
 
 
 @cluster.command("import")
