@@ -251,6 +251,23 @@ def test_status_names_the_node_that_holds_a_tenant(ops: Ops) -> None:
     assert bad.returncode == 2 and "--tenant" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_status_says_when_each_owner_was_last_heard_from(ops: Ops) -> None:
+    """Before: the table named an owner with no age, so a node killed a moment ago looked
+    as alive as a running one until its claim expired (owner_ttl_s)."""
+    import re
+
+    human = run_cli("cluster", "status", "--nats", ops.url)
+    assert human.returncode == 0, human.stderr
+    lines = human.stdout.splitlines()
+    header = next(x for x in lines if x.lstrip().startswith("part"))
+    assert "heard from" in header
+    rows = {int(x.split()[0]): x for x in lines if re.match(r"\s+\d+\s", x)}
+    seen = re.search(r"\ba\s+(\d+) s ago\s", rows[0])
+    assert seen is not None, rows[0]
+    assert int(seen.group(1)) <= 6  # within the claim's time to live (owner_ttl_s = 6)
+    assert re.search(r"\(none: queueing\)\s+-\s", rows[3]), rows[3]
+
+
 class OlderNode:
     """A claim on partition 3 by node 'old' of semtrace 0.0.9, refreshed every second
     (as an earlier version's node would hold it) while the block runs."""

@@ -84,11 +84,12 @@ def status(nats_url: str | None, tenants: tuple[str, ...], as_json: bool) -> Non
         click.echo("The nodes run different versions: fine during a rolling upgrade, but "
                    "`cluster export` and `import` move partitions only between nodes of one "
                    "version.")
-    click.echo(f"{'part':>4}  {'owner':<20} {'lag':>8} {'pending':>8} {'in work':>8} "
-               f"{'redelivered':>11}")
-    for s in report.states:
+    click.echo(f"{'part':>4}  {'owner':<20} {'heard from':>10} {'lag':>8} {'pending':>8} "
+               f"{'in work':>8} {'redelivered':>11}")
+    for s in report.states:  # a node killed stays owner until its claim expires: "heard from"
         owner = s.owner or "(none: queueing)"
-        click.echo(f"{s.partition:>4}  {owner:<20} {s.lag:>8} {s.pending:>8} "
+        seen = f"{s.owner_seen_s:.0f} s ago" if s.owner_seen_s is not None else "-"
+        click.echo(f"{s.partition:>4}  {owner:<20} {seen:>10} {s.lag:>8} {s.pending:>8} "
                    f"{s.ack_pending:>8} {s.redelivered:>11}")
 
 
