@@ -98,5 +98,5 @@ def test_an_erased_users_phrases_and_share_of_a_label_leave_the_topics_at_once(
     listed = run_cli("threads", "list", "--tenant", "acme", "--json", *srv.args)
     assert not {t["topic_label"] for t in json.loads(listed.stdout)} - {None}
     assert srv.stop() == 0
-    assert "quillhaven" not in decrypted_store(srv, passphrase_file).lower()
+    assert "quillhaven" not in decrypted_store(srv.data, passphrase_file).lower()
     assert scan_for(tmp_path, ["quillhaven"]) == []

