@@ -46,6 +46,7 @@ from appliance.query import (
 from appliance.readindex import ReaderIndex
 from appliance.reads import (
     StatsQuery,
+    check_tenant,
     run_search,
     run_stats,
     stats_json,
@@ -245,6 +246,7 @@ def _threads(obj: dict[str, Any], role: str, policies: Policies, store: Store,
         raise ProtocolError("bad_request", "'user' must be a string, with 'tenant'.", rid)
     if tenant is None and bound is not None and len(bound) == 1:
         tenant = bound[0]
+    check_tenant(store, policies, tenant if isinstance(tenant, str) else None)
     pseudo = keyring.pseudonym(tenant, user) if user is not None and tenant else None
     topic = _str(obj, "topic", rid)
     if topic is not None:

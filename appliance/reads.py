@@ -79,6 +79,7 @@ def run_search(store: Store, keyring: Keyring, policies: Policies, role: str,
     """
     if not text.strip():
         raise InputError("The search text is empty.")
+    check_tenant(store, policies, tenant)
     pseudo = user_pseudonym(keyring, tenant, user)
     tenants = search_tenants(store, policies, role, tenant, user)
     if kept is not None and kept.model_id == embedder.model_id:
@@ -113,6 +114,15 @@ def policy_tenants(policies: Policies) -> set[str]:
     named |= set(policies.retention.tenants) | {h.tenant for h in policies.retention.legal_holds}
     named |= set(policies.privacy.cross_user_search) | set(policies.privacy.cross_user_topics)
     return named
+
+
+def check_tenant(store: Store, policies: Policies, tenant: str | None) -> None:
+    """A `--tenant` the store never held data of and no policy names is a typo: one
+    sentence, not an empty listing that reads as "this tenant has no threads"."""
+    if tenant is not None and tenant not in policy_tenants(policies) \
+            and not has_held(store, tenant):
+        raise InputError(f"This store has never held data of tenant {tenant!r} (tenant "
+                         "names are case-sensitive, as the gateway sends them).")
 
 
 def check_stats_query(q: StatsQuery, store: Store, policies: Policies, *,

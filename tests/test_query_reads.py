@@ -431,3 +431,22 @@ def test_the_tui_over_the_socket_offers_only_the_roles_screens(served: dict[str,
         remote_app(served, "analyst-acme", tenant="globex")
     with pytest.raises(AccessDenied, match="bound to other users"):
         remote_app(served, "analyst")
+
+
+def test_a_tenant_the_store_never_held_is_refused_not_listed_as_empty(
+        served: dict[str, Any], data_dir: Path, passphrase_file: Path) -> None:
+    """`--tenant Acme` (the gateway sends 'acme') listed '(no threads in scope)', exit 0:
+    an engineer read it as "this tenant has no threads". Over the socket and directly."""
+    sock = str(served["sock"])
+    direct = ["--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file)]
+    for args in (["threads", "list", "--tenant", "Acme", "--socket", sock, "--role", "reader"],
+                 ["threads", "list", "--tenant", "Acme", *direct],
+                 ["search", "VPN guide", "--tenant", "Acme", "--socket", sock,
+                  "--role", "auditor"],
+                 ["search", "VPN guide", "--tenant", "Acme", *direct]):
+        result = run_cli(*args)
+        refused(result, "never held data of tenant 'Acme'")
+        assert result.returncode == 2 and not result.stdout, args
+    ok = run_cli("threads", "list", "--tenant", "acme", "--socket", sock, "--role", "reader",
+                 "--json")
+    assert ok.returncode == 0 and {t["tenant"] for t in json.loads(ok.stdout)} == {"acme"}

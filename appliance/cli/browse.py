@@ -47,7 +47,7 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
                  limit: int, socket_path: Path | None, as_json: bool) -> None:
     """List threads, most recent activity first, each with its title, topic and cost."""
     from appliance.query import ThreadFilter, list_threads, live_topic, tenants
-    from appliance.reads import thread_from_json, user_pseudonym
+    from appliance.reads import check_tenant, thread_from_json, user_pseudonym
     from appliance.roles import bound_tenants, require
     from appliance.tui.format import money
 
@@ -61,6 +61,7 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
         rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
         try:
             name = require(rt.policies.access, role, "threads:read", tenant=tenant)
+            check_tenant(rt.store, rt.policies, tenant)
             bound = bound_tenants(rt.policies.access, name)
             live = None
             if topic is not None:
