@@ -542,3 +542,21 @@ def test_a_reveal_on_a_store_without_a_compliance_key_says_how_to_enrol_one(
     assert out.returncode == 1
     assert "`semtrace compliance enroll` keeps those of the prompts stored from then on" in \
         _one_sentence(out)
+
+
+def test_audit_log_says_when_nothing_matches_and_refuses_a_tenant_never_held(
+        store: dict[str, object], tmp_path: Path) -> None:
+    """An officer asking for the legal-hold skips printed nothing at all (exit 0): an
+    empty answer read like a command that failed; 'Acme' for 'acme' read as "no events"."""
+    from appliance.audit import EVENTS
+
+    args = _copy(store, tmp_path)
+    held = {e["event"] for e in json.loads(run_cli("audit", "log", "--all", "--json",
+                                                   *args).stdout)}
+    absent = next(e for e in EVENTS if e not in held)
+    none = run_cli("audit", "log", "--event", absent, *args)
+    assert none.returncode == 0 and none.stdout.strip() == f"(no {absent} entries)"
+    assert json.loads(run_cli("audit", "log", "--event", absent, "--json", *args).stdout) == []
+    typo = run_cli("audit", "log", "--tenant", "Acme", *args)
+    assert typo.returncode == 2 and "never held data of tenant 'Acme'" in _one_sentence(typo)
+    assert typo.stdout == ""

@@ -67,12 +67,14 @@ def audit_log(data_dir: Path | None, passphrase_file: Path | None, key_file: Pat
     """Print the most recent audit entries (a role bound to tenants sees only theirs)."""
     from appliance.audit import verify_chain
     from appliance.query import audit_entries
+    from appliance.reads import check_tenant
     from appliance.roles import bound_tenants, require
 
     not_blank(tenant=tenant)
     rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
     try:
         name = require(rt.policies.access, role or "compliance", "audit", tenant=tenant)
+        check_tenant(rt.store, rt.policies, tenant)
         bound = bound_tenants(rt.policies.access, name)
         scope = (tenant,) if tenant else tuple(bound) if bound else None
         entries = audit_entries(rt.store, events=events or None,
@@ -87,6 +89,10 @@ def audit_log(data_dir: Path | None, passphrase_file: Path | None, key_file: Pat
     if as_json:
         emit_json(entries)
     else:
+        if not entries:  # said, so that an empty answer is not read as a failed command
+            what = " or ".join(events) if events else "audit"
+            click.echo(f"(no {what} entries" + (f" about tenant {tenant}" if tenant else "")
+                       + (" in this role's tenants" if scope and not tenant else "") + ")")
         for e in entries:
             details = json.dumps(e.details, sort_keys=True, ensure_ascii=False)  # not repr
             click.echo(f"{e.seq:>6} {datetime.fromtimestamp(e.ts, UTC):%Y-%m-%d %H:%M:%S} "
