@@ -197,3 +197,21 @@ def test_importing_a_partitions_tenants_makes_it_the_nodes_again(
     assert _import(exported, f, export).returncode == 0
     r = run_cli("cluster", "reclaim", *node, "--partitions", p, "--of", "16")
     assert r.returncode == 2 and "did not give partition(s)" in r.stderr
+
+
+def test_forget_shows_its_progress_on_a_terminal(exported: dict[str, Any]) -> None:
+    """Before: `cluster forget` (keys, then every table's rows in one transaction, then the
+    freed pages) said nothing until it was done, however large the node."""
+    import shutil
+
+    from test_cluster_ops import _on_a_terminal
+
+    copy = exported["tmp"] / "a-copy"
+    shutil.copytree(exported["tmp"] / "a", copy)
+    code, shown = _on_a_terminal("cluster", "forget", "--data-dir", str(copy), "--key-file",
+                                 str(exported["key"]), "--partitions", "0-15", "--of", "16",
+                                 "--yes")
+    assert code == 0, shown
+    assert "forget" in shown and "%" in shown  # a progress bar on the terminal
+    deks, buckets = _keys_and_buckets(copy, exported["key"])
+    assert deks == buckets == []  # and it did forget everything

@@ -196,8 +196,9 @@ def forget(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
     try:
         n = partition_count(rt.store, count, rt.policies.cluster.partitions)
         parts = _partitions_of(spec, n)
-        report = forget_tenants(rt.store, tenants_in(rt.store, parts, n), partitions=parts,
-                                count=n)
+        with progress_bar() as prog:
+            report = forget_tenants(rt.store, tenants_in(rt.store, parts, n), partitions=parts,
+                                    count=n, progress=_progress_step(prog, "forget"))
         _audit(rt, "cluster_forget", report, partitions=spec)
     finally:
         rt.close()
