@@ -189,3 +189,72 @@ def test_the_example_alerts_on_stale_timestamps_are_left_out_while_catching_up()
                 'retention_catchup"} == 1') in expr, name
     assert 'semtrace_service_state{state="retention_catchup"}' in \
         rules["SemtraceRetentionCatchupLong"]["expr"]
+
+
+def test_a_stop_during_the_catch_up_ends_it_at_the_next_chunk_and_the_next_start_finishes(
+        pipeline: Any, runtime: Any, loop: asyncio.AbstractEventLoop) -> None:
+    from appliance.audit import AuditLog
+    from appliance.retention import Shredder, live_buckets
+    from appliance.service import Service
+    from appliance.service.retention_job import RetentionJob
+    from appliance.telemetry import start_telemetry
+
+    for i in range(USERS):
+        pipeline.process([make_prompt(f"Question {i} about the VPN gateway", user=f"u{i}")])
+    service = Service(pipeline, runtime.policies, socket_path=runtime.data_dir / "s.sock")
+    settings = TelemetrySettings.model_validate({"metrics": {"listen": "127.0.0.1:0"}})
+    telemetry, server = start_telemetry(settings, pipeline, queue_depth=service.queue_depth,
+                                        health=service.health)
+
+    def shredder() -> Shredder:
+        return Shredder(runtime.store, AuditLog(runtime.store.db,
+                                                runtime.keyring.audit_signer(),
+                                                anchor=runtime.store.keys_db),
+                        index=pipeline.index, on_user_shredded=pipeline.forget)
+
+    first = shredder()
+    gate = _Gated(first, [])
+    job = RetentionJob(service, first, runtime.keyring, telemetry=telemetry, chunk=CHUNK)
+
+    def on_loop(coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(WAIT)
+
+    async def begin() -> asyncio.Task[Any]:
+        await service.start()
+        return asyncio.ensure_future(job.run(catchup=True))
+
+    run = on_loop(begin())
+    try:
+        gate.release[0].set()
+        assert gate.entered[1].wait(WAIT)
+        loop.call_soon_threadsafe(service.request_stop)  # SIGTERM's handler
+        while _scrape(server.address)["semtrace_service_state{state=stopping}"] != 1:
+            threading.Event().wait(0.01)  # (new connections are closed once it stops)
+        gate.release[1].set()  # the chunk in work finishes; the third never starts
+        assert on_loop(_await(run)) is None
+        assert not gate.entered[2].is_set()
+        assert len(live_buckets(runtime.store)) == USERS - 2 * CHUNK
+        m = _scrape(server.address)
+        assert m["semtrace_retention_runs_total{result=failed}"] == 0  # a stop, not a failure
+        events = [r[0] for r in runtime.store.db.execute("SELECT event FROM audit")]
+        assert events.count("shred") == 2 * CHUNK and "retention_run" not in events
+    finally:
+        for event in gate.release:
+            event.set()
+        on_loop(service.drain())
+        server.close()
+        telemetry.shutdown()
+
+    again = Service(pipeline, runtime.policies, socket_path=runtime.data_dir / "s2.sock")
+    restarted = RetentionJob(again, shredder(), runtime.keyring, chunk=CHUNK)
+
+    async def second() -> Any:
+        await again.start()
+        try:
+            return await restarted.run(catchup=True)
+        finally:
+            await again.drain()
+
+    report = on_loop(second())
+    assert report is not None and report.shredded == USERS - 2 * CHUNK
+    assert live_buckets(runtime.store) == []
