@@ -102,6 +102,8 @@ if [ "$service" = 1 ] && command -v systemctl >/dev/null 2>&1 \
   restart=1
   echo "install: stopping the running service for the upgrade."
   run systemctl stop semtrace
+  # a step that fails from here on (pip, a full disk) leaves the service stopped: say so
+  trap 'rc=$?; [ "$rc" = 0 ] || echo "install: the upgrade stopped before its end and the service is stopped; fix what is named above, run install.sh again, then systemctl start semtrace (the data dir is untouched)." >&2' EXIT
 fi
 run "$python" -m venv "$prefix"
 run "$prefix/bin/python" -m pip install --disable-pip-version-check --quiet --no-index \
@@ -143,6 +145,7 @@ if [ "$service" = 1 ]; then
     echo "install: systemd is not running here; the unit is installed for the next boot."
   fi
   if [ "$restart" = 1 ]; then
+    trap - EXIT  # the start's own failure has its sentence
     run systemctl start semtrace \
       || die "the service did not start again on $version; see 'journalctl -u semtrace'."
     echo "install: the service runs $version again."

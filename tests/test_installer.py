@@ -93,6 +93,35 @@ def test_an_upgrade_stops_the_running_service_before_replacing_its_code_and_star
 
 
 @needs_system_python
+def test_an_upgrade_that_fails_after_stopping_the_service_says_the_service_is_stopped(
+        tmp_path: Path) -> None:
+    """pip failing mid-upgrade (here: a wheel missing from the bundle) left the service
+    stopped with only pip's error on the screen."""
+    bundle = _bundle(tmp_path)
+    (bundle / "requirements.lock").write_text(
+        "semtrace-missing-wheel==9.9 --hash=sha256:" + "0" * 64 + "\n")
+    subprocess.run("find . -type f ! -name SHA256SUMS | sed 's|^./||' | sort "
+                   "| xargs sha256sum > SHA256SUMS", shell=True, cwd=bundle, check=True)
+    (bundle / "wheels").mkdir()
+    prefix, env = _host(tmp_path, active=True)
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "passphrase").write_text("x\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "keyring.json").write_text("{}")
+    r = subprocess.run(["bash", str(bundle / "install.sh"), "--prefix", str(prefix),
+                        "--data-dir", str(data), "--config-dir", str(etc),
+                        "--python", SYSTEM_PYTHON or sys.executable],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode != 0
+    assert "stop semtrace" in (tmp_path / "systemctl.log").read_text()
+    assert r.stderr.strip().splitlines()[-1].startswith(
+        "install: the upgrade stopped before its end and the service is stopped"), r.stderr
+    assert "systemctl start semtrace" in r.stderr.strip().splitlines()[-1]
+
+
+@needs_system_python
 def test_an_install_of_a_service_that_is_not_running_leaves_it_to_the_operator(
         tmp_path: Path) -> None:
     bundle = _bundle(tmp_path)
