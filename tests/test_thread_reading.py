@@ -195,3 +195,23 @@ def test_the_threads_filter_finds_a_user_by_the_id_the_gateway_sends(
     assert "'alice@example.com' is a user of 2 tenants (acme, globex): add tenant:" in \
         found["direct, two tenants"][1]
     assert found["socket"][0] == [alice_acme], found
+
+
+def test_an_empty_threads_table_says_whether_the_filter_or_the_store_is_empty(
+        runtime: Any) -> None:
+    from test_tui import app_for, run, settle
+
+    status: list[str] = []
+
+    async def scenario(pilot: Any) -> None:
+        app = pilot.app
+        status.append(str(app.screen.query_one("#status").render()))
+        await pilot.press("f")
+        app.screen.query_one("#filter").value = "position:topic_shift"
+        await pilot.press("enter")
+        await settle(pilot)
+        status.append(str(app.screen.query_one("#status").render()))
+
+    run(app_for(runtime), scenario)  # a store just made by `semtrace init`
+    assert status[0].startswith("No threads yet: nothing has been ingested"), status
+    assert status[1].startswith("No threads match the filter (f to change it"), status

@@ -140,7 +140,7 @@ class ThreadsScreen(Screen[None]):
         if page is None:
             shown = "Loading threads…"
         elif page.total == 0:
-            shown = "No threads match."
+            shown = self._empty()
         else:
             shown = (f"Threads {page.offset + 1:,}–{page.offset + len(page.rows):,} of "
                      f"{page.total:,}")
@@ -150,6 +150,15 @@ class ThreadsScreen(Screen[None]):
         if self.note:
             parts.append(self.note)
         self.query_one("#status", Static).update(Text(" · ".join(parts)))
+
+    def _empty(self) -> str:
+        """Why the table is empty: a filter that matches nothing, or nothing stored yet."""
+        if self.filters.describe():
+            return "No threads match the filter (f to change it; an empty filter shows all)"
+        where = context(self).reader.tenant
+        return (f"No threads yet{f' in tenant {where}' if where else ''}: nothing has been "
+                "ingested (gateways send prompts to `semtrace serve`; `semtrace replay` "
+                "loads a file)")
 
     @on(DataTable.RowSelected, "#threads")
     def _open(self, event: DataTable.RowSelected) -> None:
