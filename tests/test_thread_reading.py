@@ -215,3 +215,39 @@ def test_an_empty_threads_table_says_whether_the_filter_or_the_store_is_empty(
     run(app_for(runtime), scenario)  # a store just made by `semtrace init`
     assert status[0].startswith("No threads yet: nothing has been ingested"), status
     assert status[1].startswith("No threads match the filter (f to change it"), status
+
+
+def test_the_why_panel_scrolls_from_the_keyboard_when_its_evidence_runs_past_the_screen(
+        runtime: Any, linked: list[Any]) -> None:
+    from test_tui import app_for, run, settle, table_keys
+
+    from appliance.query import get_thread
+    from appliance.tui.tree import flatten, layout
+    from appliance.tui.widgets.evidence import EvidencePanel, explain
+
+    thread = get_thread(runtime.store, linked[2].thread_id)
+    assert thread is not None
+    turns = flatten(layout(thread.records))
+    longest = max(range(len(turns)), key=lambda i: len(explain(turns[i]).plain.splitlines()))
+    seen: list[float] = []
+
+    async def scenario(pilot: Any) -> None:
+        app = pilot.app
+        app.screen.query_one("#threads").move_cursor(
+            row=table_keys(app, "#threads").index(thread.thread_id))
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press(*["j"] * longest)
+        await settle(pilot)
+        panel = app.screen.query_one(EvidencePanel)
+        assert panel.max_scroll_y > 0  # the evidence is longer than the screen is high
+        await pilot.press("J", "J")
+        await settle(pilot)
+        seen.append(panel.scroll_y)
+        await pilot.press("K")
+        await settle(pilot)
+        seen.append(panel.scroll_y)
+        assert app.focused.turn.record.record_id == turns[longest].record.record_id
+
+    run(app_for(runtime), scenario, size=(100, 24))
+    assert seen[0] > 0 and seen[1] < seen[0], seen

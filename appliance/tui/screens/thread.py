@@ -55,6 +55,9 @@ class ThreadScreen(Screen[None]):
         Binding("end,G", "edge(-1)", "Last turn", key_display="End/G", show=False,
                 priority=True),
         Binding("w", "toggle_why", "Why panel"),
+        # the panel's evidence runs past a small terminal: without these, only the mouse
+        Binding("J", "scroll_why(5)", "Scroll why", key_display="J/K"),
+        Binding("K", "scroll_why(-5)", "Scroll why up", key_display="K", show=False),
         Binding("r", "reload", "Refresh now", show=False),
     ]
 
@@ -136,6 +139,11 @@ class ThreadScreen(Screen[None]):
     def _go(self, card: TurnCard) -> None:
         card.focus()
         card.scroll_visible(animate=False)
+
+    def action_scroll_why(self, lines: int) -> None:
+        """Scroll the why panel (the focus stays on the turn it explains)."""
+        panel = self.query_one(EvidencePanel)
+        panel.scroll_to(y=panel.scroll_y + lines, animate=False)
 
     def action_toggle_why(self) -> None:
         panel = self.query_one(EvidencePanel)
