@@ -110,7 +110,9 @@ def test_an_import_killed_after_its_keys_leaves_no_orphan_key_and_completes_when
     assert killed.returncode == -signal.SIGKILL and export.exists()
     again = _import(exported, b, export, "--json")
     assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout)["records"] == exported["rows"] and not export.exists()
+    report = json.loads(again.stdout)
+    assert report["records"] == exported["rows"] and not export.exists()
+    assert report["partitions"] == "0-15"  # as exported
     deks, buckets = _keys_and_buckets(b, exported["key"])
     assert deks == buckets and len(buckets) == exported["buckets"]  # each key once
     assert again.stderr.strip() == (
@@ -194,7 +196,12 @@ def test_importing_a_partitions_tenants_makes_it_the_nodes_again(
     p = str(partition_of("acme", 16))
     r = run_cli("cluster", "forget", *node, "--partitions", p, "--of", "16", "--yes")
     assert r.returncode == 0, r.stderr
-    assert _import(exported, f, export).returncode == 0
+    imported = _import(exported, f, export)
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.strip() == (  # before: only the counts, no next step
+        f"Imported 2 tenant(s), {exported['rows']} record(s) of partition(s) 0-15. Next: "
+        "`semtrace cluster forget --partitions 0-15 --yes` on the node they came from, then "
+        "start this node with 0-15 in its --own (`own` in cluster.toml).")
     r = run_cli("cluster", "reclaim", *node, "--partitions", p, "--of", "16")
     assert r.returncode == 2 and "did not give partition(s)" in r.stderr
 

@@ -122,11 +122,13 @@ def export(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
            spec: str, count: int | None, out: Path, as_json: bool) -> None:
     """Write the tenants of some partitions to a file (the node must be stopped)."""
     from appliance.cluster.move import export_tenants, partition_count, tenants_in
+    from appliance.cluster.partition import format_ranges
 
     rt = _stopped(data_dir, passphrase_file, key_file)
     try:
         n = partition_count(rt.store, count, rt.policies.cluster.partitions)
-        tenants = tenants_in(rt.store, _partitions_of(spec, n), n)
+        parts = _partitions_of(spec, n)
+        tenants = tenants_in(rt.store, parts, n)
         if not tenants:
             raise SemtraceError(
                 f"This node holds no tenant of partition(s) {spec}, so there is nothing to "
@@ -134,6 +136,7 @@ def export(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
                 f"{spec} --yes` here, then start the new owner with {spec} in its --own.")
         with progress_bar() as prog:
             report = export_tenants(rt.store, rt.keyring, tenants, out,
+                                    partitions=format_ranges(parts),
                                     progress=_progress_step(prog, "export"))
         _audit(rt, "cluster_export", report, partitions=spec)
     finally:
@@ -173,8 +176,11 @@ def import_(data_dir: Path | None, passphrase_file: Path | None, key_file: Path 
                f"it deleted the file); nothing was imported again"
                + ("." if keep else ", and the file is deleted now."))
         return
+    moved = report.partitions
     _print(report, as_json, f"Imported {len(report.tenants)} tenant(s), {report.records} "
-           f"record(s).")
+           + (f"record(s) of partition(s) {moved}. Next: `semtrace cluster forget "
+              f"--partitions {moved} --yes` on the node they came from, then start this node "
+              f"with {moved} in its --own (`own` in cluster.toml)." if moved else "record(s)."))
 
 
 @cluster.command()

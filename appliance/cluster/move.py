@@ -49,6 +49,7 @@ class MoveReport:
     buckets: int
     tables: dict[str, int]
     already: bool = False  # an import found every row of the export here (an earlier run)
+    partitions: str | None = None  # export, import: the partitions moved, e.g. "2-3"
 
 
 def note_partitions(store: Store, count: int) -> None:
@@ -148,6 +149,7 @@ def _copy(src: Any, dst: Any, table: str, where: tuple[str, list[Any]],
 
 
 def export_tenants(store: Store, keyring: Keyring, tenants: list[str], out: Path, *,
+                   partitions: str | None = None,
                    progress: Progress = _silent) -> MoveReport:
     """Write these tenants' rows and wrapped keys to a new file `out` (mode 0600)."""
     if out.exists():
@@ -178,13 +180,16 @@ def export_tenants(store: Store, keyring: Keyring, tenants: list[str], out: Path
                      (",".join(tenants),))
         conn.execute("INSERT INTO meta (key, value) VALUES ('export_pseudonym_id', ?)",
                      (keyring.pseudonym_id(),))
+        if partitions is not None:  # for the import's report and its next step
+            conn.execute("INSERT INTO meta (key, value) VALUES ('export_partitions', ?)",
+                         (partitions,))
         conn.execute("COMMIT")
     except BaseException:
         conn.close()
         out.unlink(missing_ok=True)
         raise
     conn.close()
-    return MoveReport(tenants, len(records), len(buckets), tables)
+    return MoveReport(tenants, len(records), len(buckets), tables, partitions=partitions)
 
 
 def _open_export(path: Path, keyring: Keyring) -> Any:
@@ -210,6 +215,8 @@ def import_tenants(store: Store, keyring: Keyring, path: Path, *,
     try:
         row = src.execute("SELECT value FROM meta WHERE key='export_tenants'").fetchone()
         tenants = [t for t in (row[0] if row else "").split(",") if t]
+        row = src.execute("SELECT value FROM meta WHERE key='export_partitions'").fetchone()
+        moved = row[0] if row else None
         pseudo = src.execute("SELECT value FROM meta WHERE key='export_pseudonym_id'"
                              ).fetchone()
         if pseudo is not None and pseudo[0] != keyring.pseudonym_id():
@@ -220,7 +227,8 @@ def import_tenants(store: Store, keyring: Keyring, path: Path, *,
                 "conversations split and an erasure would miss them. Nothing was imported.")
         records, buckets, topics = _selection(src, tenants)
         if _imported_before(store, tenants, records):
-            return MoveReport(tenants, len(records), len(buckets), {}, already=True)
+            return MoveReport(tenants, len(records), len(buckets), {}, already=True,
+                              partitions=moved)
         _check_import(store, src, tenants)
         wrapped = src.execute("SELECT bucket_id, wrapped, created_at FROM deks").fetchall()
         remap = _new_bucket_ids(store, buckets | {r[0] for r in wrapped})
@@ -233,7 +241,7 @@ def import_tenants(store: Store, keyring: Keyring, path: Path, *,
             raise
     finally:
         src.close()
-    return MoveReport(tenants, len(records), len(buckets), tables)
+    return MoveReport(tenants, len(records), len(buckets), tables, partitions=moved)
 
 
 def _import_rows(store: Store, src: Any, tenants: list[str], wrapped: list[Any],
@@ -357,4 +365,7 @@ def forget_tenants(store: Store, tenants: list[str], *, partitions: list[int] | 
     with contextlib.suppress(Exception):
         store.db.execute("PRAGMA incremental_vacuum")
     progress("done", steps, steps)
-    return MoveReport(tenants, len(records), len(buckets), tables)
+    from appliance.cluster.partition import format_ranges
+
+    return MoveReport(tenants, len(records), len(buckets), tables,
+                      partitions=format_ranges(partitions) if partitions else None)
