@@ -160,6 +160,23 @@ def _snapshots(data_dir: Path, ring: Keyring, dest: Path) -> Iterator[list[Any]]
             conn.close()
 
 
+def newer_migrations(folder: Path, ring: Keyring) -> list[str]:
+    """Migrations recorded in the data dir or backup `folder` that this version does not
+    know (a newer one wrote it), read-only; empty when there are none."""
+    from appliance import migrations
+
+    unknown: list[str] = []
+    for name, purpose in DATABASES:
+        known = migrations.KEY_MIGRATIONS if purpose == "keys" else migrations.MIGRATIONS
+        conn = connect(folder / name, ring, readonly=True, purpose=purpose)
+        try:
+            names = {fn.__name__ for fn in known}
+            unknown += [f"{name} {m}" for m in migrations.applied(conn) if m not in names]
+        finally:
+            conn.close()
+    return unknown
+
+
 def _busy(exc: Exception) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
@@ -185,6 +202,10 @@ def take_backup(data_dir: Path, cred: Credential, dest: Path, *,
     _check_source(data_dir)
     check_destination(data_dir, dest)
     ring = open_keyring(data_dir, cred)  # a wrong credential stops here, nothing written
+    if unknown := newer_migrations(data_dir, ring):  # its audit log is not ours to write
+        raise SemtraceError(f"{data_dir} was upgraded by a newer version of Semtrace (its "
+                            f"migration {unknown[0]} is unknown to this one); back it up with "
+                            "that version or a newer one. Nothing was written.")
     keep_owner(data_dir)  # root backing up the service's dir: its -wal/-shm stay the service's
     step = progress or (lambda _s, _d, _t: None)
     created = not dest.exists()

@@ -19,7 +19,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from appliance.backup import MANIFEST, MANIFEST_FORMAT, _inside, sha256_file
+from appliance.backup import (
+    MANIFEST,
+    MANIFEST_FORMAT,
+    _inside,
+    newer_migrations,
+    sha256_file,
+)
 from appliance.config import Policies
 from appliance.errors import InputError, SemtraceError, WrongKey
 from appliance.keys import KEYRING_FILE, Credential, fsync_dir, open_keyring
@@ -157,11 +163,16 @@ def restore_backup(backup: Path, target: Path, cred: Credential, policies: Polic
     if not current_policies and (changed := _policy_change(backup)):
         raise InputError(changed)
     try:
-        open_keyring(backup, cred)  # the credential that was current when it was taken
+        ring = open_keyring(backup, cred)  # the credential that was current when it was taken
     except WrongKey:
         raise WrongKey(f"The passphrase or key does not open the backup {backup}: it opens "
                        "with the one that was current when it was taken. Nothing was "
                        "restored.") from None
+    if unknown := newer_migrations(backup, ring):
+        raise SemtraceError(f"The backup {backup} holds a data dir a newer version of Semtrace "
+                            f"had migrated (its migration {unknown[0]} is unknown to this "
+                            "one); restore it with that version or a newer one. Nothing was "
+                            "restored.")
     seq = int(manifest.get("audit_seq") or 0)
     erasures = _erasures_since(erasures_from, cred, backup, seq) \
         if erasures_from is not None else None

@@ -283,3 +283,37 @@ def test_an_upgrade_killed_mid_migration_keeps_every_step_whole_and_the_next_run
     assert f"semtrace.db {', '.join(later)};" in note
     check = run_cli("serve", "--check", *creds)
     assert json.loads(check.stdout)["at_start"] == []
+
+
+def test_backup_and_restore_of_a_newer_versions_data_dir_are_refused_changing_nothing(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """`semtrace backup` wrote its audit entry into a store a newer version had migrated
+    (the older code writing a newer schema), and `restore` of such a copy copied it in
+    first and then named the new data dir as the newer one."""
+    data = tmp_path / "data"
+    _init(data, passphrase_file)
+    creds = ["--passphrase-file", str(passphrase_file)]
+    ok = run_cli("backup", str(tmp_path / "copy"), "--data-dir", str(data), *creds)
+    assert ok.returncode == 0, ok.stderr
+    _record_migration(data, passphrase_file, "semtrace.db", "m900_later_feature")
+    before = _digests(data)
+    r = run_cli("backup", str(tmp_path / "b"), "--data-dir", str(data), *creds)
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "newer version of Semtrace" in r.stderr and "m900_later_feature" in r.stderr
+    assert _digests(data) == before and not (tmp_path / "b").exists()
+
+    # the copy taken earlier, as that newer version would have left it
+    copy = tmp_path / "copy"
+    _record_migration(copy, passphrase_file, "keys.db", "k900_later_feature")
+    manifest = json.loads((copy / "backup.json").read_text())
+    for suffix in ("-wal", "-shm"):
+        (copy / f"keys.db{suffix}").unlink(missing_ok=True)
+    manifest["files"]["keys.db"] = {
+        "bytes": (copy / "keys.db").stat().st_size,
+        "sha256": hashlib.sha256((copy / "keys.db").read_bytes()).hexdigest()}
+    (copy / "backup.json").write_text(json.dumps(manifest))
+    target = tmp_path / "restored"
+    r = run_cli("restore", str(copy), "--data-dir", str(target), *creds)
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"The backup {copy} holds a data dir a newer version" in r.stderr, r.stderr
+    assert "k900_later_feature" in r.stderr and not target.exists()
