@@ -6,7 +6,10 @@ and every command that prints data has --json."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -560,3 +563,22 @@ def test_audit_log_says_when_nothing_matches_and_refuses_a_tenant_never_held(
     typo = run_cli("audit", "log", "--tenant", "Acme", *args)
     assert typo.returncode == 2 and "never held data of tenant 'Acme'" in _one_sentence(typo)
     assert typo.stdout == ""
+
+
+@pytest.mark.parametrize("command", [
+    ["erase", "--tenant", "acme", "--user", "canary-7f3a\udcff", "--reason", "ticket 9"],
+    ["search", "canary-7f3a\udcff invoice", "--tenant", "acme"],
+    ["threads", "list", "--tenant", "acme", "--user", "canary-7f3a\udcff"]])
+def test_an_argument_from_a_latin1_terminal_is_one_sentence_and_changes_nothing(
+        store: dict[str, object], command: list[str]) -> None:
+    """A user id or a search typed in a Latin-1 terminal reaches Python as lone surrogates;
+    every command failed on it with a traceback (UnicodeEncodeError in the pseudonym or
+    the embedding)."""
+    args = list(store["args"])  # type: ignore[call-overload]
+    before = len(json.loads(run_cli("audit", "log", "--json", "--all", *args).stdout))
+    raw = [os.fsencode(a) for a in [*command, *args]]  # the bytes the terminal sent
+    out = subprocess.run([sys.executable, "-m", "appliance", *raw], capture_output=True,
+                         text=True, timeout=600, errors="replace")
+    assert out.returncode == 2 and "canary-7f3a" not in out.stdout + out.stderr
+    assert "is not UTF-8 text" in _one_sentence(out)
+    assert len(json.loads(run_cli("audit", "log", "--json", "--all", *args).stdout)) == before

@@ -256,9 +256,26 @@ def _database_error(exc: Exception) -> bool:
     return isinstance(exc, sqlcipher3.DatabaseError)
 
 
+def not_utf8(args: list[str]) -> int | None:
+    """The position (from 1) of the first argument that did not arrive as UTF-8 (a Latin-1
+    terminal or script: Python keeps its bytes as lone surrogates, which every later
+    encode, pseudonym or embedding, failed on with a traceback)."""
+    for i, arg in enumerate(args, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            return i
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one sentence and an exit code."""
     forbid_core_dumps()
+    bad = not_utf8(sys.argv[1:] if argv is None else argv)
+    if bad is not None:  # never echoed: it may be a user id or a search for a prompt
+        click.echo(f"semtrace: argument {bad} is not UTF-8 text (set the terminal or the "
+                   "script to UTF-8); nothing was done.", err=True)
+        sys.exit(2)
     try:
         cli.main(args=argv, prog_name="semtrace", standalone_mode=False)
     except click.exceptions.Abort:
