@@ -144,3 +144,31 @@ def test_exporting_a_partition_without_tenants_says_what_to_do_instead(tmp_path:
         "semtrace: This node holds no tenant of partition(s) 2, so there is nothing to export "
         "and no file was written: run `semtrace cluster forget --partitions 2 --yes` here, "
         "then start the new owner with 2 in its --own.")
+
+
+def test_serve_check_refuses_a_partition_given_away(tmp_path: Path) -> None:
+    """`serve --check` (what an operator runs after editing cluster.toml) passed a stale
+    --own that `serve` then refuses: it says the same sentence now, without NATS."""
+    import os
+    import shutil
+
+    from appliance.config import policy_dir
+
+    key, bus_key = tmp_path / "cluster.key", tmp_path / "bus.key"
+    assert run_cli("cluster", "bus-key", "new", str(bus_key)).returncode == 0
+    assert run_cli("init", "--data-dir", str(tmp_path / "n"), "--new-key-file",
+                   str(key)).returncode == 0
+    shutil.copytree(policy_dir(), tmp_path / "policies")
+    (tmp_path / "policies" / "cluster.toml").write_text(  # nothing listens there: unused
+        f'url = "nats://127.0.0.1:9"\npartitions = 4\n[security]\nbus_key_file = "{bus_key}"\n')
+    env = {**os.environ, "SEMTRACE_POLICY_DIR": str(tmp_path / "policies")}
+    node = ["--data-dir", str(tmp_path / "n"), "--key-file", str(key)]
+    r = run_cli("cluster", "forget", *node, "--partitions", "1", "--yes", env=env)
+    assert r.returncode == 0, r.stderr
+    stale = run_cli("serve", "--check", *node, "--own", "0-1", env=env)
+    assert stale.returncode == 1
+    assert stale.stderr.strip().startswith("semtrace: This node gave partition 1 away")
+    assert stale.stderr.strip().endswith("Nothing was consumed.")
+    fixed = run_cli("serve", "--check", *node, "--own", "0", env=env)
+    assert fixed.returncode == 0, fixed.stderr
+    assert json.loads(fixed.stdout)["message"] == "Configuration OK."

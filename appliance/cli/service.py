@@ -111,6 +111,10 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         # read-only: a check (of a new version, say) never migrates the store, which an
         # older version would then refuse; a running service does not stop it
         at_start = check_data_dir(directory, credential(passphrase_file, key_file))
+        from appliance.cluster.given_away import check_serve  # a stale --own; an import
+
+        at_start += check_serve(directory, credential(passphrase_file, key_file),
+                                cluster.owned() if cluster.url else None, cluster.partitions)
         for warning in warnings:
             logging.getLogger("semtrace.redact").warning(
                 "%s", warning, extra={"event": "redaction_policy"})

@@ -17,6 +17,7 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from appliance.errors import SemtraceError
@@ -98,3 +99,22 @@ def refuse(db: Any, owned: list[int], count: int) -> None:
         "back, import its tenants from the node that owns it now (`cluster export` there, "
         f"`cluster import` here), or, if that node and its data are lost, run `semtrace "
         f"cluster reclaim --partitions {spec}` here. Nothing was consumed.")
+
+
+def check_serve(data_dir: Path, cred: Any, owned: list[int] | None, count: int) -> list[str]:
+    """`serve --check`'s part, read-only: SemtraceError if `owned` (None: no NATS) names a
+    partition given away; what serve will undo at start (an interrupted import)."""
+    from appliance.keys.keyring_file import open_keyring
+    from appliance.keys.rotation import rotation_pending
+    from appliance.store import DB_FILE, connect, import_journal
+
+    if rotation_pending(data_dir):  # the rotation's own check speaks first
+        return []
+    conn = connect(data_dir / DB_FILE, open_keyring(data_dir, cred), readonly=True)
+    try:
+        if owned is not None:
+            refuse(conn, owned, count)
+        keys = import_journal.pending(conn)
+    finally:
+        conn.close()
+    return ["remove the data keys of an interrupted `cluster import`"] if keys else []
