@@ -251,3 +251,42 @@ def test_the_why_panel_scrolls_from_the_keyboard_when_its_evidence_runs_past_the
 
     run(app_for(runtime), scenario, size=(100, 24))
     assert seen[0] > 0 and seen[1] < seen[0], seen
+
+
+def test_a_compliance_officer_reveals_a_turn_seen_in_the_tui_by_the_id_its_panel_gives(
+        tmp_path: Path) -> None:
+    """The thread view numbers turns #1, #2 …; `semtrace reveal` takes the store-wide
+    record id, which the TUI showed nowhere: the officer had to leave for the CLI's
+    `threads show` to find it. The why panel now gives it (and, to a role that may
+    reveal, the command for a turn with placeholders)."""
+    from conftest import init_store, write_stream
+    from test_spine import run_cli
+    from test_tui import app_for, run, settle
+
+    from appliance.keys import read_passphrase_file
+    from appliance.runtime import open_runtime
+
+    args, pw, cpw = init_store(tmp_path)
+    src = write_stream(tmp_path / "in.jsonl", [
+        {"tenant": "acme", "user_id": "dora", "ts": "2026-03-02T09:00:00Z",
+         "text": "My name is Dora Whitfield and my order has not arrived."}])
+    assert run_cli("replay", str(src), "--out", str(tmp_path / "o.jsonl"), *args).returncode == 0
+    panels: dict[str, str] = {}
+    rt = open_runtime(tmp_path / "data", read_passphrase_file(pw), readonly=True)
+    try:
+        for role in ("compliance", "analyst"):
+            async def scenario(pilot: Any, role: str = role) -> None:
+                await pilot.press("enter")
+                await settle(pilot)
+                panels[role] = str(pilot.app.screen.query_one("#why-text").render())
+
+            run(app_for(rt, role=role), scenario)
+    finally:
+        rt.close()
+    lines = panels["compliance"].splitlines()
+    record = next(line.split()[1] for line in lines if line.startswith("record "))
+    assert f"reveal: semtrace reveal {record} --reason" in panels["compliance"]
+    assert f"record {record}" in panels["analyst"] and "reveal:" not in panels["analyst"]
+    shown = run_cli("reveal", record, "--role", "compliance", "--reason", "ticket 12",
+                    "--compliance-passphrase-file", str(cpw), *args)
+    assert shown.returncode == 0 and "Dora Whitfield" in shown.stdout, shown.stderr

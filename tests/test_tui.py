@@ -564,6 +564,9 @@ FIXED_TOPICS = {"th_0000000000000001": "tp_accounts", "th_0000000000000002": "tp
                 "th_0000000000000003": "tp_sql", "th_0000000000000004": None}
 
 
+FIXED_RECORD_BASE = 5_123_456_789_000_001
+
+
 def _evidence(parent: int | None, i: int) -> dict[str, Any]:
     if parent is None:
         return {"score": 0.08, "runner_up": 0.0, "threshold": 0.5, "scored": 1 if i else 0,
@@ -594,8 +597,9 @@ def build_fixed_store(base: Path, embedder: Any) -> Path:
         rt = open_runtime(base / "data", cred)
         vectors, _ = embedder.embed([t[-1] for t in FIXED_TURNS])
         rows = []
-        # record ids are allocated from the store's random base (migration m006)
-        ids = [rt.store.allocate_id() for _ in FIXED_TURNS]
+        # fixed record ids (the store allocates from a random base, migration m006): the
+        # thread view's why panel shows the record id
+        ids = [FIXED_RECORD_BASE + i for i in range(len(FIXED_TURNS))]
         for i, (thread, tenant, user, minute, parent, position, status, model, text) in \
                 enumerate(FIXED_TURNS):
             ts = FIXED_T0 + timedelta(minutes=minute)

@@ -165,7 +165,8 @@ def make_app(rt: Runtime, *, role: str | None = None, tenant: str | None = None,
         searcher=(Searcher(reader, rt.policies, name, embedder_factory or bundled)
                   if "search" in modes else None),
         compliance=ComplianceReader(reader) if "retention" in modes else None,
-        report_dir=report_dir or Path.cwd())
+        report_dir=report_dir or Path.cwd(),
+        can_reveal=allowed(rt.policies.access, name, "reveal"))
     return SemtraceApp(ctx)
 
 
@@ -188,5 +189,6 @@ def make_remote_app(socket_path: Path, *, role: str | None = None, tenant: str |
     ctx = TuiContext(
         reader=reader, aggregates=SocketAggregates(reader), role=reader.role, modes=modes,
         clock=clock or (lambda: datetime.now(UTC)), refresh_seconds=refresh_seconds,
-        page_size=page_size, searcher=SocketSearcher(reader) if "search" in modes else None)
+        page_size=page_size, searcher=SocketSearcher(reader) if "search" in modes else None,
+        can_reveal="reveal" in reader.permissions)
     return SemtraceApp(ctx)

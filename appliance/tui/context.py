@@ -33,6 +33,7 @@ class TuiContext:
     searcher: Searcher | SocketSearcher | None = None
     compliance: ComplianceReader | None = None
     report_dir: Path = Path(".")
+    can_reveal: bool = False  # the role may reveal: the why panel says how, where it helps
 
 
 def context(node: DOMNode) -> TuiContext:

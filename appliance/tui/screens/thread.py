@@ -120,7 +120,7 @@ class ThreadScreen(Screen[None]):
 
     @on(TurnCard.Selected)
     def _explain(self, event: TurnCard.Selected) -> None:
-        self.query_one(EvidencePanel).show(event.turn)
+        self.query_one(EvidencePanel).show(event.turn, can_reveal=context(self).can_reveal)
 
     def action_step(self, step: int) -> None:
         """Move `step` turns down (up when negative), in reading order, stopping at the ends."""

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from appliance.tui.format import duration, position_label, sim_bar
+from appliance.tui.format import PLACEHOLDER_RE, duration, position_label, sim_bar
 from appliance.tui.tree import Turn
 
 # The features a reader can act on, with what they mean; the rest follow as numbers.
@@ -85,11 +85,16 @@ def _decision(turn: Turn, ev: dict[str, Any]) -> Text:
     return out
 
 
-def explain(turn: Turn) -> Text:
-    """The panel's text for one turn."""
+def explain(turn: Turn, *, can_reveal: bool = False) -> Text:
+    """The panel's text for one turn; with `can_reveal`, how to reveal its placeholders."""
     r = turn.record
     ev = r.evidence or {}
-    out = Text(f"Why #{turn.number}: {position_label(r.position)}\n\n", style="bold")
+    out = Text(f"Why #{turn.number}: {position_label(r.position)}\n", style="bold")
+    # the store-wide id that `semtrace threads show` prints and `semtrace reveal` takes
+    out.append(f"record {r.record_id}\n")
+    if can_reveal and r.text is not None and PLACEHOLDER_RE.search(r.text):
+        out.append(f"reveal: semtrace reveal {r.record_id} --reason \"…\"\n", style="italic")
+    out.append("\n")
     if not ev:
         out.append("No evidence was stored for this turn.\n")
         return out
@@ -120,6 +125,6 @@ class EvidencePanel(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield Static("Select a turn to see why it was linked.", id="why-text")
 
-    def show(self, turn: Turn) -> None:
-        self.query_one("#why-text", Static).update(explain(turn))
+    def show(self, turn: Turn, *, can_reveal: bool = False) -> None:
+        self.query_one("#why-text", Static).update(explain(turn, can_reveal=can_reveal))
         self.scroll_home(animate=False)
