@@ -50,8 +50,10 @@ def _oldest(store: Store, tenant: str) -> dict[str, float | None]:
 AFTER_SHREDDING = [
     "Shredded bucket rows: id, tenant, time and reason of destruction; their user "
     "pseudonym and day are removed one day after the shred, the rows at aggregates_days.",
-    "Topics: ids and merge links only; labels, phrases and counts are removed when no "
-    "live thread belongs to the topic, or none was active within aggregates_days.",
+    "Topics: ids and merge links only; the shred withdraws the labels, phrases and counts "
+    "of every topic its prompts were in (the service publishes them again from the "
+    "threads left), and they are removed when no live thread belongs to the topic, or "
+    "none was active within aggregates_days.",
     "Daily privacy releases: noisy, k-suppressed figures per topic or model (ids, no "
     "words, no user); one made before a shred still counts the shredded threads in its "
     f"noise. Kept {TREND_DAYS} days for the topics trend, or aggregates_days if shorter.",
