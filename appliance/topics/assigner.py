@@ -351,8 +351,10 @@ class TopicAssigner:
             if self._stop.is_set():
                 break
             with self._lock:
-                try:
-                    self._prune()  # a shred (erase, retention) by this process or another
+                try:  # a shred (erase, retention) by this process or another since the last
+                    mark = self._shred_mark
+                    if mark is not None and self._store.shred_watermark() > mark:
+                        self._prune()
                 except Exception:
                     log.exception("topic refinement failed", extra={"event": "topics_refine"})
                 due = [t for t, s in self._tenants.items() if s.pending]
