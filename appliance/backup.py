@@ -160,21 +160,29 @@ def _snapshots(data_dir: Path, ring: Keyring, dest: Path) -> Iterator[list[Any]]
             conn.close()
 
 
-def newer_migrations(folder: Path, ring: Keyring) -> list[str]:
-    """Migrations recorded in the data dir or backup `folder` that this version does not
-    know (a newer one wrote it), read-only; empty when there are none."""
+def schema_gap(folder: Path, ring: Keyring) -> tuple[list[str], list[str]]:
+    """(migrations recorded in the data dir or backup `folder` that this version does not
+    know: a newer one wrote it; migrations this version would still apply to it: an
+    earlier one wrote it), each as `file name`, read-only."""
     from appliance import migrations
 
     unknown: list[str] = []
+    pending: list[str] = []
     for name, purpose in DATABASES:
         known = migrations.KEY_MIGRATIONS if purpose == "keys" else migrations.MIGRATIONS
         conn = connect(folder / name, ring, readonly=True, purpose=purpose)
         try:
             names = {fn.__name__ for fn in known}
             unknown += [f"{name} {m}" for m in migrations.applied(conn) if m not in names]
+            pending += [f"{name} {m}" for m in migrations.pending(conn, known)]
         finally:
             conn.close()
-    return unknown
+    return unknown, pending
+
+
+def newer_migrations(folder: Path, ring: Keyring) -> list[str]:
+    """Migrations recorded in `folder`'s databases that this version does not know."""
+    return schema_gap(folder, ring)[0]
 
 
 def _busy(exc: Exception) -> bool:
@@ -202,10 +210,17 @@ def take_backup(data_dir: Path, cred: Credential, dest: Path, *,
     _check_source(data_dir)
     check_destination(data_dir, dest)
     ring = open_keyring(data_dir, cred)  # a wrong credential stops here, nothing written
-    if unknown := newer_migrations(data_dir, ring):  # its audit log is not ours to write
+    unknown, pending = schema_gap(data_dir, ring)  # its audit log must be of our schema
+    if unknown:
         raise SemtraceError(f"{data_dir} was upgraded by a newer version of Semtrace (its "
                             f"migration {unknown[0]} is unknown to this one); back it up with "
                             "that version or a newer one. Nothing was written.")
+    if pending:  # this code cannot check or extend an earlier schema's audit chain
+        raise SemtraceError(f"{data_dir} was written by an earlier version of Semtrace and is "
+                            f"not migrated yet ({len(pending)} migration(s) pending, from "
+                            f"{pending[0]}): back it up with that version, or start this "
+                            "one's service once (it migrates at start) and back it up then. "
+                            "Nothing was written.")
     keep_owner(data_dir)  # root backing up the service's dir: its -wal/-shm stay the service's
     step = progress or (lambda _s, _d, _t: None)
     created = not dest.exists()

@@ -47,6 +47,8 @@ class RestoreReport:
     erasures_reapplied: int
     audit_ok: bool
     warnings: tuple[str, ...] = ()
+    # a copy an earlier version took: the migrations applied to it, `file:name` in order
+    migrated: tuple[str, ...] = ()
 
 
 def read_manifest(backup: Path) -> dict[str, Any]:
@@ -214,6 +216,7 @@ def _settle(target: Path, cred: Credential, policies: Policies, manifest: dict[s
     from appliance.runtime import open_runtime
 
     rt = open_runtime(target, cred, policies=policies)
+    migrated = tuple(f"{name}:{m}" for name, ran in rt.store.migrated.items() for m in ran)
     lock = DataDirLock(target)
     lock.acquire()
     try:
@@ -244,4 +247,4 @@ def _settle(target: Path, cred: Credential, policies: Policies, manifest: dict[s
     return RestoreReport(data_dir=str(target), taken_at=str(manifest["taken_at"]),
                          records=records, buckets_shredded=run.shredded,
                          records_shredded=run.records, erasures_reapplied=len(erasures),
-                         audit_ok=ok)
+                         audit_ok=ok, migrated=migrated)

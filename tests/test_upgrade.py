@@ -317,3 +317,58 @@ def test_backup_and_restore_of_a_newer_versions_data_dir_are_refused_changing_no
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert f"The backup {copy} holds a data dir a newer version" in r.stderr, r.stderr
     assert "k900_later_feature" in r.stderr and not target.exists()
+
+
+def test_a_backup_of_a_store_not_yet_migrated_is_refused_in_a_sentence_that_says_why(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """The new bundle installed, the service not yet started: a backup with the new
+    command said the database file was damaged and its audit tables removed."""
+    data = _older_store(tmp_path, passphrase_file)
+    before = _digests(data)
+    r = run_cli("backup", str(tmp_path / "copy"), "--data-dir", str(data),
+                "--passphrase-file", str(passphrase_file))
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "written by an earlier version of Semtrace and is not migrated yet" in r.stderr
+    assert "migration(s) pending" in r.stderr and "damaged" not in r.stderr
+    assert _digests(data) == before and not (tmp_path / "copy").exists()
+
+
+def _older_backup(tmp_path: Path, passphrase_file: Path) -> Path:
+    """What an earlier version's `semtrace backup` left: its files, policies, backup.json."""
+    import shutil
+    from datetime import UTC, datetime
+
+    from appliance.backup import MANIFEST_FORMAT
+    from appliance.config import policy_dir
+
+    data = _older_store(tmp_path, passphrase_file)
+    copy = tmp_path / "copy"
+    copy.mkdir(mode=0o700)
+    files = {}
+    for name in ("keyring.json", "semtrace.db", "keys.db"):
+        shutil.copyfile(data / name, copy / name)
+    shutil.copytree(policy_dir(), copy / "policies")
+    for path in sorted(p for p in copy.rglob("*") if p.is_file()):
+        files[str(path.relative_to(copy))] = {
+            "bytes": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    (copy / "backup.json").write_text(json.dumps({
+        "format": MANIFEST_FORMAT, "semtrace": "0.0.9", "audit_seq": 0, "records": 1,
+        "taken_at": datetime.now(UTC).isoformat(), "files": files}))
+    return copy
+
+
+def test_a_restore_of_a_copy_an_earlier_version_took_says_what_it_migrated(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """The copy is migrated when it is restored; the restore names each migration."""
+    from appliance import migrations
+
+    copy = _older_backup(tmp_path, passphrase_file)
+    creds = ["--passphrase-file", str(passphrase_file)]
+    r = run_cli("restore", str(copy), "--data-dir", str(tmp_path / "new"), *creds, "--json")
+    assert r.returncode == 0, r.stderr
+    later = ([f"semtrace.db:{m.__name__}" for m in migrations.MIGRATIONS[4:]]
+             + [f"keys.db:{m.__name__}" for m in migrations.KEY_MIGRATIONS[1:]])
+    assert json.loads(r.stdout)["migrated"] == later
+    text = run_cli("restore", str(copy), "--data-dir", str(tmp_path / "again"), *creds)
+    assert text.returncode == 0, text.stderr
+    assert f"now migrated to this one's schema: {', '.join(later)}." in text.stderr

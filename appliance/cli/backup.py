@@ -83,6 +83,9 @@ def restore(backup_dir: Path, data_dir: Path | None, passphrase_file: Path | Non
                f"{report.taken_at}); shredded again {report.buckets_shredded} bucket(s) past "
                f"retention ({report.records_shredded} record(s)); re-applied "
                f"{report.erasures_reapplied} erasure(s).")
+    if report.migrated:  # a copy an earlier version took (in --json: `migrated`)
+        click.echo(f"semtrace: the copy was taken by an earlier version and is now migrated "
+                   f"to this one's schema: {', '.join(report.migrated)}.", err=True)
     for warning in report.warnings:
         click.echo(f"semtrace: warning: {warning}", err=True)
 
