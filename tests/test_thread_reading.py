@@ -290,3 +290,30 @@ def test_a_compliance_officer_reveals_a_turn_seen_in_the_tui_by_the_id_its_panel
     shown = run_cli("reveal", record, "--role", "compliance", "--reason", "ticket 12",
                     "--compliance-passphrase-file", str(cpw), *args)
     assert shown.returncode == 0 and "Dora Whitfield" in shown.stdout, shown.stderr
+
+
+def test_the_tui_refuses_a_tenant_the_store_never_held_directly_and_over_the_socket(
+        linked: list[Any], pipeline: Any, data_dir: Path, passphrase_file: Path,
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`semtrace tui --tenant Acme` (the gateway sends 'acme') opened on an empty table
+    that now reads 'No threads yet in tenant Acme: nothing has been ingested'."""
+    import os
+
+    from conftest import serving
+
+    from appliance.cli import main
+    from appliance.config import RoleSettings
+    from appliance.errors import InputError
+    from appliance.tui.app import make_remote_app
+
+    with pytest.raises(SystemExit) as exc:
+        main(["tui", "--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file),
+              "--tenant", "Acme"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "never held data of tenant 'Acme'" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    roles = {"reader": RoleSettings(permissions=["threads:read"], uids=[os.getuid()])}
+    with serving(pipeline, roles, tmp_path) as qsock:
+        with pytest.raises(InputError, match="never held data of tenant 'Acme'"):
+            make_remote_app(qsock, role="reader", tenant="Acme")
+        assert make_remote_app(qsock, role="reader", tenant="acme").ctx.reader.tenant == "acme"

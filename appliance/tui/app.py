@@ -21,6 +21,7 @@ from textual.binding import Binding
 
 from appliance.embed import Embedder
 from appliance.errors import AccessDenied
+from appliance.reads import check_tenant
 from appliance.roles import allowed, bound_tenants, require
 from appliance.runtime import Runtime
 from appliance.tui.aggregates import AggregateReader
@@ -143,6 +144,7 @@ def make_app(rt: Runtime, *, role: str | None = None, tenant: str | None = None,
         report_dir: where the signed report is proposed to be written (default: cwd).
     """
     name = require(rt.policies.access, role, "threads:read", tenant=tenant)
+    check_tenant(rt.store, rt.policies, tenant)  # a typo would open on an empty store
     bound = bound_tenants(rt.policies.access, name)
     if bound is not None and tenant is None:
         if len(bound) > 1:

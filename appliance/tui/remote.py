@@ -56,6 +56,8 @@ class SocketReader:
             tenant = bound[0]
         if tenant is not None:
             self.ask("version", tenant=tenant)  # the service refuses a tenant out of scope
+            # and one the store never held (a typo would open on an empty table)
+            self.ask("threads", tenant=tenant, limit=1)
         self.tenant = tenant
         self.all_tenants: list[str] = session["tenants"]
         self.currency: str = session["currency"]
