@@ -317,3 +317,32 @@ def test_the_tui_refuses_a_tenant_the_store_never_held_directly_and_over_the_soc
         with pytest.raises(InputError, match="never held data of tenant 'Acme'"):
             make_remote_app(qsock, role="reader", tenant="Acme")
         assert make_remote_app(qsock, role="reader", tenant="acme").ctx.reader.tenant == "acme"
+
+
+def test_an_analyst_searches_one_users_prompts_by_the_id_the_gateway_sends(
+        runtime: Any, pipeline: Any, embedder: Any) -> None:
+    """In a tenant without cross-user search an analyst must name the user: the status
+    said 'add user:<pseudonym>', a value no analyst has; the search line now takes the id."""
+    from test_tui import app_for, run, settle, table_keys
+
+    out = pipeline.process([
+        make_prompt("How do I rotate the API key of the billing service?", user="gail",
+                    tenant="globex"),
+        make_prompt("How do I rotate the API key of the payments service?", user="hugo",
+                    tenant="globex", minutes=1)])
+    seen: dict[str, Any] = {}
+
+    async def scenario(pilot: Any) -> None:
+        app = pilot.app
+        await pilot.press("slash")
+        for label, line in (("all", "rotate the api key tenant:globex"),
+                            ("gail", "rotate the api key tenant:globex user:gail")):
+            app.screen.query_one("#query").focus()
+            app.screen.query_one("#query").value = line
+            await pilot.press("enter")
+            await settle(pilot)
+            seen[label] = (table_keys(app, "#hits"), str(app.screen.query_one("#status").render()))
+
+    run(app_for(runtime, embedder, role="analyst"), scenario)
+    assert seen["all"][0] == [] and "add user: (the user's id" in seen["all"][1], seen
+    assert [k.split("#")[0] for k in seen["gail"][0]] == [out[0].thread_id], seen

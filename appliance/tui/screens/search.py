@@ -17,7 +17,7 @@ from appliance.tui.format import redacted_text, short_user, sim_bar, when
 from appliance.tui.messages import OpenThread
 from appliance.tui.searcher import SearchResult
 
-HINT = "search prompts, e.g. reset my password   (narrow with tenant: user: since:)"
+HINT = "search prompts, e.g. reset my password   (narrow with tenant: user:<id> since:)"
 
 
 class SearchScreen(Screen[None]):
@@ -86,7 +86,7 @@ class SearchScreen(Screen[None]):
         note = f"{len(result.hits)} hit(s), best first, in {', '.join(result.searched) or '–'}"
         if result.skipped:
             note += (f" · skipped {', '.join(result.skipped)}: cross-user search is off there, "
-                     "add user:<pseudonym>")
+                     "add user: (the user's id, or pseudonym)")
         self._status(note)
         if result.hits:
             table.focus()
