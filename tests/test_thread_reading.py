@@ -346,3 +346,25 @@ def test_an_analyst_searches_one_users_prompts_by_the_id_the_gateway_sends(
     run(app_for(runtime, embedder, role="analyst"), scenario)
     assert seen["all"][0] == [] and "add user: (the user's id" in seen["all"][1], seen
     assert [k.split("#")[0] for k in seen["gail"][0]] == [out[0].thread_id], seen
+
+
+def test_threads_list_shows_the_last_activity_it_is_ordered_by(
+        runtime: Any, pipeline: Any, data_dir: Path, passphrase_file: Path) -> None:
+    """Listed by last activity but showing only the start, the list read as unsorted: a
+    thread started at 09:00 and still going stood above one started at 09:30."""
+    from click.testing import CliRunner
+
+    from appliance.cli import cli
+
+    pipeline.process([
+        make_prompt("Which vaccines do I need for a trip to Kenya?", user="pia", minutes=0),
+        make_prompt("Recommend a thriller novel set in Iceland.", user="ole", minutes=30),
+        make_prompt("Are those vaccines also needed for children?", user="pia", minutes=60)])
+    args = ["threads", "list", "--data-dir", str(data_dir), "--passphrase-file",
+            str(passphrase_file)]
+    listed = json.loads(CliRunner().invoke(cli, [*args, "--json"]).output)
+    text = CliRunner().invoke(cli, args).output.splitlines()
+    assert "last seen" in text[0]
+    for t, line in zip(listed, text[1:], strict=True):
+        last = t["last_ts"].replace("T", " ")[:16]
+        assert line.startswith(t["thread_id"]) and last in line, (t, line)

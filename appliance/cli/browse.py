@@ -45,7 +45,8 @@ def threads() -> None:
 def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
                  role: str | None, tenant: str | None, user: str | None, topic: str | None,
                  limit: int, socket_path: Path | None, as_json: bool) -> None:
-    """List threads, most recent activity first, each with its title, topic and cost."""
+    """List threads, most recent activity first (last seen, started), each with its title,
+    topic and cost."""
     from appliance.query import ThreadFilter, list_threads, live_topic, tenants
     from appliance.reads import check_tenant, thread_from_json, user_pseudonym
     from appliance.roles import bound_tenants, require
@@ -82,14 +83,16 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
         emit_json([{**jsonable(t), "currency": currency} for t in rows])
         return
     cost = f"cost {currency}"
-    click.echo(f"{'thread':<20} {'tenant':<10} {'user':<24} {'started':<20} {'turns':>5} "
-               f"{cost:>10}  {'topic':<24}  title")
+    # listed by last activity: shown, so that the order reads (it looked unsorted by start)
+    click.echo(f"{'thread':<20} {'tenant':<10} {'user':<24} {'last seen':<17} "
+               f"{'started':<17} {'turns':>5} {cost:>10}  {'topic':<24}  title")
     if not rows:
         click.echo("  (no threads in scope)")
     for t in rows:
         topic = t.topic_label or t.topic_id or "–"
         click.echo(f"{t.thread_id:<20} {t.tenant:<10} {t.user:<24} "
-                   f"{t.first_ts:%Y-%m-%d %H:%M:%S}  {t.turns:>5} {money(t.cost):>10}  "
+                   f"{t.last_ts:%Y-%m-%d %H:%M}  {t.first_ts:%Y-%m-%d %H:%M}  "
+                   f"{t.turns:>5} {money(t.cost):>10}  "
                    f"{topic:<24.24}  {t.title if t.title is not None else '[shredded]'}")
 
 
