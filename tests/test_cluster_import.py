@@ -43,6 +43,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert r.returncode == 0, r.stderr
     deks, buckets = _keys_and_buckets(tmp / "a", key)
     assert deks == buckets
+    import shutil
+
+    shutil.copytree(tmp / "a", tmp / "a-never-exported")  # as it is before any export
     return {"tmp": tmp, "key": key, "texts": _texts(tmp / "a", key), "rows": len(rows),
             "buckets": len(buckets)}
 
@@ -222,8 +225,35 @@ def test_forget_shows_its_progress_on_a_terminal(exported: dict[str, Any]) -> No
     shutil.copytree(exported["tmp"] / "a", copy)
     code, shown = _on_a_terminal("cluster", "forget", "--data-dir", str(copy), "--key-file",
                                  str(exported["key"]), "--partitions", "0-15", "--of", "16",
-                                 "--yes")
+                                 "--yes", "--discard")  # a copy: its tenants never exported
     assert code == 0, shown
     assert "forget" in shown and "%" in shown  # a progress bar on the terminal
     deks, buckets = _keys_and_buckets(copy, exported["key"])
     assert deks == buckets == []  # and it did forget everything
+
+
+def test_forget_refuses_to_destroy_records_no_export_carries(exported: dict[str, Any]) -> None:
+    """Before: `cluster forget` run before the export, or on the wrong node, destroyed the
+    tenants' data keys at once: their records existed nowhere else."""
+    import shutil
+
+    copy = exported["tmp"] / "a-unexported"
+    shutil.copytree(exported["tmp"] / "a-never-exported", copy)
+    node = ["--data-dir", str(copy), "--key-file", str(exported["key"])]
+    forget = ["cluster", "forget", *node, "--partitions", "0-15", "--of", "16", "--yes"]
+    r = run_cli(*forget)
+    assert r.returncode == 1
+    assert r.stderr.strip() == (
+        "semtrace: 2 tenant(s) of partition(s) 0-15 have records here that no export from this "
+        "node carries (e.g. acme: never exported, or written to since), and forgetting would "
+        "destroy them: export them first (`semtrace cluster export --partitions 0-15`), or add "
+        "--discard to destroy them anyway. Nothing was changed.")
+    assert _texts(copy, exported["key"]) == exported["texts"]  # every record still readable
+    out = exported["tmp"] / "unexported.semtrace"
+    r = run_cli("cluster", "export", *node, "--partitions", "0-15", "--of", "16", "--out",
+                str(out))
+    assert r.returncode == 0, r.stderr
+    r = run_cli(*forget, "--json")  # exported now: forgotten
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["records"] == exported["rows"]
+    os.remove(out)

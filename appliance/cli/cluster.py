@@ -138,6 +138,9 @@ def export(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
             report = export_tenants(rt.store, rt.keyring, tenants, out,
                                     partitions=format_ranges(parts),
                                     progress=_progress_step(prog, "export"))
+        from appliance.cluster import exported
+
+        exported.note(rt.store.db, tenants)  # forget checks that it destroys no only copy
         _audit(rt, "cluster_export", report, partitions=spec)
     finally:
         rt.close()
@@ -190,9 +193,12 @@ def import_(data_dir: Path | None, passphrase_file: Path | None, key_file: Path 
               help="The partitions whose tenants were moved away.")
 @count_option
 @click.option("--yes", is_flag=True, help="Confirm: their data keys are destroyed.")
+@click.option("--discard", is_flag=True, help="Also destroy tenants never exported from "
+              "here (or with records since): their only copy, e.g. a stale one on a node "
+              "that came back after its partitions moved.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def forget(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
-           spec: str, count: int | None, yes: bool, as_json: bool) -> None:
+           spec: str, count: int | None, yes: bool, discard: bool, as_json: bool) -> None:
     """Remove the tenants of some partitions from this node after they moved."""
     from appliance.cluster.move import forget_tenants, partition_count, tenants_in
 
@@ -202,8 +208,19 @@ def forget(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
     try:
         n = partition_count(rt.store, count, rt.policies.cluster.partitions)
         parts = _partitions_of(spec, n)
+        tenants = tenants_in(rt.store, parts, n)
+        from appliance.cluster import exported
+
+        only = [] if discard else exported.not_exported(rt.store.db, tenants)
+        if only:
+            raise SemtraceError(
+                f"{len(only)} tenant(s) of partition(s) {spec} have records here that no "
+                f"export from this node carries (e.g. {only[0]}: never exported, or written "
+                "to since), and forgetting would destroy them: export them first (`semtrace "
+                f"cluster export --partitions {spec}`), or add --discard to destroy them "
+                "anyway. Nothing was changed.")
         with progress_bar() as prog:
-            report = forget_tenants(rt.store, tenants_in(rt.store, parts, n), partitions=parts,
+            report = forget_tenants(rt.store, tenants, partitions=parts,
                                     count=n, progress=_progress_step(prog, "forget"))
         _audit(rt, "cluster_forget", report, partitions=spec)
     finally:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import failpoints, migrations
-from appliance.cluster import given_away
+from appliance.cluster import exported, given_away
 from appliance.errors import SemtraceError, WrongKey
 from appliance.keys import Keyring
 from appliance.store import import_journal
@@ -357,6 +357,7 @@ def forget_tenants(store: Store, tenants: list[str], *, partitions: list[int] | 
                 tables[table] = cur.rowcount
         if partitions:
             given_away.note(store.db, partitions, count)
+        exported.drop(store.db, tenants)
         store.db.execute("COMMIT")
     except BaseException:
         store.db.execute("ROLLBACK")
