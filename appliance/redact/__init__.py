@@ -290,14 +290,21 @@ class Redactor:
         self._allow = {w.lower() for w in settings.allow_list}
         cache = cache_dir or Path(tempfile.gettempdir()) / "semtrace-cache"
         self._analyzer, self._gazetteer = _build_analyzer(settings, cache)
+        self._nlp = self._analyzer.nlp_engine.nlp["en"]
 
     def analyze(self, text: str) -> list[Detection]:
         """Detected PII spans in `text` (original offsets), overlaps resolved.
 
         The recognisers see the normalised text (NFKC, no zero-width characters,
         ASCII digits and separators); each hit is mapped back to the original
-        characters it came from.
+        characters it came from. spaCy runs in a memory zone: its vocabulary kept every
+        new word it was shown (the whole e-mail address, the names) for the life of the
+        process, beyond erasure, and grew without bound.
         """
+        with self._nlp.memory_zone():
+            return self._analyze(text)
+
+    def _analyze(self, text: str) -> list[Detection]:
         norm = normalize(text)
         seen = norm.text
         results = self._analyzer.analyze(text=seen, language="en", entities=self._entities,
