@@ -372,3 +372,29 @@ def test_a_restore_of_a_copy_an_earlier_version_took_says_what_it_migrated(
     text = run_cli("restore", str(copy), "--data-dir", str(tmp_path / "again"), *creds)
     assert text.returncode == 0, text.stderr
     assert f"now migrated to this one's schema: {', '.join(later)}." in text.stderr
+
+
+def test_doctor_with_the_passphrase_says_what_the_next_start_will_migrate(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """After installing a new bundle, before the service restarts: doctor names what the
+    start will migrate, changing nothing; without a credential it asks for none."""
+    from appliance import migrations
+
+    data = _older_store(tmp_path, passphrase_file)
+    before = _digests(data)
+    creds = ["--data-dir", str(data), "--passphrase-file", str(passphrase_file)]
+    out = json.loads(run_cli("doctor", *creds, "--json").stdout)
+    later = [m.__name__ for m in migrations.MIGRATIONS[4:]]
+    assert out["at_start"][:len(later)] == [f"apply migration {m} to semtrace.db" for m in later]
+    text = run_cli("doctor", *creds).stdout
+    assert f"At its next start serve will apply migration {later[0]} to semtrace.db;" in text
+    assert _digests(data) == before
+    assert json.loads(run_cli("doctor", "--data-dir", str(data), "--json").stdout)[
+        "at_start"] is None
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not the passphrase of this data dir\n")
+    wrong.chmod(0o600)
+    bad = run_cli("doctor", "--data-dir", str(data), "--passphrase-file", str(wrong), "--json")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert any("passphrase" in p.lower() for p in json.loads(bad.stdout)["problems"])
+    assert _digests(data) == before

@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from appliance.cli import emit_json
+from appliance.cli import credential, credential_options, emit_json
 from appliance.runtime import default_data_dir
 
 CANARY = "selftest-canary-" + "7f3a9c"
@@ -180,19 +180,42 @@ def _warnings() -> list[str]:
         return []
 
 
+def _at_start(directory: Path, passphrase_file: Path | None, key_file: Path | None,
+              problems: list[str]) -> list[str] | None:
+    """With a credential given: what `serve` will do to the data dir at start (migrations
+    after an upgrade), read-only; None without one (doctor never prompts)."""
+    from appliance.errors import SemtraceError
+    from appliance.runtime import check_data_dir
+
+    if (passphrase_file is None and key_file is None) \
+            or not (directory / "keyring.json").exists():
+        return None
+    try:
+        return check_data_dir(directory, credential(passphrase_file, key_file))
+    except SemtraceError as exc:
+        if str(exc) not in problems:
+            problems.append(str(exc))
+        return None
+
+
 @click.command()
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               envvar="SEMTRACE_DATA_DIR")
+@credential_options
 @click.option("--json", "as_json", is_flag=True)
-def doctor(data_dir: Path | None, as_json: bool) -> None:
-    """Print versions, paths and permissions, and what is wrong in plain sentences."""
+def doctor(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
+           as_json: bool) -> None:
+    """Print versions, paths and permissions, and what is wrong in plain sentences; with a
+    credential, also what `serve` will migrate at its next start (after an upgrade)."""
     from appliance.config import model_dir, policy_dir
 
     directory = data_dir or default_data_dir()
+    problems = _problems(directory)
     report: dict[str, Any] = {"versions": _versions(), "paths": {
         "data_dir": str(directory), "policies": str(policy_dir()), "models": str(model_dir()),
-        "executable": sys.executable}, "uid": os.getuid(), "problems": _problems(directory),
-        "warnings": _warnings()}
+        "executable": sys.executable}, "uid": os.getuid(), "problems": problems,
+        "warnings": _warnings(),
+        "at_start": _at_start(directory, passphrase_file, key_file, problems)}
     if as_json:
         emit_json(report)
     else:
@@ -200,6 +223,9 @@ def doctor(data_dir: Path | None, as_json: bool) -> None:
             click.echo(f"{k:<24} {v}")
         for k, v in report["paths"].items():
             click.echo(f"{k:<24} {v}")
+        if report["at_start"] is not None:
+            click.echo("At its next start serve will " + "; ".join(report["at_start"]) + "."
+                       if report["at_start"] else "The data dir needs no migration.")
         click.echo("No problems found." if not report["problems"] else "Problems:")
         for p in report["problems"]:
             click.echo(f"  - {p}")
