@@ -368,3 +368,21 @@ def test_threads_list_shows_the_last_activity_it_is_ordered_by(
     for t, line in zip(listed, text[1:], strict=True):
         last = t["last_ts"].replace("T", " ")[:16]
         assert line.startswith(t["thread_id"]) and last in line, (t, line)
+
+
+def test_a_reader_whose_service_is_down_is_told_so_not_only_that_no_passphrase_was_given(
+        tmp_path: Path) -> None:
+    """An analyst (no passphrase: readers ask the service) ran `semtrace tui` while the
+    service was stopped and read 'No passphrase given', which sent them looking for one."""
+    from conftest import init_store
+    from test_spine import run_cli
+
+    init_store(tmp_path, compliance=False)
+    data = str(tmp_path / "data")
+    for args in (["tui", "--data-dir", data], ["threads", "list", "--data-dir", data],
+                 ["search", "invoice", "--data-dir", data]):
+        out = run_cli(*args, stdin="")  # not a terminal: nothing to prompt on
+        err = out.stderr.strip()
+        assert out.returncode != 0 and "Traceback" not in err and len(err.splitlines()) == 1
+        assert f"No service is listening on {data}/query.sock" in err, (args, err)
+        assert "semtrace serve" in err and "--passphrase-file" in err

@@ -145,8 +145,22 @@ def query_socket(socket_path: Path | None, data_dir: Path | None,
         return socket_path
     if _credential_given(passphrase_file, key_file):
         return None
-    sock = (data_dir or default_data_dir()) / QUERY_SOCKET_NAME
-    return sock if sock.is_socket() else None
+    directory = data_dir or default_data_dir()
+    sock = directory / QUERY_SOCKET_NAME
+    if sock.is_socket():
+        return sock
+    from appliance.runtime import is_initialised
+
+    if is_initialised(directory):  # a reader whose service is down: say that, not only
+        # "No passphrase given" (readers never had one)
+        if not os.isatty(0):
+            raise SemtraceError(
+                f"No service is listening on {sock} and no passphrase or key was given: "
+                "start `semtrace serve` (readers ask its query socket), or open the store "
+                "with --passphrase-file or --key-file.")
+        click.echo(f"No service is listening on {sock}: opening the store directly.",
+                   err=True)
+    return None
 
 
 def ask(path: Path, request: dict[str, Any]) -> dict[str, Any]:
