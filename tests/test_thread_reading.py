@@ -386,3 +386,21 @@ def test_a_reader_whose_service_is_down_is_told_so_not_only_that_no_passphrase_w
         assert out.returncode != 0 and "Traceback" not in err and len(err.splitlines()) == 1
         assert f"No service is listening on {data}/query.sock" in err, (args, err)
         assert "semtrace serve" in err and "--passphrase-file" in err
+
+
+def test_comparing_models_on_a_topic_without_a_topic_release_says_where_topics_come_from(
+        runtime: Any, linked: list[Any]) -> None:
+    from test_tui import app_for, run, settle
+
+    said: list[str] = []
+
+    async def scenario(pilot: Any) -> None:
+        await pilot.press("c")
+        await settle(pilot)
+        await pilot.press("p")
+        await settle(pilot)
+        said.append(str(pilot.app.screen.query_one("#status").render()))
+
+    run(app_for(runtime, role="analyst"), scenario)
+    assert said[0].startswith("No topic to compare on: the topics come from today's topic "
+                              "release"), said

@@ -122,6 +122,10 @@ class ModelsScreen(ReleasedScreen):
 
     def action_topic(self) -> None:
         """Step to the next topic of today's topic release, then back to all topics."""
+        if not self.topics:  # said, not a silent reload of the same figures
+            self._status("No topic to compare on: the topics come from today's topic "
+                         "release, which has none yet (o, then n makes it)")
+            return
         ids = [None, *(tid for tid, _ in self.topics)]
         self.topic = ids[(ids.index(self.topic) + 1) % len(ids)] if self.topic in ids else None
         self.picked = [0, 1]
