@@ -404,3 +404,18 @@ def test_comparing_models_on_a_topic_without_a_topic_release_says_where_topics_c
     run(app_for(runtime, role="analyst"), scenario)
     assert said[0].startswith("No topic to compare on: the topics come from today's topic "
                               "release"), said
+
+
+def test_the_retention_screen_of_an_empty_store_says_nothing_is_held(runtime: Any) -> None:
+    from test_tui import app_for, run, settle
+    from textual.widgets import Static
+
+    heads: list[str] = []
+
+    async def scenario(pilot: Any) -> None:
+        await pilot.press("R")
+        await settle(pilot)
+        heads.append(" ".join(str(w.render()) for w in pilot.app.screen.query(Static)))
+
+    run(app_for(runtime, role="compliance"), scenario)  # a store just made by `init`
+    assert "nothing held yet: no prompt has been stored in scope" in heads[0], heads

@@ -103,7 +103,8 @@ class RetentionScreen(Screen[None]):
         yield Header()
         with VerticalScroll(id="retention"):
             yield Static("Loading retention state…", id="policy")
-            yield Static(Text("Oldest data held vs limit", style="bold"), classes="heading")
+            yield Static(Text("Oldest data held vs limit", style="bold"), classes="heading",
+                         id="holdings-head")
             yield DataTable(id="holdings", cursor_type="row", zebra_stripes=True)
             yield Static(Text("Recent audit events", style="bold"), classes="heading")
             yield DataTable(id="events", cursor_type="row", zebra_stripes=True)
@@ -142,6 +143,11 @@ class RetentionScreen(Screen[None]):
             holdings.add_row(Text(h["tenant"]), h["class"], oldest,
                              "–" if h["age_days"] is None else f"{h['age_days']:.1f}",
                              _days(h["limit_days"]), ok)
+        head = Text("Oldest data held vs limit", style="bold")
+        if not view.holdings:  # an empty table, said: not a failed read
+            head.append(" · nothing held yet: no prompt has been stored in scope",
+                        style="not bold")
+        self.query_one("#holdings-head", Static).update(head)
         events = self.query_one("#events", DataTable)
         events.clear()
         for e in view.recent:
