@@ -172,3 +172,50 @@ def test_serve_check_refuses_a_partition_given_away(tmp_path: Path) -> None:
     fixed = run_cli("serve", "--check", *node, "--own", "0", env=env)
     assert fixed.returncode == 0, fixed.stderr
     assert json.loads(fixed.stdout)["message"] == "Configuration OK."
+
+
+def test_a_node_back_after_another_consumed_its_partition_refuses_it(tmp_path: Path) -> None:
+    """Node c owned partition 3 and went away; node b took partition 3 over (its data lost
+    with c, or so it seemed) and consumed prompts of its tenants. c comes back with its old
+    --own while b is stopped: before, c took partition 3 again and its tenants'
+    conversations went on from c's old copy, b's newer records apart."""
+    from appliance.cluster.client import NatsClient
+    from appliance.keys.bus import load_bus_keys
+
+    bus_key, key = tmp_path / "bus.key", tmp_path / "cluster.key"
+    assert run_cli("cluster", "bus-key", "new", str(bus_key)).returncode == 0
+    assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
+                   str(key)).returncode == 0
+    tenant = next(f"t{i}" for i in range(100) if partition_of(f"t{i}", PARTITIONS) == 3)
+    keys = load_bus_keys(bus_key)
+    with nats_server(tmp_path / "nats") as url:
+        c = Node(tmp_path, "c", url, key, "3", bus_key=bus_key)
+        b = Node(tmp_path, "b", url, key, "2-3", bus_key=bus_key)
+        start_all(c)
+        with NatsClient(url, timeout=60, bus_keys=keys) as gateway:
+            assert gateway.request(_ingest(tenant, "on-c", "How do I reset my VPN?", 0))["ok"]
+        assert c.stop() == 0  # c is gone
+        start_all(b)  # b takes partition 3 over (it never had it: nothing stops it)
+        with NatsClient(url, timeout=60, bus_keys=keys) as gateway:
+            assert gateway.request(_ingest(tenant, "on-b", "It still fails.", 2))["ok"]
+        assert b.stop() == 0  # b restarts, say; meanwhile c comes back
+        with NatsClient(url, timeout=30, bus_keys=keys) as gateway:
+            gateway.publish(_ingest(tenant, "queued", "Should I reinstall it?", 4))
+        c.launch()
+        code = _exit_or_start(c)
+        assert code is not None, "node c took partition 3 back from b's newer records"
+        assert code == 1
+        said = [x for x in c.log.read_text().splitlines() if x.startswith("semtrace: ")]
+        assert said == [
+            "semtrace: Partition 3 was consumed by node 'b' since this node last did, so its "
+            "tenants' newer records are there: start this node without 3 in --own (`own` in "
+            "cluster.toml) and remove its stale copy (`semtrace cluster forget --partitions 3 "
+            "--yes --discard`), or, if 'b' and its data are lost, run `semtrace cluster "
+            "reclaim --partitions 3` here. Nothing was consumed."]
+        assert _lag(url, 3) == (1, None)  # the queued prompt waits for b
+        start_all(b)
+        deadline = time.monotonic() + 120
+        while not b.lookup(tenant, "queued").get("ok"):
+            assert time.monotonic() < deadline, "the queued prompt never reached node b"
+            time.sleep(0.3)
+        assert b.stop() == 0

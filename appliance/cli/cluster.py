@@ -249,7 +249,8 @@ def reclaim(data_dir: Path | None, passphrase_file: Path | None, key_file: Path 
         parts = _partitions_of(spec, n)
         with rt.store.db:
             rt.store.db.execute("BEGIN IMMEDIATE")
-            back = given_away.take_back(rt.store.db, set(parts))
+            back = sorted(set(given_away.take_back(rt.store.db, set(parts)))
+                          | set(given_away.forget_consumed(rt.store.db, set(parts))))
         if not back:
             raise InputError(f"This node did not give partition(s) {spec} away; "
                                        "nothing was changed.")

@@ -89,6 +89,7 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     cluster = cluster_settings(policies.cluster, url=nats_url, partitions=partitions, own=own,
                                node=node_name)
     plain_bus_warning = ""
+    last_consumers: dict[int, str] = {}  # each own partition's last consumer, from NATS
     if cluster.url:
         from appliance.cluster.bus import require_nats
 
@@ -104,7 +105,7 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         if not check:  # NATS in seconds, not after the models load and the store opens
             from appliance.cluster.preflight import preflight
 
-            asyncio.run(preflight(cluster))
+            last_consumers = asyncio.run(preflight(cluster))
     verify_model(load_manifest())
     check_bundled_files(policies)  # before the store opens: what the pipeline would refuse
     if check:
@@ -140,6 +141,12 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
             from appliance.cluster.move import note_partitions
 
             given_away.refuse(rt.store.db, cluster.owned(), cluster.partitions)  # stale --own
+            from appliance.cluster.bus import node_name as cluster_node
+
+            me = cluster_node(cluster.node)  # a partition another node consumed meanwhile
+            given_away.refuse_taken(rt.store.db, cluster.owned(), cluster.partitions, me,
+                                    last_consumers)
+            given_away.note_consumed(rt.store.db, cluster.owned(), cluster.partitions, me)
             note_partitions(rt.store, cluster.partitions)
         # another data dir's service on these sockets: before the models load
         from appliance.service.sockets import free_socket_path

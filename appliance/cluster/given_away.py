@@ -57,6 +57,7 @@ def note(db: Any, partitions: list[int], count: int) -> None:
     kept = old.partitions if old is not None and old.count == count else {}
     now = time.time()
     _write(db, GivenAway(count, {**kept, **{p: now for p in partitions}}))
+    forget_consumed(db, set(partitions))
 
 
 def take_back(db: Any, partitions: set[int]) -> list[int]:
@@ -118,3 +119,60 @@ def check_serve(data_dir: Path, cred: Any, owned: list[int] | None, count: int) 
     finally:
         conn.close()
     return ["remove the data keys of an interrupted `cluster import`"] if keys else []
+
+
+# ------------------------------------------------- partitions consumed here, then elsewhere
+
+CONSUMED = "cluster_consumed"
+
+
+def _consumed(db: Any) -> tuple[int, dict[int, str]]:
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (CONSUMED,)).fetchone()
+    if row is None:
+        return 0, {}
+    value = json.loads(row[0])
+    return int(value["count"]), {int(p): str(n) for p, n in value["partitions"].items()}
+
+
+def _write_consumed(db: Any, count: int, parts: dict[int, str]) -> None:
+    if not parts:
+        db.execute("DELETE FROM meta WHERE key = ?", (CONSUMED,))
+        return
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (CONSUMED, json.dumps(
+        {"count": count, "partitions": {str(p): n for p, n in sorted(parts.items())}})))
+
+
+def note_consumed(db: Any, owned: list[int], count: int, node: str) -> None:
+    """Remember that this node (under this name) consumes `owned` now (each start)."""
+    old_count, parts = _consumed(db)
+    with db:
+        db.execute("BEGIN IMMEDIATE")
+        _write_consumed(db, count, {**(parts if old_count == count else {}),
+                                    **{p: node for p in owned}})
+
+
+def forget_consumed(db: Any, partitions: set[int]) -> list[int]:
+    """Drop `partitions` from the consumed note (inside the caller's transaction)."""
+    count, parts = _consumed(db)
+    gone = sorted(p for p in parts if p in partitions)
+    _write_consumed(db, count, {p: n for p, n in parts.items() if p not in partitions})
+    return gone
+
+
+def refuse_taken(db: Any, owned: list[int], count: int, me: str,
+                 last: dict[int, str]) -> None:
+    """SemtraceError if a partition this node consumed was consumed by another node since
+    (`last`: each partition's last consumer, from its JetStream consumer): that node
+    holds the tenants' newer records, and taking the partition back would split them."""
+    noted_count, parts = _consumed(db)
+    if noted_count != count:
+        return
+    for p in owned:
+        other = last.get(p)
+        if p in parts and other is not None and other not in (me, parts[p]):
+            raise SemtraceError(
+                f"Partition {p} was consumed by node '{other}' since this node last did, so "
+                f"its tenants' newer records are there: start this node without {p} in --own "
+                f"(`own` in cluster.toml) and remove its stale copy (`semtrace cluster forget "
+                f"--partitions {p} --yes --discard`), or, if '{other}' and its data are lost, "
+                f"run `semtrace cluster reclaim --partitions {p}` here. Nothing was consumed.")

@@ -158,7 +158,8 @@ class ClusterNode:
         name = part.consumer_name(self.settings.stream, p)
         with contextlib.suppress(NotFoundError):
             await self._js.delete_consumer(self.settings.stream, name)
-        await self._js.add_consumer(self.settings.stream, consumer_config(self.settings, p))
+        await self._js.add_consumer(self.settings.stream,
+                                    consumer_config(self.settings, p, self.node))
         return await self._js.pull_subscribe_bind(durable=name, stream=self.settings.stream)
 
     # ------------------------------------------------------------ consuming

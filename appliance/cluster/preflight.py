@@ -11,6 +11,7 @@ claims are taken then).
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from appliance.cluster.bus import connect, node_name
 from appliance.cluster.owners import owned_elsewhere, owners_bucket, read_claims
@@ -19,8 +20,9 @@ from appliance.config import ClusterSettings
 from appliance.errors import SemtraceError
 
 
-async def preflight(settings: ClusterSettings) -> None:
-    """SemtraceError with one sentence if this node could not start consuming now."""
+async def preflight(settings: ClusterSettings) -> dict[int, str]:
+    """SemtraceError with one sentence if this node could not start consuming now; else
+    the node that last consumed each of its partitions (where the stream knows it)."""
     from nats.js.errors import BucketNotFoundError
 
     nc = await connect(settings.url, settings.security, name="semtrace-preflight",
@@ -28,12 +30,14 @@ async def preflight(settings: ClusterSettings) -> None:
     try:
         js = nc.jetstream()
         await check_mapping(nc, settings.partitions)
-        await check_stream(js, settings)
+        if not await check_stream(js, settings):
+            return {}  # no stream yet: no node ever consumed anything
+        last = await _last_consumers(js, settings)
         try:
             kv = await owners_bucket(js, ttl_s=settings.owner_ttl_s,
                                      replicas=settings.replicas, create=False)
         except BucketNotFoundError:
-            return  # no node ever claimed a partition
+            return last  # no node ever claimed a partition
         claims = await read_claims(kv)
     finally:
         await nc.close()
@@ -42,3 +46,22 @@ async def preflight(settings: ClusterSettings) -> None:
         claim = claims.get(p)
         if claim is not None and claim.node != me:
             raise SemtraceError(owned_elsewhere(p, claim.node, time.time() - claim.refreshed))
+    return last
+
+
+async def _last_consumers(js: Any, settings: ClusterSettings) -> dict[int, str]:
+    from nats.js.errors import NotFoundError
+
+    from appliance.cluster.partition import consumer_name
+    from appliance.cluster.stream import last_consumer
+
+    found: dict[int, str] = {}
+    for p in settings.owned():
+        try:
+            info = await js.consumer_info(settings.stream, consumer_name(settings.stream, p))
+        except NotFoundError:
+            continue
+        node = last_consumer(info.config.description)
+        if node is not None:
+            found[p] = node
+    return found

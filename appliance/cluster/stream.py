@@ -46,14 +46,26 @@ def stream_config(settings: ClusterSettings, *, max_msg_size: int) -> Any:
                         max_msg_size=max_msg_size)
 
 
-def consumer_config(settings: ClusterSettings, p: int) -> Any:
+CONSUMER_DESCRIPTION = "semtrace partition {p}, consumed by node {node}"
+
+
+def last_consumer(description: str | None) -> str | None:
+    """The node that made a partition's consumer (None: an earlier build's consumer)."""
+    _, sep, node = (description or "").partition(", consumed by node ")
+    return node if sep and node else None
+
+
+def consumer_config(settings: ClusterSettings, p: int, node: str = "") -> Any:
+    """Partition `p`'s durable consumer; its description names the node consuming it, which
+    the consumer keeps while no node runs (`last_consumer`)."""
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
     return ConsumerConfig(durable_name=part.consumer_name(settings.stream, p),
                           filter_subject=part.part_subject(p), ack_policy=AckPolicy.EXPLICIT,
                           deliver_policy=DeliverPolicy.ALL, ack_wait=settings.ack_wait_s,
                           max_ack_pending=max(1000, settings.fetch_batch * 4),
-                          description=f"semtrace partition {p}")
+                          description=CONSUMER_DESCRIPTION.format(p=p, node=node) if node
+                          else f"semtrace partition {p}")
 
 
 async def check_stream(js: Any, settings: ClusterSettings) -> bool:
