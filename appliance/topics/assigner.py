@@ -282,8 +282,9 @@ class TopicAssigner:
         gone = [u for u in state.units.values() if u.user == user and u.thread_id not in present]
         for unit in gone:
             self._drop(state, unit)
-        if gone:  # the shred withdrew their topics' labels: publish them again from the rest
-            state.pending += 1
+        # the shred withdrew the labels of the topics it touched (a thread only partly
+        # shredded by retention included): publish them again from what remains
+        state.pending += 1
 
     def _expire(self, tenant: str, state: TenantTopics, now: float) -> None:
         """Forget threads idle for longer than `aggregates_days`."""
