@@ -24,6 +24,7 @@ from appliance.keys import Keyring
 from appliance.link import Linker, LinkInput, calibrate
 from appliance.records import (
     Candidate,
+    Erased,
     GatewayContext,
     HeldTurn,
     Link,
@@ -169,10 +170,21 @@ class Pipeline:
                        trace_id=rec.trace_id, span_id=rec.span_id, link_source=rec.link_source,
                        text_truncated=bool((rec.evidence or {}).get("text_truncated")))
 
-    def process(self, prompts: Sequence[Prompt]) -> list[Outcome]:
-        """Ingest a batch: one redaction and embedding pass, one transaction."""
+    def _erased(self, prompt: Prompt) -> Erased | None:
+        """An `Erased` for a prompt sent before its user's erasure completed."""
+        stone = self.store.tombstone(prompt.tenant,
+                                     self.keys.pseudonym(prompt.tenant, prompt.user_id))
+        if stone is None or not stone.covers(prompt.ts.timestamp()):
+            return None
+        return Erased(request_id=prompt.request_id, index=prompt.index,
+                      trace_id=prompt.trace_id, span_id=prompt.span_id)
+
+    def process(self, prompts: Sequence[Prompt]) -> list[Outcome | Erased]:
+        """Ingest a batch: one redaction and embedding pass, one transaction. A prompt of a
+        user erased after it was sent is not stored: its result is `Erased`."""
         self.sync_shredded()
-        outcomes: list[Outcome | None] = [self._existing(p) for p in prompts]
+        outcomes: list[Outcome | Erased | None] = [self._existing(p) or self._erased(p)
+                                                   for p in prompts]
         todo = [i for i, o in enumerate(outcomes) if o is None]
         seen: dict[tuple[str, str], int] = {}
         fresh = []
@@ -208,7 +220,7 @@ class Pipeline:
         for i in todo:
             if outcomes[i] is None:  # a repeat of a request earlier in this batch
                 first = outcomes[seen[(prompts[i].tenant, prompts[i].request_id)]]
-                assert first is not None
+                assert isinstance(first, Outcome)
                 outcomes[i] = replace(first, index=prompts[i].index, duplicate=True)
         return [o for o in outcomes if o is not None]
 

@@ -24,6 +24,10 @@ MODES = ("sync", "async")
 TRACEPARENT_RE = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 
+ERASED = ("This prompt's user was erased (semtrace erase) after the prompt was sent; it "
+          "was not stored.")
+
+
 class ProtocolError(Exception):
     """A request that gets an error reply: a stable code and one sentence."""
 

@@ -282,6 +282,17 @@ class Outcome:
     text_truncated: bool = False  # the prompt was cut to max_text_chars before it was stored
 
 
+@dataclass(frozen=True)
+class Erased:
+    """A prompt not stored (nor redacted, embedded or indexed): its user was erased after
+    it was sent (store/erasures.py). The reply says so (`erased`)."""
+
+    request_id: str
+    index: int | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+
+
 def jsonable(obj: Any) -> Any:
     """Dataclasses, datetimes and tuples as plain JSON values."""
     if is_dataclass(obj) and not isinstance(obj, type):

@@ -12,7 +12,7 @@ from typing import IO
 from appliance.errors import InputError
 from appliance.ingest import parse_line
 from appliance.pipeline import Pipeline
-from appliance.records import Outcome, Prompt
+from appliance.records import Erased, Outcome, Prompt
 
 
 @dataclass
@@ -22,6 +22,7 @@ class ReplayReport:
     lines: int = 0
     ingested: int = 0
     duplicates: int = 0
+    erased: int = 0  # prompts of users erased after them: not stored
     skipped: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -88,6 +89,11 @@ def replay(pipeline: Pipeline, prompts: Iterable[Prompt], out: IO[str], *, batch
 
     def flush() -> None:
         for p, o in zip(pending, pipeline.process(pending), strict=True):
+            if isinstance(o, Erased):  # its user was erased after it was sent
+                out.write(json.dumps({"index": o.index, "request_id": o.request_id,
+                                      "erased": True}) + "\n")
+                report.erased += 1
+                continue
             index_of.setdefault(o.record_id, o.index)
             parent = index_of.get(o.parent_id) if o.parent_id is not None else None
             if final_topics:

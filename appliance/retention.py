@@ -359,7 +359,8 @@ class EraseReport:
 
 def erase_user(shredder: Shredder, settings: RetentionSettings, keyring: Keyring, *,
                tenant: str, user_id: str, reason: str) -> EraseReport:
-    """GDPR art. 17: shred every bucket of one user now, unless on legal hold.
+    """GDPR art. 17: shred every bucket of one user now, unless on legal hold, and leave
+    a tombstone so that prompts of the user sent before it completed are not stored.
 
     The report says how many records were removed, and is not `complete` when the
     tenant still holds buckets written under an earlier pseudonym key (a rotation
@@ -373,11 +374,15 @@ def erase_user(shredder: Shredder, settings: RetentionSettings, keyring: Keyring
         shredder.audit.append("legal_hold_skip", {"tenant": tenant, "user": user,
                                                   "request": "erase", "reason": reason})
         return report
+    # the tombstone first: from here no prompt of the user is written (store/erasures.py)
+    shredder.store.begin_erasure(tenant, user, datetime.fromisoformat(started).timestamp())
     buckets = live_buckets(shredder.store, tenant=tenant, user=user)
     report.records, _ = shredder.shred_buckets(buckets, reason="erasure")
     report.buckets = len(buckets)
     shredder.store.compact()
-    report.completed_at = datetime.now(UTC).isoformat()
+    done = datetime.now(UTC)
+    shredder.store.complete_erasure(tenant, user, done.timestamp())
+    report.completed_at = done.isoformat()
     earlier, since = shredder.store.earlier_pseudonym_buckets(tenant)
     report.unattributable_buckets = earlier
     if since is not None and earlier:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -167,12 +168,15 @@ def test_bucket_ids_are_never_reused_after_the_newest_bucket_is_shredded(
 def test_a_user_erased_today_can_be_written_to_again_today(pipeline, runtime) -> None:  # type: ignore[no-untyped-def]
     from appliance.retention import erase_user
 
-    pipeline.process([make_prompt("Draft a complaint letter", user="erin")])
+    now = datetime.now(UTC)
+    pipeline.process([replace(make_prompt("Draft a complaint letter", user="erin"),
+                              ts=now - timedelta(seconds=1))])
     report = erase_user(_shredder(runtime, pipeline), runtime.policies.retention,
                         runtime.keyring, tenant="acme", user_id="erin", reason="GDPR")
     assert report.records == 1
-    later = pipeline.process([make_prompt("How do I plant tulip bulbs?", user="erin",
-                                          minutes=30)])
+    # sent after the erasure (one sent before it would be refused: test_erasure_inflight.py)
+    later = pipeline.process([replace(make_prompt("How do I plant tulip bulbs?", user="erin",
+                                                  minutes=30), ts=datetime.now(UTC))])
     recs = runtime.store.records("r.id = ?", (later[0].record_id,))
     assert recs[0].text == "How do I plant tulip bulbs?"
     erin = runtime.keyring.pseudonym("acme", "erin")

@@ -159,6 +159,7 @@ def replay(source: Path, out_path: Path, data_dir: Path | None, passphrase_file:
         click.echo(f"semtrace: line {lineno} skipped: {msg}", err=True)
     summary = {"lines": report.lines, "ingested": report.ingested,  # type: ignore[attr-defined]
                "duplicates": report.duplicates,  # type: ignore[attr-defined]
+               "erased": report.erased,  # type: ignore[attr-defined]
                "skipped": len(report.skipped), "out": str(out_path),  # type: ignore[attr-defined]
                "skipped_lines": [{"line": n, "error": msg}
                                  for n, msg in report.skipped]}  # type: ignore[attr-defined]
@@ -167,6 +168,9 @@ def replay(source: Path, out_path: Path, data_dir: Path | None, passphrase_file:
     else:
         click.echo(f"Replayed {summary['ingested']} prompts ({summary['skipped']} skipped, "
                    f"{summary['duplicates']} duplicates) into {out_path}.", err=True)
+        if summary["erased"]:
+            click.echo(f"{summary['erased']} prompt(s) not stored: their users were erased "
+                       "after they were sent.", err=True)
 
 
 COMMANDS = [replay]

@@ -26,6 +26,7 @@ from appliance.errors import SemtraceError, WrongKey
 from appliance.keys import Keyring
 from appliance.store import import_journal
 from appliance.store.core import ID_RANGE, Store, connect, record_id_base
+from appliance.store.erasures import Tombstone
 
 # progress(table, tables done, tables in all): for the command's progress bar
 Progress = Callable[[str, int, int], None]
@@ -268,6 +269,11 @@ def _import_rows(store: Store, src: Any, tenants: list[str], wrapped: list[Any],
             progress(table, i, len(todo))
             if table in KEY_TABLES or table not in _tables(store.db):
                 continue
+            if table == "erasures":  # tombstones: merged with any this node has
+                stones = _tombstones(src, tenants)
+                store.keep_tombstones(stones)
+                tables[table] = len(stones)
+                continue
             where = _scope(src, table, tenants, records, buckets, topics)
             if where is not None:
                 tables[table] = _copy(src, store.db, table, where, remap)
@@ -278,6 +284,13 @@ def _import_rows(store: Store, src: Any, tenants: list[str], wrapped: list[Any],
         store.db.execute("ROLLBACK")
         raise
     return tables
+
+
+def _tombstones(src: Any, tenants: list[str]) -> list[Tombstone]:
+    marks = ",".join("?" * len(tenants)) or "NULL"
+    return [Tombstone(t, u, float(a), None if c is None else float(c)) for t, u, a, c in
+            src.execute("SELECT tenant, user, started_at, completed_at FROM erasures "
+                        f"WHERE tenant IN ({marks})", tenants)]
 
 
 def _new_bucket_ids(store: Store, old: set[int]) -> dict[int, int]:

@@ -282,3 +282,12 @@ def m012_link_tallies(db: Any) -> None:
     # bin (appliance/link/calibrate.py): JSON arrays of counts, no text, ids or users.
     db.execute("CREATE TABLE link_tallies (tenant TEXT PRIMARY KEY, attach TEXT NOT NULL, "
                "new TEXT NOT NULL, updated_at REAL NOT NULL)")
+
+
+@migration
+def m013_erasures(db: Any) -> None:
+    # One row per erased (tenant, user pseudonym): prompts of the user sent before the
+    # erasure completed (queued in the service, waiting in JetStream) are not stored when
+    # they arrive (store/erasures.py). completed_at is NULL while the erasure runs.
+    db.execute("CREATE TABLE erasures (tenant TEXT NOT NULL, user TEXT NOT NULL, "
+               "started_at REAL NOT NULL, completed_at REAL, PRIMARY KEY (tenant, user))")

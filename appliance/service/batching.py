@@ -7,7 +7,8 @@ import asyncio
 import logging
 import time
 
-from appliance.records import Outcome
+from appliance.protocol import ERASED, ProtocolError
+from appliance.records import Erased, Outcome
 from appliance.service.core import ServiceCore, _Item
 from appliance.service.storage_errors import STORAGE_CODES, storage_error
 
@@ -69,13 +70,28 @@ class Batching(ServiceCore):
             self._observe(items, None)
             return
         self.counters["batches"] += 1
+        stored: list[tuple[_Item, Outcome]] = []
         for item, outcome in zip(items, outcomes, strict=True):
+            if isinstance(outcome, Erased):
+                self._erased(item)
+                continue
+            stored.append((item, outcome))
             self.counters["duplicates" if outcome.duplicate else "ingested"] += 1
             if item.future and not item.future.done():
                 item.future.set_result(outcome)
         if self.on_batch:
-            self.on_batch(outcomes, time.perf_counter() - start)
-        self._observe(items, outcomes)
+            self.on_batch([o for _, o in stored], time.perf_counter() - start)
+        if stored:
+            self._observe([i for i, _ in stored], [o for _, o in stored])
+
+    def _erased(self, item: _Item) -> None:
+        """A prompt of a user erased after it was sent: refused, nothing of it written."""
+        self.counters["erased"] += 1
+        p = item.prompt
+        log.info("not stored: its user was erased after it was sent", extra={
+            "event": "ingest_erased", "request_id": p.request_id, "tenant": p.tenant})
+        if item.future and not item.future.done():
+            item.future.set_exception(ProtocolError("erased", ERASED, p.request_id))
 
     def _start_giving_up(self, exc: BaseException) -> None:
         """Stopping on a full or failing disk: refuse what is queued rather than run each

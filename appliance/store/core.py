@@ -24,6 +24,7 @@ import sqlcipher3
 from appliance import migrations
 from appliance.errors import SemtraceError, WrongKey
 from appliance.keys import Dek, Keyring, RevealSealer, reveal_sealer
+from appliance.store.erasures import Erasures
 from appliance.store.maintenance import (
     VECTOR_DTYPE,
     Maintenance,
@@ -101,7 +102,7 @@ def record_id_base(conn: Any) -> int:
     return int(row[0]) if row else 0
 
 
-class Store(Writes, Reads, Maintenance, Turns):
+class Store(Writes, Reads, Maintenance, Turns, Erasures):
     """Records, buckets and threads in one SQLCipher file."""
 
     def __init__(self, conn: Any, keys_conn: Any, keyring: Keyring, path: Path, *,

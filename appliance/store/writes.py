@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,6 +33,8 @@ class Writes:
         def _bucket(self, tenant: str, user: str, day: str, kind: str = "prompts"
                     ) -> tuple[int, Dek]: ...
 
+        def _refuse_erased(self, pairs: Iterable[tuple[str, str, float]]) -> None: ...
+
     def allocate_id(self) -> int:
         """Reserve the next record id (single writer)."""
         rid = self._next_id
@@ -46,6 +48,7 @@ class Writes:
             return
         self._db.execute("BEGIN IMMEDIATE")
         try:
+            self._refuse_erased((r.prompt.tenant, r.user, r.prompt.ts.timestamp()) for r in rows)
             for row in rows:
                 self._insert_one(row)
             now = time.time()
