@@ -30,9 +30,8 @@ async def preflight(settings: ClusterSettings) -> dict[int, str]:
     try:
         js = nc.jetstream()
         await check_mapping(nc, settings.partitions)
-        if not await check_stream(js, settings):
-            return {}  # no stream yet: no node ever consumed anything
-        last = await _last_consumers(js, settings)
+        # no stream yet: no node ever consumed anything
+        last = await _last_consumers(js, settings) if await check_stream(js, settings) else {}
         try:
             kv = await owners_bucket(js, ttl_s=settings.owner_ttl_s,
                                      replicas=settings.replicas, create=False)
