@@ -206,7 +206,7 @@ def test_a_compliance_role_limited_to_other_tenants_can_neither_reveal_nor_erase
                     "ticket 9", "--compliance-passphrase-file", str(store["cpw"]), *args,
                     env=env)
     assert shown.returncode == 4 and CANARY not in shown.stdout
-    assert "limited to tenant(s) globex" in _one_sentence(shown)
+    assert "in its tenant(s) globex" in _one_sentence(shown)
     log = json.loads(run_cli("audit", "log", "--json", "--all", *args).stdout)
     assert log[-1]["event"] == "reveal_denied"
     erased = run_cli("erase", "--tenant", "acme", "--user", "alice", "--reason", "ticket 9",
@@ -223,6 +223,39 @@ def test_a_compliance_role_limited_to_other_tenants_can_neither_reveal_nor_erase
         assert refused.stdout == ""
     assert len(json.loads(run_cli("audit", "log", "--json", "--all", *args).stdout)) == before
     assert len(json.loads(run_cli("threads", "list", "--json", *args).stdout)) == 1
+
+
+def test_a_role_limited_to_other_tenants_cannot_tell_a_foreign_record_from_none(
+        store: dict[str, object], tmp_path: Path) -> None:
+    """Revealing acme's record as a globex-bound role, and revealing an id no record has,
+    are refused alike: one sentence, exit code and audit entry shape; the store-wide log
+    still names the tenant that was probed."""
+    from appliance.config import policy_dir
+
+    pdir = tmp_path / "policies"
+    shutil.copytree(policy_dir(), pdir)
+    access = (pdir / "access.toml").read_text()
+    (pdir / "access.toml").write_text(access.replace(
+        "[roles.compliance]\n", '[roles.compliance]\ntenants = ["globex"]\n'))
+    env = {"SEMTRACE_POLICY_DIR": str(pdir)}
+    args = list(store["args"])  # type: ignore[call-overload]
+    foreign = int(str(store["record"]))
+    missing = foreign + 10**6
+    out = {}
+    for rid in (foreign, missing):
+        r = run_cli("reveal", str(rid), "--role", "compliance", "--reason", "ticket 9",
+                    "--compliance-passphrase-file", str(store["cpw"]), *args, env=env)
+        out[rid] = (r.returncode, _one_sentence(r).replace(str(rid), "N"), r.stdout)
+    assert out[foreign] == out[missing]
+    assert out[foreign][0] == 4 and out[foreign][2] == "" and "nothing was revealed" in \
+        out[foreign][1]
+    log = json.loads(run_cli("audit", "log", "--json", "--all", *args).stdout)
+    a, b = log[-2], log[-1]
+    assert a["event"] == b["event"] == "reveal_denied"
+    assert sorted(a["details"]) == sorted(b["details"])
+    assert {k: v for k, v in a["details"].items() if k not in ("record", "tenant")} == \
+        {k: v for k, v in b["details"].items() if k not in ("record", "tenant")}
+    assert (a["details"]["tenant"], b["details"]["tenant"]) == ("acme", None)
 
 
 # ---------------------------------------------------------------- audit verify

@@ -124,14 +124,20 @@ def reveal(record_id: int, data_dir: Path | None, passphrase_file: Path | None,
            compliance_passphrase_file: Path | None, as_json: bool) -> None:
     """Show the original values behind a record's placeholders (compliance only; audited)."""
     from appliance.keys import read_passphrase_file, unlock_reveal_key
-    from appliance.roles import require
+    from appliance.roles import bound_tenants, require
 
     reason = _reason(reason)
     with _opened(data_dir, passphrase_file, key_file) as rt:
         log = _audit(rt)
         tenant = rt.store.record_tenant(record_id)
         try:
-            require(rt.policies.access, role, "reveal", tenant=tenant)  # a role limited to tenants
+            name = require(rt.policies.access, role, "reveal")
+            bound = bound_tenants(rt.policies.access, name)
+            if bound is not None and tenant not in bound:
+                # another tenant's record and no record at all read alike: a role limited
+                # to tenants learns nothing of what lies outside them
+                raise AccessDenied(f"The {name} role has no record {record_id} to reveal in "
+                                   f"its tenant(s) {', '.join(bound)}; nothing was revealed.")
             if compliance_passphrase_file is None:
                 raise AccessDenied("Reveal needs the compliance credential "
                                    "(--compliance-passphrase-file).")
