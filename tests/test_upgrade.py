@@ -256,6 +256,9 @@ def test_serve_on_an_older_store_logs_what_it_migrated(tmp_path: Path,
     assert len(migrated) == 1, srv.log.read_text()
     assert migrated[0]["migrations"] == _expected_upgrade()
     assert "was written by an earlier version" in migrated[0]["msg"]
+    steps = [line for line in lines if line.get("event") == "migration"]  # as each began
+    assert [s["migration"] for s in steps] == [m.split(":")[1] for m in _expected_upgrade()]
+    assert lines.index(steps[-1]) < lines.index(migrated[0])
 
 
 @pytest.mark.slow

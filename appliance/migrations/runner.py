@@ -6,6 +6,7 @@ The lists are filled in order by `datastore.py` (MIGRATIONS) and `keystore.py`
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -13,6 +14,8 @@ from typing import Any
 
 from appliance import failpoints
 from appliance.errors import SemtraceError
+
+log = logging.getLogger("semtrace.store")
 
 Migration = Callable[[Any], None]
 MIGRATIONS: list[Migration] = []
@@ -73,7 +76,12 @@ def migrate(db: Any, migrations: list[Migration] | None = None, *,
     fks = db.execute("PRAGMA foreign_keys").fetchone()[0]
     db.execute("PRAGMA foreign_keys = OFF")
     try:
-        for fn in todo:
+        for n, fn in enumerate(todo, start=1):
+            if done:  # an upgrade (a new store's first migrations are init's): one line
+                # each, before it runs, so a long one on a big store is seen in progress
+                log.info("applying migration %s (%d of %d) to %s", fn.__name__, n, len(todo),
+                         name, extra={"event": "migration", "migration": fn.__name__,
+                                      "step": n, "steps": len(todo)})
             db.execute("BEGIN IMMEDIATE")  # the migration and its record commit together
             try:
                 fn(_InTransaction(db))
