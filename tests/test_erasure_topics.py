@@ -100,3 +100,41 @@ def test_an_erased_users_phrases_and_share_of_a_label_leave_the_topics_at_once(
     assert srv.stop() == 0
     assert "quillhaven" not in decrypted_store(srv.data, passphrase_file).lower()
     assert scan_for(tmp_path, ["quillhaven"]) == []
+
+
+def test_labels_withdrawn_by_a_retention_run_come_back_from_the_threads_it_left(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """Retention shreds the older day of each thread; the threads stay, so do their topic:
+    the label the shred withdrew is published again (it stayed off until a new prompt)."""
+    from datetime import UTC, datetime, timedelta
+
+    srv = Server(tmp_path, passphrase_file)
+    privacy = tmp_path / "policies" / "privacy.toml"
+    privacy.write_text(privacy.read_text().replace("topic_refine_seconds = 60.0",
+                                                   "topic_refine_seconds = 1.0"))
+    srv.start()
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def day(days_ago: int, u: int) -> str:
+        return (now - timedelta(days=days_ago, minutes=u)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    with Client(srv.sock) as c:
+        for u in range(7):
+            first, second = SHARED[0], SHARED[1]
+            assert c.ingest(tenant="acme", user_id=f"user{u}", request_id=f"a{u}",
+                            ts=day(10, u), text=first)["ok"]
+            assert c.ingest(tenant="acme", user_id=f"user{u}", request_id=f"b{u}",
+                            ts=day(3, u), text=second,  # the same conversation, by history
+                            history=[{"role": "user", "content": first}])["ok"]
+    rows, _ = _until(lambda rows, terms: rows and rows[0][3], srv, passphrase_file)
+    label = rows[0][3]
+    assert label
+    as_of = (now + timedelta(days=25)).strftime("%Y-%m-%dT%H:%M:%SZ")  # cuts at 5 days ago
+    run = run_cli("retention", "run", "--as-of", as_of, *srv.args)
+    assert run.returncode == 0, run.stderr
+    listed = json.loads(run_cli("threads", "list", "--tenant", "acme", "--json",
+                                *srv.args).stdout)
+    assert len(listed) == 7 and {t["turns"] for t in listed} == {1}  # each kept its day -3
+    rows, _ = _until(lambda rows, terms: rows and rows[0][3], srv, passphrase_file)
+    assert rows and rows[0][3] and [r[2] for r in rows] == [7]
+    assert srv.stop() == 0

@@ -356,6 +356,8 @@ class TopicAssigner:
                     mark = self._shred_mark
                     if mark is not None and self._store.shred_watermark() > mark:
                         self._prune()
+                        for state in self._tenants.values():  # (a bucket anonymised at
+                            state.pending += 1  # once names no user): publish them again
                 except Exception:
                     log.exception("topic refinement failed", extra={"event": "topics_refine"})
                 due = [t for t, s in self._tenants.items() if s.pending]
