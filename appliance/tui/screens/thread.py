@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
 from appliance.errors import SemtraceError
 from appliance.records import Thread
@@ -19,6 +19,7 @@ from appliance.tui.data import ThreadDetail
 from appliance.tui.format import compact, money, redacted_text, short_user
 from appliance.tui.tree import Turn, flatten, layout
 from appliance.tui.widgets.evidence import EvidencePanel
+from appliance.tui.widgets.footer import KeysFooter
 from appliance.tui.widgets.turn import BranchBox, TurnCard
 
 
@@ -73,7 +74,7 @@ class ThreadScreen(Screen[None]):
         with Horizontal(id="thread-body"):
             yield VerticalScroll(id="turns")
             yield EvidencePanel(id="why")
-        yield Footer(compact=True)
+        yield KeysFooter(compact=True)
 
     def on_mount(self) -> None:
         self.load()
