@@ -113,6 +113,8 @@ def check_serve(data_dir: Path, cred: Any, owned: list[int] | None, count: int) 
         return []
     conn = connect(data_dir / DB_FILE, open_keyring(data_dir, cred), readonly=True)
     try:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
+            return []  # a store before its first migration: nothing was noted in it
         if owned is not None:
             refuse(conn, owned, count)
         keys = import_journal.pending(conn)
