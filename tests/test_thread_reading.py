@@ -461,3 +461,4 @@ def test_stepping_through_a_thread_does_not_rebuild_the_footer_for_every_turn(
     run(app_for(runtime), scenario)
     assert rebuilt[0] == 0, rebuilt
     assert "Next turn" in footer[0] and "Why panel" in footer[0]  # still the view's keys
+

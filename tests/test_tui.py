@@ -1012,6 +1012,40 @@ def test_models_on_a_topic_merged_since_read_and_make_the_release_stats_models_r
         rt.close()
 
 
+def test_a_topic_merged_since_the_release_is_marked_so_on_the_topics_screen(
+        fixed_store: Path, tmp_path: Path) -> None:
+    """After a refinement merged tp_accounts into tp_travel, today's release still counts
+    them apart and both rows read 'trip museums spring': the product person saw one
+    label twice with different figures and no reason."""
+    import shutil
+
+    from appliance.keys import read_key_file
+    from appliance.runtime import open_runtime
+
+    copy = tmp_path / "fixed"
+    shutil.copytree(fixed_store, copy)
+    rt = open_runtime(copy / "data", read_key_file(copy / "key"))
+    with rt.store.db:
+        rt.store.db.execute("UPDATE topics SET merged_into = 'tp_travel', label = NULL "
+                            "WHERE topic_id = 'tp_accounts'")
+    names: dict[str, str] = {}
+
+    async def scenario(pilot: Any) -> None:
+        await pilot.press("o")
+        await settle(pilot)
+        table = pilot.app.screen.query_one("#topics")
+        for i in range(table.row_count):
+            key = str(table.coordinate_to_cell_key((i, 0)).row_key.value).partition("\0")[2]
+            names[key] = str(table.get_row_at(i)[1])
+
+    try:
+        run(app_for(rt, role="analyst"), scenario, size=(160, 30))
+    finally:
+        rt.close()
+    assert names["tp_accounts"] == "trip museums spring · merged into tp_travel since", names
+    assert names["tp_travel"] == "trip museums spring", names
+
+
 def test_snapshot_retention(snap_compare: Any, fixed_app: Any) -> None:
     async def retention(pilot: Any) -> None:
         await settle(pilot)

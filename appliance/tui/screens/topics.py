@@ -123,10 +123,14 @@ class TopicsScreen(ReleasedScreen):
         rows = [(t.tenant, r) for t in view.tenants for r in t.rows]
         rows.sort(key=lambda tr: (ORDERS[self.order][1](tr[1]), -tr[1].threads.value, tr[0],
                                   tr[1].key))
+        merged = dict(view.aliases)  # ids the release counted that a refinement merged since
         for tenant, r in rows:
             cost = (mean(r.mean_cost, money) if r.costed.value > 0 else
                     Text("–", justify="right"))
-            table.add_row(Text(tenant), topic_name(r), count(r.threads),
+            name = topic_name(r)
+            if r.key in merged:  # the same label twice otherwise, with no reason given
+                name.append(f" · merged into {merged[r.key]} since", style="dim")
+            table.add_row(Text(tenant), name, count(r.threads),
                           mean(r.mean_turns), count(r.users),
                           share(r.refinement_share), share(r.abandonment_share), cost,
                           key=f"{tenant}\0{r.key}")
