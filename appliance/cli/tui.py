@@ -42,6 +42,7 @@ def tui(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | No
         app = make_remote_app(sock, role=role, tenant=tenant, refresh_seconds=refresh)
         _need_terminal()
         app.run()
+        _exit_as(app.return_code)
         return
     rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
     try:
@@ -52,6 +53,14 @@ def tui(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | No
         app.run()
     finally:
         rt.close()
+    _exit_as(app.return_code)
+
+
+def _exit_as(code: int | None) -> None:
+    """An app stopped by an unexpected error exits 1 (its report is on the terminal); it
+    exited 0, as if the user had quit."""
+    if code:
+        sys.exit(code)
 
 
 def _need_terminal() -> None:
