@@ -272,6 +272,31 @@ def _tamper(data: Path, pw: Path, sql: str, *, keys: bool = False) -> None:
     rt.close()
 
 
+def test_the_json_export_of_the_audit_log_says_whether_it_verified_and_carries_signatures(
+        store: dict[str, object], tmp_path: Path) -> None:
+    from appliance.keys.signing import verify_signature
+
+    args = _copy(store, tmp_path)
+    key = json.loads(run_cli("audit", "public-key", "--json", *args).stdout)
+    out = run_cli("audit", "log", "--json", "--all", *args)
+    assert out.returncode == 0, out.stderr
+    entries = json.loads(out.stdout)
+    assert entries and all(e["verified"] is True for e in entries)
+    by_seq = {e["seq"]: e for e in entries}
+    for e in entries:  # each names the signed checkpoint the chain links it to
+        cp = e["checkpoint"]
+        assert cp["seq"] >= e["seq"] and cp["key_id"] == key["key_id"]
+        assert verify_signature(key["public_key"],
+                                f"semtrace-audit|{cp['seq']}|{by_seq[cp['seq']]['hash']}"
+                                .encode(), cp["signature"])
+    _tamper(tmp_path / "data", Path(str(store["pw"])),
+            "UPDATE audit SET actor = 'nobody' WHERE seq = 1")
+    broken = run_cli("audit", "log", "--json", "--all", *args)
+    assert broken.returncode == 6 and "entry 1 was altered" in broken.stderr
+    after = json.loads(broken.stdout)  # the document stays whole
+    assert len(after) == len(entries) and not any(e["verified"] for e in after)
+
+
 @pytest.mark.parametrize("sql,keys,problem", [
     ("UPDATE audit SET ts = 'yesterday' WHERE seq = 1", False, "entry 1 is damaged"),
     ("UPDATE audit SET actor = 7 WHERE seq = 1", False, "entry 1 was altered"),

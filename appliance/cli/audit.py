@@ -3,10 +3,12 @@ retention report and its public key."""
 
 from __future__ import annotations
 
+import bisect
 import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -22,6 +24,7 @@ from appliance.cli import (
 )
 from appliance.cli.compliance import _as_of, _audit, _opened
 from appliance.errors import InputError
+from appliance.records import jsonable
 
 
 @click.group()
@@ -80,6 +83,8 @@ def audit_log(data_dir: Path | None, passphrase_file: Path | None, key_file: Pat
         entries = audit_entries(rt.store, events=events or None,
                                 last=None if every else limit + 1, tenants=scope)
         chain = verify_chain(rt.store.db, rt.store.keys_db)
+        signed = rt.store.db.execute("SELECT seq, key_id, signature FROM audit_checkpoints "
+                                     "ORDER BY seq").fetchall() if as_json else []
     finally:
         rt.close()
     if not every and len(entries) > limit:  # on stderr: stdout may be the JSON export
@@ -87,7 +92,7 @@ def audit_log(data_dir: Path | None, passphrase_file: Path | None, key_file: Pat
         click.echo(f"Showing the last {limit} entries; older ones are held (--all for every "
                    "one).", err=True)
     if as_json:
-        emit_json(entries)
+        emit_json([_with_proof(e, signed, chain.ok) for e in entries])
     else:
         if not entries:  # said, so that an empty answer is not read as a failed command
             what = " or ".join(events) if events else "audit"
@@ -101,6 +106,17 @@ def audit_log(data_dir: Path | None, passphrase_file: Path | None, key_file: Pat
         click.echo(f"Audit log BROKEN: {chain.problem}; these entries cannot be trusted "
                    "(see `semtrace audit verify`).", err=True)
         sys.exit(6)
+
+
+def _with_proof(entry: Any, signed: list[tuple[int, str, str]], ok: bool) -> dict[str, Any]:
+    """An entry as exported: with the signed checkpoint that covers it (the first at or
+    after it: the chain links it to that signature) and whether it verified, i.e. the
+    whole chain verified (`audit verify`) and a checkpoint covers it."""
+    i = bisect.bisect_left([seq for seq, _, _ in signed], entry.seq)
+    cp = signed[i] if i < len(signed) else None
+    return {**jsonable(entry), "verified": ok and cp is not None,
+            "checkpoint": None if cp is None else {"seq": cp[0], "key_id": cp[1],
+                                                   "signature": cp[2]}}
 
 
 @audit.command("retention")
