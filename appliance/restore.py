@@ -214,6 +214,7 @@ def _settle(target: Path, cred: Credential, policies: Policies, manifest: dict[s
     from appliance.lock import DataDirLock
     from appliance.retention import Shredder, live_buckets, run_retention
     from appliance.runtime import open_runtime
+    from appliance.store.erasures import Tombstone
 
     rt = open_runtime(target, cred, policies=policies)
     migrated = tuple(f"{name}:{m}" for name, ran in rt.store.migrated.items() for m in ran)
@@ -229,6 +230,9 @@ def _settle(target: Path, cred: Credential, policies: Policies, manifest: dict[s
             buckets = live_buckets(store, tenant=tenant, user=user)
             records, _ = shredder.shred_buckets(buckets, reason="erasure")
             now = datetime.now(UTC).isoformat()
+            # its tombstone too: prompts sent before that erasure are not stored here
+            done = datetime.fromisoformat(str(details.get("completed_at") or now)).timestamp()
+            store.keep_tombstones([Tombstone(tenant, user, done, done)])
             audit.append("erase", {
                 "tenant": tenant, "user": user, "buckets": len(buckets), "records": records,
                 "reason": f"re-applied at restore: entry {seq} of the earlier store's log",

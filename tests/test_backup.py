@@ -173,6 +173,14 @@ def test_restore_shreds_what_expired_and_reapplies_later_erasures(
     left = _threads(*wargs)
     assert len(left) == 1  # only bob's: alice erased again, carol expired
     assert run_cli("audit", "verify", *wargs).returncode == 0
+    # the erasure's tombstone came along: a prompt alice sent before it (on its way while
+    # the copy was restored) is not stored there
+    late = write_stream(tmp_path / "late.jsonl", [{
+        "tenant": "acme", "user_id": "alice", "ts": yesterday, "request_id": "late-1",
+        "text": "Which port does the mail host listen on?"}])
+    out = run_cli("replay", str(late), "--out", str(tmp_path / "late.out"), "--json", *wargs)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["erased"] == 1 and len(_threads(*wargs)) == 1
 
     # a retention policy other than the one saved with the copy decides nothing unasked
     from appliance.config import policy_dir
