@@ -272,3 +272,21 @@ def test_replay_cuts_an_over_long_prompt_and_keeps_its_conversation_whole(
     assert all(canary not in text for text in stored)
     src.unlink()
     assert scan_for(tmp_path, [canary]) == []
+
+
+def test_a_replay_run_off_a_terminal_reports_its_progress_in_lines(tmp_path: Path) -> None:
+    """Run from a script or a unit (stderr a file), the progress bar is hidden: a replay
+    of 10,000 prompts said nothing for minutes. It now writes a line now and then."""
+    src = write_stream(tmp_path / "in.jsonl", STREAM)
+    every = run_cli("replay", str(src), "--out", str(tmp_path / "a.jsonl"),
+                    env={"SEMTRACE_PROGRESS_INTERVAL_S": "0"})
+    assert every.returncode == 0, every.stderr
+    assert f"semtrace: replay: {len(STREAM)} of {len(STREAM)} (100%)" in every.stderr
+    assert "What's the weather" not in every.stderr  # steps and counts, never data
+    quiet = run_cli("replay", str(src), "--out", str(tmp_path / "b.jsonl"))
+    assert quiet.returncode == 0 and "semtrace: replay:" not in quiet.stderr  # under 30 s
+    bad = run_cli("replay", str(src), "--out", str(tmp_path / "c.jsonl"),
+                  env={"SEMTRACE_PROGRESS_INTERVAL_S": "soon"})
+    assert bad.returncode != 0 and not (tmp_path / "c.jsonl").exists()
+    assert bad.stderr.strip().splitlines() == [
+        "semtrace: SEMTRACE_PROGRESS_INTERVAL_S must be a number of seconds, 0 or more."]

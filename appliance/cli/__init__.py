@@ -24,6 +24,8 @@ from appliance.runtime import DATA_DIR_ENV, Runtime, default_data_dir, open_runt
 if TYPE_CHECKING:
     from rich.progress import Progress
 
+    from appliance.cli.progress import LineProgress
+
 
 def not_blank(**options: str | None) -> None:
     """An option given as an empty string is bad input, not 'every tenant' (a script's
@@ -88,14 +90,17 @@ def output_path(path: Path, option: str = "--out", *, source: Path | None = None
     return path
 
 
-def progress_bar() -> Progress:
-    """A progress bar on stderr (never on stdout, which may carry --json), shown only when
-    stderr is a terminal."""
+def progress_bar() -> Progress | LineProgress:
+    """Progress on stderr (never on stdout, which may carry --json): a bar on a terminal,
+    otherwise a plain line now and then (`cli/progress.py`), for scripts and units."""
     from rich.console import Console
     from rich.progress import Progress
 
-    return Progress(console=Console(stderr=True), transient=True,
-                    disable=not sys.stderr.isatty())
+    from appliance.cli.progress import LineProgress
+
+    if not sys.stderr.isatty():
+        return LineProgress()
+    return Progress(console=Console(stderr=True), transient=True)
 
 
 def open_dir(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None, *,
