@@ -187,8 +187,10 @@ def parse_request(obj: dict[str, Any], *, max_text_chars: int, now: datetime | N
     if op in ("ping", "stats"):
         return Request(op=op, request_id=rid)
     tenant = obj.get("tenant")
-    if not isinstance(tenant, str) or not tenant.strip() or len(tenant) > 128:
+    if not isinstance(tenant, str) or not tenant.strip():
         raise ProtocolError("bad_request", "'tenant' must be a non-empty string.", rid)
+    if len(tenant) > 128:
+        raise ProtocolError("bad_request", "'tenant' is longer than 128 characters.", rid)
     if not isinstance(given, str) or not given.strip():
         raise ProtocolError("bad_request", "'request_id' must be a non-empty string.")
     if rid is None:

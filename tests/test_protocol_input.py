@@ -104,3 +104,13 @@ def test_an_over_long_text_is_cut_at_a_word_and_keeps_the_whole_prompts_digest()
     assert whole is not None and not whole.truncated and whole.digest is None
     assert _code(json.dumps(_ingest(text=" " * 1000 + "word")).encode()) == "bad_request"
     assert _code(json.dumps(_ingest(truncated="yes")).encode()) == "bad_request"
+
+
+def test_an_over_long_tenant_is_named_as_too_long_not_as_empty() -> None:
+    """A 1,000-character tenant was refused as "'tenant' must be a non-empty string", which
+    sent the gateway's engineer looking for an empty field."""
+    with pytest.raises(ProtocolError) as err:
+        parse_request(_ingest(tenant="t" * 1000), max_text_chars=1000, now=NOW)
+    assert (err.value.code, err.value.message) == (
+        "bad_request", "'tenant' is longer than 128 characters.")
+    assert parse_request(_ingest(tenant="t" * 128), max_text_chars=1000, now=NOW).tenant
