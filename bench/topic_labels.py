@@ -9,7 +9,8 @@ labelled topic:
 * coverage: the share of the topic's threads (and of its content prompts) that
   use one of the label's phrases (plurals folded, as the labels are built);
 * specificity: the share of the stream's threads using the label's first phrase
-  that are in this topic (1: no other topic uses it);
+  that are in this topic (1: no other topic uses it); the same averaged over
+  every phrase of the label (a second phrase may be a word other topics use);
 * shared: whether another topic of the same stream carries the same label.
 
 A label built from a phrase that two threads of thirty share has a coverage of
@@ -62,7 +63,9 @@ def label_figures(ta: Any, k_min_users: int) -> list[dict[str, Any]]:
                     "thread_coverage": threads / max(len(units), 1),
                     "prompt_coverage": prompts / max(sum(u.prompts for u in units), 1),
                     "specificity": sum(wanted[0] in u.phrases for u in units)
-                    / max(using[wanted[0]], 1)})
+                    / max(using[wanted[0]], 1),
+                    "specificity_every_phrase": statistics.fmean(
+                        sum(p in u.phrases for u in units) / max(using[p], 1) for p in wanted)})
     counts = Counter(r["label"] for r in out)
     for r in out:
         r["shared"] = counts[r["label"]] > 1
@@ -84,6 +87,8 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, float]:
                 r["prompt_coverage"] for r in rows), 3),
             "under_0.2": round(sum(c < 0.2 for c in cov) / len(cov), 3),
             "specificity_mean": round(statistics.fmean(r["specificity"] for r in rows), 3),
+            "specificity_every_phrase_mean": round(statistics.fmean(
+                r["specificity_every_phrase"] for r in rows), 3),
             "shared_label": round(sum(r["shared"] for r in rows) / len(rows), 3)}
 
 

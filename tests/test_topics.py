@@ -218,12 +218,28 @@ def test_a_topics_threads_are_found_by_an_id_merged_since(pipeline: Any, runtime
 
 def test_labels_need_k_users_and_two_people_per_phrase() -> None:
     counts = {"hotel booking": (6, 5), "hotel": (8, 5), "zebra": (3, 1)}
-    label = phrase_label(counts, {"hotel booking": 6, "hotel": 9, "zebra": 3}, units=8,
-                         topics=4, total_units=30)
+    label = phrase_label(counts, {"hotel booking": 6, "hotel": 9, "zebra": 3}, units=8)
     assert label is not None and label.startswith("hotel booking")
     assert "zebra" not in label  # one person's word is never a label
-    assert phrase_label({"zebra": (5, 1)}, {"zebra": 5}, units=5, topics=1,
-                        total_units=5) is None
+    assert phrase_label({"zebra": (5, 1)}, {"zebra": 5}, units=5) is None
+
+
+def test_a_label_is_not_a_word_every_topic_of_the_tenant_uses() -> None:
+    """A topic of 20 restaurant threads: 18 say "find", as do 200 threads of the tenant's
+    other topics; 8 say "restaurant", which one other thread of the tenant says. The label
+    was "find" (the only phrase shared by half as many threads as the most shared one);
+    it now names what tells the topic apart, and still not a phrase two threads share."""
+    counts = {"find": (18, 15), "restaurant": (8, 7), "rooftop lounge": (2, 2)}
+    background = {"find": 200, "restaurant": 9, "rooftop lounge": 2}
+    label = phrase_label(counts, background, units=20) or ""
+    assert label.split(", ")[0] == "restaurant"
+    assert "find" not in label.split(", ") and "rooftop lounge" not in label
+
+
+def test_contractions_written_without_apostrophe_are_no_label() -> None:
+    """"thats" folded to "that", which was the label of a topic of five threads."""
+    counts = {"that": (5, 5), "hotel": (2, 2)}
+    assert phrase_label(counts, {"that": 40, "hotel": 2}, units=5) == "hotel"
 
 
 def test_small_topics_publish_no_label_or_phrases(runtime: Any) -> None:

@@ -32,13 +32,11 @@ def topic_rows(state: TenantTopics, k_min_users: int) -> list[tables.TopicRow]:
             stats[tid] = {p: (n, len(users[p])) for p, n in threads.items()
                           if len(users[p]) >= LABEL_MIN_USERS}
             background.update(threads)
-        total = sum(len(members[t]) for t in ids)
         for tid in ids:
             us = members[tid]
             n_users = len({u.user for u in us})
             big = n_users >= k_min_users
-            label = phrase_label(stats[tid], background, units=len(us), topics=len(ids),
-                                 total_units=total) if big else None
+            label = phrase_label(stats[tid], background, units=len(us)) if big else None
             terms = tuple(sorted(((p, n) for p, (n, _) in stats[tid].items()),
                                  key=lambda x: (-x[1], x[0]))[:40]) if big else ()
             rows.append(tables.TopicRow(tid, scope, len(us), n_users, label, terms,

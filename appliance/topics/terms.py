@@ -80,9 +80,11 @@ def ctfidf_labels(terms: Mapping[str, Counter[str]], *,
 # ---------------------------------------------------------------- phrase labels
 
 LABEL_MIN_USERS = 2  # a phrase used by one person only is never a label or a stored term
-# A label phrase is used by at least this share of the threads that use the topic's most
-# shared phrase: what the topic's threads have in common, not a rare phrase that two of
-# thirty threads share (idf alone favours those; bench/topic_labels.py, docs/topics.md).
+# A second label phrase (no word in common with the first) is appended when it scores at
+# least this share of the first's score (bench/topic_labels.py, docs/topics.md).
+LABEL_SECOND_SHARE = 0.5
+# ... and when at least this share as many of the topic's threads use it as use the first
+# (a second phrase says what the topic's threads share too, not what two of them say).
 LABEL_MIN_SHARE = 0.5
 MAX_PHRASE_WORDS = 3
 _PLACEHOLDER = re.compile(r"<[A-Za-z_]+\d*>")
@@ -129,39 +131,42 @@ def phrases(text: str) -> set[str]:
 
 
 def phrase_label(counts: Mapping[str, tuple[int, int]], background: Mapping[str, int], *,
-                 units: int, topics: int, total_units: int) -> str | None:
-    """A short readable label for one topic from its phrases, c-TF-IDF scored.
+                 units: int) -> str | None:
+    """A short readable label for one topic from its phrases.
 
     Args:
         counts: phrase -> (threads of the topic using it, distinct users using it).
         background: phrase -> threads using it across all topics of the scope.
-        units: threads of the topic; topics, total_units: of the scope.
-    Phrases used by fewer than LABEL_MIN_USERS people never qualify, nor do
-    phrases used by fewer than LABEL_MIN_SHARE of the threads that use the
-    topic's most shared phrase (a document-frequency floor within the topic:
-    the label says what its threads have in common). Longer phrases win ties
-    ("hotel booking" over "hotel"); a second phrase with no word in common is
-    appended when it scores nearly as well.
+        units: threads of the topic.
+    A phrase scores how well it tells the topic's threads from the scope's others:
+    the harmonic mean (F1) of its coverage (threads of the topic using it / threads
+    of the topic) and its specificity (threads of the topic using it / threads of
+    the scope using it), i.e. 2n / (units + background). A phrase two of thirty
+    threads share has a low coverage, a word every topic uses a low specificity;
+    either scores low. Phrases used by fewer than LABEL_MIN_USERS people never
+    qualify, nor do phrases with a stop word in them once plurals are folded
+    ("thats" -> "that"). Longer phrases score 35 % more per extra word ("hotel
+    booking" over "hotel"); a second phrase with no word in common is appended when
+    it scores at least LABEL_SECOND_SHARE of the first and at least LABEL_MIN_SHARE
+    as many threads use it.
     """
-    avg = total_units / max(topics, 1)
-    eligible = {p: n for p, (n, users) in counts.items() if users >= LABEL_MIN_USERS and n >= 2}
-    floor = LABEL_MIN_SHARE * max(eligible.values(), default=0)
     scored = []
-    for p, n in eligible.items():
-        if n < floor:
+    for p, (n, users) in counts.items():
+        if users < LABEL_MIN_USERS or n < 2 or not STOP_WORDS.isdisjoint(p.split()):
             continue
-        tf = n / max(units, 1)
-        idf = math.log(1.0 + avg / max(background.get(p, n), 1))
+        f1 = 2.0 * n / (max(units, 1) + max(background.get(p, n), n))
         words = p.count(" ") + 1
-        scored.append((tf * idf * (1.0 + 0.35 * (words - 1)), p))
+        scored.append((f1 * (1.0 + 0.35 * (words - 1)), p))
     if not scored:
         return None
     scored.sort(reverse=True)
     best_score, best = scored[0]
     label = best
     for score, p in scored[1:6]:
-        if score < 0.6 * best_score:
+        if score < LABEL_SECOND_SHARE * best_score:
             break
+        if counts[p][0] < LABEL_MIN_SHARE * counts[best][0]:
+            continue
         if not set(p.split()) & set(best.split()):
             label = f"{best}, {p}"
             break
