@@ -37,6 +37,7 @@ from appliance.records import (
 )
 from appliance.redact import entity_keys, number_placeholders
 from appliance.store import Store
+from appliance.store.erasures import ErasedMeanwhile
 from appliance.thresholds import TenantThresholds
 
 StageTimer = Callable[[str, int, int], None]  # (stage, start ns, end ns), wall clock
@@ -182,6 +183,12 @@ class Pipeline:
     def process(self, prompts: Sequence[Prompt]) -> list[Outcome | Erased]:
         """Ingest a batch: one redaction and embedding pass, one transaction. A prompt of a
         user erased after it was sent is not stored: its result is `Erased`."""
+        try:
+            return self._process(prompts)
+        except ErasedMeanwhile:  # an erasure landed between the check and the commit:
+            return self._process(prompts)  # nothing was written; checked again, refused
+
+    def _process(self, prompts: Sequence[Prompt]) -> list[Outcome | Erased]:
         self.sync_shredded()
         outcomes: list[Outcome | Erased | None] = [self._existing(p) or self._erased(p)
                                                    for p in prompts]

@@ -150,3 +150,31 @@ def test_a_replayed_prompt_from_before_the_erasure_is_not_stored(
     erin = runtime.keyring.pseudonym("acme", "erin")
     assert [r.request_id for r in runtime.store.records("r.user = ?", (erin,))] == ["e-2"]
     assert pipeline.index.user_keys("acme", erin) == {out[1].record_id}
+
+
+def test_an_erasure_landing_between_the_check_and_the_commit_still_wins(
+        pipeline: Any, runtime: Any, monkeypatch: Any) -> None:
+    """The check before redaction misses an erasure that starts right after it: the write
+    transaction checks again, nothing of the batch is written, and the batch is run again,
+    so the erased user's prompt is refused and the others are stored once."""
+    from appliance.records import Erased, Outcome
+
+    erin = runtime.keyring.pseudonym("acme", "erin")
+    check = pipeline._erased
+    calls = {"n": 0}
+
+    def late(prompt: Any) -> Any:  # the erasure begins just after the first check
+        calls["n"] += 1
+        if calls["n"] == 2:
+            runtime.store.begin_erasure("acme", erin, datetime.now(UTC).timestamp())
+        return None if calls["n"] <= 2 else check(prompt)
+
+    monkeypatch.setattr(pipeline, "_erased", late)
+    now = datetime.now(UTC)
+    out = pipeline.process([replace(make_prompt(ALICE[0], user="bob", request_id="b-1"), ts=now),
+                            replace(make_prompt(ALICE[1], user="erin", request_id="e-1"),
+                                    ts=now)])
+    assert isinstance(out[0], Outcome) and isinstance(out[1], Erased)
+    assert runtime.store.records("r.user = ?", (erin,)) == []
+    bob = runtime.keyring.pseudonym("acme", "bob")
+    assert [r.request_id for r in runtime.store.records("r.user = ?", (bob,))] == ["b-1"]
