@@ -1,9 +1,13 @@
 """Erasing one user in every tenant: a user id is pseudonymised per tenant, so a request
-that names only the person (a data subject's request) has to search each tenant."""
+that names only the person (a data subject's request) has to search each tenant, and has
+to leave a tombstone in each tenant a prompt of theirs may still be on its way to, even
+where nothing of theirs (or of anyone) is stored yet."""
 
 from __future__ import annotations
 
-from appliance.config import RetentionSettings
+from collections.abc import Iterable
+
+from appliance.config import Policies
 from appliance.keys import Keyring
 from appliance.retention import (
     Bucket,
@@ -14,19 +18,44 @@ from appliance.retention import (
     is_held,
     live_buckets,
 )
+from appliance.store import Store
+
+# tables whose `tenant` column names a tenant the store holds, has held, or has erased in
+_STORED = ("buckets", "threads", "erasures")
 
 
-def erase_everywhere(shredder: Shredder, settings: RetentionSettings, keyring: Keyring, *,
+def configured_tenants(policies: Policies) -> set[str]:
+    """Tenants the policies name: roles bound to tenants (access.toml), per-tenant
+    retention and legal holds (retention.toml), pinned link thresholds (correlation.toml)."""
+    names = {t for role in policies.access.roles.values() for t in role.tenants}
+    names |= set(policies.retention.tenants) | {h.tenant for h in policies.retention.legal_holds}
+    return names | set(policies.correlation.calibration.pinned)
+
+
+def stored_tenants(store: Store) -> set[str]:
+    """Tenants with any row in the store: live or shredded data, threads, tombstones."""
+    return {r[0] for table in _STORED
+            for r in store.db.execute(f"SELECT DISTINCT tenant FROM {table}")}  # noqa: S608
+
+
+def known_tenants(store: Store, policies: Policies) -> list[str]:
+    """Every tenant this data dir knows of, in name order (what `--all-tenants` covers)."""
+    return sorted(stored_tenants(store) | configured_tenants(policies))
+
+
+def erase_everywhere(shredder: Shredder, policies: Policies, keyring: Keyring, *,
                      user_id: str, reason: str,
-                     tenants: list[str] | None = None) -> list[EraseReport]:
-    """`erase_user` in every tenant that holds live data (of `tenants`, when the role is
-    bound to some), in name order; each tenant's erasure is audited, those where the user
-    held nothing with 0 records, so the log shows where the request searched. A tenant
-    under a legal hold where the user holds nothing is left out: the hold keeps nothing of
-    theirs there, and reporting it would read as if it did."""
-    rows = shredder.store.db.execute(
-        "SELECT DISTINCT tenant FROM buckets WHERE destroyed_at IS NULL ORDER BY tenant")
-    names = [r[0] for r in rows if tenants is None or r[0] in tenants]
+                     tenants: Iterable[str] | None = None) -> list[EraseReport]:
+    """`erase_user` in every tenant the data dir knows of (`known_tenants`; of `tenants`,
+    when the role is bound to some), in name order. Each gets a tombstone, those where the
+    user held nothing too (a prompt of theirs may be on its way there), and its erasure is
+    audited, with 0 records where there was nothing, so the log shows where the request
+    searched. A tenant under a legal hold where the user holds nothing is left out: the
+    hold keeps nothing of theirs there, and reporting it would read as if it did."""
+    bound = None if tenants is None else set(tenants)
+    names = [t for t in known_tenants(shredder.store, policies)
+             if bound is None or t in bound]
+    settings = policies.retention
     holds = held_pairs(settings, keyring)
     reports = []
     for t in names:

@@ -178,3 +178,61 @@ def test_an_erasure_landing_between_the_check_and_the_commit_still_wins(
     assert runtime.store.records("r.user = ?", (erin,)) == []
     bob = runtime.keyring.pseudonym("acme", "bob")
     assert [r.request_id for r in runtime.store.records("r.user = ?", (bob,))] == ["b-1"]
+
+
+def test_erase_all_tenants_leaves_a_tombstone_where_a_prompt_is_on_its_way_and_nothing_stored(
+        pipeline: Any, data_dir: Path, passphrase_file: Path, tmp_path: Path) -> None:
+    """alice has data in acme only; globex (named in access.toml, nothing stored yet) has a
+    prompt of hers queued in the service while `erase --all-tenants` runs: globex gets a
+    tombstone with 0 records, the prompt is answered 'erased' and not stored."""
+    import shutil
+
+    from appliance.config import POLICY_DIR_ENV, policy_dir
+    from appliance.keys import read_passphrase_file
+
+    pdir = tmp_path / "policies"
+    shutil.copytree(policy_dir(), pdir)
+    with (pdir / "access.toml").open("a") as fh:
+        fh.write('\n[roles.analyst-globex]\npermissions = ["read"]\ntenants = ["globex"]\n')
+    args = ["--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file)]
+    with _service(pipeline, tmp_path) as svc, Client(tmp_path / "s.sock", timeout=600) as c:
+        assert c.ingest(tenant="acme", user_id="alice", text=ALICE[0], request_id="a-0")["ok"]
+        gate = threading.Event()
+        svc._pool.submit(gate.wait)  # the worker is busy: what arrives now waits in the queue
+        waiting: dict[str, Any] = {}
+
+        def sync_one() -> None:  # a gateway waiting for its answer meanwhile
+            with Client(tmp_path / "s.sock", timeout=600) as c2:
+                waiting["reply"] = c2.ingest(tenant="globex", user_id="alice",
+                                             text=ALICE[1], request_id="g-1")
+
+        t = threading.Thread(target=sync_one)
+        t.start()
+        try:
+            deadline = time.monotonic() + 60
+            while len(svc._pending) < 1:
+                assert time.monotonic() < deadline, "the prompt did not queue"
+                time.sleep(0.02)
+            erased = run_cli("erase", *args, "--all-tenants", "--user", "alice",
+                             "--reason", "DSAR 2026-8", "--json",
+                             env={POLICY_DIR_ENV: str(pdir)})
+            assert len(svc._pending) == 1  # still queued when the erasure completed
+        finally:
+            gate.set()
+        t.join(600)
+        assert erased.returncode == 0, erased.stderr
+        reply = waiting["reply"]
+        assert reply["ok"] is False and reply["error"]["code"] == "erased", reply
+        cred = read_passphrase_file(passphrase_file)
+        assert users_records(data_dir, cred, "globex", "alice")[0] == 0
+        done = json.loads(erased.stdout)
+        assert {(r["tenant"], r["records"], r["tombstone"]) for r in done["tenants"]} == {
+            ("acme", 1, True), ("globex", 0, True)}
+        assert done["tombstone_only"] == ["globex"]
+        text = run_cli("erase", *args, "--all-tenants", "--user", "alice", "--reason",
+                       "DSAR 2026-8", env={POLICY_DIR_ENV: str(pdir)})
+        assert "Tombstone with 0 records in 2 tenant(s): acme, globex" in text.stdout
+    for tenant in ("acme", "globex"):
+        n, texts = users_records(data_dir, cred, tenant, "alice")
+        assert n == 0, tenant
+    assert not [t for t in texts if "lease" in t or "clauses" in t]

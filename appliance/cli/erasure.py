@@ -26,8 +26,9 @@ def _as_json(report: EraseReport) -> dict[str, Any]:
 @credential_options
 @role_option_as("compliance")
 @click.option("--tenant", default=None, help="The tenant the user id belongs to.")
-@click.option("--all-tenants", is_flag=True, help="Every tenant (that the role sees): a "
-              "user id is pseudonymised per tenant, so each tenant is searched.")
+@click.option("--all-tenants", is_flag=True, help="Every tenant the data dir knows (stored "
+              "data, tombstones, tenants named in the policies; those the role sees): a user "
+              "id is pseudonymised per tenant, so each is searched and gets a tombstone.")
 @click.option("--user", "user_id", required=True, help="The user id as the gateway sends it.")
 @click.option("--reason", required=True, help="Why (recorded in the audit log).")
 @click.option("--json", "as_json", is_flag=True)
@@ -54,7 +55,7 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
                                   user_id=user_id, reason=reason)]
         else:
             bound = bound_tenants(rt.policies.access, name)
-            reports = erase_everywhere(shredder, rt.policies.retention, rt.keyring,
+            reports = erase_everywhere(shredder, rt.policies, rt.keyring,
                                        user_id=user_id, reason=reason, tenants=bound)
     if tenant is not None:
         _one(reports[0], as_json)
@@ -87,10 +88,17 @@ def _one(report: EraseReport, as_json: bool) -> None:
                    f"{report.user}.")
 
 
+def _tombstone_only(reports: list[EraseReport]) -> list[str]:
+    """Tenants where the user held nothing: only a tombstone was left there."""
+    return [r.tenant for r in reports if not r.held and not r.buckets]
+
+
 def _every(reports: list[EraseReport], as_json: bool, *, bound: bool) -> None:
     records = sum(r.records for r in reports)
+    empty = _tombstone_only(reports)
     if as_json:
-        emit_json({"tenants": [_as_json(r) for r in reports], "records": records,
+        emit_json({"tenants": [{**_as_json(r), "tombstone": not r.held} for r in reports],
+                   "records": records, "tombstone_only": empty,
                    "complete": all(r.complete for r in reports)})
         return
     for r in reports:
@@ -101,8 +109,10 @@ def _every(reports: list[EraseReport], as_json: bool, *, bound: bool) -> None:
                        f"{r.user}.")
     scope = " the role sees" if bound else ""
     if not reports:
-        click.echo(f"No tenant{scope} holds any data; nothing was erased.")
-    elif not records and not any(r.held for r in reports):
+        click.echo(f"No tenant{scope} is known to this data dir (no data, none named in the "
+                   "policies); nothing was erased.")
+        return
+    if not records and not any(r.held for r in reports):
         click.echo(f"No records of this user in any of the {len(reports)} tenant(s){scope} "
                    "(none written, or all already shredded); nothing was erased. The request "
                    "is in the audit log.")
@@ -110,6 +120,9 @@ def _every(reports: list[EraseReport], as_json: bool, *, bound: bool) -> None:
         found = sum(1 for r in reports if r.buckets)
         click.echo(f"Searched {len(reports)} tenant(s){scope}: erased {records} record(s) in "
                    f"{found} of them.")
+    if empty:
+        click.echo(f"Tombstone with 0 records in {len(empty)} tenant(s): {', '.join(empty)} "
+                   "(prompts of this user sent before now are refused there).")
 
 
 COMMANDS = [erase]
