@@ -1,0 +1,106 @@
+"""Exposition of the metrics: an HTTP port or a Unix socket, checked before serving."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socketserver
+import threading
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import MetricsHandler, start_http_server
+
+
+class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+class MetricsServer:
+    """Serves /metrics over HTTP on `host:port` or on `unix:/path` until closed."""
+
+    def __init__(self, registry: CollectorRegistry, listen: str) -> None:
+        self.listen = listen
+        self._path: Path | None = None
+        self._server: Any
+        if listen.startswith("unix:"):
+            self._path = Path(listen[len("unix:"):])
+            check_listen(listen)
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                self._path.unlink()  # a stale socket of an earlier run (check_listen)
+            self._server = _UnixServer(str(self._path), MetricsHandler.factory(registry))
+            os.chmod(self._path, 0o660)
+            threading.Thread(target=self._server.serve_forever, name="semtrace-metrics",
+                             daemon=True).start()
+            self.address = f"unix:{self._path}"
+        else:
+            host, port = parse_listen(listen)
+            self._server, _ = start_http_server(port, addr=host, registry=registry)
+            self.address = f"{host}:{self._server.server_port}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._path.unlink()
+
+
+def check_listen(listen: str, *, in_use: bool = True) -> None:
+    """Refuse, with one sentence (ValueError), a metrics address that cannot be served or
+    that would take something over: a Unix socket path that is another kind of file (it
+    would be deleted), a folder that cannot be made, and (`in_use`) an address where a
+    server already answers (`serve --check` beside the running service skips that)."""
+    if not listen.startswith("unix:"):
+        host, port = parse_listen(listen)
+        if in_use:
+            _try_bind(host, port)
+        return
+    path = Path(listen[len("unix:"):])
+    if path.is_symlink() or (path.exists() and not path.is_socket()):
+        raise ValueError(f"{path} exists and is not a socket; it was left as it is")
+    if path.exists() and in_use:
+        import socket
+
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return  # stale: nothing answers, it is replaced
+        finally:
+            probe.close()
+        raise ValueError(f"another process already serves on {path}")
+    existing = next((p for p in path.parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ValueError(f"{existing} is a file, not a folder")
+
+
+def _try_bind(host: str, port: int) -> None:
+    """Bind the address as the HTTP server will (SO_REUSEADDR), then let go."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ValueError(f"{host} is not an address of this host ({exc.strerror or exc})") \
+            from None
+    family, kind, proto, _, addr = infos[0]
+    probe = socket.socket(family, kind, proto)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(addr)
+    except OSError as exc:
+        raise ValueError(str(exc.strerror or exc).rstrip(".").lower()) from None
+    finally:
+        probe.close()
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """`host:port` (IPv6 in brackets) -> (host, port); ValueError with one sentence."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"'{listen}' is not host:port or unix:/path.")
+    return host.strip("[]"), int(port)
