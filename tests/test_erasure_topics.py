@@ -138,3 +138,58 @@ def test_labels_withdrawn_by_a_retention_run_come_back_from_the_threads_it_left(
     rows, _ = _until(lambda rows, terms: rows and rows[0][3], srv, passphrase_file)
     assert rows and rows[0][3] and [r[2] for r in rows] == [7]
     assert srv.stop() == 0
+
+
+def test_a_retention_run_that_shreds_a_threads_older_day_takes_its_words_out_of_the_topics(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """Retention shreds the older day of two-day threads while the service runs: a phrase
+    only that day carried never comes back in the label phrases, the labels or `stats
+    topics`; the remaining day's phrase does (it stayed in memory until a restart)."""
+    from datetime import UTC, datetime, timedelta
+
+    srv = Server(tmp_path, passphrase_file)
+    privacy = tmp_path / "policies" / "privacy.toml"
+    privacy.write_text(privacy.read_text().replace("topic_refine_seconds = 60.0",
+                                                   "topic_refine_seconds = 1.0"))
+    srv.start()
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def day(days_ago: int, u: int) -> str:
+        return (now - timedelta(days=days_ago, minutes=u)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    older = f"Does the {PHRASE} fit my zorblaxian turbine when overheating?"
+    with Client(srv.sock) as c:
+        for u in range(7):
+            assert c.ingest(tenant="acme", user_id=f"user{u}", request_id=f"a{u}",
+                            ts=day(10, u), text=older)["ok"]
+            assert c.ingest(tenant="acme", user_id=f"user{u}", request_id=f"b{u}",
+                            ts=day(3, u), text=SHARED[1],  # the same conversation
+                            history=[{"role": "user", "content": older}])["ok"]
+    rows, terms = _until(lambda rows, terms: PHRASE in terms, srv, passphrase_file)
+    assert PHRASE in terms and rows[0][3]  # the older day's phrase is a label phrase
+    as_of = (now + timedelta(days=25)).strftime("%Y-%m-%dT%H:%M:%SZ")  # cuts at 5 days ago
+    run = run_cli("retention", "run", "--as-of", as_of, *srv.args)
+    assert run.returncode == 0, run.stderr
+    listed = json.loads(run_cli("threads", "list", "--tenant", "acme", "--json",
+                                *srv.args).stdout)
+    assert len(listed) == 7 and {t["turns"] for t in listed} == {1}  # each kept its day -3
+    # the service publishes the topic again from what is left: with its label
+    rows, terms = _until(lambda rows, terms: rows and rows[0][3], srv, passphrase_file)
+    time.sleep(3)  # several refinements later
+    rows, terms = _topics(srv, passphrase_file)
+    assert rows and rows[0][3] and [r[2] for r in rows] == [7]
+    assert "zorblaxian turbine" in terms  # the remaining day's phrase stays
+    assert not [t for t in terms if "quillhaven" in t or "gasket" in t]
+    assert not [r for r in rows if "quillhaven" in str(r[3]) or "gasket" in str(r[3])]
+    stats = run_cli("stats", "topics", "--tenant", "acme", "--json", *srv.args)
+    assert stats.returncode == 0, stats.stderr
+    assert "quillhaven" not in stats.stdout.lower()  # (its rows are noisy: maybe none)
+    assert {r["label"] for r in json.loads(stats.stdout)["rows"]} <= {rows[0][3]}
+    listed = json.loads(run_cli("threads", "list", "--tenant", "acme", "--json",
+                                *srv.args).stdout)
+    assert {t["topic_label"] for t in listed} == {rows[0][3]}  # 'zorblaxian turbine, ...'
+    assert "zorblaxian" in rows[0][3]
+    assert srv.stop() == 0
+    store = decrypted_store(srv.data, passphrase_file).lower()
+    assert "zorblaxian turbine" in store and "quillhaven" not in store
+    assert scan_for(tmp_path, ["quillhaven"]) == []

@@ -270,11 +270,34 @@ class TopicAssigner:
         if self._shred_mark is None:
             self._shred_mark = self._store.shred_watermark()
             return
+        touched = tables.shredded_tenants(self._store.db, self._shred_mark)
         self._shred_mark, users = self._store.shredded_since(self._shred_mark)
         for tenant, user in users:
             state = self._tenants.get(tenant)
             if state is not None:
                 self._drop_gone(tenant, state, user)
+        for tenant in sorted(touched):  # retention may have taken a thread's older days
+            state = self._tenants.get(tenant)
+            if state is not None:
+                self._drop_days(state, tables.stored_days(self._store.db, tenant))
+
+    def _drop_days(self, state: TenantTopics, stored: dict[str, set[str]]) -> None:
+        """Take the shredded days of each thread out of memory (its words, vector, weight):
+        a thread only partly shredded no longer lends them to its topic's label."""
+        weight = self.settings.topic_lexical_weight
+        for unit in list(state.units.values()):
+            before = share(unit, weight)
+            if not state.drop_days(unit, stored.get(unit.thread_id, ()), self._shred_mark or 0):
+                continue
+            sc = self._scope(state, unit.scope)
+            if unit.topic is not None:
+                sc.remove(unit.topic, *before)
+            if not unit.prompts:
+                del state.units[unit.thread_id]
+            elif unit.topic is not None:
+                unit.lexical = state.lexical(unit, weight)
+                sc.add(unit.topic, *share(unit, weight))
+        state.pending += 1
 
     def _drop_gone(self, tenant: str, state: TenantTopics, user: str) -> None:
         present = {r[0] for r in self._store.db.execute(

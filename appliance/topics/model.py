@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -18,6 +19,24 @@ ROWS = 4  # initial topic rows of a scope (a per-user scope holds few); they dou
 def new_topic_id() -> str:
     """A fresh, opaque topic id."""
     return "tp_" + secrets.token_hex(6)
+
+
+def utc_day(ts: float) -> str:
+    """The UTC day of a prompt's time: the day of the bucket its record is stored in."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+
+
+@dataclass
+class DayShare:
+    """What one UTC day of a thread's prompts added to it (a retention shred takes a day)."""
+
+    total: np.ndarray
+    prompts: int = 0
+    weight: float = 0.0
+    weight2: float = 0.0
+    phrases: Counter[str] = field(default_factory=Counter)
+    last_ts: float = 0.0
+    fed_at: float = 0.0  # wall-clock time of its last prompt here (an in-flight one is kept)
 
 
 @dataclass
@@ -35,6 +54,7 @@ class Unit:
     last_ts: float = 0.0
     topic: str | None = None
     lexical: Sparse | None = None  # its words' share of its topic's row (`ScopeTopics`)
+    days: dict[str, DayShare] = field(default_factory=dict)  # UTC day -> its share
 
     @property
     def vector(self) -> np.ndarray:

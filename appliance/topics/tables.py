@@ -12,6 +12,7 @@ shredding a record removes it from every topic.
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from appliance.store import Store
+from appliance.topics.model import utc_day
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,21 @@ def live_threads(db: Any, tenant: str) -> dict[str, str | None]:
     """Thread id -> its current topic id, for every thread of a tenant still in the store."""
     return dict(db.execute("SELECT thread_id, topic_id FROM threads WHERE tenant=?",
                            (tenant,)).fetchall())
+
+
+def shredded_tenants(db: Any, since: float) -> set[str]:
+    """Tenants with a bucket shredded after `since` (by erasure or retention, anywhere)."""
+    return {r[0] for r in db.execute("SELECT DISTINCT tenant FROM buckets WHERE destroyed_at > ?",
+                                     (since,))}
+
+
+def stored_days(db: Any, tenant: str) -> dict[str, set[str]]:
+    """Thread id -> the UTC days of its prompts still stored (their buckets not shredded)."""
+    days: dict[str, set[str]] = defaultdict(set)
+    for thread, ts in db.execute("SELECT thread_id, ts FROM records WHERE tenant=? AND "
+                                 "synthetic=0", (tenant,)):
+        days[thread].add(utc_day(float(ts)))
+    return days
 
 
 def load_prompts(store: Store, tenant: str, since: float

@@ -8,14 +8,16 @@ aliases of merged topic ids and the live threads' word counts; `share` and
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections import Counter, defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from appliance.topics.cluster import LEXICAL_DIMS
-from appliance.topics.model import ScopeTopics, Sparse, Unit
+from appliance.topics.model import DayShare, ScopeTopics, Sparse, Unit, utc_day
 from appliance.topics.terms import phrases, prompt_weight
 
 MAX_PHRASES = 200  # phrases kept per thread
@@ -42,17 +44,53 @@ class TenantTopics:
         return topic_id
 
     def feed(self, unit: Unit, vector: np.ndarray, text: str, ts: float) -> None:
-        """Add one content prompt to its thread: vector, weight, time and words."""
+        """Add one content prompt to its thread: vector, weight, time and words (also kept
+        by the prompt's UTC day, which a retention shred may take alone: `drop_days`)."""
         w = prompt_weight(text)
-        unit.total = unit.total + w * np.asarray(vector, dtype=np.float32)
-        unit.prompts += 1
-        unit.weight += w
-        unit.weight2 += w * w
-        unit.last_ts = max(unit.last_ts, ts)
+        vec = w * np.asarray(vector, dtype=np.float32)
+        key = utc_day(ts)
+        day = unit.days.get(key)
+        if day is None:
+            day = unit.days[key] = DayShare(np.zeros_like(vec))
+        for part in (unit, day):
+            part.total = part.total + vec
+            part.prompts += 1
+            part.weight += w
+            part.weight2 += w * w
+            part.last_ts = max(part.last_ts, ts)
+        day.fed_at = time.time()
         if len(unit.phrases) < MAX_PHRASES:
             found = phrases(text)
             self.df.update(p for p in found if " " not in p and p not in unit.phrases)
             unit.phrases.update(found)
+            day.phrases.update(found)
+
+    def drop_days(self, unit: Unit, keep: Collection[str], shredded_at: float) -> bool:
+        """Take out of a thread the days of it no longer stored (a retention shred of its
+        older days): their vectors, weights and words, in memory as in the store.
+
+        `keep`: the thread's days still stored; a day fed after `shredded_at` (a prompt
+        on its way to the store) stays. True when the thread changed.
+        """
+        gone = [d for d, share in unit.days.items()
+                if d not in keep and share.fed_at <= shredded_at]
+        if not gone:
+            return False
+        before = {p for p in unit.phrases if " " not in p}
+        for d in gone:
+            del unit.days[d]
+        days = list(unit.days.values())
+        unit.total = sum((d.total for d in days), np.zeros_like(unit.total))
+        unit.prompts = sum(d.prompts for d in days)
+        unit.weight = sum(d.weight for d in days)
+        unit.weight2 = sum(d.weight2 for d in days)
+        unit.last_ts = max((d.last_ts for d in days), default=0.0)
+        unit.phrases = sum((d.phrases for d in days), Counter())
+        for word in before - set(unit.phrases):
+            self.df[word] -= 1
+            if self.df[word] <= 0:
+                del self.df[word]
+        return True
 
     def lexical(self, unit: Unit, weight: float) -> Sparse | None:
         """A thread's words as the refinement sees them (`cluster.lexical_vectors`, with
