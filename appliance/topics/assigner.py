@@ -26,14 +26,13 @@ The refinement publishes counts and readable labels to the store through its
 own connection; only threads active within `aggregates_days` count, and a
 topic left without live threads keeps no words (`tables.purge_orphans`).
 
-This module holds the lock, the background thread and the order of the steps;
-a tenant's state is `tenant.py`, a refinement's snapshot, clustering and
+This module holds the lock and the order of the steps; the background thread is
+`background.py`, a tenant's state `tenant.py`, a refinement's snapshot, clustering and
 install `refinement.py`, and the published counts and labels `rows.py`.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from datetime import datetime
@@ -44,20 +43,19 @@ import numpy as np
 from appliance.config import PrivacySettings, RetentionSettings
 from appliance.store import Store
 from appliance.topics import tables
+from appliance.topics.background import Background
 from appliance.topics.model import ScopeTopics, Sparse, Unit, new_topic_id
 from appliance.topics.refinement import install, recluster, snapshot
 from appliance.topics.rows import topic_rows
 from appliance.topics.tenant import TenantTopics, cohesion, share
 from appliance.topics.terms import content_terms
 
-log = logging.getLogger("semtrace.topics")
-
 RECENT_SECONDS = 3600.0  # a contentless new thread inherits its user's topic this long
 MOVE_MARGIN = 0.05  # a thread moves online only to a topic that fits it this much better
 DAY = 86400.0
 
 
-class TopicAssigner:
+class TopicAssigner(Background):
     """Assigns threads to topics online (the pipeline's `topics` hook) and refines them."""
 
     def __init__(self, store: Store, settings: PrivacySettings, *, dims: int = 384,
@@ -356,56 +354,3 @@ class TopicAssigner:
         with self._lock:
             rows = topic_rows(self._state(tenant), self.settings.k_min_users)
         return {r.topic_id: r.label for r in rows if r.label}
-
-    # ------------------------------------------------------------ background
-
-    def start(self, *, interval: float = 60.0) -> None:
-        """Refine in a daemon thread: when enough prompts arrived, or every `interval` s."""
-        if self._worker is not None:
-            return
-        self._stop.clear()
-        self._worker = threading.Thread(target=self._run, args=(interval,),
-                                        name="semtrace-topics", daemon=True)
-        self._worker.start()
-
-    def _run(self, interval: float) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(interval)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            with self._lock:
-                try:  # a shred (erase, retention) by this process or another since the last
-                    mark = self._shred_mark
-                    if mark is not None and self._store.shred_watermark() > mark:
-                        self._prune()
-                        for state in self._tenants.values():  # (a bucket anonymised at
-                            state.pending += 1  # once names no user): publish them again
-                except Exception:
-                    log.exception("topic refinement failed", extra={"event": "topics_refine"})
-                due = [t for t, s in self._tenants.items() if s.pending]
-            for tenant in due:
-                try:
-                    self.refine(tenant, loaded_only=True)
-                except Exception:  # a failed refinement must not stop the next ones
-                    log.exception("topic refinement failed", extra={"event": "topics_refine"})
-
-    def stop(self, *, flush: bool = False) -> None:
-        """Stop the background refinement and close its connection.
-
-        With `flush`, first refine every tenant with prompts since its last refinement
-        (a service stopping: its topics and labels are then published as they stand).
-        """
-        self._stop.set()
-        self._wake.set()
-        if self._worker is not None:
-            self._worker.join(timeout=30)
-            self._worker = None
-        if flush:
-            with self._lock:
-                due = [t for t, s in self._tenants.items() if s.pending]
-            for tenant in due:
-                self.refine(tenant)
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
