@@ -242,6 +242,15 @@ def test_demo_shows_topics_shared_across_its_people_and_searches_them(tmp_path: 
     owners = {t["thread_id"]: t["user"] for t in threads}
     assert len({owners[h["thread_id"]] for h in hits}) >= 3  # other people's prompts
     assert all("password" in h["text"].lower() for h in hits[:3])
+    # the thread list's topic column cuts a long label at a word, with "…", not mid-word
+    from appliance.titles import shorten
+
+    listed = run_cli("threads", "list", "--tenant", "demo", *opts, env=env)
+    assert listed.returncode == 0, listed.stderr
+    label = weather[0]["topic_label"]
+    assert f" {shorten(label, 24)} " in listed.stdout
+    if len(label) > 24:  # "weather forecast, umbrella" -> "weather forecast…"
+        assert f" {label[:24]} " not in listed.stdout
 
 
 def test_replay_cuts_an_over_long_prompt_and_keeps_its_conversation_whole(

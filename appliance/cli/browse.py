@@ -23,6 +23,7 @@ from appliance.cli import (
 )
 from appliance.errors import InputError, SemtraceError
 from appliance.records import Record, Thread, jsonable
+from appliance.titles import shorten
 
 
 @click.group()
@@ -89,11 +90,11 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
     if not rows:
         click.echo("  (no threads in scope)")
     for t in rows:
-        topic = t.topic_label or t.topic_id or "–"
+        topic = shorten(t.topic_label or t.topic_id or "–", 24)  # at a word, with "…"
         click.echo(f"{t.thread_id:<20} {t.tenant:<10} {t.user:<24} "
                    f"{t.last_ts:%Y-%m-%d %H:%M}  {t.first_ts:%Y-%m-%d %H:%M}  "
                    f"{t.turns:>5} {money(t.cost):>10}  "
-                   f"{topic:<24.24}  {t.title if t.title is not None else '[shredded]'}")
+                   f"{topic:<24}  {t.title if t.title is not None else '[shredded]'}")
 
 
 @threads.command("show")
