@@ -106,7 +106,7 @@ def resolve_user(store: Store, filters: Filters, tenant: str | None, scope: Sequ
     found = [(t, pseudonym(t, user)) for t in tenants_in if users_named(store, t, user,
                                                                          pseudonym)]
     if len(found) > 1:
-        raise FilterError(f"'{user}' is a user of {len(found)} tenants "
+        raise FilterError(f"That user id is a user of {len(found)} tenants "  # never echoed
                           f"({', '.join(t for t, _ in found)}): add tenant:.")
     if not found:  # no such user: a pseudonym no thread has, so nothing matches
         return replace(filters, user=pseudonym(tenants_in[0] if tenants_in else "", user))
