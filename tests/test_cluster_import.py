@@ -257,3 +257,50 @@ def test_forget_refuses_to_destroy_records_no_export_carries(exported: dict[str,
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["records"] == exported["rows"]
     os.remove(out)
+
+
+def test_forget_refuses_new_records_even_when_as_many_went_since_the_export(
+        exported: dict[str, Any]) -> None:
+    """Before: the check compared record counts. After the export one of acme's users was
+    erased and another user's prompts were stored, as many as the erased ones: the count
+    was as exported, and forget destroyed the new prompts, which no export carries."""
+    import shutil
+
+    copy = exported["tmp"] / "a-served-after-export"
+    shutil.copytree(exported["tmp"] / "a-never-exported", copy)
+    node = ["--data-dir", str(copy), "--key-file", str(exported["key"])]
+    out = exported["tmp"] / "served-after.semtrace"
+    r = run_cli("cluster", "export", *node, "--partitions", "0-15", "--of", "16", "--out",
+                str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    os.remove(out)  # imported elsewhere, say
+    r = run_cli("erase", *node, "--tenant", "acme", "--user", "acme-0", "--reason", "request")
+    assert r.returncode == 0, r.stderr
+    stream = exported["tmp"] / "after-export.jsonl"
+    stream.write_text("".join(json.dumps({
+        "tenant": "acme", "user_id": "acme-late", "request_id": f"late-{i}",
+        "ts": f"{DAY}T11:{i:02d}:00Z", "text": text}) + "\n" for i, text in enumerate(TURNS)))
+    r = run_cli("replay", str(stream), "--out", str(exported["tmp"] / "late.jsonl"), *node)
+    assert r.returncode == 0, r.stderr
+    before = _texts(copy, exported["key"])
+    assert len(before) == exported["rows"]  # as many records as exported: 4 gone, 4 new
+    forget = ["cluster", "forget", *node, "--partitions", "0-15", "--of", "16", "--yes"]
+    r = run_cli(*forget)
+    assert r.returncode == 1, r.stdout
+    assert r.stderr.strip().startswith(
+        "semtrace: 1 tenant(s) of partition(s) 0-15 have records here that no export from "
+        "this node carries (e.g. acme: never exported, or written to since)")
+    assert _texts(copy, exported["key"]) == before  # nothing was changed
+    rt = _open(copy, exported["key"])
+    try:  # what the note holds: bucket ids and digests, no user id or text
+        note = rt.store.db.execute("SELECT value FROM meta WHERE key = 'cluster_exported'"
+                                   ).fetchone()[0]
+    finally:
+        rt.close()
+    noted = json.loads(note)
+    assert set(noted) == {"acme", "globex"} and "acme-" not in note
+    assert all(b.isdigit() and int(d, 16) >= 0 for buckets in noted.values()
+               for b, d in buckets.items())
+    r = run_cli(*forget, "--discard", "--json")  # told to: destroyed
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["records"] == len(before)

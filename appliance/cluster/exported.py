@@ -1,47 +1,75 @@
-"""Which tenants this node exported, so that `cluster forget` never destroys an only copy.
+"""Which records this node exported, so that `cluster forget` never destroys an only copy.
 
 `forget` destroys a partition's data keys: right after the partition was
 exported and imported elsewhere, and a loss otherwise. Run on the wrong node
 (the new owner, say) or before the export, it would destroy the only copy. So
-`export` notes each tenant it wrote and how many records it had then, and
-`forget` refuses a tenant never exported from here, or one that has records the
-export did not carry (the node served after it), unless told to discard them.
+`export` notes, for each tenant it wrote, a digest of each bucket's record ids,
+and `forget` refuses a tenant never exported from here, or one with a record
+that no noted bucket held as it was exported (the node stored prompts after it),
+unless told to discard them.
+
+Per bucket, not per tenant: records go only a whole bucket at a time (retention,
+erasure), and bucket ids are never reused, so a bucket gone since the export is
+no loss, and a bucket new since or with records added since is. Counting records
+was not enough: an erasure after the export and as many new prompts after it
+left the count as exported, and forget destroyed the new prompts. The note holds
+bucket ids and digests of record ids, no text and no user id.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
 KEY = "cluster_exported"
+Buckets = dict[str, str]  # bucket id -> digest of its record ids, as exported
 
 
-def _counts(db: Any, tenants: list[str]) -> dict[str, int]:
+def _digest(bucket: int, records: list[int]) -> str:
+    return hashlib.sha256(f"{bucket}:{','.join(map(str, records))}".encode()).hexdigest()[:24]
+
+
+def _buckets(db: Any, tenants: list[str]) -> dict[str, Buckets]:
+    """Each tenant's buckets as they are now: bucket id -> digest of its record ids."""
     marks = ",".join("?" * len(tenants)) or "NULL"
-    return {t: int(n) for t, n in db.execute(
-        f"SELECT tenant, count(*) FROM records WHERE tenant IN ({marks}) GROUP BY tenant",
-        tenants)}
+    ids: dict[str, dict[int, list[int]]] = {}
+    for tenant, bucket, record in db.execute(
+            f"SELECT tenant, bucket_id, id FROM records WHERE tenant IN ({marks}) "
+            "ORDER BY bucket_id, id", tenants):
+        ids.setdefault(tenant, {}).setdefault(int(bucket), []).append(int(record))
+    return {t: {str(b): _digest(b, rs) for b, rs in buckets.items()}
+            for t, buckets in ids.items()}
 
 
-def _read(db: Any) -> dict[str, int]:
+def _read(db: Any) -> dict[str, Buckets | int]:
+    """The note; a tenant noted by an earlier build holds its record count instead."""
     row = db.execute("SELECT value FROM meta WHERE key = ?", (KEY,)).fetchone()
-    return {str(t): int(n) for t, n in json.loads(row[0]).items()} if row else {}
+    return dict(json.loads(row[0])) if row else {}
 
 
 def note(db: Any, tenants: list[str]) -> None:
     """Remember these tenants as exported with the records they have now."""
     with db:
         db.execute("BEGIN IMMEDIATE")
-        done = {**_read(db), **{t: 0 for t in tenants}, **_counts(db, tenants)}
+        done = {**_read(db), **{t: {} for t in tenants}, **_buckets(db, tenants)}
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                    (KEY, json.dumps(done, sort_keys=True)))
 
 
+def _carried(db: Any, tenant: str, now: Buckets, noted: Buckets | int) -> bool:
+    if isinstance(noted, int):  # an earlier build's note: only its record count is known
+        n = db.execute("SELECT count(*) FROM records WHERE tenant = ?", (tenant,)).fetchone()
+        return int(n[0]) <= noted
+    return all(noted.get(bucket) == digest for bucket, digest in now.items())
+
+
 def not_exported(db: Any, tenants: list[str]) -> list[str]:
-    """The tenants whose records here are not all in an export made from this node."""
+    """The tenants with records here that no export made from this node carries."""
     done = _read(db)
-    now = _counts(db, tenants)
-    return sorted(t for t in tenants if t not in done or now.get(t, 0) > done[t])
+    now = _buckets(db, tenants)
+    return sorted(t for t in tenants
+                  if t not in done or not _carried(db, t, now.get(t, {}), done[t]))
 
 
 def drop(db: Any, tenants: list[str]) -> None:
