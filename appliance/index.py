@@ -14,6 +14,8 @@ import numpy as np
 from usearch.index import Index
 
 EXACT_BELOW = 20_000  # vectors; below this a scoped search is exact
+# keys of filler vectors: record ids are SQLite rowids, which never reach 2**63
+_FILLER_KEY0 = 1 << 63
 
 
 @dataclass(frozen=True)
@@ -36,12 +38,25 @@ class TenantIndex:
         # on the first one, extended by adds, dropped by removals and whenever the tenant
         # outgrows EXACT_BELOW (then each exact search reads its own keys' vectors)
         self._rows: tuple[np.ndarray, np.ndarray] | None = None
+        # usearch keeps a removed vector's bytes in its slot until an add reuses the slot,
+        # and hands out freed slots oldest first. So every slot a removal frees is taken at
+        # once by a filler (a random vector, nothing of any prompt) and the free list stays
+        # empty; an add first removes as many fillers as it has vectors, so its vectors take
+        # exactly their slots: memory stays what it was, and a removed vector is overwritten
+        # in the call that removes it.
+        self._fillers: list[int] = []
+        self._next_filler = _FILLER_KEY0
+        self._filler_rng = np.random.default_rng(0)
 
     def __len__(self) -> int:
         return len(self._owner)
 
     def add(self, user: str, record_ids: list[int], vectors: np.ndarray) -> None:
         keys = np.asarray(record_ids, dtype=np.uint64)
+        reuse = min(len(keys), len(self._fillers))
+        if reuse:
+            self._index.remove(np.asarray(self._fillers[-reuse:], dtype=np.uint64))
+            del self._fillers[-reuse:]
         self._index.add(keys, np.asarray(vectors, dtype=np.float32))
         for rid in record_ids:
             self._users[user].add(rid)
@@ -60,11 +75,20 @@ class TenantIndex:
         present = [r for r in record_ids if r in self._owner]
         if present:
             self._index.remove(np.asarray(present, dtype=np.uint64))
+            self._fill(len(present))
             self._rows = None
         for rid in present:
             user = self._owner.pop(rid)
             self._users[user].discard(rid)
         return len(present)
+
+    def _fill(self, n: int) -> None:
+        """Overwrite the `n` slots a removal just freed with filler vectors."""
+        keys = list(range(self._next_filler, self._next_filler + n))
+        self._next_filler += n
+        self._index.add(np.asarray(keys, dtype=np.uint64),
+                        self._filler_rng.standard_normal((n, self.dims)).astype(np.float32))
+        self._fillers.extend(keys)
 
     def set_expansion(self, expansion_search: int) -> None:
         """Candidates the HNSW search keeps (usearch default 64): higher is slower, more exact."""
@@ -108,12 +132,12 @@ class TenantIndex:
                 return self.exact(keys, q, k)
         elif len(self._owner) <= EXACT_BELOW:
             return self.exact(sorted(self._owner), q, k)
-        want = k if user is None else min(len(self._owner), k * 20)
+        want = k + min(k, len(self._fillers)) if user is None else min(len(self._owner), k * 20)
         matches = self._index.search(q, want)
         out = []
         for key, dist in zip(matches.keys, matches.distances, strict=True):
             rid = int(key)
-            if user is None or self._owner.get(rid) == user:
+            if rid in self._owner and (user is None or self._owner[rid] == user):
                 out.append(Match(rid, 1.0 - float(dist)))
         return out[:k]
 

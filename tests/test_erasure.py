@@ -241,6 +241,51 @@ def test_erasure_drops_the_users_vectors_and_text_facts_from_the_linkers_memory(
         q, cands)
 
 
+def test_erasure_overwrites_the_users_vectors_in_the_services_memory(
+        pipeline, runtime) -> None:  # type: ignore[no-untyped-def]
+    """usearch keeps a removed vector's bytes in its slot until an add reuses the slot.
+    After an erasure by the CLI (another process) and the service's next batch, not one of
+    the erased user's stored vectors is left in the in-memory index (its whole image, as
+    usearch would write it), while the other user's are, and still found by search."""
+    import numpy as np
+
+    from appliance.retention import erase_user
+
+    for i, (a, b) in enumerate([("How do I renew the TLS certificate on the mail server?",
+                                 "Suggest a vegetarian lasagne recipe"),
+                                ("And what about the certificate on the web server?",
+                                 "Can I make it without ricotta?"),
+                                ("Does it need a restart afterwards?",
+                                 "How long does it keep in the fridge?")]):
+        pipeline.process([make_prompt(a, user="alice", minutes=i),
+                          make_prompt(b, user="bob", minutes=i + 0.5)])
+    ix = pipeline.index.tenant("acme")
+    pseudo = {u: runtime.keyring.pseudonym("acme", u) for u in ("alice", "bob")}
+
+    def held(user: str) -> list[bytes]:  # each vector's bytes exactly as the index keeps them
+        keys = np.asarray(sorted(runtime.store.record_ids_of("acme", pseudo[user])),
+                          dtype=np.uint64)
+        return [np.asarray(v).tobytes() for v in ix._index.get(keys)]
+
+    alices, bobs = held("alice"), held("bob")
+    image = bytes(ix._index.save())
+    assert len(alices) == 3 and all(v in image for v in alices + bobs)
+
+    Shredder = type(_shredder(runtime))  # the CLI's: no hook into the service's memory
+    erase_user(Shredder(runtime.store, _audit(runtime)), runtime.policies.retention,
+               runtime.keyring, tenant="acme", user_id="alice", reason="GDPR")
+    pipeline.process([make_prompt("Could I freeze it instead?", user="bob", minutes=5)])
+
+    image = bytes(ix._index.save())
+    assert [v in image for v in alices] == [False] * 3
+    assert all(v in image for v in bobs)
+    bob_ids = runtime.store.record_ids_of("acme", pseudo["bob"])
+    assert len(bob_ids) == 4 == len(ix) and ix.user_keys(pseudo["bob"]) == bob_ids
+    first = min(bob_ids)
+    vec = np.asarray(ix._index.get(np.uint64(first)), dtype=np.float32)
+    assert ix.search(vec, 1, user=None)[0].record_id == first
+
+
 # ---------------------------------------------------------------- 5. vault keys
 
 
