@@ -392,12 +392,37 @@ def test_doctor_with_the_passphrase_says_what_the_next_start_will_migrate(
     text = run_cli("doctor", *creds).stdout
     assert f"At its next start serve will apply migration {later[0]} to semtrace.db;" in text
     assert _digests(data) == before
-    assert json.loads(run_cli("doctor", "--data-dir", str(data), "--json").stdout)[
-        "at_start"] is None
     wrong = tmp_path / "wrong"
     wrong.write_text("not the passphrase of this data dir\n")
     wrong.chmod(0o600)
     bad = run_cli("doctor", "--data-dir", str(data), "--passphrase-file", str(wrong), "--json")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert any("passphrase" in p.lower() for p in json.loads(bad.stdout)["problems"])
+    assert _digests(data) == before
+
+
+def test_doctor_without_a_credential_says_why_it_cannot_list_migrations_and_what_to_run(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """A platform engineer's doctor before an upgrade, without the passphrase: the store's
+    schema version is encrypted with it, so doctor says so and names the command, instead
+    of saying nothing; a passphrase file named by $SEMTRACE_PASSPHRASE_FILE counts."""
+    from appliance import migrations
+
+    data = _older_store(tmp_path, passphrase_file)
+    before = _digests(data)
+    text = run_cli("doctor", "--data-dir", str(data))
+    assert text.returncode == 0 and "Traceback" not in text.stderr
+    said = [line for line in text.stdout.splitlines() if "migrate" in line]
+    assert len(said) == 1, text.stdout
+    assert "cannot be read without its key" in said[0]
+    assert f"semtrace doctor --data-dir {data} --passphrase-file" in said[0]
+    out = json.loads(run_cli("doctor", "--data-dir", str(data), "--json").stdout)
+    assert out["at_start"] is None and out["at_start_unknown"] == said[0]
+    env = run_cli("doctor", "--data-dir", str(data), "--json",
+                  env={"SEMTRACE_PASSPHRASE_FILE": str(passphrase_file)})
+    later = [m.__name__ for m in migrations.MIGRATIONS[4:]]
+    found = json.loads(env.stdout)
+    assert found["at_start"][:len(later)] == [f"apply migration {m} to semtrace.db"
+                                               for m in later]
+    assert found["at_start_unknown"] is None
     assert _digests(data) == before

@@ -180,22 +180,37 @@ def _warnings() -> list[str]:
         return []
 
 
+def _unread_migrations(directory: Path) -> str:
+    """The sentence doctor says without a credential of an initialised data dir."""
+    return (f"Whether the next start of serve will migrate {directory} cannot be read "
+            "without its key (SQLCipher encrypts the whole store, its schema version too): "
+            f"run `semtrace doctor --data-dir {directory} --passphrase-file FILE` (or "
+            "--key-file; a service install's passphrase is /etc/semtrace/passphrase, "
+            "readable by root) to list them.")
+
+
 def _at_start(directory: Path, passphrase_file: Path | None, key_file: Path | None,
-              problems: list[str]) -> list[str] | None:
-    """With a credential given: what `serve` will do to the data dir at start (migrations
-    after an upgrade), read-only; None without one (doctor never prompts)."""
+              problems: list[str]) -> tuple[list[str] | None, str | None]:
+    """What `serve` will do to the data dir at start (migrations after an upgrade),
+    read-only, with a credential given by option or environment (doctor never prompts);
+    without one, None and the sentence saying that it cannot be known and what to run."""
     from appliance.errors import SemtraceError
+    from appliance.keys.credentials import credential_in_environment, find_credential
     from appliance.runtime import check_data_dir
 
-    if (passphrase_file is None and key_file is None) \
-            or not (directory / "keyring.json").exists():
-        return None
+    if not (directory / "keyring.json").exists():
+        return None, None
+    explicit = passphrase_file is not None or key_file is not None
+    if not explicit and not credential_in_environment():
+        return None, _unread_migrations(directory)
     try:
-        return check_data_dir(directory, credential(passphrase_file, key_file))
+        cred = (credential(passphrase_file, key_file) if explicit
+                else find_credential(prompt=False))
+        return check_data_dir(directory, cred), None
     except SemtraceError as exc:
         if str(exc) not in problems:
             problems.append(str(exc))
-        return None
+        return None, None
 
 
 @click.command()
@@ -206,16 +221,18 @@ def _at_start(directory: Path, passphrase_file: Path | None, key_file: Path | No
 def doctor(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
            as_json: bool) -> None:
     """Print versions, paths and permissions, and what is wrong in plain sentences; with a
-    credential, also what `serve` will migrate at its next start (after an upgrade)."""
+    credential (option, $SEMTRACE_PASSPHRASE_FILE or $SEMTRACE_KEY_FILE), also what
+    `serve` will migrate at its next start (after an upgrade)."""
     from appliance.config import model_dir, policy_dir
 
     directory = data_dir or default_data_dir()
     problems = _problems(directory)
+    at_start, unread = _at_start(directory, passphrase_file, key_file, problems)
     report: dict[str, Any] = {"versions": _versions(), "paths": {
         "data_dir": str(directory), "policies": str(policy_dir()), "models": str(model_dir()),
         "executable": sys.executable}, "uid": os.getuid(), "problems": problems,
         "warnings": _warnings(),
-        "at_start": _at_start(directory, passphrase_file, key_file, problems)}
+        "at_start": at_start, "at_start_unknown": unread}
     if as_json:
         emit_json(report)
     else:
@@ -226,6 +243,8 @@ def doctor(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
         if report["at_start"] is not None:
             click.echo("At its next start serve will " + "; ".join(report["at_start"]) + "."
                        if report["at_start"] else "The data dir needs no migration.")
+        elif unread:
+            click.echo(unread)
         click.echo("No problems found." if not report["problems"] else "Problems:")
         for p in report["problems"]:
             click.echo(f"  - {p}")

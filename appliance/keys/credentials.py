@@ -88,6 +88,14 @@ def write_key_file(path: Path) -> None:
         fh.write(secrets.token_hex(32) + "\n")
 
 
+def credential_in_environment() -> bool:
+    """Whether `find_credential` would find a credential without a terminal prompt and
+    without options: an environment variable or a systemd credential names one."""
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    return bool(os.environ.get(KEY_FILE_ENV) or os.environ.get(PASSPHRASE_ENV)
+                or (cred_dir and (Path(cred_dir) / SYSTEMD_CREDENTIAL).is_file()))
+
+
 def find_credential(*, passphrase_file: Path | None = None, key_file: Path | None = None,
                     prompt: bool = True) -> Credential:
     """Find the credential: explicit file, environment file, systemd credential, terminal."""
