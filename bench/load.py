@@ -40,9 +40,9 @@ def texts() -> list[str]:
     return [" ".join(WORDS[i % 5:] + WORDS[: i % 5]) for i in range(1000)]
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -121,6 +121,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         proc, sock = start_server(Path(tmp))
         try:
+            print(f"server RSS when ready (no prompt yet): {rss_mb(proc.pid):.0f} MB")
             lat = single_client(sock, corpus, args.single)
             print(f"single client, sync: n={len(lat)} p50={statistics.median(lat):.1f} ms "
                   f"p99={pct(lat, 0.99):.1f} ms p99.9={pct(lat, 0.999):.1f} ms "
@@ -131,10 +132,12 @@ def main() -> None:
                   f"lost={args.prompts - args.prompts % args.clients - acked - errors}")
             with Client(sock) as c:
                 stored = c.request({"v": 1, "op": "stats"})["store"]["records"]
-            print(f"stored records: {stored}; server RSS {rss_mb(proc.pid):.0f} MB")
+            print(f"stored records: {stored}; server RSS {rss_mb(proc.pid):.0f} MB "
+                  f"(peak {rss_mb(proc.pid, 'VmHWM'):.0f} MB)")
             if args.rss_prompts:
                 concurrent(sock, corpus, args.rss_prompts, args.clients)
-                print(f"RSS after {args.rss_prompts + stored} prompts: {rss_mb(proc.pid):.0f} MB")
+                print(f"RSS after {args.rss_prompts + stored} prompts: {rss_mb(proc.pid):.0f} MB "
+                      f"(peak {rss_mb(proc.pid, 'VmHWM'):.0f} MB)")
         finally:
             proc.terminate()
             proc.wait()
