@@ -251,6 +251,13 @@ def test_erase_removes_the_user_and_the_report_is_signed(tmp_path: Path,
         assert run_cli("audit", "check-report", str(out)).returncode == 6
     verify = run_cli("audit", "verify", "--json", *args)
     assert verify.returncode == 0 and json.loads(verify.stdout)["ok"] is True
+    # --json, as every command that prints data takes it: the signed JSON report on stdout
+    printed = run_cli("audit", "retention", "--json", *args)
+    assert printed.returncode == 0, printed.stderr
+    assert "GDPR request" in json.dumps(json.loads(printed.stdout))
+    both = run_cli("audit", "retention", "--json", "--format", "html", *args)
+    assert both.returncode != 0 and "two formats" in both.stderr
+    assert "Traceback" not in both.stderr and not both.stdout
 
 
 def test_a_report_signed_by_another_appliance_is_refused(tmp_path: Path,

@@ -123,15 +123,21 @@ def _with_proof(entry: Any, signed: list[tuple[int, str, str]], ok: bool) -> dic
 @data_dir_option
 @credential_options
 @role_option_as("compliance")
-@click.option("--format", "fmt", type=click.Choice(["md", "json", "html"]), default="md")
+@click.option("--format", "fmt", type=click.Choice(["md", "json", "html"]), default=None,
+              help="md (the default), json or html.")
+@click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--since", default=None, help="Start of the reporting period (ISO-8601).")
 def audit_retention(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
-                    role: str | None, fmt: str, out: Path | None, since: str | None) -> None:
+                    role: str | None, fmt: str | None, as_json: bool, out: Path | None,
+                    since: str | None) -> None:
     """Produce the signed retention report for compliance officers."""
     from appliance.report import issue_report
     from appliance.roles import require
 
+    if as_json and fmt not in (None, "json"):
+        raise click.UsageError(f"--json and --format {fmt} ask for two formats; give one.")
+    fmt = "json" if as_json else (fmt or "md")
     start = _as_of(since, "--since") if since else None
     if out is not None:  # before the report is issued: its issue is audited
         output_path(out)
