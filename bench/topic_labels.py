@@ -17,12 +17,18 @@ A label built from a phrase that two threads of thirty share has a coverage of
 0.07; one that names what most of them ask about, 0.5 or more. Prints figures;
 asserts nothing.
 
-    .venv/bin/python bench/topic_labels.py [--json] [--examples 10]
+With --loso the label rule's parameters (`terms.phrase_label`: F-beta, bonus per
+extra word, second-phrase score share and thread share) are chosen on all sources
+but one (mean per-source F1 of coverage and every-phrase specificity) and scored
+on the held-out one, each topic counted for the source of most of its prompts.
+
+    .venv/bin/python bench/topic_labels.py [--json] [--examples 10] [--loso]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -36,30 +42,50 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from topic_data import load_stream  # noqa: E402
 from topics import run, settings, thread_ids  # noqa: E402
 
-from appliance.topics.rows import topic_rows  # noqa: E402
+from appliance.topics.rows import LabelInput, label_inputs  # noqa: E402
+from appliance.topics.terms import (  # noqa: E402
+    LABEL_MIN_SHARE,
+    LABEL_SECOND_SHARE,
+    LABEL_WORD_BONUS,
+    phrase_label,
+)
+
+Prepared = tuple[list[LabelInput], Counter[str]]
 
 
-def label_figures(ta: Any, k_min_users: int) -> list[dict[str, Any]]:
-    """Per labelled topic: its size, label, and the share of threads and prompts using it."""
-    state = ta._state("acme")
-    members: dict[str, list[Any]] = {}
-    for unit in state.units.values():
-        if unit.topic and unit.prompts:
-            members.setdefault(unit.topic, []).append(unit)
+def prepare(ta: Any, k_min_users: int) -> Prepared:
+    """The topics that get a label (k_min_users people), and threads using each phrase."""
+    inputs = list(label_inputs(ta._state("acme")))
     using: Counter[str] = Counter()
-    for units in members.values():
-        for u in units:
+    for t in inputs:
+        for u in t.members:
             using.update(u.phrases.keys())
+    return [t for t in inputs if t.users >= k_min_users], using
+
+
+def label_figures(prepared: Prepared, source_of: dict[str, str] | None = None,
+                  **params: float) -> list[dict[str, Any]]:
+    """Per labelled topic: its size, label, and the share of threads and prompts using it.
+
+    `params` go to `terms.phrase_label` (none: the shipped label); `source_of` maps a
+    thread id to its bench source, to name each topic's majority source.
+    """
+    inputs, using = prepared
     out = []
-    for row in topic_rows(state, k_min_users):
-        if not row.label:
+    for t in inputs:
+        label = phrase_label(t.counts, t.background, units=len(t.members), **params)
+        if not label:
             continue
-        units = members.get(row.topic_id, [])
-        wanted = row.label.split(", ")
+        units = t.members
+        wanted = label.split(", ")
         threads = sum(any(p in u.phrases for p in wanted) for u in units)
         prompts = sum(max((u.phrases.get(p, 0) for p in wanted), default=0) for u in units)
-        out.append({"topic": row.topic_id, "label": row.label, "threads": len(units),
-                    "users": row.users, "prompts": sum(u.prompts for u in units),
+        by_source: Counter[str] = Counter()
+        for u in units:
+            by_source[(source_of or {}).get(u.thread_id, "?")] += u.prompts
+        out.append({"topic": t.topic_id, "label": label, "threads": len(units),
+                    "users": t.users, "prompts": sum(u.prompts for u in units),
+                    "source": by_source.most_common(1)[0][0],
                     "thread_coverage": threads / max(len(units), 1),
                     "prompt_coverage": prompts / max(sum(u.prompts for u in units), 1),
                     "specificity": sum(wanted[0] in u.phrases for u in units)
@@ -92,31 +118,114 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, float]:
             "shared_label": round(sum(r["shared"] for r in rows) / len(rows), 3)}
 
 
+# The label rule's parameters searched by --loso (`terms.phrase_label`); a second share
+# above 1 never appends a second phrase.
+GRID = {"beta": (0.5, 0.75, 1.0, 1.5, 2.0), "word_bonus": (0.0, 0.15, 0.35, 0.5),
+        "second_share": (0.4, 0.5, 0.6, 0.7, 1.01), "min_share": (0.3, 0.5, 0.7)}
+SHIPPED = {"beta": 1.0, "word_bonus": LABEL_WORD_BONUS, "second_share": LABEL_SECOND_SHARE,
+           "min_share": LABEL_MIN_SHARE}
+
+
+def source_scores(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per majority source of the labelled topics: coverage (weighted by threads), first
+    and every-phrase specificity, and their F1 (coverage against every-phrase specificity)."""
+    out = {}
+    for src in sorted({r["source"] for r in rows}):
+        mine = [r for r in rows if r["source"] == src]
+        cov = sum(r["thread_coverage"] * r["threads"] for r in mine) / sum(
+            r["threads"] for r in mine)
+        spec = statistics.fmean(r["specificity"] for r in mine)
+        every = statistics.fmean(r["specificity_every_phrase"] for r in mine)
+        out[src] = {"topics": len(mine), "coverage": cov, "specificity": spec,
+                    "every_phrase": every, "f1": 2 * cov * every / max(cov + every, 1e-9)}
+    return out
+
+
+def loso(prepared: dict[str, Prepared], source_of: dict[str, dict[str, str]]
+         ) -> dict[str, Any]:
+    """Choose the label rule's parameters on the other sources, score the held-out one."""
+    cells = [dict(zip(GRID, v, strict=True)) for v in itertools.product(*GRID.values())]
+    if SHIPPED not in cells:
+        cells.append(SHIPPED)
+    table = []
+    for i, cell in enumerate(cells):
+        rows = [r for name, p in prepared.items()
+                for r in label_figures(p, source_of[name], **cell)]
+        table.append((cell, source_scores(rows)))
+        if i % 50 == 0:
+            print(f"  cell {i + 1} of {len(cells)}", file=sys.stderr)
+    shipped = next(sc for c, sc in table if c == SHIPPED)
+    folds = []
+    for held in sorted(shipped):
+        train = [s for s in shipped if s != held]
+
+        def fitness(item: tuple[dict[str, float], Any], train: list[str] = train) -> float:
+            return statistics.fmean(item[1][s]["f1"] for s in train)
+
+        best = max(table, key=fitness)  # first best in grid order
+        folds.append({"held_out": held, "topics": shipped[held]["topics"], "chosen": best[0],
+                      "train_f1": round(fitness(best), 3),
+                      "held_out_scores": {k: round(v, 3) for k, v in best[1][held].items()},
+                      "shipped_scores": {k: round(v, 3) for k, v in shipped[held].items()}})
+    held = {k: round(statistics.fmean(f[k]["f1"] for f in folds), 3)
+            for k in ("held_out_scores", "shipped_scores")}
+    return {"objective": "mean over the training sources of F1(coverage weighted by threads, "
+                         "every-phrase specificity)", "cells": len(cells), "folds": folds,
+            "held_out_f1_mean": held["held_out_scores"],
+            "shipped_f1_mean": held["shipped_scores"],
+            "shipped_in_sample": round(fitness((SHIPPED, shipped), list(shipped)), 3),
+            "best_in_sample": max(table, key=lambda it: statistics.fmean(
+                it[1][s]["f1"] for s in shipped))[0]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="Print every labelled topic as JSON.")
     ap.add_argument("--examples", type=int, default=8,
                     help="Largest topics to print with their label and coverage.")
+    ap.add_argument("--loso", action="store_true",
+                    help="Leave one source out: choose the label rule's parameters on the "
+                         "other sources, score the held-out one, print every fold.")
     args = ap.parse_args()
     cfg = settings()
     report: dict[str, Any] = {}
+    prepared: dict[str, Prepared] = {}
+    source_of: dict[str, dict[str, str]] = {}
     for name in ("dev", "wide"):
         stream = load_stream(name)
-        _, _, _, ta = run(stream, thread_ids(stream, "gold", None), cfg)
-        rows = label_figures(ta, cfg.k_min_users)
+        ids = thread_ids(stream, "gold", None)
+        source_of[name] = {t: r["source"] for t, r in zip(ids, stream.rows, strict=True)}
+        _, _, _, ta = run(stream, ids, cfg)
+        prepared[name] = prepare(ta, cfg.k_min_users)
+        rows = label_figures(prepared[name], source_of[name])
         report[name] = {"summary": summary(rows),
                         "largest": sorted(rows, key=lambda r: -r["threads"])[:args.examples]}
         if args.json:
             report[name]["topics"] = rows
+    if args.loso:
+        report["loso"] = loso(prepared, source_of)
     if args.json:
         print(json.dumps(report, indent=1))
         return
-    for name, part in report.items():
+    for name in ("dev", "wide"):
+        part = report[name]
         print(name, json.dumps(part["summary"]))
         for r in part["largest"]:
             print(f"  {r['threads']:>4} threads {r['users']:>3} people  "
                   f"coverage {r['thread_coverage']:.2f} / {r['prompt_coverage']:.2f}  "
                   f"{r['label']}")
+    if args.loso:
+        lo = report["loso"]
+        print(f"loso ({lo['cells']} cells; {lo['objective']}); shipped {SHIPPED}; "
+              f"held-out F1 mean {lo['held_out_f1_mean']} (shipped: {lo['shipped_f1_mean']})")
+        for f in lo["folds"]:
+            h, sh = f["held_out_scores"], f["shipped_scores"]
+            print(f"  {f['held_out']:<14} {f['topics']:>3} topics  chosen {f['chosen']}  "
+                  f"train {f['train_f1']:.3f}  held out cov {h['coverage']:.3f} "
+                  f"spec {h['specificity']:.3f} every {h['every_phrase']:.3f} "
+                  f"f1 {h['f1']:.3f}  | shipped cov {sh['coverage']:.3f} "
+                  f"spec {sh['specificity']:.3f} every {sh['every_phrase']:.3f} "
+                  f"f1 {sh['f1']:.3f}")
 
 
 if __name__ == "__main__":

@@ -86,6 +86,9 @@ LABEL_SECOND_SHARE = 0.5
 # ... and when at least this share as many of the topic's threads use it as use the first
 # (a second phrase says what the topic's threads share too, not what two of them say).
 LABEL_MIN_SHARE = 0.5
+# A phrase of k words scores (1 + LABEL_WORD_BONUS x (k - 1)) times its F1 ("hotel booking"
+# over "hotel").
+LABEL_WORD_BONUS = 0.35
 MAX_PHRASE_WORDS = 3
 _PLACEHOLDER = re.compile(r"<[A-Za-z_]+\d*>")
 _WORDS = re.compile(r"[A-Za-z][A-Za-z'-]*[A-Za-z]|[^\sA-Za-z]+")
@@ -131,7 +134,9 @@ def phrases(text: str) -> set[str]:
 
 
 def phrase_label(counts: Mapping[str, tuple[int, int]], background: Mapping[str, int], *,
-                 units: int) -> str | None:
+                 units: int, second_share: float = LABEL_SECOND_SHARE,
+                 min_share: float = LABEL_MIN_SHARE, word_bonus: float = LABEL_WORD_BONUS,
+                 beta: float = 1.0) -> str | None:
     """A short readable label for one topic from its phrases.
 
     Args:
@@ -145,27 +150,29 @@ def phrase_label(counts: Mapping[str, tuple[int, int]], background: Mapping[str,
     threads share has a low coverage, a word every topic uses a low specificity;
     either scores low. Phrases used by fewer than LABEL_MIN_USERS people never
     qualify, nor do phrases with a stop word in them once plurals are folded
-    ("thats" -> "that"). Longer phrases score 35 % more per extra word ("hotel
-    booking" over "hotel"); a second phrase with no word in common is appended when
-    it scores at least LABEL_SECOND_SHARE of the first and at least LABEL_MIN_SHARE
-    as many threads use it.
+    ("thats" -> "that"). Longer phrases score LABEL_WORD_BONUS (35 %) more per extra
+    word ("hotel booking" over "hotel"); a second phrase with no word in common is
+    appended when it scores at least `second_share` of the first and at least
+    `min_share` as many threads use it. `beta` weighs coverage beta times as much as
+    specificity (F-beta; 1: F1); the keywords exist for bench/topic_labels.py --loso.
     """
+    b2 = beta * beta
     scored = []
     for p, (n, users) in counts.items():
         if users < LABEL_MIN_USERS or n < 2 or not STOP_WORDS.isdisjoint(p.split()):
             continue
-        f1 = 2.0 * n / (max(units, 1) + max(background.get(p, n), n))
+        f1 = (1.0 + b2) * n / (b2 * max(units, 1) + max(background.get(p, n), n))
         words = p.count(" ") + 1
-        scored.append((f1 * (1.0 + 0.35 * (words - 1)), p))
+        scored.append((f1 * (1.0 + word_bonus * (words - 1)), p))
     if not scored:
         return None
     scored.sort(reverse=True)
     best_score, best = scored[0]
     label = best
     for score, p in scored[1:6]:
-        if score < LABEL_SECOND_SHARE * best_score:
+        if score < second_share * best_score:
             break
-        if counts[p][0] < LABEL_MIN_SHARE * counts[best][0]:
+        if counts[p][0] < min_share * counts[best][0]:
             continue
         if not set(p.split()) & set(best.split()):
             label = f"{best}, {p}"
