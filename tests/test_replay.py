@@ -112,6 +112,12 @@ def test_demo_prints_threads() -> None:
     assert result.returncode == 0, result.stderr
     assert "threads in the demo stream" in result.stdout
     assert "alice@example.com" not in result.stdout  # user ids are pseudonymised
+    # the threads without a topic are explained, with the privacy floor that hides it
+    heads = [line for line in result.stdout.splitlines() if line.startswith("th_")]
+    unnamed = [line for line in heads if "topic:" not in line]
+    assert heads and unnamed
+    assert (f"{len(unnamed)} of the {len(heads)} threads show no topic: a topic is named only "
+            "once at least 5 people share it") in result.stdout
 
 
 def test_replay_refuses_a_data_dir_a_service_holds(

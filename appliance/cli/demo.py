@@ -96,7 +96,7 @@ def _demo_through_service(data_dir: Path, pw: Path) -> None:
         proc.wait(timeout=120)
 
 
-def _print_threads(found: list[Thread], as_json: bool) -> None:
+def _print_threads(found: list[Thread], as_json: bool, k_min_users: int) -> None:
     if as_json:
         emit_json(found)
         return
@@ -110,6 +110,11 @@ def _print_threads(found: list[Thread], as_json: bool) -> None:
             intent = r.intent or ""
             click.echo(f"   {r.ts:%a %H:%M} {r.position:<12} {intent:<24}{sim:<10} {r.text}")
         click.echo("")
+    unnamed = sum(1 for t in found if not t.topic_label)
+    if unnamed:
+        click.echo(f"{unnamed} of the {len(found)} threads show no topic: a topic is named only "
+                   f"once at least {k_min_users} people share it (k_min_users in "
+                   "privacy.toml), so that a label never describes only a few people.")
 
 
 @click.command()
@@ -139,7 +144,7 @@ def demo(keep: Path | None, no_tui: bool, as_json: bool) -> None:
                 found = [t for t in (get_thread(rt.store, t.thread_id)
                                      for t in list_threads(rt.store, limit=1000)) if t]
                 found.sort(key=lambda t: t.first_ts)
-                _print_threads(found, as_json)
+                _print_threads(found, as_json, rt.policies.privacy.k_min_users)
                 if not (no_tui or as_json) and sys.stdout.isatty() and sys.stdin.isatty():
                     from appliance.tui.app import make_app
 
