@@ -156,6 +156,22 @@ def parse_response(value: Any) -> Response | None:
                     digest=digest, response_id=rid, cost=_opt_num(value, "cost", float))
 
 
+def parse_continuation(obj: dict[str, Any]) -> tuple[str, str] | None:
+    """(user id, previous response id) of an `update` that names the turn its call
+    continues (a tool loop's call without user text), or None when it names none."""
+    previous = _str(obj, "previous_response_id", required=False)
+    if previous is None:
+        return None
+    if not previous.strip():
+        raise InputError("'previous_response_id' is empty.")
+    if obj.get("user_id") is None:
+        raise InputError("An update with 'previous_response_id' needs 'user_id': the turn "
+                         "is one of that user's.")
+    user_id = _str(obj, "user_id", required=True)
+    assert user_id is not None
+    return user_id, previous
+
+
 def parse_history(value: Any) -> tuple[Message, ...] | None:
     """The optional `history`: roles and content digests, oldest first.
 

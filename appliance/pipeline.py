@@ -348,6 +348,19 @@ class Pipeline:
             lambda user: self._turn_keys(tenant, user, resp),
             lambda m, tin, tout: pricing.price(self.policies.pricing, m, tin, tout))
 
+    def attach(self, tenant: str, request_id: str, user_id: str, previous_response_id: str,
+               response: Response | None, model: str | None) -> tuple[str, str] | None:
+        """A tool loop's call (no user text) becomes part of the user's turn that answered
+        `previous_response_id`, its figures added to the turn's: (the turn's request id,
+        its thread id), or None when no turn of this user answered with it."""
+        resp = response or Response()
+        user = self.keys.pseudonym(tenant, user_id)
+        return self.store.attach_call(
+            tenant, request_id, user,
+            self.keys.turn_key(tenant, user, "response", previous_response_id), resp, model,
+            lambda u: self._turn_keys(tenant, u, resp),
+            lambda m, tin, tout: pricing.price(self.policies.pricing, m, tin, tout))
+
     def _outcome(self, row: NewRecord, index: int | None, truncated: bool) -> Outcome:
         link = row.link
         parent_req = None

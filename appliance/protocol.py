@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from appliance.errors import InputError
-from appliance.ingest import ID_RE, parse_prompt, parse_response
+from appliance.ingest import ID_RE, parse_continuation, parse_prompt, parse_response
 from appliance.records import Outcome, Prompt, Response
 
 VERSION = 1
@@ -52,6 +52,10 @@ class Request:
     feedback: dict[str, Any] | None = None
     response: Response | None = None  # update: what the gateway learned after the answer
     model: str | None = None
+    # update: the call continues the turn that answered with this response id (a tool
+    # loop's call without user text), among this user's turns
+    user_id: str | None = field(default=None, repr=False)
+    previous_response_id: str | None = field(default=None, repr=False)
 
 
 def echo_id(value: Any) -> str | None:
@@ -96,11 +100,14 @@ def _update(obj: dict[str, Any], rid: str, tenant: str) -> Request:
         raise ProtocolError("bad_request", "'model' must be a non-empty string.", rid)
     try:
         response = parse_response(obj.get("response"))
+        continues = parse_continuation(obj)
     except InputError as exc:
         raise ProtocolError("bad_request", str(exc), rid) from None
-    if model is None and (response is None or response == Response()):
+    if model is None and continues is None and (response is None or response == Response()):
         raise ProtocolError("bad_request", "An update needs 'response' fields or 'model'.", rid)
-    return Request(op="update", request_id=rid, tenant=tenant, response=response, model=model)
+    user_id, previous = continues or (None, None)
+    return Request(op="update", request_id=rid, tenant=tenant, response=response, model=model,
+                   user_id=user_id, previous_response_id=previous)
 
 
 def decode_frame(frame: bytes) -> dict[str, Any]:

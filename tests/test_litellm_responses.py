@@ -31,6 +31,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E4
 from test_litellm import PreCallSpy, _lookup, _thread, _until  # noqa: E402
 from test_service import Server  # noqa: E402
 
+from appliance.client import Client  # noqa: E402
 from appliance.integrations.litellm import SemtraceLogger  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -253,3 +254,73 @@ def test_a_tool_loop_call_continued_by_previous_response_id_adds_to_its_turn(
     assert records[0]["cost_source"] == "reported"
     costs = [o._hidden_params["response_cost"] for o in (asked, answer)]
     assert all(c > 0 for c in costs) and records[0]["cost"] == pytest.approx(sum(costs))
+
+
+@pytest.mark.parametrize("before", [True, False], ids=["registered", "sent-after"])
+def test_a_tool_loop_continued_on_another_proxy_worker_adds_to_its_turn(
+        server: Server, tracer: Any, before: bool) -> None:
+    """Two proxy workers (two callbacks, one service): the model's tool call is answered by
+    one, the agent's tool output reaches the other, the user's next message the first."""
+    provider = Provider(answer="Rain in Nantes, 14 degrees.")
+    workers = [SemtraceLogger(server.sock, tenant="acme"),
+               SemtraceLogger(server.sock, tenant="acme", register_before_call=before)]
+    tag = "xb" if before else "xa"
+
+    def call(worker: int, call_id: str, given: Any, previous: Any) -> tuple[Any, dict[str, Any]]:
+        logger = workers[worker]
+        litellm.logging_callback_manager._reset_all_callbacks()  # this worker's alone
+        litellm.callbacks = [logger]
+        done = logger.sent + logger.failures + 1
+        with tracer.start_as_current_span("POST /v1/responses") as span:
+            out = litellm.responses(model="gpt-4o", input=given, tools=WEATHER,
+                                    user=f"karim-{tag}",
+                                    previous_response_id=previous, litellm_call_id=call_id,
+                                    client=provider.sync(), api_key="sk-test")
+            assert logger.wait(done)
+            attrs = dict(span.attributes or {})  # type: ignore[attr-defined]
+        return out, attrs
+
+    asked, _ = call(0, f"{tag}-1", "What is the weather in Nantes today?", None)
+    assert asked.output[0].type == "function_call"
+    answer, loop_span = call(1, f"{tag}-2", [{"type": "function_call_output",
+                                              "call_id": asked.output[0].call_id,
+                                              "output": '{"sky": "rain", "celsius": 14}'}],
+                             asked.id)
+    assert answer.output[0].type == "message"
+    call(0, f"{tag}-3", "Do I need an umbrella tomorrow?", answer.id)
+    assert [(w.sent, w.failures) for w in workers] == [(2, 0), (1, 0)]
+    turn, next_turn = _lookup(server, f"{tag}-1"), _lookup(server, f"{tag}-3")
+    assert turn["ok"] and next_turn["ok"]
+    if before:  # the loop's call, registered on the other worker: its span says so
+        assert loop_span["gen_ai.conversation.id"] == turn["conversation_id"]
+    records = _thread(server, turn["conversation_id"])["records"]
+    assert [r["request_id"] for r in records] == [f"{tag}-1", f"{tag}-3"]
+    assert next_turn["parent_request_id"] == f"{tag}-1"
+    assert next_turn["link_source"] == "previous_response_id"
+    assert (records[0]["input_tokens"], records[0]["output_tokens"]) == (32 + 33, 12 + 12)
+    # the loop call's update sent again (a retry) adds nothing twice
+    with Client(server.sock) as c:
+        again = c.request({"v": 1, "op": "update", "request_id": f"{tag}-2", "tenant": "acme",
+                           "user_id": f"karim-{tag}", "previous_response_id": "resp_test_1",
+                           "response": {"input_tokens": 33, "output_tokens": 12,
+                                        "status": "ok"}})
+    assert again["ok"] and again["conversation_id"] == turn["conversation_id"]
+    records = _thread(server, turn["conversation_id"])["records"]
+    assert (records[0]["input_tokens"], records[0]["output_tokens"]) == (32 + 33, 12 + 12)
+
+
+def test_a_tool_loop_update_is_refused_in_one_sentence_without_its_user_or_turn(
+        server: Server) -> None:
+    loop = {"v": 1, "op": "update", "request_id": "lx-2", "tenant": "acme",
+            "previous_response_id": "resp_never_seen", "response": {"status": "ok"}}
+    with Client(server.sock) as c:
+        anonymous = c.request(loop)
+        unknown = c.request({**loop, "user_id": "karim"})
+        other_user = c.ingest(tenant="acme", user_id="lena", text="What is the tide in Brest?",
+                              request_id="lx-1", response={"id": "resp_lena_1", "status": "ok"})
+        stranger = c.request({**loop, "user_id": "karim", "previous_response_id": "resp_lena_1"})
+    assert anonymous["error"]["code"] == "bad_request"
+    assert "'user_id'" in anonymous["error"]["message"]
+    assert unknown["error"]["code"] == "not_found" and other_user["ok"]
+    # another user's response id does not reach her turn
+    assert stranger["error"]["code"] == "not_found"

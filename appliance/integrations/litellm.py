@@ -23,7 +23,8 @@ proxy, else the current span) and in the call's metadata, where loggers after
 this one in `litellm.callbacks` see them. After the answer (success or failure)
 an `update` sends tokens, latency, status, the cost LiteLLM computed
 (`response_cost`), the answer's digest and its id; a Responses tool loop's call that
-carries only the tools' outputs is added to the turn it continues (`tool_loops.py`). A call
+carries only the tools' outputs is attached to the turn it continues, which the service
+finds by its `previous_response_id` whatever worker saw the turn (`tool_loops.py`). A call
 that could not be registered before is sent whole after the answer. The
 appliance being down, hung, busy or answering nonsense never fails nor holds a
 call past `timeout`: one warning, then calls go on unrecorded (counted in
@@ -56,7 +57,6 @@ from appliance.integrations.litellm_requests import (
     _metadata,
     build_request,
     build_update,
-    is_responses,
     loop_call,
     parent_span,
     response_cost,
@@ -66,7 +66,6 @@ from appliance.integrations.litellm_requests import tenant_of as tenant_of
 from appliance.integrations.litellm_requests import user_of as user_of
 from appliance.integrations.litellm_requests import user_text as user_text
 from appliance.integrations.redaction import TextRedactor, text_redactor
-from appliance.integrations.tool_loops import LoopTurns
 
 log = logging.getLogger("semtrace.integrations.litellm")
 REGISTERED_MAX = 10_000  # call ids registered before the call and awaiting their update
@@ -144,7 +143,6 @@ class SemtraceLogger(CustomLogger):
                                    plain_bus=plain_bus)
         self._registered: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._reported: OrderedDict[tuple[str, str], None] = OrderedDict()  # (call id, status)
-        self._loops = LoopTurns()  # response id -> the turn it answered (tool loops)
 
     # ------------------------------------------------------------ LiteLLM hooks
 
@@ -223,6 +221,9 @@ class SemtraceLogger(CustomLogger):
         req = build_request(kwargs, None, None, None, status=None, tenant=self.tenant,
                             tenant_by_team=self.tenant_by_team, mode="sync",
                             max_text_chars=self.max_text_chars)
+        if req is None:  # a tool loop's call: attached to the turn it continues
+            req = loop_call(kwargs, None, None, None, None, tenant=self.tenant,
+                            tenant_by_team=self.tenant_by_team)
         return req
 
     def _registered_now(self, kwargs: dict[str, Any], req: dict[str, Any],
@@ -258,9 +259,9 @@ class SemtraceLogger(CustomLogger):
         req = build_request(kwargs, response_obj, start, end, status=status,
                             tenant=self.tenant, tenant_by_team=self.tenant_by_team,
                             mode=self.mode, max_text_chars=self.max_text_chars)
-        loop = loop_call(kwargs, response_obj, start, end, status) if req is None else None
-        if loop is not None:  # a tool loop's call: added to the turn it continues
-            return self._loops.update(*loop), True
+        if req is None:  # a tool loop's call: added to the turn it continues
+            req = loop_call(kwargs, response_obj, start, end, status, tenant=self.tenant,
+                            tenant_by_team=self.tenant_by_team)
         return req, False
 
     # ------------------------------------------------------------ sending
@@ -320,8 +321,6 @@ class SemtraceLogger(CustomLogger):
         """Count a finished call; a whole ingest's reply also goes on the span."""
         if reply is not None and not update:
             self._apply(kwargs, req, reply)
-        if reply is not None and reply.get("ok") and is_responses(kwargs):
-            self._loops.answered(req)  # a tool loop may continue this answer
         with self._lock:
             if reply is None or not reply.get("ok"):  # no answer, or refused (busy, too long)
                 self.failures += 1

@@ -35,7 +35,7 @@ from appliance.integrations import (
     prompt_history,
     traceparent,
 )
-from appliance.integrations.tool_loops import tool_outputs_only
+from appliance.integrations.tool_loops import loop_request, tool_outputs_only
 
 # chat completions, and Anthropic's Messages API (`litellm.anthropic.messages`, the
 # proxy's /v1/messages): the same `messages`, its `system` prompt kept apart
@@ -97,17 +97,28 @@ def is_responses(kwargs: dict[str, Any]) -> bool:
 
 
 def loop_call(kwargs: dict[str, Any], response_obj: Any, start: Any, end: Any,
-              status: str) -> tuple[str, dict[str, Any]] | None:
-    """(the `previous_response_id`, what the call cost) of a Responses call that continues
-    a tool loop: its `input` holds the tools' outputs and no user message. None for any
-    other call."""
+              status: str | None, *, tenant: str,
+              tenant_by_team: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """The `update` attaching a Responses call that continues a tool loop (its `input` holds
+    the tools' outputs and no user message) to the turn its `previous_response_id`
+    continues: before the call (`status` None) without figures, after it with what it
+    cost. None for any other call."""
     kwargs, response_obj = websocket_turn(kwargs, response_obj)
-    if kwargs.get("call_type") not in RESPONSES_CALLS:
+    request_id = kwargs.get("litellm_call_id")
+    if kwargs.get("call_type") not in RESPONSES_CALLS or not request_id:
         return None
     previous = provider_response_id(kwargs.get("previous_response_id"))
     if not previous or not tool_outputs_only(call_messages(kwargs) or []):
         return None
-    return previous, _response(response_obj, start, end, status, response_cost(kwargs))
+    params = kwargs.get("litellm_params") or {}
+    metadata = _metadata(kwargs)
+    session = (params.get("litellm_session_id") or kwargs.get("litellm_session_id")
+               or metadata.get("session_id"))
+    return loop_request(
+        request_id=str(request_id), tenant=tenant_of(metadata, tenant, tenant_by_team),
+        user_id=user_of(kwargs, metadata, session), previous_response_id=previous,
+        response=None if status is None else _response(response_obj, start, end, status,
+                                                       response_cost(kwargs)))
 
 
 def call_messages(kwargs: dict[str, Any]) -> list[Any] | None:

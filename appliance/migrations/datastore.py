@@ -291,3 +291,27 @@ def m013_erasures(db: Any) -> None:
     # they arrive (store/erasures.py). completed_at is NULL while the erasure runs.
     db.execute("CREATE TABLE erasures (tenant TEXT NOT NULL, user TEXT NOT NULL, "
                "started_at REAL NOT NULL, completed_at REAL, PRIMARY KEY (tenant, user))")
+
+
+@migration
+def m014_turn_calls(db: Any) -> None:
+    # The calls of a turn's tool loop that carry no user text (a Responses call answering
+    # tool calls by previous_response_id alone): each is part of the turn it continues,
+    # whichever gateway process saw it. Its figures are kept so a retried update sets them
+    # again instead of adding them twice (the turn's record holds the totals). Ids and
+    # numbers only; deleted with their record.
+    db.executescript(
+        """
+        CREATE TABLE turn_calls (
+            tenant TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            record_id INTEGER NOT NULL REFERENCES records(id) ON DELETE CASCADE,
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            latency_ms REAL,
+            cost REAL,
+            PRIMARY KEY (tenant, request_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX turn_calls_record ON turn_calls (record_id);
+        """
+    )

@@ -126,6 +126,8 @@ class Dispatch(ServiceCore):
     async def _update(self, req: Request) -> dict[str, Any]:
         """Tokens, latency, status, answer digest after the answer (idempotent)."""
         assert req.tenant and req.request_id
+        if req.previous_response_id is not None:
+            return await self._attach(req)
         pending = self._pending.get((req.tenant, req.request_id))
         if pending is not None:  # its ingest is still queued: update once it is committed
             await asyncio.shield(pending)
@@ -135,6 +137,24 @@ class Dispatch(ServiceCore):
             raise ProtocolError("not_found", "No recorded request with this id.",
                                 req.request_id)
         return {"request_id": req.request_id, "ok": True, "updated": True}
+
+    async def _attach(self, req: Request) -> dict[str, Any]:
+        """A tool loop's call that names the response it continues: part of that turn."""
+        assert req.tenant and req.request_id and req.user_id and req.previous_response_id
+        args = (self.pipeline.attach, req.tenant, req.request_id, req.user_id,
+                req.previous_response_id, req.response, req.model)
+        found = await self.in_worker(*args)
+        queued = [f for (tenant, _), f in self._pending.items() if tenant == req.tenant]
+        if found is None and queued:  # the turn may be an ingest still queued
+            await asyncio.wait([asyncio.shield(f) for f in queued])
+            found = await self.in_worker(*args)
+        if found is None:
+            raise ProtocolError("not_found", "No recorded turn of this user answered with "
+                                "this previous_response_id.", req.request_id)
+        turn, thread = found
+        return {"request_id": req.request_id, "ok": True, "updated": True,
+                "conversation_id": thread, "parent_request_id": turn,
+                "link_source": "previous_response_id"}
 
     async def _lookup(self, req: Request) -> dict[str, Any]:
         assert req.tenant and req.request_id
