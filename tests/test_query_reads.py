@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from conftest import make_prompt, serving
 from test_spine import run_cli
-from test_tui import run, settle, table_keys
+from test_tui import run, settle, shown_turns, table_keys
 
 from appliance.client import Client
 from appliance.config import RoleSettings
@@ -366,7 +366,7 @@ def test_the_tui_reads_threads_through_the_socket_without_a_passphrase(
         await pilot.press("enter")
         await settle(pilot)
         assert isinstance(app.screen, ThreadScreen) and app.screen.thread_id == keys[0]
-        text = " ".join(str(c.render()) for c in app.screen.query("TurnCard"))
+        text = " ".join(shown_turns(app))
         assert "<EMAIL_ADDRESS" in text and EMAIL not in text
         await pilot.press("escape")
         await pilot.press("f")

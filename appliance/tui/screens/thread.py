@@ -8,7 +8,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Header, Static
 
@@ -17,10 +17,10 @@ from appliance.records import Thread
 from appliance.tui.context import context
 from appliance.tui.data import ThreadDetail
 from appliance.tui.format import compact, money, redacted_text, short_user
-from appliance.tui.tree import Turn, flatten, layout
+from appliance.tui.tree import layout
 from appliance.tui.widgets.evidence import EvidencePanel
 from appliance.tui.widgets.footer import KeysFooter
-from appliance.tui.widgets.turn import BranchBox, TurnCard
+from appliance.tui.widgets.turns import TurnList
 
 
 def summary(thread: Thread, topic: str | None = None, currency: str = "") -> Text:
@@ -44,7 +44,7 @@ class ThreadScreen(Screen[None]):
 
     BINDINGS = [
         Binding("escape", "back", "Back"),
-        # priority: the scrolling container would otherwise take the arrows
+        # priority: the scrolling list would otherwise take the arrows (to scroll by line)
         Binding("down,j", "step(1)", "Next turn", key_display="↓/j", priority=True),
         Binding("up,k", "step(-1)", "Prev turn", key_display="↑/k", priority=True),
         Binding("pagedown", "step(10)", "10 turns on", key_display="PgDn", show=False,
@@ -72,7 +72,7 @@ class ThreadScreen(Screen[None]):
         yield Header()
         yield Static("Loading thread…", id="thread-head")
         with Horizontal(id="thread-body"):
-            yield VerticalScroll(id="turns")
+            yield TurnList(id="turns")
             yield EvidencePanel(id="why")
         yield KeysFooter(compact=True)
 
@@ -104,42 +104,30 @@ class ThreadScreen(Screen[None]):
         thread = detail.thread
         if self.thread is not None and self.thread.records == thread.records:
             return
-        wanted = (self.focused.turn.record.record_id if isinstance(self.focused, TurnCard)
-                  else self.record_id)
+        turns = self.query_one("#turns", TurnList)
+        selected = turns.turn
+        wanted = selected.record.record_id if selected is not None else self.record_id
         self.thread = thread
         head.update(summary(thread, detail.topic, context(self).reader.currency))
-        box = self.query_one("#turns", VerticalScroll)
-        await box.remove_children()
-        items = layout(thread.records)
-        await box.mount_all([TurnCard(i) if isinstance(i, Turn) else BranchBox(i)
-                             for i in items])
-        turns = flatten(items)
-        target = next((t for t in turns if t.record.record_id == wanted), turns[0])
-        card = self.query_one(f"#turn-{target.record.record_id}", TurnCard)
-        card.focus()
-        card.scroll_visible(animate=False)
+        # one widget draws the visible lines only: a 400-turn thread opens at once
+        turns.show(layout(thread.records), record_id=wanted)
+        turns.focus()
 
-    @on(TurnCard.Selected)
-    def _explain(self, event: TurnCard.Selected) -> None:
+    @on(TurnList.Selected)
+    def _explain(self, event: TurnList.Selected) -> None:
         self.query_one(EvidencePanel).show(event.turn, can_reveal=context(self).can_reveal)
 
     def action_step(self, step: int) -> None:
         """Move `step` turns down (up when negative), in reading order, stopping at the ends."""
-        cards = list(self.query(TurnCard))
-        if not cards:
-            return
-        at = cards.index(self.focused) if isinstance(self.focused, TurnCard) else 0
-        self._go(cards[max(0, min(len(cards) - 1, at + step))])
+        turns = self.query_one("#turns", TurnList)
+        turns.focus()
+        turns.step(step)
 
     def action_edge(self, end: int) -> None:
         """The first (0) or the last (-1) turn of a long thread, in one key."""
-        cards = list(self.query(TurnCard))
-        if cards:
-            self._go(cards[end])
-
-    def _go(self, card: TurnCard) -> None:
-        card.focus()
-        card.scroll_visible(animate=False)
+        turns = self.query_one("#turns", TurnList)
+        turns.focus()
+        turns.select(0 if end == 0 else len(turns.turns) - 1)
 
     def action_scroll_why(self, lines: int) -> None:
         """Scroll the why panel (the focus stays on the turn it explains)."""

@@ -1,14 +1,8 @@
-"""One turn of a thread as a focusable card, and the box that holds a branch."""
+"""What one turn of a thread reads as in the thread view (drawn by `turns.TurnList`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from rich.text import Text
-from textual.app import ComposeResult
-from textual.containers import Vertical
-from textual.message import Message
-from textual.widgets import Static
 
 from appliance.tui.format import (
     compact,
@@ -20,7 +14,7 @@ from appliance.tui.format import (
     sim_bar,
     status_label,
 )
-from appliance.tui.tree import Branch, Turn
+from appliance.tui.tree import Turn
 
 STATUS_STYLES = {"error": "bold red", "blocked": "bold yellow"}
 
@@ -49,38 +43,3 @@ def turn_text(turn: Turn) -> Text:
 def _nb(label: str) -> str:
     """Keep a label on one line when the card wraps."""
     return label.replace(" ", "\u00a0")
-
-
-class TurnCard(Static, can_focus=True):
-    """A turn: time, gap, position, intent, similarity, model, cost, status, text."""
-
-    @dataclass
-    class Selected(Message):
-        """The card got focus: show why this turn was linked."""
-
-        turn: Turn
-
-    def __init__(self, turn: Turn) -> None:
-        r = turn.record
-        classes = "turn " + (f"-{r.status}" if r.status in STATUS_STYLES else "")
-        super().__init__(turn_text(turn), id=f"turn-{r.record_id}", classes=classes.strip())
-        self.turn = turn
-
-    def on_focus(self) -> None:
-        self.post_message(self.Selected(self.turn))
-
-
-class BranchBox(Vertical):
-    """The turns of one branch, indented under the turn the user went back to."""
-
-    def __init__(self, branch: Branch) -> None:
-        super().__init__(classes="branch")
-        self.branch = branch
-
-    def compose(self) -> ComposeResult:
-        b = self.branch
-        note = "the first reply" if b.index == 0 else "the user went back"
-        yield Static(f"⑂ branch {b.index + 1} of {b.count} from #{b.from_number} ({note})",
-                     classes="branch-label")
-        for item in b.items:
-            yield TurnCard(item) if isinstance(item, Turn) else BranchBox(item)
