@@ -193,11 +193,25 @@ def store_damage(data_dir: Path, *, empty_too: bool = True) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class DataDirCheck:
+    """What `serve --check` found in a data dir."""
+
+    at_start: list[str]  # what `serve` will do to it at start
+    keyring: Keyring | None  # the unlocked keyring; None while a key rotation is pending
+
+
 def check_data_dir(data_dir: Path, cred: Credential) -> list[str]:
     """What `serve --check` says of a data dir, changing nothing in it: the credential
     opens it and both database files open under its keys and are no newer version's.
     Returns what `serve` will do to it at start (migrations to apply, a key rotation to
     complete); SemtraceError / WrongKey with one sentence otherwise."""
+    return inspect_data_dir(data_dir, cred).at_start
+
+
+def inspect_data_dir(data_dir: Path, cred: Credential) -> DataDirCheck:
+    """`check_data_dir`, with the keyring it unlocked: a passphrase's Argon2id runs once
+    for every check made on the store."""
     from appliance import migrations
     from appliance.store import KEYS_FILE, connect
 
@@ -207,7 +221,7 @@ def check_data_dir(data_dir: Path, cred: Credential) -> list[str]:
         raise SemtraceError(damage)
     if rotation_pending(data_dir):
         resume_rotation(data_dir, cred)  # either credential of the rotation fits
-        return ["complete the interrupted key rotation"]
+        return DataDirCheck(["complete the interrupted key rotation"], None)
     ring = open_keyring(data_dir, cred)
     todo: list[str] = []
     for name, purpose, known in ((DB_FILE, "data", migrations.MIGRATIONS),
@@ -218,7 +232,7 @@ def check_data_dir(data_dir: Path, cred: Credential) -> list[str]:
             todo += [f"apply migration {m} to {name}" for m in migrations.pending(conn, known)]
         finally:
             conn.close()
-    return todo
+    return DataDirCheck(todo, ring)
 
 
 def open_runtime(data_dir: Path, cred: Credential | None = None, *, keyring: Keyring | None = None,

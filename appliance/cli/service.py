@@ -61,7 +61,7 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     from appliance.embed import load_manifest, verify_model
     from appliance.runtime import (
         check_bundled_files,
-        check_data_dir,
+        inspect_data_dir,
         make_pipeline,
         open_runtime,
     )
@@ -111,11 +111,11 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     if check:
         # read-only: a check (of a new version, say) never migrates the store, which an
         # older version would then refuse; a running service does not stop it
-        at_start = check_data_dir(directory, credential(passphrase_file, key_file))
+        found = inspect_data_dir(directory, credential(passphrase_file, key_file))
         from appliance.cluster.given_away import check_serve  # a stale --own; an import
 
-        at_start += check_serve(directory, credential(passphrase_file, key_file),
-                                cluster.owned() if cluster.url else None, cluster.partitions)
+        at_start = found.at_start + check_serve(directory, found.keyring, cluster.owned()
+                                                if cluster.url else None, cluster.partitions)
         for warning in warnings:
             logging.getLogger("semtrace.redact").warning(
                 "%s", warning, extra={"event": "redaction_policy"})

@@ -102,16 +102,16 @@ def refuse(db: Any, owned: list[int], count: int) -> None:
         f"cluster reclaim --partitions {spec}` here. Nothing was consumed.")
 
 
-def check_serve(data_dir: Path, cred: Any, owned: list[int] | None, count: int) -> list[str]:
-    """`serve --check`'s part, read-only: SemtraceError if `owned` (None: no NATS) names a
-    partition given away; what serve will undo at start (an interrupted import)."""
-    from appliance.keys.keyring_file import open_keyring
-    from appliance.keys.rotation import rotation_pending
+def check_serve(data_dir: Path, ring: Any, owned: list[int] | None, count: int) -> list[str]:
+    """`serve --check`'s part, read-only, with the keyring the check unlocked (None: a key
+    rotation is pending, whose own check speaks first): SemtraceError if `owned` (None: no
+    NATS) names a partition given away; what serve will undo at start (an interrupted
+    import)."""
     from appliance.store import DB_FILE, connect, import_journal
 
-    if rotation_pending(data_dir):  # the rotation's own check speaks first
+    if ring is None:
         return []
-    conn = connect(data_dir / DB_FILE, open_keyring(data_dir, cred), readonly=True)
+    conn = connect(data_dir / DB_FILE, ring, readonly=True)
     try:
         if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
             return []  # a store before its first migration: nothing was noted in it
