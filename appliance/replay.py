@@ -26,15 +26,30 @@ class ReplayReport:
     skipped: list[tuple[int, str]] = field(default_factory=list)
 
 
-def source_tag(path: Path) -> str:
-    """A short digest of a whole file: default request ids are `line-<tag>-N`, so a second
-    file's line N is not taken for a duplicate of the first's, while replaying the same
-    file again stays idempotent."""
+def file_digest(path: Path) -> bytes:
+    """SHA-256 of a whole file."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
-    return digest.hexdigest()[:12]
+    return digest.digest()
+
+
+def legacy_tag(digest: bytes) -> str:
+    """The tag builds before 2026-12-05 gave: the plain digest's first 12 hex digits,
+    which confirm a guessed file to anyone who reads the stored request ids."""
+    return digest.hex()[:12]
+
+
+def source_tag(digest: bytes, keyed: Callable[[bytes], str], *,
+               replayed_before: Callable[[str], bool]) -> str:
+    """The tag of a file in default request ids (`line-<tag>-N`): a second file's line N is
+    not taken for a duplicate of the first's, while replaying the same file again stays
+    idempotent. Keyed (`keyed`, the store's pseudonym key), so the stored ids say nothing
+    of the file to someone without the key; a file an earlier build replayed into this
+    store (its request ids carry `legacy_tag`) keeps that tag, so it is not stored twice."""
+    old = legacy_tag(digest)
+    return old if replayed_before(f"line-{old}-") else keyed(digest)
 
 
 def read_prompts(lines: Iterable[str | bytes], *, max_text_chars: int, strict: bool,

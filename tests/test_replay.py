@@ -157,6 +157,42 @@ def test_default_request_ids_keep_a_second_file_apart_and_a_rerun_idempotent(
     assert (again["ingested"], again["duplicates"]) == (0, 3)
 
 
+def test_default_request_ids_do_not_name_the_file_and_an_earlier_builds_replay_stays_once(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """Default ids used to carry the plain SHA-256 of the replayed file (12 hex digits), which
+    confirms a guessed file to anyone reading the stored ids; they are keyed now. A file an
+    earlier build replayed into the store (ids `line-<plain digest>-N`) is still not stored
+    twice."""
+    import hashlib
+
+    common = ["--data-dir", str(tmp_path / "data"), "--passphrase-file", str(passphrase_file)]
+
+    def run(src: Path) -> tuple[dict[str, int], list[str]]:
+        out = tmp_path / "o.jsonl"
+        r = run_cli("replay", str(src), "--out", str(out), "--json", *common)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout), [json.loads(x)["request_id"]
+                                      for x in out.read_text().splitlines()]
+
+    first = write_stream(tmp_path / "a.jsonl", STREAM[:3])
+    plain = hashlib.sha256(first.read_bytes()).hexdigest()
+    summary, ids = run(first)
+    assert summary["ingested"] == 3 and len(set(ids)) == 3
+    assert all(i.startswith("line-") and i.endswith(f"-{n}") for n, i in enumerate(ids, 1))
+    assert not [i for i in ids if plain[:6] in i]  # no 6 hex digits of the plain digest
+    assert run(first)[0]["duplicates"] == 3  # a re-run is idempotent
+
+    # what an earlier build stored for b.jsonl: its lines under the plain digest's tag
+    second = write_stream(tmp_path / "b.jsonl", STREAM[3:])
+    legacy = hashlib.sha256(second.read_bytes()).hexdigest()[:12]
+    earlier = write_stream(tmp_path / "earlier.jsonl", [
+        {**row, "request_id": f"line-{legacy}-{n}"} for n, row in enumerate(STREAM[3:], 1)])
+    assert run(earlier)[0]["ingested"] == 2
+    again, ids = run(second)
+    assert (again["ingested"], again["duplicates"]) == (0, 2)
+    assert ids == [f"line-{legacy}-1", f"line-{legacy}-2"]
+
+
 def test_send_gives_each_invocation_its_own_default_ids() -> None:
     from appliance.cli.service import _requests
 

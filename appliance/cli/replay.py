@@ -107,7 +107,7 @@ def first_bad_if_none_readable(source: Path, *, max_text_chars: int) -> str | No
 
 
 def run_replay(rt: Runtime, source: Path, out: IO[str], *, strict: bool, batch: int) -> object:
-    from appliance.replay import ReplayReport, read_prompts, replay, source_tag
+    from appliance.replay import ReplayReport, file_digest, read_prompts, replay, source_tag
 
     report = ReplayReport()
     max_chars = rt.policies.correlation.max_text_chars
@@ -115,8 +115,10 @@ def run_replay(rt: Runtime, source: Path, out: IO[str], *, strict: bool, batch: 
     total, _ = _count_lines(source)
     with source.open("rb") as fh, progress_bar() as prog:
         task = prog.add_task("replay", total=total)
+        tag = source_tag(file_digest(source), rt.keyring.replay_tag,
+                         replayed_before=rt.store.has_request_prefix)
         prompts = read_prompts(fh, max_text_chars=max_chars, strict=strict, report=report,
-                               tag=source_tag(source))
+                               tag=tag)
         replay(pipe, prompts, out, batch=batch, report=report,
                progress=lambda n: prog.advance(task, n))
     return report

@@ -99,6 +99,10 @@ class Keyring:
         mac = hmac.new(self._pseudo, f"user\0{tenant}\0{user_id}".encode(), hashlib.sha256)
         return "u_" + mac.hexdigest()[:20]
 
+    def replay_tag(self, file_digest: bytes) -> str:
+        """Keyed tag of a replayed file (its SHA-256) for its default request ids."""
+        return hmac.new(self._pseudo, b"replay\0" + file_digest, hashlib.sha256).hexdigest()[:12]
+
     def session_key(self, tenant: str, session_id: str) -> str:
         """Keyed hash of a client session id (session ids may embed user ids)."""
         mac = hmac.new(self._pseudo, f"session\0{tenant}\0{session_id}".encode(), hashlib.sha256)

@@ -63,6 +63,12 @@ class Reads:
                 "threads": int(q("SELECT count(*) FROM threads").fetchone()[0]),
                 "buckets": int(q("SELECT count(*) FROM buckets").fetchone()[0])}
 
+    def has_request_prefix(self, prefix: str) -> bool:
+        """Whether any record's request id starts with `prefix` (any tenant)."""
+        row = self._db.execute("SELECT 1 FROM records WHERE substr(request_id, 1, ?) = ? "
+                               "LIMIT 1", (len(prefix), prefix)).fetchone()
+        return row is not None
+
     def request_exists(self, tenant: str, request_id: str) -> int | None:
         """Record id of an already stored request, for idempotent ingest."""
         row = self._db.execute("SELECT id FROM records WHERE tenant=? AND request_id=?",
