@@ -112,22 +112,33 @@ def test_a_node_restarted_with_a_partition_it_gave_away_refuses_it(tmp_path: Pat
 def test_import_and_reclaim_give_a_forgotten_partition_back(tmp_path: Path) -> None:
     """The note of a forget goes when the partition's tenants are imported back, or by
     `cluster reclaim` (its owner and data lost); reclaiming one never given is refused."""
+    import os
+    import shutil
+
+    from appliance.config import policy_dir
+
     key = tmp_path / "cluster.key"
     assert run_cli("init", "--data-dir", str(tmp_path / "n"), "--new-key-file",
                    str(key)).returncode == 0
     node = ["--data-dir", str(tmp_path / "n"), "--key-file", str(key)]
-    r = run_cli("cluster", "forget", *node, "--partitions", "2-3", "--of", "4", "--yes")
-    assert r.returncode == 0, r.stderr
-    r = run_cli("cluster", "reclaim", *node, "--partitions", "3", "--of", "4", "--json")
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout) == {"partitions": [3]}
-    again = run_cli("cluster", "reclaim", *node, "--partitions", "3", "--of", "4")
-    assert again.returncode == 2 and again.stderr.strip() == (
-        "semtrace: This node did not give partition(s) 3 away; nothing was changed.")
-    human = run_cli("cluster", "reclaim", *node, "--partitions", "2", "--of", "4")
-    assert human.returncode == 0 and human.stdout.strip() == (
-        "This node may serve partition(s) 2 again (without their earlier data): add them to "
-        "its --own and start it.")
+    with nats_server(tmp_path / "nats") as url:  # no node started: no stream yet
+        shutil.copytree(policy_dir(), tmp_path / "policies")
+        (tmp_path / "policies" / "cluster.toml").write_text(
+            f'url = "{url}"\npartitions = 4\nnode = "n"\n[security]\nplain_bus = true\n')
+        env = {**os.environ, "SEMTRACE_POLICY_DIR": str(tmp_path / "policies")}
+        r = run_cli("cluster", "forget", *node, "--partitions", "2-3", "--yes", env=env)
+        assert r.returncode == 0, r.stderr
+        r = run_cli("cluster", "reclaim", *node, "--partitions", "3", "--json", env=env)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout) == {"partitions": [3], "node": "n"}
+        never = run_cli("cluster", "reclaim", *node, "--partitions", "1", env=env)
+        assert never.returncode == 2 and never.stderr.strip() == (
+            "semtrace: This node did not give partition(s) 1 away; nothing was changed.")
+        human = run_cli("cluster", "reclaim", *node, "--partitions", "2", env=env)
+        assert human.returncode == 0 and human.stdout.strip() == (
+            "This node may serve partition(s) 2 again (without their earlier data): add them "
+            "to its --own and start it as 'n'. Their consumers on NATS name it now, so a node "
+            "that consumed them before refuses them, should it come back.")
 
 
 def test_exporting_a_partition_without_tenants_says_what_to_do_instead(tmp_path: Path) -> None:
@@ -219,3 +230,61 @@ def test_a_node_back_after_another_consumed_its_partition_refuses_it(tmp_path: P
             assert time.monotonic() < deadline, "the queued prompt never reached node b"
             time.sleep(0.3)
         assert b.stop() == 0
+
+
+def test_a_lost_node_that_comes_back_after_a_reclaim_refuses_the_partition(
+        tmp_path: Path) -> None:
+    """c consumed partition 3, then b took it over and consumed it; b is lost, so
+    `cluster reclaim --partitions 3` is run on c, which is not started yet. Before: the
+    reclaim changed only c's store and the partition's consumer still named b, so b,
+    restored and started with its old --own, took partition 3 again, and c, started
+    later, took it too: the tenant's newer records on both nodes. Now the reclaim names
+    c on the consumer (refused while b is alive), b refuses the partition, and c serves it."""
+    from appliance.cluster.client import NatsClient
+    from appliance.keys.bus import load_bus_keys
+
+    bus_key, key = tmp_path / "bus.key", tmp_path / "cluster.key"
+    assert run_cli("cluster", "bus-key", "new", str(bus_key)).returncode == 0
+    assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
+                   str(key)).returncode == 0
+    tenant = next(f"t{i}" for i in range(100) if partition_of(f"t{i}", PARTITIONS) == 3)
+    keys = load_bus_keys(bus_key)
+    with nats_server(tmp_path / "nats") as url:
+        c = Node(tmp_path, "c", url, key, "3", bus_key=bus_key)
+        b = Node(tmp_path, "b", url, key, "2-3", bus_key=bus_key)
+        start_all(c)
+        with NatsClient(url, timeout=60, bus_keys=keys) as gateway:
+            assert gateway.request(_ingest(tenant, "on-c", "How do I reset my VPN?", 0))["ok"]
+        assert c.stop() == 0
+        start_all(b)  # b takes partition 3 over and consumes it
+        with NatsClient(url, timeout=60, bus_keys=keys) as gateway:
+            assert gateway.request(_ingest(tenant, "on-b", "It still fails.", 2))["ok"]
+        reclaim = ["cluster", "reclaim", *c.args(), "--partitions", "3", "--node", "c"]
+        alive = run_cli(*reclaim, env=c.env)  # b is not lost: it runs
+        assert alive.returncode == 1
+        assert alive.stderr.strip().startswith("semtrace: Partition 3 is owned by node 'b'")
+        assert b.stop() == 0  # now b is lost, or so it seems
+        r = run_cli(*reclaim, env=c.env)
+        assert r.returncode == 0, r.stderr
+        assert "Their consumers on NATS name it now" in r.stdout
+        with NatsClient(url, timeout=30, bus_keys=keys) as gateway:
+            gateway.publish(_ingest(tenant, "queued", "Should I reinstall it?", 4))
+        b.launch()  # b's data dir restored, started with its old --own; c not started yet
+        code = _exit_or_start(b)
+        assert code is not None, "node b took partition 3 back after c reclaimed it"
+        assert code == 1
+        said = [x for x in b.log.read_text().splitlines() if x.startswith("semtrace: ")]
+        assert said == [
+            "semtrace: Partition 3 was reclaimed by node 'c' (`semtrace cluster reclaim` "
+            "there) since this node last consumed it, so it is that node's now: start this "
+            "node without 3 in --own (`own` in cluster.toml) and remove its stale copy "
+            "(`semtrace cluster forget --partitions 3 --yes --discard`), or, if 'c' should "
+            "not have it, run `semtrace cluster reclaim --partitions 3` here. Nothing was "
+            "consumed."]
+        assert _lag(url, 3) == (1, None)  # the queued prompt waits for c
+        start_all(c)
+        deadline = time.monotonic() + 120
+        while not c.lookup(tenant, "queued").get("ok"):
+            assert time.monotonic() < deadline, "the queued prompt never reached node c"
+            time.sleep(0.3)
+        assert c.stop() == 0

@@ -234,39 +234,55 @@ def forget(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
 @data_dir_option
 @credential_options
 @click.option("--partitions", "spec", required=True, metavar="A-B",
-              help="The partitions this node gave away with `cluster forget`.")
+              help="The partitions this node gave away, or consumed before another node "
+              "that is lost with its data.")
 @count_option
+@nats_option
+@click.option("--node", "node_name", default=None,
+              help="The name this node serves under (default: policies/cluster.toml, then "
+              "the host name).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def reclaim(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
-            spec: str, count: int | None, as_json: bool) -> None:
-    """Serve again partitions given away whose new owner and data are lost (no import)."""
+            spec: str, count: int | None, nats_url: str | None, node_name: str | None,
+            as_json: bool) -> None:
+    """Serve again partitions whose later owner is lost with its data (no import)."""
     from appliance.cluster import given_away
+    from appliance.cluster.bus import node_name as cluster_node
+    from appliance.cluster.bus import require_nats
     from appliance.cluster.move import partition_count
+    from appliance.cluster.reclaim import name_consumers
 
     rt = _stopped(data_dir, passphrase_file, key_file)
     try:
         n = partition_count(rt.store, count, rt.policies.cluster.partitions)
         parts = _partitions_of(spec, n)
+        if not given_away.reclaimable(rt.store.db, set(parts)):
+            raise InputError(f"This node did not give partition(s) {spec} away; "
+                             "nothing was changed.")
+        require_nats()
+        settings = _settings(nats_url, n)
+        me = cluster_node(node_name or settings.node)
+        # NATS first: the consumers name this node, so that the lost node, should it come
+        # back, refuses the partitions; then this node's own note, as a start writes it
+        asyncio.run(name_consumers(settings, sorted(parts), me))
         with rt.store.db:
             rt.store.db.execute("BEGIN IMMEDIATE")
-            back = sorted(set(given_away.take_back(rt.store.db, set(parts)))
-                          | set(given_away.forget_consumed(rt.store.db, set(parts))))
-        if not back:
-            raise InputError(f"This node did not give partition(s) {spec} away; "
-                                       "nothing was changed.")
+            back = given_away.reclaim(rt.store.db, set(parts), n, me)
         from appliance.audit import AuditLog
 
         AuditLog(rt.store.db, rt.keyring.audit_signer(), anchor=rt.store.keys_db).append(
-            "cluster_reclaim", {"partitions": spec})
+            "cluster_reclaim", {"partitions": spec, "node": me})
     finally:
         rt.close()
     from appliance.cluster.partition import format_ranges
 
     if as_json:
-        emit_json({"partitions": back})
+        emit_json({"partitions": back, "node": me})
     else:
         click.echo(f"This node may serve partition(s) {format_ranges(back)} again (without "
-                   "their earlier data): add them to its --own and start it.")
+                   "their earlier data): add them to its --own and start it as "
+                   f"'{me}'. Their consumers on NATS name it now, so a node that consumed "
+                   "them before refuses them, should it come back.")
 
 
 def _progress_step(prog: Any, verb: str) -> Any:

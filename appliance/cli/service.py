@@ -89,7 +89,7 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     cluster = cluster_settings(policies.cluster, url=nats_url, partitions=partitions, own=own,
                                node=node_name)
     plain_bus_warning = ""
-    last_consumers: dict[int, str] = {}  # each own partition's last consumer, from NATS
+    last_consumers: dict[int, Any] = {}  # each own partition's last consumer, from NATS
     if cluster.url:
         from appliance.cluster.bus import require_nats
 

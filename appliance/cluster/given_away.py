@@ -161,20 +161,50 @@ def forget_consumed(db: Any, partitions: set[int]) -> list[int]:
     return gone
 
 
+def reclaimable(db: Any, partitions: set[int]) -> list[int]:
+    """The ones of `partitions` that `cluster reclaim` would give back (read only)."""
+    given = read(db)
+    _, parts = _consumed(db)
+    return sorted(p for p in partitions
+                  if (given is not None and p in given.partitions) or p in parts)
+
+
+def reclaim(db: Any, partitions: set[int], count: int, node: str) -> list[int]:
+    """Give `partitions` back to this node, noted as consumed under `node` (inside the
+    caller's transaction), as a start notes them: should another node consume them before
+    this one starts, this one refuses them. The ones given back."""
+    back = sorted(set(take_back(db, partitions)) | set(forget_consumed(db, partitions)))
+    old_count, parts = _consumed(db)
+    if back:
+        _write_consumed(db, count, {**(parts if old_count == count else {}),
+                                    **{p: node for p in back}})
+    return back
+
+
 def refuse_taken(db: Any, owned: list[int], count: int, me: str,
-                 last: dict[int, str]) -> None:
+                 last: dict[int, Any]) -> None:
     """SemtraceError if a partition this node consumed was consumed by another node since
-    (`last`: each partition's last consumer, from its JetStream consumer): that node
-    holds the tenants' newer records, and taking the partition back would split them."""
+    (`last`: each partition's `stream.LastConsumer`, from its JetStream consumer): that node
+    holds the tenants' newer records, and taking the partition back would split them. Or
+    another node claimed it with `cluster reclaim`: it is that node's now."""
     noted_count, parts = _consumed(db)
     if noted_count != count:
         return
     for p in owned:
         other = last.get(p)
-        if p in parts and other is not None and other not in (me, parts[p]):
+        if p not in parts or other is None or other.node in (me, parts[p]):
+            continue
+        if other.reclaimed:
             raise SemtraceError(
-                f"Partition {p} was consumed by node '{other}' since this node last did, so "
-                f"its tenants' newer records are there: start this node without {p} in --own "
-                f"(`own` in cluster.toml) and remove its stale copy (`semtrace cluster forget "
-                f"--partitions {p} --yes --discard`), or, if '{other}' and its data are lost, "
-                f"run `semtrace cluster reclaim --partitions {p}` here. Nothing was consumed.")
+                f"Partition {p} was reclaimed by node '{other.node}' (`semtrace cluster "
+                f"reclaim` there) since this node last consumed it, so it is that node's now: "
+                f"start this node without {p} in --own (`own` in cluster.toml) and remove its "
+                f"stale copy (`semtrace cluster forget --partitions {p} --yes --discard`), "
+                f"or, if '{other.node}' should not have it, run `semtrace cluster reclaim "
+                f"--partitions {p}` here. Nothing was consumed.")
+        raise SemtraceError(
+            f"Partition {p} was consumed by node '{other.node}' since this node last did, so "
+            f"its tenants' newer records are there: start this node without {p} in --own "
+            f"(`own` in cluster.toml) and remove its stale copy (`semtrace cluster forget "
+            f"--partitions {p} --yes --discard`), or, if '{other.node}' and its data are lost, "
+            f"run `semtrace cluster reclaim --partitions {p}` here. Nothing was consumed.")

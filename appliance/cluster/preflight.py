@@ -15,12 +15,12 @@ from typing import Any
 
 from appliance.cluster.bus import connect, node_name
 from appliance.cluster.owners import owned_elsewhere, owners_bucket, read_claims
-from appliance.cluster.stream import check_mapping, check_stream
+from appliance.cluster.stream import LastConsumer, check_mapping, check_stream
 from appliance.config import ClusterSettings
 from appliance.errors import SemtraceError
 
 
-async def preflight(settings: ClusterSettings) -> dict[int, str]:
+async def preflight(settings: ClusterSettings) -> dict[int, LastConsumer]:
     """SemtraceError with one sentence if this node could not start consuming now; else
     the node that last consumed each of its partitions (where the stream knows it)."""
     from nats.js.errors import BucketNotFoundError
@@ -48,13 +48,13 @@ async def preflight(settings: ClusterSettings) -> dict[int, str]:
     return last
 
 
-async def _last_consumers(js: Any, settings: ClusterSettings) -> dict[int, str]:
+async def _last_consumers(js: Any, settings: ClusterSettings) -> dict[int, LastConsumer]:
     from nats.js.errors import NotFoundError
 
     from appliance.cluster.partition import consumer_name
     from appliance.cluster.stream import last_consumer
 
-    found: dict[int, str] = {}
+    found: dict[int, LastConsumer] = {}
     for p in settings.owned():
         try:
             info = await js.consumer_info(settings.stream, consumer_name(settings.stream, p))

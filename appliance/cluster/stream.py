@@ -47,24 +47,39 @@ def stream_config(settings: ClusterSettings, *, max_msg_size: int) -> Any:
 
 
 CONSUMER_DESCRIPTION = "semtrace partition {p}, consumed by node {node}"
+# written by `cluster reclaim` on a stopped node: the partition is that node's from then on
+RECLAIMED_DESCRIPTION = "semtrace partition {p}, reclaimed by node {node}"
 
 
-def last_consumer(description: str | None) -> str | None:
+@dataclass(frozen=True)
+class LastConsumer:
+    """The node a partition's consumer names: the last to consume it, or to reclaim it."""
+
+    node: str
+    reclaimed: bool = False  # named by `cluster reclaim`, not yet consumed by that node
+
+
+def last_consumer(description: str | None) -> LastConsumer | None:
     """The node that made a partition's consumer (None: an earlier build's consumer)."""
-    _, sep, node = (description or "").partition(", consumed by node ")
-    return node if sep and node else None
+    for sep, reclaimed in ((", consumed by node ", False), (", reclaimed by node ", True)):
+        _, found, node = (description or "").partition(sep)
+        if found and node:
+            return LastConsumer(node, reclaimed)
+    return None
 
 
-def consumer_config(settings: ClusterSettings, p: int, node: str = "") -> Any:
-    """Partition `p`'s durable consumer; its description names the node consuming it, which
-    the consumer keeps while no node runs (`last_consumer`)."""
+def consumer_config(settings: ClusterSettings, p: int, node: str = "", *,
+                    reclaimed: bool = False) -> Any:
+    """Partition `p`'s durable consumer; its description names the node consuming it (or
+    reclaiming it), which the consumer keeps while no node runs (`last_consumer`)."""
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+    named = RECLAIMED_DESCRIPTION if reclaimed else CONSUMER_DESCRIPTION
     return ConsumerConfig(durable_name=part.consumer_name(settings.stream, p),
                           filter_subject=part.part_subject(p), ack_policy=AckPolicy.EXPLICIT,
                           deliver_policy=DeliverPolicy.ALL, ack_wait=settings.ack_wait_s,
                           max_ack_pending=max(1000, settings.fetch_batch * 4),
-                          description=CONSUMER_DESCRIPTION.format(p=p, node=node) if node
+                          description=named.format(p=p, node=node) if node
                           else f"semtrace partition {p}")
 
 
