@@ -40,6 +40,7 @@ from appliance.store import Store
 from appliance.store.erasures import ErasedMeanwhile
 from appliance.thresholds import TenantThresholds
 
+NO_TEXT = content_digest("")  # the digest of a message without text
 StageTimer = Callable[[str, int, int], None]  # (stage, start ns, end ns), wall clock
 
 
@@ -311,7 +312,7 @@ class Pipeline:
         out = []
         if prompt_digest is not None:
             out.append(("prompt", self.keys.turn_key(tenant, user, "message", prompt_digest)))
-        if response is not None and response.digest is not None:
+        if response is not None and response.digest not in (None, NO_TEXT):
             out.append(("answer", self.keys.turn_key(tenant, user, "message", response.digest)))
         if response is not None and response.response_id is not None:
             out.append(("response_id",
@@ -326,7 +327,10 @@ class Pipeline:
         msgs = tuple(Message(role=m.role, digest=self.keys.turn_key(p.tenant, user, "message",
                                                                       m.digest))
                      for m in p.history or ())
-        wanted = {m.digest for m in msgs if m.role in history.DIALOGUE}
+        # a message without text (an assistant's tool calls) is no turn's: every tool
+        # call of any conversation has that digest
+        wanted = {m.digest for m, given in zip(msgs, p.history or (), strict=True)
+                  if m.role in history.DIALOGUE and given.digest != NO_TEXT}
         prev = (self.keys.turn_key(p.tenant, user, "response", p.previous_response_id)
                 if p.previous_response_id is not None else None)
         if prev is not None:

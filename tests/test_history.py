@@ -101,6 +101,26 @@ def test_digests_and_content_give_the_same_threads(server: Server) -> None:
     assert with_content[4][1] == "window-a-1"  # the cut history branches from the first turn
 
 
+def test_an_answer_without_text_never_ties_another_conversation_to_a_history(
+        server: Server) -> None:
+    """A gateway that reports an answer made of tool calls alone as empty text: its digest
+    is the empty string's, which every tool-calling assistant message of any history has."""
+    with Client(server.sock) as c:
+        booked = c.ingest(tenant="acme", user_id="noor", text="Book a table for two at Chez "
+                          "Lulu tonight.", request_id="tl-a", ts=at(20), history=[],
+                          response={"text": "", "status": "ok"})  # the model called a tool
+        peru = Chat(c, "noor", "peru")
+        first = peru.ask("What's the capital of Peru?", 21, answer="Lima.")
+        peru.ask("And how many people live there?", 22)
+        # that answer was a tool call too (no text): the next history ends with it
+        peru.turns[-1] = ("assistant", "")
+        last = peru.ask("Thanks, and its altitude?", 23)
+    assert booked["ok"] and first["position"] == "new"
+    # the history's last message (no text) matches nothing; the user message before it does
+    assert last["conversation_id"] == first["conversation_id"] != booked["conversation_id"]
+    assert last["parent_request_id"] == "peru-2" and last["link_source"] == "history"
+
+
 def test_an_empty_history_starts_a_new_conversation_unless_it_refers_back(
         server: Server) -> None:
     with Client(server.sock) as c:
