@@ -146,7 +146,9 @@ class Dispatch(ServiceCore):
         found = await self.in_worker(*args)
         queued = [f for (tenant, _), f in self._pending.items() if tenant == req.tenant]
         if found is None and queued:  # the turn may be an ingest still queued
-            await asyncio.wait([asyncio.shield(f) for f in queued])
+            # bounded: the gateway gives a request a few seconds, and a queue that long
+            # holds no turn answered moments ago
+            await asyncio.wait([asyncio.shield(f) for f in queued], timeout=2.0)
             found = await self.in_worker(*args)
         if found is None:
             raise ProtocolError("not_found", "No recorded turn of this user answered with "
