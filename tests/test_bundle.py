@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -105,6 +108,54 @@ def test_a_downgrade_is_refused(bundle: Path, installed: Path, tmp_path: Path) -
     r = _offline(["bash", str(old / "install.sh"), "--prefix", str(installed / "venv"),
                   "--data-dir", str(installed / "data"), "--no-service"])
     assert r.returncode != 0 and "Downgrades are refused" in r.stderr
+
+
+def _newer_build_of_the_same_version(bundle: Path, out: Path) -> Path:
+    """A copy of the bundle whose semtrace wheel holds one more module (listed in its
+    RECORD), its lock and checksums redone: newer code under the same version number."""
+    new = out / bundle.name
+    shutil.copytree(bundle, new)
+    wheel = next((new / "wheels").glob("semtrace-*.whl"))
+    body = b"BUILD = 'newer'\n"
+    digest = base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=").decode()
+    rebuilt = out / wheel.name
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(rebuilt, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith(".dist-info/RECORD"):
+                dst.writestr("appliance/_bundle_build.py", body)
+                data += f"appliance/_bundle_build.py,sha256={digest},{len(body)}\n".encode()
+            dst.writestr(item, data)
+    rebuilt.replace(wheel)
+    lock = new / "requirements.lock"
+    sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    lock.write_text("".join(
+        line.split(" --hash=")[0] + f" --hash=sha256:{sha}\n" if line.startswith("semtrace==")
+        else line + "\n" for line in lock.read_text().splitlines()))
+    subprocess.run("find . -type f ! -name SHA256SUMS | sed 's|^./||' | sort | xargs sha256sum "
+                   "> SHA256SUMS", shell=True, cwd=new, check=True)
+    return new
+
+
+def test_an_upgrade_to_a_newer_build_of_the_same_version_installs_its_code(
+        bundle: Path, installed: Path, tmp_path: Path) -> None:
+    """pip keeps an installed distribution of the version a lock names: install.sh said
+    'upgrading 0.1.0 -> 0.1.0' and left the old code in place (the data dir is kept)."""
+    new = _newer_build_of_the_same_version(bundle, tmp_path)
+    r = _offline(["bash", str(new / "install.sh"), "--prefix", str(installed / "venv"),
+                  "--data-dir", str(installed / "data"), "--no-service"],
+                 env={**os.environ, "PIP_CONFIG_FILE": "/dev/null"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    version = (bundle / "VERSION").read_text().strip()
+    assert f"upgrading {version} -> {version}" in r.stdout
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the venv's code only
+    probe = _offline([str(installed / "venv" / "bin" / "python"), "-c",
+                      "from appliance._bundle_build import BUILD; print(BUILD)"],
+                     cwd=tmp_path, env=clean)
+    assert probe.stdout.strip() == "newer", probe.stderr
+    doc = _offline([str(installed / "venv" / "bin" / "semtrace"), "doctor", "--data-dir",
+                    str(installed / "data"), "--passphrase-file", str(installed / "pw"), "--json"])
+    assert json.loads(doc.stdout)["problems"] == [], doc.stdout
 
 
 def test_dry_run_changes_nothing(bundle: Path, tmp_path: Path) -> None:
