@@ -417,6 +417,9 @@ def test_a_tool_loop_on_v1_responses_adds_its_calls_to_the_turn(
                                  "input": "And tomorrow?"})
     turn, loop, follow = (_lookup(server, call) for call in proxy.calls[-3:])
     assert turn["ok"] and loop["error"]["code"] == "not_found"  # no turn of its own
+    # the loop call's request span holds its turn's conversation before it is routed
+    _, _, recording, attrs = next(s for s in proxy.spy.seen if s[0] == proxy.calls[-2])
+    assert recording and attrs["gen_ai.conversation.id"] == turn["conversation_id"]
     assert follow["parent_request_id"] == turn["request_id"]
     assert follow["link_source"] == "previous_response_id"
     record = _thread(server, turn["conversation_id"])["records"][0]
