@@ -195,6 +195,39 @@ def test_a_label_says_what_the_topics_threads_share_not_a_rare_phrase(
     assert len(using) >= len(SHARED_PASSWORD) / 2  # most of its threads use the label
 
 
+TV_SHOWS = [
+    "Recommend some TV shows to binge this weekend",
+    "What comedy shows are streaming this month?",
+    "Which TV shows won the most Emmys?",
+    "Any good cooking shows for beginners?",
+    "Are there documentary shows about space exploration?",
+    "Suggest shows my kids can watch after school",
+    "Which crime shows have the best reviews?",
+    "I finished my favourite series, what shows are similar?",
+]
+
+
+def test_a_topic_about_shows_or_news_can_be_labelled_so(pipeline: Any, runtime: Any) -> None:
+    """Eight people ask which TV shows to watch. "shows" was folded to "show", a stop word
+    ("show me"), so no label could name them (nor "news", folded to "new"); a plural
+    whose singular is a stop word now stays a word of its own, in the label as in the
+    words the topics are clustered by. Contractions typed without their apostrophe
+    ("thats", "dont") are no phrase or clustering word (they were "that" and "dont")."""
+    from appliance.query import topic_label
+
+    pipeline.topics = ta = assigner(runtime)
+    prompts = [make_prompt(t, user=f"viewer{i}", minutes=9 * i) for i, t in enumerate(TV_SHOWS)]
+    prompts += [make_prompt(t, user=f"other{i}", minutes=9 * i + 4) for i, t in enumerate(LONE)]
+    out = pipeline.process(prompts)
+    ta.refine("acme")
+    topics = thread_topics(ta, out)
+    assert len(set(topics[:8])) == 1
+    label = topic_label(runtime.store, topics[0]) or ""
+    assert "shows" in " ".join(label.split(", ")).split()
+    assert "news" in phrases("any news about the storm?")
+    assert not phrases("thats what i dont get, whats next")
+
+
 def test_a_topics_threads_are_found_by_an_id_merged_since(pipeline: Any, runtime: Any) -> None:
     """Enter on a topic of the morning's release (the topics screen lists its ids) after a
     refinement merged that topic into another: the threads screen listed none of them."""

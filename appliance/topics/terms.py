@@ -31,6 +31,11 @@ yours yourself yourselves ok okay thanks thank thx great good perfect cool fine 
 nice sounds sound right hello hi hey bye goodbye yeah yep nope sorry wow lol help
 """
 STOP_WORDS = frozenset(_STOP_TEXT.split())
+# Contractions are also typed without their apostrophe ("thats", "dont", "whats"): no
+# phrase, label or clustering word either (but for 'll and 'd, whose bare forms are words:
+# "ill", "shed"). Which prompts count as content, and their weight, keep STOP_WORDS.
+PHRASE_STOP = STOP_WORDS | frozenset(
+    w.replace("'", "") for w in STOP_WORDS if "'" in w and not w.endswith(("'ll", "'d")))
 
 
 def content_terms(text: str) -> list[str]:
@@ -100,18 +105,26 @@ def strip_placeholders(text: str) -> str:
 
 
 def _singular(word: str) -> str:
+    """The singular of a plural ("tickets" -> "ticket"); a word whose singular would be a
+    stop word stays as it is ("news", "shows", "rights" say something; "new", "show" not)."""
     if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is", "es")):
-        return word[:-1]
-    return word
+        one = word[:-3] + "y"
+    elif len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is", "es")):
+        one = word[:-1]
+    else:
+        return word
+    return word if one in PHRASE_STOP else one
 
 
 def phrases(text: str) -> set[str]:
     """Candidate label phrases of a redacted text: runs of 1-3 content words.
 
-    Runs break at stop words, punctuation and placeholders; words are
-    lower-cased and plurals folded ("movie tickets" -> "movie ticket").
+    Runs break at stop words (and contractions typed without apostrophe),
+    punctuation and placeholders; words are lower-cased and plurals folded
+    ("movie tickets" -> "movie ticket"), but not onto a stop word ("news",
+    "shows" stay). These are also the words the refinement clusters by
+    (`TenantTopics.lexical`: the single words), so labels and clustering see the
+    same tokens.
     """
     out: set[str] = set()
     run: list[str] = []
@@ -124,7 +137,7 @@ def phrases(text: str) -> set[str]:
 
     for tok in _WORDS.findall(strip_placeholders(text)):
         word = tok.lower().strip("'-")
-        if (not word[:1].isalpha() or len(word) <= 2 or word in STOP_WORDS
+        if (not word[:1].isalpha() or len(word) <= 2 or word in PHRASE_STOP
                 or word.endswith("'s")):
             flush()
             continue
@@ -149,8 +162,8 @@ def phrase_label(counts: Mapping[str, tuple[int, int]], background: Mapping[str,
     the scope using it), i.e. 2n / (units + background). A phrase two of thirty
     threads share has a low coverage, a word every topic uses a low specificity;
     either scores low. Phrases used by fewer than LABEL_MIN_USERS people never
-    qualify, nor do phrases with a stop word in them once plurals are folded
-    ("thats" -> "that"). Longer phrases score LABEL_WORD_BONUS (35 %) more per extra
+    qualify, nor do phrases with a stop word in them (`phrases` makes none; a
+    caller's counts may). Longer phrases score LABEL_WORD_BONUS (35 %) more per extra
     word ("hotel booking" over "hotel"); a second phrase with no word in common is
     appended when it scores at least `second_share` of the first and at least
     `min_share` as many threads use it. `beta` weighs coverage beta times as much as
@@ -159,7 +172,7 @@ def phrase_label(counts: Mapping[str, tuple[int, int]], background: Mapping[str,
     b2 = beta * beta
     scored = []
     for p, (n, users) in counts.items():
-        if users < LABEL_MIN_USERS or n < 2 or not STOP_WORDS.isdisjoint(p.split()):
+        if users < LABEL_MIN_USERS or n < 2 or not PHRASE_STOP.isdisjoint(p.split()):
             continue
         f1 = (1.0 + b2) * n / (b2 * max(units, 1) + max(background.get(p, n), n))
         words = p.count(" ") + 1
