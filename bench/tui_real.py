@@ -7,7 +7,8 @@ llama.cpp and the linker, one of them a 400-turn conversation linked by its mess
     .venv/bin/python bench/tui_real.py measure DIR PW                # print the figures
 
 Measures, headless at 120x40: the first page of threads, a `user:` filter by the id the
-gateway sends, opening the longest thread, End, one step, the first search (model load and
+gateway sends, opening the longest thread (until the pilot finds the app idle, and until
+the view first drew its turns), End, one step, the first search (model load and
 index) and a second one. Prints figures; asserts nothing.
 """
 
@@ -83,14 +84,24 @@ async def _measure(app: Any) -> None:
         await pilot.press("enter")
         took = await _until(pilot, lambda: table().row_count == 1, start)
         print(f"user: filter (gateway id)  {took:6.2f} s")
+        drawn: list[float] = []  # when the view first drew a line of its turns
+        render_line = TurnList.render_line
+
+        def noted(self: TurnList, y: int) -> Any:
+            if self.turns and not drawn:
+                drawn.append(time.perf_counter())
+            return render_line(self, y)
+
+        TurnList.render_line = noted  # type: ignore[method-assign]
         start = time.perf_counter()
         await pilot.press("enter")
         await _until(pilot, lambda: isinstance(app.focused, TurnList)
                      and len(app.focused.turns) > 1, start)
         await pilot.pause()  # and drawn: the pilot waits for the screen's refresh
         took = time.perf_counter() - start
+        TurnList.render_line = render_line  # type: ignore[method-assign]
         print(f"open a {len(app.screen.query_one(TurnList).turns)}-turn thread     "
-              f"{took:6.2f} s")
+              f"{took:6.2f} s (its first turns on screen after {drawn[0] - start:.2f} s)")
         for key in ("end", "k"):
             start = time.perf_counter()
             await pilot.press(key)

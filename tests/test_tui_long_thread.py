@@ -8,7 +8,7 @@ from typing import Any
 
 from conftest import make_prompt
 from test_thread_reading import _history
-from test_tui import app_for, card_ids, run, settle
+from test_tui import app_for, card_ids, run, settle, shown_turns
 
 TURNS = 400
 
@@ -30,6 +30,8 @@ def test_a_400_turn_thread_opens_and_end_reaches_its_last_turn_and_that_turns_pa
     prompts = []
     for k in range(TURNS):  # one conversation: each request carries the ones before it
         text = f"Step {k}: how many orders shipped from warehouse {k % 7} in week {k}?"
+        if k % 3 == 0:  # turns of different heights: some wrap over several lines
+            text += " Break it down by carrier and by region, then" * (k % 5)
         prompts.append(replace(make_prompt(text, user="lee", minutes=k),
                                history=_history(*(t for q in asked[-300:] for t in (q, "ok")))))
         asked.append(text)
@@ -43,15 +45,23 @@ def test_a_400_turn_thread_opens_and_end_reaches_its_last_turn_and_that_turns_pa
     async def scenario(pilot: Any) -> None:
         app = pilot.app
         await pilot.press("enter")  # the most recent thread: this one
+        while not app.screen.query("TurnList") or not card_ids(app):
+            await pilot.pause(0.01)
+        await pilot.press("end")  # at once: while the turns further down are being wrapped
+        await settle(pilot)
+        seen["end"] = _on_screen(app)
+        seen["last"] = shown_turns(app)[-1]
+        seen["why end"] = str(app.screen.query_one("#why-text").render())
+        await pilot.resize_terminal(90, 30)  # every turn wrapped again, the last one in view
+        await settle(pilot)
+        seen["resized"] = _on_screen(app)
+        seen["last resized"] = shown_turns(app)[-1]
+        await pilot.press("home")
         await settle(pilot)
         seen["order"] = card_ids(app)
         seen["widgets"] = len(list(app.screen.query("*")))
         seen["top"] = _on_screen(app)
-        await pilot.press("end")
-        await settle(pilot)
-        seen["end"] = _on_screen(app)
-        seen["why end"] = str(app.screen.query_one("#why-text").render())
-        await pilot.press("home", "pagedown", "pagedown")
+        await pilot.press("pagedown", "pagedown")
         await settle(pilot)
         seen["why 21"] = str(app.screen.query_one("#why-text").render())
 
@@ -63,6 +73,9 @@ def test_a_400_turn_thread_opens_and_end_reaches_its_last_turn_and_that_turns_pa
     assert "#1 " in seen["top"] and "Step 0:" in seen["top"] and "#400" not in seen["top"]
     # End draws the last turn, and the panel explains it: its parent and its record id
     assert f"#{TURNS} " in seen["end"] and f"Step {TURNS - 1}:" in seen["end"]
+    for screen, turn in (("end", "last"), ("resized", "last resized")):
+        drawn = " ".join(w for w in seen[screen].split() if w not in "█▌┃")
+        assert drawn.endswith(" ".join(seen[turn].split())), screen  # whole, at the foot
     assert "#1 " not in seen["end"]
     assert f"Why #{TURNS}:" in seen["why end"]
     assert f"Linked to #{TURNS - 1}" in seen["why end"]

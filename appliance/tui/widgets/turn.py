@@ -37,7 +37,10 @@ def turn_text(turn: Turn) -> Text:
     cost = f"cost\u00a0{money(r.cost)}  " if r.cost is not None else ""
     metrics.append(f"  {tokens}  {latency}  {cost}")
     metrics.append(_nb(status_label(r.status)), style=STATUS_STYLES.get(r.status or "", ""))
-    return Text("\n").join([head, metrics, redacted_text(r.text)])
+    for part in (metrics, redacted_text(r.text)):  # appended: Text.join costs more
+        head.append("\n")
+        head.append_text(part)
+    return head
 
 
 def _nb(label: str) -> str:

@@ -1,17 +1,23 @@
 """A thread's turns in one scrolling widget that draws only the lines on screen.
 
 One widget per turn made a 400-turn thread take seconds to open (each card a widget to
-style, lay out and mount). Here the turns are rendered to lines once per width (a few
-milliseconds of Rich wrapping per hundred turns), and the screen asks only for the lines
-it shows (Textual's Line API: `ScrollView.render_line`). The look is the cards': a gutter
-that marks the selected turn (`█`) and failed ones (`▌`), the branches indented behind a
-`┃` rule under their `⑂ branch` label, a blank line between turns.
+style, lay out and mount). Here the screen asks only for the lines it shows (Textual's
+Line API: `ScrollView.render_line`), and a turn is wrapped to lines (Rich, about a
+millisecond) when it is first needed: the turns on screen and the selected one at once,
+the rest in small batches between key presses. Until a turn is wrapped its height is
+estimated from its text; when the real height replaces the estimate, the view keeps the
+turn at its top in place. The look is the cards': a gutter that marks the selected turn
+(`█`) and failed ones (`▌`), the branches indented behind a `┃` rule under their
+`⑂ branch` label, a blank line between turns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from itertools import accumulate
 
 from rich.segment import Segment
 from rich.text import Text
@@ -26,6 +32,7 @@ from appliance.tui.widgets.turn import STATUS_STYLES, turn_text
 
 INDENT = 4  # a branch level: two blanks, the `┃` rule, one blank
 GUTTER = 3  # a turn's marker column and a blank either side of its text
+BATCH = 40  # turns wrapped at a time in the background (tens of milliseconds)
 
 
 @dataclass(frozen=True)
@@ -91,8 +98,11 @@ class TurnList(ScrollView, can_focus=True):
         self._at: dict[int, int] = {}  # block of each turn
         self._cursor = 0
         self._width = -1
-        self._lines: list[tuple[int, int]] = []  # (block, line within it) per view line
-        self._tops: list[int] = []  # first view line of each block
+        self._heights: list[int] = []  # lines of each block: wrapped, or estimated
+        self._exact: list[bool] = []  # whether the block's height is its wrapped one
+        self._tops: list[int] = [0]  # first view line of each block, then the total
+        self._filled = 0  # blocks before this one are all wrapped
+        self._generation = 0  # a new thread or width cancels the background batches
         self._strips: dict[tuple[int, bool], list[Strip]] = {}
 
     # ------------------------------------------------------------------ what it holds
@@ -117,15 +127,14 @@ class TurnList(ScrollView, can_focus=True):
         self._turns = _flatten(items)
         self._blocks = blocks(items)
         self._at = {b.turn: i for i, b in enumerate(self._blocks) if b.turn is not None}
-        self._strips.clear()
+        self._cursor = next((i for i, t in enumerate(self._turns)
+                             if t.record.record_id == record_id), 0)
         self._width = -1
-        at = next((i for i, t in enumerate(self._turns) if t.record.record_id == record_id), 0)
-        self._cursor = at
         self._layout()
         self.refresh()
         if self._turns:
             self.call_after_refresh(self._scroll_to_cursor)
-            self.post_message(self.Selected(self._turns[at]))
+            self.post_message(self.Selected(self._turns[self._cursor]))
 
     def select(self, index: int) -> None:
         """Select the turn at `index` (clamped to the thread), scroll it into view."""
@@ -146,31 +155,84 @@ class TurnList(ScrollView, can_focus=True):
         """The text the view draws for the turn at `index`, its wrapped lines joined by a
         space (the gutter and the branch rules left out)."""
         self._layout()
-        b = self._block_of(index)
+        b = self._at[index]
         left = INDENT * self._blocks[b].depth + GUTTER - 1
         lines = (s.crop(left, self._width - 1).text.strip() for s in self._block_strips(b))
         return " ".join(line for line in lines if line).replace("\u00a0", " ")
 
-    # ------------------------------------------------------------------ rendering
-
-    def _block_of(self, turn: int) -> int:
-        return self._at[turn]
+    # ------------------------------------------------------------------ heights
 
     def _layout(self) -> None:
-        """Render every entry at the current width (once per width) and size the view."""
+        """At a new width: estimate every height, wrap the first batch, start the rest."""
         width = self.scrollable_content_region.width
         if width <= 0 or width == self._width:
             return
         self._width = width
+        self._generation += 1
         self._strips.clear()
-        self._lines, self._tops = [], []
-        for b in range(len(self._blocks)):
-            self._tops.append(len(self._lines))
-            self._lines.extend((b, k) for k in range(len(self._block_strips(b))))
-        size = Size(width, len(self._lines))
+        self._heights = [self._estimate(b) for b in self._blocks]
+        self._exact = [False] * len(self._blocks)
+        self._filled = 0
+        self._retop()
+        self._fill(self._generation)
+
+    def _estimate(self, block: Block) -> int:
+        """A block's height before it is wrapped: its text's length over the width."""
+        if block.turn is None:
+            return 2
+        wide = max(1, self._width - INDENT * block.depth - GUTTER)
+        text = self._turns[block.turn].record.text or "[shredded]"
+        return 3 + sum(-(-max(1, len(part)) // wide) for part in text.split("\n"))
+
+    def _wrap(self, todo: Iterable[int]) -> None:
+        """Wrap these blocks; where a height changes, move what follows, keeping the block
+        at the top of the view where it is."""
+        changed = False
+        for b in todo:
+            if not self._exact[b]:
+                height = len(self._block_strips(b))
+                changed |= height != self._heights[b]
+                self._heights[b], self._exact[b] = height, True
+        if not changed:
+            return
+        y = self.scroll_offset.y
+        anchor = self._block_at(y)
+        offset = y - self._tops[anchor]
+        self._retop()
+        if self._tops[anchor] + offset != y:
+            self.scroll_to(y=self._tops[anchor] + offset, animate=False, force=True,
+                           immediate=True)
+        self.refresh()
+
+    def _retop(self) -> None:
+        self._tops = [0, *accumulate(self._heights)]
+        size = Size(self._width, self._tops[-1])
         if size != self.virtual_size:
             self.virtual_size = size
             self._scroll_update(size)
+
+    def _fill(self, generation: int) -> None:
+        """Wrap the next batch of turns not yet wrapped; again later until all are."""
+        if generation != self._generation:
+            return  # another thread, or another width, since
+        n = len(self._blocks)
+        while self._filled < n and self._exact[self._filled]:
+            self._filled += 1
+        if self._filled < n:
+            self._wrap(range(self._filled, min(n, self._filled + BATCH)))
+            self.set_timer(0.01, partial(self._fill, generation))
+
+    def _block_at(self, y: int) -> int:
+        return max(0, min(len(self._blocks) - 1, bisect_right(self._tops, y) - 1))
+
+    def _on_screen(self) -> range:
+        y = self.scroll_offset.y
+        if not self._blocks:
+            return range(0)
+        return range(self._block_at(y),
+                     self._block_at(y + self.scrollable_content_region.height) + 1)
+
+    # ------------------------------------------------------------------ rendering
 
     def _block_strips(self, b: int) -> list[Strip]:
         block = self._blocks[b]
@@ -179,7 +241,6 @@ class TurnList(ScrollView, can_focus=True):
         if key not in self._strips:
             self._strips[key] = self._render_block(block, selected)
         return self._strips[key]
-
     def _render_block(self, block: Block, selected: bool) -> list[Strip]:
         base = self.rich_style
         width = max(self._width, INDENT * block.depth + GUTTER + 8)
@@ -211,37 +272,44 @@ class TurnList(ScrollView, can_focus=True):
         return [Strip(line, width) for line in lines]
 
     def render_line(self, y: int) -> Strip:
-        self._layout()
         scroll_x, scroll_y = self.scroll_offset
         at = y + scroll_y
         width = self.scrollable_content_region.width
-        if not 0 <= at < len(self._lines):
+        if not self._blocks or self._width < 0 or not 0 <= at < self._tops[-1]:
             return Strip.blank(width, self.rich_style)
-        b, k = self._lines[at]
-        return self._block_strips(b)[k].crop_extend(scroll_x, scroll_x + width, self.rich_style)
+        b = self._block_at(at)
+        strips = self._block_strips(b)
+        if not self._exact[b]:  # scrolled past the wrapped ones: fix the heights next
+            self.call_after_refresh(self._wrap, self._on_screen())
+        k = at - self._tops[b]
+        if k >= len(strips):
+            return Strip.blank(width, self.rich_style)
+        return strips[k].crop_extend(scroll_x, scroll_x + width, self.rich_style)
 
     def _refresh_turn(self, index: int) -> None:
-        if not self._blocks or not self._lines:
+        if not self._blocks or self._width < 0:
             return
-        b = self._block_of(index)
-        top = self._tops[b]
-        self.refresh(Region(0, top - self.scroll_offset.y, self.size.width,
-                            len(self._block_strips(b))))
+        b = self._at[index]
+        self.refresh(Region(0, self._tops[b] - self.scroll_offset.y, self.size.width,
+                            self._heights[b]))
 
     def _scroll_to_cursor(self) -> None:
+        """Bring the selected turn into view (wrapped, and the turns around it too)."""
         self._layout()
-        if not self._turns or not self._lines:
+        if not self._turns or self._width < 0:
             return
-        b = self._block_of(self._cursor)
-        height = len(self._block_strips(b)) - 1  # the card, not the blank after it
-        self.scroll_to_region(Region(0, self._tops[b], self._width, height), force=True,
-                              animate=False, immediate=True)
+        b = self._at[self._cursor]
+        for _ in range(2):  # wrapping the turns now on screen may move it once
+            self._wrap([b])
+            self.scroll_to_region(Region(0, self._tops[b], self._width, self._heights[b] - 1),
+                                  force=True, animate=False, immediate=True)
+            self._wrap(self._on_screen())
 
     # ------------------------------------------------------------------ events
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
-        self._width = -1  # the theme changed: render again with its colours
+        self._strips.clear()  # the theme changed: draw again with its colours
 
     def on_resize(self, _: events.Resize) -> None:
         self._layout()
@@ -253,7 +321,7 @@ class TurnList(ScrollView, can_focus=True):
 
     def on_click(self, event: events.Click) -> None:
         at = event.y + self.scroll_offset.y
-        if 0 <= at < len(self._lines):
-            turn = self._blocks[self._lines[at][0]].turn
+        if self._blocks and 0 <= at < self._tops[-1]:
+            turn = self._blocks[self._block_at(at)].turn
             if turn is not None:
                 self.select(turn)
