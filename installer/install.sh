@@ -30,6 +30,21 @@ while [ $# -gt 0 ]; do
     *) die "unknown option $1 (see --help)." ;;
   esac
 done
+# The paths given are the caller's: step 1 works in the bundle, where a relative
+# --passphrase-file ./semtrace.pass (the README's own example) was not found after the
+# venv, user and unit were made, and a relative --prefix went into the bundle
+absolute() {
+  local p="$1"
+  case "$p" in ""|/*) printf '%s' "$p"; return ;; esac
+  while [ "${p#./}" != "$p" ]; do p="${p#./}"; done
+  printf '%s/%s' "$PWD" "$p"
+}
+prefix=$(absolute "$prefix"); data_dir=$(absolute "$data_dir"); etc=$(absolute "$etc")
+passphrase_file=$(absolute "$passphrase_file"); public_key=$(absolute "$public_key")
+case "$python" in */*) python=$(absolute "$python") ;; esac
+if [ -n "$passphrase_file" ] && { [ ! -f "$passphrase_file" ] || [ ! -r "$passphrase_file" ]; }; then
+  die "the passphrase file $passphrase_file does not exist or cannot be read; nothing was installed."
+fi
 run() { if [ "$dry" = 1 ]; then echo "would run: $*"; else "$@"; fi; }
 # pip and the venv see the bundle only: with a PYTHONPATH holding another semtrace (a
 # source tree), pip took it as installed and the venv was left without the command
@@ -85,6 +100,19 @@ if [ "$service" = 1 ]; then
   runuser -u nobody -- "$real_python" -c '' >/dev/null 2>&1 \
     || die "the service user cannot run $real_python (a directory above it is closed to other users); give --python a system interpreter such as /usr/bin/python3.11; nothing was installed."
 fi
+# The venv goes into --prefix itself, and uninstall.sh removes --prefix whole: an existing
+# folder that is no venv (--prefix /opt or /usr/local, read as "under it") got python, pip
+# and pyvenv.cfg written among its files, and a data dir inside the prefix went with it.
+if [ -e "$prefix" ] && [ ! -f "$prefix/pyvenv.cfg" ] && [ -n "$(ls -A "$prefix" 2>/dev/null || echo x)" ]; then
+  die "$prefix exists and is not a Semtrace install (no pyvenv.cfg): the venv goes into --prefix itself, which uninstall.sh removes whole; give a new or empty folder such as $prefix/semtrace; nothing was installed."
+fi
+real_prefix=$(realpath -m "$prefix"); real_data=$(realpath -m "$data_dir")
+case "$real_data/" in "$real_prefix"/*)
+  die "the data dir $data_dir is inside --prefix $prefix, which an upgrade rewrites and uninstall.sh removes whole: give separate folders; nothing was installed." ;;
+esac
+case "$real_prefix/" in "$real_data"/*)
+  die "--prefix $prefix is inside the data dir $data_dir: give separate folders; nothing was installed." ;;
+esac
 if [ -x "$prefix/bin/semtrace" ]; then
   installed=$("$prefix/bin/semtrace" --version 2>/dev/null | grep -oE '[0-9]+(\.[0-9]+)+' || echo 0)
   if [ "$(printf '%s\n%s\n' "$installed" "$version" | sort -V | head -1)" != "$installed" ]; then

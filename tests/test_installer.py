@@ -52,6 +52,7 @@ def _host(tmp: Path, *, active: bool) -> tuple[Path, dict[str, str]]:
     """A prefix holding Semtrace 0.1.0, and a systemctl that says whether it runs."""
     prefix = tmp / "opt"
     (prefix / "bin").mkdir(parents=True)
+    (prefix / "pyvenv.cfg").write_text("home = /usr/bin\n")  # a venv, as install.sh makes
     exe = prefix / "bin" / "semtrace"
     exe.write_text("#!/bin/sh\necho 'semtrace, version 0.1.0'\n")
     exe.chmod(0o755)
@@ -290,3 +291,59 @@ def test_a_service_install_with_a_python_the_service_user_cannot_run_is_refused_
                      python=sys.executable)
         assert r.returncode != 0 and "the unit hides /root and /home" in r.stderr, r.stderr
         assert "would run" not in r.stdout
+
+
+def _tree(root: Path) -> list[tuple[str, bytes]]:
+    return sorted((str(p.relative_to(root)), p.read_bytes() if p.is_file() else b"")
+                  for p in root.rglob("*"))
+
+
+def test_a_prefix_that_is_no_venv_or_holds_the_data_dir_is_refused_before_anything(
+        tmp_path: Path) -> None:
+    """--prefix /opt (read as 'under /opt') put a venv among /opt's files, which
+    uninstall.sh --prefix /opt then removed whole; a data dir inside the prefix went with
+    any uninstall. Each is refused in one sentence, for real (no --dry-run), nothing made."""
+    bundle = _bundle(tmp_path)
+    opt = tmp_path / "opt"
+    (opt / "other-app").mkdir(parents=True)
+    (opt / "other-app" / "config").write_text("another product's file\n")
+    before = _tree(tmp_path)
+    for prefix, data, said in (
+            (opt, tmp_path / "data", "is not a Semtrace install"),
+            (tmp_path / "semtrace", tmp_path / "semtrace" / "data", "is inside --prefix"),
+            (tmp_path / "data2" / "venv", tmp_path / "data2", "is inside the data dir")):
+        r = subprocess.run(["bash", str(bundle / "install.sh"), "--prefix", str(prefix),
+                            "--data-dir", str(data), "--no-service",
+                            "--python", SYSTEM_PYTHON or sys.executable],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode != 0, (prefix, r.stdout)
+        assert said in r.stderr and "nothing was installed" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert _tree(tmp_path) == before, prefix
+
+
+def test_relative_paths_are_the_callers_not_the_bundles(tmp_path: Path) -> None:
+    """The README runs install.sh --passphrase-file ./semtrace.pass from the folder where
+    the bundle was unpacked: the script worked in the bundle, so that file was not found
+    once the venv, user and unit were made, and a relative --prefix went into the bundle."""
+    bundle = _bundle(tmp_path)
+    here = tmp_path / "admin"
+    here.mkdir()
+    (here / "semtrace.pass").write_text("a passphrase for the relative path test\n")
+    (here / "semtrace.pass").chmod(0o600)
+    r = subprocess.run(["bash", str(bundle / "install.sh"), "--prefix", "venv", "--data-dir",
+                        "./data", "--passphrase-file", "./semtrace.pass", "--no-service",
+                        "--python", SYSTEM_PYTHON or sys.executable, "--dry-run"],
+                       capture_output=True, text=True, timeout=120, cwd=here)
+    assert r.returncode == 0, r.stderr
+    assert (f"init --data-dir {here}/data --passphrase-file {here}/semtrace.pass"
+            in r.stdout), r.stdout
+    assert f"-m venv {here}/venv" in r.stdout and str(bundle / "venv") not in r.stdout
+    missing = subprocess.run(["bash", str(bundle / "install.sh"), "--prefix", "venv",
+                              "--data-dir", "./data", "--passphrase-file", "./typo.pass",
+                              "--no-service", "--python", SYSTEM_PYTHON or sys.executable],
+                             capture_output=True, text=True, timeout=120, cwd=here)
+    assert missing.returncode != 0
+    assert f"{here}/typo.pass does not exist" in missing.stderr and "nothing was installed" \
+        in missing.stderr, missing.stderr
+    assert sorted(p.name for p in here.iterdir()) == ["semtrace.pass"]
