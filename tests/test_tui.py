@@ -1019,11 +1019,12 @@ def test_models_on_a_topic_merged_since_read_and_make_the_release_stats_models_r
         rt.close()
 
 
-def test_a_topic_merged_since_the_release_is_marked_so_on_the_topics_screen(
+def test_a_topic_merged_since_the_release_is_one_row_summing_what_the_release_counted_apart(
         fixed_store: Path, tmp_path: Path) -> None:
     """After a refinement merged tp_accounts into tp_travel, today's release still counts
-    them apart and both rows read 'trip museums spring': the product person saw one
-    label twice with different figures and no reason."""
+    them apart: the product person saw 'trip museums spring' twice with different figures
+    (then, marked, still two rows) where they expect one topic whose counts are the sum."""
+    import re
     import shutil
 
     from appliance.keys import read_key_file
@@ -1032,25 +1033,42 @@ def test_a_topic_merged_since_the_release_is_marked_so_on_the_topics_screen(
     copy = tmp_path / "fixed"
     shutil.copytree(fixed_store, copy)
     rt = open_runtime(copy / "data", read_key_file(copy / "key"))
-    with rt.store.db:
-        rt.store.db.execute("UPDATE topics SET merged_into = 'tp_travel', label = NULL "
-                            "WHERE topic_id = 'tp_accounts'")
-    names: dict[str, str] = {}
+    seen: list[dict[str, list[str]]] = []
 
     async def scenario(pilot: Any) -> None:
         await pilot.press("o")
         await settle(pilot)
         table = pilot.app.screen.query_one("#topics")
+        rows = {}
         for i in range(table.row_count):
             key = str(table.coordinate_to_cell_key((i, 0)).row_key.value).partition("\0")[2]
-            names[key] = str(table.get_row_at(i)[1])
+            rows[key] = [str(c) for c in table.get_row_at(i)]
+        seen.append(rows)
+
+    def number(cell: str) -> float:  # "12±4" -> 12
+        found = re.search(r"[0-9.]+", cell)
+        assert found is not None, cell
+        return float(found.group())
 
     try:
+        run(app_for(rt, role="analyst"), scenario, size=(160, 30))  # before the merge
+        with rt.store.db:
+            rt.store.db.execute("UPDATE topics SET merged_into = 'tp_travel', label = NULL "
+                                "WHERE topic_id = 'tp_accounts'")
         run(app_for(rt, role="analyst"), scenario, size=(160, 30))
     finally:
         rt.close()
-    assert names["tp_accounts"] == "trip museums spring · merged into tp_travel since", names
-    assert names["tp_travel"] == "trip museums spring", names
+    before, after = seen
+    parts = [before["tp_travel"], before["tp_accounts"]]
+    assert "tp_accounts" not in after, after  # one row for the topic
+    row = after["tp_travel"]
+    assert row[1] == "trip museums spring · with tp_accounts merged since", row
+    threads = sum(number(p[2]) for p in parts)
+    assert abs(number(row[2]) - threads) <= 1, (row, parts)  # the threads add up
+    turns = sum(number(p[2]) * number(p[3]) for p in parts) / threads  # per thread, of all
+    assert abs(number(row[3]) - turns) <= 0.1 + 0.05 * turns, (row, parts)
+    people = max(number(p[4]) for p in parts)  # one person may be in both: a floor
+    assert row[4].startswith("≥") and number(row[4]) == people, (row, parts)
 
 
 def test_snapshot_retention(snap_compare: Any, fixed_app: Any) -> None:

@@ -11,13 +11,15 @@ the CLI command would.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from appliance import analytics
 from appliance.analytics import GroupStats
 from appliance.config import Policies
-from appliance.privacy import PrivacyGate
+from appliance.privacy import Figure, GroupFigures, PrivacyGate, Release
 from appliance.query import topic_aliases
 from appliance.releases import ReleaseCache
 from appliance.roles import require
@@ -51,7 +53,8 @@ class AggregateView:
     currency: str
     k_min_users: int
     topic: str | None = None  # models compared on this topic only (its live id)
-    # topics: the rows' ids merged into another topic since the release -> the live id
+    # topics: ids the release counted that a refinement merged into another topic since ->
+    # the live id (their figures are summed into the live topic's row)
     aliases: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -74,6 +77,36 @@ def release_key(policies: Policies, kind: str, now: datetime, topic: str | None 
     return start, end, analytics.group_key(kind, start, end, cost_bound=bound, extra=extra)
 
 
+def _add(parts: Sequence[Figure]) -> Figure:
+    """The sum of released figures: values add, noise scales in quadrature (post-processing,
+    as the trend adds a day's parts)."""
+    return Figure(sum(f.value for f in parts), math.sqrt(sum(f.noise_scale ** 2 for f in parts)),
+                  all(f.exact for f in parts))
+
+
+def merge_topics(rel: Release, live: Mapping[str, str]) -> Release:
+    """A topic release with the groups of ids merged since summed into the topic they joined.
+
+    Threads and every per-thread sum (turns, refined, abandoned, cost …) add, so the row's
+    means and shares are of all its threads. People do not add (one person may be in
+    both parts): the merged row keeps its largest part's count, a floor. Pure."""
+    parts: dict[str, list[GroupFigures]] = {}
+    for g in rel.groups:
+        parts.setdefault(live.get(g.group, g.group), []).append(g)
+    groups = []
+    for key, gs in parts.items():
+        if len(gs) == 1 and gs[0].group == key:
+            groups.append(gs[0])
+            continue
+        names = {n for g in gs for n in g.sums}
+        users = [g.users for g in gs if g.users is not None]
+        groups.append(GroupFigures(
+            key, _add([g.count for g in gs]),
+            {n: _add([g.sums[n] for g in gs if n in g.sums]) for n in sorted(names)},
+            max(users, key=lambda f: f.value) if users else None))
+    return replace(rel, groups=tuple(groups))
+
+
 def aggregate_view(store: Store, policies: Policies, tenants: list[str], kind: str,
                    now: datetime, *, topic: str | None = None) -> AggregateView:
     """Today's releases of `kind` for `tenants`, read from the release cache (spends nothing).
@@ -88,9 +121,13 @@ def aggregate_view(store: Store, policies: Policies, tenants: list[str], kind: s
     day = now.astimezone(UTC).strftime("%Y-%m-%d")
     cache = ReleaseCache(store.db)
     out = []
+    counted: set[str] = set()  # the topic ids today's releases counted
     for tenant in tenants:
         rel = cache.get(tenant, key, day)
         labels = analytics.topic_labels(store, tenant) if kind == "topics" else {}
+        if kind == "topics" and rel is not None:
+            counted.update(g.group for g in rel.groups)
+            rel = merge_topics(rel, merged)  # one row per topic as it is now
         rows = tuple(analytics.group_rows(rel, labels)) if rel is not None else ()
         if kind == "topics":  # each topic's trend, from the stored releases (spends nothing)
             rows = with_trends(store.db, tenant, rows, (end - timedelta(days=1)).date(),
@@ -100,11 +137,10 @@ def aggregate_view(store: Store, policies: Policies, tenants: list[str], kind: s
               if rel is not None and rel.released_at is not None else None)
         per_user = kind == "topics" and not policies.privacy.cross_user_topics.get(tenant, False)
         out.append(Released(tenant, rows, at if rel is not None else None, per_user))
-    keys = {r.key for t in out for r in t.rows} if kind == "topics" else set()
     return AggregateView(kind=kind, start=start, end=end, tenants=tuple(out),
                          currency=policies.pricing.currency,
                          k_min_users=policies.privacy.k_min_users, topic=topic,
-                         aliases=tuple(sorted((k, merged[k]) for k in keys if k in merged)))
+                         aliases=tuple(sorted((k, merged[k]) for k in counted if k in merged)))
 
 
 class AggregateReader:

@@ -123,15 +123,19 @@ class TopicsScreen(ReleasedScreen):
         rows = [(t.tenant, r) for t in view.tenants for r in t.rows]
         rows.sort(key=lambda tr: (ORDERS[self.order][1](tr[1]), -tr[1].threads.value, tr[0],
                                   tr[1].key))
-        merged = dict(view.aliases)  # ids the release counted that a refinement merged since
+        joined: dict[str, list[str]] = {}  # live topic -> ids the release counted apart
+        for old, live in view.aliases:
+            joined.setdefault(live, []).append(old)
         for tenant, r in rows:
             cost = (mean(r.mean_cost, money) if r.costed.value > 0 else
                     Text("–", justify="right"))
-            name = topic_name(r)
-            if r.key in merged:  # the same label twice otherwise, with no reason given
-                name.append(f" · merged into {merged[r.key]} since", style="dim")
+            name, users = topic_name(r), count(r.users)
+            if r.key in joined:  # summed over the ids the release counted apart
+                name.append(f" · with {', '.join(sorted(joined[r.key]))} merged since",
+                            style="dim")
+                users = Text("≥", justify="right") + users  # a person may be in both parts
             table.add_row(Text(tenant), name, count(r.threads),
-                          mean(r.mean_turns), count(r.users),
+                          mean(r.mean_turns), users,
                           share(r.refinement_share), share(r.abandonment_share), cost,
                           key=f"{tenant}\0{r.key}")
         self.rows = {f"{tenant}\0{r.key}": r for tenant, r in rows}
