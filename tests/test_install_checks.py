@@ -301,3 +301,15 @@ def test_serve_check_derives_the_passphrases_key_once(
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["message"] == "Configuration OK."
     assert len(runs) == 1
+
+
+def test_doctor_without_a_data_dir_says_it_looked_in_the_users_default(tmp_path: Path) -> None:
+    """`sudo semtrace doctor` on a service host looked in root's own default folder and said
+    only that it does not exist; it now says whose default that is and where a service
+    install keeps its data."""
+    doc = run_cli("doctor", "--json", env={"XDG_DATA_HOME": str(tmp_path / "xdg")})
+    assert doc.returncode == 1 and "Traceback" not in doc.stderr
+    said = [p for p in json.loads(doc.stdout)["problems"] if "does not exist" in p]
+    assert len(said) == 1, said
+    assert str(tmp_path / "xdg" / "semtrace") in said[0] and "default of this user" in said[0]
+    assert "--data-dir" in said[0] and "/var/lib/semtrace" in said[0]

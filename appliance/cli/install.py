@@ -109,7 +109,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _problems(data_dir: Path) -> list[str]:
+def _problems(data_dir: Path, *, given: bool = True) -> list[str]:
     from appliance.config import load_policies
     from appliance.errors import SemtraceError
     from appliance.runtime import check_bundled_files, store_damage
@@ -165,7 +165,11 @@ def _problems(data_dir: Path) -> list[str]:
         elif damage := store_damage(data_dir):
             problems.append(damage)
     else:
-        problems.append(f"The data dir {data_dir} does not exist.")
+        # on a service host `sudo semtrace doctor` looked in root's own default folder
+        problems.append(f"The data dir {data_dir} does not exist." if given else
+                        f"The data dir {data_dir} does not exist (the default of this user: "
+                        "no --data-dir or $SEMTRACE_DATA_DIR was given; a service install's "
+                        "is /var/lib/semtrace).")
     return problems
 
 
@@ -226,7 +230,7 @@ def doctor(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
     from appliance.config import model_dir, policy_dir
 
     directory = data_dir or default_data_dir()
-    problems = _problems(directory)
+    problems = _problems(directory, given=data_dir is not None)
     at_start, unread = _at_start(directory, passphrase_file, key_file, problems)
     report: dict[str, Any] = {"versions": _versions(), "paths": {
         "data_dir": str(directory), "policies": str(policy_dir()), "models": str(model_dir()),
