@@ -145,14 +145,16 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
 
             me = cluster_node(cluster.node)  # a partition another node consumed meanwhile
             given_away.refuse_taken(rt.store.db, cluster.owned(), cluster.partitions, me,
-                                    last_consumers)
-            given_away.note_consumed(rt.store.db, cluster.owned(), cluster.partitions, me)
+                                    last_consumers)  # noted once the consumers name it
             note_partitions(rt.store, cluster.partitions)
         # another data dir's service on these sockets: before the models load
         from appliance.service.sockets import free_socket_path
 
         free_socket_path(socket_path or directory / SOCKET_NAME)
         free_socket_path(query_socket or directory / QUERY_SOCKET_NAME)
+        from appliance import failpoints
+
+        failpoints.point("serve.models")  # killed as it loads its models (the cluster tests)
         pipeline = make_pipeline(rt)
         service = Service(pipeline, policies, socket_path=socket_path or directory / SOCKET_NAME,
                           reload=load_policies,
@@ -165,7 +167,10 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         if cluster.url:
             from appliance.cluster.node import ClusterNode
 
-            node = ClusterNode(service, cluster)
+            def consuming(owned: list[int], name: str) -> None:
+                given_away.note_consumed(rt.store.db, owned, cluster.partitions, name)
+
+            node = ClusterNode(service, cluster, on_consuming=consuming)
             service.doors.append(node)
             if telemetry.metrics is not None:
                 telemetry.metrics.bind_cluster(lambda: node.lag, node=node.node,

@@ -145,7 +145,9 @@ def _write_consumed(db: Any, count: int, parts: dict[int, str]) -> None:
 
 
 def note_consumed(db: Any, owned: list[int], count: int, node: str) -> None:
-    """Remember that this node (under this name) consumes `owned` now (each start)."""
+    """Remember that this data dir consumes `owned` under the name `node` (each start, once
+    the partitions' consumers name it: a start that dies before, loading its models, say,
+    leaves the note as the consumers left it, so a renamed node is not refused later)."""
     old_count, parts = _consumed(db)
     with db:
         db.execute("BEGIN IMMEDIATE")
@@ -192,8 +194,15 @@ def refuse_taken(db: Any, owned: list[int], count: int, me: str,
         return
     for p in owned:
         other = last.get(p)
-        if p not in parts or other is None or other.node in (me, parts[p]):
+        if p not in parts or other is None or other.node == parts[p]:
             continue
+        if other.node == me:  # this data dir was renamed as the node that took p since
+            raise SemtraceError(
+                f"Partition {p} was consumed by another node named '{me}' since this node "
+                f"last did (as '{parts[p]}'), so its tenants' newer records are there: start "
+                "this node under its own name (--node, `node` in cluster.toml), or without "
+                f"{p} in --own and with its stale copy removed (`semtrace cluster forget "
+                f"--partitions {p} --yes --discard`). Nothing was consumed.")
         if other.reclaimed:
             raise SemtraceError(
                 f"Partition {p} was reclaimed by node '{other.node}' (`semtrace cluster "

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from appliance.cluster import partition as part
@@ -58,8 +59,12 @@ STOP_GRACE_S = 15.0  # for the batches in hand at stop
 class ClusterNode:
     """Consumes this node's partitions into a running `Service`."""
 
-    def __init__(self, service: Service, settings: ClusterSettings) -> None:
+    def __init__(self, service: Service, settings: ClusterSettings, *,
+                 on_consuming: Callable[[list[int], str], None] | None = None) -> None:
+        """`on_consuming(partitions, node)`: run on the service's worker once the partitions'
+        consumers name this node, before the first fetch (the store notes them)."""
         self.service = service
+        self._on_consuming = on_consuming
         self.settings = settings
         self.node = node_name(settings.node)
         self.partitions = settings.owned()
@@ -99,10 +104,14 @@ class ClusterNode:
                                         on_lost=self._give_up)
             await self._ownership.claim()
             await _note_versions(kv, self.node)
+            pulls = {}
             for p in self.partitions:
                 self._subs[p] = await self._nc.subscribe(part.part_subject(p),
                                                          cb=self._on_request)
-                pull = await self._reset_consumer(p)
+                pulls[p] = await self._reset_consumer(p)
+            if self._on_consuming is not None:  # the consumers name this node from now on
+                await self.service.in_worker(self._on_consuming, self.partitions, self.node)
+            for p, pull in pulls.items():
                 self._tasks.append(asyncio.create_task(self._consume(p, pull)))
             self._tasks.append(asyncio.create_task(self._poll_lag()))
         except BaseException:
