@@ -343,3 +343,36 @@ def test_after_the_pause_one_proxy_request_tries_a_hung_appliance_not_all(
     # held all eight for the whole timeout)
     assert passed == 7 and hung.lines == 2
     assert lines.events() == ["semtrace_unavailable"]
+
+
+def test_a_slow_appliance_holds_a_proxy_request_only_briefly_and_the_call_is_still_recorded(
+        tmp_path: Path, lines: Lines) -> None:
+    """The appliance answers, but late (a queue, a slow disk): the request goes on after
+    `register_wait`, and the late reply still registers the call and annotates it."""
+    gate = threading.Event()  # the stand-in answers once the request has gone on
+    slow = StandIn(tmp_path / "slow.sock",
+                   b'{"ok": true, "conversation_id": "th_0123456789abcdef"}\n', gate)
+    logger = SemtraceLogger(tmp_path / "slow.sock", tenant="acme", register_wait=0.2)
+    litellm.callbacks = [logger]
+    data: dict[str, Any] = {
+        "model": "gpt-4o", "user": "rosa", "litellm_call_id": "slow-1", "metadata": {},
+        "messages": [{"role": "user", "content": "When does the ferry to Bergen leave?"}]}
+
+    async def proxy() -> None:
+        # returns with no answer yet (the gate is closed), and without a timeout
+        await logger.async_pre_call_hook(None, None, data, "acompletion")
+        gate.set()
+        await litellm.acompletion(**data, client=openai_async())
+        deadline = time.monotonic() + 30
+        while logger.sent + logger.failures < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    try:
+        asyncio.run(proxy())
+    finally:
+        gate.set()
+    # registered once (LiteLLM's own pre-call log does not send it again), then updated
+    assert [r["op"] for r in slow.received] == ["ingest", "update"]
+    assert logger.sent == 1 and logger.failures == 0
+    assert data["metadata"]["gen_ai.conversation.id"] == "th_0123456789abcdef"
+    assert lines.events() == []  # a slow appliance is not a down one: no warning

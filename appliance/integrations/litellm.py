@@ -26,8 +26,9 @@ an `update` sends tokens, latency, status, the cost LiteLLM computed
 carries only the tools' outputs is attached to the turn it continues, which the service
 finds by its `previous_response_id` whatever worker saw the turn (`tool_loops.py`). A call
 that could not be registered before is sent whole after the answer. The
-appliance being down, hung, busy or answering nonsense never fails nor holds a
-call past `timeout`: one warning, then calls go on unrecorded (counted in
+appliance being slow never holds a call past `register_wait` (its late reply is still
+taken); down, hung, busy or answering nonsense, it never fails a call nor holds it past
+`register_wait`: one warning, then calls go on unrecorded (counted in
 `failures`) until it answers again (`channel.py`); no hook ever raises. The
 requests are built in `litellm_requests.py`; its public names are importable
 from here as well.
@@ -95,13 +96,22 @@ def _fail_open(fn: F) -> F:
     return run  # type: ignore[return-value]
 
 
+def _on_a_loop() -> bool:
+    """Whether this thread runs an event loop (which a blocking wait would stall)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 class SemtraceLogger(CustomLogger):
     """LiteLLM callback that records every chat completion and Responses API call."""
 
     def __init__(self, socket_path: str | Path, *, tenant: str = "default",
                  tenant_by_team: dict[str, str] | None = None, mode: str = "sync",
                  timeout: float = 5.0, register_before_call: bool = True,
-                 redact: bool | TextRedactor = False,
+                 register_wait: float = 1.0, redact: bool | TextRedactor = False,
                  bus_key_file: str | Path | None = None, plain_bus: bool = False,
                  max_text_chars: int = MAX_TEXT_CHARS) -> None:
         """Args:
@@ -110,6 +120,10 @@ class SemtraceLogger(CustomLogger):
             tenant: the tenant of every call (this gateway's configuration).
             tenant_by_team: on the proxy, the tenant of each key's team id (calls whose
                 key has another team, or none, go to `tenant`).
+            timeout: what one request to the appliance may take in all.
+            register_wait: how long a call waits for its registration before the model
+                is called; a slower reply is still taken (the call is recorded, its span
+                annotated if still open), but the call does not wait for it.
             redact: True (Presidio, policies/redaction.toml) or a function: prompts
                 leave the gateway with placeholders instead of PII.
             bus_key_file: with a NATS URL, the cluster's bus key file (mode 0600): every
@@ -130,6 +144,8 @@ class SemtraceLogger(CustomLogger):
         self.tenant, self.mode, self.timeout = tenant, mode, timeout
         self.tenant_by_team = dict(tenant_by_team or {})
         self.register_before_call = register_before_call
+        self.register_wait = min(max(register_wait, 0.0), timeout)
+        self._tasks: set[asyncio.Task[None]] = set()  # registrations the proxy went on from
         self.sent = 0  # calls recorded (registered and updated, or sent whole)
         self.failures = 0  # calls the appliance did not record: no answer, or refused
         self._lock = threading.Lock()
@@ -148,23 +164,23 @@ class SemtraceLogger(CustomLogger):
 
     @_fail_open
     def log_pre_api_call(self, model: Any, messages: Any, kwargs: Any) -> None:
-        """SDK: register the prompt before the provider is called. LiteLLM calls this
-        from the event loop for `acompletion` / `aresponses`: there the request is sent
-        from a worker thread, never blocking the loop, and its reply annotates the span
-        when it comes (the update after the call waits for it)."""
+        """SDK: register the prompt before the provider is called. The request is sent
+        from a worker thread: `completion` waits for it `register_wait` at most; for
+        `acompletion` / `aresponses` LiteLLM calls this from the event loop, which never
+        waits. A reply that comes later annotates the span if it is still open (the
+        update after the call waits for it)."""
         req = self._before(kwargs)
         if req is None:
-            return
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # the caller's own thread: it waits for the call anyway
-            self._register(kwargs, req)
             return
         rid = req["request_id"]
         work = self._workers.submit(contextvars.copy_context().run, self._register, kwargs, req)
         with self._lock:
             self._inflight[rid] = work  # before the callback below can remove it
         work.add_done_callback(functools.partial(self._sent, rid))
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # the caller's own thread: it may wait a little
+            futures.wait([work], timeout=self.register_wait)
 
     def _sent(self, rid: str, _: Any) -> None:
         with self._lock:
@@ -181,13 +197,32 @@ class SemtraceLogger(CustomLogger):
     @_fail_open
     async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict[str, Any],
                                   call_type: Any) -> None:
-        """Proxy: register the prompt before the request is routed (the data is unchanged)."""
+        """Proxy: register the prompt before the request is routed (the data is unchanged).
+        The request waits `register_wait` at most: a slower reply is taken when it comes
+        (and annotates the span if it is still open), the request goes on meanwhile."""
         req = self._before({**data, "call_type": call_type})
-        if req is not None:
+        if req is None:
+            return None
+        done: futures.Future[None] = futures.Future()  # the update after the call waits
+        with self._lock:
+            self._inflight[req["request_id"]] = done
+        task = asyncio.ensure_future(self._register_async(data, req, done))
+        self._tasks.add(task)  # a task the loop only holds weakly must not be collected
+        task.add_done_callback(self._tasks.discard)
+        await asyncio.wait({task}, timeout=self.register_wait)
+        return None
+
+    async def _register_async(self, data: dict[str, Any], req: dict[str, Any],
+                              done: futures.Future[None]) -> None:
+        try:
             reply = await self._send_async(req)
             if reply is not None:
                 self._registered_now(data, req, reply)
-        return None
+        except Exception as exc:  # noqa: BLE001 - a task: nobody to raise to
+            self._broke("async_pre_call_hook", exc)
+        finally:
+            self._sent(req["request_id"], None)
+            done.set_result(None)
 
     @_fail_open
     def log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any,
@@ -215,8 +250,9 @@ class SemtraceLogger(CustomLogger):
         """The registration of a call not registered yet (the proxy and the SDK both ask)."""
         if not self.register_before_call:
             return None
+        call_id = str(kwargs.get("litellm_call_id"))
         with self._lock:
-            if str(kwargs.get("litellm_call_id")) in self._registered:
+            if call_id in self._registered or call_id in self._inflight:
                 return None
         req = build_request(kwargs, None, None, None, status=None, tenant=self.tenant,
                             tenant_by_team=self.tenant_by_team, mode="sync",
@@ -269,7 +305,7 @@ class SemtraceLogger(CustomLogger):
     def _after_sync(self, kwargs: Any, response_obj: Any, start: Any, end: Any,
                     status: str) -> None:
         registering = self._inflight.get(str(kwargs.get("litellm_call_id")))
-        if registering is not None:  # the update must follow its registration
+        if registering is not None and not _on_a_loop():  # the update follows its registration
             futures.wait([registering], timeout=self.timeout)
         req, update = self._after(kwargs, response_obj, start, end, status)
         if req is not None:
