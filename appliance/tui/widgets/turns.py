@@ -103,6 +103,7 @@ class TurnList(ScrollView, can_focus=True):
         self._tops: list[int] = [0]  # first view line of each block, then the total
         self._filled = 0  # blocks before this one are all wrapped
         self._generation = 0  # a new thread or width cancels the background batches
+        self._rewrap = False  # the turns on screen are to be wrapped after this frame
         self._strips: dict[tuple[int, bool], list[Strip]] = {}
 
     # ------------------------------------------------------------------ what it holds
@@ -279,12 +280,17 @@ class TurnList(ScrollView, can_focus=True):
             return Strip.blank(width, self.rich_style)
         b = self._block_at(at)
         strips = self._block_strips(b)
-        if not self._exact[b]:  # scrolled past the wrapped ones: fix the heights next
-            self.call_after_refresh(self._wrap, self._on_screen())
+        if not self._exact[b] and not self._rewrap:  # scrolled past the wrapped ones
+            self._rewrap = True
+            self.call_after_refresh(self._wrap_on_screen)
         k = at - self._tops[b]
         if k >= len(strips):
             return Strip.blank(width, self.rich_style)
         return strips[k].crop_extend(scroll_x, scroll_x + width, self.rich_style)
+
+    def _wrap_on_screen(self) -> None:
+        self._rewrap = False
+        self._wrap(self._on_screen())
 
     def _refresh_turn(self, index: int) -> None:
         if not self._blocks or self._width < 0:
