@@ -194,4 +194,18 @@ else
     fi
   fi
 fi
-echo "install: Semtrace $version installed in $prefix; next: $prefix/bin/semtrace selftest"
+# The uninstaller stays on the host (the bundle is often deleted after an install), with
+# this install's folders as its defaults: $prefix/bin/semtrace-uninstall [--purge]
+no_service=""; [ "$service" = 1 ] || no_service="--no-service"
+if [ "$dry" = 1 ]; then
+  echo "would run: install $bundle/uninstall.sh as $prefix/bin/semtrace-uninstall"
+else
+  install -D -m 0755 "$bundle/uninstall.sh" "$prefix/share/semtrace-installer/uninstall.sh"
+  { echo '#!/usr/bin/env bash'
+    echo "# Written by install.sh: uninstall.sh with this install's folders (options given win)."
+    printf 'exec bash %q --prefix %q --data-dir %q --config-dir %q %s "$@"\n' \
+      "$prefix/share/semtrace-installer/uninstall.sh" "$prefix" "$data_dir" "$etc" "$no_service"
+  } > "$prefix/bin/semtrace-uninstall"
+  chmod 0755 "$prefix/bin/semtrace-uninstall"
+fi
+echo "install: Semtrace $version installed in $prefix; next: $prefix/bin/semtrace selftest (remove with $prefix/bin/semtrace-uninstall)"

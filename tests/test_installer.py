@@ -347,3 +347,26 @@ def test_relative_paths_are_the_callers_not_the_bundles(tmp_path: Path) -> None:
     assert f"{here}/typo.pass does not exist" in missing.stderr and "nothing was installed" \
         in missing.stderr, missing.stderr
     assert sorted(p.name for p in here.iterdir()) == ["semtrace.pass"]
+
+
+def test_the_install_leaves_an_uninstaller_that_knows_its_folders(tmp_path: Path) -> None:
+    """uninstall.sh was only in the bundle, often deleted after the install, and needed the
+    install's --prefix and --data-dir again; the install now leaves bin/semtrace-uninstall
+    with them, which works with the bundle gone (a real --no-service install of the
+    stand-in bundle; its missing wheels' command is stood in for too)."""
+    bundle = _bundle(tmp_path)
+    prefix, data = tmp_path / "my opt", tmp_path / "data"
+    r = subprocess.run(["bash", str(bundle / "install.sh"), "--prefix", str(prefix),
+                        "--data-dir", str(data), "--no-service",
+                        "--python", SYSTEM_PYTHON or sys.executable],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"remove with {prefix}/bin/semtrace-uninstall" in r.stdout
+    (prefix / "bin" / "semtrace").write_text("#!/bin/sh\n")  # the wheel's entry point
+    (data / "keyring.json").write_text("{}")
+    shutil.rmtree(bundle)
+    gone = subprocess.run([str(prefix / "bin" / "semtrace-uninstall")], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert gone.returncode == 0, gone.stderr
+    assert f"removed {prefix}; the data dir {data} was kept" in gone.stdout
+    assert not prefix.exists() and (data / "keyring.json").exists()
