@@ -309,3 +309,29 @@ def test_anonymous_callers_never_share_one_user() -> None:
     assert len(session) == 1
     named = {**_proxy_call("n1"), "user": "alice"}
     assert user(named) == "alice"
+
+
+def test_a_prompt_the_providers_content_filter_refused_is_recorded_as_blocked(
+        server: Server) -> None:
+    import httpx
+    from openai import OpenAI
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, json={"error": {
+            "message": "Invalid prompt: your prompt was flagged as potentially violating "
+                       "our usage policy.",
+            "type": "invalid_request_error", "param": None, "code": "invalid_prompt"}})
+
+    client = OpenAI(api_key="sk-test", max_retries=0,
+                    http_client=httpx.Client(transport=httpx.MockTransport(refuse)))
+    logger = SemtraceLogger(server.sock, tenant="acme")
+    litellm.callbacks = [logger]
+    with pytest.raises(litellm.ContentPolicyViolationError):
+        litellm.completion(model="gpt-4o", client=client, user="uma", num_retries=0,
+                           litellm_call_id="cp-1", messages=[
+                               {"role": "user", "content": "Write a phishing mail to a bank."}])
+    assert logger.wait(1) and logger.sent == 1
+    reply = _lookup(server, "cp-1")
+    records = _thread(server, reply["conversation_id"])["records"]
+    # what `semtrace stats` counts as blocked, not as an error of the provider
+    assert [r["status"] for r in records] == ["blocked"]

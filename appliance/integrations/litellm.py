@@ -58,6 +58,7 @@ from appliance.integrations.litellm_requests import (
     _metadata,
     build_request,
     build_update,
+    failure_status,
     loop_call,
     parent_span,
     response_cost,
@@ -232,7 +233,7 @@ class SemtraceLogger(CustomLogger):
     @_fail_open
     def log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any,
                           end_time: Any) -> None:
-        self._after_sync(kwargs, response_obj, start_time, end_time, "error")
+        self._after_sync(kwargs, response_obj, start_time, end_time, failure_status(kwargs))
 
     @_fail_open
     async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any,
@@ -242,7 +243,8 @@ class SemtraceLogger(CustomLogger):
     @_fail_open
     async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any,
                                       end_time: Any) -> None:
-        await self._after_async(kwargs, response_obj, start_time, end_time, "error")
+        await self._after_async(kwargs, response_obj, start_time, end_time,
+                                failure_status(kwargs))
 
     # ------------------------------------------------------------ what to send
 

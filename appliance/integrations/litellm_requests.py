@@ -332,6 +332,24 @@ def build_request(kwargs: dict[str, Any], response_obj: Any, start: datetime | N
     return req
 
 
+# LiteLLM's exceptions for a prompt refused for what it says (a provider's content filter,
+# a proxy guardrail or pre-call check), not for a failure: the protocol's `blocked`
+BLOCKING_ERRORS = ("ContentPolicyViolationError", "RejectedRequestError",
+                   "GuardrailRaisedException", "BlockedPiiEntityError")
+
+
+def failure_status(kwargs: dict[str, Any]) -> str:
+    """`blocked` for a call refused for its content, else `error`. The proxy's guardrails
+    also refuse with an HTTP error that says which policy the request violated."""
+    exc = kwargs.get("exception")
+    if exc is None:
+        return "error"
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    guardrail = ("HTTPException" in names
+                 and "violated" in str(getattr(exc, "detail", "")).lower())
+    return "blocked" if names & set(BLOCKING_ERRORS) or guardrail else "error"
+
+
 def response_cost(kwargs: dict[str, Any]) -> float | None:
     """The cost LiteLLM computed for the call (`response_cost`), when it is a usable number."""
     cost = kwargs.get("response_cost")
