@@ -6,6 +6,7 @@ where nothing of theirs (or of anyone) is stored yet."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from appliance.config import Policies
 from appliance.keys import Keyring
@@ -13,6 +14,7 @@ from appliance.retention import (
     Bucket,
     EraseReport,
     Shredder,
+    erase_pseudonym,
     erase_user,
     held_pairs,
     is_held,
@@ -66,3 +68,17 @@ def erase_everywhere(shredder: Shredder, policies: Policies, keyring: Keyring, *
         reports.append(erase_user(shredder, settings, keyring, tenant=t, user_id=user_id,
                                   reason=reason))
     return reports
+
+
+def erase_requested(shredder: Shredder, service: Any, keyring: Keyring,
+                    request: Any) -> EraseReport | str:
+    """Apply an erasure another node of the cluster asked for (`cluster/erasures.py`), with
+    the service's policies, on its worker thread; a sentence instead when the asking node's
+    pseudonyms are not this node's (its pseudonym names another user here)."""
+    if request.pseudonyms != keyring.pseudonym_id():
+        return (f"Node '{request.requested_on}' pseudonymises user ids with another key than "
+                "the owner (its data dir was not initialised with the cluster's key file); "
+                "nothing was erased: run erase on the owner's data dir.")
+    return erase_pseudonym(shredder, service.policies.retention, keyring, tenant=request.tenant,
+                           user=request.user, reason=request.reason,
+                           requested_on=request.requested_on)

@@ -366,7 +366,15 @@ def erase_user(shredder: Shredder, settings: RetentionSettings, keyring: Keyring
     tenant still holds buckets written under an earlier pseudonym key (a rotation
     made by an older version), which may hold this user's records.
     """
-    user = keyring.pseudonym(tenant, user_id)
+    return erase_pseudonym(shredder, settings, keyring, tenant=tenant,
+                           user=keyring.pseudonym(tenant, user_id), reason=reason)
+
+
+def erase_pseudonym(shredder: Shredder, settings: RetentionSettings, keyring: Keyring, *,
+                    tenant: str, user: str, reason: str,
+                    requested_on: str | None = None) -> EraseReport:
+    """`erase_user` of a user named by pseudonym: an erasure another node of a cluster asked
+    for (the bus never carries the raw id); `requested_on` names that node in the audit."""
     started = datetime.now(UTC).isoformat()
     report = EraseReport(tenant=tenant, user=user, held=False, requested_at=started)
     if is_held(Bucket(0, tenant, user, ""), held_pairs(settings, keyring)):
@@ -387,8 +395,9 @@ def erase_user(shredder: Shredder, settings: RetentionSettings, keyring: Keyring
     report.unattributable_buckets = earlier
     if since is not None and earlier:
         report.pseudonyms_changed_at = datetime.fromtimestamp(since, UTC).isoformat()
-    shredder.audit.append("erase", {"tenant": tenant, "user": user, "buckets": report.buckets,
-                                    "records": report.records, "reason": reason,
-                                    "requested_at": started, "completed_at": report.completed_at,
-                                    "unattributable_buckets": earlier})
+    details = {"tenant": tenant, "user": user, "buckets": report.buckets,
+               "records": report.records, "reason": reason, "requested_at": started,
+               "completed_at": report.completed_at, "unattributable_buckets": earlier}
+    shredder.audit.append("erase", details | ({"requested_on": requested_on}
+                                              if requested_on else {}))
     return report

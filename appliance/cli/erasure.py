@@ -31,11 +31,16 @@ def _as_json(report: EraseReport) -> dict[str, Any]:
               "id is pseudonymised per tenant, so each is searched and gets a tombstone.")
 @click.option("--user", "user_id", required=True, help="The user id as the gateway sends it.")
 @click.option("--reason", required=True, help="Why (recorded in the audit log).")
+@click.option("--wait", "wait_s", type=click.FloatRange(0, 86400), default=60, show_default=True,
+              help="On a node of a cluster that does not own the tenant: seconds to wait for "
+              "the owner to apply the erasure (it applies it later if it is down).")
 @click.option("--json", "as_json", is_flag=True)
 def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
           role: str | None, tenant: str | None, all_tenants: bool, user_id: str, reason: str,
-          as_json: bool) -> None:
-    """Erase every record of one user now (GDPR art. 17), unless on legal hold."""
+          wait_s: float, as_json: bool) -> None:
+    """Erase every record of one user now (GDPR art. 17), unless on legal hold. On a node
+    of a cluster, the node that owns the tenant applies it."""
+    from appliance.cli.erasure_cluster import cluster_home, erase_on_owner
     from appliance.erasure import erase_everywhere
     from appliance.retention import Shredder, erase_user
     from appliance.roles import bound_tenants, require
@@ -50,6 +55,10 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     with _opened(data_dir, passphrase_file, key_file) as rt:
         name = require(rt.policies.access, role or "compliance", "erase", tenant=tenant)
         shredder = Shredder(rt.store, _audit(rt))
+        home = cluster_home(rt, tenant) if tenant is not None else None
+        if home is not None:  # another node owns the tenant: it erases, this one waits
+            sys.exit(erase_on_owner(rt, shredder, home, user_id=user_id, reason=reason,
+                                    wait_s=wait_s, as_json=as_json))
         if tenant is not None:
             reports = [erase_user(shredder, rt.policies.retention, rt.keyring, tenant=tenant,
                                   user_id=user_id, reason=reason)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import sys
@@ -236,6 +237,7 @@ async def _serve_with_jobs(service: Any, rt: Any, telemetry: Any = None) -> None
 
     from appliance.audit import AuditLog
     from appliance.daily import make_daily
+    from appliance.erasure import erase_requested
     from appliance.retention import Shredder
     from appliance.service.retention_job import RetentionJob
 
@@ -263,6 +265,7 @@ async def _serve_with_jobs(service: Any, rt: Any, telemetry: Any = None) -> None
         replace_existing=True, coalesce=True, max_instances=1, misfire_grace_time=3600)
     await service.in_worker(audit.append, "start", {"pid": __import__("os").getpid()})
     service.audit = audit.append
+    service.eraser = functools.partial(erase_requested, shredder, service, rt.keyring)
     scheduler.start()
     service.scheduler = scheduler
     retention.begin_catchup()  # before the sockets open: ping and /metrics say so at once

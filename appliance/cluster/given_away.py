@@ -136,6 +136,12 @@ def _consumed(db: Any) -> tuple[int, dict[int, str]]:
     return int(value["count"]), {int(p): str(n) for p, n in value["partitions"].items()}
 
 
+def consumed_here(db: Any, count: int) -> dict[int, str]:
+    """The partitions (of `count`) this data dir consumed, each with its node name then."""
+    noted_count, parts = _consumed(db)
+    return parts if noted_count == count else {}
+
+
 def _write_consumed(db: Any, count: int, parts: dict[int, str]) -> None:
     if not parts:
         db.execute("DELETE FROM meta WHERE key = ?", (CONSUMED,))

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.cluster import partition as part
 from appliance.cluster.bus import connect, node_name
+from appliance.cluster.erasures import Applied, ErasureInbox, ErasureRequest
 from appliance.cluster.owners import Ownership, owners_bucket
 from appliance.cluster.replies import ReplyBook
 from appliance.cluster.stream import (
@@ -81,6 +82,7 @@ class ClusterNode:
         self._nc: Any = None
         self._js: Any = None
         self._ownership: Ownership | None = None
+        self._inbox: ErasureInbox | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._subs: dict[int, Any] = {}
         self._stopping = asyncio.Event()
@@ -104,6 +106,10 @@ class ClusterNode:
                                         on_lost=self._give_up)
             await self._ownership.claim()
             await _note_versions(kv, self.node)
+            # erasures asked for on other nodes, applied before a waiting prompt is consumed
+            self._inbox = ErasureInbox(self._js, replicas=s.replicas, partitions=s.partitions,
+                                       owns=self.owns, apply=self._erase)
+            await self._inbox.start()
             pulls = {}
             for p in self.partitions:
                 self._subs[p] = await self._nc.subscribe(part.part_subject(p),
@@ -148,7 +154,22 @@ class ClusterNode:
         return p in self.partitions and (self._ownership is None
                                          or p not in self._ownership.lost)
 
+    async def _erase(self, request: ErasureRequest) -> Applied:
+        """Apply an erasure another node asked for, on the worker thread, as the service's
+        own (tombstone, shredding, audit entry); refused if pseudonyms differ."""
+        if self.service.eraser is None:
+            return Applied(self.node, refused=f"Node '{self.node}' runs without an eraser.")
+        report = await self.service.in_worker(self.service.eraser, request)
+        if isinstance(report, str):
+            return Applied(self.node, refused=report)
+        return Applied(self.node, held=report.held, buckets=report.buckets,
+                       records=report.records, completed_at=report.completed_at,
+                       unattributable_buckets=report.unattributable_buckets,
+                       pseudonyms_changed_at=report.pseudonyms_changed_at)
+
     async def _close(self) -> None:
+        if self._inbox is not None:
+            await self._inbox.stop()
         for sub in self._subs.values():
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()

@@ -16,6 +16,7 @@ ENRICHED_PREFIX = "semtrace.enriched"
 PROBE_PREFIX = "semtrace.probe"
 PROBED_PREFIX = "semtrace.probed"
 OWNERS_BUCKET = "semtrace_owners"
+ERASURES_BUCKET = "semtrace_erasures"  # erasure requests for a tenant's owner
 # A tenant is one subject token: no dots, wildcards or white space.
 TENANT_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")

@@ -78,6 +78,8 @@ class ServiceCore:
         self.scheduler: Any = None  # set by the caller that schedules jobs
         # writes an audit entry (on the worker thread); set by the caller that has the log
         self.audit: Callable[[str, dict[str, Any]], object] | None = None
+        # applies an erasure another node of a cluster asked for (cluster/erasures.py)
+        self.eraser: Callable[[Any], Any] | None = None
         self.doors: list[FrontDoor] = []  # started after the socket, stopped before draining
         # Set when a batch fails on the disk while stopping: the rest of the queue is given
         # up (refused, nothing written) instead of being retried one request at a time.

@@ -1,0 +1,155 @@
+"""`semtrace erase` run on a node that does not own the tenant reaches the owner: with a real
+nats-server and two nodes, the owner applies the erasure (shreds, tombstone, its own signed
+audit entry), a prompt of the user queued in JetStream before the erasure is refused when
+the owner consumes it, and the command says on which node it was applied, or that it is
+pending while the owner is down."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_cluster import PARTITIONS, Enriched, Node, nats_server, start_all
+from test_erasure_inflight import users_records
+from test_spine import run_cli
+
+from appliance.cluster.partition import partition_of
+from appliance.keys.bus import BusKeys, load_bus_keys
+
+pytestmark = pytest.mark.slow
+
+# a tenant of node a's partitions (0-1)
+TENANT = next(t for t in (f"firm{i}" for i in range(100)) if partition_of(t, PARTITIONS) < 2)
+STORED = ["Send the tenancy deposit receipt to my landlord on Elmsworth Road.",
+          "When does the deposit protection scheme have to refund me?"]
+QUEUED = "Remind me to call the deposit scheme about the Elmsworth flat."
+
+
+def _row(user: str, rid: str, text: str) -> dict[str, Any]:
+    return {"v": 1, "op": "ingest", "tenant": TENANT, "user_id": user, "request_id": rid,
+            "text": text, "ts": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, Node, BusKeys]]:
+    tmp = tmp_path_factory.mktemp("erase-two")
+    bus = tmp / "bus.key"
+    assert run_cli("cluster", "bus-key", "new", str(bus)).returncode == 0
+    key = tmp / "cluster.key"
+    assert run_cli("init", "--data-dir", str(tmp / "seed"), "--new-key-file",
+                   str(key)).returncode == 0
+    with nats_server(tmp / "nats") as url:
+        a = Node(tmp, "a", url, key, "0-1", bus_key=bus)
+        b = Node(tmp, "b", url, key, "2-3", bus_key=bus)
+        start_all(a, b)
+        yield a, b, load_bus_keys(bus)
+        for n in (a, b):
+            if n.proc is not None and n.proc.poll() is None:
+                n.stop()
+
+
+def _lag(node: Node) -> int:
+    r = run_cli("cluster", "status", "--nats", node.url, "--tenant", TENANT, "--json",
+                env=node.env)
+    assert r.returncode == 0, r.stderr
+    return int(json.loads(r.stdout)[0]["lag"])
+
+
+def _erase(node: Node, user: str, *extra: str) -> list[str]:
+    return ["erase", *node.args(), "--tenant", TENANT, "--user", user, "--reason",
+            "DSAR 2026-77", *extra]
+
+
+def _audit(node: Node, event: str) -> list[dict[str, Any]]:
+    r = run_cli("audit", "log", "--json", "--event", event, *node.args(), env=node.env)
+    assert r.returncode == 0, r.stderr
+    return [e["details"] for e in json.loads(r.stdout)]
+
+
+def test_erase_on_a_node_that_does_not_own_the_tenant_is_applied_by_the_owner(
+        two: tuple[Node, Node, BusKeys], tmp_path: Path) -> None:
+    from appliance.cluster.client import NatsClient
+    from appliance.keys import read_key_file
+
+    a, b, keys = two
+    with NatsClient(a.url, timeout=60, bus_keys=keys) as gateway:
+        for i, text in enumerate(STORED):
+            assert gateway.request(_row("ulla", f"s-{i}", text))["ok"]
+        assert gateway.request(_row("vic", "v-0", "Plan a sprint review agenda."))["ok"]
+    assert a.stop() == 0
+    with NatsClient(a.url, timeout=30, bus_keys=keys) as gateway:  # a is down: they queue
+        gateway.publish(_row("ulla", "q-0", QUEUED))
+        gateway.publish(_row("vic", "v-1", "Add a retrospective to the agenda."))
+    deadline = time.monotonic() + 30
+    while _lag(a) < 2:
+        assert time.monotonic() < deadline, "the prompts did not queue"
+        time.sleep(0.2)
+
+    # the owner is down: the command says the erasure is pending there, and how it completes
+    pending = run_cli(*_erase(b, "ulla", "--wait", "1"), env=b.env)
+    assert pending.returncode == 8, pending.stdout + pending.stderr
+    assert "is pending: node 'a', which owns the tenant, is not running" in pending.stdout
+    assert "Traceback" not in pending.stderr
+
+    # asked again while the owner starts: the owner applies it before consuming, and answers
+    err = tmp_path / "erase.err"
+    with err.open("wb") as fh:
+        erase = subprocess.Popen([sys.executable, "-m", "appliance", *_erase(b, "ulla",
+                                                                              "--wait", "300")],
+                                 env=b.env, stdout=subprocess.PIPE, stderr=fh)
+    deadline = time.monotonic() + 60
+    while "Waiting up to 300 s for node 'a'" not in err.read_text():
+        assert erase.poll() is None, err.read_text()
+        assert time.monotonic() < deadline, "erase did not send its request"
+        time.sleep(0.1)
+    with Enriched(a.url, keys) as enriched:
+        a.launch().wait_up()
+        out, _ = erase.communicate(timeout=300)
+        deadline = time.monotonic() + 120
+        while not {"q-0", "v-1"} <= {r.get("request_id") for r in list(enriched.replies)}:
+            assert time.monotonic() < deadline, "the queued prompts were not answered"
+            time.sleep(0.2)
+        answers = {r["request_id"]: r for r in enriched.replies}
+    said = out.decode()
+    assert erase.returncode == 0, said + err.read_text()
+    assert said.startswith("Erased 2 record(s) in 1 bucket(s) of u_")
+    assert f"on node 'a', which owns {TENANT} (audited there)" in said
+    assert answers["q-0"]["ok"] is False and answers["q-0"]["error"]["code"] == "erased"
+    assert answers["v-1"]["ok"] is True
+
+    assert a.stop() == 0
+    n, texts = users_records(a.data, read_key_file(a.key), TENANT, "ulla")
+    assert n == 0
+    assert not [t for t in texts if "deposit" in t or "Elmsworth" in t]
+    assert sum("agenda" in t for t in texts) == 2  # vic's, the queued one too
+    (entry,) = [e for e in _audit(a, "erase") if e["records"]]
+    assert entry["tenant"] == TENANT and entry["requested_on"] == "b"
+    assert [e["outcome"] for e in _audit(b, "erase_forwarded")] == ["pending", "applied"]
+    assert not _audit(b, "erase")  # nothing was erased on b, and b does not say so
+    assert '"erasure_applied"' in a.log.read_text() and "Traceback" not in a.log.read_text()
+
+
+def test_erase_that_cannot_reach_the_owner_is_refused_in_one_sentence(tmp_path: Path) -> None:
+    from test_cluster import _free_port
+
+    key = tmp_path / "cluster.key"
+    assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
+                   str(key)).returncode == 0
+    bus = tmp_path / "bus.key"
+    assert run_cli("cluster", "bus-key", "new", str(bus)).returncode == 0
+    b = Node(tmp_path, "b", f"nats://127.0.0.1:{_free_port()}", key, "2-3", bus_key=bus)
+    before = _audit(b, "erase")
+    out = run_cli(*_erase(b, "ulla"), env=b.env)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stderr.startswith(f"semtrace: No NATS server answers at {b.url}, so this "
+                                 f"erasure cannot reach the node that owns {TENANT}")
+    assert "nothing was erased" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in out.stderr and not out.stdout
+    assert _audit(b, "erase") == before == [] and not _audit(b, "erase_forwarded")
