@@ -5,6 +5,7 @@ where nothing of theirs (or of anyone) is stored yet."""
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,6 +23,7 @@ from appliance.retention import (
 )
 from appliance.store import Store
 
+APPLIED_PREFIX = "erasure_request_applied:"  # meta keys: requests another node made, applied
 # tables whose `tenant` column names a tenant the store holds, has held, or has erased in
 _STORED = ("buckets", "threads", "erasures")
 
@@ -79,6 +81,18 @@ def erase_requested(shredder: Shredder, service: Any, keyring: Keyring,
         return (f"Node '{request.requested_on}' pseudonymises user ids with another key than "
                 "the owner (its data dir was not initialised with the cluster's key file); "
                 "nothing was erased: run erase on the owner's data dir.")
-    return erase_pseudonym(shredder, service.policies.retention, keyring, tenant=request.tenant,
-                           user=request.user, reason=request.reason,
-                           requested_on=request.requested_on)
+    if not hmac.compare_digest(keyring.erasure_tag(request.signed()), request.tag):
+        return ("The erasure request does not carry the tag of a node of this cluster; "
+                "nothing was erased.")
+    db, seen = shredder.store.db, f"{APPLIED_PREFIX}{request.request_id}"
+    if db.execute("SELECT 1 FROM meta WHERE key = ?", (seen,)).fetchone():
+        # applied already (its answer lost, or an old request put back): once is enough, a
+        # second run would shred what the user sent since
+        return EraseReport(tenant=request.tenant, user=request.user, held=False)
+    report = erase_pseudonym(shredder, service.policies.retention, keyring,
+                             tenant=request.tenant, user=request.user, reason=request.reason,
+                             requested_on=request.requested_on)
+    with db:
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                   (seen, report.completed_at or ""))
+    return report

@@ -153,3 +153,81 @@ def test_erase_that_cannot_reach_the_owner_is_refused_in_one_sentence(tmp_path: 
     assert "nothing was erased" in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert "Traceback" not in out.stderr and not out.stdout
     assert _audit(b, "erase") == before == [] and not _audit(b, "erase_forwarded")
+
+
+def test_erase_all_tenants_on_one_node_reaches_the_owner_of_each_tenant(
+        two: tuple[Node, Node, BusKeys]) -> None:
+    from appliance.cluster.client import NatsClient
+    from appliance.keys import read_key_file
+
+    a, b, keys = two
+    here = next(t for t in (f"shop{i}" for i in range(100)) if partition_of(t, PARTITIONS) >= 2)
+    with (b.policies / "access.toml").open("a") as fh:  # the tenants the policies name
+        fh.write(f'\n[roles.dpo]\npermissions = ["erase"]\ntenants = ["{TENANT}", "{here}"]\n')
+    if a.proc is None or a.proc.poll() is not None:
+        a.launch().wait_up()
+    with NatsClient(a.url, timeout=60, bus_keys=keys) as gateway:
+        assert gateway.request(_row("wanda", "w-0", "Cancel my gym membership at Ravelston."))[
+            "ok"]
+        assert gateway.request({**_row("wanda", "w-1", "Cancel my Ravelston parking permit."),
+                                "tenant": here})["ok"]
+    out = run_cli("erase", *b.args(), "--all-tenants", "--user", "wanda", "--role", "dpo",
+                  "--reason", "DSAR 2026-78", "--json", env=b.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    done = json.loads(out.stdout)
+    assert {(t["tenant"], t["records"], t["node"]) for t in done["tenants"]} == {
+        (TENANT, 1, "a"), (here, 1, None)}
+    assert done["complete"] is True and done["pending"] == []
+    for n in (a, b):
+        assert n.stop() == 0
+    for n, tenant in ((a, TENANT), (b, here)):
+        count, texts = users_records(n.data, read_key_file(n.key), tenant, "wanda")
+        assert count == 0 and not [t for t in texts if "membership" in t or "parking" in t]
+
+
+def test_an_erasure_request_without_the_clusters_tag_or_applied_before_changes_nothing(
+        tmp_path: Path) -> None:
+    """Anyone who may write to NATS could put a request into the bucket: the owner applies
+    only one tagged under the cluster's pseudonym key, and each request once."""
+    import dataclasses
+    import time as clock
+    from types import SimpleNamespace
+
+    from conftest import init_store
+
+    from appliance.audit import AuditLog
+    from appliance.cluster.erasures import ErasureRequest
+    from appliance.erasure import erase_requested
+    from appliance.keys import read_passphrase_file
+    from appliance.keys.keyring import Keyring
+    from appliance.retention import Shredder
+    from appliance.runtime import open_runtime
+
+    _, pw, _ = init_store(tmp_path)
+    rt = open_runtime(tmp_path / "data", read_passphrase_file(pw))
+    try:
+        shredder = Shredder(rt.store, AuditLog(rt.store.db, rt.keyring.audit_signer(),
+                                               anchor=rt.store.keys_db))
+        service = SimpleNamespace(policies=rt.policies)
+        user = rt.keyring.pseudonym(TENANT, "ulla")
+        plain = ErasureRequest(TENANT, user, "DSAR 9", "r1", "b", clock.time(),
+                               rt.keyring.pseudonym_id())
+        stranger = Keyring.random().erasure_tag(plain.signed())
+        for forged in (plain, dataclasses.replace(plain, tag=stranger),
+                       dataclasses.replace(plain, tag=rt.keyring.erasure_tag(plain.signed()),
+                                           reason="DSAR 10")):
+            said = erase_requested(shredder, service, rt.keyring, forged)
+            assert said == ("The erasure request does not carry the tag of a node of this "
+                            "cluster; nothing was erased.")
+        assert rt.store.tombstone(TENANT, user) is None
+        assert not [e for e in shredder.audit.entries() if e.event == "erase"]
+        signed = dataclasses.replace(plain, tag=rt.keyring.erasure_tag(plain.signed()))
+        report = erase_requested(shredder, service, rt.keyring, signed)
+        assert not isinstance(report, str) and report.completed_at is not None
+        assert rt.store.tombstone(TENANT, user) is not None
+        again = erase_requested(shredder, service, rt.keyring, signed)  # put back in NATS
+        assert not isinstance(again, str) and again.completed_at is None
+        (entry,) = [e for e in shredder.audit.entries() if e.event == "erase"]
+        assert entry.details["requested_on"] == "b" and entry.details["user"] == user
+    finally:
+        rt.close()

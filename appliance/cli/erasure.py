@@ -14,6 +14,8 @@ from appliance.cli.compliance import _audit, _opened, _reason
 from appliance.errors import InputError
 
 if TYPE_CHECKING:
+    from appliance.cli.erasure_cluster import Asked
+    from appliance.cluster.erasures import Applied, Home
     from appliance.retention import EraseReport
 
 
@@ -40,8 +42,13 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
           wait_s: float, as_json: bool) -> None:
     """Erase every record of one user now (GDPR art. 17), unless on legal hold. On a node
     of a cluster, the node that owns the tenant applies it."""
-    from appliance.cli.erasure_cluster import cluster_home, erase_on_owner
-    from appliance.erasure import erase_everywhere
+    from appliance.cli.erasure_cluster import (
+        PENDING_EXIT,
+        ask_owners,
+        cluster_away,
+        erase_on_owner,
+    )
+    from appliance.erasure import erase_everywhere, known_tenants
     from appliance.retention import Shredder, erase_user
     from appliance.roles import bound_tenants, require
 
@@ -52,10 +59,11 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     for option, value in (("--tenant", tenant), ("--user", user_id)):
         if value is not None and not value.strip():  # the service never stores one
             raise InputError(f"{option} must not be empty.")
+    asked: list[Asked] = []  # erasures asked of the tenants' owners on a cluster
     with _opened(data_dir, passphrase_file, key_file) as rt:
         name = require(rt.policies.access, role or "compliance", "erase", tenant=tenant)
         shredder = Shredder(rt.store, _audit(rt))
-        home = cluster_home(rt, tenant) if tenant is not None else None
+        home = cluster_away(rt, [tenant]).get(tenant) if tenant is not None else None
         if home is not None:  # another node owns the tenant: it erases, this one waits
             sys.exit(erase_on_owner(rt, shredder, home, user_id=user_id, reason=reason,
                                     wait_s=wait_s, as_json=as_json))
@@ -64,12 +72,23 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
                                   user_id=user_id, reason=reason)]
         else:
             bound = bound_tenants(rt.policies.access, name)
-            reports = erase_everywhere(shredder, rt.policies, rt.keyring,
-                                       user_id=user_id, reason=reason, tenants=bound)
+            names = [t for t in known_tenants(rt.store, rt.policies)
+                     if bound is None or t in bound]
+            away = cluster_away(rt, names)  # on other nodes of a cluster: asked of them
+            reports = erase_everywhere(shredder, rt.policies, rt.keyring, user_id=user_id,
+                                       reason=reason,
+                                       tenants=[t for t in names if t not in away])
+            asked = ask_owners(rt, shredder, list(away.values()), user_id=user_id,
+                               reason=reason, wait_s=wait_s, quiet=as_json) if away else []
     if tenant is not None:
         _one(reports[0], as_json)
     else:
-        _every(reports, as_json, bound=bound is not None)
+        for _, _, answer in asked:
+            if answer is not None and answer.refused:
+                click.echo(f"semtrace: {answer.refused}", err=True)
+        reports += [_report_of(home, user, a) for home, user, a in asked
+                    if a is not None and not a.refused]
+        _every(reports, as_json, bound=bound is not None, elsewhere=asked, wait_s=wait_s)
     for r in reports:
         if not r.complete and not r.held:
             click.echo(f"Erasure NOT complete: {r.unattributable_buckets} bucket(s) of "
@@ -81,6 +100,10 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         sys.exit(5)
     if not all(r.complete for r in reports):
         sys.exit(7)
+    if any(a is not None and a.refused for _, _, a in asked):
+        sys.exit(1)
+    if any(a is None for _, _, a in asked):
+        sys.exit(PENDING_EXIT)
 
 
 def _one(report: EraseReport, as_json: bool) -> None:
@@ -102,21 +125,45 @@ def _tombstone_only(reports: list[EraseReport]) -> list[str]:
     return [r.tenant for r in reports if not r.held and not r.buckets]
 
 
-def _every(reports: list[EraseReport], as_json: bool, *, bound: bool) -> None:
+def _report_of(home: Home, user: str, applied: Applied) -> EraseReport:
+    """The owner's answer as the report of a local erasure."""
+    from appliance.retention import EraseReport
+
+    return EraseReport(tenant=home.tenant, user=user, held=applied.held,
+                       buckets=applied.buckets, records=applied.records,
+                       completed_at=applied.completed_at,
+                       unattributable_buckets=applied.unattributable_buckets,
+                       pseudonyms_changed_at=applied.pseudonyms_changed_at)
+
+
+def _every(reports: list[EraseReport], as_json: bool, *, bound: bool,
+           elsewhere: list[Asked], wait_s: float) -> None:
+    from appliance.cli.erasure_cluster import as_json_of, pending_sentence
+
     records = sum(r.records for r in reports)
     empty = _tombstone_only(reports)
+    nodes = {h.tenant: a.node for h, _, a in elsewhere if a is not None}
+    pending = [(h, u, a) for h, u, a in elsewhere if a is None]
     if as_json:
-        emit_json({"tenants": [{**_as_json(r), "tombstone": not r.held} for r in reports],
+        emit_json({"tenants": [{**_as_json(r), "tombstone": not r.held,
+                                "node": nodes.get(r.tenant)} for r in reports],
                    "records": records, "tombstone_only": empty,
-                   "complete": all(r.complete for r in reports)})
+                   "pending": [as_json_of(h, u, a) for h, u, a in pending],
+                   "complete": all(r.complete for r in reports) and not pending})
         return
     for r in reports:
+        on = f" on node '{nodes[r.tenant]}'" if r.tenant in nodes else ""
         if r.held:
-            click.echo(f"{r.tenant}: user {r.user} is on legal hold; nothing was erased there.")
+            click.echo(f"{r.tenant}: user {r.user} is on legal hold{on}; nothing was erased "
+                       "there.")
         elif r.buckets:
             click.echo(f"{r.tenant}: erased {r.records} record(s) in {r.buckets} bucket(s) of "
-                       f"{r.user}.")
+                       f"{r.user}{on}.")
+    for asked in pending:
+        click.echo(f"{asked[0].tenant}: {pending_sentence(asked, wait_s)}")
     scope = " the role sees" if bound else ""
+    if not reports and pending:
+        return
     if not reports:
         click.echo(f"No tenant{scope} is known to this data dir (no data, none named in the "
                    "policies); nothing was erased.")

@@ -4,8 +4,10 @@ asked of the node that does, waiting for its answer (`appliance/cluster/erasures
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -27,28 +29,32 @@ def _consumed(rt: Runtime) -> dict[int, str]:
     return given_away.consumed_here(rt.store.db, rt.policies.cluster.partitions)
 
 
-def cluster_home(rt: Runtime, tenant: str) -> Home | None:
-    """Where `tenant` lives when it is on another node of the cluster; None on a single host
-    or when this data dir owns it. SemtraceError (nothing done) when NATS cannot say and
-    this data dir does not hold the tenant."""
+def cluster_away(rt: Runtime, tenants: list[str]) -> dict[str, Home]:
+    """The tenants of `tenants` that live on another node of the cluster, with their home;
+    none on a single host. SemtraceError (nothing done) when NATS cannot say and this data
+    dir does not hold one of them."""
     from appliance.cluster.erasures import locate
     from appliance.cluster.partition import partition_of
 
     settings = rt.policies.cluster
-    if not settings.url:
-        return None
+    if not settings.url or not tenants:
+        return {}
     here = _consumed(rt)
     try:
-        home = asyncio.run(locate(settings, tenant, here))
+        homes = asyncio.run(locate(settings, tenants, here))
     except SemtraceError as exc:
-        p = partition_of(tenant, settings.partitions)
-        if p in here:  # this data dir consumed the partition last: erase it here
-            return None
+        away = [t for t in tenants if partition_of(t, settings.partitions) not in here]
+        if not away:  # this data dir consumed their partitions last: erase them here
+            return {}
+        what = (f"the node that owns {away[0]} (its partition "
+                f"{partition_of(away[0], settings.partitions)} is" if len(away) == 1 else
+                f"the nodes that own {len(away)} of the tenants ({', '.join(away)}; their "
+                "partitions are")
         raise SemtraceError(
-            f"{str(exc).rstrip('.')}, so this erasure cannot reach the node that owns "
-            f"{tenant} (its partition {p} is not consumed by this data dir): run it again "
-            "when NATS answers, or on the owner's data dir; nothing was erased.") from None
-    return None if home.here else home
+            f"{str(exc).rstrip('.')}, so this erasure cannot reach {what} not consumed by "
+            "this data dir): run it again when NATS answers, or on the owner's data dir; "
+            "nothing was erased.") from None
+    return {h.tenant: h for h in homes if not h.here}
 
 
 def _asking_node(rt: Runtime) -> str:
@@ -58,46 +64,85 @@ def _asking_node(rt: Runtime) -> str:
     return names[0] if names else node_name(rt.policies.cluster.node)
 
 
-def erase_on_owner(rt: Runtime, shredder: Shredder, home: Home, *, user_id: str, reason: str,
-                   wait_s: float, as_json: bool) -> int:
-    """Ask the owner to erase, wait up to `wait_s` for its answer, print it; the exit code
-    (0 done, 5 legal hold there, 7 incomplete there, 8 pending)."""
+Asked = tuple["Home", str, "Applied | None"]  # (where, the user's pseudonym, the answer)
+
+
+def ask_owners(rt: Runtime, shredder: Shredder, homes: list[Home], *, user_id: str,
+               reason: str, wait_s: float, quiet: bool) -> list[Asked]:
+    """Ask each tenant's owner to erase the user and wait up to `wait_s` for the answers
+    (None: pending); each request is audited here as `erase_forwarded`."""
     from appliance.cluster.erasures import ErasureRequest, forward
 
-    tenant = home.tenant
-    user = rt.keyring.pseudonym(tenant, user_id)
-    request = ErasureRequest(tenant, user, reason, secrets.token_hex(8), _asking_node(rt),
-                             time.time(), rt.keyring.pseudonym_id())
-    who = f"node '{home.owner}'" if home.owner else "the partition's next owner"
+    me, fingerprint = _asking_node(rt), rt.keyring.pseudonym_id()
+    unsigned = [ErasureRequest(h.tenant, rt.keyring.pseudonym(h.tenant, user_id), reason,
+                               secrets.token_hex(8), me, time.time(), fingerprint)
+                for h in homes]
+    requests = [dataclasses.replace(r, tag=rt.keyring.erasure_tag(r.signed()))
+                for r in unsigned]
 
-    def sent() -> None:
-        if not as_json:
-            click.echo(f"Waiting up to {wait_s:g} s for {who}, which owns {tenant}, to apply "
-                       "the erasure ...", err=True)
+    def sent(home: Home) -> Callable[[], None]:
+        def say() -> None:
+            if not quiet:
+                who = f"node '{home.owner}'" if home.owner else "the partition's next owner"
+                click.echo(f"Waiting up to {wait_s:g} s for {who}, which owns {home.tenant}, "
+                           "to apply the erasure ...", err=True)
+        return say
 
-    applied = asyncio.run(forward(rt.policies.cluster, request, wait_s=wait_s, on_sent=sent))
-    outcome = ("pending" if applied is None else "refused" if applied.refused
-               else "held" if applied.held else "applied")
-    shredder.audit.append("erase_forwarded", {
-        "tenant": tenant, "user": user, "node": home.owner, "reason": reason,
-        "outcome": outcome, "records": 0 if applied is None else applied.records})
+    async def all_of() -> list[Applied | None]:
+        return list(await asyncio.gather(*(
+            forward(rt.policies.cluster, r, wait_s=wait_s, on_sent=sent(h))
+            for r, h in zip(requests, homes, strict=True))))
+
+    answers = asyncio.run(all_of())
+    for r, h, applied in zip(requests, homes, answers, strict=True):
+        shredder.audit.append("erase_forwarded", {
+            "tenant": h.tenant, "user": r.user, "node": h.owner, "reason": reason,
+            "outcome": _outcome(applied), "records": applied.records if applied else 0})
+    return [(h, r.user, a) for r, h, a in zip(requests, homes, answers, strict=True)]
+
+
+def _outcome(applied: Applied | None) -> str:
+    return ("pending" if applied is None else "refused" if applied.refused
+            else "held" if applied.held else "applied")
+
+
+def erase_on_owner(rt: Runtime, shredder: Shredder, home: Home, *, user_id: str, reason: str,
+                   wait_s: float, as_json: bool) -> int:
+    """`erase --tenant` of a tenant on another node: ask, wait, print the answer; the exit
+    code (0 done, 5 legal hold there, 7 incomplete there, 8 pending)."""
+    ((_, user, applied),) = ask_owners(rt, shredder, [home], user_id=user_id, reason=reason,
+                                       wait_s=wait_s, quiet=as_json)
     if applied is not None and applied.refused:
         raise SemtraceError(applied.refused)
     if as_json:
-        emit_json(_as_json(home, user, applied))
+        emit_json(as_json_of(home, user, applied))
     else:
         click.echo(_sentence(home, user, applied, wait_s))
-    if applied is None:
-        return PENDING_EXIT
-    if applied.held:
-        return 5
-    if applied.unattributable_buckets:
-        click.echo(f"Erasure NOT complete: {applied.unattributable_buckets} bucket(s) of "
-                   f"{tenant} on node '{applied.node}' were written before a key rotation "
-                   f"({applied.pseudonyms_changed_at}) that changed pseudonyms; they may hold "
-                   "this user's records and cannot be attributed.", err=True)
-        return 7
-    return 0
+    return exit_code([(home, user, applied)])
+
+
+def exit_code(asked: list[Asked]) -> int:
+    """5 if a legal hold kept the user somewhere, 7 if an erasure is incomplete, 8 if one
+    is pending, else 0 (an incomplete one is also said on stderr)."""
+    code = 0
+    for home, _, applied in asked:
+        if applied is None:
+            code = code or PENDING_EXIT
+        elif applied.held:
+            code = 5
+        elif applied.unattributable_buckets:
+            click.echo(f"Erasure NOT complete: {applied.unattributable_buckets} bucket(s) of "
+                       f"{home.tenant} on node '{applied.node}' were written before a key "
+                       f"rotation ({applied.pseudonyms_changed_at}) that changed pseudonyms; "
+                       "they may hold this user's records and cannot be attributed.", err=True)
+            code = 5 if code == 5 else 7
+    return code
+
+
+def pending_sentence(asked: Asked, wait_s: float) -> str | None:
+    """The sentence of a request not applied yet (None when it was)."""
+    home, user, applied = asked
+    return _sentence(home, user, None, wait_s) if applied is None else None
 
 
 def _sentence(home: Home, user: str, applied: Applied | None, wait_s: float) -> str:
@@ -122,7 +167,7 @@ def _sentence(home: Home, user: str, applied: Applied | None, wait_s: float) -> 
             f"{where} (audited there).")
 
 
-def _as_json(home: Home, user: str, applied: Applied | None) -> dict[str, Any]:
+def as_json_of(home: Home, user: str, applied: Applied | None) -> dict[str, Any]:
     done = applied is not None
     return {"tenant": home.tenant, "user": user, "node": applied.node if applied else home.owner,
             "partition": home.partition, "applied": done, "pending": not done,

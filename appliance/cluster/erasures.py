@@ -50,10 +50,16 @@ class ErasureRequest:
     requested_on: str  # the node (data dir) the command ran on
     requested_at: float
     pseudonyms: str  # the asking keyring's pseudonym fingerprint: the owner must match it
+    tag: str = ""  # Keyring.erasure_tag of `signed()`: made by a node holding the key
 
     @property
     def key(self) -> str:
         return f"{self.tenant}.{self.user}"
+
+    def signed(self) -> bytes:
+        """The bytes the tag covers: every field but the tag."""
+        fields = {k: v for k, v in asdict(self).items() if k != "tag"}
+        return json.dumps(fields, sort_keys=True).encode()
 
 
 @dataclass(frozen=True)
@@ -119,34 +125,42 @@ async def erasures_bucket(js: Any, *, replicas: int) -> Any:
             description="semtrace erasure requests: tenant, user pseudonym, outcome"))
 
 
-async def locate(settings: ClusterSettings, tenant: str, consumed_here: dict[int, str]) -> Home:
-    """Ask NATS which node owns `tenant` now; SemtraceError if NATS does not answer."""
+async def locate(settings: ClusterSettings, tenants: list[str],
+                 consumed_here: dict[int, str]) -> list[Home]:
+    """Ask NATS which node owns each tenant now; SemtraceError if NATS does not answer (or
+    the `nats` extra is not installed)."""
+    nc = await connect(settings.url, settings.security, name="semtrace-erase", reconnect=False)
     from nats.js.errors import BucketNotFoundError, NotFoundError
 
     from appliance.cluster.owners import owners_bucket, read_claims
     from appliance.cluster.stream import last_consumer
 
-    p = partition_of(tenant, settings.partitions)
-    nc = await connect(settings.url, settings.security, name="semtrace-erase", reconnect=False)
     try:
         js = nc.jetstream()
         try:
-            claim = (await read_claims(await owners_bucket(
-                js, ttl_s=settings.owner_ttl_s, replicas=settings.replicas,
-                create=False))).get(p)
+            claims = await read_claims(await owners_bucket(
+                js, ttl_s=settings.owner_ttl_s, replicas=settings.replicas, create=False))
         except BucketNotFoundError:
-            claim = None
-        try:
-            info = await js.consumer_info(settings.stream, consumer_name(settings.stream, p))
-            named = last_consumer(info.config.description)  # or the reclaiming node
-            last = named.node if named else None
-        except NotFoundError:
-            last = None
+            claims = {}
+        last: dict[int, str | None] = {}
+        for p in sorted({partition_of(t, settings.partitions) for t in tenants}):
+            try:
+                info = await js.consumer_info(settings.stream,
+                                              consumer_name(settings.stream, p))
+                named = last_consumer(info.config.description)  # or the reclaiming node
+                last[p] = named.node if named else None
+            except NotFoundError:
+                last[p] = None
     finally:
         with contextlib.suppress(Exception):
             await nc.close()
-    return home_of(tenant, settings.partitions, claimed_by=claim.node if claim else None,
-                   last_consumer=last, consumed_here=consumed_here)
+    homes = []
+    for t in tenants:
+        p = partition_of(t, settings.partitions)
+        claim = claims.get(p)
+        homes.append(home_of(t, settings.partitions, claimed_by=claim.node if claim else None,
+                             last_consumer=last[p], consumed_here=consumed_here))
+    return homes
 
 
 async def forward(settings: ClusterSettings, request: ErasureRequest, *, wait_s: float,

@@ -103,6 +103,13 @@ class Keyring:
         """Keyed tag of a replayed file (its SHA-256) for its default request ids."""
         return hmac.new(self._pseudo, b"replay\0" + file_digest, hashlib.sha256).hexdigest()[:12]
 
+    def erasure_tag(self, request: bytes) -> str:
+        """A MAC over an erasure request one node of a cluster asks another to apply, under
+        the pseudonym key (shared by the nodes whose pseudonyms agree): NATS credentials
+        alone cannot ask for an erasure."""
+        return hmac.new(self._pseudo, b"semtrace-erasure-request\0" + request,
+                        hashlib.sha256).hexdigest()
+
     def session_key(self, tenant: str, session_id: str) -> str:
         """Keyed hash of a client session id (session ids may embed user ids)."""
         mac = hmac.new(self._pseudo, f"session\0{tenant}\0{session_id}".encode(), hashlib.sha256)
