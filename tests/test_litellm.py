@@ -335,3 +335,29 @@ def test_a_prompt_the_providers_content_filter_refused_is_recorded_as_blocked(
     records = _thread(server, reply["conversation_id"])["records"]
     # what `semtrace stats` counts as blocked, not as an error of the provider
     assert [r["status"] for r in records] == ["blocked"]
+
+
+def test_the_decorator_adds_a_tool_loops_call_to_its_turn(
+        server: Server, tracing: tuple[Any, InMemorySpanExporter]) -> None:
+    tracer, _ = tracing
+    semtrace = Semtrace(server.sock, tenant="acme")
+    with semtrace.turn(user_id="vera", text="What is the weather in Lyon today?",
+                       request_id="dl-1") as turn:
+        turn.usage(input_tokens=30, output_tokens=5)
+        turn.answer("", response_id="resp_dl_1")  # the model asked for a tool
+    # the application answers the tool call: only the tool's output, no user text
+    with tracer.start_as_current_span("responses.create") as span:
+        with semtrace.tool_call(user_id="vera", previous_response_id="resp_dl_1") as call:
+            call.usage(input_tokens=40, output_tokens=12)
+            call.answer("Sunny in Lyon, 24 degrees.", response_id="resp_dl_2")
+        attrs = dict(span.attributes or {})  # type: ignore[attr-defined]
+    with semtrace.turn(user_id="vera", text="And tomorrow?", request_id="dl-3",
+                       previous_response_id="resp_dl_2") as follow:
+        follow.answer("Rain.", response_id="resp_dl_3")
+    assert call.reply is not None and call.reply["ok"], call.reply
+    assert attrs["gen_ai.conversation.id"] == turn.conversation_id
+    assert follow.conversation_id == turn.conversation_id
+    assert follow.reply is not None and follow.reply["parent_request_id"] == "dl-1"
+    records = _thread(server, str(turn.conversation_id))["records"]
+    assert [r["request_id"] for r in records] == ["dl-1", "dl-3"]
+    assert (records[0]["input_tokens"], records[0]["output_tokens"]) == (70, 17)

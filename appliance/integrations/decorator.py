@@ -56,6 +56,7 @@ from appliance.integrations import (
 )
 from appliance.integrations.channel import SyncChannel
 from appliance.integrations.redaction import TextRedactor, text_redactor
+from appliance.integrations.tool_loops import loop_request
 
 log = logging.getLogger("semtrace.integrations")
 
@@ -185,6 +186,29 @@ class Semtrace:
         current, span, start = self._begin(
             user_id=user_id, text=text, session_id=session_id, model=model,
             request_id=request_id, history=history, previous_response_id=previous_response_id)
+        current.reply = self.send(current.request)
+        self._registered(current, span)
+        status = "error"
+        try:
+            yield current
+            status = "ok"
+        finally:
+            self._finished(current, span, self.send(self._finish(current, start, status)))
+
+    @contextlib.contextmanager
+    def tool_call(self, *, user_id: str, previous_response_id: str,
+                  request_id: str | None = None) -> Iterator[Turn]:
+        """Record a Responses API call of a tool loop made inside the block: its input
+        holds only the tools' outputs (nothing the user wrote) and it continues
+        `previous_response_id`. It is no turn of its own but part of the user's turn that
+        answered with that id: its usage and latency are added to the turn's, and the
+        response id given to `answer` becomes the turn's, so the loop's next call and the
+        user's next message continue it. The current span gets the turn's attributes."""
+        request = loop_request(request_id=request_id or "app-" + secrets.token_hex(8),
+                               tenant=self.tenant, user_id=user_id,
+                               previous_response_id=previous_response_id, response=None)
+        assert request is not None  # a user id given by the application
+        current, span, start = Turn(request), trace.get_current_span(), time.perf_counter()
         current.reply = self.send(current.request)
         self._registered(current, span)
         status = "error"
