@@ -7,7 +7,8 @@ view is scoped to one user).
 
 `threads` reads a thread's turns, `reports` holds the rows of every report,
 `windows` the default window and release keys; one module a report family:
-`groups` (topics, models, cost), `positions`, `blocks`, `incidents`. Import
+`groups` (topics, models, cost), `positions`, `blocks`, `incidents`; `merges` sums
+the topics a refinement merged since a release was made. Import
 from here.
 """
 
@@ -25,6 +26,7 @@ from appliance.analytics.groups import (
     topic_stats,
 )
 from appliance.analytics.incidents import incident_lifts
+from appliance.analytics.merges import merge_topics
 from appliance.analytics.positions import period_of, position_mix
 from appliance.analytics.reports import (
     BlockStats,
@@ -75,6 +77,7 @@ __all__ = [
     "incident_lifts",
     "length_group",
     "load_threads",
+    "merge_topics",
     "model_stats",
     "period_of",
     "position_mix",

@@ -11,15 +11,13 @@ the CLI command would.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from appliance import analytics
 from appliance.analytics import GroupStats
 from appliance.config import Policies
-from appliance.privacy import Figure, GroupFigures, PrivacyGate, Release
+from appliance.privacy import PrivacyGate
 from appliance.query import topic_aliases
 from appliance.releases import ReleaseCache
 from appliance.roles import require
@@ -77,36 +75,6 @@ def release_key(policies: Policies, kind: str, now: datetime, topic: str | None 
     return start, end, analytics.group_key(kind, start, end, cost_bound=bound, extra=extra)
 
 
-def _add(parts: Sequence[Figure]) -> Figure:
-    """The sum of released figures: values add, noise scales in quadrature (post-processing,
-    as the trend adds a day's parts)."""
-    return Figure(sum(f.value for f in parts), math.sqrt(sum(f.noise_scale ** 2 for f in parts)),
-                  all(f.exact for f in parts))
-
-
-def merge_topics(rel: Release, live: Mapping[str, str]) -> Release:
-    """A topic release with the groups of ids merged since summed into the topic they joined.
-
-    Threads and every per-thread sum (turns, refined, abandoned, cost …) add, so the row's
-    means and shares are of all its threads. People do not add (one person may be in
-    both parts): the merged row keeps its largest part's count, a floor. Pure."""
-    parts: dict[str, list[GroupFigures]] = {}
-    for g in rel.groups:
-        parts.setdefault(live.get(g.group, g.group), []).append(g)
-    groups = []
-    for key, gs in parts.items():
-        if len(gs) == 1 and gs[0].group == key:
-            groups.append(gs[0])
-            continue
-        names = {n for g in gs for n in g.sums}
-        users = [g.users for g in gs if g.users is not None]
-        groups.append(GroupFigures(
-            key, _add([g.count for g in gs]),
-            {n: _add([g.sums[n] for g in gs if n in g.sums]) for n in sorted(names)},
-            max(users, key=lambda f: f.value) if users else None))
-    return replace(rel, groups=tuple(groups))
-
-
 def aggregate_view(store: Store, policies: Policies, tenants: list[str], kind: str,
                    now: datetime, *, topic: str | None = None) -> AggregateView:
     """Today's releases of `kind` for `tenants`, read from the release cache (spends nothing).
@@ -127,7 +95,7 @@ def aggregate_view(store: Store, policies: Policies, tenants: list[str], kind: s
         labels = analytics.topic_labels(store, tenant) if kind == "topics" else {}
         if kind == "topics" and rel is not None:
             counted.update(g.group for g in rel.groups)
-            rel = merge_topics(rel, merged)  # one row per topic as it is now
+            rel = analytics.merge_topics(rel, merged)  # one row per topic as it is now
         rows = tuple(analytics.group_rows(rel, labels)) if rel is not None else ()
         if kind == "topics":  # each topic's trend, from the stored releases (spends nothing)
             rows = with_trends(store.db, tenant, rows, (end - timedelta(days=1)).date(),
