@@ -176,7 +176,7 @@ def test_erase_all_tenants_on_one_node_reaches_the_owner_of_each_tenant(
     assert out.returncode == 0, out.stdout + out.stderr
     done = json.loads(out.stdout)
     assert {(t["tenant"], t["records"], t["node"]) for t in done["tenants"]} == {
-        (TENANT, 1, "a"), (here, 1, None)}
+        (TENANT, 1, "a"), (here, 1, "b")}
     assert done["complete"] is True and done["pending"] == []
     for n in (a, b):
         assert n.stop() == 0

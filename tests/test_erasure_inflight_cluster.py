@@ -77,6 +77,7 @@ def test_a_node_down_while_erase_ran_stores_nothing_of_the_user_from_its_backlog
                      "--reason", "DSAR 2026-31", "--json", env=node.env)
     assert erased.returncode == 0, erased.stderr
     assert json.loads(erased.stdout)["records"] == 1
+    assert json.loads(erased.stdout)["node"] == "n"  # erased here: this node owns acme
 
     with Enriched(node.url, keys) as enriched:
         node.launch().wait_up()

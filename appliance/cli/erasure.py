@@ -47,6 +47,7 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         ask_owners,
         cluster_away,
         erase_on_owner,
+        this_node,
     )
     from appliance.erasure import erase_everywhere, known_tenants
     from appliance.retention import Shredder, erase_user
@@ -63,6 +64,7 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     with _opened(data_dir, passphrase_file, key_file) as rt:
         name = require(rt.policies.access, role or "compliance", "erase", tenant=tenant)
         shredder = Shredder(rt.store, _audit(rt))
+        node = this_node(rt)  # this node's name on a cluster, said with the outcome
         home = cluster_away(rt, [tenant]).get(tenant) if tenant is not None else None
         if home is not None:  # another node owns the tenant: it erases, this one waits
             sys.exit(erase_on_owner(rt, shredder, home, user_id=user_id, reason=reason,
@@ -81,14 +83,15 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
             asked = ask_owners(rt, shredder, list(away.values()), user_id=user_id,
                                reason=reason, wait_s=wait_s, quiet=as_json) if away else []
     if tenant is not None:
-        _one(reports[0], as_json)
+        _one(reports[0], as_json, node=node)
     else:
         for _, _, answer in asked:
             if answer is not None and answer.refused:
                 click.echo(f"semtrace: {answer.refused}", err=True)
         reports += [_report_of(home, user, a) for home, user, a in asked
                     if a is not None and not a.refused]
-        _every(reports, as_json, bound=bound is not None, elsewhere=asked, wait_s=wait_s)
+        _every(reports, as_json, bound=bound is not None, elsewhere=asked, wait_s=wait_s,
+               here=node)
     for r in reports:
         if not r.complete and not r.held:
             click.echo(f"Erasure NOT complete: {r.unattributable_buckets} bucket(s) of "
@@ -106,18 +109,21 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         sys.exit(PENDING_EXIT)
 
 
-def _one(report: EraseReport, as_json: bool) -> None:
+def _one(report: EraseReport, as_json: bool, *, node: str | None) -> None:
+    """`node`: this node's name on a cluster (it owns the tenant), said with the outcome."""
+    here = f" on this node ('{node}'), which owns {report.tenant}," if node else ""
     if as_json:
-        emit_json(_as_json(report))
+        emit_json(_as_json(report) | ({"node": node} if node else {}))
     elif report.held:
-        click.echo(f"User {report.user} of {report.tenant} is on legal hold; nothing was "
-                   "erased.")
+        click.echo(f"User {report.user} of {report.tenant} is on legal hold{here.rstrip(',')}; "
+                   "nothing was erased.")
     elif not report.buckets and report.complete:  # a mistyped id reads as done otherwise
-        click.echo(f"No records of {report.user} in {report.tenant} (none written, or all "
-                   "already shredded); nothing was erased. The request is in the audit log.")
+        click.echo(f"No records of {report.user} in {report.tenant}{here} (none written, or "
+                   "all already shredded); nothing was erased. The request is in the audit "
+                   "log.")
     else:
         click.echo(f"Erased {report.records} record(s) in {report.buckets} bucket(s) of "
-                   f"{report.user}.")
+                   f"{report.user}{here.rstrip(',')}.")
 
 
 def _tombstone_only(reports: list[EraseReport]) -> list[str]:
@@ -137,12 +143,13 @@ def _report_of(home: Home, user: str, applied: Applied) -> EraseReport:
 
 
 def _every(reports: list[EraseReport], as_json: bool, *, bound: bool,
-           elsewhere: list[Asked], wait_s: float) -> None:
+           elsewhere: list[Asked], wait_s: float, here: str | None) -> None:
     from appliance.cli.erasure_cluster import as_json_of, pending_sentence
 
     records = sum(r.records for r in reports)
     empty = _tombstone_only(reports)
-    nodes = {h.tenant: a.node for h, _, a in elsewhere if a is not None}
+    nodes = {r.tenant: here for r in reports if here} | {
+        h.tenant: a.node for h, _, a in elsewhere if a is not None}
     pending = [(h, u, a) for h, u, a in elsewhere if a is None]
     if as_json:
         emit_json({"tenants": [{**_as_json(r), "tombstone": not r.held,

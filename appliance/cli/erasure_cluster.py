@@ -57,6 +57,11 @@ def cluster_away(rt: Runtime, tenants: list[str]) -> dict[str, Home]:
     return {h.tenant: h for h in homes if not h.here}
 
 
+def this_node(rt: Runtime) -> str | None:
+    """This data dir's node name on a cluster (None on a single host)."""
+    return _asking_node(rt) if rt.policies.cluster.url else None
+
+
 def _asking_node(rt: Runtime) -> str:
     from appliance.cluster.bus import node_name
 
