@@ -170,13 +170,14 @@ def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies,
     threads = analytics.load_threads(store, q.tenant, q.start, q.end, user=pseudo)
     if q.kind in ("topics", "blocks", "incident"):
         labels = analytics.topic_labels(store, q.tenant)
-    if q.kind == "topics":
+    if q.kind == "topics":  # one row per topic as it is now (a release keeps its ids all day)
+        merged = topic_aliases(store)
         report = analytics.topic_stats(threads, gate, labels=labels, cost_bound=bound,
-                                       **common)
+                                       aliases=merged, **common)
         if pseudo is not None:
             return report
         rows = with_trends(gate.cache.db, q.tenant, report.rows, last_day_of(q.end),
-                           cost_bound=bound, aliases=topic_aliases(store))  # spends nothing
+                           cost_bound=bound, aliases=merged)  # spends nothing
         per_user = not policies.privacy.cross_user_topics.get(q.tenant, False)
         return replace(report, rows=rows, per_user_topics=per_user)
     if q.kind == "models":  # a topic merged since is its live topic, as the rows' are

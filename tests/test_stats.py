@@ -117,7 +117,8 @@ def test_stats_topics_json_is_noisy_accounted_and_released_once_a_day(
     for row in out["rows"]:
         assert set(row) == {"key", "label", "threads", "mean_turns", "refinement_share",
                             "abandonment_share", "blocked_share", "tokens", "mean_tokens",
-                            "cost", "mean_cost", "costed", "error_share", "users", "trend"}
+                            "cost", "mean_cost", "costed", "error_share", "users", "merged",
+                            "trend"}
         assert set(row["threads"]) == FIGURE and row["threads"]["noise_scale"] > 0
         assert row["threads"]["ci95"] == pytest.approx(row["threads"]["noise_scale"] * 3.0,
                                                        rel=0.01)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
 
+from appliance.analytics.merges import merge_topics, merged_parts
 from appliance.analytics.reports import GroupStats, Report, _report
 from appliance.analytics.threads import ThreadRow
 from appliance.analytics.windows import release_key
@@ -29,8 +31,13 @@ def group_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
                 start: datetime, end: datetime, kind: str,
                 keys: Callable[[ThreadRow], Iterable[str]], labels: dict[str, str],
                 single_user: str | None = None, extra: tuple[str, ...] = (),
-                cost_bound: float = 1.0) -> Report[GroupStats]:
-    """Threads, mean turns, refinement/abandonment/blocked shares, tokens, cost per key."""
+                cost_bound: float = 1.0, aliases: Mapping[str, str] | None = None
+                ) -> Report[GroupStats]:
+    """Threads, mean turns, refinement/abandonment/blocked shares, tokens, cost per key.
+
+    `aliases` (topics: merged id -> the live id): a release made before a refinement
+    merged some of its topics has their groups summed into the topic they joined, one row.
+    """
     units = [Unit(t.user, key, {"turns": len(t.turns), "refinement": float(t.refinement),
                                 "abandoned": float(t.abandoned(end)),
                                 "blocked": float(t.blocks > 0), "errors": float(t.errors > 0),
@@ -40,7 +47,11 @@ def group_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
     rel = gate.release(tenant, units, measures=GROUP_MEASURES + cost_measures(cost_bound),
                        single_user=single_user, kind=kind,
                        key=group_key(kind, start, end, cost_bound=cost_bound, extra=extra))
-    return _report(kind, tenant, start, end, rel, group_rows(rel, labels))
+    live = aliases or {}
+    parts = merged_parts(rel, live)
+    rows = group_rows(merge_topics(rel, live), labels)
+    return _report(kind, tenant, start, end, rel,
+                   [replace(r, merged=parts[r.key]) if r.key in parts else r for r in rows])
 
 
 def group_rows(rel: Release, labels: dict[str, str]) -> list[GroupStats]:
@@ -74,11 +85,12 @@ def group_key(kind: str, start: datetime, end: datetime, *, cost_bound: float,
 
 def topic_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
                 start: datetime, end: datetime, labels: dict[str, str],
-                single_user: str | None = None, cost_bound: float = 1.0) -> Report[GroupStats]:
-    """Per-topic figures."""
+                single_user: str | None = None, cost_bound: float = 1.0,
+                aliases: Mapping[str, str] | None = None) -> Report[GroupStats]:
+    """Per-topic figures (`aliases`: merged id -> live id, see `group_stats`)."""
     return group_stats(threads, gate, tenant=tenant, start=start, end=end, kind="topics",
                        keys=lambda t: (t.topic,), labels=labels, single_user=single_user,
-                       cost_bound=cost_bound)
+                       cost_bound=cost_bound, aliases=aliases)
 
 
 def model_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,

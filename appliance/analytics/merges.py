@@ -43,3 +43,13 @@ def merge_topics(rel: Release, live: Mapping[str, str]) -> Release:
             {n: _add([g.sums[n] for g in gs if n in g.sums]) for n in sorted(names)},
             max(users, key=lambda f: f.value) if users else None))
     return replace(rel, groups=tuple(groups))
+
+
+def merged_parts(rel: Release, live: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
+    """Per topic, the ids `rel` counted that a refinement has merged into it since (what
+    `merge_topics` sums into its row), sorted. Pure."""
+    out: dict[str, list[str]] = {}
+    for g in rel.groups:
+        if live.get(g.group, g.group) != g.group:
+            out.setdefault(live[g.group], []).append(g.group)
+    return {k: tuple(sorted(v)) for k, v in out.items()}

@@ -40,6 +40,9 @@ class GroupStats:
     costed: Figure = Figure(0.0)  # threads whose cost is known
     error_share: Figure = Figure(0.0)  # threads with a prompt that ended in an error
     users: Figure | None = None  # distinct people (noisy across users)
+    # topics: ids the release counted that a refinement merged into this topic since; the
+    # row sums their figures, and `users` is then the largest part's count (a floor)
+    merged: tuple[str, ...] = ()
     trend: tuple[TrendPoint, ...] = ()  # topics: one point per stored daily release
 
 

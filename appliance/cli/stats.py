@@ -192,6 +192,10 @@ def _print(report: analytics.Report[Any], currency: str) -> None:
         click.echo(f"  trend: each day's release (the 7 days up to it); {NOT_SHOWN} the topic "
                    f"under {report.k_min_users} people that day (none, or withheld); "
                    "blank: no release that day")
+    if any(getattr(r, "merged", ()) for r in report.rows):
+        click.echo("  merged since: the release counted these topics apart, under their ids "
+                   "of then; the row sums them (threads and everything per thread), its "
+                   "people ≥ the larger part (one person may be in both)")
 
 
 def _money(f: Figure) -> str:
@@ -220,12 +224,16 @@ def _trend(r: analytics.GroupStats) -> str:
 
 def _line(r: object, currency: str = "") -> str:
     if isinstance(r, analytics.GroupStats):
-        people = f"  people {_count(r.users)}" if r.users is not None else ""
+        # a topic others were merged into since the release: people is the larger part's
+        # count, a floor (one person may be in both parts)
+        floor = "≥" if r.merged else ""
+        people = f"  people {floor}{_count(r.users)}" if r.users is not None else ""
+        joined = f"  · with {', '.join(r.merged)} merged since" if r.merged else ""
         return (f"{r.key:<16} {r.label or '':<36.36} threads {_count(r.threads)}{people}  turns "
                 f"{_ratio(r.mean_turns)}  refine {_ratio(r.refinement_share, True)}  abandon "
                 f"{_ratio(r.abandonment_share, True)}  errors {_ratio(r.error_share, True)}  "
                 f"blocked {_ratio(r.blocked_share, True)}  tokens "
-                f"{_sum(r.tokens)}  {_cost(r, currency)}" + _trend(r))
+                f"{_sum(r.tokens)}  {_cost(r, currency)}" + _trend(r) + joined)
     if isinstance(r, analytics.PositionShare):
         return f"{r.period}  {r.position:<14} {_count(r.prompts)}  {_ratio(r.share, True)}"
     if isinstance(r, analytics.BlockStats):
