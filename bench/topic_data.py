@@ -2,7 +2,9 @@
 
 The streams are public data (`shared/bench/threads-*.jsonl`); the cache holds
 their redacted texts and vectors (as the pipeline computes them) so that the
-topic benchmark can rerun in seconds. Nothing is written into the repository.
+topic benchmark can rerun in seconds. A cache is keyed by the stream, the model and
+the redaction (code, policy, bundled lists), so a redaction change redacts again.
+Nothing is written into the repository.
 """
 
 from __future__ import annotations
@@ -53,6 +55,23 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
+def _redaction_digest() -> str:
+    """What the cached texts depend on besides the stream: the redaction code, its policy
+    and bundled name and place lists, and the parsing of a line (a cache made before a
+    redaction change is not reused)."""
+    from appliance.config.paths import model_dir
+
+    root = Path(__file__).resolve().parent.parent
+    files = sorted((root / "appliance" / "redact").glob("*.py"))
+    files += [root / "appliance" / "ingest.py", root / "policies" / "redaction.toml"]
+    files += sorted(model_dir().glob("*.json.gz"))
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def load_stream(name: str, *, progress: bool = True) -> Stream:
     """The stream `name` ("dev" or "wide"), embedding it on first use."""
     from appliance.config import load_policies
@@ -61,7 +80,7 @@ def load_stream(name: str, *, progress: bool = True) -> Stream:
     path = STREAMS[name]
     rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
     model = load_manifest().model_id.replace("@", "-")
-    cache = CACHE / f"{name}-{_digest(path)}-{model}.npz"
+    cache = CACHE / f"{name}-{_digest(path)}-{model}-{_redaction_digest()}.npz"
     if cache.exists():
         data = np.load(cache, allow_pickle=False)
         return Stream(name, rows, [str(t) for t in data["texts"]], data["vectors"])
