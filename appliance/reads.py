@@ -170,8 +170,9 @@ def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies,
     threads = analytics.load_threads(store, q.tenant, q.start, q.end, user=pseudo)
     if q.kind in ("topics", "blocks", "incident"):
         labels = analytics.topic_labels(store, q.tenant)
-    if q.kind == "topics":  # one row per topic as it is now (a release keeps its ids all day)
+        # one row per topic as it is now: a release keeps the topic ids of its moment all day
         merged = topic_aliases(store)
+    if q.kind == "topics":
         report = analytics.topic_stats(threads, gate, labels=labels, cost_bound=bound,
                                        aliases=merged, **common)
         if pseudo is not None:
@@ -189,10 +190,10 @@ def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies,
     if q.kind == "positions":
         return analytics.position_mix(threads, gate, bucket=q.bucket, **common)
     if q.kind == "blocks":
-        return analytics.block_stats(threads, gate, labels=labels, **common)
+        return analytics.block_stats(threads, gate, labels=labels, aliases=merged, **common)
     b_start, b_end = q.baseline or (q.start - (q.end - q.start), q.start)
     base = analytics.load_threads(store, q.tenant, b_start, b_end, user=pseudo)
-    return analytics.incident_lifts(threads, base, gate, labels=labels,
+    return analytics.incident_lifts(threads, base, gate, labels=labels, aliases=merged,
                                     baseline_window=(b_start, b_end), **common)
 
 

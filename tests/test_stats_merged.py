@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +124,54 @@ def test_a_topic_merged_since_todays_release_is_one_row_of_stats_topics_summing_
         text = cli("topics", *over)
     lines = [line for line in text.splitlines() if LABEL in line]
     assert len(lines) == 1 and f"people ≥{people:.0f}±" in lines[0], text
+
+
+def _put_today(rt: Any, key: str, groups: dict[str, dict[str, float]]) -> None:
+    """Today's release under `key`: per group its thread (or prompt) count and sums."""
+    from appliance.privacy import Figure, GroupFigures, Release
+
+    now = datetime.now(UTC)
+    ReleaseCache(rt.store.db).put("acme", key, f"{now:%Y-%m-%d}", Release(
+        groups=tuple(GroupFigures(g, Figure(f.pop("n"), 0.9, exact=False),
+                                  {k: Figure(v, 1.0, exact=False) for k, v in f.items()},
+                                  Figure(8.0, 2.5, exact=False))
+                     for g, f in groups.items()),
+        exact=False, epsilon=0.5, k_min_users=5, released_at=now.timestamp()))
+
+
+def test_stats_blocks_and_incident_list_a_topic_merged_since_their_release_once(
+        store_today: Any) -> None:
+    """`stats blocks` and `stats incident` read today's releases too: after the merge they
+    listed 'trip museums spring' twice (under tp_travel and tp_accounts); now one row whose
+    counts are the sum of the two."""
+    rt = store_today
+    end = analytics.default_window(datetime.now(UTC))[1]
+    start = end - timedelta(days=analytics.DEFAULT_DAYS)
+    b_start, b_end = start - (end - start), start  # the default baseline
+    _put_today(rt, analytics.release_key("blocks", start, end), {
+        "tp_travel": {"n": 9, "before": 18, "first_turn": 3, "retried": 6, "repeated": 1},
+        "tp_accounts": {"n": 6, "before": 6, "first_turn": 3, "retried": 0, "repeated": 2}})
+    _put_today(rt, analytics.release_key("incident", start, end, b_start.isoformat(),
+                                         b_end.isoformat()), {
+        "w|topic|tp_travel": {"n": 30}, "w|topic|tp_accounts": {"n": 20},
+        "b|topic|tp_travel": {"n": 10}, "b|topic|tp_accounts": {"n": 5},
+        "w|topic|tp_sql": {"n": 8}, "b|topic|tp_sql": {"n": 8}})
+    merge(rt)
+
+    blocks = rows(cli("blocks", *direct(rt), "--json"))
+    assert set(blocks) == {"tp_travel"}, blocks
+    row = blocks["tp_travel"]
+    assert row["label"] == LABEL and row["threads"]["value"] == 15
+    assert row["mean_turns_before"]["value"] == pytest.approx(24 / 15, abs=0.01)
+    assert row["first_turn_share"]["value"] == pytest.approx(6 / 15, abs=0.01)
+    text = cli("blocks", *direct(rt))
+    assert len([line for line in text.splitlines() if LABEL in line]) == 1, text
+
+    lifts = json.loads(cli("incident", *direct(rt), "--json"))["rows"]
+    topics = {r["key"]: r for r in lifts if r["dimension"] == "topic"}
+    assert set(topics) == {"tp_travel", "tp_sql"}, topics
+    lift = topics["tp_travel"]
+    assert lift["window"]["value"] == 50 and lift["baseline"]["value"] == 15
+    assert lift["window_share"] == pytest.approx(50 / 58, abs=0.001)
+    text = cli("incident", *direct(rt))
+    assert len([line for line in text.splitlines() if LABEL in line]) == 1, text

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
+from appliance.analytics.merges import merge_topics
 from appliance.analytics.reports import BlockStats, Report, _report
 from appliance.analytics.threads import ThreadRow
 from appliance.analytics.windows import release_key
@@ -23,14 +24,19 @@ BLOCK_MEASURES = (Measure("before", 20, 0.5), Measure("first_turn", 1, 0.5),
 
 def block_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
                 start: datetime, end: datetime, labels: dict[str, str],
-                single_user: str | None = None) -> Report[BlockStats]:
-    """Per topic: threads that hit a guardrail block and what preceded or followed it."""
+                single_user: str | None = None, aliases: Mapping[str, str] | None = None
+                ) -> Report[BlockStats]:
+    """Per topic: threads that hit a guardrail block and what preceded or followed it.
+
+    `aliases` (merged id -> the live id): a release made before a refinement merged some
+    of its topics has them summed into the topic they joined, one row.
+    """
     blocked = [t for t in threads if t.blocks]
     units = [Unit(t.user, t.topic, _block_values(t)) for t in blocked]
     rel = gate.release(tenant, units, measures=BLOCK_MEASURES, single_user=single_user,
                        kind="blocks", key=release_key("blocks", start, end))
     rows = []
-    for g in rel.groups:
+    for g in merge_topics(rel, aliases or {}).groups:
         ids = tuple(t.thread_id for t in blocked if t.topic == g.group) if rel.exact else ()
         s = g.sums
         rows.append(BlockStats(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
+from appliance.analytics.merges import merge_topics
 from appliance.analytics.reports import Lift, Report, _report
 from appliance.analytics.threads import NO_MODEL, ThreadRow
 from appliance.analytics.windows import release_key
@@ -15,11 +16,14 @@ from appliance.privacy import Figure, PrivacyGate, Unit
 def incident_lifts(window: Iterable[ThreadRow], baseline: Iterable[ThreadRow],
                    gate: PrivacyGate, *, tenant: str, start: datetime, end: datetime,
                    labels: dict[str, str], single_user: str | None = None,
-                   baseline_window: tuple[datetime, datetime] | None = None) -> Report[Lift]:
+                   baseline_window: tuple[datetime, datetime] | None = None,
+                   aliases: Mapping[str, str] | None = None) -> Report[Lift]:
     """Topics, positions and models over-represented among prompts of the window.
 
     One release covers both windows (one charge); a user's prompts count once per
-    dimension, so the contribution bound covers all of them.
+    dimension, so the contribution bound covers all of them. `aliases` (merged topic id ->
+    the live id): a release made before a refinement merged some of its topics counts
+    them in the topic they joined, one row.
     """
     units = []
     for side, threads in (("w", window), ("b", baseline)):
@@ -31,7 +35,9 @@ def incident_lifts(window: Iterable[ThreadRow], baseline: Iterable[ThreadRow],
     key = release_key("incident", start, end, *(
         x.isoformat() for x in baseline_window or ()))
     rel = gate.release(tenant, units, single_user=single_user, key=key, kind="incident")
-    figs = {g.group: g.count for g in rel.groups}
+    live = {f"{side}|topic|{old}": f"{side}|topic|{new}"
+            for old, new in (aliases or {}).items() for side in "wb"}
+    figs = {g.group: g.count for g in merge_topics(rel, live).groups}
     totals: dict[tuple[str, str], float] = {}
     for key, fig in figs.items():
         side, dim, _ = key.split("|", 2)
