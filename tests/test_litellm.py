@@ -353,7 +353,14 @@ def test_the_decorator_adds_a_tool_loops_call_to_its_turn(
         attrs = dict(span.attributes or {})  # type: ignore[attr-defined]
     with semtrace.turn(user_id="vera", text="And tomorrow?", request_id="dl-3",
                        previous_response_id="resp_dl_2") as follow:
-        follow.answer("Rain.", response_id="resp_dl_3")
+        follow.answer("", response_id="resp_dl_3")  # a tool again
+
+    async def app() -> None:  # the asyncio form
+        async with semtrace.atool_call(user_id="vera", previous_response_id="resp_dl_3") as c:
+            c.usage(input_tokens=50, output_tokens=9)
+            c.answer("Rain in Lyon tomorrow.", response_id="resp_dl_4")
+
+    asyncio.run(app())
     assert call.reply is not None and call.reply["ok"], call.reply
     assert attrs["gen_ai.conversation.id"] == turn.conversation_id
     assert follow.conversation_id == turn.conversation_id
@@ -361,3 +368,4 @@ def test_the_decorator_adds_a_tool_loops_call_to_its_turn(
     records = _thread(server, str(turn.conversation_id))["records"]
     assert [r["request_id"] for r in records] == ["dl-1", "dl-3"]
     assert (records[0]["input_tokens"], records[0]["output_tokens"]) == (70, 17)
+    assert (records[1]["input_tokens"], records[1]["output_tokens"]) == (50, 9)

@@ -204,11 +204,7 @@ class Semtrace:
         answered with that id: its usage and latency are added to the turn's, and the
         response id given to `answer` becomes the turn's, so the loop's next call and the
         user's next message continue it. The current span gets the turn's attributes."""
-        request = loop_request(request_id=request_id or "app-" + secrets.token_hex(8),
-                               tenant=self.tenant, user_id=user_id,
-                               previous_response_id=previous_response_id, response=None)
-        assert request is not None  # a user id given by the application
-        current, span, start = Turn(request), trace.get_current_span(), time.perf_counter()
+        current, span, start = self._loop_call(user_id, previous_response_id, request_id)
         current.reply = self.send(current.request)
         self._registered(current, span)
         status = "error"
@@ -217,6 +213,29 @@ class Semtrace:
             status = "ok"
         finally:
             self._finished(current, span, self.send(self._finish(current, start, status)))
+
+    @contextlib.asynccontextmanager
+    async def atool_call(self, *, user_id: str, previous_response_id: str,
+                         request_id: str | None = None) -> AsyncIterator[Turn]:
+        """`tool_call` for asyncio code: requests are sent from a thread, not the loop."""
+        current, span, start = self._loop_call(user_id, previous_response_id, request_id)
+        current.reply = await asyncio.to_thread(self.send, current.request)
+        self._registered(current, span)
+        status = "error"
+        try:
+            yield current
+            status = "ok"
+        finally:
+            request = self._finish(current, start, status)
+            self._finished(current, span, await asyncio.to_thread(self.send, request))
+
+    def _loop_call(self, user_id: str, previous_response_id: str,
+                   request_id: str | None) -> tuple[Turn, Any, float]:
+        request = loop_request(request_id=request_id or "app-" + secrets.token_hex(8),
+                               tenant=self.tenant, user_id=user_id,
+                               previous_response_id=previous_response_id, response=None)
+        assert request is not None  # a user id given by the application
+        return Turn(request), trace.get_current_span(), time.perf_counter()
 
     @contextlib.asynccontextmanager
     async def aturn(self, *, user_id: str, text: str, history: Sequence[Any] | None = None,
