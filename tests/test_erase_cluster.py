@@ -231,3 +231,36 @@ def test_an_erasure_request_without_the_clusters_tag_or_applied_before_changes_n
         assert entry.details["requested_on"] == "b" and entry.details["user"] == user
     finally:
         rt.close()
+
+
+def test_erase_on_a_node_that_lost_the_tenant_erases_the_new_owner_and_its_own_copy(
+        two: tuple[Node, Node, BusKeys]) -> None:
+    """a owned the tenant, stopped, and b took its partitions over: the user's old records
+    are still on a (its copy, not yet forgotten), the newer ones on b. `erase` on a's data
+    dir erases both and says so."""
+    from appliance.cluster.client import NatsClient
+    from appliance.keys import read_key_file
+
+    a, b, keys = two
+    for n in (a, b):
+        if n.proc is not None and n.proc.poll() is None:
+            assert n.stop() == 0
+    a.launch().wait_up()
+    with NatsClient(a.url, timeout=60, bus_keys=keys) as gateway:
+        assert gateway.request(_row("olga", "o-0", "Renew my allotment lease plot 14."))["ok"]
+    assert a.stop() == 0
+    b.own = f"0-{PARTITIONS - 1}"  # b takes a's partitions over
+    b.launch().wait_up()
+    with NatsClient(b.url, timeout=60, bus_keys=keys) as gateway:
+        assert gateway.request(_row("olga", "o-1", "Is the allotment lease renewal due?"))["ok"]
+    out = run_cli(*_erase(a, "olga", "--wait", "120"), env=a.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("Erased 1 record(s) in 1 bucket(s) of u_")
+    assert f"on node 'b', which owns {TENANT} (audited there)" in lines[0]
+    assert lines[1].startswith(f"{TENANT}: also erased 1 record(s) in 1 bucket(s) of u_")
+    assert "on this node ('a'), a copy of the tenant from before its partition moved" in lines[1]
+    assert b.stop() == 0
+    for n in (a, b):
+        count, texts = users_records(n.data, read_key_file(n.key), TENANT, "olga")
+        assert count == 0 and not [t for t in texts if "allotment" in t]

@@ -47,6 +47,7 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         ask_owners,
         cluster_away,
         erase_on_owner,
+        erase_stale_copies,
         this_node,
     )
     from appliance.erasure import erase_everywhere, known_tenants
@@ -61,6 +62,7 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         if value is not None and not value.strip():  # the service never stores one
             raise InputError(f"{option} must not be empty.")
     asked: list[Asked] = []  # erasures asked of the tenants' owners on a cluster
+    stale: list[EraseReport] = []  # this node's copies of tenants another node owns now
     with _opened(data_dir, passphrase_file, key_file) as rt:
         name = require(rt.policies.access, role or "compliance", "erase", tenant=tenant)
         shredder = Shredder(rt.store, _audit(rt))
@@ -82,6 +84,8 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
                                        tenants=[t for t in names if t not in away])
             asked = ask_owners(rt, shredder, list(away.values()), user_id=user_id,
                                reason=reason, wait_s=wait_s, quiet=as_json) if away else []
+            stale = erase_stale_copies(rt, shredder, list(away.values()), user_id=user_id,
+                                       reason=reason)
     if tenant is not None:
         _one(reports[0], as_json, node=node)
     else:
@@ -91,7 +95,8 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         reports += [_report_of(home, user, a) for home, user, a in asked
                     if a is not None and not a.refused]
         _every(reports, as_json, bound=bound is not None, elsewhere=asked, wait_s=wait_s,
-               here=node)
+               here=node, stale=stale)
+        reports += stale
     for r in reports:
         if not r.complete and not r.held:
             click.echo(f"Erasure NOT complete: {r.unattributable_buckets} bucket(s) of "
@@ -143,8 +148,9 @@ def _report_of(home: Home, user: str, applied: Applied) -> EraseReport:
 
 
 def _every(reports: list[EraseReport], as_json: bool, *, bound: bool,
-           elsewhere: list[Asked], wait_s: float, here: str | None) -> None:
-    from appliance.cli.erasure_cluster import as_json_of, pending_sentence
+           elsewhere: list[Asked], wait_s: float, here: str | None,
+           stale: list[EraseReport]) -> None:
+    from appliance.cli.erasure_cluster import as_json_of, pending_sentence, stale_sentence
 
     records = sum(r.records for r in reports)
     empty = _tombstone_only(reports)
@@ -156,6 +162,7 @@ def _every(reports: list[EraseReport], as_json: bool, *, bound: bool,
                                 "node": nodes.get(r.tenant)} for r in reports],
                    "records": records, "tombstone_only": empty,
                    "pending": [as_json_of(h, u, a) for h, u, a in pending],
+                   "stale_here": [_as_json(r) for r in stale],
                    "complete": all(r.complete for r in reports) and not pending})
         return
     for r in reports:
@@ -168,6 +175,8 @@ def _every(reports: list[EraseReport], as_json: bool, *, bound: bool,
                        f"{r.user}{on}.")
     for asked in pending:
         click.echo(f"{asked[0].tenant}: {pending_sentence(asked, wait_s)}")
+    for r in stale:
+        click.echo(stale_sentence(r, here))
     scope = " the role sees" if bound else ""
     if not reports and pending:
         return

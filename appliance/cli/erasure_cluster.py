@@ -17,7 +17,7 @@ from appliance.errors import SemtraceError
 
 if TYPE_CHECKING:
     from appliance.cluster.erasures import Applied, Home
-    from appliance.retention import Shredder
+    from appliance.retention import EraseReport, Shredder
     from appliance.runtime import Runtime
 
 PENDING_EXIT = 8  # asked of the owner, not applied yet (it applies it when it runs)
@@ -111,6 +111,30 @@ def _outcome(applied: Applied | None) -> str:
             else "held" if applied.held else "applied")
 
 
+def erase_stale_copies(rt: Runtime, shredder: Shredder, homes: list[Home], *, user_id: str,
+                       reason: str) -> list[EraseReport]:
+    """Erase here the user's records this data dir still holds of tenants another node owns
+    now (its copy from before that node took the partition over, not yet forgotten)."""
+    from appliance.retention import erase_user, live_buckets
+
+    return [erase_user(shredder, rt.policies.retention, rt.keyring, tenant=h.tenant,
+                       user_id=user_id, reason=reason) for h in homes
+            if live_buckets(rt.store, tenant=h.tenant,
+                            user=rt.keyring.pseudonym(h.tenant, user_id))]
+
+
+def stale_sentence(report: EraseReport, here: str | None) -> str:
+    """What an erasure of a stale copy on this node did."""
+    node = f"this node ('{here}')" if here else "this node"
+    if report.held:
+        return (f"{report.tenant}: user {report.user} is on legal hold on {node}, which still "
+                "holds a copy of the tenant from before its partition moved; nothing was "
+                "erased there.")
+    return (f"{report.tenant}: also erased {report.records} record(s) in {report.buckets} "
+            f"bucket(s) of {report.user} on {node}, a copy of the tenant from before its "
+            "partition moved.")
+
+
 def erase_on_owner(rt: Runtime, shredder: Shredder, home: Home, *, user_id: str, reason: str,
                    wait_s: float, as_json: bool) -> int:
     """`erase --tenant` of a tenant on another node: ask, wait, print the answer; the exit
@@ -119,11 +143,16 @@ def erase_on_owner(rt: Runtime, shredder: Shredder, home: Home, *, user_id: str,
                                        wait_s=wait_s, quiet=as_json)
     if applied is not None and applied.refused:
         raise SemtraceError(applied.refused)
+    stale = erase_stale_copies(rt, shredder, [home], user_id=user_id, reason=reason)
     if as_json:
-        emit_json(as_json_of(home, user, applied))
+        emit_json(as_json_of(home, user, applied) | {"stale_here": [
+            dataclasses.asdict(r) for r in stale]})
     else:
         click.echo(_sentence(home, user, applied, wait_s))
-    return exit_code([(home, user, applied)])
+        for r in stale:
+            click.echo(stale_sentence(r, this_node(rt)))
+    code = exit_code([(home, user, applied)])
+    return 5 if any(r.held for r in stale) else code
 
 
 def exit_code(asked: list[Asked]) -> int:
