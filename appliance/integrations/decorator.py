@@ -174,37 +174,9 @@ class Semtrace:
                 annotate(span, reply)
 
     @contextlib.contextmanager
-    def turn(self, *, user_id: str, text: str, history: Sequence[Any] | None = None,
-             session_id: str | None = None, model: str | None = None,
-             request_id: str | None = None,
-             previous_response_id: str | None = None) -> Iterator[Turn]:
-        """Record the prompt answered inside the block; annotate the current span.
-
-        `history`: the chat messages before this prompt ({"role", "content"}, oldest
-        first); only their digests are sent.
-        """
-        current, span, start = self._begin(
-            user_id=user_id, text=text, session_id=session_id, model=model,
-            request_id=request_id, history=history, previous_response_id=previous_response_id)
-        current.reply = self.send(current.request)
-        self._registered(current, span)
-        status = "error"
-        try:
-            yield current
-            status = "ok"
-        finally:
-            self._finished(current, span, self.send(self._finish(current, start, status)))
-
-    @contextlib.contextmanager
-    def tool_call(self, *, user_id: str, previous_response_id: str,
-                  request_id: str | None = None) -> Iterator[Turn]:
-        """Record a Responses API call of a tool loop made inside the block: its input
-        holds only the tools' outputs (nothing the user wrote) and it continues
-        `previous_response_id`. It is no turn of its own but part of the user's turn that
-        answered with that id: its usage and latency are added to the turn's, and the
-        response id given to `answer` becomes the turn's, so the loop's next call and the
-        user's next message continue it. The current span gets the turn's attributes."""
-        current, span, start = self._loop_call(user_id, previous_response_id, request_id)
+    def _recorded(self, begun: tuple[Turn, Any, float]) -> Iterator[Turn]:
+        """Register the call, run the block, then send its update (or the whole ingest)."""
+        current, span, start = begun
         current.reply = self.send(current.request)
         self._registered(current, span)
         status = "error"
@@ -215,10 +187,9 @@ class Semtrace:
             self._finished(current, span, self.send(self._finish(current, start, status)))
 
     @contextlib.asynccontextmanager
-    async def atool_call(self, *, user_id: str, previous_response_id: str,
-                         request_id: str | None = None) -> AsyncIterator[Turn]:
-        """`tool_call` for asyncio code: requests are sent from a thread, not the loop."""
-        current, span, start = self._loop_call(user_id, previous_response_id, request_id)
+    async def _arecorded(self, begun: tuple[Turn, Any, float]) -> AsyncIterator[Turn]:
+        """`_recorded` for asyncio code: requests are sent from a thread, not the loop."""
+        current, span, start = begun
         current.reply = await asyncio.to_thread(self.send, current.request)
         self._registered(current, span)
         status = "error"
@@ -228,6 +199,43 @@ class Semtrace:
         finally:
             request = self._finish(current, start, status)
             self._finished(current, span, await asyncio.to_thread(self.send, request))
+
+    @contextlib.contextmanager
+    def turn(self, *, user_id: str, text: str, history: Sequence[Any] | None = None,
+             session_id: str | None = None, model: str | None = None,
+             request_id: str | None = None,
+             previous_response_id: str | None = None) -> Iterator[Turn]:
+        """Record the prompt answered inside the block; annotate the current span.
+
+        `history`: the chat messages before this prompt ({"role", "content"}, oldest
+        first); only their digests are sent.
+        """
+        with self._recorded(self._begin(
+                user_id=user_id, text=text, session_id=session_id, model=model,
+                request_id=request_id, history=history,
+                previous_response_id=previous_response_id)) as current:
+            yield current
+
+    @contextlib.contextmanager
+    def tool_call(self, *, user_id: str, previous_response_id: str,
+                  request_id: str | None = None) -> Iterator[Turn]:
+        """Record a Responses API call of a tool loop made inside the block: its input
+        holds only the tools' outputs (nothing the user wrote) and it continues
+        `previous_response_id`. It is no turn of its own but part of the user's turn that
+        answered with that id: its usage and latency are added to the turn's, and the
+        response id given to `answer` becomes the turn's, so the loop's next call and the
+        user's next message continue it. The current span gets the turn's attributes."""
+        with self._recorded(self._loop_call(user_id, previous_response_id,
+                                            request_id)) as current:
+            yield current
+
+    @contextlib.asynccontextmanager
+    async def atool_call(self, *, user_id: str, previous_response_id: str,
+                         request_id: str | None = None) -> AsyncIterator[Turn]:
+        """`tool_call` for asyncio code: requests are sent from a thread, not the loop."""
+        async with self._arecorded(self._loop_call(user_id, previous_response_id,
+                                                   request_id)) as current:
+            yield current
 
     def _loop_call(self, user_id: str, previous_response_id: str,
                    request_id: str | None) -> tuple[Turn, Any, float]:
@@ -243,18 +251,11 @@ class Semtrace:
                     request_id: str | None = None,
                     previous_response_id: str | None = None) -> AsyncIterator[Turn]:
         """`turn` for asyncio code: requests are sent from a thread, not the loop."""
-        current, span, start = self._begin(
-            user_id=user_id, text=text, session_id=session_id, model=model,
-            request_id=request_id, history=history, previous_response_id=previous_response_id)
-        current.reply = await asyncio.to_thread(self.send, current.request)
-        self._registered(current, span)
-        status = "error"
-        try:
+        async with self._arecorded(self._begin(
+                user_id=user_id, text=text, session_id=session_id, model=model,
+                request_id=request_id, history=history,
+                previous_response_id=previous_response_id)) as current:
             yield current
-            status = "ok"
-        finally:
-            request = self._finish(current, start, status)
-            self._finished(current, span, await asyncio.to_thread(self.send, request))
 
     def traced(self, *, text: str, user_id: str, session_id: str | None = None,
                history: str | None = None,
