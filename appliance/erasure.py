@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from appliance.config import Policies
+from appliance.errors import SemtraceError
 from appliance.keys import Keyring
 from appliance.retention import (
     Bucket,
@@ -84,13 +85,18 @@ def erase_requested(shredder: Shredder, service: Any, keyring: Keyring,
     if not hmac.compare_digest(keyring.erasure_tag(request.signed()), request.tag):
         return ("The erasure request does not carry the tag of a node of this cluster; "
                 "nothing was erased.")
+    try:
+        reason = keyring.open_from_cluster(request.reason, request.key.encode()).decode()
+    except (SemtraceError, UnicodeDecodeError):
+        return ("The erasure request's reason cannot be read with this node's key; nothing "
+                "was erased.")
     db, seen = shredder.store.db, f"{APPLIED_PREFIX}{request.request_id}"
     if db.execute("SELECT 1 FROM meta WHERE key = ?", (seen,)).fetchone():
         # applied already (its answer lost, or an old request put back): once is enough, a
         # second run would shred what the user sent since
         return EraseReport(tenant=request.tenant, user=request.user, held=False)
     report = erase_pseudonym(shredder, service.policies.retention, keyring,
-                             tenant=request.tenant, user=request.user, reason=request.reason,
+                             tenant=request.tenant, user=request.user, reason=reason,
                              requested_on=request.requested_on)
     with db:
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",

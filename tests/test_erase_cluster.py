@@ -134,6 +134,10 @@ def test_erase_on_a_node_that_does_not_own_the_tenant_is_applied_by_the_owner(
     assert [e["outcome"] for e in _audit(b, "erase_forwarded")] == ["pending", "applied"]
     assert not _audit(b, "erase")  # nothing was erased on b, and b does not say so
     assert '"erasure_applied"' in a.log.read_text() and "Traceback" not in a.log.read_text()
+    assert entry["reason"] == "DSAR 2026-77"  # the owner's audit has it, NATS never in clear
+    js = a.data.parent / "nats" / "js"
+    assert [p for p in js.rglob("*") if p.is_file() and b"DSAR 2026-77" in p.read_bytes()] == []
+    assert [p for p in js.rglob("*") if p.is_file() and entry["user"].encode() in p.read_bytes()]
 
 
 def test_erase_that_cannot_reach_the_owner_is_refused_in_one_sentence(tmp_path: Path) -> None:
@@ -210,12 +214,14 @@ def test_an_erasure_request_without_the_clusters_tag_or_applied_before_changes_n
                                                anchor=rt.store.keys_db))
         service = SimpleNamespace(policies=rt.policies)
         user = rt.keyring.pseudonym(TENANT, "ulla")
-        plain = ErasureRequest(TENANT, user, "DSAR 9", "r1", "b", clock.time(),
+        reason = rt.keyring.seal_for_cluster(b"DSAR 9", f"{TENANT}.{user}".encode())
+        plain = ErasureRequest(TENANT, user, reason, "r1", "b", clock.time(),
                                rt.keyring.pseudonym_id())
         stranger = Keyring.random().erasure_tag(plain.signed())
         for forged in (plain, dataclasses.replace(plain, tag=stranger),
                        dataclasses.replace(plain, tag=rt.keyring.erasure_tag(plain.signed()),
-                                           reason="DSAR 10")):
+                                           reason=rt.keyring.seal_for_cluster(
+                                               b"DSAR 10", f"{TENANT}.{user}".encode()))):
             said = erase_requested(shredder, service, rt.keyring, forged)
             assert said == ("The erasure request does not carry the tag of a node of this "
                             "cluster; nothing was erased.")
@@ -229,6 +235,15 @@ def test_an_erasure_request_without_the_clusters_tag_or_applied_before_changes_n
         assert not isinstance(again, str) and again.completed_at is None
         (entry,) = [e for e in shredder.audit.entries() if e.event == "erase"]
         assert entry.details["requested_on"] == "b" and entry.details["user"] == user
+        assert entry.details["reason"] == "DSAR 9" and "DSAR" not in plain.reason
+        # a reason sealed for another key (or not sealed) is refused, nothing erased
+        other = dataclasses.replace(plain, request_id="r2", reason=Keyring.random(
+            ).seal_for_cluster(b"DSAR 11", f"{TENANT}.{user}".encode()))
+        other = dataclasses.replace(other, tag=rt.keyring.erasure_tag(other.signed()))
+        assert erase_requested(shredder, service, rt.keyring, other) == (
+            "The erasure request's reason cannot be read with this node's key; nothing was "
+            "erased.")
+        assert len([e for e in shredder.audit.entries() if e.event == "erase"]) == 1
     finally:
         rt.close()
 

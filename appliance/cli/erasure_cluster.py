@@ -79,9 +79,13 @@ def ask_owners(rt: Runtime, shredder: Shredder, homes: list[Home], *, user_id: s
     from appliance.cluster.erasures import ErasureRequest, forward
 
     me, fingerprint = _asking_node(rt), rt.keyring.pseudonym_id()
-    unsigned = [ErasureRequest(h.tenant, rt.keyring.pseudonym(h.tenant, user_id), reason,
-                               secrets.token_hex(8), me, time.time(), fingerprint)
-                for h in homes]
+    def request(home: Home) -> ErasureRequest:
+        user = rt.keyring.pseudonym(home.tenant, user_id)
+        sealed = rt.keyring.seal_for_cluster(reason.encode(), f"{home.tenant}.{user}".encode())
+        return ErasureRequest(home.tenant, user, sealed, secrets.token_hex(8), me, time.time(),
+                              fingerprint)
+
+    unsigned = [request(h) for h in homes]
     requests = [dataclasses.replace(r, tag=rt.keyring.erasure_tag(r.signed()))
                 for r in unsigned]
 

@@ -5,9 +5,10 @@ another node's data dir would find nothing there and say so, while the owner kep
 every record of the user. So the command first asks NATS where the tenant lives
 (`locate`): on this data dir, the erasure runs here as on a single host; elsewhere,
 the request goes into the JetStream key-value bucket `semtrace_erasures` under
-`<tenant>.<user pseudonym>` (the keyed pseudonym, the reason, the asking node and
-times: never the raw user id) and the command waits for the owner's answer in the
-same key (`forward`).
+`<tenant>.<user pseudonym>` (the keyed pseudonym, the reason sealed under the
+pseudonym key, the asking node and times: never the raw user id, and never the
+reason in clear: a compliance officer's free text may name people) and the command
+waits for the owner's answer in the same key (`forward`).
 
 The owner (`ErasureInbox`, run by every `serve --nats`) reads the bucket when it
 starts, after claiming its partitions and before consuming them, and applies every
@@ -45,7 +46,7 @@ class ErasureRequest:
 
     tenant: str
     user: str  # the keyed pseudonym
-    reason: str
+    reason: str  # sealed (`Keyring.seal_for_cluster`, bound to `key`): free text
     request_id: str
     requested_on: str  # the node (data dir) the command ran on
     requested_at: float

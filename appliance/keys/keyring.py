@@ -110,6 +110,23 @@ class Keyring:
         return hmac.new(self._pseudo, b"semtrace-erasure-request\0" + request,
                         hashlib.sha256).hexdigest()
 
+    def seal_for_cluster(self, data: bytes, aad: bytes) -> str:
+        """Encrypt `data` for another node of the cluster (nodes share the pseudonym key),
+        bound to `aad`: what one node asks another through NATS, whose disk is not ours."""
+        aes = AESGCM(hkdf(self._pseudo, "semtrace/cluster-request/v1"))
+        nonce = os.urandom(NONCE_BYTES)
+        return b64(nonce + aes.encrypt(nonce, data, aad))
+
+    def open_from_cluster(self, blob_b64: str, aad: bytes) -> bytes:
+        """Decrypt what `seal_for_cluster` produced; SemtraceError if it cannot."""
+        try:
+            blob = base64.b64decode(blob_b64, validate=True)
+            aes = AESGCM(hkdf(self._pseudo, "semtrace/cluster-request/v1"))
+            return aes.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
+        except (InvalidTag, ValueError) as exc:
+            raise SemtraceError("A request from another node cannot be read with this "
+                                "node's key.") from exc
+
     def session_key(self, tenant: str, session_id: str) -> str:
         """Keyed hash of a client session id (session ids may embed user ids)."""
         mac = hmac.new(self._pseudo, f"session\0{tenant}\0{session_id}".encode(), hashlib.sha256)
