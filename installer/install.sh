@@ -97,6 +97,14 @@ if [ "$service" = 1 ]; then
     /root/*|/home/*|/run/user/*)
       die "the service cannot run $real_python: the unit hides /root and /home (ProtectHome=yes); give --python a system interpreter such as /usr/bin/python3.11; nothing was installed." ;;
   esac
+  # The same for the folders the unit is given: a venv, data dir or config dir under a home
+  # installed, and then the service found no interpreter, an empty data dir, no policies.
+  for pair in "--prefix=$prefix" "--data-dir=$data_dir" "--config-dir=$etc"; do
+    case "$(realpath -m "${pair#*=}")/" in
+      /root/*|/home/*|/run/user/*)
+        die "the service cannot reach ${pair#*=} (${pair%%=*}): the unit hides /root and /home (ProtectHome=yes); give a folder outside them, such as the default; nothing was installed." ;;
+    esac
+  done
   runuser -u nobody -- "$real_python" -c '' >/dev/null 2>&1 \
     || die "the service user cannot run $real_python (a directory above it is closed to other users); give --python a system interpreter such as /usr/bin/python3.11; nothing was installed."
 fi

@@ -135,6 +135,31 @@ def test_an_install_of_a_service_that_is_not_running_leaves_it_to_the_operator(
     assert "enable with 'systemctl enable --now semtrace'" in r.stdout
 
 
+@needs_system_python
+@pytest.mark.parametrize("option", ["--prefix", "--data-dir", "--config-dir"])
+def test_a_service_install_into_a_home_folder_the_unit_hides_is_refused(
+        tmp_path: Path, option: str) -> None:
+    """The unit runs with ProtectHome=yes: a venv, data dir or config dir under /home or
+    /root installed, and the service then never found them. Refused in one sentence."""
+    bundle = _bundle(tmp_path)
+    prefix, env = _host(tmp_path, active=False)
+    pw = tmp_path / "pw"
+    pw.write_text("x\n")
+    home = Path("/home") / f"semtrace-test-{tmp_path.name}" / "semtrace"
+    places = {"--prefix": prefix, "--data-dir": tmp_path / "data",
+              "--config-dir": tmp_path / "etc", option: home}
+    r = subprocess.run(["bash", str(bundle / "install.sh"), *[
+        x for k, v in places.items() for x in (k, str(v))], "--passphrase-file", str(pw),
+        "--python", SYSTEM_PYTHON or sys.executable, "--dry-run"],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 1
+    assert r.stderr.strip() == (
+        f"install: the service cannot reach {home} ({option}): the unit hides /root and /home "
+        "(ProtectHome=yes); give a folder outside them, such as the default; nothing was "
+        "installed.")
+    assert "would run" not in r.stdout and not home.parent.exists()
+
+
 @pytest.mark.skipif(Path("/etc/semtrace/passphrase").exists(),
                     reason="this host has a service passphrase")
 def test_a_service_install_without_a_passphrase_for_the_unit_is_refused_before_anything(
