@@ -1,4 +1,5 @@
-"""Erasing one user in every tenant: a user id is pseudonymised per tenant, so a request
+"""Erasing a user (GDPR art. 17): `erase_user` in one tenant, with its tombstone, and in
+every tenant: a user id is pseudonymised per tenant, so a request
 that names only the person (a data subject's request) has to search each tenant, and has
 to leave a tombstone in each tenant a prompt of theirs may still be on its way to, even
 where nothing of theirs (or of anyone) is stored yet."""
@@ -7,26 +8,86 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from appliance.config import Policies
+from appliance.config import Policies, RetentionSettings
 from appliance.errors import SemtraceError
 from appliance.keys import Keyring
-from appliance.retention import (
-    Bucket,
-    EraseReport,
-    Shredder,
-    erase_pseudonym,
-    erase_user,
-    held_pairs,
-    is_held,
-    live_buckets,
-)
+from appliance.retention import Bucket, Shredder, held_pairs, is_held, live_buckets
 from appliance.store import Store
 
 APPLIED_PREFIX = "erasure_request_applied:"  # meta keys: requests another node made, applied
 # tables whose `tenant` column names a tenant the store holds, has held, or has erased in
 _STORED = ("buckets", "threads", "erasures")
+
+
+@dataclass
+class EraseReport:
+    """What an erasure request did."""
+
+    tenant: str
+    user: str
+    held: bool
+    buckets: int = 0
+    records: int = 0
+    requested_at: str = ""
+    completed_at: str | None = None
+    # live buckets of the tenant under an earlier pseudonym key (cannot be attributed)
+    unattributable_buckets: int = 0
+    pseudonyms_changed_at: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """False when records of this user may remain where no pseudonym reaches them."""
+        return not self.held and self.unattributable_buckets == 0
+
+
+def erase_user(shredder: Shredder, settings: RetentionSettings, keyring: Keyring, *,
+               tenant: str, user_id: str, reason: str) -> EraseReport:
+    """GDPR art. 17: shred every bucket of one user now, unless on legal hold, and leave
+    a tombstone so that prompts of the user sent before it completed are not stored.
+
+    The report says how many records were removed, and is not `complete` when the
+    tenant still holds buckets written under an earlier pseudonym key (a rotation
+    made by an older version), which may hold this user's records.
+    """
+    return erase_pseudonym(shredder, settings, keyring, tenant=tenant,
+                           user=keyring.pseudonym(tenant, user_id), reason=reason)
+
+
+def erase_pseudonym(shredder: Shredder, settings: RetentionSettings, keyring: Keyring, *,
+                    tenant: str, user: str, reason: str,
+                    requested_on: str | None = None) -> EraseReport:
+    """`erase_user` of a user named by pseudonym: an erasure another node of a cluster asked
+    for (the bus never carries the raw id); `requested_on` names that node in the audit."""
+    started = datetime.now(UTC).isoformat()
+    report = EraseReport(tenant=tenant, user=user, held=False, requested_at=started)
+    if is_held(Bucket(0, tenant, user, ""), held_pairs(settings, keyring)):
+        report.held = True
+        shredder.audit.append("legal_hold_skip", {"tenant": tenant, "user": user,
+                                                  "request": "erase", "reason": reason})
+        return report
+    # the tombstone first: from here no prompt of the user is written (store/erasures.py)
+    shredder.store.begin_erasure(tenant, user, datetime.fromisoformat(started).timestamp())
+    buckets = live_buckets(shredder.store, tenant=tenant, user=user)
+    report.records, _ = shredder.shred_buckets(buckets, reason="erasure")
+    report.buckets = len(buckets)
+    shredder.store.compact()
+    done = datetime.now(UTC)
+    shredder.store.complete_erasure(tenant, user, done.timestamp())
+    report.completed_at = done.isoformat()
+    earlier, since = shredder.store.earlier_pseudonym_buckets(tenant)
+    report.unattributable_buckets = earlier
+    if since is not None and earlier:
+        report.pseudonyms_changed_at = datetime.fromtimestamp(since, UTC).isoformat()
+    details = {"tenant": tenant, "user": user, "buckets": report.buckets,
+               "records": report.records, "reason": reason, "requested_at": started,
+               "completed_at": report.completed_at, "unattributable_buckets": earlier}
+    shredder.audit.append("erase", details | ({"requested_on": requested_on}
+                                              if requested_on else {}))
+    return report
 
 
 def configured_tenants(policies: Policies) -> set[str]:

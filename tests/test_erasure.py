@@ -166,7 +166,7 @@ def test_bucket_ids_are_never_reused_after_the_newest_bucket_is_shredded(
 
 
 def test_a_user_erased_today_can_be_written_to_again_today(pipeline, runtime) -> None:  # type: ignore[no-untyped-def]
-    from appliance.retention import erase_user
+    from appliance.erasure import erase_user
 
     now = datetime.now(UTC)
     pipeline.process([replace(make_prompt("Draft a complaint letter", user="erin"),
@@ -193,9 +193,9 @@ def test_erasure_drops_the_users_vectors_and_text_facts_from_the_linkers_memory(
     its linker holds no vector, thread fact or text fact of the erased user's records;
     another user's links are exactly what a fresh linker decides."""
     from appliance.cues import keywords
+    from appliance.erasure import erase_user
     from appliance.link import LinkInput, make_linker
     from appliance.link.cache import text_facts
-    from appliance.retention import erase_user
 
     alice = ["How do I renew the TLS certificate on the mail server?",
              "And what about the certificate on the web server?",
@@ -249,7 +249,7 @@ def test_erasure_overwrites_the_users_vectors_in_the_services_memory(
     usearch would write it), while the other user's are, and still found by search."""
     import numpy as np
 
-    from appliance.retention import erase_user
+    from appliance.erasure import erase_user
 
     for i, (a, b) in enumerate([("How do I renew the TLS certificate on the mail server?",
                                  "Suggest a vegetarian lasagne recipe"),

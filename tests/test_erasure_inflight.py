@@ -131,8 +131,9 @@ def test_a_replayed_prompt_from_before_the_erasure_is_not_stored(
     """The pipeline itself (replay shares it): a prompt dated before the erasure's end is
     refused before it is redacted or embedded; one dated after is stored."""
     from appliance.audit import AuditLog
+    from appliance.erasure import erase_user
     from appliance.records import Erased, Outcome
-    from appliance.retention import Shredder, erase_user
+    from appliance.retention import Shredder
 
     now = datetime.now(UTC)
     pipeline.process([make_prompt(ALICE[0], user="erin", request_id="e-0")])

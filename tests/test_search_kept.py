@@ -92,8 +92,9 @@ def test_no_search_finds_a_prompt_whose_key_is_destroyed_though_its_rows_remain(
 def test_after_an_erasure_the_kept_index_holds_none_of_the_users_vectors(
         runtime: Any, pipeline: Any) -> None:
     from appliance.audit import AuditLog
+    from appliance.erasure import erase_user
     from appliance.readindex import ReaderIndex
-    from appliance.retention import Shredder, erase_user
+    from appliance.retention import Shredder
 
     _ingest(pipeline)
     kept = ReaderIndex(pipeline.embedder.dims, pipeline.embedder.model_id)

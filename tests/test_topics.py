@@ -412,7 +412,8 @@ def test_a_thread_moves_when_its_later_prompts_say_what_it_is_about(runtime: Any
 def test_erased_members_leave_no_words_in_the_decrypted_store(pipeline: Any,
                                                               runtime: Any) -> None:
     from appliance.audit import AuditLog
-    from appliance.retention import Shredder, erase_user
+    from appliance.erasure import erase_user
+    from appliance.retention import Shredder
 
     pipeline.topics = ta = assigner(runtime)
     people = [f"person{i}" for i in range(5)]

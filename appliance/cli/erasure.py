@@ -16,7 +16,7 @@ from appliance.errors import InputError
 if TYPE_CHECKING:
     from appliance.cli.erasure_cluster import Asked
     from appliance.cluster.erasures import Applied, Home
-    from appliance.retention import EraseReport
+    from appliance.erasure import EraseReport
 
 
 def _as_json(report: EraseReport) -> dict[str, Any]:
@@ -50,8 +50,8 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         erase_stale_copies,
         this_node,
     )
-    from appliance.erasure import erase_everywhere, known_tenants
-    from appliance.retention import Shredder, erase_user
+    from appliance.erasure import erase_everywhere, erase_user, known_tenants
+    from appliance.retention import Shredder
     from appliance.roles import bound_tenants, require
 
     reason = _reason(reason, user_id=user_id)
@@ -138,7 +138,7 @@ def _tombstone_only(reports: list[EraseReport]) -> list[str]:
 
 def _report_of(home: Home, user: str, applied: Applied) -> EraseReport:
     """The owner's answer as the report of a local erasure."""
-    from appliance.retention import EraseReport
+    from appliance.erasure import EraseReport
 
     return EraseReport(tenant=home.tenant, user=user, held=applied.held,
                        buckets=applied.buckets, records=applied.records,

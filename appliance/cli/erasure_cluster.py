@@ -17,7 +17,8 @@ from appliance.errors import SemtraceError
 
 if TYPE_CHECKING:
     from appliance.cluster.erasures import Applied, Home
-    from appliance.retention import EraseReport, Shredder
+    from appliance.erasure import EraseReport
+    from appliance.retention import Shredder
     from appliance.runtime import Runtime
 
 PENDING_EXIT = 8  # asked of the owner, not applied yet (it applies it when it runs)
@@ -119,7 +120,8 @@ def erase_stale_copies(rt: Runtime, shredder: Shredder, homes: list[Home], *, us
                        reason: str) -> list[EraseReport]:
     """Erase here the user's records this data dir still holds of tenants another node owns
     now (its copy from before that node took the partition over, not yet forgotten)."""
-    from appliance.retention import erase_user, live_buckets
+    from appliance.erasure import erase_user
+    from appliance.retention import live_buckets
 
     return [erase_user(shredder, rt.policies.retention, rt.keyring, tenant=h.tenant,
                        user_id=user_id, reason=reason) for h in homes
