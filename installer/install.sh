@@ -93,16 +93,22 @@ if [ "$service" = 1 ]; then
   # (ProtectHome=yes): a Python installed under a home (pyenv, conda) installed fine and
   # then never started ("Permission denied").
   real_python=$("$python" -c 'import os, sys; print(os.path.realpath(sys.executable))')
-  case "$real_python" in
+  # PrivateTmp=yes gives it a /tmp and /var/tmp of its own, empty, in the same way.
+  case "$real_python/" in
     /root/*|/home/*|/run/user/*)
       die "the service cannot run $real_python: the unit hides /root and /home (ProtectHome=yes); give --python a system interpreter such as /usr/bin/python3.11; nothing was installed." ;;
+    /tmp/*|/var/tmp/*)
+      die "the service cannot run $real_python: the unit gives the service an empty /tmp and /var/tmp of its own (PrivateTmp=yes); give --python a system interpreter such as /usr/bin/python3.11; nothing was installed." ;;
   esac
   # The same for the folders the unit is given: a venv, data dir or config dir under a home
-  # installed, and then the service found no interpreter, an empty data dir, no policies.
+  # or a /tmp installed, and then the service found no interpreter, an empty data dir, no
+  # policies.
   for pair in "--prefix=$prefix" "--data-dir=$data_dir" "--config-dir=$etc"; do
     case "$(realpath -m "${pair#*=}")/" in
       /root/*|/home/*|/run/user/*)
         die "the service cannot reach ${pair#*=} (${pair%%=*}): the unit hides /root and /home (ProtectHome=yes); give a folder outside them, such as the default; nothing was installed." ;;
+      /tmp/*|/var/tmp/*)
+        die "the service cannot reach ${pair#*=} (${pair%%=*}): the unit gives the service an empty /tmp and /var/tmp of its own (PrivateTmp=yes); give a folder outside them, such as the default; nothing was installed." ;;
     esac
   done
   runuser -u nobody -- "$real_python" -c '' >/dev/null 2>&1 \

@@ -1,6 +1,10 @@
 """install.sh as root in --dry-run on a stand-in bundle (its scripts, checksums and no
 wheels), with a stand-in `systemctl`: what it would do to a host whose service runs, and
-what it refuses before doing anything. tests/test_bundle.py installs the real bundle."""
+what it refuses before doing anything. tests/test_bundle.py installs the real bundle.
+
+A service install refuses folders under /tmp and /var/tmp (the unit's PrivateTmp=yes hides
+them) and under the homes (ProtectHome=yes): its stand-in folders are made under /srv
+(the `srv` fixture), as an operator's would be."""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +38,18 @@ def _system_python() -> str | None:
 SYSTEM_PYTHON = _system_python()
 needs_system_python = pytest.mark.skipif(SYSTEM_PYTHON is None,
                                          reason="no system CPython 3.11 on this host")
+
+
+@pytest.fixture
+def srv() -> Iterator[Path]:
+    """A folder a service install may use, removed after the test: not under /tmp or
+    /var/tmp (PrivateTmp=yes), nor /home or /root (ProtectHome=yes)."""
+    made = Path(tempfile.mkdtemp(prefix="semtrace-test-", dir="/srv"))
+    made.chmod(0o755)  # as /opt or /srv: the service user may pass through
+    try:
+        yield made
+    finally:
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def _bundle(tmp: Path, version: str = "0.1.0") -> Path:
@@ -75,13 +93,13 @@ def _install(bundle: Path, prefix: Path, data: Path, env: dict[str, str],
 
 @needs_system_python
 def test_an_upgrade_stops_the_running_service_before_replacing_its_code_and_starts_it_after(
-        tmp_path: Path) -> None:
-    bundle = _bundle(tmp_path)
-    prefix, env = _host(tmp_path, active=True)
-    data = tmp_path / "data"
+        srv: Path) -> None:
+    bundle = _bundle(srv)
+    prefix, env = _host(srv, active=True)
+    data = srv / "data"
     data.mkdir()
     (data / "keyring.json").write_text("{}")
-    pw = tmp_path / "pw"
+    pw = srv / "pw"
     pw.write_text("x\n")
     r = _install(bundle, prefix, data, env, "--passphrase-file", str(pw))
     assert r.returncode == 0, r.stdout + r.stderr
@@ -95,20 +113,20 @@ def test_an_upgrade_stops_the_running_service_before_replacing_its_code_and_star
 
 @needs_system_python
 def test_an_upgrade_that_fails_after_stopping_the_service_says_the_service_is_stopped(
-        tmp_path: Path) -> None:
+        srv: Path) -> None:
     """pip failing mid-upgrade (here: a wheel missing from the bundle) left the service
     stopped with only pip's error on the screen."""
-    bundle = _bundle(tmp_path)
+    bundle = _bundle(srv)
     (bundle / "requirements.lock").write_text(
         "semtrace-missing-wheel==9.9 --hash=sha256:" + "0" * 64 + "\n")
     subprocess.run("find . -type f ! -name SHA256SUMS | sed 's|^./||' | sort "
                    "| xargs sha256sum > SHA256SUMS", shell=True, cwd=bundle, check=True)
     (bundle / "wheels").mkdir()
-    prefix, env = _host(tmp_path, active=True)
-    etc = tmp_path / "etc"
+    prefix, env = _host(srv, active=True)
+    etc = srv / "etc"
     etc.mkdir()
     (etc / "passphrase").write_text("x\n")
-    data = tmp_path / "data"
+    data = srv / "data"
     data.mkdir()
     (data / "keyring.json").write_text("{}")
     r = subprocess.run(["bash", str(bundle / "install.sh"), "--prefix", str(prefix),
@@ -116,7 +134,7 @@ def test_an_upgrade_that_fails_after_stopping_the_service_says_the_service_is_st
                         "--python", SYSTEM_PYTHON or sys.executable],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode != 0
-    assert "stop semtrace" in (tmp_path / "systemctl.log").read_text()
+    assert "stop semtrace" in (srv / "systemctl.log").read_text()
     assert r.stderr.strip().splitlines()[-1].startswith(
         "install: the upgrade stopped before its end and the service is stopped"), r.stderr
     assert "systemctl start semtrace" in r.stderr.strip().splitlines()[-1]
@@ -124,12 +142,12 @@ def test_an_upgrade_that_fails_after_stopping_the_service_says_the_service_is_st
 
 @needs_system_python
 def test_an_install_of_a_service_that_is_not_running_leaves_it_to_the_operator(
-        tmp_path: Path) -> None:
-    bundle = _bundle(tmp_path)
-    prefix, env = _host(tmp_path, active=False)
-    pw = tmp_path / "pw"
+        srv: Path) -> None:
+    bundle = _bundle(srv)
+    prefix, env = _host(srv, active=False)
+    pw = srv / "pw"
     pw.write_text("x\n")
-    r = _install(bundle, prefix, tmp_path / "data", env, "--passphrase-file", str(pw))
+    r = _install(bundle, prefix, srv / "data", env, "--passphrase-file", str(pw))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "systemctl stop" not in r.stdout and "systemctl start" not in r.stdout
     assert "enable with 'systemctl enable --now semtrace'" in r.stdout
@@ -138,16 +156,16 @@ def test_an_install_of_a_service_that_is_not_running_leaves_it_to_the_operator(
 @needs_system_python
 @pytest.mark.parametrize("option", ["--prefix", "--data-dir", "--config-dir"])
 def test_a_service_install_into_a_home_folder_the_unit_hides_is_refused(
-        tmp_path: Path, option: str) -> None:
+        srv: Path, option: str) -> None:
     """The unit runs with ProtectHome=yes: a venv, data dir or config dir under /home or
     /root installed, and the service then never found them. Refused in one sentence."""
-    bundle = _bundle(tmp_path)
-    prefix, env = _host(tmp_path, active=False)
-    pw = tmp_path / "pw"
+    bundle = _bundle(srv)
+    prefix, env = _host(srv, active=False)
+    pw = srv / "pw"
     pw.write_text("x\n")
-    home = Path("/home") / f"semtrace-test-{tmp_path.name}" / "semtrace"
-    places = {"--prefix": prefix, "--data-dir": tmp_path / "data",
-              "--config-dir": tmp_path / "etc", option: home}
+    home = Path("/home") / f"semtrace-test-{srv.name}" / "semtrace"
+    places = {"--prefix": prefix, "--data-dir": srv / "data",
+              "--config-dir": srv / "etc", option: home}
     r = subprocess.run(["bash", str(bundle / "install.sh"), *[
         x for k, v in places.items() for x in (k, str(v))], "--passphrase-file", str(pw),
         "--python", SYSTEM_PYTHON or sys.executable, "--dry-run"],
@@ -160,14 +178,56 @@ def test_a_service_install_into_a_home_folder_the_unit_hides_is_refused(
     assert "would run" not in r.stdout and not home.parent.exists()
 
 
+@needs_system_python
+@pytest.mark.parametrize("tmp", ["/tmp", "/var/tmp"])
+@pytest.mark.parametrize("option", ["--prefix", "--data-dir", "--config-dir", "--python"])
+def test_a_service_install_into_a_tmp_folder_the_unit_hides_is_refused(
+        srv: Path, option: str, tmp: str) -> None:
+    """The unit runs with PrivateTmp=yes: a venv, data dir, config dir or Python under /tmp
+    or /var/tmp installed, and the service then saw its own empty /tmp. Refused in one
+    sentence, with nothing made."""
+    bundle = _bundle(srv)
+    prefix, env = _host(srv, active=False)
+    pw = srv / "pw"
+    pw.write_text("x\n")
+    there = Path(tempfile.mkdtemp(prefix="semtrace-test-", dir=tmp))
+    there.chmod(0o755)  # open to the service user: only PrivateTmp hides it
+    try:
+        place = there / "semtrace"
+        python = SYSTEM_PYTHON or sys.executable
+        if option == "--python":  # an interpreter of its own there, as a standalone build
+            subprocess.run([python, "-m", "venv", "--copies", "--without-pip", str(place)],
+                           check=True, timeout=120)
+            python = str(place / "bin" / "python3")
+        places = {"--prefix": prefix, "--data-dir": srv / "data", "--config-dir": srv / "etc",
+                  "--python": python}
+        if option != "--python":
+            places[option] = place
+        before = sorted(there.rglob("*"))
+        r = subprocess.run(["bash", str(bundle / "install.sh"), *[
+            x for k, v in places.items() for x in (k, str(v))], "--passphrase-file", str(pw),
+            "--dry-run"], capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == 1, r.stdout
+        hidden = (f"the service cannot run {os.path.realpath(python)}"
+                  if option == "--python" else f"the service cannot reach {place} ({option})")
+        give = ("give --python a system interpreter such as /usr/bin/python3.11"
+                if option == "--python" else "give a folder outside them, such as the default")
+        assert r.stderr.strip() == (
+            f"install: {hidden}: the unit gives the service an empty /tmp and /var/tmp of its "
+            f"own (PrivateTmp=yes); {give}; nothing was installed.")
+        assert "would run" not in r.stdout and sorted(there.rglob("*")) == before
+    finally:
+        shutil.rmtree(there, ignore_errors=True)
+
+
 @pytest.mark.skipif(Path("/etc/semtrace/passphrase").exists(),
                     reason="this host has a service passphrase")
 def test_a_service_install_without_a_passphrase_for_the_unit_is_refused_before_anything(
-        tmp_path: Path) -> None:
-    bundle = _bundle(tmp_path)
-    prefix, env = _host(tmp_path, active=False)
+        srv: Path) -> None:
+    bundle = _bundle(srv)
+    prefix, env = _host(srv, active=False)
     shutil.rmtree(prefix)
-    r = _install(bundle, prefix, tmp_path / "data", env)
+    r = _install(bundle, prefix, srv / "data", env)
     assert r.returncode != 0
     assert "/etc/semtrace/passphrase" in r.stderr and "--passphrase-file" in r.stderr
     assert "would run" not in r.stdout
@@ -175,28 +235,28 @@ def test_a_service_install_without_a_passphrase_for_the_unit_is_refused_before_a
 
 
 def test_an_upgrade_given_another_passphrase_file_is_refused_and_keeps_the_one_in_use(
-        tmp_path: Path) -> None:
+        srv: Path) -> None:
     """Re-running the documented install command with another passphrase file replaced
     the unit's passphrase: the service never started again, and the file that opened the
     data dir was gone."""
-    bundle = _bundle(tmp_path)
-    prefix, env = _host(tmp_path, active=True)
-    etc = tmp_path / "etc"
+    bundle = _bundle(srv)
+    prefix, env = _host(srv, active=True)
+    etc = srv / "etc"
     etc.mkdir()
     (etc / "passphrase").write_text("the passphrase that opens the data dir\n")
-    data = tmp_path / "data"
+    data = srv / "data"
     data.mkdir()
     (data / "keyring.json").write_text("{}")
-    other = tmp_path / "pw"
+    other = srv / "pw"
     other.write_text("another passphrase\n")
     r = _install(bundle, prefix, data, env, "--passphrase-file", str(other),
                  "--config-dir", str(etc))
     assert r.returncode != 0
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert f"differs from {etc / 'passphrase'}" in r.stderr and "keys rotate" in r.stderr
-    assert "would run" not in r.stdout and not (tmp_path / "systemctl.log").exists()
+    assert "would run" not in r.stdout and not (srv / "systemctl.log").exists()
     assert (etc / "passphrase").read_text() == "the passphrase that opens the data dir\n"
-    same = tmp_path / "same"
+    same = srv / "same"
     shutil.copy(etc / "passphrase", same)
     r = _install(bundle, prefix, data, env, "--passphrase-file", str(same),
                  "--config-dir", str(etc))
@@ -255,18 +315,18 @@ def test_uninstall_purge_removes_the_data_dir_and_names_the_config_dir_it_keeps(
 
 @needs_system_python
 def test_an_upgrade_keeps_the_operators_policies_and_installs_only_missing_defaults(
-        tmp_path: Path) -> None:
+        srv: Path) -> None:
     """pip rewrites the prefix's share/semtrace/policies at every upgrade: the service's
     policies live in the config dir, where an edited file is kept."""
-    bundle = _bundle(tmp_path)
-    prefix, env = _host(tmp_path, active=False)
-    etc = tmp_path / "etc"
+    bundle = _bundle(srv)
+    prefix, env = _host(srv, active=False)
+    etc = srv / "etc"
     (etc / "policies").mkdir(parents=True)
     (etc / "passphrase").write_text("x\n")
     edited = etc / "policies" / "retention.toml"
     edited.write_text("# the operator's retention and legal holds\n")
     (etc / "policies" / "linker-weights.json").write_text("{}")  # the previous version's
-    r = _install(bundle, prefix, tmp_path / "data", env, "--config-dir", str(etc))
+    r = _install(bundle, prefix, srv / "data", env, "--config-dir", str(etc))
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"kept {edited};" in r.stdout
     writes = [line for line in r.stdout.splitlines() if line.startswith("would run:")]
@@ -292,19 +352,19 @@ def test_every_command_of_an_installed_host_reads_the_policies_the_service_reads
 
 
 def test_a_service_install_with_a_python_the_service_user_cannot_run_is_refused_before_anything(
-        tmp_path: Path) -> None:
+        srv: Path) -> None:
     """pyenv's or conda's Python under a home, or any interpreter behind a directory closed to
     other users, installed fine and the unit then never started ('Permission denied')."""
-    bundle = _bundle(tmp_path)
-    prefix, env = _host(tmp_path, active=False)
+    bundle = _bundle(srv)
+    prefix, env = _host(srv, active=False)
     shutil.rmtree(prefix)
-    pw = tmp_path / "pw"
+    pw = srv / "pw"
     pw.write_text("x\n")
-    closed = tmp_path / "closed"
+    closed = srv / "closed"
     closed.mkdir(mode=0o700)
     subprocess.run([SYSTEM_PYTHON or sys.executable, "-m", "venv", "--copies", "--without-pip",
                     str(closed / "py")], check=True, timeout=120)
-    r = _install(bundle, prefix, tmp_path / "data", env, "--passphrase-file", str(pw),
+    r = _install(bundle, prefix, srv / "data", env, "--passphrase-file", str(pw),
                  python=str(closed / "py" / "bin" / "python3"))
     assert r.returncode != 0
     assert "the service user cannot run" in r.stderr and "--python" in r.stderr, r.stderr
@@ -312,7 +372,7 @@ def test_a_service_install_with_a_python_the_service_user_cannot_run_is_refused_
     assert "would run" not in r.stdout and not prefix.exists()
     homed = os.path.realpath(sys.executable)
     if homed.startswith(("/root/", "/home/")):  # as on the machines this project is built on
-        r = _install(bundle, prefix, tmp_path / "data", env, "--passphrase-file", str(pw),
+        r = _install(bundle, prefix, srv / "data", env, "--passphrase-file", str(pw),
                      python=sys.executable)
         assert r.returncode != 0 and "the unit hides /root and /home" in r.stderr, r.stderr
         assert "would run" not in r.stdout
