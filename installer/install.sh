@@ -174,8 +174,35 @@ if [ "$service" = 1 ]; then
       echo "install: kept $etc/policies/$name; this version's default is $prefix/share/semtrace/policies/$name."
     fi
   done
-  run install -m 0644 "$bundle/semtrace.service" /etc/systemd/system/semtrace.service
-  run sed -i "s|/opt/semtrace|$prefix|g; s|/var/lib/semtrace|$data_dir|g; s|/etc/semtrace|$etc|g" /etc/systemd/system/semtrace.service
+  # The unit, with this install's folders. StateDirectory= makes (and hands to the service
+  # user) a folder below /var/lib only: for a data dir elsewhere, the bundle's
+  # StateDirectory=semtrace made an empty /var/lib/semtrace beside it; it now names the data
+  # dir under /var/lib, or is left out (ReadWritePaths= opens the data dir either way).
+  # Literal replacement (awk, not sed): a '&' or '|' in a path stays as it is.
+  state=""
+  case "$real_data/" in /var/lib/?*/) state="${real_data#/var/lib/}" ;; esac
+  unit_text=$(P="$prefix" D="$data_dir" E="$etc" S="$state" awk '
+    BEGIN { n = split("/opt/semtrace /var/lib/semtrace /etc/semtrace", from, " ")
+            to[1] = ENVIRON["P"]; to[2] = ENVIRON["D"]; to[3] = ENVIRON["E"] }
+    /^StateDirectory=/ { if (ENVIRON["S"] != "") print "StateDirectory=" ENVIRON["S"]; next }
+    /^StateDirectoryMode=/ { if (ENVIRON["S"] != "") print; next }
+    { out = ""; line = $0
+      while (1) {
+        best = 0
+        for (k = 1; k <= n; k++) {
+          i = index(line, from[k]); if (i && (!best || i < best)) { best = i; hit = k } }
+        if (!best) break
+        out = out substr(line, 1, best - 1) to[hit]; line = substr(line, best + length(from[hit]))
+      }
+      print out line }' "$bundle/semtrace.service")
+  if [ "$dry" = 1 ]; then
+    echo "would write /etc/systemd/system/semtrace.service:"
+    printf '%s\n' "$unit_text" | sed 's/^/    /'
+  else
+    printf '%s\n' "$unit_text" > /etc/systemd/system/semtrace.service.new
+    chmod 0644 /etc/systemd/system/semtrace.service.new
+    mv -f /etc/systemd/system/semtrace.service.new /etc/systemd/system/semtrace.service
+  fi
   if [ -n "$passphrase_file" ]; then
     run install -m 0600 -o root -g root "$passphrase_file" "$etc/passphrase"
   fi

@@ -95,6 +95,46 @@ def test_an_install_of_a_service_that_is_not_running_leaves_it_to_the_operator(
     assert "enable with 'systemctl enable --now semtrace'" in r.stdout
 
 
+def _unit_written(stdout: str) -> dict[str, str]:
+    """The unit a --dry-run says it would write: its settings (comments left out)."""
+    lines = stdout.split("would write /etc/systemd/system/semtrace.service:\n", 1)[1]
+    unit = {}
+    for line in lines.splitlines():
+        if not line.startswith("    "):
+            break
+        if "=" in line and not line.lstrip().startswith("#"):
+            key, value = line.strip().split("=", 1)
+            unit[key] = value
+    return unit
+
+
+@needs_system_python
+def test_the_unit_of_a_custom_data_dir_makes_no_folder_beside_it(srv: Path) -> None:
+    """StateDirectory=semtrace made an empty /var/lib/semtrace at every start whatever
+    --data-dir said. The unit written now opens the data dir chosen and names it as its state
+    directory only where systemd can make one: below /var/lib."""
+    bundle = stand_in_bundle(srv)
+    prefix, env = stand_in_host(srv, active=False)
+    pw = srv / "pw"
+    pw.write_text("x\n")
+    below = Path("/var/lib") / f"semtrace-test-{srv.name}" / "data"
+    for data, state in ((srv / "data", None), (below, below.relative_to("/var/lib")),
+                        (Path("/var/lib/semtrace"), "semtrace")):
+        r = dry_install(bundle, prefix, data, env, "--passphrase-file", str(pw),
+                        "--config-dir", str(srv / "etc"))
+        assert r.returncode == 0, r.stdout + r.stderr
+        unit = _unit_written(r.stdout)
+        assert unit["ReadWritePaths"] == str(data)
+        assert f"--data-dir {data} " in unit["ExecStart"]
+        assert unit.get("StateDirectory") == (str(state) if state else None), unit
+        assert ("StateDirectoryMode" in unit) == (state is not None)
+        assert unit["LoadCredential"] == f"semtrace-passphrase:{srv}/etc/passphrase"
+        assert unit["ExecStart"].startswith(f"{prefix}/bin/semtrace serve ")
+        if state is None:
+            assert "/var/lib" not in "\n".join(unit.values()), unit
+    assert not below.parent.exists()  # a dry run
+
+
 def test_uninstall_removes_nothing_that_is_not_a_semtrace_install_or_data_dir(
         tmp_path: Path) -> None:
     other = tmp_path / "usr-local"
