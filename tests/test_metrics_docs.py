@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from exposition_check import check_text
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -63,8 +64,7 @@ def _exported() -> dict[str, Any]:
     m.index_sizes.sizes = {"acme": 3}
     m.agreement_result("agree")
     m.retention(ok=True, buckets=1, records=2, finished_at=1.0)
-    return {f.name: f for f in text_string_to_metric_families(
-        generate_latest(m.registry).decode())}
+    return dict(check_text(generate_latest(m.registry).decode()))  # as Prometheus reads it
 
 
 def test_every_documented_series_is_exported_with_its_type_and_labels() -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from exposition_check import check_text
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client.parser import text_string_to_metric_families
 from test_service import Server
 from test_spine import run_cli
 
@@ -145,7 +145,7 @@ def test_no_span_carries_prompt_text_or_user_or_session_ids(observed: dict[str, 
 
 
 def _families(text: str) -> dict[str, Any]:
-    return {f.name: f for f in text_string_to_metric_families(text)}
+    return dict(check_text(text))  # read as strictly as Prometheus does
 
 
 def _samples(families: dict[str, Any], sample: str, **labels: str) -> list[Any]:
@@ -334,7 +334,7 @@ def test_serve_logs_ids_and_never_canaries_exports_spans_and_serves_metrics(
 
 def test_alert_rules_and_metrics_doc_name_only_exported_series(observed: dict[str, Any]) -> None:
     root = Path(__file__).resolve().parents[1] / "docs"
-    families = list(text_string_to_metric_families(observed["exposition"]))
+    families = list(check_text(observed["exposition"]).values())
     exported = {f.name for f in families} | {s.name for f in families for s in f.samples}
     for doc in ("alerts.yml", "metrics.md"):
         used = set(re.findall(r"\bsemtrace_[a-z_]+[a-z]", (root / doc).read_text()))
