@@ -125,6 +125,9 @@ class Release:
     k_min_users: int = 1
     released_at: float | None = None  # when the (cached) release was computed
     cached: bool = False  # read from today's release: spent nothing now
+    # a release filtered on one topic (`stats models --topic`): the topic ids whose threads
+    # it counted, the topic and those merged into it when it was made (None: not recorded)
+    covers: tuple[str, ...] | None = None
 
     def by_group(self) -> dict[str, GroupFigures]:
         return {g.group: g for g in self.groups}
@@ -213,7 +216,7 @@ class PrivacyGate:
 
     def release(self, tenant: str, units: Iterable[Unit], *, measures: Sequence[Measure] = (),
                 single_user: str | None = None, key: str | None = None,
-                kind: str | None = None) -> Release:
+                kind: str | None = None, covers: Sequence[str] | None = None) -> Release:
         """Counts (and clipped sums) per group: exact for one user's own view, else DP.
 
         Args:
@@ -222,6 +225,7 @@ class PrivacyGate:
                 same key is returned as it was, spending nothing.
             kind: the kind of figures (`config.RELEASE_KINDS`): a new release spends
                 the policy's epsilon for it (`PrivacySettings.epsilon_for`).
+            covers: recorded with a new release (`Release.covers`).
         """
         units = list(units)
         if single_user is not None:
@@ -241,7 +245,8 @@ class PrivacyGate:
         groups, spent = self._noisy(units, measures, self.settings.epsilon_for(kind))
         remaining = self.ledger.charge(tenant, spent)
         rel = Release(groups=groups, exact=False, epsilon=spent, remaining=remaining,
-                      k_min_users=self.settings.k_min_users, released_at=self.clock())
+                      k_min_users=self.settings.k_min_users, released_at=self.clock(),
+                      covers=None if covers is None else tuple(covers))
         if key is not None:
             self.cache.put(tenant, key, self.ledger.day(), rel)
         return rel

@@ -182,9 +182,11 @@ def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies,
         per_user = not policies.privacy.cross_user_topics.get(q.tenant, False)
         return replace(report, rows=rows, per_user_topics=per_user)
     if q.kind == "models":  # a topic merged since is its live topic, as the rows' are
-        topic = topic_aliases(store).get(q.topic, q.topic) if q.topic else None
+        aliases = topic_aliases(store)
+        topic = aliases.get(q.topic, q.topic) if q.topic else None
+        members = sorted(k for k, v in aliases.items() if v == topic) if topic else []
         return analytics.model_stats(threads, gate, labels={}, topic=topic, cost_bound=bound,
-                                     **common)
+                                     members=members, **common)
     if q.kind == "cost":
         return analytics.cost_outcomes(threads, gate, cost_bound=bound, **common)
     if q.kind == "positions":
@@ -211,6 +213,8 @@ def stats_json(report: analytics.Report[Any], currency: str) -> dict[str, Any]:
         return x
 
     data: dict[str, Any] = walk(jsonable(report))
+    if report.kind != "models":  # topics merged since a `models --topic` release
+        data.pop("uncounted", None)
     if report.released_at is not None:
         data["release_age_s"] = round(
             (datetime.now(UTC) - report.released_at).total_seconds(), 1)
@@ -255,7 +259,8 @@ def report_from_json(data: dict[str, Any]) -> analytics.Report[Any]:
         k_min_users=data["k_min_users"],
         rows=tuple(row_from_json(data["kind"], r) for r in data["rows"]),
         released_at=_ts(data.get("released_at")), cached=bool(data.get("cached")),
-        per_user_topics=bool(data.get("per_user_topics")))
+        per_user_topics=bool(data.get("per_user_topics")),
+        uncounted=tuple(data.get("uncounted", ())))
 
 
 def record_from_json(d: dict[str, Any]) -> Record:

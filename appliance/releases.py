@@ -41,12 +41,15 @@ def _fig(f: Figure | None) -> list[float] | None:
 
 
 def encode(rel: Release) -> str:
-    """A release as JSON (noisy figures only)."""
-    return json.dumps({"epsilon": rel.epsilon, "k": rel.k_min_users,
-                       "released_at": rel.released_at,
-                       "groups": [{"g": g.group, "n": _fig(g.count), "u": _fig(g.users),
-                                   "s": {k: _fig(v) for k, v in g.sums.items()}}
-                                  for g in rel.groups]}, separators=(",", ":"))
+    """A release as JSON (noisy figures only; `c`: the topic ids it covers, when recorded)."""
+    data: dict[str, Any] = {"epsilon": rel.epsilon, "k": rel.k_min_users,
+                            "released_at": rel.released_at,
+                            "groups": [{"g": g.group, "n": _fig(g.count), "u": _fig(g.users),
+                                        "s": {k: _fig(v) for k, v in g.sums.items()}}
+                                       for g in rel.groups]}
+    if rel.covers is not None:
+        data["c"] = list(rel.covers)
+    return json.dumps(data, separators=(",", ":"))
 
 
 def decode(raw: str) -> Release:
@@ -65,7 +68,8 @@ def decode(raw: str) -> Release:
         sums = {k: f for k, v in g["s"].items() if (f := fig(v)) is not None}
         groups.append(GroupFigures(g["g"], count, sums, fig(g["u"])))
     return Release(groups=tuple(groups), exact=False, epsilon=float(data["epsilon"]),
-                   k_min_users=int(data["k"]), released_at=data["released_at"])
+                   k_min_users=int(data["k"]), released_at=data["released_at"],
+                   covers=tuple(data["c"]) if "c" in data else None)
 
 
 class ReleaseCache:

@@ -39,6 +39,11 @@ def session_linker(query: Any, candidates: Sequence[Candidate], threshold: float
 @pytest.fixture
 def filled(runtime: Any, embedder: Any, redactor: Any) -> Any:
     """Six users, each with a weather thread and a password thread whose last turn is blocked."""
+    return fill(runtime, embedder, redactor)
+
+
+def fill(runtime: Any, embedder: Any, redactor: Any) -> Any:
+    """`filled`: six users' weather and password threads through the real pipeline."""
     from appliance.index import VectorIndex
     from appliance.pipeline import Pipeline
     from appliance.topics import TopicAssigner

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 
-from appliance.analytics.merges import merge_topics, merged_parts
+from appliance.analytics.merges import merge_topics, merged_parts, topic_parts
 from appliance.analytics.reports import GroupStats, Report, _report
 from appliance.analytics.threads import ThreadRow
 from appliance.analytics.windows import release_key
@@ -38,20 +38,39 @@ def group_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
     `aliases` (topics: merged id -> the live id): a release made before a refinement
     merged some of its topics has their groups summed into the topic they joined, one row.
     """
+    rel = group_release(threads, gate, tenant=tenant, start=start, end=end, kind=kind,
+                        keys=keys, single_user=single_user, extra=extra,
+                        cost_bound=cost_bound)
+    live = aliases or {}
+    return _with_parts(kind, tenant, start, end, merge_topics(rel, live), labels,
+                       merged_parts(rel, live))
+
+
+def group_release(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
+                  start: datetime, end: datetime, kind: str,
+                  keys: Callable[[ThreadRow], Iterable[str]], single_user: str | None = None,
+                  extra: tuple[str, ...] = (), cost_bound: float = 1.0,
+                  covers: Sequence[str] | None = None) -> Release:
+    """The release behind `group_stats` (today's cached one, or a new one that spends)."""
     units = [Unit(t.user, key, {"turns": len(t.turns), "refinement": float(t.refinement),
                                 "abandoned": float(t.abandoned(end)),
                                 "blocked": float(t.blocks > 0), "errors": float(t.errors > 0),
                                 "tokens": sum(x.tokens for x in t.turns),
                                 "cost": t.cost or 0.0, "costed": float(t.cost is not None)})
              for t in threads for key in keys(t)]
-    rel = gate.release(tenant, units, measures=GROUP_MEASURES + cost_measures(cost_bound),
-                       single_user=single_user, kind=kind,
-                       key=group_key(kind, start, end, cost_bound=cost_bound, extra=extra))
-    live = aliases or {}
-    parts = merged_parts(rel, live)
-    rows = group_rows(merge_topics(rel, live), labels)
-    return _report(kind, tenant, start, end, rel,
-                   [replace(r, merged=parts[r.key]) if r.key in parts else r for r in rows])
+    return gate.release(tenant, units, measures=GROUP_MEASURES + cost_measures(cost_bound),
+                        single_user=single_user, kind=kind, covers=covers,
+                        key=group_key(kind, start, end, cost_bound=cost_bound, extra=extra))
+
+
+def _with_parts(kind: str, tenant: str, start: datetime, end: datetime, rel: Release,
+                labels: dict[str, str], parts: Mapping[str, tuple[str, ...]],
+                uncounted: tuple[str, ...] = ()) -> Report[GroupStats]:
+    """The report of `rel`, each row marked with the merged ids summed into it."""
+    rows = group_rows(rel, labels)
+    return replace(_report(kind, tenant, start, end, rel,
+                           [replace(r, merged=parts[r.key]) if r.key in parts else r
+                            for r in rows]), uncounted=uncounted)
 
 
 def group_rows(rel: Release, labels: dict[str, str]) -> list[GroupStats]:
@@ -96,13 +115,30 @@ def topic_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
 def model_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
                 start: datetime, end: datetime, labels: dict[str, str],
                 topic: str | None = None, single_user: str | None = None,
-                cost_bound: float = 1.0) -> Report[GroupStats]:
-    """Per-model figures (optionally on one topic only, to compare models like for like)."""
+                cost_bound: float = 1.0, members: Sequence[str] = ()) -> Report[GroupStats]:
+    """Per-model figures (optionally on one topic only, to compare models like for like).
+
+    `members`: the ids merged into `topic` (now resolving to it). A new release records
+    them as covered; today's release made before a refinement merged more of them has their
+    own releases of that day summed in (`merges.topic_parts`), the rest reported uncounted.
+    """
     rows = [t for t in threads if topic is None or t.topic == topic]
-    return group_stats(rows, gate, tenant=tenant, start=start, end=end, kind="models",
-                       keys=lambda t: t.models, labels={}, single_user=single_user,
-                       extra=(f"topic={topic}",) if topic is not None else (),
-                       cost_bound=cost_bound)
+    extra = (f"topic={topic}",) if topic is not None else ()
+    rel = group_release(rows, gate, tenant=tenant, start=start, end=end, kind="models",
+                        keys=lambda t: t.models, single_user=single_user, extra=extra,
+                        cost_bound=cost_bound,
+                        covers=None if topic is None else (topic, *sorted(members)))
+    if topic is None:
+        return _with_parts("models", tenant, start, end, rel, {}, {})
+    day = (datetime.fromtimestamp(rel.released_at, UTC).strftime("%Y-%m-%d")
+           if rel.released_at is not None else gate.ledger.day())
+
+    def released(member: str) -> Release | None:
+        return gate.cache.get(tenant, group_key("models", start, end, cost_bound=cost_bound,
+                                                extra=(f"topic={member}",)), day)
+
+    summed, parts, uncounted = topic_parts(rel, topic, members, released)
+    return _with_parts("models", tenant, start, end, summed, {}, parts, uncounted)
 
 
 LENGTHS = ((1, "1 turn"), (3, "2-3 turns"), (7, "4-7 turns"))

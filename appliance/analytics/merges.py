@@ -1,5 +1,6 @@
 """Topics a refinement merged since a release was made: the release's groups summed into
-the topic they joined (`stats topics|blocks|incident`, the TUI's topics screen).
+the topic they joined (`stats topics|blocks|incident`, the TUI's topics screen), and a
+topic's `stats models --topic` release summed with those of the topics merged into it since.
 
 A cached release keeps the topic ids of the moment it was made all day; once a refinement
 has merged one of them into another topic, its figures belong to that topic's row.
@@ -9,7 +10,7 @@ Adding released figures is post-processing: it spends nothing and reveals nothin
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from appliance.privacy import Figure, GroupFigures, Release
@@ -53,3 +54,43 @@ def merged_parts(rel: Release, live: Mapping[str, str]) -> dict[str, tuple[str, 
         if live.get(g.group, g.group) != g.group:
             out.setdefault(live[g.group], []).append(g.group)
     return {k: tuple(sorted(v)) for k, v in out.items()}
+
+
+def topic_parts(rel: Release, topic: str, members: Sequence[str],
+                released: Callable[[str], Release | None]
+                ) -> tuple[Release, dict[str, tuple[str, ...]], tuple[str, ...]]:
+    """A release filtered on `topic` (`stats models --topic`) with the releases of the topics
+    merged into it since it was made summed in, group by group (post-processing).
+
+    `rel` counted the threads of the ids it covers (`Release.covers`: the topic and those
+    merged into it then). Each id of `members` (merged into `topic` now) it did not cover
+    was a topic of its own then: its own release of that day (`released(id)`), if one was
+    made, holds its threads and is added; one without is *uncounted*, its threads in no
+    release of that day, so every count is a floor. A release that recorded no cover (made
+    before covers were) is taken as it is, as before.
+
+    Returns the release, per group the ids summed into it, and the uncounted ids. Pure.
+    """
+    if rel.exact or rel.covers is None:
+        return rel, {}, ()
+    covered = set(rel.covers)
+    parts: list[tuple[str, Release]] = []
+    for m in sorted(set(members) - covered):
+        if m in covered:  # covered by a member's release added before
+            continue
+        own = released(m)
+        cover = set(own.covers if own is not None and own.covers is not None else (m,))
+        if own is None or cover & covered or not cover <= {topic, *members}:
+            continue
+        parts.append((m, own))
+        covered |= cover
+    uncounted = tuple(sorted(set(members) - covered))
+    if not parts:
+        return rel, {}, uncounted
+    summed = merge_topics(replace(rel, groups=rel.groups + tuple(
+        g for _, own in parts for g in own.groups)), {})
+    by_group: dict[str, tuple[str, ...]] = {}
+    for m, own in parts:
+        for g in own.groups:
+            by_group[g.group] = (*by_group.get(g.group, ()), m)
+    return summed, by_group, uncounted

@@ -106,6 +106,10 @@ class Report(Generic[R]):
     # topics across users: the tenant's topics are per user (`cross_user_topics` off), so
     # each holds one person's threads and is withheld (or shown by the noise alone)
     per_user_topics: bool = False
+    # models on one topic: ids a refinement merged into the topic since today's release
+    # of it, with no release of their own that day: their threads are in no figure here
+    # (every count is a floor)
+    uncounted: tuple[str, ...] = ()
 
 
 def _report(kind: str, tenant: str, start: datetime, end: datetime, rel: Release,

@@ -185,7 +185,7 @@ def _print(report: analytics.Report[Any], currency: str) -> None:
                    "in privacy.toml): each holds one person's threads, so it is withheld, "
                    "or shown by the noise alone")
     for r in report.rows:
-        click.echo("  " + _line(r, currency))
+        click.echo("  " + _line(r, currency, floor=bool(report.uncounted)))
     if not report.rows:
         click.echo("  (nothing to show)")
     elif any(getattr(r, "trend", ()) for r in report.rows):
@@ -196,6 +196,11 @@ def _print(report: analytics.Report[Any], currency: str) -> None:
         click.echo("  merged since: the release counted these topics apart, under their ids "
                    "of then; the row sums them (threads and everything per thread), its "
                    "people ≥ the larger part (one person may be in both)")
+    if report.uncounted:
+        click.echo(f"  not counted: {', '.join(report.uncounted)}, merged into this topic "
+                   "since today's release of it and with no release of its own today: its "
+                   "threads are in none of these figures (threads ≥); tomorrow's release "
+                   "counts them")
 
 
 def _money(f: Figure) -> str:
@@ -222,14 +227,16 @@ def _trend(r: analytics.GroupStats) -> str:
     return f"  {len(r.trend)} days │{sparkline(r.trend)}│" if r.trend else ""
 
 
-def _line(r: object, currency: str = "") -> str:
+def _line(r: object, currency: str = "", *, floor: bool = False) -> str:
+    """One row; `floor`: topics merged since are uncounted, so its counts are floors."""
     if isinstance(r, analytics.GroupStats):
         # a topic others were merged into since the release: people is the larger part's
         # count, a floor (one person may be in both parts)
-        floor = "≥" if r.merged else ""
-        people = f"  people {floor}{_count(r.users)}" if r.users is not None else ""
+        least = "≥" if r.merged or floor else ""
+        people = f"  people {least}{_count(r.users)}" if r.users is not None else ""
         joined = f"  · with {', '.join(r.merged)} merged since" if r.merged else ""
-        return (f"{r.key:<16} {r.label or '':<36.36} threads {_count(r.threads)}{people}  turns "
+        threads = f"{'≥' if floor else ''}{_count(r.threads)}"
+        return (f"{r.key:<16} {r.label or '':<36.36} threads {threads}{people}  turns "
                 f"{_ratio(r.mean_turns)}  refine {_ratio(r.refinement_share, True)}  abandon "
                 f"{_ratio(r.abandonment_share, True)}  errors {_ratio(r.error_share, True)}  "
                 f"blocked {_ratio(r.blocked_share, True)}  tokens "
