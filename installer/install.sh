@@ -104,6 +104,12 @@ if [ "$service" = 1 ]; then
   # or a /tmp installed, and then the service found no interpreter, an empty data dir, no
   # policies.
   for pair in "--prefix=$prefix" "--data-dir=$data_dir" "--config-dir=$etc"; do
+    # the unit names them in ExecStart=, ReadWritePaths=, LoadCredential=: systemd split
+    # "/srv/semtrace data" into two words and read "%d" as a specifier of its own
+    case "${pair#*=}" in
+      *[[:space:]%\"\'\\]*)
+        die "the service's unit cannot name ${pair#*=} (${pair%%=*}): systemd splits its lines at spaces and reads %, quotes and backslashes itself; give a folder without them, such as the default; nothing was installed." ;;
+    esac
     case "$(realpath -m "${pair#*=}")/" in
       /root/*|/home/*|/run/user/*)
         die "the service cannot reach ${pair#*=} (${pair%%=*}): the unit hides /root and /home (ProtectHome=yes); give a folder outside them, such as the default; nothing was installed." ;;

@@ -100,6 +100,38 @@ def test_a_service_install_into_a_tmp_folder_the_unit_hides_is_refused(
         shutil.rmtree(there, ignore_errors=True)
 
 
+@needs_system_python
+@pytest.mark.parametrize("name", ["semtrace data", "semtrace%d", 'semtrace"x', "semtrace\\x"])
+@pytest.mark.parametrize("option", ["--prefix", "--data-dir", "--config-dir"])
+def test_a_service_install_into_a_folder_the_unit_cannot_name_is_refused(
+        srv: Path, option: str, name: str) -> None:
+    """The unit names the folders in ExecStart=, ReadWritePaths= and LoadCredential=:
+    systemd split '/srv/semtrace data' at the space (the service never started: 'Command
+    /srv/semtrace is not executable') and read '%d' as its credentials folder."""
+    bundle = stand_in_bundle(srv)
+    prefix, env = stand_in_host(srv, active=False)
+    pw = srv / "pw"
+    pw.write_text("x\n")
+    place = srv / name
+    places = {"--prefix": prefix, "--data-dir": srv / "data", "--config-dir": srv / "etc",
+              option: place}
+    r = subprocess.run(["bash", str(bundle / "install.sh"), *[
+        x for k, v in places.items() for x in (k, str(v))], "--passphrase-file", str(pw),
+        "--python", SYSTEM_PYTHON or sys.executable, "--dry-run"],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 1, r.stdout
+    assert r.stderr.strip() == (
+        f"install: the service's unit cannot name {place} ({option}): systemd splits its "
+        "lines at spaces and reads %, quotes and backslashes itself; give a folder without "
+        "them, such as the default; nothing was installed.")
+    assert "would run" not in r.stdout and not place.exists()
+    no_service = subprocess.run(["bash", str(bundle / "install.sh"), "--prefix",
+                                 str(srv / "venv x"), "--data-dir", str(srv / "data x"),
+                                 "--no-service", "--python", SYSTEM_PYTHON or sys.executable,
+                                 "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert no_service.returncode == 0, no_service.stderr  # no unit: any folder will do
+
+
 @pytest.mark.skipif(Path("/etc/semtrace/passphrase").exists(),
                     reason="this host has a service passphrase")
 def test_a_service_install_without_a_passphrase_for_the_unit_is_refused_before_anything(
