@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from appliance import failpoints
 from appliance.config import Policies, RetentionSettings
 from appliance.errors import SemtraceError
 from appliance.keys import Keyring
@@ -71,6 +72,7 @@ def erase_pseudonym(shredder: Shredder, settings: RetentionSettings, keyring: Ke
         return report
     # the tombstone first: from here no prompt of the user is written (store/erasures.py)
     shredder.store.begin_erasure(tenant, user, datetime.fromisoformat(started).timestamp())
+    failpoints.point("erase.tombstoned")  # the tombstone is in, nothing shredded yet
     buckets = live_buckets(shredder.store, tenant=tenant, user=user)
     report.records, _ = shredder.shred_buckets(buckets, reason="erasure")
     report.buckets = len(buckets)

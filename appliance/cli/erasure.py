@@ -43,7 +43,9 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     """Erase every record of one user now (GDPR art. 17), unless on legal hold. On a node
     of a cluster, the node that owns the tenant applies it."""
     from appliance.cli.erasure_cluster import (
+        FAILED_EXIT,
         PENDING_EXIT,
+        applied_of,
         ask_owners,
         cluster_away,
         erase_on_owner,
@@ -89,11 +91,12 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     if tenant is not None:
         _one(reports[0], as_json, node=node)
     else:
-        for _, _, answer in asked:
-            if answer is not None and answer.refused:
-                click.echo(f"semtrace: {answer.refused}", err=True)
-        reports += [_report_of(home, user, a) for home, user, a in asked
-                    if a is not None and not a.refused]
+        done = [(home, user, a) for home, user, answer in asked
+                if (a := applied_of(answer)) is not None]
+        for _, _, a in done:
+            if a.refused:
+                click.echo(f"semtrace: {a.refused}", err=True)
+        reports += [_report_of(home, user, a) for home, user, a in done if not a.refused]
         _every(reports, as_json, bound=bound is not None, elsewhere=asked, wait_s=wait_s,
                here=node, stale=stale)
         reports += stale
@@ -108,9 +111,11 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         sys.exit(5)
     if not all(r.complete for r in reports):
         sys.exit(7)
-    if any(a is not None and a.refused for _, _, a in asked):
+    if any((a := applied_of(answer)) is not None and a.refused for _, _, answer in asked):
         sys.exit(1)
-    if any(a is None for _, _, a in asked):
+    if any(answer is not None and applied_of(answer) is None for _, _, answer in asked):
+        sys.exit(FAILED_EXIT)
+    if any(answer is None for _, _, answer in asked):
         sys.exit(PENDING_EXIT)
 
 
@@ -150,13 +155,18 @@ def _report_of(home: Home, user: str, applied: Applied) -> EraseReport:
 def _every(reports: list[EraseReport], as_json: bool, *, bound: bool,
            elsewhere: list[Asked], wait_s: float, here: str | None,
            stale: list[EraseReport]) -> None:
-    from appliance.cli.erasure_cluster import as_json_of, pending_sentence, stale_sentence
+    from appliance.cli.erasure_cluster import (
+        applied_of,
+        as_json_of,
+        pending_sentence,
+        stale_sentence,
+    )
 
     records = sum(r.records for r in reports)
     empty = _tombstone_only(reports)
     nodes = {r.tenant: here for r in reports if here} | {
-        h.tenant: a.node for h, _, a in elsewhere if a is not None}
-    pending = [(h, u, a) for h, u, a in elsewhere if a is None]
+        h.tenant: a.node for h, _, answer in elsewhere if (a := applied_of(answer)) is not None}
+    pending = [(h, u, a) for h, u, a in elsewhere if applied_of(a) is None]
     if as_json:
         emit_json({"tenants": [{**_as_json(r), "tombstone": not r.held,
                                 "node": nodes.get(r.tenant)} for r in reports],

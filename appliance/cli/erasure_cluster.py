@@ -16,12 +16,13 @@ from appliance.cli import emit_json
 from appliance.errors import SemtraceError
 
 if TYPE_CHECKING:
-    from appliance.cluster.erasures import Applied, Home
+    from appliance.cluster.erasures import Applied, Failed, Home
     from appliance.erasure import EraseReport
     from appliance.retention import Shredder
     from appliance.runtime import Runtime
 
 PENDING_EXIT = 8  # asked of the owner, not applied yet (it applies it when it runs)
+FAILED_EXIT = 9  # the owner tried and failed (its store raised); it tries again
 
 
 def _consumed(rt: Runtime) -> dict[int, str]:
@@ -70,13 +71,29 @@ def _asking_node(rt: Runtime) -> str:
     return names[0] if names else node_name(rt.policies.cluster.node)
 
 
-Asked = tuple["Home", str, "Applied | None"]  # (where, the user's pseudonym, the answer)
+# (where, the user's pseudonym, the answer: None while pending, Failed when the owner failed)
+Asked = tuple["Home", str, "Applied | Failed | None"]
+
+
+def applied_of(answer: Applied | Failed | None) -> Applied | None:
+    """The owner's outcome, None while it is not applied (pending, or failed)."""
+    from appliance.cluster.erasures import Applied
+
+    return answer if isinstance(answer, Applied) else None
+
+
+def failed_of(answer: Applied | Failed | None) -> Failed | None:
+    """The owner's last failed attempt, None when it applied the request or has not tried."""
+    from appliance.cluster.erasures import Failed
+
+    return answer if isinstance(answer, Failed) else None
 
 
 def ask_owners(rt: Runtime, shredder: Shredder, homes: list[Home], *, user_id: str,
                reason: str, wait_s: float, quiet: bool) -> list[Asked]:
     """Ask each tenant's owner to erase the user and wait up to `wait_s` for the answers
-    (None: pending); each request is audited here as `erase_forwarded`."""
+    (None: pending; `Failed`: the owner failed and retries); each request is audited here as
+    `erase_forwarded`."""
     from appliance.cluster.erasures import ErasureRequest, forward
 
     me, fingerprint = _asking_node(rt), rt.keyring.pseudonym_id()
@@ -98,7 +115,7 @@ def ask_owners(rt: Runtime, shredder: Shredder, homes: list[Home], *, user_id: s
                            "to apply the erasure ...", err=True)
         return say
 
-    async def all_of() -> list[Applied | None]:
+    async def all_of() -> list[Applied | Failed | None]:
         return list(await asyncio.gather(*(
             forward(rt.policies.cluster, r, wait_s=wait_s, on_sent=sent(h))
             for r, h in zip(requests, homes, strict=True))))
@@ -107,13 +124,15 @@ def ask_owners(rt: Runtime, shredder: Shredder, homes: list[Home], *, user_id: s
     for r, h, applied in zip(requests, homes, answers, strict=True):
         shredder.audit.append("erase_forwarded", {
             "tenant": h.tenant, "user": r.user, "node": h.owner, "reason": reason,
-            "outcome": _outcome(applied), "records": applied.records if applied else 0})
+            "outcome": _outcome(applied), "records": r_.records if (r_ := applied_of(applied))
+            else 0})
     return [(h, r.user, a) for r, h, a in zip(requests, homes, answers, strict=True)]
 
 
-def _outcome(applied: Applied | None) -> str:
-    return ("pending" if applied is None else "refused" if applied.refused
-            else "held" if applied.held else "applied")
+def _outcome(answer: Applied | Failed | None) -> str:
+    applied = applied_of(answer)
+    return ("failed" if failed_of(answer) else "pending" if applied is None
+            else "refused" if applied.refused else "held" if applied.held else "applied")
 
 
 def erase_stale_copies(rt: Runtime, shredder: Shredder, homes: list[Home], *, user_id: str,
@@ -144,11 +163,11 @@ def stale_sentence(report: EraseReport, here: str | None) -> str:
 def erase_on_owner(rt: Runtime, shredder: Shredder, home: Home, *, user_id: str, reason: str,
                    wait_s: float, as_json: bool) -> int:
     """`erase --tenant` of a tenant on another node: ask, wait, print the answer; the exit
-    code (0 done, 5 legal hold there, 7 incomplete there, 8 pending)."""
+    code (0 done, 5 legal hold there, 7 incomplete there, 8 pending, 9 the owner failed)."""
     ((_, user, applied),) = ask_owners(rt, shredder, [home], user_id=user_id, reason=reason,
                                        wait_s=wait_s, quiet=as_json)
-    if applied is not None and applied.refused:
-        raise SemtraceError(applied.refused)
+    if (done := applied_of(applied)) is not None and done.refused:
+        raise SemtraceError(done.refused)
     stale = erase_stale_copies(rt, shredder, [home], user_id=user_id, reason=reason)
     if as_json:
         emit_json(as_json_of(home, user, applied) | {"stale_here": [
@@ -162,12 +181,15 @@ def erase_on_owner(rt: Runtime, shredder: Shredder, home: Home, *, user_id: str,
 
 
 def exit_code(asked: list[Asked]) -> int:
-    """5 if a legal hold kept the user somewhere, 7 if an erasure is incomplete, 8 if one
-    is pending, else 0 (an incomplete one is also said on stderr)."""
+    """5 if a legal hold kept the user somewhere, 7 if an erasure is incomplete, 9 if an
+    owner failed to apply one, 8 if one is pending, else 0 (an incomplete one is also said
+    on stderr)."""
     code = 0
-    for home, _, applied in asked:
+    for home, _, answer in asked:
+        applied = applied_of(answer)
         if applied is None:
-            code = code or PENDING_EXIT
+            waiting = PENDING_EXIT if answer is None else FAILED_EXIT
+            code = max(code, waiting) if code in (0, PENDING_EXIT, FAILED_EXIT) else code
         elif applied.held:
             code = 5
         elif applied.unattributable_buckets:
@@ -181,12 +203,15 @@ def exit_code(asked: list[Asked]) -> int:
 
 def pending_sentence(asked: Asked, wait_s: float) -> str | None:
     """The sentence of a request not applied yet (None when it was)."""
-    home, user, applied = asked
-    return _sentence(home, user, None, wait_s) if applied is None else None
+    home, user, answer = asked
+    return _sentence(home, user, answer, wait_s) if applied_of(answer) is None else None
 
 
-def _sentence(home: Home, user: str, applied: Applied | None, wait_s: float) -> str:
+def _sentence(home: Home, user: str, answer: Applied | Failed | None, wait_s: float) -> str:
     tenant = home.tenant
+    applied, failed = applied_of(answer), failed_of(answer)
+    if failed is not None:
+        return _failed_sentence(home, user, failed)
     if applied is None and home.owner is None:
         return (f"The erasure of {user} in {tenant} is pending: no node has consumed its "
                 f"partition {home.partition} yet; the request waits in NATS and the node that "
@@ -207,10 +232,23 @@ def _sentence(home: Home, user: str, applied: Applied | None, wait_s: float) -> 
             f"{where} (audited there).")
 
 
-def as_json_of(home: Home, user: str, applied: Applied | None) -> dict[str, Any]:
+def _failed_sentence(home: Home, user: str, failed: Failed) -> str:
+    again = (f"it tries again in {failed.retry_in_s:g} s while it runs, and at its next start"
+             if failed.retry_in_s is not None else "it tries again at its next start")
+    return (f"The erasure of {user} in {home.tenant} is NOT applied yet: node '{failed.node}', "
+            f"which owns the tenant, failed to apply it ({failed.attempts} attempt(s), last: "
+            f"{failed.error}); the request waits in NATS and {again} (run this command again "
+            "to see it applied).")
+
+
+def as_json_of(home: Home, user: str, answer: Applied | Failed | None) -> dict[str, Any]:
+    applied, failed = applied_of(answer), failed_of(answer)
     done = applied is not None
     return {"tenant": home.tenant, "user": user, "node": applied.node if applied else home.owner,
             "partition": home.partition, "applied": done, "pending": not done,
+            "failed": None if failed is None else {
+                "attempts": failed.attempts, "error": failed.error,
+                "retry_in_s": failed.retry_in_s},
             "held": bool(applied and applied.held),
             "buckets": applied.buckets if applied else 0,
             "records": applied.records if applied else 0,

@@ -10,15 +10,16 @@ pseudonym key, the asking node and times: never the raw user id, and never the
 reason in clear: a compliance officer's free text may name people) and the command
 waits for the owner's answer in the same key (`forward`).
 
-The owner (`ErasureInbox`, run by every `serve --nats`) reads the bucket when it
-starts, after claiming its partitions and before consuming them, and applies every
-request for its tenants not yet applied: a prompt of the user still waiting in
-JetStream is then refused by the erasure's tombstone like on a single host. While it
-runs it watches the bucket and applies new requests at once. The erasure, with its
-tombstone, shredding and signed audit entry, is the owner's own (`erase_pseudonym`);
-its outcome is written back into the key, which the asking command reports. A request
-stays in the bucket until applied, so an owner that is down applies it when it comes
-back, and a node that takes the partition over applies it before consuming.
+The owner (`ErasureInbox`, `erasure_inbox.py`, run by every `serve --nats`) reads the
+bucket when it starts, after claiming its partitions and before consuming them, and
+applies every request for its tenants not yet applied: a prompt of the user still waiting
+in JetStream is then refused by the erasure's tombstone like on a single host. While it
+runs it watches the bucket and applies new requests at once, and retries one it could not
+apply (`Failed` in the key meanwhile). The erasure, with its tombstone, shredding and
+signed audit entry, is the owner's own (`erase_pseudonym`); its outcome is written back
+into the key, which the asking command reports. A request stays in the bucket until
+applied, so an owner that is down applies it when it comes back, and a node that takes
+the partition over applies it before consuming.
 """
 
 from __future__ import annotations
@@ -26,9 +27,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,7 +36,6 @@ from appliance.cluster.bus import connect
 from appliance.cluster.partition import ERASURES_BUCKET, consumer_name, partition_of
 from appliance.config import ClusterSettings
 
-log = logging.getLogger("semtrace.cluster")
 POLL_S = 0.3
 
 
@@ -78,6 +77,36 @@ class Applied:
 
 
 @dataclass(frozen=True)
+class Failed:
+    """The owner tried to apply a request and could not (its store raised): it tries again
+    in `retry_in_s` while it runs (None: at its next start), and at its next start."""
+
+    node: str
+    attempts: int
+    error: str  # a short fixed phrase (`failure_of`): never the exception's free text
+    at: float
+    retry_in_s: float | None = None
+
+
+# what SQLite or the OS say in these cases: fixed phrases with nothing of the request in them
+_KNOWN = ("database or disk is full", "database is locked", "disk I/O error",
+          "attempt to write a readonly database", "unable to open database file")
+
+
+def failure_of(exc: BaseException) -> str:
+    """Pure: a short sentence fragment naming what went wrong, safe for NATS and logs."""
+    import os
+
+    text = str(exc)
+    known = next((k for k in _KNOWN if k in text), None)
+    if known:
+        return known
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    return type(exc).__name__
+
+
+@dataclass(frozen=True)
 class Home:
     """Where a tenant lives: its partition, the node that owns it, whether that is here."""
 
@@ -99,16 +128,19 @@ def home_of(tenant: str, partitions: int, *, claimed_by: str | None, last_consum
                 mine is not None and (owner is None or owner == mine))
 
 
-def encode(request: ErasureRequest, applied: Applied | None = None) -> bytes:
+def encode(request: ErasureRequest, applied: Applied | None = None,
+           failed: Failed | None = None) -> bytes:
     return json.dumps({"v": 1, "request": asdict(request),
-                       "applied": None if applied is None else asdict(applied)}).encode()
+                       "applied": None if applied is None else asdict(applied),
+                       "failed": None if failed is None else asdict(failed)}).encode()
 
 
-def decode(value: bytes) -> tuple[ErasureRequest, Applied | None]:
+def decode(value: bytes) -> tuple[ErasureRequest, Applied | None, Failed | None]:
     """ValueError (or KeyError, TypeError) on a value this version does not read."""
     obj = json.loads(value)
-    applied = obj.get("applied")
-    return ErasureRequest(**obj["request"]), None if applied is None else Applied(**applied)
+    applied, failed = obj.get("applied"), obj.get("failed")
+    return (ErasureRequest(**obj["request"]), None if applied is None else Applied(**applied),
+            None if failed is None else Failed(**failed))
 
 
 async def erasures_bucket(js: Any, *, replicas: int) -> Any:
@@ -165,9 +197,10 @@ async def locate(settings: ClusterSettings, tenants: list[str],
 
 
 async def forward(settings: ClusterSettings, request: ErasureRequest, *, wait_s: float,
-                  on_sent: Callable[[], None] = lambda: None) -> Applied | None:
+                  on_sent: Callable[[], None] = lambda: None) -> Applied | Failed | None:
     """Put the request in the bucket and wait up to `wait_s` for the owner's outcome; None
-    when it has not come (the request stays: the owner applies it when it can)."""
+    when it has not come, `Failed` when the owner's last attempt failed (the request stays:
+    the owner applies it when it can)."""
     from nats.js.errors import KeyNotFoundError
 
     nc = await connect(settings.url, settings.security, name="semtrace-erase", reconnect=False)
@@ -176,78 +209,18 @@ async def forward(settings: ClusterSettings, request: ErasureRequest, *, wait_s:
         await kv.put(request.key, encode(request))
         on_sent()
         deadline = time.monotonic() + wait_s
+        failed: Failed | None = None
         while True:
             with contextlib.suppress(KeyNotFoundError, ValueError, KeyError, TypeError):
-                asked, applied = decode((await kv.get(request.key)).value)
+                asked, applied, failure = decode((await kv.get(request.key)).value)
                 # a later request of the same erasure (run again meanwhile) covers this one
-                if applied is not None and asked.requested_at >= request.requested_at:
-                    return applied
+                if asked.requested_at >= request.requested_at:
+                    if applied is not None:
+                        return applied
+                    failed = failure or failed
             if time.monotonic() >= deadline:
-                return None
+                return failed
             await asyncio.sleep(POLL_S)
     finally:
         with contextlib.suppress(Exception):
             await nc.close()
-
-
-Apply = Callable[[ErasureRequest], Awaitable[Applied]]
-
-
-class ErasureInbox:
-    """The owner's side: applies the requests for the partitions it owns, first those that
-    waited (`start`, before the node consumes), then each new one as it comes."""
-
-    def __init__(self, js: Any, *, replicas: int, partitions: int,
-                 owns: Callable[[int], bool], apply: Apply) -> None:
-        self.js, self.replicas, self.partitions = js, replicas, partitions
-        self.owns, self.apply = owns, apply
-        self.applied = 0
-        self._kv: Any = None
-        self._watcher: Any = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Apply every waiting request of this node's tenants, then follow new ones."""
-        self._kv = await erasures_bucket(self.js, replicas=self.replicas)
-        self._watcher = await self._kv.watchall()  # the last value of each key, then updates
-        while (entry := await self._watcher.updates(timeout=30)) is not None:
-            await self._handle(entry)
-        self._task = asyncio.create_task(self._follow())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._watcher is not None:
-            with contextlib.suppress(Exception):
-                await self._watcher.stop()
-
-    async def _follow(self) -> None:
-        async for entry in self._watcher:
-            if entry is None:
-                continue
-            try:
-                await self._handle(entry)
-            except Exception:  # NATS away, a full disk: the request stays, asked again later
-                log.exception("an erasure request could not be applied", extra={
-                    "event": "erasure_request_failed"})
-
-    async def _handle(self, entry: Any) -> None:
-        from nats.js.errors import KeyWrongLastSequenceError
-
-        if entry.operation is not None or not entry.value:  # a delete or purge marker
-            return
-        try:
-            request, applied = decode(entry.value)
-        except (ValueError, KeyError, TypeError):
-            return
-        if applied is not None or not self.owns(partition_of(request.tenant, self.partitions)):
-            return
-        outcome = await self.apply(request)
-        self.applied += 1
-        log.info("erasure applied", extra={
-            "event": "erasure_applied", "tenant": request.tenant, "records": outcome.records,
-            "requested_on": request.requested_on, "refused": outcome.refused is not None})
-        # over this request only: a newer one put meanwhile is applied when it comes
-        with contextlib.suppress(KeyWrongLastSequenceError):
-            await self._kv.update(entry.key, encode(request, outcome), last=entry.revision)

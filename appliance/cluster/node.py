@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.cluster import partition as part
 from appliance.cluster.bus import connect, node_name
-from appliance.cluster.erasures import Applied, ErasureInbox, ErasureRequest
+from appliance.cluster.erasure_inbox import ErasureInbox
+from appliance.cluster.erasures import Applied, ErasureRequest
 from appliance.cluster.owners import Ownership, owners_bucket
 from appliance.cluster.replies import ReplyBook
 from appliance.cluster.stream import (
@@ -108,7 +109,8 @@ class ClusterNode:
             await _note_versions(kv, self.node)
             # erasures asked for on other nodes, applied before a waiting prompt is consumed
             self._inbox = ErasureInbox(self._js, replicas=s.replicas, partitions=s.partitions,
-                                       owns=self.owns, apply=self._erase)
+                                       owns=self.owns, apply=self._erase, node=self.node,
+                                       reconnects=lambda: int(self._nc.stats["reconnects"]))
             await self._inbox.start()
             pulls = {}
             for p in self.partitions:

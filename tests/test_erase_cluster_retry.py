@@ -1,0 +1,187 @@
+"""A cluster erasure the owner cannot apply at once, or asked for across a restart of
+nats-server, is still applied by the running owner (real nats-server, real nodes): the
+owner's store fails like a full disk for a while (`SEMTRACE_FAILPOINT=erase.tombstoned:
+full:n`), `erase --wait` says the owner failed and retries (exit code 9), and the owner
+applies it without a restart; a request put after nats-server came back is applied by the
+node that ran through the restart."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_cluster import PARTITIONS, Node, _free_port, _nats_binary
+from test_erasure_inflight import users_records
+from test_spine import run_cli
+
+from appliance.cluster.partition import partition_of
+
+pytestmark = pytest.mark.slow
+
+TENANT = next(t for t in (f"firm{i}" for i in range(100)) if partition_of(t, PARTITIONS) < 2)
+FAILURES = 4  # the owner's store fails this many times (attempts after 0, 1, 3, 7 s)
+
+
+class Nats:
+    """A nats-server with JetStream on a fixed port and store, that can be restarted."""
+
+    def __init__(self, tmp: Path) -> None:
+        binary = _nats_binary()
+        if binary is None:
+            pytest.skip("nats-server is not installed")
+        from appliance.cluster.partition import server_mappings
+
+        self.binary, self.tmp, self.port = binary, tmp, _free_port()
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.conf = tmp / "nats.conf"
+        self.conf.write_text(f"listen: 127.0.0.1:{self.port}\njetstream {{ store_dir: "
+                             f"{tmp / 'js'} }}\n" + server_mappings(PARTITIONS))
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.proc = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                stderr=(self.tmp / "nats.log").open("ab"))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return proc
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+
+    def restart(self) -> None:
+        self.stop()
+        self.proc = self._start()
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+
+    def files_with(self, needle: bytes) -> list[Path]:
+        return [p for p in (self.tmp / "js").rglob("*") if p.is_file()
+                and needle in p.read_bytes()]
+
+
+@contextmanager
+def _cluster(tmp: Path) -> Iterator[tuple[Nats, Node, Node]]:
+    bus = tmp / "bus.key"
+    assert run_cli("cluster", "bus-key", "new", str(bus)).returncode == 0
+    key = tmp / "cluster.key"
+    assert run_cli("init", "--data-dir", str(tmp / "seed"), "--new-key-file",
+                   str(key)).returncode == 0
+    nats = Nats(tmp / "nats")
+    a = Node(tmp, "a", nats.url, key, "0-1", bus_key=bus)
+    b = Node(tmp, "b", nats.url, key, "2-3", bus_key=bus)  # only its data dir: erase runs there
+    a.env["SEMTRACE_FAILPOINT"] = f"erase.tombstoned:full:{FAILURES}"
+    try:
+        a.launch().wait_up()
+        yield nats, a, b
+    finally:
+        if a.proc is not None and a.proc.poll() is None:
+            a.stop()
+        nats.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Nats, Node, Node]]:
+    with _cluster(tmp_path_factory.mktemp("erase-retry")) as c:
+        yield c
+
+
+def _store(node: Node, user: str, rid: str, text: str) -> None:
+    from appliance.cluster.client import NatsClient
+    from appliance.keys.bus import load_bus_keys
+
+    bus = node.data.parent / "bus.key"
+
+    row = {"v": 1, "op": "ingest", "tenant": TENANT, "user_id": user, "request_id": rid,
+           "text": text, "ts": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+    with NatsClient(node.url, timeout=60, bus_keys=load_bus_keys(bus)) as gateway:
+        assert gateway.request(row)["ok"]
+
+
+def _erase(node: Node, user: str, *extra: str) -> list[str]:
+    return ["erase", *node.args(), "--tenant", TENANT, "--user", user, "--reason",
+            "DSAR 2026-91", *extra]
+
+
+def _audit(node: Node, event: str) -> list[dict[str, Any]]:
+    r = run_cli("audit", "log", "--json", "--event", event, *node.args(), env=node.env)
+    assert r.returncode == 0, r.stderr
+    return [e["details"] for e in json.loads(r.stdout)]
+
+
+def _starts(node: Node) -> int:
+    return node.log.read_text().count('"cluster_start"')
+
+
+def test_an_erasure_the_owner_fails_to_apply_is_reported_and_retried_while_it_runs(
+        cluster: tuple[Nats, Node, Node]) -> None:
+    _, a, b = cluster
+    for i, text in enumerate(("Book the boiler service at 14 Quarry Lane.",
+                              "Has the Quarry Lane boiler engineer confirmed?")):
+        _store(a, "ulla", f"u-{i}", text)
+
+    failed = run_cli(*_erase(b, "ulla", "--wait", "5"), env=b.env)
+    said = failed.stdout
+    assert failed.returncode == 9, said + failed.stderr
+    assert said.startswith("The erasure of u_") and f"in {TENANT} is NOT applied yet: node " \
+        "'a', which owns the tenant, failed to apply it (" in said
+    assert "last: database or disk is full); the request waits in NATS and it tries again " \
+        "in " in said and "while it runs, and at its next start" in said
+    assert "Traceback" not in failed.stderr
+    assert [e["outcome"] for e in _audit(b, "erase_forwarded")] == ["failed"]
+
+    # the owner keeps trying while it runs: applied without a restart
+    deadline = time.monotonic() + 180
+    while '"erasure_applied"' not in a.log.read_text():
+        assert a.proc is not None and a.proc.poll() is None, a.log.read_text()[-2000:]
+        assert time.monotonic() < deadline, "the owner did not retry the erasure"
+        time.sleep(0.5)
+    assert _starts(a) == 1
+    log = a.log.read_text()
+    assert log.count('"erasure_request_failed"') == FAILURES
+    assert "database or disk is full" in log and "Traceback" not in log and "DSAR" not in log
+
+    # asked again, as the sentence says: nothing of the user is left there
+    again = run_cli(*_erase(b, "ulla", "--wait", "120", "--json"), env=b.env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    answer = json.loads(again.stdout)
+    assert answer["applied"] is True and answer["records"] == 0 and answer["node"] == "a"
+    assert answer["failed"] is None
+
+
+def test_a_request_put_after_nats_server_restarted_is_applied_by_the_running_owner(
+        cluster: tuple[Nats, Node, Node]) -> None:
+    nats, a, b = cluster
+    _store(a, "vic", "v-0", "Renew the Harbour Street parking permit for the van.")
+    starts = _starts(a)
+    nats.restart()  # the owner runs on: its connection comes back, its watch did not
+    out = run_cli(*_erase(b, "vic", "--wait", "120"), env=b.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.startswith("Erased 1 record(s) in 1 bucket(s) of u_")
+    assert f"on node 'a', which owns {TENANT} (audited there)" in out.stdout
+    assert a.proc is not None and a.proc.poll() is None and _starts(a) == starts
+
+
+def test_the_owner_erased_the_users_records_once_each(cluster: tuple[Nats, Node, Node]) -> None:
+    from appliance.keys import read_key_file
+
+    _, a, _ = cluster
+    assert a.stop() == 0
+    for user, word in (("ulla", "boiler"), ("vic", "parking")):
+        n, texts = users_records(a.data, read_key_file(a.key), TENANT, user)
+        assert n == 0 and not [t for t in texts if word in t]
+    counts = sorted(e["records"] for e in _audit(a, "erase"))
+    assert counts == [0, 1, 2]  # ulla's (retried), ulla's again (nothing left), vic's
