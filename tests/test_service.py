@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -218,15 +219,24 @@ def test_peer_credential_policy() -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client under another uid")
-def test_a_peer_under_another_uid_is_refused(server: Server) -> None:
-    os.chmod(server.sock, 0o666)  # let the foreign uid reach the socket: the check is ours
-    dirs = [p for p in server.sock.parents if p != Path("/")]
-    modes = {p: p.stat().st_mode & 0o777 for p in dirs}
-    for p in dirs:
-        os.chmod(p, modes[p] | 0o011)
+def test_a_peer_under_another_uid_is_refused(server: Server,
+                                             tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The foreign client reaches the socket through a hard link in a directory of its own
+    under /tmp. It used to go through the data dir's parents, made traversable for the
+    test: among them pytest's per-user root (/tmp/pytest-of-root), which every other
+    pytest session starting on the host sets back to 0700, so on a busy host the client
+    was now and then refused by the file system (PermissionError, no reply) instead of by
+    the service. Such a session is played here before the client connects."""
+    private = Path(tempfile.mkdtemp(prefix="semtrace-peer-", dir="/tmp"))
+    link = private / "s.sock"
+    os.link(server.sock, link)  # the same socket (inode): only its own dir to traverse
+    os.chmod(private, 0o711)
+    os.chmod(server.sock, 0o666)  # let the foreign uid connect: the check is ours
+    shared = tmp_path_factory.getbasetemp().parent  # pytest-of-<user>
+    os.chmod(shared, shared.stat().st_mode & ~0o077)  # another pytest session starts
     code = (
         "import os, socket, json; os.setgid(65534); os.setuid(65534);"
-        f"s=socket.socket(socket.AF_UNIX); s.connect({str(server.sock)!r});"
+        f"s=socket.socket(socket.AF_UNIX); s.connect({str(link)!r});"
         "print(s.recv(4096).decode())"  # the refusal comes at once, before any request
     )
     try:
@@ -234,8 +244,7 @@ def test_a_peer_under_another_uid_is_refused(server: Server) -> None:
                              timeout=60)
     finally:
         os.chmod(server.sock, 0o660)
-        for p in dirs:
-            os.chmod(p, modes[p])
+        shutil.rmtree(private)
     assert json.loads(out.stdout)["error"]["code"] == "forbidden", out.stderr
 
 
