@@ -244,9 +244,27 @@ fi
 # The uninstaller stays on the host (the bundle is often deleted after an install), with
 # this install's folders as its defaults: $prefix/bin/semtrace-uninstall [--purge]
 no_service=""; [ "$service" = 1 ] || no_service="--no-service"
+# The service's folders, for the commands of this venv (semtrace reads them from here: with
+# --config-dir elsewhere, a command run as root read the bundle's default policies instead
+# of the ones the service reads). pip never touches share/semtrace-installer.
+record="$prefix/share/semtrace-installer/service.conf"
+record_text=""
+[ "$service" = 1 ] && record_text=$(printf '%s\n' "# Written by install.sh: this install's service." \
+  "policy_dir=$etc/policies" "data_dir=$data_dir" "passphrase_file=$etc/passphrase")
 if [ "$dry" = 1 ]; then
   echo "would run: install $bundle/uninstall.sh as $prefix/bin/semtrace-uninstall"
+  if [ -n "$record_text" ]; then
+    echo "would write $record:"
+    printf '%s\n' "$record_text" | sed 's/^/    /'
+  fi
 else
+  if [ -n "$record_text" ]; then
+    mkdir -p "$(dirname "$record")"
+    printf '%s\n' "$record_text" > "$record"
+    chmod 0644 "$record"
+  else
+    rm -f "$record"  # a --no-service install over a service's venv: no service any more
+  fi
   install -D -m 0755 "$bundle/uninstall.sh" "$prefix/share/semtrace-installer/uninstall.sh"
   { echo '#!/usr/bin/env bash'
     echo "# Written by install.sh: uninstall.sh with this install's folders (options given win)."

@@ -5,6 +5,7 @@ installs the real bundle."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -218,9 +219,47 @@ def test_every_command_of_an_installed_host_reads_the_policies_the_service_reads
     monkeypatch.delenv("SEMTRACE_POLICY_DIR", raising=False)
     monkeypatch.setattr(paths, "_REPO_ROOT", tmp_path / "site-packages")  # no source tree
     monkeypatch.setattr(paths, "ETC_POLICY_DIR", tmp_path / "etc" / "policies")
+    monkeypatch.setattr(paths, "SERVICE_RECORD", tmp_path / "no-record")
     assert paths.policy_dir() == Path(sys.prefix) / "share" / "semtrace" / "policies"
     (tmp_path / "etc" / "policies").mkdir(parents=True)
     assert paths.policy_dir() == tmp_path / "etc" / "policies"
+
+
+@needs_system_python
+def test_the_commands_of_an_install_with_its_own_config_dir_read_the_services_policies(
+        srv: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """With --config-dir elsewhere than /etc/semtrace, a command run as root read the
+    bundle's default policies (the venv's), not those the service reads (another retention,
+    other roles), and doctor named /var/lib/semtrace as the service's data dir. The install
+    now leaves a record of the service's folders in the venv, which every command reads."""
+    from appliance.cli import main
+    from appliance.config import paths
+
+    bundle = stand_in_bundle(srv)
+    prefix, env = stand_in_host(srv, active=False)
+    pw = srv / "pw"
+    pw.write_text("x\n")
+    etc, data = srv / "etc", srv / "data"
+    r = dry_install(bundle, prefix, data, env, "--passphrase-file", str(pw),
+                    "--config-dir", str(etc))
+    assert r.returncode == 0, r.stdout + r.stderr
+    said = r.stdout.split(f"would write {prefix}/share/semtrace-installer/service.conf:\n")[1]
+    record = srv / "venv-share" / "service.conf"  # what the install writes there
+    record.parent.mkdir()
+    record.write_text("".join(line[4:] + "\n" for line in said.splitlines()
+                              if line.startswith("    ")))
+    shutil.copytree(INSTALLER.parent / "policies", etc / "policies")  # as install.sh does
+    monkeypatch.delenv("SEMTRACE_POLICY_DIR", raising=False)
+    monkeypatch.setattr(paths, "_REPO_ROOT", srv / "site-packages")  # no source tree
+    monkeypatch.setattr(paths, "ETC_POLICY_DIR", srv / "no-etc" / "policies")
+    monkeypatch.setattr(paths, "SERVICE_RECORD", record)
+    assert paths.policy_dir() == etc / "policies"
+    with pytest.raises(SystemExit):
+        main(["doctor", "--json"])  # no --data-dir: this user's default, which is not there
+    report = json.loads(capsys.readouterr().out)
+    assert report["paths"]["policies"] == str(etc / "policies")
+    assert any(f"this install's service's is {data})" in p for p in report["problems"]), \
+        report["problems"]
 
 
 def test_relative_paths_are_the_callers_not_the_bundles(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from appliance.cli import credential, credential_options, emit_json
+from appliance.config.paths import SERVICE_DATA_DIR, SERVICE_PASSPHRASE, installed_service
 from appliance.runtime import default_data_dir
 
 CANARY = "selftest-canary-" + "7f3a9c"
@@ -109,6 +110,11 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _service(key: str, default: Path) -> Path:
+    """A folder of the service this venv was installed for (install.sh's record)."""
+    return installed_service().get(key, default)
+
+
 def _problems(data_dir: Path, *, given: bool = True) -> list[str]:
     from appliance.config import load_policies
     from appliance.errors import SemtraceError
@@ -168,8 +174,8 @@ def _problems(data_dir: Path, *, given: bool = True) -> list[str]:
         # on a service host `sudo semtrace doctor` looked in root's own default folder
         problems.append(f"The data dir {data_dir} does not exist." if given else
                         f"The data dir {data_dir} does not exist (the default of this user: "
-                        "no --data-dir or $SEMTRACE_DATA_DIR was given; a service install's "
-                        "is /var/lib/semtrace).")
+                        "no --data-dir or $SEMTRACE_DATA_DIR was given; this install's "
+                        f"service's is {_service('data_dir', SERVICE_DATA_DIR)}).")
     return problems
 
 
@@ -189,8 +195,9 @@ def _unread_migrations(directory: Path) -> str:
     return (f"Whether the next start of serve will migrate {directory} cannot be read "
             "without its key (SQLCipher encrypts the whole store, its schema version too): "
             f"run `semtrace doctor --data-dir {directory} --passphrase-file FILE` (or "
-            "--key-file; a service install's passphrase is /etc/semtrace/passphrase, "
-            "readable by root) to list them.")
+            "--key-file; this install's service's passphrase is "
+            f"{_service('passphrase_file', SERVICE_PASSPHRASE)}, readable by root) to list "
+            "them.")
 
 
 def _at_start(directory: Path, passphrase_file: Path | None, key_file: Path | None,

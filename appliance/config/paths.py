@@ -15,6 +15,26 @@ _REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 # Where install.sh puts the service's policies: an upgrade replaces the install prefix
 # (pip removes and rewrites share/semtrace/policies), never this folder.
 ETC_POLICY_DIR = Path("/etc/semtrace/policies")
+# install.sh's record of the service's folders (--config-dir, --data-dir) in the venv, which
+# pip never touches: the commands of that venv read the policies the service reads.
+SERVICE_RECORD = Path(sys.prefix) / "share" / "semtrace-installer" / "service.conf"
+SERVICE_DATA_DIR = Path("/var/lib/semtrace")
+SERVICE_PASSPHRASE = Path("/etc/semtrace/passphrase")
+
+
+def installed_service() -> dict[str, Path]:
+    """The folders of the service this venv was installed for (policy_dir, data_dir,
+    passphrase_file), from install.sh's record; {} without one."""
+    try:
+        text = SERVICE_RECORD.read_text()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not key.startswith("#") and value.startswith("/"):
+            out[key.strip()] = Path(value.strip())
+    return out
 
 
 def _share_dir(name: str) -> Path:
@@ -25,13 +45,16 @@ def _share_dir(name: str) -> Path:
 
 
 def policy_dir() -> Path:
-    """Where policies live: $SEMTRACE_POLICY_DIR, the source tree, /etc/semtrace/policies
-    (an installed service's: every command reads what the service reads), or the prefix."""
+    """Where policies live: $SEMTRACE_POLICY_DIR, the source tree, the installed service's
+    (its --config-dir's policies, else /etc/semtrace/policies: every command reads what the
+    service reads), or the prefix."""
     env = os.environ.get(POLICY_DIR_ENV)
     if env:
         return Path(env)
-    if not (_REPO_ROOT / "policies").is_dir() and _readable_dir(ETC_POLICY_DIR):
-        return ETC_POLICY_DIR
+    if not (_REPO_ROOT / "policies").is_dir():
+        for etc in (installed_service().get("policy_dir"), ETC_POLICY_DIR):
+            if etc is not None and _readable_dir(etc):
+                return etc
     return _share_dir("policies")
 
 
