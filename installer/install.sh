@@ -80,6 +80,22 @@ done
 version=$(cat VERSION)
 if [ "$service" = 1 ]; then
   [ "$(id -u)" = 0 ] || die "installing the service needs root (or use --no-service)."
+  # The service this host runs keeps its data dir and config dir across upgrades: re-running
+  # the install without the first install's --data-dir (or --config-dir) pointed the unit at
+  # a new, empty store (and retention stopped shredding the old one) or at default policies.
+  unit=/etc/systemd/system/semtrace.service
+  if [ -f "$unit" ]; then
+    was_data=$(sed -n 's/^ExecStart=.* --data-dir \([^ ]*\).*/\1/p' "$unit" | head -1)
+    was_etc=$(sed -n 's|^LoadCredential=semtrace-passphrase:\(.*\)/passphrase$|\1|p' "$unit" | head -1)
+    if [ -n "$was_data" ] && [ -f "$was_data/keyring.json" ] \
+        && [ "$(realpath -m "$was_data")" != "$(realpath -m "$data_dir")" ]; then
+      die "the service installed here keeps its data in $was_data, not $data_dir: give --data-dir $was_data to upgrade it (uninstall it first to start a new store elsewhere); nothing was installed."
+    fi
+    if [ -n "$was_etc" ] && [ -f "$was_etc/passphrase" ] \
+        && [ "$(realpath -m "$was_etc")" != "$(realpath -m "$etc")" ]; then
+      die "the service installed here reads its passphrase and policies from $was_etc, not $etc: give --config-dir $was_etc to upgrade it; nothing was installed."
+    fi
+  fi
   # the unit loads its passphrase from this file (LoadCredential=): without it, it never starts
   [ -n "$passphrase_file" ] || [ -f "$etc/passphrase" ] \
     || die "the service reads its passphrase from $etc/passphrase: give --passphrase-file FILE (installed there, root-only); nothing was installed."

@@ -6,6 +6,7 @@ venv or holds the data dir."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -130,6 +131,58 @@ def test_a_service_install_into_a_folder_the_unit_cannot_name_is_refused(
                                  "--no-service", "--python", SYSTEM_PYTHON or sys.executable,
                                  "--dry-run"], capture_output=True, text=True, timeout=120)
     assert no_service.returncode == 0, no_service.stderr  # no unit: any folder will do
+
+
+def _can_mount() -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "-m", "true"], capture_output=True).returncode == 0
+
+
+@needs_system_python
+@pytest.mark.skipif(not _can_mount(), reason="needs a mount namespace (unshare -m)")
+def test_an_upgrade_naming_another_data_or_config_dir_than_the_services_is_refused(
+        srv: Path) -> None:
+    """Re-running the install without the first install's --data-dir pointed the unit at a
+    new, empty store: the service's threads were gone from view and retention no longer
+    shredded the old store. (The unit the first install wrote is put in a stand-in
+    /etc/systemd/system, bound over the host's in a mount namespace of the test's own.)"""
+    bundle = stand_in_bundle(srv)
+    prefix, env = stand_in_host(srv, active=True)
+    etc, data = srv / "etc", srv / "data"
+    etc.mkdir()
+    (etc / "passphrase").write_text("x\n")
+    data.mkdir()
+    (data / "keyring.json").write_text("{}")
+    first = dry_install(bundle, prefix, data, env, "--config-dir", str(etc))
+    assert first.returncode == 0, first.stderr
+    written = first.stdout.split("would write /etc/systemd/system/semtrace.service:\n")[1]
+    units = srv / "units"
+    units.mkdir()
+    (units / "semtrace.service").write_text("".join(
+        line[4:] + "\n" for line in written.splitlines() if line.startswith("    ")))
+
+    def again(*folders: str) -> subprocess.CompletedProcess[str]:
+        install = ["bash", str(bundle / "install.sh"), "--prefix", str(prefix), "--python",
+                   SYSTEM_PYTHON or sys.executable, "--dry-run", *folders]
+        return subprocess.run(["unshare", "-m", "bash", "-c", f"mount --bind {units} "
+                               f"/etc/systemd/system && exec {shlex.join(install)}"],
+                              capture_output=True, text=True, env=env, timeout=120)
+
+    r = again("--config-dir", str(etc))  # the README's command: the default data dir
+    assert r.returncode == 1, r.stdout
+    assert r.stderr.strip() == (
+        f"install: the service installed here keeps its data in {data}, not /var/lib/semtrace: "
+        f"give --data-dir {data} to upgrade it (uninstall it first to start a new store "
+        "elsewhere); nothing was installed.")
+    assert "would run" not in r.stdout
+    r = again("--data-dir", str(data))
+    assert r.returncode == 1, r.stdout
+    assert r.stderr.strip() == (
+        f"install: the service installed here reads its passphrase and policies from {etc}, "
+        f"not /etc/semtrace: give --config-dir {etc} to upgrade it; nothing was installed.")
+    r = again("--data-dir", str(data), "--config-dir", str(etc))
+    assert r.returncode == 0, r.stderr
+    assert "would run: systemctl stop semtrace" in r.stdout  # the upgrade goes ahead
 
 
 @pytest.mark.skipif(Path("/etc/semtrace/passphrase").exists(),
