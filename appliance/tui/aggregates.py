@@ -142,6 +142,8 @@ class AggregateReader:
         writer = open_runtime(rt.data_dir, keyring=rt.keyring, policies=rt.policies)
         try:
             gate = PrivacyGate(writer.store.db, rt.policies.privacy, clock=now.timestamp)
+            # the ids merged into the topic, whose threads the release counts (its covers)
+            members = sorted(k for k, v in topic_aliases(writer.store).items() if v == topic)
             for tenant in missing:
                 threads = analytics.load_threads(writer.store, tenant, start, end)
                 if kind == "topics":
@@ -149,7 +151,8 @@ class AggregateReader:
                                           labels={}, cost_bound=bound)
                 else:
                     analytics.model_stats(threads, gate, tenant=tenant, start=start, end=end,
-                                          labels={}, topic=topic, cost_bound=bound)
+                                          labels={}, topic=topic, cost_bound=bound,
+                                          members=members if topic is not None else ())
         finally:
             writer.close()
         return missing
