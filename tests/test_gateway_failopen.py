@@ -376,3 +376,55 @@ def test_a_slow_appliance_holds_a_proxy_request_only_briefly_and_the_call_is_sti
     assert logger.sent == 1 and logger.failures == 0
     assert data["metadata"]["gen_ai.conversation.id"] == "th_0123456789abcdef"
     assert lines.events() == []  # a slow appliance is not a down one: no warning
+
+
+def test_a_slow_appliance_holds_the_decorator_only_briefly_and_its_late_replies_are_taken(
+        tmp_path: Path, lines: Lines) -> None:
+    """The application's own adapter, as the callback above: entering a turn waits
+    `register_wait` for the registration, leaving it as long for the update; the late
+    registration reply still becomes the turn's (and its span's), and the late update
+    still reaches the appliance after its registration."""
+    gate = threading.Event()  # the stand-in answers only while it is open
+    slow = StandIn(tmp_path / "slow.sock",
+                   b'{"ok": true, "conversation_id": "th_0123456789abcdef"}\n', gate)
+    app = Semtrace(tmp_path / "slow.sock", tenant="acme", timeout=3.0, register_wait=0.2)
+    provider = TracerProvider()
+    tracer = provider.get_tracer("app")
+
+    def until(cond: Any) -> None:
+        deadline = time.monotonic() + 30
+        while not cond() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    with tracer.start_as_current_span("chat") as span:
+        with app.turn(user_id="rosa", text="When does the ferry to Bergen leave?") as turn:
+            entered_without_reply = turn.reply is None  # the model is called meanwhile
+            gate.set()  # the appliance answers now, late
+            until(lambda: turn.reply is not None)
+            gate.clear()  # ... and is slow again for the update
+        left_before_the_update_was_answered = not gate.is_set()
+        attrs = dict(span.attributes or {})  # type: ignore[attr-defined]
+    gate.set()
+    assert app.flush()
+
+    async def ask_async() -> str | None:  # the asyncio form
+        gate.clear()
+        async with app.aturn(user_id="rosa", text="And the one to Oslo?") as later:
+            waited = later.reply is None
+            gate.set()
+        return "still called" if waited else None
+
+    assert asyncio.run(ask_async()) == "still called"
+    assert app.flush()
+    app.close()
+    provider.shutdown()
+    # the old code held the block for the whole timeout: the registration failed, then
+    # the appliance was paused and nothing was recorded, with a warning
+    assert entered_without_reply and left_before_the_update_was_answered
+    assert turn.conversation_id == "th_0123456789abcdef"
+    assert attrs["gen_ai.conversation.id"] == "th_0123456789abcdef"
+    ops = [(r["op"], r["request_id"]) for r in slow.received]
+    first, second = turn.request["request_id"], ops[2][1]
+    assert ops == [("ingest", first), ("update", first), ("ingest", second),
+                   ("update", second)]
+    assert lines.events() == []  # a slow appliance is not a down one: no warning

@@ -99,6 +99,7 @@ def test_the_decorator_takes_defaults_and_parts_and_survives_its_redactor(
         return "Answered."
 
     assert ask("Where is the cloakroom?") == "Answered."  # the old code: KeyError('user')
+    assert app.flush()
     parts = [{"type": "text", "text": "What does this sign say?"},
              {"type": "image_url", "image_url": {"url": "data:image/png;base64,QUJD"}}]
     assert ask(parts, "lena") == "Answered."
@@ -109,6 +110,7 @@ def test_the_decorator_takes_defaults_and_parts_and_survives_its_redactor(
 
     with app.turn(user_id="lena", text="Book the meeting room.") as turn:
         turn.answer("")  # the model answered with tool calls only
+    assert app.flush()
     update = seen.received[-1]
     assert update["op"] == "update" and "sha256" not in update["response"]
 
@@ -229,6 +231,7 @@ def test_a_traced_generator_is_one_turn_that_ends_with_its_stream(tmp_path: Path
     # the update, with the latency of creating the generator, before the first chunk)
     assert [r["op"] for r in seen.received] == ["ingest"]
     assert "".join(chunks) == "the 9:04."
+    assert app.flush()
     assert [r["op"] for r in seen.received] == ["ingest", "update"]
     assert seen.received[-1]["response"]["status"] == "ok"
 
@@ -236,6 +239,7 @@ def test_a_traced_generator_is_one_turn_that_ends_with_its_stream(tmp_path: Path
         return "".join([c async for c in stream_async("Which gate?", "max")])
 
     assert asyncio.run(consume()) == "Gate B12."
+    assert app.flush()
     assert [r["op"] for r in seen.received][2:] == ["ingest", "update"]
 
 

@@ -9,7 +9,8 @@
     with tracer.start_as_current_span("chat gpt-4o"):
         with semtrace.turn(user_id=user, text=prompt, history=messages[:-1],
                            session_id=chat_id, model="openai/gpt-4o") as turn:
-            turn.conversation_id             # known before the model is called
+            turn.conversation_id             # known before the model is called (if it
+                                             # answers within register_wait)
             answer = call_model(messages)
             turn.usage(input_tokens=12, output_tokens=80)
             turn.answer(answer)               # only its digest is sent
@@ -21,15 +22,16 @@ On entering the block the prompt is registered, with the digests of the
 messages before it (`history`: the content never leaves this process), and the
 reply's attributes are set on the current span while it is open. On leaving it,
 an `update` sends the latency, status, token counts and the answer's digest.
-The appliance being unreachable, hung or busy never breaks the application nor holds
-it past `timeout`: `reply` is then None, one warning is logged, and requests are
-not even tried for a pause (`channel.py`). A `redact` function that fails keeps the
+Entering and leaving each wait `register_wait` at most (default 1 s): a slow appliance
+never holds the application longer, and its later reply is still taken (`outbox.py`).
+The appliance being unreachable, hung or busy never breaks the application: `reply` is
+then None, one warning is logged, and requests are not even tried for a pause
+(`channel.py`). A `redact` function that fails keeps the
 prompt in the process (nothing is sent) and the block still runs.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import inspect
@@ -55,6 +57,7 @@ from appliance.integrations import (
     traceparent,
 )
 from appliance.integrations.channel import SyncChannel
+from appliance.integrations.outbox import Outbox
 from appliance.integrations.redaction import TextRedactor, text_redactor
 from appliance.integrations.tool_loops import loop_request
 
@@ -63,7 +66,9 @@ log = logging.getLogger("semtrace.integrations")
 
 @dataclass
 class Turn:
-    """One prompt being answered; `reply` is set on entry; the body may add usage and answer."""
+    """One prompt being answered; the body may add usage and answer. `reply` is the
+    registration's reply, set on entry when it comes within `register_wait`, else when it
+    comes (or, if registering failed, the reply to the whole ingest sent after the block)."""
 
     request: dict[str, Any]
     reply: dict[str, Any] | None = None
@@ -92,11 +97,16 @@ class Semtrace:
     """A thread-safe connection to the appliance for one tenant."""
 
     def __init__(self, socket_path: str | Path, *, tenant: str, timeout: float = 5.0,
-                 redact: bool | TextRedactor = False,
+                 register_wait: float = 1.0, redact: bool | TextRedactor = False,
                  bus_key_file: str | Path | None = None, plain_bus: bool = False,
                  max_text_chars: int = MAX_TEXT_CHARS) -> None:
         """Args:
             socket_path: the appliance's Unix socket, or a `nats://host:port` URL.
+            timeout: what one request to the appliance may take in all.
+            register_wait: how long entering a block waits for the prompt's registration,
+                and leaving it for the update; a slower reply is still taken (the turn's
+                `reply` is set, the span annotated if still open, the update follows), but
+                the block does not wait for it. At most `timeout`.
             redact: True (Presidio, policies/redaction.toml) or a function: the prompt
                 leaves this process with placeholders instead of PII.
             bus_key_file: with a NATS URL, the cluster's bus key file (mode 0600): every
@@ -114,9 +124,11 @@ class Semtrace:
                                         else Path(socket_path))
         self.tenant = tenant
         self.timeout = timeout
+        self.register_wait = min(max(register_wait, 0.0), timeout)
         self.redact = text_redactor(redact, wait=timeout)
         self._channel = SyncChannel(self.socket_path, timeout=timeout, log=log,
                                     bus_keys=self._bus_keys, plain_bus=plain_bus)
+        self._outbox = Outbox(self._channel.breaker)
 
     def send(self, request: dict[str, Any]) -> dict[str, Any] | None:
         """Send one request; None when the appliance did not answer (the channel logs it
@@ -125,7 +137,16 @@ class Semtrace:
             return None  # its redaction failed: the prompt stays here
         return self._channel.send(request)
 
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every registration and update of the blocks left so far has been
+        answered or given up (`timeout` each at most); whether that happened within
+        `timeout` (default: the adapter's). For a clean shutdown, and tests."""
+        return self._outbox.flush(self.timeout if timeout is None else timeout)
+
     def close(self) -> None:
+        """Send what is still waiting (bounded by `timeout`), then close the connection."""
+        self.flush()
+        self._outbox.close()
         self._channel.close()
 
     def _request(self, *, user_id: str, text: str, session_id: str | None, model: str | None,
@@ -153,52 +174,60 @@ class Semtrace:
     def _begin(self, **fields: Any) -> tuple[Turn, Any, float]:
         return Turn(self._request(**fields)), trace.get_current_span(), time.perf_counter()
 
-    def _registered(self, current: Turn, span: Any) -> None:
+    def _register(self, current: Turn, span: Any) -> None:
+        """On the worker: send the registration; its reply, however late, is the turn's."""
+        current.reply = self.send(current.request)
         if current.reply is not None:
             annotate(span, current.reply)
 
     @staticmethod
-    def _finish(current: Turn, start: float, status: str) -> dict[str, Any]:
-        """The update after the answer, or (when registering failed) the whole ingest."""
-        response = {**current._response, "status": status,
-                    "latency_ms": round((time.perf_counter() - start) * 1000, 1)}
-        if current.reply is not None and current.reply.get("ok"):
-            return {"v": 1, "op": "update", "tenant": current.request["tenant"],
-                    "request_id": current.request["request_id"], "response": response}
-        return {**current.request, "response": response}
+    def _response(current: Turn, start: float, status: str) -> dict[str, Any]:
+        """What the update reports, as the block ended (its latency is the block's)."""
+        return {**current._response, "status": status,
+                "latency_ms": round((time.perf_counter() - start) * 1000, 1)}
 
-    def _finished(self, current: Turn, span: Any, reply: dict[str, Any] | None) -> None:
-        if current.reply is None or not current.reply.get("ok"):
-            current.reply = reply
-            if reply is not None:
-                annotate(span, reply)
+    def _update(self, current: Turn, span: Any, response: dict[str, Any]) -> None:
+        """On the worker, after the registration: the update after the answer, or (when
+        registering failed) the whole ingest, whose reply becomes the turn's."""
+        if current.reply is not None and current.reply.get("ok"):
+            self.send({"v": 1, "op": "update", "tenant": current.request["tenant"],
+                       "request_id": current.request["request_id"], "response": response})
+            return
+        reply = self.send({**current.request, "response": response})
+        current.reply = reply
+        if reply is not None:
+            annotate(span, reply)
 
     @contextlib.contextmanager
     def _recorded(self, begun: tuple[Turn, Any, float]) -> Iterator[Turn]:
-        """Register the call, run the block, then send its update (or the whole ingest)."""
+        """Register the call, run the block, then send its update (or the whole ingest);
+        the block waits `register_wait` at most for each (`outbox.py`)."""
         current, span, start = begun
-        current.reply = self.send(current.request)
-        self._registered(current, span)
+        self._outbox.wait(self._outbox.submit(functools.partial(
+            self._register, current, span)), self.register_wait)
         status = "error"
         try:
             yield current
             status = "ok"
         finally:
-            self._finished(current, span, self.send(self._finish(current, start, status)))
+            update = functools.partial(self._update, current, span,
+                                       self._response(current, start, status))
+            self._outbox.wait(self._outbox.submit(update), self.register_wait)
 
     @contextlib.asynccontextmanager
     async def _arecorded(self, begun: tuple[Turn, Any, float]) -> AsyncIterator[Turn]:
-        """`_recorded` for asyncio code: requests are sent from a thread, not the loop."""
+        """`_recorded` for asyncio code: the event loop is never blocked."""
         current, span, start = begun
-        current.reply = await asyncio.to_thread(self.send, current.request)
-        self._registered(current, span)
+        await self._outbox.await_(self._outbox.submit(functools.partial(
+            self._register, current, span)), self.register_wait)
         status = "error"
         try:
             yield current
             status = "ok"
         finally:
-            request = self._finish(current, start, status)
-            self._finished(current, span, await asyncio.to_thread(self.send, request))
+            update = functools.partial(self._update, current, span,
+                                       self._response(current, start, status))
+            await self._outbox.await_(self._outbox.submit(update), self.register_wait)
 
     @contextlib.contextmanager
     def turn(self, *, user_id: str, text: str, history: Sequence[Any] | None = None,

@@ -1,0 +1,89 @@
+"""The decorator's requests, sent in order from one worker thread; the caller waits for
+each a bounded time (`register_wait`).
+
+A slow appliance (a long queue, a slow disk) must not hold the application for the whole
+`timeout` of a request: a turn's registration and its update are handed to this worker
+and the application waits `register_wait` at most for each. A later reply is still taken
+(the job runs to its end: the turn's `reply` is set, its span annotated if still open, and
+the update that follows uses it). One worker keeps the order the application made them in:
+a turn's update reaches the appliance before the next turn's registration, which may name
+it (by its history or its previous response id); the one connection to the appliance sends
+one request at a time anyway. At most `MAX_PENDING` requests wait to be sent: more are not
+sent (counted as missed, as while the appliance is down), so a stalled appliance never
+piles up prompts in the application's memory. A job that fails is logged by type only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import threading
+from collections.abc import Callable
+from concurrent import futures
+
+from appliance.integrations.channel import Breaker
+
+MAX_PENDING = 1_000  # requests handed to the worker and not sent yet
+
+
+class Outbox:
+    """One worker thread sending an adapter's requests in the order they were handed over."""
+
+    def __init__(self, breaker: Breaker) -> None:
+        self.breaker = breaker
+        self._pool = futures.ThreadPoolExecutor(1, thread_name_prefix="semtrace")
+        self._lock = threading.Lock()
+        self._pending = 0
+
+    def submit(self, job: Callable[[], None]) -> futures.Future[None]:
+        """Run `job` (which sends one request) after those handed over before it, in the
+        caller's context (its current span); a done future when too many are waiting."""
+        with self._lock:
+            if self._pending >= MAX_PENDING:
+                self.breaker.skipped()
+                skipped: futures.Future[None] = futures.Future()
+                skipped.set_result(None)
+                return skipped
+            self._pending += 1
+        return self._pool.submit(contextvars.copy_context().run, self._run, job)
+
+    def _run(self, job: Callable[[], None]) -> None:
+        try:
+            job()
+        except Exception as exc:  # noqa: BLE001 - on the worker: nobody to raise to
+            self.breaker.quiet_warning("the semtrace adapter failed; the call goes on",
+                                       "semtrace_callback_failed", None,
+                                       error=type(exc).__name__)
+        finally:
+            with self._lock:
+                self._pending -= 1
+
+    @staticmethod
+    def wait(job: futures.Future[None], timeout: float) -> bool:
+        """Wait for `job` `timeout` seconds at most; whether it is done."""
+        return not futures.wait([job], timeout=timeout).not_done
+
+    @staticmethod
+    async def await_(job: futures.Future[None], timeout: float) -> bool:
+        """`wait` for asyncio code: the event loop serves other tasks meanwhile, and a job
+        done after the loop closed (the application returned) wakes nothing."""
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+
+        def wake(_: object) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(
+                    lambda: None if woken.done() else woken.set_result(None))
+
+        job.add_done_callback(wake)
+        await asyncio.wait({woken}, timeout=timeout)
+        return job.done()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until what was handed over before has been sent (or failed); whether it has
+        within `timeout`."""
+        return self.wait(self._pool.submit(lambda: None), timeout)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
