@@ -217,7 +217,8 @@ def test_a_canary_in_history_never_reaches_disk_logs_or_replies(
     assert CANARY.lower() not in (dump + "\n".join(texts)).lower()
     # only keyed digests are kept: not even the plain SHA-256 of a history message
     plain = {content_digest(t) for _, t in secret_turns}
-    assert len(digests) == 2 and not plain & set(digests)
+    # the prompt's and both answers' (the update's answer is added, m015)
+    assert len(digests) == 3 and not plain & set(digests)
     assert not any(p in dump for p in plain)
 
 
@@ -263,6 +264,41 @@ def test_the_turn_digests_migration_runs_on_a_store_of_the_previous_schema(
     assert "m005_turn_digests" in migrations.migrate(db)
     with db:
         db.execute("INSERT INTO turn_digests VALUES (7, 'prompt', 't', 'u', 'd')")
+        db.execute("DELETE FROM records WHERE id = 7")
+    assert db.execute("SELECT count(*) FROM turn_digests").fetchone()[0] == 0
+    db.close()
+
+
+def test_a_store_of_the_previous_schema_keeps_its_turn_digests_and_then_keeps_every_one(
+        tmp_path: Path) -> None:
+    """m015: a turn held one digest per kind, so its tool loop's response ids replaced each
+    other; an upgraded store keeps what it held, then every response id of a turn."""
+    from appliance import migrations
+    from appliance.keys import Keyring
+    from appliance.store import connect
+
+    db = connect(tmp_path / "old.db", Keyring.random())
+    names = [m.__name__ for m in migrations.MIGRATIONS]
+    migrations.migrate(db, migrations.MIGRATIONS[:names.index("m015_turn_digests_per_value")])
+    with db:
+        db.execute("INSERT INTO buckets (id, tenant, user, day, created_at) "
+                   "VALUES (1, 't', 'u', '2026-01-01', 0)")
+        db.execute("INSERT INTO records (id, tenant, request_id, user, bucket_id, ts, thread_id, "
+                   "position, model_id) VALUES (7, 't', 'r', 'u', 1, 0, 'th', 'new', 'm')")
+        db.execute("INSERT INTO turn_digests VALUES (7, 'prompt', 't', 'u', 'p1')")
+        db.execute("INSERT INTO turn_digests VALUES (7, 'response_id', 't', 'u', 'resp1')")
+    assert migrations.migrate(db) == ["m015_turn_digests_per_value"]
+    with db:  # the loop's next response id is added, not put in the first one's place
+        db.execute("INSERT OR REPLACE INTO turn_digests VALUES (7, 'response_id', 't', 'u', "
+                   "'resp2')")
+    kept = db.execute("SELECT kind, digest FROM turn_digests WHERE tenant='t' AND user='u' "
+                      "ORDER BY digest").fetchall()
+    assert kept == [("prompt", "p1"), ("response_id", "resp1"), ("response_id", "resp2")]
+    plan = " ".join(str(r) for r in db.execute(
+        "EXPLAIN QUERY PLAN SELECT record_id FROM turn_digests "
+        "WHERE tenant='t' AND user='u' AND digest='resp1'"))
+    assert "turn_digests_lookup" in plan  # the lookup by digest still has its index
+    with db:
         db.execute("DELETE FROM records WHERE id = 7")
     assert db.execute("SELECT count(*) FROM turn_digests").fetchone()[0] == 0
     db.close()

@@ -324,3 +324,43 @@ def test_a_tool_loop_update_is_refused_in_one_sentence_without_its_user_or_turn(
     assert unknown["error"]["code"] == "not_found" and other_user["ok"]
     # another user's response id does not reach her turn
     assert stranger["error"]["code"] == "not_found"
+
+
+def test_every_response_id_of_a_tool_loop_still_continues_its_turn(
+        server: Server, tracer: Any) -> None:
+    """The loop's first response id stays its turn's after the loop answered with another:
+    the agent retrying a tool step from it, and the user branching from it, continue the
+    turn (the old code kept the latest response id only)."""
+    provider = Provider(answer="Snow in Grenoble, -2 degrees.")
+    logger = SemtraceLogger(server.sock, tenant="acme")
+    litellm.callbacks = [logger]
+
+    def call(call_id: str, given: Any, previous: Any) -> tuple[Any, dict[str, Any]]:
+        done = logger.sent + logger.failures + 1
+        with tracer.start_as_current_span("POST /v1/responses") as span:
+            out = litellm.responses(model="gpt-4o", input=given, tools=WEATHER, user="noor",
+                                    previous_response_id=previous, litellm_call_id=call_id,
+                                    client=provider.sync(), api_key="sk-test")
+            assert logger.wait(done)
+            attrs = dict(span.attributes or {})  # type: ignore[attr-defined]
+        return out, attrs
+
+    asked, _ = call("ri-1", "What is the weather in Grenoble today?", None)
+    outputs = [{"type": "function_call_output", "call_id": asked.output[0].call_id,
+                "output": '{"sky": "snow", "celsius": -2}'}]
+    answer, _ = call("ri-2", outputs, asked.id)
+    assert answer.output[0].type == "message" and logger.failures == 0
+    # the agent sends the tool step again from the turn's first response id
+    _, retried = call("ri-2b", outputs, asked.id)
+    # and the user asks on from the turn's first answer, not from the loop's last
+    _, branched = call("ri-3", "Is the road to the pass open?", asked.id)
+    turn, next_turn = _lookup(server, "ri-1"), _lookup(server, "ri-3")
+    assert logger.failures == 0, logger.failures
+    assert retried["gen_ai.conversation.id"] == turn["conversation_id"]
+    assert branched["gen_ai.conversation.id"] == turn["conversation_id"]
+    assert next_turn["parent_request_id"] == "ri-1"
+    assert next_turn["link_source"] == "previous_response_id"
+    records = _thread(server, turn["conversation_id"])["records"]
+    assert [r["request_id"] for r in records] == ["ri-1", "ri-3"]
+    # the turn's tokens: its own call's and both of the loop's
+    assert records[0]["input_tokens"] == sum(31 + n for n in (1, 2, 3))

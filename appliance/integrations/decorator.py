@@ -252,8 +252,9 @@ class Semtrace:
         holds only the tools' outputs (nothing the user wrote) and it continues
         `previous_response_id`. It is no turn of its own but part of the user's turn that
         answered with that id: its usage and latency are added to the turn's, and the
-        response id given to `answer` becomes the turn's, so the loop's next call and the
-        user's next message continue it. The current span gets the turn's attributes."""
+        response id given to `answer` is added to the turn's (its earlier ones stay), so
+        the loop's next call and the user's next message continue it. The current span
+        gets the turn's attributes."""
         with self._recorded(self._loop_call(user_id, previous_response_id,
                                             request_id)) as current:
             yield current

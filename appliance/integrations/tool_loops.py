@@ -8,8 +8,9 @@ conversation, but its tokens, latency and cost are the cost of the turn it conti
 Such a call is sent as an `update` naming that `previous_response_id` (and the user, whose
 turns the service looks it up among): the service finds the turn by the response id its
 update reported, keyed per tenant and user, attaches the call to it and adds the call's
-figures (set per call, so a retry adds nothing twice); the call's response id becomes the
-turn's, so the loop's next call and the user's next message continue the turn. The
+figures (set per call, so a retry adds nothing twice); the call's response id is added to
+the turn's (its earlier ones stay), so the loop's next call and the user's next message
+continue the turn, whichever of its responses they name. The
 mapping lives in the service: any gateway process (another proxy worker, one restarted
 since) can send the loop's next call.
 """

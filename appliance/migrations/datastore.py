@@ -315,3 +315,28 @@ def m014_turn_calls(db: Any) -> None:
         CREATE INDEX turn_calls_record ON turn_calls (record_id);
         """
     )
+
+
+@migration
+def m015_turn_digests_per_value(db: Any) -> None:
+    # A turn's keyed digests were one per kind: the response id reported by each call of
+    # its tool loop replaced the one before, so a call continuing the turn's first response
+    # id no longer found it. Every value is kept now (a turn may answer with several
+    # response ids and answers). Rebuilt as SQLite's procedure for changing a key says.
+    db.executescript(
+        """
+        CREATE TABLE turn_digests_new (
+            record_id INTEGER NOT NULL REFERENCES records(id) ON DELETE CASCADE,
+            kind TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            user TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            PRIMARY KEY (record_id, kind, digest)
+        ) WITHOUT ROWID;
+        INSERT INTO turn_digests_new SELECT record_id, kind, tenant, user, digest
+            FROM turn_digests;
+        DROP TABLE turn_digests;
+        ALTER TABLE turn_digests_new RENAME TO turn_digests;
+        CREATE INDEX turn_digests_lookup ON turn_digests (tenant, user, digest);
+        """
+    )

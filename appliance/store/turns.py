@@ -111,8 +111,9 @@ class Turns:
                     price: Pricer = lambda model, tin, tout: None) -> bool:
         """Set what an attached tool loop call cost (its own figures, so a retry changes
         nothing) and move its turn's totals by the difference; its answer's digest and
-        response id become the turn's, so the loop's next call and the user's next
-        message continue the turn. False if the call is not attached."""
+        response id are added to the turn's (the turn's earlier ones stay), so the loop's
+        next call and the user's next message continue the turn, whichever of its
+        response ids they name. False if the call is not attached."""
         call = self._db.execute(
             "SELECT c.record_id, c.input_tokens, c.output_tokens, c.latency_ms, c.cost, "
             "r.user, r.thread_id, r.input_tokens, r.output_tokens, r.latency_ms, r.model, "
