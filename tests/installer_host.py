@@ -90,3 +90,17 @@ def dry_install(bundle: Path, prefix: Path, data: Path, env: dict[str, str],
                            "--data-dir", str(data),
                            "--python", python or SYSTEM_PYTHON or sys.executable, "--dry-run",
                            *extra], capture_output=True, text=True, env=env, timeout=120)
+
+
+UNIT = Path("/etc/systemd/system/semtrace.service")
+
+
+def shown(stdout: str, path: Path | str) -> str:
+    """The file a --dry-run says it would write at `path`, as it would write it."""
+    block = stdout.split(f"would write {path}:\n", 1)[1]
+    lines = []
+    for line in block.splitlines():
+        if not line.startswith("    "):
+            break
+        lines.append(line[4:] + "\n")
+    return "".join(lines)

@@ -17,9 +17,11 @@ import pytest
 from installer_host import (
     INSTALLER,
     SYSTEM_PYTHON,
+    UNIT,
     dry_install,
     needs_system_python,
     service_folder,
+    shown,
     stand_in_bundle,
     stand_in_host,
 )
@@ -98,13 +100,10 @@ def test_an_install_of_a_service_that_is_not_running_leaves_it_to_the_operator(
 
 def _unit_written(stdout: str) -> dict[str, str]:
     """The unit a --dry-run says it would write: its settings (comments left out)."""
-    lines = stdout.split("would write /etc/systemd/system/semtrace.service:\n", 1)[1]
     unit = {}
-    for line in lines.splitlines():
-        if not line.startswith("    "):
-            break
-        if "=" in line and not line.lstrip().startswith("#"):
-            key, value = line.strip().split("=", 1)
+    for line in shown(stdout, UNIT).splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
             unit[key] = value
     return unit
 
@@ -133,6 +132,13 @@ def test_the_unit_of_a_custom_data_dir_makes_no_folder_beside_it(srv: Path) -> N
         assert unit["ExecStart"].startswith(f"{prefix}/bin/semtrace serve ")
         if state is None:
             assert "/var/lib" not in "\n".join(unit.values()), unit
+        if shutil.which("systemd-analyze"):  # and systemd reads it as the unit it is
+            (srv / "semtrace.service").write_text(shown(r.stdout, UNIT))
+            v = subprocess.run(["systemd-analyze", "verify", str(srv / "semtrace.service")],
+                               capture_output=True, text=True, timeout=120)
+            said = [line for line in (v.stdout + v.stderr).splitlines()
+                    if "Unknown user" not in line and "Unknown group" not in line]
+            assert v.returncode == 0 and not said, said
     assert not below.parent.exists()  # a dry run
 
 
@@ -243,11 +249,9 @@ def test_the_commands_of_an_install_with_its_own_config_dir_read_the_services_po
     r = dry_install(bundle, prefix, data, env, "--passphrase-file", str(pw),
                     "--config-dir", str(etc))
     assert r.returncode == 0, r.stdout + r.stderr
-    said = r.stdout.split(f"would write {prefix}/share/semtrace-installer/service.conf:\n")[1]
     record = srv / "venv-share" / "service.conf"  # what the install writes there
     record.parent.mkdir()
-    record.write_text("".join(line[4:] + "\n" for line in said.splitlines()
-                              if line.startswith("    ")))
+    record.write_text(shown(r.stdout, f"{prefix}/share/semtrace-installer/service.conf"))
     shutil.copytree(INSTALLER.parent / "policies", etc / "policies")  # as install.sh does
     monkeypatch.delenv("SEMTRACE_POLICY_DIR", raising=False)
     monkeypatch.setattr(paths, "_REPO_ROOT", srv / "site-packages")  # no source tree

@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 from installer_host import (
     SYSTEM_PYTHON,
+    UNIT,
     dry_install,
     needs_system_python,
     service_folder,
+    shown,
     stand_in_bundle,
     stand_in_host,
 )
@@ -155,11 +157,9 @@ def test_an_upgrade_naming_another_data_or_config_dir_than_the_services_is_refus
     (data / "keyring.json").write_text("{}")
     first = dry_install(bundle, prefix, data, env, "--config-dir", str(etc))
     assert first.returncode == 0, first.stderr
-    written = first.stdout.split("would write /etc/systemd/system/semtrace.service:\n")[1]
     units = srv / "units"
     units.mkdir()
-    (units / "semtrace.service").write_text("".join(
-        line[4:] + "\n" for line in written.splitlines() if line.startswith("    ")))
+    (units / "semtrace.service").write_text(shown(first.stdout, UNIT))
 
     def again(*folders: str) -> subprocess.CompletedProcess[str]:
         install = ["bash", str(bundle / "install.sh"), "--prefix", str(prefix), "--python",
