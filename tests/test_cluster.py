@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from exposition_check import check_text
 from test_spine import run_cli
 
 from appliance.client import Client
@@ -509,6 +510,7 @@ def test_status_and_metrics_show_owners_and_consumers(cluster: dict[str, Node],
             break
         time.sleep(1)
     assert want in text
+    check_text(text)  # as Prometheus reads it: a node's collectors, on a real node
     assert 'semtrace_cluster_consumer_lag{node="a",partition="1"}' in text
     assert 'partition="2"' not in text  # a node reports the partitions it owns
     human = run_cli("cluster", "status", "--nats", nats_url)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from exposition_check import check_text
 from test_cluster import PARTITIONS, TODAY, Node, _free_port, _nats_binary
 from test_spine import run_cli
 
@@ -300,5 +301,6 @@ def test_a_node_moving_to_sealing_takes_plain_and_sealed_and_counts_the_plain(
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{node.metrics_port}/metrics",
                                      timeout=30).read().decode()
     assert 'semtrace_cluster_messages_total{node="n",outcome="plain"} 1.0' in metrics
+    check_text(metrics)  # as Prometheus reads it
     log = node.log.read_text()
     assert '"event": "accept_plain"' in log and "Porto" not in log and "Traceback" not in log

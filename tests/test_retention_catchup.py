@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import make_prompt
-from prometheus_client.parser import text_string_to_metric_families
+from exposition_check import check_text
 
 from appliance.client import Client
 from appliance.config import TelemetrySettings
@@ -49,7 +49,7 @@ def _scrape(address: str) -> dict[str, float]:
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=30) as resp:
         text = resp.read().decode()
     out = {}
-    for family in text_string_to_metric_families(text):
+    for family in check_text(text).values():  # as Prometheus reads it
         for s in family.samples:
             key = s.name + "".join(f"{{{k}={v}}}" for k, v in sorted(s.labels.items()))
             out[key] = s.value
