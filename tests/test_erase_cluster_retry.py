@@ -128,7 +128,7 @@ def _starts(node: Node) -> int:
 
 def test_an_erasure_the_owner_fails_to_apply_is_reported_and_retried_while_it_runs(
         cluster: tuple[Nats, Node, Node]) -> None:
-    _, a, b = cluster
+    nats, a, b = cluster
     for i, text in enumerate(("Book the boiler service at 14 Quarry Lane.",
                               "Has the Quarry Lane boiler engineer confirmed?")):
         _store(a, "ulla", f"u-{i}", text)
@@ -142,6 +142,8 @@ def test_an_erasure_the_owner_fails_to_apply_is_reported_and_retried_while_it_ru
         "in " in said and "while it runs, and at its next start" in said
     assert "Traceback" not in failed.stderr
     assert [e["outcome"] for e in _audit(b, "erase_forwarded")] == ["failed"]
+    user = said.split()[3].encode()
+    assert nats.files_with(user)  # not applied: the request stays in NATS
 
     # the owner keeps trying while it runs: applied without a restart
     deadline = time.monotonic() + 180
@@ -159,7 +161,9 @@ def test_an_erasure_the_owner_fails_to_apply_is_reported_and_retried_while_it_ru
     assert again.returncode == 0, again.stdout + again.stderr
     answer = json.loads(again.stdout)
     assert answer["applied"] is True and answer["records"] == 0 and answer["node"] == "a"
-    assert answer["failed"] is None
+    assert answer["failed"] is None and answer["user"] == user.decode()
+    # the answer read: nothing of the request (nor of the one retried) is on NATS's disk
+    assert nats.files_with(user) == []
 
 
 def test_a_request_put_after_nats_server_restarted_is_applied_by_the_running_owner(

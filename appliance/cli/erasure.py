@@ -11,6 +11,7 @@ import click
 
 from appliance.cli import credential_options, data_dir_option, emit_json, role_option_as
 from appliance.cli.compliance import _audit, _opened, _reason
+from appliance.cluster.erasure_sweep import WAIT_MAX_S
 from appliance.errors import InputError
 
 if TYPE_CHECKING:
@@ -33,7 +34,8 @@ def _as_json(report: EraseReport) -> dict[str, Any]:
               "id is pseudonymised per tenant, so each is searched and gets a tombstone.")
 @click.option("--user", "user_id", required=True, help="The user id as the gateway sends it.")
 @click.option("--reason", required=True, help="Why (recorded in the audit log).")
-@click.option("--wait", "wait_s", type=click.FloatRange(0, 86400), default=60, show_default=True,
+@click.option("--wait", "wait_s", type=click.FloatRange(0, WAIT_MAX_S), default=60,
+              show_default=True,
               help="On a node of a cluster that does not own the tenant: seconds to wait for "
               "the owner to apply the erasure (it applies it later if it is down).")
 @click.option("--json", "as_json", is_flag=True)

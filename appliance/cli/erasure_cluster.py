@@ -4,6 +4,7 @@ asked of the node that does, waiting for its answer (`appliance/cluster/erasures
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import secrets
 import time
@@ -121,6 +122,13 @@ def ask_owners(rt: Runtime, shredder: Shredder, homes: list[Home], *, user_id: s
             for r, h in zip(requests, homes, strict=True))))
 
     answers = asyncio.run(all_of())
+    seen = [r.request_id for r, a in zip(requests, answers, strict=True)
+            if applied_of(a) is not None]
+    if seen:  # read: their requests leave NATS's disk now (`erasure_sweep.py`)
+        from appliance.cluster.erasure_sweep import forget_answers
+
+        with contextlib.suppress(Exception):  # else the running nodes sweep them later
+            asyncio.run(forget_answers(rt.policies.cluster, seen))
     for r, h, applied in zip(requests, homes, answers, strict=True):
         shredder.audit.append("erase_forwarded", {
             "tenant": h.tenant, "user": r.user, "node": h.owner, "reason": reason,

@@ -13,6 +13,8 @@ applies it or a newer request of the same erasure replaces it.
 A watch does not survive a restart of nats-server (its consumer is gone with it), so the
 watch is made again when the connection was re-established, and every `REWATCH_S` in any
 case; each new watch reads every key's last value, so a request put meanwhile is applied.
+With each new watch the node sweeps the bucket (`erasure_sweep.py`): answers no command
+waits for any more leave NATS's disk.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from appliance.cluster.erasure_sweep import sweep
 from appliance.cluster.erasures import (
     Applied,
     ErasureRequest,
@@ -72,6 +75,7 @@ class ErasureInbox:
         """Apply every waiting request of this node's tenants, then follow new ones."""
         self._kv = await erasures_bucket(self.js, replicas=self.replicas)
         await self._watch(at_start=True)
+        await self._sweep()
         self._task = asyncio.create_task(self._follow())
 
     async def stop(self) -> None:
@@ -103,6 +107,7 @@ class ErasureInbox:
                 if (self._watcher is None or self.reconnects() != self._reconnects
                         or time.monotonic() - self._watched_at >= REWATCH_S):
                     await self._watch()
+                    await self._sweep()
                 with contextlib.suppress(NatsTimeout):
                     entry = await self._watcher.updates(timeout=TICK_S)
                     if entry is not None:
@@ -114,6 +119,14 @@ class ErasureInbox:
                     "event": "erasure_watch_failed", "error": failure_of(exc)})
                 await self._unwatch()
                 await asyncio.sleep(TICK_S)
+
+    async def _sweep(self) -> None:
+        """Answers no command waits for any more leave NATS's disk (`erasure_sweep.py`)."""
+        try:
+            await sweep(self.js, self._kv)
+        except Exception as exc:  # tried again with the next watch
+            log.warning("the erasure requests could not be swept", extra={
+                "event": "erasure_sweep_failed", "error": failure_of(exc)})
 
     async def _handle(self, entry: Any, *, at_start: bool = False) -> None:
         if entry.operation is not None or not entry.value:  # a delete or purge marker
@@ -129,6 +142,8 @@ class ErasureInbox:
             if retrying[0] == request.request_id:  # its own failure written back, or seen again
                 return
             retrying[1].cancel()  # a newer request of the same erasure replaces it
+        if not await self._still_waiting(entry.key, request):  # answered since (seen again)
+            return
         attempts = failed.attempts if failed is not None else 0
         if await self._attempt(entry.key, request, attempts, at_start=at_start):
             return
