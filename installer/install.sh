@@ -225,6 +225,12 @@ if [ "$service" = 1 ]; then
     chmod 0644 /etc/systemd/system/semtrace.service.new
     mv -f /etc/systemd/system/semtrace.service.new /etc/systemd/system/semtrace.service
   fi
+  # the empty folder an earlier unit's StateDirectory=semtrace made beside a data dir elsewhere
+  if [ "$real_data" != /var/lib/semtrace ] && [ -d /var/lib/semtrace ] \
+      && [ ! -L /var/lib/semtrace ] && [ -z "$(ls -A /var/lib/semtrace 2>/dev/null || echo x)" ]; then
+    echo "install: removing the empty /var/lib/semtrace an earlier unit made (the data dir is $data_dir)."
+    run rmdir /var/lib/semtrace
+  fi
   if [ -n "$passphrase_file" ]; then
     run install -m 0600 -o root -g root "$passphrase_file" "$etc/passphrase"
   fi

@@ -7,6 +7,7 @@ made under /srv (`service_folder`), as an operator's would be."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -104,3 +105,22 @@ def shown(stdout: str, path: Path | str) -> str:
             break
         lines.append(line[4:] + "\n")
     return "".join(lines)
+
+
+def _can_mount() -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "-m", "true"], capture_output=True).returncode == 0
+
+
+needs_mount_namespace = pytest.mark.skipif(not _can_mount(),
+                                           reason="needs a mount namespace (unshare -m)")
+
+
+def with_folders_bound(binds: dict[Path, str], argv: list[str], env: dict[str, str]
+                       ) -> subprocess.CompletedProcess[str]:
+    """Run `argv` in a mount namespace of its own where each stand-in folder is bound over
+    the host's (/etc/systemd/system, /var/lib): the host's own are never touched."""
+    mounts = " && ".join(f"mount --bind {shlex.quote(str(src))} {shlex.quote(dst)}"
+                         for src, dst in binds.items())
+    return subprocess.run(["unshare", "-m", "bash", "-c", f"{mounts} && exec {shlex.join(argv)}"],
+                          capture_output=True, text=True, env=env, timeout=120)

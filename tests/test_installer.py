@@ -19,11 +19,13 @@ from installer_host import (
     SYSTEM_PYTHON,
     UNIT,
     dry_install,
+    needs_mount_namespace,
     needs_system_python,
     service_folder,
     shown,
     stand_in_bundle,
     stand_in_host,
+    with_folders_bound,
 )
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the service install needs root")
@@ -140,6 +142,40 @@ def test_the_unit_of_a_custom_data_dir_makes_no_folder_beside_it(srv: Path) -> N
                     if "Unknown user" not in line and "Unknown group" not in line]
             assert v.returncode == 0 and not said, said
     assert not below.parent.exists()  # a dry run
+
+
+@needs_system_python
+@needs_mount_namespace
+def test_an_upgrade_removes_the_empty_folder_the_earlier_unit_made_beside_the_data_dir(
+        srv: Path) -> None:
+    """Hosts installed before with a data dir elsewhere have the empty /var/lib/semtrace the
+    earlier unit's StateDirectory= made: the upgrade removes it, and nothing that is not
+    empty. (A stand-in /var/lib is bound over the host's in a mount namespace of its own.)"""
+    bundle = stand_in_bundle(srv)
+    prefix, env = stand_in_host(srv, active=False)
+    pw = srv / "pw"
+    pw.write_text("x\n")
+    var_lib = srv / "var-lib"
+    (var_lib / "semtrace").mkdir(parents=True)
+
+    def upgrade(data: str) -> subprocess.CompletedProcess[str]:
+        return with_folders_bound({var_lib: "/var/lib"}, [
+            "bash", str(bundle / "install.sh"), "--prefix", str(prefix), "--data-dir", data,
+            "--config-dir", str(srv / "etc"), "--passphrase-file", str(pw),
+            "--python", SYSTEM_PYTHON or sys.executable, "--dry-run"], env)
+
+    r = upgrade(str(srv / "data"))
+    assert r.returncode == 0, r.stderr
+    assert ("install: removing the empty /var/lib/semtrace an earlier unit made (the data "
+            f"dir is {srv / 'data'}).") in r.stdout.splitlines()
+    assert "would run: rmdir /var/lib/semtrace" in r.stdout.splitlines()
+    r = upgrade("/var/lib/semtrace")  # the service's own data dir: kept
+    assert r.returncode == 0, r.stderr
+    assert "rmdir" not in r.stdout and "removing the empty" not in r.stdout
+    (var_lib / "semtrace" / "notes").write_text("not empty\n")
+    r = upgrade(str(srv / "data"))
+    assert r.returncode == 0, r.stderr
+    assert "rmdir" not in r.stdout and "removing the empty" not in r.stdout
 
 
 def test_uninstall_removes_nothing_that_is_not_a_semtrace_install_or_data_dir(

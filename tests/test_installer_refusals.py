@@ -6,7 +6,6 @@ venv or holds the data dir."""
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -19,11 +18,13 @@ from installer_host import (
     SYSTEM_PYTHON,
     UNIT,
     dry_install,
+    needs_mount_namespace,
     needs_system_python,
     service_folder,
     shown,
     stand_in_bundle,
     stand_in_host,
+    with_folders_bound,
 )
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the service install needs root")
@@ -135,13 +136,8 @@ def test_a_service_install_into_a_folder_the_unit_cannot_name_is_refused(
     assert no_service.returncode == 0, no_service.stderr  # no unit: any folder will do
 
 
-def _can_mount() -> bool:
-    return shutil.which("unshare") is not None and subprocess.run(
-        ["unshare", "-m", "true"], capture_output=True).returncode == 0
-
-
 @needs_system_python
-@pytest.mark.skipif(not _can_mount(), reason="needs a mount namespace (unshare -m)")
+@needs_mount_namespace
 def test_an_upgrade_naming_another_data_or_config_dir_than_the_services_is_refused(
         srv: Path) -> None:
     """Re-running the install without the first install's --data-dir pointed the unit at a
@@ -164,9 +160,7 @@ def test_an_upgrade_naming_another_data_or_config_dir_than_the_services_is_refus
     def again(*folders: str) -> subprocess.CompletedProcess[str]:
         install = ["bash", str(bundle / "install.sh"), "--prefix", str(prefix), "--python",
                    SYSTEM_PYTHON or sys.executable, "--dry-run", *folders]
-        return subprocess.run(["unshare", "-m", "bash", "-c", f"mount --bind {units} "
-                               f"/etc/systemd/system && exec {shlex.join(install)}"],
-                              capture_output=True, text=True, env=env, timeout=120)
+        return with_folders_bound({units: "/etc/systemd/system"}, install, env)
 
     r = again("--config-dir", str(etc))  # the README's command: the default data dir
     assert r.returncode == 1, r.stdout
