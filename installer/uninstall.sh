@@ -17,6 +17,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 die() { echo "uninstall: $*" >&2; exit 1; }
+# as another user, systemctl failed unseen and rm then stopped on its own raw error
+if [ "$service" = 1 ] && [ "$(id -u)" != 0 ]; then
+  die "removing the service needs root (run it with sudo; --no-service for an install without one); nothing was removed."
+fi
 # rm -rf only what install.sh made: a mistyped --prefix or --data-dir removes nothing
 if [ -e "$prefix" ] && ! { [ -f "$prefix/pyvenv.cfg" ] && [ -e "$prefix/bin/semtrace" ]; }; then
   die "$prefix is not a Semtrace install (no pyvenv.cfg and bin/semtrace); nothing was removed."

@@ -206,6 +206,28 @@ def test_uninstall_removes_nothing_that_is_not_a_semtrace_install_or_data_dir(
     assert not prefix.exists() and not data.exists()
 
 
+def test_uninstalling_the_service_as_another_user_than_root_is_one_sentence(
+        srv: Path) -> None:
+    """systemctl failed unseen and rm then stopped on 'Permission denied'."""
+    prefix, _ = stand_in_host(srv, active=False)
+    data = srv / "data"
+    data.mkdir()
+    (data / "keyring.json").write_text("{}")
+    before = _listing(srv)
+    r = subprocess.run(["runuser", "-u", "nobody", "--", "bash", str(INSTALLER / "uninstall.sh"),
+                        "--prefix", str(prefix), "--data-dir", str(data), "--purge"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.strip() == (
+        "uninstall: removing the service needs root (run it with sudo; --no-service for an "
+        "install without one); nothing was removed.")
+    assert _listing(srv) == before
+
+
+def _listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
 def test_uninstall_purge_removes_the_data_dir_and_names_the_config_dir_it_keeps(
         tmp_path: Path) -> None:
     """--purge destroys the data; the passphrase (which still opens every backup taken)
