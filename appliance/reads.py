@@ -167,7 +167,11 @@ def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies,
     bound = policies.pricing.thread_cost_bound
     common: dict[str, Any] = {"tenant": q.tenant, "start": q.start, "end": q.end,
                               "single_user": pseudo}
-    threads = analytics.load_threads(store, q.tenant, q.start, q.end, user=pseudo)
+    # one map of merged ids for the threads' topics and the topic's members: a refinement
+    # merging meanwhile must not put threads in a release that does not say it covers them
+    aliases = topic_aliases(store)
+    threads = analytics.load_threads(store, q.tenant, q.start, q.end, user=pseudo,
+                                     aliases=aliases)
     if q.kind in ("topics", "blocks", "incident"):
         labels = analytics.topic_labels(store, q.tenant)
         # one row per topic as it is now: a release keeps the topic ids of its moment all day
@@ -182,7 +186,6 @@ def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies,
         per_user = not policies.privacy.cross_user_topics.get(q.tenant, False)
         return replace(report, rows=rows, per_user_topics=per_user)
     if q.kind == "models":  # a topic merged since is its live topic, as the rows' are
-        aliases = topic_aliases(store)
         topic = aliases.get(q.topic, q.topic) if q.topic else None
         members = sorted(k for k, v in aliases.items() if v == topic) if topic else []
         return analytics.model_stats(threads, gate, labels={}, topic=topic, cost_bound=bound,

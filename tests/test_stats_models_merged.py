@@ -146,3 +146,33 @@ def test_a_release_made_after_the_merge_counts_the_merged_topic_once(
     assert all(threads(theirs)[m] < n - 1 for m, n in exact.items())
     again = models(cli_runner, where, into)
     assert threads(again) == threads(after) and again["cached"] is True
+
+
+def test_a_merge_landing_while_the_release_is_made_leaves_no_thread_uncounted_unsaid(
+        filled: Any, generous: None, cli_runner: Any, data_dir: Path, passphrase_file: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The merged ids were read twice, for the threads' topics and then for the release's
+    covers: a refinement publishing in between left the merged topic's threads out of the
+    release while it said it covered them, so no later read counted them or said so.
+    Played deterministically: the merge lands right after the threads were read."""
+    from appliance import analytics
+
+    rt = filled
+    where = ["--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file)]
+    into, gone = topics(rt)
+    real = analytics.load_threads
+
+    def then_merge(*args: Any, **kw: Any) -> Any:
+        found = real(*args, **kw)
+        merge(rt, gone, into)  # the background refinement, just then
+        monkeypatch.setattr(analytics, "load_threads", real)
+        return found
+
+    monkeypatch.setattr(analytics, "load_threads", then_merge)
+    first = models(cli_runner, where, into)
+    again = models(cli_runner, where, into)
+    own = dict(rt.store.db.execute(  # the topic's own threads: what the release counted
+        "SELECT model, count(DISTINCT thread_id) FROM records WHERE tenant='acme' "
+        "AND topic_id=? GROUP BY model", (into,)))
+    assert threads(first) == pytest.approx(own, abs=0.5) and threads(again) == threads(first)
+    assert again["uncounted"] == [gone] and again["cached"] is True  # said, not silent

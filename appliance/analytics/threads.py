@@ -8,6 +8,7 @@ cost, abandonment).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -88,13 +89,14 @@ def _parse_feedback(raw: str | None) -> bool:
 
 
 def load_threads(store: Store, tenant: str, start: datetime, end: datetime, *,
-                 user: str | None = None) -> list[ThreadRow]:
+                 user: str | None = None, aliases: Mapping[str, str] | None = None
+                 ) -> list[ThreadRow]:
     """Threads with prompts in [start, end) of one tenant (one user when given), no text.
 
-    Topic ids are resolved to the live topic they were merged into; synthetic
-    prompts are left out.
+    Topic ids are resolved to the live topic they were merged into (by `aliases`, merged
+    id -> id, when the caller read them already); synthetic prompts are left out.
     """
-    alias = dict(store.db.execute(
+    alias = dict(aliases) if aliases is not None else dict(store.db.execute(
         "SELECT topic_id, merged_into FROM topics WHERE tenant=? AND merged_into IS NOT NULL",
         (tenant,)).fetchall())
 
