@@ -2,7 +2,7 @@
 wheels), a prefix holding an earlier install, a stand-in `systemctl`, and folders a service
 install may use. A service install refuses folders under /tmp and /var/tmp (the unit's
 PrivateTmp=yes hides them) and under the homes (ProtectHome=yes): the stand-in folders are
-made under /srv (`service_folder`), as an operator's would be."""
+made under /srv (or /opt; `service_folder`), as an operator's would be."""
 
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ needs_system_python = pytest.mark.skipif(SYSTEM_PYTHON is None,
 def service_folder() -> Iterator[Path]:
     """A folder a service install may use, removed after: not under /tmp or /var/tmp
     (PrivateTmp=yes), nor /home or /root (ProtectHome=yes)."""
-    made = Path(tempfile.mkdtemp(prefix="semtrace-test-", dir="/srv"))
+    base = next(d for d in ("/srv", "/opt", "/mnt") if os.path.isdir(d))
+    made = Path(tempfile.mkdtemp(prefix="semtrace-test-", dir=base))
     made.chmod(0o755)  # as /opt or /srv: the service user may pass through
     try:
         yield made
