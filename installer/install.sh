@@ -131,6 +131,10 @@ if [ "$service" = 1 ]; then
         die "the service cannot reach ${pair#*=} (${pair%%=*}): the unit hides /root and /home (ProtectHome=yes); give a folder outside them, such as the default; nothing was installed." ;;
       /tmp/*|/var/tmp/*)
         die "the service cannot reach ${pair#*=} (${pair%%=*}): the unit gives the service an empty /tmp and /var/tmp of its own (PrivateTmp=yes); give a folder outside them, such as the default; nothing was installed." ;;
+      # tmpfs: a store (its keys too) or passphrase there was gone at the next boot, and
+      # under /run/semtrace at every stop of the service (RuntimeDirectory=semtrace)
+      /run/*|/dev/shm/*)
+        die "the service cannot keep ${pair#*=} (${pair%%=*}): /run and /dev/shm are emptied at every boot, and /run/semtrace at every stop of the service (RuntimeDirectory=semtrace); give a folder outside them, such as the default; nothing was installed." ;;
     esac
   done
   runuser -u nobody -- "$real_python" -c '' >/dev/null 2>&1 \

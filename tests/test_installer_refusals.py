@@ -105,6 +105,33 @@ def test_a_service_install_into_a_tmp_folder_the_unit_hides_is_refused(
 
 
 @needs_system_python
+@pytest.mark.parametrize("place", ["/run/semtrace/data", "/run/semtrace-store", "/dev/shm/st"])
+@pytest.mark.parametrize("option", ["--prefix", "--data-dir", "--config-dir"])
+def test_a_service_install_into_a_folder_emptied_at_boot_or_stop_is_refused(
+        srv: Path, option: str, place: str) -> None:
+    """/run and /dev/shm are tmpfs, emptied at every boot, and the unit's
+    RuntimeDirectory=semtrace removes /run/semtrace at every stop: a data dir there lost the
+    store and its keys, a config dir the passphrase."""
+    bundle = stand_in_bundle(srv)
+    prefix, env = stand_in_host(srv, active=False)
+    pw = srv / "pw"
+    pw.write_text("x\n")
+    places = {"--prefix": str(prefix), "--data-dir": str(srv / "data"),
+              "--config-dir": str(srv / "etc"), option: f"{place}-{srv.name}"}
+    r = subprocess.run(["bash", str(bundle / "install.sh"), *[
+        x for k, v in places.items() for x in (k, v)], "--passphrase-file", str(pw),
+        "--python", SYSTEM_PYTHON or sys.executable, "--dry-run"],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 1, r.stdout
+    assert r.stderr.strip() == (
+        f"install: the service cannot keep {places[option]} ({option}): /run and /dev/shm are "
+        "emptied at every boot, and /run/semtrace at every stop of the service "
+        "(RuntimeDirectory=semtrace); give a folder outside them, such as the default; "
+        "nothing was installed.")
+    assert "would run" not in r.stdout and not Path(places[option]).exists()
+
+
+@needs_system_python
 @pytest.mark.parametrize("name", ["semtrace data", "semtrace%d", 'semtrace"x', "semtrace\\x"])
 @pytest.mark.parametrize("option", ["--prefix", "--data-dir", "--config-dir"])
 def test_a_service_install_into_a_folder_the_unit_cannot_name_is_refused(
