@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -121,21 +123,11 @@ class Maintenance:
         for b in bucket_ids:
             self._deks[b] = None
         self._bucket_ids = {k: v for k, v in self._bucket_ids.items() if v not in ids}
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._deleting():
             self._db.execute(f"UPDATE buckets SET destroyed_at=coalesce(destroyed_at, ?), "
                              f"destroy_reason=coalesce(destroy_reason, ?) WHERE id IN ({marks})",
                              (now, reason, *bucket_ids))
-            threads = [r[0] for r in self._db.execute(
-                f"SELECT DISTINCT thread_id FROM records WHERE bucket_id IN ({marks})",
-                bucket_ids)]
-            self._withdraw_topics(bucket_ids)
-            self._db.execute(f"DELETE FROM vault WHERE bucket_id IN ({marks}) OR record_id IN "
-                             f"(SELECT id FROM records WHERE bucket_id IN ({marks}))",
-                             bucket_ids + bucket_ids)
-            self._db.execute(f"DELETE FROM records WHERE bucket_id IN ({marks})", bucket_ids)
-            for t in threads:
-                self._refresh_thread(t)
+            self._delete_rows(bucket_ids)
         return {b: tuple(v) for b, v in ids.items()}
 
     def destroy_key(self, bucket_id: int) -> None:
@@ -153,16 +145,44 @@ class Maintenance:
 
     def delete_bucket_rows(self, bucket_id: int) -> int:
         """Delete the rows of a destroyed bucket and fix the thread summaries."""
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            threads = [r[0] for r in self._db.execute(
-                "SELECT DISTINCT thread_id FROM records WHERE bucket_id=?", (bucket_id,))]
-            self._withdraw_topics([bucket_id])
-            self._db.execute("DELETE FROM vault WHERE bucket_id=? OR record_id IN "
-                             "(SELECT id FROM records WHERE bucket_id=?)", (bucket_id, bucket_id))
-            n = self._db.execute("DELETE FROM records WHERE bucket_id=?", (bucket_id,)).rowcount
-            for t in threads:
-                self._refresh_thread(t)
+        with self._deleting():
+            return self._delete_rows([bucket_id])
+
+    @contextmanager
+    def _deleting(self) -> Iterator[None]:
+        """The write transaction of a shred's row deletion, with foreign keys off.
+
+        With them on, SQLite runs the ON DELETE CASCADE of turn_digests and turn_calls as a
+        sub-program per deleted record: most of a shred's time (bench/shred.py). Here
+        `_delete_rows` deletes those rows itself, by set, in the same transaction, so the
+        data ends as the cascade leaves it. The pragma cannot change inside a transaction,
+        hence around it; they are on again when it ends, committed or not.
+        """
+        self._db.execute("PRAGMA foreign_keys = OFF")
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                yield
+        finally:
+            self._db.execute("PRAGMA foreign_keys = ON")
+
+    def _delete_rows(self, bucket_ids: list[int]) -> int:
+        """Inside `_deleting`: delete the buckets' records with their turn digests, turn calls
+        and vault entries, withdraw their topics and fix their threads' summaries."""
+        marks = ",".join("?" * len(bucket_ids))
+        seen = self._db.execute("SELECT DISTINCT thread_id, topic_id FROM records "
+                                f"WHERE bucket_id IN ({marks})", bucket_ids).fetchall()
+        threads = sorted({r[0] for r in seen})
+        self._withdraw_topics({r[1] for r in seen if r[1] is not None}, threads)
+        ids = f"SELECT id FROM records WHERE bucket_id IN ({marks})"
+        self._db.execute(f"DELETE FROM turn_digests WHERE record_id IN ({ids})", bucket_ids)
+        self._db.execute(f"DELETE FROM turn_calls WHERE record_id IN ({ids})", bucket_ids)
+        self._db.execute(f"DELETE FROM vault WHERE bucket_id IN ({marks}) OR record_id IN "
+                         f"({ids})", bucket_ids + bucket_ids)
+        n = self._db.execute(f"DELETE FROM records WHERE bucket_id IN ({marks})",
+                             bucket_ids).rowcount
+        for t in threads:
+            self._refresh_thread(t)
         return int(n)
 
     def shredded_record_ids(self, bucket_id: int) -> list[int]:
@@ -170,21 +190,21 @@ class Maintenance:
         return [r[0] for r in self._db.execute("SELECT id FROM records WHERE bucket_id=?",
                                                (bucket_id,))]
 
-    def _withdraw_topics(self, bucket_ids: list[int]) -> None:
-        """Withdraw what the topics of these buckets' prompts published: the label, the label
-        phrases and the counts were computed from the prompts being shredded, their words
-        and their users (a phrase two people used, one of them erased, was still stored; a
-        label stayed with fewer than k_min_users people left). Part of the shred's own
+    def _withdraw_topics(self, topics: set[str], threads: list[str]) -> None:
+        """Withdraw what the topics of the prompts being shredded published (their own
+        topics, their threads' and what those were merged into): the label, the label
+        phrases and the counts were computed from these prompts, their words and their
+        users (a phrase two people used, one of them erased, was still stored; a label
+        stayed with fewer than k_min_users people left). Part of the shred's own
         transaction; the service's next refinement publishes them again from what remains.
         """
-        marks = ",".join("?" * len(bucket_ids))
         hit = [r[0] for r in self._db.execute(
-            "WITH RECURSIVE hit(id) AS ("
-            f"SELECT topic_id FROM records WHERE bucket_id IN ({marks}) "
-            "UNION SELECT t.topic_id FROM threads t WHERE t.thread_id IN (SELECT thread_id "
-            f"FROM records WHERE bucket_id IN ({marks})) "
+            "WITH RECURSIVE hit(id) AS (SELECT value FROM json_each(?) "
+            "UNION SELECT t.topic_id FROM threads t WHERE t.thread_id IN "
+            "(SELECT value FROM json_each(?)) "
             "UNION SELECT x.merged_into FROM topics x JOIN hit ON x.topic_id = hit.id) "
-            "SELECT id FROM hit WHERE id IS NOT NULL", bucket_ids + bucket_ids)]
+            "SELECT id FROM hit WHERE id IS NOT NULL",
+            (json.dumps(sorted(topics)), json.dumps(threads)))]
         if hit:
             now = time.time()
             self._db.executemany(
