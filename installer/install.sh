@@ -62,6 +62,13 @@ present=$(find . -type f ! -name SHA256SUMS ! -name SHA256SUMS.sig | wc -l)
 [ "$listed" = "$present" ] || die "the bundle holds files that SHA256SUMS does not list; nothing was installed."
 if [ -n "$public_key" ]; then
   [ -f SHA256SUMS.sig ] || die "--public-key given but the bundle is not signed."
+  # pkeyutl -rawin (Ed25519) is OpenSSL 3's: without it, or with OpenSSL 1.1 (RHEL 8), every
+  # bundle was said not to verify, as if it had been tampered with
+  openssl_version=$(openssl version 2>/dev/null | awk '{print $2}' || true)
+  case "$openssl_version" in
+    [3-9].*|[1-9][0-9]*.*) ;;
+    *) die "--public-key needs OpenSSL 3 or newer to verify the bundle's Ed25519 signature (this host has ${openssl_version:-no openssl}); verify SHA256SUMS.sig on a host that has it, or leave out --public-key; nothing was installed." ;;
+  esac
   openssl pkeyutl -verify -pubin -inkey "$public_key" -rawin -in SHA256SUMS -sigfile SHA256SUMS.sig \
     >/dev/null 2>&1 || die "the bundle's signature does not verify; nothing was installed."
   echo "install: signature verified."
