@@ -26,7 +26,7 @@ from appliance.analytics.groups import (
     topic_stats,
 )
 from appliance.analytics.incidents import incident_lifts
-from appliance.analytics.merges import merge_topics
+from appliance.analytics.merges import merge_topics, topic_parts
 from appliance.analytics.positions import period_of, position_mix
 from appliance.analytics.reports import (
     BlockStats,
@@ -83,5 +83,6 @@ __all__ = [
     "position_mix",
     "release_key",
     "topic_labels",
+    "topic_parts",
     "topic_stats",
 ]

@@ -11,13 +11,13 @@ the CLI command would.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from appliance import analytics
 from appliance.analytics import GroupStats
 from appliance.config import Policies
-from appliance.privacy import PrivacyGate
+from appliance.privacy import PrivacyGate, Release
 from appliance.query import topic_aliases
 from appliance.releases import ReleaseCache
 from appliance.roles import require
@@ -38,6 +38,9 @@ class Released:
     released_at: datetime | None
     # topics: the tenant's are per user (cross_user_topics off): one person each, withheld
     per_user_topics: bool = False
+    # models on a topic: ids merged into it since its release, with no release of their
+    # own that day (their threads are in no figure: floors), as `stats models --topic`
+    uncounted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,14 @@ def aggregate_view(store: Store, policies: Policies, tenants: list[str], kind: s
         if kind == "topics" and rel is not None:
             counted.update(g.group for g in rel.groups)
             rel = analytics.merge_topics(rel, merged)  # one row per topic as it is now
-        rows = tuple(analytics.group_rows(rel, labels)) if rel is not None else ()
+        parts: dict[str, tuple[str, ...]] = {}
+        uncounted: tuple[str, ...] = ()
+        if kind == "models" and topic is not None and rel is not None:
+            # the topics merged into it since: their own releases of that day summed in
+            rel, parts, uncounted = _with_merged(cache, policies, tenant, rel, topic, merged,
+                                                 now)
+        rows = tuple(replace(r, merged=parts[r.key]) if r.key in parts else r
+                     for r in analytics.group_rows(rel, labels)) if rel is not None else ()
         if kind == "topics":  # each topic's trend, from the stored releases (spends nothing)
             rows = with_trends(store.db, tenant, rows, (end - timedelta(days=1)).date(),
                                cost_bound=policies.pricing.thread_cost_bound,
@@ -104,11 +114,27 @@ def aggregate_view(store: Store, policies: Policies, tenants: list[str], kind: s
         at = (datetime.fromtimestamp(rel.released_at, UTC)
               if rel is not None and rel.released_at is not None else None)
         per_user = kind == "topics" and not policies.privacy.cross_user_topics.get(tenant, False)
-        out.append(Released(tenant, rows, at if rel is not None else None, per_user))
+        out.append(Released(tenant, rows, at if rel is not None else None, per_user,
+                            uncounted))
     return AggregateView(kind=kind, start=start, end=end, tenants=tuple(out),
                          currency=policies.pricing.currency,
                          k_min_users=policies.privacy.k_min_users, topic=topic,
                          aliases=tuple(sorted((k, merged[k]) for k in counted if k in merged)))
+
+
+def _with_merged(cache: ReleaseCache, policies: Policies, tenant: str, rel: Release,
+                 topic: str, merged: dict[str, str], now: datetime
+                 ) -> tuple[Release, dict[str, tuple[str, ...]], tuple[str, ...]]:
+    """A topic's models release with those of the ids merged into it since added
+    (`analytics.topic_parts`, what `semtrace stats models --topic` shows)."""
+    made = (datetime.fromtimestamp(rel.released_at, UTC) if rel.released_at is not None
+            else now).strftime("%Y-%m-%d")
+    members = sorted(k for k, v in merged.items() if v == topic)
+
+    def released(member: str) -> Release | None:
+        return cache.get(tenant, release_key(policies, "models", now, member)[2], made)
+
+    return analytics.topic_parts(rel, topic, members, released)
 
 
 class AggregateReader:

@@ -107,15 +107,19 @@ class ModelsScreen(ReleasedScreen):
         self._status(self._note(view))
 
     def _note(self, view: AggregateView) -> str:
+        left = sorted({u for t in view.tenants for u in t.uncounted})
+        floors = (f"not counted: {', '.join(left)}, merged into this topic since today's "
+                  "release of it, with no release of its own today (threads ≥) · "
+                  if left else "")
         if view.missing:
             eps = context(self).reader.release_epsilon[self.KIND]
-            return (f"No release today for {', '.join(view.missing)}: n makes it (spends "
-                    f"epsilon {eps:g} once a day)")
+            return (f"{floors}No release today for {', '.join(view.missing)}: n makes it "
+                    f"(spends epsilon {eps:g} once a day)")
         if len(self.entries) < 2:
             return (f"{len(self.entries)} model(s) released: a model needs "
                     f"{view.k_min_users} people to be shown")
-        return (f"{len(self.entries)} models released · a/b: the next model on each side · "
-                "p: compare on one topic (as semtrace stats models --topic)")
+        return (f"{floors}{len(self.entries)} models released · a/b: the next model on each "
+                "side · p: compare on one topic (as semtrace stats models --topic)")
 
     def _topic_name(self) -> str:
         return next((name for tid, name in self.topics if tid == self.topic), self.topic or "")
