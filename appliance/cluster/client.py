@@ -103,6 +103,9 @@ def gateway_sealing(sec: ClusterSecurity, bus_keys: BusKeys | None,
     require_sealing(bus_keys is not None, plain_bus, GATEWAY_NEEDS_KEY)
     return bus_keys, plain_bus
 
+DROPPED = ("The connection to the NATS server dropped during the request; it may not have "
+           "been delivered.")
+
 
 class AsyncNatsClient:
     """An asyncio gateway client over NATS."""
@@ -142,14 +145,17 @@ class AsyncNatsClient:
             return await self.publish(obj)
         subject, payload = sealed_request(obj, self.keys)
         self._check_connected("request")
+        before = self._reconnects()
         try:
             msg = await self._nc.request(subject, payload, timeout=self.timeout)
         except NoRespondersError:  # no stream captures the subject: nothing kept the request
             raise SemtraceError(NOT_QUEUED.format(subject=subject)) from None
         except (NatsTimeout, TimeoutError):
-            if not self._nc.is_connected:  # lost on the way: perhaps never delivered
-                raise SemtraceError("The connection to the NATS server dropped during the "
-                                    "request; it may not have been delivered.") from None
+            # lost on the way, perhaps never delivered: the connection is down, or it went
+            # down and came back meanwhile (the bytes in the old socket that the server had
+            # not read are gone, and the new connection knows nothing of them)
+            if not self._nc.is_connected or self._reconnects() != before:
+                raise SemtraceError(DROPPED) from None
             raise SemtraceError(f"No node answered within {self.timeout:g} s; the request "
                                 "stays queued on the bus.") from None
         return open_reply(msg.data, _tenant(obj), self.keys)
@@ -158,6 +164,7 @@ class AsyncNatsClient:
         """Fire-and-forget; returns the queued reply a socket gives in async mode."""
         subject, payload = sealed_request(obj, self.keys)
         self._check_connected("prompt")
+        before = self._reconnects()
         try:
             await self._nc.publish(subject, payload)
             await self._nc.flush(timeout=self.timeout)
@@ -165,8 +172,15 @@ class AsyncNatsClient:
             raise SemtraceError("The connection to the NATS server dropped while publishing; "
                                 f"the prompt may not have been sent ({type(exc).__name__})."
                                 ) from None
+        if self._reconnects() != before:  # the flush answered on a new connection only
+            raise SemtraceError("The connection to the NATS server dropped while publishing; "
+                                "the prompt may not have been sent.")
         return {"request_id": obj.get("request_id"), "ok": True, "mode": "async",
                 "queued": True}
+
+    def _reconnects(self) -> int:
+        """How many times this connection came back after it dropped."""
+        return int(self._nc.stats.get("reconnects", 0))
 
     def _check_connected(self, what: str) -> None:
         if not self._nc.is_connected:
