@@ -313,3 +313,34 @@ def test_doctor_without_a_data_dir_says_it_looked_in_the_users_default(tmp_path:
     assert len(said) == 1, said
     assert str(tmp_path / "xdg" / "semtrace") in said[0] and "default of this user" in said[0]
     assert "--data-dir" in said[0] and "/var/lib/semtrace" in said[0]
+
+
+def test_doctor_names_a_service_passphrase_file_other_users_can_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The service never says so (systemd hands it a private copy of the file), yet the
+    passphrase opens the store and every backup taken. The service's file is the one the
+    install recorded (tests/test_installer.py writes that record as install.sh does)."""
+    from appliance.cli import main
+    from appliance.config import paths
+
+    pw = tmp_path / "etc" / "passphrase"
+    pw.parent.mkdir()
+    pw.write_text("correct horse battery staple\n")
+    pw.chmod(0o644)
+    record = tmp_path / "service.conf"
+    record.write_text(f"policy_dir={tmp_path}/etc/policies\ndata_dir={tmp_path}/data\n"
+                      f"passphrase_file={pw}\n")
+    monkeypatch.setattr(paths, "SERVICE_RECORD", record)
+
+    def said() -> list[str]:
+        with pytest.raises(SystemExit):  # the data dir is not there: a problem either way
+            main(["doctor", "--data-dir", str(tmp_path / "data"), "--json"])
+        return [p for p in json.loads(capsys.readouterr().out)["problems"]
+                if "passphrase file" in p]
+
+    assert said() == [
+        f"The service's passphrase file {pw} is readable by other users (mode 644), and it "
+        f"opens the store and every backup taken; run `chmod 600 {pw}`."]
+    pw.chmod(0o600)
+    assert said() == []

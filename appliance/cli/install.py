@@ -115,6 +115,21 @@ def _service(key: str, default: Path) -> Path:
     return installed_service().get(key, default)
 
 
+def _service_passphrase() -> list[str]:
+    """The service's passphrase file readable by others: the service itself never says so
+    (systemd hands it a private copy), and it opens the store and every backup taken."""
+    path = _service("passphrase_file", SERVICE_PASSPHRASE)
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:  # none here, or this user may not look (/etc/semtrace is 0750)
+        return []
+    if not mode & 0o077:
+        return []
+    return [f"The service's passphrase file {path} is readable by other users (mode "
+            f"{mode:o}), and it opens the store and every backup taken; run "
+            f"`chmod 600 {path}`."]
+
+
 def _problems(data_dir: Path, *, given: bool = True) -> list[str]:
     from appliance.config import load_policies
     from appliance.errors import SemtraceError
@@ -137,6 +152,7 @@ def _problems(data_dir: Path, *, given: bool = True) -> list[str]:
             problems.append(str(exc))
         except Exception as exc:  # doctor reports, it does not crash
             problems.append(f"The {name} check failed: {type(exc).__name__}.")
+    problems += _service_passphrase()
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     problems += [f"The CPU lacks {f}, which llama.cpp needs." for f in ("avx2", "fma", "f16c")
                  if f" {f}" not in flags]
