@@ -38,6 +38,7 @@ from appliance.records import (
 from appliance.redact import entity_keys, number_placeholders
 from appliance.store import Store
 from appliance.store.erasures import ErasedMeanwhile
+from appliance.store.turns import OWNER
 from appliance.thresholds import TenantThresholds
 
 NO_TEXT = content_digest("")  # the digest of a message without text
@@ -317,6 +318,7 @@ class Pipeline:
         if response is not None and response.response_id is not None:
             out.append(("response_id",
                         self.keys.turn_key(tenant, user, "response", response.response_id)))
+            out.append((OWNER, self.keys.turn_key(tenant, "", "response", response.response_id)))
         return out
 
     def _context(self, p: Prompt, user: str) -> GatewayContext:
@@ -363,7 +365,8 @@ class Pipeline:
             tenant, request_id, user,
             self.keys.turn_key(tenant, user, "response", previous_response_id), resp, model,
             lambda u: self._turn_keys(tenant, u, resp),
-            lambda m, tin, tout: pricing.price(self.policies.pricing, m, tin, tout))
+            lambda m, tin, tout: pricing.price(self.policies.pricing, m, tin, tout),
+            owner_key=self.keys.turn_key(tenant, "", "response", previous_response_id))
 
     def _outcome(self, row: NewRecord, index: int | None, truncated: bool) -> Outcome:
         link = row.link

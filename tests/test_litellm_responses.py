@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -322,8 +323,9 @@ def test_a_tool_loop_update_is_refused_in_one_sentence_without_its_user_or_turn(
     assert anonymous["error"]["code"] == "bad_request"
     assert "'user_id'" in anonymous["error"]["message"]
     assert unknown["error"]["code"] == "not_found" and other_user["ok"]
-    # another user's response id does not reach her turn
-    assert stranger["error"]["code"] == "not_found"
+    # another user's response id does not reach her turn: refused as such
+    assert stranger["error"]["code"] == "other_user"
+    assert "must carry the user of the turn" in stranger["error"]["message"]
 
 
 def test_every_response_id_of_a_tool_loop_still_continues_its_turn(
@@ -364,3 +366,37 @@ def test_every_response_id_of_a_tool_loop_still_continues_its_turn(
     assert [r["request_id"] for r in records] == ["ri-1", "ri-3"]
     # the turn's tokens: its own call's and both of the loop's
     assert records[0]["input_tokens"] == sum(31 + n for n in (1, 2, 3))
+
+
+def test_a_tool_loop_call_carrying_another_user_is_refused_as_such_and_added_to_nothing(
+        server: Server, tracer: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """An agent that sends its loop's call as another user (its service account) than the
+    turn's: the call is never added to the turn of the user who asked, and the gateway
+    says why in one line (the old code said `not_found`, as for an id never seen)."""
+    provider = Provider(answer="Wind in Biarritz, 40 km/h.")
+    logger = SemtraceLogger(server.sock, tenant="acme")
+    litellm.callbacks = [logger]
+
+    def call(call_id: str, user: str, given: Any, previous: Any) -> tuple[Any, dict[str, Any]]:
+        done = logger.sent + logger.failures + 1
+        with tracer.start_as_current_span("POST /v1/responses") as span:
+            out = litellm.responses(model="gpt-4o", input=given, tools=WEATHER, user=user,
+                                    previous_response_id=previous, litellm_call_id=call_id,
+                                    client=provider.sync(), api_key="sk-test")
+            assert logger.wait(done)
+            attrs = dict(span.attributes or {})  # type: ignore[attr-defined]
+        return out, attrs
+
+    caplog.set_level(logging.WARNING, logger="semtrace")
+    asked, _ = call("ou-1", "paula", "What is the wind in Biarritz today?", None)
+    _, loop_span = call("ou-2", "agent-svc", [
+        {"type": "function_call_output", "call_id": asked.output[0].call_id,
+         "output": '{"wind_kmh": 40}'}], asked.id)
+    turn, loop = _lookup(server, "ou-1"), _lookup(server, "ou-2")
+    refusals = [getattr(r, "code", None) for r in caplog.records
+                if getattr(r, "event", "") == "semtrace_refused"]
+    assert refusals == ["other_user"]  # once, though refused before and after the call
+    assert (logger.sent, logger.failures) == (1, 1)
+    assert "gen_ai.conversation.id" not in loop_span and loop["error"]["code"] == "not_found"
+    records = _thread(server, turn["conversation_id"])["records"]
+    assert [(r["request_id"], r["input_tokens"]) for r in records] == [("ou-1", 32)]

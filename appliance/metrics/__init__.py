@@ -33,7 +33,7 @@ from appliance.records import POSITIONS, SERVICE_STATES, Outcome, Prompt, Servic
 STAGES = ("redaction", "embedding", "linking", "commit", "index")
 ERROR_CODES = ("bad_frame", "bad_json", "bad_version", "unknown_op", "bad_request", "not_found",
                "busy", "shutting_down", "internal", "frame_too_large", "forbidden",
-               "disk_full", "io_error", "erased")
+               "disk_full", "io_error", "erased", "other_user")
 AGREEMENT = ("agree", "split", "merge")
 FAILURES = ("error", "orphaned")
 # Seconds: a cached-model embedding of a short prompt is ~1-20 ms; a batch up to seconds.

@@ -21,6 +21,7 @@ from appliance.protocol import (
 from appliance.query import records_by_request
 from appliance.records import Outcome
 from appliance.service.core import ServiceCore, _Item
+from appliance.store.turns import OtherUsersTurn
 
 log = logging.getLogger("semtrace.service")
 
@@ -143,7 +144,13 @@ class Dispatch(ServiceCore):
         assert req.tenant and req.request_id and req.user_id and req.previous_response_id
         args = (self.pipeline.attach, req.tenant, req.request_id, req.user_id,
                 req.previous_response_id, req.response, req.model)
-        found = await self.in_worker(*args)
+        try:
+            found = await self.in_worker(*args)
+        except OtherUsersTurn:  # never added to it: one sentence the operator can act on
+            raise ProtocolError("other_user", "This previous_response_id continues another "
+                                "user's turn; a tool loop's call must carry the user of the "
+                                "turn it continues. Nothing was recorded.",
+                                req.request_id) from None
         queued = [f for (tenant, _), f in self._pending.items() if tenant == req.tenant]
         if found is None and queued:  # the turn may be an ingest still queued
             # bounded: the gateway gives a request a few seconds, and a queue that long

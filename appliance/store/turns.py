@@ -9,7 +9,7 @@ content and its response id, never the values. Rows go with their record
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +17,21 @@ from appliance.records import HeldTurn, Response
 
 # (model, input tokens, output tokens) -> the priced cost of a call, or None
 Pricer = Callable[[str | None, int | None, int | None], float | None]
+# A turn's response id keyed per tenant alone (its row's user is ''): says that some user's
+# turn answered with it, never whose; a tool loop's call carrying another user is then
+# refused as such (`OtherUsersTurn`) instead of as an unknown id
+OWNER = "response_owner"
+
+
+class OtherUsersTurn(LookupError):
+    """A tool loop's call names a response id that another user's turn answered with."""
+
+
+def digest_rows(record_id: int, tenant: str, user: str,
+                keys: Iterable[tuple[str, str]]) -> list[tuple[int, str, str, str, str]]:
+    """The turn_digests rows of a record's (kind, keyed digest) pairs."""
+    return [(record_id, kind, tenant, "" if kind == OWNER else user, digest)
+            for kind, digest in keys]
 
 
 class Turns:
@@ -74,18 +89,21 @@ class Turns:
                                      (json.dumps([*models, model]), thread))
             self._db.executemany(
                 "INSERT OR REPLACE INTO turn_digests (record_id, kind, tenant, user, digest) "
-                "VALUES (?,?,?,?,?)", [(rid, kind, tenant, user, d)
-                                       for kind, d in turn_keys(user)])
+                "VALUES (?,?,?,?,?)", digest_rows(rid, tenant, user, turn_keys(user)))
         return True
 
     def attach_call(self, tenant: str, request_id: str, user: str, response_key: str,
                     response: Response, model: str | None,
                     turn_keys: Callable[[str], list[tuple[str, str]]],
-                    price: Pricer = lambda model, tin, tout: None) -> tuple[str, str] | None:
+                    price: Pricer = lambda model, tin, tout: None, *,
+                    owner_key: str | None = None) -> tuple[str, str] | None:
         """Make the call `request_id` (a tool loop's, without user text) part of the user's
         turn that answered with the response whose keyed id is `response_key`, and add its
         `response` to the turn; (the turn's request id, its thread id), or None when no
-        such turn is held. Idempotent: a call attached before keeps its turn."""
+        such turn is held. Idempotent: a call attached before keeps its turn.
+
+        Raises OtherUsersTurn when no turn of the user but another user's answered with
+        it (`owner_key`: the response id keyed per tenant): never added to that turn."""
         found = self._db.execute(
             "SELECT r.request_id, r.thread_id FROM turn_calls c JOIN records r "
             "ON r.id = c.record_id WHERE c.tenant=? AND c.request_id=?",
@@ -97,6 +115,10 @@ class Turns:
                 "AND d.kind='response_id' ORDER BY r.ts DESC LIMIT 1",
                 (tenant, user, response_key)).fetchone()
             if turn is None:
+                if owner_key is not None and self._db.execute(
+                        "SELECT 1 FROM turn_digests WHERE tenant=? AND user='' AND digest=? "
+                        "AND kind=?", (tenant, owner_key, OWNER)).fetchone() is not None:
+                    raise OtherUsersTurn("another user's turn answered with this response id")
                 return None
             with self._db:
                 self._db.execute("INSERT INTO turn_calls (tenant, request_id, record_id) "
@@ -153,8 +175,8 @@ class Turns:
                 ((n_in or 0) - (r_in or 0), (n_out or 0) - (r_out or 0), thread, thread))
             self._db.executemany(
                 "INSERT OR REPLACE INTO turn_digests (record_id, kind, tenant, user, digest) "
-                "VALUES (?,?,?,?,?)", [(rid, kind, tenant, user, d)
-                                       for kind, d in turn_keys(user) if kind != "prompt"])
+                "VALUES (?,?,?,?,?)", digest_rows(rid, tenant, user, [
+                    (kind, d) for kind, d in turn_keys(user) if kind != "prompt"]))
         return True
 
     def held_turns(self, tenant: str, user: str, digests: list[str]) -> list[HeldTurn]:

@@ -18,6 +18,7 @@ from appliance.keys import Dek, RevealSealer
 from appliance.link.calibrate import Tally
 from appliance.records import NewRecord
 from appliance.store.maintenance import VECTOR_DTYPE, _aad, day_of
+from appliance.store.turns import digest_rows
 
 
 class Writes:
@@ -95,8 +96,7 @@ class Writes:
              r.trace_id, r.span_id, ents_ct, r.cost, r.cost_source))
         self._db.executemany(
             "INSERT OR REPLACE INTO turn_digests (record_id, kind, tenant, user, digest) "
-            "VALUES (?,?,?,?,?)", [(r.record_id, kind, p.tenant, r.user, digest)
-                                   for kind, digest in r.turn_keys])
+            "VALUES (?,?,?,?,?)", digest_rows(r.record_id, p.tenant, r.user, r.turn_keys))
         if r.vault and self.sealer is not None:
             # originals under their own per-day key, destroyed at the vault's retention
             vid, vdek = self._bucket(p.tenant, r.user, day_of(p.ts), "vault")
