@@ -68,6 +68,7 @@ class ErasureInbox:
         self._watcher: Any = None
         self._watched_at = 0.0
         self._reconnects = 0
+        self._failing = False  # the watch failed and was said so
         self._task: asyncio.Task[None] | None = None
         self._retrying: dict[str, tuple[str, asyncio.Task[None]]] = {}
 
@@ -107,6 +108,7 @@ class ErasureInbox:
                 if (self._watcher is None or self.reconnects() != self._reconnects
                         or time.monotonic() - self._watched_at >= REWATCH_S):
                     await self._watch()
+                    self._failing = False
                     await self._sweep()
                 with contextlib.suppress(NatsTimeout):
                     entry = await self._watcher.updates(timeout=TICK_S)
@@ -115,8 +117,10 @@ class ErasureInbox:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # NATS away: watched again when it is back
-                log.warning("the erasure requests could not be read", extra={
-                    "event": "erasure_watch_failed", "error": failure_of(exc)})
+                if not self._failing:  # said once, not at every tick of an outage
+                    self._failing = True
+                    log.warning("the erasure requests could not be read", extra={
+                        "event": "erasure_watch_failed", "error": failure_of(exc)})
                 await self._unwatch()
                 await asyncio.sleep(TICK_S)
 

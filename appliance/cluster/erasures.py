@@ -35,6 +35,7 @@ from typing import Any
 from appliance.cluster.bus import connect
 from appliance.cluster.partition import ERASURES_BUCKET, consumer_name, partition_of
 from appliance.config import ClusterSettings
+from appliance.errors import SemtraceError
 
 POLL_S = 0.3
 
@@ -201,12 +202,20 @@ async def forward(settings: ClusterSettings, request: ErasureRequest, *, wait_s:
     """Put the request in the bucket and wait up to `wait_s` for the owner's outcome; None
     when it has not come, `Failed` when the owner's last attempt failed (the request stays:
     the owner applies it when it can)."""
+    from nats.errors import Error as NatsError
     from nats.js.errors import KeyNotFoundError
 
     nc = await connect(settings.url, settings.security, name="semtrace-erase", reconnect=False)
     try:
-        kv = await erasures_bucket(nc.jetstream(), replicas=settings.replicas)
-        await kv.put(request.key, encode(request))
+        try:
+            kv = await erasures_bucket(nc.jetstream(), replicas=settings.replicas)
+            await kv.put(request.key, encode(request))
+        except (NatsError, TimeoutError) as exc:  # a permission the server denies: a timeout
+            raise SemtraceError(
+                f"NATS did not take the erasure request for {request.tenant} "
+                f"({type(exc).__name__}): check that this node's NATS user may publish to "
+                f"$KV.{ERASURES_BUCKET}.> (docs/scale-out.md, Security on the bus); the "
+                "request did not reach the tenant's owner.") from None
         on_sent()
         deadline = time.monotonic() + wait_s
         failed: Failed | None = None

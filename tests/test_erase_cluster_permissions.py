@@ -1,0 +1,71 @@
+"""A cluster erasure works with the NATS permissions docs/scale-out.md gives a node (real
+nats-server with that authorization, a node and the asking command under it): the request
+put, applied by the owner, its answer read and swept; a user without the bucket's subjects
+gets one sentence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_cluster import PARTITIONS, Node, nats_server
+from test_spine import run_cli
+
+pytestmark = pytest.mark.slow
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "scale-out.md"
+
+
+def _node_permissions() -> str:
+    """The `permissions` block docs/scale-out.md gives a node's user."""
+    text = DOCS.read_text()
+    block = text[text.index("{ nkey: UNODEA..., permissions: {"):]
+    block = block[len("{ nkey: UNODEA..., "):block.index("] } } }") + len("] } }")]
+    assert block.startswith("permissions: {") and "publish:" in block and "subscribe:" in block
+    return block
+
+
+def test_an_erasure_asked_under_the_documented_node_permissions_is_applied(
+        tmp_path: Path) -> None:
+    password = tmp_path / "node.password"
+    password.write_text("n0de-s3cret\n")
+    password.chmod(0o600)
+    narrow = _node_permissions().replace('"$KV.semtrace_erasures.>",', "")
+    assert narrow != _node_permissions()
+    auth = ("authorization { users = [ { user: node, password: \"n0de-s3cret\", "
+            f"{_node_permissions()} }},\n {{ user: narrow, password: \"n0de-s3cret\", "
+            f"{narrow} }} ] }}\n")
+    bus = tmp_path / "bus.key"
+    assert run_cli("cluster", "bus-key", "new", str(bus)).returncode == 0
+    key = tmp_path / "cluster.key"
+    assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
+                   str(key)).returncode == 0
+    with nats_server(tmp_path / "nats", auth) as url:
+        a = Node(tmp_path, "a", url, key, f"0-{PARTITIONS - 1}", bus_key=bus)
+        b = Node(tmp_path, "b", url, key, "0", bus_key=bus)  # its data dir asks
+        for n in (a, b):
+            with (n.policies / "cluster.toml").open("a") as fh:  # under [security]
+                fh.write(f'user = "node"\npassword_file = "{password}"\n')
+        a.launch().wait_up()
+        try:
+            # a user without the bucket's subjects: one sentence, nothing asked, no traceback
+            cluster_toml = b.policies / "cluster.toml"
+            cluster_toml.write_text(cluster_toml.read_text().replace('user = "node"',
+                                                                     'user = "narrow"'))
+            denied = run_cli("erase", *b.args(), "--tenant", "acme", "--user", "ulla",
+                             "--reason", "DSAR 2026-93", "--wait", "5", env=b.env)
+            assert denied.returncode == 1, denied.stdout + denied.stderr
+            assert denied.stderr.startswith("semtrace: NATS did not take the erasure request "
+                                            "for acme (")
+            assert "may publish to $KV.semtrace_erasures.> (docs/scale-out.md" in denied.stderr
+            assert len(denied.stderr.strip().splitlines()) == 1 and not denied.stdout
+            cluster_toml.write_text(cluster_toml.read_text().replace('user = "narrow"',
+                                                                     'user = "node"'))
+            out = run_cli("erase", *b.args(), "--tenant", "acme", "--user", "ulla", "--reason",
+                          "DSAR 2026-93", "--wait", "120", env=b.env)
+        finally:
+            assert a.stop() == 0
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.startswith("No records of u_")
+    assert "in acme on node 'a', which owns acme" in out.stdout
+    assert "Traceback" not in out.stderr + a.log.read_text()
+    assert '"erasure_sweep_failed"' not in a.log.read_text()
