@@ -214,7 +214,10 @@ class Pipeline:
                 rows.append(row)
                 outcomes[i] = self._outcome(row, prompts[i].index, trunc)
             clock("linking")
-            self.store.insert(rows, self.thresholds.pending())
+            # each thread's row gets its topic as of the commit (a refinement may have
+            # moved it since its prompt was assigned)
+            self.store.insert(rows, self.thresholds.pending(),
+                              thread_topic=getattr(self.topics, "current_topic", None))
             self.thresholds.committed()
         except BaseException:
             self.thresholds.discard()

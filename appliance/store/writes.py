@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,16 +42,26 @@ class Writes:
         self._next_id += 1
         return rid
 
-    def insert(self, rows: list[NewRecord], tallies: Mapping[str, Tally] | None = None) -> None:
+    def insert(self, rows: list[NewRecord], tallies: Mapping[str, Tally] | None = None, *,
+               thread_topic: Callable[[str, str], str | None] | None = None) -> None:
         """Write a batch of records, their thread summaries and the link tallies the batch
-        changed (tenant -> whole tally) in one transaction."""
+        changed (tenant -> whole tally) in one transaction.
+
+        Args:
+            thread_topic: (tenant, thread id) -> the thread's topic now (the topic
+                assigner's), asked inside the write transaction for each thread's row: a
+                refinement that moved the thread after its prompt was assigned publishes
+                either before this (and is seen here) or after it (and writes its own), so
+                the prompt's older topic never overwrites it. None: the record's topic.
+        """
         if not rows and not tallies:
             return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._refuse_erased((r.prompt.tenant, r.user, r.prompt.ts.timestamp()) for r in rows)
             for row in rows:
-                self._insert_one(row)
+                now_in = thread_topic(row.prompt.tenant, row.thread_id) if thread_topic else None
+                self._insert_one(row, now_in or row.topic_id)
             now = time.time()
             self._db.executemany(
                 "INSERT OR REPLACE INTO link_tallies (tenant, attach, new, updated_at) "
@@ -71,7 +81,7 @@ class Writes:
         self._bucket_ids.clear()
         self._deks = {k: v for k, v in self._deks.items() if v is None}
 
-    def _insert_one(self, r: NewRecord) -> None:
+    def _insert_one(self, r: NewRecord, thread_topic: str | None) -> None:
         p = r.prompt
         bid, dek = self._bucket(p.tenant, r.user, day_of(p.ts))
         resp = p.response
@@ -104,9 +114,9 @@ class Writes:
             inner = self.sealer.seal(json.dumps(list(r.vault)).encode(), aad)
             self._db.execute("INSERT INTO vault (record_id, bucket_id, ct) VALUES (?, ?, ?)",
                              (r.record_id, vid, vdek.seal(inner, aad)))
-        self._upsert_thread(r)
+        self._upsert_thread(r, thread_topic)
 
-    def _upsert_thread(self, r: NewRecord) -> None:
+    def _upsert_thread(self, r: NewRecord, topic: str | None) -> None:
         p, resp = r.prompt, r.prompt.response
         tin = (resp.input_tokens or 0) if resp else 0
         tout = (resp.output_tokens or 0) if resp else 0
@@ -119,7 +129,7 @@ class Writes:
                 "INSERT INTO threads (thread_id, tenant, user, first_ts, last_ts, turns, "
                 "input_tokens, output_tokens, models, topic_id, cost) "
                 "VALUES (?,?,?,?,?,1,?,?,?,?,?)",
-                (r.thread_id, p.tenant, r.user, ts, ts, tin, tout, json.dumps(models), r.topic_id,
+                (r.thread_id, p.tenant, r.user, ts, ts, tin, tout, json.dumps(models), topic,
                  r.cost))
             return
         models = json.loads(row[0])
@@ -130,7 +140,7 @@ class Writes:
             "turns=turns+1, input_tokens=input_tokens+?, output_tokens=output_tokens+?, "
             "models=?, topic_id=coalesce(?, topic_id), "
             "cost=CASE WHEN ? IS NULL THEN cost ELSE coalesce(cost, 0) + ? END WHERE thread_id=?",
-            (ts, ts, tin, tout, json.dumps(models), r.topic_id, r.cost, r.cost, r.thread_id))
+            (ts, ts, tin, tout, json.dumps(models), topic, r.cost, r.cost, r.thread_id))
 
     def set_feedback(self, tenant: str, request_id: str, feedback: dict[str, Any]) -> bool:
         """Merge feedback (rating, abandonment) into a stored request; False if unknown."""

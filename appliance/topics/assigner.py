@@ -144,6 +144,18 @@ class TopicAssigner(Background):
                 return unit.topic
             return state.resolve(state.contentless.get(thread_id))
 
+    def current_topic(self, tenant: str, thread_id: str) -> str | None:
+        """A thread's topic now, if its tenant's topics are in memory (else None: never
+        loaded here, as the store's write transaction asks it)."""
+        with self._lock:
+            state = self._tenants.get(tenant)
+            if state is None:
+                return None
+            unit = state.units.get(thread_id)
+            if unit is not None:
+                return unit.topic
+            return state.resolve(state.contentless.get(thread_id))
+
     # ------------------------------------------------------------ assignment
 
     def assign(self, *, tenant: str, thread_id: str, vector: np.ndarray, text: str,
