@@ -69,3 +69,4 @@ def test_an_erasure_asked_under_the_documented_node_permissions_is_applied(
     assert "in acme on node 'a', which owns acme" in out.stdout
     assert "Traceback" not in out.stderr + a.log.read_text()
     assert '"erasure_sweep_failed"' not in a.log.read_text()
+    assert '"tenants_note_failed"' not in a.log.read_text()  # the tenants bucket too

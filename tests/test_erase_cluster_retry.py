@@ -179,13 +179,41 @@ def test_a_request_put_after_nats_server_restarted_is_applied_by_the_running_own
     assert a.proc is not None and a.proc.poll() is None and _starts(a) == starts
 
 
+def test_erase_all_tenants_on_a_node_that_never_saw_the_tenant_reaches_its_owner(
+        cluster: tuple[Nats, Node, Node]) -> None:
+    """b's data dir holds nothing of TENANT and its policies do not name it: it learns the
+    tenant from the names node a notes in NATS, and asks a."""
+    import asyncio
+
+    from appliance.cluster.tenants_known import cluster_tenants
+    from appliance.config import load_policies
+
+    nats, a, b = cluster
+    _store(a, "wanda", "w-0", "Cancel the Ravelston gym membership from March.")
+    settings = load_policies(b.policies).cluster
+    deadline = time.monotonic() + 180
+    while TENANT not in asyncio.run(cluster_tenants(settings)):  # noted each minute
+        assert time.monotonic() < deadline, "node a did not note its tenants"
+        time.sleep(1)
+    out = run_cli("erase", *b.args(), "--all-tenants", "--user", "wanda", "--reason",
+                  "DSAR 2026-92", "--wait", "120", "--json", env=b.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    done = json.loads(out.stdout)
+    assert [(t["tenant"], t["records"], t["node"]) for t in done["tenants"]] == [
+        (TENANT, 1, "a")]
+    assert done["complete"] is True and done["pending"] == []
+    assert '"tenants_note_failed"' not in a.log.read_text()
+    assert nats.files_with(b"wanda") == []  # tenant names only, never a user id
+
+
 def test_the_owner_erased_the_users_records_once_each(cluster: tuple[Nats, Node, Node]) -> None:
     from appliance.keys import read_key_file
 
     _, a, _ = cluster
     assert a.stop() == 0
-    for user, word in (("ulla", "boiler"), ("vic", "parking")):
+    for user, word in (("ulla", "boiler"), ("vic", "parking"), ("wanda", "gym")):
         n, texts = users_records(a.data, read_key_file(a.key), TENANT, user)
         assert n == 0 and not [t for t in texts if word in t]
     counts = sorted(e["records"] for e in _audit(a, "erase"))
-    assert counts == [0, 1, 2]  # ulla's (retried), ulla's again (nothing left), vic's
+    # ulla's (retried), ulla's again (nothing left), vic's, wanda's (--all-tenants on b)
+    assert counts == [0, 1, 1, 2]

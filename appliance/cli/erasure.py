@@ -50,6 +50,7 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         applied_of,
         ask_owners,
         cluster_away,
+        cluster_known,
         erase_on_owner,
         erase_stale_copies,
         this_node,
@@ -80,8 +81,8 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
                                   user_id=user_id, reason=reason)]
         else:
             bound = bound_tenants(rt.policies.access, name)
-            names = [t for t in known_tenants(rt.store, rt.policies)
-                     if bound is None or t in bound]
+            names = [t for t in sorted(set(known_tenants(rt.store, rt.policies))
+                                       | cluster_known(rt)) if bound is None or t in bound]
             away = cluster_away(rt, names)  # on other nodes of a cluster: asked of them
             reports = erase_everywhere(shredder, rt.policies, rt.keyring, user_id=user_id,
                                        reason=reason,

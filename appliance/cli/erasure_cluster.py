@@ -60,6 +60,19 @@ def cluster_away(rt: Runtime, tenants: list[str]) -> dict[str, Home]:
     return {h.tenant: h for h in homes if not h.here}
 
 
+def cluster_known(rt: Runtime) -> set[str]:
+    """The tenants the other nodes of the cluster noted (`cluster/tenants_known.py`); none
+    on a single host or when NATS does not answer (`cluster_away` then says so)."""
+    from appliance.cluster.tenants_known import cluster_tenants
+
+    if not rt.policies.cluster.url:
+        return set()
+    try:
+        return asyncio.run(cluster_tenants(rt.policies.cluster))
+    except Exception:  # NATS away, or the nats extra missing: this node's tenants only
+        return set()
+
+
 def this_node(rt: Runtime) -> str | None:
     """This data dir's node name on a cluster (None on a single host)."""
     return _asking_node(rt) if rt.policies.cluster.url else None

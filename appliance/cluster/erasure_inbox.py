@@ -59,8 +59,11 @@ class ErasureInbox:
 
     def __init__(self, js: Any, *, replicas: int, partitions: int,
                  owns: Callable[[int], bool], apply: Apply, node: str = "",
-                 reconnects: Callable[[], int] = lambda: 0) -> None:
-        """`reconnects`: how often the NATS connection was re-established (a new watch)."""
+                 reconnects: Callable[[], int] = lambda: 0,
+                 tenants: Callable[[], Awaitable[list[str]]] | None = None) -> None:
+        """`reconnects`: how often the NATS connection was re-established (a new watch);
+        `tenants`: the tenant names this node knows, noted for `erase --all-tenants`
+        (`tenants_known.py`) at start and with each new watch when they changed."""
         self.js, self.replicas, self.partitions = js, replicas, partitions
         self.owns, self.apply, self.node, self.reconnects = owns, apply, node, reconnects
         self.applied = 0
@@ -69,6 +72,8 @@ class ErasureInbox:
         self._watched_at = 0.0
         self._reconnects = 0
         self._failing = False  # the watch failed and was said so
+        self.tenants = tenants
+        self._noted: list[str] | None = None
         self._task: asyncio.Task[None] | None = None
         self._retrying: dict[str, tuple[str, asyncio.Task[None]]] = {}
 
@@ -77,6 +82,7 @@ class ErasureInbox:
         self._kv = await erasures_bucket(self.js, replicas=self.replicas)
         await self._watch(at_start=True)
         await self._sweep()
+        await self._note()
         self._task = asyncio.create_task(self._follow())
 
     async def stop(self) -> None:
@@ -110,6 +116,7 @@ class ErasureInbox:
                     await self._watch()
                     self._failing = False
                     await self._sweep()
+                    await self._note()
                 with contextlib.suppress(NatsTimeout):
                     entry = await self._watcher.updates(timeout=TICK_S)
                     if entry is not None:
@@ -131,6 +138,25 @@ class ErasureInbox:
         except Exception as exc:  # tried again with the next watch
             log.warning("the erasure requests could not be swept", extra={
                 "event": "erasure_sweep_failed", "error": failure_of(exc)})
+
+    async def _note(self) -> None:
+        """Note this node's tenants in `semtrace_tenants` when they changed."""
+        if self.tenants is None:
+            return
+        from appliance.cluster.tenants_known import note_tenants, tenants_bucket
+
+        try:
+            names = sorted(set(await self.tenants()))
+            if names != self._noted:
+                kv = await tenants_bucket(self.js, replicas=self.replicas)
+                if not await note_tenants(kv, self.node, names):
+                    log.warning("this node's name cannot be a NATS key: erase --all-tenants on "
+                                "other nodes does not learn its tenants",
+                                extra={"event": "tenants_note_failed"})
+                self._noted = names
+        except Exception as exc:  # tried again with the next watch
+            log.warning("this node's tenants could not be noted", extra={
+                "event": "tenants_note_failed", "error": failure_of(exc)})
 
     async def _handle(self, entry: Any, *, at_start: bool = False) -> None:
         if entry.operation is not None or not entry.value:  # a delete or purge marker

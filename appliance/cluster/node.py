@@ -110,7 +110,8 @@ class ClusterNode:
             # erasures asked for on other nodes, applied before a waiting prompt is consumed
             self._inbox = ErasureInbox(self._js, replicas=s.replicas, partitions=s.partitions,
                                        owns=self.owns, apply=self._erase, node=self.node,
-                                       reconnects=lambda: int(self._nc.stats["reconnects"]))
+                                       reconnects=lambda: int(self._nc.stats["reconnects"]),
+                                       tenants=self._known_tenants)
             await self._inbox.start()
             pulls = {}
             for p in self.partitions:
@@ -155,6 +156,13 @@ class ClusterNode:
         """Whether this node still consumes partition `p`."""
         return p in self.partitions and (self._ownership is None
                                          or p not in self._ownership.lost)
+
+    async def _known_tenants(self) -> list[str]:
+        """The tenants this node's store and policies know (`erase --all-tenants`)."""
+        from appliance.erasure import known_tenants
+
+        return list(await self.service.in_worker(known_tenants, self.service.pipeline.store,
+                                                 self.service.policies))
 
     async def _erase(self, request: ErasureRequest) -> Applied:
         """Apply an erasure another node asked for, on the worker thread, as the service's
