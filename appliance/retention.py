@@ -15,7 +15,7 @@ from typing import Any
 
 from appliance import releases
 from appliance.audit import AuditLog
-from appliance.config import RetentionClass, RetentionSettings
+from appliance.config import LegalHold, RetentionClass, RetentionSettings
 from appliance.index import VectorIndex
 from appliance.keys import Keyring
 from appliance.store import Store
@@ -68,10 +68,17 @@ def rules_for(settings: RetentionSettings, tenant: str) -> RetentionClass:
     return settings.tenants.get(tenant, settings.default)
 
 
+def held_user(hold: LegalHold, keyring: Keyring) -> str | None:
+    """The pseudonym of the user a hold keeps (named by user id or by pseudonym), None
+    for a hold on the whole tenant."""
+    if hold.pseudonym is not None:
+        return hold.pseudonym
+    return keyring.pseudonym(hold.tenant, hold.user_id) if hold.user_id else None
+
+
 def held_pairs(settings: RetentionSettings, keyring: Keyring) -> set[tuple[str, str | None]]:
     """Legal holds as (tenant, user pseudonym or None for the whole tenant)."""
-    return {(h.tenant, keyring.pseudonym(h.tenant, h.user_id) if h.user_id else None)
-            for h in settings.legal_holds}
+    return {(h.tenant, held_user(h, keyring)) for h in settings.legal_holds}
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,7 @@ def idle_holds(store: Store, settings: RetentionSettings, keyring: Keyring, *,
     for i, h in enumerate(settings.legal_holds):
         if tenant is not None and h.tenant != tenant:
             continue
-        user = keyring.pseudonym(h.tenant, h.user_id) if h.user_id else None
+        user = held_user(h, keyring)
         sql = "SELECT 1 FROM buckets WHERE tenant=? AND destroyed_at IS NULL"
         params = [h.tenant] + ([user] if user else [])
         if store.db.execute(sql + (" AND user=?" if user else "") + " LIMIT 1",

@@ -70,3 +70,60 @@ def test_the_retention_screen_flags_a_legal_hold_that_holds_nothing(
         assert "legal holds: 2" in policy and "1 match no stored data" in policy, policy
 
     run(app_for(runtime, role="compliance"), scenario)
+
+
+def test_a_hold_by_pseudonym_keeps_the_user_through_a_real_retention_run(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """The officer copies the held user's pseudonym from the tool's output into the policy,
+    which then holds no raw user id; a malformed one is refused and changes nothing."""
+    from appliance.config import policy_dir
+
+    pdir = tmp_path / "policies"
+    shutil.copytree(policy_dir(), pdir)
+    template = (pdir / "retention.toml").read_text()
+
+    def holds(entry: str) -> None:
+        (pdir / "retention.toml").write_text(template.replace("legal_holds = []",
+                                                              f"legal_holds = [{entry}]"))
+
+    env = {"SEMTRACE_POLICY_DIR": str(pdir)}
+    args = ["--data-dir", str(tmp_path / "data"), "--passphrase-file", str(passphrase_file)]
+    assert run_cli("init", *args).returncode == 0
+    src = write_stream(tmp_path / "in.jsonl", [
+        {"tenant": "acme", "user_id": user, "ts": "2026-03-02T09:00:00Z", "text": text}
+        for user, text in (("alice", "How do I renew the TLS certificate on the mail server?"),
+                           ("bob", "Which VPN client works on the new laptops?"))])
+    assert run_cli("replay", str(src), "--out", str(tmp_path / "o.jsonl"), *args,
+                   env=env).returncode == 0
+    holds('{ tenant = "acme", user_id = "alice", reason = "case 7" }')
+    preview = run_cli("retention", "run", "--dry-run", "--json", *args, env=env)
+    assert preview.returncode == 0, preview.stderr
+    [(tenant, alice, _day)] = json.loads(preview.stdout)["held"]
+    assert tenant == "acme" and alice.startswith("u_")
+
+    holds('{ tenant = "acme", pseudonym = "alice", reason = "case 7" }')
+    bad = run_cli("retention", "run", "--json", *args, env=env)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert "legal_holds.0.pseudonym" in bad.stderr and "is not a pseudonym" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and "alice" not in bad.stderr
+    holds(f'{{ tenant = "acme", pseudonym = "{alice}", user_id = "alice" }}')
+    both = run_cli("retention", "run", "--json", *args, env=env)
+    assert both.returncode != 0 and "by user_id or by pseudonym" in both.stderr
+
+    holds(f'{{ tenant = "acme", pseudonym = "{alice}", reason = "case 7" }}')
+    assert "alice" not in (pdir / "retention.toml").read_text()
+    still = json.loads(run_cli("retention", "run", "--dry-run", "--json", *args,
+                               env=env).stdout)
+    # the refusals changed nothing
+    assert len(still["due"]) == 1 and still["held"][0][1] == alice
+    done = run_cli("retention", "run", "--json", *args, env=env)
+    assert done.returncode == 0, done.stderr
+    run = json.loads(done.stdout)
+    assert (run["shredded"], run["records"]) == (1, 1)  # bob's day; alice's kept
+    assert [h[1] for h in run["held"]] == [alice] and run["idle_holds"] == []
+    report = json.loads(run_cli("audit", "retention", "--json", *args, env=env).stdout)
+    holds_named = report["report"]["legal_holds"]
+    assert [(h["tenant"], h["user"]) for h in holds_named] == [("acme", alice)]
+    held = run_cli("erase", "--tenant", "acme", "--user", "alice", "--reason", "ticket 3",
+                   *args, env=env)
+    assert held.returncode == 5 and "legal hold" in held.stdout

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+import re
+
+from pydantic import Field, field_validator, model_validator
 
 from appliance.config.base import Strict, check_crontab
 
 # Longest retention a policy may set: 100 years. Beyond it a date calculation overflows,
 # and `inf` is not a period (a tenant kept forever is a legal hold, which the report names).
 MAX_DAYS = 36_500
+# A user's pseudonym as Semtrace prints it (audit entries, reports, `threads --json`):
+# `Keyring.pseudonym`, "u_" and 20 lowercase hex digits.
+PSEUDONYM = re.compile(r"u_[0-9a-f]{20}")
 
 
 class RetentionClass(Strict):
@@ -24,6 +29,8 @@ class LegalHold(Strict):
     # An empty tenant or user would match nothing: the hold would protect no one.
     tenant: str
     user_id: str | None = None
+    # the held user by pseudonym instead, so the policy file need hold no raw user id
+    pseudonym: str | None = None
     reason: str = ""
 
     @field_validator("tenant", "user_id")
@@ -32,6 +39,22 @@ class LegalHold(Strict):
         if value is not None and not value.strip():
             raise ValueError("must not be empty: a legal hold on no one protects no one")
         return value
+
+    @field_validator("pseudonym")
+    @classmethod
+    def _pseudonym(cls, value: str | None) -> str | None:
+        # the value is not echoed: a raw user id put here by mistake stays out of the logs
+        if value is not None and PSEUDONYM.fullmatch(value) is None:
+            raise ValueError("is not a pseudonym as Semtrace prints them ('u_' and 20 "
+                             "lowercase hex digits, as audit entries and reports name users)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_user(self) -> LegalHold:
+        if self.user_id is not None and self.pseudonym is not None:
+            raise ValueError("a legal hold names its user once: by user_id or by pseudonym, "
+                             "not both")
+        return self
 
 
 class RetentionSettings(Strict):
