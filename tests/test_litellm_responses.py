@@ -400,3 +400,41 @@ def test_a_tool_loop_call_carrying_another_user_is_refused_as_such_and_added_to_
     assert "gen_ai.conversation.id" not in loop_span and loop["error"]["code"] == "not_found"
     records = _thread(server, turn["conversation_id"])["records"]
     assert [(r["request_id"], r["input_tokens"]) for r in records] == [("ou-1", 32)]
+
+
+def test_a_tool_loop_call_that_comes_before_its_turns_update_waits_for_it(
+        server: Server, tracer: Any) -> None:
+    """Another proxy worker's loop call reaches the service while the turn's update (its
+    response id) is still on its way from the first: the service holds it until the update
+    lands, so the call is part of its turn before its model answers and its open request
+    span has the turn's conversation id (the old code refused it at once: not recorded
+    before the call, and its span had none)."""
+    logger = SemtraceLogger(server.sock, tenant="acme", register_wait=0.3)
+    with Client(server.sock) as c:  # the first worker registered the turn
+        turn = c.ingest(tenant="acme", user_id="ottilie", request_id="hd-1",
+                        text="What is the weather in Brest today?")
+    assert turn["ok"]
+
+    async def proxy() -> tuple[dict[str, Any], dict[str, Any]]:
+        with tracer.start_as_current_span("POST /v1/responses") as span:
+            data: dict[str, Any] = {
+                "model": "gpt-4o", "user": "ottilie", "litellm_call_id": "hd-2",
+                "previous_response_id": "resp_hold_1", "tools": WEATHER,
+                "input": [{"type": "function_call_output", "call_id": "call_1",
+                           "output": '{"sky": "fog", "celsius": 11}'}],
+                "litellm_metadata": {"litellm_parent_otel_span": span}}
+            await logger.async_pre_call_hook(None, None, data, "aresponses")
+            # the request went on to the model; the first worker's update lands now
+            with Client(server.sock) as c:
+                updated = c.request({"v": 1, "op": "update", "tenant": "acme",
+                                     "request_id": "hd-1", "response": {
+                                         "id": "resp_hold_1", "status": "ok",
+                                         "input_tokens": 30, "output_tokens": 5}})
+            await _until(lambda: "gen_ai.conversation.id" in data["litellm_metadata"], 30)
+            attrs = dict(span.attributes or {})  # type: ignore[attr-defined]
+        return updated, attrs
+
+    updated, attrs = asyncio.run(proxy())
+    assert updated["ok"]
+    assert attrs["gen_ai.conversation.id"] == turn["conversation_id"]
+    assert attrs["semtrace.parent_request_id"] == "hd-1"

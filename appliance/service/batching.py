@@ -46,6 +46,7 @@ class Batching(ServiceCore):
             del self._pending[key]
         if not item.done.done():
             item.done.set_result(None)
+        self._landed(item.prompt.tenant)
 
     async def _run_batch(self, items: list[_Item]) -> None:
         start = time.perf_counter()

@@ -69,6 +69,9 @@ class ServiceCore:
         self._side = 0  # stats/lookup/update/feedback requests waiting for the worker
         # (tenant, request id) of queued ingests: an update for one waits for its commit
         self._pending: dict[tuple[str, str], asyncio.Future[None]] = {}
+        # per tenant: set (and dropped) when a turn of it may have become findable (an
+        # ingest committed, an update or a tool loop's call recorded): held loop calls look
+        self._landings: dict[str, asyncio.Event] = {}
         self._started = time.monotonic()
         self.counters: dict[str, int] = {"ingested": 0, "duplicates": 0, "errors": 0,
                                          "rejected_peers": 0, "busy": 0, "batches": 0,
@@ -95,6 +98,12 @@ class ServiceCore:
         if progress is None:
             return ServiceHealth(self.state)
         return ServiceHealth(self.state, progress[0], progress[1])
+
+    def _landed(self, tenant: str) -> None:
+        """Wake the tool loop calls of `tenant` held for their turn (one may be found now)."""
+        event = self._landings.pop(tenant, None)
+        if event is not None:
+            event.set()
 
     async def in_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run store/pipeline work on the single worker thread."""

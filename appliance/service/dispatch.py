@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import timedelta
@@ -24,6 +25,11 @@ from appliance.service.core import ServiceCore, _Item
 from appliance.store.turns import OtherUsersTurn
 
 log = logging.getLogger("semtrace.service")
+# Seconds a tool loop's call is held when its turn is not found yet: its turn's update (the
+# response id it names) may be on its way from another gateway process, or its ingest
+# queued. Well under a gateway's request timeout (5 s by default), so the held call's reply
+# still reaches it; an id no turn answered with costs this hold once.
+ATTACH_HOLD = 2.0
 
 
 class Dispatch(ServiceCore):
@@ -137,29 +143,39 @@ class Dispatch(ServiceCore):
         if not found:
             raise ProtocolError("not_found", "No recorded request with this id.",
                                 req.request_id)
+        self._landed(req.tenant)
         return {"request_id": req.request_id, "ok": True, "updated": True}
 
     async def _attach(self, req: Request) -> dict[str, Any]:
-        """A tool loop's call that names the response it continues: part of that turn."""
+        """A tool loop's call that names the response it continues: part of that turn. When
+        no turn answered with it yet, the call is held `ATTACH_HOLD` at most and looked
+        for again each time a turn of the tenant may have become findable (its update
+        from another gateway process may come after this call: the loop's client had the
+        answer before the gateway reported it)."""
         assert req.tenant and req.request_id and req.user_id and req.previous_response_id
         args = (self.pipeline.attach, req.tenant, req.request_id, req.user_id,
                 req.previous_response_id, req.response, req.model)
-        try:
-            found = await self.in_worker(*args)
-        except OtherUsersTurn:  # never added to it: one sentence the operator can act on
-            raise ProtocolError("other_user", "This previous_response_id continues another "
-                                "user's turn; a tool loop's call must carry the user of the "
-                                "turn it continues. Nothing was recorded.",
-                                req.request_id) from None
-        queued = [f for (tenant, _), f in self._pending.items() if tenant == req.tenant]
-        if found is None and queued:  # the turn may be an ingest still queued
-            # bounded: the gateway gives a request a few seconds, and a queue that long
-            # holds no turn answered moments ago
-            await asyncio.wait([asyncio.shield(f) for f in queued], timeout=2.0)
-            found = await self.in_worker(*args)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ATTACH_HOLD
+        while True:
+            # before looking: what lands while the lookup runs wakes the wait below
+            landing = self._landings.setdefault(req.tenant, asyncio.Event())
+            try:
+                found = await self.in_worker(*args)
+            except OtherUsersTurn:  # never added to it: one sentence the operator can act on
+                raise ProtocolError("other_user", "This previous_response_id continues "
+                                    "another user's turn; a tool loop's call must carry the "
+                                    "user of the turn it continues. Nothing was recorded.",
+                                    req.request_id) from None
+            left = deadline - loop.time()
+            if found is not None or left <= 0 or self._stopping.is_set():
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(landing.wait(), left)
         if found is None:
             raise ProtocolError("not_found", "No recorded turn of this user answered with "
                                 "this previous_response_id.", req.request_id)
+        self._landed(req.tenant)  # its response id may be what another held call names
         turn, thread = found
         return {"request_id": req.request_id, "ok": True, "updated": True,
                 "conversation_id": thread, "parent_request_id": turn,
