@@ -360,7 +360,7 @@ def start_telemetry(settings: TelemetrySettings, pipeline: Pipeline, *,
                     health: Callable[[], ServiceHealth] | None = None
                     ) -> tuple[Telemetry, Any]:
     """Build the observer for a service; returns it and the metrics server (or None)."""
-    from appliance.metrics import Metrics, MetricsServer
+    from appliance.metrics import Metrics, MetricsServer, unreachable
 
     metrics = server = None
     if settings.metrics.listen:
@@ -380,4 +380,7 @@ def start_telemetry(settings: TelemetrySettings, pipeline: Pipeline, *,
             raise ConfigError(f"Metrics cannot listen on {settings.metrics.listen}: {why}.") \
                 from None
         log.info("metrics listening", extra={"event": "metrics", "address": server.address})
+        if (hidden := unreachable(settings.metrics.listen)) is not None:
+            log.warning("metrics unreachable: %s", hidden, extra={
+                "event": "metrics_unreachable", "address": server.address})
     return telemetry, server

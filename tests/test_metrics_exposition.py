@@ -6,8 +6,12 @@ series of a cluster node; and the check itself refusing what Prometheus refuses.
 from __future__ import annotations
 
 import http.client
+import json
+import shutil
 import signal
 import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,3 +151,50 @@ def test_a_cluster_nodes_series_read_strictly_in_both_formats() -> None:
     lag = families["semtrace_cluster_consumer_lag"].samples
     assert {(s.labels["node"], s.labels["partition"], s.value) for s in lag} == {
         (node, "0", 2), (node, "7", 0)}
+
+
+def _can_unshare_net() -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "-n", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _can_unshare_net(), reason="needs a network namespace (unshare -n)")
+@pytest.mark.parametrize("network", ["its own, as under the unit", "the host's"])
+def test_metrics_on_a_tcp_address_no_scraper_can_reach_are_named_at_start(
+        tmp_path: Path, passphrase_file: Path, network: str) -> None:
+    """Under the unit (PrivateNetwork=yes) metrics on 127.0.0.1:9464 listened on the
+    service's own loopback: the log said 'metrics listening' and every scrape was refused."""
+    from test_service import Server
+
+    from appliance.client import Client
+    from appliance.errors import SemtraceError
+
+    srv = Server(tmp_path, passphrase_file)
+    argv = [sys.executable, "-m", "appliance", "serve", *srv.args, "--metrics", "127.0.0.1:0"]
+    own = network.startswith("its own")
+    proc = subprocess.Popen((["unshare", "-n"] if own else []) + argv, env=srv.env,
+                            stdout=subprocess.DEVNULL, stderr=srv.log.open("ab"))
+    try:
+        for _ in range(1200):  # the Unix socket answers across network namespaces
+            assert proc.poll() is None, srv.log.read_text()[-2000:]
+            try:
+                with Client(srv.sock, timeout=5) as c:
+                    if c.ping()["ok"]:
+                        break
+            except (OSError, SemtraceError):  # not listening yet
+                time.sleep(0.1)
+        events = [json.loads(line) for line in srv.log.read_text().splitlines()
+                  if line.startswith("{")]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    said = [e for e in events if e.get("event") == "metrics_unreachable"]
+    listening = next(e for e in events if e.get("event") == "metrics")  # it did start
+    if own:
+        assert [(e["level"], e["address"]) for e in said] == [
+            ("warning", listening["address"])]
+        assert "PrivateNetwork=yes" in said[0]["msg"]
+        assert "unix:/run/semtrace/metrics.sock" in said[0]["msg"]
+    else:
+        assert said == []

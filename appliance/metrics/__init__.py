@@ -26,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from appliance import __version__
-from appliance.metrics.exposition import MetricsServer, check_listen, parse_listen
+from appliance.metrics.exposition import MetricsServer, check_listen, parse_listen, unreachable
 from appliance.protocol import OPS
 from appliance.records import POSITIONS, SERVICE_STATES, Outcome, Prompt, ServiceHealth
 
@@ -323,4 +323,4 @@ def timed(fn: Callable[..., Any], histogram: Any, clock: Callable[[], float]) ->
     return wrapper
 
 __all__ = ["Metrics", "MetricsServer", "SessionAgreement", "bounded_tenants", "check_listen",
-           "parse_listen", "timed"]
+           "parse_listen", "timed", "unreachable"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import socketserver
 import threading
 from pathlib import Path
@@ -48,6 +49,24 @@ class MetricsServer:
                 self._path.unlink()
 
 
+def unreachable(listen: str) -> str | None:
+    """Why no scraper can reach a TCP metrics address: this process's network namespace has
+    no interface but lo (the unit's PrivateNetwork=yes), so its 127.0.0.1 is its own; None
+    for a Unix socket or a namespace with other interfaces."""
+    if listen.startswith("unix:"):
+        return None
+    try:
+        names = [name for _, name in socket.if_nameindex()]
+    except OSError:
+        return None
+    if names != ["lo"]:
+        return None
+    return ("this process has a network of its own whose only interface is lo (the unit's "
+            "PrivateNetwork=yes), so nothing outside it can reach that address; serve the "
+            "metrics on unix:/run/semtrace/metrics.sock, or give the unit the drop-in its "
+            "comments name")
+
+
 def check_listen(listen: str, *, in_use: bool = True) -> None:
     """Refuse, with one sentence (ValueError), a metrics address that cannot be served or
     that would take something over: a Unix socket path that is another kind of file (it
@@ -62,8 +81,6 @@ def check_listen(listen: str, *, in_use: bool = True) -> None:
     if path.is_symlink() or (path.exists() and not path.is_socket()):
         raise ValueError(f"{path} exists and is not a socket; it was left as it is")
     if path.exists() and in_use:
-        import socket
-
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         probe.settimeout(1.0)
         try:
@@ -80,8 +97,6 @@ def check_listen(listen: str, *, in_use: bool = True) -> None:
 
 def _try_bind(host: str, port: int) -> None:
     """Bind the address as the HTTP server will (SO_REUSEADDR), then let go."""
-    import socket
-
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
