@@ -133,7 +133,7 @@ def test_an_erasure_the_owner_fails_to_apply_is_reported_and_retried_while_it_ru
                               "Has the Quarry Lane boiler engineer confirmed?")):
         _store(a, "ulla", f"u-{i}", text)
 
-    failed = run_cli(*_erase(b, "ulla", "--wait", "5"), env=b.env)
+    failed = run_cli(*_erase(b, "ulla", "--wait", "10"), env=b.env)
     said = failed.stdout
     assert failed.returncode == 9, said + failed.stderr
     assert said.startswith("The erasure of u_") and f"in {TENANT} is NOT applied yet: node " \
