@@ -44,3 +44,11 @@ fi
 if [ -e "$etc" ]; then
   echo "uninstall: kept $etc (the passphrase, which opens every backup taken, and the policies); remove it by hand once no backup is needed."
 fi
+# install.sh made the service's user and group (or found them): an install again reuses them
+if [ "$service" = 1 ] && id semtrace >/dev/null 2>&1; then
+  if [ "$purge" = 1 ]; then
+    echo "uninstall: kept the system user and group semtrace (the gateway's user may be in the group); remove them with 'userdel semtrace' once nothing else uses them."
+  else
+    echo "uninstall: kept the system user and group semtrace, which own the data dir $data_dir."
+  fi
+fi

@@ -224,6 +224,36 @@ def test_uninstalling_the_service_as_another_user_than_root_is_one_sentence(
     assert _listing(srv) == before
 
 
+@needs_mount_namespace
+@pytest.mark.parametrize("purge", [True, False])
+def test_uninstalling_the_service_names_the_system_user_it_keeps(srv: Path, purge: bool) -> None:
+    """The semtrace user and group stayed after an uninstall, --purge too, and nothing said
+    so. (A stand-in `id` says the user exists, as install.sh leaves it; the unit removed is a
+    stand-in's, bound over /etc/systemd/system in a mount namespace of the test's own.)"""
+    prefix, env = stand_in_host(srv, active=False)
+    units = srv / "units"
+    units.mkdir()
+    (units / "semtrace.service").write_text("[Service]\nExecStart=/bin/true\n")
+    (srv / "fakebin" / "id").write_text('#!/bin/sh\n[ "$1" = semtrace ] && exit 0\n'
+                                        'exec /usr/bin/id "$@"\n')
+    (srv / "fakebin" / "id").chmod(0o755)
+    data = srv / "data"
+    data.mkdir()
+    (data / "keyring.json").write_text("{}")
+    r = with_folders_bound({units: "/etc/systemd/system"}, [
+        "bash", str(INSTALLER / "uninstall.sh"), "--prefix", str(prefix), "--data-dir",
+        str(data), "--config-dir", str(srv / "etc"), *(["--purge"] if purge else [])], env)
+    assert r.returncode == 0, r.stderr
+    assert not prefix.exists() and data.exists() != purge
+    assert not (units / "semtrace.service").exists()
+    assert "disable --now semtrace" in (srv / "systemctl.log").read_text()
+    assert r.stdout.splitlines()[-1] == (
+        "uninstall: kept the system user and group semtrace (the gateway's user may be in the "
+        "group); remove them with 'userdel semtrace' once nothing else uses them." if purge
+        else f"uninstall: kept the system user and group semtrace, which own the data dir "
+             f"{data}.")
+
+
 def _listing(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
