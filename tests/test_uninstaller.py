@@ -1,0 +1,131 @@
+"""uninstall.sh as root on a stand-in host (tests/installer_host.py): it removes only a
+Semtrace venv and data dir, keeps the config dir and the service's user and names them,
+and a service uninstall is root's. The install leaving the uninstaller:
+tests/test_installer.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from installer_host import (
+    INSTALLER,
+    needs_mount_namespace,
+    service_folder,
+    stand_in_host,
+    with_folders_bound,
+)
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the service install needs root")
+
+
+@pytest.fixture
+def srv() -> Iterator[Path]:
+    """A folder a service install may use (tests/installer_host.py), removed after."""
+    with service_folder() as made:
+        yield made
+
+
+def test_uninstall_removes_nothing_that_is_not_a_semtrace_install_or_data_dir(
+        tmp_path: Path) -> None:
+    other = tmp_path / "usr-local"
+    (other / "bin").mkdir(parents=True)
+    (other / "bin" / "tool").write_text("keep me\n")
+    r = subprocess.run(["bash", str(INSTALLER / "uninstall.sh"), "--prefix", str(other),
+                        "--no-service"], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "is not a Semtrace install" in r.stderr
+    assert (other / "bin" / "tool").exists()
+    prefix, _ = stand_in_host(tmp_path, active=False)
+    (prefix / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    data = tmp_path / "var-lib"
+    data.mkdir()
+    (data / "notes.txt").write_text("keep me\n")
+    r = subprocess.run(["bash", str(INSTALLER / "uninstall.sh"), "--prefix", str(prefix),
+                        "--data-dir", str(data), "--purge", "--no-service"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "is not a Semtrace data dir" in r.stderr
+    assert (data / "notes.txt").exists() and prefix.exists()
+    (data / "notes.txt").unlink()
+    (data / "keyring.json").write_text("{}")
+    r = subprocess.run(["bash", str(INSTALLER / "uninstall.sh"), "--prefix", str(prefix),
+                        "--data-dir", str(data), "--purge", "--no-service"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert not prefix.exists() and not data.exists()
+
+
+def test_uninstalling_the_service_as_another_user_than_root_is_one_sentence(
+        srv: Path) -> None:
+    """systemctl failed unseen and rm then stopped on 'Permission denied'."""
+    prefix, _ = stand_in_host(srv, active=False)
+    data = srv / "data"
+    data.mkdir()
+    (data / "keyring.json").write_text("{}")
+    before = _listing(srv)
+    r = subprocess.run(["runuser", "-u", "nobody", "--", "bash", str(INSTALLER / "uninstall.sh"),
+                        "--prefix", str(prefix), "--data-dir", str(data), "--purge"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.strip() == (
+        "uninstall: removing the service needs root (run it with sudo; --no-service for an "
+        "install without one); nothing was removed.")
+    assert _listing(srv) == before
+
+
+@needs_mount_namespace
+@pytest.mark.parametrize("purge", [True, False])
+def test_uninstalling_the_service_names_the_system_user_it_keeps(srv: Path, purge: bool) -> None:
+    """The semtrace user and group stayed after an uninstall, --purge too, and nothing said
+    so. (A stand-in `id` says the user exists, as install.sh leaves it; the unit removed is a
+    stand-in's, bound over /etc/systemd/system in a mount namespace of the test's own.)"""
+    prefix, env = stand_in_host(srv, active=False)
+    units = srv / "units"
+    units.mkdir()
+    (units / "semtrace.service").write_text("[Service]\nExecStart=/bin/true\n")
+    (srv / "fakebin" / "id").write_text('#!/bin/sh\n[ "$1" = semtrace ] && exit 0\n'
+                                        'exec /usr/bin/id "$@"\n')
+    (srv / "fakebin" / "id").chmod(0o755)
+    data = srv / "data"
+    data.mkdir()
+    (data / "keyring.json").write_text("{}")
+    r = with_folders_bound({units: "/etc/systemd/system"}, [
+        "bash", str(INSTALLER / "uninstall.sh"), "--prefix", str(prefix), "--data-dir",
+        str(data), "--config-dir", str(srv / "etc"), *(["--purge"] if purge else [])], env)
+    assert r.returncode == 0, r.stderr
+    assert not prefix.exists() and data.exists() != purge
+    assert not (units / "semtrace.service").exists()
+    assert "disable --now semtrace" in (srv / "systemctl.log").read_text()
+    assert r.stdout.splitlines()[-1] == (
+        "uninstall: kept the system user and group semtrace (the gateway's user may be in the "
+        "group); remove them with 'userdel semtrace' once nothing else uses them." if purge
+        else f"uninstall: kept the system user and group semtrace, which own the data dir "
+             f"{data}.")
+
+
+def _listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_uninstall_purge_removes_the_data_dir_and_names_the_config_dir_it_keeps(
+        tmp_path: Path) -> None:
+    """--purge destroys the data; the passphrase (which still opens every backup taken)
+    and the policies stay, and the operator is told where."""
+    prefix, _ = stand_in_host(tmp_path, active=False)
+    (prefix / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    data = tmp_path / "var-lib"
+    data.mkdir()
+    (data / "keyring.json").write_text("{}")
+    (data / "semtrace.db").write_bytes(b"\0" * 64)
+    etc = tmp_path / "etc"
+    (etc / "policies").mkdir(parents=True)
+    (etc / "passphrase").write_text("x\n")
+    r = subprocess.run(["bash", str(INSTALLER / "uninstall.sh"), "--prefix", str(prefix),
+                        "--data-dir", str(data), "--purge", "--no-service", "--config-dir",
+                        str(etc)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert not prefix.exists() and not data.exists()
+    assert (etc / "passphrase").exists()
+    assert f"kept {etc} (the passphrase, which opens every backup taken" in r.stdout
