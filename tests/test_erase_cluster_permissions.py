@@ -1,7 +1,7 @@
-"""A cluster erasure works with the NATS permissions docs/scale-out.md gives a node (real
-nats-server with that authorization, a node and the asking command under it): the request
-put, applied by the owner, its answer read and swept; a user without the bucket's subjects
-gets one sentence."""
+"""A cluster erasure works with the NATS permissions docs/scale-out.md gives a node and a
+gateway (real nats-server with that authorization; a gateway, a node and the asking command
+under it): a prompt stored, the request put, applied by the owner, its answer read and
+swept; a user without the bucket's subjects gets one sentence."""
 
 from __future__ import annotations
 
@@ -15,13 +15,17 @@ pytestmark = pytest.mark.slow
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "scale-out.md"
 
 
-def _node_permissions() -> str:
-    """The `permissions` block docs/scale-out.md gives a node's user."""
+def _permissions(user: str = "UNODEA") -> str:
+    """The `permissions` block docs/scale-out.md gives a node's (or acme's gateway's) user."""
     text = DOCS.read_text()
-    block = text[text.index("{ nkey: UNODEA..., permissions: {"):]
-    block = block[len("{ nkey: UNODEA..., "):block.index("] } } }") + len("] } }")]
+    block = text[text.index(f"{{ nkey: {user}..., permissions: {{"):]
+    block = block[len(f"{{ nkey: {user}..., "):block.index("] } } }") + len("] } }")]
     assert block.startswith("permissions: {") and "publish:" in block and "subscribe:" in block
     return block
+
+
+def _node_permissions() -> str:
+    return _permissions()
 
 
 def test_an_erasure_asked_under_the_documented_node_permissions_is_applied(
@@ -33,7 +37,8 @@ def test_an_erasure_asked_under_the_documented_node_permissions_is_applied(
     assert narrow != _node_permissions()
     auth = ("authorization { users = [ { user: node, password: \"n0de-s3cret\", "
             f"{_node_permissions()} }},\n {{ user: narrow, password: \"n0de-s3cret\", "
-            f"{narrow} }} ] }}\n")
+            f"{narrow} }},\n {{ user: gw, password: \"gw-s3cret\", "
+            f"{_permissions('UGATEWAYACME')} }} ] }}\n")
     bus = tmp_path / "bus.key"
     assert run_cli("cluster", "bus-key", "new", str(bus)).returncode == 0
     key = tmp_path / "cluster.key"
@@ -47,6 +52,7 @@ def test_an_erasure_asked_under_the_documented_node_permissions_is_applied(
                 fh.write(f'user = "node"\npassword_file = "{password}"\n')
         a.launch().wait_up()
         try:
+            _ingest_as_acmes_gateway(url, bus, tmp_path)
             # a user without the bucket's subjects: one sentence, nothing asked, no traceback
             cluster_toml = b.policies / "cluster.toml"
             cluster_toml.write_text(cluster_toml.read_text().replace('user = "node"',
@@ -65,8 +71,27 @@ def test_an_erasure_asked_under_the_documented_node_permissions_is_applied(
         finally:
             assert a.stop() == 0
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.startswith("No records of u_")
-    assert "in acme on node 'a', which owns acme" in out.stdout
+    assert out.stdout.startswith("Erased 1 record(s) in 1 bucket(s) of u_")
+    assert "on node 'a', which owns acme (audited there)" in out.stdout
     assert "Traceback" not in out.stderr + a.log.read_text()
     assert '"erasure_sweep_failed"' not in a.log.read_text()
     assert '"tenants_note_failed"' not in a.log.read_text()  # the tenants bucket too
+
+
+def _ingest_as_acmes_gateway(url: str, bus: Path, tmp: Path) -> None:
+    """A prompt of ulla in acme, sent under the gateway permissions the doc gives acme."""
+    from datetime import UTC, datetime
+
+    from appliance.cluster.client import NatsClient
+    from appliance.config import ClusterSecurity
+    from appliance.keys.bus import load_bus_keys
+
+    password = tmp / "gw.password"
+    password.write_text("gw-s3cret\n")
+    password.chmod(0o600)
+    row = {"v": 1, "op": "ingest", "tenant": "acme", "user_id": "ulla", "request_id": "g-0",
+           "text": "Move my dentist appointment at Larchfield Clinic to Friday.",
+           "ts": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+    with NatsClient(url, timeout=60, bus_keys=load_bus_keys(bus), security=ClusterSecurity(
+            user="gw", password_file=str(password))) as gateway:
+        assert gateway.request(row)["ok"]
