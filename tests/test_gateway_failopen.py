@@ -428,3 +428,38 @@ def test_a_slow_appliance_holds_the_decorator_only_briefly_and_its_late_replies_
     assert ops == [("ingest", first), ("update", first), ("ingest", second),
                    ("update", second)]
     assert lines.events() == []  # a slow appliance is not a down one: no warning
+
+
+def test_the_decorator_records_in_a_forked_worker_and_never_raises_once_closed(
+        tmp_path: Path) -> None:
+    """A pre-forking server (gunicorn --preload) makes the adapter before it forks: each
+    worker sends from a thread and on a connection of its own (the parent's thread is not
+    in the child, and a lock a parent's thread held as it forked stays held there: the
+    old code queued the child's requests forever, or skipped them). Closed, it sends
+    nothing and the application's blocks still run."""
+    seen = StandIn(tmp_path / "app.sock",
+                   b'{"ok": true, "conversation_id": "th_0123456789abcdef"}\n')
+    app = Semtrace(tmp_path / "app.sock", tenant="acme", timeout=2.0)
+    with app.turn(user_id="ines", text="Which desk is free today?"):
+        pass
+    assert app.flush()  # the parent's worker thread ran, its connection is open
+    app._channel._lock.acquire()  # as a thread of the parent sending when it forks
+    pid = os.fork()
+    if pid == 0:  # the child: exits 0 when its turn was answered
+        code = 1
+        try:
+            with app.turn(user_id="ines", text="And tomorrow?") as turn:
+                pass
+            code = 0 if app.flush() and turn.conversation_id == "th_0123456789abcdef" else 3
+        finally:
+            os._exit(code)
+    app._channel._lock.release()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    app.close()
+    assert [r["text"] for r in seen.received if r["op"] == "ingest"] == [
+        "Which desk is free today?", "And tomorrow?"]
+    with app.turn(user_id="ines", text="Is the parent still fine?") as after:
+        ran = True
+    assert ran and after.reply is None and app.flush()
+    assert len(seen.received) == 4  # the closed adapter sent nothing more

@@ -15,6 +15,10 @@ at most. A request on a connection
 that the service closed meanwhile (it restarted) is sent again at once on a new
 connection: requests are idempotent by request id.
 
+A process forked from the one that made a channel (a pre-forking server) connects anew:
+the parent's connection, and a lock its threads may have held as it forked, are not the
+child's (`_after_fork`).
+
 Log lines carry the event, the request id, the operation and the error's type:
 never a prompt, a user id or an exception message.
 """
@@ -24,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 import weakref
@@ -130,6 +135,17 @@ class Breaker:
             "op": (req or {}).get("op"), **fields, "similar_not_logged": held})
 
 
+_CHANNELS: weakref.WeakSet[SyncChannel] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for channel in list(_CHANNELS):
+        channel._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 def _stale(exc: BaseException) -> bool:
     """Whether `exc` says the connection was closed under us (not that the service hangs)."""
     return isinstance(exc, ConnectionClosed | BrokenPipeError | ConnectionResetError)
@@ -146,6 +162,14 @@ class SyncChannel:
         self._opts = {"bus_keys": bus_keys, "plain_bus": plain_bus}
         self._lock = threading.Lock()
         self._client: Any = None
+        _CHANNELS.add(self)
+
+    def _forked(self) -> None:
+        """In a forked child: a lock of its own, and no connection (the parent's socket is
+        left alone: closing it here could cut the parent's buffered request)."""
+        self._lock = threading.Lock()
+        self.breaker._lock = threading.Lock()
+        self._client = None
 
     def send(self, req: dict[str, Any]) -> dict[str, Any] | None:
         """The reply to `req`, or None when the appliance did not answer in time."""

@@ -11,6 +11,8 @@ it (by its history or its previous response id); the one connection to the appli
 one request at a time anyway. At most `MAX_PENDING` requests wait to be sent: more are not
 sent (counted as missed, as while the appliance is down), so a stalled appliance never
 piles up prompts in the application's memory. A job that fails is logged by type only.
+A process forked from the one that made the outbox (a pre-forking server) gets a worker
+of its own; after `close` nothing more is sent, and nothing raises.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import os
 import threading
 from collections.abc import Callable
 from concurrent import futures
@@ -32,21 +35,31 @@ class Outbox:
 
     def __init__(self, breaker: Breaker) -> None:
         self.breaker = breaker
-        self._pool = futures.ThreadPoolExecutor(1, thread_name_prefix="semtrace")
         self._lock = threading.Lock()
-        self._pending = 0
+        self._pool, self._pid, self._pending = self._new_pool(), os.getpid(), 0
+
+    @staticmethod
+    def _new_pool() -> futures.ThreadPoolExecutor:
+        return futures.ThreadPoolExecutor(1, thread_name_prefix="semtrace")
 
     def submit(self, job: Callable[[], None]) -> futures.Future[None]:
         """Run `job` (which sends one request) after those handed over before it, in the
         caller's context (its current span); a done future when too many are waiting."""
         with self._lock:
-            if self._pending >= MAX_PENDING:
-                self.breaker.skipped()
-                skipped: futures.Future[None] = futures.Future()
-                skipped.set_result(None)
-                return skipped
-            self._pending += 1
-        return self._pool.submit(contextvars.copy_context().run, self._run, job)
+            if self._pid != os.getpid():  # forked: the parent's worker is not in this process
+                self._pool, self._pid, self._pending = self._new_pool(), os.getpid(), 0
+            if self._pending < MAX_PENDING:
+                try:
+                    work = self._pool.submit(contextvars.copy_context().run, self._run, job)
+                except RuntimeError:  # closed, or the interpreter is exiting: not sent
+                    pass
+                else:
+                    self._pending += 1
+                    return work
+        self.breaker.skipped()
+        skipped: futures.Future[None] = futures.Future()
+        skipped.set_result(None)
+        return skipped
 
     def _run(self, job: Callable[[], None]) -> None:
         try:
@@ -83,7 +96,10 @@ class Outbox:
     def flush(self, timeout: float) -> bool:
         """Wait until what was handed over before has been sent (or failed); whether it has
         within `timeout`."""
-        return self.wait(self._pool.submit(lambda: None), timeout)
+        try:
+            return self.wait(self._pool.submit(lambda: None), timeout)
+        except RuntimeError:  # closed
+            return True
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
