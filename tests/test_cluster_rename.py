@@ -105,3 +105,43 @@ def test_a_node_renamed_as_the_node_that_took_its_partition_refuses_it(tmp_path:
             "with its stale copy removed (`semtrace cluster forget --partitions 1 --yes "
             "--discard`). Nothing was consumed."]
         assert _lag(url, 1) == (1, None)  # the queued prompt waits for b
+
+
+def test_a_renamed_node_killed_after_making_its_consumers_starts_again(
+        tmp_path: Path) -> None:
+    """Killed in the moment between making its partitions' consumers under the new name and
+    noting that name in its store, a renamed node was refused at every later start: its own
+    consumers looked like another node's (`Partition 0 was consumed by another node named
+    'a2' since this node last did (as 'a')`). The consumers now carry the data dir's id, so
+    the next start knows them for its own and consumes."""
+    from appliance.cluster.client import NatsClient
+    from appliance.keys.bus import load_bus_keys
+
+    bus_key, key, tenant = _setup(tmp_path)
+    keys = load_bus_keys(bus_key)
+    with nats_server(tmp_path / "nats") as url:
+        node = Node(tmp_path, "a", url, key, "0-1", bus_key=bus_key)
+        start_all(node)
+        with NatsClient(url, timeout=60, bus_keys=keys) as gateway:
+            first = gateway.request(_ingest(tenant, "as-a", "How do I reset my VPN?", 0))
+        assert first["ok"], first
+        assert node.stop() == 0
+        node.name = "a2"  # the same data dir, another --node
+        plain_env = node.env
+        node.env = {**plain_env, "SEMTRACE_FAILPOINT": "cluster.consumers"}
+        node.launch()
+        assert node.proc is not None and node.proc.wait(timeout=240) == -signal.SIGKILL
+        assert _lag(url, 1)[1] == "a2"  # its claim, alive until owner_ttl_s
+        node.env = plain_env
+        with NatsClient(url, timeout=30, bus_keys=keys) as gateway:
+            gateway.publish(_ingest(tenant, "queued", "It still fails.", 2))
+        node.launch()
+        assert _exit_or_start(node) is None, node.log.read_text()[-600:]  # before: exit 1
+        node.launch().wait_up()
+        deadline = time.monotonic() + 120
+        while not (found := node.lookup(tenant, "queued")).get("ok"):
+            assert time.monotonic() < deadline, "the queued prompt never reached node a2"
+            time.sleep(0.3)
+        assert found["conversation_id"] == first["conversation_id"]  # its history kept
+        assert "Traceback" not in node.log.read_text()
+        assert node.stop() == 0

@@ -19,7 +19,7 @@ from appliance.cli import (
     data_dir_option,
     emit_json,
 )
-from appliance.errors import InputError
+from appliance.errors import InputError, SemtraceError
 from appliance.runtime import default_data_dir, settle_heap
 
 SOCKET_NAME = "semtrace.sock"
@@ -90,7 +90,7 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     cluster = cluster_settings(policies.cluster, url=nats_url, partitions=partitions, own=own,
                                node=node_name)
     plain_bus_warning = ""
-    last_consumers: dict[int, Any] = {}  # each own partition's last consumer, from NATS
+    joining: Any = None  # each own partition's last consumer and the live claims, from NATS
     if cluster.url:
         from appliance.cluster.bus import require_nats
 
@@ -106,7 +106,7 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         if not check:  # NATS in seconds, not after the models load and the store opens
             from appliance.cluster.preflight import preflight
 
-            last_consumers = asyncio.run(preflight(cluster))
+            joining = asyncio.run(preflight(cluster))
     verify_model(load_manifest())
     check_bundled_files(policies)  # before the store opens: what the pipeline would refuse
     if check:
@@ -145,8 +145,13 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
             from appliance.cluster.bus import node_name as cluster_node
 
             me = cluster_node(cluster.node)  # a partition another node consumed meanwhile
+            data_dir_id = given_away.data_dir_id(rt.store.db)
+            from appliance.cluster.owners import name_in_use
+
+            if clash := name_in_use(joining.claims, me, data_dir_id):  # a live namesake
+                raise SemtraceError(clash)
             given_away.refuse_taken(rt.store.db, cluster.owned(), cluster.partitions, me,
-                                    last_consumers)  # noted once the consumers name it
+                                    joining.last, data_dir_id)  # noted once consuming
             note_partitions(rt.store, cluster.partitions)
         # another data dir's service on these sockets: before the models load
         from appliance.service.sockets import free_socket_path
@@ -171,7 +176,8 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
             def consuming(owned: list[int], name: str) -> None:
                 given_away.note_consumed(rt.store.db, owned, cluster.partitions, name)
 
-            node = ClusterNode(service, cluster, on_consuming=consuming)
+            node = ClusterNode(service, cluster, on_consuming=consuming,
+                               data_dir=data_dir_id)
             service.doors.append(node)
             if telemetry.metrics is not None:
                 telemetry.metrics.bind_cluster(lambda: node.lag, node=node.node,

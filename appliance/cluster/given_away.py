@@ -14,6 +14,7 @@ tenants) or, when its owner and data are lost, by `cluster reclaim`.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -189,18 +190,42 @@ def reclaim(db: Any, partitions: set[int], count: int, node: str) -> list[int]:
     return back
 
 
+DATA_DIR_ID = "cluster_data_dir_id"
+
+
+def data_dir_id(db: Any) -> str:
+    """This data dir's id (made at its first start with NATS), which its consumers and
+    claims carry: a restart of this data dir under any name, apart from another data dir."""
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (DATA_DIR_ID,)).fetchone()
+    if row is not None:
+        return str(row[0])
+    made = secrets.token_hex(8)
+    with db:
+        db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (DATA_DIR_ID, made))
+    return str(db.execute("SELECT value FROM meta WHERE key = ?", (DATA_DIR_ID,)).fetchone()[0])
+
+
 def refuse_taken(db: Any, owned: list[int], count: int, me: str,
-                 last: dict[int, Any]) -> None:
+                 last: dict[int, Any], data_dir: str = "") -> None:
     """SemtraceError if a partition this node consumed was consumed by another node since
     (`last`: each partition's `stream.LastConsumer`, from its JetStream consumer): that node
     holds the tenants' newer records, and taking the partition back would split them. Or
-    another node claimed it with `cluster reclaim`: it is that node's now."""
+    another node claimed it with `cluster reclaim`: it is that node's now.
+
+    A consumer that names its data dir (`data_dir`: this one's id) is this node's own
+    whatever name it carries (a start that died between making the consumers and noting
+    its name), and another data dir's even under this node's name."""
     noted_count, parts = _consumed(db)
     if noted_count != count:
         return
     for p in owned:
         other = last.get(p)
-        if p not in parts or other is None or other.node == parts[p]:
+        if p not in parts or other is None:
+            continue
+        if other.data_dir is not None:
+            if other.data_dir == data_dir:
+                continue
+        elif other.node == parts[p]:  # an earlier build's consumer: by its name only
             continue
         if other.node == me:  # this data dir was renamed as the node that took p since
             raise SemtraceError(

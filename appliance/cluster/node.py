@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from appliance import failpoints
 from appliance.cluster import partition as part
 from appliance.cluster.bus import connect, node_name
 from appliance.cluster.erasure_inbox import ErasureInbox
@@ -62,10 +63,13 @@ class ClusterNode:
     """Consumes this node's partitions into a running `Service`."""
 
     def __init__(self, service: Service, settings: ClusterSettings, *,
-                 on_consuming: Callable[[list[int], str], None] | None = None) -> None:
+                 on_consuming: Callable[[list[int], str], None] | None = None,
+                 data_dir: str = "") -> None:
         """`on_consuming(partitions, node)`: run on the service's worker once the partitions'
-        consumers name this node, before the first fetch (the store notes them)."""
+        consumers name this node, before the first fetch (the store notes them).
+        `data_dir`: the store's id (`given_away.data_dir_id`), in consumers and claims."""
         self.service = service
+        self.data_dir = data_dir
         self._on_consuming = on_consuming
         self.settings = settings
         self.node = node_name(settings.node)
@@ -104,7 +108,7 @@ class ClusterNode:
                                 max_msg_size=self.service.policies.service.max_frame_bytes)
             kv = await owners_bucket(self._js, ttl_s=s.owner_ttl_s, replicas=s.replicas)
             self._ownership = Ownership(kv, self.node, self.partitions, s.owner_ttl_s,
-                                        on_lost=self._give_up)
+                                        on_lost=self._give_up, data_dir=self.data_dir)
             await self._ownership.claim()
             await _note_versions(kv, self.node)
             # erasures asked for on other nodes, applied before a waiting prompt is consumed
@@ -118,6 +122,7 @@ class ClusterNode:
                 self._subs[p] = await self._nc.subscribe(part.part_subject(p),
                                                          cb=self._on_request)
                 pulls[p] = await self._reset_consumer(p)
+            failpoints.point("cluster.consumers")  # killed before the store notes the name
             if self._on_consuming is not None:  # the consumers name this node from now on
                 await self.service.in_worker(self._on_consuming, self.partitions, self.node)
             for p, pull in pulls.items():
@@ -198,8 +203,8 @@ class ClusterNode:
         name = part.consumer_name(self.settings.stream, p)
         with contextlib.suppress(NotFoundError):
             await self._js.delete_consumer(self.settings.stream, name)
-        await self._js.add_consumer(self.settings.stream,
-                                    consumer_config(self.settings, p, self.node))
+        await self._js.add_consumer(self.settings.stream, consumer_config(
+            self.settings, p, self.node, data_dir=self.data_dir))
         return await self._js.pull_subscribe_bind(durable=name, stream=self.settings.stream)
 
     # ------------------------------------------------------------ consuming

@@ -4,8 +4,9 @@ A node claims each partition it is told to own before consuming it. A claim
 held by another node that is still alive (it refreshed its claim within
 `owner_ttl_s`) stops the start with one sentence: two nodes consuming one
 partition would split its tenants' conversations. The bucket's max age expires
-the claims of a node that died; a node restarting under the same name takes its
-own claims back at once.
+the claims of a node that died; a node restarting under the same name (over the
+same data dir) takes its own claims back at once. A node name belongs to one data
+dir: a node started under the name of a live node on another data dir is refused.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Claim:
     since: float
     refreshed: float
     version: str | None = None  # the node's semtrace version (None: a node of an earlier build)
+    data_dir: str | None = None  # the id of the node's data dir (None: an earlier build)
 
 
 def _key(partition: int) -> str:
@@ -79,8 +81,24 @@ async def read_claims(kv: Any) -> dict[int, Claim]:
             value = json.loads(entry.value)
             p = int(key[1:])
             claims[p] = Claim(p, value["node"], value["since"], value.get("refreshed", 0.0),
-                              value.get("version"))
+                              value.get("version"), value.get("data_dir"))
     return claims
+
+
+def name_in_use(claims: dict[int, Claim], me: str, data_dir: str) -> str | None:
+    """The sentence that refuses a node whose name a live node on another data dir holds
+    (a claim is alive until `owner_ttl_s` after its last refresh); None if it is free."""
+    for claim in sorted(claims.values(), key=lambda c: -c.refreshed):
+        if claim.node == me and claim.data_dir not in (None, data_dir):
+            return _in_use(me, time.time() - claim.refreshed)
+    return None
+
+
+def _in_use(me: str, age_s: float) -> str:
+    return (f"The node name '{me}' is in use by a node on another data dir (alive {age_s:.0f} s "
+            "ago): give this node its own name (--node, `node` in cluster.toml), or stop that "
+            "node, or wait for its claim to expire, before starting this one. Nothing was "
+            "consumed.")
 
 
 class Ownership:
@@ -93,9 +111,13 @@ class Ownership:
     """
 
     def __init__(self, kv: Any, node: str, partitions: list[int], ttl_s: float, *,
-                 on_lost: Callable[[int, str], None] | None = None) -> None:
+                 on_lost: Callable[[int, str], None] | None = None,
+                 data_dir: str = "") -> None:
+        """`data_dir`: the id of this node's data dir, which a live node of the same name
+        on another data dir does not share (its start is refused)."""
         self.kv = kv
         self.node = node
+        self.data_dir = data_dir
         self.partitions = partitions
         self.ttl_s = ttl_s
         self.lost: dict[int, str] = {}  # partition -> the node that holds it now
@@ -106,13 +128,19 @@ class Ownership:
         self._task: asyncio.Task[None] | None = None
 
     def _value(self) -> bytes:
-        return json.dumps({"node": self.node, "since": self._since, "refreshed": time.time(),
-                           "instance": self._instance, "version": __version__}).encode()
+        value = {"node": self.node, "since": self._since, "refreshed": time.time(),
+                 "instance": self._instance, "version": __version__}
+        if self.data_dir:
+            value["data_dir"] = self.data_dir
+        return json.dumps(value).encode()
 
     async def claim(self) -> None:
         """Claim every partition or none; SemtraceError naming the live owner otherwise."""
         from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
+        if self.data_dir and (clash := name_in_use(await read_claims(self.kv), self.node,
+                                                   self.data_dir)):
+            raise SemtraceError(clash)
         taken: list[int] = []
         for p in self.partitions:
             try:
@@ -124,14 +152,21 @@ class Ownership:
                     self._revisions[p] = await self.kv.put(_key(p), self._value())
                     taken.append(p)
                     continue
-                holder = json.loads(entry.value).get("node")
+                value = json.loads(entry.value)
+                holder, age = value.get("node"), time.time() - value.get("refreshed", 0.0)
                 if holder != self.node:
                     await self._release(taken)
-                    age = time.time() - json.loads(entry.value).get("refreshed", 0.0)
                     raise SemtraceError(owned_elsewhere(p, holder, age)) from None
+                if self.data_dir and value.get("data_dir") not in (None, self.data_dir):
+                    await self._release(taken)  # the same name, another data dir: alive
+                    raise SemtraceError(_in_use(self.node, age)) from None
                 self._revisions[p] = await self.kv.update(_key(p), self._value(),
                                                           last=entry.revision)
             taken.append(p)
+        if self.data_dir and (clash := name_in_use(await read_claims(self.kv), self.node,
+                                                   self.data_dir)):
+            await self._release(taken)  # another data dir of this name started meanwhile
+            raise SemtraceError(clash)
         self._task = asyncio.create_task(self._heartbeat())
 
     async def _heartbeat(self) -> None:

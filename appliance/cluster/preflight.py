@@ -11,18 +11,28 @@ claims are taken then).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from appliance.cluster.bus import connect, node_name
-from appliance.cluster.owners import owned_elsewhere, owners_bucket, read_claims
+from appliance.cluster.owners import Claim, owned_elsewhere, owners_bucket, read_claims
 from appliance.cluster.stream import LastConsumer, check_mapping, check_stream
 from appliance.config import ClusterSettings
 from appliance.errors import SemtraceError
 
 
-async def preflight(settings: ClusterSettings) -> dict[int, LastConsumer]:
+@dataclass(frozen=True)
+class Joining:
+    """What the cluster holds for a node about to start."""
+
+    last: dict[int, LastConsumer]  # the node that last consumed each of its partitions
+    claims: dict[int, Claim]  # every live claim (a node name in use, by which data dir)
+
+
+async def preflight(settings: ClusterSettings) -> Joining:
     """SemtraceError with one sentence if this node could not start consuming now; else
-    the node that last consumed each of its partitions (where the stream knows it)."""
+    the node that last consumed each of its partitions (where the stream knows it) and
+    the live claims."""
     from nats.js.errors import BucketNotFoundError
 
     nc = await connect(settings.url, settings.security, name="semtrace-preflight",
@@ -36,7 +46,7 @@ async def preflight(settings: ClusterSettings) -> dict[int, LastConsumer]:
             kv = await owners_bucket(js, ttl_s=settings.owner_ttl_s,
                                      replicas=settings.replicas, create=False)
         except BucketNotFoundError:
-            return last  # no node ever claimed a partition
+            return Joining(last, {})  # no node ever claimed a partition
         claims = await read_claims(kv)
     finally:
         await nc.close()
@@ -45,7 +55,7 @@ async def preflight(settings: ClusterSettings) -> dict[int, LastConsumer]:
         claim = claims.get(p)
         if claim is not None and claim.node != me:
             raise SemtraceError(owned_elsewhere(p, claim.node, time.time() - claim.refreshed))
-    return last
+    return Joining(last, claims)
 
 
 async def _last_consumers(js: Any, settings: ClusterSettings) -> dict[int, LastConsumer]:

@@ -49,6 +49,8 @@ def stream_config(settings: ClusterSettings, *, max_msg_size: int) -> Any:
 CONSUMER_DESCRIPTION = "semtrace partition {p}, consumed by node {node}"
 # written by `cluster reclaim` on a stopped node: the partition is that node's from then on
 RECLAIMED_DESCRIPTION = "semtrace partition {p}, reclaimed by node {node}"
+# before the node's name: the data dir that consumes (earlier builds leave it out)
+DATA_DIR = ", data dir "
 
 
 @dataclass(frozen=True)
@@ -57,24 +59,29 @@ class LastConsumer:
 
     node: str
     reclaimed: bool = False  # named by `cluster reclaim`, not yet consumed by that node
+    data_dir: str | None = None  # the consuming data dir's id (None: an earlier build's)
 
 
 def last_consumer(description: str | None) -> LastConsumer | None:
     """The node that made a partition's consumer (None: an earlier build's consumer)."""
     for sep, reclaimed in ((", consumed by node ", False), (", reclaimed by node ", True)):
-        _, found, node = (description or "").partition(sep)
+        head, found, node = (description or "").partition(sep)
         if found and node:
-            return LastConsumer(node, reclaimed)
+            _, has_id, data_dir = head.partition(DATA_DIR)
+            return LastConsumer(node, reclaimed, data_dir if has_id and data_dir else None)
     return None
 
 
 def consumer_config(settings: ClusterSettings, p: int, node: str = "", *,
-                    reclaimed: bool = False) -> Any:
+                    reclaimed: bool = False, data_dir: str = "") -> Any:
     """Partition `p`'s durable consumer; its description names the node consuming it (or
-    reclaiming it), which the consumer keeps while no node runs (`last_consumer`)."""
+    reclaiming it), and the id of its data dir, which the consumer keeps while no node
+    runs (`last_consumer`)."""
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
     named = RECLAIMED_DESCRIPTION if reclaimed else CONSUMER_DESCRIPTION
+    if data_dir:
+        named = named.replace("{p}, ", "{p}" + DATA_DIR + data_dir + ", ", 1)
     return ConsumerConfig(durable_name=part.consumer_name(settings.stream, p),
                           filter_subject=part.part_subject(p), ack_policy=AckPolicy.EXPLICIT,
                           deliver_policy=DeliverPolicy.ALL, ack_wait=settings.ack_wait_s,
