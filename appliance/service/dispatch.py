@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -28,8 +29,10 @@ log = logging.getLogger("semtrace.service")
 # Seconds a tool loop's call is held when its turn is not found yet: its turn's update (the
 # response id it names) may be on its way from another gateway process, or its ingest
 # queued. Well under a gateway's request timeout (5 s by default), so the held call's reply
-# still reaches it; an id no turn answered with costs this hold once.
+# still reaches it. Held only while such a turn may come (`_turn_coming`): a turn of the user
+# registered in the last AWAITING_S seconds that has had no update yet.
 ATTACH_HOLD = 2.0
+AWAITING_S = 600.0
 
 
 class Dispatch(ServiceCore):
@@ -148,15 +151,16 @@ class Dispatch(ServiceCore):
 
     async def _attach(self, req: Request) -> dict[str, Any]:
         """A tool loop's call that names the response it continues: part of that turn. When
-        no turn answered with it yet, the call is held `ATTACH_HOLD` at most and looked
-        for again each time a turn of the tenant may have become findable (its update
-        from another gateway process may come after this call: the loop's client had the
-        answer before the gateway reported it)."""
+        no turn answered with it yet but one may still (`_turn_coming`), the call is held
+        `ATTACH_HOLD` at most and looked for again each time a turn of the tenant may have
+        become findable (its update from another gateway process may come after this
+        call: the loop's client had the answer before the gateway reported it)."""
         assert req.tenant and req.request_id and req.user_id and req.previous_response_id
         args = (self.pipeline.attach, req.tenant, req.request_id, req.user_id,
                 req.previous_response_id, req.response, req.model)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ATTACH_HOLD
+        queued: set[tuple[str, str]] | None = None  # the tenant's ingests at the first miss
         while True:
             # before looking: what lands while the lookup runs wakes the wait below
             landing = self._landings.setdefault(req.tenant, asyncio.Event())
@@ -167,11 +171,15 @@ class Dispatch(ServiceCore):
                                     "another user's turn; a tool loop's call must carry the "
                                     "user of the turn it continues. Nothing was recorded.",
                                     req.request_id) from None
-            left = deadline - loop.time()
-            if found is not None or left <= 0 or self._stopping.is_set():
+            if found is not None or loop.time() >= deadline or self._stopping.is_set():
+                break
+            if queued is None:
+                queued = {key for key in self._pending if key[0] == req.tenant}
+            # (a turn that landed since the lookup began is looked for once more)
+            if not await self._turn_coming(req, queued) and not landing.is_set():
                 break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(landing.wait(), left)
+                await asyncio.wait_for(landing.wait(), deadline - loop.time())
         if found is None:
             raise ProtocolError("not_found", "No recorded turn of this user answered with "
                                 "this previous_response_id.", req.request_id)
@@ -180,6 +188,20 @@ class Dispatch(ServiceCore):
         return {"request_id": req.request_id, "ok": True, "updated": True,
                 "conversation_id": thread, "parent_request_id": turn,
                 "link_source": "previous_response_id"}
+
+    async def _turn_coming(self, req: Request, queued: set[tuple[str, str]]) -> bool:
+        """Whether the turn a loop call names may still become findable: an ingest of the
+        tenant queued when the call came is not committed yet, or a turn of the user
+        registered in the last `AWAITING_S` (or a call of its loop) still waits for its
+        update, which reports its response id. Else the call is refused at once: a held
+        request delays the replies after it on its connection (a proxy worker's only)."""
+        if any(key in self._pending for key in queued):
+            return True
+        assert req.tenant and req.user_id
+        tenant, user_id = req.tenant, req.user_id
+        store, keys = self.pipeline.store, self.pipeline.keys
+        return bool(await self.in_worker(lambda: store.awaiting_update(
+            tenant, keys.pseudonym(tenant, user_id), time.time() - AWAITING_S)))
 
     async def _lookup(self, req: Request) -> dict[str, Any]:
         assert req.tenant and req.request_id

@@ -179,6 +179,16 @@ class Turns:
                     (kind, d) for kind, d in turn_keys(user) if kind != "prompt"]))
         return True
 
+    def awaiting_update(self, tenant: str, user: str, since: float) -> bool:
+        """Whether a turn of the user registered since `since` (a timestamp), or a call of
+        its tool loop attached before it ran, has had no update yet (its answer's response
+        id is not known)."""
+        return self._db.execute(
+            "SELECT 1 FROM records r WHERE r.tenant=? AND r.user=? AND r.ts>=? AND "
+            "(r.status IS NULL OR EXISTS (SELECT 1 FROM turn_calls c WHERE c.record_id=r.id "
+            "AND c.latency_ms IS NULL AND c.input_tokens IS NULL)) LIMIT 1",
+            (tenant, user, since)).fetchone() is not None
+
     def held_turns(self, tenant: str, user: str, digests: list[str]) -> list[HeldTurn]:
         """The user's records whose prompt, answer or response id has one of these keyed
         digests (history lookup), oldest first."""
