@@ -18,6 +18,9 @@ from appliance.records import HISTORY_ROLES, STATUSES, Message, Prompt, Response
 
 ID_RE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 MAX_ID = 256
+# C0 and C1 control characters: in a name shown as it is (a tenant, a model) a newline, a tab
+# or an escape sequence would break a table row or a log line, or drive the terminal.
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 MAX_HISTORY = 1000  # messages in one request's history
 MAX_MESSAGE_CHARS = 1_000_000  # one history message's content (the frame limit is lower)
@@ -226,6 +229,13 @@ def _text(obj: dict[str, Any], max_text_chars: int,
     return text, digest, flagged
 
 
+def shown_name(value: str | None, key: str) -> str | None:
+    """`value`, refused when it holds a control character: a name shown as it is."""
+    if value is not None and CONTROL_RE.search(value):
+        raise InputError(f"'{key}' contains a control character (a newline, tab or escape).")
+    return value
+
+
 def parse_prompt(obj: Any, *, max_text_chars: int, default_request_id: str | None = None,
                  default_ts: datetime | None = None, default_tenant: str | None = None,
                  truncate: bool = False) -> Prompt:
@@ -234,7 +244,8 @@ def parse_prompt(obj: Any, *, max_text_chars: int, default_request_id: str | Non
         raise InputError("The request must be a JSON object.")
     text, digest, truncated = _text(obj, max_text_chars, truncate)
     user_id = _str(obj, "user_id", required=True)
-    tenant = _str(obj, "tenant", required=default_tenant is None) or default_tenant
+    tenant = shown_name(_str(obj, "tenant", required=default_tenant is None),
+                        "tenant") or default_tenant
     request_id = _str(obj, "request_id", required=default_request_id is None) or default_request_id
     if request_id is not None and not ID_RE.fullmatch(request_id):
         raise InputError("'request_id' may hold only letters, digits and ._:@/+=- (1-128).")
@@ -256,7 +267,7 @@ def parse_prompt(obj: Any, *, max_text_chars: int, default_request_id: str | Non
     assert request_id is not None and ts is not None
     return Prompt(request_id=request_id, tenant=tenant, user_id=user_id, ts=ts, text=text,
                   session_id=_str(obj, "session_id", required=False),
-                  model=_str(obj, "model", required=False),
+                  model=shown_name(_str(obj, "model", required=False), "model"),
                   response=parse_response(obj.get("response")), synthetic=synthetic, index=index,
                   history=parse_history(obj.get("history")), previous_response_id=previous,
                   digest=digest, truncated=truncated)

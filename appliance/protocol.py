@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from appliance.errors import InputError
-from appliance.ingest import ID_RE, parse_continuation, parse_prompt, parse_response
+from appliance.ingest import ID_RE, parse_continuation, parse_prompt, parse_response, shown_name
 from appliance.records import Outcome, Prompt, Response
 
 VERSION = 1
@@ -99,6 +99,7 @@ def _update(obj: dict[str, Any], rid: str, tenant: str) -> Request:
                               or len(model) > 256):
         raise ProtocolError("bad_request", "'model' must be a non-empty string.", rid)
     try:
+        shown_name(model, "model")
         response = parse_response(obj.get("response"))
         continues = parse_continuation(obj)
     except InputError as exc:
@@ -198,6 +199,10 @@ def parse_request(obj: dict[str, Any], *, max_text_chars: int, now: datetime | N
         raise ProtocolError("bad_request", "'tenant' must be a non-empty string.", rid)
     if len(tenant) > 128:
         raise ProtocolError("bad_request", "'tenant' is longer than 128 characters.", rid)
+    try:
+        shown_name(tenant, "tenant")
+    except InputError as exc:
+        raise ProtocolError("bad_request", str(exc), rid) from None
     if not isinstance(given, str) or not given.strip():
         raise ProtocolError("bad_request", "'request_id' must be a non-empty string.")
     if rid is None:

@@ -114,3 +114,35 @@ def test_an_over_long_tenant_is_named_as_too_long_not_as_empty() -> None:
     assert (err.value.code, err.value.message) == (
         "bad_request", "'tenant' is longer than 128 characters.")
     assert parse_request(_ingest(tenant="t" * 128), max_text_chars=1000, now=NOW).tenant
+
+
+@pytest.mark.parametrize("tenant",
+                         ["acme\nops", "acme\tops", "acme\x1b[2J", "acme\x85", "acme\x7f"])
+def test_a_tenant_with_a_control_character_is_refused_in_one_sentence(tenant: str) -> None:
+    """A tenant is shown as it is in `threads list`, `stats`, the TUI and the logs' tables: a
+    newline split its row in two and an escape sequence drove the operator's terminal. It
+    was stored as sent."""
+    message = "'tenant' contains a control character (a newline, tab or escape)."
+    for frame in (_ingest(tenant=tenant),
+                  {"v": 1, "op": "update", "request_id": "r1", "tenant": tenant,
+                   "model": "m"}):
+        with pytest.raises(ProtocolError) as err:
+            parse_request(frame, max_text_chars=1000, now=NOW)
+        assert (err.value.code, err.value.message) == ("bad_request", message)
+    with pytest.raises(InputError, match=r"^'tenant' contains a control character"):
+        parse_line(json.dumps(_ingest(tenant=tenant)), max_text_chars=1000)
+    assert parse_request(_ingest(tenant="acme ops-2 é"), max_text_chars=1000,
+                         now=NOW).tenant == "acme ops-2 é"
+
+
+def test_a_model_name_with_a_control_character_is_refused() -> None:
+    """Model names are listed as sent (`stats models`, the TUI's models screen)."""
+    message = "'model' contains a control character (a newline, tab or escape)."
+    for frame in (_ingest(model="gpt\r\nx"),
+                  {"v": 1, "op": "update", "request_id": "r1", "tenant": "acme",
+                   "model": "gpt\x1b]0;x\x07"}):
+        with pytest.raises(ProtocolError) as err:
+            parse_request(frame, max_text_chars=1000, now=NOW)
+        assert (err.value.code, err.value.message) == ("bad_request", message)
+    prompt = parse_request(_ingest(model="gpt-4o mini"), max_text_chars=1000, now=NOW).prompt
+    assert prompt is not None and prompt.model == "gpt-4o mini"
