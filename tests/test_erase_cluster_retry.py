@@ -11,6 +11,7 @@ import json
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,7 +75,7 @@ class Nats:
 
 
 @contextmanager
-def _cluster(tmp: Path) -> Iterator[tuple[Nats, Node, Node]]:
+def _cluster(tmp: Path, failures: int = FAILURES) -> Iterator[tuple[Nats, Node, Node]]:
     bus = tmp / "bus.key"
     assert run_cli("cluster", "bus-key", "new", str(bus)).returncode == 0
     key = tmp / "cluster.key"
@@ -83,7 +84,7 @@ def _cluster(tmp: Path) -> Iterator[tuple[Nats, Node, Node]]:
     nats = Nats(tmp / "nats")
     a = Node(tmp, "a", nats.url, key, "0-1", bus_key=bus)
     b = Node(tmp, "b", nats.url, key, "2-3", bus_key=bus)  # only its data dir: erase runs there
-    a.env["SEMTRACE_FAILPOINT"] = f"erase.tombstoned:full:{FAILURES}"
+    a.env["SEMTRACE_FAILPOINT"] = f"erase.tombstoned:full:{failures}"
     try:
         a.launch().wait_up()
         yield nats, a, b
@@ -217,3 +218,41 @@ def test_the_owner_erased_the_users_records_once_each(cluster: tuple[Nats, Node,
     counts = sorted(e["records"] for e in _audit(a, "erase"))
     # ulla's (retried), ulla's again (nothing left), vic's, wanda's (--all-tenants on b)
     assert counts == [0, 1, 1, 2]
+
+
+def test_an_erasure_that_fails_while_the_owner_starts_stops_the_start_in_one_sentence(
+        tmp_path: Path) -> None:
+    """Applied before the owner consumes: a failure then stops the start (a prompt of the
+    user must not be consumed first), says so, and the next start applies it."""
+    with _cluster(tmp_path, failures=1) as (_, a, b):
+        _store(a, "olga", "o-0", "Renew my allotment lease for plot 14.")
+        assert a.stop() == 0
+        pending = run_cli(*_erase(b, "olga", "--wait", "1"), env=b.env)
+        assert pending.returncode == 8, pending.stdout + pending.stderr
+        err = tmp_path / "erase.err"
+        with err.open("wb") as fh:  # asked while the owner starts
+            erase = subprocess.Popen([sys.executable, "-m", "appliance",
+                                      *_erase(b, "olga", "--wait", "600")],
+                                     env=b.env, stdout=subprocess.PIPE, stderr=fh)
+        deadline = time.monotonic() + 60
+        while "Waiting up to 600 s" not in err.read_text():
+            assert erase.poll() is None and time.monotonic() < deadline, err.read_text()
+            time.sleep(0.1)
+        a.launch()
+        assert a.proc is not None and a.proc.wait(timeout=300) != 0
+        said = erase.communicate(timeout=300)[0].decode()  # at once, not after 600 s
+        assert erase.returncode == 9, said + err.read_text()
+        assert "failed to apply it (1 attempt(s), last: database or disk is full); the " \
+            "request waits in NATS and it tries again at its next start" in said
+        log = a.log.read_text()
+        assert "Traceback" not in log and "DSAR" not in log, log[-3000:]
+        last = log.strip().splitlines()[-1]  # b never ran: it asks under its host name
+        assert last.startswith("semtrace: An erasure node '") and (
+            f"' asked for in {TENANT} could not be applied (database or disk is full); this "
+            "node does not consume before it is, so it stops: fix the store and start it "
+            "again (the request waits in NATS).") in last
+        a.env.pop("SEMTRACE_FAILPOINT")  # the disk freed: the next start applies it
+        a.launch().wait_up()
+        again = run_cli(*_erase(b, "olga", "--wait", "120"), env=b.env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert again.stdout.startswith("No records of u_")  # the start erased them

@@ -37,6 +37,7 @@ from appliance.cluster.erasures import (
     failure_of,
 )
 from appliance.cluster.partition import partition_of
+from appliance.errors import SemtraceError
 
 log = logging.getLogger("semtrace.cluster")
 RETRY_FIRST_S = 1.0
@@ -196,8 +197,12 @@ class ErasureInbox:
             with contextlib.suppress(Exception):  # NATS away too: it is retried all the same
                 await self._write(key, request, failed=Failed(self.node, attempts, error,
                                                               time.time(), delay))
-            if at_start:
-                raise
+            if at_start:  # one sentence, no traceback: the node exits and is started again
+                raise SemtraceError(
+                    f"An erasure node '{request.requested_on}' asked for in {request.tenant} "
+                    f"could not be applied ({error}); this node does not consume before it "
+                    "is, so it stops: fix the store and start it again (the request waits in "
+                    "NATS).") from None
             return False
         self.applied += 1
         log.info("erasure applied", extra={

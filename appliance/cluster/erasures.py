@@ -227,6 +227,8 @@ async def forward(settings: ClusterSettings, request: ErasureRequest, *, wait_s:
                     if applied is not None:
                         return applied
                     failed = failure or failed
+                    if failed is not None and failed.retry_in_s is None:
+                        return failed  # the owner stopped on it: nothing changes before it starts
             if time.monotonic() >= deadline:
                 return failed
             await asyncio.sleep(POLL_S)
