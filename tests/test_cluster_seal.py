@@ -239,6 +239,36 @@ def test_a_message_sealed_for_one_tenant_is_refused_on_another_tenants_subject(
     assert "auditors" not in sealed.node.log.read_text()
 
 
+def test_a_prompt_published_straight_to_another_partition_than_its_tenants_is_refused(
+        sealed: Sealed) -> None:
+    """A client allowed `semtrace.part.*.<tenant>` (the documented gateway permission, which
+    nats-server 2.9 needs for its mapping) could publish a tenant's prompt on another
+    partition's subject: the node owning that partition stored it, and the tenant's owner,
+    where its threads, reads and erasures go, never saw it."""
+    from appliance.cluster.client import open_reply, sealed_request
+    from appliance.cluster.partition import partition_of
+    from appliance.keys.bus import load_bus_keys
+
+    keys = load_bus_keys(sealed.key)
+    before = sealed.node.records()
+    wrong = (partition_of("t2", PARTITIONS) + 1) % PARTITIONS
+    row = ingest("t2", "astray-1", "Move the meeting with the auditors to Tuesday.", 6)
+    _, frame = sealed_request(row, keys)
+    reply = open_reply(asyncio.run(raw_request(sealed.url, f"semtrace.part.{wrong}.t2", frame)),
+                       "t2", keys)
+    assert reply["ok"] is False and reply["error"]["code"] == "bad_request"
+    assert reply["error"]["message"] == (
+        f"The message was published to partition {wrong}, not to its tenant's; publish to "
+        "semtrace.ingest.<tenant>.")
+    assert sealed.node.records() == before
+    assert sealed.node.lookup("t2", "astray-1")["error"]["code"] == "not_found"
+    right = open_reply(asyncio.run(raw_request(
+        sealed.url, f"semtrace.part.{partition_of('t2', PARTITIONS)}.t2",
+        sealed_request({**row, "request_id": "astray-2"}, keys)[1])), "t2", keys)
+    assert right["ok"] is True, right
+    assert sealed.node.records() == before + 1
+
+
 def test_a_gateway_rolled_to_the_next_bus_key_is_served_while_nodes_hold_both(
         sealed: Sealed) -> None:
     from appliance.integrations.decorator import Semtrace

@@ -250,8 +250,9 @@ class ClusterNode:
                 continue
             if _op(frame) not in ("ingest", None):  # reads and feedback see earlier writes
                 await asyncio.gather(*(f for *_, f in running), return_exceptions=True)
+            check = _checked(tenant, split[0], self.settings.partitions)
             running.append((msg, tenant, kid, asyncio.ensure_future(self.service.answer(
-                frame, durable=True, check=_same_tenant(tenant)))))
+                frame, durable=True, check=check))))
         for msg, tenant, kid, fut in running:
             await self._settle(msg, tenant, kid, await fut)
 
@@ -356,12 +357,19 @@ def _op(data: bytes) -> str | None:
     return obj.get("op") if isinstance(obj, dict) else None
 
 
-def _same_tenant(tenant: str) -> Any:
-    """The check that a message's body names the tenant of its subject."""
+def _checked(tenant: str, p: int, partitions: int) -> Any:
+    """The check that a message's body names the tenant of its subject, published to that
+    tenant's partition: one published straight to another partition's subject (a client
+    allowed `semtrace.part.*.<tenant>`) would be stored where that tenant's owner, its
+    reads and its erasures never see it."""
 
     def check(obj: dict[str, Any]) -> None:
+        rid = echo_id(obj.get("request_id"))
         if obj.get("tenant") != tenant:
             raise ProtocolError("bad_request", "The request's tenant differs from its subject's "
-                                "tenant.", echo_id(obj.get("request_id")))
+                                "tenant.", rid)
+        if part.partition_of(tenant, partitions) != p:
+            raise ProtocolError("bad_request", f"The message was published to partition {p}, "
+                                "not to its tenant's; publish to semtrace.ingest.<tenant>.", rid)
 
     return check
