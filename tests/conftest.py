@@ -218,3 +218,13 @@ def cli_runner() -> Iterator[object]:
     from click.testing import CliRunner
 
     yield CliRunner()
+
+
+@pytest.fixture
+def srv() -> Iterator[Path]:
+    """A folder a service install may use (tests/installer_host.py: not under /tmp, /home
+    or /run, which the unit hides or empties), removed after."""
+    from installer_host import service_folder
+
+    with service_folder() as made:
+        yield made

@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ from installer_host import (
     dry_install,
     needs_mount_namespace,
     needs_system_python,
-    service_folder,
     shown,
     stand_in_bundle,
     stand_in_host,
@@ -29,13 +27,6 @@ from installer_host import (
 )
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the service install needs root")
-
-
-@pytest.fixture
-def srv() -> Iterator[Path]:
-    """A folder a service install may use (tests/installer_host.py), removed after."""
-    with service_folder() as made:
-        yield made
 
 
 @needs_system_python

@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,6 @@ from installer_host import (
     dry_install,
     needs_mount_namespace,
     needs_system_python,
-    service_folder,
     shown,
     stand_in_bundle,
     stand_in_host,
@@ -28,13 +26,6 @@ from installer_host import (
 )
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the service install needs root")
-
-
-@pytest.fixture
-def srv() -> Iterator[Path]:
-    """A folder a service install may use (tests/installer_host.py), removed after."""
-    with service_folder() as made:
-        yield made
 
 
 @needs_system_python

@@ -7,26 +7,17 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from installer_host import (
     INSTALLER,
     needs_mount_namespace,
-    service_folder,
     stand_in_host,
     with_folders_bound,
 )
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the service install needs root")
-
-
-@pytest.fixture
-def srv() -> Iterator[Path]:
-    """A folder a service install may use (tests/installer_host.py), removed after."""
-    with service_folder() as made:
-        yield made
 
 
 def test_uninstall_removes_nothing_that_is_not_a_semtrace_install_or_data_dir(
