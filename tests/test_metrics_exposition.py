@@ -22,6 +22,9 @@ from prometheus_client.core import Metric
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 ODD_TENANT = 'ops "blue"\\eu\nwest'  # a quote, a backslash and a newline: each escaped
+# the service refuses a tenant with a control character (protocol: a newline would split a
+# table row), so the one it is sent has the quote and the backslash to escape
+SERVED_TENANT = 'ops "blue"\\eu west'
 
 
 @pytest.mark.parametrize(("exposition", "said"), [
@@ -90,8 +93,8 @@ def test_a_running_services_metrics_read_strictly_in_both_formats_and_after_a_re
     try:
         with Client(srv.sock) as c:
             for i, (tenant, text) in enumerate([
-                    (ODD_TENANT, "How do I rotate the VPN certificate on the Oslo gateway?"),
-                    (ODD_TENANT, "And which port does it listen on after that?"),
+                    (SERVED_TENANT, "How do I rotate the VPN certificate on the Oslo gateway?"),
+                    (SERVED_TENANT, "And which port does it listen on after that?"),
                     ("acme", "Recommend a thriller novel set in Iceland.")]):
                 reply = c.ingest(tenant=tenant, user_id="u-1", session_id="s-1", text=text,
                                  request_id=f"r-{i}", ts=f"2026-03-02T09:0{i}:00Z")
@@ -108,7 +111,7 @@ def test_a_running_services_metrics_read_strictly_in_both_formats_and_after_a_re
         om_families = check_openmetrics(om)
         assert _series(om_families) == _series(families)
         # the operator's dashboard shows each tenant by its own name, counted apart
-        assert _index_vectors(families) == {ODD_TENANT: 2, "acme": 1}
+        assert _index_vectors(families) == {SERVED_TENANT: 2, "acme": 1}
         assert _index_vectors(om_families) == _index_vectors(families)
         srv.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
         for _ in range(300):
