@@ -136,6 +136,31 @@ def test_the_unit_of_a_custom_data_dir_makes_no_folder_beside_it(srv: Path) -> N
 
 
 @needs_system_python
+def test_the_unit_waits_for_the_mounts_of_the_installs_own_folders(srv: Path) -> None:
+    """A data dir or config dir on a mount of its own (a second disk, NFS) was not named in
+    the unit: at boot the service could start before the mount, find an empty folder (no
+    keyring, no passphrase) and fail, or write a new store into the mount point. The unit
+    now names the install's venv, data dir and config dir in RequiresMountsFor=."""
+    bundle = stand_in_bundle(srv)
+    prefix, env = stand_in_host(srv, active=False)
+    pw = srv / "pw"
+    pw.write_text("x\n")
+    data, etc = srv / "mnt-data" / "semtrace", srv / "mnt-etc"
+    r = dry_install(bundle, prefix, data, env, "--passphrase-file", str(pw),
+                    "--config-dir", str(etc))
+    assert r.returncode == 0, r.stdout + r.stderr
+    unit = _unit_written(r.stdout)
+    assert unit["RequiresMountsFor"].split() == [str(prefix), str(data), str(etc)], unit
+    if shutil.which("systemd-analyze"):  # and systemd takes the line as it is written
+        (srv / "semtrace.service").write_text(shown(r.stdout, UNIT))
+        v = subprocess.run(["systemd-analyze", "verify", str(srv / "semtrace.service")],
+                           capture_output=True, text=True, timeout=120)
+        said = [line for line in (v.stdout + v.stderr).splitlines()
+                if "Unknown user" not in line and "Unknown group" not in line]
+        assert v.returncode == 0 and not said, said
+
+
+@needs_system_python
 @needs_mount_namespace
 def test_an_upgrade_removes_the_empty_folder_the_earlier_unit_made_beside_the_data_dir(
         srv: Path) -> None:
