@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,14 @@ def _reason(reason: str, *, user_id: str | None = None) -> str:
         raise InputError("--reason must not hold the user id or an e-mail address: the audit "
                          "log keeps it for good; give a ticket number instead.")
     return reason
+
+
+def _names_pseudonym(reason: str, is_user: Callable[[str], bool]) -> bool:
+    """Whether any stretch of the reason (3 characters or more) is the user id whose keyed
+    pseudonym `is_user` recognises: reveal knows its record's user only by pseudonym, so it
+    tries every stretch (at most ~20,000 for a reason of 200 characters, well under 0.1 s)."""
+    return any(is_user(reason[i:j]) for i in range(len(reason))
+               for j in range(i + 3, len(reason) + 1))
 
 
 class RecordId(click.IntRange):
@@ -147,6 +155,11 @@ def reveal(record_id: int, data_dir: Path | None, passphrase_file: Path | None,
             log.append("reveal_denied", {"record": record_id, "tenant": tenant,
                                          "role": role or "default", "why": type(exc).__name__})
             raise
+        user = rt.store.record_user(record_id)
+        if tenant is not None and user is not None and _names_pseudonym(
+                reason, lambda text: rt.keyring.pseudonym(tenant, text) == user):
+            raise InputError("--reason must not hold the user id or an e-mail address: the "
+                             "audit log keeps it for good; give a ticket number instead.")
         pairs = rt.store.reveal(record_id, opener)
         log.append("reveal", {"record": record_id, "tenant": tenant, "role": role,
                               "reason": reason, "found": pairs is not None})

@@ -50,6 +50,11 @@ class Reads:
         row = self._db.execute("SELECT tenant FROM records WHERE id=?", (record_id,)).fetchone()
         return None if row is None else str(row[0])
 
+    def record_user(self, record_id: int) -> str | None:
+        """The pseudonym of the user who wrote a record (None: no such record)."""
+        row = self._db.execute("SELECT user FROM records WHERE id=?", (record_id,)).fetchone()
+        return None if row is None else str(row[0])
+
     def link_tallies(self) -> dict[str, Tally]:
         """Every tenant's link-threshold tally (appliance/link/calibrate.py)."""
         return {tenant: Tally(tuple(json.loads(a)), tuple(json.loads(n)))
