@@ -443,7 +443,7 @@ def test_the_decorator_records_in_a_forked_worker_and_never_raises_once_closed(
     with app.turn(user_id="ines", text="Which desk is free today?"):
         pass
     assert app.flush()  # the parent's worker thread ran, its connection is open
-    app._channel._lock.acquire()  # as a thread of the parent sending when it forks
+    app._channel._lines["main"].lock.acquire()  # as a thread of the parent sending when it forks
     pid = os.fork()
     if pid == 0:  # the child: exits 0 when its turn was answered
         code = 1
@@ -453,7 +453,7 @@ def test_the_decorator_records_in_a_forked_worker_and_never_raises_once_closed(
             code = 0 if app.flush() and turn.conversation_id == "th_0123456789abcdef" else 3
         finally:
             os._exit(code)
-    app._channel._lock.release()
+    app._channel._lines["main"].lock.release()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     app.close()

@@ -9,7 +9,9 @@ once (a held request delays the replies after it on a proxy worker's one connect
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from contextlib import contextmanager
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 
 from appliance.client import Client
+from appliance.integrations.channel import SyncChannel
 from appliance.service import dispatch
 
 
@@ -75,3 +78,87 @@ def test_a_loop_call_is_held_only_while_its_turn_may_still_come(
         assert answered["ok"], answered
         late = c.request(_loop_call("hd-3", "ilse", "resp_never_given"))
         assert late["error"]["code"] == "not_found"
+
+
+def test_a_held_loop_call_does_not_delay_the_other_calls_of_its_proxy_worker(
+        pipeline: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy worker sends everything on its connection one request at a time, and the
+    service answers a connection's requests in order: a loop call held there (its turn's
+    update still on its way from another worker) kept every registration behind it
+    waiting, up to the whole hold (the old code: another user's call was not registered
+    before the gateway's timeout). The loop call now goes on a connection of its own."""
+    pytest.importorskip("litellm")
+    from test_litellm import _until
+
+    from appliance.integrations.litellm import SemtraceLogger
+
+    monkeypatch.setattr(dispatch, "ATTACH_HOLD", 3600.0)
+    sock = tmp_path / "s.sock"
+    with _service(pipeline, sock) as svc:
+        with Client(sock, timeout=30) as c:  # another worker registered ilse's turn
+            turn = c.ingest(tenant="acme", user_id="ilse", request_id="hl-1",
+                            text="Which platform does the night train leave from?")
+        assert turn["ok"]
+        logger = SemtraceLogger(sock, tenant="acme", timeout=10.0, register_wait=0.1)
+
+        async def proxy() -> tuple[dict[str, Any], dict[str, Any], bool]:
+            looped: dict[str, Any] = {
+                "model": "gpt-4o", "user": "ilse", "litellm_call_id": "hl-2",
+                "previous_response_id": "resp_ilse_1", "litellm_metadata": {},
+                "input": [{"type": "function_call_output", "call_id": "call_1",
+                           "output": '{"platform": 7}'}]}
+            await logger.async_pre_call_hook(None, None, looped, "aresponses")
+            # the service has the loop call (its tenant waits for a turn to land)
+            await _until(lambda: "acme" in svc._landings, 30)
+            other: dict[str, Any] = {
+                "model": "gpt-4o", "user": "jonas", "litellm_call_id": "hl-3", "metadata": {},
+                "messages": [{"role": "user", "content": "Is the bakery open on Sunday?"}]}
+            await logger.async_pre_call_hook(None, None, other, "acompletion")
+            await _until(lambda: "gen_ai.conversation.id" in other["metadata"], 60)
+            held_then = "gen_ai.conversation.id" in looped["litellm_metadata"]
+            with Client(sock, timeout=30) as c:  # the first worker's update lands
+                assert c.request({"v": 1, "op": "update", "tenant": "acme",
+                                  "request_id": "hl-1", "response": {
+                                      "id": "resp_ilse_1", "status": "ok"}})["ok"]
+            await _until(lambda: "gen_ai.conversation.id" in looped["litellm_metadata"], 60)
+            return looped["litellm_metadata"], other["metadata"], held_then
+
+        looped, other, held_then = asyncio.run(proxy())
+    # jonas's call was registered while ilse's loop call was still held ...
+    assert not held_then
+    assert other["gen_ai.conversation.id"] != turn["conversation_id"]
+    # ... which then joined its turn, and nothing went unrecorded
+    assert looped["gen_ai.conversation.id"] == turn["conversation_id"]
+    assert looped["semtrace.parent_request_id"] == "hl-1"
+    assert logger.failures == 0
+
+
+def test_a_held_loop_call_does_not_delay_the_other_threads_of_an_sdk_gateway(
+        pipeline: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same for the adapters' blocking channel (the SDK callback's worker threads): the
+    old code had every other thread wait for the held call's connection, then give up."""
+    monkeypatch.setattr(dispatch, "ATTACH_HOLD", 3600.0)
+    sock = tmp_path / "s.sock"
+    with _service(pipeline, sock) as svc:
+        channel = SyncChannel(sock, timeout=10.0, log=logging.getLogger("semtrace.test"))
+        turn = channel.send({"v": 1, "op": "ingest", "tenant": "acme", "user_id": "ilse",
+                             "request_id": "hs-1", "text": "Is the night train on time?"})
+        assert turn is not None and turn["ok"]
+        with futures.ThreadPoolExecutor(1) as pool:
+            held = pool.submit(channel.send, _loop_call("hs-2", "ilse", "resp_ilse_9"))
+            while "acme" not in svc._landings:  # the service has the loop call
+                assert not held.done(), held.result()
+                time.sleep(0.05)
+            other = channel.send({"v": 1, "op": "ingest", "tenant": "acme",
+                                  "user_id": "jonas", "request_id": "hs-3",
+                                  "text": "Is the bakery open on Sunday?"})
+            held_then = held.done()
+            updated = channel.send({"v": 1, "op": "update", "tenant": "acme",
+                                    "request_id": "hs-1",
+                                    "response": {"id": "resp_ilse_9", "status": "ok"}})
+            attached = held.result(timeout=30)
+        channel.close()
+    assert other is not None and other["ok"] and not held_then
+    assert updated is not None and updated["ok"]
+    assert attached is not None and attached["parent_request_id"] == "hs-1"
+    assert attached["conversation_id"] == turn["conversation_id"]

@@ -15,6 +15,11 @@ at most. A request on a connection
 that the service closed meanwhile (it restarted) is sent again at once on a new
 connection: requests are idempotent by request id.
 
+A tool loop's call (an `update` naming a `previous_response_id`) goes on a connection of
+its own (`lane`): the service may hold it up to 2 s while its turn's update is on its way
+from another gateway process, and replies come in request order, so on the shared
+connection it would delay every registration and update behind it.
+
 A process forked from the one that made a channel (a pre-forking server) connects anew:
 the parent's connection, and a lock its threads may have held as it forked, are not the
 child's (`_after_fork`).
@@ -151,120 +156,137 @@ def _stale(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionClosed | BrokenPipeError | ConnectionResetError)
 
 
+def lane(req: dict[str, Any]) -> str:
+    """The connection a request goes on: `loop` for a tool loop's call, which the service
+    may hold while its turn may still come; `main` for the others."""
+    return "loop" if req.get("op") == "update" and req.get("previous_response_id") \
+        else "main"
+
+
+class _Line:
+    """One connection of a SyncChannel and the lock that lets one thread use it at a time."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.client: Any = None
+
+    def drop(self) -> None:
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                self.client.close()
+            self.client = None
+
+
 class SyncChannel:
-    """One connection shared by threads; `send` never raises and never blocks past the
-    timeout."""
+    """Connections shared by threads, one per `lane`; `send` never raises and never blocks
+    past the timeout."""
 
     def __init__(self, target: str | Path, *, timeout: float, log: logging.Logger,
                  bus_keys: Any = None, plain_bus: bool = False) -> None:
         self.target, self.timeout = target, timeout
         self.breaker = Breaker(log, probe=timeout)
         self._opts = {"bus_keys": bus_keys, "plain_bus": plain_bus}
-        self._lock = threading.Lock()
-        self._client: Any = None
+        self._lines = {"main": _Line(), "loop": _Line()}
         _CHANNELS.add(self)
 
     def _forked(self) -> None:
-        """In a forked child: a lock of its own, and no connection (the parent's socket is
-        left alone: closing it here could cut the parent's buffered request)."""
-        self._lock = threading.Lock()
+        """In a forked child: locks of its own, and no connection (the parent's sockets are
+        left alone: closing one here could cut the parent's buffered request)."""
+        self._lines = {"main": _Line(), "loop": _Line()}
         self.breaker._lock = threading.Lock()
-        self._client = None
 
     def send(self, req: dict[str, Any]) -> dict[str, Any] | None:
         """The reply to `req`, or None when the appliance did not answer in time."""
         deadline = time.monotonic() + self.timeout
         if not self.breaker.ready():
             return None
-        if not self._lock.acquire(timeout=self.timeout):
+        line = self._lines[lane(req)]
+        if not line.lock.acquire(timeout=self.timeout):
             self.breaker.skipped()  # another request held the line the whole time
             return None
         try:
             if self.breaker.paused():  # it failed while this request waited
                 return None
-            reply = self._exchange(req, deadline)
+            reply = self._exchange(line, req, deadline)
         except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
-            self._drop()
+            line.drop()
             self.breaker.failed(req, exc)
             return None
         finally:
-            self._lock.release()
+            line.lock.release()
         self.breaker.answered(req, reply)
         return reply
 
-    def _exchange(self, req: dict[str, Any], deadline: float) -> dict[str, Any]:
+    def _exchange(self, line: _Line, req: dict[str, Any], deadline: float) -> dict[str, Any]:
         for attempt in (0, 1):
-            fresh = self._client is None
+            fresh = line.client is None
             left = max(deadline - time.monotonic(), 0.001)
             try:
                 if fresh:
-                    self._client = open_client(self.target, timeout=left, **self._opts)
-                elif hasattr(self._client, "settimeout"):
-                    self._client.settimeout(left)
-                reply: dict[str, Any] = self._client.request(req)
+                    line.client = open_client(self.target, timeout=left, **self._opts)
+                elif hasattr(line.client, "settimeout"):
+                    line.client.settimeout(left)
+                reply: dict[str, Any] = line.client.request(req)
                 return reply
             except Exception as exc:
                 if fresh or attempt or not _stale(exc):
                     raise
-                self._drop()  # the service restarted: once more on a new connection
+                line.drop()  # the service restarted: once more on a new connection
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _drop(self) -> None:
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                self._client.close()
-            self._client = None
-
     def close(self) -> None:
-        with self._lock:
-            self._drop()
+        for line in self._lines.values():
+            with line.lock:
+                line.drop()
 
 
 class AsyncChannel:
-    """One connection per event loop; `send` never raises and returns within the timeout."""
+    """Connections per event loop, one per `lane`; `send` never raises and returns within
+    the timeout."""
 
     def __init__(self, target: str | Path, *, timeout: float, breaker: Breaker,
                  bus_keys: Any = None, plain_bus: bool = False) -> None:
         self.target, self.timeout, self.breaker = target, timeout, breaker
         self._opts = {"bus_keys": bus_keys, "plain_bus": plain_bus}
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = \
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = \
             weakref.WeakKeyDictionary()
 
     async def send(self, req: dict[str, Any]) -> dict[str, Any] | None:
         """The reply to `req`, or None when the appliance did not answer in time."""
         if not self.breaker.ready():
             return None
-        loop = asyncio.get_running_loop()
+        loop, on = asyncio.get_running_loop(), lane(req)
         try:
-            reply = await asyncio.wait_for(self._exchange(loop, req), self.timeout)
+            reply = await asyncio.wait_for(self._exchange(loop, on, req), self.timeout)
         except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
-            await self._drop(loop)
+            await self._drop(loop, on)
             self.breaker.failed(req, exc)
             return None
         self.breaker.answered(req, reply)
         return reply
 
-    async def _exchange(self, loop: asyncio.AbstractEventLoop,
+    async def _exchange(self, loop: asyncio.AbstractEventLoop, on: str,
                         req: dict[str, Any]) -> dict[str, Any]:
         for attempt in (0, 1):
-            client = self._clients.get(loop)
+            clients = self._clients.setdefault(loop, {})
+            client = clients.get(on)
             fresh = client is None
             if client is None:
                 client = await open_async_client(self.target, timeout=self.timeout,
                                                  **self._opts)
-                if self._clients.setdefault(loop, client) is not client:
+                if clients.setdefault(on, client) is not client:
                     await client.close()  # another request connected first
-                    client = self._clients[loop]
+                    client = clients[on]
             try:
                 reply: dict[str, Any] = await client.request(req)
                 return reply
             except Exception as exc:
                 if fresh or attempt or not _stale(exc):
                     raise
-                await self._drop(loop)  # the service restarted: once more on a new one
+                await self._drop(loop, on)  # the service restarted: once more on a new one
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _drop(self, loop: asyncio.AbstractEventLoop) -> None:
-        stale = self._clients.pop(loop, None)
+    async def _drop(self, loop: asyncio.AbstractEventLoop, on: str) -> None:
+        stale = self._clients.get(loop, {}).pop(on, None)
         if stale is not None:
             await asyncio.gather(stale.close(), return_exceptions=True)
