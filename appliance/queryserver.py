@@ -8,7 +8,8 @@ permission (PERMISSIONS; `stats` needs `user_stats` with a `user`, else `aggrega
 the role's identities and its tenants. Then:
 
 - `threads` {tenant, user, limit} / `thread` {thread_id}: thread listings (threads:read);
-- `search` {text, tenant, user, since, limit}: as `semtrace search` (reads.run_search);
+- `search` {text, tenant, user, since, limit}: as `semtrace search` (reads.run_search),
+  with the tenants left out because cross-user search is off there (`skipped`);
 - `stats` {kind, tenant, user, from, to, topic, bucket, baseline_from, baseline_to}:
   the JSON `semtrace stats KIND --json` prints; cross-user figures come from the privacy
   gate, spending or reading today's cached release exactly as the direct command does;
@@ -49,6 +50,7 @@ from appliance.reads import (
     check_tenant,
     run_search,
     run_stats,
+    search_skipped,
     stats_json,
     stats_permission,
 )
@@ -267,11 +269,12 @@ def _search(obj: dict[str, Any], role: str, policies: Policies, store: Store,
     if embedder is None:
         raise ProtocolError("bad_request", "This service has no embedding model.", rid)
     text = _str(obj, "text", rid, required=True)
+    tenant, user = _str(obj, "tenant", rid), _str(obj, "user", rid)
     hits = run_search(store, keyring, policies, role, embedder, str(text),
-                      tenant=_str(obj, "tenant", rid), user=_str(obj, "user", rid),
-                      since=_when(obj, "since", rid), limit=_limit(obj, 10, 1000, rid),
-                      kept=kept)
-    return {"hits": jsonable(hits)}
+                      tenant=tenant, user=user, since=_when(obj, "since", rid),
+                      limit=_limit(obj, 10, 1000, rid), kept=kept)
+    return {"hits": jsonable(hits),
+            "skipped": search_skipped(store, policies, role, tenant, user)}
 
 
 def _stats(obj: dict[str, Any], policies: Policies, store: Store, keyring: Keyring,

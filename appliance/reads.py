@@ -59,6 +59,16 @@ def search_tenants(store: Store, policies: Policies, role: str, tenant: str | No
     return ok
 
 
+def search_skipped(store: Store, policies: Policies, role: str, tenant: str | None,
+                   user: str | None) -> list[str]:
+    """Tenants a search without --tenant and --user left out because cross-user search is
+    off there (the TUI's search says so; without a word the CLI read as "no hits there")."""
+    if user is not None or tenant is not None or allowed(policies.access, role, "audit"):
+        return []
+    return [t for t in all_tenants(store) if sees(policies.access, role, t)
+            and not policies.privacy.cross_user_search.get(t, False)]
+
+
 def user_pseudonym(keyring: Keyring, tenant: str | None, user: str | None) -> str | None:
     if user is None:
         return None

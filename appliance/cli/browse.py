@@ -7,6 +7,7 @@ or key is given), else opens the store read-only; the role decides what it sees.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -54,6 +55,8 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
     from appliance.tui.format import money
 
     not_blank(tenant=tenant, user=user, topic=topic)
+    if user is not None and tenant is None:  # the same sentence over the socket as direct
+        raise InputError("--user needs --tenant (user ids are pseudonymised per tenant).")
     socket_path = query_socket(socket_path, data_dir, passphrase_file, key_file)
     if socket_path is not None:
         req = {"op": "threads", "role": role, "tenant": tenant, "user": user, "limit": limit}
@@ -177,7 +180,7 @@ def search(text: str, data_dir: Path | None, passphrase_file: Path | None,
     Exact below a size threshold, usearch HNSW above it.
     """
     from appliance.ingest import parse_ts
-    from appliance.reads import run_search
+    from appliance.reads import run_search, search_skipped
     from appliance.roles import require
 
     if not text.strip():
@@ -191,32 +194,32 @@ def search(text: str, data_dir: Path | None, passphrase_file: Path | None,
     if socket_path is not None:
         reply = ask(socket_path, {"op": "search", "role": role, "text": text, "tenant": tenant,
                                   "user": user, "since": since, "limit": limit})
-        hits = reply["hits"]
-        if as_json:
-            emit_json(hits)
-            return
-        if not hits:
-            click.echo("(no matching prompts in scope)")
-        for h in hits:
-            click.echo(f"{h['similarity']:.3f}  {h['thread_id']}  #{h['record_id']}  {h['text']}")
-        return
-    rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
-    try:
-        from appliance.embed import LlamaEmbedder
+        hits: list[dict[str, Any]] = reply["hits"]
+        skipped = reply.get("skipped", [])  # a service of an earlier version does not say
+    else:
+        rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
+        try:
+            from appliance.embed import LlamaEmbedder
 
-        role_name = require(rt.policies.access, role, "search", tenant=tenant)
-        found = run_search(rt.store, rt.keyring, rt.policies, role_name,
-                           LlamaEmbedder(rt.policies.correlation.embedding), text,
-                           tenant=tenant, user=user, since=start, limit=limit)
-    finally:
-        rt.close()
+            role_name = require(rt.policies.access, role, "search", tenant=tenant)
+            hits = jsonable(run_search(rt.store, rt.keyring, rt.policies, role_name,
+                                       LlamaEmbedder(rt.policies.correlation.embedding),
+                                       text, tenant=tenant, user=user, since=start,
+                                       limit=limit))
+            skipped = search_skipped(rt.store, rt.policies, role_name, tenant, user)
+        finally:
+            rt.close()
+    if skipped:  # on stderr: --json stays the array of hits
+        click.echo(f"semtrace: not searched: {', '.join(skipped)} (cross-user search is off "
+                   "there in privacy.toml, cross_user_search); search one user's prompts "
+                   "with --tenant and --user.", err=True)
     if as_json:
-        emit_json(found)
+        emit_json(hits)
         return
-    if not found:
+    if not hits:
         click.echo("(no matching prompts in scope)")
-    for f in found:
-        click.echo(f"{f.similarity:.3f}  {f.thread_id}  #{f.record_id}  {f.text}")
+    for h in hits:
+        click.echo(f"{h['similarity']:.3f}  {h['thread_id']}  #{h['record_id']}  {h['text']}")
 
 
 COMMANDS = [threads, search]

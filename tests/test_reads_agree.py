@@ -1,0 +1,48 @@
+"""What an engineer reads from `threads list` and `search` is the same over the service's
+query socket as with the store opened directly, and the same as the TUI tells: the same
+sentence for the same mistake, and a search says which tenants it left out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from test_query_reads import refused, served  # noqa: F401  (served: a fixture)
+from test_spine import run_cli
+
+
+def test_threads_list_user_without_tenant_is_one_and_the_same_sentence_either_way(
+        served: dict[str, Any], data_dir: Path, passphrase_file: Path) -> None:  # noqa: F811
+    """Over the socket it read "'user' must be a string, with 'tenant'." (a string was given;
+    the protocol's field names) where the direct command says what to add."""
+    sock = ["--socket", str(served["sock"]), "--role", "reader"]
+    direct = ["--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file)]
+    for way in (sock, direct):
+        result = run_cli("threads", "list", "--user", "u-ann-7731", *way)
+        refused(result, "--user needs --tenant (user ids are pseudonymised per tenant).")
+        assert result.returncode == 2 and not result.stdout
+    ok = run_cli("threads", "list", "--user", "u-ann-7731", "--tenant", "acme", *sock,
+                 "--json")
+    assert ok.returncode == 0 and len(json.loads(ok.stdout)) == 1
+
+
+def test_a_search_across_tenants_names_those_it_left_out(
+        served: dict[str, Any], data_dir: Path, passphrase_file: Path) -> None:  # noqa: F811
+    """globex has no cross_user_search: a search without --tenant covered acme only and
+    said nothing, read as "no hits in globex" (the TUI says 'skipped globex')."""
+    sock = ["--socket", str(served["sock"]), "--role", "auditor"]
+    direct = ["--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file)]
+    for way in (sock, direct):
+        text = run_cli("search", "zebra procurement ledger", *way)
+        assert text.returncode == 0, text.stderr
+        assert "not searched: globex" in text.stderr and "--user" in text.stderr
+        assert len(text.stderr.strip().splitlines()) == 1
+        as_json = run_cli("search", "zebra procurement ledger", *way, "--json")
+        hits = json.loads(as_json.stdout)  # stdout stays the array of hits
+        assert hits and {h["tenant"] for h in hits} == {"acme"}
+        assert "not searched: globex" in as_json.stderr
+    # one tenant named, or one user's prompts: nothing left out, nothing said
+    for args in (["--tenant", "acme"], ["--tenant", "globex", "--user", "u-ann-7731"]):
+        quiet = run_cli("search", "zebra procurement ledger", *sock, *args)
+        assert quiet.returncode == 0 and quiet.stdout and not quiet.stderr, quiet.stderr
