@@ -34,16 +34,35 @@ def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
 
 
-def _oldest(store: Store, tenant: str) -> dict[str, float | None]:
-    q = store.db.execute
-    rec = q("SELECT min(ts) FROM records WHERE tenant=?", (tenant,)).fetchone()[0]
-    vault = q("SELECT min(r.ts) FROM vault v JOIN records r ON r.id = v.record_id "
-              "WHERE r.tenant=?", (tenant,)).fetchone()[0]
-    threads = q("SELECT min(first_ts) FROM threads WHERE tenant=?", (tenant,)).fetchone()[0]
-    shredded = q("SELECT min(destroyed_at) FROM buckets WHERE tenant=? AND destroyed_at IS NOT "
-                 "NULL", (tenant,)).fetchone()[0]
-    return {"prompts": rec, "vectors": rec, "vault": vault, "threads": threads,
-            "shredded": shredded}
+def _first(store: Store, sql: str, params: tuple[Any, ...]) -> float | None:
+    row = store.db.execute(sql, params).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def _oldest(store: Store, tenant: str, held: frozenset[str] | None
+            ) -> dict[str, tuple[float | None, float | None]]:
+    """Per class, the oldest data (time) the policy governs and the oldest a legal hold
+    keeps. `held`: the tenant's held user pseudonyms, None when the whole tenant is held."""
+    classes = {
+        "prompts": ("SELECT min(ts) FROM records WHERE tenant=?", "user"),
+        "vault": ("SELECT min(r.ts) FROM vault v JOIN records r ON r.id = v.record_id "
+                  "WHERE r.tenant=?", "r.user"),
+        "threads": ("SELECT min(first_ts) FROM threads WHERE tenant=?", "user"),
+    }
+    out: dict[str, tuple[float | None, float | None]] = {}
+    for cls, (sql, user) in classes.items():
+        if held is None:  # the whole tenant is on hold
+            out[cls] = (None, _first(store, sql, (tenant,)))
+        elif not held:
+            out[cls] = (_first(store, sql, (tenant,)), None)
+        else:
+            marks = ",".join("?" * len(held))
+            out[cls] = (_first(store, f"{sql} AND {user} NOT IN ({marks})", (tenant, *held)),
+                        _first(store, f"{sql} AND {user} IN ({marks})", (tenant, *held)))
+    out["vectors"] = out["prompts"]
+    out["shredded"] = (_first(store, "SELECT min(destroyed_at) FROM buckets WHERE tenant=? AND "
+                              "destroyed_at IS NOT NULL", (tenant,)), None)
+    return {cls: out[cls] for cls in (*CLASSES, "shredded")}
 
 
 # What is kept once a bucket is shredded, and for how long (stated in every report).
@@ -62,7 +81,10 @@ AFTER_SHREDDING = [
 ]
 
 
-def _holdings(store: Store, settings: RetentionSettings, now: datetime) -> list[dict[str, Any]]:
+def _holdings(store: Store, settings: RetentionSettings, now: datetime,
+              holds: dict[str, frozenset[str] | None]) -> list[dict[str, Any]]:
+    """Oldest data per tenant and class against its limit. Data a legal hold keeps is not
+    out of policy: it is stated apart (`held_oldest`), and `within_policy` judges the rest."""
     out = []
     tenants = [r[0] for r in store.db.execute("SELECT DISTINCT tenant FROM buckets ORDER BY 1")]
     for tenant in tenants:
@@ -71,13 +93,31 @@ def _holdings(store: Store, settings: RetentionSettings, now: datetime) -> list[
                   "vault": min(rules.vault_days, rules.prompts_days),
                   "threads": rules.prompts_days,
                   "shredded": rules.aggregates_days}
-        for cls, oldest in _oldest(store, tenant).items():
+        held = holds.get(tenant, frozenset())
+        for cls, (oldest, held_oldest) in _oldest(store, tenant, held).items():
             age = None if oldest is None else (now.timestamp() - oldest) / 86400
             # a bucket is shredded once its whole UTC day has aged past the limit
             out.append({"tenant": tenant, "class": cls, "oldest": _iso(oldest),
                         "age_days": None if age is None else round(age, 2),
                         "limit_days": limits[cls],
-                        "within_policy": age is None or age <= limits[cls] + 1})
+                        "within_policy": age is None or age <= limits[cls] + 1,
+                        "held_oldest": _iso(held_oldest)})
+    return out
+
+
+def _held_users(settings: RetentionSettings, pseudonym: Callable[[str, str], str] | None
+                ) -> dict[str, frozenset[str] | None]:
+    """Per tenant with a legal hold, its held users' pseudonyms (None: the whole tenant). A
+    hold by user id needs `pseudonym`; without it that user's data is judged as any other."""
+    out: dict[str, frozenset[str] | None] = {}
+    for h in settings.legal_holds:
+        if h.pseudonym is None and h.user_id is None:
+            out[h.tenant] = None
+            continue
+        user = h.pseudonym if h.pseudonym is not None else \
+            pseudonym(h.tenant, h.user_id) if pseudonym and h.user_id else None
+        if user is not None and (h.tenant not in out or out[h.tenant] is not None):
+            out[h.tenant] = (out.get(h.tenant) or frozenset()) | {user}
     return out
 
 
@@ -122,7 +162,7 @@ def build_report(store: Store, audit: AuditLog, settings: RetentionSettings, *,
         "policy": {**settings.model_dump(mode="json", exclude={"legal_holds"}),
                    "legal_holds": holds},
         "legal_holds": holds,
-        "holdings": _holdings(store, settings, now),
+        "holdings": _holdings(store, settings, now, _held_users(settings, pseudonym)),
         "kept_after_shredding": AFTER_SHREDDING,
         "shredded": [{"at": _iso(e.ts), **e.details} for e in events if e.event == "shred"],
         "erasures": [{"at": _iso(e.ts), "event": e.event, **e.details} for e in events
@@ -181,13 +221,18 @@ def _body(signed: dict[str, Any], e: Any) -> list[str]:
              "Self-check of shredded buckets: "
              f"**{'passed' if r['self_check']['passed'] else 'FAILED'}**"
              f" ({r['self_check']['sampled_buckets']} sampled).", "",
-             "## Oldest data held vs policy", "",
-             "| tenant | class | oldest | age (days) | limit (days) | within policy |",
-             "|---|---|---|---|---|---|"]
+             "## Oldest data held vs policy", ""]
+    # reports issued before legal holds were stated apart render as they were signed
+    held = any("held_oldest" in h for h in r["holdings"])
+    lines += (["| tenant | class | oldest | age (days) | limit (days) | within policy | "
+               "oldest kept by a legal hold |", "|---|---|---|---|---|---|---|"] if held else
+              ["| tenant | class | oldest | age (days) | limit (days) | within policy |",
+               "|---|---|---|---|---|---|"])
     for h in r["holdings"]:
         lines.append(f"| {e(h['tenant'])} | {e(h['class'])} | {e(h['oldest'])} | "
                      f"{e(h['age_days'])} | {e(h['limit_days'])} | "
-                     f"{'yes' if h['within_policy'] else 'NO'} |")
+                     f"{'yes' if h['within_policy'] else 'NO'} |"
+                     + (f" {e(h.get('held_oldest'))} |" if held else ""))
     lines += ["", "## Kept after shredding", ""]
     lines += [f"- {e(line)}" for line in r.get("kept_after_shredding", [])]
     lines += ["", f"## Buckets shredded ({len(r['shredded'])})", ""]

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from conftest import make_prompt, write_stream
+from conftest import T0, make_prompt, write_stream
 from test_spine import run_cli
 from test_tui import app_for, run, settle
 
@@ -127,3 +128,42 @@ def test_a_hold_by_pseudonym_keeps_the_user_through_a_real_retention_run(
     held = run_cli("erase", "--tenant", "acme", "--user", "alice", "--reason", "ticket 3",
                    *args, env=env)
     assert held.returncode == 5 and "legal hold" in held.stdout
+
+
+def test_data_a_legal_hold_keeps_past_its_limit_is_not_reported_out_of_policy(
+        runtime: Any, pipeline: Any) -> None:
+    """The signed report and the retention screen said 'NO' (out of policy) for data only a
+    legal hold kept: an officer read a breach where the policy was obeyed."""
+    from appliance.config import LegalHold
+    from appliance.report import check_report, issue_report
+    from appliance.tui.app import make_app
+
+    pipeline.process([make_prompt("Reset my password please", user="alice"),
+                      make_prompt("Where is the VPN guide?", tenant="globex", user="bob")])
+    retention = runtime.policies.retention.model_copy(update={"legal_holds": [
+        LegalHold(tenant="acme", user_id="alice", reason="case 7")]})
+    runtime.policies = runtime.policies.model_copy(update={"retention": retention})
+    text = issue_report(runtime.store, runtime.keyring, retention, fmt="md")
+    assert check_report(text).ok
+    rows = {(h["tenant"], h["class"]): h for h in json.loads(
+        issue_report(runtime.store, runtime.keyring, retention, fmt="json"))["report"]["holdings"]}
+    for cls in ("prompts", "vectors", "threads"):
+        held = rows["acme", cls]
+        assert held["within_policy"] and held["held_oldest"] is not None, held
+        assert held["oldest"] is None  # nothing of acme is outside the hold
+    assert not rows["globex", "prompts"]["within_policy"]  # bob's old day is still due
+    assert rows["globex", "prompts"]["held_oldest"] is None
+    assert "| acme | prompts | - | - | 30.0 | yes | 2026-03-02T09:00:00+00:00 |" in text
+
+    async def scenario(pilot: Any) -> None:
+        await pilot.press("R")
+        await settle(pilot)
+        table = pilot.app.screen.query_one("#holdings")
+        within = {(str(table.get_row_at(i)[0]), table.get_row_at(i)[1]):
+                  str(table.get_row_at(i)[5]) for i in range(table.row_count)}
+        assert within["acme", "prompts"] == "✔ held", within
+        assert within["globex", "prompts"] == "✖ NO", within
+
+    later = T0 + timedelta(days=60)  # both days past their 30 days
+    run(make_app(runtime, clock=lambda: later, refresh_seconds=3600, role="compliance"),
+        scenario)

@@ -79,7 +79,8 @@ class ComplianceReader:
         settings = self.reader.rt.policies.retention
         with self.reader.lock:
             store = self.reader.rt.store
-            body = build_report(store, _ReadAudit(store), settings, now=now)  # type: ignore[arg-type]
+            body = build_report(store, _ReadAudit(store), settings, now=now,  # type: ignore[arg-type]
+                                pseudonym=self.reader.rt.keyring.pseudonym)
             runs = audit_entries(store, events=("retention_run",), last=1)
             # A session limited to one tenant (a role bound to tenants) sees that tenant's
             # events only: other tenants' shreds, erasures and reveals are not its business.

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from rich.text import Text
 from textual import on, work
@@ -20,6 +21,13 @@ from appliance.tui.views import RetentionView
 
 def _days(v: float | None) -> str:
     return "–" if v is None else f"{v:g}"
+
+
+def _held_past(h: dict[str, Any], now: datetime) -> bool:
+    """Whether a legal hold keeps data of this row older than its limit (not a breach)."""
+    held = h.get("held_oldest")
+    return held is not None and now - datetime.fromisoformat(held) \
+        > timedelta(days=h["limit_days"] + 1)
 
 
 def policy_text(view: RetentionView) -> Text:
@@ -138,7 +146,8 @@ class RetentionScreen(Screen[None]):
         holdings = self.query_one("#holdings", DataTable)
         holdings.clear()
         for h in view.holdings:
-            ok = Text("✔ yes") if h["within_policy"] else Text("✖ NO", style="bold red")
+            ok = Text("✖ NO", style="bold red") if not h["within_policy"] else \
+                Text("✔ held") if _held_past(h, view.checked_at) else Text("✔ yes")
             oldest = (h["oldest"] or "–")[:16].replace("T", " ")
             holdings.add_row(Text(h["tenant"]), h["class"], oldest,
                              "–" if h["age_days"] is None else f"{h['age_days']:.1f}",
