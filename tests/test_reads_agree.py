@@ -46,3 +46,25 @@ def test_a_search_across_tenants_names_those_it_left_out(
     for args in (["--tenant", "acme"], ["--tenant", "globex", "--user", "u-ann-7731"]):
         quiet = run_cli("search", "zebra procurement ledger", *sock, *args)
         assert quiet.returncode == 0 and quiet.stdout and not quiet.stderr, quiet.stderr
+
+
+def test_threads_show_calls_a_new_threads_similarity_best_as_the_tui_does(
+        pipeline: Any, data_dir: Path, passphrase_file: Path) -> None:
+    """A new thread's first turn printed `sim=0.26` beside `new`: the similarity to a turn
+    it does not continue (the closest one, not taken), which the TUI labels `best`."""
+    from conftest import make_prompt
+
+    out = pipeline.process([
+        make_prompt("Give me a recipe for a vegetarian lasagna", user="dave", minutes=0),
+        make_prompt("Can I make it without ricotta?", user="dave", minutes=1),
+        make_prompt("How do I renew my passport before a trip abroad?", user="dave",
+                    minutes=300)])
+    first, later = out[0].thread_id, out[2].thread_id
+    assert first != later and out[1].thread_id == first and out[2].similarity is not None
+    cred = ("--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file))
+    shown = run_cli("threads", "show", later, *cred)
+    assert shown.returncode == 0, shown.stderr
+    turn = shown.stdout.splitlines()[1]
+    assert " new " in turn and f"best={out[2].similarity:.2f}" in turn and "sim=" not in turn
+    follow_up = run_cli("threads", "show", first, *cred).stdout.splitlines()[3]
+    assert "continuation" in follow_up and f"sim={out[1].similarity:.2f}" in follow_up

@@ -150,8 +150,9 @@ def turn_line(r: Record) -> str:
     """A turn's link as `threads show` prints it: position, intent, similarity, the signal
     that decided (history, previous_response_id, session_id or content) and the parent."""
     parts = [f"{r.position:<12}", r.intent or "intent ?"]
-    if r.similarity is not None:
-        parts.append(f"sim={r.similarity:.2f}")
+    if r.similarity is not None:  # without a parent: to the closest turn, not taken (the TUI's
+        # `best`); `sim=` read as the similarity to what the turn continues
+        parts.append(f"{'sim' if r.parent_id is not None else 'best'}={r.similarity:.2f}")
     if r.link_source:
         parts.append(f"signal={r.link_source}")
     if r.parent_id is not None:
