@@ -162,3 +162,50 @@ def test_a_held_loop_call_does_not_delay_the_other_threads_of_an_sdk_gateway(
     assert updated is not None and updated["ok"]
     assert attached is not None and attached["parent_request_id"] == "hs-1"
     assert attached["conversation_id"] == turn["conversation_id"]
+
+
+def test_a_loop_call_held_past_the_gateways_timeout_pauses_no_other_call(
+        pipeline: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A gateway whose `timeout` is under the hold gives up on a held loop call: the old
+    code took that for a hung appliance (the `semtrace_unavailable` warning, then a pause
+    in which the next calls went unrecorded). A held loop call is not a hung appliance:
+    the next call of the worker is registered, and nothing is logged."""
+    pytest.importorskip("litellm")
+    from test_litellm import _until
+
+    from appliance.integrations.litellm import SemtraceLogger
+
+    monkeypatch.setattr(dispatch, "ATTACH_HOLD", 3600.0)
+    caplog.set_level(logging.INFO, logger="semtrace")
+    sock = tmp_path / "s.sock"
+    with _service(pipeline, sock):
+        with Client(sock, timeout=30) as c:  # another worker registered ilse's turn
+            turn = c.ingest(tenant="acme", user_id="ilse", request_id="ht-1",
+                            text="Does the night train have a dining car?")
+        assert turn["ok"]
+        logger = SemtraceLogger(sock, tenant="acme", timeout=1.0, register_wait=1.0)
+
+        async def proxy() -> dict[str, Any]:
+            looped: dict[str, Any] = {
+                "model": "gpt-4o", "user": "ilse", "litellm_call_id": "ht-2",
+                "previous_response_id": "resp_ilse_5", "litellm_metadata": {},
+                "input": [{"type": "function_call_output", "call_id": "call_1",
+                           "output": '{"dining_car": true}'}]}
+            await logger.async_pre_call_hook(None, None, looped, "aresponses")
+            await _until(lambda: not logger._tasks, 60)  # it gave up on the held call
+            other: dict[str, Any] = {
+                "model": "gpt-4o", "user": "jonas", "litellm_call_id": "ht-3", "metadata": {},
+                "messages": [{"role": "user", "content": "Is the museum free on Sundays?"}]}
+            await logger.async_pre_call_hook(None, None, other, "acompletion")
+            await _until(lambda: not logger._tasks, 60)
+            return other["metadata"]
+
+        other = asyncio.run(proxy())
+        with Client(sock, timeout=30) as c:  # the turn's update releases the held call
+            assert c.request({"v": 1, "op": "update", "tenant": "acme", "request_id": "ht-1",
+                              "response": {"id": "resp_ilse_5", "status": "ok"}})["ok"]
+    assert "gen_ai.conversation.id" in other
+    assert other["gen_ai.conversation.id"] != turn["conversation_id"]
+    events = [getattr(r, "event", None) for r in caplog.records]
+    assert "semtrace_unavailable" not in events and "semtrace_available" not in events
