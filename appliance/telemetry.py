@@ -374,7 +374,8 @@ def start_telemetry(settings: TelemetrySettings, pipeline: Pipeline, *,
     telemetry.attach(pipeline)
     if metrics is not None:
         try:
-            server = MetricsServer(metrics.registry, settings.metrics.listen)
+            server = MetricsServer(metrics.registry, settings.metrics.listen,
+                                   group=settings.metrics.socket_group)
         except (OSError, ValueError) as exc:
             why = str(getattr(exc, "strerror", None) or exc).rstrip(".")
             raise ConfigError(f"Metrics cannot listen on {settings.metrics.listen}: {why}.") \

@@ -2,9 +2,13 @@
 # Install Semtrace from this bundle, with no network.
 #   ./install.sh [--prefix DIR] [--data-dir DIR] [--passphrase-file FILE] [--public-key PEM]
 #                [--no-service] [--dry-run] [--python PYTHON] [--config-dir DIR]
+#                [--metrics-group GROUP]
 # Default: venv in /opt/semtrace, data in /var/lib/semtrace, system user and systemd unit;
 # the passphrase and the policies in /etc/semtrace (policies an upgrade never overwrites).
 # --no-service installs without root, user or systemd (tests and evaluation).
+# --metrics-group GROUP: metrics on /run/semtrace/metrics.sock, readable by GROUP's members
+# only (a scraper's group, made if missing; not semtrace, whose members may send prompts);
+# an upgrade keeps the earlier one, --metrics-group '' turns them off.
 set -euo pipefail
 bundle="$(cd "$(dirname "$0")" && pwd)"
 prefix="/opt/semtrace"
@@ -15,6 +19,8 @@ service=1
 dry=0
 python="${PYTHON:-python3}"
 etc="/etc/semtrace"
+metrics_group=""
+metrics_group_given=0
 die() { echo "install: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -26,7 +32,8 @@ while [ $# -gt 0 ]; do
     --dry-run) dry=1; shift ;;
     --python) python="$2"; shift 2 ;;
     --config-dir) etc="$2"; shift 2 ;;
-    -h|--help) sed -n 2,7p "$0"; exit 0 ;;
+    --metrics-group) metrics_group="$2"; metrics_group_given=1; shift 2 ;;
+    -h|--help) sed -n 2,11p "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)." ;;
   esac
 done
@@ -46,6 +53,16 @@ if [ -n "$passphrase_file" ] && { [ ! -f "$passphrase_file" ] || [ ! -r "$passph
   die "the passphrase file $passphrase_file does not exist or cannot be read; nothing was installed."
 fi
 run() { if [ "$dry" = 1 ]; then echo "would run: $*"; else "$@"; fi; }
+# The metrics socket's own group: its members may scrape it and nothing else. The service's
+# group (semtrace) may also send prompts on the ingest socket: a scraper put there for the
+# metrics could ingest too.
+if [ -n "$metrics_group" ]; then
+  [ "$service" = 1 ] || die "--metrics-group is written into the service's unit; without one (--no-service) give 'semtrace serve --metrics unix:PATH --metrics-group $metrics_group'; nothing was installed."
+  [[ "$metrics_group" =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] \
+    || die "--metrics-group $metrics_group is not a group name (lower-case letters, digits, _ and -, at most 32, not starting with a digit or -); nothing was installed."
+  [ "$metrics_group" != semtrace ] \
+    || die "--metrics-group semtrace: the members of the service's group may also send prompts on the ingest socket; give a group of the scraper's own, such as semtrace-metrics; nothing was installed."
+fi
 # pip and the venv see the bundle only: with a PYTHONPATH holding another semtrace (a
 # source tree), pip took it as installed and the venv was left without the command
 unset PYTHONPATH PYTHONHOME
@@ -94,6 +111,12 @@ if [ "$service" = 1 ]; then
   if [ -f "$unit" ]; then
     was_data=$(sed -n 's/^ExecStart=.* --data-dir \([^ ]*\).*/\1/p' "$unit" | head -1)
     was_etc=$(sed -n 's|^LoadCredential=semtrace-passphrase:\(.*\)/passphrase$|\1|p' "$unit" | head -1)
+    was_metrics_group=$(sed -n 's/^ExecStart=.* --metrics-group \([^ ]*\).*/\1/p' "$unit" | head -1)
+    # an upgrade without --metrics-group keeps the earlier unit's metrics socket
+    if [ "$metrics_group_given" = 0 ] && [ -n "$was_metrics_group" ]; then
+      metrics_group="$was_metrics_group"
+      echo "install: the metrics socket keeps its group $metrics_group (--metrics-group '' turns the metrics off)."
+    fi
     if [ -n "$was_data" ] && [ -f "$was_data/keyring.json" ] \
         && [ "$(realpath -m "$was_data")" != "$(realpath -m "$data_dir")" ]; then
       die "the service installed here keeps its data in $was_data, not $data_dir: give --data-dir $was_data to upgrade it (uninstall it first to start a new store elsewhere); nothing was installed."
@@ -194,6 +217,9 @@ run "$prefix/bin/python" -m pip install --disable-pip-version-check --quiet --no
 # 4. Service account, directories, unit.
 if [ "$service" = 1 ]; then
   id semtrace >/dev/null 2>&1 || run useradd --system --home-dir "$data_dir" --shell /usr/sbin/nologin semtrace
+  if [ -n "$metrics_group" ] && ! getent group "$metrics_group" >/dev/null 2>&1; then
+    run groupadd --system "$metrics_group"
+  fi
   run install -d -m 0700 -o semtrace -g semtrace "$data_dir"
   run install -d -m 0750 -o root -g semtrace "$etc" "$etc/policies"
   # the policies: this version's defaults for the files not there yet; an edited one is
@@ -214,11 +240,16 @@ if [ "$service" = 1 ]; then
   # Literal replacement (awk, not sed): a '&' or '|' in a path stays as it is.
   state=""
   case "$real_data/" in /var/lib/?*/) state="${real_data#/var/lib/}" ;; esac
-  unit_text=$(P="$prefix" D="$data_dir" E="$etc" S="$state" awk '
+  # With --metrics-group, ExecStart= serves the metrics on a socket of that group, which
+  # the service joins (SupplementaryGroups=) to give it to the socket.
+  unit_text=$(P="$prefix" D="$data_dir" E="$etc" S="$state" M="$metrics_group" awk '
     BEGIN { n = split("/opt/semtrace /var/lib/semtrace /etc/semtrace", from, " ")
-            to[1] = ENVIRON["P"]; to[2] = ENVIRON["D"]; to[3] = ENVIRON["E"] }
+            to[1] = ENVIRON["P"]; to[2] = ENVIRON["D"]; to[3] = ENVIRON["E"]; m = ENVIRON["M"] }
     /^StateDirectory=/ { if (ENVIRON["S"] != "") print "StateDirectory=" ENVIRON["S"]; next }
     /^StateDirectoryMode=/ { if (ENVIRON["S"] != "") print; next }
+    /^Group=/ { print; if (m != "") print "SupplementaryGroups=" m; next }
+    /^ExecStart=/ && m != "" {
+      $0 = $0 " --metrics unix:/run/semtrace/metrics.sock --metrics-group " m }
     { out = ""; line = $0
       while (1) {
         best = 0

@@ -316,3 +316,89 @@ def test_the_install_leaves_an_uninstaller_that_knows_its_folders(tmp_path: Path
     assert gone.returncode == 0, gone.stderr
     assert f"removed {prefix}; the data dir {data} was kept" in gone.stdout
     assert not prefix.exists() and (data / "keyring.json").exists()
+
+
+@needs_system_python
+@needs_mount_namespace
+def test_a_metrics_group_of_its_own_is_written_into_the_unit_and_kept_by_an_upgrade(
+        srv: Path) -> None:
+    """The metrics socket could only be given the service's group, semtrace, whose members
+    may also send prompts on the ingest socket: a scraper let in to read the metrics could
+    ingest. --metrics-group makes the scraper's group (if missing), serves the metrics on
+    /run/semtrace/metrics.sock in that group, and lets the service give the socket that
+    group (SupplementaryGroups=); an upgrade without the option keeps it. (The first unit is
+    put in a stand-in /etc/systemd/system bound over the host's in a namespace of its own.)"""
+    import grp
+
+    group = f"st-metrics-{srv.name[-6:].lower().replace('_', '-')}"
+    assert group not in {g.gr_name for g in grp.getgrall()}
+    bundle = stand_in_bundle(srv)
+    prefix, env = stand_in_host(srv, active=False)
+    etc, data = srv / "etc", srv / "data"
+    etc.mkdir()
+    (etc / "passphrase").write_text("x\n")
+    first = dry_install(bundle, prefix, data, env, "--config-dir", str(etc),
+                        "--metrics-group", group)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert f"would run: groupadd --system {group}" in first.stdout.splitlines()
+    unit = _unit_written(first.stdout)
+    assert unit["SupplementaryGroups"] == group
+    assert unit["ExecStart"].endswith(
+        f" --metrics unix:/run/semtrace/metrics.sock --metrics-group {group}"), unit
+    assert unit["Group"] == "semtrace"  # the ingest socket's group is not the scraper's
+    if shutil.which("systemd-analyze"):
+        (srv / "semtrace.service").write_text(shown(first.stdout, UNIT))
+        v = subprocess.run(["systemd-analyze", "verify", str(srv / "semtrace.service")],
+                           capture_output=True, text=True, timeout=120)
+        said = [line for line in (v.stdout + v.stderr).splitlines()
+                if "Unknown user" not in line and "Unknown group" not in line]
+        assert v.returncode == 0 and not said, said
+    units = srv / "units"
+    units.mkdir()
+    (units / "semtrace.service").write_text(shown(first.stdout, UNIT))
+
+    def again(*extra: str) -> subprocess.CompletedProcess[str]:
+        return with_folders_bound({units: "/etc/systemd/system"}, [
+            "bash", str(bundle / "install.sh"), "--prefix", str(prefix), "--data-dir",
+            str(data), "--config-dir", str(etc), "--python", SYSTEM_PYTHON or sys.executable,
+            "--dry-run", *extra], env)
+
+    kept = again()
+    assert kept.returncode == 0, kept.stderr
+    assert _unit_written(kept.stdout)["SupplementaryGroups"] == group
+    assert (f"install: the metrics socket keeps its group {group} (--metrics-group '' turns "
+            "the metrics off).") in kept.stdout.splitlines()
+    off = again("--metrics-group", "")
+    assert off.returncode == 0, off.stderr
+    assert "SupplementaryGroups" not in _unit_written(off.stdout)
+    assert "--metrics" not in _unit_written(off.stdout)["ExecStart"]
+    plain = dry_install(bundle, prefix, data, env, "--config-dir", str(etc))
+    assert plain.returncode == 0, plain.stderr  # no group asked for: the unit as before
+    assert "SupplementaryGroups" not in _unit_written(plain.stdout)
+    assert "--metrics" not in _unit_written(plain.stdout)["ExecStart"]
+    assert "groupadd" not in plain.stdout
+
+
+@needs_system_python
+@pytest.mark.parametrize(("group", "why"), [
+    ("semtrace", "--metrics-group semtrace: the members of the service's group may also send "
+     "prompts on the ingest socket"),
+    ("Metrics Readers", "--metrics-group Metrics Readers is not a group name"),
+    ("-x", "--metrics-group -x is not a group name"),
+])
+def test_a_metrics_group_that_would_let_a_scraper_ingest_or_break_the_unit_is_refused(
+        srv: Path, group: str, why: str) -> None:
+    bundle = stand_in_bundle(srv)
+    prefix, env = stand_in_host(srv, active=False)
+    pw = srv / "pw"
+    pw.write_text("x\n")
+    r = dry_install(bundle, prefix, srv / "data", env, "--passphrase-file", str(pw),
+                    "--config-dir", str(srv / "etc"), "--metrics-group", group)
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"install: {why}") and r.stderr.strip().endswith(
+        "nothing was installed."), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "would run" not in r.stdout
+    no_unit = dry_install(bundle, prefix, srv / "data", env, "--no-service",
+                          "--metrics-group", "semtrace-metrics")
+    assert no_unit.returncode == 1
+    assert "--metrics-group is written into the service's unit" in no_unit.stderr

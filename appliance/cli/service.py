@@ -40,6 +40,9 @@ SOCKET_NAME = "semtrace.sock"
 @click.option("--metrics", "metrics_listen", default=None, metavar="ADDR",
               help="Serve Prometheus /metrics on host:port or unix:/path "
               "(default: policies/telemetry.toml; off).")
+@click.option("--metrics-group", "metrics_group", default=None, metavar="GROUP",
+              help="The group of the metrics' Unix socket: its members may scrape, and "
+              "nothing else (default: policies/telemetry.toml; the service's own group).")
 @click.option("--otlp-endpoint", default=None, metavar="URL",
               help="Export spans over OTLP/HTTP to a collector on this host, e.g. "
               "http://127.0.0.1:4318/v1/traces (default: policies/telemetry.toml; off).")
@@ -54,7 +57,7 @@ SOCKET_NAME = "semtrace.sock"
               help="This node's name in the cluster (default: the host name).")
 def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
           socket_path: Path | None, query_socket: Path | None, check: bool, log_level: str,
-          metrics_listen: str | None,
+          metrics_listen: str | None, metrics_group: str | None,
           otlp_endpoint: str | None, nats_url: str | None, partitions: int | None,
           own: str | None, node_name: str | None) -> None:
     """Serve the ingest protocol on a local Unix socket (and NATS) until SIGTERM."""
@@ -73,13 +76,15 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     directory = data_dir or default_data_dir()
     policies = load_policies()
     warnings = policies.redaction.warnings()
-    settings = telemetry_settings(policies.telemetry, metrics_listen, otlp_endpoint)
+    settings = telemetry_settings(policies.telemetry, metrics_listen, otlp_endpoint,
+                                  metrics_group=metrics_group)
     if settings.metrics.listen:  # one sentence now, not after the models load
         from appliance.errors import ConfigError
         from appliance.metrics import check_listen
 
         try:
-            check_listen(settings.metrics.listen, in_use=not check)
+            check_listen(settings.metrics.listen, in_use=not check,
+                         group=settings.metrics.socket_group)
         except ValueError as exc:
             raise ConfigError(f"Metrics cannot listen on {settings.metrics.listen}: "
                               f"{str(exc).rstrip('.')}.") from None
@@ -193,8 +198,10 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         rt.close()
 
 
-def telemetry_settings(base: Any, metrics_listen: str | None, otlp_endpoint: str | None) -> Any:
-    """policies/telemetry.toml with the command line's addresses; one sentence if invalid."""
+def telemetry_settings(base: Any, metrics_listen: str | None, otlp_endpoint: str | None, *,
+                       metrics_group: str | None = None) -> Any:
+    """policies/telemetry.toml with the command line's addresses (and the metrics socket's
+    group); one sentence if invalid."""
     from pydantic import ValidationError
 
     from appliance.config import TelemetrySettings
@@ -202,13 +209,17 @@ def telemetry_settings(base: Any, metrics_listen: str | None, otlp_endpoint: str
     data = base.model_dump()
     if metrics_listen is not None:
         data["metrics"]["listen"] = metrics_listen
+    if metrics_group is not None:
+        data["metrics"]["socket_group"] = metrics_group
     if otlp_endpoint is not None:
         data["tracing"]["otlp_endpoint"] = otlp_endpoint
     try:
         return TelemetrySettings.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        option = "--metrics" if first["loc"][0] == "metrics" else "--otlp-endpoint"
+        option = "--otlp-endpoint" if first["loc"][0] != "metrics" else (
+            "--metrics-group" if first["loc"][1:] == ("socket_group",) or (
+                metrics_group and "socket_group" in first["msg"]) else "--metrics")
         raise click.BadParameter(first["msg"].removeprefix("Value error, "),
                                  param_hint=option) from None
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from appliance.config.base import Strict
 
 _LOOPBACK = ("127.0.0.1", "::1", "[::1]", "localhost")
+# a POSIX group name as useradd/groupadd take it (it is also written into the unit's lines)
+GROUP_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
 
 class TracingSettings(Strict):
@@ -31,6 +34,9 @@ class MetricsSettings(Strict):
     """Prometheus exposition; off unless `listen` is set."""
 
     listen: str = ""  # "127.0.0.1:9464" or "unix:/run/semtrace/metrics.sock"; "" = off
+    # the Unix socket's group: "" = the service's own (whose members may also send prompts
+    # on the ingest socket); a group of its own lets a scraper read metrics and nothing else
+    socket_group: str = ""
     tenant_labels: int = Field(default=20, ge=0, le=1000)  # largest tenants labelled by name
     agreement_sample_rate: float = Field(default=0.1, ge=0.0, le=1.0)
     agreement_window: int = Field(default=500, ge=10, le=100_000)
@@ -45,6 +51,21 @@ class MetricsSettings(Strict):
         elif value and (not sep or not host or not port.isdigit() or int(port) > 65535):
             raise ValueError("must be host:port, unix:/path, or empty")
         return value
+
+    @field_validator("socket_group")
+    @classmethod
+    def _group(cls, value: str) -> str:
+        if value and not GROUP_NAME.fullmatch(value):
+            raise ValueError("must be a group name (lower-case letters, digits, _ and -, "
+                             "at most 32, not starting with a digit or -), or empty")
+        return value
+
+    @model_validator(mode="after")
+    def _group_needs_a_socket(self) -> MetricsSettings:
+        if self.socket_group and not self.listen.startswith("unix:"):
+            raise ValueError("socket_group (serve --metrics-group) is the group of a Unix "
+                             "socket: it needs listen = \"unix:/path\" (--metrics unix:/path)")
+        return self
 
 
 class LogSettings(Strict):

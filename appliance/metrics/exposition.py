@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
 import socket
 import socketserver
@@ -19,19 +20,22 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 class MetricsServer:
-    """Serves /metrics over HTTP on `host:port` or on `unix:/path` until closed."""
+    """Serves /metrics over HTTP on `host:port` or on `unix:/path` until closed; a Unix
+    socket is mode 0660, in `group` when given (else the process's own group)."""
 
-    def __init__(self, registry: CollectorRegistry, listen: str) -> None:
+    def __init__(self, registry: CollectorRegistry, listen: str, *, group: str = "") -> None:
         self.listen = listen
         self._path: Path | None = None
         self._server: Any
         if listen.startswith("unix:"):
             self._path = Path(listen[len("unix:"):])
-            check_listen(listen)
+            gid = check_listen(listen, group=group)
             self._path.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 self._path.unlink()  # a stale socket of an earlier run (check_listen)
             self._server = _UnixServer(str(self._path), MetricsHandler.factory(registry))
+            if gid is not None:  # before the mode opens it to a group
+                os.chown(self._path, -1, gid)
             os.chmod(self._path, 0o660)
             threading.Thread(target=self._server.serve_forever, name="semtrace-metrics",
                              daemon=True).start()
@@ -67,16 +71,22 @@ def unreachable(listen: str) -> str | None:
             "comments name")
 
 
-def check_listen(listen: str, *, in_use: bool = True) -> None:
+def check_listen(listen: str, *, in_use: bool = True, group: str = "") -> int | None:
     """Refuse, with one sentence (ValueError), a metrics address that cannot be served or
     that would take something over: a Unix socket path that is another kind of file (it
     would be deleted), a folder that cannot be made, and (`in_use`) an address where a
-    server already answers (`serve --check` beside the running service skips that)."""
+    server already answers (`serve --check` beside the running service skips that); and a
+    socket `group` that this host lacks or that this process cannot give a file. Returns
+    that group's id (None: the process's own group)."""
     if not listen.startswith("unix:"):
+        if group:
+            raise ValueError(f"the metrics group {group} is the group of a Unix socket; "
+                             "serve the metrics on unix:/path")
         host, port = parse_listen(listen)
         if in_use:
             _try_bind(host, port)
-        return
+        return None
+    gid = socket_group_id(group) if group else None
     path = Path(listen[len("unix:"):])
     if path.is_symlink() or (path.exists() and not path.is_socket()):
         raise ValueError(f"{path} exists and is not a socket; it was left as it is")
@@ -86,13 +96,29 @@ def check_listen(listen: str, *, in_use: bool = True) -> None:
         try:
             probe.connect(str(path))
         except OSError:
-            return  # stale: nothing answers, it is replaced
+            return gid  # stale: nothing answers, it is replaced
         finally:
             probe.close()
         raise ValueError(f"another process already serves on {path}")
     existing = next((p for p in path.parents if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise ValueError(f"{existing} is a file, not a folder")
+    return gid
+
+
+def socket_group_id(group: str) -> int:
+    """The id of `group`, which this process may give its files (root, or a member: the
+    unit's SupplementaryGroups=); ValueError with one sentence otherwise."""
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ValueError(f"this host has no group {group} (groupadd --system {group}, or "
+                         "install.sh --metrics-group makes it)") from None
+    if os.geteuid() != 0 and gid != os.getegid() and gid not in os.getgroups():
+        raise ValueError(f"this process is not in the group {group}, so it cannot give the "
+                         f"socket that group (the unit needs SupplementaryGroups={group}, "
+                         "which install.sh --metrics-group writes)")
+    return gid
 
 
 def _try_bind(host: str, port: int) -> None:

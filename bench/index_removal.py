@@ -1,0 +1,137 @@
+"""Removal benchmark: what shredding or erasing many vectors costs the in-memory index.
+
+`index.TenantIndex` overwrites each removed vector's slot at once with a random "filler"
+vector (usearch keeps a removed vector's bytes until its slot is reused), and a later add
+takes the fillers' slots back. So removing vectors never frees memory, and the HNSW graph
+keeps every filler as a node until then. This measures, on one tenant of synthetic
+clustered vectors (bench/search.py's):
+
+1. the full index: usearch memory, process RSS, cross-user top-10 p50/p95, recall@10;
+2. after removing a share of it (`--remove`, default 0.5) in shredding's own calls (one
+   `remove` a bucket of `--bucket` records, whole users' days picked at random): the
+   removal's own time, the same figures (recall against exact search over what is left);
+3. after the same number of new vectors are added (retention's steady state: the adds
+   reuse the fillers' slots);
+4. a fresh index of what 2 holds, as a service restart builds it (the index is rebuilt
+   from the store at every start).
+
+Prints figures; asserts nothing.
+
+    nice .venv/bin/python bench/index_removal.py [--n 200000] [--remove 0.5] [--bucket 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from appliance.index import EXACT_BELOW, TenantIndex  # noqa: E402
+from bench.search import DIMS, K, exact_top, rss_mb, vectors  # noqa: E402
+
+
+def build(ids: np.ndarray, data: np.ndarray, users: int, dtype: str) -> TenantIndex:
+    """A tenant index over `data` (keys `ids`), added one user at a time as a start does."""
+    ix = TenantIndex(DIMS, dtype=dtype)
+    for u, part in enumerate(np.array_split(np.arange(len(ids)), users)):
+        ix.add(f"user{u}", ids[part].tolist(), data[part])
+    return ix
+
+
+def measure(ix: TenantIndex, ids: np.ndarray, data: np.ndarray,
+            queries: np.ndarray) -> dict[str, float]:
+    """Cross-user top-K latency and recall@K against exact search over (ids, data)."""
+    truth = ids[exact_top(data, queries)]
+    lat, hits = [], 0
+    for q, want in zip(queries, truth, strict=True):
+        t = time.perf_counter()
+        got = ix.search(q, K, user=None)
+        lat.append((time.perf_counter() - t) * 1e3)
+        hits += len({m.record_id for m in got} & set(want.tolist()))
+    return {"p50": statistics.median(lat), "p95": float(np.percentile(lat, 95)),
+            "recall": hits / (K * len(queries)),
+            "usearch_mb": ix._index.memory_usage / 2**20, "slots": float(ix._index.size)}
+
+
+def show(label: str, r: dict[str, float], live: int, rss: float) -> None:
+    print(f"{label:<34} {live:>8,} live {int(r['slots']):>8,} slots  usearch "
+          f"{r['usearch_mb']:6.0f} MB  RSS {rss:6.0f} MB  p50 {r['p50']:5.2f} ms  "
+          f"p95 {r['p95']:5.2f} ms  recall@{K} {r['recall']:.3f}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=200_000)
+    ap.add_argument("--remove", type=float, default=0.5, help="share of the vectors removed")
+    ap.add_argument("--bucket", type=int, default=20, help="records a remove call")
+    ap.add_argument("--users", type=int, default=1000)
+    ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--dtype", default="f16")
+    ap.add_argument("--expansion", type=int, default=128,
+                    help="HNSW search expansion (the query socket's default is 128)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    if args.n <= EXACT_BELOW:
+        sys.exit(f"--n must be above {EXACT_BELOW:,}: below it every search is exact")
+    topics = max(args.n // 250, 1)
+    data = vectors(args.n, kind="clustered", topics=topics)
+    fresh = vectors(args.n, kind="clustered", topics=topics, seed=2)
+    queries = vectors(args.queries, kind="clustered", topics=topics, seed=1)
+    ids = np.arange(args.n, dtype=np.int64)
+    print(f"{args.n:,} clustered vectors of {DIMS} dims, {args.users} users, {args.dtype}, "
+          f"expansion {args.expansion}; remove {args.remove:.0%} in calls of {args.bucket}")
+
+    base = rss_mb()
+    ix = build(ids, data, args.users, args.dtype)
+    ix.set_expansion(args.expansion)
+    show("1. full", measure(ix, ids, data, queries), len(ix), rss_mb() - base)
+
+    rng = np.random.default_rng(args.seed)
+    # whole buckets (runs of one user's consecutive keys), as retention shreds them
+    starts = np.arange(0, args.n, args.bucket)
+    gone_starts = rng.permutation(starts)[: int(len(starts) * args.remove)]
+    t0 = time.perf_counter()
+    for s in gone_starts:
+        ix.remove(list(range(int(s), min(int(s) + args.bucket, args.n))))
+    took = time.perf_counter() - t0
+    gone = np.zeros(args.n, dtype=bool)
+    for s in gone_starts:
+        gone[s:s + args.bucket] = True
+    kept_ids, kept = ids[~gone], data[~gone]
+    removed = int(gone.sum())
+    print(f"   removed {removed:,} vectors in {len(gone_starts):,} calls: {took:.1f} s "
+          f"({removed / took:,.0f} vectors/s, fillers included)", flush=True)
+    show("2. after the removal", measure(ix, kept_ids, kept, queries), len(ix),
+         rss_mb() - base)
+
+    new_ids = np.arange(args.n, args.n + removed, dtype=np.int64)
+    t0 = time.perf_counter()
+    for u, part in enumerate(np.array_split(np.arange(removed), args.users)):
+        ix.add(f"user{u}", new_ids[part].tolist(), fresh[part])
+    took = time.perf_counter() - t0
+    print(f"   added {removed:,} new vectors into the fillers' slots: {took:.1f} s", flush=True)
+    show("3. after as many new ones", measure(
+        ix, np.concatenate([kept_ids, new_ids]), np.concatenate([kept, fresh[:removed]]),
+        queries), len(ix), rss_mb() - base)
+
+    # built beside the one of 3 (freed memory that malloc keeps would hide its growth)
+    gc.collect()
+    base = rss_mb()
+    t0 = time.perf_counter()
+    rebuilt = build(kept_ids, kept, args.users, args.dtype)
+    rebuilt.set_expansion(args.expansion)
+    took = time.perf_counter() - t0
+    print(f"   a fresh index of what 2 holds (a restart's rebuild): {took:.1f} s", flush=True)
+    show("4. rebuilt from what is left", measure(rebuilt, kept_ids, kept, queries),
+         len(rebuilt), rss_mb() - base)
+
+
+if __name__ == "__main__":
+    main()
