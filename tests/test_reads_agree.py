@@ -68,3 +68,25 @@ def test_threads_show_calls_a_new_threads_similarity_best_as_the_tui_does(
     assert " new " in turn and f"best={out[2].similarity:.2f}" in turn and "sim=" not in turn
     follow_up = run_cli("threads", "show", first, *cred).stdout.splitlines()[3]
     assert "continuation" in follow_up and f"sim={out[1].similarity:.2f}" in follow_up
+
+
+def test_stats_rows_line_up_whatever_the_length_of_a_model_name(
+        pipeline: Any, data_dir: Path, passphrase_file: Path) -> None:
+    """A model named with its provider and date (longer than a topic id) pushed its row's
+    columns right of every other row's in `stats models` text."""
+    from conftest import make_prompt
+
+    models = ["gpt-4o", "anthropic/claude-3-5-sonnet-20241022", "gpt-4o-mini"]
+    pipeline.process([make_prompt(text, user="dave", minutes=60 * i, model=model)
+                      for i, (text, model) in enumerate(zip(
+                          ["Give me a recipe for a vegetarian lasagna",
+                           "How do I renew my passport before a trip abroad?",
+                           "What is the weather in Paris this weekend?"], models,
+                          strict=True))])
+    done = run_cli("stats", "models", "--tenant", "acme", "--user", "dave", "--role",
+                   "compliance", "--from", "2026-03-01", "--to", "2026-03-04",
+                   "--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file))
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if "threads 1" in line]
+    assert sorted(row.split()[0] for row in rows) == sorted(models)
+    assert len({row.index("threads 1") for row in rows}) == 1, rows

@@ -133,6 +133,9 @@ def _over_socket(sock: Path, q: StatsQuery, role: str | None) -> dict[str, Any]:
     return report
 
 
+KEY_WIDTH = 16  # a topic id (tp_ and 12 hex digits) and a space
+
+
 def _fmt(f: Figure, pct: bool = False) -> str:
     if pct:
         return f"{100 * f.value:.0f}%" + ("" if f.exact else f"±{100 * f.ci95:.0f}")
@@ -184,8 +187,11 @@ def _print(report: analytics.Report[Any], currency: str) -> None:
         click.echo(f"  {report.tenant}'s topics are per user (cross_user_topics is off for it "
                    "in privacy.toml): each holds one person's threads, so it is withheld, "
                    "or shown by the noise alone")
+    # as wide as the longest key: a model named "anthropic/claude-3-5-sonnet-20241022"
+    # pushed its row's columns out of line with the others
+    width = max([KEY_WIDTH, *(len(str(getattr(r, "key", ""))) for r in report.rows)])
     for r in report.rows:
-        click.echo("  " + _line(r, currency, floor=bool(report.uncounted)))
+        click.echo("  " + _line(r, currency, floor=bool(report.uncounted), key_width=width))
     if not report.rows:
         click.echo("  (nothing to show)")
     elif any(getattr(r, "trend", ()) for r in report.rows):
@@ -227,8 +233,11 @@ def _trend(r: analytics.GroupStats) -> str:
     return f"  {len(r.trend)} days │{sparkline(r.trend)}│" if r.trend else ""
 
 
-def _line(r: object, currency: str = "", *, floor: bool = False) -> str:
-    """One row; `floor`: topics merged since are uncounted, so its counts are floors."""
+def _line(r: object, currency: str = "", *, floor: bool = False,
+          key_width: int = KEY_WIDTH) -> str:
+    """One row; `floor`: topics merged since are uncounted, so its counts are floors;
+    `key_width`: the report's longest key (its rows' columns line up)."""
+    k = key_width
     if isinstance(r, analytics.GroupStats):
         # a topic others were merged into since the release: people is the larger part's
         # count, a floor (one person may be in both parts)
@@ -236,7 +245,7 @@ def _line(r: object, currency: str = "", *, floor: bool = False) -> str:
         people = f"  people {least}{_count(r.users)}" if r.users is not None else ""
         joined = f"  · with {', '.join(r.merged)} merged since" if r.merged else ""
         threads = f"{'≥' if floor else ''}{_count(r.threads)}"
-        return (f"{r.key:<16} {r.label or '':<36.36} threads {threads}{people}  turns "
+        return (f"{r.key:<{k}} {r.label or '':<36.36} threads {threads}{people}  turns "
                 f"{_ratio(r.mean_turns)}  refine {_ratio(r.refinement_share, True)}  abandon "
                 f"{_ratio(r.abandonment_share, True)}  errors {_ratio(r.error_share, True)}  "
                 f"blocked {_ratio(r.blocked_share, True)}  tokens "
@@ -245,7 +254,7 @@ def _line(r: object, currency: str = "", *, floor: bool = False) -> str:
         return f"{r.period}  {r.position:<14} {_count(r.prompts)}  {_ratio(r.share, True)}"
     if isinstance(r, analytics.BlockStats):
         ids = f"  {' '.join(r.thread_ids)}" if r.thread_ids else ""
-        return (f"{r.key:<16} {r.label or '':<30.30} threads {_count(r.threads)}  turns before "
+        return (f"{r.key:<{k}} {r.label or '':<30.30} threads {_count(r.threads)}  turns before "
                 f"{_ratio(r.mean_turns_before)}  first-turn {_ratio(r.first_turn_share, True)}  "
                 f"retried {_ratio(r.retried_share, True)}  repeated "
                 f"{_ratio(r.repeated_share, True)}{ids}")
@@ -253,7 +262,7 @@ def _line(r: object, currency: str = "", *, floor: bool = False) -> str:
         # "new": in the window and not in the baseline; nothing in either is no news
         lift = (f"x{r.lift:.2f}" if r.lift is not None else "new" if r.window.value > 0
                 else "–") + ("*" if r.significant else "")
-        return (f"{r.dimension:<8} {r.key:<16} {r.label or '':<30.30} {lift:>8}  window "
+        return (f"{r.dimension:<8} {r.key:<{k}} {r.label or '':<30.30} {lift:>8}  window "
                 f"{_count(r.window)}  baseline {_count(r.baseline)}")
     return str(r)
 
