@@ -141,12 +141,20 @@ def audit_retention(data_dir: Path | None, passphrase_file: Path | None, key_fil
     start = _as_of(since, "--since") if since else None
     if out is not None:  # before the report is issued: its issue is audited
         output_path(out)
+        if out.exists():  # an earlier signed report is evidence: never replaced
+            raise InputError(f"--out {out} already exists; it was not overwritten (an earlier "
+                             "report is kept as it was signed): choose another file.")
     with _opened(data_dir, passphrase_file, key_file) as rt:
         require(rt.policies.access, role or "compliance", "audit",
                 every_tenant="the retention report")
         text = issue_report(rt.store, rt.keyring, rt.policies.retention, fmt=fmt, since=start)
     if out:
-        out.write_text(text)
+        try:
+            with out.open("x") as fh:  # one made meanwhile is not replaced either
+                fh.write(text)
+        except FileExistsError:
+            raise InputError(f"--out {out} was made while the report was built; it was not "
+                             "overwritten (the issue is in the audit log).") from None
         click.echo(f"Signed report written to {out}.", err=True)
     else:
         click.echo(text, nl=False)

@@ -45,15 +45,15 @@ def require_distinct(master: Credential, compliance: Credential) -> None:
 
 def _check_file(path: Path, what: str) -> None:
     if path.is_dir():
-        raise SemtraceError(f"The {what} {path} is a folder; give the file inside it.")
+        raise InputError(f"The {what} {path} is a folder; give the file inside it.")
     if not path.is_file():
-        raise SemtraceError(f"The {what} {path} does not exist.")
+        raise InputError(f"The {what} {path} does not exist.")
 
 
 def _check_private(path: Path, what: str) -> None:
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise SemtraceError(
+        raise InputError(
             f"The {what} {path} is readable by other users; run `chmod 600 {path}` first."
         )
 
@@ -64,7 +64,7 @@ def read_passphrase_file(path: Path) -> Credential:
     _check_private(path, "passphrase file")
     raw = path.read_bytes().split(b"\n", 1)[0].rstrip(b"\r")
     if len(raw) < 8:
-        raise SemtraceError(f"The passphrase in {path} is shorter than 8 characters.")
+        raise InputError(f"The passphrase in {path} is shorter than 8 characters.")
     return Credential("passphrase", Secret(raw))
 
 
@@ -77,7 +77,7 @@ def read_key_file(path: Path) -> Credential:
         with contextlib.suppress(UnicodeDecodeError, ValueError):
             raw = bytes.fromhex(raw.decode("ascii"))
     if len(raw) != 32:
-        raise SemtraceError(f"The key file {path} must hold 32 bytes (or 64 hex characters).")
+        raise InputError(f"The key file {path} must hold 32 bytes (or 64 hex characters).")
     return Credential("keyfile", Secret(raw))
 
 
