@@ -256,3 +256,66 @@ def test_an_erasure_that_fails_while_the_owner_starts_stops_the_start_in_one_sen
         again = run_cli(*_erase(b, "olga", "--wait", "120"), env=b.env)
         assert again.returncode == 0, again.stdout + again.stderr
         assert again.stdout.startswith("No records of u_")  # the start erased them
+
+
+def test_erase_that_loses_nats_while_it_waits_says_the_request_waits_there(
+        tmp_path: Path) -> None:
+    """nats-server stops while `erase` waits for the owner: the request was put, so the
+    command says it is pending in NATS and why it cannot tell more, exit 8, no traceback,
+    and audits it."""
+    bus = tmp_path / "bus.key"
+    assert run_cli("cluster", "bus-key", "new", str(bus)).returncode == 0
+    key = tmp_path / "cluster.key"
+    assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
+                   str(key)).returncode == 0
+    nats = Nats(tmp_path / "nats")
+    b = Node(tmp_path, "b", nats.url, key, "2-3", bus_key=bus)  # its data dir asks
+    err = tmp_path / "erase.err"
+    try:
+        with err.open("wb") as fh:
+            erase = subprocess.Popen([sys.executable, "-m", "appliance",
+                                      *_erase(b, "ulla", "--wait", "300")],
+                                     env=b.env, stdout=subprocess.PIPE, stderr=fh)
+        deadline = time.monotonic() + 60
+        while "Waiting up to 300 s" not in err.read_text():
+            assert erase.poll() is None and time.monotonic() < deadline, err.read_text()
+            time.sleep(0.1)
+    finally:
+        nats.stop()
+    said = erase.communicate(timeout=120)[0].decode()
+    assert erase.returncode == 8, said + err.read_text()
+    assert "Traceback" not in err.read_text()
+    assert said.startswith("The erasure of u_") and f"in {TENANT} is pending: the request " \
+        "is in NATS, but NATS stopped answering (" in said
+    assert f"while this command waited for the node that takes its partition " \
+        f"{partition_of(TENANT, PARTITIONS)} to apply it; that node applies it when it " \
+        "reads it" in said
+    (entry,) = _audit(b, "erase_forwarded")
+    assert entry["outcome"] == "pending" and entry["error"].startswith("NATS stopped answering")
+
+
+def test_erase_run_again_says_which_failed_request_it_replaced(tmp_path: Path) -> None:
+    """The bucket keeps one request an erasure: run again, the new one replaces the one the
+    owner failed to apply. The command says so with that failure, and the audit keeps
+    both (the first with its failure, the second with what it replaced)."""
+    with _cluster(tmp_path, failures=6) as (_, a, b):
+        _store(a, "olga", "o-0", "Renew my allotment lease for plot 14.")
+        first = run_cli(*_erase(b, "olga", "--wait", "2"), env=b.env)
+        assert first.returncode == 9, first.stdout + first.stderr
+        again = run_cli(*_erase(b, "olga", "--wait", "120"), env=b.env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        said = again.stdout.splitlines()
+        assert said[0].startswith("Erased 1 record(s) in 1 bucket(s) of u_")
+        assert said[1].startswith(f"This request replaces the earlier one of this erasure in "
+                                  f"{TENANT}, asked on node '")
+        assert "which was not applied: node 'a' had failed to apply it (" in said[1]
+        assert said[1].endswith(": database or disk is full); both are in this node's audit "
+                                "log (erase_forwarded).")
+        forwarded = _audit(b, "erase_forwarded")
+        assert [e["outcome"] for e in forwarded] == ["failed", "applied"]
+        assert forwarded[0]["error"] == "database or disk is full"
+        earlier = forwarded[1]["superseded"]
+        assert earlier["request_id"] == forwarded[0]["request_id"]
+        assert earlier["failed"]["node"] == "a"
+        assert earlier["failed"]["attempts"] >= forwarded[0]["attempts"] >= 1
+        assert f"({earlier['failed']['attempts']} attempt(s), last at " in said[1]

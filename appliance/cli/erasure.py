@@ -45,14 +45,13 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     """Erase every record of one user now (GDPR art. 17), unless on legal hold. On a node
     of a cluster, the node that owns the tenant applies it."""
     from appliance.cli.erasure_cluster import (
-        FAILED_EXIT,
-        PENDING_EXIT,
         applied_of,
         ask_owners,
         cluster_away,
         cluster_known,
         erase_on_owner,
         erase_stale_copies,
+        exit_code,
         this_node,
     )
     from appliance.erasure import erase_everywhere, erase_user, known_tenants
@@ -94,8 +93,7 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     if tenant is not None:
         _one(reports[0], as_json, node=node)
     else:
-        done = [(home, user, a) for home, user, answer in asked
-                if (a := applied_of(answer)) is not None]
+        done = [(x.home, x.user, a) for x in asked if (a := applied_of(x.answer)) is not None]
         for _, _, a in done:
             if a.refused:
                 click.echo(f"semtrace: {a.refused}", err=True)
@@ -114,12 +112,10 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         sys.exit(5)
     if not all(r.complete for r in reports):
         sys.exit(7)
-    if any((a := applied_of(answer)) is not None and a.refused for _, _, answer in asked):
+    if any((a := applied_of(x.answer)) is not None and a.refused for x in asked):
         sys.exit(1)
-    if any(answer is not None and applied_of(answer) is None for _, _, answer in asked):
-        sys.exit(FAILED_EXIT)
-    if any(answer is None for _, _, answer in asked):
-        sys.exit(PENDING_EXIT)
+    if code := exit_code([x for x in asked if applied_of(x.answer) is None]):
+        sys.exit(code)  # NATS did not take one (1), an owner failed (9), pending (8)
 
 
 def _one(report: EraseReport, as_json: bool, *, node: str | None) -> None:
@@ -161,22 +157,27 @@ def _every(reports: list[EraseReport], as_json: bool, *, bound: bool,
     from appliance.cli.erasure_cluster import (
         applied_of,
         as_json_of,
-        pending_sentence,
+        not_sent,
+        sentence,
         stale_sentence,
+        superseded_sentence,
     )
 
     records = sum(r.records for r in reports)
     empty = _tombstone_only(reports)
     nodes = {r.tenant: here for r in reports if here} | {
-        h.tenant: a.node for h, _, answer in elsewhere if (a := applied_of(answer)) is not None}
-    pending = [(h, u, a) for h, u, a in elsewhere if applied_of(a) is None]
+        x.home.tenant: a.node for x in elsewhere if (a := applied_of(x.answer)) is not None}
+    waiting = [x for x in elsewhere if applied_of(x.answer) is None]
+    unsent = [x for x in waiting if not_sent(x)]
     if as_json:
         emit_json({"tenants": [{**_as_json(r), "tombstone": not r.held,
                                 "node": nodes.get(r.tenant)} for r in reports],
                    "records": records, "tombstone_only": empty,
-                   "pending": [as_json_of(h, u, a) for h, u, a in pending],
+                   "pending": [as_json_of(x) for x in waiting if not not_sent(x)],
+                   "not_sent": [as_json_of(x) for x in unsent],
+                   "superseded": [as_json_of(x) for x in elsewhere if x.superseded],
                    "stale_here": [_as_json(r) for r in stale],
-                   "complete": all(r.complete for r in reports) and not pending})
+                   "complete": all(r.complete for r in reports) and not waiting})
         return
     for r in reports:
         on = f" on node '{nodes[r.tenant]}'" if r.tenant in nodes else ""
@@ -186,12 +187,15 @@ def _every(reports: list[EraseReport], as_json: bool, *, bound: bool,
         elif r.buckets:
             click.echo(f"{r.tenant}: erased {r.records} record(s) in {r.buckets} bucket(s) of "
                        f"{r.user}{on}.")
-    for asked in pending:
-        click.echo(f"{asked[0].tenant}: {pending_sentence(asked, wait_s)}")
+    for x in waiting:
+        click.echo(f"{x.home.tenant}: {sentence(x, wait_s)}")
+    for x in elsewhere:
+        if x.superseded is not None:
+            click.echo(f"{x.home.tenant}: {superseded_sentence(x)}")
     for r in stale:
         click.echo(stale_sentence(r, here))
     scope = " the role sees" if bound else ""
-    if not reports and pending:
+    if not reports and waiting:
         return
     if not reports:
         click.echo(f"No tenant{scope} is known to this data dir (no data, none named in the "

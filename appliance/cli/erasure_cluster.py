@@ -17,13 +17,22 @@ from appliance.cli import emit_json
 from appliance.errors import SemtraceError
 
 if TYPE_CHECKING:
-    from appliance.cluster.erasures import Applied, Failed, Home
+    from appliance.cluster.erasures import (
+        Answer,
+        Applied,
+        ErasureRequest,
+        Failed,
+        Home,
+        Superseded,
+        Unreached,
+    )
     from appliance.erasure import EraseReport
     from appliance.retention import Shredder
     from appliance.runtime import Runtime
 
 PENDING_EXIT = 8  # asked of the owner, not applied yet (it applies it when it runs)
 FAILED_EXIT = 9  # the owner tried and failed (its store raised); it tries again
+NOT_SENT_EXIT = 1  # NATS did not take the request: nothing happens unless run again
 
 
 def _consumed(rt: Runtime) -> dict[int, str]:
@@ -85,29 +94,50 @@ def _asking_node(rt: Runtime) -> str:
     return names[0] if names else node_name(rt.policies.cluster.node)
 
 
-# (where, the user's pseudonym, the answer: None while pending, Failed when the owner failed)
-Asked = tuple["Home", str, "Applied | Failed | None"]
+@dataclasses.dataclass(frozen=True)
+class Asked:
+    """An erasure asked of a tenant's owner: where, the user's pseudonym, the answer (None
+    while pending, `Failed` when the owner failed, `Unreached` when NATS failed this
+    command), and the earlier unapplied request of the same erasure it replaced."""
+
+    home: Home
+    user: str
+    answer: Answer
+    superseded: Superseded | None = None
 
 
-def applied_of(answer: Applied | Failed | None) -> Applied | None:
-    """The owner's outcome, None while it is not applied (pending, or failed)."""
+def applied_of(answer: Answer) -> Applied | None:
+    """The owner's outcome, None while it is not applied (pending, failed, not reached)."""
     from appliance.cluster.erasures import Applied
 
     return answer if isinstance(answer, Applied) else None
 
 
-def failed_of(answer: Applied | Failed | None) -> Failed | None:
+def failed_of(answer: Answer) -> Failed | None:
     """The owner's last failed attempt, None when it applied the request or has not tried."""
     from appliance.cluster.erasures import Failed
 
     return answer if isinstance(answer, Failed) else None
 
 
+def unreached_of(answer: Answer) -> Unreached | None:
+    """How NATS failed the asking command, None when it did not."""
+    from appliance.cluster.erasures import Unreached
+
+    return answer if isinstance(answer, Unreached) else None
+
+
+def not_sent(asked: Asked) -> bool:
+    """NATS did not take the request: the owner never sees it."""
+    return (u := unreached_of(asked.answer)) is not None and not u.sent
+
+
 def ask_owners(rt: Runtime, shredder: Shredder, homes: list[Home], *, user_id: str,
                reason: str, wait_s: float, quiet: bool) -> list[Asked]:
     """Ask each tenant's owner to erase the user and wait up to `wait_s` for the answers
-    (None: pending; `Failed`: the owner failed and retries); each request is audited here as
-    `erase_forwarded`."""
+    (None: pending; `Failed`: the owner failed and retries; `Unreached`: NATS failed this
+    command); each request is audited here as `erase_forwarded`, with the failure and the
+    earlier request it replaced."""
     from appliance.cluster.erasures import ErasureRequest, forward
 
     me, fingerprint = _asking_node(rt), rt.keyring.pseudonym_id()
@@ -129,29 +159,59 @@ def ask_owners(rt: Runtime, shredder: Shredder, homes: list[Home], *, user_id: s
                            "to apply the erasure ...", err=True)
         return say
 
-    async def all_of() -> list[Applied | Failed | None]:
+    async def all_of() -> list[tuple[Answer, Superseded | None]]:
         return list(await asyncio.gather(*(
             forward(rt.policies.cluster, r, wait_s=wait_s, on_sent=sent(h))
             for r, h in zip(requests, homes, strict=True))))
 
-    answers = asyncio.run(all_of())
-    seen = [r.request_id for r, a in zip(requests, answers, strict=True)
-            if applied_of(a) is not None]
+    asked = [Asked(h, r.user, answer, earlier) for r, h, (answer, earlier)
+             in zip(requests, homes, asyncio.run(all_of()), strict=True)]
+    seen = [r.request_id for r, a in zip(requests, asked, strict=True)
+            if applied_of(a.answer) is not None]
     if seen:  # read: their requests leave NATS's disk now (`erasure_sweep.py`)
         from appliance.cluster.erasure_sweep import forget_answers
 
         with contextlib.suppress(Exception):  # else the running nodes sweep them later
             asyncio.run(forget_answers(rt.policies.cluster, seen))
-    for r, h, applied in zip(requests, homes, answers, strict=True):
-        shredder.audit.append("erase_forwarded", {
-            "tenant": h.tenant, "user": r.user, "node": h.owner, "reason": reason,
-            "outcome": _outcome(applied), "records": r_.records if (r_ := applied_of(applied))
-            else 0})
-    return [(h, r.user, a) for r, h, a in zip(requests, homes, answers, strict=True)]
+    for r, a in zip(requests, asked, strict=True):
+        shredder.audit.append("erase_forwarded", _audited(r, a, reason))
+    return asked
 
 
-def _outcome(answer: Applied | Failed | None) -> str:
-    applied = applied_of(answer)
+def _audited(request: ErasureRequest, asked: Asked, reason: str) -> dict[str, Any]:
+    """The `erase_forwarded` entry: what was asked, what came of it, what it replaced."""
+    answer, failed, unreached = asked.answer, failed_of(asked.answer), unreached_of(asked.answer)
+    entry: dict[str, Any] = {
+        "tenant": asked.home.tenant, "user": asked.user, "node": asked.home.owner,
+        "reason": reason, "request_id": request.request_id, "outcome": _outcome(answer),
+        "records": a.records if (a := applied_of(answer)) else 0}
+    if failed is not None:
+        entry |= {"attempts": failed.attempts, "error": failed.error}
+    if unreached is not None:
+        entry["error"] = unreached.why
+    if (earlier := asked.superseded) is not None:
+        entry["superseded"] = _superseded_json(earlier)
+    return entry
+
+
+def _superseded_json(earlier: Superseded) -> dict[str, Any]:
+    return {"request_id": earlier.request_id, "requested_on": earlier.requested_on,
+            "requested_at": _utc(earlier.requested_at),
+            "failed": None if earlier.failed is None else {
+                "node": earlier.failed.node, "attempts": earlier.failed.attempts,
+                "error": earlier.failed.error, "at": _utc(earlier.failed.at)}}
+
+
+def _utc(at: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _outcome(answer: Answer) -> str:
+    applied, unreached = applied_of(answer), unreached_of(answer)
+    if unreached is not None:
+        return "pending" if unreached.sent else "not_sent"
     return ("failed" if failed_of(answer) else "pending" if applied is None
             else "refused" if applied.refused else "held" if applied.held else "applied")
 
@@ -184,53 +244,66 @@ def stale_sentence(report: EraseReport, here: str | None) -> str:
 def erase_on_owner(rt: Runtime, shredder: Shredder, home: Home, *, user_id: str, reason: str,
                    wait_s: float, as_json: bool) -> int:
     """`erase --tenant` of a tenant on another node: ask, wait, print the answer; the exit
-    code (0 done, 5 legal hold there, 7 incomplete there, 8 pending, 9 the owner failed)."""
-    ((_, user, applied),) = ask_owners(rt, shredder, [home], user_id=user_id, reason=reason,
-                                       wait_s=wait_s, quiet=as_json)
-    if (done := applied_of(applied)) is not None and done.refused:
+    code (0 done, 5 legal hold there, 7 incomplete there, 8 pending, 9 the owner failed;
+    SemtraceError, exit 1, when NATS did not take the request: nothing was erased)."""
+    (asked,) = ask_owners(rt, shredder, [home], user_id=user_id, reason=reason,
+                          wait_s=wait_s, quiet=as_json)
+    if (done := applied_of(asked.answer)) is not None and done.refused:
         raise SemtraceError(done.refused)
+    if not_sent(asked):
+        raise SemtraceError(sentence(asked, wait_s))
     stale = erase_stale_copies(rt, shredder, [home], user_id=user_id, reason=reason)
     if as_json:
-        emit_json(as_json_of(home, user, applied) | {"stale_here": [
-            dataclasses.asdict(r) for r in stale]})
+        emit_json(as_json_of(asked) | {"stale_here": [dataclasses.asdict(r) for r in stale]})
     else:
-        click.echo(_sentence(home, user, applied, wait_s))
+        click.echo(sentence(asked, wait_s))
+        if asked.superseded is not None:
+            click.echo(superseded_sentence(asked))
         for r in stale:
             click.echo(stale_sentence(r, this_node(rt)))
-    code = exit_code([(home, user, applied)])
+    code = exit_code([asked])
     return 5 if any(r.held for r in stale) else code
 
 
 def exit_code(asked: list[Asked]) -> int:
-    """5 if a legal hold kept the user somewhere, 7 if an erasure is incomplete, 9 if an
-    owner failed to apply one, 8 if one is pending, else 0 (an incomplete one is also said
-    on stderr)."""
+    """5 if a legal hold kept the user somewhere, 7 if an erasure is incomplete, 1 if NATS
+    did not take a request, 9 if an owner failed to apply one, 8 if one is pending, else 0
+    (an incomplete one is also said on stderr)."""
     code = 0
-    for home, _, answer in asked:
-        applied = applied_of(answer)
+    for a in asked:
+        applied = applied_of(a.answer)
         if applied is None:
-            waiting = PENDING_EXIT if answer is None else FAILED_EXIT
-            code = max(code, waiting) if code in (0, PENDING_EXIT, FAILED_EXIT) else code
+            waiting = (NOT_SENT_EXIT if not_sent(a) else
+                       FAILED_EXIT if failed_of(a.answer) else PENDING_EXIT)
+            order = (0, PENDING_EXIT, FAILED_EXIT, NOT_SENT_EXIT)  # the worst last
+            if code in order:
+                code = max(code, waiting, key=order.index)
         elif applied.held:
             code = 5
         elif applied.unattributable_buckets:
             click.echo(f"Erasure NOT complete: {applied.unattributable_buckets} bucket(s) of "
-                       f"{home.tenant} on node '{applied.node}' were written before a key "
+                       f"{a.home.tenant} on node '{applied.node}' were written before a key "
                        f"rotation ({applied.pseudonyms_changed_at}) that changed pseudonyms; "
                        "they may hold this user's records and cannot be attributed.", err=True)
             code = 5 if code == 5 else 7
     return code
 
 
-def pending_sentence(asked: Asked, wait_s: float) -> str | None:
-    """The sentence of a request not applied yet (None when it was)."""
-    home, user, answer = asked
-    return _sentence(home, user, answer, wait_s) if applied_of(answer) is None else None
-
-
-def _sentence(home: Home, user: str, answer: Applied | Failed | None, wait_s: float) -> str:
-    tenant = home.tenant
-    applied, failed = applied_of(answer), failed_of(answer)
+def sentence(asked: Asked, wait_s: float) -> str:
+    """What came of an erasure asked of a tenant's owner, in one sentence."""
+    home, user, answer, tenant = asked.home, asked.user, asked.answer, asked.home.tenant
+    applied, failed, unreached = applied_of(answer), failed_of(answer), unreached_of(answer)
+    who = (f"node '{home.owner}', which owns {tenant}" if home.owner else
+           f"the node that takes its partition {home.partition}")
+    if unreached is not None and not unreached.sent:
+        return (f"{unreached.why}; the request did not reach {who}, and nothing was erased "
+                "there (this node's audit log records the attempt; run this command again "
+                "when NATS takes it).")
+    if unreached is not None:
+        return (f"The erasure of {user} in {tenant} is pending: the request is in NATS, but "
+                f"{unreached.why} while this command waited for {who} to apply it; that node "
+                "applies it when it reads it, before it consumes any prompt (run this command "
+                "again to see it applied).")
     if failed is not None:
         return _failed_sentence(home, user, failed)
     if applied is None and home.owner is None:
@@ -253,6 +326,19 @@ def _sentence(home: Home, user: str, answer: Applied | Failed | None, wait_s: fl
             f"{where} (audited there).")
 
 
+def superseded_sentence(asked: Asked) -> str:
+    """That this request replaced an earlier one not applied, and what had come of it."""
+    earlier = asked.superseded
+    assert earlier is not None
+    failed = earlier.failed
+    what = ("no node had tried to apply it yet" if failed is None else
+            f"node '{failed.node}' had failed to apply it ({failed.attempts} attempt(s), "
+            f"last at {_utc(failed.at)}: {failed.error})")
+    return (f"This request replaces the earlier one of this erasure in {asked.home.tenant}, "
+            f"asked on node '{earlier.requested_on}' at {_utc(earlier.requested_at)}, which "
+            f"was not applied: {what}; both are in this node's audit log (erase_forwarded).")
+
+
 def _failed_sentence(home: Home, user: str, failed: Failed) -> str:
     again = (f"it tries again in {failed.retry_in_s:g} s while it runs, and at its next start"
              if failed.retry_in_s is not None else "it tries again at its next start")
@@ -262,14 +348,20 @@ def _failed_sentence(home: Home, user: str, failed: Failed) -> str:
             "to see it applied).")
 
 
-def as_json_of(home: Home, user: str, answer: Applied | Failed | None) -> dict[str, Any]:
-    applied, failed = applied_of(answer), failed_of(answer)
+def as_json_of(asked: Asked) -> dict[str, Any]:
+    home, answer = asked.home, asked.answer
+    applied, failed, unreached = applied_of(answer), failed_of(answer), unreached_of(answer)
     done = applied is not None
-    return {"tenant": home.tenant, "user": user, "node": applied.node if applied else home.owner,
-            "partition": home.partition, "applied": done, "pending": not done,
+    return {"tenant": home.tenant, "user": asked.user,
+            "node": applied.node if applied else home.owner,
+            "partition": home.partition, "applied": done,
+            "pending": not done and not not_sent(asked), "sent": not not_sent(asked),
             "failed": None if failed is None else {
                 "attempts": failed.attempts, "error": failed.error,
                 "retry_in_s": failed.retry_in_s},
+            "error": unreached.why if unreached is not None else None,
+            "superseded": None if asked.superseded is None
+            else _superseded_json(asked.superseded),
             "held": bool(applied and applied.held),
             "buckets": applied.buckets if applied else 0,
             "records": applied.records if applied else 0,

@@ -89,6 +89,30 @@ class Failed:
     retry_in_s: float | None = None
 
 
+@dataclass(frozen=True)
+class Unreached:
+    """NATS failed the asking command: `sent` False, it did not take the request (a
+    permission it denies, no JetStream, the server gone), so the owner never sees it; True,
+    it took it but stopped answering while the command waited (the request waits there)."""
+
+    why: str  # a sentence fragment: fixed phrases and the exception's type, nothing of the user
+    sent: bool
+
+
+@dataclass(frozen=True)
+class Superseded:
+    """An earlier request of the same erasure, not applied, that a new one replaced in its
+    key (the bucket keeps one value a key): its failure is said and audited, not lost."""
+
+    request_id: str
+    requested_on: str
+    requested_at: float
+    failed: Failed | None  # the owner's last failed attempt; None: it had not tried yet
+
+
+Answer = Applied | Failed | Unreached | None  # None: pending (not applied within the wait)
+
+
 # what SQLite or the OS say in these cases: fixed phrases with nothing of the request in them
 _KNOWN = ("database or disk is full", "database is locked", "disk I/O error",
           "attempt to write a readonly database", "unable to open database file")
@@ -198,40 +222,72 @@ async def locate(settings: ClusterSettings, tenants: list[str],
 
 
 async def forward(settings: ClusterSettings, request: ErasureRequest, *, wait_s: float,
-                  on_sent: Callable[[], None] = lambda: None) -> Applied | Failed | None:
-    """Put the request in the bucket and wait up to `wait_s` for the owner's outcome; None
+                  on_sent: Callable[[], None] = lambda: None,
+                  ) -> tuple[Answer, Superseded | None]:
+    """Put the request in the bucket and wait up to `wait_s` for the owner's outcome: None
     when it has not come, `Failed` when the owner's last attempt failed (the request stays:
-    the owner applies it when it can)."""
+    the owner applies it when it can), `Unreached` when NATS failed this command (never
+    raised: the caller says it with what else it did); with the earlier request of the same
+    erasure this one replaced, if that was not applied."""
+    try:
+        nc = await connect(settings.url, settings.security, name="semtrace-erase",
+                           reconnect=False)
+    except SemtraceError as exc:  # NATS went away since `locate`
+        return Unreached(str(exc).rstrip("."), sent=False), None
+    try:
+        return await _put_and_wait(nc, settings, request, wait_s, on_sent)
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+
+async def _put_and_wait(nc: Any, settings: ClusterSettings, request: ErasureRequest,
+                        wait_s: float, on_sent: Callable[[], None],
+                        ) -> tuple[Answer, Superseded | None]:
     from nats.errors import Error as NatsError
     from nats.js.errors import KeyNotFoundError
 
-    nc = await connect(settings.url, settings.security, name="semtrace-erase", reconnect=False)
     try:
+        kv = await erasures_bucket(nc.jetstream(), replicas=settings.replicas)
+        earlier = await _earlier(kv, request)
+        await kv.put(request.key, encode(request))
+    except (NatsError, OSError) as exc:  # a permission the server denies: a timeout
+        return Unreached(
+            f"NATS did not take the erasure request for {request.tenant} "
+            f"({type(exc).__name__}): check that this node's NATS user may publish to "
+            f"$KV.{ERASURES_BUCKET}.> (docs/scale-out.md, Security on the bus)",
+            sent=False), None
+    on_sent()
+    deadline = time.monotonic() + wait_s
+    failed: Failed | None = None
+    while True:
         try:
-            kv = await erasures_bucket(nc.jetstream(), replicas=settings.replicas)
-            await kv.put(request.key, encode(request))
-        except (NatsError, TimeoutError) as exc:  # a permission the server denies: a timeout
-            raise SemtraceError(
-                f"NATS did not take the erasure request for {request.tenant} "
-                f"({type(exc).__name__}): check that this node's NATS user may publish to "
-                f"$KV.{ERASURES_BUCKET}.> (docs/scale-out.md, Security on the bus); the "
-                "request did not reach the tenant's owner.") from None
-        on_sent()
-        deadline = time.monotonic() + wait_s
-        failed: Failed | None = None
-        while True:
             with contextlib.suppress(KeyNotFoundError, ValueError, KeyError, TypeError):
                 asked, applied, failure = decode((await kv.get(request.key)).value)
                 # a later request of the same erasure (run again meanwhile) covers this one
                 if asked.requested_at >= request.requested_at:
                     if applied is not None:
-                        return applied
+                        return applied, earlier
                     failed = failure or failed
                     if failed is not None and failed.retry_in_s is None:
-                        return failed  # the owner stopped on it: nothing changes before it starts
-            if time.monotonic() >= deadline:
-                return failed
-            await asyncio.sleep(POLL_S)
-    finally:
-        with contextlib.suppress(Exception):
-            await nc.close()
+                        return failed, earlier  # the owner stopped on it until it starts
+        except (NatsError, OSError) as exc:  # NATS went away while this command waited
+            return Unreached(f"NATS stopped answering ({type(exc).__name__})",
+                             sent=True), earlier
+        if time.monotonic() >= deadline:
+            return failed, earlier
+        await asyncio.sleep(POLL_S)
+
+
+async def _earlier(kv: Any, request: ErasureRequest) -> Superseded | None:
+    """The request of the same erasure the key holds, if not applied (a new put replaces
+    it); None when there is none, or it cannot be read (the put then says why)."""
+    from nats.errors import Error as NatsError
+
+    try:
+        current, applied, failed = decode((await kv.get(request.key)).value)
+    except (NatsError, OSError, ValueError, KeyError, TypeError):  # none (KeyNotFound), or
+        return None                                                # unreadable: the put tells
+    if applied is not None or current.request_id == request.request_id:
+        return None
+    return Superseded(current.request_id, current.requested_on, current.requested_at, failed)
