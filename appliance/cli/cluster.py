@@ -134,9 +134,12 @@ def export(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
                 f"This node holds no tenant of partition(s) {spec}, so there is nothing to "
                 f"export and no file was written: run `semtrace cluster forget --partitions "
                 f"{spec} --yes` here, then start the new owner with {spec} in its --own.")
+        from appliance.cluster import imported
+
         with progress_bar() as prog:
             report = export_tenants(rt.store, rt.keyring, tenants, out,
                                     partitions=format_ranges(parts),
+                                    origin=imported.origin(rt.store.db, parts, n),
                                     progress=_progress_step(prog, "export"))
         from appliance.cluster import exported
 
@@ -234,8 +237,8 @@ def forget(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
 @data_dir_option
 @credential_options
 @click.option("--partitions", "spec", required=True, metavar="A-B",
-              help="The partitions this node gave away, or consumed before another node "
-              "that is lost with its data.")
+              help="The partitions this node gave away, consumed before another node "
+              "that is lost with its data, or imported from such a node.")
 @count_option
 @nats_option
 @click.option("--node", "node_name", default=None,
@@ -264,7 +267,11 @@ def reclaim(data_dir: Path | None, passphrase_file: Path | None, key_file: Path 
         me = cluster_node(node_name or settings.node)
         # NATS first: the consumers name this node, so that the lost node, should it come
         # back, refuses the partitions; then this node's own note, as a start writes it
-        asyncio.run(name_consumers(settings, sorted(parts), me))
+        asyncio.run(name_consumers(settings, sorted(parts), me,
+                                   given_away.data_dir_id(rt.store.db)))
+        from appliance.cluster import imported
+
+        brought = set(imported.read(rt.store.db).partitions)  # a copy imported, never consumed
         with rt.store.db:
             rt.store.db.execute("BEGIN IMMEDIATE")
             back = given_away.reclaim(rt.store.db, set(parts), n, me)
@@ -278,6 +285,12 @@ def reclaim(data_dir: Path | None, passphrase_file: Path | None, key_file: Path 
 
     if as_json:
         emit_json({"partitions": back, "node": me})
+    elif set(back) <= brought:
+        click.echo(f"This node may serve partition(s) {format_ranges(back)} from the copy "
+                   "imported here (without what their lost owner stored after the export): "
+                   f"add them to its --own and start it as '{me}'. Their consumers on NATS "
+                   "name it now, so a node that consumed them before refuses them, should it "
+                   "come back.")
     else:
         click.echo(f"This node may serve partition(s) {format_ranges(back)} again (without "
                    "their earlier data): add them to its --own and start it as "

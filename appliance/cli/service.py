@@ -157,6 +157,10 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
                 raise SemtraceError(clash)
             given_away.refuse_taken(rt.store.db, cluster.owned(), cluster.partitions, me,
                                     joining.last, data_dir_id)  # noted once consuming
+            from appliance.cluster import imported  # the exporter consumed since its export
+
+            imported.refuse(rt.store.db, cluster.owned(), cluster.partitions, joining.last,
+                            data_dir_id)
             note_partitions(rt.store, cluster.partitions)
         # another data dir's service on these sockets: before the models load
         from appliance.service.sockets import free_socket_path
@@ -178,8 +182,8 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         if cluster.url:
             from appliance.cluster.node import ClusterNode
 
-            def consuming(owned: list[int], name: str) -> None:
-                given_away.note_consumed(rt.store.db, owned, cluster.partitions, name)
+            def consuming(owned: list[int], name: str, start: str) -> None:
+                given_away.note_consumed(rt.store.db, owned, cluster.partitions, name, start)
 
             node = ClusterNode(service, cluster, on_consuming=consuming,
                                data_dir=data_dir_id)

@@ -130,11 +130,19 @@ CONSUMED = "cluster_consumed"
 
 
 def _consumed(db: Any) -> tuple[int, dict[int, str]]:
+    count, parts, _ = _consumed_starts(db)
+    return count, parts
+
+
+def _consumed_starts(db: Any) -> tuple[int, dict[int, str], dict[int, str]]:
+    """(count, partition -> node name, partition -> the id of the start that made its
+    consumer: earlier builds noted none)."""
     row = db.execute("SELECT value FROM meta WHERE key = ?", (CONSUMED,)).fetchone()
     if row is None:
-        return 0, {}
+        return 0, {}, {}
     value = json.loads(row[0])
-    return int(value["count"]), {int(p): str(n) for p, n in value["partitions"].items()}
+    return (int(value["count"]), {int(p): str(n) for p, n in value["partitions"].items()},
+            {int(p): str(s) for p, s in value.get("starts", {}).items()})
 
 
 def consumed_here(db: Any, count: int) -> dict[int, str]:
@@ -143,39 +151,63 @@ def consumed_here(db: Any, count: int) -> dict[int, str]:
     return parts if noted_count == count else {}
 
 
-def _write_consumed(db: Any, count: int, parts: dict[int, str]) -> None:
+def consumer_starts(db: Any, partitions: list[int], count: int) -> dict[int, str]:
+    """The start ids of the consumers this data dir last made for `partitions` (of `count`)."""
+    noted_count, _, starts = _consumed_starts(db)
+    return {p: starts[p] for p in partitions if p in starts} if noted_count == count else {}
+
+
+def _write_consumed(db: Any, count: int, parts: dict[int, str],
+                    starts: dict[int, str] | None = None) -> None:
     if not parts:
         db.execute("DELETE FROM meta WHERE key = ?", (CONSUMED,))
         return
-    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (CONSUMED, json.dumps(
-        {"count": count, "partitions": {str(p): n for p, n in sorted(parts.items())}})))
+    value: dict[str, Any] = {"count": count,
+                             "partitions": {str(p): n for p, n in sorted(parts.items())}}
+    if kept := {str(p): s for p, s in sorted((starts or {}).items()) if p in parts}:
+        value["starts"] = kept
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+               (CONSUMED, json.dumps(value)))
 
 
-def note_consumed(db: Any, owned: list[int], count: int, node: str) -> None:
-    """Remember that this data dir consumes `owned` under the name `node` (each start, once
-    the partitions' consumers name it: a start that dies before, loading its models, say,
-    leaves the note as the consumers left it, so a renamed node is not refused later)."""
-    old_count, parts = _consumed(db)
+def note_consumed(db: Any, owned: list[int], count: int, node: str, start: str = "") -> None:
+    """Remember that this data dir consumes `owned` under the name `node`, their consumers
+    made by the start `start` (each start, once the partitions' consumers name it: a start
+    that dies before, loading its models, say, leaves the note as the consumers left it, so
+    a renamed node is not refused later). An import's note of them goes: consumed here."""
+    from appliance.cluster import imported
+
+    old_count, parts, starts = _consumed_starts(db)
+    same = old_count == count
     with db:
         db.execute("BEGIN IMMEDIATE")
-        _write_consumed(db, count, {**(parts if old_count == count else {}),
-                                    **{p: node for p in owned}})
+        kept = {p: s for p, s in (starts if same else {}).items() if p not in owned}
+        _write_consumed(db, count, {**(parts if same else {}), **{p: node for p in owned}},
+                        {**kept, **({p: start for p in owned} if start else {})})
+        imported.drop(db, set(owned))
 
 
 def forget_consumed(db: Any, partitions: set[int]) -> list[int]:
-    """Drop `partitions` from the consumed note (inside the caller's transaction)."""
-    count, parts = _consumed(db)
+    """Drop `partitions` from the consumed note and from an import's note (inside the
+    caller's transaction); the ones dropped."""
+    from appliance.cluster import imported
+
+    count, parts, starts = _consumed_starts(db)
     gone = sorted(p for p in parts if p in partitions)
-    _write_consumed(db, count, {p: n for p, n in parts.items() if p not in partitions})
-    return gone
+    _write_consumed(db, count, {p: n for p, n in parts.items() if p not in partitions}, starts)
+    return sorted(set(gone) | set(imported.drop(db, partitions)))
 
 
 def reclaimable(db: Any, partitions: set[int]) -> list[int]:
     """The ones of `partitions` that `cluster reclaim` would give back (read only)."""
+    from appliance.cluster import imported
+
     given = read(db)
     _, parts = _consumed(db)
+    brought = imported.read(db)
     return sorted(p for p in partitions
-                  if (given is not None and p in given.partitions) or p in parts)
+                  if (given is not None and p in given.partitions) or p in parts
+                  or p in brought.partitions)
 
 
 def reclaim(db: Any, partitions: set[int], count: int, node: str) -> list[int]:
@@ -183,10 +215,11 @@ def reclaim(db: Any, partitions: set[int], count: int, node: str) -> list[int]:
     caller's transaction), as a start notes them: should another node consume them before
     this one starts, this one refuses them. The ones given back."""
     back = sorted(set(take_back(db, partitions)) | set(forget_consumed(db, partitions)))
-    old_count, parts = _consumed(db)
-    if back:
+    old_count, parts, starts = _consumed_starts(db)
+    if back:  # a reclaim's consumer names no start
         _write_consumed(db, count, {**(parts if old_count == count else {}),
-                                    **{p: node for p in back}})
+                                    **{p: node for p in back}},
+                        starts if old_count == count else {})
     return back
 
 

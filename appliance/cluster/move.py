@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import failpoints, migrations
-from appliance.cluster import exported, given_away
+from appliance.cluster import exported, given_away, imported
 from appliance.errors import SemtraceError, WrongKey
 from appliance.keys import Keyring
 from appliance.store import import_journal
@@ -150,9 +150,10 @@ def _copy(src: Any, dst: Any, table: str, where: tuple[str, list[Any]],
 
 
 def export_tenants(store: Store, keyring: Keyring, tenants: list[str], out: Path, *,
-                   partitions: str | None = None,
+                   partitions: str | None = None, origin: str | None = None,
                    progress: Progress = _silent) -> MoveReport:
-    """Write these tenants' rows and wrapped keys to a new file `out` (mode 0600)."""
+    """Write these tenants' rows and wrapped keys to a new file `out` (mode 0600).
+    `origin`: whose consumers the partitions had (`imported.origin`), for the import."""
     if out.exists():
         raise SemtraceError(f"{out} already exists; it was not overwritten.")
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -184,6 +185,9 @@ def export_tenants(store: Store, keyring: Keyring, tenants: list[str], out: Path
         if partitions is not None:  # for the import's report and its next step
             conn.execute("INSERT INTO meta (key, value) VALUES ('export_partitions', ?)",
                          (partitions,))
+        if origin is not None:
+            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)",
+                         (imported.ORIGIN, origin))
         conn.execute("COMMIT")
     except BaseException:
         conn.close()
@@ -218,6 +222,8 @@ def import_tenants(store: Store, keyring: Keyring, path: Path, *,
         tenants = [t for t in (row[0] if row else "").split(",") if t]
         row = src.execute("SELECT value FROM meta WHERE key='export_partitions'").fetchone()
         moved = row[0] if row else None
+        row = src.execute("SELECT value FROM meta WHERE key = ?", (imported.ORIGIN,)).fetchone()
+        carried = row[0] if row else None
         pseudo = src.execute("SELECT value FROM meta WHERE key='export_pseudonym_id'"
                              ).fetchone()
         if pseudo is not None and pseudo[0] != keyring.pseudonym_id():
@@ -236,7 +242,7 @@ def import_tenants(store: Store, keyring: Keyring, path: Path, *,
         # noted before the keys commit, cleared with the rows: keys without rows are undone
         import_journal.note(store.db, list(remap.values()))
         try:
-            tables = _import_rows(store, src, tenants, wrapped, remap, progress)
+            tables = _import_rows(store, src, tenants, wrapped, remap, progress, carried)
         except BaseException:
             import_journal.roll_back(store.db, store.keys_db)
             raise
@@ -246,9 +252,11 @@ def import_tenants(store: Store, keyring: Keyring, path: Path, *,
 
 
 def _import_rows(store: Store, src: Any, tenants: list[str], wrapped: list[Any],
-                 remap: dict[int, int], progress: Progress) -> dict[str, int]:
+                 remap: dict[int, int], progress: Progress,
+                 carried: str | None = None) -> dict[str, int]:
     """The keys, committed first (a key whose rows then fail to commit is rolled back),
-    then the rows, committed with the removal of the import's journal note."""
+    then the rows, committed with the removal of the import's journal note and the note
+    of whose copy of the partitions came (`carried`: `imported.origin`)."""
     records, buckets, topics = _selection(src, tenants)
     store.keys_db.execute("BEGIN IMMEDIATE")
     try:
@@ -279,6 +287,7 @@ def _import_rows(store: Store, src: Any, tenants: list[str], wrapped: list[Any],
                 tables[table] = _copy(src, store.db, table, where, remap)
         import_journal.clear(store.db)
         given_away.take_back_tenants(store.db, tenants)  # its partitions are this node's again
+        imported.note(store.db, carried)  # serve refuses them if the exporter consumed since
         store.db.execute("COMMIT")
     except BaseException:
         store.db.execute("ROLLBACK")

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -63,13 +64,15 @@ class ClusterNode:
     """Consumes this node's partitions into a running `Service`."""
 
     def __init__(self, service: Service, settings: ClusterSettings, *,
-                 on_consuming: Callable[[list[int], str], None] | None = None,
+                 on_consuming: Callable[[list[int], str, str], None] | None = None,
                  data_dir: str = "") -> None:
-        """`on_consuming(partitions, node)`: run on the service's worker once the partitions'
-        consumers name this node, before the first fetch (the store notes them).
-        `data_dir`: the store's id (`given_away.data_dir_id`), in consumers and claims."""
+        """`on_consuming(partitions, node, start)`: run on the service's worker once the
+        partitions' consumers name this node and this start, before the first fetch (the
+        store notes them). `data_dir`: the store's id (`given_away.data_dir_id`), in
+        consumers and claims."""
         self.service = service
         self.data_dir = data_dir
+        self.start_id = secrets.token_hex(6)  # in the consumers this start makes
         self._on_consuming = on_consuming
         self.settings = settings
         self.node = node_name(settings.node)
@@ -124,7 +127,8 @@ class ClusterNode:
                 pulls[p] = await self._reset_consumer(p)
             failpoints.point("cluster.consumers")  # killed before the store notes the name
             if self._on_consuming is not None:  # the consumers name this node from now on
-                await self.service.in_worker(self._on_consuming, self.partitions, self.node)
+                await self.service.in_worker(self._on_consuming, self.partitions, self.node,
+                                             self.start_id)
             for p, pull in pulls.items():
                 self._tasks.append(asyncio.create_task(self._consume(p, pull)))
             self._tasks.append(asyncio.create_task(self._poll_lag()))
@@ -204,7 +208,7 @@ class ClusterNode:
         with contextlib.suppress(NotFoundError):
             await self._js.delete_consumer(self.settings.stream, name)
         await self._js.add_consumer(self.settings.stream, consumer_config(
-            self.settings, p, self.node, data_dir=self.data_dir))
+            self.settings, p, self.node, data_dir=self.data_dir, start=self.start_id))
         return await self._js.pull_subscribe_bind(durable=name, stream=self.settings.stream)
 
     # ------------------------------------------------------------ consuming

@@ -25,9 +25,11 @@ from appliance.config import ClusterSettings
 from appliance.errors import SemtraceError
 
 
-async def name_consumers(settings: ClusterSettings, partitions: list[int], me: str) -> None:
-    """Make each partition's consumer name `me` as its reclaimer; SemtraceError if a live
-    node other than `me` claims one of them (nothing is changed then)."""
+async def name_consumers(settings: ClusterSettings, partitions: list[int], me: str,
+                         data_dir: str = "") -> None:
+    """Make each partition's consumer name `me` as its reclaimer, and this node's data dir
+    (`data_dir`: its id); SemtraceError if a live node other than `me` claims one of them
+    (nothing is changed then)."""
     from nats.js.errors import BucketNotFoundError, NotFoundError
 
     nc = await connect(settings.url, settings.security, name="semtrace-reclaim",
@@ -49,6 +51,7 @@ async def name_consumers(settings: ClusterSettings, partitions: list[int], me: s
             with contextlib.suppress(NotFoundError):
                 await js.delete_consumer(settings.stream, consumer_name(settings.stream, p))
             await js.add_consumer(settings.stream,
-                                  consumer_config(settings, p, me, reclaimed=True))
+                                  consumer_config(settings, p, me, reclaimed=True,
+                                                  data_dir=data_dir))
     finally:
         await nc.close()

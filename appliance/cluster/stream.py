@@ -51,6 +51,10 @@ CONSUMER_DESCRIPTION = "semtrace partition {p}, consumed by node {node}"
 RECLAIMED_DESCRIPTION = "semtrace partition {p}, reclaimed by node {node}"
 # before the node's name: the data dir that consumes (earlier builds leave it out)
 DATA_DIR = ", data dir "
+# before the data dir: the id of the start that made the consumer (earlier builds leave it
+# out), which an export carries, so that the importing node sees whether the exporting one
+# consumed the partition again since (`imported.py`)
+START = ", start "
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class LastConsumer:
     node: str
     reclaimed: bool = False  # named by `cluster reclaim`, not yet consumed by that node
     data_dir: str | None = None  # the consuming data dir's id (None: an earlier build's)
+    start: str | None = None  # the id of the node's start that made it (None: not known)
 
 
 def last_consumer(description: str | None) -> LastConsumer | None:
@@ -67,21 +72,25 @@ def last_consumer(description: str | None) -> LastConsumer | None:
     for sep, reclaimed in ((", consumed by node ", False), (", reclaimed by node ", True)):
         head, found, node = (description or "").partition(sep)
         if found and node:
-            _, has_id, data_dir = head.partition(DATA_DIR)
-            return LastConsumer(node, reclaimed, data_dir if has_id and data_dir else None)
+            head, has_id, data_dir = head.partition(DATA_DIR)
+            _, has_start, start = head.partition(START)
+            return LastConsumer(node, reclaimed, data_dir if has_id and data_dir else None,
+                                start if has_start and start else None)
     return None
 
 
 def consumer_config(settings: ClusterSettings, p: int, node: str = "", *,
-                    reclaimed: bool = False, data_dir: str = "") -> Any:
+                    reclaimed: bool = False, data_dir: str = "", start: str = "") -> Any:
     """Partition `p`'s durable consumer; its description names the node consuming it (or
-    reclaiming it), and the id of its data dir, which the consumer keeps while no node
-    runs (`last_consumer`)."""
+    reclaiming it), the id of its data dir and of the node's start that made it, which the
+    consumer keeps while no node runs (`last_consumer`)."""
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
     named = RECLAIMED_DESCRIPTION if reclaimed else CONSUMER_DESCRIPTION
     if data_dir:
         named = named.replace("{p}, ", "{p}" + DATA_DIR + data_dir + ", ", 1)
+        if start:  # before the data dir: an earlier build still reads the data dir and name
+            named = named.replace("{p}, ", "{p}" + START + start + ", ", 1)
     return ConsumerConfig(durable_name=part.consumer_name(settings.stream, p),
                           filter_subject=part.part_subject(p), ack_policy=AckPolicy.EXPLICIT,
                           deliver_policy=DeliverPolicy.ALL, ack_wait=settings.ack_wait_s,

@@ -1,0 +1,134 @@
+"""Whose copy of a partition an import brought, as of its export: a node must not consume
+a partition from a copy that its old owner has outgrown since.
+
+A node refuses a partition that another node consumed since it last did
+(`given_away.refuse_taken`), but the new owner after an import never consumed the
+partition, so nothing refused it. The move cut short (the old owner started again with
+the partition still in its --own, before `forget`) then split the tenants: the old
+owner stored new prompts after the export, and the new owner, started later, consumed
+the partition from its imported copy, which lacks them; nothing merges two copies. So
+`export` writes into its file the exporting data dir's id and, for each partition, the
+id of the start that made its consumer (`stream.LastConsumer.start`, noted by that start
+in `given_away`'s consumed note); `import` notes them here; and `serve` refuses a
+partition whose consumer another start made since (the old owner's, or any other node's),
+until this node consumed it once (the note goes then, or with `forget` or `reclaim`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from appliance.errors import SemtraceError
+
+KEY = "cluster_imported"
+ORIGIN = "export_origin"  # the export file's meta key
+
+
+@dataclass(frozen=True)
+class Source:
+    """One partition's consumer as the export found it noted on the exporting node."""
+
+    data_dir: str
+    node: str
+    start: str
+    at: float  # when it was exported
+
+
+@dataclass(frozen=True)
+class Imported:
+    count: int
+    partitions: dict[int, Source]
+
+
+def origin(db: Any, partitions: list[int], count: int) -> str | None:
+    """What an export of `partitions` (of `count`) carries (JSON), or None if this node
+    never noted a start for any of them (an earlier build's, or never consumed here)."""
+    from appliance.cluster.given_away import DATA_DIR_ID, consumed_here, consumer_starts
+
+    starts = consumer_starts(db, partitions, count)
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (DATA_DIR_ID,)).fetchone()
+    if not starts or row is None:
+        return None
+    names = consumed_here(db, count)
+    return json.dumps({"count": count, "data_dir": str(row[0]), "at": time.time(),
+                       "partitions": {str(p): {"node": names.get(p, ""), "start": s}
+                                      for p, s in sorted(starts.items())}})
+
+
+def read(db: Any) -> Imported:
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (KEY,)).fetchone()
+    if row is None:
+        return Imported(0, {})
+    value = json.loads(row[0])
+    return Imported(int(value["count"]), {
+        int(p): Source(e["data_dir"], e["node"], e["start"], float(e["at"]))
+        for p, e in value["partitions"].items()})
+
+
+def _write(db: Any, noted: Imported) -> None:
+    if not noted.partitions:
+        db.execute("DELETE FROM meta WHERE key = ?", (KEY,))
+        return
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (KEY, json.dumps(
+        {"count": noted.count, "partitions": {
+            str(p): {"data_dir": s.data_dir, "node": s.node, "start": s.start, "at": s.at}
+            for p, s in sorted(noted.partitions.items())}})))
+
+
+def note(db: Any, carried: str | None) -> None:
+    """Note an export's origin (inside the import's transaction): its partitions' history
+    here is the exporting node's from now on, so this node's own consumed note of them
+    goes (it consumed them before they went elsewhere, or never)."""
+    from appliance.cluster.given_away import forget_consumed
+
+    if carried is None:
+        return
+    value = json.loads(carried)
+    parts = {int(p): Source(str(value["data_dir"]), str(e["node"]), str(e["start"]),
+                            float(value["at"])) for p, e in value["partitions"].items()}
+    forget_consumed(db, set(parts))
+    old = read(db)
+    kept = old.partitions if old.count == int(value["count"]) else {}
+    _write(db, Imported(int(value["count"]), {**kept, **parts}))
+
+
+def drop(db: Any, partitions: set[int]) -> list[int]:
+    """Drop `partitions` from the note (inside the caller's transaction): the ones dropped."""
+    old = read(db)
+    gone = sorted(p for p in old.partitions if p in partitions)
+    if gone:
+        _write(db, Imported(old.count, {p: s for p, s in old.partitions.items()
+                                        if p not in partitions}))
+    return gone
+
+
+def refuse(db: Any, owned: list[int], count: int, last: dict[int, Any],
+           data_dir: str) -> None:
+    """SemtraceError if a partition of `owned` that this node holds only as imported had its
+    consumer made since the export by another start than the one the export saw (`last`:
+    each partition's `stream.LastConsumer`): that node may hold newer records."""
+    noted = read(db)
+    if noted.count != count:
+        return
+    for p in owned:
+        source, other = noted.partitions.get(p), last.get(p)
+        if source is None or other is None or (data_dir and other.data_dir == data_dir):
+            continue  # no consumer to judge by; or this data dir's own (killed at start)
+        if other.data_dir == source.data_dir and other.start == source.start:
+            continue  # the consumer the export saw: nobody consumed since
+        when = datetime.fromtimestamp(source.at, UTC).strftime("%Y-%m-%d %H:%M")
+        verb = "reclaimed" if other.reclaimed else "consumed"
+        raise SemtraceError(
+            f"Partition {p} was {verb} by node '{other.node}' after its tenants were "
+            f"exported from '{source.node}' to this node (at {when} UTC), so the copy "
+            "imported here may lack their newer records: start this node without "
+            f"{p} in --own (`own` in cluster.toml) and remove that copy (`semtrace cluster "
+            f"forget --partitions {p} --yes --discard`), or move the partition again (stop "
+            f"'{other.node}', `semtrace cluster export --partitions {p}` there, the forget "
+            "above here, then `semtrace cluster import` here), or, if "
+            f"'{other.node}' and its data are lost, run `semtrace cluster reclaim "
+            f"--partitions {p}` here. Nothing was consumed.")
