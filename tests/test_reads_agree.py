@@ -8,8 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from test_query_reads import refused, served  # noqa: F401  (served: a fixture)
+from test_query_reads import refused, remote_app, served  # noqa: F401  (served: a fixture)
 from test_spine import run_cli
+from test_tui import run, settle, table_keys
 
 
 def test_threads_list_user_without_tenant_is_one_and_the_same_sentence_either_way(
@@ -90,3 +91,34 @@ def test_stats_rows_line_up_whatever_the_length_of_a_model_name(
     rows = [line for line in done.stdout.splitlines() if "threads 1" in line]
     assert sorted(row.split()[0] for row in rows) == sorted(models)
     assert len({row.index("threads 1") for row in rows}) == 1, rows
+
+
+def test_the_tuis_filter_refuses_a_tenant_the_store_never_held_as_the_cli_does(
+        served: dict[str, Any], runtime: Any) -> None:  # noqa: F811
+    """`tenant:Acme` (the gateway sends 'acme') in the threads filter emptied the table,
+    'No threads match the filter', read as "this tenant has no threads"; `threads list
+    --tenant Acme` and `tui --tenant Acme` refuse it. Over the socket and directly."""
+    from appliance.tui.app import make_app
+
+    acme = {o.thread_id for o in served["outcomes"] if o.request_id.startswith("acme")}
+
+    async def scenario(pilot: Any) -> None:
+        async def apply(text: str) -> tuple[set[str], str]:
+            await pilot.press("f")
+            pilot.app.screen.query_one("#filter").value = text
+            await pilot.press("enter")
+            await settle(pilot)
+            status = str(pilot.app.screen.query_one("#status").render())
+            return set(table_keys(pilot.app, "#threads")), status
+
+        shown, status = await apply("tenant:acme")
+        assert shown == acme and "filter tenant:acme" in status
+        shown, status = await apply("tenant:Acme")
+        assert "never held data of tenant 'Acme'" in status and "case-sensitive" in status
+        assert shown == acme and "filter tenant:acme" in status  # what is shown, still
+        await pilot.press("r")  # a refresh reads the filter shown, not the refused one
+        await settle(pilot)
+        assert set(table_keys(pilot.app, "#threads")) == acme
+
+    run(remote_app(served, "reader"), scenario)
+    run(make_app(runtime, role="analyst", refresh_seconds=3600), scenario)

@@ -195,7 +195,10 @@ def test_filters_narrow_the_threads_table(runtime: Any, replayed: SimpleNamespac
         assert await apply(pilot, f"user:{bob[:10]}") == bob_threads
         assert await apply(pilot, "tenant:acme since:2026-03-02T10:00") == \
             {replayed.outcomes[5].thread_id}
-        assert await apply(pilot, "tenant:elsewhere") == set()
+        narrowed = {replayed.outcomes[5].thread_id}  # a tenant never held: refused, kept
+        assert await apply(pilot, "tenant:elsewhere") == narrowed
+        assert "never held data of tenant 'elsewhere'" in str(
+            pilot.app.screen.query_one("#status").render())
         assert await apply(pilot, "position:orphaned model:none") == set()
         kept = await apply(pilot, "")
         assert kept == all_threads

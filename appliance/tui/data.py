@@ -24,6 +24,7 @@ from appliance.query import (
     topic_aliases,
     users_with_prefix,
 )
+from appliance.reads import check_tenant
 from appliance.records import Thread
 from appliance.runtime import Runtime
 from appliance.store import Store
@@ -153,6 +154,7 @@ class StoreReader:
         """One page of threads matching `filters`, with markers and topic labels."""
         tenant = self._tenant_of(filters)
         with self.lock:
+            check_tenant(self.rt.store, self.rt.policies, filters.tenant)  # a typo: a sentence
             filters = resolve_user(self.rt.store, filters, tenant,
                                    [tenant] if tenant else tenants(self.rt.store),
                                    self.rt.keyring.pseudonym)

@@ -19,6 +19,7 @@ from appliance.ingest import parse_ts
 from appliance.protocol import ProtocolError
 from appliance.query import tenants
 from appliance.readindex import ReaderIndex
+from appliance.reads import check_tenant
 from appliance.roles import bound_tenants, sees
 from appliance.search import Searchable, build_index, search
 from appliance.store import Store
@@ -102,6 +103,7 @@ def answer(obj: dict[str, Any], role: str, policies: Policies, store: Store,
                                 rid)
         v = version()
         filters = _filters(obj.get("filters"), rid)
+        check_tenant(store, policies, tenant)  # a typo is a sentence, not an empty page
         try:
             filters = resolve_user(store, filters, tenant,
                                    _scope(store, role, policies, tenant), pseudonym)

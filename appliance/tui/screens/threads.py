@@ -64,6 +64,7 @@ class ThreadsScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self.filters = Filters()
+        self.applied = self.filters  # the filter of the page on screen
         self.sort, self.descending, self.first_row = "last", True, 0
         self.version: int | None = None
         self.note = ""
@@ -93,17 +94,28 @@ class ThreadsScreen(Screen[None]):
     @work(thread=True, exclusive=True, group="threads")
     def load(self, force: bool = False) -> None:
         """Read the page in a worker; skip the read when nothing was committed since."""
-        ctx = context(self)
+        ctx, filters = context(self), self.filters
         try:
             if not force and self.version is not None and ctx.reader.version() == self.version:
                 return
-            page = ctx.reader.threads(self.filters, sort=self.sort, descending=self.descending,
+            page = ctx.reader.threads(filters, sort=self.sort, descending=self.descending,
                                       offset=self.first_row, limit=ctx.page_size)
         except (FilterError, SemtraceError) as exc:
-            self.app.call_from_thread(self._status, f"✖ {exc}")
+            self.app.call_from_thread(self._refused, filters, f"✖ {exc}")
             return
         if not get_current_worker().is_cancelled:
-            self.app.call_from_thread(self.show_page, page)
+            self.app.call_from_thread(self._shown, filters, page)
+
+    def _shown(self, filters: Filters, page: ThreadPage) -> None:
+        self.applied = filters
+        self.show_page(page)
+
+    def _refused(self, filters: Filters, note: str) -> None:
+        """A filter the reader refused (a tenant the store never held: a typo) is not
+        applied: the table and the status line stay with the filter shown before."""
+        if filters is self.filters:
+            self.filters = self.applied
+        self._status(note)
 
     def _row(self, row: ThreadRow) -> tuple[object, ...]:
         t, now = row.thread, context(self).clock()
