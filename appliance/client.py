@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import socket
@@ -130,11 +131,14 @@ class Client:
 
 
 class AsyncClient:
-    """An asyncio client; requests on one connection are answered in order."""
+    """An asyncio client; requests on one connection are pipelined: each is written at once,
+    and the replies, which come in request order, are handed to them in that order (the
+    service then takes a process's concurrent prompts together, in one commit)."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader, self._writer = reader, writer
-        self._lock = asyncio.Lock()
+        self._waiting: collections.deque[asyncio.Future[bytes]] = collections.deque()
+        self._replies: asyncio.Task[None] | None = None  # reads them, from the first request
 
     @classmethod
     async def connect(cls, socket_path: str | Path) -> AsyncClient:
@@ -147,15 +151,43 @@ class AsyncClient:
         return cls(reader, writer)
 
     async def request(self, obj: dict[str, Any]) -> dict[str, Any]:
-        async with self._lock:
-            self._writer.write((json.dumps(obj) + "\n").encode())
-            await self._writer.drain()
-            line = await self._reader.readline()
-        return decode_reply(line)
+        """Send one request and wait for its reply. A request given up on (cancelled, timed
+        out) still has its reply read, so the next ones get theirs."""
+        if self._replies is not None and self._replies.done():
+            raise ConnectionClosed("The service closed the connection.")
+        reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._waiting.append(reply)  # in the order written: nothing awaited in between
+        self._writer.write((json.dumps(obj) + "\n").encode())
+        if self._replies is None:
+            self._replies = asyncio.ensure_future(self._read_replies())
+        await self._writer.drain()
+        return decode_reply(await reply)
+
+    async def _read_replies(self) -> None:
+        """Hand each reply line to the request waiting longest; at the end of the connection
+        (or a line past the reader's limit), every waiting request gets what it says."""
+        try:
+            while line := await self._reader.readline():
+                if self._waiting:
+                    waiting = self._waiting.popleft()
+                    if not waiting.done():
+                        waiting.set_result(line)
+        except (ConnectionError, ValueError):
+            pass
+        finally:
+            while self._waiting:
+                waiting = self._waiting.popleft()
+                if not waiting.done():
+                    waiting.set_result(b"")  # decode_reply: ConnectionClosed
 
     async def close(self) -> None:
         self._writer.close()
-        await self._writer.wait_closed()
+        with contextlib.suppress(ConnectionError):
+            await self._writer.wait_closed()
+        if self._replies is not None:
+            self._replies.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._replies
 
 
 def is_nats_url(target: str | Path) -> bool:

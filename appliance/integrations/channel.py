@@ -18,7 +18,8 @@ connection: requests are idempotent by request id.
 A tool loop's call (an `update` naming a `previous_response_id`) goes on a connection of
 its own (`lane`): the service may hold it up to 2 s while its turn's update is on its way
 from another gateway process, and replies come in request order, so on the shared
-connection it would delay every registration and update behind it.
+connection it would delay every registration and update behind it (the asyncio client
+pipelines a worker's concurrent requests; the blocking one sends one at a time).
 
 A process forked from the one that made a channel (a pre-forking server) connects anew:
 the parent's connection, and a lock its threads may have held as it forked, are not the
