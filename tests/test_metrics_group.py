@@ -27,7 +27,7 @@ from installer_host import (
 )
 from test_spine import run_cli
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="needs root to run a scraper under another uid")
 
 NOBODY = 65534
@@ -72,6 +72,7 @@ def ask(path, data):
 """
 
 
+@ROOT_ONLY
 @needs_system_python
 def test_a_scraper_in_the_metrics_group_reads_the_metrics_and_cannot_send_prompts(
         srv: Path, tmp_path: Path, passphrase_file: Path) -> None:
@@ -130,6 +131,7 @@ def test_a_scraper_in_the_metrics_group_reads_the_metrics_and_cannot_send_prompt
         shutil.rmtree(root, ignore_errors=True)
 
 
+@ROOT_ONLY
 def test_a_metrics_group_the_service_cannot_give_its_socket_is_one_sentence_before_start(
         tmp_path: Path) -> None:
     """A group the host lacks, or one the service's user is not in (the unit's
@@ -173,3 +175,35 @@ def test_a_metrics_group_the_service_cannot_give_its_socket_is_one_sentence_befo
     assert len(tcp.stderr.strip().splitlines()) == 1
     assert "socket_group (serve --metrics-group) is the group of a Unix socket" in tcp.stderr
     assert not list(tmp_path.glob("*.sock"))  # nothing was served
+
+
+def test_doctor_warns_of_a_metrics_socket_in_the_group_that_may_send_prompts(
+        tmp_path: Path) -> None:
+    """Nothing said that a metrics socket in the service's group lets its scrapers ingest
+    (allow_same_gid, the default); doctor now says so, until the metrics have a group of
+    their own or the ingest socket stops taking the group."""
+    import json
+
+    from appliance.config import policy_dir
+
+    pol = tmp_path / "policies"
+    shutil.copytree(policy_dir(), pol, ignore=shutil.ignore_patterns("*.py", "*.sh"))
+    telemetry = (pol / "telemetry.toml").read_text()
+    env = {"SEMTRACE_POLICY_DIR": str(pol)}
+
+    def warnings() -> list[str]:
+        r = run_cli("doctor", "--data-dir", str(tmp_path / "data"), "--json", env=env)
+        return [w for w in json.loads(r.stdout)["warnings"] if "metrics socket" in w]
+
+    assert warnings() == []  # metrics off, as shipped
+    (pol / "telemetry.toml").write_text(telemetry.replace(
+        'listen = ""', 'listen = "unix:/run/semtrace/metrics.sock"', 1))
+    assert warnings() == [
+        "The metrics socket /run/semtrace/metrics.sock takes the service's group, whose "
+        "members may also send prompts on the ingest socket (allow_same_gid in access.toml): "
+        "a scraper added to it could ingest; give the metrics a group of their own ([metrics] "
+        "socket_group in telemetry.toml, or install.sh --metrics-group)."]
+    (pol / "telemetry.toml").write_text(telemetry.replace(
+        'listen = ""', 'listen = "unix:/run/semtrace/metrics.sock"', 1).replace(
+        'socket_group = ""', 'socket_group = "semtrace-metrics"', 1))
+    assert warnings() == []

@@ -201,9 +201,29 @@ def _warnings() -> list[str]:
     from appliance.errors import SemtraceError
 
     try:
-        return load_policy("redaction", RedactionSettings).warnings()
+        said = load_policy("redaction", RedactionSettings).warnings()
+    except SemtraceError:
+        said = []
+    return said + _metrics_warnings()
+
+
+def _metrics_warnings() -> list[str]:
+    """A metrics socket in the service's group while that group may also send prompts."""
+    from appliance.config import AccessSettings, TelemetrySettings, load_optional_policy
+    from appliance.errors import SemtraceError
+
+    try:
+        metrics = load_optional_policy("telemetry", TelemetrySettings).metrics
+        access = load_optional_policy("access", AccessSettings)
     except SemtraceError:
         return []
+    if not metrics.listen.startswith("unix:") or metrics.socket_group \
+            or not access.allow_same_gid:
+        return []
+    return [f"The metrics socket {metrics.listen[5:]} takes the service's group, whose members "
+            "may also send prompts on the ingest socket (allow_same_gid in access.toml): a "
+            "scraper added to it could ingest; give the metrics a group of their own "
+            "([metrics] socket_group in telemetry.toml, or install.sh --metrics-group)."]
 
 
 def _unread_migrations(directory: Path) -> str:
