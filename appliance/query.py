@@ -252,22 +252,32 @@ def live_topic(store: Store, topic_id: str, tenants: list[str]) -> str | None:
     """The topic `topic_id` names now, or None when none of `tenants` has or had it.
 
     An id is itself, or the topic it was merged into (its threads moved there); else a
-    label (any case) of exactly one live topic of `tenants` names that topic: product
-    people think "password reset", not `tp_3fa9`. InputError when the label is
-    several topics'.
+    label (any case) of exactly one live topic of `tenants`, or one phrase of its label
+    ("weather" of "weather, umbrella"), names that topic: product people think "password
+    reset", not `tp_3fa9`. InputError when the label or phrase is several topics'.
     """
     if any(has_topic(store, t, topic_id) for t in tenants):
         return topic_aliases(store).get(topic_id, topic_id)
     if not tenants or not has_table(store, "topics"):
         return None
-    found = [r[0] for r in store.db.execute(
-        "SELECT topic_id FROM topics WHERE merged_into IS NULL AND lower(label) = lower(?) "
+    wanted = topic_id.strip().lower()
+    labelled = store.db.execute(
+        "SELECT topic_id, label FROM topics WHERE merged_into IS NULL AND label IS NOT NULL "
         f"AND tenant IN ({','.join('?' * len(tenants))}) ORDER BY topic_id",
-        (topic_id.strip(), *tenants))]
+        tuple(tenants)).fetchall()
+    found = [tid for tid, label in labelled if label.lower() == wanted]
     if len(found) > 1:
         raise InputError(f"'{topic_id}' is the label of {len(found)} topics "
                             f"({', '.join(found)}); name one by its id.")
-    return found[0] if found else None
+    if found:
+        return str(found[0])
+    # one phrase of a two-phrase label ("weather" of "weather, umbrella"), as stats shows it
+    found = [tid for tid, label in labelled
+             if wanted in (p.strip() for p in label.lower().split(","))]
+    if len(found) > 1:
+        raise InputError(f"'{topic_id}' is in the labels of {len(found)} topics "
+                         f"({', '.join(found)}); name one by its id or whole label.")
+    return str(found[0]) if found else None
 
 
 def topic_aliases(store: Store) -> dict[str, str]:

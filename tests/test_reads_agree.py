@@ -122,3 +122,35 @@ def test_the_tuis_filter_refuses_a_tenant_the_store_never_held_as_the_cli_does(
 
     run(remote_app(served, "reader"), scenario)
     run(make_app(runtime, role="analyst", refresh_seconds=3600), scenario)
+
+
+def test_a_topic_is_found_by_one_phrase_of_its_label(
+        served: dict[str, Any], data_dir: Path, passphrase_file: Path) -> None:  # noqa: F811
+    """`stats topics` shows 'weather, umbrella'; `threads list --topic umbrella` said "No
+    topic 'umbrella' in scope": only the whole label, comma and all, named it."""
+    from appliance.topics import tables
+
+    sock = ["--socket", str(served["sock"]), "--role", "reader"]
+    direct = ["--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file),
+              "--tenant", "acme"]
+    listed = json.loads(run_cli("threads", "list", *sock, "--tenant", "acme", "--json").stdout)
+    want = sorted(t["thread_id"] for t in listed)[:2]
+    rows = [tables.TopicRow(tid, "", 1, 1, label, (), 0.0) for tid, label in (
+        ("tp_wet", "weather, umbrella"), ("tp_snow", "weather, snow"),
+        ("tp_vpn", "vpn guide, laptop"))]
+    tables.publish(served["store"].db, "acme", rows, {}, [(t, "tp_vpn") for t in want])
+    for way in (sock, direct):
+        for phrase in ("laptop", "VPN guide", "vpn guide, laptop"):
+            got = run_cli("threads", "list", *way, "--topic", phrase, "--json")
+            assert got.returncode == 0, got.stderr
+            assert sorted(t["thread_id"] for t in json.loads(got.stdout)) == want
+        refused(run_cli("threads", "list", *way, "--topic", "weather"),
+                "'weather' is in the labels of 2 topics (tp_snow, tp_wet)")
+        refused(run_cli("threads", "list", *way, "--topic", "guide"), "No topic 'guide'")
+    # stats models --topic reads the same topic by the same phrase
+    one_user = ("stats", "models", "--tenant", "acme", "--user", "u-ann-7731", "--role",
+                "compliance", "--from", "2026-03-01", "--to", "2026-03-04", *direct[:4],
+                "--json")
+    by_phrase = run_cli(*one_user, "--topic", "laptop")
+    assert by_phrase.returncode == 0, by_phrase.stderr
+    assert by_phrase.stdout == run_cli(*one_user, "--topic", "tp_vpn").stdout
