@@ -155,6 +155,9 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
 
             if clash := name_in_use(joining.claims, me, data_dir_id):  # a live namesake
                 raise SemtraceError(clash)
+            from appliance.cluster.preflight import refuse_live_copy
+
+            asyncio.run(refuse_live_copy(cluster, joining.claims, data_dir_id))  # a backup's
             given_away.refuse_taken(rt.store.db, cluster.owned(), cluster.partitions, me,
                                     joining.last, data_dir_id)  # noted once consuming
             from appliance.cluster import imported  # the exporter consumed since its export
