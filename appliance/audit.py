@@ -164,7 +164,20 @@ def verify_chain(db: Any, anchor: Any = None) -> Verification:
     import sqlcipher3
 
     try:
-        return _verify(db, anchor)
+        # The head first: a writer advances it only after its entry committed, so the
+        # entries read next reach it. Entries and checkpoints are then read in one
+        # snapshot: another process appending meanwhile is not a cut-off tail or a
+        # deleted entry.
+        head = anchor.execute("SELECT seq, hash FROM audit_head WHERE id=1").fetchone() \
+            if anchor is not None else None
+        own = not db.in_transaction
+        if own:
+            db.execute("BEGIN")
+        try:
+            return _verify(db, head)
+        finally:
+            if own:
+                db.execute("ROLLBACK")
     except sqlcipher3.DatabaseError as exc:
         if "locked" in str(exc):  # busy, not damaged: the caller's error to report
             raise
@@ -172,7 +185,7 @@ def verify_chain(db: Any, anchor: Any = None) -> Verification:
                             "file is damaged or its audit tables were removed")
 
 
-def _verify(db: Any, anchor: Any) -> Verification:
+def _verify(db: Any, head: Any) -> Verification:
     keys = dict(db.execute("SELECT key_id, public_key FROM audit_keys"))
     prev, expected_seq, n = GENESIS, 1, 0
     hashes: dict[int, str] = {}
@@ -205,8 +218,6 @@ def _verify(db: Any, anchor: Any) -> Verification:
         last = seq
     # A cut-off tail first: cutting entries off the end also leaves the last ones unsigned
     # (a batch signs only its last entry), which is not what happened.
-    head = anchor.execute("SELECT seq, hash FROM audit_head WHERE id=1").fetchone() \
-        if anchor is not None else None
     if head is not None and not (isinstance(head[0], int) and isinstance(head[1], str)):
         return Verification(False, n, len(checkpoints), None,
                             "the chain's head recorded in the key store is damaged")
