@@ -15,7 +15,7 @@ from appliance.cluster.erasure_sweep import WAIT_MAX_S
 from appliance.errors import InputError
 
 if TYPE_CHECKING:
-    from appliance.cli.erasure_cluster import Asked
+    from appliance.cli.erasure_cluster import Asked, Known
     from appliance.cluster.erasures import Applied, Home
     from appliance.erasure import EraseReport
 
@@ -67,6 +67,7 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
             raise InputError(f"{option} must not be empty.")
     asked: list[Asked] = []  # erasures asked of the tenants' owners on a cluster
     stale: list[EraseReport] = []  # this node's copies of tenants another node owns now
+    known = None  # on a cluster, what --all-tenants learnt of the other nodes' tenants
     with _opened(data_dir, passphrase_file, key_file) as rt:
         name = require(rt.policies.access, role or "compliance", "erase", tenant=tenant)
         shredder = Shredder(rt.store, _audit(rt))
@@ -80,8 +81,9 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
                                   user_id=user_id, reason=reason)]
         else:
             bound = bound_tenants(rt.policies.access, name)
+            known = cluster_known(rt)
             names = [t for t in sorted(set(known_tenants(rt.store, rt.policies))
-                                       | cluster_known(rt)) if bound is None or t in bound]
+                                       | known.tenants) if bound is None or t in bound]
             away = cluster_away(rt, names)  # on other nodes of a cluster: asked of them
             reports = erase_everywhere(shredder, rt.policies, rt.keyring, user_id=user_id,
                                        reason=reason,
@@ -99,7 +101,7 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
                 click.echo(f"semtrace: {a.refused}", err=True)
         reports += [_report_of(home, user, a) for home, user, a in done if not a.refused]
         _every(reports, as_json, bound=bound is not None, elsewhere=asked, wait_s=wait_s,
-               here=node, stale=stale)
+               here=node, stale=stale, unsearched=known)
         reports += stale
     for r in reports:
         if not r.complete and not r.held:
@@ -108,9 +110,11 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
                        f"({r.pseudonyms_changed_at}) that changed pseudonyms (older versions "
                        "did); they may hold this user's records and cannot be attributed. "
                        "Retention shreds them when they expire.", err=True)
+    for sentence in known.sentences() if known is not None else []:
+        click.echo(sentence, err=True)
     if any(r.held for r in reports):
         sys.exit(5)
-    if not all(r.complete for r in reports):
+    if not all(r.complete for r in reports) or known is not None and known.sentences():
         sys.exit(7)
     if any((a := applied_of(x.answer)) is not None and a.refused for x in asked):
         sys.exit(1)
@@ -153,7 +157,9 @@ def _report_of(home: Home, user: str, applied: Applied) -> EraseReport:
 
 def _every(reports: list[EraseReport], as_json: bool, *, bound: bool,
            elsewhere: list[Asked], wait_s: float, here: str | None,
-           stale: list[EraseReport]) -> None:
+           stale: list[EraseReport], unsearched: Known | None) -> None:
+    """Print what `--all-tenants` did (`unsearched`: on a cluster, whose tenants it could
+    not learn; their sentences follow on stderr)."""
     from appliance.cli.erasure_cluster import (
         applied_of,
         as_json_of,
@@ -177,7 +183,9 @@ def _every(reports: list[EraseReport], as_json: bool, *, bound: bool,
                    "not_sent": [as_json_of(x) for x in unsent],
                    "superseded": [as_json_of(x) for x in elsewhere if x.superseded],
                    "stale_here": [_as_json(r) for r in stale],
-                   "complete": all(r.complete for r in reports) and not waiting})
+                   **(unsearched.as_json() if unsearched is not None else {}),
+                   "complete": all(r.complete for r in reports) and not waiting
+                   and not (unsearched is not None and unsearched.sentences())})
         return
     for r in reports:
         on = f" on node '{nodes[r.tenant]}'" if r.tenant in nodes else ""

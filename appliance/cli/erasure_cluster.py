@@ -69,17 +69,56 @@ def cluster_away(rt: Runtime, tenants: list[str]) -> dict[str, Home]:
     return {h.tenant: h for h in homes if not h.here}
 
 
-def cluster_known(rt: Runtime) -> set[str]:
-    """The tenants the other nodes of the cluster noted (`cluster/tenants_known.py`); none
-    on a single host or when NATS does not answer (`cluster_away` then says so)."""
-    from appliance.cluster.tenants_known import cluster_tenants
+@dataclasses.dataclass(frozen=True)
+class Known:
+    """What `erase --all-tenants` learnt of the other nodes' tenants: their names, the
+    nodes that own partitions but never noted theirs (`tenants_known.py`), and why NATS
+    could not say (None when it did)."""
+
+    tenants: frozenset[str] = frozenset()
+    unlisted: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    error: str | None = None
+
+    def sentences(self) -> list[str]:
+        """One sentence per node (or NATS) whose tenants were not searched."""
+        if self.error is not None:
+            return [f"Erasure NOT complete: {self.error.rstrip('.')}, so the tenants only "
+                    "other nodes of the cluster know were not searched: run this command "
+                    "again when NATS answers, or on each node's data dir."]
+        from appliance.cluster.tenants_known import notable
+
+        def why(node: str) -> str:
+            return ("it has not run since an upgrade to a version that does" if notable(node)
+                    else "its name cannot be a NATS key: rename it with letters, digits and "
+                    "-_=./ only")
+
+        return [f"Erasure NOT complete: node '{node}' (partition(s) "
+                f"{', '.join(map(str, ps))}) has not noted its tenants in NATS ({why(node)}), "
+                "so tenants only it knows were not searched: start it once and run this "
+                "command again, or run it on that node's data dir too." for node, ps
+                in self.unlisted]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"unlisted_nodes": [{"node": n, "partitions": list(ps)}
+                                   for n, ps in self.unlisted],
+                "nats_error": self.error}
+
+
+def cluster_known(rt: Runtime) -> Known:
+    """The tenants the other nodes of the cluster noted (`cluster/tenants_known.py`), and
+    whose tenants are unknown; nothing on a single host."""
+    from appliance.cluster.tenants_known import cluster_notes
 
     if not rt.policies.cluster.url:
-        return set()
+        return Known()
+    here = {*_consumed(rt).values(), _asking_node(rt)}
     try:
-        return asyncio.run(cluster_tenants(rt.policies.cluster))
-    except Exception:  # NATS away, or the nats extra missing: this node's tenants only
-        return set()
+        notes = asyncio.run(cluster_notes(rt.policies.cluster, here=here))
+    except SemtraceError as exc:  # NATS away: this node's tenants only, and it says so
+        return Known(error=str(exc))
+    except Exception as exc:  # a NATS error mid-way, the nats extra missing
+        return Known(error=f"NATS did not list the other nodes' tenants ({type(exc).__name__})")
+    return Known(notes.tenants, notes.unlisted)
 
 
 def this_node(rt: Runtime) -> str | None:

@@ -8,7 +8,8 @@ start, then each minute when they changed: `ErasureInbox`), and `erase --all-ten
 adds the tenants of every node's note to its own before it asks each tenant's owner. Only
 tenant names go there (they are in the bus's subjects already): never a user id or a
 pseudonym. A node that has not run since this version knows its tenants is not in the
-bucket: keep the policies the same on every node for those.
+bucket: `cluster_notes` finds it among the partitions' owners (the live claim, else the
+last consumer), so that `erase --all-tenants` says its tenants were not searched.
 """
 
 from __future__ import annotations
@@ -16,12 +17,23 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from appliance.cluster.bus import connect
 from appliance.config import ClusterSettings
 
 TENANTS_BUCKET = "semtrace_tenants"
+
+
+@dataclass(frozen=True)
+class Notes:
+    """What the cluster's nodes noted: every tenant name, and the nodes that own partitions
+    (a live claim, else the partition's last consumer) but noted nothing, with those
+    partitions: the tenants only they know are unknown to any other node."""
+
+    tenants: frozenset[str]
+    unlisted: tuple[tuple[str, tuple[int, ...]], ...]  # (node, its partitions), by name
 _KEY = re.compile(r"^[-/_=.a-zA-Z0-9]+$")  # what a KV key may hold
 
 
@@ -41,9 +53,14 @@ async def tenants_bucket(js: Any, *, replicas: int, create: bool = True) -> Any:
             description="semtrace: the tenant names each node knows (erase --all-tenants)"))
 
 
+def notable(node: str) -> bool:
+    """Pure: whether a node of this name can note its tenants (a KV key holds the name)."""
+    return bool(_KEY.match(node))
+
+
 async def note_tenants(kv: Any, node: str, tenants: list[str]) -> bool:
     """Note this node's tenants; False when its name cannot be a key (nothing noted)."""
-    if not _KEY.match(node):
+    if not notable(node):
         return False
     await kv.put(node, json.dumps(sorted(set(tenants))).encode())
     return True
@@ -61,25 +78,79 @@ def tenants_of(values: list[bytes]) -> set[str]:
     return names
 
 
+def unlisted(owners: dict[int, str | None], noted: set[str],
+             here: set[str]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """Pure: the nodes that own a partition (`owners`: partition -> node) but have no note,
+    with their partitions; the names this data dir consumed under (`here`) are left out."""
+    found: dict[str, list[int]] = {}
+    for p, node in sorted(owners.items()):
+        if node and node not in noted and node not in here:
+            found.setdefault(node, []).append(p)
+    return tuple((node, tuple(ps)) for node, ps in sorted(found.items()))
+
+
 async def cluster_tenants(settings: ClusterSettings) -> set[str]:
     """Every tenant a node of the cluster noted; SemtraceError when NATS does not answer."""
-    from nats.js.errors import BucketNotFoundError
+    return set((await cluster_notes(settings, here=set())).tenants)
 
+
+async def cluster_notes(settings: ClusterSettings, *, here: set[str]) -> Notes:
+    """Every tenant a node of the cluster noted, and the owners of partitions that noted
+    none (not those named in `here`); SemtraceError when NATS does not answer."""
     nc = await connect(settings.url, settings.security, name="semtrace-erase", reconnect=False)
     try:
-        try:
-            kv = await tenants_bucket(nc.jetstream(), replicas=settings.replicas, create=False)
-        except BucketNotFoundError:
-            return set()
-        watcher = await kv.watchall()
-        values = []
-        try:
-            while (entry := await watcher.updates(timeout=30)) is not None:
-                if entry.operation is None and entry.value:
-                    values.append(entry.value)
-        finally:
-            await watcher.stop()
-        return tenants_of(values)
+        js = nc.jetstream()
+        values, noted = await _notes(js, settings)
+        owners = await _owners(js, settings)
+        return Notes(frozenset(tenants_of(values)), unlisted(owners, noted, here))
     finally:
         with contextlib.suppress(Exception):
             await nc.close()
+
+
+async def _notes(js: Any, settings: ClusterSettings) -> tuple[list[bytes], set[str]]:
+    """Each node's note, and the nodes that have one."""
+    from nats.js.errors import BucketNotFoundError
+
+    try:
+        kv = await tenants_bucket(js, replicas=settings.replicas, create=False)
+    except BucketNotFoundError:
+        return [], set()
+    watcher = await kv.watchall()
+    values, noted = [], set()
+    try:
+        while (entry := await watcher.updates(timeout=30)) is not None:
+            if entry.operation is None and entry.value:
+                values.append(entry.value)
+                noted.add(entry.key)
+    finally:
+        await watcher.stop()
+    return values, noted
+
+
+async def _owners(js: Any, settings: ClusterSettings) -> dict[int, str | None]:
+    """Each partition's owner: its live claim, else the node that consumed it last."""
+    from nats.js.errors import BucketNotFoundError, NotFoundError
+
+    from appliance.cluster.owners import owners_bucket, read_claims
+    from appliance.cluster.partition import consumer_name
+    from appliance.cluster.stream import last_consumer
+
+    try:
+        claims = await read_claims(await owners_bucket(
+            js, ttl_s=settings.owner_ttl_s, replicas=settings.replicas, create=False))
+    except BucketNotFoundError:
+        claims = {}
+    owners: dict[int, str | None] = {}
+    for p in range(settings.partitions):
+        if p in claims:
+            owners[p] = claims[p].node
+            continue
+        try:
+            info = await js.consumer_info(settings.stream, consumer_name(settings.stream, p))
+        except NotFoundError:
+            owners[p] = None
+            continue
+        named = last_consumer(info.config.description)
+        owners[p] = named.node if named else None
+    return owners

@@ -1,0 +1,90 @@
+"""`erase --all-tenants` on a node of a cluster searches the tenants every node noted in
+NATS; a node that owns partitions but never noted its tenants (it last ran an earlier
+version), or NATS not answering, leaves tenants unsearched, and the command says so (real
+nats-server, real nodes): one sentence per node on stderr, exit 7, `--json`
+`unlisted_nodes` / `nats_error` and `complete: false`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from test_cluster import PARTITIONS, Node, _free_port, nats_server
+from test_spine import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _erase_all(node: Node, *extra: str) -> list[str]:
+    return ["erase", *node.args(), "--all-tenants", "--user", "ulla", "--reason",
+            "DSAR 2026-95", *extra]
+
+
+def _forget_note(url: str, node: str) -> None:
+    """Remove `node`'s note, as if it had last run a version that did not note tenants."""
+    from appliance.cluster.bus import connect
+    from appliance.cluster.tenants_known import tenants_bucket
+    from appliance.config import ClusterSecurity
+
+    async def forget() -> None:
+        nc = await connect(url, ClusterSecurity(plain_bus=True), name="test")
+        try:
+            kv = await tenants_bucket(nc.jetstream(), replicas=1, create=False)
+            await kv.purge(node)
+        finally:
+            await nc.close()
+
+    asyncio.run(forget())
+
+
+def test_erase_all_tenants_names_a_node_that_never_noted_its_tenants(tmp_path: Path) -> None:
+    key = tmp_path / "cluster.key"
+    assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
+                   str(key)).returncode == 0
+    bus = tmp_path / "bus.key"
+    assert run_cli("cluster", "bus-key", "new", str(bus)).returncode == 0
+    with nats_server(tmp_path / "nats") as url:
+        a = Node(tmp_path, "a", url, key, "0-1", bus_key=bus)
+        b = Node(tmp_path, "b", url, key, "2-3", bus_key=bus)  # only its data dir: it asks
+        a.launch().wait_up()
+        assert a.stop() == 0
+        _forget_note(url, "a")
+        out = run_cli(*_erase_all(b), env=b.env)
+        as_json = run_cli(*_erase_all(b, "--json"), env=b.env)
+        a.launch().wait_up()  # the current version notes its tenants at start
+        try:
+            after = run_cli(*_erase_all(b, "--json"), env=b.env)
+        finally:
+            assert a.stop() == 0
+    assert out.returncode == 7, out.stdout + out.stderr
+    assert out.stderr.strip() == (
+        "Erasure NOT complete: node 'a' (partition(s) 0, 1) has not noted its tenants in NATS "
+        "(it has not run since an upgrade to a version that does), so tenants only it knows "
+        "were not searched: start it once and run this command again, or run it on that "
+        "node's data dir too.")
+    assert "Traceback" not in out.stderr
+    assert as_json.returncode == 7, as_json.stdout + as_json.stderr
+    said = json.loads(as_json.stdout)
+    assert said["unlisted_nodes"] == [{"node": "a", "partitions": [0, 1]}]
+    assert said["complete"] is False and said["nats_error"] is None
+    assert after.returncode == 0, after.stdout + after.stderr
+    done = json.loads(after.stdout)
+    assert done["unlisted_nodes"] == [] and done["complete"] is True and not after.stderr
+
+
+def test_erase_all_tenants_without_nats_says_the_other_nodes_tenants_were_not_searched(
+        tmp_path: Path) -> None:
+    key = tmp_path / "cluster.key"
+    assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
+                   str(key)).returncode == 0
+    url = f"nats://127.0.0.1:{_free_port()}"  # no server there
+    b = Node(tmp_path, "b", url, key, f"0-{PARTITIONS - 1}", bus_key=None)
+    out = run_cli(*_erase_all(b), env=b.env)
+    assert out.returncode == 7, out.stdout + out.stderr
+    assert out.stderr.strip() == (
+        f"Erasure NOT complete: No NATS server answers at {url}, so the tenants only other "
+        "nodes of the cluster know were not searched: run this command again when NATS "
+        "answers, or on each node's data dir.")
+    assert out.stdout.startswith("No tenant is known to this data dir")
