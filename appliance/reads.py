@@ -198,8 +198,10 @@ def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies,
     if q.kind == "models":  # a topic merged since is its live topic, as the rows' are
         topic = aliases.get(q.topic, q.topic) if q.topic else None
         members = sorted(k for k, v in aliases.items() if v == topic) if topic else []
-        return analytics.model_stats(threads, gate, labels={}, topic=topic, cost_bound=bound,
-                                     members=members, **common)
+        report = analytics.model_stats(threads, gate, labels={}, topic=topic,
+                                       cost_bound=bound, members=members, **common)
+        label = analytics.topic_labels(store, q.tenant).get(topic) if topic else None
+        return replace(report, topic=topic, topic_label=label)  # what the figures are of
     if q.kind == "cost":
         return analytics.cost_outcomes(threads, gate, cost_bound=bound, **common)
     if q.kind == "positions":
@@ -227,7 +229,8 @@ def stats_json(report: analytics.Report[Any], currency: str) -> dict[str, Any]:
 
     data: dict[str, Any] = walk(jsonable(report))
     if report.kind != "models":  # topics merged since a `models --topic` release
-        data.pop("uncounted", None)
+        for key in ("uncounted", "topic", "topic_label"):
+            data.pop(key, None)
     if report.released_at is not None:
         data["release_age_s"] = round(
             (datetime.now(UTC) - report.released_at).total_seconds(), 1)
@@ -273,7 +276,8 @@ def report_from_json(data: dict[str, Any]) -> analytics.Report[Any]:
         rows=tuple(row_from_json(data["kind"], r) for r in data["rows"]),
         released_at=_ts(data.get("released_at")), cached=bool(data.get("cached")),
         per_user_topics=bool(data.get("per_user_topics")),
-        uncounted=tuple(data.get("uncounted", ())))
+        uncounted=tuple(data.get("uncounted", ())), topic=data.get("topic"),
+        topic_label=data.get("topic_label"))
 
 
 def record_from_json(d: dict[str, Any]) -> Record:

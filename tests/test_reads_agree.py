@@ -154,3 +154,29 @@ def test_a_topic_is_found_by_one_phrase_of_its_label(
     by_phrase = run_cli(*one_user, "--topic", "laptop")
     assert by_phrase.returncode == 0, by_phrase.stderr
     assert by_phrase.stdout == run_cli(*one_user, "--topic", "tp_vpn").stdout
+
+
+def test_stats_models_on_a_topic_says_which_topic_its_figures_are_of(
+        served: dict[str, Any], data_dir: Path, passphrase_file: Path) -> None:  # noqa: F811
+    """`stats models --topic T` printed 'models for acme, ...' as without --topic, and its
+    JSON named no topic: a saved comparison could not say what it compared on (a label or
+    a merged id given, the topic it resolved to was nowhere)."""
+    from appliance.topics import tables
+
+    tables.publish(served["store"].db, "acme",
+                   [tables.TopicRow("tp_vpn", "", 1, 1, "vpn guide, laptop", (), 0.0)], {}, [])
+    window = ("--tenant", "acme", "--user", "u-ann-7731", "--from", "2026-03-01", "--to",
+              "2026-03-04")
+    sock = ("--socket", str(served["sock"]), "--role", "auditor")
+    direct = ("--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file),
+              "--role", "compliance")
+    for way in (sock, direct):
+        text = run_cli("stats", "models", *window, *way, "--topic", "VPN guide, laptop")
+        assert text.returncode == 0, text.stderr
+        assert text.stdout.startswith("models on topic tp_vpn (vpn guide, laptop) for acme, ")
+        data = json.loads(run_cli("stats", "models", *window, *way, "--topic", "tp_vpn",
+                                  "--json").stdout)
+        assert (data["topic"], data["topic_label"]) == ("tp_vpn", "vpn guide, laptop")
+        every = run_cli("stats", "models", *window, *way, "--json")
+        assert json.loads(every.stdout)["topic"] is None
+        assert run_cli("stats", "models", *window, *way).stdout.startswith("models for acme, ")

@@ -263,7 +263,7 @@ def test_models_on_an_unknown_topic_is_refused_and_spends_nothing(
     assert filled.store.db.execute("SELECT count(*) FROM privacy_budget").fetchone() == (0,)
     main(["stats", "models", "--data-dir", str(data_dir), "--passphrase-file",
           str(passphrase_file), "--tenant", "acme", "--topic", known[0], *WINDOW])
-    assert "models for acme" in capsys.readouterr().out
+    assert f"models on topic {known[0]}" in capsys.readouterr().out
 
 
 def test_a_known_tenants_empty_window_is_released_as_any_other(

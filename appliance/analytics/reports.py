@@ -110,6 +110,9 @@ class Report(Generic[R]):
     # of it, with no release of their own that day: their threads are in no figure here
     # (every count is a floor)
     uncounted: tuple[str, ...] = ()
+    # models on one topic: the topic the figures are of (its id now) and its label
+    topic: str | None = None
+    topic_label: str | None = None
 
 
 def _report(kind: str, tenant: str, start: datetime, end: datetime, rel: Release,

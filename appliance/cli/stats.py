@@ -181,7 +181,9 @@ def _print(report: analytics.Report[Any], currency: str) -> None:
            f"{report.budget_remaining:g} left today; groups under {report.k_min_users} users "
            f"(noisy count) withheld; ± is a 95% interval; {TOO_NOISY}: a share, mean or sum "
            "too noisy to read at this size (--json has it); * marks a rise beyond the noise")
-    click.echo(f"{report.kind} for {report.tenant}, {report.start:%Y-%m-%d %H:%M} to "
+    on = (f" on topic {report.topic}" + (f" ({report.topic_label})" if report.topic_label
+                                          else "")) if report.topic else ""
+    click.echo(f"{report.kind}{on} for {report.tenant}, {report.start:%Y-%m-%d %H:%M} to "
                f"{report.end:%Y-%m-%d %H:%M} UTC — {how}")
     if report.per_user_topics:
         click.echo(f"  {report.tenant}'s topics are per user (cross_user_topics is off for it "
