@@ -146,6 +146,21 @@ def _holds(settings: RetentionSettings,
             for h in settings.legal_holds]
 
 
+def _idle(store: Store, holds: list[dict[str, Any]]) -> list[int]:
+    """The positions of the holds that match no live data: a tenant or user id not written
+    as the gateway sends it holds nothing, which the report's reader must not miss."""
+    idle = []
+    for i, h in enumerate(holds):
+        if h["user"] == "(one user)":  # not resolved without the pseudonym key
+            continue
+        sql = "SELECT 1 FROM buckets WHERE tenant=? AND destroyed_at IS NULL"
+        params = [h["tenant"]] + ([h["user"]] if h["user"] else [])
+        if store.db.execute(sql + (" AND user=?" if h["user"] else "") + " LIMIT 1",
+                            params).fetchone() is None:
+            idle.append(i)
+    return idle
+
+
 def build_report(store: Store, audit: AuditLog, settings: RetentionSettings, *,
                  since: datetime | None = None, now: datetime | None = None,
                  pseudonym: Callable[[str, str], str] | None = None) -> dict[str, Any]:
@@ -162,6 +177,7 @@ def build_report(store: Store, audit: AuditLog, settings: RetentionSettings, *,
         "policy": {**settings.model_dump(mode="json", exclude={"legal_holds"}),
                    "legal_holds": holds},
         "legal_holds": holds,
+        "idle_holds": _idle(store, holds),
         "holdings": _holdings(store, settings, now, _held_users(settings, pseudonym)),
         "kept_after_shredding": AFTER_SHREDDING,
         "shredded": [{"at": _iso(e.ts), **e.details} for e in events if e.event == "shred"],
@@ -246,8 +262,10 @@ def _body(signed: dict[str, Any], e: Any) -> list[str]:
               + (f", completed {e(x['completed_at'])}" if x.get("completed_at") else "")
               for x in r["erasures"]]
     lines += ["", f"## Legal holds ({len(r['legal_holds'])})", ""]
+    idle = set(r.get("idle_holds", ()))  # absent from reports issued before it was stated
     lines += [f"- {e(h['tenant'])}/{e(h['user'] or '*')}: {e(h['reason'])}"
-              for h in r["legal_holds"]]
+              + (" (matches no stored data: it holds nothing)" if i in idle else "")
+              for i, h in enumerate(r["legal_holds"])]
     lines += ["", "## Signature", "", f"Ed25519 key `{e(signed['signature']['key_id'])}`. "
               "Verify with `semtrace audit check-report FILE`.", ""]
     return lines

@@ -167,3 +167,25 @@ def test_data_a_legal_hold_keeps_past_its_limit_is_not_reported_out_of_policy(
     later = T0 + timedelta(days=60)  # both days past their 30 days
     run(make_app(runtime, clock=lambda: later, refresh_seconds=3600, role="compliance"),
         scenario)
+
+
+def test_the_signed_report_says_which_legal_holds_hold_nothing(
+        runtime: Any, pipeline: Any) -> None:
+    """The report listed a hold whose user id was misspelt ('Alice') like one that kept
+    data: an auditor reading it believed that person's data was preserved."""
+    from appliance.config import LegalHold
+    from appliance.report import check_report, issue_report
+
+    pipeline.process([make_prompt("Where is the VPN guide?", user="alice")])
+    retention = runtime.policies.retention.model_copy(update={"legal_holds": [
+        LegalHold(tenant="acme", user_id="alice", reason="case 7"),
+        LegalHold(tenant="acme", user_id="Alice", reason="case 8"),
+        LegalHold(tenant="initech", reason="case 9")]})
+    signed = json.loads(issue_report(runtime.store, runtime.keyring, retention, fmt="json"))
+    assert signed["report"]["idle_holds"] == [1, 2]
+    text = issue_report(runtime.store, runtime.keyring, retention, fmt="md")
+    assert check_report(text).ok
+    lines = [line for line in text.splitlines() if "case " in line and line.startswith("- ")]
+    assert len(lines) == 3 and "holds nothing" not in lines[0]
+    assert all("(matches no stored data: it holds nothing)" in line for line in lines[1:])
+    assert "Alice" not in text and "alice" not in text  # held users by pseudonym only
