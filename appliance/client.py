@@ -133,12 +133,15 @@ class Client:
 class AsyncClient:
     """An asyncio client; requests on one connection are pipelined: each is written at once,
     and the replies, which come in request order, are handed to them in that order (the
-    service then takes a process's concurrent prompts together, in one commit)."""
+    service then takes a process's concurrent prompts together, in one commit). No task of
+    its own: a waiting request reads the replies for all while the others wait for theirs,
+    so an event loop closed under it leaves nothing pending."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader, self._writer = reader, writer
         self._waiting: collections.deque[asyncio.Future[bytes]] = collections.deque()
-        self._replies: asyncio.Task[None] | None = None  # reads them, from the first request
+        self._reading: asyncio.Future[None] | None = None  # done when its reader stops
+        self._ended = False  # the connection ended: no later reply will come
 
     @classmethod
     async def connect(cls, socket_path: str | Path) -> AsyncClient:
@@ -153,41 +156,53 @@ class AsyncClient:
     async def request(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Send one request and wait for its reply. A request given up on (cancelled, timed
         out) still has its reply read, so the next ones get theirs."""
-        if self._replies is not None and self._replies.done():
+        if self._ended:
             raise ConnectionClosed("The service closed the connection.")
         reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._waiting.append(reply)  # in the order written: nothing awaited in between
         self._writer.write((json.dumps(obj) + "\n").encode())
-        if self._replies is None:
-            self._replies = asyncio.ensure_future(self._read_replies())
-        await self._writer.drain()
-        return decode_reply(await reply)
-
-    async def _read_replies(self) -> None:
-        """Hand each reply line to the request waiting longest; at the end of the connection
-        (or a line past the reader's limit), every waiting request gets what it says."""
         try:
-            while line := await self._reader.readline():
-                if self._waiting:
-                    waiting = self._waiting.popleft()
-                    if not waiting.done():
-                        waiting.set_result(line)
-        except (ConnectionError, ValueError):
-            pass
+            await self._writer.drain()
+            while not reply.done():
+                if self._reading is None:
+                    await self._read_until(reply)
+                else:  # another request reads: until it has read this reply, or stops
+                    either: set[asyncio.Future[Any]] = {reply, self._reading}
+                    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            reply.cancel()  # its reply, when it comes, is read and dropped
+            raise
+        return decode_reply(reply.result())
+
+    async def _read_until(self, mine: asyncio.Future[bytes]) -> None:
+        """Read reply lines, each for the request waiting longest, until `mine` has its
+        own; at the end of the connection every waiting request gets an empty line."""
+        self._reading = asyncio.get_running_loop().create_future()
+        try:
+            while not mine.done():
+                try:
+                    line = await self._reader.readline()
+                except (ConnectionError, ValueError):  # reset, or a line past the limit
+                    line = b""
+                if not line:
+                    self._ended = True
+                    while self._waiting:
+                        self._hand(self._waiting.popleft(), b"")  # decode: ConnectionClosed
+                elif self._waiting:
+                    self._hand(self._waiting.popleft(), line)
         finally:
-            while self._waiting:
-                waiting = self._waiting.popleft()
-                if not waiting.done():
-                    waiting.set_result(b"")  # decode_reply: ConnectionClosed
+            self._reading.set_result(None)
+            self._reading = None
+
+    @staticmethod
+    def _hand(waiting: asyncio.Future[bytes], line: bytes) -> None:
+        if not waiting.done():  # one given up on: its reply is dropped
+            waiting.set_result(line)
 
     async def close(self) -> None:
         self._writer.close()
         with contextlib.suppress(ConnectionError):
             await self._writer.wait_closed()
-        if self._replies is not None:
-            self._replies.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._replies
 
 
 def is_nats_url(target: str | Path) -> bool:

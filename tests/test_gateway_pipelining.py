@@ -58,3 +58,37 @@ def test_a_proxy_workers_concurrent_calls_are_all_sent_while_the_first_is_commit
     assert len({m["gen_ai.conversation.id"] for m in registered}) == len(ASKED)
     assert {m["semtrace.position"] for m in registered} == {"new"}
     assert logger.failures == 0
+
+
+def test_a_request_given_up_on_leaves_the_next_reply_to_the_next_request(
+        pipeline: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request the caller stops waiting for (a timeout) still has its reply read when it
+    comes: the request after it on the connection gets its own reply, not that one."""
+    from appliance.client import AsyncClient, Client
+    from appliance.service import dispatch
+
+    monkeypatch.setattr(dispatch, "ATTACH_HOLD", 3600.0)
+    sock = tmp_path / "s.sock"
+    with _service(pipeline, sock) as svc:
+        with Client(sock, timeout=30) as c:
+            assert c.ingest(tenant="acme", user_id="ilse", request_id="gu-1",
+                            text="Does the ferry take bicycles?")["ok"]
+
+        async def gateway() -> dict[str, Any]:
+            client = await AsyncClient.connect(sock)
+            held = asyncio.ensure_future(client.request({
+                "v": 1, "op": "update", "tenant": "acme", "request_id": "gu-2",
+                "user_id": "ilse", "previous_response_id": "resp_ilse_7"}))
+            await _until(lambda: "acme" in svc._landings, 30)  # the service holds it
+            held.cancel()  # the gateway gives up on it
+            ping = asyncio.ensure_future(client.request({"v": 1, "op": "ping"}))
+            with Client(sock, timeout=30) as c:  # the turn's update releases the held call
+                assert c.request({"v": 1, "op": "update", "tenant": "acme",
+                                  "request_id": "gu-1",
+                                  "response": {"id": "resp_ilse_7", "status": "ok"}})["ok"]
+            pong = await asyncio.wait_for(ping, 60)
+            await client.close()
+            return pong
+
+        pong = asyncio.run(gateway())
+    assert pong["ok"] and pong["pong"] is True
