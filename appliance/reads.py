@@ -210,8 +210,9 @@ def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies,
         return analytics.block_stats(threads, gate, labels=labels, aliases=merged, **common)
     b_start, b_end = q.baseline or (q.start - (q.end - q.start), q.start)
     base = analytics.load_threads(store, q.tenant, b_start, b_end, user=pseudo)
-    return analytics.incident_lifts(threads, base, gate, labels=labels, aliases=merged,
-                                    baseline_window=(b_start, b_end), **common)
+    lifts = analytics.incident_lifts(threads, base, gate, labels=labels, aliases=merged,
+                                     baseline_window=(b_start, b_end), **common)
+    return replace(lifts, baseline_start=b_start, baseline_end=b_end)  # what it compared to
 
 
 def stats_json(report: analytics.Report[Any], currency: str) -> dict[str, Any]:
@@ -230,6 +231,9 @@ def stats_json(report: analytics.Report[Any], currency: str) -> dict[str, Any]:
     data: dict[str, Any] = walk(jsonable(report))
     if report.kind != "models":  # topics merged since a `models --topic` release
         for key in ("uncounted", "topic", "topic_label"):
+            data.pop(key, None)
+    if report.kind != "incident":
+        for key in ("baseline_start", "baseline_end"):
             data.pop(key, None)
     if report.released_at is not None:
         data["release_age_s"] = round(
@@ -277,7 +281,8 @@ def report_from_json(data: dict[str, Any]) -> analytics.Report[Any]:
         released_at=_ts(data.get("released_at")), cached=bool(data.get("cached")),
         per_user_topics=bool(data.get("per_user_topics")),
         uncounted=tuple(data.get("uncounted", ())), topic=data.get("topic"),
-        topic_label=data.get("topic_label"))
+        topic_label=data.get("topic_label"), baseline_start=_ts(data.get("baseline_start")),
+        baseline_end=_ts(data.get("baseline_end")))
 
 
 def record_from_json(d: dict[str, Any]) -> Record:

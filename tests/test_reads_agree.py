@@ -180,3 +180,25 @@ def test_stats_models_on_a_topic_says_which_topic_its_figures_are_of(
         every = run_cli("stats", "models", *window, *way, "--json")
         assert json.loads(every.stdout)["topic"] is None
         assert run_cli("stats", "models", *window, *way).stdout.startswith("models for acme, ")
+
+
+def test_stats_incident_says_which_baseline_it_compared_against(
+        served: dict[str, Any], data_dir: Path, passphrase_file: Path) -> None:  # noqa: F811
+    """A lift (`x2.10`, `new*`) is against a baseline window that stats incident never
+    named, in text or JSON: the window before by default, or --baseline-from/--to."""
+    window = ("--tenant", "acme", "--user", "u-ann-7731", "--from", "2026-03-01", "--to",
+              "2026-03-04")
+    sock = ("--socket", str(served["sock"]), "--role", "auditor")
+    direct = ("--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file),
+              "--role", "compliance")
+    for way in (sock, direct):
+        text = run_cli("stats", "incident", *window, *way)
+        assert text.returncode == 0, text.stderr
+        assert text.stdout.startswith("incident for acme, 2026-03-01 00:00 to 2026-03-04 00:00 "
+                                      "UTC against 2026-02-26 00:00 to 2026-03-01 00:00 UTC")
+        given = json.loads(run_cli("stats", "incident", *window, *way, "--baseline-from",
+                                   "2026-02-01", "--baseline-to", "2026-02-15", "--json").stdout)
+        assert (given["baseline_start"], given["baseline_end"]) == (
+            "2026-02-01T00:00:00Z", "2026-02-15T00:00:00Z")
+        other = json.loads(run_cli("stats", "topics", *window, *way, "--json").stdout)
+        assert "baseline_start" not in other

@@ -113,6 +113,9 @@ class Report(Generic[R]):
     # models on one topic: the topic the figures are of (its id now) and its label
     topic: str | None = None
     topic_label: str | None = None
+    # incident: the window its figures are compared against
+    baseline_start: datetime | None = None
+    baseline_end: datetime | None = None
 
 
 def _report(kind: str, tenant: str, start: datetime, end: datetime, rel: Release,

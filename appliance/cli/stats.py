@@ -183,8 +183,11 @@ def _print(report: analytics.Report[Any], currency: str) -> None:
            "too noisy to read at this size (--json has it); * marks a rise beyond the noise")
     on = (f" on topic {report.topic}" + (f" ({report.topic_label})" if report.topic_label
                                           else "")) if report.topic else ""
+    against = (f" against {report.baseline_start:%Y-%m-%d %H:%M} to "
+               f"{report.baseline_end:%Y-%m-%d %H:%M} UTC"
+               if report.baseline_start and report.baseline_end else "")
     click.echo(f"{report.kind}{on} for {report.tenant}, {report.start:%Y-%m-%d %H:%M} to "
-               f"{report.end:%Y-%m-%d %H:%M} UTC — {how}")
+               f"{report.end:%Y-%m-%d %H:%M} UTC{against} — {how}")
     if report.per_user_topics:
         click.echo(f"  {report.tenant}'s topics are per user (cross_user_topics is off for it "
                    "in privacy.toml): each holds one person's threads, so it is withheld, "
