@@ -189,3 +189,30 @@ def test_the_signed_report_says_which_legal_holds_hold_nothing(
     assert len(lines) == 3 and "holds nothing" not in lines[0]
     assert all("(matches no stored data: it holds nothing)" in line for line in lines[1:])
     assert "Alice" not in text and "alice" not in text  # held users by pseudonym only
+
+
+def test_the_retention_screen_shows_who_an_erasure_erased_within_its_column(
+        runtime: Any, pipeline: Any) -> None:
+    """The recent events' details are cut at the column's width; sorted by name, an erase
+    showed 'buckets=…, completed_at=2026-…' and its tenant and user were out of view."""
+    from appliance.audit import AuditLog
+    from appliance.erasure import erase_user
+    from appliance.retention import Shredder
+
+    pipeline.process([make_prompt("Where is the VPN guide?", tenant="globex", user="bob")])
+    shredder = Shredder(runtime.store, AuditLog(runtime.store.db, runtime.keyring.audit_signer(),
+                                                anchor=runtime.store.keys_db))
+    erase_user(shredder, runtime.policies.retention, runtime.keyring, tenant="globex",
+               user_id="bob", reason="DSAR 12")
+    bob = runtime.keyring.pseudonym("globex", "bob")
+
+    async def scenario(pilot: Any) -> None:
+        await pilot.press("R")
+        await settle(pilot)
+        table = pilot.app.screen.query_one("#events")
+        rows = [table.get_row_at(i) for i in range(table.row_count)]
+        [erase] = [r for r in rows if str(r[2]) == "erase"]
+        shown = str(erase[3])[:50]  # what the column's 50 cells show
+        assert shown.startswith(f"tenant=globex, user={bob}"), shown
+
+    run(app_for(runtime, role="compliance"), scenario)

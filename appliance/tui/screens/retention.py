@@ -23,6 +23,17 @@ def _days(v: float | None) -> str:
     return "–" if v is None else f"{v:g}"
 
 
+# What an officer looks for in an event comes first: the column is cut at its width, and
+# in alphabetical order an erasure's tenant and user came after its timestamps, out of view.
+FIRST = ("tenant", "user", "record", "buckets_shredded", "records", "buckets", "bucket", "class",
+         "day", "reason", "found", "role", "why")
+
+
+def _first(item: tuple[str, object]) -> tuple[int, str]:
+    key = item[0]
+    return (FIRST.index(key) if key in FIRST else len(FIRST), key)
+
+
 def _held_past(h: dict[str, Any], now: datetime) -> bool:
     """Whether a legal hold keeps data of this row older than its limit (not a breach)."""
     held = h.get("held_oldest")
@@ -160,7 +171,7 @@ class RetentionScreen(Screen[None]):
         events = self.query_one("#events", DataTable)
         events.clear()
         for e in view.recent:
-            details = ", ".join(f"{k}={v}" for k, v in sorted(e.details.items()))
+            details = ", ".join(f"{k}={v}" for k, v in sorted(e.details.items(), key=_first))
             events.add_row(str(e.seq), f"{datetime.fromtimestamp(e.ts, UTC):%Y-%m-%d %H:%M}",
                            Text(e.event), Text(details))
         self._status(self.note or "g: write the signed retention report · r: refresh")
