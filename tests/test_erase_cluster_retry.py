@@ -298,9 +298,11 @@ def test_erase_run_again_says_which_failed_request_it_replaced(tmp_path: Path) -
     """The bucket keeps one request an erasure: run again, the new one replaces the one the
     owner failed to apply. The command says so with that failure, and the audit keeps
     both (the first with its failure, the second with what it replaced)."""
-    with _cluster(tmp_path, failures=6) as (_, a, b):
+    # 8 failures: the first request is still failing (attempts after 0, 1, 3 ... 123 s) when
+    # the second replaces it, which then takes the failures left (at most 7: within 63 s)
+    with _cluster(tmp_path, failures=8) as (_, a, b):
         _store(a, "olga", "o-0", "Renew my allotment lease for plot 14.")
-        first = run_cli(*_erase(b, "olga", "--wait", "2"), env=b.env)
+        first = run_cli(*_erase(b, "olga", "--wait", "10"), env=b.env)
         assert first.returncode == 9, first.stdout + first.stderr
         again = run_cli(*_erase(b, "olga", "--wait", "120"), env=b.env)
         assert again.returncode == 0, again.stdout + again.stderr
