@@ -15,7 +15,8 @@ from appliance.cluster.erasure_sweep import WAIT_MAX_S
 from appliance.errors import InputError
 
 if TYPE_CHECKING:
-    from appliance.cli.erasure_cluster import Asked, Known
+    from appliance.cli.erasure_cluster import Known
+    from appliance.cli.erasure_said import Asked
     from appliance.cluster.erasures import Applied, Home
     from appliance.erasure import EraseReport
 
@@ -45,7 +46,6 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     """Erase every record of one user now (GDPR art. 17), unless on legal hold. On a node
     of a cluster, the node that owns the tenant applies it."""
     from appliance.cli.erasure_cluster import (
-        applied_of,
         ask_owners,
         cluster_away,
         cluster_known,
@@ -54,6 +54,7 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         exit_code,
         this_node,
     )
+    from appliance.cli.erasure_said import applied_of
     from appliance.erasure import erase_everywhere, erase_user, known_tenants
     from appliance.retention import Shredder
     from appliance.roles import bound_tenants, require
@@ -160,7 +161,7 @@ def _every(reports: list[EraseReport], as_json: bool, *, bound: bool,
            stale: list[EraseReport], unsearched: Known | None) -> None:
     """Print what `--all-tenants` did (`unsearched`: on a cluster, whose tenants it could
     not learn; their sentences follow on stderr)."""
-    from appliance.cli.erasure_cluster import (
+    from appliance.cli.erasure_said import (
         applied_of,
         as_json_of,
         not_sent,
