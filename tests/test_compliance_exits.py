@@ -56,3 +56,28 @@ def test_a_signed_report_already_written_is_not_replaced(tmp_path: Path) -> None
     assert "already exists; it was not overwritten" in _one_sentence(again.stderr)
     assert out.read_text() == signed and len(_entries(args)) == issued  # nothing issued
     assert run_cli("audit", "check-report", str(out), *args).returncode == 0
+
+
+def test_a_report_checked_as_json_says_whether_a_trusted_key_vouched_for_it(
+        tmp_path: Path) -> None:
+    """Without a key or a data dir, check-report proves integrity only: the text says so,
+    and --json said only 'ok': true, so a script took another appliance's report (or one
+    signed with any key) as this one's."""
+    (tmp_path / "ours").mkdir()
+    (tmp_path / "other").mkdir()
+    ours, _pw, _cpw = init_store(tmp_path / "ours")
+    other, _pw2, _cpw2 = init_store(tmp_path / "other")
+    report = tmp_path / "from-another-appliance.json"
+    assert run_cli("audit", "retention", "--json", "--out", str(report), *other).returncode == 0
+    alone = run_cli("audit", "check-report", str(report), "--json")
+    assert alone.returncode == 0
+    assert json.loads(alone.stdout) | {"key_id": None} == {
+        "ok": True, "reason": "The report is intact and its signature verifies.",
+        "key_id": None, "trusted_key": False}
+    text = run_cli("audit", "check-report", str(report))
+    assert "(no trusted key given: integrity only)" in text.stdout
+    here = run_cli("audit", "check-report", str(report), "--json", *ours)
+    assert here.returncode == 6
+    checked = json.loads(here.stdout)
+    assert checked["ok"] is False and checked["trusted_key"] is True
+    assert "signed by a key this appliance does not know" in checked["reason"]

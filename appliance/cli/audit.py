@@ -4,6 +4,7 @@ retention report and its public key."""
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import json
 import sys
 from datetime import UTC, datetime
@@ -230,8 +231,8 @@ def audit_check_report(report: Path, public_key: Path | None, data_dir: Path | N
     except UnicodeDecodeError:
         text = ""
     result = check_report(text, trusted_keys=trusted)
-    if as_json:
-        emit_json(result)
+    if as_json:  # a script must see, as a reader does, that no key vouched for the signer
+        emit_json({**dataclasses.asdict(result), "trusted_key": trusted is not None})
     else:
         note = "" if trusted is not None else " (no trusted key given: integrity only)"
         click.echo(result.reason + (note if result.ok else ""))
