@@ -202,3 +202,40 @@ def test_stats_incident_says_which_baseline_it_compared_against(
             "2026-02-01T00:00:00Z", "2026-02-15T00:00:00Z")
         other = json.loads(run_cli("stats", "topics", *window, *way, "--json").stdout)
         assert "baseline_start" not in other
+
+
+def test_the_tuis_topic_filter_takes_a_label_or_phrase_as_threads_list_does(
+        served: dict[str, Any], runtime: Any) -> None:  # noqa: F811
+    """`threads list --topic laptop` lists the topic labelled 'vpn guide, laptop'; the TUI's
+    `topic:laptop` (or the label shown in its topic column) matched no thread, 'No threads
+    match the filter', and a mistyped topic read as an empty topic."""
+    from appliance.topics import tables
+    from appliance.tui.app import make_app
+
+    listed = sorted(o.thread_id for o in served["outcomes"] if o.request_id.startswith("acme"))
+    want = set(listed[:2])
+    rows = [tables.TopicRow(tid, "", 1, 1, label, (), 0.0) for tid, label in (
+        ("tp_wet", "weather, umbrella"), ("tp_snow", "weather, snow"),
+        ("tp_vpn", "vpn guide, laptop"))]
+    tables.publish(served["store"].db, "acme", rows, {}, [(t, "tp_vpn") for t in want])
+
+    async def scenario(pilot: Any) -> None:
+        async def apply(text: str) -> tuple[set[str], str]:
+            await pilot.press("f")
+            pilot.app.screen.query_one("#filter").value = text
+            await pilot.press("enter")
+            await settle(pilot)
+            return (set(table_keys(pilot.app, "#threads")),
+                    str(pilot.app.screen.query_one("#status").render()))
+
+        for named in ("topic:laptop", 'tenant:acme topic:"VPN guide"', "topic:tp_vpn"):
+            shown, status = await apply(named)
+            assert shown == want, (named, status)
+        shown, status = await apply("topic:weather")
+        assert "'weather' is in the labels of 2 topics (tp_snow, tp_wet)" in status
+        assert shown == want and "filter topic:tp_vpn" in status  # kept
+        shown, status = await apply("topic:tp_typo")
+        assert "No topic 'tp_typo' in scope" in status and shown == want
+
+    run(remote_app(served, "reader"), scenario)
+    run(make_app(runtime, role="analyst", refresh_seconds=3600), scenario)

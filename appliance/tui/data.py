@@ -13,12 +13,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from appliance.errors import InputError
 from appliance.query import (
     ThreadFilter,
     ThreadMarks,
     data_version,
     get_thread,
     list_threads_page,
+    live_topic,
     tenants,
     thread_marks,
     topic_aliases,
@@ -73,8 +75,13 @@ def read_page(store: Store, filters: Filters, tenant: str | None, *, sort: str =
                      model=filters.model)
     topic_ids: tuple[str, ...] = ()
     if filters.topic:  # the topic it now is (a release's id may have merged since) and
-        aliases = topic_aliases(store)  # every id merged into that one
-        live = aliases.get(filters.topic, filters.topic)
+        # every id merged into that one; a label or one phrase of it names its topic, as
+        # `threads list --topic` takes it, and a topic none of them names is a sentence
+        named = live_topic(store, filters.topic, [tenant] if tenant else tenants(store))
+        if named is None:
+            raise InputError(f"No topic '{filters.topic}' in scope (o lists the topics).")
+        aliases = topic_aliases(store)
+        live = aliases.get(named, named)
         topic_ids = tuple(dict.fromkeys(
             (filters.topic, live, *(k for k, v in aliases.items() if v == live))))
     rows, total = list_threads_page(

@@ -8,7 +8,9 @@ clock is passed in.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import shlex
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 
@@ -67,11 +69,20 @@ def parse_time(value: str, now: datetime) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
-def split_words(text: str, *, keys: tuple[str, ...] = KEYS) -> tuple[dict[str, str], list[str]]:
-    """`key:value` words with known keys, and the remaining free words, in order."""
+def split_words(text: str, *, keys: tuple[str, ...] = KEYS, quoted: bool = False
+                ) -> tuple[dict[str, str], list[str]]:
+    """`key:value` words with known keys, and the remaining free words, in order.
+
+    `quoted`: a value in quotes may hold spaces (`topic:"vpn guide"`, a label's phrase);
+    a line whose quotes do not pair is split at spaces as it is.
+    """
     found: dict[str, str] = {}
     free: list[str] = []
-    for word in text.split():
+    words = text.split()
+    if quoted:
+        with contextlib.suppress(ValueError):
+            words = shlex.split(text)
+    for word in words:
         key, sep, value = word.partition(":")
         if sep and key.lower() in keys:
             if not value:
@@ -100,7 +111,7 @@ def to_filters(found: dict[str, str], now: datetime) -> Filters:
 
 def parse_filters(text: str, now: datetime) -> Filters:
     """The threads screen's filter line; every word must be `key:value`."""
-    found, free = split_words(text)
+    found, free = split_words(text, quoted=True)
     if free:
         raise FilterError(f"'{free[0]}' is not a filter: use key:value with a key among "
                           f"{', '.join(KEYS)}.")
