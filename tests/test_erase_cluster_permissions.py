@@ -166,6 +166,8 @@ def test_erase_all_tenants_that_nats_does_not_forward_says_what_it_erased_here(
             "the request did not reach node 'a', which owns acme-eu, and nothing was erased "
             "there (this node's audit log records the attempt; run this command again when "
             "NATS takes it).") in said[1]
+    assert said[2] == ("Searched 1 tenant(s) the role sees: erased 1 record(s) in 1 of them; 1 "
+                       "more NOT (yet) erased by its owner: acme-eu (see above).")
     assert again.returncode == 1, again.stdout + again.stderr
     done = json.loads(again.stdout)
     assert [(t["tenant"], t["node"]) for t in done["tenants"]] == [("acme", "b")]

@@ -210,14 +210,17 @@ def _every(reports: list[EraseReport], as_json: bool, *, bound: bool,
         click.echo(f"No tenant{scope} is known to this data dir (no data, none named in the "
                    "policies); nothing was erased.")
         return
+    # the tenants whose owners did not (or not yet) erase are not in the count: said so
+    later = (f"; {len(waiting)} more NOT (yet) erased by its owner: "
+             f"{', '.join(x.home.tenant for x in waiting)} (see above)" if waiting else "")
     if not records and not any(r.held for r in reports):
         click.echo(f"No records of this user in any of the {len(reports)} tenant(s){scope} "
-                   "(none written, or all already shredded); nothing was erased. The request "
-                   "is in the audit log.")
+                   f"(none written, or all already shredded); nothing was erased{later}. The "
+                   "request is in the audit log.")
     else:
         found = sum(1 for r in reports if r.buckets)
         click.echo(f"Searched {len(reports)} tenant(s){scope}: erased {records} record(s) in "
-                   f"{found} of them.")
+                   f"{found} of them{later}.")
     if empty:
         click.echo(f"Tombstone with 0 records in {len(empty)} tenant(s): {', '.join(empty)} "
                    "(prompts of this user sent before now are refused there).")
