@@ -6,14 +6,16 @@ takes the fillers' slots back. So removing vectors never frees memory, and the H
 keeps every filler as a node until then. This measures, on one tenant of synthetic
 clustered vectors (bench/search.py's):
 
-1. the full index: usearch memory, process RSS, cross-user top-10 p50/p95, recall@10;
+1. the full index: its build, usearch memory, process RSS, cross-user top-10 p50/p95 and
+   recall@10;
 2. after removing a share of it (`--remove`, default 0.5) in shredding's own calls (one
-   `remove` a bucket of `--bucket` records, whole users' days picked at random): the
-   removal's own time, the same figures (recall against exact search over what is left);
-3. after the same number of new vectors are added (retention's steady state: the adds
-   reuse the fillers' slots);
-4. a fresh index of what 2 holds, as a service restart builds it (the index is rebuilt
-   from the store at every start).
+   `remove` a bucket of `--bucket` records, buckets picked at random): the removal's own
+   time, the same figures (recall against exact search over what is left);
+3. a fresh index of what 2 holds, as a service restart builds it (the index is rebuilt from
+   the store at every start), searched query by query in turn with 2, so that other load
+   on the host weighs on both alike;
+4. (`--churn`) 2 after as many new vectors are added (retention's steady state: the adds
+   take the fillers' slots back).
 
 Prints figures; asserts nothing.
 
@@ -45,24 +47,28 @@ def build(ids: np.ndarray, data: np.ndarray, users: int, dtype: str) -> TenantIn
     return ix
 
 
-def measure(ix: TenantIndex, ids: np.ndarray, data: np.ndarray,
-            queries: np.ndarray) -> dict[str, float]:
-    """Cross-user top-K latency and recall@K against exact search over (ids, data)."""
+def measure(indexes: list[TenantIndex], ids: np.ndarray, data: np.ndarray,
+            queries: np.ndarray) -> list[dict[str, float]]:
+    """Cross-user top-K latency and recall@K against exact search over (ids, data), of each
+    index, query by query in turn (so that other load on the host weighs on each alike)."""
     truth = ids[exact_top(data, queries)]
-    lat, hits = [], 0
+    lat: list[list[float]] = [[] for _ in indexes]
+    hits = [0] * len(indexes)
     for q, want in zip(queries, truth, strict=True):
-        t = time.perf_counter()
-        got = ix.search(q, K, user=None)
-        lat.append((time.perf_counter() - t) * 1e3)
-        hits += len({m.record_id for m in got} & set(want.tolist()))
-    return {"p50": statistics.median(lat), "p95": float(np.percentile(lat, 95)),
-            "recall": hits / (K * len(queries)),
-            "usearch_mb": ix._index.memory_usage / 2**20, "slots": float(ix._index.size)}
+        for i, ix in enumerate(indexes):
+            t = time.perf_counter()
+            got = ix.search(q, K, user=None)
+            lat[i].append((time.perf_counter() - t) * 1e3)
+            hits[i] += len({m.record_id for m in got} & set(want.tolist()))
+    return [{"p50": statistics.median(ms), "p95": float(np.percentile(ms, 95)),
+             "recall": h / (K * len(queries)), "usearch_mb": ix._index.memory_usage / 2**20,
+             "slots": float(ix._index.size)} for ix, ms, h in zip(indexes, lat, hits, strict=True)]
 
 
 def show(label: str, r: dict[str, float], live: int, rss: float) -> None:
-    print(f"{label:<34} {live:>8,} live {int(r['slots']):>8,} slots  usearch "
-          f"{r['usearch_mb']:6.0f} MB  RSS {rss:6.0f} MB  p50 {r['p50']:5.2f} ms  "
+    grew = "  n/a" if rss != rss else f"{rss:+5.0f}"  # nan: not measured
+    print(f"{label:<30} {live:>8,} live {int(r['slots']):>8,} slots  usearch "
+          f"{r['usearch_mb']:5.0f} MB  RSS {grew} MB  p50 {r['p50']:5.2f} ms  "
           f"p95 {r['p95']:5.2f} ms  recall@{K} {r['recall']:.3f}", flush=True)
 
 
@@ -77,61 +83,74 @@ def main() -> None:
     ap.add_argument("--expansion", type=int, default=128,
                     help="HNSW search expansion (the query socket's default is 128)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--churn", action=argparse.BooleanOptionalAction, default=True,
+                    help="then add as many new vectors (retention's steady state)")
     args = ap.parse_args()
     if args.n <= EXACT_BELOW:
         sys.exit(f"--n must be above {EXACT_BELOW:,}: below it every search is exact")
     topics = max(args.n // 250, 1)
     data = vectors(args.n, kind="clustered", topics=topics)
-    fresh = vectors(args.n, kind="clustered", topics=topics, seed=2)
+    fresh = vectors(int(args.n * args.remove) + args.bucket, kind="clustered",
+                    topics=topics, seed=2)
     queries = vectors(args.queries, kind="clustered", topics=topics, seed=1)
     ids = np.arange(args.n, dtype=np.int64)
     print(f"{args.n:,} clustered vectors of {DIMS} dims, {args.users} users, {args.dtype}, "
           f"expansion {args.expansion}; remove {args.remove:.0%} in calls of {args.bucket}")
 
     base = rss_mb()
+    t0 = time.perf_counter()
     ix = build(ids, data, args.users, args.dtype)
+    took = time.perf_counter() - t0
     ix.set_expansion(args.expansion)
-    show("1. full", measure(ix, ids, data, queries), len(ix), rss_mb() - base)
+    full_rss = rss_mb() - base
+    print(f"   built in {took:.0f} s ({args.n / took:,.0f} vectors/s)", flush=True)
+    show("1. full", measure([ix], ids, data, queries)[0], len(ix), full_rss)
 
     rng = np.random.default_rng(args.seed)
     # whole buckets (runs of one user's consecutive keys), as retention shreds them
     starts = np.arange(0, args.n, args.bucket)
     gone_starts = rng.permutation(starts)[: int(len(starts) * args.remove)]
+    base = rss_mb()
     t0 = time.perf_counter()
     for s in gone_starts:
         ix.remove(list(range(int(s), min(int(s) + args.bucket, args.n))))
     took = time.perf_counter() - t0
+    removal_rss = rss_mb() - base
     gone = np.zeros(args.n, dtype=bool)
     for s in gone_starts:
         gone[s:s + args.bucket] = True
     kept_ids, kept = ids[~gone], data[~gone]
     removed = int(gone.sum())
-    print(f"   removed {removed:,} vectors in {len(gone_starts):,} calls: {took:.1f} s "
-          f"({removed / took:,.0f} vectors/s, fillers included)", flush=True)
-    show("2. after the removal", measure(ix, kept_ids, kept, queries), len(ix),
-         rss_mb() - base)
+    print(f"   removed {removed:,} vectors in {len(gone_starts):,} calls: {took:.0f} s "
+          f"({removed / took:,.0f} vectors/s, fillers included; RSS {removal_rss:+.0f} MB)",
+          flush=True)
 
-    new_ids = np.arange(args.n, args.n + removed, dtype=np.int64)
-    t0 = time.perf_counter()
-    for u, part in enumerate(np.array_split(np.arange(removed), args.users)):
-        ix.add(f"user{u}", new_ids[part].tolist(), fresh[part])
-    took = time.perf_counter() - t0
-    print(f"   added {removed:,} new vectors into the fillers' slots: {took:.1f} s", flush=True)
-    show("3. after as many new ones", measure(
-        ix, np.concatenate([kept_ids, new_ids]), np.concatenate([kept, fresh[:removed]]),
-        queries), len(ix), rss_mb() - base)
-
-    # built beside the one of 3 (freed memory that malloc keeps would hide its growth)
     gc.collect()
     base = rss_mb()
     t0 = time.perf_counter()
     rebuilt = build(kept_ids, kept, args.users, args.dtype)
-    rebuilt.set_expansion(args.expansion)
     took = time.perf_counter() - t0
-    print(f"   a fresh index of what 2 holds (a restart's rebuild): {took:.1f} s", flush=True)
-    show("4. rebuilt from what is left", measure(rebuilt, kept_ids, kept, queries),
-         len(rebuilt), rss_mb() - base)
+    rebuilt.set_expansion(args.expansion)
+    rebuilt_rss = rss_mb() - base
+    print(f"   a fresh index of what is left (a restart's rebuild): {took:.0f} s "
+          f"({len(kept_ids) / took:,.0f} vectors/s)", flush=True)
+    after, fresh_ix = measure([ix, rebuilt], kept_ids, kept, queries)
+    show("2. after the removal", after, len(ix), full_rss + removal_rss)
+    show("3. rebuilt from what is left", fresh_ix, len(rebuilt), rebuilt_rss)
+    del rebuilt
+    gc.collect()
 
+    if args.churn:
+        new_ids = np.arange(args.n, args.n + removed, dtype=np.int64)
+        t0 = time.perf_counter()
+        for u, part in enumerate(np.array_split(np.arange(removed), args.users)):
+            ix.add(f"user{u}", new_ids[part].tolist(), fresh[part])
+        took = time.perf_counter() - t0
+        print(f"   added {removed:,} new vectors into the fillers' slots: {took:.0f} s "
+              f"({removed / took:,.0f} vectors/s)", flush=True)
+        show("4. 2 + as many new ones", measure(
+            [ix], np.concatenate([kept_ids, new_ids]), np.concatenate([kept, fresh[:removed]]),
+            queries)[0], len(ix), float("nan"))
 
 if __name__ == "__main__":
     main()
