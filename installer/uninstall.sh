@@ -29,7 +29,10 @@ if [ "$purge" = 1 ] && [ -e "$data_dir" ] && [ ! -f "$data_dir/keyring.json" ] \
     && [ -n "$(ls -A "$data_dir" 2>/dev/null)" ]; then
   die "$data_dir is not a Semtrace data dir (no keyring.json); nothing was removed."
 fi
+metrics_group=""
 if [ "$service" = 1 ] && [ -f /etc/systemd/system/semtrace.service ]; then
+  # install.sh --metrics-group made the metrics socket's group (or found it)
+  metrics_group=$(sed -n 's/^SupplementaryGroups=\([^ ]*\).*/\1/p' /etc/systemd/system/semtrace.service | head -1)
   systemctl disable --now semtrace 2>/dev/null || true
   rm -f /etc/systemd/system/semtrace.service
   systemctl daemon-reload 2>/dev/null || true
@@ -51,4 +54,7 @@ if [ "$service" = 1 ] && id semtrace >/dev/null 2>&1; then
   else
     echo "uninstall: kept the system user and group semtrace, which own the data dir $data_dir."
   fi
+fi
+if [ -n "$metrics_group" ] && getent group "$metrics_group" >/dev/null 2>&1; then
+  echo "uninstall: kept the system group $metrics_group (the metrics socket's: a scraper's user may be in it); remove it with 'groupdel $metrics_group' once nothing else uses it."
 fi

@@ -96,6 +96,31 @@ def test_uninstalling_the_service_names_the_system_user_it_keeps(srv: Path, purg
              f"{data}.")
 
 
+@needs_mount_namespace
+def test_uninstalling_the_service_names_the_metrics_group_it_keeps(srv: Path) -> None:
+    """install.sh --metrics-group makes a system group for the metrics socket's scrapers;
+    the uninstall kept it and said nothing. (A stand-in `getent` says the group exists.)"""
+    prefix, env = stand_in_host(srv, active=False)
+    units = srv / "units"
+    units.mkdir()
+    (units / "semtrace.service").write_text(
+        "[Service]\nGroup=semtrace\nSupplementaryGroups=semtrace-metrics\n"
+        "ExecStart=/bin/true --metrics unix:/run/semtrace/metrics.sock --metrics-group "
+        "semtrace-metrics\n")
+    (srv / "fakebin" / "getent").write_text(
+        '#!/bin/sh\n[ "$1 $2" = "group semtrace-metrics" ] && exit 0\nexit 2\n')
+    (srv / "fakebin" / "getent").chmod(0o755)
+    r = with_folders_bound({units: "/etc/systemd/system"}, [
+        "bash", str(INSTALLER / "uninstall.sh"), "--prefix", str(prefix), "--data-dir",
+        str(srv / "data"), "--config-dir", str(srv / "etc")], env)
+    assert r.returncode == 0, r.stderr
+    assert not (units / "semtrace.service").exists()
+    assert r.stdout.splitlines()[-1] == (
+        "uninstall: kept the system group semtrace-metrics (the metrics socket's: a scraper's "
+        "user may be in it); remove it with 'groupdel semtrace-metrics' once nothing else "
+        "uses it.")
+
+
 def _listing(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
