@@ -10,6 +10,7 @@ or reads the cached release, exactly as the direct one does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -80,7 +81,8 @@ def user_pseudonym(keyring: Keyring, tenant: str | None, user: str | None) -> st
 def run_search(store: Store, keyring: Keyring, policies: Policies, role: str,
                embedder: Embedder, text: str, *, tenant: str | None, user: str | None,
                since: datetime | None, limit: int,
-               kept: ReaderIndex | None = None) -> list[Hit]:
+               kept: ReaderIndex | None = None,
+               progress: Callable[[int, int], None] | None = None) -> list[Hit]:
     """Prompts similar to `text` that `role` (already checked for `search`) may see.
 
     Args:
@@ -96,7 +98,8 @@ def run_search(store: Store, keyring: Keyring, policies: Policies, role: str,
         kept.refresh(store, tenants)
         return search(store, kept.scoped(tenants, since), embedder, text, tenant=tenant,
                       user=pseudo, k=limit, since=since)
-    index = build_search_index(store, embedder, tenants=tenants, user=pseudo, since=since)
+    index = build_search_index(store, embedder, tenants=tenants, user=pseudo, since=since,
+                               progress=progress)
     return search(store, index, embedder, text, tenant=tenant, user=pseudo, k=limit,
                   since=since)
 

@@ -6,6 +6,7 @@ are not encrypted, so no index is ever written to disk).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
@@ -64,15 +65,18 @@ def search(store: Store, index: Searchable, embedder: Embedder, text: str, *,
 # HNSW search expansion for `semtrace search`: recall@10 >= 0.95 at 1M f16 vectors
 # (bench/search.py); usearch's default of 64 gives less.
 SEARCH_EXPANSION = 128
+PROGRESS_EVERY = 500  # prompts decrypted between two progress reports
 
 
 def build_search_index(store: Store, embedder: Embedder, *, tenants: list[str],
                        user: str | None = None, since: datetime | None = None,
-                       dtype: str = "f16") -> VectorIndex:
+                       dtype: str = "f16",
+                       progress: Callable[[int, int], None] | None = None) -> VectorIndex:
     """An in-memory index of the readable vectors of `tenants` (one user's; since a time).
 
     Searches over it are exact below `index.EXACT_BELOW` vectors in scope and
-    usearch HNSW (with `dtype` quantisation) above.
+    usearch HNSW (with `dtype` quantisation) above. `progress(done, total)` is told how
+    many of the prompts in scope were decrypted (seconds on 100,000).
     """
     index = VectorIndex(embedder.dims, dtype)
     if not tenants:
@@ -87,10 +91,16 @@ def build_search_index(store: Store, embedder: Embedder, *, tenants: list[str],
         sql += " AND ts>=?"
         params.append(since.timestamp())
     rows = []
-    for rid, tenant, who, bid, vct in store.db.execute(sql + " ORDER BY id", params):
+    total = (store.db.execute(sql.replace("id, tenant, user, bucket_id, vector_ct",
+                                          "count(*)", 1), params).fetchone()[0]
+             if progress is not None else 0)
+    for n, (rid, tenant, who, bid, vct) in enumerate(
+            store.db.execute(sql + " ORDER BY id", params), 1):
         vec = store.vector(rid, bid, vct)
         if vec is not None:
             rows.append((rid, tenant, who, vec))
+        if progress is not None and (n % PROGRESS_EVERY == 0 or n == total):
+            progress(n, total)
     index.rebuild(rows)
     for tenant in tenants:
         index.tenant(tenant).set_expansion(SEARCH_EXPANSION)

@@ -239,3 +239,22 @@ def test_the_tuis_topic_filter_takes_a_label_or_phrase_as_threads_list_does(
 
     run(remote_app(served, "reader"), scenario)
     run(make_app(runtime, role="analyst", refresh_seconds=3600), scenario)
+
+
+def test_a_direct_search_reports_its_indexing_progress_on_stderr(
+        pipeline: Any, data_dir: Path, passphrase_file: Path) -> None:
+    """Run with the key, `search` decrypts every vector in scope before it answers (seconds
+    on 100,000 prompts) and said nothing meanwhile; it now shows progress as the other
+    long commands do (a line every SEMTRACE_PROGRESS_INTERVAL_S off a terminal)."""
+    from conftest import make_prompt
+
+    pipeline.process([make_prompt(f"Where is the VPN guide for office {i}?", user=f"u{i}",
+                                  minutes=i) for i in range(3)])
+    cred = ("--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file))
+    done = run_cli("search", "VPN guide", "--tenant", "acme", *cred, "--json",
+                   env={"SEMTRACE_PROGRESS_INTERVAL_S": "0"})
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)) == 3  # stdout stays the hits
+    assert "semtrace: search: prompts indexed: 3 of 3 (100%)" in done.stderr
+    quiet = run_cli("search", "VPN guide", "--tenant", "acme", *cred)  # short: no line
+    assert quiet.returncode == 0 and not quiet.stderr

@@ -18,6 +18,7 @@ from appliance.cli import (
     emit_json,
     not_blank,
     open_dir,
+    progress_bar,
     query_socket,
     query_socket_option,
     role_option,
@@ -203,10 +204,14 @@ def search(text: str, data_dir: Path | None, passphrase_file: Path | None,
             from appliance.embed import LlamaEmbedder
 
             role_name = require(rt.policies.access, role, "search", tenant=tenant)
-            hits = jsonable(run_search(rt.store, rt.keyring, rt.policies, role_name,
-                                       LlamaEmbedder(rt.policies.correlation.embedding),
-                                       text, tenant=tenant, user=user, since=start,
-                                       limit=limit))
+            with progress_bar() as prog:  # decrypting every vector in scope takes a while
+                task = prog.add_task("search: prompts indexed", total=None)
+                hits = jsonable(run_search(
+                    rt.store, rt.keyring, rt.policies, role_name,
+                    LlamaEmbedder(rt.policies.correlation.embedding), text, tenant=tenant,
+                    user=user, since=start, limit=limit,
+                    progress=lambda done, total: prog.update(task, completed=done,
+                                                             total=total)))
             skipped = search_skipped(rt.store, rt.policies, role_name, tenant, user)
         finally:
             rt.close()
