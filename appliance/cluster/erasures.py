@@ -188,30 +188,41 @@ async def locate(settings: ClusterSettings, tenants: list[str],
     """Ask NATS which node owns each tenant now; SemtraceError if NATS does not answer (or
     the `nats` extra is not installed)."""
     nc = await connect(settings.url, settings.security, name="semtrace-erase", reconnect=False)
+    from nats.errors import Error as NatsError
+
+    try:
+        return await _locate(nc, settings, tenants, consumed_here)
+    except (NatsError, OSError) as exc:  # no JetStream there, a permission denied, gone
+        raise SemtraceError(
+            f"NATS at {settings.url} did not answer its JetStream API ({type(exc).__name__}; "
+            "is JetStream enabled there, and may this node's NATS user publish to $JS.API.>?)"
+            ) from None
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+
+async def _locate(nc: Any, settings: ClusterSettings, tenants: list[str],
+                  consumed_here: dict[int, str]) -> list[Home]:
     from nats.js.errors import BucketNotFoundError, NotFoundError
 
     from appliance.cluster.owners import owners_bucket, read_claims
     from appliance.cluster.stream import last_consumer
 
+    js = nc.jetstream()
     try:
-        js = nc.jetstream()
+        claims = await read_claims(await owners_bucket(
+            js, ttl_s=settings.owner_ttl_s, replicas=settings.replicas, create=False))
+    except BucketNotFoundError:
+        claims = {}
+    last: dict[int, str | None] = {}
+    for p in sorted({partition_of(t, settings.partitions) for t in tenants}):
         try:
-            claims = await read_claims(await owners_bucket(
-                js, ttl_s=settings.owner_ttl_s, replicas=settings.replicas, create=False))
-        except BucketNotFoundError:
-            claims = {}
-        last: dict[int, str | None] = {}
-        for p in sorted({partition_of(t, settings.partitions) for t in tenants}):
-            try:
-                info = await js.consumer_info(settings.stream,
-                                              consumer_name(settings.stream, p))
-                named = last_consumer(info.config.description)  # or the reclaiming node
-                last[p] = named.node if named else None
-            except NotFoundError:
-                last[p] = None
-    finally:
-        with contextlib.suppress(Exception):
-            await nc.close()
+            info = await js.consumer_info(settings.stream, consumer_name(settings.stream, p))
+            named = last_consumer(info.config.description)  # or the reclaiming node
+            last[p] = named.node if named else None
+        except NotFoundError:
+            last[p] = None
     homes = []
     for t in tenants:
         p = partition_of(t, settings.partitions)
