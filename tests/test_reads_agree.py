@@ -65,9 +65,9 @@ def test_threads_show_calls_a_new_threads_similarity_best_as_the_tui_does(
     cred = ("--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file))
     shown = run_cli("threads", "show", later, *cred)
     assert shown.returncode == 0, shown.stderr
-    turn = shown.stdout.splitlines()[1]
+    turn = shown.stdout.splitlines()[2]
     assert " new " in turn and f"best={out[2].similarity:.2f}" in turn and "sim=" not in turn
-    follow_up = run_cli("threads", "show", first, *cred).stdout.splitlines()[3]
+    follow_up = run_cli("threads", "show", first, *cred).stdout.splitlines()[4]
     assert "continuation" in follow_up and f"sim={out[1].similarity:.2f}" in follow_up
 
 
@@ -258,3 +258,25 @@ def test_a_direct_search_reports_its_indexing_progress_on_stderr(
     assert "semtrace: search: prompts indexed: 3 of 3 (100%)" in done.stderr
     quiet = run_cli("search", "VPN guide", "--tenant", "acme", *cred)  # short: no line
     assert quiet.returncode == 0 and not quiet.stderr
+
+
+def test_threads_show_names_the_threads_topic_as_list_and_the_tui_do(
+        served: dict[str, Any], data_dir: Path, passphrase_file: Path) -> None:  # noqa: F811
+    """`threads list` and the TUI's thread view name a thread's topic; `threads show` text
+    did not, and its --json turns carry the topic id each was given, merged away since."""
+    from appliance.topics import tables
+
+    thread = sorted(o.thread_id for o in served["outcomes"] if o.request_id.startswith("acme"))[0]
+    tables.publish(served["store"].db, "acme",
+                   [tables.TopicRow("tp_vpn", "", 1, 1, "vpn guide, laptop", (), 0.0)], {},
+                   [(thread, "tp_vpn")])
+    sock = ["--socket", str(served["sock"]), "--role", "reader"]
+    direct = ["--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file)]
+    for way in (sock, direct):
+        listed = {t["thread_id"]: t for t in json.loads(
+            run_cli("threads", "list", "--tenant", "acme", *way, "--json").stdout)}[thread]
+        shown = run_cli("threads", "show", thread, *way)
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.splitlines()[1] == (
+            f"  topic: {listed['topic_label']} ({listed['topic_id']})") == (
+            "  topic: vpn guide, laptop (tp_vpn)")

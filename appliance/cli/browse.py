@@ -142,6 +142,10 @@ def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | 
     click.echo(f"Thread {thread.thread_id} ({thread.tenant}, {thread.user}, {thread.turns} turns, "
                f"cost {money(thread.cost)} {currency}): "
                f"{thread.title if thread.title is not None else '[shredded]'}")
+    # its topic now, as `threads list` and the TUI's thread view name it (a turn's own
+    # topic_id in --json is the one it was given, which a refinement may have merged since)
+    label = f"{thread.topic_label} ({thread.topic_id})" if thread.topic_label else None
+    click.echo(f"  topic: {label or thread.topic_id or '– (none yet)'}")
     for r in thread.records:
         click.echo(f"  {r.ts:%Y-%m-%d %H:%M:%S}  #{r.record_id:<6} {turn_line(r)}")
         click.echo(f"      {r.text if r.text is not None else '[shredded]'}")
