@@ -88,3 +88,40 @@ def test_erase_all_tenants_without_nats_says_the_other_nodes_tenants_were_not_se
         "nodes of the cluster know were not searched: run this command again when NATS "
         "answers, or on each node's data dir.")
     assert out.stdout.startswith("No tenant is known to this data dir")
+
+
+def test_erase_all_tenants_names_partitions_an_earlier_builds_node_consumed_last(
+        tmp_path: Path) -> None:
+    """A partition's consumer made by a build before consumers named their node (its
+    description names none) belongs to a node that never noted its tenants either."""
+    from appliance.cluster.bus import connect
+    from appliance.cluster.stream import consumer_config, ensure_stream
+    from appliance.config import load_policies
+
+    key = tmp_path / "cluster.key"
+    assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
+                   str(key)).returncode == 0
+    with nats_server(tmp_path / "nats") as url:
+        b = Node(tmp_path, "b", url, key, "0-1", bus_key=None)  # only its data dir: it asks
+        settings = load_policies(b.policies).cluster
+
+        async def earlier_builds_consumer() -> None:
+            nc = await connect(url, settings.security, name="test")
+            try:
+                js = nc.jetstream()
+                await ensure_stream(js, settings, max_msg_size=1 << 20)
+                await js.add_consumer(settings.stream, consumer_config(settings, 2))
+            finally:
+                await nc.close()
+
+        asyncio.run(earlier_builds_consumer())
+        out = run_cli(*_erase_all(b, "--json"), env=b.env)
+    assert out.returncode == 7, out.stdout + out.stderr
+    assert out.stderr.strip() == (
+        "Erasure NOT complete: partition(s) 2 were consumed last by a node of an earlier "
+        "version, which has not noted its tenants in NATS, so tenants only it knows were not "
+        "searched: start that node once and run this command again, or run it on that "
+        "node's data dir too.")
+    said = json.loads(out.stdout)
+    assert said["unnamed_partitions"] == [2] and said["unlisted_nodes"] == []
+    assert said["complete"] is False

@@ -87,6 +87,7 @@ class Known:
     tenants: frozenset[str] = frozenset()
     unlisted: tuple[tuple[str, tuple[int, ...]], ...] = ()
     error: str | None = None
+    unnamed: tuple[int, ...] = ()  # partitions an earlier build's node consumed last
 
     def sentences(self) -> list[str]:
         """One sentence per node (or NATS) whose tenants were not searched."""
@@ -101,16 +102,21 @@ class Known:
                     else "its name cannot be a NATS key: rename it with letters, digits and "
                     "-_=./ only")
 
+        earlier = [f"Erasure NOT complete: partition(s) {', '.join(map(str, self.unnamed))} "
+                   "were consumed last by a node of an earlier version, which has not noted "
+                   "its tenants in NATS, so tenants only it knows were not searched: start "
+                   "that node once and run this command again, or run it on that node's data "
+                   "dir too."] if self.unnamed else []
         return [f"Erasure NOT complete: node '{node}' (partition(s) "
                 f"{', '.join(map(str, ps))}) has not noted its tenants in NATS ({why(node)}), "
                 "so tenants only it knows were not searched: start it once and run this "
                 "command again, or run it on that node's data dir too." for node, ps
-                in self.unlisted]
+                in self.unlisted] + earlier
 
     def as_json(self) -> dict[str, Any]:
         return {"unlisted_nodes": [{"node": n, "partitions": list(ps)}
                                    for n, ps in self.unlisted],
-                "nats_error": self.error}
+                "unnamed_partitions": list(self.unnamed), "nats_error": self.error}
 
 
 def cluster_known(rt: Runtime) -> Known:
@@ -120,14 +126,16 @@ def cluster_known(rt: Runtime) -> Known:
 
     if not rt.policies.cluster.url:
         return Known()
-    here = {*_consumed(rt).values(), _asking_node(rt)}
+    consumed = _consumed(rt)
     try:
-        notes = asyncio.run(cluster_notes(rt.policies.cluster, here=here))
+        notes = asyncio.run(cluster_notes(rt.policies.cluster,
+                                          here={*consumed.values(), _asking_node(rt)},
+                                          here_partitions=set(consumed)))
     except SemtraceError as exc:  # NATS away: this node's tenants only, and it says so
         return Known(error=str(exc))
     except Exception as exc:  # a NATS error mid-way, the nats extra missing
         return Known(error=f"NATS did not list the other nodes' tenants ({type(exc).__name__})")
-    return Known(notes.tenants, notes.unlisted)
+    return Known(notes.tenants, notes.unlisted, unnamed=notes.unnamed)
 
 
 def this_node(rt: Runtime) -> str | None:

@@ -34,6 +34,8 @@ class Notes:
 
     tenants: frozenset[str]
     unlisted: tuple[tuple[str, tuple[int, ...]], ...]  # (node, its partitions), by name
+    # partitions whose consumer an earlier build made (it names no node), none claimed
+    unnamed: tuple[int, ...] = ()
 _KEY = re.compile(r"^[-/_=.a-zA-Z0-9]+$")  # what a KV key may hold
 
 
@@ -91,18 +93,21 @@ def unlisted(owners: dict[int, str | None], noted: set[str],
 
 async def cluster_tenants(settings: ClusterSettings) -> set[str]:
     """Every tenant a node of the cluster noted; SemtraceError when NATS does not answer."""
-    return set((await cluster_notes(settings, here=set())).tenants)
+    return set((await cluster_notes(settings, here=set(), here_partitions=set())).tenants)
 
 
-async def cluster_notes(settings: ClusterSettings, *, here: set[str]) -> Notes:
-    """Every tenant a node of the cluster noted, and the owners of partitions that noted
-    none (not those named in `here`); SemtraceError when NATS does not answer."""
+async def cluster_notes(settings: ClusterSettings, *, here: set[str],
+                        here_partitions: set[int]) -> Notes:
+    """Every tenant a node of the cluster noted, the owners of partitions that noted none
+    (not those named in `here`), and the partitions an earlier build's node consumed last
+    (not those in `here_partitions`); SemtraceError when NATS does not answer."""
     nc = await connect(settings.url, settings.security, name="semtrace-erase", reconnect=False)
     try:
         js = nc.jetstream()
         values, noted = await _notes(js, settings)
-        owners = await _owners(js, settings)
-        return Notes(frozenset(tenants_of(values)), unlisted(owners, noted, here))
+        owners, unnamed = await _owners(js, settings)
+        return Notes(frozenset(tenants_of(values)), unlisted(owners, noted, here),
+                     tuple(sorted(unnamed - here_partitions)))
     finally:
         with contextlib.suppress(Exception):
             await nc.close()
@@ -128,8 +133,9 @@ async def _notes(js: Any, settings: ClusterSettings) -> tuple[list[bytes], set[s
     return values, noted
 
 
-async def _owners(js: Any, settings: ClusterSettings) -> dict[int, str | None]:
-    """Each partition's owner: its live claim, else the node that consumed it last."""
+async def _owners(js: Any, settings: ClusterSettings) -> tuple[dict[int, str | None], set[int]]:
+    """Each partition's owner: its live claim, else the node that consumed it last; and
+    the partitions whose last consumer does not say its node (an earlier build's)."""
     from nats.js.errors import BucketNotFoundError, NotFoundError
 
     from appliance.cluster.owners import owners_bucket, read_claims
@@ -142,6 +148,7 @@ async def _owners(js: Any, settings: ClusterSettings) -> dict[int, str | None]:
     except BucketNotFoundError:
         claims = {}
     owners: dict[int, str | None] = {}
+    unnamed: set[int] = set()
     for p in range(settings.partitions):
         if p in claims:
             owners[p] = claims[p].node
@@ -153,4 +160,6 @@ async def _owners(js: Any, settings: ClusterSettings) -> dict[int, str | None]:
             continue
         named = last_consumer(info.config.description)
         owners[p] = named.node if named else None
-    return owners
+        if named is None:
+            unnamed.add(p)
+    return owners, unnamed
