@@ -68,3 +68,53 @@ def test_a_copy_of_a_running_nodes_data_dir_is_refused(tmp_path: Path) -> None:
         assert _nodes(url) == {"a": [0, 1, 2, 3]}
         assert "Traceback" not in a.log.read_text()
         assert a.stop() == 0
+
+
+def test_a_copy_started_while_its_original_was_down_is_refused_when_it_claims(
+        tmp_path: Path) -> None:
+    """The original started while the copy loaded its models (the copy's start checks had
+    found no claim of their data dir). Before: the copy, once loaded, took the original's
+    claims over as a restart of it would, and the original gave its partitions up."""
+    import os
+    import time
+
+    from appliance.cluster.client import NatsClient
+    from appliance.keys.bus import load_bus_keys
+
+    bus_key, key = tmp_path / "bus.key", tmp_path / "cluster.key"
+    assert run_cli("cluster", "bus-key", "new", str(bus_key)).returncode == 0
+    assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
+                   str(key)).returncode == 0
+    with nats_server(tmp_path / "nats") as url:
+        a = Node(tmp_path, "a", url, key, "0-3", bus_key=bus_key)
+        start_all(a)
+        assert a.stop() == 0
+        (tmp_path / "restored").mkdir()
+        shutil.copytree(a.data, tmp_path / "restored" / "a")
+        copy = Node(tmp_path / "restored", "a", url, key, "0-3", bus_key=bus_key)
+        copy.launch()
+        assert copy.proc is not None
+        maps = Path(f"/proc/{copy.proc.pid}/maps")
+        deadline = time.monotonic() + 240
+        while ".gguf" not in maps.read_text():  # loading its models: past its start checks
+            assert copy.proc.poll() is None and time.monotonic() < deadline, \
+                copy.log.read_text()[-2000:]
+            time.sleep(0.05)
+        os.kill(copy.proc.pid, signal.SIGSTOP)  # it loads slowly, say
+        try:
+            start_all(a)
+        finally:
+            os.kill(copy.proc.pid, signal.SIGCONT)
+        code = _exit_or_start(copy)
+        assert code is not None, "the copy took the original's partitions over"
+        assert code == 1
+        said = [x for x in copy.log.read_text().splitlines() if x.startswith("semtrace: ")]
+        assert len(said) == 1 and said[0].startswith(
+            "semtrace: A copy of this data dir runs as node 'a' (its original, or one "
+            "restored from a backup; its claim on partition "), said
+        assert "Traceback" not in copy.log.read_text()
+        assert _nodes(url) == {"a": [0, 1, 2, 3]}
+        with NatsClient(url, timeout=60, bus_keys=load_bus_keys(bus_key)) as gateway:
+            assert gateway.request(_ingest("acme", "after-copy", "Is my VPN down?", 0))["ok"]
+        assert a.lookup("acme", "after-copy")["ok"]
+        assert a.stop() == 0

@@ -101,6 +101,36 @@ def _in_use(me: str, age_s: float) -> str:
             "consumed.")
 
 
+async def watch_copies(kv: Any, claims: dict[int, Claim], data_dir: str,
+                       ttl_s: float) -> None:
+    """SemtraceError if another process of this data dir (`data_dir`: its id) runs: a copy
+    of it (restored from a backup, say) or its original, which would consume into a store
+    of its own and split its tenants' records.
+
+    A claim carrying this data dir's id is either such a process's or that of this data
+    dir's last run, killed before it released its claims: on one host the data dir's
+    lock keeps a second serve of one path out before this check. The live one refreshes
+    its claims every `ttl_s / 3`, so they are watched for up to twice that (a beat late
+    under load is still seen); a dead run's never change (a start waits that long only
+    after a crash, while its claims have not expired)."""
+    mine = {p: c for p, c in claims.items() if data_dir and c.data_dir == data_dir}
+    deadline = time.monotonic() + ttl_s * 2 / 3
+    while mine and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        now = await read_claims(kv)
+        for p, seen in list(mine.items()):
+            claim = now.get(p)
+            if claim is None or claim.data_dir != data_dir:
+                del mine[p]  # released, expired or taken: not a live copy's
+            elif claim.refreshed != seen.refreshed:
+                raise SemtraceError(
+                    f"A copy of this data dir runs as node '{claim.node}' (its original, or "
+                    f"one restored from a backup; its claim on partition {p} was refreshed "
+                    f"{max(0.0, time.time() - claim.refreshed):.0f} s ago): two copies of one "
+                    "data dir would each store prompts of its tenants that the other lacks, "
+                    "so stop that one before starting this one. Nothing was consumed.")
+
+
 class Ownership:
     """This node's claims: taken at start, refreshed while running, released at stop.
 
@@ -141,6 +171,8 @@ class Ownership:
         if self.data_dir and (clash := name_in_use(await read_claims(self.kv), self.node,
                                                    self.data_dir)):
             raise SemtraceError(clash)
+        if self.data_dir:  # a copy of this data dir that started while this one loaded
+            await watch_copies(self.kv, await read_claims(self.kv), self.data_dir, self.ttl_s)
         taken: list[int] = []
         for p in self.partitions:
             try:
@@ -212,8 +244,11 @@ class Ownership:
 
     async def _release(self, partitions: list[int]) -> None:
         for p in partitions:  # only a claim still as this process last wrote it
+            revision = self._revisions.pop(p, None)
+            if revision is None:  # never taken: another node's claim, left alone
+                continue
             with contextlib.suppress(Exception):
-                await self.kv.delete(_key(p), last=self._revisions.get(p))
+                await self.kv.delete(_key(p), last=revision)
 
     async def release(self) -> None:
         """Give the partitions up (clean stop): another node may take them at once."""

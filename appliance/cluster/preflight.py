@@ -10,13 +10,18 @@ claims are taken then).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from appliance.cluster.bus import connect, node_name
-from appliance.cluster.owners import Claim, owned_elsewhere, owners_bucket, read_claims
+from appliance.cluster.owners import (
+    Claim,
+    owned_elsewhere,
+    owners_bucket,
+    read_claims,
+    watch_copies,
+)
 from appliance.cluster.stream import LastConsumer, check_mapping, check_stream
 from appliance.config import ClusterSettings
 from appliance.errors import SemtraceError
@@ -80,19 +85,11 @@ async def _last_consumers(js: Any, settings: ClusterSettings) -> dict[int, LastC
 async def refuse_live_copy(settings: ClusterSettings, claims: dict[int, Claim],
                            data_dir: str) -> None:
     """SemtraceError if another process of this data dir (`data_dir`: its id) runs: a copy
-    of it (restored from a backup, say) or its original, which would consume into a store
-    of its own and split its tenants' records.
-
-    A claim carrying this data dir's id is either such a process's or that of this data
-    dir's last run, killed before it released its claims: on one host the data dir's
-    lock keeps a second serve of one path out before this check. The live one refreshes
-    its claims every `owner_ttl_s / 3`, so the claims are watched for up to twice that
-    (a beat late under load is still seen); a dead run's never change (the start waits
-    that long only after a crash, while its claims have not expired)."""
+    of it (restored from a backup, say) or its original (`owners.watch_copies`); checked
+    again when the node claims its partitions, after its models loaded."""
     from nats.js.errors import BucketNotFoundError
 
-    mine = {p: c for p, c in claims.items() if data_dir and c.data_dir == data_dir}
-    if not mine:
+    if not any(data_dir and c.data_dir == data_dir for c in claims.values()):
         return
     nc = await connect(settings.url, settings.security, name="semtrace-preflight",
                        reconnect=False)
@@ -102,21 +99,6 @@ async def refuse_live_copy(settings: ClusterSettings, claims: dict[int, Claim],
                                      replicas=settings.replicas, create=False)
         except BucketNotFoundError:
             return
-        deadline = time.monotonic() + settings.owner_ttl_s * 2 / 3
-        while mine and time.monotonic() < deadline:
-            await asyncio.sleep(0.5)
-            now = await read_claims(kv)
-            for p, seen in list(mine.items()):
-                claim = now.get(p)
-                if claim is None or claim.data_dir != data_dir:
-                    del mine[p]  # released, expired or taken: not a live copy's
-                elif claim.refreshed != seen.refreshed:
-                    raise SemtraceError(
-                        f"A copy of this data dir runs as node '{claim.node}' (its original, "
-                        "or one restored from a backup; its claim on partition "
-                        f"{p} was refreshed {max(0.0, time.time() - claim.refreshed):.0f} s "
-                        "ago): two copies of one data dir would each store prompts of its "
-                        "tenants that the other lacks, so stop that one before starting this "
-                        "one. Nothing was consumed.")
+        await watch_copies(kv, claims, data_dir, settings.owner_ttl_s)
     finally:
         await nc.close()
