@@ -280,3 +280,19 @@ def test_threads_show_names_the_threads_topic_as_list_and_the_tui_do(
         assert shown.stdout.splitlines()[1] == (
             f"  topic: {listed['topic_label']} ({listed['topic_id']})") == (
             "  topic: vpn guide, laptop (tp_vpn)")
+
+
+def test_threads_list_says_when_more_threads_match_than_it_shows(
+        served: dict[str, Any], data_dir: Path, passphrase_file: Path) -> None:  # noqa: F811
+    """`threads list` shows 50 threads by default and said nothing of the others: an
+    engineer read 50 as the count (the TUI says 'Threads 1-100 of 164')."""
+    sock = ["--socket", str(served["sock"]), "--role", "reader"]
+    direct = ["--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file)]
+    total = len(served["outcomes"])
+    for way in (sock, direct):
+        cut = run_cli("threads", "list", "--limit", "2", *way, "--json")
+        assert cut.returncode == 0 and len(json.loads(cut.stdout)) == 2
+        assert "the 2 threads seen most recently are shown; more match" in cut.stderr
+        whole = run_cli("threads", "list", "--limit", str(total), *way)
+        assert whole.returncode == 0 and not whole.stderr
+        assert len(whole.stdout.splitlines()) == total + 1  # the header and every thread

@@ -27,6 +27,8 @@ from appliance.errors import InputError, SemtraceError
 from appliance.records import Record, Thread, jsonable
 from appliance.titles import shorten
 
+LIST_MAX = 10_000  # threads one listing returns (the query socket's limit too)
+
 
 @click.group()
 def threads() -> None:
@@ -42,7 +44,9 @@ def threads() -> None:
 @click.option("--topic", default=None,
               help="Only threads of this topic: its id (`stats topics` lists them; an id "
                    "merged since finds the topic it went into) or its label.")
-@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, LIST_MAX), default=50, show_default=True,
+              help="At most this many threads, most recent first (stderr says when more "
+                   "match).")
 @query_socket_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
@@ -59,8 +63,10 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
     if user is not None and tenant is None:  # the same sentence over the socket as direct
         raise InputError("--user needs --tenant (user ids are pseudonymised per tenant).")
     socket_path = query_socket(socket_path, data_dir, passphrase_file, key_file)
+    # one more than shown, to tell whether more match (the TUI says "1-100 of 164")
+    wanted = min(limit + 1, LIST_MAX)
     if socket_path is not None:
-        req = {"op": "threads", "role": role, "tenant": tenant, "user": user, "limit": limit}
+        req = {"op": "threads", "role": role, "tenant": tenant, "user": user, "limit": wanted}
         reply = ask(socket_path, {**req, "topic": topic} if topic is not None else req)
         rows, currency = [thread_from_json(t) for t in reply["threads"]], reply["currency"]
     else:
@@ -80,10 +86,16 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
             # tenants' recent threads left the list short or empty
             rows = list_threads(rt.store, ThreadFilter(
                 tenant=tenant, tenants=tuple(bound) if bound else None,
-                user=user_pseudonym(rt.keyring, tenant, user), topic_id=live), limit=limit)
+                user=user_pseudonym(rt.keyring, tenant, user), topic_id=live), limit=wanted)
             currency = rt.policies.pricing.currency
         finally:
             rt.close()
+    if len(rows) > limit or len(rows) == limit == wanted:  # on stderr: --json stays the list
+        more = "more match" if len(rows) > limit else "more may match"  # (at LIST_MAX)
+        click.echo(f"semtrace: the {limit:,} threads seen most recently are shown; {more} "
+                   f"(--limit, at most {LIST_MAX:,}; --tenant, --user or --topic narrow "
+                   "the list).", err=True)
+        rows = rows[:limit]
     if as_json:  # each thread with the currency of its cost, as the text's header says
         emit_json([{**jsonable(t), "currency": currency} for t in rows])
         return
