@@ -16,6 +16,11 @@ from usearch.index import Index
 EXACT_BELOW = 20_000  # vectors; below this a scoped search is exact
 # keys of filler vectors: record ids are SQLite rowids, which never reach 2**63
 _FILLER_KEY0 = 1 << 63
+# A filler is never searched for, so it is inserted with a narrow beam (usearch's
+# expansion_add, 128 by default): at 128 removing half of 120,000 vectors took 63 s, more
+# than rebuilding the rest (34 s); at 8, 16 s, recall@10 0.995 vs 0.997 after it
+# (bench/index_removal.py, README's Speed table).
+FILLER_EXPANSION = 8
 
 
 @dataclass(frozen=True)
@@ -86,8 +91,13 @@ class TenantIndex:
         """Overwrite the `n` slots a removal just freed with filler vectors."""
         keys = list(range(self._next_filler, self._next_filler + n))
         self._next_filler += n
-        self._index.add(np.asarray(keys, dtype=np.uint64),
-                        self._filler_rng.standard_normal((n, self.dims)).astype(np.float32))
+        beam = self._index.expansion_add
+        self._index.expansion_add = FILLER_EXPANSION  # type: ignore[misc]  # has a setter
+        try:
+            self._index.add(np.asarray(keys, dtype=np.uint64),
+                            self._filler_rng.standard_normal((n, self.dims)).astype(np.float32))
+        finally:
+            self._index.expansion_add = beam  # type: ignore[misc]  # real vectors: full beam
         self._fillers.extend(keys)
 
     def set_expansion(self, expansion_search: int) -> None:

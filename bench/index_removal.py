@@ -1,8 +1,10 @@
 """Removal benchmark: what shredding or erasing many vectors costs the in-memory index.
 
 `index.TenantIndex` overwrites each removed vector's slot at once with a random "filler"
-vector (usearch keeps a removed vector's bytes until its slot is reused), and a later add
-takes the fillers' slots back. So removing vectors never frees memory, and the HNSW graph
+vector (usearch keeps a removed vector's bytes until its slot is reused), inserted with a
+narrow beam (`index.FILLER_EXPANSION`; `--filler-expansion 128` measures the code before,
+which inserted fillers as carefully as prompts), and a later add takes the fillers' slots
+back. So removing vectors never frees memory, and the HNSW graph
 keeps every filler as a node until then. This measures, on one tenant of synthetic
 clustered vectors (bench/search.py's):
 
@@ -35,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from appliance import index  # noqa: E402
 from appliance.index import EXACT_BELOW, TenantIndex  # noqa: E402
 from bench.search import DIMS, K, exact_top, rss_mb, vectors  # noqa: E402
 
@@ -83,9 +86,14 @@ def main() -> None:
     ap.add_argument("--expansion", type=int, default=128,
                     help="HNSW search expansion (the query socket's default is 128)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--filler-expansion", type=int, default=None,
+                    help="the beam fillers are inserted with (default: the code's, "
+                    "index.FILLER_EXPANSION; 128: as before it existed)")
     ap.add_argument("--churn", action=argparse.BooleanOptionalAction, default=True,
                     help="then add as many new vectors (retention's steady state)")
     args = ap.parse_args()
+    if args.filler_expansion is not None:
+        index.FILLER_EXPANSION = args.filler_expansion
     if args.n <= EXACT_BELOW:
         sys.exit(f"--n must be above {EXACT_BELOW:,}: below it every search is exact")
     topics = max(args.n // 250, 1)
@@ -95,7 +103,8 @@ def main() -> None:
     queries = vectors(args.queries, kind="clustered", topics=topics, seed=1)
     ids = np.arange(args.n, dtype=np.int64)
     print(f"{args.n:,} clustered vectors of {DIMS} dims, {args.users} users, {args.dtype}, "
-          f"expansion {args.expansion}; remove {args.remove:.0%} in calls of {args.bucket}")
+          f"expansion {args.expansion}; remove {args.remove:.0%} in calls of {args.bucket}, "
+          f"fillers inserted with expansion_add {index.FILLER_EXPANSION}")
 
     base = rss_mb()
     t0 = time.perf_counter()
