@@ -277,6 +277,9 @@ def test_threads_show_names_the_threads_topic_as_list_and_the_tui_do(
             run_cli("threads", "list", "--tenant", "acme", *way, "--json").stdout)}[thread]
         shown = run_cli("threads", "show", thread, *way)
         assert shown.returncode == 0, shown.stderr
+        # no model named: no cost known, '–' as in the TUI's thread view, not '– USD'
+        head = shown.stdout.splitlines()[0]
+        assert listed["cost"] is None and ", cost –): " in head and "USD" not in head
         assert shown.stdout.splitlines()[1] == (
             f"  topic: {listed['topic_label']} ({listed['topic_id']})") == (
             "  topic: vpn guide, laptop (tp_vpn)")

@@ -151,8 +151,9 @@ def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | 
     if as_json:
         emit_json({**jsonable(thread), "currency": currency})
         return
+    unit = f" {currency}" if thread.cost is not None else ""  # unknown: `–`, as the TUI
     click.echo(f"Thread {thread.thread_id} ({thread.tenant}, {thread.user}, {thread.turns} turns, "
-               f"cost {money(thread.cost)} {currency}): "
+               f"cost {money(thread.cost)}{unit}): "
                f"{thread.title if thread.title is not None else '[shredded]'}")
     # its topic now, as `threads list` and the TUI's thread view name it (a turn's own
     # topic_id in --json is the one it was given, which a refinement may have merged since)
