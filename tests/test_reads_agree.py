@@ -10,7 +10,12 @@ from typing import Any
 
 from test_query_reads import refused, remote_app, served  # noqa: F401  (served: a fixture)
 from test_spine import run_cli
-from test_tui import run, settle, table_keys
+from test_tui import (
+    fixed_store,  # noqa: F401  (a fixture)
+    run,
+    settle,
+    table_keys,
+)
 
 
 def test_threads_list_user_without_tenant_is_one_and_the_same_sentence_either_way(
@@ -299,3 +304,35 @@ def test_threads_list_says_when_more_threads_match_than_it_shows(
         whole = run_cli("threads", "list", "--limit", str(total), *way)
         assert whole.returncode == 0 and not whole.stderr
         assert len(whole.stdout.splitlines()) == total + 1  # the header and every thread
+
+
+def test_the_topics_screen_shows_a_merged_topics_mark_whole(fixed_store: Path,  # noqa: F811
+                                                            tmp_path: Path) -> None:
+    """The topic column was 24 cells: 'trip museums spring · with tp_accounts merged
+    since' read 'trip museums spring · wi' (an unlabelled topic 'tp_… · unlabe'), so the
+    mark the docs describe was never seen."""
+    import shutil
+
+    from test_tui import app_for
+
+    from appliance.keys import read_key_file
+    from appliance.runtime import open_runtime
+
+    copy = tmp_path / "fixed"
+    shutil.copytree(fixed_store, copy)
+    rt = open_runtime(copy / "data", read_key_file(copy / "key"))
+    shown: list[str] = []
+
+    async def scenario(pilot: Any) -> None:
+        await pilot.press("o")
+        await settle(pilot)
+        shown.append(pilot.app.export_screenshot().replace("&#160;", " "))
+
+    try:
+        with rt.store.db:
+            rt.store.db.execute("UPDATE topics SET merged_into = 'tp_travel', label = NULL "
+                                "WHERE topic_id = 'tp_accounts'")
+        run(app_for(rt, role="analyst"), scenario, size=(160, 30))
+    finally:
+        rt.close()
+    assert "with tp_accounts merged since" in shown[0]

@@ -107,13 +107,16 @@ class TopicsScreen(ReleasedScreen):
         self.query_one("#topics", DataTable).focus()
         self.load()
 
-    def _columns(self) -> None:
+    def _columns(self, topic_width: int = 0) -> None:
+        """The table's columns; `topic_width`: the longest topic name to show whole (a
+        label, 'tp_… · unlabelled', '· with tp_… merged since' were cut at 24)."""
         table = self.query_one("#topics", DataTable)
         table.clear(columns=True)
         sorted_by = ORDERS[self.order][0]
         for key, header, width in COLUMNS:
             label = header + (" ▼" if key == sorted_by else "")
-            table.add_column(label, key=key, width=max(width, len(label)))
+            wide = max(width, topic_width) if key == "topic" else width
+            table.add_column(label, key=key, width=max(wide, len(label)))
 
     def show(self, view: AggregateView) -> None:
         """Fill the table in the chosen order."""
@@ -121,6 +124,7 @@ class TopicsScreen(ReleasedScreen):
         table = self.query_one("#topics", DataTable)
         table.clear()
         rows = [(t.tenant, r) for t in view.tenants for r in t.rows]
+        cells: list[tuple[Text, ...]] = []
         rows.sort(key=lambda tr: (ORDERS[self.order][1](tr[1]), -tr[1].threads.value, tr[0],
                                   tr[1].key))
         joined: dict[str, list[str]] = {}  # live topic -> ids the release counted apart
@@ -134,10 +138,11 @@ class TopicsScreen(ReleasedScreen):
                 name.append(f" · with {', '.join(sorted(joined[r.key]))} merged since",
                             style="dim")
                 users = Text("≥", justify="right") + users  # a person may be in both parts
-            table.add_row(Text(tenant), name, count(r.threads),
-                          mean(r.mean_turns), users,
-                          share(r.refinement_share), share(r.abandonment_share), cost,
-                          key=f"{tenant}\0{r.key}")
+            cells.append((Text(tenant), name, count(r.threads), mean(r.mean_turns), users,
+                          share(r.refinement_share), share(r.abandonment_share), cost))
+        self._columns(max((c[1].cell_len for c in cells), default=0))  # names shown whole
+        for (tenant, r), cells_of_row in zip(rows, cells, strict=True):
+            table.add_row(*cells_of_row, key=f"{tenant}\0{r.key}")
         self.rows = {f"{tenant}\0{r.key}": r for tenant, r in rows}
         self.query_one("#topics-head", Static).update(Text(self._head(view)))
         self._status(self._note(view, len(rows)))
