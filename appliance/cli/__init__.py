@@ -287,6 +287,23 @@ def not_utf8(args: list[str]) -> int | None:
     return None
 
 
+def _nats_failure(exc: Exception) -> str | None:
+    """One sentence for a NATS error no command turned into its own (None: not NATS's):
+    its type only, as the server's text may name subjects, hence tenants."""
+    if not type(exc).__module__.startswith("nats."):
+        return None
+    kind = type(exc).__name__
+    if kind in ("ServiceUnavailableError", "NoRespondersError"):
+        return (f"The NATS server did not answer its JetStream API ({kind}): is JetStream "
+                "enabled there, and may this NATS user publish to $JS.API.>? The command "
+                "stopped there.")
+    if kind == "TimeoutError":
+        return ("NATS did not answer in time (TimeoutError): the server is overloaded or "
+                "gone, or this NATS user may not publish to a subject the command needs (the "
+                "permissions in docs/scale-out.md). The command stopped there.")
+    return f"NATS failed while this command ran ({kind}). The command stopped there."
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one sentence and an exit code."""
     forbid_core_dumps()
@@ -320,10 +337,16 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         sys.exit(0)
     except OSError as exc:  # a file the command had to read or write; never a traceback
+        if (said := _nats_failure(exc)) is not None:  # nats-py's TimeoutError is an OSError
+            click.echo(f"semtrace: {said}", err=True)
+            sys.exit(1)
         where = f": {exc.filename}" if exc.filename else ""
         click.echo(f"semtrace: {exc.strerror or type(exc).__name__}{where}.", err=True)
         sys.exit(1)
     except Exception as exc:  # last: every clause above is an Exception too
+        if (said := _nats_failure(exc)) is not None:
+            click.echo(f"semtrace: {said}", err=True)
+            sys.exit(1)
         if _damaged_store(exc):
             click.echo("semtrace: The store cannot be read: a database file is damaged "
                        "(restore it from a backup); nothing was changed.", err=True)
