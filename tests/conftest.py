@@ -137,27 +137,37 @@ def make_prompt(text: str, *, user: str = "alice", tenant: str = "acme", minutes
 
 
 @contextmanager
-def serving(pipeline: Any, roles: dict[str, Any], sockets: Path,
-            query_socket: Path | None = None) -> Iterator[Path]:
-    """The real service on `pipeline`, these roles added to its access policy; yields its
-    query socket (`query_socket`, default `sockets`/query.sock; ingest at `sockets`/s.sock)."""
+def running_service(pipeline: Any, sock: Path, *, policies: Any = None,
+                    query_socket: Path | None = None) -> Iterator[Any]:
+    """The real service on `pipeline` (ingest socket `sock`, `policies` default the
+    pipeline's), on an event loop of its own thread; drained on leaving."""
     from appliance.service import Service
 
-    policies = pipeline.policies.model_copy(update={
-        "access": pipeline.policies.access.model_copy(
-            update={"roles": {**pipeline.policies.access.roles, **roles}})})
-    qsock = query_socket or sockets / "query.sock"
-    svc = Service(pipeline, policies, socket_path=sockets / "s.sock", query_socket_path=qsock)
+    svc = Service(pipeline, policies or pipeline.policies, socket_path=sock,
+                  query_socket_path=query_socket)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     asyncio.run_coroutine_threadsafe(svc.start(), loop).result(60)
     try:
-        yield qsock
+        yield svc
     finally:
         asyncio.run_coroutine_threadsafe(svc.drain(), loop).result(60)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(30)
+
+
+@contextmanager
+def serving(pipeline: Any, roles: dict[str, Any], sockets: Path,
+            query_socket: Path | None = None) -> Iterator[Path]:
+    """The real service on `pipeline`, these roles added to its access policy; yields its
+    query socket (`query_socket`, default `sockets`/query.sock; ingest at `sockets`/s.sock)."""
+    policies = pipeline.policies.model_copy(update={
+        "access": pipeline.policies.access.model_copy(
+            update={"roles": {**pipeline.policies.access.roles, **roles}})})
+    qsock = query_socket or sockets / "query.sock"
+    with running_service(pipeline, sockets / "s.sock", policies=policies, query_socket=qsock):
+        yield qsock
 
 
 def init_store(tmp: Path, *, compliance: bool = True) -> tuple[list[str], Path, Path]:

@@ -6,18 +6,15 @@ its JetStream backlog): test_erasure_inflight_cluster.py."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from conftest import make_prompt
+from conftest import make_prompt, running_service
 from test_spine import run_cli
 
 from appliance.client import Client
@@ -26,24 +23,6 @@ ALICE = ["Please send the lease for flat 4 to the landlord today.",
          "Which clauses in the lease cover the deposit?",
          "Remind me what the notice period for the flat is.",
          "Can the landlord keep the deposit for repainting?"]
-
-
-@contextmanager
-def _service(pipeline: Any, sockets: Path) -> Iterator[Any]:
-    """The real service on `pipeline` (socket `sockets`/s.sock), on its own loop thread."""
-    from appliance.service import Service
-
-    svc = Service(pipeline, pipeline.policies, socket_path=sockets / "s.sock")
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(svc.start(), loop).result(60)
-    try:
-        yield svc
-    finally:
-        asyncio.run_coroutine_threadsafe(svc.drain(), loop).result(60)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
 
 
 def users_records(data_dir: Path, cred: Any, tenant: str,
@@ -69,7 +48,8 @@ def test_prompts_queued_while_erase_runs_are_not_stored_and_later_ones_are(
     from appliance.keys import read_passphrase_file
 
     args = ["--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file)]
-    with _service(pipeline, tmp_path) as svc, Client(tmp_path / "s.sock", timeout=600) as c:
+    sock = tmp_path / "s.sock"
+    with running_service(pipeline, sock) as svc, Client(sock, timeout=600) as c:
         first = c.ingest(tenant="acme", user_id="alice", text=ALICE[0], request_id="a-0")
         assert first["ok"] and not first["duplicate"]
         assert c.ingest(tenant="acme", user_id="bob", text="Summarise the board minutes.",
@@ -196,7 +176,8 @@ def test_erase_all_tenants_leaves_a_tombstone_where_a_prompt_is_on_its_way_and_n
     with (pdir / "access.toml").open("a") as fh:
         fh.write('\n[roles.analyst-globex]\npermissions = ["read"]\ntenants = ["globex"]\n')
     args = ["--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file)]
-    with _service(pipeline, tmp_path) as svc, Client(tmp_path / "s.sock", timeout=600) as c:
+    sock = tmp_path / "s.sock"
+    with running_service(pipeline, sock) as svc, Client(sock, timeout=600) as c:
         assert c.ingest(tenant="acme", user_id="alice", text=ALICE[0], request_id="a-0")["ok"]
         gate = threading.Event()
         svc._pool.submit(gate.wait)  # the worker is busy: what arrives now waits in the queue

@@ -19,8 +19,8 @@ import pytest
 
 pytest.importorskip("litellm")
 
+from conftest import running_service  # noqa: E402
 from test_litellm import _until  # noqa: E402
-from test_tool_loop_hold import _service  # noqa: E402
 
 from appliance.integrations.litellm import SemtraceLogger  # noqa: E402
 
@@ -34,7 +34,7 @@ def test_a_proxy_workers_concurrent_calls_are_all_sent_while_the_first_is_commit
         pipeline: Any, tmp_path: Path) -> None:
     sock = tmp_path / "s.sock"
     gate = threading.Event()
-    with _service(pipeline, sock) as svc:
+    with running_service(pipeline, sock) as svc:
         logger = SemtraceLogger(sock, tenant="acme", timeout=60.0, register_wait=0.1)
         svc._pool.submit(gate.wait)  # the service's worker is busy: nothing commits
         try:
@@ -69,7 +69,7 @@ def test_a_request_given_up_on_leaves_the_next_reply_to_the_next_request(
 
     monkeypatch.setattr(dispatch, "ATTACH_HOLD", 3600.0)
     sock = tmp_path / "s.sock"
-    with _service(pipeline, sock) as svc:
+    with running_service(pipeline, sock) as svc:
         with Client(sock, timeout=30) as c:
             assert c.ingest(tenant="acme", user_id="ilse", request_id="gu-1",
                             text="Does the ferry take bicycles?")["ok"]

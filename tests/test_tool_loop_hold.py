@@ -10,36 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from collections.abc import Iterator
 from concurrent import futures
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import running_service
 
 from appliance.client import Client
 from appliance.integrations.channel import SyncChannel
 from appliance.service import dispatch
-
-
-@contextmanager
-def _service(pipeline: Any, sock: Path) -> Iterator[Any]:
-    from appliance.service import Service
-
-    svc = Service(pipeline, pipeline.policies, socket_path=sock)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(svc.start(), loop).result(60)
-    try:
-        yield svc
-    finally:
-        asyncio.run_coroutine_threadsafe(svc.drain(), loop).result(60)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
 
 
 def _loop_call(rid: str, user: str, previous: str) -> dict[str, Any]:
@@ -51,7 +32,7 @@ def test_a_loop_call_is_held_only_while_its_turn_may_still_come(
         pipeline: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dispatch, "ATTACH_HOLD", 3600.0)
     sock = tmp_path / "s.sock"
-    with _service(pipeline, sock), Client(sock, timeout=30) as c:
+    with running_service(pipeline, sock), Client(sock, timeout=30) as c:
         # no turn of hanna waits for its update: an unknown id is refused at once (the
         # code before held every such call: no reply within the client's timeout)
         alone = c.request(_loop_call("hd-a", "hanna", "resp_never_given"))
@@ -94,7 +75,7 @@ def test_a_held_loop_call_does_not_delay_the_other_calls_of_its_proxy_worker(
 
     monkeypatch.setattr(dispatch, "ATTACH_HOLD", 3600.0)
     sock = tmp_path / "s.sock"
-    with _service(pipeline, sock) as svc:
+    with running_service(pipeline, sock) as svc:
         with Client(sock, timeout=30) as c:  # another worker registered ilse's turn
             turn = c.ingest(tenant="acme", user_id="ilse", request_id="hl-1",
                             text="Which platform does the night train leave from?")
@@ -139,7 +120,7 @@ def test_a_held_loop_call_does_not_delay_the_other_threads_of_an_sdk_gateway(
     old code had every other thread wait for the held call's connection, then give up."""
     monkeypatch.setattr(dispatch, "ATTACH_HOLD", 3600.0)
     sock = tmp_path / "s.sock"
-    with _service(pipeline, sock) as svc:
+    with running_service(pipeline, sock) as svc:
         channel = SyncChannel(sock, timeout=10.0, log=logging.getLogger("semtrace.test"))
         turn = channel.send({"v": 1, "op": "ingest", "tenant": "acme", "user_id": "ilse",
                              "request_id": "hs-1", "text": "Is the night train on time?"})
@@ -179,7 +160,7 @@ def test_a_loop_call_held_past_the_gateways_timeout_pauses_no_other_call(
     monkeypatch.setattr(dispatch, "ATTACH_HOLD", 3600.0)
     caplog.set_level(logging.INFO, logger="semtrace")
     sock = tmp_path / "s.sock"
-    with _service(pipeline, sock):
+    with running_service(pipeline, sock):
         with Client(sock, timeout=30) as c:  # another worker registered ilse's turn
             turn = c.ingest(tenant="acme", user_id="ilse", request_id="ht-1",
                             text="Does the night train have a dining car?")
