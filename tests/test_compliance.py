@@ -215,6 +215,9 @@ def test_reveal_needs_the_compliance_credential_and_is_audited(tmp_path: Path,
     log = json.loads(run_cli("audit", "log", "--json", *args).stdout)
     events = [e["event"] for e in log]
     assert events.count("reveal_denied") == 3 and events.count("reveal") == 1
+    # each names the role it acted as: the policy's default (analyst) when none was named
+    assert [e["details"]["role"] for e in sorted(log, key=lambda e: e["seq"])
+            if e["event"].startswith("reveal")] == ["analyst", *["compliance"] * 3]
     # each names the record's tenant, so a tenant-bound view keeps it after a shred
     assert {e["details"]["tenant"] for e in log if e["event"].startswith("reveal")} == {
         record["tenant"]}

@@ -138,6 +138,7 @@ def reveal(record_id: int, data_dir: Path | None, passphrase_file: Path | None,
     with _opened(data_dir, passphrase_file, key_file) as rt:
         log = _audit(rt)
         tenant = rt.store.record_tenant(record_id)
+        acting = role or rt.policies.access.default_role  # as audited: the role it acted as
         try:
             name = require(rt.policies.access, role, "reveal")
             bound = bound_tenants(rt.policies.access, name)
@@ -153,7 +154,7 @@ def reveal(record_id: int, data_dir: Path | None, passphrase_file: Path | None,
                 compliance_passphrase_file))
         except SemtraceError as exc:
             log.append("reveal_denied", {"record": record_id, "tenant": tenant,
-                                         "role": role or "default", "why": type(exc).__name__})
+                                         "role": acting, "why": type(exc).__name__})
             raise
         user = rt.store.record_user(record_id)
         if tenant is not None and user is not None and _names_pseudonym(
@@ -161,7 +162,7 @@ def reveal(record_id: int, data_dir: Path | None, passphrase_file: Path | None,
             raise InputError("--reason must not hold the user id or an e-mail address: the "
                              "audit log keeps it for good; give a ticket number instead.")
         pairs = rt.store.reveal(record_id, opener)
-        log.append("reveal", {"record": record_id, "tenant": tenant, "role": role,
+        log.append("reveal", {"record": record_id, "tenant": tenant, "role": acting,
                               "reason": reason, "found": pairs is not None})
         if pairs is None:
             raise SemtraceError(_nothing_to_reveal(rt, record_id, tenant))
