@@ -134,8 +134,11 @@ def test_replay_refuses_a_data_dir_a_service_holds(
         held = run_cli("replay", str(src), "--out", str(tmp_path / "o.jsonl"), *common)
     finally:
         lock.release()
-    assert held.returncode != 0 and "already running" in held.stderr
-    assert "Traceback" not in held.stderr
+    # and what to do instead: it said only 'Another semtrace service is already running'
+    assert held.returncode != 0 and "is running on this data dir" in held.stderr
+    assert "stop it first, or send the prompts to the running service with `semtrace " \
+        "send`" in held.stderr and "Nothing was stored." in held.stderr
+    assert "Traceback" not in held.stderr and len(held.stderr.strip().splitlines()) == 1
     assert json.loads(run_cli("threads", "list", "--json", *common).stdout) == []
 
 
@@ -341,3 +344,4 @@ def test_a_replay_run_off_a_terminal_reports_its_progress_in_lines(tmp_path: Pat
     assert bad.returncode != 0 and not (tmp_path / "c.jsonl").exists()
     assert bad.stderr.strip().splitlines() == [
         "semtrace: SEMTRACE_PROGRESS_INTERVAL_S must be a number of seconds, 0 or more."]
+

@@ -22,7 +22,7 @@ from appliance.cli import (
     output_path,
     progress_bar,
 )
-from appliance.errors import InputError
+from appliance.errors import InputError, SemtraceError
 from appliance.keys import Keyring
 from appliance.runtime import (
     Runtime,
@@ -60,7 +60,16 @@ def _replay_runtime(data_dir: Path | None, passphrase_file: Path | None,
     if not is_initialised(data_dir):
         init_data_dir(data_dir, cred)
     lock = DataDirLock(data_dir)  # a running service (or another replay) owns the dir
-    lock.acquire()
+    try:
+        lock.acquire()
+    except SemtraceError as exc:
+        if "already running" not in str(exc):
+            raise
+        raise SemtraceError("A semtrace service (or another replay) is running on this data "
+                            "dir, and replay writes the store itself: stop it first, or send "
+                            "the prompts to the running service with `semtrace send` (one "
+                            "ingest request a line, docs/protocol.md). Nothing was stored."
+                            ) from None
     try:
         rt = open_runtime(data_dir, cred)
         try:
