@@ -430,6 +430,28 @@ def test_report_key_writes_a_signed_report_and_audits_it(runtime: Any, replayed:
     assert audit_entries(runtime.store, events=("report",), last=1)[0].details["via"] == "tui"
 
 
+def test_the_report_dialog_of_a_one_tenant_session_says_the_report_covers_every_tenant(
+        runtime: Any, replayed: Any) -> None:
+    """The signed report is the store's, every tenant's, even from a `--tenant` view: the
+    dialog says so before anything is written (written for acme alone, it would not be)."""
+    said: dict[str | None, str] = {}
+
+    for tenant in ("acme", None):
+        async def scenario(pilot: Any, tenant: str | None = tenant) -> None:
+            await pilot.press("R")
+            await settle(pilot)
+            await pilot.press("g")
+            await pilot.pause()
+            said[tenant] = str(pilot.app.screen.query_one("#report-scope").render())
+            await pilot.press("escape")
+            await settle(pilot)
+
+        run(app_for(runtime, role="compliance", tenant=tenant), scenario)
+    assert said["acme"].startswith("It covers every tenant of the store, not only acme shown "
+                                   "here. This adds a 'report' entry")
+    assert said[None].startswith("It covers every tenant of the store. This adds")
+
+
 def test_tui_refuses_a_wrong_passphrase_and_a_missing_dir_in_one_sentence(
         runtime: Any, tmp_path: Path) -> None:
     from test_spine import run_cli

@@ -84,15 +84,20 @@ class ReportDialog(ModalScreen[Path | None]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, default: Path) -> None:
+    def __init__(self, default: Path, shown_tenant: str | None = None) -> None:
+        """`shown_tenant`: the one tenant this session shows; the report covers them all."""
         super().__init__()
         self.default = default
+        self.shown_tenant = shown_tenant
 
     def compose(self) -> ComposeResult:
+        scope = "It covers every tenant of the store" + (
+            f", not only {self.shown_tenant} shown here" if self.shown_tenant else "")
         with Vertical(id="dialog"):
             yield Label("Write the signed retention report (Markdown) to:")
             yield Input(str(self.default), id="report-path")
-            yield Label("This adds a 'report' entry to the audit log.", classes="note")
+            yield Label(Text(f"{scope}. This adds a 'report' entry to the audit log."),
+                        classes="note", id="report-scope")
             with Horizontal(id="dialog-buttons"):
                 yield Button("Write report", id="write", variant="primary")
                 yield Button("Cancel", id="cancel")
@@ -188,7 +193,8 @@ class RetentionScreen(Screen[None]):
     def action_report(self) -> None:
         ctx = context(self)
         name = f"semtrace-retention-report-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.md"
-        self.app.push_screen(ReportDialog(ctx.report_dir / name), self._report_to)
+        self.app.push_screen(ReportDialog(ctx.report_dir / name, ctx.reader.tenant),
+                             self._report_to)
 
     def _report_to(self, out: Path | None) -> None:
         if out is None:
