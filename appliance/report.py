@@ -140,7 +140,7 @@ def _holds(settings: RetentionSettings,
            pseudonym: Callable[[str, str], str] | None) -> list[dict[str, Any]]:
     """The legal holds as the report states them: a held user by pseudonym, as the audit
     entries name users (the policy file's raw user id stays out of the report)."""
-    return [{"tenant": h.tenant, "reason": h.reason,
+    return [{"tenant": h.tenant, "reason": h.stated_reason,
              "user": h.pseudonym if h.pseudonym is not None else None if h.user_id is None
              else pseudonym(h.tenant, h.user_id) if pseudonym else "(one user)"}
             for h in settings.legal_holds]

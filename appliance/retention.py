@@ -105,7 +105,7 @@ def idle_holds(store: Store, settings: RetentionSettings, keyring: Keyring, *,
         params = [h.tenant] + ([user] if user else [])
         if store.db.execute(sql + (" AND user=?" if user else "") + " LIMIT 1",
                             params).fetchone() is None:
-            idle.append(IdleHold(i, h.tenant, user, h.reason))
+            idle.append(IdleHold(i, h.tenant, user, h.stated_reason))
     return idle
 
 

@@ -216,3 +216,53 @@ def test_the_retention_screen_shows_who_an_erasure_erased_within_its_column(
         assert shown.startswith(f"tenant=globex, user={bob}"), shown
 
     run(app_for(runtime, role="compliance"), scenario)
+
+
+def test_a_hold_reason_naming_its_user_or_an_address_is_withheld_and_said(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """A reason written 'litigation hold for Alice' or with counsel's e-mail address would
+    stay in every signed report for good: the report and the idle-hold warning state it as
+    withheld, and `serve --check` and `doctor` tell the officer to reword it, quoting
+    nothing."""
+    from appliance.config import policy_dir
+    from appliance.report import check_report
+
+    pdir = tmp_path / "policies"
+    shutil.copytree(policy_dir(), pdir)
+    text = (pdir / "retention.toml").read_text()
+    (pdir / "retention.toml").write_text(text.replace("legal_holds = []", (
+        'legal_holds = [{ tenant = "acme", user_id = "alice", reason = "litigation hold for '
+        'Alice" }, { tenant = "acme", reason = "case 7" }, { tenant = "initech", reason = '
+        '"asked by counsel.quill@example.org" }]')))
+    env = {"SEMTRACE_POLICY_DIR": str(pdir)}
+    args = ["--data-dir", str(tmp_path / "data"), "--passphrase-file", str(passphrase_file)]
+    assert run_cli("init", *args).returncode == 0
+    src = write_stream(tmp_path / "in.jsonl", [
+        {"tenant": "acme", "user_id": "alice", "ts": "2026-03-02T09:00:00Z",
+         "text": "How do I renew the TLS certificate on the mail server?"}])
+    assert run_cli("replay", str(src), "--out", str(tmp_path / "o.jsonl"), *args,
+                   env=env).returncode == 0
+
+    def leaks(said: str) -> bool:
+        return "alice" in said.lower() or "quill" in said
+
+    run = run_cli("retention", "run", "--json", *args, env=env)
+    assert run.returncode == 0, run.stderr
+    assert "legal hold 3 of retention.toml (tenant initech, reason '(withheld: it names the " \
+        "held user or an e-mail address)') matches no stored data" in run.stderr
+    assert not leaks(run.stdout + run.stderr)
+    out = tmp_path / "report.md"
+    made = run_cli("audit", "retention", "--out", str(out), *args, env=env)
+    assert made.returncode == 0, made.stderr
+    report = out.read_text()
+    assert check_report(report).ok and not leaks(report) and "case 7" in report
+    assert len([line for line in report.splitlines() if line.startswith("- ") and
+                "(withheld: it names the held user or an e-mail address)" in line]) == 2
+    check = run_cli("serve", "--check", *args, env=env)
+    assert check.returncode == 0, check.stderr
+    said = [w for w in json.loads(check.stdout)["warnings"] if "Legal hold" in w]
+    assert [w.split(" gives")[0] for w in said] == ["Legal hold 1 of retention.toml",
+                                                   "Legal hold 3 of retention.toml"]
+    assert "reword it" in said[0] and not leaks(check.stdout + check.stderr)
+    doctor = run_cli("doctor", "--json", "--data-dir", str(tmp_path / "data"), env=env)
+    assert [w for w in json.loads(doctor.stdout)["warnings"] if "Legal hold" in w] == said

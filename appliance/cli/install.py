@@ -197,13 +197,14 @@ def _problems(data_dir: Path, *, given: bool = True) -> list[str]:
 
 def _warnings() -> list[str]:
     """What the policies do that they do not say (a policy that fails to load is a problem)."""
-    from appliance.config import RedactionSettings, load_policy
+    from appliance.config import RedactionSettings, RetentionSettings, load_policy
     from appliance.errors import SemtraceError
 
-    try:
-        said = load_policy("redaction", RedactionSettings).warnings()
-    except SemtraceError:
-        said = []
+    said: list[str] = []
+    with contextlib.suppress(SemtraceError):
+        said += load_policy("redaction", RedactionSettings).warnings()
+    with contextlib.suppress(SemtraceError):
+        said += load_policy("retention", RetentionSettings).warnings()
     return said + _metrics_warnings()
 
 

@@ -76,6 +76,7 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     directory = data_dir or default_data_dir()
     policies = load_policies()
     warnings = policies.redaction.warnings()
+    hold_warnings = policies.retention.warnings()  # said by --check and doctor, never quoted
     settings = telemetry_settings(policies.telemetry, metrics_listen, otlp_endpoint,
                                   metrics_group=metrics_group)
     if settings.metrics.listen:  # one sentence now, not after the models load
@@ -125,6 +126,9 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         for warning in warnings:
             logging.getLogger("semtrace.redact").warning(
                 "%s", warning, extra={"event": "redaction_policy"})
+        for warning in hold_warnings:
+            logging.getLogger("semtrace.retention").warning(
+                "%s", warning, extra={"event": "retention_policy"})
         if plain_bus_warning:
             logging.getLogger("semtrace.cluster").warning("%s", plain_bus_warning, extra={
                 "event": "plain_bus" if cluster.security.plain_bus else "accept_plain"})
@@ -132,7 +136,8 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
             f"Configuration OK; at start serve will {', '.join(at_start)}.")
         emit_json({"ok": True, "data_dir": str(directory), "message": message,
                    "at_start": at_start,
-                   "warnings": [*warnings, *filter(None, [plain_bus_warning])]})
+                   "warnings": [*warnings, *hold_warnings,
+                                *filter(None, [plain_bus_warning])]})
         return
     rt = open_runtime(directory, credential(passphrase_file, key_file), policies=policies)
     if note := rt.migration_note():  # an upgrade: what it changed, in the service's log

@@ -14,6 +14,10 @@ MAX_DAYS = 36_500
 # A user's pseudonym as Semtrace prints it (audit entries, reports, `threads --json`):
 # `Keyring.pseudonym`, "u_" and 20 lowercase hex digits.
 PSEUDONYM = re.compile(r"u_[0-9a-f]{20}")
+# An e-mail address, as an audited reason must not hold one (`cli/compliance.py`).
+EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@]+")
+# How reports and warnings state a hold's reason that names a person (never its text).
+WITHHELD_REASON = "(withheld: it names the held user or an e-mail address)"
 
 
 class RetentionClass(Strict):
@@ -49,6 +53,19 @@ class LegalHold(Strict):
                              "lowercase hex digits, as audit entries and reports name users)")
         return value
 
+    @property
+    def names_person(self) -> bool:
+        """Whether the reason holds an e-mail address or the hold's own user id (3
+        characters or more), which a signed report would keep for good."""
+        user = (self.user_id or "").strip().lower()
+        return EMAIL.search(self.reason) is not None or (
+            len(user) >= 3 and user in self.reason.lower())
+
+    @property
+    def stated_reason(self) -> str:
+        """The reason as reports and warnings state it."""
+        return WITHHELD_REASON if self.names_person else self.reason
+
     @model_validator(mode="after")
     def _one_user(self) -> LegalHold:
         if self.user_id is not None and self.pseudonym is not None:
@@ -62,6 +79,13 @@ class RetentionSettings(Strict):
     tenants: dict[str, RetentionClass] = {}
     legal_holds: list[LegalHold] = []
     schedule_cron: str = "17 * * * *"
+
+    def warnings(self) -> list[str]:
+        """What these settings do that they do not say: a hold's reason the reports withhold."""
+        return [f"Legal hold {i + 1} of retention.toml gives a reason that names its user or "
+                "an e-mail address: the signed retention report states it as withheld "
+                "(reword it, e.g. with a ticket number, for the report to show it)."
+                for i, h in enumerate(self.legal_holds) if h.names_person]
 
     @field_validator("schedule_cron")
     @classmethod
