@@ -73,10 +73,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def nats_server(tmp: Path, extra: str = "") -> Iterator[str]:
+def nats_server(tmp: Path, extra: str = "", *, jetstream: bool = True) -> Iterator[str]:
     """A nats-server with JetStream and the partition mappings on a loopback port.
 
-    `extra`: more of its configuration (e.g. an authorization block)."""
+    `extra`: more of its configuration (e.g. an authorization block); `jetstream=False`:
+    a server without JetStream."""
     binary = _nats_binary()
     if binary is None:
         pytest.skip("nats-server is not installed and `make test` could not install it "
@@ -86,8 +87,8 @@ def nats_server(tmp: Path, extra: str = "") -> Iterator[str]:
     tmp.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     conf = tmp / "nats.conf"
-    conf.write_text(f"listen: 127.0.0.1:{port}\njetstream {{ store_dir: {tmp / 'js'} }}\n"
-                    + server_mappings(PARTITIONS) + extra)
+    js = f"jetstream {{ store_dir: {tmp / 'js'} }}\n" if jetstream else ""
+    conf.write_text(f"listen: 127.0.0.1:{port}\n{js}" + server_mappings(PARTITIONS) + extra)
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=(tmp / "nats.log").open("wb"))
     deadline = time.monotonic() + 30

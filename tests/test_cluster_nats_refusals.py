@@ -5,40 +5,11 @@ JetStream API (its requests go unanswered)."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-from test_cluster import _free_port, _nats_binary
+from test_cluster import nats_server
 from test_spine import run_cli
-
-
-@contextmanager
-def _server(tmp: Path, conf: str) -> Iterator[str]:
-    binary = _nats_binary()
-    if binary is None:
-        pytest.skip("nats-server is not installed")
-    port = _free_port()
-    (tmp / "nats.conf").write_text(f"listen: 127.0.0.1:{port}\n{conf}")
-    proc = subprocess.Popen([binary, "-c", str(tmp / "nats.conf")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.1)
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def _policies(tmp: Path, url: str, security: str) -> dict[str, str]:
@@ -62,7 +33,7 @@ def _one_sentence(out: subprocess.CompletedProcess[str], start: str) -> None:
 
 
 def test_cluster_status_on_a_nats_server_without_jetstream_says_so(tmp_path: Path) -> None:
-    with _server(tmp_path, "") as url:
+    with nats_server(tmp_path / "nats", jetstream=False) as url:
         env = _policies(tmp_path, url, "")
         for extra in ((), ("--json",), ("--tenant", "acme")):
             out = run_cli("cluster", "status", *extra, env=env)
@@ -75,11 +46,10 @@ def test_cluster_status_for_a_nats_user_denied_the_jetstream_api_says_so(
     password = tmp_path / "node.password"
     password.write_text("n4rrow-s3cret\n")
     password.chmod(0o600)
-    auth = (f"jetstream {{ store_dir: {tmp_path / 'js'} }}\n"
-            'authorization { users = [ { user: narrow, password: "n4rrow-s3cret", '
+    auth = ('authorization { users = [ { user: narrow, password: "n4rrow-s3cret", '
             'permissions: { publish: { allow: ["semtrace.>", "_INBOX.>"] }, '
             'subscribe: { allow: ["_INBOX.>"] } } } ] }\n')
-    with _server(tmp_path, auth) as url:
+    with nats_server(tmp_path / "nats", auth) as url:
         env = _policies(tmp_path, url, f'user = "narrow"\npassword_file = "{password}"\n')
         out = run_cli("cluster", "status", env=env)
     _one_sentence(out, "NATS did not answer in time (TimeoutError): the server is overloaded "

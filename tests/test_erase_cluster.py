@@ -287,35 +287,12 @@ def test_erase_on_a_nats_server_without_jetstream_is_refused_in_one_sentence(
         tmp_path: Path) -> None:
     """A nats-server without JetStream answers no JetStream request: `erase` cannot learn
     where the tenant lives, refuses in one sentence and erases nothing."""
-    import socket
-
-    from test_cluster import _free_port, _nats_binary
-
-    binary = _nats_binary()
-    if binary is None:
-        pytest.skip("nats-server is not installed")
-    port = _free_port()
-    conf = tmp_path / "nats.conf"
-    conf.write_text(f"listen: 127.0.0.1:{port}\n")  # no jetstream block
-    nats = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and nats.poll() is None
-                time.sleep(0.1)
-        key = tmp_path / "cluster.key"
-        assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
-                       str(key)).returncode == 0
-        b = Node(tmp_path, "b", f"nats://127.0.0.1:{port}", key, "2-3", bus_key=None)
+    key = tmp_path / "cluster.key"
+    assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
+                   str(key)).returncode == 0
+    with nats_server(tmp_path / "nats", jetstream=False) as url:
+        b = Node(tmp_path, "b", url, key, "2-3", bus_key=None)
         out = run_cli(*_erase(b, "ulla"), env=b.env)
-    finally:
-        nats.terminate()
-        nats.wait(timeout=30)
     assert out.returncode == 1, out.stdout + out.stderr
     assert out.stderr.startswith(f"semtrace: NATS at {b.url} did not answer its JetStream API (")
     assert (f"is JetStream enabled there, and may this node's NATS user publish to $JS.API.>?), "
