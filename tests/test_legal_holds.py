@@ -19,14 +19,16 @@ HOLDS = ('legal_holds = [{ tenant = "acme", user_id = "alice", reason = "case 7"
          '{ tenant = "initech", reason = "case 9" }]')
 
 
-def test_a_retention_run_names_the_legal_holds_that_match_no_stored_data(
-        tmp_path: Path, passphrase_file: Path) -> None:
+def _store_with_holds(tmp_path: Path, passphrase_file: Path,
+                      holds: str) -> tuple[list[str], dict[str, str]]:
+    """A store where alice wrote once in acme, under a policy dir whose retention.toml has
+    `holds` (its `legal_holds = [...]` line): the CLI's data-dir arguments and env."""
     from appliance.config import policy_dir
 
     pdir = tmp_path / "policies"
     shutil.copytree(policy_dir(), pdir)
     text = (pdir / "retention.toml").read_text()
-    (pdir / "retention.toml").write_text(text.replace("legal_holds = []", HOLDS))
+    (pdir / "retention.toml").write_text(text.replace("legal_holds = []", holds))
     env = {"SEMTRACE_POLICY_DIR": str(pdir)}
     args = ["--data-dir", str(tmp_path / "data"), "--passphrase-file", str(passphrase_file)]
     assert run_cli("init", *args).returncode == 0
@@ -35,6 +37,12 @@ def test_a_retention_run_names_the_legal_holds_that_match_no_stored_data(
          "text": "How do I renew the TLS certificate on the mail server?"}])
     assert run_cli("replay", str(src), "--out", str(tmp_path / "o.jsonl"), *args,
                    env=env).returncode == 0
+    return args, env
+
+
+def test_a_retention_run_names_the_legal_holds_that_match_no_stored_data(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    args, env = _store_with_holds(tmp_path, passphrase_file, HOLDS)
     out = run_cli("retention", "run", "--json", *args, env=env)
     assert out.returncode == 0, out.stderr
     idle = json.loads(out.stdout)["idle_holds"]
@@ -224,24 +232,12 @@ def test_a_hold_reason_naming_its_user_or_an_address_is_withheld_and_said(
     stay in every signed report for good: the report and the idle-hold warning state it as
     withheld, and `serve --check` and `doctor` tell the officer to reword it, quoting
     nothing."""
-    from appliance.config import policy_dir
     from appliance.report import check_report
 
-    pdir = tmp_path / "policies"
-    shutil.copytree(policy_dir(), pdir)
-    text = (pdir / "retention.toml").read_text()
-    (pdir / "retention.toml").write_text(text.replace("legal_holds = []", (
+    args, env = _store_with_holds(tmp_path, passphrase_file, (
         'legal_holds = [{ tenant = "acme", user_id = "alice", reason = "litigation hold for '
         'Alice" }, { tenant = "acme", reason = "case 7" }, { tenant = "initech", reason = '
-        '"asked by counsel.quill@example.org" }]')))
-    env = {"SEMTRACE_POLICY_DIR": str(pdir)}
-    args = ["--data-dir", str(tmp_path / "data"), "--passphrase-file", str(passphrase_file)]
-    assert run_cli("init", *args).returncode == 0
-    src = write_stream(tmp_path / "in.jsonl", [
-        {"tenant": "acme", "user_id": "alice", "ts": "2026-03-02T09:00:00Z",
-         "text": "How do I renew the TLS certificate on the mail server?"}])
-    assert run_cli("replay", str(src), "--out", str(tmp_path / "o.jsonl"), *args,
-                   env=env).returncode == 0
+        '"asked by counsel.quill@example.org" }]'))
 
     def leaks(said: str) -> bool:
         return "alice" in said.lower() or "quill" in said
