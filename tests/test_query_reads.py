@@ -235,6 +235,8 @@ def test_without_a_passphrase_the_cli_asks_the_data_dirs_query_socket(
              "--json")
     assert ok.exit_code == 0, ok.output
     assert {t["tenant"] for t in json.loads(ok.output)} == {"acme"}
+    # a list reads no turns: no "records" field, which was always [] beside turns >= 1
+    assert all("records" not in t and t["turns"] >= 1 for t in json.loads(ok.output))
     assert_no_plaintext(ok.output.encode())
     # the same table as the operator's, who opens the store with the key
     text = cli("threads", "list", "--data-dir", str(data_dir), "--role", "analyst-acme")

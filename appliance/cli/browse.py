@@ -96,8 +96,10 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
                    f"(--limit, at most {LIST_MAX:,}; --tenant, --user or --topic narrow "
                    "the list).", err=True)
         rows = rows[:limit]
-    if as_json:  # each thread with the currency of its cost, as the text's header says
-        emit_json([{**jsonable(t), "currency": currency} for t in rows])
+    if as_json:  # each thread with the currency of its cost, as the text's header says;
+        # no "records": a list reads none (it was always [], read as "no turns"): show has
+        emit_json([{**{k: v for k, v in jsonable(t).items() if k != "records"},
+                    "currency": currency} for t in rows])
         return
     cost = f"cost {currency}"
     # listed by last activity: shown, so that the order reads (it looked unsorted by start)
