@@ -91,6 +91,11 @@ def test_search_over_the_socket_stays_inside_the_roles_tenant(served: dict[str, 
     assert len(hits) == 3 and {h["tenant"] for h in hits} == {"acme"}
     assert all("<EMAIL_ADDRESS" in h["text"] for h in hits)
     assert_no_plaintext(ok.output.encode())
+    # an age, as the TUI's since: takes one, is sent as the time it names
+    for age, want in (("9999d", hits), ("1d", [])):
+        aged = cli("search", "VPN guide", "--socket", sock, "--role", "analyst-acme", "--json",
+                   "--since", age)
+        assert aged.exit_code == 0 and json.loads(aged.output) == want, aged.output
     one = cli("search", "VPN guide", "--socket", sock, "--role", "analyst-acme",
               "--tenant", "acme", "--user", RAW_USERS[1], "--json")
     assert {h["user"] for h in json.loads(one.output)} == {

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -448,6 +449,10 @@ def test_search_is_scoped_by_user_time_and_policy(filled: Any, cli_runner: Any, 
                              (T0 + timedelta(hours=3)).isoformat()).output)
     assert len(late) == 12 and len({h["user"] for h in late}) == 3  # users 3, 4 and 5
     assert min(h["ts"] for h in late) == "2026-03-02T12:00:00Z"
+    # the same from an age (the minutes since 12:00, rounded up), as the TUI's since: takes
+    ago = math.ceil((datetime.now(UTC) - (T0 + timedelta(hours=3))).total_seconds() / 60)
+    assert json.loads(search(cli_runner, common, "--tenant", "acme", "-k", "50", "--since",
+                             f"{ago}m").output) == late
     assert search(cli_runner, common, "--role", "operator").exit_code != 0
     blank = search(cli_runner, common, "--tenant", "")
     assert "must not be blank" in str(blank.exception) and blank.exception.exit_code == 2

@@ -6,6 +6,7 @@ or key is given), else opens the store read-only; the role decides what it sees.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from appliance.cli import (
     query_socket_option,
     role_option,
 )
-from appliance.errors import InputError, SemtraceError
+from appliance.errors import InputError
 from appliance.records import Record, Thread, jsonable
 from appliance.titles import shorten
 
@@ -187,7 +188,9 @@ def turn_line(r: Record) -> str:
 @role_option
 @click.option("--tenant", default=None, help="Only this tenant.")
 @click.option("--user", default=None, help="Only this user id (needs --tenant).")
-@click.option("--since", default=None, help="Only prompts from this ISO date or time on.")
+@click.option("--since", default=None,
+              help="Only prompts from this ISO date or time on, or from an age ago: 30m, "
+                   "24h, 7d (as the TUI's since:).")
 @click.option("-k", "--limit", type=click.IntRange(1, 1000), default=10, show_default=True)
 @query_socket_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of hits.")
@@ -200,21 +203,23 @@ def search(text: str, data_dir: Path | None, passphrase_file: Path | None,
     tenants whose privacy policy allows cross-user search (or for auditors).
     Exact below a size threshold, usearch HNSW above it.
     """
-    from appliance.ingest import parse_ts
     from appliance.reads import run_search, search_skipped
     from appliance.roles import require
+    from appliance.tui.filters import FilterError, parse_time
 
     if not text.strip():
         raise InputError("The search text is empty.")
     not_blank(tenant=tenant, user=user)
     try:
-        start = parse_ts(since) if since is not None else None
-    except SemtraceError:
-        raise InputError("--since must be an ISO-8601 date or time, e.g. 2024-03-04.") from None
+        start = parse_time(since, datetime.now(UTC)) if since is not None else None
+    except FilterError:
+        raise InputError("--since must be an ISO-8601 date or time (e.g. 2024-03-04) or an "
+                         "age such as 30m, 24h, 7d.") from None
     socket_path = query_socket(socket_path, data_dir, passphrase_file, key_file)
-    if socket_path is not None:
+    if socket_path is not None:  # an age is sent as the time it names
         reply = ask(socket_path, {"op": "search", "role": role, "text": text, "tenant": tenant,
-                                  "user": user, "since": since, "limit": limit})
+                                  "user": user, "since": start and start.isoformat(),
+                                  "limit": limit})
         hits: list[dict[str, Any]] = reply["hits"]
         skipped = reply.get("skipped", [])  # a service of an earlier version does not say
     else:
