@@ -449,8 +449,10 @@ def test_search_is_scoped_by_user_time_and_policy(filled: Any, cli_runner: Any, 
                              (T0 + timedelta(hours=3)).isoformat()).output)
     assert len(late) == 12 and len({h["user"] for h in late}) == 3  # users 3, 4 and 5
     assert min(h["ts"] for h in late) == "2026-03-02T12:00:00Z"
-    # the same from an age (the minutes since 12:00, rounded up), as the TUI's since: takes
-    ago = math.ceil((datetime.now(UTC) - (T0 + timedelta(hours=3))).total_seconds() / 60)
+    # the same from an age, as the TUI's since: takes one: the minutes since 12:00, rounded
+    # up, and one more, so that the command's own clock, a little later, cannot pass 12:00
+    # (the prompts before 12:00 are at 11:00-11:21)
+    ago = math.ceil((datetime.now(UTC) - (T0 + timedelta(hours=3))).total_seconds() / 60) + 1
     assert json.loads(search(cli_runner, common, "--tenant", "acme", "-k", "50", "--since",
                              f"{ago}m").output) == late
     assert search(cli_runner, common, "--role", "operator").exit_code != 0
