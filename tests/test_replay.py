@@ -118,6 +118,13 @@ def test_demo_prints_threads() -> None:
     assert heads and unnamed
     assert (f"{len(unnamed)} of the {len(heads)} threads show no topic: a topic is named only "
             "once at least 5 people share it") in result.stdout
+    # a thread's first turn continues nothing: its similarity is the closest turn's, not
+    # taken, called best= as threads show and the TUI call it, never sim=
+    turns = [line.split() for line in result.stdout.splitlines() if line.startswith("   ")]
+    lasagna = next(t for t in turns if "lasagna." in t)
+    assert lasagna[2] == "new" and lasagna[4].startswith("best=")
+    assert not [t for t in turns if t[2] == "new" and any(w.startswith("sim=") for w in t)]
+    assert [t for t in turns if t[2] == "continuation" and t[4].startswith("sim=")]
 
 
 def test_replay_refuses_a_data_dir_a_service_holds(

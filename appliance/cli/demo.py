@@ -106,7 +106,10 @@ def _print_threads(found: list[Thread], as_json: bool, k_min_users: int) -> None
         topic = f"  topic: {t.topic_label}" if t.topic_label else ""
         click.echo(f"{t.thread_id}  {t.tenant}/{t.user}  {t.turns} turn(s){topic}")
         for r in t.records:
-            sim = "" if r.similarity is None else f" sim={r.similarity:.2f}"
+            # a turn without a parent: its closest earlier turn's, not taken (as threads
+            # show and the TUI say it: best=), never read as what it continues
+            label = "sim" if r.parent_id is not None else "best"
+            sim = "" if r.similarity is None else f" {label}={r.similarity:.2f}"
             intent = r.intent or ""
             click.echo(f"   {r.ts:%a %H:%M} {r.position:<12} {intent:<24}{sim:<10} {r.text}")
         click.echo("")
