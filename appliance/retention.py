@@ -46,6 +46,17 @@ class Due:
     # deleted)
     data_class: str
 
+    @property
+    def data(self) -> str:
+        """The class of data it holds, as the reports name it: "prompts" (the records, their
+        vectors and entity digests) or "vault" (originals kept for reveal)."""
+        return self.bucket.kind if self.data_class == "prompts" else "vault"
+
+    def as_json(self) -> dict[str, Any]:
+        b = self.bucket
+        return {"bucket": b.bucket_id, "tenant": b.tenant, "user": b.user, "day": b.day,
+                "class": self.data}
+
 
 @dataclass
 class RunReport:
@@ -57,6 +68,9 @@ class RunReport:
     vault_cleared: int = 0
     finished_interrupted: int = 0
     held: list[tuple[str, str, str]] = field(default_factory=list)
+    # the same buckets with the class of data each holds (a day's prompts and its vault
+    # originals are two buckets of one (tenant, user, day))
+    held_buckets: list[dict[str, Any]] = field(default_factory=list)
     topics_expired: int = 0
     releases_expired: int = 0
     buckets_anonymised: int = 0
@@ -120,10 +134,10 @@ def _expired(day: str, days: float, now: datetime) -> bool:
 
 
 def plan(buckets: list[Bucket], settings: RetentionSettings, now: datetime,
-         holds: set[tuple[str, str | None]]) -> tuple[list[Due], list[Bucket]]:
+         holds: set[tuple[str, str | None]]) -> tuple[list[Due], list[Due]]:
     """Decide what is due (pure). Returns (due, held back by a legal hold)."""
     due: list[Due] = []
-    held: list[Bucket] = []
+    held: list[Due] = []
     for b in buckets:
         rules = rules_for(settings, b.tenant)
         if b.kind == "vault":  # never kept longer than the prompts they came from
@@ -134,12 +148,8 @@ def plan(buckets: list[Bucket], settings: RetentionSettings, now: datetime,
             vault_due = b.has_vault and _expired(b.day, rules.vault_days, now)
         if not (prompts_due or vault_due):
             continue
-        if is_held(b, holds):
-            held.append(b)
-        elif prompts_due:
-            due.append(Due(b, "prompts"))
-        else:
-            due.append(Due(b, "vault"))
+        (held if is_held(b, holds) else due).append(Due(b, "prompts" if prompts_due
+                                                        else "vault"))
     return due, held
 
 
@@ -321,8 +331,9 @@ def retention_steps(shredder: Shredder, settings: RetentionSettings, keyring: Ke
     for d in due:
         if d.data_class == "vault":
             report.vault_cleared += shredder.clear_legacy_vault(d.bucket, reason="retention")
-    for b in held:
-        report.held.append((b.tenant, b.user, b.day))
+    for h in held:
+        report.held.append((h.bucket.tenant, h.bucket.user, h.bucket.day))
+        report.held_buckets.append(h.as_json())
     report.topics_expired = expire_topics(shredder.store, settings, now)
     report.releases_expired = expire_releases(shredder.store, settings, now)
     report.buckets_anonymised, report.buckets_forgotten = forget_shredded(

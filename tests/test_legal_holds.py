@@ -262,3 +262,49 @@ def test_a_hold_reason_naming_its_user_or_an_address_is_withheld_and_said(
     assert "reword it" in said[0] and not leaks(check.stdout + check.stderr)
     doctor = run_cli("doctor", "--json", "--data-dir", str(tmp_path / "data"), env=env)
     assert [w for w in json.loads(doctor.stdout)["warnings"] if "Legal hold" in w] == said
+
+
+def test_the_buckets_a_hold_keeps_are_named_with_their_class_of_data(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """A day's prompts and its vault originals are two buckets of one (tenant, user, day):
+    `retention run` (dry run and real) says which class each kept bucket holds, in text and
+    in `--json` (`held_buckets`), and keeps `held` as it was."""
+    from appliance.config import policy_dir
+
+    pdir = tmp_path / "policies"
+    shutil.copytree(policy_dir(), pdir)
+    text = (pdir / "retention.toml").read_text()
+    (pdir / "retention.toml").write_text(text.replace(
+        "legal_holds = []", 'legal_holds = [{ tenant = "acme", user_id = "alice", '
+        'reason = "case 7" }]'))
+    env = {"SEMTRACE_POLICY_DIR": str(pdir)}
+    args = ["--data-dir", str(tmp_path / "data"), "--passphrase-file", str(passphrase_file)]
+    officer = tmp_path / "compliance-pw"
+    officer.touch(mode=0o600)
+    officer.write_text("compliance officer secret\n")
+    assert run_cli("init", *args, "--compliance-passphrase-file", str(officer)).returncode == 0
+    src = write_stream(tmp_path / "in.jsonl", [
+        {"tenant": "acme", "user_id": "alice", "ts": "2026-03-02T09:00:00Z",
+         "text": "Please send the invoice to quimby.vexmoor@example.com by Friday."}])
+    assert run_cli("replay", str(src), "--out", str(tmp_path / "o.jsonl"), *args,
+                   env=env).returncode == 0
+    preview = run_cli("retention", "run", "--dry-run", *args, env=env)
+    assert preview.returncode == 0, preview.stderr
+    assert ("2 bucket(s) are kept by a legal hold (1 of prompts, 1 of vault originals). "
+            "Nothing was shredded") in preview.stdout
+    dry = json.loads(run_cli("retention", "run", "--dry-run", "--json", *args, env=env).stdout)
+    ran = run_cli("retention", "run", "--json", *args, env=env)
+    assert ran.returncode == 0, ran.stderr
+    done = json.loads(ran.stdout)
+    for report in (dry, done):
+        (a, b) = report["held"]
+        assert a == b and a[0] == "acme" and a[1].startswith("u_") and a[2] == "2026-03-02"
+        kept = report["held_buckets"]
+        assert sorted(h["class"] for h in kept) == ["prompts", "vault"]
+        assert {(h["tenant"], h["user"], h["day"]) for h in kept} == {tuple(a)}
+        assert len({h["bucket"] for h in kept}) == 2
+    by_class = {h["class"]: h for h in dry["held_buckets"]}
+    assert by_class["prompts"]["records"] == 1 and by_class["vault"]["vault_entries"] >= 1
+    again = run_cli("retention", "run", *args, env=env)
+    assert again.returncode == 0, again.stderr
+    assert "2 bucket(s) on legal hold (1 of prompts, 1 of vault originals)." in again.stdout

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,6 +19,9 @@ from appliance.cli import (
     role_option_as,
 )
 from appliance.cli.compliance import _as_of, _audit, _opened
+
+if TYPE_CHECKING:
+    from appliance.retention import Due
 
 
 @click.group()
@@ -56,8 +60,17 @@ def retention_run(data_dir: Path | None, passphrase_file: Path | None, key_file:
     else:
         click.echo(f"Shredded {report.shredded} bucket(s), {report.records} record(s); cleared "
                    f"{report.vault_cleared} vault entries; {len(report.held)} bucket(s) on "
-                   f"legal hold.")
+                   f"legal hold{_classes(b['class'] for b in report.held_buckets)}.")
     _warn_idle(report.idle_holds)
+
+
+def _classes(classes: Iterable[str]) -> str:
+    """Pure: what the held buckets hold, e.g. ' (2 of prompts, 1 of vault originals)'."""
+    counts = Counter(classes)
+    names = {"prompts": "prompts", "vault": "vault originals"}
+    said = [f"{counts[c]} of {names.get(c, c)}" for c in (*names, *sorted(set(counts) - set(names)))
+            if counts[c]]
+    return f" ({', '.join(said)})" if said else ""
 
 
 def _warn_idle(idle: list[Any]) -> None:
@@ -90,21 +103,26 @@ def _dry_run(data_dir: Path | None, passphrase_file: Path | None, key_file: Path
         rt.close()
     rows: list[dict[str, Any]] = [
         {"bucket": d.bucket.bucket_id, "tenant": d.bucket.tenant, "day": d.bucket.day,
-         "class": d.bucket.kind if d.data_class == "prompts" else "vault",
-         "records": counts.get(d.bucket.bucket_id, 0) if d.data_class == "prompts" else 0,
-         "vault_entries": vault.get(d.bucket.bucket_id, 0)} for d in due]
+         "class": d.data} | _counts(d, counts, vault) for d in due]
     if as_json:
         emit_json({"as_of": now, "dry_run": True, "due": rows,
-                   "held": [(b.tenant, b.user, b.day) for b in held], "idle_holds": idle})
+                   "held": [(h.bucket.tenant, h.bucket.user, h.bucket.day) for h in held],
+                   "held_buckets": [h.as_json() | _counts(h, counts, vault) for h in held],
+                   "idle_holds": idle})
     else:
         tenants = Counter(r["tenant"] for r in rows)
         where = ", ".join(f"{t} {n}" for t, n in sorted(tenants.items())) or "none"
         click.echo(f"As of {now:%Y-%m-%d %H:%M} UTC a run would shred {len(rows)} bucket(s) "
                    f"({where}), {sum(r['records'] for r in rows)} record(s) and "
                    f"{sum(r['vault_entries'] for r in rows)} vault entries; "
-                   f"{len(held)} bucket(s) are kept by a legal hold. Nothing was shredded "
-                   "(--dry-run).")
+                   f"{len(held)} bucket(s) are kept by a legal hold"
+                   f"{_classes(h.data for h in held)}. Nothing was shredded (--dry-run).")
     _warn_idle(idle)
+
+
+def _counts(d: Due, records: dict[int, int], vault: dict[int, int]) -> dict[str, int]:
+    return {"records": records.get(d.bucket.bucket_id, 0) if d.data_class == "prompts" else 0,
+            "vault_entries": vault.get(d.bucket.bucket_id, 0)}
 
 
 COMMANDS = [retention]
