@@ -29,6 +29,27 @@ if [ "$purge" = 1 ] && [ -e "$data_dir" ] && [ ! -f "$data_dir/keyring.json" ] \
     && [ -n "$(ls -A "$data_dir" 2>/dev/null)" ]; then
   die "$data_dir is not a Semtrace data dir (no keyring.json); nothing was removed."
 fi
+# A mistyped folder that does not exist was not refused: the unit went, and the uninstall
+# said it had removed the data dir while the store (its records and keys) stayed on disk.
+unit=/etc/systemd/system/semtrace.service
+if [ "$service" = 1 ] && [ -f "$unit" ]; then
+  was_prefix=$(sed -n 's|^ExecStart=\(/[^ ]*\)/bin/semtrace serve .*|\1|p' "$unit" | head -1)
+  was_data=$(sed -n 's/^ExecStart=.* --data-dir \([^ ]*\).*/\1/p' "$unit" | head -1)
+  if [ -n "$was_prefix" ] && [ "$(realpath -m "$was_prefix")" != "$(realpath -m "$prefix")" ]; then
+    die "the service installed here runs from $was_prefix, not $prefix: give --prefix $was_prefix; nothing was removed."
+  fi
+  if [ "$purge" = 1 ] && [ -n "$was_data" ] \
+      && [ "$(realpath -m "$was_data")" != "$(realpath -m "$data_dir")" ]; then
+    die "the service installed here keeps its data in $was_data, not $data_dir: give --data-dir $was_data to purge it; nothing was removed."
+  fi
+fi
+if [ "$purge" = 1 ] && [ ! -e "$data_dir" ]; then
+  die "there is no data dir $data_dir to purge (a mistyped --data-dir?): give the data dir to remove, or leave out --purge; nothing was removed."
+fi
+if [ ! -e "$prefix" ] && [ "$purge" = 0 ] && ! { [ "$service" = 1 ] && [ -f "$unit" ]; }; then
+  die "there is no Semtrace install in $prefix (a mistyped --prefix?); nothing was removed."
+fi
+had_prefix=0; [ -e "$prefix" ] && had_prefix=1
 metrics_group=""
 if [ "$service" = 1 ] && [ -f /etc/systemd/system/semtrace.service ]; then
   # install.sh --metrics-group made the metrics socket's group (or found it)
@@ -38,11 +59,20 @@ if [ "$service" = 1 ] && [ -f /etc/systemd/system/semtrace.service ]; then
   systemctl daemon-reload 2>/dev/null || true
 fi
 rm -rf "$prefix"
+# each sentence names only what was there: the wrapper left by install.sh goes with the prefix,
+# so the data dir kept is removed later with the bundle's uninstall.sh
+if [ "$had_prefix" = 1 ]; then removed="removed $prefix"; else removed="$prefix held no install"; fi
 if [ "$purge" = 1 ]; then
   rm -rf "$data_dir"
-  echo "uninstall: removed $prefix and the data dir $data_dir."
+  if [ "$had_prefix" = 1 ]; then
+    echo "uninstall: removed $prefix and the data dir $data_dir."
+  else
+    echo "uninstall: removed the data dir $data_dir ($prefix held no install)."
+  fi
+elif [ -e "$data_dir" ]; then
+  echo "uninstall: $removed; the data dir $data_dir was kept (remove it later with the bundle's uninstall.sh --purge --data-dir $data_dir)."
 else
-  echo "uninstall: removed $prefix; the data dir $data_dir was kept (use --purge to remove it)."
+  echo "uninstall: $removed."
 fi
 if [ -e "$etc" ]; then
   echo "uninstall: kept $etc (the passphrase, which opens every backup taken, and the policies); remove it by hand once no backup is needed."

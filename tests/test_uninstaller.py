@@ -145,3 +145,75 @@ def test_uninstall_purge_removes_the_data_dir_and_names_the_config_dir_it_keeps(
     assert not prefix.exists() and not data.exists()
     assert (etc / "passphrase").exists()
     assert f"kept {etc} (the passphrase, which opens every backup taken" in r.stdout
+
+
+def test_a_purge_of_a_data_dir_that_is_not_there_is_refused_and_removes_nothing(
+        tmp_path: Path) -> None:
+    """`uninstall.sh --purge --data-dir /var/lib/semtrac` (a typo) removed the venv and said
+    'removed ... and the data dir /var/lib/semtrac.', while the store (records and their
+    keys) stayed on disk, believed gone. It is now refused before anything is removed; a
+    purge of the real data dir later, the venv gone with its semtrace-uninstall, works."""
+    prefix, _ = stand_in_host(tmp_path, active=False)
+    data = tmp_path / "var-lib-semtrace"
+    data.mkdir()
+    (data / "keyring.json").write_text("{}")
+    typo = tmp_path / "var-lib-semtrac"
+    r = subprocess.run(["bash", str(INSTALLER / "uninstall.sh"), "--prefix", str(prefix),
+                        "--data-dir", str(typo), "--purge", "--no-service"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.strip() == (
+        f"uninstall: there is no data dir {typo} to purge (a mistyped --data-dir?): give the "
+        "data dir to remove, or leave out --purge; nothing was removed.")
+    assert prefix.exists() and (data / "keyring.json").exists() and not r.stdout
+    kept = subprocess.run(["bash", str(INSTALLER / "uninstall.sh"), "--prefix", str(prefix),
+                           "--data-dir", str(data), "--no-service"],
+                          capture_output=True, text=True, timeout=60)
+    assert kept.returncode == 0, kept.stderr
+    assert not prefix.exists() and data.exists()
+    assert f"the bundle's uninstall.sh --purge --data-dir {data}" in kept.stdout
+    later = subprocess.run(["bash", str(INSTALLER / "uninstall.sh"), "--prefix", str(prefix),
+                            "--data-dir", str(data), "--purge", "--no-service"],
+                           capture_output=True, text=True, timeout=60)
+    assert later.returncode == 0, later.stderr
+    assert not data.exists()
+    assert later.stdout.splitlines()[0] == (
+        f"uninstall: removed the data dir {data} ({prefix} held no install).")
+
+
+@needs_mount_namespace
+def test_an_uninstall_given_other_folders_than_the_services_is_refused(srv: Path) -> None:
+    """A mistyped --prefix (a folder that is not there) disabled and removed the service's
+    unit, said 'removed /opt/semtrac' and left the venv; a --purge of another data dir than
+    the one the service keeps (a restored copy beside it, say) removed that one and left
+    the service's. Both are refused, naming the service's folder, before anything is done."""
+    prefix, env = stand_in_host(srv, active=False)
+    data = srv / "data"
+    data.mkdir()
+    (data / "keyring.json").write_text("{}")
+    copy = srv / "data-restored"
+    copy.mkdir()
+    (copy / "keyring.json").write_text("{}")
+    units = srv / "units"
+    units.mkdir()
+    (units / "semtrace.service").write_text(
+        f"[Service]\nExecStart={prefix}/bin/semtrace serve --data-dir {data} --socket "
+        "/run/semtrace/semtrace.sock\n")
+    typo = srv / "opt-typo"
+    r = with_folders_bound({units: "/etc/systemd/system"}, [
+        "bash", str(INSTALLER / "uninstall.sh"), "--prefix", str(typo), "--data-dir",
+        str(data), "--config-dir", str(srv / "etc")], env)
+    assert r.returncode == 1
+    assert r.stderr.strip() == (
+        f"uninstall: the service installed here runs from {prefix}, not {typo}: give "
+        f"--prefix {prefix}; nothing was removed.")
+    r = with_folders_bound({units: "/etc/systemd/system"}, [
+        "bash", str(INSTALLER / "uninstall.sh"), "--prefix", str(prefix), "--data-dir",
+        str(copy), "--config-dir", str(srv / "etc"), "--purge"], env)
+    assert r.returncode == 1
+    assert r.stderr.strip() == (
+        f"uninstall: the service installed here keeps its data in {data}, not {copy}: give "
+        f"--data-dir {data} to purge it; nothing was removed.")
+    assert (units / "semtrace.service").exists() and prefix.exists()
+    assert (data / "keyring.json").exists() and (copy / "keyring.json").exists()
+    assert not (srv / "systemctl.log").exists()
