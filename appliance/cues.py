@@ -243,5 +243,80 @@ def refers_back(text: str) -> bool:
 def clear_cue_caches() -> None:
     """Forget the memoised results of every text seen (after an erasure or a shred)."""
     for f in (cue_names, ack_then_request, keywords, placeholder_types, word_count,
-              unresolved_reference):
+              unresolved_reference, orphan_cues):
         f.cache_clear()
+
+
+# Which follow-up cues still point back when a prompt starts a thread (the `orphaned`
+# label only; the linker's features use `cue_names`). An opener often carries one in a
+# form that does not: "Can you explain how X works?", "...What could be wrong?", "my
+# brother will be there as well", "How far are planets from their stars?".
+_ELAB_BACK = re.compile(
+    r"\b(more|explain|elaborate|expand|go on|continue)( \w+)?( on| about| of| with)? "
+    r"(it|that|this|them|those|these|him|her)\b|\b(what else|anything else|why is that|how so)\b|"
+    r"\b(tell me more|more details?|more info|elaborate|expand on|go on|continue|keep going|"
+    r"for example|give me (an )?examples?|explain( more| further| why)?)\W*$")
+_CORRECTION_BACK = re.compile(
+    r"(^|[.!?]\s*)(no|nope|actually|wrong|rather|i meant|i mean|i said|not what)\b|"
+    r"\b(i meant|not what i|(that's|that is|this is|it's|it is) not (it|right|what|correct|"
+    r"true)|not correct|you misunderstood|let me rephrase|i was asking|i said)\b|"
+    r"^.{0,40}\bthe other one\b")
+_ELLIPSIS_BACK = re.compile(r"^(and|or|but|also|so|then|plus)\b|^(what|how) about\b|"
+                            r"^what if\b|^same\b|^(any|which) other\b")
+_SELF_IT = re.compile(r"\bwhat (does|did|do|would) it mean (to|when|if|that|for)\b|"
+                      r"\bhow (" + _WEATHER + r") (is|was|will|does|did) it\b|"
+                      r"^it's (my|our)\b")
+_PLURAL_WORDS = "they them their theirs themselves"
+_PLURAL_PRONOUNS = frozenset(_PLURAL_WORDS.split())
+_WH_WORDS = "what who which that"
+_WH = frozenset(_WH_WORDS.split())  # "what causes it": a verb, not a plural noun
+_NOT_PLURAL_WORDS = """is was has does this its thus always perhaps sometimes yes plus unless
+whereas across less nevertheless regardless besides towards afterwards us thats whats lets hes
+shes heres theres whos"""
+_NOT_PLURAL = frozenset(_NOT_PLURAL_WORDS.split())
+
+
+def _antecedent_before_pronoun(text: str) -> bool:
+    """A noun of the prompt's own before its first third-person pronoun: a word after a
+    determiner or a possessive ("my buddy's birthday ... it"), or a plural before a plural
+    pronoun ("how far are planets from their stars")."""
+    tokens = [t.lower() for t in _TOKEN.findall(text.replace("\u2019", "'"))]
+    first = next((k for k, w in enumerate(tokens) if w in _PRONOUNS or w in _DEMONSTRATIVES),
+                 None)
+    if first is None:
+        return False
+    plural_pronoun = tokens[first] in _PLURAL_PRONOUNS
+    prev = "."
+    for word in tokens[:first]:
+        base = word.removesuffix("'s")
+        if base.isalpha() and prev in _DETERMINERS and base not in _STOP:
+            return True
+        if (plural_pronoun and base == word and len(word) >= 4 and word.endswith("s")
+                and not word.endswith(("ss", "us", "is")) and word not in _NOT_PLURAL
+                and word not in _STOP and prev not in _WH):
+            return True
+        prev = word
+    return False
+
+
+@lru_cache(maxsize=65536)
+def orphan_cues(text: str) -> frozenset[str]:
+    """The follow-up cues of a (redacted) prompt that still point back at something when
+    nothing precedes it: what makes a thread's first prompt `orphaned` rather than `new`."""
+    cues = cue_names(text)
+    if "greeting" in cues:  # people greet when they open a conversation
+        return frozenset()
+    norm = re.sub(r"^[\W_]+", "", _normal(text))
+    short = word_count(text) <= 6
+    found = set()
+    if ("unresolved" in cues and not _SELF_IT.search(norm)
+            and not _antecedent_before_pronoun(text)):
+        found.add("unresolved")
+    if "elaboration" in cues and (short or (_ELAB_BACK.search(norm)
+                                            and not _antecedent_before_pronoun(text))):
+        found.add("elaboration")
+    if "correction" in cues and (short or _CORRECTION_BACK.search(norm)):
+        found.add("correction")
+    if "ellipsis" in cues and (short or _ELLIPSIS_BACK.search(norm)):
+        found.add("ellipsis")
+    return frozenset(found)

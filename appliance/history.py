@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from appliance.config import CorrelationSettings
-from appliance.cues import cue_names, intent_of, refers_back
+from appliance.cues import cue_names, intent_of, orphan_cues, refers_back
 from appliance.link import ORPHAN_CUES, REFERRING_CUES, LinkInput
 from appliance.records import Candidate, GatewayContext, HeldTurn, Link, Message
 
@@ -164,7 +164,7 @@ def _fresh(q: LinkInput, cands: Sequence[Candidate], content: Callable[[], Link]
             return _credited(link, q, cands, {"back_reference": True,
                                               "history": {"messages": 0}})
     cues = cue_names(q.text)
-    position = "orphaned" if cues & ORPHAN_CUES and not back else "new"
+    position = "orphaned" if orphan_cues(q.text) & ORPHAN_CUES and not back else "new"
     return Link(parent_id=None, thread_id=None, position=position, intent=intent_of(q.text),
                 similarity=None, score=0.0,
                 evidence={"link_source": "history", "history": {"messages": 0},

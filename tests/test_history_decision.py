@@ -125,6 +125,10 @@ def test_empty_history_is_a_new_conversation_unless_the_prompt_refers_back() -> 
     assert back.evidence["link_source"] == "content"
     orphan = history.decide(_query("How about tomorrow?"), empty, [a1], _content_says(a1)[1], S)
     assert orphan.parent_id is None and orphan.position == "orphaned"
+    # A fresh request that carries a follow-up word ("can you explain") opens a conversation.
+    opener = history.decide(_query("Can you explain how the water cycle works?"), empty, [a1],
+                            _content_says(a1)[1], S)
+    assert opener.parent_id is None and opener.position == "new"
 
 
 def test_without_history_the_content_linker_decides_and_the_session_is_credited() -> None:

@@ -196,6 +196,51 @@ def test_a_self_contained_prompt_with_an_it_or_a_this_is_new_not_orphaned(  # ty
     assert got == {**dict.fromkeys(opening, "new"), **dict.fromkeys(following, "orphaned")}
 
 
+OPENERS_WITH_FOLLOW_UP_WORDS = [
+    "Can you explain how machine learning algorithms are trained?",
+    "Can you tell me more about the health benefits of green tea?",
+    "My dog has been shaking and tilting its head a lot recently. What could be wrong?",
+    "How far are planets from their stars?",
+    "What does it mean to be a vegan?",
+    "I just bought a new car and I'm considering getting insurance. Can you explain it to me?",
+    "Set a reminder for a dentist appointment at 9am on Friday, my brother will be there as well.",
+    "Hi! Can I get an iced latte with oat milk? Add a splash of hazelnut too.",
+]
+FOLLOW_UPS_WITH_NOTHING_TO_FOLLOW = [
+    "Why is it so expensive?", "How about tomorrow?", "Tell me more about that.",
+    "What causes it?", "No, I meant the other one.", "Can you explain it again?",
+    "And what about the price?",
+]
+
+
+def test_a_first_prompt_that_opens_a_conversation_is_new_and_a_bare_follow_up_is_orphaned(
+        pipeline) -> None:  # type: ignore[no-untyped-def]
+    """A fresh request was shown as "? orphaned" (a follow-up with nothing to follow) when it
+    carried a follow-up word: "can you explain...", "...what could be wrong?", a noun before
+    its pronoun ("planets ... their"). Each prompt here is a different user's first, through
+    the real pipeline (Presidio, llama.cpp, the shipped linker, SQLCipher)."""
+    from tests.conftest import make_prompt
+
+    texts = OPENERS_WITH_FOLLOW_UP_WORDS + FOLLOW_UPS_WITH_NOTHING_TO_FOLLOW
+    out = pipeline.process([make_prompt(t, user=f"u{k}") for k, t in enumerate(texts)])
+    got = {t: o.position for t, o in zip(texts, out, strict=True)}
+    assert got == {**dict.fromkeys(OPENERS_WITH_FOLLOW_UP_WORDS, "new"),
+                   **dict.fromkeys(FOLLOW_UPS_WITH_NOTHING_TO_FOLLOW, "orphaned")}
+
+
+def test_an_opener_after_an_unrelated_thread_hours_later_is_new(pipeline) -> None:  # type: ignore[no-untyped-def]
+    """The same on a user with history: a fresh request hours after an unrelated thread
+    starts a thread labelled `new`, not `orphaned`."""
+    from tests.conftest import make_prompt
+
+    for k, text in enumerate(["Can you explain the concept of 'biting the bullet'?",
+                              "My dog has been acting strange lately. What could be wrong?"]):
+        first, later = pipeline.process([
+            make_prompt("What's the weather in Paris?", user=f"u{k}"),
+            make_prompt(text, user=f"u{k}", minutes=6 * 60)])
+        assert (later.thread_id != first.thread_id, later.position) == (True, "new"), text
+
+
 def test_replies_to_the_assistant_and_references_are_recognised() -> None:
     from appliance.cues import ack_then_request, cue_names
 

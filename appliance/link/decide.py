@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from appliance.config import CorrelationSettings
-from appliance.cues import cue_names, intent_of
+from appliance.cues import cue_names, intent_of, orphan_cues
 from appliance.link.cache import VectorCache, forget_texts
 from appliance.link.features import (
     FEATURES,
@@ -50,11 +50,15 @@ def _evidence(names: Sequence[str], row: np.ndarray | None, score: float, runner
     return ev
 
 
-def _new_position(cues: frozenset[str], score: float, s: CorrelationSettings) -> str:
+def new_position(text: str, score: float, s: CorrelationSettings) -> str:
     """A prompt that starts a thread: `orphaned` when it reads as a follow-up that nothing
-    continues, else `new`. (A change of subject inside a conversation is a linked
-    `topic_shift`, never a new thread.)"""
-    return "orphaned" if cues & ORPHAN_CUES and score < s.orphan_threshold else "new"
+    continues (a follow-up cue that still points back when nothing precedes it,
+    `cues.orphan_cues`: "Why is it so expensive?", "How about tomorrow?", not "Can you
+    explain how vaccines work?" nor "My dog is limping. What could be wrong?"; and a link
+    probability below `orphan_threshold`), else `new`. (A change of subject inside a
+    conversation is a linked `topic_shift`, never a new thread.)"""
+    orphan = score < s.orphan_threshold and bool(orphan_cues(text) & ORPHAN_CUES)
+    return "orphaned" if orphan else "new"
 
 
 def decide(q: LinkInput, cands: Sequence[Candidate], model: PairModel, s: CorrelationSettings,
@@ -67,7 +71,7 @@ def decide(q: LinkInput, cands: Sequence[Candidate], model: PairModel, s: Correl
     thr = s.link_threshold if threshold is None else threshold
     if not cands:
         cues = cue_names(q.text)
-        return Link(parent_id=None, thread_id=None, position=_new_position(cues, 0.0, s),
+        return Link(parent_id=None, thread_id=None, position=new_position(q.text, 0.0, s),
                     intent=intent, similarity=None, score=0.0,
                     evidence=_evidence(FEATURES, None, 0.0, 0.0, cues, 0, thr))
     opener = model.opener_proba(q)
@@ -89,7 +93,7 @@ def decide(q: LinkInput, cands: Sequence[Candidate], model: PairModel, s: Correl
     ev["opener"] = round(opener, 4)
     if score < thr:
         return Link(parent_id=None, thread_id=None, intent=intent, similarity=float(sims[b]),
-                    position=_new_position(cues, score, s), score=score, evidence=ev)
+                    position=new_position(q.text, score, s), score=score, evidence=ev)
     parent = cands[pick[b]]
     return Link(parent_id=parent.record_id, thread_id=parent.thread_id,
                 position=_linked_position(q, cands, parent, (float(sims[b]), opener), cues, s,
