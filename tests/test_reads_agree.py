@@ -200,7 +200,7 @@ def test_stats_incident_says_which_baseline_it_compared_against(
         text = run_cli("stats", "incident", *window, *way)
         assert text.returncode == 0, text.stderr
         assert text.stdout.startswith("incident for acme, 2026-03-01 00:00 to 2026-03-04 00:00 "
-                                      "UTC against 2026-02-26 00:00 to 2026-03-01 00:00 UTC")
+                                      "UTC\n  against 2026-02-26 00:00 to 2026-03-01 00:00 UTC")
         given = json.loads(run_cli("stats", "incident", *window, *way, "--baseline-from",
                                    "2026-02-01", "--baseline-to", "2026-02-15", "--json").stdout)
         assert (given["baseline_start"], given["baseline_end"]) == (

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from conftest import T0, make_prompt, serving
 from test_query_reads import READ, cli
+from test_stats import stats_rows
 from test_tui import run, settle, table_keys
 
 from appliance.config import RoleSettings
@@ -219,7 +220,7 @@ def test_an_idle_week_reads_as_released_with_nothing_shown_not_as_missing_days(
     text = cli("stats", "topics", "--data-dir", str(data_dir), "--passphrase-file",
                str(passphrase_file), "--tenant", "acme")
     assert text.exit_code == 0, text.output
-    line = next(x for x in text.output.splitlines() if weather["key"] in x)
+    line = next(x for x in stats_rows(text.output) if weather["key"] in x)
     cell = line.split("│")[1]
     assert [c == "·" for c in cell] == [d in idle for d in days]
     assert [c == " " for c in cell] == [d == days[13 - down] for d in days]

@@ -17,6 +17,7 @@ from conftest import T0, make_prompt
 
 from appliance import analytics
 from appliance.analytics import ThreadRow, Turn
+from appliance.cli.stats import INDENT
 from appliance.config import PrivacySettings
 from appliance.privacy import PrivacyGate
 from appliance.records import Candidate, Link, Response
@@ -86,6 +87,18 @@ def stats(cli_runner: Any, data_dir: Path, passphrase_file: Path, *args: str) ->
 FIGURE = {"value", "noise_scale", "exact", "ci95"}
 
 
+def stats_rows(text: str) -> list[str]:
+    """`stats` text output as one string per row: a row's continuation lines (indented
+    further, `cli.stats.INDENT`) joined to it."""
+    rows: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("  " + INDENT) and rows:
+            rows[-1] += "  " + line.strip()
+        else:
+            rows.append(line)
+    return rows
+
+
 def policies_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **privacy: float) -> None:
     """Run the CLI with the shipped policies but these privacy.toml values."""
     import re
@@ -146,8 +159,9 @@ def test_text_output_says_how_old_the_release_is(filled: Any, data_dir: Path,
     # the shipped policy's topics release spends 2 (release_epsilon.topics in privacy.toml)
     assert "new release, epsilon 2 spent" in capsys.readouterr().out
     main(argv)
-    first = capsys.readouterr().out.splitlines()[0]
-    assert "today's release from" in first and "old), nothing spent now" in first
+    head = capsys.readouterr().out.splitlines()[:2]
+    assert head[0].startswith("topics for acme, ")
+    assert "today's release from" in head[1] and "old), nothing spent now" in head[1]
 
 
 def test_a_tenant_whose_topics_are_per_user_is_told_why_stats_topics_shows_nothing(
@@ -477,3 +491,69 @@ def test_search_is_scoped_by_user_time_and_policy(filled: Any, cli_runner: Any, 
     assert "cross_user_search" in str(unscoped.exception) and unscoped.exception.exit_code == 4
     assert len(json.loads(search(cli_runner, common, "--tenant", "acme", "--user",
                                  "user1").output)) == 4
+
+
+def test_stats_text_fits_a_terminal_and_keeps_every_figure(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`stats topics` printed one line of about 230 characters per topic (and a header of
+    250-330): in a terminal of 100-120 columns every row wrapped mid-figure. Each line now
+    fits 100 columns; a row continues on indented lines, its label whole, every figure kept."""
+    from appliance.analytics import BlockStats, GroupStats, Lift, Report, TrendPoint
+    from appliance.cli.stats import WIDTH, _print
+    from appliance.privacy import CI95, Figure
+
+    def noisy(value: float, half_width: float) -> Figure:
+        return Figure(value, half_width / CI95, exact=False)
+
+    label = "kubernetes network policy, namespace isolation rules"  # longer than the column
+    days = tuple(TrendPoint(f"2026-03-{d:02d}", 10.0 + d, 3.0, True) for d in range(1, 15))
+    wide = GroupStats("tp_0123456789ab", label, threads=noisy(1234, 37),
+                      mean_turns=noisy(12.5, 3.0), refinement_share=noisy(0.45, 0.1),
+                      abandonment_share=noisy(0.125, 0.05), blocked_share=noisy(0.05, 0.02),
+                      tokens=noisy(123456789, 4000), mean_tokens=noisy(1000, 10),
+                      cost=noisy(12345.6789, 12.5), mean_cost=noisy(10.0004, 0.0101),
+                      costed=noisy(1200, 37), error_share=noisy(0.33, 0.1),
+                      users=noisy(321, 48), merged=("tp_aaaaaaaaaaaa", "tp_bbbbbbbbbbbb"),
+                      trend=days)
+    start, end = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 15, tzinfo=UTC)
+
+    def report(kind: str, rows: tuple[Any, ...], **kw: Any) -> Report[Any]:
+        return Report(kind=kind, tenant="acme", start=start, end=end, exact=False,
+                      epsilon=2.0, budget_remaining=2.0, k_min_users=5, rows=rows,
+                      released_at=datetime.now(UTC), **kw)
+
+    model = replace(wide, key="anthropic/claude-3-5-sonnet-20241022", merged=(), trend=())
+    blocks = BlockStats("tp_0123456789ab", label, noisy(40, 9), noisy(3.5, 1),
+                        noisy(0.2, 0.1), noisy(0.3, 0.1), noisy(0.1, 0.05),
+                        thread_ids=tuple(f"th_{i:016x}" for i in range(8)))
+    lift = Lift("topic", "tp_0123456789ab", label, noisy(120, 37), noisy(12, 37), 0.2,
+                0.02, 10.0, True)
+    for rep in (report("topics", (wide,), uncounted=("tp_cccccccccccc",)),
+                report("models", (model,), topic="tp_0123456789ab", topic_label=label),
+                report("blocks", (blocks,)),
+                report("incident", (lift,), baseline_start=start - timedelta(days=14),
+                       baseline_end=start)):
+        _print(rep, "USD")
+        out = capsys.readouterr().out
+        assert max(len(line) for line in out.splitlines()) <= WIDTH, out
+        flat = " ".join(out.split())
+        if rep.kind in ("topics", "models"):
+            row = rep.rows[0]
+            for shown in (row.key, label, "threads ≥1234±37", "people ≥321±48",
+                          "turns 12.5±3", "refine 45%±10", "abandon 12%±5", "errors 33%±10",
+                          "blocked 5%±2", "tokens 123456789±4000",
+                          "cost 12345.6789±12.5000 USD (per thread 10.0004±0.0101)"):
+                assert shown in flat or rep.kind == "models" and "≥" in shown, (shown, out)
+        if rep.kind == "topics":
+            assert "14 days │" in out and "with tp_aaaaaaaaaaaa, tp_bbbbbbbbbbbb merged since" \
+                in flat and "not counted: tp_cccccccccccc" in flat
+            assert "differentially private: new release, epsilon 2 spent" in flat
+            assert "2 left today" in flat and "± is a 95% interval" in flat
+        if rep.kind == "models":
+            assert f"on topic tp_0123456789ab ({label})" in flat
+            assert "threads 1234±37  people 321±48" in out
+        if rep.kind == "blocks":
+            assert all(t in out for t in blocks.thread_ids) and "repeated 10%±5" in out
+        if rep.kind == "incident":
+            assert "x10.00*" in out and "window 120±37" in out and "baseline 12±37" in out
+            assert "* marks a rise beyond the noise" in out

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from conftest import serving
+from test_stats import stats_rows
 from test_tui import CLOCK, build_fixed_store
 
 from appliance import analytics
@@ -105,7 +106,7 @@ def test_a_topic_merged_since_todays_release_is_one_row_of_stats_topics_summing_
     assert after["tp_sql"] == {**before["tp_sql"], "trend": after["tp_sql"]["trend"]}
 
     text = cli("topics", *direct(rt))
-    lines = [line for line in text.splitlines() if LABEL in line]
+    lines = [line for line in stats_rows(text) if LABEL in line]
     assert len(lines) == 1, text
     assert f"threads {threads:.0f}±" in lines[0] and f"people ≥{people:.0f}±" in lines[0]
     assert "with tp_accounts merged since" in lines[0]
@@ -122,7 +123,7 @@ def test_a_topic_merged_since_todays_release_is_one_row_of_stats_topics_summing_
         over = ["--socket", str(sock), "--role", "analyst-acme"]
         assert rows(cli("topics", *over, "--json")) == after
         text = cli("topics", *over)
-    lines = [line for line in text.splitlines() if LABEL in line]
+    lines = [line for line in stats_rows(text) if LABEL in line]
     assert len(lines) == 1 and f"people ≥{people:.0f}±" in lines[0], text
 
 
@@ -165,7 +166,7 @@ def test_stats_blocks_and_incident_list_a_topic_merged_since_their_release_once(
     assert row["mean_turns_before"]["value"] == pytest.approx(24 / 15, abs=0.01)
     assert row["first_turn_share"]["value"] == pytest.approx(6 / 15, abs=0.01)
     text = cli("blocks", *direct(rt))
-    assert len([line for line in text.splitlines() if LABEL in line]) == 1, text
+    assert len([line for line in stats_rows(text) if LABEL in line]) == 1, text
 
     lifts = json.loads(cli("incident", *direct(rt), "--json"))["rows"]
     topics = {r["key"]: r for r in lifts if r["dimension"] == "topic"}
@@ -174,4 +175,4 @@ def test_stats_blocks_and_incident_list_a_topic_merged_since_their_release_once(
     assert lift["window"]["value"] == 50 and lift["baseline"]["value"] == 15
     assert lift["window_share"] == pytest.approx(50 / 58, abs=0.001)
     text = cli("incident", *direct(rt))
-    assert len([line for line in text.splitlines() if LABEL in line]) == 1, text
+    assert len([line for line in stats_rows(text) if LABEL in line]) == 1, text

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import serving
-from test_stats import WINDOW, fill, policies_with
+from test_stats import WINDOW, fill, policies_with, stats_rows
 
 from appliance.config import RoleSettings
 from appliance.topics.tables import TopicRow, publish
@@ -88,7 +88,7 @@ def test_models_on_a_topic_merged_into_since_sum_its_release_with_the_merged_top
     assert models(cli_runner, where, gone) == {**after, "release_age_s": pytest.approx(
         after["release_age_s"], abs=60)}  # the merged id names the topic it joined
     text = models(cli_runner, where, into, as_json=False)
-    row = next(line for line in text.splitlines() if "model-a" in line)
+    row = next(line for line in stats_rows(text) if "model-a" in line)
     assert f"threads {expected['model-a']:.0f}" in row and f"with {gone} merged since" in row
 
     # the same over the service's query socket (a reader without the key)
@@ -121,7 +121,7 @@ def test_models_on_a_topic_whose_merged_topic_had_no_release_say_its_threads_are
     assert threads(after) == threads(mine) and after["uncounted"] == [gone]
     assert after["epsilon"] == 0 and after["budget_remaining"] == mine["budget_remaining"]
     text = models(cli_runner, where, into, as_json=False)
-    row = next(line for line in text.splitlines() if "model-a" in line)
+    row = next(line for line in stats_rows(text) if "model-a" in line)
     assert f"threads ≥{threads(mine)['model-a']:.0f}±" in row
     assert f"not counted: {gone}, merged into this topic since today's release" in text
 

@@ -13,6 +13,7 @@ read-only.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import wraps
@@ -134,6 +135,33 @@ def _over_socket(sock: Path, q: StatsQuery, role: str | None) -> dict[str, Any]:
 
 
 KEY_WIDTH = 16  # a topic id (tp_ and 12 hex digits) and a space
+LABEL_WIDTH = 36  # labels are padded to this (a longer one is shown whole)
+WIDTH = 100  # the text output fits a terminal this wide (a row wraps between its figures)
+INDENT = "      "  # a row's continuation lines
+
+
+def _wrap(head: str, *groups: list[str], width: int = WIDTH) -> str:
+    """A row as lines of at most `width` columns with the two leading spaces it is printed
+    with: its head followed by its first group of figures (`name value` chunks, never
+    split), each further group on a line of its own (so that rows line up), a group
+    continued on the next line where it does not fit."""
+    lines = [head]
+    for n, group in enumerate(groups):
+        if n and group:
+            lines.append(INDENT)
+        for chunk in group:
+            gap = "" if lines[-1] == INDENT else "  "
+            if len(lines[-1]) + len(gap) + len(chunk) <= width - 2:
+                lines[-1] += gap + chunk
+            else:
+                lines.append(INDENT + chunk)
+    return "\n  ".join(line.rstrip() for line in lines)
+
+
+def _note(text: str, first: str = "  ") -> None:
+    """Print a sentence wrapped to `WIDTH` columns, continued two spaces further in."""
+    click.echo(textwrap.fill(text, WIDTH, initial_indent=first,
+                             subsequent_indent=first + "  ", break_on_hyphens=False))
 
 
 def _fmt(f: Figure, pct: bool = False) -> str:
@@ -176,22 +204,28 @@ def _spent(report: analytics.Report[Any]) -> str:
 
 
 def _print(report: analytics.Report[Any], currency: str) -> None:
-    how = ("exact (one user's own data)" if report.exact else
-           f"differentially private: {_spent(report)}, "
-           f"{report.budget_remaining:g} left today; groups under {report.k_min_users} users "
-           f"(noisy count) withheld; ± is a 95% interval; {TOO_NOISY}: a share, mean or sum "
-           "too noisy to read at this size (--json has it); * marks a rise beyond the noise")
     on = (f" on topic {report.topic}" + (f" ({report.topic_label})" if report.topic_label
                                           else "")) if report.topic else ""
-    against = (f" against {report.baseline_start:%Y-%m-%d %H:%M} to "
-               f"{report.baseline_end:%Y-%m-%d %H:%M} UTC"
-               if report.baseline_start and report.baseline_end else "")
-    click.echo(f"{report.kind}{on} for {report.tenant}, {report.start:%Y-%m-%d %H:%M} to "
-               f"{report.end:%Y-%m-%d %H:%M} UTC{against} — {how}")
+    # the header in clauses of their own, each within WIDTH (it was one line of 250-330)
+    _note(f"{report.kind}{on} for {report.tenant}, {report.start:%Y-%m-%d %H:%M} to "
+          f"{report.end:%Y-%m-%d %H:%M} UTC", first="")
+    if report.baseline_start and report.baseline_end:
+        _note(f"against {report.baseline_start:%Y-%m-%d %H:%M} to "
+              f"{report.baseline_end:%Y-%m-%d %H:%M} UTC (the baseline)")
+    if report.exact:
+        _note("exact (one user's own data)")
+    else:
+        _note(f"differentially private: {_spent(report)}")
+        _note(f"{report.budget_remaining:g} left today; groups under {report.k_min_users} "
+              "users (noisy count) withheld; ± is a 95% interval")
+        _note(f"{TOO_NOISY}: a share, mean or sum too noisy to read at this size "
+              "(--json has it)")
+    if report.kind == "incident":
+        _note("* marks a rise beyond the noise")
     if report.per_user_topics:
-        click.echo(f"  {report.tenant}'s topics are per user (cross_user_topics is off for it "
-                   "in privacy.toml): each holds one person's threads, so it is withheld, "
-                   "or shown by the noise alone")
+        _note(f"{report.tenant}'s topics are per user (cross_user_topics is off for it "
+              "in privacy.toml): each holds one person's threads, so it is withheld, "
+              "or shown by the noise alone")
     # as wide as the longest key: a model named "anthropic/claude-3-5-sonnet-20241022"
     # pushed its row's columns out of line with the others
     width = max([KEY_WIDTH, *(len(str(getattr(r, "key", ""))) for r in report.rows)])
@@ -200,18 +234,18 @@ def _print(report: analytics.Report[Any], currency: str) -> None:
     if not report.rows:
         click.echo("  (nothing to show)")
     elif any(getattr(r, "trend", ()) for r in report.rows):
-        click.echo(f"  trend: each day's release (the 7 days up to it); {NOT_SHOWN} the topic "
-                   f"under {report.k_min_users} people that day (none, or withheld); "
-                   "blank: no release that day")
+        _note(f"trend: each day's release (the 7 days up to it); {NOT_SHOWN} the topic "
+              f"under {report.k_min_users} people that day (none, or withheld); "
+              "blank: no release that day")
     if any(getattr(r, "merged", ()) for r in report.rows):
-        click.echo("  merged since: the release counted these topics apart, under their ids "
-                   "of then; the row sums them (threads and everything per thread), its "
-                   "people ≥ the larger part (one person may be in both)")
+        _note("merged since: the release counted these topics apart, under their ids "
+              "of then; the row sums them (threads and everything per thread), its "
+              "people ≥ the larger part (one person may be in both)")
     if report.uncounted:
-        click.echo(f"  not counted: {', '.join(report.uncounted)}, merged into this topic "
-                   "since today's release of it and with no release of its own today: its "
-                   "threads are in none of these figures (threads ≥); tomorrow's release "
-                   "counts them")
+        _note(f"not counted: {', '.join(report.uncounted)}, merged into this topic "
+              "since today's release of it and with no release of its own today: its "
+              "threads are in none of these figures (threads ≥); tomorrow's release "
+              "counts them")
 
 
 def _money(f: Figure) -> str:
@@ -232,43 +266,48 @@ def _cost(r: analytics.GroupStats, currency: str) -> str:
     return f"cost {total}{'' if total == TOO_NOISY else ' ' + currency} (per thread {per})"
 
 
-def _trend(r: analytics.GroupStats) -> str:
+def _trend(r: analytics.GroupStats) -> list[str]:
     """A topic's 14 daily releases as `│··▂▃ ▅ █│` (`·`: not shown that day, blank: no
     release that day)."""
-    return f"  {len(r.trend)} days │{sparkline(r.trend)}│" if r.trend else ""
+    return [f"{len(r.trend)} days │{sparkline(r.trend)}│"] if r.trend else []
 
 
 def _line(r: object, currency: str = "", *, floor: bool = False,
           key_width: int = KEY_WIDTH) -> str:
-    """One row; `floor`: topics merged since are uncounted, so its counts are floors;
-    `key_width`: the report's longest key (its rows' columns line up)."""
+    """One row, on as many lines as it needs to stay within `WIDTH` columns (continued
+    lines indented; every figure kept, the label whole); `floor`: topics merged since are
+    uncounted, so its counts are floors; `key_width`: the report's longest key (its rows'
+    columns line up)."""
     k = key_width
     if isinstance(r, analytics.GroupStats):
         # a topic others were merged into since the release: people is the larger part's
         # count, a floor (one person may be in both parts)
         least = "≥" if r.merged or floor else ""
-        people = f"  people {least}{_count(r.users)}" if r.users is not None else ""
-        joined = f"  · with {', '.join(r.merged)} merged since" if r.merged else ""
+        people = [f"people {least}{_count(r.users)}"] if r.users is not None else []
+        joined = [f"· with {', '.join(r.merged)} merged since"] if r.merged else []
         threads = f"{'≥' if floor else ''}{_count(r.threads)}"
-        return (f"{r.key:<{k}} {r.label or '':<36.36} threads {threads}{people}  turns "
-                f"{_ratio(r.mean_turns)}  refine {_ratio(r.refinement_share, True)}  abandon "
-                f"{_ratio(r.abandonment_share, True)}  errors {_ratio(r.error_share, True)}  "
-                f"blocked {_ratio(r.blocked_share, True)}  tokens "
-                f"{_sum(r.tokens)}  {_cost(r, currency)}" + _trend(r) + joined)
+        return _wrap(f"{r.key:<{k}} {r.label or '':<{LABEL_WIDTH}}",
+                     [f"threads {threads}", *people],
+                     [f"turns {_ratio(r.mean_turns)}",
+                      f"refine {_ratio(r.refinement_share, True)}",
+                      f"abandon {_ratio(r.abandonment_share, True)}",
+                      f"errors {_ratio(r.error_share, True)}",
+                      f"blocked {_ratio(r.blocked_share, True)}"],
+                     [f"tokens {_sum(r.tokens)}", _cost(r, currency), *_trend(r)], joined)
     if isinstance(r, analytics.PositionShare):
         return f"{r.period}  {r.position:<14} {_count(r.prompts)}  {_ratio(r.share, True)}"
     if isinstance(r, analytics.BlockStats):
-        ids = f"  {' '.join(r.thread_ids)}" if r.thread_ids else ""
-        return (f"{r.key:<{k}} {r.label or '':<30.30} threads {_count(r.threads)}  turns before "
-                f"{_ratio(r.mean_turns_before)}  first-turn {_ratio(r.first_turn_share, True)}  "
-                f"retried {_ratio(r.retried_share, True)}  repeated "
-                f"{_ratio(r.repeated_share, True)}{ids}")
+        return _wrap(f"{r.key:<{k}} {r.label or '':<30}", [
+            f"threads {_count(r.threads)}", f"turns before {_ratio(r.mean_turns_before)}",
+            f"first-turn {_ratio(r.first_turn_share, True)}",
+            f"retried {_ratio(r.retried_share, True)}",
+            f"repeated {_ratio(r.repeated_share, True)}"], list(r.thread_ids))
     if isinstance(r, analytics.Lift):
         # "new": in the window and not in the baseline; nothing in either is no news
         lift = (f"x{r.lift:.2f}" if r.lift is not None else "new" if r.window.value > 0
                 else "–") + ("*" if r.significant else "")
-        return (f"{r.dimension:<8} {r.key:<{k}} {r.label or '':<30.30} {lift:>8}  window "
-                f"{_count(r.window)}  baseline {_count(r.baseline)}")
+        return _wrap(f"{r.dimension:<8} {r.key:<{k}} {r.label or '':<30} {lift:>8}",
+                     [f"window {_count(r.window)}", f"baseline {_count(r.baseline)}"])
     return str(r)
 
 
