@@ -289,7 +289,7 @@ if [ "$service" = 1 ]; then
   if [ -d /run/systemd/system ]; then
     run systemctl daemon-reload
   else
-    echo "install: systemd is not running here; the unit is installed for the next boot."
+    echo "install: systemd is not running here; the unit $([ "$dry" = 1 ] && echo would be || echo is) installed for the next boot."
   fi
   if [ "$restart" = 1 ]; then
     trap - EXIT  # the start's own failure has its sentence
@@ -341,4 +341,9 @@ else
   } > "$prefix/bin/semtrace-uninstall"
   chmod 0755 "$prefix/bin/semtrace-uninstall"
 fi
-echo "install: Semtrace $version installed in $prefix; next: $prefix/bin/semtrace selftest (remove with $prefix/bin/semtrace-uninstall)"
+# a --dry-run ended saying 'Semtrace 0.1.0 installed in /opt/semtrace; next: ... selftest'
+if [ "$dry" = 1 ]; then
+  echo "install: dry run: nothing was changed (without --dry-run, Semtrace $version would be installed in $prefix)."
+else
+  echo "install: Semtrace $version installed in $prefix; next: $prefix/bin/semtrace selftest (remove with $prefix/bin/semtrace-uninstall)"
+fi

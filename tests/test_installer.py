@@ -402,3 +402,22 @@ def test_a_metrics_group_that_would_let_a_scraper_ingest_or_break_the_unit_is_re
                           "--metrics-group", "semtrace-metrics")
     assert no_unit.returncode == 1
     assert "--metrics-group is written into the service's unit" in no_unit.stderr
+
+
+@needs_system_python
+def test_a_dry_run_ends_saying_nothing_was_changed(srv: Path) -> None:
+    """`install.sh --dry-run` ended 'install: Semtrace 0.1.0 installed in /opt/semtrace;
+    next: .../semtrace selftest', and said the unit 'is installed for the next boot', as
+    if it had installed; it now ends saying that nothing was changed."""
+    bundle = stand_in_bundle(srv)
+    prefix, env = stand_in_host(srv, active=False)
+    pw = srv / "pw"
+    pw.write_text("x\n")
+    r = dry_install(bundle, prefix, srv / "data", env, "--passphrase-file", str(pw))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines()[-1] == (
+        f"install: dry run: nothing was changed (without --dry-run, Semtrace 0.1.0 would be "
+        f"installed in {prefix}).")
+    assert " installed in " not in "\n".join(r.stdout.splitlines()[:-1])
+    assert "the unit is installed" not in r.stdout
+    assert not (srv / "data").exists()
