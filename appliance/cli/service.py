@@ -17,7 +17,6 @@ from appliance.cli import (
     credential,
     credential_options,
     data_dir_option,
-    emit_json,
 )
 from appliance.errors import InputError, SemtraceError
 from appliance.runtime import default_data_dir, settle_heap
@@ -63,12 +62,7 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     """Serve the ingest protocol on a local Unix socket (and NATS) until SIGTERM."""
     from appliance.config import load_policies
     from appliance.embed import load_manifest, verify_model
-    from appliance.runtime import (
-        check_bundled_files,
-        inspect_data_dir,
-        make_pipeline,
-        open_runtime,
-    )
+    from appliance.runtime import check_bundled_files, make_pipeline, open_runtime
     from appliance.service import DataDirLock, Service
     from appliance.telemetry import setup_logging, start_telemetry
 
@@ -116,28 +110,10 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     verify_model(load_manifest())
     check_bundled_files(policies)  # before the store opens: what the pipeline would refuse
     if check:
-        # read-only: a check (of a new version, say) never migrates the store, which an
-        # older version would then refuse; a running service does not stop it
-        found = inspect_data_dir(directory, credential(passphrase_file, key_file))
-        from appliance.cluster.given_away import check_serve  # a stale --own; an import
+        from appliance.cli.service_check import check_config
 
-        at_start = found.at_start + check_serve(directory, found.keyring, cluster.owned()
-                                                if cluster.url else None, cluster.partitions)
-        for warning in warnings:
-            logging.getLogger("semtrace.redact").warning(
-                "%s", warning, extra={"event": "redaction_policy"})
-        for warning in hold_warnings:
-            logging.getLogger("semtrace.retention").warning(
-                "%s", warning, extra={"event": "retention_policy"})
-        if plain_bus_warning:
-            logging.getLogger("semtrace.cluster").warning("%s", plain_bus_warning, extra={
-                "event": "plain_bus" if cluster.security.plain_bus else "accept_plain"})
-        message = "Configuration OK." if not at_start else (
-            f"Configuration OK; at start serve will {', '.join(at_start)}.")
-        emit_json({"ok": True, "data_dir": str(directory), "message": message,
-                   "at_start": at_start,
-                   "warnings": [*warnings, *hold_warnings,
-                                *filter(None, [plain_bus_warning])]})
+        check_config(directory, credential(passphrase_file, key_file), cluster, warnings,
+                     hold_warnings, plain_bus_warning)
         return
     rt = open_runtime(directory, credential(passphrase_file, key_file), policies=policies)
     if note := rt.migration_note():  # an upgrade: what it changed, in the service's log
