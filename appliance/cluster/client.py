@@ -107,6 +107,14 @@ DROPPED = ("The connection to the NATS server dropped during the request; it may
            "been delivered.")
 
 
+class NoAnswerYet(SemtraceError, TimeoutError):
+    """No node answered in time, the connection to NATS up all along: the request is queued
+    on the bus (JetStream keeps it until its node commits it), and the answer may still come.
+    That is all the wire tells: a node that holds a tool loop's call until its turn lands
+    answers later, one that is down or hung never does, and both are silent until then.
+    (Nothing queued it, or the connection dropped: other errors, which say so.)"""
+
+
 class AsyncNatsClient:
     """An asyncio gateway client over NATS."""
 
@@ -156,8 +164,8 @@ class AsyncNatsClient:
             # not read are gone, and the new connection knows nothing of them)
             if not self._nc.is_connected or self._reconnects() != before:
                 raise SemtraceError(DROPPED) from None
-            raise SemtraceError(f"No node answered within {self.timeout:g} s; the request "
-                                "stays queued on the bus.") from None
+            raise NoAnswerYet(f"No node answered within {self.timeout:g} s; the request "
+                              "stays queued on the bus.") from None
         return open_reply(msg.data, _tenant(obj), self.keys)
 
     async def publish(self, obj: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,10 @@ by (tenant, request_id) and answered as a duplicate (exactly-once effect).
 At start the node claims its partitions (`owners.py`) and re-creates their
 consumers: the stream is a work queue, so a fresh consumer starts at the oldest
 unacknowledged message and a node that crashed replays its backlog in order.
+
+A tool loop's call (an `update` naming a `previous_response_id`) that the service holds
+until its turn's update lands (`dispatch.ATTACH_HOLD`) is answered and acknowledged on its
+own: that update comes behind it in the partition, and waiting for the call would hold it.
 """
 
 from __future__ import annotations
@@ -92,6 +96,7 @@ class ClusterNode:
         self._ownership: Ownership | None = None
         self._inbox: ErasureInbox | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._loop_calls: set[asyncio.Task[None]] = set()  # answered apart (may be held)
         self._subs: dict[int, Any] = {}
         self._stopping = asyncio.Event()
 
@@ -141,8 +146,9 @@ class ClusterNode:
     async def stop(self) -> None:
         """Finish the batches in hand (commit, answer, ack), release the partitions."""
         self._stopping.set()
-        if self._tasks:
-            _, late = await asyncio.wait(self._tasks, timeout=STOP_GRACE_S)
+        tasks = [*self._tasks, *self._loop_calls]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=STOP_GRACE_S)
             for task in late:  # unacknowledged messages are simply delivered again
                 task.cancel()
             if late:
@@ -252,13 +258,29 @@ class ClusterNode:
                 refused.set_result(error_reply(exc.code, exc.message))
                 running.append((msg, tenant, None, refused))
                 continue
-            if _op(frame) not in ("ingest", None):  # reads and feedback see earlier writes
+            obj = _fields(frame)
+            if obj.get("op") not in ("ingest", None):  # reads and feedback see earlier writes
                 await asyncio.gather(*(f for *_, f in running), return_exceptions=True)
             check = _checked(tenant, split[0], self.settings.partitions)
-            running.append((msg, tenant, kid, asyncio.ensure_future(self.service.answer(
-                frame, durable=True, check=check))))
+            answer = asyncio.ensure_future(self.service.answer(frame, durable=True,
+                                                               check=check))
+            if obj.get("op") == "update" and obj.get("previous_response_id"):
+                task = asyncio.ensure_future(self._settle_loop_call(msg, tenant, kid, answer))
+                self._loop_calls.add(task)  # its turn's update may be behind it
+                task.add_done_callback(self._loop_calls.discard)
+                continue
+            running.append((msg, tenant, kid, answer))
         for msg, tenant, kid, fut in running:
             await self._settle(msg, tenant, kid, await fut)
+
+    async def _settle_loop_call(self, msg: Any, tenant: str, kid: bytes | None,
+                                answer: asyncio.Future[dict[str, Any]]) -> None:
+        """Answer and acknowledge a tool loop's call once the service has (it may hold it
+        until its turn's update, later in this partition, lands); a failed ack is simply
+        delivered again (attaching is idempotent)."""
+        reply = await answer
+        with contextlib.suppress(Exception):
+            await self._settle(msg, tenant, kid, reply)
 
     def _open(self, data: bytes, tenant: str, p: int) -> tuple[bytes, bytes | None]:
         """(the request frame, the bus key id it was sealed with); ProtocolError if refused.
@@ -353,12 +375,13 @@ def _refused_key(tenant: str, data: bytes) -> tuple[str, str]:
     return tenant, "refused:" + hashlib.sha256(data).hexdigest()[:32]
 
 
-def _op(data: bytes) -> str | None:
+def _fields(data: bytes) -> dict[str, Any]:
+    """A request frame's fields ({} when it is not a JSON object: the service refuses it)."""
     try:
         obj = json.loads(data)
     except ValueError:
-        return None
-    return obj.get("op") if isinstance(obj, dict) else None
+        return {}
+    return obj if isinstance(obj, dict) else {}
 
 
 def _checked(tenant: str, p: int, partitions: int) -> Any:

@@ -41,7 +41,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from appliance.client import ConnectionClosed, open_async_client, open_client
+from appliance.client import ConnectionClosed, is_nats_url, open_async_client, open_client
 
 RETRY_FIRST = 1.0  # seconds without sending after the appliance stopped answering
 RETRY_MAX = 30.0
@@ -169,11 +169,20 @@ def _failed(breaker: Breaker, req: dict[str, Any], exc: BaseException) -> None:
     held by the service (its turn may still come) past the adapter's `timeout` (one under
     the 2 s hold): not a sign that the appliance hangs, which the other requests tell. It
     is counted as missed, without the warning and the pause that would leave the other
-    calls unrecorded; the service still attaches it when its turn lands."""
+    calls unrecorded; the service still attaches it when its turn lands. Over NATS that is
+    a request queued on the bus and not answered in time (`NoAnswerYet`, a TimeoutError);
+    one that nothing queued, or that the connection lost, is an outage on any lane."""
     if lane(req) == "loop" and isinstance(exc, TimeoutError):
         breaker.skipped()
     else:
         breaker.failed(req, exc)
+
+
+def _drops_line(target: str | Path, exc: BaseException) -> bool:
+    """Whether a failed request's connection is dropped: a socket's, always (a late reply
+    would be taken for the next request's); a NATS connection that only timed out is kept
+    (each request has its own reply subject, and nats-py reconnects by itself)."""
+    return not (is_nats_url(target) and isinstance(exc, TimeoutError))
 
 
 class _Line:
@@ -222,7 +231,8 @@ class SyncChannel:
                 return None
             reply = self._exchange(line, req, deadline)
         except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
-            line.drop()
+            if _drops_line(self.target, exc):
+                line.drop()
             _failed(self.breaker, req, exc)
             return None
         finally:
@@ -272,7 +282,8 @@ class AsyncChannel:
         try:
             reply = await asyncio.wait_for(self._exchange(loop, on, req), self.timeout)
         except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
-            await self._drop(loop, on)
+            if _drops_line(self.target, exc):
+                await self._drop(loop, on)
             _failed(self.breaker, req, exc)
             return None
         self.breaker.answered(req, reply)

@@ -1,0 +1,135 @@
+"""A tool loop's call over NATS whose turn's update is still on its way: held, not lost.
+
+The real service and pipeline (SQLCipher, the bundled model, Presidio) with the real NATS
+front door (`ClusterNode`) against a real nats-server, in this process so that the hold can
+be made an hour long: nothing but the turn's update then releases a held call. The turn's
+update reaches the node behind the loop call, in the same partition (one tenant).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_cluster import PARTITIONS, nats_server
+
+from appliance.cluster.client import NatsClient
+from appliance.integrations.channel import SyncChannel
+from appliance.service import dispatch
+
+pytestmark = pytest.mark.slow
+
+
+@contextmanager
+def node(pipeline: Any, tmp: Path, url: str) -> Iterator[Any]:
+    """The real service with its NATS front door, on an event loop of its own thread."""
+    from appliance.cluster.node import ClusterNode
+    from appliance.config import ClusterSettings
+    from appliance.service import Service
+
+    svc = Service(pipeline, pipeline.policies, socket_path=tmp / "s.sock")
+    door = ClusterNode(svc, ClusterSettings(url=url, partitions=PARTITIONS, node="n1",
+                                            security={"plain_bus": True}))
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(svc.start(), loop).result(60)
+    asyncio.run_coroutine_threadsafe(door.start(), loop).result(60)
+    try:
+        yield svc
+    finally:
+        asyncio.run_coroutine_threadsafe(door.stop(), loop).result(60)
+        asyncio.run_coroutine_threadsafe(svc.drain(), loop).result(60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+
+
+def _ingest(rid: str, user: str, text: str) -> dict[str, Any]:
+    return {"v": 1, "op": "ingest", "tenant": "acme", "request_id": rid, "user_id": user,
+            "text": text}
+
+
+def _loop_call(rid: str, user: str, previous: str) -> dict[str, Any]:
+    return {"v": 1, "op": "update", "tenant": "acme", "request_id": rid, "user_id": user,
+            "previous_response_id": previous}
+
+
+def _update(rid: str, response_id: str) -> dict[str, Any]:
+    return {"v": 1, "op": "update", "tenant": "acme", "request_id": rid,
+            "response": {"id": response_id, "status": "ok"}}
+
+
+def _until_held(svc: Any, held: futures.Future[Any]) -> None:
+    """Until the service holds the loop call (its tenant waits for a turn to land)."""
+    for _ in range(600):
+        if "acme" in svc._landings:
+            return
+        assert not held.done(), held.result()
+        threading.Event().wait(0.05)
+    raise AssertionError("the loop call was never held")
+
+
+def test_a_held_loop_call_joins_its_turn_when_the_update_comes_behind_it(
+        pipeline: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node answered a partition's messages in order, so a held loop call kept back the
+    turn's update behind it, the one thing that releases it: over NATS the hold never
+    worked (the update waited out the hold, then the call was refused `not_found`, its
+    tokens and latency in no figure). The call now joins its turn when the update lands."""
+    monkeypatch.setattr(dispatch, "ATTACH_HOLD", 3600.0)
+    with nats_server(tmp_path / "nats") as url, node(pipeline, tmp_path, url) as svc:
+        client = NatsClient(url, timeout=30, plain_bus=True)
+        try:
+            turn = client.request(_ingest("nh-1", "ilse", "Is the night train on time?"))
+            assert turn["ok"], turn
+            with futures.ThreadPoolExecutor(1) as pool:
+                held = pool.submit(client.request, _loop_call("nh-2", "ilse", "resp_ilse_1"))
+                _until_held(svc, held)
+                updated = client.request(_update("nh-1", "resp_ilse_1"))
+                attached = held.result(timeout=60)
+        finally:
+            client.close()
+    assert updated["ok"], updated
+    assert attached["ok"], attached
+    assert attached["conversation_id"] == turn["conversation_id"]
+    assert attached["parent_request_id"] == "nh-1"
+
+
+def test_a_loop_call_held_past_a_nats_gateways_timeout_pauses_no_other_call(
+        pipeline: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A gateway whose `timeout` is under the hold gives up on a held loop call. Over NATS
+    the client reported that as any unanswered request, so the channel took the appliance
+    for down: the `semtrace_unavailable` warning, then a pause in which the next calls
+    went unrecorded. A request queued on the bus and not answered in time is now told
+    apart (`NoAnswerYet`): on the loop lane it pauses nothing, and the call still joins
+    its turn."""
+    monkeypatch.setattr(dispatch, "ATTACH_HOLD", 3600.0)
+    caplog.set_level(logging.INFO, logger="semtrace")
+    with nats_server(tmp_path / "nats") as url, node(pipeline, tmp_path, url):
+        channel = SyncChannel(url, timeout=3.0, log=logging.getLogger("semtrace.test"),
+                              plain_bus=True)
+        try:
+            turn = channel.send(_ingest("nt-1", "ilse", "Does the night train have a "
+                                        "dining car?"))
+            assert turn is not None and turn["ok"], turn
+            given_up = channel.send(_loop_call("nt-2", "ilse", "resp_ilse_5"))
+            other = channel.send(_ingest("nt-3", "jonas", "Is the museum free on Sundays?"))
+            updated = channel.send(_update("nt-1", "resp_ilse_5"))
+            # the held call, released by the update, is answered again as a duplicate
+            again = channel.send(_loop_call("nt-2", "ilse", "resp_ilse_5"))
+        finally:
+            channel.close()
+    assert given_up is None  # held past the gateway's timeout
+    assert other is not None and other["ok"], other
+    assert other["conversation_id"] != turn["conversation_id"]
+    events = [getattr(r, "event", None) for r in caplog.records]
+    assert "semtrace_unavailable" not in events and "semtrace_available" not in events
+    assert updated is not None and updated["ok"], updated
+    assert again is not None and again["conversation_id"] == turn["conversation_id"]
