@@ -32,6 +32,7 @@ prompt in the process (nothing is sent) and the block still runs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import inspect
@@ -39,6 +40,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent import futures
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,12 +69,32 @@ log = logging.getLogger("semtrace.integrations")
 @dataclass
 class Turn:
     """One prompt being answered; the body may add usage and answer. `reply` is the
-    registration's reply, set on entry when it comes within `register_wait`, else when it
-    comes (or, if registering failed, the reply to the whole ingest sent after the block)."""
+    registration's reply, there on entry when it comes within `register_wait`, else when it
+    comes (or, if registering failed, the reply to the whole ingest sent after the block).
+    Read after the block, it waits for the turn's requests still being sent (`timeout` at
+    most; `await areply()` in asyncio code), so a slow appliance's reply is not missed."""
 
     request: dict[str, Any]
-    reply: dict[str, Any] | None = None
+    _reply: dict[str, Any] | None = None
     _response: dict[str, Any] = field(default_factory=dict)
+    _last: futures.Future[None] | None = None  # the turn's last request, once the block ended
+    _wait: float = 0.0  # how long a read after the block waits for it
+
+    @property
+    def reply(self) -> dict[str, Any] | None:
+        """The reply; after the block, once the turn's requests are done (`timeout` at most).
+        Never blocks inside the block, nor on a thread that runs an asyncio event loop."""
+        last = self._last
+        if last is not None and not last.done() and not _in_event_loop():
+            futures.wait([last], timeout=self._wait)
+        return self._reply
+
+    async def areply(self) -> dict[str, Any] | None:
+        """`reply` for asyncio code: after the block, the event loop serves other tasks
+        while the turn's requests are still being sent (`timeout` at most)."""
+        if self._last is not None:
+            await Outbox.await_(self._last, self._wait)
+        return self._reply
 
     def usage(self, *, input_tokens: int | None = None,
               output_tokens: int | None = None) -> None:
@@ -90,7 +112,17 @@ class Turn:
 
     @property
     def conversation_id(self) -> str | None:
-        return self.reply.get("conversation_id") if self.reply and self.reply.get("ok") else None
+        """The reply's conversation id (read as `reply` is), or None."""
+        reply = self.reply
+        return reply.get("conversation_id") if reply and reply.get("ok") else None
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class Semtrace:
@@ -176,9 +208,9 @@ class Semtrace:
 
     def _register(self, current: Turn, span: Any) -> None:
         """On the worker: send the registration; its reply, however late, is the turn's."""
-        current.reply = self.send(current.request)
-        if current.reply is not None:
-            annotate(span, current.reply)
+        current._reply = self.send(current.request)
+        if current._reply is not None:
+            annotate(span, current._reply)
 
     @staticmethod
     def _response(current: Turn, start: float, status: str) -> dict[str, Any]:
@@ -189,12 +221,12 @@ class Semtrace:
     def _update(self, current: Turn, span: Any, response: dict[str, Any]) -> None:
         """On the worker, after the registration: the update after the answer, or (when
         registering failed) the whole ingest, whose reply becomes the turn's."""
-        if current.reply is not None and current.reply.get("ok"):
+        if current._reply is not None and current._reply.get("ok"):
             self.send({"v": 1, "op": "update", "tenant": current.request["tenant"],
                        "request_id": current.request["request_id"], "response": response})
             return
         reply = self.send({**current.request, "response": response})
-        current.reply = reply
+        current._reply = reply
         if reply is not None:
             annotate(span, reply)
 
@@ -210,9 +242,7 @@ class Semtrace:
             yield current
             status = "ok"
         finally:
-            update = functools.partial(self._update, current, span,
-                                       self._response(current, start, status))
-            self._outbox.wait(self._outbox.submit(update), self.register_wait)
+            self._outbox.wait(self._last(current, span, start, status), self.register_wait)
 
     @contextlib.asynccontextmanager
     async def _arecorded(self, begun: tuple[Turn, Any, float]) -> AsyncIterator[Turn]:
@@ -225,9 +255,16 @@ class Semtrace:
             yield current
             status = "ok"
         finally:
-            update = functools.partial(self._update, current, span,
-                                       self._response(current, start, status))
-            await self._outbox.await_(self._outbox.submit(update), self.register_wait)
+            await self._outbox.await_(self._last(current, span, start, status),
+                                      self.register_wait)
+
+    def _last(self, current: Turn, span: Any, start: float, status: str) -> futures.Future[None]:
+        """As the block ends: hand over its update (or whole ingest), which a read of the
+        turn's `reply` from now on waits for."""
+        current._last = self._outbox.submit(functools.partial(
+            self._update, current, span, self._response(current, start, status)))
+        current._wait = self.timeout
+        return current._last
 
     @contextlib.contextmanager
     def turn(self, *, user_id: str, text: str, history: Sequence[Any] | None = None,

@@ -1,0 +1,63 @@
+"""The decorator's turn when the appliance answers after the block has ended.
+
+The real service on the real pipeline (SQLCipher, the bundled model, Presidio), in this
+process so that its worker can be kept busy: nothing commits until the test lets it, so the
+application's block ends, as it would with a slow appliance, before the registration's
+reply comes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+from conftest import running_service
+
+from appliance.client import Client
+from appliance.integrations.decorator import Semtrace
+
+
+def _lookup(sock: Path, rid: str) -> dict[str, Any]:
+    with Client(sock, timeout=30) as c:
+        return c.request({"v": 1, "op": "lookup", "tenant": "acme", "request_id": rid})
+
+
+def test_a_turns_late_reply_is_read_after_the_block_without_a_flush(
+        pipeline: Any, tmp_path: Path) -> None:
+    """A slow appliance answers a turn's registration after `register_wait`: the block
+    goes on without it, as it should. The old code left `turn.reply` (and
+    `conversation_id`) None after the block unless the application remembered to call
+    `semtrace.flush()` first; read after the block, the turn now waits for its requests
+    (`timeout` at most), in blocking and in asyncio code."""
+    sock = tmp_path / "s.sock"
+    gate, slow = threading.Event(), threading.Event()
+    with running_service(pipeline, sock) as svc:
+        app = Semtrace(sock, tenant="acme", timeout=60.0, register_wait=0.1)
+        try:
+            svc._pool.submit(gate.wait)  # the service's worker is busy: nothing commits
+            with app.turn(user_id="rosa", text="When does the ferry to Bergen leave?") as turn:
+                during = turn.reply  # the model is called meanwhile: not waited for
+                turn.usage(input_tokens=9, output_tokens=21)
+            threading.Timer(0.3, gate.set).start()  # the appliance answers, late
+            after = turn.conversation_id  # no flush
+
+            async def ask() -> tuple[Any, Any]:
+                svc._pool.submit(slow.wait)
+                async with app.aturn(user_id="rosa", text="And the one to Oslo?") as later:
+                    waited = later.reply
+                asyncio.get_running_loop().call_later(0.3, slow.set)
+                return waited, await later.areply()
+
+            during_async, later_reply = asyncio.run(ask())
+        finally:
+            gate.set()
+            slow.set()
+            app.close()
+        record = _lookup(sock, turn.request["request_id"])
+        record_async = _lookup(sock, later_reply["request_id"] if later_reply else "none")
+    assert during is None and during_async is None  # the blocks did not wait for them
+    assert after is not None and after == record["conversation_id"]
+    assert later_reply is not None and later_reply["ok"]
+    assert later_reply["conversation_id"] == record_async["conversation_id"]
