@@ -41,7 +41,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from appliance.client import ConnectionClosed, is_nats_url, open_async_client, open_client
+from appliance.client import ConnectionClosed, open_async_client, open_client
 
 RETRY_FIRST = 1.0  # seconds without sending after the appliance stopped answering
 RETRY_MAX = 30.0
@@ -178,13 +178,6 @@ def _failed(breaker: Breaker, req: dict[str, Any], exc: BaseException) -> None:
         breaker.failed(req, exc)
 
 
-def _drops_line(target: str | Path, exc: BaseException) -> bool:
-    """Whether a failed request's connection is dropped: a socket's, always (a late reply
-    would be taken for the next request's); a NATS connection that only timed out is kept
-    (each request has its own reply subject, and nats-py reconnects by itself)."""
-    return not (is_nats_url(target) and isinstance(exc, TimeoutError))
-
-
 class _Line:
     """One connection of a SyncChannel and the lock that lets one thread use it at a time."""
 
@@ -231,8 +224,7 @@ class SyncChannel:
                 return None
             reply = self._exchange(line, req, deadline)
         except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
-            if _drops_line(self.target, exc):
-                line.drop()
+            line.drop()
             _failed(self.breaker, req, exc)
             return None
         finally:
@@ -282,8 +274,7 @@ class AsyncChannel:
         try:
             reply = await asyncio.wait_for(self._exchange(loop, on, req), self.timeout)
         except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
-            if _drops_line(self.target, exc):
-                await self._drop(loop, on)
+            await self._drop(loop, on)
             _failed(self.breaker, req, exc)
             return None
         self.breaker.answered(req, reply)
