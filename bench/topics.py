@@ -15,9 +15,9 @@ they are not scored (they still flow through the stream).
   per prompt (`--threads prompt`, no linker), or a `semtrace replay` output
   (`--replay OUT.jsonl`, this branch's linker).
 * Leave-one-source-out: for each subject source, the lexical weight, the
-  merge threshold, the cohesion ratio and the support levels (seed ratio,
-  absorb threshold, support) are chosen on the other five (highest mean ARI) and
-  scored on it.
+  merge threshold, the cohesion ratio, the support levels (seed ratio,
+  absorb threshold, support) and the merge ratio between established topics are
+  chosen on the other five (highest mean ARI) and scored on it.
 * Latency: `assign` p50/p99 on a synthetic stream while a background
   refinement of thousands of topics runs (`--latency N`).
 Prints figures; asserts nothing.
@@ -25,7 +25,7 @@ Prints figures; asserts nothing.
     .venv/bin/python bench/topics.py [--threads gold|prompt] [--replay OUT.jsonl]
                                      [--lexical W ...] [--merge M ...] [--ratio R ...]
                                      [--seed S ...] [--absorb A ...] [--support N ...]
-                                     [--latency 20000] [--json]
+                                     [--merge-ratio R ...] [--latency 20000] [--json]
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ RATIO = (0.0,)  # topic_cohesion_ratio: 0 = off (0.35-0.45 were tried: docs/topi
 SEED = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)  # topic_seed_ratio (small-small pairs)
 ABSORB = (0.12, 0.13, 0.14)  # topic_absorb_threshold: an established topic takes small ones
 SUPPORT = (1, 3, 5)  # topic_support: threads that make a topic established; 1 = flat
+MERGE_RATIO = (0.0, 0.4, 0.45, 0.5, 0.55, 0.6)  # topic_merge_ratio (established pairs)
 
 
 def ari(a: Sequence[object], b: Sequence[object]) -> float:
@@ -134,21 +135,23 @@ def thread_ids(stream: Stream, mode: str, replay: Path | None) -> list[str]:
     return [str(r["gold_thread_id"]) for r in stream.rows]
 
 
-# (lexical weight, merge threshold, cohesion ratio, seed ratio, absorb threshold, support)
-Key = tuple[float, float, float, float, float, int]
+# (lexical weight, merge threshold, cohesion ratio, seed ratio, absorb threshold, support,
+#  merge ratio)
+Key = tuple[float, float, float, float, float, int, float]
 
 
 def keys(lexicals: Sequence[float], merges: Sequence[float], ratios: Sequence[float],
-         seeds: Sequence[float], absorbs: Sequence[float], supports: Sequence[int]
-         ) -> list[Key]:
-    """The grid's cells; with support 1 (one flat threshold) seed and absorb play no part."""
+         seeds: Sequence[float], absorbs: Sequence[float], supports: Sequence[int],
+         merge_ratios: Sequence[float] = (0.0,)) -> list[Key]:
+    """The grid's cells; with support 1 (one flat threshold) seed, absorb and merge ratio
+    play no part."""
     out: list[Key] = []
     for lexical, merge, ratio, support in itertools.product(lexicals, merges, ratios, supports):
         if support <= 1:
-            out.append((lexical, merge, ratio, 0.0, merge, 1))
+            out.append((lexical, merge, ratio, 0.0, merge, 1, 0.0))
             continue
-        out += [(lexical, merge, ratio, seed, absorb, support)
-                for seed, absorb in itertools.product(seeds, absorbs)]
+        out += [(lexical, merge, ratio, seed, absorb, support, mr)
+                for seed, absorb, mr in itertools.product(seeds, absorbs, merge_ratios)]
     return out
 
 
@@ -163,12 +166,13 @@ def grid(streams: list[Stream], threads: dict[str, list[str]], cells: Sequence[K
     """
     table: dict[Key, dict[str, dict[str, float]]] = {}
     for key in cells:
-        lexical, merge, ratio, seed, absorb, support = key
+        lexical, merge, ratio, seed, absorb, support, merge_ratio = key
         join = merge
         cfg = settings(topic_merge_threshold=merge, topic_threshold=join,
                        topic_lexical_weight=lexical, topic_cohesion_ratio=ratio,
                        topic_seed_ratio=seed, topic_absorb_threshold=absorb,
-                       topic_support=support, topic_refine_every=refine_every)
+                       topic_support=support, topic_refine_every=refine_every,
+                       topic_merge_ratio=merge_ratio)
         row: dict[str, dict[str, float]] = {"final": {}, "emitted": {}}
         for s in streams:
             emitted, final, _, _ = run(s, threads[s.name], cfg)
@@ -178,7 +182,7 @@ def grid(streams: list[Stream], threads: dict[str, list[str]], cells: Sequence[K
                 row[kind][f"{s.name}:largest"] = sc["largest_topic_share"]
         table[key] = row
         print(f"  lexical {lexical:.2f} merge {merge:.2f} ratio {ratio:.2f} seed {seed:.2f} "
-              f"absorb {absorb:.2f} support {support}: " + " ".join(
+              f"absorb {absorb:.2f} support {support} merge ratio {merge_ratio:.2f}: " + " ".join(
             f"{k}={v:.2f}" for k, v in row["final"].items()), file=sys.stderr)
     return table
 
@@ -196,7 +200,7 @@ def loso(table: dict[Key, dict[str, dict[str, float]]], kind: str) -> list[dict[
         best = max(table, key=fitness)
         folds.append({"held_out": held, "lexical": best[0], "merge": best[1],
                       "ratio": best[2], "seed": best[3], "absorb": best[4],
-                      "support": best[5],
+                      "support": best[5], "merge_ratio": best[6],
                       "train_mean": round(fitness(best), 3),
                       "ari": round(table[best][kind][held], 3)})
     return folds
@@ -268,6 +272,8 @@ def main() -> None:
                     help="topic_absorb_threshold values of the grid")
     ap.add_argument("--support", type=int, nargs="*", default=list(SUPPORT),
                     help="topic_support values of the grid (1: one flat threshold)")
+    ap.add_argument("--merge-ratio", type=float, nargs="*", default=list(MERGE_RATIO),
+                    help="topic_merge_ratio values of the grid (established pairs; 0 = off)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     streams = [load_stream("dev"), load_stream("wide")]
@@ -282,6 +288,7 @@ def main() -> None:
                          "seed_ratio": shipped.topic_seed_ratio,
                          "absorb": shipped.topic_absorb_threshold,
                          "support": shipped.topic_support,
+                         "merge_ratio": shipped.topic_merge_ratio,
                          "refine_every": shipped.topic_refine_every}
     for s in [] if args.no_shipped else streams:
         emitted, final, lat, ta = run(s, threads[s.name], shipped)
@@ -290,12 +297,14 @@ def main() -> None:
                           "assign_p99_ms": float(np.percentile(lat, 99)),
                           "refinements": ta.refinements}
     if not args.no_grid:
-        cells = keys(args.lexical, args.merge, args.ratio, args.seed, args.absorb, args.support)
+        cells = keys(args.lexical, args.merge, args.ratio, args.seed, args.absorb, args.support,
+                     args.merge_ratio)
         table = grid(streams, threads, cells, refine_every=args.refine_every)
         report["loso_final"] = loso(table, "final")
         report["loso_emitted"] = loso(table, "emitted")
         report["grid"] = [{"lexical": k[0], "merge": k[1], "ratio": k[2], "seed": k[3],
-                           "absorb": k[4], "support": k[5], **v["final"]}
+                           "absorb": k[4], "support": k[5], "merge_ratio": k[6],
+                           **v["final"]}
                           for k, v in table.items()]
     if args.latency:
         report["latency"] = latency(args.latency)

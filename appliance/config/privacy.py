@@ -44,6 +44,9 @@ class PrivacySettings(Strict):
     topic_support: int = Field(default=3, ge=1)
     topic_seed_ratio: float = Field(default=0.6, ge=0, le=1)
     topic_absorb_threshold: float = Field(default=0.12, ge=-1, le=1)
+    # Two established topics merge only when that mean is also this share of the tighter
+    # one's cohesion (0: off, the leave-one-source-out choice; docs/topics.md).
+    topic_merge_ratio: float = Field(default=0.0, ge=0, le=1)
     # Units (threads or prompts) one user may add to one cross-user release: the
     # L1 sensitivity of a count; sums are clipped per unit on top.
     contribution_bound: int = Field(default=15, ge=1, le=10_000)

@@ -127,7 +127,8 @@ def average_linkage(totals: np.ndarray, counts: np.ndarray, *, threshold: float,
                     max_direct: int = DIRECT_UNITS, selfsim: np.ndarray | None = None,
                     selfweight: np.ndarray | None = None,
                     cohesion_ratio: float = 0.0, seed_ratio: float = 0.0,
-                    absorb_threshold: float | None = None, support: int = 1) -> np.ndarray:
+                    absorb_threshold: float | None = None, support: int = 1,
+                    merge_ratio: float = 0.0) -> np.ndarray:
     """Cluster units (threads) given as (sum of their prompts' vectors, prompt count).
 
     Two clusters merge while the mean cosine similarity between their prompts
@@ -139,7 +140,8 @@ def average_linkage(totals: np.ndarray, counts: np.ndarray, *, threshold: float,
     (see `agglomerate`; `selfweight`: per unit, the sum of its prompts' squared
     weights, default `counts`). With `support` > 1, clusters of fewer than
     `support` units join a larger one at `absorb_threshold`, and each other only
-    at `seed_ratio` of the tighter one's cohesion (see `agglomerate`). Above `max_direct`
+    at `seed_ratio` of the tighter one's cohesion, and two established ones also at
+    `merge_ratio` of it (see `agglomerate`). Above `max_direct`
     units, near-duplicate threads are grouped first (leader clustering).
     Returns a cluster label per unit (0..k-1, in first-seen order).
     """
@@ -166,7 +168,7 @@ def average_linkage(totals: np.ndarray, counts: np.ndarray, *, threshold: float,
     groups = agglomerate(sums, sizes, threshold=threshold, selfsim=own, selfweight=squares,
                          cohesion_ratio=cohesion_ratio, seed_ratio=seed_ratio,
                          absorb_threshold=absorb_threshold, support=support,
-                         members=np.bincount(seeds, minlength=k))
+                         merge_ratio=merge_ratio, members=np.bincount(seeds, minlength=k))
     top = np.arange(k)
     for g in groups:
         top[g] = g[0]
@@ -196,7 +198,8 @@ def agglomerate(totals: np.ndarray, counts: np.ndarray, *, threshold: float,
                 selfsim: np.ndarray | None = None, selfweight: np.ndarray | None = None,
                 cohesion_ratio: float = 0.0, seed_ratio: float = 0.0,
                 absorb_threshold: float | None = None, support: int = 1,
-                members: np.ndarray | None = None) -> list[list[int]]:
+                merge_ratio: float = 0.0, members: np.ndarray | None = None
+                ) -> list[list[int]]:
     """Exact average-linkage agglomeration of groups given as (member sum, member count).
 
     Merges the pair with the highest mean similarity between their members
@@ -217,7 +220,10 @@ def agglomerate(totals: np.ndarray, counts: np.ndarray, *, threshold: float,
     only with one nearly as close to it, while a subject that several conversations
     already share takes looser members: a sparse region of one-off subjects and
     a dense region of short task dialogs are told apart by their own spread and
-    density, not by one cosine. Returns the merged groups of row indices (2+ each).
+    density, not by one cosine. With `merge_ratio` > 0 (and `selfsim`), two established
+    topics also need that share of the tighter one's cohesion (off by default:
+    docs/topics.md, "Distinct support subjects"). Returns the merged groups of row
+    indices (2+ each).
     """
     n = np.asarray(counts, dtype=np.float64).copy()
     total = np.array(totals, dtype=np.float64)
@@ -225,11 +231,12 @@ def agglomerate(totals: np.ndarray, counts: np.ndarray, *, threshold: float,
         return []
     supported = support > 1
     seeded = supported and selfsim is not None and seed_ratio > 0
+    guarded = supported and selfsim is not None and merge_ratio > 0
     relative = selfsim is not None and cohesion_ratio > 0
     own = (np.array(selfsim, dtype=np.float64) if selfsim is not None
            else np.zeros(len(n), dtype=np.float64))
     sq = np.array(n if selfweight is None else selfweight, dtype=np.float64)
-    tracked = relative or seeded
+    tracked = relative or seeded or guarded
     coh = cohesion(total, n, own, sq) if tracked else np.full(len(n), np.nan)
     size = (np.ones(len(n)) if members is None
             else np.asarray(members, dtype=np.float64).copy())
@@ -247,6 +254,8 @@ def agglomerate(totals: np.ndarray, counts: np.ndarray, *, threshold: float,
         out = np.where(small == 1, absorb, threshold)
         if seeded:
             out = np.where(small == 2, np.maximum(threshold, seed_ratio * tighter(ca, cb)), out)
+        if guarded:
+            out = np.where(small == 0, np.maximum(threshold, merge_ratio * tighter(ca, cb)), out)
         if relative:
             out = np.maximum(out, cohesion_ratio * tighter(ca, cb))
         return out

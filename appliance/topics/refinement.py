@@ -61,7 +61,8 @@ def recluster(snap: Snapshot, settings: PrivacySettings) -> tuple[list[str], dic
         cohesion_ratio=settings.topic_cohesion_ratio,
         seed_ratio=settings.topic_seed_ratio,
         absorb_threshold=settings.topic_absorb_threshold,
-        support=settings.topic_support)
+        support=settings.topic_support,
+        merge_ratio=settings.topic_merge_ratio)
     ids, gone = carry_ids(labels, snap.previous, snap.weights, new_topic_id)
     return [ids[i] for i in labels], gone
 
