@@ -60,9 +60,12 @@ def erase_user(shredder: Shredder, settings: RetentionSettings, keyring: Keyring
 
 def erase_pseudonym(shredder: Shredder, settings: RetentionSettings, keyring: Keyring, *,
                     tenant: str, user: str, reason: str,
-                    requested_on: str | None = None) -> EraseReport:
+                    requested_on: str | None = None, request_id: str | None = None,
+                    attempts: int = 1) -> EraseReport:
     """`erase_user` of a user named by pseudonym: an erasure another node of a cluster asked
-    for (the bus never carries the raw id); `requested_on` names that node in the audit."""
+    for (the bus never carries the raw id); the audit entry names that node
+    (`requested_on`), the request (`request_id`, as the asking node's `erase_forwarded`
+    entries name it) and how many attempts applying it took (the failed ones and this)."""
     started = datetime.now(UTC).isoformat()
     report = EraseReport(tenant=tenant, user=user, held=False, requested_at=started)
     if is_held(Bucket(0, tenant, user, ""), held_pairs(settings, keyring)):
@@ -87,8 +90,10 @@ def erase_pseudonym(shredder: Shredder, settings: RetentionSettings, keyring: Ke
     details = {"tenant": tenant, "user": user, "buckets": report.buckets,
                "records": report.records, "reason": reason, "requested_at": started,
                "completed_at": report.completed_at, "unattributable_buckets": earlier}
-    shredder.audit.append("erase", details | ({"requested_on": requested_on}
-                                              if requested_on else {}))
+    asked: dict[str, Any] = {"requested_on": requested_on} if requested_on else {}
+    if request_id is not None:
+        asked |= {"request_id": request_id, "attempts": attempts}
+    shredder.audit.append("erase", details | asked)
     return report
 
 
@@ -137,10 +142,11 @@ def erase_everywhere(shredder: Shredder, policies: Policies, keyring: Keyring, *
 
 
 def erase_requested(shredder: Shredder, service: Any, keyring: Keyring,
-                    request: Any) -> EraseReport | str:
+                    request: Any, attempt: int = 1) -> EraseReport | str:
     """Apply an erasure another node of the cluster asked for (`cluster/erasures.py`), with
-    the service's policies, on its worker thread; a sentence instead when the asking node's
-    pseudonyms are not this node's (its pseudonym names another user here)."""
+    the service's policies, on its worker thread (`attempt`: 1 the first try, more after
+    failed ones); a sentence instead when the asking node's pseudonyms are not this
+    node's (its pseudonym names another user here)."""
     if request.pseudonyms != keyring.pseudonym_id():
         return (f"Node '{request.requested_on}' pseudonymises user ids with another key than "
                 "the owner (its data dir was not initialised with the cluster's key file); "
@@ -160,7 +166,8 @@ def erase_requested(shredder: Shredder, service: Any, keyring: Keyring,
         return EraseReport(tenant=request.tenant, user=request.user, held=False)
     report = erase_pseudonym(shredder, service.policies.retention, keyring,
                              tenant=request.tenant, user=request.user, reason=reason,
-                             requested_on=request.requested_on)
+                             requested_on=request.requested_on,
+                             request_id=request.request_id, attempts=attempt)
     with db:
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                    (seen, report.completed_at or ""))

@@ -210,14 +210,23 @@ def test_erase_all_tenants_on_a_node_that_never_saw_the_tenant_reaches_its_owner
 def test_the_owner_erased_the_users_records_once_each(cluster: tuple[Nats, Node, Node]) -> None:
     from appliance.keys import read_key_file
 
-    _, a, _ = cluster
+    _, a, b = cluster
     assert a.stop() == 0
     for user, word in (("ulla", "boiler"), ("vic", "parking"), ("wanda", "gym")):
         n, texts = users_records(a.data, read_key_file(a.key), TENANT, user)
         assert n == 0 and not [t for t in texts if word in t]
-    counts = sorted(e["records"] for e in _audit(a, "erase"))
+    erased = _audit(a, "erase")
+    counts = sorted(e["records"] for e in erased)
     # ulla's (retried), ulla's again (nothing left), vic's, wanda's (--all-tenants on b)
     assert counts == [0, 1, 1, 2]
+    # each names the request it completes, as the asking node audited it, and how many
+    # attempts it took: ulla's first, after the owner's failed ones
+    asked = {e["request_id"]: e for e in _audit(b, "erase_forwarded")}
+    assert all(e["request_id"] in asked for e in erased)
+    retried = next(e for e in erased if e["records"] == 2)
+    assert asked[retried["request_id"]]["outcome"] == "failed"
+    assert retried["attempts"] == FAILURES + 1
+    assert [e["attempts"] for e in erased if e is not retried] == [1, 1, 1]
 
 
 def test_an_erasure_that_fails_while_the_owner_starts_stops_the_start_in_one_sentence(

@@ -18,6 +18,7 @@ from appliance.cli.erasure_said import (
     Asked,
     applied_of,
     as_json_of,
+    confirmed,
     failed_of,
     not_sent,
     sentence,
@@ -202,7 +203,8 @@ def _audited(request: ErasureRequest, asked: Asked, reason: str) -> dict[str, An
     entry: dict[str, Any] = {
         "tenant": asked.home.tenant, "user": asked.user, "node": asked.home.owner,
         "reason": reason, "request_id": request.request_id, "outcome": _outcome(answer),
-        "records": a.records if (a := applied_of(answer)) else 0}
+        "records": a.records if (a := applied_of(answer)) else 0,
+        "confirmed": confirmed(asked)}
     if failed is not None:
         entry |= {"attempts": failed.attempts, "error": failed.error}
     if unreached is not None:

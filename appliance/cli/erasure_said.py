@@ -56,6 +56,12 @@ def not_sent(asked: Asked) -> bool:
     return (u := unreached_of(asked.answer)) is not None and not u.sent
 
 
+def confirmed(asked: Asked) -> bool:
+    """NATS said it took the request (or the owner's answer shows it did): False when it
+    was not sent, and when it was but NATS's acknowledgement never came."""
+    return (u := unreached_of(asked.answer)) is None or (u.sent and u.confirmed)
+
+
 def sentence(asked: Asked, wait_s: float) -> str:
     """What came of an erasure asked of a tenant's owner, in one sentence."""
     home, user, answer, tenant = asked.home, asked.user, asked.answer, asked.home.tenant
@@ -66,6 +72,12 @@ def sentence(asked: Asked, wait_s: float) -> str:
         return (f"{unreached.why}; the request did not reach {who}, and nothing was erased "
                 "there (this node's audit log records the attempt; run this command again "
                 "when NATS takes it).")
+    if unreached is not None and not unreached.confirmed:
+        return (f"The erasure of {user} in {tenant} is pending, NOT confirmed: "
+                f"{unreached.why}, so it may or may not be in NATS: if it is, {who}"
+                f"{',' if home.owner else ''} applies it when it reads it, before it "
+                "consumes any prompt, and may have already; nothing says it was not erased "
+                "(run this command again to know: it asks again).")
     if unreached is not None:
         return (f"The erasure of {user} in {tenant} is pending: the request is in NATS, but "
                 f"{unreached.why} while this command waited for {who} to apply it; that node "
@@ -123,6 +135,7 @@ def as_json_of(asked: Asked) -> dict[str, Any]:
             "node": applied.node if applied else home.owner,
             "partition": home.partition, "applied": done,
             "pending": not done and not not_sent(asked), "sent": not not_sent(asked),
+            "confirmed": confirmed(asked),
             "failed": None if failed is None else {
                 "attempts": failed.attempts, "error": failed.error,
                 "retry_in_s": failed.retry_in_s},

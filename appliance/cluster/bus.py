@@ -6,6 +6,7 @@ import asyncio
 import os
 import ssl
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,14 +76,18 @@ def servers(url: str) -> list[str]:
 
 
 async def connect(url: str, sec: ClusterSecurity, *, name: str,
-                  connect_timeout: float = 5.0, reconnect: bool = True) -> Any:
-    """An open nats-py client; SemtraceError with one sentence when NATS cannot be reached."""
+                  connect_timeout: float = 5.0, reconnect: bool = True,
+                  on_error: Callable[[Exception], None] | None = None) -> Any:
+    """An open nats-py client; SemtraceError with one sentence when NATS cannot be reached.
+    `on_error` is shown each error the server reports on the connection (a permission it
+    denies a publish, which nats-py reports nowhere else)."""
     nats = require_nats()
     from nats.errors import Error as NatsError
     from nats.errors import NoServersError
 
     async def _quiet(exc: Exception) -> None:  # nats-py prints every error by default
-        return None
+        if on_error is not None:
+            on_error(exc)
 
     # nats-py retries a first connection like a reconnection (forever with -1, and with 0
     # too): the wait is bounded here, then reconnections are unlimited for a node.

@@ -45,7 +45,9 @@ RETRY_MAX_S = 60.0
 TICK_S = 1.0  # how often the follower looks at the connection
 REWATCH_S = 60.0  # a fresh watch at least this often (a watch that went quiet)
 
-Apply = Callable[[ErasureRequest], Awaitable[Applied]]
+# the request and which attempt this is (1 the first; the failed ones before it are counted
+# in the request's key, so across restarts too): the owner's audit entry says it
+Apply = Callable[[ErasureRequest, int], Awaitable[Applied]]
 
 
 def retry_delay(attempts: int) -> float:
@@ -186,7 +188,7 @@ class ErasureInbox:
         """Apply the request once and write the outcome (or the failure) into its key;
         False when it failed (raised again at start: the node must not consume yet)."""
         try:
-            outcome = await self.apply(request)
+            outcome = await self.apply(request, attempts + 1)
         except Exception as exc:
             attempts += 1
             delay = None if at_start else retry_delay(attempts)

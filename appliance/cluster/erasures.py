@@ -92,11 +92,15 @@ class Failed:
 @dataclass(frozen=True)
 class Unreached:
     """NATS failed the asking command: `sent` False, it did not take the request (a
-    permission it denies, no JetStream, the server gone), so the owner never sees it; True,
-    it took it but stopped answering while the command waited (the request waits there)."""
+    permission it denies, no JetStream, the server gone before the request went out), so
+    the owner never sees it; True, the request went out: `confirmed`, NATS said it took it
+    (then stopped answering while the command waited: the request waits there), else NATS
+    never said so (its acknowledgement did not come), so it may or may not hold it and the
+    owner may apply it."""
 
     why: str  # a sentence fragment: fixed phrases and the exception's type, nothing of the user
     sent: bool
+    confirmed: bool = True
 
 
 @dataclass(frozen=True)
@@ -240,34 +244,68 @@ async def forward(settings: ClusterSettings, request: ErasureRequest, *, wait_s:
     the owner applies it when it can), `Unreached` when NATS failed this command (never
     raised: the caller says it with what else it did); with the earlier request of the same
     erasure this one replaced, if that was not applied."""
+    denied: list[str] = []  # what the server said it refused on this connection
+
+    def refused(exc: Exception) -> None:  # nats-py lower-cases the server's words
+        if PERMISSION_DENIED in str(exc).lower():
+            denied.append(str(exc).lower())
+
     try:
         nc = await connect(settings.url, settings.security, name="semtrace-erase",
-                           reconnect=False)
+                           reconnect=False, on_error=refused)
     except SemtraceError as exc:  # NATS went away since `locate`
         return Unreached(str(exc).rstrip("."), sent=False), None
     try:
-        return await _put_and_wait(nc, settings, request, wait_s, on_sent)
+        return await _put_and_wait(nc, settings, request, wait_s, on_sent,
+                                   lambda: any(f'"{_subject(request)}"'.lower() in d
+                                               for d in denied))
     finally:
         with contextlib.suppress(Exception):
             await nc.close()
 
 
+PERMISSION_DENIED = "permissions violation for publish to"  # nats-server's words
+
+
+def _subject(request: ErasureRequest) -> str:
+    return f"$KV.{ERASURES_BUCKET}.{request.key}"
+
+
+def not_taken(tenant: str, exc: BaseException) -> str:
+    return (f"NATS did not take the erasure request for {tenant} ({type(exc).__name__}): "
+            f"check that this node's NATS user may publish to $KV.{ERASURES_BUCKET}.> "
+            "(docs/scale-out.md, Security on the bus)")
+
+
+def refused_put(exc: BaseException, denied: bool) -> bool:
+    """Pure: whether a failed put is known not to have stored the request: the server
+    denied the publish, no stream listens on its subject, or JetStream answered with an
+    error. Any other failure (its acknowledgement did not come: a timeout, the connection
+    lost) leaves it unknown: the request may be in the bucket."""
+    from nats.errors import NoRespondersError
+    from nats.js.errors import APIError
+
+    return denied or isinstance(exc, NoRespondersError | APIError)
+
+
 async def _put_and_wait(nc: Any, settings: ClusterSettings, request: ErasureRequest,
                         wait_s: float, on_sent: Callable[[], None],
-                        ) -> tuple[Answer, Superseded | None]:
+                        denied: Callable[[], bool]) -> tuple[Answer, Superseded | None]:
     from nats.errors import Error as NatsError
     from nats.js.errors import KeyNotFoundError
 
     try:
         kv = await erasures_bucket(nc.jetstream(), replicas=settings.replicas)
         earlier = await _earlier(kv, request)
+    except (NatsError, OSError) as exc:  # nothing was published
+        return Unreached(not_taken(request.tenant, exc), sent=False), None
+    unconfirmed: str | None = None  # why NATS's acknowledgement of the put did not come
+    try:
         await kv.put(request.key, encode(request))
     except (NatsError, OSError) as exc:  # a permission the server denies: a timeout
-        return Unreached(
-            f"NATS did not take the erasure request for {request.tenant} "
-            f"({type(exc).__name__}): check that this node's NATS user may publish to "
-            f"$KV.{ERASURES_BUCKET}.> (docs/scale-out.md, Security on the bus)",
-            sent=False), None
+        if refused_put(exc, denied()):
+            return Unreached(not_taken(request.tenant, exc), sent=False), None
+        unconfirmed = f"NATS did not confirm that it took the request ({type(exc).__name__})"
     on_sent()
     deadline = time.monotonic() + wait_s
     failed: Failed | None = None
@@ -277,15 +315,22 @@ async def _put_and_wait(nc: Any, settings: ClusterSettings, request: ErasureRequ
                 asked, applied, failure = decode((await kv.get(request.key)).value)
                 # a later request of the same erasure (run again meanwhile) covers this one
                 if asked.requested_at >= request.requested_at:
+                    unconfirmed = None  # it is in the bucket: NATS took it
                     if applied is not None:
                         return applied, earlier
                     failed = failure or failed
                     if failed is not None and failed.retry_in_s is None:
                         return failed, earlier  # the owner stopped on it until it starts
         except (NatsError, OSError) as exc:  # NATS went away while this command waited
+            if unconfirmed is not None:
+                return Unreached(f"{unconfirmed}, then stopped answering "
+                                 f"({type(exc).__name__})", sent=True, confirmed=False), earlier
             return Unreached(f"NATS stopped answering ({type(exc).__name__})",
                              sent=True), earlier
         if time.monotonic() >= deadline:
+            if unconfirmed is not None:  # never seen in the bucket: it may still be there
+                return Unreached(f"{unconfirmed}, and it was not seen in the bucket within "
+                                 f"{wait_s:g} s", sent=True, confirmed=False), earlier
             return failed, earlier
         await asyncio.sleep(POLL_S)
 

@@ -179,12 +179,13 @@ class ClusterNode:
         return list(await self.service.in_worker(known_tenants, self.service.pipeline.store,
                                                  self.service.policies))
 
-    async def _erase(self, request: ErasureRequest) -> Applied:
+    async def _erase(self, request: ErasureRequest, attempt: int) -> Applied:
         """Apply an erasure another node asked for, on the worker thread, as the service's
-        own (tombstone, shredding, audit entry); refused if pseudonyms differ."""
+        own (tombstone, shredding, audit entry naming the request and its `attempt`);
+        refused if pseudonyms differ."""
         if self.service.eraser is None:
             return Applied(self.node, refused=f"Node '{self.node}' runs without an eraser.")
-        report = await self.service.in_worker(self.service.eraser, request)
+        report = await self.service.in_worker(self.service.eraser, request, attempt)
         if isinstance(report, str):
             return Applied(self.node, refused=report)
         return Applied(self.node, held=report.held, buckets=report.buckets,
