@@ -256,6 +256,41 @@ def test_without_a_passphrase_the_cli_asks_the_data_dirs_query_socket(
     assert "<EMAIL_ADDRESS" in shown.output and EMAIL not in shown.output
 
 
+def test_a_reader_on_a_service_host_asks_the_services_query_socket_by_itself(
+        served: dict[str, Any], data_dir: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """An engineer on the host where install.sh put the service typed `semtrace threads
+    list` and was told 'The data dir ~/.local/share/semtrace does not exist (run `semtrace
+    init`)': the command looked in their own default folder. With the install's record in
+    the venv, a reader with no data dir of their own asks the service's query socket."""
+    from appliance.cli import main
+    from appliance.config import paths
+
+    record = tmp_path / "service.conf"
+    record.write_text(f"# Written by install.sh: this install's service.\n"
+                      f"data_dir={data_dir}\nquery_socket={served['sock']}\n")
+    monkeypatch.setattr(paths, "SERVICE_RECORD", record)
+    ok = cli("threads", "list", "--role", "analyst-acme", "--json")
+    assert ok.exit_code == 0, ok.output
+    assert {t["tenant"] for t in json.loads(ok.output)} == {"acme"}
+    hits = cli("search", "VPN guide", "--role", "analyst-acme", "--json")
+    assert hits.exit_code == 0 and {h["tenant"] for h in json.loads(hits.output)} == {"acme"}
+    # the service stopped: that, in one sentence, not `semtrace init`
+    down = tmp_path / "run" / "query.sock"
+    record.write_text(f"data_dir={data_dir}\nquery_socket={down}\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["threads", "list", "--role", "analyst-acme"])
+    err = capsys.readouterr().err
+    assert exit_.value.code != 0 and "semtrace init" not in err
+    assert f"No service is listening on {down}, this host's service's query socket" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    # without the install's record (a source tree, an evaluation venv): as before
+    monkeypatch.setattr(paths, "SERVICE_RECORD", tmp_path / "no-record")
+    with pytest.raises(SystemExit):
+        main(["threads", "list"])
+    assert "does not exist (run `semtrace init`)" in capsys.readouterr().err
+
+
 def test_threads_list_by_topic_over_the_socket_and_directly(
         served: dict[str, Any], data_dir: Path, passphrase_file: Path) -> None:
     """From `stats topics` to the topic's threads in the CLI: `threads list --topic`

@@ -126,7 +126,8 @@ def query_socket_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--socket", "socket_path", type=click.Path(path_type=Path), envvar=QUERY_SOCKET_ENV,
         default=None, help="Ask the running service's query socket (default $SEMTRACE_QUERY_"
-        "SOCKET; DATA_DIR/query.sock when no passphrase or key is given) under your OS "
+        "SOCKET; DATA_DIR/query.sock when no passphrase or key is given, and on an installed "
+        "service's host, with no data dir of your own, the service's) under your OS "
         "identity's role, without the passphrase.")(fn)
 
 
@@ -156,6 +157,10 @@ def query_socket(socket_path: Path | None, data_dir: Path | None,
         return sock
     from appliance.runtime import is_initialised
 
+    if data_dir is None and not is_initialised(directory):
+        served = _service_query_socket(directory)
+        if served is not None:
+            return served
     if is_initialised(directory):  # a reader whose service is down: say that, not only
         # "No passphrase given" (readers never had one)
         if not os.isatty(0):
@@ -166,6 +171,24 @@ def query_socket(socket_path: Path | None, data_dir: Path | None,
         click.echo(f"No service is listening on {sock}: opening the store directly.",
                    err=True)
     return None
+
+
+def _service_query_socket(default: Path) -> Path | None:
+    """On a host where install.sh installed the service (its record in this venv), the
+    service's query socket: a reader with no data dir of their own (`semtrace threads list`)
+    was told this user's default folder did not exist and to run `semtrace init`."""
+    from appliance.config.paths import SERVICE_QUERY_SOCKET, installed_service
+
+    record = installed_service()
+    if "data_dir" not in record:
+        return None
+    sock = record.get("query_socket", SERVICE_QUERY_SOCKET)
+    if sock.is_socket():
+        return sock
+    raise SemtraceError(
+        f"No service is listening on {sock}, this host's service's query socket, and this "
+        f"user has no data dir of their own ({default}): start the service (systemctl start "
+        "semtrace), or open a store with --data-dir and --passphrase-file.")
 
 
 def ask(path: Path, request: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,8 @@ ETC_POLICY_DIR = Path("/etc/semtrace/policies")
 SERVICE_RECORD = Path(sys.prefix) / "share" / "semtrace-installer" / "service.conf"
 SERVICE_DATA_DIR = Path("/var/lib/semtrace")
 SERVICE_PASSPHRASE = Path("/etc/semtrace/passphrase")
+# The query socket the unit's ExecStart= names (records of earlier installs do not say it).
+SERVICE_QUERY_SOCKET = Path("/run/semtrace/query.sock")
 
 
 def installed_service() -> dict[str, Path]:
