@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 from test_cluster import PARTITIONS, nats_server
 
-from appliance.cluster.client import NatsClient
+from appliance.cluster.client import NatsClient, NoAnswerYet
 from appliance.integrations.channel import SyncChannel
+from appliance.query import records_by_request
 from appliance.service import dispatch
 
 pytestmark = pytest.mark.slow
@@ -43,8 +44,9 @@ def node(pipeline: Any, tmp: Path, url: str) -> Iterator[Any]:
     asyncio.run_coroutine_threadsafe(svc.start(), loop).result(60)
     asyncio.run_coroutine_threadsafe(door.start(), loop).result(60)
     try:
-        yield svc
-    finally:
+        yield svc, door
+    finally:  # as `serve` stops: the service is told first, then its door, then drained
+        loop.call_soon_threadsafe(svc.request_stop)
         asyncio.run_coroutine_threadsafe(door.stop(), loop).result(60)
         asyncio.run_coroutine_threadsafe(svc.drain(), loop).result(60)
         loop.call_soon_threadsafe(loop.stop)
@@ -83,7 +85,7 @@ def test_a_held_loop_call_joins_its_turn_when_the_update_comes_behind_it(
     worked (the update waited out the hold, then the call was refused `not_found`, its
     tokens and latency in no figure). The call now joins its turn when the update lands."""
     monkeypatch.setattr(dispatch, "ATTACH_HOLD", 3600.0)
-    with nats_server(tmp_path / "nats") as url, node(pipeline, tmp_path, url) as svc:
+    with nats_server(tmp_path / "nats") as url, node(pipeline, tmp_path, url) as (svc, _):
         client = NatsClient(url, timeout=30, plain_bus=True)
         try:
             turn = client.request(_ingest("nh-1", "ilse", "Is the night train on time?"))
@@ -133,3 +135,33 @@ def test_a_loop_call_held_past_a_nats_gateways_timeout_pauses_no_other_call(
     assert "semtrace_unavailable" not in events and "semtrace_available" not in events
     assert updated is not None and updated["ok"], updated
     assert again is not None and again["conversation_id"] == turn["conversation_id"]
+
+
+def test_a_loop_call_held_as_its_node_stops_joins_its_turn_after_the_restart(
+        pipeline: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node stopped (a rolling upgrade) while it holds a loop call whose turn may still
+    come answered it `not_found` once the hold ran out, and acknowledged it: the call was
+    lost, though its turn's update was still on the bus. It now answers `shutting_down`
+    at once, which the node does not acknowledge: the call is delivered again after the
+    restart and joins its turn, its tokens in the turn's."""
+    monkeypatch.setattr(dispatch, "ATTACH_HOLD", 8.0)  # ends within the stop's grace
+    with nats_server(tmp_path / "nats") as url:
+        client = NatsClient(url, timeout=3, plain_bus=True)
+        try:
+            with node(pipeline, tmp_path, url):
+                turn = client.request(_ingest("nr-1", "ilse", "Which platform for Bergen?"))
+                assert turn["ok"], turn
+                call = {**_loop_call("nr-2", "ilse", "resp_ilse_7"),
+                        "response": {"status": "ok", "input_tokens": 40, "output_tokens": 7}}
+                with pytest.raises(NoAnswerYet):  # held: the turn's update is not sent yet
+                    client.request(call)
+            with node(pipeline, tmp_path, url) as (_, door):  # the node restarted
+                assert client.request(_update("nr-1", "resp_ilse_7"))["ok"]
+                for _ in range(600):  # the update, then the loop call delivered again
+                    if door.counters["consumed"] >= 2:
+                        break
+                    threading.Event().wait(0.05)
+        finally:
+            client.close()
+    record = records_by_request(pipeline.store, "acme", "nr-1")
+    assert record is not None and record.input_tokens == 40

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -171,15 +170,17 @@ class Dispatch(ServiceCore):
                                     "another user's turn; a tool loop's call must carry the "
                                     "user of the turn it continues. Nothing was recorded.",
                                     req.request_id) from None
-            if found is not None or loop.time() >= deadline or self._stopping.is_set():
+            if found is not None or loop.time() >= deadline:
                 break
             if queued is None:
                 queued = {key for key in self._pending if key[0] == req.tenant}
             # (a turn that landed since the lookup began is looked for once more)
             if not await self._turn_coming(req, queued) and not landing.is_set():
                 break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(landing.wait(), deadline - loop.time())
+            if self._stopping.is_set():  # its turn may still come: ask again after the restart
+                raise ProtocolError("shutting_down", "The service is shutting down; retry "
+                                    "later.", req.request_id)
+            await _either(landing, self._stopping, deadline - loop.time())
         if found is None:
             raise ProtocolError("not_found", "No recorded turn of this user answered with "
                                 "this previous_response_id.", req.request_id)
@@ -216,3 +217,14 @@ class Dispatch(ServiceCore):
                     span_id=rec.span_id, link_source=rec.link_source,
                     text_truncated=bool((rec.evidence or {}).get("text_truncated")))
         return {**ok_reply(o, mode="lookup"), "feedback": rec.feedback}
+
+
+async def _either(first: asyncio.Event, second: asyncio.Event, timeout: float) -> None:
+    """Until either event is set, `timeout` at most."""
+    waits = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
+    try:
+        await asyncio.wait(waits, timeout=max(timeout, 0.0),
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
