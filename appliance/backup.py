@@ -68,6 +68,9 @@ class BackupReport:
     audit_seq: int
     bytes: int
     files: tuple[str, ...]
+    # legal holds (positions in retention.toml, from 1) named by user_id, which the copy of
+    # the policy names by pseudonym
+    holds_by_pseudonym: tuple[int, ...] = ()
 
 
 # ---------------------------------------------------------------- checks
@@ -257,7 +260,8 @@ def take_backup(data_dir: Path, cred: Credential, dest: Path, *,
             if (data_dir / name).exists():
                 made.append(dest / name)
                 shutil.copyfile(data_dir / name, dest / name)
-        made += _copy_policies(dest / POLICIES)
+        copied_policies, by_pseudonym = _copy_policies(dest / POLICIES, ring)
+        made += copied_policies
         for path in made:
             os.chmod(path, 0o600)
             fsync_path(path)
@@ -317,21 +321,29 @@ def take_backup(data_dir: Path, cred: Credential, dest: Path, *,
     total = sum(sizes.values())
     return BackupReport(destination=str(dest), taken_at=taken.isoformat(), records=records,
                         live_buckets=live, audit_seq=seq, bytes=total,
-                        files=tuple(sorted(files)))
+                        files=tuple(sorted(files)), holds_by_pseudonym=tuple(by_pseudonym))
 
 
-def _copy_policies(folder: Path) -> list[Path]:
+def _copy_policies(folder: Path, ring: Keyring) -> tuple[list[Path], list[int]]:
     """The policies in use (retention periods, legal holds, roles...), beside the store:
-    what a restore shreds is decided by them."""
+    what a restore shreds is decided by them. `retention.toml`'s holds by `user_id` are
+    written by pseudonym (`policy_copy.py`): their positions (from 1) are returned."""
     from appliance.config import policy_dir
+    from appliance.policy_copy import by_pseudonym
 
     folder.mkdir(mode=0o700)
-    made = []
+    made, rewritten = [], []
     for src in sorted(policy_dir().iterdir()):
         if src.is_file() and src.suffix in (".toml", ".json"):
-            shutil.copyfile(src, folder / src.name)
+            copy = (by_pseudonym(src.read_text(), ring) if src.name == "retention.toml"
+                    else None)
+            if copy is None:
+                shutil.copyfile(src, folder / src.name)
+            else:
+                (folder / src.name).write_text(copy[0])
+                rewritten = copy[1]
             made.append(folder / src.name)
-    return made
+    return made, rewritten
 
 
 def _record(data_dir: Path, ring: Keyring, event: str, details: dict[str, Any]) -> None:

@@ -28,7 +28,7 @@ from appliance.backup import (
 )
 from appliance.config import Policies
 from appliance.errors import InputError, SemtraceError, WrongKey
-from appliance.keys import KEYRING_FILE, Credential, fsync_dir, open_keyring
+from appliance.keys import KEYRING_FILE, Credential, Keyring, fsync_dir, open_keyring
 from appliance.keys.durable import fsync_path
 from appliance.store import DB_FILE, KEYS_FILE
 
@@ -101,21 +101,21 @@ def _check_target(backup: Path, target: Path) -> None:
         raise InputError(f"{target} is not writable for this user; nothing was restored.")
 
 
-def _policy_change(backup: Path) -> str | None:
-    """One sentence when the retention policy in use is not the one saved with the backup
-    (its periods and legal holds decide what a restore shreds), else None."""
-    import tomllib
-
+def _policy_change(backup: Path, ring: Keyring) -> str | None:
+    """One sentence when the retention policy in use does not decide as the one saved with
+    the backup (its periods and legal holds decide what a restore shreds; a hold by user id
+    and the copy's by pseudonym of the same user decide alike), else None."""
     from appliance.backup import POLICIES
     from appliance.config import policy_dir
+    from appliance.policy_copy import same_retention
 
     saved = backup / POLICIES / "retention.toml"
     current = policy_dir() / "retention.toml"
     if not saved.exists():
         return None
     try:
-        same = tomllib.loads(saved.read_text()) == tomllib.loads(current.read_text())
-    except (OSError, ValueError):
+        same = same_retention(saved.read_text(), current.read_text(), ring)
+    except OSError:
         same = False
     if same:
         return None
@@ -162,14 +162,14 @@ def restore_backup(backup: Path, target: Path, cred: Credential, policies: Polic
     step = progress or (lambda _s, _d, _t: None)
     manifest = read_manifest(backup)
     _check_target(backup, target)
-    if not current_policies and (changed := _policy_change(backup)):
-        raise InputError(changed)
     try:
         ring = open_keyring(backup, cred)  # the credential that was current when it was taken
     except WrongKey:
         raise WrongKey(f"The passphrase or key does not open the backup {backup}: it opens "
                        "with the one that was current when it was taken. Nothing was "
                        "restored.") from None
+    if not current_policies and (changed := _policy_change(backup, ring)):
+        raise InputError(changed)
     if unknown := newer_migrations(backup, ring):
         raise SemtraceError(f"The backup {backup} holds a data dir a newer version of Semtrace "
                             f"had migrated (its migration {unknown[0]} is unknown to this "

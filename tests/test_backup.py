@@ -258,7 +258,8 @@ def test_backup_refuses_a_disk_without_room_for_the_copy(
     assert not (tmp_path / "copy").exists()
     monkeypatch.undo()
 
-    def full(_folder: Path) -> list[Path]:  # the disk fills up after the databases are copied
+    def full(_folder: Path, _ring: object) -> list[Path]:  # the disk fills up after the
+        # databases are copied
         import errno
 
         raise OSError(errno.ENOSPC, "No space left on device")

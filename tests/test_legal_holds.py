@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tomllib
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -256,12 +257,12 @@ def test_a_hold_reason_naming_its_user_or_an_address_is_withheld_and_said(
                 "(withheld: it names the held user or an e-mail address)" in line]) == 2
     check = run_cli("serve", "--check", *args, env=env)
     assert check.returncode == 0, check.stderr
-    said = [w for w in json.loads(check.stdout)["warnings"] if "Legal hold" in w]
+    said = [w for w in json.loads(check.stdout)["warnings"] if "gives a reason" in w]
     assert [w.split(" gives")[0] for w in said] == ["Legal hold 1 of retention.toml",
                                                    "Legal hold 3 of retention.toml"]
     assert "reword it" in said[0] and not leaks(check.stdout + check.stderr)
     doctor = run_cli("doctor", "--json", "--data-dir", str(tmp_path / "data"), env=env)
-    assert [w for w in json.loads(doctor.stdout)["warnings"] if "Legal hold" in w] == said
+    assert [w for w in json.loads(doctor.stdout)["warnings"] if "gives a reason" in w] == said
 
 
 def test_the_buckets_a_hold_keeps_are_named_with_their_class_of_data(
@@ -308,3 +309,71 @@ def test_the_buckets_a_hold_keeps_are_named_with_their_class_of_data(
     again = run_cli("retention", "run", *args, env=env)
     assert again.returncode == 0, again.stderr
     assert "2 bucket(s) on legal hold (1 of prompts, 1 of vault originals)." in again.stdout
+
+
+def test_a_backup_keeps_legal_holds_by_pseudonym_and_every_check_says_so(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """A hold by `user_id` is a raw user id in the policy file. `serve --check` and `doctor`
+    name it by position; `backup` writes its copy of retention.toml with the user by
+    pseudonym (nothing of the id anywhere in the backup) and says so in one sentence; the
+    copy holds what the original holds, and a restore under the original is not refused."""
+    from conftest import scan_for
+
+    from appliance.config import RetentionSettings
+
+    args, env = _store_with_holds(tmp_path, passphrase_file, (
+        'legal_holds = [{ tenant = "acme", user_id = "alice", reason = "litigation hold for '
+        'Alice" }, { tenant = "initech", reason = "case 9" }, { tenant = "acme", user_id = '
+        '"quimby-7731", reason = "case 7" }]'))
+    byid = [f"Legal hold {n} of retention.toml names its user by user_id, a raw user id on "
+            "disk outside the encrypted store" for n in (1, 3)]
+    check = run_cli("serve", "--check", *args, env=env)
+    doctor = run_cli("doctor", "--json", "--data-dir", str(tmp_path / "data"), env=env)
+    for said in (check, doctor):
+        assert said.returncode == 0, said.stderr
+        warned = [w for w in json.loads(said.stdout)["warnings"] if "by user_id" in w]
+        assert [w.split(":")[0] for w in warned] == byid
+        assert "quimby" not in said.stdout and "alice" not in said.stdout.lower()
+
+    dest = tmp_path / "copy"
+    made = run_cli("backup", str(dest), "--json", *args, env=env)
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["holds_by_pseudonym"] == [1, 3]
+    warned = made.stderr.strip().splitlines()
+    copy = dest / "policies" / "retention.toml"
+    assert [w.split(":")[2].strip() for w in warned] == byid
+    assert all(w.startswith("semtrace: warning: ") and f"this backup's copy of the policy "
+               f"({copy}) names the user by pseudonym instead" in w for w in warned)
+    assert scan_for(dest, ["alice", "quimby-7731"]) == []  # the reason naming alice too
+    kept = RetentionSettings.model_validate(tomllib.loads(copy.read_text()))
+    assert [h.user_id for h in kept.legal_holds] == [None] * 3
+    assert [h.tenant for h in kept.legal_holds] == ["acme", "initech", "acme"]
+    preview = json.loads(run_cli("retention", "run", "--dry-run", "--json", *args,
+                                 env=env).stdout)
+    (alice,) = {h["user"] for h in preview["held_buckets"]}
+    assert kept.legal_holds[0].pseudonym == alice
+
+    # restored under the policy in use (holds by user_id): the same holds, not refused
+    restored = ["--data-dir", str(tmp_path / "restored"), "--passphrase-file",
+                str(passphrase_file)]
+    back = run_cli("restore", str(dest), *restored, env=env)
+    assert back.returncode == 0, back.stderr
+    # and the copy's policies put in place hold the same buckets there
+    copied = {"SEMTRACE_POLICY_DIR": str(dest / "policies")}
+    again = run_cli("retention", "run", "--dry-run", "--json", *restored, env=copied)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["held_buckets"] == preview["held_buckets"]
+    assert json.loads(again.stdout)["idle_holds"] == preview["idle_holds"]
+
+
+def test_the_backups_copy_of_a_policy_reads_back_as_written() -> None:
+    """The copy is written from the parsed file: odd tenant names and reasons (quotes,
+    backslashes, non-ASCII, control characters) and nested tables read back the same."""
+    from appliance.policy_copy import dumps
+
+    doc = {"schedule_cron": "17 * * * *", "legal_holds": [
+        {"tenant": 'a"c\\me.eu', "pseudonym": "u_3f9c0a17d2b4e6f8a1c5",
+         "reason": "café\x7f\ttab\nline 😀"}, {"tenant": "initech", "reason": ""}],
+        "default": {"prompts_days": 30, "vault_days": 7.5, "aggregates_days": 1e-05},
+        "tenants": {"acme.eu": {"prompts_days": 14}, "globex": {"vault_days": 3}}}
+    assert tomllib.loads(dumps(doc)) == doc

@@ -40,6 +40,12 @@ def backup(dest: Path, data_dir: Path | None, passphrase_file: Path | None,
     cred = credential(passphrase_file, key_file)
     with progress_bar() as prog:
         report = take_backup(directory, cred, dest, progress=_progress_step(prog))
+    from appliance.backup import POLICIES
+    from appliance.config.retention import by_user_id
+
+    copy = Path(report.destination) / POLICIES / "retention.toml"
+    for position in report.holds_by_pseudonym:  # on stderr, under --json too
+        click.echo(f"semtrace: warning: {by_user_id(position, copy=str(copy))}", err=True)
     if as_json:
         emit_json(report)
         return

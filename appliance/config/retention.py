@@ -74,6 +74,19 @@ class LegalHold(Strict):
         return self
 
 
+def by_user_id(position: int, *, copy: str = "") -> str:
+    """The sentence for a hold (from 1) that names its user by raw user id; `copy`: the
+    backup's copy of the policy that names the user by pseudonym instead."""
+    head = (f"Legal hold {position} of retention.toml names its user by user_id, a raw user "
+            "id on disk outside the encrypted store")
+    if copy:
+        return (f"{head}: this backup's copy of the policy ({copy}) names the user by "
+                "pseudonym instead, as the policy in use should (copy the hold from there).")
+    return (f"{head}: name the user by pseudonym instead (pseudonym = \"u_...\": `semtrace "
+            "backup` writes it so in its copy of retention.toml, and `retention run "
+            "--dry-run --json` prints it as the user of held_buckets).")
+
+
 class RetentionSettings(Strict):
     default: RetentionClass = RetentionClass()
     tenants: dict[str, RetentionClass] = {}
@@ -81,11 +94,18 @@ class RetentionSettings(Strict):
     schedule_cron: str = "17 * * * *"
 
     def warnings(self) -> list[str]:
-        """What these settings do that they do not say: a hold's reason the reports withhold."""
-        return [f"Legal hold {i + 1} of retention.toml gives a reason that names its user or "
-                "an e-mail address: the signed retention report states it as withheld "
-                "(reword it, e.g. with a ticket number, for the report to show it)."
-                for i, h in enumerate(self.legal_holds) if h.names_person]
+        """What these settings do that they do not say: a hold that keeps a raw user id in
+        the policy file, a hold's reason the reports withhold."""
+        said = []
+        for i, h in enumerate(self.legal_holds):
+            if h.user_id is not None:
+                said.append(by_user_id(i + 1))
+            if h.names_person:
+                said.append(f"Legal hold {i + 1} of retention.toml gives a reason that names "
+                            "its user or an e-mail address: the signed retention report "
+                            "states it as withheld (reword it, e.g. with a ticket number, "
+                            "for the report to show it).")
+        return said
 
     @field_validator("schedule_cron")
     @classmethod
