@@ -319,7 +319,7 @@ record="$prefix/share/semtrace-installer/service.conf"
 record_text=""
 [ "$service" = 1 ] && record_text=$(printf '%s\n' "# Written by install.sh: this install's service." \
   "policy_dir=$etc/policies" "data_dir=$data_dir" "passphrase_file=$etc/passphrase" \
-  "query_socket=/run/semtrace/query.sock")
+  "query_socket=/run/semtrace/query.sock" "socket=/run/semtrace/semtrace.sock")
 if [ "$dry" = 1 ]; then
   echo "would run: install $bundle/uninstall.sh as $prefix/bin/semtrace-uninstall"
   if [ -n "$record_text" ]; then

@@ -291,6 +291,30 @@ def test_a_reader_on_a_service_host_asks_the_services_query_socket_by_itself(
     assert "does not exist (run `semtrace init`)" in capsys.readouterr().err
 
 
+def test_send_on_a_service_host_uses_the_services_socket_by_itself(
+        served: dict[str, Any], tmp_path: Path, data_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's `semtrace send < requests.jsonl`, run by the gateway's user on the
+    service's host, said 'No semtrace service is listening on
+    ~/.local/share/semtrace/semtrace.sock': it looked in that user's own default folder. With
+    the install's record in the venv it sends to the service's socket."""
+    from click.testing import CliRunner
+
+    from appliance.cli import cli as group
+    from appliance.config import paths
+
+    record = tmp_path / "service.conf"
+    record.write_text(f"data_dir={data_dir}\nsocket={served['ingest']}\n")
+    monkeypatch.setattr(paths, "SERVICE_RECORD", record)
+    line = json.dumps({"op": "ingest", "request_id": "send-host-1", "tenant": "acme",
+                       "user_id": "u-dee-1", "text": "Which VPN client do we use?"})
+    r = CliRunner().invoke(group, ["send"], input=line + "\n")
+    assert r.exit_code == 0, r.output
+    reply = json.loads(r.output)
+    assert reply["ok"] is True and reply["request_id"] == "send-host-1"
+    assert reply["conversation_id"].startswith("th_")
+
+
 def test_threads_list_by_topic_over_the_socket_and_directly(
         served: dict[str, Any], data_dir: Path, passphrase_file: Path) -> None:
     """From `stats topics` to the topic's threads in the CLI: `threads list --topic`

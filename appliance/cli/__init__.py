@@ -191,6 +191,23 @@ def _service_query_socket(default: Path) -> Path | None:
         "semtrace), or open a store with --data-dir and --passphrase-file.")
 
 
+def ingest_socket(socket_path: Path | None, data_dir: Path | None, name: str) -> Path:
+    """The ingest socket `send` uses: --socket, else the data dir's; on a host where
+    install.sh installed the service, with no data dir given and none of this user's own,
+    the service's (`semtrace send` said no service listened in ~/.local/share/semtrace)."""
+    if socket_path is not None:
+        return socket_path
+    directory = data_dir or default_data_dir()
+    if data_dir is None and not (directory / name).is_socket():
+        from appliance.config.paths import SERVICE_SOCKET, installed_service
+        from appliance.runtime import is_initialised
+
+        record = installed_service()
+        if "data_dir" in record and not is_initialised(directory):
+            return record.get("socket", SERVICE_SOCKET)
+    return directory / name
+
+
 def ask(path: Path, request: dict[str, Any]) -> dict[str, Any]:
     """One query over the service's query socket; its refusal as one sentence."""
     from appliance.client import Client

@@ -17,6 +17,7 @@ from appliance.cli import (
     credential,
     credential_options,
     data_dir_option,
+    ingest_socket,
 )
 from appliance.errors import InputError, SemtraceError
 from appliance.runtime import default_data_dir, settle_heap
@@ -352,7 +353,8 @@ def _requests(lines: Any, run: str | None = None, skipped: list[int] | None = No
 @click.command()
 @data_dir_option
 @click.option("--socket", "socket_path", type=click.Path(path_type=Path), default=None,
-              help="The service's socket (default DATA_DIR/semtrace.sock).")
+              help="The service's socket (default DATA_DIR/semtrace.sock; on an installed "
+              "service's host, with no data dir of your own, the service's).")
 @click.option("--window", type=click.IntRange(1, 4096), default=64, show_default=True,
               help="Requests in flight at once.")
 @click.option("--json", "as_json", is_flag=True, help="Replies are JSON lines (always).")
@@ -360,7 +362,7 @@ def send(data_dir: Path | None, socket_path: Path | None, window: int, as_json: 
     """Stream JSON-lines requests from stdin to the service; print one reply per line."""
     from appliance.client import Client, connection_refusal
 
-    path = socket_path or (data_dir or default_data_dir()) / SOCKET_NAME
+    path = ingest_socket(socket_path, data_dir, SOCKET_NAME)
     failed = sent = 0
     skipped: list[int] = []
     with Client(path) as client:

@@ -22,6 +22,7 @@ SERVICE_DATA_DIR = Path("/var/lib/semtrace")
 SERVICE_PASSPHRASE = Path("/etc/semtrace/passphrase")
 # The query socket the unit's ExecStart= names (records of earlier installs do not say it).
 SERVICE_QUERY_SOCKET = Path("/run/semtrace/query.sock")
+SERVICE_SOCKET = Path("/run/semtrace/semtrace.sock")
 
 
 def installed_service() -> dict[str, Path]:
