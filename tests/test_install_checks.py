@@ -344,3 +344,34 @@ def test_doctor_names_a_service_passphrase_file_other_users_can_read(
         f"opens the store and every backup taken; run `chmod 600 {pw}`."]
     pw.chmod(0o600)
     assert said() == []
+
+
+def test_selftest_on_a_service_host_uses_none_of_its_metrics_port_or_cluster(
+        tmp_path: Path) -> None:
+    """`semtrace selftest` (README step 3, run again on a host whose service runs) started
+    its own `serve` with the service's policies: with the metrics on 127.0.0.1:PORT
+    (telemetry.toml) it could not bind the port the service holds and failed with 'No
+    semtrace service is listening on /tmp/semtrace-selftest-.../semtrace.sock', the reason
+    unsaid; with a NATS URL in cluster.toml it would join the service's cluster. Its serve
+    now leaves telemetry and cluster at their defaults (off), and says why it stopped."""
+    import socket
+
+    policies = _copy(Path(__file__).resolve().parents[1] / "policies", tmp_path / "policies")
+    with socket.socket() as held:  # the running service's metrics port
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        telemetry = policies / "telemetry.toml"
+        telemetry.write_text(telemetry.read_text().replace(
+            'listen = ""', f'listen = "127.0.0.1:{port}"', 1))
+        assert f"127.0.0.1:{port}" in telemetry.read_text()
+        r = run_cli("selftest", "--json", env={"SEMTRACE_POLICY_DIR": str(policies)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["ok"] is True
+    # the selftest's serve failing to start says why, in its one line
+    (policies / "service.toml").write_text("queue_max = 'many'\n")
+    r = run_cli("selftest", "--json", env={"SEMTRACE_POLICY_DIR": str(policies)})
+    failed = [c for c in json.loads(r.stdout)["checks"] if not c["ok"]]
+    assert r.returncode == 1 and [c["check"] for c in failed] == [
+        "service round trip and encryption"]
+    assert "(serve said: " in failed[0]["detail"] and "service.toml" in failed[0]["detail"]

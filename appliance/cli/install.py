@@ -7,6 +7,7 @@ import importlib.metadata as md
 import os
 import platform
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,6 +44,34 @@ def _model() -> str:
     return f"{manifest.model_id} verified"
 
 
+# What the selftest's own serve must not take from the policies in use: on a service host
+# it bound the service's metrics port (and failed, said only as 'No semtrace service is
+# listening on /tmp/semtrace-selftest-.../semtrace.sock'), and would export spans to the
+# collector and join the service's NATS cluster with a throwaway store.
+_HOST_ONLY_POLICIES = ("telemetry.toml", "cluster.toml")
+
+
+def _selftest_policies(tmp: Path) -> Path:
+    """A copy of the policies in use without telemetry and cluster (their defaults: off)."""
+    from appliance.config import policy_dir
+
+    out = tmp / "policies"
+    out.mkdir()
+    for f in policy_dir().iterdir():
+        if f.is_file() and f.name not in _HOST_ONLY_POLICIES:
+            shutil.copyfile(f, out / f.name)
+    return out
+
+
+def _serve_said(log: Path) -> str:
+    """The sentence the selftest's serve ended with, if it said one."""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        said = [line for line in log.read_text().splitlines() if line.startswith("semtrace: ")]
+        if said:
+            return f" (serve said: {said[-1][len('semtrace: '):]})"
+    return ""
+
+
 def _round_trip(tmp: Path) -> str:
     from appliance.client import Client
 
@@ -52,16 +81,25 @@ def _round_trip(tmp: Path) -> str:
     data = tmp / "data"
     args = ["--data-dir", str(data), "--passphrase-file", str(pw)]
     base = [sys.executable, "-m", "appliance"]
-    subprocess.run([*base, "init", *args], check=True, capture_output=True, timeout=120)
-    proc = subprocess.Popen([*base, "serve", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    env = {**os.environ, "SEMTRACE_POLICY_DIR": str(_selftest_policies(tmp))}
+    subprocess.run([*base, "init", *args], check=True, capture_output=True, timeout=120,
+                   env=env)
+    log = tmp / "serve.err"
+    with log.open("wb") as err:
+        proc = subprocess.Popen([*base, "serve", *args], stdout=subprocess.DEVNULL,
+                                stderr=err, env=env)
     try:
         sock = data / "semtrace.sock"
         for _ in range(600):
+            if proc.poll() is not None:
+                break
             with contextlib.suppress(Exception), Client(sock, timeout=5) as c:
                 c.ping()
                 break
             time.sleep(0.1)
+        if proc.poll() is not None:
+            raise RuntimeError(f"the selftest's service exited with {proc.returncode} "
+                               f"before it listened{_serve_said(log)}")
         with Client(sock) as c:
             a = c.ingest(tenant="selftest", user_id=CANARY, request_id="st-1",
                          text=f"What is the weather in Oslo today? {CANARY}")
@@ -74,7 +112,8 @@ def _round_trip(tmp: Path) -> str:
         proc.wait(timeout=60)
     if proc.returncode != 0:
         raise RuntimeError(f"the service exited with {proc.returncode} on SIGTERM")
-    hits = [p.name for p in data.rglob("*") if p.is_file() and CANARY.encode() in p.read_bytes()]
+    hits = [p.name for p in [*data.rglob("*"), log]
+            if p.is_file() and CANARY.encode() in p.read_bytes()]
     if hits:
         raise RuntimeError(f"plaintext found in {', '.join(hits)}")
     return "socket round trip ok; canary encrypted (not found in any file)"
