@@ -4,24 +4,30 @@ is not. A real nats-server and real nodes."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 from pathlib import Path
 
 import pytest
-from test_cluster import Node, nats_server, start_all
-from test_cluster_handover import _exit_or_start, _ingest
-from test_spine import run_cli
+from cluster_nodes import Bus, exit_or_start, ingest, nodes_of, said, sealed_cluster
+from test_cluster import Node, start_all
 
 pytestmark = pytest.mark.slow
 
+COPY_RUNS = ("semtrace: A copy of this data dir runs as node 'a' (its original, or one "
+             "restored from a backup; its claim on partition ")
 
-def _nodes(url: str) -> dict[str, list[int]]:
-    r = run_cli("cluster", "status", "--nats", url, "--json")
-    assert r.returncode == 0, r.stderr
-    nodes: dict[str, list[int]] = json.loads(r.stdout)["nodes"]
-    return nodes
+
+def _a_and_its_copy(bus: Bus) -> tuple[Node, Node]:
+    """Node a (partitions 0-3), started once (its first start with NATS gives the data dir
+    its id) and stopped; and `copy`, node a on a copy of its data dir (the backup,
+    restored), not started."""
+    a = bus.node("a", "0-3")
+    start_all(a)
+    assert a.stop() == 0
+    (bus.tmp / "restored").mkdir()
+    shutil.copytree(a.data, bus.tmp / "restored" / "a")
+    return a, bus.node("a", "0-3", under=bus.tmp / "restored")
 
 
 def test_a_copy_of_a_running_nodes_data_dir_is_refused(tmp_path: Path) -> None:
@@ -29,43 +35,28 @@ def test_a_copy_of_a_running_nodes_data_dir_is_refused(tmp_path: Path) -> None:
     as a restart of it would and consumed its partitions into its own store, the original
     gave them up: from then on the tenants' prompts went to a store apart from the
     original's newer records."""
-    from appliance.cluster.client import NatsClient
-    from appliance.keys.bus import load_bus_keys
-
-    bus_key, key = tmp_path / "bus.key", tmp_path / "cluster.key"
-    assert run_cli("cluster", "bus-key", "new", str(bus_key)).returncode == 0
-    assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
-                   str(key)).returncode == 0
-    keys = load_bus_keys(bus_key)
-    with nats_server(tmp_path / "nats") as url:
-        a = Node(tmp_path, "a", url, key, "0-3", bus_key=bus_key)
-        start_all(a)  # its first start with NATS gives the data dir its id
-        assert a.stop() == 0
-        (tmp_path / "restored").mkdir()
-        shutil.copytree(a.data, tmp_path / "restored" / "a")  # the backup, restored
-        copy = Node(tmp_path / "restored", "a", url, key, "0-3", bus_key=bus_key)
+    with sealed_cluster(tmp_path) as bus:
+        a, copy = _a_and_its_copy(bus)
         start_all(a)
         copy.launch()
-        code = _exit_or_start(copy)
+        code = exit_or_start(copy)
         assert code is not None, "the copy of a's data dir started beside it"
         assert code == 1
-        said = [x for x in copy.log.read_text().splitlines() if x.startswith("semtrace: ")]
-        assert len(said) == 1 and said[0].startswith(
-            "semtrace: A copy of this data dir runs as node 'a' (its original, or one "
-            "restored from a backup; its claim on partition "), said
-        assert said[0].endswith(
+        told = said(copy)
+        assert len(told) == 1 and told[0].startswith(COPY_RUNS), told
+        assert told[0].endswith(
             "two copies of one data dir would each store prompts of its tenants that the "
             "other lacks, so stop that one before starting this one. Nothing was consumed.")
         assert "Traceback" not in copy.log.read_text() and not copy.sock.exists()
-        assert _nodes(url) == {"a": [0, 1, 2, 3]}
-        with NatsClient(url, timeout=60, bus_keys=keys) as gateway:  # a still consumes
-            reply = gateway.request(_ingest("acme", "after-copy", "Is my VPN down?", 0))
+        assert nodes_of(bus.url) == {"a": [0, 1, 2, 3]}
+        with bus.gateway() as gateway:  # a still consumes
+            reply = gateway.request(ingest("acme", "after-copy", "Is my VPN down?", 0))
         assert reply["ok"], reply
         assert a.lookup("acme", "after-copy")["ok"]
         # a crash of the original, restarted while its claims are still alive: it starts
         assert a.stop(signal.SIGKILL) == -signal.SIGKILL
         start_all(a)
-        assert _nodes(url) == {"a": [0, 1, 2, 3]}
+        assert nodes_of(bus.url) == {"a": [0, 1, 2, 3]}
         assert "Traceback" not in a.log.read_text()
         assert a.stop() == 0
 
@@ -78,20 +69,8 @@ def test_a_copy_started_while_its_original_was_down_is_refused_when_it_claims(
     import os
     import time
 
-    from appliance.cluster.client import NatsClient
-    from appliance.keys.bus import load_bus_keys
-
-    bus_key, key = tmp_path / "bus.key", tmp_path / "cluster.key"
-    assert run_cli("cluster", "bus-key", "new", str(bus_key)).returncode == 0
-    assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
-                   str(key)).returncode == 0
-    with nats_server(tmp_path / "nats") as url:
-        a = Node(tmp_path, "a", url, key, "0-3", bus_key=bus_key)
-        start_all(a)
-        assert a.stop() == 0
-        (tmp_path / "restored").mkdir()
-        shutil.copytree(a.data, tmp_path / "restored" / "a")
-        copy = Node(tmp_path / "restored", "a", url, key, "0-3", bus_key=bus_key)
+    with sealed_cluster(tmp_path) as bus:
+        a, copy = _a_and_its_copy(bus)
         copy.launch()
         assert copy.proc is not None
         maps = Path(f"/proc/{copy.proc.pid}/maps")
@@ -105,16 +84,14 @@ def test_a_copy_started_while_its_original_was_down_is_refused_when_it_claims(
             start_all(a)
         finally:
             os.kill(copy.proc.pid, signal.SIGCONT)
-        code = _exit_or_start(copy)
+        code = exit_or_start(copy)
         assert code is not None, "the copy took the original's partitions over"
         assert code == 1
-        said = [x for x in copy.log.read_text().splitlines() if x.startswith("semtrace: ")]
-        assert len(said) == 1 and said[0].startswith(
-            "semtrace: A copy of this data dir runs as node 'a' (its original, or one "
-            "restored from a backup; its claim on partition "), said
+        told = said(copy)
+        assert len(told) == 1 and told[0].startswith(COPY_RUNS), told
         assert "Traceback" not in copy.log.read_text()
-        assert _nodes(url) == {"a": [0, 1, 2, 3]}
-        with NatsClient(url, timeout=60, bus_keys=load_bus_keys(bus_key)) as gateway:
-            assert gateway.request(_ingest("acme", "after-copy", "Is my VPN down?", 0))["ok"]
+        assert nodes_of(bus.url) == {"a": [0, 1, 2, 3]}
+        with bus.gateway() as gateway:
+            assert gateway.request(ingest("acme", "after-copy", "Is my VPN down?", 0))["ok"]
         assert a.lookup("acme", "after-copy")["ok"]
         assert a.stop() == 0

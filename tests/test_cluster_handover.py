@@ -8,66 +8,37 @@ with a follow-up of a moved tenant queued in JetStream.
 from __future__ import annotations
 
 import json
-import time
-from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from test_cluster import PARTITIONS, TODAY, Node, nats_server, start_all
+from cluster_nodes import (
+    Bus,
+    arrived,
+    exit_or_start,
+    ingest,
+    lag,
+    said,
+    sealed_cluster,
+    tenant_in,
+)
+from test_cluster import Node, nats_server, start_all
 from test_spine import run_cli
 
-from appliance.cluster.partition import partition_of
-
 pytestmark = pytest.mark.slow
-
-
-def _ingest(tenant: str, rid: str, text: str, minute: int) -> dict[str, Any]:
-    return {"v": 1, "op": "ingest", "tenant": tenant, "request_id": rid, "user_id": "ana",
-            "text": text, "ts": (TODAY + timedelta(hours=9, minutes=minute)
-                                 ).strftime("%Y-%m-%dT%H:%M:%SZ")}
-
-
-def _lag(url: str, partition: int) -> tuple[int, str | None]:
-    r = run_cli("cluster", "status", "--nats", url, "--json")
-    assert r.returncode == 0, r.stderr
-    state = json.loads(r.stdout)["states"][partition]
-    return int(state["lag"]), state["owner"]
-
-
-def _exit_or_start(node: Node) -> int | None:
-    """The node's exit code, or None if it started consuming (it is stopped then)."""
-    assert node.proc is not None
-    deadline = time.monotonic() + 240
-    while node.proc.poll() is None:
-        if node._starts() > node._before:
-            node.stop()
-            return None
-        assert time.monotonic() < deadline, "the node neither started nor exited"
-        time.sleep(0.3)
-    return node.proc.returncode
 
 
 def test_a_node_restarted_with_a_partition_it_gave_away_refuses_it(tmp_path: Path) -> None:
     """Before: a claimed partition 1 again (b down, so nobody held it) and consumed the
     queued follow-up into a store without the tenant's history: a new conversation on a,
     the rest of it on b."""
-    from appliance.cluster.client import NatsClient
-    from appliance.keys.bus import load_bus_keys
-
-    bus_key, key = tmp_path / "bus.key", tmp_path / "cluster.key"
-    assert run_cli("cluster", "bus-key", "new", str(bus_key)).returncode == 0
-    assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
-                   str(key)).returncode == 0
-    moved = next(f"t{i}" for i in range(100) if partition_of(f"t{i}", PARTITIONS) == 1)
-    keys = load_bus_keys(bus_key)
-    with nats_server(tmp_path / "nats") as url:
-        a = Node(tmp_path, "a", url, key, "0-1", bus_key=bus_key)
-        b = Node(tmp_path, "b", url, key, "2-3", bus_key=bus_key)
+    moved = tenant_in(1)
+    with sealed_cluster(tmp_path) as bus:
+        url = bus.url
+        a, b = bus.node("a", "0-1"), bus.node("b", "2-3")
         start_all(a)
-        with NatsClient(url, timeout=60, bus_keys=keys) as gateway:
-            first = gateway.request(_ingest(moved, "before-move",
-                                            "How do I bake sourdough bread at home?", 0))
+        with bus.gateway() as gateway:
+            first = gateway.request(ingest(moved, "before-move",
+                                           "How do I bake sourdough bread at home?", 0))
         assert first["ok"], first
         assert a.stop() == 0
         export = tmp_path / "p1.semtrace"
@@ -77,29 +48,26 @@ def test_a_node_restarted_with_a_partition_it_gave_away_refuses_it(tmp_path: Pat
             r = run_cli("cluster", *args, env=a.env)
             assert r.returncode == 0, r.stderr
         assert "take 1 out of its --own" in r.stdout  # forget says what to change
-        with NatsClient(url, timeout=30, bus_keys=keys) as gateway:  # b is down: it queues
-            gateway.publish(_ingest(moved, "after-move", "How long should the dough rise?", 2))
-        assert _lag(url, 1) == (1, None)
+        with bus.gateway(timeout=30) as gateway:  # b is down: it queues
+            gateway.publish(ingest(moved, "after-move", "How long should the dough rise?", 2))
+        assert lag(url, 1) == (1, None)
         a.launch()  # its --own still 0-1, as its unit file or cluster.toml says
-        code = _exit_or_start(a)
+        code = exit_or_start(a)
         assert code is not None, "node a consumed partition 1, which it gave away"
         assert code == 1
-        said = [x for x in a.log.read_text().splitlines() if x.startswith("semtrace: ")]
-        assert said == [
+        told = said(a)
+        assert told == [
             "semtrace: This node gave partition 1 away (`cluster forget` at "
-            f"{said[0].split(' at ', 1)[1][:16]} UTC) and holds none of its tenants: start it "
+            f"{told[0].split(' at ', 1)[1][:16]} UTC) and holds none of its tenants: start it "
             "without 1 in --own (`own` in cluster.toml); to take it back, import its tenants "
             "from the node that owns it now (`cluster export` there, `cluster import` here), "
             "or, if that node and its data are lost, run `semtrace cluster reclaim "
             "--partitions 1` here. Nothing was consumed."]
         assert "Traceback" not in a.log.read_text()
-        assert _lag(url, 1) == (1, None)  # the follow-up still waits for its owner
+        assert lag(url, 1) == (1, None)  # the follow-up still waits for its owner
         b.own = "1-3"
         start_all(b)
-        deadline = time.monotonic() + 120
-        while not (found := b.lookup(moved, "after-move")).get("ok"):
-            assert time.monotonic() < deadline, "the follow-up never reached node b"
-            time.sleep(0.3)
+        found = arrived(b, moved, "after-move", "the follow-up")
         assert found["conversation_id"] == first["conversation_id"]  # one conversation, on b
         assert b.lookup(moved, "before-move")["conversation_id"] == first["conversation_id"]
         assert b.stop() == 0
@@ -185,50 +153,45 @@ def test_serve_check_refuses_a_partition_given_away(tmp_path: Path) -> None:
     assert json.loads(fixed.stdout)["message"] == "Configuration OK."
 
 
+def _b_took_over_from_c(bus: Bus, tenant: str) -> tuple[Node, Node]:
+    """Node c (owning partition 3, where `tenant` is) consumed a prompt of the tenant and
+    stopped; node b, which owns partitions 2-3, took partition 3 over (it never had it:
+    nothing stops it) and consumed one too. b runs."""
+    c, b = bus.node("c", "3"), bus.node("b", "2-3")
+    start_all(c)
+    with bus.gateway() as gateway:
+        assert gateway.request(ingest(tenant, "on-c", "How do I reset my VPN?", 0))["ok"]
+    assert c.stop() == 0  # c is gone
+    start_all(b)
+    with bus.gateway() as gateway:
+        assert gateway.request(ingest(tenant, "on-b", "It still fails.", 2))["ok"]
+    return c, b
+
+
 def test_a_node_back_after_another_consumed_its_partition_refuses_it(tmp_path: Path) -> None:
     """Node c owned partition 3 and went away; node b took partition 3 over (its data lost
     with c, or so it seemed) and consumed prompts of its tenants. c comes back with its old
     --own while b is stopped: before, c took partition 3 again and its tenants'
     conversations went on from c's old copy, b's newer records apart."""
-    from appliance.cluster.client import NatsClient
-    from appliance.keys.bus import load_bus_keys
-
-    bus_key, key = tmp_path / "bus.key", tmp_path / "cluster.key"
-    assert run_cli("cluster", "bus-key", "new", str(bus_key)).returncode == 0
-    assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
-                   str(key)).returncode == 0
-    tenant = next(f"t{i}" for i in range(100) if partition_of(f"t{i}", PARTITIONS) == 3)
-    keys = load_bus_keys(bus_key)
-    with nats_server(tmp_path / "nats") as url:
-        c = Node(tmp_path, "c", url, key, "3", bus_key=bus_key)
-        b = Node(tmp_path, "b", url, key, "2-3", bus_key=bus_key)
-        start_all(c)
-        with NatsClient(url, timeout=60, bus_keys=keys) as gateway:
-            assert gateway.request(_ingest(tenant, "on-c", "How do I reset my VPN?", 0))["ok"]
-        assert c.stop() == 0  # c is gone
-        start_all(b)  # b takes partition 3 over (it never had it: nothing stops it)
-        with NatsClient(url, timeout=60, bus_keys=keys) as gateway:
-            assert gateway.request(_ingest(tenant, "on-b", "It still fails.", 2))["ok"]
+    tenant = tenant_in(3)
+    with sealed_cluster(tmp_path) as bus:
+        c, b = _b_took_over_from_c(bus, tenant)
         assert b.stop() == 0  # b restarts, say; meanwhile c comes back
-        with NatsClient(url, timeout=30, bus_keys=keys) as gateway:
-            gateway.publish(_ingest(tenant, "queued", "Should I reinstall it?", 4))
+        with bus.gateway(timeout=30) as gateway:
+            gateway.publish(ingest(tenant, "queued", "Should I reinstall it?", 4))
         c.launch()
-        code = _exit_or_start(c)
+        code = exit_or_start(c)
         assert code is not None, "node c took partition 3 back from b's newer records"
         assert code == 1
-        said = [x for x in c.log.read_text().splitlines() if x.startswith("semtrace: ")]
-        assert said == [
+        assert said(c) == [
             "semtrace: Partition 3 was consumed by node 'b' since this node last did, so its "
             "tenants' newer records are there: start this node without 3 in --own (`own` in "
             "cluster.toml) and remove its stale copy (`semtrace cluster forget --partitions 3 "
             "--yes --discard`), or, if 'b' and its data are lost, run `semtrace cluster "
             "reclaim --partitions 3` here. Nothing was consumed."]
-        assert _lag(url, 3) == (1, None)  # the queued prompt waits for b
+        assert lag(bus.url, 3) == (1, None)  # the queued prompt waits for b
         start_all(b)
-        deadline = time.monotonic() + 120
-        while not b.lookup(tenant, "queued").get("ok"):
-            assert time.monotonic() < deadline, "the queued prompt never reached node b"
-            time.sleep(0.3)
+        arrived(b, tenant, "queued", "the queued prompt")
         assert b.stop() == 0
 
 
@@ -240,25 +203,9 @@ def test_a_lost_node_that_comes_back_after_a_reclaim_refuses_the_partition(
     restored and started with its old --own, took partition 3 again, and c, started
     later, took it too: the tenant's newer records on both nodes. Now the reclaim names
     c on the consumer (refused while b is alive), b refuses the partition, and c serves it."""
-    from appliance.cluster.client import NatsClient
-    from appliance.keys.bus import load_bus_keys
-
-    bus_key, key = tmp_path / "bus.key", tmp_path / "cluster.key"
-    assert run_cli("cluster", "bus-key", "new", str(bus_key)).returncode == 0
-    assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
-                   str(key)).returncode == 0
-    tenant = next(f"t{i}" for i in range(100) if partition_of(f"t{i}", PARTITIONS) == 3)
-    keys = load_bus_keys(bus_key)
-    with nats_server(tmp_path / "nats") as url:
-        c = Node(tmp_path, "c", url, key, "3", bus_key=bus_key)
-        b = Node(tmp_path, "b", url, key, "2-3", bus_key=bus_key)
-        start_all(c)
-        with NatsClient(url, timeout=60, bus_keys=keys) as gateway:
-            assert gateway.request(_ingest(tenant, "on-c", "How do I reset my VPN?", 0))["ok"]
-        assert c.stop() == 0
-        start_all(b)  # b takes partition 3 over and consumes it
-        with NatsClient(url, timeout=60, bus_keys=keys) as gateway:
-            assert gateway.request(_ingest(tenant, "on-b", "It still fails.", 2))["ok"]
+    tenant = tenant_in(3)
+    with sealed_cluster(tmp_path) as bus:
+        c, b = _b_took_over_from_c(bus, tenant)
         reclaim = ["cluster", "reclaim", *c.args(), "--partitions", "3", "--node", "c"]
         alive = run_cli(*reclaim, env=c.env)  # b is not lost: it runs
         assert alive.returncode == 1
@@ -267,24 +214,20 @@ def test_a_lost_node_that_comes_back_after_a_reclaim_refuses_the_partition(
         r = run_cli(*reclaim, env=c.env)
         assert r.returncode == 0, r.stderr
         assert "Their consumers on NATS name it now" in r.stdout
-        with NatsClient(url, timeout=30, bus_keys=keys) as gateway:
-            gateway.publish(_ingest(tenant, "queued", "Should I reinstall it?", 4))
+        with bus.gateway(timeout=30) as gateway:
+            gateway.publish(ingest(tenant, "queued", "Should I reinstall it?", 4))
         b.launch()  # b's data dir restored, started with its old --own; c not started yet
-        code = _exit_or_start(b)
+        code = exit_or_start(b)
         assert code is not None, "node b took partition 3 back after c reclaimed it"
         assert code == 1
-        said = [x for x in b.log.read_text().splitlines() if x.startswith("semtrace: ")]
-        assert said == [
+        assert said(b) == [
             "semtrace: Partition 3 was reclaimed by node 'c' (`semtrace cluster reclaim` "
             "there) since this node last consumed it, so it is that node's now: start this "
             "node without 3 in --own (`own` in cluster.toml) and remove its stale copy "
             "(`semtrace cluster forget --partitions 3 --yes --discard`), or, if 'c' should "
             "not have it, run `semtrace cluster reclaim --partitions 3` here. Nothing was "
             "consumed."]
-        assert _lag(url, 3) == (1, None)  # the queued prompt waits for c
+        assert lag(bus.url, 3) == (1, None)  # the queued prompt waits for c
         start_all(c)
-        deadline = time.monotonic() + 120
-        while not c.lookup(tenant, "queued").get("ok"):
-            assert time.monotonic() < deadline, "the queued prompt never reached node c"
-            time.sleep(0.3)
+        arrived(c, tenant, "queued", "the queued prompt")
         assert c.stop() == 0

@@ -11,17 +11,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_cluster import PARTITIONS, Node, nats_server, start_all
-from test_cluster_handover import _exit_or_start, _ingest, _lag
+from cluster_nodes import (
+    arrived,
+    exit_or_start,
+    ingest,
+    lag,
+    said,
+    sealed_cluster,
+    tenant_in,
+)
+from test_cluster import start_all
 from test_spine import run_cli
 
-from appliance.cluster.partition import partition_of
-
 pytestmark = pytest.mark.slow
-
-
-def _said(node: Node) -> list[str]:
-    return [x for x in node.log.read_text().splitlines() if x.startswith("semtrace: ")]
 
 
 def test_the_new_owner_refuses_a_partition_the_old_owner_consumed_after_the_export(
@@ -29,24 +31,13 @@ def test_the_new_owner_refuses_a_partition_the_old_owner_consumed_after_the_expo
     """Before: b started with its imported copy and consumed partition 1 too, so the
     tenant's conversation went on from b's copy while a held the follow-up it stored
     after the export: two copies, neither complete, which nothing merges."""
-    import time
-
-    from appliance.cluster.client import NatsClient
-    from appliance.keys.bus import load_bus_keys
-
-    bus_key, key = tmp_path / "bus.key", tmp_path / "cluster.key"
-    assert run_cli("cluster", "bus-key", "new", str(bus_key)).returncode == 0
-    assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
-                   str(key)).returncode == 0
-    moved = next(f"t{i}" for i in range(100) if partition_of(f"t{i}", PARTITIONS) == 1)
-    keys = load_bus_keys(bus_key)
-    with nats_server(tmp_path / "nats") as url:
-        a = Node(tmp_path, "a", url, key, "0-1", bus_key=bus_key)
-        b = Node(tmp_path, "b", url, key, "1-3", bus_key=bus_key)
+    moved = tenant_in(1)
+    with sealed_cluster(tmp_path) as bus:
+        a, b = bus.node("a", "0-1"), bus.node("b", "1-3")
         start_all(a)
-        with NatsClient(url, timeout=60, bus_keys=keys) as gateway:
-            first = gateway.request(_ingest(moved, "before-move",
-                                            "How do I bake sourdough bread at home?", 0))
+        with bus.gateway() as gateway:
+            first = gateway.request(ingest(moved, "before-move",
+                                           "How do I bake sourdough bread at home?", 0))
         assert first["ok"], first
         assert a.stop() == 0
         export = tmp_path / "p1.semtrace"
@@ -55,20 +46,20 @@ def test_the_new_owner_refuses_a_partition_the_old_owner_consumed_after_the_expo
             r = run_cli("cluster", *args, env=a.env)
             assert r.returncode == 0, r.stderr
         start_all(a)  # the move cut short: a serves partition 1 again, before forget
-        with NatsClient(url, timeout=60, bus_keys=keys) as gateway:
-            on_a = gateway.request(_ingest(moved, "after-export", "How long should it rise?", 2))
+        with bus.gateway() as gateway:
+            on_a = gateway.request(ingest(moved, "after-export", "How long should it rise?", 2))
         assert on_a["ok"] and on_a["conversation_id"] == first["conversation_id"], on_a
         assert a.stop() == 0
-        with NatsClient(url, timeout=30, bus_keys=keys) as gateway:  # nobody runs: it queues
-            gateway.publish(_ingest(moved, "queued", "Can I leave it overnight?", 4))
+        with bus.gateway(timeout=30) as gateway:  # nobody runs: it queues
+            gateway.publish(ingest(moved, "queued", "Can I leave it overnight?", 4))
         b.launch()
-        code = _exit_or_start(b)
+        code = exit_or_start(b)
         assert code is not None, "node b consumed partition 1 from a copy older than a's"
         assert code == 1
-        said = _said(b)
-        assert len(said) == 1, said
-        when = said[0].split(" to this node (at ", 1)[1][:16]
-        assert said[0] == (
+        told = said(b)
+        assert len(told) == 1, told
+        when = told[0].split(" to this node (at ", 1)[1][:16]
+        assert told[0] == (
             "semtrace: Partition 1 was consumed by node 'a' after its tenants were exported "
             f"from 'a' to this node (at {when} UTC), so the copy imported here may lack their "
             "newer records: start this node without 1 in --own (`own` in cluster.toml) and "
@@ -78,7 +69,7 @@ def test_the_new_owner_refuses_a_partition_the_old_owner_consumed_after_the_expo
             "and its data are lost, run `semtrace cluster reclaim --partitions 1` here. "
             "Nothing was consumed.")
         assert "Traceback" not in b.log.read_text() and not b.sock.exists()
-        assert _lag(url, 1) == (1, None)  # the queued prompt still waits
+        assert lag(bus.url, 1) == (1, None)  # the queued prompt still waits
         # the third way out, taken first (a seemed lost): the imported copy may be reclaimed
         r = run_cli("cluster", "reclaim", *b.args(), "--partitions", "1", "--node", "b",
                     env=b.env)
@@ -97,10 +88,7 @@ def test_the_new_owner_refuses_a_partition_the_old_owner_consumed_after_the_expo
             r = run_cli("cluster", *args, env=a.env)
             assert r.returncode == 0, (args, r.stderr)
         start_all(b)
-        deadline = time.monotonic() + 120
-        while not (queued := b.lookup(moved, "queued")).get("ok"):
-            assert time.monotonic() < deadline, "the queued prompt never reached node b"
-            time.sleep(0.3)
+        queued = arrived(b, moved, "queued", "the queued prompt")
         assert queued["conversation_id"] == first["conversation_id"]  # one conversation
         assert b.lookup(moved, "after-export")["conversation_id"] == first["conversation_id"]
         assert b.stop() == 0

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster_nodes import sealed_cluster
 from test_cluster import PARTITIONS, TODAY, Node, nats_server, start_all
 from test_spine import run_cli
 
@@ -98,17 +99,10 @@ class Ops:
 
 @pytest.fixture(scope="module")
 def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ops]:
-    tmp = tmp_path_factory.mktemp("ops")
-    bus_key, key = tmp / "bus.key", tmp / "cluster.key"
-    assert run_cli("cluster", "bus-key", "new", str(bus_key)).returncode == 0
-    assert run_cli("init", "--data-dir", str(tmp / "seed"), "--new-key-file",
-                   str(key)).returncode == 0
-    with nats_server(tmp / "nats") as url:
-        a = Node(tmp, "a", url, key, "0-1", bus_key=bus_key)
+    with sealed_cluster(tmp_path_factory.mktemp("ops")) as bus:
+        a = bus.node("a", "0-1")
         start_all(a)
-        yield Ops(url, bus_key, a)
-        if a.proc is not None and a.proc.poll() is None:
-            a.stop()
+        yield Ops(bus.url, bus.bus_key, a)
 
 
 def _ingest(tenant: str, rid: str, text: str) -> dict[str, Any]:
