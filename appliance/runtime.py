@@ -48,11 +48,25 @@ def is_initialised(data_dir: Path) -> bool:
     return (data_dir / KEYRING_FILE).exists()
 
 
+def _missing_hint(data_dir: Path) -> str:
+    """What to do about a missing data dir: on a host where install.sh installed the service,
+    root's own default folder is not the store (`sudo semtrace audit verify` was told to
+    run `semtrace init`, which would make an empty one there)."""
+    from appliance.config.paths import installed_service
+
+    service = installed_service().get("data_dir")
+    if (service is not None and not os.environ.get(DATA_DIR_ENV)
+            and data_dir == default_data_dir() and service != data_dir):
+        return (f"the default of this user; this host's service keeps its data in {service}: "
+                f"give --data-dir {service}")
+    return "run `semtrace init`"
+
+
 def require_data_dir(data_dir: Path) -> None:
     """Refuse, as bad input (exit 2), a data dir that is missing, not a folder, or holds no
     keyring: the same sentence from every command."""
     if not data_dir.exists():
-        raise InputError(f"The data dir {data_dir} does not exist (run `semtrace init`).")
+        raise InputError(f"The data dir {data_dir} does not exist ({_missing_hint(data_dir)}).")
     if not data_dir.is_dir():
         raise InputError(f"The data dir {data_dir} is a file, not a folder.")
     if not is_initialised(data_dir):

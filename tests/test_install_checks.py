@@ -375,3 +375,34 @@ def test_selftest_on_a_service_host_uses_none_of_its_metrics_port_or_cluster(
     assert r.returncode == 1 and [c["check"] for c in failed] == [
         "service round trip and encryption"]
     assert "(serve said: " in failed[0]["detail"] and "service.toml" in failed[0]["detail"]
+
+
+def test_a_store_command_as_root_on_a_service_host_names_the_services_data_dir(
+        tmp_path: Path, passphrase_file: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`sudo semtrace audit verify --passphrase-file /etc/semtrace/passphrase` on the host
+    where install.sh put the service was told 'The data dir /root/.local/share/semtrace
+    does not exist (run `semtrace init`)': advice that makes an empty store in root's home.
+    With the install's record in the venv it names the service's data dir to give."""
+    from appliance.cli import main
+    from appliance.config import paths
+
+    service = tmp_path / "var-lib-semtrace"
+    record = tmp_path / "service.conf"
+    record.write_text(f"data_dir={service}\npassphrase_file={passphrase_file}\n")
+    monkeypatch.setattr(paths, "SERVICE_RECORD", record)
+    for argv in (["audit", "verify"], ["retention", "run", "--dry-run"]):
+        with pytest.raises(SystemExit) as exit_:
+            main([*argv, "--passphrase-file", str(passphrase_file)])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and "semtrace init" not in err, err
+        assert err.strip() == (
+            f"semtrace: The data dir {tmp_path / 'xdg' / 'semtrace'} does not exist (the default "
+            f"of this user; this host's service keeps its data in {service}: give --data-dir "
+            f"{service}).")
+    assert not (tmp_path / "xdg" / "semtrace").exists()
+    # a data dir given, or no record: as before
+    with pytest.raises(SystemExit):
+        main(["audit", "verify", "--data-dir", str(tmp_path / "typo"), "--passphrase-file",
+              str(passphrase_file)])
+    assert "typo does not exist (run `semtrace init`)" in capsys.readouterr().err
