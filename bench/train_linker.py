@@ -72,6 +72,7 @@ CACHE_DIR = Path(tempfile.gettempdir()) / "semtrace-linker-cache"
 STREAM_STRIDE = 1_000_000  # global index = stream number * stride + index in the stream
 OPENER_C = 0.1
 GBM = {"trees": 200, "rate": 0.08, "depth": 5, "leaves": 16, "min_leaf": 200, "l2": 3.0}
+MONOTONE: dict[str, int] = {}  # feature -> -1 / 1: the pair probability may only fall / rise
 HEADLINE = ("pair_F1", "newthread_F1", "parent_acc")
 
 
@@ -438,6 +439,7 @@ def fit(x: np.ndarray, y: np.ndarray, kind: str, w: np.ndarray | None = None
                                         max_depth=GBM["depth"], max_leaf_nodes=GBM["leaves"],
                                         min_samples_leaf=GBM["min_leaf"],
                                         l2_regularization=GBM["l2"],
+                                        monotonic_cst=[MONOTONE.get(f, 0) for f in FEATURES],
                                         random_state=0).fit(x, y, sample_weight=w)
     return export_gbm(gb, x)
 
@@ -642,6 +644,9 @@ def main() -> int:
     ap.add_argument("--gbm", default="",
                     help="boosted-tree settings to override, e.g. min_leaf=200,leaves=16")
     ap.add_argument("--no-write", action="store_true", help="do not write the weights file")
+    ap.add_argument("--monotone", default="",
+                    help="pair-model features whose effect may only fall (-1) or rise (1), "
+                         "e.g. gap=-1,thread_gap=-1")
     ap.add_argument("--calibrate", action="store_true",
                     help="also score each held-out source with link_threshold calibrated on "
                          "half its users' history-linked traffic and applied to the other half "
@@ -653,6 +658,11 @@ def main() -> int:
         if key not in GBM:
             ap.error(f"--gbm: no setting {key!r} (settings: {', '.join(GBM)})")
         GBM[key] = type(GBM[key])(float(value))
+    for item in filter(None, a.monotone.split(",")):
+        key, _, value = item.partition("=")
+        if key not in FEATURES or value not in ("-1", "1"):
+            ap.error(f"--monotone: {item!r} is not FEATURE=-1 or FEATURE=1")
+        MONOTONE[key] = int(value)
     s = load_policies().correlation
     streams = sorted(BENCH.glob("threads-*.jsonl"))
     gold, users = load_streams(streams)
@@ -705,7 +715,8 @@ def main() -> int:
         "training": {"streams": {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
                                  for p in streams},
                      "users": len(users), "prompts": len(gold), "passes": a.passes,
-                     "decision_model": not a.no_decision},
+                     "decision_model": not a.no_decision, "trees": dict(GBM),
+                     "monotone": dict(MONOTONE)},
         "evaluation": result})
     a.out.write_text(json.dumps(spec, separators=(",", ":")) + "\n")
     print(f"wrote {a.out} (set link_threshold = {thr} in policies/correlation.toml)",
