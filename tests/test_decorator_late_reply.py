@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import running_service
 
 from appliance.client import Client
@@ -61,3 +62,51 @@ def test_a_turns_late_reply_is_read_after_the_block_without_a_flush(
     assert after is not None and after == record["conversation_id"]
     assert later_reply is not None and later_reply["ok"]
     assert later_reply["conversation_id"] == record_async["conversation_id"]
+
+
+def test_a_held_tool_call_does_not_delay_another_users_turn(
+        pipeline: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decorator sent every thread's requests from one worker, one at a time: a tool
+    loop's call the service held (its turn's update still on its way from another process)
+    kept every other user's registration waiting, up to the whole hold, so their blocks ran
+    without their conversation id. A user's requests now go to a worker of their own
+    (kept in order there): another user's turn is registered while the call is held, which
+    then joins its turn when the update lands."""
+    from appliance.integrations.channel import shard_of
+    from appliance.integrations.outbox import WORKERS
+    from appliance.service import dispatch
+
+    monkeypatch.setattr(dispatch, "ATTACH_HOLD", 3600.0)
+    assert shard_of("ilse", WORKERS) != shard_of("jonas", WORKERS)  # two workers
+    sock = tmp_path / "s.sock"
+    with running_service(pipeline, sock) as svc:
+        with Client(sock, timeout=30) as c:  # another process registered ilse's turn
+            turn = c.ingest(tenant="acme", user_id="ilse", request_id="dt-1",
+                            text="Which platform does the night train leave from?")
+        assert turn["ok"]
+        app = Semtrace(sock, tenant="acme", timeout=30.0, register_wait=10.0)
+        calls: list[Any] = []
+
+        def agent() -> None:  # a thread of the application runs ilse's tool loop
+            with app.tool_call(user_id="ilse", previous_response_id="resp_ilse_3") as call:
+                call.usage(input_tokens=30, output_tokens=4)
+            calls.append(call)
+
+        looping = threading.Thread(target=agent)
+        looping.start()
+        try:
+            while "acme" not in svc._landings:  # the service holds the loop call
+                assert looping.is_alive()
+                threading.Event().wait(0.05)
+            with app.turn(user_id="jonas", text="Is the bakery open on Sunday?") as other:
+                in_block = other.reply
+        finally:
+            with Client(sock, timeout=30) as c:  # ilse's turn's update lands
+                assert c.request({"v": 1, "op": "update", "tenant": "acme",
+                                  "request_id": "dt-1", "response": {
+                                      "id": "resp_ilse_3", "status": "ok"}})["ok"]
+            looping.join(60)
+            app.close()
+    assert in_block is not None and in_block["ok"], in_block
+    assert in_block["conversation_id"] != turn["conversation_id"]
+    assert calls and calls[0].conversation_id == turn["conversation_id"]

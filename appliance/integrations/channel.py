@@ -38,6 +38,7 @@ import os
 import threading
 import time
 import weakref
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -192,9 +193,15 @@ class _Line:
             self.client = None
 
 
+def shard_of(key: str, shards: int) -> int:
+    """Which of `shards` senders a key (a user id) goes to: the same one every time, in
+    every process (not Python's salted hash)."""
+    return zlib.crc32(key.encode()) % shards if shards > 1 else 0
+
+
 class SyncChannel:
-    """Connections shared by threads, one per `lane`; `send` never raises and never blocks
-    past the timeout."""
+    """Connections shared by threads, one per `lane` (and `shard`, for senders that each
+    keep their own); `send` never raises and never blocks past the timeout."""
 
     def __init__(self, target: str | Path, *, timeout: float, log: logging.Logger,
                  bus_keys: Any = None, plain_bus: bool = False) -> None:
@@ -202,20 +209,28 @@ class SyncChannel:
         self.breaker = Breaker(log, probe=timeout)
         self._opts = {"bus_keys": bus_keys, "plain_bus": plain_bus}
         self._lines = {"main": _Line(), "loop": _Line()}
+        self._lines_lock = threading.Lock()
         _CHANNELS.add(self)
 
     def _forked(self) -> None:
         """In a forked child: locks of its own, and no connection (the parent's sockets are
         left alone: closing one here could cut the parent's buffered request)."""
         self._lines = {"main": _Line(), "loop": _Line()}
+        self._lines_lock = threading.Lock()
         self.breaker._lock = threading.Lock()
 
-    def send(self, req: dict[str, Any]) -> dict[str, Any] | None:
-        """The reply to `req`, or None when the appliance did not answer in time."""
+    def _line(self, req: dict[str, Any], shard: int) -> _Line:
+        name = lane(req) if shard == 0 else f"{lane(req)}-{shard}"
+        with self._lines_lock:
+            return self._lines.setdefault(name, _Line())
+
+    def send(self, req: dict[str, Any], shard: int = 0) -> dict[str, Any] | None:
+        """The reply to `req`, or None when the appliance did not answer in time. `shard`:
+        a sender of its own (`Outbox`), on connections no other shard waits for."""
         deadline = time.monotonic() + self.timeout
         if not self.breaker.ready():
             return None
-        line = self._lines[lane(req)]
+        line = self._line(req, shard)
         if not line.lock.acquire(timeout=self.timeout):
             self.breaker.skipped()  # another request held the line the whole time
             return None
@@ -250,7 +265,9 @@ class SyncChannel:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
-        for line in self._lines.values():
+        with self._lines_lock:
+            lines = list(self._lines.values())
+        for line in lines:
             with line.lock:
                 line.drop()
 

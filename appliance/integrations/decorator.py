@@ -58,7 +58,7 @@ from appliance.integrations import (
     prompt_fields,
     traceparent,
 )
-from appliance.integrations.channel import SyncChannel
+from appliance.integrations.channel import SyncChannel, shard_of
 from appliance.integrations.outbox import Outbox
 from appliance.integrations.redaction import TextRedactor, text_redactor
 from appliance.integrations.tool_loops import loop_request
@@ -167,7 +167,11 @@ class Semtrace:
         once and pauses, see `channel.py`); never raises."""
         if request.get("op") == "ingest" and request.get("text") is None:
             return None  # its redaction failed: the prompt stays here
-        return self._channel.send(request)
+        return self._channel.send(request, self._shard(request))
+
+    def _shard(self, request: dict[str, Any]) -> int:
+        """The worker (and connections) of the request's user: one keeps a user's order."""
+        return shard_of(str(request.get("user_id") or ""), self._outbox.workers)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every registration and update of the blocks left so far has been
@@ -236,7 +240,7 @@ class Semtrace:
         the block waits `register_wait` at most for each (`outbox.py`)."""
         current, span, start = begun
         self._outbox.wait(self._outbox.submit(functools.partial(
-            self._register, current, span)), self.register_wait)
+            self._register, current, span), self._shard(current.request)), self.register_wait)
         status = "error"
         try:
             yield current
@@ -249,7 +253,7 @@ class Semtrace:
         """`_recorded` for asyncio code: the event loop is never blocked."""
         current, span, start = begun
         await self._outbox.await_(self._outbox.submit(functools.partial(
-            self._register, current, span)), self.register_wait)
+            self._register, current, span), self._shard(current.request)), self.register_wait)
         status = "error"
         try:
             yield current
@@ -262,7 +266,8 @@ class Semtrace:
         """As the block ends: hand over its update (or whole ingest), which a read of the
         turn's `reply` from now on waits for."""
         current._last = self._outbox.submit(functools.partial(
-            self._update, current, span, self._response(current, start, status)))
+            self._update, current, span, self._response(current, start, status)),
+            self._shard(current.request))
         current._wait = self.timeout
         return current._last
 

@@ -1,18 +1,20 @@
-"""The decorator's requests, sent in order from one worker thread; the caller waits for
-each a bounded time (`register_wait`).
+"""The decorator's requests, sent in order per user from worker threads; the caller waits
+for each a bounded time (`register_wait`).
 
 A slow appliance (a long queue, a slow disk) must not hold the application for the whole
 `timeout` of a request: a turn's registration and its update are handed to this worker
 and the application waits `register_wait` at most for each. A later reply is still taken
 (the job runs to its end: the turn's `reply` is set, its span annotated if still open, and
-the update that follows uses it). One worker keeps the order the application made them in:
-a turn's update reaches the appliance before the next turn's registration, which may name
-it (by its history or its previous response id); the one connection to the appliance sends
-one request at a time anyway. At most `MAX_PENDING` requests wait to be sent: more are not
-sent (counted as missed, as while the appliance is down), so a stalled appliance never
-piles up prompts in the application's memory. A job that fails is logged by type only.
-A process forked from the one that made the outbox (a pre-forking server) gets a worker
-of its own; after `close` nothing more is sent, and nothing raises.
+the update that follows uses it). A user's requests all go to one of `WORKERS` workers,
+which keeps the order the application made them in: a turn's update reaches the appliance
+before the next turn's registration, which may name it (by its history or its previous
+response id). Each worker sends on connections of its own (`SyncChannel` shards), one
+request at a time: another user's requests are not held behind one the service holds (a
+tool loop's call, up to 2 s) nor behind a slow commit. At most `MAX_PENDING` requests
+wait to be sent: more are not sent (counted as missed, as while the appliance is down), so
+a stalled appliance never piles up prompts in the application's memory. A job that fails
+is logged by type only. A process forked from the one that made the outbox (a pre-forking
+server) gets workers of its own; after `close` nothing more is sent, and nothing raises.
 """
 
 from __future__ import annotations
@@ -27,30 +29,35 @@ from concurrent import futures
 
 from appliance.integrations.channel import Breaker
 
-MAX_PENDING = 1_000  # requests handed to the worker and not sent yet
+MAX_PENDING = 1_000  # requests handed to the workers and not sent yet
+WORKERS = 4  # senders, each with its own connections; a user's requests go to one
 
 
 class Outbox:
-    """One worker thread sending an adapter's requests in the order they were handed over."""
+    """Worker threads sending an adapter's requests, a user's in the order they were handed
+    over (`shard_of` their key)."""
 
-    def __init__(self, breaker: Breaker) -> None:
+    def __init__(self, breaker: Breaker, workers: int | None = None) -> None:
         self.breaker = breaker
+        self.workers = workers or WORKERS
         self._lock = threading.Lock()
-        self._pool, self._pid, self._pending = self._new_pool(), os.getpid(), 0
+        self._pools, self._pid, self._pending = self._new_pools(), os.getpid(), 0
 
-    @staticmethod
-    def _new_pool() -> futures.ThreadPoolExecutor:
-        return futures.ThreadPoolExecutor(1, thread_name_prefix="semtrace")
+    def _new_pools(self) -> list[futures.ThreadPoolExecutor]:
+        return [futures.ThreadPoolExecutor(1, thread_name_prefix="semtrace")
+                for _ in range(self.workers)]
 
-    def submit(self, job: Callable[[], None]) -> futures.Future[None]:
-        """Run `job` (which sends one request) after those handed over before it, in the
-        caller's context (its current span); a done future when too many are waiting."""
+    def submit(self, job: Callable[[], None], shard: int = 0) -> futures.Future[None]:
+        """Run `job` (which sends one request) on worker `shard`, after those handed to it
+        before, in the caller's context (its current span); a done future when too many
+        are waiting."""
         with self._lock:
-            if self._pid != os.getpid():  # forked: the parent's worker is not in this process
-                self._pool, self._pid, self._pending = self._new_pool(), os.getpid(), 0
+            if self._pid != os.getpid():  # forked: the parent's workers are not in this process
+                self._pools, self._pid, self._pending = self._new_pools(), os.getpid(), 0
             if self._pending < MAX_PENDING:
                 try:
-                    work = self._pool.submit(contextvars.copy_context().run, self._run, job)
+                    work = self._pools[shard % self.workers].submit(
+                        contextvars.copy_context().run, self._run, job)
                 except RuntimeError:  # closed, or the interpreter is exiting: not sent
                     pass
                 else:
@@ -97,9 +104,11 @@ class Outbox:
         """Wait until what was handed over before has been sent (or failed); whether it has
         within `timeout`."""
         try:
-            return self.wait(self._pool.submit(lambda: None), timeout)
+            marks = [pool.submit(lambda: None) for pool in self._pools]
         except RuntimeError:  # closed
             return True
+        return not futures.wait(marks, timeout=timeout).not_done
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False)
+        for pool in self._pools:
+            pool.shutdown(wait=False)

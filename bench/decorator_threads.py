@@ -1,0 +1,79 @@
+"""The decorator in a multi-threaded application, against `semtrace serve` on its socket.
+
+T application threads, each one user, run turns (a registration and an update each) through
+one `Semtrace`. Prints the turns per second the adapter sent, how many blocks had their
+conversation id inside the block (within `register_wait`), and how many requests went
+unrecorded. `--workers 1` is the adapter before its requests went to one worker per user
+(`appliance/integrations/outbox.py`). Asserts nothing.
+
+    .venv/bin/python bench/decorator_threads.py [--threads 8] [--turns 40] [--workers 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from load import start_server, texts  # noqa: E402
+
+from appliance.integrations import outbox  # noqa: E402
+from appliance.integrations.decorator import Semtrace  # noqa: E402
+
+
+def run(sock: Path, threads: int, turns: int, register_wait: float) -> tuple[float, int, int]:
+    """(turns per second, blocks with their conversation id inside, requests missed)."""
+    corpus = texts()
+    app = Semtrace(sock, tenant="bench", timeout=10.0, register_wait=register_wait)
+    known = [0] * threads
+
+    def user(k: int) -> None:
+        for i in range(turns):
+            with app.turn(user_id=f"user-{k}", text=corpus[(k * turns + i) % len(corpus)],
+                          request_id=f"dt-{k}-{i}-{time.monotonic_ns()}") as turn:
+                known[k] += turn.reply is not None  # inside the block: not waited for
+                turn.usage(input_tokens=20, output_tokens=40)
+
+    start = time.perf_counter()
+    workers = [threading.Thread(target=user, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    app.flush(60)
+    elapsed = time.perf_counter() - start
+    missed = app._channel.breaker.missed
+    app.close()
+    return threads * turns / elapsed, sum(known), missed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--turns", type=int, default=40)
+    ap.add_argument("--register-wait", type=float, default=0.05)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, outbox.WORKERS])
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, sock = start_server(Path(tmp))
+        try:
+            run(sock, 2, 5, 1.0)  # warm up
+            for n in args.workers:
+                outbox.WORKERS = n
+                rate, known, missed = run(sock, args.threads, args.turns, args.register_wait)
+                print(f"workers={n}: {rate:.1f} turns/s over {args.threads} threads; "
+                      f"{known}/{args.threads * args.turns} blocks knew their conversation "
+                      f"within register_wait={args.register_wait:g} s; {missed} unrecorded")
+        finally:
+            proc.terminate()
+            proc.wait(60)
+
+
+if __name__ == "__main__":
+    main()
