@@ -4,7 +4,7 @@
 #                [--no-service] [--dry-run] [--python PYTHON] [--config-dir DIR]
 #                [--metrics-group GROUP]
 # Default: venv in /opt/semtrace, data in /var/lib/semtrace, system user and systemd unit;
-# the passphrase and the policies in /etc/semtrace (policies an upgrade never overwrites).
+# the passphrase and the policies in /etc/semtrace (an upgrade keeps edited ones).
 # --no-service installs without root, user or systemd (tests and evaluation).
 # --metrics-group GROUP: metrics on /run/semtrace/metrics.sock, readable by GROUP's members
 # only (a scraper's group, made if missing; not semtrace, whose members may send prompts);
@@ -195,6 +195,9 @@ if [ -x "$prefix/bin/semtrace" ]; then
   echo "install: upgrading $installed -> $version in place (data is kept)."
 fi
 
+# this install's record (written at the end; an upgrade reads the earlier one in step 4)
+record="$prefix/share/semtrace-installer/service.conf"
+
 # 3. Install into a venv from the bundle's wheels only. A running service is stopped
 #    first (its code is replaced under it) and started again at the end (migrations run
 #    at its start).
@@ -227,15 +230,27 @@ if [ "$service" = 1 ]; then
   run install -d -m 0700 -o semtrace -g semtrace "$data_dir"
   run install -d -m 0750 -o root -g semtrace "$etc" "$etc/policies"
   # the policies: this version's defaults for the files not there yet; an edited one is
-  # kept (pip rewrites the prefix's copies at every upgrade, so the service reads these)
+  # kept (pip rewrites the prefix's copies at every upgrade, so the service reads these).
+  # As dpkg does with conffiles, the install's record holds the digest of each default it
+  # shipped: a file still equal to the earlier default (never edited) takes this version's,
+  # which otherwise never reached an operator who had not touched it. No digest recorded
+  # (an install from before this): kept.
+  policy_digests=()
   for f in "$bundle"/policies/*; do
     name=$(basename "$f")
     # linker-weights.json is this version's learned model, not a setting: always replaced
     if [ ! -e "$etc/policies/$name" ] || [ "${name##*.}" = json ]; then
       run install -m 0640 -o root -g semtrace "$f" "$etc/policies/$name"
     elif ! cmp -s "$f" "$etc/policies/$name"; then
-      echo "install: kept $etc/policies/$name; this version's default is $prefix/share/semtrace/policies/$name."
+      was=$(awk -F= -v k="policy_default_sha256.$name" '$1 == k { print $2 }' "$record" 2>/dev/null || true)
+      if [ -n "$was" ] && [ "$(sha256sum < "$etc/policies/$name" | cut -d' ' -f1)" = "$was" ]; then
+        echo "install: $etc/policies/$name was the earlier version's default, never edited: $([ "$dry" = 1 ] && echo would be replaced || echo replaced) by this version's."
+        run install -m 0640 -o root -g semtrace "$f" "$etc/policies/$name"
+      else
+        echo "install: kept $etc/policies/$name; this version's default is $prefix/share/semtrace/policies/$name."
+      fi
     fi
+    [ "${name##*.}" = json ] || policy_digests+=("policy_default_sha256.$name=$(sha256sum < "$f" | cut -d' ' -f1)")
   done
   # The unit, with this install's folders. StateDirectory= makes (and hands to the service
   # user) a folder below /var/lib only: for a data dir elsewhere, the bundle's
@@ -314,12 +329,13 @@ fi
 no_service=""; [ "$service" = 1 ] || no_service="--no-service"
 # The service's folders, for the commands of this venv (semtrace reads them from here: with
 # --config-dir elsewhere, a command run as root read the bundle's default policies instead
-# of the ones the service reads). pip never touches share/semtrace-installer.
-record="$prefix/share/semtrace-installer/service.conf"
+# of the ones the service reads), and the digest of each default policy it shipped (step 4).
+# pip never touches share/semtrace-installer.
 record_text=""
 [ "$service" = 1 ] && record_text=$(printf '%s\n' "# Written by install.sh: this install's service." \
   "policy_dir=$etc/policies" "data_dir=$data_dir" "passphrase_file=$etc/passphrase" \
-  "query_socket=/run/semtrace/query.sock" "socket=/run/semtrace/semtrace.sock")
+  "query_socket=/run/semtrace/query.sock" "socket=/run/semtrace/semtrace.sock" \
+  "${policy_digests[@]}")
 if [ "$dry" = 1 ]; then
   echo "would run: install $bundle/uninstall.sh as $prefix/bin/semtrace-uninstall"
   if [ -n "$record_text" ]; then

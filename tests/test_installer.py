@@ -421,3 +421,61 @@ def test_a_dry_run_ends_saying_nothing_was_changed(srv: Path) -> None:
     assert " installed in " not in "\n".join(r.stdout.splitlines()[:-1])
     assert "the unit is installed" not in r.stdout
     assert not (srv / "data").exists()
+
+
+@needs_system_python
+def test_an_upgrade_gives_an_untouched_policy_the_new_default_and_keeps_an_edited_one(
+        srv: Path) -> None:
+    """A policy the operator never edited was kept at the earlier version's default ('kept
+    X; this version's default is Y'): a changed default never reached them. As dpkg does
+    with conffiles, the install's record now holds the digest of each default it shipped;
+    a file still equal to it takes the new default, an edited one is kept, and without a
+    recorded digest (an install from before) the file is kept."""
+    import hashlib
+
+    old = stand_in_bundle(srv)
+    prefix, env = stand_in_host(srv, active=False)
+    pw = srv / "pw"
+    pw.write_text("x\n")
+    etc, data = srv / "etc", srv / "data"
+    first = dry_install(old, prefix, data, env, "--passphrase-file", str(pw),
+                        "--config-dir", str(etc))
+    assert first.returncode == 0, first.stdout + first.stderr
+    record = prefix / "share" / "semtrace-installer" / "service.conf"
+    record.parent.mkdir(parents=True)
+    record.write_text(shown(first.stdout, record))
+    shutil.copytree(old / "policies", etc / "policies")  # as the first install wrote them
+    (etc / "passphrase").write_text("x\n")
+    untouched, edited = etc / "policies" / "correlation.toml", etc / "policies" / "access.toml"
+    edited.write_text(edited.read_text() + "# the operator's own role\n")
+
+    (srv / "next").mkdir()
+    new = stand_in_bundle(srv / "next", version="0.2.0")  # both defaults changed
+    for name in ("correlation.toml", "access.toml"):
+        with (new / "policies" / name).open("a") as f:
+            f.write("# a setting of 0.2.0\n")
+    subprocess.run("find . -type f ! -name SHA256SUMS | sed 's|^./||' | sort "
+                   "| xargs sha256sum > SHA256SUMS", shell=True, cwd=new, check=True)
+
+    def writes(r: subprocess.CompletedProcess[str], path: Path) -> bool:
+        return any(line.startswith("would run: install ") and line.endswith(f" {path}")
+                   for line in r.stdout.splitlines())
+
+    up = dry_install(new, prefix, data, env, "--config-dir", str(etc))
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert (f"install: {untouched} was the earlier version's default, never edited: would be "
+            "replaced by this version's.") in up.stdout.splitlines(), up.stdout
+    assert f"would run: install -m 0640 -o root -g semtrace {new}/policies/correlation.toml " \
+        f"{untouched}" in up.stdout.splitlines()
+    assert f"kept {edited};" in up.stdout and not writes(up, edited)
+    assert f"kept {untouched}" not in up.stdout
+    # the record the upgrade writes holds the new default's digest, for the next upgrade
+    digest = hashlib.sha256((new / "policies" / "correlation.toml").read_bytes()).hexdigest()
+    assert f"policy_default_sha256.correlation.toml={digest}" in shown(up.stdout, record)
+
+    record.unlink()  # an install from before digests were recorded: nothing replaced
+    before = dry_install(new, prefix, data, env, "--config-dir", str(etc))
+    assert before.returncode == 0, before.stdout + before.stderr
+    assert f"kept {untouched};" in before.stdout and not writes(before, untouched)
+    assert f"kept {edited};" in before.stdout and not writes(before, edited)
+    assert "never edited" not in before.stdout
