@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 
 @contextmanager
-def node(pipeline: Any, tmp: Path, url: str) -> Iterator[Any]:
+def node(pipeline: Any, tmp: Path, url: str, **settings: Any) -> Iterator[Any]:
     """The real service with its NATS front door, on an event loop of its own thread."""
     from appliance.cluster.node import ClusterNode
     from appliance.config import ClusterSettings
@@ -37,7 +37,7 @@ def node(pipeline: Any, tmp: Path, url: str) -> Iterator[Any]:
 
     svc = Service(pipeline, pipeline.policies, socket_path=tmp / "s.sock")
     door = ClusterNode(svc, ClusterSettings(url=url, partitions=PARTITIONS, node="n1",
-                                            security={"plain_bus": True}))
+                                            security={"plain_bus": True}, **settings))
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()

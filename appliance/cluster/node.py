@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import secrets
@@ -31,6 +30,7 @@ from appliance.cluster import partition as part
 from appliance.cluster.bus import connect, node_name
 from appliance.cluster.erasure_inbox import ErasureInbox
 from appliance.cluster.erasures import Applied, ErasureRequest
+from appliance.cluster.messages import checked, fields, refused_key
 from appliance.cluster.owners import Ownership, owners_bucket
 from appliance.cluster.replies import ReplyBook
 from appliance.cluster.stream import (
@@ -239,9 +239,13 @@ class ClusterNode:
                     with contextlib.suppress(Exception):
                         await msg.nak()
                 return
-            await self._handle(msgs)
+            try:
+                await self._handle(p, msgs)
+            except Exception as exc:  # what it had not acked is delivered again
+                self._unsettled(p, exc)
+                await asyncio.sleep(0.5)
 
-    async def _handle(self, msgs: list[Any]) -> None:
+    async def _handle(self, p: int, msgs: list[Any]) -> None:
         """Answer a fetched batch in order; ack each message after its commit."""
         running: list[tuple[Any, str, bytes | None, asyncio.Future[dict[str, Any]]]] = []
         for msg in msgs:
@@ -259,10 +263,10 @@ class ClusterNode:
                 refused.set_result(error_reply(exc.code, exc.message))
                 running.append((msg, tenant, None, refused))
                 continue
-            obj = _fields(frame)
+            obj = fields(frame)
             if obj.get("op") not in ("ingest", None):  # reads and feedback see earlier writes
                 await asyncio.gather(*(f for *_, f in running), return_exceptions=True)
-            check = _checked(tenant, split[0], self.settings.partitions)
+            check = checked(tenant, split[0], self.settings.partitions)
             answer = asyncio.ensure_future(self.service.answer(frame, durable=True,
                                                                check=check))
             if obj.get("op") == "update" and obj.get("previous_response_id"):
@@ -272,7 +276,14 @@ class ClusterNode:
                 continue
             running.append((msg, tenant, kid, answer))
         for msg, tenant, kid, fut in running:
-            await self._settle(msg, tenant, kid, await fut)
+            try:
+                await self._settle(msg, tenant, kid, await fut)
+            except Exception as exc:  # answer or ack lost: delivered again after ack_wait_s
+                self._unsettled(p, exc)
+
+    def _unsettled(self, p: int, exc: Exception) -> None:
+        log.warning("message not settled", extra={"event": "settle_failed", "partition": p,
+                                                  "error": type(exc).__name__})
 
     async def _settle_loop_call(self, msg: Any, tenant: str, kid: bytes | None,
                                 answer: asyncio.Future[dict[str, Any]]) -> None:
@@ -311,7 +322,7 @@ class ClusterNode:
         if kid is not None and self.keys is not None:  # answered in the request's own key
             answer = self.keys.seal(answer, reply_aad(tenant), key_id=kid)
         rid = reply.get("request_id")
-        key = (tenant, rid) if isinstance(rid, str) else _refused_key(tenant, msg.data)
+        key = (tenant, rid) if isinstance(rid, str) else refused_key(tenant, msg.data)
         subject = self.book.answered(key, answer)
         await self._nc.publish(subject or part.enriched_subject(tenant), answer)
         await msg.ack()
@@ -326,7 +337,7 @@ class ClusterNode:
             frame, _ = open_frame(self.keys, msg.data, ingest_aad(split[1]),
                                   accept_plain=self.accept_plain)
         except Unsealed:  # the consumer refuses it too; its error answers this requester
-            key = _refused_key(split[1], msg.data)
+            key = refused_key(split[1], msg.data)
         else:
             try:
                 rid = json.loads(frame).get("request_id")
@@ -336,7 +347,7 @@ class ClusterNode:
                 return
             # the reply names only a valid id (protocol.echo_id): one it does not name is
             # booked, as the consumer books it, under the message's digest
-            key = (split[1], rid) if echo_id(rid) is not None else _refused_key(split[1],
+            key = (split[1], rid) if echo_id(rid) is not None else refused_key(split[1],
                                                                                    msg.data)
         answer = self.book.asked(key, msg.reply)
         if answer is not None:
@@ -369,35 +380,3 @@ async def _note_versions(kv: Any, me: str) -> None:
 async def _unsubscribe(sub: Any) -> None:
     with contextlib.suppress(Exception):
         await sub.unsubscribe()
-
-
-def _refused_key(tenant: str, data: bytes) -> tuple[str, str]:
-    """The reply book's key of a message refused unopened: its digest stands for its id."""
-    return tenant, "refused:" + hashlib.sha256(data).hexdigest()[:32]
-
-
-def _fields(data: bytes) -> dict[str, Any]:
-    """A request frame's fields ({} when it is not a JSON object: the service refuses it)."""
-    try:
-        obj = json.loads(data)
-    except ValueError:
-        return {}
-    return obj if isinstance(obj, dict) else {}
-
-
-def _checked(tenant: str, p: int, partitions: int) -> Any:
-    """The check that a message's body names the tenant of its subject, published to that
-    tenant's partition: one published straight to another partition's subject (a client
-    allowed `semtrace.part.*.<tenant>`) would be stored where that tenant's owner, its
-    reads and its erasures never see it."""
-
-    def check(obj: dict[str, Any]) -> None:
-        rid = echo_id(obj.get("request_id"))
-        if obj.get("tenant") != tenant:
-            raise ProtocolError("bad_request", "The request's tenant differs from its subject's "
-                                "tenant.", rid)
-        if part.partition_of(tenant, partitions) != p:
-            raise ProtocolError("bad_request", f"The message was published to partition {p}, "
-                                "not to its tenant's; publish to semtrace.ingest.<tenant>.", rid)
-
-    return check
