@@ -34,8 +34,10 @@ def _node_permissions() -> str:
     return _permissions()
 
 
-def test_an_erasure_asked_under_the_documented_node_permissions_is_applied(
-        tmp_path: Path) -> None:
+def _users_and_keys(tmp_path: Path) -> tuple[Path, str, Path, Path]:
+    """The nodes' NATS password file; the server's authorization block with three users,
+    `node` (the documented node permissions), `narrow` (those without the erasure bucket's
+    subjects) and `gw` (acme's gateway); a new bus key and cluster key."""
     password = tmp_path / "node.password"
     password.write_text("n0de-s3cret\n")
     password.chmod(0o600)
@@ -50,6 +52,12 @@ def test_an_erasure_asked_under_the_documented_node_permissions_is_applied(
     key = tmp_path / "cluster.key"
     assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
                    str(key)).returncode == 0
+    return password, auth, bus, key
+
+
+def test_an_erasure_asked_under_the_documented_node_permissions_is_applied(
+        tmp_path: Path) -> None:
+    password, auth, bus, key = _users_and_keys(tmp_path)
     with nats_server(tmp_path / "nats", auth) as url:
         a = Node(tmp_path, "a", url, key, f"0-{PARTITIONS - 1}", bus_key=bus)
         b = Node(tmp_path, "b", url, key, "0", bus_key=bus)  # its data dir asks
@@ -120,19 +128,7 @@ def test_erase_all_tenants_that_nats_does_not_forward_says_what_it_erased_here(
     from appliance.keys import read_key_file
 
     assert partition_of("acme", PARTITIONS) >= 2 > partition_of("acme-eu", PARTITIONS)
-    password = tmp_path / "node.password"
-    password.write_text("n0de-s3cret\n")
-    password.chmod(0o600)
-    narrow = _node_permissions().replace('"$KV.semtrace_erasures.>",', "")
-    auth = ("authorization { users = [ { user: node, password: \"n0de-s3cret\", "
-            f"{_node_permissions()} }},\n {{ user: narrow, password: \"n0de-s3cret\", "
-            f"{narrow} }},\n {{ user: gw, password: \"gw-s3cret\", "
-            f"{_permissions('UGATEWAYACME')} }} ] }}\n")
-    bus = tmp_path / "bus.key"
-    assert run_cli("cluster", "bus-key", "new", str(bus)).returncode == 0
-    key = tmp_path / "cluster.key"
-    assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
-                   str(key)).returncode == 0
+    password, auth, bus, key = _users_and_keys(tmp_path)
     with nats_server(tmp_path / "nats", auth) as url:
         a = Node(tmp_path, "a", url, key, "0-1", bus_key=bus)
         b = Node(tmp_path, "b", url, key, f"2-{PARTITIONS - 1}", bus_key=bus)

@@ -127,6 +127,20 @@ def _starts(node: Node) -> int:
     return node.log.read_text().count('"cluster_start"')
 
 
+def _erase_waiting(node: Node, user: str, wait: int, err: Path) -> subprocess.Popen[bytes]:
+    """`erase` of `user` asked on `node`'s data dir, in the background (its stdout piped,
+    its stderr in `err`), once it says it waits up to `wait` s for the owner."""
+    with err.open("wb") as fh:
+        erase = subprocess.Popen([sys.executable, "-m", "appliance",
+                                  *_erase(node, user, "--wait", str(wait))],
+                                 env=node.env, stdout=subprocess.PIPE, stderr=fh)
+    deadline = time.monotonic() + 60
+    while f"Waiting up to {wait} s" not in err.read_text():
+        assert erase.poll() is None and time.monotonic() < deadline, err.read_text()
+        time.sleep(0.1)
+    return erase
+
+
 def test_an_erasure_the_owner_fails_to_apply_is_reported_and_retried_while_it_runs(
         cluster: tuple[Nats, Node, Node]) -> None:
     nats, a, b = cluster
@@ -239,14 +253,7 @@ def test_an_erasure_that_fails_while_the_owner_starts_stops_the_start_in_one_sen
         pending = run_cli(*_erase(b, "olga", "--wait", "1"), env=b.env)
         assert pending.returncode == 8, pending.stdout + pending.stderr
         err = tmp_path / "erase.err"
-        with err.open("wb") as fh:  # asked while the owner starts
-            erase = subprocess.Popen([sys.executable, "-m", "appliance",
-                                      *_erase(b, "olga", "--wait", "600")],
-                                     env=b.env, stdout=subprocess.PIPE, stderr=fh)
-        deadline = time.monotonic() + 60
-        while "Waiting up to 600 s" not in err.read_text():
-            assert erase.poll() is None and time.monotonic() < deadline, err.read_text()
-            time.sleep(0.1)
+        erase = _erase_waiting(b, "olga", 600, err)  # asked while the owner starts
         a.launch()
         assert a.proc is not None and a.proc.wait(timeout=300) != 0
         said = erase.communicate(timeout=300)[0].decode()  # at once, not after 600 s
@@ -281,14 +288,7 @@ def test_erase_that_loses_nats_while_it_waits_says_the_request_waits_there(
     b = Node(tmp_path, "b", nats.url, key, "2-3", bus_key=bus)  # its data dir asks
     err = tmp_path / "erase.err"
     try:
-        with err.open("wb") as fh:
-            erase = subprocess.Popen([sys.executable, "-m", "appliance",
-                                      *_erase(b, "ulla", "--wait", "300")],
-                                     env=b.env, stdout=subprocess.PIPE, stderr=fh)
-        deadline = time.monotonic() + 60
-        while "Waiting up to 300 s" not in err.read_text():
-            assert erase.poll() is None and time.monotonic() < deadline, err.read_text()
-            time.sleep(0.1)
+        erase = _erase_waiting(b, "ulla", 300, err)
     finally:
         nats.stop()
     said = erase.communicate(timeout=120)[0].decode()
