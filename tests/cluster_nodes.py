@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from test_cluster import PARTITIONS, TODAY, Node, nats_server
+from test_cluster import PARTITIONS, TODAY, Node, nats_server, start_all
 from test_spine import run_cli
 
 from appliance.cluster.partition import partition_of
@@ -130,3 +130,40 @@ def arrived(node: Node, tenant: str, rid: str, what: str) -> dict[str, Any]:
         assert time.monotonic() < deadline, f"{what} never reached node {node.name}"
         time.sleep(0.3)
     return found
+
+
+def refused(node: Node, why: str) -> list[str]:
+    """Launch the node, which must exit 1 without consuming (`why`: what it did if it
+    consumed); the sentences it said."""
+    node.launch()
+    code = exit_or_start(node)
+    assert code is not None, why
+    assert code == 1
+    return said(node)
+
+
+def sourdough_on(node: Node, bus: Bus, tenant: str) -> dict[str, Any]:
+    """Start the node, have it consume a tenant's first prompt (request `before-move`) and
+    stop it; the reply."""
+    start_all(node)
+    with bus.gateway() as gateway:
+        first = gateway.request(ingest(tenant, "before-move",
+                                       "How do I bake sourdough bread at home?", 0))
+    assert first["ok"], first
+    assert node.stop() == 0
+    return first
+
+
+def taken_over(bus: Bus, tenant: str, c_own: str, b_own: str) -> tuple[Node, Node]:
+    """Node c (owning `c_own`) consumed a prompt of `tenant` and stopped; node b (owning
+    `b_own`, the tenant's partition among them) took that partition over (it never had it:
+    nothing stops it) and consumed one too. b runs."""
+    c, b = bus.node("c", c_own), bus.node("b", b_own)
+    start_all(c)
+    with bus.gateway() as gateway:
+        assert gateway.request(ingest(tenant, "on-c", "How do I reset my VPN?", 0))["ok"]
+    assert c.stop() == 0  # c is gone
+    start_all(b)
+    with bus.gateway() as gateway:
+        assert gateway.request(ingest(tenant, "on-b", "It still fails.", 2))["ok"]
+    return c, b

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 from cluster_nodes import (
-    Bus,
     arrived,
-    exit_or_start,
     ingest,
     lag,
-    said,
+    refused,
     sealed_cluster,
+    sourdough_on,
+    taken_over,
     tenant_in,
 )
-from test_cluster import Node, nats_server, start_all
+from test_cluster import nats_server, start_all
 from test_spine import run_cli
 
 pytestmark = pytest.mark.slow
@@ -35,12 +35,7 @@ def test_a_node_restarted_with_a_partition_it_gave_away_refuses_it(tmp_path: Pat
     with sealed_cluster(tmp_path) as bus:
         url = bus.url
         a, b = bus.node("a", "0-1"), bus.node("b", "2-3")
-        start_all(a)
-        with bus.gateway() as gateway:
-            first = gateway.request(ingest(moved, "before-move",
-                                           "How do I bake sourdough bread at home?", 0))
-        assert first["ok"], first
-        assert a.stop() == 0
+        first = sourdough_on(a, bus, moved)
         export = tmp_path / "p1.semtrace"
         for args in (("export", *a.args(), "--partitions", "1", "--out", str(export)),
                      ("import", *b.args(), str(export)),
@@ -51,11 +46,8 @@ def test_a_node_restarted_with_a_partition_it_gave_away_refuses_it(tmp_path: Pat
         with bus.gateway(timeout=30) as gateway:  # b is down: it queues
             gateway.publish(ingest(moved, "after-move", "How long should the dough rise?", 2))
         assert lag(url, 1) == (1, None)
-        a.launch()  # its --own still 0-1, as its unit file or cluster.toml says
-        code = exit_or_start(a)
-        assert code is not None, "node a consumed partition 1, which it gave away"
-        assert code == 1
-        told = said(a)
+        # its --own still 0-1, as its unit file or cluster.toml says
+        told = refused(a, "node a consumed partition 1, which it gave away")
         assert told == [
             "semtrace: This node gave partition 1 away (`cluster forget` at "
             f"{told[0].split(' at ', 1)[1][:16]} UTC) and holds none of its tenants: start it "
@@ -153,21 +145,6 @@ def test_serve_check_refuses_a_partition_given_away(tmp_path: Path) -> None:
     assert json.loads(fixed.stdout)["message"] == "Configuration OK."
 
 
-def _b_took_over_from_c(bus: Bus, tenant: str) -> tuple[Node, Node]:
-    """Node c (owning partition 3, where `tenant` is) consumed a prompt of the tenant and
-    stopped; node b, which owns partitions 2-3, took partition 3 over (it never had it:
-    nothing stops it) and consumed one too. b runs."""
-    c, b = bus.node("c", "3"), bus.node("b", "2-3")
-    start_all(c)
-    with bus.gateway() as gateway:
-        assert gateway.request(ingest(tenant, "on-c", "How do I reset my VPN?", 0))["ok"]
-    assert c.stop() == 0  # c is gone
-    start_all(b)
-    with bus.gateway() as gateway:
-        assert gateway.request(ingest(tenant, "on-b", "It still fails.", 2))["ok"]
-    return c, b
-
-
 def test_a_node_back_after_another_consumed_its_partition_refuses_it(tmp_path: Path) -> None:
     """Node c owned partition 3 and went away; node b took partition 3 over (its data lost
     with c, or so it seemed) and consumed prompts of its tenants. c comes back with its old
@@ -175,15 +152,11 @@ def test_a_node_back_after_another_consumed_its_partition_refuses_it(tmp_path: P
     conversations went on from c's old copy, b's newer records apart."""
     tenant = tenant_in(3)
     with sealed_cluster(tmp_path) as bus:
-        c, b = _b_took_over_from_c(bus, tenant)
+        c, b = taken_over(bus, tenant, "3", "2-3")
         assert b.stop() == 0  # b restarts, say; meanwhile c comes back
         with bus.gateway(timeout=30) as gateway:
             gateway.publish(ingest(tenant, "queued", "Should I reinstall it?", 4))
-        c.launch()
-        code = exit_or_start(c)
-        assert code is not None, "node c took partition 3 back from b's newer records"
-        assert code == 1
-        assert said(c) == [
+        assert refused(c, "node c took partition 3 back from b's newer records") == [
             "semtrace: Partition 3 was consumed by node 'b' since this node last did, so its "
             "tenants' newer records are there: start this node without 3 in --own (`own` in "
             "cluster.toml) and remove its stale copy (`semtrace cluster forget --partitions 3 "
@@ -205,7 +178,7 @@ def test_a_lost_node_that_comes_back_after_a_reclaim_refuses_the_partition(
     c on the consumer (refused while b is alive), b refuses the partition, and c serves it."""
     tenant = tenant_in(3)
     with sealed_cluster(tmp_path) as bus:
-        c, b = _b_took_over_from_c(bus, tenant)
+        c, b = taken_over(bus, tenant, "3", "2-3")
         reclaim = ["cluster", "reclaim", *c.args(), "--partitions", "3", "--node", "c"]
         alive = run_cli(*reclaim, env=c.env)  # b is not lost: it runs
         assert alive.returncode == 1
@@ -216,11 +189,8 @@ def test_a_lost_node_that_comes_back_after_a_reclaim_refuses_the_partition(
         assert "Their consumers on NATS name it now" in r.stdout
         with bus.gateway(timeout=30) as gateway:
             gateway.publish(ingest(tenant, "queued", "Should I reinstall it?", 4))
-        b.launch()  # b's data dir restored, started with its old --own; c not started yet
-        code = exit_or_start(b)
-        assert code is not None, "node b took partition 3 back after c reclaimed it"
-        assert code == 1
-        assert said(b) == [
+        # b's data dir restored, started with its old --own; c not started yet
+        assert refused(b, "node b took partition 3 back after c reclaimed it") == [
             "semtrace: Partition 3 was reclaimed by node 'c' (`semtrace cluster reclaim` "
             "there) since this node last consumed it, so it is that node's now: start this "
             "node without 3 in --own (`own` in cluster.toml) and remove its stale copy "

@@ -11,15 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cluster_nodes import (
-    arrived,
-    exit_or_start,
-    ingest,
-    lag,
-    said,
-    sealed_cluster,
-    tenant_in,
-)
+from cluster_nodes import arrived, ingest, lag, refused, sealed_cluster, sourdough_on, tenant_in
 from test_cluster import start_all
 from test_spine import run_cli
 
@@ -34,12 +26,7 @@ def test_the_new_owner_refuses_a_partition_the_old_owner_consumed_after_the_expo
     moved = tenant_in(1)
     with sealed_cluster(tmp_path) as bus:
         a, b = bus.node("a", "0-1"), bus.node("b", "1-3")
-        start_all(a)
-        with bus.gateway() as gateway:
-            first = gateway.request(ingest(moved, "before-move",
-                                           "How do I bake sourdough bread at home?", 0))
-        assert first["ok"], first
-        assert a.stop() == 0
+        first = sourdough_on(a, bus, moved)
         export = tmp_path / "p1.semtrace"
         for args in (("export", *a.args(), "--partitions", "1", "--out", str(export)),
                      ("import", *b.args(), str(export))):
@@ -52,11 +39,7 @@ def test_the_new_owner_refuses_a_partition_the_old_owner_consumed_after_the_expo
         assert a.stop() == 0
         with bus.gateway(timeout=30) as gateway:  # nobody runs: it queues
             gateway.publish(ingest(moved, "queued", "Can I leave it overnight?", 4))
-        b.launch()
-        code = exit_or_start(b)
-        assert code is not None, "node b consumed partition 1 from a copy older than a's"
-        assert code == 1
-        told = said(b)
+        told = refused(b, "node b consumed partition 1 from a copy older than a's")
         assert len(told) == 1, told
         when = told[0].split(" to this node (at ", 1)[1][:16]
         assert told[0] == (

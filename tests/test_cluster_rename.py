@@ -20,8 +20,9 @@ from cluster_nodes import (
     exit_or_start,
     ingest,
     lag,
-    said,
+    refused,
     sealed_cluster,
+    taken_over,
     tenant_in,
 )
 from test_cluster import Node, start_all
@@ -76,23 +77,12 @@ def test_a_node_renamed_as_the_node_that_took_its_partition_refuses_it(tmp_path:
     tenant's records were on two nodes."""
     tenant = tenant_in(1)
     with sealed_cluster(tmp_path) as bus:
-        c, b = bus.node("c", "1"), bus.node("b", "0-1")
-        start_all(c)
-        with bus.gateway() as gateway:
-            assert gateway.request(ingest(tenant, "on-c", "How do I reset my VPN?", 0))["ok"]
-        assert c.stop() == 0
-        start_all(b)
-        with bus.gateway() as gateway:
-            assert gateway.request(ingest(tenant, "on-b", "It still fails.", 2))["ok"]
+        c, b = taken_over(bus, tenant, "1", "0-1")
         assert b.stop() == 0
         with bus.gateway(timeout=30) as gateway:
             gateway.publish(ingest(tenant, "queued", "Should I reinstall it?", 4))
         c.name = "b"
-        c.launch()
-        code = exit_or_start(c)
-        assert code is not None, "c's data dir, named 'b', took partition 1 back"
-        assert code == 1
-        assert said(c) == [
+        assert refused(c, "c's data dir, named 'b', took partition 1 back") == [
             "semtrace: Partition 1 was consumed by another node named 'b' since this node "
             "last did (as 'c'), so its tenants' newer records are there: start this node "
             "under its own name (--node, `node` in cluster.toml), or without 1 in --own and "

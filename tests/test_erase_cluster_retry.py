@@ -74,13 +74,19 @@ class Nats:
                 and needle in p.read_bytes()]
 
 
-@contextmanager
-def _cluster(tmp: Path, failures: int = FAILURES) -> Iterator[tuple[Nats, Node, Node]]:
+def _keys(tmp: Path) -> tuple[Path, Path]:
+    """A new bus key file and cluster key file in `tmp`."""
     bus = tmp / "bus.key"
     assert run_cli("cluster", "bus-key", "new", str(bus)).returncode == 0
     key = tmp / "cluster.key"
     assert run_cli("init", "--data-dir", str(tmp / "seed"), "--new-key-file",
                    str(key)).returncode == 0
+    return bus, key
+
+
+@contextmanager
+def _cluster(tmp: Path, failures: int = FAILURES) -> Iterator[tuple[Nats, Node, Node]]:
+    bus, key = _keys(tmp)
     nats = Nats(tmp / "nats")
     a = Node(tmp, "a", nats.url, key, "0-1", bus_key=bus)
     b = Node(tmp, "b", nats.url, key, "2-3", bus_key=bus)  # only its data dir: erase runs there
@@ -279,11 +285,7 @@ def test_erase_that_loses_nats_while_it_waits_says_the_request_waits_there(
     """nats-server stops while `erase` waits for the owner: the request was put, so the
     command says it is pending in NATS and why it cannot tell more, exit 8, no traceback,
     and audits it."""
-    bus = tmp_path / "bus.key"
-    assert run_cli("cluster", "bus-key", "new", str(bus)).returncode == 0
-    key = tmp_path / "cluster.key"
-    assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
-                   str(key)).returncode == 0
+    bus, key = _keys(tmp_path)
     nats = Nats(tmp_path / "nats")
     b = Node(tmp_path, "b", nats.url, key, "2-3", bus_key=bus)  # its data dir asks
     err = tmp_path / "erase.err"
