@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_spine import run_cli
@@ -406,3 +407,70 @@ def test_a_store_command_as_root_on_a_service_host_names_the_services_data_dir(
         main(["audit", "verify", "--data-dir", str(tmp_path / "typo"), "--passphrase-file",
               str(passphrase_file)])
     assert "typo does not exist (run `semtrace init`)" in capsys.readouterr().err
+
+
+def test_doctor_as_root_on_a_healthy_service_host_checks_the_services_data_dir(
+        tmp_path: Path, passphrase_file: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`sudo semtrace doctor` on a host where install.sh put a healthy service looked in
+    root's own default folder, said 'The data dir /root/.local/share/semtrace does not
+    exist' and exited 1: the operator's first health check failed a healthy host. With the
+    install's record in the venv (the harness of the test above), no data dir given and no
+    store of the caller's own, it checks the service's data dir and says which and why."""
+    from appliance.cli import main
+    from appliance.config import paths
+
+    service = tmp_path / "var-lib-semtrace"
+    assert run_cli("init", "--data-dir", str(service), "--passphrase-file",
+                   str(passphrase_file)).returncode == 0
+    record = tmp_path / "service.conf"
+    record.write_text(f"data_dir={service}\npassphrase_file={passphrase_file}\n")
+    monkeypatch.setattr(paths, "SERVICE_RECORD", record)
+    own = tmp_path / "xdg" / "semtrace"
+
+    def doctor(*argv: str) -> tuple[int, dict[str, Any]]:
+        code: int | str | None = 0
+        try:
+            main(["doctor", *argv, "--json"])
+        except SystemExit as exit_:
+            code = exit_.code
+        return int(code or 0), json.loads(capsys.readouterr().out)
+
+    code, report = doctor()
+    assert code == 0 and report["problems"] == [], report["problems"]
+    assert report["paths"]["data_dir"] == str(service)
+    assert report["data_dir_source"] == "service"
+    assert str(record) in report["data_dir_why"] and str(own) in report["data_dir_why"]
+    assert str(service) in report["at_start_unknown"]  # the service's store, found
+    # with the service's passphrase it reads what the next start would migrate: nothing
+    code, report = doctor("--passphrase-file", str(passphrase_file))
+    assert code == 0 and report["at_start"] == [], report
+    main(["doctor"])  # no problem: no exit
+    text = capsys.readouterr().out
+    assert f"Checked the data dir {service}, this host's service's" in text
+    assert "No problems found." in text
+    assert not own.exists()  # nothing made in root's home
+    # a data dir given is checked, as before: here a missing one
+    code, report = doctor("--data-dir", str(tmp_path / "typo"))
+    assert code == 1 and report["data_dir_source"] == "option"
+    assert f"The data dir {tmp_path / 'typo'} does not exist." in report["problems"]
+    # a store of the caller's own is theirs to check
+    assert run_cli("init", "--data-dir", str(own), "--passphrase-file",
+                   str(passphrase_file)).returncode == 0
+    code, report = doctor()
+    assert report["paths"]["data_dir"] == str(own)
+    assert report["data_dir_source"] == "user default"
+    # a service whose data dir is gone is named as the service's
+    shutil.rmtree(own)
+    shutil.rmtree(service)
+    code, report = doctor()
+    assert code == 1 and report["data_dir_source"] == "service"
+    assert [p for p in report["problems"] if "does not exist" in p] == [
+        f"The data dir {service} of this host's service (install.sh's record {record}) "
+        "does not exist."]
+    # $SEMTRACE_DATA_DIR is a data dir given, as before
+    monkeypatch.setenv("SEMTRACE_DATA_DIR", str(tmp_path / "typo"))
+    code, report = doctor()
+    assert code == 1 and report["paths"]["data_dir"] == str(tmp_path / "typo")
+    assert report["data_dir_source"] == "environment"
+    assert "$SEMTRACE_DATA_DIR" in report["data_dir_why"]

@@ -261,11 +261,12 @@ def test_the_commands_of_an_install_with_its_own_config_dir_read_the_services_po
     monkeypatch.setattr(paths, "SERVICE_RECORD", record)
     assert paths.policy_dir() == etc / "policies"
     with pytest.raises(SystemExit):
-        main(["doctor", "--json"])  # no --data-dir: this user's default, which is not there
+        main(["doctor", "--json"])  # no --data-dir, no store of this user's: the service's
     report = json.loads(capsys.readouterr().out)
     assert report["paths"]["policies"] == str(etc / "policies")
-    assert any(f"this install's service's is {data})" in p for p in report["problems"]), \
-        report["problems"]
+    assert report["paths"]["data_dir"] == str(data)  # a dry run made none: named as such
+    assert f"The data dir {data} of this host's service (install.sh's record {record}) " \
+        "does not exist." in report["problems"], report["problems"]
 
 
 def test_relative_paths_are_the_callers_not_the_bundles(tmp_path: Path) -> None:

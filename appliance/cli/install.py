@@ -20,8 +20,7 @@ from typing import Any
 import click
 
 from appliance.cli import credential, credential_options, emit_json
-from appliance.config.paths import SERVICE_DATA_DIR, SERVICE_PASSPHRASE, installed_service
-from appliance.runtime import default_data_dir
+from appliance.config.paths import SERVICE_PASSPHRASE, installed_service
 
 CANARY = "selftest-canary-" + "7f3a9c"
 
@@ -169,7 +168,7 @@ def _service_passphrase() -> list[str]:
             f"`chmod 600 {path}`."]
 
 
-def _problems(data_dir: Path, *, given: bool = True) -> list[str]:
+def _problems(data_dir: Path, missing: str) -> list[str]:
     from appliance.config import load_policies
     from appliance.errors import SemtraceError
     from appliance.runtime import check_bundled_files, store_damage
@@ -195,7 +194,10 @@ def _problems(data_dir: Path, *, given: bool = True) -> list[str]:
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     problems += [f"The CPU lacks {f}, which llama.cpp needs." for f in ("avx2", "fma", "f16c")
                  if f" {f}" not in flags]
-    if data_dir.exists() and not data_dir.is_dir():
+    if data_dir.is_dir() and not os.access(data_dir, os.R_OK | os.X_OK):
+        problems.append(f"The data dir {data_dir} cannot be read by this user (uid "
+                        f"{os.getuid()}): run doctor as root or as its owner.")
+    elif data_dir.exists() and not data_dir.is_dir():
         problems.append(f"The data dir {data_dir} is a file, not a folder.")
     elif data_dir.exists():
         mode = data_dir.stat().st_mode & 0o777
@@ -226,11 +228,7 @@ def _problems(data_dir: Path, *, given: bool = True) -> list[str]:
         elif damage := store_damage(data_dir):
             problems.append(damage)
     else:
-        # on a service host `sudo semtrace doctor` looked in root's own default folder
-        problems.append(f"The data dir {data_dir} does not exist." if given else
-                        f"The data dir {data_dir} does not exist (the default of this user: "
-                        "no --data-dir or $SEMTRACE_DATA_DIR was given; this install's "
-                        f"service's is {_service('data_dir', SERVICE_DATA_DIR)}).")
+        problems.append(missing)  # whose folder it is: appliance.cli.doctor_target
     return problems
 
 
@@ -285,7 +283,10 @@ def _at_start(directory: Path, passphrase_file: Path | None, key_file: Path | No
     from appliance.keys.credentials import credential_in_environment, find_credential
     from appliance.runtime import check_data_dir
 
-    if not (directory / "keyring.json").exists():
+    try:
+        if not (directory / "keyring.json").exists():
+            return None, None
+    except OSError:  # this user may not look in (the problem names it)
         return None, None
     explicit = passphrase_file is not None or key_file is not None
     if not explicit and not credential_in_environment():
@@ -309,15 +310,22 @@ def doctor(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
            as_json: bool) -> None:
     """Print versions, paths and permissions, and what is wrong in plain sentences; with a
     credential (option, $SEMTRACE_PASSPHRASE_FILE or $SEMTRACE_KEY_FILE), also what
-    `serve` will migrate at its next start (after an upgrade)."""
+    `serve` will migrate at its next start (after an upgrade). Without a data dir given,
+    or a store of the caller's own, it checks the installed service's (and says so)."""
+    from click.core import ParameterSource
+
+    from appliance.cli.doctor_target import doctor_target
     from appliance.config import model_dir, policy_dir
 
-    directory = data_dir or default_data_dir()
-    problems = _problems(directory, given=data_dir is not None)
+    source = click.get_current_context().get_parameter_source("data_dir")
+    target = doctor_target(data_dir, from_env=source == ParameterSource.ENVIRONMENT)
+    directory = target.path
+    problems = _problems(directory, target.missing)
     at_start, unread = _at_start(directory, passphrase_file, key_file, problems)
     report: dict[str, Any] = {"versions": _versions(), "paths": {
         "data_dir": str(directory), "policies": str(policy_dir()), "models": str(model_dir()),
-        "executable": sys.executable}, "uid": os.getuid(), "problems": problems,
+        "executable": sys.executable}, "data_dir_source": target.source,
+        "data_dir_why": target.why, "uid": os.getuid(), "problems": problems,
         "warnings": _warnings(),
         "at_start": at_start, "at_start_unknown": unread}
     if as_json:
@@ -327,6 +335,7 @@ def doctor(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
             click.echo(f"{k:<24} {v}")
         for k, v in report["paths"].items():
             click.echo(f"{k:<24} {v}")
+        click.echo(target.why)
         if report["at_start"] is not None:
             click.echo("At its next start serve will " + "; ".join(report["at_start"]) + "."
                        if report["at_start"] else "The data dir needs no migration.")
