@@ -34,6 +34,7 @@ from typing import Any
 
 from appliance.cluster.bus import connect
 from appliance.cluster.partition import ERASURES_BUCKET, consumer_name, partition_of
+from appliance.cluster.wire import known_fields, read
 from appliance.config import ClusterSettings
 from appliance.errors import SemtraceError
 
@@ -52,14 +53,24 @@ class ErasureRequest:
     requested_at: float
     pseudonyms: str  # the asking keyring's pseudonym fingerprint: the owner must match it
     tag: str = ""  # Keyring.erasure_tag of `signed()`: made by a node holding the key
+    # the fields a later version added, as it sent them (a JSON object, "" for none): this
+    # version ignores them, but the tag covers them and the owner's answer keeps them
+    unknown: str = ""
 
     @property
     def key(self) -> str:
         return f"{self.tenant}.{self.user}"
 
+    def wire(self) -> dict[str, Any]:
+        """The request as sent: its fields, with those a later version added."""
+        fields = {k: v for k, v in asdict(self).items() if k != "unknown"}
+        return fields | (json.loads(self.unknown) if self.unknown else {})
+
     def signed(self) -> bytes:
-        """The bytes the tag covers: every field but the tag."""
-        fields = {k: v for k, v in asdict(self).items() if k != "tag"}
+        """The bytes the tag covers: every field sent but the tag (a field a later version
+        adds must be signed, and sent, only when it says something: an earlier node's
+        request lacks it)."""
+        fields = {k: v for k, v in self.wire().items() if k != "tag"}
         return json.dumps(fields, sort_keys=True).encode()
 
 
@@ -159,17 +170,25 @@ def home_of(tenant: str, partitions: int, *, claimed_by: str | None, last_consum
 
 def encode(request: ErasureRequest, applied: Applied | None = None,
            failed: Failed | None = None) -> bytes:
-    return json.dumps({"v": 1, "request": asdict(request),
+    return json.dumps({"v": 1, "request": request.wire(),
                        "applied": None if applied is None else asdict(applied),
                        "failed": None if failed is None else asdict(failed)}).encode()
 
 
 def decode(value: bytes) -> tuple[ErasureRequest, Applied | None, Failed | None]:
-    """ValueError (or KeyError, TypeError) on a value this version does not read."""
+    """The request in a key and the owner's outcome. A field this version does not know
+    (a later version's, on a bus shared during a rolling upgrade) is ignored; ValueError,
+    one sentence, when a field it knows is missing or of another type (`wire.py`)."""
     obj = json.loads(value)
+    if not isinstance(obj, dict):
+        raise ValueError("The erasure request's value is not a JSON object.")
+    known, unknown = known_fields(ErasureRequest, obj.get("request"), "erasure request",
+                                  local=("unknown",))
+    request = ErasureRequest(**known, unknown=json.dumps(unknown, sort_keys=True)
+                             if unknown else "")
     applied, failed = obj.get("applied"), obj.get("failed")
-    return (ErasureRequest(**obj["request"]), None if applied is None else Applied(**applied),
-            None if failed is None else Failed(**failed))
+    return (request, None if applied is None else read(Applied, applied, "erasure's outcome"),
+            None if failed is None else read(Failed, failed, "erasure's failure"))
 
 
 async def erasures_bucket(js: Any, *, replicas: int) -> Any:

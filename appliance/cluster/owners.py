@@ -23,6 +23,7 @@ from typing import Any
 
 from appliance import __version__
 from appliance.cluster.partition import OWNERS_BUCKET
+from appliance.cluster.wire import read
 from appliance.errors import SemtraceError
 
 log = logging.getLogger("semtrace.cluster")
@@ -76,13 +77,18 @@ async def read_claims(kv: Any) -> dict[int, Claim]:
         return {}
     claims: dict[int, Claim] = {}
     for key in keys:
-        with contextlib.suppress(Exception):
-            entry = await kv.get(key)
-            value = json.loads(entry.value)
+        with contextlib.suppress(Exception):  # gone meanwhile, or unreadable: not a claim
             p = int(key[1:])
-            claims[p] = Claim(p, value["node"], value["since"], value.get("refreshed", 0.0),
-                              value.get("version"), value.get("data_dir"))
+            claims[p] = claim_of(p, json.loads((await kv.get(key)).value))
     return claims
+
+
+def claim_of(partition: int, value: Any) -> Claim:
+    """Pure: a claim as a node of any version wrote it: fields this version does not know
+    are ignored; ValueError when one it knows is missing or of another type (`wire.py`)."""
+    if isinstance(value, dict):  # the partition is the key's; an early build wrote no refresh
+        value = {"refreshed": 0.0} | value | {"partition": partition}
+    return read(Claim, value, f"claim on partition {partition}")
 
 
 def name_in_use(claims: dict[int, Claim], me: str, data_dir: str) -> str | None:

@@ -70,11 +70,14 @@ async def note_tenants(kv: Any, node: str, tenants: list[str]) -> bool:
 
 def tenants_of(values: list[bytes]) -> set[str]:
     """Pure: the tenant names of the nodes' notes (a note this version cannot read is
-    left out)."""
+    left out). A note is a list of names, or an object whose `tenants` is one: the form a
+    later version that adds fields to the note writes (those fields are ignored here)."""
     names: set[str] = set()
     for value in values:
         with contextlib.suppress(ValueError, TypeError):
             listed = json.loads(value)
+            if isinstance(listed, dict):
+                listed = listed.get("tenants")
             if isinstance(listed, list):
                 names |= {t for t in listed if isinstance(t, str) and t}
     return names

@@ -1,0 +1,155 @@
+"""Messages between nodes of two versions (a rolling upgrade: docs/scale-out.md): a field a
+later version adds to an erasure request, an owner's answer, a partition claim or a tenants
+note is ignored by this version, which still reads the rest; a field it knows, of another
+type, is refused in one sentence. Over a real nats-server: an asking node of this version
+gets a later owner's answer (it used to wait and report the erasure pending), and an owner
+of this version applies a later node's request, its tag covering the field it added."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_cluster import nats_server
+
+from appliance.cluster.erasures import (
+    Applied,
+    ErasureRequest,
+    decode,
+    encode,
+    erasures_bucket,
+    forward,
+)
+from appliance.cluster.tenants_known import tenants_of
+from appliance.config.cluster import ClusterSettings
+from appliance.keys.keyring import Keyring
+
+KEYRING = Keyring(os.urandom(32))
+
+
+def _request(requested_at: float | None = None) -> ErasureRequest:
+    made = ErasureRequest("acme", KEYRING.pseudonym("acme", "olga"), "sealed-reason",
+                          os.urandom(8).hex(), "b", requested_at or time.time(),
+                          KEYRING.pseudonym_id())
+    return ErasureRequest(**{**made.__dict__, "tag": KEYRING.erasure_tag(made.signed())})
+
+
+def _later(request: ErasureRequest, *, applied: dict[str, Any] | None = None) -> bytes:
+    """The value a later version writes: a field more in the request (signed by its tag),
+    in the answer and around them."""
+    fields = {k: v for k, v in dataclasses.asdict(request).items()
+              if k not in ("tag", "unknown")} | {"priority": "urgent"}
+    tag = KEYRING.erasure_tag(json.dumps(fields, sort_keys=True).encode())
+    return json.dumps({"v": 1, "request": fields | {"tag": tag}, "trace": "t-1",
+                       "applied": None if applied is None else applied | {"proof": [1, 2]},
+                       "failed": None}).encode()
+
+
+def test_a_later_versions_fields_are_ignored_and_the_rest_read_as_before() -> None:
+    request = _request()
+    applied = Applied("a", buckets=2, records=5, completed_at="2026-12-06T02:00:00+00:00")
+    asked, answer, _ = decode(_later(request, applied=applied.__dict__))
+    assert (asked.tenant, asked.user, asked.request_id) == (request.tenant, request.user,
+                                                            request.request_id)
+    assert answer == applied
+    # the owner's tag check: the later node signed its added field, and so does this reading
+    assert KEYRING.erasure_tag(asked.signed()) == asked.tag
+    # this version's answer keeps the field for the node that asked
+    assert json.loads(encode(asked, answer))["request"]["priority"] == "urgent"
+
+    from appliance.cluster.owners import claim_of
+
+    claim = {"node": "a", "since": 1.0, "refreshed": 2.0, "version": "9.9", "zone": "eu-1"}
+    assert claim_of(3, claim).node == "a" and claim_of(3, claim).refreshed == 2.0
+    note = json.dumps({"tenants": ["acme", "globex"], "noted_at": 1.0}).encode()
+    assert tenants_of([note, b'["initech"]']) == {"acme", "globex", "initech"}
+
+
+@pytest.mark.parametrize("where,field,value", [
+    ("request", "requested_at", "yesterday"), ("applied", "records", "5"),
+    ("request", "tenant", None)])
+def test_a_known_field_of_another_type_is_refused_in_one_sentence(
+        where: str, field: str, value: Any) -> None:
+    obj = json.loads(encode(_request(), Applied("a", records=5)))
+    obj[where][field] = value
+    with pytest.raises(ValueError) as refused:
+        decode(json.dumps(obj).encode())
+    said = str(refused.value)
+    assert f"'{field}'" in said and said.count(".") == 1 and said.endswith(".")
+    from appliance.cluster.owners import claim_of
+
+    with pytest.raises(ValueError, match="'refreshed'"):
+        claim_of(3, {"node": "a", "since": 1.0, "refreshed": "now"})
+
+
+def test_an_asking_node_reads_a_later_owners_answer_over_nats(tmp_path: Path) -> None:
+    """Before: the answer did not parse, and `erase --wait` reported the erasure pending."""
+    with nats_server(tmp_path / "nats") as url:
+        settings = ClusterSettings(url=url, partitions=4)
+        request = _request()
+        done = Applied("a", buckets=1, records=3)
+
+        async def later_owner() -> None:
+            import nats
+
+            nc = await nats.connect(url)
+            kv = await erasures_bucket(nc.jetstream(), replicas=1)
+            while True:
+                try:
+                    if decode((await kv.get(request.key)).value)[1] is None:
+                        break
+                except Exception:  # not there yet
+                    pass
+                await asyncio.sleep(0.1)
+            await kv.put(request.key, _later(request, applied=done.__dict__))
+            await nc.close()
+
+        async def both() -> Any:
+            owner = asyncio.create_task(later_owner())
+            answer, _ = await forward(settings, request, wait_s=20)
+            await owner
+            return answer
+
+        assert asyncio.run(both()) == done
+
+
+def test_an_owner_applies_a_later_nodes_request_over_nats(tmp_path: Path) -> None:
+    """Before: the owner could not read the request and never applied it."""
+    from appliance.cluster.erasure_inbox import ErasureInbox
+
+    with nats_server(tmp_path / "nats") as url:
+        request = _request()
+        seen: list[ErasureRequest] = []
+
+        async def apply(asked: ErasureRequest, attempt: int) -> Applied:
+            seen.append(asked)
+            tagged = KEYRING.erasure_tag(asked.signed()) == asked.tag
+            return Applied("a", records=4 if tagged else 0,
+                           refused=None if tagged else "untagged")
+
+        async def run() -> bytes:
+            import nats
+
+            nc = await nats.connect(url)
+            js = nc.jetstream()
+            kv = await erasures_bucket(js, replicas=1)
+            await kv.put(request.key, _later(request))
+            inbox = ErasureInbox(js, replicas=1, partitions=4, owns=lambda p: True,
+                                 apply=apply, node="a")
+            await inbox.start()
+            await inbox.stop()
+            value: bytes = (await kv.get(request.key)).value
+            await nc.close()
+            return value
+
+        value = asyncio.run(run())
+        assert [r.request_id for r in seen] == [request.request_id]
+        asked, answer, _ = decode(value)
+        assert answer == Applied("a", records=4)  # its tag verified, over the added field
+        assert json.loads(value)["request"]["priority"] == "urgent"
