@@ -153,3 +153,65 @@ def test_an_owner_applies_a_later_nodes_request_over_nats(tmp_path: Path) -> Non
         asked, answer, _ = decode(value)
         assert answer == Applied("a", records=4)  # its tag verified, over the added field
         assert json.loads(value)["request"]["priority"] == "urgent"
+
+
+@pytest.mark.slow
+def test_a_real_owner_erases_for_a_later_nodes_request(tmp_path: Path) -> None:
+    """A real `serve --nats` node of this version owns the tenant; a node of a later version
+    asks it, through NATS, to erase a user with a request carrying a field this version does
+    not know: the owner erases the user's records and answers. Before: it never did."""
+    from test_cluster import Node
+    from test_erasure_inflight import users_records
+    from test_spine import run_cli
+
+    from appliance.cluster.client import NatsClient
+    from appliance.keys.credentials import read_key_file
+    from appliance.keys.keyring_file import open_keyring
+
+    key = tmp_path / "cluster.key"
+    assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
+                   str(key)).returncode == 0
+    with nats_server(tmp_path / "nats") as url:
+        a = Node(tmp_path, "a", url, key, "0-3", bus_key=None)
+        a.launch().wait_up()
+        try:
+            row = {"v": 1, "op": "ingest", "tenant": "acme", "user_id": "olga",
+                   "request_id": "o-0", "text": "Move my dentist appointment to Friday.",
+                   "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            with NatsClient(url, timeout=60, plain_bus=True) as gateway:
+                assert gateway.request(row)["ok"]
+            cred = read_key_file(key)
+            assert users_records(a.data, cred, "acme", "olga")[0] > 0
+            ring = open_keyring(a.data, cred)
+            user = ring.pseudonym("acme", "olga")
+            fields = {"tenant": "acme", "user": user, "request_id": os.urandom(8).hex(),
+                      "reason": ring.seal_for_cluster(b"DSAR 2026-96",
+                                                      f"acme.{user}".encode()),
+                      "requested_on": "c", "requested_at": time.time(),
+                      "pseudonyms": ring.pseudonym_id(), "priority": "urgent"}
+            tag = ring.erasure_tag(json.dumps(fields, sort_keys=True).encode())
+            value = json.dumps({"v": 1, "request": fields | {"tag": tag}, "applied": None,
+                                "failed": None}).encode()
+
+            async def ask() -> Any:
+                import nats
+
+                nc = await nats.connect(url)
+                kv = await erasures_bucket(nc.jetstream(), replicas=1)
+                await kv.put(f"acme.{user}", value)
+                try:
+                    for _ in range(600):
+                        answer = json.loads((await kv.get(f"acme.{user}")).value)["applied"]
+                        if answer is not None:
+                            return answer
+                        await asyncio.sleep(0.2)
+                    return None
+                finally:
+                    await nc.close()
+
+            answer = asyncio.run(ask())
+            assert answer is not None, "the owner never answered the later node's request"
+            assert answer["refused"] is None and answer["records"] > 0, answer
+            assert users_records(a.data, cred, "acme", "olga")[0] == 0
+        finally:
+            a.stop()
