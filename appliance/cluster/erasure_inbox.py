@@ -37,6 +37,7 @@ from appliance.cluster.erasures import (
     failure_of,
 )
 from appliance.cluster.partition import partition_of
+from appliance.cluster.tenants_note import TenantsNote
 from appliance.errors import SemtraceError
 
 log = logging.getLogger("semtrace.cluster")
@@ -63,10 +64,11 @@ class ErasureInbox:
     def __init__(self, js: Any, *, replicas: int, partitions: int,
                  owns: Callable[[int], bool], apply: Apply, node: str = "",
                  reconnects: Callable[[], int] = lambda: 0,
-                 tenants: Callable[[], Awaitable[list[str]]] | None = None) -> None:
+                 note: TenantsNote | None = None) -> None:
         """`reconnects`: how often the NATS connection was re-established (a new watch);
-        `tenants`: the tenant names this node knows, noted for `erase --all-tenants`
-        (`tenants_known.py`) at start and with each new watch when they changed."""
+        `note`: this node's note of its tenants for `erase --all-tenants`
+        (`tenants_note.py`), refreshed at start and with each new watch, and written each
+        second while a tenant waits to be noted."""
         self.js, self.replicas, self.partitions = js, replicas, partitions
         self.owns, self.apply, self.node, self.reconnects = owns, apply, node, reconnects
         self.applied = 0
@@ -75,8 +77,7 @@ class ErasureInbox:
         self._watched_at = 0.0
         self._reconnects = 0
         self._failing = False  # the watch failed and was said so
-        self.tenants = tenants
-        self._noted: list[str] | None = None
+        self.note = note
         self._task: asyncio.Task[None] | None = None
         self._retrying: dict[str, tuple[str, asyncio.Task[None]]] = {}
 
@@ -120,6 +121,8 @@ class ErasureInbox:
                     self._failing = False
                     await self._sweep()
                     await self._note()
+                elif self.note is not None:
+                    await self.note.catch_up()
                 with contextlib.suppress(NatsTimeout):
                     entry = await self._watcher.updates(timeout=TICK_S)
                     if entry is not None:
@@ -143,23 +146,9 @@ class ErasureInbox:
                 "event": "erasure_sweep_failed", "error": failure_of(exc)})
 
     async def _note(self) -> None:
-        """Note this node's tenants in `semtrace_tenants` when they changed."""
-        if self.tenants is None:
-            return
-        from appliance.cluster.tenants_known import note_tenants, tenants_bucket
-
-        try:
-            names = sorted(set(await self.tenants()))
-            if names != self._noted:
-                kv = await tenants_bucket(self.js, replicas=self.replicas)
-                if not await note_tenants(kv, self.node, names):
-                    log.warning("this node's name cannot be a NATS key: erase --all-tenants on "
-                                "other nodes does not learn its tenants",
-                                extra={"event": "tenants_note_failed"})
-                self._noted = names
-        except Exception as exc:  # tried again with the next watch
-            log.warning("this node's tenants could not be noted", extra={
-                "event": "tenants_note_failed", "error": failure_of(exc)})
+        """Note this node's tenants in `semtrace_tenants` when they grew."""
+        if self.note is not None:
+            await self.note.refresh()
 
     async def _handle(self, entry: Any, *, at_start: bool = False) -> None:
         if entry.operation is not None or not entry.value:  # a delete or purge marker

@@ -40,6 +40,7 @@ from appliance.cluster.stream import (
     consumer_lag,
     ensure_stream,
 )
+from appliance.cluster.tenants_note import TenantsNote
 from appliance.config import ClusterSettings
 from appliance.keys.bus import (
     NODE_NEEDS_KEY,
@@ -95,6 +96,7 @@ class ClusterNode:
         self._js: Any = None
         self._ownership: Ownership | None = None
         self._inbox: ErasureInbox | None = None
+        self._note: TenantsNote | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._loop_calls: set[asyncio.Task[None]] = set()  # answered apart (may be held)
         self._subs: dict[int, Any] = {}
@@ -119,11 +121,15 @@ class ClusterNode:
                                         on_lost=self._give_up, data_dir=self.data_dir)
             await self._ownership.claim()
             await _note_versions(kv, self.node)
+            # noted before a tenant's first prompt is stored here (`erase --all-tenants`)
+            self._note = TenantsNote(self._js, self.node, replicas=s.replicas,
+                                     known=self._known_tenants)
+            self.service.noting = self._note.ahead
             # erasures asked for on other nodes, applied before a waiting prompt is consumed
             self._inbox = ErasureInbox(self._js, replicas=s.replicas, partitions=s.partitions,
                                        owns=self.owns, apply=self._erase, node=self.node,
                                        reconnects=lambda: int(self._nc.stats["reconnects"]),
-                                       tenants=self._known_tenants)
+                                       note=self._note)
             await self._inbox.start()
             pulls = {}
             for p in self.partitions:
@@ -196,6 +202,10 @@ class ClusterNode:
     async def _close(self) -> None:
         if self._inbox is not None:
             await self._inbox.stop()
+        if self._note is not None:
+            if self.service.noting == self._note.ahead:
+                self.service.noting = None
+            await self._note.stop()
         for sub in self._subs.values():
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()

@@ -4,12 +4,12 @@ A user id is pseudonymised per tenant, so an erasure that names only the person 
 search every tenant; on a cluster a node's data dir knows only its own tenants (and those
 its policies name). So every running node notes, in the JetStream key-value bucket
 `semtrace_tenants` under its node name, the tenant names its store and policies know (at
-start, then each minute when they changed: `ErasureInbox`), and `erase --all-tenants`
-adds the tenants of every node's note to its own before it asks each tenant's owner. Only
-tenant names go there (they are in the bus's subjects already): never a user id or a
-pseudonym. A node that has not run since this version knows its tenants is not in the
-bucket: `cluster_notes` finds it among the partitions' owners (the live claim, else the
-last consumer), so that `erase --all-tenants` says its tenants were not searched.
+start, each minute, and before a tenant new to it is stored: `tenants_note.py`), and
+`erase --all-tenants` adds the tenants of every node's note to its own before it asks each
+tenant's owner. Only tenant names go there (they are in the bus's subjects already): never
+a user id or a pseudonym. A node that has not run since this version knows its tenants is
+not in the bucket: `cluster_notes` finds it among the partitions' owners (the live claim,
+else the last consumer), so that `erase --all-tenants` says its tenants were not searched.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +83,9 @@ class ServiceCore:
         self.audit: Callable[[str, dict[str, Any]], object] | None = None
         # applies an erasure another node of a cluster asked for (cluster/erasures.py)
         self.eraser: Callable[[Any], Any] | None = None
+        # a cluster node's note of its tenants (cluster/tenants_note.py): awaited before a
+        # prompt is queued; False (only when `wait`) means the tenant could not be noted
+        self.noting: Callable[..., Awaitable[bool]] | None = None
         self.doors: list[FrontDoor] = []  # started after the socket, stopped before draining
         # Set when a batch fails on the disk while stopping: the rest of the queue is given
         # up (refused, nothing written) instead of being retried one request at a time.

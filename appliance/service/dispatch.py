@@ -109,6 +109,12 @@ class Dispatch(ServiceCore):
         if self._stopping.is_set():
             raise ProtocolError("shutting_down", "The service is shutting down; retry later.",
                                 req.request_id)
+        # a cluster node notes a tenant before its first prompt is stored: one from NATS
+        # waits for the note (busy, delivered again, when NATS does not take it)
+        if self.noting is not None and not await self.noting(req.prompt.tenant, wait=durable):
+            self.counters["busy"] += 1
+            return error_reply("busy", "The service is busy; retry shortly.", req.request_id,
+                               retry_after_ms=self.policies.service.busy_retry_after_ms)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Outcome] | None = None
         if req.mode == "sync" or durable:

@@ -1,0 +1,77 @@
+"""`erase --all-tenants` on one node reaches a tenant another node stored for the first time
+just before: the owner notes a tenant in NATS before its first prompt is stored, not at its
+next minute's note (real nats-server, real nodes); and it does not write its note again
+for each prompt of a tenant it noted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from cluster_nodes import ingest, sealed_cluster, tenant_in
+from test_cluster import start_all
+from test_spine import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _note(url: str, node: str) -> tuple[list[str], int]:
+    """The node's note in `semtrace_tenants`: its tenants and the note's revision."""
+    from appliance.cluster.bus import connect
+    from appliance.cluster.tenants_known import tenants_bucket
+    from appliance.config import ClusterSecurity
+
+    async def read() -> tuple[list[str], int]:
+        nc = await connect(url, ClusterSecurity(plain_bus=True), name="test")
+        try:
+            kv = await tenants_bucket(nc.jetstream(), replicas=1, create=False)
+            entry = await kv.get(node)
+            return json.loads(entry.value), int(entry.revision)
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def test_erase_all_tenants_reaches_a_tenant_first_stored_on_another_node_just_before(
+        tmp_path: Path) -> None:
+    from test_erasure_inflight import users_records
+
+    from appliance.keys import read_key_file
+
+    tenant, later = tenant_in(0), tenant_in(1)
+    with sealed_cluster(tmp_path) as bus:
+        a = bus.node("a", "0-1")
+        b = bus.node("b", "2-3")  # only its data dir: it asks
+        start_all(a)
+        assert tenant not in _note(bus.url, "a")[0]  # a knew no tenant at start
+        with bus.gateway() as gateway:
+            first = gateway.request(ingest(tenant, "first", "Cancel my Ravelston gym "
+                                           "membership from March.", 0))
+            assert first["ok"], first
+            out = run_cli("erase", *b.args(), "--all-tenants", "--user", "ana", "--reason",
+                          "DSAR 2026-98", "--wait", "120", "--json", env=b.env)
+            noted, revision = _note(bus.url, "a")
+            # more prompts of a tenant a noted: its note is not written again
+            for n in range(3):
+                more = gateway.request({**ingest(tenant, f"more-{n}", "Which gym classes "
+                                                 "run on Fridays?", 1 + n), "user_id": "bo"})
+                assert more["ok"], more
+            unchanged = _note(bus.url, "a")
+            grown = gateway.request(ingest(later, "later", "Book a table for two.", 5))
+            assert grown["ok"], grown
+            after = _note(bus.url, "a")
+        assert a.stop() == 0
+    assert out.returncode == 0, out.stdout + out.stderr
+    done = json.loads(out.stdout)
+    assert [(t["tenant"], t["records"], t["node"]) for t in done["tenants"]] == [
+        (tenant, 1, "a")], done
+    assert done["complete"] is True and done["pending"] == []
+    count, texts = users_records(a.data, read_key_file(a.key), tenant, "ana")
+    assert count == 0 and not [t for t in texts if "membership" in t]
+    assert tenant in noted
+    assert unchanged == (noted, revision)
+    assert after[0] == sorted([*noted, later]) and after[1] > revision
+    assert '"tenants_note_failed"' not in a.log.read_text()
