@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
-from cluster_nodes import ingest, sealed_cluster, tenant_in
+from cluster_nodes import ingest, lag, sealed_cluster, tenant_in
 from test_cluster import start_all
 from test_spine import run_cli
 
@@ -75,3 +76,38 @@ def test_erase_all_tenants_reaches_a_tenant_first_stored_on_another_node_just_be
     assert unchanged == (noted, revision)
     assert after[0] == sorted([*noted, later]) and after[1] > revision
     assert '"tenants_note_failed"' not in a.log.read_text()
+
+
+def test_erase_all_tenants_reaches_a_tenant_whose_first_prompt_waits_in_nats(
+        tmp_path: Path) -> None:
+    """A tenant no node has stored yet, its first prompt waiting in NATS (its owner down):
+    `erase --all-tenants` asks the owner too, which refuses the prompt when it consumes it."""
+    from test_erasure_inflight import users_records
+
+    from appliance.keys import read_key_file
+
+    tenant = tenant_in(0)
+    with sealed_cluster(tmp_path) as bus:
+        a = bus.node("a", "0-1")
+        b = bus.node("b", "2-3")  # only its data dir: it asks
+        start_all(a)
+        assert a.stop() == 0  # a owns the tenant's partition, and is down
+        with bus.gateway() as gateway:
+            assert gateway.publish(ingest(tenant, "waiting", "Cancel my Ravelston gym "
+                                          "membership from March.", 0))["ok"]
+        assert lag(bus.url, 0)[0] == 1
+        out = run_cli("erase", *b.args(), "--all-tenants", "--user", "ana", "--reason",
+                      "DSAR 2026-98", "--wait", "1", "--json", env=b.env)
+        start_all(a)  # applies the erasure before it consumes
+        deadline = time.monotonic() + 120
+        while lag(bus.url, 0)[0]:
+            assert time.monotonic() < deadline, "node a did not consume the prompt"
+            time.sleep(0.5)
+        found = a.lookup(tenant, "waiting")
+        assert a.stop() == 0
+    assert out.returncode == 8, out.stdout + out.stderr
+    done = json.loads(out.stdout)
+    assert [(p["tenant"], p["node"]) for p in done["pending"]] == [(tenant, "a")], done
+    assert not found.get("ok"), found
+    count, texts = users_records(a.data, read_key_file(a.key), tenant, "ana")
+    assert count == 0 and not [t for t in texts if "membership" in t]

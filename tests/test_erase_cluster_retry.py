@@ -213,7 +213,7 @@ def test_erase_all_tenants_on_a_node_that_never_saw_the_tenant_reaches_its_owner
     _store(a, "wanda", "w-0", "Cancel the Ravelston gym membership from March.")
     settings = load_policies(b.policies).cluster
     deadline = time.monotonic() + 180
-    while TENANT not in asyncio.run(cluster_tenants(settings)):  # noted each minute
+    while TENANT not in asyncio.run(cluster_tenants(settings)):  # noted before it is stored
         assert time.monotonic() < deadline, "node a did not note its tenants"
         time.sleep(1)
     out = run_cli("erase", *b.args(), "--all-tenants", "--user", "wanda", "--reason",

@@ -109,7 +109,8 @@ async def cluster_notes(settings: ClusterSettings, *, here: set[str],
         js = nc.jetstream()
         values, noted = await _notes(js, settings)
         owners, unnamed = await _owners(js, settings)
-        return Notes(frozenset(tenants_of(values)), unlisted(owners, noted, here),
+        waiting = await _waiting(js, settings)
+        return Notes(frozenset(tenants_of(values) | waiting), unlisted(owners, noted, here),
                      tuple(sorted(unnamed - here_partitions)))
     finally:
         with contextlib.suppress(Exception):
@@ -134,6 +135,22 @@ async def _notes(js: Any, settings: ClusterSettings) -> tuple[list[bytes], set[s
     finally:
         await watcher.stop()
     return values, noted
+
+
+async def _waiting(js: Any, settings: ClusterSettings) -> set[str]:
+    """The tenants with prompts waiting in the stream, which no node may have stored yet
+    (its owner down or behind, or its note refused): their owner is asked too, and its
+    tombstone refuses those prompts when it consumes them."""
+    from nats.js.errors import NotFoundError
+
+    from appliance.cluster.partition import part_subject, split_part_subject
+
+    try:
+        info = await js.stream_info(settings.stream, subjects_filter=part_subject("*"))
+    except NotFoundError:
+        return set()
+    return {split[1] for subject in (info.state.subjects or {})
+            if (split := split_part_subject(subject)) is not None}
 
 
 async def _owners(js: Any, settings: ClusterSettings) -> tuple[dict[int, str | None], set[int]]:
