@@ -185,6 +185,7 @@ def test_a_node_nats_refuses_the_note_of_does_not_store_the_new_tenants_prompt(
     assert out.returncode == 7, out.stdout + out.stderr
     done = json.loads(out.stdout)
     assert done["unlisted_nodes"] == [{"node": "a", "partitions": [0, 1, 2, 3]}], done
+    assert "or NATS refused its note: see its log's tenants_note_failed" in out.stderr
     assert [(t["tenant"], t["node"], t["tombstone"]) for t in done["tenants"]] == [
         ("acme", "a", True)], done
     assert a.log.read_text().count('"tenants_note_failed"') == 1

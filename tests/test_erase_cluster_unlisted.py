@@ -61,7 +61,8 @@ def test_erase_all_tenants_names_a_node_that_never_noted_its_tenants(tmp_path: P
     assert out.returncode == 7, out.stdout + out.stderr
     assert out.stderr.strip() == (
         "Erasure NOT complete: node 'a' (partition(s) 0, 1) has not noted its tenants in NATS "
-        "(it has not run since an upgrade to a version that does), so tenants only it knows "
+        "(it has not run since an upgrade to a version that does, or NATS refused its note: "
+        "see its log's tenants_note_failed), so tenants only it knows "
         "were not searched: start it once and run this command again, or run it on that "
         "node's data dir too.")
     assert "Traceback" not in out.stderr

@@ -99,7 +99,8 @@ class Known:
         from appliance.cluster.tenants_known import notable
 
         def why(node: str) -> str:
-            return ("it has not run since an upgrade to a version that does" if notable(node)
+            return ("it has not run since an upgrade to a version that does, or NATS refused "
+                    "its note: see its log's tenants_note_failed" if notable(node)
                     else "its name cannot be a NATS key: rename it with letters, digits and "
                     "-_=./ only")
 
