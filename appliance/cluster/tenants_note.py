@@ -55,10 +55,12 @@ class TenantsNote:
         `wait` it is noted in the background and True is returned at once."""
         if tenant in self.noted and self._written:
             return True
-        if not wait:
-            task = asyncio.create_task(self._write({tenant}))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        if not wait:  # one write in flight per tenant, not one per prompt while NATS is down
+            if tenant not in self.behind:
+                self.behind.add(tenant)
+                task = asyncio.create_task(self._write(set()))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
             return True
         return await self._write({tenant})
 
