@@ -90,8 +90,8 @@ def audit_log(data_dir: Path | None, passphrase_file: Path | None, key_file: Pat
         rt.close()
     if not every and len(entries) > limit:  # on stderr: stdout may be the JSON export
         entries = entries[-limit:]
-        click.echo(f"Showing the last {limit} entries; older ones are held (--all for every "
-                   "one).", err=True)
+        click.echo(f"Showing the last {limit} entries; older ones were left out (--all for "
+                   "every one).", err=True)  # not 'held': a legal hold is another matter
     if as_json:
         emit_json([_with_proof(e, signed, chain.ok) for e in entries])
     else:
