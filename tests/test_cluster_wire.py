@@ -215,3 +215,12 @@ def test_a_real_owner_erases_for_a_later_nodes_request(tmp_path: Path) -> None:
             assert users_records(a.data, cred, "acme", "olga")[0] == 0
         finally:
             a.stop()
+
+
+@pytest.mark.parametrize("note", [b"", b'["acme"', b'\xff["acme"]', b'{"names": ["acme"]}',
+                                  b'["acme", 7]', b'"acme"'])
+def test_a_note_this_version_cannot_read_is_told_apart_from_an_empty_one(note: bytes) -> None:
+    from appliance.cluster.tenants_known import note_of
+
+    assert note_of(note) is None
+    assert note_of(b"[]") == set() and note_of(b'{"tenants": []}') == set()

@@ -2,7 +2,9 @@
 NATS; a node that owns partitions but never noted its tenants (it last ran an earlier
 version), or NATS not answering, leaves tenants unsearched, and the command says so (real
 nats-server, real nodes): one sentence per node on stderr, exit 7, `--json`
-`unlisted_nodes` / `nats_error` and `complete: false`."""
+`unlisted_nodes` / `nats_error` and `complete: false`. So does a node whose note this version
+cannot read (`unreadable_notes`): it used to count as noted, and the command said the
+erasure complete."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
+from cluster_nodes import sealed_cluster
 from test_cluster import PARTITIONS, Node, _free_port, nats_server
 from test_spine import run_cli
 
@@ -22,8 +25,9 @@ def _erase_all(node: Node, *extra: str) -> list[str]:
             "DSAR 2026-95", *extra]
 
 
-def _forget_note(url: str, node: str) -> None:
-    """Remove `node`'s note, as if it had last run a version that did not note tenants."""
+def _forget_note(url: str, node: str, *, instead: bytes | None = None) -> None:
+    """Remove `node`'s note, as if it had last run a version that did not note tenants
+    (`instead`: write this value in its place)."""
     from appliance.cluster.bus import connect
     from appliance.cluster.tenants_known import tenants_bucket
     from appliance.config import ClusterSecurity
@@ -32,7 +36,7 @@ def _forget_note(url: str, node: str) -> None:
         nc = await connect(url, ClusterSecurity(plain_bus=True), name="test")
         try:
             kv = await tenants_bucket(nc.jetstream(), replicas=1, create=False)
-            await kv.purge(node)
+            await (kv.purge(node) if instead is None else kv.put(node, instead))
         finally:
             await nc.close()
 
@@ -73,6 +77,36 @@ def test_erase_all_tenants_names_a_node_that_never_noted_its_tenants(tmp_path: P
     assert after.returncode == 0, after.stdout + after.stderr
     done = json.loads(after.stdout)
     assert done["unlisted_nodes"] == [] and done["complete"] is True and not after.stderr
+
+
+def test_erase_all_tenants_names_a_node_whose_note_cannot_be_read(tmp_path: Path) -> None:
+    with sealed_cluster(tmp_path) as bus:
+        a = bus.node("a", "0-1")
+        b = bus.node("b", "2-3")  # only its data dir: it asks
+        a.launch().wait_up()
+        assert a.stop() == 0
+        _forget_note(bus.url, "a", instead=b'\xff["acme"')  # torn, not UTF-8
+        out = run_cli(*_erase_all(b), env=b.env)
+        as_json = run_cli(*_erase_all(b, "--json"), env=b.env)
+        a.launch().wait_up()  # it notes its tenants again at start
+        try:
+            after = run_cli(*_erase_all(b, "--json"), env=b.env)
+        finally:
+            assert a.stop() == 0
+    assert out.returncode == 7, out.stdout + out.stderr
+    assert out.stderr.strip() == (
+        "Erasure NOT complete: node 'a' noted its tenants in NATS, but this version cannot "
+        "read its note (it is corrupt, or a later version wrote it in a form this one does "
+        "not know), so tenants only it knows were not searched: restart that node (it notes "
+        "its tenants again at start) and run this command again, or run it on that node's "
+        "data dir too.")
+    assert as_json.returncode == 7, as_json.stdout + as_json.stderr
+    said = json.loads(as_json.stdout)
+    assert said["unreadable_notes"] == ["a"] and said["unlisted_nodes"] == []
+    assert said["complete"] is False
+    assert after.returncode == 0, after.stdout + after.stderr
+    done = json.loads(after.stdout)
+    assert done["unreadable_notes"] == [] and done["complete"] is True
 
 
 def test_erase_all_tenants_without_nats_says_the_other_nodes_tenants_were_not_searched(

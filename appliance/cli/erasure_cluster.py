@@ -82,13 +82,14 @@ def cluster_away(rt: Runtime, tenants: list[str]) -> dict[str, Home]:
 @dataclasses.dataclass(frozen=True)
 class Known:
     """What `erase --all-tenants` learnt of the other nodes' tenants: their names, the
-    nodes that own partitions but never noted theirs (`tenants_known.py`), and why NATS
-    could not say (None when it did)."""
+    nodes that own partitions but never noted theirs (`tenants_known.py`), the nodes whose
+    note cannot be read, and why NATS could not say (None when it did)."""
 
     tenants: frozenset[str] = frozenset()
     unlisted: tuple[tuple[str, tuple[int, ...]], ...] = ()
     error: str | None = None
     unnamed: tuple[int, ...] = ()  # partitions an earlier build's node consumed last
+    unreadable: tuple[str, ...] = ()  # nodes whose note this version cannot read
 
     def sentences(self) -> list[str]:
         """One sentence per node (or NATS) whose tenants were not searched."""
@@ -109,15 +110,22 @@ class Known:
                    "its tenants in NATS, so tenants only it knows were not searched: start "
                    "that node once and run this command again, or run it on that node's data "
                    "dir too."] if self.unnamed else []
+        corrupt = [f"Erasure NOT complete: node '{node}' noted its tenants in NATS, but this "
+                   "version cannot read its note (it is corrupt, or a later version wrote it "
+                   "in a form this one does not know), so tenants only it knows were not "
+                   "searched: restart that node (it notes its tenants again at start) and "
+                   "run this command again, or run it on that node's data dir too."
+                   for node in self.unreadable]
         return [f"Erasure NOT complete: node '{node}' (partition(s) "
                 f"{', '.join(map(str, ps))}) has not noted its tenants in NATS ({why(node)}), "
                 "so tenants only it knows were not searched: start it once and run this "
                 "command again, or run it on that node's data dir too." for node, ps
-                in self.unlisted] + earlier
+                in self.unlisted] + corrupt + earlier
 
     def as_json(self) -> dict[str, Any]:
         return {"unlisted_nodes": [{"node": n, "partitions": list(ps)}
                                    for n, ps in self.unlisted],
+                "unreadable_notes": list(self.unreadable),
                 "unnamed_partitions": list(self.unnamed), "nats_error": self.error}
 
 
@@ -137,7 +145,8 @@ def cluster_known(rt: Runtime) -> Known:
         return Known(error=str(exc))
     except Exception as exc:  # a NATS error mid-way, the nats extra missing
         return Known(error=f"NATS did not list the other nodes' tenants ({type(exc).__name__})")
-    return Known(notes.tenants, notes.unlisted, unnamed=notes.unnamed)
+    return Known(notes.tenants, notes.unlisted, unnamed=notes.unnamed,
+                 unreadable=notes.unreadable)
 
 
 def this_node(rt: Runtime) -> str | None:

@@ -36,6 +36,10 @@ class Notes:
     unlisted: tuple[tuple[str, tuple[int, ...]], ...]  # (node, its partitions), by name
     # partitions whose consumer an earlier build made (it names no node), none claimed
     unnamed: tuple[int, ...] = ()
+    # nodes whose note this version cannot read (corrupt, or a form it does not know)
+    unreadable: tuple[str, ...] = ()
+
+
 _KEY = re.compile(r"^[-/_=.a-zA-Z0-9]+$")  # what a KV key may hold
 
 
@@ -68,19 +72,26 @@ async def note_tenants(kv: Any, node: str, tenants: list[str]) -> bool:
     return True
 
 
+def note_of(value: bytes) -> set[str] | None:
+    """Pure: the tenant names of one node's note; None when this version cannot read it
+    (not JSON, not a list of names: corrupt, or a form it does not know). A note is a list
+    of names, or an object whose `tenants` is one: the form a later version that adds
+    fields to the note writes (those fields are ignored here)."""
+    try:
+        listed = json.loads(value)
+    except (ValueError, TypeError):  # not UTF-8 or not JSON
+        return None
+    if isinstance(listed, dict):
+        listed = listed.get("tenants")
+    if not isinstance(listed, list) or not all(isinstance(t, str) for t in listed):
+        return None
+    return {t for t in listed if t}
+
+
 def tenants_of(values: list[bytes]) -> set[str]:
     """Pure: the tenant names of the nodes' notes (a note this version cannot read is
-    left out). A note is a list of names, or an object whose `tenants` is one: the form a
-    later version that adds fields to the note writes (those fields are ignored here)."""
-    names: set[str] = set()
-    for value in values:
-        with contextlib.suppress(ValueError, TypeError):
-            listed = json.loads(value)
-            if isinstance(listed, dict):
-                listed = listed.get("tenants")
-            if isinstance(listed, list):
-                names |= {t for t in listed if isinstance(t, str) and t}
-    return names
+    left out: `cluster_notes` names its node)."""
+    return set().union(*(note_of(v) or set() for v in values))
 
 
 def unlisted(owners: dict[int, str | None], noted: set[str],
@@ -107,34 +118,39 @@ async def cluster_notes(settings: ClusterSettings, *, here: set[str],
     nc = await connect(settings.url, settings.security, name="semtrace-erase", reconnect=False)
     try:
         js = nc.jetstream()
-        values, noted = await _notes(js, settings)
+        notes = await _notes(js, settings)
         owners, unnamed = await _owners(js, settings)
         waiting = await _waiting(js, settings)
-        return Notes(frozenset(tenants_of(values) | waiting), unlisted(owners, noted, here),
-                     tuple(sorted(unnamed - here_partitions)))
+        read = {node: note_of(value) for node, value in notes.items()}
+        return Notes(frozenset(set().union(*(t for t in read.values() if t)) | waiting),
+                     unlisted(owners, set(notes), here),
+                     tuple(sorted(unnamed - here_partitions)),
+                     tuple(sorted(n for n, t in read.items() if t is None and n not in here)))
     finally:
         with contextlib.suppress(Exception):
             await nc.close()
 
 
-async def _notes(js: Any, settings: ClusterSettings) -> tuple[list[bytes], set[str]]:
-    """Each node's note, and the nodes that have one."""
+async def _notes(js: Any, settings: ClusterSettings) -> dict[str, bytes]:
+    """Each node's note, by node (an empty value is a note too: one this version cannot
+    read)."""
     from nats.js.errors import BucketNotFoundError
 
     try:
         kv = await tenants_bucket(js, replicas=settings.replicas, create=False)
     except BucketNotFoundError:
-        return [], set()
+        return {}
     watcher = await kv.watchall()
-    values, noted = [], set()
+    notes: dict[str, bytes] = {}
     try:
         while (entry := await watcher.updates(timeout=30)) is not None:
-            if entry.operation is None and entry.value:
-                values.append(entry.value)
-                noted.add(entry.key)
+            if entry.operation is None:
+                notes[entry.key] = entry.value or b""
+            else:  # deleted or purged since: no note
+                notes.pop(entry.key, None)
     finally:
         await watcher.stop()
-    return values, noted
+    return notes
 
 
 async def _waiting(js: Any, settings: ClusterSettings) -> set[str]:
