@@ -228,7 +228,7 @@ def _problems(data_dir: Path, missing: str) -> list[str]:
         elif damage := store_damage(data_dir):
             problems.append(damage)
     else:
-        problems.append(missing)  # whose folder it is: appliance.cli.doctor_target
+        problems.append(missing)  # whose folder it is: appliance.cli.check_target
     return problems
 
 
@@ -314,11 +314,11 @@ def doctor(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
     or a store of the caller's own, it checks the installed service's (and says so)."""
     from click.core import ParameterSource
 
-    from appliance.cli.doctor_target import doctor_target
+    from appliance.cli.check_target import check_target
     from appliance.config import model_dir, policy_dir
 
     source = click.get_current_context().get_parameter_source("data_dir")
-    target = doctor_target(data_dir, from_env=source == ParameterSource.ENVIRONMENT)
+    target = check_target(data_dir, from_env=source == ParameterSource.ENVIRONMENT)
     directory = target.path
     problems = _problems(directory, target.missing)
     at_start, unread = _at_start(directory, passphrase_file, key_file, problems)

@@ -56,7 +56,7 @@ def choose(given: Path | None, from_env: bool, default: Path, default_has_store:
         f"{service or service_fallback}).")
 
 
-def doctor_target(given: Path | None, from_env: bool) -> Target:
+def check_target(given: Path | None, from_env: bool) -> Target:
     """`choose`, with this user's default, its store and the venv's install record read."""
     from appliance.config import paths
     from appliance.runtime import default_data_dir, is_initialised
