@@ -384,7 +384,9 @@ def test_a_store_command_as_root_on_a_service_host_names_the_services_data_dir(
     """`sudo semtrace audit verify --passphrase-file /etc/semtrace/passphrase` on the host
     where install.sh put the service was told 'The data dir /root/.local/share/semtrace
     does not exist (run `semtrace init`)': advice that makes an empty store in root's home.
-    With the install's record in the venv it names the service's data dir to give."""
+    With the install's record in the venv a command that changes data names the service's
+    data dir to give (the checks, audit verify included, check it instead:
+    test_service_host_checks.py)."""
     from appliance.cli import main
     from appliance.config import paths
 
@@ -392,7 +394,8 @@ def test_a_store_command_as_root_on_a_service_host_names_the_services_data_dir(
     record = tmp_path / "service.conf"
     record.write_text(f"data_dir={service}\npassphrase_file={passphrase_file}\n")
     monkeypatch.setattr(paths, "SERVICE_RECORD", record)
-    for argv in (["audit", "verify"], ["retention", "run", "--dry-run"]):
+    for argv in (["retention", "run", "--dry-run"], ["erase", "--tenant", "acme", "--user",
+                                                     "u1", "--reason", "T-1"]):
         with pytest.raises(SystemExit) as exit_:
             main([*argv, "--passphrase-file", str(passphrase_file)])
         err = capsys.readouterr().err

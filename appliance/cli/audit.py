@@ -39,14 +39,22 @@ def audit() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def audit_verify(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
                  as_json: bool) -> None:
-    """Check the audit chain and its signatures; name the first bad entry."""
+    """Check the audit chain and its signatures; name the first bad entry. Without a data
+    dir given, or a store of the caller's own, it checks the installed service's (and says
+    so), as doctor does."""
     from appliance.audit import verify_chain
+    from appliance.cli.check_target import SERVICE, require_target, target_for
 
-    with _opened(data_dir, passphrase_file, key_file) as rt:
+    target = target_for(data_dir)
+    require_target(target, "audit verify")
+    with _opened(target.path, passphrase_file, key_file) as rt:
         result = verify_chain(rt.store.db, rt.store.keys_db)
     if as_json:
-        emit_json(result)
+        emit_json({**jsonable(result), "data_dir": str(target.path),
+                   "data_dir_source": target.source, "data_dir_why": target.why})
     else:
+        if target.source == SERVICE:  # not the folder the caller may think: said first
+            click.echo(target.why)
         click.echo(f"Audit log intact: {result.entries} entries, {result.checkpoints} signed "
                    "checkpoints." if result.ok else f"Audit log BROKEN: {result.problem}.")
     if not result.ok:

@@ -1,16 +1,20 @@
-"""Which data dir `doctor` checks, and the sentence saying why.
+"""Which data dir the checks (`doctor`, `serve --check`, `audit verify`) check, and the
+sentence saying why.
 
 `sudo semtrace doctor` on a healthy service host looked in root's own default folder,
-found nothing and exited 1. doctor only reads, and is meant to check the service: with no
-data dir given, no store of the caller's own and install.sh's record in the venv, it checks
-the service's data dir and says so. Commands that change data keep refusing instead
+found nothing and exited 1. The checks only read, and are meant to check the service: with
+no data dir given, no store of the caller's own and install.sh's record in the venv, they
+check the service's data dir and say so. Commands that change data keep refusing instead
 (appliance.runtime.require_data_dir names the service's folder to give).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from appliance.errors import InputError
 
 GIVEN = "option"
 ENVIRONMENT = "environment"
@@ -54,6 +58,45 @@ def choose(given: Path | None, from_env: bool, default: Path, default_has_store:
         f"The data dir {default} does not exist (the default of this user: no --data-dir "
         "or $SEMTRACE_DATA_DIR was given; this install's service's is "
         f"{service or service_fallback}).")
+
+
+def unreadable(path: Path, command: str) -> str:
+    """The sentence for a data dir this user may not look into."""
+    return (f"The data dir {path} cannot be read by this user (uid {os.getuid()}): run "
+            f"{command} as root or as its owner.")
+
+
+def readable(path: Path) -> bool:
+    """Whether this user may list `path` (True for one that is not a folder: other checks
+    name that)."""
+    return not path.is_dir() or os.access(path, os.R_OK | os.X_OK)
+
+
+def target_for(data_dir: Path | None) -> Target:
+    """`check_target` for the running click command's --data-dir: given, from
+    $SEMTRACE_DATA_DIR (click says which) or not at all."""
+    import click
+    from click.core import ParameterSource
+
+    source = click.get_current_context().get_parameter_source("data_dir")
+    return check_target(data_dir, from_env=source == ParameterSource.ENVIRONMENT)
+
+
+def require_target(target: Target, command: str) -> None:
+    """Refuse (exit 2), in doctor's words, a service's data dir that is missing or that this
+    user cannot read; other data dirs are left to `require_data_dir`, whose sentences they
+    had before."""
+    if target.source != SERVICE:
+        return
+    try:
+        missing = not target.path.exists()
+        closed = not missing and not readable(target.path)
+    except OSError:  # a parent folder closed to this user
+        missing, closed = False, True
+    if missing:
+        raise InputError(target.missing)
+    if closed:
+        raise InputError(unreadable(target.path, command))
 
 
 def check_target(given: Path | None, from_env: bool) -> Target:

@@ -169,6 +169,7 @@ def _service_passphrase() -> list[str]:
 
 
 def _problems(data_dir: Path, missing: str) -> list[str]:
+    from appliance.cli.check_target import readable, unreadable
     from appliance.config import load_policies
     from appliance.errors import SemtraceError
     from appliance.runtime import check_bundled_files, store_damage
@@ -194,9 +195,8 @@ def _problems(data_dir: Path, missing: str) -> list[str]:
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     problems += [f"The CPU lacks {f}, which llama.cpp needs." for f in ("avx2", "fma", "f16c")
                  if f" {f}" not in flags]
-    if data_dir.is_dir() and not os.access(data_dir, os.R_OK | os.X_OK):
-        problems.append(f"The data dir {data_dir} cannot be read by this user (uid "
-                        f"{os.getuid()}): run doctor as root or as its owner.")
+    if not readable(data_dir):
+        problems.append(unreadable(data_dir, "doctor"))
     elif data_dir.exists() and not data_dir.is_dir():
         problems.append(f"The data dir {data_dir} is a file, not a folder.")
     elif data_dir.exists():
@@ -312,13 +312,10 @@ def doctor(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
     credential (option, $SEMTRACE_PASSPHRASE_FILE or $SEMTRACE_KEY_FILE), also what
     `serve` will migrate at its next start (after an upgrade). Without a data dir given,
     or a store of the caller's own, it checks the installed service's (and says so)."""
-    from click.core import ParameterSource
-
-    from appliance.cli.check_target import check_target
+    from appliance.cli.check_target import target_for
     from appliance.config import model_dir, policy_dir
 
-    source = click.get_current_context().get_parameter_source("data_dir")
-    target = check_target(data_dir, from_env=source == ParameterSource.ENVIRONMENT)
+    target = target_for(data_dir)
     directory = target.path
     problems = _problems(directory, target.missing)
     at_start, unread = _at_start(directory, passphrase_file, key_file, problems)

@@ -110,10 +110,13 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
             joining = asyncio.run(preflight(cluster))
     verify_model(load_manifest())
     check_bundled_files(policies)  # before the store opens: what the pipeline would refuse
-    if check:
+    if check:  # read-only, like doctor: on a service host, the service's data dir
+        from appliance.cli.check_target import require_target, target_for
         from appliance.cli.service_check import check_config
 
-        check_config(directory, credential(passphrase_file, key_file), cluster, warnings,
+        target = target_for(data_dir)
+        require_target(target, "serve --check")
+        check_config(target, credential(passphrase_file, key_file), cluster, warnings,
                      hold_warnings, plain_bus_warning)
         return
     rt = open_runtime(directory, credential(passphrase_file, key_file), policies=policies)

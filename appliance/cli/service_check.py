@@ -5,19 +5,21 @@ at start."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from appliance.cli import emit_json
+from appliance.cli.check_target import Target
 from appliance.keys import Credential
 
 
-def check_config(directory: Path, cred: Credential, cluster: Any, warnings: list[str],
+def check_config(target: Target, cred: Credential, cluster: Any, warnings: list[str],
                  hold_warnings: list[str], plain_bus_warning: str) -> None:
-    """Check the data dir (and this node's --own) with `cred` and print the result as JSON;
-    log the policies' warnings as serve would. SemtraceError if serve would refuse to start."""
+    """Check the data dir `target` names (and this node's --own) with `cred` and print the
+    result as JSON, saying which data dir and why; log the policies' warnings as serve
+    would. SemtraceError if serve would refuse to start."""
     from appliance.runtime import inspect_data_dir
 
+    directory = target.path
     # read-only: a check (of a new version, say) never migrates the store, which an
     # older version would then refuse; a running service does not stop it
     found = inspect_data_dir(directory, cred)
@@ -36,6 +38,7 @@ def check_config(directory: Path, cred: Credential, cluster: Any, warnings: list
             "event": "plain_bus" if cluster.security.plain_bus else "accept_plain"})
     message = "Configuration OK." if not at_start else (
         f"Configuration OK; at start serve will {', '.join(at_start)}.")
-    emit_json({"ok": True, "data_dir": str(directory), "message": message,
+    emit_json({"ok": True, "data_dir": str(directory), "data_dir_source": target.source,
+               "data_dir_why": target.why, "message": message,
                "at_start": at_start,
                "warnings": [*warnings, *hold_warnings, *filter(None, [plain_bus_warning])]})

@@ -1,0 +1,159 @@
+"""`serve --check` and `audit verify` on a service host, run by a user with no store of
+their own (root, say) and no data dir given: they check the service's data dir, as doctor
+does, and say which they checked and why (appliance/cli/check_target.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_spine import run_cli
+
+
+def _main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    from appliance.cli import main
+
+    code: int | str | None = 0
+    try:
+        main(list(argv))
+    except SystemExit as exit_:
+        code = exit_.code
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err
+    return int(code or 0), out.out, out.err
+
+
+@pytest.fixture
+def service_host(tmp_path: Path, passphrase_file: Path,
+                 monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A healthy service's data dir and install.sh's record of it in the venv."""
+    from appliance.config import paths
+
+    service = tmp_path / "var-lib-semtrace"
+    assert run_cli("init", "--data-dir", str(service), "--passphrase-file",
+                   str(passphrase_file)).returncode == 0
+    record = tmp_path / "service.conf"
+    record.write_text(f"data_dir={service}\npassphrase_file={passphrase_file}\n")
+    monkeypatch.setattr(paths, "SERVICE_RECORD", record)
+    return service, record
+
+
+def test_serve_check_and_audit_verify_as_root_on_a_service_host_check_the_services_data_dir(
+        tmp_path: Path, passphrase_file: Path, service_host: tuple[Path, Path],
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`sudo semtrace audit verify --passphrase-file /etc/semtrace/passphrase` on the host
+    of a healthy service refused, naming the service's data dir to give, while `sudo
+    semtrace doctor` checked it: two answers to the same question. Now both check the
+    service's and say so in doctor's words; a data dir given, or the caller's own store,
+    is checked as before."""
+    service, record = service_host
+    own = tmp_path / "xdg" / "semtrace"
+    pw = ("--passphrase-file", str(passphrase_file))
+    why = (f"Checked the data dir {service}, this host's service's (install.sh's record "
+           f"{record}): no --data-dir or $SEMTRACE_DATA_DIR was given and this user has no "
+           f"store in {own}.")
+
+    code, out, err = _main(capsys, "audit", "verify", *pw)
+    assert code == 0, err
+    assert out.splitlines()[0] == why
+    assert out.splitlines()[1].startswith("Audit log intact: ")
+    code, out, _ = _main(capsys, "audit", "verify", "--json", *pw)
+    report: dict[str, Any] = json.loads(out)
+    assert code == 0 and report["ok"] and report["data_dir"] == str(service)
+    assert report["data_dir_source"] == "service" and report["data_dir_why"] == why
+    code, out, err = _main(capsys, "serve", "--check", *pw)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["ok"] and report["data_dir"] == str(service)
+    assert report["data_dir_source"] == "service" and report["data_dir_why"] == why
+    assert not own.exists()  # nothing made in root's home
+
+    # a data dir given is checked, as before
+    for argv in (["audit", "verify"], ["serve", "--check"]):
+        code, _, err = _main(capsys, *argv, "--data-dir", str(tmp_path / "typo"), *pw)
+        assert code == 2 and "typo does not exist (run `semtrace init`)" in err, err
+    code, out, _ = _main(capsys, "serve", "--check", "--data-dir", str(service), *pw)
+    assert json.loads(out)["data_dir_source"] == "option"
+    monkeypatch.setenv("SEMTRACE_DATA_DIR", str(service))
+    code, out, _ = _main(capsys, "audit", "verify", "--json", *pw)
+    assert code == 0 and json.loads(out)["data_dir_source"] == "environment"
+    monkeypatch.delenv("SEMTRACE_DATA_DIR")
+
+    # a store of the caller's own is theirs to check
+    assert run_cli("init", "--data-dir", str(own), *pw).returncode == 0
+    for argv in (["audit", "verify", "--json"], ["serve", "--check"]):
+        code, out, _ = _main(capsys, *argv, *pw)
+        assert code == 0 and json.loads(out)["data_dir"] == str(own)
+        assert json.loads(out)["data_dir_source"] == "user default"
+
+    # a service whose data dir is gone is named as the service's, exit 2 (doctor's words)
+    shutil.rmtree(own)
+    shutil.rmtree(service)
+    for argv in (["audit", "verify"], ["serve", "--check"]):
+        code, out, err = _main(capsys, *argv, *pw)
+        assert code == 2 and out == ""
+        assert err.strip() == (f"semtrace: The data dir {service} of this host's service "
+                               f"(install.sh's record {record}) does not exist.")
+    assert not service.exists() and not own.exists()
+
+
+def as_nobody(argv: list[str], record: Path,
+              env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`semtrace ARGV` as uid 65534 (root drops to it), with install.sh's record `record`:
+    a user who may not read root's folders, for checks of what they cannot read."""
+    # the interpreter's own files may be root's alone (a pyenv in /root): the command is
+    # run once as root first, on a data dir that does not exist, so that what it loads on
+    # its way to the data dir check is loaded before the uid is dropped
+    code = f"""
+import contextlib, io, os, sys
+from appliance.cli import main
+from appliance.config import paths
+with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+    try:
+        main([*sys.argv[1:], "--data-dir", "/nonexistent/semtrace"])
+    except SystemExit:
+        pass
+os.setgroups([])
+os.setgid(65534)
+os.setuid(65534)
+paths.SERVICE_RECORD = paths.Path({str(record)!r})
+main(sys.argv[1:])
+"""
+    return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True,
+                          text=True, env={**os.environ, **env}, timeout=600,
+                          cwd=Path(__file__).parent.parent)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run as another uid")
+def test_a_service_data_dir_the_caller_cannot_read_is_one_sentence(
+        passphrase_file: Path) -> None:
+    """An operator without root on the service's host: `semtrace audit verify` and
+    `semtrace serve --check` name the service's data dir they may not read, in doctor's
+    words, instead of a traceback (PermissionError) or a wrong store."""
+    root = Path(tempfile.mkdtemp(prefix="semtrace-host-", dir="/tmp"))
+    try:
+        os.chmod(root, 0o755)
+        service = root / "var-lib-semtrace"
+        assert run_cli("init", "--data-dir", str(service), "--passphrase-file",
+                       str(passphrase_file)).returncode == 0  # 0700, root's
+        record = root / "service.conf"
+        record.write_text(f"data_dir={service}\n")
+        os.chmod(record, 0o644)
+        shutil.copy(passphrase_file, root / "pw")
+        os.chown(root / "pw", 65534, 65534)
+        env = {"XDG_DATA_HOME": str(root / "home")}  # nobody's: no store there
+        for argv in (["audit", "verify"], ["serve", "--check"]):
+            r = as_nobody([*argv, "--passphrase-file", str(root / "pw")], record, env)
+            assert "Traceback" not in r.stderr, r.stderr
+            assert r.returncode == 2 and r.stderr.strip() == (
+                f"semtrace: The data dir {service} cannot be read by this user (uid 65534): "
+                f"run {' '.join(argv)} as root or as its owner."), r.stderr
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
