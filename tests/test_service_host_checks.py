@@ -157,3 +157,38 @@ def test_a_service_data_dir_the_caller_cannot_read_is_one_sentence(
                 f"run {' '.join(argv)} as root or as its owner."), r.stderr
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run as another uid")
+def test_doctor_names_a_data_dir_the_caller_cannot_read(passphrase_file: Path) -> None:
+    """doctor run by a user who may not look into the data dir (the service's, 0700, with
+    them not its owner; or one inside a folder closed to them) names it as unreadable, in
+    one problem, exit 1, instead of a traceback. Tests run as root, whom no folder stops:
+    doctor runs as uid 65534 here."""
+    root = Path(tempfile.mkdtemp(prefix="semtrace-host-", dir="/tmp"))
+    try:
+        os.chmod(root, 0o755)
+        service = root / "var-lib-semtrace"
+        assert run_cli("init", "--data-dir", str(service), "--passphrase-file",
+                       str(passphrase_file)).returncode == 0  # 0700, root's
+        closed = root / "closed"
+        closed.mkdir(mode=0o700)
+        inner = closed / "data"
+        assert run_cli("init", "--data-dir", str(inner), "--passphrase-file",
+                       str(passphrase_file)).returncode == 0
+        record = root / "service.conf"
+        record.write_text(f"data_dir={service}\n")
+        os.chmod(record, 0o644)
+        env = {"XDG_DATA_HOME": str(root / "home")}  # nobody's: no store there
+        # no data dir given: the service's; one given inside a closed folder (one given
+        # that the caller cannot read click refuses itself: 'Path ... is not readable')
+        for argv, path in (([], service), (["--data-dir", str(inner)], inner)):
+            r = as_nobody(["doctor", "--json", *argv], record, env)
+            assert "Traceback" not in r.stderr, r.stderr
+            report = json.loads(r.stdout)
+            assert r.returncode == 1 and report["paths"]["data_dir"] == str(path)
+            named = [p for p in report["problems"] if str(path) in p]
+            assert named == [f"The data dir {path} cannot be read by this user (uid 65534): "
+                             "run doctor as root or as its owner."], report["problems"]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -195,7 +195,11 @@ def _problems(data_dir: Path, missing: str) -> list[str]:
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     problems += [f"The CPU lacks {f}, which llama.cpp needs." for f in ("avx2", "fma", "f16c")
                  if f" {f}" not in flags]
-    if not readable(data_dir):
+    try:
+        closed = not readable(data_dir)
+    except OSError:  # a parent folder closed to this user
+        closed = True
+    if closed:
         problems.append(unreadable(data_dir, "doctor"))
     elif data_dir.exists() and not data_dir.is_dir():
         problems.append(f"The data dir {data_dir} is a file, not a folder.")
