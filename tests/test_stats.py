@@ -334,6 +334,22 @@ def test_a_share_or_mean_whose_interval_says_nothing_reads_noisy_not_a_number() 
     assert "cost 0.5000 USD (per thread 0.2500)" in _line(priced, "USD")
 
 
+def test_a_positions_row_names_its_figures() -> None:
+    """`stats positions` printed `2026-11-30  continuation   130±127  noisy`: neither what
+    the 130 counts nor that `noisy` is the share of the day, where every other report
+    names its figures (`threads 12±37  people 25±48`)."""
+    from appliance.analytics import PositionShare
+    from appliance.cli.stats import _line
+    from appliance.privacy import CI95, Figure
+
+    noisy = PositionShare("2026-11-30", "continuation", Figure(130, 127.3 / CI95, exact=False),
+                          Figure(0.73, 0.71 / CI95, exact=False))
+    assert _line(noisy).split() == ["2026-11-30", "continuation", "prompts", "130±127",
+                                    "share", "noisy"]
+    exact = PositionShare("2026-03-02", "new", Figure(4), Figure(0.25))
+    assert "prompts 4  share 25%" in _line(exact)
+
+
 def test_a_release_made_before_a_merge_keeps_its_topics_labels(runtime: Any) -> None:
     """The morning's release names topic tp_old; a refinement at noon merges it into
     tp_live. The release's row still shows the label (it read `tp_old · unlabelled`

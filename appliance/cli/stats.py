@@ -295,7 +295,10 @@ def _line(r: object, currency: str = "", *, floor: bool = False,
                       f"blocked {_ratio(r.blocked_share, True)}"],
                      [f"tokens {_sum(r.tokens)}", _cost(r, currency), *_trend(r)], joined)
     if isinstance(r, analytics.PositionShare):
-        return f"{r.period}  {r.position:<14} {_count(r.prompts)}  {_ratio(r.share, True)}"
+        # each figure named, as every other report's are (`130±127  noisy` said neither
+        # what was counted nor that the second figure is the share of the period)
+        return (f"{r.period}  {r.position:<14} prompts {_count(r.prompts)}  "
+                f"share {_ratio(r.share, True)}")
     if isinstance(r, analytics.BlockStats):
         return _wrap(f"{r.key:<{k}} {r.label or '':<30}", [
             f"threads {_count(r.threads)}", f"turns before {_ratio(r.mean_turns_before)}",
