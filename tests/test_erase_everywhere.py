@@ -144,3 +144,30 @@ def test_an_erasure_naming_no_tenant_or_both_is_refused_and_not_audited(
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert run_cli("audit", "log", "--json", *args).stdout == before
     assert _users(args) == threads and len(threads) >= 3
+
+
+def test_an_erasure_in_a_tenant_the_data_dir_never_heard_of_says_so(
+        replayed: dict[str, object], tmp_path: Path) -> None:
+    """`--tenant Acme` for 'acme' (tenant names are case-sensitive) used to read as 'no
+    records of this user': the DSAR looked done while her records stayed in acme. It still
+    leaves a tombstone (a tenant the gateway is about to send), and says so on stderr."""
+    args = _copy(replayed, tmp_path)
+    before = _users(args)
+    for attempt in range(2):  # the first erasure's tombstone does not make 'Acme' known
+        typo = run_cli("erase", "--tenant", "Acme", "--user", "alice", "--reason", "DSAR 36",
+                       "--json", *args)
+        assert typo.returncode == 0 and json.loads(typo.stdout)["tenant_known"] is False
+        assert "Traceback" not in typo.stderr and len(typo.stderr.strip().splitlines()) == 1
+        assert "never heard of tenant 'Acme' (it knows 'acme')" in typo.stderr, attempt
+        assert "alice" not in typo.stdout + typo.stderr
+    assert _users(args) == before  # nothing erased
+    right = run_cli("erase", "--tenant", "acme", "--user", "alice", "--reason", "DSAR 36",
+                    "--json", *args)
+    assert right.returncode == 0 and right.stderr == ""
+    assert json.loads(right.stdout)["tenant_known"] is True
+    assert _users(args) == [("acme", 1), ("globex", 1)]  # bob's thread, her globex one
+    from appliance.cli.erasure import _unheard_of
+
+    # a tenant-bound role is told of no tenant outside its own
+    assert "it knows" not in str(_unheard_of("ACME", ["acme", "globex"], ["globex"]))
+    assert _unheard_of("acme", ["acme"], None) is None

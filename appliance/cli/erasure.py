@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from appliance.cli.erasure_said import Asked
     from appliance.cluster.erasures import Applied, Home
     from appliance.erasure import EraseReport
+    from appliance.runtime import Runtime
 
 
 def _as_json(report: EraseReport) -> dict[str, Any]:
@@ -78,6 +79,8 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
             sys.exit(erase_on_owner(rt, shredder, home, user_id=user_id, reason=reason,
                                     wait_s=wait_s, as_json=as_json))
         if tenant is not None:
+            unheard = _unheard_of(tenant, _heard_of(rt), bound_tenants(rt.policies.access,
+                                                                       name))
             reports = [erase_user(shredder, rt.policies.retention, rt.keyring, tenant=tenant,
                                   user_id=user_id, reason=reason)]
         else:
@@ -94,7 +97,9 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
             stale = erase_stale_copies(rt, shredder, list(away.values()), user_id=user_id,
                                        reason=reason)
     if tenant is not None:
-        _one(reports[0], as_json, node=node)
+        _one(reports[0], as_json, node=node, known=unheard is None)
+        if unheard is not None:  # after the outcome, as the idle legal hold's warning is
+            click.echo(unheard, err=True)
     else:
         done = [(x.home, x.user, a) for x in asked if (a := applied_of(x.answer)) is not None]
         for _, _, a in done:
@@ -123,11 +128,40 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         sys.exit(code)  # NATS did not take one (1), an owner failed (9), pending (8)
 
 
-def _one(report: EraseReport, as_json: bool, *, node: str | None) -> None:
-    """`node`: this node's name on a cluster (it owns the tenant), said with the outcome."""
+def _heard_of(rt: Runtime) -> list[str]:
+    """The tenants this data dir holds or held data of, or a policy names (an earlier
+    erasure's tombstone alone does not count: a mistyped tenant erased twice gets one)."""
+    from appliance.erasure import configured_tenants, known_tenants
+    from appliance.query import has_held
+
+    named = configured_tenants(rt.policies)
+    return [t for t in known_tenants(rt.store, rt.policies)
+            if t in named or has_held(rt.store, t)]
+
+
+def _unheard_of(tenant: str, known: list[str], bound: list[str] | None) -> str | None:
+    """Pure: the note for an erasure in a tenant the data dir has never heard of (`known`:
+    those it has heard of), else None. It is erased all the same (a tombstone for a tenant the
+    gateway is about to send), but a mistyped tenant ('Acme') would otherwise read as 'the
+    user has no records' while their records stay in 'acme'; a tenant-bound role is told
+    only of its own tenants."""
+    if tenant in known:
+        return None
+    alike = [t for t in known if t.lower() == tenant.lower() and (bound is None or t in bound)]
+    hint = f" (it knows {', '.join(repr(t) for t in alike)})" if alike else ""
+    return (f"Note: this data dir has never heard of tenant {tenant!r}{hint}: no data of it is "
+            "stored and no policy names it. Tenant names are case-sensitive, as the gateway "
+            "sends them: if this one is mistyped, the user's records were not searched where "
+            "they are (a tombstone was left in it all the same).")
+
+
+def _one(report: EraseReport, as_json: bool, *, node: str | None,
+         known: bool = True) -> None:
+    """`node`: this node's name on a cluster (it owns the tenant), said with the outcome;
+    `known`: whether the data dir had heard of the tenant (`tenant_known` in JSON)."""
     here = f" on this node ('{node}'), which owns {report.tenant}," if node else ""
     if as_json:
-        emit_json(_as_json(report) | ({"node": node} if node else {}))
+        emit_json(_as_json(report) | {"tenant_known": known} | ({"node": node} if node else {}))
     elif report.held:
         click.echo(f"User {report.user} of {report.tenant} is on legal hold{here.rstrip(',')}; "
                    "nothing was erased.")
