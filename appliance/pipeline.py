@@ -234,7 +234,20 @@ class Pipeline:
                 first = outcomes[seen[(prompts[i].tenant, prompts[i].request_id)]]
                 assert isinstance(first, Outcome)
                 outcomes[i] = replace(first, index=prompts[i].index, duplicate=True)
+        self._answered_again(prompts, outcomes)
         return [o for o in outcomes if o is not None]
+
+    def _answered_again(self, prompts: Sequence[Prompt],
+                        outcomes: Sequence[Outcome | Erased | None]) -> None:
+        """A repeated ingest that carries the answer is also its update. A gateway sends a
+        call whole after the answer when its registration got no reply, though that
+        registration may still land (queued on the bus for a node that is down, or a
+        service slower than the gateway's timeout): the repeat's tokens, cost and response
+        id were dropped with it, and the next call naming that id found no turn. Setting
+        them is idempotent (`update`), so a plain retry changes nothing."""
+        for p, o in zip(prompts, outcomes, strict=True):
+            if isinstance(o, Outcome) and o.duplicate and p.response is not None:
+                self.update(p.tenant, p.request_id, p.response, p.model)
 
     def _link_one(self, red: Redacted, vec: np.ndarray, truncated: bool) -> NewRecord:
         p = red.prompt

@@ -1,0 +1,66 @@
+"""A gateway's turns while the node that owns its tenant is down: queued, and whole.
+
+The real decorator (`Semtrace`) over a real nats-server, and the real service and pipeline
+(SQLCipher, the bundled model, Presidio) behind the real NATS front door, stopped and
+started again as in a rolling upgrade.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_cluster import nats_server
+from test_tool_loop_nats import node
+
+from appliance.integrations.channel import RETRY_FIRST
+from appliance.integrations.decorator import Semtrace
+from appliance.query import records_by_request
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_turn_sent_while_its_node_is_down_keeps_its_tokens_and_its_response_id(
+        pipeline: Any, tmp_path: Path) -> None:
+    """No node answers the registration (it is queued on the bus: `NoAnswerYet`), so after
+    the answer the decorator sends the turn whole, answer included, and that is queued
+    too. The node, back, stored the registration and took the whole turn for a repeat:
+    its tokens and response id were dropped, and the user's next Responses call, naming
+    that id, was linked by content alone (or not at all). The repeat now sets them."""
+    with nats_server(tmp_path / "nats") as url:
+        with node(pipeline, tmp_path, url):  # its stream and consumer exist from now on
+            pass
+        semtrace = Semtrace(url, tenant="acme", timeout=1.0, register_wait=0.2,
+                            plain_bus=True)
+        try:
+            with semtrace.turn(user_id="ines", text="Which ferry goes to Tavira island?",
+                               request_id="nd-1") as first:
+                assert semtrace.flush(5)  # the registration was given up: a pause began
+                threading.Event().wait(RETRY_FIRST + 0.5)  # the model answers meanwhile
+                first.usage(input_tokens=31, output_tokens=12)
+                first.answer("The ferry from Quatro Aguas.", response_id="resp_nd_1")
+            assert semtrace.flush(10)
+            assert first.reply is None  # nothing answered while the node was down
+            with node(pipeline, tmp_path, url) as (_, door):  # the node is back
+                for _ in range(600):  # both queued messages consumed
+                    if door.counters["consumed"] >= 2:
+                        break
+                    threading.Event().wait(0.05)
+                # the user's next call (a gateway whose pause is over; its own here)
+                later = Semtrace(url, tenant="acme", timeout=30.0, plain_bus=True)
+                try:
+                    with later.turn(user_id="ines", text="How long is the crossing?",
+                                    request_id="nd-2", previous_response_id="resp_nd_1"):
+                        pass
+                    assert later.flush(60)
+                finally:
+                    later.close()
+        finally:
+            semtrace.close()
+    turn = records_by_request(pipeline.store, "acme", "nd-1")
+    assert turn is not None and (turn.input_tokens, turn.output_tokens) == (31, 12)
+    follow_up = records_by_request(pipeline.store, "acme", "nd-2")
+    assert follow_up is not None and follow_up.link_source == "previous_response_id"
+    assert follow_up.parent_request_id == "nd-1"
