@@ -97,12 +97,17 @@ def held_pairs(settings: RetentionSettings, keyring: Keyring) -> set[tuple[str, 
 
 @dataclass(frozen=True)
 class IdleHold:
-    """A legal hold that names no stored data (position in `legal_holds`, from 0)."""
+    """A legal hold that names no stored data (position in `legal_holds`, from 0; `hold`
+    numbers it from 1, as the warnings, the service's log and `doctor` do)."""
 
     index: int
     tenant: str
     user: str | None  # the held user's pseudonym, None for a whole tenant
     reason: str
+    hold: int = field(init=False)  # in --json beside `index`: 'legal hold 2' is index 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hold", self.index + 1)
 
 
 def idle_holds(store: Store, settings: RetentionSettings, keyring: Keyring, *,

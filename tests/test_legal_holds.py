@@ -49,6 +49,7 @@ def test_a_retention_run_names_the_legal_holds_that_match_no_stored_data(
     idle = json.loads(out.stdout)["idle_holds"]
     assert [(h["index"], h["tenant"], h["reason"]) for h in idle] == [
         (1, "Acme", "case 8"), (2, "initech", "case 9")]
+    assert [h["hold"] for h in idle] == [2, 3]  # as the warnings number them (from 1)
     assert idle[0]["user"].startswith("u_") and "alice" not in out.stdout + out.stderr
     warnings = out.stderr.strip().splitlines()
     assert len(warnings) == 2 and "Traceback" not in out.stderr

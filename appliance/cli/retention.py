@@ -76,7 +76,7 @@ def _classes(classes: Iterable[str]) -> str:
 def _warn_idle(idle: list[Any]) -> None:
     for hold in idle:  # on stderr, under --json too: a hold that holds nothing
         who = f"user {hold.user} of {hold.tenant}" if hold.user else f"tenant {hold.tenant}"
-        click.echo(f"Warning: legal hold {hold.index + 1} of retention.toml ({who}, reason "
+        click.echo(f"Warning: legal hold {hold.hold} of retention.toml ({who}, reason "
                    f"{hold.reason!r}) matches no stored data: check its tenant and user_id "
                    "against what the gateway sends (both are case-sensitive).", err=True)
 

@@ -79,7 +79,7 @@ class RetentionJob:
                     return None
                 for idle in report.idle_holds:  # a hold that holds nothing: retention shreds
                     log.warning("legal hold matches no stored data", extra={
-                        "event": "legal_hold_idle", "hold": idle.index + 1,
+                        "event": "legal_hold_idle", "hold": idle.hold,
                         "tenant": idle.tenant, "user": idle.user})
             finally:
                 svc.retention_progress = None
