@@ -839,6 +839,21 @@ def test_topics_screen_says_why_a_per_user_tenant_shows_nothing(
         rt.close()
 
 
+def test_topics_screen_counts_people_under_the_name_every_other_view_gives_them(
+        fixed_app: Any) -> None:
+    """The column read `users` where `stats topics`, the models screen, this screen's own
+    head ("topics of fewer than 5 people withheld") and docs/tui.md say people: a product
+    person comparing the screen with the CLI looked for a second figure."""
+    async def scenario(pilot: Any) -> None:
+        await pilot.press("o")
+        await settle(pilot)
+        table = pilot.app.screen.query_one("#topics")
+        labels = [str(c.label).split(" ")[0] for c in table.columns.values()]
+        assert "people" in labels and "users" not in labels, labels
+
+    run(fixed_app(), scenario)
+
+
 def test_topics_screen_shows_labels_and_sorts_by_struggle(fixed_app: Any) -> None:
     from appliance.trend import BARS
 

@@ -30,8 +30,9 @@ ORDERS = {
                                         -r.abandonment_share.value)),
     "cost": ("cost", lambda r: (says_nothing(r.mean_cost), -r.mean_cost.value)),
 }
+# "people", as `stats topics`, the models screen and this screen's own head call them
 COLUMNS = (("tenant", "tenant", 7), ("topic", "topic", 24), ("threads", "threads", 8),
-           ("turns", "turns", 8), ("users", "users", 6), ("refine", "refined", 8),
+           ("turns", "turns", 8), ("users", "people", 6), ("refine", "refined", 8),
            ("abandon", "abandoned", 9), ("cost", "cost/thread", 11))
 def trend_line(row: GroupStats, k_min_users: int) -> Text:
     """The highlighted topic's trend: `│▂▃ ▅  █│`, its days and its latest point."""
