@@ -4,6 +4,7 @@ dataclasses. Similarity search is `appliance.search`."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -278,6 +279,30 @@ def live_topic(store: Store, topic_id: str, tenants: list[str]) -> str | None:
         raise InputError(f"'{topic_id}' is in the labels of {len(found)} topics "
                          f"({', '.join(found)}); name one by its id or whole label.")
     return str(found[0]) if found else None
+
+
+def no_topic(store: Store, topic: str, tenants: list[str], lists: str) -> str:
+    """The sentence for a `--topic` (or `topic:`) that names no topic of `tenants`.
+
+    A word of a label is not a phrase of it (`weather` of "weather forecast, umbrella"),
+    so it names nothing; the labels that hold every word given are named, so that the
+    reader sees what to type instead of only "no topic" beside a topic about it.
+    `lists`: where the topics are listed (`stats topics`, the TUI's `o`).
+    """
+    words = set(re.findall(r"\w+", topic.lower()))
+    near: list[tuple[str, str]] = []
+    if words and tenants and has_table(store, "topics"):
+        near = [(tid, label) for tid, label in store.db.execute(
+            "SELECT topic_id, label FROM topics WHERE merged_into IS NULL AND label IS NOT "
+            f"NULL AND tenant IN ({','.join('?' * len(tenants))}) ORDER BY topic_id",
+            tuple(tenants)) if words <= set(re.findall(r"\w+", label.lower()))]
+    if not near:
+        return f"No topic '{topic}' in scope ({lists})."
+    named = ", ".join(f"'{label}' ({tid})" for tid, label in near[:5])
+    more = f" and {len(near) - 5} more" if len(near) > 5 else ""
+    return (f"No topic '{topic}' in scope: {named}{more} "
+            f"{'has' if len(near) == 1 else 'have'} that word; give a whole label, one of "
+            "its phrases (between commas) or its id.")
 
 
 def topic_aliases(store: Store) -> dict[str, str]:

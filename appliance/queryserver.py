@@ -42,6 +42,7 @@ from appliance.query import (
     get_thread,
     list_threads,
     live_topic,
+    no_topic,
     tenants,
 )
 from appliance.readindex import ReaderIndex
@@ -255,8 +256,8 @@ def _threads(obj: dict[str, Any], role: str, policies: Policies, store: Store,
         scope = [tenant] if tenant else (bound or tenants(store))
         topic = live_topic(store, topic, scope)
         if topic is None:
-            raise ProtocolError("not_found", f"No topic '{obj['topic']}' in scope (`stats "
-                                "topics` lists them).", rid)
+            raise ProtocolError("not_found", no_topic(store, obj["topic"], scope,
+                                                      "`stats topics` lists them"), rid)
     rows = list_threads(store, ThreadFilter(tenant=tenant, user=pseudo, topic_id=topic,
                                             tenants=tuple(bound) if bound else None),
                         limit=limit)

@@ -161,6 +161,42 @@ def test_a_topic_is_found_by_one_phrase_of_its_label(
     assert by_phrase.stdout == run_cli(*one_user, "--topic", "tp_vpn").stdout
 
 
+def test_a_word_of_a_label_is_refused_naming_the_labels_that_hold_it(
+        served: dict[str, Any], data_dir: Path,  # noqa: F811
+        passphrase_file: Path, runtime: Any) -> None:
+    """The demo's topic is 'weather forecast, umbrella'; `threads list --topic weather`
+    said only "No topic 'weather' in scope", beside a topic about the weather, and the
+    reader was left to guess what to type. A word is still not a phrase (it names
+    nothing), but the sentence now names the labels holding it. CLI over the socket and
+    directly, and the TUI's `topic:` filter."""
+    from appliance.topics import tables
+    from appliance.tui.app import make_app
+
+    sock = ["--socket", str(served["sock"]), "--role", "reader"]
+    direct = ["--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file),
+              "--tenant", "acme"]
+    rows = [tables.TopicRow(tid, "", 1, 1, label, (), 0.0) for tid, label in (
+        ("tp_fc", "weather forecast, umbrella"), ("tp_vpn", "vpn guide, laptop"))]
+    tables.publish(served["store"].db, "acme", rows, {}, [])
+    for way in (sock, direct):
+        result = run_cli("threads", "list", *way, "--topic", "Weather", "--json")
+        assert result.returncode == 2 and not result.stdout
+        refused(result, "No topic 'Weather' in scope: 'weather forecast, umbrella' (tp_fc) "
+                        "has that word; give a whole label, one of its phrases")
+        refused(run_cli("threads", "list", *way, "--topic", "zebra"),
+                "No topic 'zebra' in scope (`stats topics` lists them).")
+
+    async def scenario(pilot: Any) -> None:
+        await pilot.press("f")
+        pilot.app.screen.query_one("#filter").value = "topic:guide"
+        await pilot.press("enter")
+        await settle(pilot)
+        status = str(pilot.app.screen.query_one("#status").render())
+        assert "'vpn guide, laptop' (tp_vpn) has that word" in status, status
+
+    run(make_app(runtime, role="analyst", refresh_seconds=3600), scenario)
+
+
 def test_stats_models_on_a_topic_says_which_topic_its_figures_are_of(
         served: dict[str, Any], data_dir: Path, passphrase_file: Path) -> None:  # noqa: F811
     """`stats models --topic T` printed 'models for acme, ...' as without --topic, and its

@@ -55,7 +55,7 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
                  limit: int, socket_path: Path | None, as_json: bool) -> None:
     """List threads, most recent activity first (last seen, started), each with its title,
     topic and cost."""
-    from appliance.query import ThreadFilter, list_threads, live_topic, tenants
+    from appliance.query import ThreadFilter, list_threads, live_topic, no_topic, tenants
     from appliance.reads import check_tenant, thread_from_json, user_pseudonym
     from appliance.roles import bound_tenants, require
     from appliance.tui.format import money
@@ -81,8 +81,8 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
                 scope = [tenant] if tenant else (bound or tenants(rt.store))
                 live = live_topic(rt.store, topic, scope)
                 if live is None:
-                    raise InputError(f"No topic '{topic}' in scope (`stats topics` lists "
-                                     "them).")
+                    raise InputError(no_topic(rt.store, topic, scope,
+                                              "`stats topics` lists them"))
             # the bound tenants in the query itself: filtered after the LIMIT, other
             # tenants' recent threads left the list short or empty
             rows = list_threads(rt.store, ThreadFilter(

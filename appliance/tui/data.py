@@ -21,6 +21,7 @@ from appliance.query import (
     get_thread,
     list_threads_page,
     live_topic,
+    no_topic,
     tenants,
     thread_marks,
     topic_aliases,
@@ -79,7 +80,9 @@ def read_page(store: Store, filters: Filters, tenant: str | None, *, sort: str =
         # `threads list --topic` takes it, and a topic none of them names is a sentence
         named = live_topic(store, filters.topic, [tenant] if tenant else tenants(store))
         if named is None:
-            raise InputError(f"No topic '{filters.topic}' in scope (o lists the topics).")
+            raise InputError(no_topic(store, filters.topic,
+                                      [tenant] if tenant else tenants(store),
+                                      "o lists the topics"))
         aliases = topic_aliases(store)
         live = aliases.get(named, named)
         topic_ids = tuple(dict.fromkeys(
