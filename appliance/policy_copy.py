@@ -6,8 +6,12 @@ pseudonym key gives it, which survives `keys rotate`), so a backup holds no raw 
 outside its encrypted databases. A hold's reason that names its user or an e-mail address
 is written as the reports state it (withheld). What the copy decides is the same: the same
 buckets held, the same reasons in the reports; `same_retention` compares two policies so.
-The copy is written from the parsed file (TOML has no standard writer here): its comments
-are not kept.
+
+The copy is the operator's file edited in place (`toml_spans.py`): only those values change,
+and a comment that names a held user (by the raw id) or an e-mail address is withheld
+too; the rest of the comments and the layout are kept. The edit is kept only when the copy
+reads back as exactly the intended policy; otherwise the copy is written from the parsed
+file (TOML has no standard writer here) and its comments are not kept (its header says so).
 """
 
 from __future__ import annotations
@@ -18,12 +22,18 @@ import tomllib
 from typing import Any
 
 from appliance.config import RetentionSettings
+from appliance.config.retention import EMAIL
 from appliance.keys import Keyring
 
 _BARE = re.compile(r"[A-Za-z0-9_-]+")
 HEADER = ("# The retention policy in use when this backup was taken, written by `semtrace "
           "backup`\n# with each legal hold by pseudonym (so that it holds no raw user id); "
           "its comments\n# were not kept.\n")
+KEPT = ("# The retention policy in use when this backup was taken, written by `semtrace "
+        "backup`\n# with each legal hold by pseudonym (so that it holds no raw user id); "
+        "its comments\n# and layout are kept, but for those naming a held user or an "
+        "e-mail address.\n")
+WITHHELD_COMMENT = "# (withheld by `semtrace backup`: it names a held user or an e-mail address)"
 
 
 def by_pseudonym(text: str, keyring: Keyring) -> tuple[str, list[int]] | None:
@@ -48,7 +58,62 @@ def by_pseudonym(text: str, keyring: Keyring) -> tuple[str, list[int]] | None:
         if "reason" in new:
             new["reason"] = hold.stated_reason
         holds.append(new)
-    return HEADER + dumps(data | {"legal_holds": holds}), [i + 1 for i in changed]
+    intended = data | {"legal_holds": holds}
+    positions = [i + 1 for i in changed]
+    ids = [h.user_id for h in settings.legal_holds if h.user_id is not None]
+    edited = in_place(text, data["legal_holds"], holds, ids)
+    if edited is not None and _reads_as(edited, intended):
+        return KEPT + edited, positions
+    return HEADER + dumps(intended), positions
+
+
+def in_place(text: str, raw: list[dict[str, Any]], holds: list[dict[str, Any]],
+             ids: list[str]) -> str | None:
+    """Pure: `text` with each hold's `user_id = ...` of `raw` written as `holds` has it
+    (`pseudonym = ...`), each reason `holds` changed replaced, and each comment naming one
+    of `ids` or an e-mail address withheld; None when the values are not found one for
+    one (the caller checks what the text reads as, in any case)."""
+    from appliance.toml_spans import spans, values
+
+    try:
+        found = spans(text)
+    except ValueError:
+        return None
+    keyed = values(text, found)
+    edits: list[tuple[int, int, str]] = []
+    for key, new_key in (("user_id", "pseudonym"), ("reason", "reason")):
+        at = [v for v in keyed if v.key == key]
+        which = [i for i, h in enumerate(raw) if key in h]
+        if len(at) != len(which):
+            return None
+        for value, i in zip(at, which, strict=True):
+            if key == "user_id":
+                edits.append((value.key_start, value.span.end,
+                              f"{new_key} = {_value(holds[i][new_key])}"))
+            elif holds[i][key] != raw[i][key]:
+                edits.append((value.span.start, value.span.end, _value(holds[i][key])))
+    edits += [(c.start, c.end, WITHHELD_COMMENT) for c in found
+              if c.comment and _names(text[c.start:c.end], ids)]
+    for start, end, replacement in sorted(edits, reverse=True):
+        text = text[:start] + replacement + text[end:]
+    return text
+
+
+def _names(comment: str, ids: list[str]) -> bool:
+    """Whether a comment holds an e-mail address or one of the held users' raw ids (one of
+    3 characters or more anywhere, a shorter one as a word), case aside."""
+    low = comment.lower()
+    return EMAIL.search(comment) is not None or any(
+        (u.strip().lower() in low) if len(u.strip()) >= 3 else
+        re.search(rf"(?<![0-9a-z_]){re.escape(u.strip().lower())}(?![0-9a-z_])", low)
+        is not None for u in ids if u.strip())
+
+
+def _reads_as(text: str, intended: dict[str, Any]) -> bool:
+    try:
+        return tomllib.loads(text) == intended
+    except ValueError:
+        return False
 
 
 def same_retention(saved: str, current: str, keyring: Keyring) -> bool:
