@@ -33,8 +33,8 @@ from appliance.keys.keyring import Keyring
 KEYRING = Keyring(os.urandom(32))
 
 
-def _request(requested_at: float | None = None) -> ErasureRequest:
-    made = ErasureRequest("acme", KEYRING.pseudonym("acme", "olga"), "sealed-reason",
+def _request(requested_at: float | None = None, user: str = "olga") -> ErasureRequest:
+    made = ErasureRequest("acme", KEYRING.pseudonym("acme", user), "sealed-reason",
                           os.urandom(8).hex(), "b", requested_at or time.time(),
                           KEYRING.pseudonym_id())
     return ErasureRequest(**{**made.__dict__, "tag": KEYRING.erasure_tag(made.signed())})
@@ -86,6 +86,27 @@ def test_a_known_field_of_another_type_is_refused_in_one_sentence(
 
     with pytest.raises(ValueError, match="'refreshed'"):
         claim_of(3, {"node": "a", "since": 1.0, "refreshed": "now"})
+    with pytest.raises(ValueError, match="'v'"):
+        decode(json.dumps(obj | {"v": "2"}).encode())
+
+
+def test_a_later_wire_version_is_refused_and_an_earlier_or_equal_one_read() -> None:
+    from appliance.cluster.owners import claim_of
+    from appliance.cluster.tenants_known import note_of
+
+    obj = json.loads(encode(_request()))
+    with pytest.raises(ValueError) as refused:
+        decode(json.dumps(obj | {"v": 2}).encode())
+    assert str(refused.value) == ("The erasure request is of wire version 2, which this node "
+                                  "(wire version 1) cannot read: upgrade this node.")
+    for v in (1, 0):
+        assert decode(json.dumps(obj | {"v": v}).encode())[0].tenant == "acme"
+    claim = {"node": "a", "since": 1.0, "refreshed": 2.0}
+    with pytest.raises(ValueError, match="wire version 2"):
+        claim_of(3, claim | {"v": 2})
+    assert claim_of(3, claim | {"v": 1}).node == "a"
+    assert note_of(b'{"v": 2, "tenants": ["acme"]}') is None
+    assert note_of(b'{"v": 1, "tenants": ["acme"]}') == {"acme"}
 
 
 def test_an_asking_node_reads_a_later_owners_answer_over_nats(tmp_path: Path) -> None:
@@ -153,6 +174,55 @@ def test_an_owner_applies_a_later_nodes_request_over_nats(tmp_path: Path) -> Non
         asked, answer, _ = decode(value)
         assert answer == Applied("a", records=4)  # its tag verified, over the added field
         assert json.loads(value)["request"]["priority"] == "urgent"
+
+
+def test_an_owner_refuses_a_request_of_a_later_wire_version_in_one_logged_sentence(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A message's `v` above this version's is refused, not misread (before: `v` was never
+    read, and the owner applied a v2 request as if it were v1); v1 and a missing `v` are read
+    as before. Said once per value, not at each new watch."""
+    import logging
+
+    from appliance.cluster.erasure_inbox import ErasureInbox
+
+    later, same, unversioned = (_request(user=u) for u in ("olga", "ulla", "ines"))
+    values = {later.key: json.loads(encode(later)) | {"v": 2},
+              same.key: json.loads(encode(same)),
+              unversioned.key: {k: v for k, v in json.loads(encode(unversioned)).items()
+                                if k != "v"}}
+    assert len(values) == 3  # three users' keys
+    with nats_server(tmp_path / "nats") as url:
+        seen: list[str] = []
+
+        async def apply(asked: ErasureRequest, attempt: int) -> Applied:
+            seen.append(asked.request_id)
+            return Applied("a", records=1)
+
+        async def run() -> dict[str, Any]:
+            import nats
+
+            nc = await nats.connect(url)
+            js = nc.jetstream()
+            kv = await erasures_bucket(js, replicas=1)
+            for key, value in values.items():
+                await kv.put(key, json.dumps(value).encode())
+            inbox = ErasureInbox(js, replicas=1, partitions=4, owns=lambda p: True,
+                                 apply=apply, node="a")
+            await inbox.start()
+            await inbox._watch()  # the next watch reads every value again
+            await inbox.stop()
+            left = {k: json.loads((await kv.get(k)).value) for k in values}
+            await nc.close()
+            return left
+
+        with caplog.at_level(logging.WARNING, logger="semtrace.cluster"):
+            left = asyncio.run(run())
+    assert sorted(seen) == sorted([same.request_id, unversioned.request_id])
+    assert left[later.key] == values[later.key]  # left for a node that reads it
+    said = [r for r in caplog.records if getattr(r, "event", None) == "erasure_unreadable"]
+    assert [r.getMessage() for r in said] == [
+        "The erasure request is of wire version 2, which this node (wire version 1) cannot "
+        "read: upgrade this node."]
 
 
 @pytest.mark.slow

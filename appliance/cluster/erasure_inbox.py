@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -80,6 +82,7 @@ class ErasureInbox:
         self.note = note
         self._task: asyncio.Task[None] | None = None
         self._retrying: dict[str, tuple[str, asyncio.Task[None]]] = {}
+        self._said: set[tuple[str, str]] = set()  # (key, value's digest) said unreadable
 
     async def start(self) -> None:
         """Apply every waiting request of this node's tenants, then follow new ones."""
@@ -155,7 +158,8 @@ class ErasureInbox:
             return
         try:
             request, applied, failed = decode(entry.value)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError) as exc:  # left for a node that reads it
+            self._unreadable(entry, exc)
             return
         if applied is not None or not self.owns(partition_of(request.tenant, self.partitions)):
             return
@@ -171,6 +175,18 @@ class ErasureInbox:
             return
         task = asyncio.create_task(self._retry(entry.key, request, attempts + 1))
         self._retrying[entry.key] = (request.request_id, task)
+
+    def _unreadable(self, entry: Any, exc: Exception) -> None:
+        """Say once per value (not at each new watch, nor when the sweep writes it again)
+        why a request was not read."""
+        said = (entry.key, hashlib.sha256(entry.value).hexdigest())
+        if said in self._said:
+            return
+        self._said.add(said)
+        garbled = isinstance(exc, json.JSONDecodeError | UnicodeDecodeError)
+        why = (str(exc) if isinstance(exc, ValueError) and not garbled  # `wire.py`'s sentence
+               else "An erasure request in NATS is not one this node can read.")
+        log.warning(why, extra={"event": "erasure_unreadable"})
 
     async def _attempt(self, key: str, request: ErasureRequest, attempts: int, *,
                        at_start: bool = False) -> bool:

@@ -34,7 +34,7 @@ from typing import Any
 
 from appliance.cluster.bus import connect
 from appliance.cluster.partition import ERASURES_BUCKET, consumer_name, partition_of
-from appliance.cluster.wire import known_fields, read
+from appliance.cluster.wire import WIRE_VERSION, check_version, known_fields, read
 from appliance.config import ClusterSettings
 from appliance.errors import SemtraceError
 
@@ -170,7 +170,7 @@ def home_of(tenant: str, partitions: int, *, claimed_by: str | None, last_consum
 
 def encode(request: ErasureRequest, applied: Applied | None = None,
            failed: Failed | None = None) -> bytes:
-    return json.dumps({"v": 1, "request": request.wire(),
+    return json.dumps({"v": WIRE_VERSION, "request": request.wire(),
                        "applied": None if applied is None else asdict(applied),
                        "failed": None if failed is None else asdict(failed)}).encode()
 
@@ -178,10 +178,12 @@ def encode(request: ErasureRequest, applied: Applied | None = None,
 def decode(value: bytes) -> tuple[ErasureRequest, Applied | None, Failed | None]:
     """The request in a key and the owner's outcome. A field this version does not know
     (a later version's, on a bus shared during a rolling upgrade) is ignored; ValueError,
-    one sentence, when a field it knows is missing or of another type (`wire.py`)."""
+    one sentence, when a field it knows is missing or of another type, or when a later,
+    incompatible version wrote it (its `v`: `wire.py`)."""
     obj = json.loads(value)
     if not isinstance(obj, dict):
         raise ValueError("The erasure request's value is not a JSON object.")
+    check_version(obj, "erasure request")
     known, unknown = known_fields(ErasureRequest, obj.get("request"), "erasure request",
                                   local=("unknown",))
     request = ErasureRequest(**known, unknown=json.dumps(unknown, sort_keys=True)

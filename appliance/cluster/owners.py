@@ -23,7 +23,7 @@ from typing import Any
 
 from appliance import __version__
 from appliance.cluster.partition import OWNERS_BUCKET
-from appliance.cluster.wire import read
+from appliance.cluster.wire import check_version, read
 from appliance.errors import SemtraceError
 
 log = logging.getLogger("semtrace.cluster")
@@ -85,7 +85,9 @@ async def read_claims(kv: Any) -> dict[int, Claim]:
 
 def claim_of(partition: int, value: Any) -> Claim:
     """Pure: a claim as a node of any version wrote it: fields this version does not know
-    are ignored; ValueError when one it knows is missing or of another type (`wire.py`)."""
+    are ignored; ValueError when one it knows is missing or of another type, or when a
+    later, incompatible version wrote it (`wire.py`)."""
+    check_version(value, f"claim on partition {partition}")
     if isinstance(value, dict):  # the partition is the key's; an early build wrote no refresh
         value = {"refreshed": 0.0} | value | {"partition": partition}
     return read(Claim, value, f"claim on partition {partition}")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from appliance.cluster.bus import connect
+from appliance.cluster.wire import check_version
 from appliance.config import ClusterSettings
 
 TENANTS_BUCKET = "semtrace_tenants"
@@ -82,6 +83,10 @@ def note_of(value: bytes) -> set[str] | None:
     except (ValueError, TypeError):  # not UTF-8 or not JSON
         return None
     if isinstance(listed, dict):
+        try:
+            check_version(listed, "tenants note")
+        except ValueError:  # a later, incompatible version's
+            return None
         listed = listed.get("tenants")
     if not isinstance(listed, list) or not all(isinstance(t, str) for t in listed):
         return None

@@ -4,7 +4,10 @@ During a rolling upgrade nodes of two versions share one bus, so a message may c
 field this version does not know (a later version added it). The rule for every message
 that crosses between nodes: a field this version does not know is ignored; a field it
 knows must be there (unless it has a default: an earlier version did not write it) and of
-its type, else the message is refused with one sentence (`ValueError`). Pure: no NATS here.
+its type, else the message is refused with one sentence (`ValueError`). A change that
+cannot keep that rule (a field renamed, or of another type) raises the message's `"v"`
+(`WIRE_VERSION`): a message of a higher `v` is refused in one sentence, not misread; one of
+this `v` or lower (or without one) is read as above. Pure: no NATS here.
 """
 
 from __future__ import annotations
@@ -15,6 +18,20 @@ import typing
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+WIRE_VERSION = 1  # the highest `"v"` of a message between nodes this version reads
+
+
+def check_version(obj: Any, what: str) -> None:
+    """Pure: ValueError naming `what` when the JSON object `obj` says it is of a later,
+    incompatible wire version than this node reads (a missing `v` is version 1)."""
+    if not isinstance(obj, dict) or "v" not in obj:
+        return
+    v = obj["v"]
+    if not _accepts(int, v):
+        raise ValueError(f"The {what}'s field 'v' is a {type(v).__name__}, not an int.")
+    if v > WIRE_VERSION:
+        raise ValueError(f"The {what} is of wire version {v}, which this node (wire version "
+                         f"{WIRE_VERSION}) cannot read: upgrade this node.")
 
 
 def _accepts(kind: Any, value: Any) -> bool:
