@@ -169,6 +169,30 @@ def test_a_reveal_that_finds_nothing_says_why_in_one_sentence(
     assert "vault_days" in gone.stderr  # type: ignore[attr-defined]
 
 
+def test_a_reveal_on_a_cluster_node_that_lacks_the_record_says_where_to_look(
+        store: dict[str, object], tmp_path: Path) -> None:
+    """On a node of a cluster (cluster.toml names a NATS URL) a record of a tenant another
+    node owns was 'never written, or shredded': the officer, told so, gave up on a record
+    that exists on the owner. The sentence now says where records live."""
+    from appliance.config import policy_dir
+
+    args = _copy(store, tmp_path)
+    pdir = tmp_path / "policies"
+    shutil.copytree(policy_dir(), pdir)
+    cluster = (pdir / "cluster.toml").read_text()
+    (pdir / "cluster.toml").write_text(cluster.replace('url = ""',
+                                                       'url = "nats://127.0.0.1:4222"', 1))
+    env = {"SEMTRACE_POLICY_DIR": str(pdir)}
+    unknown = str(int(str(store["record"])) + 1000)
+    out = run_cli("reveal", unknown, "--role", "compliance", "--reason", "ticket 9",
+                  "--compliance-passphrase-file", str(store["cpw"]), *args, env=env)
+    said = _one_sentence(out)
+    assert out.returncode == 1 and f"No record {unknown} in this store" in said
+    assert "the node that owns its tenant (`semtrace cluster status --tenant T`" in said
+    single = _reveal(store, unknown, args)  # a single host: no word of a cluster
+    assert "cluster" not in _one_sentence(single)  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize("damage", [b'{"x": 1}', b"[1, 2]", b"\xff\xfe not json",
                                     b'{"kdf": {"salt": "!!", "iterations": 1, "lanes": 1, '
                                     b'"memory_cost": 8}, "nonce": "AA==", "ct": "AA=="}'])

@@ -103,8 +103,13 @@ def _nothing_to_reveal(rt: Runtime, record_id: int, tenant: str | None) -> str:
     from appliance.retention import rules_for
 
     if tenant is None:
-        return (f"No record {record_id} in this store (never written, or shredded); nothing "
-                "was revealed.")
+        # on a cluster a record lives only on its tenant's owner, and its id does not say
+        # which tenant: 'never written' would send the officer away from a record that exists
+        where = (": on a cluster a record is kept only by the node that owns its tenant "
+                 "(`semtrace cluster status --tenant T` names it): reveal on that node's data "
+                 "dir" if rt.policies.cluster.url else "")
+        return (f"No record {record_id} in this store (never written, or shredded){where}; "
+                "nothing was revealed.")
     found = rt.store.records("r.id = ?", (record_id,))
     text = found[0].text if found else None
     if text is None:  # its key is destroyed; the rows go at the shred's end
