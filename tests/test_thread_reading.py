@@ -463,3 +463,32 @@ def test_stepping_through_a_thread_does_not_rebuild_the_footer_for_every_turn(
     assert rebuilt[0] == 0, rebuilt
     assert "Next turn" in footer[0] and "Why panel" in footer[0]  # still the view's keys
 
+
+
+def test_the_why_panel_says_when_no_other_thread_was_scored_and_what_a_new_turns_figure_is(
+        ) -> None:
+    """The panel printed `runner-up 0.00` where no other thread was a candidate (a user's
+    second turn, or their first), read as "another thread scored nothing", and gave a new
+    thread's similarity to the closest turn it did not take as `similarity`, which the
+    turn's card and `threads show` call `best`."""
+    from conftest import T0
+
+    from appliance.records import Record
+    from appliance.tui.tree import Turn
+    from appliance.tui.widgets.evidence import explain
+
+    def panel(parent: int | None, runner_up: float, similarity: float | None) -> str:
+        ev = {"link_source": "content", "score": 0.99 if parent else 0.17, "threshold": 0.45,
+              "scored": 3, "runner_up": runner_up, "threshold_source": "policy", "cues": []}
+        r = Record(record_id=2, request_id="r2", tenant="t", user="u", ts=T0, thread_id="th",
+                   parent_id=parent, parent_request_id=None,
+                   position="continuation" if parent else "new", intent=None,
+                   similarity=similarity, topic_id=None, text="x", evidence=ev)
+        return explain(Turn(r, None, 60.0, number=2, parent_number=parent)).plain
+
+    alone = panel(1, 0.0, 0.04)
+    assert "runner-up none (no other thread was scored)" in alone and "0.00" not in alone
+    assert "runner-up 0.31 (the next thread)" in panel(1, 0.31, 0.04)
+    assert "\nsimilarity " in alone and "best (not taken)" not in alone
+    new = panel(None, 0.0, -0.01)
+    assert "best (not taken) " in new and "-0.01" in new and "\nsimilarity " not in new

@@ -99,11 +99,18 @@ def explain(turn: Turn, *, can_reveal: bool = False) -> Text:
         out.append("No evidence was stored for this turn.\n")
         return out
     out.append_text(_decision(turn, ev))
-    out.append(f"runner-up {ev.get('runner_up', 0):.2f}\n")
+    # 0 is stored when no other thread was scored (one thread's turns, or none at all):
+    # `runner-up 0.00` read as "another thread scored nothing"
+    runner = ev.get("runner_up") or 0.0
+    out.append(f"runner-up {runner:.2f} (the next thread)\n" if runner > 0 else
+               "runner-up none (no other thread was scored)\n")
     out.append(f"candidates scored {ev.get('scored', 0)}\n")
     out.append(f"cues {', '.join(ev.get('cues') or []) or 'none'}\n")
     out.append(f"gap since parent {duration(turn.gap_seconds)}\n")
-    out.append(f"similarity {sim_bar(r.similarity, 6)}\n")
+    # without a parent: to the closest turn, which was not taken (the card's and
+    # `threads show`'s `best`), not the similarity to what the turn continues
+    out.append(f"{'similarity' if r.parent_id is not None else 'best (not taken)'} "
+               f"{sim_bar(r.similarity, 6)}\n")
     features: dict[str, float] = ev.get("features") or {}
     if features:
         out.append("\nSignals for the best candidate\n", style="bold")
