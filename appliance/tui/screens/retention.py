@@ -71,6 +71,10 @@ def policy_text(view: RetentionView) -> Text:
         out.append(f": {chain['problem']}")
     out.append(f" (verified {view.checked_at:%Y-%m-%d %H:%M} UTC)\n")
     sc = view.self_check
+    if sc["passed"] and not sc["sampled_buckets"] and not view.tenant:
+        # nothing shredded yet: a ✔ certified a check that had nothing to check
+        out.append("– Shredded buckets: none yet, nothing to check (0 sampled)")
+        return out
     out.append("✔ Shredded buckets undecryptable" if sc["passed"] else
                f"✖ Shredded buckets still decryptable: {sc['still_decryptable']}",
                style="" if sc["passed"] else "bold red")
