@@ -44,7 +44,8 @@ def threads() -> None:
 @click.option("--user", default=None, help="Only this user id (needs --tenant).")
 @click.option("--topic", default=None,
               help="Only threads of this topic: its id (`stats topics` lists them; an id "
-                   "merged since finds the topic it went into) or its label.")
+                   "merged since finds the topic it went into), its label, or one phrase "
+                   "of its label (`umbrella` of 'weather forecast, umbrella').")
 @click.option("--limit", type=click.IntRange(1, LIST_MAX), default=50, show_default=True,
               help="At most this many threads, most recent first (stderr says when more "
                    "match).")

@@ -329,7 +329,8 @@ def stats_topics(start: datetime, end: datetime) -> dict[str, Any]:
 
 @stats.command("models")
 @click.option("--topic", default=None,
-              help="Compare models on this topic only (its id, or its label).")
+              help="Compare models on this topic only (its id, its label, or one phrase "
+                   "of its label).")
 @stats_command("models")
 def stats_models(start: datetime, end: datetime, topic: str | None) -> dict[str, Any]:
     """Per model: the same figures as `stats topics` (optionally on one topic)."""
