@@ -14,6 +14,11 @@ held-out source's):
   placeholder reach 0.46, "What's the weather in <LOCATION>?" and "What is the capital of
   <LOCATION>?").
 
+`resume_users` (`--pause-resumes N`) adds the other side of the same pause: a
+conversation's first turn, then its real second turn 1-24 h later, linked, so that the
+pause alone does not decide (with openers only, a reference back after a night, "Going back
+to the replication point, ...", was split off: docs/experiments/linking-log.md).
+
 Both turns keep their text, vector, entity keys and cross-fitted opener and closer
 probabilities (those models read the text alone); neither has a session id (another
 window). Nothing is keyed to a source: the draw is uniform over every training opener. The
@@ -30,6 +35,33 @@ from typing import Any
 import numpy as np
 
 PAUSE_BASE = 10**9  # synthetic turns' indices start here (streams use k * 1,000,000 + i)
+RESUME_BASE = 2 * 10**9
+
+
+def resume_users(users: Mapping[str, Sequence[Any]], n: int, *, seed: int = 1,
+                 gap_hours: tuple[float, float] = (1.0, 24.0)) -> dict[str, list[Any]]:
+    """N synthetic two-turn users: a conversation's first turn, then its real second turn
+    `gap_hours` later (uniform), gold linked (the same question resumed after a pause).
+    Beside `pause_users` it keeps the pause from deciding alone: after hours, what the
+    prompt says tells a resumption from a new conversation."""
+    turns = {t.index: t for ts in users.values() for t in ts}
+    pairs = [(turns[t.gold_parent], t) for t in turns.values()
+             if t.gold_parent is not None and t.gold_parent in turns
+             and turns[t.gold_parent].gold_parent is None]
+    if n <= 0 or not pairs:
+        return {}
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[Any]] = {}
+    for k, pick in enumerate(rng.integers(len(pairs), size=n)):
+        a, b = pairs[int(pick)]
+        user = f"resume:{k}"
+        gap = timedelta(hours=float(rng.uniform(*gap_hours)))
+        first = replace(a, index=RESUME_BASE + 2 * k, user=user, session_key=None,
+                        gold_thread=f"resume:{k}", gold_parent=None)
+        later = replace(b, index=RESUME_BASE + 2 * k + 1, user=user, session_key=None,
+                        ts=a.ts + gap, gold_thread=f"resume:{k}", gold_parent=first.index)
+        out[user] = [first, later]
+    return out
 
 
 def pause_users(users: Mapping[str, Sequence[Any]], n: int, *, seed: int = 0,

@@ -2,7 +2,7 @@
 
 usage: nice .venv/bin/python bench/train_linker.py [--kind gbm|logistic] [--passes 1|2]
        [--thresholds 0.3,0.4,0.5,0.6] [--no-loso] [--no-user-cv] [--only-source SRC]
-       [--pause-openers N] [--out policies/linker-weights.json]
+       [--pause-openers N] [--pause-resumes N] [--out policies/linker-weights.json]
 
 Trains on every stream in ../shared/bench/threads-*.jsonl (dev + wide; read from
 there, never copied). Features come from the pipeline's own code: every prompt
@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pause_openers import pause_users
+from pause_openers import pause_users, resume_users
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -534,7 +534,8 @@ def run_job(job: Job) -> tuple[Job, dict[float, dict[int, dict[str, Any]]], floa
     train_users = {u: [t for t in ts if job.label[t.index] != job.fold] for u, ts in scored.items()}
     test_users = {u: ts for u, ts in scored.items() if any(t.index in test for t in ts)}
     train_users = {u: ts for u, ts in train_users.items() if ts}
-    train_users.update(pause_users(train_users, _STATE.get("pause_openers", 0)))
+    train_users.update({**pause_users(train_users, _STATE.get("pause_openers", 0)),
+                        **resume_users(train_users, _STATE.get("pause_resumes", 0))})
     spec = train(train_users, s, _STATE["kind"], _STATE["passes"], _STATE["decision"])
     labels = np.array([job.label[i] for i in sorted(closers.pos, key=closers.pos.__getitem__)])
     spec["closer"] = closers.export(labels != job.fold)
@@ -653,6 +654,9 @@ def main() -> int:
                     help="add N synthetic training users built from the training turns: a "
                          "conversation's first turn alone, then 1-24 h later an unrelated "
                          "opener of another user, gold new (bench/pause_openers.py)")
+    ap.add_argument("--pause-resumes", type=int, default=0, metavar="N",
+                    help="add N synthetic training users: a conversation's first turn, then "
+                         "its real second turn 1-24 h later, linked (bench/pause_openers.py)")
     ap.add_argument("--calibrate", action="store_true",
                     help="also score each held-out source with link_threshold calibrated on "
                          "half its users' history-linked traffic and applied to the other half "
@@ -678,7 +682,7 @@ def main() -> int:
     result: dict[str, Any] = {"streams": [p.name for p in streams]}
     _STATE.update(users=users, openers=openers, closers=closers, settings=s, kind=a.kind,
                   passes=a.passes, decision=not a.no_decision, source_power=a.source_power,
-                  pause_openers=a.pause_openers)
+                  pause_openers=a.pause_openers, pause_resumes=a.pause_resumes)
     jobs = []
     if not a.no_loso:
         jobs += [Job("loso", f, by_source, tuple(thresholds), a.calibrate)
@@ -712,7 +716,8 @@ def main() -> int:
         return 0
     final = with_openers(users, openers.crossfit(by_source, None),
                          closers.crossfit(by_source, None))
-    final.update(pause_users(final, a.pause_openers))
+    final.update({**pause_users(final, a.pause_openers),
+                  **resume_users(final, a.pause_resumes)})
     spec = train(final, s, a.kind, a.passes, not a.no_decision)
     from appliance.embed import load_manifest
 
@@ -724,7 +729,8 @@ def main() -> int:
                                  for p in streams},
                      "users": len(users), "prompts": len(gold), "passes": a.passes,
                      "decision_model": not a.no_decision, "trees": dict(GBM),
-                     "monotone": dict(MONOTONE), "pause_openers": a.pause_openers},
+                     "monotone": dict(MONOTONE), "pause_openers": a.pause_openers,
+                     "pause_resumes": a.pause_resumes},
         "evaluation": result})
     a.out.write_text(json.dumps(spec, separators=(",", ":")) + "\n")
     print(f"wrote {a.out} (set link_threshold = {thr} in policies/correlation.toml)",

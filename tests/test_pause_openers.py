@@ -1,7 +1,8 @@
-"""The training augmentation of bench/train_linker.py `--pause-openers` (pure logic, plain
-vectors): synthetic users built only from the turns handed in, each a conversation's first
-turn alone then, 1-24 h later, an unrelated opener of another user labelled new; the real
-users are not touched."""
+"""The training augmentations of bench/train_linker.py `--pause-openers` and
+`--pause-resumes` (pure logic, plain vectors): synthetic users built only from the turns
+handed in, each a conversation's first turn then, 1-24 h later, an unrelated opener of
+another user labelled new (or its own real second turn, linked); the real users are not
+touched."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-from pause_openers import PAUSE_BASE, pause_users  # noqa: E402
+from pause_openers import PAUSE_BASE, RESUME_BASE, pause_users, resume_users  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -72,3 +73,19 @@ def test_nothing_is_made_when_asked_for_none_or_from_one_user() -> None:
     users = _users()
     assert pause_users(users, 0) == {}
     assert pause_users({"u0": users["u0"]}, 5) == {}
+
+
+def test_a_resumed_conversation_is_its_first_turn_then_its_own_second_turn_hours_later() -> None:
+    users = _users()
+    before = {u: list(ts) for u, ts in users.items()}
+    made = resume_users(users, 10)
+    assert len(made) == 10 and users == before
+    by_text = {t.text: t for ts in users.values() for t in ts}
+    for name, (a, b) in made.items():
+        assert a.user == b.user == name and min(a.index, b.index) >= RESUME_BASE
+        assert by_text[a.text].gold_parent is None  # a real opener
+        assert by_text[b.text].gold_parent == by_text[a.text].index  # its own next turn
+        assert b.gold_parent == a.index and b.gold_thread == a.gold_thread
+        assert a.session_key is None and b.session_key is None
+        assert timedelta(hours=1) <= b.ts - a.ts <= timedelta(hours=24)
+    assert resume_users(users, 0) == {}
