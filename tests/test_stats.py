@@ -573,3 +573,30 @@ def test_stats_text_fits_a_terminal_and_keeps_every_figure(
         if rep.kind == "incident":
             assert "x10.00*" in out and "window 120±37" in out and "baseline 12±37" in out
             assert "* marks a rise beyond the noise" in out
+
+
+def test_an_incidents_rows_line_up_whatever_the_length_of_their_labels(capsys: Any) -> None:
+    """`stats incident` padded labels to 30 characters, so a topic labelled 'environmental
+    impact, bullet point' pushed its row's lift and window figures four columns right of
+    the rows above and below it."""
+    from appliance.analytics import Lift, Report
+    from appliance.cli.stats import _print
+    from appliance.privacy import CI95, Figure
+
+    def noisy(value: float) -> Figure:
+        return Figure(value, 64 / CI95, exact=False)
+
+    rows = tuple(Lift("topic", f"tp_{i:012x}", label, noisy(n), noisy(0), 0.1, 0.0, None,
+                      False)
+                 for i, (label, n) in enumerate((("hotel, town", 45),
+                                                 ("environmental impact, bullet point", 44),
+                                                 ("seat assignment", 25))))
+    start = datetime(2026, 11, 30, tzinfo=UTC)
+    _print(Report(kind="incident", tenant="acme", start=start, end=start + timedelta(days=7),
+                  exact=False, epsilon=1.0, budget_remaining=0.0, k_min_users=5, rows=rows,
+                  released_at=datetime.now(UTC), baseline_start=start - timedelta(days=7),
+                  baseline_end=start), "USD")
+    shown = [line for line in capsys.readouterr().out.splitlines() if " tp_" in line]
+    assert len(shown) == 3, shown
+    assert len({line.index(" new ") for line in shown}) == 1, shown
+    assert len({line.index("window") for line in shown}) == 1, shown

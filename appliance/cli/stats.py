@@ -136,6 +136,7 @@ def _over_socket(sock: Path, q: StatsQuery, role: str | None) -> dict[str, Any]:
 
 KEY_WIDTH = 16  # a topic id (tp_ and 12 hex digits) and a space
 LABEL_WIDTH = 36  # labels are padded to this (a longer one is shown whole)
+LIFT_LABEL_WIDTH = 30  # an incident row's labels, at least (as wide as its longest)
 WIDTH = 100  # the text output fits a terminal this wide (a row wraps between its figures)
 INDENT = "      "  # a row's continuation lines
 
@@ -229,8 +230,13 @@ def _print(report: analytics.Report[Any], currency: str) -> None:
     # as wide as the longest key: a model named "anthropic/claude-3-5-sonnet-20241022"
     # pushed its row's columns out of line with the others
     width = max([KEY_WIDTH, *(len(str(getattr(r, "key", ""))) for r in report.rows)])
+    # an incident's labels likewise: 'environmental impact, bullet point' pushed its
+    # row's lift and figures out of line with the other rows
+    labels = max([LIFT_LABEL_WIDTH, *(len(r.label or "") for r in report.rows
+                                      if isinstance(r, analytics.Lift))])
     for r in report.rows:
-        click.echo("  " + _line(r, currency, floor=bool(report.uncounted), key_width=width))
+        click.echo("  " + _line(r, currency, floor=bool(report.uncounted), key_width=width,
+                                label_width=labels))
     if not report.rows:
         click.echo("  (nothing to show)")
     elif any(getattr(r, "trend", ()) for r in report.rows):
@@ -273,11 +279,11 @@ def _trend(r: analytics.GroupStats) -> list[str]:
 
 
 def _line(r: object, currency: str = "", *, floor: bool = False,
-          key_width: int = KEY_WIDTH) -> str:
+          key_width: int = KEY_WIDTH, label_width: int = LIFT_LABEL_WIDTH) -> str:
     """One row, on as many lines as it needs to stay within `WIDTH` columns (continued
     lines indented; every figure kept, the label whole); `floor`: topics merged since are
-    uncounted, so its counts are floors; `key_width`: the report's longest key (its rows'
-    columns line up)."""
+    uncounted, so its counts are floors; `key_width`: the report's longest key and
+    `label_width` its longest incident label (its rows' columns line up)."""
     k = key_width
     if isinstance(r, analytics.GroupStats):
         # a topic others were merged into since the release: people is the larger part's
@@ -309,7 +315,8 @@ def _line(r: object, currency: str = "", *, floor: bool = False,
         # "new": in the window and not in the baseline; nothing in either is no news
         lift = (f"x{r.lift:.2f}" if r.lift is not None else "new" if r.window.value > 0
                 else "–") + ("*" if r.significant else "")
-        return _wrap(f"{r.dimension:<8} {r.key:<{k}} {r.label or '':<30} {lift:>8}",
+        return _wrap(f"{r.dimension:<8} {r.key:<{k}} {r.label or '':<{label_width}} "
+                     f"{lift:>8}",
                      [f"window {_count(r.window)}", f"baseline {_count(r.baseline)}"])
     return str(r)
 
