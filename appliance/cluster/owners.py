@@ -51,6 +51,16 @@ def owned_elsewhere(p: int, holder: str, age_s: float) -> str:
             "node, or wait for its claim to expire, before taking it.")
 
 
+def unreadable_claim(p: int, exc: ValueError, ttl_s: float) -> str:
+    """The sentence that refuses a partition whose claim this node cannot read."""
+    garbled = isinstance(exc, json.JSONDecodeError | UnicodeDecodeError)
+    why = "it is not JSON" if garbled else str(exc).rstrip(".")
+    why = why[:1].lower() + why[1:]
+    return (f"Partition {p} has a claim in NATS this node cannot read ({why}): stop the "
+            f"node that wrote it, or wait for it to expire ({ttl_s:g} s after its last "
+            "write), before taking the partition. Nothing was consumed.")
+
+
 async def owners_bucket(js: Any, *, ttl_s: float, replicas: int, create: bool = True) -> Any:
     """The owners bucket, created on first use (BucketNotFoundError if not `create`)."""
     from nats.js.errors import BucketNotFoundError
@@ -192,12 +202,16 @@ class Ownership:
                     self._revisions[p] = await self.kv.put(_key(p), self._value())
                     taken.append(p)
                     continue
-                value = json.loads(entry.value)
-                holder, age = value.get("node"), time.time() - value.get("refreshed", 0.0)
+                try:  # another node's claim, of any version (`wire.py`)
+                    held = claim_of(p, json.loads(entry.value))
+                except ValueError as exc:  # not JSON, or not a claim this node can read
+                    await self._release(taken)
+                    raise SemtraceError(unreadable_claim(p, exc, self.ttl_s)) from None
+                holder, age = held.node, time.time() - held.refreshed
                 if holder != self.node:
                     await self._release(taken)
                     raise SemtraceError(owned_elsewhere(p, holder, age)) from None
-                if self.data_dir and value.get("data_dir") not in (None, self.data_dir):
+                if self.data_dir and held.data_dir not in (None, self.data_dir):
                     await self._release(taken)  # the same name, another data dir: alive
                     raise SemtraceError(_in_use(self.node, age)) from None
                 self._revisions[p] = await self.kv.update(_key(p), self._value(),

@@ -1,0 +1,84 @@
+"""A partition claim this node cannot read (not JSON, a known field missing or of another
+type, a later wire version's) is refused like any other message between nodes: the start
+stops in one sentence naming the partition, and the claims it took first are released.
+Before, `Ownership.claim` read the claim's fields unchecked: a traceback, or a partition
+'owned by node None', and the partitions claimed before it stayed claimed. Real
+nats-server; the last test a real `semtrace serve --nats` node."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from cluster_nodes import refused, sealed_cluster
+from test_cluster import nats_server
+
+from appliance.cluster.owners import Ownership, owners_bucket
+from appliance.errors import SemtraceError
+
+TTL_S = 600.0  # the malformed claim outlives the test
+
+
+def _put_claim(url: str, key: str, value: bytes) -> None:
+    async def put() -> None:
+        import nats
+
+        nc = await nats.connect(url)
+        try:
+            kv = await owners_bucket(nc.jetstream(), ttl_s=TTL_S, replicas=1)
+            await kv.put(key, value)
+        finally:
+            await nc.close()
+
+    asyncio.run(put())
+
+
+@pytest.mark.parametrize("value,why", [
+    (b"{torn", "it is not JSON"),
+    (b'["a"]', "the claim on partition 1 is not a JSON object"),
+    (json.dumps({"since": 1.0, "refreshed": 2.0}).encode(),
+     "the claim on partition 1 lacks its field 'node'"),
+    (json.dumps({"node": "b", "since": 1.0, "refreshed": "now"}).encode(),
+     "the claim on partition 1's field 'refreshed' is a str, not a number"),
+    (json.dumps({"v": 2, "node": "b", "since": 1.0, "refreshed": 2.0}).encode(),
+     "the claim on partition 1 is of wire version 2, which this node (wire version 1) "
+     "cannot read: upgrade this node"),
+])
+def test_a_claim_this_node_cannot_read_refuses_the_start_and_releases_the_rest(
+        tmp_path: Path, value: bytes, why: str) -> None:
+    with nats_server(tmp_path / "nats") as url:
+        _put_claim(url, "p1", value)
+
+        async def claim() -> tuple[str, list[str]]:
+            import nats
+
+            nc = await nats.connect(url)
+            try:
+                kv = await owners_bucket(nc.jetstream(), ttl_s=TTL_S, replicas=1)
+                with pytest.raises(SemtraceError) as stopped:
+                    await Ownership(kv, "a", [0, 1], TTL_S, data_dir="d-a").claim()
+                return str(stopped.value), sorted(await kv.keys())
+            finally:
+                await nc.close()
+
+        sentence, keys = asyncio.run(claim())
+    assert sentence == (f"Partition 1 has a claim in NATS this node cannot read ({why}): "
+                        "stop the node that wrote it, or wait for it to expire (600 s after "
+                        "its last write), before taking the partition. Nothing was consumed.")
+    assert keys == ["p1"]  # partition 0, claimed first, released
+
+
+def test_a_node_whose_partition_has_an_unreadable_claim_does_not_start(
+        tmp_path: Path) -> None:
+    with sealed_cluster(tmp_path) as bus:
+        _put_claim(bus.url, "p1", json.dumps({"node": "b", "since": 1.0,
+                                              "refreshed": "now"}).encode())
+        lines = refused(bus.node("a", "0-1"), "it consumed beside an unreadable claim")
+    assert lines == [
+        "semtrace: Partition 1 has a claim in NATS this node cannot read (the claim on "
+        "partition 1's field 'refreshed' is a str, not a number): stop the node that wrote "
+        "it, or wait for it to expire (6 s after its last write), before taking the "
+        "partition. Nothing was consumed."], lines  # the node's owner_ttl_s
+    assert "Traceback" not in (tmp_path / "a.log").read_text()
