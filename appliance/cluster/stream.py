@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -164,8 +165,28 @@ async def consumer_lag(js: Any, settings: ClusterSettings,
             out[p] = ConsumerLag(p, int(ci.num_pending or 0), int(ci.num_ack_pending or 0),
                                  int(ci.num_redelivered or 0))
         except NotFoundError:
-            si = await js.stream_info(settings.stream, subjects_filter=part.part_subject(p))
-            out[p] = ConsumerLag(p, sum((si.state.subjects or {}).values()), 0, 0)
+            waiting = await stream_subjects(js, settings.stream, part.part_subject(p))
+            out[p] = ConsumerLag(p, sum(waiting.values()), 0, 0)
     return out
+
+
+async def stream_subjects(js: Any, stream: str, subjects: str) -> dict[str, int]:
+    """The stream's subjects matching `subjects`, with their message counts: every page of
+    them. NATS answers at most 100,000 subjects a reply and says how many there are; the
+    client's `stream_info` reads the first page only. NotFoundError when there is no
+    stream. (A subject emptied between two pages may shift one of the next page into the
+    one read before: only a subject whose messages were consumed meanwhile.)"""
+    found: dict[str, int] = {}
+    while True:
+        reply = await js._api_request(  # the paged request `stream_info` does not make
+            f"{js._prefix}.STREAM.INFO.{stream}",
+            json.dumps({"subjects_filter": subjects, "offset": len(found)}).encode(),
+            timeout=js._timeout)
+        page = (reply.get("state") or {}).get("subjects") or {}
+        before = len(found)
+        found |= page
+        # a server that does not page answers the first page again: nothing new
+        if len(found) == before or len(found) >= int(reply.get("total") or 0):
+            return found
 
 

@@ -165,12 +165,13 @@ async def _waiting(js: Any, settings: ClusterSettings) -> set[str]:
     from nats.js.errors import NotFoundError
 
     from appliance.cluster.partition import part_subject, split_part_subject
+    from appliance.cluster.stream import stream_subjects
 
     try:
-        info = await js.stream_info(settings.stream, subjects_filter=part_subject("*"))
+        subjects = await stream_subjects(js, settings.stream, part_subject("*"))
     except NotFoundError:
         return set()
-    return {split[1] for subject in (info.state.subjects or {})
+    return {split[1] for subject in subjects
             if (split := split_part_subject(subject)) is not None}
 
 
