@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster_nodes import sealed_cluster
 from test_cluster import PARTITIONS, Enriched, Node, nats_server, start_all
 from test_erasure_inflight import users_records
 from test_spine import run_cli
@@ -39,20 +40,10 @@ def _row(user: str, rid: str, text: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, Node, BusKeys]]:
-    tmp = tmp_path_factory.mktemp("erase-two")
-    bus = tmp / "bus.key"
-    assert run_cli("cluster", "bus-key", "new", str(bus)).returncode == 0
-    key = tmp / "cluster.key"
-    assert run_cli("init", "--data-dir", str(tmp / "seed"), "--new-key-file",
-                   str(key)).returncode == 0
-    with nats_server(tmp / "nats") as url:
-        a = Node(tmp, "a", url, key, "0-1", bus_key=bus)
-        b = Node(tmp, "b", url, key, "2-3", bus_key=bus)
+    with sealed_cluster(tmp_path_factory.mktemp("erase-two")) as bus:
+        a, b = bus.node("a", "0-1"), bus.node("b", "2-3")
         start_all(a, b)
-        yield a, b, load_bus_keys(bus)
-        for n in (a, b):
-            if n.proc is not None and n.proc.poll() is None:
-                n.stop()
+        yield a, b, load_bus_keys(bus.bus_key)
 
 
 def _lag(node: Node) -> int:

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cluster import PARTITIONS, Node, nats_server
+from cluster_nodes import sealed_cluster
+from test_cluster import PARTITIONS, Node
 from test_erasure_inflight import users_records
 from test_spine import run_cli
 
@@ -104,22 +105,15 @@ def _close(*socks: socket.socket) -> None:
 @contextmanager
 def _cluster(tmp: Path) -> Iterator[tuple[Node, Node, LossyRelay]]:
     """Node a owns every partition and runs; node b's data dir asks through the relay."""
-    bus = tmp / "bus.key"
-    assert run_cli("cluster", "bus-key", "new", str(bus)).returncode == 0
-    key = tmp / "cluster.key"
-    assert run_cli("init", "--data-dir", str(tmp / "seed"), "--new-key-file",
-                   str(key)).returncode == 0
-    with nats_server(tmp / "nats") as url:
-        relay = LossyRelay(url)
-        a = Node(tmp, "a", url, key, f"0-{PARTITIONS - 1}", bus_key=bus)
-        b = Node(tmp, "b", relay.url, key, "0", bus_key=bus)  # only its data dir: it asks
+    with sealed_cluster(tmp) as bus:
+        relay = LossyRelay(bus.url)
+        a = bus.node("a", f"0-{PARTITIONS - 1}")
+        b = Node(tmp, "b", relay.url, bus.key, "0", bus_key=bus.bus_key)  # it only asks
         a.launch().wait_up()
         try:
             yield a, b, relay
         finally:
             relay.close()
-            if a.proc is not None and a.proc.poll() is None:
-                a.stop()
 
 
 def _store(url: str, bus: Path, user: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -43,25 +44,27 @@ def _forget_note(url: str, node: str, *, instead: bytes | None = None) -> None:
     asyncio.run(forget())
 
 
-def test_erase_all_tenants_names_a_node_that_never_noted_its_tenants(tmp_path: Path) -> None:
-    key = tmp_path / "cluster.key"
-    assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
-                   str(key)).returncode == 0
-    bus = tmp_path / "bus.key"
-    assert run_cli("cluster", "bus-key", "new", str(bus)).returncode == 0
-    with nats_server(tmp_path / "nats") as url:
-        a = Node(tmp_path, "a", url, key, "0-1", bus_key=bus)
-        b = Node(tmp_path, "b", url, key, "2-3", bus_key=bus)  # only its data dir: it asks
+def _erase_all_around(tmp_path: Path, instead: bytes | None = None) -> tuple[
+        subprocess.CompletedProcess[str], ...]:
+    """Node a runs once and stops; its note is removed (or `instead` written in its place);
+    `erase --all-tenants` on node b's data dir, in text and in JSON; then a starts again
+    (it notes its tenants at start) and the command runs once more (JSON)."""
+    with sealed_cluster(tmp_path) as bus:
+        a = bus.node("a", "0-1")
+        b = bus.node("b", "2-3")  # only its data dir: it asks
         a.launch().wait_up()
         assert a.stop() == 0
-        _forget_note(url, "a")
+        _forget_note(bus.url, "a", instead=instead)
         out = run_cli(*_erase_all(b), env=b.env)
         as_json = run_cli(*_erase_all(b, "--json"), env=b.env)
-        a.launch().wait_up()  # the current version notes its tenants at start
-        try:
-            after = run_cli(*_erase_all(b, "--json"), env=b.env)
-        finally:
-            assert a.stop() == 0
+        a.launch().wait_up()
+        after = run_cli(*_erase_all(b, "--json"), env=b.env)
+        assert a.stop() == 0
+    return out, as_json, after
+
+
+def test_erase_all_tenants_names_a_node_that_never_noted_its_tenants(tmp_path: Path) -> None:
+    out, as_json, after = _erase_all_around(tmp_path)
     assert out.returncode == 7, out.stdout + out.stderr
     assert out.stderr.strip() == (
         "Erasure NOT complete: node 'a' (partition(s) 0, 1) has not noted its tenants in NATS "
@@ -80,19 +83,7 @@ def test_erase_all_tenants_names_a_node_that_never_noted_its_tenants(tmp_path: P
 
 
 def test_erase_all_tenants_names_a_node_whose_note_cannot_be_read(tmp_path: Path) -> None:
-    with sealed_cluster(tmp_path) as bus:
-        a = bus.node("a", "0-1")
-        b = bus.node("b", "2-3")  # only its data dir: it asks
-        a.launch().wait_up()
-        assert a.stop() == 0
-        _forget_note(bus.url, "a", instead=b'\xff["acme"')  # torn, not UTF-8
-        out = run_cli(*_erase_all(b), env=b.env)
-        as_json = run_cli(*_erase_all(b, "--json"), env=b.env)
-        a.launch().wait_up()  # it notes its tenants again at start
-        try:
-            after = run_cli(*_erase_all(b, "--json"), env=b.env)
-        finally:
-            assert a.stop() == 0
+    out, as_json, after = _erase_all_around(tmp_path, b'\xff["acme"')  # torn, not UTF-8
     assert out.returncode == 7, out.stdout + out.stderr
     assert out.stderr.strip() == (
         "Erasure NOT complete: node 'a' noted its tenants in NATS, but this version cannot "

@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from test_cluster import PARTITIONS, Enriched, Node, nats_server
+from cluster_nodes import sealed_cluster
+from test_cluster import PARTITIONS, Enriched, Node
 from test_erasure_inflight import users_records
 from test_spine import run_cli
 
@@ -32,18 +33,10 @@ def _row(user: str, rid: str, text: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def one_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, BusKeys]]:
-    tmp = tmp_path_factory.mktemp("erase-cluster")
-    bus = tmp / "bus.key"
-    assert run_cli("cluster", "bus-key", "new", str(bus)).returncode == 0
-    key = tmp / "cluster.key"
-    assert run_cli("init", "--data-dir", str(tmp / "seed"), "--new-key-file",
-                   str(key)).returncode == 0
-    with nats_server(tmp / "nats") as url:
-        node = Node(tmp, "n", url, key, f"0-{PARTITIONS - 1}", bus_key=bus)
+    with sealed_cluster(tmp_path_factory.mktemp("erase-cluster")) as bus:
+        node = bus.node("n", f"0-{PARTITIONS - 1}")
         node.launch().wait_up()
-        yield node, load_bus_keys(bus)
-        if node.proc is not None and node.proc.poll() is None:
-            node.stop()
+        yield node, load_bus_keys(bus.bus_key)
 
 
 def _lag(node: Node) -> int:
