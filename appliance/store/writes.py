@@ -6,15 +6,18 @@ digests, vault entries and thread summaries) and its feedback updates.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from appliance import failpoints
-from appliance.keys import Dek, RevealSealer
+from appliance.errors import SemtraceError
+from appliance.keys import REVEAL_PUBLIC_FILE, Dek, Keyring, RevealSealer, reveal_sealer
 from appliance.link.calibrate import Tally
 from appliance.records import NewRecord
 from appliance.store.maintenance import VECTOR_DTYPE, _aad, day_of
@@ -29,12 +32,25 @@ class Writes:
     _deks: dict[int, Dek | None]
     _bucket_ids: dict[tuple[str, str, str, str], int]
     sealer: RevealSealer | None
+    _keys: Keyring
+    path: Path
 
     if TYPE_CHECKING:  # provided by Store
         def _bucket(self, tenant: str, user: str, day: str, kind: str = "prompts"
                     ) -> tuple[int, Dek]: ...
 
         def _refuse_erased(self, pairs: Iterable[tuple[str, str, float]]) -> None: ...
+
+    def _vault_sealer(self) -> RevealSealer | None:
+        """The sealer of new originals, taking a compliance key enrolled while this store is
+        open (`compliance enroll` beside the running service: 'originals are kept from now
+        on' held only after a restart). A reveal.pub whose tag does not verify (enroll
+        writes it, then its tag; or a file planted there) is not taken: nothing is sealed
+        to it, and it is looked at again for the next record."""
+        if self.sealer is None and (self.path.parent / REVEAL_PUBLIC_FILE).exists():
+            with contextlib.suppress(SemtraceError, ValueError, OSError):
+                self.sealer = reveal_sealer(self.path.parent, self._keys)
+        return self.sealer
 
     def allocate_id(self) -> int:
         """Reserve the next record id (single writer)."""
@@ -107,11 +123,11 @@ class Writes:
         self._db.executemany(
             "INSERT OR REPLACE INTO turn_digests (record_id, kind, tenant, user, digest) "
             "VALUES (?,?,?,?,?)", digest_rows(r.record_id, p.tenant, r.user, r.turn_keys))
-        if r.vault and self.sealer is not None:
+        if r.vault and (sealer := self._vault_sealer()) is not None:
             # originals under their own per-day key, destroyed at the vault's retention
             vid, vdek = self._bucket(p.tenant, r.user, day_of(p.ts), "vault")
             aad = _aad(r.record_id, "vault")
-            inner = self.sealer.seal(json.dumps(list(r.vault)).encode(), aad)
+            inner = sealer.seal(json.dumps(list(r.vault)).encode(), aad)
             self._db.execute("INSERT INTO vault (record_id, bucket_id, ct) VALUES (?, ?, ?)",
                              (r.record_id, vid, vdek.seal(inner, aad)))
         self._upsert_thread(r, thread_topic)
