@@ -64,3 +64,34 @@ def test_a_turn_sent_while_its_node_is_down_keeps_its_tokens_and_its_response_id
     follow_up = records_by_request(pipeline.store, "acme", "nd-2")
     assert follow_up is not None and follow_up.link_source == "previous_response_id"
     assert follow_up.parent_request_id == "nd-1"
+
+
+def test_turns_made_while_no_node_answers_are_queued_on_the_bus_not_dropped(
+        pipeline: Any, tmp_path: Path) -> None:
+    """A request no node answered was queued on the bus, yet the adapter then paused as if
+    the appliance were unreachable: the calls of the pause (1 s, doubling up to 30 s while
+    the node stayed down, as through a node's restart) were not sent at all, though the
+    bus would have kept them. They are now handed to the bus without waiting for an
+    answer, and the node records them once it is back."""
+    users = ["ines", "jonas", "kemal", "lea"]
+    with nats_server(tmp_path / "nats") as url:
+        with node(pipeline, tmp_path, url):  # its stream and consumer exist from now on
+            pass
+        semtrace = Semtrace(url, tenant="acme", timeout=1.0, register_wait=0.2,
+                            plain_bus=True)
+        try:
+            for n, user in enumerate(users):  # the first one's silence starts the pause
+                with semtrace.turn(user_id=user, text=f"Is the {user} ferry running today?",
+                                   request_id=f"nq-{n}") as turn:
+                    turn.usage(input_tokens=10 + n, output_tokens=5)
+                    turn.answer("Yes, every hour.", response_id=f"resp_nq_{n}")
+                assert semtrace.flush(5)
+            with node(pipeline, tmp_path, url) as (_, door):  # the node is back
+                for _ in range(1200):  # each turn's registration and its whole ingest
+                    if door.counters["consumed"] >= 2 * len(users):
+                        break
+                    threading.Event().wait(0.05)
+        finally:
+            semtrace.close()
+    stored = [records_by_request(pipeline.store, "acme", f"nq-{n}") for n in range(len(users))]
+    assert [r.input_tokens if r else None for r in stored] == [10, 11, 12, 13]

@@ -114,6 +114,8 @@ class NoAnswerYet(SemtraceError, TimeoutError):
     answers later, one that is down or hung never does, and both are silent until then.
     (Nothing queued it, or the connection dropped: other errors, which say so.)"""
 
+    queued = True  # the bus keeps it: the adapters hand it more while no node answers
+
 
 class AsyncNatsClient:
     """An asyncio gateway client over NATS."""

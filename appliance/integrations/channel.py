@@ -15,6 +15,11 @@ at most. A request on a connection
 that the service closed meanwhile (it restarted) is sent again at once on a new
 connection: requests are idempotent by request id.
 
+Over NATS, a request the bus took that no node answered in time (`NoAnswerYet`: a node
+down or restarting) starts the pause too, but the bus keeps what it is given: during that
+pause requests are published without waiting for an answer (`Breaker.bus_keeps`), and the
+node records them once it is back, instead of the pause losing them.
+
 A tool loop's call (an `update` naming a `previous_response_id`) goes on a connection of
 its own (`lane`): the service may hold it up to 2 s while its turn's update is on its way
 from another gateway process, and replies come in request order, so on the shared
@@ -63,6 +68,7 @@ class Breaker:
         self._pause = RETRY_FIRST
         self._down = False
         self.missed = 0  # requests not sent or not answered since it went down
+        self._queued = False  # the bus took the request no node answered (`bus_keeps`)
         self._warned: dict[str, float] = {}  # refusal code -> when last logged
         self._quieted: dict[str, int] = {}  # refusal code -> lines held back since
 
@@ -92,17 +98,33 @@ class Breaker:
         with self._lock:
             self.missed += 1
 
+    def bus_keeps(self) -> bool:
+        """Whether, while paused, a request may still be handed to the bus without waiting
+        for an answer: the last one was queued there (JetStream keeps it for its node) and
+        no node answered in time. The node answers what the bus kept once it is back."""
+        with self._lock:
+            return self._down and self._queued
+
+    def kept(self) -> None:
+        """A request not sent for an answer (`ready` counted it missed) that the bus took."""
+        with self._lock:
+            self.missed = max(self.missed - 1, 0)
+
     def failed(self, req: dict[str, Any], exc: BaseException) -> None:
         """The appliance did not answer `req`: warn once, then pause sending."""
+        queued = bool(getattr(exc, "queued", False))  # `NoAnswerYet`: the bus kept it
         with self._lock:
             first, now = not self._down, self.clock()
             self._down, self.missed, self._probing = True, self.missed + 1, 0.0
+            self._queued = queued
             if now < self._until and not first:  # in flight when another failed: paused
                 return
             self._until = now + self._pause
             pause, self._pause = self._pause, min(self._pause * 2, RETRY_MAX)
         if first:
-            self.log.warning("semtrace did not answer; calls go on unrecorded until it does",
+            self.log.warning("semtrace did not answer; calls go on unrecorded until it does"
+                             if not queued else "no semtrace node answered; calls go on, "
+                             "queued on the bus unanswered until one does",
                              extra={"event": "semtrace_unavailable",
                                     "request_id": req.get("request_id"), "op": req.get("op"),
                                     "error": type(exc).__name__, "retry_in_s": pause})
@@ -113,7 +135,7 @@ class Breaker:
         with self._lock:
             back, missed = self._down, self.missed
             self._down, self.missed, self._pause = False, 0, RETRY_FIRST
-            self._probing = 0.0
+            self._probing, self._queued = 0.0, False
             if code == "busy":
                 retry = (reply.get("error") or {}).get("retry_after_ms")
                 wait = retry / 1000 if isinstance(retry, int | float) and retry > 0 else 0.05
@@ -229,6 +251,7 @@ class SyncChannel:
         a sender of its own (`Outbox`), on connections no other shard waits for."""
         deadline = time.monotonic() + self.timeout
         if not self.breaker.ready():
+            self._hand_to_bus(req, shard, deadline)
             return None
         line = self._line(req, shard)
         if not line.lock.acquire(timeout=self.timeout):
@@ -246,6 +269,28 @@ class SyncChannel:
             line.lock.release()
         self.breaker.answered(req, reply)
         return reply
+
+    def _hand_to_bus(self, req: dict[str, Any], shard: int, deadline: float) -> None:
+        """While no node answers but the bus keeps what it is given (`Breaker.bus_keeps`):
+        publish `req` without waiting for its answer, so the node records it once it is
+        back instead of the pause losing it. A failure here is an outage."""
+        if not self.breaker.bus_keeps():
+            return
+        line = self._line(req, shard)
+        if not line.lock.acquire(timeout=self.timeout):
+            return
+        try:
+            if line.client is None:
+                line.client = open_client(self.target, timeout=max(
+                    deadline - time.monotonic(), 0.001), **self._opts)
+            line.client.publish(req)
+        except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
+            line.drop()
+            self.breaker.failed(req, exc)
+            return
+        finally:
+            line.lock.release()
+        self.breaker.kept()
 
     def _exchange(self, line: _Line, req: dict[str, Any], deadline: float) -> dict[str, Any]:
         for attempt in (0, 1):
@@ -285,9 +330,11 @@ class AsyncChannel:
 
     async def send(self, req: dict[str, Any]) -> dict[str, Any] | None:
         """The reply to `req`, or None when the appliance did not answer in time."""
-        if not self.breaker.ready():
-            return None
         loop, on = asyncio.get_running_loop(), lane(req)
+        if not self.breaker.ready():
+            if self.breaker.bus_keeps():  # no node answers, the bus keeps: as SyncChannel
+                await self._hand_to_bus(loop, on, req)
+            return None
         try:
             reply = await asyncio.wait_for(self._exchange(loop, on, req), self.timeout)
         except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
@@ -317,6 +364,25 @@ class AsyncChannel:
                     raise
                 await self._drop(loop, on)  # the service restarted: once more on a new one
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _hand_to_bus(self, loop: asyncio.AbstractEventLoop, on: str,
+                           req: dict[str, Any]) -> None:
+        """`SyncChannel._hand_to_bus` for asyncio code."""
+        try:
+            clients = self._clients.setdefault(loop, {})
+            client: Any = clients.get(on)
+            if client is None:
+                fresh = await asyncio.wait_for(open_async_client(
+                    self.target, timeout=self.timeout, **self._opts), self.timeout)
+                client = clients.setdefault(on, fresh)
+                if client is not fresh:  # another request connected first
+                    await fresh.close()
+            await asyncio.wait_for(client.publish(req), self.timeout)
+        except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
+            await self._drop(loop, on)
+            self.breaker.failed(req, exc)
+            return
+        self.breaker.kept()
 
     async def _drop(self, loop: asyncio.AbstractEventLoop, on: str) -> None:
         stale = self._clients.get(loop, {}).pop(on, None)
