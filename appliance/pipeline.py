@@ -68,9 +68,11 @@ class TopicAssigner(Protocol):
 
 
 class RedactorLike(Protocol):
-    """Anything with `redact(Prompt) -> Redacted` (Presidio in production)."""
+    """Redacts prompts one by one or a batch at once (Presidio in production)."""
 
     def redact(self, prompt: Prompt) -> Redacted: ...
+
+    def redact_many(self, prompts: Sequence[Prompt]) -> list[Redacted]: ...
 
 
 @dataclass
@@ -203,7 +205,7 @@ class Pipeline:
                 seen[key] = i
                 fresh.append(i)
         clock = _StageClock(self.stage_timer)
-        redacted = [self.redactor.redact(prompts[i]) for i in fresh]
+        redacted = self.redactor.redact_many([prompts[i] for i in fresh])
         clock("redaction")
         vectors, truncated = self.embedder.embed([r.text for r in redacted])
         clock("embedding")

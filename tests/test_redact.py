@@ -47,6 +47,24 @@ def test_each_entity_in_a_sentence_is_redacted(redactor, text, value, entity):  
     assert f"<{entity}>" in out
 
 
+def test_a_batch_is_redacted_exactly_as_each_prompt_alone(redactor):  # type: ignore[no-untyped-def]
+    # the service redacts a batch at once (spaCy's NER over all its prompts): the spans,
+    # types and placeholders of every prompt are those it gets alone, whatever its neighbours
+    texts = ["Please forward the contract to Ms. Vasquez before Friday.",
+             "We flew from Lisbon to Reykjavik last spring.", "ok",
+             "Can you reply to jonas.berg@example.com with the summary? Ana Dias asked.",
+             "Call me back on +44 20 7946 0958 after lunch, or ask sarah at 221B Baker "
+             "Street, London NW1 6XE, whether the Glasgow office is open.",
+             "how do I sort a list in python", "Ella is the cutest baby in the whole family",
+             "Mein Name ist Jürgen Weiß, ich wohne in der Hauptstraße 5, 10115 Berlin."]
+    prompts = [make_prompt(t, request_id=f"b{i}") for i, t in enumerate(texts)]
+    alone = [redactor.redact(p) for p in prompts]
+    assert redactor.redact_many(prompts) == alone
+    assert redactor.redact_many(prompts[::-1]) == alone[::-1]
+    assert "Vasquez" not in alone[0].text and "<LOCATION>" in alone[1].text
+    assert "<EMAIL_ADDRESS>" in alone[3].text and "7946" not in alone[4].text
+
+
 @pytest.mark.parametrize(("text", "value", "entity"), [
     ("can you ask john whether the report is ready", "john", "PERSON"),
     ("my friend sam wants to come along on saturday", "sam", "PERSON"),

@@ -28,3 +28,9 @@ def test_the_redactors_vocabulary_keeps_no_word_of_the_prompts_it_saw(
         redactor.analyze(f"Ticket {secrets.token_hex(4)} from Zyx{secrets.token_hex(3)} "
                          f"about order {i}.")
     assert len(vocab) == before
+    # nor when a batch is redacted at once (the service's batches)
+    batch = [make_prompt(f"Ask Zyx{secrets.token_hex(3)} Vexmoor{secrets.token_hex(3)} at "
+                         f"z{secrets.token_hex(3)}@example.com", request_id=f"m{i}")
+             for i in range(20)]
+    assert all("@" not in r.text for r in redactor.redact_many(batch))
+    assert len(vocab) == before
