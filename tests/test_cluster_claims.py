@@ -82,3 +82,41 @@ def test_a_node_whose_partition_has_an_unreadable_claim_does_not_start(
         "it, or wait for it to expire (6 s after its last write), before taking the "
         "partition. Nothing was consumed."], lines  # the node's owner_ttl_s
     assert "Traceback" not in (tmp_path / "a.log").read_text()
+
+
+@pytest.mark.parametrize("value", [b"{torn", json.dumps({"v": 2, "owner": "b"}).encode()])
+def test_a_running_node_gives_up_a_partition_whose_claim_it_cannot_read_any_more(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, value: bytes) -> None:
+    """Its claim was overwritten (it was cut off from NATS past owner_ttl_s) by one it
+    cannot read: another node's all the same, so it stops consuming that partition. Before:
+    each heartbeat failed on a value that is not JSON, and the node went on consuming beside
+    its writer; one without `node` was said to be node 'None''s."""
+    import logging
+
+    with nats_server(tmp_path / "nats") as url:
+
+        async def run() -> tuple[list[tuple[int, str]], dict[int, str]]:
+            import nats
+
+            nc = await nats.connect(url)
+            try:
+                kv = await owners_bucket(nc.jetstream(), ttl_s=TTL_S, replicas=1)
+                lost: list[tuple[int, str]] = []
+                own = Ownership(kv, "a", [0, 1], TTL_S,
+                                on_lost=lambda p, holder: lost.append((p, holder)))
+                await own.claim()
+                await kv.put("p1", value)
+                for p in (0, 1):  # the heartbeat's refresh of each partition
+                    await own._refresh(p)
+                await own.release()
+                return lost, own.lost
+            finally:
+                await nc.close()
+
+        with caplog.at_level(logging.ERROR, logger="semtrace.cluster"):
+            lost, held = asyncio.run(run())
+    assert lost == [(1, "?")] and held == {1: "?"}
+    assert [r.getMessage() for r in caplog.records] == [
+        "Partition 1 was claimed by a node whose claim this node cannot read while this node "
+        "could not refresh its claim; this node stops consuming it (restart it without that "
+        "partition in --own, or stop the other node and restart this one)."]

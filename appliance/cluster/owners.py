@@ -250,14 +250,20 @@ class Ownership:
         except KeyNotFoundError:  # expired while NATS was away, and nobody took it
             self._revisions[p] = await self.kv.create(_key(p), self._value())
             return
-        value = json.loads(entry.value)
-        if value.get("instance") == self._instance:  # our own write, its ack lost
+        try:
+            value = json.loads(entry.value)
+            mine = isinstance(value, dict) and value.get("instance") == self._instance
+            holder = str(claim_of(p, value).node) if not mine else self.node
+        except ValueError:  # a claim this node cannot read (`wire.py`): another's all the same
+            mine, holder = False, "?"
+        if mine:  # our own write, its ack lost
             self._revisions[p] = await self.kv.update(_key(p), self._value(),
                                                       last=entry.revision)
             return
-        holder = str(value.get("node"))
         self.lost[p] = holder
-        log.error(f"Partition {p} was claimed by node '{holder}' while this node could not "
+        who = (f"node '{holder}'" if holder != "?" else
+               "a node whose claim this node cannot read")
+        log.error(f"Partition {p} was claimed by {who} while this node could not "
                   "refresh its claim; this node stops consuming it (restart it without that "
                   "partition in --own, or stop the other node and restart this one).",
                   extra={"event": "partition_lost", "partition": p, "holder": holder})
