@@ -152,9 +152,10 @@ def reveal(record_id: int, data_dir: Path | None, passphrase_file: Path | None,
                 # to tenants learns nothing of what lies outside them
                 raise AccessDenied(f"The {name} role has no record {record_id} to reveal in "
                                    f"its tenant(s) {', '.join(bound)}; nothing was revealed.")
-            if compliance_passphrase_file is None:
-                raise AccessDenied("Reveal needs the compliance credential "
-                                   "(--compliance-passphrase-file).")
+            if compliance_passphrase_file is None:  # a missing option: bad input (exit 2,
+                # as a wrong or missing credential file is), not a role refused (exit 4)
+                raise InputError("Reveal needs the compliance credential "
+                                 "(--compliance-passphrase-file).")
             opener = unlock_reveal_key(rt.data_dir, read_passphrase_file(
                 compliance_passphrase_file))
         except SemtraceError as exc:
