@@ -126,7 +126,7 @@ class SemtraceApp(App[None]):
         await self.switch_mode("threads")
         screen = self.screen
         if isinstance(screen, ThreadsScreen):
-            screen.apply_filter(message.filter_text)
+            screen.apply_filter(message.filter_text, heading=message.heading)
 
 
 def make_app(rt: Runtime, *, role: str | None = None, tenant: str | None = None,

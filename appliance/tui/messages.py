@@ -17,6 +17,8 @@ class OpenThread(Message):
 
 @dataclass
 class ShowThreads(Message):
-    """Switch to the threads screen with this filter line applied."""
+    """Switch to the threads screen with this filter line applied (`heading`: what the
+    list is, shown above it while that filter stays: a topic's drill-down)."""
 
     filter_text: str
+    heading: str = ""

@@ -69,9 +69,11 @@ class ThreadsScreen(Screen[None]):
         self.version: int | None = None
         self.note = ""
         self.page: ThreadPage | None = None
+        self.drill: tuple[Filters, str] | None = None  # a drill-down's filter and heading
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield Static(id="threads-head")
         yield Input(placeholder=FILTER_HINT, id="filter", compact=True)
         yield DataTable(id="threads", cursor_type="row", zebra_stripes=True)
         yield Static(id="status")
@@ -108,13 +110,23 @@ class ThreadsScreen(Screen[None]):
 
     def _shown(self, filters: Filters, page: ThreadPage) -> None:
         self.applied = filters
+        self._heading()
         self.show_page(page)
+
+    def _heading(self) -> None:
+        """A drill-down's heading while its filter is the one applied (hidden otherwise)."""
+        head = self.query_one("#threads-head", Static)
+        shown = self.drill is not None and self.drill[0] is self.applied
+        head.display = shown
+        if shown and self.drill is not None:
+            head.update(Text(self.drill[1]))
 
     def _refused(self, filters: Filters, note: str) -> None:
         """A filter the reader refused (a tenant the store never held: a typo) is not
         applied: the table and the status line stay with the filter shown before."""
         if filters is self.filters:
             self.filters = self.applied
+        self._heading()
         self._status(note)
 
     def _row(self, row: ThreadRow) -> tuple[object, ...]:
@@ -192,13 +204,18 @@ class ThreadsScreen(Screen[None]):
     def _apply_filter(self, event: Input.Submitted) -> None:
         self.apply_filter(event.value)
 
-    def apply_filter(self, text: str) -> None:
-        """Parse and apply a filter line; a bad one leaves the filters as they were."""
+    def apply_filter(self, text: str, heading: str = "") -> None:
+        """Parse and apply a filter line; a bad one leaves the filters as they were.
+
+        `heading`: what the list is (a topic's drill-down), shown above the table until
+        another filter is applied."""
         try:
             self.filters = parse_filters(text, context(self).clock())
         except FilterError as exc:
             self._status(f"✖ {exc}")
             return
+        if heading:
+            self.drill = (self.filters, heading)
         self.query_one("#filter", Input).value = text
         self.first_row, self.note = 0, ""
         self.query_one("#threads", DataTable).focus()

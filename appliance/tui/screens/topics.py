@@ -70,6 +70,16 @@ def mean(f: Figure, fmt: Callable[[float], str] = lambda v: f"{v:.1f}") -> Text:
     return Text(fmt(f.value) + ("" if f.exact else f"±{fmt(f.ci95)}"), justify="right")
 
 
+def drill_down(tenant: str, row: GroupStats, view: AggregateView) -> tuple[str, str]:
+    """The threads screen's filter line for a topic's threads active in the screen's
+    window (the `topic:` and `since:`/`until:` filters), and the heading that says so."""
+    first, last = f"{view.start:%Y-%m-%d}", f"{view.last_day:%Y-%m-%d}"
+    heading = (f"Threads of {topic_name(row).plain} ({tenant}) active {first} to {last} UTC, "
+               f"the topics screen's window, whose {count(row.threads).plain} is a noisy "
+               "release capping each person's threads: the exact count may differ")
+    return f"tenant:{tenant} topic:{row.key} since:{first} until:{last}T23:59:59", heading
+
+
 def topic_name(row: GroupStats) -> Text:
     """The topic's label, else its id marked unlabelled."""
     if row.key == NO_TOPIC:
@@ -178,9 +188,11 @@ class TopicsScreen(ReleasedScreen):
 
     @on(DataTable.RowSelected, "#topics")
     def _open(self, event: DataTable.RowSelected) -> None:
-        tenant, _, topic = str(event.row_key.value).partition("\0")
-        if topic != NO_TOPIC:
-            self.post_message(ShowThreads(f"tenant:{tenant} topic:{topic}"))
+        key = str(event.row_key.value)
+        tenant, _, topic = key.partition("\0")
+        row, view = self.rows.get(key), self.view
+        if topic != NO_TOPIC and row is not None and view is not None:
+            self.post_message(ShowThreads(*drill_down(tenant, row, view)))
 
     @on(DataTable.RowHighlighted, "#topics")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
