@@ -61,7 +61,7 @@ def retention_run(data_dir: Path | None, passphrase_file: Path | None, key_file:
         click.echo(f"Shredded {report.shredded} bucket(s), {report.records} record(s); cleared "
                    f"{report.vault_cleared} vault entries; {len(report.held)} bucket(s) on "
                    f"legal hold{_classes(b['class'] for b in report.held_buckets)}.")
-    _warn_idle(report.idle_holds)
+    _warn_idle(report.idle_holds, rt.policies.retention.legal_holds)
 
 
 def _classes(classes: Iterable[str]) -> str:
@@ -73,12 +73,17 @@ def _classes(classes: Iterable[str]) -> str:
     return f" ({', '.join(said)})" if said else ""
 
 
-def _warn_idle(idle: list[Any]) -> None:
+def _warn_idle(idle: list[Any], holds: list[Any]) -> None:
+    """`holds`: the policy's legal holds, to say what to check in the one that is idle (a
+    hold by pseudonym has no user_id to compare with what the gateway sends)."""
     for hold in idle:  # on stderr, under --json too: a hold that holds nothing
         who = f"user {hold.user} of {hold.tenant}" if hold.user else f"tenant {hold.tenant}"
+        check = ("its tenant (case-sensitive, as the gateway sends it) and its pseudonym, as "
+                 "`semtrace threads list --tenant T --user U` prints the user's"
+                 if holds[hold.index].pseudonym is not None else "its tenant and user_id "
+                 "against what the gateway sends (both are case-sensitive)")
         click.echo(f"Warning: legal hold {hold.hold} of retention.toml ({who}, reason "
-                   f"{hold.reason!r}) matches no stored data: check its tenant and user_id "
-                   "against what the gateway sends (both are case-sensitive).", err=True)
+                   f"{hold.reason!r}) matches no stored data: check {check}.", err=True)
 
 
 def _dry_run(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
@@ -117,7 +122,7 @@ def _dry_run(data_dir: Path | None, passphrase_file: Path | None, key_file: Path
                    f"{sum(r['vault_entries'] for r in rows)} vault entries; "
                    f"{len(held)} bucket(s) are kept by a legal hold"
                    f"{_classes(h.data for h in held)}. Nothing was shredded (--dry-run).")
-    _warn_idle(idle)
+    _warn_idle(idle, settings.legal_holds)
 
 
 def _counts(d: Due, records: dict[int, int], vault: dict[int, int]) -> dict[str, int]:
