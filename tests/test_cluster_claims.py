@@ -120,3 +120,25 @@ def test_a_running_node_gives_up_a_partition_whose_claim_it_cannot_read_any_more
         "Partition 1 was claimed by a node whose claim this node cannot read while this node "
         "could not refresh its claim; this node stops consuming it (restart it without that "
         "partition in --own, or stop the other node and restart this one)."]
+
+
+def test_the_preflight_refuses_an_unreadable_claim_before_the_models_load(
+        tmp_path: Path) -> None:
+    """The check a node makes on NATS within seconds of its start (`preflight.py`), before
+    its models load and its store opens. Before, it counted the claim as none, and the node
+    refused it only once it had loaded its models and opened its store."""
+    from appliance.cluster.preflight import preflight
+    from appliance.config import ClusterSecurity, ClusterSettings
+
+    with nats_server(tmp_path / "nats") as url:
+        _put_claim(url, "p1", b"{torn")
+        settings = ClusterSettings(url=url, partitions=4, own="0-1", node="a",
+                                   owner_ttl_s=TTL_S,
+                                   security=ClusterSecurity(plain_bus=True))
+        with pytest.raises(SemtraceError) as stopped:
+            asyncio.run(preflight(settings))
+        assert asyncio.run(preflight(settings.model_copy(update={"own": "2-3"}))).claims == {}
+    assert str(stopped.value) == (
+        "Partition 1 has a claim in NATS this node cannot read (it is not JSON): stop the "
+        "node that wrote it, or wait for it to expire (600 s after its last write), before "
+        "taking the partition. Nothing was consumed.")

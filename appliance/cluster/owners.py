@@ -93,6 +93,22 @@ async def read_claims(kv: Any) -> dict[int, Claim]:
     return claims
 
 
+async def refuse_unreadable(kv: Any, partitions: list[int], ttl_s: float) -> None:
+    """SemtraceError (`unreadable_claim`) when one of `partitions` has a claim this node
+    cannot read (`read_claims` leaves it out: it counts as none there)."""
+    from nats.js.errors import KeyNotFoundError
+
+    for p in partitions:
+        try:
+            value = (await kv.get(_key(p))).value
+        except KeyNotFoundError:  # none, or deleted
+            continue
+        try:
+            claim_of(p, json.loads(value or b""))
+        except ValueError as exc:
+            raise SemtraceError(unreadable_claim(p, exc, ttl_s)) from None
+
+
 def claim_of(partition: int, value: Any) -> Claim:
     """Pure: a claim as a node of any version wrote it: fields this version does not know
     are ignored; ValueError when one it knows is missing or of another type, or when a

@@ -2,10 +2,10 @@
 
 A node that cannot join (no server at the URL, credentials refused, the server
 without the mappings, a stream made for another partition count, a partition
-that a live node owns) says so in one sentence within seconds, and changes
-nothing: not after a minute of loading models, a retention run on its store
-and its socket served. The real start repeats the checks that can race (the
-claims are taken then).
+that a live node owns, or whose claim it cannot read) says so in one sentence
+within seconds, and changes nothing: not after a minute of loading models, a
+retention run on its store and its socket served. The real start repeats the checks
+that can race (the claims are taken then).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from appliance.cluster.owners import (
     owned_elsewhere,
     owners_bucket,
     read_claims,
+    refuse_unreadable,
     watch_copies,
 )
 from appliance.cluster.stream import LastConsumer, check_mapping, check_stream
@@ -54,6 +55,8 @@ async def preflight(settings: ClusterSettings) -> Joining:
         except BucketNotFoundError:
             return Joining(last, {})  # no node ever claimed a partition
         claims = await read_claims(kv)
+        await refuse_unreadable(kv, [p for p in settings.owned() if p not in claims],
+                                settings.owner_ttl_s)
     finally:
         await nc.close()
     me = node_name(settings.node)
