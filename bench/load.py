@@ -1,8 +1,9 @@
 """Load benchmark of `semtrace serve` through its real socket.
 
 Single-client ack latency (sync mode, ~30-token prompts), sustained throughput
-with N concurrent clients, errors and losses, and the server's RSS. Prints
-figures; asserts nothing.
+with N concurrent clients, errors and losses, the server's CPU time per prompt under
+the concurrent load (its user + system time from /proc: far less noisy than prompts/s on a
+shared host) and its RSS. Prints figures; asserts nothing.
 
     .venv/bin/python bench/load.py [--prompts 2000] [--clients 8] [--rss-prompts 0]
 """
@@ -68,6 +69,12 @@ def start_server(tmp: Path) -> tuple[subprocess.Popen[bytes], Path]:
     raise SystemExit("server did not start")
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
@@ -126,10 +133,14 @@ def main() -> None:
             print(f"single client, sync: n={len(lat)} p50={statistics.median(lat):.1f} ms "
                   f"p99={pct(lat, 0.99):.1f} ms p99.9={pct(lat, 0.999):.1f} ms "
                   f"max={max(lat):.1f} ms")
+            busy = cpu_s(proc.pid)
             secs, acked, errors = concurrent(sock, corpus, args.prompts, args.clients)
+            busy = cpu_s(proc.pid) - busy
             print(f"{args.clients} clients: {acked} acked in {secs:.1f} s = "
                   f"{acked / secs:.0f} prompts/s, errors={errors}, "
-                  f"lost={args.prompts - args.prompts % args.clients - acked - errors}")
+                  f"lost={args.prompts - args.prompts % args.clients - acked - errors}; "
+                  f"server CPU {busy * 1000 / max(acked, 1):.2f} ms a prompt, "
+                  f"load average {os.getloadavg()[0]:.1f}")
             with Client(sock) as c:
                 stored = c.request({"v": 1, "op": "stats"})["store"]["records"]
             print(f"stored records: {stored}; server RSS {rss_mb(proc.pid):.0f} MB "
@@ -141,7 +152,6 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait()
-    _ = os
 
 
 if __name__ == "__main__":
