@@ -551,6 +551,10 @@ def test_audit_log_says_when_older_entries_are_left_out_and_all_exports_them(
     shreds = json.loads(run_cli("audit", "log", "--json", "--all", "--event", "shred",
                                 *args).stdout)
     assert len(shreds) >= 60 and {e["event"] for e in shreds} == {"shred"}
+    # --limit with --all asked for two answers: refused in one sentence, nothing printed
+    both = run_cli("audit", "log", "--json", "--all", "--limit", "10", *args)
+    assert both.returncode == 2 and both.stdout == ""
+    assert "--limit 10 and --all contradict each other" in _one_sentence(both)
 
 
 def test_a_report_checks_against_the_public_key_saved_plain_or_as_json(

@@ -79,6 +79,8 @@ def test_the_retention_screen_flags_a_legal_hold_that_holds_nothing(
         await settle(pilot)
         policy = str(pilot.app.screen.query_one("#policy").render())
         assert "legal holds: 2" in policy and "1 match no stored data" in policy, policy
+        # the hint names both ways a hold names its user, not only user_id
+        assert "user_id or pseudonym" in policy, policy
 
     run(app_for(runtime, role="compliance"), scenario)
 

@@ -83,6 +83,7 @@ def audit_log(data_dir: Path | None, passphrase_file: Path | None, key_file: Pat
     from appliance.roles import bound_tenants, require
 
     not_blank(tenant=tenant)
+    _limit_or_all(limit, every)
     rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
     try:
         name = require(rt.policies.access, role or "compliance", "audit", tenant=tenant)
@@ -115,6 +116,15 @@ def audit_log(data_dir: Path | None, passphrase_file: Path | None, key_file: Pat
         click.echo(f"Audit log BROKEN: {chain.problem}; these entries cannot be trusted "
                    "(see `semtrace audit verify`).", err=True)
         sys.exit(6)
+
+
+def _limit_or_all(limit: int, every: bool) -> None:
+    """--limit N with --all asks for two answers: refused rather than one silently
+    dropped (an officer exporting 'the last 200' would get every entry)."""
+    source = click.get_current_context().get_parameter_source("limit")
+    if every and source is not click.core.ParameterSource.DEFAULT:
+        raise InputError(f"--limit {limit} and --all contradict each other: --all lists "
+                         "every entry; give one of them.")
 
 
 def _with_proof(entry: Any, signed: list[tuple[int, str, str]], ok: bool) -> dict[str, Any]:

@@ -51,7 +51,8 @@ def policy_text(view: RetentionView) -> Text:
     out.append(f"Next scheduled shred: {nxt} (cron '{view.schedule_cron}') · legal holds: "
                f"{view.legal_holds}")
     if view.idle_holds:  # a hold on a misspelt tenant or user keeps nothing from the shred
-        out.append(f" ✖ {view.idle_holds} match no stored data (check tenant and user_id)",
+        out.append(f" ✖ {view.idle_holds} match no stored data (check each hold's tenant "
+                   "and user_id or pseudonym)",
                    style="bold red")
     out.append("\n")
     # A run covers every tenant: its bucket count is not one tenant's to read.
