@@ -385,8 +385,8 @@ def test_a_store_command_as_root_on_a_service_host_names_the_services_data_dir(
     where install.sh put the service was told 'The data dir /root/.local/share/semtrace
     does not exist (run `semtrace init`)': advice that makes an empty store in root's home.
     With the install's record in the venv a command that changes data names the service's
-    data dir to give (the checks, audit verify included, check it instead:
-    test_service_host_checks.py)."""
+    data dir to give (the checks and the commands that only read, audit verify and
+    retention run --dry-run included, read it instead: test_service_host_checks.py)."""
     from appliance.cli import main
     from appliance.config import paths
 
@@ -394,8 +394,8 @@ def test_a_store_command_as_root_on_a_service_host_names_the_services_data_dir(
     record = tmp_path / "service.conf"
     record.write_text(f"data_dir={service}\npassphrase_file={passphrase_file}\n")
     monkeypatch.setattr(paths, "SERVICE_RECORD", record)
-    for argv in (["retention", "run", "--dry-run"], ["erase", "--tenant", "acme", "--user",
-                                                     "u1", "--reason", "T-1"]):
+    for argv in (["retention", "run"], ["erase", "--tenant", "acme", "--user", "u1",
+                                        "--reason", "T-1"]):
         with pytest.raises(SystemExit) as exit_:
             main([*argv, "--passphrase-file", str(passphrase_file)])
         err = capsys.readouterr().err

@@ -118,6 +118,18 @@ def open_dir(data_dir: Path | None, passphrase_file: Path | None, key_file: Path
     return rt
 
 
+def open_read(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
+              command: str) -> Runtime:
+    """Open, read-only, the data dir a command that only reads the store reads: the one
+    given, else the caller's own store, else on a service host the service's, said on
+    stderr (`check_target.read_target`: the checks' rule). `command` names it in the
+    sentence for a data dir this user cannot read."""
+    from appliance.cli.check_target import read_target
+
+    return open_dir(read_target(data_dir, command).path, passphrase_file, key_file,
+                    readonly=True)
+
+
 QUERY_SOCKET_ENV = "SEMTRACE_QUERY_SOCKET"
 QUERY_SOCKET_NAME = "query.sock"
 

@@ -19,7 +19,7 @@ from appliance.cli import (
     data_dir_option,
     emit_json,
     not_blank,
-    open_dir,
+    open_read,
     output_path,
     role_option_as,
 )
@@ -76,7 +76,9 @@ def audit_verify(data_dir: Path | None, passphrase_file: Path | None, key_file: 
 def audit_log(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
               role: str | None, tenant: str | None, events: tuple[str, ...], limit: int,
               every: bool, as_json: bool) -> None:
-    """Print the most recent audit entries (a role bound to tenants sees only theirs)."""
+    """Print the most recent audit entries (a role bound to tenants sees only theirs).
+    Without a data dir given, or a store of the caller's own, it reads the installed
+    service's (and says so), as audit verify does."""
     from appliance.audit import verify_chain
     from appliance.query import audit_entries
     from appliance.reads import check_tenant
@@ -84,7 +86,7 @@ def audit_log(data_dir: Path | None, passphrase_file: Path | None, key_file: Pat
 
     not_blank(tenant=tenant)
     _limit_or_all(limit, every)
-    rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
+    rt = open_read(data_dir, passphrase_file, key_file, "audit log")
     try:
         name = require(rt.policies.access, role or "compliance", "audit", tenant=tenant)
         check_tenant(rt.store, rt.policies, tenant)
@@ -185,10 +187,14 @@ def audit_retention(data_dir: Path | None, passphrase_file: Path | None, key_fil
 @click.option("--json", "as_json", is_flag=True)
 def audit_public_key(data_dir: Path | None, passphrase_file: Path | None,
                      key_file: Path | None, as_json: bool) -> None:
-    """Print the appliance's current audit-signing public key (base64, Ed25519)."""
-    with _opened(data_dir, passphrase_file, key_file) as rt:
+    """Print the appliance's current audit-signing public key (base64, Ed25519). Without a
+    data dir given, or a store of the caller's own, the installed service's (and says so)."""
+    rt = open_read(data_dir, passphrase_file, key_file, "audit public-key")
+    try:
         signer = rt.keyring.audit_signer()
         key_id, public_key = signer.key_id(), signer.public_key_b64()
+    finally:
+        rt.close()
     if as_json:
         emit_json({"key_id": key_id, "public_key": public_key, "algorithm": "Ed25519"})
     else:

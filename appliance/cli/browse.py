@@ -18,7 +18,7 @@ from appliance.cli import (
     data_dir_option,
     emit_json,
     not_blank,
-    open_dir,
+    open_read,
     progress_bar,
     query_socket,
     query_socket_option,
@@ -72,7 +72,7 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
         reply = ask(socket_path, {**req, "topic": topic} if topic is not None else req)
         rows, currency = [thread_from_json(t) for t in reply["threads"]], reply["currency"]
     else:
-        rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
+        rt = open_read(data_dir, passphrase_file, key_file, "threads list")
         try:
             name = require(rt.policies.access, role, "threads:read", tenant=tenant)
             check_tenant(rt.store, rt.policies, tenant)
@@ -141,7 +141,7 @@ def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | 
         shown = ask(socket_path, {"op": "thread", "role": role, "thread_id": thread_id})
         thread, currency = thread_from_json(shown["thread"]), shown["currency"]
     else:
-        rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
+        rt = open_read(data_dir, passphrase_file, key_file, "threads show")
         try:
             name = require(rt.policies.access, role, "threads:read")
             thread = get_thread(rt.store, thread_id)
@@ -224,7 +224,7 @@ def search(text: str, data_dir: Path | None, passphrase_file: Path | None,
         hits: list[dict[str, Any]] = reply["hits"]
         skipped = reply.get("skipped", [])  # a service of an earlier version does not say
     else:
-        rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
+        rt = open_read(data_dir, passphrase_file, key_file, "search")
         try:
             from appliance.embed import LlamaEmbedder
 

@@ -1,11 +1,14 @@
-"""Which data dir the checks (`doctor`, `serve --check`, `audit verify`) check, and the
-sentence saying why.
+"""Which data dir the checks (`doctor`, `serve --check`, `audit verify`) and the other
+commands that only read the store check, and the sentence saying why.
 
 `sudo semtrace doctor` on a healthy service host looked in root's own default folder,
 found nothing and exited 1. The checks only read, and are meant to check the service: with
 no data dir given, no store of the caller's own and install.sh's record in the venv, they
-check the service's data dir and say so. Commands that change data keep refusing instead
-(appliance.runtime.require_data_dir names the service's folder to give).
+check the service's data dir and say so. The commands that open the store read-only with
+the master key (`audit log`, `audit public-key`, `retention run --dry-run`, `thresholds`,
+`threads list|show`, `search`, `stats --user`: `read_target`) choose the same way.
+Commands that change data keep refusing instead (appliance.runtime.require_data_dir names
+the service's folder to give).
 """
 
 from __future__ import annotations
@@ -97,6 +100,20 @@ def require_target(target: Target, command: str) -> None:
         raise InputError(target.missing)
     if closed:
         raise InputError(unreadable(target.path, command))
+
+
+def read_target(data_dir: Path | None, command: str) -> Target:
+    """The data dir a command that only reads the store opens, by the checks' rule
+    (`target_for`, refused as `require_target` refuses); the service's is said on stderr
+    first, in doctor's words (stdout may carry --json), since it is not the folder the
+    caller may think. `command` as the caller typed it, for the unreadable sentence."""
+    import click
+
+    target = target_for(data_dir)
+    require_target(target, command)
+    if target.source == SERVICE:
+        click.echo(f"semtrace: {target.why}", err=True)
+    return target
 
 
 def check_target(given: Path | None, from_env: bool) -> Target:

@@ -90,10 +90,14 @@ def _dry_run(data_dir: Path | None, passphrase_file: Path | None, key_file: Path
              role: str | None, now: datetime, as_json: bool) -> None:
     """What a run at `now` would shred and what a hold keeps, read-only: nothing changes
     and nothing is audited."""
+    from appliance.cli.check_target import read_target
     from appliance.retention import held_pairs, idle_holds, live_buckets, plan
     from appliance.roles import require
 
-    rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
+    # read-only, like audit verify: on a service host, the service's data dir (a run
+    # shreds, and keeps refusing root's empty default folder instead)
+    target = read_target(data_dir, "retention run --dry-run")
+    rt = open_dir(target.path, passphrase_file, key_file, readonly=True)
     try:
         require(rt.policies.access, role or "compliance", "retention",
                 every_tenant="the retention run")
@@ -113,7 +117,8 @@ def _dry_run(data_dir: Path | None, passphrase_file: Path | None, key_file: Path
         emit_json({"as_of": now, "dry_run": True, "due": rows,
                    "held": [(h.bucket.tenant, h.bucket.user, h.bucket.day) for h in held],
                    "held_buckets": [h.as_json() | _counts(h, counts, vault) for h in held],
-                   "idle_holds": idle})
+                   "idle_holds": idle, "data_dir": str(target.path),
+                   "data_dir_source": target.source, "data_dir_why": target.why})
     else:
         tenants = Counter(r["tenant"] for r in rows)
         where = ", ".join(f"{t} {n}" for t, n in sorted(tenants.items())) or "none"

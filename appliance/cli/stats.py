@@ -30,6 +30,7 @@ from appliance.cli import (
     emit_json,
     not_blank,
     open_dir,
+    open_read,
     query_socket,
     query_socket_option,
     role_option,
@@ -109,8 +110,11 @@ def stats_command(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any
 
 def _direct(q: StatsQuery, data_dir: Path | None, passphrase_file: Path | None,
             key_file: Path | None, role: str | None) -> dict[str, Any]:
-    """The report's JSON, from the store opened with the master key (operators)."""
-    rt = open_dir(data_dir, passphrase_file, key_file, readonly=q.user is not None)
+    """The report's JSON, from the store opened with the master key (operators). One user's
+    view only reads: on a service host, the service's store, as audit verify (check_target);
+    a cross-user figure spends privacy budget, so root's empty default folder is refused."""
+    rt = (open_read(data_dir, passphrase_file, key_file, f"stats {q.kind} --user")
+          if q.user is not None else open_dir(data_dir, passphrase_file, key_file))
     try:
         require(rt.policies.access, role, stats_permission(q.user), tenant=q.tenant)
         return stats_json(run_stats(q, rt.store, rt.keyring, rt.policies),

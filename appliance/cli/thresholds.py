@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from appliance.cli import credential_options, data_dir_option, emit_json, open_dir, role_option
+from appliance.cli import credential_options, data_dir_option, emit_json, open_read, role_option
 
 
 @click.command()
@@ -30,7 +30,7 @@ def thresholds(data_dir: Path | None, passphrase_file: Path | None, key_file: Pa
     from appliance.roles import require, sees
     from appliance.thresholds import TenantThresholds
 
-    rt = open_dir(data_dir, passphrase_file, key_file, readonly=True)
+    rt = open_read(data_dir, passphrase_file, key_file, "thresholds")
     try:
         name = require(rt.policies.access, role or "operator", "service", tenant=tenant)
         s = rt.policies.correlation
