@@ -202,6 +202,7 @@ def _every(reports: list[EraseReport], as_json: bool, *, bound: bool,
         sentence,
         stale_sentence,
         superseded_sentence,
+        unreadable_of,
     )
 
     records = sum(r.records for r in reports)
@@ -214,8 +215,11 @@ def _every(reports: list[EraseReport], as_json: bool, *, bound: bool,
         emit_json({"tenants": [{**_as_json(r), "tombstone": not r.held,
                                 "node": nodes.get(r.tenant)} for r in reports],
                    "records": records, "tombstone_only": empty,
-                   "pending": [as_json_of(x) for x in waiting if not not_sent(x)],
+                   "pending": [as_json_of(x) for x in waiting if not not_sent(x)
+                               and unreadable_of(x.answer) is None],
                    "not_sent": [as_json_of(x) for x in unsent],
+                   "unreadable_answers": [as_json_of(x) for x in waiting
+                                          if unreadable_of(x.answer) is not None],
                    "superseded": [as_json_of(x) for x in elsewhere if x.superseded],
                    "stale_here": [_as_json(r) for r in stale],
                    **(unsearched.as_json() if unsearched is not None else {}),

@@ -26,6 +26,7 @@ from appliance.cli.erasure_said import (
     superseded_json,
     superseded_sentence,
     unreached_of,
+    unreadable_of,
 )
 from appliance.errors import SemtraceError
 
@@ -219,6 +220,8 @@ def _audited(request: ErasureRequest, asked: Asked, reason: str) -> dict[str, An
         entry |= {"attempts": failed.attempts, "error": failed.error}
     if unreached is not None:
         entry["error"] = unreached.why
+    if (later := unreadable_of(answer)) is not None:
+        entry["wire_version"] = later.version
     if (earlier := asked.superseded) is not None:
         entry["superseded"] = superseded_json(earlier)
     return entry
@@ -228,6 +231,8 @@ def _outcome(answer: Answer) -> str:
     applied, unreached = applied_of(answer), unreached_of(answer)
     if unreached is not None:
         return "pending" if unreached.sent else "not_sent"
+    if unreadable_of(answer) is not None:
+        return "unreadable_answer"
     return ("failed" if failed_of(answer) else "pending" if applied is None
             else "refused" if applied.refused else "held" if applied.held else "applied")
 
@@ -270,13 +275,16 @@ def erase_on_owner(rt: Runtime, shredder: Shredder, home: Home, *, user_id: str,
 
 
 def exit_code(asked: list[Asked]) -> int:
-    """5 if a legal hold kept the user somewhere, 7 if an erasure is incomplete, 1 if NATS
+    """5 if a legal hold kept the user somewhere, 7 if an erasure is incomplete (or its
+    answer is of a wire version this node cannot read), 1 if NATS
     did not take a request, 9 if an owner failed to apply one, 8 if one is pending, else 0
     (an incomplete one is also said on stderr)."""
     code = 0
     for a in asked:
         applied = applied_of(a.answer)
-        if applied is None:
+        if unreadable_of(a.answer) is not None:  # not known applied: this node must upgrade
+            code = 5 if code == 5 else 7
+        elif applied is None:
             waiting = (NOT_SENT_EXIT if not_sent(a) else
                        FAILED_EXIT if failed_of(a.answer) else PENDING_EXIT)
             order = (0, PENDING_EXIT, FAILED_EXIT, NOT_SENT_EXIT)  # the worst last

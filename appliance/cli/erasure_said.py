@@ -14,6 +14,7 @@ if TYPE_CHECKING:
         Home,
         Superseded,
         Unreached,
+        Unreadable,
     )
     from appliance.erasure import EraseReport
 
@@ -51,6 +52,13 @@ def unreached_of(answer: Answer) -> Unreached | None:
     return answer if isinstance(answer, Unreached) else None
 
 
+def unreadable_of(answer: Answer) -> Unreadable | None:
+    """The wire version of an answer a later version wrote, None when this node read it."""
+    from appliance.cluster.erasures import Unreadable
+
+    return answer if isinstance(answer, Unreadable) else None
+
+
 def not_sent(asked: Asked) -> bool:
     """NATS did not take the request: the owner never sees it."""
     return (u := unreached_of(asked.answer)) is not None and not u.sent
@@ -85,6 +93,14 @@ def sentence(asked: Asked, wait_s: float) -> str:
                 "again to see it applied).")
     if failed is not None:
         return _failed_sentence(home, user, failed)
+    if (later := unreadable_of(answer)) is not None:
+        from appliance.cluster.wire import WIRE_VERSION
+
+        return (f"The erasure of {user} in {tenant} is NOT known applied: {who}"
+                f"{',' if home.owner else ''} answered in "
+                f"wire version {later.version}, which this node (wire version {WIRE_VERSION}) "
+                "cannot read: upgrade this node and run this command again to see what it "
+                "did.")
     if applied is None and home.owner is None:
         return (f"The erasure of {user} in {tenant} is pending: no node has consumed its "
                 f"partition {home.partition} yet; the request waits in NATS and the node that "
@@ -134,12 +150,15 @@ def as_json_of(asked: Asked) -> dict[str, Any]:
     return {"tenant": home.tenant, "user": asked.user,
             "node": applied.node if applied else home.owner,
             "partition": home.partition, "applied": done,
-            "pending": not done and not not_sent(asked), "sent": not not_sent(asked),
+            "pending": not done and not not_sent(asked) and unreadable_of(answer) is None,
+            "sent": not not_sent(asked),
             "confirmed": confirmed(asked),
             "failed": None if failed is None else {
                 "attempts": failed.attempts, "error": failed.error,
                 "retry_in_s": failed.retry_in_s},
             "error": unreached.why if unreached is not None else None,
+            "unreadable_answer": None if (later := unreadable_of(answer)) is None
+            else {"wire_version": later.version},
             "superseded": None if asked.superseded is None
             else superseded_json(asked.superseded),
             "held": bool(applied and applied.held),

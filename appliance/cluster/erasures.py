@@ -125,7 +125,28 @@ class Superseded:
     failed: Failed | None  # the owner's last failed attempt; None: it had not tried yet
 
 
-Answer = Applied | Failed | Unreached | None  # None: pending (not applied within the wait)
+@dataclass(frozen=True)
+class Unreadable:
+    """The key was rewritten after this command's put (the owner answered, or a node asked
+    again) by a later, incompatible version (`"v"` above this node's, `wire.py`): what it
+    says cannot be read here."""
+
+    version: int
+
+
+Answer = Applied | Failed | Unreached | Unreadable | None  # None: pending (not applied within
+# the wait)
+
+
+def later_version(value: bytes) -> int | None:
+    """Pure: the wire version of a value written by a later, incompatible version; None for
+    one this version reads (or that is not JSON: `decode` says why)."""
+    try:
+        obj = json.loads(value)
+    except ValueError:
+        return None
+    v = obj.get("v") if isinstance(obj, dict) else None
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > WIRE_VERSION else None
 
 
 # what SQLite or the OS say in these cases: fixed phrases with nothing of the request in them
@@ -263,8 +284,9 @@ async def forward(settings: ClusterSettings, request: ErasureRequest, *, wait_s:
     """Put the request in the bucket and wait up to `wait_s` for the owner's outcome: None
     when it has not come, `Failed` when the owner's last attempt failed (the request stays:
     the owner applies it when it can), `Unreached` when NATS failed this command (never
-    raised: the caller says it with what else it did); with the earlier request of the same
-    erasure this one replaced, if that was not applied."""
+    raised: the caller says it with what else it did), `Unreadable` when a later version
+    rewrote the key (the owner answered in a wire version this node cannot read); with the
+    earlier request of the same erasure this one replaced, if that was not applied."""
     denied: list[str] = []  # what the server said it refused on this connection
 
     def refused(exc: Exception) -> None:  # nats-py lower-cases the server's words
@@ -333,7 +355,10 @@ async def _put_and_wait(nc: Any, settings: ClusterSettings, request: ErasureRequ
     while True:
         try:
             with contextlib.suppress(KeyNotFoundError, ValueError, KeyError, TypeError):
-                asked, applied, failure = decode((await kv.get(request.key)).value)
+                value = (await kv.get(request.key)).value
+                if (later := later_version(value)) is not None:  # written after this put
+                    return Unreadable(later), earlier
+                asked, applied, failure = decode(value)
                 # a later request of the same erasure (run again meanwhile) covers this one
                 if asked.requested_at >= request.requested_at:
                     unconfirmed = None  # it is in the bucket: NATS took it
