@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from cluster_nodes import refused, sealed_cluster
+from cluster_nodes import refused, sealed_cluster, tenant_in
 from test_cluster import nats_server
 
 from appliance.cluster.owners import Ownership, owners_bucket
@@ -142,3 +142,44 @@ def test_the_preflight_refuses_an_unreadable_claim_before_the_models_load(
         "Partition 1 has a claim in NATS this node cannot read (it is not JSON): stop the "
         "node that wrote it, or wait for it to expire (600 s after its last write), before "
         "taking the partition. Nothing was consumed.")
+
+
+def test_status_and_erase_name_a_partition_whose_claim_they_cannot_read(
+        tmp_path: Path) -> None:
+    """`cluster status` used to show such a partition as unowned ('(none: queueing)', owner
+    null), while a node holds it: now it is named, 'unreadable claim', with why."""
+    from test_spine import run_cli
+
+    from appliance.cluster.stream import ensure_stream
+    from appliance.config import ClusterSettings
+
+    with nats_server(tmp_path / "nats") as url:
+        async def stream() -> None:
+            import nats
+
+            nc = await nats.connect(url)
+            await ensure_stream(nc.jetstream(), ClusterSettings(url=url, partitions=4),
+                                max_msg_size=1 << 20)
+            await nc.close()
+
+        asyncio.run(stream())
+        _put_claim(url, "p1", json.dumps({"v": 2, "holder": "c", "since": 1.0}).encode())
+        _put_claim(url, "p2", b"{torn")
+        text = run_cli("cluster", "status", "--nats", url)
+        as_json = run_cli("cluster", "status", "--nats", url, "--json")
+        tenant = run_cli("cluster", "status", "--nats", url, "--tenant", tenant_in(1))
+    assert text.returncode == 0, text.stderr
+    rows = {line.split()[0]: line for line in text.stdout.splitlines()
+            if line.split() and line.split()[0].isdigit()}
+    assert "(unreadable claim)" in rows["1"] and "(unreadable claim)" in rows["2"]
+    assert "(none: queueing)" in rows["0"] and "(none: queueing)" in rows["3"]
+    assert ("Partition 1: unreadable claim (the claim on partition 1 is of wire version 2, "
+            "which this node (wire version 1) cannot read: upgrade this node): a node holds "
+            "it that this version cannot name") in text.stdout
+    assert "Partition 2: unreadable claim (it is not JSON)" in text.stdout
+    states = json.loads(as_json.stdout)["states"]
+    assert [(s["owner"], s["unreadable_claim"] is not None) for s in states] == [
+        (None, False), (None, True), (None, True), (None, False)]
+    assert tenant.returncode == 0, tenant.stderr
+    assert tenant.stdout.startswith(f"tenant {tenant_in(1)}: partition 1, unreadable claim (the "
+                                    "claim on partition 1 is of wire version 2")

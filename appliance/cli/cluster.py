@@ -68,6 +68,8 @@ def status(nats_url: str | None, tenants: tuple[str, ...], as_json: bool) -> Non
             return
         for h in homes:
             where = (f"node {h.owner} (heard from {h.owner_seen_s:g} s ago)" if h.owner
+                     else f"unreadable claim ({h.unreadable_claim}): a node holds it, this "
+                     "one cannot say which" if h.unreadable_claim
                      else "no node (its prompts queue)")
             click.echo(f"tenant {h.tenant}: partition {h.partition}, {where}, lag {h.lag}")
         return
@@ -87,10 +89,15 @@ def status(nats_url: str | None, tenants: tuple[str, ...], as_json: bool) -> Non
     click.echo(f"{'part':>4}  {'owner':<20} {'heard from':>10} {'lag':>8} {'pending':>8} "
                f"{'in work':>8} {'redelivered':>11}")
     for s in report.states:  # a node killed stays owner until its claim expires: "heard from"
-        owner = s.owner or "(none: queueing)"
+        owner = s.owner or ("(unreadable claim)" if s.unreadable_claim else "(none: queueing)")
         seen = f"{s.owner_seen_s:.0f} s ago" if s.owner_seen_s is not None else "-"
         click.echo(f"{s.partition:>4}  {owner:<20} {seen:>10} {s.lag:>8} {s.pending:>8} "
                    f"{s.ack_pending:>8} {s.redelivered:>11}")
+    for s in report.states:
+        if s.unreadable_claim:
+            click.echo(f"Partition {s.partition}: unreadable claim ({s.unreadable_claim}): a "
+                       "node holds it that this version cannot name (upgrade this node if a "
+                       "later version wrote the claim), so it is not queueing for want of one.")
 
 
 @cluster.command("nats-config")

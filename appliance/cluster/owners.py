@@ -53,12 +53,9 @@ def owned_elsewhere(p: int, holder: str, age_s: float) -> str:
 
 def unreadable_claim(p: int, exc: ValueError, ttl_s: float) -> str:
     """The sentence that refuses a partition whose claim this node cannot read."""
-    garbled = isinstance(exc, json.JSONDecodeError | UnicodeDecodeError)
-    why = "it is not JSON" if garbled else str(exc).rstrip(".")
-    why = why[:1].lower() + why[1:]
-    return (f"Partition {p} has a claim in NATS this node cannot read ({why}): stop the "
-            f"node that wrote it, or wait for it to expire ({ttl_s:g} s after its last "
-            "write), before taking the partition. Nothing was consumed.")
+    return (f"Partition {p} has a claim in NATS this node cannot read ({unreadable_why(exc)}): "
+            f"stop the node that wrote it, or wait for it to expire ({ttl_s:g} s after its "
+            "last write), before taking the partition. Nothing was consumed.")
 
 
 async def owners_bucket(js: Any, *, ttl_s: float, replicas: int, create: bool = True) -> Any:
@@ -78,19 +75,38 @@ async def owners_bucket(js: Any, *, ttl_s: float, replicas: int, create: bool = 
 
 
 async def read_claims(kv: Any) -> dict[int, Claim]:
-    """Every live claim, by partition."""
+    """Every live claim this node can read, by partition."""
+    return (await all_claims(kv))[0]
+
+
+async def all_claims(kv: Any) -> tuple[dict[int, Claim], dict[int, str]]:
+    """Every live claim this node can read, by partition, and the partitions whose claim
+    it cannot read, with why (a sentence fragment: `unreadable_why`)."""
     from nats.js.errors import NoKeysError
 
     try:
         keys = await kv.keys()
     except NoKeysError:
-        return {}
+        return {}, {}
     claims: dict[int, Claim] = {}
+    unreadable: dict[int, str] = {}
     for key in keys:
-        with contextlib.suppress(Exception):  # gone meanwhile, or unreadable: not a claim
+        with contextlib.suppress(Exception):  # gone meanwhile, or not a partition's key
             p = int(key[1:])
-            claims[p] = claim_of(p, json.loads((await kv.get(key)).value))
-    return claims
+            value = (await kv.get(key)).value
+            try:
+                claims[p] = claim_of(p, json.loads(value or b""))
+            except ValueError as exc:
+                unreadable[p] = unreadable_why(exc)
+    return claims, unreadable
+
+
+def unreadable_why(exc: ValueError) -> str:
+    """Pure: why a claim cannot be read, as a fragment ("it is not JSON", "the claim on
+    partition 1 is of wire version 2, ...")."""
+    garbled = isinstance(exc, json.JSONDecodeError | UnicodeDecodeError)
+    why = "it is not JSON" if garbled else str(exc).rstrip(".")
+    return why[:1].lower() + why[1:]
 
 
 async def refuse_unreadable(kv: Any, partitions: list[int], ttl_s: float) -> None:

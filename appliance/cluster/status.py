@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from appliance.cluster.bus import connect
-from appliance.cluster.owners import owners_bucket, read_claims
+from appliance.cluster.owners import all_claims, owners_bucket
 from appliance.cluster.partition import consumer_name, partition_of
 from appliance.cluster.stream import STREAM_DESCRIPTION, consumer_lag
 from appliance.config import ClusterSettings
@@ -26,6 +26,8 @@ class PartitionState:
     ack_pending: int
     redelivered: int
     lag: int
+    unreadable_claim: str | None = None  # why this node cannot read its claim (a node, of
+    # a later version perhaps, holds it: not "no owner")
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class TenantHome:
     owner: str | None
     owner_seen_s: float | None
     lag: int
-
+    unreadable_claim: str | None = None  # as `PartitionState`
 
 def tenant_homes(status: ClusterStatus, tenants: list[str]) -> list[TenantHome]:
     """Each tenant's partition (as the server maps it) and that partition's owner."""
@@ -63,7 +65,7 @@ def tenant_homes(status: ClusterStatus, tenants: list[str]) -> list[TenantHome]:
     for tenant in tenants:
         state = status.states[partition_of(tenant, status.partitions)]
         out.append(TenantHome(tenant, state.partition, state.owner, state.owner_seen_s,
-                              state.lag))
+                              state.lag, state.unreadable_claim))
     return out
 
 
@@ -88,7 +90,7 @@ async def cluster_status(settings: ClusterSettings) -> ClusterStatus:
                                 "started with --nats.") from None
         count = _partition_count(info.config.description) or settings.partitions
         kv = await owners_bucket(js, ttl_s=settings.owner_ttl_s, replicas=settings.replicas)
-        claims = await read_claims(kv)
+        claims, unreadable = await all_claims(kv)
         lags = await consumer_lag(js, settings, list(range(count)))
     finally:
         await nc.close()
@@ -105,7 +107,8 @@ async def cluster_status(settings: ClusterSettings) -> ClusterStatus:
             partition=p, owner=claim.node if claim else None,
             owner_seen_s=round(now - claim.refreshed, 1) if claim else None,
             consumer=consumer_name(settings.stream, p), pending=lag.pending,
-            ack_pending=lag.ack_pending, redelivered=lag.redelivered, lag=lag.lag))
+            ack_pending=lag.ack_pending, redelivered=lag.redelivered, lag=lag.lag,
+            unreadable_claim=unreadable.get(p)))
     return ClusterStatus(stream=settings.stream, partitions=count,
                          replicas=int(info.config.num_replicas or 1),
                          messages=int(info.state.messages), bytes=int(info.state.bytes),
