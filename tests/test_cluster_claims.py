@@ -147,7 +147,9 @@ def test_the_preflight_refuses_an_unreadable_claim_before_the_models_load(
 def test_status_and_erase_name_a_partition_whose_claim_they_cannot_read(
         tmp_path: Path) -> None:
     """`cluster status` used to show such a partition as unowned ('(none: queueing)', owner
-    null), while a node holds it: now it is named, 'unreadable claim', with why."""
+    null), while a node holds it, and `erase` said no node had consumed it yet: now both
+    name it, 'unreadable claim', with why."""
+    from test_cluster import Node
     from test_spine import run_cli
 
     from appliance.cluster.stream import ensure_stream
@@ -168,6 +170,14 @@ def test_status_and_erase_name_a_partition_whose_claim_they_cannot_read(
         text = run_cli("cluster", "status", "--nats", url)
         as_json = run_cli("cluster", "status", "--nats", url, "--json")
         tenant = run_cli("cluster", "status", "--nats", url, "--tenant", tenant_in(1))
+        key = tmp_path / "cluster.key"
+        assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
+                       str(key)).returncode == 0
+        b = Node(tmp_path, "b", url, key, "0", bus_key=None)  # it only asks
+        erase = [*b.args(), "--tenant", tenant_in(1), "--user", "olga", "--reason", "DSAR",
+                 "--wait", "1"]
+        erased = run_cli("erase", *erase, env=b.env)
+        erased_json = run_cli("erase", *erase, "--json", env=b.env)
     assert text.returncode == 0, text.stderr
     rows = {line.split()[0]: line for line in text.stdout.splitlines()
             if line.split() and line.split()[0].isdigit()}
@@ -183,3 +193,12 @@ def test_status_and_erase_name_a_partition_whose_claim_they_cannot_read(
     assert tenant.returncode == 0, tenant.stderr
     assert tenant.stdout.startswith(f"tenant {tenant_in(1)}: partition 1, unreadable claim (the "
                                     "claim on partition 1 is of wire version 2")
+    assert erased.returncode == 8, erased.stdout + erased.stderr
+    assert erased.stdout.strip().endswith(
+        f"in {tenant_in(1)} is pending: its partition 1 has a claim in NATS this node cannot "
+        "read (a later version's, or corrupt), so which node holds it is not known here and "
+        "none applied it within 1 s; the request waits in NATS for a node that reads it (run "
+        "this command again to see it applied, or upgrade this node: `cluster status`).")
+    assert "the node whose claim this node cannot read" in erased.stderr
+    said = json.loads(erased_json.stdout)
+    assert (said["unreadable_claim"], said["node"], said["pending"]) == (True, None, True)

@@ -184,7 +184,9 @@ def ask_owners(rt: Runtime, shredder: Shredder, homes: list[Home], *, user_id: s
     def sent(home: Home) -> Callable[[], None]:
         def say() -> None:
             if not quiet:
-                who = f"node '{home.owner}'" if home.owner else "the partition's next owner"
+                who = (f"node '{home.owner}'" if home.owner else "the node whose claim this "
+                       "node cannot read" if home.unreadable_claim else
+                       "the partition's next owner")
                 click.echo(f"Waiting up to {wait_s:g} s for {who}, which owns {home.tenant}, "
                            "to apply the erasure ...", err=True)
         return say

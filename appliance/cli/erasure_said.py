@@ -75,7 +75,8 @@ def sentence(asked: Asked, wait_s: float) -> str:
     home, user, answer, tenant = asked.home, asked.user, asked.answer, asked.home.tenant
     applied, failed, unreached = applied_of(answer), failed_of(answer), unreached_of(answer)
     who = (f"node '{home.owner}', which owns {tenant}" if home.owner else
-           f"the node that takes its partition {home.partition}")
+           f"the node whose claim on its partition {home.partition} this node cannot read"
+           if home.unreadable_claim else f"the node that takes its partition {home.partition}")
     if unreached is not None and not unreached.sent:
         return (f"{unreached.why}; the request did not reach {who}, and nothing was erased "
                 "there (this node's audit log records the attempt; run this command again "
@@ -101,6 +102,12 @@ def sentence(asked: Asked, wait_s: float) -> str:
                 f"wire version {later.version}, which this node (wire version {WIRE_VERSION}) "
                 "cannot read: upgrade this node and run this command again to see what it "
                 "did.")
+    if applied is None and home.unreadable_claim:
+        return (f"The erasure of {user} in {tenant} is pending: its partition {home.partition} "
+                "has a claim in NATS this node cannot read (a later version's, or corrupt), "
+                f"so which node holds it is not known here and none applied it within "
+                f"{wait_s:g} s; the request waits in NATS for a node that reads it (run this "
+                "command again to see it applied, or upgrade this node: `cluster status`).")
     if applied is None and home.owner is None:
         return (f"The erasure of {user} in {tenant} is pending: no node has consumed its "
                 f"partition {home.partition} yet; the request waits in NATS and the node that "
@@ -149,7 +156,8 @@ def as_json_of(asked: Asked) -> dict[str, Any]:
     done = applied is not None
     return {"tenant": home.tenant, "user": asked.user,
             "node": applied.node if applied else home.owner,
-            "partition": home.partition, "applied": done,
+            "partition": home.partition, "unreadable_claim": home.unreadable_claim,
+            "applied": done,
             "pending": not done and not not_sent(asked) and unreadable_of(answer) is None,
             "sent": not not_sent(asked),
             "confirmed": confirmed(asked),

@@ -176,17 +176,20 @@ class Home:
     owner: str | None  # the live claim's node, else the partition's last consumer
     live: bool  # the owner holds a live claim (it runs)
     here: bool  # this data dir is the owner
+    unreadable_claim: bool = False  # a node holds it whose claim this node cannot read
 
 
 def home_of(tenant: str, partitions: int, *, claimed_by: str | None, last_consumer: str | None,
-            consumed_here: dict[int, str]) -> Home:
+            consumed_here: dict[int, str], unreadable_claim: bool = False) -> Home:
     """Pure: the tenant's home from the live claim, the partition's last consumer and the
-    partitions this data dir consumed (under which node name)."""
+    partitions this data dir consumed (under which node name); a live claim this node
+    cannot read (`unreadable_claim`) is a node's it cannot name, not here."""
     p = partition_of(tenant, partitions)
-    owner = claimed_by or last_consumer
+    owner = claimed_by or (None if unreadable_claim else last_consumer)
     mine = consumed_here.get(p)
-    return Home(tenant, p, owner, claimed_by is not None,
-                mine is not None and (owner is None or owner == mine))
+    return Home(tenant, p, owner, claimed_by is not None or unreadable_claim,
+                mine is not None and not unreadable_claim and (owner is None or owner == mine),
+                unreadable_claim and claimed_by is None)
 
 
 def encode(request: ErasureRequest, applied: Applied | None = None,
@@ -252,15 +255,15 @@ async def _locate(nc: Any, settings: ClusterSettings, tenants: list[str],
                   consumed_here: dict[int, str]) -> list[Home]:
     from nats.js.errors import BucketNotFoundError, NotFoundError
 
-    from appliance.cluster.owners import owners_bucket, read_claims
+    from appliance.cluster.owners import all_claims, owners_bucket
     from appliance.cluster.stream import last_consumer
 
     js = nc.jetstream()
     try:
-        claims = await read_claims(await owners_bucket(
+        claims, unreadable = await all_claims(await owners_bucket(
             js, ttl_s=settings.owner_ttl_s, replicas=settings.replicas, create=False))
     except BucketNotFoundError:
-        claims = {}
+        claims, unreadable = {}, {}
     last: dict[int, str | None] = {}
     for p in sorted({partition_of(t, settings.partitions) for t in tenants}):
         try:
@@ -274,7 +277,8 @@ async def _locate(nc: Any, settings: ClusterSettings, tenants: list[str],
         p = partition_of(t, settings.partitions)
         claim = claims.get(p)
         homes.append(home_of(t, settings.partitions, claimed_by=claim.node if claim else None,
-                             last_consumer=last[p], consumed_here=consumed_here))
+                             last_consumer=last[p], consumed_here=consumed_here,
+                             unreadable_claim=p in unreadable))
     return homes
 
 
