@@ -75,12 +75,15 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         shredder = Shredder(rt.store, _audit(rt))
         node = this_node(rt)  # this node's name on a cluster, said with the outcome
         home = cluster_away(rt, [tenant]).get(tenant) if tenant is not None else None
+        if tenant is not None:
+            heard = _heard_of(rt)
+            unheard = _unheard_of(tenant, heard if tenant in heard else heard + _noted(rt),
+                                  bound_tenants(rt.policies.access, name),
+                                  cluster=node is not None, away=home is not None)
         if home is not None:  # another node owns the tenant: it erases, this one waits
             sys.exit(erase_on_owner(rt, shredder, home, user_id=user_id, reason=reason,
-                                    wait_s=wait_s, as_json=as_json))
+                                    wait_s=wait_s, as_json=as_json, unheard=unheard))
         if tenant is not None:
-            unheard = _unheard_of(tenant, _heard_of(rt), bound_tenants(rt.policies.access,
-                                                                       name))
             reports = [erase_user(shredder, rt.policies.retention, rt.keyring, tenant=tenant,
                                   user_id=user_id, reason=reason)]
         else:
@@ -139,20 +142,42 @@ def _heard_of(rt: Runtime) -> list[str]:
             if t in named or has_held(rt.store, t)]
 
 
-def _unheard_of(tenant: str, known: list[str], bound: list[str] | None) -> str | None:
+def _noted(rt: Runtime) -> list[str]:
+    """On a cluster, the tenants its nodes noted in NATS (`tenants_known.py`); none on a
+    single host, or when NATS does not say (the note then rests on this data dir)."""
+    import asyncio
+    import contextlib
+
+    from appliance.cluster.tenants_known import cluster_tenants
+
+    if not rt.policies.cluster.url:
+        return []
+    with contextlib.suppress(Exception):
+        return sorted(asyncio.run(cluster_tenants(rt.policies.cluster)))
+    return []
+
+
+def _unheard_of(tenant: str, known: list[str], bound: list[str] | None, *,
+                cluster: bool = False, away: bool = False) -> str | None:
     """Pure: the note for an erasure in a tenant the data dir has never heard of (`known`:
-    those it has heard of), else None. It is erased all the same (a tombstone for a tenant the
-    gateway is about to send), but a mistyped tenant ('Acme') would otherwise read as 'the
-    user has no records' while their records stay in 'acme'; a tenant-bound role is told
-    only of its own tenants."""
+    those it has heard of, with, on a `cluster`, those its nodes noted), else None. It is
+    erased all the same (a tombstone for a tenant the gateway is about to send; by its
+    owner when `away`), but a mistyped tenant ('Acme') would otherwise read as 'the user has
+    no records' while their records stay in 'acme'; a tenant-bound role is told only of its
+    own tenants."""
     if tenant in known:
         return None
-    alike = [t for t in known if t.lower() == tenant.lower() and (bound is None or t in bound)]
-    hint = f" (it knows {', '.join(repr(t) for t in alike)})" if alike else ""
-    return (f"Note: this data dir has never heard of tenant {tenant!r}{hint}: no data of it is "
-            "stored and no policy names it. Tenant names are case-sensitive, as the gateway "
+    alike = sorted({t for t in known if t.lower() == tenant.lower()
+                    and (bound is None or t in bound)})
+    who = "this data dir nor the cluster's nodes" if cluster else "this data dir"
+    hint = f" ({'they know' if cluster else 'it knows'} {', '.join(map(repr, alike))})" \
+        if alike else ""
+    return (f"Note: {'neither ' if cluster else ''}{who} ha{'ve' if cluster else 's'} "
+            f"{'ever' if cluster else 'never'} heard of tenant {tenant!r}{hint}: no data of it "
+            "is stored and no policy names it. Tenant names are case-sensitive, as the gateway "
             "sends them: if this one is mistyped, the user's records were not searched where "
-            "they are (a tombstone was left in it all the same).")
+            "they are (a tombstone was " + ("asked of its owner" if away else "left in it")
+            + " all the same).")
 
 
 def _one(report: EraseReport, as_json: bool, *, node: str | None,

@@ -253,8 +253,9 @@ def erase_stale_copies(rt: Runtime, shredder: Shredder, homes: list[Home], *, us
 
 
 def erase_on_owner(rt: Runtime, shredder: Shredder, home: Home, *, user_id: str, reason: str,
-                   wait_s: float, as_json: bool) -> int:
-    """`erase --tenant` of a tenant on another node: ask, wait, print the answer; the exit
+                   wait_s: float, as_json: bool, unheard: str | None = None) -> int:
+    """`erase --tenant` of a tenant on another node: ask, wait, print the answer (and
+    `unheard`, the note on a tenant no one heard of, on stderr after it); the exit
     code (0 done, 5 legal hold there, 7 incomplete there, 8 pending, 9 the owner failed;
     SemtraceError, exit 1, when NATS did not take the request: nothing was erased)."""
     (asked,) = ask_owners(rt, shredder, [home], user_id=user_id, reason=reason,
@@ -265,13 +266,16 @@ def erase_on_owner(rt: Runtime, shredder: Shredder, home: Home, *, user_id: str,
         raise SemtraceError(sentence(asked, wait_s))
     stale = erase_stale_copies(rt, shredder, [home], user_id=user_id, reason=reason)
     if as_json:
-        emit_json(as_json_of(asked) | {"stale_here": [dataclasses.asdict(r) for r in stale]})
+        emit_json(as_json_of(asked) | {"stale_here": [dataclasses.asdict(r) for r in stale],
+                                       "tenant_known": unheard is None})
     else:
         click.echo(sentence(asked, wait_s))
         if asked.superseded is not None:
             click.echo(superseded_sentence(asked))
         for r in stale:
             click.echo(stale_sentence(r, this_node(rt)))
+        if unheard is not None:
+            click.echo(unheard, err=True)
     code = exit_code([asked])
     return 5 if any(r.held for r in stale) else code
 
