@@ -35,7 +35,7 @@ from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from test_litellm import PreCallSpy, _lookup  # noqa: E402
 from test_service import Server  # noqa: E402
 
-from appliance.integrations import channel  # noqa: E402
+from appliance.integrations import breaker  # noqa: E402
 from appliance.integrations.decorator import Semtrace  # noqa: E402
 from appliance.integrations.litellm import SemtraceLogger  # noqa: E402
 
@@ -55,7 +55,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(autouse=True)
 def _clean_callbacks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(channel, "RETRY_FIRST", 0.3)  # the pause after a failure, shortened
+    monkeypatch.setattr(breaker, "RETRY_FIRST", 0.3)  # the pause after a failure, shortened
     yield
     litellm.logging_callback_manager._reset_all_callbacks()
 
@@ -328,7 +328,7 @@ def test_after_the_pause_one_proxy_request_tries_a_hung_appliance_not_all(
 
     async def traffic() -> int:
         await proxy(0)  # times out (0.5 s): the pause begins
-        await asyncio.sleep(channel.RETRY_FIRST + 0.1)
+        await asyncio.sleep(breaker.RETRY_FIRST + 0.1)
         burst = [asyncio.create_task(proxy(n)) for n in range(1, 9)]  # after the pause
         await asyncio.sleep(0.1)  # a fifth of the timeout
         passed = sum(t.done() for t in burst)

@@ -1,12 +1,15 @@
 """A gateway's turns while the node that owns its tenant is down: queued, and whole.
 
-The real decorator (`Semtrace`) over a real nats-server, and the real service and pipeline
-(SQLCipher, the bundled model, Presidio) behind the real NATS front door, stopped and
-started again as in a rolling upgrade.
+The real decorator (`Semtrace`) and LiteLLM callback (`SemtraceLogger`, real LiteLLM, its
+OpenAI client on an httpx mock transport) over a real nats-server, and the real service
+and pipeline (SQLCipher, the bundled model, Presidio) behind the real NATS front door,
+stopped and started again as in a rolling upgrade.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from test_tool_loop_nats import node
 
 from appliance.integrations.channel import RETRY_FIRST
 from appliance.integrations.decorator import Semtrace
+from appliance.integrations.litellm import SemtraceLogger
 from appliance.query import records_by_request
 
 pytestmark = pytest.mark.slow
@@ -95,3 +99,66 @@ def test_turns_made_while_no_node_answers_are_queued_on_the_bus_not_dropped(
             semtrace.close()
     stored = [records_by_request(pipeline.store, "acme", f"nq-{n}") for n in range(len(users))]
     assert [r.input_tokens if r else None for r in stored] == [10, 11, 12, 13]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydantic's, as LiteLLM loads
+@pytest.mark.parametrize("mode", ["completion", "acompletion"])
+def test_litellm_counts_the_calls_queued_while_no_node_answers_apart_from_failures(
+        pipeline: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: str) -> None:
+    """Through a node's restart the callback counted each call the bus took (no node
+    answered it in time) in `failures`, and `semtrace_available` counted its requests as
+    unrecorded, as if the turns were lost: the node recorded every one once back. They
+    are counted as `queued` now; `failures` and `unrecorded` stay for what nothing took.
+    `acompletion` goes through the asyncio channel."""
+    litellm = pytest.importorskip("litellm")
+    from gateway_fakes import openai_async, openai_sync
+
+    async def acall(text: str, user: str, counted: int) -> Any:
+        out = await litellm.acompletion(model="gpt-4o", client=openai_async(), user=user,
+                                        messages=[{"role": "user", "content": text}])
+        assert await asyncio.to_thread(logger.wait, counted, 30)  # the loop logs meanwhile
+        return out
+
+    def ask(text: str, user: str, counted: int) -> str:  # the call's id: its request id
+        if mode == "acompletion":
+            out = runner.run(acall(text, user, counted))
+        else:
+            out = litellm.completion(model="gpt-4o", client=openai_sync(), user=user,
+                                     messages=[{"role": "user", "content": text}])
+            assert logger.wait(counted, timeout=30)
+        return str(out._hidden_params["litellm_call_id"])
+
+    caplog.set_level(logging.INFO, logger="semtrace")
+    users = ["ines", "jonas", "kemal", "lea"]
+    with nats_server(tmp_path / "nats") as url, asyncio.Runner() as runner:
+        with node(pipeline, tmp_path, url):  # its stream and consumer exist from now on
+            pass
+        logger = SemtraceLogger(url, tenant="acme", timeout=1.0, register_wait=0.2,
+                                plain_bus=True)
+        litellm.callbacks = [logger]
+        try:
+            made = [ask(f"Is the {user} ferry running today?", user, n + 1)
+                    for n, user in enumerate(users)]  # the first one's silence: a pause
+            down = (logger.sent, getattr(logger, "queued", None), logger.failures)
+            with node(pipeline, tmp_path, url) as (_, door):  # the node is back
+                for _ in range(1200):  # each call's registration and its whole ingest
+                    if door.counters["consumed"] >= 2 * len(users):
+                        break
+                    threading.Event().wait(0.05)
+                calls = len(users)
+                while logger.sent == 0 and calls < len(users) + 60:  # until the pause ends
+                    calls += 1
+                    ask("Is the last ferry at nine?", "mona", calls)
+                    threading.Event().wait(0.2)
+        finally:
+            litellm.logging_callback_manager._reset_all_callbacks()
+    assert down == (0, len(users), 0)  # the old code: (0, None, 4): all four "failed"
+    assert logger.sent == 1 and logger.failures == 0
+    back = [r for r in caplog.records if getattr(r, "event", None) == "semtrace_available"]
+    assert len(back) == 1 and back[0].unrecorded == 0, [vars(r) for r in back]
+    assert back[0].queued >= 2 * len(users)  # registrations and whole ingests, all kept
+    warned = [r for r in caplog.records if getattr(r, "event", None) == "semtrace_unavailable"]
+    assert [r.getMessage() for r in warned][:1] == [
+        "no semtrace node answered; calls go on, queued on the bus unanswered until one does"]
+    recorded = [records_by_request(pipeline.store, "acme", rid) for rid in made]
+    assert [r.output_tokens if r else None for r in recorded] == [7] * len(users)

@@ -29,7 +29,9 @@ that could not be registered before is sent whole after the answer. The
 appliance being slow never holds a call past `register_wait` (its late reply is still
 taken); down, hung, busy or answering nonsense, it never fails a call nor holds it past
 `register_wait`: one warning, then calls go on unrecorded (counted in
-`failures`) until it answers again (`channel.py`); no hook ever raises. The
+`failures`) until it answers again (`channel.py`); no hook ever raises. Over NATS, a call
+the bus took while no node answered (a node restarting) is counted in `queued` instead:
+its node records it once back. The
 requests are built in `litellm_requests.py`; its public names are importable
 from here as well.
 """
@@ -51,7 +53,7 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from appliance.client import bus_keys_for, is_nats_url
 from appliance.integrations import MAX_TEXT_CHARS, annotate, reply_attributes
-from appliance.integrations.channel import AsyncChannel, SyncChannel
+from appliance.integrations.channel import AsyncChannel, Delivery, SyncChannel
 from appliance.integrations.litellm_requests import CHAT_CALLS as CHAT_CALLS
 from appliance.integrations.litellm_requests import RESPONSES_CALLS as RESPONSES_CALLS
 from appliance.integrations.litellm_requests import (
@@ -148,7 +150,8 @@ class SemtraceLogger(CustomLogger):
         self.register_wait = min(max(register_wait, 0.0), timeout)
         self._tasks: set[asyncio.Task[None]] = set()  # registrations the proxy went on from
         self.sent = 0  # calls recorded (registered and updated, or sent whole)
-        self.failures = 0  # calls the appliance did not record: no answer, or refused
+        self.failures = 0  # calls nothing recorded: no answer and nothing queued, or refused
+        self.queued = 0  # calls on the NATS bus that no node answered yet: recorded once back
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
         self._workers = futures.ThreadPoolExecutor(2, thread_name_prefix="semtrace")
@@ -189,7 +192,7 @@ class SemtraceLogger(CustomLogger):
 
     def _register(self, kwargs: dict[str, Any], req: dict[str, Any]) -> None:
         try:
-            reply = self._send_sync(req)
+            reply = self._send_sync(req).reply
             if reply is not None:
                 self._registered_now(kwargs, req, reply)
         except Exception as exc:  # noqa: BLE001 - on a worker thread: nobody to raise to
@@ -216,7 +219,7 @@ class SemtraceLogger(CustomLogger):
     async def _register_async(self, data: dict[str, Any], req: dict[str, Any],
                               done: futures.Future[None]) -> None:
         try:
-            reply = await self._send_async(req)
+            reply = (await self._send_async(req)).reply
             if reply is not None:
                 self._registered_now(data, req, reply)
         except Exception as exc:  # noqa: BLE001 - a task: nobody to raise to
@@ -335,14 +338,14 @@ class SemtraceLogger(CustomLogger):
                 "semtrace_redaction_failed", req, error=type(exc).__name__)
             return None
 
-    def _send_sync(self, req: dict[str, Any]) -> dict[str, Any] | None:
+    def _send_sync(self, req: dict[str, Any]) -> Delivery:
         out = self._outgoing(req)
-        return None if out is None else self._sync.send(out)
+        return Delivery(None) if out is None else self._sync.deliver(out)
 
-    async def _send_async(self, req: dict[str, Any]) -> dict[str, Any] | None:
+    async def _send_async(self, req: dict[str, Any]) -> Delivery:
         # Presidio takes tens of milliseconds a prompt: not on the proxy's event loop
         out = req if self.redact is None else await asyncio.to_thread(self._outgoing, req)
-        return None if out is None else await self._async.send(out)
+        return Delivery(None) if out is None else await self._async.deliver(out)
 
     def _broke(self, hook: str, exc: Exception) -> None:
         """A hook failed on something unforeseen: the call goes on; logged by type only."""
@@ -354,13 +357,16 @@ class SemtraceLogger(CustomLogger):
                 self.failures += 1
                 self._done.notify_all()
 
-    def _finished(self, kwargs: Any, req: dict[str, Any], reply: dict[str, Any] | None,
+    def _finished(self, kwargs: Any, req: dict[str, Any], done: Delivery,
                   update: bool) -> None:
         """Count a finished call; a whole ingest's reply also goes on the span."""
+        reply = done.reply
         if reply is not None and not update:
             self._apply(kwargs, req, reply)
         with self._lock:
-            if reply is None or not reply.get("ok"):  # no answer, or refused (busy, too long)
+            if reply is None and done.queued:  # on the bus: its node records it once back
+                self.queued += 1
+            elif reply is None or not reply.get("ok"):  # no answer, or refused (busy, ...)
                 self.failures += 1
             else:
                 self.sent += 1
@@ -376,6 +382,8 @@ class SemtraceLogger(CustomLogger):
         annotate(parent_span(kwargs), reply)
 
     def wait(self, count: int, timeout: float = 30.0) -> bool:
-        """Block until `count` calls were recorded or failed (for tests and shutdown)."""
+        """Block until `count` calls were recorded, queued or failed (for tests and
+        shutdown)."""
         with self._done:
-            return self._done.wait_for(lambda: self.sent + self.failures >= count, timeout)
+            return self._done.wait_for(
+                lambda: self.sent + self.queued + self.failures >= count, timeout)

@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable
 from concurrent import futures
 
-from appliance.integrations.channel import Breaker
+from appliance.integrations.breaker import Breaker
 
 MAX_PENDING = 1_000  # requests handed to the workers and not sent yet
 WORKERS = 4  # senders, each with its own connections; a user's requests go to one
