@@ -4,6 +4,11 @@ Beside sentence-transformers on the same model when it is installed (it is not
 a dependency: install it in a scratch venv to compare). Prints figures.
 
     .venv/bin/python bench/embed.py [--n 1000]
+    .venv/bin/python bench/embed.py --packs 1,16,32,64,128 [--runs 3]
+
+`--packs` gives, for each pack size, the CPU time (user + system of this process, which
+holds on a loaded host where wall time does not) a prompt in calls of 8 prompts, over
+interleaved runs, and how far its vectors are from one prompt a decode.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -32,11 +39,37 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
+def packs(texts: list[str], sizes: list[int], runs: int) -> None:
+    """CPU time a prompt per pack size, and each one's distance to one prompt a decode."""
+    settings = load_policies().correlation.embedding
+    embs = {p: LlamaEmbedder(settings.model_copy(update={"pack_tokens": p})) for p in sizes}
+    alone = np.vstack([embs[sizes[0]].embed([t])[0] for t in texts])
+    cpu: dict[int, list[float]] = {p: [] for p in sizes}
+    for run in range(runs):
+        for p in sizes if run % 2 == 0 else sizes[::-1]:
+            s = time.process_time()
+            vecs = np.vstack([embs[p].embed(texts[i:i + 8])[0] for i in range(0, len(texts), 8)])
+            cpu[p].append((time.process_time() - s) * 1000 / len(texts))
+        print(f"run {run + 1} of {runs} done", file=sys.stderr)
+    for p in sizes:
+        vecs = np.vstack([embs[p].embed(texts[i:i + 8])[0] for i in range(0, len(texts), 8)])
+        diff = np.abs(vecs - alone).max(axis=1)
+        print(f"packs of {p} tokens: CPU {min(cpu[p]):.2f}-{max(cpu[p]):.2f} ms a prompt "
+              f"(median {statistics.median(cpu[p]):.2f}); against one prompt a decode: "
+              f"{int((diff > 1e-6).sum())} of {len(texts)} vectors differ by more than 1e-6, "
+              f"max {diff.max():.1e}, cosine min {(vecs * alone).sum(axis=1).min():.5f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--packs", default="", help="comma-separated pack sizes, in tokens")
+    ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
     texts = [json.loads(x)["text"] for x in DEV.read_text().splitlines()][: args.n]
+    if args.packs:
+        packs(texts, [int(p) for p in args.packs.split(",")], args.runs)
+        return
     emb = LlamaEmbedder(load_policies().correlation.embedding)
     emb.embed(texts[:8])  # warm up
     lat = []
