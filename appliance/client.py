@@ -153,9 +153,13 @@ class AsyncClient:
             raise SemtraceError(f"Permission denied on the socket {socket_path}.") from None
         return cls(reader, writer)
 
-    async def request(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Send one request and wait for its reply. A request given up on (cancelled, timed
-        out) still has its reply read, so the next ones get theirs."""
+    async def request(self, obj: dict[str, Any], timeout: float | None = None
+                      ) -> dict[str, Any]:
+        """Send one request and wait for its reply (TimeoutError after `timeout` seconds,
+        if given). A request given up on (cancelled, timed out) still has its reply read,
+        so the next ones get theirs."""
+        if timeout is not None:
+            return await asyncio.wait_for(self.request(obj), timeout)
         if self._ended:
             raise ConnectionClosed("The service closed the connection.")
         reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()

@@ -18,7 +18,9 @@ import pytest
 from test_cluster import nats_server
 from test_tool_loop_nats import node
 
-from appliance.integrations.channel import RETRY_FIRST
+from appliance.client import open_client
+from appliance.integrations.breaker import Breaker
+from appliance.integrations.channel import RETRY_FIRST, AsyncChannel, SyncChannel
 from appliance.integrations.decorator import Semtrace
 from appliance.integrations.litellm import SemtraceLogger
 from appliance.query import records_by_request
@@ -162,3 +164,62 @@ def test_litellm_counts_the_calls_queued_while_no_node_answers_apart_from_failur
         "no semtrace node answered; calls go on, queued on the bus unanswered until one does"]
     recorded = [records_by_request(pipeline.store, "acme", rid) for rid in made]
     assert [r.output_tokens if r else None for r in recorded] == [7] * len(users)
+
+
+def _ask(rid: str, user: str) -> dict[str, Any]:
+    return {"v": 1, "op": "ingest", "tenant": "acme", "request_id": rid, "user_id": user,
+            "text": "Is the ferry to Culatra running today?"}
+
+
+def test_an_asyncio_gateway_counts_a_request_no_node_answered_as_queued(
+        pipeline: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The asyncio channel (LiteLLM's `acompletion`, the proxy) cut a request off at its
+    timeout before the NATS client's own wait ended, which is what tells a request the bus
+    kept (`NoAnswerYet`) from one nothing took: every request no node answered counted
+    as a failure, its calls as unrecorded, and the pause that followed handed nothing to
+    the bus. (CI saw it once the asyncio side tried the bus before the sync registration
+    had: `failures` 4, `queued` 0.) The client's wait decides now."""
+    caplog.set_level(logging.INFO, logger="semtrace")
+    with nats_server(tmp_path / "nats") as url:
+        with node(pipeline, tmp_path, url):  # its stream and consumer exist from now on
+            pass
+        breaker = Breaker(logging.getLogger("semtrace.test"))
+        channel = AsyncChannel(url, timeout=1.0, breaker=breaker, plain_bus=True)
+
+        async def deliver_both() -> list[Any]:
+            return [await channel.deliver(_ask("aq-1", "ines")),
+                    await channel.deliver(_ask("aq-2", "jonas"))]  # in the pause: the bus
+
+        first, paused = asyncio.run(deliver_both())
+        with node(pipeline, tmp_path, url) as (_, door):  # the node is back
+            for _ in range(600):
+                if door.counters["consumed"] >= 2:
+                    break
+                threading.Event().wait(0.05)
+    assert (first.reply, first.queued) == (None, True)
+    assert (paused.reply, paused.queued) == (None, True)
+    assert (breaker.queued, breaker.missed) == (2, 0)
+    warned = [r.getMessage() for r in caplog.records
+              if getattr(r, "event", None) == "semtrace_unavailable"]
+    assert warned == ["no semtrace node answered; calls go on, queued on the bus unanswered "
+                      "until one does"]
+    assert all(records_by_request(pipeline.store, "acme", rid) for rid in ("aq-1", "aq-2"))
+
+
+def test_a_nats_connection_opened_late_in_a_request_does_not_keep_its_short_wait(
+        pipeline: Any, tmp_path: Path) -> None:
+    """A gateway's NATS connection is opened with what is left of the request that opens
+    it (a hand-off in a pause, a request that waited for the line): a few milliseconds, and
+    every later request on it waited only that long for its answer, so a healthy node's
+    replies were given up and the adapter paused as if it were down. Each request now
+    waits its own timeout."""
+    with nats_server(tmp_path / "nats") as url, node(pipeline, tmp_path, url):
+        channel = SyncChannel(url, timeout=30.0, log=logging.getLogger("semtrace.test"),
+                              plain_bus=True)
+        try:
+            line = channel._line(_ask("late-1", "ines"), 0)
+            line.client = open_client(url, timeout=0.01, plain_bus=True)  # opened late
+            done = channel.deliver(_ask("late-1", "ines"))
+        finally:
+            channel.close()
+    assert done.reply is not None and done.reply.get("ok"), done

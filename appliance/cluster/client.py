@@ -143,8 +143,10 @@ class AsyncNatsClient:
         nc = await connect(url, sec, name=name, connect_timeout=timeout)
         return cls(nc, timeout=timeout, keys=bus_keys, plain_bus=plain_bus)
 
-    async def request(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Request-reply: the committed record's reply; SemtraceError if none in time.
+    async def request(self, obj: dict[str, Any], timeout: float | None = None
+                      ) -> dict[str, Any]:
+        """Request-reply: the committed record's reply; SemtraceError if none within
+        `timeout` (default: the client's), NoAnswerYet when the bus kept the request.
 
         A request in async mode is published fire-and-forget instead (see `publish`).
         """
@@ -155,9 +157,9 @@ class AsyncNatsClient:
             return await self.publish(obj)
         subject, payload = sealed_request(obj, self.keys)
         self._check_connected("request")
-        before = self._reconnects()
+        before, wait = self._reconnects(), self.timeout if timeout is None else timeout
         try:
-            msg = await self._nc.request(subject, payload, timeout=self.timeout)
+            msg = await self._nc.request(subject, payload, timeout=wait)
         except NoRespondersError:  # no stream captures the subject: nothing kept the request
             raise SemtraceError(NOT_QUEUED.format(subject=subject)) from None
         except (NatsTimeout, TimeoutError):
@@ -166,7 +168,7 @@ class AsyncNatsClient:
             # not read are gone, and the new connection knows nothing of them)
             if not self._nc.is_connected or self._reconnects() != before:
                 raise SemtraceError(DROPPED) from None
-            raise NoAnswerYet(f"No node answered within {self.timeout:g} s; the request "
+            raise NoAnswerYet(f"No node answered within {wait:.3g} s; the request "
                               "stays queued on the bus.") from None
         return open_reply(msg.data, _tenant(obj), self.keys)
 
@@ -239,6 +241,11 @@ class NatsClient:
         """Request-reply (see AsyncNatsClient.request)."""
         reply: dict[str, Any] = self._run(self._inner.request(obj))
         return reply
+
+    def settimeout(self, timeout: float) -> None:
+        """The time each later request may wait for its answer (a connection opened near
+        the end of one request's time must not keep that short wait for the next ones)."""
+        self.timeout = self._inner.timeout = timeout
 
     def publish(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Fire-and-forget (see AsyncNatsClient.publish)."""

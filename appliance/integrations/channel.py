@@ -66,6 +66,7 @@ class Delivery:
     queued: bool = False
 
 
+BACKSTOP = 0.5  # seconds past its timeout an async request is cut off if its client hangs
 _CHANNELS: weakref.WeakSet[SyncChannel] = weakref.WeakSet()
 
 
@@ -203,12 +204,11 @@ class SyncChannel:
     def _exchange(self, line: _Line, req: dict[str, Any], deadline: float) -> dict[str, Any]:
         for attempt in (0, 1):
             fresh = line.client is None
-            left = max(deadline - time.monotonic(), 0.001)
             try:
                 if fresh:
-                    line.client = open_client(self.target, timeout=left, **self._opts)
-                elif hasattr(line.client, "settimeout"):
-                    line.client.settimeout(left)
+                    line.client = open_client(self.target, **self._opts, timeout=max(
+                        deadline - time.monotonic(), 0.001))
+                line.client.settimeout(max(deadline - time.monotonic(), 0.001))  # connected
                 reply: dict[str, Any] = line.client.request(req)
                 return reply
             except Exception as exc:
@@ -247,8 +247,10 @@ class AsyncChannel:
             # no node answers, the bus keeps: as SyncChannel
             return Delivery(None, self.breaker.bus_keeps()
                             and await self._hand_to_bus(loop, on, req))
-        try:
-            reply = await asyncio.wait_for(self._exchange(loop, on, req), self.timeout)
+        deadline = loop.time() + self.timeout
+        try:  # the client's own timeout decides (over NATS: `NoAnswerYet`, the bus kept it)
+            reply = await asyncio.wait_for(self._exchange(loop, on, req, deadline),
+                                           self.timeout + BACKSTOP)
         except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
             await self._drop(loop, on)
             _failed(self.breaker, req, exc)
@@ -257,19 +259,20 @@ class AsyncChannel:
         return Delivery(reply)
 
     async def _exchange(self, loop: asyncio.AbstractEventLoop, on: str,
-                        req: dict[str, Any]) -> dict[str, Any]:
+                        req: dict[str, Any], deadline: float) -> dict[str, Any]:
         for attempt in (0, 1):
             clients = self._clients.setdefault(loop, {})
             client = clients.get(on)
             fresh = client is None
             if client is None:
-                client = await open_async_client(self.target, timeout=self.timeout,
-                                                 **self._opts)
+                client = await open_async_client(
+                    self.target, timeout=max(deadline - loop.time(), 0.001), **self._opts)
                 if clients.setdefault(on, client) is not client:
                     await client.close()  # another request connected first
                     client = clients[on]
             try:
-                reply: dict[str, Any] = await client.request(req)
+                reply: dict[str, Any] = await client.request(
+                    req, timeout=max(deadline - loop.time(), 0.001))
                 return reply
             except Exception as exc:
                 if fresh or attempt or not _stale(exc):
