@@ -141,7 +141,8 @@ def test_read_only_commands_as_root_on_a_service_host_read_the_services_data_dir
     audit verify` read it: a compliance officer got two answers from one store. Now every
     command that only reads the store reads the service's, says so on stderr in doctor's
     words, and prints what it prints given --data-dir; commands that change data still
-    refuse root's empty default folder."""
+    refuse root's empty default folder. They said "Checked the data dir ...", the doctor's
+    report, before a listing that checked nothing: now "Reading the data dir ..."."""
     from appliance.config import paths
 
     pipeline.process([make_prompt("What is a good sourdough hydration?"),
@@ -152,7 +153,7 @@ def test_read_only_commands_as_root_on_a_service_host_read_the_services_data_dir
     monkeypatch.setattr(paths, "SERVICE_RECORD", record)
     own = tmp_path / "xdg" / "semtrace"
     pw = ("--passphrase-file", str(passphrase_file))
-    why = (f"semtrace: Checked the data dir {data_dir}, this host's service's (install.sh's "
+    why = (f"semtrace: Reading the data dir {data_dir}, this host's service's (install.sh's "
            f"record {record}): no --data-dir or $SEMTRACE_DATA_DIR was given and this user has "
            f"no store in {own}.")
 
@@ -184,7 +185,7 @@ def test_read_only_commands_as_root_on_a_service_host_read_the_services_data_dir
     # a store of the caller's own is theirs to read, and nothing is said of it
     assert run_cli("init", "--data-dir", str(own), *pw).returncode == 0
     code, out, err = _main(capsys, "threads", "list", "--json", *pw)
-    assert code == 0 and json.loads(out) == [] and "Checked" not in err
+    assert code == 0 and json.loads(out) == [] and "the data dir" not in err
 
     # a service whose data dir is gone is named as the service's, exit 2 (doctor's words)
     shutil.rmtree(own)
