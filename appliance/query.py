@@ -23,7 +23,7 @@ class ThreadFilter:
     tenant: str | None = None
     user: str | None = None  # pseudonym
     since: datetime | None = None
-    until: datetime | None = None
+    until: datetime | None = None  # exclusive: threads that started before it
     model: str | None = None
     topic_id: str | None = None
     min_turns: int = 1
@@ -46,7 +46,7 @@ def _thread_where(f: ThreadFilter) -> tuple[str, list[object]]:
         clauses.append("last_ts >= ?")
         params.append(f.since.timestamp())
     if f.until:
-        clauses.append("first_ts <= ?")
+        clauses.append("first_ts < ?")  # half-open: a window [since, until)
         params.append(f.until.timestamp())
     if f.topic_id:
         clauses.append("topic_id = ?")

@@ -520,7 +520,15 @@ def test_filter_line_parses_keys_ages_and_refuses_unknown_words() -> None:
     f = parse_filters("tenant:acme since:7d position:topic-shift user:u_ab", CLOCK)
     assert (f.tenant, f.position, f.user) == ("acme", "topic_shift", "u_ab")
     assert f.since == CLOCK - timedelta(days=7)
-    assert parse_filters("until:2026-03-01", CLOCK).until == datetime(2026, 3, 1, tzinfo=UTC)
+    # until: ends a half-open interval: a day takes in all of it, a time ends before it
+    day = parse_filters("since:2026-02-28 until:2026-03-01", CLOCK)
+    assert day.until == datetime(2026, 3, 2, tzinfo=UTC)
+    assert day.describe() == "since:2026-02-28 until:2026-03-01"  # reads back as typed
+    at = parse_filters("until:2026-03-01T09:30", CLOCK)
+    assert at.until == datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+    assert at.describe() == "until:2026-03-01T09:30"
+    assert parse_filters("since:2026-03-01 until:2026-03-01", CLOCK).until == datetime(
+        2026, 3, 2, tzinfo=UTC)  # one day: since and until may name the same
     for bad in ("hello", "position:sideways", "since:yesterday", "since:1d until:2d"):
         with pytest.raises(FilterError):
             parse_filters(bad, CLOCK)

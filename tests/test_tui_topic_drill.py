@@ -5,12 +5,16 @@ got all 412 of its threads, of any date, with nothing saying why the two disagre
 drill-down now applies the threads screen's `topic:`, `since:` and `until:` filters for
 that window, and its heading names the window and says the row's figure is a noisy,
 per-person-capped release (the fixed store of test_tui.py, its clock and releases).
+
+The window is half-open, as the release's is: the drill-down ended at `T23:59:59` of its
+last day, so a thread started in the window's last second was counted in the row and left
+out of the list; one started at the midnight after it is in neither.
 """
 
 from __future__ import annotations
 
 import shutil
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,8 @@ from appliance.records import Link, NewRecord, Prompt, Response
 from appliance.runtime import open_runtime
 
 IN_WINDOW = "th_0000000000000001"  # tp_accounts, 2026-03-02: inside 02-25..03-03
+WINDOW_END = datetime(2026, 3, 4, tzinfo=UTC)  # the midnight after the window's last day
+LAST_SECOND = "th_00000000000000a3"  # started half a second before WINDOW_END
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +68,10 @@ def test_enter_on_a_topic_lists_its_threads_of_the_screens_window_and_says_so(
                CLOCK - timedelta(days=20))  # weeks before the window
     add_thread(rt, embedder, "th_00000000000000a2", 7_000_000_000_000_002,
                CLOCK + timedelta(days=2))  # after it (the screen stays open past midnight)
+    add_thread(rt, embedder, LAST_SECOND, 7_000_000_000_000_003,
+               WINDOW_END - timedelta(milliseconds=500))  # the window's last second
+    add_thread(rt, embedder, "th_00000000000000a4", 7_000_000_000_000_004,
+               WINDOW_END)  # the first instant after it
     seen: dict[str, Any] = {}
 
     async def scenario(pilot: Any) -> None:
@@ -90,11 +100,12 @@ def test_enter_on_a_topic_lists_its_threads_of_the_screens_window_and_says_so(
         run(app_for(rt, role="analyst"), scenario, size=(160, 30))
     finally:
         rt.close()
-    assert seen["keys"] == [IN_WINDOW], seen  # the old and the later thread are not listed
+    # the old and the later threads are not listed, the window's last second is
+    assert sorted(seen["keys"]) == [IN_WINDOW, LAST_SECOND], seen
     head = seen["head"]
     assert head == ("Threads of password reset link (acme) active 2026-02-25 to 2026-03-03 "
                     f"UTC, the topics screen's window, whose {seen['row']} is a noisy release "
                     "capping each person's threads: the exact count may differ"), head
-    assert "Threads 1–1 of 1" in seen["status"]
-    assert "since:2026-02-25T00:00 until:2026-03-03T23:59" in seen["status"]
+    assert "Threads 1–2 of 2" in seen["status"]
+    assert "since:2026-02-25 until:2026-03-03" in seen["status"]
     assert seen["after"] == ""

@@ -2,8 +2,10 @@
 
 `tenant:acme user:u_3fa9 since:7d until:2026-03-02 topic:tp_12 model:gpt-4o
 position:topic_shift`; `user:` also takes a user id as the gateway sends it. Times are
-ISO dates or datetimes (UTC) or an age such as `30m`, `24h`, `7d` before now. Pure: the
-clock is passed in.
+ISO dates or datetimes (UTC) or an age such as `30m`, `24h`, `7d` before now. `until:` is
+the end of a half-open interval: `until:2026-03-02` keeps the threads that started on or
+before that day (before the midnight after it), `until:2026-03-02T09:00` those that started
+before 09:00. Pure: the clock is passed in.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from appliance.records import POSITIONS
 
 KEYS = ("tenant", "user", "since", "until", "topic", "model", "position")
 _AGE = re.compile(r"^(\d+)([mhdw])$")
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _PSEUDONYM = re.compile(r"u_[0-9a-f]{0,20}")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -28,7 +31,11 @@ class FilterError(ValueError):
 
 @dataclass(frozen=True)
 class Filters:
-    """The filters a user typed; `since`/`until` are resolved to UTC datetimes."""
+    """The filters a user typed; `since`/`until` are resolved to UTC datetimes.
+
+    `until` is exclusive: a thread matches when it started before it (`until:DAY` is the
+    midnight after DAY), so a window [since, until) loses no last second.
+    """
 
     tenant: str | None = None
     user: str | None = None  # a pseudonym or its start, else a user id as the gateway sends it
@@ -44,10 +51,22 @@ class Filters:
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, datetime):
-                value = value.strftime("%Y-%m-%dT%H:%M")
+                value = _shown(value, until=f.name == "until")
             if value is not None:
                 words.append(f"{f.name}:{value}")
         return " ".join(words)
+
+
+def _midnight(ts: datetime) -> bool:
+    return (ts.hour, ts.minute, ts.second, ts.microsecond) == (0, 0, 0, 0)
+
+
+def _shown(ts: datetime, *, until: bool) -> str:
+    """A resolved time as a filter word reads it back: a day for a midnight (`until:` the
+    day before the midnight it ends at), else the minute."""
+    if not _midnight(ts):
+        return ts.strftime("%Y-%m-%dT%H:%M")
+    return f"{ts - timedelta(days=1) if until else ts:%Y-%m-%d}"
 
 
 def is_pseudonym(user: str) -> bool:
@@ -56,8 +75,12 @@ def is_pseudonym(user: str) -> bool:
     return _PSEUDONYM.fullmatch(user) is not None
 
 
-def parse_time(value: str, now: datetime) -> datetime:
-    """An ISO date/datetime (UTC unless it says otherwise) or an age like `7d`."""
+def parse_time(value: str, now: datetime, *, end: bool = False) -> datetime:
+    """An ISO date/datetime (UTC unless it says otherwise) or an age like `7d`.
+
+    `end`: the time is the exclusive end of an interval (`until:`), so a date alone is the
+    midnight after it: `until:2026-03-02` takes in the whole of that day.
+    """
     m = _AGE.match(value)
     if m:
         return now - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
@@ -66,6 +89,8 @@ def parse_time(value: str, now: datetime) -> datetime:
     except ValueError:
         raise FilterError(f"'{value}' is not a time: use 2026-03-02, 2026-03-02T09:00 or an "
                           "age like 30m, 24h, 7d.") from None
+    if end and _DAY.fullmatch(value):
+        ts += timedelta(days=1)
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
@@ -102,9 +127,9 @@ def to_filters(found: dict[str, str], now: datetime) -> Filters:
             raise FilterError(f"position '{found['position']}' is unknown; use one of "
                               f"{', '.join(POSITIONS)}.")
     since = parse_time(found["since"], now) if "since" in found else None
-    until = parse_time(found["until"], now) if "until" in found else None
-    if since and until and since > until:
-        raise FilterError("'since' is after 'until'; nothing can match.")
+    until = parse_time(found["until"], now, end=True) if "until" in found else None
+    if since and until and since >= until:
+        raise FilterError("'since' is not before 'until'; nothing can match.")
     return Filters(tenant=found.get("tenant"), user=found.get("user"), since=since, until=until,
                    topic=found.get("topic"), model=found.get("model"), position=position)
 

@@ -77,7 +77,8 @@ def drill_down(tenant: str, row: GroupStats, view: AggregateView) -> tuple[str, 
     heading = (f"Threads of {topic_name(row).plain} ({tenant}) active {first} to {last} UTC, "
                f"the topics screen's window, whose {count(row.threads).plain} is a noisy "
                "release capping each person's threads: the exact count may differ")
-    return f"tenant:{tenant} topic:{row.key} since:{first} until:{last}T23:59:59", heading
+    # `until:DAY` ends at the midnight after DAY, as the release's window [start, end) does
+    return f"tenant:{tenant} topic:{row.key} since:{first} until:{last}", heading
 
 
 def topic_name(row: GroupStats) -> Text:
