@@ -44,3 +44,30 @@ def test_queued_requests_are_not_counted_unrecorded_and_a_failed_hand_off_counts
     back = [r for r in caplog.records if getattr(r, "event", None) == "semtrace_available"]
     assert [(r.unrecorded, r.queued) for r in back] == [(1, 2)]  # the old code: 3, no queued
     assert (breaker.missed, breaker.queued) == (0, 0)
+
+
+def test_a_loop_call_held_past_the_timeout_is_counted_held_not_unrecorded(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A tool loop's call the service held past the adapter's timeout (its turn's update
+    still on its way) is attached when its turn lands: the old code counted it with the
+    requests nothing took over a socket (`unrecorded`) and with the bus's (`queued`) over
+    NATS. It is counted apart now, the same over both (`held`)."""
+    from appliance.integrations.channel import _failed
+
+    caplog.set_level(logging.INFO, logger="semtrace.test")
+    clock = _Clock()
+    breaker = Breaker(logging.getLogger("semtrace.test"), clock, probe=1.0)
+    loop_call = {**_req("r2"), "op": "update", "user_id": "ilse",
+                 "previous_response_id": "resp_1"}
+    assert breaker.ready() and breaker.ready()
+    breaker.failed(_req("r1"), SemtraceError("hung"))  # the service stopped answering ...
+    over_socket = _failed(breaker, loop_call, TimeoutError("timed out"))  # ... held before
+    over_nats = _failed(breaker, loop_call, NoAnswerYet("no node answered"))
+    told = [(d.reply, d.queued, getattr(d, "held", None)) for d in (over_socket, over_nats)]
+    assert told == [(None, False, True)] * 2
+    clock.now += 60
+    assert breaker.ready()
+    breaker.answered(_req("r3"), {"ok": True})
+    back = [r for r in caplog.records if getattr(r, "event", None) == "semtrace_available"]
+    assert [(r.unrecorded, r.queued, r.held) for r in back] == [(1, 0, 2)]
+    assert (breaker.missed, breaker.queued, breaker.held) == (0, 0, 0)

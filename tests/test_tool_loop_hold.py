@@ -190,3 +190,52 @@ def test_a_loop_call_held_past_the_gateways_timeout_pauses_no_other_call(
     assert other["gen_ai.conversation.id"] != turn["conversation_id"]
     events = [getattr(r, "event", None) for r in caplog.records]
     assert "semtrace_unavailable" not in events and "semtrace_available" not in events
+
+
+def test_a_loop_call_held_past_the_gateways_timeout_is_counted_held_not_failed(
+        pipeline: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A loop call the service holds past the gateway's `timeout` is attached when its turn
+    lands, its tokens in the turn's: the old code counted it in `SemtraceLogger.failures`
+    (nothing recorded) over the socket, and in `queued` over NATS. It is counted in `held`
+    now, over either (`test_tool_loop_nats.py` for the bus)."""
+    pytest.importorskip("litellm")
+    from appliance.integrations.litellm import SemtraceLogger
+    from appliance.query import records_by_request
+
+    monkeypatch.setattr(dispatch, "ATTACH_HOLD", 3600.0)
+    caplog.set_level(logging.INFO, logger="semtrace")
+    sock = tmp_path / "s.sock"
+    with running_service(pipeline, sock):
+        with Client(sock, timeout=30) as c:  # another worker registered ilse's turn
+            turn = c.ingest(tenant="acme", user_id="ilse", request_id="hc-1",
+                            text="Is there a sleeper car on the night train?")
+        assert turn["ok"]
+        logger = SemtraceLogger(sock, tenant="acme", timeout=1.0, register_wait=1.0)
+        looped: dict[str, Any] = {
+            "model": "gpt-4o", "user": "ilse", "litellm_call_id": "hc-2",
+            "call_type": "aresponses", "previous_response_id": "resp_ilse_8",
+            "litellm_metadata": {},
+            "input": [{"type": "function_call_output", "call_id": "call_1",
+                       "output": '{"sleeper": true}'}]}
+        answer = {"id": "resp_ilse_9", "object": "response", "status": "completed",
+                  "output": [], "usage": {"input_tokens": 41, "output_tokens": 6}}
+
+        async def proxy() -> None:  # the call is made, answered, and reported
+            await logger.async_log_success_event(looped, answer, None, None)
+
+        asyncio.run(proxy())
+        counted = (logger.sent, logger.failures, logger.queued, getattr(logger, "held", None))
+        with Client(sock, timeout=30) as c:  # the turn's update releases the held call
+            assert c.request({"v": 1, "op": "update", "tenant": "acme", "request_id": "hc-1",
+                              "response": {"id": "resp_ilse_8", "status": "ok",
+                                           "input_tokens": 30}})["ok"]
+        for _ in range(600):  # the service attaches it: the turn has its tokens
+            record = records_by_request(pipeline.store, "acme", "hc-1")
+            if record is not None and record.input_tokens == 30 + 41:
+                break
+            time.sleep(0.05)
+    assert counted == (0, 0, 0, 1)
+    assert record is not None and record.input_tokens == 30 + 41
+    events = [getattr(r, "event", None) for r in caplog.records]
+    assert "semtrace_unavailable" not in events

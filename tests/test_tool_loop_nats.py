@@ -121,14 +121,19 @@ def test_a_loop_call_held_past_a_nats_gateways_timeout_pauses_no_other_call(
             turn = channel.send(_ingest("nt-1", "ilse", "Does the night train have a "
                                         "dining car?"))
             assert turn is not None and turn["ok"], turn
-            given_up = channel.send(_loop_call("nt-2", "ilse", "resp_ilse_5"))
+            given_up = channel.deliver(_loop_call("nt-2", "ilse", "resp_ilse_5"))
+            b = channel.breaker
+            counted = (getattr(b, "held", None), b.queued, b.missed)
             other = channel.send(_ingest("nt-3", "jonas", "Is the museum free on Sundays?"))
             updated = channel.send(_update("nt-1", "resp_ilse_5"))
             # the held call, released by the update, is answered again as a duplicate
             again = channel.send(_loop_call("nt-2", "ilse", "resp_ilse_5"))
         finally:
             channel.close()
-    assert given_up is None  # held past the gateway's timeout
+    # held past the gateway's timeout, and counted so, as over a socket (the old code
+    # counted it queued, as a request a node that is down answers once back)
+    assert (given_up.reply, given_up.queued, given_up.held) == (None, False, True)
+    assert counted == (1, 0, 0)
     assert other is not None and other["ok"], other
     assert other["conversation_id"] != turn["conversation_id"]
     events = [getattr(r, "event", None) for r in caplog.records]

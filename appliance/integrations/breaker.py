@@ -2,8 +2,10 @@
 
 One warning when it stops answering, then a pause (`RETRY_FIRST` seconds, doubling up to
 `RETRY_MAX` while it stays down) in which requests are not sent for an answer; one line
-when it answers again, with how many requests went unrecorded (`missed`) and how many the
-bus took meanwhile that no node answered (`queued`: its node records them once back).
+when it answers again, with how many requests went unrecorded (`missed`), how many the
+bus took meanwhile that no node answered (`queued`: its node records them once back) and
+how many tool loop calls the service held past the timeout (`held`: it answers them when
+their turn lands).
 Refusals are logged once a minute per code (`QUIET`). See `channel.py`.
 """
 
@@ -34,6 +36,7 @@ class Breaker:
         self._down = False
         self.missed = 0  # requests not sent or not answered since it went down
         self.queued = 0  # requests the bus took since then that no node answered yet
+        self.held = 0  # tool loop calls held past the timeout since then: answered later
         self._queued = False  # the bus took the request no node answered (`bus_keeps`)
         self._warned: dict[str, float] = {}  # refusal code -> when last logged
         self._quieted: dict[str, int] = {}  # refusal code -> lines held back since
@@ -59,14 +62,18 @@ class Breaker:
                 return True
             return False
 
-    def skipped(self, queued: bool = False) -> None:
-        """A request not sent (the line stayed busy for the whole timeout), or (`queued`)
-        one the bus took that no node answered in time, which pauses nothing."""
+    def skipped(self) -> None:
+        """A request not sent (the line stayed busy for the whole timeout, or too many were
+        waiting to be sent); it pauses nothing."""
         with self._lock:
-            if queued:
-                self.queued += 1
-            else:
-                self.missed += 1
+            self.missed += 1
+
+    def loop_held(self) -> None:
+        """A tool loop's call the service (over NATS: the bus, for its node) kept and did
+        not answer within the timeout: held until its turn lands, then attached. Not lost,
+        and no sign of an outage: it pauses nothing."""
+        with self._lock:
+            self.held += 1
 
     def bus_keeps(self) -> bool:
         """Whether, while paused, a request may still be handed to the bus without waiting
@@ -110,8 +117,9 @@ class Breaker:
         """A reply came: say once that the appliance is back; pause on `busy`."""
         code = None if reply.get("ok") else str((reply.get("error") or {}).get("code"))
         with self._lock:
-            back, missed, queued = self._down, self.missed, self.queued
-            self._down, self.missed, self.queued, self._pause = False, 0, 0, RETRY_FIRST
+            back, missed, queued, held = self._down, self.missed, self.queued, self.held
+            self._down, self.missed, self.queued, self.held = False, 0, 0, 0
+            self._pause = RETRY_FIRST
             self._probing, self._queued = 0.0, False
             if code == "busy":
                 retry = (reply.get("error") or {}).get("retry_after_ms")
@@ -119,7 +127,8 @@ class Breaker:
                 self._until = self.clock() + min(wait, RETRY_MAX)
         if back:
             self.log.info("semtrace answers again", extra={
-                "event": "semtrace_available", "unrecorded": missed, "queued": queued})
+                "event": "semtrace_available", "unrecorded": missed, "queued": queued,
+                "held": held})
         if code is not None:
             self.quiet_warning("semtrace refused a request", "semtrace_refused", req,
                                code=code)

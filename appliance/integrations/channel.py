@@ -9,8 +9,10 @@ doubling up to `RETRY_MAX` while it stays down): calls pass without even trying
 and are counted as not recorded, silently. After the pause one request tries
 again, the others still passing untried until it is answered or times out (a
 hung service does not hold a burst of calls each time); when it is answered,
-one line says the appliance is back, how many requests went unrecorded and how many
-were queued on the bus meanwhile (below), which its node records. A
+one line says the appliance is back, how many requests went unrecorded, how many
+were queued on the bus meanwhile (below), which its node records, and how many tool loop
+calls the service held past the timeout (below), which it attaches when their turn
+lands. A
 `busy` reply pauses sending for its `retry_after_ms`, with one warning a minute
 at most. A request on a connection
 that the service closed meanwhile (it restarted) is sent again at once on a new
@@ -26,7 +28,8 @@ A tool loop's call (an `update` naming a `previous_response_id`) goes on a conne
 its own (`lane`): the service may hold it up to 2 s while its turn's update is on its way
 from another gateway process, and replies come in request order, so on the shared
 connection it would delay every registration and update behind it (the asyncio client
-pipelines a worker's concurrent requests; the blocking one sends one at a time).
+pipelines a worker's concurrent requests; the blocking one sends one at a time). One held past
+the timeout is counted as held (`_failed`), over a socket and over NATS alike.
 
 A process forked from the one that made a channel (a pre-forking server) connects anew:
 the parent's connection, and a lock its threads may have held as it forked, are not the
@@ -60,10 +63,13 @@ from appliance.integrations.breaker import Breaker
 @dataclass(frozen=True)
 class Delivery:
     """What became of one request: its reply, or None; when None, whether the bus took it
-    (over NATS, no node answered in time: its node records it once back) or nothing did."""
+    (`queued`: over NATS, no node answered in time; its node records it once back), the
+    service held it past the timeout (`held`: a tool loop's call, attached when its turn
+    lands; over NATS, kept by the bus as well) or nothing did."""
 
     reply: dict[str, Any] | None
     queued: bool = False
+    held: bool = False
 
 
 BACKSTOP = 0.5  # seconds past its timeout an async request is cut off if its client hangs
@@ -90,19 +96,22 @@ def lane(req: dict[str, Any]) -> str:
         else "main"
 
 
-def _failed(breaker: Breaker, req: dict[str, Any], exc: BaseException) -> None:
-    """Tell the breaker a request was not answered. A tool loop's call that timed out was
-    held by the service (its turn may still come) past the adapter's `timeout` (one under
-    the 2 s hold): not a sign that the appliance hangs, which the other requests tell. It
-    is counted as missed, without the warning and the pause that would leave the other
-    calls unrecorded; the service still attaches it when its turn lands. Over NATS that is
-    a request queued on the bus and not answered in time (`NoAnswerYet`, a TimeoutError,
-    counted as queued); one that nothing queued, or that the connection lost, is an outage
-    on any lane."""
+def _failed(breaker: Breaker, req: dict[str, Any], exc: BaseException) -> Delivery:
+    """Tell the breaker a request was not answered; what became of it. A tool loop's call
+    that timed out was held by the service (its turn may still come) past the adapter's
+    `timeout` (one under the 2 s hold): not a sign that the appliance hangs, which the
+    other requests tell, nor lost: the service still attaches it when its turn lands. It
+    is counted as held (`Breaker.held`, `Delivery.held`), without the warning and the pause
+    that would leave the other calls unrecorded. Over NATS that is a request queued on the
+    bus and not answered in time (`NoAnswerYet`, a TimeoutError): held as well, whether
+    its node holds it or is down (the wire does not tell them apart; either way the node
+    answers it). One that nothing queued, or that the connection lost, is an outage on
+    any lane."""
     if lane(req) == "loop" and isinstance(exc, TimeoutError):
-        breaker.skipped(queued=bool(getattr(exc, "queued", False)))
-    else:
-        breaker.failed(req, exc)
+        breaker.loop_held()
+        return Delivery(None, held=True)
+    breaker.failed(req, exc)
+    return Delivery(None, bool(getattr(exc, "queued", False)))
 
 
 class _Line:
@@ -170,8 +179,7 @@ class SyncChannel:
             reply = self._exchange(line, req, deadline)
         except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
             line.drop()
-            _failed(self.breaker, req, exc)
-            return Delivery(None, bool(getattr(exc, "queued", False)))
+            return _failed(self.breaker, req, exc)
         finally:
             line.lock.release()
         self.breaker.answered(req, reply)
@@ -253,8 +261,7 @@ class AsyncChannel:
                                            self.timeout + BACKSTOP)
         except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
             await self._drop(loop, on)
-            _failed(self.breaker, req, exc)
-            return Delivery(None, bool(getattr(exc, "queued", False)))
+            return _failed(self.breaker, req, exc)
         self.breaker.answered(req, reply)
         return Delivery(reply)
 

@@ -31,7 +31,9 @@ taken); down, hung, busy or answering nonsense, it never fails a call nor holds 
 `register_wait`: one warning, then calls go on unrecorded (counted in
 `failures`) until it answers again (`channel.py`); no hook ever raises. Over NATS, a call
 the bus took while no node answered (a node restarting) is counted in `queued` instead:
-its node records it once back. The
+its node records it once back. A tool loop's call the service held past `timeout` (its
+turn's update still on its way; over NATS, kept by the bus) is counted in `held`: the
+service attaches it when its turn lands. The
 requests are built in `litellm_requests.py`; its public names are importable
 from here as well.
 """
@@ -152,6 +154,7 @@ class SemtraceLogger(CustomLogger):
         self.sent = 0  # calls recorded (registered and updated, or sent whole)
         self.failures = 0  # calls nothing recorded: no answer and nothing queued, or refused
         self.queued = 0  # calls on the NATS bus that no node answered yet: recorded once back
+        self.held = 0  # tool loop calls held past the timeout: attached when their turn lands
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
         self._workers = futures.ThreadPoolExecutor(2, thread_name_prefix="semtrace")
@@ -366,6 +369,8 @@ class SemtraceLogger(CustomLogger):
         with self._lock:
             if reply is None and done.queued:  # on the bus: its node records it once back
                 self.queued += 1
+            elif reply is None and done.held:  # a loop call its turn releases: answered later
+                self.held += 1
             elif reply is None or not reply.get("ok"):  # no answer, or refused (busy, ...)
                 self.failures += 1
             else:
@@ -382,8 +387,8 @@ class SemtraceLogger(CustomLogger):
         annotate(parent_span(kwargs), reply)
 
     def wait(self, count: int, timeout: float = 30.0) -> bool:
-        """Block until `count` calls were recorded, queued or failed (for tests and
+        """Block until `count` calls were recorded, queued, held or failed (for tests and
         shutdown)."""
         with self._done:
             return self._done.wait_for(
-                lambda: self.sent + self.queued + self.failures >= count, timeout)
+                lambda: self.sent + self.queued + self.held + self.failures >= count, timeout)
