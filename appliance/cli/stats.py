@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import wraps
 from pathlib import Path
@@ -41,7 +42,7 @@ from appliance.privacy import Figure
 from appliance.reads import StatsQuery, report_from_json, run_stats, stats_json, stats_permission
 from appliance.roles import require
 from appliance.trend import NOT_SHOWN, sparkline
-from appliance.tui.format import TOO_NOISY, says_nothing
+from appliance.tui.format import TOO_NOISY, says_nothing, topic_title, unlabelled_note
 
 DEFAULT_DAYS = analytics.DEFAULT_DAYS
 
@@ -236,9 +237,10 @@ def _print(report: analytics.Report[Any], currency: str) -> None:
     width = max([KEY_WIDTH, *(len(str(getattr(r, "key", ""))) for r in report.rows)])
     # an incident's labels likewise: 'environmental impact, bullet point' pushed its
     # row's lift and figures out of line with the other rows
-    labels = max([LIFT_LABEL_WIDTH, *(len(r.label or "") for r in report.rows
+    named = [_named(r, report.kind) for r in report.rows]
+    labels = max([LIFT_LABEL_WIDTH, *(len(r.label or "") for r in named
                                       if isinstance(r, analytics.Lift))])
-    for r in report.rows:
+    for r in named:
         click.echo("  " + _line(r, currency, floor=bool(report.uncounted), key_width=width,
                                 label_width=labels))
     if not report.rows:
@@ -247,6 +249,8 @@ def _print(report: analytics.Report[Any], currency: str) -> None:
         _note(f"trend: each day's release (the 7 days up to it); {NOT_SHOWN} the topic "
               f"under {report.k_min_users} people that day (none, or withheld); "
               "blank: no release that day")
+    if any(_unlabelled(r, report.kind) for r in report.rows):
+        _note(unlabelled_note(None if report.exact else report.k_min_users))
     if any(getattr(r, "merged", ()) for r in report.rows):
         _note("merged since: the release counted these topics apart, under their ids "
               "of then; the row sums them (threads and everything per thread), its "
@@ -256,6 +260,28 @@ def _print(report: analytics.Report[Any], currency: str) -> None:
               "since today's release of it and with no release of its own today: its "
               "threads are in none of these figures (threads ≥); tomorrow's release "
               "counts them")
+
+
+def _is_topic(r: object, kind: str) -> bool:
+    """Whether a row is a topic's (topics, blocks, an incident's topic rows)."""
+    return ((isinstance(r, analytics.GroupStats) and kind == "topics")
+            or isinstance(r, analytics.BlockStats)
+            or (isinstance(r, analytics.Lift) and r.dimension == "topic"))
+
+
+def _unlabelled(r: object, kind: str) -> bool:
+    return (_is_topic(r, kind) and not getattr(r, "label", None)
+            and getattr(r, "key", None) != analytics.NO_TOPIC)
+
+
+def _named(r: object, kind: str) -> object:
+    """A topic row with the name the TUI gives it where it has no label: `· unlabelled`
+    beside its id (it printed blank), `(no topic yet)` for threads without one."""
+    if (not isinstance(r, analytics.GroupStats | analytics.BlockStats | analytics.Lift)
+            or not _is_topic(r, kind) or r.label):
+        return r
+    name = topic_title(r.key, None, no_topic=analytics.NO_TOPIC)
+    return replace(r, label=name.removeprefix(f"{r.key} "))
 
 
 def _money(f: Figure) -> str:

@@ -86,6 +86,25 @@ def compact(n: int | float | None) -> str:
 
 
 TOO_NOISY = "noisy"
+UNLABELLED = "unlabelled"
+NO_TOPIC_NAME = "(no topic yet)"
+
+
+def topic_title(key: str, label: str | None, *, no_topic: str) -> str:
+    """How a topic is named on every screen and in `stats` text: its label, else
+    `tp_… · unlabelled` (`no_topic`: the key of threads with no topic yet, so named)."""
+    if key == no_topic:
+        return NO_TOPIC_NAME
+    return label or f"{key} · {UNLABELLED}"
+
+
+def unlabelled_note(k_min_users: int | None) -> str:
+    """Why a topic shows no label (the `stats` text and the topics screen say it alike;
+    `k_min_users` None: a one-user view, whose report does not carry the policy's)."""
+    many = (f"{k_min_users} people share it (k_min_users)" if k_min_users is not None
+            else "k_min_users people (privacy.toml) share it")
+    return (f"{UNLABELLED}: a topic is named once at least {many}, so that a label never "
+            "describes only a few people")
 
 
 def says_nothing(f: Figure, *, share: bool = False) -> bool:

@@ -16,7 +16,14 @@ from appliance.privacy import Figure
 from appliance.trend import NOT_SHOWN, sparkline
 from appliance.tui.aggregates import AggregateView
 from appliance.tui.context import context
-from appliance.tui.format import TOO_NOISY, money, says_nothing
+from appliance.tui.format import (
+    NO_TOPIC_NAME,
+    TOO_NOISY,
+    money,
+    says_nothing,
+    topic_title,
+    unlabelled_note,
+)
 from appliance.tui.messages import ShowThreads
 from appliance.tui.screens.released import ReleasedScreen
 
@@ -83,11 +90,8 @@ def drill_down(tenant: str, row: GroupStats, view: AggregateView) -> tuple[str, 
 
 def topic_name(row: GroupStats) -> Text:
     """The topic's label, else its id marked unlabelled."""
-    if row.key == NO_TOPIC:
-        return Text("(no topic yet)", style="italic")
-    if row.label:
-        return Text(row.label)
-    return Text(f"{row.key} · unlabelled", style="italic")
+    name = topic_title(row.key, row.label, no_topic=NO_TOPIC)
+    return Text(name, style="" if row.label and name != NO_TOPIC_NAME else "italic")
 
 
 class TopicsScreen(ReleasedScreen):
@@ -182,10 +186,12 @@ class TopicsScreen(ReleasedScreen):
             notes.append(f"Topics of {', '.join(per_user)} are per user (cross_user_topics "
                          "is off in privacy.toml): each holds one person's threads, so it "
                          "is withheld or shown by the noise alone")
-        if notes:
-            return " · ".join(notes)
-        return (f"{shown} topic(s), most {self.order} first (s: sort) · refined: threads where "
-                "the user corrected or re-asked · enter: its threads")
+        if not notes:
+            notes.append(f"{shown} topic(s), most {self.order} first (s: sort) · refined: "
+                         "threads where the user corrected or re-asked · enter: its threads")
+        if any(not r.label and r.key != NO_TOPIC for t in view.tenants for r in t.rows):
+            notes.append(unlabelled_note(view.k_min_users))  # as `stats topics` says it
+        return " · ".join(notes)
 
     @on(DataTable.RowSelected, "#topics")
     def _open(self, event: DataTable.RowSelected) -> None:
