@@ -110,3 +110,63 @@ def test_a_held_tool_call_does_not_delay_another_users_turn(
     assert in_block is not None and in_block["ok"], in_block
     assert in_block["conversation_id"] != turn["conversation_id"]
     assert calls and calls[0].conversation_id == turn["conversation_id"]
+
+
+def test_a_held_tool_call_does_not_delay_the_users_sharing_its_worker(
+        pipeline: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user's requests go to one of four workers, each sending one request at a time: a
+    tool loop's call the service held (its turn's update still on its way from another
+    process) kept the registrations of every other user of its worker waiting (one in four
+    on average), so their blocks ran without their conversation id. The loop call now goes
+    to a worker of its own for loop calls: another user of the same worker is registered
+    while it is held. The loop call's own user still waits for it: her next turn, which
+    names the loop call's answer, is sent after it and continues her turn by that id."""
+    from appliance.integrations.channel import shard_of
+    from appliance.integrations.outbox import WORKERS
+    from appliance.service import dispatch
+
+    monkeypatch.setattr(dispatch, "ATTACH_HOLD", 3600.0)
+    assert shard_of("ilse", WORKERS) == shard_of("mika", WORKERS)  # one worker
+    sock = tmp_path / "s.sock"
+    with running_service(pipeline, sock) as svc:
+        with Client(sock, timeout=30) as c:  # another process registered ilse's turn
+            turn = c.ingest(tenant="acme", user_id="ilse", request_id="dw-1",
+                            text="Which carriage of the night train has the dining car?")
+        assert turn["ok"]
+        app = Semtrace(sock, tenant="acme", timeout=60.0, register_wait=20.0)
+        calls: list[Any] = []
+
+        def agent() -> None:  # a thread of the application runs ilse's tool loop
+            with app.tool_call(user_id="ilse", previous_response_id="resp_ilse_3") as call:
+                call.usage(input_tokens=30, output_tokens=4)
+                call.answer("The dining car is carriage 9.", response_id="resp_ilse_4")
+            calls.append(call)
+            with app.turn(user_id="ilse", text="Is it open at breakfast?",
+                          previous_response_id="resp_ilse_4") as follow:
+                pass
+            calls.append(follow)
+
+        looping = threading.Thread(target=agent)
+        looping.start()
+        try:
+            while "acme" not in svc._landings:  # the service holds the loop call
+                assert looping.is_alive()
+                threading.Event().wait(0.05)
+            with app.turn(user_id="mika", text="Is the bakery open on Sunday?") as other:
+                in_block = other.reply
+            held_then = not calls  # ilse's loop call was still held
+        finally:
+            with Client(sock, timeout=30) as c:  # ilse's turn's update lands
+                assert c.request({"v": 1, "op": "update", "tenant": "acme",
+                                  "request_id": "dw-1", "response": {
+                                      "id": "resp_ilse_3", "status": "ok"}})["ok"]
+            looping.join(120)
+            app.close()
+    assert in_block is not None and in_block["ok"], in_block  # the old code: None
+    assert in_block["conversation_id"] != turn["conversation_id"]
+    assert held_then
+    assert len(calls) == 2 and calls[0].conversation_id == turn["conversation_id"]
+    follow_reply = calls[1].reply
+    assert follow_reply is not None and follow_reply["ok"], follow_reply
+    assert follow_reply["conversation_id"] == turn["conversation_id"]
+    assert follow_reply["link_source"] == "previous_response_id"

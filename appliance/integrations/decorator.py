@@ -55,7 +55,7 @@ from appliance.integrations import (
     prompt_fields,
     traceparent,
 )
-from appliance.integrations.channel import SyncChannel, shard_of
+from appliance.integrations.channel import SyncChannel, lane, shard_of
 from appliance.integrations.outbox import Outbox
 from appliance.integrations.redaction import TextRedactor, text_redactor
 from appliance.integrations.tool_loops import loop_request
@@ -104,13 +104,28 @@ class Semtrace:
     def send(self, request: dict[str, Any]) -> dict[str, Any] | None:
         """Send one request; None when the appliance did not answer (the channel logs it
         once and pauses, see `channel.py`); never raises."""
+        return self._send(request, self._shard(request))
+
+    def _send(self, request: dict[str, Any], shard: int) -> dict[str, Any] | None:
+        """`send` on the connections of worker `shard`."""
         if request.get("op") == "ingest" and request.get("text") is None:
             return None  # its redaction failed: the prompt stays here
-        return self._channel.send(request, self._shard(request))
+        return self._channel.send(request, shard)
 
     def _shard(self, request: dict[str, Any]) -> int:
-        """The worker (and connections) of the request's user: one keeps a user's order."""
-        return shard_of(str(request.get("user_id") or ""), self._outbox.workers)
+        """The worker (and connections) of the request's user: one keeps a user's order.
+        A tool loop's call, which the service may hold while its turn's update is on its
+        way, goes to that worker's twin for loop calls (`Outbox.loop_worker`), so the other
+        users of the worker are not kept behind it (the outbox keeps the user's order)."""
+        shard = shard_of(str(request.get("user_id") or ""), self._outbox.workers)
+        return self._outbox.loop_worker(shard) if lane(request) == "loop" else shard
+
+    def _submit(self, job: Callable[[int], None], current: Turn) -> futures.Future[None]:
+        """Hand `job` (given its worker) to the turn's worker, after its user's earlier
+        requests."""
+        shard = self._shard(current.request)
+        return self._outbox.submit(functools.partial(job, shard), shard,
+                                   key=str(current.request.get("user_id") or ""))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every registration and update of the blocks left so far has been
@@ -149,9 +164,9 @@ class Semtrace:
     def _begin(self, **fields: Any) -> tuple[Turn, Any, float]:
         return Turn(self._request(**fields)), trace.get_current_span(), time.perf_counter()
 
-    def _register(self, current: Turn, span: Any) -> None:
+    def _register(self, current: Turn, span: Any, shard: int) -> None:
         """On the worker: send the registration; its reply, however late, is the turn's."""
-        current._reply = self.send(current.request)
+        current._reply = self._send(current.request, shard)
         if current._reply is not None:
             annotate(span, current._reply)
 
@@ -161,14 +176,16 @@ class Semtrace:
         return {**current._response, "status": status,
                 "latency_ms": round((time.perf_counter() - start) * 1000, 1)}
 
-    def _update(self, current: Turn, span: Any, response: dict[str, Any]) -> None:
+    def _update(self, current: Turn, span: Any, response: dict[str, Any],
+                shard: int) -> None:
         """On the worker, after the registration: the update after the answer, or (when
         registering failed) the whole ingest, whose reply becomes the turn's."""
         if current._reply is not None and current._reply.get("ok"):
-            self.send({"v": 1, "op": "update", "tenant": current.request["tenant"],
-                       "request_id": current.request["request_id"], "response": response})
+            self._send({"v": 1, "op": "update", "tenant": current.request["tenant"],
+                        "request_id": current.request["request_id"], "response": response},
+                       shard)
             return
-        reply = self.send({**current.request, "response": response})
+        reply = self._send({**current.request, "response": response}, shard)
         current._reply = reply
         if reply is not None:
             annotate(span, reply)
@@ -178,8 +195,8 @@ class Semtrace:
         """Register the call, run the block, then send its update (or the whole ingest);
         the block waits `register_wait` at most for each (`outbox.py`)."""
         current, span, start = begun
-        self._outbox.wait(self._outbox.submit(functools.partial(
-            self._register, current, span), self._shard(current.request)), self.register_wait)
+        self._outbox.wait(self._submit(functools.partial(self._register, current, span),
+                                       current), self.register_wait)
         status = "error"
         try:
             yield current
@@ -191,8 +208,8 @@ class Semtrace:
     async def _arecorded(self, begun: tuple[Turn, Any, float]) -> AsyncIterator[Turn]:
         """`_recorded` for asyncio code: the event loop is never blocked."""
         current, span, start = begun
-        await self._outbox.await_(self._outbox.submit(functools.partial(
-            self._register, current, span), self._shard(current.request)), self.register_wait)
+        await self._outbox.await_(self._submit(functools.partial(
+            self._register, current, span), current), self.register_wait)
         status = "error"
         try:
             yield current
@@ -204,9 +221,8 @@ class Semtrace:
     def _last(self, current: Turn, span: Any, start: float, status: str) -> futures.Future[None]:
         """As the block ends: hand over its update (or whole ingest), which a read of the
         turn's `reply` from now on waits for."""
-        current._last = self._outbox.submit(functools.partial(
-            self._update, current, span, self._response(current, start, status)),
-            self._shard(current.request))
+        current._last = self._submit(functools.partial(
+            self._update, current, span, self._response(current, start, status)), current)
         current._wait = self.timeout
         return current._last
 
