@@ -104,8 +104,8 @@ def test_enter_on_a_topic_lists_its_threads_of_the_screens_window_and_says_so(
     assert sorted(seen["keys"]) == [IN_WINDOW, LAST_SECOND], seen
     head = seen["head"]
     assert head == ("Threads of password reset link (acme) active 2026-02-25 to 2026-03-03 "
-                    f"UTC, the topics screen's window, whose {seen['row']} is a noisy release "
-                    "capping each person's threads: the exact count may differ"), head
+                    f"UTC, the topics screen's window, whose count ({seen['row']}) is a noisy "
+                    "release capping each person's threads: the exact count may differ"), head
     assert "Threads 1–2 of 2" in seen["status"]
     assert "since:2026-02-25 until:2026-03-03" in seen["status"]
     assert seen["after"] == ""

@@ -42,7 +42,14 @@ from appliance.privacy import Figure
 from appliance.reads import StatsQuery, report_from_json, run_stats, stats_json, stats_permission
 from appliance.roles import require
 from appliance.trend import NOT_SHOWN, sparkline
-from appliance.tui.format import TOO_NOISY, says_nothing, topic_title, unlabelled_note
+from appliance.tui.format import (
+    TOO_NOISY,
+    figure_count,
+    reaches_zero,
+    says_nothing,
+    topic_title,
+    unlabelled_note,
+)
 
 DEFAULT_DAYS = analytics.DEFAULT_DAYS
 
@@ -176,9 +183,10 @@ def _fmt(f: Figure, pct: bool = False) -> str:
     return f"{f.value:.1f}" + ("" if f.exact else f"±{f.ci95:.0f}")
 
 
-def _count(f: Figure) -> str:
-    """A count of threads, people or prompts: whole numbers (`12±37`, not `12.0±37`)."""
-    return f"{f.value:.0f}" + ("" if f.exact else f"±{f.ci95:.0f}")
+def _count(f: Figure, *, floor: bool = False) -> str:
+    """A count of threads, people or prompts: whole numbers (`41±3`, not `41.0±3`), `<N`
+    where its interval reaches zero (`tui.format.count_text`, as on the TUI's screens)."""
+    return figure_count(f, floor=floor)
 
 
 def _sum(f: Figure) -> str:
@@ -223,7 +231,8 @@ def _print(report: analytics.Report[Any], currency: str) -> None:
     else:
         _note(f"differentially private: {_spent(report)}")
         _note(f"{report.budget_remaining:g} left today; groups under {report.k_min_users} "
-              "users (noisy count) withheld; ± is a 95% interval")
+              "users (noisy count) withheld; ± is a 95% interval, <N a count whose "
+              "interval reaches 0 (N its top)")
         _note(f"{TOO_NOISY}: a share, mean or sum too noisy to read at this size "
               "(--json has it)")
     if report.kind == "incident":
@@ -319,9 +328,10 @@ def _line(r: object, currency: str = "", *, floor: bool = False,
         # a topic others were merged into since the release: people is the larger part's
         # count, a floor (one person may be in both parts)
         least = "≥" if r.merged or floor else ""
-        people = [f"people {least}{_count(r.users)}"] if r.users is not None else []
+        people = ([f"people {least}{_count(r.users, floor=bool(least))}"]
+                  if r.users is not None else [])
         joined = [f"· with {', '.join(r.merged)} merged since"] if r.merged else []
-        threads = f"{'≥' if floor else ''}{_count(r.threads)}"
+        threads = f"{'≥' if floor else ''}{_count(r.threads, floor=floor)}"
         return _wrap(f"{r.key:<{k}} {r.label or '':<{LABEL_WIDTH}}",
                      [f"threads {threads}", *people],
                      [f"turns {_ratio(r.mean_turns)}",
@@ -343,8 +353,11 @@ def _line(r: object, currency: str = "", *, floor: bool = False,
             f"repeated {_ratio(r.repeated_share, True)}"], list(r.thread_ids))
     if isinstance(r, analytics.Lift):
         # "new": in the window and not in the baseline; nothing in either is no news
+        # "new" only where the window's count can be told from zero (a noisy `<65` is not)
         lift = (f"x{r.lift:.2f}" if r.lift is not None else "new" if r.window.value > 0
-                else "–") + ("*" if r.significant else "")
+                and not reaches_zero(r.window.value, None if r.window.exact
+                                     else r.window.ci95) else "–"
+                ) + ("*" if r.significant else "")
         return _wrap(f"{r.dimension:<8} {r.key:<{k}} {r.label or '':<{label_width}} "
                      f"{lift:>8}",
                      [f"window {_count(r.window)}", f"baseline {_count(r.baseline)}"])

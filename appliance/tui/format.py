@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 
@@ -118,6 +119,33 @@ def says_nothing(f: Figure, *, share: bool = False) -> bool:
     if f.exact:
         return False
     return f.ci95 >= 0.5 if share else f.ci95 >= abs(f.value)
+
+
+def count_text(value: float, ci95: float | None, *, floor: bool = False) -> str:
+    """A count of threads, people or prompts as every screen and `stats` text prints it.
+
+    Exact (`ci95` None): the number. Noisy: `41±3`, or, where its 95% interval reaches
+    zero (the half-width at least the value, the rule by which a share or mean reads
+    `noisy`), `<N`, the top of that interval: a topic of a true handful of threads, or
+    none, printed `20±37`, read as "20". Decided on the noisy value and the public noise
+    scale only (post-processing: nothing spent, nothing exact looked at). `floor`: the
+    figure is a lower bound (a merged topic's people), so it keeps its `±`.
+    """
+    if ci95 is None:
+        return f"{value:.0f}"
+    if reaches_zero(value, ci95) and not floor:
+        return f"<{math.floor(value + ci95) + 1}"
+    return f"{value:.0f}±{ci95:.0f}"
+
+
+def reaches_zero(value: float, ci95: float | None) -> bool:
+    """Whether a noisy count's 95% interval reaches zero (`ci95` None: exact, it does not)."""
+    return ci95 is not None and ci95 > 0 and ci95 >= value
+
+
+def figure_count(f: Figure, *, floor: bool = False) -> str:
+    """`count_text` of a released figure."""
+    return count_text(f.value, None if f.exact else f.ci95, floor=floor)
 
 
 def money(amount: float | None) -> str:

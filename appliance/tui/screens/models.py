@@ -102,7 +102,8 @@ class ModelsScreen(ReleasedScreen):
         on = "all topics" if self.topic is None else f"topic {self._topic_name()}"
         self.query_one("#models-head", Static).update(
             f"Models on {on}, {view.start:%Y-%m-%d} to {view.last_day:%Y-%m-%d} UTC · {when} · "
-            f"differentially private (± 95%; {TOO_NOISY}: too noisy to read), as `semtrace "
+            f"differentially private (± 95%; {TOO_NOISY}: too noisy to read; <N: a count "
+            "whose interval reaches 0, N its top), as `semtrace "
             f"stats models` · cost in {view.currency}")
         self._status(self._note(view))
 

@@ -19,6 +19,8 @@ from appliance.tui.context import context
 from appliance.tui.format import (
     NO_TOPIC_NAME,
     TOO_NOISY,
+    count_text,
+    figure_count,
     money,
     says_nothing,
     topic_title,
@@ -47,19 +49,21 @@ def trend_line(row: GroupStats, k_min_users: int) -> Text:
     if not row.trend:
         return Text.assemble("Trend of ", name, ": none")
     shown = [p for p in row.trend if p.threads is not None]
-    last = (f"latest {shown[-1].threads:.0f}±{shown[-1].ci:.0f} on {shown[-1].day}"
-            if shown else "no release shows it")
+    point = shown[-1] if shown else None
+    last = (f"latest {count_text(point.threads or 0.0, point.ci or 0.0)} on {point.day}"
+            if point is not None else "no release shows it")
     first, end = row.trend[0].day[5:], row.trend[-1].day[5:]
     return Text.assemble("Trend of ", name, f", {first} to {end}: │{sparkline(row.trend)}│ "
                          f"threads in each day's release ({NOT_SHOWN} under {k_min_users} "
                          f"people, blank: no release) · {last}")
 
 
-def count(f: Figure | None) -> Text:
-    """A count and, when noisy, its 95% half-width: `12±4`."""
+def count(f: Figure | None, *, floor: bool = False) -> Text:
+    """A count and, when noisy, its 95% half-width: `12±4` (`<N` where the interval
+    reaches zero, as `stats` prints it: `format.count_text`)."""
     if f is None:
         return Text("–", justify="right")
-    return Text(f"{f.value:.0f}" + ("" if f.exact else f"±{f.ci95:.0f}"), justify="right")
+    return Text(figure_count(f, floor=floor), justify="right")
 
 
 def share(f: Figure) -> Text:
@@ -82,7 +86,7 @@ def drill_down(tenant: str, row: GroupStats, view: AggregateView) -> tuple[str, 
     window (the `topic:` and `since:`/`until:` filters), and the heading that says so."""
     first, last = f"{view.start:%Y-%m-%d}", f"{view.last_day:%Y-%m-%d}"
     heading = (f"Threads of {topic_name(row).plain} ({tenant}) active {first} to {last} UTC, "
-               f"the topics screen's window, whose {count(row.threads).plain} is a noisy "
+               f"the topics screen's window, whose count ({count(row.threads).plain}) is a noisy "
                "release capping each person's threads: the exact count may differ")
     # `until:DAY` ends at the midnight after DAY, as the release's window [start, end) does
     return f"tenant:{tenant} topic:{row.key} since:{first} until:{last}", heading
@@ -153,7 +157,8 @@ class TopicsScreen(ReleasedScreen):
             if r.key in joined:  # summed over the ids the release counted apart
                 name.append(f" · with {', '.join(sorted(joined[r.key]))} merged since",
                             style="dim")
-                users = Text("≥", justify="right") + users  # a person may be in both parts
+                # a person may be in both parts: a floor
+                users = Text("≥", justify="right") + count(r.users, floor=True)
             cells.append((Text(tenant), name, count(r.threads), mean(r.mean_turns), users,
                           share(r.refinement_share), share(r.abandonment_share), cost))
         self._columns(max((c[1].cell_len for c in cells), default=0))  # names shown whole
@@ -169,7 +174,8 @@ class TopicsScreen(ReleasedScreen):
         when = (f"released {min(made):%H:%M} UTC" if made else "no release yet today")
         return (f"Topics, {view.start:%Y-%m-%d} to {view.last_day:%Y-%m-%d} UTC · {when} · "
                 f"differentially private: ± is a 95% interval ({TOO_NOISY}: too wide to "
-                f"read), topics of fewer than {view.k_min_users} people withheld · cost in "
+                "read; <N: a count whose interval reaches 0, N its top), topics of fewer "
+                f"than {view.k_min_users} people withheld · cost in "
                 f"{view.currency}")
 
     def _note(self, view: AggregateView, shown: int) -> str:
