@@ -104,6 +104,17 @@ def test_a_bus_key_file_readable_by_others_or_malformed_is_refused(tmp_path: Pat
         Semtrace(tmp_path / "semtrace.sock", tenant="acme", bus_key_file=path)
 
 
+def test_a_bus_key_file_in_a_missing_folder_is_one_sentence_naming_it(tmp_path: Path) -> None:
+    """Before: `semtrace: No such file or directory: <path>.tmp.`, naming a file the operator
+    never asked for."""
+    path = tmp_path / "no-such-folder" / "bus.key"
+    r = run_cli("cluster", "bus-key", "new", str(path))
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.strip() == (f"semtrace: The bus key file {path} cannot be written (no "
+                                "such file or directory); nothing was changed."), r.stderr
+    assert not path.parent.exists()
+
+
 def test_cluster_toml_takes_an_absolute_bus_key_file() -> None:
     from pydantic import ValidationError
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -304,3 +305,26 @@ def test_forget_refuses_new_records_even_when_as_many_went_since_the_export(
     r = run_cli(*forget, "--discard", "--json")  # told to: destroyed
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["records"] == len(before)
+
+
+def test_importing_a_file_that_is_no_export_says_so(tmp_path: Path) -> None:
+    """Before: a text file, an empty file or the node's own database file (which opens with
+    the cluster key) was "exported by a node with another master key" or "by another version
+    of semtrace", and a folder "does not exist": an operator chased keys and versions."""
+    key = tmp_path / "cluster.key"
+    data = tmp_path / "b"
+    assert run_cli("init", "--data-dir", str(data), "--new-key-file", str(key)).returncode == 0
+    (tmp_path / "notes.txt").write_text("acme partition 3, moved on Tuesday\n")
+    (tmp_path / "empty.semtrace").touch()
+    (tmp_path / "folder").mkdir()
+    shutil.copyfile(data / "semtrace.db", tmp_path / "store.semtrace")
+    before = _keys_and_buckets(data, key)
+    for name in ("notes.txt", "empty.semtrace", "folder", "store.semtrace"):
+        r = run_cli("cluster", "import", "--data-dir", str(data), "--key-file", str(key),
+                    str(tmp_path / name))
+        assert r.returncode == 2 and r.stdout == "", (name, r.stderr)
+        assert r.stderr.strip() == (f"semtrace: {tmp_path / name} is not a file written by "
+                                    "`semtrace cluster export`; nothing was imported."), r.stderr
+        assert (tmp_path / name).exists()  # kept: nothing was imported
+    assert (tmp_path / "empty.semtrace").stat().st_size == 0
+    assert _keys_and_buckets(data, key) == before

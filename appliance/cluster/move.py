@@ -22,7 +22,7 @@ from typing import Any
 
 from appliance import failpoints, migrations
 from appliance.cluster import exported, given_away, imported
-from appliance.errors import SemtraceError, WrongKey
+from appliance.errors import InputError, SemtraceError, WrongKey
 from appliance.keys import Keyring
 from appliance.store import import_journal
 from appliance.store.core import ID_RANGE, Store, connect, record_id_base
@@ -198,13 +198,22 @@ def export_tenants(store: Store, keyring: Keyring, tenants: list[str], out: Path
 
 
 def _open_export(path: Path, keyring: Keyring) -> Any:
-    if not path.is_file():
+    not_export = InputError(f"{path} is not a file written by `semtrace cluster export`; "
+                            "nothing was imported.")
+    if not path.exists():
         raise SemtraceError(f"{path} does not exist.")
+    if path.is_dir() or path.stat().st_size % 512 or not path.stat().st_size:
+        raise not_export  # an SQLCipher file is whole pages, of 512 bytes at least
     try:
         conn = connect(path, keyring, readonly=True)
     except WrongKey:
         raise WrongKey(f"{path} was exported by a node with another master key; the nodes "
                        "of a cluster share one key file.") from None
+    try:  # a data dir's own database opens with the key too, and is no export
+        conn.execute("SELECT value FROM meta WHERE key = 'export_tenants'").fetchone()[0]
+    except Exception:  # no such row, or no meta table (an empty file)
+        conn.close()
+        raise not_export from None
     known = {fn.__name__ for fn in migrations.MIGRATIONS + migrations.KEY_MIGRATIONS}
     if set(migrations.applied(conn)) != known:
         conn.close()

@@ -15,6 +15,7 @@ never mistaken for a plain one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -215,13 +216,20 @@ def write_key_file(path: Path, lines: list[str], *, new: bool = False) -> None:
     if new and path.exists():
         raise SemtraceError(f"{path} already exists; it was not overwritten.")
     tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(HEADER + "".join(line + "\n" for line in lines))
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    try:
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(HEADER + "".join(line + "\n" for line in lines))
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    except OSError as exc:  # named as the file asked for, not the temporary one beside it
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise SemtraceError(f"The bus key file {path} cannot be written "
+                            f"({(exc.strerror or type(exc).__name__).lower()}); nothing was "
+                            "changed.") from None
     fsync_dir(path.parent)
 
 
