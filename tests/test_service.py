@@ -309,6 +309,16 @@ def test_serve_check_and_wrong_key(tmp_path: Path, passphrase_file: Path) -> Non
         "SEMTRACE_POLICY_DIR"]})
     assert ok.returncode == 0 and json.loads(ok.stdout)["ok"] is True
     assert json.loads(ok.stdout)["warnings"] == []  # the shipped redaction policy lists NRP
+    # every command that prints data takes --json: serve --check's is the same JSON (before:
+    # "No such option '--json'"); serve itself, which prints no result, refuses it
+    said = run_cli("serve", "--check", "--json", *srv.args,
+                   env={"SEMTRACE_POLICY_DIR": srv.env["SEMTRACE_POLICY_DIR"]})
+    assert said.returncode == 0 and json.loads(said.stdout) == json.loads(ok.stdout)
+    no = run_cli("serve", "--json", *srv.args)
+    assert no.returncode == 2 and no.stdout == "" and no.stderr.strip() == (
+        "semtrace: --json goes with --check: serve itself writes its log, not a result (see "
+        "`semtrace serve --help`)."), no.stderr
+    assert not srv.sock.exists()
     wrong = tmp_path / "wrong"
     wrong.touch(mode=0o600)
     wrong.write_text("definitely wrong\n")

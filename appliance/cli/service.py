@@ -35,6 +35,8 @@ SOCKET_NAME = "semtrace.sock"
               "OS identity, without the passphrase (default DATA_DIR/query.sock).")
 @click.option("--check", is_flag=True, help="Validate policies, linker weights, model, name and "
               "city lists, and key (the store opened read-only), then exit.")
+@click.option("--json", "as_json", is_flag=True, help="With --check: the result as JSON (as "
+              "it prints it anyway; serve itself writes its log).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 @click.option("--metrics", "metrics_listen", default=None, metavar="ADDR",
@@ -56,11 +58,15 @@ SOCKET_NAME = "semtrace.sock"
 @click.option("--node", "node_name", default=None,
               help="This node's name in the cluster (default: the host name).")
 def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
-          socket_path: Path | None, query_socket: Path | None, check: bool, log_level: str,
+          socket_path: Path | None, query_socket: Path | None, check: bool, as_json: bool,
+          log_level: str,
           metrics_listen: str | None, metrics_group: str | None,
           otlp_endpoint: str | None, nats_url: str | None, partitions: int | None,
           own: str | None, node_name: str | None) -> None:
     """Serve the ingest protocol on a local Unix socket (and NATS) until SIGTERM."""
+    if as_json and not check:
+        raise click.UsageError("--json goes with --check: serve itself writes its log, not a "
+                               "result.")
     from appliance.config import load_policies
     from appliance.embed import load_manifest, verify_model
     from appliance.runtime import check_bundled_files, make_pipeline, open_runtime
