@@ -42,6 +42,7 @@ from appliance.privacy import Figure
 from appliance.reads import StatsQuery, report_from_json, run_stats, stats_json, stats_permission
 from appliance.roles import require
 from appliance.trend import NOT_SHOWN, sparkline
+from appliance.tui.filters import is_pseudonym
 from appliance.tui.format import (
     TOO_NOISY,
     figure_count,
@@ -52,6 +53,7 @@ from appliance.tui.format import (
 )
 
 DEFAULT_DAYS = analytics.DEFAULT_DAYS
+PSEUDONYM_LEN = 22  # u_ and 20 hex digits (keys.Keyring.pseudonym)
 
 
 def _when(value: str | None, default: datetime, name: str) -> datetime:
@@ -95,7 +97,7 @@ def stats_command(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any
             if as_json:
                 emit_json(data)
             else:
-                _print(report_from_json(data), data["currency"])
+                _print(report_from_json(data), data["currency"], user=user)
 
         cmd: Callable[..., Any] = run
         for option in (
@@ -217,7 +219,7 @@ def _spent(report: analytics.Report[Any]) -> str:
     return f"new release, epsilon {report.epsilon:g} spent"
 
 
-def _print(report: analytics.Report[Any], currency: str) -> None:
+def _print(report: analytics.Report[Any], currency: str, *, user: str | None = None) -> None:
     on = (f" on topic {report.topic}" + (f" ({report.topic_label})" if report.topic_label
                                           else "")) if report.topic else ""
     # the header in clauses of their own, each within WIDTH (it was one line of 250-330)
@@ -252,7 +254,9 @@ def _print(report: analytics.Report[Any], currency: str) -> None:
     for r in named:
         click.echo("  " + _line(r, currency, floor=bool(report.uncounted), key_width=width,
                                 label_width=labels))
-    if not report.rows:
+    if not report.rows and report.exact and user is not None:
+        _note(_no_threads_of(user, report))
+    elif not report.rows:
         click.echo("  (nothing to show)")
     elif any(getattr(r, "trend", ()) for r in report.rows):
         _note(f"trend: each day's release (the 7 days up to it); {NOT_SHOWN} the topic "
@@ -269,6 +273,19 @@ def _print(report: analytics.Report[Any], currency: str) -> None:
               "since today's release of it and with no release of its own today: its "
               "threads are in none of these figures (threads ≥); tomorrow's release "
               "counts them")
+
+
+def _no_threads_of(user: str, report: analytics.Report[Any]) -> str:
+    """Why one user's view is empty; a pseudonym given as --user is told what it takes (the
+    pseudonym `threads list` prints matched nobody: --user is pseudonymised again)."""
+    what = ("no thread that hit a guardrail block" if report.kind == "blocks" else
+            f"no threads on topic {report.topic}" if report.topic else "no threads")
+    # the id typed is not repeated: a raw user id stays out of what may be saved
+    said = f"(nothing to show: this user has {what} in {report.tenant} in this window"
+    if is_pseudonym(user) and len(user) == PSEUDONYM_LEN:
+        return (said + "; --user takes the user id as the gateway sends it, not the "
+                "pseudonym that `threads list` prints)")
+    return said + ")"
 
 
 def _is_topic(r: object, kind: str) -> bool:
