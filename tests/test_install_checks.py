@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_service import STARTUP_S
 from test_spine import run_cli
 
 
@@ -135,9 +136,8 @@ def test_the_installed_units_query_socket_is_reachable_by_another_os_user(
         try:
             query = Path(args[args.index("--query-socket") + 1]) \
                 if "--query-socket" in args else data / "query.sock"
-            for _ in range(1200):
-                if query.exists() or proc.poll() is not None:
-                    break
+            deadline = time.monotonic() + STARTUP_S
+            while not query.exists() and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert query.exists(), log.read_text()[-2000:]
             code = ("import os, socket, json; os.setgroups([]); os.setgid(65534); "

@@ -168,7 +168,7 @@ def test_metrics_on_a_tcp_address_no_scraper_can_reach_are_named_at_start(
         tmp_path: Path, passphrase_file: Path, network: str) -> None:
     """Under the unit (PrivateNetwork=yes) metrics on 127.0.0.1:9464 listened on the
     service's own loopback: the log said 'metrics listening' and every scrape was refused."""
-    from test_service import Server
+    from test_service import STARTUP_S, Server
 
     from appliance.client import Client
     from appliance.errors import SemtraceError
@@ -179,8 +179,10 @@ def test_metrics_on_a_tcp_address_no_scraper_can_reach_are_named_at_start(
     proc = subprocess.Popen((["unshare", "-n"] if own else []) + argv, env=srv.env,
                             stdout=subprocess.DEVNULL, stderr=srv.log.open("ab"))
     try:
-        for _ in range(1200):  # the Unix socket answers across network namespaces
+        deadline = time.monotonic() + STARTUP_S
+        while True:  # until the Unix socket answers (across network namespaces)
             assert proc.poll() is None, srv.log.read_text()[-2000:]
+            assert time.monotonic() < deadline, srv.log.read_text()[-2000:]
             try:
                 with Client(srv.sock, timeout=5) as c:
                     if c.ping()["ok"]:

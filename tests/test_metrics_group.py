@@ -25,6 +25,7 @@ from installer_host import (
     stand_in_bundle,
     stand_in_host,
 )
+from test_service import STARTUP_S
 from test_spine import run_cli
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0,
@@ -106,9 +107,9 @@ def test_a_scraper_in_the_metrics_group_reads_the_metrics_and_cannot_send_prompt
                                  str(passphrase_file)], stdout=subprocess.DEVNULL,
                                 stderr=log.open("wb"))
         try:
-            for _ in range(1200):
-                if (metrics.exists() and ingest.exists()) or proc.poll() is not None:
-                    break
+            deadline = time.monotonic() + STARTUP_S
+            while not (metrics.exists() and ingest.exists()) and proc.poll() is None \
+                    and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert metrics.exists() and ingest.exists(), log.read_text()[-2000:]
             st = metrics.stat()

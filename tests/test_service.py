@@ -34,6 +34,11 @@ def _policy_dir(tmp: Path, **service: object) -> Path:
     return target
 
 
+# How long a `semtrace serve` may take to listen (its model and Presidio load): minutes on
+# a loaded host (185 s seen with 2 cores shared), so a bound no working server reaches.
+STARTUP_S = 600
+
+
 class Server:
     """A `semtrace serve` subprocess on a fresh data dir."""
 
@@ -52,7 +57,7 @@ class Server:
         self.proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", *self.args],
                                      env=self.env, stdout=subprocess.DEVNULL,
                                      stderr=self.log.open("ab"))
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + STARTUP_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"serve exited: {self.log.read_text()}")
@@ -62,7 +67,8 @@ class Server:
                         return self
             except Exception:
                 time.sleep(0.2)
-        raise AssertionError("serve did not come up")
+        raise AssertionError(f"serve did not come up in {STARTUP_S} s: "
+                             f"{self.log.read_text()[-2000:]}")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
