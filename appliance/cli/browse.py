@@ -170,13 +170,18 @@ def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | 
 
 def turn_line(r: Record) -> str:
     """A turn's link as `threads show` prints it: position, intent, similarity, the signal
-    that decided (history, previous_response_id, session_id or content) and the parent."""
+    that decided (history, previous_response_id, session_id or content), the gateway's
+    signals the request carried that named no turn held (`unmatched=`) and the parent."""
+    from appliance.tui.format import unmatched_signals
+
     parts = [f"{r.position:<12}", r.intent or "intent ?"]
     if r.similarity is not None:  # without a parent: to the closest turn, not taken (the TUI's
         # `best`); `sim=` read as the similarity to what the turn continues
         parts.append(f"{'sim' if r.parent_id is not None else 'best'}={r.similarity:.2f}")
     if r.link_source:
         parts.append(f"signal={r.link_source}")
+    if missed := unmatched_signals(r.evidence):  # sent, but named no turn held
+        parts.append(f"unmatched={','.join(missed)}")
     if r.parent_id is not None:
         parts.append(f"parent=#{r.parent_id}")
     return "  ".join(parts)

@@ -9,7 +9,13 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from appliance.tui.format import PLACEHOLDER_RE, duration, position_label, sim_bar
+from appliance.tui.format import (
+    PLACEHOLDER_RE,
+    duration,
+    position_label,
+    sim_bar,
+    unmatched_signals,
+)
 from appliance.tui.tree import Turn
 
 # The features a reader can act on, with what they mean; the rest follow as numbers.
@@ -82,7 +88,28 @@ def _decision(turn: Turn, ev: dict[str, Any]) -> Text:
     signal = CONTENT_SIGNALS.get(ev.get("link_source", ""))
     if gateway is None and signal is not None:
         out.append(f"decided by {signal}\n")
+        out.append(_unheard(ev))
     return out
+
+
+def _unheard(ev: dict[str, Any]) -> str:
+    """Why the gateway's own signals did not decide a content link: what the request
+    carried that named no turn held, or an empty history the prompt looked past."""
+    found = ev.get("history")
+    hist: dict[str, Any] = found if isinstance(found, dict) else {}
+    lines = []
+    for name in unmatched_signals(ev):
+        if name == "history":
+            n = hist.get("messages")
+            lines.append(f"its message history ({n} user/assistant messages) named no turn "
+                         "held" if isinstance(n, int) else "its message history named no "
+                         "turn held")
+        else:
+            lines.append("its previous_response_id named no turn held")
+    if ev.get("back_reference") and hist.get("messages") == 0:
+        lines.append("its message history was empty, but the prompt refers back to an "
+                     "earlier conversation")
+    return "".join(f"{line}\n" for line in lines)
 
 
 def explain(turn: Turn, *, can_reveal: bool = False) -> Text:
