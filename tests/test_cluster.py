@@ -461,19 +461,23 @@ def test_integrations_take_a_nats_url_and_can_redact_before_the_bus(plain: Plain
             seen.append(msg.data)
 
         await nc.subscribe("semtrace.part.>", cb=cb)
-        await nc.flush()
+        await nc.flush()  # the server has the subscription: what is published now is seen
+        listening.set()
         await stop.wait()
         await nc.close()
 
     import threading
 
     loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
+    stop, listening = asyncio.Event(), threading.Event()
     threading.Thread(target=loop.run_forever, daemon=True).start()
     task = asyncio.run_coroutine_threadsafe(listen(stop), loop)
-    time.sleep(0.5)
+    assert listening.wait(120) or task.result(0)  # not a fixed sleep: a slow host missed it
     raw = Semtrace(plain.url, tenant="t3", timeout=60, plain_bus=True)
     careful = Semtrace(plain.url, tenant="t3", timeout=60, redact=True, plain_bus=True)
+    # Presidio loads in the background; a prompt before it is ready is not sent (after
+    # `timeout`): a loaded host took longer than that, and this test is not about the load
+    assert careful.redact._ready.wait(600)  # type: ignore[union-attr]
     with raw.turn(user_id="dev", text="What is a monad in Haskell?") as first:
         pass
     with careful.turn(user_id="dev", text="Email the summary to jane.roe@example.com "

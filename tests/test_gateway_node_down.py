@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from test_cluster import nats_server
-from test_tool_loop_nats import node
+from test_tool_loop_nats import node, until_consumed
 
 from appliance.client import open_client
 from appliance.integrations.breaker import Breaker
@@ -50,10 +50,7 @@ def test_a_turn_sent_while_its_node_is_down_keeps_its_tokens_and_its_response_id
             assert semtrace.flush(10)
             assert first.reply is None  # nothing answered while the node was down
             with node(pipeline, tmp_path, url) as (_, door):  # the node is back
-                for _ in range(600):  # both queued messages consumed
-                    if door.counters["consumed"] >= 2:
-                        break
-                    threading.Event().wait(0.05)
+                until_consumed(door, 2)  # both queued messages consumed
                 # the user's next call (a gateway whose pause is over; its own here)
                 later = Semtrace(url, tenant="acme", timeout=30.0, plain_bus=True)
                 try:
@@ -93,10 +90,7 @@ def test_turns_made_while_no_node_answers_are_queued_on_the_bus_not_dropped(
                     turn.answer("Yes, every hour.", response_id=f"resp_nq_{n}")
                 assert semtrace.flush(5)
             with node(pipeline, tmp_path, url) as (_, door):  # the node is back
-                for _ in range(1200):  # each turn's registration and its whole ingest
-                    if door.counters["consumed"] >= 2 * len(users):
-                        break
-                    threading.Event().wait(0.05)
+                until_consumed(door, 2 * len(users))  # registrations and whole ingests
         finally:
             semtrace.close()
     stored = [records_by_request(pipeline.store, "acme", f"nq-{n}") for n in range(len(users))]
@@ -143,10 +137,7 @@ def test_litellm_counts_the_calls_queued_while_no_node_answers_apart_from_failur
                     for n, user in enumerate(users)]  # the first one's silence: a pause
             down = (logger.sent, getattr(logger, "queued", None), logger.failures)
             with node(pipeline, tmp_path, url) as (_, door):  # the node is back
-                for _ in range(1200):  # each call's registration and its whole ingest
-                    if door.counters["consumed"] >= 2 * len(users):
-                        break
-                    threading.Event().wait(0.05)
+                until_consumed(door, 2 * len(users))  # registrations and whole ingests
                 calls = len(users)
                 while logger.sent == 0 and calls < len(users) + 60:  # until the pause ends
                     calls += 1
@@ -192,10 +183,7 @@ def test_an_asyncio_gateway_counts_a_request_no_node_answered_as_queued(
 
         first, paused = asyncio.run(deliver_both())
         with node(pipeline, tmp_path, url) as (_, door):  # the node is back
-            for _ in range(600):
-                if door.counters["consumed"] >= 2:
-                    break
-                threading.Event().wait(0.05)
+            until_consumed(door, 2)
     assert (first.reply, first.queued) == (None, True)
     assert (paused.reply, paused.queued) == (None, True)
     assert (breaker.queued, breaker.missed) == (2, 0)

@@ -95,7 +95,9 @@ def test_lookups_and_stats_count_against_the_queue_bound(pipeline: Any, tmp_path
         asks = [asyncio.ensure_future(c.request(
             {"v": 1, "op": "lookup", "tenant": "acme", "request_id": f"x-{i}"}
             if i else {"v": 1, "op": "stats"})) for i, c in enumerate(clients)]
-        await asyncio.sleep(0.3)
+        # the worker stays busy until one of them is told to retry (not a fixed 0.3 s: on a
+        # loaded host the third had not arrived yet, and was answered, not refused)
+        await asyncio.wait(asks, timeout=120, return_when=asyncio.FIRST_COMPLETED)
         gate.set()
         out = list(await asyncio.gather(*asks))
         await blocker
