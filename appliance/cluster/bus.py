@@ -77,10 +77,12 @@ def servers(url: str) -> list[str]:
 
 async def connect(url: str, sec: ClusterSecurity, *, name: str,
                   connect_timeout: float = 5.0, reconnect: bool = True,
-                  on_error: Callable[[Exception], None] | None = None) -> Any:
-    """An open nats-py client; SemtraceError with one sentence when NATS cannot be reached.
-    `on_error` is shown each error the server reports on the connection (a permission it
-    denies a publish, which nats-py reports nowhere else)."""
+                  on_error: Callable[[Exception], None] | None = None,
+                  within: float | None = None) -> Any:
+    """An open nats-py client; SemtraceError with one sentence when NATS cannot be reached
+    within `within` seconds (default: three connection attempts' time). `on_error` is shown
+    each error the server reports on the connection (a permission it denies a publish,
+    which nats-py reports nowhere else)."""
     nats = require_nats()
     from nats.errors import Error as NatsError
     from nats.errors import NoServersError
@@ -90,12 +92,22 @@ async def connect(url: str, sec: ClusterSecurity, *, name: str,
             on_error(exc)
 
     # nats-py retries a first connection like a reconnection (forever with -1, and with 0
-    # too): the wait is bounded here, then reconnections are unlimited for a node.
+    # too): the wait is bounded here, then reconnections are unlimited for a node. Not by
+    # wait_for, which waits for the cancelled attempt to end: nats-py took seconds more
+    # (7.6 s for a 3 s bound, on a server that accepts and never speaks).
+    attempt = asyncio.ensure_future(nats.connect(
+        servers(url), name=name, connect_timeout=connect_timeout, reconnect_time_wait=1,
+        allow_reconnect=reconnect, max_reconnect_attempts=-1 if reconnect else 1,
+        error_cb=_quiet, **connect_options(sec)))
     try:
-        return await asyncio.wait_for(nats.connect(
-            servers(url), name=name, connect_timeout=connect_timeout, reconnect_time_wait=1,
-            allow_reconnect=reconnect, max_reconnect_attempts=-1 if reconnect else 1,
-            error_cb=_quiet, **connect_options(sec)), connect_timeout * 3)
+        await asyncio.wait({attempt}, timeout=connect_timeout * 3 if within is None else within)
+    finally:
+        if not attempt.done():  # given up (or this wait cancelled): not waited for
+            _abandon(attempt)
+    try:
+        if not attempt.done():
+            raise TimeoutError
+        return attempt.result()
     except (NoServersError, OSError, TimeoutError):
         raise SemtraceError(f"No NATS server answers at {url}.") from None
     except NatsError as exc:
@@ -105,6 +117,23 @@ async def connect(url: str, sec: ClusterSecurity, *, name: str,
                                 "cluster.toml.") from None
         raise SemtraceError(f"NATS refused the connection ({type(exc).__name__}); check the "
                             "credentials in cluster.toml.") from None
+
+
+_ABANDONED: set[asyncio.Future[Any]] = set()  # attempts given up, until they end
+
+
+def _abandon(attempt: asyncio.Future[Any]) -> None:
+    """Cancel a connection attempt without waiting for it; a connection it still makes
+    is closed."""
+    def ended(done: asyncio.Future[Any]) -> None:
+        _ABANDONED.discard(done)
+        if not done.cancelled() and done.exception() is None:
+            _ABANDONED.add(late := asyncio.ensure_future(done.result().close()))
+            late.add_done_callback(_ABANDONED.discard)
+
+    attempt.cancel()
+    _ABANDONED.add(attempt)
+    attempt.add_done_callback(ended)
 
 
 def node_name(configured: str) -> str:

@@ -140,7 +140,8 @@ class AsyncNatsClient:
         """
         sec = security or ClusterSecurity()
         bus_keys, plain_bus = gateway_sealing(sec, bus_keys, plain_bus)
-        nc = await connect(url, sec, name=name, connect_timeout=timeout)
+        # within its timeout, as a request (a gateway's send never blocks past it)
+        nc = await connect(url, sec, name=name, connect_timeout=timeout, within=timeout)
         return cls(nc, timeout=timeout, keys=bus_keys, plain_bus=plain_bus)
 
     async def request(self, obj: dict[str, Any], timeout: float | None = None
