@@ -89,7 +89,22 @@ def _decision(turn: Turn, ev: dict[str, Any]) -> Text:
     if gateway is None and signal is not None:
         out.append(f"decided by {signal}\n")
         out.append(_unheard(ev))
+    if r.position == "topic_shift":
+        out.append(_shift(ev, gateway is not None))
     return out
+
+
+def _shift(ev: dict[str, Any], by_gateway: bool) -> str:
+    """Why a linked turn reads as a topic shift (docs/linking.md, Labels): a content link
+    also had to read as an opening; a turn the gateway's signals linked did not."""
+    why = ("topic shift: unlike the turn it continues and the thread's last turns, with no "
+           "follow-up cue")
+    if by_gateway:
+        return f"{why}; the gateway's signal, not its content, keeps it in this thread\n"
+    opener = ev.get("opener")
+    if isinstance(opener, int | float):
+        return f"{why}, and it reads as an opening (opener {opener:.2f})\n"
+    return f"{why}\n"
 
 
 def _unheard(ev: dict[str, Any]) -> str:
