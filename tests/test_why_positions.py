@@ -73,3 +73,29 @@ def test_a_content_linked_topic_shift_says_it_reads_as_an_opening() -> None:
     assert "decided by content" in shown
     assert "with no follow-up cue, and it reads as an opening (opener 0.72)" in shown
     assert "the gateway's signal" not in shown
+
+
+def test_an_orphan_with_an_empty_history_says_it_reads_like_a_follow_up(
+        pipeline: Any, runtime: Any) -> None:
+    """A gateway request with no earlier message whose prompt only continues something:
+    the panel says why it is `orphaned` rather than `new`, as for a content decision."""
+    from test_tui import app_for, run, settle, table_keys
+
+    orphan = replace(make_prompt("How about tomorrow?", user="vera", minutes=0,
+                                 request_id="o-1"), history=())
+    out = pipeline.process([orphan])
+    assert out[0].position == "orphaned" and out[0].link_source == "history"
+    panels: list[str] = []
+
+    async def scenario(pilot: Any) -> None:
+        app = pilot.app
+        app.screen.query_one("#threads").move_cursor(
+            row=table_keys(app, "#threads").index(out[0].thread_id))
+        await pilot.press("enter")
+        await settle(pilot)
+        panels.append(str(app.screen.query_one("#why-text").render()))
+
+    run(app_for(runtime), scenario)
+    assert "? Orphaned" in panels[0]
+    assert "reads like a follow-up (cues: " in panels[0]
+    assert "message history held no earlier turn (decided by history)" in panels[0]

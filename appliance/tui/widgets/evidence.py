@@ -69,6 +69,8 @@ def _decision(turn: Turn, ev: dict[str, Any]) -> Text:
         head = (f"✔ Linked to {_parent(turn)}" if r.parent_id is not None
                 else "? Orphaned" if r.position == "orphaned" else "● New thread")
         why = f"{gateway} (decided by {ev['link_source']})"
+        if r.parent_id is None and r.position == "orphaned":  # not `new`: why
+            why = f"reads like a follow-up (cues: {cues}), but {why}"
     elif r.parent_id is not None:
         head = f"✔ Linked to {_parent(turn)}"
         why = f"score {score:.2f} ≥ {_threshold(ev)}" if score is not None \
