@@ -242,6 +242,10 @@ def _settle(target: Path, cred: Credential, policies: Policies, manifest: dict[s
             store.compact()
         run = run_retention(shredder, policies.retention, rt.keyring)
         records = int(store.db.execute("SELECT count(*) FROM records").fetchone()[0])
+        from appliance.cluster.given_away import note_restored
+
+        with store.db:  # a cluster node's original may have consumed after the backup
+            note_restored(store.db, str(manifest["taken_at"]))
         audit.append("restore", {"taken_at": manifest["taken_at"],
                                  "backup_audit_seq": manifest.get("audit_seq"),
                                  "erasures_reapplied": len(erasures)})

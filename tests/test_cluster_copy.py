@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,6 @@ def test_a_copy_started_while_its_original_was_down_is_refused_when_it_claims(
     found no claim of their data dir). Before: the copy, once loaded, took the original's
     claims over as a restart of it would, and the original gave its partitions up."""
     import os
-    import time
 
     with sealed_cluster(tmp_path) as bus:
         a, copy = _a_and_its_copy(bus)
@@ -95,3 +95,76 @@ def test_a_copy_started_while_its_original_was_down_is_refused_when_it_claims(
             assert gateway.request(ingest("acme", "after-copy", "Is my VPN down?", 0))["ok"]
         assert a.lookup("acme", "after-copy")["ok"]
         assert a.stop() == 0
+
+
+COPY_CONSUMED = ("semtrace: Partition {p} was consumed by another copy of this data dir (as "
+                 "node 'a': one restored from a backup, or copied, and started while this "
+                 "one was stopped) since this one last did, so its tenants' newer records "
+                 "are there: keep that copy and start this one without {p} in --own (`own` in "
+                 "cluster.toml) with its stale copy removed (`semtrace cluster forget "
+                 "--partitions {p} --yes --discard`), or, if that copy and its data are lost, "
+                 "run `semtrace cluster reclaim --partitions {p}` here. Nothing was consumed.")
+
+
+def test_the_original_started_after_its_copy_consumed_while_it_was_down_is_refused(
+        tmp_path: Path) -> None:
+    """A copy of a's data dir (a backup restored on another host, say) started while a was
+    stopped: nothing running beside it, so nothing refused it, and it stored a prompt a
+    lacks. Before: a, started again, took its partitions back as its own (the consumers
+    carry its data dir's id) and went on storing its tenants' prompts apart from the copy's;
+    nothing merges the two. Now a refuses in one sentence before it loads its models, and
+    the copy goes on (its own start)."""
+    with sealed_cluster(tmp_path) as bus:
+        a, copy = _a_and_its_copy(bus)
+        start_all(copy)  # a is stopped: the copy runs as node 'a'
+        with bus.gateway() as gateway:
+            assert gateway.request(ingest("acme", "on-copy", "Is my VPN down?", 0))["ok"]
+        assert copy.stop() == 0
+        a.launch()
+        code = exit_or_start(a)
+        assert code is not None, "the original took its partitions back from its copy"
+        assert code == 1
+        told = said(a)
+        assert len(told) == 1, told
+        assert told[0] in {COPY_CONSUMED.format(p=p) for p in range(4)}, told
+        assert "Traceback" not in a.log.read_text() and not a.sock.exists()
+        assert a._starts() == a._before  # it consumed nothing
+        start_all(copy)  # the copy's own consumers: it starts, and has its prompt
+        assert copy.lookup("acme", "on-copy")["ok"]
+        with bus.gateway() as gateway:
+            assert gateway.request(ingest("acme", "after", "And is the wifi down?", 1))["ok"]
+        assert copy.lookup("acme", "after")["ok"]
+        assert copy.stop() == 0
+
+
+def test_a_lost_nodes_backup_restored_after_the_node_restarted_starts(tmp_path: Path) -> None:
+    """The documented restore of a lost node: its last `semtrace backup`, restored with
+    `semtrace restore` on a new host, while the node had started again after the backup
+    (its consumers made by a start the backup does not know). The restored data dir is
+    behind its original by design and is not refused: it consumes what waited."""
+    from test_spine import run_cli
+
+    with sealed_cluster(tmp_path) as bus:
+        a = bus.node("a", "0-3")
+        start_all(a)
+        assert a.stop() == 0
+        backup = tmp_path / "backup"
+        assert run_cli("backup", str(backup), *a.args()).returncode == 0
+        start_all(a)  # a start the backup does not know, then the host is lost
+        assert a.stop() == 0
+        (tmp_path / "new-host").mkdir()
+        restored = bus.node("a", "0-3", under=tmp_path / "new-host")
+        shutil.rmtree(restored.data)
+        r = run_cli("restore", str(backup), *restored.args())
+        assert r.returncode == 0, r.stderr
+        from appliance.cluster.client import NoAnswerYet
+
+        with bus.gateway(timeout=5) as gateway, pytest.raises(NoAnswerYet):
+            gateway.request(ingest("acme", "queued", "Is my VPN down?", 0))  # kept queued
+        start_all(restored)
+        deadline = time.monotonic() + 120
+        while not restored.lookup("acme", "queued").get("ok"):
+            assert time.monotonic() < deadline, "the restored node never consumed"
+            time.sleep(0.3)
+        assert "Traceback" not in restored.log.read_text()
+        assert restored.stop() == 0

@@ -181,6 +181,7 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
 
             node = ClusterNode(service, cluster, on_consuming=consuming,
                                data_dir=data_dir_id)
+            given_away.note_starting(rt.store.db, node.start_id)  # before its consumers
             service.doors.append(node)
             if telemetry.metrics is not None:
                 telemetry.metrics.bind_cluster(lambda: node.lag, node=node.node,

@@ -185,6 +185,8 @@ def note_consumed(db: Any, owned: list[int], count: int, node: str, start: str =
         _write_consumed(db, count, {**(parts if same else {}), **{p: node for p in owned}},
                         {**kept, **({p: start for p in owned} if start else {})})
         imported.drop(db, set(owned))
+        if start:  # consumed: this data dir's line of starts goes on from here
+            db.execute("DELETE FROM meta WHERE key IN (?, ?)", (STARTING, RESTORED))
 
 
 def forget_consumed(db: Any, partitions: set[int]) -> list[int]:
@@ -223,6 +225,41 @@ def reclaim(db: Any, partitions: set[int], count: int, node: str) -> list[int]:
     return back
 
 
+# ------------------------------------------------- two copies of one data dir, one at a time
+
+STARTING = "cluster_starting"  # the starts since the last one that consumed (killed ones)
+RESTORED = "cluster_restored"  # `semtrace restore` made this copy; gone once it consumed
+
+
+def note_starting(db: Any, start: str) -> None:
+    """Remember, before its consumers are made, that the start `start` of this data dir is
+    under way: killed before it notes what it consumed, its consumers are still its own."""
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (STARTING,)).fetchone()
+    starts = [*json.loads(row[0]), start][-50:] if row else [start]
+    with db:
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                   (STARTING, json.dumps(starts)))
+
+
+def note_restored(db: Any, taken_at: str) -> None:
+    """Mark a data dir restored from a backup (inside the restore's transaction): its
+    original may have consumed after the backup, which is no copy running beside it."""
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (RESTORED, taken_at))
+
+
+def _copy_consumed(db: Any, p: int, start: str | None) -> bool:
+    """Whether partition `p`'s consumer, made by the start `start` of this data dir, was
+    made by another copy of it since this one last consumed `p`: a start it neither noted
+    nor began. A restored data dir is behind its original by design (the lost node's
+    backup), so only the original, or a copy not restored, is told."""
+    _, _, starts = _consumed_starts(db)
+    if start is None or p not in starts or start == starts[p]:
+        return False
+    meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN (?, ?)",
+                           (STARTING, RESTORED)).fetchall())
+    return RESTORED not in meta and start not in json.loads(meta.get(STARTING, "[]"))
+
+
 DATA_DIR_ID = "cluster_data_dir_id"
 
 
@@ -247,7 +284,8 @@ def refuse_taken(db: Any, owned: list[int], count: int, me: str,
 
     A consumer that names its data dir (`data_dir`: this one's id) is this node's own
     whatever name it carries (a start that died between making the consumers and noting
-    its name), and another data dir's even under this node's name."""
+    its name), and another data dir's even under this node's name; unless another copy of
+    this data dir made it since (`_copy_consumed`)."""
     noted_count, parts = _consumed(db)
     if noted_count != count:
         return
@@ -256,6 +294,16 @@ def refuse_taken(db: Any, owned: list[int], count: int, me: str,
         if p not in parts or other is None:
             continue
         if other.data_dir is not None:
+            if other.data_dir == data_dir and _copy_consumed(db, p, other.start):
+                raise SemtraceError(
+                    f"Partition {p} was consumed by another copy of this data dir (as node "
+                    f"'{other.node}': one restored from a backup, or copied, and started "
+                    "while this one was stopped) since this one last did, so its tenants' "
+                    f"newer records are there: keep that copy and start this one without "
+                    f"{p} in --own (`own` in cluster.toml) with its stale copy removed "
+                    f"(`semtrace cluster forget --partitions {p} --yes --discard`), or, if "
+                    f"that copy and its data are lost, run `semtrace cluster reclaim "
+                    f"--partitions {p}` here. Nothing was consumed.")
             if other.data_dir == data_dir:
                 continue
         elif other.node == parts[p]:  # an earlier build's consumer: by its name only
