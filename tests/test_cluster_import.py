@@ -328,3 +328,51 @@ def test_importing_a_file_that_is_no_export_says_so(tmp_path: Path) -> None:
         assert (tmp_path / name).exists()  # kept: nothing was imported
     assert (tmp_path / "empty.semtrace").stat().st_size == 0
     assert _keys_and_buckets(data, key) == before
+
+
+def test_a_copy_exported_again_before_it_was_consumed_keeps_its_first_origin(
+        exported: dict[str, Any]) -> None:
+    """a's partition imported on b and, before b consumed it, exported on to c (the wrong
+    node first, say). Before: b's export carried no origin (b had noted no start of its
+    own), so c noted nothing, and c consumed the partition from its copy even after a,
+    started again with it (the move cut short), stored newer prompts. Now b passes a's
+    origin on, and c refuses a partition whose consumer a started since."""
+    from appliance.cluster import given_away, imported
+    from appliance.cluster.partition import partition_of
+    from appliance.cluster.stream import LastConsumer
+    from appliance.errors import SemtraceError
+
+    tmp, key = exported["tmp"], exported["key"]
+    p = partition_of("acme", 16)
+    a = tmp / "chain-a"
+    shutil.copytree(tmp / "a-never-exported", a)
+    rt = _open(a, key)  # as a start of a that consumed p notes it
+    try:
+        a_id = given_away.data_dir_id(rt.store.db)
+        given_away.note_consumed(rt.store.db, [p], 16, "a", "a-start-1")
+    finally:
+        rt.close()
+
+    def move(src: Path, dst: Path, name: str) -> None:
+        out = tmp / f"{name}.semtrace"
+        r = run_cli("cluster", "export", "--data-dir", str(src), "--key-file", str(key),
+                    "--partitions", str(p), "--of", "16", "--out", str(out))
+        assert r.returncode == 0, r.stderr
+        assert _import(exported, dst, out).returncode == 0
+
+    b, c = _new_node(exported, "chain-b"), _new_node(exported, "chain-c")
+    move(a, b, "a-to-b")
+    move(b, c, "b-to-c")  # b never consumed p
+    rt = _open(c, key)
+    try:
+        source = imported.read(rt.store.db).partitions[p]
+        assert (source.data_dir, source.node, source.start) == (a_id, "a", "a-start-1")
+        c_id = given_away.data_dir_id(rt.store.db)
+        since = {p: LastConsumer("a", data_dir=a_id, start="a-start-2")}  # a started again
+        with pytest.raises(SemtraceError, match=f"Partition {p} was consumed by node 'a' "
+                           "after its tenants were exported from 'a' to this node"):
+            imported.refuse(rt.store.db, [p], 16, since, c_id)
+        unchanged = {p: LastConsumer("a", data_dir=a_id, start="a-start-1")}
+        imported.refuse(rt.store.db, [p], 16, unchanged, c_id)  # nobody consumed since
+    finally:
+        rt.close()

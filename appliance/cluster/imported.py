@@ -46,17 +46,26 @@ class Imported:
 
 def origin(db: Any, partitions: list[int], count: int) -> str | None:
     """What an export of `partitions` (of `count`) carries (JSON), or None if this node
-    never noted a start for any of them (an earlier build's, or never consumed here)."""
+    never noted a start for any of them (an earlier build's, or never consumed here). A
+    partition held here only as imported passes its import's origin on: exported again
+    before this node consumed it, the copy is still as of that first export."""
     from appliance.cluster.given_away import DATA_DIR_ID, consumed_here, consumer_starts
 
     starts = consumer_starts(db, partitions, count)
     row = db.execute("SELECT value FROM meta WHERE key = ?", (DATA_DIR_ID,)).fetchone()
-    if not starts or row is None:
-        return None
     names = consumed_here(db, count)
-    return json.dumps({"count": count, "data_dir": str(row[0]), "at": time.time(),
-                       "partitions": {str(p): {"node": names.get(p, ""), "start": s}
-                                      for p, s in sorted(starts.items())}})
+    found: dict[str, dict[str, Any]] = {str(p): {"node": names.get(p, ""), "start": s}
+                                        for p, s in sorted(starts.items())} if row else {}
+    brought = read(db)
+    if brought.count == count:
+        found |= {str(p): {"node": s.node, "start": s.start, "data_dir": s.data_dir,
+                           "at": s.at}
+                  for p, s in sorted(brought.partitions.items())
+                  if p in partitions and str(p) not in found}
+    if not found:
+        return None
+    return json.dumps({"count": count, "data_dir": str(row[0]) if row else "",
+                       "at": time.time(), "partitions": found})
 
 
 def read(db: Any) -> Imported:
@@ -88,8 +97,10 @@ def note(db: Any, carried: str | None) -> None:
     if carried is None:
         return
     value = json.loads(carried)
-    parts = {int(p): Source(str(value["data_dir"]), str(e["node"]), str(e["start"]),
-                            float(value["at"])) for p, e in value["partitions"].items()}
+    # a partition passed on by a node that held it only as imported names its first origin
+    parts = {int(p): Source(str(e.get("data_dir", value["data_dir"])), str(e["node"]),
+                            str(e["start"]), float(e.get("at", value["at"])))
+             for p, e in value["partitions"].items()}
     forget_consumed(db, set(parts))
     old = read(db)
     kept = old.partitions if old.count == int(value["count"]) else {}
