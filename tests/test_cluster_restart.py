@@ -115,9 +115,14 @@ def test_a_request_cut_by_a_nats_restart_is_not_said_to_stay_queued(tmp_path: Pa
                                     "on the bus.")
             assert server.stored() == 1
             server.pause()  # the server reads nothing more...
+            stats = gateway._inner._nc.stats  # nats-py's own counters
+            sent, deadline = stats["out_msgs"], time.monotonic() + 120
             asker = threading.Thread(target=ask, args=("cut",))
             asker.start()
-            time.sleep(1)
+            while stats["out_msgs"] == sent:  # not a fixed 1 s: the request is published
+                assert time.monotonic() < deadline, said
+                time.sleep(0.05)
+            time.sleep(1)  # and its bytes written to the socket by the client's flusher
             server.stop(signal.SIGKILL)  # ...and dies with the request unread in its socket
             server.start()  # back within the request's timeout, and the gateway with it
             asker.join(60)
