@@ -98,7 +98,12 @@ def remove_made(directory: Path, found: set[str], *, created: bool) -> None:
 
 def prepare_dir(data_dir: Path) -> None:
     """Create the data dir with mode 0700 (or tighten an empty one)."""
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:  # a parent that is a file, closed to this user, read-only
+        raise InputError(f"The data dir {data_dir} cannot be created "
+                         f"({(exc.strerror or type(exc).__name__).lower()}); nothing was "
+                         "written.") from None
     os.chmod(data_dir, 0o700)
     (data_dir / "cache").mkdir(mode=0o700, exist_ok=True)
 

@@ -311,7 +311,9 @@ def test_a_file_error_no_command_expects_is_one_sentence(tmp_path: Path,
     a_file.write_text("x")
     result = run_cli("init", "--data-dir", str(a_file / "data"), "--passphrase-file",
                      str(passphrase_file))
-    assert result.returncode == 1 and "Not a directory" in result.stderr
+    # init now names it itself (test_data_dir_refusals.py); before, the catch-all said
+    # "Not a directory: …/notes.txt/data." (exit 1)
+    assert result.returncode == 2 and "cannot be created (not a directory)" in result.stderr
     one_sentence(result.stderr)
 
 

@@ -98,3 +98,15 @@ def test_doctor_names_a_data_dir_that_is_a_file_as_a_problem(
     assert code == 1 and err == "", err  # doctor: problems found, listed in its report
     assert f"The data dir {paths['file']} is a file, not a folder." in \
         json.loads(out)["problems"]
+
+
+def test_init_under_a_file_says_which_data_dir_cannot_be_made(
+        paths: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: `semtrace: Not a directory: …/file/semtrace.` (exit 1), the OS's words
+    without saying what was being made."""
+    target = paths["file"] / "semtrace"
+    code, err = _run(["init", "--data-dir", str(target), "--passphrase-file",
+                      str(paths["pw"])], capsys)
+    assert code == 2 and err.strip() == (f"semtrace: The data dir {target} cannot be created "
+                                         "(not a directory); nothing was written."), err
+    assert paths["file"].is_file()
