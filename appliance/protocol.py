@@ -94,6 +94,10 @@ def _feedback(obj: dict[str, Any]) -> dict[str, Any]:
 
 def _update(obj: dict[str, Any], rid: str, tenant: str) -> Request:
     """An `update`: tokens, latency, status, answer digest and response id after the answer."""
+    for name in ("text", "history"):  # a prompt here would be dropped unseen: refused
+        if obj.get(name) is not None:
+            raise ProtocolError("bad_request", f"An update carries no '{name}': send the "
+                                "prompt and its history with op 'ingest'.", rid)
     model = obj.get("model")
     if model is not None and (not isinstance(model, str) or not model.strip()
                               or len(model) > 256):

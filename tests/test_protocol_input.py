@@ -146,3 +146,18 @@ def test_a_model_name_with_a_control_character_is_refused() -> None:
         assert (err.value.code, err.value.message) == ("bad_request", message)
     prompt = parse_request(_ingest(model="gpt-4o mini"), max_text_chars=1000, now=NOW).prompt
     assert prompt is not None and prompt.model == "gpt-4o mini"
+
+
+@pytest.mark.parametrize("field", ["text", "history"])
+def test_an_update_carrying_a_prompt_is_refused_without_echoing_it(field: str) -> None:
+    """docs/protocol.md: an update accepts no text. One carrying `text` or `history` was
+    answered `updated`, the prompt dropped unseen, so a gateway sending the turn that way
+    never learned it was not recorded."""
+    value = ("Canary zebra-41 asks" if field == "text"
+             else [{"role": "user", "content": "Canary zebra-41 asks"}])
+    obj = {"v": 1, "op": "update", "tenant": "acme", "request_id": "r-1",
+           "response": {"output_tokens": 5}, field: value}
+    with pytest.raises(ProtocolError) as err:
+        parse_request(obj, max_text_chars=1000, now=NOW)
+    assert err.value.code == "bad_request" and "zebra" not in str(err.value)
+    assert f"no '{field}'" in str(err.value)
