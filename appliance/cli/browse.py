@@ -13,17 +13,15 @@ from typing import Any
 import click
 
 from appliance.cli import (
-    ask,
     credential_options,
     data_dir_option,
     emit_json,
     not_blank,
     open_read,
     progress_bar,
-    query_socket,
-    query_socket_option,
     role_option,
 )
+from appliance.cli.sockets import ask, query_socket, query_socket_option
 from appliance.errors import InputError
 from appliance.records import Record, Thread, jsonable
 from appliance.titles import shorten

@@ -12,13 +12,8 @@ from typing import Any
 
 import click
 
-from appliance.cli import (
-    QUERY_SOCKET_NAME,
-    credential,
-    credential_options,
-    data_dir_option,
-    ingest_socket,
-)
+from appliance.cli import credential, credential_options, data_dir_option
+from appliance.cli.sockets import QUERY_SOCKET_NAME, ingest_socket
 from appliance.errors import InputError, SemtraceError
 from appliance.runtime import default_data_dir, settle_heap
 

@@ -25,17 +25,15 @@ import click
 
 from appliance import analytics
 from appliance.cli import (
-    ask,
     credential_options,
     data_dir_option,
     emit_json,
     not_blank,
     open_dir,
     open_read,
-    query_socket,
-    query_socket_option,
     role_option,
 )
+from appliance.cli.sockets import ask, query_socket, query_socket_option
 from appliance.errors import InputError, SemtraceError
 from appliance.ingest import parse_ts
 from appliance.privacy import Figure

@@ -7,15 +7,8 @@ from pathlib import Path
 
 import click
 
-from appliance.cli import (
-    credential_options,
-    data_dir_option,
-    not_blank,
-    open_dir,
-    query_socket,
-    query_socket_option,
-    role_option,
-)
+from appliance.cli import credential_options, data_dir_option, not_blank, open_dir, role_option
+from appliance.cli.sockets import query_socket, query_socket_option
 from appliance.errors import SemtraceError
 
 

@@ -65,7 +65,7 @@ class SocketReader:
 
     def ask(self, op: str, **fields: Any) -> dict[str, Any]:
         """One request; a refusal as AccessDenied, any other error as SemtraceError."""
-        from appliance.cli import ask
+        from appliance.cli.sockets import ask
 
         return ask(self.path, {"op": op, "role": self.asked_role, **fields})
 
