@@ -25,10 +25,8 @@ from appliance.link import Linker, LinkInput, calibrate
 from appliance.records import (
     Candidate,
     Erased,
-    GatewayContext,
     HeldTurn,
     Link,
-    Message,
     NewRecord,
     Outcome,
     Prompt,
@@ -38,10 +36,9 @@ from appliance.records import (
 from appliance.redact import entity_keys, number_placeholders
 from appliance.store import Store
 from appliance.store.erasures import ErasedMeanwhile
-from appliance.store.turns import OWNER
 from appliance.thresholds import TenantThresholds
+from appliance.turn_keys import gateway_context, turn_keys
 
-NO_TEXT = content_digest("")  # the digest of a message without text
 StageTimer = Callable[[str, int, int], None]  # (stage, start ns, end ns), wall clock
 
 
@@ -270,8 +267,9 @@ class Pipeline:
             asked.append((choice.source, found))
             return found
 
-        link = history.decide(query, self._context(p, user), cands, content,
-                              self.policies.correlation)
+        context = gateway_context(self.keys, self.store, self._pending.get((p.tenant, user), []),
+                                  p, user)
+        link = history.decide(query, context, cands, content, self.policies.correlation)
         if asked:
             link = replace(link, evidence={**link.evidence, "threshold_source": asked[-1][0]})
         if p.truncated:  # the stored text is the start of the prompt only
@@ -287,7 +285,8 @@ class Pipeline:
         resp = p.response or Response()
         cost = pricing.call_cost(self.policies.pricing, p.model, resp.input_tokens,
                                  resp.output_tokens, resp.cost)
-        tkeys = self._turn_keys(p.tenant, user, p.response, p.digest or content_digest(p.text))
+        tkeys = turn_keys(self.keys, p.tenant, user, p.response,
+                          p.digest or content_digest(p.text))
         self._pending.setdefault((p.tenant, user), []).extend(
             HeldTurn(record_id=rid, request_id=p.request_id, thread_id=thread_id, ts=p.ts,
                      parent_id=link.parent_id, kind=kind, digest=digest)
@@ -325,51 +324,13 @@ class Pipeline:
         if taught is not None:
             self.thresholds.learn(tenant, probe.score or 0.0, taught)
 
-    def _turn_keys(self, tenant: str, user: str, response: Response | None,
-                   prompt_digest: str | None = None) -> list[tuple[str, str]]:
-        """(kind, keyed digest) of a prompt's content, its answer and its response id."""
-        out = []
-        if prompt_digest is not None:
-            out.append(("prompt", self.keys.turn_key(tenant, user, "message", prompt_digest)))
-        if response is not None and response.digest not in (None, NO_TEXT):
-            out.append(("answer", self.keys.turn_key(tenant, user, "message", response.digest)))
-        if response is not None and response.response_id is not None:
-            out.append(("response_id",
-                        self.keys.turn_key(tenant, user, "response", response.response_id)))
-            out.append((OWNER, self.keys.turn_key(tenant, "", "response", response.response_id)))
-        return out
-
-    def _context(self, p: Prompt, user: str) -> GatewayContext:
-        """The prompt's history and previous response id, keyed and matched against the store
-        (and this batch's records not yet committed)."""
-        if p.history is None and p.previous_response_id is None:
-            return GatewayContext()
-        msgs = tuple(Message(role=m.role, digest=self.keys.turn_key(p.tenant, user, "message",
-                                                                      m.digest))
-                     for m in p.history or ())
-        # a message without text (an assistant's tool calls) is no turn's: every tool
-        # call of any conversation has that digest
-        wanted = {m.digest for m, given in zip(msgs, p.history or (), strict=True)
-                  if m.role in history.DIALOGUE and given.digest != NO_TEXT}
-        prev = (self.keys.turn_key(p.tenant, user, "response", p.previous_response_id)
-                if p.previous_response_id is not None else None)
-        if prev is not None:
-            wanted.add(prev)
-        held = self.store.held_turns(p.tenant, user, sorted(wanted)) if wanted else []
-        held += [h for h in self._pending.get((p.tenant, user), []) if h.digest in wanted]
-        previous = [h for h in held if h.kind == "response_id" and h.digest == prev]
-        return GatewayContext(
-            history=msgs if p.history is not None else None,
-            held=tuple(h for h in held if h.kind != "response_id"),
-            previous_response_id=prev is not None, previous=previous[-1] if previous else None)
-
     def update(self, tenant: str, request_id: str, response: Response | None,
                model: str | None) -> bool:
         """Record what the gateway learned after the answer; False if the request is unknown."""
         resp = response or Response()
         return self.store.update_response(
             tenant, request_id, resp, model,
-            lambda user: self._turn_keys(tenant, user, resp),
+            lambda user: turn_keys(self.keys, tenant, user, resp),
             lambda m, tin, tout: pricing.price(self.policies.pricing, m, tin, tout))
 
     def attach(self, tenant: str, request_id: str, user_id: str, previous_response_id: str,
@@ -382,7 +343,7 @@ class Pipeline:
         return self.store.attach_call(
             tenant, request_id, user,
             self.keys.turn_key(tenant, user, "response", previous_response_id), resp, model,
-            lambda u: self._turn_keys(tenant, u, resp),
+            lambda u: turn_keys(self.keys, tenant, u, resp),
             lambda m, tin, tout: pricing.price(self.policies.pricing, m, tin, tout),
             owner_key=self.keys.turn_key(tenant, "", "response", previous_response_id))
 
