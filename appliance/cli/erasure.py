@@ -17,7 +17,8 @@ from appliance.errors import InputError
 if TYPE_CHECKING:
     from appliance.cli.erasure_cluster import Known
     from appliance.cli.erasure_said import Asked
-    from appliance.cluster.erasures import Applied, Home
+    from appliance.cluster.erasures import Applied
+    from appliance.cluster.locate import Home
     from appliance.erasure import EraseReport
     from appliance.runtime import Runtime
 

@@ -31,12 +31,8 @@ from appliance.cli.erasure_said import (
 from appliance.errors import SemtraceError
 
 if TYPE_CHECKING:
-    from appliance.cluster.erasures import (
-        Answer,
-        ErasureRequest,
-        Home,
-        Superseded,
-    )
+    from appliance.cluster.erasures import Answer, ErasureRequest, Superseded
+    from appliance.cluster.locate import Home
     from appliance.erasure import EraseReport
     from appliance.retention import Shredder
     from appliance.runtime import Runtime
@@ -56,7 +52,7 @@ def cluster_away(rt: Runtime, tenants: list[str]) -> dict[str, Home]:
     """The tenants of `tenants` that live on another node of the cluster, with their home;
     none on a single host. SemtraceError (nothing done) when NATS cannot say and this data
     dir does not hold one of them."""
-    from appliance.cluster.erasures import locate
+    from appliance.cluster.locate import locate
     from appliance.cluster.partition import partition_of
 
     settings = rt.policies.cluster

@@ -11,11 +11,11 @@ if TYPE_CHECKING:
         Answer,
         Applied,
         Failed,
-        Home,
         Superseded,
         Unreached,
         Unreadable,
     )
+    from appliance.cluster.locate import Home
     from appliance.erasure import EraseReport
 
 

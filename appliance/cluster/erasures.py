@@ -3,7 +3,7 @@
 A tenant's records are on one node, its partition's owner. `semtrace erase` run on
 another node's data dir would find nothing there and say so, while the owner kept
 every record of the user. So the command first asks NATS where the tenant lives
-(`locate`): on this data dir, the erasure runs here as on a single host; elsewhere,
+(`locate.py`): on this data dir, the erasure runs here as on a single host; elsewhere,
 the request goes into the JetStream key-value bucket `semtrace_erasures` under
 `<tenant>.<user pseudonym>` (the keyed pseudonym, the reason sealed under the
 pseudonym key, the asking node and times: never the raw user id, and never the
@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from appliance.cluster.bus import connect
-from appliance.cluster.partition import ERASURES_BUCKET, consumer_name, partition_of
+from appliance.cluster.partition import ERASURES_BUCKET
 from appliance.cluster.wire import WIRE_VERSION, check_version, known_fields, read
 from appliance.config import ClusterSettings
 from appliance.errors import SemtraceError
@@ -167,30 +167,6 @@ def failure_of(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-@dataclass(frozen=True)
-class Home:
-    """Where a tenant lives: its partition, the node that owns it, whether that is here."""
-
-    tenant: str
-    partition: int
-    owner: str | None  # the live claim's node, else the partition's last consumer
-    live: bool  # the owner holds a live claim (it runs)
-    here: bool  # this data dir is the owner
-    unreadable_claim: bool = False  # a node holds it whose claim this node cannot read
-
-
-def home_of(tenant: str, partitions: int, *, claimed_by: str | None, last_consumer: str | None,
-            consumed_here: dict[int, str], unreadable_claim: bool = False) -> Home:
-    """Pure: the tenant's home from the live claim, the partition's last consumer and the
-    partitions this data dir consumed (under which node name); a live claim this node
-    cannot read (`unreadable_claim`) is a node's it cannot name, not here."""
-    p = partition_of(tenant, partitions)
-    owner = claimed_by or (None if unreadable_claim else last_consumer)
-    mine = consumed_here.get(p)
-    return Home(tenant, p, owner, claimed_by is not None or unreadable_claim,
-                mine is not None and not unreadable_claim and (owner is None or owner == mine),
-                unreadable_claim and claimed_by is None)
-
 
 def encode(request: ErasureRequest, applied: Applied | None = None,
            failed: Failed | None = None) -> bytes:
@@ -230,56 +206,6 @@ async def erasures_bucket(js: Any, *, replicas: int) -> Any:
         return await js.create_key_value(KeyValueConfig(
             bucket=ERASURES_BUCKET, history=1, replicas=replicas,
             description="semtrace erasure requests: tenant, user pseudonym, outcome"))
-
-
-async def locate(settings: ClusterSettings, tenants: list[str],
-                 consumed_here: dict[int, str]) -> list[Home]:
-    """Ask NATS which node owns each tenant now; SemtraceError if NATS does not answer (or
-    the `nats` extra is not installed)."""
-    nc = await connect(settings.url, settings.security, name="semtrace-erase", reconnect=False)
-    from nats.errors import Error as NatsError
-
-    try:
-        return await _locate(nc, settings, tenants, consumed_here)
-    except (NatsError, OSError) as exc:  # no JetStream there, a permission denied, gone
-        raise SemtraceError(
-            f"NATS at {settings.url} did not answer its JetStream API ({type(exc).__name__}; "
-            "is JetStream enabled there, and may this node's NATS user publish to $JS.API.>?)"
-            ) from None
-    finally:
-        with contextlib.suppress(Exception):
-            await nc.close()
-
-
-async def _locate(nc: Any, settings: ClusterSettings, tenants: list[str],
-                  consumed_here: dict[int, str]) -> list[Home]:
-    from nats.js.errors import BucketNotFoundError, NotFoundError
-
-    from appliance.cluster.owners import all_claims, owners_bucket
-    from appliance.cluster.stream import last_consumer
-
-    js = nc.jetstream()
-    try:
-        claims, unreadable = await all_claims(await owners_bucket(
-            js, ttl_s=settings.owner_ttl_s, replicas=settings.replicas, create=False))
-    except BucketNotFoundError:
-        claims, unreadable = {}, {}
-    last: dict[int, str | None] = {}
-    for p in sorted({partition_of(t, settings.partitions) for t in tenants}):
-        try:
-            info = await js.consumer_info(settings.stream, consumer_name(settings.stream, p))
-            named = last_consumer(info.config.description)  # or the reclaiming node
-            last[p] = named.node if named else None
-        except NotFoundError:
-            last[p] = None
-    homes = []
-    for t in tenants:
-        p = partition_of(t, settings.partitions)
-        claim = claims.get(p)
-        homes.append(home_of(t, settings.partitions, claimed_by=claim.node if claim else None,
-                             last_consumer=last[p], consumed_here=consumed_here,
-                             unreadable_claim=p in unreadable))
-    return homes
 
 
 async def forward(settings: ClusterSettings, request: ErasureRequest, *, wait_s: float,
