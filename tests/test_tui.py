@@ -85,6 +85,26 @@ def app_for(runtime: Any, embedder: Any = None, **kw: Any) -> Any:
                     embedder_factory=(lambda: embedder) if embedder is not None else None, **kw)
 
 
+def why_panels(runtime: Any, thread_id: str, count: int) -> list[str]:
+    """The Why panel of a thread's first `count` turns, opened from the threads screen."""
+    panels: list[str] = []
+
+    async def scenario(pilot: Any) -> None:
+        app = pilot.app
+        app.screen.query_one("#threads").move_cursor(
+            row=table_keys(app, "#threads").index(thread_id))
+        await pilot.press("enter")
+        await settle(pilot)
+        for i in range(count):
+            if i:
+                await pilot.press("j")
+                await settle(pilot)
+            panels.append(str(app.screen.query_one("#why-text").render()))
+
+    run(app_for(runtime), scenario)
+    return panels
+
+
 def test_threads_then_open_one_shows_its_turns_in_order_with_positions(
         runtime: Any, replayed: SimpleNamespace) -> None:
     from appliance.query import get_thread

@@ -19,7 +19,7 @@ from appliance.records import Message
 def test_a_history_or_response_id_that_matched_nothing_is_named_in_show_and_the_why_panel(
         pipeline: Any, runtime: Any, data_dir: Path, passphrase_file: Path) -> None:
     from click.testing import CliRunner
-    from test_tui import app_for, run, settle, table_keys
+    from test_tui import why_panels
 
     from appliance.cli import cli
 
@@ -51,21 +51,7 @@ def test_a_history_or_response_id_that_matched_nothing_is_named_in_show_and_the_
     assert ev["v-2"]["history"] == {"messages": 2, "matched": None}
     assert ev["v-3"]["previous_response_id"] == {"held": False}
 
-    panels: list[str] = []
-
-    async def scenario(pilot: Any) -> None:
-        app = pilot.app
-        app.screen.query_one("#threads").move_cursor(
-            row=table_keys(app, "#threads").index(out[0].thread_id))
-        await pilot.press("enter")
-        await settle(pilot)
-        for i in range(3):
-            if i:
-                await pilot.press("j")
-                await settle(pilot)
-            panels.append(str(app.screen.query_one("#why-text").render()))
-
-    run(app_for(runtime), scenario)
+    panels = why_panels(runtime, out[0].thread_id, 3)
     assert "named no turn held" not in panels[0]
     assert "decided by content" in panels[1]
     assert "message history (2 user/assistant messages) named no turn held" in panels[1]

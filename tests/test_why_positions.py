@@ -15,7 +15,7 @@ from appliance.records import Message, Response
 
 def test_the_why_panel_explains_a_topic_shift_the_gateway_linked(pipeline: Any,
                                                                  runtime: Any) -> None:
-    from test_tui import app_for, run, settle, table_keys
+    from test_tui import why_panels
 
     trip = make_prompt("Plan a three-day trip to Rome.", user="ugo", minutes=0,
                        request_id="t-1")
@@ -28,21 +28,7 @@ def test_the_why_panel_explains_a_topic_shift_the_gateway_linked(pipeline: Any,
     out = [o for batch in ([trip], [florence], [train]) for o in pipeline.process(batch)]
     assert out[2].link_source == "previous_response_id" and out[2].parent_id == out[1].record_id
     assert out[2].position == "topic_shift"  # unlike the trip, no follow-up cue
-    panels: list[str] = []
-
-    async def scenario(pilot: Any) -> None:
-        app = pilot.app
-        app.screen.query_one("#threads").move_cursor(
-            row=table_keys(app, "#threads").index(out[0].thread_id))
-        await pilot.press("enter")
-        await settle(pilot)
-        for i in range(3):
-            if i:
-                await pilot.press("j")
-                await settle(pilot)
-            panels.append(str(app.screen.query_one("#why-text").render()))
-
-    run(app_for(runtime), scenario)
+    panels = why_panels(runtime, out[0].thread_id, 3)
     assert "topic shift" in panels[2] and "decided by previous_response_id" in panels[2]
     assert "unlike the turn it continues and the thread's last turns, with no follow-up " \
            "cue" in panels[2]
@@ -79,23 +65,13 @@ def test_an_orphan_with_an_empty_history_says_it_reads_like_a_follow_up(
         pipeline: Any, runtime: Any) -> None:
     """A gateway request with no earlier message whose prompt only continues something:
     the panel says why it is `orphaned` rather than `new`, as for a content decision."""
-    from test_tui import app_for, run, settle, table_keys
+    from test_tui import why_panels
 
     orphan = replace(make_prompt("How about tomorrow?", user="vera", minutes=0,
                                  request_id="o-1"), history=())
     out = pipeline.process([orphan])
     assert out[0].position == "orphaned" and out[0].link_source == "history"
-    panels: list[str] = []
-
-    async def scenario(pilot: Any) -> None:
-        app = pilot.app
-        app.screen.query_one("#threads").move_cursor(
-            row=table_keys(app, "#threads").index(out[0].thread_id))
-        await pilot.press("enter")
-        await settle(pilot)
-        panels.append(str(app.screen.query_one("#why-text").render()))
-
-    run(app_for(runtime), scenario)
+    panels = why_panels(runtime, out[0].thread_id, 1)
     assert "? Orphaned" in panels[0]
     assert "reads like a follow-up (cues: " in panels[0]
     assert "message history held no earlier turn (decided by history)" in panels[0]
