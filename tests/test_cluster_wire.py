@@ -132,6 +132,13 @@ def test_an_asking_node_reads_a_later_owners_answer_over_nats(tmp_path: Path) ->
             await nc.close()
 
         async def both() -> Any:
+            import nats
+
+            # the bucket first: two processes creating it at once on a fresh server can
+            # have one refused ("subjects overlap"), which is not what this test is about
+            nc = await nats.connect(url)
+            await erasures_bucket(nc.jetstream(), replicas=1)
+            await nc.close()
             owner = asyncio.create_task(later_owner())
             answer, _ = await forward(settings, request, wait_s=20)
             await owner
