@@ -216,8 +216,9 @@ def test_an_owner_refuses_a_request_of_a_later_wire_version_in_one_logged_senten
             inbox = ErasureInbox(js, replicas=1, partitions=4, owns=lambda p: True,
                                  apply=apply, node="a")
             await inbox.start()
+            await inbox.stop()  # its follow task would replace the watch below meanwhile
             await inbox._watch()  # the next watch reads every value again
-            await inbox.stop()
+            await inbox._unwatch()
             left = {k: json.loads((await kv.get(k)).value) for k in values}
             await nc.close()
             return left
