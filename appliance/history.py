@@ -169,3 +169,19 @@ def _fresh(q: LinkInput, cands: Sequence[Candidate], content: Callable[[], Link]
                 similarity=None, score=0.0,
                 evidence={"link_source": "history", "history": {"messages": 0},
                           "back_reference": back, "cues": sorted(cues)})
+
+
+def unmatched_signals(evidence: dict[str, Any] | None) -> list[str]:
+    """The gateway's signals a request carried that named no turn the store holds (so the
+    content decided): `history`, `previous_response_id`; `threads show` and the TUI's Why
+    panel name them, so a gateway whose digests or ids never match is seen to be one."""
+    ev = evidence or {}
+    if ev.get("link_source") not in ("content", "session_id"):
+        return []
+    hist, prev = ev.get("history"), ev.get("previous_response_id")
+    out = []
+    if isinstance(hist, dict) and "matched" in hist and hist["matched"] is None:
+        out.append("history")
+    if isinstance(prev, dict) and prev.get("held") is False:
+        out.append("previous_response_id")
+    return out

@@ -170,7 +170,7 @@ def turn_line(r: Record) -> str:
     """A turn's link as `threads show` prints it: position, intent, similarity, the signal
     that decided (history, previous_response_id, session_id or content), the gateway's
     signals the request carried that named no turn held (`unmatched=`) and the parent."""
-    from appliance.tui.format import unmatched_signals
+    from appliance.history import unmatched_signals
 
     parts = [f"{r.position:<12}", r.intent or "intent ?"]
     if r.similarity is not None:  # without a parent: to the closest turn, not taken (the TUI's

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from typing import Any
 
 from rich.text import Text
 
@@ -107,22 +106,6 @@ def unlabelled_note(k_min_users: int | None) -> str:
             else "k_min_users people (privacy.toml) share it")
     return (f"{UNLABELLED}: a topic is named once at least {many}, so that a label never "
             "describes only a few people")
-
-
-def unmatched_signals(evidence: dict[str, Any] | None) -> list[str]:
-    """The gateway's signals a request carried that named no turn the store holds (so the
-    content decided): `history`, `previous_response_id`; `threads show` and the TUI's Why
-    panel name them, so a gateway whose digests or ids never match is seen to be one."""
-    ev = evidence or {}
-    if ev.get("link_source") not in ("content", "session_id"):
-        return []
-    hist, prev = ev.get("history"), ev.get("previous_response_id")
-    out = []
-    if isinstance(hist, dict) and "matched" in hist and hist["matched"] is None:
-        out.append("history")
-    if isinstance(prev, dict) and prev.get("held") is False:
-        out.append("previous_response_id")
-    return out
 
 
 def says_nothing(f: Figure, *, share: bool = False) -> bool:

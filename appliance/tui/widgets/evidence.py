@@ -9,12 +9,12 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from appliance.history import unmatched_signals
 from appliance.tui.format import (
     PLACEHOLDER_RE,
     duration,
     position_label,
     sim_bar,
-    unmatched_signals,
 )
 from appliance.tui.tree import Turn
 
