@@ -362,4 +362,5 @@ class Pipeline:
                        similarity=link.similarity, topic_id=row.topic_id, index=index,
                        truncated=truncated, trace_id=row.trace_id, span_id=row.span_id,
                        link_source=link.evidence.get("link_source"),
-                       text_truncated=row.prompt.truncated)
+                       text_truncated=row.prompt.truncated,
+                       unmatched=tuple(history.unmatched_signals(link.evidence)))

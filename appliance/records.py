@@ -280,6 +280,8 @@ class Outcome:
     span_id: str | None = None
     link_source: str | None = None
     text_truncated: bool = False  # the prompt was cut to max_text_chars before it was stored
+    # the gateway's signals the request carried that named no turn held (the content decided)
+    unmatched: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -301,6 +301,8 @@ class Telemetry:
                 m.ingest_latency.labels(o.position).observe(latency)
                 if o.position == "orphaned":
                     m.failures.labels("orphaned").inc()
+                for signal in o.unmatched:  # a gateway whose digests or ids never match
+                    m.unmatched.labels(signal).inc()
             if self.agreement.rate > 0 and (result := self.agreement.observe(item.prompt, o)):
                 m.agreement_result(result)
         if self.settings.logs.each_request:

@@ -36,6 +36,7 @@ ERROR_CODES = ("bad_frame", "bad_json", "bad_version", "unknown_op", "bad_reques
                "disk_full", "io_error", "erased", "other_user")
 AGREEMENT = ("agree", "split", "merge")
 FAILURES = ("error", "orphaned")
+SIGNALS = ("history", "previous_response_id")  # a gateway's, named by history.unmatched_signals
 # Seconds: a cached-model embedding of a short prompt is ~1-20 ms; a batch up to seconds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
@@ -166,6 +167,10 @@ class Metrics:
         self.failures = Counter("semtrace_correlation_failures", "Prompts not correlated: "
                                 "error = could not be recorded, orphaned = a follow-up whose "
                                 "earlier turn was not found.", ["reason"], registry=r)
+        self.unmatched = Counter(
+            "semtrace_gateway_signals_unmatched", "Prompts whose request carried a gateway "
+            "signal (its message history, its previous_response_id) that named no turn held, "
+            "so the content decided, by signal.", ["signal"], registry=r)
         self.agreement = Counter("semtrace_thread_agreement", "Sampled linker decisions "
                                  "compared with the client's session id: agree, split (same "
                                  "session, new thread), merge (joined another session).",
@@ -209,6 +214,8 @@ class Metrics:
             self.failures.labels(reason)
         for result in AGREEMENT:
             self.agreement.labels(result)
+        for signal in SIGNALS:
+            self.unmatched.labels(signal)
         for result in ("ok", "failed"):
             self.retention_runs.labels(result)
         self.index_query.labels("history")
