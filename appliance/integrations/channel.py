@@ -166,6 +166,7 @@ class SyncChannel:
 
     def deliver(self, req: dict[str, Any], shard: int = 0) -> Delivery:
         """`send`, telling a request queued on the bus unanswered from one nothing took."""
+        # before the line's lock: `timeout` is the call's whole budget, its wait included
         deadline = time.monotonic() + self.timeout
         if not self.breaker.ready():
             return Delivery(None, self._hand_to_bus(req, shard, deadline))
