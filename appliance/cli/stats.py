@@ -42,7 +42,9 @@ from appliance.roles import require
 from appliance.trend import NOT_SHOWN, sparkline
 from appliance.tui.filters import is_pseudonym
 from appliance.tui.format import (
+    NO_COST,
     TOO_NOISY,
+    cost_shown,
     figure_count,
     reaches_zero,
     says_nothing,
@@ -146,6 +148,7 @@ def _over_socket(sock: Path, q: StatsQuery, role: str | None) -> dict[str, Any]:
     return report
 
 
+GROUP_KINDS = ("topics", "models", "cost")  # reports of `analytics.GroupStats` rows
 KEY_WIDTH = 16  # a topic id (tp_ and 12 hex digits) and a space
 LABEL_WIDTH = 36  # labels are padded to this (a longer one is shown whole)
 LIFT_LABEL_WIDTH = 30  # an incident row's labels, at least (as wide as its longest)
@@ -235,6 +238,10 @@ def _print(report: analytics.Report[Any], currency: str, *, user: str | None = N
               "interval reaches 0 (N its top)")
         _note(f"{TOO_NOISY}: a share, mean or sum too noisy to read at this size "
               "(--json has it)")
+        if report.kind in GROUP_KINDS:
+            _note(f"cost {TOO_NOISY} also where the release cannot tell whether any "
+                  "thread has a known cost (a few, or none): `threads list` shows each "
+                  f"thread's cost, {NO_COST} where none is known")
     if report.kind == "incident":
         _note("* marks a rise beyond the noise")
     if report.per_user_topics:
@@ -260,6 +267,10 @@ def _print(report: analytics.Report[Any], currency: str, *, user: str | None = N
         _note(f"trend: each day's release (the 7 days up to it); {NOT_SHOWN} the topic "
               f"under {report.k_min_users} people that day (none, or withheld); "
               "blank: no release that day")
+    if report.exact and any(isinstance(r, analytics.GroupStats) and cost_shown(
+            r.costed, r.cost, r.mean_cost) == NO_COST for r in report.rows):
+        _note(f"cost {NO_COST}: none of these threads has a known cost (the gateway "
+              "reported none and pricing.toml prices none of their models)")
     if any(_unlabelled(r, report.kind) for r in report.rows):
         _note(unlabelled_note(None if report.exact else report.k_min_users))
     if any(getattr(r, "merged", ()) for r in report.rows):
@@ -316,13 +327,13 @@ def _money(f: Figure) -> str:
 
 
 def _cost(r: analytics.GroupStats, currency: str) -> str:
-    """Cost and cost per thread; `–` when no thread's cost is known (unlisted models have
-    no cost, never a guess: `0.0000` read as free), as on the topics screen."""
-    if r.costed.value <= 0:
-        return "cost –"
+    """Cost and cost per thread; `–` where no thread's cost is known (one user's view:
+    unlisted models have no cost, never a guess, and `0.0000` read as free), `noisy` where
+    a release cannot tell it (`tui.format.cost_shown`, as on the topics screen)."""
+    hidden = cost_shown(r.costed, r.cost, r.mean_cost)
+    if hidden is not None:
+        return f"cost {hidden}"
     total, per = _money(r.cost), _money(r.mean_cost)
-    if total == per == TOO_NOISY:
-        return f"cost {TOO_NOISY}"
     return f"cost {total}{'' if total == TOO_NOISY else ' ' + currency} (per thread {per})"
 
 

@@ -121,6 +121,27 @@ def says_nothing(f: Figure, *, share: bool = False) -> bool:
     return f.ci95 >= 0.5 if share else f.ci95 >= abs(f.value)
 
 
+NO_COST = "–"
+
+
+def cost_shown(costed: Figure, *cost: Figure) -> str | None:
+    """How a row's cost reads, decided on what its figures can say, never on the sign
+    of the noise: `NO_COST` where no thread of it has a known cost (an exact view: one
+    user's), `TOO_NOISY` where a release cannot tell that (the count of threads with a
+    cost reaches zero: none, or a few) or any of the cost figures (`cost`: its total and
+    mean per thread, as shown), None where they can be shown.
+
+    A noisy count of threads with a cost is never exactly 0 or clearly above it by
+    itself: the text and the screens printed `–` (unknown) where the noise drew it at
+    or below 0 and `noisy` where it drew it above, for the same threads.
+    """
+    if costed.exact:
+        return NO_COST if costed.value <= 0 else None
+    if reaches_zero(costed.value, costed.ci95) or all(says_nothing(f) for f in cost):
+        return TOO_NOISY
+    return None
+
+
 def count_text(value: float, ci95: float | None, *, floor: bool = False) -> str:
     """A count of threads, people or prompts as every screen and `stats` text prints it.
 

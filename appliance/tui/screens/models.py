@@ -12,16 +12,9 @@ from textual.widgets import DataTable, Footer, Header, Static
 from appliance.analytics import NO_TOPIC, GroupStats
 from appliance.tui.aggregates import AggregateView
 from appliance.tui.context import context
-from appliance.tui.format import TOO_NOISY, compact, money
+from appliance.tui.format import TOO_NOISY, compact
 from appliance.tui.screens.released import ReleasedScreen
-from appliance.tui.screens.topics import count, mean, share
-
-
-def _cost(r: GroupStats) -> Text:
-    if r.costed.value <= 0:
-        return Text("–", justify="right")
-    return mean(r.mean_cost, money)
-
+from appliance.tui.screens.topics import cost_cell, count, mean, share
 
 # (label, cell) per compared figure, in the order `semtrace stats models` prints them
 MEASURES: tuple[tuple[str, Callable[[GroupStats], Text]], ...] = (
@@ -33,7 +26,7 @@ MEASURES: tuple[tuple[str, Callable[[GroupStats], Text]], ...] = (
     ("with an error", lambda r: share(r.error_share)),
     ("with a guardrail block", lambda r: share(r.blocked_share)),
     ("tokens per thread", lambda r: mean(r.mean_tokens, lambda v: compact(round(v)))),
-    ("cost per thread", _cost),
+    ("cost per thread", cost_cell),
 )
 
 

@@ -19,6 +19,7 @@ from appliance.tui.context import context
 from appliance.tui.format import (
     NO_TOPIC_NAME,
     TOO_NOISY,
+    cost_shown,
     count_text,
     figure_count,
     money,
@@ -37,7 +38,8 @@ ORDERS = {
                                      -r.refinement_share.value)),
     "abandoned": ("abandon", lambda r: (says_nothing(r.abandonment_share, share=True),
                                         -r.abandonment_share.value)),
-    "cost": ("cost", lambda r: (says_nothing(r.mean_cost), -r.mean_cost.value)),
+    "cost": ("cost", lambda r: (cost_shown(r.costed, r.mean_cost) is not None,
+                                -r.mean_cost.value)),
 }
 # "people", as `stats topics`, the models screen and this screen's own head call them
 COLUMNS = (("tenant", "tenant", 7), ("topic", "topic", 24), ("threads", "threads", 8),
@@ -79,6 +81,15 @@ def mean(f: Figure, fmt: Callable[[float], str] = lambda v: f"{v:.1f}") -> Text:
     if says_nothing(f):
         return Text(TOO_NOISY, style="dim", justify="right")
     return Text(fmt(f.value) + ("" if f.exact else f"±{fmt(f.ci95)}"), justify="right")
+
+
+def cost_cell(r: GroupStats) -> Text:
+    """Cost per thread: `–` where no thread has a known cost, `noisy` where the release
+    cannot tell that or the cost (`format.cost_shown`: never by the noise's sign)."""
+    hidden = cost_shown(r.costed, r.mean_cost)
+    if hidden is not None:
+        return Text(hidden, style="dim" if hidden == TOO_NOISY else "", justify="right")
+    return mean(r.mean_cost, money)
 
 
 def drill_down(tenant: str, row: GroupStats, view: AggregateView) -> tuple[str, str]:
@@ -151,8 +162,7 @@ class TopicsScreen(ReleasedScreen):
         for old, live in view.aliases:
             joined.setdefault(live, []).append(old)
         for tenant, r in rows:
-            cost = (mean(r.mean_cost, money) if r.costed.value > 0 else
-                    Text("–", justify="right"))
+            cost = cost_cell(r)
             name, users = topic_name(r), count(r.users)
             if r.key in joined:  # summed over the ids the release counted apart
                 name.append(f" · with {', '.join(sorted(joined[r.key]))} merged since",
@@ -176,7 +186,8 @@ class TopicsScreen(ReleasedScreen):
                 f"differentially private: ± is a 95% interval ({TOO_NOISY}: too wide to "
                 "read; <N: a count whose interval reaches 0, N its top), topics of fewer "
                 f"than {view.k_min_users} people withheld · cost in "
-                f"{view.currency}")
+                f"{view.currency}, {TOO_NOISY} also where the release cannot tell whether "
+                "any thread has one")
 
     def _note(self, view: AggregateView, shown: int) -> str:
         if not view.tenants:
