@@ -10,6 +10,7 @@ or reads the cached release, exactly as the direct one does.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from appliance.embed import Embedder
 from appliance.errors import AccessDenied, InputError, SemtraceError
 from appliance.keys import Keyring
 from appliance.privacy import Figure, PrivacyGate
-from appliance.query import has_held, has_topic, live_topic, topic_aliases
+from appliance.query import has_held, has_topic, live_topic, topic_aliases, users_with_prefix
 from appliance.query import tenants as all_tenants
 from appliance.readindex import ReaderIndex
 from appliance.records import Hit, Record, Thread, jsonable
@@ -113,7 +114,7 @@ class StatsQuery:
 
     kind: str
     tenant: str
-    user: str | None  # the raw user id of a one-user view (pseudonymised here)
+    user: str | None  # a one-user view's user id, or its pseudonym (`stats_user`)
     start: datetime
     end: datetime
     topic: str | None = None  # models: on this topic only
@@ -161,6 +162,35 @@ def check_stats_query(q: StatsQuery, store: Store, policies: Policies, *,
                          "them by id and label); nothing was spent.")
 
 
+# a pseudonym as the product shows it: whole (`threads list`, `threads show`) or its start
+# (the TUI's threads screen shows 10 characters; its `user:` filter takes a start too)
+PSEUDONYM_START = re.compile(r"u_[0-9a-f]{0,20}")
+
+
+def stats_user(store: Store, keyring: Keyring, tenant: str, user: str) -> str:
+    """The pseudonym of a one-user view: `--user` as the gateway sends the user id, or as
+    the product shows it, the pseudonym or its start, when that names a user of `tenant`.
+
+    InputError (the value is never echoed: it may be a raw user id) where a start names
+    several users, or where the value is both a user id of the tenant and the start of
+    another user's pseudonym.
+    """
+    own = keyring.pseudonym(tenant, user)
+    if PSEUDONYM_START.fullmatch(user) is None:
+        return own
+    named = users_with_prefix(store, tenant, user, limit=2)
+    if len(named) > 1:
+        raise InputError(f"That --user is the start of the pseudonyms of several users of "
+                         f"{tenant}: give the whole pseudonym, as `threads list` prints it.")
+    if not named or named[0] == own:
+        return own
+    if users_with_prefix(store, tenant, own, limit=1):
+        raise InputError(f"That --user is both a user id of {tenant} and the start of "
+                         "another user's pseudonym: give the whole pseudonym, as `threads "
+                         "list` prints it.")
+    return named[0]
+
+
 def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies, *,
               ledger_db: Any = None) -> analytics.Report[Any]:
     """The report of `q` (the role was checked for `stats_permission(q.user)`).
@@ -175,7 +205,7 @@ def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies,
     if q.topic is not None and q.topic != analytics.NO_TOPIC:  # a label names its topic
         q = replace(q, topic=live_topic(store, q.topic, [q.tenant]) or q.topic)
     check_stats_query(q, store, policies)
-    pseudo = keyring.pseudonym(q.tenant, q.user) if q.user is not None else None
+    pseudo = stats_user(store, keyring, q.tenant, q.user) if q.user is not None else None
     gate = PrivacyGate(ledger_db if ledger_db is not None else store.db, policies.privacy)
     bound = policies.pricing.thread_cost_bound
     common: dict[str, Any] = {"tenant": q.tenant, "start": q.start, "end": q.end,

@@ -40,7 +40,6 @@ from appliance.privacy import Figure
 from appliance.reads import StatsQuery, report_from_json, run_stats, stats_json, stats_permission
 from appliance.roles import require
 from appliance.trend import NOT_SHOWN, sparkline
-from appliance.tui.filters import is_pseudonym
 from appliance.tui.format import (
     NO_COST,
     TOO_NOISY,
@@ -53,7 +52,6 @@ from appliance.tui.format import (
 )
 
 DEFAULT_DAYS = analytics.DEFAULT_DAYS
-PSEUDONYM_LEN = 22  # u_ and 20 hex digits (keys.Keyring.pseudonym)
 
 
 def _when(value: str | None, default: datetime, name: str) -> datetime:
@@ -108,7 +106,9 @@ def stats_command(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any
             click.option("--from", "since", default=None,
                          help=f"Window start (default {DEFAULT_DAYS} days before --to)."),
             click.option("--user", default=None,
-                         help="One user's own view (exact, costs no privacy budget)."),
+                         help="One user's own view (exact, costs no privacy budget): "
+                              "the user id as the gateway sends it, or the pseudonym "
+                              "`threads list` prints (or its start, as the TUI shows it)."),
             click.option("--tenant", required=True, help="The tenant (budgets are per tenant)."),
             role_option, credential_options, data_dir_option,
         ):
@@ -260,7 +260,7 @@ def _print(report: analytics.Report[Any], currency: str, *, user: str | None = N
         click.echo("  " + _line(r, currency, floor=bool(report.uncounted), key_width=width,
                                 label_width=labels))
     if not report.rows and report.exact and user is not None:
-        _note(_no_threads_of(user, report))
+        _note(_no_threads_of(report))
     elif not report.rows:
         click.echo("  (nothing to show)")
     elif any(getattr(r, "trend", ()) for r in report.rows):
@@ -284,17 +284,12 @@ def _print(report: analytics.Report[Any], currency: str, *, user: str | None = N
               "counts them")
 
 
-def _no_threads_of(user: str, report: analytics.Report[Any]) -> str:
-    """Why one user's view is empty; a pseudonym given as --user is told what it takes (the
-    pseudonym `threads list` prints matched nobody: --user is pseudonymised again)."""
+def _no_threads_of(report: analytics.Report[Any]) -> str:
+    """Why one user's view is empty (the id typed is not repeated: a raw user id stays out
+    of what may be saved)."""
     what = ("no thread that hit a guardrail block" if report.kind == "blocks" else
             f"no threads on topic {report.topic}" if report.topic else "no threads")
-    # the id typed is not repeated: a raw user id stays out of what may be saved
-    said = f"(nothing to show: this user has {what} in {report.tenant} in this window"
-    if is_pseudonym(user) and len(user) == PSEUDONYM_LEN:
-        return (said + "; --user takes the user id as the gateway sends it, not the "
-                "pseudonym that `threads list` prints)")
-    return said + ")"
+    return f"(nothing to show: this user has {what} in {report.tenant} in this window)"
 
 
 def _is_topic(r: object, kind: str) -> bool:
