@@ -2,9 +2,11 @@
 
 T application threads, each one user, run turns (a registration and an update each) through
 one `Semtrace`. Prints the turns per second the adapter sent, how many blocks had their
-conversation id inside the block (within `register_wait`), and how many requests went
-unrecorded. `--workers 1` is the adapter before its requests went to one worker per user
-(`appliance/integrations/outbox.py`). Asserts nothing.
+conversation id inside the block (within `register_wait`), how many requests went
+unrecorded (not answered in time) and how many turns the service stored (a refused
+registration is answered, so only the store tells it). `--workers 1` is the adapter before
+its requests went to one worker per user (`appliance/integrations/outbox.py`). Asserts
+nothing.
 
     .venv/bin/python bench/decorator_threads.py [--threads 8] [--turns 40] [--workers 4]
 """
@@ -23,13 +25,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from load import start_server, texts  # noqa: E402
 
+from appliance.client import Client  # noqa: E402
 from appliance.integrations import outbox  # noqa: E402
 from appliance.integrations.decorator import Semtrace  # noqa: E402
 
 
-def run(sock: Path, threads: int, turns: int, register_wait: float) -> tuple[float, int, int]:
-    """(turns per second, blocks with their conversation id inside, requests missed)."""
+def stored(sock: Path) -> int:
+    """Records the service holds (all tenants)."""
+    with Client(sock, timeout=60) as c:
+        return int(c.request({"v": 1, "op": "stats"})["store"]["records"])
+
+
+def run(sock: Path, threads: int, turns: int,
+        register_wait: float) -> tuple[float, int, int, int]:
+    """(turns per second, blocks with their conversation id inside, requests missed, turns
+    stored)."""
     corpus = texts()
+    before = stored(sock)
     app = Semtrace(sock, tenant="bench", timeout=10.0, register_wait=register_wait)
     known = [0] * threads
 
@@ -50,7 +62,7 @@ def run(sock: Path, threads: int, turns: int, register_wait: float) -> tuple[flo
     elapsed = time.perf_counter() - start
     missed = app._channel.breaker.missed
     app.close()
-    return threads * turns / elapsed, sum(known), missed
+    return threads * turns / elapsed, sum(known), missed, stored(sock) - before
 
 
 def main() -> None:
@@ -66,10 +78,13 @@ def main() -> None:
             run(sock, 2, 5, 1.0)  # warm up
             for n in args.workers:
                 outbox.WORKERS = n
-                rate, known, missed = run(sock, args.threads, args.turns, args.register_wait)
+                rate, known, missed, kept = run(sock, args.threads, args.turns,
+                                                args.register_wait)
+                total = args.threads * args.turns
                 print(f"workers={n}: {rate:.1f} turns/s over {args.threads} threads; "
-                      f"{known}/{args.threads * args.turns} blocks knew their conversation "
-                      f"within register_wait={args.register_wait:g} s; {missed} unrecorded")
+                      f"{known}/{total} blocks knew their conversation within "
+                      f"register_wait={args.register_wait:g} s; {missed} unrecorded; "
+                      f"{kept}/{total} turns stored")
         finally:
             proc.terminate()
             proc.wait(60)
