@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,8 @@ from appliance.errors import SemtraceError
 from appliance.integrations.channel import SyncChannel
 
 pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_hung_nats_server_is_named_in_a_sentence_and_pauses_a_tool_loops_calls(
@@ -45,3 +49,57 @@ def test_a_hung_nats_server_is_named_in_a_sentence_and_pauses_a_tool_loops_calls
               if getattr(r, "event", None) == "semtrace_unavailable"]
     assert warned == ["semtrace did not answer; calls go on unrecorded until it does"]
     assert (channel.breaker.missed, channel.breaker.held) == (2, 0)
+
+
+GATEWAY = """
+import gc, logging, sys
+from appliance.client import open_client
+from appliance.errors import SemtraceError
+from appliance.integrations.channel import SyncChannel
+
+url = sys.argv[1]
+client = open_client(url, timeout=2.0, plain_bus=True)
+print("connected", flush=True)
+sys.stdin.readline()  # the server is stopped now
+for attempt in range(3):  # each connection attempt given up at its timeout
+    try:
+        open_client(url, timeout=1.0, plain_bus=True)
+    except SemtraceError as exc:
+        print(exc, flush=True)
+    gc.collect()  # as a long-running gateway's collector would, between calls
+channel = SyncChannel(url, timeout=1.0, plain_bus=True, log=logging.getLogger("gateway"))
+print(channel.deliver({"v": 1, "op": "update", "tenant": "acme", "request_id": "r-1",
+                       "user_id": "ines", "previous_response_id": "resp_0"}).reply)
+client.close()  # the connection made before the server stopped
+print("closed", flush=True)
+"""
+
+
+def test_a_gateway_that_gave_up_on_a_hung_nats_server_exits_without_noise(
+        tmp_path: Path) -> None:
+    """A gateway process whose NATS server stopped answering: its connection attempts
+    given up at their timeout were left pending on the client's loop, and closing the
+    connection it had made waited for a drain nats-py never ends (30 s) until the client
+    gave up with a bare TimeoutError; the loop was then closed under the pending tasks,
+    and the process printed "Task was destroyed but it is pending!" and "Exception ignored
+    in: <coroutine ...> RuntimeError: Event loop is closed", as if it had crashed. Each
+    attempt and the close now end their tasks and sockets: one sentence per attempt and
+    nothing else on stderr but the gateway's own warning."""
+    server = RestartableNats(tmp_path).start()
+    try:
+        gateway = subprocess.Popen(
+            [sys.executable, "-c", GATEWAY, server.url], cwd=ROOT, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert gateway.stdout is not None and gateway.stdin is not None
+        assert gateway.stdout.readline().strip() == "connected"
+        server.pause()
+        gateway.stdin.write("\n")
+        gateway.stdin.flush()
+        out, err = gateway.communicate(timeout=300)
+    finally:
+        server.stop(signal.SIGKILL)
+    assert out.splitlines() == [f"No NATS server answers at {server.url}."] * 3 + [
+        "None", "closed"], err
+    assert gateway.returncode == 0, err
+    assert err.splitlines() == ["semtrace did not answer; calls go on unrecorded until "
+                                "it does"], err

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 import click
 
 from appliance.cli import credential_options, data_dir_option, emit_json, open_dir, progress_bar
+from appliance.cluster import bus
 from appliance.errors import InputError, SemtraceError
 
 
@@ -60,7 +60,7 @@ def status(nats_url: str | None, tenants: tuple[str, ...], as_json: bool) -> Non
             raise click.BadParameter("a tenant on the bus is 1-128 letters, digits, '_' or "
                                      "'-'.", param_hint="--tenant")
     require_nats()
-    report = asyncio.run(cluster_status(_settings(nats_url, None)))
+    report = bus.run(cluster_status(_settings(nats_url, None)))
     if tenants:
         homes = tenant_homes(report, list(tenants))
         if as_json:
@@ -274,7 +274,7 @@ def reclaim(data_dir: Path | None, passphrase_file: Path | None, key_file: Path 
         me = cluster_node(node_name or settings.node)
         # NATS first: the consumers name this node, so that the lost node, should it come
         # back, refuses the partitions; then this node's own note, as a start writes it
-        asyncio.run(name_consumers(settings, sorted(parts), me,
+        bus.run(name_consumers(settings, sorted(parts), me,
                                    given_away.data_dir_id(rt.store.db)))
         from appliance.cluster import imported
 

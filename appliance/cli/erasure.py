@@ -146,15 +146,15 @@ def _heard_of(rt: Runtime) -> list[str]:
 def _noted(rt: Runtime) -> list[str]:
     """On a cluster, the tenants its nodes noted in NATS (`tenants_known.py`); none on a
     single host, or when NATS does not say (the note then rests on this data dir)."""
-    import asyncio
     import contextlib
 
+    from appliance.cluster import bus
     from appliance.cluster.tenants_known import cluster_tenants
 
     if not rt.policies.cluster.url:
         return []
     with contextlib.suppress(Exception):
-        return sorted(asyncio.run(cluster_tenants(rt.policies.cluster)))
+        return sorted(bus.run(cluster_tenants(rt.policies.cluster)))
     return []
 
 

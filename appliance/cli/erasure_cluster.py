@@ -28,6 +28,7 @@ from appliance.cli.erasure_said import (
     unreached_of,
     unreadable_of,
 )
+from appliance.cluster import bus
 from appliance.errors import SemtraceError
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def cluster_away(rt: Runtime, tenants: list[str]) -> dict[str, Home]:
         return {}
     here = _consumed(rt)
     try:
-        homes = asyncio.run(locate(settings, tenants, here))
+        homes = bus.run(locate(settings, tenants, here))
     except SemtraceError as exc:
         away = [t for t in tenants if partition_of(t, settings.partitions) not in here]
         if not away:  # this data dir consumed their partitions last: erase them here
@@ -135,7 +136,7 @@ def cluster_known(rt: Runtime) -> Known:
         return Known()
     consumed = _consumed(rt)
     try:
-        notes = asyncio.run(cluster_notes(rt.policies.cluster,
+        notes = bus.run(cluster_notes(rt.policies.cluster,
                                           here={*consumed.values(), _asking_node(rt)},
                                           here_partitions=set(consumed)))
     except SemtraceError as exc:  # NATS away: this node's tenants only, and it says so
@@ -193,14 +194,14 @@ def ask_owners(rt: Runtime, shredder: Shredder, homes: list[Home], *, user_id: s
             for r, h in zip(requests, homes, strict=True))))
 
     asked = [Asked(h, r.user, answer, earlier) for r, h, (answer, earlier)
-             in zip(requests, homes, asyncio.run(all_of()), strict=True)]
+             in zip(requests, homes, bus.run(all_of()), strict=True)]
     seen = [r.request_id for r, a in zip(requests, asked, strict=True)
             if applied_of(a.answer) is not None]
     if seen:  # read: their requests leave NATS's disk now (`erasure_sweep.py`)
         from appliance.cluster.erasure_sweep import forget_answers
 
         with contextlib.suppress(Exception):  # else the running nodes sweep them later
-            asyncio.run(forget_answers(rt.policies.cluster, seen))
+            bus.run(forget_answers(rt.policies.cluster, seen))
     for r, a in zip(requests, asked, strict=True):
         shredder.audit.append("erase_forwarded", _audited(r, a, reason))
     return asked

@@ -14,6 +14,7 @@ import click
 
 from appliance.cli import credential, credential_options, data_dir_option
 from appliance.cli.sockets import QUERY_SOCKET_NAME, ingest_socket
+from appliance.cluster import bus
 from appliance.errors import InputError, SemtraceError
 from appliance.runtime import default_data_dir, settle_heap
 
@@ -108,7 +109,7 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         if not check:  # NATS in seconds, not after the models load and the store opens
             from appliance.cluster.preflight import preflight
 
-            joining = asyncio.run(preflight(cluster))
+            joining = bus.run(preflight(cluster))
     verify_model(load_manifest())
     check_bundled_files(policies)  # before the store opens: what the pipeline would refuse
     if check:  # read-only, like doctor: on a service host, the service's data dir
@@ -143,7 +144,7 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
                 raise SemtraceError(clash)
             from appliance.cluster.preflight import refuse_live_copy
 
-            asyncio.run(refuse_live_copy(cluster, joining.claims, data_dir_id))  # a backup's
+            bus.run(refuse_live_copy(cluster, joining.claims, data_dir_id))  # a backup's
             given_away.refuse_taken(rt.store.db, cluster.owned(), cluster.partitions, me,
                                     joining.last, data_dir_id)  # noted once consuming
             from appliance.cluster import imported  # the exporter consumed since its export

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import ssl
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from appliance.config import ClusterSecurity
 from appliance.errors import ConfigError, SemtraceError
+
+T = TypeVar("T")
 
 INSTALL_HINT = "NATS support is an extra: pip install 'semtrace[nats]'."
 
@@ -95,19 +98,21 @@ async def connect(url: str, sec: ClusterSecurity, *, name: str,
     # too): the wait is bounded here, then reconnections are unlimited for a node. Not by
     # wait_for, which waits for the cancelled attempt to end: nats-py took seconds more
     # (7.6 s for a 3 s bound, on a server that accepts and never speaks).
-    attempt = asyncio.ensure_future(nats.connect(
+    nc = nats.NATS()  # not nats.connect(): an attempt given up must close its socket
+    attempt = asyncio.ensure_future(nc.connect(
         servers(url), name=name, connect_timeout=connect_timeout, reconnect_time_wait=1,
         allow_reconnect=reconnect, max_reconnect_attempts=-1 if reconnect else 1,
         error_cb=_quiet, **connect_options(sec)))
     try:
         await asyncio.wait({attempt}, timeout=connect_timeout * 3 if within is None else within)
     finally:
-        if not attempt.done():  # given up (or this wait cancelled): not waited for
-            _abandon(attempt)
+        if not attempt.done() or attempt.cancelled() or attempt.exception() is not None:
+            _abandon(nc, attempt)  # given up (or this wait cancelled): not waited for
     try:
         if not attempt.done():
             raise TimeoutError
-        return attempt.result()
+        attempt.result()
+        return nc
     except (NoServersError, OSError, TimeoutError):
         raise SemtraceError(f"No NATS server answers at {url}.") from None
     except NatsError as exc:
@@ -122,18 +127,96 @@ async def connect(url: str, sec: ClusterSecurity, *, name: str,
 _ABANDONED: set[asyncio.Future[Any]] = set()  # attempts given up, until they end
 
 
-def _abandon(attempt: asyncio.Future[Any]) -> None:
-    """Cancel a connection attempt without waiting for it; a connection it still makes
-    is closed."""
+def _abandon(nc: Any, attempt: asyncio.Future[Any]) -> None:
+    """Cancel a connection attempt (given up, or failed) without waiting for it; once it
+    ended, its client is closed (the socket it opened, a connection it still made)."""
     def ended(done: asyncio.Future[Any]) -> None:
         _ABANDONED.discard(done)
-        if not done.cancelled() and done.exception() is None:
-            _ABANDONED.add(late := asyncio.ensure_future(done.result().close()))
-            late.add_done_callback(_ABANDONED.discard)
+        if not done.cancelled():
+            done.exception()  # retrieved: an attempt given up fails unseen
+        _ABANDONED.add(late := asyncio.ensure_future(_close_quietly(nc)))
+        late.add_done_callback(_ABANDONED.discard)
 
     attempt.cancel()
     _ABANDONED.add(attempt)
     attempt.add_done_callback(ended)
+
+
+async def _close_quietly(nc: Any) -> None:
+    with contextlib.suppress(Exception):
+        await nc.close()
+
+
+PROBE_S = 1.0  # a server that answers no PING within this is closed on without a drain
+
+
+async def close_within(nc: Any, within: float) -> None:
+    """Drain `nc` and close it, within `within` seconds plus a second. A server that does
+    not answer (stopped, a frozen host) would hold nats-py's drain 30 s and then a flush,
+    and a drain cancelled midway leaves a future nobody reads (printed at exit): the server
+    is asked first (a PING), and one that does not answer within PROBE_S (or `within`) is
+    closed on without a drain."""
+    if nc.is_connected:
+        try:
+            await nc.flush(timeout=min(within, PROBE_S))
+        except Exception:  # no answer (or the connection dropped meanwhile): no drain
+            pass
+        else:
+            draining = asyncio.ensure_future(nc.drain())
+            draining.add_done_callback(_retrieved)
+            await asyncio.wait({draining}, timeout=within)
+            if draining.done() and not draining.cancelled() and draining.exception() is None:
+                return  # drained and closed
+    await _close_quietly(nc)  # reconnecting or hung: closing also stops the reconnection
+
+
+def _retrieved(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled():
+        done.exception()
+
+
+async def end_tasks(within: float = 5.0) -> None:
+    """End every other task of the running loop before the loop is closed, `within` seconds
+    at most: connection attempts given up first end and close their sockets, then the rest
+    (a drain the server never answered, a client's reader) is cancelled. A task still
+    pending when its loop closes is destroyed pending, which Python prints at exit ("Task
+    was destroyed but it is pending!", "Exception ignored in: <coroutine ...>
+    RuntimeError: Event loop is closed")."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within / 2
+    while abandoned := [f for f in _ABANDONED if f.get_loop() is loop]:
+        if not await _ended(abandoned, deadline):
+            break
+    me, deadline = asyncio.current_task(), loop.time() + within / 2
+    while tasks := [t for t in asyncio.all_tasks() if t is not me]:
+        for task in tasks:
+            task.cancel()  # again each round: some catch one cancellation and go on
+        if not await _ended(tasks, deadline):
+            return
+
+
+async def _ended(futures: Sequence[asyncio.Future[Any]], deadline: float) -> bool:
+    """Wait for `futures` a while (half a second at most, not past `deadline`); whether
+    there is time left."""
+    left = deadline - asyncio.get_running_loop().time()
+    if left <= 0:
+        return False
+    done, _ = await asyncio.wait(futures, timeout=min(left, 0.5))
+    for fut in done:
+        _retrieved(fut)
+    return True
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run` for a command that talks to NATS: what `main` leaves running (a
+    connection attempt given up) ends, its socket closed, before the loop closes."""
+    async def ending() -> T:
+        try:
+            return await main
+        finally:
+            await end_tasks()
+
+    return asyncio.run(ending())
 
 
 def node_name(configured: str) -> str:

@@ -18,11 +18,12 @@ message to disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from typing import Any
 
-from appliance.cluster.bus import connect
+from appliance.cluster.bus import close_within, connect, end_tasks
 from appliance.cluster.partition import ingest_subject, valid_tenant
 from appliance.config import ClusterSecurity
 from appliance.errors import SemtraceError
@@ -102,6 +103,8 @@ def gateway_sealing(sec: ClusterSecurity, bus_keys: BusKeys | None,
     plain_bus = plain_bus or sec.plain_bus
     require_sealing(bus_keys is not None, plain_bus, GATEWAY_NEEDS_KEY)
     return bus_keys, plain_bus
+
+ENDING_S = 10.0  # a closing client's loop: its leftover tasks end within 5 s (end_tasks)
 
 DROPPED = ("The connection to the NATS server dropped during the request; it may not have "
            "been delivered.")
@@ -200,11 +203,10 @@ class AsyncNatsClient:
             raise SemtraceError(UNREACHABLE.format(what=what))
 
     async def close(self) -> None:
-        """Drain and close; with the server unreachable, close at once (nothing to drain)."""
-        try:
-            await self._nc.drain()
-        except Exception:  # reconnecting: drain refuses, close stops the reconnection
-            await self._nc.close()
+        """Drain and close, within the client's timeout; with the server unreachable, close
+        at once (nothing to drain), and with one that does not answer (hung), close without
+        a drain once it left a PING unanswered a second (`bus.close_within`)."""
+        await close_within(self._nc, self.timeout)
 
 
 class NatsClient:
@@ -254,12 +256,19 @@ class NatsClient:
         return reply
 
     def close(self) -> None:
+        """Drain and close (see AsyncNatsClient.close), then end the client's loop."""
         try:
             self._run(self._inner.close())
+        except TimeoutError:  # a loaded host: what is left ends with the loop
+            pass
         finally:
             self._stop_loop()
 
     def _stop_loop(self) -> None:
+        # what still runs on the loop ends first (an attempt given up, a drain unanswered):
+        # left pending on a closed loop, it is printed at exit as if something crashed
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(end_tasks(), self._loop).result(ENDING_S)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self._loop.close()
