@@ -304,8 +304,15 @@ class ReportCheck:
     key_id: str | None = None
 
 
-def check_report(text: str, *, trusted_keys: dict[str, str] | None = None) -> ReportCheck:
-    """Verify a report file's signature and that its rendering matches the signed body."""
+def check_report(text: str, *, trusted_keys: dict[str, str] | None = None,
+                 trusted_by: str = "a key this appliance holds") -> ReportCheck:
+    """Verify a report file's signature and that its rendering matches the signed body.
+
+    Args:
+        trusted_keys: key id -> public key that may have signed it; None checks integrity
+            only, and the reason says that its signer was not checked.
+        trusted_by: where the trusted keys came from, as the reason names them.
+    """
     try:
         signed = json.loads(text)
         fmt = "json"
@@ -324,10 +331,17 @@ def check_report(text: str, *, trusted_keys: dict[str, str] | None = None) -> Re
     except (KeyError, TypeError):
         return ReportCheck(False, "The report lacks a signature.")
     if trusted_keys is not None and trusted_keys.get(key_id) != public:
-        return ReportCheck(False, "The report is signed by a key this appliance does not know.",
-                           key_id)
+        return ReportCheck(False, f"The report is signed by a key this appliance does not know "
+                           f"(key {key_id} is not {trusted_by}): it is not proven to come "
+                           "from this appliance.", key_id)
     if not verify_signature(public, canonical(body), value):
         return ReportCheck(False, "The signature does not match the report's content.", key_id)
     if render(signed, fmt) != text:
         return ReportCheck(False, "The readable part of the report was changed.", key_id)
-    return ReportCheck(True, "The report is intact and its signature verifies.", key_id)
+    if trusted_keys is None:  # what was not checked is said in the same sentence as 'intact'
+        return ReportCheck(True, f"The report is intact (it matches the signature of key "
+                           f"{key_id} it carries), but its signer was NOT checked: no trusted "
+                           "key was given (--public-key or --data-dir), and anyone can sign a "
+                           "report with a key of their own.", key_id)
+    return ReportCheck(True, f"The report is intact and signed by {trusted_by} (key "
+                       f"{key_id}).", key_id)

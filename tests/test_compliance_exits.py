@@ -60,9 +60,9 @@ def test_a_signed_report_already_written_is_not_replaced(tmp_path: Path) -> None
 
 def test_a_report_checked_as_json_says_whether_a_trusted_key_vouched_for_it(
         tmp_path: Path) -> None:
-    """Without a key or a data dir, check-report proves integrity only: the text says so,
-    and --json said only 'ok': true, so a script took another appliance's report (or one
-    signed with any key) as this one's."""
+    """Without a key or a data dir, check-report proves integrity only: --json said only
+    'ok': true, so a script took another appliance's report (or one signed with any key)
+    as this one's; it now says which key vouched for the signer, or that none did."""
     (tmp_path / "ours").mkdir()
     (tmp_path / "other").mkdir()
     ours, _pw, _cpw = init_store(tmp_path / "ours")
@@ -71,13 +71,55 @@ def test_a_report_checked_as_json_says_whether_a_trusted_key_vouched_for_it(
     assert run_cli("audit", "retention", "--json", "--out", str(report), *other).returncode == 0
     alone = run_cli("audit", "check-report", str(report), "--json")
     assert alone.returncode == 0
-    assert json.loads(alone.stdout) | {"key_id": None} == {
-        "ok": True, "reason": "The report is intact and its signature verifies.",
-        "key_id": None, "trusted_key": False}
-    text = run_cli("audit", "check-report", str(report))
-    assert "(no trusted key given: integrity only)" in text.stdout
+    checked = json.loads(alone.stdout)
+    assert checked["ok"] is True and checked["trusted_key"] is False
+    assert checked["trusted_by"] is None and "signer was NOT checked" in checked["reason"]
     here = run_cli("audit", "check-report", str(report), "--json", *ours)
     assert here.returncode == 6
     checked = json.loads(here.stdout)
     assert checked["ok"] is False and checked["trusted_key"] is True
     assert "signed by a key this appliance does not know" in checked["reason"]
+    assert checked["trusted_by"] == f"a key the data dir {tmp_path / 'ours' / 'data'} has " \
+        "signed with"
+
+
+def test_a_report_checked_without_a_key_is_not_said_to_verify(tmp_path: Path) -> None:
+    """check-report without --public-key or --data-dir printed 'The report is intact and
+    its signature verifies. (no trusted key given: integrity only)': an officer read that
+    the report was verified, though any key could have signed it. The one sentence now
+    says what was checked and that the signer was not; with a key it names that key."""
+    args, _pw, _cpw = init_store(tmp_path)
+    report = tmp_path / "q3.md"
+    assert run_cli("audit", "retention", "--out", str(report), *args).returncode == 0
+    alone = run_cli("audit", "check-report", str(report))
+    assert alone.returncode == 0 and "signature verifies" not in alone.stdout
+    said = _one_sentence(alone.stdout)
+    assert said.startswith("The report is intact (it matches the signature of key ")
+    assert "but its signer was NOT checked: no trusted key was given (--public-key or " \
+        "--data-dir)" in said
+    key = tmp_path / "public.key"
+    key.write_text(run_cli("audit", "public-key", *args).stdout)
+    trusted = run_cli("audit", "check-report", str(report), "--public-key", str(key))
+    assert trusted.returncode == 0
+    assert f"intact and signed by the key in --public-key {key} (key " in trusted.stdout
+    stored = run_cli("audit", "check-report", str(report), *args)
+    assert stored.returncode == 0
+    assert f"signed by a key the data dir {tmp_path / 'data'} has signed with" in stored.stdout
+
+
+def test_check_report_refuses_a_trust_it_would_not_use(tmp_path: Path) -> None:
+    """--public-key with --data-dir checked against the key file alone, and a
+    --passphrase-file without --data-dir opened nothing and checked integrity only, both
+    without a word: the officer's choice went unused. Each is refused in one sentence."""
+    args, pw, _cpw = init_store(tmp_path)
+    report = tmp_path / "q3.md"
+    assert run_cli("audit", "retention", "--out", str(report), *args).returncode == 0
+    key = tmp_path / "public.key"
+    key.write_text(run_cli("audit", "public-key", *args).stdout)
+    both = run_cli("audit", "check-report", str(report), "--public-key", str(key), *args)
+    assert both.returncode == 2 and both.stdout == ""
+    assert "each name the keys to trust; give one of them" in _one_sentence(both.stderr)
+    lone = run_cli("audit", "check-report", str(report), "--passphrase-file", str(pw))
+    assert lone.returncode == 2 and lone.stdout == ""
+    assert "--passphrase-file opens a data dir's keys, but no --data-dir was given" in \
+        _one_sentence(lone.stderr)

@@ -237,31 +237,52 @@ def _public_key(path: Path) -> str:
 def audit_check_report(report: Path, public_key: Path | None, data_dir: Path | None,
                        passphrase_file: Path | None, key_file: Path | None,
                        as_json: bool) -> None:
-    """Verify a report offline; exit 0 only when it is intact."""
+    """Verify a report offline; exit 0 only when it is intact. Its signer is checked
+    against --public-key or the keys of --data-dir; without either, integrity only (said)."""
     from appliance.keys import AuditSigner  # noqa: F401  (keeps key code in appliance.keys)
     from appliance.report import check_report
 
+    _one_trust(public_key, data_dir, passphrase_file, key_file)
     trusted: dict[str, str] | None = None
+    trusted_by: str | None = None
     if public_key is not None:
         import hashlib
 
         pub = _public_key(public_key)
         trusted = {hashlib.sha256(pub.encode()).hexdigest()[:16]: pub}
+        trusted_by = f"the key in --public-key {public_key}"
     elif data_dir is not None:
         with _opened(data_dir, passphrase_file, key_file) as rt:
             trusted = _audit(rt).public_keys()
+        trusted_by = f"a key the data dir {data_dir} has signed with"
     try:
         text = report.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         text = ""
-    result = check_report(text, trusted_keys=trusted)
+    result = check_report(text, trusted_keys=trusted,
+                          **({"trusted_by": trusted_by} if trusted_by else {}))
     if as_json:  # a script must see, as a reader does, that no key vouched for the signer
-        emit_json({**dataclasses.asdict(result), "trusted_key": trusted is not None})
+        emit_json({**dataclasses.asdict(result), "trusted_key": trusted is not None,
+                   "trusted_by": trusted_by})
     else:
-        note = "" if trusted is not None else " (no trusted key given: integrity only)"
-        click.echo(result.reason + (note if result.ok else ""))
+        click.echo(result.reason)
     if not result.ok:
         sys.exit(6)
+
+
+def _one_trust(public_key: Path | None, data_dir: Path | None, passphrase_file: Path | None,
+               key_file: Path | None) -> None:
+    """The signer is checked against one source: --public-key and --data-dir together, or a
+    credential with no data dir to open, would leave the officer's choice unused unseen."""
+    given = click.get_current_context().get_parameter_source("data_dir")
+    if public_key is not None and given is click.core.ParameterSource.COMMANDLINE:
+        raise InputError(f"--public-key {public_key} and --data-dir {data_dir} each name the "
+                         "keys to trust; give one of them (nothing was checked).")
+    credential = passphrase_file or key_file
+    if credential is not None and data_dir is None and public_key is None:
+        raise InputError(f"{'--passphrase-file' if passphrase_file else '--key-file'} opens a "
+                         "data dir's keys, but no --data-dir was given: add --data-dir DIR, or "
+                         "give --public-key KEY_FILE (nothing was checked).")
 
 
 COMMANDS = [audit]
