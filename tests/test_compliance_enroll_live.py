@@ -22,6 +22,8 @@ def test_a_key_enrolled_while_the_store_is_open_keeps_the_next_prompts_originals
 
     before = pipeline.process([make_prompt("Mail the deed to ilse.vaultlate@example.com",
                                            user="ilse")])
+    other = pipeline.process([make_prompt("Call Jonas Quellbrook about the lease",
+                                          user="jonas")])
     assert _vault_rows(runtime) == 0  # no compliance key yet: nothing kept, as documented
     # a reveal.pub planted without the keyring's tag is never sealed to
     (data_dir / REVEAL_PUBLIC_FILE).write_text("A" * 43 + "=\n")
@@ -44,5 +46,13 @@ def test_a_key_enrolled_while_the_store_is_open_keeps_the_next_prompts_originals
     shown = run_cli("reveal", str(after[0].record_id), *reason)  # type: ignore[union-attr]
     assert shown.returncode == 0, shown.stderr
     assert "ilse.vaultlate@example.com" in shown.stdout
-    earlier = run_cli("reveal", str(before[0].record_id), *reason)  # type: ignore[union-attr]
-    assert earlier.returncode == 1 and "no longer kept" in earlier.stderr
+    # a record stored before the enrolment: its originals were never kept, and the officer
+    # is told so, not that they are 'no longer kept' (sent looking for a shred that never
+    # happened): one of a day whose later records are kept, and one of a user with none
+    for record in (before[0].record_id, other[0].record_id):  # type: ignore[union-attr]
+        earlier = run_cli("reveal", str(record), *reason)
+        assert earlier.returncode == 1 and "no longer kept" not in earlier.stderr
+        assert earlier.stderr.strip() == (
+            f"semtrace: The originals of record {record} were never kept: it was stored while "
+            "this data dir had no compliance key (originals are kept only from its enrolment "
+            "on); nothing was revealed.")

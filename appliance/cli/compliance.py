@@ -118,6 +118,15 @@ def _nothing_to_reveal(rt: Runtime, record_id: int, tenant: str | None) -> str:
         return (f"Record {record_id} holds no personal data: redaction replaced nothing in it; "
                 "nothing was revealed.")
     days = rules_for(rt.policies.retention, tenant).vault_days
+    kept, shredded_at = rt.store.vault_shred(record_id)
+    if not kept:  # 'no longer kept' sent officers looking for a shred that never happened
+        return (f"The originals of record {record_id} were never kept: it was stored while "
+                "this data dir had no compliance key (originals are kept only from its "
+                "enrolment on); nothing was revealed.")
+    if shredded_at is not None:
+        return (f"The originals of record {record_id} were shredded on "
+                f"{datetime.fromtimestamp(shredded_at, UTC):%Y-%m-%d %H:%M} UTC (they are "
+                f"kept {days:g} day(s) after their day, vault_days); nothing was revealed.")
     return (f"The originals of record {record_id} are no longer kept: they are shredded "
             f"{days:g} day(s) after their day (vault_days), and none are kept from before a "
             "compliance key was enrolled; nothing was revealed.")

@@ -45,6 +45,27 @@ class Reads:
         pairs = json.loads(opener.open(inner, _aad(record_id, "vault")))
         return [(str(a), str(b)) for a, b in pairs]
 
+    def vault_shred(self, record_id: int) -> tuple[bool, float | None]:
+        """Whether a record's originals were ever kept, as far as the buckets tell, and
+        when their vault bucket was shredded: (True, None) held now or once, (True, ts)
+        shredded then, (False, None) never kept (its day's vault bucket holds none of it,
+        or it has none and its tenant has no shredded vault bucket whose user and day are
+        already forgotten)."""
+        row = self._db.execute(
+            "SELECT b.id, b.destroyed_at, v.record_id IS NOT NULL FROM records r "
+            "JOIN buckets p ON p.id = r.bucket_id LEFT JOIN buckets b ON b.tenant = r.tenant "
+            "AND b.user = r.user AND b.day = p.day AND b.kind = 'vault' "
+            "LEFT JOIN vault v ON v.record_id = r.id WHERE r.id = ?", (record_id,)).fetchone()
+        if row is None or row[2]:
+            return True, None
+        if row[0] is not None:  # its day's vault bucket: shredded, or live without it
+            return (True, float(row[1])) if row[1] is not None else (False, None)
+        forgotten = self._db.execute(
+            "SELECT 1 FROM buckets WHERE kind = 'vault' AND destroyed_at IS NOT NULL AND "
+            "(user IS NULL OR day IS NULL) AND tenant = (SELECT tenant FROM records WHERE "
+            "id = ?) LIMIT 1", (record_id,)).fetchone()
+        return forgotten is not None, None
+
     def record_tenant(self, record_id: int) -> str | None:
         """The tenant a record belongs to (None: no such record, or shredded)."""
         row = self._db.execute("SELECT tenant FROM records WHERE id=?", (record_id,)).fetchone()
