@@ -9,6 +9,7 @@ short-lived connection of its own.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -107,11 +108,20 @@ class ComplianceReader:
             raise SemtraceError(f"{out} already exists; it was not overwritten.")
         if not out.parent.is_dir():
             raise SemtraceError(f"The folder {out.parent} does not exist.")
+        if not os.access(out.parent, os.W_OK):  # before the issue, which is audited
+            raise SemtraceError(f"The folder {out.parent} is not writable; no report was "
+                                "issued.")
         writer = open_runtime(rt.data_dir, keyring=rt.keyring, policies=rt.policies)
         try:
             text = issue_report(writer.store, rt.keyring, rt.policies.retention, fmt=fmt,
                                 via="tui")
         finally:
             writer.close()
-        out.write_text(text)
+        try:
+            with out.open("x") as fh:  # one made meanwhile is not replaced either
+                fh.write(text)
+        except OSError as exc:  # the OS's words alone ('[Errno 30] ...') said nothing else
+            raise SemtraceError(f"The signed report could not be written to {out} "
+                                f"({exc.strerror or type(exc).__name__}); its issue is in the "
+                                "audit log.") from None
         return out
