@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from appliance.analytics.merges import merge_topics, merged_parts, topic_parts
 from appliance.analytics.reports import GroupStats, Report, _report
-from appliance.analytics.threads import ThreadRow
+from appliance.analytics.threads import NO_MODEL, NO_MODEL_LABEL, ThreadRow
 from appliance.analytics.windows import release_key
 from appliance.privacy import Figure, Measure, PrivacyGate, Release, Unit, ratio
 
@@ -122,6 +122,7 @@ def model_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
     them as covered; today's release made before a refinement merged more of them has their
     own releases of that day summed in (`merges.topic_parts`), the rest reported uncounted.
     """
+    labels = {**labels, NO_MODEL: NO_MODEL_LABEL}  # "(unknown)" alone read as any model
     rows = [t for t in threads if topic is None or t.topic == topic]
     extra = (f"topic={topic}",) if topic is not None else ()
     rel = group_release(rows, gate, tenant=tenant, start=start, end=end, kind="models",
@@ -129,7 +130,7 @@ def model_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
                         cost_bound=cost_bound,
                         covers=None if topic is None else (topic, *sorted(members)))
     if topic is None:
-        return _with_parts("models", tenant, start, end, rel, {}, {})
+        return _with_parts("models", tenant, start, end, rel, labels, {})
     day = (datetime.fromtimestamp(rel.released_at, UTC).strftime("%Y-%m-%d")
            if rel.released_at is not None else gate.ledger.day())
 
@@ -138,7 +139,7 @@ def model_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
                                                 extra=(f"topic={member}",)), day)
 
     summed, parts, uncounted = topic_parts(rel, topic, members, released)
-    return _with_parts("models", tenant, start, end, summed, {}, parts, uncounted)
+    return _with_parts("models", tenant, start, end, summed, labels, parts, uncounted)
 
 
 LENGTHS = ((1, "1 turn"), (3, "2-3 turns"), (7, "4-7 turns"))

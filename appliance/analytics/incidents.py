@@ -8,7 +8,7 @@ from datetime import datetime
 
 from appliance.analytics.merges import merge_topics
 from appliance.analytics.reports import Lift, Report, _report
-from appliance.analytics.threads import NO_MODEL, ThreadRow
+from appliance.analytics.threads import NO_MODEL, NO_MODEL_LABEL, ThreadRow
 from appliance.analytics.windows import release_key
 from appliance.privacy import Figure, PrivacyGate, Unit
 
@@ -56,9 +56,10 @@ def incident_lifts(window: Iterable[ThreadRow], baseline: Iterable[ThreadRow],
         ws, bs = fig.value / w_total, base.value / b_total
         # a Laplace(b) count has standard deviation b * sqrt(2)
         sd = math.hypot(fig.noise_scale / w_total, base.noise_scale / b_total) * math.sqrt(2)
-        rows.append(Lift(dim, value, labels.get(value) if dim == "topic" else None, fig, base,
-                         round(ws, 4), round(bs, 4), round(ws / bs, 3) if bs > 0 else None,
-                         significant=ws - bs > 2 * sd))
+        label = (labels.get(value) if dim == "topic" else
+                 NO_MODEL_LABEL if (dim, value) == ("model", NO_MODEL) else None)
+        rows.append(Lift(dim, value, label, fig, base, round(ws, 4), round(bs, 4),
+                         round(ws / bs, 3) if bs > 0 else None, significant=ws - bs > 2 * sd))
     rows.sort(key=lambda r: (not r.significant, r.lift is not None, -(r.lift or 0.0),
                              -r.window.value))
     return _report("incident", tenant, start, end, rel, rows)

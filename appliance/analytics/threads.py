@@ -18,7 +18,8 @@ REFINEMENT_INTENTS = frozenset({"error_recovery", "refinement"})
 FAILED = frozenset({"error", "blocked"})
 IDLE_END = timedelta(minutes=30)  # a thread quiet this long before the window ends has ended
 NO_TOPIC = "(none)"
-NO_MODEL = "(unknown)"
+NO_MODEL = "(unknown)"  # the key of calls whose gateway named no model (kept: releases hold it)
+NO_MODEL_LABEL = "no model named"  # what `stats` and the TUI say beside it
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,8 @@ def aggregate_view(store: Store, policies: Policies, tenants: list[str], kind: s
     counted: set[str] = set()  # the topic ids today's releases counted
     for tenant in tenants:
         rel = cache.get(tenant, key, day)
-        labels = analytics.topic_labels(store, tenant) if kind == "topics" else {}
+        labels = (analytics.topic_labels(store, tenant) if kind == "topics" else
+                  {analytics.NO_MODEL: analytics.NO_MODEL_LABEL})
         if kind == "topics" and rel is not None:
             counted.update(g.group for g in rel.groups)
             rel = analytics.merge_topics(rel, merged)  # one row per topic as it is now

@@ -73,7 +73,8 @@ class ModelsScreen(ReleasedScreen):
     def _label(self, i: int) -> str:
         tenant, row = self.entries[i]
         many = self.view is not None and len(self.view.tenants) > 1
-        return f"{tenant} · {row.key}" if many else row.key
+        name = f"{row.key} · {row.label}" if row.label else row.key  # (unknown) · no model named
+        return f"{tenant} · {name}" if many else name
 
     def show(self, view: AggregateView) -> None:
         """Lay the two picked models side by side, busiest two by default."""
@@ -87,7 +88,8 @@ class ModelsScreen(ReleasedScreen):
         table.add_column("", key="measure", width=30)
         shown = list(dict.fromkeys(self.picked)) if self.entries else []
         for i in shown:
-            table.add_column(Text(self._label(i), style="bold"), key=f"m{i}", width=24)
+            table.add_column(Text(self._label(i), style="bold"), key=f"m{i}",
+                             width=max(24, len(self._label(i))))
         for label, cell in MEASURES:
             table.add_row(label, *(cell(self.entries[i][1]) for i in shown), key=label)
         made = [t.released_at for t in view.tenants if t.released_at is not None]
