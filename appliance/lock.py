@@ -84,6 +84,21 @@ class DataDirLock:
         self._fd = fd
         _HELD[key] = 1
 
+    def identity(self) -> str:
+        """Which lock this process holds, on this running kernel (its boot id, and the lock
+        file's device and inode); "" when none is known (not held here, nested, or no boot
+        id). While this lock is held no other process holds it, so a record another run
+        wrote with the same identity is a dead process's: a copy of the data dir has lock
+        files of its own, and another host (or a reboot) another boot id."""
+        if self._fd is None:
+            return ""
+        try:
+            boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+            st = os.fstat(self._fd)
+        except OSError:
+            return ""
+        return f"{boot}:{st.st_dev}:{st.st_ino}" if boot else ""
+
     def release(self) -> None:
         key = str(self.path.resolve())
         if self._nested:

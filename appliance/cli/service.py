@@ -144,7 +144,8 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
                 raise SemtraceError(clash)
             from appliance.cluster.preflight import refuse_live_copy
 
-            bus.run(refuse_live_copy(cluster, joining.claims, data_dir_id))  # a backup's
+            bus.run(refuse_live_copy(cluster, joining.claims, data_dir_id,  # a backup's
+                                     lock.identity()))
             given_away.refuse_taken(rt.store.db, cluster.owned(), cluster.partitions, me,
                                     joining.last, data_dir_id)  # noted once consuming
             from appliance.cluster import imported  # the exporter consumed since its export
@@ -176,7 +177,7 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
                 given_away.note_consumed(rt.store.db, owned, cluster.partitions, name, start)
 
             node = ClusterNode(service, cluster, on_consuming=consuming,
-                               data_dir=data_dir_id)
+                               data_dir=data_dir_id, lock=lock.identity())
             given_away.note_starting(rt.store.db, node.start_id)  # before its consumers
             service.doors.append(node)
             if telemetry.metrics is not None:

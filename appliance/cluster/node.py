@@ -70,13 +70,15 @@ class ClusterNode:
 
     def __init__(self, service: Service, settings: ClusterSettings, *,
                  on_consuming: Callable[[list[int], str, str], None] | None = None,
-                 data_dir: str = "") -> None:
+                 data_dir: str = "", lock: str = "") -> None:
         """`on_consuming(partitions, node, start)`: run on the service's worker once the
         partitions' consumers name this node and this start, before the first fetch (the
         store notes them). `data_dir`: the store's id (`given_away.data_dir_id`), in
-        consumers and claims."""
+        consumers and claims; `lock`: the identity of its lock, held by this process
+        (`DataDirLock.identity`), in claims."""
         self.service = service
         self.data_dir = data_dir
+        self.lock = lock
         self.start_id = secrets.token_hex(6)  # in the consumers this start makes
         self._on_consuming = on_consuming
         self.settings = settings
@@ -118,7 +120,8 @@ class ClusterNode:
                                 max_msg_size=self.service.policies.service.max_frame_bytes)
             kv = await owners_bucket(self._js, ttl_s=s.owner_ttl_s, replicas=s.replicas)
             self._ownership = Ownership(kv, self.node, self.partitions, s.owner_ttl_s,
-                                        on_lost=self._give_up, data_dir=self.data_dir)
+                                        on_lost=self._give_up, data_dir=self.data_dir,
+                                        lock=self.lock)
             await self._ownership.claim()
             await _note_versions(kv, self.node)
             # noted before a tenant's first prompt is stored here (`erase --all-tenants`)

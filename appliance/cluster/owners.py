@@ -39,6 +39,7 @@ class Claim:
     refreshed: float
     version: str | None = None  # the node's semtrace version (None: a node of an earlier build)
     data_dir: str | None = None  # the id of the node's data dir (None: an earlier build)
+    lock: str | None = None  # the data dir's lock the node held (`DataDirLock.identity`)
 
 
 def _key(partition: int) -> str:
@@ -152,7 +153,7 @@ def _in_use(me: str, age_s: float) -> str:
 
 
 async def watch_copies(kv: Any, claims: dict[int, Claim], data_dir: str,
-                       ttl_s: float) -> None:
+                       ttl_s: float, lock: str = "") -> None:
     """SemtraceError if another process of this data dir (`data_dir`: its id) runs: a copy
     of it (restored from a backup, say) or its original, which would consume into a store
     of its own and split its tenants' records.
@@ -162,8 +163,14 @@ async def watch_copies(kv: Any, claims: dict[int, Claim], data_dir: str,
     lock keeps a second serve of one path out before this check. The live one refreshes
     its claims every `ttl_s / 3`, so they are watched for up to twice that (a beat late
     under load is still seen); a dead run's never change (a start waits that long only
-    after a crash, while its claims have not expired)."""
-    mine = {p: c for p, c in claims.items() if data_dir and c.data_dir == data_dir}
+    after a crash, while its claims have not expired).
+
+    `lock`: the identity of the data dir's lock this process holds (`DataDirLock.identity`).
+    A claim written under that very lock is a dead run's (a live one would hold it), so a
+    node killed and started again on its host takes its claims back at once; a copy's
+    claims carry a lock of its own, and are watched."""
+    mine = {p: c for p, c in claims.items()
+            if data_dir and c.data_dir == data_dir and not (lock and c.lock == lock)}
     deadline = time.monotonic() + ttl_s * 2 / 3
     while mine and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
@@ -192,12 +199,14 @@ class Ownership:
 
     def __init__(self, kv: Any, node: str, partitions: list[int], ttl_s: float, *,
                  on_lost: Callable[[int, str], None] | None = None,
-                 data_dir: str = "") -> None:
+                 data_dir: str = "", lock: str = "") -> None:
         """`data_dir`: the id of this node's data dir, which a live node of the same name
-        on another data dir does not share (its start is refused)."""
+        on another data dir does not share (its start is refused). `lock`: the identity of
+        the data dir's lock this process holds (`watch_copies`)."""
         self.kv = kv
         self.node = node
         self.data_dir = data_dir
+        self.lock = lock
         self.partitions = partitions
         self.ttl_s = ttl_s
         self.lost: dict[int, str] = {}  # partition -> the node that holds it now
@@ -212,6 +221,8 @@ class Ownership:
                  "instance": self._instance, "version": __version__}
         if self.data_dir:
             value["data_dir"] = self.data_dir
+        if self.lock:
+            value["lock"] = self.lock
         return json.dumps(value).encode()
 
     async def claim(self) -> None:
@@ -222,7 +233,8 @@ class Ownership:
                                                    self.data_dir)):
             raise SemtraceError(clash)
         if self.data_dir:  # a copy of this data dir that started while this one loaded
-            await watch_copies(self.kv, await read_claims(self.kv), self.data_dir, self.ttl_s)
+            await watch_copies(self.kv, await read_claims(self.kv), self.data_dir, self.ttl_s,
+                               self.lock)
         taken: list[int] = []
         for p in self.partitions:
             try:

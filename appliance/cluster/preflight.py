@@ -86,13 +86,15 @@ async def _last_consumers(js: Any, settings: ClusterSettings) -> dict[int, LastC
 
 
 async def refuse_live_copy(settings: ClusterSettings, claims: dict[int, Claim],
-                           data_dir: str) -> None:
+                           data_dir: str, lock: str = "") -> None:
     """SemtraceError if another process of this data dir (`data_dir`: its id) runs: a copy
-    of it (restored from a backup, say) or its original (`owners.watch_copies`); checked
-    again when the node claims its partitions, after its models loaded."""
+    of it (restored from a backup, say) or its original (`owners.watch_copies`, `lock` the
+    data dir's lock this process holds); checked again when the node claims its
+    partitions, after its models loaded."""
     from nats.js.errors import BucketNotFoundError
 
-    if not any(data_dir and c.data_dir == data_dir for c in claims.values()):
+    if not any(data_dir and c.data_dir == data_dir and not (lock and c.lock == lock)
+               for c in claims.values()):
         return
     nc = await connect(settings.url, settings.security, name="semtrace-preflight",
                        reconnect=False)
@@ -102,6 +104,6 @@ async def refuse_live_copy(settings: ClusterSettings, claims: dict[int, Claim],
                                      replicas=settings.replicas, create=False)
         except BucketNotFoundError:
             return
-        await watch_copies(kv, claims, data_dir, settings.owner_ttl_s)
+        await watch_copies(kv, claims, data_dir, settings.owner_ttl_s, lock)
     finally:
         await nc.close()
