@@ -44,6 +44,22 @@ def test_a_credential_file_that_is_missing_or_open_to_others_is_bad_input(
     assert [e["event"] for e in _entries(args)[before:]] == ["reveal_denied"]  # audited
 
 
+def test_a_command_given_no_credential_at_all_is_bad_input(tmp_path: Path) -> None:
+    """An officer who left out --passphrase-file (no terminal to ask on) read 'No passphrase
+    given: ...' with exit 1, 'another error' in docs/compliance.md's table, where a missing
+    or wrong credential file is 2 (bad input). It is 2 now, one sentence, nothing done."""
+    args, _pw, _cpw = init_store(tmp_path)
+    before = len(_entries(args))
+    data = ["--data-dir", str(tmp_path / "data")]
+    for command in (["audit", "verify"], ["audit", "log"], ["audit", "retention"],
+                    ["erase", "--tenant", "acme", "--user", "u1", "--reason", "DSAR 7"],
+                    ["retention", "run", "--dry-run"]):
+        out = run_cli(*command, *data, stdin="")
+        assert out.returncode == 2 and out.stdout == "", (command, out.stderr)
+        assert "No passphrase given" in _one_sentence(out.stderr), command
+    assert len(_entries(args)) == before  # nothing audited, nothing erased
+
+
 def test_a_signed_report_already_written_is_not_replaced(tmp_path: Path) -> None:
     args, _pw, _cpw = init_store(tmp_path)
     out = tmp_path / "report-q3.md"
@@ -123,3 +139,4 @@ def test_check_report_refuses_a_trust_it_would_not_use(tmp_path: Path) -> None:
     assert lone.returncode == 2 and lone.stdout == ""
     assert "--passphrase-file opens a data dir's keys, but no --data-dir was given" in \
         _one_sentence(lone.stderr)
+

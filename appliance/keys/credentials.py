@@ -10,7 +10,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.errors import InputError, SemtraceError
+from appliance.errors import InputError
 from appliance.keys.derive import Secret
 
 PASSPHRASE_ENV = "SEMTRACE_PASSPHRASE_FILE"
@@ -115,9 +115,9 @@ def find_credential(*, passphrase_file: Path | None = None, key_file: Path | Non
 
         value = getpass.getpass("Semtrace passphrase: ").encode()
         if len(value) < 8:
-            raise SemtraceError("The passphrase must be at least 8 characters.")
+            raise InputError("The passphrase must be at least 8 characters.")
         return Credential("passphrase", Secret(value))
-    raise SemtraceError(
+    raise InputError(  # a credential left out is bad input (exit 2), as a missing file is
         "No passphrase given: use --passphrase-file, --key-file or "
         f"{PASSPHRASE_ENV}, or run on a terminal."
     )
