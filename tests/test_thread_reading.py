@@ -5,6 +5,7 @@ that linked it and its parent, in the CLI and in the TUI."""
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -286,10 +287,16 @@ def test_a_compliance_officer_reveals_a_turn_seen_in_the_tui_by_the_id_its_panel
         rt.close()
     lines = panels["compliance"].splitlines()
     record = next(line.split()[1] for line in lines if line.startswith("record "))
-    assert f"reveal: semtrace reveal {record} --reason" in panels["compliance"]
     assert f"record {record}" in panels["analyst"] and "reveal:" not in panels["analyst"]
-    shown = run_cli("reveal", record, "--role", "compliance", "--reason", "ticket 12",
-                    "--compliance-passphrase-file", str(cpw), *args)
+    # the command as the panel gives it, its two '…' filled in, reveals: it lacked --role
+    # and the compliance credential, and as copied was refused (exit 4, audited as denied)
+    given = next(line for line in lines if line.startswith("reveal: "))
+    words = shlex.split(given.removeprefix("reveal: ").split(" (and this session's")[0])
+    assert words[:3] == ["semtrace", "reveal", record] and words.count("…") == 2, given
+    filled = words[1:]
+    filled[filled.index("…")] = "ticket 12"
+    filled[filled.index("…")] = str(cpw)
+    shown = run_cli(*filled, *args)
     assert shown.returncode == 0 and "Dora Whitfield" in shown.stdout, shown.stderr
 
 

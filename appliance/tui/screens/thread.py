@@ -115,7 +115,8 @@ class ThreadScreen(Screen[None]):
 
     @on(TurnList.Selected)
     def _explain(self, event: TurnList.Selected) -> None:
-        self.query_one(EvidencePanel).show(event.turn, can_reveal=context(self).can_reveal)
+        ctx = context(self)
+        self.query_one(EvidencePanel).show(event.turn, can_reveal=ctx.can_reveal, role=ctx.role)
 
     def action_step(self, step: int) -> None:
         """Move `step` turns down (up when negative), in reading order, stopping at the ends."""

@@ -129,15 +129,20 @@ def _unheard(ev: dict[str, Any]) -> str:
     return "".join(f"{line}\n" for line in lines)
 
 
-def explain(turn: Turn, *, can_reveal: bool = False) -> Text:
-    """The panel's text for one turn; with `can_reveal`, how to reveal its placeholders."""
+def explain(turn: Turn, *, can_reveal: bool = False, role: str = "compliance") -> Text:
+    """The panel's text for one turn; with `can_reveal`, how to reveal its placeholders
+    (the command as the session's `role` runs it)."""
     r = turn.record
     ev = r.evidence or {}
     out = Text(f"Why #{turn.number}: {position_label(r.position)}\n", style="bold")
     # the store-wide id that `semtrace threads show` prints and `semtrace reveal` takes
     out.append(f"record {r.record_id}\n")
     if can_reveal and r.text is not None and PLACEHOLDER_RE.search(r.text):
-        out.append(f"reveal: semtrace reveal {r.record_id} --reason \"…\"\n", style="italic")
+        # whole: without --role (the default role may not reveal) and the compliance
+        # credential, the command as shown was refused (exit 4, and audited as denied)
+        out.append(f"reveal: semtrace reveal {r.record_id} --role {role} --reason \"…\" "
+                   "--compliance-passphrase-file … (and this session's --data-dir and "
+                   "credential)\n", style="italic")
     out.append("\n")
     if not ev:
         out.append("No evidence was stored for this turn.\n")
@@ -176,6 +181,7 @@ class EvidencePanel(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield Static("Select a turn to see why it was linked.", id="why-text")
 
-    def show(self, turn: Turn, *, can_reveal: bool = False) -> None:
-        self.query_one("#why-text", Static).update(explain(turn, can_reveal=can_reveal))
+    def show(self, turn: Turn, *, can_reveal: bool = False, role: str = "compliance") -> None:
+        self.query_one("#why-text", Static).update(explain(turn, can_reveal=can_reveal,
+                                                           role=role))
         self.scroll_home(animate=False)
