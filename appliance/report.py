@@ -172,7 +172,7 @@ def build_report(store: Store, audit: AuditLog, settings: RetentionSettings, *,
                                                "retention_run")) if e.ts >= since_ts]
     chain = verify_chain(store.db, store.keys_db)
     return {
-        "kind": "semtrace-retention-report", "version": 1, "semtrace": __version__,
+        "kind": "semtrace-retention-report", "version": 2, "semtrace": __version__,
         "generated_at": now.isoformat(), "period_from": since.isoformat() if since else None,
         "policy": {**settings.model_dump(mode="json", exclude={"legal_holds"}),
                    "legal_holds": holds},
@@ -258,7 +258,9 @@ def _body(signed: dict[str, Any], e: Any) -> list[str]:
               f"{e(s['reason'])})"
               for s in r["shredded"]]
     lines += ["", f"## Erasure requests ({len(r['erasures'])})", ""]
-    lines += [f"- {e(x['at'])}: {e(x['event'])} {e(x['tenant'])}/{e(x['user'])}"
+    # reports of version 1 (no counts on these lines) render as they were signed
+    lines += [_erasure(x, e) if r.get("version", 1) >= 2 else
+              f"- {e(x['at'])}: {e(x['event'])} {e(x['tenant'])}/{e(x['user'])}"
               + (f", completed {e(x['completed_at'])}" if x.get("completed_at") else "")
               for x in r["erasures"]]
     lines += ["", f"## Legal holds ({len(r['legal_holds'])})", ""]
@@ -269,6 +271,25 @@ def _body(signed: dict[str, Any], e: Any) -> list[str]:
     lines += ["", "## Signature", "", f"Ed25519 key `{e(signed['signature']['key_id'])}`. "
               "Verify with `semtrace audit check-report FILE`.", ""]
     return lines
+
+
+def _erasure(x: dict[str, Any], e: Any) -> str:
+    """One erasure request as the officer proves it: what was erased (or that a hold kept
+    the user), under which reason, and when it completed; an earlier line read the same
+    for 8 records erased and for none held."""
+    line = f"- {e(x['at'])}: {e(x['tenant'])}/{e(x['user'])}"
+    if x["event"] == "legal_hold_skip":
+        return line + ": kept by a legal hold, nothing erased" + (
+            f" (reason {e(x['reason'])})" if x.get("reason") else "")
+    buckets, records = x.get("buckets", 0), x.get("records", 0)
+    line += (f": erased {e(records)} record(s) in {e(buckets)} bucket(s)" if buckets
+             else ": 0 records (none stored, or all already shredded)")
+    if x.get("unattributable_buckets"):
+        line += (f"; NOT complete: {e(x['unattributable_buckets'])} bucket(s) written before "
+                 "a key rotation could not be attributed")
+    if x.get("reason"):
+        line += f" (reason {e(x['reason'])})"
+    return line + (f", completed {e(x['completed_at'])}" if x.get("completed_at") else "")
 
 
 def render_markdown(signed: dict[str, Any]) -> str:

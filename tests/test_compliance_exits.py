@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import init_store
+from conftest import init_store, write_stream
 from test_spine import run_cli
 
 
@@ -140,3 +140,31 @@ def test_check_report_refuses_a_trust_it_would_not_use(tmp_path: Path) -> None:
     assert "--passphrase-file opens a data dir's keys, but no --data-dir was given" in \
         _one_sentence(lone.stderr)
 
+
+def test_the_signed_report_says_what_each_erasure_erased(tmp_path: Path) -> None:
+    """The report's 'Erasure requests' read 'erase acme/u_..., completed ...' alike for an
+    erasure of two records and for one that found none, with no reason: the officer proving
+    a request was carried out had to open the JSON. Each line now says what was erased."""
+    args, _pw, _cpw = init_store(tmp_path, compliance=False)
+    rows = [{"tenant": "acme", "user_id": u, "ts": "2026-03-02T09:00:00Z",
+             "text": f"How do I rotate the TLS certificate on host {i}?"}
+            for i, u in enumerate(["erin", "erin", "frank"])]
+    src = write_stream(tmp_path / "in.jsonl", rows)
+    assert run_cli("replay", str(src), "--out", str(tmp_path / "o.jsonl"), *args).returncode == 0
+    done = []
+    for reason in ("DSAR 1", "DSAR 2"):
+        out = run_cli("erase", "--tenant", "acme", "--user", "erin", "--reason", reason,
+                      "--json", *args)
+        assert out.returncode == 0, out.stderr
+        done.append(json.loads(out.stdout))
+    assert done[0]["records"] == 2 and done[1]["records"] == 0
+    report = tmp_path / "q1.md"
+    assert run_cli("audit", "retention", "--out", str(report), *args).returncode == 0
+    text = report.read_text()
+    lines = text.split("## Erasure requests (2)\n\n")[1].split("\n\n")[0].splitlines()
+    user = done[0]["user"].replace("_", "\\_")
+    assert [line.split(": ", 1)[1].split(", completed ")[0] for line in lines] == [
+        f"acme/{user}: erased 2 record(s) in {done[0]['buckets']} bucket(s) (reason DSAR 1)",
+        f"acme/{user}: 0 records (none stored, or all already shredded) (reason DSAR 2)"]
+    assert "intact and signed by" in run_cli("audit", "check-report", str(report),
+                                             *args).stdout
