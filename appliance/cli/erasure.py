@@ -196,8 +196,10 @@ def _one(report: EraseReport, as_json: bool, *, node: str | None,
                    "all already shredded); nothing was erased. The request is in the audit "
                    "log.")
     else:
+        # the tenant named, as in the sentences above: a pseudonym is per tenant
         click.echo(f"Erased {report.records} record(s) in {report.buckets} bucket(s) of "
-                   f"{report.user}{here.rstrip(',')}.")
+                   f"{report.user}{here.rstrip(',') or f' in {report.tenant}'}; the erasure "
+                   "is in the audit log.")
 
 
 def _tombstone_only(reports: list[EraseReport]) -> list[str]:
