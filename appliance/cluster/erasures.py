@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from appliance.cluster.buckets import open_bucket
 from appliance.cluster.bus import connect
 from appliance.cluster.partition import ERASURES_BUCKET
 from appliance.cluster.wire import WIRE_VERSION, check_version, known_fields, read
@@ -196,16 +197,11 @@ def decode(value: bytes) -> tuple[ErasureRequest, Applied | None, Failed | None]
 async def erasures_bucket(js: Any, *, replicas: int) -> Any:
     """The bucket of erasure requests, created on first use (no expiry: a request waits for
     an owner that is down; one value per key)."""
-    from nats.js.errors import BucketNotFoundError
+    from nats.js.api import KeyValueConfig
 
-    try:
-        return await js.key_value(ERASURES_BUCKET)
-    except BucketNotFoundError:
-        from nats.js.api import KeyValueConfig
-
-        return await js.create_key_value(KeyValueConfig(
-            bucket=ERASURES_BUCKET, history=1, replicas=replicas,
-            description="semtrace erasure requests: tenant, user pseudonym, outcome"))
+    return await open_bucket(js, KeyValueConfig(
+        bucket=ERASURES_BUCKET, history=1, replicas=replicas,
+        description="semtrace erasure requests: tenant, user pseudonym, outcome"))
 
 
 async def forward(settings: ClusterSettings, request: ErasureRequest, *, wait_s: float,

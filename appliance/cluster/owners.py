@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from appliance import __version__
+from appliance.cluster.buckets import open_bucket
 from appliance.cluster.partition import OWNERS_BUCKET
 from appliance.cluster.wire import check_version, read
 from appliance.errors import SemtraceError
@@ -61,18 +62,11 @@ def unreadable_claim(p: int, exc: ValueError, ttl_s: float) -> str:
 
 async def owners_bucket(js: Any, *, ttl_s: float, replicas: int, create: bool = True) -> Any:
     """The owners bucket, created on first use (BucketNotFoundError if not `create`)."""
-    from nats.js.errors import BucketNotFoundError
+    from nats.js.api import KeyValueConfig
 
-    try:
-        return await js.key_value(OWNERS_BUCKET)
-    except BucketNotFoundError:
-        if not create:
-            raise
-        from nats.js.api import KeyValueConfig
-
-        return await js.create_key_value(KeyValueConfig(
-            bucket=OWNERS_BUCKET, history=1, ttl=ttl_s, replicas=replicas,
-            description="semtrace partition owners"))
+    return await open_bucket(js, KeyValueConfig(
+        bucket=OWNERS_BUCKET, history=1, ttl=ttl_s, replicas=replicas,
+        description="semtrace partition owners"), create=create)
 
 
 async def read_claims(kv: Any) -> dict[int, Claim]:

@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from appliance.cluster.buckets import open_bucket
 from appliance.cluster.bus import connect
 from appliance.cluster.wire import check_version
 from appliance.config import ClusterSettings
@@ -46,18 +47,12 @@ _KEY = re.compile(r"^[-/_=.a-zA-Z0-9]+$")  # what a KV key may hold
 
 async def tenants_bucket(js: Any, *, replicas: int, create: bool = True) -> Any:
     """The bucket of node -> tenant names (BucketNotFoundError when absent and not `create`)."""
-    from nats.js.errors import BucketNotFoundError
+    from nats.js.api import KeyValueConfig
 
-    try:
-        return await js.key_value(TENANTS_BUCKET)
-    except BucketNotFoundError:
-        if not create:
-            raise
-        from nats.js.api import KeyValueConfig
-
-        return await js.create_key_value(KeyValueConfig(
-            bucket=TENANTS_BUCKET, history=1, replicas=replicas,
-            description="semtrace: the tenant names each node knows (erase --all-tenants)"))
+    return await open_bucket(js, KeyValueConfig(
+        bucket=TENANTS_BUCKET, history=1, replicas=replicas,
+        description="semtrace: the tenant names each node knows (erase --all-tenants)"),
+        create=create)
 
 
 def notable(node: str) -> bool:
