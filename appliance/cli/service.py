@@ -155,9 +155,16 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
             note_partitions(rt.store, cluster.partitions)
         # another data dir's service on these sockets: before the models load
         from appliance.service.sockets import free_socket_path
+        from appliance.socket_folder import check_socket_folder, refusal
 
-        free_socket_path(socket_path or directory / SOCKET_NAME)
-        free_socket_path(query_socket or directory / QUERY_SOCKET_NAME)
+        for claimed, option in ((socket_path or directory / SOCKET_NAME, "--socket"),
+                                (query_socket or directory / QUERY_SOCKET_NAME,
+                                 "--query-socket")):
+            try:
+                check_socket_folder(claimed)
+            except ValueError as exc:
+                raise SemtraceError(refusal(claimed, option, exc)) from None
+            free_socket_path(claimed)
         from appliance import failpoints
 
         failpoints.point("serve.models")  # killed as it loads its models (the cluster tests)

@@ -14,6 +14,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import MetricsHandler, start_http_server
 
+from appliance.socket_folder import make_socket_folder
+
 
 class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
@@ -30,7 +32,7 @@ class MetricsServer:
         if listen.startswith("unix:"):
             self._path = Path(listen[len("unix:"):])
             gid = check_listen(listen, group=group)
-            self._path.parent.mkdir(parents=True, exist_ok=True)
+            make_socket_folder(self._path, mode=0o750, gid=gid)  # its scrapers' group
             with contextlib.suppress(FileNotFoundError):
                 self._path.unlink()  # a stale socket of an earlier run (check_listen)
             self._server = _UnixServer(str(self._path), MetricsHandler.factory(registry))

@@ -14,6 +14,7 @@ from appliance.service.core import FrontDoor
 from appliance.service.query_socket import QuerySocket
 from appliance.service.reload import audited_change, reload_plan
 from appliance.service.sockets import free_socket_path
+from appliance.socket_folder import make_socket_folder, refusal
 
 log = logging.getLogger("semtrace.service")
 
@@ -23,12 +24,16 @@ class Service(QuerySocket, Batching):
 
     async def start(self) -> None:
         path = self.socket_path
-        for claimed in (path, self.query_socket_path):  # both, before either is bound
+        # both, before either is bound; only a folder made here is ours to set the mode of:
+        # 0750 for the ingest socket's group, 0755 for the query socket's readers
+        for claimed, mode, option in ((path, 0o750, "--socket"),
+                                      (self.query_socket_path, 0o755, "--query-socket")):
             if claimed is not None:
+                try:
+                    make_socket_folder(claimed, mode=mode)
+                except ValueError as exc:
+                    raise SemtraceError(refusal(claimed, option, exc)) from None
                 free_socket_path(claimed)
-        if not path.parent.exists():  # only a directory made here is ours to restrict
-            path.parent.mkdir(parents=True)
-            os.chmod(path.parent, 0o750)
         limit = self.policies.service.max_frame_bytes
         self._server = await asyncio.start_unix_server(self._on_connect, path=str(path),
                                                        limit=limit)

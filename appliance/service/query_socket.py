@@ -20,9 +20,6 @@ class QuerySocket(Connections):
     """Serve the query socket (queryserver.py does the reading)."""
 
     async def _start_query_socket(self, path: Path, limit: int) -> None:
-        if not path.parent.exists():
-            path.parent.mkdir(parents=True)
-            os.chmod(path.parent, 0o755)
         self._query_server = await asyncio.start_unix_server(self._on_query_connect,
                                                              path=str(path), limit=limit)
         os.chmod(path, 0o666)  # anyone may ask; each request runs under the peer's role

@@ -1,0 +1,64 @@
+"""The folders above a Unix socket that `serve` listens on (ingest, query, metrics): made
+when missing, each with the mode the socket's users need, whatever the umask.
+
+The installed unit runs with UMask=0077: a folder made with the umask's mode (0700) would
+shut out the gateway's group from the ingest socket and the scrapers from the metrics
+socket, and nothing would say why. So every folder `serve` makes on the way to a socket
+gets the mode given (and the group, for the metrics' own); folders that exist are someone
+else's and are left as they are.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def check_socket_folder(socket_path: Path) -> list[Path]:
+    """The folders above `socket_path` that are missing, innermost first; ValueError, a
+    sentence fragment, when the nearest that exists is a file (nothing can be made)."""
+    missing: list[Path] = []
+    for folder in (socket_path.parent, *socket_path.parent.parents):
+        if os.path.lexists(folder):
+            if not folder.is_dir():
+                raise ValueError(f"the folder {socket_path.parent} cannot be made: {folder} "
+                                 "is a file, not a folder")
+            break
+        missing.append(folder)
+    return missing
+
+
+def refusal(socket_path: Path, option: str, why: ValueError) -> str:
+    """The sentence that refuses to serve a socket whose folder cannot be made."""
+    return (f"The socket {socket_path} ({option}) cannot be served: {why}; the service did "
+            "not start.")
+
+
+def make_socket_folder(socket_path: Path, *, mode: int, gid: int | None = None) -> list[Path]:
+    """Make the missing folders above `socket_path`, outermost first, each with `mode` (and
+    group `gid` when given); the folders made. ValueError, a sentence fragment naming the
+    folder, when one cannot be made (those made before it are removed again)."""
+    missing = check_socket_folder(socket_path)
+    made: list[Path] = []
+    folder = socket_path.parent
+    try:
+        for folder in reversed(missing):
+            try:
+                folder.mkdir()
+            except FileExistsError:  # made meanwhile by someone else: theirs
+                if folder.is_dir():
+                    continue
+                raise
+            made.append(folder)
+            os.chmod(folder, mode)
+            if gid is not None:
+                os.chown(folder, -1, gid)
+    except OSError as exc:
+        for folder in reversed(made):
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        why = (exc.strerror or type(exc).__name__).lower()
+        raise ValueError(f"the folder {folder} cannot be made ({why})") from None
+    return made
