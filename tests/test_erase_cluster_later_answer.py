@@ -104,3 +104,42 @@ async def _forget(url: str) -> None:
     for k in await kv.keys():
         await kv.purge(k)
     await nc.close()
+
+
+async def _note(url: str, node: str, tenants: list[str]) -> None:
+    """Node `node`'s note of its tenants, as a running node writes it."""
+    import nats
+
+    from appliance.cluster.tenants_known import note_tenants, tenants_bucket
+
+    nc = await nats.connect(url)
+    await note_tenants(await tenants_bucket(nc.jetstream(), replicas=1), node, tenants)
+    await nc.close()
+
+
+def test_erase_all_tenants_says_an_owners_later_answer_and_what_to_do(tmp_path: Path) -> None:
+    """`erase --all-tenants` on a node whose tenant's owner answers in a later wire version:
+    the tenant's line says the erasure is not known applied, why, and to upgrade this node
+    and run the command again (exit 7, not 8 pending)."""
+    key = tmp_path / "cluster.key"
+    assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
+                   str(key)).returncode == 0
+    with nats_server(tmp_path / "nats") as url:
+        b = Node(tmp_path, "b", url, key, "0", bus_key=None)  # it only asks
+        asyncio.run(_claim(url, "a", "acme"))
+        asyncio.run(_note(url, "a", ["acme"]))
+        answered: list[dict[str, Any]] = []
+        owner = threading.Thread(target=asyncio.run, args=(_later_owner(url, answered),))
+        owner.start()
+        r = run_cli("erase", *b.args(), "--all-tenants", "--user", "olga", "--reason",
+                    "DSAR 2026-98", "--wait", "30", env=b.env)
+        owner.join(timeout=60)
+    assert answered, "the request never reached the bucket"
+    assert "Traceback" not in r.stderr
+    assert r.returncode == 7, r.stdout + r.stderr
+    lines = [x for x in r.stdout.splitlines() if x.startswith("acme: ")]
+    assert len(lines) == 1, r.stdout
+    assert lines[0].startswith("acme: The erasure of u_") and lines[0].endswith(
+        " in acme is NOT known applied: node 'a', which owns acme, answered in wire version "
+        "2, which this node (wire version 1) cannot read: upgrade this node and run this "
+        "command again to see what it did.")
