@@ -54,6 +54,7 @@ from appliance.reads import (
     search_skipped,
     stats_json,
     stats_permission,
+    user_named,
 )
 from appliance.records import jsonable
 from appliance.roles import Caller, bound_tenants, require, resolve_role, sees
@@ -250,7 +251,7 @@ def _threads(obj: dict[str, Any], role: str, policies: Policies, store: Store,
     if tenant is None and bound is not None and len(bound) == 1:
         tenant = bound[0]
     check_tenant(store, policies, tenant if isinstance(tenant, str) else None)
-    pseudo = keyring.pseudonym(tenant, user) if user is not None and tenant else None
+    pseudo = user_named(store, keyring, tenant, user) if user is not None and tenant else None
     topic = _str(obj, "topic", rid)
     if topic is not None:
         scope = [tenant] if tenant else (bound or tenants(store))

@@ -71,12 +71,14 @@ def search_skipped(store: Store, policies: Policies, role: str, tenant: str | No
             and not policies.privacy.cross_user_search.get(t, False)]
 
 
-def user_pseudonym(keyring: Keyring, tenant: str | None, user: str | None) -> str | None:
+def user_pseudonym(store: Store, keyring: Keyring, tenant: str | None,
+                   user: str | None) -> str | None:
+    """The pseudonym of `--user` in `tenant` (`user_named`); None without `--user`."""
     if user is None:
         return None
     if tenant is None:
         raise InputError("--user needs --tenant (user ids are pseudonymised per tenant).")
-    return keyring.pseudonym(tenant, user)
+    return user_named(store, keyring, tenant, user)
 
 
 def run_search(store: Store, keyring: Keyring, policies: Policies, role: str,
@@ -93,7 +95,7 @@ def run_search(store: Store, keyring: Keyring, policies: Policies, role: str,
     if not text.strip():
         raise InputError("The search text is empty.")
     check_tenant(store, policies, tenant)
-    pseudo = user_pseudonym(keyring, tenant, user)
+    pseudo = user_pseudonym(store, keyring, tenant, user)
     tenants = search_tenants(store, policies, role, tenant, user)
     if kept is not None and kept.model_id == embedder.model_id:
         kept.refresh(store, tenants)
@@ -114,7 +116,7 @@ class StatsQuery:
 
     kind: str
     tenant: str
-    user: str | None  # a one-user view's user id, or its pseudonym (`stats_user`)
+    user: str | None  # a one-user view's user id, or its pseudonym (`user_named`)
     start: datetime
     end: datetime
     topic: str | None = None  # models: on this topic only
@@ -167,9 +169,10 @@ def check_stats_query(q: StatsQuery, store: Store, policies: Policies, *,
 PSEUDONYM_START = re.compile(r"u_[0-9a-f]{0,20}")
 
 
-def stats_user(store: Store, keyring: Keyring, tenant: str, user: str) -> str:
-    """The pseudonym of a one-user view: `--user` as the gateway sends the user id, or as
-    the product shows it, the pseudonym or its start, when that names a user of `tenant`.
+def user_named(store: Store, keyring: Keyring, tenant: str, user: str) -> str:
+    """The pseudonym `--user` names (stats, threads list, search): the user id as the gateway
+    sends it, or the user as the product shows them, the pseudonym or its start, when that
+    names a user of `tenant`.
 
     InputError (the value is never echoed: it may be a raw user id) where a start names
     several users, or where the value is both a user id of the tenant and the start of
@@ -205,7 +208,7 @@ def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies,
     if q.topic is not None and q.topic != analytics.NO_TOPIC:  # a label names its topic
         q = replace(q, topic=live_topic(store, q.topic, [q.tenant]) or q.topic)
     check_stats_query(q, store, policies)
-    pseudo = stats_user(store, keyring, q.tenant, q.user) if q.user is not None else None
+    pseudo = user_named(store, keyring, q.tenant, q.user) if q.user is not None else None
     gate = PrivacyGate(ledger_db if ledger_db is not None else store.db, policies.privacy)
     bound = policies.pricing.thread_cost_bound
     common: dict[str, Any] = {"tenant": q.tenant, "start": q.start, "end": q.end,

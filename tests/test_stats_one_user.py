@@ -70,3 +70,29 @@ def test_an_empty_one_user_view_says_why(fixed_store: Path,
     assert "bob" not in out  # the id typed is not echoed
     out = one_user(fixed_store, capsys, "topics", "nobody@example.com")
     assert "(nothing to show: this user has no threads in acme in this window)" in out, out
+
+
+def test_threads_list_and_search_take_the_pseudonym_they_print(
+        fixed_store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`threads list --user` and `search --user` pseudonymised the pseudonym again too:
+    "(no threads in scope)" for the very value `threads list` prints in its user column."""
+    from appliance.cli import main
+    from appliance.keys import read_key_file
+    from appliance.runtime import open_runtime
+    from appliance.tui.format import short_user
+
+    rt = open_runtime(fixed_store / "data", read_key_file(fixed_store / "key"), readonly=True)
+    try:
+        bob = rt.keyring.pseudonym("acme", "bob")
+    finally:
+        rt.close()
+    creds = ["--data-dir", str(fixed_store / "data"), "--key-file", str(fixed_store / "key"),
+             "--tenant", "acme"]
+    for user in ("bob", bob, short_user(bob)):
+        main(["threads", "list", *creds, "--user", user])
+        listed = capsys.readouterr().out
+        assert "th_0000000000000003" in listed and "th_0000000000000001" not in listed, listed
+    main(["search", "SQL query counting orders", *creds, "--user", short_user(bob),
+          "--role", "compliance"])
+    found = capsys.readouterr().out
+    assert "th_0000000000000003" in found and "th_0000000000000001" not in found, found

@@ -86,7 +86,8 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
             # tenants' recent threads left the list short or empty
             rows = list_threads(rt.store, ThreadFilter(
                 tenant=tenant, tenants=tuple(bound) if bound else None,
-                user=user_pseudonym(rt.keyring, tenant, user), topic_id=live), limit=wanted)
+                user=user_pseudonym(rt.store, rt.keyring, tenant, user), topic_id=live),
+                limit=wanted)
             currency = rt.policies.pricing.currency
         finally:
             rt.close()
