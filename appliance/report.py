@@ -172,7 +172,7 @@ def build_report(store: Store, audit: AuditLog, settings: RetentionSettings, *,
                                                "retention_run")) if e.ts >= since_ts]
     chain = verify_chain(store.db, store.keys_db)
     return {
-        "kind": "semtrace-retention-report", "version": 2, "semtrace": __version__,
+        "kind": "semtrace-retention-report", "version": 3, "semtrace": __version__,
         "generated_at": now.isoformat(), "period_from": since.isoformat() if since else None,
         "policy": {**settings.model_dump(mode="json", exclude={"legal_holds"}),
                    "legal_holds": holds},
@@ -232,6 +232,10 @@ def _body(signed: dict[str, Any], e: Any) -> list[str]:
     r = signed["report"]
     lines = ["# Semtrace retention report", "",
              f"Generated {e(r['generated_at'])} (Semtrace {e(r['semtrace'])}).", "",
+             # what the counts below cover; earlier reports did not say it (rendered as signed)
+             *([f"Period: from {e(r['period_from'])} to the report's generation."
+                if r.get("period_from") else "Period: the whole audit log.", ""]
+               if r.get("version", 1) >= 3 else []),
              f"Audit chain: **{'intact' if r['audit_chain']['ok'] else 'BROKEN'}** "
              f"({r['audit_chain']['entries']} entries).", "",
              "Self-check of shredded buckets: "

@@ -168,3 +168,23 @@ def test_the_signed_report_says_what_each_erasure_erased(tmp_path: Path) -> None
         f"acme/{user}: 0 records (none stored, or all already shredded) (reason DSAR 2)"]
     assert "intact and signed by" in run_cli("audit", "check-report", str(report),
                                              *args).stdout
+
+
+def test_the_signed_report_states_the_period_it_covers(tmp_path: Path) -> None:
+    """A report issued with --since counted only that period's shreds and erasures, but
+    its readable part never said so (only the JSON held period_from): 'Erasure requests
+    (0)' read as none ever. It states its period now, and a --since still to come (a
+    report of zeros) is refused before anything is issued."""
+    args, _pw, _cpw = init_store(tmp_path)
+    since, whole = tmp_path / "since.md", tmp_path / "whole.md"
+    assert run_cli("audit", "retention", "--since", "2026-01-01T00:00:00Z", "--out", str(since),
+                   *args).returncode == 0
+    assert run_cli("audit", "retention", "--out", str(whole), *args).returncode == 0
+    assert "\nPeriod: from 2026-01-01T00:00:00+00:00 to the report's generation.\n" in \
+        since.read_text()
+    assert "\nPeriod: the whole audit log.\n" in whole.read_text()
+    issued = len(_entries(args))
+    future = run_cli("audit", "retention", "--since", "2999-01-01", *args)
+    assert future.returncode == 2 and future.stdout == ""
+    assert "--since 2999-01-01 is in the future" in _one_sentence(future.stderr)
+    assert len(_entries(args)) == issued  # no report issued

@@ -160,6 +160,9 @@ def audit_retention(data_dir: Path | None, passphrase_file: Path | None, key_fil
         raise click.UsageError(f"--json and --format {fmt} ask for two formats; give one.")
     fmt = "json" if as_json else (fmt or "md")
     start = _as_of(since, "--since") if since else None
+    if start is not None and start > datetime.now(UTC):  # a period yet to come: all zeros
+        raise InputError(f"--since {since} is in the future; the report would cover nothing "
+                         "(no report was issued).")
     if out is not None:  # before the report is issued: its issue is audited
         output_path(out)
         if out.exists():  # an earlier signed report is evidence: never replaced
