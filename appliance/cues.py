@@ -139,17 +139,24 @@ def unresolved_reference(text: str) -> bool:
     if _INTRODUCTION.search(flat):
         return False
     tokens = _TOKEN.findall(flat)
-    noun_seen, prev = False, "."
+    noun_seen, plural_seen, prev = False, False, "."
     for k, tok in enumerate(tokens):
         word = tok.lower()
+        base = word[:-2] if word.endswith("'s") and word[:-2] not in _STOP else word
+        # "my sister's birthday ... it": a possessive; "that's", "it's": not one
         after = tokens[k + 1].lower() if k + 1 < len(tokens) else "."
         pronoun = word in _PRONOUNS and not (expletive and word in ("it", "it's"))
         lone = word in _DEMONSTRATIVES and (after in _STANDS_ALONE or after in ".!?;")
-        if (pronoun or lone) and not noun_seen:
+        bound = word in _BOUND_PLURAL  # "planets ... their moons": bound; "them": not
+        if (pronoun or lone) and not noun_seen and not (bound and plural_seen):
             return True
         if (tok.startswith("<") or (tok[0].isupper() and word != "i" and prev not in ".!?;")
-                or (prev in _DETERMINERS and word not in _PRONOUNS and word.isalpha())):
+                or (prev in _DETERMINERS and base not in _PRONOUNS and base.isalpha())):
             noun_seen = True
+        if (base == word and word.isalpha() and len(word) >= 4 and word.endswith("s")
+                and not word.endswith(("ss", "us", "is")) and word not in _NOT_PLURAL
+                and word not in _STOP and prev not in _WH and word not in _PRONOUNS):
+            plural_seen = True
         prev = word
     return False
 
@@ -268,6 +275,7 @@ _SELF_IT = re.compile(r"\bwhat (does|did|do|would) it mean (to|when|if|that|for)
                       r"^it's (my|our)\b")
 _PLURAL_WORDS = "they them their theirs themselves"
 _PLURAL_PRONOUNS = frozenset(_PLURAL_WORDS.split())
+_BOUND_PLURAL = frozenset({"their", "theirs", "themselves"})  # refer within the clause
 _WH_WORDS = "what who which that"
 _WH = frozenset(_WH_WORDS.split())  # "what causes it": a verb, not a plural noun
 _NOT_PLURAL_WORDS = """is was has does this its thus always perhaps sometimes yes plus unless

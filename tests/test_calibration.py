@@ -15,10 +15,12 @@ import pytest
 from conftest import make_prompt
 from test_spine import run_cli
 
-from appliance.config import POLICY_DIR_ENV, CalibrationSettings, policy_dir
+from appliance.config import POLICY_DIR_ENV, CalibrationSettings, load_policies, policy_dir
 from appliance.ingest import content_digest
 from appliance.link.calibrate import BINS, Tally, choose, delta, outcome
 from appliance.records import Message, Response
+
+POLICY = load_policies().correlation.link_threshold  # the shipped link threshold
 
 DAY = 24 * 60
 # A tenant whose users leave a conversation for a while and come back to it (twenty
@@ -117,11 +119,11 @@ def test_a_tenant_whose_history_shows_returns_keeps_plain_follow_ups_in_their_th
     # Another tenant, no history traffic: the policy threshold splits the return off.
     a, b, ev = _come_back(pipe, "acme", "zed")
     assert b.position == "new" and b.thread_id != a.thread_id
-    assert ev["threshold"] == 0.45 and ev["threshold_source"] == "policy"
+    assert ev["threshold"] == POLICY and ev["threshold_source"] == "policy"
     # The tenant whose own traffic shows such returns continue their conversation.
     a, b, ev = _come_back(pipe, "kiosk", "zed")
     assert b.thread_id == a.thread_id and b.parent_id == a.record_id
-    assert ev["threshold_source"] == "calibrated" and ev["threshold"] < ev["score"] < 0.45
+    assert ev["threshold_source"] == "calibrated" and ev["threshold"] < ev["score"] < POLICY
     # Learnt from history-linked prompts only: these plain prompts taught nothing.
     assert pipe.thresholds.tally("acme").decisions == 0
 
@@ -172,7 +174,7 @@ def test_the_stored_tally_is_counts_only_and_the_cli_shows_each_tenants_threshol
     shipped = run_cli("thresholds", *cred, "--json")
     assert shipped.returncode == 0, shipped.stderr
     [row] = json.loads(shipped.stdout)["tenants"]
-    assert (row["tenant"], row["source"], row["threshold"]) == ("kiosk", "policy", 0.45)
+    assert (row["tenant"], row["source"], row["threshold"]) == ("kiosk", "policy", POLICY)
     assert row["decisions"] == 40 and row["min_decisions"] == 100
     policies = tmp_path / "policies"
     shutil.copytree(policy_dir(), policies)
@@ -181,7 +183,7 @@ def test_the_stored_tally_is_counts_only_and_the_cli_shows_each_tenants_threshol
     env = {POLICY_DIR_ENV: str(policies)}
     lowered = run_cli("thresholds", *cred, "--tenant", "kiosk", "--json", env=env)
     [row] = json.loads(lowered.stdout)["tenants"]
-    assert row["source"] == "calibrated" and row["threshold"] < 0.45 and row["gain"] > 0
+    assert row["source"] == "calibrated" and row["threshold"] < POLICY and row["gain"] > 0
     text = run_cli("thresholds", *cred, env=env)
     assert text.returncode == 0 and "kiosk" in text.stdout and "calibrated" in text.stdout
 
@@ -194,7 +196,7 @@ def test_an_operator_pinned_threshold_decides_for_its_tenant_only(
     pipe = _pipeline(runtime, embedder, redactor, pinned={"kiosk": 0.05})
     a, b, ev = _come_back(pipe, "kiosk", "zed")
     assert b.thread_id == a.thread_id and b.parent_id == a.record_id
-    assert ev["threshold_source"] == "pinned" and ev["threshold"] == 0.05 < ev["score"] < 0.45
+    assert ev["threshold_source"] == "pinned" and ev["threshold"] == 0.05 < ev["score"] < POLICY
     # Every other tenant keeps the policy threshold: the same return starts a new thread.
     a, b, ev = _come_back(pipe, "acme", "zed")
     assert b.thread_id != a.thread_id and ev["threshold_source"] == "policy"

@@ -17,6 +17,10 @@ from typing import Any
 from conftest import serving, write_stream
 from test_spine import run_cli
 
+from appliance.config import load_policies
+
+POLICY = load_policies().correlation.link_threshold  # the shipped link threshold
+
 CANARY = "canary-7f3a@example.com"
 STREAM = [
     {"tenant": "acme", "user_id": "alice", "ts": "2026-03-02T09:00:00Z",
@@ -322,8 +326,8 @@ def test_thresholds_json_gives_the_policy_as_the_text_does(tmp_path: Path,
     cred = ("--data-dir", str(tmp_path / "data"), "--passphrase-file", str(passphrase_file))
     assert run_cli("init", *cred).returncode == 0
     text = run_cli("thresholds", *cred)
-    assert text.returncode == 0 and "policy link_threshold 0.45" in text.stdout
+    assert text.returncode == 0 and f"policy link_threshold {POLICY:g}" in text.stdout
     shown = json.loads(run_cli("thresholds", *cred, "--json").stdout)
     # no tenant has a tally yet: the JSON still says what every tenant gets
-    assert shown == {"policy_threshold": 0.45, "calibration": True, "min_decisions": 100,
+    assert shown == {"policy_threshold": POLICY, "calibration": True, "min_decisions": 100,
                      "tenants": []}

@@ -71,7 +71,7 @@ def _demo_through_service(data_dir: Path, pw: Path) -> None:
                              "--log-level", "warning"], stdout=subprocess.DEVNULL)
     try:
         sock = data_dir / "semtrace.sock"
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 600  # a busy host loads the models slowly
         while True:
             if proc.poll() is not None:
                 raise SemtraceError("The demo service did not start.")
