@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,9 @@ def sealed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sealed]:
     with NatsClient(url, timeout=60, bus_keys=load_bus_keys(key)) as gateway:
         canary = ingest("t3", "canary-1", f"Please email the quarterly report to {CANARY} "
                         "before Friday.", 2, user=USER)
+        # minutes before the decorator's follow-up below, which is stamped when it runs: a
+        # canary from yesterday morning put a gap of 15-39 h, by the time of day, between them
+        canary["ts"] = (datetime.now(UTC) - timedelta(minutes=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
         assert gateway.publish(canary)["queued"] is True
     deadline = time.monotonic() + 30
     while PLAIN.encode() not in store_bytes(store):  # written through to the file store
