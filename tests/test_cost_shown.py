@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_tui import build_fixed_store, run, settle
+from test_tui import build_fixed_store, run_on_copy, settle
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +62,6 @@ def test_a_cost_the_release_cannot_tell_reads_noisy_whatever_the_noise_drew(
         fixed_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
         embedder: Any) -> None:
     from appliance.cli import main
-    from appliance.keys import read_key_file
-    from appliance.runtime import open_runtime
-    from appliance.tui.app import make_app
 
     copy = tmp_path / "fixed"
     shutil.copytree(fixed_store, copy)
@@ -100,12 +97,7 @@ def test_a_cost_the_release_cannot_tell_reads_noisy_whatever_the_noise_drew(
             seen[topic] = str(table.get_cell(f"acme\0{topic}", "cost"))
         seen["head"] = str(pilot.app.screen.query_one("#topics-head").render())
 
-    rt = open_runtime(copy / "data", read_key_file(copy / "key"), readonly=True)
-    try:
-        run(make_app(rt, role="analyst", clock=lambda: now, refresh_seconds=3600,
-                     embedder_factory=lambda: embedder), scenario, size=(220, 30))
-    finally:
-        rt.close()
+    run_on_copy(copy, scenario, clock=lambda: now, embedder=embedder)
     # before: "–" and "noisy" for the two
     assert (seen["tp_travel"], seen["tp_accounts"]) == ("noisy", "noisy"), seen
     assert seen["tp_sql"].startswith("0.05±"), seen

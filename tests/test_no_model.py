@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import make_prompt
-from test_tui import build_fixed_store, run, settle
+from test_tui import build_fixed_store, run_on_copy, settle
 
 ONE_USER = ["--tenant", "acme", "--user", "dave", "--role", "compliance",
             "--from", "2026-03-01", "--to", "2026-03-05"]
@@ -59,7 +59,6 @@ def test_the_models_screen_names_the_calls_without_a_model(
     from appliance.privacy import Figure, GroupFigures, Release
     from appliance.releases import ReleaseCache
     from appliance.runtime import open_runtime
-    from appliance.tui.app import make_app
 
     store = build_fixed_store(tmp_path_factory.mktemp("fixed"), embedder)
     copy = tmp_path_factory.mktemp("copy") / "fixed"
@@ -84,11 +83,6 @@ def test_the_models_screen_names_the_calls_without_a_model(
         table = pilot.app.screen.query_one("#compare")
         seen.extend(str(c.label) for c in table.columns.values())
 
-    rt = open_runtime(copy / "data", read_key_file(copy / "key"), readonly=True)
-    try:
-        run(make_app(rt, role="analyst", clock=lambda: now, refresh_seconds=3600,
-                     embedder_factory=lambda: embedder), scenario, size=(120, 30))
-    finally:
-        rt.close()
+    run_on_copy(copy, scenario, clock=lambda: now, embedder=embedder, size=(120, 30))
     # two tenants on the screen: each column names its tenant; before: "acme · (unknown)"
     assert seen[1:] == ["acme · gpt-4o", "acme · (unknown) · no model named"], seen

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_tui import CLOCK, build_fixed_store, run, settle
+from test_tui import CLOCK, build_fixed_store, run, run_on_copy, settle
 
 NOTE = ("unlabelled: a topic is named once at least 5 people share it (k_min_users), so "
         "that a label never describes only a few people")
@@ -40,9 +40,6 @@ def stats_out(store: Path, capsys: pytest.CaptureFixture[str], kind: str, *more:
 
 def test_an_unlabelled_topic_reads_unlabelled_in_stats_as_on_the_topics_screen(
         fixed_store: Path, capsys: pytest.CaptureFixture[str], embedder: Any) -> None:
-    from appliance.keys import read_key_file
-    from appliance.runtime import open_runtime
-    from appliance.tui.app import make_app
 
     for kind in ("topics", "incident"):
         text = stats_out(fixed_store, capsys, kind)
@@ -62,12 +59,7 @@ def test_an_unlabelled_topic_reads_unlabelled_in_stats_as_on_the_topics_screen(
         seen["cell"] = str(table.get_cell("acme\0tp_sql", "topic"))
         seen["status"] = str(pilot.app.screen.query_one("#status").render())
 
-    rt = open_runtime(fixed_store / "data", read_key_file(fixed_store / "key"), readonly=True)
-    try:
-        run(make_app(rt, role="analyst", clock=lambda: CLOCK, refresh_seconds=3600,
-                     embedder_factory=lambda: embedder), scenario, size=(220, 30))
-    finally:
-        rt.close()
+    run_on_copy(fixed_store, scenario, clock=lambda: CLOCK, embedder=embedder)
     assert seen["cell"] == "tp_sql · unlabelled"
     assert NOTE in seen["status"], seen["status"]  # the screen says why, as stats does
 

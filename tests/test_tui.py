@@ -85,6 +85,22 @@ def app_for(runtime: Any, embedder: Any = None, **kw: Any) -> Any:
                     embedder_factory=(lambda: embedder) if embedder is not None else None, **kw)
 
 
+def run_on_copy(copy: Path, scenario: Callable[[Any], Awaitable[None]], *, clock: Any,
+                embedder: Any, size: tuple[int, int] = (220, 30)) -> None:
+    """Run a Pilot scenario as an analyst against the app on a store copy (`copy`/data,
+    `copy`/key) opened read-only, as `semtrace tui` opens it."""
+    from appliance.keys import read_key_file
+    from appliance.runtime import open_runtime
+    from appliance.tui.app import make_app
+
+    rt = open_runtime(copy / "data", read_key_file(copy / "key"), readonly=True)
+    try:
+        run(make_app(rt, role="analyst", clock=clock, refresh_seconds=3600,
+                     embedder_factory=lambda: embedder), scenario, size=size)
+    finally:
+        rt.close()
+
+
 def why_panels(runtime: Any, thread_id: str, count: int) -> list[str]:
     """The Why panel of a thread's first `count` turns, opened from the threads screen."""
     panels: list[str] = []
