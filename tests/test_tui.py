@@ -101,6 +101,25 @@ def run_on_copy(copy: Path, scenario: Callable[[Any], Awaitable[None]], *, clock
         rt.close()
 
 
+def report_from_retention_screen(runtime: Any, out: Path) -> str:
+    """As a compliance officer: the retention screen's `g`, the signed report to `out`,
+    enter; the status line the screen shows after."""
+    status: list[str] = []
+
+    async def scenario(pilot: Any) -> None:
+        await pilot.press("R")
+        await settle(pilot)
+        await pilot.press("g")
+        await pilot.pause()
+        pilot.app.screen.query_one("#report-path").value = str(out)
+        await pilot.press("enter")
+        await settle(pilot)
+        status.append(str(pilot.app.screen.query_one("#status").render()))
+
+    run(app_for(runtime, role="compliance"), scenario)
+    return status[0]
+
+
 def why_panels(runtime: Any, thread_id: str, count: int) -> list[str]:
     """The Why panel of a thread's first `count` turns, opened from the threads screen."""
     panels: list[str] = []
@@ -450,18 +469,7 @@ def test_report_key_writes_a_signed_report_and_audits_it(runtime: Any, replayed:
     from appliance.report import check_report
 
     out = tmp_path / "report.md"
-
-    async def scenario(pilot: Any) -> None:
-        await pilot.press("R")
-        await settle(pilot)
-        await pilot.press("g")
-        await pilot.pause()
-        pilot.app.screen.query_one("#report-path").value = str(out)
-        await pilot.press("enter")
-        await settle(pilot)
-        assert "Signed report written" in str(pilot.app.screen.query_one("#status").render())
-
-    run(app_for(runtime, role="compliance"), scenario)
+    assert "Signed report written" in report_from_retention_screen(runtime, out)
     assert check_report(out.read_text()).ok
     assert audit_entries(runtime.store, events=("report",), last=1)[0].details["via"] == "tui"
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from test_tui import app_for, replayed, run, settle  # noqa: F401  (replayed: a fixture)
+from test_tui import replayed, report_from_retention_screen  # noqa: F401  (replayed: a fixture)
 
 
 def test_a_report_to_a_folder_it_cannot_write_is_refused_before_it_is_issued(
@@ -23,19 +23,7 @@ def test_a_report_to_a_folder_it_cannot_write_is_refused_before_it_is_issued(
     out = locked / "report.md" if not os.access(locked, os.W_OK) \
         else Path("/proc/sys/semtrace-report.md")  # root writes anywhere but there
     issued = len(audit_entries(runtime.store, events=("report",)))
-    status: list[str] = []
-
-    async def scenario(pilot: Any) -> None:
-        await pilot.press("R")
-        await settle(pilot)
-        await pilot.press("g")
-        await pilot.pause()
-        pilot.app.screen.query_one("#report-path").value = str(out)
-        await pilot.press("enter")
-        await settle(pilot)
-        status.append(str(pilot.app.screen.query_one("#status").render()))
-
-    run(app_for(runtime, role="compliance"), scenario)
-    assert status == [f"✖ The folder {out.parent} is not writable; no report was issued."]
+    status = report_from_retention_screen(runtime, out)
+    assert status == f"✖ The folder {out.parent} is not writable; no report was issued."
     assert len(audit_entries(runtime.store, events=("report",))) == issued
     assert not out.exists()
