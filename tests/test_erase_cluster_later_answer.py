@@ -11,6 +11,8 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,14 +63,22 @@ async def _later_owner(url: str, answered: list[dict[str, Any]]) -> None:
         await nc.close()
 
 
-def test_an_owners_answer_of_a_later_wire_version_is_said_not_reported_pending(
-        tmp_path: Path) -> None:
+@contextmanager
+def _asking_node(tmp_path: Path) -> Iterator[tuple[str, Node]]:
+    """A fresh nats-server (its url) and node 'b' of the cluster, which only asks: acme is
+    claimed by node 'a', played by the tests."""
     key = tmp_path / "cluster.key"
     assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
                    str(key)).returncode == 0
     with nats_server(tmp_path / "nats") as url:
         b = Node(tmp_path, "b", url, key, "0", bus_key=None)  # it only asks
         asyncio.run(_claim(url, "a", "acme"))
+        yield url, b
+
+
+def test_an_owners_answer_of_a_later_wire_version_is_said_not_reported_pending(
+        tmp_path: Path) -> None:
+    with _asking_node(tmp_path) as (url, b):
         answers: list[str] = []
         for extra in ((), ("--json",)):
             answered: list[dict[str, Any]] = []
@@ -121,12 +131,7 @@ def test_erase_all_tenants_says_an_owners_later_answer_and_what_to_do(tmp_path: 
     """`erase --all-tenants` on a node whose tenant's owner answers in a later wire version:
     the tenant's line says the erasure is not known applied, why, and to upgrade this node
     and run the command again (exit 7, not 8 pending)."""
-    key = tmp_path / "cluster.key"
-    assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
-                   str(key)).returncode == 0
-    with nats_server(tmp_path / "nats") as url:
-        b = Node(tmp_path, "b", url, key, "0", bus_key=None)  # it only asks
-        asyncio.run(_claim(url, "a", "acme"))
+    with _asking_node(tmp_path) as (url, b):
         asyncio.run(_note(url, "a", ["acme"]))
         answered: list[dict[str, Any]] = []
         owner = threading.Thread(target=asyncio.run, args=(_later_owner(url, answered),))
