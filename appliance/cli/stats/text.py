@@ -1,44 +1,17 @@
-"""`semtrace stats topics|models|cost|positions|blocks|incident`: conversation analytics.
-
-Cross-user figures are differentially private (see privacy.py): the first time
-a command runs on a UTC day for a window, it spends its kind's epsilon
-(`release_epsilon`, else `epsilon_per_release`) of the tenant's daily budget on a
-release that is cached for the day; running it again
-reads that release, spends nothing and says how old it is. Groups whose noisy
-count of people is under `k_min_users` are withheld. The default window is the
-7 UTC days ending tonight, so that every default query of a day shares one
-release. With `--user` the view is that one user's own data: exact, free, and
-read-only.
-"""
+"""`semtrace stats ...`'s text output: a report's header, notes and rows, each row wrapped
+to fit a terminal `WIDTH` columns wide."""
 
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from functools import wraps
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 import click
 
 from appliance import analytics
-from appliance.cli import (
-    credential_options,
-    data_dir_option,
-    emit_json,
-    not_blank,
-    open_dir,
-    open_read,
-    role_option,
-)
-from appliance.cli.sockets import ask, query_socket, query_socket_option
-from appliance.errors import InputError, SemtraceError
-from appliance.ingest import parse_ts
 from appliance.privacy import Figure
-from appliance.reads import StatsQuery, report_from_json, run_stats, stats_json, stats_permission
-from appliance.roles import require
 from appliance.trend import NOT_SHOWN, sparkline
 from appliance.tui.format import (
     NO_COST,
@@ -50,103 +23,6 @@ from appliance.tui.format import (
     topic_title,
     unlabelled_note,
 )
-
-DEFAULT_DAYS = analytics.DEFAULT_DAYS
-
-
-def _when(value: str | None, default: datetime, name: str) -> datetime:
-    if value is None:
-        return default
-    try:
-        return parse_ts(value)
-    except SemtraceError:
-        raise InputError(f"--{name} must be an ISO-8601 date or time, "
-                            "e.g. 2024-03-04 or 2024-03-04T09:00:00Z.") from None
-
-
-def _window(since: str | None, until: str | None) -> tuple[datetime, datetime]:
-    end = _when(until, analytics.default_window(datetime.now(UTC))[1], "to")
-    start = _when(since, end - timedelta(days=DEFAULT_DAYS), "from")
-    if start >= end:
-        raise InputError("--from must be earlier than --to.")
-    return start, end
-
-
-def stats_command(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Common options; runs the query (on the store, or over the query socket) and prints it.
-
-    The decorated function gets the window and its own options and returns the extra
-    fields of the StatsQuery (topic, bucket, baseline).
-    """
-
-    def decorate(fn: Callable[..., dict[str, Any]]) -> Callable[..., Any]:
-        @wraps(fn)
-        def run(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
-                role: str | None, tenant: str, user: str | None, since: str | None,
-                until: str | None, socket_path: Path | None, as_json: bool,
-                **kw: Any) -> None:
-            not_blank(tenant=tenant, user=user)
-            start, end = _window(since, until)
-            q = StatsQuery(kind=kind, tenant=tenant, user=user, start=start, end=end,
-                           **fn(start, end, **kw))
-            sock = query_socket(socket_path, data_dir, passphrase_file, key_file)
-            data = (_over_socket(sock, q, role) if sock is not None else
-                    _direct(q, data_dir, passphrase_file, key_file, role))
-            if as_json:
-                emit_json(data)
-            else:
-                _print(report_from_json(data), data["currency"], user=user)
-
-        cmd: Callable[..., Any] = run
-        for option in (
-            click.option("--json", "as_json", is_flag=True, help="Print JSON."),
-            query_socket_option,
-            click.option("--to", "until", default=None,
-                         help="Window end (default the end of today, UTC)."),
-            click.option("--from", "since", default=None,
-                         help=f"Window start (default {DEFAULT_DAYS} days before --to)."),
-            click.option("--user", default=None,
-                         help="One user's own view (exact, costs no privacy budget): "
-                              "the user id as the gateway sends it, or the pseudonym "
-                              "`threads list` prints (or its start, as the TUI shows it)."),
-            click.option("--tenant", required=True, help="The tenant (budgets are per tenant)."),
-            role_option, credential_options, data_dir_option,
-        ):
-            cmd = option(cmd)
-        return cmd
-
-    return decorate
-
-
-def _direct(q: StatsQuery, data_dir: Path | None, passphrase_file: Path | None,
-            key_file: Path | None, role: str | None) -> dict[str, Any]:
-    """The report's JSON, from the store opened with the master key (operators). One user's
-    view only reads: on a service host, the service's store, as audit verify (check_target);
-    a cross-user figure spends privacy budget, so root's empty default folder is refused."""
-    rt = (open_read(data_dir, passphrase_file, key_file, f"stats {q.kind} --user")
-          if q.user is not None else open_dir(data_dir, passphrase_file, key_file))
-    try:
-        require(rt.policies.access, role, stats_permission(q.user), tenant=q.tenant)
-        return stats_json(run_stats(q, rt.store, rt.keyring, rt.policies),
-                          rt.policies.pricing.currency)
-    finally:
-        rt.close()
-
-
-def _iso(t: datetime) -> str:
-    return t.isoformat().replace("+00:00", "Z")
-
-
-def _over_socket(sock: Path, q: StatsQuery, role: str | None) -> dict[str, Any]:
-    """The report's JSON, from the service's query socket (readers, no passphrase)."""
-    req: dict[str, Any] = {"op": "stats", "role": role, "kind": q.kind, "tenant": q.tenant,
-                           "user": q.user, "from": _iso(q.start), "to": _iso(q.end),
-                           "topic": q.topic, "bucket": q.bucket}
-    if q.baseline is not None:
-        req["baseline_from"], req["baseline_to"] = map(_iso, q.baseline)
-    report: dict[str, Any] = ask(sock, req)["report"]
-    return report
-
 
 GROUP_KINDS = ("topics", "models", "cost")  # reports of `analytics.GroupStats` rows
 KEY_WIDTH = 16  # a topic id (tp_ and 12 hex digits) and a space
@@ -383,66 +259,3 @@ def _line(r: object, currency: str = "", *, floor: bool = False,
                      f"{lift:>8}",
                      [f"window {_count(r.window)}", f"baseline {_count(r.baseline)}"])
     return str(r)
-
-
-@click.group()
-def stats() -> None:
-    """Conversation analytics (differentially private across users)."""
-
-
-@stats.command("topics")
-@stats_command("topics")
-def stats_topics(start: datetime, end: datetime) -> dict[str, Any]:
-    """Per topic: threads, people, turns, refined/abandoned/blocked shares, tokens, cost
-    and a 14-day trend (a day's first run spends the topics epsilon)."""
-    return {}
-
-
-@stats.command("models")
-@click.option("--topic", default=None,
-              help="Compare models on this topic only (its id, its label, or one phrase "
-                   "of its label).")
-@stats_command("models")
-def stats_models(start: datetime, end: datetime, topic: str | None) -> dict[str, Any]:
-    """Per model: the same figures as `stats topics` (optionally on one topic)."""
-    return {"topic": topic}
-
-
-@stats.command("cost")
-@stats_command("cost")
-def stats_cost(start: datetime, end: datetime) -> dict[str, Any]:
-    """Cost beside outcomes: per conversation length, refined or not, abandoned or not."""
-    return {}
-
-
-@stats.command("positions")
-@click.option("--bucket", type=click.Choice(["day", "hour"]), default="day", show_default=True)
-@stats_command("positions")
-def stats_positions(start: datetime, end: datetime, bucket: str) -> dict[str, Any]:
-    """Conversation-position mix over time (new, continuation, topic shift, orphaned)."""
-    return {"bucket": bucket}
-
-
-@stats.command("blocks")
-@stats_command("blocks")
-def stats_blocks(start: datetime, end: datetime) -> dict[str, Any]:
-    """Threads that led into guardrail blocks, per topic (thread ids in one-user views)."""
-    return {}
-
-
-@stats.command("incident")
-@click.option("--baseline-from", default=None,
-              help="Baseline start (default: the window of the same length before --from).")
-@click.option("--baseline-to", default=None, help="Baseline end (default --from).")
-@stats_command("incident")
-def stats_incident(start: datetime, end: datetime, baseline_from: str | None,
-                   baseline_to: str | None) -> dict[str, Any]:
-    """Topics, positions and models over-represented in a window vs a baseline window."""
-    b_end = _when(baseline_to, start, "baseline-to")
-    b_start = _when(baseline_from, b_end - (end - start), "baseline-from")
-    if b_start >= b_end:
-        raise InputError("--baseline-from must be earlier than --baseline-to.")
-    return {"baseline": (b_start, b_end)}
-
-
-COMMANDS = [stats]
