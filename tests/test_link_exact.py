@@ -118,3 +118,52 @@ def test_keyword_document_frequency_counts_the_window() -> None:
             for w in ("hotel", "flight", "garden", "absent"):
                 want = sum(1 for c in hist[lo + a:hi] if w in keywords(c.text))
                 assert rows.doc_freq(w, a) == want
+
+
+_SCORE_IN_A_FRESH_PROCESS = """
+import hashlib, sys
+from datetime import UTC, datetime, timedelta
+import numpy as np
+from appliance.config import load_policies
+from appliance.link import LinkInput, VectorCache, features
+from appliance.records import Candidate
+
+words = ("hotel flight museum weather python error budget garden ticket parking "
+         "invoice receipt kernel driver lasagna recipe").split()
+rng = np.random.default_rng(5)
+start = datetime(2026, 3, 2, tzinfo=UTC)
+hist = []
+for i in range(160):
+    vec = rng.standard_normal(16).astype(np.float32)
+    text = " ".join(rng.choice(words, size=int(rng.integers(2, 9))))
+    hist.append(Candidate(record_id=i + 1, request_id=f"r{i}", thread_id=f"t{i // 5}",
+                          ts=start + timedelta(minutes=3 * i), vector=vec / np.linalg.norm(vec),
+                          text=text + "?", session_key=None, entity_keys=()))
+s = load_policies().correlation
+digest = hashlib.sha256()
+for k in range(40, 160, 2):
+    c = hist[k]
+    q = LinkInput(ts=c.ts, vector=c.vector, text=" ".join(words[(k % 5):]) + "?",
+                  session_key=None, entity_keys=())
+    _, x, _, _ = features(q, hist[:k], s, VectorCache(), 0.3)
+    digest.update(np.ascontiguousarray(x).tobytes())
+print(digest.hexdigest())
+"""
+
+
+def test_link_features_do_not_depend_on_the_process_hash_seed() -> None:
+    """Python salts string hashes per process, so a set of keywords is walked in another
+    order in each process. Keyword weights summed in that order differed in the last bit,
+    which moved ties between tree splits: the same traffic could score differently after a
+    restart, and `bench/train_linker.py` wrote different trees from the same data."""
+    import os
+    import subprocess
+    import sys
+
+    digests = set()
+    for seed in ("1", "2", "3", "4", "5", "6"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run([sys.executable, "-c", _SCORE_IN_A_FRESH_PROCESS], env=env,
+                             capture_output=True, text=True, check=True)
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1, f"{len(digests)} different feature matrices from 6 hash seeds"

@@ -175,7 +175,7 @@ def _thread_rows(ctx: _Context, todo: Sequence[_Thread], memo: dict[tuple[int, .
             float(min(len(qents.intersection(
                 chain.from_iterable(cands[j].entity_keys for j in t.turns))), 3))
             if qents else 0.0,
-            sum(idf[w] for w in qkw & f.keywords) if qkw else 0.0,
+            math.fsum(idf[w] for w in qkw & f.keywords) if qkw else 0.0,
             float(last.ack), float(last.closing),
             float(others_open - (cands[latest].thread_id in open_threads) > 0),
             0.0 if f.pace is None else now - f.pace,
@@ -231,7 +231,8 @@ def _text_rows(ctx: _Context, pick: list[int], tl: list[_Thread], sim: list[floa
         kw = only = 0.0
         if shared:
             latest = ctx.facts(t.turns[-1:])[0].kw if i != t.turns[-1] else f.kw
-            kw, only = sum(idf[w] for w in shared), sum(idf[w] for w in shared - latest)
+            kw = math.fsum(idf[w] for w in shared)
+            only = math.fsum(idf[w] for w in shared - latest)
         cs = c.session_key
         out.append((
             float(qs is not None and qs == cs), float(None not in (qs, cs) and qs != cs),
