@@ -68,10 +68,9 @@ class DataDirLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
-                from appliance.store.core import read_only_sentence
+                from appliance.store.core import read_only_refusal
 
-                raise SemtraceError(read_only_sentence(self.path.parent)
-                                    + " Nothing was changed.") from None
+                raise read_only_refusal(self.path.parent) from None
             raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

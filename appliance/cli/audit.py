@@ -23,7 +23,7 @@ from appliance.cli import (
     output_path,
     role_option_as,
 )
-from appliance.cli.compliance import _as_of, _audit, _opened
+from appliance.cli.compliance import _as_of, _opened
 from appliance.errors import InputError
 from appliance.records import jsonable
 
@@ -47,7 +47,7 @@ def audit_verify(data_dir: Path | None, passphrase_file: Path | None, key_file: 
 
     target = target_for(data_dir)
     require_target(target, "audit verify")
-    with _opened(target.path, passphrase_file, key_file) as rt:
+    with _opened(target.path, passphrase_file, key_file, only_reads=True) as rt:
         result = verify_chain(rt.store.db, rt.store.keys_db)
     if as_json:
         emit_json({**jsonable(result), "data_dir": str(target.path),
@@ -255,8 +255,10 @@ def audit_check_report(report: Path, public_key: Path | None, data_dir: Path | N
         trusted = {hashlib.sha256(pub.encode()).hexdigest()[:16]: pub}
         trusted_by = f"the key in --public-key {public_key}"
     elif data_dir is not None:
-        with _opened(data_dir, passphrase_file, key_file) as rt:
-            trusted = _audit(rt).public_keys()
+        with _opened(data_dir, passphrase_file, key_file, only_reads=True) as rt:
+            signer = rt.keyring.audit_signer()  # what AuditLog would add, nothing written
+            trusted = {signer.key_id(): signer.public_key_b64(),
+                       **dict(rt.store.db.execute("SELECT key_id, public_key FROM audit_keys"))}
         trusted_by = f"a key the data dir {data_dir} has signed with"
     try:
         text = report.read_text(encoding="utf-8")

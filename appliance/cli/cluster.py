@@ -316,7 +316,7 @@ def _progress_step(prog: Any, verb: str) -> Any:
 
 def _stopped(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None) -> Any:
     """The data dir, opened for writing while no service runs on it."""
-    from appliance.errors import SemtraceError
+    from appliance.errors import InputError, SemtraceError
     from appliance.runtime import default_data_dir, require_data_dir
     from appliance.service import DataDirLock
 
@@ -324,6 +324,8 @@ def _stopped(data_dir: Path | None, passphrase_file: Path | None, key_file: Path
     lock = DataDirLock(data_dir or default_data_dir())
     try:
         lock.acquire()
+    except InputError:  # a data dir this process may not write: said as such
+        raise
     except SemtraceError:
         raise SemtraceError("Stop the node first: a service is running on this data dir.") \
             from None

@@ -28,8 +28,16 @@ from appliance.runtime import Runtime
 
 @contextlib.contextmanager
 def _opened(data_dir: Path | None, passphrase_file: Path | None,
-            key_file: Path | None) -> Iterator[Runtime]:
-    rt = open_dir(data_dir, passphrase_file, key_file)
+            key_file: Path | None, *, only_reads: bool = False) -> Iterator[Runtime]:
+    """The data dir, opened for writing (migrated); for a command that `only_reads`, opened
+    read-only when this process may not write it (an auditor's read-only copy)."""
+    readonly = False
+    if only_reads:
+        from appliance.runtime import default_data_dir
+        from appliance.store.core import DB_FILE, writable
+
+        readonly = not writable((data_dir or default_data_dir()) / DB_FILE)
+    rt = open_dir(data_dir, passphrase_file, key_file, readonly=readonly)
     try:
         yield rt
     finally:

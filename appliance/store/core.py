@@ -22,7 +22,7 @@ import numpy as np
 import sqlcipher3
 
 from appliance import migrations
-from appliance.errors import SemtraceError, WrongKey
+from appliance.errors import InputError, SemtraceError, WrongKey
 from appliance.keys import Dek, Keyring, RevealSealer, reveal_sealer
 from appliance.store.erasures import Erasures
 from appliance.store.maintenance import (
@@ -42,7 +42,11 @@ KEYS_FILE = "keys.db"
 def connect(path: Path, keyring: Keyring, *, readonly: bool = False, purpose: str = "data",
             synchronous: str = "NORMAL") -> Any:
     """Open a SQLCipher database with its raw key (no PBKDF2 on open)."""
+    if not readonly and not writable(path):  # SQLite would open it read-only and fail later
+        raise read_only_refusal(path.parent)
     uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
+    if readonly and frozen(path):
+        uri += "&immutable=1"  # SQLite cannot make the -shm a WAL read needs; no writer is on
     conn = sqlcipher3.connect(uri, uri=True, check_same_thread=False, timeout=30.0,
                               isolation_level=None)
     conn.execute("PRAGMA cipher_log_level = NONE")
@@ -55,8 +59,7 @@ def connect(path: Path, keyring: Keyring, *, readonly: bool = False, purpose: st
     except sqlcipher3.DatabaseError:
         conn.close()
         if not writable(path):
-            raise SemtraceError(read_only_sentence(path.parent) + " Nothing was changed.") \
-                from None
+            raise read_only_refusal(path.parent) from None
         # The keyring has already checked the credential: a file that still does not open
         # is damaged or another data dir's, which "wrong key" alone would hide.
         raise WrongKey(f"{path.name} does not open with this data dir's key: it is damaged "
@@ -76,10 +79,23 @@ def writable(path: Path) -> bool:
     return os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
 
 
+def frozen(path: Path) -> bool:
+    """Whether `path` is read here as a file no one writes: its folder is read-only for
+    this process (a read-only mount, a copy handed to an auditor) and no write-ahead log
+    is beside it (a connected writer keeps one; its absence means none is connected)."""
+    wal = path.with_name(path.name + "-wal")
+    return path.exists() and not writable(path) and not wal.exists()
+
+
 def read_only_sentence(data_dir: Path) -> str:
-    return (f"The data dir {data_dir} is read-only for this process: Semtrace writes to it "
-            "even to read it (SQLite's write-ahead log); make it writable for the user "
-            "running this.")
+    return (f"The data dir {data_dir} is read-only for this process and this command writes "
+            "to it; make it writable for the user running this.")
+
+
+def read_only_refusal(data_dir: Path) -> InputError:
+    """The refusal of a data dir this process may not write: bad input (exit 2, like every
+    other refusal of what the user pointed at), said before anything is changed."""
+    return InputError(read_only_sentence(data_dir) + " Nothing was changed.")
 
 
 def owner_only(path: Path) -> None:
