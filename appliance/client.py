@@ -64,7 +64,9 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self) -> None:
+    def close(self, within: float | None = None) -> None:
+        """Close at once (`within`, the time a NATS client may take to drain, is not
+        needed: a socket has nothing to drain)."""
         with contextlib.suppress(OSError):  # requests still buffered for a closed connection
             self._file.close()
         self._sock.close()
@@ -203,7 +205,8 @@ class AsyncClient:
         if not waiting.done():  # one given up on: its reply is dropped
             waiting.set_result(line)
 
-    async def close(self) -> None:
+    async def close(self, within: float | None = None) -> None:
+        """Close at once (`within`: as `Client.close`)."""
         self._writer.close()
         with contextlib.suppress(ConnectionError):
             await self._writer.wait_closed()

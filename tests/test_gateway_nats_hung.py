@@ -7,6 +7,7 @@ import logging
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,76 @@ def test_a_gateway_that_gave_up_on_a_hung_nats_server_exits_without_noise(
     assert gateway.returncode == 0, err
     assert err.splitlines() == ["semtrace did not answer; calls go on unrecorded until "
                                 "it does"], err
+
+
+BUDGET = """
+import asyncio, logging, sys, time
+from appliance.integrations.breaker import Breaker
+from appliance.integrations.channel import AsyncChannel, SyncChannel
+
+url, timeout = sys.argv[1], float(sys.argv[2])
+log = logging.getLogger("gateway")
+sync = SyncChannel(url, timeout=timeout, plain_bus=True, log=log)
+later = AsyncChannel(url, timeout=timeout, plain_bus=True, breaker=Breaker(log))
+
+
+def prompt(rid, mode="sync"):
+    return {"v": 1, "op": "ingest", "tenant": "acme", "request_id": rid, "user_id": "ines",
+            "text": "hello", "mode": mode}
+
+
+async def main():
+    # connected while the server answers (a prompt handed to the bus keeps the connection)
+    assert sync.deliver(prompt("up-1", "async")).reply["queued"]
+    assert (await later.deliver(prompt("up-2", "async"))).reply["queued"]
+    print("connected", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # stopped
+    start = time.monotonic()
+    print(sync.deliver(prompt("r-1")).reply, flush=True)
+    print(f"sync {time.monotonic() - start:.3f}", flush=True)
+    start = time.monotonic()
+    print((await later.deliver(prompt("r-2"))).reply, flush=True)
+    print(f"async {time.monotonic() - start:.3f}", flush=True)
+
+asyncio.run(main())
+sync.close()
+print("closed", flush=True)
+"""
+
+
+def test_a_call_on_a_connection_whose_nats_server_hangs_returns_within_its_timeout(
+        tmp_path: Path) -> None:
+    """`timeout` is a gateway call's whole budget, but a call whose NATS server stopped
+    answering under an open connection spent it waiting for the answer, and then closed
+    that connection after asking the server for a PING it never answered: a second more
+    (timeout 1 s: 2.0 s a call, sync and asyncio alike). The connection given up on is now
+    closed in what is left of the budget (nothing, here: no PING), and still quietly: the
+    gateway's own warnings and nothing else on stderr, exit 0. (The bound below is the
+    budget plus 0.75 s of slack for a loaded host; `bench/nats_hung_budget.py` measures
+    the slack: about 0.01 s.)"""
+    timeout = 1.0
+    server = RestartableNats(tmp_path).start()
+    try:
+        gateway = subprocess.Popen(
+            [sys.executable, "-c", BUDGET, server.url, str(timeout)], cwd=ROOT,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert gateway.stdout is not None and gateway.stdin is not None
+        assert gateway.stdout.readline().strip() == "connected"
+        server.pause()
+        assert server.proc is not None
+        while Path(f"/proc/{server.proc.pid}/stat").read_text().split(")")[1].split()[0] \
+                != "T":  # stopped, before the gateway's calls
+            time.sleep(0.01)
+        gateway.stdin.write("\n")
+        gateway.stdin.flush()
+        out, err = gateway.communicate(timeout=300)
+    finally:
+        server.stop(signal.SIGKILL)
+    lines = out.splitlines()
+    assert [line.split()[0] for line in lines] == ["None", "sync", "None", "async",
+                                                   "closed"], (out, err)
+    took = {line.split()[0]: float(line.split()[1]) for line in lines[1:4:2]}
+    assert all(timeout <= took[way] < timeout + 0.75 for way in took), took
+    assert gateway.returncode == 0, err
+    assert err.splitlines() == ["no semtrace node answered; calls go on, queued on the bus "
+                                "unanswered until one does"] * 2, err

@@ -151,12 +151,16 @@ PROBE_S = 1.0  # a server that answers no PING within this is closed on without 
 
 
 async def close_within(nc: Any, within: float) -> None:
-    """Drain `nc` and close it, within `within` seconds plus a second. A server that does
-    not answer (stopped, a frozen host) would hold nats-py's drain 30 s and then a flush,
-    and a drain cancelled midway leaves a future nobody reads (printed at exit): the server
-    is asked first (a PING), and one that does not answer within PROBE_S (or `within`) is
-    closed on without a drain."""
-    if nc.is_connected:
+    """Drain `nc` and close it, within `within` seconds (closing itself aside). A server
+    that does not answer (stopped, a frozen host) would hold nats-py's drain 30 s and then
+    a flush, and a drain cancelled midway leaves a future nobody reads (printed at exit):
+    the server is asked first (a PING), and one that does not answer within PROBE_S (or
+    what is left of `within`) is closed on without a drain. With no time left (a gateway
+    call that spent its budget waiting for an answer) it is closed at once: close sends
+    what is still buffered, and a gateway's client has no subscription to drain."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    if nc.is_connected and within > 0:
         try:
             await nc.flush(timeout=min(within, PROBE_S))
         except Exception:  # no answer (or the connection dropped meanwhile): no drain
@@ -164,7 +168,7 @@ async def close_within(nc: Any, within: float) -> None:
         else:
             draining = asyncio.ensure_future(nc.drain())
             draining.add_done_callback(_retrieved)
-            await asyncio.wait({draining}, timeout=within)
+            await asyncio.wait({draining}, timeout=max(deadline - loop.time(), 0.001))
             if draining.done() and not draining.cancelled() and draining.exception() is None:
                 return  # drained and closed
     await _close_quietly(nc)  # reconnecting or hung: closing also stops the reconnection

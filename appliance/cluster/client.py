@@ -202,11 +202,12 @@ class AsyncNatsClient:
         if not self._nc.is_connected:
             raise SemtraceError(UNREACHABLE.format(what=what))
 
-    async def close(self) -> None:
-        """Drain and close, within the client's timeout; with the server unreachable, close
-        at once (nothing to drain), and with one that does not answer (hung), close without
-        a drain once it left a PING unanswered a second (`bus.close_within`)."""
-        await close_within(self._nc, self.timeout)
+    async def close(self, within: float | None = None) -> None:
+        """Drain and close, within `within` seconds (default: the client's timeout); with
+        the server unreachable, or no time left, close at once (no drain), and with one
+        that does not answer (hung), close without a drain once it left a PING unanswered
+        a second (`bus.close_within`)."""
+        await close_within(self._nc, self.timeout if within is None else within)
 
 
 class NatsClient:
@@ -255,10 +256,10 @@ class NatsClient:
         reply: dict[str, Any] = self._run(self._inner.publish(obj))
         return reply
 
-    def close(self) -> None:
+    def close(self, within: float | None = None) -> None:
         """Drain and close (see AsyncNatsClient.close), then end the client's loop."""
         try:
-            self._run(self._inner.close())
+            self._run(self._inner.close(within))
         except TimeoutError:  # a loaded host: what is left ends with the loop
             pass
         finally:

@@ -121,10 +121,14 @@ class _Line:
         self.lock = threading.Lock()
         self.client: Any = None
 
-    def drop(self) -> None:
+    def drop(self, deadline: float | None = None) -> None:
+        """Close the connection; by `deadline` (time.monotonic()) when given: a call's
+        budget covers closing the connection it gave up on (a NATS client would otherwise
+        ask a hung server for a PING first, a second more)."""
         if self.client is not None:
+            within = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             with contextlib.suppress(Exception):
-                self.client.close()
+                self.client.close(within=within)
             self.client = None
 
 
@@ -179,7 +183,7 @@ class SyncChannel:
                 return Delivery(None)
             reply = self._exchange(line, req, deadline)
         except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
-            line.drop()
+            line.drop(deadline)
             return _failed(self.breaker, req, exc)
         finally:
             line.lock.release()
@@ -202,7 +206,7 @@ class SyncChannel:
                     deadline - time.monotonic(), 0.001), **self._opts)
             line.client.publish(req)
         except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
-            line.drop()
+            line.drop(deadline)
             self.breaker.failed(req, exc, counted=True)  # `ready` counted it missed
             return False
         finally:
@@ -223,7 +227,7 @@ class SyncChannel:
             except Exception as exc:
                 if fresh or attempt or not _stale(exc):
                     raise
-                line.drop()  # the service restarted: once more on a new connection
+                line.drop(deadline)  # the service restarted: once more on a new one
         raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
@@ -261,7 +265,7 @@ class AsyncChannel:
             reply = await asyncio.wait_for(self._exchange(loop, on, req, deadline),
                                            self.timeout + BACKSTOP)
         except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
-            await self._drop(loop, on)
+            await self._drop(loop, on, deadline)
             return _failed(self.breaker, req, exc)
         self.breaker.answered(req, reply)
         return Delivery(reply)
@@ -285,12 +289,13 @@ class AsyncChannel:
             except Exception as exc:
                 if fresh or attempt or not _stale(exc):
                     raise
-                await self._drop(loop, on)  # the service restarted: once more on a new one
+                await self._drop(loop, on, deadline)  # the service restarted: once more
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _hand_to_bus(self, loop: asyncio.AbstractEventLoop, on: str,
                            req: dict[str, Any]) -> bool:
-        """`SyncChannel._hand_to_bus` for asyncio code."""
+        """`SyncChannel._hand_to_bus` for asyncio code (within the call's `timeout`)."""
+        deadline = loop.time() + self.timeout
         try:
             clients = self._clients.setdefault(loop, {})
             client: Any = clients.get(on)
@@ -300,15 +305,19 @@ class AsyncChannel:
                 client = clients.setdefault(on, fresh)
                 if client is not fresh:  # another request connected first
                     await fresh.close()
-            await asyncio.wait_for(client.publish(req), self.timeout)
+            await asyncio.wait_for(client.publish(req), max(deadline - loop.time(), 0.001))
         except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
-            await self._drop(loop, on)
+            await self._drop(loop, on, deadline)
             self.breaker.failed(req, exc, counted=True)  # `ready` counted it missed
             return False
         self.breaker.kept()
         return True
 
-    async def _drop(self, loop: asyncio.AbstractEventLoop, on: str) -> None:
+    async def _drop(self, loop: asyncio.AbstractEventLoop, on: str,
+                    deadline: float | None = None) -> None:
+        """Close the lane's connection; by `deadline` (loop.time()) when given, as
+        `_Line.drop`."""
         stale = self._clients.get(loop, {}).pop(on, None)
         if stale is not None:
-            await asyncio.gather(stale.close(), return_exceptions=True)
+            within = None if deadline is None else max(deadline - loop.time(), 0.0)
+            await asyncio.gather(stale.close(within=within), return_exceptions=True)
