@@ -18,6 +18,18 @@ class ConnectionClosed(SemtraceError):
     """The service closed the connection (it stopped or restarted): a new one may answer."""
 
 
+class ReplyLate(SemtraceError, TimeoutError):
+    """The request was sent whole and its reply did not come in time: the service has it
+    and usually records it (a slow commit, a long queue); only its reply was given up on.
+    (A request that could not be sent in time is a plain TimeoutError.)"""
+
+    sent = True
+
+
+LATE = ("The request was sent and its reply did not come within the timeout; the service "
+        "may still record it.")
+
+
 def decode_reply(line: bytes) -> dict[str, Any]:
     """One reply line as a JSON object; one sentence (never the line itself) otherwise."""
     if not line:
@@ -98,9 +110,13 @@ class Client:
             raise self._closed() from None
 
     def request(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Send one request and wait for its reply."""
+        """Send one request and wait for its reply (ReplyLate when it was sent and its reply
+        did not come within the socket's timeout)."""
         self._write(obj, flush=True)
-        return self._read()
+        try:
+            return self._read()
+        except TimeoutError:
+            raise ReplyLate(LATE) from None
 
     def ingest(self, *, tenant: str, user_id: str, text: str, request_id: str,
                **fields: Any) -> dict[str, Any]:
@@ -157,16 +173,24 @@ class AsyncClient:
 
     async def request(self, obj: dict[str, Any], timeout: float | None = None
                       ) -> dict[str, Any]:
-        """Send one request and wait for its reply (TimeoutError after `timeout` seconds,
-        if given). A request given up on (cancelled, timed out) still has its reply read,
-        so the next ones get theirs."""
-        if timeout is not None:
-            return await asyncio.wait_for(self.request(obj), timeout)
+        """Send one request and wait for its reply (after `timeout` seconds, if given,
+        ReplyLate: it was written, and the connection sends it unless it drops). A request
+        given up on (cancelled, timed out) still has its reply read, so the next ones get
+        theirs."""
         if self._ended:
             raise ConnectionClosed("The service closed the connection.")
         reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._waiting.append(reply)  # in the order written: nothing awaited in between
         self._writer.write((json.dumps(obj) + "\n").encode())
+        if timeout is None:
+            return await self._reply(reply)
+        try:
+            return await asyncio.wait_for(self._reply(reply), timeout)
+        except TimeoutError:
+            raise ReplyLate(LATE) from None
+
+    async def _reply(self, reply: asyncio.Future[bytes]) -> dict[str, Any]:
+        """The reply of the request just written, once it comes."""
         try:
             await self._writer.drain()
             while not reply.done():

@@ -3,17 +3,22 @@
 T application threads, each one user, run turns (a registration and an update each) through
 one `Semtrace`. Prints the turns per second the adapter sent, how many blocks had their
 conversation id inside the block (within `register_wait`), how many requests went
-unrecorded (not answered in time) and how many turns the service stored (a refused
-registration is answered, so only the store tells it). `--workers 1` is the adapter before
+unrecorded (not sent, or lost with their connection), how many were sent and not answered
+within `--timeout` (`unknown`: a slow service still stores them) and how many turns the
+service stored (a refused registration is answered, so only the store tells it). The counts
+are the adapter's own: its `semtrace_available` lines after each pause, plus what it counts
+at the end. `--workers 1` is the adapter before
 its requests went to one worker per user (`appliance/integrations/outbox.py`). Asserts
 nothing.
 
     .venv/bin/python bench/decorator_threads.py [--threads 8] [--turns 40] [--workers 4]
+        [--timeout 10]
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 import threading
@@ -36,13 +41,31 @@ def stored(sock: Path) -> int:
         return int(c.request({"v": 1, "op": "stats"})["store"]["records"])
 
 
-def run(sock: Path, threads: int, turns: int,
-        register_wait: float) -> tuple[float, int, int, int]:
-    """(turns per second, blocks with their conversation id inside, requests missed, turns
-    stored)."""
+class Counted(logging.Handler):
+    """The adapter's counts in its `semtrace_available` lines (each line ends a pause)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unrecorded = self.unknown = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "event", None) == "semtrace_available":
+            self.unrecorded += int(getattr(record, "unrecorded", 0))
+            self.unknown += int(getattr(record, "unknown", 0))
+
+
+def run(sock: Path, threads: int, turns: int, register_wait: float,
+        timeout: float = 10.0) -> tuple[float, int, int, int, int]:
+    """(turns per second, blocks with their conversation id inside, requests unrecorded,
+    requests sent and not answered in time, turns stored)."""
     corpus = texts()
     before = stored(sock)
-    app = Semtrace(sock, tenant="bench", timeout=10.0, register_wait=register_wait)
+    counted = Counted()
+    adapter_log = logging.getLogger("semtrace.integrations")
+    adapter_log.addHandler(counted)
+    adapter_log.setLevel(logging.INFO)
+    adapter_log.propagate = False
+    app = Semtrace(sock, tenant="bench", timeout=timeout, register_wait=register_wait)
     known = [0] * threads
 
     def user(k: int) -> None:
@@ -60,9 +83,12 @@ def run(sock: Path, threads: int, turns: int,
         w.join()
     app.flush(60)
     elapsed = time.perf_counter() - start
-    missed = app._channel.breaker.missed
+    breaker = app._channel.breaker
+    missed, unknown = counted.unrecorded + breaker.missed, counted.unknown + breaker.unknown
     app.close()
-    return threads * turns / elapsed, sum(known), missed, stored(sock) - before
+    adapter_log.removeHandler(counted)
+    time.sleep(min(timeout, 10.0) + 1)  # what was sent late is committed before counting
+    return threads * turns / elapsed, sum(known), missed, unknown, stored(sock) - before
 
 
 def main() -> None:
@@ -71,6 +97,8 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=40)
     ap.add_argument("--register-wait", type=float, default=0.05)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, outbox.WORKERS])
+    ap.add_argument("--timeout", type=float, default=10.0,
+                    help="the adapter's timeout (small: replies come late)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         proc, sock = start_server(Path(tmp))
@@ -78,12 +106,13 @@ def main() -> None:
             run(sock, 2, 5, 1.0)  # warm up
             for n in args.workers:
                 outbox.WORKERS = n
-                rate, known, missed, kept = run(sock, args.threads, args.turns,
-                                                args.register_wait)
+                rate, known, missed, unknown, kept = run(
+                    sock, args.threads, args.turns, args.register_wait, args.timeout)
                 total = args.threads * args.turns
                 print(f"workers={n}: {rate:.1f} turns/s over {args.threads} threads; "
                       f"{known}/{total} blocks knew their conversation within "
-                      f"register_wait={args.register_wait:g} s; {missed} unrecorded; "
+                      f"register_wait={args.register_wait:g} s; {missed} unrecorded, "
+                      f"{unknown} sent and not answered within {args.timeout:g} s; "
                       f"{kept}/{total} turns stored")
         finally:
             proc.terminate()

@@ -5,7 +5,8 @@ One warning when it stops answering, then a pause (`RETRY_FIRST` seconds, doubli
 when it answers again, with how many requests went unrecorded (`missed`), how many the
 bus took meanwhile that no node answered (`queued`: its node records them once back) and
 how many tool loop calls the service held past the timeout (`held`: it answers them when
-their turn lands).
+their turn lands) and how many requests were sent whole over a socket and got no reply in
+time (`unknown`: a slow service still records them, so they are not counted unrecorded).
 Refusals are logged once a minute per code (`QUIET`). See `channel.py`.
 """
 
@@ -37,6 +38,7 @@ class Breaker:
         self.missed = 0  # requests not sent or not answered since it went down
         self.queued = 0  # requests the bus took since then that no node answered yet
         self.held = 0  # tool loop calls held past the timeout since then: answered later
+        self.unknown = 0  # requests sent whole, no reply in time: recorded if it was slow
         self._queued = False  # the bus took the request no node answered (`bus_keeps`)
         self._warned: dict[str, float] = {}  # refusal code -> when last logged
         self._quieted: dict[str, int] = {}  # refusal code -> lines held back since
@@ -91,14 +93,17 @@ class Breaker:
     def failed(self, req: dict[str, Any], exc: BaseException, *,
                counted: bool = False) -> None:
         """The appliance did not answer `req`: warn once, then pause sending. A request the
-        bus took (`NoAnswerYet`) is counted as queued, any other as missed (unless `ready`
-        already `counted` it)."""
+        bus took (`NoAnswerYet`) is counted as queued, one sent whole whose reply did not
+        come in time (`ReplyLate`) as unknown, any other as missed (unless `ready` already
+        `counted` it)."""
         queued = bool(getattr(exc, "queued", False))  # `NoAnswerYet`: the bus kept it
         with self._lock:
             first, now = not self._down, self.clock()
             self._down, self._probing, self._queued = True, 0.0, queued
             if queued:
                 self.queued += 1
+            elif getattr(exc, "sent", False):  # `ReplyLate`: the service has it
+                self.unknown += 1
             elif not counted:
                 self.missed += 1
             if now < self._until and not first:  # in flight when another failed: paused
@@ -118,6 +123,7 @@ class Breaker:
         code = None if reply.get("ok") else str((reply.get("error") or {}).get("code"))
         with self._lock:
             back, missed, queued, held = self._down, self.missed, self.queued, self.held
+            unknown, self.unknown = self.unknown, 0
             self._down, self.missed, self.queued, self.held = False, 0, 0, 0
             self._pause = RETRY_FIRST
             self._probing, self._queued = 0.0, False
@@ -128,7 +134,7 @@ class Breaker:
         if back:
             self.log.info("semtrace answers again", extra={
                 "event": "semtrace_available", "unrecorded": missed, "queued": queued,
-                "held": held})
+                "held": held, "unknown": unknown})
         if code is not None:
             self.quiet_warning("semtrace refused a request", "semtrace_refused", req,
                                code=code)

@@ -65,11 +65,15 @@ class Delivery:
     """What became of one request: its reply, or None; when None, whether the bus took it
     (`queued`: over NATS, no node answered in time; its node records it once back), the
     service held it past the timeout (`held`: a tool loop's call, attached when its turn
-    lands; over NATS, kept by the bus as well) or nothing did."""
+    lands; over NATS, kept by the bus as well), the service got it and its reply did not
+    come in time (`unknown`: over a socket, sent whole, then the timeout; a slow service
+    still records it, one that failed meanwhile does not, and nothing here tells which),
+    or nothing took it (not sent, refused, or lost with its connection)."""
 
     reply: dict[str, Any] | None
     queued: bool = False
     held: bool = False
+    unknown: bool = False
 
 
 BACKSTOP = 0.5  # seconds past its timeout an async request is cut off if its client hangs
@@ -111,7 +115,8 @@ def _failed(breaker: Breaker, req: dict[str, Any], exc: BaseException) -> Delive
         breaker.loop_held()
         return Delivery(None, held=True)
     breaker.failed(req, exc)
-    return Delivery(None, bool(getattr(exc, "queued", False)))
+    return Delivery(None, bool(getattr(exc, "queued", False)),
+                    unknown=bool(getattr(exc, "sent", False)))
 
 
 class _Line:

@@ -33,7 +33,9 @@ taken); down, hung, busy or answering nonsense, it never fails a call nor holds 
 the bus took while no node answered (a node restarting) is counted in `queued` instead:
 its node records it once back. A tool loop's call the service held past `timeout` (its
 turn's update still on its way; over NATS, kept by the bus) is counted in `held`: the
-service attaches it when its turn lands. The
+service attaches it when its turn lands. One sent whole over the socket whose reply did not
+come within `timeout` is counted in `unknown`: the service has it, and records it unless
+it fails before its commit. The
 requests are built in `litellm_requests.py`; its public names are importable
 from here as well.
 """
@@ -155,6 +157,8 @@ class SemtraceLogger(CustomLogger):
         self.failures = 0  # calls nothing recorded: no answer and nothing queued, or refused
         self.queued = 0  # calls on the NATS bus that no node answered yet: recorded once back
         self.held = 0  # tool loop calls held past the timeout: attached when their turn lands
+        self.unknown = 0  # calls sent whole over a socket, no reply in time: a slow service
+        #                   still records them, one that failed meanwhile does not
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
         self._workers = futures.ThreadPoolExecutor(2, thread_name_prefix="semtrace")
@@ -165,6 +169,9 @@ class SemtraceLogger(CustomLogger):
                                    breaker=self._sync.breaker, bus_keys=self._bus_keys,
                                    plain_bus=plain_bus)
         self._registered: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # registrations sent whole whose reply did not come in time: the prompt is likely
+        # recorded, so its call is `unknown`, not a failure, if nothing after it gets through
+        self._late: OrderedDict[str, None] = OrderedDict()
         self._reported: OrderedDict[tuple[str, str], None] = OrderedDict()  # (call id, status)
 
     # ------------------------------------------------------------ LiteLLM hooks
@@ -195,7 +202,7 @@ class SemtraceLogger(CustomLogger):
 
     def _register(self, kwargs: dict[str, Any], req: dict[str, Any]) -> None:
         try:
-            reply = self._send_sync(req).reply
+            reply = self._late_if(req, self._send_sync(req)).reply
             if reply is not None:
                 self._registered_now(kwargs, req, reply)
         except Exception as exc:  # noqa: BLE001 - on a worker thread: nobody to raise to
@@ -222,7 +229,7 @@ class SemtraceLogger(CustomLogger):
     async def _register_async(self, data: dict[str, Any], req: dict[str, Any],
                               done: futures.Future[None]) -> None:
         try:
-            reply = (await self._send_async(req)).reply
+            reply = self._late_if(req, await self._send_async(req)).reply
             if reply is not None:
                 self._registered_now(data, req, reply)
         except Exception as exc:  # noqa: BLE001 - a task: nobody to raise to
@@ -269,6 +276,15 @@ class SemtraceLogger(CustomLogger):
             req = loop_call(kwargs, None, None, None, None, tenant=self.tenant,
                             tenant_by_team=self.tenant_by_team)
         return req
+
+    def _late_if(self, req: dict[str, Any], done: Delivery) -> Delivery:
+        """Note a registration sent whole whose reply did not come in time."""
+        if done.unknown:
+            with self._lock:
+                self._late[req["request_id"]] = None
+                while len(self._late) > REGISTERED_MAX:
+                    self._late.popitem(last=False)
+        return done
 
     def _registered_now(self, kwargs: dict[str, Any], req: dict[str, Any],
                         reply: dict[str, Any]) -> None:
@@ -367,10 +383,15 @@ class SemtraceLogger(CustomLogger):
         if reply is not None and not update:
             self._apply(kwargs, req, reply)
         with self._lock:
+            rid = str(req.get("request_id"))
+            registered_late = rid in self._late  # its prompt went before, unanswered
+            self._late.pop(rid, None)
             if reply is None and done.queued:  # on the bus: its node records it once back
                 self.queued += 1
             elif reply is None and done.held:  # a loop call its turn releases: answered later
                 self.held += 1
+            elif reply is None and (done.unknown or registered_late):  # sent, no reply
+                self.unknown += 1  # in time: the service records it unless it failed
             elif reply is None or not reply.get("ok"):  # no answer, or refused (busy, ...)
                 self.failures += 1
             else:
@@ -387,8 +408,9 @@ class SemtraceLogger(CustomLogger):
         annotate(parent_span(kwargs), reply)
 
     def wait(self, count: int, timeout: float = 30.0) -> bool:
-        """Block until `count` calls were recorded, queued, held or failed (for tests and
+        """Block until `count` calls were recorded, queued, held, unknown or failed (for tests and
         shutdown)."""
         with self._done:
             return self._done.wait_for(
-                lambda: self.sent + self.queued + self.held + self.failures >= count, timeout)
+                lambda: self.sent + self.queued + self.held + self.unknown + self.failures
+                >= count, timeout)
