@@ -1,0 +1,101 @@
+"""How long a tool loop call waits behind another user's call held on its loop worker.
+
+The decorator sends a user's tool loop calls from that user's worker's twin among
+`outbox.WORKERS` loop workers, one request at a time. A call the service holds (its turn's
+update still on its way from another process, `ATTACH_HOLD` = 2 s at most) keeps that loop
+worker busy: another user's tool loop call on the same loop worker is sent after it. Against
+a real `semtrace serve`, prints how long user B's `tool_call` took to get its reply (block
+entered to `call.reply` read after it) alone, and while user A's call, on the same loop
+worker, is held. Asserts nothing.
+
+    .venv/bin/python bench/loop_worker_wait.py [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from load import start_server  # noqa: E402
+
+from appliance.client import Client  # noqa: E402
+from appliance.integrations.channel import shard_of  # noqa: E402
+from appliance.integrations.decorator import Semtrace  # noqa: E402
+from appliance.integrations.outbox import WORKERS  # noqa: E402
+
+
+def same_loop_worker(first: str) -> str:
+    """Another user id whose calls go to `first`'s loop worker."""
+    n = 0
+    while shard_of(f"user-b{n}", WORKERS) != shard_of(first, WORKERS):
+        n += 1
+    return f"user-b{n}"
+
+
+def b_call(app: Semtrace, b: str, resp: str) -> float:
+    start = time.monotonic()
+    with app.tool_call(user_id=b, previous_response_id=resp) as call:
+        call.usage(input_tokens=3, output_tokens=2)
+    assert call.reply is not None and call.reply.get("ok"), call.reply
+    return time.monotonic() - start
+
+
+def one_run(sock: Path, k: int) -> tuple[float, float]:
+    a = f"user-a{k}"
+    b = same_loop_worker(a)
+    with Client(sock, timeout=60) as c:  # another process registered both users' turns
+        for user in (a, b):
+            assert c.ingest(tenant="bench", user_id=user, request_id=f"t-{user}-{k}",
+                            text=f"Which platform for the {k} o'clock train?")["ok"]
+        assert c.request({"v": 1, "op": "update", "tenant": "bench",
+                          "request_id": f"t-{b}-{k}",
+                          "response": {"id": f"resp-{b}-{k}", "status": "ok"}})["ok"]
+    app = Semtrace(sock, tenant="bench", timeout=10.0, register_wait=0.05)
+    alone = b_call(app, b, f"resp-{b}-{k}")
+    a_took: list[float] = []
+
+    def a_call() -> None:  # A's turn has no update yet: the service holds A's call
+        start = time.monotonic()
+        with app.tool_call(user_id=a, previous_response_id=f"resp-{a}-{k}") as call:
+            pass
+        call.reply  # noqa: B018 - waits for its reply
+        a_took.append(time.monotonic() - start)
+
+    held = threading.Thread(target=a_call)
+    held.start()
+    time.sleep(0.3)
+    behind = b_call(app, b, f"resp-{b}-{k}")
+    held.join()
+    print(f"A's held call: {a_took[0]:.3f} s; B's behind it: {behind:.3f} s", flush=True)
+    app.flush(10)
+    app.close()
+    return alone, behind
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, sock = start_server(Path(tmp))
+        try:
+            runs = [one_run(sock, k) for k in range(args.runs)]
+        finally:
+            proc.terminate()
+            proc.wait(60)
+    for name, figures in (("alone", [r[0] for r in runs]),
+                          ("behind a held call", [r[1] for r in runs])):
+        print(f"B's tool_call reply, {name}: median {statistics.median(figures):.3f} s, "
+              f"{min(figures):.3f}-{max(figures):.3f} s ({args.runs} runs)")
+
+
+if __name__ == "__main__":
+    main()
