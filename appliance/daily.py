@@ -59,7 +59,9 @@ def make_daily(store: Store, policies: Policies, *, now: datetime | None = None,
             if threads is None:
                 threads = analytics.load_threads(store, tenant, start, end)
             try:
-                report = _release(kind, threads, gate, tenant, start, end, bound)
+                # topics of fewer than k_min_users people: one group (analytics.small_topics)
+                shared = analytics.shared_topics(store, tenant, policies.privacy.k_min_users)
+                report = _release(kind, threads, gate, tenant, start, end, bound, shared)
             except BudgetSpent:
                 out.append(DailyOutcome(tenant, kind, "budget spent"))
                 continue
@@ -72,11 +74,11 @@ def make_daily(store: Store, policies: Policies, *, now: datetime | None = None,
 
 
 def _release(kind: str, threads: list[analytics.ThreadRow], gate: PrivacyGate, tenant: str,
-             start: datetime, end: datetime, bound: float
+             start: datetime, end: datetime, bound: float, shared: frozenset[str]
              ) -> analytics.Report[analytics.GroupStats]:
     if kind == "topics":
         return analytics.topic_stats(threads, gate, tenant=tenant, start=start, end=end,
-                                     labels={}, cost_bound=bound)
+                                     labels={}, cost_bound=bound, shared=shared)
     if kind == "models":
         return analytics.model_stats(threads, gate, tenant=tenant, start=start, end=end,
                                      labels={}, cost_bound=bound)

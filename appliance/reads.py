@@ -223,12 +223,14 @@ def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies,
         # one row per topic as it is now: a release keeps the topic ids of its moment all day
         merged = topic_aliases(store)
     if q.kind == "topics":
+        # topics of fewer than k_min_users people: one row (analytics.small_topics)
+        shared = analytics.shared_topics(store, q.tenant, policies.privacy.k_min_users)
         report = analytics.topic_stats(threads, gate, labels=labels, cost_bound=bound,
-                                       aliases=merged, **common)
+                                       aliases=merged, shared=shared, **common)
         if pseudo is not None:
             return report
         rows = with_trends(gate.cache.db, q.tenant, report.rows, last_day_of(q.end),
-                           cost_bound=bound, aliases=merged)  # spends nothing
+                           cost_bound=bound, aliases=merged, shared=shared)  # spends nothing
         per_user = not policies.privacy.cross_user_topics.get(q.tenant, False)
         return replace(report, rows=rows, per_user_topics=per_user)
     if q.kind == "models":  # a topic merged since is its live topic, as the rows' are

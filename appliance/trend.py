@@ -13,12 +13,18 @@ is a zero: a noisy release never says exactly how many.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from appliance.analytics import GroupStats, TrendPoint, default_window, group_key
+from appliance.analytics import (
+    GroupStats,
+    TrendPoint,
+    default_window,
+    group_key,
+    release_topic,
+)
 from appliance.releases import TREND_DAYS, ReleaseCache
 
 
@@ -29,13 +35,18 @@ def trend_days(last_day: date, days: int = TREND_DAYS) -> list[date]:
 
 def topic_trends(db: Any, tenant: str, keys: Iterable[str], last_day: date, *,
                  cost_bound: float, days: int = TREND_DAYS,
-                 aliases: Mapping[str, str] | None = None
+                 aliases: Mapping[str, str] | None = None,
+                 shared: Collection[str] | None = None
                  ) -> dict[str, tuple[TrendPoint, ...]]:
     """Per topic id in `keys`, one point per day ending with `last_day` (reads only).
 
     `aliases` (merged id -> the live id it resolves to): a day's release counted a topic
     under the ids it had then, so a topic's point sums the groups of that release that
     are now the same topic (values add; the 95% half-widths add in quadrature).
+    `shared` (the topics of `k_min_users` people now): the groups of every other topic
+    are the other-topics row's (`analytics.fold_small`), so a topic of a few people has
+    no trend of its own, and one that has reached `k_min_users` people shows the days
+    whose release counted it apart (before, it was in the other-topics row's).
     """
     live = aliases or {}
     wanted = []
@@ -48,6 +59,7 @@ def topic_trends(db: Any, tenant: str, keys: Iterable[str], last_day: date, *,
         per = counts.setdefault(day, {})
         for g in rel.groups:
             topic = live.get(g.group, g.group)
+            topic = topic if shared is None else release_topic(topic, shared)
             value, ci2 = per.get(topic, (0.0, 0.0))
             per[topic] = (value + g.count.value, ci2 + g.count.ci95 ** 2)
     out = {}
@@ -62,12 +74,13 @@ def topic_trends(db: Any, tenant: str, keys: Iterable[str], last_day: date, *,
 
 
 def with_trends(db: Any, tenant: str, rows: Iterable[GroupStats], last_day: date, *,
-                cost_bound: float, aliases: Mapping[str, str] | None = None
-                ) -> tuple[GroupStats, ...]:
-    """`rows` (topics) with their trends attached (`aliases`: see `topic_trends`)."""
+                cost_bound: float, aliases: Mapping[str, str] | None = None,
+                shared: Collection[str] | None = None) -> tuple[GroupStats, ...]:
+    """`rows` (topics) with their trends attached (`aliases`, `shared`: see
+    `topic_trends`)."""
     rows = tuple(rows)
     trends = topic_trends(db, tenant, [r.key for r in rows], last_day, cost_bound=cost_bound,
-                          aliases=aliases)
+                          aliases=aliases, shared=shared)
     return tuple(replace(r, trend=trends[r.key]) for r in rows)
 
 

@@ -8,7 +8,8 @@ view is scoped to one user).
 `threads` reads a thread's turns, `reports` holds the rows of every report,
 `windows` the default window and release keys; one module a report family:
 `groups` (topics, models, cost), `positions`, `blocks`, `incidents`; `merges` sums
-the topics a refinement merged since a release was made. Import
+the topics a refinement merged since a release was made, `small_topics` counts
+the topics of fewer than `k_min_users` people as one row. Import
 from here.
 """
 
@@ -36,6 +37,13 @@ from appliance.analytics.reports import (
     Report,
     TrendPoint,
 )
+from appliance.analytics.small_topics import (
+    OTHER_TOPICS,
+    fold_small,
+    other_label,
+    other_last,
+    release_topic,
+)
 from appliance.analytics.threads import (
     FAILED,
     IDLE_END,
@@ -46,6 +54,7 @@ from appliance.analytics.threads import (
     ThreadRow,
     Turn,
     load_threads,
+    shared_topics,
     topic_labels,
 )
 from appliance.analytics.windows import DEFAULT_DAYS, default_window, release_key
@@ -60,6 +69,7 @@ __all__ = [
     "NO_MODEL",
     "NO_MODEL_LABEL",
     "NO_TOPIC",
+    "OTHER_TOPICS",
     "REFINEMENT_INTENTS",
     "BlockStats",
     "GroupStats",
@@ -73,6 +83,7 @@ __all__ = [
     "cost_measures",
     "cost_outcomes",
     "default_window",
+    "fold_small",
     "group_key",
     "group_rows",
     "group_stats",
@@ -81,9 +92,13 @@ __all__ = [
     "load_threads",
     "merge_topics",
     "model_stats",
+    "other_label",
+    "other_last",
     "period_of",
     "position_mix",
     "release_key",
+    "release_topic",
+    "shared_topics",
     "topic_labels",
     "topic_parts",
     "topic_stats",

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
 from appliance.analytics.merges import merge_topics, merged_parts, topic_parts
 from appliance.analytics.reports import GroupStats, Report, _report
+from appliance.analytics.small_topics import (
+    OTHER_TOPICS,
+    fold_small,
+    other_label,
+    other_last,
+    release_topic,
+)
 from appliance.analytics.threads import NO_MODEL, NO_MODEL_LABEL, ThreadRow
 from appliance.analytics.windows import release_key
 from appliance.privacy import Figure, Measure, PrivacyGate, Release, Unit, ratio
@@ -105,11 +112,28 @@ def group_key(kind: str, start: datetime, end: datetime, *, cost_bound: float,
 def topic_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
                 start: datetime, end: datetime, labels: dict[str, str],
                 single_user: str | None = None, cost_bound: float = 1.0,
-                aliases: Mapping[str, str] | None = None) -> Report[GroupStats]:
-    """Per-topic figures (`aliases`: merged id -> live id, see `group_stats`)."""
-    return group_stats(threads, gate, tenant=tenant, start=start, end=end, kind="topics",
-                       keys=lambda t: (t.topic,), labels=labels, single_user=single_user,
-                       cost_bound=cost_bound, aliases=aliases)
+                aliases: Mapping[str, str] | None = None,
+                shared: Collection[str] | None = None) -> Report[GroupStats]:
+    """Per-topic figures (`aliases`: merged id -> live id, see `group_stats`).
+
+    `shared`: the topics of at least `k_min_users` people (`threads.shared_topics`); in
+    a release the threads of every other topic are counted as one group, last
+    (`small_topics`). None, and one user's own view (exact: no noise to promote a topic
+    of one or two threads): every topic a row of its own.
+    """
+    fold = shared if single_user is None else None
+    key: Callable[[ThreadRow], Iterable[str]] = (
+        (lambda t: (t.topic,)) if fold is None else
+        (lambda t: (release_topic(t.topic, fold),)))
+    rel = group_release(threads, gate, tenant=tenant, start=start, end=end, kind="topics",
+                        keys=key, single_user=single_user, cost_bound=cost_bound)
+    live = aliases or {}
+    if fold is not None:
+        labels = {**labels, OTHER_TOPICS: other_label(gate.settings.k_min_users)}
+    report = _with_parts("topics", tenant, start, end,
+                         fold_small(merge_topics(rel, live), fold), labels,
+                         merged_parts(rel, live))
+    return replace(report, rows=tuple(other_last(report.rows)))
 
 
 def model_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,

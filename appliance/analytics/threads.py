@@ -146,3 +146,12 @@ def topic_labels(store: Store, tenant: str) -> dict[str, str]:
         if live in labels:
             out[tid] = labels[live]
     return out
+
+
+def shared_topics(store: Store, tenant: str, k_min_users: int) -> frozenset[str]:
+    """The tenant's live topics in which the last refinement counted at least
+    `k_min_users` people (those that get a label): each has a row of its own in a topics
+    release, the others share one (`small_topics`)."""
+    return frozenset(tid for tid, in store.db.execute(
+        "SELECT topic_id FROM topics WHERE tenant=? AND merged_into IS NULL "
+        "AND contributors>=?", (tenant, k_min_users)))

@@ -97,9 +97,15 @@ def aggregate_view(store: Store, policies: Policies, tenants: list[str], kind: s
         rel = cache.get(tenant, key, day)
         labels = (analytics.topic_labels(store, tenant) if kind == "topics" else
                   {analytics.NO_MODEL: analytics.NO_MODEL_LABEL})
+        shared = (analytics.shared_topics(store, tenant, policies.privacy.k_min_users)
+                  if kind == "topics" else None)
         if kind == "topics" and rel is not None:
             counted.update(g.group for g in rel.groups)
             rel = analytics.merge_topics(rel, merged)  # one row per topic as it is now
+            # topics of fewer than k_min_users people: one row (analytics.small_topics)
+            rel = analytics.fold_small(rel, shared)
+            labels[analytics.OTHER_TOPICS] = analytics.other_label(
+                policies.privacy.k_min_users)
         parts: dict[str, tuple[str, ...]] = {}
         uncounted: tuple[str, ...] = ()
         if kind == "models" and topic is not None and rel is not None:
@@ -109,9 +115,10 @@ def aggregate_view(store: Store, policies: Policies, tenants: list[str], kind: s
         rows = tuple(replace(r, merged=parts[r.key]) if r.key in parts else r
                      for r in analytics.group_rows(rel, labels)) if rel is not None else ()
         if kind == "topics":  # each topic's trend, from the stored releases (spends nothing)
-            rows = with_trends(store.db, tenant, rows, (end - timedelta(days=1)).date(),
-                               cost_bound=policies.pricing.thread_cost_bound,
-                               aliases=merged)
+            rows = tuple(analytics.other_last(with_trends(
+                store.db, tenant, rows, (end - timedelta(days=1)).date(),
+                cost_bound=policies.pricing.thread_cost_bound, aliases=merged,
+                shared=shared)))
         at = (datetime.fromtimestamp(rel.released_at, UTC)
               if rel is not None and rel.released_at is not None else None)
         per_user = kind == "topics" and not policies.privacy.cross_user_topics.get(tenant, False)
@@ -175,7 +182,10 @@ class AggregateReader:
                 threads = analytics.load_threads(writer.store, tenant, start, end)
                 if kind == "topics":
                     analytics.topic_stats(threads, gate, tenant=tenant, start=start, end=end,
-                                          labels={}, cost_bound=bound)
+                                          labels={}, cost_bound=bound,
+                                          shared=analytics.shared_topics(
+                                              writer.store, tenant,
+                                              rt.policies.privacy.k_min_users))
                 else:
                     analytics.model_stats(threads, gate, tenant=tenant, start=start, end=end,
                                           labels={}, topic=topic, cost_bound=bound,

@@ -122,8 +122,8 @@ def _print(report: analytics.Report[Any], currency: str, *, user: str | None = N
         _note("* marks a rise beyond the noise")
     if report.per_user_topics:
         _note(f"{report.tenant}'s topics are per user (cross_user_topics is off for it "
-              "in privacy.toml): each holds one person's threads, so it is withheld, "
-              "or shown by the noise alone")
+              "in privacy.toml): each holds one person's threads, so they are all "
+              "counted in the other-topics row")
     # as wide as the longest key: a model named "anthropic/claude-3-5-sonnet-20241022"
     # pushed its row's columns out of line with the others
     width = max([KEY_WIDTH, *(len(str(getattr(r, "key", ""))) for r in report.rows)])

@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Footer, Header, Static
 
-from appliance.analytics import NO_TOPIC, GroupStats
+from appliance.analytics import NO_TOPIC, OTHER_TOPICS, GroupStats
 from appliance.privacy import Figure
 from appliance.trend import NOT_SHOWN, sparkline
 from appliance.tui.aggregates import AggregateView
@@ -156,8 +156,9 @@ class TopicsScreen(ReleasedScreen):
         table.clear()
         rows = [(t.tenant, r) for t in view.tenants for r in t.rows]
         cells: list[tuple[Text, ...]] = []
-        rows.sort(key=lambda tr: (ORDERS[self.order][1](tr[1]), -tr[1].threads.value, tr[0],
-                                  tr[1].key))
+        # the other-topics row last whatever the order: it is many small topics, not one
+        rows.sort(key=lambda tr: (tr[1].key == OTHER_TOPICS, ORDERS[self.order][1](tr[1]),
+                                  -tr[1].threads.value, tr[0], tr[1].key))
         joined: dict[str, list[str]] = {}  # live topic -> ids the release counted apart
         for old, live in view.aliases:
             joined.setdefault(live, []).append(old)
@@ -201,8 +202,8 @@ class TopicsScreen(ReleasedScreen):
         per_user = [t.tenant for t in view.tenants if t.per_user_topics]
         if per_user:
             notes.append(f"Topics of {', '.join(per_user)} are per user (cross_user_topics "
-                         "is off in privacy.toml): each holds one person's threads, so it "
-                         "is withheld or shown by the noise alone")
+                         "is off in privacy.toml): each holds one person's threads, so they "
+                         "are all counted in the other-topics row")
         if not notes:
             notes.append(f"{shown} topic(s), most {self.order} first (s: sort) · refined: "
                          "threads where the user corrected or re-asked · enter: its threads")
@@ -215,7 +216,7 @@ class TopicsScreen(ReleasedScreen):
         key = str(event.row_key.value)
         tenant, _, topic = key.partition("\0")
         row, view = self.rows.get(key), self.view
-        if topic != NO_TOPIC and row is not None and view is not None:
+        if topic not in (NO_TOPIC, OTHER_TOPICS) and row is not None and view is not None:
             self.post_message(ShowThreads(*drill_down(tenant, row, view)))
 
     @on(DataTable.RowHighlighted, "#topics")

@@ -1,0 +1,177 @@
+"""Topics of fewer than `k_min_users` people are one row of `stats topics` and of the topics
+screen, `other topics (each under 5 people)`, last; never a row each.
+
+On an 80-person tenant `stats topics` listed 104 topics of one or two threads that the noise
+on their count of people had let through, three of them above a topic of 28 people
+(docs/topics.md). A release now counts the threads of every topic the refinement found
+fewer than `k_min_users` people in as one group (`analytics.small_topics`), and a release
+made before (one group each) has them summed into that row when it is read.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import T0, make_prompt
+from test_query_reads import cli
+from test_stats import stats_rows
+from test_tui import run, settle, table_keys
+
+OTHER = "(other topics)"
+LABEL = "other topics (each under 5 people)"
+SHARED = [f"traveller{i}" for i in range(6)]
+# eight people, each asking about a subject nobody else does
+LONE = ["How long should I boil an egg for a soft yolk?",
+        "Translate 'good morning' into Portuguese.",
+        "My bicycle chain keeps slipping on the big gear, how do I fix it?",
+        "Which houseplants survive in a dark bathroom?",
+        "Explain the offside rule in football.",
+        "Write a haiku about a lighthouse.",
+        "What is the capital of Mongolia?",
+        "How do I remove a red wine stain from a carpet?"]
+
+
+def _prompts(today: datetime) -> list[Any]:
+    """Six people share a weather subject and a password subject; eight ask one-offs."""
+    out = []
+    for i, user in enumerate(SHARED):
+        for back, texts in ((3, ("What's the weather forecast for tomorrow?",
+                                 "Will it rain in the afternoon too?")),
+                            (1, ("How do I reset my account password?",
+                                 "The reset link in the mail has expired, what now?"))):
+            base = today - timedelta(days=back) + timedelta(hours=9, minutes=30 * i)
+            for n, text in enumerate(texts):
+                minutes = (base - T0).total_seconds() / 60 + n
+                out.append(make_prompt(text, user=user, minutes=minutes,
+                                       request_id=f"{user}-{back}-{n}"))
+    for i, text in enumerate(LONE):
+        base = today - timedelta(days=2) + timedelta(hours=8, minutes=40 * i)
+        out.append(make_prompt(text, user=f"visitor{i}",
+                               minutes=(base - T0).total_seconds() / 60,
+                               request_id=f"visitor{i}"))
+    return out
+
+
+def _people(store: Any) -> dict[str, int]:
+    """Each live topic's count of people as the refinement published it."""
+    return dict(store.db.execute("SELECT topic_id, contributors FROM topics WHERE "
+                                 "tenant='acme' AND merged_into IS NULL").fetchall())
+
+
+def _screen_rows(runtime: Any, now: datetime) -> tuple[list[str], str]:
+    """The topics screen's row keys, top to bottom, and the other-topics row's name."""
+    from appliance.tui.app import make_app
+
+    seen: dict[str, Any] = {}
+
+    async def scenario(pilot: Any) -> None:
+        await pilot.press("o")
+        await settle(pilot)
+        keys = table_keys(pilot.app, "#topics")
+        seen["keys"] = [k.split("\0")[1] for k in keys]
+        table = pilot.app.screen.query_one("#topics")
+        seen["name"] = (str(table.get_cell(f"acme\0{OTHER}", "topic"))
+                        if f"acme\0{OTHER}" in keys else "")
+
+    run(make_app(runtime, role="analyst", clock=lambda: now, refresh_seconds=3600), scenario)
+    return seen["keys"], seen["name"]
+
+
+def test_topics_of_fewer_than_five_people_are_one_other_topics_row_last(
+        runtime: Any, embedder: Any, redactor: Any, data_dir: Path,
+        passphrase_file: Path) -> None:
+    """The service's daily release (real pipeline, SQLCipher, OpenDP) of a tenant whose
+    one-off questions are topics of one person each: `stats topics` (text and `--json`)
+    and the topics screen list the two shared subjects and one `other topics` row, last,
+    holding the one-offs' threads; no row of a topic of fewer than 5 people. Before, each
+    one-off was a group of its own, withheld or shown by the noise alone, and nothing
+    counted their threads together."""
+    from appliance.daily import make_daily
+    from appliance.index import VectorIndex
+    from appliance.link import make_linker
+    from appliance.pipeline import Pipeline
+    from appliance.topics import TopicAssigner
+
+    topics = TopicAssigner(runtime.store, runtime.policies.privacy)
+    pipeline = Pipeline(store=runtime.store, index=VectorIndex(embedder.dims),
+                        keyring=runtime.keyring, redactor=redactor, embedder=embedder,
+                        linker=make_linker(runtime.policies.correlation),
+                        policies=runtime.policies, topics=topics)
+    now = datetime.now(UTC)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    pipeline.process(_prompts(today))
+    topics.refine("acme")  # as the service's background refinement does
+    people = _people(runtime.store)
+    shared = {t for t, n in people.items() if n >= 5}
+    assert len(shared) >= 1 and any(n < 5 for n in people.values()), people
+    # a generous epsilon, so that which groups pass the k-suppression is not left to chance
+    privacy = pipeline.policies.privacy.model_copy(
+        update={"epsilon_per_release": 100.0, "release_epsilon": {}, "epsilon_per_day": 1000.0})
+    policies = pipeline.policies.model_copy(update={"privacy": privacy})
+    assert [o.outcome for o in make_daily(runtime.store, policies, now=now,
+                                          kinds=("topics",))] == ["released"]
+
+    out = cli("stats", "topics", "--data-dir", str(data_dir), "--passphrase-file",
+              str(passphrase_file), "--tenant", "acme", "--json")
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.output)["rows"]
+    keys = [r["key"] for r in rows]
+    assert keys[-1] == OTHER and set(keys[:-1]) <= shared, (keys, people)
+    other = rows[-1]
+    assert other["label"] == LABEL
+    # the one-offs' threads (eight, unless the refinement put one in a shared subject)
+    assert 5 <= other["threads"]["value"] <= 11 and other["users"]["value"] >= 5, other
+    assert other["trend"][-1]["threads"] == pytest.approx(other["threads"]["value"], abs=0.05)
+
+    text = cli("stats", "topics", "--data-dir", str(data_dir), "--passphrase-file",
+               str(passphrase_file), "--tenant", "acme")
+    assert text.exit_code == 0, text.output
+    printed = [" ".join(r.split()) for r in stats_rows(text.output) if "threads " in r]
+    assert printed[-1].startswith(f"{OTHER} {LABEL}"), text.output
+    assert not any(t in text.output for t, n in people.items() if n < 5), text.output
+
+    keys_shown, name = _screen_rows(runtime, now)
+    assert keys_shown == keys and name == LABEL
+
+
+def test_a_lone_topic_drawn_high_is_not_ranked_above_a_topic_of_28_people(
+        pipeline: Any, runtime: Any, data_dir: Path, passphrase_file: Path) -> None:
+    """Today's release made one group per topic (as before this change): a topic of one
+    person drawn at 64±37 threads and 9 people, above `flight weather`, 28 people at 40.
+    `stats topics` and the topics screen listed it first, `tp_lone · unlabelled`; now its
+    figures are the other-topics row's, last, and `flight weather` leads."""
+    from appliance import analytics
+    from appliance.privacy import Figure, GroupFigures, Release
+    from appliance.releases import ReleaseCache
+    from appliance.topics import tables
+
+    now = datetime.now(UTC)
+    pipeline.process([make_prompt("Is it going to be windy at the airport?",
+                                  minutes=(now - T0).total_seconds() / 60 - 60)])
+    tables.publish(runtime.store.db, "acme", [
+        tables.TopicRow("tp_big", "", 60, 28, "flight weather", (), 0.0),
+        tables.TopicRow("tp_lone", "", 2, 1, None, (), 0.0)], {}, [])
+    start, end = analytics.default_window(now)
+    key = analytics.group_key("topics", start, end,
+                              cost_bound=runtime.policies.pricing.thread_cost_bound)
+    scale = 37 / 3.0  # a 95% half-width of about 37 threads, as shipped
+    ReleaseCache(runtime.store.db).put("acme", key, f"{now:%Y-%m-%d}", Release(groups=(
+        GroupFigures("tp_big", Figure(40.0, scale, False), {}, Figure(28.0, 16.0, False)),
+        GroupFigures("tp_lone", Figure(64.0, scale, False), {}, Figure(9.0, 16.0, False))),
+        exact=False, epsilon=2.0, k_min_users=5, released_at=now.timestamp()))
+
+    out = cli("stats", "topics", "--data-dir", str(data_dir), "--passphrase-file",
+              str(passphrase_file), "--tenant", "acme", "--json")
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.output)["rows"]
+    assert [(r["key"], r["label"]) for r in rows] == [("tp_big", "flight weather"),
+                                                      (OTHER, LABEL)]
+    assert rows[1]["threads"]["value"] == 64.0
+    text = cli("stats", "topics", "--data-dir", str(data_dir), "--passphrase-file",
+               str(passphrase_file), "--tenant", "acme")
+    assert "tp_lone" not in text.output and "unlabelled" not in text.output, text.output
+    assert _screen_rows(runtime, now) == (["tp_big", OTHER], LABEL)
