@@ -1,0 +1,136 @@
+"""What `stats topics` lists on a small tenant: rows per release, each topic its own group
+(before) or the topics of fewer than `k_min_users` people as one row (now).
+
+The first week of the wide stream (2026-11-30 to 12-06: 80 people) goes through
+`topics.TopicAssigner` (production code, a scratch SQLCipher store, the stream redacted and
+embedded by the real Presidio and llama.cpp and cached: bench/topic_data.py) on its gold
+threads (a perfect linker; bench/topics.py `run`) and one refinement; each topic's people
+are what that refinement publishes (`topics.rows.topic_rows`). Then `--runs` releases of the
+week are drawn through `analytics.topic_stats` and the real `PrivacyGate` (OpenDP, the
+shipped privacy.toml: topics epsilon 2, k_min_users 5), each way. Per release: rows shown,
+rows of topics under k people, and of those the ones ranked above a shown topic of at least
+`--big` people (by noisy thread count, as `stats topics` sorts); now, the other-topics row
+(shown last) against the exact count of its threads. Prints figures; asserts nothing.
+
+    .venv/bin/python bench/topic_rows.py [--runs 100] [--big 20] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from topic_data import Stream, load_stream  # noqa: E402
+from topics import run, settings, thread_ids  # noqa: E402
+
+from appliance import analytics  # noqa: E402
+from appliance.analytics import OTHER_TOPICS, ThreadRow, Turn  # noqa: E402
+from appliance.config import load_policies  # noqa: E402
+from appliance.keys import Keyring  # noqa: E402
+from appliance.privacy import PrivacyGate  # noqa: E402
+from appliance.store import Store  # noqa: E402
+from appliance.topics.rows import topic_rows  # noqa: E402
+
+START = datetime(2026, 11, 30, tzinfo=UTC)
+END = START + timedelta(days=7)
+
+
+def week() -> tuple[list[ThreadRow], dict[str, int], dict[str, int]]:
+    """The week's threads in their topics after refinement; people and threads per topic."""
+    full = load_stream("wide")
+    keep = [i for i, r in enumerate(full.rows)
+            if START <= datetime.fromisoformat(r["ts"].replace("Z", "+00:00")) < END]
+    stream = Stream("wide", [full.rows[i] for i in keep], [full.texts[i] for i in keep],
+                    full.vectors[keep])
+    threads = thread_ids(stream, "gold", None)
+    _, final, _, ta = run(stream, threads, settings())
+    people = {t.topic_id: t.users
+              for t in topic_rows(ta._state("acme"), load_policies().privacy.k_min_users)}
+    turns: dict[str, tuple[str, list[Turn]]] = {}
+    for i, r in enumerate(stream.rows):
+        ts = datetime.fromisoformat(r["ts"].replace("Z", "+00:00"))
+        user, ts_turns = turns.setdefault(threads[i], (str(r["user_id"]), []))
+        ts_turns.append(Turn(ts, "continuation" if ts_turns else "new", None, "ok", "m", 0,
+                             final[i]))
+    rows = [ThreadRow(tid, user, tuple(ts)) for tid, (user, ts) in turns.items()]
+    return rows, people, dict(Counter(t.topic for t in rows))
+
+
+def draw(threads: list[ThreadRow], people: dict[str, int], runs: int, big: int
+         ) -> dict[str, Any]:
+    """`runs` releases each way; per release the figures named in the module doc."""
+    cfg = load_policies().privacy
+    k = cfg.k_min_users
+    cfg = cfg.model_copy(update={"epsilon_per_day": 1e9,
+                                 "cross_user_topics": {"t": True}})
+    shared = frozenset(t for t, n in people.items() if n >= k)
+    small_threads = sum(1 for t in threads if t.topic not in shared | {analytics.NO_TOPIC})
+    tmp = Path(tempfile.mkdtemp(prefix="semtrace-topic-rows-"))
+    store = Store.open(tmp, Keyring.random())
+    gate = PrivacyGate(store.db, cfg)
+    out: dict[str, list[float]] = defaultdict(list)
+    for _ in range(runs):
+        for way, fold in (("before", None), ("now", shared)):
+            store.db.execute("DELETE FROM dp_releases")  # a fresh release each time
+            rep = analytics.topic_stats(threads, gate, tenant="t", start=START, end=END,
+                                        labels={}, shared=fold)
+            rows = [r for r in rep.rows if r.key not in (OTHER_TOPICS, analytics.NO_TOPIC)]
+            few = [r for r in rows if people.get(r.key, 0) < k]
+            large = [r.threads.value for r in rows if people.get(r.key, 0) >= big]
+            out[f"{way}_rows"].append(len(rep.rows))
+            out[f"{way}_shared_rows"].append(len(rows) - len(few))
+            out[f"{way}_small_rows"].append(len(few))
+            out[f"{way}_small_above_big"].append(
+                sum(1 for r in few if large and r.threads.value > min(large)))
+            other = next((r for r in rep.rows if r.key == OTHER_TOPICS), None)
+            if fold is not None:
+                out["now_other_shown"].append(float(other is not None))
+                if other is not None:
+                    out["now_other_error"].append(abs(other.threads.value - small_threads))
+                    out["now_other_ci95"].append(other.threads.ci95)
+    store.close()
+    return {key: {"median": statistics.median(v), "max": max(v), "mean": statistics.mean(v)}
+            for key, v in out.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=100)
+    ap.add_argument("--big", type=int, default=20, help="a large topic: this many people")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    threads, people, sizes = week()
+    k = load_policies().privacy.k_min_users
+    shared = {t for t, n in people.items() if n >= k}
+    exact = {"threads": len(threads), "people": len({t.user for t in threads}),
+             "topics": len(people), "topics_of_k_people": len(shared),
+             "their_threads": sum(n for t, n in sizes.items() if t in shared),
+             "topics_under_k_people": len(people) - len(shared),
+             "small_one_or_two_threads": sum(1 for t in people
+                                             if t not in shared and sizes.get(t, 0) <= 2),
+             "their_threads_under_k": sum(n for t, n in sizes.items()
+                                          if t not in shared | {analytics.NO_TOPIC}),
+             "threads_without_topic": sizes.get(analytics.NO_TOPIC, 0),
+             "topics_of_big_people": sum(1 for n in people.values() if n >= args.big)}
+    figures = draw(threads, people, args.runs, args.big)
+    report = {"exact": exact, "runs": args.runs, "big": args.big, "releases": figures}
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return
+    print("exact:", ", ".join(f"{k} {v}" for k, v in exact.items()))
+    for key, v in figures.items():
+        print(f"  {key:<24} median {v['median']:.1f}  mean {v['mean']:.1f}  max {v['max']:.1f}")
+
+
+if __name__ == "__main__":
+    main()
