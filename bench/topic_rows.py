@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -99,6 +100,7 @@ def draw(threads: list[ThreadRow], people: dict[str, int], runs: int, big: int
                     out["now_other_error"].append(abs(other.threads.value - small_threads))
                     out["now_other_ci95"].append(other.threads.ci95)
     store.close()
+    shutil.rmtree(tmp, ignore_errors=True)
     return {key: {"median": statistics.median(v), "max": max(v), "mean": statistics.mean(v)}
             for key, v in out.items()}
 
