@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from conftest import T0, make_prompt
 from test_query_reads import cli
+from test_release_trend import analyst_socket
 from test_stats import stats_rows
 from test_tui import run, settle, table_keys
 
@@ -62,9 +63,11 @@ def _people(store: Any) -> dict[str, int]:
                                  "tenant='acme' AND merged_into IS NULL").fetchall())
 
 
-def _screen_rows(runtime: Any, now: datetime) -> tuple[list[str], str]:
-    """The topics screen's row keys, top to bottom, and the other-topics row's name."""
-    from appliance.tui.app import make_app
+def _screen_rows(runtime: Any, now: datetime, *, sock: Path | None = None
+                 ) -> tuple[list[str], str]:
+    """The topics screen's row keys, top to bottom, and the other-topics row's name (the
+    app on the store, or over the query socket `sock`)."""
+    from appliance.tui.app import make_app, make_remote_app
 
     seen: dict[str, Any] = {}
 
@@ -77,19 +80,22 @@ def _screen_rows(runtime: Any, now: datetime) -> tuple[list[str], str]:
         seen["name"] = (str(table.get_cell(f"acme\0{OTHER}", "topic"))
                         if f"acme\0{OTHER}" in keys else "")
 
-    run(make_app(runtime, role="analyst", clock=lambda: now, refresh_seconds=3600), scenario)
+    app = (make_app(runtime, role="analyst", clock=lambda: now, refresh_seconds=3600)
+           if sock is None else
+           make_remote_app(sock, role="analyst-acme", clock=lambda: now, refresh_seconds=3600))
+    run(app, scenario)
     return seen["keys"], seen["name"]
 
 
 def test_topics_of_fewer_than_five_people_are_one_other_topics_row_last(
-        runtime: Any, embedder: Any, redactor: Any, data_dir: Path,
-        passphrase_file: Path) -> None:
+        runtime: Any, embedder: Any, redactor: Any, data_dir: Path, passphrase_file: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The service's daily release (real pipeline, SQLCipher, OpenDP) of a tenant whose
     one-off questions are topics of one person each: `stats topics` (text and `--json`)
     and the topics screen list the two shared subjects and one `other topics` row, last,
     holding the one-offs' threads; no row of a topic of fewer than 5 people. Before, each
     one-off was a group of its own, withheld or shown by the noise alone, and nothing
-    counted their threads together."""
+    counted their threads together. Over the query socket, the same rows."""
     from appliance.daily import make_daily
     from appliance.index import VectorIndex
     from appliance.link import make_linker
@@ -136,6 +142,16 @@ def test_topics_of_fewer_than_five_people_are_one_other_topics_row_last(
 
     keys_shown, name = _screen_rows(runtime, now)
     assert keys_shown == keys and name == LABEL
+
+    with analyst_socket(pipeline, data_dir) as sock:
+        for var in ("SEMTRACE_PASSPHRASE_FILE", "SEMTRACE_KEY_FILE", "CREDENTIALS_DIRECTORY"):
+            monkeypatch.delenv(var, raising=False)
+        remote = cli("stats", "topics", "--socket", str(sock), "--role", "analyst-acme",
+                     "--tenant", "acme", "--json")
+        assert remote.exit_code == 0, remote.output
+        assert [(r["key"], r["label"]) for r in json.loads(remote.output)["rows"]] == [
+            (r["key"], r["label"]) for r in rows]
+        assert _screen_rows(runtime, now, sock=sock) == (keys, LABEL)
 
 
 def test_a_lone_topic_drawn_high_is_not_ranked_above_a_topic_of_28_people(
