@@ -21,6 +21,11 @@ class FailingDb:
             raise OSError("disk I/O error (injected)")
         return self._conn.execute(sql, *args)
 
+    def executemany(self, sql: str, *args: Any) -> Any:
+        if self._fail(sql):  # a batch's records are inserted in one statement
+            raise OSError("disk I/O error (injected)")
+        return self._conn.executemany(sql, *args)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
 

@@ -75,9 +75,7 @@ class Writes:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._refuse_erased((r.prompt.tenant, r.user, r.prompt.ts.timestamp()) for r in rows)
-            for row in rows:
-                now_in = thread_topic(row.prompt.tenant, row.thread_id) if thread_topic else None
-                self._insert_one(row, now_in or row.topic_id)
+            self._insert_rows(rows, thread_topic)
             now = time.time()
             self._db.executemany(
                 "INSERT OR REPLACE INTO link_tallies (tenant, attach, new, updated_at) "
@@ -97,7 +95,45 @@ class Writes:
         self._bucket_ids.clear()
         self._deks = {k: v for k, v in self._deks.items() if v is None}
 
-    def _insert_one(self, r: NewRecord, thread_topic: str | None) -> None:
+    def _insert_rows(self, rows: list[NewRecord],
+                     thread_topic: Callable[[str, str], str | None] | None) -> None:
+        """The batch's records, turn digests and vault entries, each table in one statement,
+        then each record's thread summary in the rows' order."""
+        records: list[tuple[Any, ...]] = []
+        digests: list[tuple[int, str, str, str, str]] = []
+        vault: list[tuple[int, int, bytes]] = []
+        topics: list[str | None] = []
+        for row in rows:  # buckets (and their keys) are made here, before any record
+            now_in = thread_topic(row.prompt.tenant, row.thread_id) if thread_topic else None
+            topics.append(now_in or row.topic_id)
+            records.append(self._record_row(row))
+            digests += digest_rows(row.record_id, row.prompt.tenant, row.user, row.turn_keys)
+            if row.vault and (sealer := self._vault_sealer()) is not None:
+                # originals under their own per-day key, destroyed at the vault's retention
+                p = row.prompt
+                vid, vdek = self._bucket(p.tenant, row.user, day_of(p.ts), "vault")
+                aad = _aad(row.record_id, "vault")
+                inner = sealer.seal(json.dumps(list(row.vault)).encode(), aad)
+                vault.append((row.record_id, vid, vdek.seal(inner, aad)))
+        self._db.executemany(
+            "INSERT INTO records (id, tenant, request_id, user, bucket_id, ts, session_key, "
+            "thread_id, parent_id, position, intent, similarity, score, topic_id, model, "
+            "input_tokens, output_tokens, latency_ms, status, synthetic, stream_index, model_id, "
+            "truncated, text_ct, vector_ct, evidence, trace_id, span_id, entities_ct, cost, "
+            "cost_source) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            records)
+        self._db.executemany(
+            "INSERT OR REPLACE INTO turn_digests (record_id, kind, tenant, user, digest) "
+            "VALUES (?,?,?,?,?)", digests)
+        if vault:
+            self._db.executemany("INSERT INTO vault (record_id, bucket_id, ct) VALUES (?, ?, ?)",
+                                 vault)
+        models = self._thread_models({r.thread_id for r in rows})
+        for row, topic in zip(rows, topics, strict=True):
+            self._upsert_thread(row, topic, models)
+
+    def _record_row(self, r: NewRecord) -> tuple[Any, ...]:
+        """The records row of `r`: text, vector and entity keys sealed under its bucket's DEK."""
         p = r.prompt
         bid, dek = self._bucket(p.tenant, r.user, day_of(p.ts))
         resp = p.response
@@ -107,40 +143,37 @@ class Writes:
         link = r.link
         ents_ct = dek.seal(json.dumps(list(r.entity_keys)).encode(),
                            _aad(r.record_id, "entities")) if r.entity_keys else None
-        self._db.execute(
-            "INSERT INTO records (id, tenant, request_id, user, bucket_id, ts, session_key, "
-            "thread_id, parent_id, position, intent, similarity, score, topic_id, model, "
-            "input_tokens, output_tokens, latency_ms, status, synthetic, stream_index, model_id, "
-            "truncated, text_ct, vector_ct, evidence, trace_id, span_id, entities_ct, cost, "
-            "cost_source) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (r.record_id, p.tenant, p.request_id, r.user, bid, p.ts.timestamp(), r.session_key,
-             r.thread_id, link.parent_id, link.position, link.intent, link.similarity,
-             link.score, r.topic_id, p.model, resp.input_tokens if resp else None,
-             resp.output_tokens if resp else None, resp.latency_ms if resp else None,
-             resp.status if resp else None, int(p.synthetic), p.index, r.model_id,
-             int(r.truncated), text_ct, vec_ct, json.dumps(link.evidence, sort_keys=True),
-             r.trace_id, r.span_id, ents_ct, r.cost, r.cost_source))
-        self._db.executemany(
-            "INSERT OR REPLACE INTO turn_digests (record_id, kind, tenant, user, digest) "
-            "VALUES (?,?,?,?,?)", digest_rows(r.record_id, p.tenant, r.user, r.turn_keys))
-        if r.vault and (sealer := self._vault_sealer()) is not None:
-            # originals under their own per-day key, destroyed at the vault's retention
-            vid, vdek = self._bucket(p.tenant, r.user, day_of(p.ts), "vault")
-            aad = _aad(r.record_id, "vault")
-            inner = sealer.seal(json.dumps(list(r.vault)).encode(), aad)
-            self._db.execute("INSERT INTO vault (record_id, bucket_id, ct) VALUES (?, ?, ?)",
-                             (r.record_id, vid, vdek.seal(inner, aad)))
-        self._upsert_thread(r, thread_topic)
+        return (r.record_id, p.tenant, p.request_id, r.user, bid, p.ts.timestamp(),
+                r.session_key, r.thread_id, link.parent_id, link.position, link.intent,
+                link.similarity, link.score, r.topic_id, p.model,
+                resp.input_tokens if resp else None, resp.output_tokens if resp else None,
+                resp.latency_ms if resp else None, resp.status if resp else None,
+                int(p.synthetic), p.index, r.model_id, int(r.truncated), text_ct, vec_ct,
+                json.dumps(link.evidence, sort_keys=True), r.trace_id, r.span_id, ents_ct,
+                r.cost, r.cost_source)
 
-    def _upsert_thread(self, r: NewRecord, topic: str | None) -> None:
+    def _thread_models(self, thread_ids: set[str]) -> dict[str, list[str]]:
+        """The stored model lists of those of these threads that exist (one query a 500)."""
+        ids = sorted(thread_ids)
+        out: dict[str, list[str]] = {}
+        for k in range(0, len(ids), 500):
+            chunk = ids[k:k + 500]
+            out.update((tid, json.loads(models)) for tid, models in self._db.execute(
+                f"SELECT thread_id, models FROM threads WHERE thread_id IN "
+                f"({','.join('?' * len(chunk))})", chunk))
+        return out
+
+    def _upsert_thread(self, r: NewRecord, topic: str | None,
+                       known: dict[str, list[str]]) -> None:
+        """Create or extend the thread's summary row; `known`: the model lists of the threads
+        that have one, kept up to date here."""
         p, resp = r.prompt, r.prompt.response
         tin = (resp.input_tokens or 0) if resp else 0
         tout = (resp.output_tokens or 0) if resp else 0
-        row = self._db.execute("SELECT models FROM threads WHERE thread_id=?",
-                               (r.thread_id,)).fetchone()
+        models = known.get(r.thread_id)
         ts = p.ts.timestamp()
-        if row is None:
-            models = [p.model] if p.model else []
+        if models is None:
+            known[r.thread_id] = models = [p.model] if p.model else []
             self._db.execute(
                 "INSERT INTO threads (thread_id, tenant, user, first_ts, last_ts, turns, "
                 "input_tokens, output_tokens, models, topic_id, cost) "
@@ -148,7 +181,6 @@ class Writes:
                 (r.thread_id, p.tenant, r.user, ts, ts, tin, tout, json.dumps(models), topic,
                  r.cost))
             return
-        models = json.loads(row[0])
         if p.model and p.model not in models:
             models.append(p.model)
         self._db.execute(
