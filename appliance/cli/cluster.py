@@ -164,19 +164,27 @@ def export(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
 @credential_options
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--keep", is_flag=True, help="Keep the export file (default: delete it).")
+@nats_option
+@click.option("--owner-lost", is_flag=True, help="Import even if the partitions' old owner "
+              "consumed them after the export (it is lost with its data; then `cluster "
+              "reclaim` them here).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def import_(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
-            path: Path, keep: bool, as_json: bool) -> None:
-    """Copy an export into this node's store (the node must be stopped)."""
+            path: Path, keep: bool, nats_url: str | None, owner_lost: bool,
+            as_json: bool) -> None:
+    """Copy an export into this node's store (the node must be stopped); an export older
+    than its partitions on NATS is refused."""
     from appliance import failpoints
+    from appliance.cli.cluster_stale import stale_check
     from appliance.cluster.move import import_tenants
 
     rt = _stopped(data_dir, passphrase_file, key_file)
     try:
         # an earlier run of it that was interrupted is undone as the store opens (one line)
+        check = stale_check(rt.store.db, path, nats_url, owner_lost=owner_lost)
         with progress_bar() as prog:
             report = import_tenants(rt.store, rt.keyring, path,
-                                    progress=_progress_step(prog, "import"))
+                                    progress=_progress_step(prog, "import"), check=check)
         failpoints.point("import.rows_committed")  # rows in, the file not yet deleted
         # again: the earlier run may have stopped before its audit line
         _audit(rt, "cluster_import", report, **({"again": True} if report.already else {}))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from appliance.errors import SemtraceError
+from appliance.errors import InputError, SemtraceError
 
 KEY = "cluster_imported"
 ORIGIN = "export_origin"  # the export file's meta key
@@ -88,6 +88,51 @@ def _write(db: Any, noted: Imported) -> None:
             for p, s in sorted(noted.partitions.items())}})))
 
 
+def parse(carried: str) -> Imported:
+    """An export's origin (`origin`'s JSON) as its partitions' sources."""
+    value = json.loads(carried)
+    # a partition passed on by a node that held it only as imported names its first origin
+    return Imported(int(value["count"]), {
+        int(p): Source(str(e.get("data_dir", value["data_dir"])), str(e["node"]),
+                       str(e["start"]), float(e.get("at", value["at"])))
+        for p, e in value["partitions"].items()})
+
+
+def outgrown(sources: dict[int, Source], partitions: list[int], last: dict[int, Any],
+             data_dir: str) -> tuple[int, Source, Any] | None:
+    """The first of `partitions` whose consumer (`last`: each one's `stream.LastConsumer`)
+    another start made than the one its export saw (`sources`), with both; None if none.
+    A consumer this data dir (`data_dir`: its id) made is its own (killed at start)."""
+    for p in partitions:
+        source, other = sources.get(p), last.get(p)
+        if source is None or other is None or (data_dir and other.data_dir == data_dir):
+            continue  # no consumer to judge by; or this data dir's own
+        if other.data_dir == source.data_dir and other.start == source.start:
+            continue  # the consumer the export saw: nobody consumed since
+        return p, source, other
+    return None
+
+
+def refuse_stale_export(name: str, carried: str, last: dict[int, Any], data_dir: str) -> None:
+    """InputError, before anything is imported, if the export `name` (its origin
+    `carried`) is older than its partitions: their consumer on NATS (`last`) was made
+    since by another start, whose node may hold newer records than the file."""
+    sources = parse(carried).partitions
+    found = outgrown(sources, sorted(sources), last, data_dir)
+    if found is None:
+        return
+    p, source, other = found
+    when = datetime.fromtimestamp(source.at, UTC).strftime("%Y-%m-%d %H:%M")
+    verb = "reclaimed" if other.reclaimed else "consumed"
+    raise InputError(
+        f"Partition {p} was {verb} by node '{other.node}' after {name} was exported from "
+        f"'{source.node}' (at {when} UTC), so the file may lack its tenants' newer records: "
+        f"export the partition again (stop '{other.node}', `semtrace cluster export "
+        f"--partitions {p}` there) and import that file instead, or, if '{other.node}' and "
+        "its data are lost, import this one with --owner-lost and run `semtrace cluster "
+        f"reclaim --partitions {p}` here. Nothing was imported.")
+
+
 def note(db: Any, carried: str | None) -> None:
     """Note an export's origin (inside the import's transaction): its partitions' history
     here is the exporting node's from now on, so this node's own consumed note of them
@@ -96,15 +141,11 @@ def note(db: Any, carried: str | None) -> None:
 
     if carried is None:
         return
-    value = json.loads(carried)
-    # a partition passed on by a node that held it only as imported names its first origin
-    parts = {int(p): Source(str(e.get("data_dir", value["data_dir"])), str(e["node"]),
-                            str(e["start"]), float(e.get("at", value["at"])))
-             for p, e in value["partitions"].items()}
-    forget_consumed(db, set(parts))
+    given = parse(carried)
+    forget_consumed(db, set(given.partitions))
     old = read(db)
-    kept = old.partitions if old.count == int(value["count"]) else {}
-    _write(db, Imported(int(value["count"]), {**kept, **parts}))
+    kept = old.partitions if old.count == given.count else {}
+    _write(db, Imported(given.count, {**kept, **given.partitions}))
 
 
 def drop(db: Any, partitions: set[int]) -> list[int]:
@@ -125,12 +166,9 @@ def refuse(db: Any, owned: list[int], count: int, last: dict[int, Any],
     noted = read(db)
     if noted.count != count:
         return
-    for p in owned:
-        source, other = noted.partitions.get(p), last.get(p)
-        if source is None or other is None or (data_dir and other.data_dir == data_dir):
-            continue  # no consumer to judge by; or this data dir's own (killed at start)
-        if other.data_dir == source.data_dir and other.start == source.start:
-            continue  # the consumer the export saw: nobody consumed since
+    found = outgrown(noted.partitions, owned, last, data_dir)
+    if found is not None:
+        p, source, other = found
         when = datetime.fromtimestamp(source.at, UTC).strftime("%Y-%m-%d %H:%M")
         verb = "reclaimed" if other.reclaimed else "consumed"
         raise SemtraceError(

@@ -223,8 +223,10 @@ def _open_export(path: Path, keyring: Keyring) -> Any:
 
 
 def import_tenants(store: Store, keyring: Keyring, path: Path, *,
-                   progress: Progress = _silent) -> MoveReport:
-    """Copy an export into this store; refuses tenants it already has and clashing ids."""
+                   progress: Progress = _silent,
+                   check: Callable[[str | None], None] | None = None) -> MoveReport:
+    """Copy an export into this store; refuses tenants it already has and clashing ids.
+    `check` is shown the export's origin (`imported.origin`) before anything is written."""
     src = _open_export(path, keyring)
     try:
         row = src.execute("SELECT value FROM meta WHERE key='export_tenants'").fetchone()
@@ -246,6 +248,8 @@ def import_tenants(store: Store, keyring: Keyring, path: Path, *,
             return MoveReport(tenants, len(records), len(buckets), {}, already=True,
                               partitions=moved)
         _check_import(store, src, tenants)
+        if check is not None:
+            check(carried)
         wrapped = src.execute("SELECT bucket_id, wrapped, created_at FROM deks").fetchall()
         remap = _new_bucket_ids(store, buckets | {r[0] for r in wrapped})
         # noted before the keys commit, cleared with the rows: keys without rows are undone

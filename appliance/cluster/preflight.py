@@ -67,14 +67,30 @@ async def preflight(settings: ClusterSettings) -> Joining:
     return Joining(last, claims)
 
 
-async def _last_consumers(js: Any, settings: ClusterSettings) -> dict[int, LastConsumer]:
+async def consumers_of(settings: ClusterSettings, partitions: list[int]) -> dict[int,
+                                                                              LastConsumer]:
+    """The node that last consumed each of `partitions` (where the stream knows it), for a
+    command run while the node is stopped (`cluster import`)."""
+    nc = await connect(settings.url, settings.security, name="semtrace-import",
+                       reconnect=False)
+    try:
+        js = nc.jetstream()
+        if not await check_stream(js, settings):
+            return {}  # no stream yet: no node ever consumed anything
+        return await _last_consumers(js, settings, partitions)
+    finally:
+        await nc.close()
+
+
+async def _last_consumers(js: Any, settings: ClusterSettings,
+                          partitions: list[int] | None = None) -> dict[int, LastConsumer]:
     from nats.js.errors import NotFoundError
 
     from appliance.cluster.partition import consumer_name
     from appliance.cluster.stream import last_consumer
 
     found: dict[int, LastConsumer] = {}
-    for p in settings.owned():
+    for p in settings.owned() if partitions is None else partitions:
         try:
             info = await js.consumer_info(settings.stream, consumer_name(settings.stream, p))
         except NotFoundError:

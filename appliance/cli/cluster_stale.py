@@ -1,0 +1,71 @@
+"""`semtrace cluster import`'s check of an export against NATS: a file older than its
+partitions (their old owner consumed them after the export) is refused before anything is
+imported, where NATS answers; `serve` refuses such a partition again at start
+(`cluster/imported.refuse`), for a file imported while NATS could not tell."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from appliance.errors import SemtraceError
+
+
+def stale_check(db: Any, path: Path, nats_url: str | None, *,
+                owner_lost: bool) -> Callable[[str | None], None]:
+    """The check `import_tenants` shows the export's origin (`imported.origin`'s JSON, None
+    for an export that carries none): InputError for a stale export; a line on stderr when
+    it could not be checked now."""
+    def check(carried: str | None) -> None:
+        if carried is None:
+            if not _url(nats_url):
+                return  # no cluster here to check against (a store filled without NATS)
+            click.echo(f"semtrace: {path} names no start of its old owner (exported by an "
+                       "earlier build, or by a node that never consumed its partitions over "
+                       "NATS), so neither this import nor this node's start can tell whether "
+                       "that node consumed them after the export; `semtrace cluster forget` "
+                       "there still refuses if it stored any since.", err=True)
+            return
+        if owner_lost:
+            return
+        _against_nats(db, path, carried, nats_url)
+
+    return check
+
+
+def _against_nats(db: Any, path: Path, carried: str, nats_url: str | None) -> None:
+    from appliance.cli.service import cluster_settings
+    from appliance.cluster import bus, imported
+    from appliance.cluster.given_away import DATA_DIR_ID
+    from appliance.cluster.partition import format_ranges
+    from appliance.cluster.preflight import consumers_of
+    from appliance.config import load_cluster
+
+    given = imported.parse(carried)
+    parts = sorted(given.partitions)
+    later = (f"whether partition(s) {format_ranges(parts)} were consumed since the export is "
+             "checked when this node starts")
+    base = load_cluster()
+    if not _url(nats_url):
+        click.echo(f"semtrace: No NATS URL (--nats, or url in cluster.toml), so {later}.",
+                   err=True)
+        return
+    settings = cluster_settings(base, url=nats_url, partitions=given.count)
+    try:
+        bus.require_nats()
+        last = bus.run(consumers_of(settings, parts))
+    except SemtraceError as exc:  # NATS down or refusing: the node's start checks again
+        click.echo(f"semtrace: {str(exc).rstrip('.')}; so {later}.", err=True)
+        return
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (DATA_DIR_ID,)).fetchone()
+    imported.refuse_stale_export(str(path), carried, last, str(row[0]) if row else "")
+
+
+def _url(nats_url: str | None) -> str:
+    """The NATS URL the import may ask: --nats, else cluster.toml's ("" for none)."""
+    from appliance.config import load_cluster
+
+    return nats_url or load_cluster().url or ""
