@@ -222,9 +222,9 @@ def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies,
         labels = analytics.topic_labels(store, q.tenant)
         # one row per topic as it is now: a release keeps the topic ids of its moment all day
         merged = topic_aliases(store)
-    if q.kind == "topics":
         # topics of fewer than k_min_users people: one row (analytics.small_topics)
         shared = analytics.shared_topics(store, q.tenant, policies.privacy.k_min_users)
+    if q.kind == "topics":
         report = analytics.topic_stats(threads, gate, labels=labels, cost_bound=bound,
                                        aliases=merged, shared=shared, **common)
         if pseudo is not None:
@@ -245,11 +245,13 @@ def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies,
     if q.kind == "positions":
         return analytics.position_mix(threads, gate, bucket=q.bucket, **common)
     if q.kind == "blocks":
-        return analytics.block_stats(threads, gate, labels=labels, aliases=merged, **common)
+        return analytics.block_stats(threads, gate, labels=labels, aliases=merged,
+                                     shared=shared, **common)
     b_start, b_end = q.baseline or (q.start - (q.end - q.start), q.start)
     base = analytics.load_threads(store, q.tenant, b_start, b_end, user=pseudo)
     lifts = analytics.incident_lifts(threads, base, gate, labels=labels, aliases=merged,
-                                     baseline_window=(b_start, b_end), **common)
+                                     shared=shared, baseline_window=(b_start, b_end),
+                                     **common)
     return replace(lifts, baseline_start=b_start, baseline_end=b_end)  # what it compared to
 
 

@@ -1,5 +1,6 @@
-"""Topics of fewer than `k_min_users` people are one row of `stats topics` and of the topics
-screen, `other topics (each under 5 people)`, last; never a row each.
+"""Topics of fewer than `k_min_users` people are one row of `stats topics`, of the topics
+screen, of `stats blocks` and of `stats incident`, `other topics (each under 5 people)`;
+never a row each.
 
 On an 80-person tenant `stats topics` listed 104 topics of one or two threads that the noise
 on their count of people had let through, three of them above a topic of 28 people
@@ -191,3 +192,118 @@ def test_a_lone_topic_drawn_high_is_not_ranked_above_a_topic_of_28_people(
                str(passphrase_file), "--tenant", "acme")
     assert "tp_lone" not in text.output and "unlabelled" not in text.output, text.output
     assert _screen_rows(runtime, now) == (["tp_big", OTHER], LABEL)
+
+
+def _lone_and_shared(store: Any) -> None:
+    """The refinement's count of people: `tp_big` 28 (`flight weather`), `tp_lone` 1."""
+    from appliance.topics import tables
+
+    tables.publish(store.db, "acme", [
+        tables.TopicRow("tp_big", "", 60, 28, "flight weather", (), 0.0),
+        tables.TopicRow("tp_lone", "", 2, 1, None, (), 0.0)], {}, [])
+
+
+def test_blocks_and_incident_releases_count_the_small_topics_as_one_group(
+        runtime: Any) -> None:
+    """A blocks and an incident release (real gate, OpenDP) of six people blocked on a
+    shared topic and eight on one-offs of their own: the one-offs are one group, `other
+    topics`, of eight threads (prompts), and no row of a topic of one person. Before,
+    each one-off was a group of its own, withheld or shown by the noise alone."""
+    import numpy as np
+    from test_stats import turn
+
+    from appliance import analytics
+    from appliance.privacy import PrivacyGate, PrivacySettings
+
+    end = T0 + timedelta(days=1)
+    gate = PrivacyGate(runtime.store.db, PrivacySettings(
+        k_min_users=5, epsilon_per_day=1000,
+        release_epsilon={"blocks": 200, "incident": 200}), rng=np.random.default_rng(5))
+    shared = frozenset({"tp_big"})
+    big = [analytics.ThreadRow(f"b{i}", f"u{i}", (turn(i, topic_id="tp_big"),
+                                                 turn(i + 1, topic_id="tp_big",
+                                                      status="blocked")))
+           for i in range(6)]
+    lone = [analytics.ThreadRow(f"l{i}", f"v{i}", (turn(100 + i, topic_id=f"tp_lone{i}",
+                                                       status="blocked"),))
+            for i in range(8)]
+
+    blocks = analytics.block_stats(big + lone, gate, tenant="acme", start=T0, end=end,
+                                   labels={"tp_big": "flight weather"}, shared=shared)
+    assert [(r.key, r.label) for r in blocks.rows] == [("tp_big", "flight weather"),
+                                                      (OTHER, LABEL)]
+    assert blocks.rows[1].threads.value == pytest.approx(8, abs=0.5)
+
+    lifts = analytics.incident_lifts(lone + big[:3], big[3:], gate, tenant="acme",
+                                     start=T0, end=end, labels={}, shared=shared)
+    topics = {r.key: r for r in lifts.rows if r.dimension == "topic"}
+    assert set(topics) == {OTHER}, topics  # tp_big: 3 people each side, withheld
+    assert topics[OTHER].label == LABEL
+    assert topics[OTHER].window.value == pytest.approx(8, abs=0.5)
+
+
+def test_blocks_and_incident_show_a_lone_topic_drawn_high_in_the_other_topics_row(
+        pipeline: Any, runtime: Any, data_dir: Path, passphrase_file: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Today's blocks and incident releases made one group per topic (as before this
+    change): a topic of one person drawn at 64 threads, above `flight weather` (28 people)
+    at 40. `stats blocks` listed it first and `stats incident` as a topic of its own,
+    `tp_lone · unlabelled`; now its figures are the other-topics row's (text, `--json`,
+    and over the query socket), and the blocks row is last."""
+    from appliance import analytics
+    from appliance.privacy import Figure, GroupFigures, Release
+    from appliance.releases import ReleaseCache
+
+    now = datetime.now(UTC)
+    pipeline.process([make_prompt("Is it going to be windy at the airport?",
+                                  minutes=(now - T0).total_seconds() / 60 - 60)])
+    _lone_and_shared(runtime.store)
+    start, end = analytics.default_window(now)
+    b_start, b_end = start - (end - start), start  # the default baseline
+    scale = 37 / 3.0
+
+    def group(name: str, n: float, people: float) -> GroupFigures:
+        sums = ({} if "|" in name else {k: Figure(n / 2, 1.0, False) for k in
+                                        ("before", "first_turn", "retried", "repeated")})
+        return GroupFigures(name, Figure(n, scale, False), sums, Figure(people, 16.0, False))
+
+    cache = ReleaseCache(runtime.store.db)
+    for key, groups in (
+            (analytics.release_key("blocks", start, end),
+             (group("tp_big", 40, 28), group("tp_lone", 64, 9))),
+            (analytics.release_key("incident", start, end, b_start.isoformat(),
+                                   b_end.isoformat()),
+             (group("w|topic|tp_big", 40, 28), group("b|topic|tp_big", 40, 28),
+              group("w|topic|tp_lone", 64, 9), group("b|topic|tp_lone", 6, 7)))):
+        cache.put("acme", key, f"{now:%Y-%m-%d}", Release(
+            groups=groups, exact=False, epsilon=2.0, k_min_users=5,
+            released_at=now.timestamp()))
+
+    def stats(kind: str, *args: str) -> Any:
+        out = cli("stats", kind, "--tenant", "acme", *args)
+        assert out.exit_code == 0, out.output
+        return out.output
+
+    direct = ("--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file))
+    blocks = json.loads(stats("blocks", *direct, "--json"))["rows"]
+    assert [(r["key"], r["label"]) for r in blocks] == [("tp_big", "flight weather"),
+                                                        (OTHER, LABEL)]
+    assert blocks[1]["threads"]["value"] == 64.0
+    lifts = json.loads(stats("incident", *direct, "--json"))["rows"]
+    topics = {r["key"]: r for r in lifts if r["dimension"] == "topic"}
+    assert set(topics) == {"tp_big", OTHER}, topics
+    assert topics[OTHER]["label"] == LABEL and topics[OTHER]["window"]["value"] == 64.0
+    assert topics[OTHER]["baseline"]["value"] == 6.0
+    for kind in ("blocks", "incident"):
+        text = stats(kind, *direct)
+        assert "tp_lone" not in text and "unlabelled" not in text, text
+        assert any(LABEL in r for r in stats_rows(text)), text
+
+    with analyst_socket(pipeline, data_dir) as sock:
+        for var in ("SEMTRACE_PASSPHRASE_FILE", "SEMTRACE_KEY_FILE", "CREDENTIALS_DIRECTORY"):
+            monkeypatch.delenv(var, raising=False)
+        remote = ("--socket", str(sock), "--role", "analyst-acme")
+        assert json.loads(stats("blocks", *remote, "--json"))["rows"] == blocks
+        assert [r for r in json.loads(stats("incident", *remote, "--json"))["rows"]
+                if r["dimension"] == "topic"] == list(topics.values())
+        assert "tp_lone" not in stats("blocks", *remote)

@@ -16,23 +16,33 @@ again.
 Which topics have a group depends on exact counts of people, as a label does: it tells a
 reader nothing a label does not already say (the set of groups is outside the epsilon
 guarantee, docs/topics.md, *Known limits*). The row does not say how many topics it holds:
-that exact count would count one person's one-off subjects exactly. One user's own view
-is exact and has no noise to promote anything: it keeps a row per topic.
+that exact count would count one person's one-off subjects exactly. The releases of
+`stats blocks` and `stats incident` count their topics the same way (their rows were one
+per topic, let through by the same noise). One user's own view is exact and has no noise
+to promote anything: it keeps a row per topic.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from appliance.analytics.merges import merge_topics
-from appliance.analytics.reports import GroupStats
 from appliance.analytics.threads import NO_TOPIC
 from appliance.privacy import Release
 
 OTHER_TOPICS = "(other topics)"  # the key of the row (never a topic id: those are tp_...)
 
-Row = TypeVar("Row", bound=GroupStats)
+
+
+class Keyed(Protocol):
+    """A report row named by a topic id (topics' GroupStats, BlockStats, an incident's Lift)."""
+
+    @property
+    def key(self) -> str: ...
+
+
+Row = TypeVar("Row", bound=Keyed)
 
 
 def other_label(k_min_users: int) -> str:
@@ -46,6 +56,12 @@ def release_topic(topic: str, shared: Collection[str]) -> str:
     return topic if topic in shared or topic == NO_TOPIC else OTHER_TOPICS
 
 
+def small_topics(topics: Iterable[str], shared: Collection[str]) -> dict[str, str]:
+    """`{topic: OTHER_TOPICS}` for each of `topics` that has no group of its own (the map
+    `merges.merge_topics` folds a release made before with). Pure."""
+    return {t: OTHER_TOPICS for t in topics if release_topic(t, shared) != t}
+
+
 def fold_small(rel: Release, shared: Collection[str] | None) -> Release:
     """`rel` (topic ids as they are now) with every group of a topic outside `shared`
     summed into `OTHER_TOPICS` (`merges.merge_topics`: values add, people a floor).
@@ -55,8 +71,7 @@ def fold_small(rel: Release, shared: Collection[str] | None) -> Release:
     it is. Pure."""
     if shared is None:
         return rel
-    small = {g.group: OTHER_TOPICS for g in rel.groups
-             if release_topic(g.group, shared) != g.group}
+    small = small_topics((g.group for g in rel.groups), shared)
     return merge_topics(rel, small) if small else rel
 
 
