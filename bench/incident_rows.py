@@ -1,0 +1,96 @@
+"""What `stats incident` lists on a small tenant: topic rows per release, each topic its own
+group (before) or the topics of fewer than `k_min_users` people as one row (now).
+
+The same week of 80 people and topics as bench/topic_rows.py (its `week`: the wide stream
+through `topics.TopicAssigner` on gold threads, one refinement). The window is the week's
+last `--window-days` days, the baseline the days before (threads by their first turn).
+`--runs` releases are drawn each way through `analytics.incident_lifts` and the real
+`PrivacyGate` (OpenDP, the shipped privacy.toml). Per release: topic rows shown, rows of
+topics under k people, those marked significant (`*`, a rise beyond the noise), and now
+the other-topics row. `stats blocks` folds the same way; this stream has no guardrail
+block, so it is not measured here. Prints figures; asserts nothing.
+
+    .venv/bin/python bench/incident_rows.py [--runs 100] [--window-days 2] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+from collections import defaultdict
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from topic_rows import END, START, week  # noqa: E402
+
+from appliance import analytics  # noqa: E402
+from appliance.analytics import OTHER_TOPICS, ThreadRow  # noqa: E402
+from appliance.config import load_policies  # noqa: E402
+from appliance.keys import Keyring  # noqa: E402
+from appliance.privacy import PrivacyGate  # noqa: E402
+from appliance.store import Store  # noqa: E402
+
+
+def draw(threads: list[ThreadRow], people: dict[str, int], runs: int, days: int
+         ) -> dict[str, Any]:
+    """`runs` releases each way; per release the figures named in the module doc."""
+    cfg = load_policies().privacy
+    k = cfg.k_min_users
+    cfg = cfg.model_copy(update={"epsilon_per_day": 1e9, "cross_user_topics": {"t": True}})
+    shared = frozenset(t for t, n in people.items() if n >= k)
+    split = END - timedelta(days=days)
+    window = [t for t in threads if t.turns[0].ts >= split]
+    base = [t for t in threads if t.turns[0].ts < split]
+    tmp = Path(tempfile.mkdtemp(prefix="semtrace-incident-rows-"))
+    store = Store.open(tmp, Keyring.random())
+    gate = PrivacyGate(store.db, cfg)
+    out: dict[str, list[float]] = defaultdict(list)
+    for _ in range(runs):
+        for way, fold in (("before", None), ("now", shared)):
+            store.db.execute("DELETE FROM dp_releases")  # a fresh release each time
+            rep = analytics.incident_lifts(window, base, gate, tenant="t", start=split,
+                                           end=END, labels={}, shared=fold,
+                                           baseline_window=(START, split))
+            topics = [r for r in rep.rows if r.dimension == "topic"]
+            few = [r for r in topics if r.key not in (OTHER_TOPICS, analytics.NO_TOPIC)
+                   and people.get(r.key, 0) < k]
+            out[f"{way}_topic_rows"].append(len(topics))
+            out[f"{way}_small_rows"].append(len(few))
+            out[f"{way}_small_significant"].append(sum(r.significant for r in few))
+            out[f"{way}_significant"].append(sum(r.significant for r in topics))
+            other = next((r for r in topics if r.key == OTHER_TOPICS), None)
+            if fold is not None:
+                out["now_other_shown"].append(float(other is not None))
+                out["now_other_significant"].append(float(bool(other and other.significant)))
+    store.close()
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {key: {"median": statistics.median(v), "max": max(v), "mean": statistics.mean(v)}
+            for key, v in out.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=100)
+    ap.add_argument("--window-days", type=int, default=2)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    threads, people, _ = week()
+    figures = draw(threads, people, args.runs, args.window_days)
+    report = {"runs": args.runs, "window_days": args.window_days, "releases": figures}
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return
+    for key, v in figures.items():
+        print(f"  {key:<24} median {v['median']:.1f}  mean {v['mean']:.1f}  max {v['max']:.1f}")
+
+
+if __name__ == "__main__":
+    main()
