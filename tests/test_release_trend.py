@@ -27,10 +27,16 @@ RELEASED = (5, 4, 2, 0)  # days before today with a daily release; the others ha
 
 def _prompts(today: datetime) -> list[Any]:
     """Six people: a weather thread five days ago, a password thread yesterday."""
+    return shared_subjects(today, USERS, weather_days_back=5)
+
+
+def shared_subjects(today: datetime, users: list[str], *, weather_days_back: int) -> list[Any]:
+    """Each of `users`: a two-turn weather thread `weather_days_back` days ago, a two-turn
+    password thread yesterday, each person's half an hour after the previous one's."""
     out = []
-    for i, user in enumerate(USERS):
-        for back, texts in ((5, ("What's the weather forecast for tomorrow?",
-                                 "Will it rain in the afternoon too?")),
+    for i, user in enumerate(users):
+        for back, texts in ((weather_days_back, ("What's the weather forecast for tomorrow?",
+                                                 "Will it rain in the afternoon too?")),
                             (1, ("How do I reset my account password?",
                                  "The reset link in the mail has expired, what now?"))):
             base = today - timedelta(days=back) + timedelta(hours=9, minutes=30 * i)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from conftest import T0, make_prompt
 from test_query_reads import cli
-from test_release_trend import analyst_socket
+from test_release_trend import analyst_socket, shared_subjects
 from test_stats import stats_rows
 from test_tui import run, settle, table_keys
 
@@ -39,17 +39,7 @@ LONE = ["How long should I boil an egg for a soft yolk?",
 
 def _prompts(today: datetime) -> list[Any]:
     """Six people share a weather subject and a password subject; eight ask one-offs."""
-    out = []
-    for i, user in enumerate(SHARED):
-        for back, texts in ((3, ("What's the weather forecast for tomorrow?",
-                                 "Will it rain in the afternoon too?")),
-                            (1, ("How do I reset my account password?",
-                                 "The reset link in the mail has expired, what now?"))):
-            base = today - timedelta(days=back) + timedelta(hours=9, minutes=30 * i)
-            for n, text in enumerate(texts):
-                minutes = (base - T0).total_seconds() / 60 + n
-                out.append(make_prompt(text, user=user, minutes=minutes,
-                                       request_id=f"{user}-{back}-{n}"))
+    out = shared_subjects(today, SHARED, weather_days_back=3)
     for i, text in enumerate(LONE):
         base = today - timedelta(days=2) + timedelta(hours=8, minutes=40 * i)
         out.append(make_prompt(text, user=f"visitor{i}",

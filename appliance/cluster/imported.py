@@ -113,6 +113,13 @@ def outgrown(sources: dict[int, Source], partitions: list[int], last: dict[int, 
     return None
 
 
+def _when_and_verb(source: Source, other: Any) -> tuple[str, str]:
+    """For a refusal: when the export saw its partition (UTC, to the minute), and what the
+    later consumer's start did with it."""
+    when = datetime.fromtimestamp(source.at, UTC).strftime("%Y-%m-%d %H:%M")
+    return when, "reclaimed" if other.reclaimed else "consumed"
+
+
 def refuse_stale_export(name: str, carried: str, last: dict[int, Any], data_dir: str) -> None:
     """InputError, before anything is imported, if the export `name` (its origin
     `carried`) is older than its partitions: their consumer on NATS (`last`) was made
@@ -122,8 +129,7 @@ def refuse_stale_export(name: str, carried: str, last: dict[int, Any], data_dir:
     if found is None:
         return
     p, source, other = found
-    when = datetime.fromtimestamp(source.at, UTC).strftime("%Y-%m-%d %H:%M")
-    verb = "reclaimed" if other.reclaimed else "consumed"
+    when, verb = _when_and_verb(source, other)
     raise InputError(
         f"Partition {p} was {verb} by node '{other.node}' after {name} was exported from "
         f"'{source.node}' (at {when} UTC), so the file may lack its tenants' newer records: "
@@ -169,8 +175,7 @@ def refuse(db: Any, owned: list[int], count: int, last: dict[int, Any],
     found = outgrown(noted.partitions, owned, last, data_dir)
     if found is not None:
         p, source, other = found
-        when = datetime.fromtimestamp(source.at, UTC).strftime("%Y-%m-%d %H:%M")
-        verb = "reclaimed" if other.reclaimed else "consumed"
+        when, verb = _when_and_verb(source, other)
         raise SemtraceError(
             f"Partition {p} was {verb} by node '{other.node}' after its tenants were "
             f"exported from '{source.node}' to this node (at {when} UTC), so the copy "
