@@ -74,13 +74,18 @@ def start_nats(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
                     + server_mappings(PARTITIONS))
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+    wait_listening(port)
+    return proc, f"nats://127.0.0.1:{port}"
+
+
+def wait_listening(port: int) -> None:
+    """Until something accepts connections on 127.0.0.1:`port` (at most about 10 s)."""
     for _ in range(100):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
+            return
         except OSError:
             time.sleep(0.1)
-    return proc, f"nats://127.0.0.1:{port}"
 
 
 def start_nodes(tmp: Path, url: str, key: Path, count: int,

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import statistics
 import sys
 import tempfile
 from collections import defaultdict
@@ -29,7 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from topic_rows import END, START, week  # noqa: E402
+from topic_rows import END, START, summary, week  # noqa: E402
 
 from appliance import analytics  # noqa: E402
 from appliance.analytics import OTHER_TOPICS, ThreadRow  # noqa: E402
@@ -70,10 +68,7 @@ def draw(threads: list[ThreadRow], people: dict[str, int], runs: int, days: int
             if fold is not None:
                 out["now_other_shown"].append(float(other is not None))
                 out["now_other_significant"].append(float(bool(other and other.significant)))
-    store.close()
-    shutil.rmtree(tmp, ignore_errors=True)
-    return {key: {"median": statistics.median(v), "max": max(v), "mean": statistics.mean(v)}
-            for key, v in out.items()}
+    return summary(store, tmp, out)
 
 
 def main() -> None:

@@ -16,7 +16,6 @@ import asyncio
 import logging
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cluster import free_port, wait_listening  # noqa: E402
 
 from appliance.integrations.breaker import Breaker  # noqa: E402
 from appliance.integrations.channel import AsyncChannel, SyncChannel  # noqa: E402
@@ -38,12 +40,6 @@ LOG.propagate = False
 def prompt(rid: str, mode: str = "sync") -> dict[str, Any]:
     return {"v": 1, "op": "ingest", "tenant": "acme", "request_id": rid,
             "user_id": "bench", "text": "hello", "mode": mode}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def stopped(pid: int) -> bool:
@@ -59,12 +55,7 @@ async def one_run(binary: str, timeout: float) -> tuple[float, float]:
                                   stderr=subprocess.DEVNULL)
         try:
             url = f"nats://127.0.0.1:{port}"
-            for _ in range(100):
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            wait_listening(port)
             sync = SyncChannel(url, timeout=timeout, plain_bus=True, log=LOG)
             later = AsyncChannel(url, timeout=timeout, plain_bus=True, breaker=Breaker(LOG))
             sync.deliver(prompt("up-1", "async"))  # connected, kept

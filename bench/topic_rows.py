@@ -99,6 +99,11 @@ def draw(threads: list[ThreadRow], people: dict[str, int], runs: int, big: int
                 if other is not None:
                     out["now_other_error"].append(abs(other.threads.value - small_threads))
                     out["now_other_ci95"].append(other.threads.ci95)
+    return summary(store, tmp, out)
+
+
+def summary(store: Store, tmp: Path, out: dict[str, list[float]]) -> dict[str, Any]:
+    """Close the scratch store, remove its folder; each figure's median, max and mean."""
     store.close()
     shutil.rmtree(tmp, ignore_errors=True)
     return {key: {"median": statistics.median(v), "max": max(v), "mean": statistics.mean(v)}
