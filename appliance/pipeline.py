@@ -32,6 +32,7 @@ from appliance.records import (
     Prompt,
     Redacted,
     Response,
+    Unredactable,
 )
 from appliance.redact import entity_keys, number_placeholders
 from appliance.store import Store
@@ -69,7 +70,7 @@ class RedactorLike(Protocol):
 
     def redact(self, prompt: Prompt) -> Redacted: ...
 
-    def redact_many(self, prompts: Sequence[Prompt]) -> list[Redacted]: ...
+    def redact_many(self, prompts: Sequence[Prompt]) -> Sequence[Redacted | Unredactable]: ...
 
 
 @dataclass
@@ -181,18 +182,19 @@ class Pipeline:
         return Erased(request_id=prompt.request_id, index=prompt.index,
                       trace_id=prompt.trace_id, span_id=prompt.span_id)
 
-    def process(self, prompts: Sequence[Prompt]) -> list[Outcome | Erased]:
+    def process(self, prompts: Sequence[Prompt]) -> list[Outcome | Erased | Unredactable]:
         """Ingest a batch: one redaction and embedding pass, one transaction. A prompt of a
-        user erased after it was sent is not stored: its result is `Erased`."""
+        user erased after it was sent is not stored: its result is `Erased`; nor is one whose
+        redaction did not finish (fail closed): its result is `Unredactable`."""
         try:
             return self._process(prompts)
         except ErasedMeanwhile:  # an erasure landed between the check and the commit:
             return self._process(prompts)  # nothing was written; checked again, refused
 
-    def _process(self, prompts: Sequence[Prompt]) -> list[Outcome | Erased]:
+    def _process(self, prompts: Sequence[Prompt]) -> list[Outcome | Erased | Unredactable]:
         self.sync_shredded()
-        outcomes: list[Outcome | Erased | None] = [self._existing(p) or self._erased(p)
-                                                   for p in prompts]
+        outcomes: list[Outcome | Erased | Unredactable | None] = [
+            self._existing(p) or self._erased(p) for p in prompts]
         todo = [i for i, o in enumerate(outcomes) if o is None]
         seen: dict[tuple[str, str], int] = {}
         fresh = []
@@ -202,13 +204,21 @@ class Pipeline:
                 seen[key] = i
                 fresh.append(i)
         clock = _StageClock(self.stage_timer)
-        redacted = self.redactor.redact_many([prompts[i] for i in fresh])
+        redacted: list[Redacted] = []
+        kept = []
+        for i, red in zip(fresh, self.redactor.redact_many([prompts[i] for i in fresh]),
+                          strict=True):
+            if isinstance(red, Unredactable):  # refused: never stored partly redacted
+                outcomes[i] = red
+            else:
+                kept.append(i)
+                redacted.append(red)
         clock("redaction")
         vectors, truncated = self.embedder.embed([r.text for r in redacted])
         clock("embedding")
         rows: list[NewRecord] = []
         try:
-            for i, red, vec, trunc in zip(fresh, redacted, vectors, truncated, strict=True):
+            for i, red, vec, trunc in zip(kept, redacted, vectors, truncated, strict=True):
                 row = self._link_one(red, vec, trunc)
                 rows.append(row)
                 outcomes[i] = self._outcome(row, prompts[i].index, trunc)
@@ -220,7 +230,7 @@ class Pipeline:
             self.thresholds.committed()
         except BaseException:
             self.thresholds.discard()
-            self._discard([prompts[i] for i in fresh])
+            self._discard([prompts[i] for i in kept])
             raise
         finally:
             self._pending.clear()
@@ -231,13 +241,16 @@ class Pipeline:
         for i in todo:
             if outcomes[i] is None:  # a repeat of a request earlier in this batch
                 first = outcomes[seen[(prompts[i].tenant, prompts[i].request_id)]]
+                if isinstance(first, Unredactable):
+                    outcomes[i] = replace(first, prompt=prompts[i])
+                    continue
                 assert isinstance(first, Outcome)
                 outcomes[i] = replace(first, index=prompts[i].index, duplicate=True)
         self._answered_again(prompts, outcomes)
         return [o for o in outcomes if o is not None]
 
     def _answered_again(self, prompts: Sequence[Prompt],
-                        outcomes: Sequence[Outcome | Erased | None]) -> None:
+                        outcomes: Sequence[Outcome | Erased | Unredactable | None]) -> None:
         """A repeated ingest that carries the answer is also its update. A gateway sends a
         call whole after the answer when its registration got no reply, though that
         registration may still land (queued on the bus for a node that is down, or a

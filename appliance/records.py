@@ -295,6 +295,17 @@ class Erased:
     span_id: str | None = None
 
 
+@dataclass(frozen=True)
+class Unredactable:
+    """A prompt whose redaction did not finish (a pattern ran past the policy's
+    `pattern_timeout_s`, or a recogniser failed): refused, nothing of it stored, embedded or
+    indexed. `reason` names the cause (a recogniser or pattern, an exception type), never
+    the text. The reply says so (`unredactable`)."""
+
+    prompt: Prompt = field(repr=False)
+    reason: str
+
+
 def jsonable(obj: Any) -> Any:
     """Dataclasses, datetimes and tuples as plain JSON values."""
     if is_dataclass(obj) and not isinstance(obj, type):

@@ -12,7 +12,7 @@ from typing import IO
 from appliance.errors import InputError
 from appliance.ingest import parse_line
 from appliance.pipeline import Pipeline
-from appliance.records import Erased, Outcome, Prompt
+from appliance.records import Erased, Outcome, Prompt, Unredactable
 
 
 @dataclass
@@ -23,6 +23,7 @@ class ReplayReport:
     ingested: int = 0
     duplicates: int = 0
     erased: int = 0  # prompts of users erased after them: not stored
+    unredactable: int = 0  # prompts whose redaction did not finish: not stored
     skipped: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -108,6 +109,11 @@ def replay(pipeline: Pipeline, prompts: Iterable[Prompt], out: IO[str], *, batch
                 out.write(json.dumps({"index": o.index, "request_id": o.request_id,
                                       "erased": True}) + "\n")
                 report.erased += 1
+                continue
+            if isinstance(o, Unredactable):  # its redaction did not finish: not stored
+                out.write(json.dumps({"index": o.prompt.index, "request_id": o.prompt.request_id,
+                                      "unredactable": True}) + "\n")
+                report.unredactable += 1
                 continue
             index_of.setdefault(o.record_id, o.index)
             parent = index_of.get(o.parent_id) if o.parent_id is not None else None

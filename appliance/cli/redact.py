@@ -71,7 +71,10 @@ def redact_line(redactor: Any, index: Any, text: str) -> dict[str, Any]:
 
 def redact_stream(redactor: Any, lines: Iterator[tuple[int, str | bytes]], out: IO[str],
                   report: RedactReport) -> None:
-    """Redact each numbered input line into `out`; bad lines are recorded and skipped."""
+    """Redact each numbered input line into `out`; bad lines are recorded and skipped, and
+    so is a text the analyser could not finish (fail closed)."""
+    from appliance.redact.failclosed import RedactionFailed
+
     for lineno, line in lines:
         report.lines += 1
         if not line.strip():
@@ -81,7 +84,11 @@ def redact_stream(redactor: Any, lines: Iterator[tuple[int, str | bytes]], out: 
         except InputError as exc:
             report.skipped.append((lineno, str(exc)))
             continue
-        row = redact_line(redactor, lineno - 1 if index is None else index, text)
+        try:
+            row = redact_line(redactor, lineno - 1 if index is None else index, text)
+        except RedactionFailed as exc:  # fail closed: the line is not written
+            report.skipped.append((lineno, f"not redacted: {exc}"))
+            continue
         out.write(json.dumps(row, ensure_ascii=False) + "\n")
         report.written += 1
         report.spans += len(row["spans"])

@@ -171,6 +171,7 @@ def replay(source: Path, out_path: Path, data_dir: Path | None, passphrase_file:
     summary = {"lines": report.lines, "ingested": report.ingested,  # type: ignore[attr-defined]
                "duplicates": report.duplicates,  # type: ignore[attr-defined]
                "erased": report.erased,  # type: ignore[attr-defined]
+               "unredactable": report.unredactable,  # type: ignore[attr-defined]
                "skipped": len(report.skipped), "out": str(out_path),  # type: ignore[attr-defined]
                "skipped_lines": [{"line": n, "error": msg}
                                  for n, msg in report.skipped]}  # type: ignore[attr-defined]
@@ -182,6 +183,9 @@ def replay(source: Path, out_path: Path, data_dir: Path | None, passphrase_file:
         if summary["erased"]:
             click.echo(f"{summary['erased']} prompt(s) not stored: their users were erased "
                        "after they were sent.", err=True)
+        if summary["unredactable"]:
+            click.echo(f"{summary['unredactable']} prompt(s) not stored: their redaction did "
+                       "not finish (pattern_timeout_s, docs/redaction.md).", err=True)
 
 
 COMMANDS = [replay]

@@ -32,8 +32,9 @@ os.environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"] = ""
 os.environ.setdefault("TLDEXTRACT_CACHE", "")
 
 from appliance.config import RedactionSettings  # noqa: E402
-from appliance.records import PiiSpan, Prompt, Redacted  # noqa: E402
+from appliance.records import PiiSpan, Prompt, Redacted, Unredactable  # noqa: E402
 from appliance.redact.analyzer import build_analyzer  # noqa: E402
+from appliance.redact.failclosed import RedactionFailed, timeout_watch  # noqa: E402
 from appliance.redact.normalize import normalize  # noqa: E402
 
 log = logging.getLogger("semtrace.redact")
@@ -108,6 +109,10 @@ class Redactor:
         cache = cache_dir or Path(tempfile.gettempdir()) / "semtrace-cache"
         self._analyzer, self._gazetteer = build_analyzer(settings, cache)
         self._nlp = self._analyzer.nlp_engine.nlp["en"]
+        self._watch = timeout_watch()
+        # Presidio checks an e-mail's domain with tldextract, whose suffix list loads on the
+        # first e-mail (0.4 s) inside the pattern's time limit: loaded now instead.
+        self._analyze_each(["Mail warm.up@example.com"])
 
     def analyze(self, text: str) -> list[Detection]:
         """Detected PII spans in `text` (original offsets), overlaps resolved.
@@ -122,14 +127,37 @@ class Redactor:
 
     def analyze_many(self, texts: Sequence[str]) -> list[list[Detection]]:
         """`analyze` of each text, with spaCy's NER run over them as one batch: its network
-        cost 2.5 ms a prompt one by one and 0.95 ms in packs of 64, with the same entities."""
+        cost 2.5 ms a prompt one by one and 0.95 ms in packs of 64, with the same entities.
+        Raises `RedactionFailed` (no text in it) for the first text the analyser could not
+        finish."""
+        found = self._analyze_each(texts)
+        for hits in found:
+            if isinstance(hits, RedactionFailed):
+                raise hits
+        return [h for h in found if not isinstance(h, RedactionFailed)]
+
+    def _analyze_each(self, texts: Sequence[str]) -> list[list[Detection] | RedactionFailed]:
         norms = [normalize(text) for text in texts]
         engine = self._analyzer.nlp_engine
         with self._nlp.memory_zone():
             nlp = engine.process_batch([n.text for n in norms], "en",
                                        batch_size=max(1, len(norms)))
-            return [self._analyze(norm.text, norm.original_span, artifacts)
+            return [self._analyze_closed(norm.text, norm.original_span, artifacts)
                     for norm, (_, artifacts) in zip(norms, nlp, strict=True)]
+
+    def _analyze_closed(self, seen: str, original_span: Callable[[int, int], tuple[int, int]],
+                        artifacts: Any) -> list[Detection] | RedactionFailed:
+        """`_analyze`, or the reason it did not finish: a pattern past its time limit, or
+        any recogniser's error (its type only: a message may quote the text)."""
+        self._watch.reset()
+        try:
+            hits = self._analyze(seen, original_span, artifacts)
+            self._watch.check()
+        except RedactionFailed as failed:
+            return failed
+        except Exception as exc:
+            return RedactionFailed(f"a recogniser failed ({type(exc).__name__})")
+        return hits
 
     def _analyze(self, seen: str, original_span: Callable[[int, int], tuple[int, int]],
                  artifacts: Any) -> list[Detection]:
@@ -155,10 +183,13 @@ class Redactor:
         """Replace every detected span with a typed placeholder."""
         return apply_redaction(prompt, self.analyze(prompt.text))
 
-    def redact_many(self, prompts: Sequence[Prompt]) -> list[Redacted]:
-        """`redact` of each prompt, spaCy running over them as one batch (a service batch)."""
-        found = self.analyze_many([p.text for p in prompts])
-        return [apply_redaction(p, hits) for p, hits in zip(prompts, found, strict=True)]
+    def redact_many(self, prompts: Sequence[Prompt]) -> list[Redacted | Unredactable]:
+        """`redact` of each prompt, spaCy running over them as one batch (a service batch).
+        A prompt the analyser could not finish is `Unredactable` (fail closed: refused, never
+        stored partly redacted); the others are redacted as usual."""
+        found = self._analyze_each([p.text for p in prompts])
+        return [Unredactable(p, str(hits)) if isinstance(hits, RedactionFailed)
+                else apply_redaction(p, hits) for p, hits in zip(prompts, found, strict=True)]
 
 
 def apply_redaction(prompt: Prompt, hits: list[Detection]) -> Redacted:

@@ -98,6 +98,7 @@ def build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, A
         ReportedSpeakerRecognizer,
         VenueRecognizer,
     )
+    from appliance.redact.failclosed import bound_patterns, set_presidio_timeout
     from appliance.redact.gazetteer import PlaceNameRecognizer, load_gazetteer
     from appliance.redact.names import PersonNameRecognizer
     from appliance.redact.nationality import DemonymRecognizer
@@ -166,6 +167,9 @@ def build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, A
         registry.add_recognizer(PatternRecognizer(
             supported_entity=custom.entity, patterns=patterns, context=custom.context,
             name=f"semtrace_{custom.entity.lower()}"))
+    # Fail closed: a pattern that runs past the policy's limit refuses the prompt.
+    set_presidio_timeout(settings.pattern_timeout_s)
+    bound_patterns(registry.recognizers, settings.pattern_timeout_s)
     analyzer = AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"])
     return analyzer, gazetteer
 

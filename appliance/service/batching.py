@@ -7,8 +7,8 @@ import asyncio
 import logging
 import time
 
-from appliance.protocol import ERASED, ProtocolError
-from appliance.records import Erased, Outcome
+from appliance.protocol import ERASED, UNREDACTABLE, ProtocolError
+from appliance.records import Erased, Outcome, Unredactable
 from appliance.service.core import ServiceCore, _Item
 from appliance.service.storage_errors import STORAGE_CODES, storage_error
 
@@ -76,6 +76,9 @@ class Batching(ServiceCore):
             if isinstance(outcome, Erased):
                 self._erased(item)
                 continue
+            if isinstance(outcome, Unredactable):
+                self._unredactable(item, outcome.reason)
+                continue
             stored.append((item, outcome))
             self.counters["duplicates" if outcome.duplicate else "ingested"] += 1
             if item.future and not item.future.done():
@@ -93,6 +96,17 @@ class Batching(ServiceCore):
             "event": "ingest_erased", "request_id": p.request_id, "tenant": p.tenant})
         if item.future and not item.future.done():
             item.future.set_exception(ProtocolError("erased", ERASED, p.request_id))
+
+    def _unredactable(self, item: _Item, reason: str) -> None:
+        """A prompt whose redaction did not finish: refused (fail closed), nothing of it
+        written. The log names the cause, never the text."""
+        self.counters["unredactable"] += 1
+        p = item.prompt
+        log.warning("not stored: its redaction did not finish (%s)", reason, extra={
+            "event": "ingest_unredactable", "request_id": p.request_id, "tenant": p.tenant})
+        if item.future and not item.future.done():
+            item.future.set_exception(ProtocolError("unredactable", UNREDACTABLE,
+                                                    p.request_id))
 
     def _start_giving_up(self, exc: BaseException) -> None:
         """Stopping on a full or failing disk: refuse what is queued rather than run each

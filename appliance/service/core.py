@@ -75,7 +75,7 @@ class ServiceCore:
         self._started = time.monotonic()
         self.counters: dict[str, int] = {"ingested": 0, "duplicates": 0, "errors": 0,
                                          "rejected_peers": 0, "busy": 0, "batches": 0,
-                                         "erased": 0}
+                                         "erased": 0, "unredactable": 0}
         self.on_batch: Callable[[list[Outcome], float], None] | None = None
         self.observer: ServiceObserver | None = None
         self.scheduler: Any = None  # set by the caller that schedules jobs

@@ -1,0 +1,128 @@
+"""Presidio's regular expressions fail closed: a prompt they cannot finish is refused.
+
+Presidio runs each pattern with a time limit (`REGEX_TIMEOUT_SECONDS`, 60 s unless the
+environment says otherwise) and, when a pattern runs past it, logs a warning and goes on
+without what the pattern would have found: the prompt came out partly redacted. Here every
+pattern recogniser's expressions run under the policy's `pattern_timeout_s`, and a pattern
+that runs past it raises `RedactionFailed` out of the analyser (not a `TimeoutError`, which
+Presidio would catch). Presidio's other timed expressions (the IBAN recogniser's, which
+calls the `regex` module directly) get the same limit, and their skip-with-a-warning is
+caught from Presidio's log (`TimeoutWatch`) and turned into the same refusal.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any, cast
+
+from appliance.errors import SemtraceError
+
+PRESIDIO_LOGGER = "presidio-analyzer"
+
+
+class RedactionFailed(SemtraceError):
+    """The analyser could not finish a prompt. The message names the cause (a recogniser,
+    a pattern name, an exception type), never the text."""
+
+
+class _BoundedRegex:
+    """A compiled `regex` pattern whose `finditer` runs under our limit and fails closed."""
+
+    def __init__(self, compiled: Any, timeout: float, where: str) -> None:
+        self._compiled = compiled
+        self._timeout = timeout
+        self._where = where
+
+    def finditer(self, text: str, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        kwargs["timeout"] = self._timeout
+        try:
+            yield from self._compiled.finditer(text, *args, **kwargs)
+        except TimeoutError:
+            raise RedactionFailed(f"the pattern {self._where} ran longer than "
+                                  f"{self._timeout:g} s") from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._compiled, name)
+
+
+def bound_patterns(recognizers: Iterable[Any], timeout: float) -> int:
+    """Put every pattern of Presidio's pattern recognisers (its own, ours, the policy's
+    custom ones) under `timeout`; returns how many. Presidio compiles a pattern lazily, and
+    again when the flags change: whatever it assigns is wrapped as it is assigned."""
+    from presidio_analyzer import Pattern, PatternRecognizer
+
+    class BoundedPattern(Pattern):
+        @property
+        def compiled_regex(self) -> Any:
+            return self.__dict__.get("_bounded")
+
+        @compiled_regex.setter
+        def compiled_regex(self, compiled: Any) -> None:
+            self.__dict__["_bounded"] = (None if compiled is None else _BoundedRegex(
+                compiled, timeout, f"'{self.name}' of {self.__dict__.get('_owner', '?')}"))
+
+    count = 0
+    for recognizer in recognizers:
+        if not isinstance(recognizer, PatternRecognizer):
+            continue
+        recognizer = cast(Any, recognizer)
+        bounded = []
+        for p in recognizer.patterns:
+            b = BoundedPattern(p.name, p.regex, p.score)
+            b.__dict__["_owner"] = recognizer.name
+            bounded.append(b)
+        recognizer.patterns = bounded
+        count += len(bounded)
+    return count
+
+
+def set_presidio_timeout(timeout: float) -> None:
+    """Presidio's own limit (read from its modules' globals at each call) set to ours, for the
+    expressions it runs outside a pattern recogniser's `finditer` (the IBAN checks)."""
+    from presidio_analyzer import analyzer_engine, pattern_recognizer
+    from presidio_analyzer.predefined_recognizers.generic import iban_recognizer
+
+    for module in (analyzer_engine, pattern_recognizer, iban_recognizer):
+        module.REGEX_TIMEOUT_SECONDS = timeout  # type: ignore[attr-defined]
+
+
+class TimeoutWatch(logging.Filter):
+    """Catches Presidio's "timed out, skipping" warnings (logged with the `TimeoutError`) on
+    this thread: `check` then raises `RedactionFailed`. The warning itself is dropped (its
+    traceback says nothing a reader needs; the refusal is logged without the text)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, TimeoutError):
+            self._local.failed = True
+            return False
+        return True
+
+    def reset(self) -> None:
+        self._local.failed = False
+
+    def check(self) -> None:
+        if getattr(self._local, "failed", False):
+            self._local.failed = False
+            raise RedactionFailed("a Presidio expression ran longer than its time limit")
+
+
+_WATCH = TimeoutWatch()
+
+
+def timeout_watch() -> TimeoutWatch:
+    """The process's watch, on Presidio's logger (added once; its warnings kept enabled so
+    that a quieter log level cannot hide a timeout from it)."""
+    logger = logging.getLogger(PRESIDIO_LOGGER)
+    if _WATCH not in logger.filters:
+        logger.addFilter(_WATCH)
+    if not logger.isEnabledFor(logging.WARNING):
+        logger.setLevel(logging.WARNING)
+    logger.disabled = False
+    return _WATCH

@@ -1,0 +1,131 @@
+"""Redaction fails closed: a prompt the analyser cannot finish (a pattern past the policy's
+`pattern_timeout_s`, Presidio's own timeout skip, a recogniser's error) is refused with one
+error reply, counted and logged without its text, and nothing of it reaches the store.
+Before, Presidio skipped the timed-out pattern with a warning and the prompt was stored
+with what that pattern would have found left in clear. Real Presidio, spaCy, llama.cpp,
+SQLCipher and the service's socket."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_prompt, running_service, scan_for
+
+from appliance.client import Client
+
+CANARY = "quimby.failclosed@example.com"
+CARD = "4111 1111 1111 1111"
+# Nested alternation before a lookahead that never holds: the `regex` module cannot cut
+# its backtracking short, so a run of x's takes exponential time.
+CATASTROPHIC = r"(?:x|xx)+(?=y)\w"
+PATHOLOGICAL = f"Mail {CANARY} my card {CARD} and this: " + "x" * 60 + "z"
+
+
+@pytest.fixture(scope="module")
+def strict_redactor(policies: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The real redactor with one custom recogniser whose pattern backtracks
+    catastrophically, under a 0.5 s limit."""
+    from appliance.config import RedactionSettings
+    from appliance.redact import Redactor
+
+    base = policies.redaction.model_dump()
+    settings = RedactionSettings.model_validate({
+        **base, "entities": [*base["entities"], "TICKET"], "pattern_timeout_s": 0.5,
+        "custom": [*base["custom"], {"entity": "TICKET", "patterns": [
+            {"name": "ticket_ref", "regex": CATASTROPHIC, "score": 0.9}]}]})
+    return Redactor(settings, cache_dir=tmp_path_factory.mktemp("tld"))
+
+
+@pytest.fixture
+def strict_pipeline(runtime: Any, embedder: Any, strict_redactor: Any) -> Any:
+    from appliance.index import VectorIndex
+    from appliance.link import make_linker
+    from appliance.pipeline import Pipeline
+
+    return Pipeline(store=runtime.store, index=VectorIndex(embedder.dims),
+                    keyring=runtime.keyring, redactor=strict_redactor, embedder=embedder,
+                    linker=make_linker(runtime.policies.correlation),
+                    policies=runtime.policies)
+
+
+def test_a_pattern_past_its_time_limit_refuses_that_prompt_only(strict_redactor: Any) -> None:
+    from appliance.records import Redacted, Unredactable
+    from appliance.redact.failclosed import RedactionFailed
+
+    ok, bad = strict_redactor.redact_many([make_prompt(f"Mail {CANARY} today, xxy ok"),
+                                           make_prompt(PATHOLOGICAL)])
+    assert isinstance(ok, Redacted) and CANARY not in ok.text and "<EMAIL_ADDRESS>" in ok.text
+    assert isinstance(bad, Unredactable)
+    assert "ticket_ref" in bad.reason and "0.5 s" in bad.reason
+    assert CANARY not in bad.reason and "xxxx" not in bad.reason and CANARY not in repr(bad)
+    with pytest.raises(RedactionFailed) as raised:
+        strict_redactor.redact(make_prompt(PATHOLOGICAL))
+    assert CANARY not in str(raised.value)
+
+
+def test_presidio_timeout_skip_and_recogniser_errors_refuse_too(
+        strict_redactor: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Presidio's own "timed out, skipping" path (the IBAN recogniser's, which does not go
+    through a pattern's `finditer`) and any other recogniser error refuse the prompt."""
+    from appliance.records import Unredactable
+
+    iban = next(r for r in strict_redactor._analyzer.registry.recognizers
+                if r.name == "IbanRecognizer")
+    presidio_log = logging.getLogger("presidio-analyzer")
+
+    def skipped(*args: Any, **kwargs: Any) -> list[Any]:  # as Presidio does on a timeout
+        try:
+            raise TimeoutError("regex timed out")
+        except TimeoutError:
+            presidio_log.warning("Regex pattern '%s' timed out after %s seconds, skipping.",
+                                 "IBAN", 0.05, exc_info=True)
+        return []
+
+    monkeypatch.setattr(iban, "analyze", skipped)
+    [red] = strict_redactor.redact_many([make_prompt(f"Mail {CANARY} please")])
+    assert isinstance(red, Unredactable) and "time limit" in red.reason
+
+    def broken(text: str, *args: Any, **kwargs: Any) -> list[Any]:
+        raise ValueError(f"cannot parse {text}")
+
+    monkeypatch.setattr(iban, "analyze", broken)
+    [red] = strict_redactor.redact_many([make_prompt(f"Mail {CANARY} please")])
+    assert isinstance(red, Unredactable) and "ValueError" in red.reason
+    assert CANARY not in red.reason
+    monkeypatch.undo()  # the module's redactor works as before afterwards
+    [red] = strict_redactor.redact_many([make_prompt(f"Mail {CANARY} please")])
+    assert not isinstance(red, Unredactable) and "<EMAIL_ADDRESS>" in red.text
+
+
+def test_socket_ingest_is_refused_and_nothing_reaches_the_store(
+        strict_pipeline: Any, data_dir: Path, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    sock = tmp_path / "s.sock"
+    with running_service(strict_pipeline, sock), Client(sock, timeout=600) as c:
+        good = c.ingest(tenant="acme", user_id="alice", request_id="good-1",
+                        text="Which clauses in the lease cover the deposit?")
+        assert good["ok"]
+        reply = c.ingest(tenant="acme", user_id="alice", text=PATHOLOGICAL,
+                         request_id="bad-1")
+        again = c.ingest(tenant="acme", user_id="alice", text=PATHOLOGICAL,
+                         request_id="bad-1")
+        stats = c.request({"v": 1, "op": "stats"})
+        lookup = c.request({"v": 1, "op": "lookup", "tenant": "acme", "request_id": "bad-1"})
+    assert reply["ok"] is False and reply["error"]["code"] == "unredactable"
+    assert reply["request_id"] == "bad-1" and "not stored" in reply["error"]["message"]
+    assert CANARY not in str(reply) and CARD not in str(reply)
+    assert again["error"]["code"] == "unredactable"  # a retry is refused the same way
+    assert lookup["error"]["code"] == "not_found"
+    assert stats["counters"]["unredactable"] == 2 and stats["counters"]["ingested"] == 1
+    texts = [r.text or "" for r in strict_pipeline.store.records("1 = 1", ())]
+    assert len(texts) == 1 and "lease" in texts[0]
+    events = [r for r in caplog.records
+              if getattr(r, "event", None) == "ingest_unredactable"]
+    assert len(events) == 2 and all(r.request_id == "bad-1" for r in events)  # type: ignore[attr-defined]
+    logged = "\n".join(r.getMessage() + str(r.__dict__) for r in caplog.records)
+    assert CANARY not in logged and CARD not in logged and "xxxxxxxx" not in logged
+    assert scan_for(data_dir, [CANARY, CARD, "x" * 40]) == []
