@@ -1,21 +1,20 @@
-"""`semtrace serve | send`: the ingest service and its command-line client."""
+"""`semtrace serve`: the ingest service, on its Unix sockets (and NATS), until SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from appliance.cli import credential, credential_options, data_dir_option
-from appliance.cli.sockets import QUERY_SOCKET_NAME, ingest_socket
+from appliance.cli.service.jobs import _serve_with_jobs
+from appliance.cli.service.settings import cluster_settings, telemetry_settings
+from appliance.cli.sockets import QUERY_SOCKET_NAME
 from appliance.cluster import bus
-from appliance.errors import InputError, SemtraceError
+from appliance.errors import SemtraceError
 from appliance.runtime import default_data_dir, settle_heap
 
 SOCKET_NAME = "semtrace.sock"
@@ -199,203 +198,3 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     finally:
         lock.release()
         rt.close()
-
-
-def telemetry_settings(base: Any, metrics_listen: str | None, otlp_endpoint: str | None, *,
-                       metrics_group: str | None = None) -> Any:
-    """policies/telemetry.toml with the command line's addresses (and the metrics socket's
-    group); one sentence if invalid."""
-    from pydantic import ValidationError
-
-    from appliance.config import TelemetrySettings
-
-    data = base.model_dump()
-    if metrics_listen is not None:
-        data["metrics"]["listen"] = metrics_listen
-    if metrics_group is not None:
-        data["metrics"]["socket_group"] = metrics_group
-    if otlp_endpoint is not None:
-        data["tracing"]["otlp_endpoint"] = otlp_endpoint
-    try:
-        return TelemetrySettings.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        option = "--otlp-endpoint" if first["loc"][0] != "metrics" else (
-            "--metrics-group" if first["loc"][1:] == ("socket_group",) or (
-                metrics_group and "socket_group" in first["msg"]) else "--metrics")
-        raise click.BadParameter(first["msg"].removeprefix("Value error, "),
-                                 param_hint=option) from None
-
-
-def cluster_settings(base: Any, **given: Any) -> Any:
-    """policies/cluster.toml with the command line's values; one sentence if invalid."""
-    from pydantic import ValidationError
-
-    from appliance.config import ClusterSettings
-
-    data = base.model_dump()
-    data.update({k: v for k, v in given.items() if v is not None})
-    try:
-        settings = ClusterSettings.model_validate(data)
-        settings.owned()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise click.BadParameter(first["msg"].removeprefix("Value error, "),
-                                 param_hint=f"--{first['loc'][0]}".replace("--url", "--nats")
-                                 ) from None
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--own") from None
-    return settings
-
-
-async def _serve_with_jobs(service: Any, rt: Any, telemetry: Any = None) -> None:
-    """Run the service with its scheduled jobs (APScheduler, UTC): retention, daily DP releases."""
-    from datetime import UTC
-
-    from apscheduler.schedulers.asyncio import AsyncIOScheduler
-    from apscheduler.triggers.cron import CronTrigger
-
-    from appliance.audit import AuditLog
-    from appliance.daily import make_daily
-    from appliance.erasure import erase_requested
-    from appliance.retention import Shredder
-    from appliance.service.retention_job import RetentionJob
-
-    audit = AuditLog(rt.store.db, rt.keyring.audit_signer(), anchor=rt.store.keys_db)
-    shredder = Shredder(rt.store, audit, index=service.pipeline.index,
-                        on_user_shredded=service.pipeline.forget)
-    retention = RetentionJob(service, shredder, rt.keyring, telemetry=telemetry)
-
-    async def release_job() -> None:
-        await service.in_worker(lambda: make_daily(rt.store, service.policies))
-
-    async def startup_jobs() -> None:
-        try:
-            await retention.run(catchup=True)
-        finally:  # what retention shreds is out of the day's releases
-            if service.state != "stopping":
-                await release_job()
-
-    scheduler = AsyncIOScheduler(timezone=UTC)
-    scheduler.add_job(retention.run, CronTrigger.from_crontab(
-        service.policies.retention.schedule_cron, timezone=UTC), id="retention",
-        replace_existing=True, coalesce=True, max_instances=1, misfire_grace_time=3600)
-    scheduler.add_job(release_job, CronTrigger.from_crontab(
-        service.policies.privacy.release_cron, timezone=UTC), id="daily-releases",
-        replace_existing=True, coalesce=True, max_instances=1, misfire_grace_time=3600)
-    await service.in_worker(audit.append, "start", {"pid": __import__("os").getpid()})
-    service.audit = audit.append
-    service.eraser = functools.partial(erase_requested, shredder, service, rt.keyring)
-    scheduler.start()
-    service.scheduler = scheduler
-    retention.begin_catchup()  # before the sockets open: ping and /metrics say so at once
-    startup = asyncio.ensure_future(startup_jobs())  # a host that was off catches up now
-    # topics refined off the ingest path, a quiet tenant's too (else only in line, at
-    # every `topic_refine_every`-th prompt: a tenant below it never got its labels)
-    topics = service.pipeline.topics if hasattr(service.pipeline.topics, "start") else None
-    if topics is not None:
-        topics.start(interval=service.policies.privacy.topic_refine_seconds)
-    try:
-        await service.run()
-    finally:
-        scheduler.shutdown(wait=False)
-        await asyncio.gather(startup, return_exceptions=True)
-        if topics is not None:
-            _stop_topics(topics)
-        _audit_stop(audit)
-
-
-def _stop_topics(topics: Any) -> None:
-    """Stop the background refinement, refining what is pending first; a failure is
-    logged, never stops the stop."""
-    import logging
-
-    try:
-        topics.stop(flush=True)
-    except Exception:
-        logging.getLogger("semtrace.service").exception(
-            "the last topic refinement failed", extra={"event": "topics_refine"})
-
-
-def _audit_stop(audit: Any) -> None:
-    """The `stop` audit entry; on a full or failing disk a log line instead (the entry's
-    transaction is rolled back whole, the chain stays valid)."""
-    import logging
-
-    from appliance.service import STORAGE_CODES, storage_error
-
-    try:
-        audit.append("stop", {})
-    except Exception as exc:
-        code = storage_error(exc, None).code
-        if code not in STORAGE_CODES:
-            raise
-        logging.getLogger("semtrace.service").error(
-            "the stop could not be written to the audit log (%s)", code,
-            extra={"event": "audit_stop_failed", "code": code})
-
-
-def _requests(lines: Any, run: str | None = None, skipped: list[int] | None = None) -> Any:
-    """Request objects of stdin's lines; a line without `request_id` gets `send-<run>-N`,
-    unique to this invocation, so a second file's line N is not taken for a duplicate.
-    Lines that are not a JSON object (or not UTF-8) are named by number only and their
-    numbers added to `skipped`."""
-    import secrets
-
-    run = run or secrets.token_hex(4)
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line.decode("utf-8") if isinstance(line, bytes) else line)
-            why = "it is not a JSON object"
-        except UnicodeDecodeError:
-            obj, why = None, "it is not valid UTF-8"
-        except ValueError:
-            obj, why = None, "it is not a JSON object"
-        if not isinstance(obj, dict):
-            click.echo(f"semtrace: line {lineno} skipped: {why}.", err=True)
-            if skipped is not None:
-                skipped.append(lineno)
-            continue
-        obj.setdefault("v", 1)
-        obj.setdefault("op", "ingest")
-        obj.setdefault("request_id", f"send-{run}-{lineno}")
-        yield obj
-
-
-@click.command()
-@data_dir_option
-@click.option("--socket", "socket_path", type=click.Path(path_type=Path), default=None,
-              help="The service's socket (default DATA_DIR/semtrace.sock; on an installed "
-              "service's host, with no data dir of your own, the service's).")
-@click.option("--window", type=click.IntRange(1, 4096), default=64, show_default=True,
-              help="Requests in flight at once.")
-@click.option("--json", "as_json", is_flag=True, help="Replies are JSON lines (always).")
-def send(data_dir: Path | None, socket_path: Path | None, window: int, as_json: bool) -> None:
-    """Stream JSON-lines requests from stdin to the service; print one reply per line."""
-    from appliance.client import Client, connection_refusal
-
-    path = ingest_socket(socket_path, data_dir, SOCKET_NAME)
-    failed = sent = 0
-    skipped: list[int] = []
-    with Client(path) as client:
-        for reply in client.stream(_requests(sys.stdin.buffer, skipped=skipped),
-                                   window=window):
-            refusal = connection_refusal(reply)  # every request sent here has an id
-            if refusal is not None:
-                raise refusal
-            sent += 1
-            failed += 0 if reply.get("ok") else 1
-            click.echo(json.dumps(reply))
-    if not sent and not skipped:
-        raise InputError("stdin held no requests (it is empty or blank).")
-    if failed:
-        click.echo(f"semtrace: {failed} request(s) were refused.", err=True)
-    if skipped:
-        click.echo(f"semtrace: {len(skipped)} line(s) were not sent.", err=True)
-    if failed or skipped:
-        sys.exit(1)
-
-
-COMMANDS = [serve, send]
