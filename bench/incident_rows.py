@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
@@ -27,14 +26,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from topic_rows import END, START, summary, week  # noqa: E402
+from topic_rows import END, START, scratch, summary, week  # noqa: E402
 
 from appliance import analytics  # noqa: E402
 from appliance.analytics import OTHER_TOPICS, ThreadRow  # noqa: E402
 from appliance.config import load_policies  # noqa: E402
-from appliance.keys import Keyring  # noqa: E402
-from appliance.privacy import PrivacyGate  # noqa: E402
-from appliance.store import Store  # noqa: E402
 
 
 def draw(threads: list[ThreadRow], people: dict[str, int], runs: int, days: int
@@ -47,9 +43,7 @@ def draw(threads: list[ThreadRow], people: dict[str, int], runs: int, days: int
     split = END - timedelta(days=days)
     window = [t for t in threads if t.turns[0].ts >= split]
     base = [t for t in threads if t.turns[0].ts < split]
-    tmp = Path(tempfile.mkdtemp(prefix="semtrace-incident-rows-"))
-    store = Store.open(tmp, Keyring.random())
-    gate = PrivacyGate(store.db, cfg)
+    tmp, store, gate = scratch("semtrace-incident-rows-", cfg)
     out: dict[str, list[float]] = defaultdict(list)
     for _ in range(runs):
         for way, fold in (("before", None), ("now", shared)):

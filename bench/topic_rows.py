@@ -76,9 +76,7 @@ def draw(threads: list[ThreadRow], people: dict[str, int], runs: int, big: int
                                  "cross_user_topics": {"t": True}})
     shared = frozenset(t for t, n in people.items() if n >= k)
     small_threads = sum(1 for t in threads if t.topic not in shared | {analytics.NO_TOPIC})
-    tmp = Path(tempfile.mkdtemp(prefix="semtrace-topic-rows-"))
-    store = Store.open(tmp, Keyring.random())
-    gate = PrivacyGate(store.db, cfg)
+    tmp, store, gate = scratch("semtrace-topic-rows-", cfg)
     out: dict[str, list[float]] = defaultdict(list)
     for _ in range(runs):
         for way, fold in (("before", None), ("now", shared)):
@@ -100,6 +98,14 @@ def draw(threads: list[ThreadRow], people: dict[str, int], runs: int, big: int
                     out["now_other_error"].append(abs(other.threads.value - small_threads))
                     out["now_other_ci95"].append(other.threads.ci95)
     return summary(store, tmp, out)
+
+
+def scratch(prefix: str, cfg: Any) -> tuple[Path, Store, PrivacyGate]:
+    """A scratch store under a new temporary folder and a privacy gate on it (`cfg`: the
+    privacy settings)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    store = Store.open(tmp, Keyring.random())
+    return tmp, store, PrivacyGate(store.db, cfg)
 
 
 def summary(store: Store, tmp: Path, out: dict[str, list[float]]) -> dict[str, Any]:

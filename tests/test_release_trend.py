@@ -65,10 +65,13 @@ def _stored(store: Any, policies: Any, day: date) -> dict[str, float]:
 
 
 @contextmanager
-def analyst_socket(pipeline: Any, data_dir: Path) -> Iterator[Path]:
-    """The real service on the pipeline; its query socket, with role analyst-acme for us."""
+def analyst_socket(pipeline: Any, data_dir: Path, monkeypatch: Any) -> Iterator[Path]:
+    """The real service on the pipeline; its query socket, with role analyst-acme for us,
+    and no store credential in our environment (a reader's CLI has only the socket)."""
     with serving(pipeline, {"analyst-acme": RoleSettings(
             permissions=READ, uids=[os.getuid()], tenants=["acme"])}, data_dir) as qsock:
+        for var in ("SEMTRACE_PASSPHRASE_FILE", "SEMTRACE_KEY_FILE", "CREDENTIALS_DIRECTORY"):
+            monkeypatch.delenv(var, raising=False)
         yield qsock
 
 
@@ -159,9 +162,7 @@ def test_the_trend_is_read_from_stored_daily_releases_and_spends_nothing(
         assert f"14 days │{cell}│" in text.output
     assert _ledger(runtime.store) == spent
 
-    with analyst_socket(pipeline, data_dir) as sock:
-        for var in ("SEMTRACE_PASSPHRASE_FILE", "SEMTRACE_KEY_FILE", "CREDENTIALS_DIRECTORY"):
-            monkeypatch.delenv(var, raising=False)
+    with analyst_socket(pipeline, data_dir, monkeypatch) as sock:
         remote = cli("stats", "topics", "--socket", str(sock), "--role", "analyst-acme",
                      "--tenant", "acme", "--json")
         assert remote.exit_code == 0, remote.output

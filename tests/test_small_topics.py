@@ -134,9 +134,7 @@ def test_topics_of_fewer_than_five_people_are_one_other_topics_row_last(
     keys_shown, name = _screen_rows(runtime, now)
     assert keys_shown == keys and name == LABEL
 
-    with analyst_socket(pipeline, data_dir) as sock:
-        for var in ("SEMTRACE_PASSPHRASE_FILE", "SEMTRACE_KEY_FILE", "CREDENTIALS_DIRECTORY"):
-            monkeypatch.delenv(var, raising=False)
+    with analyst_socket(pipeline, data_dir, monkeypatch) as sock:
         remote = cli("stats", "topics", "--socket", str(sock), "--role", "analyst-acme",
                      "--tenant", "acme", "--json")
         assert remote.exit_code == 0, remote.output
@@ -289,9 +287,7 @@ def test_blocks_and_incident_show_a_lone_topic_drawn_high_in_the_other_topics_ro
         assert "tp_lone" not in text and "unlabelled" not in text, text
         assert any(LABEL in r for r in stats_rows(text)), text
 
-    with analyst_socket(pipeline, data_dir) as sock:
-        for var in ("SEMTRACE_PASSPHRASE_FILE", "SEMTRACE_KEY_FILE", "CREDENTIALS_DIRECTORY"):
-            monkeypatch.delenv(var, raising=False)
+    with analyst_socket(pipeline, data_dir, monkeypatch) as sock:
         remote = ("--socket", str(sock), "--role", "analyst-acme")
         assert json.loads(stats("blocks", *remote, "--json"))["rows"] == blocks
         assert [r for r in json.loads(stats("incident", *remote, "--json"))["rows"]
