@@ -272,8 +272,10 @@ def _rotation_round(svc: Service, *, rng: random.Random, tag: str, step: int,
 
 # ---------------------------------------------------------------- protocol fuzzing
 
+# What garbage may earn; never `internal`. `unredactable`: a hostile text redaction could not
+# finish is refused by design (fail closed, docs/redaction.md), not a crash.
 ERROR_CODES = {"bad_frame", "bad_json", "bad_version", "unknown_op", "bad_request", "not_found",
-               "busy", "frame_too_large"}  # what garbage may earn; never `internal`
+               "busy", "frame_too_large", "unredactable"}
 
 
 class InProcess:
