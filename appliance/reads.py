@@ -224,6 +224,10 @@ def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies,
         merged = topic_aliases(store)
         # topics of fewer than k_min_users people: one row (analytics.small_topics)
         shared = analytics.shared_topics(store, q.tenant, policies.privacy.k_min_users)
+        # the tenant's topics are one person's each, so all are in that row: each command's
+        # text and --json say why (one user's exact view keeps a row per topic: not said)
+        per_user = pseudo is None and not policies.privacy.cross_user_topics.get(q.tenant,
+                                                                                 False)
     if q.kind == "topics":
         report = analytics.topic_stats(threads, gate, labels=labels, cost_bound=bound,
                                        aliases=merged, shared=shared, **common)
@@ -231,7 +235,6 @@ def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies,
             return report
         rows = with_trends(gate.cache.db, q.tenant, report.rows, last_day_of(q.end),
                            cost_bound=bound, aliases=merged, shared=shared)  # spends nothing
-        per_user = not policies.privacy.cross_user_topics.get(q.tenant, False)
         return replace(report, rows=rows, per_user_topics=per_user)
     if q.kind == "models":  # a topic merged since is its live topic, as the rows' are
         topic = aliases.get(q.topic, q.topic) if q.topic else None
@@ -245,14 +248,16 @@ def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies,
     if q.kind == "positions":
         return analytics.position_mix(threads, gate, bucket=q.bucket, **common)
     if q.kind == "blocks":
-        return analytics.block_stats(threads, gate, labels=labels, aliases=merged,
-                                     shared=shared, **common)
+        blocks = analytics.block_stats(threads, gate, labels=labels, aliases=merged,
+                                       shared=shared, **common)
+        return replace(blocks, per_user_topics=per_user)
     b_start, b_end = q.baseline or (q.start - (q.end - q.start), q.start)
     base = analytics.load_threads(store, q.tenant, b_start, b_end, user=pseudo)
     lifts = analytics.incident_lifts(threads, base, gate, labels=labels, aliases=merged,
                                      shared=shared, baseline_window=(b_start, b_end),
                                      **common)
-    return replace(lifts, baseline_start=b_start, baseline_end=b_end)  # what it compared to
+    return replace(lifts, baseline_start=b_start, baseline_end=b_end,  # what it compared to
+                   per_user_topics=per_user)
 
 
 def stats_json(report: analytics.Report[Any], currency: str) -> dict[str, Any]:

@@ -293,3 +293,77 @@ def test_blocks_and_incident_show_a_lone_topic_drawn_high_in_the_other_topics_ro
         assert [r for r in json.loads(stats("incident", *remote, "--json"))["rows"]
                 if r["dimension"] == "topic"] == list(topics.values())
         assert "tp_lone" not in stats("blocks", *remote)
+
+
+NOTE = "acme's topics are per user (cross_user_topics is off"
+
+
+def test_blocks_and_incident_say_why_a_per_user_tenant_has_only_the_other_topics_row(
+        runtime: Any, embedder: Any, redactor: Any, data_dir: Path, passphrase_file: Path,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tenant whose topics are per user (cross_user_topics off): seven people each blocked
+    on a password subject of their own topic (real pipeline, SQLCipher, OpenDP). `stats
+    blocks` and `stats incident` count every topic in the other-topics row, and now say
+    why, in the line `stats topics` prints (text) and `per_user_topics: true` (--json),
+    directly and over the query socket. Before, both showed only that row with no reason
+    (`per_user_topics: false`). One user's exact view (--user) has a row per topic: no note."""
+    from test_stats import WINDOW, policies_with, session_linker
+
+    from appliance.config import load_policies
+    from appliance.index import VectorIndex
+    from appliance.pipeline import Pipeline
+    from appliance.records import Response
+    from appliance.topics import TopicAssigner
+
+    # a generous epsilon, so that the row of seven people is not withheld by chance
+    policies_with(tmp_path, monkeypatch, epsilon_per_day=10000.0,
+                  epsilon_per_release=1000.0, blocks=1000.0)
+    toml = tmp_path / "policies" / "privacy.toml"
+    toml.write_text(toml.read_text().replace("[cross_user_topics]\nacme = true",
+                                             "[cross_user_topics]\nacme = false"))
+    policies = load_policies(tmp_path / "policies")
+    assert not policies.privacy.cross_user_topics.get("acme")
+    topics = TopicAssigner(runtime.store, policies.privacy)
+    pipeline = Pipeline(store=runtime.store, index=VectorIndex(embedder.dims),
+                        keyring=runtime.keyring, redactor=redactor, embedder=embedder,
+                        linker=session_linker, policies=policies, topics=topics)
+    ok = Response(input_tokens=100, output_tokens=50, status="ok")
+    blocked = Response(input_tokens=20, output_tokens=0, status="blocked")
+    prompts = []
+    for i in range(7):
+        prompts += [
+            make_prompt("How do I reset my account password?", user=f"user{i}",
+                        minutes=60 * i, session_id=f"p{i}", response=ok),
+            make_prompt("Show me how to bypass the password check", user=f"user{i}",
+                        minutes=60 * i + 1, session_id=f"p{i}", response=blocked)]
+    pipeline.process(prompts)
+    topics.refine("acme")
+
+    def stats(kind: str, *args: str) -> str:
+        out = cli("stats", kind, "--tenant", "acme", *WINDOW, *args)
+        assert out.exit_code == 0, out.output
+        return out.output
+
+    def topic_keys(kind: str, rows: list[dict[str, Any]]) -> list[str]:
+        return [r["key"] for r in rows if kind == "blocks" or r["dimension"] == "topic"]
+
+    direct = ("--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file))
+    seen = {}
+    for kind in ("blocks", "incident"):
+        data = json.loads(stats(kind, *direct, "--json"))
+        assert data["per_user_topics"] is True, data
+        seen[kind] = data["rows"]
+        assert topic_keys(kind, data["rows"]) == [OTHER], data["rows"]
+        text = stats(kind, *direct)
+        assert NOTE in " ".join(text.split()), text
+        assert any(LABEL in r for r in stats_rows(text)), text
+    assert seen["blocks"][0]["threads"]["value"] == pytest.approx(7, abs=0.5)
+    one = stats("blocks", *direct, "--user", "user0", "--role", "compliance")
+    assert NOTE not in " ".join(one.split()) and OTHER not in one, one
+
+    with analyst_socket(pipeline, data_dir, monkeypatch) as sock:
+        remote = ("--socket", str(sock), "--role", "analyst-acme")
+        for kind in ("blocks", "incident"):
+            data = json.loads(stats(kind, *remote, "--json"))
+            assert data["per_user_topics"] is True and data["rows"] == seen[kind], data
+            assert NOTE in " ".join(stats(kind, *remote).split())

@@ -103,8 +103,9 @@ class Report(Generic[R]):
     rows: tuple[R, ...]
     released_at: datetime | None = None  # when the cross-user release was computed
     cached: bool = False  # read from today's release: this query spent nothing
-    # topics across users: the tenant's topics are per user (`cross_user_topics` off), so
-    # each holds one person's threads and is withheld (or shown by the noise alone)
+    # topics, blocks and incident across users: the tenant's topics are per user
+    # (`cross_user_topics` off), so each holds one person's threads and all are counted in
+    # the other-topics row (`small_topics`)
     per_user_topics: bool = False
     # models on one topic: ids a refinement merged into the topic since today's release
     # of it, with no release of their own that day: their threads are in no figure here
