@@ -8,7 +8,8 @@ last `--window-days` days, the baseline the days before (threads by their first 
 `PrivacyGate` (OpenDP, the shipped privacy.toml). Per release: topic rows shown, rows of
 topics under k people, those marked significant (`*`, a rise beyond the noise), and now
 the other-topics row. `stats blocks` folds the same way; this stream has no guardrail
-block, so it is not measured here. Prints figures; asserts nothing.
+block, so bench/block_rows.py measures it on synthetic blocks. Prints figures; asserts
+nothing.
 
     .venv/bin/python bench/incident_rows.py [--runs 100] [--window-days 2] [--json]
 """
