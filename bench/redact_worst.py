@@ -8,7 +8,8 @@ IBAN (a new address each time) up to the length asked for; 32,768 characters is 
 prompt the service takes (`max_text_chars`). Each length is timed with the redactor as it is
 (`LinearContextEnhancer`, appliance/redact/enhancer.py) and, up to `--presidio-up-to`
 characters (default 8,000: at 32,768 it took minutes), with Presidio's own
-`LemmaContextAwareEnhancer` swapped in, the code before. Both must find the same spans with
+`LemmaContextAwareEnhancer` swapped in (matching context words as whole words, as the
+redactor does), the code before. Both must find the same spans with
 the same scores: the script says so, or stops. Median wall time of `--runs` runs, after one
 warm-up run per length.
 """
@@ -74,24 +75,32 @@ def main() -> int:
 
     from appliance.config import RedactionSettings, load_policy
     from appliance.redact import Redactor
-    from appliance.redact.enhancer import LinearContextEnhancer
+    from appliance.redact.enhancer import LinearContextEnhancer, whole_word_match
+
+    class PresidioWholeWords(LemmaContextAwareEnhancer):  # type: ignore[misc]
+        """Presidio's own enhancer, matching context words as whole words as the redactor's."""
+
+        def _find_supportive_word_in_context(self, words: Any, context: Any, *_: Any) -> str:
+            return whole_word_match(words, context)
 
     note = sys.stderr if args.json else sys.stdout
     with tempfile.TemporaryDirectory() as tmp:
         redactor = Redactor(load_policy("redaction", RedactionSettings), cache_dir=Path(tmp))
         analyzer = redactor._analyzer
+        ours = analyzer.context_aware_enhancer
+        assert isinstance(ours, LinearContextEnhancer)
+        presidio = PresidioWholeWords() if ours.whole_words else LemmaContextAwareEnhancer()
         rows = []
         for chars in lengths:
             text = dense(chars)
             print(f"{chars} characters ...", file=note, flush=True)
-            analyzer.context_aware_enhancer = LinearContextEnhancer()
             linear, hits = timed(redactor, text, args.runs)
             row: dict[str, Any] = {"chars": chars, "hits": len(hits), "linear_s": linear,
                                    "presidio_s": None}
             if chars <= args.presidio_up_to:
-                analyzer.context_aware_enhancer = LemmaContextAwareEnhancer()
+                analyzer.context_aware_enhancer = presidio
                 row["presidio_s"], old_hits = timed(redactor, text, args.runs)
-                analyzer.context_aware_enhancer = LinearContextEnhancer()
+                analyzer.context_aware_enhancer = ours
                 if old_hits != hits:
                     print(f"at {chars} characters the two enhancers found different spans",
                           file=sys.stderr)

@@ -41,11 +41,9 @@ def _analysis(engine: Any, redactor: Any, text: str, keywords: bool,
     from presidio_analyzer.nlp_engine import NlpArtifacts
 
     artifacts = engine.nlp_engine.process_text(text, "en")
-    if keywords:
-        # The redactor's own artifacts have no keywords (no lemmatiser runs): here the
-        # lower-cased words are, so context words are found and scores raised.
-        artifacts.keywords = NlpArtifacts.set_keywords(engine.nlp_engine, artifacts.lemmas,
-                                                       "en")
+    # The lower-cased words (the redactor's keywords: no lemmatiser runs), or none at all.
+    artifacts.keywords = (NlpArtifacts.set_keywords(engine.nlp_engine, artifacts.lemmas, "en")
+                          if keywords else [])
     results = engine.analyze(text=text, language="en", entities=redactor._entities,
                              score_threshold=0.0, nlp_artifacts=artifacts, context=context,
                              return_decision_process=True)
@@ -78,20 +76,25 @@ def test_same_scores_as_presidio(redactor: Any, params: dict[str, int]) -> None:
 
 
 def test_redactor_uses_it_and_redacts_the_same(redactor: Any) -> None:
-    """The redactor's analyser runs the linear enhancer, and redacts each text exactly as
-    with Presidio's own."""
+    """The redactor's analyser runs the linear enhancer (context words as whole words), and
+    redacts each text exactly as with Presidio's own matching the same way."""
     from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 
-    from appliance.redact.enhancer import LinearContextEnhancer
+    from appliance.redact.enhancer import LinearContextEnhancer, whole_word_match
+
+    class PresidioWholeWords(LemmaContextAwareEnhancer):  # type: ignore[misc]
+        def _find_supportive_word_in_context(self, words: Any, context: Any, *_: Any) -> str:
+            return whole_word_match(words, context)
 
     analyzer = redactor._analyzer
-    assert isinstance(analyzer.context_aware_enhancer, LinearContextEnhancer)
+    mine = analyzer.context_aware_enhancer
+    assert isinstance(mine, LinearContextEnhancer) and mine.whole_words
     ours = redactor.analyze_many(TEXTS)
-    analyzer.context_aware_enhancer = LemmaContextAwareEnhancer()
+    analyzer.context_aware_enhancer = PresidioWholeWords()
     try:
         expected = redactor.analyze_many(TEXTS)
     finally:
-        analyzer.context_aware_enhancer = LinearContextEnhancer()
+        analyzer.context_aware_enhancer = mine
     assert ours == expected
     assert sum(len(hits) for hits in ours) > 30
 
@@ -108,8 +111,8 @@ def test_same_surrounding_words_at_every_offset(redactor: Any, keywords: bool) -
     text = "Phone:  +1 415 555 0134,\n\ncard 4111-1111-1111-1111 of Ms Keller; ssn 078-05-1120 "
     engine = redactor._analyzer.nlp_engine
     artifacts = engine.process_text(text, "en")
-    if keywords:
-        artifacts.keywords = NlpArtifacts.set_keywords(engine, artifacts.lemmas, "en")
+    artifacts.keywords = (NlpArtifacts.set_keywords(engine, artifacts.lemmas, "en")
+                          if keywords else [])
     presidio = LemmaContextAwareEnhancer(context_prefix_count=3, context_suffix_count=2)
     ours = LinearContextEnhancer(context_prefix_count=3, context_suffix_count=2)
     ours._local.index = (artifacts, ContextIndex.of(artifacts))

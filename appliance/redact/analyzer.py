@@ -71,9 +71,14 @@ def _offline_engine(settings: RedactionSettings) -> Any:
             self.nlp = cast(Any, {"en": nlp})
 
         def _doc_to_nlp_artifact(self, doc: Any, language: str) -> Any:
+            from presidio_analyzer.nlp_engine import NlpArtifacts
+
             artifacts = super()._doc_to_nlp_artifact(doc, language)
-            # No lemmatiser runs: context words are matched on the lower-cased form.
+            # No lemmatiser runs (it would double spaCy's time): context words are matched
+            # on the lower-cased form. Presidio built its keywords from the empty lemmas, so
+            # they are built again from these, or no word would ever count as context.
             artifacts.lemmas = [t.lemma_ or t.lower_ for t in doc]
+            artifacts.keywords = NlpArtifacts.set_keywords(self, artifacts.lemmas, language)
             return artifacts
 
     ner = NerModelConfiguration(model_to_presidio_entity_mapping=NER_MAPPING,
@@ -171,9 +176,10 @@ def build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, A
     # Fail closed: a pattern that runs past the policy's limit refuses the prompt.
     set_presidio_timeout(settings.pattern_timeout_s)
     bound_patterns(registry.recognizers, settings.pattern_timeout_s)
-    # Presidio's context step, same results, in time linear in the text (enhancer.py).
+    # Presidio's context step, same results, in time linear in the text, context words
+    # matched as whole words (enhancer.py).
     analyzer = AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"],
-                              context_aware_enhancer=LinearContextEnhancer())
+                              context_aware_enhancer=LinearContextEnhancer(whole_words=True))
     return analyzer, gazetteer
 
 

@@ -11,16 +11,35 @@ from an index built once per text: the tokens' end offsets (a bisection finds a 
 token) and the positions of the tokens whose lemma is a keyword (a bisection finds the
 nearest ones). Where the index's assumptions do not hold (tokens out of order, an empty
 token, no token at the hit) Presidio's own code runs.
+
+With `whole_words` a context word counts only when a surrounding word, or a run of its letters
+and digits, is that word (Presidio 2.2.366's `context_matching_mode="whole_word"`, which
+2.2.360 lacks, splits nothing: "ssn#536228467" would not count), not when it is part of one:
+Presidio's default takes the IP recogniser's "ip" in "script" or "description" as context, and
+raises a bare "::" in code (`lst[::-1]`) to an IP address.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from typing import Any
 
 from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+
+WORD_PARTS = re.compile(r"[^\W_]+")
+
+
+def whole_word_match(surrounding: list[str] | None, context_words: list[str] | None) -> str:
+    """The first of `context_words` that is one of the `surrounding` words or a run of letters
+    and digits in one ("ssn" in "ssn#536228467" or "ssn="; not "ip" in "script"), or ""."""
+    if surrounding is None or context_words is None:
+        return ""
+    words = {w.lower() for w in surrounding}
+    words.update(part for w in surrounding for part in WORD_PARTS.findall(w.lower()))
+    return next((w for w in context_words if w.lower() in words), "")
 
 
 @dataclass(frozen=True)
@@ -71,9 +90,20 @@ class LinearContextEnhancer(LemmaContextAwareEnhancer):
     """Presidio's lemma context enhancer, same parameters and results, with the surrounding
     words of each hit looked up in a `ContextIndex` built once per text."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, whole_words: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.whole_words = whole_words
         self._local = threading.local()
+
+    # An instance method where Presidio's is static: its 2.2.360 passes no matching mode.
+    def _find_supportive_word_in_context(  # type: ignore[override]
+            self, context_list: Any, recognizer_context_list: Any, *mode: Any) -> str:
+        """The first of the recogniser's context words found among the surrounding words,
+        or "" (Presidio's substring rule unless `whole_words`)."""
+        if not self.whole_words:
+            return str(super()._find_supportive_word_in_context(
+                context_list, recognizer_context_list, *mode))
+        return whole_word_match(context_list, recognizer_context_list)
 
     def enhance_using_context(self, text: str, raw_results: Any, nlp_artifacts: Any,
                               recognizers: Any, context: Any = None) -> Any:

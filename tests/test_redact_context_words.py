@@ -1,0 +1,50 @@
+"""Presidio's context words work in the redactor: a weak pattern hit next to its context word
+("SSN" before nine bare digits) is raised over the policy's threshold and redacted. Until
+2026-12-06 no word of a prompt ever counted (Presidio built its keyword list from spaCy's
+lemmas, empty with no lemmatiser running), so "My SSN is 536228467" was stored as it was.
+Context words count as whole words: "ip" in "script" raised a bare "::" of code to an IP
+address. Real Presidio and the real spaCy model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import make_prompt
+
+SSN_TEXTS = [
+    ("My SSN is 536228467, can you check the form for me?", ["536228467"]),
+    ("Here are the SSNs: 536228467 and 412559871.", ["536228467", "412559871"]),
+    ("Please check the employee record, ssn=536228467.", ["536228467"]),
+    ("My social is 536228467.", ["536228467"]),
+]
+
+
+@pytest.mark.parametrize(("text", "numbers"), SSN_TEXTS)
+def test_a_context_word_raises_a_weak_ssn_and_it_is_redacted(
+        redactor: Any, text: str, numbers: list[str]) -> None:
+    redacted = redactor.redact(make_prompt(text))
+    for number in numbers:
+        assert number not in redacted.text
+    assert redacted.text.count("<US_SSN>") == len(numbers), redacted.text
+    # It is the context word that did it: the pattern alone scores 0.05.
+    with redactor._nlp.memory_zone():
+        results = redactor._analyzer.analyze(text=text, language="en", entities=["US_SSN"],
+                                             return_decision_process=True)
+    assert results and all(r.analysis_explanation.supportive_context_word
+                           and r.analysis_explanation.original_score < 0.4 <= r.score
+                           for r in results)
+
+
+def test_without_a_context_word_the_digits_stay(redactor: Any) -> None:
+    text = "We shipped 536228467 units to the depot."
+    assert redactor.redact(make_prompt(text)).text == text
+
+
+@pytest.mark.parametrize("text", [
+    "Write a python script that reverses a list with lst[::-1] and prints it.",
+    "The description says to slice with s[::] to copy it.",
+    "Our cybersecurity team flagged ticket 536228467 yesterday.",
+])
+def test_a_context_word_inside_another_word_does_not_count(redactor: Any, text: str) -> None:
+    assert redactor.redact(make_prompt(text)).text == text
