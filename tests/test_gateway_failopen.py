@@ -86,7 +86,11 @@ def test_a_hung_appliance_costs_one_timeout_and_one_warning_then_recovers_by_its
         _wait(logger, 5)
     finally:
         server.proc.send_signal(signal.SIGCONT)
-    assert answers == [ANSWER] * 5 and logger.failures == 5
+    # the first call's request went whole into the stopped service's socket: it is
+    # `unknown` (the service records it when it wakes), not a failure; the calls in the pause
+    # after it are failures (a call past the pause is sent, and is unknown too)
+    assert answers == [ANSWER] * 5 and logger.unknown >= 1
+    assert logger.unknown + logger.failures == 5 and logger.sent == 0
     assert lines.events() == ["semtrace_unavailable"]  # once, not once a request
     # past the pause (0.3 s, doubled per failed retry: how many retries the five calls made,
     # and whether the woken service answers the first one in time, depends on the host's
