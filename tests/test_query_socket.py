@@ -77,7 +77,7 @@ def test_the_cli_reads_through_the_socket_without_a_passphrase(
 def test_another_os_user_bound_to_a_role_reads_without_the_key(served: dict[str, Any]) -> None:
     sock = served["sock"]
     dirs = [p for p in sock.parents if p != Path("/")]
-    modes = {p: p.stat().st_mode & 0o777 for p in dirs}
+    modes = {p: p.stat().st_mode & 0o7777 for p in dirs}  # /tmp keeps its sticky bit
     code = ("import os, socket, json; os.setgroups([]); os.setgid(65534); os.setuid(65534);"
             f"s=socket.socket(socket.AF_UNIX); s.connect({str(sock)!r});"
             "s.sendall(json.dumps({'v':1,'op':'threads','role':'analyst-acme'}).encode()+b'\\n');"

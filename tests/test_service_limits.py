@@ -147,7 +147,7 @@ def test_a_peer_allowed_only_by_a_supplementary_group_gets_in(
     sock = base / "s.sock"
     svc = _service(pipeline, sock, access={"socket_gids": [4242]})
     dirs = [p for p in sock.parents if p != Path("/")]
-    modes = {p: p.stat().st_mode & 0o777 for p in dirs}
+    modes = {p: p.stat().st_mode & 0o7777 for p in dirs}  # /tmp keeps its sticky bit
     code = ("import os, socket; os.setgroups([4242]); os.setgid(65534); os.setuid(65534);"
             f"s=socket.socket(socket.AF_UNIX); s.connect({str(sock)!r});"
             "s.sendall(b'{\"v\":1,\"op\":\"ping\"}\\n'); print(s.recv(4096).decode())")
