@@ -28,7 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from topic_rows import END, START, scratch, summary, week  # noqa: E402
+from topic_rows import END, START, each_release, scratch, summary, week  # noqa: E402
 
 from appliance import analytics  # noqa: E402
 from appliance.analytics import OTHER_TOPICS, ThreadRow  # noqa: E402
@@ -57,21 +57,19 @@ def draw(threads: list[ThreadRow], people: dict[str, int], runs: int, big: int
     shared = frozenset(t for t, n in people.items() if n >= k)
     tmp, store, gate = scratch("semtrace-block-rows-", cfg)
     out: dict[str, list[float]] = defaultdict(list)
-    for _ in range(runs):
-        for way, fold in (("before", None), ("now", shared)):
-            store.db.execute("DELETE FROM dp_releases")  # a fresh release each time
-            rep = analytics.block_stats(threads, gate, tenant="t", start=START, end=END,
-                                        labels={}, shared=fold)
-            rows = [r for r in rep.rows if r.key not in (OTHER_TOPICS, analytics.NO_TOPIC)]
-            few = [r for r in rows if people.get(r.key, 0) < k]
-            large = [r.threads.value for r in rows if people.get(r.key, 0) >= big]
-            out[f"{way}_rows"].append(len(rep.rows))
-            out[f"{way}_small_rows"].append(len(few))
-            out[f"{way}_small_above_big"].append(
-                sum(1 for r in few if large and r.threads.value > min(large)))
-            if fold is not None:
-                out["now_other_shown"].append(
-                    float(any(r.key == OTHER_TOPICS for r in rep.rows)))
+    for way, fold in each_release(store, runs, shared):
+        rep = analytics.block_stats(threads, gate, tenant="t", start=START, end=END,
+                                    labels={}, shared=fold)
+        rows = [r for r in rep.rows if r.key not in (OTHER_TOPICS, analytics.NO_TOPIC)]
+        few = [r for r in rows if people.get(r.key, 0) < k]
+        large = [r.threads.value for r in rows if people.get(r.key, 0) >= big]
+        out[f"{way}_rows"].append(len(rep.rows))
+        out[f"{way}_small_rows"].append(len(few))
+        out[f"{way}_small_above_big"].append(
+            sum(1 for r in few if large and r.threads.value > min(large)))
+        if fold is not None:
+            out["now_other_shown"].append(
+                float(any(r.key == OTHER_TOPICS for r in rep.rows)))
     return summary(store, tmp, out)
 
 

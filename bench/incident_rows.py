@@ -27,7 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from topic_rows import END, START, scratch, summary, week  # noqa: E402
+from topic_rows import END, START, each_release, scratch, summary, week  # noqa: E402
 
 from appliance import analytics  # noqa: E402
 from appliance.analytics import OTHER_TOPICS, ThreadRow  # noqa: E402
@@ -46,23 +46,21 @@ def draw(threads: list[ThreadRow], people: dict[str, int], runs: int, days: int
     base = [t for t in threads if t.turns[0].ts < split]
     tmp, store, gate = scratch("semtrace-incident-rows-", cfg)
     out: dict[str, list[float]] = defaultdict(list)
-    for _ in range(runs):
-        for way, fold in (("before", None), ("now", shared)):
-            store.db.execute("DELETE FROM dp_releases")  # a fresh release each time
-            rep = analytics.incident_lifts(window, base, gate, tenant="t", start=split,
-                                           end=END, labels={}, shared=fold,
-                                           baseline_window=(START, split))
-            topics = [r for r in rep.rows if r.dimension == "topic"]
-            few = [r for r in topics if r.key not in (OTHER_TOPICS, analytics.NO_TOPIC)
-                   and people.get(r.key, 0) < k]
-            out[f"{way}_topic_rows"].append(len(topics))
-            out[f"{way}_small_rows"].append(len(few))
-            out[f"{way}_small_significant"].append(sum(r.significant for r in few))
-            out[f"{way}_significant"].append(sum(r.significant for r in topics))
-            other = next((r for r in topics if r.key == OTHER_TOPICS), None)
-            if fold is not None:
-                out["now_other_shown"].append(float(other is not None))
-                out["now_other_significant"].append(float(bool(other and other.significant)))
+    for way, fold in each_release(store, runs, shared):
+        rep = analytics.incident_lifts(window, base, gate, tenant="t", start=split,
+                                       end=END, labels={}, shared=fold,
+                                       baseline_window=(START, split))
+        topics = [r for r in rep.rows if r.dimension == "topic"]
+        few = [r for r in topics if r.key not in (OTHER_TOPICS, analytics.NO_TOPIC)
+               and people.get(r.key, 0) < k]
+        out[f"{way}_topic_rows"].append(len(topics))
+        out[f"{way}_small_rows"].append(len(few))
+        out[f"{way}_small_significant"].append(sum(r.significant for r in few))
+        out[f"{way}_significant"].append(sum(r.significant for r in topics))
+        other = next((r for r in topics if r.key == OTHER_TOPICS), None)
+        if fold is not None:
+            out["now_other_shown"].append(float(other is not None))
+            out["now_other_significant"].append(float(bool(other and other.significant)))
     return summary(store, tmp, out)
 
 

@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -78,25 +79,23 @@ def draw(threads: list[ThreadRow], people: dict[str, int], runs: int, big: int
     small_threads = sum(1 for t in threads if t.topic not in shared | {analytics.NO_TOPIC})
     tmp, store, gate = scratch("semtrace-topic-rows-", cfg)
     out: dict[str, list[float]] = defaultdict(list)
-    for _ in range(runs):
-        for way, fold in (("before", None), ("now", shared)):
-            store.db.execute("DELETE FROM dp_releases")  # a fresh release each time
-            rep = analytics.topic_stats(threads, gate, tenant="t", start=START, end=END,
-                                        labels={}, shared=fold)
-            rows = [r for r in rep.rows if r.key not in (OTHER_TOPICS, analytics.NO_TOPIC)]
-            few = [r for r in rows if people.get(r.key, 0) < k]
-            large = [r.threads.value for r in rows if people.get(r.key, 0) >= big]
-            out[f"{way}_rows"].append(len(rep.rows))
-            out[f"{way}_shared_rows"].append(len(rows) - len(few))
-            out[f"{way}_small_rows"].append(len(few))
-            out[f"{way}_small_above_big"].append(
-                sum(1 for r in few if large and r.threads.value > min(large)))
-            other = next((r for r in rep.rows if r.key == OTHER_TOPICS), None)
-            if fold is not None:
-                out["now_other_shown"].append(float(other is not None))
-                if other is not None:
-                    out["now_other_error"].append(abs(other.threads.value - small_threads))
-                    out["now_other_ci95"].append(other.threads.ci95)
+    for way, fold in each_release(store, runs, shared):
+        rep = analytics.topic_stats(threads, gate, tenant="t", start=START, end=END,
+                                    labels={}, shared=fold)
+        rows = [r for r in rep.rows if r.key not in (OTHER_TOPICS, analytics.NO_TOPIC)]
+        few = [r for r in rows if people.get(r.key, 0) < k]
+        large = [r.threads.value for r in rows if people.get(r.key, 0) >= big]
+        out[f"{way}_rows"].append(len(rep.rows))
+        out[f"{way}_shared_rows"].append(len(rows) - len(few))
+        out[f"{way}_small_rows"].append(len(few))
+        out[f"{way}_small_above_big"].append(
+            sum(1 for r in few if large and r.threads.value > min(large)))
+        other = next((r for r in rep.rows if r.key == OTHER_TOPICS), None)
+        if fold is not None:
+            out["now_other_shown"].append(float(other is not None))
+            if other is not None:
+                out["now_other_error"].append(abs(other.threads.value - small_threads))
+                out["now_other_ci95"].append(other.threads.ci95)
     return summary(store, tmp, out)
 
 
@@ -106,6 +105,16 @@ def scratch(prefix: str, cfg: Any) -> tuple[Path, Store, PrivacyGate]:
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
     store = Store.open(tmp, Keyring.random())
     return tmp, store, PrivacyGate(store.db, cfg)
+
+
+def each_release(store: Store, runs: int, shared: frozenset[str]
+                 ) -> Iterator[tuple[str, frozenset[str] | None]]:
+    """`runs` times: ("before", None) then ("now", `shared`), each on a store with no
+    release left (a fresh release each time)."""
+    for _ in range(runs):
+        for way, fold in (("before", None), ("now", shared)):
+            store.db.execute("DELETE FROM dp_releases")
+            yield way, fold
 
 
 def summary(store: Store, tmp: Path, out: dict[str, list[float]]) -> dict[str, Any]:
