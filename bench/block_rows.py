@@ -17,7 +17,6 @@ blocks` sorts), and now the other-topics row. Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 from collections import defaultdict
@@ -28,7 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from topic_rows import END, START, each_release, scratch, summary, week  # noqa: E402
+from topic_rows import END, START, each_release, print_report, scratch, summary, week  # noqa: E402
 
 from appliance import analytics  # noqa: E402
 from appliance.analytics import OTHER_TOPICS, ThreadRow  # noqa: E402
@@ -95,12 +94,7 @@ def main() -> None:
     figures = draw(threads, people, args.runs, args.big)
     report = {"exact": exact, "runs": args.runs, "share": args.share, "seed": args.seed,
               "releases": figures}
-    if args.json:
-        print(json.dumps(report, indent=1))
-        return
-    print("exact:", ", ".join(f"{k} {v}" for k, v in exact.items()))
-    for key, v in figures.items():
-        print(f"  {key:<24} median {v['median']:.1f}  mean {v['mean']:.1f}  max {v['max']:.1f}")
+    print_report(report, exact, figures, as_json=args.json)
 
 
 if __name__ == "__main__":

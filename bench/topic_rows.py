@@ -125,6 +125,17 @@ def summary(store: Store, tmp: Path, out: dict[str, list[float]]) -> dict[str, A
             for key, v in out.items()}
 
 
+def print_report(report: dict[str, Any], exact: dict[str, Any], figures: dict[str, Any], *,
+                 as_json: bool) -> None:
+    """The whole report as JSON, or the exact counts and each figure's median, mean, max."""
+    if as_json:
+        print(json.dumps(report, indent=1))
+        return
+    print("exact:", ", ".join(f"{k} {v}" for k, v in exact.items()))
+    for key, v in figures.items():
+        print(f"  {key:<24} median {v['median']:.1f}  mean {v['mean']:.1f}  max {v['max']:.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=100)
@@ -146,12 +157,7 @@ def main() -> None:
              "topics_of_big_people": sum(1 for n in people.values() if n >= args.big)}
     figures = draw(threads, people, args.runs, args.big)
     report = {"exact": exact, "runs": args.runs, "big": args.big, "releases": figures}
-    if args.json:
-        print(json.dumps(report, indent=1))
-        return
-    print("exact:", ", ".join(f"{k} {v}" for k, v in exact.items()))
-    for key, v in figures.items():
-        print(f"  {key:<24} median {v['median']:.1f}  mean {v['mean']:.1f}  max {v['max']:.1f}")
+    print_report(report, exact, figures, as_json=args.json)
 
 
 if __name__ == "__main__":
