@@ -9,9 +9,12 @@ one of its turns, drawn at random, marked `blocked`. `--runs` releases are drawn
 through `analytics.block_stats` and the real `PrivacyGate` (OpenDP, the shipped
 privacy.toml). Per release: rows shown, rows of topics under k people, of those the ones
 ranked above a shown topic of at least `--big` people (by noisy thread count, as `stats
-blocks` sorts), and now the other-topics row. Prints figures; asserts nothing.
+blocks` sorts), and now the other-topics row. `--threads linker`: the week's threads are
+the shipped linker's (bench/linker_week.py; the blocks still synthetic, drawn the same way
+on them). Prints figures; asserts nothing.
 
-    .venv/bin/python bench/block_rows.py [--runs 100] [--share 0.15] [--seed 0] [--json]
+    .venv/bin/python bench/block_rows.py [--runs 100] [--share 0.15] [--seed 0]
+                                         [--threads gold|linker] [--json]
 """
 
 from __future__ import annotations
@@ -27,7 +30,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from topic_rows import END, START, each_release, print_report, scratch, summary, week  # noqa: E402
+from topic_rows import (  # noqa: E402
+    END,
+    START,
+    each_release,
+    print_report,
+    scratch,
+    summary,
+    threads_option,
+    week,
+)
 
 from appliance import analytics  # noqa: E402
 from appliance.analytics import OTHER_TOPICS, ThreadRow  # noqa: E402
@@ -79,8 +91,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--big", type=int, default=20, help="a large topic: this many people")
     ap.add_argument("--json", action="store_true")
+    threads_option(ap)
     args = ap.parse_args()
-    threads, people, _ = week()
+    threads, people, _, linking = week(args.threads)
     threads = with_blocks(threads, args.share, args.seed)
     k = load_policies().privacy.k_min_users
     blocked = [t for t in threads if t.blocks]
@@ -90,10 +103,10 @@ def main() -> None:
     exact = {"threads": len(threads), "blocked_threads": len(blocked),
              "blocked_people": len({t.user for t in blocked}),
              "topics_with_a_block": len(by_topic),
-             "of_k_people": sum(1 for t in by_topic if people.get(t, 0) >= k)}
+             "of_k_people": sum(1 for t in by_topic if people.get(t, 0) >= k), **linking}
     figures = draw(threads, people, args.runs, args.big)
     report = {"exact": exact, "runs": args.runs, "share": args.share, "seed": args.seed,
-              "releases": figures}
+              "threads_from": args.threads, "releases": figures}
     print_report(report, exact, figures, as_json=args.json)
 
 

@@ -8,10 +8,12 @@ last `--window-days` days, the baseline the days before (threads by their first 
 `PrivacyGate` (OpenDP, the shipped privacy.toml). Per release: topic rows shown, rows of
 topics under k people, those marked significant (`*`, a rise beyond the noise), and now
 the other-topics row. `stats blocks` folds the same way; this stream has no guardrail
-block, so bench/block_rows.py measures it on synthetic blocks. Prints figures; asserts
-nothing.
+block, so bench/block_rows.py measures it on synthetic blocks. `--threads linker`: the
+week's threads are the shipped linker's (bench/linker_week.py), and `linking` says how they
+stand against the gold ones. Prints figures; asserts nothing.
 
-    .venv/bin/python bench/incident_rows.py [--runs 100] [--window-days 2] [--json]
+    .venv/bin/python bench/incident_rows.py [--runs 100] [--window-days 2]
+                                            [--threads gold|linker] [--json]
 """
 
 from __future__ import annotations
@@ -27,7 +29,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from topic_rows import END, START, each_release, scratch, summary, week  # noqa: E402
+from topic_rows import (  # noqa: E402
+    END,
+    START,
+    each_release,
+    scratch,
+    summary,
+    threads_option,
+    week,
+)
 
 from appliance import analytics  # noqa: E402
 from appliance.analytics import OTHER_TOPICS, ThreadRow  # noqa: E402
@@ -69,13 +79,17 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--window-days", type=int, default=2)
     ap.add_argument("--json", action="store_true")
+    threads_option(ap)
     args = ap.parse_args()
-    threads, people, _ = week()
+    threads, people, _, linking = week(args.threads)
     figures = draw(threads, people, args.runs, args.window_days)
-    report = {"runs": args.runs, "window_days": args.window_days, "releases": figures}
+    report = {"runs": args.runs, "window_days": args.window_days, "threads_from": args.threads,
+              "linking": linking, "releases": figures}
     if args.json:
         print(json.dumps(report, indent=1))
         return
+    if linking:
+        print("linking:", ", ".join(f"{k} {v}" for k, v in linking.items()))
     for key, v in figures.items():
         print(f"  {key:<24} median {v['median']:.1f}  mean {v['mean']:.1f}  max {v['max']:.1f}")
 

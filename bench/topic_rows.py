@@ -12,7 +12,13 @@ rows of topics under k people, and of those the ones ranked above a shown topic 
 `--big` people (by noisy thread count, as `stats topics` sorts); now, the other-topics row
 (shown last) against the exact count of its threads. Prints figures; asserts nothing.
 
-    .venv/bin/python bench/topic_rows.py [--runs 100] [--big 20] [--json]
+`--threads linker`: the week's threads are those the shipped linker finds, the week
+replayed through the whole pipeline into an ephemeral SQLCipher store and read back as
+`stats` reads it (bench/linker_week.py); the exact counts then also say how its threads
+stand against the gold ones (`linking`).
+
+    .venv/bin/python bench/topic_rows.py [--runs 100] [--big 20] [--threads gold|linker]
+                                         [--json]
 """
 
 from __future__ import annotations
@@ -47,8 +53,14 @@ START = datetime(2026, 11, 30, tzinfo=UTC)
 END = START + timedelta(days=7)
 
 
-def week() -> tuple[list[ThreadRow], dict[str, int], dict[str, int]]:
-    """The week's threads in their topics after refinement; people and threads per topic."""
+def week(threads_from: str = "gold"
+         ) -> tuple[list[ThreadRow], dict[str, int], dict[str, int], dict[str, int]]:
+    """The week's threads in their topics after refinement; people and threads per topic;
+    with `threads_from` "linker", how the linker's threads compare with gold (else {})."""
+    if threads_from == "linker":
+        from linker_week import linker_week
+
+        return linker_week(START, END)
     full = load_stream("wide")
     keep = [i for i, r in enumerate(full.rows)
             if START <= datetime.fromisoformat(r["ts"].replace("Z", "+00:00")) < END]
@@ -65,7 +77,14 @@ def week() -> tuple[list[ThreadRow], dict[str, int], dict[str, int]]:
         ts_turns.append(Turn(ts, "continuation" if ts_turns else "new", None, "ok", "m", 0,
                              final[i]))
     rows = [ThreadRow(tid, user, tuple(ts)) for tid, (user, ts) in turns.items()]
-    return rows, people, dict(Counter(t.topic for t in rows))
+    return rows, people, dict(Counter(t.topic for t in rows)), {}
+
+
+def threads_option(ap: argparse.ArgumentParser) -> None:
+    """`--threads gold|linker`: whose threads the week's topics are built from."""
+    ap.add_argument("--threads", choices=("gold", "linker"), default="gold",
+                    help="gold threads (a perfect linker; cached, seconds) or the shipped "
+                         "linker's (the week replayed through the pipeline; minutes)")
 
 
 def draw(threads: list[ThreadRow], people: dict[str, int], runs: int, big: int
@@ -141,8 +160,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--big", type=int, default=20, help="a large topic: this many people")
     ap.add_argument("--json", action="store_true")
+    threads_option(ap)
     args = ap.parse_args()
-    threads, people, sizes = week()
+    threads, people, sizes, linking = week(args.threads)
     k = load_policies().privacy.k_min_users
     shared = {t for t, n in people.items() if n >= k}
     exact = {"threads": len(threads), "people": len({t.user for t in threads}),
@@ -156,7 +176,9 @@ def main() -> None:
              "threads_without_topic": sizes.get(analytics.NO_TOPIC, 0),
              "topics_of_big_people": sum(1 for n in people.values() if n >= args.big)}
     figures = draw(threads, people, args.runs, args.big)
-    report = {"exact": exact, "runs": args.runs, "big": args.big, "releases": figures}
+    exact.update(linking)
+    report = {"exact": exact, "runs": args.runs, "big": args.big, "threads_from": args.threads,
+              "releases": figures}
     print_report(report, exact, figures, as_json=args.json)
 
 
