@@ -113,7 +113,7 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     check_bundled_files(policies)  # before the store opens: what the pipeline would refuse
     if check:  # read-only, like doctor: on a service host, the service's data dir
         from appliance.cli.check_target import require_target, target_for
-        from appliance.cli.service_check import check_config
+        from appliance.cli.service.check import check_config
 
         target = target_for(data_dir)
         require_target(target, "serve --check")

@@ -1,4 +1,4 @@
-"""`semtrace serve --check` (`service.py`): the configuration check, read-only, and what it
+"""`semtrace serve --check` (`daemon.py`): the configuration check, read-only, and what it
 prints: the data dir and key, a stale --own, the policies' warnings, and what serve will do
 at start."""
 
