@@ -77,7 +77,8 @@ def test_same_scores_as_presidio(redactor: Any, params: dict[str, int]) -> None:
 
 def test_redactor_uses_it_and_redacts_the_same(redactor: Any) -> None:
     """The redactor's analyser runs the linear enhancer (context words as whole words), and
-    redacts each text exactly as with Presidio's own matching the same way."""
+    redacts each text exactly as with Presidio's own matching the same way (no text here has
+    "social" or "security" apart from "social security", where the redactor's rule differs)."""
     from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 
     from appliance.redact.enhancer import LinearContextEnhancer, whole_word_match

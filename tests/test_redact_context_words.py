@@ -3,7 +3,9 @@
 2026-12-06 no word of a prompt ever counted (Presidio built its keyword list from spaCy's
 lemmas, empty with no lemmatiser running), so "My SSN is 536228467" was stored as it was.
 Context words count as whole words: "ip" in "script" raised a bare "::" of code to an IP
-address. Real Presidio and the real spaCy model."""
+address. The everyday words "social" and "security" count only right before the number or as
+"social security": "social media post 536228467" was an SSN. Real Presidio and the real spaCy
+model."""
 
 from __future__ import annotations
 
@@ -48,3 +50,26 @@ def test_without_a_context_word_the_digits_stay(redactor: Any) -> None:
 ])
 def test_a_context_word_inside_another_word_does_not_count(redactor: Any, text: str) -> None:
     assert redactor.redact(make_prompt(text)).text == text
+
+
+@pytest.mark.parametrize("text", [
+    "The social media post 536228467 went viral overnight.",
+    "Please close security ticket 987654321 when the fix ships.",
+    "Our security camera logged event 536228467 at noon.",
+    "My social worker's case 536228467 is closed.",
+])
+def test_an_everyday_context_word_describing_another_thing_does_not_count(
+        redactor: Any, text: str) -> None:
+    """"social" and "security" are SSN context words, but "social media" and "security
+    ticket" name something else: the nine digits after them are not an SSN and stay."""
+    assert redactor.redact(make_prompt(text)).text == text
+
+
+@pytest.mark.parametrize("text", [
+    "My social security is 536228467.",
+    "Her Social Security ID 536228467 is on the form.",
+    "social security number 536-22-8467",
+])
+def test_social_security_as_a_phrase_still_counts(redactor: Any, text: str) -> None:
+    redacted = redactor.redact(make_prompt(text)).text
+    assert "536" not in redacted and "<US_SSN>" in redacted, redacted

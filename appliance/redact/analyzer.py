@@ -50,6 +50,11 @@ def _spacy_package(name: str) -> str:
 # and newer IIN ranges. Both are replaced by the ones in `recognizers.py`.
 REPLACED_RECOGNIZERS = ("PhoneRecognizer", "CreditCardRecognizer")
 
+# Presidio's SSN context words that are also everyday modifiers ("social media post",
+# "security ticket"): they raise a hit only right before it or next to another SSN
+# context word ("social security number"), not anywhere in the five words before it.
+NEAR_ONLY_CONTEXT = frozenset({"social", "security"})
+
 
 def _offline_engine(settings: RedactionSettings) -> Any:
     """spaCy behind Presidio, loaded from the installed package, NER only."""
@@ -177,9 +182,10 @@ def build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, A
     set_presidio_timeout(settings.pattern_timeout_s)
     bound_patterns(registry.recognizers, settings.pattern_timeout_s)
     # Presidio's context step, same results, in time linear in the text, context words
-    # matched as whole words (enhancer.py).
+    # matched as whole words, the everyday ones only next to the hit (enhancer.py).
+    enhancer = LinearContextEnhancer(whole_words=True, near_only=NEAR_ONLY_CONTEXT)
     analyzer = AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"],
-                              context_aware_enhancer=LinearContextEnhancer(whole_words=True))
+                              context_aware_enhancer=enhancer)
     return analyzer, gazetteer
 
 

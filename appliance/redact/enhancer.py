@@ -17,6 +17,13 @@ and digits, is that word (Presidio 2.2.366's `context_matching_mode="whole_word"
 2.2.360 lacks, splits nothing: "ssn#536228467" would not count), not when it is part of one:
 Presidio's default takes the IP recogniser's "ip" in "script" or "description" as context, and
 raises a bare "::" in code (`lst[::-1]`) to an IP address.
+
+Words in `near_only` (the redactor's: "social" and "security", Presidio's SSN context words
+that are also everyday modifiers) count only as the nearest word before the hit (or in its
+token: "My social is 536228467"), or right next to another of the recogniser's context words
+("social security number ..."), not anywhere in the window: "social media post 123456789" and
+"security ticket 987654321" describe another thing. Presidio has no phrase context. Where
+Presidio's own code gathers the words (above), they count anywhere in the window, as before.
 """
 
 from __future__ import annotations
@@ -32,13 +39,19 @@ from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 WORD_PARTS = re.compile(r"[^\W_]+")
 
 
+def word_forms(surrounding: list[str]) -> set[str]:
+    """The lower-cased `surrounding` words and the runs of letters and digits in each."""
+    words = {w.lower() for w in surrounding}
+    words.update(part for w in surrounding for part in WORD_PARTS.findall(w.lower()))
+    return words
+
+
 def whole_word_match(surrounding: list[str] | None, context_words: list[str] | None) -> str:
     """The first of `context_words` that is one of the `surrounding` words or a run of letters
     and digits in one ("ssn" in "ssn#536228467" or "ssn="; not "ip" in "script"), or ""."""
     if surrounding is None or context_words is None:
         return ""
-    words = {w.lower() for w in surrounding}
-    words.update(part for w in surrounding for part in WORD_PARTS.findall(w.lower()))
+    words = word_forms(surrounding)
     return next((w for w in context_words if w.lower() in words), "")
 
 
@@ -85,14 +98,21 @@ class ContextIndex:
         j = bisect_left(self.keyword_at, index)
         return list(self.keyword_at[j:j + count])
 
+    def neighbours(self, position: int) -> list[int]:
+        """The keyword positions right before and right after the keyword at `position`."""
+        j = bisect_left(self.keyword_at, position)
+        return [self.keyword_at[k] for k in (j - 1, j + 1) if 0 <= k < len(self.keyword_at)]
+
 
 class LinearContextEnhancer(LemmaContextAwareEnhancer):
     """Presidio's lemma context enhancer, same parameters and results, with the surrounding
     words of each hit looked up in a `ContextIndex` built once per text."""
 
-    def __init__(self, *args: Any, whole_words: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, whole_words: bool = False,
+                 near_only: frozenset[str] = frozenset(), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.whole_words = whole_words
+        self.near_only = frozenset(w.lower() for w in near_only) if whole_words else frozenset()
         self._local = threading.local()
 
     # An instance method where Presidio's is static: its 2.2.360 passes no matching mode.
@@ -103,7 +123,32 @@ class LinearContextEnhancer(LemmaContextAwareEnhancer):
         if not self.whole_words:
             return str(super()._find_supportive_word_in_context(
                 context_list, recognizer_context_list, *mode))
-        return whole_word_match(context_list, recognizer_context_list)
+        hit = getattr(self._local, "hit", None)
+        self._local.hit = None
+        if (hit is None or not context_list or not recognizer_context_list
+                or not word_forms(context_list) & self.near_only):
+            return whole_word_match(context_list, recognizer_context_list)
+        return whole_word_match(self._placed_words(hit, context_list, recognizer_context_list),
+                                recognizer_context_list)
+
+    def _placed_words(self, hit: tuple[ContextIndex, list[str], int, list[int]],
+                      context_list: list[str], recognizer_context: list[str]) -> list[str]:
+        """The surrounding words less the `near_only` ones that stand neither right before
+        the hit (or in it) nor next to another of the recogniser's context words."""
+        index, lemmas, token, positions = hit
+        context = {w.lower() for w in recognizer_context}
+        nearest = index.backward(token - 1, 1) if token > 0 else []
+        placed = {lemmas[i].lower() for i in positions}
+        words = [w for w in context_list if w.lower() not in placed]  # outside context words
+        for position in positions:
+            lemma = lemmas[position].lower()
+            if (position >= token or position in nearest
+                    or any(word_forms([lemmas[n]]) & context for n in index.neighbours(position))
+                    or not word_forms([lemma]) & self.near_only):
+                words.append(lemma)
+            else:
+                words.extend(word_forms([lemma]) - self.near_only - {lemma})
+        return words
 
     def enhance_using_context(self, text: str, raw_results: Any, nlp_artifacts: Any,
                               recognizers: Any, context: Any = None) -> Any:
@@ -119,6 +164,7 @@ class LinearContextEnhancer(LemmaContextAwareEnhancer):
 
     def _extract_surrounding_words(self, nlp_artifacts: Any, word: str,
                                    start: int) -> list[str]:
+        self._local.hit = None
         current = getattr(self._local, "index", None)
         if current is None or current[0] is not nlp_artifacts:
             return list(super()._extract_surrounding_words(nlp_artifacts, word, start))
@@ -130,4 +176,6 @@ class LinearContextEnhancer(LemmaContextAwareEnhancer):
         # Presidio collects one word more than asked (the hit's own token may be one).
         positions = (index.backward(token, self.context_prefix_count + 1)
                      + index.forward(token, self.context_suffix_count + 1))
+        # Where each word stands, for `near_only` (Presidio asks for the match next).
+        self._local.hit = (index, lemmas, token, positions)
         return list(set([lemmas[i].lower() for i in positions]))
