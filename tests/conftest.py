@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import logging
 import os
 import socket
+import stat
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,6 +63,30 @@ def _semtrace_logger_restored() -> Iterator[None]:
     yield
     log.handlers[:], log.propagate = saved[0], saved[2]
     log.setLevel(saved[1])
+
+
+@pytest.fixture(autouse=True)
+def _shared_folders_kept(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The shared temp folder (/tmp) and the folder holding pytest's base temp (/tmp itself
+    under `--basetemp /tmp/x`) keep their modes. One test closed the folder above the base
+    temp: /tmp went 0700 and every later test that runs a client as another user was
+    refused by the file system (Permission denied), on this run and on the host's others.
+    A test that changes one errors here, naming the folder, and the mode is put back.
+    pytest's per-user root (pytest-of-<user>) is not watched: every session on the host
+    shares it, and tests open it for a while to let another uid through."""
+    folders = {Path(tempfile.gettempdir()).resolve()}
+    above = tmp_path_factory.getbasetemp().parent
+    if above.name != f"pytest-of-{getpass.getuser()}":
+        folders.add(above)
+    before = {f: f.stat().st_mode for f in folders}
+    yield
+    changed = {f: (m, f.stat().st_mode) for f, m in before.items() if f.stat().st_mode != m}
+    for f, (mode, _) in changed.items():
+        os.chmod(f, stat.S_IMODE(mode))
+    if changed:
+        pytest.fail("; ".join(f"the test changed {f} from {stat.filemode(a)} to "
+                              f"{stat.filemode(b)} (put back)" for f, (a, b) in changed.items()),
+                    pytrace=False)
 
 
 @pytest.fixture(scope="session")

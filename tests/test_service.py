@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -232,14 +233,18 @@ def test_a_peer_under_another_uid_is_refused(server: Server,
     test: among them pytest's per-user root (/tmp/pytest-of-root), which every other
     pytest session starting on the host sets back to 0700, so on a busy host the client
     was now and then refused by the file system (PermissionError, no reply) instead of by
-    the service. Such a session is played here before the client connects."""
+    the service. Such a session is played here before the client connects. Under
+    `--basetemp /tmp/x` the base temp's parent is /tmp itself, which no pytest session
+    closes: the test closed it (1777 -> 1700), and every client run as another user after
+    it was refused by the file system; only pytest's per-user root is closed now."""
     private = Path(tempfile.mkdtemp(prefix="semtrace-peer-", dir="/tmp"))
     link = private / "s.sock"
     os.link(server.sock, link)  # the same socket (inode): only its own dir to traverse
     os.chmod(private, 0o711)
     os.chmod(server.sock, 0o666)  # let the foreign uid connect: the check is ours
-    shared = tmp_path_factory.getbasetemp().parent  # pytest-of-<user>
-    os.chmod(shared, shared.stat().st_mode & ~0o077)  # another pytest session starts
+    shared = tmp_path_factory.getbasetemp().parent
+    if shared.name == f"pytest-of-{getpass.getuser()}":  # not with --basetemp given
+        os.chmod(shared, shared.stat().st_mode & ~0o077)  # another pytest session starts
     code = (
         "import os, socket, json; os.setgid(65534); os.setuid(65534);"
         f"s=socket.socket(socket.AF_UNIX); s.connect({str(link)!r});"
