@@ -1,7 +1,7 @@
 """Gateway and application adapters: send prompts to the appliance, put its reply on spans.
 
-`litellm.py` is a LiteLLM callback (the requests it sends are built in
-`litellm_requests.py`); `decorator.py` is for applications that call
+`litellm/` is a LiteLLM callback (`logger.py`; the requests it sends are built in
+`requests.py`); `decorator.py` is for applications that call
 models directly. Both use the helpers here so every adapter writes the same
 span attributes (docs/otel.md).
 """

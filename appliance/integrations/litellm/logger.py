@@ -1,44 +1,6 @@
-"""A LiteLLM callback: each chat completion or Responses API call is registered before
-the call, updated after.
-
-    import litellm
-    from appliance.integrations.litellm import SemtraceLogger
-
-    litellm.callbacks = [SemtraceLogger("/run/semtrace/semtrace.sock", tenant="acme")]
-    # or, to a cluster: SemtraceLogger("nats://10.0.0.5:4222", tenant="acme",
-    #                                  bus_key_file="/etc/semtrace/bus.key")
-    # (a NATS URL without a bus key is refused, unless plain_bus=True)
-
-Before the provider is called (`async_pre_call_hook` on the proxy,
-`log_pre_api_call` in the SDK) the callback sends the last user message, the
-digests of the messages before it (`history`: their content never leaves the
-gateway process), the user, the session id LiteLLM knows (`litellm_session_id`
-or `metadata.session_id`), the model and the traceparent of the request's span.
-A Responses API call (`litellm.responses` / `aresponses`, the proxy's
-`/v1/responses`) is sent the same way from its `input` (a string is the user's
-message), with its `previous_response_id`; its update carries the response's id.
-The reply's `gen_ai.conversation.id` and `semtrace.*` attributes go on that span
-while the request is still open (`metadata.litellm_parent_otel_span` on the
-proxy, else the current span) and in the call's metadata, where loggers after
-this one in `litellm.callbacks` see them. After the answer (success or failure)
-an `update` sends tokens, latency, status, the cost LiteLLM computed
-(`response_cost`), the answer's digest and its id; a Responses tool loop's call that
-carries only the tools' outputs is attached to the turn it continues, which the service
-finds by its `previous_response_id` whatever worker saw the turn (`tool_loops.py`). A call
-that could not be registered before is sent whole after the answer. The
-appliance being slow never holds a call past `register_wait` (its late reply is still
-taken); down, hung, busy or answering nonsense, it never fails a call nor holds it past
-`register_wait`: one warning, then calls go on unrecorded (counted in
-`failures`) until it answers again (`channel.py`); no hook ever raises. Over NATS, a call
-the bus took while no node answered (a node restarting) is counted in `queued` instead:
-its node records it once back. A tool loop's call the service held past `timeout` (its
-turn's update still on its way; over NATS, kept by the bus) is counted in `held`: the
-service attaches it when its turn lands. One sent whole over the socket whose reply did not
-come within `timeout` is counted in `unknown`: the service has it, and records it unless
-it fails before its commit. The
-requests are built in `litellm_requests.py`; its public names are importable
-from here as well.
-"""
+"""`SemtraceLogger`, the LiteLLM callback: its hooks register a call before it and update it
+after, from worker threads or tasks; it counts what became of each call (`__init__.py`
+says how it behaves)."""
 
 from __future__ import annotations
 
@@ -48,19 +10,17 @@ import functools
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
 from appliance.client import bus_keys_for, is_nats_url
 from appliance.integrations import MAX_TEXT_CHARS, annotate, reply_attributes
 from appliance.integrations.channel import AsyncChannel, Delivery, SyncChannel
-from appliance.integrations.litellm_requests import CHAT_CALLS as CHAT_CALLS
-from appliance.integrations.litellm_requests import RESPONSES_CALLS as RESPONSES_CALLS
-from appliance.integrations.litellm_requests import (
+from appliance.integrations.litellm.hooks import _fail_open, _on_a_loop
+from appliance.integrations.litellm.requests import (
     _metadata,
     build_request,
     build_update,
@@ -70,46 +30,10 @@ from appliance.integrations.litellm_requests import (
     response_cost,
     websocket_turn,
 )
-from appliance.integrations.litellm_requests import tenant_of as tenant_of
-from appliance.integrations.litellm_requests import user_of as user_of
-from appliance.integrations.litellm_requests import user_text as user_text
 from appliance.integrations.redaction import TextRedactor, text_redactor
 
 log = logging.getLogger("semtrace.integrations.litellm")
 REGISTERED_MAX = 10_000  # call ids registered before the call and awaiting their update
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _fail_open(fn: F) -> F:
-    """A LiteLLM hook that never raises: on the proxy an exception in a pre-call hook
-    would fail the user's request. What went wrong is logged by type only."""
-    if asyncio.iscoroutinefunction(fn):
-        @functools.wraps(fn)
-        async def run_async(self: SemtraceLogger, *args: Any, **kwargs: Any) -> Any:
-            try:
-                return await fn(self, *args, **kwargs)
-            except Exception as exc:  # noqa: BLE001
-                self._broke(fn.__name__, exc)
-                return None
-        return run_async  # type: ignore[return-value]
-
-    @functools.wraps(fn)
-    def run(self: SemtraceLogger, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(self, *args, **kwargs)
-        except Exception as exc:  # noqa: BLE001
-            self._broke(fn.__name__, exc)
-            return None
-    return run  # type: ignore[return-value]
-
-
-def _on_a_loop() -> bool:
-    """Whether this thread runs an event loop (which a blocking wait would stall)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 class SemtraceLogger(CustomLogger):

@@ -4,7 +4,7 @@ The ingest request (before the call, or whole after it) carries the last user
 message, the digests of the messages before it, the tenant and user the
 gateway vouches for, the session id, the model and the traceparent of the
 request's span; the update after the answer carries tokens, latency, status,
-cost and the answer's digest and id, never its text. `litellm.py`'s
+cost and the answer's digest and id, never its text. `logger.py`'s
 `SemtraceLogger` sends them.
 
 Chat calls (`completion`) take these from `messages` and the chat completion;
