@@ -1,9 +1,11 @@
 """How long a tool loop call waits behind another user's call held on its loop worker.
 
 The decorator sends a user's tool loop calls from that user's worker's twin among
-`outbox.WORKERS` loop workers, one request at a time. A call the service holds (its turn's
-update still on its way from another process, `ATTACH_HOLD` = 2 s at most) keeps that loop
-worker busy: another user's tool loop call on the same loop worker is sent after it. Against
+`outbox.WORKERS` loop workers. It used to send one request at a time: a call the service
+holds (its turn's update still on its way from another process, `ATTACH_HOLD` = 2 s at most)
+kept that loop worker busy, and another user's tool loop call on the same loop worker was
+sent after it. Each loop worker now has `channel.LOOP_LINES` senders, each call in flight
+on a connection of its own; this shows whether the other user's call still waits. Against
 a real `semtrace serve`, prints how long user B's `tool_call` took to get its reply (block
 entered to `call.reply` read after it) alone, and while user A's call, on the same loop
 worker, is held. Asserts nothing.

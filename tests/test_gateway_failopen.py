@@ -453,7 +453,9 @@ def test_the_decorator_records_in_a_forked_worker_and_never_raises_once_closed(
     with app.turn(user_id="ines", text="Which desk is free today?"):
         pass
     assert app.flush()  # the parent's worker thread ran, its connection is open
-    app._channel._lines["main"].lock.acquire()  # as a thread of the parent sending when it forks
+    main = app._channel._lane({"op": "ingest"}, 0)
+    held = main.take(5.0)  # as a thread of the parent sending when it forks
+    assert held is not None
     pid = os.fork()
     if pid == 0:  # the child: exits 0 when its turn was answered
         code = 1
@@ -463,7 +465,7 @@ def test_the_decorator_records_in_a_forked_worker_and_never_raises_once_closed(
             code = 0 if app.flush() and turn.conversation_id == "th_0123456789abcdef" else 3
         finally:
             os._exit(code)
-    app._channel._lines["main"].lock.release()
+    main.give(held)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     app.close()

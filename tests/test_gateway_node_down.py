@@ -205,7 +205,7 @@ def test_a_nats_connection_opened_late_in_a_request_does_not_keep_its_short_wait
         channel = SyncChannel(url, timeout=30.0, log=logging.getLogger("semtrace.test"),
                               plain_bus=True)
         try:
-            line = channel._line(_ask("late-1", "ines"), 0)
+            line = channel._lane(_ask("late-1", "ines"), 0).lines[0]  # main: one line
             # opened late: connected in time, its wait what was left (10 ms); a connect
             # itself that short would fail on a loaded host, so its wait is set after
             line.client = open_client(url, timeout=5.0, plain_bus=True)

@@ -28,8 +28,11 @@ A tool loop's call (an `update` naming a `previous_response_id`) goes on a conne
 its own (`lane`): the service may hold it up to 2 s while its turn's update is on its way
 from another gateway process, and replies come in request order, so on the shared
 connection it would delay every registration and update behind it (the asyncio client
-pipelines a worker's concurrent requests; the blocking one sends one at a time). One held past
-the timeout is counted as held (`_failed`), over a socket and over NATS alike.
+pipelines a worker's concurrent requests; the blocking one sends one at a time). Nor does
+it share that connection with another loop call: each one in flight has its own, up to
+`LOOP_LINES` at once (`lines.Lane`; the asyncio channel over NATS, whose replies come in any
+order, keeps one), so a call held never keeps another user's waiting past its timeout. One
+held past the timeout is counted as held (`_failed`), over a socket and over NATS alike.
 
 A process forked from the one that made a channel (a pre-forking server) connects anew:
 the parent's connection, and a lock its threads may have held as it forked, are not the
@@ -42,7 +45,6 @@ never a prompt, a user id or an exception message.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import threading
@@ -53,11 +55,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.client import ConnectionClosed, open_async_client, open_client
+from appliance.client import ConnectionClosed, is_nats_url, open_async_client, open_client
 from appliance.integrations.breaker import QUIET as QUIET
 from appliance.integrations.breaker import RETRY_FIRST as RETRY_FIRST
 from appliance.integrations.breaker import RETRY_MAX as RETRY_MAX
 from appliance.integrations.breaker import Breaker
+from appliance.integrations.lines import Lane, Line
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class Delivery:
 
 
 BACKSTOP = 0.5  # seconds past its timeout an async request is cut off if its client hangs
+LOOP_LINES = 8  # tool loop calls in flight at once on connections of their own, per sender
 _CHANNELS: weakref.WeakSet[SyncChannel] = weakref.WeakSet()
 
 
@@ -119,24 +123,6 @@ def _failed(breaker: Breaker, req: dict[str, Any], exc: BaseException) -> Delive
                     unknown=bool(getattr(exc, "sent", False)))
 
 
-class _Line:
-    """One connection of a SyncChannel and the lock that lets one thread use it at a time."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.client: Any = None
-
-    def drop(self, deadline: float | None = None) -> None:
-        """Close the connection; by `deadline` (time.monotonic()) when given: a call's
-        budget covers closing the connection it gave up on (a NATS client would otherwise
-        ask a hung server for a PING first, a second more)."""
-        if self.client is not None:
-            within = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            with contextlib.suppress(Exception):
-                self.client.close(within=within)
-            self.client = None
-
-
 def shard_of(key: str, shards: int) -> int:
     """Which of `shards` senders a key (a user id) goes to: the same one every time, in
     every process (not Python's salted hash)."""
@@ -144,29 +130,32 @@ def shard_of(key: str, shards: int) -> int:
 
 
 class SyncChannel:
-    """Connections shared by threads, one per `lane` (and `shard`, for senders that each
-    keep their own); `send` never raises and never blocks past the timeout."""
+    """Connections shared by threads, per `lane` (and `shard`, for senders that each keep
+    their own: `Lane`); `send` never raises and never blocks past the timeout."""
 
     def __init__(self, target: str | Path, *, timeout: float, log: logging.Logger,
                  bus_keys: Any = None, plain_bus: bool = False) -> None:
         self.target, self.timeout = target, timeout
         self.breaker = Breaker(log, probe=timeout)
         self._opts = {"bus_keys": bus_keys, "plain_bus": plain_bus}
-        self._lines = {"main": _Line(), "loop": _Line()}
+        self._lines: dict[str, Lane] = {}
         self._lines_lock = threading.Lock()
         _CHANNELS.add(self)
 
     def _forked(self) -> None:
         """In a forked child: locks of its own, and no connection (the parent's sockets are
         left alone: closing one here could cut the parent's buffered request)."""
-        self._lines = {"main": _Line(), "loop": _Line()}
+        self._lines = {}
         self._lines_lock = threading.Lock()
         self.breaker._lock = threading.Lock()
 
-    def _line(self, req: dict[str, Any], shard: int) -> _Line:
-        name = lane(req) if shard == 0 else f"{lane(req)}-{shard}"
+    def _lane(self, req: dict[str, Any], shard: int) -> Lane:
+        on = lane(req)
+        name = on if shard == 0 else f"{on}-{shard}"
         with self._lines_lock:
-            return self._lines.setdefault(name, _Line())
+            if name not in self._lines:
+                self._lines[name] = Lane(LOOP_LINES if on == "loop" else 1)
+            return self._lines[name]
 
     def send(self, req: dict[str, Any], shard: int = 0) -> dict[str, Any] | None:
         """The reply to `req`, or None when the appliance did not answer in time. `shard`:
@@ -179,9 +168,10 @@ class SyncChannel:
         deadline = time.monotonic() + self.timeout
         if not self.breaker.ready():
             return Delivery(None, self._hand_to_bus(req, shard, deadline))
-        line = self._line(req, shard)
-        if not line.lock.acquire(timeout=self.timeout):
-            self.breaker.skipped()  # another request held the line the whole time
+        on = self._lane(req, shard)
+        line = on.take(deadline - time.monotonic())
+        if line is None:
+            self.breaker.skipped()  # other requests held the lines the whole time
             return Delivery(None)
         try:
             if self.breaker.paused():  # it failed while this request waited
@@ -191,7 +181,7 @@ class SyncChannel:
             line.drop(deadline)
             return _failed(self.breaker, req, exc)
         finally:
-            line.lock.release()
+            on.give(line)
         self.breaker.answered(req, reply)
         return Delivery(reply)
 
@@ -202,8 +192,9 @@ class SyncChannel:
         outage."""
         if not self.breaker.bus_keeps():
             return False
-        line = self._line(req, shard)
-        if not line.lock.acquire(timeout=self.timeout):
+        on = self._lane(req, shard)
+        line = on.take(deadline - time.monotonic())
+        if line is None:
             return False
         try:
             if line.client is None:
@@ -215,11 +206,11 @@ class SyncChannel:
             self.breaker.failed(req, exc, counted=True)  # `ready` counted it missed
             return False
         finally:
-            line.lock.release()
+            on.give(line)
         self.breaker.kept()
         return True
 
-    def _exchange(self, line: _Line, req: dict[str, Any], deadline: float) -> dict[str, Any]:
+    def _exchange(self, line: Line, req: dict[str, Any], deadline: float) -> dict[str, Any]:
         for attempt in (0, 1):
             fresh = line.client is None
             try:
@@ -237,15 +228,18 @@ class SyncChannel:
 
     def close(self) -> None:
         with self._lines_lock:
-            lines = list(self._lines.values())
+            lines = [line for on in self._lines.values() for line in on.lines]
         for line in lines:
             with line.lock:
                 line.drop()
 
 
 class AsyncChannel:
-    """Connections per event loop, one per `lane`; `send` never raises and returns within
-    the timeout."""
+    """Connections per event loop: one for `main`, whose requests are pipelined; over a
+    socket, up to `LOOP_LINES` for `loop`, each tool loop call in flight on its own (the
+    service answers a connection's requests in order, so one it holds would keep the next
+    ones waiting; over NATS, replies come in any order: one connection); `send` never
+    raises and returns within the timeout."""
 
     def __init__(self, target: str | Path, *, timeout: float, breaker: Breaker,
                  bus_keys: Any = None, plain_bus: bool = False) -> None:
@@ -253,6 +247,11 @@ class AsyncChannel:
         self._opts = {"bus_keys": bus_keys, "plain_bus": plain_bus}
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = \
             weakref.WeakKeyDictionary()
+        self._own = not is_nats_url(target)  # a loop call on a connection of its own
+        self._taken: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[str]] = \
+            weakref.WeakKeyDictionary()  # the loop lane's connections in use, by name
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
+                                               asyncio.Semaphore] = weakref.WeakKeyDictionary()
 
     async def send(self, req: dict[str, Any]) -> dict[str, Any] | None:
         """The reply to `req`, or None when the appliance did not answer in time."""
@@ -266,14 +265,42 @@ class AsyncChannel:
             return Delivery(None, self.breaker.bus_keeps()
                             and await self._hand_to_bus(loop, on, req))
         deadline = loop.time() + self.timeout
+        name = await self._take(loop, on, deadline)
+        if name is None:
+            self.breaker.skipped()  # other loop calls held the lines the whole time
+            return Delivery(None)
         try:  # the client's own timeout decides (over NATS: `NoAnswerYet`, the bus kept it)
-            reply = await asyncio.wait_for(self._exchange(loop, on, req, deadline),
-                                           self.timeout + BACKSTOP)
+            reply = await asyncio.wait_for(self._exchange(loop, name, req, deadline),
+                                           max(deadline - loop.time(), 0.0) + BACKSTOP)
         except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
-            await self._drop(loop, on, deadline)
+            await self._drop(loop, name, deadline)
             return _failed(self.breaker, req, exc)
+        finally:
+            self._give(loop, name)
         self.breaker.answered(req, reply)
         return Delivery(reply)
+
+    async def _take(self, loop: asyncio.AbstractEventLoop, on: str,
+                    deadline: float) -> str | None:
+        """The connection (its name) a request goes on: its lane's, or for a tool loop's
+        call over a socket one of `LOOP_LINES` that no other request uses until it is given
+        back (one already connected first); None when all stayed in use until `deadline`."""
+        if on != "loop" or not self._own:
+            return on
+        slots = self._slots.setdefault(loop, asyncio.Semaphore(LOOP_LINES))
+        try:
+            await asyncio.wait_for(slots.acquire(), max(deadline - loop.time(), 0.0))
+        except TimeoutError:
+            return None
+        taken = self._taken.setdefault(loop, set())
+        name = next(f"loop-{k}" for k in range(LOOP_LINES) if f"loop-{k}" not in taken)
+        taken.add(name)
+        return name
+
+    def _give(self, loop: asyncio.AbstractEventLoop, name: str) -> None:
+        if name.startswith("loop-"):
+            self._taken[loop].discard(name)
+            self._slots[loop].release()
 
     async def _exchange(self, loop: asyncio.AbstractEventLoop, on: str,
                         req: dict[str, Any], deadline: float) -> dict[str, Any]:
@@ -321,7 +348,7 @@ class AsyncChannel:
     async def _drop(self, loop: asyncio.AbstractEventLoop, on: str,
                     deadline: float | None = None) -> None:
         """Close the lane's connection; by `deadline` (loop.time()) when given, as
-        `_Line.drop`."""
+        `Line.drop`."""
         stale = self._clients.get(loop, {}).pop(on, None)
         if stale is not None:
             within = None if deadline is None else max(deadline - loop.time(), 0.0)

@@ -55,7 +55,7 @@ from appliance.integrations import (
     prompt_fields,
     traceparent,
 )
-from appliance.integrations.channel import SyncChannel, lane, shard_of
+from appliance.integrations.channel import LOOP_LINES, SyncChannel, lane, shard_of
 from appliance.integrations.outbox import Outbox
 from appliance.integrations.redaction import TextRedactor, text_redactor
 from appliance.integrations.tool_loops import loop_request
@@ -99,7 +99,7 @@ class Semtrace:
         self.redact = text_redactor(redact, wait=timeout)
         self._channel = SyncChannel(self.socket_path, timeout=timeout, log=log,
                                     bus_keys=self._bus_keys, plain_bus=plain_bus)
-        self._outbox = Outbox(self._channel.breaker)
+        self._outbox = Outbox(self._channel.breaker, loop_senders=LOOP_LINES)
 
     def send(self, request: dict[str, Any]) -> dict[str, Any] | None:
         """Send one request; None when the appliance did not answer (the channel logs it

@@ -9,13 +9,15 @@ the update that follows uses it). A user's requests go, in the order the applica
 them, to one of `WORKERS` workers (`shard_of` the user), and a tool loop's call (which the
 service may hold up to 2 s while its turn's update is on its way from another process) to
 that worker's twin among `WORKERS` loop workers. Each worker sends on connections of its
-own (`SyncChannel` shards), one request at a time. A user's requests are kept in order
-across the two (`key`): one handed over while an earlier one of the same user is waiting or
-being sent on the other worker is handed to its worker once that one is done. So a turn's
-update reaches the appliance before the next turn's registration, which may name it (by its
-history or its previous response id), and a held loop call delays its own user's later
-requests and the loop calls of its loop worker only: no other user's turn is kept behind
-it, nor behind a slow commit of another worker. At most `MAX_PENDING` requests wait to be
+own (`SyncChannel` shards), one request at a time; a loop worker has `loop_senders` threads,
+each sending one call at a time on a connection of its own. A user's requests are kept in
+order (`key`): one handed over while an earlier one of the same user is waiting or being
+sent on another worker (or on another thread of a loop worker) is handed to its worker once
+that one is done. So a turn's update reaches the appliance before the next turn's
+registration, which may name it (by its history or its previous response id), and a held
+loop call delays its own user's later requests only: no other user's turn or loop call is
+kept behind it (while fewer than `loop_senders` calls of its loop worker are held), nor
+behind a slow commit of another worker. At most `MAX_PENDING` requests wait to be
 sent: more are not sent (counted as missed, as while the appliance is down), so a stalled
 appliance never piles up prompts in the application's memory. A job that fails is logged
 by type only. A process forked from the one that made the outbox (a pre-forking server)
@@ -58,16 +60,25 @@ class Outbox:
     over: workers `0 .. workers-1` for turns, `workers .. 2*workers-1` for tool loop calls
     (`loop_worker`)."""
 
-    def __init__(self, breaker: Breaker, workers: int | None = None) -> None:
+    def __init__(self, breaker: Breaker, workers: int | None = None, *,
+                 loop_senders: int = 1) -> None:
+        """`loop_senders`: the threads of each loop worker, each sending one of its calls
+        (of different users) at a time, so one the service holds keeps no other waiting."""
         self.breaker = breaker
         self.workers = workers or WORKERS
+        self.loop_senders = loop_senders
         self._lock = threading.Lock()
         self._pools, self._pid, self._pending = self._new_pools(), os.getpid(), 0
         self._last: dict[Hashable, _Job] = {}  # a key's (user's) last job not done yet
 
     def _new_pools(self) -> list[futures.ThreadPoolExecutor]:
-        return [futures.ThreadPoolExecutor(1, thread_name_prefix="semtrace")
-                for _ in range(2 * self.workers)]
+        return [futures.ThreadPoolExecutor(1 if n < self.workers else self.loop_senders,
+                                           thread_name_prefix="semtrace")
+                for n in range(2 * self.workers)]
+
+    def _one_sender(self, worker: int) -> bool:
+        """Whether `worker` sends its jobs one at a time, in the order handed over."""
+        return worker < self.workers or self.loop_senders == 1
 
     def loop_worker(self, shard: int) -> int:
         """The worker that sends the tool loop calls of the users of worker `shard`."""
@@ -91,9 +102,10 @@ class Outbox:
                 before, self._last[key] = self._last.get(key), new
                 self._pending += 1
                 if before is None or before.done.done() or (
-                        before.worker == worker and before.handed):  # its worker keeps order
+                        before.worker == worker and before.handed
+                        and self._one_sender(worker)):  # its worker keeps order
                     self._hand(new)
-                else:  # its user's last job waits, or is being sent, on the other worker
+                else:  # its user's last job waits, or is being sent, elsewhere
                     after = before
         if new is None:
             self.breaker.skipped()
