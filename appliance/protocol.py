@@ -26,7 +26,7 @@ TRACEPARENT_RE = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9
 
 ERASED = ("This prompt's user was erased (semtrace erase) after the prompt was sent; it "
           "was not stored.")
-UNREDACTABLE = ("This prompt's redaction did not finish (a pattern ran past the policy's "
+UNREDACTABLE = ("This prompt's redaction did not finish (it ran past the policy's "
                 "pattern_timeout_s, or a recogniser failed); it was not stored.")
 
 

@@ -297,10 +297,10 @@ class Erased:
 
 @dataclass(frozen=True)
 class Unredactable:
-    """A prompt whose redaction did not finish (a pattern ran past the policy's
-    `pattern_timeout_s`, or a recogniser failed): refused, nothing of it stored, embedded or
-    indexed. `reason` names the cause (a recogniser or pattern, an exception type), never
-    the text. The reply says so (`unredactable`)."""
+    """A prompt whose redaction did not finish (it ran past the policy's
+    `pattern_timeout_s`, its time budget, or a recogniser failed): refused, nothing of it
+    stored, embedded or indexed. `reason` names the cause (a recogniser or pattern, an
+    exception type), never the text. The reply says so (`unredactable`)."""
 
     prompt: Prompt = field(repr=False)
     reason: str

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ os.environ.setdefault("TLDEXTRACT_CACHE", "")
 from appliance.config import RedactionSettings  # noqa: E402
 from appliance.records import PiiSpan, Prompt, Redacted, Unredactable  # noqa: E402
 from appliance.redact.analyzer import build_analyzer  # noqa: E402
+from appliance.redact.budget import check, prompt_budget  # noqa: E402
 from appliance.redact.failclosed import RedactionFailed, timeout_watch  # noqa: E402
 from appliance.redact.normalize import normalize  # noqa: E402
 
@@ -111,8 +113,8 @@ class Redactor:
         self._nlp = self._analyzer.nlp_engine.nlp["en"]
         self._watch = timeout_watch()
         # Presidio checks an e-mail's domain with tldextract, whose suffix list loads on the
-        # first e-mail (0.4 s) inside the pattern's time limit: loaded now instead.
-        self._analyze_each(["Mail warm.up@example.com"])
+        # first e-mail (0.4 s) inside a prompt's time budget: loaded now instead (no budget).
+        self._analyze_each(["Mail warm.up@example.com"], budget=None)
 
     def analyze(self, text: str) -> list[Detection]:
         """Detected PII spans in `text` (original offsets), overlaps resolved.
@@ -129,34 +131,52 @@ class Redactor:
         """`analyze` of each text, with spaCy's NER run over them as one batch: its network
         cost 2.5 ms a prompt one by one and 0.95 ms in packs of 64, with the same entities.
         Raises `RedactionFailed` (no text in it) for the first text the analyser could not
-        finish."""
-        found = self._analyze_each(texts)
+        finish within its budget (`pattern_timeout_s`, budget.py)."""
+        found = self._analyze_each(texts, budget=self.settings.pattern_timeout_s)
         for hits in found:
             if isinstance(hits, RedactionFailed):
                 raise hits
         return [h for h in found if not isinstance(h, RedactionFailed)]
 
-    def _analyze_each(self, texts: Sequence[str]) -> list[list[Detection] | RedactionFailed]:
-        norms = [normalize(text) for text in texts]
+    def _analyze_each(self, texts: Sequence[str], *,
+                      budget: float | None) -> list[list[Detection] | RedactionFailed]:
+        """Each text's hits, or why it was refused; each text's redaction runs under
+        `budget` seconds (None: no limit), its normalisation and its share of spaCy's batch
+        (by length: the batch cannot be timed text by text) charged first."""
+        norms, spent = [], []
+        for text in texts:
+            t0 = time.monotonic()
+            norms.append(normalize(text))
+            spent.append(time.monotonic() - t0)
         engine = self._analyzer.nlp_engine
         with self._nlp.memory_zone():
-            nlp = engine.process_batch([n.text for n in norms], "en",
-                                       batch_size=max(1, len(norms)))
-            return [self._analyze_closed(norm.text, norm.original_span, artifacts)
-                    for norm, (_, artifacts) in zip(norms, nlp, strict=True)]
+            t0 = time.monotonic()
+            nlp = list(engine.process_batch([n.text for n in norms], "en",
+                                            batch_size=max(1, len(norms))))
+            ner = time.monotonic() - t0
+            chars = sum(len(n.text) for n in norms) or 1
+            return [self._analyze_closed(norm.text, norm.original_span, artifacts, budget,
+                                         own + ner * len(norm.text) / chars)
+                    for norm, own, (_, artifacts) in zip(norms, spent, nlp, strict=True)]
 
     def _analyze_closed(self, seen: str, original_span: Callable[[int, int], tuple[int, int]],
-                        artifacts: Any) -> list[Detection] | RedactionFailed:
-        """`_analyze`, or the reason it did not finish: a pattern past its time limit, or
-        any recogniser's error (its type only: a message may quote the text)."""
+                        artifacts: Any, budget: float | None,
+                        spent: float) -> list[Detection] | RedactionFailed:
+        """`_analyze` under the prompt's budget, or the reason it did not finish: the budget
+        spent (by spaCy's share, a pattern, one of Semtrace's recognisers, the context
+        step), or any recogniser's error (its type only: a message may quote the text)."""
         self._watch.reset()
-        try:
-            hits = self._analyze(seen, original_span, artifacts)
-            self._watch.check()
-        except RedactionFailed as failed:
-            return failed
-        except Exception as exc:
-            return RedactionFailed(f"a recogniser failed ({type(exc).__name__})")
+        with prompt_budget(budget, spent=spent):
+            try:
+                check("spaCy's NER")
+                hits = self._analyze(seen, original_span, artifacts)
+                self._watch.check()
+                # Whatever step used the last of it, a prompt past its budget is refused.
+                check()
+            except RedactionFailed as failed:
+                return failed
+            except Exception as exc:
+                return RedactionFailed(f"a recogniser failed ({type(exc).__name__})")
         return hits
 
     def _analyze(self, seen: str, original_span: Callable[[int, int], tuple[int, int]],
@@ -187,7 +207,8 @@ class Redactor:
         """`redact` of each prompt, spaCy running over them as one batch (a service batch).
         A prompt the analyser could not finish is `Unredactable` (fail closed: refused, never
         stored partly redacted); the others are redacted as usual."""
-        found = self._analyze_each([p.text for p in prompts])
+        found = self._analyze_each([p.text for p in prompts],
+                                   budget=self.settings.pattern_timeout_s)
         return [Unredactable(p, str(hits)) if isinstance(hits, RedactionFailed)
                 else apply_redaction(p, hits) for p, hits in zip(prompts, found, strict=True)]
 

@@ -178,8 +178,8 @@ def build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, A
         registry.add_recognizer(PatternRecognizer(
             supported_entity=custom.entity, patterns=patterns, context=custom.context,
             name=f"semtrace_{custom.entity.lower()}"))
-    # Fail closed: a pattern that runs past the policy's limit refuses the prompt.
-    set_presidio_timeout(settings.pattern_timeout_s)
+    # Fail closed: a pattern that runs past the prompt's budget refuses the prompt.
+    set_presidio_timeout()
     bound_patterns(registry.recognizers, settings.pattern_timeout_s)
     # Presidio's context step, same results, in time linear in the text, context words
     # matched as whole words, the everyday ones only next to the hit (enhancer.py).
@@ -197,15 +197,21 @@ def _replace_spacy_recognizer(registry: Any, names: Any) -> None:
     """
     from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 
+    from appliance.redact.budget import check, stage
     from appliance.redact.plausible import plausible
 
     class PlausibleSpacyRecognizer(SpacyRecognizer):
         def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> Any:
             # spaCy's NRP hits (religions, parties) are not redacted: only the
             # nationality words DemonymRecognizer picks out of them are.
-            return [r for r in super().analyze(text, entities, nlp_artifacts)
-                    if r.entity_type != "NRP"
-                    and plausible(text, r.start, r.end, r.entity_type, names)]
+            with stage("SpacyRecognizer"):
+                found = []
+                for r in super().analyze(text, entities, nlp_artifacts):
+                    if r.entity_type != "NRP" \
+                            and plausible(text, r.start, r.end, r.entity_type, names):
+                        found.append(r)
+                    check("the plausibility filter")
+                return found
 
     old = next(r for r in registry.recognizers if isinstance(r, SpacyRecognizer))
     registry.recognizers.remove(old)

@@ -19,6 +19,7 @@ from typing import Any
 
 from spacy.lang.en.stop_words import STOP_WORDS
 
+from appliance.redact.budget import check, stage, timed
 from appliance.redact.gazetteer import CALENDAR, Gazetteer
 from appliance.redact.people import NAME_WORD, NOT_NAMES, is_ordinary, is_word
 from appliance.redact.people import CuedNameRecognizer as CuedNameRecognizer
@@ -31,7 +32,7 @@ from appliance.redact.recognizers import SpanRecognizer, make_result, word_set
 
 # A one-word hashtag is a city when the city is this big ("#sochi", not "#reading").
 HASHTAG_CITY_POPULATION = 100_000
-HASHTAG = re.compile(r"(?<![\w#&])#([A-Za-z][A-Za-z0-9_]{1,40})\b")
+HASHTAG = timed(r"(?<![\w#&])#([A-Za-z][A-Za-z0-9_]{1,40})\b")
 CAMEL = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
 
 
@@ -81,7 +82,12 @@ class HashtagRecognizer(SpanRecognizer):
         return False
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
-        """Presidio entry point (two entity types)."""
+        """Presidio entry point (two entity types), under the prompt's time budget."""
+        with stage(str(getattr(self, "name", ""))):
+            check("the recogniser")
+            return self._hashtags(text)
+
+    def _hashtags(self, text: str) -> list[Any]:
         out: list[Any] = []
         if "#" not in text:
             return out
@@ -109,11 +115,11 @@ class HashtagRecognizer(SpanRecognizer):
 
 # --- venues and landmarks after a place word -----------------------------------------------
 
-PLACE_CUE = re.compile(r"(?i)\b(?:at|in|near|from|outside|inside|around|towards?|visiting|"
-                       r"arrived in|landed in|live in|lives in|living in|based in|born in|"
-                       r"moved to|move to|fly to|flying to|trip to|going to|went to|"
-                       r"back to|heading to|welcome to)\s+(?:the\s+)?")
-CAP_WORD = re.compile(r"[A-Z][A-Za-z'’]*(?:-[A-Z][A-Za-z'’]*)*(?![\w\-])")
+PLACE_CUE = timed(r"(?i)\b(?:at|in|near|from|outside|inside|around|towards?|visiting|"
+                  r"arrived in|landed in|live in|lives in|living in|based in|born in|"
+                  r"moved to|move to|fly to|flying to|trip to|going to|went to|"
+                  r"back to|heading to|welcome to)\s+(?:the\s+)?")
+CAP_WORD = timed(r"[A-Z][A-Za-z'’]*(?:-[A-Z][A-Za-z'’]*)*(?![\w\-])")
 VENUE_WORDS = word_set(
     "arena stadium park hospital station airport museum gallery hall theatre theater cinema "
     "church cathedral abbey castle palace tower bridge square street st road rd avenue ave "
@@ -129,11 +135,11 @@ VENUE_WORDS = word_set(
 LANDMARK_WORDS = VENUE_WORDS - word_set("state city club college university school bar pub "
                                         "restaurant hotel inn cafe cinema county district "
                                         "province region town village")
-POSSESSIVE = re.compile(r" ?['’]s ")
+POSSESSIVE = timed(r" ?['’]s ")
 # Before a facility named with ordinary words these make it any one of its kind, not a
 # landmark: "the nearest Gas Station", "any Fire Station", "a local Swimming Pool".
 GENERIC_BEFORE = word_set("nearest closest nearby local any another every each some no")
-_WORD_BEFORE = re.compile(r"([A-Za-z]+)\W*$")
+_WORD_BEFORE = timed(r"([A-Za-z]+)\W*$")
 
 
 def generic_facility(text: str, start: int, end: int, g: Gazetteer) -> bool:
@@ -147,8 +153,8 @@ def generic_facility(text: str, start: int, end: int, g: Gazetteer) -> bool:
         return False  # "any detroit to ..." is a place
     before = _WORD_BEFORE.search(text, max(0, start - 30), start)
     return before is not None and before.group(1).lower() in GENERIC_BEFORE
-LANDMARK = re.compile(r"(?<![\w@#])((?:[A-Z][\w'’\-]*[ ]){1,3})(?i:(" +
-                      "|".join(sorted(LANDMARK_WORDS)) + r"))\b")
+LANDMARK = timed(r"(?<![\w@#])((?:[A-Z][\w'’\-]*[ ]){1,3})(?i:(" +
+                 "|".join(sorted(LANDMARK_WORDS)) + r"))\b")
 
 
 class VenueRecognizer(SpanRecognizer):
@@ -237,14 +243,14 @@ class VenueRecognizer(SpanRecognizer):
 
 # --- organisations where the text says place -----------------------------------------------
 
-CUE_BEFORE = re.compile(PLACE_CUE.pattern + r"$")
+CUE_BEFORE = timed(PLACE_CUE.pattern + r"$")
 CUE_WINDOW = 40  # characters before a word that can hold a place cue ("arrived in the ")
 
 
 def place_cue_before(text: str, start: int) -> bool:
     """Whether a place word ("in", "at the", "moved to", ...) ends right before `start`."""
     return CUE_BEFORE.search(text, max(0, start - CUE_WINDOW), start) is not None
-ORG_EDGE = re.compile(r"^(?:[Tt]he\s+)?(.*?)[\W_]*$", re.S)
+ORG_EDGE = timed(r"^(?:[Tt]he\s+)?(.*?)[\W_]*$", re.S)
 
 
 class OrgAsPlaceRecognizer(SpanRecognizer):

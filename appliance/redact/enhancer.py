@@ -36,6 +36,8 @@ from typing import Any
 
 from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 
+from appliance.redact.budget import check
+
 WORD_PARTS = re.compile(r"[^\W_]+")
 
 
@@ -164,6 +166,7 @@ class LinearContextEnhancer(LemmaContextAwareEnhancer):
 
     def _extract_surrounding_words(self, nlp_artifacts: Any, word: str,
                                    start: int) -> list[str]:
+        check("Presidio's context step")  # once per hit: the step draws on the prompt's budget
         self._local.hit = None
         current = getattr(self._local, "index", None)
         if current is None or current[0] is not nlp_artifacts:

@@ -3,11 +3,13 @@
 Presidio runs each pattern with a time limit (`REGEX_TIMEOUT_SECONDS`, 60 s unless the
 environment says otherwise) and, when a pattern runs past it, logs a warning and goes on
 without what the pattern would have found: the prompt came out partly redacted. Here every
-pattern recogniser's expressions run under the policy's `pattern_timeout_s`, and a pattern
-that runs past it raises `RedactionFailed` out of the analyser (not a `TimeoutError`, which
-Presidio would catch). Presidio's other timed expressions (the IBAN recogniser's, which
-calls the `regex` module directly) get the same limit, and their skip-with-a-warning is
-caught from Presidio's log (`TimeoutWatch`) and turned into the same refusal.
+pattern recogniser's expressions run under the time left to the prompt's budget (the
+policy's `pattern_timeout_s` for the whole redaction of one prompt, budget.py), and a
+pattern that runs past it raises `RedactionFailed` out of the analyser (not a
+`TimeoutError`, which Presidio would catch). Presidio's other timed expressions (the IBAN
+recogniser's, which calls the `regex` module directly with a module global) get the same
+time left (`RemainingSeconds` in that global), and their skip-with-a-warning is caught from
+Presidio's log (`TimeoutWatch`) and turned into the same refusal.
 """
 
 from __future__ import annotations
@@ -17,31 +19,41 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any, cast
 
-from appliance.errors import SemtraceError
+from appliance.redact.budget import RedactionFailed, RemainingSeconds, current, time_left
+
+__all__ = ["RedactionFailed", "TimeoutWatch", "bound_patterns", "set_presidio_timeout",
+           "timeout_watch"]
 
 PRESIDIO_LOGGER = "presidio-analyzer"
 
 
-class RedactionFailed(SemtraceError):
-    """The analyser could not finish a prompt. The message names the cause (a recogniser,
-    a pattern name, an exception type), never the text."""
-
-
 class _BoundedRegex:
-    """A compiled `regex` pattern whose `finditer` runs under our limit and fails closed."""
+    """A compiled `regex` pattern whose `finditer` runs under the prompt's time left (or
+    `timeout` outside a prompt's budget) and fails closed."""
 
     def __init__(self, compiled: Any, timeout: float, where: str) -> None:
         self._compiled = compiled
         self._timeout = timeout
         self._where = where
 
+    def _failed(self) -> RedactionFailed:
+        budget = current()
+        limit = self._timeout if budget is None else budget.limit
+        return RedactionFailed(f"the pattern {self._where} ran past the prompt's time budget "
+                               f"({limit:g} s, pattern_timeout_s)")
+
     def finditer(self, text: str, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        kwargs["timeout"] = self._timeout
+        budget = current()
+        if budget is not None and budget.remaining() <= 0:
+            raise self._failed()
+        kwargs["timeout"] = time_left(self._timeout)
         try:
-            yield from self._compiled.finditer(text, *args, **kwargs)
+            for m in self._compiled.finditer(text, *args, **kwargs):
+                yield m
+                if budget is not None and budget.remaining() <= 0:
+                    raise self._failed()
         except TimeoutError:
-            raise RedactionFailed(f"the pattern {self._where} ran longer than "
-                                  f"{self._timeout:g} s") from None
+            raise self._failed() from None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._compiled, name)
@@ -78,14 +90,20 @@ def bound_patterns(recognizers: Iterable[Any], timeout: float) -> int:
     return count
 
 
-def set_presidio_timeout(timeout: float) -> None:
-    """Presidio's own limit (read from its modules' globals at each call) set to ours, for the
-    expressions it runs outside a pattern recogniser's `finditer` (the IBAN checks)."""
+def set_presidio_timeout() -> None:
+    """Presidio's own limit (read from its modules' globals at each call, for the expressions
+    it runs outside a pattern recogniser's `finditer`: the IBAN checks) made the time left to
+    the prompt being redacted on the calling thread. Before, each redactor built wrote its
+    policy's limit into these globals: the last one built set it for every redactor of the
+    process. Outside a prompt's budget Presidio's own value (60 s, or the environment's)
+    stays."""
     from presidio_analyzer import analyzer_engine, pattern_recognizer
     from presidio_analyzer.predefined_recognizers.generic import iban_recognizer
 
     for module in (analyzer_engine, pattern_recognizer, iban_recognizer):
-        module.REGEX_TIMEOUT_SECONDS = timeout  # type: ignore[attr-defined]
+        limit: Any = module.__dict__["REGEX_TIMEOUT_SECONDS"]
+        if not isinstance(limit, RemainingSeconds):
+            module.__dict__["REGEX_TIMEOUT_SECONDS"] = RemainingSeconds(float(limit))
 
 
 class TimeoutWatch(logging.Filter):

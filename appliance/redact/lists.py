@@ -11,17 +11,17 @@ unless they name a GeoNames city or town ("Avon" after "Ilminster ,").
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 
+from appliance.redact.budget import timed
 from appliance.redact.context import NOT_NAMES, is_ordinary, is_word
 from appliance.redact.gazetteer import CALENDAR, Gazetteer
 from appliance.redact.places import POPULAR_NAME_RANK
 
 JOINER = r"(?:[ ]?,[ ]?|[ ]&[ ]|[ ]and[ ]|[ ]?/[ ]?)"
 CAP_RUN = r"[A-Z][a-z][\w'’\-]*(?:[ ][A-Z][a-z][\w'’\-]*){0,2}"
-AFTER = re.compile(rf"^{JOINER}({CAP_RUN})(?![\w'’\-])")
-BEFORE = re.compile(rf"(?<![\w'’\-@#])({CAP_RUN}){JOINER}$")
+AFTER = timed(rf"^{JOINER}({CAP_RUN})(?![\w'’\-])")
+BEFORE = timed(rf"(?<![\w'’\-@#])({CAP_RUN}){JOINER}$")
 
 
 def _fits(words: list[str], entity: str, g: Gazetteer) -> bool:

@@ -7,12 +7,12 @@ initials, cues ("my name is", "Dr."), speaker labels and lower-case texts.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
 from spacy.lang.en.stop_words import STOP_WORDS
 
+from appliance.redact.budget import timed
 from appliance.redact.foreign import foreign_phrase
 from appliance.redact.gazetteer import (
     CALENDAR,
@@ -26,27 +26,27 @@ from appliance.redact.recognizers import SpanRecognizer
 # Mid-sentence, a capitalised dictionary noun is a name if it is this popular as one.
 NOUN_NAME_FIRST_RANK = 250
 NOUN_NAME_LAST_RANK = 100
-INITIAL = re.compile(r"[A-Z]\.?")
+INITIAL = timed(r"[A-Z]\.?")
 _NAME_WORD = r"[^\W\d_][\w'’\-]*"
-NAME_WORDS = re.compile(rf"{_NAME_WORD}|[A-Z]\.")
+NAME_WORDS = timed(rf"{_NAME_WORD}|[A-Z]\.")
 # Cues after which a word is a name even when no list knows it, lower case allowed.
-STRONG_CUE = re.compile(
+STRONG_CUE = timed(
     r"(?i)\b(?:my name is|my name's|name is|i am called|i'm called|call me|known as|"
     r"(?:maiden|first|last|middle|sur|full|given|family) ?name is|"
     r"(?:mr|mrs|ms|mx|dr|prof|miss|sir|madam|dame|mme|mlle|herr|frau|señora?|sra?)\.?)[ \t]+"
 )
 # Cues after which capitalised words that are not common words are a name.
-WEAK_CUE = re.compile(
+WEAK_CUE = timed(
     r"(?i)(?:\b(?:named|called|dear|hi|hello|hey|thanks|thank you|regards|cheers|sincerely|"
     r"signed)[ \t]*,?|\bname[ \t]*:)[ \t]*\n?[ \t]*"
 )
 
 
 # A pronoun's contraction after a cue ("Hi, I'm Alice"): the name comes after it.
-CONTRACTION = re.compile(r"(?i)(?:i|you|we|they|he|she|it|that|there|who|what|let)['’]"
-                         r"(?:m|s|re|ve|d|ll)")
+CONTRACTION = timed(r"(?i)(?:i|you|we|they|he|she|it|that|there|who|what|let)['’]"
+                    r"(?:m|s|re|ve|d|ll)")
 # A speaker label at the start of a line: "Vsevolod: Who are you?"
-SPEAKER = re.compile(r"(?m)^[ \t>]*([A-Z][^\W\d_]{1,20})[ \t]*:[ \t]*\S")
+SPEAKER = timed(r"(?m)^[ \t>]*([A-Z][^\W\d_]{1,20})[ \t]*:[ \t]*\S")
 
 
 def _is_cap(word: str) -> bool:

@@ -18,21 +18,21 @@ demonym ending count too ("REACHING RUSSIAN AIR SPACE").
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
 from spacy.lang.en.stop_words import STOP_WORDS
 
+from appliance.redact.budget import timed
 from appliance.redact.gazetteer import Gazetteer
 from appliance.redact.recognizers import SpanRecognizer, word_set
 
 # Endings that turn a country's name into its people's ("Israel-i", "Austral-ian").
 DEMONYM_ENDINGS = ("ian", "an", "ese", "ish", "is", "i", "ic", "ch", "n")
 DEMONYM_STEM = 4  # letters a stem must share with the country's name
-LETTER_RUN = re.compile(r"[^\W\d_]+")
+LETTER_RUN = timed(r"[^\W\d_]+")
 # A word of four or more capitals, not part of a handle or hashtag.
-CAPS_WORD = re.compile(r"(?<![\w@#])[A-Z]{4,}(?![\w@])")
+CAPS_WORD = timed(r"(?<![\w@#])[A-Z]{4,}(?![\w@])")
 # After a nationality word these make it a cuisine or a language ("Chinese food", "French lessons").
 CUISINE_OR_LANGUAGE = word_set(
     "food foods cuisine dish dishes meal meals restaurant restaurants cooking recipe recipes "

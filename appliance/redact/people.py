@@ -11,19 +11,19 @@ the place rules of `context.py` and the other rule modules.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
 from spacy.lang.en.stop_words import STOP_WORDS
 
+from appliance.redact.budget import timed
 from appliance.redact.gazetteer import CALENDAR, Gazetteer
 from appliance.redact.recognizers import SpanRecognizer, word_set
 
 # --- handles -------------------------------------------------------------------------------
 
 # @someone, not the @ inside an e-mail address or a decorator-like `x.@y`.
-HANDLE = re.compile(r"(?<![\w@.+\-])@([A-Za-z0-9_]{2,30})(?![\w@]|\.[A-Za-z]{2,})")
+HANDLE = timed(r"(?<![\w@.+\-])@([A-Za-z0-9_]{2,30})(?![\w@]|\.[A-Za-z]{2,})")
 
 
 class HandleRecognizer(SpanRecognizer):
@@ -54,13 +54,13 @@ RELATION = (
     r"dentist|lawyer|client|customer|student|tutor|coach|landlord|babysitter|nanny"
 )
 # "my friend sam", "our neighbour tom", "my sister's"; any word after is a name unless common.
-RELATION_CUE = re.compile(rf"(?i)\b(?:my|our|your|his|her|their)\s+(?:best\s+|old\s+|little\s+|"
-                          rf"big\s+|new\s+)?(?:{RELATION})\s+")
+RELATION_CUE = timed(rf"(?i)\b(?:my|our|your|his|her|their)\s+(?:best\s+|old\s+|little\s+|"
+                     rf"big\s+|new\s+)?(?:{RELATION})\s+")
 # "ask john", "tell sarah", "with mike", "thanks dave": the next word if it is a known name.
-VERB_CUE = re.compile(r"(?i)\b(?:ask|asked|asking|tell|told|telling|with|thank|thanks|thx|"
-                      r"remind|reminded|email|e-mail|meet|met|invite|invited|congrats|"
-                      r"congratulations|happy birthday|hbd|hi|hey|hello|dear)\s+")
-NAME_WORD = re.compile(r"[^\W\d_][\w'’\-]*")
+VERB_CUE = timed(r"(?i)\b(?:ask|asked|asking|tell|told|telling|with|thank|thanks|thx|"
+                 r"remind|reminded|email|e-mail|meet|met|invite|invited|congrats|"
+                 r"congratulations|happy birthday|hbd|hi|hey|hello|dear)\s+")
+NAME_WORD = timed(r"[^\W\d_][\w'’\-]*")
 NOT_NAMES = word_set(
     "i me you he she it we they him her them us my your his its our their mine yours "
     "this that these those who whom what which everyone everybody someone somebody anyone "
@@ -135,7 +135,7 @@ class CuedNameRecognizer(SpanRecognizer):
 
 # "Harper says", "Osborne promised", "Smith told reporters": one or two capitalised words
 # right before a verb of saying or of a headline's doing.
-REPORTED = re.compile(
+REPORTED = timed(
     r"(?<![\w@#'’])((?:[A-Z][a-z][\w'’\-]*[ ]){1,2})(?:says|said|tells|told|warns|warned|urges|"
     r"urged|admits|admitted|denies|denied|claims|claimed|insists|insisted|announces|announced|"
     r"accuses|accused|promises|promised|vows|vowed|pledges|pledged|slams|praises|defends|"

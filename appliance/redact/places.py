@@ -19,6 +19,7 @@ from typing import Any
 
 from spacy.lang.en.stop_words import STOP_WORDS
 
+from appliance.redact.budget import timed
 from appliance.redact.gazetteer import Gazetteer
 from appliance.redact.recognizers import SpanRecognizer
 
@@ -36,7 +37,7 @@ NOUN_CITY_POPULATION = 100_000
 # GeoNames' alternate names ("Kiev" of Kyiv) are kept only for cities this big, and only
 # as one capitalised ASCII word ("Kiev", "Bombay", "Peking"): the rest are too noisy.
 EXONYM_POPULATION = 1_000_000
-EXONYM = re.compile(r"[A-Z][a-z]{3,}")
+EXONYM = timed(r"[A-Z][a-z]{3,}")
 
 
 def places_file() -> Path:
@@ -186,8 +187,8 @@ class CityRecognizer(SpanRecognizer):
 # --- abbreviations of countries and states -------------------------------------------------
 
 # "U.S.", "U . S . A .", "B.C.", "N . I": two or three capitals with dots between.
-DOTTED = re.compile(r"(?<![\w.])[A-Z](?:[ ]?\.[ ]?[A-Z]){1,2}(?:[ ]?\.)?(?![\w])")
-UPPER_WORD = re.compile(r"(?<![\w.\-@#])[A-Z]{2,3}(?![\w@])")
+DOTTED = timed(r"(?<![\w.])[A-Z](?:[ ]?\.[ ]?[A-Z]){1,2}(?:[ ]?\.)?(?![\w])")
+UPPER_WORD = timed(r"(?<![\w.\-@#])[A-Z]{2,3}(?![\w@])")
 # Subdivisions whose ISO codes are also the postal abbreviations used in English text.
 POSTAL_COUNTRIES = ("US", "CA", "AU")
 # Dotted two-letter forms that are common Latin or English abbreviations first.
@@ -263,7 +264,7 @@ class AbbreviationRecognizer(SpanRecognizer):
 # --- a town named with its region -----------------------------------------------------------
 
 # One to three capitalised words, a comma, then one to three capitalised words or a state code.
-TOWN_COMMA = re.compile(
+TOWN_COMMA = timed(
     r"(?<![\w@#&'’\-])((?:[A-Z][\w'’\-]* ){0,2}[A-Z][\w'’\-]*) ?, ?"
     r"((?:[A-Z][a-z]+ ){0,2}[A-Z][a-z]+|[A-Z]{2,3})(?![\w'’\-])")
 
@@ -330,7 +331,7 @@ class TownRegionRecognizer(SpanRecognizer):
 
 # --- lower-case places after a place word --------------------------------------------------
 
-LOWER_WORDS = re.compile(r"[a-z]+(?:[ \-][a-z]+){0,2}(?![\w@])")
+LOWER_WORDS = timed(r"[a-z]+(?:[ \-][a-z]+){0,2}(?![\w@])")
 
 
 class LowerCasePlaceRecognizer(SpanRecognizer):

@@ -14,27 +14,27 @@ within NAME_RANK ("Harper begins", "Hogan says").
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from appliance.redact.budget import timed
 from appliance.redact.foreign import foreign_phrase
 from appliance.redact.gazetteer import INFLECTED_LAST_RANK, SENTENCE_END, split_chat_word
 
 # NER output that is never a person's name: code, key=value runs, handles, paths.
-NOT_A_NAME = re.compile(r"[=_@/\\{}<>\[\]#$%^*|~+\d]")
+NOT_A_NAME = timed(r"[=_@/\\{}<>\[\]#$%^*|~+\d]")
 # A web address or a piece of one ("tps://t.co/x", "example.com/a") in an NER hit.
-URL_PIECE = re.compile(r"://|\w\.\w+/")
+URL_PIECE = timed(r"://|\w\.\w+/")
 # A lower-case letter three times in a row: drawn-out chat words ("Loooool"), not names.
-ELONGATED = re.compile(r"([a-z])\1\1")
-LETTERS = re.compile(r"[^\W\d_]+")
+ELONGATED = timed(r"([a-z])\1\1")
+LETTERS = timed(r"[^\W\d_]+")
 # A dictionary word opening a sentence is still a name when a name list ranks it this high
 # (the rank at which an inflected verb that is also a surname stays a name: "Manning").
 NAME_RANK = INFLECTED_LAST_RANK
-_BEFORE = re.compile(r"(\S+)\s*$")
-_NEXT = re.compile(r"\s*(\S+)")
+_BEFORE = timed(r"(\S+)\s*$")
+_NEXT = timed(r"\s*(\S+)")
 # "Mr. Spears": a title's full stop does not end a sentence.
-_TITLE = re.compile(r"(?i)\b(?:mr|mrs|ms|mx|dr|prof|st|sr|jr|gen|col|capt|sgt|rev|hon|gov|sen|"
-                    r"rep|pres)\s*\.\s*$")
+_TITLE = timed(r"(?i)\b(?:mr|mrs|ms|mx|dr|prof|st|sr|jr|gen|col|capt|sgt|rev|hon|gov|sen|"
+               r"rep|pres)\s*\.\s*$")
 
 
 def plausible(whole: str, start: int, end: int, entity_type: str, names: Any) -> bool:

@@ -12,31 +12,33 @@ import re
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
+from appliance.redact.budget import TimedPattern, timed
+
 # The recogniser base is in spans.py; the other rule modules import it from here.
 from appliance.redact.spans import SpanRecognizer, has_context, word_set
 from appliance.redact.spans import make_result as make_result
 
 # --- phone numbers -------------------------------------------------------------------------
 
-PHONE_CONTEXT = re.compile(
+PHONE_CONTEXT = timed(
     r"(?i)\b(?:phone|tel|telephone|mobile|cell|cellphone|fax|call|calling|called|reach|"
     r"text|sms|whatsapp|signal|number|no|nr|desk|office|landline|home|work|dial|ring|"
     r"contact|answering|answer|hotline|helpline|message|messages|messaging|registered)\b|"
     r"\bph\b|☎|📞"
 )
-PHONE_CANDIDATE = re.compile(
+PHONE_CANDIDATE = timed(
     r"(?<![\w@/+.\-])(?:\+\s?|00)?(?:\(\d{1,4}\)\s?|\d)[\d .\-()]{4,22}\d"
     r"(?:\s?(?:x|ext\.?|extension|#)\s?\d{1,6})?(?![\w@/]|[.\-]\d)"
 )
-PHONE_EXTENSION = re.compile(r"\s?(?:x|ext\.?|extension|#)\s?\d{1,6}$")
+PHONE_EXTENSION = timed(r"\s?(?:x|ext\.?|extension|#)\s?\d{1,6}$")
 # Groups separated by one space, or by "." / "-" with optional spaces ("555 - 0134").
 _PSEP = r"(?:[ ]?[.\-][ ]?|[ ])"
-PHONE_SHAPE = re.compile(rf"(?:\+\s?|00)?(?:\(\d+\)|\d+)(?:{_PSEP}?(?:\(\d+\)|\d+))*")
-SSN_SHAPE = re.compile(rf"\d{{3}}{_PSEP}\d{{2}}{_PSEP}\d{{4}}")
-NANP = re.compile(
+PHONE_SHAPE = timed(rf"(?:\+\s?|00)?(?:\(\d+\)|\d+)(?:{_PSEP}?(?:\(\d+\)|\d+))*")
+SSN_SHAPE = timed(rf"\d{{3}}{_PSEP}\d{{2}}{_PSEP}\d{{4}}")
+NANP = timed(
     rf"(?:\+?1{_PSEP}?|001{_PSEP}?)?(?:\(\d{{3}}\)\s?|\d{{3}}{_PSEP})\d{{3}}{_PSEP}\d{{4}}"
 )
-NOT_PHONE = re.compile(
+NOT_PHONE = timed(
     r"\d{4}[.\-/]\d{1,2}[.\-/]\d{1,2}|\d{1,2}[./]\d{1,2}[./]\d{2,4}|"  # dates
     r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|\d+\.\d+"
 )  # IPs, decimals
@@ -88,12 +90,12 @@ class PhoneNumberRecognizer(SpanRecognizer):
 
 # --- payment cards -------------------------------------------------------------------------
 
-CARD_CONTEXT = re.compile(
+CARD_CONTEXT = timed(
     r"(?i)\b(?:card|cards|cc|visa|master\s?card|mastercard|amex|american express|credit|"
     r"debit|maestro|jcb|discover|diners|payment|pay|charge|billing)\b"
 )
 # Groups may be separated by a space, "-", "." or "/", alone or with spaces ("4111 - 1111").
-CARD_CANDIDATE = re.compile(
+CARD_CANDIDATE = timed(
     r"(?<![\w\-.])(?:\d(?:[ \t]?[\-./][ \t]?|[ \t])?){11,18}\d(?![\w\-]|\.\d)"
 )
 CARD_PREFIXES = ("2", "3", "4", "5", "6", "1800", "2131")
@@ -162,15 +164,15 @@ PREFIX = (
 class AddressPattern(NamedTuple):
     """A full pattern, tried only in a window around hits of a cheap trigger pattern."""
 
-    pattern: re.Pattern[str]
+    pattern: TimedPattern
     score: float
-    trigger: re.Pattern[str] | None = None
+    trigger: TimedPattern | None = None
     before: int = 0
     after: int = 0
 
 
-def _ci(regex: str) -> re.Pattern[str]:
-    return re.compile("(?i)" + regex)
+def _ci(regex: str) -> TimedPattern:
+    return timed("(?i)" + regex)
 
 
 ADDRESS_PATTERNS = [
@@ -223,9 +225,9 @@ ADDRESS_PATTERNS = [
         80,
     ),
     AddressPattern(
-        re.compile(rf"\b{ADJECTIVE_STREET}[ \t]+\d{{1,5}}[a-z]?\b"),
+        timed(rf"\b{ADJECTIVE_STREET}[ \t]+\d{{1,5}}[a-z]?\b"),
         0.5,
-        re.compile(r"(?:ova|ová|eva|ská|cká|ského|ovo|ina)[ \t]+\d"),
+        timed(r"(?:ova|ová|eva|ská|cká|ského|ovo|ina)[ \t]+\d"),
         40,
         8,
     ),
@@ -239,25 +241,25 @@ ADDRESS_PATTERNS = [
         ),
         0.6,
     ),
-    AddressPattern(re.compile(r"\b(?:PSC|CMR|Unit)[ \t]+\d{3,5},?[ \t]+Box[ \t]+\d{2,5}\b"), 0.6),
-    AddressPattern(re.compile(r"\b(?:APO|FPO|DPO)[ \t]+(?:AA|AE|AP)[ \t]+\d{5}\b"), 0.6),
-    AddressPattern(re.compile(r"\bUSN?[SV][ \t]+[A-Z]\w+"), 0.45),
+    AddressPattern(timed(r"\b(?:PSC|CMR|Unit)[ \t]+\d{3,5},?[ \t]+Box[ \t]+\d{2,5}\b"), 0.6),
+    AddressPattern(timed(r"\b(?:APO|FPO|DPO)[ \t]+(?:AA|AE|AP)[ \t]+\d{5}\b"), 0.6),
+    AddressPattern(timed(r"\bUSN?[SV][ \t]+[A-Z]\w+"), 0.45),
 ]
-ADDRESS_CUE = re.compile(
+ADDRESS_CUE = timed(
     r"(?i)\b(?:address(?:\s+is)?|lives?\s+(?:at|on)|living\s+at|located\s+at|situated\s+at|"
     r"resid(?:es|ing|e)\s+at|moved\s+to|relocated\s+to|is\s+at|(?:send|ship|deliver|mail|post)"
     r"(?:\s+(?:it|them|this|the \w+))?\s+to)\s*[:\-]?\s*"
 )
-CUED_NUMBER_STREET = re.compile(
+CUED_NUMBER_STREET = timed(
     r"\d{1,6}(?:[ \t]+\d{1,6})?[ \t]+(?!(?:am|pm|AM|PM)\b)"
     r"[^\W\d_][\w'’.\-]*(?:[ \t]+[^\W\d_][\w'’.\-]*){0,4}"
 )
 # Lines that continue an address block: unit, town, region, country and postcode.
-LINE_WORD = re.compile(r"[\w'’().\-]+")
+LINE_WORD = timed(r"[\w'’().\-]+")
 PARTICLES = word_set(
     "de del della di da do dos das du la le les van von der den am an im upon on sur y i"
 )
-SAME_LINE_TAIL = re.compile(r"(?:,[ \t]*(?:[A-Z0-9][\w'’.\-]*(?:[ \t]+[A-Z0-9][\w'’.\-]*){0,3}))+")
+SAME_LINE_TAIL = timed(r"(?:,[ \t]*(?:[A-Z0-9][\w'’.\-]*(?:[ \t]+[A-Z0-9][\w'’.\-]*){0,3}))+")
 
 
 def _is_address_line(line: str) -> bool:
@@ -272,11 +274,11 @@ def _is_address_line(line: str) -> bool:
 
 
 # A street line ("Allika 46", "20789 Allika 46") right above a unit or town line.
-STREET_LINE = re.compile(
+STREET_LINE = timed(
     rf"[ \t>?]*(?:\d{{1,6}}[ \t]+)?(?:{_W}[ \t]+){{1,4}}\d{{1,5}}[a-z]?\.?[ \t]*"
 )
-HOUSE_NUMBER_BEFORE = re.compile(r"\d{1,6}[ \t]+$")
-TOWN_AND_POSTCODE = re.compile(r"[ \t>?]*[^\W\d_][\w'’(). \-]{1,40}[ \t]\d{3,6}[ \t]*")
+HOUSE_NUMBER_BEFORE = timed(r"\d{1,6}[ \t]+$")
+TOWN_AND_POSTCODE = timed(r"[ \t>?]*[^\W\d_][\w'’(). \-]{1,40}[ \t]\d{3,6}[ \t]*")
 
 
 def _line_at(text: str, pos: int) -> tuple[int, int]:

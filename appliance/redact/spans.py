@@ -3,15 +3,20 @@
 Each rule scores its own context, so its results are marked exempt from
 Presidio's lemma-based context enhancement. Imported only after
 `redact.offline_environment` has run (Presidio pulls in tldextract).
+
+Every rule runs under the prompt's time budget (budget.py): its expressions are `timed`,
+and the budget is checked before it starts and after each span it finds, so neither an
+expression nor a loop goes on past it.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
 from presidio_analyzer import EntityRecognizer, RecognizerResult
+
+from appliance.redact.budget import TimedPattern, check, stage
 
 
 def word_set(text: str) -> frozenset[str]:
@@ -37,7 +42,7 @@ def make_result(
 
 
 def has_context(
-    text: str, start: int, end: int, words: re.Pattern[str], *, before: int = 40, after: int = 15
+    text: str, start: int, end: int, words: TimedPattern, *, before: int = 40, after: int = 15
 ) -> bool:
     """Whether a context word occurs shortly before or after `text[start:end]`."""
     return bool(
@@ -67,8 +72,11 @@ class SpanRecognizer(EntityRecognizer):
     def analyze(
         self, text: str, entities: list[str], nlp_artifacts: Any = None
     ) -> list[RecognizerResult]:
-        """Presidio entry point."""
-        return [
-            make_result(self, self.ENTITY, s, e, score)
-            for s, e, score in self.spans(text, nlp_artifacts)
-        ]
+        """Presidio entry point, under the prompt's time budget."""
+        results = []
+        with stage(str(getattr(self, "name", ""))):
+            check("the recogniser")
+            for s, e, score in self.spans(text, nlp_artifacts):
+                results.append(make_result(self, self.ENTITY, s, e, score))
+                check("the recogniser")
+        return results

@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from appliance.redact.budget import timed
 from appliance.redact.recognizers import SpanRecognizer, has_context, word_set
 
 # One separator between digit groups: "-", ".", "/" with optional spaces, or spaces.
@@ -32,11 +33,11 @@ _AT = r"(?:[ \t]*@[ \t]*|[ \t]*[(\[{<][ \t]*at[ \t]*[)\]}>][ \t]*|[ \t]+at[ \t]+
 _DOT = r"(?:\.|[ \t]\.[ \t]|[ \t]*[(\[{<][ \t]*dot[ \t]*[)\]}>][ \t]*|[ \t]+dot[ \t]+)"
 _LOCAL_WORD = r"[A-Za-z0-9][A-Za-z0-9_%+\-]*"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
-SPELLED_EMAIL = re.compile(
+SPELLED_EMAIL = timed(
     rf"(?i)(?<![\w.@])({_LOCAL_WORD}(?:{_DOT}{_LOCAL_WORD}){{0,3}})({_AT})"
     rf"({_LABEL}(?:{_DOT}{_LABEL}){{1,3}})(?![\w@])"
 )
-_DOT_SPLIT = re.compile(rf"(?i){_DOT}")
+_DOT_SPLIT = timed(rf"(?i){_DOT}")
 # Words that precede "at" in ordinary sentences ("look at google dot com").
 NOT_A_MAILBOX = word_set(
     "look looking looked arrive arrived arriving be is are was were am meet me us him "
@@ -99,11 +100,11 @@ class SpelledEmailRecognizer(SpanRecognizer):
 
 # Country code and check digits, then groups of four (the last one shorter) with one
 # separator style; upper case as IBANs are printed. The compact form is Presidio's.
-IBAN_CANDIDATE = re.compile(
+IBAN_CANDIDATE = timed(
     r"(?<![\w])[A-Z]{2}\d{2}(?P<sep>[ \t]?[.\-/][ \t]?|[ \t])[A-Z0-9]{4}"
     r"(?:(?P=sep)[A-Z0-9]{4}){1,6}(?:(?P=sep)[A-Z0-9]{1,4})?(?![\w])"
 )
-IBAN_CONTEXT = re.compile(r"(?i)\b(?:iban|bank|account|acct|transfer|wire|pay|sepa|bic|swift)")
+IBAN_CONTEXT = timed(r"(?i)\b(?:iban|bank|account|acct|transfer|wire|pay|sepa|bic|swift)")
 
 
 def iban_ok(compact: str) -> bool:
@@ -130,12 +131,12 @@ class SeparatedIbanRecognizer(SpanRecognizer):
 
 # --- US social security numbers ------------------------------------------------------------
 
-SSN_CANDIDATE = re.compile(
+SSN_CANDIDATE = timed(
     r"(?<![\w.\-])(\d{3})([ \t]?[.\-/][ \t]?|[ \t]+)(\d{2})([ \t]?[.\-/][ \t]?|[ \t]+)(\d{4})"
     r"(?![\w]|[.\-]\d)"
 )
-SSN_CONTEXT = re.compile(r"(?i)\b(?:ssn|ssns|social security|social|security number|ss#|ss no|"
-                         r"tin|taxpayer)\b")
+SSN_CONTEXT = timed(r"(?i)\b(?:ssn|ssns|social security|social|security number|ss#|ss no|"
+                    r"tin|taxpayer)\b")
 
 
 def ssn_ok(area: str, group: str, serial: str) -> bool:
@@ -163,10 +164,10 @@ class SeparatedSsnRecognizer(SpanRecognizer):
 
 _OCTET = r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _IP_DOT = r"(?:[ \t]*\.[ \t]*|[ \t]*[(\[{][ \t]*(?:\.|dot)[ \t]*[)\]}][ \t]*|[ \t]+dot[ \t]+)"
-SPELLED_IP = re.compile(rf"(?i)(?<![\w.])({_OCTET}{_IP_DOT}){{3}}{_OCTET}(?![\w]|\.\d)")
-DASHED_IP = re.compile(rf"(?<![\w.\-])(?:ip-)?{_OCTET}-{_OCTET}-{_OCTET}-{_OCTET}(?![\w\-])")
-IP_CONTEXT = re.compile(r"(?i)\b(?:ip|ips|ipv4|address|host|hostname|server|ping|ssh|vpn|"
-                        r"router|gateway|subnet|firewall|node|dns|proxy)\b|\bip-")
+SPELLED_IP = timed(rf"(?i)(?<![\w.])({_OCTET}{_IP_DOT}){{3}}{_OCTET}(?![\w]|\.\d)")
+DASHED_IP = timed(rf"(?<![\w.\-])(?:ip-)?{_OCTET}-{_OCTET}-{_OCTET}-{_OCTET}(?![\w\-])")
+IP_CONTEXT = timed(r"(?i)\b(?:ip|ips|ipv4|address|host|hostname|server|ping|ssh|vpn|"
+                   r"router|gateway|subnet|firewall|node|dns|proxy)\b|\bip-")
 
 
 class SpelledIpRecognizer(SpanRecognizer):

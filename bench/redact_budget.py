@@ -1,0 +1,154 @@
+"""Redaction's time on adversarial prompts, step by step: what the prompt's budget must cover.
+
+usage: .venv/bin/python bench/redact_budget.py [--chars 32768] [--runs N] [--only NAME,...]
+       [--json]
+
+Each input is `--chars` characters (default 32,768, `max_text_chars`, the longest prompt the
+service takes) of one shape built to make a step work hard: PII-packed sentences, runs of
+capitalised words, hashtags, digit groups, spelled-out addresses, street lines, place cues,
+speaker lines, one long word. For each, the median of `--runs` runs (after a warm-up) of:
+the whole analysis (`Redactor.analyze`, under the policy's `pattern_timeout_s`: "refused"
+when it ran past it), spaCy's NER alone, and each recogniser alone on spaCy's output, of
+which the slowest of Semtrace's own and the slowest of Presidio's are printed. Works on the
+code before the budget covered Semtrace's recognisers too (same calls), for a before/after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SHAPES: dict[str, str] = {
+    "pii": ("Call me on +1 415 555 0134 or mail jo.smith{i}@example.org, card 4111 1111 1111 "
+            "1111, IBAN GB82 WEST 1234 5698 7654 32. "),
+    "capitals": "Alice Smith Bob Jones Paris London Main Street River Road ",
+    "hashtags": "#Paris{i} #TeamAustralia #cheadle #NewYorkCity ",
+    "digits": "12 34 56 78 90 ",
+    "spelled": "jane{i} at example dot zz, ",
+    "streets": "12 Main Street, Springfield, ",
+    "cues": "in New York at London near Paris from kilmallock to ",
+    "speakers": "Alice: hi\nBob said that Carol told Dave ",
+    "long-word": "x",
+    "caps-word": "ABCD",
+}
+
+
+def text_of(shape: str, chars: int) -> str:
+    """`chars` characters of one repeated shape (a new number in each copy where it has one)."""
+    parts: list[str] = []
+    size = i = 0
+    while size < chars:
+        parts.append(SHAPES[shape].replace("{i}", str(i)))
+        size += len(parts[-1])
+        i += 1
+    return "".join(parts)[:chars]
+
+
+def median_time(fn: Callable[[], Any], runs: int) -> float:
+    """Median seconds of `fn` over `runs` runs after one warm-up run."""
+    fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def measure(redactor: Any, text: str, runs: int) -> dict[str, Any]:
+    """The whole analysis, spaCy alone and each recogniser alone on one text (seconds)."""
+    from appliance.redact.failclosed import RedactionFailed
+    from appliance.redact.normalize import normalize
+
+    refused: list[str] = []
+
+    def whole() -> None:
+        try:
+            redactor.analyze(text)
+        except RedactionFailed as failed:
+            refused.append(str(failed))
+
+    row: dict[str, Any] = {"whole_s": median_time(whole, runs)}
+    row["refused"] = refused[-1] if refused else None
+    seen = normalize(text).text
+    engine = redactor._analyzer.nlp_engine
+    nlp = redactor._nlp
+    with nlp.memory_zone():
+        row["spacy_s"] = median_time(lambda: engine.process_text(seen, "en"), runs)
+        artifacts = engine.process_text(seen, "en")
+        entities = list(redactor._entities)
+        per: dict[str, float] = {}
+        for rec in redactor._analyzer.registry.recognizers:
+            per[str(rec.name)] = median_time(
+                lambda rec=rec: _quiet(rec, seen, entities, artifacts), runs)
+    ours = {k: v for k, v in per.items() if k.startswith("semtrace_")}
+    theirs = {k: v for k, v in per.items() if not k.startswith("semtrace_")}
+    for label, group in (("ours", ours), ("presidio", theirs)):
+        name = max(group, key=lambda k: group[k])
+        row[f"{label}_slowest"], row[f"{label}_slowest_s"] = name, group[name]
+        row[f"{label}_total_s"] = sum(group.values())
+    return row
+
+
+def _quiet(rec: Any, text: str, entities: list[str], artifacts: Any) -> None:
+    """One recogniser alone, outside any prompt's budget (its refusals not counted here)."""
+    with contextlib.suppress(Exception):  # a recogniser's failure is the whole run's to show
+        rec.analyze(text, entities, artifacts)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chars", type=int, default=32768, help="prompt length (32768)")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per step (3)")
+    parser.add_argument("--only", default="", help="comma-separated shapes (default: all)")
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    args = parser.parse_args()
+    shapes = [s for s in args.only.split(",") if s] or list(SHAPES)
+    unknown = [s for s in shapes if s not in SHAPES]
+    if unknown or args.runs < 1 or args.chars < 1:
+        parser.error(f"--only takes {', '.join(SHAPES)}; --runs and --chars at least 1")
+
+    from appliance.config import RedactionSettings, load_policy
+    from appliance.redact import Redactor
+
+    note = sys.stderr if args.json else sys.stdout
+    settings = load_policy("redaction", RedactionSettings)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        redactor = Redactor(settings, cache_dir=Path(tmp))
+        for shape in shapes:
+            print(f"{shape} ...", file=note, flush=True)
+            rows.append({"shape": shape, **measure(redactor, text_of(shape, args.chars),
+                                                   args.runs)})
+    load = os.getloadavg()[0]
+    if args.json:
+        print(json.dumps({"chars": args.chars, "runs": args.runs, "load_average": load,
+                          "pattern_timeout_s": settings.pattern_timeout_s, "rows": rows}))
+        return 0
+    print(f"{args.chars:,} characters; load average {load:.2f} on {os.cpu_count()} cores; "
+          f"median of {args.runs} runs; pattern_timeout_s {settings.pattern_timeout_s:g}")
+    print("| shape | whole analysis, s | spaCy NER, s | Semtrace's recognisers, s (slowest) "
+          "| Presidio's, s (slowest) | refused |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['shape']} | {r['whole_s']:.3f} | {r['spacy_s']:.3f} "
+              f"| {r['ours_total_s']:.3f} ({r['ours_slowest']} {r['ours_slowest_s']:.3f}) "
+              f"| {r['presidio_total_s']:.3f} ({r['presidio_slowest']} "
+              f"{r['presidio_slowest_s']:.3f}) | {'yes' if r['refused'] else 'no'} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

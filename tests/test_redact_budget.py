@@ -1,0 +1,148 @@
+"""One time budget per prompt (`pattern_timeout_s`) covers the whole of its redaction:
+spaCy's share, Presidio's patterns and IBAN checks, and Semtrace's own recognisers (their
+expressions and loops). A prompt past it is refused as `unredactable`, never stored partly
+redacted. Before, Semtrace's recognisers and spaCy ran with no limit at all (the prompt was
+stored however long they took), and the IBAN checks' limit was whichever policy was loaded
+last in the process. Real Presidio, spaCy, llama.cpp, SQLCipher and the service's socket."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import running_service, scan_for
+
+from appliance.client import Client
+
+CANARY = "quimby.budget@example.com"
+CARD = "4111 1111 1111 1111"
+NAME = "Rosalind Quimbleford"
+TINY = 0.3
+# Street lines make Semtrace's address recogniser the slowest of all (bench/redact_budget.py);
+# no Presidio pattern is slow on them, so the old code stored this prompt under any limit.
+STREET = "12 Main Street, Springfield, "
+MAX_CHARS = 32768
+
+
+def adversarial() -> str:
+    """A prompt of `max_text_chars` characters with the canaries at its start."""
+    head = f"Write to {NAME} at {CANARY}, card {CARD}. "
+    body = STREET * ((MAX_CHARS - len(head)) // len(STREET) + 1)
+    return (head + body)[:MAX_CHARS]
+
+
+@pytest.fixture(scope="module")
+def tiny_redactor(policies: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The real redactor with a 0.3 s budget per prompt."""
+    from appliance.config import RedactionSettings
+    from appliance.redact import Redactor
+
+    settings = RedactionSettings.model_validate({**policies.redaction.model_dump(),
+                                                 "pattern_timeout_s": TINY})
+    return Redactor(settings, cache_dir=tmp_path_factory.mktemp("tld"))
+
+
+@pytest.fixture
+def tiny_pipeline(runtime: Any, embedder: Any, tiny_redactor: Any) -> Any:
+    from appliance.index import VectorIndex
+    from appliance.link import make_linker
+    from appliance.pipeline import Pipeline
+
+    return Pipeline(store=runtime.store, index=VectorIndex(embedder.dims),
+                    keyring=runtime.keyring, redactor=tiny_redactor, embedder=embedder,
+                    linker=make_linker(runtime.policies.correlation),
+                    policies=runtime.policies)
+
+
+def _own(redactor: Any, name: str) -> Any:
+    return next(r for r in redactor._analyzer.registry.recognizers if r.name == name)
+
+
+def test_semtrace_recogniser_past_the_budget_refuses_and_names_itself(
+        tiny_redactor: Any) -> None:
+    """Semtrace's own recogniser stops once the prompt's budget is spent (here by the steps
+    before it), naming itself and never the text; with time left it finds the name."""
+    from appliance.redact.budget import prompt_budget
+    from appliance.redact.failclosed import RedactionFailed
+
+    names = _own(tiny_redactor, "semtrace_PersonNameRecognizer")
+    text = f"Please forward this to {NAME} today."
+    engine = tiny_redactor._analyzer.nlp_engine
+    with tiny_redactor._nlp.memory_zone():
+        artifacts = engine.process_text(text, "en")
+        with prompt_budget(TINY, spent=TINY), pytest.raises(RedactionFailed) as raised:
+            names.analyze(text, ["PERSON"], artifacts)
+        with prompt_budget(TINY):
+            found = names.analyze(text, ["PERSON"], artifacts)
+    assert "semtrace_PersonNameRecognizer" in str(raised.value)
+    assert "time budget" in str(raised.value) and NAME not in str(raised.value)
+    assert [text[r.start:r.end] for r in found] == [NAME]
+
+
+def test_a_timed_expression_stops_at_the_budget(tiny_redactor: Any) -> None:
+    """An expression of Semtrace's that backtracks without end is stopped by the budget
+    (Python's `re` could not be stopped at all)."""
+    from appliance.redact.budget import prompt_budget, timed
+    from appliance.redact.failclosed import RedactionFailed
+
+    catastrophic = timed(r"(?:x|xx)+(?=y)\w")
+    with prompt_budget(0.2), pytest.raises(RedactionFailed) as raised:
+        list(catastrophic.finditer("x" * 60 + "z"))
+    assert "time budget (0.2 s" in str(raised.value) and "xxxx" not in str(raised.value)
+
+
+def test_iban_checks_follow_each_redactors_own_budget(
+        redactor: Any, tiny_redactor: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Presidio's IBAN recogniser gets the time left to the prompt of the redactor running
+    it, not the limit of whichever policy was loaded last."""
+    from presidio_analyzer.predefined_recognizers.generic import iban_recognizer
+
+    real = iban_recognizer.re
+    limits: list[float] = []
+
+    class Watching:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def finditer(self, *args: Any, timeout: Any = None, **kwargs: Any) -> Any:
+            limits.append(float(timeout))
+            return real.finditer(*args, timeout=timeout, **kwargs)
+
+    monkeypatch.setattr(iban_recognizer, "re", Watching())
+    text = "Pay to IBAN GB82 WEST 1234 5698 7654 32 please"
+    limit: dict[str, float] = {}
+    hits: dict[str, Any] = {}
+    for name, each in (("tiny", tiny_redactor), ("default", redactor)):
+        limits.clear()
+        hits[name] = each.analyze(text)
+        assert limits, "the IBAN recogniser ran"
+        limit[name] = max(limits)
+    assert limit["tiny"] <= TINY and limit["default"] > TINY
+    assert any(d.entity_type == "IBAN_CODE" for d in hits["tiny"])
+
+
+def test_adversarial_prompt_past_the_budget_is_refused_and_never_stored(
+        tiny_pipeline: Any, data_dir: Path, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    sock = tmp_path / "s.sock"
+    with running_service(tiny_pipeline, sock), Client(sock, timeout=600) as c:
+        good = c.ingest(tenant="acme", user_id="alice", request_id="good-1",
+                        text="Which clauses in the lease cover the deposit?")
+        reply = c.ingest(tenant="acme", user_id="alice", text=adversarial(),
+                         request_id="slow-1")
+        stats = c.request({"v": 1, "op": "stats"})
+    assert good["ok"]
+    assert reply["ok"] is False and reply["error"]["code"] == "unredactable"
+    assert CANARY not in str(reply) and CARD not in str(reply) and NAME not in str(reply)
+    assert stats["counters"]["unredactable"] == 1 and stats["counters"]["ingested"] == 1
+    texts = [r.text or "" for r in tiny_pipeline.store.records("1 = 1", ())]
+    assert len(texts) == 1 and "lease" in texts[0]
+    events = [r for r in caplog.records if getattr(r, "event", None) == "ingest_unredactable"]
+    assert len(events) == 1 and "time budget" in events[0].getMessage()
+    logged = "\n".join(r.getMessage() + str(r.__dict__) for r in caplog.records)
+    assert CANARY not in logged and CARD not in logged and NAME not in logged
+    assert "Springfield" not in logged
+    assert scan_for(data_dir, [CANARY, CARD, NAME, "Main Street, Springfield"]) == []
