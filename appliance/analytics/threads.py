@@ -94,8 +94,12 @@ def load_threads(store: Store, tenant: str, start: datetime, end: datetime, *,
                  ) -> list[ThreadRow]:
     """Threads with prompts in [start, end) of one tenant (one user when given), no text.
 
-    Topic ids are resolved to the live topic they were merged into (by `aliases`, merged
-    id -> id, when the caller read them already); synthetic prompts are left out.
+    Each turn carries its thread's topic as the last refinement left it (the threads
+    table, what `threads list --topic` and the screens read; a prompt's own topic, handed
+    out at ingest, only for a thread without one): a refinement moves threads between
+    topics that both live on, which no merge records. Topic ids are resolved to the live
+    topic they were merged into (by `aliases`, merged id -> id, when the caller read them
+    already); synthetic prompts are left out.
     """
     alias = dict(aliases) if aliases is not None else dict(store.db.execute(
         "SELECT topic_id, merged_into FROM topics WHERE tenant=? AND merged_into IS NOT NULL",
@@ -108,16 +112,18 @@ def load_threads(store: Store, tenant: str, start: datetime, end: datetime, *,
             tid = alias[tid]
         return tid
 
-    sql = ("SELECT thread_id, user, ts, position, intent, status, model, "
-           "coalesce(input_tokens, 0) + coalesce(output_tokens, 0), topic_id, feedback, cost "
-           "FROM records WHERE tenant=? AND synthetic=0 AND ts>=? AND ts<?")
+    sql = ("SELECT r.thread_id, r.user, r.ts, r.position, r.intent, r.status, r.model, "
+           "coalesce(r.input_tokens, 0) + coalesce(r.output_tokens, 0), "
+           "coalesce(t.topic_id, r.topic_id), r.feedback, r.cost FROM records r "
+           "LEFT JOIN threads t ON t.thread_id = r.thread_id "
+           "WHERE r.tenant=? AND r.synthetic=0 AND r.ts>=? AND r.ts<?")
     params: list[object] = [tenant, start.timestamp(), end.timestamp()]
     if user is not None:
-        sql += " AND user=?"
+        sql += " AND r.user=?"
         params.append(user)
     turns: dict[str, tuple[str, list[Turn]]] = {}
     for tid, who, ts, pos, intent, status, model, tokens, topic, fb, cost in store.db.execute(
-            sql + " ORDER BY thread_id, ts, id", params):
+            sql + " ORDER BY r.thread_id, r.ts, r.id", params):
         turn = Turn(datetime.fromtimestamp(ts, UTC), pos, intent, status, model, int(tokens),
                     live(topic), _parse_feedback(fb), cost)
         turns.setdefault(tid, (who, []))[1].append(turn)
