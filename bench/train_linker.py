@@ -72,7 +72,8 @@ if not BENCH.exists():  # a worktree under /work/wt/<branch>
 CACHE_DIR = Path(tempfile.gettempdir()) / "semtrace-linker-cache"
 STREAM_STRIDE = 1_000_000  # global index = stream number * stride + index in the stream
 OPENER_C = 0.1
-GBM = {"trees": 200, "rate": 0.08, "depth": 5, "leaves": 16, "min_leaf": 200, "l2": 3.0}
+GBM = {"trees": 200, "rate": 0.08, "depth": 5, "leaves": 16, "min_leaf": 200, "l2": 3.0,
+       "max_features": 1.0}
 MONOTONE: dict[str, int] = {}  # feature -> -1 / 1: the pair probability may only fall / rise
 HEADLINE = ("pair_F1", "newthread_F1", "parent_acc")
 
@@ -440,6 +441,7 @@ def fit(x: np.ndarray, y: np.ndarray, kind: str, w: np.ndarray | None = None
                                         max_depth=GBM["depth"], max_leaf_nodes=GBM["leaves"],
                                         min_samples_leaf=GBM["min_leaf"],
                                         l2_regularization=GBM["l2"],
+                                        max_features=GBM["max_features"],
                                         monotonic_cst=[MONOTONE.get(f, 0) for f in FEATURES],
                                         random_state=0).fit(x, y, sample_weight=w)
     return export_gbm(gb, x)
