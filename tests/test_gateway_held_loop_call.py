@@ -167,3 +167,39 @@ def test_the_sdk_answers_another_users_tool_loop_call_while_one_is_held(
     logger._workers.shutdown(wait=True)  # ilse's registration has its reply
     assert ilse["litellm_metadata"]["gen_ai.conversation.id"] == \
         turns["ilse"]["conversation_id"]
+
+
+def test_the_sdk_answers_another_users_tool_loop_call_while_two_are_held(
+        service: Any) -> None:
+    """The SDK's pre-call logging sends from a pool of the callback's threads: it had two,
+    so two held loop calls (ilse's and jonas's) kept mika's registration queued until one
+    had its reply, past his `register_wait`."""
+    from appliance.integrations.litellm import SemtraceLogger
+
+    with Client(service.sock, timeout=30) as c:  # jonas's turn, its update on its way too
+        jonas_turn = c.ingest(tenant="acme", user_id="jonas", request_id="jonas-1",
+                              text="Where is the lost property office?")
+    assert jonas_turn["ok"]
+    logger = SemtraceLogger(service.sock, tenant="acme", timeout=60.0, register_wait=0.2)
+    held = [{**_data(user, f"sdk2-{user}", f"resp_{user}_1"), "call_type": "responses"}
+            for user in ("ilse", "jonas")]
+    mika = {**_data("mika", "sdk2-mika", "resp_mika_1"), "call_type": "responses"}
+    try:
+        for kwargs in held:
+            logger.log_pre_api_call("gpt-4o", None, kwargs)  # went on unanswered
+        _held(service, lambda: True)
+        logger.register_wait = 20.0
+        logger.log_pre_api_call("gpt-4o", None, mika)
+        held_then = ["gen_ai.conversation.id" in k["litellm_metadata"] for k in held]
+        mika_then = dict(mika["litellm_metadata"])
+    finally:
+        _land_ilse(service)
+        with Client(service.sock, timeout=30) as c:
+            c.request({"v": 1, "op": "update", "tenant": "acme", "request_id": "jonas-1",
+                       "response": {"id": "resp_jonas_1", "status": "ok"}})
+    assert mika_then.get("gen_ai.conversation.id") == \
+        service.turns["mika"]["conversation_id"]  # old: {}
+    assert held_then == [False, False]
+    logger._workers.shutdown(wait=True)
+    assert held[1]["litellm_metadata"]["gen_ai.conversation.id"] == \
+        jonas_turn["conversation_id"]

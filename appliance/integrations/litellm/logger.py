@@ -18,7 +18,7 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from appliance.client import bus_keys_for, is_nats_url
 from appliance.integrations import MAX_TEXT_CHARS, annotate, reply_attributes
-from appliance.integrations.channel import AsyncChannel, Delivery, SyncChannel
+from appliance.integrations.channel import LOOP_LINES, AsyncChannel, Delivery, SyncChannel
 from appliance.integrations.litellm.hooks import _fail_open, _on_a_loop
 from appliance.integrations.litellm.requests import (
     _metadata,
@@ -85,7 +85,9 @@ class SemtraceLogger(CustomLogger):
         #                   still records them, one that failed meanwhile does not
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
-        self._workers = futures.ThreadPoolExecutor(2, thread_name_prefix="semtrace")
+        # the SDK's registrations: two for turns (one sent while the next waits for the
+        # connection) and one per loop connection, so held loop calls keep no one queued
+        self._workers = futures.ThreadPoolExecutor(2 + LOOP_LINES, thread_name_prefix="semtrace")
         self._inflight: dict[str, futures.Future[None]] = {}  # registrations being sent
         self._sync = SyncChannel(self.socket_path, timeout=timeout, log=log,
                                  bus_keys=self._bus_keys, plain_bus=plain_bus)
