@@ -20,8 +20,8 @@ CANARY = "quimby.budget@example.com"
 CARD = "4111 1111 1111 1111"
 NAME = "Rosalind Quimbleford"
 TINY = 0.3
-# Street lines make Semtrace's address recogniser the slowest of all (bench/redact_budget.py);
-# no Presidio pattern is slow on them, so the old code stored this prompt under any limit.
+# A long prompt of street lines (bench/redact_budget.py): its whole redaction takes over a
+# second (spaCy's NER most of it), far past 0.3 s; before the budget it was stored regardless.
 STREET = "12 Main Street, Springfield, "
 MAX_CHARS = 32768
 

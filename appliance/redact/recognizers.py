@@ -259,7 +259,8 @@ LINE_WORD = timed(r"[\w'’().\-]+")
 PARTICLES = word_set(
     "de del della di da do dos das du la le les van von der den am an im upon on sur y i"
 )
-SAME_LINE_TAIL = timed(r"(?:,[ \t]*(?:[A-Z0-9][\w'’.\-]*(?:[ \t]+[A-Z0-9][\w'’.\-]*){0,3}))+")
+# One ", Town 12345" group of an address's tail on its line; the tail is a run of them.
+TAIL_GROUP = timed(r",[ \t]*[A-Z0-9][\w'’.\-]*(?:[ \t]+[A-Z0-9][\w'’.\-]*){0,3}")
 
 
 def _is_address_line(line: str) -> bool:
@@ -304,13 +305,51 @@ def _extend_back(text: str, start: int) -> int:
     return start
 
 
-def _extend(text: str, end: int) -> int:
-    """Extend an address over its town/postcode tail and the short lines below it."""
-    tail = SAME_LINE_TAIL.match(text, end)
-    if tail:
-        end = tail.end()
-    elif text.startswith(".", end):
-        end += 1
+class _Tails:
+    """Where each address of one text ends: its town/postcode tail, then the short lines
+    below it.
+
+    On one line of comma-separated addresses every address's tail runs to the end of the
+    line, through all the addresses after it; reading it again from each address was
+    quadratic in the line's length. The tail is a run of `TAIL_GROUP`s, each one decided by
+    where it starts alone, so the end of the run from each group's start is kept: every
+    group of the text is matched once, and the same spans come out.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._run_end: dict[int, int] = {}  # start of a group -> end of the run from it
+        self._block_end: dict[int, int] = {}  # end of a tail -> end of the lines below it
+
+    def run_end(self, pos: int) -> int:
+        """End of the run of `TAIL_GROUP`s from `pos` (`pos` itself: no tail there)."""
+        path = []
+        while pos not in self._run_end:
+            path.append(pos)
+            group = TAIL_GROUP.match(self.text, pos)
+            if group is None:
+                self._run_end[pos] = pos
+                break
+            pos = group.end()
+        end = self._run_end[pos]
+        for start in path:
+            self._run_end[start] = end
+        return end
+
+    def extend(self, end: int) -> int:
+        """Extend an address over its town/postcode tail and the short lines below it."""
+        tail_end = self.run_end(end)
+        if tail_end > end:
+            end = tail_end
+        elif self.text.startswith(".", end):
+            end += 1
+        if end not in self._block_end:
+            self._block_end[end] = _lines_below(self.text, end)
+        return self._block_end[end]
+
+
+def _lines_below(text: str, end: int) -> int:
+    """Extend an address's end over the address lines below it."""
     for _ in range(5):
         nxt = end + 1
         if text.startswith("\n\n", end):  # a blank line, then only "Country 12345"
@@ -349,10 +388,11 @@ class StreetAddressRecognizer(SpanRecognizer):
     def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
         if not any(c.isdigit() for c in text):
             return
+        tails = _Tails(text)
         for ap in ADDRESS_PATTERNS:
             for m in _windowed(ap, text):
-                yield _extend_back(text, m.start()), _extend(text, m.end()), ap.score
+                yield _extend_back(text, m.start()), tails.extend(m.end()), ap.score
         for cue in ADDRESS_CUE.finditer(text):
             street = CUED_NUMBER_STREET.match(text, cue.end())
             if street:
-                yield _extend_back(text, street.start()), _extend(text, street.end()), 0.55
+                yield _extend_back(text, street.start()), tails.extend(street.end()), 0.55
