@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,6 +16,11 @@ from appliance.cli.sockets import QUERY_SOCKET_NAME
 from appliance.cluster import bus
 from appliance.errors import SemtraceError
 from appliance.runtime import default_data_dir, settle_heap
+
+if TYPE_CHECKING:
+    from appliance.config import Policies
+    from appliance.runtime import Runtime
+    from appliance.service import DataDirLock, Service
 
 SOCKET_NAME = "semtrace.sock"
 
@@ -64,15 +69,48 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
                                "result.")
     from appliance.config import load_policies
     from appliance.embed import load_manifest, verify_model
-    from appliance.runtime import check_bundled_files, make_pipeline, open_runtime
-    from appliance.service import DataDirLock, Service
-    from appliance.telemetry import setup_logging, start_telemetry
+    from appliance.runtime import check_bundled_files
+    from appliance.service import DataDirLock
+    from appliance.telemetry import setup_logging
 
     setup_logging(log_level)
     directory = data_dir or default_data_dir()
     policies = load_policies()
     warnings = policies.redaction.warnings()
     hold_warnings = policies.retention.warnings()  # said by --check and doctor, never quoted
+    settings = _telemetry_settings(policies, metrics_listen, otlp_endpoint, metrics_group,
+                                   check=check)
+    cluster = cluster_settings(policies.cluster, url=nats_url, partitions=partitions, own=own,
+                               node=node_name)
+    plain_bus_warning, joining = _bus_settings(cluster, check=check)
+    verify_model(load_manifest())
+    check_bundled_files(policies)  # before the store opens: what the pipeline would refuse
+    if check:  # read-only, like doctor: on a service host, the service's data dir
+        _check_only(data_dir, passphrase_file, key_file, cluster, warnings, hold_warnings,
+                    plain_bus_warning)
+        return
+    rt = _open_store(directory, passphrase_file, key_file, policies)
+    lock = DataDirLock(directory)
+    try:
+        lock.acquire()  # a second serve of this data dir stops here, in its own sentence
+        data_dir_id = None
+        if cluster.url:  # export and forget pick a partition's tenants by this count
+            data_dir_id = _refuse_cluster_conflicts(rt, cluster, joining, lock)
+        _free_sockets(socket_path or directory / SOCKET_NAME,
+                      query_socket or directory / QUERY_SOCKET_NAME)
+        _serve_until_stopped(rt, policies, settings, cluster, lock, data_dir_id,
+                             socket_path or directory / SOCKET_NAME,
+                             query_socket or directory / QUERY_SOCKET_NAME)
+    finally:
+        lock.release()
+        rt.close()
+
+
+def _telemetry_settings(policies: Policies, metrics_listen: str | None,
+                        otlp_endpoint: str | None, metrics_group: str | None, *,
+                        check: bool) -> Any:
+    """The telemetry settings, their metrics address and OTLP exporter checked now: one
+    sentence before the models load, not after."""
     settings = telemetry_settings(policies.telemetry, metrics_listen, otlp_endpoint,
                                   metrics_group=metrics_group)
     if settings.metrics.listen:  # one sentence now, not after the models load
@@ -89,8 +127,12 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         from appliance.telemetry import otlp_exporter
 
         otlp_exporter()  # the extra is installed, or one sentence now
-    cluster = cluster_settings(policies.cluster, url=nats_url, partitions=partitions, own=own,
-                               node=node_name)
+    return settings
+
+
+def _bus_settings(cluster: Any, *, check: bool) -> tuple[str, Any]:
+    """(the plain bus warning the node logs, what NATS says about joining) for a node of a
+    cluster, its bus key checked and NATS asked now (not for --check); ("", None) alone."""
     plain_bus_warning = ""
     joining: Any = None  # each own partition's last consumer and the live claims, from NATS
     if cluster.url:
@@ -109,92 +151,122 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
             from appliance.cluster.preflight import preflight
 
             joining = bus.run(preflight(cluster))
-    verify_model(load_manifest())
-    check_bundled_files(policies)  # before the store opens: what the pipeline would refuse
-    if check:  # read-only, like doctor: on a service host, the service's data dir
-        from appliance.cli.check_target import require_target, target_for
-        from appliance.cli.service.check import check_config
+    return plain_bus_warning, joining
 
-        target = target_for(data_dir)
-        require_target(target, "serve --check")
-        check_config(target, credential(passphrase_file, key_file), cluster, warnings,
-                     hold_warnings, plain_bus_warning)
-        return
+
+def _check_only(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
+                cluster: Any, warnings: list[str], hold_warnings: list[str],
+                plain_bus_warning: str) -> None:
+    """`serve --check`: the data dir's check, read-only (`check.py`)."""
+    from appliance.cli.check_target import require_target, target_for
+    from appliance.cli.service.check import check_config
+
+    target = target_for(data_dir)
+    require_target(target, "serve --check")
+    check_config(target, credential(passphrase_file, key_file), cluster, warnings,
+                 hold_warnings, plain_bus_warning)
+
+
+def _open_store(directory: Path, passphrase_file: Path | None, key_file: Path | None,
+                policies: Policies) -> Runtime:
+    """The data dir opened; an upgrade's migrations noted in the service's log."""
+    from appliance.runtime import open_runtime
+
     rt = open_runtime(directory, credential(passphrase_file, key_file), policies=policies)
     if note := rt.migration_note():  # an upgrade: what it changed, in the service's log
         logging.getLogger("semtrace.store").info("%s", note, extra={
             "event": "store_migrated", "migrations": [
                 f"{name}:{m}" for name, ran in rt.store.migrated.items() for m in ran]})
-    lock = DataDirLock(directory)
-    try:
-        lock.acquire()  # a second serve of this data dir stops here, in its own sentence
-        if cluster.url:  # export and forget pick a partition's tenants by this count
-            from appliance.cluster import given_away
-            from appliance.cluster.move import note_partitions
+    return rt
 
-            given_away.refuse(rt.store.db, cluster.owned(), cluster.partitions)  # stale --own
-            from appliance.cluster.bus import node_name as cluster_node
 
-            me = cluster_node(cluster.node)  # a partition another node consumed meanwhile
-            data_dir_id = given_away.data_dir_id(rt.store.db)
-            from appliance.cluster.owners import name_in_use
+def _refuse_cluster_conflicts(rt: Runtime, cluster: Any, joining: Any,
+                              lock: DataDirLock) -> Any:
+    """This data dir's id, once nothing forbids it to consume its partitions: a stale --own,
+    a live namesake, a live copy, partitions taken or imported meanwhile (SemtraceError)."""
+    from appliance.cluster import given_away
+    from appliance.cluster.move import note_partitions
 
-            if clash := name_in_use(joining.claims, me, data_dir_id):  # a live namesake
-                raise SemtraceError(clash)
-            from appliance.cluster.preflight import refuse_live_copy
+    given_away.refuse(rt.store.db, cluster.owned(), cluster.partitions)  # stale --own
+    from appliance.cluster.bus import node_name as cluster_node
 
-            bus.run(refuse_live_copy(cluster, joining.claims, data_dir_id,  # a backup's
-                                     lock.identity()))
-            given_away.refuse_taken(rt.store.db, cluster.owned(), cluster.partitions, me,
-                                    joining.last, data_dir_id)  # noted once consuming
-            from appliance.cluster import imported  # the exporter consumed since its export
+    me = cluster_node(cluster.node)  # a partition another node consumed meanwhile
+    data_dir_id = given_away.data_dir_id(rt.store.db)
+    from appliance.cluster.owners import name_in_use
 
-            imported.refuse(rt.store.db, cluster.owned(), cluster.partitions, joining.last,
-                            data_dir_id)
-            note_partitions(rt.store, cluster.partitions)
-        # another data dir's service on these sockets: before the models load
-        from appliance.service.sockets import free_socket_path
-        from appliance.socket_folder import check_socket_folder, refusal
+    if clash := name_in_use(joining.claims, me, data_dir_id):  # a live namesake
+        raise SemtraceError(clash)
+    from appliance.cluster.preflight import refuse_live_copy
 
-        for claimed, option in ((socket_path or directory / SOCKET_NAME, "--socket"),
-                                (query_socket or directory / QUERY_SOCKET_NAME,
-                                 "--query-socket")):
-            try:
-                check_socket_folder(claimed)
-            except ValueError as exc:
-                raise SemtraceError(refusal(claimed, option, exc)) from None
-            free_socket_path(claimed)
-        from appliance import failpoints
+    bus.run(refuse_live_copy(cluster, joining.claims, data_dir_id,  # a backup's
+                             lock.identity()))
+    given_away.refuse_taken(rt.store.db, cluster.owned(), cluster.partitions, me,
+                            joining.last, data_dir_id)  # noted once consuming
+    from appliance.cluster import imported  # the exporter consumed since its export
 
-        failpoints.point("serve.models")  # killed as it loads its models (the cluster tests)
-        pipeline = make_pipeline(rt)
-        service = Service(pipeline, policies, socket_path=socket_path or directory / SOCKET_NAME,
-                          reload=load_policies,
-                          query_socket_path=query_socket or directory / QUERY_SOCKET_NAME)
-        telemetry, metrics_server = start_telemetry(settings, pipeline,
-                                                    queue_depth=service.queue_depth,
-                                                    health=service.health)
-        settle_heap()  # after everything long-lived is loaded, before the first prompt
-        service.observer = telemetry
-        if cluster.url:
-            from appliance.cluster.node import ClusterNode
+    imported.refuse(rt.store.db, cluster.owned(), cluster.partitions, joining.last,
+                    data_dir_id)
+    note_partitions(rt.store, cluster.partitions)
+    return data_dir_id
 
-            def consuming(owned: list[int], name: str, start: str) -> None:
-                given_away.note_consumed(rt.store.db, owned, cluster.partitions, name, start)
 
-            node = ClusterNode(service, cluster, on_consuming=consuming,
-                               data_dir=data_dir_id, lock=lock.identity())
-            given_away.note_starting(rt.store.db, node.start_id)  # before its consumers
-            service.doors.append(node)
-            if telemetry.metrics is not None:
-                telemetry.metrics.bind_cluster(lambda: node.lag, node=node.node,
-                                               counters=lambda: node.counters)
+def _free_sockets(socket_path: Path, query_socket: Path) -> None:
+    """Refuse sockets another data dir's service serves, before the models load."""
+    from appliance.service.sockets import free_socket_path
+    from appliance.socket_folder import check_socket_folder, refusal
+
+    for claimed, option in ((socket_path, "--socket"), (query_socket, "--query-socket")):
         try:
-            asyncio.run(_serve_with_jobs(service, rt, telemetry))
-        finally:
-            telemetry.shutdown()
-            if metrics_server is not None:
-                metrics_server.close()
+            check_socket_folder(claimed)
+        except ValueError as exc:
+            raise SemtraceError(refusal(claimed, option, exc)) from None
+        free_socket_path(claimed)
+
+
+def _serve_until_stopped(rt: Runtime, policies: Policies, settings: Any, cluster: Any,
+                         lock: DataDirLock, data_dir_id: Any, socket_path: Path,
+                         query_socket: Path) -> None:
+    """Load the models, start the service (and this node's NATS consumers) and its
+    telemetry, serve until SIGTERM, then stop the telemetry."""
+    from appliance import failpoints
+    from appliance.config import load_policies
+    from appliance.runtime import make_pipeline
+    from appliance.service import Service
+    from appliance.telemetry import start_telemetry
+
+    failpoints.point("serve.models")  # killed as it loads its models (the cluster tests)
+    pipeline = make_pipeline(rt)
+    service = Service(pipeline, policies, socket_path=socket_path, reload=load_policies,
+                      query_socket_path=query_socket)
+    telemetry, metrics_server = start_telemetry(settings, pipeline,
+                                                queue_depth=service.queue_depth,
+                                                health=service.health)
+    settle_heap()  # after everything long-lived is loaded, before the first prompt
+    service.observer = telemetry
+    if cluster.url:
+        _start_node(service, rt, cluster, telemetry, lock, data_dir_id)
+    try:
+        asyncio.run(_serve_with_jobs(service, rt, telemetry))
     finally:
-        lock.release()
-        rt.close()
+        telemetry.shutdown()
+        if metrics_server is not None:
+            metrics_server.close()
+
+
+def _start_node(service: Service, rt: Runtime, cluster: Any, telemetry: Any,
+                lock: DataDirLock, data_dir_id: Any) -> None:
+    """Make the service a node of the cluster: its NATS consumers become one of its doors,
+    noted in the store as they start, and their lag goes to the metrics."""
+    from appliance.cluster import given_away
+    from appliance.cluster.node import ClusterNode
+
+    def consuming(owned: list[int], name: str, start: str) -> None:
+        given_away.note_consumed(rt.store.db, owned, cluster.partitions, name, start)
+
+    node = ClusterNode(service, cluster, on_consuming=consuming,
+                       data_dir=data_dir_id, lock=lock.identity())
+    given_away.note_starting(rt.store.db, node.start_id)  # before its consumers
+    service.doors.append(node)
+    if telemetry.metrics is not None:
+        telemetry.metrics.bind_cluster(lambda: node.lag, node=node.node,
+                                       counters=lambda: node.counters)
