@@ -138,9 +138,9 @@ def runtime(data_dir: Path, passphrase_file: Path, policies):  # type: ignore[no
     rt.close()
 
 
-@pytest.fixture
-def pipeline(runtime, embedder, redactor):  # type: ignore[no-untyped-def]
-    """The real pipeline (Presidio, llama.cpp, linker, SQLCipher, usearch)."""
+def real_pipeline(runtime: Any, embedder: Any, redactor: Any) -> Any:
+    """The real pipeline (Presidio, llama.cpp, linker, SQLCipher, usearch) on `runtime`'s
+    store, with this `redactor` (a test's own settings)."""
     from appliance.index import VectorIndex
     from appliance.link import make_linker
     from appliance.pipeline import Pipeline
@@ -149,6 +149,12 @@ def pipeline(runtime, embedder, redactor):  # type: ignore[no-untyped-def]
                     keyring=runtime.keyring, redactor=redactor, embedder=embedder,
                     linker=make_linker(runtime.policies.correlation),
                     policies=runtime.policies)
+
+
+@pytest.fixture
+def pipeline(runtime, embedder, redactor):  # type: ignore[no-untyped-def]
+    """The real pipeline (Presidio, llama.cpp, linker, SQLCipher, usearch)."""
+    return real_pipeline(runtime, embedder, redactor)
 
 
 T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)

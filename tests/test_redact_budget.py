@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import running_service, scan_for
+from conftest import real_pipeline, running_service, scan_for
 
 from appliance.client import Client
 
@@ -46,14 +46,7 @@ def tiny_redactor(policies: Any, tmp_path_factory: pytest.TempPathFactory) -> An
 
 @pytest.fixture
 def tiny_pipeline(runtime: Any, embedder: Any, tiny_redactor: Any) -> Any:
-    from appliance.index import VectorIndex
-    from appliance.link import make_linker
-    from appliance.pipeline import Pipeline
-
-    return Pipeline(store=runtime.store, index=VectorIndex(embedder.dims),
-                    keyring=runtime.keyring, redactor=tiny_redactor, embedder=embedder,
-                    linker=make_linker(runtime.policies.correlation),
-                    policies=runtime.policies)
+    return real_pipeline(runtime, embedder, tiny_redactor)
 
 
 def _own(redactor: Any, name: str) -> Any:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_prompt, running_service, scan_for
+from conftest import make_prompt, real_pipeline, running_service, scan_for
 
 from appliance.client import Client
 
@@ -41,14 +41,7 @@ def strict_redactor(policies: Any, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture
 def strict_pipeline(runtime: Any, embedder: Any, strict_redactor: Any) -> Any:
-    from appliance.index import VectorIndex
-    from appliance.link import make_linker
-    from appliance.pipeline import Pipeline
-
-    return Pipeline(store=runtime.store, index=VectorIndex(embedder.dims),
-                    keyring=runtime.keyring, redactor=strict_redactor, embedder=embedder,
-                    linker=make_linker(runtime.policies.correlation),
-                    policies=runtime.policies)
+    return real_pipeline(runtime, embedder, strict_redactor)
 
 
 def test_a_pattern_past_its_time_limit_refuses_that_prompt_only(strict_redactor: Any) -> None:
