@@ -139,3 +139,18 @@ def test_adversarial_prompt_past_the_budget_is_refused_and_never_stored(
     assert CANARY not in logged and CARD not in logged and NAME not in logged
     assert "Springfield" not in logged
     assert scan_for(data_dir, [CANARY, CARD, NAME, "Main Street, Springfield"]) == []
+
+
+def test_a_timed_expression_takes_re_flags_as_re_does() -> None:
+    """`timed` takes `re`'s flags: `regex` numbers ASCII differently (re.ASCII is 256,
+    regex.ASCII 128), so a flag passed on as a number would match other text than `re` does."""
+    import re
+
+    from appliance.redact.budget import timed
+
+    for flags in (0, re.ASCII, re.IGNORECASE | re.ASCII, re.S | re.M, re.X):
+        for text in ("Émile écrit", "line one\nLINE two", "straße 12"):
+            for pattern in (r"\w+", r"^line.two$", r"(?:é|e)\w*", r"l i n e"):
+                want = [m.span() for m in re.compile(pattern, flags).finditer(text)]
+                got = [m.span() for m in timed(pattern, flags).finditer(text)]
+                assert got == want, (pattern, flags, text)

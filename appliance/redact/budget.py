@@ -14,6 +14,7 @@ of that prompt (`Unredactable`): nothing of it is stored partly redacted.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +31,23 @@ from appliance.errors import SemtraceError
 MIN_TIMEOUT_S = 1e-6
 
 _LOCAL = threading.local()
+
+# `re`'s flags by name: `regex` numbers some differently (re.ASCII is 256, regex.ASCII 128,
+# which `re` calls DEBUG), so a flag is translated, never passed on as a number.
+_FLAG_NAMES = ("IGNORECASE", "LOCALE", "MULTILINE", "DOTALL", "UNICODE", "VERBOSE", "ASCII")
+
+
+def regex_flags(flags: int) -> int:
+    """`re` flags as the same flags of `regex`; a flag `regex` has no equal of is refused."""
+    out, rest = 0, int(flags)
+    for name in _FLAG_NAMES:
+        bit = int(getattr(re, name))
+        if rest & bit:
+            out |= int(getattr(regex, name))
+            rest &= ~bit
+    if rest:
+        raise ValueError(f"re flags {rest:#x} have no regex equivalent")
+    return out
 
 
 class RedactionFailed(SemtraceError):
@@ -130,7 +148,7 @@ class TimedPattern:
     def __init__(self, pattern: str, flags: int = 0) -> None:
         self.pattern = pattern
         self.flags = flags
-        self._compiled = regex.compile(pattern, flags | regex.VERSION0)
+        self._compiled = regex.compile(pattern, regex_flags(flags) | regex.VERSION0)
 
     def _fail(self, budget: Budget | None) -> RedactionFailed:
         shown = self.pattern if len(self.pattern) <= 40 else self.pattern[:37] + "..."
