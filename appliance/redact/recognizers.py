@@ -38,6 +38,13 @@ SSN_SHAPE = timed(rf"\d{{3}}{_PSEP}\d{{2}}{_PSEP}\d{{4}}")
 NANP = timed(
     rf"(?:\+?1{_PSEP}?|001{_PSEP}?)?(?:\(\d{{3}}\)\s?|\d{{3}}{_PSEP})\d{{3}}{_PSEP}\d{{4}}"
 )
+# A noun naming a non-personal reference right before the digits ("order 536228467",
+# "tracking number: 94001118"); not "account" or "customer", which identify a person.
+IDENTIFIER_BEFORE = timed(
+    r"(?i)\b(?:order|ticket|invoice|tracking|case|reference|ref|booking|reservation|"
+    r"confirmation|shipment|parcel|transaction|receipt|serial|sku)s?\.?"
+    r"(?:\s*(?:number|no\.?|nr\.?|num|id|#))?(?:\s+is)?\s*[:#]?\s*$"
+)
 NOT_PHONE = timed(
     r"\d{4}[.\-/]\d{1,2}[.\-/]\d{1,2}|\d{1,2}[./]\d{1,2}[./]\d{2,4}|"  # dates
     r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|\d+\.\d+"
@@ -69,7 +76,7 @@ class PhoneNumberRecognizer(SpanRecognizer):
     A number whose format is distinctive (+country code, North American
     grouping, trunk prefix 0 with groups) is reported alone; any other run
     of 7-15 digits in groups only next to a phone word ("Mobile:", "call
-    me on", "... fax").
+    me on", "... fax") and never right after a reference noun ("order 536228467").
     """
 
     ENTITY = "PHONE_NUMBER"
@@ -82,6 +89,8 @@ class PhoneNumberRecognizer(SpanRecognizer):
             prior = phone_strength(text[start:end])
             if prior == 0.0:
                 continue
+            if prior < 0.5 and IDENTIFIER_BEFORE.search(text, max(0, start - 40), start):
+                continue  # format not a phone's, and named as another kind of number
             if has_context(text, start, end, PHONE_CONTEXT):
                 prior = max(prior, 0.3) + 0.4
             if prior >= 0.5:

@@ -16,7 +16,7 @@ from typing import Any
 
 from presidio_analyzer import EntityRecognizer, RecognizerResult
 
-from appliance.redact.budget import TimedPattern, check, stage
+from appliance.redact.budget import TimedPattern, check, stage, timed
 
 
 def word_set(text: str) -> frozenset[str]:
@@ -41,13 +41,24 @@ def make_result(
     )
 
 
+_WORD_END = timed(r"\w")
+_WORD_REST = timed(r"\w*")
+
+
 def has_context(
     text: str, start: int, end: int, words: TimedPattern, *, before: int = 40, after: int = 15
 ) -> bool:
-    """Whether a context word occurs shortly before or after `text[start:end]`."""
+    """Whether a context word occurs shortly before or after `text[start:end]`.
+
+    The window after the hit runs on to the end of the word it would cut: a search stopped
+    inside "not" sees "no" as a whole word (a word boundary matches at `endpos`).
+    """
+    stop = min(len(text), end + after)
+    if stop > end and _WORD_END.match(text, stop - 1):
+        stop = _WORD_REST.match(text, stop).end()
     return bool(
         words.search(text, max(0, start - before), start)
-        or words.search(text, end, min(len(text), end + after))
+        or words.search(text, end, stop)
     )
 
 
