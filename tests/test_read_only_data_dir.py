@@ -12,6 +12,8 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -140,3 +142,136 @@ def test_a_read_only_copy_left_with_its_write_ahead_log_is_refused_before_any_wr
     assert erase["rc"] == "2", erase["err"]
     assert f"The data dir {copy} is read-only" in erase["err"]
     assert verify["rc"] == "0", verify["err"]
+
+
+# A compliance officer reading a data dir another user's service writes: run here as
+# `nobody` with CAP_DAC_READ_SEARCH (reads any file, writes none; root ignores chmod).
+READER = """import json, sys
+from pathlib import Path
+from appliance.errors import InputError
+from appliance.keys import read_passphrase_file
+from appliance.runtime import open_runtime
+try:
+    rt = open_runtime(Path(sys.argv[1]), read_passphrase_file(Path(sys.argv[2])),
+                      readonly=True)
+except InputError as exc:
+    print(json.dumps({"refused": str(exc)}), flush=True)
+    sys.exit(2)
+print(json.dumps(rt.store.counts()), flush=True)
+sys.stdin.readline()
+try:
+    print(json.dumps(rt.store.counts()), flush=True)
+except Exception as exc:
+    print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
+"""
+
+# A writer that stays connected (the service user's service): its -wal stays beside the db.
+HOLDER = """import sys
+from pathlib import Path
+from appliance.keys import read_passphrase_file
+from appliance.runtime import open_runtime
+rt = open_runtime(Path(sys.argv[1]), read_passphrase_file(Path(sys.argv[2])))
+rt.store.counts()
+print("open", flush=True)
+sys.stdin.readline()
+"""
+
+
+def _as_reader(*args: str) -> subprocess.Popen[str]:
+    setpriv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+               "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+    return subprocess.Popen([*setpriv, sys.executable, "-B", "-c", READER, *args],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).parent.parent)
+
+
+def _read_while_erased(data: Path, pw: Path) -> tuple[int, list[dict[str, object]], str]:
+    """The reader opens `data` and counts, `erase` (root, the writer) runs and ends, the
+    reader counts again on the same open store; its exit code, lines and stderr."""
+    reader = _as_reader(str(data), str(pw))
+    assert reader.stdout is not None and reader.stdin is not None
+    lines = [json.loads(reader.stdout.readline() or "null")]
+    if "refused" not in (lines[0] or {}):
+        erase = run_cli("erase", "--tenant", "t", "--user", "u", "--reason", "T-1",
+                        "--data-dir", str(data), "--passphrase-file", str(pw))
+        assert erase.returncode == 0, erase.stderr
+        reader.stdin.write("\n")
+        reader.stdin.flush()
+        lines.append(json.loads(reader.stdout.readline() or "null"))
+    out, err = reader.communicate(timeout=300)
+    return reader.returncode, lines, err
+
+
+def _now(data: Path, pw: Path) -> dict[str, int]:
+    """The store's counts as its writer reads them."""
+    script = ("import json, sys\nfrom pathlib import Path\n"
+              "from appliance.keys import read_passphrase_file\n"
+              "from appliance.runtime import open_runtime\n"
+              "rt = open_runtime(Path(sys.argv[1]), read_passphrase_file(Path(sys.argv[2])))\n"
+              "print(json.dumps(rt.store.counts()))\n")
+    r = subprocess.run([sys.executable, "-c", script, str(data), str(pw)], check=True,
+                       capture_output=True, text=True, timeout=300)
+    return dict(json.loads(r.stdout))
+
+
+@pytest.fixture
+def shared(filled: tuple[Path, Path]) -> Iterator[tuple[Path, Path]]:
+    """A copy of the filled data dir that `nobody` may read but not write, in a folder it
+    may enter (SQLite's access() checks ignore the reader's capability)."""
+    data, pw = filled
+    folder = Path(tempfile.mkdtemp())
+    folder.chmod(0o755)
+    copy = folder / "shared"
+    shutil.copytree(data, copy)
+    copy.chmod(0o755)
+    try:
+        yield copy, pw
+    finally:
+        shutil.rmtree(folder)
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv")
+def test_a_reader_without_write_permission_never_sees_a_store_a_writer_changed_under_it(
+        shared: tuple[Path, Path]) -> None:
+    """No writer is connected when the read starts (no -wal): the old code opened the file
+    in SQLite's immutable mode, which takes no lock and sees no change, so after an erasure
+    the open reader still counted the erased records (or read mixed pages). Now the read is
+    refused in one sentence, or it sees the erasure."""
+    data, pw = shared
+    assert not (data / "semtrace.db-wal").exists()
+    rc, lines, err = _read_while_erased(data, pw)
+    assert "Traceback" not in err, err
+    if "refused" in lines[0]:
+        assert rc == 2
+        assert lines[0]["refused"] == (
+            f"The data dir {data} is read-only for this user but not a read-only mount, and "
+            "no service has it open, so a writer starting meanwhile could change it under "
+            "this read; read it while its service runs, as the user who writes it, or from "
+            "a read-only mount or copy.")
+    else:
+        assert lines[1] == _now(data, pw), lines
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv")
+def test_a_reader_without_write_permission_reads_along_a_running_service(
+        shared: tuple[Path, Path]) -> None:
+    """With the service connected (its -wal beside the db) the reader shares its locks
+    through SQLite's read-only mode: it reads, and an erasure committed meanwhile shows."""
+    data, pw = shared
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(data), str(pw)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).parent.parent)
+    assert holder.stdout is not None and holder.stdin is not None
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        assert (data / "semtrace.db-wal").exists()
+        before = _now(data, pw)
+        rc, lines, err = _read_while_erased(data, pw)
+        assert "Traceback" not in err, err
+        assert rc == 0, (lines, err, sorted(p.name for p in data.iterdir()))
+        assert lines[0] == before
+        assert lines[1] == _now(data, pw) != before, lines
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=120)

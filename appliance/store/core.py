@@ -45,8 +45,8 @@ def connect(path: Path, keyring: Keyring, *, readonly: bool = False, purpose: st
     if not readonly and not writable(path):  # SQLite would open it read-only and fail later
         raise read_only_refusal(path.parent)
     uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
-    if readonly and frozen(path):
-        uri += "&immutable=1"  # SQLite cannot make the -shm a WAL read needs; no writer is on
+    if readonly and path.exists() and not writable(path):
+        uri += read_only_uri(path)
     conn = sqlcipher3.connect(uri, uri=True, check_same_thread=False, timeout=30.0,
                               isolation_level=None)
     conn.execute("PRAGMA cipher_log_level = NONE")
@@ -59,7 +59,8 @@ def connect(path: Path, keyring: Keyring, *, readonly: bool = False, purpose: st
     except sqlcipher3.DatabaseError:
         conn.close()
         if not writable(path):
-            raise read_only_refusal(path.parent) from None
+            raise (unsteady_refusal(path.parent) if readonly
+                   else read_only_refusal(path.parent)) from None
         # The keyring has already checked the credential: a file that still does not open
         # is damaged or another data dir's, which "wrong key" alone would hide.
         raise WrongKey(f"{path.name} does not open with this data dir's key: it is damaged "
@@ -79,12 +80,40 @@ def writable(path: Path) -> bool:
     return os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
 
 
-def frozen(path: Path) -> bool:
-    """Whether `path` is read here as a file no one writes: its folder is read-only for
-    this process (a read-only mount, a copy handed to an auditor) and no write-ahead log
-    is beside it (a connected writer keeps one; its absence means none is connected)."""
-    wal = path.with_name(path.name + "-wal")
-    return path.exists() and not writable(path) and not wal.exists()
+def read_only_uri(path: Path) -> str:
+    """How SQLite reads `path` in a folder this process may not write, as URI parameters
+    after mode=ro; InputError when no read there can be kept consistent.
+
+    A writer connected to the database keeps its write-ahead log (-wal) beside it: mode=ro
+    then shares the writer's WAL index (-shm, mapped read-only or rebuilt in heap memory)
+    and its locks, so every read sees one committed state. With no -wal, SQLite cannot make
+    the -shm a WAL read needs, and only immutable mode opens the file; immutable takes no
+    locks and detects no change, so a writer starting meanwhile (a checkpoint rewriting the
+    file under the read) would give stale or mixed pages. It is used only on a read-only
+    mount, where nothing writes the file through this mount."""
+    if path.with_name(path.name + "-wal").exists():
+        return ""
+    if read_only_mount(path.parent):
+        return "&immutable=1"
+    raise unsteady_refusal(path.parent)
+
+
+def read_only_mount(folder: Path) -> bool:
+    """Whether `folder` is on a file system mounted read-only here."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def unsteady_refusal(data_dir: Path) -> InputError:
+    """The refusal of a read no lock can keep consistent: a data dir this process may not
+    write, not on a read-only mount, that no writer has open (exit 2, nothing read)."""
+    return InputError(
+        f"The data dir {data_dir} is read-only for this user but not a read-only mount, and "
+        "no service has it open, so a writer starting meanwhile could change it under this "
+        "read; read it while its service runs, as the user who writes it, or from a "
+        "read-only mount or copy.")
 
 
 def read_only_sentence(data_dir: Path) -> str:
