@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from appliance.redact.addresses import StreetAddressRecognizer
 from appliance.redact.budget import TimedPattern
-from appliance.redact.recognizers import StreetAddressRecognizer
 
 STREET = "12 Main Street, Springfield, "
 # The tail expression before the change, matched from each address: the reference.
@@ -71,7 +71,7 @@ def test_one_long_line_of_addresses_is_read_in_linear_work(
 
 
 def test_tail_ends_are_those_of_the_old_expression() -> None:
-    from appliance.redact.recognizers import _Tails
+    from appliance.redact.addresses import _Tails
 
     rng = random.Random(138)
     words = ["12", "5B", "Main", "Street", "Springfield", "NY", "10001", "de", "the", "O'Neil",

@@ -100,6 +100,7 @@ def build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, A
     """Presidio's analyser over the recognisers, and the word lists (None when switched off)."""
     from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
 
+    from appliance.redact.addresses import StreetAddressRecognizer
     from appliance.redact.context import (
         CuedNameRecognizer,
         HandleRecognizer,
@@ -119,11 +120,7 @@ def build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, A
         LowerCasePlaceRecognizer,
         TownRegionRecognizer,
     )
-    from appliance.redact.recognizers import (
-        PaymentCardRecognizer,
-        PhoneNumberRecognizer,
-        StreetAddressRecognizer,
-    )
+    from appliance.redact.recognizers import PaymentCardRecognizer, PhoneNumberRecognizer
     from appliance.redact.structured import (
         SeparatedIbanRecognizer,
         SeparatedSsnRecognizer,
