@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from topic_rows import (  # noqa: E402
     END,
     START,
+    count_rows,
     each_release,
     print_report,
     scratch,
@@ -71,13 +72,7 @@ def draw(threads: list[ThreadRow], people: dict[str, int], runs: int, big: int
     for way, fold in each_release(store, runs, shared):
         rep = analytics.block_stats(threads, gate, tenant="t", start=START, end=END,
                                     labels={}, shared=fold)
-        rows = [r for r in rep.rows if r.key not in (OTHER_TOPICS, analytics.NO_TOPIC)]
-        few = [r for r in rows if people.get(r.key, 0) < k]
-        large = [r.threads.value for r in rows if people.get(r.key, 0) >= big]
-        out[f"{way}_rows"].append(len(rep.rows))
-        out[f"{way}_small_rows"].append(len(few))
-        out[f"{way}_small_above_big"].append(
-            sum(1 for r in few if large and r.threads.value > min(large)))
+        count_rows(out, way, rep.rows, people, k, big)
         if fold is not None:
             out["now_other_shown"].append(
                 float(any(r.key == OTHER_TOPICS for r in rep.rows)))

@@ -101,14 +101,8 @@ def draw(threads: list[ThreadRow], people: dict[str, int], runs: int, big: int
     for way, fold in each_release(store, runs, shared):
         rep = analytics.topic_stats(threads, gate, tenant="t", start=START, end=END,
                                     labels={}, shared=fold)
-        rows = [r for r in rep.rows if r.key not in (OTHER_TOPICS, analytics.NO_TOPIC)]
-        few = [r for r in rows if people.get(r.key, 0) < k]
-        large = [r.threads.value for r in rows if people.get(r.key, 0) >= big]
-        out[f"{way}_rows"].append(len(rep.rows))
+        rows, few = count_rows(out, way, rep.rows, people, k, big)
         out[f"{way}_shared_rows"].append(len(rows) - len(few))
-        out[f"{way}_small_rows"].append(len(few))
-        out[f"{way}_small_above_big"].append(
-            sum(1 for r in few if large and r.threads.value > min(large)))
         other = next((r for r in rep.rows if r.key == OTHER_TOPICS), None)
         if fold is not None:
             out["now_other_shown"].append(float(other is not None))
@@ -116,6 +110,20 @@ def draw(threads: list[ThreadRow], people: dict[str, int], runs: int, big: int
                 out["now_other_error"].append(abs(other.threads.value - small_threads))
                 out["now_other_ci95"].append(other.threads.ci95)
     return summary(store, tmp, out)
+
+
+def count_rows(out: dict[str, list[float]], way: str, shown: list[Any], people: dict[str, int],
+               k: int, big: int) -> tuple[list[Any], list[Any]]:
+    """Append one release's rows, rows of topics under `k` people and those of them ranked
+    above a topic of `big`+ people to `out`; return the topic rows and the small ones."""
+    rows = [r for r in shown if r.key not in (OTHER_TOPICS, analytics.NO_TOPIC)]
+    few = [r for r in rows if people.get(r.key, 0) < k]
+    large = [r.threads.value for r in rows if people.get(r.key, 0) >= big]
+    out[f"{way}_rows"].append(len(shown))
+    out[f"{way}_small_rows"].append(len(few))
+    out[f"{way}_small_above_big"].append(
+        sum(1 for r in few if large and r.threads.value > min(large)))
+    return rows, few
 
 
 def scratch(prefix: str, cfg: Any) -> tuple[Path, Store, PrivacyGate]:
