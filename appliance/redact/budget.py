@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -178,17 +178,9 @@ class TimedPattern:
         return self._call("fullmatch", text, pos, endpos)
 
     def finditer(self, text: str, pos: int = 0, endpos: int | None = None) -> Iterator[Any]:
-        """`re.Pattern.finditer` under the prompt's budget: each step gets the time left when
-        the iteration began, and the budget is checked again after each match."""
-        budget = current()
-        matches = self._call("finditer", text, pos, endpos)
-        try:
-            for m in matches:
-                yield m
-                if budget is not None and budget.remaining() <= 0:
-                    raise self._fail(budget)
-        except TimeoutError:
-            raise self._fail(budget) from None
+        """`re.Pattern.finditer` under the prompt's budget (`bounded_finditer`)."""
+        return bounded_finditer(self._compiled, text, (pos, endpos), {}, default=None,
+                                fail=self._fail)
 
     def findall(self, text: str, pos: int = 0, endpos: int | None = None) -> list[Any]:
         """`re.Pattern.findall` under the prompt's budget."""
@@ -203,6 +195,25 @@ class TimedPattern:
             return str(self._compiled.sub(repl, text, count, timeout=time_left()))
         except TimeoutError:
             raise self._fail(budget) from None
+
+
+def bounded_finditer(compiled: Any, text: str, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+                     default: float | None,
+                     fail: Callable[[Budget | None], RedactionFailed]) -> Iterator[Any]:
+    """`compiled.finditer(text, *args, **kwargs)` (a `regex` pattern) under the time left to
+    the prompt being redacted (`default` outside a prompt's budget; None: no limit): each
+    step gets the time left when the iteration began, the budget is checked again after
+    each match, and past it `fail(budget)` is raised."""
+    budget = current()
+    if budget is not None and budget.remaining() <= 0:
+        raise fail(budget)
+    try:
+        for m in compiled.finditer(text, *args, **{**kwargs, "timeout": time_left(default)}):
+            yield m
+            if budget is not None and budget.remaining() <= 0:
+                raise fail(budget)
+    except TimeoutError:
+        raise fail(budget) from None
 
 
 def timed(pattern: str, flags: int = 0) -> TimedPattern:

@@ -19,7 +19,12 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any, cast
 
-from appliance.redact.budget import RedactionFailed, RemainingSeconds, current, time_left
+from appliance.redact.budget import (
+    RedactionFailed,
+    RemainingSeconds,
+    bounded_finditer,
+    current,
+)
 
 __all__ = ["RedactionFailed", "TimeoutWatch", "bound_patterns", "set_presidio_timeout",
            "timeout_watch"]
@@ -43,17 +48,8 @@ class _BoundedRegex:
                                f"({limit:g} s, pattern_timeout_s)")
 
     def finditer(self, text: str, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        budget = current()
-        if budget is not None and budget.remaining() <= 0:
-            raise self._failed()
-        kwargs["timeout"] = time_left(self._timeout)
-        try:
-            for m in self._compiled.finditer(text, *args, **kwargs):
-                yield m
-                if budget is not None and budget.remaining() <= 0:
-                    raise self._failed()
-        except TimeoutError:
-            raise self._failed() from None
+        return bounded_finditer(self._compiled, text, args, kwargs, default=self._timeout,
+                                fail=lambda _budget: self._failed())
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._compiled, name)
