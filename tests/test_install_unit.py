@@ -155,14 +155,18 @@ class ServiceHost:
     work: Path
 
 
-def _service_host(srv: Path, *, init: bool = True) -> ServiceHost:
-    """The unit install.sh writes for folders under `srv`, and what install.sh makes on the
-    host, by number: the service user exists only in the sandbox's /etc/passwd."""
+def _service_host(srv: Path, *extra: str, init: bool = True) -> ServiceHost:
+    """The unit install.sh writes for folders under `srv` (with the options `extra`), and
+    what install.sh makes on the host, by number: the service user and groups exist only in
+    the sandbox's /etc/passwd and /etc/group. The service's uid and gid are `uid`, the
+    gateway's uid is uid + 1, a scraper's uid and the metrics group's gid uid + 2."""
     prefix = _stand_in_prefix(srv)
     data, etc = srv / "data", srv / "etc"
-    unit_text = _installed_unit(srv / "install", prefix, data, etc)
-    uid = free_id()  # the service's; uid + 1 the gateway's
-    ident = Identity("semtrace", "semtrace", uid, uid, data)
+    unit_text = _installed_unit(srv / "install", prefix, data, etc, *extra)
+    uid = free_id(3)
+    metrics = extra[extra.index("--metrics-group") + 1] if "--metrics-group" in extra else ""
+    ident = Identity("semtrace", "semtrace", uid, uid, data,
+                     ((metrics, uid + 2),) if metrics else ())
     pw = srv / "install" / "pw"
     data.mkdir(mode=0o700)
     etc.mkdir(mode=0o750)
@@ -311,3 +315,56 @@ def test_the_service_starts_in_the_units_sandbox_and_answers_an_ingest(srv: Path
 def _exec_reload(unit_text: str) -> list[str]:
     line = next(x for x in unit_text.splitlines() if x.startswith("ExecReload="))
     return line.split("=", 1)[1].split()
+
+
+_SCRAPE = """\
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"GET /metrics HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n")
+print(b"".join(iter(lambda: s.recv(65536), b"")).decode())
+"""
+
+
+@pytest.mark.slow
+@needs_system_python
+@needs_mount_namespace
+@needs_setpriv
+def test_the_metrics_socket_of_its_own_group_is_served_in_the_units_sandbox(
+        srv: Path) -> None:
+    """install.sh --metrics-group: the unit's SupplementaryGroups= and longer ExecStart= run
+    in the sandbox. The metrics socket is in the scraper's group, 0660, and answers a
+    member of it, who may not send prompts on the ingest socket (docs/metrics.md)."""
+    host = _service_host(srv, "--metrics-group", "semtrace-metrics")
+    assert "SupplementaryGroups=semtrace-metrics" in host.unit_text.splitlines()
+    uid = host.ident.uid
+    started = start(host.unit_text, host.ident, work=host.work, runtime=host.runtime,
+                    python=SYSTEM_PYTHON or "python3")
+    journal = host.work / "journal"
+
+    def scraper(sock: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["setpriv", f"--reuid={uid + 2}", f"--regid={uid + 2}",
+                               "--clear-groups", "--", "env", "-i", "HOME=/",
+                               SYSTEM_PYTHON or "python3", "-c", _SCRAPE,
+                               str(host.runtime / sock)],
+                              capture_output=True, text=True, timeout=120)
+
+    try:
+        for name in ("semtrace.sock", "metrics.sock"):
+            _wait_for(host.runtime / name, started, journal)
+        metrics = (host.runtime / "metrics.sock").stat()
+        assert stat.S_IMODE(metrics.st_mode) == 0o660 and metrics.st_gid == uid + 2
+        scraped = scraper("metrics.sock")
+        assert scraped.returncode == 0, scraped.stderr + journal.read_text()[-3000:]
+        assert scraped.stdout.startswith("HTTP/1.") and " 200 " in scraped.stdout.split(
+            "\n", 1)[0], scraped.stdout[:300]
+        assert "semtrace_" in scraped.stdout
+        assert "PermissionError" in scraper("semtrace.sock").stderr
+        os.kill(started.main_pid, signal.SIGTERM)
+        assert started.proc.wait(timeout=120) == 0, journal.read_text()[-3000:]
+    finally:
+        if started.proc.poll() is None:
+            started.proc.kill()
+            started.proc.wait()
+    said = journal.read_text()
+    assert "Traceback" not in said and "sandbox:" not in said, said[-3000:]

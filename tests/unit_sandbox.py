@@ -87,13 +87,14 @@ class Identity:
     uid: int
     gid: int
     home: Path
+    other_groups: tuple[tuple[str, int], ...] = ()  # install.sh's groupadd (--metrics-group)
 
 
-def free_id(start: int = 64000) -> int:
-    """A uid and gid number no user or group of this host has, nor the number after it."""
+def free_id(count: int = 2, start: int = 64000) -> int:
+    """The first of `count` consecutive uid and gid numbers no user or group here has."""
     taken = {int(line.split(":")[2]) for f in ("/etc/passwd", "/etc/group")
              for line in Path(f).read_text().splitlines() if line.count(":") >= 3}
-    return next(n for n in range(start, 65000) if n not in taken and n + 1 not in taken)
+    return next(n for n in range(start, 65000) if not taken & set(range(n, n + count)))
 
 
 def _script(unit: Unit, ident: Identity, work: Path, runtime: Path, pid_file: Path,
@@ -112,7 +113,8 @@ def _script(unit: Unit, ident: Identity, work: Path, runtime: Path, pid_file: Pa
     passwd, group = work / "passwd", work / "group"
     passwd.write_text(Path("/etc/passwd").read_text() + f"{ident.user}:x:{ident.uid}:"
                       f"{ident.gid}::{ident.home}:/usr/sbin/nologin\n")
-    group.write_text(Path("/etc/group").read_text() + f"{ident.group}:x:{ident.gid}:\n")
+    group.write_text(Path("/etc/group").read_text() + f"{ident.group}:x:{ident.gid}:\n"
+                     + "".join(f"{g}:x:{n}:\n" for g, n in ident.other_groups))
     own = f"{ident.uid}:{ident.gid}"
     name = unit.name
     cred_dir = f"/run/credentials/{name}"
