@@ -13,88 +13,27 @@ import shutil
 import signal
 import stat
 import subprocess
-import sysconfig
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from installer_host import (
     SYSTEM_PYTHON,
-    UNIT,
-    dry_install,
     needs_mount_namespace,
     needs_system_python,
-    shown,
-    stand_in_bundle,
-    stand_in_host,
 )
-from unit_sandbox import Identity, Started, free_id, start
+from sandbox_host import (
+    REPO,
+    installed_unit,
+    needs_setpriv,
+    service_host,
+    stand_in_prefix,
+    systemd_analyze,
+    verify_unit,
+    wait_for,
+)
+from unit_sandbox import start
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the service install needs root")
-needs_setpriv = pytest.mark.skipif(shutil.which("setpriv") is None,
-                                   reason="no setpriv (util-linux) to drop to the unit's user")
-
-
-def _systemd_analyze() -> str:
-    """systemd-analyze, which `make test` installs (Debian's systemd package)."""
-    found = shutil.which("systemd-analyze")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("no systemd-analyze: `make test` installs it (the systemd package)")
-        pytest.skip("no systemd-analyze on this host (apt-get install systemd; `make test` "
-                    "does it)")
-    return found
-
-
-def _stand_in_prefix(srv: Path) -> Path:
-    """A venv of the system Python, as install.sh makes in --prefix, that runs this source
-    tree with the test venv's packages: the venv the tests run in may be made from a Python
-    under /root or /home (pyenv), which the unit hides, as install.sh says when refusing it."""
-    prefix = srv / "venv"
-    subprocess.run([SYSTEM_PYTHON or "python3", "-m", "venv", "--without-pip", str(prefix)],
-                   check=True)
-    site = next(prefix.glob("lib/python3*/site-packages"))
-    (site / "00-semtrace-tree.pth").write_text(f"{REPO}\n")
-    dirs = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
-    (site / "semtrace-test-packages.pth").write_text(
-        "".join(f"import site; site.addsitedir({d!r})\n" for d in dirs))
-    exe = prefix / "bin" / "semtrace"
-    exe.write_text(f"#!{prefix}/bin/python\nimport sys\nfrom appliance.cli import main\n"
-                   "sys.exit(main())\n")
-    exe.chmod(0o755)
-    return prefix
-
-
-def _installed_unit(srv: Path, prefix: Path, data: Path, etc: Path, *extra: str) -> str:
-    """The unit install.sh writes for these folders, as its --dry-run shows it."""
-    srv.mkdir(exist_ok=True)
-    bundle = stand_in_bundle(srv)
-    _, env = stand_in_host(srv, active=False)
-    pw = srv / "pw"
-    pw.write_text("sandbox test passphrase\n")
-    pw.chmod(0o600)
-    r = dry_install(bundle, prefix, data, env, "--passphrase-file", str(pw),
-                    "--config-dir", str(etc), *extra)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return shown(r.stdout, UNIT)
-
-
-def _verify(unit_text: str, where: Path, *, in_opt: bool = False
-            ) -> subprocess.CompletedProcess[str]:
-    """`systemd-analyze verify` of the unit, with every line it says; `in_opt`: in a mount
-    namespace whose /opt holds an executable /opt/semtrace/bin/semtrace (the default
-    layout's ExecStart; verify refuses a command that is not there)."""
-    tool = _systemd_analyze()
-    unit = where / "semtrace.service"
-    unit.write_text(unit_text)
-    argv = [tool, "verify", "--man=no", str(unit)]
-    if in_opt:
-        argv = ["unshare", "-m", "bash", "-c", "mount -t tmpfs tmpfs /opt && mkdir -p "
-                "/opt/semtrace/bin && printf '#!/bin/sh\\n' > /opt/semtrace/bin/semtrace && "
-                "chmod 755 /opt/semtrace/bin/semtrace && exec \"$@\"", "-", *argv]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
 
 
 @needs_system_python
@@ -104,13 +43,13 @@ def test_the_installed_unit_passes_systemd_analyze_verify(srv: Path) -> None:
     runs without it): verify must say nothing at all, for the default layout (/opt,
     /var/lib, /etc, StateDirectory=) and for folders of the operator's own, with a metrics
     group (SupplementaryGroups=, a longer ExecStart=)."""
-    prefix = _stand_in_prefix(srv)
+    prefix = stand_in_prefix(srv)
     for unit_text, in_opt in (
-            (_installed_unit(srv / "a", Path("/opt/semtrace"), Path("/var/lib/semtrace"),
+            (installed_unit(srv / "a", Path("/opt/semtrace"), Path("/var/lib/semtrace"),
                              Path("/etc/semtrace")), True),
-            (_installed_unit(srv / "b", prefix, srv / "data", srv / "etc",
+            (installed_unit(srv / "b", prefix, srv / "data", srv / "etc",
                              "--metrics-group", "semtrace-metrics"), False)):
-        v = _verify(unit_text, srv, in_opt=in_opt)
+        v = verify_unit(unit_text, srv, in_opt=in_opt)
         said = [line for line in (v.stdout + v.stderr).splitlines()
                 # the service user and groups are made by install.sh, not on this host
                 if "Unknown user" not in line and "Unknown group" not in line]
@@ -121,7 +60,7 @@ def test_the_units_hardening_keeps_its_score(tmp_path: Path) -> None:
     """`systemd-analyze security`: 3.0 ("OK") for the unit as shipped, and never worse; a
     directive dropped, misspelt or weakened (PrivateNetwork=no, ProtectSystem=full) raises
     the exposure."""
-    tool = _systemd_analyze()
+    tool = systemd_analyze()
     unit = tmp_path / "semtrace.service"
     shutil.copy(REPO / "installer" / "semtrace.service", unit)
     r = subprocess.run([tool, "security", "--offline=yes", str(unit)],
@@ -130,61 +69,6 @@ def test_the_units_hardening_keeps_its_score(tmp_path: Path) -> None:
     last = r.stdout.strip().splitlines()[-1]
     assert last.startswith("→ Overall exposure level for semtrace.service: "), last
     assert float(last.split(": ", 1)[1].split()[0]) <= 3.0, last
-
-
-def _wait_for(path: Path, started: Started, journal: Path, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout  # a bound on a hang, not a speed assertion
-    while not path.exists():
-        if started.proc.poll() is not None:
-            pytest.fail(f"the service exited ({started.proc.returncode}) before serving "
-                        f"{path.name}:\n{journal.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"no {path.name} after {timeout} s:\n{journal.read_text()[-3000:]}")
-        time.sleep(0.5)
-
-
-@dataclass(frozen=True)
-class ServiceHost:
-    """A host as install.sh leaves it (step 4), its folders under `srv`."""
-
-    prefix: Path
-    unit_text: str
-    ident: Identity
-    data: Path
-    runtime: Path  # stands for /run/semtrace
-    work: Path
-
-
-def _service_host(srv: Path, *extra: str, init: bool = True) -> ServiceHost:
-    """The unit install.sh writes for folders under `srv` (with the options `extra`), and
-    what install.sh makes on the host, by number: the service user and groups exist only in
-    the sandbox's /etc/passwd and /etc/group. The service's uid and gid are `uid`, the
-    gateway's uid is uid + 1, a scraper's uid and the metrics group's gid uid + 2."""
-    prefix = _stand_in_prefix(srv)
-    data, etc = srv / "data", srv / "etc"
-    unit_text = _installed_unit(srv / "install", prefix, data, etc, *extra)
-    uid = free_id(3)
-    metrics = extra[extra.index("--metrics-group") + 1] if "--metrics-group" in extra else ""
-    ident = Identity("semtrace", "semtrace", uid, uid, data,
-                     ((metrics, uid + 2),) if metrics else ())
-    pw = srv / "install" / "pw"
-    data.mkdir(mode=0o700)
-    etc.mkdir(mode=0o750)
-    shutil.copytree(REPO / "policies", etc / "policies")
-    for p in (etc, etc / "policies", *(etc / "policies").iterdir()):
-        os.chown(p, 0, uid)
-        p.chmod(0o750 if p.is_dir() else 0o640)
-    shutil.copy(pw, etc / "passphrase")
-    (etc / "passphrase").chmod(0o600)
-    if init:
-        r = subprocess.run([str(prefix / "bin" / "semtrace"), "init", "--data-dir", str(data),
-                            "--passphrase-file", str(pw)], capture_output=True, text=True,
-                           timeout=300)
-        assert r.returncode == 0, r.stderr
-    subprocess.run(["chown", "-R", f"{uid}:{uid}", str(data)], check=True)
-    (srv / "run-semtrace").mkdir()
-    (srv / "sandbox").mkdir()
-    return ServiceHost(prefix, unit_text, ident, data, srv / "run-semtrace", srv / "sandbox")
 
 
 _PROBE = """\
@@ -224,7 +108,7 @@ def test_the_sandbox_holds_the_service_to_what_the_unit_allows(srv: Path) -> Non
     unit's ExecStart writes its data dir and runtime folder only, sees no host /tmp, no
     /root, no network but loopback, no socket but AF_UNIX, no capability, and its
     credential as systemd hands it over."""
-    host = _service_host(srv, init=False)
+    host = service_host(srv, init=False)
     probe = host.work / "probe.py"
     probe.write_text(_PROBE)
     probe.chmod(0o644)
@@ -266,7 +150,7 @@ def test_the_service_starts_in_the_units_sandbox_and_answers_an_ingest(srv: Path
     writes only its data dir and runtime folder, serves both sockets with the modes the
     README gives, threads a prompt through the real pipeline, reloads on ExecReload= and
     stops cleanly on its KillSignal=."""
-    host = _service_host(srv)
+    host = service_host(srv)
     prefix, unit_text, ident, data = host.prefix, host.unit_text, host.ident, host.data
     runtime, work, uid = host.runtime, host.work, host.ident.uid
     started = start(unit_text, ident, work=work, runtime=runtime,
@@ -284,7 +168,7 @@ def test_the_service_starts_in_the_units_sandbox_and_answers_an_ingest(srv: Path
 
     try:
         for name in ("semtrace.sock", "query.sock"):
-            _wait_for(runtime / name, started, journal)
+            wait_for(runtime / name, started, journal)
         # the gateway's group may send, any local user may ask (README)
         assert stat.S_IMODE((runtime / "semtrace.sock").stat().st_mode) == 0o660
         assert stat.S_IMODE((runtime / "query.sock").stat().st_mode) == 0o666
@@ -335,7 +219,7 @@ def test_the_metrics_socket_of_its_own_group_is_served_in_the_units_sandbox(
     """install.sh --metrics-group: the unit's SupplementaryGroups= and longer ExecStart= run
     in the sandbox. The metrics socket is in the scraper's group, 0660, and answers a
     member of it, who may not send prompts on the ingest socket (docs/metrics.md)."""
-    host = _service_host(srv, "--metrics-group", "semtrace-metrics")
+    host = service_host(srv, "--metrics-group", "semtrace-metrics")
     assert "SupplementaryGroups=semtrace-metrics" in host.unit_text.splitlines()
     uid = host.ident.uid
     started = start(host.unit_text, host.ident, work=host.work, runtime=host.runtime,
@@ -351,7 +235,7 @@ def test_the_metrics_socket_of_its_own_group_is_served_in_the_units_sandbox(
 
     try:
         for name in ("semtrace.sock", "metrics.sock"):
-            _wait_for(host.runtime / name, started, journal)
+            wait_for(host.runtime / name, started, journal)
         metrics = (host.runtime / "metrics.sock").stat()
         assert stat.S_IMODE(metrics.st_mode) == 0o660 and metrics.st_gid == uid + 2
         scraped = scraper("metrics.sock")
