@@ -3,15 +3,29 @@
 Never saved to disk (usearch files are unencrypted and keep removed vectors);
 rebuilt at start from the store's decrypted vectors. Searches are scoped to
 (tenant, user) unless the caller is allowed cross-user scope.
+
+A removed vector's slot is overwritten at once by a filler (see `TenantIndex`). When the
+fillers outnumber a tenant's vectors and are at least `COMPACT_MIN` (an erased tenant, a
+big old month shredded), a thread rebuilds the tenant's index from its live vectors beside
+the old one and swaps it in: memory falls back to the live size without a restart. Adds,
+removals and searches go on meanwhile, each under the tenant's lock, which the rebuild
+holds only to copy a chunk of vectors and, at the end, to apply the few changes made since
+the copy and swap. One rebuild at a time in the process: memory peaks at one tenant's old
+and new index.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from usearch.index import Index
+
+log = logging.getLogger("semtrace.index")
 
 EXACT_BELOW = 20_000  # vectors; below this a scoped search is exact
 # keys of filler vectors: record ids are SQLite rowids, which never reach 2**63
@@ -21,6 +35,15 @@ _FILLER_KEY0 = 1 << 63
 # than rebuilding the rest (34 s); at 8, 16 s, recall@10 0.995 vs 0.997 after it
 # (bench/index_removal.py, README's Speed table).
 FILLER_EXPANSION = 8
+# A tenant's index is rebuilt once its fillers outnumber its vectors and are at least this
+# many (~1.1 KB each at 384 dims, f16): fewer would free too little for a rebuild's work.
+COMPACT_MIN = 10_000
+_COPY_CHUNK = 2_000  # vectors the rebuild copies from the old index per hold of the lock
+# the changes made since the copy are applied to the new index outside the lock, in at
+# most _CATCH_UP_ROUNDS rounds, until no more than _SWAP_AT are left for the swap
+_SWAP_AT = 500
+_CATCH_UP_ROUNDS = 4
+_ONE_REBUILD = threading.Lock()  # rebuilds run one at a time in the process
 
 
 @dataclass(frozen=True)
@@ -31,11 +54,67 @@ class Match:
     similarity: float
 
 
+def _vectors_of(index: Index, keys: list[int]) -> np.ndarray:
+    """The vectors of `keys` as `index` holds them (quantised)."""
+    return np.asarray(index.get(np.asarray(keys, dtype=np.uint64)), dtype=np.float32)
+
+
+def _put(index: Index, fillers: list[int], keys: np.ndarray, vectors: np.ndarray) -> None:
+    """Add vectors into `index`, taking filler slots first (their keys leave `fillers`)."""
+    reuse = min(len(keys), len(fillers))
+    if reuse:
+        index.remove(np.asarray(fillers[-reuse:], dtype=np.uint64))
+        del fillers[-reuse:]
+    index.add(keys, vectors)
+
+
+def _fill(index: Index, keys: list[int], rng: np.random.Generator) -> None:
+    """Add random filler vectors under `keys`: they take the slots a removal just freed."""
+    beam = index.expansion_add
+    index.expansion_add = FILLER_EXPANSION  # type: ignore[misc]  # has a setter
+    try:
+        index.add(np.asarray(keys, dtype=np.uint64),
+                  rng.standard_normal((len(keys), index.ndim)).astype(np.float32))
+    finally:
+        index.expansion_add = beam  # type: ignore[misc]  # real vectors: full beam
+
+
+@dataclass(frozen=True)
+class _Change:
+    """Keys changed since a rebuild began, as its new index must take them."""
+
+    drop: list[int]  # removed (or re-added) since their vector was copied
+    fillers: list[int]  # keys for the fillers that overwrite the dropped ones' slots
+    add: list[int]  # live keys added (or re-added) since the copy began
+    vectors: np.ndarray | None  # theirs, read from the old index
+
+
+@dataclass
+class _Beside:
+    """The index a rebuild is making (its thread's alone until the swap)."""
+
+    index: Index
+    held: set[int] = field(default_factory=set)  # record ids in it
+    fillers: list[int] = field(default_factory=list)
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(1))
+
+    def apply(self, change: _Change) -> None:
+        if change.drop:
+            self.index.remove(np.asarray(change.drop, dtype=np.uint64))
+            _fill(self.index, change.fillers, self.rng)
+            self.fillers.extend(change.fillers)
+            self.held.difference_update(change.drop)
+        if change.vectors is not None:
+            _put(self.index, self.fillers, np.asarray(change.add, dtype=np.uint64),
+                 change.vectors)
+            self.held.update(change.add)
+
+
 class TenantIndex:
     """The vectors of one tenant, with a per-user key list for scoped search."""
 
-    def __init__(self, dims: int, dtype: str = "f16") -> None:
-        self.dims = dims
+    def __init__(self, dims: int, dtype: str = "f16", *, name: str = "") -> None:
+        self.dims, self.dtype, self.name = dims, dtype, name
         self._index = Index(ndim=dims, metric="cos", dtype=dtype)
         self._users: dict[str, set[int]] = defaultdict(set)
         self._owner: dict[int, str] = {}
@@ -48,65 +127,168 @@ class TenantIndex:
         # once by a filler (a random vector, nothing of any prompt) and the free list stays
         # empty; an add first removes as many fillers as it has vectors, so its vectors take
         # exactly their slots: memory stays what it was, and a removed vector is overwritten
-        # in the call that removes it.
+        # in the call that removes it; too many fillers, and the index is rebuilt.
         self._fillers: list[int] = []
         self._next_filler = _FILLER_KEY0
         self._filler_rng = np.random.default_rng(0)
+        # held by every call that reads or changes the fields above: the rebuild's thread
+        # shares them with the one thread that adds, removes and searches
+        self._lock = threading.Lock()
+        self._dirty: set[int] | None = None  # keys changed since a running rebuild began
+        self._compactor: threading.Thread | None = None
+        self._retry_at = 0  # fillers a failed rebuild waits for before it is tried again
+        self.compactions = 0  # rebuilds done
 
     def __len__(self) -> int:
         return len(self._owner)
 
+    @property
+    def slots(self) -> int:
+        """Slots the usearch index holds: the vectors and the fillers."""
+        with self._lock:
+            return int(self._index.size)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Memory usearch says the index takes."""
+        with self._lock:
+            return int(self._index.memory_usage)
+
     def add(self, user: str, record_ids: list[int], vectors: np.ndarray) -> None:
         keys = np.asarray(record_ids, dtype=np.uint64)
-        reuse = min(len(keys), len(self._fillers))
-        if reuse:
-            self._index.remove(np.asarray(self._fillers[-reuse:], dtype=np.uint64))
-            del self._fillers[-reuse:]
-        self._index.add(keys, np.asarray(vectors, dtype=np.float32))
-        for rid in record_ids:
-            self._users[user].add(rid)
-            self._owner[rid] = user
-        if self._rows is not None and len(self._owner) > EXACT_BELOW:
-            self._rows = None
-        elif self._rows is not None:
-            every = np.concatenate([self._rows[0], keys])
-            vecs = np.concatenate([self._rows[1], self._stored(keys)])
-            if len(self._rows[0]) and keys.min() <= self._rows[0][-1]:
-                order = np.argsort(every, kind="stable")
-                every, vecs = every[order], vecs[order]
-            self._rows = (every, vecs)
+        with self._lock:
+            _put(self._index, self._fillers, keys, np.asarray(vectors, dtype=np.float32))
+            for rid in record_ids:
+                self._users[user].add(rid)
+                self._owner[rid] = user
+            if self._dirty is not None:
+                self._dirty.update(record_ids)
+            if self._rows is not None and len(self._owner) > EXACT_BELOW:
+                self._rows = None
+            elif self._rows is not None:
+                every = np.concatenate([self._rows[0], keys])
+                vecs = np.concatenate([self._rows[1], self._stored(keys)])
+                if len(self._rows[0]) and keys.min() <= self._rows[0][-1]:
+                    order = np.argsort(every, kind="stable")
+                    every, vecs = every[order], vecs[order]
+                self._rows = (every, vecs)
 
     def remove(self, record_ids: list[int]) -> int:
-        present = [r for r in record_ids if r in self._owner]
-        if present:
-            self._index.remove(np.asarray(present, dtype=np.uint64))
-            self._fill(len(present))
-            self._rows = None
-        for rid in present:
-            user = self._owner.pop(rid)
-            self._users[user].discard(rid)
+        with self._lock:
+            present = [r for r in record_ids if r in self._owner]
+            if present:
+                self._index.remove(np.asarray(present, dtype=np.uint64))
+                fillers = self._filler_keys(len(present))
+                _fill(self._index, fillers, self._filler_rng)
+                self._fillers.extend(fillers)
+                self._rows = None
+                if self._dirty is not None:
+                    self._dirty.update(present)
+            for rid in present:
+                user = self._owner.pop(rid)
+                self._users[user].discard(rid)
+            if self._compactor is None and self._wants_rebuild():
+                self._compactor = threading.Thread(target=self._compact_while_wanted,
+                                                   name="semtrace-index-rebuild", daemon=True)
+                self._compactor.start()
         return len(present)
 
-    def _fill(self, n: int) -> None:
-        """Overwrite the `n` slots a removal just freed with filler vectors."""
+    def _filler_keys(self, n: int) -> list[int]:
+        """`n` new filler keys (under the lock)."""
         keys = list(range(self._next_filler, self._next_filler + n))
         self._next_filler += n
-        beam = self._index.expansion_add
-        self._index.expansion_add = FILLER_EXPANSION  # type: ignore[misc]  # has a setter
-        try:
-            self._index.add(np.asarray(keys, dtype=np.uint64),
-                            self._filler_rng.standard_normal((n, self.dims)).astype(np.float32))
-        finally:
-            self._index.expansion_add = beam  # type: ignore[misc]  # real vectors: full beam
-        self._fillers.extend(keys)
+        return keys
+
+    def _wants_rebuild(self) -> bool:
+        fillers = len(self._fillers)
+        return fillers >= max(COMPACT_MIN, self._retry_at) and fillers > len(self._owner)
+
+    def _compact_while_wanted(self) -> None:
+        """The rebuild thread: rebuild while the fillers call for it (removals made during
+        a rebuild leave fillers in the new index)."""
+        while True:
+            with self._lock:
+                if not self._wants_rebuild():
+                    self._compactor = None
+                    return
+            try:
+                self.compact()
+            except Exception as exc:  # the old index stays as it was (out of memory?)
+                log.error("index rebuild failed", extra={
+                    "event": "index_compact_failed", "tenant": self.name,
+                    "exc_type": type(exc).__name__})
+                with self._lock:
+                    self._compactor = None
+                    self._retry_at = len(self._fillers) + COMPACT_MIN
+                return
+
+    def wait_compacted(self) -> None:
+        """Return once no rebuild runs or is due (tests, bench)."""
+        while (thread := self._compactor) is not None:
+            thread.join()
+
+    def compact(self) -> None:
+        """Rebuild the usearch index from the live vectors beside the old one, then swap
+        it in (the module doc says how adds, removals and searches go on meanwhile)."""
+        with _ONE_REBUILD:
+            t0 = time.perf_counter()
+            with self._lock:
+                self._dirty = set()
+                keys = sorted(self._owner)
+                before = (int(self._index.size), int(self._index.memory_usage))
+                new = _Beside(Index(ndim=self.dims, metric="cos", dtype=self.dtype,
+                                    expansion_search=self._index.expansion_search))
+            try:
+                for at in range(0, len(keys), _COPY_CHUNK):
+                    with self._lock:  # and what changed meanwhile, so that a vector removed
+                        change = self._change(new)  # is in the new index a chunk at most
+                        adding = set(change.add)
+                        take = [k for k in keys[at:at + _COPY_CHUNK] if k in self._owner
+                                and k not in new.held and k not in adding]
+                        vecs = _vectors_of(self._index, take) if take else None
+                    new.apply(change)
+                    if vecs is not None:  # one core: the others stay with ingest
+                        new.index.add(np.asarray(take, dtype=np.uint64), vecs, threads=1)
+                        new.held.update(take)
+                for _ in range(_CATCH_UP_ROUNDS):  # outside the lock while many changed
+                    with self._lock:
+                        if len(self._dirty) <= _SWAP_AT:
+                            break
+                        change = self._change(new)
+                    new.apply(change)
+                with self._lock:
+                    new.apply(self._change(new))
+                    self._index, self._fillers, self._rows = new.index, new.fillers, None
+                    after = (int(new.index.size), int(new.index.memory_usage))
+                    live = len(self._owner)
+                    self.compactions += 1
+            finally:
+                with self._lock:
+                    self._dirty = None
+        log.info("index rebuilt", extra={
+            "event": "index_compacted", "tenant": self.name, "vectors": live,
+            "slots_before": before[0], "slots_after": after[0],
+            "mb_before": round(before[1] / 2**20, 1), "mb_after": round(after[1] / 2**20, 1),
+            "seconds": round(time.perf_counter() - t0, 1)})
+
+    def _change(self, new: _Beside) -> _Change:
+        """What the keys changed since the rebuild began (or since the last call) mean for
+        its new index (under the lock)."""
+        changed, self._dirty = self._dirty or set(), set()
+        drop = sorted(k for k in changed if k in new.held)
+        add = sorted(k for k in changed if k in self._owner)
+        return _Change(drop, self._filler_keys(len(drop)), add,
+                       _vectors_of(self._index, add) if add else None)
 
     def set_expansion(self, expansion_search: int) -> None:
         """Candidates the HNSW search keeps (usearch default 64): higher is slower, more exact."""
-        self._index.expansion_search = int(expansion_search)  # type: ignore[misc]  # has a setter
+        with self._lock:
+            self._index.expansion_search = int(expansion_search)  # type: ignore[misc]
 
     def user_keys(self, user: str) -> set[int]:
         """Record ids indexed for one user."""
-        return set(self._users.get(user, ()))
+        with self._lock:
+            return set(self._users.get(user, ()))
 
     def _stored(self, keys: np.ndarray) -> np.ndarray:
         """The vectors of `keys` as the index holds them (quantised), normalised."""
@@ -127,6 +309,10 @@ class TenantIndex:
 
     def exact(self, keys: list[int], query: np.ndarray, k: int) -> list[Match]:
         """Top-k by cosine among `keys` (distinct, ascending; all compared: no graph)."""
+        with self._lock:
+            return self._exact(keys, query, k)
+
+    def _exact(self, keys: list[int], query: np.ndarray, k: int) -> list[Match]:
         if not keys:
             return []
         sims = self._vectors(keys) @ query
@@ -136,19 +322,21 @@ class TenantIndex:
     def search(self, query: np.ndarray, k: int, *, user: str | None) -> list[Match]:
         """Top-k by cosine; `user=None` means cross-user (caller checked the scope)."""
         q = np.asarray(query, dtype=np.float32)
-        if user is not None:
-            keys = sorted(self._users.get(user, ()))
-            if len(keys) <= EXACT_BELOW:
-                return self.exact(keys, q, k)
-        elif len(self._owner) <= EXACT_BELOW:
-            return self.exact(sorted(self._owner), q, k)
-        want = k + min(k, len(self._fillers)) if user is None else min(len(self._owner), k * 20)
-        matches = self._index.search(q, want)
-        out = []
-        for key, dist in zip(matches.keys, matches.distances, strict=True):
-            rid = int(key)
-            if rid in self._owner and (user is None or self._owner[rid] == user):
-                out.append(Match(rid, 1.0 - float(dist)))
+        with self._lock:
+            if user is not None:
+                keys = sorted(self._users.get(user, ()))
+                if len(keys) <= EXACT_BELOW:
+                    return self._exact(keys, q, k)
+            elif len(self._owner) <= EXACT_BELOW:
+                return self._exact(sorted(self._owner), q, k)
+            want = (k + min(k, len(self._fillers)) if user is None
+                    else min(len(self._owner), k * 20))
+            matches = self._index.search(q, want)
+            out = []
+            for key, dist in zip(matches.keys, matches.distances, strict=True):
+                rid = int(key)
+                if rid in self._owner and (user is None or self._owner[rid] == user):
+                    out.append(Match(rid, 1.0 - float(dist)))
         return out[:k]
 
 
@@ -162,7 +350,7 @@ class VectorIndex:
 
     def tenant(self, tenant: str) -> TenantIndex:
         if tenant not in self._tenants:
-            self._tenants[tenant] = TenantIndex(self.dims, self.dtype)
+            self._tenants[tenant] = TenantIndex(self.dims, self.dtype, name=tenant)
         return self._tenants[tenant]
 
     def add(self, tenant: str, user: str, record_ids: list[int], vectors: np.ndarray) -> None:
@@ -187,6 +375,10 @@ class VectorIndex:
 
     def sizes(self) -> dict[str, int]:
         return {t: len(ix) for t, ix in self._tenants.items()}
+
+    def slots(self) -> dict[str, int]:
+        """Slots held per tenant: its vectors and the fillers of removed ones."""
+        return {t: ix.slots for t, ix in self._tenants.items()}
 
     def rebuild(self, rows: list[tuple[int, str, str, np.ndarray]]) -> int:
         """Fill from (record id, tenant, user, vector) rows, grouped per (tenant, user)."""

@@ -91,7 +91,7 @@ class ReaderIndex:
             if rows != held.rows:
                 held = None
         if held is None:
-            held = _Tenant(TenantIndex(self.dims, self.dtype))
+            held = _Tenant(TenantIndex(self.dims, self.dtype, name=tenant))
             held.index.set_expansion(self.expansion)
             self._tenants[tenant] = held
         new = store.db.execute(

@@ -257,6 +257,7 @@ class Telemetry:
         """Copy the index sizes for scrapes (call on the worker thread)."""
         if self.metrics is not None and self.pipeline is not None:
             self.metrics.index_sizes.sizes = self.pipeline.index.sizes()
+            self.metrics.index_sizes.slots = self.pipeline.index.slots()
 
     def _stage(self, stage: str, start_ns: int, end_ns: int) -> None:
         if stage == "redaction":  # the first stage: a new `process` call

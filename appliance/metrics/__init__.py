@@ -55,19 +55,26 @@ def bounded_tenants(sizes: dict[str, int], limit: int) -> list[tuple[str, int]]:
 
 
 class _IndexSizes(Collector):
-    """semtrace_index_vectors{tenant}: read from a cache the worker thread refreshes."""
+    """semtrace_index_vectors{tenant} and semtrace_index_slots{tenant}: read from caches
+    the worker thread refreshes."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.sizes: dict[str, int] = {}
+        self.slots: dict[str, int] = {}  # a tenant missing here: as many as its vectors
 
     def collect(self) -> Iterator[Metric]:
-        family = GaugeMetricFamily(
-            "semtrace_index_vectors", "Vectors in the in-memory index per tenant "
-            "(largest tenants by name, the rest as _other).", labels=["tenant"])
-        for tenant, n in bounded_tenants(dict(self.sizes), self.limit):
-            family.add_metric([tenant], n)
-        yield family
+        sizes = dict(self.sizes)
+        slots = {t: n for t, n in self.slots.items() if t in sizes}
+        for name, what, values in (
+                ("semtrace_index_vectors", "Vectors in the in-memory index", sizes),
+                ("semtrace_index_slots", "Slots the in-memory index holds (vectors and the "
+                 "fillers of removed ones)", sizes | slots)):
+            family = GaugeMetricFamily(name, f"{what} per tenant (largest tenants by name, "
+                                       "the rest as _other).", labels=["tenant"])
+            for tenant, n in bounded_tenants(values, self.limit):
+                family.add_metric([tenant], n)
+            yield family
 
 
 class _Health(Collector):

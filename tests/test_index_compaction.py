@@ -1,0 +1,210 @@
+"""A tenant's in-memory index, on the real usearch, is rebuilt at its live size once removed
+vectors' fillers outnumber its vectors (an erased tenant, a big old month shredded): before,
+it kept every slot until new prompts took them back or the service restarted. Adds,
+removals and searches made while the rebuild runs all hold."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from usearch.index import Index
+
+from appliance import index
+from appliance.index import TenantIndex
+
+DIMS = 16
+
+
+@pytest.fixture(autouse=True)
+def _small(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rebuild from 300 fillers (10,000 in service), copy 200 vectors a chunk, and search
+    through the HNSW graph rather than exactly (below 20,000 vectors in service)."""
+    monkeypatch.setattr(index, "COMPACT_MIN", 300)
+    monkeypatch.setattr(index, "_COPY_CHUNK", 200)
+    monkeypatch.setattr(index, "EXACT_BELOW", 50)
+
+
+def _vectors(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Vectors in one orthant, as embeddings share directions; the fillers are random."""
+    return np.abs(rng.standard_normal((n, DIMS))).astype(np.float32)
+
+
+def _tenant(n: int, seed: int = 0) -> tuple[TenantIndex, np.ndarray]:
+    vecs = _vectors(np.random.default_rng(seed), n)
+    ix = TenantIndex(DIMS, name="acme")
+    ix.set_expansion(512)  # searches over a few hundred vectors are then exact
+    for u, part in enumerate(np.array_split(np.arange(n), 10)):
+        ix.add(f"user{u}", part.tolist(), vecs[part])
+    return ix, vecs
+
+
+def _held(ix: TenantIndex, keys: list[int]) -> dict[int, bytes]:
+    """Each vector's bytes exactly as the index keeps them."""
+    return {k: np.asarray(ix._index.get(np.uint64(k))).tobytes() for k in keys}
+
+
+def _top(ix: TenantIndex, query: np.ndarray, k: int, user: str | None = None) -> list[int]:
+    return [m.record_id for m in ix.search(query, k, user=user)]
+
+
+def _answers(ix: TenantIndex, queries: np.ndarray, keys: list[int] | None = None,
+             ) -> list[list[tuple[int, float]]]:
+    """Top 10 (record id, similarity) of each query, cross-user and within one user:
+    searched, or compared with every one of `keys`."""
+    return [[(m.record_id, m.similarity) for m in (
+        ix.search(q, 10, user=user) if keys is None else
+        ix.exact(sorted(set(keys) & ix.user_keys(user)) if user else keys, q, 10))]
+            for q in queries for user in (None, "user3")]
+
+
+def test_removing_most_of_a_tenant_rebuilds_its_index_at_the_live_size(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """2,000 vectors; 1,600 removed bucket by bucket left 2,000 slots until a restart. One
+    more bucket removed, past the threshold, and the index holds the 380 left: the same
+    vectors, bit for bit, and searches answer as comparing the query with each of them."""
+    ix, _ = _tenant(2000)
+    gone = [int(k) for k in np.random.default_rng(1).permutation(2000)[:1620]]
+    removed = _held(ix, gone[:50])
+    monkeypatch.setattr(index, "COMPACT_MIN", 10**9)
+    for at in range(0, 1600, 20):  # as retention removes them, a bucket a call
+        assert ix.remove(gone[at:at + 20]) == 20
+    ix.wait_compacted()
+    assert ix.slots == 2000
+    live = sorted(set(range(2000)) - set(gone))
+    queries = _vectors(np.random.default_rng(2), 40)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    kept = _held(ix, live)
+    monkeypatch.setattr(index, "COMPACT_MIN", 300)
+    assert ix.remove(gone[1600:]) == 20
+    before = _answers(ix, queries, live)  # the old index's vectors, while it rebuilds
+    ix.wait_compacted()
+
+    assert ix.compactions == 1 and len(ix) == 380
+    assert ix.slots == 380 and ix._fillers == []
+    assert ix._index.capacity < 2000  # was 2,048 (memory: bench/index_removal.py)
+    assert _held(ix, live) == kept
+    assert _answers(ix, queries, live) == before
+    for b, a in zip(before, _answers(ix, queries), strict=True):
+        assert len(a) == 10 and np.allclose([s for _, s in a], [s for _, s in b], atol=2e-3)
+    image = bytes(ix._index.save())
+    assert all(v in image for v in _held(ix, live).values())
+    assert not any(v in image for v in removed.values())
+
+
+def test_a_tenant_short_of_the_threshold_is_not_rebuilt() -> None:
+    """Half removed (fillers do not outnumber vectors): the slots stay for new prompts."""
+    ix, _ = _tenant(1000)
+    for at in range(0, 500, 20):
+        ix.remove(list(range(at, at + 20)))
+    ix.wait_compacted()
+    assert ix.compactions == 0 and ix.slots == 1000 and len(ix) == 500
+
+
+def _paused_rebuild(monkeypatch: pytest.MonkeyPatch, pause_at: int) -> tuple[
+        threading.Event, threading.Event]:
+    """Stop the rebuild's thread after it has copied `pause_at` chunks into its new index
+    (outside the lock) until the test says go."""
+    copied, go = threading.Event(), threading.Event()
+    real_add = Index.add
+    chunks = [0]
+
+    def add(self: Index, keys: Any, vectors: Any, *args: Any, **kwargs: Any) -> Any:
+        out = real_add(self, keys, vectors, *args, **kwargs)
+        if kwargs.get("threads") == 1:  # a chunk the rebuild copies
+            chunks[0] += 1
+            if chunks[0] == pause_at:
+                copied.set()
+                assert go.wait(60)
+        return out
+
+    monkeypatch.setattr(Index, "add", add)
+    return copied, go
+
+
+def _meanwhile(fn: Callable[[], None]) -> None:
+    """Run `fn` on another thread and see it end while the rebuild is paused: nothing
+    waits for the rebuild (60 s: a hang guard, not a speed check)."""
+    worker = threading.Thread(target=fn)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "blocked behind the rebuild"
+
+
+@pytest.mark.parametrize("pause_at", [1, 2])  # in the copy; after its last chunk
+def test_an_add_and_a_removal_racing_the_rebuild_both_hold(
+        monkeypatch: pytest.MonkeyPatch, pause_at: int) -> None:
+    """While the rebuild copies (paused after a chunk), the ingest thread removes a vector
+    it already copied and one it has not, adds a prompt, gives a record id a new vector,
+    and searches: none waits for the rebuild, and after the swap no removed vector is
+    found (nor are its bytes held) and every added one is."""
+    ix, vecs = _tenant(600)
+    copied, go = _paused_rebuild(monkeypatch, pause_at)
+    ix.remove(list(range(0, 310)))  # 310 fillers outnumber 290 vectors: the rebuild starts
+    assert copied.wait(60)
+    rng = np.random.default_rng(3)
+    fresh = _vectors(rng, 3)
+    old_bytes = _held(ix, [320, 590])  # 320: copied first; 590: in a later chunk (or not)
+    found: list[list[int]] = []
+
+    def ingest() -> None:
+        assert ix.remove([320, 590]) == 2
+        ix.add("user9", [700, 701], fresh[:2])
+        assert ix.remove([330]) == 1  # a vector replaced under the same record id
+        ix.add("user9", [330], fresh[2:])
+        found.append(_top(ix, fresh[0], 1))
+
+    _meanwhile(ingest)
+    assert found == [[700]]  # the search, during the rebuild, saw the add
+    go.set()
+    ix.wait_compacted()
+
+    assert ix.compactions == 1
+    live = sorted(set(range(310, 600)) - {320, 590} | {700, 701})
+    assert sorted(ix.user_keys("user9")) == sorted(
+        {k for k in live if k < 600 and k * 10 // 600 == 9} | {700, 701, 330})
+    assert len(ix) == len(live) and ix.slots == len(live) + len(ix._fillers)
+    assert ix.slots < 600
+    for k, v in ((700, fresh[0]), (701, fresh[1]), (330, fresh[2])):
+        assert _top(ix, v, 1) == [k]
+    for k in (320, 590):
+        assert k not in _top(ix, vecs[k], 20)
+    image = bytes(ix._index.save())
+    assert not any(v in image for v in old_bytes.values())
+    scratch = TenantIndex(DIMS)
+    scratch.add("x", [0], fresh[2:])
+    assert _held(ix, [330])[330] == _held(scratch, [0])[0]  # its new vector, not its old
+    for k in live[:40]:
+        assert _top(ix, ix._stored(np.asarray([k], dtype=np.uint64))[0], 1) == [k]
+
+
+def test_ingest_running_freely_alongside_the_rebuild_loses_and_resurrects_nothing() -> None:
+    """The ingest thread adds and removes as fast as it can for as long as the rebuild
+    runs (interleaving as the threads fall): the index ends with exactly what is live."""
+    ix, vecs = _tenant(1500)
+    ix.remove(list(range(0, 800)))  # 800 fillers > 700 vectors: the rebuild starts
+    rng = np.random.default_rng(4)
+    live = set(range(800, 1500))
+    added: dict[int, np.ndarray] = {}
+    next_id = 2000
+    while ix._compactor is not None or not added:
+        v = _vectors(rng, 2)
+        ix.add("user0", [next_id, next_id + 1], v)
+        added |= {next_id: v[0], next_id + 1: v[1]}
+        live |= {next_id, next_id + 1}
+        victim = int(rng.choice(sorted(live)))
+        assert ix.remove([victim]) == 1
+        live.discard(victim)
+        next_id += 2
+    ix.wait_compacted()
+
+    assert ix.compactions >= 1
+    assert set(ix._owner) == live and len(ix) == len(live)
+    assert ix.slots == len(live) + len(ix._fillers)
+    keys = {int(k) for k in ix._index.keys} - set(ix._fillers)
+    assert keys == live  # every live vector in the index, no removed one
+    for k in sorted(set(added) & live)[:30]:
+        assert _top(ix, added[k], 1) == [k]
