@@ -114,7 +114,9 @@ if [ "$service" = 1 ]; then
   unit=/etc/systemd/system/semtrace.service
   if [ -f "$unit" ]; then
     was_data=$(sed -n 's/^ExecStart=.* --data-dir \([^ ]*\).*/\1/p' "$unit" | head -1)
-    was_etc=$(sed -n 's|^LoadCredential=semtrace-passphrase:\(.*\)/passphrase$|\1|p' "$unit" | head -1)
+    was_etc=$(sed -n -e 's|^LoadCredential=semtrace-passphrase:\(.*\)/passphrase$|\1|p' \
+      -e 's|^ExecStartPre=+/usr/bin/install -m 0400 -o semtrace -g semtrace \(.*\)/passphrase /run/semtrace/credentials/semtrace-passphrase$|\1|p' \
+      "$unit" | head -1)
     was_metrics_group=$(sed -n 's/^ExecStart=.* --metrics-group \([^ ]*\).*/\1/p' "$unit" | head -1)
     # an upgrade without --metrics-group keeps the earlier unit's metrics socket
     if [ "$metrics_group_given" = 0 ] && [ -n "$was_metrics_group" ]; then
@@ -261,9 +263,25 @@ if [ "$service" = 1 ]; then
   case "$real_data/" in /var/lib/?*/) state="${real_data#/var/lib/}" ;; esac
   # With --metrics-group, ExecStart= serves the metrics on a socket of that group, which
   # the service joins (SupplementaryGroups=) to give it to the socket.
-  unit_text=$(P="$prefix" D="$data_dir" E="$etc" S="$state" M="$metrics_group" awk '
+  # LoadCredential= came with systemd 247: an older one (RHEL 8's 239, Ubuntu 20.04's 245)
+  # warned "Unknown key", started the service without it, and the service said at every
+  # start "No passphrase given". There the unit copies the root-only file before the start,
+  # as LoadCredential= does: into the runtime folder (tmpfs, removed at every stop), 0400,
+  # the service user's (ExecStartPre=+ runs as root, outside the sandbox).
+  systemd_version=$(systemctl --version 2>/dev/null | awk 'NR == 1 && $2 ~ /^[0-9]+$/ { print $2 }' || true)
+  copy_credential=""
+  if [ -n "$systemd_version" ] && [ "$systemd_version" -lt 247 ]; then
+    copy_credential=1
+    echo "install: systemd $systemd_version has no LoadCredential= (247 and newer): the unit copies $etc/passphrase into /run/semtrace/credentials, readable by the service user only, at each start."
+  fi
+  unit_text=$(P="$prefix" D="$data_dir" E="$etc" S="$state" M="$metrics_group" C="$copy_credential" awk '
     BEGIN { n = split("/opt/semtrace /var/lib/semtrace /etc/semtrace", from, " ")
             to[1] = ENVIRON["P"]; to[2] = ENVIRON["D"]; to[3] = ENVIRON["E"]; m = ENVIRON["M"] }
+    /^LoadCredential=semtrace-passphrase:/ && ENVIRON["C"] != "" {
+      $0 = "# systemd < 247: no LoadCredential=; the same copy, made before each start\n" \
+        "ExecStartPre=+/usr/bin/install -d -m 0700 -o semtrace -g semtrace /run/semtrace/credentials\n" \
+        "ExecStartPre=+/usr/bin/install -m 0400 -o semtrace -g semtrace /etc/semtrace/passphrase /run/semtrace/credentials/semtrace-passphrase\n" \
+        "Environment=SEMTRACE_PASSPHRASE_FILE=/run/semtrace/credentials/semtrace-passphrase" }
     /^StateDirectory=/ { if (ENVIRON["S"] != "") print "StateDirectory=" ENVIRON["S"]; next }
     /^StateDirectoryMode=/ { if (ENVIRON["S"] != "") print; next }
     /^Group=/ { print; if (m != "") print "SupplementaryGroups=" m; next }

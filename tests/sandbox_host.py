@@ -51,11 +51,18 @@ def stand_in_prefix(srv: Path) -> Path:
     return prefix
 
 
-def installed_unit(srv: Path, prefix: Path, data: Path, etc: Path, *extra: str) -> str:
-    """The unit install.sh writes for these folders, as its --dry-run shows it."""
+def installed_unit(srv: Path, prefix: Path, data: Path, etc: Path, *extra: str,
+                   systemd: int | None = None) -> str:
+    """The unit install.sh writes for these folders, as its --dry-run shows it; `systemd`:
+    the version the host's `systemctl --version` gives (none: it gives none)."""
     srv.mkdir(exist_ok=True)
     bundle = stand_in_bundle(srv)
     _, env = stand_in_host(srv, active=False)
+    if systemd is not None:
+        ctl = srv / "fakebin" / "systemctl"
+        ctl.write_text(f"#!/bin/sh\n[ \"$1\" = --version ] && echo 'systemd {systemd} "
+                       f"({systemd}-1)' && echo '+PAM +AUDIT' && exit 0\n"
+                       + ctl.read_text().split("\n", 1)[1])
     pw = srv / "pw"
     pw.write_text("sandbox test passphrase\n")
     pw.chmod(0o600)
@@ -104,14 +111,15 @@ class ServiceHost:
     work: Path
 
 
-def service_host(srv: Path, *extra: str, init: bool = True) -> ServiceHost:
+def service_host(srv: Path, *extra: str, init: bool = True,
+                 systemd: int | None = None) -> ServiceHost:
     """The unit install.sh writes for folders under `srv` (with the options `extra`), and
     what install.sh makes on the host, by number: the service user and groups exist only in
     the sandbox's /etc/passwd and /etc/group. The service's uid and gid are `uid`, the
     gateway's uid is uid + 1, a scraper's uid and the metrics group's gid uid + 2."""
     prefix = stand_in_prefix(srv)
     data, etc = srv / "data", srv / "etc"
-    unit_text = installed_unit(srv / "install", prefix, data, etc, *extra)
+    unit_text = installed_unit(srv / "install", prefix, data, etc, *extra, systemd=systemd)
     uid = free_id(3)
     metrics = extra[extra.index("--metrics-group") + 1] if "--metrics-group" in extra else ""
     ident = Identity("semtrace", "semtrace", uid, uid, data,

@@ -20,6 +20,9 @@ from installer_host import (
     SYSTEM_PYTHON,
     needs_mount_namespace,
     needs_system_python,
+    stand_in_bundle,
+    stand_in_host,
+    with_folders_bound,
 )
 from sandbox_host import (
     REPO,
@@ -144,17 +147,21 @@ def test_the_sandbox_holds_the_service_to_what_the_unit_allows(srv: Path) -> Non
 @needs_system_python
 @needs_mount_namespace
 @needs_setpriv
-def test_the_service_starts_in_the_units_sandbox_and_answers_an_ingest(srv: Path) -> None:
+@pytest.mark.parametrize("systemd", [None, 239], ids=["systemd-current", "systemd-239"])
+def test_the_service_starts_in_the_units_sandbox_and_answers_an_ingest(
+        srv: Path, systemd: int | None) -> None:
     """The unit install.sh writes, its ExecStart run under its sandbox (tests/unit_sandbox.py):
     the service reads its passphrase from the credential, its policies from the config dir,
     writes only its data dir and runtime folder, serves both sockets with the modes the
     README gives, threads a prompt through the real pipeline, reloads on ExecReload= and
-    stops cleanly on its KillSignal=."""
-    host = service_host(srv)
+    stops cleanly on its KillSignal=. On RHEL 8's systemd 239, which ignores LoadCredential=
+    (247), the service said "No passphrase given" at every start: the unit written for it
+    copies the passphrase itself (ExecStartPre=+)."""
+    host = service_host(srv, systemd=systemd)
     prefix, unit_text, ident, data = host.prefix, host.unit_text, host.ident, host.data
     runtime, work, uid = host.runtime, host.work, host.ident.uid
     started = start(unit_text, ident, work=work, runtime=runtime,
-                    python=SYSTEM_PYTHON or "python3")
+                    python=SYSTEM_PYTHON or "python3", systemd=systemd)
     journal = work / "journal"
 
     def gateway(request: str) -> subprocess.CompletedProcess[str]:
@@ -173,6 +180,10 @@ def test_the_service_starts_in_the_units_sandbox_and_answers_an_ingest(srv: Path
         assert stat.S_IMODE((runtime / "semtrace.sock").stat().st_mode) == 0o660
         assert stat.S_IMODE((runtime / "query.sock").stat().st_mode) == 0o666
         assert (runtime / "semtrace.sock").stat().st_gid == uid
+        if systemd == 239:  # the copy as LoadCredential= makes it: the service user's alone
+            copy = runtime / "credentials" / "semtrace-passphrase"
+            assert stat.S_IMODE(copy.parent.stat().st_mode) == 0o700
+            assert stat.S_IMODE(copy.stat().st_mode) == 0o400 and copy.stat().st_uid == uid
         line = json.dumps({"op": "ingest", "request_id": "unit-1", "tenant": "acme",
                            "user_id": "u-unit-1", "text": "How do I reset my VPN token?"})
         sent = gateway(line)
@@ -252,3 +263,47 @@ def test_the_metrics_socket_of_its_own_group_is_served_in_the_units_sandbox(
             started.proc.wait()
     said = journal.read_text()
     assert "Traceback" not in said and "sandbox:" not in said, said[-3000:]
+
+
+@needs_system_python
+@needs_mount_namespace
+def test_on_a_systemd_without_load_credential_the_unit_copies_the_passphrase_itself(
+        srv: Path) -> None:
+    """systemd 239 (RHEL 8) and 245 (Ubuntu 20.04) warn "Unknown key 'LoadCredential'" and
+    start the service without its passphrase. install.sh reads the host's version: below
+    247 the unit copies the root-only file into the runtime folder before each start, and
+    says so; from 247 on, and where systemctl gives no version, LoadCredential= stays. Either
+    unit passes `systemd-analyze verify`; an upgrade still finds the config dir in it."""
+    prefix = stand_in_prefix(srv)
+    data, etc = srv / "data", srv / "etc"
+    for systemd, copies in ((239, True), (245, True), (247, False), (None, False)):
+        text = installed_unit(srv / f"v{systemd}", prefix, data, etc, systemd=systemd)
+        lines = text.splitlines()
+        assert any(x.startswith("LoadCredential=") for x in lines) is not copies, text
+        if copies:
+            assert (f"ExecStartPre=+/usr/bin/install -m 0400 -o semtrace -g semtrace "
+                    f"{etc}/passphrase /run/semtrace/credentials/semtrace-passphrase") in lines
+            assert ("Environment=SEMTRACE_PASSPHRASE_FILE="
+                    "/run/semtrace/credentials/semtrace-passphrase") in lines
+        v = verify_unit(text, srv)
+        said = [x for x in (v.stdout + v.stderr).splitlines()
+                if "Unknown user" not in x and "Unknown group" not in x]
+        assert v.returncode == 0 and not said, said
+    # an upgrade over the unit written for systemd 239, naming another config dir: refused
+    bundle = stand_in_bundle(srv)
+    _, env = stand_in_host(srv, active=False)
+    etc.mkdir()
+    (etc / "passphrase").write_text("sandbox test passphrase\n")
+    data.mkdir()
+    (data / "keyring.json").write_text("{}")
+    units = srv / "units"
+    units.mkdir()
+    (units / "semtrace.service").write_text(
+        installed_unit(srv / "old", prefix, data, etc, systemd=239))
+    r = with_folders_bound({units: "/etc/systemd/system"}, [
+        "bash", str(bundle / "install.sh"), "--prefix", str(prefix), "--data-dir", str(data),
+        "--python", SYSTEM_PYTHON or "python3", "--dry-run"], env)
+    assert r.returncode == 1, r.stdout
+    assert r.stderr.strip() == (
+        f"install: the service installed here reads its passphrase and policies from {etc}, "
+        f"not /etc/semtrace: give --config-dir {etc} to upgrade it; nothing was installed.")

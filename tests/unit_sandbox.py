@@ -36,9 +36,13 @@ _EXPECTED = {"ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes
              "ProtectKernelTunables": "yes", "ProtectControlGroups": "yes",
              "RestrictAddressFamilies": "AF_UNIX", "SystemCallArchitectures": "native",
              "CapabilityBoundingSet": "", "LimitCORE": "0"}
-_HANDLED = {"User", "Group", "SupplementaryGroups", "ExecStart", "Environment",
+_HANDLED = {"User", "Group", "SupplementaryGroups", "ExecStart", "ExecStartPre", "Environment",
             "LoadCredential", "RuntimeDirectory", "RuntimeDirectoryMode", "StateDirectory",
             "StateDirectoryMode", "UMask", "ReadWritePaths", *_EXPECTED}
+# The unit's settings newer than the oldest systemd of a host install.sh accepts (glibc 2.28:
+# RHEL 8's systemd 239), by the version that brought them (systemd's NEWS); an older systemd
+# warns "Unknown key" and runs the service without them
+SINCE = {"LoadCredential": 247}
 SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -175,6 +179,10 @@ def _script(unit: Unit, ident: Identity, work: Path, runtime: Path, pid_file: Pa
         runtime_env.append(path)
     if len(runtime_env) > 1:
         raise NotApproximated("more than one RuntimeDirectory=")
+    for pre in unit.values("ExecStartPre"):  # "+": as root, outside the sandbox
+        if not pre.startswith("+"):
+            raise NotApproximated(f"ExecStartPre={pre} (only +, full privileges, is)")
+        s.append(f"{shlex.join(shlex.split(pre[1:]))} || fail {q('ExecStartPre=' + pre)}")
     creds = unit.values("LoadCredential")
     if creds:
         s += [f"mkdir -p {cred_dir}", f"mount -t tmpfs -o mode=0700,nosuid,nodev,noexec "
@@ -228,10 +236,15 @@ class Started:
 
 
 def start(unit_text: str, ident: Identity, *, work: Path, runtime: Path, python: str,
-          name: str = "semtrace.service") -> Started:
+          name: str = "semtrace.service", systemd: int | None = None) -> Started:
     """Start the unit's ExecStart in the approximated sandbox, as root; its output goes to
-    work/journal (the journal's stand-in)."""
+    work/journal (the journal's stand-in). `systemd`: the version of the host's, whose
+    unknown settings (SINCE) are left out, as it does."""
     unit = parse_unit(name, unit_text)
+    if systemd is not None:
+        service = unit.sections.get("Service", {})
+        for key in [k for k in service if SINCE.get(k, 0) > systemd]:
+            del service[key]
     pid_file = work / "main.pid"
     script = _script(unit, ident, work, runtime, pid_file, python)
     (work / "sandbox.sh").write_text(script)
