@@ -124,7 +124,10 @@ def test_the_sandbox_holds_the_service_to_what_the_unit_allows(srv: Path) -> Non
             for line in host.unit_text.splitlines())
         started = start(unit_text, host.ident, work=host.work, runtime=host.runtime,
                         python=SYSTEM_PYTHON or "python3")
-        assert started.proc.wait(timeout=120) == 0, (host.work / "journal").read_text()
+        try:
+            assert started.proc.wait(timeout=120) == 0, (host.work / "journal").read_text()
+        finally:
+            started.kill()
     finally:
         marker.unlink()
     said = json.loads((host.work / "journal").read_text().splitlines()[-1])
@@ -199,9 +202,7 @@ def test_the_service_starts_in_the_units_sandbox_and_answers_an_ingest(
         os.kill(started.main_pid, signal.SIGTERM)  # KillSignal=SIGTERM
         assert started.proc.wait(timeout=120) == 0, journal.read_text()[-3000:]
     finally:
-        if started.proc.poll() is None:
-            started.proc.kill()
-            started.proc.wait()
+        started.kill()
     said = journal.read_text()
     assert "Traceback" not in said and "sandbox:" not in said, said[-3000:]
     assert list(data.iterdir()), "nothing written to the data dir"
@@ -258,9 +259,7 @@ def test_the_metrics_socket_of_its_own_group_is_served_in_the_units_sandbox(
         os.kill(started.main_pid, signal.SIGTERM)
         assert started.proc.wait(timeout=120) == 0, journal.read_text()[-3000:]
     finally:
-        if started.proc.poll() is None:
-            started.proc.kill()
-            started.proc.wait()
+        started.kill()
     said = journal.read_text()
     assert "Traceback" not in said and "sandbox:" not in said, said[-3000:]
 

@@ -18,9 +18,11 @@ directive in the unit is taken in here before the test passes again.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shlex
+import signal
 import struct
 import subprocess
 import sys
@@ -233,6 +235,15 @@ class Started:
     @property
     def main_pid(self) -> int:
         return int(self.pid_file.read_text())
+
+    def kill(self) -> None:
+        """Kill the service and its sandbox if still there (a test that failed midway): the
+        main process by its pid, since the change of user clears --kill-child's signal."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(self.main_pid, signal.SIGKILL)
+            self.proc.kill()
+            self.proc.wait()
 
 
 def start(unit_text: str, ident: Identity, *, work: Path, runtime: Path, python: str,
