@@ -5,8 +5,8 @@ rebuilt at start from the store's decrypted vectors. Searches are scoped to
 (tenant, user) unless the caller is allowed cross-user scope.
 
 A removed vector's slot is overwritten at once by a filler (see `TenantIndex`). When the
-fillers outnumber a tenant's vectors and are at least `COMPACT_MIN` (an erased tenant, a
-big old month shredded), a thread rebuilds the tenant's index from its live vectors beside
+fillers are half the slots or more and at least `COMPACT_MIN` (an erased tenant, a big old
+month shredded), a thread rebuilds the tenant's index from its live vectors beside
 the old one and swaps it in: memory falls back to the live size without a restart. Adds,
 removals and searches go on meanwhile, each under the tenant's lock, which the rebuild
 holds only to copy a chunk of vectors and, at the end, to apply the few changes made since
@@ -35,8 +35,8 @@ _FILLER_KEY0 = 1 << 63
 # than rebuilding the rest (34 s); at 8, 16 s, recall@10 0.995 vs 0.997 after it
 # (bench/index_removal.py, README's Speed table).
 FILLER_EXPANSION = 8
-# A tenant's index is rebuilt once its fillers outnumber its vectors and are at least this
-# many (~1.1 KB each at 384 dims, f16): fewer would free too little for a rebuild's work.
+# A tenant's index is rebuilt once its fillers are as many as its vectors or more, and at
+# least this many (~1.1 KB each at 384 dims, f16): fewer would free too little for the work.
 COMPACT_MIN = 10_000
 _COPY_CHUNK = 2_000  # vectors the rebuild copies from the old index per hold of the lock
 # the changes made since the copy are applied to the new index outside the lock, in at
@@ -201,7 +201,7 @@ class TenantIndex:
 
     def _wants_rebuild(self) -> bool:
         fillers = len(self._fillers)
-        return fillers >= max(COMPACT_MIN, self._retry_at) and fillers > len(self._owner)
+        return fillers >= max(COMPACT_MIN, self._retry_at) and fillers >= len(self._owner)
 
     def _compact_while_wanted(self) -> None:
         """The rebuild thread: rebuild while the fillers call for it (removals made during

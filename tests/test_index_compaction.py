@@ -1,5 +1,5 @@
 """A tenant's in-memory index, on the real usearch, is rebuilt at its live size once removed
-vectors' fillers outnumber its vectors (an erased tenant, a big old month shredded): before,
+vectors' fillers are half its slots or more (an erased tenant, a big old month shredded): before,
 it kept every slot until new prompts took them back or the service restarted. Adds,
 removals and searches made while the rebuild runs all hold."""
 
@@ -95,13 +95,16 @@ def test_removing_most_of_a_tenant_rebuilds_its_index_at_the_live_size(
     assert not any(v in image for v in removed.values())
 
 
-def test_a_tenant_short_of_the_threshold_is_not_rebuilt() -> None:
-    """Half removed (fillers do not outnumber vectors): the slots stay for new prompts."""
+def test_a_tenant_is_rebuilt_once_half_its_slots_are_fillers_not_before() -> None:
+    """Less than half removed: the slots stay, for new prompts to take back."""
     ix, _ = _tenant(1000)
-    for at in range(0, 500, 20):
+    for at in range(0, 480, 20):
         ix.remove(list(range(at, at + 20)))
     ix.wait_compacted()
-    assert ix.compactions == 0 and ix.slots == 1000 and len(ix) == 500
+    assert ix.compactions == 0 and ix.slots == 1000 and len(ix) == 520
+    ix.remove(list(range(480, 500)))  # half: rebuilt
+    ix.wait_compacted()
+    assert ix.compactions == 1 and ix.slots == len(ix) == 500
 
 
 def _paused_rebuild(monkeypatch: pytest.MonkeyPatch, pause_at: int) -> tuple[
@@ -143,7 +146,7 @@ def test_an_add_and_a_removal_racing_the_rebuild_both_hold(
     found (nor are its bytes held) and every added one is."""
     ix, vecs = _tenant(600)
     copied, go = _paused_rebuild(monkeypatch, pause_at)
-    ix.remove(list(range(0, 310)))  # 310 fillers outnumber 290 vectors: the rebuild starts
+    ix.remove(list(range(0, 310)))  # 310 fillers, 290 vectors: the rebuild starts
     assert copied.wait(60)
     rng = np.random.default_rng(3)
     fresh = _vectors(rng, 3)
