@@ -54,10 +54,29 @@ def test_an_export_its_old_owner_consumed_past_is_refused_at_import(tmp_path: Pa
         assert "Imported 1 tenant(s)" in r.stdout
 
 
-def test_an_export_that_names_no_start_says_it_cannot_be_checked(tmp_path: Path) -> None:
-    """An export from a node that never consumed its partitions over NATS (or from an
-    earlier build) carries no origin: the import says, in one sentence, that no one can
-    tell whether its old owner consumed after the export, and imports it."""
+def _earlier_build(export: Path, data: Path, key: Path) -> None:
+    """Make `export` as an earlier build wrote it: without the origin it carries now."""
+    from appliance.cli import credential
+    from appliance.cluster.imported import ORIGIN
+    from appliance.runtime import open_runtime
+    from appliance.store.core import connect
+
+    rt = open_runtime(data, credential(None, key))
+    try:
+        conn = connect(export, rt.keyring)
+        conn.execute("DELETE FROM meta WHERE key = ?", (ORIGIN,))
+        conn.close()
+    finally:
+        rt.close()
+
+
+def test_an_export_of_an_earlier_build_is_refused_on_a_cluster_node_unless_accepted(
+        tmp_path: Path) -> None:
+    """An export of an earlier build carries no origin, so nothing can tell whether its old
+    owner consumed after it. Before: imported with a line on stderr, and the new owner then
+    consumed the partition whether or not its copy was stale. Now refused (exit 2, nothing
+    imported, the file kept) on a node of a cluster, in one sentence naming the flag with
+    which the operator vouches for it; imported with it."""
     key = tmp_path / "k"
     old, new = tmp_path / "old", tmp_path / "new"
     for data in (old, new):
@@ -76,13 +95,32 @@ def test_an_export_that_names_no_start_says_it_cannot_be_checked(tmp_path: Path)
     r = run_cli("cluster", "export", "--data-dir", str(old), *creds, "--partitions", part,
                 "--of", "16", "--out", str(export))
     assert r.returncode == 0, r.stderr
+    _earlier_build(export, old, key)
     # the cluster's URL (--nats, or url in cluster.toml) marks a node of a cluster; the
     # server is not asked, as the file names nothing to ask it about
-    r = run_cli("cluster", "import", "--data-dir", str(new), *creds, str(export),
-                "--nats", "nats://127.0.0.1:4222")
+    into_new = ["cluster", "import", "--data-dir", str(new), *creds, str(export),
+                "--nats", "nats://127.0.0.1:4222"]
+    r = run_cli(*into_new)
+    assert (r.returncode, r.stderr.strip()) == (2, (
+        f"semtrace: {export} names no start of its old owner (it was exported by an earlier "
+        "build), so neither this import nor this node's start can tell whether that node "
+        "consumed its partitions after the export: export them again there with this build "
+        "and import that file, or, if that node has not been started with them since the "
+        "export (and stays stopped until its `semtrace cluster forget` has passed), import "
+        "this one with --accept-unchecked. Nothing was imported.")), r.stderr
+    assert export.exists()
+    listed = run_cli("threads", "list", "--data-dir", str(new), *creds, "--json")
+    assert listed.returncode == 0 and listed.stdout.strip() == "[]", listed.stdout
+    r = run_cli(*into_new, "--accept-unchecked")
     assert r.returncode == 0, r.stderr
-    assert [line for line in r.stderr.splitlines() if "start" in line] == [
-        f"semtrace: {export} names no start of its old owner (exported by an earlier build, "
-        "or by a node that never consumed its partitions over NATS), so neither this import "
-        "nor this node's start can tell whether that node consumed them after the export; "
-        "`semtrace cluster forget` there still refuses if it stored any since."]
+    assert "Imported 1 tenant(s)" in r.stdout
+    # a node of no cluster (no URL anywhere) has nothing to check such a file against
+    again = tmp_path / "t2.semtrace"
+    r = run_cli("cluster", "export", "--data-dir", str(old), *creds, "--partitions", part,
+                "--of", "16", "--out", str(again))
+    assert r.returncode == 0, r.stderr
+    _earlier_build(again, old, key)
+    alone = tmp_path / "alone"
+    assert run_cli("init", "--data-dir", str(alone), *creds).returncode == 0
+    r = run_cli("cluster", "import", "--data-dir", str(alone), *creds, str(again))
+    assert r.returncode == 0 and r.stderr.strip() == "", r.stderr

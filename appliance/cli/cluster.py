@@ -142,11 +142,13 @@ def export(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
                 f"export and no file was written: run `semtrace cluster forget --partitions "
                 f"{spec} --yes` here, then start the new owner with {spec} in its --own.")
         from appliance.cluster import imported
+        from appliance.cluster.partition import partition_of
 
+        held = sorted({partition_of(t, n) for t in tenants})
         with progress_bar() as prog:
             report = export_tenants(rt.store, rt.keyring, tenants, out,
                                     partitions=format_ranges(parts),
-                                    origin=imported.origin(rt.store.db, parts, n),
+                                    origin=imported.origin(rt.store.db, parts, n, held),
                                     progress=_progress_step(prog, "export"))
         from appliance.cluster import exported
 
@@ -168,10 +170,13 @@ def export(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
 @click.option("--owner-lost", is_flag=True, help="Import even if the partitions' old owner "
               "consumed them after the export (it is lost with its data; then `cluster "
               "reclaim` them here).")
+@click.option("--accept-unchecked", is_flag=True, help="Import an export of an earlier build "
+              "(it names no start of its old owner, so nothing can check it): that node has "
+              "not been started with its partitions since the export.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def import_(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
             path: Path, keep: bool, nats_url: str | None, owner_lost: bool,
-            as_json: bool) -> None:
+            accept_unchecked: bool, as_json: bool) -> None:
     """Copy an export into this node's store (the node must be stopped); an export older
     than its partitions on NATS is refused."""
     from appliance import failpoints
@@ -181,7 +186,8 @@ def import_(data_dir: Path | None, passphrase_file: Path | None, key_file: Path 
     rt = _stopped(data_dir, passphrase_file, key_file)
     try:
         # an earlier run of it that was interrupted is undone as the store opens (one line)
-        check = stale_check(rt.store.db, path, nats_url, owner_lost=owner_lost)
+        check = stale_check(rt.store.db, path, nats_url, owner_lost=owner_lost,
+                            unchecked=accept_unchecked)
         with progress_bar() as prog:
             report = import_tenants(rt.store, rt.keyring, path,
                                     progress=_progress_step(prog, "import"), check=check)

@@ -11,24 +11,27 @@ from typing import Any
 
 import click
 
-from appliance.errors import SemtraceError
+from appliance.errors import InputError, SemtraceError
 
 
-def stale_check(db: Any, path: Path, nats_url: str | None, *,
-                owner_lost: bool) -> Callable[[str | None], None]:
+def stale_check(db: Any, path: Path, nats_url: str | None, *, owner_lost: bool,
+                unchecked: bool = False) -> Callable[[str | None], None]:
     """The check `import_tenants` shows the export's origin (`imported.origin`'s JSON, None
-    for an export that carries none): InputError for a stale export; a line on stderr when
-    it could not be checked now."""
+    for an export of an earlier build, which carries none): InputError for a stale export,
+    and on a node of a cluster for one that carries no origin unless `unchecked` (the
+    operator vouches that its old owner has not consumed since, or it is lost: `owner_lost`);
+    a line on stderr when it could not be checked now."""
     def check(carried: str | None) -> None:
         if carried is None:
-            if not _url(nats_url):
-                return  # no cluster here to check against (a store filled without NATS)
-            click.echo(f"semtrace: {path} names no start of its old owner (exported by an "
-                       "earlier build, or by a node that never consumed its partitions over "
-                       "NATS), so neither this import nor this node's start can tell whether "
-                       "that node consumed them after the export; `semtrace cluster forget` "
-                       "there still refuses if it stored any since.", err=True)
-            return
+            if not _url(nats_url) or unchecked or owner_lost:
+                return  # no cluster to check against; or the operator vouches for the file
+            raise InputError(
+                f"{path} names no start of its old owner (it was exported by an earlier "
+                "build), so neither this import nor this node's start can tell whether that "
+                "node consumed its partitions after the export: export them again there with "
+                "this build and import that file, or, if that node has not been started with "
+                "them since the export (and stays stopped until its `semtrace cluster forget` "
+                "has passed), import this one with --accept-unchecked. Nothing was imported.")
         if owner_lost:
             return
         _against_nats(db, path, carried, nats_url)
@@ -50,8 +53,9 @@ def _against_nats(db: Any, path: Path, carried: str, nats_url: str | None) -> No
              "checked when this node starts")
     base = load_cluster()
     if not _url(nats_url):
-        click.echo(f"semtrace: No NATS URL (--nats, or url in cluster.toml), so {later}.",
-                   err=True)
+        if any(src.start for src in given.partitions.values()):  # none: never consumed
+            click.echo(f"semtrace: No NATS URL (--nats, or url in cluster.toml), so {later}.",
+                       err=True)
         return
     settings = cluster_settings(base, url=nats_url, partitions=given.count)
     try:

@@ -12,6 +12,9 @@ id of the start that made its consumer (`stream.LastConsumer.start`, noted by th
 in `given_away`'s consumed note); `import` notes them here; and `serve` refuses a
 partition whose consumer another start made since (the old owner's, or any other node's),
 until this node consumed it once (the note goes then, or with `forget` or `reclaim`).
+A node that never consumed a partition over NATS (filled by `replay` or the socket)
+exports its data dir's id and no start: any consumer of this build made since is newer.
+`cluster import` checks the same on NATS before it imports (cli/cluster_stale.py).
 """
 
 from __future__ import annotations
@@ -44,28 +47,31 @@ class Imported:
     partitions: dict[int, Source]
 
 
-def origin(db: Any, partitions: list[int], count: int) -> str | None:
-    """What an export of `partitions` (of `count`) carries (JSON), or None if this node
-    never noted a start for any of them (an earlier build's, or never consumed here). A
-    partition held here only as imported passes its import's origin on: exported again
-    before this node consumed it, the copy is still as of that first export."""
-    from appliance.cluster.given_away import DATA_DIR_ID, consumed_here, consumer_starts
+def origin(db: Any, partitions: list[int], count: int, held: list[int]) -> str:
+    """What an export of `partitions` (of `count`) carries (JSON): this data dir's id and,
+    for each partition, the start that made its consumer here. A partition held here only
+    as imported passes its import's origin on: exported again before this node consumed
+    it, the copy is still as of that first export. A partition of `held` (those of the
+    exported tenants) that this node never consumed over NATS (its store filled by `replay`
+    or the socket, or an earlier build's) names no start: any consumer made since by a
+    start of this build is then newer than the file."""
+    from appliance.cluster.given_away import consumed_here, consumer_starts, data_dir_id
 
     starts = consumer_starts(db, partitions, count)
-    row = db.execute("SELECT value FROM meta WHERE key = ?", (DATA_DIR_ID,)).fetchone()
+    me = data_dir_id(db)  # made now if this data dir never ran with NATS: its starts carry it
     names = consumed_here(db, count)
     found: dict[str, dict[str, Any]] = {str(p): {"node": names.get(p, ""), "start": s}
-                                        for p, s in sorted(starts.items())} if row else {}
+                                        for p, s in sorted(starts.items())}
     brought = read(db)
     if brought.count == count:
         found |= {str(p): {"node": s.node, "start": s.start, "data_dir": s.data_dir,
                            "at": s.at}
                   for p, s in sorted(brought.partitions.items())
                   if p in partitions and str(p) not in found}
-    if not found:
-        return None
-    return json.dumps({"count": count, "data_dir": str(row[0]) if row else "",
-                       "at": time.time(), "partitions": found})
+    found |= {str(p): {"node": names.get(p, ""), "start": ""}
+              for p in sorted(set(held) & set(partitions)) if str(p) not in found}
+    return json.dumps({"count": count, "data_dir": me, "at": time.time(),
+                       "partitions": found})
 
 
 def read(db: Any) -> Imported:
@@ -102,22 +108,34 @@ def outgrown(sources: dict[int, Source], partitions: list[int], last: dict[int, 
              data_dir: str) -> tuple[int, Source, Any] | None:
     """The first of `partitions` whose consumer (`last`: each one's `stream.LastConsumer`)
     another start made than the one its export saw (`sources`), with both; None if none.
-    A consumer this data dir (`data_dir`: its id) made is its own (killed at start)."""
+    A consumer this data dir (`data_dir`: its id) made is its own (killed at start). An
+    export that saw no start of its node (`Source.start` empty) is outgrown by any
+    consumer but an earlier build's of that node (named as its note named it)."""
     for p in partitions:
         source, other = sources.get(p), last.get(p)
         if source is None or other is None or (data_dir and other.data_dir == data_dir):
             continue  # no consumer to judge by; or this data dir's own
         if other.data_dir == source.data_dir and other.start == source.start:
             continue  # the consumer the export saw: nobody consumed since
+        if not source.start and other.data_dir is None and other.node == source.node:
+            continue  # an earlier build's consumer of the exporting node, from before
         return p, source, other
     return None
 
 
-def _when_and_verb(source: Source, other: Any) -> tuple[str, str]:
-    """For a refusal: when the export saw its partition (UTC, to the minute), and what the
-    later consumer's start did with it."""
+def _exported(source: Source, what: str, to: str = "") -> str:
+    """For a refusal: how `what` left its node (UTC, to the minute), the node named if the
+    export saw its start."""
     when = datetime.fromtimestamp(source.at, UTC).strftime("%Y-%m-%d %H:%M")
-    return when, "reclaimed" if other.reclaimed else "consumed"
+    if source.start:
+        return f"after {what} exported from '{source.node}'{to} (at {when} UTC)"
+    return (f"and {what} exported{to} (at {when} UTC) from a data dir that had not consumed it "
+            "over NATS")
+
+
+def _verb(other: Any) -> str:
+    """For a refusal: what the later consumer's start did with the partition."""
+    return "reclaimed" if other.reclaimed else "consumed"
 
 
 def refuse_stale_export(name: str, carried: str, last: dict[int, Any], data_dir: str) -> None:
@@ -129,10 +147,9 @@ def refuse_stale_export(name: str, carried: str, last: dict[int, Any], data_dir:
     if found is None:
         return
     p, source, other = found
-    when, verb = _when_and_verb(source, other)
     raise InputError(
-        f"Partition {p} was {verb} by node '{other.node}' after {name} was exported from "
-        f"'{source.node}' (at {when} UTC), so the file may lack its tenants' newer records: "
+        f"Partition {p} was {_verb(other)} by node '{other.node}' "
+        f"{_exported(source, f'{name} was')}, so the file may lack its tenants' newer records: "
         f"export the partition again (stop '{other.node}', `semtrace cluster export "
         f"--partitions {p}` there) and import that file instead, or, if '{other.node}' and "
         "its data are lost, import this one with --owner-lost and run `semtrace cluster "
@@ -175,10 +192,9 @@ def refuse(db: Any, owned: list[int], count: int, last: dict[int, Any],
     found = outgrown(noted.partitions, owned, last, data_dir)
     if found is not None:
         p, source, other = found
-        when, verb = _when_and_verb(source, other)
         raise SemtraceError(
-            f"Partition {p} was {verb} by node '{other.node}' after its tenants were "
-            f"exported from '{source.node}' to this node (at {when} UTC), so the copy "
+            f"Partition {p} was {_verb(other)} by node '{other.node}' "
+            f"{_exported(source, 'its tenants were', ' to this node')}, so the copy "
             "imported here may lack their newer records: start this node without "
             f"{p} in --own (`own` in cluster.toml) and remove that copy (`semtrace cluster "
             f"forget --partitions {p} --yes --discard`), or move the partition again (stop "

@@ -1,0 +1,82 @@
+"""An export from a node that never consumed its partition over NATS (its store filled by
+`replay` or the socket) is checked like any other: node a, filled by replay, exports
+partition 1; the file is imported on b; a is started again with partition 1 (the move cut
+short) and stores a follow-up. b's start refuses the partition, and an import of the same
+file elsewhere is refused. A real nats-server and real nodes (cluster_nodes.py)."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from cluster_nodes import Bus, ingest, refused, sealed_cluster, tenant_in
+from test_cluster import TODAY, Node, start_all
+from test_spine import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _replayed(node: Node, tenant: str, tmp: Path) -> None:
+    """The tenant's first prompt stored on the stopped node by `replay`, not over NATS."""
+    src = tmp / f"{node.name}-in.jsonl"
+    ts = (TODAY + timedelta(hours=9)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    src.write_text(f'{{"tenant": "{tenant}", "user_id": "ana", "ts": "{ts}", '
+                   '"text": "How do I bake sourdough bread at home?"}\n')
+    r = run_cli("replay", str(src), "--out", str(tmp / f"{node.name}-out.jsonl"), *node.args(),
+                env=node.env)
+    assert r.returncode == 0, r.stderr
+
+
+def _exported(bus: Bus, a: Node, tenant: str) -> Path:
+    _replayed(a, tenant, bus.tmp)
+    export = bus.tmp / "p1.semtrace"
+    r = run_cli("cluster", "export", *a.args(), "--partitions", "1", "--out", str(export),
+                env=a.env)
+    assert r.returncode == 0, r.stderr
+    return export
+
+
+def test_an_export_of_a_node_that_never_consumed_is_refused_once_it_consumed(
+        tmp_path: Path) -> None:
+    """Before: the file named nothing to check (the import said so on stderr), and b, its
+    copy lacking a's follow-up, consumed partition 1: the tenant's records split over two
+    copies that nothing merges."""
+    moved = tenant_in(1)
+    with sealed_cluster(tmp_path) as bus:
+        a, b, c = bus.node("a", "0-1"), bus.node("b", "1-3"), bus.node("c", "1-3")
+        export = _exported(bus, a, moved)
+        kept = tmp_path / "p1-kept.semtrace"
+        shutil.copy(export, kept)
+        r = run_cli("cluster", "import", *b.args(), str(export), env=b.env)
+        assert r.returncode == 0, r.stderr
+        assert "names no start" not in r.stderr  # nothing consumed it yet: checked, fine
+        start_all(a)  # the move cut short: a serves partition 1 again, before b starts
+        with bus.gateway() as gateway:
+            on_a = gateway.request(ingest(moved, "after-export", "How long should it rise?", 2))
+        assert on_a["ok"], on_a
+        assert a.stop() == 0
+        lines = refused(b, "b consumed partition 1 from its copy, which lacks a's follow-up")
+        when = lines[-1].split(" (at ", 1)[-1][:16]
+        assert lines[-1] == (
+            "semtrace: Partition 1 was consumed by node 'a' and its tenants were exported to "
+            f"this node (at {when} UTC) from a data dir that had not consumed it over NATS, "
+            "so the copy imported here may lack their newer records: start this node without "
+            "1 in --own (`own` in cluster.toml) and remove that copy (`semtrace cluster "
+            "forget --partitions 1 --yes --discard`), or move the partition again (stop 'a', "
+            "`semtrace cluster export --partitions 1` there, the forget above here, then "
+            "`semtrace cluster import` here), or, if 'a' and its data are lost, run "
+            "`semtrace cluster reclaim --partitions 1` here. Nothing was consumed."), lines
+        # the same file, imported now on another node, is refused where the operator names it
+        r = run_cli("cluster", "import", *c.args(), str(kept), env=c.env)
+        assert (r.returncode, r.stderr.strip()) == (2, (
+            f"semtrace: Partition 1 was consumed by node 'a' and {kept} was exported (at "
+            f"{when} UTC) from a data dir that had not consumed it over NATS, so the file may "
+            "lack its tenants' newer records: export the partition again (stop 'a', "
+            "`semtrace cluster export --partitions 1` there) and import that file instead, "
+            "or, if 'a' and its data are lost, import this one with --owner-lost and run "
+            "`semtrace cluster reclaim --partitions 1` here. Nothing was imported.")), r.stderr
+        assert kept.exists()
+        listed = run_cli("threads", "list", *c.args(), "--json", env=c.env)
+        assert listed.returncode == 0 and listed.stdout.strip() == "[]", listed.stdout
