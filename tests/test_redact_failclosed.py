@@ -122,3 +122,36 @@ def test_socket_ingest_is_refused_and_nothing_reaches_the_store(
     logged = "\n".join(r.getMessage() + str(r.__dict__) for r in caplog.records)
     assert CANARY not in logged and CARD not in logged and "xxxxxxxx" not in logged
     assert scan_for(data_dir, [CANARY, CARD, "x" * 40]) == []
+
+
+def test_a_presidio_skip_with_the_budget_unspent_runs_the_prompt_again(
+        strict_redactor: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`regex` counts Presidio's IBAN timeout on the process's CPU clock: when other threads
+    of the process made it skip once with this prompt's budget unspent, the analysis runs
+    again and the IBAN is redacted; before, the prompt was refused."""
+    from appliance.records import Redacted
+
+    iban = next(r for r in strict_redactor._analyzer.registry.recognizers
+                if r.name == "IbanRecognizer")
+    presidio_log = logging.getLogger("presidio-analyzer")
+    real = iban.analyze
+    skips: list[int] = []
+
+    def skips_once(*args: Any, **kwargs: Any) -> Any:
+        if not skips:
+            skips.append(1)
+            try:
+                raise TimeoutError("regex timed out")
+            except TimeoutError:
+                presidio_log.warning("Regex pattern '%s' timed out after %s seconds, skipping.",
+                                     "IBAN", 0.05, exc_info=True)
+            return []
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(iban, "analyze", skips_once)
+    [red] = strict_redactor.redact_many([make_prompt(
+        f"Mail {CANARY}, IBAN GB82 WEST 1234 5698 7654 32")])
+    assert skips == [1]
+    assert isinstance(red, Redacted), red
+    assert "<IBAN_CODE>" in red.text and "<EMAIL_ADDRESS>" in red.text
+    assert "GB82" not in red.text and CANARY not in red.text

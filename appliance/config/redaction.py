@@ -43,9 +43,11 @@ class RedactionSettings(Strict):
     # Names ranking within this many in some country (names-dataset) feed the
     # name recogniser; 0 turns the name and place lists off.
     name_list_rank: int = Field(default=1000, ge=0, le=20000)
-    # Seconds the whole redaction of one prompt may take (its share of spaCy, every
-    # recogniser, Presidio's and Semtrace's, their expressions and loops); past it the prompt
-    # is refused (appliance/redact/budget.py), never stored partly redacted.
+    # Seconds of CPU time the whole redaction of one prompt may cost the thread redacting it
+    # (its share of spaCy, every recogniser, Presidio's and Semtrace's, their expressions and
+    # loops; time waiting for a core is not charged, but a wall-clock guard of 10 times this
+    # is kept); past it the prompt is refused (appliance/redact/budget.py), never stored
+    # partly redacted.
     pattern_timeout_s: float = Field(default=5.0, gt=0.0, le=60.0)
 
     @model_validator(mode="after")

@@ -1,15 +1,23 @@
 """One prompt's time budget: every step of its redaction draws on the same clock.
 
-The policy's `pattern_timeout_s` is the time the redaction of one prompt may take: its
-normalisation and its share of spaCy's NER batch are charged first, then Presidio's patterns,
-the IBAN checks and Semtrace's own recognisers (their expressions and their loops) run
-against what is left. The budget is per thread and per prompt (`prompt_budget`), so two
-redactors with different policies, or two worker threads, never share a limit.
+The policy's `pattern_timeout_s` is the CPU time the redaction of one prompt may cost on the
+thread that redacts it (`time.thread_time`): its normalisation and its share of spaCy's NER
+batch are charged first, then Presidio's patterns, the IBAN checks and Semtrace's own
+recognisers (their expressions and their loops) run against what is left. It is the work
+the prompt costs, not the time it waited for a core: on a host busier than its cores an
+ordinary long prompt is not refused for the wait. A wall-clock guard, `WALL_FACTOR` times
+the budget, still bounds how long one prompt holds the worker when the host gives it too
+little CPU. The budget is per thread and per prompt (`prompt_budget`), so two redactors
+with different policies, or two worker threads, never share a limit.
 
 Semtrace's recognisers compile their expressions with `timed` (the `regex` module, which can
 stop a match part-way, with `re`'s syntax); each call gets the time left, and an expression
 or a loop (`check`) past it raises `RedactionFailed`, which the redactor turns into a refusal
-of that prompt (`Unredactable`): nothing of it is stored partly redacted.
+of that prompt (`Unredactable`): nothing of it is stored partly redacted. `regex` counts its
+timeout on the process's CPU clock (C's `clock()`), which never runs slower than the
+thread's: a call never costs the prompt more than the time it was given. When other threads
+of the process ran meanwhile it can stop early, with the prompt's own budget not spent: the
+call is then run again (a `finditer` goes on after its last match) with what is left.
 """
 
 from __future__ import annotations
@@ -19,8 +27,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import regex
 
@@ -29,6 +37,18 @@ from appliance.errors import SemtraceError
 # `regex` takes a timeout of 0 as "already past" but a negative one as "no limit": the time
 # left is never passed below this.
 MIN_TIMEOUT_S = 1e-6
+
+# The wall-clock guard: one prompt's redaction may take this many times its budget on the
+# wall clock (time waiting for a core included) before it is refused all the same.
+WALL_FACTOR = 10.0
+
+# How often (wall-clock seconds) the thread's CPU clock is read: a reading is a system call
+# (about 1.5 us, 15 times `time.monotonic`) and a long prompt checks its budget some 60,000
+# times. In between, the CPU time left is bounded from the last reading (a thread's CPU time
+# never runs faster than the wall clock): never more than this much under the true figure.
+CPU_READ_EVERY_S = 0.005
+
+_T = TypeVar("_T")
 
 _LOCAL = threading.local()
 
@@ -57,23 +77,53 @@ class RedactionFailed(SemtraceError):
 
 @dataclass(frozen=True)
 class Budget:
-    """The time one prompt's redaction may take (`limit`, seconds) and when it runs out
-    (`deadline`, on `time.monotonic`)."""
+    """The CPU time one prompt's redaction may cost its thread (`limit`, seconds), when that
+    is spent (`deadline`, on `time.thread_time`), and the wall-clock guard (`wall_deadline`,
+    on `time.monotonic`: `WALL_FACTOR` times `limit` from the prompt's start)."""
 
     limit: float
     deadline: float
+    wall_deadline: float
+    # The last reading of the CPU clock: (time.monotonic, time.thread_time) at it.
+    _read: list[float] = field(default_factory=list, compare=False, repr=False)
+
+    def cpu_left(self, now: float | None = None) -> float:
+        """CPU seconds of this thread left (negative once spent): read from the thread's
+        clock at most every `CPU_READ_EVERY_S` (`now`: `time.monotonic()`), and whenever the
+        bound from the last reading says the budget may be spent."""
+        if now is None:
+            now = time.monotonic()
+        read = self._read
+        if read and now - read[0] < CPU_READ_EVERY_S:
+            left = self.deadline - read[1] - (now - read[0])
+            if left > 0:
+                return left
+        cpu = time.thread_time()
+        read[:] = (now, cpu)
+        return self.deadline - cpu
+
+    def wall_left(self) -> float:
+        """Wall-clock seconds left to the guard (negative once past it)."""
+        return self.wall_deadline - time.monotonic()
 
     def remaining(self) -> float:
-        """Seconds left (negative once past the deadline)."""
-        return self.deadline - time.monotonic()
+        """Seconds left: the CPU time left, or the time left to the wall-clock guard when
+        that is less (negative once past either)."""
+        now = time.monotonic()
+        return min(self.wall_deadline - now, self.cpu_left(now))
 
 
 @contextmanager
-def prompt_budget(limit: float | None, *, spent: float = 0.0) -> Iterator[Budget | None]:
-    """Run one prompt's redaction on this thread under `limit` seconds, `spent` of them
-    already used (its normalisation and share of the NER batch). None: no limit."""
+def prompt_budget(limit: float | None, *, spent: float = 0.0,
+                  waited: float = 0.0) -> Iterator[Budget | None]:
+    """Run one prompt's redaction on this thread under `limit` seconds of its CPU, `spent`
+    of them already used (its normalisation and share of the NER batch), and `waited` wall
+    seconds besides those already gone on the wall-clock guard. None: no limit."""
     previous = getattr(_LOCAL, "budget", None)
-    budget = None if limit is None else Budget(limit, time.monotonic() + limit - spent)
+    budget = None
+    if limit is not None:
+        budget = Budget(limit, time.thread_time() + limit - spent,
+                        time.monotonic() + WALL_FACTOR * limit - spent - waited)
     _LOCAL.budget = budget
     try:
         yield budget
@@ -97,17 +147,24 @@ def stage(name: str) -> Iterator[None]:
         _LOCAL.stage = previous
 
 
-def _past(what: str, budget: Budget) -> RedactionFailed:
+def past(what: str, budget: Budget) -> RedactionFailed:
+    """The refusal of a step (`what`, of the stage running) past the prompt's budget, or past
+    its wall-clock guard with CPU time left (the host gave the prompt too little CPU)."""
     where = getattr(_LOCAL, "stage", None)
-    return RedactionFailed(f"{what}{f' of {where}' if where else ''} ran past the prompt's "
-                           f"time budget ({budget.limit:g} s, pattern_timeout_s)")
+    what = f"{what}{f' of {where}' if where else ''}"
+    if budget.wall_left() <= 0 < budget.cpu_left():
+        return RedactionFailed(f"{what} ran past the prompt's wall-clock guard "
+                               f"({WALL_FACTOR * budget.limit:g} s, {WALL_FACTOR:g} x "
+                               f"pattern_timeout_s: the host gave it too little CPU)")
+    return RedactionFailed(f"{what} ran past the prompt's time budget ({budget.limit:g} s of "
+                           f"CPU, pattern_timeout_s)")
 
 
 def check(what: str = "the redaction") -> None:
     """Raise `RedactionFailed` if this thread's prompt is past its budget."""
     budget = current()
     if budget is not None and budget.remaining() <= 0:
-        raise _past(what, budget)
+        raise past(what, budget)
 
 
 def time_left(default: float | None = None) -> float | None:
@@ -154,16 +211,12 @@ class TimedPattern:
         shown = self.pattern if len(self.pattern) <= 40 else self.pattern[:37] + "..."
         if budget is None:  # cannot happen: no timeout is given outside a budget
             return RedactionFailed(f"the expression {shown!r} timed out")
-        return _past(f"the expression {shown!r}", budget)
+        return past(f"the expression {shown!r}", budget)
 
     def _call(self, method: str, text: str, pos: int, endpos: int | None) -> Any:
-        budget = current()
-        if budget is not None and budget.remaining() <= 0:
-            raise self._fail(budget)
-        try:
-            return getattr(self._compiled, method)(text, pos, endpos, timeout=time_left())
-        except TimeoutError:
-            raise self._fail(budget) from None
+        call = getattr(self._compiled, method)
+        return bounded_call(lambda timeout: call(text, pos, endpos, timeout=timeout),
+                            default=None, fail=self._fail)
 
     def search(self, text: str, pos: int = 0, endpos: int | None = None) -> Any:
         """`re.Pattern.search` under the prompt's budget."""
@@ -188,13 +241,33 @@ class TimedPattern:
 
     def sub(self, repl: str, text: str, count: int = 0) -> str:
         """`re.Pattern.sub` (a string replacement) under the prompt's budget."""
-        budget = current()
-        if budget is not None and budget.remaining() <= 0:
-            raise self._fail(budget)
+        return str(bounded_call(lambda timeout: self._compiled.sub(repl, text, count,
+                                                                   timeout=timeout),
+                                default=None, fail=self._fail))
+
+
+def _spent(budget: Budget | None) -> bool:
+    return budget is not None and budget.remaining() <= 0
+
+
+def bounded_call(call: Callable[[float | None], _T], *, default: float | None,
+                 fail: Callable[[Budget | None], RedactionFailed]) -> _T:
+    """`call(timeout)` (one `regex` call) under the time left to the prompt being redacted
+    (`default` outside a prompt's budget; None: no limit); past it, `fail(budget)` is
+    raised. A `TimeoutError` with the prompt's budget not spent (`regex` counts the
+    process's CPU: other threads ran meanwhile) runs the call again with what is left."""
+    budget = current()
+    while True:
+        if _spent(budget):
+            raise fail(budget)
         try:
-            return str(self._compiled.sub(repl, text, count, timeout=time_left()))
+            return call(time_left(default))
         except TimeoutError:
-            raise self._fail(budget) from None
+            if budget is None or _spent(budget):
+                raise fail(budget) from None
+
+
+_FINDITER_ARGS = ("pos", "endpos", "overlapped", "concurrent", "partial")
 
 
 def bounded_finditer(compiled: Any, text: str, args: tuple[Any, ...], kwargs: dict[str, Any], *,
@@ -203,17 +276,30 @@ def bounded_finditer(compiled: Any, text: str, args: tuple[Any, ...], kwargs: di
     """`compiled.finditer(text, *args, **kwargs)` (a `regex` pattern) under the time left to
     the prompt being redacted (`default` outside a prompt's budget; None: no limit): each
     step gets the time left when the iteration began, the budget is checked again after
-    each match, and past it `fail(budget)` is raised."""
+    each match, and past it `fail(budget)` is raised. A `TimeoutError` with the budget not
+    spent (other threads of the process ran) goes on from the last match with what is left:
+    the same matches come out, none twice."""
     budget = current()
-    if budget is not None and budget.remaining() <= 0:
-        raise fail(budget)
-    try:
-        for m in compiled.finditer(text, *args, **{**kwargs, "timeout": time_left(default)}):
-            yield m
-            if budget is not None and budget.remaining() <= 0:
-                raise fail(budget)
-    except TimeoutError:
-        raise fail(budget) from None
+    params = {**dict(zip(_FINDITER_ARGS, args, strict=False)), **kwargs}
+    params.pop("timeout", None)
+    last: tuple[int, int] | None = None
+    while True:
+        if _spent(budget):
+            raise fail(budget)
+        try:
+            for m in compiled.finditer(text, **params, timeout=time_left(default)):
+                if last is not None and last[0] == last[1] == m.start() == m.end():
+                    continue  # the empty match the iteration stopped after, found again
+                last = m.span()
+                yield m
+                if _spent(budget):
+                    raise fail(budget)
+            return
+        except TimeoutError:
+            if budget is None or _spent(budget) or params.get("overlapped"):
+                raise fail(budget) from None
+            if last is not None:
+                params["pos"] = last[1]
 
 
 def timed(pattern: str, flags: int = 0) -> TimedPattern:

@@ -4,8 +4,8 @@ Presidio runs each pattern with a time limit (`REGEX_TIMEOUT_SECONDS`, 60 s unle
 environment says otherwise) and, when a pattern runs past it, logs a warning and goes on
 without what the pattern would have found: the prompt came out partly redacted. Here every
 pattern recogniser's expressions run under the time left to the prompt's budget (the
-policy's `pattern_timeout_s` for the whole redaction of one prompt, budget.py), and a
-pattern that runs past it raises `RedactionFailed` out of the analyser (not a
+policy's `pattern_timeout_s`: the CPU time of one prompt's whole redaction, budget.py), and
+a pattern that runs past it raises `RedactionFailed` out of the analyser (not a
 `TimeoutError`, which Presidio would catch). Presidio's other timed expressions (the IBAN
 recogniser's, which calls the `regex` module directly with a module global) get the same
 time left (`RemainingSeconds` in that global), and their skip-with-a-warning is caught from
@@ -24,6 +24,7 @@ from appliance.redact.budget import (
     RemainingSeconds,
     bounded_finditer,
     current,
+    past,
 )
 
 __all__ = ["RedactionFailed", "TimeoutWatch", "bound_patterns", "set_presidio_timeout",
@@ -43,9 +44,10 @@ class _BoundedRegex:
 
     def _failed(self) -> RedactionFailed:
         budget = current()
-        limit = self._timeout if budget is None else budget.limit
-        return RedactionFailed(f"the pattern {self._where} ran past the prompt's time budget "
-                               f"({limit:g} s, pattern_timeout_s)")
+        if budget is not None:
+            return past(f"the pattern {self._where}", budget)
+        return RedactionFailed(f"the pattern {self._where} ran past its time limit "
+                               f"({self._timeout:g} s)")
 
     def finditer(self, text: str, *args: Any, **kwargs: Any) -> Iterator[Any]:
         return bounded_finditer(self._compiled, text, args, kwargs, default=self._timeout,
@@ -121,8 +123,12 @@ class TimeoutWatch(logging.Filter):
     def reset(self) -> None:
         self._local.failed = False
 
+    def failed(self) -> bool:
+        """Whether a Presidio expression on this thread timed out since `reset`."""
+        return bool(getattr(self._local, "failed", False))
+
     def check(self) -> None:
-        if getattr(self._local, "failed", False):
+        if self.failed():
             self._local.failed = False
             raise RedactionFailed("a Presidio expression ran longer than its time limit")
 
