@@ -174,14 +174,24 @@ def _line_at(text: str, pos: int) -> tuple[int, int]:
     return start, len(text) if end == -1 else end
 
 
+# What may stand before an address at the start of its line (indents, quote marks).
+_LINE_LEAD = frozenset(" \t>?")
+
+
 def _extend_back(text: str, start: int) -> int:
-    """Take in the house number before a street and the street line above a unit line."""
+    """Take in the house number before a street and the street line above a unit line.
+
+    Only the indent before the address is read back to see whether the address starts its
+    line: reading back to the line's start (and on to its end) from every address was
+    quadratic on one long line of them."""
     number = HOUSE_NUMBER_BEFORE.search(text, max(0, start - 8), start)
     if number:
         start = number.start()
-    line_start, _ = _line_at(text, start)
-    if line_start > 0 and not text[line_start:start].strip(" \t>?"):
-        prev_start, _ = _line_at(text, line_start - 1)
+    line_start = start
+    while line_start > 0 and text[line_start - 1] in _LINE_LEAD:
+        line_start -= 1
+    if line_start > 0 and text[line_start - 1] == "\n":
+        prev_start = text.rfind("\n", 0, line_start - 1) + 1
         if STREET_LINE.fullmatch(text, prev_start, line_start - 1):
             start = (
                 prev_start
