@@ -16,6 +16,8 @@ and new index.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import threading
 import time
@@ -77,6 +79,13 @@ def _fill(index: Index, keys: list[int], rng: np.random.Generator) -> None:
                   rng.standard_normal((len(keys), index.ndim)).astype(np.float32))
     finally:
         index.expansion_add = beam  # type: ignore[misc]  # real vectors: full beam
+
+
+def _give_back() -> None:
+    """Return freed heap pages to the system: glibc keeps most of an old index's pages
+    otherwise (an 80 MB index dropped: 11 MB of RSS freed at once, 22 MB after this)."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: its allocator decides
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 @dataclass(frozen=True)
@@ -265,6 +274,7 @@ class TenantIndex:
             finally:
                 with self._lock:
                     self._dirty = None
+            _give_back()  # the old index went at the swap
         log.info("index rebuilt", extra={
             "event": "index_compacted", "tenant": self.name, "vectors": live,
             "slots_before": before[0], "slots_after": after[0],

@@ -4,15 +4,19 @@
 vector (usearch keeps a removed vector's bytes until its slot is reused), inserted with a
 narrow beam (`index.FILLER_EXPANSION`; `--filler-expansion 128` measures the code before,
 which inserted fillers as carefully as prompts), and a later add takes the fillers' slots
-back. So removing vectors never frees memory, and the HNSW graph
-keeps every filler as a node until then. This measures, on one tenant of synthetic
-clustered vectors (bench/search.py's):
+back. Once the fillers are half the slots or more (and at least `index.COMPACT_MIN`), a
+thread rebuilds the index from what is left beside it and swaps it in (`--no-compact`: the
+code before, which kept every slot until new prompts or a restart). This measures, on one
+tenant of synthetic clustered vectors (bench/search.py's):
 
 1. the full index: its build, usearch memory, process RSS, cross-user top-10 p50/p95 and
    recall@10;
 2. after removing a share of it (`--remove`, default 0.5) in shredding's own calls (one
    `remove` a bucket of `--bucket` records, buckets picked at random): the removal's own
-   time, the same figures (recall against exact search over what is left);
+   time and its slowest call, then searches made while the rebuild runs (their p50 and
+   slowest: the rebuild holds the lock only briefly) and the rebuild's time and the process
+   RSS at its peak, then the same figures as 1 (recall against exact search over what is
+   left);
 3. a fresh index of what 2 holds, as a service restart builds it (the index is rebuilt from
    the store at every start), searched query by query in turn with 2, so that other load
    on the host weighs on both alike;
@@ -22,12 +26,14 @@ clustered vectors (bench/search.py's):
 Prints figures; asserts nothing.
 
     nice .venv/bin/python bench/index_removal.py [--n 200000] [--remove 0.5] [--bucket 20]
+        [--no-compact]
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import statistics
 import sys
 import time
@@ -75,6 +81,36 @@ def show(label: str, r: dict[str, float], live: int, rss: float) -> None:
           f"p95 {r['p95']:5.2f} ms  recall@{K} {r['recall']:.3f}", flush=True)
 
 
+class _Rebuilds(logging.Handler):
+    """Collects the `index_compacted` events' figures."""
+
+    def __init__(self, out: list[dict[str, float]]) -> None:
+        super().__init__()
+        self.out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "event", None) == "index_compacted":
+            self.out.append({k: float(getattr(record, k)) for k in (
+                "slots_before", "slots_after", "mb_before", "mb_after", "seconds")})
+
+
+def _search_while_rebuilding(ix: TenantIndex, queries: np.ndarray) -> tuple[list[float], float]:
+    """Cross-user top-K searches, one after the other, while a rebuild runs: their
+    latencies (ms) and the highest RSS (MB) seen meanwhile."""
+    lat: list[float] = []
+    peak = rss_mb()
+    while ix._compactor is not None:
+        for q in queries:
+            t = time.perf_counter()
+            ix.search(q, K, user=None)
+            lat.append((time.perf_counter() - t) * 1e3)
+            if ix._compactor is None:
+                break
+        peak = max(peak, rss_mb())
+    ix.wait_compacted()
+    return lat, peak
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200_000)
@@ -91,9 +127,18 @@ def main() -> None:
                     "index.FILLER_EXPANSION; 128: as before it existed)")
     ap.add_argument("--churn", action=argparse.BooleanOptionalAction, default=True,
                     help="then add as many new vectors (retention's steady state)")
+    ap.add_argument("--compact", action=argparse.BooleanOptionalAction, default=True,
+                    help="rebuild once the fillers are half the slots (--no-compact: the "
+                    "code before, which kept them until new prompts or a restart)")
     args = ap.parse_args()
     if args.filler_expansion is not None:
         index.FILLER_EXPANSION = args.filler_expansion
+    if not args.compact:
+        index.COMPACT_MIN = 2**62
+    rebuilds: list[dict[str, float]] = []
+    log = logging.getLogger("semtrace.index")
+    log.setLevel(logging.INFO)
+    log.addHandler(_Rebuilds(rebuilds))
     if args.n <= EXACT_BELOW:
         sys.exit(f"--n must be above {EXACT_BELOW:,}: below it every search is exact")
     topics = max(args.n // 250, 1)
@@ -104,7 +149,9 @@ def main() -> None:
     ids = np.arange(args.n, dtype=np.int64)
     print(f"{args.n:,} clustered vectors of {DIMS} dims, {args.users} users, {args.dtype}, "
           f"expansion {args.expansion}; remove {args.remove:.0%} in calls of {args.bucket}, "
-          f"fillers inserted with expansion_add {index.FILLER_EXPANSION}")
+          f"fillers inserted with expansion_add {index.FILLER_EXPANSION}, "
+          + (f"rebuilt from {index.COMPACT_MIN:,} fillers at half the slots" if args.compact
+             else "never rebuilt (--no-compact)"))
 
     base = rss_mb()
     t0 = time.perf_counter()
@@ -120,10 +167,15 @@ def main() -> None:
     starts = np.arange(0, args.n, args.bucket)
     gone_starts = rng.permutation(starts)[: int(len(starts) * args.remove)]
     base = rss_mb()
+    slowest = 0.0
     t0 = time.perf_counter()
     for s in gone_starts:
+        t = time.perf_counter()
         ix.remove(list(range(int(s), min(int(s) + args.bucket, args.n))))
+        slowest = max(slowest, time.perf_counter() - t)
     took = time.perf_counter() - t0
+    during, peak = _search_while_rebuilding(ix, queries)
+    waited = time.perf_counter() - t0 - took
     removal_rss = rss_mb() - base
     gone = np.zeros(args.n, dtype=bool)
     for s in gone_starts:
@@ -131,8 +183,17 @@ def main() -> None:
     kept_ids, kept = ids[~gone], data[~gone]
     removed = int(gone.sum())
     print(f"   removed {removed:,} vectors in {len(gone_starts):,} calls: {took:.0f} s "
-          f"({removed / took:,.0f} vectors/s, fillers included; RSS {removal_rss:+.0f} MB)",
-          flush=True)
+          f"({removed / took:,.0f} vectors/s, fillers included), the slowest call "
+          f"{slowest * 1e3:.0f} ms", flush=True)
+    for r in rebuilds:
+        print(f"   rebuilt: {r['slots_before']:,.0f} -> {r['slots_after']:,.0f} slots, usearch "
+              f"{r['mb_before']:.0f} -> {r['mb_after']:.0f} MB, {r['seconds']:.0f} s "
+              f"in its thread", flush=True)
+    if during:
+        print(f"   {len(during):,} searches while it ran (the last {waited:.0f} s of it "
+              f"after the removal): p50 {statistics.median(during):.2f} ms, slowest "
+              f"{max(during):.0f} ms; RSS at most {peak - base:+.0f} MB over before the "
+              f"removal", flush=True)
 
     gc.collect()
     base = rss_mb()
@@ -144,7 +205,8 @@ def main() -> None:
     print(f"   a fresh index of what is left (a restart's rebuild): {took:.0f} s "
           f"({len(kept_ids) / took:,.0f} vectors/s)", flush=True)
     after, fresh_ix = measure([ix, rebuilt], kept_ids, kept, queries)
-    show("2. after the removal", after, len(ix), full_rss + removal_rss)
+    show("2. after the removal" + (" + rebuild" if rebuilds else ""), after, len(ix),
+         full_rss + removal_rss)
     show("3. rebuilt from what is left", fresh_ix, len(rebuilt), rebuilt_rss)
     del rebuilt
     gc.collect()
