@@ -2,7 +2,8 @@
 `replay` or the socket) is checked like any other: node a, filled by replay, exports
 partition 1; the file is imported on b; a is started again with partition 1 (the move cut
 short) and stores a follow-up. b's start refuses the partition, and an import of the same
-file elsewhere is refused. A real nats-server and real nodes (cluster_nodes.py)."""
+file elsewhere is refused. And the other way round: once b consumed the partition, a
+refuses it. A real nats-server and real nodes (cluster_nodes.py)."""
 
 from __future__ import annotations
 
@@ -80,3 +81,40 @@ def test_an_export_of_a_node_that_never_consumed_is_refused_once_it_consumed(
         assert kept.exists()
         listed = run_cli("threads", "list", *c.args(), "--json", env=c.env)
         assert listed.returncode == 0 and listed.stdout.strip() == "[]", listed.stdout
+
+
+def test_an_old_owner_that_never_consumed_refuses_the_partition_its_new_owner_consumed(
+        tmp_path: Path) -> None:
+    """Before: a, which had never consumed partition 1, was not refused (only a node that
+    consumed a partition is, once another consumed it since): started with 1 still in its
+    --own while b was down, it consumed the tenant's prompts into its exported copy."""
+    moved = tenant_in(1)
+    with sealed_cluster(tmp_path) as bus:
+        a, b = bus.node("a", "0-1"), bus.node("b", "1-3")
+        export = _exported(bus, a, moved)
+        r = run_cli("cluster", "import", *b.args(), str(export), env=b.env)
+        assert r.returncode == 0, r.stderr
+        start_all(b)
+        with bus.gateway() as gateway:
+            on_b = gateway.request(ingest(moved, "on-b", "How long should it rise?", 2))
+        assert on_b["ok"], on_b
+        assert b.stop() == 0
+        lines = refused(a, "a consumed partition 1 though b holds its newer records")
+        assert lines[-1] == (
+            "semtrace: Partition 1 was consumed by node 'b' and this node, which never "
+            "consumed it over NATS, exported its tenants (`semtrace cluster export`) and "
+            "still holds that copy, so their newer records are on 'b': start this node "
+            "without 1 in --own (`own` in cluster.toml) and remove its copy (`semtrace "
+            "cluster forget --partitions 1 --yes`), or, if 'b' and its data are lost, run "
+            "`semtrace cluster reclaim --partitions 1` here. Nothing was consumed."), lines
+        # b is lost with its data: the way out the sentence names lets a serve it again
+        r = run_cli("cluster", "reclaim", *a.args(), "--partitions", "1", "--node", "a",
+                    env=a.env)
+        assert (r.returncode, r.stdout.strip()) == (0, (
+            "This node may serve partition(s) 1 from the copy it exported (without what "
+            "their lost owner stored since): add them to its --own and start it as 'a'. "
+            "Their consumers on NATS name it now, so a node that consumed them before "
+            "refuses them, should it come back.")), r.stderr
+        start_all(a)
+        assert a.lookup(moved, "on-b")["error"]["code"] == "not_found"  # b's, lost with b
+        assert a.stop() == 0

@@ -280,7 +280,10 @@ def reclaim(data_dir: Path | None, passphrase_file: Path | None, key_file: Path 
     try:
         n = partition_count(rt.store, count, rt.policies.cluster.partitions)
         parts = _partitions_of(spec, n)
-        if not given_away.reclaimable(rt.store.db, set(parts)):
+        from appliance.cluster import exported
+
+        held = frozenset(exported.moved(rt.store.db, parts, n))  # exported, not forgotten
+        if not given_away.reclaimable(rt.store.db, set(parts)) and not held:
             raise InputError(f"This node did not give partition(s) {spec} away; "
                              "nothing was changed.")
         require_nats()
@@ -295,7 +298,7 @@ def reclaim(data_dir: Path | None, passphrase_file: Path | None, key_file: Path 
         brought = set(imported.read(rt.store.db).partitions)  # a copy imported, never consumed
         with rt.store.db:
             rt.store.db.execute("BEGIN IMMEDIATE")
-            back = given_away.reclaim(rt.store.db, set(parts), n, me)
+            back = given_away.reclaim(rt.store.db, set(parts), n, me, held)
         from appliance.audit import AuditLog
 
         AuditLog(rt.store.db, rt.keyring.audit_signer(), anchor=rt.store.keys_db).append(
@@ -306,6 +309,11 @@ def reclaim(data_dir: Path | None, passphrase_file: Path | None, key_file: Path 
 
     if as_json:
         emit_json({"partitions": back, "node": me})
+    elif set(back) <= held:
+        click.echo(f"This node may serve partition(s) {format_ranges(back)} from the copy it "
+                   "exported (without what their lost owner stored since): add them to its "
+                   f"--own and start it as '{me}'. Their consumers on NATS name it now, so a "
+                   "node that consumed them before refuses them, should it come back.")
     elif set(back) <= brought:
         click.echo(f"This node may serve partition(s) {format_ranges(back)} from the copy "
                    "imported here (without what their lost owner stored after the export): "

@@ -22,6 +22,8 @@ import hashlib
 import json
 from typing import Any
 
+from appliance.errors import SemtraceError
+
 KEY = "cluster_exported"
 Buckets = dict[str, str]  # bucket id -> digest of its record ids, as exported
 
@@ -84,3 +86,32 @@ def drop(db: Any, tenants: list[str]) -> None:
                    (KEY, json.dumps(left, sort_keys=True)))
     else:
         db.execute("DELETE FROM meta WHERE key = ?", (KEY,))
+
+
+def moved(db: Any, partitions: list[int], count: int) -> list[int]:
+    """The ones of `partitions` (of `count`) with tenants this node exported and holds still
+    (not forgotten since)."""
+    from appliance.cluster.partition import partition_of
+
+    return sorted({partition_of(t, count) for t in _read(db)} & set(partitions))
+
+
+def refuse_moved(db: Any, owned: list[int], count: int, last: dict[int, Any],
+                 data_dir: str) -> None:
+    """SemtraceError if a partition of `owned` whose tenants this node exported (and has not
+    forgotten) has a consumer another data dir made (`last`: each partition's
+    `stream.LastConsumer`; `data_dir`: this one's id): that node holds their newer records.
+    `given_away.refuse_taken` says so of a partition this node consumed; this one covers a
+    node that never did over NATS (its store filled by `replay` or the socket)."""
+    for p in moved(db, owned, count):
+        other = last.get(p)
+        if other is None or other.data_dir is None or other.data_dir == data_dir:
+            continue  # nobody consumed it; an earlier build's consumer; or this data dir's
+        verb = "reclaimed" if other.reclaimed else "consumed"
+        raise SemtraceError(
+            f"Partition {p} was {verb} by node '{other.node}' and this node, which never "
+            "consumed it over NATS, exported its tenants (`semtrace cluster export`) and "
+            f"still holds that copy, so their newer records are on '{other.node}': start this "
+            f"node without {p} in --own (`own` in cluster.toml) and remove its copy (`semtrace "
+            f"cluster forget --partitions {p} --yes`), or, if '{other.node}' and its data are "
+            f"lost, run `semtrace cluster reclaim --partitions {p}` here. Nothing was consumed.")

@@ -212,11 +212,14 @@ def reclaimable(db: Any, partitions: set[int]) -> list[int]:
                   or p in brought.partitions)
 
 
-def reclaim(db: Any, partitions: set[int], count: int, node: str) -> list[int]:
+def reclaim(db: Any, partitions: set[int], count: int, node: str,
+            exported: frozenset[int] = frozenset()) -> list[int]:
     """Give `partitions` back to this node, noted as consumed under `node` (inside the
     caller's transaction), as a start notes them: should another node consume them before
-    this one starts, this one refuses them. The ones given back."""
-    back = sorted(set(take_back(db, partitions)) | set(forget_consumed(db, partitions)))
+    this one starts, this one refuses them. `exported`: those whose tenants this node
+    exported and holds still (`exported.moved`). The ones given back."""
+    back = sorted(set(take_back(db, partitions)) | set(forget_consumed(db, partitions))
+                  | (exported & partitions))
     old_count, parts, starts = _consumed_starts(db)
     if back:  # a reclaim's consumer names no start
         _write_consumed(db, count, {**(parts if old_count == count else {}),

@@ -202,6 +202,10 @@ def _refuse_cluster_conflicts(rt: Runtime, cluster: Any, joining: Any,
                              lock.identity()))
     given_away.refuse_taken(rt.store.db, cluster.owned(), cluster.partitions, me,
                             joining.last, data_dir_id)  # noted once consuming
+    from appliance.cluster import exported  # exported, never consumed, taken elsewhere
+
+    exported.refuse_moved(rt.store.db, cluster.owned(), cluster.partitions, joining.last,
+                          data_dir_id)
     from appliance.cluster import imported  # the exporter consumed since its export
 
     imported.refuse(rt.store.db, cluster.owned(), cluster.partitions, joining.last,
