@@ -274,9 +274,25 @@ if [ "$service" = 1 ]; then
     copy_credential=1
     echo "install: systemd $systemd_version has no LoadCredential= (247 and newer): the unit copies $etc/passphrase into /run/semtrace/credentials, readable by the service user only, at each start."
   fi
-  unit_text=$(P="$prefix" D="$data_dir" E="$etc" S="$state" M="$metrics_group" C="$copy_credential" awk '
+  # The unit's settings newer than RHEL 8's systemd 239, by the version that brought them
+  # (systemd's NEWS): an older systemd warns "Unknown key" at every start for each; the unit
+  # written for it leaves them out.
+  since="ProtectHostname=242 RestrictSUIDSGID=242 ProtectKernelLogs=244 ProtectClock=245"
+  unknown=""
+  if [ -n "$systemd_version" ]; then
+    for pair in $since; do
+      [ "$systemd_version" -ge "${pair#*=}" ] || unknown="$unknown ${pair%=*}"
+    done
+  fi
+  if [ -n "$unknown" ]; then
+    echo "install: systemd $systemd_version does not know$(printf ' %s=' $unknown): the unit is written without them."
+  fi
+  unit_text=$(P="$prefix" D="$data_dir" E="$etc" S="$state" M="$metrics_group" C="$copy_credential" U="$unknown" awk '
     BEGIN { n = split("/opt/semtrace /var/lib/semtrace /etc/semtrace", from, " ")
-            to[1] = ENVIRON["P"]; to[2] = ENVIRON["D"]; to[3] = ENVIRON["E"]; m = ENVIRON["M"] }
+            to[1] = ENVIRON["P"]; to[2] = ENVIRON["D"]; to[3] = ENVIRON["E"]; m = ENVIRON["M"]
+            split(ENVIRON["U"], u, " "); for (k in u) drop[u[k] "="] = 1 }
+    { key = $0; sub(/=.*/, "=", key) }
+    key in drop { next }
     /^LoadCredential=semtrace-passphrase:/ && ENVIRON["C"] != "" {
       $0 = "# systemd < 247: no LoadCredential=; the same copy, made before each start\n" \
         "ExecStartPre=+/usr/bin/install -d -m 0700 -o semtrace -g semtrace /run/semtrace/credentials\n" \

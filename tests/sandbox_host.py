@@ -55,6 +55,12 @@ def installed_unit(srv: Path, prefix: Path, data: Path, etc: Path, *extra: str,
                    systemd: int | None = None) -> str:
     """The unit install.sh writes for these folders, as its --dry-run shows it; `systemd`:
     the version the host's `systemctl --version` gives (none: it gives none)."""
+    return install_says(srv, prefix, data, etc, *extra, systemd=systemd)[0]
+
+
+def install_says(srv: Path, prefix: Path, data: Path, etc: Path, *extra: str,
+                 systemd: int | None = None) -> tuple[str, str]:
+    """installed_unit's unit, and what install.sh said on its way."""
     srv.mkdir(exist_ok=True)
     bundle = stand_in_bundle(srv)
     _, env = stand_in_host(srv, active=False)
@@ -69,7 +75,7 @@ def installed_unit(srv: Path, prefix: Path, data: Path, etc: Path, *extra: str,
     r = dry_install(bundle, prefix, data, env, "--passphrase-file", str(pw),
                     "--config-dir", str(etc), *extra)
     assert r.returncode == 0, r.stdout + r.stderr
-    return shown(r.stdout, UNIT)
+    return shown(r.stdout, UNIT), r.stdout
 
 
 def verify_unit(unit_text: str, where: Path, *, in_opt: bool = False

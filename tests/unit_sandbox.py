@@ -10,10 +10,16 @@ namespace of its own), ProtectKernelTunables= and ProtectControlGroups= (read-on
 else), LoadCredential= (a copy owned by the user, 0400, in $CREDENTIALS_DIRECTORY),
 User=/Group=/SupplementaryGroups=, NoNewPrivileges=, CapabilityBoundingSet= (empty),
 RestrictAddressFamilies=AF_UNIX and SystemCallArchitectures=native (seccomp), UMask=,
-LimitCORE=, Environment= on systemd's own clean environment. Not reproduced (a service that
-does not try what they forbid cannot tell): ProtectKernelModules=, RestrictNamespaces=,
-LockPersonality=. A setting this file does not know stops it (NotApproximated): a new
-directive in the unit is taken in here before the test passes again.
+LimitCORE=, Environment= on systemd's own clean environment; ProtectClock=, ProtectKernelLogs=,
+ProtectHostname=, RestrictRealtime= and RestrictSUIDSGID= as systemd's seccomp rules
+(tests/sandbox_seccomp.py), with ProtectKernelLogs='s /proc/kmsg made inaccessible and
+ProtectHostname='s UTS namespace; PrivateMounts= (the sandbox's mount namespace, private);
+RemoveIPC= as an IPC namespace of the sandbox's own, gone with its last process (systemd
+removes the user's IPC objects at the stop instead; a service that makes none cannot tell).
+Not reproduced (a service that does not try what they forbid cannot tell):
+ProtectKernelModules=, RestrictNamespaces=, LockPersonality=. A setting this file does not
+know stops it (NotApproximated): a new directive in the unit is taken in here before the
+test passes again.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from sandbox_seccomp import Spec
+
 # Settings with no effect on how the service starts, or that a service which never tries
 # what they forbid cannot tell apart (see the module docstring)
 _NOT_SANDBOX = {"Type", "ExecReload", "Restart", "RestartSec", "KillSignal", "TimeoutStopSec",
@@ -38,13 +46,18 @@ _EXPECTED = {"ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes
              "ProtectKernelTunables": "yes", "ProtectControlGroups": "yes",
              "RestrictAddressFamilies": "AF_UNIX", "SystemCallArchitectures": "native",
              "CapabilityBoundingSet": "", "LimitCORE": "0"}
+# The same, where the unit has them (install.sh leaves them out for a systemd before SINCE)
+_WHERE_GIVEN = {"ProtectClock": "yes", "ProtectKernelLogs": "yes", "ProtectHostname": "yes",
+                "RestrictRealtime": "yes", "RestrictSUIDSGID": "yes", "RemoveIPC": "yes",
+                "PrivateMounts": "yes"}
 _HANDLED = {"User", "Group", "SupplementaryGroups", "ExecStart", "ExecStartPre", "Environment",
             "LoadCredential", "RuntimeDirectory", "RuntimeDirectoryMode", "StateDirectory",
-            "StateDirectoryMode", "UMask", "ReadWritePaths", *_EXPECTED}
+            "StateDirectoryMode", "UMask", "ReadWritePaths", *_EXPECTED, *_WHERE_GIVEN}
 # The unit's settings newer than the oldest systemd of a host install.sh accepts (glibc 2.28:
 # RHEL 8's systemd 239), by the version that brought them (systemd's NEWS); an older systemd
 # warns "Unknown key" and runs the service without them
-SINCE = {"LoadCredential": 247}
+SINCE = {"LoadCredential": 247, "ProtectHostname": 242, "RestrictSUIDSGID": 242,
+         "ProtectKernelLogs": 244, "ProtectClock": 245}
 SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -103,8 +116,16 @@ def free_id(count: int = 2, start: int = 64000) -> int:
     return next(n for n in range(start, 65000) if not taken & set(range(n, n + count)))
 
 
+def seccomp_spec(unit: Unit, *, strict: bool = False) -> Spec:
+    """The seccomp rules the unit's settings make systemd load (tests/sandbox_seccomp.py)."""
+    on = {key: unit.one(key) == "yes" for key in _WHERE_GIVEN}
+    return Spec(clock=on["ProtectClock"], syslog=on["ProtectKernelLogs"],
+                hostname=on["ProtectHostname"], realtime=on["RestrictRealtime"],
+                suid_sgid=on["RestrictSUIDSGID"], strict=strict)
+
+
 def _script(unit: Unit, ident: Identity, work: Path, runtime: Path, pid_file: Path,
-            python: str) -> str:
+            python: str, *, strict: bool = False) -> str:
     """The shell script that builds the sandbox in a new mount namespace and execs the
     service in it (bash; run by `start`)."""
     for key in unit.sections.get("Service", {}):
@@ -113,6 +134,9 @@ def _script(unit: Unit, ident: Identity, work: Path, runtime: Path, pid_file: Pa
     for key, want in _EXPECTED.items():
         if unit.one(key, "") != want:
             raise NotApproximated(f"{key}={unit.one(key, '')} (only {key}={want} is)")
+    for key, want in _WHERE_GIVEN.items():
+        if unit.one(key, want) != want:
+            raise NotApproximated(f"{key}={unit.one(key)} (only {key}={want} is)")
     if unit.one("User") != ident.user or unit.one("Group") != ident.group:
         raise NotApproximated(f"User={unit.one('User')} Group={unit.one('Group')}")
     q = shlex.quote
@@ -153,6 +177,10 @@ def _script(unit: Unit, ident: Identity, work: Path, runtime: Path, pid_file: Pa
          # ProtectHome=yes
          "for h in /home /root; do [ -d $h ] && mount -t tmpfs -o ro,mode=000 tmpfs $h; done",
          "true"]
+    if unit.one("ProtectKernelLogs") == "yes":  # /dev/kmsg: not in the /dev above
+        s += ["mkdir /run/.ro && mount -t tmpfs -o mode=0000 tmpfs /run/.ro",
+              ": > /run/.ro/none && chmod 0000 /run/.ro/none",
+              "mount --bind /run/.ro/none /proc/kmsg || fail 'cannot hide /proc/kmsg'"]
     rw: list[str] = []
     for entry in " ".join(unit.values("ReadWritePaths")).split():
         if entry[0] in "-+":
@@ -219,8 +247,10 @@ def _script(unit: Unit, ident: Identity, work: Path, runtime: Path, pid_file: Pa
     priv = ["setpriv", f"--reuid={ident.uid}", f"--regid={ident.gid}",
             f"--groups={','.join(groups)}" if groups else "--clear-groups",
             "--no-new-privs", "--bounding-set=-all", "--inh-caps=-all"]
+    seccomp_file = work / "seccomp.json"
+    seccomp_spec(unit, strict=strict).write(seccomp_file)
     exec_line = [*priv, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()),
-                 python, str(Path(__file__).resolve()), "--exec", *argv]
+                 python, str(Path(__file__).resolve()), "--exec", str(seccomp_file), *argv]
     s.append("exec " + shlex.join(exec_line))
     return "\n".join(s) + "\n"
 
@@ -247,7 +277,8 @@ class Started:
 
 
 def start(unit_text: str, ident: Identity, *, work: Path, runtime: Path, python: str,
-          name: str = "semtrace.service", systemd: int | None = None) -> Started:
+          name: str = "semtrace.service", systemd: int | None = None,
+          strict: bool = False) -> Started:
     """Start the unit's ExecStart in the approximated sandbox, as root; its output goes to
     work/journal (the journal's stand-in). `systemd`: the version of the host's, whose
     unknown settings (SINCE) are left out, as it does."""
@@ -257,10 +288,15 @@ def start(unit_text: str, ident: Identity, *, work: Path, runtime: Path, python:
         for key in [k for k in service if SINCE.get(k, 0) > systemd]:
             del service[key]
     pid_file = work / "main.pid"
-    script = _script(unit, ident, work, runtime, pid_file, python)
+    script = _script(unit, ident, work, runtime, pid_file, python, strict=strict)
+    namespaces = ["--mount", "--net"]  # PrivateMounts=, PrivateNetwork=
+    if unit.one("ProtectHostname") == "yes":
+        namespaces.append("--uts")
+    if unit.one("RemoveIPC") == "yes":
+        namespaces.append("--ipc")
     (work / "sandbox.sh").write_text(script)
     with open(work / "journal", "w") as journal:  # the child keeps its own copy
-        proc = subprocess.Popen(["unshare", "--mount", "--net", "--fork", "--kill-child",
+        proc = subprocess.Popen(["unshare", *namespaces, "--fork", "--kill-child",
                                  "bash", str(work / "sandbox.sh")], stdin=subprocess.DEVNULL,
                                 stdout=journal, stderr=subprocess.STDOUT, text=True)
     return Started(proc, pid_file)
@@ -290,5 +326,8 @@ def _restrict_socket_families() -> None:
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--exec"]:
+    from sandbox_seccomp import load
+
     _restrict_socket_families()
-    os.execv(sys.argv[2], sys.argv[2:])
+    load(sys.argv[2])
+    os.execv(sys.argv[3], sys.argv[3:])
