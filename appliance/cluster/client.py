@@ -23,7 +23,7 @@ import json
 import threading
 from typing import Any
 
-from appliance.cluster.bus import close_within, connect, end_tasks
+from appliance.cluster.bus import PROBE_S, close_within, connect, end_tasks
 from appliance.cluster.partition import ingest_subject, valid_tenant
 from appliance.config import ClusterSecurity
 from appliance.errors import SemtraceError
@@ -129,6 +129,8 @@ class AsyncNatsClient:
         self._nc = nc
         self.timeout = timeout
         self.keys = keys
+        self.dead = False  # the server left a PING unanswered (`probe`): replace this client
+        self._probing: asyncio.Future[None] | None = None
 
     @classmethod
     async def connect(cls, url: str, *, timeout: float = 5.0,
@@ -194,6 +196,20 @@ class AsyncNatsClient:
         return {"request_id": obj.get("request_id"), "ok": True, "mode": "async",
                 "queued": True}
 
+    def probe(self) -> None:
+        """A request went unanswered in time (`NoAnswerYet`) on this connection, which
+        other requests may share: ask the server for a PING in the background, not closing
+        the connection under them. A server that answers none within PROBE_S (stopped, a
+        frozen host) marks the client `dead`, for the next request to replace it."""
+        if self._probing is None or self._probing.done():
+            self._probing = asyncio.ensure_future(self._probe())
+
+    async def _probe(self) -> None:
+        try:
+            await self._nc.flush(timeout=PROBE_S)
+        except Exception:  # noqa: BLE001 - no answer, or the connection dropped meanwhile
+            self.dead = True
+
     def _reconnects(self) -> int:
         """How many times this connection came back after it dropped."""
         return int(self._nc.stats.get("reconnects", 0))
@@ -207,6 +223,8 @@ class AsyncNatsClient:
         the server unreachable, or no time left, close at once (no drain), and with one
         that does not answer (hung), close without a drain once it left a PING unanswered
         a second (`bus.close_within`)."""
+        if self._probing is not None:
+            self._probing.cancel()
         await close_within(self._nc, self.timeout if within is None else within)
 
 
@@ -232,8 +250,9 @@ class NatsClient:
             self._stop_loop()
             raise
 
-    def _run(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(self.timeout + 5)
+    def _run(self, coro: Any, timeout: float | None = None) -> Any:
+        wait = self.timeout if timeout is None else timeout
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(wait + 5)
 
     def __enter__(self) -> NatsClient:
         return self
@@ -241,10 +260,22 @@ class NatsClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def request(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Request-reply (see AsyncNatsClient.request)."""
-        reply: dict[str, Any] = self._run(self._inner.request(obj))
+    def request(self, obj: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Request-reply (see AsyncNatsClient.request); `timeout`: this request's wait for
+        its answer (default: the client's), so that threads sharing the client each keep
+        their own."""
+        reply: dict[str, Any] = self._run(self._inner.request(obj, timeout), timeout)
         return reply
+
+    @property
+    def dead(self) -> bool:
+        """Whether the server left the PING of `probe` unanswered."""
+        return self._inner.dead
+
+    def probe(self) -> None:
+        """AsyncNatsClient.probe, from any thread (without waiting for the answer)."""
+        with contextlib.suppress(RuntimeError):  # closed meanwhile
+            self._loop.call_soon_threadsafe(self._inner.probe)
 
     def settimeout(self, timeout: float) -> None:
         """The time each later request may wait for its answer (a connection opened near

@@ -29,10 +29,16 @@ its own (`lane`): the service may hold it up to 2 s while its turn's update is o
 from another gateway process, and replies come in request order, so on the shared
 connection it would delay every registration and update behind it (the asyncio client
 pipelines a worker's concurrent requests; the blocking one sends one at a time). Nor does
-it share that connection with another loop call: each one in flight has its own, up to
-`LOOP_LINES` at once (`lines.Lane`; the asyncio channel over NATS, whose replies come in any
-order, keeps one), so a call held never keeps another user's waiting past its timeout. One
-held past the timeout is counted as held (`_failed`), over a socket and over NATS alike.
+it share that connection with another loop call: over a socket each one in flight has its
+own, up to `LOOP_LINES` at once (`lines.Lane`), so a call held never keeps another user's
+waiting past its timeout. A connection to the socket left idle `IDLE_S` is closed (the
+blocking channel's every one; the asyncio channel's `loop` ones), so that a burst does not
+keep the service's connections (`max_connections`, shared by every gateway process) once
+it is over. Over NATS, whose replies come in any order, the loop calls in flight share one
+connection (`lines.Shared`; the asyncio channel's `loop`), and one that no node answered in
+time (`NoAnswerYet`) keeps it open for the others: the server is asked for a PING instead,
+and a connection left unanswered is replaced by the next request. One held past the timeout
+is counted as held (`_failed`), over a socket and over NATS alike.
 
 A process forked from the one that made a channel (a pre-forking server) connects anew:
 the parent's connection, and a lock its threads may have held as it forked, are not the
@@ -60,7 +66,7 @@ from appliance.integrations.breaker import QUIET as QUIET
 from appliance.integrations.breaker import RETRY_FIRST as RETRY_FIRST
 from appliance.integrations.breaker import RETRY_MAX as RETRY_MAX
 from appliance.integrations.breaker import Breaker
-from appliance.integrations.lines import Lane, Line
+from appliance.integrations.lines import Lane, Line, Shared
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ class Delivery:
 
 BACKSTOP = 0.5  # seconds past its timeout an async request is cut off if its client hangs
 LOOP_LINES = 8  # tool loop calls in flight at once on connections of their own, per sender
+IDLE_S = 5.0  # a connection to the service's socket left idle this long is closed
 _CHANNELS: weakref.WeakSet[SyncChannel] = weakref.WeakSet()
 
 
@@ -95,6 +102,12 @@ os.register_at_fork(after_in_child=_after_fork)
 def _stale(exc: BaseException) -> bool:
     """Whether `exc` says the connection was closed under us (not that the service hangs)."""
     return isinstance(exc, ConnectionClosed | BrokenPipeError | ConnectionResetError)
+
+
+def _unanswered(exc: BaseException) -> bool:
+    """Whether `exc` says only that no node answered in time, the NATS connection up all
+    along (`NoAnswerYet`: the bus kept the request)."""
+    return bool(getattr(exc, "queued", False))
 
 
 def lane(req: dict[str, Any]) -> str:
@@ -140,6 +153,8 @@ class SyncChannel:
         self._opts = {"bus_keys": bus_keys, "plain_bus": plain_bus}
         self._lines: dict[str, Lane] = {}
         self._lines_lock = threading.Lock()
+        # over NATS, every tool loop call on one connection (each reply finds its request)
+        self._shared = Shared() if is_nats_url(target) else None
         _CHANNELS.add(self)
 
     def _forked(self) -> None:
@@ -147,6 +162,7 @@ class SyncChannel:
         left alone: closing one here could cut the parent's buffered request)."""
         self._lines = {}
         self._lines_lock = threading.Lock()
+        self._shared = Shared() if self._shared is not None else None
         self.breaker._lock = threading.Lock()
 
     def _lane(self, req: dict[str, Any], shard: int) -> Lane:
@@ -154,8 +170,18 @@ class SyncChannel:
         name = on if shard == 0 else f"{on}-{shard}"
         with self._lines_lock:
             if name not in self._lines:
-                self._lines[name] = Lane(LOOP_LINES if on == "loop" else 1)
+                # a socket's connections are the service's to count (`max_connections`)
+                idle = None if self._shared is not None else IDLE_S
+                self._lines[name] = Lane(LOOP_LINES if on == "loop" else 1, idle_s=idle)
             return self._lines[name]
+
+    def _on_shared(self, req: dict[str, Any]) -> Shared | None:
+        """The connection a request shares with others in flight (over NATS, a tool loop's
+        call), or None when it takes one of its own (`_lane`)."""
+        return self._shared if lane(req) == "loop" else None
+
+    def _connect(self, within: float) -> Any:
+        return open_client(self.target, timeout=within, **self._opts)
 
     def send(self, req: dict[str, Any], shard: int = 0) -> dict[str, Any] | None:
         """The reply to `req`, or None when the appliance did not answer in time. `shard`:
@@ -168,6 +194,9 @@ class SyncChannel:
         deadline = time.monotonic() + self.timeout
         if not self.breaker.ready():
             return Delivery(None, self._hand_to_bus(req, shard, deadline))
+        shared = self._on_shared(req)
+        if shared is not None:
+            return self._deliver_shared(shared, req, deadline)
         on = self._lane(req, shard)
         line = on.take(deadline - time.monotonic())
         if line is None:
@@ -185,6 +214,30 @@ class SyncChannel:
         self.breaker.answered(req, reply)
         return Delivery(reply)
 
+    def _deliver_shared(self, shared: Shared, req: dict[str, Any],
+                        deadline: float) -> Delivery:
+        """`deliver` on the connection shared by the requests in flight (NATS). One that
+        no node answered in time (`NoAnswerYet`: a held tool loop call, or a node down)
+        keeps it: the connection was up all along and other requests wait on it; the server
+        is asked for a PING instead (`probe`), and if it answers none the next request
+        connects anew. Any other failure closes it."""
+        client = None
+        try:
+            client = shared.connected(self._connect, deadline)
+            if client is None:
+                self.breaker.skipped()  # another request's connection attempt took the time
+                return Delivery(None)
+            reply: dict[str, Any] = client.request(
+                req, timeout=max(deadline - time.monotonic(), 0.001))
+        except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
+            if client is not None and _unanswered(exc):
+                client.probe()
+            elif client is not None:
+                shared.drop(client, deadline)
+            return _failed(self.breaker, req, exc)
+        self.breaker.answered(req, reply)
+        return Delivery(reply)
+
     def _hand_to_bus(self, req: dict[str, Any], shard: int, deadline: float) -> bool:
         """While no node answers but the bus keeps what it is given (`Breaker.bus_keeps`):
         publish `req` without waiting for its answer, so the node records it once it is
@@ -192,6 +245,9 @@ class SyncChannel:
         outage."""
         if not self.breaker.bus_keeps():
             return False
+        shared = self._on_shared(req)
+        if shared is not None:
+            return self._publish_shared(shared, req, deadline)
         on = self._lane(req, shard)
         line = on.take(deadline - time.monotonic())
         if line is None:
@@ -207,6 +263,22 @@ class SyncChannel:
             return False
         finally:
             on.give(line)
+        self.breaker.kept()
+        return True
+
+    def _publish_shared(self, shared: Shared, req: dict[str, Any], deadline: float) -> bool:
+        """`_hand_to_bus` on the shared connection."""
+        client = None
+        try:
+            client = shared.connected(self._connect, deadline)
+            if client is None:
+                return False
+            client.publish(req)
+        except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
+            if client is not None:
+                shared.drop(client, deadline)
+            self.breaker.failed(req, exc, counted=True)  # `ready` counted it missed
+            return False
         self.breaker.kept()
         return True
 
@@ -228,18 +300,20 @@ class SyncChannel:
 
     def close(self) -> None:
         with self._lines_lock:
-            lines = [line for on in self._lines.values() for line in on.lines]
-        for line in lines:
-            with line.lock:
-                line.drop()
+            lanes = list(self._lines.values())
+        for on in lanes:
+            on.close()
+        if self._shared is not None:
+            self._shared.close()
 
 
 class AsyncChannel:
     """Connections per event loop: one for `main`, whose requests are pipelined; over a
     socket, up to `LOOP_LINES` for `loop`, each tool loop call in flight on its own (the
     service answers a connection's requests in order, so one it holds would keep the next
-    ones waiting; over NATS, replies come in any order: one connection); `send` never
-    raises and returns within the timeout."""
+    ones waiting), each closed once idle `IDLE_S`; over NATS, replies come in any
+    order: one connection, kept when a request goes unanswered in time (`NoAnswerYet`),
+    as `SyncChannel`'s shared one. `send` never raises and returns within the timeout."""
 
     def __init__(self, target: str | Path, *, timeout: float, breaker: Breaker,
                  bus_keys: Any = None, plain_bus: bool = False) -> None:
@@ -252,6 +326,11 @@ class AsyncChannel:
             weakref.WeakKeyDictionary()  # the loop lane's connections in use, by name
         self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
                                                asyncio.Semaphore] = weakref.WeakKeyDictionary()
+        self._idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, float]] = \
+            weakref.WeakKeyDictionary()  # loop.time() each loop connection was given back
+        self._reaping: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = \
+            weakref.WeakKeyDictionary()  # the timer closing the idle ones, when armed
+        self._closing: set[asyncio.Task[Any]] = set()
 
     async def send(self, req: dict[str, Any]) -> dict[str, Any] | None:
         """The reply to `req`, or None when the appliance did not answer in time."""
@@ -269,11 +348,15 @@ class AsyncChannel:
         if name is None:
             self.breaker.skipped()  # other loop calls held the lines the whole time
             return Delivery(None)
+        used: list[Any] = []  # the client the request went on
         try:  # the client's own timeout decides (over NATS: `NoAnswerYet`, the bus kept it)
-            reply = await asyncio.wait_for(self._exchange(loop, name, req, deadline),
+            reply = await asyncio.wait_for(self._exchange(loop, name, req, deadline, used),
                                            max(deadline - loop.time(), 0.0) + BACKSTOP)
         except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
-            await self._drop(loop, name, deadline)
+            if used and not self._own and _unanswered(exc):
+                used[-1].probe()  # up all along, and other requests wait on it: kept
+            elif used:
+                await self._drop(loop, name, deadline, used[-1])
             return _failed(self.breaker, req, exc)
         finally:
             self._give(loop, name)
@@ -301,12 +384,39 @@ class AsyncChannel:
         if name.startswith("loop-"):
             self._taken[loop].discard(name)
             self._slots[loop].release()
+            self._idle.setdefault(loop, {})[name] = loop.time()
+            self._arm(loop)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close the loop connections left idle `IDLE_S` when the first one is."""
+        if self._reaping.get(loop) is not None:
+            return
+        clients, taken = self._clients.get(loop, {}), self._taken.get(loop, set())
+        idle = [since for name, since in self._idle.get(loop, {}).items()
+                if name in clients and name not in taken]
+        if idle:
+            self._reaping[loop] = loop.call_later(
+                max(min(idle) + IDLE_S - loop.time(), 0.0) + 0.01, self._reap, loop)
+
+    def _reap(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._reaping.pop(loop, None)
+        clients, taken = self._clients.get(loop, {}), self._taken.get(loop, set())
+        for name, since in list(self._idle.get(loop, {}).items()):
+            if name in clients and name not in taken and loop.time() - since >= IDLE_S:
+                closing = loop.create_task(clients.pop(name).close(within=0.0))
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
+        self._arm(loop)
 
     async def _exchange(self, loop: asyncio.AbstractEventLoop, on: str,
-                        req: dict[str, Any], deadline: float) -> dict[str, Any]:
+                        req: dict[str, Any], deadline: float,
+                        used: list[Any]) -> dict[str, Any]:
         for attempt in (0, 1):
             clients = self._clients.setdefault(loop, {})
             client = clients.get(on)
+            if client is not None and getattr(client, "dead", False):
+                await self._drop(loop, on, loop.time(), client)  # hung: closed at once
+                client = None
             fresh = client is None
             if client is None:
                 client = await open_async_client(
@@ -314,6 +424,7 @@ class AsyncChannel:
                 if clients.setdefault(on, client) is not client:
                     await client.close()  # another request connected first
                     client = clients[on]
+            used.append(client)
             try:
                 reply: dict[str, Any] = await client.request(
                     req, timeout=max(deadline - loop.time(), 0.001))
@@ -321,16 +432,17 @@ class AsyncChannel:
             except Exception as exc:
                 if fresh or attempt or not _stale(exc):
                     raise
-                await self._drop(loop, on, deadline)  # the service restarted: once more
+                await self._drop(loop, on, deadline, client)  # the service restarted: again
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _hand_to_bus(self, loop: asyncio.AbstractEventLoop, on: str,
                            req: dict[str, Any]) -> bool:
         """`SyncChannel._hand_to_bus` for asyncio code (within the call's `timeout`)."""
         deadline = loop.time() + self.timeout
+        client: Any = None
         try:
             clients = self._clients.setdefault(loop, {})
-            client: Any = clients.get(on)
+            client = clients.get(on)
             if client is None:
                 fresh = await asyncio.wait_for(open_async_client(
                     self.target, timeout=self.timeout, **self._opts), self.timeout)
@@ -339,17 +451,19 @@ class AsyncChannel:
                     await fresh.close()
             await asyncio.wait_for(client.publish(req), max(deadline - loop.time(), 0.001))
         except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
-            await self._drop(loop, on, deadline)
+            if client is not None:
+                await self._drop(loop, on, deadline, client)
             self.breaker.failed(req, exc, counted=True)  # `ready` counted it missed
             return False
         self.breaker.kept()
         return True
 
     async def _drop(self, loop: asyncio.AbstractEventLoop, on: str,
-                    deadline: float | None = None) -> None:
-        """Close the lane's connection; by `deadline` (loop.time()) when given, as
-        `Line.drop`."""
-        stale = self._clients.get(loop, {}).pop(on, None)
+                    deadline: float | None, client: Any) -> None:
+        """Close `client`, the lane's connection, unless another request has replaced it
+        meanwhile; by `deadline` (loop.time()) when given, as `Line.drop`."""
+        clients = self._clients.get(loop, {})
+        stale = clients.pop(on) if clients.get(on) is client else None
         if stale is not None:
             within = None if deadline is None else max(deadline - loop.time(), 0.0)
             await asyncio.gather(stale.close(within=within), return_exceptions=True)
