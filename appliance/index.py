@@ -216,20 +216,21 @@ class TenantIndex:
         """The rebuild thread: rebuild while the fillers call for it (removals made during
         a rebuild leave fillers in the new index)."""
         while True:
-            with self._lock:
-                if not self._wants_rebuild():
-                    self._compactor = None
-                    return
-            try:
-                self.compact()
-            except Exception as exc:  # the old index stays as it was (out of memory?)
-                log.error("index rebuild failed", extra={
-                    "event": "index_compact_failed", "tenant": self.name,
-                    "exc_type": type(exc).__name__})
+            with _ONE_REBUILD:  # (another tenant's first: then the fillers are seen anew)
                 with self._lock:
-                    self._compactor = None
-                    self._retry_at = len(self._fillers) + COMPACT_MIN
-                return
+                    if not self._wants_rebuild():
+                        self._compactor = None
+                        return
+                try:
+                    self._rebuild()
+                except Exception as exc:  # the old index stays as it was (out of memory?)
+                    log.error("index rebuild failed", extra={
+                        "event": "index_compact_failed", "tenant": self.name,
+                        "exc_type": type(exc).__name__})
+                    with self._lock:
+                        self._compactor = None
+                        self._retry_at = len(self._fillers) + COMPACT_MIN
+                    return
 
     def wait_compacted(self) -> None:
         """Return once no rebuild runs or is due (tests, bench)."""
@@ -240,41 +241,46 @@ class TenantIndex:
         """Rebuild the usearch index from the live vectors beside the old one, then swap
         it in (the module doc says how adds, removals and searches go on meanwhile)."""
         with _ONE_REBUILD:
-            t0 = time.perf_counter()
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        """`compact`, holding _ONE_REBUILD."""
+        t0 = time.perf_counter()
+        with self._lock:
+            self._dirty = set()
+            keys = sorted(self._owner)
+            before = (int(self._index.size), int(self._index.memory_usage))
+            new = _Beside(Index(ndim=self.dims, metric="cos", dtype=self.dtype,
+                                expansion_search=self._index.expansion_search))
+        try:
+            for at in range(0, len(keys), _COPY_CHUNK):
+                with self._lock:  # and what changed meanwhile, so that a vector removed
+                    change = self._change(new)  # is in the new index a chunk at most
+                    adding = set(change.add)
+                    take = [k for k in keys[at:at + _COPY_CHUNK] if k in self._owner
+                            and k not in new.held and k not in adding]
+                    vecs = _vectors_of(self._index, take) if take else None
+                new.apply(change)
+                if vecs is not None:  # one core: the others stay with ingest
+                    new.index.add(np.asarray(take, dtype=np.uint64), vecs, threads=1)
+                    new.held.update(take)
+            for _ in range(_CATCH_UP_ROUNDS):  # outside the lock while many changed
+                with self._lock:
+                    if len(self._dirty) <= _SWAP_AT:
+                        break
+                    change = self._change(new)
+                new.apply(change)
             with self._lock:
-                self._dirty = set()
-                keys = sorted(self._owner)
-                before = (int(self._index.size), int(self._index.memory_usage))
-                new = _Beside(Index(ndim=self.dims, metric="cos", dtype=self.dtype,
-                                    expansion_search=self._index.expansion_search))
-            try:
-                for at in range(0, len(keys), _COPY_CHUNK):
-                    with self._lock:  # and what changed meanwhile, so that a vector removed
-                        change = self._change(new)  # is in the new index a chunk at most
-                        adding = set(change.add)
-                        take = [k for k in keys[at:at + _COPY_CHUNK] if k in self._owner
-                                and k not in new.held and k not in adding]
-                        vecs = _vectors_of(self._index, take) if take else None
-                    new.apply(change)
-                    if vecs is not None:  # one core: the others stay with ingest
-                        new.index.add(np.asarray(take, dtype=np.uint64), vecs, threads=1)
-                        new.held.update(take)
-                for _ in range(_CATCH_UP_ROUNDS):  # outside the lock while many changed
-                    with self._lock:
-                        if len(self._dirty) <= _SWAP_AT:
-                            break
-                        change = self._change(new)
-                    new.apply(change)
-                with self._lock:
-                    new.apply(self._change(new))
-                    self._index, self._fillers, self._rows = new.index, new.fillers, None
-                    after = (int(new.index.size), int(new.index.memory_usage))
-                    live = len(self._owner)
-                    self.compactions += 1
-            finally:
-                with self._lock:
-                    self._dirty = None
-            _give_back()  # the old index went at the swap
+                new.apply(self._change(new))
+                new.index.expansion_search = self._index.expansion_search  # type: ignore[misc]
+                self._index, self._fillers, self._rows = new.index, new.fillers, None
+                after = (int(new.index.size), int(new.index.memory_usage))
+                live = len(self._owner)
+                self.compactions += 1
+        finally:
+            with self._lock:
+                self._dirty = None
+        _give_back()  # the old index went at the swap
         log.info("index rebuilt", extra={
             "event": "index_compacted", "tenant": self.name, "vectors": live,
             "slots_before": before[0], "slots_after": after[0],

@@ -142,8 +142,9 @@ def test_an_add_and_a_removal_racing_the_rebuild_both_hold(
         monkeypatch: pytest.MonkeyPatch, pause_at: int) -> None:
     """While the rebuild copies (paused after a chunk), the ingest thread removes a vector
     it already copied and one it has not, adds a prompt, gives a record id a new vector,
-    and searches: none waits for the rebuild, and after the swap no removed vector is
-    found (nor are its bytes held) and every added one is."""
+    searches and sets the search beam: none waits for the rebuild, and after the swap no
+    removed vector is found (nor are its bytes held), every added one is, and the beam
+    holds."""
     ix, vecs = _tenant(600)
     copied, go = _paused_rebuild(monkeypatch, pause_at)
     ix.remove(list(range(0, 310)))  # 310 fillers, 290 vectors: the rebuild starts
@@ -159,13 +160,14 @@ def test_an_add_and_a_removal_racing_the_rebuild_both_hold(
         assert ix.remove([330]) == 1  # a vector replaced under the same record id
         ix.add("user9", [330], fresh[2:])
         found.append(_top(ix, fresh[0], 1))
+        ix.set_expansion(300)
 
     _meanwhile(ingest)
     assert found == [[700]]  # the search, during the rebuild, saw the add
     go.set()
     ix.wait_compacted()
 
-    assert ix.compactions == 1
+    assert ix.compactions == 1 and ix._index.expansion_search == 300
     live = sorted(set(range(310, 600)) - {320, 590} | {700, 701})
     assert sorted(ix.user_keys("user9")) == sorted(
         {k for k in live if k < 600 and k * 10 // 600 == 9} | {700, 701, 330})
