@@ -123,6 +123,7 @@ def service_host(srv: Path, *extra: str, init: bool = True,
     what install.sh makes on the host, by number: the service user and groups exist only in
     the sandbox's /etc/passwd and /etc/group. The service's uid and gid are `uid`, the
     gateway's uid is uid + 1, a scraper's uid and the metrics group's gid uid + 2."""
+    systemd_analyze()  # the sandbox lists SystemCallFilter='s calls with it
     prefix = stand_in_prefix(srv)
     data, etc = srv / "data", srv / "etc"
     unit_text = installed_unit(srv / "install", prefix, data, etc, *extra, systemd=systemd)

@@ -48,7 +48,7 @@ class Spec:
     suid_sgid: bool = False  # RestrictSUIDSGID=yes
     allowed: tuple[str, ...] = ()  # SystemCallFilter=, its groups expanded; () = no list
     known: tuple[str, ...] = ()  # systemd's @known: the calls refused with `error`
-    error: int = errno.EPERM  # SystemCallErrorNumber=
+    error: int | None = errno.EPERM  # SystemCallErrorNumber=; None: the process is killed
     strict: bool = False  # a test's stricter check: a refused call kills the service
 
     def write(self, path: Path) -> None:
@@ -128,7 +128,7 @@ def load(spec_file: str) -> None:
     if spec.allowed:
         # systemd 247+: a known call outside the list fails with SystemCallErrorNumber=, one
         # systemd does not know (newer) with ENOSYS, so that a fallback is taken
-        refuse = _KILL_PROCESS if spec.strict else _errno(spec.error)
+        refuse = _KILL_PROCESS if spec.strict or spec.error is None else _errno(spec.error)
         allow = _Filter(lib, _KILL_PROCESS if spec.strict else _errno(errno.ENOSYS))
         allowed = set(spec.allowed)
         for name in spec.known:

@@ -15,7 +15,11 @@ ProtectHostname=, RestrictRealtime= and RestrictSUIDSGID= as systemd's seccomp r
 (tests/sandbox_seccomp.py), with ProtectKernelLogs='s /proc/kmsg made inaccessible and
 ProtectHostname='s UTS namespace; PrivateMounts= (the sandbox's mount namespace, private);
 RemoveIPC= as an IPC namespace of the sandbox's own, gone with its last process (systemd
-removes the user's IPC objects at the stop instead; a service that makes none cannot tell).
+removes the user's IPC objects at the stop instead; a service that makes none cannot tell);
+SystemCallFilter= as an allow list of the calls this host's `systemd-analyze syscall-filter`
+gives for its groups, plus @default, with SystemCallErrorNumber= for a call systemd knows
+and ENOSYS for one it does not (systemd 247 on), or, `strict`, any other call killing the
+service (a test's check that it makes none).
 Not reproduced (a service that does not try what they forbid cannot tell):
 ProtectKernelModules=, RestrictNamespaces=, LockPersonality=. A setting this file does not
 know stops it (NotApproximated): a new directive in the unit is taken in here before the
@@ -26,8 +30,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import shlex
+import shutil
 import signal
 import struct
 import subprocess
@@ -35,7 +41,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox_seccomp import Spec
+from sandbox_seccomp import Spec, expand
 
 # Settings with no effect on how the service starts, or that a service which never tries
 # what they forbid cannot tell apart (see the module docstring)
@@ -50,14 +56,20 @@ _EXPECTED = {"ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes
 _WHERE_GIVEN = {"ProtectClock": "yes", "ProtectKernelLogs": "yes", "ProtectHostname": "yes",
                 "RestrictRealtime": "yes", "RestrictSUIDSGID": "yes", "RemoveIPC": "yes",
                 "PrivateMounts": "yes"}
+# SystemCallFilter= as an allow list of groups and calls; SystemCallErrorNumber= an errno
+_SYSCALLS = {"SystemCallFilter", "SystemCallErrorNumber"}
 _HANDLED = {"User", "Group", "SupplementaryGroups", "ExecStart", "ExecStartPre", "Environment",
             "LoadCredential", "RuntimeDirectory", "RuntimeDirectoryMode", "StateDirectory",
-            "StateDirectoryMode", "UMask", "ReadWritePaths", *_EXPECTED, *_WHERE_GIVEN}
+            "StateDirectoryMode", "UMask", "ReadWritePaths", *_EXPECTED, *_WHERE_GIVEN,
+            *_SYSCALLS}
 # The unit's settings newer than the oldest systemd of a host install.sh accepts (glibc 2.28:
 # RHEL 8's systemd 239), by the version that brought them (systemd's NEWS); an older systemd
 # warns "Unknown key" and runs the service without them
 SINCE = {"LoadCredential": 247, "ProtectHostname": 242, "RestrictSUIDSGID": 242,
-         "ProtectKernelLogs": 244, "ProtectClock": 245}
+         "ProtectKernelLogs": 244, "ProtectClock": 245,
+         # not a version that brought it: the one whose @system-service list the service
+         # is checked against (Debian 12's systemd-analyze; see install.sh)
+         "SystemCallFilter": 252, "SystemCallErrorNumber": 252}
 SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -119,9 +131,26 @@ def free_id(count: int = 2, start: int = 64000) -> int:
 def seccomp_spec(unit: Unit, *, strict: bool = False) -> Spec:
     """The seccomp rules the unit's settings make systemd load (tests/sandbox_seccomp.py)."""
     on = {key: unit.one(key) == "yes" for key in _WHERE_GIVEN}
+    allowed: tuple[str, ...] = ()
+    known: tuple[str, ...] = ()
+    items = " ".join(unit.values("SystemCallFilter")).split()
+    if items:
+        if any(item.startswith("~") for item in items) or len(unit.values("SystemCallFilter")) > 1:
+            raise NotApproximated(f"SystemCallFilter={unit.values('SystemCallFilter')} (only "
+                                  "one allow list is)")
+        if shutil.which("systemd-analyze") is None:
+            raise NotApproximated("SystemCallFilter=: no systemd-analyze here to list its calls")
+        names: set[str] = set()
+        for item in items:  # systemd adds @default to every allow list
+            names.update(expand(item) if item.startswith("@") else (item,))
+        allowed, known = tuple(sorted(names | set(expand("@default")))), expand("@known")
+    code = unit.one("SystemCallErrorNumber")  # none: a refused call kills the service
+    if code is not None and not hasattr(errno, code):
+        raise NotApproximated(f"SystemCallErrorNumber={code} (only an errno name is)")
     return Spec(clock=on["ProtectClock"], syslog=on["ProtectKernelLogs"],
                 hostname=on["ProtectHostname"], realtime=on["RestrictRealtime"],
-                suid_sgid=on["RestrictSUIDSGID"], strict=strict)
+                suid_sgid=on["RestrictSUIDSGID"], allowed=allowed, known=known,
+                error=getattr(errno, code) if code else None, strict=strict)
 
 
 def _script(unit: Unit, ident: Identity, work: Path, runtime: Path, pid_file: Path,
@@ -281,7 +310,8 @@ def start(unit_text: str, ident: Identity, *, work: Path, runtime: Path, python:
           strict: bool = False) -> Started:
     """Start the unit's ExecStart in the approximated sandbox, as root; its output goes to
     work/journal (the journal's stand-in). `systemd`: the version of the host's, whose
-    unknown settings (SINCE) are left out, as it does."""
+    unknown settings (SINCE) are left out, as it does. `strict`: a call outside
+    SystemCallFilter= kills the service instead of failing with SystemCallErrorNumber=."""
     unit = parse_unit(name, unit_text)
     if systemd is not None:
         service = unit.sections.get("Service", {})
