@@ -11,11 +11,13 @@ the old one and swaps it in: memory falls back to the live size without a restar
 removals and searches go on meanwhile, each under the tenant's lock, which the rebuild
 holds only to copy a chunk of vectors and, at the end, to apply the few changes made since
 the copy and swap. One rebuild at a time in the process: memory peaks at one tenant's old
-and new index.
+and new index. At exit a running rebuild stops at its next chunk and the exit waits for it:
+a thread left inside usearch while Python finalises aborts the process (SIGABRT).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import logging
@@ -46,6 +48,23 @@ _COPY_CHUNK = 2_000  # vectors the rebuild copies from the old index per hold of
 _SWAP_AT = 500
 _CATCH_UP_ROUNDS = 4
 _ONE_REBUILD = threading.Lock()  # rebuilds run one at a time in the process
+_STOP = threading.Event()  # set at exit: a rebuild stops at its next chunk
+
+
+class _Stopped(Exception):
+    """The process is exiting: the rebuild stopped, the old index kept."""
+
+
+def _stop_rebuilds() -> None:
+    """At exit, before Python finalises: stop a running rebuild and wait for it. A daemon
+    thread still inside usearch (which lets go of the GIL) when the interpreter finalises
+    takes it back there and is ended by the C++ runtime: the process dies of SIGABRT."""
+    _STOP.set()
+    with _ONE_REBUILD:  # held by a rebuild for all its usearch work (and malloc_trim)
+        pass
+
+
+atexit.register(_stop_rebuilds)
 
 
 @dataclass(frozen=True)
@@ -79,6 +98,12 @@ def _fill(index: Index, keys: list[int], rng: np.random.Generator) -> None:
                   rng.standard_normal((len(keys), index.ndim)).astype(np.float32))
     finally:
         index.expansion_add = beam  # type: ignore[misc]  # real vectors: full beam
+
+
+def _stop_if_exiting() -> None:
+    """Raise `_Stopped` once the process is exiting (`_stop_rebuilds`)."""
+    if _STOP.is_set():
+        raise _Stopped
 
 
 def _give_back() -> None:
@@ -218,11 +243,15 @@ class TenantIndex:
         while True:
             with _ONE_REBUILD:  # (another tenant's first: then the fillers are seen anew)
                 with self._lock:
-                    if not self._wants_rebuild():
+                    if _STOP.is_set() or not self._wants_rebuild():
                         self._compactor = None
                         return
                 try:
                     self._rebuild()
+                except _Stopped:  # exiting: the old index is dropped with the process
+                    with self._lock:
+                        self._compactor = None
+                    return
                 except Exception as exc:  # the old index stays as it was (out of memory?)
                     log.error("index rebuild failed", extra={
                         "event": "index_compact_failed", "tenant": self.name,
@@ -254,6 +283,7 @@ class TenantIndex:
                                 expansion_search=self._index.expansion_search))
         try:
             for at in range(0, len(keys), _COPY_CHUNK):
+                _stop_if_exiting()
                 with self._lock:  # and what changed meanwhile, so that a vector removed
                     change = self._change(new)  # is in the new index a chunk at most
                     adding = set(change.add)
@@ -265,6 +295,7 @@ class TenantIndex:
                     new.index.add(np.asarray(take, dtype=np.uint64), vecs, threads=1)
                     new.held.update(take)
             for _ in range(_CATCH_UP_ROUNDS):  # outside the lock while many changed
+                _stop_if_exiting()
                 with self._lock:
                     if len(self._dirty) <= _SWAP_AT:
                         break

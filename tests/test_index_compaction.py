@@ -5,8 +5,12 @@ removals and searches made while the rebuild runs all hold."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -213,3 +217,46 @@ def test_ingest_running_freely_alongside_the_rebuild_loses_and_resurrects_nothin
     assert keys == live  # every live vector in the index, no removed one
     for k in sorted(set(added) & live)[:30]:
         assert _top(ix, added[k], 1) == [k]
+
+
+_EXIT_MID_REBUILD = """
+import sys, threading, time
+import numpy as np
+from usearch.index import Index
+from appliance import index
+from appliance.index import TenantIndex
+
+index.COMPACT_MIN, index._COPY_CHUNK = 300, 30_000
+copying = threading.Event()
+real_add = Index.add
+
+def add(self, keys, vectors, *args, **kwargs):
+    if kwargs.get("threads") == 1:  # the rebuild's copy: seconds of usearch, GIL released
+        copying.set()
+    return real_add(self, keys, vectors, *args, **kwargs)
+
+Index.add = add
+ix = TenantIndex(32, name="acme")
+vecs = np.abs(np.random.default_rng(0).standard_normal((60_000, 32))).astype(np.float32)
+ix.add("u", list(range(60_000)), vecs)
+ix.remove(list(range(30_000)))  # half: the rebuild's thread starts
+assert copying.wait(600)
+time.sleep(0.5)  # into usearch's add (30,000 vectors: seconds)
+print("exit while the rebuild copies", flush=True)
+"""
+
+
+def test_the_process_exits_cleanly_while_a_rebuild_runs(tmp_path: Any) -> None:
+    """The service stopping (a restart, an upgrade) while a tenant's index is rebuilt: the
+    rebuild's thread was inside usearch when Python finalised, and the process died of
+    SIGABRT ('terminate called without an active exception', exit 134) instead of exiting
+    0. Now the rebuild stops at its next chunk and the process exits as asked."""
+    script = tmp_path / "exit_mid_rebuild.py"
+    script.write_text(_EXIT_MID_REBUILD)
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(script)], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert "exit while the rebuild copies" in done.stdout
+    assert done.returncode == 0, done.stderr[-500:]
+    assert "terminate called" not in done.stderr
