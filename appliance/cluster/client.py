@@ -40,9 +40,11 @@ from appliance.keys.bus import (
 
 # NATS answers "no responders" at once when nothing subscribes to the subject: neither the
 # stream (made by the first node's start, fed through the server's mappings) nor a node.
+# A server that is stopping stops JetStream some 50 ms before it closes its connections:
+# a request it reads meanwhile is answered so too, and is not stored either.
 NOT_QUEUED = ("Nothing on the NATS server takes {subject}: no node has started with --nats "
-              "yet, or the server lacks the mappings of `semtrace cluster nats-config`; the "
-              "request was not queued.")
+              "yet, the server lacks the mappings of `semtrace cluster nats-config`, or it is "
+              "shutting down (a restart); the request was not queued.")
 
 
 # Sent while the connection is down, a message would wait in this process's memory only
