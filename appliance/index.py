@@ -305,6 +305,7 @@ class TenantIndex:
                 new.apply(self._change(new))
                 new.index.expansion_search = self._index.expansion_search  # type: ignore[misc]
                 self._index, self._fillers, self._rows = new.index, new.fillers, None
+                self._retry_at = 0  # a failed rebuild's later mark is met: the usual one
                 after = (int(new.index.size), int(new.index.memory_usage))
                 live = len(self._owner)
                 self.compactions += 1

@@ -260,3 +260,30 @@ def test_the_process_exits_cleanly_while_a_rebuild_runs(tmp_path: Any) -> None:
     assert "exit while the rebuild copies" in done.stdout
     assert done.returncode == 0, done.stderr[-500:]
     assert "terminate called" not in done.stderr
+
+
+def test_after_a_failed_rebuild_and_a_good_one_the_next_rebuild_starts_at_the_usual_point(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rebuild that failed (out of memory) waits for COMPACT_MIN more removals; once one
+    has then succeeded, the tenant's later removals rebuild it at the usual point again
+    (half its slots fillers), not only past the failed one's higher mark."""
+    ix, _ = _tenant(1000)
+    real = index.Index
+
+    def no_memory(*args: Any, **kwargs: Any) -> Index:
+        raise MemoryError
+
+    monkeypatch.setattr(index, "Index", no_memory)
+    ix.remove(list(range(0, 500)))  # half: the rebuild starts, and fails
+    ix.wait_compacted()
+    assert ix.compactions == 0 and ix.slots == 1000
+    monkeypatch.setattr(index, "Index", real)
+    ix.remove(list(range(500, 800)))  # 300 more: tried again, and done
+    ix.wait_compacted()
+    assert ix.compactions == 1 and ix.slots == len(ix) == 200
+
+    vecs = _vectors(np.random.default_rng(5), 1000)
+    ix.add("user0", list(range(2000, 3000)), vecs)
+    ix.remove(list(range(2000, 2700)))  # 700 fillers, 500 vectors: past half, as before
+    ix.wait_compacted()
+    assert ix.compactions == 2 and ix.slots == len(ix) == 500
