@@ -2,7 +2,7 @@
 
 `index.TenantIndex` overwrites each removed vector's slot at once with a random "filler"
 vector (usearch keeps a removed vector's bytes until its slot is reused), inserted with a
-narrow beam (`index.FILLER_EXPANSION`; `--filler-expansion 128` measures the code before,
+narrow beam (`index.slots.FILLER_EXPANSION`; `--filler-expansion 128` measures the code before,
 which inserted fillers as carefully as prompts), and a later add takes the fillers' slots
 back. Once the fillers are half the slots or more (and at least `index.COMPACT_MIN`), a
 thread rebuilds the index from what is left beside it and swaps it in (`--no-compact`: the
@@ -44,7 +44,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from appliance import index  # noqa: E402
-from appliance.index import EXACT_BELOW, TenantIndex  # noqa: E402
+from appliance.index import EXACT_BELOW, TenantIndex, slots  # noqa: E402
 from bench.search import DIMS, K, exact_top, rss_mb, vectors  # noqa: E402
 
 
@@ -124,7 +124,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--filler-expansion", type=int, default=None,
                     help="the beam fillers are inserted with (default: the code's, "
-                    "index.FILLER_EXPANSION; 128: as before it existed)")
+                    "index.slots.FILLER_EXPANSION; 128: as before it existed)")
     ap.add_argument("--churn", action=argparse.BooleanOptionalAction, default=True,
                     help="then add as many new vectors (retention's steady state)")
     ap.add_argument("--compact", action=argparse.BooleanOptionalAction, default=True,
@@ -132,7 +132,7 @@ def main() -> None:
                     "code before, which kept them until new prompts or a restart)")
     args = ap.parse_args()
     if args.filler_expansion is not None:
-        index.FILLER_EXPANSION = args.filler_expansion
+        slots.FILLER_EXPANSION = args.filler_expansion
     if not args.compact:
         index.COMPACT_MIN = 2**62
     rebuilds: list[dict[str, float]] = []
@@ -149,7 +149,7 @@ def main() -> None:
     ids = np.arange(args.n, dtype=np.int64)
     print(f"{args.n:,} clustered vectors of {DIMS} dims, {args.users} users, {args.dtype}, "
           f"expansion {args.expansion}; remove {args.remove:.0%} in calls of {args.bucket}, "
-          f"fillers inserted with expansion_add {index.FILLER_EXPANSION}, "
+          f"fillers inserted with expansion_add {slots.FILLER_EXPANSION}, "
           + (f"rebuilt from {index.COMPACT_MIN:,} fillers at half the slots" if args.compact
              else "never rebuilt (--no-compact)"))
 

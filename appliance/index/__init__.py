@@ -18,27 +18,22 @@ a thread left inside usearch while Python finalises aborts the process (SIGABRT)
 from __future__ import annotations
 
 import atexit
-import contextlib
-import ctypes
 import logging
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from usearch.index import Index
+
+from appliance.index.slots import Beside, Change, fill, give_back, put, vectors_of
 
 log = logging.getLogger("semtrace.index")
 
 EXACT_BELOW = 20_000  # vectors; below this a scoped search is exact
 # keys of filler vectors: record ids are SQLite rowids, which never reach 2**63
 _FILLER_KEY0 = 1 << 63
-# A filler is never searched for, so it is inserted with a narrow beam (usearch's
-# expansion_add, 128 by default): at 128 removing half of 120,000 vectors took 63 s, more
-# than rebuilding the rest (34 s); at 8, 16 s, recall@10 0.995 vs 0.997 after it
-# (bench/index_removal.py, README's Speed table).
-FILLER_EXPANSION = 8
 # A tenant's index is rebuilt once its fillers are as many as its vectors or more, and at
 # least this many (~1.1 KB each at 384 dims, f16): fewer would free too little for the work.
 COMPACT_MIN = 10_000
@@ -75,73 +70,10 @@ class Match:
     similarity: float
 
 
-def _vectors_of(index: Index, keys: list[int]) -> np.ndarray:
-    """The vectors of `keys` as `index` holds them (quantised)."""
-    return np.asarray(index.get(np.asarray(keys, dtype=np.uint64)), dtype=np.float32)
-
-
-def _put(index: Index, fillers: list[int], keys: np.ndarray, vectors: np.ndarray) -> None:
-    """Add vectors into `index`, taking filler slots first (their keys leave `fillers`)."""
-    reuse = min(len(keys), len(fillers))
-    if reuse:
-        index.remove(np.asarray(fillers[-reuse:], dtype=np.uint64))
-        del fillers[-reuse:]
-    index.add(keys, vectors)
-
-
-def _fill(index: Index, keys: list[int], rng: np.random.Generator) -> None:
-    """Add random filler vectors under `keys`: they take the slots a removal just freed."""
-    beam = index.expansion_add
-    index.expansion_add = FILLER_EXPANSION  # type: ignore[misc]  # has a setter
-    try:
-        index.add(np.asarray(keys, dtype=np.uint64),
-                  rng.standard_normal((len(keys), index.ndim)).astype(np.float32))
-    finally:
-        index.expansion_add = beam  # type: ignore[misc]  # real vectors: full beam
-
-
 def _stop_if_exiting() -> None:
     """Raise `_Stopped` once the process is exiting (`_stop_rebuilds`)."""
     if _STOP.is_set():
         raise _Stopped
-
-
-def _give_back() -> None:
-    """Return freed heap pages to the system: glibc keeps most of an old index's pages
-    otherwise (an 80 MB index dropped: 11 MB of RSS freed at once, 22 MB after this)."""
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: its allocator decides
-        ctypes.CDLL(None).malloc_trim(0)
-
-
-@dataclass(frozen=True)
-class _Change:
-    """Keys changed since a rebuild began, as its new index must take them."""
-
-    drop: list[int]  # removed (or re-added) since their vector was copied
-    fillers: list[int]  # keys for the fillers that overwrite the dropped ones' slots
-    add: list[int]  # live keys added (or re-added) since the copy began
-    vectors: np.ndarray | None  # theirs, read from the old index
-
-
-@dataclass
-class _Beside:
-    """The index a rebuild is making (its thread's alone until the swap)."""
-
-    index: Index
-    held: set[int] = field(default_factory=set)  # record ids in it
-    fillers: list[int] = field(default_factory=list)
-    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(1))
-
-    def apply(self, change: _Change) -> None:
-        if change.drop:
-            self.index.remove(np.asarray(change.drop, dtype=np.uint64))
-            _fill(self.index, change.fillers, self.rng)
-            self.fillers.extend(change.fillers)
-            self.held.difference_update(change.drop)
-        if change.vectors is not None:
-            _put(self.index, self.fillers, np.asarray(change.add, dtype=np.uint64),
-                 change.vectors)
-            self.held.update(change.add)
 
 
 class TenantIndex:
@@ -191,7 +123,7 @@ class TenantIndex:
     def add(self, user: str, record_ids: list[int], vectors: np.ndarray) -> None:
         keys = np.asarray(record_ids, dtype=np.uint64)
         with self._lock:
-            _put(self._index, self._fillers, keys, np.asarray(vectors, dtype=np.float32))
+            put(self._index, self._fillers, keys, np.asarray(vectors, dtype=np.float32))
             for rid in record_ids:
                 self._users[user].add(rid)
                 self._owner[rid] = user
@@ -213,7 +145,7 @@ class TenantIndex:
             if present:
                 self._index.remove(np.asarray(present, dtype=np.uint64))
                 fillers = self._filler_keys(len(present))
-                _fill(self._index, fillers, self._filler_rng)
+                fill(self._index, fillers, self._filler_rng)
                 self._fillers.extend(fillers)
                 self._rows = None
                 if self._dirty is not None:
@@ -279,7 +211,7 @@ class TenantIndex:
             self._dirty = set()
             keys = sorted(self._owner)
             before = (int(self._index.size), int(self._index.memory_usage))
-            new = _Beside(Index(ndim=self.dims, metric="cos", dtype=self.dtype,
+            new = Beside(Index(ndim=self.dims, metric="cos", dtype=self.dtype,
                                 expansion_search=self._index.expansion_search))
         try:
             for at in range(0, len(keys), _COPY_CHUNK):
@@ -289,7 +221,7 @@ class TenantIndex:
                     adding = set(change.add)
                     take = [k for k in keys[at:at + _COPY_CHUNK] if k in self._owner
                             and k not in new.held and k not in adding]
-                    vecs = _vectors_of(self._index, take) if take else None
+                    vecs = vectors_of(self._index, take) if take else None
                 new.apply(change)
                 if vecs is not None:  # one core: the others stay with ingest
                     new.index.add(np.asarray(take, dtype=np.uint64), vecs, threads=1)
@@ -312,21 +244,21 @@ class TenantIndex:
         finally:
             with self._lock:
                 self._dirty = None
-        _give_back()  # the old index went at the swap
+        give_back()  # the old index went at the swap
         log.info("index rebuilt", extra={
             "event": "index_compacted", "tenant": self.name, "vectors": live,
             "slots_before": before[0], "slots_after": after[0],
             "mb_before": round(before[1] / 2**20, 1), "mb_after": round(after[1] / 2**20, 1),
             "seconds": round(time.perf_counter() - t0, 1)})
 
-    def _change(self, new: _Beside) -> _Change:
+    def _change(self, new: Beside) -> Change:
         """What the keys changed since the rebuild began (or since the last call) mean for
         its new index (under the lock)."""
         changed, self._dirty = self._dirty or set(), set()
         drop = sorted(k for k in changed if k in new.held)
         add = sorted(k for k in changed if k in self._owner)
-        return _Change(drop, self._filler_keys(len(drop)), add,
-                       _vectors_of(self._index, add) if add else None)
+        return Change(drop, self._filler_keys(len(drop)), add,
+                       vectors_of(self._index, add) if add else None)
 
     def set_expansion(self, expansion_search: int) -> None:
         """Candidates the HNSW search keeps (usearch default 64): higher is slower, more exact."""
