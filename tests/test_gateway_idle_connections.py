@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 from conftest import running_service
+from tool_call_agents import tool_call_agents
 
 from appliance.client import Client
 from appliance.integrations import channel
@@ -94,12 +95,7 @@ def test_the_decorator_closes_its_tool_loop_connections_once_idle(service: Any) 
     app = Semtrace(service.sock, tenant="acme", timeout=60.0, register_wait=0.05)
     replies: dict[str, Any] = {}
 
-    def agent(user: str) -> None:
-        with app.tool_call(user_id=user, previous_response_id=f"resp_{user}_1") as call:
-            pass
-        replies[user] = call  # its reply comes once the turn's update lands
-
-    threads = [threading.Thread(target=agent, args=(user,)) for user in USERS]
+    threads = tool_call_agents(app, USERS, replies)
     try:
         for t in threads:
             t.start()

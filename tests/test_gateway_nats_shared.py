@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from test_cluster import _free_port, nats_server
 from test_tool_loop_nats import SLOW_HOST_S, node
+from tool_call_agents import tool_call_agents
 
 from appliance.cluster.client import NatsClient
 from appliance.integrations.decorator import Semtrace
@@ -67,12 +68,7 @@ def test_a_decorators_held_tool_loop_calls_share_one_nats_connection(
         app = Semtrace(url, tenant="acme", timeout=60.0, register_wait=0.05, plain_bus=True)
         calls: dict[str, Any] = {}
 
-        def agent(user: str) -> None:
-            with app.tool_call(user_id=user, previous_response_id=f"resp_{user}_1") as call:
-                pass
-            calls[user] = call  # its reply comes once the turn's update lands
-
-        threads = [threading.Thread(target=agent, args=(user,)) for user in USERS]
+        threads = tool_call_agents(app, USERS, calls)
         deadline = time.monotonic() + SLOW_HOST_S
         try:
             for t in threads:

@@ -59,25 +59,30 @@ def test_a_pattern_past_its_time_limit_refuses_that_prompt_only(strict_redactor:
     assert CANARY not in str(raised.value)
 
 
+def _iban_recogniser(redactor: Any) -> Any:
+    return next(r for r in redactor._analyzer.registry.recognizers
+                if r.name == "IbanRecognizer")
+
+
+def _skip_as_presidio_does() -> list[Any]:
+    """What Presidio's IBAN recogniser does on a regex timeout: log it, find nothing."""
+    try:
+        raise TimeoutError("regex timed out")
+    except TimeoutError:
+        logging.getLogger("presidio-analyzer").warning(
+            "Regex pattern '%s' timed out after %s seconds, skipping.", "IBAN", 0.05,
+            exc_info=True)
+    return []
+
+
 def test_presidio_timeout_skip_and_recogniser_errors_refuse_too(
         strict_redactor: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Presidio's own "timed out, skipping" path (the IBAN recogniser's, which does not go
     through a pattern's `finditer`) and any other recogniser error refuse the prompt."""
     from appliance.records import Unredactable
 
-    iban = next(r for r in strict_redactor._analyzer.registry.recognizers
-                if r.name == "IbanRecognizer")
-    presidio_log = logging.getLogger("presidio-analyzer")
-
-    def skipped(*args: Any, **kwargs: Any) -> list[Any]:  # as Presidio does on a timeout
-        try:
-            raise TimeoutError("regex timed out")
-        except TimeoutError:
-            presidio_log.warning("Regex pattern '%s' timed out after %s seconds, skipping.",
-                                 "IBAN", 0.05, exc_info=True)
-        return []
-
-    monkeypatch.setattr(iban, "analyze", skipped)
+    iban = _iban_recogniser(strict_redactor)
+    monkeypatch.setattr(iban, "analyze", lambda *args, **kwargs: _skip_as_presidio_does())
     [red] = strict_redactor.redact_many([make_prompt(f"Mail {CANARY} please")])
     assert isinstance(red, Unredactable) and "time limit" in red.reason
 
@@ -131,21 +136,14 @@ def test_a_presidio_skip_with_the_budget_unspent_runs_the_prompt_again(
     again and the IBAN is redacted; before, the prompt was refused."""
     from appliance.records import Redacted
 
-    iban = next(r for r in strict_redactor._analyzer.registry.recognizers
-                if r.name == "IbanRecognizer")
-    presidio_log = logging.getLogger("presidio-analyzer")
+    iban = _iban_recogniser(strict_redactor)
     real = iban.analyze
     skips: list[int] = []
 
     def skips_once(*args: Any, **kwargs: Any) -> Any:
         if not skips:
             skips.append(1)
-            try:
-                raise TimeoutError("regex timed out")
-            except TimeoutError:
-                presidio_log.warning("Regex pattern '%s' timed out after %s seconds, skipping.",
-                                     "IBAN", 0.05, exc_info=True)
-            return []
+            return _skip_as_presidio_does()
         return real(*args, **kwargs)
 
     monkeypatch.setattr(iban, "analyze", skips_once)
