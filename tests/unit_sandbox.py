@@ -23,7 +23,9 @@ service (a test's check that it makes none).
 Not reproduced (a service that does not try what they forbid cannot tell):
 ProtectKernelModules=, RestrictNamespaces=, LockPersonality=. A setting this file does not
 know stops it (NotApproximated): a new directive in the unit is taken in here before the
-test passes again.
+test passes again. One thing is added that the unit does not give: the stand-in install runs
+from this source tree and the test venv, which a checkout in /tmp or /home would hide; those
+two folders (only) are shown back, read-only.
 """
 
 from __future__ import annotations
@@ -169,6 +171,9 @@ def _script(unit: Unit, ident: Identity, work: Path, runtime: Path, pid_file: Pa
     if unit.one("User") != ident.user or unit.one("Group") != ident.group:
         raise NotApproximated(f"User={unit.one('User')} Group={unit.one('Group')}")
     q = shlex.quote
+    shown = _test_paths()
+    for i in range(len(shown)):
+        (work / "shown" / str(i)).mkdir(parents=True, exist_ok=True)
     passwd, group = work / "passwd", work / "group"
     passwd.write_text(Path("/etc/passwd").read_text() + f"{ident.user}:x:{ident.uid}:"
                       f"{ident.gid}::{ident.home}:/usr/sbin/nologin\n")
@@ -180,6 +185,8 @@ def _script(unit: Unit, ident: Identity, work: Path, runtime: Path, pid_file: Pa
     s = ["set -euo pipefail", f"echo $$ > {q(str(pid_file))}",
          "fail() { echo \"sandbox: $*\" >&2; exit 226; }",  # 226: systemd's EXIT_NAMESPACE
          "mount --make-rprivate /",
+         *(f"mount --bind {q(path)} {q(str(work / 'shown' / str(i)))}"
+           for i, path in enumerate(shown)),
          f"mount --bind {q(str(passwd))} /etc/passwd", f"mount --bind {q(str(group))} /etc/group",
          # ProtectSystem=strict: every mount read-only but /proc and /dev (replaced below)
          "for m in $(awk '{print $5}' /proc/self/mountinfo | sort -u); do",
@@ -204,7 +211,14 @@ def _script(unit: Unit, ident: Identity, work: Path, runtime: Path, pid_file: Pa
          "mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp",
          "mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /var/tmp",
          # ProtectHome=yes
-         "for h in /home /root; do [ -d $h ] && mount -t tmpfs -o ro,mode=000 tmpfs $h; done",
+         "for h in /home /root; do [ -d $h ] && mount -t tmpfs -o mode=000 tmpfs $h; done",
+         # the source tree and test venv, if under a hidden folder (_test_paths)
+         *(line for i, path in enumerate(shown) for line in (
+             f"mkdir -p {q(path)}", f"mount --bind {q(str(work / 'shown' / str(i)))} {q(path)}",
+             f"mount -o remount,bind,ro {q(path)}")),
+         *(f"chmod 0711 {h}" for h in ("/home", "/root")
+           if any(p.startswith(h + "/") for p in shown)),
+         "for h in /home /root; do [ -d $h ] && mount -o remount,ro $h; done",
          "true"]
     if unit.one("ProtectKernelLogs") == "yes":  # /dev/kmsg: not in the /dev above
         s += ["mkdir /run/.ro && mount -t tmpfs -o mode=0000 tmpfs /run/.ro",
@@ -282,6 +296,22 @@ def _script(unit: Unit, ident: Identity, work: Path, runtime: Path, pid_file: Pa
                  python, str(Path(__file__).resolve()), "--exec", str(seccomp_file), *argv]
     s.append("exec " + shlex.join(exec_line))
     return "\n".join(s) + "\n"
+
+
+# Where the sandbox hides the host (PrivateTmp=, ProtectHome=)
+_HIDDEN = ("/tmp", "/var/tmp", "/home", "/root")
+
+
+def _test_paths() -> list[str]:
+    """What the stand-in install runs from that an installed one would not: this source
+    tree and the test venv's packages (tests/sandbox_host.py's .pth files). A checkout or a
+    venv under a folder the sandbox hides (a CI clone in /tmp, a venv in /home) is shown
+    back at its own path, read-only, and nothing else of that folder."""
+    import sysconfig
+    paths = {str(Path(__file__).resolve().parents[1]), sysconfig.get_paths()["purelib"],
+             sysconfig.get_paths()["platlib"]}
+    return sorted(p for p in paths
+                  if any(p == h or p.startswith(h + "/") for h in _HIDDEN))
 
 
 @dataclass
