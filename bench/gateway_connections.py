@@ -17,11 +17,16 @@ the calls are in flight together. Counted, for the decorator (`Semtrace`):
 Prints figures; asserts nothing.
 
     .venv/bin/python bench/gateway_connections.py [--users 32] [--idle 12] [--part both]
+
+(`--part proxy`: the same over a socket for a LiteLLM proxy worker, `SemtraceLogger`'s
+pre-call hook on its event loop, each user's registration on the worker's pipelined
+connection and a held loop call.)
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -136,6 +141,50 @@ def over_socket(args: argparse.Namespace, tmp: Path) -> None:
         proc.wait(60)
 
 
+def over_socket_proxy(args: argparse.Namespace, tmp: Path) -> None:
+    """The LiteLLM proxy's hooks on one worker's event loop: each user's registration (on
+    the worker's pipelined connection) and a held loop call, at once."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the cost map
+    from appliance.integrations.litellm import SemtraceLogger
+
+    proc, sock = start_server(tmp)
+    try:
+        time.sleep(1)
+        base = socket_fds(proc.pid)
+        who = users(args.users, "p")
+        with Client(sock, timeout=60) as c:
+            register(c.request, who, "p")
+        time.sleep(0.5)
+        logger = SemtraceLogger(sock, tenant="bench", timeout=10.0, register_wait=0.05)
+        calls = [({"model": "gpt-4o", "user": u, "litellm_call_id": f"pr-{u}", "metadata": {},
+                   "messages": [{"role": "user", "content": f"Is the {u} bus late?"}]},
+                  "acompletion") for u in who]
+        calls += [({"model": "gpt-4o", "user": u, "litellm_call_id": f"pl-{u}",
+                    "previous_response_id": f"resp-{u}-p", "litellm_metadata": {},
+                    "input": [{"type": "function_call_output", "call_id": "c1",
+                               "output": "{}"}]}, "aresponses") for u in who]
+        peak = 0
+
+        async def worker() -> tuple[int, int]:
+            nonlocal peak
+            for data, kind in calls:
+                await logger.async_pre_call_hook(None, None, data, kind)
+            while logger._tasks:
+                peak = max(peak, socket_fds(proc.pid) - base)
+                await asyncio.sleep(0.1)
+            after = socket_fds(proc.pid) - base
+            await asyncio.sleep(args.idle)  # the worker's event loop runs on, idle
+            return after, socket_fds(proc.pid) - base
+
+        after, idle = asyncio.run(worker())
+        print(f"socket, proxy worker, {len(who)} users' registrations and held loop calls at "
+              f"once: the service held {peak} of its connections at the peak, {after} right "
+              f"after the burst, {idle} after {args.idle:g} s idle", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
 def gateway_connections(monitor: str) -> int:
     with urllib.request.urlopen(f"{monitor}/connz?limit=1024", timeout=10) as r:
         connz = json.load(r)
@@ -216,12 +265,16 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=32)
     ap.add_argument("--idle", type=float, default=12.0)
     ap.add_argument("--connects", type=int, default=20)
-    ap.add_argument("--part", choices=("socket", "nats", "both"), default="both")
+    ap.add_argument("--part", choices=("socket", "proxy", "nats", "both"), default="both",
+                    help="both: the three")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as td:
         if args.part in ("socket", "both"):
             (Path(td) / "s").mkdir()
             over_socket(args, Path(td) / "s")
+        if args.part in ("proxy", "both"):
+            (Path(td) / "p").mkdir()
+            over_socket_proxy(args, Path(td) / "p")
         if args.part in ("nats", "both"):
             (Path(td) / "n").mkdir()
             over_nats(args, Path(td) / "n")

@@ -9,7 +9,9 @@ LiteLLM proxy worker eight more than its one, until the
 service's own idle timeout (10 minutes), and the service takes `max_connections` (256) from
 every gateway process together: a few gateway workers after one busy minute kept the others
 answered `busy`. A connection left idle `channel.IDLE_S` is closed now (the decorator's
-every one: its loop workers' updates that end a `tool_call` go on one more each).
+every one: its loop workers' updates that end a `tool_call` go on one more each; and the
+proxy worker's one pipelined connection, which it kept for good after that change, and
+never under a call that has taken it).
 
 The real service on the real pipeline (SQLCipher, the bundled model, Presidio), in this
 process, so that the held calls stay held until the test lands their turns' updates and the
@@ -156,3 +158,90 @@ def test_the_proxy_closes_its_tool_loop_connections_once_idle(service: Any) -> N
     assert {u: d["litellm_metadata"].get("gen_ai.conversation.id") for u, d in
             calls.items()} == {u: turns[u]["conversation_id"] for u in USERS}
     assert closed, f"{held_then} connections still open"  # the old code kept them
+
+
+def _proxy_call(user: str, n: int) -> dict[str, Any]:
+    """A proxy's chat call, as its pre-call hook is given it (a registration: `main`)."""
+    return {"model": "gpt-4o", "user": user, "litellm_call_id": f"pm-{user}-{n}",
+            "metadata": {}, "messages": [
+                {"role": "user", "content": f"Which platform does the {n}th train leave from?"}]}
+
+
+async def _until_async(what: Callable[[], bool]) -> bool:
+    """`_until` with the event loop running meanwhile (the proxy worker's, which closes)."""
+    deadline = time.monotonic() + SLOW_HOST_S
+    while not what():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+def test_the_proxy_closes_its_workers_pipelined_connection_once_idle(service: Any) -> None:
+    """A proxy worker's registrations go on its one pipelined connection, which it kept
+    open for good (only its loop calls' connections closed): left idle, it is closed now,
+    and the worker's next call connects anew and is recorded."""
+    from appliance.integrations.litellm import SemtraceLogger
+
+    base = len(service._connections)
+    logger = SemtraceLogger(service.sock, tenant="acme", timeout=60.0, register_wait=60.0)
+    first, second = _proxy_call("ilse", 1), _proxy_call("ilse", 2)
+
+    async def worker() -> tuple[bool, bool, int]:
+        await logger.async_pre_call_hook(None, None, first, "acompletion")
+        opened = len(service._connections) == base + 1
+        closed = await _until_async(lambda: len(service._connections) == base)
+        held_then = len(service._connections) - base
+        await logger.async_pre_call_hook(None, None, second, "acompletion")
+        return opened, closed, held_then
+
+    opened, closed, held_then = asyncio.run(worker())
+    assert opened
+    assert closed, f"{held_then} connections still open"  # the old code kept it
+    ids = [call["metadata"].get("gen_ai.conversation.id") for call in (first, second)]
+    assert ids[0] is not None and ids[1] is not None  # both recorded
+    assert logger.failures == 0
+
+
+def test_a_proxy_call_that_took_the_connection_as_the_idle_close_fires_keeps_it(
+        service: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race: a call has taken the worker's idle connection and not written its request
+    yet when the timer closing idle connections fires. The connection is in use, so it is
+    not closed under the call, which is answered on it; once idle again it is closed."""
+    from appliance.client import AsyncClient
+    from appliance.integrations import async_lines
+    from appliance.integrations.litellm import SemtraceLogger
+
+    fired: list[int] = []  # the connections still open each time the timer fired
+    reap = async_lines.LoopLines._reap
+
+    def noting(self: Any, loop: Any) -> None:
+        reap(self, loop)
+        fired.append(len(self.clients))
+
+    racing: list[bool] = []
+    request = AsyncClient.request
+
+    async def late(self: Any, obj: dict[str, Any], timeout: float | None = None) -> Any:
+        if racing:  # it has its connection: the idle timer fires before it writes
+            await _until_async(lambda: bool(fired))
+        return await request(self, obj, timeout)
+
+    monkeypatch.setattr(async_lines.LoopLines, "_reap", noting)
+    monkeypatch.setattr(AsyncClient, "request", late)
+    base = len(service._connections)
+    logger = SemtraceLogger(service.sock, tenant="acme", timeout=60.0, register_wait=60.0)
+    first, racer = _proxy_call("mika", 1), _proxy_call("mika", 2)
+
+    async def worker() -> tuple[list[int], bool]:
+        await logger.async_pre_call_hook(None, None, first, "acompletion")
+        racing.append(True)
+        await logger.async_pre_call_hook(None, None, racer, "acompletion")
+        racing.clear()
+        fired_then = list(fired)
+        return fired_then, await _until_async(lambda: len(service._connections) == base)
+
+    fired_then, closed = asyncio.run(worker())
+    assert fired_then == [1]  # the timer fired mid-call and left the connection open
+    assert racer["metadata"].get("gen_ai.conversation.id") is not None  # recorded
+    assert logger.failures == 0 and closed

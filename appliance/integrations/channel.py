@@ -31,13 +31,14 @@ connection it would delay every registration and update behind it (the asyncio c
 pipelines a worker's concurrent requests; the blocking one sends one at a time). Nor does
 it share that connection with another loop call: over a socket each one in flight has its
 own, up to `LOOP_LINES` at once (`lines.Lane`), so a call held never keeps another user's
-waiting past its timeout. A connection to the socket left idle `IDLE_S` is closed (the
-blocking channel's every one; the asyncio channel's `loop` ones), so that a burst does not
-keep the service's connections (`max_connections`, shared by every gateway process) once
-it is over. Over NATS, whose replies come in any order, the loop calls in flight share one
-connection (`lines.Shared`; the asyncio channel's `loop`), and one that no node answered in
-time (`NoAnswerYet`) keeps it open for the others: the server is asked for a PING instead,
-and a connection left unanswered is replaced by the next request. One held past the timeout
+waiting past its timeout. A connection to the socket left idle `IDLE_S` is closed (every
+one, the asyncio channel's pipelined `main` included: `async_lines`), so that a burst does
+not keep the service's connections (`max_connections`, shared by every gateway process)
+once it is over, and the next request connects anew. Over NATS, whose replies come in any
+order, the loop calls in flight share one connection (`lines.Shared`; the asyncio
+channel's `loop`), and one that no node answered in time (`NoAnswerYet`) keeps it open for
+the others: the server is asked for a PING instead, and a connection left unanswered is
+replaced by the next request. One held past the timeout
 is counted as held (`_failed`), over a socket and over NATS alike.
 
 A process forked from the one that made a channel (a pre-forking server) connects anew:
@@ -62,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.client import ConnectionClosed, is_nats_url, open_async_client, open_client
+from appliance.integrations.async_lines import LoopLines
 from appliance.integrations.breaker import QUIET as QUIET
 from appliance.integrations.breaker import RETRY_FIRST as RETRY_FIRST
 from appliance.integrations.breaker import RETRY_MAX as RETRY_MAX
@@ -308,29 +310,31 @@ class SyncChannel:
 
 
 class AsyncChannel:
-    """Connections per event loop: one for `main`, whose requests are pipelined; over a
-    socket, up to `LOOP_LINES` for `loop`, each tool loop call in flight on its own (the
-    service answers a connection's requests in order, so one it holds would keep the next
-    ones waiting), each closed once idle `IDLE_S`; over NATS, replies come in any
-    order: one connection, kept when a request goes unanswered in time (`NoAnswerYet`),
-    as `SyncChannel`'s shared one. `send` never raises and returns within the timeout."""
+    """Connections per event loop (`async_lines.LoopLines`): one for `main`, whose requests
+    are pipelined; over a socket, up to `LOOP_LINES` for `loop`, each tool loop call in
+    flight on its own (the service answers a connection's requests in order, so one it holds
+    would keep the next ones waiting), each closed, `main` too, once idle `IDLE_S`; over
+    NATS, replies come in any order: one connection, kept when a request goes unanswered in
+    time (`NoAnswerYet`), as `SyncChannel`'s shared one. `send` never raises and returns
+    within the timeout."""
 
     def __init__(self, target: str | Path, *, timeout: float, breaker: Breaker,
                  bus_keys: Any = None, plain_bus: bool = False) -> None:
         self.target, self.timeout, self.breaker = target, timeout, breaker
         self._opts = {"bus_keys": bus_keys, "plain_bus": plain_bus}
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = \
-            weakref.WeakKeyDictionary()
         self._own = not is_nats_url(target)  # a loop call on a connection of its own
-        self._taken: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[str]] = \
-            weakref.WeakKeyDictionary()  # the loop lane's connections in use, by name
-        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
-                                               asyncio.Semaphore] = weakref.WeakKeyDictionary()
-        self._idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, float]] = \
-            weakref.WeakKeyDictionary()  # loop.time() each loop connection was given back
-        self._reaping: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = \
-            weakref.WeakKeyDictionary()  # the timer closing the idle ones, when armed
-        self._closing: set[asyncio.Task[Any]] = set()
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopLines] = \
+            weakref.WeakKeyDictionary()
+
+    def _lines(self, loop: asyncio.AbstractEventLoop) -> LoopLines:
+        """The event loop's connections (a socket's are the service's to count, and close
+        once idle)."""
+        lines = self._loops.get(loop)
+        if lines is None:
+            lines = self._loops[loop] = LoopLines(
+                loop_lines=LOOP_LINES if self._own else 0,
+                idle_s=IDLE_S if self._own else None)
+        return lines
 
     async def send(self, req: dict[str, Any]) -> dict[str, Any] | None:
         """The reply to `req`, or None when the appliance did not answer in time."""
@@ -338,84 +342,41 @@ class AsyncChannel:
 
     async def deliver(self, req: dict[str, Any]) -> Delivery:
         """`SyncChannel.deliver` for asyncio code."""
-        loop, on = asyncio.get_running_loop(), lane(req)
+        loop = asyncio.get_running_loop()
+        lines = self._lines(loop)
         if not self.breaker.ready():
             # no node answers, the bus keeps: as SyncChannel
             return Delivery(None, self.breaker.bus_keeps()
-                            and await self._hand_to_bus(loop, on, req))
+                            and await self._hand_to_bus(loop, lines, lane(req), req))
         deadline = loop.time() + self.timeout
-        name = await self._take(loop, on, deadline)
+        name = await lines.take(lane(req), deadline)
         if name is None:
             self.breaker.skipped()  # other loop calls held the lines the whole time
             return Delivery(None)
         used: list[Any] = []  # the client the request went on
         try:  # the client's own timeout decides (over NATS: `NoAnswerYet`, the bus kept it)
-            reply = await asyncio.wait_for(self._exchange(loop, name, req, deadline, used),
-                                           max(deadline - loop.time(), 0.0) + BACKSTOP)
+            reply = await asyncio.wait_for(
+                self._exchange(loop, lines, name, req, deadline, used),
+                max(deadline - loop.time(), 0.0) + BACKSTOP)
         except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
             if used and not self._own and _unanswered(exc):
                 used[-1].probe()  # up all along, and other requests wait on it: kept
             elif used:
-                await self._drop(loop, name, deadline, used[-1])
+                await lines.drop(name, max(deadline - loop.time(), 0.0), used[-1])
             return _failed(self.breaker, req, exc)
         finally:
-            self._give(loop, name)
+            lines.give(name)
         self.breaker.answered(req, reply)
         return Delivery(reply)
 
-    async def _take(self, loop: asyncio.AbstractEventLoop, on: str,
-                    deadline: float) -> str | None:
-        """The connection (its name) a request goes on: its lane's, or for a tool loop's
-        call over a socket one of `LOOP_LINES` that no other request uses until it is given
-        back (one already connected first); None when all stayed in use until `deadline`."""
-        if on != "loop" or not self._own:
-            return on
-        slots = self._slots.setdefault(loop, asyncio.Semaphore(LOOP_LINES))
-        try:
-            await asyncio.wait_for(slots.acquire(), max(deadline - loop.time(), 0.0))
-        except TimeoutError:
-            return None
-        taken = self._taken.setdefault(loop, set())
-        name = next(f"loop-{k}" for k in range(LOOP_LINES) if f"loop-{k}" not in taken)
-        taken.add(name)
-        return name
-
-    def _give(self, loop: asyncio.AbstractEventLoop, name: str) -> None:
-        if name.startswith("loop-"):
-            self._taken[loop].discard(name)
-            self._slots[loop].release()
-            self._idle.setdefault(loop, {})[name] = loop.time()
-            self._arm(loop)
-
-    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Close the loop connections left idle `IDLE_S` when the first one is."""
-        if self._reaping.get(loop) is not None:
-            return
-        clients, taken = self._clients.get(loop, {}), self._taken.get(loop, set())
-        idle = [since for name, since in self._idle.get(loop, {}).items()
-                if name in clients and name not in taken]
-        if idle:
-            self._reaping[loop] = loop.call_later(
-                max(min(idle) + IDLE_S - loop.time(), 0.0) + 0.01, self._reap, loop)
-
-    def _reap(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._reaping.pop(loop, None)
-        clients, taken = self._clients.get(loop, {}), self._taken.get(loop, set())
-        for name, since in list(self._idle.get(loop, {}).items()):
-            if name in clients and name not in taken and loop.time() - since >= IDLE_S:
-                closing = loop.create_task(clients.pop(name).close(within=0.0))
-                self._closing.add(closing)
-                closing.add_done_callback(self._closing.discard)
-        self._arm(loop)
-
-    async def _exchange(self, loop: asyncio.AbstractEventLoop, on: str,
+    async def _exchange(self, loop: asyncio.AbstractEventLoop, lines: LoopLines, on: str,
                         req: dict[str, Any], deadline: float,
                         used: list[Any]) -> dict[str, Any]:
+        clients = lines.clients
         for attempt in (0, 1):
-            clients = self._clients.setdefault(loop, {})
             client = clients.get(on)
             if client is not None and getattr(client, "dead", False):
-                await self._drop(loop, on, loop.time(), client)  # hung: closed at once
+                await lines.drop(on, 0.0, client)  # hung: closed at once
                 client = None
             fresh = client is None
             if client is None:
@@ -432,38 +393,33 @@ class AsyncChannel:
             except Exception as exc:
                 if fresh or attempt or not _stale(exc):
                     raise
-                await self._drop(loop, on, deadline, client)  # the service restarted: again
+                await lines.drop(on, max(deadline - loop.time(), 0.0), client)  # restarted
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _hand_to_bus(self, loop: asyncio.AbstractEventLoop, on: str,
+    async def _hand_to_bus(self, loop: asyncio.AbstractEventLoop, lines: LoopLines, on: str,
                            req: dict[str, Any]) -> bool:
         """`SyncChannel._hand_to_bus` for asyncio code (within the call's `timeout`)."""
         deadline = loop.time() + self.timeout
         client: Any = None
+        name = await lines.take(on, deadline)
+        if name is None:
+            return False
         try:
-            clients = self._clients.setdefault(loop, {})
-            client = clients.get(on)
+            clients = lines.clients
+            client = clients.get(name)
             if client is None:
                 fresh = await asyncio.wait_for(open_async_client(
                     self.target, timeout=self.timeout, **self._opts), self.timeout)
-                client = clients.setdefault(on, fresh)
+                client = clients.setdefault(name, fresh)
                 if client is not fresh:  # another request connected first
                     await fresh.close()
             await asyncio.wait_for(client.publish(req), max(deadline - loop.time(), 0.001))
         except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
             if client is not None:
-                await self._drop(loop, on, deadline, client)
+                await lines.drop(name, max(deadline - loop.time(), 0.0), client)
             self.breaker.failed(req, exc, counted=True)  # `ready` counted it missed
             return False
+        finally:
+            lines.give(name)
         self.breaker.kept()
         return True
-
-    async def _drop(self, loop: asyncio.AbstractEventLoop, on: str,
-                    deadline: float | None, client: Any) -> None:
-        """Close `client`, the lane's connection, unless another request has replaced it
-        meanwhile; by `deadline` (loop.time()) when given, as `Line.drop`."""
-        clients = self._clients.get(loop, {})
-        stale = clients.pop(on) if clients.get(on) is client else None
-        if stale is not None:
-            within = None if deadline is None else max(deadline - loop.time(), 0.0)
-            await asyncio.gather(stale.close(within=within), return_exceptions=True)
