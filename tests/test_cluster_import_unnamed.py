@@ -12,7 +12,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from cluster_nodes import Bus, ingest, refused, sealed_cluster, tenant_in
+from cluster_nodes import (
+    Bus,
+    ingest,
+    refused,
+    sealed_cluster,
+    sourdough_on,
+    tenant_in,
+)
 from test_cluster import TODAY, Node, start_all
 from test_spine import run_cli
 
@@ -118,3 +125,34 @@ def test_an_old_owner_that_never_consumed_refuses_the_partition_its_new_owner_co
         start_all(a)
         assert a.lookup(moved, "on-b")["error"]["code"] == "not_found"  # b's, lost with b
         assert a.stop() == 0
+
+
+def test_a_node_that_passed_an_imported_copy_on_serves_it_if_nobody_consumed_since(
+        tmp_path: Path) -> None:
+    """c consumed partition 1 and moved it to a (export, import, forget); a, never started
+    with it, passed its copy on to b (`export` carries c's start on, b's import checks it);
+    the move cut short, a is started with 1 in its --own before b. Nobody consumed the
+    partition since c, whose records are all in a's copy, so a serves it, and b, whose copy
+    now lacks a's follow-up, is refused. Before: a refused it ("... its newer records are on
+    'c'"), though c had forgotten the tenant and a held its only live copy."""
+    moved = tenant_in(1)
+    with sealed_cluster(tmp_path) as bus:
+        c, a, b = bus.node("c", "1"), bus.node("a", "0-1"), bus.node("b", "1-3")
+        first = sourdough_on(c, bus, moved)
+        to_a, to_b = tmp_path / "c-p1.semtrace", tmp_path / "a-p1.semtrace"
+        for step in (("cluster", "export", *c.args(), "--partitions", "1", "--out", str(to_a)),
+                     ("cluster", "import", *a.args(), str(to_a), "--nats", bus.url),
+                     ("cluster", "forget", *c.args(), "--partitions", "1", "--yes"),
+                     ("cluster", "export", *a.args(), "--partitions", "1", "--out", str(to_b)),
+                     ("cluster", "import", *b.args(), str(to_b), "--nats", bus.url)):
+            r = run_cli(*step, env=c.env)
+            assert r.returncode == 0, (step[:2], r.stderr)
+        start_all(a)  # before: exit 1, refused
+        assert a.lookup(moved, "before-move")["conversation_id"] == first["conversation_id"]
+        with bus.gateway() as gateway:
+            on_a = gateway.request(ingest(moved, "on-a", "How long should it rise?", 2))
+        assert on_a["ok"] and on_a["conversation_id"] == first["conversation_id"], on_a
+        assert a.stop() == 0
+        lines = refused(b, "b consumed partition 1 from its copy, which lacks a's follow-up")
+        assert lines[-1].startswith("semtrace: Partition 1 was consumed by node 'a' after its "
+                                    "tenants were exported from 'c' to this node"), lines

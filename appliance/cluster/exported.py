@@ -102,11 +102,21 @@ def refuse_moved(db: Any, owned: list[int], count: int, last: dict[int, Any],
     forgotten) has a consumer another data dir made (`last`: each partition's
     `stream.LastConsumer`; `data_dir`: this one's id): that node holds their newer records.
     `given_away.refuse_taken` says so of a partition this node consumed; this one covers a
-    node that never did over NATS (its store filled by `replay` or the socket)."""
+    node that never did over NATS (its store filled by `replay` or the socket). A copy this
+    node holds as imported and passed on is its own while the consumer is still the one its
+    import saw: nobody consumed the partition since (`imported.refuse` judges the rest)."""
+    from appliance.cluster import imported
+
+    brought = imported.read(db)
+    seen = brought.partitions if brought.count == count else {}
     for p in moved(db, owned, count):
         other = last.get(p)
         if other is None or other.data_dir is None or other.data_dir == data_dir:
             continue  # nobody consumed it; an earlier build's consumer; or this data dir's
+        source = seen.get(p)
+        if source is not None and (other.data_dir, other.start) == (source.data_dir,
+                                                                    source.start):
+            continue  # the consumer this node's imported copy came with: nobody since
         verb = "reclaimed" if other.reclaimed else "consumed"
         raise SemtraceError(
             f"Partition {p} was {verb} by node '{other.node}' and this node, which never "
