@@ -73,3 +73,39 @@ def test_an_everyday_context_word_describing_another_thing_does_not_count(
 def test_social_security_as_a_phrase_still_counts(redactor: Any, text: str) -> None:
     redacted = redactor.redact(make_prompt(text)).text
     assert "536" not in redacted and "<US_SSN>" in redacted, redacted
+
+
+@pytest.mark.parametrize("text", [
+    "My SSN is on file, but my order number is 536228467.",
+    "I lost my SSN card; the tracking number 536228467 shows it shipped.",
+    "SSN question: ticket #536228467 is still open.",
+    "ssn, invoice no. 53622-8467",
+])
+def test_a_number_named_an_order_or_ticket_is_no_ssn_after_an_ssn_word(
+        redactor: Any, text: str) -> None:
+    """The text calls the digits an order, tracking or ticket number: the "SSN" a few words
+    before does not make them one (they were redacted as US_SSN)."""
+    assert redactor.redact(make_prompt(text)).text == text
+
+
+@pytest.mark.parametrize(("text", "ssn"), [
+    ("My social security number, for your reference: 536228467", "536228467"),
+    ("Here is my SSN for the case: 536228467", "536228467"),
+    ("ssn for the order: 536228467", "536228467"),
+    ("order ssn 536228467", "536228467"),
+    ("security 987654321", "987654321"),
+    ("DOB 02/01/1980, security 536228467", "536228467"),
+])
+def test_an_ssn_next_to_an_order_word_or_after_a_lone_security_is_still_redacted(
+        redactor: Any, text: str, ssn: str) -> None:
+    """A reference noun framed by "for" ("for your reference:") or with the SSN word after
+    it labels the SSN itself; "security" right before nine digits is the shorthand of
+    "social security" in a note (docs/redaction.md, "Everyday context words")."""
+    redacted = redactor.redact(make_prompt(text)).text
+    assert ssn not in redacted and "<US_SSN>" in redacted, redacted
+
+
+def test_the_ssn_is_redacted_and_the_order_number_after_it_kept(redactor: Any) -> None:
+    redacted = redactor.redact(make_prompt(
+        "My SSN is 536228467 and my order 412559871 shipped.")).text
+    assert redacted == "My SSN is <US_SSN> and my order 412559871 shipped.", redacted

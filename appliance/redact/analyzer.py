@@ -47,8 +47,10 @@ def _spacy_package(name: str) -> str:
 
 # Presidio's phone recogniser runs libphonenumber once per region (slow, misses
 # international and local formats); its card recogniser misses 12- and 19-digit
-# and newer IIN ranges. Both are replaced by the ones in `recognizers.py`.
-REPLACED_RECOGNIZERS = ("PhoneRecognizer", "CreditCardRecognizer")
+# and newer IIN ranges; its SSN recogniser lets an "SSN" earlier in the text raise an
+# order number ("... order number 536228467"). All three are replaced by the ones in
+# `recognizers.py`.
+REPLACED_RECOGNIZERS = ("PhoneRecognizer", "CreditCardRecognizer", "UsSsnRecognizer")
 
 # Presidio's SSN context words that are also everyday modifiers ("social media post",
 # "security ticket"): they raise a hit only right before it or next to another SSN
@@ -120,7 +122,11 @@ def build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, A
         LowerCasePlaceRecognizer,
         TownRegionRecognizer,
     )
-    from appliance.redact.recognizers import PaymentCardRecognizer, PhoneNumberRecognizer
+    from appliance.redact.recognizers import (
+        PaymentCardRecognizer,
+        PhoneNumberRecognizer,
+        SsnRecognizer,
+    )
     from appliance.redact.structured import (
         SeparatedIbanRecognizer,
         SeparatedSsnRecognizer,
@@ -148,6 +154,7 @@ def build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, A
         registry.remove_recognizer(name)
     registry.add_recognizer(PhoneNumberRecognizer())
     registry.add_recognizer(PaymentCardRecognizer())
+    registry.add_recognizer(SsnRecognizer())
     registry.add_recognizer(StreetAddressRecognizer())
     for lookalike in (SpelledEmailRecognizer(), SeparatedIbanRecognizer(),
                       SeparatedSsnRecognizer(), SpelledIpRecognizer()):

@@ -1,5 +1,5 @@
-"""Pattern recognisers Presidio lacks or gets wrong: phones, cards (street addresses:
-`addresses.py`).
+"""Pattern recognisers Presidio lacks or gets wrong: phones, cards, SSNs named as another
+kind of number (street addresses: `addresses.py`).
 
 Each recogniser scores its own context (a phone number needs a phone word
 nearby unless its format alone says "phone"), so Presidio's lemma-based
@@ -12,6 +12,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from typing import Any
+
+from presidio_analyzer import RecognizerResult
+from presidio_analyzer.predefined_recognizers import UsSsnRecognizer
 
 from appliance.redact.budget import timed
 
@@ -42,10 +45,18 @@ NANP = timed(
 )
 # A noun naming a non-personal reference right before the digits ("order 536228467",
 # "tracking number: 94001118"); not "account" or "customer", which identify a person.
+_NUMBER_LABEL = r"s?\.?(?:\s*(?:number|no\.?|nr\.?|num|id|#))?(?:\s+is)?\s*[:#]?\s*$"
 IDENTIFIER_BEFORE = timed(
     r"(?i)\b(?:order|ticket|invoice|tracking|case|reference|ref|booking|reservation|"
-    r"confirmation|shipment|parcel|transaction|receipt|serial|sku)s?\.?"
-    r"(?:\s*(?:number|no\.?|nr\.?|num|id|#))?(?:\s+is)?\s*[:#]?\s*$"
+    r"confirmation|shipment|parcel|transaction|receipt|serial|sku)" + _NUMBER_LABEL
+)
+# The same for an SSN shape after an SSN word: only the nouns of a purchase or a support
+# ticket, and not after "for" ("for your reference:", "for the case:", "for confirmation:"
+# frame the SSN itself; "order number is 536228467" names another number).
+ORDER_BEFORE = timed(
+    r"(?i)(?<!\bfor\s+(?:(?:the|your|my|this|that|our)\s+)?)"
+    r"\b(?:order|ticket|invoice|tracking|booking|reservation|shipment|parcel|receipt|sku)"
+    + _NUMBER_LABEL
 )
 NOT_PHONE = timed(
     r"\d{4}[.\-/]\d{1,2}[.\-/]\d{1,2}|\d{1,2}[./]\d{1,2}[./]\d{2,4}|"  # dates
@@ -97,6 +108,33 @@ class PhoneNumberRecognizer(SpanRecognizer):
                 prior = max(prior, 0.3) + 0.4
             if prior >= 0.5:
                 yield start, end, min(prior, 0.95)
+
+
+# --- US social security numbers (Presidio's patterns) ------------------------------------
+
+# Presidio's SSN shapes that count only with a context word (nine bare digits, 5-4, 3-6 and
+# 3-2-4 with dashes: 0.05) score under this; its 3-2-4 shape with any separator scores 0.5.
+SSN_WEAK_SCORE = 0.5
+
+
+class SsnRecognizer(UsSsnRecognizer):
+    """Presidio's US SSN recogniser (same patterns, checks and context words), except that a
+    shape too weak to count alone gets no context word right after the noun of an order or
+    a ticket (`ORDER_BEFORE`): in "My SSN is on file, but my order number is 536228467" the
+    text names the digits an order number, and the "SSN" before them does not make them
+    one. The 3-2-4 shape (0.5: "order 536-22-8467") is reported as before, and an SSN word
+    between the noun and the digits ("order ssn 536228467") still counts: the noun is not
+    right before them."""
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None,
+                regex_flags: int | None = None) -> list[RecognizerResult]:
+        results = super().analyze(text, entities, nlp_artifacts, regex_flags)
+        for r in results:
+            if r.score < SSN_WEAK_SCORE \
+                    and ORDER_BEFORE.search(text, max(0, r.start - 40), r.start):
+                # Presidio's context step skips a result marked as already scored by context.
+                r.recognition_metadata[RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY] = True
+        return list(results)
 
 
 # --- payment cards -------------------------------------------------------------------------
