@@ -30,6 +30,7 @@ from appliance.cluster import partition as part
 from appliance.cluster.bus import connect, node_name
 from appliance.cluster.erasure_inbox import ErasureInbox
 from appliance.cluster.erasures import Applied, ErasureRequest
+from appliance.cluster.forward import Forwarder
 from appliance.cluster.messages import checked, fields, refused_key
 from appliance.cluster.owners import Ownership, owners_bucket
 from appliance.cluster.replies import ReplyBook
@@ -103,6 +104,9 @@ class ClusterNode:
         self._loop_calls: set[asyncio.Task[None]] = set()  # answered apart (may be held)
         self._subs: dict[int, Any] = {}
         self._stopping = asyncio.Event()
+        # the socket's writes of other nodes' tenants go to their owner, from the start on
+        self.forwarder = service.forward = Forwarder(partitions=settings.partitions,
+                                                     owns=self.owns, keys=self.keys)
 
     async def start(self) -> None:
         """Connect, check the server's mapping, claim the partitions, start consuming."""
@@ -112,7 +116,8 @@ class ClusterNode:
         if warning:  # an opt-out (plain_bus) or the move to sealing: said once, at start
             log.warning(warning, extra={"event": "plain_bus" if sec.plain_bus
                                         else "accept_plain", "node": self.node})
-        self._nc = await connect(s.url, s.security, name=f"semtrace-node-{self.node}")
+        self._nc = self.forwarder.nc = await connect(s.url, s.security,
+                                                     name=f"semtrace-node-{self.node}")
         try:
             self._js = self._nc.jetstream()
             await check_mapping(self._nc, s.partitions)
@@ -203,6 +208,7 @@ class ClusterNode:
                        pseudonyms_changed_at=report.pseudonyms_changed_at)
 
     async def _close(self) -> None:
+        self.forwarder.nc = None  # the socket refuses other nodes' tenants from now on
         if self._inbox is not None:
             await self._inbox.stop()
         if self._note is not None:

@@ -33,7 +33,8 @@ from appliance.records import POSITIONS, SERVICE_STATES, Outcome, Prompt, Servic
 STAGES = ("redaction", "embedding", "linking", "commit", "index")
 ERROR_CODES = ("bad_frame", "bad_json", "bad_version", "unknown_op", "bad_request", "not_found",
                "busy", "shutting_down", "internal", "frame_too_large", "forbidden",
-               "disk_full", "io_error", "erased", "other_user", "unredactable")
+               "disk_full", "io_error", "erased", "other_user", "unredactable",
+               "not_forwarded", "unanswered")
 AGREEMENT = ("agree", "split", "merge")
 FAILURES = ("error", "orphaned")
 SIGNALS = ("history", "previous_response_id")  # a gateway's, named by history.unmatched_signals

@@ -101,4 +101,4 @@ class Connections(Dispatch):
                 await writer.drain()
 
     async def _respond(self, line: bytes) -> dict[str, Any]:
-        return await self.answer(line.rstrip(b"\r\n"))
+        return await self.answer(line.rstrip(b"\r\n"), socket=True)

@@ -86,6 +86,11 @@ class ServiceCore:
         # a cluster node's note of its tenants (cluster/tenants_note.py): awaited before a
         # prompt is queued; False (only when `wait`) means the tenant could not be noted
         self.noting: Callable[..., Awaitable[bool]] | None = None
+        # a cluster node's forwarding of socket writes of tenants it does not own to their
+        # owner (cluster/forward.py): (request object, parsed request) -> the reply to send,
+        # or None when this node owns the tenant
+        self.forward: Callable[[dict[str, Any], Any], Awaitable[dict[str, Any] | None]] | None \
+            = None
         self.doors: list[FrontDoor] = []  # started after the socket, stopped before draining
         # Set when a batch fails on the disk while stopping: the rest of the queue is given
         # up (refused, nothing written) instead of being retried one request at a time.

@@ -38,10 +38,13 @@ class Dispatch(ServiceCore):
     """Answer request frames, whichever door they came in by."""
 
     async def answer(self, frame: bytes, *, durable: bool = False,
-                     check: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                     check: Callable[[dict[str, Any]], None] | None = None,
+                     socket: bool = False) -> dict[str, Any]:
         """The reply to one request frame, as the socket sends it.
 
         Args:
+            socket: it came in by the ingest socket, where a cluster node forwards the
+                writes of tenants it does not own to their owner (`forward`).
             durable: every ingest waits for queue space (no `busy`) and for its commit,
                 whatever its mode (the NATS front door acks only after commit).
             check: called with the decoded object before anything else; may raise
@@ -57,7 +60,11 @@ class Dispatch(ServiceCore):
             req = parse_request(obj, max_text_chars=self.policies.correlation.max_text_chars,
                                 ts_past=timedelta(days=svc.ts_past_days),
                                 ts_future=timedelta(seconds=svc.ts_future_s))
-            reply = await self._dispatch(req, obj.get("traceparent"), durable=durable)
+            forwarded = None
+            if socket and self.forward is not None:
+                forwarded = await self.forward(obj, req)
+            reply = forwarded if forwarded is not None else await self._dispatch(
+                req, obj.get("traceparent"), durable=durable)
         except ProtocolError as exc:
             reply = error_reply(exc.code, exc.message, exc.request_id)
         except Exception as exc:  # a bug must cost one request, never the connection

@@ -1,0 +1,159 @@
+"""A node's socket requests of tenants it does not own: sent on to their owner over NATS.
+
+In a cluster a tenant's records live on its partition's owner, the node whose reads,
+erasures, exports and `forget` see them. A gateway pointed at another node's socket
+(before a move, or by mistake) would otherwise start a second copy of the tenant there
+that nothing notices. So an ingest, update or feedback for such a tenant goes, sealed like
+a gateway's, to `semtrace.ingest.<tenant>` (the path a gateway publishing to NATS takes),
+and the owner's reply is the socket's. A `lookup` stays a read of this node's store, as
+every query does ("Queries ... answer on the owner only", docs/scale-out.md).
+
+When the request cannot be forwarded (NATS unreachable, this node not connected yet, a
+tenant name NATS cannot carry) the socket answers `not_forwarded` in one sentence and
+nothing was stored anywhere; when it was forwarded but no answer came in time,
+`unanswered` says whether it stays queued on the bus or may have been lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC
+from typing import Any
+
+from appliance.cluster.client import open_reply, sealed_request
+from appliance.cluster.partition import partition_of, valid_tenant
+from appliance.errors import SemtraceError
+from appliance.keys.bus import BusKeys
+from appliance.protocol import Request, error_reply
+
+log = logging.getLogger("semtrace.cluster")
+FORWARDED_OPS = ("ingest", "update", "feedback")  # writes; a lookup reads this node's store
+WAIT_S = 4.0  # for the owner's answer: under a gateway's socket timeout (5 s by default)
+LOG_EVERY_S = 60.0  # one `forward_failed` line per reason at most this often
+
+NOT_FORWARDED = ("This tenant's partition ({p}) is owned by another node, and this node "
+                 "could not forward the request there over NATS ({why}); nothing was "
+                 "stored: retry shortly, or send it over NATS to semtrace.ingest.<tenant>.")
+UNREACHABLE = "the NATS server is unreachable; this node is reconnecting to it"
+NOT_CONNECTED = "this node is not connected to NATS: it is starting or stopping"
+BAD_NAME = "over NATS a tenant is 1-128 letters, digits, '_' or '-'"
+NO_STREAM = "nothing on the NATS server takes it: the server lacks the mappings or is stopping"
+QUEUED = ("This tenant's partition ({p}) is owned by another node, to which this node "
+          "forwarded the request over NATS, and no answer came within {wait:g} s; it stays "
+          "queued on the bus and is stored once the owner takes it (send it again with the "
+          "same request_id for its answer).")
+DROPPED = ("This tenant's partition ({p}) is owned by another node, and the connection to "
+           "NATS dropped while this node forwarded the request there; it may not have been "
+           "delivered: send it again with the same request_id (a stored one is recognised).")
+UNREADABLE = ("This tenant's partition ({p}) is owned by another node, whose answer over "
+              "NATS this node could not read ({why}); send it again with the same request_id.")
+
+
+def unowned_partition(req: Request, partitions: int, owns: Callable[[int], bool]) -> int | None:
+    """The partition of a request to forward (a write of a tenant whose partition this node
+    does not own), else None. Pure."""
+    if req.op not in FORWARDED_OPS or req.tenant is None:
+        return None
+    p = partition_of(req.tenant, partitions)
+    return None if owns(p) else p
+
+
+class Forwarder:
+    """Sends a node's socket writes of other nodes' tenants to their owner (`__call__`)."""
+
+    def __init__(self, *, partitions: int, owns: Callable[[int], bool],
+                 keys: BusKeys | None, wait_s: float = WAIT_S) -> None:
+        self.partitions = partitions
+        self.owns = owns
+        self.keys = keys
+        self.wait_s = wait_s
+        self.nc: Any = None  # the node's connection, from its connect to its close
+        self.counts = {"forwarded": 0, "not_forwarded": 0, "unanswered": 0}
+        self._logged: dict[str, float] = {}
+
+    async def __call__(self, obj: dict[str, Any], req: Request) -> dict[str, Any] | None:
+        """The owner's reply to `obj` (parsed as `req`), or this socket's refusal of it;
+        None when this node owns the tenant (the request is answered here)."""
+        p = unowned_partition(req, self.partitions, self.owns)
+        if p is None:
+            return None
+        assert req.tenant is not None
+        rid = req.request_id
+        nc = self.nc
+        if not valid_tenant(req.tenant):
+            return self._refused(rid, p, BAD_NAME, "tenant_name")
+        if nc is None or nc.is_closed:
+            return self._refused(rid, p, NOT_CONNECTED, "not_connected")
+        if not nc.is_connected:  # sent now, it would wait in this process's memory only
+            return self._refused(rid, p, UNREACHABLE, "unreachable")
+        if req.op == "ingest" and req.prompt is not None and obj.get("ts") is None:
+            # its time is its arrival here, not when the owner takes it from the stream
+            obj = {**obj, "ts": req.prompt.ts.astimezone(UTC).isoformat()}
+        subject, payload = sealed_request(obj, self.keys)
+        if obj.get("mode") == "async":
+            return await self._publish(nc, subject, payload, rid, p)
+        return await self._request(nc, subject, payload, req.tenant, rid, p)
+
+    async def _publish(self, nc: Any, subject: str, payload: bytes, rid: str | None,
+                       p: int) -> dict[str, Any]:
+        """Async mode: sent once the server has it (a flush), as a gateway's publish."""
+        before = _reconnects(nc)
+        try:
+            await nc.publish(subject, payload)
+            await nc.flush(timeout=self.wait_s)
+        except Exception:  # noqa: BLE001 - nats-py's own errors: the connection dropped
+            return self._unanswered(rid, DROPPED.format(p=p), "dropped")
+        if _reconnects(nc) != before:
+            return self._unanswered(rid, DROPPED.format(p=p), "dropped")
+        self.counts["forwarded"] += 1
+        return {"request_id": rid, "ok": True, "mode": "async", "queued": True}
+
+    async def _request(self, nc: Any, subject: str, payload: bytes, tenant: str,
+                       rid: str | None, p: int) -> dict[str, Any]:
+        from nats.errors import NoRespondersError
+        from nats.errors import TimeoutError as NatsTimeout
+
+        before = _reconnects(nc)
+        try:
+            msg = await nc.request(subject, payload, timeout=self.wait_s)
+        except NoRespondersError:  # no stream captures the subject: nothing kept it
+            return self._refused(rid, p, NO_STREAM, "no_stream")
+        except (NatsTimeout, TimeoutError):
+            if not nc.is_connected or _reconnects(nc) != before:
+                return self._unanswered(rid, DROPPED.format(p=p), "dropped")
+            return self._unanswered(rid, QUEUED.format(p=p, wait=self.wait_s), "queued")
+        except Exception:  # noqa: BLE001 - closed or dropped under the request
+            return self._unanswered(rid, DROPPED.format(p=p), "dropped")
+        try:
+            reply = open_reply(msg.data, tenant, self.keys)
+        except (SemtraceError, ValueError) as exc:
+            why = str(exc).rstrip(".") if isinstance(exc, SemtraceError) else "not JSON"
+            return self._unanswered(rid, UNREADABLE.format(p=p, why=why), "unreadable")
+        self.counts["forwarded"] += 1
+        return reply
+
+    def _refused(self, rid: str | None, p: int, why: str, reason: str) -> dict[str, Any]:
+        self.counts["not_forwarded"] += 1
+        self._log(reason, p)
+        return error_reply("not_forwarded", NOT_FORWARDED.format(p=p, why=why), rid)
+
+    def _unanswered(self, rid: str | None, message: str, reason: str) -> dict[str, Any]:
+        self.counts["unanswered"] += 1
+        if reason != "queued":  # queued: the owner is down or behind, which status shows
+            self._log(reason, None)
+        return error_reply("unanswered", message, rid)
+
+    def _log(self, reason: str, p: int | None) -> None:
+        """One warning per reason a minute at most (a gateway may send many a second)."""
+        now = time.monotonic()
+        if now - self._logged.get(reason, -LOG_EVERY_S) < LOG_EVERY_S:
+            return
+        self._logged[reason] = now
+        log.warning("a socket request of another node's tenant was not forwarded",
+                    extra={"event": "forward_failed", "reason": reason, "partition": p})
+
+
+def _reconnects(nc: Any) -> int:
+    return int(nc.stats.get("reconnects", 0))

@@ -1,0 +1,139 @@
+"""A node's local socket and the tenants of partitions it does not own.
+
+Real nats-server, real `semtrace serve --nats` nodes: a gateway pointed at the socket of a
+node that does not own its tenant (by mistake, or the old owner after a move) has its
+writes forwarded over NATS to the owner, which stores them in the tenant's conversations;
+nothing of them is stored on the node it sent them to. Before, that node stored them
+itself: a second copy of the tenant that no read, erasure, export or `forget` of the owner
+saw, the user's conversation split over two nodes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cluster_nodes import arrived, ingest, sealed_cluster, sourdough_on, tenant_in
+from test_cluster import Node, start_all
+from test_cluster_restart import RestartableNats
+from test_spine import run_cli
+
+from appliance.client import Client
+
+pytestmark = pytest.mark.slow
+
+
+def _ask(node: Node, obj: dict[str, Any]) -> dict[str, Any]:
+    """The reply of `node`'s own socket."""
+    with Client(node.sock, timeout=30) as c:
+        return c.request(obj)
+
+
+def test_a_prompt_on_a_non_owners_socket_is_stored_on_the_owner_in_its_thread(
+        tmp_path: Path) -> None:
+    tenant, mine = tenant_in(2), tenant_in(0)
+    with sealed_cluster(tmp_path) as bus:
+        a, b = bus.node("a", "0-1"), bus.node("b", "2-3")
+        start_all(a, b)
+        with bus.gateway() as gateway:
+            first = gateway.request(ingest(tenant, "over-nats",
+                                           "How do I bake sourdough bread at home?", 0))
+        assert first["ok"], first
+        follow = _ask(a, ingest(tenant, "on-a", "How long should the dough rise?", 1))
+        # the owner's answer, given by a's socket: b's conversation, continued
+        assert follow["ok"], follow
+        assert follow["conversation_id"] == first["conversation_id"]
+        later = _ask(a, {**ingest(tenant, "async-on-a", "Can I use whole wheat flour?", 2),
+                         "mode": "async"})
+        assert later["ok"] and later["queued"], later
+        assert _ask(a, {"v": 1, "op": "update", "tenant": tenant, "request_id": "on-a",
+                        "model": "openai/gpt-4o"})["ok"]
+        assert _ask(a, {"v": 1, "op": "feedback", "tenant": tenant, "request_id": "on-a",
+                        "rating": 5})["ok"]
+        arrived(b, tenant, "async-on-a", "the async prompt sent to a's socket")
+        on_b = b.lookup(tenant, "on-a")
+        assert on_b["conversation_id"] == first["conversation_id"]
+        assert on_b["feedback"] == {"rating": 5}
+        # nothing of the tenant on a (a lookup there reads a's own store)
+        assert a.records() == 0
+        for rid in ("on-a", "async-on-a", "over-nats"):
+            assert a.lookup(tenant, rid)["error"]["code"] == "not_found"
+        # a's own tenant is stored by a, as before
+        assert _ask(a, ingest(mine, "mine", "What is the capital of Australia?", 3))["ok"]
+        assert a.records() == 1
+        assert b.lookup(mine, "mine")["error"]["code"] == "not_found"
+        assert "Traceback" not in a.log.read_text() + b.log.read_text()
+
+
+def test_after_a_move_and_forget_the_old_owners_socket_starts_no_second_copy(
+        tmp_path: Path) -> None:
+    """The case docs/scale-out.md warned of: the moved tenant's gateway still on the old
+    owner's socket after `cluster forget`. Before, a stored the follow-up in a new
+    conversation of its own, a copy of the tenant that b's reads and erasures never saw."""
+    moved = tenant_in(1)
+    with sealed_cluster(tmp_path) as bus:
+        a, b = bus.node("a", "0-1"), bus.node("b", "2-3")
+        first = sourdough_on(a, bus, moved)
+        export = tmp_path / "p1.semtrace"
+        for args in (("export", *a.args(), "--partitions", "1", "--out", str(export)),
+                     ("import", *b.args(), str(export)),
+                     ("forget", *a.args(), "--partitions", "1", "--yes")):
+            r = run_cli("cluster", *args, env=a.env)
+            assert r.returncode == 0, r.stderr
+        a.own, b.own = "0", "1-3"
+        start_all(a, b)
+        follow = _ask(a, ingest(moved, "after-forget", "How long should the dough rise?", 2))
+        assert follow["ok"], follow
+        assert follow["conversation_id"] == first["conversation_id"]  # one conversation
+        assert b.lookup(moved, "after-forget")["conversation_id"] == first["conversation_id"]
+        assert a.records() == 0  # no second copy
+        assert a.lookup(moved, "after-forget")["error"]["code"] == "not_found"
+
+
+def test_with_nats_down_the_socket_refuses_another_nodes_tenant_in_one_sentence(
+        tmp_path: Path) -> None:
+    tenant, mine = tenant_in(2), tenant_in(0)
+    bus_key, key = tmp_path / "bus.key", tmp_path / "cluster.key"
+    assert run_cli("cluster", "bus-key", "new", str(bus_key)).returncode == 0
+    assert run_cli("init", "--data-dir", str(tmp_path / "seed"), "--new-key-file",
+                   str(key)).returncode == 0
+    (tmp_path / "nats").mkdir()
+    server = RestartableNats(tmp_path / "nats").start()
+    a = Node(tmp_path, "a", server.url, key, "0-1", bus_key=bus_key)
+    try:
+        start_all(a)
+        server.stop()
+        deadline = time.monotonic() + 30
+        while (reply := _ask(a, ingest(tenant, "while-down", "Is the VPN down?", 0))
+               )["error"]["code"] != "not_forwarded":  # until a sees the server gone
+            assert reply["error"]["code"] == "unanswered", reply
+            assert time.monotonic() < deadline, reply
+            time.sleep(0.5)
+        assert reply == {"request_id": "while-down", "ok": False, "error": {
+            "code": "not_forwarded", "message":
+            "This tenant's partition (2) is owned by another node, and this node could not "
+            "forward the request there over NATS (the NATS server is unreachable; this node "
+            "is reconnecting to it); nothing was stored: retry shortly, or send it over NATS "
+            "to semtrace.ingest.<tenant>."}}
+        assert a.records() == 0
+        # its own tenants' prompts it still stores
+        assert _ask(a, ingest(mine, "mine", "What is the capital of Australia?", 1))["ok"]
+        assert a.records() == 1
+        server.start()  # back: forwarded again (no node owns 2, so it stays queued)
+        deadline = time.monotonic() + 30
+        while (reply := _ask(a, ingest(tenant, "back", "Is the VPN down?", 2))
+               )["error"]["code"] == "not_forwarded":
+            assert time.monotonic() < deadline, reply
+            time.sleep(0.5)
+        assert reply["error"]["code"] == "unanswered" and "stays queued" in \
+            reply["error"]["message"], reply
+        assert server.stored() >= 1
+        assert a.records() == 1
+        assert a.stop() == 0
+        assert "Traceback" not in a.log.read_text()
+    finally:
+        if a.proc is not None and a.proc.poll() is None:
+            a.stop()
+        server.stop()
