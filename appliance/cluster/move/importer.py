@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import sqlcipher3
+
 from appliance import failpoints, migrations
 from appliance.cluster import given_away, imported
 from appliance.cluster.move.tables import (
@@ -37,15 +39,23 @@ def _open_export(path: Path, keyring: Keyring) -> Any:
     try:
         conn = connect(path, keyring, readonly=True)
     except WrongKey:
+        if _cut_short(path, keyring):
+            raise _damaged(path) from None
         raise WrongKey(f"{path} was exported by a node with another master key; the nodes "
                        "of a cluster share one key file.") from None
     try:  # a data dir's own database opens with the key too, and is no export
         conn.execute("SELECT value FROM meta WHERE key = 'export_tenants'").fetchone()[0]
-    except Exception:  # no such row, or no meta table (an empty file)
+    except Exception:  # no such row, or no meta table (an empty file); or damaged
+        damaged = not _intact(conn)
         conn.close()
-        raise not_export from None
+        raise (_damaged(path) if damaged else not_export) from None
     known = {fn.__name__ for fn in migrations.MIGRATIONS + migrations.KEY_MIGRATIONS}
-    if set(migrations.applied(conn)) != known:
+    try:
+        applied = set(migrations.applied(conn))
+    except sqlcipher3.DatabaseError:
+        conn.close()
+        raise _damaged(path) from None
+    if applied != known:
         conn.close()
         raise SemtraceError(f"{path} was exported by another version of semtrace; export and "
                             "import with the same version.")
@@ -56,42 +66,87 @@ def import_tenants(store: Store, keyring: Keyring, path: Path, *,
                    progress: Progress = _silent,
                    check: Callable[[str | None], None] | None = None) -> MoveReport:
     """Copy an export into this store; refuses tenants it already has and clashing ids.
-    `check` is shown the export's origin (`imported.origin`) before anything is written."""
+    `check` is shown the export's origin (`imported.origin`) before anything is written.
+    A page of the file that fails to read (cut short, or altered since it was written) is
+    an `InputError` naming the file, nothing imported; the store's own errors go up."""
     src = _open_export(path, keyring)
     try:
-        row = src.execute("SELECT value FROM meta WHERE key='export_tenants'").fetchone()
-        tenants = [t for t in (row[0] if row else "").split(",") if t]
-        row = src.execute("SELECT value FROM meta WHERE key='export_partitions'").fetchone()
-        moved = row[0] if row else None
-        row = src.execute("SELECT value FROM meta WHERE key = ?", (imported.ORIGIN,)).fetchone()
-        carried = row[0] if row else None
-        pseudo = src.execute("SELECT value FROM meta WHERE key='export_pseudonym_id'"
-                             ).fetchone()
-        if pseudo is not None and pseudo[0] != keyring.pseudonym_id():
-            raise SemtraceError(
-                f"{path} was exported by a node whose user pseudonyms come from another key "
-                "(its data dir was first initialised with another passphrase or key file, "
-                "then rotated to the cluster's); its users would be strangers here, their "
-                "conversations split and an erasure would miss them. Nothing was imported.")
-        records, buckets, topics = _selection(src, tenants)
-        if _imported_before(store, tenants, records):
-            return MoveReport(tenants, len(records), len(buckets), {}, already=True,
-                              partitions=moved)
-        _check_import(store, src, tenants)
-        if check is not None:
-            check(carried)
-        wrapped = src.execute("SELECT bucket_id, wrapped, created_at FROM deks").fetchall()
-        remap = _new_bucket_ids(store, buckets | {r[0] for r in wrapped})
-        # noted before the keys commit, cleared with the rows: keys without rows are undone
-        import_journal.note(store.db, list(remap.values()))
-        try:
-            tables = _import_rows(store, src, tenants, wrapped, remap, progress, carried)
-        except BaseException:
-            import_journal.roll_back(store.db, store.keys_db)
-            raise
+        return _import_from(store, keyring, path, src, progress, check)
+    except sqlcipher3.DatabaseError:
+        if _intact(src):
+            raise  # the store's, not the file's
+        raise _damaged(path) from None
     finally:
         src.close()
+
+
+def _import_from(store: Store, keyring: Keyring, path: Path, src: Any, progress: Progress,
+                 check: Callable[[str | None], None] | None) -> MoveReport:
+    """`import_tenants` from the open export `src`."""
+    row = src.execute("SELECT value FROM meta WHERE key='export_tenants'").fetchone()
+    tenants = [t for t in (row[0] if row else "").split(",") if t]
+    row = src.execute("SELECT value FROM meta WHERE key='export_partitions'").fetchone()
+    moved = row[0] if row else None
+    row = src.execute("SELECT value FROM meta WHERE key = ?", (imported.ORIGIN,)).fetchone()
+    carried = row[0] if row else None
+    pseudo = src.execute("SELECT value FROM meta WHERE key='export_pseudonym_id'"
+                         ).fetchone()
+    if pseudo is not None and pseudo[0] != keyring.pseudonym_id():
+        raise SemtraceError(
+            f"{path} was exported by a node whose user pseudonyms come from another key "
+            "(its data dir was first initialised with another passphrase or key file, "
+            "then rotated to the cluster's); its users would be strangers here, their "
+            "conversations split and an erasure would miss them. Nothing was imported.")
+    records, buckets, topics = _selection(src, tenants)
+    if _imported_before(store, tenants, records):
+        return MoveReport(tenants, len(records), len(buckets), {}, already=True,
+                          partitions=moved)
+    _check_import(store, src, tenants)
+    if check is not None:
+        check(carried)
+    wrapped = src.execute("SELECT bucket_id, wrapped, created_at FROM deks").fetchall()
+    remap = _new_bucket_ids(store, buckets | {r[0] for r in wrapped})
+    # noted before the keys commit, cleared with the rows: keys without rows are undone
+    import_journal.note(store.db, list(remap.values()))
+    try:
+        tables = _import_rows(store, src, tenants, wrapped, remap, progress, carried)
+    except BaseException:
+        import_journal.roll_back(store.db, store.keys_db)
+        raise
     return MoveReport(tenants, len(records), len(buckets), tables, partitions=moved)
+
+
+def _damaged(path: Path) -> InputError:
+    return InputError(f"{path} is damaged (cut short or altered since `semtrace cluster "
+                      "export` wrote it: its pages do not verify); copy it again from the "
+                      "node that exported it, or export again there. Nothing was imported.")
+
+
+def _intact(src: Any) -> bool:
+    """Whether every page of the open export verifies (SQLCipher's HMAC) and its b-trees are
+    whole (a file cut short at a page boundary leaves pages missing)."""
+    try:
+        if src.execute("PRAGMA cipher_integrity_check").fetchall():
+            return False
+        return [tuple(r) for r in src.execute("PRAGMA quick_check").fetchall()] == [("ok",)]
+    except sqlcipher3.DatabaseError:
+        return False
+
+
+def _cut_short(path: Path, keyring: Keyring) -> bool:
+    """Whether a file that does not open has its first page whole, read with this node's
+    key (so the key is right), and is damaged further on: SQLite says "malformed" there,
+    "not a database" for another key."""
+    conn = sqlcipher3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA cipher_log_level = NONE")
+        conn.execute(f"PRAGMA key = \"{keyring.sqlcipher_key('data')}\"")
+        conn.execute("PRAGMA schema_version").fetchone()
+        return True  # the key opens it: what failed is further on
+    except sqlcipher3.DatabaseError as exc:
+        return "malformed" in str(exc)
+    finally:
+        conn.close()
 
 
 def _import_rows(store: Store, src: Any, tenants: list[str], wrapped: list[Any],
