@@ -23,10 +23,16 @@ tenant of synthetic clustered vectors (bench/search.py's):
 4. (`--churn`) 2 after as many new vectors are added (retention's steady state: the adds
    take the fillers' slots back).
 
+`--tenants T` (T > 1) measures a host of T tenants of `--n` vectors each instead, in one
+`VectorIndex` as the service holds them: their buckets removed in one shuffled run (a month
+shredded across the host), then the memory usearch and the process hold once every rebuild
+is done, the rebuilds' count and time (`--compact-min 10000`: the floor before).
+
 Prints figures; asserts nothing.
 
     nice .venv/bin/python bench/index_removal.py [--n 200000] [--remove 0.5] [--bucket 20]
         [--no-compact]
+    nice .venv/bin/python bench/index_removal.py --tenants 8 --n 15000 [--compact-min 10000]
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from appliance import index  # noqa: E402
-from appliance.index import EXACT_BELOW, TenantIndex, slots  # noqa: E402
+from appliance.index import EXACT_BELOW, TenantIndex, VectorIndex, slots  # noqa: E402
 from bench.search import DIMS, K, exact_top, rss_mb, vectors  # noqa: E402
 
 
@@ -91,7 +97,7 @@ class _Rebuilds(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if getattr(record, "event", None) == "index_compacted":
             self.out.append({k: float(getattr(record, k)) for k in (
-                "slots_before", "slots_after", "mb_before", "mb_after", "seconds")})
+                "vectors", "slots_before", "slots_after", "mb_before", "mb_after", "seconds")})
 
 
 def _search_while_rebuilding(ix: TenantIndex, queries: np.ndarray) -> tuple[list[float], float]:
@@ -111,6 +117,68 @@ def _search_while_rebuilding(ix: TenantIndex, queries: np.ndarray) -> tuple[list
     return lat, peak
 
 
+def _host_figures(host: VectorIndex) -> tuple[int, int, float]:
+    """Vectors, slots and usearch MB over all of a host's tenants."""
+    tenants = [host.tenant(t) for t in host.sizes()]
+    return (sum(len(ix) for ix in tenants), sum(ix.slots for ix in tenants),
+            sum(ix.memory_bytes for ix in tenants) / 2**20)
+
+
+def many_tenants(args: argparse.Namespace, rebuilds: list[dict[str, float]]) -> None:
+    """`--tenants T`: T tenants of `--n` vectors, a share of each removed in one shuffled
+    run of buckets across them, then every rebuild waited for."""
+    total = args.tenants * args.n
+    users = max(1, min(args.users, args.n // args.bucket))
+    print(f"{args.tenants} tenants of {args.n:,} clustered vectors of {DIMS} dims, {users} "
+          f"users each, {args.dtype}; remove {args.remove:.0%} of each in calls of "
+          f"{args.bucket}, " + (f"rebuilt from {index.COMPACT_MIN:,} fillers at half the slots"
+                                 if args.compact else "never rebuilt (--no-compact)"),
+          flush=True)
+    data = vectors(total, kind="clustered", topics=max(total // 250, 1))
+    host = VectorIndex(DIMS, args.dtype)
+    base = rss_mb()
+    t0 = time.perf_counter()
+    for t in range(args.tenants):
+        at = t * args.n
+        for u, part in enumerate(np.array_split(np.arange(at, at + args.n), users)):
+            host.add(f"tenant{t}", f"user{u}", part.tolist(), data[part])
+    took = time.perf_counter() - t0
+    live, held, mb = _host_figures(host)
+    full_rss = rss_mb() - base
+    print(f"   built in {took:.0f} s: {live:,} vectors, {held:,} slots, usearch {mb:.0f} MB, "
+          f"RSS +{full_rss:.0f} MB", flush=True)
+
+    rng = np.random.default_rng(args.seed)
+    runs = [(t, s) for t in range(args.tenants) for s in rng.permutation(
+        np.arange(0, args.n, args.bucket))[: int(args.n / args.bucket * args.remove)]]
+    order = rng.permutation(len(runs))
+    t0 = time.perf_counter()
+    for i in order:
+        t, s = runs[i]
+        at = t * args.n + int(s)
+        host.remove(f"tenant{t}", list(range(at, at + min(args.bucket, args.n - int(s)))))
+    took = time.perf_counter() - t0
+    for t in host.sizes():
+        host.tenant(t).wait_compacted()
+    waited = time.perf_counter() - t0 - took
+    live, held, after_mb = _host_figures(host)
+    print(f"   removed {total - live:,} vectors in {len(runs):,} calls: {took:.0f} s, then "
+          f"{waited:.0f} s until every rebuild was done", flush=True)
+    if rebuilds:
+        secs = [r["seconds"] for r in rebuilds]
+        print(f"   {len(rebuilds)} rebuilds of {min(r['vectors'] for r in rebuilds):,.0f} to "
+              f"{max(r['vectors'] for r in rebuilds):,.0f} vectors: {sum(secs):.0f} s in all "
+              f"(each {min(secs):.1f} to {max(secs):.1f} s), usearch "
+              f"{sum(r['mb_before'] for r in rebuilds):.0f} -> "
+              f"{sum(r['mb_after'] for r in rebuilds):.0f} MB of theirs", flush=True)
+    else:
+        print("   no rebuild", flush=True)
+    gc.collect()
+    print(f"   after: {live:,} vectors, {held:,} slots, usearch {after_mb:.0f} MB "
+          f"({after_mb / mb:.0%} of before the removal), RSS +{rss_mb() - base:.0f} MB "
+          f"(+{full_rss:.0f} MB before it)", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200_000)
@@ -122,6 +190,11 @@ def main() -> None:
     ap.add_argument("--expansion", type=int, default=128,
                     help="HNSW search expansion (the query socket's default is 128)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tenants", type=int, default=1,
+                    help="more than 1: a host of that many tenants of --n vectors each")
+    ap.add_argument("--compact-min", type=int, default=None,
+                    help="fillers a tenant needs before a rebuild (default: the code's, "
+                    "index.COMPACT_MIN; 10000: the floor before)")
     ap.add_argument("--filler-expansion", type=int, default=None,
                     help="the beam fillers are inserted with (default: the code's, "
                     "index.slots.FILLER_EXPANSION; 128: as before it existed)")
@@ -133,12 +206,17 @@ def main() -> None:
     args = ap.parse_args()
     if args.filler_expansion is not None:
         slots.FILLER_EXPANSION = args.filler_expansion
+    if args.compact_min is not None:
+        index.COMPACT_MIN = args.compact_min
     if not args.compact:
         index.COMPACT_MIN = 2**62
     rebuilds: list[dict[str, float]] = []
     log = logging.getLogger("semtrace.index")
     log.setLevel(logging.INFO)
     log.addHandler(_Rebuilds(rebuilds))
+    if args.tenants > 1:
+        many_tenants(args, rebuilds)
+        return
     if args.n <= EXACT_BELOW:
         sys.exit(f"--n must be above {EXACT_BELOW:,}: below it every search is exact")
     topics = max(args.n // 250, 1)

@@ -18,9 +18,10 @@ import pytest
 from usearch.index import Index
 
 from appliance import index
-from appliance.index import TenantIndex
+from appliance.index import TenantIndex, VectorIndex
 
 DIMS = 16
+SERVICE_COMPACT_MIN = index.COMPACT_MIN  # the fixture below lowers it for most tests
 
 
 @pytest.fixture(autouse=True)
@@ -264,9 +265,10 @@ def test_the_process_exits_cleanly_while_a_rebuild_runs(tmp_path: Any) -> None:
 
 def test_after_a_failed_rebuild_and_a_good_one_the_next_rebuild_starts_at_the_usual_point(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A rebuild that failed (out of memory) waits for COMPACT_MIN more removals; once one
-    has then succeeded, the tenant's later removals rebuild it at the usual point again
-    (half its slots fillers), not only past the failed one's higher mark."""
+    """A rebuild that failed (out of memory) waits for as many more removals as it had
+    vectors to copy (COMPACT_MIN at least: a big tenant is not copied again and again for a
+    few more removals); once one has then succeeded, the tenant's later removals rebuild it
+    at the usual point again (half its slots fillers), not only past the failed one's mark."""
     ix, _ = _tenant(1000)
     real = index.Index
 
@@ -274,16 +276,55 @@ def test_after_a_failed_rebuild_and_a_good_one_the_next_rebuild_starts_at_the_us
         raise MemoryError
 
     monkeypatch.setattr(index, "Index", no_memory)
-    ix.remove(list(range(0, 500)))  # half: the rebuild starts, and fails
+    ix.remove(list(range(0, 500)))  # half: the rebuild of 500 vectors starts, and fails
     ix.wait_compacted()
     assert ix.compactions == 0 and ix.slots == 1000
     monkeypatch.setattr(index, "Index", real)
-    ix.remove(list(range(500, 800)))  # 300 more: tried again, and done
+    ix.remove(list(range(500, 800)))  # 300 more (COMPACT_MIN): not yet
     ix.wait_compacted()
-    assert ix.compactions == 1 and ix.slots == len(ix) == 200
+    assert ix.compactions == 0 and ix.slots == 1000
+    ix.remove(list(range(800, 1000)))  # 500 more: tried again, and done
+    ix.wait_compacted()
+    assert ix.compactions == 1 and ix.slots == len(ix) == 0
 
     vecs = _vectors(np.random.default_rng(5), 1000)
     ix.add("user0", list(range(2000, 3000)), vecs)
-    ix.remove(list(range(2000, 2700)))  # 700 fillers, 500 vectors: past half, as before
+    ix.remove(list(range(2000, 2700)))  # 700 fillers, 300 vectors: past half, as before
     ix.wait_compacted()
-    assert ix.compactions == 2 and ix.slots == len(ix) == 500
+    assert ix.compactions == 2 and ix.slots == len(ix) == 300
+
+
+def test_many_mid_size_tenants_each_shredded_by_half_get_their_memory_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Six tenants of 4,000 vectors, half of each removed bucket by bucket in one shuffled
+    run (a month shredded across the host), with the service's floor: each held 4,000 slots
+    until a restart, as a tenant was rebuilt only from 10,000 fillers. Now each is rebuilt
+    at its live size and no removed vector's bytes are left. A tenant of 1,200 with 600
+    removed, under the floor, is not rebuilt for so little (its slots wait for new prompts)."""
+    monkeypatch.setattr(index, "COMPACT_MIN", SERVICE_COMPACT_MIN)
+    host = VectorIndex(DIMS)
+    rng = np.random.default_rng(6)
+    sizes = {f"t{t}": 4000 for t in range(6)} | {"small": 1200}
+    for t, n in sizes.items():
+        for u, part in enumerate(np.array_split(np.arange(n), 20)):
+            host.add(t, f"user{u}", part.tolist(), _vectors(rng, len(part)))
+    capacity = {t: host.tenant(t)._index.capacity for t in sizes}
+    gone = {t: rng.permutation(n)[: n // 2] for t, n in sizes.items()}
+    removed = {t: _held(host.tenant(t), [int(k) for k in gone[t][:20]]) for t in sizes}
+    calls = [(t, [int(k) for k in gone[t][at:at + 20]])
+             for t in sizes for at in range(0, len(gone[t]), 20)]
+    for i in rng.permutation(len(calls)):
+        assert host.remove(*calls[i]) == len(calls[i][1])
+    for t in sizes:
+        host.tenant(t).wait_compacted()
+
+    assert host.sizes() == {t: n // 2 for t, n in sizes.items()}
+    mid = [t for t in sizes if t != "small"]
+    assert {t: host.slots()[t] for t in mid} == {t: 2000 for t in mid}
+    for t in mid:
+        ix = host.tenant(t)
+        assert ix.compactions == 1 and ix._fillers == []
+        assert ix._index.capacity < capacity[t]  # 4,096 before (memory: the bench)
+        image = bytes(ix._index.save())
+        assert not any(v in image for v in removed[t].values())
+    assert host.tenant("small").compactions == 0 and host.slots()["small"] == 1200

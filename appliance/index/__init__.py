@@ -6,8 +6,9 @@ rebuilt at start from the store's decrypted vectors. Searches are scoped to
 
 A removed vector's slot is overwritten at once by a filler (see `TenantIndex`). When the
 fillers are half the slots or more and at least `COMPACT_MIN` (an erased tenant, a big old
-month shredded), a thread rebuilds the tenant's index from its live vectors beside
-the old one and swaps it in: memory falls back to the live size without a restart. Adds,
+month shredded, half of each of many mid-size tenants shredded), a thread rebuilds the
+tenant's index from its live vectors beside the old one and swaps it in: memory falls
+back to the live size without a restart. Adds,
 removals and searches go on meanwhile, each under the tenant's lock, which the rebuild
 holds only to copy a chunk of vectors and, at the end, to apply the few changes made since
 the copy and swap. One rebuild at a time in the process: memory peaks at one tenant's old
@@ -35,8 +36,13 @@ EXACT_BELOW = 20_000  # vectors; below this a scoped search is exact
 # keys of filler vectors: record ids are SQLite rowids, which never reach 2**63
 _FILLER_KEY0 = 1 << 63
 # A tenant's index is rebuilt once its fillers are as many as its vectors or more, and at
-# least this many (~1.1 KB each at 384 dims, f16): fewer would free too little for the work.
-COMPACT_MIN = 10_000
+# least this many (~1.2 KB each at 384 dims, f16). A rebuild copies the live vectors, no
+# more than the fillers, so the removals that made them pay for its work whatever the
+# tenant's size; this floor only has to outweigh a rebuild's fixed cost (its thread, a new
+# index, malloc_trim: a few ms against ~0.3 s to copy 1,000 vectors) and spare a tenant a
+# rebuild for a few hundred KB. (At 10,000, tenants of 15,000 prompts, half of each
+# shredded, kept twice their memory: bench/index_removal.py --tenants 8 --n 15000.)
+COMPACT_MIN = 1_000
 _COPY_CHUNK = 2_000  # vectors the rebuild copies from the old index per hold of the lock
 # the changes made since the copy are applied to the new index outside the lock, in at
 # most _CATCH_UP_ROUNDS rounds, until no more than _SWAP_AT are left for the swap
@@ -188,9 +194,10 @@ class TenantIndex:
                     log.error("index rebuild failed", extra={
                         "event": "index_compact_failed", "tenant": self.name,
                         "exc_type": type(exc).__name__})
-                    with self._lock:
-                        self._compactor = None
-                        self._retry_at = len(self._fillers) + COMPACT_MIN
+                    with self._lock:  # tried again once as many more removals would pay
+                        self._compactor = None  # for another attempt as for this one
+                        self._retry_at = len(self._fillers) + max(COMPACT_MIN,
+                                                                  len(self._owner))
                     return
 
     def wait_compacted(self) -> None:
