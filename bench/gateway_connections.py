@@ -1,10 +1,12 @@
 """What a gateway process holds open against the appliance during and after a burst of
 tool loop calls, and what a connection costs to set up over NATS.
 
-A burst: `--users` users (spread evenly over the decorator's loop workers), each with a
-turn registered by another process whose update has not come, call `tool_call` at once:
-the service holds each call (its turn's update still on its way, `ATTACH_HOLD` = 2 s), so
-the calls are in flight together. Counted, for the decorator (`Semtrace`):
+A burst: `--users` users (spread evenly over the decorator's workers and loop workers), each
+with a turn registered by another process whose update has not come, call `tool_call` at
+once: the service holds each call (its turn's update still on its way, `ATTACH_HOLD` =
+2 s), so the calls are in flight together. With `--turns`, each user first makes a turn of
+its own (a registration and its update, on the connections of the user's worker).
+Counted, for the decorator (`Semtrace`):
 
 - over a socket (a real `semtrace serve`): the connections the service holds open (its
   socket descriptors, less those it had before), at the peak of the burst, right after
@@ -79,12 +81,17 @@ def socket_fds(pid: int) -> int:
     return count
 
 
-def burst(app: Semtrace, who: list[str], run: str, count: Callable[[], int]) -> int:
-    """Every user's `tool_call` at once (each held by the service); the peak of `count`."""
+def burst(app: Semtrace, who: list[str], run: str, count: Callable[[], int],
+          turns: bool = False) -> int:
+    """Every user's `tool_call` at once (each held by the service), after a turn of the
+    user's own with `turns`; the peak of `count`."""
     peak = 0
     done = threading.Event()
 
     def call(user: str) -> None:
+        if turns:
+            with app.turn(user_id=user, text=f"Where does the {user} bus stop?") as turn:
+                turn.answer("At the station.")
         with app.tool_call(user_id=user, previous_response_id=f"resp-{user}-{run}"):
             pass
 
@@ -108,6 +115,10 @@ def burst(app: Semtrace, who: list[str], run: str, count: Callable[[], int]) -> 
     return peak
 
 
+def turned(args: argparse.Namespace) -> str:
+    return "turns, then " if args.turns else ""
+
+
 def register(send: Callable[[dict[str, Any]], dict[str, Any]], who: list[str],
              run: str) -> None:
     """Each user's turn, registered by another process; its update never comes."""
@@ -128,12 +139,13 @@ def over_socket(args: argparse.Namespace, tmp: Path) -> None:
             register(c.request, who, "s")
         time.sleep(0.5)
         app = Semtrace(sock, tenant="bench", timeout=10.0, register_wait=0.05)
-        peak = burst(app, who, "s", lambda: socket_fds(proc.pid) - base)
+        peak = burst(app, who, "s", lambda: socket_fds(proc.pid) - base, args.turns)
         after = socket_fds(proc.pid) - base
         time.sleep(args.idle)
         idle = socket_fds(proc.pid) - base
         app.close()
-        print(f"socket, decorator, {len(who)} users' held tool_calls at once: the service "
+        print(f"socket, decorator, {len(who)} users' {turned(args)}held tool_calls at once: "
+              f"the service "
               f"held {peak} of this process's connections at the peak, {after} right after "
               f"the burst, {idle} after {args.idle:g} s idle", flush=True)
     finally:
@@ -241,12 +253,13 @@ def over_nats(args: argparse.Namespace, tmp: Path) -> None:
             peak_threads = max(peak_threads, threading.active_count() - threads_before)
             return gateway_connections(monitor)
 
-        peak = burst(app, who, "n", count)
+        peak = burst(app, who, "n", count, args.turns)
         after = gateway_connections(monitor)
         time.sleep(args.idle)
         idle = gateway_connections(monitor)
         app.close()
-        print(f"NATS, decorator, {len(who)} users' held tool_calls at once: the server "
+        print(f"NATS, decorator, {len(who)} users' {turned(args)}held tool_calls at once: "
+              f"the server "
               f"counted {peak} of this process's connections at the peak, {after} right "
               f"after the burst, {idle} after {args.idle:g} s idle; the process ran up to "
               f"{peak_threads} more threads (the burst's own {len(who)} included)",
@@ -265,6 +278,8 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=32)
     ap.add_argument("--idle", type=float, default=12.0)
     ap.add_argument("--connects", type=int, default=20)
+    ap.add_argument("--turns", action="store_true",
+                    help="each user makes a turn of its own before its tool_call")
     ap.add_argument("--part", choices=("socket", "proxy", "nats", "both"), default="both",
                     help="both: the three")
     args = ap.parse_args()

@@ -5,7 +5,9 @@ connection of its own, as over a socket, where the service answers a connection'
 in order. Over NATS each reply finds its own request (by its inbox): a connection per call
 only cost a NATS connection and a client thread each, and they stayed open (32 for one
 decorator process after a burst of held calls). They now share one, and a call held past
-the gateway's timeout leaves it open for the others.
+the gateway's timeout leaves it open for the others. The decorator's workers kept a
+connection each for their registrations and updates as well, beside that one: every request
+of the adapter shares it now.
 
 The real service and pipeline (SQLCipher, the bundled model, Presidio) with the real NATS
 front door against a real nats-server, whose monitoring endpoint counts the gateway's
@@ -90,6 +92,66 @@ def test_a_decorators_held_tool_loop_calls_share_one_nats_connection(
     assert in_flight == 1  # the old code: 3
     assert {u: (c.reply or {}).get("conversation_id") for u, c in calls.items()} == \
         {u: turns[u]["conversation_id"] for u in USERS}
+
+
+def test_a_decorators_turns_on_every_worker_and_a_held_loop_call_share_one_connection(
+        pipeline: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four users, one on each of the decorator's workers, each make a turn (a registration
+    and its update) while ilse's tool_call is held: over NATS the old code kept a connection
+    per worker (and one more for each loop worker whose `tool_call` ended) beside the loop
+    calls' shared one, five here; every request now goes on the one connection, each turn
+    is recorded, and the loop call joins its turn."""
+    from appliance.integrations.channel import shard_of
+    from appliance.integrations.outbox import WORKERS
+
+    monkeypatch.setattr(dispatch, "ATTACH_HOLD", 3600.0)
+    held: set[str] = set()
+    looking = dispatch.Dispatch._turn_coming
+
+    async def noting(self: Any, req: Any, queued: Any) -> bool:
+        held.add(req.user_id)
+        return await looking(self, req, queued)
+
+    monkeypatch.setattr(dispatch.Dispatch, "_turn_coming", noting)
+    names = (f"user{n}" for n in range(1000))
+    by_worker: dict[int, str] = {}
+    while len(by_worker) < WORKERS:
+        name = next(names)
+        by_worker.setdefault(shard_of(name, WORKERS), name)
+    http = _free_port()
+    with nats_server(tmp_path / "nats", f"\nhttp: 127.0.0.1:{http}\n") as url, \
+            node(pipeline, tmp_path, url):
+        monitor = f"http://127.0.0.1:{http}"
+        with NatsClient(url, timeout=60, plain_bus=True) as other:  # another gateway
+            turn = other.request({"v": 1, "op": "ingest", "tenant": "acme",
+                                  "user_id": "ilse", "request_id": "ilse-1",
+                                  "text": "Is the ilse night train on time?"})
+        assert turn["ok"], turn
+        app = Semtrace(url, tenant="acme", timeout=60.0, register_wait=0.05, plain_bus=True)
+        calls: dict[str, Any] = {}
+        turns: dict[str, Any] = {}
+        agent = tool_call_agents(app, ["ilse"], calls)[0]
+        deadline = time.monotonic() + SLOW_HOST_S
+        try:
+            agent.start()
+            while "ilse" not in held and time.monotonic() < deadline:
+                threading.Event().wait(0.05)
+            for user in by_worker.values():
+                with app.turn(user_id=user, text=f"Where does {user}'s bus stop?") as t:
+                    t.answer("At the station.")
+                    t.usage(input_tokens=9, output_tokens=4)
+                turns[user] = t
+            recorded = {user: t.conversation_id for user, t in turns.items()}  # sent, answered
+            in_flight = _gateway_connections(monitor)
+        finally:
+            _update(url, "ilse")
+            agent.join(SLOW_HOST_S)
+            assert app.flush(SLOW_HOST_S)
+            app.close()
+    assert "ilse" in held
+    assert in_flight == 1  # the old code: 5
+    assert all(recorded.values()), recorded
+    assert (calls["ilse"].reply or {}).get("conversation_id") == turn["conversation_id"]
 
 
 def test_a_loop_call_held_past_the_timeout_leaves_the_shared_connection_to_the_others(

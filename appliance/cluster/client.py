@@ -156,13 +156,14 @@ class AsyncNatsClient:
         """Request-reply: the committed record's reply; SemtraceError if none within
         `timeout` (default: the client's), NoAnswerYet when the bus kept the request.
 
-        A request in async mode is published fire-and-forget instead (see `publish`).
+        A request in async mode is published fire-and-forget instead (see `publish`, within
+        `timeout`).
         """
         from nats.errors import NoRespondersError
         from nats.errors import TimeoutError as NatsTimeout
 
         if obj.get("mode") == "async":
-            return await self.publish(obj)
+            return await self.publish(obj, timeout)
         subject, payload = sealed_request(obj, self.keys)
         self._check_connected("request")
         before, wait = self._reconnects(), self.timeout if timeout is None else timeout
@@ -180,14 +181,17 @@ class AsyncNatsClient:
                               "stays queued on the bus.") from None
         return open_reply(msg.data, _tenant(obj), self.keys)
 
-    async def publish(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Fire-and-forget; returns the queued reply a socket gives in async mode."""
+    async def publish(self, obj: dict[str, Any], timeout: float | None = None
+                      ) -> dict[str, Any]:
+        """Fire-and-forget; returns the queued reply a socket gives in async mode. `timeout`:
+        how long the server may take to confirm it has the message (default: the
+        client's)."""
         subject, payload = sealed_request(obj, self.keys)
         self._check_connected("prompt")
         before = self._reconnects()
         try:
             await self._nc.publish(subject, payload)
-            await self._nc.flush(timeout=self.timeout)
+            await self._nc.flush(timeout=self.timeout if timeout is None else timeout)
         except Exception as exc:  # the connection dropped meanwhile (nats-py's own errors)
             raise SemtraceError("The connection to the NATS server dropped while publishing; "
                                 f"the prompt may not have been sent ({type(exc).__name__})."
@@ -284,9 +288,9 @@ class NatsClient:
         the end of one request's time must not keep that short wait for the next ones)."""
         self.timeout = self._inner.timeout = timeout
 
-    def publish(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Fire-and-forget (see AsyncNatsClient.publish)."""
-        reply: dict[str, Any] = self._run(self._inner.publish(obj))
+    def publish(self, obj: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Fire-and-forget (see AsyncNatsClient.publish; `timeout` as for `request`)."""
+        reply: dict[str, Any] = self._run(self._inner.publish(obj, timeout), timeout)
         return reply
 
     def close(self, within: float | None = None) -> None:

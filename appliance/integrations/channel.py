@@ -35,10 +35,12 @@ waiting past its timeout. A connection to the socket left idle `IDLE_S` is close
 one, the asyncio channel's pipelined `main` included: `async_lines`), so that a burst does
 not keep the service's connections (`max_connections`, shared by every gateway process)
 once it is over, and the next request connects anew. Over NATS, whose replies come in any
-order, the loop calls in flight share one connection (`lines.Shared`; the asyncio
-channel's `loop`), and one that no node answered in time (`NoAnswerYet`) keeps it open for
-the others: the server is asked for a PING instead, and a connection left unanswered is
-replaced by the next request. One held past the timeout
+order, a channel's requests in flight share one connection, however many and whichever
+lane or sender (`lines.Shared`; the asyncio channel's one per event loop): a user's
+requests still go one after another from one sender (`outbox.Outbox`), and on one
+connection the server gets them in that order. One that no node answered in time
+(`NoAnswerYet`) keeps it open for the others: the server is asked for a PING instead, and a
+connection left unanswered is replaced by the next request. One held past the timeout
 is counted as held (`_failed`), over a socket and over NATS alike.
 
 A process forked from the one that made a channel (a pre-forking server) connects anew:
@@ -145,8 +147,9 @@ def shard_of(key: str, shards: int) -> int:
 
 
 class SyncChannel:
-    """Connections shared by threads, per `lane` (and `shard`, for senders that each keep
-    their own: `Lane`); `send` never raises and never blocks past the timeout."""
+    """Connections shared by threads: over a socket per `lane` (and `shard`, for senders that
+    each keep their own: `Lane`), over NATS one for all (`Shared`); `send` never raises and
+    never blocks past the timeout."""
 
     def __init__(self, target: str | Path, *, timeout: float, log: logging.Logger,
                  bus_keys: Any = None, plain_bus: bool = False) -> None:
@@ -155,7 +158,7 @@ class SyncChannel:
         self._opts = {"bus_keys": bus_keys, "plain_bus": plain_bus}
         self._lines: dict[str, Lane] = {}
         self._lines_lock = threading.Lock()
-        # over NATS, every tool loop call on one connection (each reply finds its request)
+        # over NATS, every request on one connection (each reply finds its request)
         self._shared = Shared() if is_nats_url(target) else None
         _CHANNELS.add(self)
 
@@ -173,14 +176,8 @@ class SyncChannel:
         with self._lines_lock:
             if name not in self._lines:
                 # a socket's connections are the service's to count (`max_connections`)
-                idle = None if self._shared is not None else IDLE_S
-                self._lines[name] = Lane(LOOP_LINES if on == "loop" else 1, idle_s=idle)
+                self._lines[name] = Lane(LOOP_LINES if on == "loop" else 1, idle_s=IDLE_S)
             return self._lines[name]
-
-    def _on_shared(self, req: dict[str, Any]) -> Shared | None:
-        """The connection a request shares with others in flight (over NATS, a tool loop's
-        call), or None when it takes one of its own (`_lane`)."""
-        return self._shared if lane(req) == "loop" else None
 
     def _connect(self, within: float) -> Any:
         return open_client(self.target, timeout=within, **self._opts)
@@ -195,10 +192,9 @@ class SyncChannel:
         # before the line's lock: `timeout` is the call's whole budget, its wait included
         deadline = time.monotonic() + self.timeout
         if not self.breaker.ready():
-            return Delivery(None, self._hand_to_bus(req, shard, deadline))
-        shared = self._on_shared(req)
-        if shared is not None:
-            return self._deliver_shared(shared, req, deadline)
+            return Delivery(None, self._hand_to_bus(req, deadline))
+        if self._shared is not None:
+            return self._deliver_shared(self._shared, req, deadline)
         on = self._lane(req, shard)
         line = on.take(deadline - time.monotonic())
         if line is None:
@@ -218,7 +214,7 @@ class SyncChannel:
 
     def _deliver_shared(self, shared: Shared, req: dict[str, Any],
                         deadline: float) -> Delivery:
-        """`deliver` on the connection shared by the requests in flight (NATS). One that
+        """`deliver` on the connection shared by every request in flight (NATS). One that
         no node answered in time (`NoAnswerYet`: a held tool loop call, or a node down)
         keeps it: the connection was up all along and other requests wait on it; the server
         is asked for a PING instead (`probe`), and if it answers none the next request
@@ -240,42 +236,19 @@ class SyncChannel:
         self.breaker.answered(req, reply)
         return Delivery(reply)
 
-    def _hand_to_bus(self, req: dict[str, Any], shard: int, deadline: float) -> bool:
-        """While no node answers but the bus keeps what it is given (`Breaker.bus_keeps`):
-        publish `req` without waiting for its answer, so the node records it once it is
-        back instead of the pause losing it; whether the bus took it. A failure here is an
-        outage."""
-        if not self.breaker.bus_keeps():
+    def _hand_to_bus(self, req: dict[str, Any], deadline: float) -> bool:
+        """While no node answers but the bus keeps what it is given (`Breaker.bus_keeps`,
+        over NATS only): publish `req` on the shared connection without waiting for its
+        answer, so the node records it once it is back instead of the pause losing it;
+        whether the bus took it. A failure here is an outage."""
+        if not self.breaker.bus_keeps() or self._shared is None:
             return False
-        shared = self._on_shared(req)
-        if shared is not None:
-            return self._publish_shared(shared, req, deadline)
-        on = self._lane(req, shard)
-        line = on.take(deadline - time.monotonic())
-        if line is None:
-            return False
-        try:
-            if line.client is None:
-                line.client = open_client(self.target, timeout=max(
-                    deadline - time.monotonic(), 0.001), **self._opts)
-            line.client.publish(req)
-        except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
-            line.drop(deadline)
-            self.breaker.failed(req, exc, counted=True)  # `ready` counted it missed
-            return False
-        finally:
-            on.give(line)
-        self.breaker.kept()
-        return True
-
-    def _publish_shared(self, shared: Shared, req: dict[str, Any], deadline: float) -> bool:
-        """`_hand_to_bus` on the shared connection."""
-        client = None
+        shared, client = self._shared, None
         try:
             client = shared.connected(self._connect, deadline)
             if client is None:
                 return False
-            client.publish(req)
+            client.publish(req, timeout=max(deadline - time.monotonic(), 0.001))
         except Exception as exc:  # noqa: BLE001 - the call goes on whatever happened here
             if client is not None:
                 shared.drop(client, deadline)
@@ -310,13 +283,13 @@ class SyncChannel:
 
 
 class AsyncChannel:
-    """Connections per event loop (`async_lines.LoopLines`): one for `main`, whose requests
-    are pipelined; over a socket, up to `LOOP_LINES` for `loop`, each tool loop call in
+    """Connections per event loop (`async_lines.LoopLines`). Over a socket: one for `main`,
+    whose requests are pipelined, and up to `LOOP_LINES` for `loop`, each tool loop call in
     flight on its own (the service answers a connection's requests in order, so one it holds
-    would keep the next ones waiting), each closed, `main` too, once idle `IDLE_S`; over
-    NATS, replies come in any order: one connection, kept when a request goes unanswered in
-    time (`NoAnswerYet`), as `SyncChannel`'s shared one. `send` never raises and returns
-    within the timeout."""
+    would keep the next ones waiting), each closed, `main` too, once idle `IDLE_S`. Over
+    NATS, replies come in any order: every request on one connection, kept when a request
+    goes unanswered in time (`NoAnswerYet`), as `SyncChannel`'s shared one. `send` never
+    raises and returns within the timeout."""
 
     def __init__(self, target: str | Path, *, timeout: float, breaker: Breaker,
                  bus_keys: Any = None, plain_bus: bool = False) -> None:
@@ -336,6 +309,11 @@ class AsyncChannel:
                 idle_s=IDLE_S if self._own else None)
         return lines
 
+    def _on(self, req: dict[str, Any]) -> str:
+        """The connection a request goes on: its lane's over a socket; over NATS, where each
+        reply finds its own request, the one all the event loop's requests share."""
+        return lane(req) if self._own else "bus"
+
     async def send(self, req: dict[str, Any]) -> dict[str, Any] | None:
         """The reply to `req`, or None when the appliance did not answer in time."""
         return (await self.deliver(req)).reply
@@ -347,9 +325,9 @@ class AsyncChannel:
         if not self.breaker.ready():
             # no node answers, the bus keeps: as SyncChannel
             return Delivery(None, self.breaker.bus_keeps()
-                            and await self._hand_to_bus(loop, lines, lane(req), req))
+                            and await self._hand_to_bus(loop, lines, self._on(req), req))
         deadline = loop.time() + self.timeout
-        name = await lines.take(lane(req), deadline)
+        name = await lines.take(self._on(req), deadline)
         if name is None:
             self.breaker.skipped()  # other loop calls held the lines the whole time
             return Delivery(None)

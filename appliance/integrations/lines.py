@@ -11,9 +11,10 @@ taken first); one left idle `channel.IDLE_S` is closed, so that a burst of held 
 does not keep the service's connections (`max_connections`, shared by every gateway
 process) taken once it is over.
 
-Over NATS, each reply finds its own request (by its inbox), so the tool loop calls of a
-channel share one connection (`Shared`), however many are in flight: one held keeps no other
-waiting, and a burst opens no connection (nor client thread) per call.
+Over NATS, each reply finds its own request (by its inbox), so the requests of a channel
+share one connection (`Shared`), however many are in flight and whichever their lane or
+sender: a tool loop call held keeps no other waiting, and neither a burst nor a sender
+opens a connection (nor a client thread) of its own.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ them, to one of `WORKERS` workers (`shard_of` the user), and a tool loop's call 
 service may hold up to 2 s while its turn's update is on its way from another process) to
 that worker's twin among `WORKERS` loop workers. Each worker sends on connections of its
 own (`SyncChannel` shards), one request at a time; a loop worker has `loop_senders` threads,
-each sending one call at a time on a connection of its own (over NATS, on the one all loop
-calls share). A user's requests are kept in
+each sending one call at a time on a connection of its own (over NATS, every worker and
+thread on the one connection all the channel's requests share). A user's requests are kept in
 order (`key`): one handed over while an earlier one of the same user is waiting or being
 sent on another worker (or on another thread of a loop worker) is handed to its worker once
 that one is done. So a turn's update reaches the appliance before the next turn's
