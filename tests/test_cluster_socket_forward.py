@@ -10,6 +10,7 @@ saw, the user's conversation split over two nodes.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,13 @@ def test_a_prompt_on_a_non_owners_socket_is_stored_on_the_owner_in_its_thread(
         assert a.records() == 1
         assert b.lookup(mine, "mine")["error"]["code"] == "not_found"
         assert "Traceback" not in a.log.read_text() + b.log.read_text()
+        assert "tenants_elsewhere" not in a.log.read_text()  # a holds no other's tenant
+
+
+def _elsewhere(node: Node) -> list[dict[str, Any]]:
+    """The node's `tenants_elsewhere` warnings."""
+    return [json.loads(x) for x in node.log.read_text().splitlines()
+            if '"tenants_elsewhere"' in x]
 
 
 def test_after_a_move_and_forget_the_old_owners_socket_starts_no_second_copy(
@@ -90,6 +98,29 @@ def test_after_a_move_and_forget_the_old_owners_socket_starts_no_second_copy(
         assert b.lookup(moved, "after-forget")["conversation_id"] == first["conversation_id"]
         assert a.records() == 0  # no second copy
         assert a.lookup(moved, "after-forget")["error"]["code"] == "not_found"
+        assert _elsewhere(a) == []
+
+
+def test_a_node_holding_another_nodes_tenant_says_so_at_start(tmp_path: Path) -> None:
+    """A copy no query or erasure of the owner sees (here: a started without the tenant's
+    partition, neither exported nor forgotten; or one its socket made before this version
+    forwarded): one warning at each start, naming the partition and the way out."""
+    moved = tenant_in(1)
+    with sealed_cluster(tmp_path) as bus:
+        a = bus.node("a", "0-1")
+        sourdough_on(a, bus, moved)
+        assert _elsewhere(a) == []  # it owned the tenant then
+        a.own = "0"
+        start_all(a)
+        assert a.stop() == 0
+    (warned,) = _elsewhere(a)
+    assert warned["level"] == "warning" and warned["partitions"] == "1"
+    assert warned["msg"] == (
+        "This node's store holds conversations of 1 tenant(s) of partition(s) 1, which it "
+        "does not own, so other nodes' queries and erasures do not see them: if they were "
+        "exported and imported on their owner, remove them here with `semtrace cluster "
+        "forget --partitions 1 --yes`; otherwise see \"Two copies of a tenant\" in "
+        "docs/scale-out.md.")
 
 
 def test_with_nats_down_the_socket_refuses_another_nodes_tenant_in_one_sentence(

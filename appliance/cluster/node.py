@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from appliance import failpoints
 from appliance.cluster import partition as part
 from appliance.cluster.bus import connect, node_name
+from appliance.cluster.copies import say_copies
 from appliance.cluster.erasure_inbox import ErasureInbox
 from appliance.cluster.erasures import Applied, ErasureRequest
 from appliance.cluster.forward import Forwarder
@@ -148,6 +149,8 @@ class ClusterNode:
             if self._on_consuming is not None:  # the consumers name this node from now on
                 await self.service.in_worker(self._on_consuming, self.partitions, self.node,
                                              self.start_id)
+            await self.service.in_worker(say_copies, self.service.pipeline.store,
+                                         s.partitions, self.partitions)
             for p, pull in pulls.items():
                 self._tasks.append(asyncio.create_task(self._consume(p, pull)))
             self._tasks.append(asyncio.create_task(self._poll_lag()))
