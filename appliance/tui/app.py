@@ -106,15 +106,18 @@ class SemtraceApp(App[None]):
             return
         groups: dict[str, list[tuple[str, str]]] = {"This screen": [], "Everywhere": [],
                                                     "In the focused list": []}
-        ours = {(b.key, b.action) for cls in (type(self), type(self.screen))
-                for b in cls.BINDINGS if isinstance(b, Binding)}
+        # a binding of several keys ("down,j") is active as one binding per key
+        ours = {(key.strip(), b.action) for cls in (type(self), type(self.screen))
+                for b in cls.BINDINGS if isinstance(b, Binding) for key in b.key.split(",")}
         for active in self.screen.active_bindings.values():
             b, node = active.binding, active.node
             if b.system or (node in (self, self.screen) and (b.key, b.action) not in ours):
                 continue  # Textual's own tab/copy/ctrl+q keys
             group = ("Everywhere" if node is self else
                      "This screen" if node is self.screen else "In the focused list")
-            groups[group].append((self.get_key_display(b), b.tooltip or b.description or b.action))
+            row = (self.get_key_display(b), b.tooltip or b.description or b.action)
+            if row not in groups[group]:  # "down" and "j" are one row, "↓/j"
+                groups[group].append(row)
         self.push_screen(HelpScreen(groups))
 
     @on(OpenThread)

@@ -1,0 +1,40 @@
+"""What a new user reads on the TUI's screens: the keys help lists, text that fits where
+it is drawn, empty results that say why. Pilot tests on a store replayed through the real
+pipeline (Presidio, llama.cpp, linker, SQLCipher)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conftest import make_prompt
+from test_tui import app_for, run, settle
+
+CONVERSATION = [
+    make_prompt("What's the weather in Paris this weekend?", user="alice", minutes=0),
+    make_prompt("How about tomorrow?", user="alice", minutes=1),
+    make_prompt("Should I bring an umbrella?", user="alice", minutes=2),
+]
+
+
+def test_help_in_the_thread_view_lists_the_keys_that_step_through_turns(
+        runtime: Any, pipeline: Any) -> None:
+    """`?` in the thread view lists every key the footer and docs/tui.md give it: the
+    keys bound two at a time (`↓/j`, `Home/g`) were left out as if they were Textual's."""
+    from appliance.tui.screens.help import HelpScreen
+
+    pipeline.process(CONVERSATION)
+    shown: list[list[tuple[str, str]]] = []
+
+    async def scenario(pilot: Any) -> None:
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, HelpScreen)
+        shown.append(pilot.app.screen.groups["This screen"])
+
+    run(app_for(runtime), scenario)
+    rows = shown[0]
+    for row in (("↓/j", "Next turn"), ("↑/k", "Prev turn"), ("Home/g", "First turn"),
+                ("End/G", "Last turn"), ("PgDn", "10 turns on"), ("w", "Why panel")):
+        assert rows.count(row) == 1, rows
