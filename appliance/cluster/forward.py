@@ -40,6 +40,8 @@ UNREACHABLE = "the NATS server is unreachable; this node is reconnecting to it"
 NOT_CONNECTED = "this node is not connected to NATS: it is starting or stopping"
 BAD_NAME = "over NATS a tenant is 1-128 letters, digits, '_' or '-'"
 NO_STREAM = "nothing on the NATS server takes it: the server lacks the mappings or is stopping"
+TOO_LARGE = ("sealed for the bus it is larger than the stream takes, max_frame_bytes; send "
+             "a shorter history")
 QUEUED = ("This tenant's partition ({p}) is owned by another node, to which this node "
           "forwarded the request over NATS, and no answer came within {wait:g} s; it stays "
           "queued on the bus and is stored once the owner takes it (send it again with the "
@@ -64,8 +66,11 @@ class Forwarder:
     """Sends a node's socket writes of other nodes' tenants to their owner (`__call__`)."""
 
     def __init__(self, *, partitions: int, owns: Callable[[int], bool],
-                 keys: BusKeys | None, wait_s: float = WAIT_S) -> None:
+                 keys: BusKeys | None, max_bytes: int, wait_s: float = WAIT_S) -> None:
+        """`max_bytes`: the largest message the stream takes (its `max_msg_size`, the
+        nodes' `max_frame_bytes`); JetStream drops a larger one without a word."""
         self.partitions = partitions
+        self.max_bytes = max_bytes
         self.owns = owns
         self.keys = keys
         self.wait_s = wait_s
@@ -92,6 +97,8 @@ class Forwarder:
             # its time is its arrival here, not when the owner takes it from the stream
             obj = {**obj, "ts": req.prompt.ts.astimezone(UTC).isoformat()}
         subject, payload = sealed_request(obj, self.keys)
+        if len(payload) > self.max_bytes:  # near the socket's own bound, plus the seal
+            return self._refused(rid, p, TOO_LARGE, "too_large")
         if obj.get("mode") == "async":
             return await self._publish(nc, subject, payload, rid, p)
         return await self._request(nc, subject, payload, req.tenant, rid, p)

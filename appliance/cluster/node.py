@@ -106,8 +106,9 @@ class ClusterNode:
         self._subs: dict[int, Any] = {}
         self._stopping = asyncio.Event()
         # the socket's writes of other nodes' tenants go to their owner, from the start on
-        self.forwarder = service.forward = Forwarder(partitions=settings.partitions,
-                                                     owns=self.owns, keys=self.keys)
+        self.forwarder = service.forward = Forwarder(
+            partitions=settings.partitions, owns=self.owns, keys=self.keys,
+            max_bytes=service.policies.service.max_frame_bytes)
 
     async def start(self) -> None:
         """Connect, check the server's mapping, claim the partitions, start consuming."""

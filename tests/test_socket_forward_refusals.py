@@ -1,0 +1,98 @@
+"""The forwarding of a node's socket requests (appliance/cluster/forward.py), pure logic:
+which requests go to another node, and those refused before anything reaches NATS. The
+forwarding itself, through a real nats-server and real nodes: test_cluster_socket_forward.py.
+A stand-in for the connection records what would be sent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import SimpleNamespace
+from typing import Any
+
+from appliance.cluster.forward import Forwarder
+from appliance.cluster.partition import partition_of
+from appliance.protocol import parse_request
+
+PARTITIONS = 4
+OWNED = {0, 1}
+
+
+def tenant_in(partition: int) -> str:
+    return next(f"t{i}" for i in range(100) if partition_of(f"t{i}", PARTITIONS) == partition)
+
+
+class Connection:
+    """What the forwarder uses of a nats-py client; `request` answers `reply`."""
+
+    def __init__(self, reply: dict[str, Any] | None = None, *, connected: bool = True) -> None:
+        self.is_connected, self.is_closed = connected, False
+        self.stats = {"reconnects": 0}
+        self.sent: list[tuple[str, bytes]] = []
+        self.reply = reply
+
+    async def request(self, subject: str, payload: bytes, timeout: float) -> Any:
+        self.sent.append((subject, payload))
+        return SimpleNamespace(data=json.dumps(self.reply).encode())
+
+    async def publish(self, subject: str, payload: bytes) -> None:
+        self.sent.append((subject, payload))
+
+    async def flush(self, timeout: float) -> None:
+        return None
+
+
+def forward(obj: dict[str, Any], nc: Connection | None, *,
+            max_bytes: int = 256 * 1024) -> dict[str, Any] | None:
+    fwd = Forwarder(partitions=PARTITIONS, owns=OWNED.__contains__, keys=None,
+                    max_bytes=max_bytes)
+    fwd.nc = nc
+    return asyncio.run(fwd(obj, parse_request(obj, max_text_chars=8000)))
+
+
+def ingest(tenant: str, **more: Any) -> dict[str, Any]:
+    return {"v": 1, "op": "ingest", "tenant": tenant, "request_id": "r-1", "user_id": "ana",
+            "text": "Is the night train on time?", **more}
+
+
+def test_own_tenants_and_lookups_are_answered_here() -> None:
+    nc = Connection()
+    assert forward(ingest(tenant_in(0)), nc) is None
+    assert forward({"v": 1, "op": "lookup", "tenant": tenant_in(2), "request_id": "r-1"},
+                   nc) is None
+    assert nc.sent == []
+
+
+def test_another_nodes_ingest_goes_to_its_subject_with_its_arrival_time() -> None:
+    other = tenant_in(2)
+    answer = {"request_id": "r-1", "ok": True, "conversation_id": "th_1", "position": "new"}
+    nc = Connection(answer)
+    assert forward(ingest(other), nc) == answer
+    ((subject, payload),) = nc.sent
+    sent = json.loads(payload)
+    assert subject == f"semtrace.ingest.{other}"
+    assert sent["request_id"] == "r-1" and sent["text"] == "Is the night train on time?"
+    assert sent["ts"]  # its time here, not when the owner takes it from the stream
+    nc = Connection(answer)
+    assert forward(ingest(other, ts="2026-12-06T09:00:00Z"), nc) == answer
+    assert json.loads(nc.sent[0][1])["ts"] == "2026-12-06T09:00:00Z"  # the gateway's kept
+
+
+def test_what_cannot_be_forwarded_is_refused_in_one_sentence_and_not_sent() -> None:
+    other = tenant_in(2)
+    p = partition_of(other, PARTITIONS)
+    cases = [(ingest(other), None, "this node is not connected to NATS: it is starting or "
+              "stopping"),
+             (ingest(other), Connection(connected=False),
+              "the NATS server is unreachable; this node is reconnecting to it"),
+             (ingest(other, history=[{"role": "user", "sha256": "0" * 64}] * 50),
+              Connection(), "sealed for the bus it is larger than the stream takes, "
+              "max_frame_bytes; send a shorter history")]
+    for obj, nc, why in cases:
+        reply = forward(obj, nc, max_bytes=2000)
+        assert reply == {"request_id": "r-1", "ok": False, "error": {
+            "code": "not_forwarded", "message":
+            f"This tenant's partition ({p}) is owned by another node, and this node could "
+            f"not forward the request there over NATS ({why}); nothing was stored: retry "
+            "shortly, or send it over NATS to semtrace.ingest.<tenant>."}}, why
+        assert nc is None or nc.sent == []
