@@ -38,3 +38,31 @@ def test_help_in_the_thread_view_lists_the_keys_that_step_through_turns(
     for row in (("↓/j", "Next turn"), ("↑/k", "Prev turn"), ("Home/g", "First turn"),
                 ("End/G", "Last turn"), ("PgDn", "10 turns on"), ("w", "Why panel")):
         assert rows.count(row) == 1, rows
+
+
+def test_last_seen_of_an_old_thread_fits_its_column(runtime: Any, pipeline: Any) -> None:
+    """A thread last seen 100 days or more ago read `100d01h ag` (cut at the column's
+    10 characters): the age is now whole days past ten days."""
+    from datetime import timedelta
+
+    from conftest import T0
+
+    from appliance.tui.app import make_app
+
+    pipeline.process(CONVERSATION)
+    seen: list[tuple[str, int]] = []
+
+    async def scenario(pilot: Any) -> None:
+        table = pilot.app.screen.query_one("#threads")
+        column = table.columns["last"]
+        seen.append((str(table.get_row_at(0)[list(table.columns).index("last")]),
+                     column.width))
+
+    for days in (1, 9, 40, 1006):
+        seen.clear()
+        app = make_app(runtime, refresh_seconds=3600,
+                       clock=lambda days=days: T0 + timedelta(days=days, hours=1))
+        run(app, scenario)
+        text, width = seen[0]
+        assert len(text) <= width, (days, text, width)
+        assert text.startswith(f"{days}d") and text.endswith(" ago"), (days, text)

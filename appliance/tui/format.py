@@ -66,12 +66,15 @@ def duration(seconds: float | None) -> str:
 
 
 def ago(ts: datetime, now: datetime) -> str:
-    """How long before `now`, e.g. `5m ago` (`in future` for clock skew)."""
+    """How long before `now`, e.g. `5m ago`, `3d04h ago`, `120d ago` (`in future` for clock
+    skew); at most 10 characters, the threads screen's column, up to 27 years."""
     s = (now - ts).total_seconds()
     if s < 0:
         return "in future"
     if s < 60:
         return "just now"
+    if s >= 10 * 86400:  # `100d01h ago` was cut to `100d01h ag`: the hours no longer matter
+        return f"{int(s // 86400)}d ago"
     return duration(s)[1:] + " ago"
 
 
