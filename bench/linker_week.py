@@ -7,27 +7,38 @@ llama.cpp with the bundled model, the shipped linker and topics, one refinement 
 end), and the threads are read back as `stats` reads them (`analytics.load_threads`:
 each thread in the topic the last refinement left it in), with each topic's people as
 the last refinement counted them (`topics.contributors`, what `analytics.shared_topics`
-compares with `k_min_users`). Nothing is cached: each run replays the week (about 10 ms a
-prompt on the worker thread, so a minute or two, plus loading the models).
+compares with `k_min_users`). A replay takes about 10 ms a prompt on the worker thread (a
+minute or two, plus loading the models); its result (threads, topics' people and sizes,
+`compare`'s counts: no prompt text) is cached under the temp dir beside the topic benches'
+streams (bench/topic_data.py), keyed by the week's lines and everything the replay reads
+(the appliance package, the policies, the bundled models, the installed packages'
+versions), so a rerun of bench/topic_rows.py, block_rows.py or incident_rows.py with
+`--threads linker` on the same code takes seconds and reads the same threads.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import importlib.metadata
 import io
 import json
 import sys
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from topic_data import STREAMS  # noqa: E402
+from topic_data import CACHE, STREAMS  # noqa: E402
 
 from appliance import analytics  # noqa: E402
-from appliance.analytics import ThreadRow  # noqa: E402
+from appliance.analytics import ThreadRow, Turn  # noqa: E402
 from appliance.cli.replay import _replay_runtime  # noqa: E402
+from appliance.config import policy_dir  # noqa: E402
+from appliance.config.paths import model_dir  # noqa: E402
 from appliance.query import topic_aliases  # noqa: E402
 from appliance.replay import ReplayReport, read_prompts, replay  # noqa: E402
 from appliance.runtime import make_pipeline  # noqa: E402
@@ -46,11 +57,58 @@ def week_lines(start: datetime, end: datetime) -> list[str]:
     return out
 
 
-def linker_week(start: datetime, end: datetime
-                ) -> tuple[list[ThreadRow], dict[str, int], dict[str, int], dict[str, int]]:
-    """The week replayed through the pipeline: its threads as `stats` reads them, people
-    and threads per topic, and how they compare with the gold threads (`compare`)."""
+Week = tuple[list[ThreadRow], dict[str, int], dict[str, int], dict[str, int]]
+
+
+def _cache_key(lines: list[str]) -> str:
+    """A digest of the week's lines and of all a replay of them reads: every file of the
+    appliance package, of the policy and model folders, and the installed packages."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256("\n".join(lines).encode())
+    for folder in (root / "appliance", policy_dir(), model_dir()):
+        for f in sorted(folder.rglob("*")):
+            if f.is_file() and "__pycache__" not in f.parts:
+                h.update(str(f.relative_to(folder)).encode() + b"\0" + f.read_bytes())
+    h.update(" ".join(sorted(f"{d.metadata['Name']}=={d.version}"
+                             for d in importlib.metadata.distributions())).encode())
+    return h.hexdigest()[:16]
+
+
+def _dump(week: Week) -> str:
+    threads, people, sizes, stats = week
+    rows = [{"thread_id": t.thread_id, "user": t.user, "turns": [
+        {**dataclasses.asdict(turn), "ts": turn.ts.isoformat()} for turn in t.turns]}
+        for t in threads]
+    return json.dumps({"threads": rows, "people": people, "sizes": sizes, "stats": stats})
+
+
+def _load(text: str) -> Week:
+    data: dict[str, Any] = json.loads(text)
+    threads = [ThreadRow(r["thread_id"], r["user"], tuple(
+        Turn(**{**turn, "ts": datetime.fromisoformat(turn["ts"])}) for turn in r["turns"]))
+        for r in data["threads"]]
+    return threads, data["people"], data["sizes"], data["stats"]
+
+
+def linker_week(start: datetime, end: datetime) -> Week:
+    """The week replayed through the pipeline (or its cached result: the module doc): its
+    threads as `stats` reads them, people and threads per topic, and how they compare with
+    the gold threads (`compare`)."""
     lines = week_lines(start, end)
+    cache = CACHE / f"linker-week-{start:%Y%m%d}-{end:%Y%m%d}-{_cache_key(lines)}.json"
+    if cache.exists():
+        print(f"  the linker's week from {cache}", file=sys.stderr)
+        return _load(cache.read_text())
+    week = _replay_week(lines, start, end)
+    CACHE.mkdir(mode=0o700, exist_ok=True)
+    part = cache.with_suffix(".part")
+    part.write_text(_dump(week))
+    part.replace(cache)
+    return week
+
+
+def _replay_week(lines: list[str], start: datetime, end: datetime) -> Week:
+    """`lines` replayed through the pipeline into an ephemeral store (`linker_week`)."""
     with _replay_runtime(None, None, None) as rt:
         pipe = make_pipeline(rt)
         report = ReplayReport()

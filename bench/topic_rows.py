@@ -14,8 +14,9 @@ rows of topics under k people, and of those the ones ranked above a shown topic 
 
 `--threads linker`: the week's threads are those the shipped linker finds, the week
 replayed through the whole pipeline into an ephemeral SQLCipher store and read back as
-`stats` reads it (bench/linker_week.py); the exact counts then also say how its threads
-stand against the gold ones (`linking`).
+`stats` reads it (bench/linker_week.py: cached, so a rerun on the same code reads the same
+threads in seconds); the exact counts then also say how its threads stand against the gold
+ones (`linking`).
 
     .venv/bin/python bench/topic_rows.py [--runs 100] [--big 20] [--threads gold|linker]
                                          [--json]
@@ -84,7 +85,8 @@ def threads_option(ap: argparse.ArgumentParser) -> None:
     """`--threads gold|linker`: whose threads the week's topics are built from."""
     ap.add_argument("--threads", choices=("gold", "linker"), default="gold",
                     help="gold threads (a perfect linker; cached, seconds) or the shipped "
-                         "linker's (the week replayed through the pipeline; minutes)")
+                         "linker's (the week replayed through the pipeline: minutes, then "
+                         "cached for the same code: seconds)")
 
 
 def draw(threads: list[ThreadRow], people: dict[str, int], runs: int, big: int
