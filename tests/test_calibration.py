@@ -222,6 +222,11 @@ def test_an_operator_pinned_threshold_decides_for_its_tenant_only(
     # a pinned tenant with no traffic yet is listed too
     assert (rows["lobby"]["source"], rows["lobby"]["threshold"], rows["lobby"]["decisions"]) \
         == ("pinned", 0.6, 0)
+    # ... and asked for by name: a pin names it, though it has no data yet (a tenant
+    # neither stored nor named is refused as a typo: test_cli_input)
+    lobby = run_cli("thresholds", *cred, "--tenant", "lobby", "--json", env=env)
+    assert lobby.returncode == 0, lobby.stderr
+    assert [r["source"] for r in json.loads(lobby.stdout)["tenants"]] == ["pinned"]
     # A pin outside 0-1 is refused in one sentence, naming the tenant.
     toml.write_text(shipped.replace("# kiosk = 0.8", "kiosk = 1.5"))
     bad = run_cli("thresholds", *cred, env=env)

@@ -272,9 +272,12 @@ def test_bad_input_to_the_read_commands_exits_2_as_documented(tmp_path: Path,
             (("search", "weather", "--since", "last week"), "--since must be"),
             (("stats", "topics", "--tenant", "acme", "--from", "garbage"), "--from must be"),
             (("stats", "topics", "--tenant", "acme", "--from", "2026-03-02",
-              "--to", "2026-03-01"), "earlier than --to")]:
+              "--to", "2026-03-01"), "earlier than --to"),
+            # a typo is not "this tenant uses the policy's threshold"
+            (("thresholds", "--tenant", "Acme"), "never held data of tenant 'Acme'")]:
         result = run_cli(*args, *cred)
         assert result.returncode == 2 and says in result.stderr, (args, result.stderr)
+        assert result.stdout == "", (args, result.stdout)
         one_sentence(result.stderr)
 
 

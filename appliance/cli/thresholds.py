@@ -27,6 +27,7 @@ def thresholds(data_dir: Path | None, passphrase_file: Path | None, key_file: Pa
     """Each tenant's link threshold: the policy's, calibrated from its history-linked
     traffic, or pinned by the operator, with the decisions tallied and the right decisions
     gained."""
+    from appliance.reads import check_tenant
     from appliance.roles import require, sees
     from appliance.thresholds import TenantThresholds
 
@@ -34,6 +35,9 @@ def thresholds(data_dir: Path | None, passphrase_file: Path | None, key_file: Pa
     try:
         name = require(rt.policies.access, role or "operator", "service", tenant=tenant)
         s = rt.policies.correlation
+        if tenant is not None and tenant not in s.calibration.pinned:
+            # a typo ("Acme") would show the policy's threshold as if it were that tenant's
+            check_tenant(rt.store, rt.policies, tenant)
         tallies = rt.store.link_tallies()
         known = TenantThresholds(s, tallies)
         known_names = sorted({*tallies, *s.calibration.pinned})
