@@ -30,6 +30,10 @@ def types_found(redactor, text: str) -> set[str]:  # type: ignore[no-untyped-def
     ("my name is siobhan and I need help with my loan", "siobhan", "PERSON"),
     ("Can you reply to jonas.berg@example.com with the summary?", "jonas.berg@example.com",
      "EMAIL_ADDRESS"),
+    # an intranet's mail under no public suffix: whole, not cut by a URL hit ("alice.sm")
+    ("Also add my email alice.smith@corp.example at the bottom.", "ith@corp.example",
+     "EMAIL_ADDRESS"),
+    ("Write to jonas.berg@acme.internal about it.", "berg@acme.internal", "EMAIL_ADDRESS"),
     ("Call me back on +44 20 7946 0958 after lunch.", "7946 0958", "PHONE_NUMBER"),
     ("My office line is (415) 555-0134 ext. 22.", "555-0134", "PHONE_NUMBER"),
     ("Mobile: 0471 23 45 67", "23 45 67", "PHONE_NUMBER"),
@@ -235,6 +239,14 @@ def test_secrets_are_redacted(redactor, secret):  # type: ignore[no-untyped-def]
 ])
 def test_known_false_positives_stay_unredacted(redactor, text):  # type: ignore[no-untyped-def]
     assert types_found(redactor, text) & {"PERSON", "PHONE_NUMBER", "LOCATION"} == set()
+
+
+@pytest.mark.parametrize("text", [
+    "npm i @scope/pkg@1.2.3 then ssh deploy@buildhost",
+    "pin numpy@1.26.4 in the lock file",
+])
+def test_an_at_sign_outside_a_mailbox_is_no_email(redactor, text):  # type: ignore[no-untyped-def]
+    assert "EMAIL_ADDRESS" not in types_found(redactor, text)
 
 
 @pytest.mark.parametrize(("text", "value"), [

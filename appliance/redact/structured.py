@@ -60,7 +60,8 @@ def _tld_ok(tld: str, country_codes: frozenset[str], *, spaced: bool) -> bool:
 
 
 class SpelledEmailRecognizer(SpanRecognizer):
-    """`jane . doe @ example . com`, `jane at example dot com`, `jane [at] example [dot] org`."""
+    """`jane . doe @ example . com`, `jane at example dot com`, `jane [at] example [dot] org`,
+    and `jane.doe@corp.local`: a mailbox under a domain that is no public suffix."""
 
     ENTITY = "EMAIL_ADDRESS"
 
@@ -85,6 +86,11 @@ class SpelledEmailRecognizer(SpanRecognizer):
         local, at, domain = m.group(1), m.group(2), m.group(3)
         last_dot = list(_DOT_SPLIT.finditer(domain))[-1].group()
         tld = domain[domain.rindex(last_dot) + len(last_dot):]
+        if at == "@" and last_dot == "." and not re.search(r"\s", m.group()):
+            # Written as a mailbox: Presidio's recogniser takes it only under a public
+            # suffix, so `jane.roe@corp.local` or `@acme.internal` (an intranet's
+            # mail) would be left, or cut by a URL hit (`jane.ro` is a .ro site).
+            return tld.isalpha() and len(tld) >= 2
         if not _tld_ok(tld, self._countries, spaced=last_dot != "."):
             return False
         if "@" in at:
