@@ -66,3 +66,27 @@ def test_last_seen_of_an_old_thread_fits_its_column(runtime: Any, pipeline: Any)
         text, width = seen[0]
         assert len(text) <= width, (days, text, width)
         assert text.startswith(f"{days}d") and text.endswith(" ago"), (days, text)
+
+
+def test_why_panel_shows_each_signal_with_its_value_on_one_line(runtime: Any,
+                                                                 pipeline: Any) -> None:
+    """The why panel's features (similarity to candidate, time gap, ...) are rows of a label
+    and its value: at 25 columns of label each wrapped, the value alone on the next line."""
+    pipeline.process(CONVERSATION)
+    seen: list[tuple[list[str], int]] = []
+
+    async def scenario(pilot: Any) -> None:
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press("j")  # the second turn, linked by its content
+        await settle(pilot)
+        why = pilot.app.screen.query_one("#why-text")
+        seen.append((str(why.render()).splitlines(), why.size.width))
+
+    run(app_for(runtime), scenario)
+    lines, width = seen[0]
+    features = lines[lines.index("Signals for the best candidate") + 1:]
+    rows = [line for line in features if line.strip() and "features" not in line]
+    assert any(row.startswith("similarity to candidate") for row in rows), lines
+    for row in rows:
+        assert len(row) <= width, (row, width)

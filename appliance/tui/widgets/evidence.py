@@ -21,7 +21,7 @@ from appliance.tui.tree import Turn
 # The features a reader can act on, with what they mean; the rest follow as numbers.
 KEY_FEATURES = (
     ("sim", "similarity to candidate"),
-    ("sim_margin", "lead over next candidate"),
+    ("sim_margin", "lead over next best"),
     ("gap", "time gap (log s)"),
     ("same_session", "same client session"),
     ("ent_cand", "shared entities"),
@@ -30,7 +30,9 @@ KEY_FEATURES = (
     ("centroid_sim", "similarity to thread"),
     ("head_sim", "similarity to 1st turn"),
 )
-
+# a feature's row is its label, then its value in 7: 30 columns, what the panel (36 wide,
+# tcss) leaves inside its border, padding and scrollbar; at 25 every row wrapped in two
+LABEL = 23
 
 GATEWAY_REASONS = {  # links the gateway's own signals decided (appliance/history.py)
     ("history", True): "the request's message history ends at this turn",
@@ -165,13 +167,13 @@ def explain(turn: Turn, *, can_reveal: bool = False, role: str = "compliance") -
         out.append("\nSignals for the best candidate\n", style="bold")
         for key, label in KEY_FEATURES:
             if key in features:
-                out.append(f"{label:<25}{features[key]:>7.2f}\n")
+                out.append(f"{label:<{LABEL}}{features[key]:>7.2f}\n")
         rest = [(k, v) for k, v in features.items()
                 if k not in dict(KEY_FEATURES) and v]
         if rest:
             out.append("\nOther non-zero features\n", style="bold")
             for k, v in rest:
-                out.append(f"{k:<25}{v:>7.2f}\n")
+                out.append(f"{k:<{LABEL}}{v:>7.2f}\n")
     return out
 
 
