@@ -150,10 +150,15 @@ def main() -> int:
     load = os.getloadavg()[0]
     if args.json:
         print(json.dumps({"chars": args.chars, "runs": args.runs, "load_average": load,
-                          "pattern_timeout_s": settings.pattern_timeout_s, "rows": rows}))
+                          "pattern_timeout_s": settings.pattern_timeout_s,
+                          "wall_timeout_s": settings.wall_timeout_s, "rows": rows}))
         return 0
+    from appliance.redact.budget import WALL_FACTOR
+
+    guard = settings.wall_timeout_s
     print(f"{args.chars:,} characters; load average {load:.2f} on {os.cpu_count()} cores; "
-          f"median of {args.runs} runs; pattern_timeout_s {settings.pattern_timeout_s:g}")
+          f"median of {args.runs} runs; pattern_timeout_s {settings.pattern_timeout_s:g}; "
+          f"wall-clock guard {f'{guard:g} s (wall_timeout_s)' if guard else f'{WALL_FACTOR:g} x'}")
     print("| shape | whole analysis, s | its CPU, s | spaCy NER, s "
           "| Semtrace's recognisers, s (slowest) | Presidio's, s (slowest) | refused |")
     print("|---|---|---|---|---|---|---|")

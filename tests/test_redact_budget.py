@@ -8,11 +8,13 @@ last in the process. Real Presidio, spaCy, llama.cpp, SQLCipher and the service'
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import make_prompt, real_pipeline, running_service, scan_for
+from test_spine import run_cli
 
 from appliance.client import Client
 
@@ -216,6 +218,56 @@ def test_the_wall_clock_guard_stops_a_prompt_starved_of_cpu(
     assert isinstance(red, Unredactable)
     assert "wall-clock guard (0.6 s, 2 x pattern_timeout_s" in red.reason
     assert CANARY not in red.reason and NAME not in red.reason
+
+
+def test_the_policys_wall_timeout_sets_the_guard(
+        tiny_redactor: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`wall_timeout_s` replaces `WALL_FACTOR` times the budget: at 0.6 s the prompt that
+    waits 0.8 s is refused naming the key (the default guard, 3 s, lets it through: the test
+    above); at 3 s it is redacted although the factor alone (2: 0.6 s) would refuse it."""
+    from appliance.records import Redacted, Unredactable
+    from appliance.redact import budget
+
+    _waiting(monkeypatch, _own(tiny_redactor, "semtrace_PersonNameRecognizer"), WAIT_S)
+    prompt = make_prompt(f"Write to {NAME} at {CANARY} please")
+    settings = tiny_redactor.settings
+    monkeypatch.setattr(tiny_redactor, "settings",
+                        settings.model_copy(update={"wall_timeout_s": 2 * TINY}))
+    [red] = tiny_redactor.redact_many([prompt])
+    assert isinstance(red, Unredactable)
+    assert "wall-clock guard (0.6 s, wall_timeout_s: the host gave it too little CPU)" \
+        in red.reason
+
+    monkeypatch.setattr(budget, "WALL_FACTOR", 2.0)
+    monkeypatch.setattr(tiny_redactor, "settings",
+                        settings.model_copy(update={"wall_timeout_s": 10 * TINY}))
+    [red] = tiny_redactor.redact_many([prompt])
+    assert isinstance(red, Redacted), red
+    assert NAME not in red.text and CANARY not in red.text
+
+
+@pytest.mark.parametrize(("line", "says"), [
+    ("wall_timeout_s = 1.0", "`wall_timeout_s` (1 s) is less than `pattern_timeout_s` (5 s)"),
+    ("wall_timeout_s = 0", "key 'wall_timeout_s': Input should be greater than 0"),
+    ("wall_timeout_s = 601", "key 'wall_timeout_s': Input should be less than or equal to 600"),
+    ('wall_timeout_s = "soon"', "key 'wall_timeout_s': Input should be a valid number"),
+])
+def test_a_bad_wall_timeout_is_refused_in_one_sentence(tmp_path: Path, line: str,
+                                                       says: str) -> None:
+    from appliance.config import policy_dir
+
+    target = tmp_path / "policies"
+    shutil.copytree(policy_dir(), target)
+    toml = target / "redaction.toml"
+    toml.write_text(toml.read_text().replace("pattern_timeout_s = 5.0",
+                                             f"pattern_timeout_s = 5.0\n{line}"))
+    r = run_cli("serve", "--data-dir", str(tmp_path / "d"), "--check",
+                env={"SEMTRACE_POLICY_DIR": str(target)})
+    assert r.returncode == 2, r.stderr
+    sentence = r.stderr.strip()
+    assert "redaction.toml" in sentence and says in sentence, sentence
+    assert "\n" not in sentence and "Traceback" not in sentence
+    assert not (tmp_path / "d").exists()
 
 
 class _StopsOnce:

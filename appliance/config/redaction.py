@@ -33,6 +33,10 @@ REDACTABLE_TYPES = frozenset({
 })
 
 
+# Without `wall_timeout_s`, the wall-clock guard is this many times `pattern_timeout_s`.
+DEFAULT_WALL_FACTOR = 10.0
+
+
 class RedactionSettings(Strict):
     entities: list[str]
     score_threshold: float = Field(default=0.4, ge=0.0, le=1.0)
@@ -45,10 +49,27 @@ class RedactionSettings(Strict):
     name_list_rank: int = Field(default=1000, ge=0, le=20000)
     # Seconds of CPU time the whole redaction of one prompt may cost the thread redacting it
     # (its share of spaCy, every recogniser, Presidio's and Semtrace's, their expressions and
-    # loops; time waiting for a core is not charged, but a wall-clock guard of 10 times this
-    # is kept); past it the prompt is refused (appliance/redact/budget.py), never stored
-    # partly redacted.
+    # loops; time waiting for a core is not charged, but the wall-clock guard below is kept);
+    # past it the prompt is refused (appliance/redact/budget.py), never stored partly
+    # redacted.
     pattern_timeout_s: float = Field(default=5.0, gt=0.0, le=60.0)
+    # Wall-clock seconds one prompt's redaction may hold the ingest worker, waiting for a
+    # core included, before it is refused all the same (the host gave it too little CPU).
+    # None: `DEFAULT_WALL_FACTOR` times pattern_timeout_s. Never under pattern_timeout_s (a
+    # thread's CPU time never exceeds its wall-clock time, so the budget could not be spent).
+    wall_timeout_s: float | None = Field(default=None, gt=0.0, le=600.0)
+
+    @model_validator(mode="after")
+    def _wall_guard_covers_the_budget(self) -> RedactionSettings:
+        """A guard shorter than the CPU budget would refuse prompts the budget allows."""
+        if self.wall_timeout_s is not None and self.wall_timeout_s < self.pattern_timeout_s:
+            raise ValueError(
+                f"`wall_timeout_s` ({self.wall_timeout_s:g} s) is less than "
+                f"`pattern_timeout_s` ({self.pattern_timeout_s:g} s), so the wall-clock guard "
+                "would refuse prompts before they could spend their CPU budget (set it to at "
+                "least pattern_timeout_s, or leave it out for "
+                f"{DEFAULT_WALL_FACTOR:g} x pattern_timeout_s)")
+        return self
 
     @model_validator(mode="after")
     def _entities_are_known(self) -> RedactionSettings:

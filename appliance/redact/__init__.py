@@ -118,7 +118,7 @@ class Redactor:
         self._watch = timeout_watch()
         # Presidio checks an e-mail's domain with tldextract, whose suffix list loads on the
         # first e-mail (0.4 s) inside a prompt's time budget: loaded now instead (no budget).
-        self._analyze_each(["Mail warm.up@example.com"], budget=None)
+        self._analyze_each(["Mail warm.up@example.com"], budget=None, wall=None)
 
     def analyze(self, text: str) -> list[Detection]:
         """Detected PII spans in `text` (original offsets), overlaps resolved.
@@ -136,18 +136,20 @@ class Redactor:
         cost 2.5 ms a prompt one by one and 0.95 ms in packs of 64, with the same entities.
         Raises `RedactionFailed` (no text in it) for the first text the analyser could not
         finish within its budget (`pattern_timeout_s`, budget.py)."""
-        found = self._analyze_each(texts, budget=self.settings.pattern_timeout_s)
+        found = self._analyze_each(texts, budget=self.settings.pattern_timeout_s,
+                                   wall=self.settings.wall_timeout_s)
         for hits in found:
             if isinstance(hits, RedactionFailed):
                 raise hits
         return [h for h in found if not isinstance(h, RedactionFailed)]
 
-    def _analyze_each(self, texts: Sequence[str], *,
-                      budget: float | None) -> list[list[Detection] | RedactionFailed]:
+    def _analyze_each(self, texts: Sequence[str], *, budget: float | None,
+                      wall: float | None) -> list[list[Detection] | RedactionFailed]:
         """Each text's hits, or why it was refused; each text's redaction runs under
-        `budget` seconds of CPU (None: no limit), its normalisation and its share of spaCy's
-        batch (by length: the batch cannot be timed text by text) charged first, in CPU
-        time and on the wall-clock guard (budget.py)."""
+        `budget` seconds of CPU (None: no limit) and a wall-clock guard of `wall` seconds
+        (None: budget.py's default), its normalisation and its share of spaCy's batch (by
+        length: the batch cannot be timed text by text) charged first, in CPU time and on
+        the wall-clock guard (budget.py)."""
         norms, spent, waited = [], [], []
         for text in texts:
             c0, t0 = time.thread_time(), time.monotonic()
@@ -162,15 +164,15 @@ class Redactor:
             ner = time.thread_time() - c0
             ner_wait = time.monotonic() - t0 - ner
             chars = sum(len(n.text) for n in norms) or 1
-            return [self._analyze_closed(norm.text, norm.original_span, artifacts, budget,
+            return [self._analyze_closed(norm.text, norm.original_span, artifacts, budget, wall,
                                          own + ner * len(norm.text) / chars,
                                          wait + ner_wait * len(norm.text) / chars)
                     for norm, own, wait, (_, artifacts)
                     in zip(norms, spent, waited, nlp, strict=True)]
 
     def _analyze_closed(self, seen: str, original_span: Callable[[int, int], tuple[int, int]],
-                        artifacts: Any, budget: float | None, spent: float,
-                        waited: float) -> list[Detection] | RedactionFailed:
+                        artifacts: Any, budget: float | None, wall: float | None,
+                        spent: float, waited: float) -> list[Detection] | RedactionFailed:
         """`_analyze` under the prompt's budget, or the reason it did not finish: the budget
         spent (by spaCy's share, a pattern, one of Semtrace's recognisers, the context
         step), or any recogniser's error (its type only: a message may quote the text).
@@ -178,7 +180,7 @@ class Redactor:
         (`regex`'s): a skip with the prompt's own budget not spent (other threads ran
         meanwhile) runs the analysis again with what is left, `PRESIDIO_RERUNS` times at
         most."""
-        with prompt_budget(budget, spent=spent, waited=waited) as limit:
+        with prompt_budget(budget, wall=wall, spent=spent, waited=waited) as limit:
             try:
                 check("spaCy's NER")
                 for _ in range(1 + PRESIDIO_RERUNS):
@@ -224,7 +226,8 @@ class Redactor:
         A prompt the analyser could not finish is `Unredactable` (fail closed: refused, never
         stored partly redacted); the others are redacted as usual."""
         found = self._analyze_each([p.text for p in prompts],
-                                   budget=self.settings.pattern_timeout_s)
+                                   budget=self.settings.pattern_timeout_s,
+                                   wall=self.settings.wall_timeout_s)
         return [Unredactable(p, str(hits)) if isinstance(hits, RedactionFailed)
                 else apply_redaction(p, hits) for p, hits in zip(prompts, found, strict=True)]
 

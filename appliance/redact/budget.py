@@ -5,10 +5,11 @@ thread that redacts it (`time.thread_time`): its normalisation and its share of 
 batch are charged first, then Presidio's patterns, the IBAN checks and Semtrace's own
 recognisers (their expressions and their loops) run against what is left. It is the work
 the prompt costs, not the time it waited for a core: on a host busier than its cores an
-ordinary long prompt is not refused for the wait. A wall-clock guard, `WALL_FACTOR` times
-the budget, still bounds how long one prompt holds the worker when the host gives it too
-little CPU. The budget is per thread and per prompt (`prompt_budget`), so two redactors
-with different policies, or two worker threads, never share a limit.
+ordinary long prompt is not refused for the wait. A wall-clock guard (the policy's
+`wall_timeout_s`, else `WALL_FACTOR` times the budget) still bounds how long one prompt
+holds the worker when the host gives it too little CPU. The budget is per thread and per
+prompt (`prompt_budget`), so two redactors with different policies, or two worker threads,
+never share a limit.
 
 Semtrace's recognisers compile their expressions with `timed` (the `regex` module, which can
 stop a match part-way, with `re`'s syntax); each call gets the time left, and an expression
@@ -32,15 +33,17 @@ from typing import Any, TypeVar
 
 import regex
 
+from appliance.config.redaction import DEFAULT_WALL_FACTOR
 from appliance.errors import SemtraceError
 
 # `regex` takes a timeout of 0 as "already past" but a negative one as "no limit": the time
 # left is never passed below this.
 MIN_TIMEOUT_S = 1e-6
 
-# The wall-clock guard: one prompt's redaction may take this many times its budget on the
-# wall clock (time waiting for a core included) before it is refused all the same.
-WALL_FACTOR = 10.0
+# The wall-clock guard when the policy sets no `wall_timeout_s`: one prompt's redaction may
+# take this many times its budget on the wall clock (time waiting for a core included)
+# before it is refused all the same.
+WALL_FACTOR = DEFAULT_WALL_FACTOR
 
 # How often (wall-clock seconds) the thread's CPU clock is read: a reading is a system call
 # (about 1.5 us, 15 times `time.monotonic`) and a long prompt checks its budget some 60,000
@@ -79,11 +82,14 @@ class RedactionFailed(SemtraceError):
 class Budget:
     """The CPU time one prompt's redaction may cost its thread (`limit`, seconds), when that
     is spent (`deadline`, on `time.thread_time`), and the wall-clock guard (`wall_deadline`,
-    on `time.monotonic`: `WALL_FACTOR` times `limit` from the prompt's start)."""
+    on `time.monotonic`: `wall` seconds from the prompt's start; `wall_set`: the policy's
+    `wall_timeout_s`, not `WALL_FACTOR` times `limit`)."""
 
     limit: float
     deadline: float
     wall_deadline: float
+    wall: float = 0.0
+    wall_set: bool = False
     # The last reading of the CPU clock: (time.monotonic, time.thread_time) at it.
     _read: list[float] = field(default_factory=list, compare=False, repr=False)
 
@@ -114,16 +120,18 @@ class Budget:
 
 
 @contextmanager
-def prompt_budget(limit: float | None, *, spent: float = 0.0,
+def prompt_budget(limit: float | None, *, wall: float | None = None, spent: float = 0.0,
                   waited: float = 0.0) -> Iterator[Budget | None]:
     """Run one prompt's redaction on this thread under `limit` seconds of its CPU, `spent`
-    of them already used (its normalisation and share of the NER batch), and `waited` wall
-    seconds besides those already gone on the wall-clock guard. None: no limit."""
+    of them already used (its normalisation and share of the NER batch), and a wall-clock
+    guard of `wall` seconds (None: `WALL_FACTOR` times `limit`), `spent` and `waited` wall
+    seconds of it already gone. `limit` None: no limit."""
     previous = getattr(_LOCAL, "budget", None)
     budget = None
     if limit is not None:
+        guard = WALL_FACTOR * limit if wall is None else wall
         budget = Budget(limit, time.thread_time() + limit - spent,
-                        time.monotonic() + WALL_FACTOR * limit - spent - waited)
+                        time.monotonic() + guard - spent - waited, guard, wall is not None)
     _LOCAL.budget = budget
     try:
         yield budget
@@ -153,9 +161,10 @@ def past(what: str, budget: Budget) -> RedactionFailed:
     where = getattr(_LOCAL, "stage", None)
     what = f"{what}{f' of {where}' if where else ''}"
     if budget.wall_left() <= 0 < budget.cpu_left():
+        named = ("wall_timeout_s" if budget.wall_set
+                 else f"{budget.wall / budget.limit:g} x pattern_timeout_s")
         return RedactionFailed(f"{what} ran past the prompt's wall-clock guard "
-                               f"({WALL_FACTOR * budget.limit:g} s, {WALL_FACTOR:g} x "
-                               f"pattern_timeout_s: the host gave it too little CPU)")
+                               f"({budget.wall:g} s, {named}: the host gave it too little CPU)")
     return RedactionFailed(f"{what} ran past the prompt's time budget ({budget.limit:g} s of "
                            f"CPU, pattern_timeout_s)")
 
