@@ -90,3 +90,57 @@ def test_why_panel_shows_each_signal_with_its_value_on_one_line(runtime: Any,
     assert any(row.startswith("similarity to candidate") for row in rows), lines
     for row in rows:
         assert len(row) <= width, (row, width)
+
+
+def _dialog_shown(pilot: Any) -> tuple[str, Any, Any]:
+    """The screenshot's text (its non-breaking spaces as spaces), the dialog's and the
+    screen's regions."""
+    import html
+
+    shot = html.unescape(pilot.app.export_screenshot()).replace("\xa0", " ")
+    screen = pilot.app.screen
+    note = screen.query_one("#dialog .note")
+    # the note lies inside the dialog's border (a cut line runs past it, hidden)
+    assert note.region.right <= screen.query_one("#dialog").content_region.right, note.region
+    return shot, screen.query_one("#dialog").region, screen.region
+
+
+def test_confirmation_dialogs_are_centred_and_show_their_whole_sentence(
+        runtime: Any, pipeline: Any) -> None:
+    """What `n` (release today, spends privacy budget) and `g` (signed report, audited)
+    ask before they act is read whole: the sentence saying what it spends or writes was cut
+    at the dialog's edge ("... budget for today, o"), and the release dialog sat in the
+    top left corner over the screen's heading."""
+    from appliance.tui.screens.retention import ReportDialog
+    from appliance.tui.widgets.release import ReleaseDialog
+
+    pipeline.process(CONVERSATION)
+    seen: dict[str, tuple[str, Any, Any]] = {}
+
+    async def release(pilot: Any) -> None:
+        await pilot.press("o")
+        await settle(pilot)
+        await pilot.press("n")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, ReleaseDialog)
+        seen["release"] = _dialog_shown(pilot)
+        await pilot.press("escape")
+
+    async def report(pilot: Any) -> None:
+        await pilot.press("R")
+        await settle(pilot)
+        await pilot.press("g")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, ReportDialog)
+        seen["report"] = _dialog_shown(pilot)
+        await pilot.press("escape")
+
+    run(app_for(runtime, role="analyst"), release)
+    run(app_for(runtime, role="compliance"), report)
+    for name, last_words in (("release", "read it without spending more."),
+                             ("report", "adds a 'report' entry to the audit log.")):
+        shot, dialog, screen = seen[name]
+        # the sentence's end may wrap to the next line: every word of it is on screen
+        assert all(word in shot for word in last_words.split()), (name, last_words)
+        left, right = dialog.x, screen.width - dialog.right
+        assert abs(left - right) <= 1 and dialog.y > 0, (name, dialog, screen)
