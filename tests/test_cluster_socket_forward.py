@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,13 @@ def test_a_prompt_on_a_non_owners_socket_is_stored_on_the_owner_in_its_thread(
         assert b.lookup(mine, "mine")["error"]["code"] == "not_found"
         assert "Traceback" not in a.log.read_text() + b.log.read_text()
         assert "tenants_elsewhere" not in a.log.read_text()  # a holds no other's tenant
+        # counted as stored by b only: a's requests metric says forwarded
+        counted = urllib.request.urlopen(f"http://127.0.0.1:{a.metrics_port}/metrics",
+                                         timeout=10).read().decode()
+        assert 'semtrace_requests_total{op="ingest",position="none",status="forwarded"} ' \
+            '2.0' in counted
+        assert 'semtrace_requests_total{op="ingest",position="none",status="ok"}' \
+            not in counted
 
 
 def _elsewhere(node: Node) -> list[dict[str, Any]]:

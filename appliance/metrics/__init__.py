@@ -158,7 +158,8 @@ class Metrics:
         disable_created_metrics()  # no `_created` twin of every series (process-wide)
         r = self.registry = registry or CollectorRegistry()
         self.requests = Counter("semtrace_requests", "Requests answered, by op, status "
-                                "(ok, duplicate, queued or the error code) and position.",
+                                "(ok, duplicate, queued, forwarded or the error code) and "
+                                "position.",
                                 ["op", "status", "position"], registry=r)
         self.ingest_latency = Histogram(
             "semtrace_ingest_latency_seconds", "Arrival to commit of one prompt, by position.",
@@ -249,13 +250,14 @@ class Metrics:
 
     def reply(self, op: str, reply: dict[str, Any]) -> None:
         """Count one reply (labels from closed sets only)."""
-        if reply.get("ok"):
-            status = ("duplicate" if reply.get("duplicate") else
+        if reply.get("ok"):  # forwarded: answered by the tenant's owner, which counts it
+            status = ("forwarded" if reply.get("forwarded") else
+                      "duplicate" if reply.get("duplicate") else
                       "queued" if reply.get("queued") else "ok")
         else:
             code = (reply.get("error") or {}).get("code")
             status = code if code in ERROR_CODES else "other"
-        position = reply.get("position")
+        position = None if status == "forwarded" else reply.get("position")
         self.requests.labels(op if op in OPS else "unknown", status,
                              position if position in POSITIONS else "none").inc()
 

@@ -51,6 +51,7 @@ class Dispatch(ServiceCore):
                 ProtocolError (the NATS front door checks the subject's tenant).
         """
         op = "unknown"
+        forwarded: dict[str, Any] | None = None
         try:
             obj = decode_frame(frame)
             op = obj["op"] if obj.get("op") in OPS else op
@@ -60,7 +61,6 @@ class Dispatch(ServiceCore):
             req = parse_request(obj, max_text_chars=self.policies.correlation.max_text_chars,
                                 ts_past=timedelta(days=svc.ts_past_days),
                                 ts_future=timedelta(seconds=svc.ts_future_s))
-            forwarded = None
             if socket and self.forward is not None:
                 forwarded = await self.forward(obj, req)
             reply = forwarded if forwarded is not None else await self._dispatch(
@@ -72,8 +72,9 @@ class Dispatch(ServiceCore):
                                                "exc_type": type(exc).__name__})
             self.counters["errors"] += 1
             reply = error_reply("internal", "The request could not be handled; retry later.")
-        if self.observer is not None:
-            self.observer.reply(op, reply)
+        if self.observer is not None:  # one stored by another node is counted there too
+            self.observer.reply(op, {**reply, "forwarded": True} if forwarded is not None
+                                and reply.get("ok") else reply)
         return reply
 
     async def _dispatch(self, req: Request, traceparent: Any = None, *,
