@@ -144,3 +144,19 @@ def test_confirmation_dialogs_are_centred_and_show_their_whole_sentence(
         assert all(word in shot for word in last_words.split()), (name, last_words)
         left, right = dialog.x, screen.width - dialog.right
         assert abs(left - right) <= 1 and dialog.y > 0, (name, dialog, screen)
+
+
+def test_search_of_an_empty_store_says_nothing_is_stored(runtime: Any, embedder: Any) -> None:
+    """A search before anything was ingested said `0 hit(s), best first, in –`."""
+    status: list[str] = []
+
+    async def scenario(pilot: Any) -> None:
+        await pilot.press("slash")
+        await settle(pilot)
+        pilot.app.screen.query_one("#query").value = "reset my password"
+        await pilot.press("enter")
+        await settle(pilot)
+        status.append(str(pilot.app.screen.query_one("#status").render()))
+
+    run(app_for(runtime, embedder, role="analyst"), scenario)
+    assert status[0] == "No prompts stored yet: nothing to search", status

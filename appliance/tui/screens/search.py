@@ -83,7 +83,16 @@ class SearchScreen(Screen[None]):
             table.add_row(sim_bar(h.similarity, 6), h.thread_id,
                           Text(f"{h.tenant}/{short_user(h.user, 8)}"), when(h.ts),
                           redacted_text(h.text), key=f"{h.thread_id}#{h.record_id}")
-        note = f"{len(result.hits)} hit(s), best first, in {', '.join(result.searched) or '–'}"
+        if result.hits:
+            note = f"{len(result.hits)} hit(s), best first, in {', '.join(result.searched)}"
+        elif result.searched:
+            note = f"No prompt in {', '.join(result.searched)} matches the filters"
+        elif result.skipped:
+            note = "Nothing searched"
+        else:  # was "0 hit(s), best first, in –"
+            where = context(self).reader.tenant
+            note = (f"No prompts stored yet{f' in tenant {where}' if where else ''}: "
+                    "nothing to search")
         if result.skipped:
             note += (f" · skipped {', '.join(result.skipped)}: cross-user search is off there, "
                      "add user: (the user's id, or pseudonym)")
