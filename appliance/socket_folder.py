@@ -1,5 +1,6 @@
 """The folders above a Unix socket that `serve` listens on (ingest, query, metrics): made
-when missing, each with the mode the socket's users need, whatever the umask.
+when missing, each with the mode the socket's users need, whatever the umask; and the
+socket itself, which appears at its path only with its own mode (`listen_at`).
 
 The installed unit runs with UMask=0077: a folder made with the umask's mode (0700) would
 shut out the gateway's group from the ingest socket and the scrapers from the metrics
@@ -11,7 +12,12 @@ else's and are left as they are.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
+
+from appliance.errors import SemtraceError
+
+_SUN_PATH = 107  # the longest path a Unix socket can be bound at (sun_path, less its NUL)
 
 
 def check_socket_folder(socket_path: Path) -> list[Path]:
@@ -62,3 +68,41 @@ def make_socket_folder(socket_path: Path, *, mode: int, gid: int | None = None) 
         why = (exc.strerror or type(exc).__name__).lower()
         raise ValueError(f"the folder {folder} cannot be made ({why})") from None
     return made
+
+
+def listen_at(path: Path, mode: int, *, gid: int | None = None) -> socket.socket:
+    """A Unix stream socket listening on `path`, which appears there only once it has
+    `mode` (and group `gid`, when given) and listens.
+
+    Bound at `path` itself, the socket is there with the umask's mode (0700 under the
+    unit's UMask=0077) until its chmod: a gateway, reader or scraper that connects in
+    between is refused (EACCES), or gets ECONNREFUSED before the listen(). So it is bound
+    under a name of its own beside `path`, given its mode, set listening, and hard-linked
+    to `path`, which fails rather than take over a path another service has claimed since
+    `free_socket_path`. A path too long for that name is bound directly (as before)."""
+    hidden = path.with_name(f".{path.name}.{os.getpid()}")
+    if len(os.fsencode(hidden)) > _SUN_PATH:
+        hidden = path
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        if hidden != path:  # left by a killed process that had this pid
+            hidden.unlink(missing_ok=True)
+        sock.bind(str(hidden))
+        try:
+            if gid is not None:  # before the mode opens it to a group
+                os.chown(hidden, -1, gid)
+            os.chmod(hidden, mode)
+            sock.listen(socket.SOMAXCONN)
+            if hidden != path:
+                try:
+                    os.link(hidden, path)
+                except FileExistsError:
+                    raise SemtraceError(f"Another service is already listening on {path}; "
+                                        "nothing was changed.") from None
+        finally:
+            if hidden != path:
+                hidden.unlink(missing_ok=True)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -1,7 +1,8 @@
 """The folders `semtrace serve` makes for its sockets (`--socket`, `--query-socket`,
 `--metrics unix:`), as the installed unit runs it (UMask=0077): each folder made has the
 mode the socket's users need, a folder that cannot be made is refused in one sentence
-naming it, and a folder that exists is left as it is."""
+naming it, and a folder that exists is left as it is; each socket is at its path only
+with its own mode."""
 
 from __future__ import annotations
 
@@ -22,12 +23,13 @@ def _init(tmp_path: Path, passphrase_file: Path) -> Path:
     return data
 
 
-def _serve(data: Path, passphrase_file: Path, *args: str) -> subprocess.Popen[str]:
+def _serve(data: Path, passphrase_file: Path, *args: str, python: tuple[str, ...] = ("-m",
+           "appliance")) -> subprocess.Popen[str]:
     """`semtrace serve` under umask 0077, as the unit runs it."""
     def unit_umask() -> None:
         os.umask(0o077)
 
-    return subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--data-dir",
+    return subprocess.Popen([sys.executable, *python, "serve", "--data-dir",
                              str(data), "--passphrase-file", str(passphrase_file), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             preexec_fn=unit_umask)
@@ -82,3 +84,50 @@ def test_a_socket_folder_that_cannot_be_made_is_refused_in_one_sentence_naming_i
         f"cannot be made: {afile} is a file, not a folder; the service did not start.")
     assert "Traceback" not in err
     assert afile.read_text() == "not a folder\n"
+
+
+# `semtrace serve` on a busy host, where the service may wait for a core between a socket's
+# bind() and its chmod(): here a second, every time
+_SLOW_SOCKET_CHMOD = """\
+import os, runpy, stat, sys, time
+chmod = os.chmod
+def slow(path, mode, *args, **kwargs):
+    if stat.S_ISSOCK(os.stat(path).st_mode):
+        time.sleep(1)
+    chmod(path, mode, *args, **kwargs)
+os.chmod = slow
+runpy.run_module("appliance", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_each_socket_is_at_its_path_only_with_its_own_mode(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """Before: each socket was bound at its path with the unit's umask (0700, the service
+    user's alone) and given its mode (0660 the gateway's group, 0666 any reader, 0660 the
+    scrapers) only after: a gateway, reader or scraper connecting in between was refused
+    (Permission denied), and the unit's sandbox test, which checks the modes as soon as
+    the sockets are there, failed now and then on a loaded host."""
+    data = _init(tmp_path, passphrase_file)
+    run = tmp_path / "run"
+    want = {run / "s.sock": "0o660", run / "q.sock": "0o666", run / "m.sock": "0o660"}
+    ingest, query, metrics = want
+    proc = _serve(data, passphrase_file, "--socket", str(ingest), "--query-socket",
+                  str(query), "--metrics", f"unix:{metrics}",
+                  python=("-c", _SLOW_SOCKET_CHMOD))
+    seen: dict[Path, str] = {}
+    try:
+        deadline = time.monotonic() + 300
+        while len(seen) < len(want):
+            for sock in want:
+                if sock not in seen and sock.exists():
+                    seen[sock] = _mode(sock)  # the mode a client finds it with first
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "serve never listened"
+            time.sleep(0.02)
+        assert seen == want
+        assert sorted(p.name for p in run.iterdir()) == ["m.sock", "q.sock", "s.sock"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    assert not list(run.iterdir())

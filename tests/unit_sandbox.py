@@ -320,10 +320,21 @@ class Started:
 
     proc: subprocess.Popen[str]
     pid_file: Path
+    journal: Path  # the service's and the sandbox's output
 
     @property
     def main_pid(self) -> int:
         return int(self.pid_file.read_text())
+
+    def said(self, step: str) -> str:
+        """A failure message: the step, whether the service still runs or how it ended
+        (226: the sandbox could not be set up, as systemd's EXIT_NAMESPACE), and the tail
+        of its output."""
+        rc = self.proc.poll()
+        state = ("still running" if rc is None else f"exited with {rc}" if rc >= 0
+                 else f"killed by signal {-rc} ({signal.Signals(-rc).name})")
+        out = self.journal.read_text() if self.journal.exists() else "(no output file)"
+        return f"{step}; the service {state}; its output, last 3000 characters:\n{out[-3000:]}"
 
     def kill(self) -> None:
         """Kill the service and its sandbox if still there (a test that failed midway): the
@@ -359,7 +370,7 @@ def start(unit_text: str, ident: Identity, *, work: Path, runtime: Path, python:
         proc = subprocess.Popen(["unshare", *namespaces, "--fork", "--kill-child",
                                  "bash", str(work / "sandbox.sh")], stdin=subprocess.DEVNULL,
                                 stdout=journal, stderr=subprocess.STDOUT, text=True)
-    return Started(proc, pid_file)
+    return Started(proc, pid_file, work / "journal")
 
 
 def _restrict_socket_families() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import MetricsHandler, start_http_server
 
-from appliance.socket_folder import make_socket_folder
+from appliance.socket_folder import listen_at, make_socket_folder
 
 
 class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -35,10 +35,10 @@ class MetricsServer:
             make_socket_folder(self._path, mode=0o750, gid=gid)  # its scrapers' group
             with contextlib.suppress(FileNotFoundError):
                 self._path.unlink()  # a stale socket of an earlier run (check_listen)
-            self._server = _UnixServer(str(self._path), MetricsHandler.factory(registry))
-            if gid is not None:  # before the mode opens it to a group
-                os.chown(self._path, -1, gid)
-            os.chmod(self._path, 0o660)
+            self._server = _UnixServer(str(self._path), MetricsHandler.factory(registry),
+                                       bind_and_activate=False)
+            self._server.socket.close()  # listen_at's, at its path only with its mode
+            self._server.socket = listen_at(self._path, 0o660, gid=gid)
             threading.Thread(target=self._server.serve_forever, name="semtrace-metrics",
                              daemon=True).start()
             self.address = f"unix:{self._path}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 
 from appliance.errors import SemtraceError
@@ -14,7 +13,7 @@ from appliance.service.core import FrontDoor
 from appliance.service.query_socket import QuerySocket
 from appliance.service.reload import audited_change, reload_plan
 from appliance.service.sockets import free_socket_path
-from appliance.socket_folder import make_socket_folder, refusal
+from appliance.socket_folder import listen_at, make_socket_folder, refusal
 
 log = logging.getLogger("semtrace.service")
 
@@ -35,9 +34,10 @@ class Service(QuerySocket, Batching):
                     raise SemtraceError(refusal(claimed, option, exc)) from None
                 free_socket_path(claimed)
         limit = self.policies.service.max_frame_bytes
-        self._server = await asyncio.start_unix_server(self._on_connect, path=str(path),
+        # each socket at its path only with its mode (socket_folder.listen_at)
+        self._server = await asyncio.start_unix_server(self._on_connect,
+                                                       sock=listen_at(path, 0o660),
                                                        limit=limit)
-        os.chmod(path, 0o660)
         if self.query_socket_path is not None:
             await self._start_query_socket(self.query_socket_path, limit)
         self._batcher = asyncio.create_task(self._batch_loop())

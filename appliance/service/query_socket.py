@@ -12,6 +12,7 @@ from typing import Any
 from appliance.protocol import ProtocolError, decode_frame, encode, error_reply
 from appliance.service.connections import Connections
 from appliance.service.peers import Peer, peer_credentials
+from appliance.socket_folder import listen_at
 
 log = logging.getLogger("semtrace.service")
 
@@ -20,9 +21,9 @@ class QuerySocket(Connections):
     """Serve the query socket (queryserver.py does the reading)."""
 
     async def _start_query_socket(self, path: Path, limit: int) -> None:
-        self._query_server = await asyncio.start_unix_server(self._on_query_connect,
-                                                             path=str(path), limit=limit)
-        os.chmod(path, 0o666)  # anyone may ask; each request runs under the peer's role
+        # anyone may ask; each request runs under the peer's role
+        self._query_server = await asyncio.start_unix_server(
+            self._on_query_connect, sock=listen_at(path, 0o666), limit=limit)
 
     async def _on_query_connect(self, reader: asyncio.StreamReader,
                                 writer: asyncio.StreamWriter) -> None:
