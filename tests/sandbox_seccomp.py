@@ -1,7 +1,8 @@
 """The seccomp filters systemd loads for a unit's ProtectClock=, ProtectKernelLogs=,
-ProtectHostname=, RestrictRealtime=, RestrictSUIDSGID= and SystemCallFilter= (an allow
-list), rebuilt for tests/unit_sandbox.py with libseccomp, the library systemd builds them
-with, rule for rule as systemd 252's src/shared/seccomp-util.c adds them (x86_64 only).
+ProtectHostname=, RestrictRealtime=, RestrictSUIDSGID=, ProtectKernelModules=,
+RestrictNamespaces=yes, LockPersonality= and SystemCallFilter= (an allow list), rebuilt for
+tests/unit_sandbox.py with libseccomp, the library systemd builds them with, rule for rule as
+systemd 252's src/shared/seccomp-util.c adds them (x86_64 only).
 
 The spec (`Spec`) is worked out from the unit before the sandbox starts, written as JSON, and
 loaded by the sandbox's last process just before it execs the service (`load`).
@@ -21,8 +22,15 @@ from typing import Any
 # systemd's @clock group (ProtectClock=)
 CLOCK = ("adjtimex", "clock_adjtime", "clock_adjtime64", "clock_settime", "clock_settime64",
          "settimeofday")
+# systemd's @module group (ProtectKernelModules=)
+MODULE = ("delete_module", "finit_module", "init_module")
+# the namespace flags RestrictNamespaces=yes refuses: CLONE_NEWNS, _NEWCGROUP, _NEWUTS,
+# _NEWIPC, _NEWUSER, _NEWPID, _NEWNET
+NAMESPACE_FLAGS = (0x20000, 0x2000000, 0x4000000, 0x8000000, 0x10000000, 0x20000000,
+                   0x40000000)
 _ALLOW, _KILL_PROCESS = 0x7FFF0000, 0x80000000
-_EQ, _GT, _MASKED_EQ = 4, 6, 7  # enum scmp_compare
+_NE, _EQ, _GT, _MASKED_EQ = 1, 4, 6, 7  # enum scmp_compare
+_PER_LINUX = 0  # the personality LockPersonality= keeps on x86_64
 _S_ISUID, _S_ISGID, _O_CREAT = 0o4000, 0o2000, 0o100
 # sched_setscheduler() policies other than SCHED_OTHER, SCHED_BATCH, SCHED_IDLE (0, 3, 5)
 _REALTIME_POLICIES = (1, 2, 4)
@@ -46,6 +54,9 @@ class Spec:
     hostname: bool = False  # ProtectHostname=yes
     realtime: bool = False  # RestrictRealtime=yes
     suid_sgid: bool = False  # RestrictSUIDSGID=yes
+    modules: bool = False  # ProtectKernelModules=yes
+    namespaces: bool = False  # RestrictNamespaces=yes (every kind refused)
+    personality: bool = False  # LockPersonality=yes
     allowed: tuple[str, ...] = ()  # SystemCallFilter=, its groups expanded; () = no list
     known: tuple[str, ...] = ()  # systemd's @known: the calls refused with `error`
     error: int | None = errno.EPERM  # SystemCallErrorNumber=; None: the process is killed
@@ -108,9 +119,20 @@ def load(spec_file: str) -> None:
     eperm = _errno(errno.EPERM)
     deny = _Filter(lib, _ALLOW)  # each a filter of its own in systemd; one here, same rules
     for on, names in ((spec.clock, CLOCK), (spec.syslog, ("syslog",)),
-                      (spec.hostname, ("sethostname", "setdomainname"))):
+                      (spec.hostname, ("sethostname", "setdomainname")),
+                      (spec.modules, MODULE)):
         for name in names if on else ():
             deny.add(eperm, name)
+    if spec.namespaces:
+        # clone3()'s flags are in a struct: refused with ENOSYS, so that glibc falls back
+        # to clone(), whose flags are checked like unshare()'s; setns() refused outright
+        deny.add(_errno(errno.ENOSYS), "clone3")
+        deny.add(eperm, "setns")
+        for flag in NAMESPACE_FLAGS:
+            for name in ("unshare", "clone"):
+                deny.add(eperm, name, (0, _MASKED_EQ, flag, flag))
+    if spec.personality:  # any personality() but the one it runs with, even a query
+        deny.add(eperm, "personality", (0, _NE, _PER_LINUX, 0))
     if spec.realtime:
         for policy in _REALTIME_POLICIES:
             deny.add(eperm, "sched_setscheduler", (1, _EQ, policy, 0))

@@ -15,6 +15,7 @@ import signal
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from installer_host import (
@@ -95,6 +96,13 @@ def setuid_bit(path, mode):
     return attempt(lambda: os.chmod(path, mode))
 def write(p):
     return attempt(lambda: open(p, "w").write("x"))
+def in_child(fn):  # a call that would change the probe itself: made in a child of it
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if fn() >= 0 else ctypes.get_errno())
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    return "ok" if code == 0 else errno.errorcode.get(code, code)
+L = ctypes.c_long
 data, outside, host_tmp = sys.argv[1:4]
 cred = os.path.join(os.environ["CREDENTIALS_DIRECTORY"], "semtrace-passphrase")
 print(json.dumps({
@@ -123,18 +131,22 @@ print(json.dumps({
     # mincore(), a page of its own: any process may; systemd took it out of @system-service
     "mincore": call(libc.mincore, ctypes.c_void_p(ctypes.addressof(page)), 4096,
                     ctypes.create_string_buffer(1)),
+    # LockPersonality=: any user may set ADDR_NO_RANDOMIZE on itself otherwise
+    "personality": in_child(lambda: libc.personality(ctypes.c_ulong(0x0040000))),
+    # RestrictNamespaces=: a user namespace, which any user may make otherwise, and
+    # clone3() (its flags unreadable to seccomp: ENOSYS, where a NULL argument gives EINVAL)
+    "user_namespace": in_child(lambda: libc.unshare(0x10000000)),  # CLONE_NEWUSER
+    "clone3": call(libc.syscall, L(435), ctypes.c_void_p(None), L(0)),
+    # ProtectKernelModules=: init_module(), EPERM with the rule and without it (below)
+    "init_module": call(libc.syscall, L(175), ctypes.c_void_p(None), L(0),
+                        ctypes.c_char_p(b"")),
 }))
 """
 
 
-@needs_system_python
-@needs_mount_namespace
-@needs_setpriv
-def test_the_sandbox_holds_the_service_to_what_the_unit_allows(srv: Path) -> None:
-    """The approximation is no stand-in that lets everything through: a probe run as the
-    unit's ExecStart writes its data dir and runtime folder only, sees no host /tmp, no
-    /root, no network but loopback, no socket but AF_UNIX, no capability, and its
-    credential as systemd hands it over."""
+def _probe(srv: Path, *, without: tuple[str, ...] = ()) -> tuple[dict[str, Any], int]:
+    """What _PROBE says, run as the unit's ExecStart in its sandbox (the unit install.sh
+    writes, less the settings `without`), and the service's uid."""
     host = service_host(srv, init=False)
     probe = host.work / "probe.py"
     probe.write_text(_PROBE)
@@ -145,7 +157,8 @@ def test_the_sandbox_holds_the_service_to_what_the_unit_allows(srv: Path) -> Non
         unit_text = "\n".join(
             f"ExecStart={SYSTEM_PYTHON} {probe} {host.data} {srv / 'outside'} {marker}"
             if line.startswith("ExecStart=") else line
-            for line in host.unit_text.splitlines())
+            for line in host.unit_text.splitlines()
+            if line.partition("=")[0] not in without)
         started = start(unit_text, host.ident, work=host.work, runtime=host.runtime,
                         python=SYSTEM_PYTHON or "python3")
         try:
@@ -156,8 +169,20 @@ def test_the_sandbox_holds_the_service_to_what_the_unit_allows(srv: Path) -> Non
             started.kill()
     finally:
         marker.unlink()
-    said = json.loads((host.work / "journal").read_text().splitlines()[-1])
-    assert said["uid"] == host.ident.uid and said["groups"] == []
+    said: dict[str, Any] = json.loads(started.journal.read_text().splitlines()[-1])
+    return said, host.ident.uid
+
+
+@needs_system_python
+@needs_mount_namespace
+@needs_setpriv
+def test_the_sandbox_holds_the_service_to_what_the_unit_allows(srv: Path) -> None:
+    """The approximation is no stand-in that lets everything through: a probe run as the
+    unit's ExecStart writes its data dir and runtime folder only, sees no host /tmp, no
+    /root, no network but loopback, no socket but AF_UNIX, no capability, its credential
+    as systemd hands it over, and no other personality and no namespace of its own."""
+    said, uid = _probe(srv)
+    assert said["uid"] == uid and said["groups"] == []
     assert said["data"] == said["runtime"] == said["tmp"] == "ok", said
     assert said["outside"].startswith("OSError:Read-only") and said["etc"] != "ok", said
     assert said["host_tmp_seen"] is False and said["root"].startswith("PermissionError"), said
@@ -165,7 +190,7 @@ def test_the_sandbox_holds_the_service_to_what_the_unit_allows(srv: Path) -> Non
     assert said["unix"] == "ok" and said["net"] == ["lo"], said
     assert said["status"]["CapBnd"] == said["status"]["CapEff"] == "0000000000000000", said
     assert said["status"]["NoNewPrivs"] == "1" and said["status"]["Seccomp"] == "2", said
-    assert said["cred_mode"] == "0o400" and said["cred_owner"] == host.ident.uid, said
+    assert said["cred_mode"] == "0o400" and said["cred_owner"] == uid, said
     assert said["umask"] == "0o77"
     assert said["devices"] == sorted(["null", "zero", "full", "random", "urandom", "tty",
                                       "shm", "pts", "fd", "stdin", "stdout", "stderr"])
@@ -182,6 +207,31 @@ def test_the_sandbox_holds_the_service_to_what_the_unit_allows(srv: Path) -> Non
     assert said["ipc"] != os.readlink("/proc/self/ns/ipc"), said
     # SystemCallFilter=@system-service with SystemCallErrorNumber=EPERM
     assert said["mincore"] == "EPERM", said
+    # LockPersonality=, RestrictNamespaces=yes (personality(), unshare() and clone3() are
+    # in @system-service: only these settings refuse them), ProtectKernelModules=
+    assert said["personality"] == said["user_namespace"] == "EPERM", said
+    assert said["clone3"] == "ENOSYS" and said["init_module"] == "EPERM", said
+
+
+_WITHOUT = ("LockPersonality", "RestrictNamespaces", "ProtectKernelModules")
+
+
+@needs_system_python
+@needs_mount_namespace
+@needs_setpriv
+def test_the_probe_tells_a_unit_without_lock_personality_or_restrict_namespaces(
+        srv: Path) -> None:
+    """The sandbox reads these settings from the unit rather than always applying their
+    rules: from a unit without them, the same probe changes its personality and makes a user
+    namespace (where this host lets any user make one). ProtectKernelModules= is the one
+    no probe tells (tests/unit_sandbox.py): a module call is refused to a user without
+    capabilities by the kernel itself, with the same EPERM."""
+    if Path("/proc/sys/user/max_user_namespaces").read_text().strip() == "0":
+        pytest.skip("this host lets no user make a user namespace")
+    said, _ = _probe(srv, without=_WITHOUT)
+    assert said["personality"] == said["user_namespace"] == "ok", said
+    assert said["clone3"] == "EINVAL", said
+    assert said["init_module"] == "EPERM" and said["mincore"] == "EPERM", said
 
 
 @pytest.mark.slow

@@ -11,17 +11,21 @@ else), LoadCredential= (a copy owned by the user, 0400, in $CREDENTIALS_DIRECTOR
 User=/Group=/SupplementaryGroups=, NoNewPrivileges=, CapabilityBoundingSet= (empty),
 RestrictAddressFamilies=AF_UNIX and SystemCallArchitectures=native (seccomp), UMask=,
 LimitCORE=, Environment= on systemd's own clean environment; ProtectClock=, ProtectKernelLogs=,
-ProtectHostname=, RestrictRealtime= and RestrictSUIDSGID= as systemd's seccomp rules
-(tests/sandbox_seccomp.py), with ProtectKernelLogs='s /proc/kmsg made inaccessible and
-ProtectHostname='s UTS namespace; PrivateMounts= (the sandbox's mount namespace, private);
+ProtectHostname=, RestrictRealtime=, RestrictSUIDSGID=, ProtectKernelModules=,
+RestrictNamespaces=yes and LockPersonality= as systemd's seccomp rules
+(tests/sandbox_seccomp.py), with ProtectKernelLogs='s /proc/kmsg made inaccessible,
+ProtectHostname='s UTS namespace, and ProtectKernelModules='s module folders hidden where
+the host has them; PrivateMounts= (the sandbox's mount namespace, private);
 RemoveIPC= as an IPC namespace of the sandbox's own, gone with its last process (systemd
 removes the user's IPC objects at the stop instead; a service that makes none cannot tell);
 SystemCallFilter= as an allow list of the calls this host's `systemd-analyze syscall-filter`
 gives for its groups, plus @default, with SystemCallErrorNumber= for a call systemd knows
 and ENOSYS for one it does not (systemd 247 on), or, `strict`, any other call killing the
 service (a test's check that it makes none).
-Not reproduced (a service that does not try what they forbid cannot tell):
-ProtectKernelModules=, RestrictNamespaces=, LockPersonality=. A setting this file does not
+No probe can show that ProtectKernelModules= holds here: the service user, with no
+capability, gets the same EPERM from the kernel for a module call (checked before anything
+else) with the rule or without it, SystemCallFilter=@system-service refuses those calls too,
+and this host has no module folder. A setting this file does not
 know stops it (NotApproximated): a new directive in the unit is taken in here before the
 test passes again. One thing is added that the unit does not give: the stand-in install runs
 from this source tree and the test venv, which a checkout in /tmp or /home would hide; those
@@ -47,8 +51,7 @@ from sandbox_seccomp import Spec, expand
 
 # Settings with no effect on how the service starts, or that a service which never tries
 # what they forbid cannot tell apart (see the module docstring)
-_NOT_SANDBOX = {"Type", "ExecReload", "Restart", "RestartSec", "KillSignal", "TimeoutStopSec",
-                "ProtectKernelModules", "RestrictNamespaces", "LockPersonality"}
+_NOT_SANDBOX = {"Type", "ExecReload", "Restart", "RestartSec", "KillSignal", "TimeoutStopSec"}
 _EXPECTED = {"ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
              "PrivateNetwork": "yes", "PrivateDevices": "yes", "NoNewPrivileges": "yes",
              "ProtectKernelTunables": "yes", "ProtectControlGroups": "yes",
@@ -57,7 +60,8 @@ _EXPECTED = {"ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes
 # The same, where the unit has them (install.sh leaves them out for a systemd before SINCE)
 _WHERE_GIVEN = {"ProtectClock": "yes", "ProtectKernelLogs": "yes", "ProtectHostname": "yes",
                 "RestrictRealtime": "yes", "RestrictSUIDSGID": "yes", "RemoveIPC": "yes",
-                "PrivateMounts": "yes"}
+                "PrivateMounts": "yes", "ProtectKernelModules": "yes",
+                "RestrictNamespaces": "yes", "LockPersonality": "yes"}
 # SystemCallFilter= as an allow list of groups and calls; SystemCallErrorNumber= an errno
 _SYSCALLS = {"SystemCallFilter", "SystemCallErrorNumber"}
 _HANDLED = {"User", "Group", "SupplementaryGroups", "ExecStart", "ExecStartPre", "Environment",
@@ -151,7 +155,9 @@ def seccomp_spec(unit: Unit, *, strict: bool = False) -> Spec:
         raise NotApproximated(f"SystemCallErrorNumber={code} (only an errno name is)")
     return Spec(clock=on["ProtectClock"], syslog=on["ProtectKernelLogs"],
                 hostname=on["ProtectHostname"], realtime=on["RestrictRealtime"],
-                suid_sgid=on["RestrictSUIDSGID"], allowed=allowed, known=known,
+                suid_sgid=on["RestrictSUIDSGID"], modules=on["ProtectKernelModules"],
+                namespaces=on["RestrictNamespaces"], personality=on["LockPersonality"],
+                allowed=allowed, known=known,
                 error=getattr(errno, code) if code else None, strict=strict)
 
 
@@ -220,6 +226,12 @@ def _script(unit: Unit, ident: Identity, work: Path, runtime: Path, pid_file: Pa
            if any(p.startswith(h + "/") for p in shown)),
          "for h in /home /root; do [ -d $h ] && mount -o remount,ro $h; done",
          "true"]
+    if unit.one("ProtectKernelModules") == "yes":  # the module folders, where there are
+        s += ["for m in /lib/modules /usr/lib/modules; do",
+              "  if [ -d $m ] && [ ! -L $m ]; then",
+              "    mount -t tmpfs -o mode=000,ro tmpfs $m || fail \"cannot hide $m\"",
+              "  fi",
+              "done"]
     if unit.one("ProtectKernelLogs") == "yes":  # /dev/kmsg: not in the /dev above
         s += ["mkdir /run/.ro && mount -t tmpfs -o mode=0000 tmpfs /run/.ro",
               ": > /run/.ro/none && chmod 0000 /run/.ro/none",
