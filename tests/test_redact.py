@@ -228,6 +228,34 @@ def test_secrets_are_redacted(redactor, secret):  # type: ignore[no-untyped-def]
     assert "<SECRET>" in out
 
 
+@pytest.mark.parametrize(("text", "value"), [
+    ('Why does login fail? {"user": "bob", "password": "hunter2"}', "hunter2"),
+    ("export API_TOKEN=abc123def456 before running it", "abc123def456"),
+    ("DB_PASSWORD=Sup3rS3cret! is in my .env", "Sup3rS3cret"),
+    # the prose "secret:" before the key's name took the name as the value, not the key
+    ("aws secret: aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+     "wJalrXUtnFEMI"),
+    ('client_secret="9f8e7d6c5b4a" in the OAuth settings', "9f8e7d6c5b4a"),
+    # as customers type them to a support bot
+    ("sure my username is maabsy my password is 12345", "12345"),
+    ("name ram and password 3597", "3597"),
+])
+def test_a_secret_written_as_config_or_in_prose_is_redacted(redactor, text, value):  # type: ignore[no-untyped-def]
+    out = redacted_text(redactor, text)
+    assert value not in out
+    assert "<SECRET>" in out
+
+
+@pytest.mark.parametrize("text", [
+    "Call the model with max_tokens=1024 and temperature=0.2",
+    "How do I reset my password? The reset link says it has expired.",
+    "i have provided my username and password is there anything else needed",
+    "The password is 8 characters long at least",
+])
+def test_words_about_passwords_and_tokens_are_no_secret(redactor, text):  # type: ignore[no-untyped-def]
+    assert "SECRET" not in types_found(redactor, text)
+
+
 @pytest.mark.parametrize("text", [
     "Set user_id=alice_smith and retries=3 in the config file.",
     "Call the API with user=bob_jones&limit=10 and parse the JSON.",
