@@ -337,6 +337,8 @@ def test_threads_list_says_when_more_threads_match_than_it_shows(
         cut = run_cli("threads", "list", "--limit", "2", *way, "--json")
         assert cut.returncode == 0 and len(json.loads(cut.stdout)) == 2
         assert "the 2 threads seen most recently are shown; more match" in cut.stderr
+        one = run_cli("threads", "list", "--limit", "1", *way)
+        assert "semtrace: the thread seen most recently is shown; more match" in one.stderr
         whole = run_cli("threads", "list", "--limit", str(total), *way)
         assert whole.returncode == 0 and not whole.stderr
         assert len(whole.stdout.splitlines()) == total + 1  # the header and every thread

@@ -93,7 +93,9 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
             rt.close()
     if len(rows) > limit or len(rows) == limit == wanted:  # on stderr: --json stays the list
         more = "more match" if len(rows) > limit else "more may match"  # (at LIST_MAX)
-        click.echo(f"semtrace: the {limit:,} threads seen most recently are shown; {more} "
+        which = ("the thread seen most recently is shown" if limit == 1
+                 else f"the {limit:,} threads seen most recently are shown")
+        click.echo(f"semtrace: {which}; {more} "
                    f"(--limit, at most {LIST_MAX:,}; --tenant, --user or --topic narrow "
                    "the list).", err=True)
         rows = rows[:limit]
