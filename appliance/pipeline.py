@@ -7,8 +7,7 @@ the code path that production runs.
 from __future__ import annotations
 
 import secrets
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -35,26 +34,19 @@ from appliance.records import (
     Unredactable,
 )
 from appliance.redact import entity_keys, number_placeholders
+from appliance.staging import (
+    EmbeddingThread,
+    Staged,
+    StageTimer,
+    StageTimes,
+    collect,
+    embedded_now,
+)
+from appliance.staging import StageClock as _StageClock
 from appliance.store import Store
 from appliance.store.erasures import ErasedMeanwhile
 from appliance.thresholds import TenantThresholds
 from appliance.turn_keys import gateway_context, turn_keys
-
-StageTimer = Callable[[str, int, int], None]  # (stage, start ns, end ns), wall clock
-
-
-class _StageClock:
-    """Reports consecutive stage intervals to an optional timer; nearly free without one."""
-
-    def __init__(self, timer: StageTimer | None) -> None:
-        self._timer = timer
-        self._last = time.time_ns() if timer else 0
-
-    def __call__(self, stage: str) -> None:
-        if self._timer is not None:
-            now = time.time_ns()
-            self._timer(stage, self._last, now)
-            self._last = now
 
 
 class TopicAssigner(Protocol):
@@ -186,42 +178,77 @@ class Pipeline:
         """Ingest a batch: one redaction and embedding pass, one transaction. A prompt of a
         user erased after it was sent is not stored: its result is `Erased`; nor is one whose
         redaction did not finish (fail closed): its result is `Unredactable`."""
-        try:
-            return self._process(prompts)
-        except ErasedMeanwhile:  # an erasure landed between the check and the commit:
-            return self._process(prompts)  # nothing was written; checked again, refused
+        return self.finish(self.stage(prompts))
 
-    def _process(self, prompts: Sequence[Prompt]) -> list[Outcome | Erased | Unredactable]:
-        self.sync_shredded()
-        outcomes: list[Outcome | Erased | Unredactable | None] = [
-            self._existing(p) or self._erased(p) for p in prompts]
+    def _fresh(self, prompts: Sequence[Prompt], outcomes: Sequence[object],
+               ) -> tuple[list[int], dict[tuple[str, str], int], list[int]]:
+        """(positions without an outcome, first position of each request id, those firsts)."""
         todo = [i for i, o in enumerate(outcomes) if o is None]
         seen: dict[tuple[str, str], int] = {}
-        fresh = []
         for i in todo:
-            key = (prompts[i].tenant, prompts[i].request_id)
-            if key not in seen:
-                seen[key] = i
-                fresh.append(i)
-        clock = _StageClock(self.stage_timer)
-        redacted: list[Redacted] = []
-        kept = []
-        for i, red in zip(fresh, self.redactor.redact_many([prompts[i] for i in fresh]),
-                          strict=True):
-            if isinstance(red, Unredactable):  # refused: never stored partly redacted
-                outcomes[i] = red
-            else:
-                kept.append(i)
-                redacted.append(red)
+            seen.setdefault((prompts[i].tenant, prompts[i].request_id), i)
+        return todo, seen, sorted(seen.values())
+
+    def stage(self, prompts: Sequence[Prompt], *, ahead: EmbeddingThread | None = None,
+              ) -> Staged:
+        """The first half of `process`, on the worker thread: redact what is to be stored
+        and start its embedding, on `ahead`'s thread (which runs while the worker finishes
+        the batch before) or, without one, here. Writes nothing, links nothing."""
+        outcomes = [self._existing(p) or self._erased(p) for p in prompts]
+        fresh = self._fresh(prompts, outcomes)[2]
+        times: StageTimes = []
+        timer = collect(times) if self.stage_timer else None
+        clock = _StageClock(timer)
+        redacted = dict(zip(fresh, self.redactor.redact_many([prompts[i] for i in fresh]),
+                            strict=True))
         clock("redaction")
-        vectors, truncated = self.embedder.embed([r.text for r in redacted])
-        clock("embedding")
+        embedded = tuple(i for i in fresh if isinstance(redacted[i], Redacted))
+        texts = [r.text for i in embedded if isinstance(r := redacted[i], Redacted)]
+        vectors = (embedded_now(self.embedder, texts, clock) if ahead is None else
+                   ahead.submit(self.embedder, texts, lambda: _StageClock(timer)))
+        return Staged(tuple(prompts), redacted, embedded, vectors, times)
+
+    def finish(self, staged: Staged) -> list[Outcome | Erased | Unredactable]:
+        """The second half of `process`, on the worker thread, after the batches staged
+        before this one are finished: link, store and index a staged batch."""
+        try:
+            try:
+                return self._finish(staged)
+            except ErasedMeanwhile:  # an erasure landed between the check and the commit:
+                return self._finish(staged)  # nothing was written; checked again, refused
+        finally:
+            if self.stage_timer is not None:
+                for stage, start, end in staged.times:
+                    self.stage_timer(stage, start, end)
+
+    def _finish(self, staged: Staged) -> list[Outcome | Erased | Unredactable]:
+        prompts = staged.prompts
+        self.sync_shredded()
+        # checked again: the batch finished before this one (or an erasure) may have
+        # stored (or refused) one of its requests since it was staged
+        outcomes: list[Outcome | Erased | Unredactable | None] = [
+            self._existing(p) or self._erased(p) for p in prompts]
+        todo, seen, fresh = self._fresh(prompts, outcomes)
+        if any(i not in staged.redacted for i in fresh):  # stored when staged, shredded since
+            again = self.stage(prompts)
+            done = self._finish(again)
+            staged.times[:] = again.times
+            return done
+        vectors, truncated = staged.vectors.result()
+        row = {i: n for n, i in enumerate(staged.embedded)}
+        clock = _StageClock(collect(staged.times) if self.stage_timer else None)
+        for i in fresh:
+            if isinstance(red := staged.redacted[i], Unredactable):  # refused: never stored
+                outcomes[i] = red  # partly redacted
+        kept = [i for i in fresh if i in row]
         rows: list[NewRecord] = []
         try:
-            for i, red, vec, trunc in zip(kept, redacted, vectors, truncated, strict=True):
-                row = self._link_one(red, vec, trunc)
-                rows.append(row)
-                outcomes[i] = self._outcome(row, prompts[i].index, trunc)
+            for i in kept:
+                red = staged.redacted[i]
+                assert isinstance(red, Redacted)
+                new = self._link_one(red, vectors[row[i]], truncated[row[i]])
+                rows.append(new)
+                outcomes[i] = self._outcome(new, prompts[i].index, truncated[row[i]])
             clock("linking")
             # each thread's row gets its topic as of the commit (a refinement may have
             # moved it since its prompt was assigned)
@@ -235,8 +262,8 @@ class Pipeline:
         finally:
             self._pending.clear()
         clock("commit")
-        for row in rows:
-            self.index.add(row.prompt.tenant, row.user, [row.record_id], row.vector[None, :])
+        for new in rows:
+            self.index.add(new.prompt.tenant, new.user, [new.record_id], new.vector[None, :])
         clock("index")
         for i in todo:
             if outcomes[i] is None:  # a repeat of a request earlier in this batch

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
@@ -13,6 +13,7 @@ from appliance.errors import InputError
 from appliance.ingest import parse_line
 from appliance.pipeline import Pipeline
 from appliance.records import Erased, Outcome, Prompt, Unredactable
+from appliance.staging import EmbeddingThread, overlapped
 
 
 @dataclass
@@ -90,6 +91,18 @@ def output_line(o: Outcome, parent_index: int | None) -> str:
                        "link_source": o.link_source, "truncated": o.text_truncated})
 
 
+def batched(prompts: Iterable[Prompt], size: int) -> Iterator[list[Prompt]]:
+    """`prompts` in lists of `size` (the last one shorter)."""
+    pending: list[Prompt] = []
+    for p in prompts:
+        pending.append(p)
+        if len(pending) >= size:
+            yield pending
+            pending = []
+    if pending:
+        yield pending
+
+
 def replay(pipeline: Pipeline, prompts: Iterable[Prompt], out: IO[str], *, batch: int = 64,
            report: ReplayReport, progress: Callable[[int], None] | None = None,
            final_topics: bool = True) -> ReplayReport:
@@ -100,11 +113,11 @@ def replay(pipeline: Pipeline, prompts: Iterable[Prompt], out: IO[str], *, batch
     otherwise as they are ingested, with the topic handed out at ingest.
     """
     index_of: dict[int, int | None] = {}
-    pending: list[Prompt] = []
     held: list[tuple[Prompt, Outcome, int | None]] = []
 
-    def flush() -> None:
-        for p, o in zip(pending, pipeline.process(pending), strict=True):
+    def write(pending: Sequence[Prompt], outcomes: list[Outcome | Erased | Unredactable],
+              ) -> None:
+        for p, o in zip(pending, outcomes, strict=True):
             if isinstance(o, Erased):  # its user was erased after it was sent
                 out.write(json.dumps({"index": o.index, "request_id": o.request_id,
                                       "erased": True}) + "\n")
@@ -125,14 +138,12 @@ def replay(pipeline: Pipeline, prompts: Iterable[Prompt], out: IO[str], *, batch
             report.duplicates += 1 if o.duplicate else 0
         if progress:
             progress(len(pending))
-        pending.clear()
 
-    for p in prompts:
-        pending.append(p)
-        if len(pending) >= batch:
-            flush()
-    if pending:
-        flush()
+    # each batch's embedding runs on its own thread while the one before is linked
+    with EmbeddingThread() as ahead:
+        for pending, outcomes in overlapped(lambda b: pipeline.stage(b, ahead=ahead),
+                                            pipeline.finish, batched(prompts, batch)):
+            write(pending, outcomes)
     topics = pipeline.topics
     if held and topics is not None and hasattr(topics, "refine"):
         for tenant in sorted({p.tenant for p, _, _ in held}):

@@ -11,6 +11,7 @@ from appliance.protocol import ERASED, UNREDACTABLE, ProtocolError
 from appliance.records import Erased, Outcome, Unredactable
 from appliance.service.core import ServiceCore, _Item
 from appliance.service.storage_errors import STORAGE_CODES, storage_error
+from appliance.staging import Staged
 
 log = logging.getLogger("semtrace.service")
 
@@ -19,23 +20,53 @@ class Batching(ServiceCore):
     """The batch loop that drains the queue into the pipeline."""
 
     async def _batch_loop(self) -> None:
-        while True:
-            first = await self._queue.get()
-            items = [first]
-            while len(items) < self.policies.service.batch_max:
-                try:
-                    items.append(self._queue.get_nowait())
-                except asyncio.QueueEmpty:
-                    break
-            try:
-                if self._giving_up is not None:
-                    self._give_up(items)
-                else:
-                    await self._run_batch(items)
-            finally:
+        """Batches in the order they were queued. While one is linked and stored on the
+        worker, the next one queued (if any) is already staged: redacted, and its embedding
+        running on the embedding thread (appliance/staging.py), so the two use both cores;
+        with nothing queued a batch is finished at once."""
+        # taken from the queue, not finished yet: at most the batch staged last and the one
+        # before it (settled here only if the loop is cancelled between the two)
+        waiting: list[tuple[list[_Item], Staged | None]] = []
+        try:
+            while True:
+                items = [] if waiting else [await self._queue.get()]
+                while len(items) < self.policies.service.batch_max:
+                    try:
+                        items.append(self._queue.get_nowait())
+                    except asyncio.QueueEmpty:
+                        break
+                if items:
+                    waiting.append((items, None))
+                    waiting[-1] = (items, await self._stage(items))
+                if len(waiting) > 1 or not items:
+                    await self._finish(*waiting.pop(0))
+        finally:
+            for items, _ in waiting:
                 for item in items:
                     self._queue.task_done()
                     self._settle(item)
+
+    async def _stage(self, items: list[_Item]) -> Staged | None:
+        """Redact a batch and start its embedding; None when it is to be given up or run
+        from the start (`_run_batch` isolates a request that fails)."""
+        if self._giving_up is not None:
+            return None
+        try:
+            return await self.in_worker(
+                lambda: self.pipeline.stage([i.prompt for i in items], ahead=self._embedding))
+        except Exception:
+            return None
+
+    async def _finish(self, items: list[_Item], staged: Staged | None) -> None:
+        try:
+            if self._giving_up is not None:
+                self._give_up(items)
+            else:
+                await self._run_batch(items, staged)
+        finally:
+            for item in items:
+                self._queue.task_done()
+                self._settle(item)
 
     def _settle(self, item: _Item) -> None:
         """Wake updates waiting for this item's ingest."""
@@ -48,10 +79,13 @@ class Batching(ServiceCore):
             item.done.set_result(None)
         self._landed(item.prompt.tenant)
 
-    async def _run_batch(self, items: list[_Item]) -> None:
+    async def _run_batch(self, items: list[_Item], staged: Staged | None = None) -> None:
         start = time.perf_counter()
         try:
-            outcomes = await self.in_worker(self.pipeline.process, [i.prompt for i in items])
+            if staged is None:
+                outcomes = await self.in_worker(self.pipeline.process, [i.prompt for i in items])
+            else:
+                outcomes = await self.in_worker(self.pipeline.finish, staged)
         except Exception as exc:
             if self._stopping.is_set() and storage_error(exc, None).code in STORAGE_CODES:
                 self._start_giving_up(exc)

@@ -14,6 +14,7 @@ from appliance import __version__
 from appliance.config import Policies
 from appliance.pipeline import Pipeline
 from appliance.records import Outcome, Prompt, ServiceHealth
+from appliance.staging import EmbeddingThread
 
 
 @dataclass
@@ -58,6 +59,8 @@ class ServiceCore:
         self._query_server: asyncio.AbstractServer | None = None
         self._reload = reload
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semtrace-worker")
+        # the next batch's embedding, while the worker links and stores the one before
+        self._embedding = EmbeddingThread()
         # the query socket's reads, on connections of their own: they never hold up ingest
         self._readers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semtrace-reader")
         self._read_side: Any = None  # queryserver.ReadSide, made with the query socket

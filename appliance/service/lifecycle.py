@@ -109,6 +109,7 @@ class Service(QuerySocket, Batching):
             self._batcher.cancel()
             await asyncio.gather(self._batcher, return_exceptions=True)
         self._pool.shutdown(wait=True)  # waits for a running job too
+        self._embedding.close()
         if self._read_side is not None:
             self._readers.submit(self._read_side.close)
         self._readers.shutdown(wait=True)
