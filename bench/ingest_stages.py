@@ -3,8 +3,10 @@
 The dev stream (or --benchlike N prompts shaped like bench/load.py's 8 clients: 80 users of
 one tenant, the dev stream's texts) through Presidio, llama.cpp with the bundled model, the
 linker, topics, the SQLCipher store and the usearch index, in an ephemeral store, in batches
-as the service forms them. Prints the worker thread's CPU time a prompt for each stage
-(redaction, embedding, linking + topics, commit, index) and the process's CPU a prompt.
+as the service forms them. Prints the CPU time a prompt of each stage on its thread
+(redaction, linking + topics, commit, index on the worker; embedding on the embedding
+thread, where it runs beside the worker's linking of the batch before), the process's CPU a
+prompt and the wall-clock time (prompts/s).
 
 --dump FILE writes what was decided and stored (replay output lines and every stored
 record: thread, parent, position, intent, similarity, redacted text, evidence, cost, topic;
@@ -43,7 +45,8 @@ DEV = next((p / "shared" / "bench" / "threads-dev.jsonl" for p in REPO.parents
 
 
 class _ThreadClock:
-    """Stands in for the pipeline's stage clock: sums each stage's thread CPU time."""
+    """Stands in for the pipeline's stage clock: sums each stage's CPU time on the thread
+    that ran it (the clock is made on that thread)."""
 
     totals: dict[str, int] = {}
 
@@ -118,19 +121,19 @@ def main() -> None:
                                     strict=False, report=report))
         out = io.StringIO()
         prof = cProfile.Profile() if args.profile else None
-        cpu = time.process_time()
+        cpu, wall = time.process_time(), time.perf_counter()
         if prof:
             prof.enable()
         replay(pipe, prompts, out, batch=args.batch, report=report, final_topics=True)
         if prof:
             prof.disable()
             prof.dump_stats(args.profile)
-        cpu = time.process_time() - cpu
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         n = len(prompts)
         stages = ", ".join(f"{k} {v / 1e6 / n:.2f}" for k, v in _ThreadClock.totals.items())
-        print(f"{n} prompts in batches of {args.batch}: process CPU {cpu * 1000 / n:.2f} ms a "
-              f"prompt; worker thread ms a prompt: {stages}; "
-              f"load average {os.getloadavg()[0]:.1f}")
+        print(f"{n} prompts in batches of {args.batch}: {wall:.1f} s ({n / wall:.0f} prompts/s), "
+              f"process CPU {cpu * 1000 / n:.2f} ms a prompt; CPU ms a prompt, each stage on "
+              f"its thread: {stages}; load average {os.getloadavg()[0]:.1f}")
         if args.dump:
             dump(rt, out.getvalue(), args.dump)
 
