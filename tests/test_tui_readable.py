@@ -160,3 +160,39 @@ def test_search_of_an_empty_store_says_nothing_is_stored(runtime: Any, embedder:
 
     run(app_for(runtime, embedder, role="analyst"), scenario)
     assert status[0] == "No prompts stored yet: nothing to search", status
+
+
+def test_a_thread_erased_while_it_is_open_leaves_the_screen(runtime: Any,
+                                                             pipeline: Any) -> None:
+    """A compliance officer erasing a user (or retention shredding the bucket) while the
+    thread is open: the view said the thread was not in the store, and went on showing its
+    turns' redacted text and the why panel underneath."""
+    from appliance.audit import AuditLog
+    from appliance.erasure import erase_user
+    from appliance.retention import Shredder
+    from appliance.tui.widgets.turns import TurnList
+
+    pipeline.process(CONVERSATION)
+    seen: dict[str, Any] = {}
+
+    async def scenario(pilot: Any) -> None:
+        await pilot.press("enter")
+        await settle(pilot)
+        screen = pilot.app.screen
+        assert len(screen.query_one(TurnList).turns) == 3
+        erase_user(Shredder(runtime.store, AuditLog(runtime.store.db,
+                                                    runtime.keyring.audit_signer(),
+                                                    anchor=runtime.store.keys_db)),
+                   runtime.policies.retention, runtime.keyring, tenant="acme",
+                   user_id="alice", reason="art. 17 request")
+        await pilot.press("r")  # what the view's refresh does every few seconds
+        await settle(pilot)
+        seen["turns"] = len(screen.query_one(TurnList).turns)
+        seen["why"] = str(screen.query_one("#why-text").render())
+        seen["head"] = str(screen.query_one("#thread-head").render())
+        seen["shot"] = pilot.app.export_screenshot()
+
+    run(app_for(runtime, role="compliance"), scenario)
+    assert seen["turns"] == 0 and not seen["why"].strip(), seen
+    assert "no longer in this store" in seen["head"], seen["head"]
+    assert "umbrella" not in seen["shot"] and "Paris" not in seen["shot"]

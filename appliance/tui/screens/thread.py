@@ -98,8 +98,16 @@ class ThreadScreen(Screen[None]):
         """Lay the turns out; a refresh with no new turns changes nothing."""
         head = self.query_one("#thread-head", Static)
         if detail is None:
-            head.update(Text(f"✖ Thread {self.thread_id} is not in this store "
-                             "(or not in scope)."))
+            if self.thread is None:
+                head.update(Text(f"✖ Thread {self.thread_id} is not in this store "
+                                 "(or not in scope)."))
+                return
+            # gone while shown: its turns and their evidence go from the screen too
+            self.thread = None
+            self.query_one("#turns", TurnList).show([])
+            self.query_one(EvidencePanel).clear()
+            head.update(Text(f"✖ Thread {self.thread_id} is no longer in this store: "
+                             "erased, or shredded by retention (esc: back to the threads)."))
             return
         thread = detail.thread
         if self.thread is not None and self.thread.records == thread.records:

@@ -183,6 +183,10 @@ class EvidencePanel(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield Static("Select a turn to see why it was linked.", id="why-text")
 
+    def clear(self) -> None:
+        """Show nothing (the thread is gone)."""
+        self.query_one("#why-text", Static).update("")
+
     def show(self, turn: Turn, *, can_reveal: bool = False, role: str = "compliance") -> None:
         self.query_one("#why-text", Static).update(explain(turn, can_reveal=can_reveal,
                                                            role=role))
