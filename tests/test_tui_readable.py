@@ -196,3 +196,26 @@ def test_a_thread_erased_while_it_is_open_leaves_the_screen(runtime: Any,
     assert seen["turns"] == 0 and not seen["why"].strip(), seen
     assert "no longer in this store" in seen["head"], seen["head"]
     assert "umbrella" not in seen["shot"] and "Paris" not in seen["shot"]
+
+
+def test_threads_screen_after_every_thread_was_erased_does_not_say_nothing_was_ingested(
+        runtime: Any, pipeline: Any) -> None:
+    """After the only user was erased the table read 'No threads yet: nothing has been
+    ingested', which an auditor checking the erasure reads as a wrong store."""
+    from appliance.audit import AuditLog
+    from appliance.erasure import erase_user
+    from appliance.retention import Shredder
+
+    pipeline.process(CONVERSATION)
+    erase_user(Shredder(runtime.store, AuditLog(runtime.store.db, runtime.keyring.audit_signer(),
+                                                anchor=runtime.store.keys_db)),
+               runtime.policies.retention, runtime.keyring, tenant="acme", user_id="alice",
+               reason="art. 17 request")
+    status: list[str] = []
+
+    async def scenario(pilot: Any) -> None:
+        status.append(str(pilot.app.screen.query_one("#status").render()))
+
+    run(app_for(runtime, role="compliance"), scenario)
+    assert status[0].startswith("No threads: nothing ingested yet, or all of it erased or "
+                                "shredded by retention"), status

@@ -180,9 +180,10 @@ class ThreadsScreen(Screen[None]):
         if self.filters.describe():
             return "No threads match the filter (f to change it; an empty filter shows all)"
         where = context(self).reader.tenant
-        return (f"No threads yet{f' in tenant {where}' if where else ''}: nothing has been "
-                "ingested (gateways send prompts to `semtrace serve`; `semtrace replay` "
-                "loads a file)")
+        # not "nothing has been ingested": after an erasure or a retention run it had been
+        return (f"No threads{f' in tenant {where}' if where else ''}: nothing ingested yet, "
+                "or all of it erased or shredded by retention (gateways send prompts to "
+                "`semtrace serve`; `semtrace replay` loads a file)")
 
     @on(DataTable.RowSelected, "#threads")
     def _open(self, event: DataTable.RowSelected) -> None:
