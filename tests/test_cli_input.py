@@ -273,6 +273,9 @@ def test_bad_input_to_the_read_commands_exits_2_as_documented(tmp_path: Path,
             (("stats", "topics", "--tenant", "acme", "--from", "garbage"), "--from must be"),
             (("stats", "topics", "--tenant", "acme", "--from", "2026-03-02",
               "--to", "2026-03-01"), "earlier than --to"),
+            # the baseline's end the user did not give is named, with its value
+            (("stats", "incident", "--tenant", "acme", "--from", "2026-03-01",
+              "--baseline-from", "2026-03-05"), "by default --from: 2026-03-01 00:00 UTC"),
             # a typo is not "this tenant uses the policy's threshold"
             (("thresholds", "--tenant", "Acme"), "never held data of tenant 'Acme'")]:
         result = run_cli(*args, *cred)

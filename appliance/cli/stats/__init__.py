@@ -92,7 +92,9 @@ def stats_incident(start: datetime, end: datetime, baseline_from: str | None,
     b_end = _when(baseline_to, start, "baseline-to")
     b_start = _when(baseline_from, b_end - (end - start), "baseline-from")
     if b_start >= b_end:
-        raise InputError("--baseline-from must be earlier than --baseline-to.")
+        ends = ("--baseline-to" if baseline_to is not None else "the baseline's end "
+                f"(--baseline-to, by default --from: {b_end:%Y-%m-%d %H:%M} UTC)")
+        raise InputError(f"--baseline-from must be earlier than {ends}; nothing was spent.")
     return {"baseline": (b_start, b_end)}
 
 
