@@ -219,3 +219,20 @@ def test_threads_screen_after_every_thread_was_erased_does_not_say_nothing_was_i
     run(app_for(runtime, role="compliance"), scenario)
     assert status[0].startswith("No threads: nothing ingested yet, or all of it erased or "
                                 "shredded by retention"), status
+
+
+def test_thread_heading_gives_its_span_in_whole_seconds(runtime: Any, pipeline: Any) -> None:
+    """Gateways send timestamps with microseconds: the heading read '3 turn(s) in
+    0:02:07.362000'."""
+    pipeline.process([make_prompt("What's the weather in Paris this weekend?", minutes=0),
+                      make_prompt("How about tomorrow?", minutes=1),
+                      make_prompt("Should I bring an umbrella?", minutes=2.1227)])
+    head: list[str] = []
+
+    async def scenario(pilot: Any) -> None:
+        await pilot.press("enter")
+        await settle(pilot)
+        head.append(str(pilot.app.screen.query_one("#thread-head").render()))
+
+    run(app_for(runtime), scenario, size=(160, 30))
+    assert "3 turn(s) in 0:02:07 · " in head[0], head

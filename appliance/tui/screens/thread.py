@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from rich.text import Text
 from textual import on, work
@@ -26,7 +27,8 @@ from appliance.tui.widgets.turns import TurnList
 def summary(thread: Thread, topic: str | None = None, currency: str = "") -> Text:
     """The lines above the turns: the thread's title, then what and who."""
     tokens = thread.input_tokens + thread.output_tokens
-    span = thread.last_ts - thread.first_ts
+    # whole seconds: a gateway's timestamps carry microseconds ("in 0:00:07.360000")
+    span = timedelta(seconds=int((thread.last_ts - thread.first_ts).total_seconds()))
     out = Text()
     out.append_text(redacted_text(thread.title) if thread.title is not None else
                     Text("[shredded: no readable prompt left]", style="italic"))
