@@ -11,6 +11,7 @@ saw, the user's conversation split over two nodes.
 from __future__ import annotations
 
 import json
+import socket
 import time
 import urllib.request
 from pathlib import Path
@@ -176,3 +177,42 @@ def test_with_nats_down_the_socket_refuses_another_nodes_tenant_in_one_sentence(
         if a.proc is not None and a.proc.poll() is None:
             a.stop()
         server.stop()
+
+
+def test_with_the_owner_stopped_the_socket_answers_at_once_and_a_retry_stores_once(
+        tmp_path: Path) -> None:
+    """b, which owns partition 2, is not running (stopped, restarting): no answer can come.
+    Before, a's socket waited 4 s for one, and since it answers a connection's requests in
+    order, its own tenant's prompt sent next on the same connection (a proxy's pipelined
+    connection, tenants by team) waited as long: a gateway with a 3 s timeout lost it. Now
+    the socket sees that no node holds partition 2 and answers `unanswered` (queued) at
+    once. The prompt stays on the bus: sent again with the same request_id it is stored
+    once, by b when it starts, and answered as a duplicate."""
+    other, mine = tenant_in(2), tenant_in(0)
+    with sealed_cluster(tmp_path) as bus:
+        a, b = bus.node("a", "0-1"), bus.node("b", "2-3")
+        start_all(a)
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(3.0)  # a gateway's timeout
+            s.connect(str(a.sock))
+            s.sendall(b"".join(json.dumps(x).encode() + b"\n" for x in (
+                ingest(other, "theirs", "Is the VPN down again today?", 0),
+                ingest(mine, "mine", "What is the capital of Australia?", 1))))
+            replies = s.makefile("rb")
+            queued, own = json.loads(replies.readline()), json.loads(replies.readline())
+        assert own["ok"] and own["request_id"] == "mine", own
+        assert queued["error"]["code"] == "unanswered", queued
+        assert queued["error"]["message"] == (
+            "This tenant's partition (2) is owned by another node, which is not running now "
+            "(stopped or restarting: no node holds the partition); this node forwarded the "
+            "request there over NATS, where it stays queued and is stored once the owner "
+            "takes the partition (send it again with the same request_id for its answer).")
+        again = _ask(a, ingest(other, "theirs", "Is the VPN down again today?", 0))
+        assert again["error"]["code"] == "unanswered", again  # queued twice now
+        start_all(b)
+        arrived(b, other, "theirs", "the prompt queued while b was stopped")
+        last = _ask(a, ingest(other, "theirs", "Is the VPN down again today?", 0))
+        assert last["ok"] and last["duplicate"], last
+        assert b.records() == 1  # the three sends stored once
+        assert a.records() == 1  # a's own prompt only
+        assert "Traceback" not in a.log.read_text() + b.log.read_text()

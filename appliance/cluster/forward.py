@@ -11,14 +11,16 @@ every query does ("Queries ... answer on the owner only", docs/scale-out.md).
 When the request cannot be forwarded (NATS unreachable, this node not connected yet, a
 tenant name NATS cannot carry) the socket answers `not_forwarded` in one sentence and
 nothing was stored anywhere; when it was forwarded but no answer came in time,
-`unanswered` says whether it stays queued on the bus or may have been lost.
+`unanswered` says whether it stays queued on the bus or may have been lost. No answer is
+waited for when no node holds the partition's claim (its owner stopped or restarting):
+replies go in request order, so that wait would hold every later reply on the connection.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC
 from typing import Any
 
@@ -31,6 +33,12 @@ from appliance.protocol import Request, error_reply
 log = logging.getLogger("semtrace.cluster")
 FORWARDED_OPS = ("ingest", "update", "feedback")  # writes; a lookup reads this node's store
 WAIT_S = 4.0  # for the owner's answer: under a gateway's socket timeout (5 s by default)
+# With no node holding the partition's claim (its owner stopped or restarting), no answer
+# can come: the request waits only for NATS to say whether anything takes it. The socket
+# answers a connection's requests in order, so 4 s here would delay every reply after it
+# on that connection, the node's own tenants' included (a proxy's pipelined connection).
+NO_OWNER_WAIT_S = 0.25
+CLAIM_FRESH_S = 1.0  # a partition's claim, read from NATS, is taken as is this long
 LOG_EVERY_S = 60.0  # one `forward_failed` line per reason at most this often
 
 NOT_FORWARDED = ("This tenant's partition ({p}) is owned by another node, and this node "
@@ -49,6 +57,10 @@ QUEUED = ("This tenant's partition ({p}) is owned by another node, to which this
 DROPPED = ("This tenant's partition ({p}) is owned by another node, and the connection to "
            "NATS dropped while this node forwarded the request there; it may not have been "
            "delivered: send it again with the same request_id (a stored one is recognised).")
+NO_OWNER = ("This tenant's partition ({p}) is owned by another node, which is not running "
+            "now (stopped or restarting: no node holds the partition); this node forwarded "
+            "the request there over NATS, where it stays queued and is stored once the owner "
+            "takes the partition (send it again with the same request_id for its answer).")
 UNREADABLE = ("This tenant's partition ({p}) is owned by another node, whose answer over "
               "NATS this node could not read ({why}); send it again with the same request_id.")
 
@@ -77,6 +89,10 @@ class Forwarder:
         self.nc: Any = None  # the node's connection, from its connect to its close
         self.counts = {"forwarded": 0, "not_forwarded": 0, "unanswered": 0}
         self._logged: dict[str, float] = {}
+        # whether a node holds partition p's claim now (None: unknown, wait as if it did);
+        # set by the node once its claims bucket is open
+        self.claimed: Callable[[int], Awaitable[bool | None]] | None = None
+        self._claims: dict[int, tuple[float, bool | None]] = {}
 
     async def __call__(self, obj: dict[str, Any], req: Request) -> dict[str, Any] | None:
         """The owner's reply to `obj` (parsed as `req`), or this socket's refusal of it;
@@ -101,7 +117,19 @@ class Forwarder:
             return self._refused(rid, p, TOO_LARGE, "too_large")
         if obj.get("mode") == "async":
             return await self._publish(nc, subject, payload, rid, p)
-        return await self._request(nc, subject, payload, req.tenant, rid, p)
+        return await self._request(nc, subject, payload, req.tenant, rid, p,
+                                   owner_up=await self._owner_up(p))
+
+    async def _owner_up(self, p: int) -> bool:
+        """Whether a node may answer partition `p` now: False only when no node holds its
+        claim (read from NATS at most once a CLAIM_FRESH_S per partition)."""
+        if self.claimed is None:
+            return True
+        now = time.monotonic()
+        seen = self._claims.get(p)
+        if seen is None or now - seen[0] >= CLAIM_FRESH_S:
+            seen = self._claims[p] = (now, await self.claimed(p))
+        return seen[1] is not False
 
     async def _publish(self, nc: Any, subject: str, payload: bytes, rid: str | None,
                        p: int) -> dict[str, Any]:
@@ -118,18 +146,24 @@ class Forwarder:
         return {"request_id": rid, "ok": True, "mode": "async", "queued": True}
 
     async def _request(self, nc: Any, subject: str, payload: bytes, tenant: str,
-                       rid: str | None, p: int) -> dict[str, Any]:
+                       rid: str | None, p: int, *, owner_up: bool = True) -> dict[str, Any]:
+        """Request-reply; with no owner up (`owner_up` False) it waits NO_OWNER_WAIT_S
+        only: time for NATS to answer that nothing takes the subject (or for an owner
+        back meanwhile to answer)."""
         from nats.errors import NoRespondersError
         from nats.errors import TimeoutError as NatsTimeout
 
         before = _reconnects(nc)
         try:
-            msg = await nc.request(subject, payload, timeout=self.wait_s)
+            msg = await nc.request(subject, payload,
+                                   timeout=self.wait_s if owner_up else NO_OWNER_WAIT_S)
         except NoRespondersError:  # no stream captures the subject: nothing kept it
             return self._refused(rid, p, NO_STREAM, "no_stream")
         except (NatsTimeout, TimeoutError):
             if not nc.is_connected or _reconnects(nc) != before:
                 return self._unanswered(rid, DROPPED.format(p=p), "dropped")
+            if not owner_up:
+                return self._unanswered(rid, NO_OWNER.format(p=p), "queued")
             return self._unanswered(rid, QUEUED.format(p=p, wait=self.wait_s), "queued")
         except Exception:  # noqa: BLE001 - closed or dropped under the request
             return self._unanswered(rid, DROPPED.format(p=p), "dropped")

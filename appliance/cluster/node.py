@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import secrets
@@ -33,7 +34,7 @@ from appliance.cluster.erasure_inbox import ErasureInbox
 from appliance.cluster.erasures import Applied, ErasureRequest
 from appliance.cluster.forward import Forwarder
 from appliance.cluster.messages import checked, fields, refused_key
-from appliance.cluster.owners import Ownership, owners_bucket
+from appliance.cluster.owners import Ownership, held, owners_bucket
 from appliance.cluster.replies import ReplyBook
 from appliance.cluster.stream import (
     ConsumerLag,
@@ -129,6 +130,8 @@ class ClusterNode:
             self._ownership = Ownership(kv, self.node, self.partitions, s.owner_ttl_s,
                                         on_lost=self._give_up, data_dir=self.data_dir,
                                         lock=self.lock)
+            # a partition no node holds gets no answer: the socket does not wait for one
+            self.forwarder.claimed = functools.partial(held, kv)
             await self._ownership.claim()
             await _note_versions(kv, self.node)
             # noted before a tenant's first prompt is stored here (`erase --all-tenants`)

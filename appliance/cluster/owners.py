@@ -28,6 +28,7 @@ from appliance.cluster.wire import check_version, read
 from appliance.errors import SemtraceError
 
 log = logging.getLogger("semtrace.cluster")
+HELD_WITHIN_S = 0.5  # for `held`'s read of a claim
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,21 @@ async def all_claims(kv: Any) -> tuple[dict[int, Claim], dict[int, str]]:
             except ValueError as exc:
                 unreadable[p] = unreadable_why(exc)
     return claims, unreadable
+
+
+async def held(kv: Any, partition: int) -> bool | None:
+    """Whether a node holds `partition`'s claim now: False when the bucket has none (never
+    claimed, given up at a clean stop, or expired `owner_ttl_s` after its owner's last
+    refresh); None when NATS did not say within HELD_WITHIN_S."""
+    from nats.js.errors import KeyNotFoundError
+
+    try:
+        await asyncio.wait_for(kv.get(_key(partition)), HELD_WITHIN_S)
+    except KeyNotFoundError:  # none, or deleted
+        return False
+    except Exception:  # noqa: BLE001 - timed out, or the connection dropped: not known
+        return None
+    return True
 
 
 def unreadable_why(exc: ValueError) -> str:
