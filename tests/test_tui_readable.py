@@ -236,3 +236,32 @@ def test_thread_heading_gives_its_span_in_whole_seconds(runtime: Any, pipeline: 
 
     run(app_for(runtime), scenario, size=(160, 30))
     assert "3 turn(s) in 0:02:07 · " in head[0], head
+
+
+def test_models_topic_key_after_a_topic_release_that_shows_no_topic(runtime: Any,
+                                                                     pipeline: Any) -> None:
+    """`p` on the models screen, once today's topic release is made but shows no topic (one
+    person here, every topic under k_min_users), said the release 'has none yet (o, then n
+    makes it)': n there makes nothing more."""
+    pipeline.process(CONVERSATION)
+    status: list[str] = []
+
+    async def scenario(pilot: Any) -> None:
+        await pilot.press("o")
+        await settle(pilot)
+        await pilot.press("n")
+        await settle(pilot)
+        await pilot.click("#release")
+        for _ in range(20):  # the release runs in a worker on a connection of its own
+            await settle(pilot)
+            if "released" in str(pilot.app.screen.query_one("#topics-head").render()):
+                break
+        await pilot.press("c")
+        await settle(pilot)
+        await pilot.press("p")
+        await settle(pilot)
+        status.append(str(pilot.app.screen.query_one("#status").render()))
+
+    run(app_for(runtime, role="analyst"), scenario)
+    assert status[0].startswith("No topic to compare on: today's topic release shows none"), \
+        status

@@ -49,6 +49,7 @@ class ModelsScreen(ReleasedScreen):
         self.picked = [0, 1]
         # self.topic: compare on this topic only (None: all)
         self.topics: list[tuple[str, str]] = []  # (topic id, its name) of today's release
+        self.topics_unreleased = True  # a tenant in scope has no topic release today
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -66,6 +67,7 @@ class ModelsScreen(ReleasedScreen):
         ctx = context(self)
         topics = ctx.aggregates.view("topics", ctx.clock())
         live = dict(topics.aliases)  # a topic merged since the release is the one it joined
+        self.topics_unreleased = bool(topics.missing)
         self.topics = sorted({(live.get(r.key, r.key), r.label or live.get(r.key, r.key))
                               for t in topics.tenants for r in t.rows if r.key != NO_TOPIC},
                              key=lambda kn: kn[1])
@@ -123,8 +125,12 @@ class ModelsScreen(ReleasedScreen):
     def action_topic(self) -> None:
         """Step to the next topic of today's topic release, then back to all topics."""
         if not self.topics:  # said, not a silent reload of the same figures
-            self._status("No topic to compare on: the topics come from today's topic "
-                         "release, which has none yet (o, then n makes it)")
+            if self.topics_unreleased:
+                self._status("No topic to compare on: the topics come from today's topic "
+                             "release, which has none yet (o, then n makes it)")
+            else:  # made, but every topic under k_min_users people: n would not help
+                self._status("No topic to compare on: today's topic release shows none "
+                             "(a topic is shown once enough people share it)")
             return
         ids = [None, *(tid for tid, _ in self.topics)]
         self.topic = ids[(ids.index(self.topic) + 1) % len(ids)] if self.topic in ids else None
