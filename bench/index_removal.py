@@ -26,7 +26,8 @@ tenant of synthetic clustered vectors (bench/search.py's):
 `--tenants T` (T > 1) measures a host of T tenants of `--n` vectors each instead, in one
 `VectorIndex` as the service holds them: their buckets removed in one shuffled run (a month
 shredded across the host), then the memory usearch and the process hold once every rebuild
-is done, the rebuilds' count and time (`--compact-min 10000`: the floor before).
+is done, the rebuilds' count and time (`--compact-min 10000`: the floor before), and, from
+the removal's start until then, the most rebuild threads alive at once and the highest RSS.
 
 Prints figures; asserts nothing.
 
@@ -42,6 +43,7 @@ import gc
 import logging
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -105,12 +107,12 @@ def _search_while_rebuilding(ix: TenantIndex, queries: np.ndarray) -> tuple[list
     latencies (ms) and the highest RSS (MB) seen meanwhile."""
     lat: list[float] = []
     peak = rss_mb()
-    while ix._compactor is not None:
+    while ix.rebuilding:
         for q in queries:
             t = time.perf_counter()
             ix.search(q, K, user=None)
             lat.append((time.perf_counter() - t) * 1e3)
-            if ix._compactor is None:
+            if not ix.rebuilding:
                 break
         peak = max(peak, rss_mb())
     ix.wait_compacted()
@@ -122,6 +124,26 @@ def _host_figures(host: VectorIndex) -> tuple[int, int, float]:
     tenants = [host.tenant(t) for t in host.sizes()]
     return (sum(len(ix) for ix in tenants), sum(ix.slots for ix in tenants),
             sum(ix.memory_bytes for ix in tenants) / 2**20)
+
+
+class _Watch:
+    """Samples, every 50 ms until stopped, the index's rebuild threads alive and the
+    process RSS: their highest values."""
+
+    def __init__(self) -> None:
+        self.threads, self.rss = 0, rss_mb()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(0.05):
+            alive = sum(t.name == "semtrace-index-rebuild" for t in threading.enumerate())
+            self.threads, self.rss = max(self.threads, alive), max(self.rss, rss_mb())
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def many_tenants(args: argparse.Namespace, rebuilds: list[dict[str, float]]) -> None:
@@ -152,6 +174,7 @@ def many_tenants(args: argparse.Namespace, rebuilds: list[dict[str, float]]) -> 
     runs = [(t, s) for t in range(args.tenants) for s in rng.permutation(
         np.arange(0, args.n, args.bucket))[: int(args.n / args.bucket * args.remove)]]
     order = rng.permutation(len(runs))
+    watch = _Watch()
     t0 = time.perf_counter()
     for i in order:
         t, s = runs[i]
@@ -161,9 +184,11 @@ def many_tenants(args: argparse.Namespace, rebuilds: list[dict[str, float]]) -> 
     for t in host.sizes():
         host.tenant(t).wait_compacted()
     waited = time.perf_counter() - t0 - took
+    watch.stop()
     live, held, after_mb = _host_figures(host)
     print(f"   removed {total - live:,} vectors in {len(runs):,} calls: {took:.0f} s, then "
-          f"{waited:.0f} s until every rebuild was done", flush=True)
+          f"{waited:.0f} s until every rebuild was done; at most {watch.threads} rebuild "
+          f"threads alive at once, RSS at most +{watch.rss - base:.0f} MB", flush=True)
     if rebuilds:
         secs = [r["seconds"] for r in rebuilds]
         print(f"   {len(rebuilds)} rebuilds of {min(r['vectors'] for r in rebuilds):,.0f} to "

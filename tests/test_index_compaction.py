@@ -18,7 +18,7 @@ import pytest
 from usearch.index import Index
 
 from appliance import index
-from appliance.index import TenantIndex, VectorIndex
+from appliance.index import TenantIndex, VectorIndex, rebuilds
 
 DIMS = 16
 SERVICE_COMPACT_MIN = index.COMPACT_MIN  # the fixture below lowers it for most tests
@@ -26,7 +26,7 @@ SERVICE_COMPACT_MIN = index.COMPACT_MIN  # the fixture below lowers it for most 
 
 @pytest.fixture(autouse=True)
 def _small(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rebuild from 300 fillers (10,000 in service), copy 200 vectors a chunk, and search
+    """Rebuild from 300 fillers (1,000 in service), copy 200 vectors a chunk, and search
     through the HNSW graph rather than exactly (below 20,000 vectors in service)."""
     monkeypatch.setattr(index, "COMPACT_MIN", 300)
     monkeypatch.setattr(index, "_COPY_CHUNK", 200)
@@ -200,7 +200,7 @@ def test_ingest_running_freely_alongside_the_rebuild_loses_and_resurrects_nothin
     live = set(range(800, 1500))
     added: dict[int, np.ndarray] = {}
     next_id = 2000
-    while ix._compactor is not None or not added:
+    while ix.rebuilding or not added:
         v = _vectors(rng, 2)
         ix.add("user0", [next_id, next_id + 1], v)
         added |= {next_id: v[0], next_id + 1: v[1]}
@@ -328,3 +328,124 @@ def test_many_mid_size_tenants_each_shredded_by_half_get_their_memory_back(
         image = bytes(ix._index.save())
         assert not any(v in image for v in removed[t].values())
     assert host.tenant("small").compactions == 0 and host.slots()["small"] == 1200
+
+
+def _rebuild_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == rebuilds.THREAD_NAME]
+
+
+def test_many_tenants_crossing_the_threshold_at_once_share_one_rebuild_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A retention day shreds half of each of 40 tenants: each one past the threshold
+    started a thread of its own, all but one waiting for the one rebuild at a time (40
+    threads; hundreds on a host of hundreds of tenants). Now the tenants are queued for the
+    index's one rebuild thread, which rebuilds them one after the other: one thread while
+    the first rebuild runs, every tenant then at its live size with nothing removed left,
+    and no thread once the queue is done. A tenant whose slots new prompts took back
+    while it waited is skipped, and keeps its vectors."""
+    copied, go = _paused_rebuild(monkeypatch, 1)
+    host = VectorIndex(DIMS)
+    rng = np.random.default_rng(7)
+    names = [f"t{t:02}" for t in range(40)]
+    for t, name in enumerate(names):
+        at = t * 1000
+        for u, part in enumerate(np.array_split(np.arange(at, at + 700), 7)):
+            host.add(name, f"user{u}", part.tolist(), _vectors(rng, len(part)))
+    gone = {name: [t * 1000 + int(k) for k in rng.permutation(700)[:350]]
+            for t, name in enumerate(names)}
+    removed = {name: _held(host.tenant(name), gone[name][:10]) for name in names}
+    calls = [(name, gone[name][at:at + 25]) for name in names for at in range(0, 350, 25)]
+    first = names[0]
+    for name, keys in [c for c in calls if c[0] == first] + [
+            calls[i] for i in rng.permutation(len(calls)) if calls[i][0] != first]:
+        assert host.remove(name, keys) == len(keys)
+    assert copied.wait(60)  # the first tenant's rebuild copies; every other one is due
+    threads = _rebuild_threads()
+    assert len(threads) == 1, f"{len(threads)} rebuild threads"
+    assert all(host.tenant(name).rebuilding for name in names)
+    back = names[-1]  # new prompts take its slots back while it waits its turn
+    fresh = _vectors(rng, 340)
+    host.add(back, "user0", list(range(50_000, 50_340)), fresh)
+    go.set()
+    for name in names:
+        host.tenant(name).wait_compacted()
+
+    rebuilt = names[:-1]
+    assert {n: host.tenant(n).compactions for n in names} == {
+        n: int(n in rebuilt) for n in names}
+    assert {n: host.slots()[n] for n in rebuilt} == {n: 350 for n in rebuilt}
+    for name in rebuilt:
+        image = bytes(host.tenant(name)._index.save())
+        assert not any(v in image for v in removed[name].values())
+    assert host.sizes()[back] == 690 and host.slots()[back] == 700
+    for k in (50_000, 50_339):
+        assert host.search(back, fresh[k - 50_000], 1, user="user0")[0].record_id == k
+    for _ in range(600):  # the queue is done: its thread ends (a hang guard, 60 s)
+        if not _rebuild_threads():
+            break
+        threading.Event().wait(0.1)
+    assert _rebuild_threads() == []
+
+
+_EXIT_WITH_A_QUEUE = """
+import atexit, sys, threading, time
+
+tenants = {}
+
+def report():  # registered first, so it runs after the index's own exit handler
+    settled = all(ix._idle.wait(60) for ix in tenants.values())
+    done = sum(ix.compactions for ix in tenants.values())
+    print(f"at exit: {done} of {len(tenants)} queued tenants rebuilt, settled {settled}",
+          flush=True)
+
+atexit.register(report)
+
+import numpy as np
+from usearch.index import Index
+from appliance import index
+from appliance.index import VectorIndex
+
+index.COMPACT_MIN, index._COPY_CHUNK = 300, 20_000
+copying = threading.Event()
+real_add = Index.add
+
+def add(self, keys, vectors, *args, **kwargs):
+    if kwargs.get("threads") == 1:  # the rebuild's copy: seconds of usearch, GIL released
+        copying.set()
+    return real_add(self, keys, vectors, *args, **kwargs)
+
+Index.add = add
+host = VectorIndex(32)
+rng = np.random.default_rng(0)
+host.add("big", "u", list(range(40_000)),
+         np.abs(rng.standard_normal((40_000, 32))).astype(np.float32))
+for t in range(30):
+    host.add(f"t{t}", "u", list(range(600)),
+             np.abs(rng.standard_normal((600, 32))).astype(np.float32))
+host.remove("big", list(range(20_000)))  # half: the rebuild thread starts on it
+for t in range(30):  # and these wait their turn
+    host.remove(f"t{t}", list(range(300)))
+    tenants[f"t{t}"] = host.tenant(f"t{t}")
+assert copying.wait(600)
+time.sleep(0.5)  # into usearch's add (20,000 vectors: seconds)
+alive = [t for t in threading.enumerate() if t.name == "semtrace-index-rebuild"]
+print(f"exit while the rebuild copies, {len(alive)} rebuild thread(s)", flush=True)
+"""
+
+
+def test_the_process_exits_cleanly_while_tenants_wait_for_the_rebuild_thread(
+        tmp_path: Any) -> None:
+    """The service stopping while one tenant is rebuilt and 30 more wait their turn: the
+    running rebuild stops at its next chunk, the queued tenants are dropped (not rebuilt
+    first, which would hold the stop for minutes on a big host) and the process exits 0,
+    not of SIGABRT."""
+    script = tmp_path / "exit_with_a_queue.py"
+    script.write_text(_EXIT_WITH_A_QUEUE)
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(script)], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert "exit while the rebuild copies, 1 rebuild thread(s)" in done.stdout, done.stdout
+    assert "at exit: 0 of 30 queued tenants rebuilt, settled True" in done.stdout
+    assert done.returncode == 0, done.stderr[-500:]
+    assert "terminate called" not in done.stderr

@@ -6,19 +6,19 @@ rebuilt at start from the store's decrypted vectors. Searches are scoped to
 
 A removed vector's slot is overwritten at once by a filler (see `TenantIndex`). When the
 fillers are half the slots or more and at least `COMPACT_MIN` (an erased tenant, a big old
-month shredded, half of each of many mid-size tenants shredded), a thread rebuilds the
-tenant's index from its live vectors beside the old one and swaps it in: memory falls
-back to the live size without a restart. Adds,
-removals and searches go on meanwhile, each under the tenant's lock, which the rebuild
-holds only to copy a chunk of vectors and, at the end, to apply the few changes made since
-the copy and swap. One rebuild at a time in the process: memory peaks at one tenant's old
-and new index. At exit a running rebuild stops at its next chunk and the exit waits for it:
-a thread left inside usearch while Python finalises aborts the process (SIGABRT).
+month shredded, half of each of many mid-size tenants shredded), the tenant is queued for
+the index's one rebuild thread (`rebuilds.RebuildQueue`), which rebuilds the queued tenants
+one after the other, each from its live vectors beside its old index, swapped in at the
+end: memory falls back to the live size without a restart. Adds, removals and searches go
+on meanwhile, each under the tenant's lock, which the rebuild holds only to copy a chunk of
+vectors and, at the end, to apply the few changes made since the copy and swap. One
+rebuild at a time in the process: memory peaks at one tenant's old and new index. At exit
+a running rebuild stops at its next chunk and the exit waits for it (a thread left inside
+usearch while Python finalises aborts the process: SIGABRT); the queued ones are dropped.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import threading
 import time
@@ -28,6 +28,13 @@ from dataclasses import dataclass
 import numpy as np
 from usearch.index import Index
 
+from appliance.index.rebuilds import (
+    ONE_REBUILD,
+    STOP,
+    RebuildQueue,
+    Stopped,
+    stop_if_exiting,
+)
 from appliance.index.slots import Beside, Change, fill, give_back, put, vectors_of
 
 log = logging.getLogger("semtrace.index")
@@ -48,24 +55,6 @@ _COPY_CHUNK = 2_000  # vectors the rebuild copies from the old index per hold of
 # most _CATCH_UP_ROUNDS rounds, until no more than _SWAP_AT are left for the swap
 _SWAP_AT = 500
 _CATCH_UP_ROUNDS = 4
-_ONE_REBUILD = threading.Lock()  # rebuilds run one at a time in the process
-_STOP = threading.Event()  # set at exit: a rebuild stops at its next chunk
-
-
-class _Stopped(Exception):
-    """The process is exiting: the rebuild stopped, the old index kept."""
-
-
-def _stop_rebuilds() -> None:
-    """At exit, before Python finalises: stop a running rebuild and wait for it. A daemon
-    thread still inside usearch (which lets go of the GIL) when the interpreter finalises
-    takes it back there and is ended by the C++ runtime: the process dies of SIGABRT."""
-    _STOP.set()
-    with _ONE_REBUILD:  # held by a rebuild for all its usearch work (and malloc_trim)
-        pass
-
-
-atexit.register(_stop_rebuilds)
 
 
 @dataclass(frozen=True)
@@ -76,17 +65,14 @@ class Match:
     similarity: float
 
 
-def _stop_if_exiting() -> None:
-    """Raise `_Stopped` once the process is exiting (`_stop_rebuilds`)."""
-    if _STOP.is_set():
-        raise _Stopped
-
-
 class TenantIndex:
     """The vectors of one tenant, with a per-user key list for scoped search."""
 
-    def __init__(self, dims: int, dtype: str = "f16", *, name: str = "") -> None:
+    def __init__(self, dims: int, dtype: str = "f16", *, name: str = "",
+                 rebuilds: RebuildQueue | None = None) -> None:
         self.dims, self.dtype, self.name = dims, dtype, name
+        # the rebuild thread's queue: its VectorIndex's, shared by all its tenants
+        self._rebuilds = rebuilds if rebuilds is not None else RebuildQueue()
         self._index = Index(ndim=dims, metric="cos", dtype=dtype)
         self._users: dict[str, set[int]] = defaultdict(set)
         self._owner: dict[int, str] = {}
@@ -107,7 +93,8 @@ class TenantIndex:
         # shares them with the one thread that adds, removes and searches
         self._lock = threading.Lock()
         self._dirty: set[int] | None = None  # keys changed since a running rebuild began
-        self._compactor: threading.Thread | None = None
+        self._idle = threading.Event()  # cleared while queued for a rebuild or in one
+        self._idle.set()
         self._retry_at = 0  # fillers a failed rebuild waits for before it is tried again
         self.compactions = 0  # rebuilds done
 
@@ -159,11 +146,14 @@ class TenantIndex:
             for rid in present:
                 user = self._owner.pop(rid)
                 self._users[user].discard(rid)
-            if self._compactor is None and self._wants_rebuild():
-                self._compactor = threading.Thread(target=self._compact_while_wanted,
-                                                   name="semtrace-index-rebuild", daemon=True)
-                self._compactor.start()
+            if self._idle.is_set() and self._wants_rebuild():
+                self._queue_rebuild()
         return len(present)
+
+    def _queue_rebuild(self) -> None:
+        """Queue this tenant for the rebuild thread (under the lock)."""
+        if self._rebuilds.want(self):
+            self._idle.clear()
 
     def _filler_keys(self, n: int) -> list[int]:
         """`n` new filler keys (under the lock)."""
@@ -175,44 +165,54 @@ class TenantIndex:
         fillers = len(self._fillers)
         return fillers >= max(COMPACT_MIN, self._retry_at) and fillers >= len(self._owner)
 
-    def _compact_while_wanted(self) -> None:
-        """The rebuild thread: rebuild while the fillers call for it (removals made during
-        a rebuild leave fillers in the new index)."""
-        while True:
-            with _ONE_REBUILD:  # (another tenant's first: then the fillers are seen anew)
-                with self._lock:
-                    if _STOP.is_set() or not self._wants_rebuild():
-                        self._compactor = None
-                        return
-                try:
-                    self._rebuild()
-                except _Stopped:  # exiting: the old index is dropped with the process
-                    with self._lock:
-                        self._compactor = None
+    @property
+    def rebuilding(self) -> bool:
+        """Whether a rebuild of this tenant runs or waits its turn."""
+        return not self._idle.is_set()
+
+    def settle(self) -> None:
+        """No rebuild is due (the rebuild thread's, also when it drops the queue at exit)."""
+        self._idle.set()
+
+    def rebuild_turn(self) -> None:
+        """The rebuild thread's turn for this tenant: rebuild if the fillers still call for
+        it (new prompts may have taken its slots back while it waited), then queue it again
+        if removals made meanwhile left as many fillers in the new index, or settle."""
+        with ONE_REBUILD:
+            with self._lock:
+                if STOP.is_set() or not self._wants_rebuild():
+                    self.settle()
                     return
-                except Exception as exc:  # the old index stays as it was (out of memory?)
-                    log.error("index rebuild failed", extra={
-                        "event": "index_compact_failed", "tenant": self.name,
-                        "exc_type": type(exc).__name__})
-                    with self._lock:  # tried again once as many more removals would pay
-                        self._compactor = None  # for another attempt as for this one
-                        self._retry_at = len(self._fillers) + max(COMPACT_MIN,
-                                                                  len(self._owner))
-                    return
+            try:
+                self._rebuild()
+            except Stopped:  # exiting: the old index is dropped with the process
+                self.settle()
+                return
+            except Exception as exc:  # the old index stays as it was (out of memory?)
+                log.error("index rebuild failed", extra={
+                    "event": "index_compact_failed", "tenant": self.name,
+                    "exc_type": type(exc).__name__})
+                with self._lock:  # tried again once as many more removals would pay for
+                    self._retry_at = len(self._fillers) + max(  # another attempt as for
+                        COMPACT_MIN, len(self._owner))  # this one
+                    self.settle()
+                return
+        with self._lock:  # at the back of the queue: the other tenants' turns first
+            if not (self._wants_rebuild() and self._rebuilds.want(self)):
+                self.settle()
 
     def wait_compacted(self) -> None:
-        """Return once no rebuild runs or is due (tests, bench)."""
-        while (thread := self._compactor) is not None:
-            thread.join()
+        """Return once no rebuild of this tenant runs or is queued (tests, bench)."""
+        self._idle.wait()
 
     def compact(self) -> None:
         """Rebuild the usearch index from the live vectors beside the old one, then swap
         it in (the module doc says how adds, removals and searches go on meanwhile)."""
-        with _ONE_REBUILD:
+        with ONE_REBUILD:
             self._rebuild()
 
     def _rebuild(self) -> None:
-        """`compact`, holding _ONE_REBUILD."""
+        """`compact`, holding ONE_REBUILD."""
         t0 = time.perf_counter()
         with self._lock:
             self._dirty = set()
@@ -222,7 +222,7 @@ class TenantIndex:
                                 expansion_search=self._index.expansion_search))
         try:
             for at in range(0, len(keys), _COPY_CHUNK):
-                _stop_if_exiting()
+                stop_if_exiting()
                 with self._lock:  # and what changed meanwhile, so that a vector removed
                     change = self._change(new)  # is in the new index a chunk at most
                     adding = set(change.add)
@@ -234,7 +234,7 @@ class TenantIndex:
                     new.index.add(np.asarray(take, dtype=np.uint64), vecs, threads=1)
                     new.held.update(take)
             for _ in range(_CATCH_UP_ROUNDS):  # outside the lock while many changed
-                _stop_if_exiting()
+                stop_if_exiting()
                 with self._lock:
                     if len(self._dirty) <= _SWAP_AT:
                         break
@@ -334,10 +334,12 @@ class VectorIndex:
         self.dims = dims
         self.dtype = dtype
         self._tenants: dict[str, TenantIndex] = {}
+        self._rebuilds = RebuildQueue()  # one rebuild thread for all the tenants
 
     def tenant(self, tenant: str) -> TenantIndex:
         if tenant not in self._tenants:
-            self._tenants[tenant] = TenantIndex(self.dims, self.dtype, name=tenant)
+            self._tenants[tenant] = TenantIndex(self.dims, self.dtype, name=tenant,
+                                                 rebuilds=self._rebuilds)
         return self._tenants[tenant]
 
     def add(self, tenant: str, user: str, record_ids: list[int], vectors: np.ndarray) -> None:
