@@ -109,3 +109,17 @@ def test_the_ssn_is_redacted_and_the_order_number_after_it_kept(redactor: Any) -
     redacted = redactor.redact(make_prompt(
         "My SSN is 536228467 and my order 412559871 shipped.")).text
     assert redacted == "My SSN is <US_SSN> and my order 412559871 shipped.", redacted
+
+
+@pytest.mark.parametrize("text", [
+    "Please add my SSN to the order: 536228467",
+    "Put my social security number on the ticket: 536228467",
+    "ssn, attach it to the booking: 53622-8467",
+])
+def test_an_ssn_the_text_puts_on_an_order_after_a_colon_is_still_redacted(
+        redactor: Any, text: str) -> None:
+    """After the noun alone, a colon introduces what goes on the order or ticket, here the
+    SSN the text speaks of; a number of the order has its label ("order number:", "ticket
+    #"). Stored in the clear between 90165d6 and this change."""
+    redacted = redactor.redact(make_prompt(text)).text
+    assert "536" not in redacted and "<US_SSN>" in redacted, redacted

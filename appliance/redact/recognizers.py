@@ -50,13 +50,17 @@ IDENTIFIER_BEFORE = timed(
     r"(?i)\b(?:order|ticket|invoice|tracking|case|reference|ref|booking|reservation|"
     r"confirmation|shipment|parcel|transaction|receipt|serial|sku)" + _NUMBER_LABEL
 )
+# After the noun alone (no "number", "no.", "#", "id"), a colon introduces what the text
+# puts on the order or ticket ("add my SSN to the order: 536228467"), not its number.
+_ORDER_LABEL = (r"s?\.?(?:\s*(?:number|no\.?|nr\.?|num|id|#)(?:\s+is)?\s*[:#]?|\s+is)?"
+                r"\s*$")
 # The same for an SSN shape after an SSN word: only the nouns of a purchase or a support
 # ticket, and not after "for" ("for your reference:", "for the case:", "for confirmation:"
 # frame the SSN itself; "order number is 536228467" names another number).
 ORDER_BEFORE = timed(
     r"(?i)(?<!\bfor\s+(?:(?:the|your|my|this|that|our)\s+)?)"
     r"\b(?:order|ticket|invoice|tracking|booking|reservation|shipment|parcel|receipt|sku)"
-    + _NUMBER_LABEL
+    + _ORDER_LABEL
 )
 NOT_PHONE = timed(
     r"\d{4}[.\-/]\d{1,2}[.\-/]\d{1,2}|\d{1,2}[./]\d{1,2}[./]\d{2,4}|"  # dates
@@ -124,7 +128,8 @@ class SsnRecognizer(UsSsnRecognizer):
     text names the digits an order number, and the "SSN" before them does not make them
     one. The 3-2-4 shape (0.5: "order 536-22-8467") is reported as before, and an SSN word
     between the noun and the digits ("order ssn 536228467") still counts: the noun is not
-    right before them."""
+    right before them; so does one before the noun alone and a colon ("add my SSN to the
+    order: 536228467")."""
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None,
                 regex_flags: int | None = None) -> list[RecognizerResult]:
