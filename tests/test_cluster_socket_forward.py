@@ -216,3 +216,32 @@ def test_with_the_owner_stopped_the_socket_answers_at_once_and_a_retry_stores_on
         assert b.records() == 1  # the three sends stored once
         assert a.records() == 1  # a's own prompt only
         assert "Traceback" not in a.log.read_text() + b.log.read_text()
+
+
+def test_a_history_and_session_sent_to_a_non_owners_socket_reach_the_owner_intact(
+        tmp_path: Path) -> None:
+    """The owner links a forwarded prompt by the gateway's history (the strongest signal)
+    and keeps its session: a follow-up whose text shares nothing with the first turn joins
+    it because its history names that turn, a message given as `content` included (digested
+    on the owner as on a socket)."""
+    from appliance.ingest import content_digest
+
+    tenant = tenant_in(2)
+    first_text = "How do I bake sourdough bread at home?"
+    with sealed_cluster(tmp_path) as bus:
+        a, b = bus.node("a", "0-1"), bus.node("b", "2-3")
+        start_all(a, b)
+        with bus.gateway() as gateway:
+            first = gateway.request({**ingest(tenant, "first", first_text, 0),
+                                     "session_id": "chat-7"})
+        assert first["ok"], first
+        follow = _ask(a, {**ingest(tenant, "second", "What is the capital of Australia?", 1),
+                          "session_id": "chat-7", "history": [
+                              {"role": "user", "sha256": content_digest(first_text)},
+                              {"role": "assistant", "content": "Feed the starter, then..."}]})
+        assert follow["ok"], follow
+        assert follow["link_source"] == "history", follow
+        assert follow["conversation_id"] == first["conversation_id"]
+        assert follow["parent_request_id"] == "first"
+        assert b.lookup(tenant, "second")["conversation_id"] == first["conversation_id"]
+        assert a.records() == 0
