@@ -242,7 +242,7 @@ def test_models_topic_key_after_a_topic_release_that_shows_no_topic(runtime: Any
                                                                      pipeline: Any) -> None:
     """`p` on the models screen, once today's topic release is made but shows no topic (one
     person here, every topic under k_min_users), said the release 'has none yet (o, then n
-    makes it)': n there makes nothing more."""
+    makes it)': n there makes nothing more. The topics screen said '0 topic(s)'."""
     pipeline.process(CONVERSATION)
     status: list[str] = []
 
@@ -256,6 +256,7 @@ def test_models_topic_key_after_a_topic_release_that_shows_no_topic(runtime: Any
             await settle(pilot)
             if "released" in str(pilot.app.screen.query_one("#topics-head").render()):
                 break
+        status.append(str(pilot.app.screen.query_one("#status").render()))
         await pilot.press("c")
         await settle(pilot)
         await pilot.press("p")
@@ -263,5 +264,7 @@ def test_models_topic_key_after_a_topic_release_that_shows_no_topic(runtime: Any
         status.append(str(pilot.app.screen.query_one("#status").render()))
 
     run(app_for(runtime, role="analyst"), scenario)
-    assert status[0].startswith("No topic to compare on: today's topic release shows none"), \
+    # the topics screen said "0 topic(s), most threads first (s: sort) ..."
+    assert status[0].startswith("Today's release shows no topic: each needs 5 people"), status
+    assert status[1].startswith("No topic to compare on: today's topic release shows none"), \
         status

@@ -204,7 +204,10 @@ class TopicsScreen(ReleasedScreen):
             notes.append(f"Topics of {', '.join(per_user)} are per user (cross_user_topics "
                          "is off in privacy.toml): each holds one person's threads, so they "
                          "are all counted in the other-topics row")
-        if not notes:
+        if not notes and not shown:  # was "0 topic(s), most threads first (s: sort) ..."
+            notes.append(f"Today's release shows no topic: each needs {view.k_min_users} "
+                         "people or more with threads in the window")
+        elif not notes:
             notes.append(f"{shown} topic(s), most {self.order} first (s: sort) · refined: "
                          "threads where the user corrected or re-asked · enter: its threads")
         if any(not r.label and r.key != NO_TOPIC for t in view.tenants for r in t.rows):
