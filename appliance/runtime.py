@@ -111,12 +111,12 @@ def prepare_dir(data_dir: Path) -> None:
 def check_new_data_dir(data_dir: Path) -> None:
     """Refuse, in one sentence, a data dir that `init` may not create or fill."""
     if data_dir.exists() and not data_dir.is_dir():
-        raise SemtraceError(f"{data_dir} is a file, not a directory; choose an empty or new "
-                            "directory.")
+        raise InputError(f"{data_dir} is a file, not a directory; choose an empty or new "
+                         "directory.")
     if is_initialised(data_dir):
-        raise SemtraceError(f"{data_dir} is already initialised.")
+        raise InputError(f"{data_dir} is already initialised.")
     if data_dir.exists() and any(p.name != "cache" for p in data_dir.iterdir()):
-        raise SemtraceError(f"{data_dir} is not empty; choose an empty or new directory.")
+        raise InputError(f"{data_dir} is not empty; choose an empty or new directory.")
 
 
 def init_data_dir(data_dir: Path, cred: Credential, *,

@@ -47,7 +47,7 @@ def test_init_refuses_a_file_and_conflicting_credentials_and_leaves_no_stray_key
     a_file = tmp_path / "notes.txt"
     a_file.write_text("not a data dir")
     result = run_cli("init", "--data-dir", str(a_file), "--passphrase-file", str(passphrase_file))
-    assert result.returncode != 0 and "is a file, not a directory" in result.stderr
+    assert result.returncode == 2 and "is a file, not a directory" in result.stderr
     one_sentence(result.stderr)
 
     key, data = tmp_path / "new.key", tmp_path / "data"
@@ -61,11 +61,15 @@ def test_init_refuses_a_file_and_conflicting_credentials_and_leaves_no_stray_key
     full.mkdir()
     (full / "other.txt").write_text("x")
     refused = run_cli("init", "--data-dir", str(full), "--new-key-file", str(key))
-    assert refused.returncode != 0 and "not empty" in refused.stderr
+    assert refused.returncode == 2 and "not empty" in refused.stderr
     assert not key.exists()  # a key that opens nothing is not left behind
 
     assert run_cli("init", "--data-dir", str(data), "--passphrase-file",
                    str(passphrase_file)).returncode == 0
+    # bad input, exit 2 as the README lists it (it was 1, "another error")
+    again = run_cli("init", "--data-dir", str(data), "--passphrase-file", str(passphrase_file))
+    assert again.returncode == 2 and "already initialised" in again.stderr
+    one_sentence(again.stderr)
     twice = run_cli("threads", "list", "--data-dir", str(data), "--passphrase-file",
                     str(passphrase_file), "--key-file", str(passphrase_file))
     assert twice.returncode == 2 and "not both" in twice.stderr

@@ -463,6 +463,9 @@ def test_audit_public_key_and_compliance_enroll_have_json(store: dict[str, objec
     enrolled = run_cli("compliance", "enroll", *fresh, "--compliance-passphrase-file",
                        str(store["cpw"]), "--json")
     assert enrolled.returncode == 0 and json.loads(enrolled.stdout) == {"enrolled": True}
+    again = run_cli("compliance", "enroll", *fresh, "--compliance-passphrase-file",
+                    str(store["cpw"]), "--json")
+    assert again.returncode == 2 and "already exists" in _one_sentence(again)
 
 
 def test_doctor_names_a_compliance_key_file_others_can_read(store: dict[str, object],

@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from appliance.errors import SemtraceError, WrongKey
+from appliance.errors import InputError, SemtraceError, WrongKey
 from appliance.keys.credentials import Credential
 from appliance.keys.derive import NONCE_BYTES, KdfParams, argon2id, b64
 from appliance.keys.durable import fsync_dir
@@ -36,7 +36,8 @@ def create_reveal_key(data_dir: Path, compliance: Credential,
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
     if (data_dir / REVEAL_PRIVATE_FILE).exists():
-        raise SemtraceError("A compliance key already exists for this data dir.")
+        raise InputError("A compliance key already exists for this data dir; nothing was "
+                         "changed.")
     priv = X25519PrivateKey.generate()
     raw = priv.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                              serialization.NoEncryption())
