@@ -104,6 +104,7 @@ class Dispatch(ServiceCore):
         if req.op == "update":
             return await self._update(req)
         assert req.op == "feedback" and req.tenant and req.request_id and req.feedback
+        await self._committed(req.tenant, req.request_id)
         found = await self.in_worker(self.pipeline.store.set_feedback, req.tenant,
                                      req.request_id, req.feedback)
         if not found:
@@ -146,14 +147,20 @@ class Dispatch(ServiceCore):
                     "truncated": req.prompt.truncated}
         return ok_reply(await fut)
 
+    async def _committed(self, tenant: str, request_id: str) -> None:
+        """Until the ingest of this request, if it is queued or staged (redacted, not
+        stored yet), is finished: an update or a feedback sent right after an async ingest
+        applies to it, never `not_found`."""
+        pending = self._pending.get((tenant, request_id))
+        if pending is not None:
+            await asyncio.shield(pending)
+
     async def _update(self, req: Request) -> dict[str, Any]:
         """Tokens, latency, status, answer digest after the answer (idempotent)."""
         assert req.tenant and req.request_id
         if req.previous_response_id is not None:
             return await self._attach(req)
-        pending = self._pending.get((req.tenant, req.request_id))
-        if pending is not None:  # its ingest is still queued: update once it is committed
-            await asyncio.shield(pending)
+        await self._committed(req.tenant, req.request_id)
         found = await self.in_worker(self.pipeline.update, req.tenant, req.request_id,
                                      req.response, req.model)
         if not found:
