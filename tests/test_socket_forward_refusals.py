@@ -96,3 +96,20 @@ def test_what_cannot_be_forwarded_is_refused_in_one_sentence_and_not_sent() -> N
             f"not forward the request there over NATS ({why}); nothing was stored: retry "
             "shortly, or send it over NATS to semtrace.ingest.<tenant>."}}, why
         assert nc is None or nc.sent == []
+
+
+def test_a_forwarded_history_carries_digests_only_never_its_content() -> None:
+    """Content in `history` is digested where it arrives (protocol v1: never stored); a
+    forwarded request must not carry it onto the bus, where JetStream keeps it on disk."""
+    from appliance.ingest import content_digest
+
+    canary = "CANARY-7f3a my card is 4111 1111 1111 1111"
+    nc = Connection({"request_id": "r-1", "ok": True})
+    forward(ingest(tenant_in(2), history=[
+        {"role": "user", "content": f"  {canary}  "},
+        {"role": "assistant", "sha256": "a" * 64}]), nc)
+    ((_, payload),) = nc.sent
+    assert b"CANARY" not in payload and b"4111" not in payload
+    assert json.loads(payload)["history"] == [
+        {"role": "user", "sha256": content_digest(canary)},
+        {"role": "assistant", "sha256": "a" * 64}]

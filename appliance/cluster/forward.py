@@ -74,6 +74,16 @@ def unowned_partition(req: Request, partitions: int, owns: Callable[[int], bool]
     return None if owns(p) else p
 
 
+def digested_history(obj: dict[str, Any], req: Request) -> dict[str, Any]:
+    """`obj` with its history as digests only (parsed into `req`): a message's content is
+    digested where it arrives and never leaves this process, not even sealed on the bus
+    (protocol v1: content in `history` is never stored). Pure."""
+    history = None if req.prompt is None else req.prompt.history
+    if history is None or "history" not in obj:
+        return obj
+    return {**obj, "history": [{"role": m.role, "sha256": m.digest} for m in history]}
+
+
 class Forwarder:
     """Sends a node's socket writes of other nodes' tenants to their owner (`__call__`)."""
 
@@ -112,6 +122,7 @@ class Forwarder:
         if req.op == "ingest" and req.prompt is not None and obj.get("ts") is None:
             # its time is its arrival here, not when the owner takes it from the stream
             obj = {**obj, "ts": req.prompt.ts.astimezone(UTC).isoformat()}
+        obj = digested_history(obj, req)
         subject, payload = sealed_request(obj, self.keys)
         if len(payload) > self.max_bytes:  # near the socket's own bound, plus the seal
             return self._refused(rid, p, TOO_LARGE, "too_large")
