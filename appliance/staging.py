@@ -118,13 +118,13 @@ def overlapped(stage: Callable[[Sequence[Prompt]], Staged],
     while True:
         try:
             batch = next(following)
+            staged = stage(batch)
         except StopIteration:
             break
-        except BaseException:  # a bad line (replay --strict): what came before it is kept
-            if held is not None:
+        except BaseException:  # a bad line (replay --strict), or this batch failed to
+            if held is not None:  # stage: what came before it is kept all the same
                 yield held[0], finish(held[1])
             raise
-        staged = stage(batch)
         if held is not None:
             yield held[0], finish(held[1])
         held = (batch, staged)

@@ -320,3 +320,34 @@ def test_feedback_and_update_for_a_prompt_not_yet_stored_wait_for_its_commit(
         with Client(sock, timeout=120) as c:
             looked = c.request({"v": 1, "op": "lookup", "tenant": "acme", "request_id": "z-2"})
         assert looked["ok"] and looked["feedback"]["rating"] == 4, looked
+
+
+def test_a_replay_stopped_by_a_failing_batch_keeps_the_batches_before_it(
+        pipeline: Any, runtime: Any) -> None:
+    """Replay stages each batch before it finishes the one before: when staging a batch
+    fails (the redactor raised), the batch before it is still stored, as when batches ran
+    one after the other (before: lost, though staged and embedded already)."""
+    import io
+
+    import pytest
+
+    from appliance.replay import ReplayReport, replay
+
+    real = pipeline.redactor.redact_many
+
+    def failing(prompts: Any) -> Any:
+        if any("BROKEN" in p.text for p in prompts):
+            raise RuntimeError("spaCy failed")
+        return real(prompts)
+
+    pipeline.redactor = type("R", (), {"redact_many": staticmethod(failing),
+                                       "redact": pipeline.redactor.redact})()
+    prompts = [make_prompt(t, user="kim", minutes=n, request_id=f"k-{n}") for n, t in
+               enumerate(["How do I prune an apple tree?", "When is the best month?",
+                          "BROKEN which tools do I need?", "How far back should I cut?"])]
+    out = io.StringIO()
+    with pytest.raises(RuntimeError):
+        replay(pipeline, prompts, out, batch=2, report=ReplayReport())
+    kim = runtime.keyring.pseudonym("acme", "kim")
+    assert sorted(r.request_id for r in runtime.store.records("r.user = ?", (kim,))) == [
+        "k-0", "k-1"]
