@@ -241,7 +241,7 @@ def test_a_compliance_role_limited_to_other_tenants_can_neither_reveal_nor_erase
     # the store-wide jobs: the report would show every tenant's holdings, the run shred them
     before = len(json.loads(run_cli("audit", "log", "--json", "--all", *args).stdout))
     for job, words in ((("audit", "retention"), "the retention report covers every tenant"),
-                       (("retention", "run", "--as-of", "2099-01-01T00:00:00Z"),
+                       (("retention", "run", "--as-of", "2099-01-01T00:00:00Z", "--yes-future"),
                         "the retention run covers every tenant")):
         refused = run_cli(*job, "--role", "compliance", *args, env=env)
         assert refused.returncode == 4 and words in _one_sentence(refused), refused.stderr
@@ -407,7 +407,7 @@ def test_out_of_range_retention_policies_are_refused_by_name(
     assert old in text
     (pdir / "retention.toml").write_text(text.replace(old, new))
     args = list(store["args"])  # type: ignore[call-overload]
-    out = run_cli("retention", "run", "--as-of", "2027-06-01T00:00:00Z", *args,
+    out = run_cli("retention", "run", "--as-of", "2027-06-01T00:00:00Z", "--yes-future", *args,
                   env={"SEMTRACE_POLICY_DIR": str(pdir)})
     assert out.returncode == 2
     err = _one_sentence(out)
@@ -594,6 +594,34 @@ def test_a_dry_run_says_what_retention_would_shred_and_changes_nothing(
     assert run_cli("threads", "list", "--json", *args).stdout == threads
     done = json.loads(run_cli("retention", "run", "--json", *as_of, *args).stdout)
     assert done["records"] == 2 and done["shredded"] == len(due)
+
+
+def test_a_retention_run_as_of_a_future_year_is_refused_without_yes_future(
+        store: dict[str, object], tmp_path: Path) -> None:
+    """A mistyped year in --as-of would shred data early and for good: the run refuses in
+    one sentence (exit 2, nothing shredded or audited) unless --yes-future confirms it; a
+    --dry-run of it, and an --as-of within a day (a time zone apart), need no flag."""
+    from datetime import UTC, datetime, timedelta
+
+    args = _copy(store, tmp_path)
+    log = run_cli("audit", "log", "--json", "--all", *args).stdout
+    threads = run_cli("threads", "list", "--json", *args).stdout
+    later = (datetime.now(UTC) + timedelta(days=400)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    refused = run_cli("retention", "run", "--as-of", later, *args)
+    assert refused.returncode == 2 and refused.stdout == ""
+    err = _one_sentence(refused)
+    assert f"--as-of {later} is more than a day in the future" in err and "--yes-future" in err
+    assert run_cli("audit", "log", "--json", "--all", *args).stdout == log
+    assert run_cli("threads", "list", "--json", *args).stdout == threads
+    preview = run_cli("retention", "run", "--dry-run", "--json", "--as-of", later, *args)
+    assert preview.returncode == 0 and json.loads(preview.stdout)["due"], preview.stderr
+    assert run_cli("threads", "list", "--json", *args).stdout == threads
+    done = run_cli("retention", "run", "--json", "--as-of", later, "--yes-future", *args)
+    assert done.returncode == 0 and json.loads(done.stdout)["records"] == 2, done.stderr
+    assert json.loads(run_cli("threads", "list", "--json", *args).stdout) == []
+    soon = (datetime.now(UTC) + timedelta(hours=12)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    near = run_cli("retention", "run", "--json", "--as-of", soon, *args)
+    assert near.returncode == 0, near.stderr
 
 
 @pytest.mark.parametrize("command", [["erase"], ["retention", "run"], ["audit", "log"],

@@ -130,7 +130,7 @@ def test_labels_withdrawn_by_a_retention_run_come_back_from_the_threads_it_left(
     label = rows[0][3]
     assert label
     as_of = (now + timedelta(days=25)).strftime("%Y-%m-%dT%H:%M:%SZ")  # cuts at 5 days ago
-    run = run_cli("retention", "run", "--as-of", as_of, *srv.args)
+    run = run_cli("retention", "run", "--as-of", as_of, "--yes-future", *srv.args)
     assert run.returncode == 0, run.stderr
     listed = json.loads(run_cli("threads", "list", "--tenant", "acme", "--json",
                                 *srv.args).stdout)
@@ -168,7 +168,7 @@ def test_a_retention_run_that_shreds_a_threads_older_day_takes_its_words_out_of_
     rows, terms = _until(lambda rows, terms: PHRASE in terms, srv, passphrase_file)
     assert PHRASE in terms and rows[0][3]  # the older day's phrase is a label phrase
     as_of = (now + timedelta(days=25)).strftime("%Y-%m-%dT%H:%M:%SZ")  # cuts at 5 days ago
-    run = run_cli("retention", "run", "--as-of", as_of, *srv.args)
+    run = run_cli("retention", "run", "--as-of", as_of, "--yes-future", *srv.args)
     assert run.returncode == 0, run.stderr
     listed = json.loads(run_cli("threads", "list", "--tenant", "acme", "--json",
                                 *srv.args).stdout)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ from appliance.cli import (
     role_option_as,
 )
 from appliance.cli.compliance import _as_of, _audit, _opened
+from appliance.errors import InputError
 
 if TYPE_CHECKING:
     from appliance.retention import Due
@@ -36,14 +37,19 @@ def retention() -> None:
 @click.option("--as-of", default=None, help="Pretend it is this time (ISO-8601).")
 @click.option("--dry-run", is_flag=True, help="Say what is due and what a legal hold keeps; "
               "shred nothing (a shred cannot be undone: try --as-of with this first).")
+@click.option("--yes-future", is_flag=True, help="Confirm an --as-of more than a day ahead: "
+              "what falls due by then is shredded now, for good.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
 def retention_run(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
-                  role: str | None, as_of: str | None, dry_run: bool, as_json: bool) -> None:
+                  role: str | None, as_of: str | None, dry_run: bool, yes_future: bool,
+                  as_json: bool) -> None:
     """Run the retention job now (the service also runs it on schedule)."""
     from appliance.retention import Shredder, run_retention
     from appliance.roles import require
 
     now = _as_of(as_of)
+    if not dry_run and not yes_future:
+        _refuse_far_future(as_of, now, datetime.now(UTC))
     if dry_run:
         _dry_run(data_dir, passphrase_file, key_file, role, now, as_json)
         return
@@ -62,6 +68,18 @@ def retention_run(data_dir: Path | None, passphrase_file: Path | None, key_file:
                    f"{report.vault_cleared} vault entries; {len(report.held)} bucket(s) on "
                    f"legal hold{_classes(b['class'] for b in report.held_buckets)}.")
     _warn_idle(report.idle_holds, rt.policies.retention.legal_holds)
+
+
+FUTURE_ALLOWANCE = timedelta(days=1)  # a time zone or a clock apart, not a mistyped year
+
+
+def _refuse_far_future(given: str | None, as_of: datetime, now: datetime) -> None:
+    """Pure: a run --as-of beyond tomorrow shreds now, and for good, what only falls due
+    then (a mistyped year destroys data early), so it needs --yes-future."""
+    if as_of > now + FUTURE_ALLOWANCE:
+        raise InputError(f"--as-of {given} is more than a day in the future, so the run would "
+                         "shred now, for good, data not yet due; preview it with --dry-run "
+                         "and add --yes-future if that is meant (nothing was shredded).")
 
 
 def _classes(classes: Iterable[str]) -> str:
