@@ -351,3 +351,60 @@ def test_a_replay_stopped_by_a_failing_batch_keeps_the_batches_before_it(
     kim = runtime.keyring.pseudonym("acme", "kim")
     assert sorted(r.request_id for r in runtime.store.records("r.user = ?", (kim,))) == [
         "k-0", "k-1"]
+
+
+def test_a_long_next_batch_does_not_hold_up_the_replies_of_the_one_before(
+        pipeline: Any, tmp_path: Path) -> None:
+    """A short prompt taken from the queue, then long ones (pasted documents) queued behind
+    it: its reply is sent before their redaction ends (before: it waited for the whole
+    next batch to be redacted, seconds, a gateway's timeout)."""
+    sock = tmp_path / "s.sock"
+    ended: list[float] = []
+    real = pipeline.redactor
+
+    class Recording:  # the real redactor; notes when it ends a batch of the long prompts
+        def redact(self, prompt: Any) -> Any:
+            return real.redact(prompt)
+
+        def redact_many(self, prompts: Any) -> Any:
+            out = real.redact_many(prompts)
+            if any(p.request_id.startswith("doc") for p in prompts):
+                ended.append(time.monotonic())
+            return out
+
+    pipeline.redactor = Recording()
+    page = ("Clause {n}: the tenant at 4 Elm Road pays the deposit to Mr Smith by 3 March; "
+            "mail smith@example.com about the schedule and the repairs. ")
+    doc = "".join(page.format(n=n) for n in range(400))[:30_000]
+    policies = pipeline.policies.model_copy(update={
+        "service": pipeline.policies.service.model_copy(update={"batch_max": 3})})
+    with running_service(pipeline, sock, policies=policies) as svc:
+        gate = threading.Event()
+        svc._pool.submit(gate.wait)
+        got: dict[str, float] = {}
+        replies: list[dict[str, Any]] = []
+
+        def short() -> None:
+            with Client(sock, timeout=300) as c:
+                replies.append(c.request(_req(0, "How do I renew my parking permit?", "ivy")))
+                got["short"] = time.monotonic()
+
+        def longs() -> None:
+            with Client(sock, timeout=300) as c:
+                replies.extend(c.stream([{**_req(n, doc, "ivy"), "request_id": f"doc-{n}"}
+                                         for n in range(1, 4)], window=3))
+
+        first = threading.Thread(target=short)
+        first.start()
+        deadline = time.monotonic() + 60
+        while not (svc._pending and svc._queue.empty()) and time.monotonic() < deadline:
+            time.sleep(0.01)  # the short one taken from the queue, its staging held
+        second = threading.Thread(target=longs)
+        second.start()
+        while len(svc._pending) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        gate.set()
+        first.join(300)
+        second.join(300)
+    assert len(replies) == 4 and all(r["ok"] for r in replies), replies
+    assert ended and got["short"] < ended[0]
