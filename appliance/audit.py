@@ -21,7 +21,7 @@ from appliance.keys import AuditSigner, verify_signature
 GENESIS = "0" * 64
 EVENTS = ("init", "start", "stop", "shred", "erase", "reveal", "reveal_denied", "policy_change",
           "key_rotation", "auth_failed", "retention_run", "report", "legal_hold_skip", "backup",
-          "restore", "erase_forwarded")
+          "restore", "erase_forwarded", "subject_access", "subject_access_denied")
 
 
 @dataclass(frozen=True)

@@ -180,8 +180,8 @@ def init(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | N
 
 # Each module owns one noun and lists its click commands in COMMANDS.
 COMMAND_MODULES = ("model", "replay", "browse", "demo", "reembed", "eval", "redact", "service",
-                   "compliance", "audit", "erasure", "retention", "keys", "stats", "tui", "install",
-                   "cluster", "thresholds", "backup")
+                   "compliance", "subject_access", "audit", "erasure", "retention", "keys",
+                   "stats", "tui", "install", "cluster", "thresholds", "backup")
 
 
 def _register_subcommands() -> None:
