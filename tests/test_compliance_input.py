@@ -625,7 +625,7 @@ def test_a_retention_run_as_of_a_future_year_is_refused_without_yes_future(
 
 
 @pytest.mark.parametrize("command", [["erase"], ["retention", "run"], ["audit", "log"],
-                                     ["audit", "retention"]])
+                                     ["audit", "retention"], ["compliance", "access"]])
 def test_the_help_of_a_compliance_command_names_the_role_it_acts_as(command: list[str]) -> None:
     """They act as `compliance` when no --role is given, not as the policy's default role
     (analyst), which their help said."""
@@ -686,6 +686,8 @@ def test_audit_log_says_when_nothing_matches_and_refuses_a_tenant_never_held(
 
 @pytest.mark.parametrize("command", [
     ["erase", "--tenant", "acme", "--user", "canary-7f3a\udcff", "--reason", "ticket 9"],
+    ["compliance", "access", "--tenant", "acme", "--user", "canary-7f3a\udcff", "--reason",
+     "ticket 9", "--out", "canary-access.json"],
     ["search", "canary-7f3a\udcff invoice", "--tenant", "acme"],
     ["threads", "list", "--tenant", "acme", "--user", "canary-7f3a\udcff"]])
 def test_an_argument_from_a_latin1_terminal_is_one_sentence_and_changes_nothing(
