@@ -3,7 +3,7 @@
 Single-client ack latency (sync mode, ~30-token prompts), sustained throughput
 with N concurrent clients, errors and losses, the server's CPU time per prompt under
 the concurrent load (its user + system time from /proc: far less noisy than prompts/s on a
-shared host) and its RSS. Prints figures; asserts nothing.
+shared host) and that of its busiest threads, and its RSS. Prints figures; asserts nothing.
 
     .venv/bin/python bench/load.py [--prompts 2000] [--clients 8] [--rss-prompts 0]
 """
@@ -75,6 +75,31 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_s(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of each thread of a process, by thread id."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended
+            continue
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def busiest_threads(pid: int, before: dict[int, float], n: int) -> str:
+    """CPU ms a prompt of the server's busiest threads over the concurrent phase (the
+    event loop is the main thread; the ingest worker and, since the embedding runs ahead
+    on a thread of its own, the embedding thread are the two busiest others). On a host
+    with both cores free, the busiest thread bounds prompts/s at 1000 / its ms."""
+    after = thread_cpu_s(pid)
+    used = {tid: after[tid] - before.get(tid, 0.0) for tid in after}
+    main = used.pop(pid, 0.0)
+    top = sorted(used.values(), reverse=True)[:3]
+    return (f"main thread {main * 1000 / n:.2f}, busiest others "
+            + " / ".join(f"{t * 1000 / n:.2f}" for t in top) + " ms a prompt")
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
@@ -133,7 +158,7 @@ def main() -> None:
             print(f"single client, sync: n={len(lat)} p50={statistics.median(lat):.1f} ms "
                   f"p99={pct(lat, 0.99):.1f} ms p99.9={pct(lat, 0.999):.1f} ms "
                   f"max={max(lat):.1f} ms")
-            busy = cpu_s(proc.pid)
+            busy, threads = cpu_s(proc.pid), thread_cpu_s(proc.pid)
             secs, acked, errors = concurrent(sock, corpus, args.prompts, args.clients)
             busy = cpu_s(proc.pid) - busy
             print(f"{args.clients} clients: {acked} acked in {secs:.1f} s = "
@@ -141,6 +166,7 @@ def main() -> None:
                   f"lost={args.prompts - args.prompts % args.clients - acked - errors}; "
                   f"server CPU {busy * 1000 / max(acked, 1):.2f} ms a prompt, "
                   f"load average {os.getloadavg()[0]:.1f}")
+            print(f"server threads: {busiest_threads(proc.pid, threads, max(acked, 1))}")
             with Client(sock) as c:
                 stored = c.request({"v": 1, "op": "stats"})["store"]["records"]
             print(f"stored records: {stored}; server RSS {rss_mb(proc.pid):.0f} MB "
