@@ -40,12 +40,13 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
 
 def _access(store: dict[str, object], out: Path, *extra: str,
             user: str = "alice-4471", tenant: str = "acme",
-            reason: str = "DSAR ticket 118") -> tuple[int, str, str]:
+            reason: str = "DSAR ticket 118",
+            env: dict[str, str] | None = None) -> tuple[int, str, str]:
     tmpdir = Path(str(store["tmp"])) / "tmpdir"
     tmpdir.mkdir(exist_ok=True)
     done = run_cli("compliance", "access", "--tenant", tenant, "--user", user, "--reason",
                    reason, "--out", str(out), *extra, *store["args"],  # type: ignore[misc]
-                   env={"TMPDIR": str(tmpdir)})
+                   env={"TMPDIR": str(tmpdir), **(env or {})})
     return done.returncode, done.stdout, done.stderr
 
 
@@ -86,8 +87,11 @@ def test_with_the_compliance_credential_the_export_holds_the_users_originals_onl
         store: dict[str, object], tmp_path: Path) -> None:
     out = tmp_path / "alice-full.json"
     code, stdout, stderr = _access(store, out, "--compliance-passphrase-file",
-                                   str(store["cpw"]))
+                                   str(store["cpw"]),
+                                   env={"SEMTRACE_PROGRESS_INTERVAL_S": "0"})  # every step
     assert code == 0, stderr
+    # progress, as a script or unit sees it: counts of threads, never data
+    assert "semtrace: access: threads read: 2 of 2 (100%)" in stderr.splitlines()
     assert "with the originals the vault keeps" in stdout
     assert [c for c in ALICE_PII if c in stdout + stderr] == []  # printed nowhere but the file
     doc = json.loads(out.read_text())
@@ -151,3 +155,26 @@ def test_bad_input_is_one_sentence_and_writes_nothing(
     audited = {"passphrase": ["subject_access_denied"], "user": ["subject_access"]}
     assert [e["event"] for e in after] == audited.get(case, [])
     assert "nobody-here-77" not in json.dumps(after)
+
+
+def test_on_a_cluster_node_no_records_says_where_a_tenants_records_live(
+        store: dict[str, object], tmp_path: Path) -> None:
+    """On a node of a cluster a tenant's records are kept only by its owner: 'no records of
+    that user' alone would send the officer away from records that exist there."""
+    import shutil
+
+    from appliance.config import policy_dir
+
+    pdir = tmp_path / "policies"
+    shutil.copytree(policy_dir(), pdir)
+    cluster = (pdir / "cluster.toml").read_text()
+    (pdir / "cluster.toml").write_text(cluster.replace('url = ""',
+                                                       'url = "nats://127.0.0.1:4222"', 1))
+    out = tmp_path / "none.json"
+    code, _, stderr = _access(store, out, user="nobody-here-77",
+                              env={"SEMTRACE_POLICY_DIR": str(pdir)})
+    assert code == 1 and "No records of that user in acme" in stderr
+    assert "the node that owns the tenant (`semtrace cluster status --tenant T`" in stderr
+    assert len(stderr.strip().splitlines()) == 1 and not out.exists()
+    single = _access(store, out, user="nobody-here-77")[2]  # a single host: no word of it
+    assert "cluster" not in single

@@ -85,7 +85,12 @@ def access(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
                 + ("(the user was erased)" if erased is not None else
                    "(none written, or all shredded; user ids are case-sensitive, as the "
                    "gateway sends them)")
-                + "; no file was written. The request is in the audit log.")
+                + "; no file was written. The request is in the audit log."
+                # on a cluster a tenant's records live only on its owner: 'none' here
+                # would send the officer away from records that exist
+                + (" On a cluster its records are kept only by the node that owns the tenant "
+                   "(`semtrace cluster status --tenant T` names it): ask on that node's data "
+                   "dir." if rt.policies.cluster.url else ""))
         write(out, as_document(found, reason=reason))
         try:
             log.append("subject_access", details)
