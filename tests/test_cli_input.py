@@ -341,3 +341,29 @@ def test_thresholds_json_gives_the_policy_as_the_text_does(tmp_path: Path,
     # no tenant has a tally yet: the JSON still says what every tenant gets
     assert shown == {"policy_threshold": POLICY, "calibration": True, "min_decisions": 100,
                      "tenants": []}
+
+
+def _into_a_closed_pipe(*args: str) -> subprocess.CompletedProcess[str]:
+    """The command with its stdout a pipe whose reader is gone (`| head -1` once it has
+    read its line)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run([sys.executable, "-m", "appliance", *args], stdout=write,
+                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                              timeout=600)
+    finally:
+        os.close(write)
+
+
+def test_a_command_whose_output_reader_went_away_ends_quietly_with_exit_0(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """`semtrace threads list | head -1` exited 1 with no word (click's own EPIPE
+    handling); the reader has what it wanted, so it is a success, said by nobody."""
+    cred = ("--data-dir", str(tmp_path / "data"), "--passphrase-file", str(passphrase_file))
+    assert run_cli("init", *cred).returncode == 0
+    for args in (("threads", "list", *cred), ("threads", "list", "--json", *cred),
+                 ("thresholds", *cred), ("thresholds", "--json", *cred), ("--help",),
+                 ("threads", "list", "--help")):
+        out = _into_a_closed_pipe(*args)
+        assert (out.returncode, out.stderr) == (0, ""), (args, out.returncode, out.stderr)

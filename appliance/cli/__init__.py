@@ -130,7 +130,40 @@ def open_read(data_dir: Path | None, passphrase_file: Path | None, key_file: Pat
                     readonly=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class StdoutClosed(Exception):
+    """The reader of stdout went away (`| head -1`): not an OSError, so that click, which
+    ends an EPIPE with exit code 1 and no word, lets it reach `main`."""
+
+
+class _Group(click.Group):
+    """The root group: a write to a closed stdout, from any command, ends it quietly."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:  # `semtrace --help | head -1` writes while parsing
+            return super().make_context(*args, **kwargs)
+        except BrokenPipeError:
+            raise StdoutClosed from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise StdoutClosed from None
+
+
+def _quiet_closed_stdout() -> None:
+    """Point fd 1 at /dev/null: what is still buffered for the closed pipe is flushed
+    there at exit instead of raising again (Python's own advice for SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file (a test's capture)
+        pass
+    finally:
+        os.close(devnull)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="semtrace")
 def cli() -> None:
     """Semtrace: finds conversation threads in AI traffic from the prompts themselves."""
@@ -274,7 +307,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("semtrace: interrupted.", err=True)
         sys.exit(130)
-    except BrokenPipeError:
+    except (StdoutClosed, BrokenPipeError):  # `| head -1`: the reader has all it wants
+        _quiet_closed_stdout()
         sys.exit(0)
     except OSError as exc:  # a file the command had to read or write; never a traceback
         if (said := _nats_failure(exc)) is not None:  # nats-py's TimeoutError is an OSError
