@@ -53,6 +53,14 @@ def connection_refusal(reply: dict[str, Any]) -> AccessDenied | None:
     return None
 
 
+def not_listening(path: str | Path) -> SemtraceError:
+    """No service at a socket path (none there, or one a stopped service left): the path and
+    what to do, in one sentence."""
+    return SemtraceError(f"No semtrace service is listening on {path}: start it (`semtrace "
+                         "serve`, or `systemctl start semtrace` where install.sh installed "
+                         "it), or give the socket path it serves.")
+
+
 class Client:
     """A blocking client; one request at a time, or pipelined with `stream`."""
 
@@ -64,7 +72,7 @@ class Client:
             self._sock.connect(self.path)
         except (FileNotFoundError, NotADirectoryError, ConnectionRefusedError):
             self._sock.close()
-            raise SemtraceError(f"No semtrace service is listening on {self.path}.") from None
+            raise not_listening(self.path) from None
         except PermissionError:
             self._sock.close()
             raise SemtraceError(f"Permission denied on the socket {self.path}.") from None
@@ -166,7 +174,7 @@ class AsyncClient:
         try:
             reader, writer = await asyncio.open_unix_connection(str(socket_path), limit=1 << 22)
         except (FileNotFoundError, NotADirectoryError, ConnectionRefusedError):
-            raise SemtraceError(f"No semtrace service is listening on {socket_path}.") from None
+            raise not_listening(socket_path) from None
         except PermissionError:
             raise SemtraceError(f"Permission denied on the socket {socket_path}.") from None
         return cls(reader, writer)

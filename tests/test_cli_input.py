@@ -367,3 +367,25 @@ def test_a_command_whose_output_reader_went_away_ends_quietly_with_exit_0(
                  ("threads", "list", "--help")):
         out = _into_a_closed_pipe(*args)
         assert (out.returncode, out.stderr) == (0, ""), (args, out.returncode, out.stderr)
+
+
+def test_a_socket_no_service_listens_on_is_named_with_what_to_do(tmp_path: Path) -> None:
+    """`--socket PATH` with no service there (no file, or the socket a stopped service
+    left) said only that none listened: the sentence now says to start it or name the
+    socket it serves; exit 1, as for another error."""
+    import socket
+
+    stale = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX) as left:  # bound, never listening: refused
+        left.bind(str(stale))
+    for path in (tmp_path / "none.sock", stale):
+        for args in (("threads", "list", "--socket", str(path)),
+                     ("search", "password", "--tenant", "acme", "--socket", str(path))):
+            out = run_cli(*args)
+            assert out.returncode == 1 and out.stdout == "", (args, out.stderr)
+            one_sentence(out.stderr)
+            assert f"No semtrace service is listening on {path}: start it (`semtrace serve`" \
+                in out.stderr, out.stderr
+        sent = run_cli("send", "--socket", str(path), stdin="{}\n")
+        assert sent.returncode == 1 and "`semtrace serve`" in sent.stderr, sent.stderr
+        one_sentence(sent.stderr)
