@@ -217,11 +217,15 @@ def search(text: str, data_dir: Path | None, passphrase_file: Path | None,
     if not text.strip():
         raise InputError("The search text is empty.")
     not_blank(tenant=tenant, user=user)
+    now = datetime.now(UTC)
     try:
-        start = parse_time(since, datetime.now(UTC)) if since is not None else None
+        start = parse_time(since, now) if since is not None else None
     except FilterError:
         raise InputError("--since must be an ISO-8601 date or time (e.g. 2024-03-04) or an "
                          "age such as 30m, 24h, 7d.") from None
+    if start is not None and start > now:  # as `stats` refuses a window yet to come
+        raise InputError(f"--since {since} is in the future ({start:%Y-%m-%d %H:%M} UTC): "
+                         "there is nothing to search yet.")
     socket_path = query_socket(socket_path, data_dir, passphrase_file, key_file)
     if socket_path is not None:  # an age is sent as the time it names
         reply = ask(socket_path, {"op": "search", "role": role, "text": text, "tenant": tenant,
