@@ -178,3 +178,35 @@ def test_on_a_cluster_node_no_records_says_where_a_tenants_records_live(
     assert len(stderr.strip().splitlines()) == 1 and not out.exists()
     single = _access(store, out, user="nobody-here-77")[2]  # a single host: no word of it
     assert "cluster" not in single
+
+
+def test_a_role_bound_to_another_tenant_is_refused_audited_and_nothing_written(
+        store: dict[str, object], tmp_path: Path) -> None:
+    import shutil
+
+    from appliance.config import policy_dir
+
+    pdir = tmp_path / "policies"
+    shutil.copytree(policy_dir(), pdir)
+    with (pdir / "access.toml").open("a") as fh:
+        fh.write('\n[roles.officer-globex]\ndescription = "globex only"\n'
+                 'permissions = ["threads:read", "reveal"]\ntenants = ["globex"]\n')
+    out = tmp_path / "other.json"
+    code, _, stderr = _access(store, out, "--role", "officer-globex",
+                              env={"SEMTRACE_POLICY_DIR": str(pdir)})
+    assert code == 4 and "limited to tenant(s) globex" in stderr
+    assert len(stderr.strip().splitlines()) == 1 and not out.exists()
+    entry = _log(store)[-1]
+    assert entry["event"] == "subject_access_denied"
+    assert entry["details"]["role"] == "officer-globex"  # type: ignore[index]
+
+
+def test_access_to_an_erased_user_says_the_user_was_erased(
+        store: dict[str, object], tmp_path: Path) -> None:
+    erased = run_cli("erase", "--tenant", "acme", "--user", "bob-9920", "--reason",
+                     "ticket 12", *store["args"])  # type: ignore[misc]
+    assert erased.returncode == 0, erased.stderr
+    out = tmp_path / "bob.json"
+    code, _, stderr = _access(store, out, user="bob-9920")
+    assert code == 1 and "No records of that user in acme (the user was erased)" in stderr
+    assert not out.exists() and "bob-9920" not in stderr
