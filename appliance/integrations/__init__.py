@@ -35,6 +35,28 @@ REPLY_ATTRIBUTES = {
 }
 
 
+# On the span of a call whose prompt a cluster node forwarded to its tenant's owner and
+# got no answer for in time (`unanswered`): the outcome, not a conversation id.
+STATUS_ATTRIBUTE = "semtrace.status"
+FORWARDED_UNANSWERED = "unanswered"
+
+
+def error_code(reply: dict[str, Any] | None) -> str | None:
+    """The code of an error reply (`busy`, `unanswered`, ...); None for an answer."""
+    if not isinstance(reply, dict) or reply.get("ok"):
+        return None
+    error = reply.get("error")
+    return str(error.get("code")) if isinstance(error, dict) else "None"
+
+
+def forwarded_unanswered(reply: dict[str, Any] | None) -> bool:
+    """Whether a cluster node's socket forwarded the request to its tenant's owner over
+    NATS and no answer came in time (docs/protocol.md): it stays queued and is stored
+    once the owner takes it (or was lost if the node's NATS connection dropped). Not a
+    refusal: sent again with the same request id, a stored one is a duplicate."""
+    return error_code(reply) == FORWARDED_UNANSWERED
+
+
 def reply_attributes(reply: dict[str, Any]) -> dict[str, Any]:
     """The span attributes for an ingest (or lookup) reply; empty for an error reply."""
     if not isinstance(reply, dict) or not reply.get("ok"):
@@ -44,12 +66,15 @@ def reply_attributes(reply: dict[str, Any]) -> dict[str, Any]:
 
 
 def annotate(span: Any, reply: dict[str, Any]) -> bool:
-    """Set the reply's attributes on `span` if it is still recording; whether it was."""
+    """Set the reply's attributes on `span` if it is still recording; whether it was. A
+    request forwarded and left unanswered gets `semtrace.status` `unanswered` instead."""
     if span is None or not span.is_recording():
         return False
     attrs = reply_attributes(reply)
     if attrs:
         span.set_attributes(attrs)
+    elif forwarded_unanswered(reply):
+        span.set_attribute(STATUS_ATTRIBUTE, FORWARDED_UNANSWERED)
     return bool(attrs)
 
 

@@ -7,7 +7,9 @@ bus took meanwhile that no node answered (`queued`: its node records them once b
 how many tool loop calls the service held past the timeout (`held`: it answers them when
 their turn lands) and how many requests were sent whole over a socket and got no reply in
 time (`unknown`: a slow service still records them, so they are not counted unrecorded).
-Refusals are logged once a minute per code (`QUIET`). See `channel.py`.
+Refusals are logged once a minute per code (`QUIET`); a request a cluster node forwarded to
+its tenant's owner and got no answer for in time (`unanswered`) is no refusal: it is logged
+apart (`semtrace_unanswered`), as queued. See `channel.py`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import logging
 import threading
 import time
 from typing import Any
+
+from appliance.integrations import FORWARDED_UNANSWERED, error_code
 
 RETRY_FIRST = 1.0  # seconds without sending after the appliance stopped answering
 RETRY_MAX = 30.0
@@ -120,7 +124,7 @@ class Breaker:
 
     def answered(self, req: dict[str, Any], reply: dict[str, Any]) -> None:
         """A reply came: say once that the appliance is back; pause on `busy`."""
-        code = None if reply.get("ok") else str((reply.get("error") or {}).get("code"))
+        code = error_code(reply)
         with self._lock:
             back, missed, queued, held = self._down, self.missed, self.queued, self.held
             unknown, self.unknown = self.unknown, 0
@@ -135,7 +139,13 @@ class Breaker:
             self.log.info("semtrace answers again", extra={
                 "event": "semtrace_available", "unrecorded": missed, "queued": queued,
                 "held": held, "unknown": unknown})
-        if code is not None:
+        if code == FORWARDED_UNANSWERED:  # forwarded to the owner: queued, not refused
+            self.quiet_warning(
+                "a semtrace cluster node forwarded the request to its tenant's owner and no "
+                "answer came in time; it stays queued and is stored once the owner takes it "
+                "(unless the node's connection to NATS dropped meanwhile)",
+                "semtrace_unanswered", req)
+        elif code is not None:
             self.quiet_warning("semtrace refused a request", "semtrace_refused", req,
                                code=code)
 

@@ -35,7 +35,9 @@ its node records it once back. A tool loop's call the service held past `timeout
 turn's update still on its way; over NATS, kept by the bus) is counted in `held`: the
 service attaches it when its turn lands. One sent whole over the socket whose reply did not
 come within `timeout` is counted in `unknown`: the service has it, and records it unless
-it fails before its commit.
+it fails before its commit. One a cluster node's socket forwarded to its tenant's owner and
+got no answer for in time (`unanswered`) is counted in `unanswered`: queued for the owner,
+which stores it once it takes the partition.
 
 The callback is `logger.py` (what its hooks keep to, `hooks.py`); the requests it sends
 are built in `requests.py`, whose public names are importable from here as well.

@@ -17,7 +17,12 @@ from typing import Any
 from litellm.integrations.custom_logger import CustomLogger
 
 from appliance.client import bus_keys_for, is_nats_url
-from appliance.integrations import MAX_TEXT_CHARS, annotate, reply_attributes
+from appliance.integrations import (
+    MAX_TEXT_CHARS,
+    annotate,
+    forwarded_unanswered,
+    reply_attributes,
+)
 from appliance.integrations.channel import LOOP_LINES, AsyncChannel, Delivery, SyncChannel
 from appliance.integrations.litellm.hooks import _fail_open, _on_a_loop
 from appliance.integrations.litellm.requests import (
@@ -83,6 +88,9 @@ class SemtraceLogger(CustomLogger):
         self.held = 0  # tool loop calls held past the timeout: attached when their turn lands
         self.unknown = 0  # calls sent whole over a socket, no reply in time: a slow service
         #                   still records them, one that failed meanwhile does not
+        self.unanswered = 0  # calls a cluster node forwarded to their tenant's owner, no
+        #                      answer in time: stored once the owner takes them (not lost,
+        #                      unless the node's connection to NATS dropped meanwhile)
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
         # the SDK's registrations: two for turns (one sent while the next waits for the
@@ -318,6 +326,8 @@ class SemtraceLogger(CustomLogger):
                 self.held += 1
             elif reply is None and (done.unknown or registered_late):  # sent, no reply
                 self.unknown += 1  # in time: the service records it unless it failed
+            elif forwarded_unanswered(reply):  # queued for its owner: not refused
+                self.unanswered += 1
             elif reply is None or not reply.get("ok"):  # no answer, or refused (busy, ...)
                 self.failures += 1
             else:
@@ -334,9 +344,9 @@ class SemtraceLogger(CustomLogger):
         annotate(parent_span(kwargs), reply)
 
     def wait(self, count: int, timeout: float = 30.0) -> bool:
-        """Block until `count` calls were recorded, queued, held, unknown or failed (for tests and
-        shutdown)."""
+        """Block until `count` calls were recorded, queued, held, unknown, unanswered or
+        failed (for tests and shutdown)."""
         with self._done:
             return self._done.wait_for(
-                lambda: self.sent + self.queued + self.held + self.unknown + self.failures
-                >= count, timeout)
+                lambda: self.sent + self.queued + self.held + self.unknown + self.unanswered
+                + self.failures >= count, timeout)
