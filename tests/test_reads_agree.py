@@ -76,6 +76,20 @@ def test_threads_show_calls_a_new_threads_similarity_best_as_the_tui_does(
     assert "continuation" in follow_up and f"sim={out[1].similarity:.2f}" in follow_up
 
 
+def test_threads_show_tells_a_tiny_similarity_from_zero_as_the_tui_does(
+        runtime: Any, embedder: Any, data_dir: Path, passphrase_file: Path) -> None:
+    """A turn whose similarity was 0.003 printed `sim=0.00`, read as "nothing alike":
+    `sim=<0.01` now, as the TUI's bar shows it."""
+    from test_tui_readable import store_thread
+
+    store_thread(runtime, embedder, {"link_source": "content", "score": 0.62,
+                                     "threshold": 0.45, "scored": 1}, similarity=0.003)
+    shown = run_cli("threads", "show", "th_00000000000000aa", "--data-dir", str(data_dir),
+                    "--passphrase-file", str(passphrase_file))
+    assert shown.returncode == 0, shown.stderr
+    follow_up = shown.stdout.splitlines()[4]
+    assert "continuation" in follow_up and "sim=<0.01" in follow_up, shown.stdout
+
 def test_stats_rows_line_up_whatever_the_length_of_a_model_name(
         pipeline: Any, data_dir: Path, passphrase_file: Path) -> None:
     """A model named with its provider and date (longer than a topic id) pushed its row's

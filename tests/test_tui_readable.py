@@ -268,3 +268,63 @@ def test_models_topic_key_after_a_topic_release_that_shows_no_topic(runtime: Any
     assert status[0].startswith("Today's release shows no topic: each needs 5 people"), status
     assert status[1].startswith("No topic to compare on: today's topic release shows none"), \
         status
+
+
+def store_thread(runtime: Any, embedder: Any, evidence: dict[str, Any],
+                  similarity: float) -> None:
+    """A two-turn thread in the real store whose second turn carries `evidence` (the
+    linker seldom gives a runner-up just above 0 on a few prompts)."""
+    from datetime import timedelta
+
+    from conftest import T0
+
+    from appliance.records import Link, NewRecord, Prompt
+
+    texts = ["What's the weather in Paris this weekend?", "How about tomorrow?"]
+    vectors, _ = embedder.embed(texts)
+    first = 5_123_456_789_000_001  # the store is empty: fixed ids, as the snapshots' store
+    rows = []
+    for i, text in enumerate(texts):
+        prompt = Prompt(request_id=f"req-why-{i}", tenant="acme", user_id="alice",
+                        ts=T0 + timedelta(minutes=i), text="", model="gpt-4o")
+        link = Link(parent_id=first if i else None, thread_id="th_00000000000000aa",
+                    position="continuation" if i else "new", intent="information_seeking",
+                    similarity=similarity if i else None, score=0.9,
+                    evidence=evidence if i else {})
+        rows.append(NewRecord(record_id=first + i, prompt=prompt,
+                              user=runtime.keyring.pseudonym("acme", "alice"),
+                              session_key=None, link=link, thread_id="th_00000000000000aa",
+                              text=text, vector=vectors[i], model_id=embedder.model_id))
+    runtime.store.insert(rows)
+
+
+def test_why_panel_tells_a_tiny_runner_up_and_tiny_signals_from_zero(runtime: Any,
+                                                                       embedder: Any) -> None:
+    """A runner-up scoring 0.003 read `runner-up 0.00 (the next thread)`, as if the next
+    thread scored nothing, and a non-zero feature under 0.005 read `0.00` in the list of
+    non-zero features: both read `<0.01` now, beside `0.00` where the value is 0."""
+    from appliance.tui.widgets.evidence import LABEL
+
+    ev = {"link_source": "content", "score": 0.62, "threshold": 0.45, "scored": 3,
+          "runner_up": 0.003, "threshold_source": "policy", "cues": [],
+          "features": {"sim": 0.61, "sim_margin": 0.004, "same_session": 0.0,
+                       "q_pronoun": 0.002}}
+    store_thread(runtime, embedder, ev, similarity=0.003)
+    seen: list[list[str]] = []
+
+    async def scenario(pilot: Any) -> None:
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press("j")  # the second turn, with the evidence above
+        await settle(pilot)
+        seen.append(str(pilot.app.screen.query_one("#why-text").render()).splitlines())
+
+    run(app_for(runtime), scenario, size=(140, 40))
+    lines = seen[0]
+    assert "runner-up <0.01 (the next thread)" in lines, lines
+    rows = {line[:LABEL].strip(): line[LABEL:].strip() for line in lines if len(line) > LABEL}
+    assert rows["lead over next best"] == "<0.01", lines
+    assert rows["same client session"] == "0.00", lines
+    assert rows["q_pronoun"] == "<0.01", lines
+    assert any(line.startswith("similarity ") and line.endswith(" <0.01") for line in lines)
+

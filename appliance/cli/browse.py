@@ -174,11 +174,12 @@ def turn_line(r: Record) -> str:
     that decided (history, previous_response_id, session_id or content), the gateway's
     signals the request carried that named no turn held (`unmatched=`) and the parent."""
     from appliance.history import unmatched_signals
+    from appliance.tui.format import score
 
     parts = [f"{r.position:<12}", r.intent or "intent ?"]
     if r.similarity is not None:  # without a parent: to the closest turn, not taken (the TUI's
         # `best`); `sim=` read as the similarity to what the turn continues
-        parts.append(f"{'sim' if r.parent_id is not None else 'best'}={r.similarity:.2f}")
+        parts.append(f"{'sim' if r.parent_id is not None else 'best'}={score(r.similarity)}")
     if r.link_source:
         parts.append(f"signal={r.link_source}")
     if missed := unmatched_signals(r.evidence):  # sent, but named no turn held

@@ -42,13 +42,24 @@ def intent_label(intent: str | None) -> str:
     return INTENT_LABELS.get(intent or "", intent or "–")
 
 
+def score(value: float) -> str:
+    """A score, similarity or feature to two decimals, as the why panel, the turn cards
+    and `threads show` print it; one that is not 0 but rounds to it reads `<0.01` (or
+    `>-0.01`): `0.00` read as "scored nothing", which the panel says in words."""
+    if 0 < value < 0.005:
+        return "<0.01"
+    if -0.005 < value < 0:
+        return ">-0.01"
+    return f"{value:.2f}"
+
+
 def sim_bar(similarity: float | None, width: int = 8) -> str:
     """A similarity in [0, 1] as a bar of `width` cells followed by its value."""
     if similarity is None:
         return "·" * width + "  n/a"
     value = min(max(similarity, 0.0), 1.0)
     full = round(value * width)
-    return "▰" * full + "▱" * (width - full) + f" {similarity:.2f}"
+    return "▰" * full + "▱" * (width - full) + f" {score(similarity)}"
 
 
 def duration(seconds: float | None) -> str:

@@ -14,6 +14,7 @@ from appliance.tui.format import (
     PLACEHOLDER_RE,
     duration,
     position_label,
+    score,
     sim_bar,
 )
 from appliance.tui.tree import Turn
@@ -64,7 +65,7 @@ def _threshold(ev: dict[str, Any]) -> str:
 
 def _decision(turn: Turn, ev: dict[str, Any]) -> Text:
     r = turn.record
-    score, threshold = ev.get("score"), ev.get("threshold")
+    best, threshold = ev.get("score"), ev.get("threshold")
     cues = ", ".join(ev.get("cues") or []) or "none"
     gateway = GATEWAY_REASONS.get((ev.get("link_source", ""), r.parent_id is not None))
     if gateway is not None:
@@ -75,7 +76,7 @@ def _decision(turn: Turn, ev: dict[str, Any]) -> Text:
             why = f"reads like a follow-up (cues: {cues}), but {why}"
     elif r.parent_id is not None:
         head = f"✔ Linked to {_parent(turn)}"
-        why = f"score {score:.2f} ≥ {_threshold(ev)}" if score is not None \
+        why = f"score {score(best)} ≥ {_threshold(ev)}" if best is not None \
             and threshold is not None else "linked"
     elif r.position == "orphaned":
         head = "? Orphaned"
@@ -85,7 +86,7 @@ def _decision(turn: Turn, ev: dict[str, Any]) -> Text:
         why = "no earlier prompt of this user within the horizon"
     else:
         head = "● New thread"
-        why = f"best score {score:.2f} < {_threshold(ev)}" if score is not None \
+        why = f"best score {score(best)} < {_threshold(ev)}" if best is not None \
             and threshold is not None else "no candidate scored enough"
     out = Text(head, style="bold")
     out.append(f"\n{why}\n")
@@ -107,7 +108,7 @@ def _shift(ev: dict[str, Any], by_gateway: bool) -> str:
         return f"{why}; the gateway's signal, not its content, keeps it in this thread\n"
     opener = ev.get("opener")
     if isinstance(opener, int | float):
-        return f"{why}, and it reads as an opening (opener {opener:.2f})\n"
+        return f"{why}, and it reads as an opening (opener {score(opener)})\n"
     return f"{why}\n"
 
 
@@ -151,9 +152,9 @@ def explain(turn: Turn, *, can_reveal: bool = False, role: str = "compliance") -
         return out
     out.append_text(_decision(turn, ev))
     # 0 is stored when no other thread was scored (one thread's turns, or none at all):
-    # `runner-up 0.00` read as "another thread scored nothing"
+    # `runner-up 0.00` read as "another thread scored nothing", as did a score under 0.005
     runner = ev.get("runner_up") or 0.0
-    out.append(f"runner-up {runner:.2f} (the next thread)\n" if runner > 0 else
+    out.append(f"runner-up {score(runner)} (the next thread)\n" if runner > 0 else
                "runner-up none (no other thread was scored)\n")
     out.append(f"candidates scored {ev.get('scored', 0)}\n")
     out.append(f"cues {', '.join(ev.get('cues') or []) or 'none'}\n")
@@ -167,13 +168,13 @@ def explain(turn: Turn, *, can_reveal: bool = False, role: str = "compliance") -
         out.append("\nSignals for the best candidate\n", style="bold")
         for key, label in KEY_FEATURES:
             if key in features:
-                out.append(f"{label:<{LABEL}}{features[key]:>7.2f}\n")
+                out.append(f"{label:<{LABEL}}{score(features[key]):>7}\n")
         rest = [(k, v) for k, v in features.items()
                 if k not in dict(KEY_FEATURES) and v]
         if rest:
             out.append("\nOther non-zero features\n", style="bold")
             for k, v in rest:
-                out.append(f"{k:<{LABEL}}{v:>7.2f}\n")
+                out.append(f"{k:<{LABEL}}{score(v):>7}\n")
     return out
 
 
