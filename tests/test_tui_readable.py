@@ -328,3 +328,36 @@ def test_why_panel_tells_a_tiny_runner_up_and_tiny_signals_from_zero(runtime: An
     assert rows["q_pronoun"] == "<0.01", lines
     assert any(line.startswith("similarity ") and line.endswith(" <0.01") for line in lines)
 
+
+def test_search_shows_a_user_as_the_threads_list_does_and_filters_by_it(
+        runtime: Any, pipeline: Any, embedder: Any) -> None:
+    """Search cut a pseudonym to `u_` and 6 hex digits where the threads list (and what a
+    `user:` filter is typed from) shows 8: the same user read as two. The prefix it shows
+    now is the threads list's, and searching with it as `user:` finds that user's prompts."""
+    pipeline.process(CONVERSATION)
+    seen: dict[str, Any] = {}
+
+    async def search(pilot: Any, line: str) -> list[str]:
+        pilot.app.screen.query_one("#query").value = line
+        await pilot.press("enter")
+        await settle(pilot)
+        table = pilot.app.screen.query_one("#hits")
+        column = list(table.columns).index("who")
+        return [str(table.get_row_at(i)[column]) for i in range(table.row_count)]
+
+    async def scenario(pilot: Any) -> None:
+        table = pilot.app.screen.query_one("#threads")
+        seen["listed"] = str(table.get_row_at(0)[list(table.columns).index("user")])
+        await pilot.press("slash")
+        await settle(pilot)
+        seen["hits"] = await search(pilot, "weather in Paris")
+        seen["width"] = pilot.app.screen.query_one("#hits").columns["who"].width
+        await pilot.press("escape")
+        seen["filtered"] = await search(pilot, f"umbrella user:{seen['listed']}")
+
+    run(app_for(runtime, embedder, role="compliance"), scenario, size=(140, 30))
+    listed = seen["listed"]
+    assert listed.startswith("u_") and len(listed) == 10, listed
+    assert seen["hits"] and all(who == f"acme/{listed}" for who in seen["hits"]), seen
+    assert all(len(who) <= seen["width"] for who in seen["hits"]), seen
+    assert seen["filtered"] and set(seen["filtered"]) == {f"acme/{listed}"}, seen

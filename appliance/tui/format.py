@@ -214,9 +214,13 @@ def redacted_text(text: str | None) -> Text:
     return out
 
 
-def short_user(pseudonym: str, width: int = 10) -> str:
-    """The start of a pseudonym (enough to tell users apart; filter by this prefix)."""
-    return pseudonym[:width]
+SHORT_USER = 10  # `u_` and 8 hex digits, on every screen that shortens a pseudonym
+
+
+def short_user(pseudonym: str) -> str:
+    """The start of a pseudonym (enough to tell users apart; filter by this prefix), as
+    wide on every screen: search cut it to 6 hex digits where the threads list has 8."""
+    return pseudonym[:SHORT_USER]
 
 
 def when(ts: datetime) -> str:

@@ -37,7 +37,7 @@ class SearchScreen(Screen[None]):
     def on_mount(self) -> None:
         table = self.query_one("#hits", DataTable)
         for key, label, width in (("sim", "similarity", 13), ("thread", "thread", 19),
-                                  ("who", "tenant/user", 16), ("ts", "time UTC", 11),
+                                  ("who", "tenant/user", 18), ("ts", "time UTC", 11),
                                   ("text", "redacted prompt", 60)):
             table.add_column(label, key=key, width=width)
         self.query_one("#query", Input).focus()
@@ -81,7 +81,7 @@ class SearchScreen(Screen[None]):
         table.clear()
         for h in result.hits:
             table.add_row(sim_bar(h.similarity, 6), h.thread_id,
-                          Text(f"{h.tenant}/{short_user(h.user, 8)}"), when(h.ts),
+                          Text(f"{h.tenant}/{short_user(h.user)}"), when(h.ts),
                           redacted_text(h.text), key=f"{h.thread_id}#{h.record_id}")
         if result.hits:
             note = f"{len(result.hits)} hit(s), best first, in {', '.join(result.searched)}"
