@@ -11,9 +11,11 @@ lost.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +32,21 @@ from appliance.integrations.litellm import SemtraceLogger  # noqa: E402
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]
 PROXY_PROMPT = "Is the VPN down again for the Lisbon office?"
 APP_PROMPT = "Which train leaves Porto for Braga after six?"
+ASYNC_PROMPT = "Can I still book the Faro shuttle for Friday?"
+
+
+async def _proxy_call(logger: SemtraceLogger, span: Any) -> None:
+    messages = [{"role": "user", "content": ASYNC_PROMPT}]
+    data = {"model": "gpt-4o", "messages": messages, "user": "omar",
+            "litellm_call_id": "fwd-proxy-2", "metadata": {"litellm_parent_otel_span": span}}
+    await logger.async_pre_call_hook(None, None, data, "acompletion")
+    await litellm.acompletion(model="gpt-4o", messages=messages, user="omar",
+                              litellm_call_id="fwd-proxy-2", mock_response="Yes, until noon.",
+                              metadata=data["metadata"])
+    for _ in range(200):  # its update is sent from the loop's tasks
+        if logger.unanswered + logger.failures + logger.sent >= 2:
+            return
+        await asyncio.sleep(0.05)
 
 
 def test_a_prompt_forwarded_to_a_stopped_owner_is_counted_queued_not_refused(
@@ -55,10 +72,14 @@ def test_a_prompt_forwarded_to_a_stopped_owner_is_counted_queued_not_refused(
                                    messages=[{"role": "user", "content": PROXY_PROMPT}],
                                    litellm_call_id="fwd-proxy-1")
             assert logger.wait(1)
+            # as the proxy calls it: its pre-call hook, then the call, on its event loop
+            with tracer.start_as_current_span("POST /chat/completions") as span:
+                asyncio.run(_proxy_call(logger, span))
+            assert logger.wait(2)
         finally:
             litellm.logging_callback_manager._reset_all_callbacks()
         # registered, then sent whole after the answer: both forwarded, both unanswered
-        assert (logger.failures, logger.unanswered, logger.sent) == (0, 1, 0)
+        assert (logger.failures, logger.unanswered, logger.sent) == (0, 2, 0)
         semtrace = Semtrace(a.sock, tenant=other, timeout=3.0)
         try:
             with tracer.start_as_current_span("chat gpt-4o"), semtrace.turn(
@@ -70,7 +91,7 @@ def test_a_prompt_forwarded_to_a_stopped_owner_is_counted_queued_not_refused(
         finally:
             semtrace.close()
         spans = exporter.get_finished_spans()
-        assert len(spans) == 2
+        assert len(spans) == 3
         for span in spans:  # the outcome, and no conversation id made up for it
             attrs = dict(span.attributes or {})
             assert attrs == {"semtrace.status": "unanswered"}, attrs
@@ -80,9 +101,10 @@ def test_a_prompt_forwarded_to_a_stopped_owner_is_counted_queued_not_refused(
         assert "semtrace_refused" not in events, events
         said = " ".join(caplog.handler.format(r) + repr(r.__dict__) for r in ours)
         assert "forwarded" in said and "queued" in said
-        assert PROXY_PROMPT not in said and APP_PROMPT not in said
+        assert all(p not in said for p in (PROXY_PROMPT, ASYNC_PROMPT, APP_PROMPT))
         assert "omar" not in said and "ines" not in said
         start_all(b)  # the owner starts: it stores what stayed queued, once each
         arrived(b, other, "fwd-proxy-1", "the proxy's prompt queued while b was stopped")
+        arrived(b, other, "fwd-proxy-2", "the async call's prompt queued while b was stopped")
         arrived(b, other, "fwd-app-1", "the application's prompt queued while b was stopped")
-        assert b.records() == 2 and a.records() == 0
+        assert b.records() == 3 and a.records() == 0
