@@ -271,9 +271,10 @@ def test_models_topic_key_after_a_topic_release_that_shows_no_topic(runtime: Any
 
 
 def store_thread(runtime: Any, embedder: Any, evidence: dict[str, Any],
-                  similarity: float) -> None:
+                  similarity: float, *, linked: bool = True) -> None:
     """A two-turn thread in the real store whose second turn carries `evidence` (the
-    linker seldom gives a runner-up just above 0 on a few prompts)."""
+    linker seldom gives a runner-up just above 0 on a few prompts); not `linked`: the
+    second turn starts a thread of its own, th_00000000000000ab."""
     from datetime import timedelta
 
     from conftest import T0
@@ -287,13 +288,15 @@ def store_thread(runtime: Any, embedder: Any, evidence: dict[str, Any],
     for i, text in enumerate(texts):
         prompt = Prompt(request_id=f"req-why-{i}", tenant="acme", user_id="alice",
                         ts=T0 + timedelta(minutes=i), text="", model="gpt-4o")
-        link = Link(parent_id=first if i else None, thread_id="th_00000000000000aa",
-                    position="continuation" if i else "new", intent="information_seeking",
+        thread = "th_00000000000000ab" if i and not linked else "th_00000000000000aa"
+        link = Link(parent_id=first if i and linked else None, thread_id=thread,
+                    position="continuation" if i and linked else "new",
+                    intent="information_seeking",
                     similarity=similarity if i else None, score=0.9,
                     evidence=evidence if i else {})
         rows.append(NewRecord(record_id=first + i, prompt=prompt,
                               user=runtime.keyring.pseudonym("acme", "alice"),
-                              session_key=None, link=link, thread_id="th_00000000000000aa",
+                              session_key=None, link=link, thread_id=thread,
                               text=text, vector=vectors[i], model_id=embedder.model_id))
     runtime.store.insert(rows)
 
@@ -361,3 +364,24 @@ def test_search_shows_a_user_as_the_threads_list_does_and_filters_by_it(
     assert seen["hits"] and all(who == f"acme/{listed}" for who in seen["hits"]), seen
     assert all(len(who) <= seen["width"] for who in seen["hits"]), seen
     assert seen["filtered"] and set(seen["filtered"]) == {f"acme/{listed}"}, seen
+
+
+def test_why_panel_tells_a_best_score_from_a_threshold_it_missed_by_less_than_0_005(
+        runtime: Any, embedder: Any) -> None:
+    """A new thread whose best score was 0.4496 against a threshold of 0.45 read `best
+    score 0.45 < threshold 0.45`, a contradiction: both get the digits that tell them
+    apart."""
+    ev = {"link_source": "content", "score": 0.4496, "threshold": 0.45, "scored": 2,
+          "runner_up": 0.0, "threshold_source": "calibrated", "cues": []}
+    store_thread(runtime, embedder, ev, similarity=0.4, linked=False)
+    seen: list[list[str]] = []
+
+    async def scenario(pilot: Any) -> None:
+        await pilot.press("enter")  # the latest thread: the turn that started a new one
+        await settle(pilot)
+        seen.append(str(pilot.app.screen.query_one("#why-text").render()).splitlines())
+
+    run(app_for(runtime), scenario, size=(140, 40))
+    lines = seen[0]
+    assert "● New thread" in lines, lines
+    assert "best score 0.4496 < calibrated threshold 0.4500" in lines, lines

@@ -55,12 +55,19 @@ def _parent(turn: Turn) -> str:
     return f"#{turn.parent_number}" if turn.parent_number is not None else "an earlier turn"
 
 
-def _threshold(ev: dict[str, Any]) -> str:
-    """"threshold 0.45", and whose it is when not the policy's: "calibrated threshold 0.80"
-    (learned from the tenant's history-linked traffic) or "pinned threshold 0.80"."""
+def _versus(best: float, sign: str, ev: dict[str, Any]) -> str:
+    """"0.62 ≥ threshold 0.45", and whose threshold it is when not the policy's:
+    "calibrated threshold 0.80" (learned from the tenant's history-linked traffic) or
+    "pinned threshold 0.80"; to more decimals (up to 4) where two would print the score
+    and threshold alike: `best score 0.45 < threshold 0.45` read as a contradiction."""
     source = ev.get("threshold_source")
     who = f"{source} " if source in ("calibrated", "pinned") else ""
-    return f"{who}threshold {ev['threshold']:.2f}"
+    threshold = float(ev["threshold"])
+    digits = 2
+    while digits < 4 and best != threshold and f"{best:.{digits}f}" == f"{threshold:.{digits}f}":
+        digits += 1
+    shown = score(best) if digits == 2 else f"{best:.{digits}f}"
+    return f"{shown} {sign} {who}threshold {threshold:.{digits}f}"
 
 
 def _decision(turn: Turn, ev: dict[str, Any]) -> Text:
@@ -76,7 +83,7 @@ def _decision(turn: Turn, ev: dict[str, Any]) -> Text:
             why = f"reads like a follow-up (cues: {cues}), but {why}"
     elif r.parent_id is not None:
         head = f"✔ Linked to {_parent(turn)}"
-        why = f"score {score(best)} ≥ {_threshold(ev)}" if best is not None \
+        why = f"score {_versus(best, '≥', ev)}" if best is not None \
             and threshold is not None else "linked"
     elif r.position == "orphaned":
         head = "? Orphaned"
@@ -86,7 +93,7 @@ def _decision(turn: Turn, ev: dict[str, Any]) -> Text:
         why = "no earlier prompt of this user within the horizon"
     else:
         head = "● New thread"
-        why = f"best score {score(best)} < {_threshold(ev)}" if best is not None \
+        why = f"best score {_versus(best, '<', ev)}" if best is not None \
             and threshold is not None else "no candidate scored enough"
     out = Text(head, style="bold")
     out.append(f"\n{why}\n")
