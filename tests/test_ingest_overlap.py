@@ -10,13 +10,12 @@ store; the worker is held until every prompt is queued, so they come as batches 
 
 from __future__ import annotations
 
-import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from conftest import running_service
+from held_worker import send_while_held
 
 from appliance.client import Client
 
@@ -56,28 +55,6 @@ def _shape(replies: list[dict[str, Any]]) -> list[tuple[str, int, str | None]]:
     number: dict[str, int] = {}
     return [(r["request_id"], number.setdefault(r["conversation_id"], len(number)),
              r["parent_request_id"]) for r in replies]
-
-
-def _back_to_back(svc: Any, sock: Path, reqs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`reqs` sent at once while the worker is held, so they queue; then released."""
-    gate = threading.Event()
-    svc._pool.submit(gate.wait)
-    replies: list[dict[str, Any]] = []
-
-    def send() -> None:
-        with Client(sock, timeout=120) as c:
-            replies.extend(c.stream(reqs, window=len(reqs)))
-
-    sender = threading.Thread(target=send)
-    sender.start()
-    try:
-        deadline = time.monotonic() + 60
-        while len(svc._pending) < len(reqs) and time.monotonic() < deadline:
-            time.sleep(0.01)  # every request queued (or held by the batch loop)
-    finally:
-        gate.set()
-    sender.join(120)
-    return replies
 
 
 def _one_at_a_time(sock: Path, reqs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -123,7 +100,7 @@ def test_a_turn_whose_conversation_began_in_the_batch_before_is_linked_to_it(
     sock = tmp_path / "s.sock"
     calls = _overlapping(pipeline)
     with running_service(pipeline, sock, policies=_batches_of_two(pipeline)) as svc:
-        replies = _back_to_back(svc, sock, _requests("acme", history=True))
+        replies = send_while_held(svc, sock, _requests("acme", history=True))
     assert all(r["ok"] for r in replies), replies
     _assert_overlapped(calls)
     got = {r["request_id"]: r for r in replies}
@@ -144,7 +121,7 @@ def test_back_to_back_batches_give_the_threads_of_one_prompt_at_a_time(
     with running_service(pipeline, sock, policies=_batches_of_two(pipeline)) as svc:
         alone = _one_at_a_time(sock, _requests("solo", history=False))
         calls.clear()
-        together = _back_to_back(svc, sock, _requests("acme", history=False))
+        together = send_while_held(svc, sock, _requests("acme", history=False))
     assert all(r["ok"] for r in alone + together)
     _assert_overlapped(calls)
     assert _shape(together) == _shape(alone)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import make_prompt, running_service
+from held_worker import send_while_held
 
 from appliance.client import Client
 
@@ -105,28 +106,6 @@ class _Failing:
         return self.real.embed(texts)
 
 
-def _held(svc: Any, sock: Path, reqs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`reqs` sent at once while the worker is held, so they queue; then released."""
-    gate = threading.Event()
-    svc._pool.submit(gate.wait)
-    replies: list[dict[str, Any]] = []
-
-    def send() -> None:
-        with Client(sock, timeout=120) as c:
-            replies.extend(c.stream(reqs, window=len(reqs)))
-
-    sender = threading.Thread(target=send)
-    sender.start()
-    try:
-        deadline = time.monotonic() + 60
-        while len(svc._pending) < len(reqs) and time.monotonic() < deadline:
-            time.sleep(0.01)
-    finally:
-        gate.set()
-    sender.join(120)
-    return replies
-
-
 def _batches_of_two(pipeline: Any) -> Any:
     service = pipeline.policies.service.model_copy(update={"batch_max": 2})
     return pipeline.policies.model_copy(update={"service": service})
@@ -150,7 +129,7 @@ def test_a_failed_embedding_in_the_staged_batch_costs_only_its_request(
              "POISON what about the drainage holes?", "How often should I water it now?",
              "Does it need more light in winter?", "Should I feed it in spring?"]
     with running_service(pipeline, sock, policies=_batches_of_two(pipeline)) as svc:
-        replies = _held(svc, sock, [_req(n, t) for n, t in enumerate(texts)])
+        replies = send_while_held(svc, sock, [_req(n, t) for n, t in enumerate(texts)])
         got = {r["request_id"]: r for r in replies}
         assert len(got) == len(texts)
         assert got["z-2"]["ok"] is False
