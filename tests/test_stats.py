@@ -295,6 +295,21 @@ def test_a_known_tenants_empty_window_is_released_as_any_other(
     assert out["rows"] == [] and out["epsilon"] > 0 and out["cached"] is False
 
 
+def test_an_empty_release_says_why_it_shows_nothing(
+        filled: Any, data_dir: Path, passphrase_file: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A window nobody was active in printed a bare "(nothing to show)" right under
+    "epsilon 2 spent": the reader could not tell a fault from the k_min_users rule."""
+    from appliance.cli import main
+
+    main(["stats", "topics", "--data-dir", str(data_dir), "--passphrase-file",
+          str(passphrase_file), "--tenant", "acme", "--from", "2020-01-01", "--to",
+          "2020-01-08"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(nothing to show: no topic reached 5 people (noisy count) in this window: " \
+           "there may be none, or too few people to show)" in out, out
+
+
 def test_a_share_or_mean_whose_interval_says_nothing_reads_noisy_not_a_number() -> None:
     from appliance.analytics import GroupStats
     from appliance.cli.stats import _line

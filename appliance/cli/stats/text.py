@@ -30,6 +30,8 @@ LABEL_WIDTH = 36  # labels are padded to this (a longer one is shown whole)
 LIFT_LABEL_WIDTH = 30  # an incident row's labels, at least (as wide as its longest)
 WIDTH = 100  # the text output fits a terminal this wide (a row wraps between its figures)
 INDENT = "      "  # a row's continuation lines
+# what a report's rows are, for the line that says why it has none
+_GROUP_NAMES = {"topics": "topic", "models": "model", "blocks": "topic", "incident": "topic"}
 
 
 def _wrap(head: str, *groups: list[str], width: int = WIDTH) -> str:
@@ -137,8 +139,14 @@ def _print(report: analytics.Report[Any], currency: str, *, user: str | None = N
                                 label_width=labels))
     if not report.rows and report.exact and user is not None:
         _note(_no_threads_of(report))
-    elif not report.rows:
+    elif not report.rows and report.exact:
         click.echo("  (nothing to show)")
+    elif not report.rows:
+        # a bare "(nothing to show)" after "epsilon 2 spent" read as a fault; the release
+        # cannot say whether nobody was active or everyone was withheld, but it can say so
+        _note(f"(nothing to show: no {_GROUP_NAMES.get(report.kind, 'group')} reached "
+              f"{report.k_min_users} people (noisy count) in this window: there may be "
+              "none, or too few people to show)")
     elif any(getattr(r, "trend", ()) for r in report.rows):
         _note(f"trend: each day's release (the 7 days up to it); {NOT_SHOWN} the topic "
               f"under {report.k_min_users} people that day (none, or withheld); "
