@@ -287,3 +287,37 @@ def test_send_from_a_user_the_service_does_not_admit_says_so_in_one_sentence(
         assert (rc, out) == (4, b""), (rc, out, err)
         assert err.decode() == ("semtrace: The service refused this connection: "
                                 "This user may not use the socket.\n")
+
+
+def test_sighup_names_a_replaced_linker_weights_file_as_needing_a_restart(
+        pipeline: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The model is loaded at start: a retrained weights file put in place and a SIGHUP
+    said only `reload`, and the operator took the old model for the new one."""
+    import logging
+
+    from appliance.link.model import weights_path
+    from appliance.service import Service
+
+    weights = tmp_path / "linker-weights.json"
+    shutil.copy(weights_path(pipeline.policies.correlation), weights)
+    policies = pipeline.policies.model_copy(update={
+        "correlation": pipeline.policies.correlation.model_copy(
+            update={"weights_file": str(weights)})})
+    svc = Service(pipeline, policies, socket_path=tmp_path / "s.sock", reload=lambda: policies)
+
+    def named_on_reload() -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="semtrace.service"):
+            svc.reload_policies()
+        assert [r.event for r in caplog.records][0] == "reload"  # type: ignore[attr-defined]
+        return [k for r in caplog.records if r.event == "reload_needs_restart"  # type: ignore[attr-defined]
+                for k in r.keys]  # type: ignore[attr-defined]
+
+    try:
+        assert named_on_reload() == []
+        spec = json.loads(weights.read_text(encoding="utf-8"))
+        spec["threshold"] = spec["threshold"] + 0.05
+        weights.write_text(json.dumps(spec), encoding="utf-8")
+        assert named_on_reload() == ["linker-weights.json"]
+    finally:
+        asyncio.run(svc.drain())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -86,11 +87,24 @@ class PairModel:
         return p
 
 
+def weights_path(settings: CorrelationSettings) -> Path:
+    """The weights file the policy names (relative: in the policy folder)."""
+    path = Path(settings.weights_file)
+    return path if path.is_absolute() else policy_dir() / path
+
+
+def weights_digest(settings: CorrelationSettings) -> str | None:
+    """SHA-256 of the weights file as it is now; None when it cannot be read. A reload
+    compares it with the one taken at start: the model is loaded only then."""
+    try:
+        return hashlib.sha256(weights_path(settings).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 def load_model(settings: CorrelationSettings) -> PairModel:
     """The weights file named by the policy; ConfigError names the file when unusable."""
-    path = Path(settings.weights_file)
-    if not path.is_absolute():
-        path = policy_dir() / path
+    path = weights_path(settings)
     try:
         return PairModel(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from appliance import __version__
 from appliance.config import Policies
+from appliance.link.model import weights_digest
 from appliance.pipeline import Pipeline
 from appliance.records import Outcome, Prompt, ServiceHealth
 from appliance.staging import EmbeddingThread
@@ -58,6 +59,8 @@ class ServiceCore:
         self.query_socket_path = query_socket_path  # readers' socket (queryserver.py)
         self._query_server: asyncio.AbstractServer | None = None
         self._reload = reload
+        # the linker's weights as loaded at start: SIGHUP does not reload them, it says so
+        self._weights_digest = weights_digest(policies.correlation) if reload else None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semtrace-worker")
         # the next batch's embedding, while the worker links and stores the one before
         self._embedding = EmbeddingThread()

@@ -8,6 +8,7 @@ import logging
 import signal
 
 from appliance.errors import SemtraceError
+from appliance.link.model import weights_digest, weights_path
 from appliance.service.batching import Batching
 from appliance.service.core import FrontDoor
 from appliance.service.query_socket import QuerySocket
@@ -59,6 +60,9 @@ class Service(QuerySocket, Batching):
             log.error("policy reload refused: %s", exc, extra={"event": "reload_failed"})
             return
         log.info("policies reloaded", extra={"event": "reload"})
+        if weights_digest(self.policies.correlation) != self._weights_digest:
+            # replaced since the start: the pipeline holds the model it loaded then
+            restart = sorted([*restart, weights_path(self.policies.correlation).name])
         change = audited_change(before, self.policies)
         if change is not None and self.audit is not None:  # a legal hold lifted is evidence
             self._audit_task = asyncio.ensure_future(self.in_worker(
