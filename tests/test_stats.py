@@ -459,6 +459,41 @@ def test_an_incident_topic_absent_from_the_baseline_carries_the_release_noise(
     assert " new" not in _line(quiet) and "–" in _line(quiet)  # nothing in either window
 
 
+def test_a_lift_between_two_counts_that_reach_zero_reads_noisy() -> None:
+    """`stats incident` printed `position new  x0.00  window <64  baseline <113` on the
+    bench week: neither count can be told from zero, and x0.00 read as "new
+    conversations dropped to none"."""
+    from appliance.analytics import Lift
+    from appliance.cli.stats import _line
+    from appliance.privacy import CI95, Figure
+
+    def noisy(value: float) -> Figure:
+        return Figure(value, 64 / CI95, exact=False)
+
+    both = Lift("position", "new", None, noisy(0.0), noisy(49.0), 0.0, 0.2, 0.0, False)
+    assert _line(both).split()[2:4] == ["noisy", "window"], _line(both)
+    # one count clear of zero: the lift is kept
+    clear = replace(both, baseline=noisy(171.0), lift=0.0)
+    assert "x0.00" in _line(clear)
+    exact = Lift("position", "new", None, Figure(0.0), Figure(4.0), 0.0, 0.5, 0.0, False)
+    assert "x0.00" in _line(exact)
+
+
+def test_an_incident_says_what_its_lift_is_and_when_it_reads_noisy(
+        filled: Any, data_dir: Path, passphrase_file: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`continuation x1.39  window 147±64  baseline 171±64`: a lift above 1 on a smaller
+    count read as a contradiction; the header did not say a lift compares shares."""
+    from appliance.cli import main
+
+    main(["stats", "incident", "--data-dir", str(data_dir), "--passphrase-file",
+          str(passphrase_file), "--tenant", "acme", *WINDOW])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "x: a row's share of its dimension (topics, positions or models) in the window " \
+           "over its share in the baseline" in out, out
+    assert "noisy: a lift between two counts that both reach 0, which says nothing" in out
+
+
 def test_position_mix_shares_add_up_per_day(runtime: Any) -> None:
     day2 = 24 * 60
     threads = [ThreadRow("t", "me", (turn(0, position="new"), turn(1), turn(2),

@@ -114,14 +114,18 @@ def _print(report: analytics.Report[Any], currency: str, *, user: str | None = N
         _note(f"{report.budget_remaining:g} left today; groups under {report.k_min_users} "
               "users (noisy count) withheld; ± is a 95% interval, <N a count whose "
               "interval reaches 0 (N its top)")
-        _note(f"{TOO_NOISY}: a share, mean or sum too noisy to read at this size "
-              "(--json has it)")
+        what = ("a lift between two counts that both reach 0, which says nothing"
+                if report.kind == "incident" else
+                "a share, mean or sum too noisy to read at this size")
+        _note(f"{TOO_NOISY}: {what} (--json has it)")
         if report.kind in GROUP_KINDS:
             _note(f"cost {TOO_NOISY} also where the release cannot tell whether any "
                   "thread has a known cost (a few, or none): `threads list` shows each "
                   f"thread's cost, {NO_COST} where none is known")
     if report.kind == "incident":
-        _note("* marks a rise beyond the noise")
+        # `continuation x1.39  window 147±64  baseline 171±64` read as a contradiction
+        _note("x: a row's share of its dimension (topics, positions or models) in the "
+              "window over its share in the baseline; * marks a rise beyond the noise")
     if report.per_user_topics:
         _note(f"{report.tenant}'s topics are per user (cross_user_topics is off for it "
               "in privacy.toml): each holds one person's threads, so they are all "
@@ -198,6 +202,11 @@ def _named(r: object, kind: str) -> object:
     return replace(r, label=name.removeprefix(f"{r.key} "))
 
 
+def _zero(f: Figure) -> bool:
+    """Whether a count's 95% interval reaches zero (never for an exact count)."""
+    return reaches_zero(f.value, None if f.exact else f.ci95)
+
+
 def _money(f: Figure) -> str:
     """A cost (total or per thread): `noisy` where its interval cannot tell it from zero."""
     if says_nothing(f):
@@ -259,9 +268,11 @@ def _line(r: object, currency: str = "", *, floor: bool = False,
     if isinstance(r, analytics.Lift):
         # "new": in the window and not in the baseline; nothing in either is no news
         # "new" only where the window's count can be told from zero (a noisy `<65` is not)
-        lift = (f"x{r.lift:.2f}" if r.lift is not None else "new" if r.window.value > 0
-                and not reaches_zero(r.window.value, None if r.window.exact
-                                     else r.window.ci95) else "–"
+        # a ratio of two counts neither of which can be told from zero says nothing:
+        # `x0.00  window <64  baseline <113` read as "new threads dropped to none"
+        lift = (TOO_NOISY if r.lift is not None and _zero(r.window) and _zero(r.baseline)
+                else f"x{r.lift:.2f}" if r.lift is not None else "new"
+                if r.window.value > 0 and not _zero(r.window) else "–"
                 ) + ("*" if r.significant else "")
         return _wrap(f"{r.dimension:<8} {r.key:<{k}} {r.label or '':<{label_width}} "
                      f"{lift:>8}",
