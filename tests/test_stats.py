@@ -366,6 +366,20 @@ def test_a_positions_row_names_its_figures() -> None:
     assert "prompts 4  share 25%" in _line(exact)
 
 
+def test_a_cross_user_positions_report_says_what_its_share_is_of(
+        filled: Any, data_dir: Path, passphrase_file: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """On the bench week `2026-12-01  continuation  prompts 348±127  share 100%±37` was the
+    day's only row: its new prompts were withheld, and 100% read as "no new threads"."""
+    from appliance.cli import main
+
+    main(["stats", "positions", "--data-dir", str(data_dir), "--passphrase-file",
+          str(passphrase_file), "--tenant", "acme", *WINDOW])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "share: of the prompts shown for that period; a position withheld that period " \
+           "(under 5 people) is in no share" in out, out
+
+
 def test_a_release_made_before_a_merge_keeps_its_topics_labels(runtime: Any) -> None:
     """The morning's release names topic tp_old; a refinement at noon merges it into
     tp_live. The release's row still shows the label (it read `tp_old · unlabelled`

@@ -122,6 +122,11 @@ def _print(report: analytics.Report[Any], currency: str, *, user: str | None = N
             _note(f"cost {TOO_NOISY} also where the release cannot tell whether any "
                   "thread has a known cost (a few, or none): `threads list` shows each "
                   f"thread's cost, {NO_COST} where none is known")
+    if report.kind == "positions" and not report.exact:
+        # `2026-12-01  continuation  share 100%±37` with the day's new prompts withheld
+        # (under k people) read as "no new conversations that day"
+        _note("share: of the prompts shown for that period; a position withheld that "
+              f"period (under {report.k_min_users} people) is in no share")
     if report.kind == "incident":
         # `continuation x1.39  window 147±64  baseline 171±64` read as a contradiction
         _note("x: a row's share of its dimension (topics, positions or models) in the "
