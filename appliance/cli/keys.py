@@ -48,7 +48,16 @@ def keys_rotate(data_dir: Path | None, passphrase_file: Path | None, key_file: P
         directory, old_ring = rt.data_dir, rt.keyring
     _not_the_compliance_secret(directory, new_cred)
     lock = DataDirLock(directory)
-    lock.acquire()  # never while the service runs
+    try:
+        lock.acquire()  # never while the service runs
+    except SemtraceError as exc:
+        if "already running" not in str(exc):
+            raise
+        raise SemtraceError("A semtrace service (or another command that writes the store) is "
+                            "running on this data dir, and rotation rewrites the whole store: "
+                            "stop it first (`systemctl stop semtrace` where install.sh "
+                            "installed it), rotate, put the new passphrase where the service "
+                            "reads it, then start it again. Nothing was changed.") from None
     try:
         n = rotate(directory, old_ring, new_cred)
     finally:
