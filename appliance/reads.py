@@ -22,7 +22,14 @@ from appliance.embed import Embedder
 from appliance.errors import AccessDenied, InputError, SemtraceError
 from appliance.keys import Keyring
 from appliance.privacy import Figure, PrivacyGate
-from appliance.query import has_held, has_topic, live_topic, topic_aliases, users_with_prefix
+from appliance.query import (
+    has_held,
+    has_topic,
+    live_topic,
+    no_topic,
+    topic_aliases,
+    users_with_prefix,
+)
 from appliance.query import tenants as all_tenants
 from appliance.readindex import ReaderIndex
 from appliance.records import Hit, Record, Thread, jsonable
@@ -160,8 +167,13 @@ def check_stats_query(q: StatsQuery, store: Store, policies: Policies, *,
                          "nothing was spent.")
     if q.topic is not None and q.topic != analytics.NO_TOPIC and not has_topic(
             store, q.tenant, q.topic):  # topic ids are shown to every reader (docs/topics.md)
-        raise InputError(f"Tenant {q.tenant} has no topic {q.topic!r} (`stats topics` lists "
-                         "them by id and label); nothing was spent.")
+        lists = "`stats topics` lists them by id and label"
+        near = no_topic(store, q.topic, [q.tenant], lists)
+        # a word of two labels ("ticket") named them in `threads list --topic`, here nothing
+        if near != f"No topic '{q.topic}' in scope ({lists}).":
+            raise InputError(f"{near} Nothing was spent.")
+        raise InputError(f"Tenant {q.tenant} has no topic {q.topic!r} ({lists}); "
+                         "nothing was spent.")
 
 
 # a pseudonym as the product shows it: whole (`threads list`, `threads show`) or its start

@@ -281,6 +281,28 @@ def test_models_on_an_unknown_topic_is_refused_and_spends_nothing(
     assert f"models on topic {known[0]}" in capsys.readouterr().out
 
 
+def test_models_on_a_word_of_two_labels_names_them_as_threads_list_does(
+        filled: Any, data_dir: Path, passphrase_file: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`stats models --topic ticket` on the bench week said only "Tenant acme has no topic
+    'ticket'" where `threads list --topic ticket` named 'movie ticket, buy' and
+    'insurance, travel ticket'."""
+    from appliance.cli import main
+    from appliance.topics import tables
+
+    rows = [tables.TopicRow(tid, "", 1, 1, label, (), 0.0) for tid, label in (
+        ("tp_mv", "movie ticket, buy"), ("tp_ins", "insurance, travel ticket"))]
+    tables.publish(filled.store.db, "acme", rows, {}, [])
+    with pytest.raises(SystemExit) as exc:
+        main(["stats", "models", "--data-dir", str(data_dir), "--passphrase-file",
+              str(passphrase_file), "--tenant", "acme", "--topic", "ticket", *WINDOW])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2, err
+    assert "No topic 'ticket' in scope: 'insurance, travel ticket' (tp_ins), 'movie " \
+           "ticket, buy' (tp_mv) have that word" in err and "Nothing was spent." in err
+    assert filled.store.db.execute("SELECT count(*) FROM privacy_budget").fetchone() == (0,)
+
+
 def test_a_known_tenants_empty_window_is_released_as_any_other(
         filled: Any, cli_runner: Any, data_dir: Path, passphrase_file: Path) -> None:
     from appliance.cli import cli
