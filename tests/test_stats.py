@@ -458,6 +458,21 @@ def test_group_figures_follow_the_definitions(runtime: Any) -> None:
     assert {r.key: r.threads.value for r in models.rows} == {"m1": 3, "m2": 1}
 
 
+def test_cost_rows_read_by_length_then_refined_then_abandoned(runtime: Any) -> None:
+    """`stats cost` sorted its rows by thread count across its three dimensions: on the
+    bench week `not refined`, `length 4-7 turns`, `not abandoned`, `length 2-3 turns`,
+    `length 8+ turns`, `length 1 turn`."""
+    end = T0 + timedelta(hours=5)
+    threads = [ThreadRow(f"t{n}", "me", tuple(turn(10 * n + i) for i in range(size)))
+               for n, size in enumerate([1, 2, 2, 5, 5, 5, 9])]
+    threads.append(ThreadRow("r", "me", (turn(200), turn(201, intent="error_recovery"))))
+    rep = analytics.cost_outcomes(threads, exact_gate(runtime.store.db), tenant="acme",
+                                  start=T0, end=end, single_user="me")
+    assert [r.key for r in rep.rows] == [
+        "length 1 turn", "length 2-3 turns", "length 4-7 turns", "length 8+ turns",
+        "refined", "not refined", "abandoned", "not abandoned"]
+
+
 def test_incident_finds_the_over_represented_topic(runtime: Any) -> None:
     base = [ThreadRow(f"b{i}", "me", (turn(i, topic_id="tp_a" if i % 2 else "tp_b"),))
             for i in range(20)]

@@ -167,6 +167,10 @@ def model_stats(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: str,
 
 
 LENGTHS = ((1, "1 turn"), (3, "2-3 turns"), (7, "4-7 turns"))
+# the rows of `stats cost`, in the order they are read
+COST_ORDER = {key: n for n, key in enumerate(
+    [*(f"length {name}" for _, name in LENGTHS), "length 8+ turns", "refined",
+     "not refined", "abandoned", "not abandoned"])}
 
 
 def length_group(turns: int) -> str:
@@ -188,5 +192,9 @@ def cost_outcomes(threads: Iterable[ThreadRow], gate: PrivacyGate, *, tenant: st
                 "refined" if t.refinement else "not refined",
                 "abandoned" if t.abandoned(end) else "not abandoned")
 
-    return group_stats(threads, gate, tenant=tenant, start=start, end=end, kind="cost",
-                       keys=keys, labels={}, single_user=single_user, cost_bound=cost_bound)
+    report = group_stats(threads, gate, tenant=tenant, start=start, end=end, kind="cost",
+                         keys=keys, labels={}, single_user=single_user, cost_bound=cost_bound)
+    # by length, then refined, then abandoned: busiest first interleaved the three
+    # (`not refined`, `length 4-7 turns`, `not abandoned`, `length 2-3 turns`, ...)
+    return replace(report, rows=tuple(sorted(report.rows, key=lambda r: COST_ORDER.get(
+        r.key, len(COST_ORDER)))))
