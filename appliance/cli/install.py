@@ -270,12 +270,15 @@ def _metrics_warnings() -> list[str]:
 
 def _unread_migrations(directory: Path) -> str:
     """The sentence doctor says without a credential of an initialised data dir."""
+    # the service's passphrase only where install.sh installed one (its record names it):
+    # a source checkout or a --no-service install has no /etc/semtrace/passphrase
+    service = installed_service().get("passphrase_file")
+    where = (f"; this install's service's passphrase is {service}, readable by root"
+             if service is not None else "")
     return (f"Whether the next start of serve will migrate {directory} cannot be read "
             "without its key (SQLCipher encrypts the whole store, its schema version too): "
             f"run `semtrace doctor --data-dir {directory} --passphrase-file FILE` (or "
-            "--key-file; this install's service's passphrase is "
-            f"{_service('passphrase_file', SERVICE_PASSPHRASE)}, readable by root) to list "
-            "them.")
+            f"--key-file{where}) to list them.")
 
 
 def _at_start(directory: Path, passphrase_file: Path | None, key_file: Path | None,
