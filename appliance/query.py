@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from appliance.analytics.small_topics import OTHER_TOPICS
 from appliance.audit import Entry as AuditEntry
 from appliance.errors import InputError
 from appliance.records import Record, Thread
@@ -289,6 +290,10 @@ def no_topic(store: Store, topic: str, tenants: list[str], lists: str) -> str:
     reader sees what to type instead of only "no topic" beside a topic about it.
     `lists`: where the topics are listed (`stats topics`, the TUI's `o`).
     """
+    if topic.strip() == OTHER_TOPICS:
+        # `stats topics` prints this key beside its last row, so it gets typed
+        return (f"'{OTHER_TOPICS}' is the row of all the topics of too few people to show "
+                f"apart, not one topic: give one topic's id, label or phrase ({lists}).")
     words = set(re.findall(r"\w+", topic.lower()))
     near: list[tuple[str, str]] = []
     if words and tenants and has_table(store, "topics"):

@@ -303,6 +303,26 @@ def test_models_on_a_word_of_two_labels_names_them_as_threads_list_does(
     assert filled.store.db.execute("SELECT count(*) FROM privacy_budget").fetchone() == (0,)
 
 
+def test_the_other_topics_key_typed_as_a_topic_says_what_it_is(
+        filled: Any, data_dir: Path, passphrase_file: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`stats topics` prints `(other topics)` as the key of its last row; typed back as
+    `--topic`, it was "Tenant acme has no topic '(other topics)' (`stats topics` lists
+    them ...)", and `threads list` said the same: the list that shows it."""
+    from appliance.cli import main
+
+    common = ["--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file),
+              "--tenant", "acme", "--topic", "(other topics)"]
+    for argv in (["stats", "models", *common, *WINDOW], ["threads", "list", *common]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        err = " ".join(capsys.readouterr().err.split())
+        assert exc.value.code == 2, err
+        assert "'(other topics)' is the row of all the topics of too few people to show " \
+               "apart, not one topic: give one topic's id, label or phrase" in err, err
+    assert filled.store.db.execute("SELECT count(*) FROM privacy_budget").fetchone() == (0,)
+
+
 def test_a_known_tenants_empty_window_is_released_as_any_other(
         filled: Any, cli_runner: Any, data_dir: Path, passphrase_file: Path) -> None:
     from appliance.cli import cli
