@@ -612,9 +612,13 @@ def test_search_is_scoped_by_user_time_and_policy(filled: Any, cli_runner: Any, 
     assert "must not be blank" in str(blank.exception) and blank.exception.exit_code == 2
     from appliance.cli import cli
 
+    after_all = (T0 + timedelta(days=30)).date().isoformat()  # past, after every prompt
     nothing = cli_runner.invoke(cli, ["search", "rain tomorrow", *common, "--tenant", "acme",
-                                      "--since", "2099-01-01"])
+                                      "--since", after_all])
     assert nothing.exit_code == 0 and "no matching prompts" in nothing.output
+    future = cli_runner.invoke(cli, ["search", "rain tomorrow", *common, "--tenant", "acme",
+                                     "--since", "2099-01-01"])
+    assert "is in the future" in str(future.exception) and future.exception.exit_code == 2
 
     policies = tmp_path / "policies"
     shutil.copytree(policy_dir(), policies)
