@@ -85,14 +85,15 @@ def _batches_of_two(pipeline: Any) -> Any:
 
 
 def _assert_overlapped(calls: list[tuple[str, tuple[str, ...]]]) -> None:
-    """Several batches, each staged before the one before it was finished, and finished
-    in the order they were queued."""
+    """Several batches, each staged before the one before it was finished (but the first
+    after the next: a batch taken off an empty queue is finished at once, in one worker job),
+    and finished in the order they were queued."""
     staged = [ids for op, ids in calls if op == "stage"]
     assert [ids for op, ids in calls if op == "finish"] == staged
     assert len(staged) >= 4
     ahead = [n for n in range(1, len(staged))
              if calls.index(("stage", staged[n])) < calls.index(("finish", staged[n - 1]))]
-    assert len(ahead) == len(staged) - 1
+    assert ahead in (list(range(1, len(staged))), list(range(2, len(staged))))
 
 
 def test_a_turn_whose_conversation_began_in_the_batch_before_is_linked_to_it(
