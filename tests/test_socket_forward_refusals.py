@@ -113,3 +113,24 @@ def test_a_forwarded_history_carries_digests_only_never_its_content() -> None:
     assert json.loads(payload)["history"] == [
         {"role": "user", "sha256": content_digest(canary)},
         {"role": "assistant", "sha256": "a" * 64}]
+
+
+def test_a_forwarded_answer_carries_its_digest_only_never_its_text() -> None:
+    """An answer's `response.text` is digested where it arrives and dropped (protocol v1),
+    as a history's content is: forwarded, in an ingest sent whole after the answer or in an
+    update, it must not reach the bus (JetStream keeps the message on disk), only its digest
+    with the rest of the response."""
+    from appliance.ingest import content_digest
+
+    canary = "CANARY-5e1b your card 4111 1111 1111 1111 was charged"
+    response = {"text": canary, "input_tokens": 12, "output_tokens": 30, "status": "ok"}
+    update = {"v": 1, "op": "update", "tenant": tenant_in(2), "request_id": "r-1",
+              "response": response}
+    for obj in (ingest(tenant_in(2), response=response), update):
+        nc = Connection({"request_id": "r-1", "ok": True})
+        forward(obj, nc)
+        ((_, payload),) = nc.sent
+        assert b"CANARY" not in payload and b"4111" not in payload, obj["op"]
+        assert json.loads(payload)["response"] == {
+            "sha256": content_digest(canary), "input_tokens": 12, "output_tokens": 30,
+            "status": "ok"}

@@ -75,13 +75,20 @@ def unowned_partition(req: Request, partitions: int, owns: Callable[[int], bool]
 
 
 def digested_history(obj: dict[str, Any], req: Request) -> dict[str, Any]:
-    """`obj` with its history as digests only (parsed into `req`): a message's content is
-    digested where it arrives and never leaves this process, not even sealed on the bus
-    (protocol v1: content in `history` is never stored). Pure."""
+    """`obj` with its history, and the answer's text (`response.text`), as digests only
+    (parsed into `req`): a message's content is digested where it arrives and never leaves
+    this process, not even sealed on the bus (protocol v1: content in `history` and an
+    answer's text are never stored). Pure."""
     history = None if req.prompt is None else req.prompt.history
-    if history is None or "history" not in obj:
-        return obj
-    return {**obj, "history": [{"role": m.role, "sha256": m.digest} for m in history]}
+    if history is not None and "history" in obj:
+        obj = {**obj, "history": [{"role": m.role, "sha256": m.digest} for m in history]}
+    response = obj.get("response")
+    parsed = req.response if req.prompt is None else req.prompt.response
+    if isinstance(response, dict) and "text" in response and parsed is not None \
+            and parsed.digest is not None:
+        kept = {k: v for k, v in response.items() if k != "text"}
+        obj = {**obj, "response": {**kept, "sha256": parsed.digest}}
+    return obj
 
 
 class Forwarder:
