@@ -239,6 +239,14 @@ def test_secrets_are_redacted(redactor, secret):  # type: ignore[no-untyped-def]
     # as customers type them to a support bot
     ("sure my username is maabsy my password is 12345", "12345"),
     ("name ram and password 3597", "3597"),
+    # a colon after "is", the value in quotes, "PIN:" and "PIN number": as people type them
+    ("my password is: hunter2", "hunter2"),
+    ("the password is 'swordfish', please reset it", "swordfish"),
+    ('Login fails, the password is "Tr0ub4dor" for bob', "Tr0ub4dor"),
+    ("My PIN: 4821, card ends in 09", "4821"),
+    ("pin=4821", "4821"),
+    ("my pin number is 4821", "4821"),
+    ("new passcode: 998877", "998877"),
 ])
 def test_a_secret_written_as_config_or_in_prose_is_redacted(redactor, text, value):  # type: ignore[no-untyped-def]
     out = redacted_text(redactor, text)
@@ -251,6 +259,9 @@ def test_a_secret_written_as_config_or_in_prose_is_redacted(redactor, text, valu
     "How do I reset my password? The reset link says it has expired.",
     "i have provided my username and password is there anything else needed",
     "The password is 8 characters long at least",
+    # "pin" the verb: a version pinned is no PIN
+    "How do I pin numpy==1.26.4 in requirements.txt?",
+    "pin v1.2.3 of the library until the fix is out",
 ])
 def test_words_about_passwords_and_tokens_are_no_secret(redactor, text):  # type: ignore[no-untyped-def]
     assert "SECRET" not in types_found(redactor, text)

@@ -24,6 +24,10 @@ def redacted(redactor: Redactor, text: str) -> str:
     ("I was born on 3 March 1985 in a small town", "3 March 1985", "DATE_OF_BIRTH"),
     ("date of birth: 1980-01-02", "1980-01-02", "DATE_OF_BIRTH"),
     ("She was born March 3rd, 1985.", "March 3rd, 1985", "DATE_OF_BIRTH"),
+    # a colon after "is", as a form is copied into a sentence
+    ("My account number is: 000123456789", "000123456789", "BANK_ACCOUNT"),
+    ("passport number is: X1234567", "X1234567", "PASSPORT"),
+    ("Date of birth is: 02/01/1980", "02/01/1980", "DATE_OF_BIRTH"),
 ])
 def test_an_identifier_the_text_names_is_redacted_and_its_cue_kept(
         redactor: Redactor, text: str, value: str, entity: str) -> None:
