@@ -21,6 +21,7 @@ from appliance.index import VectorIndex
 from appliance.ingest import content_digest
 from appliance.keys import Keyring
 from appliance.link import Linker, LinkInput, calibrate
+from appliance.outcomes import new_outcome, stored_outcome
 from appliance.records import (
     Candidate,
     Erased,
@@ -154,16 +155,7 @@ class Pipeline:
         return len(users)
 
     def _existing(self, prompt: Prompt) -> Outcome | None:
-        rid = self.store.request_exists(prompt.tenant, prompt.request_id)
-        if rid is None:
-            return None
-        rec = self.store.records("r.id = ?", (rid,))[0]
-        return Outcome(request_id=rec.request_id, record_id=rid, thread_id=rec.thread_id,
-                       parent_id=rec.parent_id, parent_request_id=rec.parent_request_id,
-                       position=rec.position, intent=rec.intent, similarity=rec.similarity,
-                       topic_id=rec.topic_id, index=prompt.index, duplicate=True,
-                       trace_id=rec.trace_id, span_id=rec.span_id, link_source=rec.link_source,
-                       text_truncated=bool((rec.evidence or {}).get("text_truncated")))
+        return stored_outcome(self.store, prompt)
 
     def _erased(self, prompt: Prompt) -> Erased | None:
         """An `Erased` for a prompt sent before its user's erasure completed."""
@@ -388,19 +380,6 @@ class Pipeline:
             owner_key=self.keys.turn_key(tenant, "", "response", previous_response_id))
 
     def _outcome(self, row: NewRecord, index: int | None, truncated: bool) -> Outcome:
-        link = row.link
-        parent_req = None
-        if link.parent_id is not None:
-            hist = self._users[(row.prompt.tenant, row.user)]
-            parent_req = next((c.request_id for c in hist.candidates
-                               if c.record_id == link.parent_id), None)
-            if parent_req is None:  # a history link to a turn older than the horizon
-                parent_req = self.store.request_id_of(link.parent_id)
-        return Outcome(request_id=row.prompt.request_id, record_id=row.record_id,
-                       thread_id=row.thread_id, parent_id=link.parent_id,
-                       parent_request_id=parent_req, position=link.position, intent=link.intent,
-                       similarity=link.similarity, topic_id=row.topic_id, index=index,
-                       truncated=truncated, trace_id=row.trace_id, span_id=row.span_id,
-                       link_source=link.evidence.get("link_source"),
-                       text_truncated=row.prompt.truncated,
-                       unmatched=tuple(history.unmatched_signals(link.evidence)))
+        cands = (self._users[(row.prompt.tenant, row.user)].candidates
+                 if row.link.parent_id is not None else [])
+        return new_outcome(self.store, cands, row, index, truncated)
