@@ -23,7 +23,6 @@ audit log recorded after the copy (`erasures_from`); it warns when it cannot.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import __version__
+from appliance.checksum import file_digest
 from appliance.errors import InputError, SemtraceError
 from appliance.keys import (
     KEYRING_FILE,
@@ -192,15 +192,6 @@ def _busy(exc: Exception) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
-def sha256_file(path: Path) -> str:
-    """The SHA-256 of a file's bytes (the manifest's checksums)."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def take_backup(data_dir: Path, cred: Credential, dest: Path, *,
                 progress: Progress | None = None) -> BackupReport:
     """Copy a (possibly live) data dir into the new or empty folder `dest`, still encrypted,
@@ -283,7 +274,7 @@ def take_backup(data_dir: Path, cred: Credential, dest: Path, *,
             raise SemtraceError("The copy does not match the store it was taken from "
                                 f"({chain.problem or 'record count'}); the backup was removed.")
         sizes = {str(p.relative_to(dest)): p.stat().st_size for p in made}
-        files = {name: {"bytes": n, "sha256": sha256_file(dest / name)}
+        files = {name: {"bytes": n, "sha256": file_digest(dest / name).hex()}
                  for name, n in sizes.items()}
         manifest = {"format": MANIFEST_FORMAT, "semtrace": __version__,
                     "taken_at": taken.isoformat(), "audit_seq": seq, "records": records,

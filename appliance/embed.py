@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from appliance.checksum import file_digest
 from appliance.config import EmbeddingSettings, model_dir
 from appliance.errors import ModelError
 
@@ -66,11 +67,7 @@ def verify_model(manifest: ModelManifest) -> None:
     """Check the model file against its manifest checksum; ModelError if it differs."""
     if not manifest.path.is_file():
         raise ModelError(f"The embedding model {manifest.path} is missing.")
-    digest = hashlib.sha256()
-    with manifest.path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    if digest.hexdigest() != manifest.sha256:
+    if file_digest(manifest.path).hex() != manifest.sha256:
         raise ModelError(
             f"The embedding model {manifest.path} does not match its checksum; "
             "reinstall it from the bundle."

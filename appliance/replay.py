@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import IO
 
 from appliance.errors import InputError
@@ -26,15 +24,6 @@ class ReplayReport:
     erased: int = 0  # prompts of users erased after them: not stored
     unredactable: int = 0  # prompts whose redaction did not finish: not stored
     skipped: list[tuple[int, str]] = field(default_factory=list)
-
-
-def file_digest(path: Path) -> bytes:
-    """SHA-256 of a whole file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.digest()
 
 
 def legacy_tag(digest: bytes) -> str:

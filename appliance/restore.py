@@ -24,8 +24,8 @@ from appliance.backup import (
     MANIFEST_FORMAT,
     _inside,
     newer_migrations,
-    sha256_file,
 )
+from appliance.checksum import file_digest
 from appliance.config import Policies
 from appliance.errors import InputError, SemtraceError, WrongKey
 from appliance.keys import KEYRING_FILE, Credential, Keyring, fsync_dir, open_keyring
@@ -75,7 +75,7 @@ def read_manifest(backup: Path) -> dict[str, Any]:
                              "damaged. Nothing was restored.")
         path = backup / name
         if not path.is_file() or path.stat().st_size != meta.get("bytes") \
-                or sha256_file(path) != meta.get("sha256"):
+                or file_digest(path).hex() != meta.get("sha256"):
             raise InputError(f"{path} does not match the backup's checksum: the copy is "
                              "damaged. Nothing was restored.")
     return dict(manifest)

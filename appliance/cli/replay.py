@@ -116,7 +116,8 @@ def first_bad_if_none_readable(source: Path, *, max_text_chars: int) -> str | No
 
 
 def run_replay(rt: Runtime, source: Path, out: IO[str], *, strict: bool, batch: int) -> object:
-    from appliance.replay import ReplayReport, file_digest, read_prompts, replay, source_tag
+    from appliance.checksum import file_digest
+    from appliance.replay import ReplayReport, read_prompts, replay, source_tag
 
     report = ReplayReport()
     max_chars = rt.policies.correlation.max_text_chars
