@@ -34,7 +34,7 @@ from appliance.cluster.erasure_inbox import ErasureInbox
 from appliance.cluster.erasures import Applied, ErasureRequest
 from appliance.cluster.forward import Forwarder
 from appliance.cluster.messages import checked, fields, refused_key
-from appliance.cluster.owners import Ownership, held, owners_bucket
+from appliance.cluster.owners import Ownership, held, note_versions, owners_bucket
 from appliance.cluster.replies import ReplyBook
 from appliance.cluster.stream import (
     ConsumerLag,
@@ -133,7 +133,7 @@ class ClusterNode:
             # a partition no node holds gets no answer: the socket does not wait for one
             self.forwarder.claimed = functools.partial(held, kv)
             await self._ownership.claim()
-            await _note_versions(kv, self.node)
+            await note_versions(kv, self.node)
             # noted before a tenant's first prompt is stored here (`erase --all-tenants`)
             self._note = TenantsNote(self._js, self.node, replicas=s.replicas,
                                      known=self._known_tenants)
@@ -386,21 +386,6 @@ class ClusterNode:
                                               [p for p in self.partitions if self.owns(p)])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), LAG_EVERY_S)
-
-
-async def _note_versions(kv: Any, me: str) -> None:
-    """One warning at start when other live nodes run another semtrace version."""
-    from appliance import __version__
-    from appliance.cluster.owners import read_claims
-
-    others = {c.node: c.version for c in (await read_claims(kv)).values()
-              if c.node != me and c.version != __version__}
-    if others:
-        listed = ", ".join(f"{n} {v or 'an earlier build'}" for n, v in sorted(others.items()))
-        log.warning(f"Other nodes run another semtrace version ({listed}; this node "
-                    f"{__version__}): fine during a rolling upgrade, but partitions move "
-                    "only between nodes of one version.",
-                    extra={"event": "mixed_versions", "nodes": sorted(others)})
 
 
 async def _unsubscribe(sub: Any) -> None:

@@ -75,6 +75,18 @@ async def read_claims(kv: Any) -> dict[int, Claim]:
     return (await all_claims(kv))[0]
 
 
+async def note_versions(kv: Any, me: str) -> None:
+    """One warning at start when other live nodes run another semtrace version."""
+    others = {c.node: c.version for c in (await read_claims(kv)).values()
+              if c.node != me and c.version != __version__}
+    if others:
+        listed = ", ".join(f"{n} {v or 'an earlier build'}" for n, v in sorted(others.items()))
+        log.warning(f"Other nodes run another semtrace version ({listed}; this node "
+                    f"{__version__}): fine during a rolling upgrade, but partitions move "
+                    "only between nodes of one version.",
+                    extra={"event": "mixed_versions", "nodes": sorted(others)})
+
+
 async def all_claims(kv: Any) -> tuple[dict[int, Claim], dict[int, str]]:
     """Every live claim this node can read, by partition, and the partitions whose claim
     it cannot read, with why (a sentence fragment: `unreadable_why`)."""
