@@ -24,6 +24,7 @@ class ReplayReport:
     erased: int = 0  # prompts of users erased after them: not stored
     unredactable: int = 0  # prompts whose redaction did not finish: not stored
     skipped: list[tuple[int, str]] = field(default_factory=list)
+    threads: set[str] = field(default_factory=set)  # thread ids of the prompts ingested
 
 
 def legacy_tag(digest: bytes) -> str:
@@ -124,6 +125,8 @@ def replay(pipeline: Pipeline, prompts: Iterable[Prompt], out: IO[str], *, batch
             else:
                 out.write(output_line(o, parent) + "\n")
             report.ingested += 0 if o.duplicate else 1
+            if not o.duplicate:
+                report.threads.add(o.thread_id)
             report.duplicates += 1 if o.duplicate else 0
         if progress:
             progress(len(pending))

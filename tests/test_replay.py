@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from conftest import write_stream
@@ -352,3 +353,26 @@ def test_a_replay_run_off_a_terminal_reports_its_progress_in_lines(tmp_path: Pat
     assert bad.stderr.strip().splitlines() == [
         "semtrace: SEMTRACE_PROGRESS_INTERVAL_S must be a number of seconds, 0 or more."]
 
+
+
+def test_a_replay_ends_with_what_it_did_and_its_json_is_that_summary_alone(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """Once the progress bar went, a user read how many prompts were stored and where, not
+    into how many conversations nor how long it took; `--json` said neither either."""
+    src = write_stream(tmp_path / "in.jsonl", STREAM)
+    common = ["--data-dir", str(tmp_path / "data"), "--passphrase-file", str(passphrase_file)]
+    out = tmp_path / "out.jsonl"
+    first = run_cli("replay", str(src), "--out", str(out), "--json", *common)
+    assert first.returncode == 0, first.stderr
+    summary = json.loads(first.stdout)  # stdout is the summary and nothing else
+    threads = {json.loads(line)["thread_id"] for line in out.read_text().splitlines()}
+    assert (summary["ingested"], summary["threads"]) == (len(STREAM), len(threads))
+    assert len(threads) < len(STREAM)  # alice's weather follow-up joined her first prompt
+    assert isinstance(summary["seconds"], float) and summary["seconds"] >= 0
+    again = run_cli("replay", str(src), "--out", str(tmp_path / "again.jsonl"), *common)
+    assert again.returncode == 0, again.stderr
+    last = again.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"Replayed 0 prompt\(s\) into 0 thread\(s\) in \d+\.\d s \(0 skipped, "
+                        rf"{len(STREAM)} duplicates\); one line a prompt in .*again\.jsonl\.",
+                        last), last
+    assert again.stdout == ""

@@ -8,9 +8,10 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -32,6 +33,9 @@ from appliance.runtime import (
     open_runtime,
     prepare_dir,
 )
+
+if TYPE_CHECKING:
+    from appliance.replay import ReplayReport
 
 
 @contextlib.contextmanager
@@ -115,7 +119,8 @@ def first_bad_if_none_readable(source: Path, *, max_text_chars: int) -> str | No
     return f"line {lineno}: {msg}"
 
 
-def run_replay(rt: Runtime, source: Path, out: IO[str], *, strict: bool, batch: int) -> object:
+def run_replay(rt: Runtime, source: Path, out: IO[str], *, strict: bool,
+               batch: int) -> ReplayReport:
     from appliance.checksum import file_digest
     from appliance.replay import ReplayReport, read_prompts, replay, source_tag
 
@@ -134,6 +139,24 @@ def run_replay(rt: Runtime, source: Path, out: IO[str], *, strict: bool, batch: 
     return report
 
 
+def replay_summary(report: ReplayReport, out_path: Path, seconds: float) -> dict[str, Any]:
+    """What `semtrace replay --json` prints: the counts, the threads its stored prompts
+    went to, and the seconds the whole command took."""
+    return {"lines": report.lines, "ingested": report.ingested,
+            "threads": len(report.threads), "duplicates": report.duplicates,
+            "erased": report.erased, "unredactable": report.unredactable,
+            "skipped": len(report.skipped), "seconds": round(seconds, 1),
+            "out": str(out_path),
+            "skipped_lines": [{"line": n, "error": msg} for n, msg in report.skipped]}
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """The line a replay ends with, once its progress bar has gone."""
+    return (f"Replayed {summary['ingested']} prompt(s) into {summary['threads']} thread(s) "
+            f"in {summary['seconds']:.1f} s ({summary['skipped']} skipped, "
+            f"{summary['duplicates']} duplicates); one line a prompt in {summary['out']}.")
+
+
 @click.command()
 @click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -147,6 +170,7 @@ def run_replay(rt: Runtime, source: Path, out: IO[str], *, strict: bool, batch: 
 def replay(source: Path, out_path: Path, data_dir: Path | None, passphrase_file: Path | None,
            key_file: Path | None, strict: bool, batch: int, as_json: bool) -> None:
     """Run the whole pipeline over a JSON-lines stream of prompts."""
+    started = time.monotonic()
     output_path(out_path, source=source)
     if _count_lines(source)[1] == 0:
         raise InputError(f"{source} holds no prompts (it is empty or blank).")
@@ -167,20 +191,13 @@ def replay(source: Path, out_path: Path, data_dir: Path | None, passphrase_file:
             tmp_out.replace(out_path)
         finally:
             tmp_out.unlink(missing_ok=True)
-    for lineno, msg in report.skipped:  # type: ignore[attr-defined]
+    for lineno, msg in report.skipped:
         click.echo(f"semtrace: line {lineno} skipped: {msg}", err=True)
-    summary = {"lines": report.lines, "ingested": report.ingested,  # type: ignore[attr-defined]
-               "duplicates": report.duplicates,  # type: ignore[attr-defined]
-               "erased": report.erased,  # type: ignore[attr-defined]
-               "unredactable": report.unredactable,  # type: ignore[attr-defined]
-               "skipped": len(report.skipped), "out": str(out_path),  # type: ignore[attr-defined]
-               "skipped_lines": [{"line": n, "error": msg}
-                                 for n, msg in report.skipped]}  # type: ignore[attr-defined]
+    summary = replay_summary(report, out_path, time.monotonic() - started)
     if as_json:
         emit_json(summary)
     else:
-        click.echo(f"Replayed {summary['ingested']} prompts ({summary['skipped']} skipped, "
-                   f"{summary['duplicates']} duplicates) into {out_path}.", err=True)
+        click.echo(summary_line(summary), err=True)
         if summary["erased"]:
             click.echo(f"{summary['erased']} prompt(s) not stored: their users were erased "
                        "after they were sent.", err=True)
