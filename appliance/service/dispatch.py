@@ -149,8 +149,8 @@ class Dispatch(ServiceCore):
 
     async def _committed(self, tenant: str, request_id: str) -> None:
         """Until the ingest of this request, if it is queued or staged (redacted, not
-        stored yet), is finished: an update or a feedback sent right after an async ingest
-        applies to it, never `not_found`."""
+        stored yet), is finished: a lookup, an update or a feedback sent right after an
+        async ingest finds it, never `not_found`."""
         pending = self._pending.get((tenant, request_id))
         if pending is not None:
             await asyncio.shield(pending)
@@ -227,6 +227,9 @@ class Dispatch(ServiceCore):
 
     async def _lookup(self, req: Request) -> dict[str, Any]:
         assert req.tenant and req.request_id
+        # an ingest accepted (async, or pipelined before it) and not stored yet is waited
+        # for, as an update is: its lookup answered not_found after `ok: true`
+        await self._committed(req.tenant, req.request_id)
         rec = await self.in_worker(records_by_request, self.pipeline.store, req.tenant,
                                    req.request_id)
         if rec is None:
