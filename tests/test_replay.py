@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 from conftest import write_stream
@@ -217,13 +220,20 @@ def test_demo_keeps_the_weather_conversation_whole_and_starts_the_lasagna_one(
         tmp_path: Path) -> None:
     # The product's own example, through the real service, model and linker. With --keep
     # the "data kept in" line goes to stderr: stdout stays one JSON document.
-    result = run_cli("demo", "--json", "--keep", str(tmp_path / "demo"))
+    # a shell after `make demo`: the venv's bin is not on PATH
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                           if p and not (Path(p) / "semtrace").exists())
+    result = run_cli("demo", "--json", "--keep", str(tmp_path / "demo"), env={"PATH": path})
     assert result.returncode == 0, result.stderr
     threads = json.loads(result.stdout)
     assert "Demo data kept in" in result.stderr
     # The command it prints opens the kept store as it is (it named the folder above the data
-    # dir, which every command refused as "not a Semtrace data dir").
-    listed = run_cli(*result.stderr.splitlines()[-1].split()[1:], "--json")
+    # dir, which every command refused as "not a Semtrace data dir"), and runs as printed
+    # from that shell (it said `semtrace threads list ...`: command not found).
+    printed = result.stderr.splitlines()[-1].split()
+    assert shutil.which(printed[0], path=path) or Path(printed[0]).is_file(), printed[0]
+    listed = subprocess.run([*printed, "--json"], capture_output=True, text=True,
+                            env={**os.environ, "PATH": path}, timeout=600)
     assert listed.returncode == 0, listed.stderr
     assert len(json.loads(listed.stdout)) == len(threads)
 

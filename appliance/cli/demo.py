@@ -163,13 +163,27 @@ def demo(keep: Path | None, no_tui: bool, as_json: bool) -> None:
         # On stderr under --json: stdout is the JSON document and nothing else.
         data_dir, pw = base / "data", base / "passphrase"
         opts = f"--data-dir {data_dir} --passphrase-file {pw}"
+        cmd = semtrace_command()
         click.echo(f"Demo data kept in {base}: explore it with its policies (cross-user "
                    f"topics and search on for tenant demo)\n"
                    f"  export {POLICY_DIR_ENV}={base / 'policies'}\n"
-                   f"  semtrace tui {opts}\n"
-                   f"  semtrace search 'how do I reset my password' --tenant demo {opts}\n"
-                   f"  semtrace threads list {opts}",
+                   f"  {cmd} tui {opts}\n"
+                   f"  {cmd} search 'how do I reset my password' --tenant demo {opts}\n"
+                   f"  {cmd} threads list {opts}",
                    err=as_json)
+
+
+def semtrace_command() -> str:
+    """How a shell runs this `semtrace`: its name where PATH finds this one, else its path
+    (after `make demo` the venv's bin is not on PATH: `semtrace tui ...` was 'command not
+    found')."""
+    script = Path(sys.executable).parent / "semtrace"
+    if not script.is_file():  # not run from an install (no entry point beside python)
+        return "semtrace"
+    found = shutil.which("semtrace")
+    if found is not None and Path(found).resolve() == script.resolve():
+        return "semtrace"
+    return str(script)
 
 
 COMMANDS = [demo]
