@@ -582,3 +582,23 @@ def test_serve_loading_the_name_lists_first_leaves_tldextract_offline(tmp_path: 
     assert out.returncode == 0 and out.stdout.split() == ["[]", "co.uk"], out.stderr[-500:]
     assert "Traceback" not in out.stderr
     assert not (tmp_path / ".cache" / "python-tldextract").exists()
+
+
+def test_a_pasted_byte_dump_is_redacted_not_refused(redactor):  # type: ignore[no-untyped-def]
+    """A dump of 7,000 dash-separated bytes (21,000 characters, under max_text_chars) with
+    a secret after it. The policy's password_assignment started a match at every word
+    boundary of the run and scanned to its end from each (quadratic: 12 s of CPU for this
+    one pattern, past the 5 s budget, so the prompt was refused as unredactable after
+    holding the ingest worker; under 2 s in all now), so the secret is redacted, the
+    dump kept."""
+    import random
+
+    from appliance.records import Unredactable
+
+    rng = random.Random(7)
+    dump = "-".join(f"{rng.randrange(256):02x}" for _ in range(7000))
+    text = f"What does this dump mean? {dump} It came with db.password=Hunter2x"
+    (out,) = redactor.redact_many([make_prompt(text)])
+    assert not isinstance(out, Unredactable), out.reason
+    assert "Hunter2x" not in out.text and "<SECRET>" in out.text
+    assert dump in out.text
