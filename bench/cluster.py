@@ -197,6 +197,15 @@ def latency(url: str, sock: Path, n: int, pool: list[str],
     return out
 
 
+def cluster_key(tmp: Path) -> Path:
+    """A new cluster key file in `tmp` (made by `semtrace init --new-key-file`)."""
+    key = tmp / "cluster.key"
+    subprocess.run([sys.executable, "-m", "appliance", "init", "--data-dir",
+                    str(tmp / "seed"), "--new-key-file", str(key)], check=True,
+                   capture_output=True)
+    return key
+
+
 def bus_key(tmp: Path, plain: bool) -> tuple[Any, dict[str, str]]:
     """The gateway's bus keys (None with the plain-text opt-out), and the nodes' environment:
     a policy dir whose cluster.toml names the same key file, or sets plain_bus = true."""
@@ -229,10 +238,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         nats_proc, url = start_nats(tmp)
-        key = tmp / "cluster.key"
-        subprocess.run([sys.executable, "-m", "appliance", "init", "--data-dir",
-                        str(tmp / "seed"), "--new-key-file", str(key)], check=True,
-                       capture_output=True)
+        key = cluster_key(tmp)
         keys, env = bus_key(tmp, args.plain_bus)
         print(f"host: {os.cpu_count()} cores; one nats-server and every node on loopback; "
               f"{args.prompts} prompts over {args.tenants} tenants, {PARTITIONS} partitions; "

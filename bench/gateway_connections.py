@@ -51,7 +51,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cluster import bus_key, free_port, start_nodes, wait_listening  # noqa: E402
+from cluster import bus_key, cluster_key, free_port, start_nodes, wait_listening  # noqa: E402
 from load import start_server  # noqa: E402
 
 from appliance.client import Client, open_client  # noqa: E402
@@ -267,10 +267,7 @@ def over_nats(args: argparse.Namespace, tmp: Path) -> None:
     nodes: list[Any] = []
     try:
         _, env = bus_key(tmp, plain=True)
-        key = tmp / "cluster.key"
-        subprocess.run([sys.executable, "-m", "appliance", "init", "--data-dir",
-                        str(tmp / "seed"), "--new-key-file", str(key)], check=True,
-                       capture_output=True)
+        key = cluster_key(tmp)
         nodes = start_nodes(tmp, url, key, 1, env=env)
         connect_cost(url, args.connects)
         who = users(args.users, "n")

@@ -32,7 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cluster import bus_key, free_port, start_nodes, wait_listening  # noqa: E402
+from cluster import bus_key, cluster_key, free_port, start_nodes, stop, wait_listening  # noqa: E402
 
 from appliance.cluster.partition import server_mappings  # noqa: E402
 from appliance.integrations.decorator import Semtrace  # noqa: E402
@@ -155,18 +155,11 @@ def main() -> None:
         nodes: list[Any] = []
         try:
             _, env = bus_key(tmp, plain=True)
-            key = tmp / "cluster.key"
-            subprocess.run([sys.executable, "-m", "appliance", "init", "--data-dir",
-                            str(tmp / "seed"), "--new-key-file", str(key)], check=True,
-                           capture_output=True)
-            nodes = start_nodes(tmp, server.url, key, 1, env=env)
+            nodes = start_nodes(tmp, server.url, cluster_key(tmp), 1, env=env)
             idle_one(args, server)
             restart(args, server)
         finally:
-            for proc, _ in nodes:
-                proc.terminate()
-            for proc, _ in nodes:
-                proc.wait(120)
+            stop(nodes)
             server.stop()
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cluster import (  # noqa: E402
     PARTITIONS,
     bus_key,
+    cluster_key,
     pct,
     rows,
     start_nats,
@@ -74,10 +74,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         nats_proc, url = start_nats(tmp)
-        key = tmp / "cluster.key"
-        subprocess.run([sys.executable, "-m", "appliance", "init", "--data-dir",
-                        str(tmp / "seed"), "--new-key-file", str(key)], check=True,
-                       capture_output=True)
+        key = cluster_key(tmp)
         keys, env = bus_key(tmp, False)
         nodes = start_nodes(tmp, url, key, 2, env)
         try:
