@@ -114,6 +114,14 @@ def test_persistent_replay_then_threads_and_search(tmp_path: Path, passphrase_fi
 def test_demo_prints_threads() -> None:
     result = run_cli("demo")
     assert result.returncode == 0, result.stderr
+    # it says what it is doing while the service starts and the stream is sent (it said
+    # nothing for the 20 s before the threads on a fresh host), on stderr
+    assert result.stderr.splitlines()[:2] == [
+        "semtrace: demo: starting the service on a new encrypted store (it loads the "
+        "redaction and embedding models first)...",
+        "semtrace: demo: sending the demo stream's 29 prompts of 7 people through its "
+        "socket..."], result.stderr
+    assert "semtrace: demo:" not in result.stdout
     assert "threads in the demo stream" in result.stdout
     assert "alice@example.com" not in result.stdout  # user ids are pseudonymised
     # the threads without a topic are explained, with the privacy floor that hides it

@@ -67,6 +67,10 @@ def _demo_through_service(data_dir: Path, pw: Path) -> None:
     from appliance.client import Client
 
     args = ["--data-dir", str(data_dir), "--passphrase-file", str(pw)]
+    # what it is doing, on stderr (stdout may be --json): the start alone took 20 s on a
+    # fresh 2-core host, and the demo said nothing until it printed the threads
+    click.echo("semtrace: demo: starting the service on a new encrypted store (it loads the "
+               "redaction and embedding models first)...", err=True)
     proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", *args,
                              "--log-level", "warning"], stdout=subprocess.DEVNULL)
     try:
@@ -87,6 +91,9 @@ def _demo_through_service(data_dir: Path, pw: Path) -> None:
                          if line.strip()])
         requests = ({"v": 1, "op": "ingest", "request_id": f"demo-{r['index']}",
                      **{k: v for k, v in r.items() if k != "index"}} for r in rows)
+        people = len({r["user_id"] for r in rows})
+        click.echo(f"semtrace: demo: sending the demo stream's {len(rows)} prompts of "
+                   f"{people} people through its socket...", err=True)
         with Client(sock) as c:
             failed = [r for r in c.stream(requests) if not r.get("ok")]
         if failed:
