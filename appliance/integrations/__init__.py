@@ -8,6 +8,7 @@ span attributes (docs/otel.md).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +40,15 @@ REPLY_ATTRIBUTES = {
 # got no answer for in time (`unanswered`): the outcome, not a conversation id.
 STATUS_ATTRIBUTE = "semtrace.status"
 FORWARDED_UNANSWERED = "unanswered"
+
+
+def on_event_loop() -> bool:
+    """Whether this thread runs an asyncio event loop (which a blocking wait would stall)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def error_code(reply: dict[str, Any] | None) -> str | None:

@@ -3,12 +3,12 @@ the body adds (usage, the answer's digest)."""
 
 from __future__ import annotations
 
-import asyncio
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.ingest import content_digest
+from appliance.integrations import on_event_loop
 from appliance.integrations.outbox import Outbox
 
 
@@ -31,7 +31,7 @@ class Turn:
         """The reply; after the block, once the turn's requests are done (`timeout` at most).
         Never blocks inside the block, nor on a thread that runs an asyncio event loop."""
         last = self._last
-        if last is not None and not last.done() and not _in_event_loop():
+        if last is not None and not last.done() and not on_event_loop():
             futures.wait([last], timeout=self._wait)
         return self._reply
 
@@ -61,11 +61,3 @@ class Turn:
         """The reply's conversation id (read as `reply` is), or None."""
         reply = self.reply
         return reply.get("conversation_id") if reply and reply.get("ok") else None
-
-
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True

@@ -1,5 +1,6 @@
 """What every LiteLLM hook of `SemtraceLogger` (`logger.py`) keeps to: it never raises
-(`_fail_open`), and it never blocks a thread that runs an event loop (`_on_a_loop`)."""
+(`_fail_open`), and it never blocks a thread that runs an event loop
+(`appliance.integrations.on_event_loop`)."""
 
 from __future__ import annotations
 
@@ -35,12 +36,3 @@ def _fail_open(fn: F) -> F:
             self._broke(fn.__name__, exc)
             return None
     return run  # type: ignore[return-value]
-
-
-def _on_a_loop() -> bool:
-    """Whether this thread runs an event loop (which a blocking wait would stall)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True

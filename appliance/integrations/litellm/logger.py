@@ -21,10 +21,11 @@ from appliance.integrations import (
     MAX_TEXT_CHARS,
     annotate,
     forwarded_unanswered,
+    on_event_loop,
     reply_attributes,
 )
 from appliance.integrations.channel import LOOP_LINES, AsyncChannel, Delivery, SyncChannel
-from appliance.integrations.litellm.hooks import _fail_open, _on_a_loop
+from appliance.integrations.litellm.hooks import _fail_open
 from appliance.integrations.litellm.requests import (
     _metadata,
     build_request,
@@ -125,9 +126,7 @@ class SemtraceLogger(CustomLogger):
         with self._lock:
             self._inflight[rid] = work  # before the callback below can remove it
         work.add_done_callback(functools.partial(self._sent, rid))
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # the caller's own thread: it may wait a little
+        if not on_event_loop():  # the caller's own thread: it may wait a little
             futures.wait([work], timeout=self.register_wait)
 
     def _sent(self, rid: str, _: Any) -> None:
@@ -263,7 +262,7 @@ class SemtraceLogger(CustomLogger):
     def _after_sync(self, kwargs: Any, response_obj: Any, start: Any, end: Any,
                     status: str) -> None:
         registering = self._inflight.get(str(kwargs.get("litellm_call_id")))
-        if registering is not None and not _on_a_loop():  # the update follows its registration
+        if registering is not None and not on_event_loop():  # the update follows its registration
             futures.wait([registering], timeout=self.timeout)
         req, update = self._after(kwargs, response_obj, start, end, status)
         if req is not None:
