@@ -122,6 +122,12 @@ def test_demo_prints_threads() -> None:
         "semtrace: demo: sending the demo stream's 29 prompts of 7 people through its "
         "socket..."], result.stderr
     assert "semtrace: demo:" not in result.stdout
+    # it says what its columns are before the first thread (sim=/best= and the
+    # placeholders were left to guess)
+    legend = " ".join(result.stdout.split("\nth_", 1)[0].split())
+    for said in ("pseudonym", "(UTC)", "sim= its similarity to the turn it continues",
+                 "best= on a new thread", "PII replaced by placeholders"):
+        assert said in legend, said
     assert "threads in the demo stream" in result.stdout
     assert "alice@example.com" not in result.stdout  # user ids are pseudonymised
     # the threads without a topic are explained, with the privacy floor that hides it

@@ -108,7 +108,12 @@ def _print_threads(found: list[Thread], as_json: bool, k_min_users: int) -> None
         emit_json(found)
         return
     click.echo(f"Found {len(found)} threads in the demo stream (sent through the service "
-               "socket):\n")
+               "socket).\n"
+               "Each thread: its id, tenant/user (a pseudonym: user ids are never stored), "
+               "turns and topic.\n"
+               "Each turn: its time (UTC), position, intent, sim= its similarity to the turn "
+               "it continues\n(best= on a new thread: the closest earlier turn, not taken), "
+               "and its text as stored, PII replaced\nby placeholders such as <PERSON_1>.\n")
     for t in found:
         topic = f"  topic: {t.topic_label}" if t.topic_label else ""
         click.echo(f"{t.thread_id}  {t.tenant}/{t.user}  {t.turns} turn(s){topic}")
