@@ -97,10 +97,11 @@ def test_the_trend_is_read_from_stored_daily_releases_and_spends_nothing(
     pipeline.process(_prompts(today))
     # the service's daily job, run on past days by its clock; six people per topic pass
     # the noisy k-suppression (k = 2) at this generous epsilon (people-count noise scale
-    # ~0.7 on a margin of 4: at epsilon 40 one day in 25 hid the topic)
+    # 0.03 on a margin of 4: at epsilon 40 one day in 25 hid the topic, at 100 one run in 1.6
+    # million)
     privacy = pipeline.policies.privacy.model_copy(
-        update={"epsilon_per_release": 100.0, "release_epsilon": {}, "epsilon_per_day": 1000.0,
-                "k_min_users": 2})
+        update={"epsilon_per_release": 1000.0, "release_epsilon": {},
+                "epsilon_per_day": 10000.0, "k_min_users": 2})
     policies = pipeline.policies.model_copy(update={"privacy": privacy})
     for back in RELEASED:
         when = now if back == 0 else today - timedelta(days=back) + timedelta(hours=12)
@@ -189,9 +190,11 @@ def test_an_idle_week_reads_as_released_with_nothing_shown_not_as_missing_days(
     now = datetime.now(UTC)
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     pipeline.process(_prompts(today))
+    # people-count noise of scale 0.03: the weather topic's six people are shown in each of
+    # its six releases (at epsilon 100, one run in a million hid it once)
     privacy = pipeline.policies.privacy.model_copy(
-        update={"epsilon_per_release": 100.0, "release_epsilon": {}, "epsilon_per_day": 1000.0,
-                "k_min_users": 2})
+        update={"epsilon_per_release": 1000.0, "release_epsilon": {},
+                "epsilon_per_day": 10000.0, "k_min_users": 2})
     policies = pipeline.policies.model_copy(update={"privacy": privacy})
     down = 10  # days back: the service was not running, no job that day
     ran = [back for back in range(13, -1, -1) if back != down]

@@ -58,8 +58,10 @@ def filled(runtime: Any, embedder: Any, redactor: Any) -> Any:
 @pytest.fixture
 def generous(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Noise of a fraction of a thread and k = 2, so that each model's three threads of a
-    topic are shown (the shipped policy withholds every group of this six-person tenant)."""
-    policies_with(tmp_path, monkeypatch, epsilon_per_day=2000.0, epsilon_per_release=400.0,
+    topic are shown (the shipped policy withholds every group of this six-person tenant),
+    and counted exactly: count noise of scale 0.006 (at epsilon 400, 0.06, a model's count
+    was off by a thread, failing `abs=0.5`, in one run in 2 million)."""
+    policies_with(tmp_path, monkeypatch, epsilon_per_day=20000.0, epsilon_per_release=4000.0,
                   k_min_users=2)
 
 
