@@ -9,8 +9,10 @@ import logging
 import os
 import socket
 import stat
+import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -51,6 +53,47 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("SEMTRACE_DATA_DIR", "SEMTRACE_PASSPHRASE_FILE", "SEMTRACE_KEY_FILE",
                 "CREDENTIALS_DIRECTORY", "SEMTRACE_QUERY_SOCKET"):
         monkeypatch.delenv(var, raising=False)
+
+
+# A test runs within one UTC day, clear of the service's daily job: the privacy ledger,
+# "today's release" and the release cache are per UTC day (`privacy.Ledger.day`), and
+# `semtrace serve` makes each tenant's releases at 00:05 (release_cron). A test that made
+# today's release and read it back after 00:00 UTC found none (a new release, on a new
+# day's budget), and a service running at 00:05 made releases the test did not expect.
+# Tests run with the real date (`stats` and `serve` read the system clock), so one that
+# would start in the last BEFORE_MIDNIGHT of a UTC day, or the first AFTER_MIDNIGHT of
+# one, waits for that to pass (at most once a run: 22 minutes); so does a test module, before
+# its own fixtures (a module's `server`) start.
+BEFORE_MIDNIGHT = timedelta(minutes=15)
+AFTER_MIDNIGHT = timedelta(minutes=7)
+
+
+def wait_clear_of_midnight(now: datetime) -> float:
+    """Seconds to wait at `now` (UTC) for the UTC day to hold a test whole (0: none)."""
+    since = now - now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if since < AFTER_MIDNIGHT:
+        return (AFTER_MIDNIGHT - since).total_seconds()
+    if since > timedelta(days=1) - BEFORE_MIDNIGHT:
+        return (timedelta(days=1) + AFTER_MIDNIGHT - since).total_seconds()
+    return 0.0
+
+
+def _wait_for_a_whole_day() -> None:
+    wait = wait_clear_of_midnight(datetime.now(UTC))
+    if wait:
+        print(f"\ntests: waiting {wait:.0f} s, until {AFTER_MIDNIGHT} past 00:00 UTC "
+              "(tests/conftest.py, BEFORE_MIDNIGHT)", file=sys.__stderr__, flush=True)
+        time.sleep(wait)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_clear_of_utc_midnight() -> None:
+    _wait_for_a_whole_day()
+
+
+@pytest.fixture(autouse=True)
+def _clear_of_utc_midnight() -> None:
+    _wait_for_a_whole_day()
 
 
 @pytest.fixture(autouse=True)
