@@ -314,6 +314,10 @@ def test_doctor_without_a_data_dir_says_it_looked_in_the_users_default(tmp_path:
     assert len(said) == 1, said
     assert str(tmp_path / "xdg" / "semtrace") in said[0] and "default of this user" in said[0]
     assert "--data-dir" in said[0] and "/var/lib/semtrace" in said[0]
+    # no install.sh record here (a source checkout, a --no-service install): no service
+    # is said to be this install's (it said "this install's service's is /var/lib/semtrace")
+    assert said[0].endswith("a service install, by install.sh, keeps its data in "
+                            "/var/lib/semtrace)."), said[0]
 
 
 def test_doctor_names_a_service_passphrase_file_other_users_can_read(

@@ -62,13 +62,17 @@ def choose(given: Path | None, from_env: bool, default: Path, default_has_store:
             f"store in {default}.",
             f"The data dir {service} of this host's service (install.sh's record {record}) "
             "does not exist.")
+    # the service's folder as this install's only where install.sh recorded one: a source
+    # checkout or a --no-service install has none (it said "this install's service's is
+    # /var/lib/semtrace" there too)
+    where = (f"this install's service's is {service}" if service is not None else
+             f"a service install, by install.sh, keeps its data in {service_fallback}")
     return Target(
         default, USER_DEFAULT,
         f"{verb} the data dir {default}, the default of this user: no --data-dir or "
         "$SEMTRACE_DATA_DIR was given.",
         f"The data dir {default} does not exist (the default of this user: no --data-dir "
-        "or $SEMTRACE_DATA_DIR was given; this install's service's is "
-        f"{service or service_fallback}).")
+        f"or $SEMTRACE_DATA_DIR was given; {where}).")
 
 
 def unreadable(path: Path, command: str) -> str:
