@@ -89,8 +89,10 @@ class SpelledEmailRecognizer(SpanRecognizer):
         if at == "@" and last_dot == "." and not re.search(r"\s", m.group()):
             # Written as a mailbox: Presidio's recogniser takes it only under a public
             # suffix, so `jane.roe@corp.local` or `@acme.internal` (an intranet's
-            # mail) would be left, or cut by a URL hit (`jane.ro` is a .ro site).
-            return tld.isalpha() and len(tld) >= 2
+            # mail) would be left, or cut by a URL hit (`jane.ro` is a .ro site). Not right
+            # before a call or an index: `q@k.transpose(-2, -1)` is a matrix product.
+            code = m.string.startswith(("(", "["), m.end())
+            return tld.isalpha() and len(tld) >= 2 and not code
         if not _tld_ok(tld, self._countries, spaced=last_dot != "."):
             return False
         if "@" in at:
