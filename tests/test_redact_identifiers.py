@@ -1,10 +1,14 @@
-"""Account numbers, passport numbers and dates of birth: redacted when the text says what
-they are (policy `custom` patterns, real Presidio), left alone when it does not."""
+"""Account numbers, sort codes and routing numbers, passport and driving licence numbers,
+dates of birth and card security codes: redacted when the text says what they are (policy
+`custom` patterns, real Presidio), left alone when it does not."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
-from conftest import make_prompt
+from conftest import make_prompt, scan_for
 
 from appliance.redact import Redactor
 
@@ -28,6 +32,18 @@ def redacted(redactor: Redactor, text: str) -> str:
     ("My account number is: 000123456789", "000123456789", "BANK_ACCOUNT"),
     ("passport number is: X1234567", "X1234567", "PASSPORT"),
     ("Date of birth is: 02/01/1980", "02/01/1980", "DATE_OF_BIRTH"),
+    # a birthday with its day, a sort code, a routing number (the phone rule typed it a
+    # phone number), a card's CVV and a driving licence number: all stored in the clear
+    # (or mistyped) before 2026-12-07's second pass
+    ("Remind them my birthday is 12 March 1985", "12 March 1985", "DATE_OF_BIRTH"),
+    ("birthday: 03/12/1985 (please keep it private)", "03/12/1985", "DATE_OF_BIRTH"),
+    ("My bday's on the 3rd of March, plan something", "3rd of March", "DATE_OF_BIRTH"),
+    ("Transfer to sort code 12-34-56 and account 12345678", "12-34-56", "BANK_ACCOUNT"),
+    ("my routing number is 021000021, is that Chase?", "021000021", "BANK_ACCOUNT"),
+    ("Card declined again, the CVV 737 is right", "737", "SECRET"),
+    ("the card security code: 4821", "4821", "SECRET"),
+    ("my driver's license number is D1234567, renew it", "D1234567", "DRIVER_LICENSE"),
+    ("Driving licence MORGA753116SM9IJ was stolen", "MORGA753116SM9IJ", "DRIVER_LICENSE"),
 ])
 def test_an_identifier_the_text_names_is_redacted_and_its_cue_kept(
         redactor: Redactor, text: str, value: str, entity: str) -> None:
@@ -56,3 +72,96 @@ def test_look_alikes_are_no_account_passport_or_birth_date(
     # the dates, flight and order numbers stay for linking (no other type takes them)
     for kept in ("3 March", "02/01/2027", "BA2490", "1985", "2030", "536228467"):
         assert (kept in out) == (kept in text)
+
+
+@pytest.mark.parametrize(("text", "kept"), [
+    ("Help me plan a birthday party on 12 March for 20 guests", "12 March"),
+    ("Happy birthday Mary 21 today, write her a poem", "21 today"),
+    ("What should my birthday 2024 plans be?", "2024"),
+    ("Where is the CVV on the back of the card, and is 3 digits normal?", "3 digits"),
+    ("I have had my driver's license for 10 years and a clean record", "10 years"),
+    ("Do the driving licence 2024 rules apply to me?", "2024"),
+    ("How do I sort code 1234 lines of Python by date?", "1234"),
+    ("What is a routing number and is 9 digits its length?", "9 digits"),
+])
+def test_cue_words_without_the_value_leave_the_prompt_alone(
+        redactor: Redactor, text: str, kept: str) -> None:
+    out = redacted(redactor, text)
+    for entity in ("DATE_OF_BIRTH", "BANK_ACCOUNT", "SECRET", "DRIVER_LICENSE"):
+        assert f"<{entity}>" not in out
+    assert kept in out
+
+
+
+def test_a_pasted_form_keeps_its_field_labels_and_loses_every_value(redactor: Redactor) -> None:
+    """A label at the start of a line before a value with digits names a field, not a
+    speaker: "DOB", "SSN", "IBAN", "CVV" were redacted as <PERSON>, losing what the value
+    was."""
+    form = ("Please update my record.\nDOB: 02/01/1980\nSSN: 536-22-8467\n"
+            "IBAN: GB82WEST12345698765432\nCVV: 737\nPIN: 4821\nExp: 08/27")
+    out = redacted(redactor, form)
+    for value in ("02/01/1980", "536-22-8467", "GB82WEST12345698765432", "737",
+                  "4821"):
+        assert value not in out
+    for label in ("DOB:", "SSN:", "IBAN:", "CVV:", "Exp: 08/27"):
+        assert label in out
+    assert "<PERSON>" not in out
+    # a speaker label before words is still a name
+    assert "<PERSON>" in redacted(redactor, "Vsevolod: Who are you?")
+
+# Canaries: (request id, prompt, the value that must not reach the store, its placeholder).
+CANARIES = [
+    ("dob", "My birthday is 14 February 1979, sign me up", "14 February 1979",
+     "<DATE_OF_BIRTH_1>"),
+    ("sort", "Pay it to sort code 40-47-84 by Friday, from my other bank", "40-47-84",
+     "<BANK_ACCOUNT_1>"),
+    ("aba", "routing number: 026009593 for the wire", "026009593", "<BANK_ACCOUNT_1>"),
+    ("cvv", "card ends 4242 and the cvc2 is 7319, why declined?", "7319", "<SECRET_1>"),
+    ("dl", "driving licence no. MORGA753116SM9IJ expired", "MORGA753116SM9IJ",
+     "<DRIVER_LICENSE_1>"),
+]
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict, str]]:
+    """The canary prompts sent through the service's socket, then read back decrypted."""
+    from test_service import Server, at
+
+    from appliance.client import Client
+    from appliance.keys import read_passphrase_file
+    from appliance.runtime import open_runtime
+
+    tmp = tmp_path_factory.mktemp("identifiers-svc")
+    pw = tmp / "pw"
+    pw.touch(mode=0o600)
+    pw.write_text("identifier canary passphrase\n")
+    srv = Server(tmp, pw).start()
+    try:
+        with Client(srv.sock) as c:
+            replies = [c.ingest(tenant="acme", user_id=f"id-{i}", request_id=name, text=text,
+                                ts=at(i)) for i, (name, text, _, _) in enumerate(CANARIES)]
+    finally:
+        assert srv.stop() == 0
+    assert all(r["ok"] for r in replies), replies
+    rt = open_runtime(srv.data, read_passphrase_file(pw))
+    try:
+        stored = {r.request_id: r.text or "" for r in rt.store.records("1=1", ())}
+        db = rt.store.db
+        tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        dump = "\n".join(repr(row) for t in tables for row in db.execute(f'SELECT * FROM "{t}"'))
+    finally:
+        rt.close()
+    yield srv.data, stored, dump + "\n" + srv.log.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "text", "value", "placeholder"), CANARIES,
+                         ids=[c[0] for c in CANARIES])
+def test_the_socket_stores_a_named_identifier_only_as_a_placeholder(
+        ingested: tuple[Path, dict, str], name: str, text: str, value: str,
+        placeholder: str) -> None:
+    data, stored, dump = ingested
+    assert stored[name] == text.replace(value, placeholder)
+    assert value not in dump
+    if len(value) >= 8:  # a short code's digits turn up by chance in the encrypted files
+        assert scan_for(data, [value]) == []

@@ -45,8 +45,9 @@ WEAK_CUE = timed(
 # A pronoun's contraction after a cue ("Hi, I'm Alice"): the name comes after it.
 CONTRACTION = timed(r"(?i)(?:i|you|we|they|he|she|it|that|there|who|what|let)['’]"
                     r"(?:m|s|re|ve|d|ll)")
-# A speaker label at the start of a line: "Vsevolod: Who are you?"
-SPEAKER = timed(r"(?m)^[ \t>]*([A-Z][^\W\d_]{1,20})[ \t]*:[ \t]*\S")
+# A speaker label at the start of a line: "Vsevolod: Who are you?" (group 2: the first word
+# after it, which holds a digit when the label names a field: "DOB: 02/01/1980").
+SPEAKER = timed(r"(?m)^[ \t>]*([A-Z][^\W\d_]{1,20})[ \t]*:[ \t]*(\S+)")
 
 
 def _is_cap(word: str) -> bool:
@@ -233,5 +234,7 @@ class PersonNameRecognizer(SpanRecognizer):
         yield from self._from_cues(text)
         for m in SPEAKER.finditer(text):
             low = m.group(1).lower()
+            if any(c.isdigit() for c in m.group(2)):
+                continue  # a field's label before its value ("SSN: 536-22-8467", "IBAN: GB82...")
             if low not in self.g.common and low not in self.g.places:
                 yield m.start(1), m.end(1), 0.5
