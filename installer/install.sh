@@ -212,6 +212,11 @@ if [ "$service" = 1 ] && command -v systemctl >/dev/null 2>&1 \
   # a step that fails from here on (pip, a full disk) leaves the service stopped: say so
   trap 'rc=$?; [ "$rc" = 0 ] || echo "install: the upgrade stopped before its end and the service is stopped; fix what is named above, run install.sh again, then systemctl start semtrace (the data dir is untouched)." >&2' EXIT
 fi
+# pip says nothing with --quiet, and the install takes minutes (1.5 on a 2-core host): the
+# step is named first, so a silent terminal does not read as a hang
+if [ "$dry" = 0 ]; then
+  echo "install: installing $(grep -c . "$bundle/requirements.lock") wheels into $prefix from the bundle (pip, offline; this takes a few minutes)..."
+fi
 run "$python" -m venv "$prefix"
 # --force-reinstall: pip keeps an installed distribution of the version a lock names, so an
 # upgrade to a bundle of the same version number (semtrace 0.1.0 with newer code, a rebuilt
