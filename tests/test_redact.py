@@ -35,6 +35,8 @@ def types_found(redactor, text: str) -> set[str]:  # type: ignore[no-untyped-def
      "EMAIL_ADDRESS"),
     ("Write to jonas.berg@acme.internal about it.", "berg@acme.internal", "EMAIL_ADDRESS"),
     ("Mail it to jonas.berg@acme.internal", "berg@acme.internal", "EMAIL_ADDRESS"),
+    # a mailbox of five dotted parts: whole, not 'nes.jr.iii@corp.local' after a URL hit
+    ("Mail john.paul.jones.jr.iii@corp.local today", "jr.iii@corp", "EMAIL_ADDRESS"),
     ("Call me back on +44 20 7946 0958 after lunch.", "7946 0958", "PHONE_NUMBER"),
     ("My office line is (415) 555-0134 ext. 22.", "555-0134", "PHONE_NUMBER"),
     ("Mobile: 0471 23 45 67", "23 45 67", "PHONE_NUMBER"),

@@ -34,7 +34,7 @@ _DOT = r"(?:\.|[ \t]\.[ \t]|[ \t]*[(\[{<][ \t]*dot[ \t]*[)\]}>][ \t]*|[ \t]+dot[
 _LOCAL_WORD = r"[A-Za-z0-9][A-Za-z0-9_%+\-]*"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
 SPELLED_EMAIL = timed(
-    rf"(?i)(?<![\w.@])({_LOCAL_WORD}(?:{_DOT}{_LOCAL_WORD}){{0,3}})({_AT})"
+    rf"(?i)(?<![\w.@])({_LOCAL_WORD}(?:{_DOT}{_LOCAL_WORD}){{0,7}})({_AT})"
     rf"({_LABEL}(?:{_DOT}{_LABEL}){{1,3}})(?![\w@])"
 )
 _DOT_SPLIT = timed(rf"(?i){_DOT}")
