@@ -185,7 +185,10 @@ def test_silent_and_half_line_clients_do_not_hurt_the_server(server: Server) -> 
                           "request_id": "half"})["error"]["code"] == "not_found"
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+# derandomize: the same 60 frames on every run (a random draw could fail one run in many
+# and pass the next, telling nobody which change broke the server)
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck),
+          derandomize=True)
 @given(st.lists(st.one_of(st.binary(max_size=300),
                           st.dictionaries(st.text(max_size=10),
                                           st.one_of(st.none(), st.integers(), st.text(max_size=40),
