@@ -36,7 +36,7 @@ def audit() -> None:
 @audit.command("verify")
 @data_dir_option
 @credential_options
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def audit_verify(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
                  as_json: bool) -> None:
     """Check the audit chain and its signatures; name the first bad entry. Without a data
@@ -72,7 +72,7 @@ def audit_verify(data_dir: Path | None, passphrase_file: Path | None, key_file: 
 @click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True,
               help="The most recent entries shown.")
 @click.option("--all", "every", is_flag=True, help="Every entry (an export), not --limit.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def audit_log(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
               role: str | None, tenant: str | None, events: tuple[str, ...], limit: int,
               every: bool, as_json: bool) -> None:
@@ -147,7 +147,8 @@ def _with_proof(entry: Any, signed: list[tuple[int, str, str]], ok: bool) -> dic
 @click.option("--format", "fmt", type=click.Choice(["md", "json", "html"]), default=None,
               help="md (the default), json or html.")
 @click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the report to this new file (never replaced) instead of stdout.")
 @click.option("--since", default=None, help="Start of the reporting period (ISO-8601).")
 def audit_retention(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
                     role: str | None, fmt: str | None, as_json: bool, out: Path | None,
@@ -187,7 +188,7 @@ def audit_retention(data_dir: Path | None, passphrase_file: Path | None, key_fil
 @audit.command("public-key")
 @data_dir_option
 @credential_options
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def audit_public_key(data_dir: Path | None, passphrase_file: Path | None,
                      key_file: Path | None, as_json: bool) -> None:
     """Print the appliance's current audit-signing public key (base64, Ed25519). Without a
@@ -236,7 +237,7 @@ def _public_key(path: Path) -> str:
               default=None, help="Trusted public key file (from `audit public-key`).")
 @data_dir_option
 @credential_options
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def audit_check_report(report: Path, public_key: Path | None, data_dir: Path | None,
                        passphrase_file: Path | None, key_file: Path | None,
                        as_json: bool) -> None:

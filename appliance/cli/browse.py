@@ -199,7 +199,8 @@ def turn_line(r: Record) -> str:
 @click.option("--since", default=None,
               help="Only prompts from this ISO date or time on, or from an age ago: 30m, "
                    "24h, 7d (as the TUI's since:).")
-@click.option("-k", "--limit", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("-k", "--limit", type=click.IntRange(1, 1000), default=10, show_default=True,
+              help="At most this many prompts, the most similar first.")
 @query_socket_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of hits.")
 def search(text: str, data_dir: Path | None, passphrase_file: Path | None,

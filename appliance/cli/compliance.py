@@ -148,7 +148,7 @@ def _nothing_to_reveal(rt: Runtime, record_id: int, tenant: str | None) -> str:
 @click.option("--reason", required=True, help="Why the original is needed (audited).")
 @click.option("--compliance-passphrase-file", type=click.Path(path_type=Path), default=None,
               help="The compliance credential that unlocks the reveal key.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the originals as JSON.")
 def reveal(record_id: int, data_dir: Path | None, passphrase_file: Path | None,
            key_file: Path | None, role: str | None, reason: str,
            compliance_passphrase_file: Path | None, as_json: bool) -> None:
@@ -204,7 +204,8 @@ def compliance() -> None:
 @compliance.command("enroll")
 @data_dir_option
 @credential_options
-@click.option("--compliance-passphrase-file", type=click.Path(path_type=Path), required=True)
+@click.option("--compliance-passphrase-file", type=click.Path(path_type=Path), required=True,
+              help="File holding the compliance passphrase (not the master one).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def compliance_enroll(data_dir: Path | None, passphrase_file: Path | None,
                       key_file: Path | None, compliance_passphrase_file: Path,

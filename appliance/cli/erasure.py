@@ -41,7 +41,7 @@ def _as_json(report: EraseReport) -> dict[str, Any]:
               show_default=True,
               help="On a node of a cluster that does not own the tenant: seconds to wait for "
               "the owner to apply the erasure (it applies it later if it is down).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
           role: str | None, tenant: str | None, all_tenants: bool, user_id: str, reason: str,
           wait_s: float, as_json: bool) -> None:

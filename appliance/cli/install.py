@@ -119,7 +119,7 @@ def _round_trip(tmp: Path) -> str:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 def selftest(as_json: bool) -> None:
     """Check the model, a round trip through the socket and encryption at rest (offline)."""
     results: list[dict[str, Any]] = []
@@ -310,9 +310,11 @@ def _at_start(directory: Path, passphrase_file: Path | None, key_file: Path | No
 
 @click.command()
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              envvar="SEMTRACE_DATA_DIR")
+              envvar="SEMTRACE_DATA_DIR",
+              help="Data directory to check (default $SEMTRACE_DATA_DIR, then your own "
+                   "store, then the installed service's).")
 @credential_options
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def doctor(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
            as_json: bool) -> None:
     """Print versions, paths and permissions, and what is wrong in plain sentences; with a

@@ -20,9 +20,11 @@ def keys() -> None:
 @keys.command("rotate")
 @data_dir_option
 @credential_options
-@click.option("--new-passphrase-file", type=click.Path(path_type=Path), default=None)
-@click.option("--new-key-file", type=click.Path(path_type=Path), default=None)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--new-passphrase-file", type=click.Path(path_type=Path), default=None,
+              help="File holding the new passphrase.")
+@click.option("--new-key-file", type=click.Path(path_type=Path), default=None,
+              help="The new raw 32-byte master key file (mode 0600).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def keys_rotate(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
                 new_passphrase_file: Path | None, new_key_file: Path | None,
                 as_json: bool) -> None:

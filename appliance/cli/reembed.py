@@ -12,8 +12,9 @@ from appliance.cli import credential_options, data_dir_option, emit_json, open_d
 @click.command()
 @data_dir_option
 @credential_options
-@click.option("--batch", type=click.IntRange(1, 4096), default=256, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--batch", type=click.IntRange(1, 4096), default=256, show_default=True,
+              help="Prompts embedded and committed at a time (each batch kept if stopped).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def reembed(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
             batch: int, as_json: bool) -> None:
     """Re-embed stored prompts whose vectors come from another model (resumable)."""

@@ -38,7 +38,8 @@ SOCKET_NAME = "semtrace.sock"
 @click.option("--json", "as_json", is_flag=True, help="With --check: the result as JSON (as "
               "it prints it anyway; serve itself writes its log).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-              default="info", show_default=True)
+              default="info", show_default=True,
+              help="The lowest level of the JSON log lines written on stderr.")
 @click.option("--metrics", "metrics_listen", default=None, metavar="ADDR",
               help="Serve Prometheus /metrics on host:port or unix:/path "
               "(default: policies/telemetry.toml; off).")

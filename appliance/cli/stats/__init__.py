@@ -67,7 +67,8 @@ def stats_cost(start: datetime, end: datetime) -> dict[str, Any]:
 
 
 @stats.command("positions")
-@click.option("--bucket", type=click.Choice(["day", "hour"]), default="day", show_default=True)
+@click.option("--bucket", type=click.Choice(["day", "hour"]), default="day", show_default=True,
+              help="Count the positions per day or per hour.")
 @stats_command("positions")
 def stats_positions(start: datetime, end: datetime, bucket: str) -> dict[str, Any]:
     """Conversation-position mix over time (new, continuation, topic shift, orphaned)."""
