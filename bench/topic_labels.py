@@ -39,14 +39,19 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from label_judge import generic_reasons, judge, judged_summary, majority_subject  # noqa: E402
 from topic_data import load_stream  # noqa: E402
 from topics import run, settings, thread_ids  # noqa: E402
 
-from appliance.topics.rows import LabelInput, label_inputs  # noqa: E402
+from appliance.topics.rows import LabelInput, label_inputs, tenant_words  # noqa: E402
 from appliance.topics.terms import (  # noqa: E402
+    LABEL_COMMON_SHARE,
+    LABEL_MIN_SCORE,
     LABEL_MIN_SHARE,
     LABEL_SECOND_SHARE,
+    LABEL_STOP,
     LABEL_WORD_BONUS,
+    PHRASE_STOP,
     phrase_label,
 )
 
@@ -64,44 +69,59 @@ def prepare(ta: Any, k_min_users: int) -> Prepared:
 
 
 def label_figures(prepared: Prepared, source_of: dict[str, str] | None = None,
+                  gold_of: dict[str, str | None] | None = None,
                   **params: float) -> list[dict[str, Any]]:
-    """Per labelled topic: its size, label, and the share of threads and prompts using it.
+    """Per topic of `k_min_users` people: its size, label (None: none qualified), the share
+    of threads and prompts using it, and the judge's verdict (bench/label_judge.py).
 
-    `params` go to `terms.phrase_label` (none: the shipped label); `source_of` maps a
-    thread id to its bench source, to name each topic's majority source.
+    `params` go to `terms.phrase_label` (none: the shipped label), but `common_share`,
+    the share of `rows.tenant_words`; `source_of` maps a thread id to its bench source,
+    to name each topic's majority source, `gold_of` to its gold topic.
     """
     inputs, using = prepared
+    share = params.pop("common_share", LABEL_COMMON_SHARE)
+    common = tenant_words(inputs, 0, share=share)
+    judge_common = tenant_words(inputs, 0)  # the judge's: more than half, whatever is tuned
     out = []
     for t in inputs:
-        label = phrase_label(t.counts, t.background, units=len(t.members), **params)
-        if not label:
-            continue
         units = t.members
-        wanted = label.split(", ")
-        threads = sum(any(p in u.phrases for p in wanted) for u in units)
-        prompts = sum(max((u.phrases.get(p, 0) for p in wanted), default=0) for u in units)
+        label = phrase_label(t.counts, t.background, units=len(units),
+                             common=common.get(t.scope, frozenset()), **params)
         by_source: Counter[str] = Counter()
         for u in units:
             by_source[(source_of or {}).get(u.thread_id, "?")] += u.prompts
-        out.append({"topic": t.topic_id, "label": label, "threads": len(units),
-                    "users": t.users, "prompts": sum(u.prompts for u in units),
-                    "source": by_source.most_common(1)[0][0],
-                    "thread_coverage": threads / max(len(units), 1),
+        gold = majority_subject((gold_of or {}).get(u.thread_id) for u in units)
+        row: dict[str, Any] = {
+            "topic": t.topic_id, "label": label, "threads": len(units), "users": t.users,
+            "prompts": sum(u.prompts for u in units), "source": by_source.most_common(1)[0][0],
+            "gold": gold, "judged": judge(label, gold),
+            "generic": generic_reasons(label or "", judge_common.get(t.scope, frozenset()),
+                                       PHRASE_STOP, LABEL_STOP)}
+        out.append(row)
+        if not label:
+            continue
+        wanted = label.split(", ")
+        threads = sum(any(p in u.phrases for p in wanted) for u in units)
+        prompts = sum(max((u.phrases.get(p, 0) for p in wanted), default=0) for u in units)
+        row.update({"thread_coverage": threads / max(len(units), 1),
                     "prompt_coverage": prompts / max(sum(u.prompts for u in units), 1),
                     "specificity": sum(wanted[0] in u.phrases for u in units)
                     / max(using[wanted[0]], 1),
                     "specificity_every_phrase": statistics.fmean(
-                        sum(p in u.phrases for u in units) / max(using[p], 1) for p in wanted)})
-    counts = Counter(r["label"] for r in out)
+                        sum(p in u.phrases for u in units) / max(using[p], 1)
+                        for p in wanted)})
+    counts = Counter(r["label"] for r in out if r["label"])
     for r in out:
-        r["shared"] = counts[r["label"]] > 1
+        r["shared"] = counts[r["label"]] > 1 if r["label"] else False
     return out
 
 
-def summary(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Coverage over the labelled topics: median, mean, share under 0.2, shared labels."""
+def summary(every: list[dict[str, Any]]) -> dict[str, float]:
+    """Coverage over the labelled topics: median, mean, share under 0.2, shared labels;
+    the judge's figures over every topic of `k_min_users` people (bench/label_judge.py)."""
+    rows = [r for r in every if r["label"]]
     if not rows:
-        return {"labelled": 0}
+        return {"labelled": 0, **judged_summary(every)}
     cov = [r["thread_coverage"] for r in rows]
     weighted = sum(r["thread_coverage"] * r["threads"] for r in rows) / sum(
         r["threads"] for r in rows)
@@ -115,7 +135,8 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, float]:
             "specificity_mean": round(statistics.fmean(r["specificity"] for r in rows), 3),
             "specificity_every_phrase_mean": round(statistics.fmean(
                 r["specificity_every_phrase"] for r in rows), 3),
-            "shared_label": round(sum(r["shared"] for r in rows) / len(rows), 3)}
+            "shared_label": round(sum(r["shared"] for r in rows) / len(rows), 3),
+            **judged_summary(every)}
 
 
 # The label rule's parameters searched by --loso (`terms.phrase_label`); a second share
@@ -126,23 +147,32 @@ SHIPPED = {"beta": 1.0, "word_bonus": LABEL_WORD_BONUS, "second_share": LABEL_SE
            "min_share": LABEL_MIN_SHARE}
 
 
-def source_scores(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+def source_scores(every: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per majority source of the labelled topics: coverage (weighted by threads), first
-    and every-phrase specificity, and their F1 (coverage against every-phrase specificity)."""
+    and every-phrase specificity, and their F1 (coverage against every-phrase specificity);
+    and of its judged topics (bench/label_judge.py), the accepted and wrong shares and
+    `net` (accepted - wrong: a wrong label costs what a right one gains, none costs 0)."""
     out = {}
-    for src in sorted({r["source"] for r in rows}):
-        mine = [r for r in rows if r["source"] == src]
-        cov = sum(r["thread_coverage"] * r["threads"] for r in mine) / sum(
-            r["threads"] for r in mine)
-        spec = statistics.fmean(r["specificity"] for r in mine)
-        every = statistics.fmean(r["specificity_every_phrase"] for r in mine)
+    for src in sorted({r["source"] for r in every}):
+        judged = [r for r in every if r["source"] == src and r["judged"] != "unjudged"]
+        mine = [r for r in every if r["source"] == src and r["label"]]
+        cov = sum(r["thread_coverage"] * r["threads"] for r in mine) / max(sum(
+            r["threads"] for r in mine), 1)
+        spec = statistics.fmean(r["specificity"] for r in mine) if mine else 0.0
+        every_p = statistics.fmean(r["specificity_every_phrase"] for r in mine) if mine else 0.0
+        n = max(len(judged), 1)
+        acc = sum(r["judged"] == "accepted" for r in judged) / n
+        wrong = sum(r["judged"] == "wrong" for r in judged) / n
         out[src] = {"topics": len(mine), "coverage": cov, "specificity": spec,
-                    "every_phrase": every, "f1": 2 * cov * every / max(cov + every, 1e-9)}
+                    "every_phrase": every_p,
+                    "f1": 2 * cov * every_p / max(cov + every_p, 1e-9),
+                    "judged": float(len(judged)), "accepted": acc, "wrong": wrong,
+                    "net": acc - wrong}
     return out
 
 
-def loso(prepared: dict[str, Prepared], source_of: dict[str, dict[str, str]]
-         ) -> dict[str, Any]:
+def loso(prepared: dict[str, Prepared], source_of: dict[str, dict[str, str]],
+         gold_of: dict[str, dict[str, str | None]]) -> dict[str, Any]:
     """Choose the label rule's parameters on the other sources, score the held-out one."""
     cells = [dict(zip(GRID, v, strict=True)) for v in itertools.product(*GRID.values())]
     if SHIPPED not in cells:
@@ -150,7 +180,7 @@ def loso(prepared: dict[str, Prepared], source_of: dict[str, dict[str, str]]
     table = []
     for i, cell in enumerate(cells):
         rows = [r for name, p in prepared.items()
-                for r in label_figures(p, source_of[name], **cell)]
+                for r in label_figures(p, source_of[name], gold_of[name], **cell)]
         table.append((cell, source_scores(rows)))
         if i % 50 == 0:
             print(f"  cell {i + 1} of {len(cells)}", file=sys.stderr)
@@ -178,6 +208,46 @@ def loso(prepared: dict[str, Prepared], source_of: dict[str, dict[str, str]]
                 it[1][s]["f1"] for s in shipped))[0]}
 
 
+# The least score a label's first phrase needs (`terms.LABEL_MIN_SCORE`), searched by
+# --loso-floor in ascending order (0: always a label); the share of topics that makes a
+# word the tenant's stays the brief's "most" (`terms.LABEL_COMMON_SHARE`, 0.5).
+FLOOR_GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.45)
+
+
+def loso_floor(prepared: dict[str, Prepared], source_of: dict[str, dict[str, str]],
+               gold_of: dict[str, dict[str, str | None]]) -> dict[str, Any]:
+    """Choose `min_score` on the other sources, the rest shipped: the best mean `net` over
+    the training sources with judged topics, the lowest floor of the best (label the
+    most topics)."""
+    table = []
+    for floor in FLOOR_GRID:
+        rows = [r for name, p in prepared.items()
+                for r in label_figures(p, source_of[name], gold_of[name], min_score=floor)]
+        table.append((floor, source_scores(rows)))
+    shipped = next(sc for c, sc in table if c == LABEL_MIN_SCORE)
+    judged = [s for s in shipped if shipped[s]["judged"]]
+    folds = []
+    for held in judged:
+        train = [s for s in judged if s != held]
+
+        def fitness(item: tuple[float, Any], train: list[str] = train) -> float:
+            return round(statistics.fmean(item[1][s]["net"] for s in train), 6)
+
+        best = max(table, key=fitness)  # the first (lowest) of the best
+        folds.append({"held_out": held, "chosen": best[0], "train_net": fitness(best),
+                      "held_out_scores": {k: round(v, 3) for k, v in best[1][held].items()},
+                      "shipped_scores": {k: round(v, 3) for k, v in shipped[held].items()}})
+    return {"objective": "mean net (accepted - wrong share of judged topics) over the "
+                         "training sources with judged topics, lowest floor of the best",
+            "grid": FLOOR_GRID, "folds": folds,
+            "held_out_net_mean": round(statistics.fmean(
+                f["held_out_scores"]["net"] for f in folds), 3),
+            "shipped_net_mean": round(statistics.fmean(
+                f["shipped_scores"]["net"] for f in folds), 3),
+            "all_sources": max(table, key=lambda it: fitness(it, judged))[0],
+            "per_floor": {c: {s: round(sc[s]["net"], 3) for s in judged} for c, sc in table}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="Print every labelled topic as JSON.")
@@ -186,24 +256,33 @@ def main() -> None:
     ap.add_argument("--loso", action="store_true",
                     help="Leave one source out: choose the label rule's parameters on the "
                          "other sources, score the held-out one, print every fold.")
+    ap.add_argument("--loso-floor", action="store_true",
+                    help="Leave one source out for the least score of a label "
+                         "(`terms.LABEL_MIN_SCORE`), the rest shipped.")
     args = ap.parse_args()
     cfg = settings()
     report: dict[str, Any] = {}
     prepared: dict[str, Prepared] = {}
     source_of: dict[str, dict[str, str]] = {}
+    gold_of: dict[str, dict[str, str | None]] = {}
     for name in ("dev", "wide"):
         stream = load_stream(name)
         ids = thread_ids(stream, "gold", None)
         source_of[name] = {t: r["source"] for t, r in zip(ids, stream.rows, strict=True)}
+        gold_of[name] = {}
+        for t, r in zip(ids, stream.rows, strict=True):  # a thread's first prompt's gold
+            gold_of[name].setdefault(t, r["gold_topic_id"])
         _, _, _, ta = run(stream, ids, cfg)
         prepared[name] = prepare(ta, cfg.k_min_users)
-        rows = label_figures(prepared[name], source_of[name])
+        rows = label_figures(prepared[name], source_of[name], gold_of[name])
         report[name] = {"summary": summary(rows),
                         "largest": sorted(rows, key=lambda r: -r["threads"])[:args.examples]}
         if args.json:
             report[name]["topics"] = rows
     if args.loso:
-        report["loso"] = loso(prepared, source_of)
+        report["loso"] = loso(prepared, source_of, gold_of)
+    if args.loso_floor:
+        report["loso_floor"] = loso_floor(prepared, source_of, gold_of)
     if args.json:
         print(json.dumps(report, indent=1))
         return
@@ -211,9 +290,10 @@ def main() -> None:
         part = report[name]
         print(name, json.dumps(part["summary"]))
         for r in part["largest"]:
-            print(f"  {r['threads']:>4} threads {r['users']:>3} people  "
-                  f"coverage {r['thread_coverage']:.2f} / {r['prompt_coverage']:.2f}  "
-                  f"{r['label']}")
+            cov = (f"{r['thread_coverage']:.2f} / {r['prompt_coverage']:.2f}"
+                   if r["label"] else "  -  /  - ")
+            print(f"  {r['threads']:>4} threads {r['users']:>3} people  coverage {cov}  "
+                  f"{r['judged']:<10} {r['label']}  {' '.join(r['generic'])}")
     if args.loso:
         lo = report["loso"]
         print(f"loso ({lo['cells']} cells; {lo['objective']}); shipped {SHIPPED}; "
@@ -226,6 +306,16 @@ def main() -> None:
                   f"f1 {h['f1']:.3f}  | shipped cov {sh['coverage']:.3f} "
                   f"spec {sh['specificity']:.3f} every {sh['every_phrase']:.3f} "
                   f"f1 {sh['f1']:.3f}")
+    if args.loso_floor:
+        lc = report["loso_floor"]
+        print(f"loso min_score ({lc['objective']}; grid {lc['grid']}); shipped "
+              f"{LABEL_MIN_SCORE}, all sources {lc['all_sources']}; held-out net mean "
+              f"{lc['held_out_net_mean']} (shipped {lc['shipped_net_mean']})")
+        for f in lc["folds"]:
+            h, sh = f["held_out_scores"], f["shipped_scores"]
+            print(f"  {f['held_out']:<14} chosen {f['chosen']}  train {f['train_net']}  held out "
+                  f"net {h['net']:.3f} ({h['judged']:.0f} judged) f1 {h['f1']:.3f}  | shipped "
+                  f"net {sh['net']:.3f} f1 {sh['f1']:.3f}")
 
 
 if __name__ == "__main__":

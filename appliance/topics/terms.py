@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 LABEL_TERMS = 5
 MIN_TERM_COUNT = 2  # a keyword seen once is never stored or shown
@@ -95,6 +95,33 @@ LABEL_MIN_SHARE = 0.3  # chosen held out by source: bench/topic_labels.py --loso
 # over "hotel").
 LABEL_WORD_BONUS = 0.35
 MAX_PHRASE_WORDS = 3
+# Words no label is made of, though they are content words to clustering: what a turn
+# says about the conversation rather than its subject (acknowledgements, confirmations
+# and requests for one, hedges, forms of address) and counts ("two" was the label of a
+# coffee-order topic; "correct" of one whose drinks were redacted to placeholders; "sir"
+# was half of one). Generic English, no dataset's words; a phrase with one of them never
+# qualifies (`phrase_label`).
+_LABEL_STOP_TEXT = """
+correct incorrect exactly absolutely definitely certainly indeed accurate agreed agree
+precisely affirmative yup yea ya yah okey okie nah allright excellent wonderful fantastic
+amazing lovely appreciate appreciated welcome cheer cheers thankyou thanx pls plz hmm umm
+uh oh ah haha hehe oops gotcha kindly believe guess suppose actually basically probably
+honestly literally anyway anyways confirm confirmed confirmation verify verified
+sir madam ma'am maam mister dude buddy bro guy guys
+folk folks zero two three four five six seven eight nine ten eleven twelve fifteen twenty
+thirty forty fifty hundred thousand million first second third fourth fifth couple dozen
+"""
+LABEL_STOP = frozenset(_LABEL_STOP_TEXT.split())
+# A word at least two people use in more than this share of the scope's labelled topics
+# (three or more) is a word of the tenant, not of a topic: a phrase made only of such
+# words never qualifies (`rows.tenant_words`; chosen held out by source,
+# bench/topic_labels.py --loso).
+LABEL_COMMON_SHARE = 0.5
+# A label's first phrase must score (F1 x word bonus, below) at least this, else the topic
+# has no label: one that neither most of its threads use nor mostly its threads ("verify"
+# used by 2 of a topic's 16 threads, "information" by 4 of them and 41 others) says
+# nothing of what it is about (chosen held out by source, bench/topic_labels.py --loso).
+LABEL_MIN_SCORE = 0.15
 _PLACEHOLDER = re.compile(r"<[A-Za-z_]+\d*>")
 _WORDS = re.compile(r"[A-Za-z][A-Za-z'-]*[A-Za-z]|[^\sA-Za-z]+")
 
@@ -149,7 +176,8 @@ def phrases(text: str) -> set[str]:
 def phrase_label(counts: Mapping[str, tuple[int, int]], background: Mapping[str, int], *,
                  units: int, second_share: float = LABEL_SECOND_SHARE,
                  min_share: float = LABEL_MIN_SHARE, word_bonus: float = LABEL_WORD_BONUS,
-                 beta: float = 1.0) -> str | None:
+                 beta: float = 1.0, common: Collection[str] = (),
+                 min_score: float = LABEL_MIN_SCORE) -> str | None:
     """A short readable label for one topic from its phrases.
 
     Args:
@@ -163,24 +191,30 @@ def phrase_label(counts: Mapping[str, tuple[int, int]], background: Mapping[str,
     threads share has a low coverage, a word every topic uses a low specificity;
     either scores low. Phrases used by fewer than LABEL_MIN_USERS people never
     qualify, nor do phrases with a stop word in them (`phrases` makes none; a
-    caller's counts may). Longer phrases score LABEL_WORD_BONUS (35 %) more per extra
-    word ("hotel booking" over "hotel"); a second phrase with no word in common is
-    appended when it scores at least `second_share` of the first and at least
-    `min_share` as many threads use it. `beta` weighs coverage beta times as much as
-    specificity (F-beta; 1: F1); the keywords exist for bench/topic_labels.py --loso.
+    caller's counts may) or a word of LABEL_STOP ("correct", "sir", "two"), nor
+    phrases made only of `common` words (words of most of the scope's topics:
+    `rows.tenant_words`); no phrase scoring `min_score` or more: no label. Longer
+    phrases score LABEL_WORD_BONUS (35 %) more per extra word ("hotel booking" over
+    "hotel"); a second phrase with no word in common is appended when it scores at least
+    `second_share` of the first and at least `min_share` as many threads use it.
+    `beta` weighs coverage beta times as much as specificity (F-beta; 1: F1); the
+    keywords exist for bench/topic_labels.py --loso.
     """
     b2 = beta * beta
     scored = []
     for p, (n, users) in counts.items():
-        if users < LABEL_MIN_USERS or n < 2 or not PHRASE_STOP.isdisjoint(p.split()):
+        words = p.split()
+        if (users < LABEL_MIN_USERS or n < 2 or not PHRASE_STOP.isdisjoint(words)
+                or not LABEL_STOP.isdisjoint(words) or all(w in common for w in words)):
             continue
         f1 = (1.0 + b2) * n / (b2 * max(units, 1) + max(background.get(p, n), n))
-        words = p.count(" ") + 1
-        scored.append((f1 * (1.0 + word_bonus * (words - 1)), p))
+        scored.append((f1 * (1.0 + word_bonus * (len(words) - 1)), p))
     if not scored:
         return None
     scored.sort(reverse=True)
     best_score, best = scored[0]
+    if best_score < min_score:
+        return None
     label = best
     for score, p in scored[1:6]:
         if score < second_share * best_score:
