@@ -344,3 +344,53 @@ class PrivacyGate:
 
 def _figure(value: float, scale: float) -> Figure:
     return Figure(max(value, 0.0), scale, exact=False)
+
+
+# ------------------------------------------------------------ what k-suppression shows
+# Pure arithmetic on the mechanism above, for the words and docs that describe it (it
+# changes nothing of a release): the people count's noise is OpenDP's integer Laplace,
+# P(Z = z) proportional to exp(-|z| / scale).
+
+def people_scale(settings: PrivacySettings, kind: str, *, measures: bool = True) -> float:
+    """The Laplace scale of a release's count of people (`_noisy`: at most `people_bound`
+    groups per person, and `contribution_bound` units, over that count's epsilon share)."""
+    share = USERS_SHARE if measures else USERS_SHARE / (COUNT_SHARE + USERS_SHARE)
+    bound = min(settings.contribution_bound, settings.people_bound)
+    return bound / (settings.epsilon_for(kind) * share)
+
+
+def shown_chance(people: int, k_min_users: int, scale: float) -> float:
+    """The chance that one release shows a group of `people` people (each counted in it):
+    that people + integer Laplace(scale) noise reaches `k_min_users`."""
+    if scale <= 0:
+        return 1.0 if people >= k_min_users else 0.0
+    a = math.exp(-1.0 / scale)
+    d = k_min_users - people
+    return a ** d / (1.0 + a) if d > 0 else 1.0 - a ** (1 - d) / (1.0 + a)
+
+
+def released_people_scale(figures: Iterable[Figure | None]) -> float | None:
+    """The people count's noise scale of a release, read off its shown groups' people
+    figures (None: none shown, or an exact one-user view)."""
+    return next((f.noise_scale for f in figures if f is not None and not f.exact
+                 and f.noise_scale > 0), None)
+
+
+def shown_odds(k_min_users: int, scale: float | None, *, what: str = "topic") -> str:
+    """What a reader is told about k-suppression: the noisy count decides, with the
+    chances of one release showing a group of 1 person, of k - 1 and of k people (`scale`
+    None: the rule without the chances)."""
+    rule = (f"a {what} is shown when its noisy count of people in the window reaches "
+            f"{k_min_users}, not its true count")
+    if scale is None:
+        return rule
+    parts = []
+    if k_min_users > 1:
+        parts.append(f"with 1 person it is still shown in "
+                     f"{shown_chance(1, k_min_users, scale):.0%} of releases")
+    if k_min_users > 2:
+        parts.append(f"with {k_min_users - 1} in "
+                     f"{shown_chance(k_min_users - 1, k_min_users, scale):.0%}")
+    parts.append(f"with {k_min_users} in only "
+                 f"{shown_chance(k_min_users, k_min_users, scale):.0%}")
+    return f"{rule}: {', '.join(parts)}"

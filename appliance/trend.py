@@ -4,8 +4,8 @@ A point is the topic's noisy thread count in the release of one UTC day: the
 default-window release (`analytics.default_window`, the 7 days ending that day)
 that `semtrace serve` makes each day (idle tenants included) and `stats topics`
 shares. Nothing is computed from the records and no budget is spent. A day whose
-release does not show the topic (fewer than `k_min_users` people: none at all, as
-in an idle week, or withheld) is `released` with no count, drawn `·`; a day
+release does not show the topic (its noisy count of people under `k_min_users`: none
+at all, as in an idle week, or withheld) is `released` with no count, drawn `·`; a day
 without a release (the service was not running) is a gap, drawn blank. Neither
 is a zero: a noisy release never says exactly how many.
 """
@@ -85,13 +85,13 @@ def with_trends(db: Any, tenant: str, rows: Iterable[GroupStats], last_day: date
 
 
 BARS = "▁▂▃▄▅▆▇█"
-NOT_SHOWN = "·"  # released that day, the topic not in it: under k_min_users people
+NOT_SHOWN = "·"  # released that day, the topic not in it: its noisy count of people under k
 NO_RELEASE = " "  # no release that day
 
 
 def sparkline(points: Iterable[TrendPoint]) -> str:
     """One character per day's release, scaled to the topic's highest count; `·` where
-    the day's release does not show the topic (under k people, e.g. an idle week), a
+    the day's release does not show the topic (its noisy people count under k), a
     space where there is no release that day."""
     points = list(points)
     top = max((p.threads for p in points if p.threads is not None), default=0.0)

@@ -136,6 +136,8 @@ def test_demo_prints_threads() -> None:
     assert heads and unnamed
     assert (f"{len(unnamed)} of the {len(heads)} threads show no topic: a topic is named only "
             "once at least 5 people share it") in result.stdout
+    assert "only by a phrase its threads share that says what it is about" in " ".join(
+        result.stdout.split())
     # a thread's first turn continues nothing: its similarity is the closest turn's, not
     # taken, called best= as threads show and the TUI call it, never sim=
     turns = [line.split() for line in result.stdout.splitlines() if line.startswith("   ")]

@@ -419,7 +419,7 @@ def test_a_cross_user_positions_report_says_what_its_share_is_of(
           str(passphrase_file), "--tenant", "acme", *WINDOW])
     out = " ".join(capsys.readouterr().out.split())
     assert "share: of the prompts shown for that period; a position withheld that period " \
-           "(under 5 people) is in no share" in out, out
+           "(its noisy count of people under 5) is in no share" in out, out
 
 
 def test_a_release_made_before_a_merge_keeps_its_topics_labels(runtime: Any) -> None:

@@ -18,9 +18,11 @@ import pytest
 from test_tui import CLOCK, build_fixed_store, run, run_on_copy, settle
 
 NOTE = ("unlabelled: a topic is named once at least 5 people share it (k_min_users), so "
-        "that a label never describes only a few people")
+        "that a label never describes only a few people, and only by a phrase its threads "
+        "share that says what it is about")
 EXACT_NOTE = ("unlabelled: a topic is named once at least k_min_users people (privacy.toml) "
-              "share it, so that a label never describes only a few people")
+              "share it, so that a label never describes only a few people, and only by a "
+              "phrase its threads share that says what it is about")
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ class TrendPoint:
     day: str  # the UTC day of the release (YYYY-MM-DD)
     threads: float | None  # None: no release that day, or the topic not shown in it
     ci: float | None  # 95% half-width of `threads`
-    # whether that day has a release: with `threads` None, the topic had fewer than
-    # k_min_users people in it (none at all, or withheld); without one, nothing is known
+    # whether that day has a release: with `threads` None, the topic's noisy count of
+    # people was under k_min_users (none at all, or withheld); without one, nothing is known
     released: bool = False
 
 

@@ -129,7 +129,8 @@ def _print_threads(found: list[Thread], as_json: bool, k_min_users: int) -> None
     if unnamed:
         click.echo(f"{unnamed} of the {len(found)} threads show no topic: a topic is named only "
                    f"once at least {k_min_users} people share it (k_min_users in "
-                   "privacy.toml), so that a label never describes only a few people.")
+                   "privacy.toml), so that a label never describes only a few people, and "
+                   "only by a phrase its threads share that says what it is about.")
 
 
 @click.command()

@@ -119,7 +119,8 @@ def unlabelled_note(k_min_users: int | None) -> str:
     many = (f"{k_min_users} people share it (k_min_users)" if k_min_users is not None
             else "k_min_users people (privacy.toml) share it")
     return (f"{UNLABELLED}: a topic is named once at least {many}, so that a label never "
-            "describes only a few people")
+            "describes only a few people, and only by a phrase its threads share that says "
+            "what it is about")
 
 
 def says_nothing(f: Figure, *, share: bool = False) -> bool:

@@ -5,7 +5,9 @@ a command runs on a UTC day for a window, it spends its kind's epsilon
 (`release_epsilon`, else `epsilon_per_release`) of the tenant's daily budget on a
 release that is cached for the day; running it again
 reads that release, spends nothing and says how old it is. Groups whose noisy
-count of people is under `k_min_users` are withheld. The default window is the
+count of people is under `k_min_users` are withheld (the true count never decides: one
+person's group is still shown in 40 % of the shipped topics releases; the header says
+so, `privacy.shown_odds`). The default window is the
 7 UTC days ending tonight, so that every default query of a day shares one
 release. With `--user` the view is that one user's own data: exact, free, and
 read-only.

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from appliance import analytics
-from appliance.privacy import Figure
+from appliance.privacy import Figure, released_people_scale, shown_odds
 from appliance.trend import NOT_SHOWN, sparkline
 from appliance.tui.format import (
     NO_COST,
@@ -111,9 +111,13 @@ def _print(report: analytics.Report[Any], currency: str, *, user: str | None = N
         _note("exact (one user's own data)")
     else:
         _note(f"differentially private: {_spent(report)}")
-        _note(f"{report.budget_remaining:g} left today; groups under {report.k_min_users} "
-              "users (noisy count) withheld; ± is a 95% interval, <N a count whose "
-              "interval reaches 0 (N its top)")
+        _note(f"{report.budget_remaining:g} left today; ± is a 95% interval, <N a count "
+              "whose interval reaches 0 (N its top)")
+        # "groups under 5 users (noisy count) withheld" read as "5 people or more are
+        # shown": the noisy count decides, and shows one person's group in 40% of releases
+        scale = released_people_scale(getattr(r, "users", None) for r in report.rows)
+        _note(shown_odds(report.k_min_users, scale,
+                         what=_GROUP_NAMES.get(report.kind, "group")))
         what = ("a lift between two counts that both reach 0, which says nothing"
                 if report.kind == "incident" else
                 "a share, mean or sum too noisy to read at this size")
@@ -126,7 +130,7 @@ def _print(report: analytics.Report[Any], currency: str, *, user: str | None = N
         # `2026-12-01  continuation  share 100%±37` with the day's new prompts withheld
         # (under k people) read as "no new conversations that day"
         _note("share: of the prompts shown for that period; a position withheld that "
-              f"period (under {report.k_min_users} people) is in no share")
+              f"period (its noisy count of people under {report.k_min_users}) is in no share")
     if report.kind == "incident":
         # `continuation x1.39  window 147±64  baseline 171±64` read as a contradiction
         _note("x: a row's share of its dimension (topics, positions or models) in the "
@@ -158,8 +162,8 @@ def _print(report: analytics.Report[Any], currency: str, *, user: str | None = N
               "none, or too few people to show)")
     elif any(getattr(r, "trend", ()) for r in report.rows):
         _note(f"trend: each day's release (the 7 days up to it); {NOT_SHOWN} the topic "
-              f"under {report.k_min_users} people that day (none, or withheld); "
-              "blank: no release that day")
+              f"not shown that day (its noisy count of people under {report.k_min_users}: "
+              "none, or withheld); blank: no release that day")
     if report.exact and any(isinstance(r, analytics.GroupStats) and cost_shown(
             r.costed, r.cost, r.mean_cost) == NO_COST for r in report.rows):
         _note(f"cost {NO_COST}: none of these threads has a known cost (the gateway "

@@ -10,6 +10,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
 from appliance.analytics import NO_TOPIC, GroupStats
+from appliance.privacy import released_people_scale, shown_odds
 from appliance.tui.aggregates import AggregateView
 from appliance.tui.context import context
 from appliance.tui.format import TOO_NOISY, compact
@@ -114,8 +115,9 @@ class ModelsScreen(ReleasedScreen):
             return (f"{floors}No release today for {', '.join(view.missing)}: n makes it "
                     f"(spends epsilon {eps:g} once a day)")
         if len(self.entries) < 2:
-            return (f"{len(self.entries)} model(s) released: a model needs "
-                    f"{view.k_min_users} people to be shown")
+            scale = released_people_scale(r.users for t in view.tenants for r in t.rows)
+            return (f"{len(self.entries)} model(s) released: "
+                    f"{shown_odds(view.k_min_users, scale, what='model')}")
         return (f"{floors}{len(self.entries)} models released · a/b: the next model on each "
                 "side · p: compare on one topic (as semtrace stats models --topic)")
 
@@ -129,8 +131,9 @@ class ModelsScreen(ReleasedScreen):
                 self._status("No topic to compare on: the topics come from today's topic "
                              "release, which has none yet (o, then n makes it)")
             else:  # made, but every topic under k_min_users people: n would not help
-                self._status("No topic to compare on: today's topic release shows none "
-                             "(a topic is shown once enough people share it)")
+                why = (f" ({shown_odds(self.view.k_min_users, None)})"
+                       if self.view is not None else "")
+                self._status(f"No topic to compare on: today's topic release shows none{why}")
             return
         ids = [None, *(tid for tid, _ in self.topics)]
         self.topic = ids[(ids.index(self.topic) + 1) % len(ids)] if self.topic in ids else None

@@ -12,7 +12,7 @@ from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Footer, Header, Static
 
 from appliance.analytics import NO_TOPIC, OTHER_TOPICS, GroupStats
-from appliance.privacy import Figure
+from appliance.privacy import Figure, released_people_scale, shown_odds
 from appliance.trend import NOT_SHOWN, sparkline
 from appliance.tui.aggregates import AggregateView
 from appliance.tui.context import context
@@ -56,8 +56,9 @@ def trend_line(row: GroupStats, k_min_users: int) -> Text:
             if point is not None else "no release shows it")
     first, end = row.trend[0].day[5:], row.trend[-1].day[5:]
     return Text.assemble("Trend of ", name, f", {first} to {end}: │{sparkline(row.trend)}│ "
-                         f"threads in each day's release ({NOT_SHOWN} under {k_min_users} "
-                         f"people, blank: no release) · {last}")
+                         f"threads in each day's release ({NOT_SHOWN} not shown that day: "
+                         f"its noisy count of people under {k_min_users}, blank: no "
+                         f"release) · {last}")
 
 
 def count(f: Figure | None, *, floor: bool = False) -> Text:
@@ -185,10 +186,17 @@ class TopicsScreen(ReleasedScreen):
         when = (f"released {min(made):%H:%M} UTC" if made else "no release yet today")
         return (f"Topics, {view.start:%Y-%m-%d} to {view.last_day:%Y-%m-%d} UTC · {when} · "
                 f"differentially private: ± is a 95% interval ({TOO_NOISY}: too wide to "
-                "read; <N: a count whose interval reaches 0, N its top), topics of fewer "
-                f"than {view.k_min_users} people withheld · cost in "
+                f"read; <N: a count whose interval reaches 0, N its top); {self._odds(view)}"
+                " · cost in "
                 f"{view.currency}, {TOO_NOISY} also where the release cannot tell whether "
                 "any thread has one")
+
+    @staticmethod
+    def _odds(view: AggregateView) -> str:
+        """The k-suppression as it is: the noisy count of people decides, with the chances
+        read off the release's people figures (`privacy.shown_odds`)."""
+        scale = released_people_scale(r.users for t in view.tenants for r in t.rows)
+        return shown_odds(view.k_min_users, scale)
 
     def _note(self, view: AggregateView, shown: int) -> str:
         if not view.tenants:
@@ -205,8 +213,8 @@ class TopicsScreen(ReleasedScreen):
                          "is off in privacy.toml): each holds one person's threads, so they "
                          "are all counted in the other-topics row")
         if not notes and not shown:  # was "0 topic(s), most threads first (s: sort) ..."
-            notes.append(f"Today's release shows no topic: each needs {view.k_min_users} "
-                         "people or more with threads in the window")
+            notes.append(f"Today's release shows no topic ({self._odds(view)}): there may "
+                         "be none, or too few people to show")
         elif not notes:
             notes.append(f"{shown} topic(s), most {self.order} first (s: sort) · refined: "
                          "threads where the user corrected or re-asked · enter: its threads")
