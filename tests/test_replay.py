@@ -103,6 +103,18 @@ def test_persistent_replay_then_threads_and_search(tmp_path: Path, passphrase_fi
     assert hits[0]["text"] in {"What's the weather in <LOCATION_1>?",
                                "How's the weather in <LOCATION_1> today?"}
     assert {"record_id", "thread_id", "similarity", "text"} <= set(hits[0])
+    # the text is headed, and says whose prompt each hit is and when, as the TUI does
+    # (it printed a bare number, thread, record and text)
+    found = run_cli("search", "umbrella and rain forecast", *common)
+    assert found.returncode == 0, found.stderr
+    head, first = found.stdout.splitlines()[:2]
+    assert head.split() == ["score", "thread", "record", "tenant/user", "time", "(UTC)",
+                            "prompt", "(redacted)"]
+    top = hits[0]
+    assert first.split()[:5] == [f"{top['similarity']:.3f}", top["thread_id"],
+                                 f"#{top['record_id']}", f"{top['tenant']}/{top['user']}",
+                                 top["ts"][:10]]
+    assert first.endswith(top["text"])
 
     shown = json.loads(run_cli("threads", "show", hits[0]["thread_id"], "--json", *common).stdout)
     assert [r["record_id"] for r in shown["records"]] == sorted(

@@ -261,8 +261,25 @@ def search(text: str, data_dir: Path | None, passphrase_file: Path | None,
         return
     if not hits:
         click.echo("(no matching prompts in scope)")
+        return
+    # headed, and whose and when, as the TUI's search shows them (a bare number, thread,
+    # record and text left a reader to guess what the number was, and whose prompt it was)
+    click.echo(f"{'score':<6} {'thread':<20} {'record':<18} {'tenant/user':<30} "
+               f"{'time (UTC)':<17} prompt (redacted)")
     for h in hits:
-        click.echo(f"{h['similarity']:.3f}  {h['thread_id']}  #{h['record_id']}  {h['text']}")
+        who = f"{h.get('tenant', '?')}/{h.get('user', '?')}"
+        click.echo(f"{h['similarity']:<6.3f} {h['thread_id']:<20} {'#' + str(h['record_id']):<18} "
+                   f"{who:<30} {_when(h.get('ts')):<17} {h['text']}")
+
+
+def _when(ts: object) -> str:
+    """A hit's time as the listings print it (its ISO string in --json)."""
+    if not isinstance(ts, str):
+        return "?"
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return "?"
 
 
 COMMANDS = [threads, search]
