@@ -410,4 +410,10 @@ if [ "$dry" = 1 ]; then
   echo "install: dry run: nothing was changed (without --dry-run, Semtrace $version would be installed in $prefix)."
 else
   echo "install: Semtrace $version installed in $prefix; next: $prefix/bin/semtrace selftest (remove with $prefix/bin/semtrace-uninstall)"
+  # without a service no record names the data dir: the venv's commands (doctor, threads,
+  # serve) looked in the caller's default folder and said it did not exist
+  if [ "$service" = 0 ]; then
+    quoted=$(printf '%q' "$data_dir")
+    echo "install: its store is $data_dir: give it to the commands as --data-dir $quoted (or export SEMTRACE_DATA_DIR=$quoted)."
+  fi
 fi

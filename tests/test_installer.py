@@ -314,6 +314,10 @@ def test_the_install_leaves_an_uninstaller_that_knows_its_folders(tmp_path: Path
     said = r.stdout.splitlines()
     assert said[1] == (f"install: installing 0 wheels into {prefix} from the bundle (pip, "
                        "offline; this takes a few minutes)..."), said
+    # no service, so no record of the data dir: the last line says how to give it (doctor
+    # of the new venv checked the caller's default folder, which does not exist)
+    assert said[-1] == (f"install: its store is {data}: give it to the commands as "
+                        f"--data-dir {data} (or export SEMTRACE_DATA_DIR={data})."), said
     (prefix / "bin" / "semtrace").write_text("#!/bin/sh\n")  # the wheel's entry point
     (data / "keyring.json").write_text("{}")
     shutil.rmtree(bundle)
