@@ -134,3 +134,27 @@ def test_a_forwarded_answer_carries_its_digest_only_never_its_text() -> None:
         assert json.loads(payload)["response"] == {
             "sha256": content_digest(canary), "input_tokens": 12, "output_tokens": 30,
             "status": "ok"}
+
+
+def test_fields_protocol_v1_ignores_are_not_forwarded() -> None:
+    """A gateway that sends more than protocol v1 reads (the OpenAI `messages` list beside
+    `history`, `metadata`, a response's `choices` with the answer) has those ignored where
+    they arrive; forwarded, they went onto the bus as sent (JetStream keeps the message on
+    disk). Every field protocol v1 reads still reaches the owner."""
+    canary = "CANARY-77c1 my IBAN is DE89 3704 0044 0532 0130 00"
+    obj = ingest(tenant_in(2), session_id="win-1", synthetic=True,
+                 truncated=True, text_sha256="b" * 64, previous_response_id="resp-0",
+                 traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01", mode="sync",
+                 model="m-1", history=[{"role": "user", "sha256": "c" * 64}],
+                 response={"sha256": "d" * 64, "id": "resp-1", "status": "ok",
+                           "input_tokens": 1, "output_tokens": 2, "latency_ms": 3.0,
+                           "cost": 0.5, "choices": [{"message": {"content": canary}}]},
+                 messages=[{"role": "user", "content": canary}], metadata={"note": canary})
+    nc = Connection({"request_id": "r-1", "ok": True})
+    forward(obj, nc)
+    ((_, payload),) = nc.sent
+    assert b"CANARY" not in payload and b"DE89" not in payload
+    sent = json.loads(payload)
+    assert set(sent) == set(obj) - {"messages", "metadata"} | {"ts"}  # its arrival time
+    assert set(sent["response"]) == set(obj["response"]) - {"choices"}
+    assert sent["session_id"] == "win-1" and sent["previous_response_id"] == "resp-0"

@@ -74,11 +74,32 @@ def unowned_partition(req: Request, partitions: int, owns: Callable[[int], bool]
     return None if owns(p) else p
 
 
+# What protocol v1 reads of a write request (docs/protocol.md) and of its `response`; any
+# other field a client adds (an OpenAI `messages` list, `metadata`, a response's `choices`)
+# is ignored where it arrives, so it is not forwarded either: it may hold the conversation
+# itself, and JetStream keeps a forwarded request on disk.
+REQUEST_FIELDS = frozenset({
+    "v", "op", "request_id", "tenant", "mode", "traceparent", "user_id", "session_id",
+    "text", "truncated", "text_sha256", "ts", "index", "synthetic", "history",
+    "previous_response_id", "model", "response", "rating", "abandoned"})
+RESPONSE_FIELDS = frozenset({
+    "status", "text", "sha256", "id", "input_tokens", "output_tokens", "latency_ms", "cost"})
+
+
+def protocol_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` with only the fields protocol v1 reads (and of `response`, its own). Pure."""
+    out = {k: v for k, v in obj.items() if k in REQUEST_FIELDS}
+    if isinstance(out.get("response"), dict):
+        out["response"] = {k: v for k, v in out["response"].items() if k in RESPONSE_FIELDS}
+    return out
+
+
 def digested_history(obj: dict[str, Any], req: Request) -> dict[str, Any]:
     """`obj` with its history, and the answer's text (`response.text`), as digests only
-    (parsed into `req`): a message's content is digested where it arrives and never leaves
-    this process, not even sealed on the bus (protocol v1: content in `history` and an
-    answer's text are never stored). Pure."""
+    (parsed into `req`), and nothing protocol v1 does not read: a message's content is
+    digested where it arrives and never leaves this process, not even sealed on the bus
+    (protocol v1: content in `history` and an answer's text are never stored). Pure."""
+    obj = protocol_fields(obj)
     history = None if req.prompt is None else req.prompt.history
     if history is not None and "history" in obj:
         obj = {**obj, "history": [{"role": m.role, "sha256": m.digest} for m in history]}
