@@ -373,6 +373,10 @@ def test_selftest_on_a_service_host_uses_none_of_its_metrics_port_or_cluster(
         r = run_cli("selftest", "--json", env={"SEMTRACE_POLICY_DIR": str(policies)})
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(r.stdout)["ok"] is True
+    # it says what it is doing before the round trip, on stderr (nothing was said for the
+    # 30 s the round trip took on a 2-core host)
+    assert ("semtrace: selftest: starting a service of its own on a throwaway store (it "
+            "loads the models first), then sending it two prompts...") in r.stderr.splitlines()
     # the selftest's serve failing to start says why, in its one line
     (policies / "service.toml").write_text("queue_max = 'many'\n")
     r = run_cli("selftest", "--json", env={"SEMTRACE_POLICY_DIR": str(policies)})
