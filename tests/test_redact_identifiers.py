@@ -44,6 +44,13 @@ def redacted(redactor: Redactor, text: str) -> str:
     ("the card security code: 4821", "4821", "SECRET"),
     ("my driver's license number is D1234567, renew it", "D1234567", "DRIVER_LICENSE"),
     ("Driving licence MORGA753116SM9IJ was stolen", "MORGA753116SM9IJ", "DRIVER_LICENSE"),
+    # a National Insurance number, an identity card's number, a tax ID, a SIN: in the clear
+    # before (or a phone number, for its "number")
+    ("my national insurance number is QQ 12 34 56 C", "QQ 12 34 56 C", "NATIONAL_ID"),
+    ("NI number: AB123456C, employer asks", "AB123456C", "NATIONAL_ID"),
+    ("my ID card number is L01X00T47, lost it", "L01X00T47", "NATIONAL_ID"),
+    ("I am self-employed, my tax ID 12-3456789 is on it", "12-3456789", "NATIONAL_ID"),
+    ("my SIN is 046 454 286, is it safe to share?", "046 454 286", "NATIONAL_ID"),
 ])
 def test_an_identifier_the_text_names_is_redacted_and_its_cue_kept(
         redactor: Redactor, text: str, value: str, entity: str) -> None:
@@ -83,11 +90,15 @@ def test_look_alikes_are_no_account_passport_or_birth_date(
     ("Do the driving licence 2024 rules apply to me?", "2024"),
     ("How do I sort code 1234 lines of Python by date?", "1234"),
     ("What is a routing number and is 9 digits its length?", "9 digits"),
+    ("I have had my ID card for 2 years, is it still valid?", "2 years"),
+    ("The national insurance rate is 12% from 2024", "2024"),
+    ("Do I need the tax ID 2024 form?", "2024"),
+    ("sin 30 degrees is 0.5 and sin 45 is 0.7071", "sin 45"),
 ])
 def test_cue_words_without_the_value_leave_the_prompt_alone(
         redactor: Redactor, text: str, kept: str) -> None:
     out = redacted(redactor, text)
-    for entity in ("DATE_OF_BIRTH", "BANK_ACCOUNT", "SECRET", "DRIVER_LICENSE"):
+    for entity in ("DATE_OF_BIRTH", "BANK_ACCOUNT", "SECRET", "DRIVER_LICENSE", "NATIONAL_ID"):
         assert f"<{entity}>" not in out
     assert kept in out
 
@@ -119,6 +130,7 @@ CANARIES = [
     ("cvv", "card ends 4242 and the cvc2 is 7319, why declined?", "7319", "<SECRET_1>"),
     ("dl", "driving licence no. MORGA753116SM9IJ expired", "MORGA753116SM9IJ",
      "<DRIVER_LICENSE_1>"),
+    ("nino", "my NINO is JG103759A for the payslip", "JG103759A", "<NATIONAL_ID_1>"),
 ]
 
 
