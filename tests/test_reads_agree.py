@@ -70,6 +70,7 @@ def test_threads_show_calls_a_new_threads_similarity_best_as_the_tui_does(
     cred = ("--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file))
     shown = run_cli("threads", "show", later, *cred)
     assert shown.returncode == 0, shown.stderr
+    assert ", 1 turn, cost " in shown.stdout.splitlines()[0]  # it read "1 turns"
     turn = shown.stdout.splitlines()[2]
     assert " new " in turn and f"best={out[2].similarity:.2f}" in turn and "sim=" not in turn
     follow_up = run_cli("threads", "show", first, *cred).stdout.splitlines()[4]

@@ -157,7 +157,8 @@ def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | 
         emit_json({**jsonable(thread), "currency": currency})
         return
     unit = f" {currency}" if thread.cost is not None else ""  # unknown: `–`, as the TUI
-    click.echo(f"Thread {thread.thread_id} ({thread.tenant}, {thread.user}, {thread.turns} turns, "
+    turns = f"{thread.turns} turn{'' if thread.turns == 1 else 's'}"  # not "1 turns"
+    click.echo(f"Thread {thread.thread_id} ({thread.tenant}, {thread.user}, {turns}, "
                f"cost {money(thread.cost)}{unit}): "
                f"{thread.title if thread.title is not None else '[shredded]'}")
     # its topic now, as `threads list` and the TUI's thread view name it (a turn's own
