@@ -120,6 +120,27 @@ def test_a_pasted_form_keeps_its_field_labels_and_loses_every_value(redactor: Re
     # a speaker label before words is still a name
     assert "<PERSON>" in redacted(redactor, "Vsevolod: Who are you?")
 
+
+@pytest.mark.parametrize(("form", "value", "label"), [
+    ("Name: Jane Roe\nDOB: 02/01/1980", "Jane Roe", "DOB: <DATE_OF_BIRTH>"),
+    ("Full name: Ahmed Khan\nAddress: 12 Main Street", "Ahmed Khan", "Address: <LOCATION>"),
+    ("Patient: Sarah Connor\nAge: 34\nDiagnosis: flu", "Sarah Connor", "Age: 34"),
+    ("City: Leeds\nPostcode: LS1 4AP", "Leeds", "Postcode: LS1 4AP"),
+])
+def test_a_name_on_a_form_line_leaves_the_next_lines_label(
+        redactor: Redactor, form: str, value: str, label: str) -> None:
+    """spaCy read "Jane Roe\nDOB" as one name: the next line's label went into the
+    placeholder (`<PERSON>: <DATE_OF_BIRTH>`), and the form no longer said what it held."""
+    out = redacted(redactor, form)
+    assert value not in out
+    assert label in out
+
+
+def test_names_listed_over_lines_are_all_still_redacted(redactor: Redactor) -> None:
+    out = redacted(redactor, "Bob Marley\nJimi Hendrix\nWho sold more records?")
+    for name in ("Bob", "Marley", "Jimi", "Hendrix"):
+        assert name not in out
+
 # Canaries: (request id, prompt, the value that must not reach the store, its placeholder).
 CANARIES = [
     ("dob", "My birthday is 14 February 1979, sign me up", "14 February 1979",

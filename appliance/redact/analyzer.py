@@ -202,7 +202,7 @@ def _replace_spacy_recognizer(registry: Any, names: Any) -> None:
     from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 
     from appliance.redact.budget import check, stage
-    from appliance.redact.plausible import plausible
+    from appliance.redact.plausible import before_next_label, plausible
 
     class PlausibleSpacyRecognizer(SpacyRecognizer):
         def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> Any:
@@ -211,7 +211,8 @@ def _replace_spacy_recognizer(registry: Any, names: Any) -> None:
             with stage("SpacyRecognizer"):
                 found = []
                 for r in super().analyze(text, entities, nlp_artifacts):
-                    if r.entity_type != "NRP" \
+                    r.end = before_next_label(text, r.start, r.end)
+                    if r.end > r.start and r.entity_type != "NRP" \
                             and plausible(text, r.start, r.end, r.entity_type, names):
                         found.append(r)
                     check("the plausibility filter")

@@ -37,6 +37,22 @@ _TITLE = timed(r"(?i)\b(?:mr|mrs|ms|mx|dr|prof|st|sr|jr|gen|col|capt|sgt|rev|hon
                r"rep|pres)\s*\.\s*$")
 
 
+# What follows a field's label at the start of a line: "DOB: ...", "Email : ...".
+_LABEL_COLON = timed(r"[ \t]*:")
+
+
+def before_next_label(whole: str, start: int, end: int) -> int:
+    """The end of an NER hit without the next line's field label it ran into: spaCy reads
+    "Jane Roe\nDOB" of "Name: Jane Roe\nDOB: 02/01/1980" as one name, and the form lost
+    its label. Only a hit whose last line is followed by a colon is cut, at that line's
+    break; a name that runs on over lines ("Bob Marley\nJimi Hendrix") is left whole. A
+    hit made only of the label ends where it starts (nothing is left of it)."""
+    brk = whole.rfind("\n", start, end)
+    if brk < 0 or not _LABEL_COLON.match(whole, end):
+        return end
+    return start + len(whole[start:brk].rstrip())
+
+
 def plausible(whole: str, start: int, end: int, entity_type: str, names: Any) -> bool:
     """Whether the NER hit `whole[start:end]` of `entity_type` can be a name or place.
 
