@@ -145,6 +145,15 @@ def test_ingest_replies_with_conversation_and_continues_the_trace(server: Server
                           "request_id": "w-1"})["feedback"] == {"rating": 1}
 
 
+def test_the_log_says_the_service_is_starting_before_its_models_load(server: Server) -> None:
+    """The log was empty for the 20 s a fresh host took to load the models (minutes on a
+    loaded one), while `semtrace send` said no service listens: `starting` comes first,
+    then `start` once the socket listens."""
+    events = [json.loads(x).get("event") for x in server.log.read_text().splitlines()
+              if x.startswith("{")]
+    assert events[:2] == ["starting", "start"], events
+
+
 def test_bad_input_gets_error_replies_and_the_connection_stays_usable(server: Server) -> None:
     frames = [b"not json\n", b"[1,2]\n", b'{"v":1,"op":"explode"}\n',
               b'{"v":1,"op":"ingest","request_id":"x","tenant":"acme"}\n',

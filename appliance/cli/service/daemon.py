@@ -239,6 +239,10 @@ def _serve_until_stopped(rt: Runtime, policies: Policies, settings: Any, cluster
     from appliance.service import Service
     from appliance.telemetry import start_telemetry
 
+    # said before the models load (20 s on a fresh 2-core host, minutes on a loaded one):
+    # the log was empty until `start`, while clients were told no service listens
+    logging.getLogger("semtrace.service").info(
+        "starting: loading the models", extra={"event": "starting", "socket": str(socket_path)})
     failpoints.point("serve.models")  # killed as it loads its models (the cluster tests)
     pipeline = make_pipeline(rt)
     service = Service(pipeline, policies, socket_path=socket_path, reload=load_policies,
