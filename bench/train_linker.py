@@ -671,6 +671,12 @@ def main() -> int:
                          "half its users' history-linked traffic and applied to the other half "
                          "(appliance/link/calibrate.py, the policy's min_decisions)")
     a = ap.parse_args()
+    try:
+        import sklearn  # noqa: F401  (dev-only: the service walks the trees with numpy)
+    except ImportError:
+        print("train_linker.py needs scikit-learn, the `dev` extra: "
+              ".venv/bin/pip install -e '.[dev]'", file=sys.stderr)
+        return 2
     thresholds = [float(t) for t in a.thresholds.split(",")]
     for item in filter(None, a.gbm.split(",")):
         key, value = item.split("=")
