@@ -652,7 +652,11 @@ def test_audit_log_text_shows_each_entrys_details_as_json(store: dict[str, objec
     args = list(store["args"])  # type: ignore[call-overload]
     listing = run_cli("audit", "log", "--event", "init", *args)
     assert listing.returncode == 0, listing.stderr
-    details = listing.stdout.splitlines()[0].split(None, 5)[5]
+    head, first = listing.stdout.splitlines()[:2]
+    # headed: the columns were left to guess (an actor's name read as a user's)
+    assert head.split() == ["seq", "time", "(UTC)", "event", "by", "details"]
+    assert first.split()[3] == "init"
+    details = first.split(None, 5)[5]
     assert json.loads(details)["compliance_key"] is True  # was {'compliance_key': True}
 
 

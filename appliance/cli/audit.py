@@ -110,6 +110,8 @@ def audit_log(data_dir: Path | None, passphrase_file: Path | None, key_file: Pat
             what = " or ".join(events) if events else "audit"
             click.echo(f"(no {what} entries" + (f" about tenant {tenant}" if tenant else "")
                        + (" in this role's tenants" if scope and not tenant else "") + ")")
+        else:  # headed, as threads list and search are (what the second name was: who)
+            click.echo(f"{'seq':>6} {'time (UTC)':<19} {'event':<16} {'by':<12} details")
         for e in entries:
             details = json.dumps(e.details, sort_keys=True, ensure_ascii=False)  # not repr
             click.echo(f"{e.seq:>6} {datetime.fromtimestamp(e.ts, UTC):%Y-%m-%d %H:%M:%S} "
