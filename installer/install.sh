@@ -176,6 +176,16 @@ if [ "$service" = 1 ]; then
   runuser -u nobody -- "$real_python" -c '' >/dev/null 2>&1 \
     || die "the service user cannot run $real_python (a directory above it is closed to other users); give --python a system interpreter such as /usr/bin/python3.11; nothing was installed."
 fi
+# A --no-service install by a user into folders it may not write (the defaults, /opt/semtrace
+# and /var/lib/semtrace, for one) ended after the checksums on python's "Error: [Errno 13]
+# Permission denied: '/opt/semtrace'", with nothing said of what to give instead
+if [ "$service" = 0 ]; then
+  for pair in "--prefix=$prefix" "--data-dir=$data_dir"; do
+    p="${pair#*=}"
+    while [ ! -e "$p" ] && [ "$p" != / ]; do p=$(dirname "$p"); done
+    [ -w "$p" ] || die "$(id -un) may not write ${pair#*=} (${pair%%=*}; $p is not writable): give --prefix and --data-dir folders of your own with --no-service, or run it as root; nothing was installed."
+  done
+fi
 # The venv goes into --prefix itself, and uninstall.sh removes --prefix whole: an existing
 # folder that is no venv (--prefix /opt or /usr/local, read as "under it") got python, pip
 # and pyvenv.cfg written among its files, and a data dir inside the prefix went with it.

@@ -294,3 +294,23 @@ def test_a_prefix_that_is_no_venv_or_holds_the_data_dir_is_refused_before_anythi
         assert said in r.stderr and "nothing was installed" in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert _tree(tmp_path) == before, prefix
+
+
+@needs_system_python
+def test_a_users_install_into_folders_it_may_not_write_is_one_sentence(srv: Path) -> None:
+    """`install.sh --no-service` run by a user with folders it may not write (the default
+    /opt/semtrace, here a root-owned folder) ended after the checksums on python's
+    "Error: [Errno 13] Permission denied: '/opt/semtrace'"; it now says what to give, and
+    nothing is made."""
+    bundle = stand_in_bundle(srv)
+    before = sorted(p.name for p in srv.iterdir())
+    r = subprocess.run(["runuser", "-u", "nobody", "--", "bash", str(bundle / "install.sh"),
+                        "--no-service", "--prefix", str(srv / "venv"), "--data-dir",
+                        str(srv / "data"), "--python", SYSTEM_PYTHON or sys.executable],
+                       capture_output=True, text=True, timeout=120, cwd=srv)
+    assert r.returncode == 1
+    assert r.stderr.strip() == (
+        f"install: nobody may not write {srv}/venv (--prefix; {srv} is not writable): give "
+        "--prefix and --data-dir folders of your own with --no-service, or run it as root; "
+        "nothing was installed."), r.stderr
+    assert sorted(p.name for p in srv.iterdir()) == before
