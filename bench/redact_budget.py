@@ -6,9 +6,10 @@ usage: .venv/bin/python bench/redact_budget.py [--chars 32768] [--runs N] [--onl
 Each input is `--chars` characters (default 32,768, `max_text_chars`, the longest prompt the
 service takes) of one shape built to make a step work hard: PII-packed sentences, runs of
 capitalised words, hashtags, digit groups, spelled-out addresses, street lines, place cues,
-speaker lines, one long word. For each, the median of `--runs` runs (after a warm-up) of:
-the whole analysis (`Redactor.analyze`, under the policy's `pattern_timeout_s`: "refused"
-counts the runs, warm-up included, that ran past it), in wall-clock time and in CPU time of
+speaker lines, one long word, runs of dotted words (Presidio's URL pattern). For each, the
+median of `--runs` runs (after a warm-up) of: the whole analysis (`Redactor.analyze`, under
+the policy's `pattern_timeout_s`: "refused" counts the runs, warm-up included, that ran past
+it), in wall-clock time and in CPU time of
 the thread (the difference is time spent waiting for a core), spaCy's NER alone, and each
 recogniser alone on spaCy's output, of which the slowest of Semtrace's own and the slowest
 of Presidio's are printed (not with `--whole-only`). Works on the
@@ -44,6 +45,8 @@ SHAPES: dict[str, str] = {
     "speakers": "Alice: hi\nBob said that Carol told Dave ",
     "long-word": "x",
     "caps-word": "ABCD",
+    "dots": "x.",
+    "dashed-dots": "ab-cd.",
 }
 
 

@@ -49,8 +49,11 @@ def _spacy_package(name: str) -> str:
 # international and local formats); its card recogniser misses 12- and 19-digit
 # and newer IIN ranges; its SSN recogniser lets an "SSN" earlier in the text raise an
 # order number ("... order number 536228467"). All three are replaced by the ones in
-# `recognizers.py`.
-REPLACED_RECOGNIZERS = ("PhoneRecognizer", "CreditCardRecognizer", "UsSsnRecognizer")
+# `recognizers.py`. Its URL recogniser tried its "Non schema URL" pattern from every position
+# of a dotted run (0.6 ms of CPU a character): ours (`urls.py`) runs the same pattern only
+# where it matches.
+REPLACED_RECOGNIZERS = ("PhoneRecognizer", "CreditCardRecognizer", "UsSsnRecognizer",
+                        "UrlRecognizer")
 
 # Presidio's SSN context words that are also everyday modifiers ("social media post",
 # "security ticket"): they raise a hit only right before it or next to another SSN
@@ -133,6 +136,7 @@ def build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, A
         SpelledEmailRecognizer,
         SpelledIpRecognizer,
     )
+    from appliance.redact.urls import url_recognizer
 
     class OrderedRegistry(RecognizerRegistry):
         """Recognisers in a fixed order, rules before spaCy.
@@ -155,6 +159,7 @@ def build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, A
     registry.add_recognizer(PhoneNumberRecognizer())
     registry.add_recognizer(PaymentCardRecognizer())
     registry.add_recognizer(SsnRecognizer())
+    registry.add_recognizer(url_recognizer())
     registry.add_recognizer(StreetAddressRecognizer())
     for lookalike in (SpelledEmailRecognizer(), SeparatedIbanRecognizer(),
                       SeparatedSsnRecognizer(), SpelledIpRecognizer()):

@@ -70,6 +70,9 @@ def bound_patterns(recognizers: Iterable[Any], timeout: float) -> int:
 
         @compiled_regex.setter
         def compiled_regex(self, compiled: Any) -> None:
+            wrap = self.__dict__.get("_wrap")
+            if compiled is not None and wrap is not None:
+                compiled = wrap(compiled)  # a pattern's own matcher (urls.py), bounded too
             self.__dict__["_bounded"] = (None if compiled is None else _BoundedRegex(
                 compiled, timeout, f"'{self.name}' of {self.__dict__.get('_owner', '?')}"))
 
@@ -82,6 +85,7 @@ def bound_patterns(recognizers: Iterable[Any], timeout: float) -> int:
         for p in recognizer.patterns:
             b = BoundedPattern(p.name, p.regex, p.score)
             b.__dict__["_owner"] = recognizer.name
+            b.__dict__["_wrap"] = getattr(p, "wrap_compiled", None)
             bounded.append(b)
         recognizer.patterns = bounded
         count += len(bounded)
