@@ -158,3 +158,25 @@ def test_fields_protocol_v1_ignores_are_not_forwarded() -> None:
     assert set(sent) == set(obj) - {"messages", "metadata"} | {"ts"}  # its arrival time
     assert set(sent["response"]) == set(obj["response"]) - {"choices"}
     assert sent["session_id"] == "win-1" and sent["previous_response_id"] == "resp-0"
+    assert set(sent) == set(obj) - {"messages", "metadata"} | {"ts"}  # its arrival time
+    assert set(sent["response"]) == set(obj["response"]) - {"choices"}
+    assert sent["session_id"] == "win-1" and sent["previous_response_id"] == "resp-0"
+
+
+def test_an_over_long_prompt_is_forwarded_cut_under_the_whole_texts_digest() -> None:
+    """Cut here as a single host cuts it (protocol v1, over-long prompts), the start sent
+    as a client that cut it itself sends it: the whole text never reaches the bus."""
+    from appliance.ingest import content_digest, cut_text
+
+    whole = "Please proofread my essay on sourdough starters. " * 400  # 20,000 characters
+    for given in ({}, {"text_sha256": "e" * 64}):
+        nc = Connection({"request_id": "r-1", "ok": True, "truncated": True})
+        forward(ingest(tenant_in(2), text=whole, **given), nc)
+        ((_, payload),) = nc.sent
+        sent = json.loads(payload)
+        assert sent["text"] == cut_text(whole, 8000) and len(payload) < 9000
+        assert sent["truncated"] is True
+        assert sent["text_sha256"] == given.get("text_sha256", content_digest(whole))
+    nc = Connection({"request_id": "r-1", "ok": True})  # within the limit: as sent
+    forward(ingest(tenant_in(2)), nc)
+    assert {"truncated", "text_sha256"}.isdisjoint(json.loads(nc.sent[0][1]))

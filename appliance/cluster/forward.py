@@ -14,6 +14,12 @@ nothing was stored anywhere; when it was forwarded but no answer came in time,
 `unanswered` says whether it stays queued on the bus or may have been lost. No answer is
 waited for when no node holds the partition's claim (its owner stopped or restarting):
 replies go in request order, so that wait would hold every later reply on the connection.
+
+A prompt longer than `max_text_chars` is cut here as a single host cuts it (protocol v1,
+"Over-long prompts") and goes to the owner cut, as a client that cut it itself sends it
+(`truncated`, `text_sha256` of the whole text): the whole text never goes onto the bus,
+where JetStream keeps it on disk, and the owner stores and answers what a single host
+would.
 """
 
 from __future__ import annotations
@@ -112,6 +118,17 @@ def digested_history(obj: dict[str, Any], req: Request) -> dict[str, Any]:
     return obj
 
 
+def cut_as_here(obj: dict[str, Any], req: Request) -> dict[str, Any]:
+    """`obj` with its prompt as this node parsed it (`req`) when it cut an over-long one:
+    the start it kept, `truncated: true` and the whole text's digest (or the client's) in
+    `text_sha256`. The owner then keeps that start under that digest, as a single host
+    does, and the whole text stays here. Pure."""
+    prompt = req.prompt
+    if req.op != "ingest" or prompt is None or not prompt.truncated or prompt.digest is None:
+        return obj
+    return {**obj, "text": prompt.text, "truncated": True, "text_sha256": prompt.digest}
+
+
 class Forwarder:
     """Sends a node's socket writes of other nodes' tenants to their owner (`__call__`)."""
 
@@ -150,7 +167,7 @@ class Forwarder:
         if req.op == "ingest" and req.prompt is not None and obj.get("ts") is None:
             # its time is its arrival here, not when the owner takes it from the stream
             obj = {**obj, "ts": req.prompt.ts.astimezone(UTC).isoformat()}
-        obj = digested_history(obj, req)
+        obj = digested_history(cut_as_here(obj, req), req)
         subject, payload = sealed_request(obj, self.keys)
         if len(payload) > self.max_bytes:  # near the socket's own bound, plus the seal
             return self._refused(rid, p, TOO_LARGE, "too_large")
