@@ -120,6 +120,22 @@ def list_thread_rows(store: Store, thread_id: str
     return tuple(json.loads(row[0])), row[1], row[2], row[3], row[4]
 
 
+RECORD_REF = re.compile(r"#?([0-9]{1,19})")
+# what the sentence for an id that names no thread in scope adds
+NAMES_A_THREAD = ("give a thread's id, th_…, as `threads list` prints it, or a record's "
+                  "id, #N, as `search` prints it")
+
+
+def find_thread(store: Store, ident: str) -> Thread | None:
+    """The thread `ident` names: a thread's id, or a record's id (`#N` or `N`, as `threads
+    show`, `search` and the TUI's side panel print it): the thread that record is in."""
+    ref = RECORD_REF.fullmatch(ident.strip())
+    if ref is not None:  # (beyond SQLite's integers: no such record)
+        thread_id = thread_of_record(store, int(ref[1])) if int(ref[1]) < 2**63 else None
+        return get_thread(store, thread_id) if thread_id is not None else None
+    return get_thread(store, ident)
+
+
 def thread_of_record(store: Store, record_id: int) -> str | None:
     row = store.db.execute("SELECT thread_id FROM records WHERE id=?", (record_id,)).fetchone()
     return row[0] if row else None

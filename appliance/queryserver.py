@@ -37,9 +37,10 @@ from appliance.keys import Keyring
 from appliance.privacy import BudgetSpent
 from appliance.protocol import ProtocolError, echo_id
 from appliance.query import (
+    NAMES_A_THREAD,
     ThreadFilter,
     data_version,
-    get_thread,
+    find_thread,
     list_threads,
     live_topic,
     no_topic,
@@ -240,9 +241,10 @@ def _threads(obj: dict[str, Any], role: str, policies: Policies, store: Store,
     bound = bound_tenants(access, role)
     if obj.get("op") == "thread":
         thread_id = _str(obj, "thread_id", rid, required=True)
-        thread = get_thread(store, str(thread_id))
+        thread = find_thread(store, str(thread_id))
         if thread is None or not sees(access, role, thread.tenant):
-            raise ProtocolError("not_found", "No thread with this id in scope.", rid)
+            raise ProtocolError("not_found",
+                                f"No thread with this id in scope ({NAMES_A_THREAD}).", rid)
         return {"thread": jsonable(thread), "currency": policies.pricing.currency}
     tenant, user = obj.get("tenant"), obj.get("user")
     limit = _limit(obj, 50, MAX_LIMIT, rid)

@@ -278,6 +278,9 @@ def test_bad_input_to_the_read_commands_exits_2_as_documented(tmp_path: Path,
             (("search", "weather", "--tenant", "acme", "--user", "alice", "--since",
               "2030-01-01"), "--since 2030-01-01 is in the future (2030-01-01 00:00 UTC)"),
             (("stats", "topics", "--tenant", "acme", "--from", "garbage"), "--from must be"),
+            # the end was the default, not a --to the user gave: "earlier than --to" misled
+            (("stats", "topics", "--tenant", "acme", "--from", "2030-01-01"),
+             "--from 2030-01-01 is in the future (2030-01-01 00:00 UTC)"),
             (("stats", "topics", "--tenant", "acme", "--from", "2026-03-02",
               "--to", "2026-03-01"), "earlier than --to"),
             # the baseline's end the user did not give is named, with its value

@@ -389,3 +389,32 @@ def test_the_topics_screen_shows_a_merged_topics_mark_whole(fixed_store: Path,  
     finally:
         rt.close()
     assert "with tp_accounts merged since" in shown[0]
+
+
+def test_threads_show_takes_the_record_id_search_prints(
+        served: dict[str, Any], data_dir: Path, passphrase_file: Path) -> None:  # noqa: F811
+    """`search` and `threads show` print a prompt as `#1253799737951298` (the TUI's side
+    panel as `record 1253799737951298`); `threads show #1253799737951298` said "No thread
+    with this id in scope.": it shows the thread that record is in, over the socket and
+    directly, and an id naming neither says which ids it takes."""
+    sock = ["--socket", str(served["sock"]), "--role", "reader"]
+    direct = ["--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file)]
+    acme = next(o for o in served["outcomes"] if o.request_id.startswith("acme"))
+    whole = json.loads(run_cli("threads", "show", acme.thread_id, *sock, "--json").stdout)
+    record = whole["records"][0]["record_id"]
+    for way in (sock, direct):
+        for ref in (f"#{record}", str(record)):
+            shown = run_cli("threads", "show", ref, *way)
+            assert shown.returncode == 0, shown.stderr
+            assert shown.stdout.startswith(f"Thread {acme.thread_id} (acme, ")
+            assert f"#{record}" in shown.stdout
+            as_json = json.loads(run_cli("threads", "show", ref, *way, "--json").stdout)
+            assert as_json["thread_id"] == acme.thread_id
+        for ref in ("#99", "nope", "99999999999999999999"):
+            refused(run_cli("threads", "show", ref, *way), "a record's id, #N")
+    analyst = ["--socket", str(served["sock"]), "--role", "analyst-acme"]
+    globex = next(o for o in served["outcomes"] if o.request_id.startswith("globex"))
+    theirs = json.loads(run_cli("threads", "show", globex.thread_id, *sock, "--json").stdout)
+    # a record of a tenant the role does not see is as absent as its thread
+    refused(run_cli("threads", "show", f"#{theirs['records'][0]['record_id']}", *analyst),
+            "No thread with this id in scope")

@@ -130,8 +130,9 @@ def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | 
                  as_json: bool) -> None:
     """Show one thread's turns in order: position, intent, similarity, the signal that
     linked each (history, previous_response_id, session_id, content), its parent, and
-    the redacted text."""
-    from appliance.query import get_thread
+    the redacted text. THREAD_ID: a thread's id (th_…), or a record's id (#N, as `search`
+    and this command print it) to show the thread that record is in."""
+    from appliance.query import NAMES_A_THREAD, find_thread
     from appliance.reads import thread_from_json
     from appliance.roles import require, sees
     from appliance.tui.format import money
@@ -145,14 +146,14 @@ def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | 
         rt = open_read(data_dir, passphrase_file, key_file, "threads show")
         try:
             name = require(rt.policies.access, role, "threads:read")
-            thread = get_thread(rt.store, thread_id)
+            thread = find_thread(rt.store, thread_id)
             if thread is not None and not sees(rt.policies.access, name, thread.tenant):
                 thread = None  # another tenant's thread: as if absent
             currency = rt.policies.pricing.currency
         finally:
             rt.close()
     if thread is None:
-        raise InputError(f"No thread {thread_id!r} in this store.")
+        raise InputError(f"No thread {thread_id!r} in this store ({NAMES_A_THREAD}).")
     if as_json:
         emit_json({**jsonable(thread), "currency": currency})
         return

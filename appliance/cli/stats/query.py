@@ -44,6 +44,10 @@ def _when(value: str | None, default: datetime, name: str) -> datetime:
 def _window(since: str | None, until: str | None) -> tuple[datetime, datetime]:
     end = _when(until, analytics.default_window(datetime.now(UTC))[1], "to")
     start = _when(since, end - timedelta(days=DEFAULT_DAYS), "from")
+    if start >= end and until is None:  # the end is the default: "earlier than --to" named
+        # an option the user never gave (a --from in the future, as `search --since` says it)
+        raise InputError(f"--from {since} is in the future ({start:%Y-%m-%d %H:%M} UTC): "
+                         "there is nothing to count yet; nothing was spent.")
     if start >= end:
         raise InputError("--from must be earlier than --to.")
     return start, end
