@@ -180,3 +180,21 @@ def test_an_over_long_prompt_is_forwarded_cut_under_the_whole_texts_digest() -> 
     nc = Connection({"request_id": "r-1", "ok": True})  # within the limit: as sent
     forward(ingest(tenant_in(2)), nc)
     assert {"truncated", "text_sha256"}.isdisjoint(json.loads(nc.sent[0][1]))
+
+
+def test_a_forwarded_feedback_carries_its_rating_only_never_a_prompt_it_repeats() -> None:
+    """A feedback reads only its rating and `abandoned`; a gateway that builds it from the
+    ingest it rates (its `text`, `history`, `response` with the answer) had all of them put
+    on the bus as sent, the text and the answer in full, though neither is read there nor
+    digested first (JetStream keeps the message on disk). Only what a feedback reads goes."""
+    canary = "CANARY-3d9e my card is 4111 1111 1111 1111"
+    obj = {"v": 1, "op": "feedback", "tenant": tenant_in(2), "request_id": "r-1",
+           "rating": -1, "abandoned": True, "user_id": "ana", "text": canary,
+           "history": [{"role": "user", "content": canary}],
+           "response": {"text": canary, "status": "ok"}, "session_id": "win-1"}
+    nc = Connection({"request_id": "r-1", "ok": True})
+    assert forward(obj, nc) == {"request_id": "r-1", "ok": True}
+    ((_, payload),) = nc.sent
+    assert b"CANARY" not in payload and b"4111" not in payload
+    assert json.loads(payload) == {"v": 1, "op": "feedback", "tenant": tenant_in(2),
+                                   "request_id": "r-1", "rating": -1, "abandoned": True}

@@ -80,21 +80,30 @@ def unowned_partition(req: Request, partitions: int, owns: Callable[[int], bool]
     return None if owns(p) else p
 
 
-# What protocol v1 reads of a write request (docs/protocol.md) and of its `response`; any
-# other field a client adds (an OpenAI `messages` list, `metadata`, a response's `choices`)
-# is ignored where it arrives, so it is not forwarded either: it may hold the conversation
-# itself, and JetStream keeps a forwarded request on disk.
-REQUEST_FIELDS = frozenset({
-    "v", "op", "request_id", "tenant", "mode", "traceparent", "user_id", "session_id",
-    "text", "truncated", "text_sha256", "ts", "index", "synthetic", "history",
-    "previous_response_id", "model", "response", "rating", "abandoned"})
+# What protocol v1 reads of each write request (docs/protocol.md) and of its `response`; any
+# other field a client adds (an OpenAI `messages` list, `metadata`, a response's `choices`,
+# a feedback's copy of the prompt it rates) is ignored where it arrives, so it is not
+# forwarded either: it may hold the conversation itself, and JetStream keeps a forwarded
+# request on disk. `mode` is kept for every op: it says whether the socket waits for the
+# owner's answer.
+COMMON_FIELDS = frozenset({"v", "op", "request_id", "tenant", "mode"})
+OP_FIELDS = {
+    "ingest": COMMON_FIELDS | {
+        "traceparent", "user_id", "session_id", "text", "truncated", "text_sha256", "ts",
+        "index", "synthetic", "history", "previous_response_id", "model", "response"},
+    "update": COMMON_FIELDS | {"user_id", "previous_response_id", "model", "response"},
+    "feedback": COMMON_FIELDS | {"rating", "abandoned"},
+}
+REQUEST_FIELDS = frozenset().union(*OP_FIELDS.values())
 RESPONSE_FIELDS = frozenset({
     "status", "text", "sha256", "id", "input_tokens", "output_tokens", "latency_ms", "cost"})
 
 
 def protocol_fields(obj: dict[str, Any]) -> dict[str, Any]:
-    """`obj` with only the fields protocol v1 reads (and of `response`, its own). Pure."""
-    out = {k: v for k, v in obj.items() if k in REQUEST_FIELDS}
+    """`obj` with only the fields protocol v1 reads of its op (and of `response`, its own).
+    Pure."""
+    fields = OP_FIELDS.get(str(obj.get("op")), COMMON_FIELDS)
+    out = {k: v for k, v in obj.items() if k in fields}
     if isinstance(out.get("response"), dict):
         out["response"] = {k: v for k, v in out["response"].items() if k in RESPONSE_FIELDS}
     return out
