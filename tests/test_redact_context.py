@@ -142,3 +142,24 @@ def test_index_declines_tokens_out_of_order() -> None:
     index = ContextIndex.of(fine)
     assert [index.token_at(s) for s in range(6)] == [0, 0, 1, 1, 1, None]
     assert index.backward(1, 2) == [1] and index.forward(0, 1) == [1]
+
+
+def test_a_pasted_list_of_ip_addresses_is_redacted_not_refused(redactor: Any,
+                                                               policies: Any) -> None:
+    """A firewall allow-list pasted as one comma-separated line (no spaces: one spaCy
+    token of the whole prompt) holds some 3,000 IP addresses. The context step looked up
+    each hit's surrounding words whole-word, splitting that 32,000-character token into
+    its 13,000 runs of digits once per hit: past the prompt's 5 s of CPU, refused
+    `unredactable` ("Presidio's context step ran past the prompt's time budget"). Now each
+    word is split once per text, and every address is replaced."""
+    from conftest import make_prompt
+
+    from appliance.records import Redacted
+
+    size = policies.correlation.max_text_chars
+    ips = [f"10.{i // 65536}.{i // 256 % 256}.{i % 256}" for i in range(1, size // 8)]
+    text = ",".join(ips)[:size].rsplit(",", 1)[0]
+    [out] = redactor.redact_many([make_prompt(text)])
+    assert isinstance(out, Redacted), f"refused: {getattr(out, 'reason', out)}"
+    assert not any(c.isdigit() for c in out.text), out.text[:200]
+    assert out.text.count("<IP_ADDRESS") == text.count(",") + 1

@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 import threading
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,20 +42,27 @@ from appliance.redact.budget import check
 WORD_PARTS = re.compile(r"[^\W_]+")
 
 
+def forms_of(word: str) -> frozenset[str]:
+    """The lower-cased `word` and the runs of letters and digits in it."""
+    low = word.lower()
+    return frozenset([low, *WORD_PARTS.findall(low)])
+
+
 def word_forms(surrounding: list[str]) -> set[str]:
     """The lower-cased `surrounding` words and the runs of letters and digits in each."""
-    words = {w.lower() for w in surrounding}
-    words.update(part for w in surrounding for part in WORD_PARTS.findall(w.lower()))
-    return words
+    return set().union(*(forms_of(w) for w in surrounding))
 
 
-def whole_word_match(surrounding: list[str] | None, context_words: list[str] | None) -> str:
+def whole_word_match(surrounding: list[str] | None, context_words: list[str] | None,
+                     forms: Callable[[str], frozenset[str]] = forms_of) -> str:
     """The first of `context_words` that is one of the `surrounding` words or a run of letters
-    and digits in one ("ssn" in "ssn#536228467" or "ssn="; not "ip" in "script"), or ""."""
+    and digits in one ("ssn" in "ssn#536228467" or "ssn="; not "ip" in "script"), or "".
+    `forms`: `forms_of`, or its memo for one text (each word's forms looked up, never
+    joined: a hit inside one long token, an IP in a pasted list, took all its parts)."""
     if surrounding is None or context_words is None:
         return ""
-    words = word_forms(surrounding)
-    return next((w for w in context_words if w.lower() in words), "")
+    each = [forms(w) for w in surrounding]
+    return next((w for w in context_words if any(w.lower() in f for f in each)), "")
 
 
 @dataclass(frozen=True)
@@ -127,11 +135,25 @@ class LinearContextEnhancer(LemmaContextAwareEnhancer):
                 context_list, recognizer_context_list, *mode))
         hit = getattr(self._local, "hit", None)
         self._local.hit = None
+        forms = self._forms
         if (hit is None or not context_list or not recognizer_context_list
-                or not word_forms(context_list) & self.near_only):
-            return whole_word_match(context_list, recognizer_context_list)
+                or all(self.near_only.isdisjoint(forms(w)) for w in context_list)):
+            return whole_word_match(context_list, recognizer_context_list, forms)
         return whole_word_match(self._placed_words(hit, context_list, recognizer_context_list),
-                                recognizer_context_list)
+                                recognizer_context_list, forms)
+
+    def _forms(self, word: str) -> frozenset[str]:
+        """`forms_of(word)`, memoised for the text being enhanced (dropped after it: no word
+        of a prompt outlives its analysis). Once per hit, a word's forms cost its length:
+        4,000 IP addresses in one 32,000-character token (a pasted comma-separated list)
+        took 16,000 parts each, past the prompt's budget."""
+        memo: dict[str, frozenset[str]] | None = getattr(self._local, "forms", None)
+        if memo is None:
+            return forms_of(word)
+        found = memo.get(word)
+        if found is None:
+            found = memo[word] = forms_of(word)
+        return found
 
     def _placed_words(self, hit: tuple[ContextIndex, list[str], int, list[int]],
                       context_list: list[str], recognizer_context: list[str]) -> list[str]:
@@ -158,11 +180,12 @@ class LinearContextEnhancer(LemmaContextAwareEnhancer):
         if nlp_artifacts is not None and nlp_artifacts.tokens:
             index = (nlp_artifacts, ContextIndex.of(nlp_artifacts))
         self._local.index = index
+        self._local.forms = {}
         try:
             return super().enhance_using_context(text, raw_results, nlp_artifacts,
                                                  recognizers, context)
         finally:
-            self._local.index = None
+            self._local.index = self._local.forms = None
 
     def _extract_surrounding_words(self, nlp_artifacts: Any, word: str,
                                    start: int) -> list[str]:
