@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from appliance import analytics
 from appliance.analytics import GroupStats
 from appliance.config import Policies
-from appliance.privacy import PrivacyGate, Release
+from appliance.privacy import Ledger, PrivacyGate, Release
 from appliance.query import topic_aliases
 from appliance.releases import ReleaseCache
 from appliance.roles import require
@@ -41,6 +41,8 @@ class Released:
     # models on a topic: ids merged into it since its release, with no release of their
     # own that day (their threads are in no figure: floors), as `stats models --topic`
     uncounted: tuple[str, ...] = ()
+    # without a release today: the epsilon today's budget has left (None: released)
+    budget_left: float | None = None
 
 
 @dataclass(frozen=True)
@@ -57,16 +59,35 @@ class AggregateView:
     # topics: ids the release counted that a refinement merged into another topic since ->
     # the live id (their figures are summed into the live topic's row)
     aliases: tuple[tuple[str, str], ...] = ()
+    epsilon: float = 0.0  # what a release of `kind` spends
 
     @property
     def last_day(self) -> datetime:
         """The last UTC day of the window (`end` is the midnight after it)."""
         return self.end - timedelta(days=1)
 
+    def _unpaid(self, t: Released) -> bool:
+        return t.budget_left is not None and t.budget_left + 1e-9 < self.epsilon
+
     @property
     def missing(self) -> tuple[str, ...]:
-        """Tenants without a release today."""
-        return tuple(t.tenant for t in self.tenants if t.released_at is None)
+        """Tenants without a release today that today's budget can still pay for (`n`)."""
+        return tuple(t.tenant for t in self.tenants
+                     if t.released_at is None and not self._unpaid(t))
+
+    @property
+    def spent(self) -> tuple[str, ...]:
+        """Tenants without a release today whose budget for today cannot pay for one."""
+        return tuple(t.tenant for t in self.tenants
+                     if t.released_at is None and self._unpaid(t))
+
+    def spent_note(self) -> str:
+        """Why `n` cannot make the release of the `spent` tenants (it offered to: the
+        release it made was refused, 'budget ... is spent', after the dialog)."""
+        left = sorted({t.budget_left or 0.0 for t in self.tenants if self._unpaid(t)})
+        return (f"No release today for {', '.join(self.spent)}: today's privacy budget is "
+                f"spent (epsilon {' / '.join(f'{x:g}' for x in left)} left, a release of "
+                f"{self.kind} needs {self.epsilon:g}); figures resume tomorrow (UTC)")
 
 
 def release_key(policies: Policies, kind: str, now: datetime, topic: str | None = None
@@ -91,6 +112,7 @@ def aggregate_view(store: Store, policies: Policies, tenants: list[str], kind: s
     start, end, key = release_key(policies, kind, now, topic)
     day = now.astimezone(UTC).strftime("%Y-%m-%d")
     cache = ReleaseCache(store.db)
+    ledger = Ledger(store.db, per_day=policies.privacy.epsilon_per_day, clock=now.timestamp)
     out = []
     counted: set[str] = set()  # the topic ids today's releases counted
     for tenant in tenants:
@@ -122,12 +144,14 @@ def aggregate_view(store: Store, policies: Policies, tenants: list[str], kind: s
         at = (datetime.fromtimestamp(rel.released_at, UTC)
               if rel is not None and rel.released_at is not None else None)
         per_user = kind == "topics" and not policies.privacy.cross_user_topics.get(tenant, False)
+        left = ledger.remaining(tenant) if rel is None else None
         out.append(Released(tenant, rows, at if rel is not None else None, per_user,
-                            uncounted))
+                            uncounted, left))
     return AggregateView(kind=kind, start=start, end=end, tenants=tuple(out),
                          currency=policies.pricing.currency,
                          k_min_users=policies.privacy.k_min_users, topic=topic,
-                         aliases=tuple(sorted((k, merged[k]) for k in counted if k in merged)))
+                         aliases=tuple(sorted((k, merged[k]) for k in counted if k in merged)),
+                         epsilon=policies.privacy.epsilon_for(kind))
 
 
 def _with_merged(cache: ReleaseCache, policies: Policies, tenant: str, rel: Release,

@@ -33,9 +33,11 @@ def view_from_json(d: dict[str, Any]) -> AggregateView:
         kind=d["kind"], start=_ts(d["start"]), end=_ts(d["end"]), currency=d["currency"],
         k_min_users=d["k_min_users"], topic=d.get("topic"),
         aliases=tuple((str(a), str(b)) for a, b in d.get("aliases", ())),
+        epsilon=float(d.get("epsilon", 0.0)),
         tenants=tuple(Released(t["tenant"], tuple(row_from_json("topics", r) for r in t["rows"]),
                                _ts(t["released_at"]) if t["released_at"] else None,
-                               bool(t.get("per_user_topics")))
+                               bool(t.get("per_user_topics")),
+                               tuple(t.get("uncounted", ())), t.get("budget_left"))
                       for t in d["tenants"]))
 
 

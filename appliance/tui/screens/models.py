@@ -110,10 +110,13 @@ class ModelsScreen(ReleasedScreen):
         floors = (f"not counted: {', '.join(left)}, merged into this topic since today's "
                   "release of it, with no release of its own today (threads ≥) · "
                   if left else "")
+        spent = f" · {view.spent_note()}" if view.spent else ""  # `n` would be refused
         if view.missing:
             eps = context(self).reader.release_epsilon[self.KIND]
             return (f"{floors}No release today for {', '.join(view.missing)}: n makes it "
-                    f"(spends epsilon {eps:g} once a day)")
+                    f"(spends epsilon {eps:g} once a day){spent}")
+        if view.spent:
+            return f"{floors}{view.spent_note()}"
         if len(self.entries) < 2:
             scale = released_people_scale(r.users for t in view.tenants for r in t.rows)
             return (f"{len(self.entries)} model(s) released: "

@@ -50,6 +50,9 @@ class ReleasedScreen(Screen[None]):
 
     def action_release(self) -> None:
         view = self.view
+        if view is not None and not view.missing and view.spent:  # no dialog, then a refusal
+            self._status(view.spent_note())
+            return
         if view is None or not view.missing:
             self._status("Today's release is already made: it refreshes tomorrow (UTC).")
             return

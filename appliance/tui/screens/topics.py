@@ -207,6 +207,8 @@ class TopicsScreen(ReleasedScreen):
             notes.append(f"No release today for {', '.join(view.missing)}: n makes it "
                          f"(spends epsilon {eps:g} once a day; `semtrace stats topics` "
                          "shares it)")
+        if view.spent:  # `n` would be refused after its dialog
+            notes.append(view.spent_note())
         per_user = [t.tenant for t in view.tenants if t.per_user_topics]
         if per_user:
             notes.append(f"Topics of {', '.join(per_user)} are per user (cross_user_topics "
