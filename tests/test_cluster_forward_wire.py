@@ -9,6 +9,10 @@ the owner's own socket (b's) given the same requests for another tenant of its o
   it crossed the bus whole (JetStream keeps it on disk) and was cut by the owner, and one
   near `max_frame_bytes` was refused `not_forwarded` (too large once sealed) where a single
   host stores its start.
+- A connection's requests of one partition go onto the bus in the order they came: before,
+  an async ingest pipelined after a sync one went first (the sync one read its partition's
+  claim from NATS first), so the owner stored the later prompt first and its history named
+  a turn not stored yet.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cluster_nodes import Bus, ingest, sealed_cluster
+from cluster_nodes import Bus, arrived, ingest, sealed_cluster
 from test_cluster import PARTITIONS, Node, start_all
 
 from appliance.cluster.partition import partition_of
@@ -147,4 +151,29 @@ def test_an_over_long_prompt_is_cut_on_the_node_it_reaches_never_sent_whole(
     assert size_sent < MAX_TEXT + 1024 and len(sent["text"]) <= MAX_TEXT
     _, text = _long_frame(theirs, "long", size)
     assert sent["truncated"] is True and sent["text_sha256"] == content_digest(text)
+    assert a.records() == 0
+
+
+def test_a_sync_then_an_async_ingest_on_one_connection_reach_the_owner_in_that_order(
+        pair: tuple[Node, Node, Tap]) -> None:
+    """The second prompt's history names the first, as a gateway sends a follow-up. On a
+    single host (b's own socket) it continues the first; forwarded by a, before, it went
+    onto the bus ahead of the first (whose claim lookup came first; partition 2 is forwarded
+    to first here, so a has not read its claim yet) and started a conversation of its own."""
+    a, b, tap = pair
+    theirs, single = tenants_in(2, 2)
+    first = "How do I bake sourdough bread at home?"
+    stored = {}
+    for node, tenant in ((a, theirs), (b, single)):
+        second = {**ingest(tenant, "second", "What is the capital of Australia?", 1),
+                  "mode": "async", "history": [{"role": "user", "sha256": content_digest(first)}]}
+        sync, queued = _pipelined(node, [_frame(ingest(tenant, "first", first, 0)),
+                                         _frame(second)])
+        assert sync["ok"] and queued["ok"] and queued["queued"], (sync, queued)
+        stored[node.name] = (sync, arrived(b, tenant, "second", "the async prompt"))
+    assert [req["request_id"] for _, req in tap.of(theirs)] == ["first", "second"]
+    for sync, later in stored.values():
+        assert later["link_source"] == "history", later
+        assert later["parent_request_id"] == "first"
+        assert later["conversation_id"] == sync["conversation_id"]
     assert a.records() == 0

@@ -23,20 +23,32 @@ def tenant_in(partition: int) -> str:
 
 
 class Connection:
-    """What the forwarder uses of a nats-py client; `request` answers `reply`."""
+    """What the forwarder uses of a nats-py client; a request (a publish with a reply inbox)
+    is answered `reply`."""
 
     def __init__(self, reply: dict[str, Any] | None = None, *, connected: bool = True) -> None:
         self.is_connected, self.is_closed = connected, False
         self.stats = {"reconnects": 0}
         self.sent: list[tuple[str, bytes]] = []
         self.reply = reply
+        self._answers: dict[str, asyncio.Future[Any]] = {}
 
-    async def request(self, subject: str, payload: bytes, timeout: float) -> Any:
-        self.sent.append((subject, payload))
-        return SimpleNamespace(data=json.dumps(self.reply).encode())
+    def new_inbox(self) -> str:
+        return f"_INBOX.{len(self._answers)}"
 
-    async def publish(self, subject: str, payload: bytes) -> None:
+    async def subscribe(self, subject: str, *, future: asyncio.Future[Any],
+                        max_msgs: int) -> Any:
+        self._answers[subject] = future
+
+        async def unsubscribe(limit: int = 0) -> None:
+            return None
+        return SimpleNamespace(unsubscribe=unsubscribe)
+
+    async def publish(self, subject: str, payload: bytes, reply: str = "") -> None:
         self.sent.append((subject, payload))
+        if reply:
+            self._answers[reply].set_result(
+                SimpleNamespace(data=json.dumps(self.reply).encode(), headers=None))
 
     async def flush(self, timeout: float) -> None:
         return None

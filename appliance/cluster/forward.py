@@ -19,7 +19,7 @@ A prompt longer than `max_text_chars` is cut here as a single host cuts it (prot
 "Over-long prompts") and goes to the owner cut, as a client that cut it itself sends it
 (`truncated`, `text_sha256` of the whole text): the whole text never goes onto the bus,
 where JetStream keeps it on disk, and the owner stores and answers what a single host
-would.
+would. A partition's requests go onto the bus in the order they came (cluster/bus_order.py).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC
 from typing import Any
 
+from appliance.cluster.bus_order import Line, Turn, ask
 from appliance.cluster.client import open_reply, sealed_request
 from appliance.cluster.partition import partition_of, valid_tenant
 from appliance.errors import SemtraceError
@@ -157,6 +158,7 @@ class Forwarder:
         # set by the node once its claims bucket is open
         self.claimed: Callable[[int], Awaitable[bool | None]] | None = None
         self._claims: dict[int, tuple[float, bool | None]] = {}
+        self._line = Line()  # each partition's requests go onto the bus in arrival order
 
     async def __call__(self, obj: dict[str, Any], req: Request) -> dict[str, Any] | None:
         """The owner's reply to `obj` (parsed as `req`), or this socket's refusal of it;
@@ -180,10 +182,17 @@ class Forwarder:
         subject, payload = sealed_request(obj, self.keys)
         if len(payload) > self.max_bytes:  # near the socket's own bound, plus the seal
             return self._refused(rid, p, TOO_LARGE, "too_large")
-        if obj.get("mode") == "async":
-            return await self._publish(nc, subject, payload, rid, p)
-        return await self._request(nc, subject, payload, req.tenant, rid, p,
-                                   owner_up=await self._owner_up(p))
+        turn = self._line.take(p)  # before anything awaits: the order it came in
+        try:
+            if obj.get("mode") == "async":
+                await turn.ready()
+                return await self._publish(nc, subject, payload, rid, p, turn)
+            owner_up = await self._owner_up(p)
+            await turn.ready()
+            return await self._request(nc, subject, payload, req.tenant, rid, p, turn,
+                                       owner_up=owner_up)
+        finally:
+            turn.done()
 
     async def _owner_up(self, p: int) -> bool:
         """Whether a node may answer partition `p` now: False only when no node holds its
@@ -197,11 +206,12 @@ class Forwarder:
         return seen[1] is not False
 
     async def _publish(self, nc: Any, subject: str, payload: bytes, rid: str | None,
-                       p: int) -> dict[str, Any]:
+                       p: int, turn: Turn) -> dict[str, Any]:
         """Async mode: sent once the server has it (a flush), as a gateway's publish."""
         before = _reconnects(nc)
         try:
             await nc.publish(subject, payload)
+            turn.done()
             await nc.flush(timeout=self.wait_s)
         except Exception:  # noqa: BLE001 - nats-py's own errors: the connection dropped
             return self._unanswered(rid, DROPPED.format(p=p), "dropped")
@@ -211,7 +221,8 @@ class Forwarder:
         return {"request_id": rid, "ok": True, "mode": "async", "queued": True}
 
     async def _request(self, nc: Any, subject: str, payload: bytes, tenant: str,
-                       rid: str | None, p: int, *, owner_up: bool = True) -> dict[str, Any]:
+                       rid: str | None, p: int, turn: Turn, *,
+                       owner_up: bool = True) -> dict[str, Any]:
         """Request-reply; with no owner up (`owner_up` False) it waits NO_OWNER_WAIT_S
         only: time for NATS to answer that nothing takes the subject (or for an owner
         back meanwhile to answer)."""
@@ -220,8 +231,9 @@ class Forwarder:
 
         before = _reconnects(nc)
         try:
-            msg = await nc.request(subject, payload,
-                                   timeout=self.wait_s if owner_up else NO_OWNER_WAIT_S)
+            asked = await ask(nc, subject, payload)
+            turn.done()
+            msg = await asked.reply(self.wait_s if owner_up else NO_OWNER_WAIT_S)
         except NoRespondersError:  # no stream captures the subject: nothing kept it
             return self._refused(rid, p, NO_STREAM, "no_stream")
         except (NatsTimeout, TimeoutError):
