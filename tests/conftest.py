@@ -284,6 +284,39 @@ def scan_for(root: Path, canaries: list[str]) -> list[tuple[Path, str]]:
     return hits
 
 
+def ingest_and_read_back(tmp: Path, prompts: list[tuple[str, str]], *,
+                         user_prefix: str) -> tuple[Path, dict[str, str], str]:
+    """`prompts` (request id, text) sent through the socket of a `semtrace serve` on a fresh
+    data dir in `tmp`, one user each, then read back decrypted: the data dir, the stored
+    text by request id, and every row of every table followed by the service's log."""
+    from test_service import Server, at
+
+    from appliance.client import Client
+    from appliance.keys import read_passphrase_file
+    from appliance.runtime import open_runtime
+
+    pw = tmp / "pw"
+    pw.touch(mode=0o600)
+    pw.write_text("read-back test passphrase\n")
+    srv = Server(tmp, pw).start()
+    try:
+        with Client(srv.sock) as c:
+            replies = [c.ingest(tenant="acme", user_id=f"{user_prefix}-{i}", request_id=rid,
+                                text=text, ts=at(i)) for i, (rid, text) in enumerate(prompts)]
+    finally:
+        assert srv.stop() == 0
+    assert all(r["ok"] for r in replies), replies
+    rt = open_runtime(srv.data, read_passphrase_file(pw))
+    try:
+        stored = {r.request_id: r.text or "" for r in rt.store.records("1=1", ())}
+        db = rt.store.db
+        tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        dump = "\n".join(repr(row) for t in tables for row in db.execute(f'SELECT * FROM "{t}"'))
+    finally:
+        rt.close()
+    return srv.data, stored, dump + "\n" + srv.log.read_text()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A `semtrace serve` subprocess with the shipped policies on a fresh data dir, one per

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from appliance.client import Client
 
 
-def send_while_held(svc: Any, sock: Path, reqs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`reqs` sent at once while the worker is held, so they queue; then released. The
-    replies, in request order."""
+def send_while_held(svc: Any, sock: Path, reqs: list[dict[str, Any]], *,
+                    until: Callable[[Any], bool] | None = None) -> list[dict[str, Any]]:
+    """`reqs` sent at once while the worker is held, so they queue; released once
+    `until(svc)` holds (by default: once every request is queued). The replies, in request
+    order."""
+    ready = until or (lambda s: len(s._pending) >= len(reqs))
     gate = threading.Event()
     svc._pool.submit(gate.wait)
     replies: list[dict[str, Any]] = []
@@ -26,8 +30,8 @@ def send_while_held(svc: Any, sock: Path, reqs: list[dict[str, Any]]) -> list[di
     sender.start()
     try:
         deadline = time.monotonic() + 60
-        while len(svc._pending) < len(reqs) and time.monotonic() < deadline:
-            time.sleep(0.01)  # every request queued (or held by the batch loop)
+        while not ready(svc) and time.monotonic() < deadline:
+            time.sleep(0.01)
     finally:
         gate.set()
     sender.join(120)

@@ -269,9 +269,6 @@ def test_feedback_and_update_for_a_prompt_not_yet_stored_wait_for_its_commit(
     both are applied once it is stored, neither is refused as an unknown request."""
     sock = tmp_path / "s.sock"
     with running_service(pipeline, sock, policies=_batches_of_two(pipeline)) as svc:
-        gate = threading.Event()
-        svc._pool.submit(gate.wait)  # the worker is busy: the ingests wait in the queue
-        replies: list[dict[str, Any]] = []
         reqs: list[dict[str, Any]] = [{**_req(n, t, "uma"), "mode": "async"} for n, t in
                                       enumerate(["How do I descale my espresso machine?",
                                                  "How often should I replace its gasket?",
@@ -280,21 +277,10 @@ def test_feedback_and_update_for_a_prompt_not_yet_stored_wait_for_its_commit(
                   "rating": 4},
                  {"v": 1, "op": "update", "tenant": "acme", "request_id": "z-2",
                   "model": "gpt-4o", "response": {"input_tokens": 12, "output_tokens": 80}}]
-
-        def send() -> None:
-            with Client(sock, timeout=120) as c:
-                replies.extend(c.stream(reqs, window=len(reqs)))
-
-        sender = threading.Thread(target=send)
-        sender.start()
-        try:
-            deadline = time.monotonic() + 60
-            while len(svc._pending) < 3 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            time.sleep(0.3)  # the feedback and the update have come in too
-        finally:
-            gate.set()
-        sender.join(120)
+        # released once the three are queued and the feedback and the update have come in
+        # (both waiting for the last ingest's commit)
+        replies = send_while_held(
+            svc, sock, reqs, until=lambda s: len(s._pending) >= 3 and s._side >= 2)
         assert [r["ok"] for r in replies] == [True] * len(reqs), replies
         with Client(sock, timeout=120) as c:
             looked = c.request({"v": 1, "op": "lookup", "tenant": "acme", "request_id": "z-2"})

@@ -5,13 +5,12 @@ accepted. The real service and pipeline."""
 
 from __future__ import annotations
 
-import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from conftest import running_service
+from held_worker import send_while_held
 
 from appliance.client import Client
 
@@ -33,30 +32,15 @@ def test_a_lookup_right_after_an_async_ingest_finds_it_once_stored(
     service = pipeline.policies.service.model_copy(update={"batch_max": 2})
     policies = pipeline.policies.model_copy(update={"service": service})
     with running_service(pipeline, sock, policies=policies) as svc:
-        gate = threading.Event()
-        svc._pool.submit(gate.wait)  # the worker is busy: the ingests wait in the queue
         reqs = [_ingest(n, t) for n, t in enumerate([
             "How do I descale my espresso machine?",
             "How often should I replace its gasket?",
             "Which water filter suits it?"])]
         reqs.append({"v": 1, "op": "lookup", "tenant": "acme", "request_id": "q-2"})
-        replies: list[dict[str, Any]] = []
-
-        def send() -> None:
-            with Client(sock, timeout=120) as c:
-                replies.extend(c.stream(reqs, window=len(reqs)))
-
-        sender = threading.Thread(target=send)
-        sender.start()
-        try:
-            deadline = time.monotonic() + 60
-            # the three queued and the lookup under way (its read, if any, on the worker
-            # behind the gate, before the last ingest's batch can be)
-            while (len(svc._pending) < 3 or svc._side < 1) and time.monotonic() < deadline:
-                time.sleep(0.01)
-        finally:
-            gate.set()
-        sender.join(120)
+        # released once the three are queued and the lookup is under way (its read, if
+        # any, on the worker behind the gate, before the last ingest's batch can be)
+        replies = send_while_held(
+            svc, sock, reqs, until=lambda s: len(s._pending) >= 3 and s._side >= 1)
         assert [r["ok"] for r in replies[:3]] == [True] * 3, replies
         looked = replies[3]
         assert looked["ok"], looked

@@ -4,11 +4,10 @@ dates of birth and card security codes: redacted when the text says what they ar
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import make_prompt, scan_for
+from conftest import ingest_and_read_back, make_prompt, scan_for
 
 from appliance.redact import Redactor
 
@@ -156,35 +155,11 @@ CANARIES = [
 
 
 @pytest.fixture(scope="module")
-def ingested(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict, str]]:
+def ingested(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], str]:
     """The canary prompts sent through the service's socket, then read back decrypted."""
-    from test_service import Server, at
-
-    from appliance.client import Client
-    from appliance.keys import read_passphrase_file
-    from appliance.runtime import open_runtime
-
-    tmp = tmp_path_factory.mktemp("identifiers-svc")
-    pw = tmp / "pw"
-    pw.touch(mode=0o600)
-    pw.write_text("identifier canary passphrase\n")
-    srv = Server(tmp, pw).start()
-    try:
-        with Client(srv.sock) as c:
-            replies = [c.ingest(tenant="acme", user_id=f"id-{i}", request_id=name, text=text,
-                                ts=at(i)) for i, (name, text, _, _) in enumerate(CANARIES)]
-    finally:
-        assert srv.stop() == 0
-    assert all(r["ok"] for r in replies), replies
-    rt = open_runtime(srv.data, read_passphrase_file(pw))
-    try:
-        stored = {r.request_id: r.text or "" for r in rt.store.records("1=1", ())}
-        db = rt.store.db
-        tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        dump = "\n".join(repr(row) for t in tables for row in db.execute(f'SELECT * FROM "{t}"'))
-    finally:
-        rt.close()
-    yield srv.data, stored, dump + "\n" + srv.log.read_text()
+    return ingest_and_read_back(tmp_path_factory.mktemp("identifiers-svc"),
+                                [(name, text) for name, text, _, _ in CANARIES],
+                                user_prefix="id")
 
 
 @pytest.mark.slow
