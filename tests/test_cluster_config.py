@@ -120,7 +120,7 @@ def test_serve_check_names_accept_plain_among_its_warnings(tmp_path: Path) -> No
     env = _policies(tmp_path, 'url = "nats://127.0.0.1:1"\npartitions = 4\n[security]\n'
                     f'bus_key_file = "{tmp_path / "bus.key"}"\naccept_plain = true\n')
     r = run_cli("serve", "--data-dir", str(tmp_path / "d"), "--key-file", str(tmp_path / "k"),
-                "--check", env=env)
+                "--check", "--json", env=env)
     assert r.returncode == 0, r.stderr
     warnings = json.loads(r.stdout)["warnings"]
     assert any(w.startswith("accept_plain = true: messages that gateways send in plain text")

@@ -140,7 +140,7 @@ def test_serve_check_refuses_a_partition_given_away(tmp_path: Path) -> None:
     assert stale.returncode == 1
     assert stale.stderr.strip().startswith("semtrace: This node gave partition 1 away")
     assert stale.stderr.strip().endswith("Nothing was consumed.")
-    fixed = run_cli("serve", "--check", *node, "--own", "0", env=env)
+    fixed = run_cli("serve", "--check", "--json", *node, "--own", "0", env=env)
     assert fixed.returncode == 0, fixed.stderr
     assert json.loads(fixed.stdout)["message"] == "Configuration OK."
 

@@ -136,7 +136,7 @@ def test_a_node_opened_after_an_import_killed_after_its_keys_holds_none_of_them(
     e = _new_node(exported, "e")
     killed = _import(exported, e, export, failpoint="import.keys_committed")
     assert killed.returncode == -signal.SIGKILL
-    check = run_cli("serve", "--check", "--data-dir", str(e), "--key-file",
+    check = run_cli("serve", "--check", "--json", "--data-dir", str(e), "--key-file",
                     str(exported["key"]))  # read-only: says what serve will do, does nothing
     assert check.returncode == 0, check.stderr
     assert json.loads(check.stdout)["at_start"] == [

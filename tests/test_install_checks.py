@@ -297,7 +297,7 @@ def test_serve_check_derives_the_passphrases_key_once(
         return real(secret, params)  # type: ignore[arg-type]
 
     monkeypatch.setattr(meta, "argon2id", counted)
-    r = CliRunner().invoke(cli, ["serve", "--check", "--data-dir", str(data),
+    r = CliRunner().invoke(cli, ["serve", "--check", "--json", "--data-dir", str(data),
                                  "--passphrase-file", str(passphrase_file)])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["message"] == "Configuration OK."

@@ -266,7 +266,7 @@ def test_a_hold_reason_naming_its_user_or_an_address_is_withheld_and_said(
     assert check_report(report).ok and not leaks(report) and "case 7" in report
     assert len([line for line in report.splitlines() if line.startswith("- ") and
                 "(withheld: it names the held user or an e-mail address)" in line]) == 2
-    check = run_cli("serve", "--check", *args, env=env)
+    check = run_cli("serve", "--check", "--json", *args, env=env)
     assert check.returncode == 0, check.stderr
     said = [w for w in json.loads(check.stdout)["warnings"] if "gives a reason" in w]
     assert [w.split(" gives")[0] for w in said] == ["Legal hold 1 of retention.toml",
@@ -338,7 +338,7 @@ def test_a_backup_keeps_legal_holds_by_pseudonym_and_every_check_says_so(
         '"quimby-7731", reason = "case 7" }]'))
     byid = [f"Legal hold {n} of retention.toml names its user by user_id, a raw user id on "
             "disk outside the encrypted store" for n in (1, 3)]
-    check = run_cli("serve", "--check", *args, env=env)
+    check = run_cli("serve", "--check", "--json", *args, env=env)
     doctor = run_cli("doctor", "--json", "--data-dir", str(tmp_path / "data"), env=env)
     for said in (check, doctor):
         assert said.returncode == 0, said.stderr

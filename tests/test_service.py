@@ -328,15 +328,17 @@ def test_sigterm_drains_async_requests_and_a_second_server_is_refused(
 
 def test_serve_check_and_wrong_key(tmp_path: Path, passphrase_file: Path) -> None:
     srv = Server(tmp_path, passphrase_file)
-    ok = run_cli("serve", "--check", *srv.args, env={"SEMTRACE_POLICY_DIR": srv.env[
-        "SEMTRACE_POLICY_DIR"]})
+    env = {"SEMTRACE_POLICY_DIR": srv.env["SEMTRACE_POLICY_DIR"]}
+    ok = run_cli("serve", "--check", "--json", *srv.args, env=env)
     assert ok.returncode == 0 and json.loads(ok.stdout)["ok"] is True
     assert json.loads(ok.stdout)["warnings"] == []  # the shipped redaction policy lists NRP
-    # every command that prints data takes --json: serve --check's is the same JSON (before:
-    # "No such option '--json'"); serve itself, which prints no result, refuses it
-    said = run_cli("serve", "--check", "--json", *srv.args,
-                   env={"SEMTRACE_POLICY_DIR": srv.env["SEMTRACE_POLICY_DIR"]})
-    assert said.returncode == 0 and json.loads(said.stdout) == json.loads(ok.stdout)
+    # as every command, the human form without --json (before: the JSON either way), the
+    # data dir checked and why, then the verdict; serve itself, which prints no result,
+    # refuses --json
+    said = run_cli("serve", "--check", *srv.args, env=env)
+    assert said.returncode == 0, said.stderr
+    assert said.stdout.splitlines() == [json.loads(ok.stdout)["data_dir_why"],
+                                        "Configuration OK."], said.stdout
     no = run_cli("serve", "--json", *srv.args)
     assert no.returncode == 2 and no.stdout == "" and no.stderr.strip() == (
         "semtrace: --json goes with --check: serve itself writes its log, not a result (see "

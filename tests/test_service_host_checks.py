@@ -72,6 +72,8 @@ def test_serve_check_and_audit_verify_as_root_on_a_service_host_check_the_servic
     assert code == 0 and report["ok"] and report["data_dir"] == str(service)
     assert report["data_dir_source"] == "service" and report["data_dir_why"] == why
     code, out, err = _main(capsys, "serve", "--check", *pw)
+    assert code == 0 and out.splitlines() == [why, "Configuration OK."], (out, err)
+    code, out, err = _main(capsys, "serve", "--check", "--json", *pw)
     assert code == 0, err
     report = json.loads(out)
     assert report["ok"] and report["data_dir"] == str(service)
@@ -82,7 +84,7 @@ def test_serve_check_and_audit_verify_as_root_on_a_service_host_check_the_servic
     for argv in (["audit", "verify"], ["serve", "--check"]):
         code, _, err = _main(capsys, *argv, "--data-dir", str(tmp_path / "typo"), *pw)
         assert code == 2 and "typo does not exist (run `semtrace init`)" in err, err
-    code, out, _ = _main(capsys, "serve", "--check", "--data-dir", str(service), *pw)
+    code, out, _ = _main(capsys, "serve", "--check", "--json", "--data-dir", str(service), *pw)
     assert json.loads(out)["data_dir_source"] == "option"
     monkeypatch.setenv("SEMTRACE_DATA_DIR", str(service))
     code, out, _ = _main(capsys, "audit", "verify", "--json", *pw)
@@ -91,7 +93,7 @@ def test_serve_check_and_audit_verify_as_root_on_a_service_host_check_the_servic
 
     # a store of the caller's own is theirs to check
     assert run_cli("init", "--data-dir", str(own), *pw).returncode == 0
-    for argv in (["audit", "verify", "--json"], ["serve", "--check"]):
+    for argv in (["audit", "verify", "--json"], ["serve", "--check", "--json"]):
         code, out, _ = _main(capsys, *argv, *pw)
         assert code == 0 and json.loads(out)["data_dir"] == str(own)
         assert json.loads(out)["data_dir_source"] == "user default"

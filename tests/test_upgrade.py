@@ -119,7 +119,7 @@ def test_serve_check_on_an_older_store_says_what_serve_will_migrate_and_migrates
 
     data = _older_store(tmp_path, passphrase_file)
     before = _digests(data)
-    r = run_cli("serve", "--check", "--data-dir", str(data), "--passphrase-file",
+    r = run_cli("serve", "--check", "--json", "--data-dir", str(data), "--passphrase-file",
                 str(passphrase_file))
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -275,7 +275,7 @@ def test_an_upgrade_killed_mid_migration_keeps_every_step_whole_and_the_next_run
     killed = run_cli("retention", "run", "--json", *creds,
                      env={"SEMTRACE_FAILPOINT": "migration:3"})
     assert killed.returncode == -signal.SIGKILL
-    check = run_cli("serve", "--check", *creds)
+    check = run_cli("serve", "--check", "--json", *creds)
     assert check.returncode == 0, check.stderr
     later = [m.__name__ for m in migrations.MIGRATIONS[3:]]
     assert json.loads(check.stdout)["at_start"][:len(later)] == [
@@ -284,7 +284,7 @@ def test_an_upgrade_killed_mid_migration_keeps_every_step_whole_and_the_next_run
     assert r.returncode == 0, r.stderr
     note = next(line for line in r.stderr.splitlines() if "migrated" in line)
     assert f"semtrace.db {', '.join(later)};" in note
-    check = run_cli("serve", "--check", *creds)
+    check = run_cli("serve", "--check", "--json", *creds)
     assert json.loads(check.stdout)["at_start"] == []
 
 

@@ -74,7 +74,7 @@ def test_kill_9_mid_migration_leaves_a_store_the_next_start_opens(tmp_path: Path
     args = ["--data-dir", str(svc_dir), "--passphrase-file", str(pw)]
     killed = run_cli("init", *args, env={"SEMTRACE_FAILPOINT": f"migration:{step}"})
     assert killed.returncode == -signal.SIGKILL
-    check = run_cli("serve", "--check", *args)
+    check = run_cli("serve", "--check", "--json", *args)
     assert check.returncode == 0, check.stderr
     assert json.loads(check.stdout)["ok"] is True
     svc = Service(tmp_path, svc_dir).start()

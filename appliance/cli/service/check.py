@@ -7,16 +7,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import click
+
 from appliance.cli import emit_json
 from appliance.cli.check_target import Target
 from appliance.keys import Credential
 
 
 def check_config(target: Target, cred: Credential, cluster: Any, warnings: list[str],
-                 hold_warnings: list[str], plain_bus_warning: str) -> None:
+                 hold_warnings: list[str], plain_bus_warning: str, *,
+                 as_json: bool = False) -> None:
     """Check the data dir `target` names (and this node's --own) with `cred` and print the
-    result as JSON, saying which data dir and why; log the policies' warnings as serve
-    would. SemtraceError if serve would refuse to start."""
+    result (as JSON with `as_json`), saying which data dir and why; log the policies'
+    warnings as serve would. SemtraceError if serve would refuse to start."""
     from appliance.runtime import inspect_data_dir
 
     directory = target.path
@@ -38,7 +41,15 @@ def check_config(target: Target, cred: Credential, cluster: Any, warnings: list[
             "event": "plain_bus" if cluster.security.plain_bus else "accept_plain"})
     message = "Configuration OK." if not at_start else (
         f"Configuration OK; at start serve will {', '.join(at_start)}.")
-    emit_json({"ok": True, "data_dir": str(directory), "data_dir_source": target.source,
-               "data_dir_why": target.why, "message": message,
-               "at_start": at_start,
-               "warnings": [*warnings, *hold_warnings, *filter(None, [plain_bus_warning])]})
+    said = [*warnings, *hold_warnings, *filter(None, [plain_bus_warning])]
+    if as_json:
+        emit_json({"ok": True, "data_dir": str(directory), "data_dir_source": target.source,
+                   "data_dir_why": target.why, "message": message, "at_start": at_start,
+                   "warnings": said})
+        return
+    click.echo(target.why)
+    click.echo(message)
+    if said:
+        click.echo("Warnings:")
+    for warning in said:
+        click.echo(f"  - {warning}")

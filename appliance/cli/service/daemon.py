@@ -35,8 +35,8 @@ SOCKET_NAME = "semtrace.sock"
               "OS identity, without the passphrase (default DATA_DIR/query.sock).")
 @click.option("--check", is_flag=True, help="Validate policies, linker weights, model, name and "
               "city lists, and key (the store opened read-only), then exit.")
-@click.option("--json", "as_json", is_flag=True, help="With --check: the result as JSON (as "
-              "it prints it anyway; serve itself writes its log).")
+@click.option("--json", "as_json", is_flag=True, help="With --check: print the result as "
+              "JSON (serve itself writes its log).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True,
               help="The lowest level of the JSON log lines written on stderr.")
@@ -88,7 +88,7 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     check_bundled_files(policies)  # before the store opens: what the pipeline would refuse
     if check:  # read-only, like doctor: on a service host, the service's data dir
         _check_only(data_dir, passphrase_file, key_file, cluster, warnings, hold_warnings,
-                    plain_bus_warning)
+                    plain_bus_warning, as_json=as_json)
         return
     rt = _open_store(directory, passphrase_file, key_file, policies)
     lock = DataDirLock(directory)
@@ -157,7 +157,7 @@ def _bus_settings(cluster: Any, *, check: bool) -> tuple[str, Any]:
 
 def _check_only(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
                 cluster: Any, warnings: list[str], hold_warnings: list[str],
-                plain_bus_warning: str) -> None:
+                plain_bus_warning: str, *, as_json: bool) -> None:
     """`serve --check`: the data dir's check, read-only (`check.py`)."""
     from appliance.cli.check_target import require_target, target_for
     from appliance.cli.service.check import check_config
@@ -165,7 +165,7 @@ def _check_only(data_dir: Path | None, passphrase_file: Path | None, key_file: P
     target = target_for(data_dir)
     require_target(target, "serve --check")
     check_config(target, credential(passphrase_file, key_file), cluster, warnings,
-                 hold_warnings, plain_bus_warning)
+                 hold_warnings, plain_bus_warning, as_json=as_json)
 
 
 def _open_store(directory: Path, passphrase_file: Path | None, key_file: Path | None,
