@@ -29,8 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cluster import free_port, wait_listening  # noqa: E402
 
+from appliance.integrations.async_channel import AsyncChannel  # noqa: E402
 from appliance.integrations.breaker import Breaker  # noqa: E402
-from appliance.integrations.channel import AsyncChannel, SyncChannel  # noqa: E402
+from appliance.integrations.channel import SyncChannel  # noqa: E402
 
 LOG = logging.getLogger("bench")
 LOG.addHandler(logging.NullHandler())

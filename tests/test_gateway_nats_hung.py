@@ -108,8 +108,9 @@ def test_a_gateway_that_gave_up_on_a_hung_nats_server_exits_without_noise(
 
 BUDGET = """
 import asyncio, logging, sys, time
+from appliance.integrations.async_channel import AsyncChannel
 from appliance.integrations.breaker import Breaker
-from appliance.integrations.channel import AsyncChannel, SyncChannel
+from appliance.integrations.channel import SyncChannel
 
 url, timeout = sys.argv[1], float(sys.argv[2])
 log = logging.getLogger("gateway")

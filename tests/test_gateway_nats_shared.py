@@ -166,8 +166,8 @@ def test_a_loop_call_held_past_the_timeout_leaves_the_shared_connection_to_the_o
     import asyncio
     import logging
 
+    from appliance.integrations.async_channel import AsyncChannel
     from appliance.integrations.breaker import Breaker
-    from appliance.integrations.channel import AsyncChannel
 
     timeout, stagger = 8.0, 4.0
     monkeypatch.setattr(dispatch, "ATTACH_HOLD", 3600.0)

@@ -19,8 +19,9 @@ from test_cluster import nats_server
 from test_tool_loop_nats import node, until_consumed
 
 from appliance.client import open_client
+from appliance.integrations.async_channel import AsyncChannel
 from appliance.integrations.breaker import Breaker
-from appliance.integrations.channel import RETRY_FIRST, AsyncChannel, SyncChannel
+from appliance.integrations.channel import RETRY_FIRST, SyncChannel
 from appliance.integrations.decorator import Semtrace
 from appliance.integrations.litellm import SemtraceLogger
 from appliance.query import records_by_request

@@ -14,8 +14,9 @@ import pytest
 from test_service import Server
 
 from appliance.client import Client
+from appliance.integrations.async_channel import AsyncChannel
 from appliance.integrations.breaker import RETRY_FIRST, Breaker
-from appliance.integrations.channel import AsyncChannel, Delivery, SyncChannel
+from appliance.integrations.channel import Delivery, SyncChannel
 
 TOO_SHORT = 0.002  # seconds: the request is written at once, the reply takes longer
 

@@ -1,4 +1,4 @@
-"""The connections of an asyncio channel (`channel.AsyncChannel`) on one event loop.
+"""The connections of an asyncio channel (`async_channel.AsyncChannel`) on one event loop.
 
 By name: `main`, on which the event loop's registrations and updates are pipelined (each is
 written at once, the replies come in request order), and over a socket `loop-0` ..

@@ -24,7 +24,8 @@ from appliance.integrations import (
     on_event_loop,
     reply_attributes,
 )
-from appliance.integrations.channel import LOOP_LINES, AsyncChannel, Delivery, SyncChannel
+from appliance.integrations.async_channel import AsyncChannel
+from appliance.integrations.channel import LOOP_LINES, Delivery, SyncChannel
 from appliance.integrations.litellm.hooks import _fail_open
 from appliance.integrations.litellm.requests import (
     _metadata,
