@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -251,17 +252,21 @@ def test_demo_keeps_the_weather_conversation_whole_and_starts_the_lasagna_one(
     # a shell after `make demo`: the venv's bin is not on PATH
     path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
                            if p and not (Path(p) / "semtrace").exists())
-    result = run_cli("demo", "--json", "--keep", str(tmp_path / "demo"), env={"PATH": path})
+    # --keep given relative to this folder: what it prints is absolute, to be run from any
+    # folder (it printed the relative path, which the commands then looked for elsewhere)
+    kept = os.path.relpath(tmp_path / "demo")
+    result = run_cli("demo", "--json", "--keep", kept, env={"PATH": path})
     assert result.returncode == 0, result.stderr
     threads = json.loads(result.stdout)
-    assert "Demo data kept in" in result.stderr
+    assert f"Demo data kept in {tmp_path / 'demo'}:" in result.stderr
     # The command it prints opens the kept store as it is (it named the folder above the data
     # dir, which every command refused as "not a Semtrace data dir"), and runs as printed
-    # from that shell (it said `semtrace threads list ...`: command not found).
-    printed = result.stderr.splitlines()[-1].split()
+    # from that shell (it said `semtrace threads list ...`: command not found), in another
+    # folder too.
+    printed = shlex.split(result.stderr.splitlines()[-1])
     assert shutil.which(printed[0], path=path) or Path(printed[0]).is_file(), printed[0]
     listed = subprocess.run([*printed, "--json"], capture_output=True, text=True,
-                            env={**os.environ, "PATH": path}, timeout=600)
+                            env={**os.environ, "PATH": path}, timeout=600, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert len(json.loads(listed.stdout)) == len(threads)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import shutil
 import sys
 import tempfile
@@ -142,7 +143,9 @@ def demo(keep: Path | None, no_tui: bool, as_json: bool) -> None:
     """Run the service on a fresh store, send the demo stream through it, show the threads."""
     from appliance.query import get_thread, list_threads
 
-    base = keep or Path(tempfile.mkdtemp(prefix="semtrace-demo-"))
+    # absolute (and without `..`): the commands it prints at the end run from any folder
+    base = Path(os.path.abspath(keep)) if keep else Path(tempfile.mkdtemp(
+        prefix="semtrace-demo-"))
     try:
         base.mkdir(parents=True, exist_ok=True)
         pw = base / "passphrase"
@@ -175,11 +178,11 @@ def demo(keep: Path | None, no_tui: bool, as_json: bool) -> None:
     if keep is not None:
         # On stderr under --json: stdout is the JSON document and nothing else.
         data_dir, pw = base / "data", base / "passphrase"
-        opts = f"--data-dir {data_dir} --passphrase-file {pw}"
-        cmd = semtrace_command()
+        opts = f"--data-dir {shlex.quote(str(data_dir))} --passphrase-file {shlex.quote(str(pw))}"
+        cmd = shlex.quote(semtrace_command())
         click.echo(f"Demo data kept in {base}: explore it with its policies (cross-user "
                    f"topics and search on for tenant demo)\n"
-                   f"  export {POLICY_DIR_ENV}={base / 'policies'}\n"
+                   f"  export {POLICY_DIR_ENV}={shlex.quote(str(base / 'policies'))}\n"
                    f"  {cmd} tui {opts}\n"
                    f"  {cmd} search 'how do I reset my password' --tenant demo {opts}\n"
                    f"  {cmd} threads list {opts}",
