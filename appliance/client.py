@@ -270,6 +270,14 @@ def bus_keys_for(target: str | Path, bus_key_file: str | Path | None,
     return None if bus_key_file is None else load_bus_keys(bus_key_file)
 
 
+def gateway_target(socket_path: str | Path, bus_key_file: str | Path | None,
+                   plain_bus: bool) -> tuple[str | Path, Any]:
+    """Where a gateway adapter sends (a NATS URL as given, else the socket's `Path`) and the
+    bus keys it seals with (`bus_keys_for`: one sentence if they do not fit)."""
+    bus_keys = bus_keys_for(socket_path, bus_key_file, plain_bus)
+    return (socket_path if is_nats_url(socket_path) else Path(socket_path)), bus_keys
+
+
 def open_client(target: str | Path, *, timeout: float = 30.0, bus_keys: Any = None,
                 plain_bus: bool = False) -> Any:
     """A blocking client for a socket path or a `nats://` URL (`request`, `close`).

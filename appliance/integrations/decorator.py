@@ -46,7 +46,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from appliance.client import bus_keys_for, is_nats_url
+from appliance.client import gateway_target
 from appliance.integrations import (
     MAX_TEXT_CHARS,
     annotate,
@@ -89,10 +89,7 @@ class Semtrace:
                 sent (and marked truncated); the service's `max_text_chars`.
         """
         self.max_text_chars = max_text_chars
-        self._bus_keys = bus_keys_for(socket_path, bus_key_file, plain_bus)
-        self._plain_bus = plain_bus
-        self.socket_path: str | Path = (socket_path if is_nats_url(socket_path)
-                                        else Path(socket_path))
+        self.socket_path, self._bus_keys = gateway_target(socket_path, bus_key_file, plain_bus)
         self.tenant = tenant
         self.timeout = timeout
         self.register_wait = min(max(register_wait, 0.0), timeout)

@@ -16,7 +16,7 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from appliance.client import bus_keys_for, is_nats_url
+from appliance.client import gateway_target
 from appliance.integrations import (
     MAX_TEXT_CHARS,
     annotate,
@@ -74,10 +74,7 @@ class SemtraceLogger(CustomLogger):
         """
         super().__init__()
         self.max_text_chars = max_text_chars
-        self._bus_keys = bus_keys_for(socket_path, bus_key_file, plain_bus)
-        self._plain_bus = plain_bus
-        self.socket_path: str | Path = (socket_path if is_nats_url(socket_path)
-                                        else Path(socket_path))
+        self.socket_path, self._bus_keys = gateway_target(socket_path, bus_key_file, plain_bus)
         self.redact = text_redactor(redact, wait=timeout)
         self.tenant, self.mode, self.timeout = tenant, mode, timeout
         self.tenant_by_team = dict(tenant_by_team or {})
