@@ -7,6 +7,7 @@ where nothing of theirs (or of anyone) is stored yet."""
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from typing import Any
 
 from appliance import failpoints
 from appliance.config import Policies, RetentionSettings
-from appliance.errors import SemtraceError
+from appliance.errors import InputError, SemtraceError
 from appliance.keys import Keyring
 from appliance.retention import Bucket, Shredder, held_pairs, is_held, live_buckets
 from appliance.store import Store
@@ -95,6 +96,50 @@ def erase_pseudonym(shredder: Shredder, settings: RetentionSettings, keyring: Ke
         asked |= {"request_id": request_id, "attempts": attempts}
     shredder.audit.append("erase", details | asked)
     return report
+
+
+# a user as the product shows them (threads list, the audit log, the TUI's `u_` and 8 hex
+# digits): shorter starts are left to be user ids, which they may well be ('u_1017')
+PSEUDONYM_SHOWN = re.compile(r"u_[0-9a-f]{8,20}")
+
+
+def live_users(store: Store, tenant: str, start: str, *, limit: int = 2) -> list[str]:
+    """Pseudonyms of `tenant`'s users with live data (an erasure shreds it) that begin with
+    `start`."""
+    return [r[0] for r in store.db.execute(
+        "SELECT DISTINCT user FROM buckets WHERE tenant = ? AND destroyed_at IS NULL AND "
+        "user IS NOT NULL AND substr(user, 1, ?) = ? ORDER BY 1 LIMIT ?",
+        (tenant, len(start), start, int(limit)))]
+
+
+def shown_user(store: Store, keyring: Keyring, tenant: str, value: str) -> str | None:
+    """The pseudonym of the user of `tenant` that `--user VALUE` names when VALUE is that user
+    as the product shows them (the whole pseudonym, as `threads list` prints it) rather than a
+    user id as the gateway sends it (None: VALUE is a user id).
+
+    Erasing the pseudonym taken for a user id erased nobody, said 'No records' and exited 0
+    while the user's records stayed. InputError (nothing erased) where VALUE is only the start
+    of a pseudonym (an erasure cannot be undone: the whole one names the user for sure), or
+    is both a user id with data and another user's pseudonym."""
+    if PSEUDONYM_SHOWN.fullmatch(value) is None:
+        return None
+    own = live_users(store, tenant, keyring.pseudonym(tenant, value), limit=1)
+    whole = len(value) == len("u_") + 20
+    if own and not whole:  # a user id with records: what --user means
+        return None
+    named = [u for u in live_users(store, tenant, value) if u not in own]
+    if not named:  # erased before: asked again, the same user is named (and audited)
+        return value if whole and not own and store.tombstone(tenant, value) else None
+    if own:
+        raise InputError(f"That --user is both a user id of {tenant} with records and the "
+                         "pseudonym of another user; nothing was erased.")
+    if not whole:
+        raise InputError(f"That --user is the start of the pseudonym of "
+                         f"{'a user' if len(named) == 1 else 'several users'} of {tenant}, not "
+                         "a user id: give the whole pseudonym (u_ and 20 hex digits, as "
+                         "`semtrace threads list` prints it) or the user id as the gateway "
+                         "sends it; nothing was erased.")
+    return value
 
 
 def configured_tenants(policies: Policies) -> set[str]:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from appliance.cluster.erasures import Applied
     from appliance.cluster.locate import Home
     from appliance.erasure import EraseReport
+    from appliance.retention import Shredder
     from appliance.runtime import Runtime
 
 
@@ -35,7 +36,9 @@ def _as_json(report: EraseReport) -> dict[str, Any]:
 @click.option("--all-tenants", is_flag=True, help="Every tenant the data dir knows (stored "
               "data, tombstones, tenants named in the policies; those the role sees): a user "
               "id is pseudonymised per tenant, so each is searched and gets a tombstone.")
-@click.option("--user", "user_id", required=True, help="The user id as the gateway sends it.")
+@click.option("--user", "user_id", required=True,
+              help="The user id as the gateway sends it, or (with --tenant) the user's whole "
+                   "pseudonym as `threads list` prints it.")
 @click.option("--reason", required=True, help="Why (recorded in the audit log).")
 @click.option("--wait", "wait_s", type=click.FloatRange(0, WAIT_MAX_S), default=60,
               show_default=True,
@@ -57,7 +60,7 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         this_node,
     )
     from appliance.cli.erasure_said import applied_of
-    from appliance.erasure import erase_everywhere, erase_user, known_tenants
+    from appliance.erasure import erase_everywhere, known_tenants
     from appliance.retention import Shredder
     from appliance.roles import bound_tenants, require
 
@@ -85,14 +88,14 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
             sys.exit(erase_on_owner(rt, shredder, home, user_id=user_id, reason=reason,
                                     wait_s=wait_s, as_json=as_json, unheard=unheard))
         if tenant is not None:
-            reports = [erase_user(shredder, rt.policies.retention, rt.keyring, tenant=tenant,
-                                  user_id=user_id, reason=reason)]
+            reports = [_erase_in(rt, shredder, tenant, user_id, reason)]
         else:
             bound = bound_tenants(rt.policies.access, name)
             known = cluster_known(rt)
             names = [t for t in sorted(set(known_tenants(rt.store, rt.policies))
                                        | known.tenants) if bound is None or t in bound]
             away = cluster_away(rt, names)  # on other nodes of a cluster: asked of them
+            _no_pseudonym(rt, [t for t in names if t not in away], user_id)
             reports = erase_everywhere(shredder, rt.policies, rt.keyring, user_id=user_id,
                                        reason=reason,
                                        tenants=[t for t in names if t not in away])
@@ -130,6 +133,41 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         sys.exit(1)
     if code := exit_code([x for x in asked if applied_of(x.answer) is None]):
         sys.exit(code)  # NATS did not take one (1), an owner failed (9), pending (8)
+
+
+def _erase_in(rt: Runtime, shredder: Shredder, tenant: str, user_id: str,
+              reason: str) -> EraseReport:
+    """Erase the user `--user` names in `tenant` on this data dir: the user id as the gateway
+    sends it, or the user's whole pseudonym as `threads list`, the audit log and the TUI show
+    it (`shown_user`)."""
+    from appliance.cli.compliance import _names_pseudonym
+    from appliance.erasure import erase_pseudonym, shown_user
+
+    user = shown_user(rt.store, rt.keyring, tenant, user_id)
+    if user is None:
+        user = rt.keyring.pseudonym(tenant, user_id)
+    elif _names_pseudonym(reason, lambda text: rt.keyring.pseudonym(tenant, text) == user):
+        raise InputError("--reason must not hold the user id or an e-mail address: the audit "
+                         "log keeps it for good; give a ticket number instead.")
+    return erase_pseudonym(shredder, rt.policies.retention, rt.keyring, tenant=tenant,
+                           user=user, reason=reason)
+
+
+def _no_pseudonym(rt: Runtime, tenants: list[str], user_id: str) -> None:
+    """`--all-tenants` takes a user id: a pseudonym names a user of one tenant only, and
+    taken for a user id it erased nobody anywhere (InputError, nothing erased)."""
+    from appliance.erasure import shown_user
+
+    for t in tenants:
+        try:
+            named = shown_user(rt.store, rt.keyring, t, user_id)
+        except InputError:
+            named = user_id
+        if named is not None:
+            raise InputError(f"That --user is a user of {t} as Semtrace shows them (a "
+                             "pseudonym, or its start), not a user id as the gateway sends "
+                             f"it: a pseudonym is per tenant, so erase with --tenant {t} and "
+                             "the whole pseudonym; nothing was erased.")
 
 
 def _heard_of(rt: Runtime) -> list[str]:
