@@ -131,6 +131,7 @@ def build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, A
         SsnRecognizer,
     )
     from appliance.redact.structured import (
+        BicRecognizer,
         SeparatedIbanRecognizer,
         SeparatedSsnRecognizer,
         SpelledEmailRecognizer,
@@ -162,7 +163,7 @@ def build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, A
     registry.add_recognizer(url_recognizer())
     registry.add_recognizer(StreetAddressRecognizer())
     for lookalike in (SpelledEmailRecognizer(), SeparatedIbanRecognizer(),
-                      SeparatedSsnRecognizer(), SpelledIpRecognizer()):
+                      SeparatedSsnRecognizer(), SpelledIpRecognizer(), BicRecognizer()):
         registry.add_recognizer(lookalike)
     # Handles need no word list: they stay redacted with the name lists off.
     registry.add_recognizer(HandleRecognizer())

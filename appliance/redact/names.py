@@ -22,6 +22,7 @@ from appliance.redact.gazetteer import (
     split_chat_word,
 )
 from appliance.redact.recognizers import SpanRecognizer
+from appliance.redact.spans import word_set
 
 # Mid-sentence, a capitalised dictionary noun is a name if it is this popular as one.
 NOUN_NAME_FIRST_RANK = 250
@@ -46,8 +47,15 @@ WEAK_CUE = timed(
 CONTRACTION = timed(r"(?i)(?:i|you|we|they|he|she|it|that|there|who|what|let)['’]"
                     r"(?:m|s|re|ve|d|ll)")
 # A speaker label at the start of a line: "Vsevolod: Who are you?" (group 2: the first word
-# after it, which holds a digit when the label names a field: "DOB: 02/01/1980").
-SPEAKER = timed(r"(?m)^[ \t>]*([A-Z][^\W\d_]{1,20})[ \t]*:[ \t]*(\S+)")
+# after it, which holds a digit when the label names a field: "DOB: 02/01/1980"; group 3: a
+# lower-case word after that, as speech goes on: "Oyelaran: 5 minutes late").
+SPEAKER = timed(r"(?m)^[ \t>]*([A-Z][^\W\d_]{1,20})[ \t]*:[ \t]*(\S+)([ \t]+[a-z]{2,})?")
+# Labels of a form's fields that are no common words (abbreviations, codes' names): never a
+# speaker, whatever the value after them ("BIC: DEUTDEFF", "Dept: Sales", "IBAN: DE 89 ...").
+FIELD_LABELS = word_set(
+    "acct addr amt approx attn bal bcc bic cvc cvv dept dob doj dl eta exp ext fao fwd iban "
+    "mrn nhs nino pmt qty ssn subj swift tel tin txn vat"
+)
 
 
 def _is_cap(word: str) -> bool:
@@ -234,7 +242,7 @@ class PersonNameRecognizer(SpanRecognizer):
         yield from self._from_cues(text)
         for m in SPEAKER.finditer(text):
             low = m.group(1).lower()
-            if any(c.isdigit() for c in m.group(2)):
+            if any(c.isdigit() for c in m.group(2)) and not m.group(3):
                 continue  # a field's label before its value ("SSN: 536-22-8467", "IBAN: GB82...")
-            if low not in self.g.common and low not in self.g.places:
+            if low not in self.g.common and low not in self.g.places and low not in FIELD_LABELS:
                 yield m.start(1), m.end(1), 0.5

@@ -59,6 +59,30 @@ def _tld_ok(tld: str, country_codes: frozenset[str], *, spaced: bool) -> bool:
     return low in GENERIC_TLDS or (len(low) == 2 and low in country_codes)
 
 
+# An object's own attributes in code ("x@self.weight"), and what opens an expression.
+RECEIVERS = word_set("self this cls")
+# (A dash before a word is prose's: "bob@self.local - he knows".)
+_OPERATOR_AFTER = timed(r"[ \t]*(?:[+*/%]|\*\*|//|-(?![ \t]+[a-z]{2}))[ \t]*[\w(]")
+_OPERATOR_BEFORE = timed(r"(?:[=(+\-*/%]|\breturn)[ \t]*$")
+
+
+def _in_code(m: re.Match[str]) -> bool:
+    """Whether `a@b.c` written as a mailbox is a matrix product in code: right before a call
+    or an index (`q@k.transpose(-2, -1)`), or an operand before another operator with an
+    object's attribute (`x@self.weight + b`) or after `=`, `return` or an operator (`y =
+    x@W.weight + b`). `bob@self.local` alone is mail."""
+    text = m.string
+    if text.startswith(("(", "["), m.end()):
+        return True
+    if not _OPERATOR_AFTER.match(text, m.end()):
+        return False
+    domain = m.group(3)
+    dot = _DOT_SPLIT.search(domain)
+    before = text[max(0, m.start() - 20):m.start()].rsplit("\n", 1)[-1]
+    return bool(dot is not None and domain[:dot.start()].lower() in RECEIVERS
+                or _OPERATOR_BEFORE.search(before))
+
+
 class SpelledEmailRecognizer(SpanRecognizer):
     """`jane . doe @ example . com`, `jane at example dot com`, `jane [at] example [dot] org`,
     and `jane.doe@corp.local`: a mailbox under a domain that is no public suffix."""
@@ -91,8 +115,7 @@ class SpelledEmailRecognizer(SpanRecognizer):
             # suffix, so `jane.roe@corp.local` or `@acme.internal` (an intranet's
             # mail) would be left, or cut by a URL hit (`jane.ro` is a .ro site). Not right
             # before a call or an index: `q@k.transpose(-2, -1)` is a matrix product.
-            code = m.string.startswith(("(", "["), m.end())
-            return tld.isalpha() and len(tld) >= 2 and not code
+            return tld.isalpha() and len(tld) >= 2 and not _in_code(m)
         if not _tld_ok(tld, self._countries, spaced=last_dot != "."):
             return False
         if "@" in at:
@@ -106,10 +129,11 @@ class SpelledEmailRecognizer(SpanRecognizer):
 
 # --- IBAN ----------------------------------------------------------------------------------
 
-# Country code and check digits, then groups of four (the last one shorter) with one
-# separator style; upper case as IBANs are printed. The compact form is Presidio's.
+# Country code and check digits (a space or the separator may stand between them: "GB 29
+# NWBK ...", "DE-89-3704-..."), then groups of four (the last one shorter) with one separator
+# style; upper case as IBANs are printed. The compact form is Presidio's.
 IBAN_CANDIDATE = timed(
-    r"(?<![\w])[A-Z]{2}\d{2}(?P<sep>[ \t]?[.\-/][ \t]?|[ \t])[A-Z0-9]{4}"
+    r"(?<![\w])[A-Z]{2}(?:[ \t]?[.\-/]?[ \t]?)\d{2}(?P<sep>[ \t]?[.\-/][ \t]?|[ \t])[A-Z0-9]{4}"
     r"(?:(?P=sep)[A-Z0-9]{4}){1,6}(?:(?P=sep)[A-Z0-9]{1,4})?(?![\w])"
 )
 IBAN_CONTEXT = timed(r"(?i)\b(?:iban|bank|account|acct|transfer|wire|pay|sepa|bic|swift)")
@@ -135,6 +159,37 @@ class SeparatedIbanRecognizer(SpanRecognizer):
             if sum(c.isdigit() for c in compact) * 2 >= len(compact) and iban_ok(compact):
                 score = 0.9 if has_context(text, m.start(), m.end(), IBAN_CONTEXT) else 0.75
                 yield m.start(), m.end(), score
+
+
+# --- BIC (SWIFT code) -----------------------------------------------------------------------
+
+# A bank's BIC right after its name: "BIC: DEUTDEFF", "SWIFT code DEUTDEFF500", "the
+# SWIFT/BIC is NWBKGB2L". Four letters (the bank), a country code, two letters or digits
+# (the place) and an optional branch of three, in capitals as BICs are printed.
+BIC_AFTER_CUE = timed(
+    r"(?i:\b(?:bic|swift)(?:[ \t]*(?:/|or|and)[ \t]*(?:bic|swift))?"
+    r"(?:[ \t]*(?:code|number|no\.?|nr|id|\#))?[ \t]*"
+    r"(?:[:=\#][ \t]*|(?:is|was)(?:[ \t]*:)?[ \t]+)?)"
+    r"([A-Z]{4}([A-Z]{2})[A-Z0-9]{2}(?:[A-Z0-9]{3})?)(?![\w\-])"
+)
+
+
+class BicRecognizer(SpanRecognizer):
+    """A BIC (SWIFT code) after "BIC" or "SWIFT": the bank's half of an account's details,
+    typed BANK_ACCOUNT as a sort code or a routing number is (its country code checked)."""
+
+    ENTITY = "BANK_ACCOUNT"
+
+    def __init__(self) -> None:
+        super().__init__()
+        import pycountry
+
+        self._countries = frozenset(c.alpha_2 for c in pycountry.countries) | {"XK"}
+
+    def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+        for m in BIC_AFTER_CUE.finditer(text):
+            if m.group(2) in self._countries:
+                yield m.start(1), m.end(1), 0.95
 
 
 # --- US social security numbers ------------------------------------------------------------
