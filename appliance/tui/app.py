@@ -45,6 +45,14 @@ SCREENS = {"threads": (ThreadsScreen, "threads:read"), "search": (SearchScreen, 
            "retention": (RetentionScreen, "retention")}
 
 
+def shown_once(rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Rows without a key another row already names: "J/K Scroll why" (the footer's) covers
+    K's own binding, which help listed again as "K Scroll why up"."""
+    named = {part for key, _ in rows if len(key) > 1 and "/" in key
+             for part in key.split("/") if part}
+    return [(key, what) for key, what in rows if "/" in key or key not in named]
+
+
 class SemtraceApp(App[None]):
     """Read-only inspection of a Semtrace store."""
 
@@ -118,7 +126,7 @@ class SemtraceApp(App[None]):
             row = (self.get_key_display(b), b.tooltip or b.description or b.action)
             if row not in groups[group]:  # "down" and "j" are one row, "↓/j"
                 groups[group].append(row)
-        self.push_screen(HelpScreen(groups))
+        self.push_screen(HelpScreen({title: shown_once(rows) for title, rows in groups.items()}))
 
     @on(OpenThread)
     def _open_thread(self, message: OpenThread) -> None:

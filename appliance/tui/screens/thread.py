@@ -59,7 +59,8 @@ class ThreadScreen(Screen[None]):
                 priority=True),
         Binding("w", "toggle_why", "Why panel"),
         # the panel's evidence runs past a small terminal: without these, only the mouse
-        Binding("J", "scroll_why(5)", "Scroll why", key_display="J/K"),
+        Binding("J", "scroll_why(5)", "Scroll why", key_display="J/K",
+                tooltip="Scroll the why panel down (J) or up (K)"),
         Binding("K", "scroll_why(-5)", "Scroll why up", key_display="K", show=False),
         Binding("r", "reload", "Refresh now", show=False),
     ]

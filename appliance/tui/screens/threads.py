@@ -197,7 +197,13 @@ class ThreadsScreen(Screen[None]):
             self._status("titles cannot be sorted: sort by another column")
             return
         self.descending = not self.descending if key == self.sort else key != "tenant"
-        self.sort, self.first_row = key, 0
+        self.sort = key
+        self._resort()
+
+    def _resort(self) -> None:
+        """Show the first page in the order now chosen; a note about the page before ("no
+        more pages that way") or a refused filter no longer holds, and goes."""
+        self.first_row, self.note = 0, ""
         self._columns()
         self.load(force=True)
 
@@ -231,15 +237,11 @@ class ThreadsScreen(Screen[None]):
     def action_sort(self) -> None:
         keys = [k for k, _, _ in COLUMNS if k not in UNSORTABLE]
         self.sort = keys[(keys.index(self.sort) + 1) % len(keys)]
-        self.first_row = 0
-        self._columns()
-        self.load(force=True)
+        self._resort()
 
     def action_direction(self) -> None:
         self.descending = not self.descending
-        self.first_row = 0
-        self._columns()
-        self.load(force=True)
+        self._resort()
 
     def action_page(self, step: int) -> None:
         page = self.page
