@@ -53,6 +53,14 @@ def connection_refusal(reply: dict[str, Any]) -> AccessDenied | None:
     return None
 
 
+def unreachable(path: str | Path) -> None:
+    """Refuse, in one sentence, a socket path no socket can have (too long)."""
+    from appliance.socket_folder import too_long
+
+    if (said := too_long(path)) is not None:
+        raise SemtraceError(f"The socket {path} cannot be reached: {said}.")
+
+
 def not_listening(path: str | Path) -> SemtraceError:
     """No service at a socket path (none there, or one a stopped service left): the path and
     what to do, in one sentence."""
@@ -66,6 +74,7 @@ class Client:
 
     def __init__(self, socket_path: str | Path, *, timeout: float = 30.0) -> None:
         self.path = str(socket_path)
+        unreachable(self.path)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
         try:
@@ -171,6 +180,7 @@ class AsyncClient:
 
     @classmethod
     async def connect(cls, socket_path: str | Path) -> AsyncClient:
+        unreachable(socket_path)
         try:
             reader, writer = await asyncio.open_unix_connection(str(socket_path), limit=1 << 22)
         except (FileNotFoundError, NotADirectoryError, ConnectionRefusedError):

@@ -20,9 +20,20 @@ from appliance.errors import SemtraceError
 _SUN_PATH = 107  # the longest path a Unix socket can be bound at (sun_path, less its NUL)
 
 
+def too_long(socket_path: str | Path) -> str | None:
+    """A sentence fragment saying that `socket_path` is longer than a Unix socket's path may
+    be (neither bound nor reached: Python says only "AF_UNIX path too long"), or None."""
+    n = len(os.fsencode(socket_path))
+    return (f"its path is {n} bytes long, and a Unix socket's may be at most {_SUN_PATH}"
+            if n > _SUN_PATH else None)
+
+
 def check_socket_folder(socket_path: Path) -> list[Path]:
     """The folders above `socket_path` that are missing, innermost first; ValueError, a
-    sentence fragment, when the nearest that exists is a file (nothing can be made)."""
+    sentence fragment, when the nearest that exists is a file (nothing can be made) or the
+    path is too long for a socket."""
+    if (said := too_long(socket_path)) is not None:
+        raise ValueError(said)
     missing: list[Path] = []
     for folder in (socket_path.parent, *socket_path.parent.parents):
         if os.path.lexists(folder):

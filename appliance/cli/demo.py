@@ -16,9 +16,10 @@ import click
 
 from appliance.cli import credential, emit_json
 from appliance.config.paths import POLICY_DIR_ENV, policy_dir
-from appliance.errors import SemtraceError
+from appliance.errors import InputError, SemtraceError
 from appliance.records import Thread
 from appliance.runtime import init_data_dir, is_initialised, open_runtime
+from appliance.socket_folder import too_long
 
 DEMO_STREAM = Path(__file__).parent.parent / "demo" / "demo-stream.jsonl"
 # The demo tenant's own privacy policy: cross-user topics and search on, the shipped budget.
@@ -146,6 +147,10 @@ def demo(keep: Path | None, no_tui: bool, as_json: bool) -> None:
     # absolute (and without `..`): the commands it prints at the end run from any folder
     base = Path(os.path.abspath(keep)) if keep else Path(tempfile.mkdtemp(
         prefix="semtrace-demo-"))
+    sock = base / "data" / "semtrace.sock"
+    if keep is not None and (said := too_long(sock)) is not None:
+        raise InputError(f"--keep {keep} is too deep a folder for the demo's socket {sock}: "
+                         f"{said}. Give a shorter one; nothing was made.")
     try:
         base.mkdir(parents=True, exist_ok=True)
         pw = base / "passphrase"
