@@ -32,3 +32,24 @@ def test_rotating_while_the_service_runs_says_to_stop_it_and_changes_nothing(
     assert "Traceback" not in held.stderr and len(held.stderr.strip().splitlines()) == 1
     # the old passphrase still opens the store
     assert json.loads(run_cli("threads", "list", "--json", *common).stdout) == []
+
+
+def test_a_rotation_given_no_new_credential_or_a_wrong_current_one_is_bad_input(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """No new credential exited 1 ('another error' in docs/compliance.md's table) where a bad
+    option is 2; a wrong current passphrase repeated as the new one was told 'The new
+    credential is the one in use', which sent the operator looking at the new file."""
+    data = tmp_path / "data"
+    common = ["--data-dir", str(data), "--passphrase-file", str(passphrase_file)]
+    assert run_cli("init", *common).returncode == 0
+    none = run_cli("keys", "rotate", *common)
+    assert none.returncode == 2 and "Traceback" not in none.stderr
+    assert "Give exactly one of --new-passphrase-file or --new-key-file" in none.stderr
+    wrong = tmp_path / "wrong.pass"
+    wrong.touch(mode=0o600)
+    wrong.write_text("not the passphrase of this data dir\n")
+    same = run_cli("keys", "rotate", "--data-dir", str(data), "--passphrase-file", str(wrong),
+                   "--new-passphrase-file", str(wrong))
+    assert same.returncode == 2 and len(same.stderr.strip().splitlines()) == 1
+    assert "Wrong passphrase or key" in same.stderr and "in use" not in same.stderr
+    assert json.loads(run_cli("threads", "list", "--json", *common).stdout) == []  # unchanged

@@ -39,15 +39,16 @@ def keys_rotate(data_dir: Path | None, passphrase_file: Path | None, key_file: P
     from appliance.store.rotation import rotate
 
     if (new_passphrase_file is None) == (new_key_file is None):
-        raise SemtraceError("Give exactly one of --new-passphrase-file or --new-key-file.")
+        raise InputError("Give exactly one of --new-passphrase-file or --new-key-file.")
     new_cred = (read_key_file(new_key_file) if new_key_file
                 else read_passphrase_file(new_passphrase_file))  # type: ignore[arg-type]
+    with _opened(data_dir, passphrase_file, key_file) as rt:
+        # opening checks the credential (and completes an interrupted rotation): a wrong
+        # one is said as such, not as 'the one in use' when the new one repeats it
+        directory, old_ring = rt.data_dir, rt.keyring
     if same_secret(credential(passphrase_file, key_file), new_cred):
         raise InputError("The new credential is the one in use: it would still open this "
                          "data dir; nothing was changed.")
-    with _opened(data_dir, passphrase_file, key_file) as rt:
-        # opening checks the credential (and completes an interrupted rotation)
-        directory, old_ring = rt.data_dir, rt.keyring
     _not_the_compliance_secret(directory, new_cred)
     lock = DataDirLock(directory)
     try:
