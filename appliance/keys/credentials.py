@@ -96,6 +96,11 @@ def credential_in_environment() -> bool:
                 or (cred_dir and (Path(cred_dir) / SYSTEMD_CREDENTIAL).is_file()))
 
 
+# the passphrase typed at the terminal: `keys rotate`, `compliance enroll` and others read the
+# credential before opening the store and again to open it, and asked for it twice
+_TYPED: list[Credential] = []
+
+
 def find_credential(*, passphrase_file: Path | None = None, key_file: Path | None = None,
                     prompt: bool = True) -> Credential:
     """Find the credential: explicit file, environment file, systemd credential, terminal."""
@@ -111,12 +116,14 @@ def find_credential(*, passphrase_file: Path | None = None, key_file: Path | Non
     if cred_dir and (Path(cred_dir) / SYSTEMD_CREDENTIAL).is_file():
         return read_passphrase_file(Path(cred_dir) / SYSTEMD_CREDENTIAL)
     if prompt and os.isatty(0):
-        import getpass
+        if not _TYPED:  # once a process: a command reads the credential more than once
+            import getpass
 
-        value = getpass.getpass("Semtrace passphrase: ").encode()
-        if len(value) < 8:
-            raise InputError("The passphrase must be at least 8 characters.")
-        return Credential("passphrase", Secret(value))
+            value = getpass.getpass("Semtrace passphrase: ").encode()
+            if len(value) < 8:
+                raise InputError("The passphrase must be at least 8 characters.")
+            _TYPED.append(Credential("passphrase", Secret(value)))
+        return _TYPED[0]
     raise InputError(  # a credential left out is bad input (exit 2), as a missing file is
         "No passphrase given: use --passphrase-file, --key-file or "
         f"{PASSPHRASE_ENV}, or run on a terminal."
