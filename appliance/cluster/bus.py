@@ -4,17 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import os
 import ssl
 import stat
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from appliance.config import ClusterSecurity
+from appliance.config.cluster import nats_url_problem, shown_url
 from appliance.errors import ConfigError, SemtraceError
 
 T = TypeVar("T")
+
+
+def _not_nats_tls_eof(record: logging.LogRecord) -> bool:
+    """asyncio's warning each time a server closes a TLS connection of nats-py (which
+    upgrades a plain stream in place, so asyncio's stream protocol does not know it is TLS):
+    harmless, but it was the line every cluster command over TLS ended with on stderr."""
+    return not str(record.msg).startswith("returning true from eof_received()")
+
+
+logging.getLogger("asyncio").addFilter(_not_nats_tls_eof)
 
 INSTALL_HINT = "NATS support is an extra: pip install 'semtrace[nats]'."
 
@@ -90,10 +104,21 @@ async def connect(url: str, sec: ClusterSecurity, *, name: str,
     from nats.errors import Error as NatsError
     from nats.errors import NoServersError
 
+    if why := nats_url_problem(url):  # before nats-py, which says only `Error`
+        raise ConfigError(f"The NATS URL {shown_url(url)} {why}.")
+    reported: list[Exception] = []  # what the server said while a first connection retried
+    refused = asyncio.get_running_loop().create_future()  # set: credentials refused
+
     async def _quiet(exc: Exception) -> None:  # nats-py prints every error by default
+        reported.append(exc)
+        if "authorization" in str(exc).lower() and not refused.done():
+            refused.set_result(None)  # a reconnecting client would retry them until `within`
         if on_error is not None:
             on_error(exc)
 
+    opts = connect_options(sec)
+    if "tls" in opts or any(u.startswith("tls://") for u in servers(url)):
+        await _require_tls(url, connect_timeout)  # before nats-py sends any credential
     # nats-py retries a first connection like a reconnection (forever with -1, and with 0
     # too): the wait is bounded here, then reconnections are unlimited for a node. Not by
     # wait_for, which waits for the cancelled attempt to end: nats-py took seconds more
@@ -102,10 +127,12 @@ async def connect(url: str, sec: ClusterSecurity, *, name: str,
     attempt = asyncio.ensure_future(nc.connect(
         servers(url), name=name, connect_timeout=connect_timeout, reconnect_time_wait=1,
         allow_reconnect=reconnect, max_reconnect_attempts=-1 if reconnect else 1,
-        error_cb=_quiet, **connect_options(sec)))
+        error_cb=_quiet, **opts))
     try:
-        await asyncio.wait({attempt}, timeout=connect_timeout * 3 if within is None else within)
+        await asyncio.wait({attempt, refused}, return_when=asyncio.FIRST_COMPLETED,
+                           timeout=connect_timeout * 3 if within is None else within)
     finally:
+        refused.cancel()
         if not attempt.done() or attempt.cancelled() or attempt.exception() is not None:
             _abandon(nc, attempt)  # given up (or this wait cancelled): not waited for
     try:
@@ -113,15 +140,49 @@ async def connect(url: str, sec: ClusterSecurity, *, name: str,
             raise TimeoutError
         attempt.result()
         return nc
-    except (NoServersError, OSError, TimeoutError):
-        raise SemtraceError(f"No NATS server answers at {url}.") from None
-    except NatsError as exc:
-        if "authorization" in str(exc).lower():  # the server's own words, no secret in them
-            raise SemtraceError(f"The NATS server at {url} refused these credentials "
-                                "(authorization violation); check [security] in "
+    except (NoServersError, OSError, TimeoutError, NatsError) as exc:
+        # the server's own words (no secret in them); a client that reconnects (a gateway,
+        # a node once started) hears them only through error_cb, and then timed out
+        if any("authorization" in str(e).lower() for e in [exc, *reported]):
+            raise SemtraceError(f"The NATS server at {shown_url(url)} refused these "
+                                "credentials (authorization violation); check [security] in "
                                 "cluster.toml.") from None
-        raise SemtraceError(f"NATS refused the connection ({type(exc).__name__}); check the "
-                            "credentials in cluster.toml.") from None
+        if isinstance(exc, NatsError) and not isinstance(exc, NoServersError):
+            raise SemtraceError(f"NATS refused the connection ({type(exc).__name__}); check "
+                                "the credentials in cluster.toml.") from None
+        raise SemtraceError(f"No NATS server answers at {shown_url(url)}.") from None
+
+
+async def _require_tls(url: str, within: float) -> None:
+    """ConfigError unless every server of `url` that answers requires TLS. Asked for TLS (a
+    tls:// URL, or security.tls_ca_file), nats-py still speaks plain text, the credentials
+    included, to a server that does not require it (it upgrades only when the server's
+    INFO says tls_required): so the INFO is read here first, and nothing is sent."""
+    for one in servers(url):
+        parts = urlsplit(one)
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(parts.hostname, parts.port or 4222), within)
+        except (OSError, TimeoutError):
+            continue  # not answering: nats-py says so, or takes another server
+        try:
+            line = await asyncio.wait_for(reader.readline(), within)
+        except (OSError, TimeoutError):
+            line = b""
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        info: Any = {}
+        if line.startswith(b"INFO "):
+            with contextlib.suppress(ValueError):
+                info = json.loads(line[5:])
+        if not (isinstance(info, dict) and info.get("tls_required")):
+            raise ConfigError(
+                f"The NATS server at {shown_url(one)} does not require TLS, which this "
+                "connection asks for (a tls:// URL or security.tls_ca_file): nothing was "
+                "sent to it; enable TLS on the server (a tls block in nats-server.conf, "
+                "without allow_non_tls), or use a nats:// URL without tls_ca_file.")
 
 
 _ABANDONED: set[asyncio.Future[Any]] = set()  # attempts given up, until they end

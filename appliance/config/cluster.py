@@ -3,13 +3,46 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, field_validator, model_validator
 
 from appliance.config.base import Strict
 
 _NATS_SCHEMES = ("nats", "tls")
+NATS_URL_FORM = ("must be nats://host:port (or tls://) with a port from 1 to 65535, "
+                 "comma-separated")
+
+
+def nats_url_problem(url: str) -> str | None:
+    """Why `url` (NATS server URLs, comma-separated) is not one nats-py can use, as the end
+    of a sentence (`NATS_URL_FORM`), or None. A port out of range or not a number was
+    handed to nats-py before, which said only `Error` (read as refused credentials)."""
+    for one in filter(None, (u.strip() for u in url.split(","))):
+        try:
+            parts = urlsplit(one)
+            port = parts.port  # ValueError: out of 0-65535, or not a number
+        except ValueError:
+            return NATS_URL_FORM
+        if parts.scheme not in _NATS_SCHEMES or not parts.hostname or port == 0:
+            return NATS_URL_FORM
+    return None
+
+
+def shown_url(url: str) -> str:
+    """`url` as a message may show it: without the user and password a URL may carry (a
+    gateway's), which would otherwise reach its log."""
+    out = []
+    for one in filter(None, (u.strip() for u in url.split(","))):
+        try:
+            parts = urlsplit(one)
+        except ValueError:
+            out.append("(a URL that is not nats://host:port)")
+            continue
+        if "@" in parts.netloc:
+            parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])
+        out.append(urlunsplit(parts))
+    return ",".join(out)
 
 
 class ClusterSecurity(Strict):
@@ -67,11 +100,10 @@ class ClusterSettings(Strict):
     @field_validator("url")
     @classmethod
     def _urls(cls, value: str) -> str:
+        if nats_url_problem(value):
+            raise ValueError(f"{NATS_URL_FORM}, or empty")
         for url in filter(None, (u.strip() for u in value.split(","))):
-            parts = urlsplit(url)
-            if parts.scheme not in _NATS_SCHEMES or not parts.hostname:
-                raise ValueError("must be nats://host:port (or tls://), comma-separated, or empty")
-            if parts.password:
+            if urlsplit(url).password:
                 raise ValueError("must not carry a password: use security.password_file")
         return value
 
