@@ -278,6 +278,20 @@ def _metrics_warnings() -> list[str]:
             "([metrics] socket_group in telemetry.toml, or install.sh --metrics-group)."]
 
 
+def _cluster_checks() -> tuple[list[str], list[str]]:
+    """(problems, warnings) of this host's node of a cluster (doctor_cluster.py); none when
+    cluster.toml sets no URL or does not load (a policy problem, named as such)."""
+    from appliance.cli.doctor_cluster import cluster_problems
+    from appliance.config import load_cluster
+    from appliance.errors import SemtraceError
+
+    try:
+        cluster = load_cluster()
+    except SemtraceError:
+        return [], []
+    return cluster_problems(cluster)
+
+
 def _unread_migrations(directory: Path) -> str:
     """The sentence doctor says without a credential of an initialised data dir."""
     # the service's passphrase only where install.sh installed one (its record names it):
@@ -337,12 +351,14 @@ def doctor(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
     target = target_for(data_dir)
     directory = target.path
     problems = _problems(directory, target.missing)
+    nats_problems, nats_warnings = _cluster_checks()
+    problems += nats_problems
     at_start, unread = _at_start(directory, passphrase_file, key_file, problems)
     report: dict[str, Any] = {"versions": _versions(), "paths": {
         "data_dir": str(directory), "policies": str(policy_dir()), "models": str(model_dir()),
         "executable": sys.executable}, "data_dir_source": target.source,
         "data_dir_why": target.why, "uid": os.getuid(), "problems": problems,
-        "warnings": _warnings(),
+        "warnings": _warnings() + nats_warnings,
         "at_start": at_start, "at_start_unknown": unread}
     if as_json:
         emit_json(report)
