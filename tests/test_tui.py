@@ -401,6 +401,33 @@ def test_retention_screen_of_a_tenant_bound_role_shows_only_its_tenants_events(
     run(app_for(runtime, role="compliance"), everything)
 
 
+def test_recent_audit_events_show_their_details_as_audit_log_prints_them(runtime: Any) -> None:
+    """A reveal of an id that names no record is audited with `"tenant": null`; the screen
+    showed `tenant=None, found=False` (Python's words) where `semtrace audit log` prints
+    JSON, and a nested value in Python's quotes."""
+    from appliance import audit as audit_mod
+
+    log = audit_mod.AuditLog(runtime.store.db, runtime.keyring.audit_signer())
+    log.append("reveal", {"record": 99999, "tenant": None, "role": "compliance",
+                          "reason": "ticket 14", "found": False})
+    log.append("erase_forwarded", {"tenant": "acme", "user": "u_1", "confirmed": True,
+                                   "superseded": {"request_id": "r-1"}})
+
+    async def shown(pilot: Any) -> None:
+        await pilot.press("R")
+        await settle(pilot)
+        table = pilot.app.screen.query_one("#events")
+        rows = [str(table.get_row_at(i)[3]) for i in range(table.row_count)]
+        reveal = next(r for r in rows if "ticket 14" in r)
+        assert "tenant=null" in reveal and "found=false" in reveal, reveal
+        forwarded = next(r for r in rows if "u_1" in r)
+        assert 'superseded={"request_id": "r-1"}' in forwarded, forwarded
+        assert "confirmed=true" in forwarded, forwarded
+        assert not any(w in r for r in rows for w in ("None", "True", "False")), rows
+
+    run(app_for(runtime, role="compliance"), shown)
+
+
 def test_esc_leaves_the_search_line_for_the_hits_or_the_threads(
         runtime: Any, replayed: SimpleNamespace, embedder: Any) -> None:
     from appliance.tui.screens.search import SearchScreen

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,12 @@ FIRST = ("tenant", "user", "record", "buckets_shredded", "records", "buckets", "
 def _first(item: tuple[str, object]) -> tuple[int, str]:
     key = item[0]
     return (FIRST.index(key) if key in FIRST else len(FIRST), key)
+
+
+def _value(v: object) -> str:
+    """An audit detail as `semtrace audit log` prints it (JSON: null, true, {"a": 1}), not as
+    Python writes it (None, True, {'a': 1})."""
+    return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, sort_keys=True)
 
 
 def _held_past(h: dict[str, Any], now: datetime) -> bool:
@@ -181,7 +188,8 @@ class RetentionScreen(Screen[None]):
         events = self.query_one("#events", DataTable)
         events.clear()
         for e in view.recent:
-            details = ", ".join(f"{k}={v}" for k, v in sorted(e.details.items(), key=_first))
+            details = ", ".join(f"{k}={_value(v)}"
+                                for k, v in sorted(e.details.items(), key=_first))
             events.add_row(str(e.seq), f"{datetime.fromtimestamp(e.ts, UTC):%Y-%m-%d %H:%M}",
                            Text(e.event), Text(details))
         self._status(self.note or "g: write the signed retention report · r: refresh")
