@@ -418,3 +418,56 @@ def test_threads_show_takes_the_record_id_search_prints(
     # a record of a tenant the role does not see is as absent as its thread
     refused(run_cli("threads", "show", f"#{theirs['records'][0]['record_id']}", *analyst),
             "No thread with this id in scope")
+
+
+def test_threads_show_says_the_score_and_threshold_that_decided_each_turn(
+        pipeline: Any, data_dir: Path, passphrase_file: Path) -> None:
+    """`threads show` gave a turn's similarity and `signal=content`, not why the content
+    linked it or started a thread: the score against the threshold, which the TUI's why
+    panel gives ('score 0.89 ≥ threshold 0.50') and only --json held."""
+    from conftest import make_prompt
+
+    out = pipeline.process([
+        make_prompt("Give me a recipe for a vegetarian lasagna", user="dave", minutes=0),
+        make_prompt("Can I make it without ricotta?", user="dave", minutes=1),
+        make_prompt("How do I renew my passport before a trip abroad?", user="dave",
+                    minutes=300)])
+    cred = ("--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file))
+    for thread in (out[0].thread_id, out[2].thread_id):
+        shown = run_cli("threads", "show", thread, *cred)
+        assert shown.returncode == 0, shown.stderr
+        records = json.loads(run_cli("threads", "show", thread, *cred, "--json").stdout)[
+            "records"]
+        for line, r in zip(shown.stdout.splitlines()[2::2], records, strict=True):
+            ev = r["evidence"]
+            if not ev.get("scored"):  # the user's first prompt: nothing to score
+                assert "score=" not in line, line
+                continue
+            sign = "≥" if r["parent_id"] is not None else "<"
+            assert ev["score"] >= ev["threshold"] if sign == "≥" else \
+                ev["score"] < ev["threshold"]
+            best = f"{ev['score']:.2f}" if ev["score"] >= 0.005 else f"{ev['score']:.1g}"
+            assert f"score={best}{sign}{ev['threshold']:.2f}  signal=content" in line, line
+    assert "score=" in run_cli("threads", "show", out[2].thread_id, *cred).stdout
+
+
+def test_threads_show_gives_no_content_score_where_the_gateway_decided(
+        runtime: Any, embedder: Any, data_dir: Path, passphrase_file: Path) -> None:
+    """A turn the request's message history linked is not 'score=0.31<0.50' beside its
+    parent: the content did not decide it. A calibrated threshold says so."""
+    from test_tui_readable import store_thread
+
+    store_thread(runtime, embedder, {"link_source": "history", "score": 0.31,
+                                     "threshold": 0.5, "scored": 2}, similarity=0.4)
+    cred = ("--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file))
+    shown = run_cli("threads", "show", "th_00000000000000aa", *cred)
+    assert shown.returncode == 0, shown.stderr
+    follow_up = shown.stdout.splitlines()[4]
+    assert "signal=history" in follow_up and "score=" not in follow_up, follow_up
+    from appliance.cli.browse import content_score
+
+    calibrated = {"link_source": "content", "scored": 4, "threshold_source": "calibrated"}
+    assert content_score({**calibrated, "score": 0.4497, "threshold": 0.45}) == \
+        "score=0.4497<0.4500(calibrated)"  # not 'score=0.45<0.45'
+    assert content_score({**calibrated, "score": 0.0003, "threshold": 0.45}) == \
+        "score=0.0003<0.45(calibrated)"

@@ -182,6 +182,8 @@ def turn_line(r: Record) -> str:
     if r.similarity is not None:  # without a parent: to the closest turn, not taken (the TUI's
         # `best`); `sim=` read as the similarity to what the turn continues
         parts.append(f"{'sim' if r.parent_id is not None else 'best'}={score(r.similarity)}")
+    if decided := content_score(r.evidence):
+        parts.append(decided)
     if r.link_source:
         parts.append(f"signal={r.link_source}")
     if missed := unmatched_signals(r.evidence):  # sent, but named no turn held
@@ -189,6 +191,25 @@ def turn_line(r: Record) -> str:
     if r.parent_id is not None:
         parts.append(f"parent=#{r.parent_id}")
     return "  ".join(parts)
+
+
+def content_score(ev: dict[str, Any] | None) -> str | None:
+    """`score=0.89≥0.50`: where the content decided (not the gateway's history or response
+    id), the linker's score for the best earlier turn against the tenant's threshold, as
+    the TUI's why panel gives it: why a turn was linked, or started a thread of its own."""
+    from appliance.tui.format import versus
+
+    ev = ev or {}
+    best, threshold = ev.get("score"), ev.get("threshold")
+    if ev.get("link_source") not in (None, "content", "session_id") or not ev.get("scored") \
+            or not isinstance(best, int | float) or not isinstance(threshold, int | float):
+        return None
+    shown, limit = versus(float(best), float(threshold))
+    if shown == "<0.01":  # `score=<0.01<0.50` read as garbled: its first digit (0.004)
+        shown = f"{best:.1g}"
+    source = ev.get("threshold_source")
+    who = f"({source})" if source in ("calibrated", "pinned") else ""
+    return f"score={shown}{'≥' if best >= threshold else '<'}{limit}{who}"
 
 
 @click.command()

@@ -53,6 +53,17 @@ def score(value: float) -> str:
     return f"{value:.2f}"
 
 
+def versus(best: float, threshold: float) -> tuple[str, str]:
+    """A link score and its threshold as the why panel and `threads show` print them: to
+    more decimals (up to 4) where two would print them alike (`best score 0.45 <
+    threshold 0.45` read as a contradiction)."""
+    digits = 2
+    while digits < 4 and best != threshold and f"{best:.{digits}f}" == f"{threshold:.{digits}f}":
+        digits += 1
+    shown = score(best) if digits == 2 else f"{best:.{digits}f}"
+    return shown, f"{threshold:.{digits}f}"
+
+
 def sim_bar(similarity: float | None, width: int = 8) -> str:
     """A similarity in [0, 1] as a bar of `width` cells followed by its value."""
     if similarity is None:

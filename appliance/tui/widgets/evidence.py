@@ -16,6 +16,7 @@ from appliance.tui.format import (
     position_label,
     score,
     sim_bar,
+    versus,
 )
 from appliance.tui.tree import Turn
 
@@ -62,12 +63,8 @@ def _versus(best: float, sign: str, ev: dict[str, Any]) -> str:
     and threshold alike: `best score 0.45 < threshold 0.45` read as a contradiction."""
     source = ev.get("threshold_source")
     who = f"{source} " if source in ("calibrated", "pinned") else ""
-    threshold = float(ev["threshold"])
-    digits = 2
-    while digits < 4 and best != threshold and f"{best:.{digits}f}" == f"{threshold:.{digits}f}":
-        digits += 1
-    shown = score(best) if digits == 2 else f"{best:.{digits}f}"
-    return f"{shown} {sign} {who}threshold {threshold:.{digits}f}"
+    shown, threshold = versus(best, float(ev["threshold"]))
+    return f"{shown} {sign} {who}threshold {threshold}"
 
 
 def _decision(turn: Turn, ev: dict[str, Any]) -> Text:
