@@ -66,3 +66,25 @@ def test_help_names_each_key_of_the_thread_view_once(
         assert dict(rows)["J/K"] == "Scroll the why panel down (J) or up (K)"
 
     run(fixed_app(), scenario)
+
+
+def test_help_explains_what_a_turn_card_shows(fixed_app: Any) -> None:  # noqa: F811
+    """A thread's first turn reads `best ▰▱▱▱▱ 0.12`, a reply `+39s` and `66→396 tok`, each
+    an intent such as `managing`: help's legend explained the similarity bar only."""
+    from rich.console import Console
+
+    from appliance.tui.format import INTENT_LABELS
+
+    async def scenario(pilot: Any) -> None:
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await settle(pilot)
+        console = Console(width=200, record=True)
+        for static in pilot.app.screen.query("Static"):
+            console.print(static.content)
+        legend = console.export_text()
+        for shown in ("best ▰", "+39s", "→", "tok", *INTENT_LABELS.values()):
+            assert shown in legend, shown
+
+    run(fixed_app(), scenario)

@@ -19,6 +19,14 @@ LEGEND = (
     ("✔ ok / ✖ ERROR / ⛔ BLOCKED", "the model call's status"),
     ("✖n ⛔n ⊘ ★n (threads)", "n errors, n blocked, abandoned, lowest rating"),
     ("▰▰▰▱▱ 0.62", "similarity to the parent (bar and value)"),
+    ("best ▰▱▱▱▱ 0.12", "a thread's first turn: similarity to the closest earlier turn, "
+                        "not taken (w: why)"),
+    ("+39s", "time since the turn it continues"),
+    ("66→396 tok", "the model call's input → output tokens"),
+    ("info-seeking · task", "what the prompt asks: information, or a task done "
+                            "(write, translate, book…)"),
+    ("managing · error recovery", "handling the conversation (thanks, repeat that), "
+                                  "or correcting it (I meant…)"),
     ("<PERSON_1>", "a placeholder for redacted personal data"),
 )
 
