@@ -358,7 +358,12 @@ def check_report(text: str, *, trusted_keys: dict[str, str] | None = None,
     if trusted_keys is not None and trusted_keys.get(key_id) != public:
         return ReportCheck(False, f"The report is signed by a key this appliance does not know "
                            f"(key {key_id} is not {trusted_by}): it is not proven to come "
-                           "from this appliance.", key_id)
+                           "from this appliance" + (
+                               "; a `semtrace keys rotate` of the appliance changes its "
+                               "signing key (the audit log's key_rotation entry names both "
+                               "keys): if one was made since this key was saved, check with "
+                               "the `semtrace audit public-key` printed after it"
+                               if trusted_by.startswith("the key in") else "") + ".", key_id)
     if not verify_signature(public, canonical(body), value):
         return ReportCheck(False, "The signature does not match the report's content.", key_id)
     if render(signed, fmt) != text:

@@ -53,3 +53,41 @@ def test_a_rotation_given_no_new_credential_or_a_wrong_current_one_is_bad_input(
     assert same.returncode == 2 and len(same.stderr.strip().splitlines()) == 1
     assert "Wrong passphrase or key" in same.stderr and "in use" not in same.stderr
     assert json.loads(run_cli("threads", "list", "--json", *common).stdout) == []  # unchanged
+
+
+def test_a_rotation_says_the_audit_key_changed_and_a_report_checked_with_the_old_one_says_why(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """`keys rotate` replaces the audit signing key (README, Keys and crypto-shredding), so the
+    public key an auditor saved, as docs/compliance.md asks, stops vouching for new reports:
+    the rotation said nothing of it, and check-report only 'not proven to come from this
+    appliance'. Now the rotation names the new key, the audit log's key_rotation entry names
+    both, and the refusal says a rotation may be why."""
+    data = tmp_path / "data"
+    common = ["--data-dir", str(data), "--passphrase-file", str(passphrase_file)]
+    assert run_cli("init", *common).returncode == 0
+    saved = tmp_path / "audit-key.json"
+    before = run_cli("audit", "public-key", "--json", *common)
+    saved.write_text(before.stdout)
+    old_id = json.loads(before.stdout)["key_id"]
+    new = tmp_path / "new.pass"
+    new.touch(mode=0o600)
+    new.write_text("a different passphrase for the rotation\n")
+    rotated = run_cli("keys", "rotate", "--new-passphrase-file", str(new), *common)
+    assert rotated.returncode == 0, rotated.stderr
+    after = ["--data-dir", str(data), "--passphrase-file", str(new)]
+    new_id = json.loads(run_cli("audit", "public-key", "--json", *after).stdout)["key_id"]
+    assert new_id != old_id
+    assert f"signed with a new key from now on (key {new_id})" in rotated.stdout
+    assert "semtrace audit public-key" in rotated.stdout
+    entries = json.loads(run_cli("audit", "log", "--json", "--all", *after).stdout)
+    assert entries[-1]["event"] == "key_rotation"
+    assert entries[-1]["details"]["audit_key"] == {"from": old_id, "to": new_id}
+    report = tmp_path / "report.md"
+    assert run_cli("audit", "retention", "--out", str(report), *after).returncode == 0
+    checked = run_cli("audit", "check-report", str(report), "--public-key", str(saved))
+    assert checked.returncode == 6 and "Traceback" not in checked.stderr + checked.stdout
+    said = checked.stdout + checked.stderr
+    assert "not proven to come from this appliance" in said
+    assert "keys rotate" in said and "key_rotation entry names both keys" in said
+    assert run_cli("audit", "check-report", str(report), "--data-dir", str(data),
+                   "--passphrase-file", str(new)).returncode == 0

@@ -34,7 +34,7 @@ def keys_rotate(data_dir: Path | None, passphrase_file: Path | None, key_file: P
     records). Crash-safe: if interrupted, the next open with either credential
     completes the rotation.
     """
-    from appliance.keys import read_key_file, read_passphrase_file, same_secret
+    from appliance.keys import open_keyring, read_key_file, read_passphrase_file, same_secret
     from appliance.lock import DataDirLock
     from appliance.store.rotation import rotate
 
@@ -65,11 +65,18 @@ def keys_rotate(data_dir: Path | None, passphrase_file: Path | None, key_file: P
         n = rotate(directory, old_ring, new_cred)
     finally:
         lock.release()
+    signer = open_keyring(directory, new_cred).audit_signer().key_id()
     if as_json:
-        emit_json({"rotated": True, "deks_rewrapped": n, "pseudonyms_kept": True})
+        emit_json({"rotated": True, "deks_rewrapped": n, "pseudonyms_kept": True,
+                   "audit_key_id": signer, "audit_key_id_before": old_ring.audit_signer()
+                   .key_id()})
     else:
         click.echo(f"Master key rotated; {n} data key(s) re-wrapped, pseudonyms kept. The old "
                    "credential no longer opens this data dir.")
+        # a public key saved before no longer vouches for the reports signed from now on
+        click.echo(f"The audit log and retention reports are signed with a new key from now "
+                   f"on (key {signer}): give the output of `semtrace audit public-key` again "
+                   "to whoever checks reports with `audit check-report --public-key`.")
 
 
 

@@ -148,7 +148,11 @@ def _audit_once(data_dir: Path, rot: Rotation, deks: int, *, resumed: bool) -> N
             AuditLog(store.db, rot.new.audit_signer(), anchor=store.keys_db).append(
                 "key_rotation", {"deks_rewrapped": deks, "credential": rot.credential,
                                  "journal": rot.journal_id, "completed_on_open": resumed,
-                                 "pseudonyms": "kept"})
+                                 "pseudonyms": "kept",
+                                 # the signing key changes with the master key: a report
+                                 # checked with the key saved before names the old one
+                                 "audit_key": {"from": rot.old.audit_signer().key_id(),
+                                               "to": rot.new.audit_signer().key_id()}})
     finally:
         store.close()
 
