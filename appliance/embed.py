@@ -161,18 +161,75 @@ class LlamaEmbedder:
         if not texts:
             return np.zeros((0, self.dims), dtype=np.float32), []
         with self._lock:
-            tokenised = [self.tokens(t) for t in texts]
-            rows: list[np.ndarray] = []
-            pack: list[list[int]] = []
-            size = 0
-            for toks, _ in tokenised:
-                if pack and (size + len(toks) > self._pack or len(pack) >= self._n_seq_max):
-                    rows.append(self._decode(pack))
-                    pack, size = [], 0
-                pack.append(toks)
-                size += len(toks)
-            rows.append(self._decode(pack))
-        return _normalise(np.vstack(rows)), [t for _, t in tokenised]
+            packing = Packing(self)
+            done, cut = packing.fill(texts)
+            last, last_cut = packing.close()
+        return np.vstack([done, last]), cut + last_cut
+
+    def packing(self) -> Packing:
+        """`embed` of a list of texts given a part at a time (see `Packing`)."""
+        return Packing(self, self._lock)
+
+
+class Packing:
+    """`LlamaEmbedder.embed` of a list of texts given a part at a time, with the same
+    vectors: a text's vector depends on the others decoded in its pack (cosine down to
+    0.9992 between packings of the dev stream), so the packs are the ones `embed` makes of
+    the whole list, each decoded once the texts after it show it is full, the last one by
+    `close`. Used from one thread at a time, parts in order; with `lock`, each call holds
+    the model's lock (a search's embedding may come between two calls: a pack is decoded
+    whole, from an empty cache)."""
+
+    def __init__(self, embedder: LlamaEmbedder, lock: threading.Lock | None = None) -> None:
+        self._e = embedder
+        self._lock = lock
+        self._pack: list[list[int]] = []
+        self._cut: list[bool] = []
+        self._size = 0
+
+    def add(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
+        """The vectors of the packs completed so far (of earlier parts' texts too), not
+        returned before, and their truncation flags."""
+        if self._lock is None:
+            return self.fill(texts)
+        with self._lock:
+            return self.fill(texts)
+
+    def end(self) -> tuple[np.ndarray, list[bool]]:
+        """The vectors of the last pack (the texts `add` has not returned yet)."""
+        if self._lock is None:
+            return self.close()
+        with self._lock:
+            return self.close()
+
+    def fill(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
+        """`add`, the model's lock held by the caller."""
+        rows: list[np.ndarray] = []
+        cut: list[bool] = []
+        e = self._e
+        for toks, truncated in (e.tokens(t) for t in texts):
+            if self._pack and (self._size + len(toks) > e._pack
+                               or len(self._pack) >= e._n_seq_max):
+                rows.append(e._decode(self._pack))
+                cut += self._cut
+                self._pack, self._cut, self._size = [], [], 0
+            self._pack.append(toks)
+            self._cut.append(truncated)
+            self._size += len(toks)
+        return self._rows(rows), cut
+
+    def close(self) -> tuple[np.ndarray, list[bool]]:
+        """`end`, the model's lock held by the caller."""
+        if not self._pack:
+            return self._rows([]), []
+        rows, cut = [self._e._decode(self._pack)], self._cut
+        self._pack, self._cut, self._size = [], [], 0
+        return self._rows(rows), cut
+
+    def _rows(self, rows: list[np.ndarray]) -> np.ndarray:
+        if not rows:
+            return np.zeros((0, self._e.dims), dtype=np.float32)
+        return _normalise(np.vstack(rows))
 
 
 class HashEmbedder:

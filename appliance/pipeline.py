@@ -36,12 +36,14 @@ from appliance.records import (
 )
 from appliance.redact import entity_keys, number_placeholders
 from appliance.staging import (
+    STAGE_CHUNK,
     EmbeddingThread,
     Staged,
     StageTimer,
     StageTimes,
     collect,
-    embedded_now,
+    merged,
+    redact_and_embed,
 )
 from appliance.staging import StageClock as _StageClock
 from appliance.store import Store
@@ -166,11 +168,15 @@ class Pipeline:
         return Erased(request_id=prompt.request_id, index=prompt.index,
                       trace_id=prompt.trace_id, span_id=prompt.span_id)
 
-    def process(self, prompts: Sequence[Prompt]) -> list[Outcome | Erased | Unredactable]:
+    def process(self, prompts: Sequence[Prompt], *, ahead: EmbeddingThread | None = None,
+                ) -> list[Outcome | Erased | Unredactable]:
         """Ingest a batch: one redaction and embedding pass, one transaction. A prompt of a
         user erased after it was sent is not stored: its result is `Erased`; nor is one whose
-        redaction did not finish (fail closed): its result is `Unredactable`."""
-        return self.finish(self.stage(prompts))
+        redaction did not finish (fail closed): its result is `Unredactable`. With `ahead`,
+        a batch of more than `STAGE_CHUNK` prompts is embedded on its thread while the rest
+        is redacted and the first ones linked (appliance/staging.py); the same results."""
+        return self.finish(self.stage(prompts, ahead=ahead if len(prompts) > STAGE_CHUNK
+                                      else None))
 
     def _fresh(self, prompts: Sequence[Prompt], outcomes: Sequence[object],
                ) -> tuple[list[int], dict[tuple[str, str], int], list[int]]:
@@ -185,19 +191,17 @@ class Pipeline:
               ) -> Staged:
         """The first half of `process`, on the worker thread: redact what is to be stored
         and start its embedding, on `ahead`'s thread (which runs while the worker finishes
-        the batch before) or, without one, here. Writes nothing, links nothing."""
+        the batch before, and while it redacts the rest of this one) or, without one,
+        here. Writes nothing, links nothing."""
         outcomes = [self._existing(p) or self._erased(p) for p in prompts]
         fresh = self._fresh(prompts, outcomes)[2]
         times: StageTimes = []
         timer = collect(times) if self.stage_timer else None
-        clock = _StageClock(timer)
-        redacted = dict(zip(fresh, self.redactor.redact_many([prompts[i] for i in fresh]),
-                            strict=True))
-        clock("redaction")
+        got, vectors = redact_and_embed(self.redactor.redact_many, self.embedder,
+                                        [prompts[i] for i in fresh], ahead,
+                                        _StageClock(timer), lambda: _StageClock(timer))
+        redacted = {fresh[k]: red for k, red in got.items()}
         embedded = tuple(i for i in fresh if isinstance(redacted[i], Redacted))
-        texts = [r.text for i in embedded if isinstance(r := redacted[i], Redacted)]
-        vectors = (embedded_now(self.embedder, texts, clock) if ahead is None else
-                   ahead.submit(self.embedder, texts, lambda: _StageClock(timer)))
         return Staged(tuple(prompts), redacted, embedded, vectors, times)
 
     def finish(self, staged: Staged) -> list[Outcome | Erased | Unredactable]:
@@ -210,7 +214,7 @@ class Pipeline:
                 return self._finish(staged)  # nothing was written; checked again, refused
         finally:
             if self.stage_timer is not None:
-                for stage, start, end in staged.times:
+                for stage, start, end in merged(staged.times):
                     self.stage_timer(stage, start, end)
 
     def _finish(self, staged: Staged) -> list[Outcome | Erased | Unredactable]:
@@ -226,7 +230,6 @@ class Pipeline:
             done = self._finish(again)
             staged.times[:] = again.times
             return done
-        vectors, truncated = staged.vectors.result()
         row = {i: n for n, i in enumerate(staged.embedded)}
         clock = _StageClock(collect(staged.times) if self.stage_timer else None)
         for i in fresh:
@@ -238,9 +241,10 @@ class Pipeline:
             for i in kept:
                 red = staged.redacted[i]
                 assert isinstance(red, Redacted)
-                new = self._link_one(red, vectors[row[i]], truncated[row[i]])
+                vector, truncated = staged.vectors.row(row[i])  # waits for it if need be
+                new = self._link_one(red, vector, truncated)
                 rows.append(new)
-                outcomes[i] = self._outcome(new, prompts[i].index, truncated[row[i]])
+                outcomes[i] = self._outcome(new, prompts[i].index, truncated)
             clock("linking")
             # each thread's row gets its topic as of the commit (a refinement may have
             # moved it since its prompt was assigned)

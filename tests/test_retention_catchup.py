@@ -80,9 +80,9 @@ def test_a_long_start_up_retention_run_says_catching_up_and_prompts_are_recorded
     order: list[str] = []
     process = pipeline.process
 
-    def recorded(prompts: Any) -> Any:
+    def recorded(prompts: Any, **kw: Any) -> Any:
         order.append("ingest")
-        return process(prompts)
+        return process(prompts, **kw)
 
     pipeline.process = recorded
     service = Service(pipeline, runtime.policies, socket_path=runtime.data_dir / "s.sock")

@@ -34,8 +34,9 @@ class Batching(ServiceCore):
         """Batches in the order they were queued. While one is linked and stored on the
         worker, the next one queued (if any) is already staged: redacted, and its embedding
         running on the embedding thread (appliance/staging.py), so the two use both cores;
-        with nothing queued a batch is finished at once, and before a long next batch
-        (`STAGE_AHEAD_CHARS`) is staged."""
+        with nothing queued a batch is finished at once (in one worker job, its embedding
+        still on the embedding thread, part by part while the worker redacts the rest and
+        links the first), and before a long next batch (`STAGE_AHEAD_CHARS`) is staged."""
         # taken from the queue, not finished yet: at most the batch staged last and the one
         # before it (settled here only if the loop is cancelled between the two)
         waiting: list[tuple[list[_Item], Staged | None]] = []
@@ -52,7 +53,8 @@ class Batching(ServiceCore):
                     if len(waiting) == 1 and self._queue.empty():
                         # alone: redacted, embedded, linked and stored in one worker job, so
                         # nothing queued on the worker meanwhile (a retention run's chunk)
-                        # comes between its two halves and holds its replies up
+                        # comes between its two halves and holds its replies up; the
+                        # embedding thread still embeds it, part by part (staging.py)
                         await self._finish(*waiting.pop(0))
                         continue
                     if len(waiting) > 1 and _long(items):  # its redaction would hold up
@@ -103,7 +105,8 @@ class Batching(ServiceCore):
         start = time.perf_counter()
         try:
             if staged is None:
-                outcomes = await self.in_worker(self.pipeline.process, [i.prompt for i in items])
+                outcomes = await self.in_worker(lambda: self.pipeline.process(
+                    [i.prompt for i in items], ahead=self._embedding))
             else:
                 outcomes = await self.in_worker(self.pipeline.finish, staged)
         except Exception as exc:
