@@ -183,7 +183,8 @@ if [ "$service" = 0 ]; then
   for pair in "--prefix=$prefix" "--data-dir=$data_dir"; do
     p="${pair#*=}"
     while [ ! -e "$p" ] && [ "$p" != / ]; do p=$(dirname "$p"); done
-    [ -w "$p" ] || die "$(id -un) may not write ${pair#*=} (${pair%%=*}; $p is not writable): give --prefix and --data-dir folders of your own with --no-service, or run it as root; nothing was installed."
+    # a uid with no name (a container's --user 4242): id -un fails, saying so on stderr
+    [ -w "$p" ] || { who=$(id -un 2>/dev/null) || who=$(id -u); die "$who may not write ${pair#*=} (${pair%%=*}; $p is not writable): give --prefix and --data-dir folders of your own with --no-service, or run it as root; nothing was installed."; }
   done
 fi
 # The venv goes into --prefix itself, and uninstall.sh removes --prefix whole: an existing

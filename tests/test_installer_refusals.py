@@ -314,3 +314,21 @@ def test_a_users_install_into_folders_it_may_not_write_is_one_sentence(srv: Path
         "--prefix and --data-dir folders of your own with --no-service, or run it as root; "
         "nothing was installed."), r.stderr
     assert sorted(p.name for p in srv.iterdir()) == before
+
+
+@needs_system_python
+def test_a_user_without_a_name_is_refused_in_one_sentence_too(srv: Path) -> None:
+    """A container's user often has a uid and no name (`docker run --user 4242`): the
+    refusal above came with `id`'s own "id: cannot find name for user ID 4242" line before
+    it. It is the one sentence, naming the uid."""
+    bundle = stand_in_bundle(srv)
+    r = subprocess.run(["setpriv", "--reuid", "4242", "--regid", "4242", "--clear-groups",
+                        "bash", str(bundle / "install.sh"), "--no-service", "--prefix",
+                        str(srv / "venv"), "--data-dir", str(srv / "data"),
+                        "--python", SYSTEM_PYTHON or sys.executable],
+                       capture_output=True, text=True, timeout=120, cwd="/")
+    assert r.returncode == 1
+    assert r.stderr.strip() == (
+        f"install: 4242 may not write {srv}/venv (--prefix; {srv} is not writable): give "
+        "--prefix and --data-dir folders of your own with --no-service, or run it as root; "
+        "nothing was installed."), r.stderr
