@@ -27,3 +27,37 @@ def test_a_report_to_a_folder_it_cannot_write_is_refused_before_it_is_issued(
     assert status == f"✖ The folder {out.parent} is not writable; no report was issued."
     assert len(audit_entries(runtime.store, events=("report",))) == issued
     assert not out.exists()
+
+
+def test_a_role_bound_to_tenants_is_told_at_g_that_it_cannot_write_the_report(
+        runtime: Any, replayed: Any) -> None:  # noqa: F811
+    """A tenant-bound compliance role pressed `g`, was offered the dialog ('It covers every
+    tenant of the store, not only globex shown here'), chose a file, and only then read that
+    the role may not issue it. It is told at once now, and no dialog opens."""
+    from test_tui import app_for, run, settle
+
+    from appliance.config import RoleSettings
+    from appliance.query import audit_entries
+    from appliance.tui.screens.retention import RetentionScreen
+
+    roles = runtime.policies.access.roles
+    access = runtime.policies.access.model_copy(update={"roles": {
+        **roles, "compliance-acme": RoleSettings(
+            permissions=roles["compliance"].permissions, tenants=["acme"])}})
+    runtime.policies = runtime.policies.model_copy(update={"access": access})
+    issued = len(audit_entries(runtime.store, events=("report",)))
+    said: list[str] = []
+
+    async def scenario(pilot: Any) -> None:
+        await pilot.press("R")
+        await settle(pilot)
+        await pilot.press("g")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, RetentionScreen)  # no dialog
+        said.append(str(pilot.app.screen.query_one("#status").render()))
+
+    run(app_for(runtime, role="compliance-acme"), scenario)
+    assert said == ["✖ The compliance-acme role is limited to tenant(s) acme, and the "
+                    "retention report covers every tenant; use --role with a role that is not "
+                    "limited."]
+    assert len(audit_entries(runtime.store, events=("report",))) == issued

@@ -100,10 +100,16 @@ class ComplianceReader:
             last_run=runs[-1] if runs else None, recent=tuple(reversed(recent)),
             tenant=tenant, idle_holds=len(idle))
 
+    def may_report(self, role: str) -> None:
+        """SemtraceError when `role` may not issue the signed report (no `audit`, or bound to
+        tenants: the report covers every tenant), said before the dialog asks for a file."""
+        require(self.reader.rt.policies.access, role, "audit",
+                every_tenant="the retention report")
+
     def write_report(self, out: Path, *, role: str, fmt: str = "md") -> Path:
         """Write the signed retention report to `out`, as `semtrace audit retention` does."""
         rt = self.reader.rt
-        require(rt.policies.access, role, "audit", every_tenant="the retention report")
+        self.may_report(role)
         if out.exists():
             raise SemtraceError(f"{out} already exists; it was not overwritten.")
         if not out.parent.is_dir():

@@ -205,6 +205,12 @@ class RetentionScreen(Screen[None]):
 
     def action_report(self) -> None:
         ctx = context(self)
+        try:  # a role that may not issue it is told at once, not after choosing a file
+            if ctx.compliance is not None:
+                ctx.compliance.may_report(ctx.role)
+        except SemtraceError as exc:
+            self._status(f"✖ {exc}")
+            return
         name = f"semtrace-retention-report-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.md"
         self.app.push_screen(ReportDialog(ctx.report_dir / name, ctx.reader.tenant),
                              self._report_to)
