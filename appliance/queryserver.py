@@ -7,7 +7,8 @@ optional `role` and `tenant`. `authorize` is the one permission check: the op's
 permission (PERMISSIONS; `stats` needs `user_stats` with a `user`, else `aggregates`),
 the role's identities and its tenants. Then:
 
-- `threads` {tenant, user, limit} / `thread` {thread_id}: thread listings (threads:read);
+- `threads` {tenant, user, topic, since, until, limit} / `thread` {thread_id}: thread
+  listings (threads:read);
 - `search` {text, tenant, user, since, limit}: as `semtrace search` (reads.run_search),
   with the tenants left out because cross-user search is off there (`skipped`);
 - `stats` {kind, tenant, user, from, to, topic, bucket, baseline_from, baseline_to}:
@@ -262,7 +263,9 @@ def _threads(obj: dict[str, Any], role: str, policies: Policies, store: Store,
             raise ProtocolError("not_found", no_topic(store, obj["topic"], scope,
                                                       "`stats topics` lists them"), rid)
     rows = list_threads(store, ThreadFilter(tenant=tenant, user=pseudo, topic_id=topic,
-                                            tenants=tuple(bound) if bound else None),
+                                            tenants=tuple(bound) if bound else None,
+                                            since=_when(obj, "since", rid),
+                                            until=_when(obj, "until", rid)),
                         limit=limit)
     return {"threads": jsonable(rows), "currency": policies.pricing.currency}
 

@@ -471,3 +471,32 @@ def test_threads_show_gives_no_content_score_where_the_gateway_decided(
         "score=0.4497<0.4500(calibrated)"  # not 'score=0.45<0.45'
     assert content_score({**calibrated, "score": 0.0003, "threshold": 0.45}) == \
         "score=0.0003<0.45(calibrated)"
+
+
+def test_threads_list_reaches_any_period_with_since_and_until(
+        served: dict[str, Any], data_dir: Path, passphrase_file: Path) -> None:  # noqa: F811
+    """`threads list` gave the --limit most recent threads (10,000 at most) with no way to a
+    period: --since and --until, as the TUI's since: and until: read them, over the socket
+    and directly; a bad or reversed window is one sentence."""
+    sock = ["--socket", str(served["sock"]), "--role", "reader", "--tenant", "acme"]
+    direct = ["--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file),
+              "--tenant", "acme"]
+    acme = {o.thread_id: o for o in served["outcomes"] if o.request_id.startswith("acme")}
+    # the acme prompts are at 09:00, 09:01 and 09:02 on 2026-03-02, one thread each
+    later = {t for t, o in acme.items() if o.request_id != "acme-u-ann-7731"}
+    for way in (sock, direct):
+        def listed(*window: str, way: list[str] = way) -> set[str]:
+            done = run_cli("threads", "list", *way, *window, "--json")
+            assert done.returncode == 0, done.stderr
+            return {t["thread_id"] for t in json.loads(done.stdout)}
+
+        assert listed("--since", "2026-03-02", "--until", "2026-03-02") == set(acme)
+        assert listed("--until", "2026-03-01") == set()
+        assert listed("--since", "2026-03-02T09:01") == later
+        assert listed("--until", "2026-03-02T09:01") == set(acme) - later
+        text = run_cli("threads", "list", *way, "--until", "2026-03-01")
+        assert "(no threads in scope)" in text.stdout
+        refused(run_cli("threads", "list", *way, "--since", "last week"),
+                "--since must be an ISO-8601 date or time")
+        refused(run_cli("threads", "list", *way, "--since", "2026-03-03", "--until",
+                        "2026-03-02"), "--since must be earlier than --until.")

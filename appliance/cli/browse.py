@@ -44,6 +44,12 @@ def threads() -> None:
               help="Only threads of this topic: its id (`stats topics` lists them; an id "
                    "merged since finds the topic it went into), its label, or one phrase "
                    "of its label (`umbrella` of 'weather forecast, umbrella').")
+@click.option("--since", default=None,
+              help="Only threads active since this ISO date or time, or an age ago: 30m, "
+                   "24h, 7d (as the TUI's since:).")
+@click.option("--until", default=None,
+              help="Only threads that started before this time; a date takes in its whole "
+                   "day (as the TUI's until:).")
 @click.option("--limit", type=click.IntRange(1, LIST_MAX), default=50, show_default=True,
               help="At most this many threads, most recent first (stderr says when more "
                    "match).")
@@ -51,9 +57,11 @@ def threads() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
                  role: str | None, tenant: str | None, user: str | None, topic: str | None,
-                 limit: int, socket_path: Path | None, as_json: bool) -> None:
+                 since: str | None, until: str | None, limit: int, socket_path: Path | None,
+                 as_json: bool) -> None:
     """List threads, most recent activity first (last seen, started), each with its title,
-    topic and cost."""
+    topic and cost; --since and --until reach the threads of any period, past the
+    --limit most recent."""
     from appliance.query import ThreadFilter, list_threads, live_topic, no_topic, tenants
     from appliance.reads import check_tenant, thread_from_json, user_pseudonym
     from appliance.roles import bound_tenants, require
@@ -62,11 +70,13 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
     not_blank(tenant=tenant, user=user, topic=topic)
     if user is not None and tenant is None:  # the same sentence over the socket as direct
         raise InputError("--user needs --tenant (user ids are pseudonymised per tenant).")
+    start, end = list_window(since, until)
     socket_path = query_socket(socket_path, data_dir, passphrase_file, key_file)
     # one more than shown, to tell whether more match (the TUI says "1-100 of 164")
     wanted = min(limit + 1, LIST_MAX)
     if socket_path is not None:
-        req = {"op": "threads", "role": role, "tenant": tenant, "user": user, "limit": wanted}
+        req = {"op": "threads", "role": role, "tenant": tenant, "user": user, "limit": wanted,
+               **{k: t.isoformat() for k, t in (("since", start), ("until", end)) if t}}
         reply = ask(socket_path, {**req, "topic": topic} if topic is not None else req)
         rows, currency = [thread_from_json(t) for t in reply["threads"]], reply["currency"]
     else:
@@ -86,8 +96,8 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
             # tenants' recent threads left the list short or empty
             rows = list_threads(rt.store, ThreadFilter(
                 tenant=tenant, tenants=tuple(bound) if bound else None,
-                user=user_pseudonym(rt.store, rt.keyring, tenant, user), topic_id=live),
-                limit=wanted)
+                user=user_pseudonym(rt.store, rt.keyring, tenant, user), topic_id=live,
+                since=start, until=end), limit=wanted)
             currency = rt.policies.pricing.currency
         finally:
             rt.close()
@@ -96,8 +106,8 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
         which = ("the thread seen most recently is shown" if limit == 1
                  else f"the {limit:,} threads seen most recently are shown")
         click.echo(f"semtrace: {which}; {more} "
-                   f"(--limit, at most {LIST_MAX:,}; --tenant, --user or --topic narrow "
-                   "the list).", err=True)
+                   f"(--limit, at most {LIST_MAX:,}; --tenant, --user, --topic, --since "
+                   "or --until narrow the list).", err=True)
         rows = rows[:limit]
     if as_json:  # each thread with the currency of its cost, as the text's header says;
         # no "records": a list reads none (it was always [], read as "no turns"): show has
@@ -116,6 +126,25 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
                    f"{t.last_ts:%Y-%m-%d %H:%M}  {t.first_ts:%Y-%m-%d %H:%M}  "
                    f"{t.turns:>5} {money(t.cost):>10}  "
                    f"{topic:<24}  {t.title if t.title is not None else '[shredded]'}")
+
+
+def list_window(since: str | None, until: str | None
+                ) -> tuple[datetime | None, datetime | None]:
+    """`--since` and `--until` as the TUI's filter reads them: an ISO date or time (UTC) or
+    an age; `--until` a date is the midnight after it (the window is half-open)."""
+    from appliance.tui.filters import FilterError, parse_time
+
+    now, times = datetime.now(UTC), []
+    for name, value in (("since", since), ("until", until)):
+        try:
+            times.append(parse_time(value, now, end=name == "until") if value else None)
+        except FilterError:
+            raise InputError(f"--{name} must be an ISO-8601 date or time (e.g. 2024-03-04) "
+                             "or an age such as 30m, 24h, 7d.") from None
+    start, end = times
+    if start is not None and end is not None and start >= end:
+        raise InputError("--since must be earlier than --until.")
+    return start, end
 
 
 @threads.command("show")
