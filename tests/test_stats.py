@@ -726,3 +726,30 @@ def test_an_incidents_rows_line_up_whatever_the_length_of_their_labels(capsys: A
     assert len(shown) == 3, shown
     assert len({line.index(" new ") for line in shown}) == 1, shown
     assert len({line.index("window") for line in shown}) == 1, shown
+
+
+def test_an_incident_says_what_new_and_a_dash_mean(capsys: Any) -> None:
+    """`position continuation  –  window <87  baseline <64` (a real store's globex, 2 days
+    against the 2 before): the header explained x, * and noisy, not `–` or `new`."""
+    from appliance.analytics import Lift, Report
+    from appliance.cli.stats import _print
+    from appliance.privacy import CI95, Figure
+
+    def noisy(value: float) -> Figure:
+        return Figure(value, 16 / CI95, exact=False)
+
+    rows = (Lift("position", "continuation", None, noisy(3.0), noisy(-2.0), 0.5, 0.0, None,
+                 False),
+            Lift("topic", "tp_000000000001", "hotel, town", noisy(45.0), noisy(0.0), 0.5,
+                 0.0, None, False))
+    start = datetime(2026, 11, 30, tzinfo=UTC)
+    _print(Report(kind="incident", tenant="acme", start=start, end=start + timedelta(days=7),
+                  exact=False, epsilon=1.0, budget_remaining=0.0, k_min_users=5, rows=rows,
+                  released_at=datetime.now(UTC), baseline_start=start - timedelta(days=7),
+                  baseline_end=start), "USD")
+    out = capsys.readouterr().out
+    assert " – " in out and " new " in out, out
+    said = " ".join(out.split())
+    assert ("new: none in the baseline (its noisy count at or under 0), some in the window; "
+            "–: none in the baseline, and the window's count cannot be told from 0 "
+            "either") in said, out

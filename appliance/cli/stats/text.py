@@ -135,6 +135,12 @@ def _print(report: analytics.Report[Any], currency: str, *, user: str | None = N
         # `continuation x1.39  window 147±64  baseline 171±64` read as a contradiction
         _note("x: a row's share of its dimension (topics, positions or models) in the "
               "window over its share in the baseline; * marks a rise beyond the noise")
+        if any(getattr(r, "lift", 0.0) is None for r in report.rows):
+            # `position continuation  –  window <87  baseline <64` said nothing of what `–`
+            # (or `new`) is: the baseline's noisy count is at or under 0, so no ratio
+            _note("new: none in the baseline (its noisy count at or under 0), some in the "
+                  "window; –: none in the baseline, and the window's count cannot be told "
+                  "from 0 either")
     if report.per_user_topics:
         _note(f"{report.tenant}'s topics are per user (cross_user_topics is off for it "
               "in privacy.toml): each holds one person's threads, so they are all "
