@@ -95,11 +95,13 @@ def servers(url: str) -> list[str]:
 async def connect(url: str, sec: ClusterSecurity, *, name: str,
                   connect_timeout: float = 5.0, reconnect: bool = True,
                   on_error: Callable[[Exception], None] | None = None,
-                  within: float | None = None) -> Any:
+                  within: float | None = None,
+                  callbacks: dict[str, Any] | None = None) -> Any:
     """An open nats-py client; SemtraceError with one sentence when NATS cannot be reached
     within `within` seconds (default: three connection attempts' time). `on_error` is shown
     each error the server reports on the connection (a permission it denies a publish,
-    which nats-py reports nowhere else)."""
+    which nats-py reports nowhere else); `callbacks`: more of nats-py's (a node's
+    disconnected_cb and reconnected_cb, `outage.py`)."""
     nats = require_nats()
     from nats.errors import Error as NatsError
     from nats.errors import NoServersError
@@ -127,7 +129,7 @@ async def connect(url: str, sec: ClusterSecurity, *, name: str,
     attempt = asyncio.ensure_future(nc.connect(
         servers(url), name=name, connect_timeout=connect_timeout, reconnect_time_wait=1,
         allow_reconnect=reconnect, max_reconnect_attempts=-1 if reconnect else 1,
-        error_cb=_quiet, **opts))
+        error_cb=_quiet, **opts, **(callbacks or {})))
     try:
         await asyncio.wait({attempt, refused}, return_when=asyncio.FIRST_COMPLETED,
                            timeout=connect_timeout * 3 if within is None else within)

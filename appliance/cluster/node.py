@@ -34,6 +34,7 @@ from appliance.cluster.erasure_inbox import ErasureInbox
 from appliance.cluster.erasures import Applied, ErasureRequest
 from appliance.cluster.forward import Forwarder
 from appliance.cluster.messages import checked, fields, refused_key
+from appliance.cluster.outage import Outage
 from appliance.cluster.owners import Ownership, held, note_versions, owners_bucket
 from appliance.cluster.replies import ReplyBook
 from appliance.cluster.stream import (
@@ -98,6 +99,7 @@ class ClusterNode:
         self.counters = {"consumed": 0, "redelivered": 0, "retried": 0, "refused": 0,
                          "plain": 0}
         self._nc: Any = None
+        self._outage = Outage(settings.url, self.node)  # one line when NATS drops, one back
         self._js: Any = None
         self._ownership: Ownership | None = None
         self._inbox: ErasureInbox | None = None
@@ -120,7 +122,8 @@ class ClusterNode:
             log.warning(warning, extra={"event": "plain_bus" if sec.plain_bus
                                         else "accept_plain", "node": self.node})
         self._nc = self.forwarder.nc = await connect(s.url, s.security,
-                                                     name=f"semtrace-node-{self.node}")
+                                                     name=f"semtrace-node-{self.node}",
+                                                     callbacks=self._outage.callbacks())
         try:
             self._js = self._nc.jetstream()
             await check_mapping(self._nc, s.partitions)
@@ -228,6 +231,7 @@ class ClusterNode:
         if self._ownership is not None:
             await self._ownership.release()
         if self._nc is not None:
+            self._outage.closing = True
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._nc.flush(), 5)  # the last acks and replies
             with contextlib.suppress(Exception):

@@ -290,6 +290,7 @@ class Ownership:
         self._task = asyncio.create_task(self._heartbeat())
 
     async def _heartbeat(self) -> None:
+        failing = False  # said once until a refresh succeeds (it was a line a partition a beat)
         while True:
             await asyncio.sleep(self.ttl_s / 3)
             for p in self.partitions:
@@ -297,9 +298,18 @@ class Ownership:
                     continue
                 try:
                     await self._refresh(p)
-                except Exception:  # NATS away for a moment: the next beat tries again
-                    log.warning("owner heartbeat failed", extra={"event": "owner_heartbeat",
-                                                                  "partition": p})
+                except Exception as exc:  # NATS away for a moment: the next beat tries again
+                    if not failing:
+                        log.warning(
+                            f"This node could not refresh its claim on partition {p} "
+                            f"({type(exc).__name__}) and tries again every {self.ttl_s / 3:g} "
+                            f"s; a claim not refreshed for {self.ttl_s:g} s (owner_ttl_s) "
+                            "expires, and another node may then take the partition.",
+                            extra={"event": "owner_heartbeat", "partition": p,
+                                   "error": type(exc).__name__})
+                    failing = True
+                else:
+                    failing = False
 
     async def _refresh(self, p: int) -> None:
         """Renew the claim on `p` if it is still this process's; else give `p` up."""
