@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from appliance.cluster.bus import connect
 from appliance.cluster.owners import all_claims, owners_bucket
@@ -28,6 +28,7 @@ class PartitionState:
     lag: int
     unreadable_claim: str | None = None  # why this node cannot read its claim (a node, of
     # a later version perhaps, holds it: not "no owner")
+    owner_late: bool = False  # its owner missed two refreshes: stopped, killed or cut off
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ class ClusterStatus:
     nodes: dict[str, list[int]]
     states: list[PartitionState]
     versions: dict[str, str | None]  # each live node's semtrace version
+    owner_ttl_s: float = 15.0  # a claim not refreshed for this long expires (the bucket's)
+    # the nodes not heard from for longer than two refreshes (2 x owner_ttl_s / 3): seconds
+    # since their last refresh. Their claims still stand until they expire, so the table
+    # alone showed them as owners, a growing number beside them the only sign.
+    late: dict[str, float] = field(default_factory=dict)
 
     def mixed_versions(self) -> bool:
         """Whether the live nodes run more than one version (a rolling upgrade)."""
@@ -58,6 +64,8 @@ class TenantHome:
     owner_seen_s: float | None
     lag: int
     unreadable_claim: str | None = None  # as `PartitionState`
+    owner_late: bool = False  # as `PartitionState`
+
 
 def tenant_homes(status: ClusterStatus, tenants: list[str]) -> list[TenantHome]:
     """Each tenant's partition (as the server maps it) and that partition's owner."""
@@ -65,7 +73,7 @@ def tenant_homes(status: ClusterStatus, tenants: list[str]) -> list[TenantHome]:
     for tenant in tenants:
         state = status.states[partition_of(tenant, status.partitions)]
         out.append(TenantHome(tenant, state.partition, state.owner, state.owner_seen_s,
-                              state.lag, state.unreadable_claim))
+                              state.lag, state.unreadable_claim, state.owner_late))
     return out
 
 
@@ -90,6 +98,7 @@ async def cluster_status(settings: ClusterSettings) -> ClusterStatus:
                                 "started with --nats.") from None
         count = _partition_count(info.config.description) or settings.partitions
         kv = await owners_bucket(js, ttl_s=settings.owner_ttl_s, replicas=settings.replicas)
+        ttl_s = float((await kv.status()).ttl or settings.owner_ttl_s)
         claims, unreadable = await all_claims(kv)
         lags = await consumer_lag(js, settings, list(range(count)))
     finally:
@@ -98,18 +107,33 @@ async def cluster_status(settings: ClusterSettings) -> ClusterStatus:
     states = []
     nodes: dict[str, list[int]] = {}
     versions: dict[str, str | None] = {}
+    late: dict[str, float] = {}
     for p in range(count):
         claim, lag = claims.get(p), lags[p]
+        silent = round(now - claim.refreshed, 1) if claim else 0.0
         if claim is not None:
             nodes.setdefault(claim.node, []).append(p)
             versions[claim.node] = claim.version
+            if silent > 2 * ttl_s / 3:
+                late[claim.node] = min(silent, late.get(claim.node, silent))
         states.append(PartitionState(
             partition=p, owner=claim.node if claim else None,
             owner_seen_s=round(now - claim.refreshed, 1) if claim else None,
             consumer=consumer_name(settings.stream, p), pending=lag.pending,
             ack_pending=lag.ack_pending, redelivered=lag.redelivered, lag=lag.lag,
-            unreadable_claim=unreadable.get(p)))
+            unreadable_claim=unreadable.get(p),
+            owner_late=claim is not None and silent > 2 * ttl_s / 3))
     return ClusterStatus(stream=settings.stream, partitions=count,
                          replicas=int(info.config.num_replicas or 1),
                          messages=int(info.state.messages), bytes=int(info.state.bytes),
-                         nodes=nodes, states=states, versions=versions)
+                         nodes=nodes, states=states, versions=versions, owner_ttl_s=ttl_s,
+                         late=late)
+
+
+def late_sentence(node: str, silent_s: float, ttl_s: float) -> str:
+    """What `cluster status` says of a node that missed two refreshes of its claims."""
+    left = max(ttl_s - silent_s, 0)
+    return (f"Node {node} has not refreshed its claims for {silent_s:.0f} s (it does every "
+            f"{ttl_s / 3:g} s while it runs): it is stopped, killed, hung or cut off from NATS; "
+            f"its claims expire in {left:.0f} s (owner_ttl_s {ttl_s:g}), and its partitions "
+            "then queue until a node takes them.")
