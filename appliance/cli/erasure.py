@@ -304,7 +304,7 @@ def _every(reports: list[EraseReport], as_json: bool, *, bound: bool,
         click.echo(f"{x.home.tenant}: {sentence(x, wait_s)}")
     for x in elsewhere:
         if x.superseded is not None:
-            click.echo(f"{x.home.tenant}: {superseded_sentence(x)}")
+            click.echo(f"{x.home.tenant}: {superseded_sentence(x, here)}")
     for r in stale:
         click.echo(stale_sentence(r, here))
     scope = " the role sees" if bound else ""

@@ -268,7 +268,7 @@ def erase_on_owner(rt: Runtime, shredder: Shredder, home: Home, *, user_id: str,
     else:
         click.echo(sentence(asked, wait_s))
         if asked.superseded is not None:
-            click.echo(superseded_sentence(asked))
+            click.echo(superseded_sentence(asked, this_node(rt)))
         for r in stale:
             click.echo(stale_sentence(r, this_node(rt)))
         if unheard is not None:

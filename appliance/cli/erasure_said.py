@@ -128,8 +128,10 @@ def sentence(asked: Asked, wait_s: float) -> str:
             f"{where} (audited there).")
 
 
-def superseded_sentence(asked: Asked) -> str:
-    """That this request replaced an earlier one not applied, and what had come of it."""
+def superseded_sentence(asked: Asked, here: str | None) -> str:
+    """That this request replaced an earlier one not applied, and what had come of it;
+    `here`: this node's name (the earlier request's own audit entry is on the node that
+    asked it: said "both are in this node's audit log" when another node had)."""
     earlier = asked.superseded
     assert earlier is not None
     failed = earlier.failed
@@ -138,7 +140,11 @@ def superseded_sentence(asked: Asked) -> str:
             f"last at {utc(failed.at)}: {failed.error})")
     return (f"This request replaces the earlier one of this erasure in {asked.home.tenant}, "
             f"asked on node '{earlier.requested_on}' at {utc(earlier.requested_at)}, which "
-            f"was not applied: {what}; both are in this node's audit log (erase_forwarded).")
+            f"was not applied: {what}; "
+            + ("both are in this node's audit log (erase_forwarded)." if
+               earlier.requested_on == here else "this node's audit log names it in this "
+               "request's entry (erase_forwarded, superseded), and node "
+               f"'{earlier.requested_on}''s audit log has its own."))
 
 
 def _failed_sentence(home: Home, user: str, failed: Failed) -> str:
