@@ -387,7 +387,17 @@ def test_eight_tenants_over_two_nodes_thread_as_one_node_would(
         other = next(n for n in cluster.values() if n is not home)
         found = home.lookup(row["tenant"], row["request_id"])
         assert found["ok"], found
-        assert other.lookup(row["tenant"], row["request_id"])["error"]["code"] == "not_found"
+        # not forwarded: the other node says where the tenant's records are (it said only
+        # "No recorded request with this id." of a request its owner stored)
+        tenant, p = row["tenant"], partition_of(row["tenant"], PARTITIONS)
+        assert other.lookup(tenant, row["request_id"])["error"] == {
+            "code": "not_found", "message": (
+                f"No recorded request with this id on this node: tenant {tenant}'s partition "
+                f"({p}) is owned by another node, which holds its records; a lookup is not "
+                f"forwarded, so ask that node (`semtrace cluster status --tenant {tenant}` "
+                "names it).")}
+        assert home.lookup(tenant, "never-sent")["error"]["message"] == \
+            "No recorded request with this id."
         thread_of[row["request_id"]] = found["conversation_id"]
         if row["request_id"] in replies:
             assert replies[row["request_id"]]["conversation_id"] == found["conversation_id"]

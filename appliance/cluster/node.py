@@ -112,6 +112,8 @@ class ClusterNode:
         self.forwarder = service.forward = Forwarder(
             partitions=settings.partitions, owns=self.owns, keys=self.keys,
             max_bytes=service.policies.service.max_frame_bytes)
+        service.unowned = lambda t: None if self.owns(p := part.partition_of(
+            t, settings.partitions)) else p  # a lookup of another node's tenant says where
 
     async def start(self) -> None:
         """Connect, check the server's mapping, claim the partitions, start consuming."""

@@ -97,6 +97,9 @@ class ServiceCore:
         # or None when this node owns the tenant
         self.forward: Callable[[dict[str, Any], Any], Awaitable[dict[str, Any] | None]] | None \
             = None
+        # a cluster node: the partition of a tenant it does not own, else None (a lookup of
+        # such a tenant, not forwarded, says where its records are)
+        self.unowned: Callable[[str], int | None] | None = None
         self.doors: list[FrontDoor] = []  # started after the socket, stopped before draining
         # Set when a batch fails on the disk while stopping: the rest of the queue is given
         # up (refused, nothing written) instead of being retried one request at a time.

@@ -34,6 +34,16 @@ ATTACH_HOLD = 2.0
 AWAITING_S = 600.0
 
 
+
+def not_held_here(tenant: str, p: int) -> str:
+    """A lookup's not_found on a node of a cluster that does not own the tenant: its records
+    are on the partition's owner, which a lookup (a read, not forwarded) does not reach.
+    Before, it said only "No recorded request with this id." of a request its owner stored."""
+    return (f"No recorded request with this id on this node: tenant {tenant}'s partition "
+            f"({p}) is owned by another node, which holds its records; a lookup is not "
+            f"forwarded, so ask that node (`semtrace cluster status --tenant {tenant}` names "
+            "it).")
+
 class Dispatch(ServiceCore):
     """Answer request frames, whichever door they came in by."""
 
@@ -233,7 +243,9 @@ class Dispatch(ServiceCore):
         rec = await self.in_worker(records_by_request, self.pipeline.store, req.tenant,
                                    req.request_id)
         if rec is None:
-            raise ProtocolError("not_found", "No recorded request with this id.", req.request_id)
+            p = self.unowned(req.tenant) if self.unowned is not None else None
+            raise ProtocolError("not_found", "No recorded request with this id." if p is None
+                                else not_held_here(req.tenant, p), req.request_id)
         o = Outcome(request_id=rec.request_id, record_id=rec.record_id, thread_id=rec.thread_id,
                     parent_id=rec.parent_id, parent_request_id=rec.parent_request_id,
                     position=rec.position, intent=rec.intent, similarity=rec.similarity,
