@@ -77,20 +77,20 @@ def trace_context(traceparent: Any) -> tuple[str, str]:
     return secrets.token_hex(16), span_id
 
 
-def _feedback(obj: dict[str, Any]) -> dict[str, Any]:
+def _feedback(obj: dict[str, Any], rid: str) -> dict[str, Any]:
     fb: dict[str, Any] = {}
     rating = obj.get("rating")
     if rating is not None:
         if isinstance(rating, bool) or not isinstance(rating, int | float) or not -1 <= rating <= 5:
-            raise ProtocolError("bad_request", "'rating' must be a number from -1 to 5.")
+            raise ProtocolError("bad_request", "'rating' must be a number from -1 to 5.", rid)
         fb["rating"] = rating
     abandoned = obj.get("abandoned")
     if abandoned is not None:
         if not isinstance(abandoned, bool):
-            raise ProtocolError("bad_request", "'abandoned' must be true or false.")
+            raise ProtocolError("bad_request", "'abandoned' must be true or false.", rid)
         fb["abandoned"] = abandoned
     if not fb:
-        raise ProtocolError("bad_request", "Feedback needs 'rating' or 'abandoned'.")
+        raise ProtocolError("bad_request", "Feedback needs 'rating' or 'abandoned'.", rid)
     return fb
 
 
@@ -217,7 +217,7 @@ def parse_request(obj: dict[str, Any], *, max_text_chars: int, now: datetime | N
     if op == "lookup":
         return Request(op=op, request_id=rid, tenant=tenant)
     if op == "feedback":
-        return Request(op=op, request_id=rid, tenant=tenant, feedback=_feedback(obj))
+        return Request(op=op, request_id=rid, tenant=tenant, feedback=_feedback(obj, rid))
     if op == "update":
         return _update(obj, rid, tenant)
     mode = obj.get("mode", "sync")

@@ -325,6 +325,46 @@ def test_acompletion_never_blocks_the_event_loop_while_it_registers(tmp_path: Pa
     assert logger.failures == 0 and lines.events() == []
 
 
+class Held(threading.Event):
+    """A stand-in's gate that holds each answer up to 20 s (a third of the callers'
+    `register_wait`) and notes when one went out."""
+
+    answered = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        opened = super().wait(20)
+        self.answered = True
+        return opened
+
+
+def test_acompletion_run_on_the_default_executor_does_not_wait_for_its_registration(
+        tmp_path: Path, lines: Lines) -> None:
+    """For mistral, groq, cohere and `mock_response`, LiteLLM's `acompletion` runs the
+    pre-call hook on the event loop's default executor (a few threads that every async
+    call of the process shares), not on the loop. Waiting `register_wait` there held each
+    call (1 s apiece with a hung service; a burst of 40 took 5.1 s, median 4.0 s, on the
+    2-core host), so an async call must not wait there either."""
+    gate = Held()
+    sock = tmp_path / "slow.sock"
+    slow = StandIn(sock, b'{"ok": true, "conversation_id": "th_0123456789abcdef"}\n', gate)
+    logger = SemtraceLogger(sock, tenant="acme", timeout=120.0, register_wait=60.0)
+    litellm.callbacks = [logger]
+
+    async def app() -> tuple[str, bool]:
+        out = await litellm.acompletion(
+            model="mistral/mistral-large-latest", mock_response=ANSWER, user="jon",
+            messages=[{"role": "user", "content": "Which room is the standup in?"}])
+        answered_first = gate.answered  # the old code waited for the stand-in's answer
+        gate.set()
+        while logger.sent + logger.failures < 1:
+            await asyncio.sleep(0.01)
+        return str(out.choices[0].message.content), answered_first
+
+    assert asyncio.run(app()) == (ANSWER, False)
+    assert [r["op"] for r in slow.received] == ["ingest", "update"]  # registered before
+    assert logger.sent == 1 and logger.failures == 0 and lines.events() == []
+
+
 def test_after_the_pause_one_proxy_request_tries_a_hung_appliance_not_all(
         tmp_path: Path, lines: Lines) -> None:
     never = threading.Event()  # the stand-in reads every line and never answers

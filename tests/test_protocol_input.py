@@ -161,3 +161,15 @@ def test_an_update_carrying_a_prompt_is_refused_without_echoing_it(field: str) -
         parse_request(obj, max_text_chars=1000, now=NOW)
     assert err.value.code == "bad_request" and "zebra" not in str(err.value)
     assert f"no '{field}'" in str(err.value)
+
+
+@pytest.mark.parametrize("feedback", [{}, {"rating": 9}, {"rating": True},
+                                      {"abandoned": "no"}])
+def test_a_bad_feedback_is_answered_under_its_request_id(feedback: dict[str, object]) -> None:
+    """A client that matches replies by request id (docs/protocol.md: a valid id is
+    echoed) must find its refused feedback: the old code answered these with null."""
+    frame = json.dumps({"v": 1, "op": "feedback", "request_id": "req-8812", "tenant": "acme",
+                        **feedback}).encode()
+    with pytest.raises(ProtocolError) as err:
+        parse_request(decode_frame(frame), max_text_chars=1000, now=NOW)
+    assert (err.value.code, err.value.request_id) == ("bad_request", "req-8812")

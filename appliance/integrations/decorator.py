@@ -136,12 +136,14 @@ class Semtrace:
         self._outbox.close()
         self._channel.close()
 
-    def _request(self, *, user_id: str, text: str, session_id: str | None, model: str | None,
+    def _request(self, *, user_id: str | None, text: str, session_id: str | None,
+                 model: str | None,
                  request_id: str | None, history: Sequence[Any] | None,
                  previous_response_id: str | None) -> dict[str, Any]:
         req: dict[str, Any] = {"v": 1, "op": "ingest", "tenant": self.tenant,
                                "request_id": request_id or "app-" + secrets.token_hex(8),
-                               "user_id": user_id, **prompt_fields(text, self.max_text_chars),
+                               "user_id": user_id or anonymous_user(session_id),
+                               **prompt_fields(text, self.max_text_chars),
                                "ts": datetime.now(UTC).isoformat()}
         if self.redact:
             try:
@@ -224,14 +226,15 @@ class Semtrace:
         return current._last
 
     @contextlib.contextmanager
-    def turn(self, *, user_id: str, text: str, history: Sequence[Any] | None = None,
+    def turn(self, *, user_id: str | None, text: str, history: Sequence[Any] | None = None,
              session_id: str | None = None, model: str | None = None,
              request_id: str | None = None,
              previous_response_id: str | None = None) -> Iterator[Turn]:
         """Record the prompt answered inside the block; annotate the current span.
 
         `history`: the chat messages before this prompt ({"role", "content"}, oldest
-        first); only their digests are sent.
+        first); only their digests are sent. `user_id` None: an anonymous user, told apart
+        by `session_id`, else alone (anonymous callers never share one user).
         """
         with self._recorded(self._begin(
                 user_id=user_id, text=text, session_id=session_id, model=model,
@@ -270,7 +273,7 @@ class Semtrace:
         return Turn(request), trace.get_current_span(), time.perf_counter()
 
     @contextlib.asynccontextmanager
-    async def aturn(self, *, user_id: str, text: str, history: Sequence[Any] | None = None,
+    async def aturn(self, *, user_id: str | None, text: str, history: Sequence[Any] | None = None,
                     session_id: str | None = None, model: str | None = None,
                     request_id: str | None = None,
                     previous_response_id: str | None = None) -> AsyncIterator[Turn]:
@@ -292,30 +295,61 @@ class Semtrace:
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
             sig = inspect.signature(fn)
+            _check_names(fn, sig, text=text, user_id=user_id, session_id=session_id,
+                         history=history)
 
             def fields(args: Any, kwargs: Any) -> dict[str, Any] | None:
-                """The turn's fields from a call's arguments (their defaults included);
-                None (the call goes on untraced) when they do not bind or hold no text."""
+                """The turn's fields from a call's arguments (their defaults included, and
+                those a `**kwargs` took); None (the call goes on untraced) when they do
+                not bind or hold no text. A user id that is None is an anonymous user."""
                 try:
                     call = sig.bind(*args, **kwargs)
                 except TypeError:
                     return None  # the function raises its own TypeError
                 call.apply_defaults()
-                bound = call.arguments
-                prompt = message_text(bound[text])  # a list of parts: its text parts only
-                if prompt is None and bound[text] is not None:
-                    prompt = str(bound[text])
+                given = _arguments(sig, call.arguments)
+                value = given.get(text)
+                prompt = message_text(value)  # a list of parts: its text parts only
+                if prompt is None and value is not None:
+                    prompt = str(value)
                 if not prompt:
                     return None
-                return {"text": prompt, "user_id": str(bound[user_id]),
-                        "session_id": str(bound[session_id])
-                        if session_id and bound.get(session_id) is not None else None,
-                        "history": bound.get(history) if history else None,
+                user = given.get(user_id)
+                session = given.get(session_id) if session_id else None
+                return {"text": prompt, "user_id": None if user is None else str(user),
+                        "session_id": None if session is None else str(session),
+                        "history": given.get(history) if history else None,
                         "model": model}
 
             return _wrap(self, fn, fields)
 
         return decorate
+
+
+def _check_names(fn: Callable[..., Any], sig: inspect.Signature, **names: str | None) -> None:
+    """`traced`'s argument names must be the function's (or go to its `**kwargs`): a
+    misspelt one would otherwise fail every call of it, at the first call, not here."""
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return
+    for what, name in names.items():
+        if name is not None and name not in sig.parameters:
+            raise TypeError(f"semtrace.traced({what}={name!r}): "
+                            f"{getattr(fn, '__qualname__', fn)!s} has no argument {name!r}.")
+
+
+def _arguments(sig: inspect.Signature, bound: dict[str, Any]) -> dict[str, Any]:
+    """A call's arguments by name, those its `**kwargs` took included."""
+    extra = next((bound.get(p.name) for p in sig.parameters.values()
+                  if p.kind is p.VAR_KEYWORD), None)
+    return {**(extra if isinstance(extra, dict) else {}), **bound}
+
+
+def anonymous_user(session_id: str | None) -> str:
+    """The user id of a call that has none: its session's, else its own, so that anonymous
+    callers never share one user (strangers' prompts are never linked together)."""
+    if session_id:
+        return f"anonymous:session:{session_id}"
+    return "anonymous:call:" + secrets.token_hex(8)
 
 
 def _wrap(semtrace: Semtrace, fn: Callable[..., Any],

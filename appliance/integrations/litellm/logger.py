@@ -41,6 +41,17 @@ from appliance.integrations.redaction import TextRedactor, text_redactor
 
 log = logging.getLogger("semtrace.integrations.litellm")
 REGISTERED_MAX = 10_000  # call ids registered before the call and awaiting their update
+ASYNC_CALLS = ("acompletion", "aresponses")  # LiteLLM's call types (and flags) of its
+#                                             asyncio calls that this callback registers
+
+
+def _async_call(kwargs: dict[str, Any]) -> bool:
+    """Whether the call is LiteLLM's asyncio API (`acompletion`, `aresponses`, ...), whose
+    caller awaits it on an event loop, whatever thread runs this hook."""
+    params = kwargs.get("litellm_params")
+    flags = params if isinstance(params, dict) else {}
+    return (str(kwargs.get("call_type")) in ASYNC_CALLS
+            or any(flags.get(name) is True for name in ASYNC_CALLS))
 
 
 class SemtraceLogger(CustomLogger):
@@ -112,10 +123,12 @@ class SemtraceLogger(CustomLogger):
     @_fail_open
     def log_pre_api_call(self, model: Any, messages: Any, kwargs: Any) -> None:
         """SDK: register the prompt before the provider is called. The request is sent
-        from a worker thread: `completion` waits for it `register_wait` at most; for
-        `acompletion` / `aresponses` LiteLLM calls this from the event loop, which never
-        waits. A reply that comes later annotates the span if it is still open (the
-        update after the call waits for it)."""
+        from a worker thread: `completion` waits for it `register_wait` at most;
+        `acompletion` / `aresponses` never wait, whether LiteLLM calls this from the event
+        loop or (mistral, groq, cohere, `mock_response`) from the loop's default executor,
+        whose few threads every async call of the process shares: held there, a burst of
+        calls to a hung service queued behind each other. A reply that comes later
+        annotates the span if it is still open (the update after the call waits for it)."""
         req = self._before(kwargs)
         if req is None:
             return
@@ -124,7 +137,7 @@ class SemtraceLogger(CustomLogger):
         with self._lock:
             self._inflight[rid] = work  # before the callback below can remove it
         work.add_done_callback(functools.partial(self._sent, rid))
-        if not on_event_loop():  # the caller's own thread: it may wait a little
+        if not on_event_loop() and not _async_call(kwargs):  # the caller's own thread
             futures.wait([work], timeout=self.register_wait)
 
     def _sent(self, rid: str, _: Any) -> None:

@@ -1,0 +1,72 @@
+"""`Semtrace.traced` reads the turn from the decorated function's arguments: a name it is
+given that the function has not is said at once, a `**kwargs` function is traced, and a
+call without a user id is an anonymous user of its own, never one shared by strangers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gateway_fakes import StandIn
+
+from appliance.integrations.decorator import Semtrace
+
+OK = b'{"ok": true, "conversation_id": "th_0123456789abcdef", "position": "new"}\n'
+
+
+def test_a_name_the_function_has_not_is_refused_when_it_is_decorated(tmp_path: Path) -> None:
+    app = Semtrace(tmp_path / "none.sock", tenant="acme")
+    with pytest.raises(TypeError) as refused:
+        @app.traced(text="prompt", user_id="user")
+        def ask(question: str, user: str) -> str:
+            return "Gate B12."
+    # one sentence naming the argument (the old code decorated it, and every call of
+    # `ask` then failed with KeyError: 'prompt', the application's own call broken)
+    assert str(refused.value) == ("semtrace.traced(text='prompt'): test_a_name_the_function_"
+                                  "has_not_is_refused_when_it_is_decorated.<locals>.ask "
+                                  "has no argument 'prompt'.")
+
+
+def test_a_function_taking_kwargs_is_traced(tmp_path: Path) -> None:
+    seen = StandIn(tmp_path / "s.sock", OK)
+    app = Semtrace(tmp_path / "s.sock", tenant="acme")
+
+    @app.traced(text="prompt", user_id="user", session_id="chat")
+    def ask(**kw: Any) -> str:
+        return "Gate B12."
+
+    @app.traced(text="prompt", user_id="user")
+    def ask_nothing(**kw: Any) -> str:  # no prompt given: the call goes on untraced
+        return "Gate C3."
+
+    # the old code failed both calls with KeyError: 'prompt'
+    assert ask(prompt="Which gate for Geneva?", user="max", chat="c-1") == "Gate B12."
+    assert ask_nothing(question="Which gate?") == "Gate C3."
+    assert app.flush()
+    assert [(r["op"], r.get("text"), r.get("user_id"), r.get("session_id"))
+            for r in seen.received] == [("ingest", "Which gate for Geneva?", "max", "c-1"),
+                                        ("update", None, None, None)]
+
+
+def test_calls_without_a_user_id_are_never_one_shared_user(tmp_path: Path) -> None:
+    seen = StandIn(tmp_path / "s.sock", OK)
+    app = Semtrace(tmp_path / "s.sock", tenant="acme")
+
+    @app.traced(text="prompt", user_id="user", session_id="chat")
+    def ask(prompt: str, user: str | None = None, chat: str | None = None) -> str:
+        return "Gate B12."
+
+    ask("Which gate for Geneva?")  # a stranger
+    ask("Which gate for Oslo?")  # another one
+    ask("Which gate for Rome?", chat="c-7")  # a third, in a chat window...
+    ask("And the boarding time?", chat="c-7")  # ... who asks on
+    with app.turn(user_id=None, text="Where is lounge 2?"):
+        pass
+    assert app.flush()
+    users = [r["user_id"] for r in seen.received if r["op"] == "ingest"]
+    # the old code sent the user id "None" for every one of them: strangers' prompts were
+    # one user's, linked into each other's conversations (and turn() was refused)
+    assert "None" not in users and None not in users
+    assert users[2] == users[3] == "anonymous:session:c-7"
+    assert len({users[0], users[1], users[2], users[4]}) == 4
