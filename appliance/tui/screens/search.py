@@ -18,6 +18,9 @@ from appliance.tui.messages import OpenThread
 from appliance.tui.searcher import SearchResult
 
 HINT = "search prompts, e.g. reset my password   (narrow with tenant: user:<id> since:)"
+COLUMNS = (("sim", "similarity", 13), ("thread", "thread", 19), ("who", "tenant/user", 18),
+           ("ts", "time UTC", 11))
+TEXT_WIDTH = 60  # the redacted prompt's column at least; wider where the screen is
 
 
 class SearchScreen(Screen[None]):
@@ -34,13 +37,31 @@ class SearchScreen(Screen[None]):
         yield Static("Type a query and press enter.", id="status")
         yield Footer(compact=True)
 
+    result: SearchResult | None = None  # the hits shown
+    text_width = 0  # the prompt column's, as laid out
+
     def on_mount(self) -> None:
-        table = self.query_one("#hits", DataTable)
-        for key, label, width in (("sim", "similarity", 13), ("thread", "thread", 19),
-                                  ("who", "tenant/user", 18), ("ts", "time UTC", 11),
-                                  ("text", "redacted prompt", 60)):
-            table.add_column(label, key=key, width=width)
+        self._columns()
         self.query_one("#query", Input).focus()
+
+    def _columns(self) -> None:
+        """The hits' columns, the prompt's taking the width the others leave (a prompt was
+        cut at 60 characters beside an empty half of a wide terminal); the hits again."""
+        # each column is padded by a cell on either side (the prompt's too); the table's
+        # own edge and a vertical scrollbar take 3 more
+        width = max(TEXT_WIDTH, self.size.width - sum(w + 2 for _, _, w in COLUMNS) - 5)
+        if width == self.text_width:
+            return
+        self.text_width = width
+        table = self.query_one("#hits", DataTable)
+        table.clear(columns=True)
+        for key, label, w in (*COLUMNS, ("text", "redacted prompt", width)):
+            table.add_column(label, key=key, width=w)
+        if self.result is not None:
+            self._rows(self.result)
+
+    def on_resize(self) -> None:
+        self._columns()
 
     def on_screen_resume(self) -> None:
         if not self.query_one("#hits", DataTable).row_count:
@@ -77,12 +98,8 @@ class SearchScreen(Screen[None]):
 
     def show(self, result: SearchResult) -> None:
         """Fill the hits table and say what was searched."""
-        table = self.query_one("#hits", DataTable)
-        table.clear()
-        for h in result.hits:
-            table.add_row(sim_bar(h.similarity, 6), h.thread_id,
-                          Text(f"{h.tenant}/{short_user(h.user)}"), when(h.ts),
-                          redacted_text(h.text), key=f"{h.thread_id}#{h.record_id}")
+        self.result = result
+        table = self._rows(result)
         if result.hits:
             note = f"{len(result.hits)} hit(s), best first, in {', '.join(result.searched)}"
         elif result.searched:
@@ -99,6 +116,15 @@ class SearchScreen(Screen[None]):
         self._status(note)
         if result.hits:
             table.focus()
+
+    def _rows(self, result: SearchResult) -> DataTable[object]:
+        table = self.query_one("#hits", DataTable)
+        table.clear()
+        for h in result.hits:
+            table.add_row(sim_bar(h.similarity, 6), h.thread_id,
+                          Text(f"{h.tenant}/{short_user(h.user)}"), when(h.ts),
+                          redacted_text(h.text), key=f"{h.thread_id}#{h.record_id}")
+        return table
 
     def _status(self, text: str) -> None:
         self.query_one("#status", Static).update(Text(text))
