@@ -1,9 +1,11 @@
 """`Semtrace.traced` reads the turn from the decorated function's arguments: a name it is
 given that the function has not is said at once, a `**kwargs` function is traced, and a
-call without a user id is an anonymous user of its own, never one shared by strangers."""
+call without a user id is an anonymous user of its own, never one shared by strangers (and a
+tool loop's call without one, which has no turn to continue, runs unrecorded)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +72,30 @@ def test_calls_without_a_user_id_are_never_one_shared_user(tmp_path: Path) -> No
     assert "None" not in users and None not in users
     assert users[2] == users[3] == "anonymous:session:c-7"
     assert len({users[0], users[1], users[2], users[4]}) == 4
+
+
+def test_a_tool_call_without_a_user_or_response_id_runs_its_block_and_sends_nothing(
+        tmp_path: Path) -> None:
+    seen = StandIn(tmp_path / "s.sock", OK)
+    app = Semtrace(tmp_path / "s.sock", tenant="acme")
+    ran = []
+    for user, previous in ((None, "resp_68af"), ("", "resp_68af"), ("max", None)):
+        # the old code raised AttributeError ('NoneType' has no 'startswith') before the
+        # block, so the agent's model call never ran
+        with app.tool_call(user_id=user, previous_response_id=previous) as call:
+            call.usage(input_tokens=40, output_tokens=25)
+            ran.append(call.reply)
+
+    async def agent() -> None:
+        async with app.atool_call(user_id=None, previous_response_id="resp_68af") as call:
+            ran.append(await call.areply())
+
+    asyncio.run(agent())
+    with app.tool_call(user_id="max", previous_response_id="resp_68af"):
+        pass
+    assert app.flush()
+    # an anonymous caller has no turn to continue (each call is another user): not sent
+    assert ran == [None, None, None, None]
+    assert [(r["op"], r.get("user_id"), r["previous_response_id"] if "user_id" in r else None)
+            for r in seen.received] == [("update", "max", "resp_68af"),  # attached, then
+                                        ("update", None, None)]  # its figures

@@ -59,6 +59,7 @@ from appliance.integrations.channel import LOOP_LINES, SyncChannel, lane, shard_
 from appliance.integrations.outbox import Outbox
 from appliance.integrations.redaction import TextRedactor, text_redactor
 from appliance.integrations.tool_loops import loop_request
+from appliance.integrations.traced_args import anonymous_user, arguments, check_names
 from appliance.integrations.turn import Turn
 
 log = logging.getLogger("semtrace.integrations")
@@ -243,7 +244,7 @@ class Semtrace:
             yield current
 
     @contextlib.contextmanager
-    def tool_call(self, *, user_id: str, previous_response_id: str,
+    def tool_call(self, *, user_id: str | None, previous_response_id: str | None,
                   request_id: str | None = None) -> Iterator[Turn]:
         """Record a Responses API call of a tool loop made inside the block: its input
         holds only the tools' outputs (nothing the user wrote) and it continues
@@ -251,25 +252,37 @@ class Semtrace:
         answered with that id: its usage and latency are added to the turn's, and the
         response id given to `answer` is added to the turn's (its earlier ones stay), so
         the loop's next call and the user's next message continue it. The current span
-        gets the turn's attributes."""
-        with self._recorded(self._loop_call(user_id, previous_response_id,
-                                            request_id)) as current:
+        gets the turn's attributes. Without a user id or a `previous_response_id` there
+        is no turn to find: nothing is sent, and the block runs."""
+        begun = self._loop_call(user_id, previous_response_id, request_id)
+        if begun is None:
+            yield Turn({})
+            return
+        with self._recorded(begun) as current:
             yield current
 
     @contextlib.asynccontextmanager
-    async def atool_call(self, *, user_id: str, previous_response_id: str,
+    async def atool_call(self, *, user_id: str | None, previous_response_id: str | None,
                          request_id: str | None = None) -> AsyncIterator[Turn]:
         """`tool_call` for asyncio code: requests are sent from a thread, not the loop."""
-        async with self._arecorded(self._loop_call(user_id, previous_response_id,
-                                                   request_id)) as current:
+        begun = self._loop_call(user_id, previous_response_id, request_id)
+        if begun is None:
+            yield Turn({})
+            return
+        async with self._arecorded(begun) as current:
             yield current
 
-    def _loop_call(self, user_id: str, previous_response_id: str,
-                   request_id: str | None) -> tuple[Turn, Any, float]:
+    def _loop_call(self, user_id: str | None, previous_response_id: str | None,
+                   request_id: str | None) -> tuple[Turn, Any, float] | None:
+        """The loop call's update, or None when it has no turn to continue: no user (an
+        anonymous caller is another user each call) or no response id to find it by."""
+        if not user_id or not previous_response_id:
+            return None
         request = loop_request(request_id=request_id or "app-" + secrets.token_hex(8),
-                               tenant=self.tenant, user_id=user_id,
-                               previous_response_id=previous_response_id, response=None)
-        assert request is not None  # a user id given by the application
+                               tenant=self.tenant, user_id=str(user_id),
+                               previous_response_id=str(previous_response_id), response=None)
+        if request is None:
+            return None
         return Turn(request), trace.get_current_span(), time.perf_counter()
 
     @contextlib.asynccontextmanager
@@ -295,7 +308,7 @@ class Semtrace:
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
             sig = inspect.signature(fn)
-            _check_names(fn, sig, text=text, user_id=user_id, session_id=session_id,
+            check_names(fn, sig, text=text, user_id=user_id, session_id=session_id,
                          history=history)
 
             def fields(args: Any, kwargs: Any) -> dict[str, Any] | None:
@@ -307,7 +320,7 @@ class Semtrace:
                 except TypeError:
                     return None  # the function raises its own TypeError
                 call.apply_defaults()
-                given = _arguments(sig, call.arguments)
+                given = arguments(sig, call.arguments)
                 value = given.get(text)
                 prompt = message_text(value)  # a list of parts: its text parts only
                 if prompt is None and value is not None:
@@ -324,32 +337,6 @@ class Semtrace:
             return _wrap(self, fn, fields)
 
         return decorate
-
-
-def _check_names(fn: Callable[..., Any], sig: inspect.Signature, **names: str | None) -> None:
-    """`traced`'s argument names must be the function's (or go to its `**kwargs`): a
-    misspelt one would otherwise fail every call of it, at the first call, not here."""
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        return
-    for what, name in names.items():
-        if name is not None and name not in sig.parameters:
-            raise TypeError(f"semtrace.traced({what}={name!r}): "
-                            f"{getattr(fn, '__qualname__', fn)!s} has no argument {name!r}.")
-
-
-def _arguments(sig: inspect.Signature, bound: dict[str, Any]) -> dict[str, Any]:
-    """A call's arguments by name, those its `**kwargs` took included."""
-    extra = next((bound.get(p.name) for p in sig.parameters.values()
-                  if p.kind is p.VAR_KEYWORD), None)
-    return {**(extra if isinstance(extra, dict) else {}), **bound}
-
-
-def anonymous_user(session_id: str | None) -> str:
-    """The user id of a call that has none: its session's, else its own, so that anonymous
-    callers never share one user (strangers' prompts are never linked together)."""
-    if session_id:
-        return f"anonymous:session:{session_id}"
-    return "anonymous:call:" + secrets.token_hex(8)
 
 
 def _wrap(semtrace: Semtrace, fn: Callable[..., Any],

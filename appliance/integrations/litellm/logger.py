@@ -41,8 +41,9 @@ from appliance.integrations.redaction import TextRedactor, text_redactor
 
 log = logging.getLogger("semtrace.integrations.litellm")
 REGISTERED_MAX = 10_000  # call ids registered before the call and awaiting their update
-ASYNC_CALLS = ("acompletion", "aresponses")  # LiteLLM's call types (and flags) of its
-#                                             asyncio calls that this callback registers
+# LiteLLM's call types (and `litellm_params` flags) of its asyncio calls that this
+# callback registers
+ASYNC_CALLS = ("acompletion", "aresponses", "aanthropic_messages")
 
 
 def _async_call(kwargs: dict[str, Any]) -> bool:
