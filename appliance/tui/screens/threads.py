@@ -88,7 +88,11 @@ class ThreadsScreen(Screen[None]):
     def _columns(self) -> None:
         table = self.query_one("#threads", DataTable)
         table.clear(columns=True)
+        currency = context(self).reader.currency
         for key, header, width in COLUMNS:
+            # the cost's currency, as `threads list` and the thread view give it ("cost
+            # 0.0040" said nothing of what it was counted in)
+            header = f"{header} {currency}" if key == "cost" else header
             label = header + ((" ▼" if self.descending else " ▲") if key == self.sort else "")
             table.add_column(label, key=key, width=max(width, len(label)))
         table.cursor_foreground_priority = "renderable"  # keep marks' own styles on the cursor
