@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from appliance.errors import ConfigError
 from appliance.ingest import MAX_HISTORY, content_digest, cut_text
 
 # What a prompt's text may hold when it leaves the gateway: the service's default
@@ -40,6 +42,21 @@ REPLY_ATTRIBUTES = {
 # got no answer for in time (`unanswered`): the outcome, not a conversation id.
 STATUS_ATTRIBUTE = "semtrace.status"
 FORWARDED_UNANSWERED = "unanswered"
+
+
+def waits(timeout: float, register_wait: float) -> tuple[float, float]:
+    """An adapter's (`timeout`, `register_wait`): the timeout a positive number of seconds
+    (one sentence otherwise: 0, a negative one or NaN failed every request, logged as a
+    service that did not answer), the wait clamped to [0, timeout]."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
+            or not 0 < timeout < math.inf:
+        raise ConfigError(f"timeout={timeout!r}: it must be a positive number of seconds "
+                          "(what one request to semtrace may take), such as 5.")
+    if isinstance(register_wait, bool) or not isinstance(register_wait, int | float) \
+            or math.isnan(register_wait):
+        raise ConfigError(f"register_wait={register_wait!r}: it must be a number of seconds "
+                          "(how long a call waits for its registration), such as 1.")
+    return float(timeout), min(max(float(register_wait), 0.0), float(timeout))
 
 
 def on_event_loop() -> bool:

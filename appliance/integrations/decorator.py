@@ -54,6 +54,7 @@ from appliance.integrations import (
     message_text,
     prompt_fields,
     traceparent,
+    waits,
 )
 from appliance.integrations.channel import LOOP_LINES, SyncChannel, lane, shard_of
 from appliance.integrations.outbox import Outbox
@@ -89,11 +90,11 @@ class Semtrace:
             max_text_chars: a longer prompt is cut to this many characters before it is
                 sent (and marked truncated); the service's `max_text_chars`.
         """
+        timeout, register_wait = waits(timeout, register_wait)  # before anything starts
         self.max_text_chars = max_text_chars
         self.socket_path, self._bus_keys = gateway_target(socket_path, bus_key_file, plain_bus)
         self.tenant = tenant
-        self.timeout = timeout
-        self.register_wait = min(max(register_wait, 0.0), timeout)
+        self.timeout, self.register_wait = timeout, register_wait
         self.redact = text_redactor(redact, wait=timeout)
         self._channel = SyncChannel(self.socket_path, timeout=timeout, log=log,
                                     bus_keys=self._bus_keys, plain_bus=plain_bus)

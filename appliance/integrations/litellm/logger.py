@@ -17,12 +17,14 @@ from typing import Any
 from litellm.integrations.custom_logger import CustomLogger
 
 from appliance.client import gateway_target
+from appliance.errors import ConfigError
 from appliance.integrations import (
     MAX_TEXT_CHARS,
     annotate,
     forwarded_unanswered,
     on_event_loop,
     reply_attributes,
+    waits,
 )
 from appliance.integrations.async_channel import AsyncChannel
 from appliance.integrations.channel import LOOP_LINES, Delivery, SyncChannel
@@ -85,13 +87,17 @@ class SemtraceLogger(CustomLogger):
                 sent (and marked truncated); the service's `max_text_chars`.
         """
         super().__init__()
+        timeout, register_wait = waits(timeout, register_wait)
+        if mode not in ("sync", "async"):
+            raise ConfigError(f"mode={mode!r}: it must be 'sync' (a reply after the commit) "
+                              "or 'async' (a reply on enqueue).")
         self.max_text_chars = max_text_chars
         self.socket_path, self._bus_keys = gateway_target(socket_path, bus_key_file, plain_bus)
         self.redact = text_redactor(redact, wait=timeout)
         self.tenant, self.mode, self.timeout = tenant, mode, timeout
         self.tenant_by_team = dict(tenant_by_team or {})
         self.register_before_call = register_before_call
-        self.register_wait = min(max(register_wait, 0.0), timeout)
+        self.register_wait = register_wait
         self._tasks: set[asyncio.Task[None]] = set()  # registrations the proxy went on from
         self.sent = 0  # calls recorded (registered and updated, or sent whole)
         self.failures = 0  # calls nothing recorded: no answer and nothing queued, or refused
