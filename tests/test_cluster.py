@@ -543,6 +543,27 @@ def test_status_and_metrics_show_owners_and_consumers(cluster: dict[str, Node],
     assert "node a: partitions 0-1" in human.stdout
 
 
+def test_a_tenant_no_nats_subject_can_carry_is_refused_by_every_nodes_socket(
+        cluster: dict[str, Node]) -> None:
+    """Before, node a stored a dotted tenant of its own partitions, and answered one of b's
+    `not_forwarded` ... "retry shortly": a tenant only one node could take."""
+    from appliance.client import Client
+    from appliance.service.dispatch import OFF_BUS_TENANT
+
+    names = [f"acme.eu{i}" for i in range(50)]
+    mine = next(t for t in names if partition_of(t, PARTITIONS) in (0, 1))
+    theirs = next(t for t in names if partition_of(t, PARTITIONS) in (2, 3))
+    a = cluster["a"]
+    before = a.records()
+    with Client(a.sock, timeout=60) as c:
+        for i, tenant in enumerate((mine, theirs)):
+            reply = c.request({"v": 1, "op": "ingest", "tenant": tenant, "user_id": "ana",
+                               "request_id": f"dotted-{i}", "text": "How do I file VAT?"})
+            assert reply == {"request_id": f"dotted-{i}", "ok": False, "error": {
+                "code": "bad_request", "message": OFF_BUS_TENANT}}, reply
+    assert a.records() == before
+
+
 def test_kill_9_mid_stream_loses_no_acknowledged_record_and_stores_none_twice(
         cluster: dict[str, Node], nats_url: str, keys: BusKeys, pipeline: Any) -> None:
     from appliance.cluster.client import NatsClient

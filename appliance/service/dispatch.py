@@ -35,6 +35,23 @@ AWAITING_S = 600.0
 
 
 
+WRITES = ("ingest", "update", "feedback")
+OFF_BUS_TENANT = ("On a node of a cluster a tenant is 1-128 letters, digits, '_' or '-' (one "
+                  "NATS subject token), so that every node reaches its owner; this one is "
+                  "not, and nothing was stored.")
+
+
+def refuse_off_bus_tenant(req: Any) -> None:
+    """A write, on a node of a cluster, of a tenant no NATS subject can carry: refused
+    whichever node it reaches. Before, the node that owned its partition stored it, and
+    every other node answered `not_forwarded` ... "retry shortly": a tenant that only one
+    node could take, that no gateway could send over NATS, and no other node erase."""
+    from appliance.cluster.partition import valid_tenant
+
+    if req.op in WRITES and req.tenant is not None and not valid_tenant(req.tenant):
+        raise ProtocolError("bad_request", OFF_BUS_TENANT, req.request_id)
+
+
 def not_held_here(tenant: str, p: int) -> str:
     """A lookup's not_found on a node of a cluster that does not own the tenant: its records
     are on the partition's owner, which a lookup (a read, not forwarded) does not reach.
@@ -71,6 +88,8 @@ class Dispatch(ServiceCore):
             req = parse_request(obj, max_text_chars=self.policies.correlation.max_text_chars,
                                 ts_past=timedelta(days=svc.ts_past_days),
                                 ts_future=timedelta(seconds=svc.ts_future_s))
+            if socket and self.unowned is not None:
+                refuse_off_bus_tenant(req)
             if socket and self.forward is not None:
                 forwarded = await self.forward(obj, req)
             reply = forwarded if forwarded is not None else await self._dispatch(
