@@ -149,19 +149,20 @@ def test_a_node_back_after_another_consumed_its_partition_refuses_it(tmp_path: P
     """Node c owned partition 3 and went away; node b took partition 3 over (its data lost
     with c, or so it seemed) and consumed prompts of its tenants. c comes back with its old
     --own while b is stopped: before, c took partition 3 again and its tenants'
-    conversations went on from c's old copy, b's newer records apart."""
+    conversations went on from c's old copy, b's newer records apart. Both partitions c
+    had are named at once: one at a time, c was refused for 2, then again for 3."""
     tenant = tenant_in(3)
     with sealed_cluster(tmp_path) as bus:
-        c, b = taken_over(bus, tenant, "3", "2-3")
+        c, b = taken_over(bus, tenant, "2-3", "2-3")
         assert b.stop() == 0  # b restarts, say; meanwhile c comes back
         with bus.gateway(timeout=30) as gateway:
             gateway.publish(ingest(tenant, "queued", "Should I reinstall it?", 4))
-        assert refused(c, "node c took partition 3 back from b's newer records") == [
-            "semtrace: Partition 3 was consumed by node 'b' since this node last did, so its "
-            "tenants' newer records are there: start this node without 3 in --own (`own` in "
-            "cluster.toml) and remove its stale copy (`semtrace cluster forget --partitions 3 "
-            "--yes --discard`), or, if 'b' and its data are lost, run `semtrace cluster "
-            "reclaim --partitions 3` here. Nothing was consumed."]
+        assert refused(c, "node c took partitions 2-3 back from b's newer records") == [
+            "semtrace: Partitions 2-3 were consumed by node 'b' since this node last did, so "
+            "their tenants' newer records are there: start this node without 2-3 in --own "
+            "(`own` in cluster.toml) and remove its stale copy (`semtrace cluster forget "
+            "--partitions 2-3 --yes --discard`), or, if 'b' and its data are lost, run "
+            "`semtrace cluster reclaim --partitions 2-3` here. Nothing was consumed."]
         assert lag(bus.url, 3) == (1, None)  # the queued prompt waits for b
         start_all(b)
         arrived(b, tenant, "queued", "the queued prompt")

@@ -292,43 +292,69 @@ def refuse_taken(db: Any, owned: list[int], count: int, me: str,
     noted_count, parts = _consumed(db)
     if noted_count != count:
         return
-    for p in owned:
-        other = last.get(p)
-        if p not in parts or other is None:
-            continue
-        if other.data_dir is not None:
-            if other.data_dir == data_dir and _copy_consumed(db, p, other.start):
-                raise SemtraceError(
-                    f"Partition {p} was consumed by another copy of this data dir (as node "
-                    f"'{other.node}': one restored from a backup, or copied, and started "
-                    "while this one was stopped) since this one last did, so its tenants' "
-                    f"newer records are there: keep that copy and start this one without "
-                    f"{p} in --own (`own` in cluster.toml) with its stale copy removed "
-                    f"(`semtrace cluster forget --partitions {p} --yes --discard`), or, if "
-                    f"that copy and its data are lost, run `semtrace cluster reclaim "
-                    f"--partitions {p}` here. Nothing was consumed.")
-            if other.data_dir == data_dir:
-                continue
-        elif other.node == parts[p]:  # an earlier build's consumer: by its name only
-            continue
-        if other.node == me:  # this data dir was renamed as the node that took p since
-            raise SemtraceError(
-                f"Partition {p} was consumed by another node named '{me}' since this node "
-                f"last did (as '{parts[p]}'), so its tenants' newer records are there: start "
+    found = {p: kind for p in owned
+             if (kind := _taken(db, p, parts, last.get(p), me, data_dir)) is not None}
+    if not found:
+        return
+    from appliance.cluster.partition import format_ranges
+
+    first = min(found)
+    other = last[first]
+    # every partition refused alike, at once: one at a time, an operator who took the
+    # named one out of --own was refused for the next at each start (5 starts for 6-10)
+    group = [p for p in sorted(found) if found[p] == found[first] and last[p].node == other.node]
+    was = "was" if len(group) == 1 else "were"
+    raise SemtraceError(_taken_sentence(found[first], format_ranges(group), was, other.node,
+                                        me, parts[first]))
+
+
+def _taken(db: Any, p: int, parts: dict[int, str], other: Any, me: str,
+           data_dir: str) -> str | None:
+    """Why partition `p` is refused (`refuse_taken`): "copy", "renamed", "reclaimed",
+    "taken", or None (this node may consume it)."""
+    if p not in parts or other is None:
+        return None
+    if other.data_dir is not None:
+        if other.data_dir == data_dir and _copy_consumed(db, p, other.start):
+            return "copy"
+        if other.data_dir == data_dir:
+            return None
+    elif other.node == parts[p]:  # an earlier build's consumer: by its name only
+        return None
+    if other.node == me:  # this data dir was renamed as the node that took p since
+        return "renamed"
+    return "reclaimed" if other.reclaimed else "taken"
+
+
+def _taken_sentence(kind: str, p: str, was: str, node: str, me: str, old_name: str) -> str:
+    """The refusal of `refuse_taken`; `p` the partitions (a range), `was` "was"/"were"."""
+    one = was == "was"
+    head, its = f"{'Partition' if one else 'Partitions'} {p}", "its" if one else "their"
+    if kind == "copy":
+        return (f"{head} {was} consumed by another copy of this data dir (as node "
+                f"'{node}': one restored from a backup, or copied, and started "
+                f"while this one was stopped) since this one last did, so {its} tenants' "
+                f"newer records are there: keep that copy and start this one without "
+                f"{p} in --own (`own` in cluster.toml) with its stale copy removed "
+                f"(`semtrace cluster forget --partitions {p} --yes --discard`), or, if "
+                f"that copy and its data are lost, run `semtrace cluster reclaim "
+                f"--partitions {p}` here. Nothing was consumed.")
+    if kind == "renamed":
+        return (f"{head} {was} consumed by another node named '{me}' since this node "
+                f"last did (as '{old_name}'), so {its} tenants' newer records are there: start "
                 "this node under its own name (--node, `node` in cluster.toml), or without "
                 f"{p} in --own and with its stale copy removed (`semtrace cluster forget "
                 f"--partitions {p} --yes --discard`). Nothing was consumed.")
-        if other.reclaimed:
-            raise SemtraceError(
-                f"Partition {p} was reclaimed by node '{other.node}' (`semtrace cluster "
-                f"reclaim` there) since this node last consumed it, so it is that node's now: "
+    if kind == "reclaimed":
+        return (f"{head} {was} reclaimed by node '{node}' (`semtrace cluster "
+                f"reclaim` there) since this node last consumed {'it' if one else 'them'}, so "
+                f"{'it is' if one else 'they are'} that node's now: "
                 f"start this node without {p} in --own (`own` in cluster.toml) and remove its "
                 f"stale copy (`semtrace cluster forget --partitions {p} --yes --discard`), "
-                f"or, if '{other.node}' should not have it, run `semtrace cluster reclaim "
-                f"--partitions {p}` here. Nothing was consumed.")
-        raise SemtraceError(
-            f"Partition {p} was consumed by node '{other.node}' since this node last did, so "
-            f"its tenants' newer records are there: start this node without {p} in --own "
+                f"or, if '{node}' should not have {'it' if one else 'them'}, run `semtrace "
+                f"cluster reclaim --partitions {p}` here. Nothing was consumed.")
+    return (f"{head} {was} consumed by node '{node}' since this node last did, so "
+            f"{its} tenants' newer records are there: start this node without {p} in --own "
             f"(`own` in cluster.toml) and remove its stale copy (`semtrace cluster forget "
-            f"--partitions {p} --yes --discard`), or, if '{other.node}' and its data are lost, "
+            f"--partitions {p} --yes --discard`), or, if '{node}' and its data are lost, "
             f"run `semtrace cluster reclaim --partitions {p}` here. Nothing was consumed.")
