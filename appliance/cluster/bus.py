@@ -175,10 +175,11 @@ async def _require_tls(url: str, within: float) -> None:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+        if not line.startswith(b"INFO "):
+            continue  # no NATS greeting (a hung server, not NATS): nats-py says so
         info: Any = {}
-        if line.startswith(b"INFO "):
-            with contextlib.suppress(ValueError):
-                info = json.loads(line[5:])
+        with contextlib.suppress(ValueError):
+            info = json.loads(line[5:])
         if not (isinstance(info, dict) and info.get("tls_required")):
             raise ConfigError(
                 f"The NATS server at {shown_url(one)} does not require TLS, which this "
