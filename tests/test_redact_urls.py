@@ -111,3 +111,32 @@ def test_the_pattern_matches_where_presidios_finditer_does_and_is_tried_nowhere_
         found += len(expected)
     assert found > 3000
     assert Counting.tried == found and Counting.failed == 0
+
+
+@pytest.mark.parametrize(("text", "leaked"), [
+    # a port after the host: Presidio's expressions stop at the domain, so the port and
+    # the path after it (a user's name in it) were left after "<URL>"
+    ("see https://intranet.corp.com:8443/users/jsmith/payslip.pdf for it",
+     ["8443", "jsmith", "payslip"]),
+    ("open www.example.co.uk:8080/admin?user=jsmith now", ["8080", "jsmith"]),
+    # the password in a URL's user part (policy url_credentials): before, it stayed where
+    # the host was an IP address
+    ("connect to mongodb://root:Passw0rd@10.0.0.5:27017/admin", ["Passw0rd"]),
+    ("redis://:mypassword123@cache.internal:6379/0 is the cache", ["mypassword123"]),
+])
+def test_a_urls_port_path_and_password_are_redacted_with_it(redactor: Any, text: str,
+                                                             leaked: list[str]) -> None:
+    [out] = redactor.redact_many([make_prompt(text)])
+    assert isinstance(out, Redacted)
+    assert [word for word in leaked if word in out.text] == [], out.text
+
+
+@pytest.mark.parametrize(("text", "kept"), [
+    ("the server listens on example.com: 3 ports are open", ": 3 ports are open"),
+    ("clone ssh://git@github.com/org/repo.git and run it", "clone ssh://"),  # no password
+])
+def test_a_colon_after_a_url_without_a_port_is_left(redactor: Any, text: str,
+                                                    kept: str) -> None:
+    [out] = redactor.redact_many([make_prompt(text)])
+    assert isinstance(out, Redacted)
+    assert "SECRET" not in out.text and kept in out.text, out.text

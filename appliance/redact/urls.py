@@ -16,6 +16,9 @@ non-`www` branch), or (b) `www\\d{0,3}[.]` matches at `p` with length `k` and (a
 tests look behind `p`, so positions that fail them are skipped as `finditer` would have
 found them failing; each position that passes them is matched, and the search goes on from
 the end of its match, as `finditer` does.
+
+Each hit then runs on over a port and the path after it (`PORT_PATH`), which Presidio's
+expressions leave out.
 """
 
 from __future__ import annotations
@@ -118,16 +121,34 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
+# A port after a URL's host, and the path after it: Presidio's expressions take a path only
+# right after the domain, so "https://intranet.corp.com:8443/users/jsmith/payslip.pdf" was
+# "<URL>:8443/users/jsmith/payslip.pdf", the path (a user's name in it) left in the clear.
+PORT_PATH = regex.compile(r":[0-9]{1,5}(?![0-9])(?:/[^\s()<>\"']*)?")
+
+
 def url_recognizer() -> Any:
     """Presidio's `UrlRecognizer` (same name, patterns, scores and context words), its
-    "Non schema URL" pattern run through `CandidateScan`; Presidio's own, unchanged, when
-    its expression is not the shape `CandidateScan` knows."""
+    "Non schema URL" pattern run through `CandidateScan` (Presidio's own when its expression
+    is not the shape `CandidateScan` knows), each hit taking the port and path after it."""
     from presidio_analyzer import Pattern
     from presidio_analyzer.predefined_recognizers import UrlRecognizer
 
+    class PortedUrlRecognizer(UrlRecognizer):
+        """Presidio's hits, each run on over a `:port` and the path after it."""
+
+        def analyze(self, text: str, entities: Any, nlp_artifacts: Any = None,
+                    regex_flags: Any = None) -> Any:
+            results = super().analyze(text, entities, nlp_artifacts, regex_flags)
+            for r in results or []:
+                m = PORT_PATH.match(text, r.end)
+                if m is not None:
+                    r.end = m.end()
+            return results
+
     found = domain_list(UrlRecognizer.BASE_URL_REGEX)
     if found is None:
-        return UrlRecognizer()
+        return PortedUrlRecognizer(name="UrlRecognizer")
     domains: str = found
 
     class ScannedPattern(Pattern):
@@ -148,4 +169,4 @@ def url_recognizer() -> Any:
 
     patterns = [ScannedPattern(p.name, p.regex, p.score) if p.name == NON_SCHEMA else p
                 for p in UrlRecognizer.PATTERNS]
-    return UrlRecognizer(patterns=patterns)
+    return PortedUrlRecognizer(patterns=patterns, name="UrlRecognizer")
