@@ -35,7 +35,10 @@ Part = tuple[np.ndarray, list[bool]]  # vectors, a truncation flag each
 # Prompts redacted before their texts go to the embedding thread: the first part's
 # embedding starts after 16 prompts' redaction, not a whole batch's. spaCy's network costs
 # a little more in smaller packs (redaction of the dev stream 1.52 ms a prompt in parts of
-# 16, 1.30-1.47 in 64, 1.78-1.82 in 8; the same redactions).
+# 16, 1.35-1.38 in 32, 1.30-1.47 in 64, 1.78-1.82 in 8; the same redactions). Parts of 32
+# (bench/load.py, 2 runs each alternated, load 9-11): the service's CPU 8.19-8.35 ms a
+# prompt against 8.61-8.75, its busiest thread the same (4.4-4.5 ms); 16 is kept for a
+# batch of 17-32 prompts, embedded beside its redaction only in parts of 16.
 STAGE_CHUNK = 16
 
 

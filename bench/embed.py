@@ -3,7 +3,7 @@
 Beside sentence-transformers on the same model when it is installed (it is not
 a dependency: install it in a scratch venv to compare). Prints figures.
 
-    .venv/bin/python bench/embed.py [--n 1000]
+    .venv/bin/python bench/embed.py [--n 1000] [--threads 2]
     .venv/bin/python bench/embed.py --packs 1,16,32,64,128 [--runs 3]
 
 `--packs` gives, for each pack size, the CPU time (user + system of this process, which
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -65,12 +66,18 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--packs", default="", help="comma-separated pack sizes, in tokens")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="llama.cpp threads (default: the policy's [embedding] threads)")
     args = ap.parse_args()
     texts = [json.loads(x)["text"] for x in DEV.read_text().splitlines()][: args.n]
     if args.packs:
         packs(texts, [int(p) for p in args.packs.split(",")], args.runs)
         return
-    emb = LlamaEmbedder(load_policies().correlation.embedding)
+    settings = load_policies().correlation.embedding
+    if args.threads:
+        settings = settings.model_copy(update={"threads": args.threads})
+    print(f"llama.cpp threads: {settings.threads}")
+    emb = LlamaEmbedder(settings)
     emb.embed(texts[:8])  # warm up
     lat = []
     for t in texts[:300]:
@@ -79,11 +86,13 @@ def main() -> None:
         lat.append((time.perf_counter() - s) * 1000)
     print(f"llama.cpp single: p50 {statistics.median(lat):.2f} ms, p99 {pct(lat, 0.99):.2f} ms, "
           f"{1000 / statistics.mean(lat):.0f} prompts/s")
-    s = time.perf_counter()
+    s, c = time.perf_counter(), time.process_time()
     ours, _ = emb.embed(texts)
     batched = len(texts) / (time.perf_counter() - s)
+    cpu = (time.process_time() - c) * 1000 / len(texts)
     print(f"llama.cpp batched ({len(texts)} prompts, packs of "
-          f"{emb._pack} tokens): {batched:.0f} prompts/s")
+          f"{emb._pack} tokens): {batched:.0f} prompts/s, CPU {cpu:.2f} ms a prompt "
+          f"(all threads), load average {os.getloadavg()[0]:.1f}")
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:

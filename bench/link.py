@@ -39,7 +39,11 @@ from appliance.config import load_policies  # noqa: E402
 from appliance.link import LinkInput, make_linker  # noqa: E402
 from appliance.records import Candidate  # noqa: E402
 
-DEFAULT_GOLD = REPO.parent / "shared" / "bench" / "threads-dev.jsonl"
+# the shared data sit next to the checkout (/work/shared beside /work/main) or next to its
+# parent (a worktree in /work/wt/NAME)
+DEFAULT_GOLD = next((p / "shared" / "bench" / "threads-dev.jsonl" for p in REPO.parents
+                     if (p / "shared" / "bench").is_dir()),
+                    REPO.parent / "shared" / "bench" / "threads-dev.jsonl")
 WORDS = ("weather", "tomorrow", "route", "traffic", "meeting", "schedule", "solar", "energy",
          "history", "price", "compare", "battery", "recipe", "train", "flight", "hotel", "museum",
          "contract", "invoice", "python", "error", "database", "garden", "insurance", "budget",

@@ -3,7 +3,8 @@
 Single-client ack latency (sync mode, ~30-token prompts), sustained throughput
 with N concurrent clients, errors and losses, the server's CPU time per prompt under
 the concurrent load (its user + system time from /proc: far less noisy than prompts/s on a
-shared host) and that of its busiest threads, and its RSS. Prints figures; asserts nothing.
+shared host) and that of its busiest threads, the batches it ran (how many prompts each
+took on average), and its RSS. Prints figures; asserts nothing.
 
     .venv/bin/python bench/load.py [--prompts 2000] [--clients 8] [--rss-prompts 0]
 """
@@ -100,6 +101,12 @@ def busiest_threads(pid: int, before: dict[int, float], n: int) -> str:
             + " / ".join(f"{t * 1000 / n:.2f}" for t in top) + " ms a prompt")
 
 
+def batch_count(sock: Path) -> int:
+    """Batches the service has run (its `stats` counters)."""
+    with Client(sock) as c:
+        return int(c.request({"v": 1, "op": "stats"})["counters"].get("batches", 0))
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
@@ -158,15 +165,16 @@ def main() -> None:
             print(f"single client, sync: n={len(lat)} p50={statistics.median(lat):.1f} ms "
                   f"p99={pct(lat, 0.99):.1f} ms p99.9={pct(lat, 0.999):.1f} ms "
                   f"max={max(lat):.1f} ms")
-            busy, threads = cpu_s(proc.pid), thread_cpu_s(proc.pid)
+            busy, threads, batches = cpu_s(proc.pid), thread_cpu_s(proc.pid), batch_count(sock)
             secs, acked, errors = concurrent(sock, corpus, args.prompts, args.clients)
-            busy = cpu_s(proc.pid) - busy
+            busy, batches = cpu_s(proc.pid) - busy, batch_count(sock) - batches
             print(f"{args.clients} clients: {acked} acked in {secs:.1f} s = "
                   f"{acked / secs:.0f} prompts/s, errors={errors}, "
                   f"lost={args.prompts - args.prompts % args.clients - acked - errors}; "
                   f"server CPU {busy * 1000 / max(acked, 1):.2f} ms a prompt, "
                   f"load average {os.getloadavg()[0]:.1f}")
-            print(f"server threads: {busiest_threads(proc.pid, threads, max(acked, 1))}")
+            print(f"server threads: {busiest_threads(proc.pid, threads, max(acked, 1))}; "
+                  f"{batches} batches, {acked / max(batches, 1):.1f} prompts a batch")
             with Client(sock) as c:
                 stored = c.request({"v": 1, "op": "stats"})["store"]["records"]
             print(f"stored records: {stored}; server RSS {rss_mb(proc.pid):.0f} MB "
