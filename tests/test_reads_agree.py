@@ -500,3 +500,44 @@ def test_threads_list_reaches_any_period_with_since_and_until(
                 "--since must be an ISO-8601 date or time")
         refused(run_cli("threads", "list", *way, "--since", "2026-03-03", "--until",
                         "2026-03-02"), "--since must be earlier than --until.")
+
+
+CODE_PROMPT = "Fix this code for <me>:\n  def f(x):\n\treturn x+1\nIt fails on strings."
+
+
+def test_a_prompt_of_several_lines_keeps_the_listings_rows_whole(
+        pipeline: Any, runtime: Any, embedder: Any, data_dir: Path,
+        passphrase_file: Path) -> None:
+    """A prompt with a pasted code block: `search` printed its lines from column 0, where
+    they read as rows of the table, `threads show` its second line on at column 0, out of
+    its turn, and the TUI's search screen showed 'Fix this code for <me>:' alone."""
+    from conftest import make_prompt
+    from test_tui import app_for, run, settle
+
+    [out] = pipeline.process([make_prompt(CODE_PROMPT, user="dave", minutes=0)])
+    cred = ("--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file))
+    shown = run_cli("threads", "show", out.thread_id, *cred)
+    assert shown.returncode == 0, shown.stderr
+    turn = shown.stdout.splitlines()[3:]
+    assert turn == ["      Fix this code for <me>:", "        def f(x):",
+                    "      \treturn x+1", "      It fails on strings."], shown.stdout
+    found = run_cli("search", "fix this code", "--tenant", "acme", "--user", "dave", *cred)
+    assert found.returncode == 0, found.stderr
+    rows = found.stdout.splitlines()
+    assert len(rows) == 2 and rows[1].endswith(
+        "Fix this code for <me>: def f(x): return x+1 It fails on strings."), rows
+    as_json = json.loads(run_cli("search", "fix this code", "--tenant", "acme", "--user",
+                                 "dave", *cred, "--json").stdout)
+    assert as_json[0]["text"] == CODE_PROMPT  # the text as stored
+
+    async def scenario(pilot: Any) -> None:
+        await pilot.press("slash")
+        await settle(pilot)
+        pilot.app.screen.query_one("#query").value = "user:dave fix this code"
+        await pilot.press("enter")
+        await settle(pilot)
+        table = pilot.app.screen.query_one("#hits")
+        assert str(table.get_row_at(0)[-1]) == \
+            "Fix this code for <me>: def f(x): return x+1 It fails on strings."
+
+    run(app_for(runtime, embedder, role="compliance"), scenario)

@@ -6,6 +6,7 @@ or key is given), else opens the store read-only; the role decides what it sees.
 
 from __future__ import annotations
 
+import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -197,7 +198,10 @@ def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | 
     click.echo(f"  topic: {label or thread.topic_id or '– (none yet)'}")
     for r in thread.records:
         click.echo(f"  {r.ts:%Y-%m-%d %H:%M:%S}  #{r.record_id:<6} {turn_line(r)}")
-        click.echo(f"      {r.text if r.text is not None else '[shredded]'}")
+        # every line of the prompt under its turn (a pasted code block's lines started
+        # at column 0, where they read as lines of the listing)
+        click.echo(textwrap.indent(r.text if r.text is not None else "[shredded]", " " * 6,
+                                   lambda line: True).rstrip("\n"))
 
 
 def turn_line(r: Record) -> str:
@@ -320,8 +324,11 @@ def search(text: str, data_dir: Path | None, passphrase_file: Path | None,
                f"{'time (UTC)':<17} prompt (redacted)")
     for h in hits:
         who = f"{h.get('tenant', '?')}/{h.get('user', '?')}"
+        # one line a hit: a prompt's newlines and tabs (pasted code) broke the table's rows
+        # (--json keeps the text as stored; `threads show` prints it whole)
+        text = " ".join(h["text"].split()) if h.get("text") is not None else "[shredded]"
         click.echo(f"{h['similarity']:<6.3f} {h['thread_id']:<20} {'#' + str(h['record_id']):<18} "
-                   f"{who:<30} {_when(h.get('ts')):<17} {h['text']}")
+                   f"{who:<30} {_when(h.get('ts')):<17} {text}")
 
 
 def _when(ts: object) -> str:

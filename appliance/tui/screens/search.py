@@ -121,9 +121,12 @@ class SearchScreen(Screen[None]):
         table = self.query_one("#hits", DataTable)
         table.clear()
         for h in result.hits:
+            # one line: a row shows a cell's first line only ("Fix this code:" of a prompt
+            # with a pasted code block); the thread view shows the text as it is
+            text = " ".join(h.text.split()) if h.text is not None else None
             table.add_row(sim_bar(h.similarity, 6), h.thread_id,
                           Text(f"{h.tenant}/{short_user(h.user)}"), when(h.ts),
-                          redacted_text(h.text), key=f"{h.thread_id}#{h.record_id}")
+                          redacted_text(text), key=f"{h.thread_id}#{h.record_id}")
         return table
 
     def _status(self, text: str) -> None:
