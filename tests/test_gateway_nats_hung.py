@@ -48,7 +48,8 @@ def test_a_hung_nats_server_is_named_in_a_sentence_and_pauses_a_tool_loops_calls
     assert [(c.reply, c.queued, c.held) for c in calls] == [(None, False, False)] * 2
     warned = [r.getMessage() for r in caplog.records
               if getattr(r, "event", None) == "semtrace_unavailable"]
-    assert warned == ["semtrace did not answer; calls go on unrecorded until it does"]
+    assert warned == ["semtrace did not answer; calls go on unrecorded until it does. No "
+                      f"NATS server answers at {server.url}."]
     assert (channel.breaker.missed, channel.breaker.held) == (2, 0)
 
 
@@ -103,7 +104,7 @@ def test_a_gateway_that_gave_up_on_a_hung_nats_server_exits_without_noise(
         "None", "closed"], err
     assert gateway.returncode == 0, err
     assert err.splitlines() == ["semtrace did not answer; calls go on unrecorded until "
-                                "it does"], err
+                                f"it does. No NATS server answers at {server.url}."], err
 
 
 BUDGET = """

@@ -19,11 +19,25 @@ import threading
 import time
 from typing import Any
 
+from appliance.errors import SemtraceError
 from appliance.integrations import FORWARDED_UNANSWERED, error_code
 
 RETRY_FIRST = 1.0  # seconds without sending after the appliance stopped answering
 RETRY_MAX = 30.0
 QUIET = 60.0  # a refusal's warning is repeated at most this often (seconds)
+
+
+def why(exc: BaseException, timeout: float) -> str | None:
+    """What went wrong, in one sentence that names the socket or server and nothing of a
+    request: what Semtrace's own clients said (`SemtraceError`: no service listening on the
+    socket path, permission denied on it, a reply that is not JSON, ...), or that no reply
+    came in time. None for any other exception, whose message may quote data (its type is
+    logged)."""
+    if isinstance(exc, SemtraceError) and str(exc).strip():
+        return str(exc).strip()
+    if isinstance(exc, TimeoutError):
+        return f"No reply came within the adapter's timeout ({timeout:g} s)."
+    return None
 
 
 class Breaker:
@@ -115,12 +129,15 @@ class Breaker:
             self._until = now + self._pause
             pause, self._pause = self._pause, min(self._pause * 2, RETRY_MAX)
         if first:
-            self.log.warning("semtrace did not answer; calls go on unrecorded until it does"
-                             if not queued else "no semtrace node answered; calls go on, "
-                             "queued on the bus unanswered until one does",
+            reason = why(exc, self.probe)
+            self.log.warning("no semtrace node answered; calls go on, queued on the bus "
+                             "unanswered until one does" if queued else
+                             "semtrace did not answer; calls go on unrecorded until it does"
+                             + (f". {reason}" if reason else ""),
                              extra={"event": "semtrace_unavailable",
                                     "request_id": req.get("request_id"), "op": req.get("op"),
-                                    "error": type(exc).__name__, "retry_in_s": pause})
+                                    "error": type(exc).__name__, "reason": reason,
+                                    "retry_in_s": pause})
 
     def answered(self, req: dict[str, Any], reply: dict[str, Any]) -> None:
         """A reply came: say once that the appliance is back; pause on `busy`."""
