@@ -79,3 +79,15 @@ def test_a_spent_budget_is_said_over_the_query_socket_too(
             assert "n makes it" not in status, status
             assert "No release today for acme, globex: today's privacy budget is spent" \
                 in status, status
+
+
+def test_an_empty_store_says_no_tenant_has_threads_on_both_screens(runtime: Any) -> None:
+    """A store nothing was sent to yet: the models screen said '0 model(s) released', read
+    as a release that showed none, and `n` on either screen 'Today's release is already
+    made' where no release was made, nor can be."""
+    from test_tui import app_for
+
+    for key in ("o", "c"):
+        opened, after_n = status_after(app_for(runtime, role="analyst"), key, "no tenant")
+        for status in (opened, after_n):
+            assert status == "No tenant has threads yet: there is nothing to release.", status

@@ -14,7 +14,7 @@ from appliance.privacy import released_people_scale, shown_odds
 from appliance.tui.aggregates import AggregateView
 from appliance.tui.context import context
 from appliance.tui.format import TOO_NOISY, compact
-from appliance.tui.screens.released import ReleasedScreen
+from appliance.tui.screens.released import NO_TENANT, ReleasedScreen
 from appliance.tui.screens.topics import cost_cell, count, mean, share
 
 # (label, cell) per compared figure, in the order `semtrace stats models` prints them
@@ -106,6 +106,8 @@ class ModelsScreen(ReleasedScreen):
         self._status(self._note(view))
 
     def _note(self, view: AggregateView) -> str:
+        if not view.tenants:  # "0 model(s) released" read as a release that showed none
+            return NO_TENANT
         left = sorted({u for t in view.tenants for u in t.uncounted})
         floors = (f"not counted: {', '.join(left)}, merged into this topic since today's "
                   "release of it, with no release of its own today (threads ≥) · "

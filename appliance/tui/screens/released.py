@@ -13,6 +13,9 @@ from appliance.tui.aggregates import AggregateView
 from appliance.tui.context import context
 from appliance.tui.widgets.release import ReleaseDialog
 
+# no tenant in scope has a thread: nothing was released, and `n` has nothing to release
+NO_TENANT = "No tenant has threads yet: there is nothing to release."
+
 
 class ReleasedScreen(Screen[None]):
     """A screen over today's release of `KIND` (on `topic` where the kind is per topic)."""
@@ -50,6 +53,9 @@ class ReleasedScreen(Screen[None]):
 
     def action_release(self) -> None:
         view = self.view
+        if view is not None and not view.tenants:  # not "Today's release is already made"
+            self._status(NO_TENANT)
+            return
         if view is not None and not view.missing and view.spent:  # no dialog, then a refusal
             self._status(view.spent_note())
             return

@@ -28,7 +28,7 @@ from appliance.tui.format import (
     unlabelled_note,
 )
 from appliance.tui.messages import ShowThreads
-from appliance.tui.screens.released import ReleasedScreen
+from appliance.tui.screens.released import NO_TENANT, ReleasedScreen
 
 # sort name -> (column key, row order); a figure shown as `noisy` sorts last, not by the
 # number it hides (a `100%±5243` refined share topped "most refined first")
@@ -200,7 +200,7 @@ class TopicsScreen(ReleasedScreen):
 
     def _note(self, view: AggregateView, shown: int) -> str:
         if not view.tenants:
-            return "No tenant has threads yet."
+            return NO_TENANT
         notes = []
         if view.missing:
             eps = context(self).reader.release_epsilon[self.KIND]
