@@ -214,6 +214,7 @@ class Pipeline:
                 return self._finish(staged)  # nothing was written; checked again, refused
         finally:
             if self.stage_timer is not None:
+                staged.vectors.settle()
                 for stage, start, end in merged(staged.times):
                     self.stage_timer(stage, start, end)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -80,6 +80,11 @@ class Vectors:
             n -= len(cut)
         raise AssertionError("unreachable")
 
+    def settle(self) -> None:
+        """Wait until the thread is done with every part (needed or not: their times are
+        reported with the batch's)."""
+        wait(self._parts)
+
 
 @dataclass(frozen=True)
 class Staged:
@@ -107,14 +112,19 @@ def collect(times: StageTimes) -> StageTimer:
     return lambda *interval: times.append(interval)
 
 
+STAGES = ("redaction", "embedding", "linking", "commit", "index")
+
+
 def merged(times: StageTimes) -> StageTimes:
-    """One interval a stage, from its first part's start to its last part's end, in the
-    order the stages first ran (a batch staged in parts redacts and embeds several)."""
+    """One interval a stage, from its first part's start to its last part's end (a batch
+    staged in parts redacts and embeds several), in the pipeline's order of `STAGES`
+    (the embedding thread's intervals come when it runs)."""
     spans: dict[str, tuple[int, int]] = {}
     for stage, start, end in times:
         first, last = spans.get(stage, (start, end))
         spans[stage] = (min(first, start), max(last, end))
-    return [(stage, start, end) for stage, (start, end) in spans.items()]
+    order = sorted(spans, key=lambda s: STAGES.index(s) if s in STAGES else len(STAGES))
+    return [(stage, *spans[stage]) for stage in order]
 
 
 class _Packing(Protocol):
@@ -217,7 +227,7 @@ def redact_and_embed(redact: Redact, embedder: Embedder, prompts: Sequence[Promp
         return redacted, embedded_now(embedder, _texts(redacted.values()), clock)
     stream = ahead.stream(embedder, thread_clock)
     redacted = {}
-    for start in range(0, len(prompts), STAGE_CHUNK):
+    for start in range(0, max(len(prompts), 1), STAGE_CHUNK):  # (none: timed all the same)
         part = redact(prompts[start:start + STAGE_CHUNK])
         clock("redaction")
         redacted.update(enumerate(part, start))

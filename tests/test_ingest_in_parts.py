@@ -212,3 +212,20 @@ def test_the_service_embeds_a_batch_taken_alone_beside_its_redaction(
             [(o.request_id, o.thread_id, o.parent_request_id, o.position, o.intent,
               None if o.similarity is None else round(float(o.similarity), 4), o.duplicate)
              for o in alone])
+
+
+def test_a_batch_in_parts_reports_each_stage_once_in_order(pipeline: Any) -> None:
+    """The stage timer (metrics, spans) gets one interval a stage, redaction first, for a
+    batch redacted and embedded in parts, and for a batch of repeats only (nothing to
+    redact: its redaction timed all the same, as before the parts)."""
+    from appliance.staging import EmbeddingThread
+
+    reported: list[list[str]] = []
+    pipeline.stage_timer = lambda stage, start, end: (
+        reported.append([]) if stage == "redaction" else None, reported[-1].append(stage))
+    batch = _batch("timed")[:20]
+    with EmbeddingThread() as ahead:
+        pipeline.process(batch, ahead=ahead)
+        again = pipeline.process(batch, ahead=ahead)
+    assert all(o.duplicate for o in again)
+    assert reported == [["redaction", "embedding", "linking", "commit", "index"]] * 2
