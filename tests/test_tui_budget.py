@@ -91,3 +91,13 @@ def test_an_empty_store_says_no_tenant_has_threads_on_both_screens(runtime: Any)
         opened, after_n = status_after(app_for(runtime, role="analyst"), key, "no tenant")
         for status in (opened, after_n):
             assert status == "No tenant has threads yet: there is nothing to release.", status
+
+    async def compare_on_a_topic(pilot: Any) -> None:  # was "today's topic release shows
+        await pilot.press("c")  # none (a topic is shown when ...)"
+        await settle(pilot)
+        await pilot.press("p")
+        await settle(pilot)
+        status = str(pilot.app.screen.query_one("#status").render())
+        assert status == "No tenant has threads yet: there is nothing to release.", status
+
+    run(app_for(runtime, role="analyst"), compare_on_a_topic)

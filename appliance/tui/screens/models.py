@@ -132,7 +132,9 @@ class ModelsScreen(ReleasedScreen):
     def action_topic(self) -> None:
         """Step to the next topic of today's topic release, then back to all topics."""
         if not self.topics:  # said, not a silent reload of the same figures
-            if self.topics_unreleased:
+            if self.view is not None and not self.view.tenants:  # not "shows none (odds)"
+                self._status(NO_TENANT)
+            elif self.topics_unreleased:
                 self._status("No topic to compare on: the topics come from today's topic "
                              "release, which has none yet (o, then n makes it)")
             else:  # made, but every topic under k_min_users people: n would not help
