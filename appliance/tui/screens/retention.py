@@ -181,6 +181,12 @@ class RetentionScreen(Screen[None]):
                              "–" if h["age_days"] is None else f"{h['age_days']:.1f}",
                              _days(h["limit_days"]), ok)
         head = Text("Oldest data held vs limit", style="bold")
+        if any(h["within_policy"] and h["age_days"] is not None
+               and h["age_days"] > h["limit_days"] for h in view.holdings):
+            # `age 7.3  limit 7  ✔ yes` read as a contradiction (report._holdings)
+            head.append(" · a day's data is shredded once that whole UTC day is past the "
+                        "limit: its oldest may be up to a day older, within policy",
+                        style="not bold")
         if not view.holdings:  # an empty table, said: not a failed read
             head.append(" · nothing held yet: no prompt has been stored in scope",
                         style="not bold")
