@@ -20,9 +20,10 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the
 litellm = pytest.importorskip("litellm")
 
 from gateway_fakes import openai_sync  # noqa: E402
-from test_service import Server  # noqa: E402
+from test_service import Server, at  # noqa: E402
 from test_spine import run_cli  # noqa: E402
 
+from appliance.client import Client  # noqa: E402
 from appliance.ingest import content_digest  # noqa: E402
 from appliance.integrations.litellm import SemtraceLogger  # noqa: E402
 
@@ -105,3 +106,25 @@ def test_the_node_sample_records_fails_open_and_digests_as_python(
              f"console.log(JSON.stringify({json.dumps(texts)}.map(s.digest)))")
     digests = subprocess.run([node, "-e", probe], capture_output=True, text=True, timeout=60)
     assert json.loads(digests.stdout) == [content_digest(t) for t in texts]
+
+
+def test_the_protocol_docs_requests_are_answered_as_written(server: Server) -> None:
+    """docs/protocol.md's requests, sent in the doc's order as a gateway would copy them:
+    each is answered ok (the updates' `"sha256":"<64 hex>"` placeholders were refused
+    `bad_request`, and the tool loop's call then had no turn to continue). Last in this
+    module: its user and session are the decorator sample's."""
+    doc = DOC.with_name("protocol.md").read_text()
+    blocks = [json.loads(b) for b in re.findall(r"^```json\n(.*?)^```", doc, re.M | re.S)
+              if '"op"' in b]
+    inline = [json.loads(b) for b in re.findall(r'`(\{"v":1, "op":[^`]*\})`', doc)]
+    requests = [r for r in blocks + inline if r["op"] not in ("ping", "stats")]
+    ingest = next(r for r in requests if r["op"] == "ingest")
+    ingest["ts"] = at(0)  # the doc's date is out of the service's window some day
+    assert [r["op"] for r in requests] == ["ingest", "update", "update", "lookup", "feedback"]
+    with Client(server.sock) as c:
+        replies = [c.request(r) for r in requests]
+    assert all(r["ok"] for r in replies), replies
+    loop_call = replies[2]  # attached to the turn whose update reported resp_68af...
+    assert (loop_call["parent_request_id"], loop_call["link_source"]) == (
+        "req-8812", "previous_response_id")
+    assert replies[3]["conversation_id"] == replies[0]["conversation_id"]  # the lookup
