@@ -70,10 +70,11 @@ def test_help_names_each_key_of_the_thread_view_once(
 
 def test_help_explains_what_a_turn_card_shows(fixed_app: Any) -> None:  # noqa: F811
     """A thread's first turn reads `best ▰▱▱▱▱ 0.12`, a reply `+39s` and `66→396 tok`, each
-    an intent such as `managing`: help's legend explained the similarity bar only."""
+    an intent such as `managing`, a call with no answer reported `· unknown`: help's legend
+    explained the similarity bar and the three statuses only."""
     from rich.console import Console
 
-    from appliance.tui.format import INTENT_LABELS
+    from appliance.tui.format import INTENT_LABELS, status_label
 
     async def scenario(pilot: Any) -> None:
         await pilot.press("enter")
@@ -84,7 +85,8 @@ def test_help_explains_what_a_turn_card_shows(fixed_app: Any) -> None:  # noqa: 
         for static in pilot.app.screen.query("Static"):
             console.print(static.content)
         legend = console.export_text()
-        for shown in ("best ▰", "+39s", "→", "tok", *INTENT_LABELS.values()):
+        for shown in ("best ▰", "+39s", "→", "tok", *INTENT_LABELS.values(),
+                      status_label(None)):
             assert shown in legend, shown
 
     run(fixed_app(), scenario)

@@ -158,10 +158,11 @@ def list_window(since: str | None, until: str | None
 def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | None,
                  key_file: Path | None, role: str | None, socket_path: Path | None,
                  as_json: bool) -> None:
-    """Show one thread's turns in order: position, intent, similarity, the signal that
-    linked each (history, previous_response_id, session_id, content), its parent, and
-    the redacted text. THREAD_ID: a thread's id (th_…), or a record's id (#N, as `search`
-    and this command print it) to show the thread that record is in."""
+    """Show one thread's turns in order: position, intent, similarity, the linker's score
+    against the threshold where the content decided, the signal that linked each (history,
+    previous_response_id, session_id, content), its parent, and the redacted text.
+    THREAD_ID: a thread's id (th_…), or a record's id (#N, as `search` and this command
+    print it) to show the thread that record is in."""
     from appliance.query import NAMES_A_THREAD, find_thread
     from appliance.reads import thread_from_json
     from appliance.roles import require, sees

@@ -17,6 +17,7 @@ LEGEND = (
     ("? orphaned", "reads like a follow-up, no parent found"),
     ("⑂ branch", "the user went back to an earlier turn"),
     ("✔ ok / ✖ ERROR / ⛔ BLOCKED", "the model call's status"),
+    ("· unknown", "no answer reported for the call (yet: the gateway may send it later)"),
     ("✖n ⛔n ⊘ ★n (threads)", "n errors, n blocked, abandoned, lowest rating"),
     ("▰▰▰▱▱ 0.62", "similarity to the parent (bar and value)"),
     ("best ▰▱▱▱▱ 0.12", "a thread's first turn: similarity to the closest earlier turn, "
