@@ -294,6 +294,24 @@ def test_bad_input_to_the_read_commands_exits_2_as_documented(tmp_path: Path,
         one_sentence(result.stderr)
 
 
+def test_an_empty_list_says_whether_a_filter_or_the_store_is_empty(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """`threads list` printed '(no threads in scope)' for a store nothing was sent to and
+    for a filter matching nothing alike, read as "you may not see them"."""
+    cred = ("--data-dir", str(tmp_path / "data"), "--passphrase-file", str(passphrase_file))
+    assert run_cli("init", *cred).returncode == 0
+    empty = run_cli("threads", "list", *cred)
+    assert empty.returncode == 0 and empty.stdout.splitlines()[1] == (
+        "  (no threads in scope: nothing ingested yet, or all of it erased or shredded by "
+        "retention)"), empty.stdout
+    src = write_stream(tmp_path / "in.jsonl", STREAM[:1])
+    assert run_cli("replay", str(src), "--out", str(tmp_path / "o.jsonl"), *cred).returncode == 0
+    for args in (("--tenant", "acme", "--user", "bob"), ("--until", "2026-03-01")):
+        none = run_cli("threads", "list", *args, *cred)
+        assert none.returncode == 0 and none.stdout.splitlines()[1] == (
+            "  (no threads match these filters)"), (args, none.stdout)
+
+
 def test_a_bad_option_is_one_sentence_naming_the_help_to_read() -> None:
     for args, says in [(("threads", "list", "--limit", "-1"), "'--limit': -1 is not in the range"),
                        (("search", "x", "-k", "0"), "0 is not in the range"),

@@ -495,7 +495,7 @@ def test_threads_list_reaches_any_period_with_since_and_until(
         assert listed("--since", "2026-03-02T09:01") == later
         assert listed("--until", "2026-03-02T09:01") == set(acme) - later
         text = run_cli("threads", "list", *way, "--until", "2026-03-01")
-        assert "(no threads in scope)" in text.stdout
+        assert "(no threads match these filters)" in text.stdout  # not "in scope"
         refused(run_cli("threads", "list", *way, "--since", "last week"),
                 "--since must be an ISO-8601 date or time")
         refused(run_cli("threads", "list", *way, "--since", "2026-03-03", "--until",

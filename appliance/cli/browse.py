@@ -120,7 +120,10 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
     click.echo(f"{'thread':<20} {'tenant':<10} {'user':<24} {'last seen':<17} "
                f"{'started':<17} {'turns':>5} {cost:>10}  {'topic':<24}  title")
     if not rows:
-        click.echo("  (no threads in scope)")
+        # which: a filter that matches nothing, or nothing held (as the TUI tells them)
+        click.echo("  (no threads match these filters)" if any(
+            (tenant, user, topic, since, until)) else "  (no threads in scope: nothing "
+            "ingested yet, or all of it erased or shredded by retention)")
     for t in rows:
         topic = shorten(t.topic_label or t.topic_id or "–", 24)  # at a word, with "…"
         click.echo(f"{t.thread_id:<20} {t.tenant:<10} {t.user:<24} "
