@@ -21,8 +21,9 @@ from appliance import __version__
 TTL_S = 600.0  # the bucket's: a claim written now stands that long whatever it says
 
 
-def _claims(url: str, refreshed: dict[int, tuple[str, float]]) -> None:
-    """The stream, and a claim per partition: (node, its last refresh)."""
+def _claims(url: str, refreshed: dict[int, tuple[str, float]], user: str = "") -> None:
+    """The stream, and a claim per partition: (node, its last refresh); `user`: "name:pass"
+    to connect as."""
     from appliance.cluster import bus
     from appliance.cluster.owners import owners_bucket
     from appliance.cluster.stream import ensure_stream
@@ -31,7 +32,8 @@ def _claims(url: str, refreshed: dict[int, tuple[str, float]]) -> None:
     settings = ClusterSettings(url=url, partitions=PARTITIONS, owner_ttl_s=TTL_S)
 
     async def put() -> None:
-        nc = await bus.connect(url, ClusterSecurity(), name="test", reconnect=False)
+        nc = await bus.connect(url.replace("nats://", f"nats://{user}@") if user else url,
+                               ClusterSecurity(), name="test", reconnect=False)
         try:
             js = nc.jetstream()
             await ensure_stream(js, settings, max_msg_size=1 << 20)
@@ -79,3 +81,35 @@ def test_status_names_a_node_that_stopped_refreshing_its_claims(tmp_path: Path) 
 
     home = json.loads(one.stdout)[0]
     assert home["owner_late"] == (partition_of("acme", PARTITIONS) >= 2)
+
+
+def test_status_reads_the_claims_without_a_consumer_of_the_owners_bucket(
+        tmp_path: Path) -> None:
+    """nats-py's `kv.keys()` made a consumer whose first pass could end before its first
+    entry: 1 status read in 200 showed every partition ownerless while three nodes ran (and
+    a start, `cluster reclaim`, `erase --all-tenants` and the erasure sweep read buckets the
+    same way). Claims are now read from the bucket's stream without a consumer: shown here
+    by a NATS user that may not create one, which `status` serves all the same."""
+    from appliance.config import policy_dir
+
+    password = tmp_path / "reader.password"
+    password.write_text("r3ader\n")
+    password.chmod(0o600)
+    auth = ('authorization { users = [ { user: admin, password: "adm1n" }, '
+            '{ user: reader, password: "r3ader", permissions: { publish: { allow: ['
+            '"$JS.API.STREAM.INFO.>", "$JS.API.CONSUMER.INFO.>", "$JS.API.DIRECT.GET.>", '
+            '"$JS.API.STREAM.MSG.GET.>", "$JS.API.INFO", "_INBOX.>"] }, '
+            'subscribe: { allow: ["_INBOX.>"] } } } ] }\n')
+    policies = tmp_path / "policies"
+    shutil.copytree(policy_dir(), policies)
+    with nats_server(tmp_path / "nats", auth) as url:
+        now = time.time()
+        _claims(url, {p: ("a" if p < 2 else "b", now) for p in range(PARTITIONS)},
+                user="admin:adm1n")
+        (policies / "cluster.toml").write_text(
+            f'url = "{url}"\npartitions = {PARTITIONS}\n[security]\nuser = "reader"\n'
+            f'password_file = "{password}"\n')
+        out = run_cli("cluster", "status", "--json",
+                      env={**os.environ, "SEMTRACE_POLICY_DIR": str(policies)})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["nodes"] == {"a": [0, 1], "b": [2, 3]}

@@ -38,6 +38,7 @@ from appliance.cluster.erasures import (
     erasures_bucket,
     failure_of,
 )
+from appliance.cluster.kv_read import bucket_entries
 from appliance.cluster.partition import partition_of
 from appliance.cluster.tenants_note import TenantsNote
 from appliance.errors import SemtraceError
@@ -87,6 +88,10 @@ class ErasureInbox:
     async def start(self) -> None:
         """Apply every waiting request of this node's tenants, then follow new ones."""
         self._kv = await erasures_bucket(self.js, replicas=self.replicas)
+        # every waiting request, before the node consumes: the watch's first pass alone
+        # raced to none at all (kv_read.py); those it brings again are applied already
+        for entry in await bucket_entries(self._kv):
+            await self._handle(entry, at_start=True)
         await self._watch(at_start=True)
         await self._sweep()
         await self._note()

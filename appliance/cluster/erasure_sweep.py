@@ -55,14 +55,12 @@ async def sweep(js: Any, kv: Any, *, seen: Collection[str] = (),
     last, live = state.last_seq, state.messages
     if not last or not live and state.first_seq > last:
         return 0
-    watcher = await kv.watchall()
-    entries = []
-    try:
-        while (entry := await watcher.updates(timeout=30)) is not None:
-            if entry.revision <= last and entry.operation is None and entry.value:
-                entries.append(entry)
-    finally:
-        await watcher.stop()
+    from appliance.cluster.kv_read import bucket_entries
+
+    # not a watch: its first pass raced to no entry at all, and every request, the
+    # pending ones too, was then purged below (kv_read.py)
+    entries = [e for e in await bucket_entries(kv)
+               if e.revision <= last and e.operation is None and e.value]
     gone = [e for e in entries if not kept(e.value, now=now, seen=seen)]
     if not gone and live == last - state.first_seq + 1:  # nothing dropped, nothing superseded
         return 0

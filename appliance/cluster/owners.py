@@ -90,18 +90,14 @@ async def note_versions(kv: Any, me: str) -> None:
 async def all_claims(kv: Any) -> tuple[dict[int, Claim], dict[int, str]]:
     """Every live claim this node can read, by partition, and the partitions whose claim
     it cannot read, with why (a sentence fragment: `unreadable_why`)."""
-    from nats.js.errors import NoKeysError
+    from appliance.cluster.kv_read import bucket_entries
 
-    try:
-        keys = await kv.keys()
-    except NoKeysError:
-        return {}, {}
     claims: dict[int, Claim] = {}
     unreadable: dict[int, str] = {}
-    for key in keys:
-        with contextlib.suppress(Exception):  # gone meanwhile, or not a partition's key
-            p = int(key[1:])
-            value = (await kv.get(key)).value
+    for entry in await bucket_entries(kv):  # not kv.keys(): it raced to none (kv_read.py)
+        with contextlib.suppress(Exception):  # not a partition's key
+            p = int(entry.key[1:])
+            value = entry.value
             try:
                 claims[p] = claim_of(p, json.loads(value or b""))
             except ValueError as exc:

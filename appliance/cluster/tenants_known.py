@@ -140,17 +140,11 @@ async def _notes(js: Any, settings: ClusterSettings) -> dict[str, bytes]:
         kv = await tenants_bucket(js, replicas=settings.replicas, create=False)
     except BucketNotFoundError:
         return {}
-    watcher = await kv.watchall()
-    notes: dict[str, bytes] = {}
-    try:
-        while (entry := await watcher.updates(timeout=30)) is not None:
-            if entry.operation is None:
-                notes[entry.key] = entry.value or b""
-            else:  # deleted or purged since: no note
-                notes.pop(entry.key, None)
-    finally:
-        await watcher.stop()
-    return notes
+    from appliance.cluster.kv_read import bucket_entries
+
+    # not a watch: its first pass raced to no note at all (kv_read.py); deleted or purged
+    # keys are no note
+    return {entry.key: entry.value or b"" for entry in await bucket_entries(kv)}
 
 
 async def _waiting(js: Any, settings: ClusterSettings) -> set[str]:
