@@ -1,7 +1,8 @@
 """`Semtrace.traced` reads the turn from the decorated function's arguments: a name it is
 given that the function has not is said at once, a `**kwargs` function is traced, and a
 call without a user id is an anonymous user of its own, never one shared by strangers (and a
-tool loop's call without one, which has no turn to continue, runs unrecorded)."""
+tool loop's call without one, which has no turn to continue, runs unrecorded); a field
+that cannot be written as JSON is said, and taken for no outage."""
 
 from __future__ import annotations
 
@@ -99,3 +100,57 @@ def test_a_tool_call_without_a_user_or_response_id_runs_its_block_and_sends_noth
     assert [(r["op"], r.get("user_id"), r["previous_response_id"] if "user_id" in r else None)
             for r in seen.received] == [("update", "max", "resp_68af"),  # attached, then
                                         ("update", None, None)]  # its figures
+
+
+def test_a_field_that_is_no_json_is_not_taken_for_a_service_down(tmp_path: Path) -> None:
+    """A model given as an Enum could not be written as JSON: the old code took that for a
+    service that did not answer (`semtrace_unavailable`) and paused sending, so the next
+    call, another user's and correct, went unrecorded too."""
+    import enum
+    import logging
+
+    from gateway_fakes import Lines
+
+    class Model(enum.Enum):
+        GPT4O = "openai/gpt-4o"
+
+    seen = StandIn(tmp_path / "s.sock", OK)
+    app = Semtrace(tmp_path / "s.sock", tenant="acme")
+    lines, log = Lines(), logging.getLogger("semtrace.integrations")
+    log.addHandler(lines)
+    try:
+        with app.turn(user_id="max", text="Which gate?", model=Model.GPT4O) as odd:
+            pass
+        with app.turn(user_id="ada", text="Which terminal?", model="openai/gpt-4o") as fine:
+            pass
+        assert app.flush()
+    finally:
+        log.removeHandler(lines)
+    assert odd.reply is None and fine.reply is not None and fine.reply["ok"]
+    assert [r["user_id"] for r in seen.received if r["op"] == "ingest"] == ["ada"]
+    warned = [r for r in lines.records if r.levelno >= logging.WARNING]
+    assert [(r.getMessage(), getattr(r, "fields", None)) for r in warned] == [
+        ("a request to semtrace was not sent: its 'model' cannot be written as JSON (give "
+         "strings and numbers)", ["model"])]
+
+
+def test_the_asyncio_channel_does_not_take_a_request_that_is_no_json_for_an_outage(
+        tmp_path: Path) -> None:
+    """The proxy's line (`AsyncChannel`), as the decorator's above."""
+    import logging
+
+    from appliance.integrations.async_channel import AsyncChannel
+    from appliance.integrations.breaker import Breaker
+
+    seen = StandIn(tmp_path / "s.sock", OK)
+    channel = AsyncChannel(tmp_path / "s.sock", timeout=5.0,
+                           breaker=Breaker(logging.getLogger("semtrace.test")))
+    ping = {"v": 1, "op": "ping", "request_id": "p-1"}
+
+    async def gateway() -> list[Any]:
+        odd = await channel.deliver({**ping, "session_id": object()})
+        return [odd.reply, (await channel.deliver(ping)).reply]
+
+    assert asyncio.run(gateway()) == [None, {"ok": True, "conversation_id": "th_0123456789abcdef",
+                                             "position": "new"}]
+    assert seen.received == [ping]

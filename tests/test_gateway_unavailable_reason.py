@@ -6,6 +6,7 @@ and a reply that is not JSON, and the line most loggers print showed no cause at
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -63,11 +64,21 @@ def test_a_reply_that_is_not_json_is_said_so(tmp_path: Path, lines: Lines) -> No
 
 def test_a_service_that_does_not_answer_in_time_is_said_so(tmp_path: Path,
                                                            lines: Lines) -> None:
-    never = threading.Event()
-    StandIn(tmp_path / "hung.sock", b'{"ok": true}\n', never)
+    hung = socket.socket(socket.AF_UNIX)  # accepts and reads, never answers
+    hung.bind(str(tmp_path / "hung.sock"))
+    hung.listen(4)
+
+    def read() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = hung.accept()
+            with conn:
+                while conn.recv(65536):
+                    pass
+
+    threading.Thread(target=read, daemon=True).start()
     try:
         record = _warned(lines, tmp_path / "hung.sock", timeout=0.5)
     finally:
-        never.set()
+        hung.close()
     assert "within the timeout" in record.reason  # type: ignore[attr-defined]
     assert record.getMessage().endswith(record.reason)  # type: ignore[attr-defined]

@@ -20,6 +20,7 @@ from appliance.integrations.channel import (
     _stale,
     _unanswered,
     lane,
+    unencodable,
 )
 
 BACKSTOP = 0.5  # seconds past its timeout an async request is cut off if its client hangs
@@ -63,6 +64,8 @@ class AsyncChannel:
 
     async def deliver(self, req: dict[str, Any]) -> Delivery:
         """`SyncChannel.deliver` for asyncio code."""
+        if unencodable(self.breaker, req):
+            return Delivery(None)
         loop = asyncio.get_running_loop()
         lines = self._lines(loop)
         if not self.breaker.ready():

@@ -56,6 +56,7 @@ never a prompt, a user id or an exception message.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -140,6 +141,34 @@ def _failed(breaker: Breaker, req: dict[str, Any], exc: BaseException) -> Delive
                     unknown=bool(getattr(exc, "sent", False)))
 
 
+def unencodable(breaker: Breaker, req: Any) -> bool:
+    """Whether `req` cannot be sent because it is no JSON object (a field the application
+    gave as an Enum or another object): said once a minute, naming the fields, never their
+    values. Not an outage: the breaker is left alone, so the other calls are still sent."""
+    try:
+        json.dumps(req)
+        if isinstance(req, dict):
+            return False
+    except (TypeError, ValueError):
+        pass
+    fields = sorted(str(k) for k, v in req.items() if not _encodes(v)) \
+        if isinstance(req, dict) else []
+    breaker.quiet_warning(
+        "a request to semtrace was not sent: " + (
+            f"its {', '.join(repr(f) for f in fields)} cannot be written as JSON (give "
+            "strings and numbers)" if fields else "it is not a JSON object"),
+        "semtrace_unencodable", req if isinstance(req, dict) else None, fields=fields)
+    return True
+
+
+def _encodes(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def shard_of(key: str, shards: int) -> int:
     """Which of `shards` senders a key (a user id) goes to: the same one every time, in
     every process (not Python's salted hash)."""
@@ -191,6 +220,8 @@ class SyncChannel:
         """`send`, telling a request queued on the bus unanswered from one nothing took."""
         # before the line's lock: `timeout` is the call's whole budget, its wait included
         deadline = time.monotonic() + self.timeout
+        if unencodable(self.breaker, req):
+            return Delivery(None)
         if not self.breaker.ready():
             return Delivery(None, self._hand_to_bus(req, deadline))
         if self._shared is not None:
