@@ -54,12 +54,14 @@ def test_a_claim_this_node_cannot_read_refuses_the_start_and_releases_the_rest(
         async def claim() -> tuple[str, list[str]]:
             import nats
 
+            from appliance.cluster.kv_read import bucket_entries
+
             nc = await nats.connect(url)
             try:
                 kv = await owners_bucket(nc.jetstream(), ttl_s=TTL_S, replicas=1)
                 with pytest.raises(SemtraceError) as stopped:
                     await Ownership(kv, "a", [0, 1], TTL_S, data_dir="d-a").claim()
-                return str(stopped.value), sorted(await kv.keys())
+                return str(stopped.value), sorted(e.key for e in await bucket_entries(kv))
             finally:
                 await nc.close()
 

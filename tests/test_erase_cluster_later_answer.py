@@ -111,8 +111,10 @@ async def _forget(url: str) -> None:
 
     nc = await nats.connect(url)
     kv = await erasures_bucket(nc.jetstream(), replicas=1)
-    for k in await kv.keys():
-        await kv.purge(k)
+    from appliance.cluster.kv_read import bucket_entries
+
+    for e in await bucket_entries(kv):  # not kv.keys(): it may race to none (kv_read.py)
+        await kv.purge(e.key)
     await nc.close()
 
 

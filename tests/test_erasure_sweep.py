@@ -13,6 +13,7 @@ import pytest
 
 from appliance.cluster.erasure_sweep import WAIT_MAX_S, kept, sweep
 from appliance.cluster.erasures import Applied, ErasureRequest, Failed, encode
+from appliance.cluster.kv_read import bucket_entries
 
 
 def _request(user: str, rid: str, at: float) -> ErasureRequest:
@@ -67,7 +68,7 @@ def test_a_sweep_removes_answered_requests_from_the_jetstream_files(tmp_path: Pa
                 await asyncio.sleep(0.1)
             removed = await sweep(js, kv, seen={"s1"})
             again = await sweep(js, kv, seen={"s1"})  # nothing left to do
-            return removed, again, sorted(await kv.keys())
+            return removed, again, [e.key for e in await bucket_entries(kv)]
         finally:
             await nc.close()
 
@@ -79,3 +80,51 @@ def test_a_sweep_removes_answered_requests_from_the_jetstream_files(tmp_path: Pa
         assert files_with(gone) == [], gone
     for there in (b"u_pendingpseudonym", b"u_waitedpseudonym"):
         assert files_with(there), there
+
+
+@pytest.mark.slow
+def test_a_sweep_reads_the_requests_without_a_consumer_and_keeps_the_pending_one(
+        tmp_path: Path) -> None:
+    """The sweep read the bucket with a watch, whose first pass may end before its first
+    entry (`kv_read.py`): then no request was kept, and the purge below the last one
+    removed the pending requests too. Read without a consumer now: shown by a NATS user
+    that may not create one, whose sweep keeps the pending request and removes the
+    answered one."""
+    from test_cluster import nats_server
+
+    from appliance.cluster.bus import connect
+    from appliance.cluster.erasures import erasures_bucket
+    from appliance.config import ClusterSecurity
+
+    now = time.time()
+    pending, seen = _request("u_pendingpseudonym", "p1", now - 30), \
+        _request("u_seenpseudonym", "s1", now - 30)
+    auth = ('authorization { users = [ { user: admin, password: "adm1n" }, '
+            '{ user: sweeper, password: "sw33p", permissions: { publish: { allow: ['
+            '"$JS.API.STREAM.INFO.>", "$JS.API.STREAM.PURGE.>", "$JS.API.DIRECT.GET.>", '
+            '"$JS.API.STREAM.MSG.GET.>", "$JS.API.INFO", "$KV.semtrace_erasures.>", '
+            '"_INBOX.>"] }, subscribe: { allow: ["_INBOX.>"] } } } ] }\n')
+
+    async def run(url: str) -> tuple[int, list[str]]:
+        admin = await connect(url.replace("nats://", "nats://admin:adm1n@"), ClusterSecurity(),
+                              name="test")
+        try:
+            kv = await erasures_bucket(admin.jetstream(), replicas=1)
+            for r in (pending, seen):
+                await kv.put(r.key, encode(r))
+            await kv.put(seen.key, encode(seen, Applied("a", records=1)))
+            nc = await connect(url.replace("nats://", "nats://sweeper:sw33p@"),
+                               ClusterSecurity(), name="sweeper")
+            try:
+                js = nc.jetstream()
+                removed = await sweep(js, await js.key_value("semtrace_erasures"),
+                                      seen={"s1"})
+            finally:
+                await nc.close()
+            return removed, [e.key for e in await bucket_entries(kv)]
+        finally:
+            await admin.close()
+
+    with nats_server(tmp_path / "nats", auth) as url:
+        removed, keys = asyncio.run(run(url))
+    assert (removed, keys) == (1, ["acme.u_pendingpseudonym"])
