@@ -154,3 +154,24 @@ def test_the_asyncio_channel_does_not_take_a_request_that_is_no_json_for_an_outa
     assert asyncio.run(gateway()) == [None, {"ok": True, "conversation_id": "th_0123456789abcdef",
                                              "position": "new"}]
     assert seen.received == [ping]
+
+
+def test_a_prompt_given_as_parts_or_without_text_never_breaks_the_block(
+        tmp_path: Path) -> None:
+    """gateways.md's sample takes `messages[-1]["content"]` as the prompt: a multimodal
+    message's content is a list of parts, which the old code sent as is (refused
+    `bad_request`: unrecorded), and a content of None (or a number) raised TypeError
+    before the block ran, so the application's model call never happened."""
+    seen = StandIn(tmp_path / "s.sock", OK)
+    app = Semtrace(tmp_path / "s.sock", tenant="acme")
+    parts = [{"type": "text", "text": "What is on this boarding pass?"},
+             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
+    ran = []
+    for text in (parts, None, "   ", [{"type": "image_url", "image_url": {"url": "x"}}], 5):
+        with app.turn(user_id="max", text=text):
+            ran.append(text)
+    assert app.flush()
+    assert len(ran) == 5  # every block ran
+    # the text parts are the prompt, a number is written out; nothing without text is sent
+    assert [r["text"] for r in seen.received if r["op"] == "ingest"] == [
+        "What is on this boarding pass?", "5"]

@@ -51,7 +51,6 @@ from appliance.integrations import (
     MAX_TEXT_CHARS,
     annotate,
     history_digests,
-    message_text,
     prompt_fields,
     traceparent,
     waits,
@@ -60,7 +59,12 @@ from appliance.integrations.channel import LOOP_LINES, SyncChannel, lane, shard_
 from appliance.integrations.outbox import Outbox
 from appliance.integrations.redaction import TextRedactor, text_redactor
 from appliance.integrations.tool_loops import loop_request
-from appliance.integrations.traced_args import anonymous_user, arguments, check_names
+from appliance.integrations.traced_args import (
+    anonymous_user,
+    arguments,
+    check_names,
+    prompt_text,
+)
 from appliance.integrations.turn import Turn
 
 log = logging.getLogger("semtrace.integrations")
@@ -138,16 +142,18 @@ class Semtrace:
         self._outbox.close()
         self._channel.close()
 
-    def _request(self, *, user_id: str | None, text: str, session_id: str | None,
+    def _request(self, *, user_id: str | None, text: Any, session_id: str | None,
                  model: str | None,
                  request_id: str | None, history: Sequence[Any] | None,
                  previous_response_id: str | None) -> dict[str, Any]:
+        prompt = prompt_text(text)  # None (nothing to send: see `send`) without text
         req: dict[str, Any] = {"v": 1, "op": "ingest", "tenant": self.tenant,
                                "request_id": request_id or "app-" + secrets.token_hex(8),
                                "user_id": user_id or anonymous_user(session_id),
-                               **prompt_fields(text, self.max_text_chars),
+                               **(prompt_fields(prompt, self.max_text_chars)
+                                  if prompt is not None else {"text": None}),
                                "ts": datetime.now(UTC).isoformat()}
-        if self.redact:
+        if self.redact and req["text"] is not None:
             try:
                 req["text"] = self.redact(req["text"])
             except Exception as exc:  # noqa: BLE001 - never send it unredacted, never fail
@@ -228,7 +234,7 @@ class Semtrace:
         return current._last
 
     @contextlib.contextmanager
-    def turn(self, *, user_id: str | None, text: str, history: Sequence[Any] | None = None,
+    def turn(self, *, user_id: str | None, text: Any, history: Sequence[Any] | None = None,
              session_id: str | None = None, model: str | None = None,
              request_id: str | None = None,
              previous_response_id: str | None = None) -> Iterator[Turn]:
@@ -287,7 +293,7 @@ class Semtrace:
         return Turn(request), trace.get_current_span(), time.perf_counter()
 
     @contextlib.asynccontextmanager
-    async def aturn(self, *, user_id: str | None, text: str, history: Sequence[Any] | None = None,
+    async def aturn(self, *, user_id: str | None, text: Any, history: Sequence[Any] | None = None,
                     session_id: str | None = None, model: str | None = None,
                     request_id: str | None = None,
                     previous_response_id: str | None = None) -> AsyncIterator[Turn]:
@@ -322,11 +328,8 @@ class Semtrace:
                     return None  # the function raises its own TypeError
                 call.apply_defaults()
                 given = arguments(sig, call.arguments)
-                value = given.get(text)
-                prompt = message_text(value)  # a list of parts: its text parts only
-                if prompt is None and value is not None:
-                    prompt = str(value)
-                if not prompt:
+                prompt = prompt_text(given.get(text))  # a list of parts: its text parts
+                if prompt is None:
                     return None
                 user = given.get(user_id)
                 session = given.get(session_id) if session_id else None

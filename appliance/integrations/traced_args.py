@@ -9,6 +9,8 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from appliance.integrations import message_text
+
 
 def check_names(fn: Callable[..., Any], sig: inspect.Signature, **names: str | None) -> None:
     """`traced`'s argument names must be the function's (or go to its `**kwargs`): a
@@ -34,3 +36,13 @@ def anonymous_user(session_id: str | None) -> str:
     if session_id:
         return f"anonymous:session:{session_id}"
     return "anonymous:call:" + secrets.token_hex(8)
+
+
+def prompt_text(value: Any) -> str | None:
+    """A prompt as the application gave it, as text: a string, the text parts of a list of
+    parts (a multimodal message's content, joined by newlines), a number as written; None
+    when it holds no text (None, an image alone, blanks): such a prompt is not sent."""
+    text = message_text(value)
+    if text is None and isinstance(value, int | float) and not isinstance(value, bool):
+        text = str(value)
+    return text if text is not None and text.strip() else None
