@@ -187,3 +187,19 @@ def test_tls_asked_of_a_server_without_it_is_refused_before_the_password_leaves(
         assert out.stderr.strip() == ("semtrace: The stream SEMTRACE does not exist yet: no "
                                       "node has started with --nats."), out.stderr
         assert relay.sent and PASSWORD.encode() not in relay.sent
+
+
+def test_a_password_file_without_a_user_is_named_not_sent_as_no_credentials(
+        tmp_path: Path) -> None:
+    """The password file was ignored without a user, and the server's refusal of a
+    connection without credentials read "refused these credentials"."""
+    password = tmp_path / "node.password"
+    password.write_text(PASSWORD + "\n")
+    password.chmod(0o600)
+    with nats_server(tmp_path / "nats", 'authorization { user: node, password: "x" }\n') as url:
+        env = _env(tmp_path, url, f'password_file = "{password}"\n')
+        for command in (("cluster", "status"), ("doctor", "--json")):
+            out = run_cli(*command, env=env)
+            assert "security.password_file needs security.user in cluster.toml (the NATS "\
+                "user the password is for)." in out.stdout + out.stderr, out.stdout + out.stderr
+            assert out.returncode != 0 and "Traceback" not in out.stderr

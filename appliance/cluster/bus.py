@@ -77,6 +77,9 @@ def connect_options(sec: ClusterSecurity) -> dict[str, Any]:
         opts["user_credentials"] = str(private_file(sec.creds_file, "credentials file"))
     if sec.nkey_seed_file:
         opts["nkeys_seed"] = str(private_file(sec.nkey_seed_file, "nkey seed file"))
+    if sec.password_file and not sec.user:  # the password was left out unsaid before
+        raise ConfigError("security.password_file needs security.user in cluster.toml (the "
+                          "NATS user the password is for).")
     if sec.user:
         if not sec.password_file:
             raise ConfigError("security.user needs security.password_file in cluster.toml.")
