@@ -175,3 +175,20 @@ def test_a_prompt_given_as_parts_or_without_text_never_breaks_the_block(
     # the text parts are the prompt, a number is written out; nothing without text is sent
     assert [r["text"] for r in seen.received if r["op"] == "ingest"] == [
         "What is on this boarding pass?", "5"]
+
+
+def test_a_history_that_is_no_list_of_messages_is_not_sent_as_an_empty_one(
+        tmp_path: Path) -> None:
+    """An empty `history` tells the service the prompt starts a new conversation. The old
+    code read a string, or one message given instead of the list (`messages[-2]` for
+    `messages[:-2]`), as an empty history: every such turn started a new thread."""
+    seen = StandIn(tmp_path / "s.sock", OK)
+    app = Semtrace(tmp_path / "s.sock", tenant="acme")
+    one = {"role": "user", "content": "Which gate?"}
+    for history in ("Which gate?", one, [one], []):
+        with app.turn(user_id="max", text="And the boarding time?", history=history):
+            pass
+    assert app.flush()
+    sent = [r.get("history") for r in seen.received if r["op"] == "ingest"]
+    assert sent[:2] == [None, None]  # not sent: the content decides
+    assert len(sent[2]) == 1 and sent[3] == []  # a list, even empty, is sent as given

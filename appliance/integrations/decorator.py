@@ -164,9 +164,9 @@ class Semtrace:
         req.update({k: v for k, v in (("session_id", session_id), ("model", model),
                                       ("previous_response_id", previous_response_id),
                                       ("traceparent", traceparent())) if v})
-        if history is not None:
-            req["history"] = history_digests(history)
-        return req
+        if isinstance(history, Sequence) and not isinstance(history, str | bytes):
+            req["history"] = history_digests(history)  # a string or one message is none:
+        return req  # sent as [], it would tell the service a new conversation starts
 
     def _begin(self, **fields: Any) -> tuple[Turn, Any, float]:
         return Turn(self._request(**fields)), trace.get_current_span(), time.perf_counter()
