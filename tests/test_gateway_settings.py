@@ -49,3 +49,22 @@ def test_usual_settings_are_kept(tmp_path: Path) -> None:
     assert (app.timeout, app.register_wait) == (2.0, 2.0)  # the wait is at most the timeout
     logger = SemtraceLogger(tmp_path / "semtrace.sock", tenant="acme", register_wait=-1)
     assert (logger.timeout, logger.register_wait) == (5.0, 0.0)
+
+
+@pytest.mark.parametrize(("target", "setting", "said"), [
+    ("semtrace.sock", {"tenant": ""}, "tenant '': a tenant is 1-128 characters"),
+    ("semtrace.sock", {"tenant": "acme\n"}, "tenant 'acme\\n': a tenant is 1-128 characters"),
+    ("semtrace.sock", {"tenant": "a" * 129}, "tenant 'aaaa"),
+    ("nats://127.0.0.1:4222", {"tenant": "acme corp", "plain_bus": True},
+     "tenant 'acme corp': over NATS a tenant is 1-128 letters, digits, '_' or '-'."),
+])
+def test_a_tenant_every_call_of_which_would_be_refused_is_refused_when_built(
+        tmp_path: Path, target: str, setting: dict[str, Any], said: str) -> None:
+    where = target if target.startswith("nats:") else tmp_path / target
+    for adapter in (Semtrace, SemtraceLogger):
+        with pytest.raises(ConfigError) as refused:
+            adapter(where, **setting)
+        assert str(refused.value).startswith(said)
+    with pytest.raises(ConfigError, match=r"^tenant 'ops\\tteam': a tenant is 1-128"):
+        SemtraceLogger(tmp_path / "semtrace.sock", tenant="acme",
+                       tenant_by_team={"team-7": "ops\tteam"})

@@ -18,7 +18,7 @@ from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from appliance.errors import ConfigError
-from appliance.ingest import MAX_HISTORY, content_digest, cut_text
+from appliance.ingest import CONTROL_RE, MAX_HISTORY, content_digest, cut_text
 
 # What a prompt's text may hold when it leaves the gateway: the service's default
 # `max_text_chars` (policies/correlation.toml), and a bound on its JSON (a character may
@@ -57,6 +57,23 @@ def waits(timeout: float, register_wait: float) -> tuple[float, float]:
         raise ConfigError(f"register_wait={register_wait!r}: it must be a number of seconds "
                           "(how long a call waits for its registration), such as 1.")
     return float(timeout), min(max(float(register_wait), 0.0), float(timeout))
+
+
+def check_tenants(target: Any, tenants: Sequence[Any]) -> None:
+    """The tenants an adapter sends for (`tenant`, `tenant_by_team`'s), checked when it is
+    built: one the service or the bus refuses would have every call of it refused (over
+    NATS, taken for a bus that did not answer, pausing every other tenant's calls too)."""
+    from appliance.client import is_nats_url
+    from appliance.cluster.partition import valid_tenant
+
+    for tenant in tenants:
+        if not isinstance(tenant, str) or not tenant.strip() or len(tenant) > 128 \
+                or CONTROL_RE.search(tenant):
+            raise ConfigError(f"tenant {tenant!r}: a tenant is 1-128 characters, none of "
+                              "them a control character.")
+        if is_nats_url(target) and not valid_tenant(tenant):
+            raise ConfigError(f"tenant {tenant!r}: over NATS a tenant is 1-128 letters, "
+                              "digits, '_' or '-'.")
 
 
 def on_event_loop() -> bool:

@@ -50,6 +50,7 @@ from appliance.client import gateway_target
 from appliance.integrations import (
     MAX_TEXT_CHARS,
     annotate,
+    check_tenants,
     history_digests,
     prompt_fields,
     traceparent,
@@ -96,6 +97,7 @@ class Semtrace:
         """
         timeout, register_wait = waits(timeout, register_wait)  # before anything starts
         self.max_text_chars = max_text_chars
+        check_tenants(socket_path, [tenant])
         self.socket_path, self._bus_keys = gateway_target(socket_path, bus_key_file, plain_bus)
         self.tenant = tenant
         self.timeout, self.register_wait = timeout, register_wait

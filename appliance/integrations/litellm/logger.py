@@ -21,6 +21,7 @@ from appliance.errors import ConfigError
 from appliance.integrations import (
     MAX_TEXT_CHARS,
     annotate,
+    check_tenants,
     forwarded_unanswered,
     on_event_loop,
     reply_attributes,
@@ -92,6 +93,7 @@ class SemtraceLogger(CustomLogger):
             raise ConfigError(f"mode={mode!r}: it must be 'sync' (a reply after the commit) "
                               "or 'async' (a reply on enqueue).")
         self.max_text_chars = max_text_chars
+        check_tenants(socket_path, [tenant, *(tenant_by_team or {}).values()])
         self.socket_path, self._bus_keys = gateway_target(socket_path, bus_key_file, plain_bus)
         self.redact = text_redactor(redact, wait=timeout)
         self.tenant, self.mode, self.timeout = tenant, mode, timeout
