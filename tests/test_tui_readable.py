@@ -235,7 +235,7 @@ def test_thread_heading_gives_its_span_in_whole_seconds(runtime: Any, pipeline: 
         head.append(str(pilot.app.screen.query_one("#thread-head").render()))
 
     run(app_for(runtime), scenario, size=(160, 30))
-    assert "3 turn(s) in 0:02:07 · " in head[0], head
+    assert "3 turns in 0:02:07 · " in head[0], head
 
 
 def test_models_topic_key_after_a_topic_release_that_shows_no_topic(runtime: Any,

@@ -64,6 +64,11 @@ def versus(best: float, threshold: float) -> tuple[str, str]:
     return shown, f"{threshold:.{digits}f}"
 
 
+def plural(n: int, word: str) -> str:
+    """`1 turn`, `11 turns`: a count with its noun ("11 turn(s)" on the screens)."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def sim_bar(similarity: float | None, width: int = 8) -> str:
     """A similarity in [0, 1] as a bar of `width` cells followed by its value."""
     if similarity is None:

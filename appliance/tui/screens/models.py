@@ -13,7 +13,7 @@ from appliance.analytics import NO_TOPIC, GroupStats
 from appliance.privacy import released_people_scale, shown_odds
 from appliance.tui.aggregates import AggregateView
 from appliance.tui.context import context
-from appliance.tui.format import TOO_NOISY, compact
+from appliance.tui.format import TOO_NOISY, compact, plural
 from appliance.tui.screens.released import NO_TENANT, ReleasedScreen
 from appliance.tui.screens.topics import cost_cell, count, mean, share
 
@@ -121,7 +121,7 @@ class ModelsScreen(ReleasedScreen):
             return f"{floors}{view.spent_note()}"
         if len(self.entries) < 2:
             scale = released_people_scale(r.users for t in view.tenants for r in t.rows)
-            return (f"{len(self.entries)} model(s) released: "
+            return (f"{plural(len(self.entries), 'model')} released: "
                     f"{shown_odds(view.k_min_users, scale, what='model')}")
         return (f"{floors}{len(self.entries)} models released · a/b: the next model on each "
                 "side · p: compare on one topic (as semtrace stats models --topic)")

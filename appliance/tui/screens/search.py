@@ -13,7 +13,7 @@ from textual.worker import get_current_worker
 from appliance.errors import SemtraceError
 from appliance.tui.context import context
 from appliance.tui.filters import FilterError, Filters, parse_search
-from appliance.tui.format import redacted_text, short_user, sim_bar, when
+from appliance.tui.format import plural, redacted_text, short_user, sim_bar, when
 from appliance.tui.messages import OpenThread
 from appliance.tui.searcher import SearchResult
 
@@ -101,7 +101,7 @@ class SearchScreen(Screen[None]):
         self.result = result
         table = self._rows(result)
         if result.hits:
-            note = f"{len(result.hits)} hit(s), best first, in {', '.join(result.searched)}"
+            note = f"{plural(len(result.hits), 'hit')}, best first, in {', '.join(result.searched)}"
         elif result.searched:
             note = f"No prompt in {', '.join(result.searched)} matches the filters"
         elif result.skipped:

@@ -17,7 +17,7 @@ from appliance.errors import SemtraceError
 from appliance.records import Thread
 from appliance.tui.context import context
 from appliance.tui.data import ThreadDetail
-from appliance.tui.format import compact, money, redacted_text, short_user
+from appliance.tui.format import compact, money, plural, redacted_text, short_user
 from appliance.tui.tree import layout
 from appliance.tui.widgets.evidence import EvidencePanel
 from appliance.tui.widgets.footer import KeysFooter
@@ -35,7 +35,7 @@ def summary(thread: Thread, topic: str | None = None, currency: str = "") -> Tex
     out.stylize("bold")
     out.append(f"\n{thread.thread_id} · topic {topic or '–'} · "
                f"{thread.tenant}/{short_user(thread.user)} · "
-               f"{thread.turns} turn(s) in {span} · {thread.first_ts:%Y-%m-%d} UTC · "
+               f"{plural(thread.turns, 'turn')} in {span} · {thread.first_ts:%Y-%m-%d} UTC · "
                f"{', '.join(thread.models) or 'model ?'} · {compact(tokens)} tok · "
                f"cost {money(thread.cost)}" + (f" {currency}" if thread.cost is not None else ""))
     return out

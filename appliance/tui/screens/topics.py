@@ -23,6 +23,7 @@ from appliance.tui.format import (
     count_text,
     figure_count,
     money,
+    plural,
     says_nothing,
     topic_title,
     unlabelled_note,
@@ -218,7 +219,7 @@ class TopicsScreen(ReleasedScreen):
             notes.append(f"Today's release shows no topic ({self._odds(view)}): there may "
                          "be none, or too few people to show")
         elif not notes:
-            notes.append(f"{shown} topic(s), most {self.order} first (s: sort) · refined: "
+            notes.append(f"{plural(shown, 'topic')}, most {self.order} first (s: sort) · refined: "
                          "threads where the user corrected or re-asked · enter: its threads")
         if any(not r.label and r.key != NO_TOPIC for t in view.tenants for r in t.rows):
             notes.append(unlabelled_note(view.k_min_users))  # as `stats topics` says it
