@@ -101,6 +101,7 @@ def erase_pseudonym(shredder: Shredder, settings: RetentionSettings, keyring: Ke
 # a user as the product shows them (threads list, the audit log, the TUI's `u_` and 8 hex
 # digits): shorter starts are left to be user ids, which they may well be ('u_1017')
 PSEUDONYM_SHOWN = re.compile(r"u_[0-9a-f]{8,20}")
+PSEUDONYM_WHOLE = re.compile(r"u_[0-9a-f]{20}")  # a whole one, as Keyring.pseudonym makes it
 
 
 def live_users(store: Store, tenant: str, start: str, *, limit: int = 2) -> list[str]:

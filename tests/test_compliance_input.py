@@ -62,6 +62,8 @@ def test_an_erasure_naming_no_tenant_or_no_user_is_refused_and_not_audited(
 @pytest.mark.parametrize("command,reason", [
     ("erase", f"request from {CANARY}"), ("erase", "Bart-Q17 asked by phone"),
     ("reveal", f"DSAR of {CANARY}"), ("reveal", "DSAR of alice, ticket 3"),
+    # its user in another case: erase and access refused it, reveal let it into the log
+    ("reveal", "DSAR of ALICE, ticket 3"), ("reveal", "Alice asked, ticket 3"),
     ("erase", "Dear team, I am Bart Quagmire of 12 Elm Road, 555-0199. " * 8),
     ("reveal", "x" * 201)])
 def test_a_reason_naming_the_user_or_an_address_is_refused_before_it_is_audited(

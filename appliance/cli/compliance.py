@@ -81,10 +81,18 @@ def _reason(reason: str, *, user_id: str | None = None) -> str:
 
 def _names_pseudonym(reason: str, is_user: Callable[[str], bool]) -> bool:
     """Whether any stretch of the reason (3 characters or more) is the user id whose keyed
-    pseudonym `is_user` recognises: reveal knows its record's user only by pseudonym, so it
-    tries every stretch (at most ~20,000 for a reason of 200 characters, well under 0.1 s)."""
-    return any(is_user(reason[i:j]) for i in range(len(reason))
-               for j in range(i + 3, len(reason) + 1))
+    pseudonym `is_user` recognises, as typed or in another case (lower, upper, capitalised:
+    `_reason` ignores case too, so 'DSAR BOB.JONES' names the user `bob.jones`). Reveal knows
+    its record's user only by pseudonym, so it tries every stretch (at most ~20,000 for a
+    reason of 200 characters, each in up to 5 spellings: well under a second)."""
+    return any(is_user(spelt) for i in range(len(reason))
+               for j in range(i + 3, len(reason) + 1)
+               for spelt in _spellings(reason[i:j]))
+
+
+def _spellings(text: str) -> set[str]:
+    """`text` in the cases a user id is usually written: a pseudonym is of one exact id."""
+    return {text, text.lower(), text.upper(), text.capitalize(), text.title()}
 
 
 class RecordId(click.IntRange):

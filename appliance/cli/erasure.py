@@ -86,7 +86,9 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
                                   cluster=node is not None, away=home is not None)
         if home is not None:  # another node owns the tenant: it erases, this one waits
             sys.exit(erase_on_owner(rt, shredder, home, user_id=user_id, reason=reason,
-                                    wait_s=wait_s, as_json=as_json, unheard=unheard))
+                                    wait_s=wait_s, as_json=as_json, unheard=unheard,
+                                    pseudonym=_forwarded_as_is(rt, home.tenant, user_id,
+                                                               reason)))
         if tenant is not None:
             reports = [_erase_in(rt, shredder, tenant, user_id, reason)]
         else:
@@ -151,6 +153,23 @@ def _erase_in(rt: Runtime, shredder: Shredder, tenant: str, user_id: str,
                          "log keeps it for good; give a ticket number instead.")
     return erase_pseudonym(shredder, rt.policies.retention, rt.keyring, tenant=tenant,
                            user=user, reason=reason)
+
+
+def _forwarded_as_is(rt: Runtime, tenant: str, user_id: str, reason: str) -> bool:
+    """Whether `--user` is the user's whole pseudonym (u_ and 20 hex digits, as `threads
+    list` prints it), sent to the tenant's owner as it is: the request carries a pseudonym,
+    and this node, which holds none of the tenant's users, pseudonymised it again and the
+    owner erased nobody. Its reason is checked as `_erase_in` checks it (InputError, nothing
+    asked or audited)."""
+    from appliance.cli.compliance import _names_pseudonym
+    from appliance.erasure import PSEUDONYM_WHOLE
+
+    if PSEUDONYM_WHOLE.fullmatch(user_id) is None:
+        return False
+    if _names_pseudonym(reason, lambda text: rt.keyring.pseudonym(tenant, text) == user_id):
+        raise InputError("--reason must not hold the user id or an e-mail address: the audit "
+                         "log keeps it for good; give a ticket number instead.")
+    return True
 
 
 def _no_pseudonym(rt: Runtime, tenants: list[str], user_id: str) -> None:

@@ -160,16 +160,18 @@ def _asking_node(rt: Runtime) -> str:
 
 
 def ask_owners(rt: Runtime, shredder: Shredder, homes: list[Home], *, user_id: str,
-               reason: str, wait_s: float, quiet: bool) -> list[Asked]:
+               reason: str, wait_s: float, quiet: bool,
+               pseudonym: bool = False) -> list[Asked]:
     """Ask each tenant's owner to erase the user and wait up to `wait_s` for the answers
     (None: pending; `Failed`: the owner failed and retries; `Unreached`: NATS failed this
     command); each request is audited here as `erase_forwarded`, with the failure and the
-    earlier request it replaced."""
+    earlier request it replaced. With `pseudonym`, `user_id` is the user's pseudonym in the
+    tenant already (`--user` as Semtrace shows them), forwarded as it is."""
     from appliance.cluster.erasures import ErasureRequest, forward
 
     me, fingerprint = _asking_node(rt), rt.keyring.pseudonym_id()
     def request(home: Home) -> ErasureRequest:
-        user = rt.keyring.pseudonym(home.tenant, user_id)
+        user = user_id if pseudonym else rt.keyring.pseudonym(home.tenant, user_id)
         sealed = rt.keyring.seal_for_cluster(reason.encode(), f"{home.tenant}.{user}".encode())
         return ErasureRequest(home.tenant, user, sealed, secrets.token_hex(8), me, time.time(),
                               fingerprint)
@@ -237,31 +239,36 @@ def _outcome(answer: Answer) -> str:
 
 
 def erase_stale_copies(rt: Runtime, shredder: Shredder, homes: list[Home], *, user_id: str,
-                       reason: str) -> list[EraseReport]:
+                       reason: str, pseudonym: bool = False) -> list[EraseReport]:
     """Erase here the user's records this data dir still holds of tenants another node owns
-    now (its copy from before that node took the partition over, not yet forgotten)."""
-    from appliance.erasure import erase_user
+    now (its copy from before that node took the partition over, not yet forgotten); with
+    `pseudonym`, `user_id` is the user's pseudonym already."""
+    from appliance.erasure import erase_pseudonym
     from appliance.retention import live_buckets
 
-    return [erase_user(shredder, rt.policies.retention, rt.keyring, tenant=h.tenant,
-                       user_id=user_id, reason=reason) for h in homes
-            if live_buckets(rt.store, tenant=h.tenant,
-                            user=rt.keyring.pseudonym(h.tenant, user_id))]
+    def user(tenant: str) -> str:
+        return user_id if pseudonym else rt.keyring.pseudonym(tenant, user_id)
+
+    return [erase_pseudonym(shredder, rt.policies.retention, rt.keyring, tenant=h.tenant,
+                            user=user(h.tenant), reason=reason) for h in homes
+            if live_buckets(rt.store, tenant=h.tenant, user=user(h.tenant))]
 
 
 def erase_on_owner(rt: Runtime, shredder: Shredder, home: Home, *, user_id: str, reason: str,
-                   wait_s: float, as_json: bool, unheard: str | None = None) -> int:
+                   wait_s: float, as_json: bool, unheard: str | None = None,
+                   pseudonym: bool = False) -> int:
     """`erase --tenant` of a tenant on another node: ask, wait, print the answer (and
     `unheard`, the note on a tenant no one heard of, on stderr after it); the exit
     code (0 done, 5 legal hold there, 7 incomplete there, 8 pending, 9 the owner failed;
     SemtraceError, exit 1, when NATS did not take the request: nothing was erased)."""
     (asked,) = ask_owners(rt, shredder, [home], user_id=user_id, reason=reason,
-                          wait_s=wait_s, quiet=as_json)
+                          wait_s=wait_s, quiet=as_json, pseudonym=pseudonym)
     if (done := applied_of(asked.answer)) is not None and done.refused:
         raise SemtraceError(done.refused)
     if not_sent(asked):
         raise SemtraceError(sentence(asked, wait_s))
-    stale = erase_stale_copies(rt, shredder, [home], user_id=user_id, reason=reason)
+    stale = erase_stale_copies(rt, shredder, [home], user_id=user_id, reason=reason,
+                               pseudonym=pseudonym)
     if as_json:
         emit_json(as_json_of(asked) | {"stale_here": [dataclasses.asdict(r) for r in stale],
                                        "tenant_known": unheard is None})

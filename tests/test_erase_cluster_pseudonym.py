@@ -1,0 +1,84 @@
+"""`semtrace erase --tenant T --user <whole pseudonym>` run on a cluster node that does not
+own T: the officer holds only the user as Semtrace shows them (threads list on the owner, the
+audit log, the signed report). The forwarded request carries a pseudonym; this node took the
+pseudonym for a user id and pseudonymised it again, so the owner erased nobody, said 'No
+records of u_<another>' and the command exited 0 while the user's records stayed. A real
+nats-server and two real `semtrace serve` nodes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from cluster_nodes import sealed_cluster
+from test_cluster import PARTITIONS, Node, start_all
+from test_erasure_inflight import users_records
+from test_spine import run_cli
+
+from appliance.cluster.partition import partition_of
+from appliance.keys.bus import BusKeys, load_bus_keys
+
+pytestmark = pytest.mark.slow
+
+# a tenant of node a's partitions (0-1): b does not own it
+TENANT = next(t for t in (f"firm{i}" for i in range(100)) if partition_of(t, PARTITIONS) < 2)
+
+
+def _row(user: str, rid: str, text: str) -> dict[str, Any]:
+    return {"v": 1, "op": "ingest", "tenant": TENANT, "user_id": user, "request_id": rid,
+            "text": text, "ts": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, Node, BusKeys]]:
+    with sealed_cluster(tmp_path_factory.mktemp("erase-pseudonym")) as bus:
+        a, b = bus.node("a", "0-1"), bus.node("b", "2-3")
+        start_all(a, b)
+        yield a, b, load_bus_keys(bus.bus_key)
+
+
+def _forwarded(node: Node) -> list[dict[str, Any]]:
+    r = run_cli("audit", "log", "--json", "--all", "--event", "erase_forwarded", *node.args(),
+                env=node.env)
+    assert r.returncode == 0, r.stderr
+    return [e["details"] for e in json.loads(r.stdout)]
+
+
+def test_erase_by_pseudonym_on_a_node_that_does_not_own_the_tenant_erases_that_user(
+        two: tuple[Node, Node, BusKeys]) -> None:
+    from appliance.cluster.client import NatsClient
+    from appliance.keys import open_keyring, read_key_file
+
+    a, b, keys = two
+    with NatsClient(a.url, timeout=60, bus_keys=keys) as gateway:
+        for rid, user, text in (("p-0", "pia.kovac", "Renew the lease of the Harbour Lane unit."),
+                                ("p-1", "pia.kovac", "Is the Harbour Lane deposit refundable?"),
+                                ("q-0", "quinn", "Draft the quarterly board agenda.")):
+            assert gateway.request(_row(user, rid, text))["ok"]
+    ring = open_keyring(a.data, read_key_file(a.key))  # as threads list on a prints them
+    pia, quinn = (ring.pseudonym(TENANT, u) for u in ("pia.kovac", "quinn"))
+
+    out = run_cli("erase", *b.args(), "--tenant", TENANT, "--user", pia, "--reason",
+                  "DSAR 2026-79", "--wait", "120", "--json", env=b.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    done = json.loads(out.stdout)
+    # the old code forwarded u_<pseudonym of the pseudonym>: 0 records, exit 0
+    assert (done["user"], done["records"], done["node"], done["applied"]) == (pia, 2, "a", True)
+    assert [(e["user"], e["outcome"]) for e in _forwarded(b)] == [(pia, "applied")]
+
+    # given the pseudonym, a reason holding the raw user id (in any case) is refused here,
+    # before anything is asked of the owner or audited
+    refused = run_cli("erase", *b.args(), "--tenant", TENANT, "--user", quinn, "--reason",
+                      "DSAR of QUINN", "--wait", "120", env=b.env)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "must not hold the user id" in refused.stderr and "Traceback" not in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and refused.stdout == ""
+    assert len(_forwarded(b)) == 1
+
+    assert a.stop() == 0
+    count, texts = users_records(a.data, read_key_file(a.key), TENANT, "pia.kovac")
+    assert count == 0 and not [t for t in texts if "Harbour Lane" in t]
+    assert users_records(a.data, read_key_file(a.key), TENANT, "quinn")[0] > 0  # kept
