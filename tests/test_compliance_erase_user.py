@@ -140,3 +140,27 @@ def test_a_user_id_is_still_taken_as_the_gateway_sends_it(store: Path, tmp_path:
     assert {t["tenant"]: t["records"] for t in json.loads(out.stdout)["tenants"]} == {
         "acme": 2, "globex": 1}
     assert _users(args) == {bob: 1} and alice not in _users(args) and not _users(args, "globex")
+
+
+def test_access_to_a_user_erased_before_says_so_given_the_pseudonym_the_erasure_printed(
+        store: Path, tmp_path: Path) -> None:
+    """After an erasure only the pseudonym is left to name the user (the erasure's output,
+    the audit log): `compliance access --user u_...` took it for a user id, pseudonymised it
+    again and said 'none written, or all shredded' of a user erased, with no --json."""
+    args = _copy(store, tmp_path)
+    alice = _pseudonym(args, "alice-4471")
+    assert run_cli("erase", "--tenant", "acme", "--user", alice, "--reason", "DSAR 118",
+                   *args).returncode == 0
+    for named in (alice, "alice-4471"):
+        out = run_cli("compliance", "access", "--tenant", "acme", "--user", named, "--reason",
+                      "DSAR 119", "--out", str(tmp_path / "alice.json"), "--json", *args)
+        assert out.returncode == 1
+        said = _one_sentence(out.stderr)
+        assert "No records of that user in acme (the user was erased on " in said
+        assert f"names {alice})" in said and "none written" not in said
+        summary = json.loads(out.stdout)
+        assert (summary["user"], summary["records"], summary["erased"]) == (alice, 0, True)
+        assert not (tmp_path / "alice.json").exists()
+    bob = run_cli("compliance", "access", "--tenant", "acme", "--user", "bob-9920", "--reason",
+                  "DSAR 120", "--out", str(tmp_path / "bob.json"), "--json", *args)
+    assert bob.returncode == 0 and json.loads(bob.stdout)["erased"] is False

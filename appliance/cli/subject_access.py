@@ -3,7 +3,9 @@ records in one tenant written to one new file (`appliance/subject_access.py`).""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,6 +19,9 @@ from appliance.cli import (
 )
 from appliance.cli.compliance import _audit, _names_pseudonym, _opened, _reason, compliance
 from appliance.errors import InputError, SemtraceError
+
+if TYPE_CHECKING:
+    from appliance.runtime import Runtime
 
 
 @compliance.command("access")
@@ -65,7 +70,8 @@ def access(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
                 "originals": compliance_passphrase_file is not None, "why": type(exc).__name__})
             raise
         check_tenant(rt.store, rt.policies, tenant)
-        user = user_named(rt.store, rt.keyring, tenant, user_id)
+        user = _erased_as_shown(rt, tenant, user_id, user_named(rt.store, rt.keyring,
+                                                                 tenant, user_id))
         if _names_pseudonym(reason, lambda text: rt.keyring.pseudonym(tenant, text) == user):
             raise InputError("--reason must not hold the user id or an e-mail address: the "
                              "audit log keeps it for good; give a ticket number instead.")
@@ -77,12 +83,18 @@ def access(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
         details = {"tenant": tenant, "user": user, "role": acting, "reason": reason,
                    "threads": len(found.threads), "records": found.records,
                    "originals": opener is not None}
+        erased = rt.store.tombstone(tenant, user)
+        erased_at = None if erased is None else _when(erased.completed_at or erased.started_at)
         if not found.threads:
             log.append("subject_access", details)
-            erased = rt.store.tombstone(tenant, user)
+            if as_json:  # what was found, for a script: nothing, and whether it was erased
+                emit_json({"out": None, "tenant": tenant, "user": user, "threads": 0,
+                           "records": 0, "originals": opener is not None,
+                           "erased": erased is not None, "erased_at": erased_at})
             raise SemtraceError(
                 f"No records of that user in {tenant} "
-                + ("(the user was erased)" if erased is not None else
+                + (f"(the user was erased on {erased_at}: the audit log's erase entry "
+                   f"names {user})" if erased is not None else
                    "(none written, or all shredded; user ids are case-sensitive, as the "
                    "gateway sends them)")
                 + "; no file was written. The request is in the audit log."
@@ -99,7 +111,8 @@ def access(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
             raise
     summary = {"out": str(out), "tenant": tenant, "user": user, "threads": len(found.threads),
                "records": found.records, "originals": opener is not None,
-               "unattributable_buckets": found.unattributable_buckets}
+               "unattributable_buckets": found.unattributable_buckets,
+               "erased": erased is not None, "erased_at": erased_at}
     if as_json:
         emit_json(summary)
     else:
@@ -111,6 +124,24 @@ def access(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
         click.echo(f"Note: {found.unattributable_buckets} bucket(s) of {tenant} were written "
                    "before a key rotation that changed pseudonyms (older versions did); they "
                    "may hold this user's records and cannot be attributed to them.", err=True)
+
+
+def _erased_as_shown(rt: Runtime, tenant: str, value: str, user: str) -> str:
+    """The user `--user VALUE` names: `user` (`user_named`'s answer), or VALUE itself when it
+    is the whole pseudonym of a user erased before (the audit log and the erasure's own
+    output print it): with nothing of theirs left, `user_named` took it for a user id and
+    pseudonymised it again, and access said 'none written' of an erased user."""
+    from appliance.erasure import PSEUDONYM_WHOLE, live_users
+
+    if (user == value or PSEUDONYM_WHOLE.fullmatch(value) is None
+            or rt.store.tombstone(tenant, value) is None
+            or live_users(rt.store, tenant, user, limit=1)):
+        return user
+    return value
+
+
+def _when(ts: float) -> str:
+    return f"{datetime.fromtimestamp(ts, UTC):%Y-%m-%d %H:%M} UTC"
 
 
 COMMANDS: list[click.Command] = []  # `access` joins the `compliance` group above
