@@ -13,6 +13,14 @@ class WrongKey(SemtraceError):
     exit_code = 2
 
 
+class DamagedFile(SemtraceError):
+    """A file of the data dir (keyring.json, reveal-key.json, reveal.pub, rotation.json)
+    cannot be read as Semtrace wrote it: restored from a backup, or the data dir named is
+    not the right one (exit 2, as a damaged database file is)."""
+
+    exit_code = 2
+
+
 class ConfigError(SemtraceError):
     """A policy or setting is invalid."""
 

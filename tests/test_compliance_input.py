@@ -204,10 +204,36 @@ def test_a_damaged_compliance_key_file_is_named_and_the_attempt_audited(
     args = _copy(store, tmp_path)
     (tmp_path / "data" / "reveal-key.json").write_bytes(damage)
     out = _reveal(store, str(store["record"]), args)
-    assert out.returncode == 1 and "reveal-key.json is damaged" in _one_sentence(out)  # type: ignore[attr-defined]
+    # exit 2, as a damaged database file (docs/compliance.md's table): it was 1, 'another error'
+    assert out.returncode == 2 and "reveal-key.json is damaged" in _one_sentence(out)  # type: ignore[attr-defined]
+    assert "Restore it from a backup" in out.stderr  # type: ignore[attr-defined]
     assert CANARY not in out.stdout  # type: ignore[attr-defined]
     log = json.loads(run_cli("audit", "log", "--json", "--all", *args).stdout)
     assert log[-1]["event"] == "reveal_denied"
+
+
+@pytest.mark.parametrize("damage", [
+    b'{"x": 1}', b"[1, 2]", b"\xff\xfe not json", b'{"version": 1, "kind": "passphrase"}',
+    b'{"version": 1, "kind": "passphrase", "kdf": {"salt": "!!", "iterations": 1, '
+    b'"lanes": 1, "memory_cost": 8}, "verifier": "x"}',
+    b'{"version": 1, "kind": "passphrase", "kdf": {"salt": "AAAAAAAAAAAAAAAAAAAAAA==", '
+    b'"iterations": "3", "lanes": 4, "memory_cost": 65536}, "verifier": "x"}'])
+def test_a_damaged_keyring_file_is_named_in_one_sentence_exit_2_and_nothing_changes(
+        store: dict[str, object], tmp_path: Path, damage: bytes) -> None:
+    """keyring.json cut short or altered: a KeyError/ValueError traceback, 'opened with a
+    None', or 'unreadable or damaged' exit 1 before; now one sentence naming the file and
+    what to do, exit 2 (a damaged store, as a damaged semtrace.db), nothing changed."""
+    args = _copy(store, tmp_path)
+    data = tmp_path / "data"
+    (data / "keyring.json").write_bytes(damage)
+    before = {p.name: p.read_bytes() for p in data.iterdir() if p.is_file()}
+    for command in (["audit", "verify"], ["erase", "--tenant", "acme", "--user", "alice",
+                                          "--reason", "ticket 9"]):
+        out = run_cli(*command, *args)
+        said = _one_sentence(out)
+        assert out.returncode == 2, said
+        assert "keyring.json is damaged" in said and "restore it from a backup" in said
+    assert {p.name: p.read_bytes() for p in data.iterdir() if p.is_file()} == before
 
 
 def test_a_record_id_is_taken_as_threads_show_prints_it(store: dict[str, object]) -> None:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from appliance.errors import SemtraceError
+from appliance.errors import DamagedFile, SemtraceError
 
 
 def write_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -38,14 +38,25 @@ def fsync_dir(directory: Path) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """A key file's JSON object; SemtraceError naming the file if it is missing or damaged."""
+    """A key file's JSON object; one sentence naming the file if it is missing, unreadable
+    or damaged (DamagedFile, exit 2, as a damaged database file is)."""
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
         raise SemtraceError(
             f"{path.parent} is not a Semtrace data dir (run `semtrace init`).") from None
+    except PermissionError:
+        raise DamagedFile(f"{path} cannot be read by this user: run this as the user who "
+                          "owns the data dir; nothing was changed.") from None
     except (OSError, ValueError):
-        raise SemtraceError(f"{path} is unreadable or damaged.") from None
+        meta = None
     if not isinstance(meta, dict):
-        raise SemtraceError(f"{path} is unreadable or damaged.")
+        raise damaged(path)
     return meta
+
+
+def damaged(path: Path) -> DamagedFile:
+    """The sentence of a key file of the data dir that is not as Semtrace wrote it."""
+    return DamagedFile(f"{path} is damaged (not as Semtrace wrote it): restore it from a "
+                       "backup of the data dir, or give the right --data-dir; nothing was "
+                       "changed.")

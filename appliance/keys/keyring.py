@@ -16,7 +16,7 @@ import secrets
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from appliance.errors import SemtraceError
+from appliance.errors import DamagedFile, SemtraceError
 from appliance.keys.derive import NONCE_BYTES, b64, hkdf
 from appliance.keys.signing import AuditSigner
 
@@ -91,8 +91,9 @@ class Keyring:
         try:
             return aes.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], purpose.encode())
         except InvalidTag:
-            raise SemtraceError("The keyring file is damaged (a wrapped key does not "
-                                "open).") from None
+            raise DamagedFile("The keyring file is damaged (a wrapped key does not open): "
+                              "restore keyring.json from a backup of the data dir; nothing "
+                              "was changed.") from None
 
     def pseudonym(self, tenant: str, user_id: str) -> str:
         """Keyed, stable pseudonym of a user id within a tenant."""

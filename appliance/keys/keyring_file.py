@@ -9,10 +9,12 @@ from pathlib import Path
 from appliance.errors import SemtraceError, WrongKey
 from appliance.keys.credentials import Credential
 from appliance.keys.derive import KdfParams
-from appliance.keys.durable import read_json
+from appliance.keys.durable import damaged, read_json
 from appliance.keys.keyring import Keyring
 from appliance.keys.meta import KEYRING_FILE, KEYRING_VERSION, make_meta, unlock
 from appliance.keys.rotation import rotation_pending
+
+KINDS = ("passphrase", "keyfile")  # the credentials a keyring description is made for
 
 
 def create_keyring(data_dir: Path, cred: Credential, *, params: KdfParams | None = None) -> Keyring:
@@ -44,8 +46,13 @@ def open_keyring(data_dir: Path, cred: Credential) -> Keyring:
         raise SemtraceError(f"{data_dir / KEYRING_FILE} was written by a newer version of "
                             f"Semtrace (keyring version {version!r}); run that version or a "
                             "newer one. Nothing was changed.")
-    ring = unlock(meta, cred)
+    try:  # a description cut short or altered: named, never a traceback
+        ring = unlock(meta, cred)
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
+        raise damaged(data_dir / KEYRING_FILE) from None
     if ring is None:
+        if meta.get("kind") not in KINDS:  # 'opened with a None' named no problem
+            raise damaged(data_dir / KEYRING_FILE)
         if meta.get("kind") != cred.kind:
             raise WrongKey(f"This data dir is opened with a {meta.get('kind')}, "
                            f"not a {cred.kind}.")

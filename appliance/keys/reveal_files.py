@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from appliance.errors import InputError, SemtraceError, WrongKey
+from appliance.errors import DamagedFile, InputError, SemtraceError, WrongKey
 from appliance.keys.credentials import Credential
 from appliance.keys.derive import NONCE_BYTES, KdfParams, argon2id, b64
 from appliance.keys.durable import fsync_dir
@@ -78,7 +78,8 @@ def _reveal_public(path: Path) -> tuple[bytes, str | None]:
     try:
         pub = base64.b64decode(words[0], validate=True)
     except (IndexError, ValueError):
-        raise SemtraceError(f"{path} is damaged; nothing was written.") from None
+        raise DamagedFile(f"{path} is damaged; nothing was written. Restore it from a "
+                          "backup of the data dir.") from None
     if "tag" not in words:
         return pub, None
     at = words.index("tag") + 1
@@ -157,5 +158,5 @@ def unlock_reveal_key(data_dir: Path, compliance: Credential) -> RevealOpener:
     except InvalidTag:
         raise WrongKey("The compliance credential is wrong; nothing was revealed.") from None
     except (ValueError, KeyError, TypeError, OverflowError, AttributeError):
-        raise SemtraceError(f"{path} is damaged; nothing was revealed. Restore it from a "
-                            "backup of the data dir.") from None
+        raise DamagedFile(f"{path} is damaged; nothing was revealed. Restore it from a "
+                          "backup of the data dir.") from None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from appliance.errors import SemtraceError, WrongKey
 from appliance.keys.credentials import Credential
-from appliance.keys.durable import fsync_dir, read_json, write_atomic
+from appliance.keys.durable import damaged, fsync_dir, read_json, write_atomic
 from appliance.keys.keyring import Keyring
 from appliance.keys.meta import KEYRING_FILE, make_meta, ring_from_meta, unlock
 
@@ -74,8 +74,8 @@ def resume_rotation(data_dir: Path, cred: Credential) -> Rotation:
                                "changed.")
             new = new_ring
             old = ring_from_meta(new._open_secret(journal["old_master"], "rotation"), old_meta)
-    except (KeyError, TypeError):
-        raise SemtraceError(f"{data_dir / ROTATION_JOURNAL} is damaged.") from None
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
+        raise damaged(data_dir / ROTATION_JOURNAL) from None
     return Rotation(old, new, str(journal["id"]), str(new_meta.get("kind")))
 
 
