@@ -38,6 +38,7 @@ from appliance.redact.analyzer import build_analyzer  # noqa: E402
 from appliance.redact.budget import check, prompt_budget  # noqa: E402
 from appliance.redact.failclosed import RedactionFailed, timeout_watch  # noqa: E402
 from appliance.redact.normalize import normalize  # noqa: E402
+from appliance.redact.runs import spacy_text  # noqa: E402
 
 log = logging.getLogger("semtrace.redact")
 
@@ -149,7 +150,8 @@ class Redactor:
         `budget` seconds of CPU (None: no limit) and a wall-clock guard of `wall` seconds
         (None: budget.py's default), its normalisation and its share of spaCy's batch (by
         length: the batch cannot be timed text by text) charged first, in CPU time and on
-        the wall-clock guard (budget.py)."""
+        the wall-clock guard (budget.py). spaCy is given `spacy_text` of each normalised
+        text (runs.py); the recognisers read the normalised text itself."""
         norms, spent, waited = [], [], []
         for text in texts:
             c0, t0 = time.thread_time(), time.monotonic()
@@ -159,7 +161,9 @@ class Redactor:
         engine = self._analyzer.nlp_engine
         with self._nlp.memory_zone():
             c0, t0 = time.thread_time(), time.monotonic()
-            nlp = list(engine.process_batch([n.text for n in norms], "en",
+            # spaCy sees long punctuation runs blanked (runs.py: its tokenizer is quadratic
+            # on them), same length, so its offsets are the normalised text's.
+            nlp = list(engine.process_batch([spacy_text(n.text) for n in norms], "en",
                                             batch_size=max(1, len(norms))))
             ner = time.thread_time() - c0
             ner_wait = time.monotonic() - t0 - ner

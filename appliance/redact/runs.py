@@ -1,0 +1,73 @@
+"""The text spaCy is given: the normalised text with long runs of punctuation blanked.
+
+spaCy's tokenizer splits a space-free chunk's prefixes and suffixes off one at a time (quotes,
+commas, brackets, `*`, `=`, `#`, emoji, `C$`, `'s`, ...), and each split searches and copies
+the rest of the chunk: a chunk of n such characters costs n squared. 20,000 `'` took 38 s of
+CPU, which a prompt's budget cannot stop (spaCy is charged after it ran), while it held the
+ingest worker. spaCy is given instead a copy of the text in which every run of `RUN_MIN` or
+more such characters keeps its first and last character and has spaces in between: the same
+length, so every offset spaCy reports (its entities, its tokens) is an offset of the
+normalised text, and the recognisers, which read the normalised text itself, see the run as it
+is. A run of punctuation holds no name or place for spaCy to find; what is stored keeps every
+original character outside the PII spans.
+
+After it, a chunk begins and ends with fewer than `RUN_MIN` characters spaCy can split off (a
+run shorter than that, or a kept end and the word beside it), so the tokenizer's work is at
+most about `RUN_MIN` times the text's length: linear. `linear_url_match` does the same for
+spaCy's URL expression, which a chunk of many ":" made quadratic.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# Runs at least this long (characters) are blanked. Ordinary prompts hold runs of a few
+# ("?!?!", "...", "____") and dividers of up to a line ("=" * 40 costs spaCy 0.1 ms); what is
+# left after blanking, a 63-character run at each end of every chunk, costs spaCy's tokenizer
+# about 10 us a character (bench/redact_budget.py --sweep).
+RUN_MIN = 64
+
+# A character spaCy may split off a chunk: anything but a letter, a digit, a space or one of
+# "-~/@^|\\" (never split off alone: a divider of dashes is one token), and "_"; with the
+# affixes of spaCy's English rules that hold letters and may follow each other without limit:
+# the prefixes "US$", "C$", "A$" and the suffixes "'s", "’s" (the others with letters,
+# units and currencies after a digit, come off once: the digit stops the next one).
+_RUN = re.compile(r"(?:US\$|[CA]\$|['\u2019][sS]|[^\w\s\-~/@^|\\]|_)++")
+
+# spaCy's URL expression (spacy/lang/tokenizer_exceptions.py) reads a "user:password@" part
+# with `\S+(?::\S*)?@`: from each ":" of a chunk without spaces it runs to the chunk's end
+# and back, looking for an "@" (16,000 "a:": 2.6 s of CPU for one call). `\S+@` takes the
+# same strings (":" and what follows it are non-space characters too), in one pass.
+_URL_USER = r"(?:\S+(?::\S*)?@)?"
+_URL_USER_LINEAR = r"(?:\S+@)?"
+
+
+def linear_url_match(url_match: Any) -> Any:
+    """spaCy's tokenizer `url_match` with its user part read in linear time: the same
+    strings match. Any other expression is returned as it is (`None` too)."""
+    pattern = getattr(getattr(url_match, "__self__", None), "pattern", None)
+    if not isinstance(pattern, str) or _URL_USER not in pattern:
+        return url_match
+    compiled = url_match.__self__
+    return re.compile(pattern.replace(_URL_USER, _URL_USER_LINEAR), compiled.flags).match
+
+
+def spacy_text(text: str) -> str:
+    """`text` with every run of `RUN_MIN` or more characters spaCy splits off one at a time
+    kept at its two ends and blanked between (same length, same offsets)."""
+    if len(text) < RUN_MIN:
+        return text
+    parts: list[str] = []
+    pos = 0
+    for m in _RUN.finditer(text):
+        start, end = m.span()
+        if end - start < RUN_MIN:
+            continue
+        parts.append(text[pos:start + 1])
+        parts.append(" " * (end - start - 2))
+        pos = end - 1
+    if not parts:
+        return text
+    parts.append(text[pos:])
+    return "".join(parts)
