@@ -147,6 +147,11 @@ def test_demo_prints_threads() -> None:
     heads = [line for line in result.stdout.splitlines() if line.startswith("th_")]
     unnamed = [line for line in heads if "topic:" not in line]
     assert heads and unnamed
+    # each thread's turns read as words, as the TUI's thread view says them (since bf6c9b8):
+    # the listing printed '4 turn(s)' and '1 turn(s)'
+    counts = [re.search(r"  (\d+) (turns?)(  |$)", line) for line in heads]
+    assert all(counts) and "turn(s)" not in result.stdout, heads
+    assert {(m[1] == "1", m[2]) for m in counts if m} == {(True, "turn"), (False, "turns")}
     assert (f"{len(unnamed)} of the {len(heads)} threads show no topic: a topic is named only "
             "once at least 5 people share it") in result.stdout
     assert "only by a phrase its threads share that says what it is about" in " ".join(

@@ -20,6 +20,7 @@ from appliance.errors import InputError, SemtraceError
 from appliance.records import Thread
 from appliance.runtime import init_data_dir, is_initialised, open_runtime
 from appliance.socket_folder import too_long
+from appliance.tui.format import plural
 
 DEMO_STREAM = Path(__file__).parent.parent / "demo" / "demo-stream.jsonl"
 # The demo tenant's own privacy policy: cross-user topics and search on, the shipped budget.
@@ -118,7 +119,8 @@ def _print_threads(found: list[Thread], as_json: bool, k_min_users: int) -> None
                "and its text as stored, PII replaced\nby placeholders such as <PERSON_1>.\n")
     for t in found:
         topic = f"  topic: {t.topic_label}" if t.topic_label else ""
-        click.echo(f"{t.thread_id}  {t.tenant}/{t.user}  {t.turns} turn(s){topic}")
+        # counts read as words, as the TUI's thread view and `threads show` say them
+        click.echo(f"{t.thread_id}  {t.tenant}/{t.user}  {plural(t.turns, 'turn')}{topic}")
         for r in t.records:
             # a turn without a parent: its closest earlier turn's, not taken (as threads
             # show and the TUI say it: best=), never read as what it continues
