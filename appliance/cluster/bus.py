@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ def _not_nats_tls_eof(record: logging.LogRecord) -> bool:
 
 
 logging.getLogger("asyncio").addFilter(_not_nats_tls_eof)
+log = logging.getLogger("semtrace.cluster")
 
 INSTALL_HINT = "NATS support is an extra: pip install 'semtrace[nats]'."
 
@@ -113,22 +115,30 @@ async def connect(url: str, sec: ClusterSecurity, *, name: str,
         raise ConfigError(f"The NATS URL {shown_url(url)} {why}.")
     reported: list[Exception] = []  # what the server said while a first connection retried
     refused = asyncio.get_running_loop().create_future()  # set: credentials refused
+    opts = connect_options(sec)
+    tls_only = "tls" in opts or any(u.startswith("tls://") for u in servers(url))
+    client, no_tls_error = _tls_only_client() if tls_only else (nats.NATS, None)
 
     async def _quiet(exc: Exception) -> None:  # nats-py prints every error by default
-        reported.append(exc)
+        if not attempt.done():
+            reported.append(exc)
+        elif no_tls_error and isinstance(exc, no_tls_error) and str(exc) not in said:
+            said.add(str(exc))  # a reconnection's refusal: once for each server
+            log.warning(f"{exc} This connection goes on trying its servers, over TLS only.",
+                        extra={"event": "nats_no_tls"})
         if "authorization" in str(exc).lower() and not refused.done():
             refused.set_result(None)  # a reconnecting client would retry them until `within`
         if on_error is not None:
             on_error(exc)
 
-    opts = connect_options(sec)
-    if "tls" in opts or any(u.startswith("tls://") for u in servers(url)):
+    said: set[str] = set()
+    if tls_only:
         await _require_tls(url, connect_timeout)  # before nats-py sends any credential
     # nats-py retries a first connection like a reconnection (forever with -1, and with 0
     # too): the wait is bounded here, then reconnections are unlimited for a node. Not by
     # wait_for, which waits for the cancelled attempt to end: nats-py took seconds more
     # (7.6 s for a 3 s bound, on a server that accepts and never speaks).
-    nc = nats.NATS()  # not nats.connect(): an attempt given up must close its socket
+    nc = client()  # not nats.connect(): an attempt given up must close its socket
     attempt = asyncio.ensure_future(nc.connect(
         servers(url), name=name, connect_timeout=connect_timeout, reconnect_time_wait=1,
         allow_reconnect=reconnect, max_reconnect_attempts=-1 if reconnect else 1,
@@ -146,16 +156,28 @@ async def connect(url: str, sec: ClusterSecurity, *, name: str,
         attempt.result()
         return nc
     except (NoServersError, OSError, TimeoutError, NatsError) as exc:
-        # the server's own words (no secret in them); a client that reconnects (a gateway,
-        # a node once started) hears them only through error_cb, and then timed out
-        if any("authorization" in str(e).lower() for e in [exc, *reported]):
-            raise SemtraceError(f"The NATS server at {shown_url(url)} refused these "
-                                "credentials (authorization violation); check [security] in "
-                                "cluster.toml.") from None
-        if isinstance(exc, NatsError) and not isinstance(exc, NoServersError):
-            raise SemtraceError(f"NATS refused the connection ({type(exc).__name__}); check "
-                                "the credentials in cluster.toml.") from None
-        raise SemtraceError(f"No NATS server answers at {shown_url(url)}.") from None
+        raise _failure(url, exc, reported, no_tls_error) from None
+
+
+def _failure(url: str, exc: Exception, reported: list[Exception],
+             no_tls_error: type[Exception] | None) -> SemtraceError:
+    """The one sentence for a first connection that failed with `exc`, the server having
+    said `reported` meanwhile (the server's own words, no secret in them: a client that
+    reconnects, a gateway or a node once started, hears them only through error_cb, and
+    then timed out)."""
+    from nats.errors import Error as NatsError
+    from nats.errors import NoServersError
+
+    if no_tls_error and (tls := next((e for e in reported if isinstance(e, no_tls_error)),
+                                     None)):
+        return ConfigError(str(tls))  # a server that stopped requiring TLS meanwhile
+    if any("authorization" in str(e).lower() for e in [exc, *reported]):
+        return SemtraceError(f"The NATS server at {shown_url(url)} refused these credentials "
+                             "(authorization violation); check [security] in cluster.toml.")
+    if isinstance(exc, NatsError) and not isinstance(exc, NoServersError):
+        return SemtraceError(f"NATS refused the connection ({type(exc).__name__}); check the "
+                             "credentials in cluster.toml.")
+    return SemtraceError(f"No NATS server answers at {shown_url(url)}.")
 
 
 async def _require_tls(url: str, within: float) -> None:
@@ -184,11 +206,43 @@ async def _require_tls(url: str, within: float) -> None:
         with contextlib.suppress(ValueError):
             info = json.loads(line[5:])
         if not (isinstance(info, dict) and info.get("tls_required")):
-            raise ConfigError(
-                f"The NATS server at {shown_url(one)} does not require TLS, which this "
-                "connection asks for (a tls:// URL or security.tls_ca_file): nothing was "
-                "sent to it; enable TLS on the server (a tls block in nats-server.conf, "
-                "without allow_non_tls), or use a nats:// URL without tls_ca_file.")
+            raise ConfigError(no_tls(one))
+
+
+def no_tls(url: str) -> str:
+    """The sentence refusing a server of `url` (one URL) that does not require TLS."""
+    return (f"The NATS server at {shown_url(url)} does not require TLS, which this connection "
+            "asks for (a tls:// URL or security.tls_ca_file): nothing was sent to it; enable "
+            "TLS on the server (a tls block in nats-server.conf, without allow_non_tls), or "
+            "use a nats:// URL without tls_ca_file.")
+
+
+@functools.cache
+def _tls_only_client() -> tuple[Any, type[Exception]]:
+    """A nats-py client class that refuses, after the server's INFO and before any byte of
+    its own, a server whose INFO does not say tls_required, and the error it refuses with.
+    nats-py upgrades to TLS only when the INFO says so, on each reconnection too and with
+    the servers an INFO's connect_urls named, and otherwise sends CONNECT, the credentials
+    included, in clear. Refused, the server is as one that failed: the client tries the
+    next one (without limit when reconnecting)."""
+    import nats
+    from nats.errors import Error as NatsError
+
+    class NoTls(NatsError):
+        pass
+
+    class TlsOnly(nats.NATS):
+        async def _process_info(self, info: dict[str, Any],
+                                initial_connection: bool = False) -> None:
+            # called with the INFO a server greets with, before nats-py would upgrade
+            if initial_connection and not info.get("tls_required"):
+                assert self._transport and self._current_server  # set before the INFO
+                self._transport.close()  # only read from: the INFO
+                uri = self._current_server.uri
+                raise NoTls(no_tls(f"{uri.scheme}://{uri.hostname}:{uri.port or 4222}"))
+            await super()._process_info(info, initial_connection)
+
+    return TlsOnly, NoTls
 
 
 _ABANDONED: set[asyncio.Future[Any]] = set()  # attempts given up, until they end
