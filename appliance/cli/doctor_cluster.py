@@ -46,6 +46,7 @@ def _nats(cluster: Any) -> list[str]:
     count and holds a stream of that count (no claim is taken, nothing is written)."""
     from appliance.cluster import bus
     from appliance.cluster.stream import check_mapping, check_stream
+    from appliance.config.cluster import shown_url
     from appliance.errors import SemtraceError
 
     async def ask() -> None:
@@ -62,7 +63,7 @@ def _nats(cluster: Any) -> list[str]:
     except SemtraceError as exc:
         return [str(exc)]
     except Exception as exc:  # doctor reports, it does not crash
-        return [f"NATS at {cluster.url} could not be checked ({type(exc).__name__}): is "
+        return [f"NATS at {shown_url(cluster.url)} could not be checked ({type(exc).__name__}): is "
                 "JetStream enabled there, and may this node's NATS user publish to "
                 "$JS.API.>?"]
     return []

@@ -12,6 +12,7 @@ from typing import Any
 from appliance.cluster.bus import connect
 from appliance.cluster.partition import consumer_name, partition_of
 from appliance.config import ClusterSettings
+from appliance.config.cluster import shown_url
 from appliance.errors import SemtraceError
 
 
@@ -51,8 +52,9 @@ async def locate(settings: ClusterSettings, tenants: list[str],
         return await _locate(nc, settings, tenants, consumed_here)
     except (NatsError, OSError) as exc:  # no JetStream there, a permission denied, gone
         raise SemtraceError(
-            f"NATS at {settings.url} did not answer its JetStream API ({type(exc).__name__}; "
-            "is JetStream enabled there, and may this node's NATS user publish to $JS.API.>?)"
+            f"NATS at {shown_url(settings.url)} did not answer its JetStream API "
+            f"({type(exc).__name__}; is JetStream enabled there, and may this node's NATS "
+            "user publish to $JS.API.>?)"
             ) from None
     finally:
         with contextlib.suppress(Exception):
