@@ -266,7 +266,7 @@ def m011_thread_listing_indexes(db: Any) -> None:
     # The threads screen sorts by marks and filters by position over every thread: both
     # probe these per thread instead of reading its turns (query.list_threads_page); each
     # covers its query. records_marked holds only the marked turns; its condition must
-    # stay query._MARKS_SQL's, or SQLite will not use it.
+    # stay query.pages._MARKS_SQL's, or SQLite will not use it.
     db.executescript(
         """
         CREATE INDEX records_position ON records (position, thread_id);
