@@ -47,6 +47,54 @@ def _forwarded(node: Node) -> list[dict[str, Any]]:
     return [e["details"] for e in json.loads(r.stdout)]
 
 
+def _events(node: Node, event: str) -> int:
+    r = run_cli("audit", "log", "--json", "--all", "--event", event, *node.args(), env=node.env)
+    assert r.returncode == 0, r.stderr
+    return len(json.loads(r.stdout))
+
+
+def _refused(node: Node, *args: str) -> str:
+    """The one sentence `erase ... args` says on `node`, exit 2, having asked and audited
+    nothing."""
+    before = [_events(node, e) for e in ("erase_forwarded", "erase")]
+    out = run_cli("erase", *node.args(), *args, "--reason", "DSAR 2026-80", "--wait", "120",
+                  env=node.env)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stdout == "" and "Traceback" not in out.stderr, out.stdout + out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert [_events(node, e) for e in ("erase_forwarded", "erase")] == before
+    return out.stderr.strip()
+
+
+def test_the_start_of_a_pseudonym_or_one_for_all_tenants_is_refused_where_not_owned(
+        two: tuple[Node, Node, BusKeys]) -> None:
+    """The owner refuses the start of a pseudonym (the TUI's u_ and 8 hex digits), and
+    `--all-tenants` given a pseudonym of one of its tenants. On b, which holds none of a's
+    users, both were taken for a user id: pseudonymised again and sent to a, which erased
+    nobody, and the command said 'No records' with exit 0 while the user's records stayed."""
+    from appliance.cluster.client import NatsClient
+    from appliance.keys import open_keyring, read_key_file
+
+    a, b, keys = two
+    with NatsClient(a.url, timeout=60, bus_keys=keys) as gateway:  # a notes TENANT first
+        assert gateway.request(_row("rosa", "r-0", "Move my dentist visit to Friday."))["ok"]
+    rosa = open_keyring(a.data, read_key_file(a.key)).pseudonym(TENANT, "rosa")
+
+    said = _refused(b, "--tenant", TENANT, "--user", rosa[:10])
+    assert said == (
+        "semtrace: That --user is spelt as the start of a pseudonym (u_ and 8 to 19 hex "
+        "digits, as the TUI shows users), which only node 'a', holding the users of "
+        f"{TENANT}, can look up: give the whole pseudonym (u_ and 20 hex digits, as `semtrace "
+        "threads list` prints it), or erase on that node's data dir, where a user id spelt "
+        "so is taken for one; nothing was asked or erased."), said
+    for user in (rosa, rosa[:10]):
+        said = _refused(b, "--all-tenants", "--user", user)
+        assert said.startswith("semtrace: That --user is spelt as a pseudonym (u_ and hex "
+                               "digits, as Semtrace shows users), which names a user of one "
+                               "tenant only, and the users of the 1 tenant(s) other nodes own "
+                               "cannot be looked up here: erase with --tenant T"), said
+
+
 def test_erase_by_pseudonym_on_a_node_that_does_not_own_the_tenant_erases_that_user(
         two: tuple[Node, Node, BusKeys]) -> None:
     from appliance.cluster.client import NatsClient
@@ -81,4 +129,5 @@ def test_erase_by_pseudonym_on_a_node_that_does_not_own_the_tenant_erases_that_u
     assert a.stop() == 0
     count, texts = users_records(a.data, read_key_file(a.key), TENANT, "pia.kovac")
     assert count == 0 and not [t for t in texts if "Harbour Lane" in t]
-    assert users_records(a.data, read_key_file(a.key), TENANT, "quinn")[0] > 0  # kept
+    for kept in ("quinn", "rosa"):
+        assert users_records(a.data, read_key_file(a.key), TENANT, kept)[0] > 0, kept

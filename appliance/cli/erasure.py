@@ -87,8 +87,7 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         if home is not None:  # another node owns the tenant: it erases, this one waits
             sys.exit(erase_on_owner(rt, shredder, home, user_id=user_id, reason=reason,
                                     wait_s=wait_s, as_json=as_json, unheard=unheard,
-                                    pseudonym=_forwarded_as_is(rt, home.tenant, user_id,
-                                                               reason)))
+                                    pseudonym=_forwarded_as_is(rt, home, user_id, reason)))
         if tenant is not None:
             reports = [_erase_in(rt, shredder, tenant, user_id, reason)]
         else:
@@ -97,7 +96,7 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
             names = [t for t in sorted(set(known_tenants(rt.store, rt.policies))
                                        | known.tenants) if bound is None or t in bound]
             away = cluster_away(rt, names)  # on other nodes of a cluster: asked of them
-            _no_pseudonym(rt, [t for t in names if t not in away], user_id)
+            _no_pseudonym(rt, [t for t in names if t not in away], user_id, away=len(away))
             reports = erase_everywhere(shredder, rt.policies, rt.keyring, user_id=user_id,
                                        reason=reason,
                                        tenants=[t for t in names if t not in away])
@@ -155,27 +154,40 @@ def _erase_in(rt: Runtime, shredder: Shredder, tenant: str, user_id: str,
                            user=user, reason=reason)
 
 
-def _forwarded_as_is(rt: Runtime, tenant: str, user_id: str, reason: str) -> bool:
+def _forwarded_as_is(rt: Runtime, home: Home, user_id: str, reason: str) -> bool:
     """Whether `--user` is the user's whole pseudonym (u_ and 20 hex digits, as `threads
     list` prints it), sent to the tenant's owner as it is: the request carries a pseudonym,
     and this node, which holds none of the tenant's users, pseudonymised it again and the
     owner erased nobody. Its reason is checked as `_erase_in` checks it (InputError, nothing
-    asked or audited)."""
+    asked or audited). The start of a pseudonym (the TUI's u_ and 8 hex digits), which
+    the owner refuses and this node cannot look up, is refused too (it was taken for a
+    user id: the owner erased nobody, exit 0)."""
     from appliance.cli.compliance import _names_pseudonym
-    from appliance.erasure import PSEUDONYM_WHOLE
+    from appliance.erasure import PSEUDONYM_SHOWN, PSEUDONYM_WHOLE
 
     if PSEUDONYM_WHOLE.fullmatch(user_id) is None:
+        if PSEUDONYM_SHOWN.fullmatch(user_id) is not None:
+            owner = f"node '{home.owner}'" if home.owner else "the node that owns it"
+            raise InputError(
+                "That --user is spelt as the start of a pseudonym (u_ and 8 to 19 hex "
+                f"digits, as the TUI shows users), which only {owner}, holding the users of "
+                f"{home.tenant}, can look up: give the whole pseudonym (u_ and 20 hex digits, "
+                "as `semtrace threads list` prints it), or erase on that node's data dir, "
+                "where a user id spelt so is taken for one; nothing was asked or erased.")
         return False
-    if _names_pseudonym(reason, lambda text: rt.keyring.pseudonym(tenant, text) == user_id):
+    if _names_pseudonym(reason, lambda text: rt.keyring.pseudonym(home.tenant, text) == user_id):
         raise InputError("--reason must not hold the user id or an e-mail address: the audit "
                          "log keeps it for good; give a ticket number instead.")
     return True
 
 
-def _no_pseudonym(rt: Runtime, tenants: list[str], user_id: str) -> None:
+def _no_pseudonym(rt: Runtime, tenants: list[str], user_id: str, *, away: int = 0) -> None:
     """`--all-tenants` takes a user id: a pseudonym names a user of one tenant only, and
-    taken for a user id it erased nobody anywhere (InputError, nothing erased)."""
-    from appliance.erasure import shown_user
+    taken for a user id it erased nobody anywhere (InputError, nothing erased). On a node
+    of a cluster, `away` tenants are owned by other nodes, whose users this node cannot
+    look up: there a value spelt as a pseudonym (or its start) is refused as well (it was
+    pseudonymised again and forwarded, and the owners erased nobody, exit 0)."""
+    from appliance.erasure import PSEUDONYM_SHOWN, shown_user
 
     for t in tenants:
         try:
@@ -187,6 +199,12 @@ def _no_pseudonym(rt: Runtime, tenants: list[str], user_id: str) -> None:
                              "pseudonym, or its start), not a user id as the gateway sends "
                              f"it: a pseudonym is per tenant, so erase with --tenant {t} and "
                              "the whole pseudonym; nothing was erased.")
+    if away and PSEUDONYM_SHOWN.fullmatch(user_id) is not None:
+        raise InputError(f"That --user is spelt as a pseudonym (u_ and hex digits, as Semtrace "
+                         "shows users), which names a user of one tenant only, and the users "
+                         f"of the {away} tenant(s) other nodes own cannot be looked up here: "
+                         "erase with --tenant T and the whole pseudonym (or, a user id spelt "
+                         "so, with --tenant T on each tenant's owner); nothing was erased.")
 
 
 def _heard_of(rt: Runtime) -> list[str]:
