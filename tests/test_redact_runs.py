@@ -85,6 +85,26 @@ def test_a_long_run_keeps_its_ends_and_length() -> None:
     assert shown == "Paris=" + " " * 78 + "=London, '" + " " * (RUN_MIN - 2) + "' end"
 
 
+@pytest.mark.parametrize("text", [
+    "Thanks for the help.\n--Rosalind Quimby",  # a signature
+    "'Be yourself; everyone else is taken.' \u2014Rosalind Quimby",  # an attribution
+    "Best regards,\n~Rosalind Quimby",
+    "Reviewed by -Rosalind Quimby on Monday",
+])
+def test_a_name_opened_by_dashes_or_a_tilde_is_redacted_whole(redactor: Any, text: str) -> None:
+    """spaCy split no "-" or "~" off a word: "--Rosalind" was one token its NER did not read
+    as a name. Before: "--Rosalind <LOCATION>", the first name stored in the clear."""
+    [out] = redactor.redact_many([make_prompt(text)])
+    assert isinstance(out, Redacted)
+    assert "Rosalind" not in out.text and "Quimby" not in out.text, out.text
+
+
+def test_opening_dashes_are_blanked_before_a_capital_only() -> None:
+    text = "--Rosalind ~Ann -Oscar --verbose -5 e-mail x-Ray |---| - List ---"
+    assert spacy_text(text) == (
+        "  Rosalind  Ann  Oscar --verbose -5 e-mail x-Ray |---| - List ---")
+
+
 def test_spacys_url_expression_reads_colons_in_one_pass(redactor: Any) -> None:
     """spaCy's URL expression went back and forth from each ":" of a chunk (16,000 "a:":
     2.6 s of CPU for one call); ours takes the same strings. Counted, not timed: the user part

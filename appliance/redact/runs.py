@@ -15,6 +15,12 @@ After it, a chunk begins and ends with fewer than `RUN_MIN` characters spaCy can
 run shorter than that, or a kept end and the word beside it), so the tokenizer's work is at
 most about `RUN_MIN` times the text's length: linear. `linear_url_match` does the same for
 spaCy's URL expression, which a chunk of many ":" made quadratic.
+
+spaCy's English rules split no "-" or "~" off the start of a word either: "--Rosalind Quimby"
+(a signature), "-Oscar Wilde" (an attribution's em dash, "-" once normalised), "~Rosalind"
+were a token its NER did not read as a name (the surname came out a place, the first name
+was stored in the clear). So a word's opening dashes or tildes are blanked too, before a
+capital letter only ("--verbose", "e-mail", "-5" reach spaCy as they are).
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ RUN_MIN = 64
 # the prefixes "US$", "C$", "A$" and the suffixes "'s", "’s" (the others with letters,
 # units and currencies after a digit, come off once: the digit stops the next one).
 _RUN = re.compile(r"(?:US\$|[CA]\$|['\u2019][sS]|[^\w\s\-~/@^|\\]|_)++")
+
+# Dashes or tildes opening a space-free chunk, before a letter (blanked before a capital).
+_OPENING = re.compile(r"(?<!\S)[-~]++(?=[^\W\d_])")
 
 # spaCy's URL expression (spacy/lang/tokenizer_exceptions.py) reads a "user:password@" part
 # with `\S+(?::\S*)?@`: from each ":" of a chunk without spaces it runs to the chunk's end
@@ -55,7 +64,16 @@ def linear_url_match(url_match: Any) -> Any:
 
 def spacy_text(text: str) -> str:
     """`text` with every run of `RUN_MIN` or more characters spaCy splits off one at a time
-    kept at its two ends and blanked between (same length, same offsets)."""
+    kept at its two ends and blanked between, and a word's opening dashes or tildes blanked
+    before a capital letter (same length, same offsets)."""
+    blanked = _runs_blanked(text)
+    if "-" not in blanked and "~" not in blanked:
+        return blanked
+    return _OPENING.sub(lambda m: " " * len(m.group()) if m.string[m.end()].isupper()
+                        else m.group(), blanked)
+
+
+def _runs_blanked(text: str) -> str:
     if len(text) < RUN_MIN:
         return text
     parts: list[str] = []
