@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -244,6 +244,51 @@ def serving(pipeline: Any, roles: dict[str, Any], sockets: Path,
     qsock = query_socket or sockets / "query.sock"
     with running_service(pipeline, sockets / "s.sock", policies=policies, query_socket=qsock):
         yield qsock
+
+
+class NatsTap:
+    """Every message published on `subject` while it runs, handed to `on_message` (which a
+    tap overrides), from a NATS connection on an event loop of its own thread."""
+
+    def __init__(self, url: str, subject: str) -> None:
+        self.url, self.subject = url, subject
+        self._loop = asyncio.new_event_loop()
+
+    def on_message(self, msg: Any) -> None:
+        raise NotImplementedError
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
+
+    async def _sub(self) -> None:
+        import nats
+
+        self._nc = await nats.connect(self.url)
+
+        async def cb(msg: Any) -> None:
+            self.on_message(msg)
+
+        await self._nc.subscribe(self.subject, cb=cb)
+        await self._nc.flush()
+
+    def open(self) -> None:
+        threading.Thread(target=self._loop.run_forever, daemon=True).start()
+        self._run(self._sub())
+
+    def flush(self) -> None:
+        """Until the server has passed on what it had."""
+        self._run(self._nc.flush())
+
+    def close(self) -> None:
+        self._run(self._nc.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def init_store(tmp: Path, *, compliance: bool = True) -> tuple[list[str], Path, Path]:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import NatsTap
 from exposition_check import check_text
 from test_spine import run_cli
 
@@ -303,7 +304,7 @@ def group(rows: list[dict[str, Any]], thread_of: dict[str, Any]) -> dict[str, se
     return dict(out)
 
 
-class Enriched:
+class Enriched(NatsTap):
     """Everything published on semtrace.enriched.> while the block runs (own loop thread).
 
     Each answer must be sealed for its subject's tenant in the bus key: it is opened
@@ -311,43 +312,24 @@ class Enriched:
     """
 
     def __init__(self, url: str, keys: BusKeys) -> None:
-        self.url, self.keys = url, keys
+        super().__init__(url, "semtrace.enriched.>")
+        self.keys = keys
         self.replies: list[dict[str, Any]] = []
         self.unsealed = 0
-        self._loop = asyncio.new_event_loop()
 
-    async def _sub(self) -> None:
-        import nats
-
+    def on_message(self, msg: Any) -> None:
         from appliance.cluster.client import open_reply
         from appliance.errors import SemtraceError
         from appliance.keys.bus import is_sealed
 
-        self._nc = await nats.connect(self.url)
-
-        async def cb(msg: Any) -> None:
-            try:
-                if not is_sealed(msg.data):
-                    raise SemtraceError("plain")
-                reply = open_reply(msg.data, msg.subject.rsplit(".", 1)[1], self.keys)
-            except SemtraceError:
-                self.unsealed += 1
-                return
-            self.replies.append(reply)
-
-        await self._nc.subscribe("semtrace.enriched.>", cb=cb)
-        await self._nc.flush()
-
-    def __enter__(self) -> Enriched:
-        import threading
-
-        threading.Thread(target=self._loop.run_forever, daemon=True).start()
-        asyncio.run_coroutine_threadsafe(self._sub(), self._loop).result(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._nc.close(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        try:
+            if not is_sealed(msg.data):
+                raise SemtraceError("plain")
+            reply = open_reply(msg.data, msg.subject.rsplit(".", 1)[1], self.keys)
+        except SemtraceError:
+            self.unsealed += 1
+            return
+        self.replies.append(reply)
 
     def ids(self) -> set[str]:
         return {r["request_id"] for r in list(self.replies) if r.get("ok")}

@@ -17,15 +17,14 @@ the owner's own socket (b's) given the same requests for another tenant of its o
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from cluster_nodes import Bus, arrived, ingest, sealed_cluster
+from conftest import NatsTap
 from test_cluster import PARTITIONS, Node, start_all
 
 from appliance.cluster.partition import partition_of
@@ -44,41 +43,24 @@ def tenants_in(partition: int, count: int) -> list[str]:
     return [t for t in names if partition_of(t, PARTITIONS) == partition][:count]
 
 
-class Tap:
+class Tap(NatsTap):
     """Every request crossing the bus to a partition (`semtrace.part.<k>.<tenant>`), in
     the order the server passed them on, opened with the bus key: (payload bytes,
     request)."""
 
     def __init__(self, bus: Bus) -> None:
-        self.url, self.keys = bus.url, load_bus_keys(bus.bus_key)
+        super().__init__(bus.url, "semtrace.part.>")
+        self.keys = load_bus_keys(bus.bus_key)
         self.seen: list[tuple[int, dict[str, Any]]] = []
-        self._loop = asyncio.new_event_loop()
 
-    async def _sub(self) -> None:
-        import nats
-
-        self._nc = await nats.connect(self.url)
-
-        async def cb(msg: Any) -> None:
-            tenant = msg.subject.rsplit(".", 1)[1]
-            plain, _ = self.keys.open(msg.data, ingest_aad(tenant))
-            self.seen.append((len(msg.data), json.loads(plain)))
-
-        await self._nc.subscribe("semtrace.part.>", cb=cb)
-        await self._nc.flush()
-
-    def __enter__(self) -> Tap:
-        threading.Thread(target=self._loop.run_forever, daemon=True).start()
-        asyncio.run_coroutine_threadsafe(self._sub(), self._loop).result(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._nc.close(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
+    def on_message(self, msg: Any) -> None:
+        tenant = msg.subject.rsplit(".", 1)[1]
+        plain, _ = self.keys.open(msg.data, ingest_aad(tenant))
+        self.seen.append((len(msg.data), json.loads(plain)))
 
     def of(self, tenant: str) -> list[tuple[int, dict[str, Any]]]:
         """What crossed for `tenant` so far (flushed: the server passed on what it had)."""
-        asyncio.run_coroutine_threadsafe(self._nc.flush(), self._loop).result(10)
+        self.flush()
         return [(size, req) for size, req in list(self.seen) if req.get("tenant") == tenant]
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import NatsTap
 from exposition_check import check_text
 from test_cluster import PARTITIONS, TODAY, Node, _free_port, _nats_binary
 from test_spine import run_cli
@@ -34,29 +34,16 @@ def store_bytes(store: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file())
 
 
-class Listener:
+class Listener(NatsTap):
     """Raw payloads published on a subject while it runs (its own loop thread)."""
 
     def __init__(self, url: str, subject: str) -> None:
-        self.url, self.subject = url, subject
+        super().__init__(url, subject)
         self.payloads: list[tuple[str, bytes]] = []
-        self._loop = asyncio.new_event_loop()
-        threading.Thread(target=self._loop.run_forever, daemon=True).start()
-        self._run(self._sub())
+        self.open()
 
-    def _run(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
-
-    async def _sub(self) -> None:
-        import nats
-
-        self._nc = await nats.connect(self.url)
-
-        async def cb(msg: Any) -> None:
-            self.payloads.append((msg.subject, msg.data))
-
-        await self._nc.subscribe(self.subject, cb=cb)
-        await self._nc.flush()
+    def on_message(self, msg: Any) -> None:
+        self.payloads.append((msg.subject, msg.data))
 
     def wait(self, count: int, timeout: float = 240) -> list[tuple[str, bytes]]:
         deadline = time.monotonic() + timeout
@@ -64,10 +51,6 @@ class Listener:
             assert time.monotonic() < deadline, f"{len(self.payloads)} of {count} answers"
             time.sleep(0.2)
         return list(self.payloads)
-
-    def close(self) -> None:
-        self._run(self._nc.close())
-        self._loop.call_soon_threadsafe(self._loop.stop)
 
 
 async def raw_request(url: str, subject: str, payload: bytes) -> bytes:
