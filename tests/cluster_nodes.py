@@ -1,5 +1,6 @@
 """The start-up of a sealed cluster for the tests of nodes starting, moving and refusing
-partitions (test_cluster_handover, _move_split, _rename, _copy, _names, _ops): a new
+partitions (test_cluster_handover, _move_split, _rename, _copy, _names, _ops), forwarding
+(test_cluster_socket_forward, _forward_wire) and erasing (test_erase_cluster): a new
 cluster key and bus key in the test's tmp dir, a real nats-server, nodes on it (real
 `semtrace serve --nats` subprocesses, test_cluster.Node), stopped on leaving should a
 test fail half-way; and what those tests read of the cluster."""
@@ -23,6 +24,7 @@ from appliance.cluster.partition import partition_of
 
 if TYPE_CHECKING:
     from appliance.cluster.client import NatsClient
+    from appliance.keys.bus import BusKeys
 
 
 @dataclass
@@ -73,6 +75,18 @@ def sealed_cluster(tmp: Path) -> Iterator[Bus]:
                         node.proc.wait(timeout=30)
 
 
+@contextmanager
+def running_pair(tmp: Path) -> Iterator[tuple[Node, Node, BusKeys]]:
+    """Nodes a (partitions 0-1) and b (2-3) of a sealed cluster in `tmp`, running; with the
+    bus keys a gateway seals with."""
+    from appliance.keys.bus import load_bus_keys
+
+    with sealed_cluster(tmp) as bus:
+        a, b = bus.node("a", "0-1"), bus.node("b", "2-3")
+        start_all(a, b)
+        yield a, b, load_bus_keys(bus.bus_key)
+
+
 def tenant_in(partition: int) -> str:
     """A tenant name (t0, t1, ...) of this partition."""
     return next(f"t{i}" for i in range(100) if partition_of(f"t{i}", PARTITIONS) == partition)
@@ -82,6 +96,26 @@ def ingest(tenant: str, rid: str, text: str, minute: int) -> dict[str, Any]:
     return {"v": 1, "op": "ingest", "tenant": tenant, "request_id": rid, "user_id": "ana",
             "text": text, "ts": (TODAY + timedelta(hours=9, minutes=minute)
                                  ).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def cluster_steps(env: dict[str, str], *steps: tuple[str, ...]
+                  ) -> subprocess.CompletedProcess[str]:
+    """`semtrace cluster <step>` for each step in turn, each exiting 0; the last one's
+    result."""
+    for args in steps:
+        r = run_cli("cluster", *args, env=env)
+        assert r.returncode == 0, (args, r.stderr)
+    return r
+
+
+def move_partition(a: Node, b: Node, export: Path, partition: str = "1"
+                   ) -> subprocess.CompletedProcess[str]:
+    """`partition` moved from node a to node b, both stopped, as docs/scale-out.md says:
+    export on a (into `export`), import on b, forget on a; forget's result."""
+    return cluster_steps(a.env, ("export", *a.args(), "--partitions", partition, "--out",
+                                 str(export)),
+                         ("import", *b.args(), str(export)),
+                         ("forget", *a.args(), "--partitions", partition, "--yes"))
 
 
 def status(url: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from cluster_nodes import (
     arrived,
     ingest,
     lag,
+    move_partition,
     refused,
     sealed_cluster,
     sourdough_on,
@@ -36,12 +37,7 @@ def test_a_node_restarted_with_a_partition_it_gave_away_refuses_it(tmp_path: Pat
         url = bus.url
         a, b = bus.node("a", "0-1"), bus.node("b", "2-3")
         first = sourdough_on(a, bus, moved)
-        export = tmp_path / "p1.semtrace"
-        for args in (("export", *a.args(), "--partitions", "1", "--out", str(export)),
-                     ("import", *b.args(), str(export)),
-                     ("forget", *a.args(), "--partitions", "1", "--yes")):
-            r = run_cli("cluster", *args, env=a.env)
-            assert r.returncode == 0, r.stderr
+        r = move_partition(a, b, tmp_path / "p1.semtrace")
         assert "take 1 out of its --own" in r.stdout  # forget says what to change
         with bus.gateway(timeout=30) as gateway:  # b is down: it queues
             gateway.publish(ingest(moved, "after-move", "How long should the dough rise?", 2))

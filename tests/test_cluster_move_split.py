@@ -11,7 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cluster_nodes import arrived, ingest, lag, refused, sealed_cluster, sourdough_on, tenant_in
+from cluster_nodes import (
+    arrived,
+    cluster_steps,
+    ingest,
+    lag,
+    refused,
+    sealed_cluster,
+    sourdough_on,
+    tenant_in,
+)
 from test_cluster import start_all
 from test_spine import run_cli
 
@@ -28,10 +37,8 @@ def test_the_new_owner_refuses_a_partition_the_old_owner_consumed_after_the_expo
         a, b = bus.node("a", "0-1"), bus.node("b", "1-3")
         first = sourdough_on(a, bus, moved)
         export = tmp_path / "p1.semtrace"
-        for args in (("export", *a.args(), "--partitions", "1", "--out", str(export)),
-                     ("import", *b.args(), str(export))):
-            r = run_cli("cluster", *args, env=a.env)
-            assert r.returncode == 0, r.stderr
+        cluster_steps(a.env, ("export", *a.args(), "--partitions", "1", "--out", str(export)),
+                      ("import", *b.args(), str(export)))
         start_all(a)  # the move cut short: a serves partition 1 again, before forget
         with bus.gateway() as gateway:
             on_a = gateway.request(ingest(moved, "after-export", "How long should it rise?", 2))
@@ -64,12 +71,10 @@ def test_the_new_owner_refuses_a_partition_the_old_owner_consumed_after_the_expo
             "before refuses them, should it come back.")
         # then a is found: the move done again (the second way out), from a's current copy
         again = tmp_path / "p1-again.semtrace"
-        for args in (("export", *a.args(), "--partitions", "1", "--out", str(again)),
-                     ("forget", *b.args(), "--partitions", "1", "--yes", "--discard"),
-                     ("import", *b.args(), str(again)),
-                     ("forget", *a.args(), "--partitions", "1", "--yes")):
-            r = run_cli("cluster", *args, env=a.env)
-            assert r.returncode == 0, (args, r.stderr)
+        cluster_steps(a.env, ("export", *a.args(), "--partitions", "1", "--out", str(again)),
+                      ("forget", *b.args(), "--partitions", "1", "--yes", "--discard"),
+                      ("import", *b.args(), str(again)),
+                      ("forget", *a.args(), "--partitions", "1", "--yes"))
         start_all(b)
         queued = arrived(b, moved, "queued", "the queued prompt")
         assert queued["conversation_id"] == first["conversation_id"]  # one conversation

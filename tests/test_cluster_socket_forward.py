@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_nodes import arrived, ingest, sealed_cluster, sourdough_on, tenant_in
+from cluster_nodes import (
+    arrived,
+    ingest,
+    move_partition,
+    sealed_cluster,
+    sourdough_on,
+    tenant_in,
+)
 from test_cluster import Node, start_all
 from test_cluster_restart import RestartableNats
 from test_spine import run_cli
@@ -93,12 +100,7 @@ def test_after_a_move_and_forget_the_old_owners_socket_starts_no_second_copy(
     with sealed_cluster(tmp_path) as bus:
         a, b = bus.node("a", "0-1"), bus.node("b", "2-3")
         first = sourdough_on(a, bus, moved)
-        export = tmp_path / "p1.semtrace"
-        for args in (("export", *a.args(), "--partitions", "1", "--out", str(export)),
-                     ("import", *b.args(), str(export)),
-                     ("forget", *a.args(), "--partitions", "1", "--yes")):
-            r = run_cli("cluster", *args, env=a.env)
-            assert r.returncode == 0, r.stderr
+        move_partition(a, b, tmp_path / "p1.semtrace")
         a.own, b.own = "0", "1-3"
         start_all(a, b)
         follow = _ask(a, ingest(moved, "after-forget", "How long should the dough rise?", 2))

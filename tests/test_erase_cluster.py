@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_nodes import sealed_cluster
-from test_cluster import PARTITIONS, Enriched, Node, nats_server, start_all
+from cluster_nodes import running_pair
+from test_cluster import PARTITIONS, Enriched, Node, nats_server
 from test_erasure_inflight import users_records
 from test_spine import run_cli
 
 from appliance.cluster.partition import partition_of
-from appliance.keys.bus import BusKeys, load_bus_keys
+from appliance.keys.bus import BusKeys
 
 pytestmark = pytest.mark.slow
 
@@ -40,10 +40,8 @@ def _row(user: str, rid: str, text: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, Node, BusKeys]]:
-    with sealed_cluster(tmp_path_factory.mktemp("erase-two")) as bus:
-        a, b = bus.node("a", "0-1"), bus.node("b", "2-3")
-        start_all(a, b)
-        yield a, b, load_bus_keys(bus.bus_key)
+    with running_pair(tmp_path_factory.mktemp("erase-two")) as pair:
+        yield pair
 
 
 def _lag(node: Node) -> int:

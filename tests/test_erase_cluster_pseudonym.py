@@ -9,35 +9,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from cluster_nodes import sealed_cluster
-from test_cluster import PARTITIONS, Node, start_all
+from cluster_nodes import running_pair
+from test_cluster import Node
+from test_erase_cluster import TENANT, _row  # a tenant of node a's partitions (0-1)
 from test_erasure_inflight import users_records
 from test_spine import run_cli
 
-from appliance.cluster.partition import partition_of
-from appliance.keys.bus import BusKeys, load_bus_keys
+from appliance.keys.bus import BusKeys
 
 pytestmark = pytest.mark.slow
-
-# a tenant of node a's partitions (0-1): b does not own it
-TENANT = next(t for t in (f"firm{i}" for i in range(100)) if partition_of(t, PARTITIONS) < 2)
-
-
-def _row(user: str, rid: str, text: str) -> dict[str, Any]:
-    return {"v": 1, "op": "ingest", "tenant": TENANT, "user_id": user, "request_id": rid,
-            "text": text, "ts": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
 
 
 @pytest.fixture(scope="module")
 def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, Node, BusKeys]]:
-    with sealed_cluster(tmp_path_factory.mktemp("erase-pseudonym")) as bus:
-        a, b = bus.node("a", "0-1"), bus.node("b", "2-3")
-        start_all(a, b)
-        yield a, b, load_bus_keys(bus.bus_key)
+    with running_pair(tmp_path_factory.mktemp("erase-pseudonym")) as pair:
+        yield pair
 
 
 def _forwarded(node: Node) -> list[dict[str, Any]]:
