@@ -414,7 +414,8 @@ def test_comparing_models_on_a_topic_without_a_topic_release_says_where_topics_c
                               "release"), said
 
 
-def test_the_retention_screen_of_an_empty_store_says_nothing_is_held(runtime: Any) -> None:
+def _retention_screen(runtime: Any) -> str:
+    """What the retention screen (`R`) of a compliance officer shows, its texts joined."""
     from test_tui import app_for, run, settle
     from textual.widgets import Static
 
@@ -425,27 +426,22 @@ def test_the_retention_screen_of_an_empty_store_says_nothing_is_held(runtime: An
         await settle(pilot)
         heads.append(" ".join(str(w.render()) for w in pilot.app.screen.query(Static)))
 
-    run(app_for(runtime, role="compliance"), scenario)  # a store just made by `init`
-    assert "nothing held yet: no prompt has been stored in scope" in heads[0], heads
+    run(app_for(runtime, role="compliance"), scenario)
+    return heads[0]
+
+
+def test_the_retention_screen_of_an_empty_store_says_nothing_is_held(runtime: Any) -> None:
+    shown = _retention_screen(runtime)  # a store just made by `init`
+    assert "nothing held yet: no prompt has been stored in scope" in shown, shown
 
 
 def test_the_retention_screen_claims_no_shred_check_before_anything_was_shredded(
         runtime: Any) -> None:
     """With no bucket shredded yet it showed "✔ Shredded buckets undecryptable (0
     sampled)": a check mark for a check that had nothing to check."""
-    from test_tui import app_for, run, settle
-    from textual.widgets import Static
-
-    heads: list[str] = []
-
-    async def scenario(pilot: Any) -> None:
-        await pilot.press("R")
-        await settle(pilot)
-        heads.append(" ".join(str(w.render()) for w in pilot.app.screen.query(Static)))
-
-    run(app_for(runtime, role="compliance"), scenario)  # a store just made by `init`
-    assert "Shredded buckets: none yet, nothing to check" in heads[0], heads
-    assert "✔ Shredded buckets undecryptable" not in heads[0]
+    shown = _retention_screen(runtime)  # a store just made by `init`
+    assert "Shredded buckets: none yet, nothing to check" in shown, shown
+    assert "✔ Shredded buckets undecryptable" not in shown
 
 
 def test_stepping_through_a_thread_does_not_rebuild_the_footer_for_every_turn(

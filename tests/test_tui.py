@@ -36,6 +36,16 @@ async def settle(pilot: Any) -> None:
     await pilot.pause()
 
 
+def pressed(*keys: str) -> Callable[[Any], Awaitable[None]]:
+    """A snapshot's `run_before`: settle, press `keys`, settle."""
+    async def run_before(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press(*keys)
+        await settle(pilot)
+
+    return run_before
+
+
 def table_keys(app: Any, selector: str) -> list[str]:
     table = app.screen.query_one(selector)
     return [str(table.coordinate_to_cell_key((i, 0)).row_key.value)
@@ -874,21 +884,11 @@ def test_snapshot_search(snap_compare: Any, fixed_app: Any) -> None:
 
 
 def test_snapshot_topics(snap_compare: Any, fixed_app: Any) -> None:
-    async def topics(pilot: Any) -> None:
-        await settle(pilot)
-        await pilot.press("o")
-        await settle(pilot)
-
-    assert snap_compare(fixed_app(), terminal_size=SIZE, run_before=topics)
+    assert snap_compare(fixed_app(), terminal_size=SIZE, run_before=pressed("o"))
 
 
 def test_snapshot_models(snap_compare: Any, fixed_app: Any) -> None:
-    async def models(pilot: Any) -> None:
-        await settle(pilot)
-        await pilot.press("c")
-        await settle(pilot)
-
-    assert snap_compare(fixed_app(), terminal_size=SIZE, run_before=models)
+    assert snap_compare(fixed_app(), terminal_size=SIZE, run_before=pressed("c"))
 
 
 def test_topics_screen_says_why_a_per_user_tenant_shows_nothing(
@@ -1196,21 +1196,11 @@ def test_a_topic_merged_since_the_release_is_one_row_summing_what_the_release_co
 
 
 def test_snapshot_retention(snap_compare: Any, fixed_app: Any) -> None:
-    async def retention(pilot: Any) -> None:
-        await settle(pilot)
-        await pilot.press("R")
-        await settle(pilot)
-
-    assert snap_compare(fixed_app("compliance"), terminal_size=SIZE, run_before=retention)
+    assert snap_compare(fixed_app("compliance"), terminal_size=SIZE, run_before=pressed("R"))
 
 
 def test_snapshot_help(snap_compare: Any, fixed_app: Any) -> None:
-    async def helped(pilot: Any) -> None:
-        await settle(pilot)
-        await pilot.press("question_mark")
-        await settle(pilot)
-
-    assert snap_compare(fixed_app(), terminal_size=SIZE, run_before=helped)
+    assert snap_compare(fixed_app(), terminal_size=SIZE, run_before=pressed("question_mark"))
 
 
 def test_snapshot_threads_at_80x24(snap_compare: Any, fixed_app: Any) -> None:
