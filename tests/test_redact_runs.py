@@ -4,7 +4,7 @@ spaCy's tokenizer splits a space-free chunk's prefixes and suffixes off one at a
 split searching and copying the rest of the chunk: such a run cost the square of its length
 (20,000 `'`: 38 s of CPU, which the 5 s budget cannot stop: spaCy is charged after it ran) and
 the prompt came back `unredactable` after holding the ingest worker for it. spaCy is now given
-the text with every run of 32 or more such characters blanked between its two ends
+the text with every run of 64 or more such characters blanked between its two ends
 (appliance/redact/runs.py), same length, same offsets. Real Presidio and spaCy."""
 
 from __future__ import annotations
