@@ -168,13 +168,17 @@ def build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, A
     registry.add_recognizer(url_recognizer())
     registry.add_recognizer(StreetAddressRecognizer())
     for lookalike in (SpelledEmailRecognizer(), SeparatedIbanRecognizer(),
-                      SeparatedSsnRecognizer(), SpelledIpRecognizer(), BicRecognizer()):
+                      SeparatedSsnRecognizer(), SpelledIpRecognizer()):
         registry.add_recognizer(lookalike)
     # Handles need no word list: they stay redacted with the name lists off.
     registry.add_recognizer(HandleRecognizer())
     names = gazetteer = None
     if settings.name_list_rank > 0:
         gazetteer = load_gazetteer(cache_dir, engine.nlp["en"], max_rank=settings.name_list_rank)
+    # A BIC's letters must be no English word (the word lists), with the name lists off only
+    # capitals after "BIC" or "SWIFT".
+    registry.add_recognizer(BicRecognizer(gazetteer))
+    if gazetteer is not None:
         names = PersonNameRecognizer(gazetteer)
         registry.add_recognizer(names)
         registry.add_recognizer(PlaceNameRecognizer(gazetteer))

@@ -164,32 +164,68 @@ class SeparatedIbanRecognizer(SpanRecognizer):
 # --- BIC (SWIFT code) -----------------------------------------------------------------------
 
 # A bank's BIC right after its name: "BIC: DEUTDEFF", "SWIFT code DEUTDEFF500", "the
-# SWIFT/BIC is NWBKGB2L". Four letters (the bank), a country code, two letters or digits
-# (the place) and an optional branch of three, in capitals as BICs are printed.
+# SWIFT/BIC is NWBKGB2L", "BIC deutdeff". Four letters (the bank), a country code, two letters
+# or digits (the place) and an optional branch of three, in capitals or in lower case.
+_BIC = r"([A-Za-z]{4}([A-Za-z]{2})[A-Za-z0-9]{2}(?:[A-Za-z0-9]{3})?)"
 BIC_AFTER_CUE = timed(
     r"(?i:\b(?:bic|swift)(?:[ \t]*(?:/|or|and)[ \t]*(?:bic|swift))?"
     r"(?:[ \t]*(?:code|number|no\.?|nr|id|\#))?[ \t]*"
     r"(?:[:=\#][ \t]*|(?:is|was)(?:[ \t]*:)?[ \t]+)?)"
-    r"([A-Z]{4}([A-Z]{2})[A-Z0-9]{2}(?:[A-Z0-9]{3})?)(?![\w\-])"
+    + _BIC + r"(?![\w\-])"
 )
+# A BIC alone, with no cue ("send it to deutdeff500", "wire it to NWBKGB2L"): a word of its
+# own, not part of a path, an address or a handle.
+BIC_ALONE = timed(r"(?<![\w\-@./#:])" + _BIC + r"(?![\w\-@]|[.:/]\w)")
 
 
 class BicRecognizer(SpanRecognizer):
-    """A BIC (SWIFT code) after "BIC" or "SWIFT": the bank's half of an account's details,
-    typed BANK_ACCOUNT as a sort code or a routing number is (its country code checked)."""
+    """A BIC (SWIFT code): the bank's half of an account's details, typed BANK_ACCOUNT as a
+    sort code or a routing number is. Its country code is checked, its letters are all
+    capitals or all lower case and no English word ("swift delivery" stays). After "BIC" or
+    "SWIFT" any such code; without them only one whose place or branch a digit shows a code
+    (`DEUTDEFF500`, `nwbkgb2l`; a branch of three digits or `XXX`), whose place does not
+    start with 0 or 1 ("iphone15pro", "cafeba12" stay) and whose first six letters are no
+    word either ("summer24" stays). Without the word lists (name lists off) only a code
+    after its cue, in capitals when it has no digit."""
 
     ENTITY = "BANK_ACCOUNT"
 
-    def __init__(self) -> None:
+    def __init__(self, gazetteer: Any = None) -> None:
         super().__init__()
         import pycountry
 
         self._countries = frozenset(c.alpha_2 for c in pycountry.countries) | {"XK"}
+        self._g = gazetteer
+
+    def _word(self, letters: str) -> bool:
+        if self._g is None:
+            return True
+        from appliance.redact.people import is_word
+
+        low = letters.lower()
+        return is_word(low, self._g) or low in self._g.first or low in self._g.last
+
+    def _code(self, code: str, country: str) -> bool:
+        if country.upper() not in self._countries or not (code.isupper() or code.islower()):
+            return False
+        if code.isalpha():
+            return (self._g is None and code.isupper()) or not self._word(code)
+        return True
 
     def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+        cued: list[int] = []
         for m in BIC_AFTER_CUE.finditer(text):
-            if m.group(2) in self._countries:
+            if self._code(m.group(1), m.group(2)):
+                cued.append(m.start(1))
                 yield m.start(1), m.end(1), 0.95
+        for m in BIC_ALONE.finditer(text):
+            code = m.group(1)
+            if m.start(1) in cued or not self._code(code, m.group(2)):
+                continue
+            place, branch = code[6:8], code[8:].upper()
+            if (place[0] not in "01" and (any(c.isdigit() for c in place) or branch.isdigit()
+                                          or branch == "XXX") and not self._word(code[:6])):
+                yield m.start(1), m.end(1), 0.85
 
 
 # --- US social security numbers ------------------------------------------------------------

@@ -1,0 +1,40 @@
+"""Leftovers of the third pass of 2026-12-07 (real Presidio, shipped policy): a BIC in lower
+case or without its cue, a passport number before its cue, a form's label read as a name,
+a matrix product cut as a URL, and a prompt NFKC blows up."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import make_prompt
+
+from appliance.redact import Redactor
+
+
+def redacted(redactor: Redactor, text: str) -> str:
+    return redactor.redact(make_prompt(text)).text
+
+
+@pytest.mark.parametrize(("text", "value", "expected"), [
+    ("send it to deutdeff500", "deutdeff500", "send it to <BANK_ACCOUNT>"),
+    ("BIC deutdeff", "deutdeff", "BIC <BANK_ACCOUNT>"),
+    ("the swift code is bofaus3n", "bofaus3n", "the swift code is <BANK_ACCOUNT>"),
+    ("Please wire it to NWBKGB2L, thanks", "NWBKGB2L", "wire it to <BANK_ACCOUNT>, thanks"),
+    ("pay COBADEFFXXX today", "COBADEFFXXX", "pay <BANK_ACCOUNT> today"),
+])
+def test_a_bic_in_lower_case_or_without_its_cue_is_redacted(
+        redactor: Redactor, text: str, value: str, expected: str) -> None:
+    out = redacted(redactor, text)
+    assert value not in out
+    assert expected in out
+
+
+@pytest.mark.parametrize("text", [
+    "swift delivery please",            # an English word after "swift" (DELIVERY: VE)
+    "SWIFT DELIVERY TO ALL CUSTOMERS",
+    "I want to buy an iphone15pro",     # a product: its place would start with 1
+    "commit cafeba12 fixed it",
+    "the summer24 playlist",            # "summer" is a word
+    "Our football forecast is interesting",
+])
+def test_words_shaped_like_a_bic_stay(redactor: Redactor, text: str) -> None:
+    assert redacted(redactor, text) == text
