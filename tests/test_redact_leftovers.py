@@ -38,3 +38,28 @@ def test_a_bic_in_lower_case_or_without_its_cue_is_redacted(
 ])
 def test_words_shaped_like_a_bic_stay(redactor: Redactor, text: str) -> None:
     assert redacted(redactor, text) == text
+
+
+@pytest.mark.parametrize(("text", "value", "expected"), [
+    ("X1234567 is my passport number", "X1234567", "<PASSPORT> is my passport number"),
+    ("C01X00T47 was her passport no.", "C01X00T47", "<PASSPORT> was her passport no."),
+    ("D1234567 is my driver's license number", "D1234567",
+     "<DRIVER_LICENSE> is my driver's license number"),
+    ("AB123456C is my NI number, thanks", "AB123456C", "<NATIONAL_ID> is my NI number"),
+    ("943 476 5919 is my NHS number", "943 476 5919", "<NATIONAL_ID> is my NHS number"),
+    ("L01X00T47 is my ID card number.", "L01X00T47", "<NATIONAL_ID> is my ID card number."),
+])
+def test_an_id_number_before_its_cue_is_redacted_and_the_cue_kept(
+        redactor: Redactor, text: str, value: str, expected: str) -> None:
+    out = redacted(redactor, text)
+    assert value not in out
+    assert expected in out
+
+
+@pytest.mark.parametrize("text", [
+    "X1234567 is my passport photo's file name",
+    "2024 is the passport renewal year",
+    "A1234567 is the passport number format they use",
+])
+def test_a_value_before_a_passport_cue_that_goes_on_stays(redactor: Redactor, text: str) -> None:
+    assert redacted(redactor, text) == text
