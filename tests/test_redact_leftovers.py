@@ -63,3 +63,18 @@ def test_an_id_number_before_its_cue_is_redacted_and_the_cue_kept(
 ])
 def test_a_value_before_a_passport_cue_that_goes_on_stays(redactor: Redactor, text: str) -> None:
     assert redacted(redactor, text) == text
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Qty: 5 boxes", "Qty: 5 boxes"),  # "Qty" and "Tel" are in a first-name list
+    ("Tel: 5 lines", "Tel: 5 lines"),
+    ("Ref: 12\nQty: 5 boxes\nTel: 020 7946 0958", "Ref: 12\nQty: 5 boxes\nTel: <PHONE_NUMBER>"),
+    ("Attn: Sales, Qty : 3", "Attn: Sales, Qty : 3"),
+])
+def test_a_forms_label_before_its_colon_is_no_name(
+        redactor: Redactor, text: str, expected: str) -> None:
+    assert redacted(redactor, text) == expected
+
+
+def test_a_name_after_a_forms_label_is_still_redacted(redactor: Redactor) -> None:
+    assert redacted(redactor, "Attn: Maria Lopez") == "Attn: <PERSON>"

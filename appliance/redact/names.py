@@ -57,6 +57,15 @@ FIELD_LABELS = word_set(
     "mrn nhs nino pmt qty ssn subj swift tel tin txn vat"
 )
 
+_COLON = timed(r"[ \t]*:")
+
+
+def field_label(text: str, start: int, end: int) -> bool:
+    """`text[start:end]` is a form's label that is no common word, before its colon ("Qty: 5
+    boxes", "Tel: 5 lines", "Attn: Sales"): the name lists know some of them as first names
+    ("Qty", "Tel") and spaCy calls some a person."""
+    return text[start:end].lower() in FIELD_LABELS and bool(_COLON.match(text, end))
+
 
 def _is_cap(word: str) -> bool:
     return word[:1].isupper() and not (word.isupper() and len(word) <= 4)
@@ -203,8 +212,8 @@ class PersonNameRecognizer(SpanRecognizer):
                 if caseless:
                     score = min(score, 0.5)
                 start, end = piece[0][0].idx, piece[-1][0].idx + len(piece[-1][0].text)
-                if score and not foreign_phrase(text[start:end], self.g.foreign,
-                                                self.g.first, self.g.last, text):
+                if score and not field_label(text, start, end) and not foreign_phrase(
+                        text[start:end], self.g.foreign, self.g.first, self.g.last, text):
                     yield start, end, score
 
     def _from_cues(self, text: str) -> Iterator[tuple[int, int, float]]:

@@ -4,7 +4,8 @@ spaCy's English NER calls many capitalised words of chat a person or a
 place. A hit is dropped when it has no cased letter (emoji, punctuation),
 a letter drawn out three times ("Loooool"), a piece of a web address (a
 place), or, for a person: code characters, only dictionary words that no
-name list knows ("Discipline"), a phrase of another language ("Queria
+name list knows ("Discipline"), a form's label before its colon ("Qty:
+5 boxes", `FIELD_LABELS`), a phrase of another language ("Queria
 muito"), all lower case in a text with capitals ("goes"), a chat word
 split in two as tokenised text writes it ("Wan na" of "wanna"), or one
 dictionary word opening a sentence that goes on in lower case ("Glass
@@ -19,6 +20,7 @@ from typing import Any
 from appliance.redact.budget import timed
 from appliance.redact.foreign import foreign_phrase
 from appliance.redact.gazetteer import INFLECTED_LAST_RANK, SENTENCE_END, split_chat_word
+from appliance.redact.names import field_label
 
 # NER output that is never a person's name: code, key=value runs, handles, paths.
 NOT_A_NAME = timed(r"[=_@/\\{}<>\[\]#$%^*|~+\d]")
@@ -69,7 +71,7 @@ def plausible(whole: str, start: int, end: int, entity_type: str, names: Any) ->
             if generic_facility(whole, start, end, names.g):
                 return False
         return not URL_PIECE.search(text)
-    if NOT_A_NAME.search(text):
+    if NOT_A_NAME.search(text) or field_label(whole, start, end):
         return False
     if not any(c.isupper() for c in text) and any(c.isupper() for c in whole):
         return False
