@@ -28,6 +28,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from appliance.client import Client  # noqa: E402
 from appliance.cluster.client import NatsClient, open_reply, sealed_request  # noqa: E402
-from appliance.cluster.partition import format_ranges, server_mappings  # noqa: E402
+from appliance.cluster.partition import (  # noqa: E402
+    format_ranges,
+    partition_of,
+    server_mappings,
+)
 
 # the shared data sit next to the checkout (/work/shared beside /work/main) or next to its
 # parent (a worktree in /work/wt/NAME)
@@ -223,6 +229,37 @@ def bus_key(tmp: Path, plain: bool) -> tuple[Any, dict[str, str]]:
     return load_bus_keys(tmp / "bus.key"), env
 
 
+def need_nats(script: str) -> None:
+    """Exit with one sentence when this host has no nats-server."""
+    if not (shutil.which("nats-server") or os.path.exists("/usr/sbin/nats-server")):
+        raise SystemExit(f"bench/{script} needs nats-server (apt-get install nats-server).")
+
+
+def tenant_of(second: bool) -> str:
+    """A tenant of the second of two nodes' partitions (start_nodes splits evenly), or of
+    the first's."""
+    return next(f"tenant{i}" for i in range(1000)
+                if (partition_of(f"tenant{i}", PARTITIONS) >= PARTITIONS // 2) == second)
+
+
+@contextmanager
+def two_sealed_nodes(tmp: Path) -> Iterator[tuple[str, Any, list[tuple[Any, Path]]]]:
+    """A nats-server and two nodes splitting the partitions, the bus sealed with a new bus
+    key: (its url, the gateway's bus keys, the nodes); all stopped on leaving."""
+    nats_proc, url = start_nats(tmp)
+    try:
+        key = cluster_key(tmp)
+        keys, env = bus_key(tmp, False)
+        nodes = start_nodes(tmp, url, key, 2, env)
+        try:
+            yield url, keys, nodes
+        finally:
+            stop(nodes)
+    finally:
+        nats_proc.terminate()
+        nats_proc.wait(timeout=30)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=600)
@@ -232,8 +269,7 @@ def main() -> None:
     ap.add_argument("--plain-bus", action="store_true",
                     help="opt out of sealing: payloads cross the bus in plain text")
     args = ap.parse_args()
-    if not (shutil.which("nats-server") or os.path.exists("/usr/sbin/nats-server")):
-        raise SystemExit("bench/cluster.py needs nats-server (apt-get install nats-server).")
+    need_nats("cluster.py")
     pool = texts()
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)

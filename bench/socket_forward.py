@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -25,27 +24,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cluster import (  # noqa: E402
-    PARTITIONS,
-    bus_key,
-    cluster_key,
-    pct,
-    rows,
-    start_nats,
-    start_nodes,
-    stop,
-    texts,
-)
+from cluster import need_nats, pct, rows, tenant_of, texts, two_sealed_nodes  # noqa: E402
 
 from appliance.client import Client  # noqa: E402
 from appliance.cluster.client import NatsClient  # noqa: E402
-from appliance.cluster.partition import partition_of  # noqa: E402
-
-
-def tenant_of_second_node() -> str:
-    """A tenant whose partition the second of two nodes owns (start_nodes splits evenly)."""
-    return next(f"tenant{i}" for i in range(1000)
-                if partition_of(f"tenant{i}", PARTITIONS) >= PARTITIONS // 2)
 
 
 def timed(ways: dict[str, Any], n: int, pool: list[str], tenant: str,
@@ -66,44 +48,32 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=100, help="requests per way")
     args = ap.parse_args()
-    if not (shutil.which("nats-server") or os.path.exists("/usr/sbin/nats-server")):
-        raise SystemExit("bench/socket_forward.py needs nats-server (apt-get install "
-                         "nats-server).")
+    need_nats("socket_forward.py")
     pool = texts()
-    tenant = tenant_of_second_node()
-    with tempfile.TemporaryDirectory() as td:
-        tmp = Path(td)
-        nats_proc, url = start_nats(tmp)
-        key = cluster_key(tmp)
-        keys, env = bus_key(tmp, False)
-        nodes = start_nodes(tmp, url, key, 2, env)
-        try:
-            (_, other_sock), (_, owner_sock) = nodes
-            with Client(owner_sock, timeout=60) as owner, \
-                    Client(other_sock, timeout=60) as other, \
-                    NatsClient(url, timeout=60, bus_keys=keys) as gateway:
-                sync = {"owner's socket": owner.request, "other node's socket": other.request,
-                        "gateway over NATS": gateway.request}
-                timed(sync, 5, pool, tenant, "sync")  # warm: models, connections
-                print(f"host: {os.cpu_count()} cores; 2 nodes and nats-server on loopback, "
-                      f"payloads sealed; tenant {tenant} on the second node; "
-                      f"{args.requests} sequential requests per way")
-                for mode, ways in (("sync", sync), ("async", {
-                        "owner's socket": owner.request,
-                        "other node's socket": other.request})):
-                    lat = timed(ways, args.requests, pool, tenant, mode)
-                    for way, v in lat.items():
-                        print(f"{mode:<5} via {way:<19}: p50 {pct(v, 50):6.1f} ms, "
-                              f"p99 {pct(v, 99):6.1f} ms")
-                    added = pct(lat["other node's socket"], 50) - pct(lat["owner's socket"], 50)
-                    print(f"{mode:<5} forwarding adds {added:+.1f} ms at p50")
-                stored = owner.request({"v": 1, "op": "stats"})["store"]["records"]
-                here = other.request({"v": 1, "op": "stats"})["store"]["records"]
-                print(f"records: {stored} on the owner, {here} on the other node")
-        finally:
-            stop(nodes)
-            nats_proc.terminate()
-            nats_proc.wait(timeout=30)
+    tenant = tenant_of(second=True)
+    with tempfile.TemporaryDirectory() as td, two_sealed_nodes(Path(td)) as (url, keys, nodes):
+        (_, other_sock), (_, owner_sock) = nodes
+        with Client(owner_sock, timeout=60) as owner, \
+                Client(other_sock, timeout=60) as other, \
+                NatsClient(url, timeout=60, bus_keys=keys) as gateway:
+            sync = {"owner's socket": owner.request, "other node's socket": other.request,
+                    "gateway over NATS": gateway.request}
+            timed(sync, 5, pool, tenant, "sync")  # warm: models, connections
+            print(f"host: {os.cpu_count()} cores; 2 nodes and nats-server on loopback, "
+                  f"payloads sealed; tenant {tenant} on the second node; "
+                  f"{args.requests} sequential requests per way")
+            for mode, ways in (("sync", sync), ("async", {
+                    "owner's socket": owner.request,
+                    "other node's socket": other.request})):
+                lat = timed(ways, args.requests, pool, tenant, mode)
+                for way, v in lat.items():
+                    print(f"{mode:<5} via {way:<19}: p50 {pct(v, 50):6.1f} ms, "
+                          f"p99 {pct(v, 99):6.1f} ms")
+                added = pct(lat["other node's socket"], 50) - pct(lat["owner's socket"], 50)
+                print(f"{mode:<5} forwarding adds {added:+.1f} ms at p50")
+            stored = owner.request({"v": 1, "op": "stats"})["store"]["records"]
+            here = other.request({"v": 1, "op": "stats"})["store"]["records"]
+            print(f"records: {stored} on the owner, {here} on the other node")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -29,16 +28,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cluster import PARTITIONS, bus_key, cluster_key, start_nats, start_nodes, stop  # noqa: E402
+from cluster import need_nats, tenant_of, two_sealed_nodes  # noqa: E402
 
 from appliance.client import Client  # noqa: E402
-from appliance.cluster.partition import partition_of  # noqa: E402
-
-
-def tenant(second: bool) -> str:
-    """A tenant of the second node's partitions (start_nodes splits evenly), or the first's."""
-    return next(f"tenant{i}" for i in range(1000)
-                if (partition_of(f"tenant{i}", PARTITIONS) >= PARTITIONS // 2) == second)
 
 
 def ingest(who: str, rid: str, mode: str = "sync") -> dict[str, Any]:
@@ -86,45 +78,33 @@ def trio(sock: Path, theirs: str, mine: str, tag: str) -> None:
 
 
 def main() -> None:
-    if not (shutil.which("nats-server") or os.path.exists("/usr/sbin/nats-server")):
-        raise SystemExit("bench/socket_forward_hung.py needs nats-server (apt-get install "
-                         "nats-server).")
-    theirs, mine = tenant(True), tenant(False)
-    with tempfile.TemporaryDirectory() as td:
-        tmp = Path(td)
-        nats_proc, url = start_nats(tmp)
-        key = cluster_key(tmp)
-        _, env = bus_key(tmp, False)
-        nodes = start_nodes(tmp, url, key, 2, env)
+    need_nats("socket_forward_hung.py")
+    theirs, mine = tenant_of(second=True), tenant_of(second=False)
+    with tempfile.TemporaryDirectory() as td, two_sealed_nodes(Path(td)) as (_, _, nodes):
         (_, sock), (owner, owner_sock) = nodes
+        pipelined(sock, [ingest(theirs, "warm"), ingest(mine, "warm")])
+        print(f"host: {os.cpu_count()} cores; forwarded sync, own sync, own async, "
+              "pipelined on one connection")
+        print("owner running:")
+        for i in range(3):
+            trio(sock, theirs, mine, f"up{i}")
+        os.kill(owner.pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        print("owner stopped (kill -STOP):")
         try:
-            pipelined(sock, [ingest(theirs, "warm"), ingest(mine, "warm")])
-            print(f"host: {os.cpu_count()} cores; forwarded sync, own sync, own async, "
-                  "pipelined on one connection")
-            print("owner running:")
-            for i in range(3):
-                trio(sock, theirs, mine, f"up{i}")
-            os.kill(owner.pid, signal.SIGSTOP)
-            stopped = time.monotonic()
-            print("owner stopped (kill -STOP):")
-            try:
-                for i in range(12):
-                    print(f"  at {time.monotonic() - stopped:4.1f} s after the stop:")
-                    t0 = time.monotonic()
-                    trio(sock, theirs, mine, f"hung{i}")
-                    if time.monotonic() - t0 < 1:
-                        break
-            finally:
-                os.kill(owner.pid, signal.SIGCONT)
-            with Client(owner_sock, timeout=60) as c:
-                time.sleep(5)  # the owner takes its backlog
-                held = c.request({"v": 1, "op": "lookup", "tenant": theirs,
-                                  "request_id": "hung0-fwd"})
-            print(f"after kill -CONT the owner has hung0-fwd: {bool(held.get('ok'))}")
+            for i in range(12):
+                print(f"  at {time.monotonic() - stopped:4.1f} s after the stop:")
+                t0 = time.monotonic()
+                trio(sock, theirs, mine, f"hung{i}")
+                if time.monotonic() - t0 < 1:
+                    break
         finally:
-            stop(nodes)
-            nats_proc.terminate()
-            nats_proc.wait(timeout=30)
+            os.kill(owner.pid, signal.SIGCONT)
+        with Client(owner_sock, timeout=60) as c:
+            time.sleep(5)  # the owner takes its backlog
+            held = c.request({"v": 1, "op": "lookup", "tenant": theirs,
+                              "request_id": "hung0-fwd"})
+        print(f"after kill -CONT the owner has hung0-fwd: {bool(held.get('ok'))}")
 
 
 if __name__ == "__main__":
