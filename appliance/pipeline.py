@@ -147,12 +147,17 @@ class Pipeline:
                 discard(tenant)
 
     def sync_shredded(self) -> int:
-        """Drop cached history and index entries of buckets shredded by another process."""
+        """Drop cached history and index entries of buckets shredded by another process.
+
+        A bucket anonymised before this look (no batch for a day after an erasure) no
+        longer names its user: then every user of its tenant is forgotten (histories
+        reload from the store) and every vector of the tenant no longer stored goes."""
         mark, users = self.store.shredded_since(self._shred_mark)
         self._shred_mark = mark
-        for tenant, user in users:
+        for tenant, user in sorted(users, key=lambda u: (u[0], u[1] or "")):
             self.forget(tenant, user)
-            gone = self.index.user_keys(tenant, user) - self.store.record_ids_of(tenant, user)
+            held = self.index.keys(tenant) if user is None else self.index.user_keys(tenant, user)
+            gone = held - self.store.record_ids_of(tenant, user)
             self.index.remove(tenant, sorted(gone))
         return len(users)
 

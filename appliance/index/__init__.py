@@ -277,6 +277,11 @@ class TenantIndex:
         with self._lock:
             return set(self._users.get(user, ()))
 
+    def keys(self) -> set[int]:
+        """Record ids indexed (every user)."""
+        with self._lock:
+            return set(self._owner)
+
     def _stored(self, keys: np.ndarray) -> np.ndarray:
         """The vectors of `keys` as the index holds them (quantised), normalised."""
         vecs = np.asarray(self._index.get(keys), dtype=np.float32)
@@ -361,6 +366,12 @@ class VectorIndex:
         if tenant not in self._tenants:
             return set()
         return self._tenants[tenant].user_keys(user)
+
+    def keys(self, tenant: str) -> set[int]:
+        """Record ids indexed for a tenant (every user)."""
+        if tenant not in self._tenants:
+            return set()
+        return self._tenants[tenant].keys()
 
     def sizes(self) -> dict[str, int]:
         return {t: len(ix) for t, ix in self._tenants.items()}

@@ -289,8 +289,9 @@ class Maintenance:
         row = self._db.execute("SELECT coalesce(max(destroyed_at), 0) FROM buckets").fetchone()
         return float(row[0])
 
-    def shredded_since(self, mark: float) -> tuple[float, set[tuple[str, str]]]:
-        """(new watermark, (tenant, user) of buckets shredded after `mark`)."""
+    def shredded_since(self, mark: float) -> tuple[float, set[tuple[str, str | None]]]:
+        """(new watermark, (tenant, user) of buckets shredded after `mark`); user None: a
+        bucket anonymised since (a day after its shred), whose user is no longer known."""
         rows = self._db.execute("SELECT tenant, user, destroyed_at, id FROM buckets "
                                 "WHERE destroyed_at > ?", (mark,)).fetchall()
         new_mark = max([mark, *(float(r[2]) for r in rows)])
@@ -298,9 +299,13 @@ class Maintenance:
             self._deks[int(r[3])] = None  # a key destroyed elsewhere is forgotten here too
         gone = {int(r[3]) for r in rows}
         self._bucket_ids = {k: v for k, v in self._bucket_ids.items() if v not in gone}
-        return new_mark, {(r[0], r[1]) for r in rows if r[1] is not None}
+        return new_mark, {(r[0], r[1]) for r in rows}
 
-    def record_ids_of(self, tenant: str, user: str) -> set[int]:
+    def record_ids_of(self, tenant: str, user: str | None = None) -> set[int]:
+        """Ids of the records stored for one user of a tenant (None: every user)."""
+        if user is None:
+            return {r[0] for r in self._db.execute(
+                "SELECT id FROM records WHERE tenant=?", (tenant,))}
         return {r[0] for r in self._db.execute(
             "SELECT id FROM records WHERE tenant=? AND user=?", (tenant, user))}
 

@@ -282,9 +282,9 @@ class TopicAssigner(Background):
             return
         touched = tables.shredded_tenants(self._store.db, self._shred_mark)
         self._shred_mark, users = self._store.shredded_since(self._shred_mark)
-        for tenant, user in users:
+        for tenant, user in users:  # (an anonymised bucket's threads: by day, below)
             state = self._tenants.get(tenant)
-            if state is not None:
+            if state is not None and user is not None:
                 self._drop_gone(tenant, state, user)
         for tenant in sorted(touched):  # retention may have taken a thread's older days
             state = self._tenants.get(tenant)
