@@ -366,7 +366,7 @@ def test_a_share_or_mean_whose_interval_says_nothing_reads_noisy_not_a_number() 
                        tokens=noisy(9000, 400), mean_tokens=noisy(750, 900))
     line = _line(small, "USD")
     # before: "turns 780.0±2946  refine 100%±5240", read at a glance as "all refined"
-    assert "turns noisy" in line and "refine noisy" in line and "blocked noisy" in line
+    assert "turns/thread noisy" in line and "refine noisy" in line and "blocked noisy" in line
     # readable ones stay; a count whose interval reaches zero reads as its top (12 + 37)
     assert "abandon 40%±9" in line and "threads <50" in line
     assert "tokens 9000±400" in line
@@ -383,7 +383,7 @@ def test_a_share_or_mean_whose_interval_says_nothing_reads_noisy_not_a_number() 
     assert "6411091" not in line and "1497" not in line
     exact = GroupStats("tp_a", None, Figure(2), Figure(3), Figure(1.0), Figure(0.0),
                        Figure(0.0), Figure(10), Figure(5))
-    assert "turns 3.0" in _line(exact, "USD") and "refine 100%" in _line(exact, "USD")
+    assert "turns/thread 3.0" in _line(exact, "USD") and "refine 100%" in _line(exact, "USD")
     # no thread of known cost: unknown, not free (it printed "cost 0.0000 USD")
     assert "cost –" in _line(exact, "USD") and "0.0000" not in _line(exact, "USD")
     priced = GroupStats("tp_a", None, Figure(2), Figure(3), Figure(1.0), Figure(0.0),
@@ -402,7 +402,8 @@ def test_a_positions_row_names_its_figures() -> None:
 
     noisy = PositionShare("2026-11-30", "continuation", Figure(130, 127.3 / CI95, exact=False),
                           Figure(0.73, 0.71 / CI95, exact=False))
-    assert _line(noisy).split() == ["2026-11-30", "continuation", "prompts", "130±127",
+    # 130±127 is a count too noisy to read as one number: its interval, not "130"
+    assert _line(noisy).split() == ["2026-11-30", "continuation", "prompts", "~3–257",
                                     "share", "noisy"]
     exact = PositionShare("2026-03-02", "new", Figure(4), Figure(0.25))
     assert "prompts 4  share 25%" in _line(exact)
@@ -682,7 +683,7 @@ def test_stats_text_fits_a_terminal_and_keeps_every_figure(
         if rep.kind in ("topics", "models"):
             row = rep.rows[0]
             for shown in (row.key, label, "threads ≥1234±37", "people ≥321±48",
-                          "turns 12.5±3", "refine 45%±10", "abandon 12%±5", "errors 33%±10",
+                          "turns/thread 12.5±3", "refine 45%±10", "abandon 12%±5", "errors 33%±10",
                           "blocked 5%±2", "tokens 123456789±4000",
                           "cost 12345.6789±12.5000 USD (per thread 10.0004±0.0101)"):
                 assert shown in flat or rep.kind == "models" and "≥" in shown, (shown, out)

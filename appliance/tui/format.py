@@ -174,25 +174,46 @@ def cost_shown(costed: Figure, *cost: Figure) -> str | None:
 
 
 def count_text(value: float, ci95: float | None, *, floor: bool = False) -> str:
-    """A count of threads, people or prompts as every screen and `stats` text prints it.
+    """A count of threads, people or prompts (or a noisy total) as every screen and
+    `stats` text prints it.
 
-    Exact (`ci95` None): the number. Noisy: `41±3`, or, where its 95% interval reaches
-    zero (the half-width at least the value, the rule by which a share or mean reads
-    `noisy`), `<N`, the top of that interval: a topic of a true handful of threads, or
-    none, printed `20±37`, read as "20". Decided on the noisy value and the public noise
-    scale only (post-processing: nothing spent, nothing exact looked at). `floor`: the
-    figure is a lower bound (a merged topic's people), so it keeps its `±`.
+    Exact (`ci95` None): the number. Noisy: `41±3`; where its 95% interval reaches zero
+    (the half-width at least the value, the rule by which a share or mean reads `noisy`),
+    `<N`, the top of that interval: a topic of a true handful of threads, or none,
+    printed `20±37`, read as "20"; where the interval is ± half the value or wider
+    (`too_wide`), `~L–H`, the interval itself: `49±48` was read as "49 people". Decided on
+    the noisy value and the public noise scale only (post-processing: nothing spent,
+    nothing exact looked at). `floor`: the figure is a lower bound (a merged topic's
+    people), so it keeps its `±`.
     """
     if ci95 is None:
         return f"{value:.0f}"
     if reaches_zero(value, ci95) and not floor:
         return f"<{math.floor(value + ci95) + 1}"
+    if too_wide(value, ci95) and not floor:
+        return f"~{interval(value, ci95)}"
     return f"{value:.0f}±{ci95:.0f}"
+
+
+def interval(value: float, ci95: float, fmt: str = ".0f") -> str:
+    """A noisy figure's 95% interval, `L–H` (its low end never under 0)."""
+    return f"{max(value - ci95, 0.0):{fmt}}–{value + ci95:{fmt}}"
 
 
 def reaches_zero(value: float, ci95: float | None) -> bool:
     """Whether a noisy count's 95% interval reaches zero (`ci95` None: exact, it does not)."""
     return ci95 is not None and ci95 > 0 and ci95 >= value
+
+
+def too_wide(value: float, ci95: float | None) -> bool:
+    """Whether a noisy total is too noisy to read as one number: its 95% half-width (ln 20
+    times the Laplace scale the release used) is half its value or more, so the true figure
+    may be under half of it or over one and a half times it. Such a total is shown as its
+    interval (`~L–H`), never as a number (`--json` keeps value and `ci95`). Half: the rule
+    by which a share reads `noisy` (±50 points spans the whole range); at the shipped
+    policy a topic's thread count (half-width ~37) reads as a number from ~75 threads on,
+    its people (~48) from ~96."""
+    return ci95 is not None and ci95 > 0 and 2 * ci95 >= abs(value)
 
 
 def figure_count(f: Figure, *, floor: bool = False) -> str:

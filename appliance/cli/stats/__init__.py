@@ -46,8 +46,8 @@ def stats() -> None:
 @stats.command("topics")
 @stats_command("topics")
 def stats_topics(start: datetime, end: datetime) -> dict[str, Any]:
-    """Per topic: threads, people, turns, refined/abandoned/blocked shares, tokens, cost
-    and a 14-day trend (a day's first run spends the topics epsilon)."""
+    """Per topic: threads, people, turns per thread, refined/abandoned/blocked shares,
+    tokens, cost and a 14-day trend (a day's first run spends the topics epsilon)."""
     return {}
 
 

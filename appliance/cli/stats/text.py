@@ -18,8 +18,10 @@ from appliance.tui.format import (
     TOO_NOISY,
     cost_shown,
     figure_count,
+    interval,
     reaches_zero,
     says_nothing,
+    too_wide,
     topic_title,
     unlabelled_note,
 )
@@ -66,12 +68,14 @@ def _fmt(f: Figure, pct: bool = False) -> str:
 
 def _count(f: Figure, *, floor: bool = False) -> str:
     """A count of threads, people or prompts: whole numbers (`41±3`, not `41.0±3`), `<N`
-    where its interval reaches zero (`tui.format.count_text`, as on the TUI's screens)."""
+    where its interval reaches zero, `~L–H` where it is ± half the value or wider
+    (`tui.format.count_text`, as on the TUI's screens)."""
     return figure_count(f, floor=floor)
 
 
 def _sum(f: Figure) -> str:
-    """A noisy sum (tokens): `noisy` where its interval cannot tell it from zero."""
+    """A noisy sum (tokens): `noisy` where its interval cannot tell it from zero, `~L–H`
+    where it is ± half the value or wider."""
     return TOO_NOISY if says_nothing(f) else _count(f)
 
 
@@ -112,7 +116,8 @@ def _print(report: analytics.Report[Any], currency: str, *, user: str | None = N
     else:
         _note(f"differentially private: {_spent(report)}")
         _note(f"{report.budget_remaining:g} left today; ± is a 95% interval, <N a count "
-              "whose interval reaches 0 (N its top)")
+              "whose interval reaches 0 (N its top), ~L–H a count or total too noisy to "
+              "read as one number (its interval is ± half its value or more)")
         # "groups under 5 users (noisy count) withheld" read as "5 people or more are
         # shown": the noisy count decides, and shows one person's group in 40% of releases
         scale = released_people_scale(getattr(r, "users", None) for r in report.rows)
@@ -222,10 +227,13 @@ def _zero(f: Figure) -> bool:
     return reaches_zero(f.value, None if f.exact else f.ci95)
 
 
-def _money(f: Figure) -> str:
-    """A cost (total or per thread): `noisy` where its interval cannot tell it from zero."""
+def _money(f: Figure, *, total: bool = False) -> str:
+    """A cost (total or per thread): `noisy` where its interval cannot tell it from zero;
+    a total whose interval is ± half its value or more as that interval (`~L–H`)."""
     if says_nothing(f):
         return TOO_NOISY
+    if total and not f.exact and too_wide(f.value, f.ci95):
+        return f"~{interval(f.value, f.ci95, '.4f')}"
     return f"{f.value:.4f}" + ("" if f.exact else f"±{f.ci95:.4f}")
 
 
@@ -236,7 +244,7 @@ def _cost(r: analytics.GroupStats, currency: str) -> str:
     hidden = cost_shown(r.costed, r.cost, r.mean_cost)
     if hidden is not None:
         return f"cost {hidden}"
-    total, per = _money(r.cost), _money(r.mean_cost)
+    total, per = _money(r.cost, total=True), _money(r.mean_cost)
     return f"cost {total}{'' if total == TOO_NOISY else ' ' + currency} (per thread {per})"
 
 
@@ -263,7 +271,8 @@ def _line(r: object, currency: str = "", *, floor: bool = False,
         threads = f"{'≥' if floor else ''}{_count(r.threads, floor=floor)}"
         return _wrap(f"{r.key:<{k}} {r.label or '':<{LABEL_WIDTH}}",
                      [f"threads {threads}", *people],
-                     [f"turns {_ratio(r.mean_turns)}",
+                     # per thread, a mean: "turns 3.2" was read as the group's total turns
+                     [f"turns/thread {_ratio(r.mean_turns)}",
                       f"refine {_ratio(r.refinement_share, True)}",
                       f"abandon {_ratio(r.abandonment_share, True)}",
                       f"errors {_ratio(r.error_share, True)}",

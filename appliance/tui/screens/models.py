@@ -101,7 +101,8 @@ class ModelsScreen(ReleasedScreen):
         self.query_one("#models-head", Static).update(
             f"Models on {on}, {view.start:%Y-%m-%d} to {view.last_day:%Y-%m-%d} UTC · {when} · "
             f"differentially private (± 95%; {TOO_NOISY}: too noisy to read; <N: a count "
-            "whose interval reaches 0, N its top), as `semtrace "
+            "whose interval reaches 0, N its top; ~L–H: a count too noisy to read as one "
+            "number, its interval), as `semtrace "
             f"stats models` · cost in {view.currency}")
         self._status(self._note(view))
 

@@ -42,9 +42,12 @@ ORDERS = {
     "cost": ("cost", lambda r: (cost_shown(r.costed, r.mean_cost) is not None,
                                 -r.mean_cost.value)),
 }
-# "people", as `stats topics`, the models screen and this screen's own head call them
-COLUMNS = (("tenant", "tenant", 7), ("topic", "topic", 24), ("threads", "threads", 8),
-           ("turns", "turns", 8), ("users", "people", 6), ("refine", "refined", 8),
+# "people", as `stats topics`, the models screen and this screen's own head call them;
+# "turns/thread": a mean, which a column headed "turns" beside "threads" read as a total.
+# Each is at least this wide, and as wide as its widest cell (a topic's name, a count's
+# `~L–H`: never cut); the topic's 20 (was 24) keeps a 100-column screen's table whole.
+COLUMNS = (("tenant", "tenant", 7), ("topic", "topic", 20), ("threads", "threads", 8),
+           ("turns", "turns/thread", 12), ("users", "people", 6), ("refine", "refined", 8),
            ("abandon", "abandoned", 9), ("cost", "cost/thread", 11))
 def trend_line(row: GroupStats, k_min_users: int) -> Text:
     """The highlighted topic's trend: `│▂▃ ▅  █│`, its days and its latest point."""
@@ -64,7 +67,8 @@ def trend_line(row: GroupStats, k_min_users: int) -> Text:
 
 def count(f: Figure | None, *, floor: bool = False) -> Text:
     """A count and, when noisy, its 95% half-width: `12±4` (`<N` where the interval
-    reaches zero, as `stats` prints it: `format.count_text`)."""
+    reaches zero, `~L–H` where it is ± half the value or wider, as `stats` prints it:
+    `format.count_text`)."""
     if f is None:
         return Text("–", justify="right")
     return Text(figure_count(f, floor=floor), justify="right")
@@ -112,7 +116,8 @@ def topic_name(row: GroupStats) -> Text:
 
 
 class TopicsScreen(ReleasedScreen):
-    """Per topic: threads, turns, people, refinement and abandonment shares, cost, trend."""
+    """Per topic: threads, turns per thread, people, refinement and abandonment shares, cost,
+    trend."""
 
     KIND = "topics"
 
@@ -140,15 +145,15 @@ class TopicsScreen(ReleasedScreen):
         self.query_one("#topics", DataTable).focus()
         self.load()
 
-    def _columns(self, topic_width: int = 0) -> None:
-        """The table's columns; `topic_width`: the longest topic name to show whole (a
+    def _columns(self, widest: tuple[int, ...] = ()) -> None:
+        """The table's columns; `widest`: each column's widest cell, shown whole (a
         label, 'tp_… · unlabelled', '· with tp_… merged since' were cut at 24)."""
         table = self.query_one("#topics", DataTable)
         table.clear(columns=True)
         sorted_by = ORDERS[self.order][0]
-        for key, header, width in COLUMNS:
+        for n, (key, header, width) in enumerate(COLUMNS):
             label = header + (" ▼" if key == sorted_by else "")
-            wide = max(width, topic_width) if key == "topic" else width
+            wide = max(width, widest[n] if n < len(widest) else 0)
             table.add_column(label, key=key, width=max(wide, len(label)))
 
     def show(self, view: AggregateView) -> None:
@@ -174,7 +179,8 @@ class TopicsScreen(ReleasedScreen):
                 users = Text("≥", justify="right") + count(r.users, floor=True)
             cells.append((Text(tenant), name, count(r.threads), mean(r.mean_turns), users,
                           share(r.refinement_share), share(r.abandonment_share), cost))
-        self._columns(max((c[1].cell_len for c in cells), default=0))  # names shown whole
+        self._columns(tuple(max((c[n].cell_len for c in cells), default=0)
+                            for n in range(len(COLUMNS))))  # names and figures shown whole
         for (tenant, r), cells_of_row in zip(rows, cells, strict=True):
             table.add_row(*cells_of_row, key=f"{tenant}\0{r.key}")
         self.rows = {f"{tenant}\0{r.key}": r for tenant, r in rows}
@@ -187,7 +193,8 @@ class TopicsScreen(ReleasedScreen):
         when = (f"released {min(made):%H:%M} UTC" if made else "no release yet today")
         return (f"Topics, {view.start:%Y-%m-%d} to {view.last_day:%Y-%m-%d} UTC · {when} · "
                 f"differentially private: ± is a 95% interval ({TOO_NOISY}: too wide to "
-                f"read; <N: a count whose interval reaches 0, N its top); {self._odds(view)}"
+                f"read; <N: a count whose interval reaches 0, N its top; ~L–H: a count too "
+                f"noisy to read as one number, its interval); {self._odds(view)}"
                 " · cost in "
                 f"{view.currency}, {TOO_NOISY} also where the release cannot tell whether "
                 "any thread has one")
