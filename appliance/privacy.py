@@ -198,18 +198,22 @@ class PrivacyGate:
 
     def __init__(self, db: Any, settings: PrivacySettings, *,
                  rng: np.random.Generator | None = None,
-                 clock: Callable[[], float] = time.time, spend: bool = True) -> None:
+                 clock: Callable[[], float] = time.time, spend: bool = True,
+                 today_only: bool = False) -> None:
         """A gate over one store's ledger and release cache.
 
         Args:
             spend: False for readers that never write (the TUI): they get the latest
                 stored release under a key, and NoRelease when there is none.
+            today_only: with `spend` False, only today's release under a key (NoRelease
+                for an older day's: `reads.run_stats` of a window with no thread).
         """
         from appliance.releases import ReleaseCache
 
         self.settings = settings
         self.clock = clock
         self.spend = spend
+        self.today_only = today_only
         self.ledger = Ledger(db, per_day=settings.epsilon_per_day, clock=clock)
         self.cache = ReleaseCache(db, clock=clock)
         self.rng = rng if rng is not None else np.random.default_rng(secrets.randbits(128))
@@ -237,7 +241,8 @@ class PrivacyGate:
             if cached is not None:
                 return replace(cached, remaining=self.ledger.remaining(tenant), cached=True)
         if not self.spend:
-            latest = self.cache.latest(tenant, key) if key is not None else None
+            latest = (self.cache.latest(tenant, key) if key is not None
+                      and not self.today_only else None)
             if latest is None:
                 raise NoRelease(f"No cross-user release of these figures for tenant {tenant} "
                                 "yet; `semtrace stats` makes today's.")

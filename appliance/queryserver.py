@@ -51,6 +51,7 @@ from appliance.readindex import ReaderIndex
 from appliance.reads import (
     StatsQuery,
     check_tenant,
+    reads_threads,
     run_search,
     run_stats,
     search_skipped,
@@ -218,7 +219,7 @@ def answer(obj: dict[str, Any], role: str, policies: Policies, store: Store,
         elif op == "search":
             body = _search(obj, role, policies, store, keyring, embedder, rid, kept)
         elif op == "stats":
-            body = _stats(obj, policies, store, keyring, rid, ledger_db)
+            body = _stats(obj, role, policies, store, keyring, rid, ledger_db)
         else:
             from appliance.tui import served
 
@@ -284,8 +285,8 @@ def _search(obj: dict[str, Any], role: str, policies: Policies, store: Store,
             "skipped": search_skipped(store, policies, role, tenant, user)}
 
 
-def _stats(obj: dict[str, Any], policies: Policies, store: Store, keyring: Keyring,
-           rid: str | None, ledger_db: Any = None) -> dict[str, Any]:
+def _stats(obj: dict[str, Any], role: str, policies: Policies, store: Store,
+           keyring: Keyring, rid: str | None, ledger_db: Any = None) -> dict[str, Any]:
     kind = _str(obj, "kind", rid, required=True)
     tenant = _str(obj, "tenant", rid, required=True)
     start, end = _when(obj, "from", rid), _when(obj, "to", rid)
@@ -302,5 +303,10 @@ def _stats(obj: dict[str, Any], policies: Policies, store: Store, keyring: Keyri
     q = StatsQuery(kind=str(kind), tenant=str(tenant), user=_str(obj, "user", rid),
                    start=start, end=end, topic=_str(obj, "topic", rid), bucket=bucket,
                    baseline=(b_start, b_end) if b_start and b_end else None)
-    return {"report": stats_json(run_stats(q, store, keyring, policies, ledger_db=ledger_db),
-                                 policies.pricing.currency)}
+    made = obj.get("release", False)  # the TUI's `n`: today's release even of nothing
+    if not isinstance(made, bool):
+        raise ProtocolError("bad_request", "'release' must be true or false.", rid)
+    # a window with no thread: said without a release to a role that may list them
+    report = run_stats(q, store, keyring, policies, ledger_db=ledger_db,
+                       reads_threads=not made and reads_threads(policies, role, q.tenant))
+    return {"report": stats_json(report, policies.pricing.currency)}

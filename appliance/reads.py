@@ -21,7 +21,7 @@ from appliance.config import Policies
 from appliance.embed import Embedder
 from appliance.errors import AccessDenied, InputError, SemtraceError
 from appliance.keys import Keyring
-from appliance.privacy import Figure, PrivacyGate
+from appliance.privacy import Figure, NoRelease, PrivacyGate
 from appliance.query import (
     has_held,
     has_topic,
@@ -154,8 +154,9 @@ def check_stats_query(q: StatsQuery, store: Store, policies: Policies, *,
 
     A blank or unknown tenant (one the store never held data of and no policy names: a
     typo) and a window that starts in the future are bad input. A known tenant's window
-    in the past is answered through the gate even when it holds nothing: skipping the
-    spend there would tell, exactly, that nobody was active (docs/topics.md).
+    in the past is answered through the gate even when it holds nothing, unless the role
+    may list the tenant's threads (`run_stats`): skipping the spend there would tell any
+    other role, exactly, that nobody was active (docs/topics.md).
     """
     if not q.tenant.strip():
         raise InputError("--tenant must name a tenant.")
@@ -206,13 +207,39 @@ def user_named(store: Store, keyring: Keyring, tenant: str, user: str) -> str:
     return named[0]
 
 
+def reads_threads(policies: Policies, role: str, tenant: str) -> bool:
+    """Whether `role` may list `tenant`'s threads (`threads list --since --until` tells it
+    exactly whether a window holds any): its cross-user `stats` of a window with no thread
+    say so without a release, spending nothing (`run_stats`)."""
+    return allowed(policies.access, role, "threads:read") and sees(policies.access, role,
+                                                                   tenant)
+
+
+def nothing_held(q: StatsQuery, gate: PrivacyGate, policies: Policies,
+                 baseline: tuple[datetime, datetime] | None = None) -> analytics.Report[Any]:
+    """The answer to a cross-user query of a window with no thread: no rows, nothing spent
+    (no release made or cached, no ledger row), the budget left as it was."""
+    b_start, b_end = baseline or (None, None)
+    return analytics.Report(kind=q.kind, tenant=q.tenant, start=q.start, end=q.end,
+                            exact=False, epsilon=0.0,
+                            budget_remaining=gate.ledger.remaining(q.tenant),
+                            k_min_users=policies.privacy.k_min_users, rows=(),
+                            topic=q.topic if q.kind == "models" else None,
+                            baseline_start=b_start, baseline_end=b_end, empty=True)
+
+
 def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies, *,
-              ledger_db: Any = None) -> analytics.Report[Any]:
+              ledger_db: Any = None, reads_threads: bool = False) -> analytics.Report[Any]:
     """The report of `q` (the role was checked for `stats_permission(q.user)`).
 
     Args:
         ledger_db: the connection the privacy gate spends and caches releases on
             (default the store's own; the service reads from a read-only store).
+        reads_threads: the role may list the tenant's threads (`reads_threads`): a
+            cross-user query of a window (and an incident's baseline) holding no thread
+            of the tenant is answered `empty`, spending nothing. For any other role it is
+            released and spends as any window does: answering "nothing" for free would
+            tell it, exactly, that nobody was active then (docs/topics.md).
     """
     if q.kind not in STATS_KINDS:
         raise SemtraceError(f"Unknown stats kind {q.kind!r}; use one of "
@@ -222,14 +249,39 @@ def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies,
     check_stats_query(q, store, policies)
     pseudo = user_named(store, keyring, q.tenant, q.user) if q.user is not None else None
     gate = PrivacyGate(ledger_db if ledger_db is not None else store.db, policies.privacy)
-    bound = policies.pricing.thread_cost_bound
-    common: dict[str, Any] = {"tenant": q.tenant, "start": q.start, "end": q.end,
-                              "single_user": pseudo}
     # one map of merged ids for the threads' topics and the topic's members: a refinement
     # merging meanwhile must not put threads in a release that does not say it covers them
     aliases = topic_aliases(store)
     threads = analytics.load_threads(store, q.tenant, q.start, q.end, user=pseudo,
                                      aliases=aliases)
+    b_start, b_end = q.baseline or (q.start - (q.end - q.start), q.start)
+    base = (analytics.load_threads(store, q.tenant, b_start, b_end, user=pseudo)
+            if q.kind == "incident" else [])
+    if pseudo is None and reads_threads and not threads and not base:
+        try:  # today's release of it, where one was made (read: nothing spent)
+            return _stats_report(q, store, policies, PrivacyGate(
+                gate.ledger.db, policies.privacy, spend=False, today_only=True), pseudo,
+                threads, base, aliases)
+        except NoRelease:  # none: no new one of nothing, nothing spent
+            empty = nothing_held(q, gate, policies,
+                                 (b_start, b_end) if q.kind == "incident" else None)
+        if q.kind == "models" and q.topic:  # what the figures would have been of
+            live = aliases.get(q.topic, q.topic)
+            empty = replace(empty, topic=live, topic_label=analytics.topic_labels(
+                store, q.tenant).get(live))
+        return empty
+    return _stats_report(q, store, policies, gate, pseudo, threads, base, aliases)
+
+
+def _stats_report(q: StatsQuery, store: Store, policies: Policies, gate: PrivacyGate,
+                  pseudo: str | None, threads: list[analytics.ThreadRow],
+                  base: list[analytics.ThreadRow], aliases: dict[str, str]
+                  ) -> analytics.Report[Any]:
+    """`run_stats`'s report of the threads of its window (and baseline: `base`)."""
+    bound = policies.pricing.thread_cost_bound
+    common: dict[str, Any] = {"tenant": q.tenant, "start": q.start, "end": q.end,
+                              "single_user": pseudo}
+    b_start, b_end = q.baseline or (q.start - (q.end - q.start), q.start)
     if q.kind in ("topics", "blocks", "incident"):
         labels = analytics.topic_labels(store, q.tenant)
         # one row per topic as it is now: a release keeps the topic ids of its moment all day
@@ -263,8 +315,6 @@ def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies,
         blocks = analytics.block_stats(threads, gate, labels=labels, aliases=merged,
                                        shared=shared, **common)
         return replace(blocks, per_user_topics=per_user)
-    b_start, b_end = q.baseline or (q.start - (q.end - q.start), q.start)
-    base = analytics.load_threads(store, q.tenant, b_start, b_end, user=pseudo)
     lifts = analytics.incident_lifts(threads, base, gate, labels=labels, aliases=merged,
                                      shared=shared, baseline_window=(b_start, b_end),
                                      **common)
@@ -339,7 +389,7 @@ def report_from_json(data: dict[str, Any]) -> analytics.Report[Any]:
         per_user_topics=bool(data.get("per_user_topics")),
         uncounted=tuple(data.get("uncounted", ())), topic=data.get("topic"),
         topic_label=data.get("topic_label"), baseline_start=_ts(data.get("baseline_start")),
-        baseline_end=_ts(data.get("baseline_end")))
+        baseline_end=_ts(data.get("baseline_end")), empty=bool(data.get("empty")))
 
 
 def record_from_json(d: dict[str, Any]) -> Record:

@@ -126,8 +126,9 @@ def test_stats_topics_json_is_noisy_accounted_and_released_once_a_day(
     out = stats(cli_runner, data_dir, passphrase_file, "topics")
     assert set(out) == {"kind", "tenant", "start", "end", "exact", "epsilon",
                         "budget_remaining", "k_min_users", "rows", "released_at", "cached",
-                        "release_age_s", "currency", "per_user_topics"}
+                        "release_age_s", "currency", "per_user_topics", "empty"}
     assert out["per_user_topics"] is False  # acme's topics are cross-user (privacy.toml)
+    assert out["empty"] is False  # the window holds threads: a release
     assert out["kind"] == "topics" and out["exact"] is False
     assert out["epsilon"] == pytest.approx(100.0)
     assert out["budget_remaining"] == pytest.approx(150.0) and out["k_min_users"] == 2
@@ -323,30 +324,49 @@ def test_the_other_topics_key_typed_as_a_topic_says_what_it_is(
     assert filled.store.db.execute("SELECT count(*) FROM privacy_budget").fetchone() == (0,)
 
 
-def test_a_known_tenants_empty_window_is_released_as_any_other(
-        filled: Any, cli_runner: Any, data_dir: Path, passphrase_file: Path) -> None:
+def aggregates_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the CLI with the shipped policies and a role `figures` that may read cross-user
+    figures and not threads (`stats --role figures`)."""
+    from appliance.config import policy_dir
+
+    policies = tmp_path / "policies"
+    shutil.copytree(policy_dir(), policies)
+    with (policies / "access.toml").open("a") as fh:
+        fh.write('\n[roles.figures]\ndescription = "figures only"\n'
+                 'permissions = ["aggregates"]\n')
+    monkeypatch.setenv("SEMTRACE_POLICY_DIR", str(policies))
+
+
+def test_a_known_tenants_empty_window_is_released_as_any_other_to_a_role_without_threads(
+        filled: Any, cli_runner: Any, data_dir: Path, passphrase_file: Path,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from appliance.cli import cli
 
-    # Answering "nothing" for free would say, exactly, that nobody was active then.
+    # Answering "nothing" for free would tell a role that may not list the threads,
+    # exactly, that nobody was active then (a role that may list them is told: see
+    # test_stats_readable.py).
+    aggregates_only(tmp_path, monkeypatch)
     result = cli_runner.invoke(cli, [
         "stats", "topics", "--data-dir", str(data_dir), "--passphrase-file",
         str(passphrase_file), "--tenant", "acme", "--from", "2020-01-01", "--to",
-        "2020-01-08", "--json"])
+        "2020-01-08", "--role", "figures", "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     assert out["rows"] == [] and out["epsilon"] > 0 and out["cached"] is False
+    assert out["empty"] is False
 
 
 def test_an_empty_release_says_why_it_shows_nothing(
-        filled: Any, data_dir: Path, passphrase_file: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+        filled: Any, data_dir: Path, passphrase_file: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """A window nobody was active in printed a bare "(nothing to show)" right under
     "epsilon 2 spent": the reader could not tell a fault from the k_min_users rule."""
     from appliance.cli import main
 
+    aggregates_only(tmp_path, monkeypatch)
     main(["stats", "topics", "--data-dir", str(data_dir), "--passphrase-file",
           str(passphrase_file), "--tenant", "acme", "--from", "2020-01-01", "--to",
-          "2020-01-08"])
+          "2020-01-08", "--role", "figures"])
     out = " ".join(capsys.readouterr().out.split())
     assert "(nothing to show: no topic reached 5 people (noisy count) in this window: " \
            "there may be none, or too few people to show)" in out, out

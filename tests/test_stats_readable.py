@@ -1,17 +1,23 @@
-"""`semtrace stats` as a product person reads it: turns per thread named so, and a noisy
-total too wide to read shown as its interval."""
+"""`semtrace stats` as a product person reads it: turns per thread named so, a noisy total
+too wide to read shown as its interval, and a window with no thread answered without
+spending the day's privacy budget (to a role that may list the threads anyway)."""
 
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import serving
 from test_stats import WINDOW, fill, stats_rows
 
+from appliance.config import RoleSettings
 from appliance.privacy import CI95, Figure
+
+EMPTY = ["--from", "2020-01-01", "--to", "2020-01-08"]  # before anything `filled` holds
 
 
 @pytest.fixture
@@ -75,3 +81,62 @@ def test_totals_too_noisy_to_read_show_their_interval_and_turns_say_per_thread(
     assert got["tokens"]["value"] == 3000.0 and got["tokens"]["ci95"] == pytest.approx(2900)
     assert got["mean_turns"]["value"] == pytest.approx(3.0)  # the key JSON readers know
 
+
+def test_a_stats_query_of_an_empty_window_says_so_and_spends_nothing(
+        filled: Any, cli_runner: Any, data_dir: Path, passphrase_file: Path,
+        redactor: Any, embedder: Any) -> None:
+    """`stats topics --from 2020-01-01 --to 2020-01-08` on a tenant active only in 2026
+    spent the topics epsilon (2 of the day's 4) on a release of nothing and printed
+    "epsilon 2 spent ... there may be none, or too few people to show". The analyst may
+    list those threads (`threads list --since --until`): that none exist is no news to
+    them, so each kind says so, makes no release and leaves the budget as it was."""
+    rt = filled
+    day = rt.store.db.execute("SELECT count(*), coalesce(sum(spent), 0) FROM privacy_budget")
+    assert day.fetchone() == (0, 0)
+    for kind in ("topics", "models", "cost", "positions", "blocks", "incident"):
+        text = run(cli_runner, data_dir, passphrase_file, kind, *EMPTY)
+        flat = " ".join(text.split())
+        where = "in this window or in its baseline" if kind == "incident" else "in this window"
+        assert f"nothing to show: tenant acme has no threads {where}, so no release was " \
+               "made and nothing was spent (4 left today)" in flat, flat
+        assert "epsilon" not in flat and "spent now" not in flat, flat
+        out = run(cli_runner, data_dir, passphrase_file, kind, *EMPTY, "--json")
+        assert out["empty"] is True and out["rows"] == [] and out["epsilon"] == 0
+        assert out["budget_remaining"] == 4.0 and out["cached"] is False
+    assert rt.store.db.execute("SELECT count(*) FROM privacy_budget").fetchone() == (0,)
+    assert rt.store.db.execute("SELECT count(*) FROM dp_releases").fetchone() == (0,)
+
+    # a window that holds threads still makes its release and spends, as before
+    spent = run(cli_runner, data_dir, passphrase_file, "topics", *WINDOW, "--json")
+    assert spent["empty"] is False and spent["epsilon"] == 2.0
+    assert spent["budget_remaining"] == 2.0
+
+    # over the service's query socket: the same for a role that may list acme's threads;
+    # a role of figures only is not told (that would say exactly that nobody was active)
+    from appliance.index import VectorIndex
+    from appliance.link import make_linker
+    from appliance.pipeline import Pipeline
+
+    pipe = Pipeline(store=rt.store, index=VectorIndex(embedder.dims), keyring=rt.keyring,
+                    redactor=redactor, embedder=embedder,
+                    linker=make_linker(rt.policies.correlation), policies=rt.policies)
+    roles = {"reader-acme": RoleSettings(permissions=["threads:read", "aggregates"],
+                                         uids=[os.getuid()], tenants=["acme"]),
+             "figures-acme": RoleSettings(permissions=["aggregates"], uids=[os.getuid()],
+                                          tenants=["acme"])}
+    sockets = data_dir.parent / "sockets"
+    sockets.mkdir()
+    with serving(pipe, roles, sockets) as sock:
+        over = ["--socket", str(sock), "--role"]
+        told = run(cli_runner, data_dir, passphrase_file, "models", *EMPTY, "--json",
+                   *over, "reader-acme")
+        assert told["empty"] is True and told["epsilon"] == 0
+        assert told["budget_remaining"] == 2.0
+        said = run(cli_runner, data_dir, passphrase_file, "models", *EMPTY, *over,
+                   "reader-acme")
+        assert "nothing to show: tenant acme has no threads in this window" in " ".join(
+            said.split())
+        released = run(cli_runner, data_dir, passphrase_file, "models", *EMPTY, "--json",
+                       *over, "figures-acme")
+        assert released["empty"] is False and released["epsilon"] == 1.0
+        assert released["budget_remaining"] == 1.0

@@ -117,6 +117,10 @@ class Report(Generic[R]):
     # incident: the window its figures are compared against
     baseline_start: datetime | None = None
     baseline_end: datetime | None = None
+    # across users: the window (and an incident's baseline) holds no thread of the tenant,
+    # told without a release (nothing spent) to a role that may list the tenant's threads,
+    # which know it exactly already (`reads.run_stats`, docs/topics.md)
+    empty: bool = False
 
 
 def _report(kind: str, tenant: str, start: datetime, end: datetime, rel: Release,

@@ -114,10 +114,11 @@ class SocketAggregates:
     def release(self, kind: str, now: datetime, *, role: str,
                 topic: str | None = None) -> tuple[str, ...]:
         """Ask the service for today's release of each tenant that lacks one: it spends
-        the kind's epsilon through the privacy gate as `semtrace stats KIND` does."""
+        the kind's epsilon through the privacy gate as `semtrace stats KIND` does, and as
+        `n` does on a local store, also where the window holds no thread (`release`)."""
         view = self.view(kind, now, topic=topic)
         for tenant in view.missing:
-            self.reader.ask("stats", kind=kind, tenant=tenant, topic=topic,
+            self.reader.ask("stats", kind=kind, tenant=tenant, topic=topic, release=True,
                             **{"from": _iso(view.start), "to": _iso(view.end)})
         return view.missing
 

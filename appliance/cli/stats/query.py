@@ -25,7 +25,14 @@ from appliance.cli.sockets import ask, query_socket, query_socket_option
 from appliance.cli.stats.text import _print
 from appliance.errors import InputError, SemtraceError
 from appliance.ingest import parse_ts
-from appliance.reads import StatsQuery, report_from_json, run_stats, stats_json, stats_permission
+from appliance.reads import (
+    StatsQuery,
+    reads_threads,
+    report_from_json,
+    run_stats,
+    stats_json,
+    stats_permission,
+)
 from appliance.roles import require
 
 DEFAULT_DAYS = analytics.DEFAULT_DAYS
@@ -107,8 +114,9 @@ def _direct(q: StatsQuery, data_dir: Path | None, passphrase_file: Path | None,
     rt = (open_read(data_dir, passphrase_file, key_file, f"stats {q.kind} --user")
           if q.user is not None else open_dir(data_dir, passphrase_file, key_file))
     try:
-        require(rt.policies.access, role, stats_permission(q.user), tenant=q.tenant)
-        return stats_json(run_stats(q, rt.store, rt.keyring, rt.policies),
+        name = require(rt.policies.access, role, stats_permission(q.user), tenant=q.tenant)
+        return stats_json(run_stats(q, rt.store, rt.keyring, rt.policies,
+                                    reads_threads=reads_threads(rt.policies, name, q.tenant)),
                           rt.policies.pricing.currency)
     finally:
         rt.close()

@@ -111,6 +111,9 @@ def _print(report: analytics.Report[Any], currency: str, *, user: str | None = N
     if report.baseline_start and report.baseline_end:
         _note(f"against {report.baseline_start:%Y-%m-%d %H:%M} to "
               f"{report.baseline_end:%Y-%m-%d %H:%M} UTC (the baseline)")
+    if report.empty:
+        _note(_nothing_held(report))
+        return
     if report.exact:
         _note("exact (one user's own data)")
     else:
@@ -190,6 +193,16 @@ def _print(report: analytics.Report[Any], currency: str, *, user: str | None = N
               "since today's release of it and with no release of its own today: its "
               "threads are in none of these figures (threads ≥); tomorrow's release "
               "counts them")
+
+
+def _nothing_held(report: analytics.Report[Any]) -> str:
+    """A cross-user query of a window with no thread, answered without a release (`reads.
+    run_stats`: the role may list the tenant's threads, which say it exactly)."""
+    where = "in this window or in its baseline" if report.kind == "incident" else \
+        "in this window"
+    return (f"nothing to show: tenant {report.tenant} has no threads {where}, so no "
+            f"release was made and nothing was spent ({report.budget_remaining:g} left "
+            "today); `threads list --since --until` lists the same threads")
 
 
 def _no_threads_of(report: analytics.Report[Any]) -> str:
