@@ -63,7 +63,7 @@ def test_threads_show_prints_each_turns_intent_signal_and_parent(
 
 def test_the_why_panel_names_the_signal_that_decided_each_turn(runtime: Any,
                                                                linked: list[Any]) -> None:
-    from test_tui import app_for, run, settle, table_keys
+    from test_tui import app_for, open_thread, run, settle
 
     from appliance.query import get_thread
 
@@ -75,10 +75,7 @@ def test_the_why_panel_names_the_signal_that_decided_each_turn(runtime: Any,
 
     async def scenario(pilot: Any) -> None:
         app = pilot.app
-        app.screen.query_one("#threads").move_cursor(
-            row=table_keys(app, "#threads").index(thread.thread_id))
-        await pilot.press("enter")
-        await settle(pilot)
+        await open_thread(pilot, thread.thread_id)
         for i, r in enumerate(thread.records):
             if i:
                 await pilot.press("j")
@@ -221,7 +218,7 @@ def test_an_empty_threads_table_says_whether_the_filter_or_the_store_is_empty(
 
 def test_the_why_panel_scrolls_from_the_keyboard_when_its_evidence_runs_past_the_screen(
         runtime: Any, linked: list[Any]) -> None:
-    from test_tui import app_for, run, settle, table_keys
+    from test_tui import app_for, open_thread, run, settle
 
     from appliance.query import get_thread
     from appliance.tui.tree import flatten, layout
@@ -235,10 +232,7 @@ def test_the_why_panel_scrolls_from_the_keyboard_when_its_evidence_runs_past_the
 
     async def scenario(pilot: Any) -> None:
         app = pilot.app
-        app.screen.query_one("#threads").move_cursor(
-            row=table_keys(app, "#threads").index(thread.thread_id))
-        await pilot.press("enter")
-        await settle(pilot)
+        await open_thread(pilot, thread.thread_id)
         await pilot.press(*["j"] * longest)
         await settle(pilot)
         panel = app.screen.query_one(EvidencePanel)

@@ -52,6 +52,14 @@ def table_keys(app: Any, selector: str) -> list[str]:
             for i in range(table.row_count)]
 
 
+async def open_thread(pilot: Any, thread_id: str) -> None:
+    """Open a thread from the threads screen: its row selected, enter, settled."""
+    pilot.app.screen.query_one("#threads").move_cursor(
+        row=table_keys(pilot.app, "#threads").index(thread_id))
+    await pilot.press("enter")
+    await settle(pilot)
+
+
 def card_ids(app: Any) -> list[int]:
     """The record ids of the thread view's turns, top to bottom."""
     from appliance.tui.widgets.turns import TurnList
@@ -136,10 +144,7 @@ def why_panels(runtime: Any, thread_id: str, count: int) -> list[str]:
 
     async def scenario(pilot: Any) -> None:
         app = pilot.app
-        app.screen.query_one("#threads").move_cursor(
-            row=table_keys(app, "#threads").index(thread_id))
-        await pilot.press("enter")
-        await settle(pilot)
+        await open_thread(pilot, thread_id)
         for i in range(count):
             if i:
                 await pilot.press("j")
@@ -861,10 +866,7 @@ def test_snapshot_thread_view_with_branch_and_failures(snap_compare: Any,
                                                        fixed_app: Any) -> None:
     async def open_first(pilot: Any) -> None:
         await settle(pilot)
-        keys = table_keys(pilot.app, "#threads")
-        pilot.app.screen.query_one("#threads").move_cursor(row=keys.index("th_0000000000000001"))
-        await pilot.press("enter")
-        await settle(pilot)
+        await open_thread(pilot, "th_0000000000000001")
         await pilot.press("down", "down")
         await settle(pilot)
 
