@@ -200,6 +200,7 @@ def take_backup(data_dir: Path, cred: Credential, dest: Path, *,
 
     from appliance.audit import verify_chain
     from appliance.lock import keep_owner
+    from appliance.store.pairing import refuse_keys_older
 
     _check_source(data_dir)
     check_destination(data_dir, dest)
@@ -215,6 +216,7 @@ def take_backup(data_dir: Path, cred: Credential, dest: Path, *,
                             f"{pending[0]}): back it up with that version, or start this "
                             "one's service once (it migrates at start) and back it up then. "
                             "Nothing was written.")
+    refuse_keys_older(data_dir, ring)  # a copy of it would not restore
     keep_owner(data_dir)  # root backing up the service's dir: its -wal/-shm stay the service's
     step = progress or (lambda _s, _d, _t: None)
     created = not dest.exists()

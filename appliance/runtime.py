@@ -13,7 +13,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from appliance.config import Policies, load_policies
 from appliance.errors import InputError, SemtraceError
@@ -232,7 +232,9 @@ def inspect_data_dir(data_dir: Path, cred: Credential) -> DataDirCheck:
     """`check_data_dir`, with the keyring it unlocked: a passphrase's Argon2id runs once
     for every check made on the store."""
     from appliance import migrations
+    from appliance.errors import DamagedFile
     from appliance.store import KEYS_FILE, connect
+    from appliance.store.pairing import keys_older_sentence
 
     require_data_dir(data_dir)
     damage = store_damage(data_dir)
@@ -243,13 +245,18 @@ def inspect_data_dir(data_dir: Path, cred: Credential) -> DataDirCheck:
         return DataDirCheck(["complete the interrupted key rotation"], None)
     ring = open_keyring(data_dir, cred)
     todo: list[str] = []
-    for name, purpose, known in ((DB_FILE, "data", migrations.MIGRATIONS),
-                                 (KEYS_FILE, "keys", migrations.KEY_MIGRATIONS)):
-        conn = connect(data_dir / name, ring, readonly=True, purpose=purpose)
-        try:
-            migrations.refuse_newer(conn, known, name=str(data_dir / name))
-            todo += [f"apply migration {m} to {name}" for m in migrations.pending(conn, known)]
-        finally:
+    conns: list[Any] = []
+    try:
+        for name, purpose, known in ((DB_FILE, "data", migrations.MIGRATIONS),
+                                     (KEYS_FILE, "keys", migrations.KEY_MIGRATIONS)):
+            conns.append(connect(data_dir / name, ring, readonly=True, purpose=purpose))
+            migrations.refuse_newer(conns[-1], known, name=str(data_dir / name))
+            todo += [f"apply migration {m} to {name}"
+                     for m in migrations.pending(conns[-1], known)]
+        if mismatch := keys_older_sentence(conns[0], conns[1], data_dir):
+            raise DamagedFile(mismatch)  # what Store.open refuses
+    finally:
+        for conn in conns:
             conn.close()
     return DataDirCheck(todo, ring)
 

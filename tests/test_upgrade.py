@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_spine import run_cli
@@ -105,10 +106,23 @@ def _older_store(tmp_path: Path, passphrase_file: Path) -> Path:
     db.execute("INSERT INTO records (id, tenant, request_id, user, bucket_id, ts, thread_id, "
                "position, model_id) VALUES (7, 'acme', 'r', 'u', 1, 0, 'th', 'new', 'm')")
     db.close()
+    _bucket_key(data, ring, "2026-01-01")
+    return data
+
+
+def _bucket_key(data: Path, ring: Any, day: str) -> None:
+    """keys.db at its first migration, holding bucket 1's data key (a bucket's key is made
+    before its row: no store holds a live bucket without one)."""
+    from appliance import migrations
+    from appliance.store import connect
+    from appliance.store.maintenance import _bucket_aad
+
     kdb = connect(data / "keys.db", ring, purpose="keys")
     migrations.migrate(kdb, migrations.KEY_MIGRATIONS[:1])
+    _, wrapped = ring.new_dek(_bucket_aad("acme", "u", day, "prompts"))
+    kdb.execute("INSERT INTO deks (bucket_id, wrapped, created_at) VALUES (1, ?, 0)",
+                (wrapped,))
     kdb.close()
-    return data
 
 
 def test_serve_check_on_an_older_store_says_what_serve_will_migrate_and_migrates_nothing(
@@ -201,9 +215,7 @@ def _earliest_store(tmp_path: Path, passphrase_file: Path) -> Path:
     db.execute("INSERT INTO records (id, tenant, request_id, user, bucket_id, ts, thread_id, "
                "position, model_id) VALUES (7, 'acme', 'r', 'u', 1, 0, 'th', 'new', 'm')")
     db.close()
-    kdb = connect(data / "keys.db", ring, purpose="keys")
-    migrations.migrate(kdb, migrations.KEY_MIGRATIONS[:1])
-    kdb.close()
+    _bucket_key(data, ring, today)
     return data
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import sqlcipher3
 
 from appliance import migrations
-from appliance.errors import InputError, SemtraceError, WrongKey
+from appliance.errors import DamagedFile, InputError, SemtraceError, WrongKey
 from appliance.keys import Dek, Keyring, RevealSealer, reveal_sealer
 from appliance.store.erasures import Erasures
 from appliance.store.maintenance import (
@@ -31,6 +31,7 @@ from appliance.store.maintenance import (
     _aad,
     _bucket_aad,
 )
+from appliance.store.pairing import keys_older_sentence
 from appliance.store.reads import Reads
 from appliance.store.turns import Turns
 from appliance.store.writes import Writes
@@ -233,6 +234,10 @@ class Store(Writes, Reads, Maintenance, Turns, Erasures):
             migrations.refuse_newer(conn, name=str(path))
             migrations.refuse_newer(kconn, migrations.KEY_MIGRATIONS,
                                     name=str(data_dir / KEYS_FILE))
+            # and before either is changed: a keys.db older than semtrace.db would read
+            # (and close) the buckets it lacks as shredded
+            if mismatch := keys_older_sentence(conn, kconn, data_dir):
+                raise DamagedFile(mismatch)
             upgraded: dict[str, list[str]] = {}
             if not readonly:
                 # an upgrade (not a new store's first open) is named by the caller
