@@ -45,7 +45,12 @@ def default_data_dir() -> Path:
 
 
 def is_initialised(data_dir: Path) -> bool:
-    return (data_dir / KEYRING_FILE).exists()
+    """Whether `data_dir` holds a keyring (False where this user may not look: the
+    commands then name the folder closed to them, `require_data_dir`)."""
+    try:
+        return (data_dir / KEYRING_FILE).exists()
+    except PermissionError:
+        return False
 
 
 def _missing_hint(data_dir: Path) -> str:
@@ -63,8 +68,12 @@ def _missing_hint(data_dir: Path) -> str:
 
 
 def require_data_dir(data_dir: Path) -> None:
-    """Refuse, as bad input (exit 2), a data dir that is missing, not a folder, or holds no
-    keyring: the same sentence from every command."""
+    """Refuse, as bad input (exit 2), a data dir that is missing, not a folder, holds no
+    keyring or is closed to this user: the same sentence from every command."""
+    from appliance.data_dir_access import closed_to_caller
+
+    if closed := closed_to_caller(data_dir):
+        raise InputError(closed)
     if not data_dir.exists():
         raise InputError(f"The data dir {data_dir} does not exist ({_missing_hint(data_dir)}).")
     if not data_dir.is_dir():

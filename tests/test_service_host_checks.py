@@ -279,7 +279,7 @@ def test_doctor_names_a_data_dir_the_caller_cannot_read(passphrase_file: Path) -
         os.chmod(record, 0o644)
         env = {"XDG_DATA_HOME": str(root / "home")}  # nobody's: no store there
         # no data dir given: the service's; one given inside a closed folder (one given
-        # that the caller cannot read click refuses itself: 'Path ... is not readable')
+        # that the caller cannot read: tests/test_data_dir_owner.py)
         for argv, path in (([], service), (["--data-dir", str(inner)], inner)):
             r = as_nobody(["doctor", "--json", *argv], record, env)
             assert "Traceback" not in r.stderr, r.stderr

@@ -42,7 +42,8 @@ def emit_json(obj: Any) -> None:
 
 
 def data_dir_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--data-dir", type=click.Path(path_type=Path), envvar=DATA_DIR_ENV,
+    return click.option("--data-dir", type=click.Path(path_type=Path, readable=False),
+                        envvar=DATA_DIR_ENV,
                         default=None, help="Data directory (default $SEMTRACE_DATA_DIR, then "
                         "~/.local/share/semtrace).")(fn)
 

@@ -333,7 +333,7 @@ def _at_start(directory: Path, passphrase_file: Path | None, key_file: Path | No
 
 
 @click.command()
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+@click.option("--data-dir", type=click.Path(path_type=Path, readable=False), default=None,
               envvar="SEMTRACE_DATA_DIR",
               help="Data directory to check (default $SEMTRACE_DATA_DIR, then your own "
                    "store, then the installed service's).")

@@ -1,0 +1,68 @@
+"""Who may open a data dir: a folder (or a file in it) closed to this user is named with
+its owner, in one sentence, before anything reads it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from appliance.keys import KEYRING_FILE
+
+
+def _who(uid: int) -> tuple[str, str]:
+    """(the user with their uid, the name to run as: the user name, else the uid)."""
+    import pwd
+
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}", f"uid {uid}"
+    return f"{name} (uid {uid})", name
+
+
+def _opens(path: Path) -> bool:
+    """Whether this process may list the folder or read the file `path` (True where it is
+    missing: other checks name that). Tried, not asked with access(2), which leaves out a
+    capability such as CAP_DAC_READ_SEARCH that a reader may hold."""
+    try:
+        if path.is_dir():
+            with os.scandir(path):
+                return True
+        with open(path, "rb"):
+            return True
+    except FileNotFoundError:
+        return True
+    except PermissionError:
+        return False
+
+
+def closed_to_caller(data_dir: Path) -> str | None:
+    """The sentence for a data dir (or one of its files) this user may not read, naming
+    who owns it, else None: such a folder read as "not a data dir", or "Permission denied:
+    .../keyring.json"."""
+    me = _who(os.getuid())[0]
+    try:
+        st = data_dir.stat()
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        return (f"The data dir {data_dir} cannot be reached by this user, {me}: a folder on "
+                "its path is closed to it; run semtrace as the data dir's owner or as root. "
+                "Nothing was changed.")
+    if not data_dir.is_dir():
+        return None
+    if not _opens(data_dir):
+        owner, run_as = _who(st.st_uid)
+        return (f"The data dir {data_dir} belongs to {owner}, mode {st.st_mode & 0o777:o}, "
+                f"and this user, {me}, may not read it: run semtrace as {run_as} or as root. "
+                "Nothing was changed.")
+    for name in (KEYRING_FILE, "semtrace.db", "keys.db"):
+        p = data_dir / name
+        if not _opens(p):
+            uid = p.stat().st_uid
+            fix = (f"run semtrace as {_who(uid)[1]} or as root" if uid == st.st_uid else
+                   f"give the data dir's files back to its owner, {_who(st.st_uid)[0]} "
+                   f"(`chown -R {st.st_uid}: {data_dir}`)")
+            return (f"{p} belongs to {_who(uid)[0]} and this user, {me}, may not read it: "
+                    f"{fix}. Nothing was changed.")
+    return None
