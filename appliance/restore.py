@@ -83,7 +83,12 @@ def read_manifest(backup: Path) -> dict[str, Any]:
 
 
 
-def _check_target(backup: Path, target: Path) -> None:
+def folder_of(target: Path) -> Path:
+    """The folder whose disk `target` is on (itself once made, else its parent)."""
+    return target if target.is_dir() else target.parent
+
+
+def _check_target(backup: Path, target: Path, manifest: dict[str, Any]) -> None:
     from appliance.runtime import check_new_data_dir
 
     if _inside(target, backup) or _inside(backup, target):
@@ -93,12 +98,18 @@ def _check_target(backup: Path, target: Path) -> None:
         check_new_data_dir(target)
     except SemtraceError as exc:
         raise InputError(f"{exc} Nothing was restored.") from None
-    folder = target if target.is_dir() else target.parent
+    folder = folder_of(target)
     if not folder.is_dir():
         raise InputError(f"The folder {folder} of {target} does not exist; nothing was "
                          "restored.")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"{target} is not writable for this user; nothing was restored.")
+    need = sum(int(f.get("bytes") or 0) for name, f in manifest["files"].items()
+               if "/" not in name and isinstance(f, dict))
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise InputError(f"{target} is on a disk with {free // 2**20} MiB free; the restore "
+                         f"needs about {-(-need // 2**20)} MiB. Nothing was restored.")
 
 
 def _policy_change(backup: Path, ring: Keyring) -> str | None:
@@ -161,7 +172,7 @@ def restore_backup(backup: Path, target: Path, cred: Credential, policies: Polic
 
     step = progress or (lambda _s, _d, _t: None)
     manifest = read_manifest(backup)
-    _check_target(backup, target)
+    _check_target(backup, target, manifest)
     try:
         ring = open_keyring(backup, cred)  # the credential that was current when it was taken
     except WrongKey:
@@ -193,8 +204,16 @@ def restore_backup(backup: Path, target: Path, cred: Credential, policies: Polic
         fsync_dir(target)
         step("shredding what expired since", len(names), len(names))
         report = _settle(target, cred, policies, manifest, erasures or [])
-    except BaseException:
+    except BaseException as exc:
         remove_made(target, found, created=created)
+        from appliance.runtime import _no_space
+
+        # the copy's OSError names the backup's file it read: the target's disk is what
+        # filled up
+        full = _no_space(exc, folder_of(target)) if isinstance(exc, Exception) else None
+        if full is not None:
+            raise SemtraceError(f"The restore into {target} failed: {full}; nothing was "
+                                "left of it.") from None
         raise
     warnings: list[str] = []
     if erasures is None:

@@ -169,6 +169,8 @@ def _no_space(exc: Exception, data_dir: Path) -> str | None:
     code = getattr(exc, "errno", None)
     if "disk is full" in text or code in (errno.ENOSPC, errno.EDQUOT):
         return "its disk is full"
+    if code == errno.EFBIG:
+        return "a file reached this process's file size limit (ulimit -f, LimitFSIZE=)"
     if "disk i/o error" in text or code == errno.EIO:
         try:
             free = shutil.disk_usage(data_dir).free
