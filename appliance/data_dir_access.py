@@ -66,3 +66,23 @@ def closed_to_caller(data_dir: Path) -> str | None:
             return (f"{p} belongs to {_who(uid)[0]} and this user, {me}, may not read it: "
                     f"{fix}. Nothing was changed.")
     return None
+
+
+def loose_modes(data_dir: Path) -> list[str]:
+    """A sentence for the data dir, and each key or database file in it, that other users
+    may read (doctor's problems; `serve --check` and serve's log warn of them)."""
+    said: list[str] = []
+    try:
+        mode = data_dir.stat().st_mode & 0o777
+        if mode & 0o077:
+            said.append(f"The data dir {data_dir} is mode {mode:o}; it should be 700.")
+        # the key files: the master key's salt and check, the compliance key (its private
+        # half under the compliance passphrase: readable, it can be attacked offline)
+        for name in (KEYRING_FILE, "reveal-key.json", "rotation.json", "semtrace.db",
+                     "keys.db"):
+            p = data_dir / name
+            if p.exists() and p.stat().st_mode & 0o077:
+                said.append(f"{p} is readable by others; it should be 600.")
+    except OSError:  # a folder closed to this user: named by the checks of access
+        return []
+    return said

@@ -55,3 +55,24 @@ def test_a_data_dir_of_another_user_is_named_with_its_owner(passphrase_file: Pat
             "as root or as its owner." in json.loads(r.stdout)["problems"]
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_serve_check_warns_of_a_data_dir_and_key_files_others_may_read(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """doctor named a data dir left 755 with its keyring.json 644 (the master key's salt and
+    check, attackable offline), while `serve --check` said 'Configuration OK' and serve
+    started without a word; now both warn (the check lists them, serve logs them), and
+    serve still starts (a folder opened on purpose to reach its query socket)."""
+    data = tmp_path / "data"
+    creds = ["--data-dir", str(data), "--passphrase-file", str(passphrase_file)]
+    assert run_cli("init", *creds).returncode == 0
+    os.chmod(data, 0o755)
+    os.chmod(data / "keyring.json", 0o644)
+    r = run_cli("serve", "--check", "--json", *creds)
+    assert r.returncode == 0, r.stderr
+    loose = [f"The data dir {data} is mode 755; it should be 700.",
+             f"{data / 'keyring.json'} is readable by others; it should be 600."]
+    assert json.loads(r.stdout)["warnings"] == loose
+    logged = [json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")]
+    assert [(x["event"], x["msg"]) for x in logged if x["level"] == "warning"] == [
+        ("data_dir_permissions", said) for said in loose]

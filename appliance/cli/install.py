@@ -181,6 +181,7 @@ def _service_passphrase() -> list[str]:
 def _problems(data_dir: Path, missing: str) -> list[str]:
     from appliance.cli.check_target import readable, unreadable
     from appliance.config import load_policies
+    from appliance.data_dir_access import loose_modes
     from appliance.errors import SemtraceError
     from appliance.runtime import check_bundled_files, store_damage
     from appliance.store import DB_FILE
@@ -214,16 +215,7 @@ def _problems(data_dir: Path, missing: str) -> list[str]:
     elif data_dir.exists() and not data_dir.is_dir():
         problems.append(f"The data dir {data_dir} is a file, not a folder.")
     elif data_dir.exists():
-        mode = data_dir.stat().st_mode & 0o777
-        if mode & 0o077:
-            problems.append(f"The data dir {data_dir} is mode {mode:o}; it should be 700.")
-        # the key files: the master key's salt and check, the compliance key (its private
-        # half under the compliance passphrase: readable, it can be attacked offline)
-        for name in ("keyring.json", "reveal-key.json", "rotation.json", "semtrace.db",
-                     "keys.db"):
-            p = data_dir / name
-            if p.exists() and p.stat().st_mode & 0o077:
-                problems.append(f"{p} is readable by others; it should be 600.")
+        problems += loose_modes(data_dir)
         if not writable(data_dir / DB_FILE):
             problems.append(read_only_sentence(data_dir))
         # files another user owns (left by a command run as root before it handed them

@@ -20,6 +20,7 @@ def check_config(target: Target, cred: Credential, cluster: Any, warnings: list[
     """Check the data dir `target` names (and this node's --own) with `cred` and print the
     result (as JSON with `as_json`), saying which data dir and why; log the policies'
     warnings as serve would. SemtraceError if serve would refuse to start."""
+    from appliance.data_dir_access import loose_modes
     from appliance.runtime import inspect_data_dir
 
     directory = target.path
@@ -39,9 +40,12 @@ def check_config(target: Target, cred: Credential, cluster: Any, warnings: list[
     if plain_bus_warning:
         logging.getLogger("semtrace.cluster").warning("%s", plain_bus_warning, extra={
             "event": "plain_bus" if cluster.security.plain_bus else "accept_plain"})
+    for loose in (modes := loose_modes(directory)):  # serve starts; others may read keys
+        logging.getLogger("semtrace.service").warning(
+            "%s", loose, extra={"event": "data_dir_permissions"})
     message = "Configuration OK." if not at_start else (
         f"Configuration OK; at start serve will {', '.join(at_start)}.")
-    said = [*warnings, *hold_warnings, *filter(None, [plain_bus_warning])]
+    said = [*warnings, *hold_warnings, *filter(None, [plain_bus_warning]), *modes]
     if as_json:
         emit_json({"ok": True, "data_dir": str(directory), "data_dir_source": target.source,
                    "data_dir_why": target.why, "message": message, "at_start": at_start,

@@ -91,6 +91,7 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
                     plain_bus_warning, as_json=as_json)
         return
     rt = _open_store(directory, passphrase_file, key_file, policies)
+    _warn_loose_modes(directory)
     lock = DataDirLock(directory)
     try:
         lock.acquire()  # a second serve of this data dir stops here, in its own sentence
@@ -105,6 +106,17 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     finally:
         lock.release()
         rt.close()
+
+
+def _warn_loose_modes(directory: Path) -> None:
+    """Log the data dir and key files other users may read (doctor lists them too)."""
+    import logging
+
+    from appliance.data_dir_access import loose_modes
+
+    for loose in loose_modes(directory):
+        logging.getLogger("semtrace.service").warning(
+            "%s", loose, extra={"event": "data_dir_permissions"})
 
 
 def _telemetry_settings(policies: Policies, metrics_listen: str | None,
