@@ -313,6 +313,11 @@ def run_retention(shredder: Shredder, settings: RetentionSettings, keyring: Keyr
             progress(done, due)
 
 
+def utc_now() -> datetime:
+    """The host's clock, as retention reads it when no date is given."""
+    return datetime.now(UTC)
+
+
 def retention_steps(shredder: Shredder, settings: RetentionSettings, keyring: Keyring, *,
                     now: datetime | None = None, chunk: int = 500
                     ) -> Generator[tuple[int, int], None, RunReport]:
@@ -320,7 +325,7 @@ def retention_steps(shredder: Shredder, settings: RetentionSettings, keyring: Ke
     due) after each chunk's commit, returns the RunReport. The service advances it one
     step per worker job, so prompts are committed between chunks of a long catch-up
     instead of after all of it; each step must run on the store's thread."""
-    now = now or datetime.now(UTC)
+    now = now or utc_now()
     report = RunReport(as_of=now)
     report.finished_interrupted = shredder.finish_interrupted()
     report.idle_holds = idle_holds(shredder.store, settings, keyring)

@@ -17,6 +17,7 @@ from typing import Any
 
 from appliance.keys import Keyring
 from appliance.retention import RunReport, Shredder, retention_steps
+from appliance.service.clock import Reading, RetentionClock
 
 log = logging.getLogger("semtrace.retention")
 
@@ -37,14 +38,28 @@ def _advance(steps: _Steps) -> tuple[int, int] | RunReport:
         return report
 
 
+def _held(reading: Reading) -> None:
+    """Say why a run shredded nothing: the host's clock stepped ahead."""
+    ahead = reading.ahead_s
+    how = f"{ahead / 86400:.0f} days" if ahead >= 2 * 86400 else f"{ahead / 3600:.0f} hours"
+    log.error(f"retention held: the host's clock moved {how} ahead of the time elapsed since "
+              f"the service last read it ({reading.since:%Y-%m-%d %H:%M} UTC), and shredding "
+              "by it would destroy what is not due; nothing was shredded. Set the clock "
+              "right, or restart the service to go by it as it is.",
+              extra={"event": "clock_jump", "ahead_s": round(ahead),
+                     "clock": reading.now.isoformat()})
+
+
 class RetentionJob:
     """Retention runs of a service, one at a time (start-up catch-up and the schedule)."""
 
     def __init__(self, service: Any, shredder: Shredder, keyring: Keyring, *,
-                 telemetry: Any = None, chunk: int = SERVICE_CHUNK) -> None:
+                 telemetry: Any = None, chunk: int = SERVICE_CHUNK,
+                 clock: RetentionClock | None = None) -> None:
         self.service, self.shredder, self.keyring = service, shredder, keyring
         self.telemetry = telemetry
         self.chunk = chunk
+        self.clock = clock or RetentionClock()
         self._lock = asyncio.Lock()
 
     def begin_catchup(self) -> None:
@@ -58,9 +73,16 @@ class RetentionJob:
         if catchup:
             self.begin_catchup()
         async with self._lock:  # the hourly job waits for a catch-up still running
+            reading = self.clock.read()
+            if reading.jumped:
+                _held(reading)
+                if catchup and svc.state == "retention_catchup":
+                    svc.state = "serving"
+                return None
+            self.clock.accept(reading)
             report = None
             steps = retention_steps(self.shredder, svc.policies.retention, self.keyring,
-                                    chunk=self.chunk)
+                                    now=reading.now, chunk=self.chunk)
             try:
                 while svc.state != "stopping":
                     step = await svc.in_worker(_advance, steps)
