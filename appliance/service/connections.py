@@ -15,6 +15,9 @@ from appliance.service.dispatch import Dispatch
 from appliance.service.peers import peer_allowed, peer_credentials
 
 log = logging.getLogger("semtrace.service")
+# Seconds a stopping service still gives a connection to take the replies it has (a
+# client that reads none of them would otherwise hold the stop up for ever).
+STOP_GRACE_S = 5.0
 
 
 class Connections(Dispatch):
@@ -22,15 +25,17 @@ class Connections(Dispatch):
 
     async def _on_connect(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
-        await self._hold(writer, self._serve_connection(reader, writer))
+        await self._hold(writer, self._serve_connection(reader, writer), self._connections)
 
-    async def _hold(self, writer: asyncio.StreamWriter,
-                    serve: Coroutine[Any, Any, None]) -> None:
-        """Run one connection of either socket under the shared `max_connections` bound;
-        over it, answer `busy` and close. The connection is closed however it ends."""
+    async def _hold(self, writer: asyncio.StreamWriter, serve: Coroutine[Any, Any, None],
+                    held: set[asyncio.Task[Any]]) -> None:
+        """Run one connection under its socket's `max_connections` bound (`held`: each
+        socket has its own, so readers filling the query socket never lock the gateway
+        out of the ingest socket); over it, answer `busy` and close. The connection is
+        closed however it ends."""
         task = asyncio.current_task()
         assert task is not None
-        if len(self._connections) >= self.policies.service.max_connections:
+        if len(held) >= self.policies.service.max_connections:
             serve.close()
             self.counters["busy"] += 1
             with contextlib.suppress(Exception):
@@ -40,13 +45,13 @@ class Connections(Dispatch):
                 await writer.drain()
             writer.close()
             return
-        self._connections.add(task)
+        held.add(task)
         try:
             await serve
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
-            self._connections.discard(task)
+            held.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -68,9 +73,11 @@ class Connections(Dispatch):
         sender = asyncio.create_task(self._send_replies(replies, writer))
         try:
             await self._read_requests(reader, replies)
-        finally:
-            await replies.put(None)
+            await replies.put(None)  # the sender never stops taking replies: no wait for ever
             await sender
+        finally:
+            if not sender.done():  # the service is stopping (this task was cancelled)
+                await _wind_down(sender, replies, writer)
 
     async def _read_requests(self, reader: asyncio.StreamReader,
                              replies: asyncio.Queue[asyncio.Future[dict[str, Any]] | None]) -> None:
@@ -94,11 +101,41 @@ class Connections(Dispatch):
 
     async def _send_replies(self, replies: asyncio.Queue[asyncio.Future[dict[str, Any]] | None],
                             writer: asyncio.StreamWriter) -> None:
+        """Write each reply in request order. Once the client is gone (or has read none
+        for `idle_timeout_s`: closed), the rest are still taken (their requests run to
+        the end) but not written, so that the reader is never stuck on a full queue."""
+        open_ = True
         while (fut := await replies.get()) is not None:
             reply = await fut
-            with contextlib.suppress(ConnectionError):
-                writer.write(encode(reply))
-                await writer.drain()
+            open_ = open_ and await self._write(writer, encode(reply))
+
+    async def _write(self, writer: asyncio.StreamWriter, data: bytes) -> bool:
+        """Write `data`; False when the client is gone, or read nothing for
+        `idle_timeout_s` while its replies piled up (the connection is then closed: else a
+        client that never reads would hold its connection, and a stop, for ever)."""
+        if writer.is_closing():  # no write to a closed transport (asyncio logs each one)
+            return False
+        try:
+            writer.write(data)
+            await asyncio.wait_for(writer.drain(), self.policies.service.idle_timeout_s)
+        except (ConnectionError, TimeoutError):
+            writer.transport.abort()
+            return False
+        return True
 
     async def _respond(self, line: bytes) -> dict[str, Any]:
         return await self.answer(line.rstrip(b"\r\n"), socket=True)
+
+
+async def _wind_down(sender: asyncio.Task[None],
+                     replies: asyncio.Queue[asyncio.Future[dict[str, Any]] | None],
+                     writer: asyncio.StreamWriter) -> None:
+    """On stop: the replies in hand are sent, for `STOP_GRACE_S` at most; a client that
+    does not take them is cut off."""
+    with contextlib.suppress(asyncio.QueueFull):
+        replies.put_nowait(None)
+    done, _ = await asyncio.wait({sender}, timeout=STOP_GRACE_S)
+    if not done:
+        writer.transport.abort()
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)

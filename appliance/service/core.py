@@ -71,7 +71,10 @@ class ServiceCore:
         self._server: asyncio.AbstractServer | None = None
         self._stopping = asyncio.Event()
         self._batcher: asyncio.Task[None] | None = None
-        self._connections: set[asyncio.Task[Any]] = set()
+        self._connections: set[asyncio.Task[Any]] = set()  # the ingest socket's
+        # the query socket's, bounded apart: readers (anyone, mode 0666) flooding it never
+        # take the gateway's connections
+        self._query_connections: set[asyncio.Task[Any]] = set()
         self._side = 0  # stats/lookup/update/feedback requests waiting for the worker
         # (tenant, request id) of queued ingests: an update for one waits for its commit
         self._pending: dict[tuple[str, str], asyncio.Future[None]] = {}

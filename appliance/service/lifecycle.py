@@ -106,9 +106,10 @@ class Service(QuerySocket, Batching):
             log.warning("stopped with the disk failing: gave up %d queued request(s), none of "
                         "them recorded; every request recorded before is kept", self._given_up,
                         extra={"event": "shutdown_gave_up", "requests": self._given_up})
-        for task in list(self._connections):
+        held = [*self._connections, *self._query_connections]
+        for task in held:
             task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        await asyncio.gather(*held, return_exceptions=True)
         if self._batcher is not None:
             self._batcher.cancel()
             await asyncio.gather(self._batcher, return_exceptions=True)

@@ -27,7 +27,7 @@ class QuerySocket(Connections):
 
     async def _on_query_connect(self, reader: asyncio.StreamReader,
                                 writer: asyncio.StreamWriter) -> None:
-        await self._hold(writer, self._serve_queries(reader, writer))
+        await self._hold(writer, self._serve_queries(reader, writer), self._query_connections)
 
     async def _serve_queries(self, reader: asyncio.StreamReader,
                              writer: asyncio.StreamWriter) -> None:
@@ -38,9 +38,9 @@ class QuerySocket(Connections):
                                               self.policies.service.idle_timeout_s)
             except (asyncio.IncompleteReadError, TimeoutError, asyncio.LimitOverrunError):
                 return
-            if line.strip():
-                writer.write(encode(await self.query(line.rstrip(b"\r\n"), peer)))
-                await writer.drain()
+            if line.strip() and not await self._write(
+                    writer, encode(await self.query(line.rstrip(b"\r\n"), peer))):
+                return
 
     async def query(self, frame: bytes, peer: Peer) -> dict[str, Any]:
         """The reply to one read request from `peer` (queryserver.py)."""
