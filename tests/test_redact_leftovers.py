@@ -78,3 +78,22 @@ def test_a_forms_label_before_its_colon_is_no_name(
 
 def test_a_name_after_a_forms_label_is_still_redacted(redactor: Redactor) -> None:
     assert redacted(redactor, "Attn: Maria Lopez") == "Attn: <PERSON>"
+
+
+@pytest.mark.parametrize("code", [
+    "scores = q@k.transpose(-2, -1) / math.sqrt(d)",  # was q@<URL>anspose (.tr)
+    "x = np.array([1, 2])",                           # was <URL>ray (.ar)
+    "df.groupby('a').sum()",                          # was <URL>by (.gr)
+    "for k in self.items():",                         # was <URL>ems (.it)
+])
+def test_code_is_not_cut_mid_word_as_a_url(redactor: Redactor, code: str) -> None:
+    assert redacted(redactor, code) == code
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("visit https://example.community/x today", "visit <URL> today"),  # was <URL>munity/x
+    ("see www.example.community now", "see <URL> now"),
+    ("open example.com/jsmith now", "open <URL> now"),
+])
+def test_a_url_is_redacted_whole(redactor: Redactor, text: str, expected: str) -> None:
+    assert redacted(redactor, text) == expected

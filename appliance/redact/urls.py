@@ -125,26 +125,42 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 # right after the domain, so "https://intranet.corp.com:8443/users/jsmith/payslip.pdf" was
 # "<URL>:8443/users/jsmith/payslip.pdf", the path (a user's name in it) left in the clear.
 PORT_PATH = regex.compile(r":[0-9]{1,5}(?![0-9])(?:/[^\s()<>\"']*)?")
+# Presidio's expressions end at a listed domain with no boundary after it, so they cut a
+# word: "k.tr" of `q@k.transpose(-2, -1)` (Turkey's .tr), "np.ar" of `np.array(x)`, "df.gr"
+# of `df.groupby()`, "example.com" of "example.community": `<URL>anspose`, `<URL>ray`. A
+# hit that a word character follows is no host there: without a scheme it is dropped (a
+# piece of code or of a longer word); after `http(s)://` or `www.` the host and path run on
+# to the word's end ("https://example.community/x", "www.example.community" whole).
+MID_WORD = regex.compile(r"\w")
+SCHEMA = regex.compile(r"[\"']?(?:https?://|www\d{0,3}[.])", regex.IGNORECASE)
+HOST_REST = regex.compile(r"[a-z0-9.\-]*(?:/[^\s()<>\"']*)?", regex.IGNORECASE)
 
 
 def url_recognizer() -> Any:
     """Presidio's `UrlRecognizer` (same name, patterns, scores and context words), its
     "Non schema URL" pattern run through `CandidateScan` (Presidio's own when its expression
-    is not the shape `CandidateScan` knows), each hit taking the port and path after it."""
+    is not the shape `CandidateScan` knows), each hit taking the port and path after it, a
+    hit that ends inside a word dropped (no scheme) or run on to the word's end."""
     from presidio_analyzer import Pattern
     from presidio_analyzer.predefined_recognizers import UrlRecognizer
 
     class PortedUrlRecognizer(UrlRecognizer):
-        """Presidio's hits, each run on over a `:port` and the path after it."""
+        """Presidio's hits, none ending inside a word, each run on over a `:port` and the
+        path after it."""
 
         def analyze(self, text: str, entities: Any, nlp_artifacts: Any = None,
                     regex_flags: Any = None) -> Any:
-            results = super().analyze(text, entities, nlp_artifacts, regex_flags)
-            for r in results or []:
+            kept = []
+            for r in super().analyze(text, entities, nlp_artifacts, regex_flags) or []:
+                if MID_WORD.match(text, r.end):
+                    if not SCHEMA.match(text, r.start):
+                        continue
+                    r.end = HOST_REST.match(text, r.end).end()
                 m = PORT_PATH.match(text, r.end)
                 if m is not None:
                     r.end = m.end()
-            return results
+                kept.append(r)
+            return kept
 
     found = domain_list(UrlRecognizer.BASE_URL_REGEX)
     if found is None:
