@@ -1,4 +1,4 @@
-"""A user erased while the service was idle for over a day: its memory forgets them too.
+"""A user erased while the service is idle: its memory forgets them too, without a prompt.
 
 Retention anonymises a shredded bucket a day after its shred (its user and day go). The
 running service learnt which users to forget from those buckets' user at its next batch:
@@ -14,6 +14,7 @@ The real `semtrace serve` (Presidio, llama.cpp, SQLCipher); `erase` and `retenti
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -60,4 +61,29 @@ def test_a_user_erased_before_an_idle_day_is_not_linked_to_when_they_come_back(
     assert [r["request_id"] for r in json.loads(shown.stdout)["records"]] == ["a2"]
     # the index holds bob's prompt and alice's new one, not the erased vector
     assert stats["index_sizes"] == {"acme": 2}
+    assert srv.stop() == 0
+
+
+def test_an_idle_service_forgets_an_erased_users_vectors_without_a_prompt(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """Before, the service forgot what `erase` shredded at its next batch only: an idle
+    service kept the erased vectors in memory, and its stats and metrics counted them."""
+    srv = Server(tmp_path, passphrase_file).start()
+    now = datetime.now(UTC).replace(microsecond=0)
+    with Client(srv.sock) as c:
+        for rid, user in (("a1", "alice"), ("a2", "alice"), ("b1", "bob")):
+            assert c.ingest(tenant="acme", user_id=user, request_id=rid,
+                            ts=_iso(now - timedelta(minutes=10)), text=TEXT)["ok"]
+        assert c.request({"v": 1, "op": "stats"})["index_sizes"] == {"acme": 3}
+    erased = run_cli("erase", "--tenant", "acme", "--user", "alice", "--reason", "ticket 6",
+                     *srv.args)
+    assert erased.returncode == 0, erased.stderr
+    deadline = time.monotonic() + 120  # the service looks every 5 s: far within this
+    with Client(srv.sock) as c:
+        while True:  # no prompt is sent: nothing but the service's own look forgets them
+            sizes = c.request({"v": 1, "op": "stats"})["index_sizes"]
+            if sizes == {"acme": 1} or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    assert sizes == {"acme": 1}  # bob's vector only
     assert srv.stop() == 0

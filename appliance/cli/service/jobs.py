@@ -7,6 +7,11 @@ import asyncio
 import functools
 from typing import Any
 
+# How soon the service forgets what another process shredded (`semtrace erase`, `retention
+# run`) when no prompt comes: its index's vectors and its linker's memory of the user (a
+# batch forgets them first in any case).
+SHRED_SYNC_SECONDS = 5.0
+
 
 async def _serve_with_jobs(service: Any, rt: Any, telemetry: Any = None) -> None:
     """Run the service with its scheduled jobs (APScheduler, UTC): retention, daily DP releases."""
@@ -14,6 +19,7 @@ async def _serve_with_jobs(service: Any, rt: Any, telemetry: Any = None) -> None
 
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
     from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
 
     from appliance.audit import AuditLog
     from appliance.daily import make_daily
@@ -43,6 +49,11 @@ async def _serve_with_jobs(service: Any, rt: Any, telemetry: Any = None) -> None
     scheduler.add_job(release_job, CronTrigger.from_crontab(
         service.policies.privacy.release_cron, timezone=UTC), id="daily-releases",
         replace_existing=True, coalesce=True, max_instances=1, misfire_grace_time=3600)
+    async def forget_job() -> None:  # a shred by another process while no prompt comes
+        await service.in_worker(service.pipeline.sync_shredded)
+
+    scheduler.add_job(forget_job, IntervalTrigger(seconds=SHRED_SYNC_SECONDS), id="forget",
+                      replace_existing=True, coalesce=True, max_instances=1)
     await service.in_worker(audit.append, "start", {"pid": __import__("os").getpid()})
     service.audit = audit.append
     service.eraser = functools.partial(erase_requested, shredder, service, rt.keyring)
