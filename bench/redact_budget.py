@@ -82,6 +82,10 @@ SWEEP: dict[str, str] = {
     "colons": "a:",
     "colons before an at": "a:a.b@",
     "ligature \ufdfa": "\ufdfa",
+    "ligature \ufdfb": "\ufdfb",
+    "squared \u3316": "\u3316",
+    "parenthesised \u247d": "\u247d",
+    "squared \u33af": "\u33af",
     "63 quotes then a word": "'" * 63 + "a",
     "63 quotes and a space": "'" * 63 + " ",
 }

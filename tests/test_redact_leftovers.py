@@ -97,3 +97,37 @@ def test_code_is_not_cut_mid_word_as_a_url(redactor: Redactor, code: str) -> Non
 ])
 def test_a_url_is_redacted_whole(redactor: Redactor, text: str, expected: str) -> None:
     assert redacted(redactor, text) == expected
+
+
+def test_a_character_nfkc_writes_out_as_a_word_reaches_spacy_as_one(
+        redactor: Redactor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """16,000 "ﷺ" (NFKC: 18 Arabic characters each) gave spaCy 288,000 characters and were
+    refused after about 4.7 s of CPU; now spaCy (spied on) gets no more than the prompt, the
+    prompt is redacted and its ligatures stored as they were."""
+    engine = redactor._analyzer.nlp_engine
+    given: list[str] = []
+    real = engine.process_batch
+
+    def spy(texts: object, *args: object, **kwargs: object) -> object:
+        texts = list(texts)  # type: ignore[call-overload]
+        given.extend(texts)
+        return real(texts, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "process_batch", spy)
+    text = "Hi, I'm Rosalind Quimby, call me on +44 7700 900123. " + "\ufdfa" * 16_000
+    [out] = redactor.redact_many([make_prompt(text)])
+    [seen] = given
+    assert len(seen) == len(text)  # 288,053 before
+    assert not hasattr(out, "reason"), f"refused: {getattr(out, 'reason', '')}"
+    assert "Quimby" not in out.text and "7700 900123" not in out.text
+    assert out.text.endswith("\ufdfa" * 16_000)
+
+
+def test_nfkc_still_reads_digits_and_letters_it_writes_out() -> None:
+    from appliance.redact.normalize import normalize
+
+    assert normalize("\ufdfa \ufdfb \u3316").text == "\ufdfa \ufdfb \u3316"  # kept, one each
+    # what a pattern reads is still written out: a parenthesised number, a Roman numeral,
+    # fullwidth letters and digits, "…"
+    assert normalize("\u247d \u2167 \uff4a\uff4f\uff20\uff58\uff0e\uff49\uff4f \uff11\uff12 \u2026"
+                     ).text == "(10) VIII jo@x.io 12 ..."

@@ -80,6 +80,24 @@ def _digit_lookalikes(text: str) -> str:
     return _LOOKALIKE_IN_DIGITS.sub(lambda m: DIGIT_LOOKALIKES[m.group()], text)
 
 
+# NFKC writes a few characters out as whole words: "ﷺ" (U+FDFA) as 18 Arabic characters,
+# "ﷻ" as 8, "㌖" as 6 katakana, "㈝" as "(오전)". 16,000 "ﷺ" gave spaCy 288,000 characters (4.7 s
+# of CPU, then refused). A character that grows by this many or more and holds no ASCII
+# letter or digit and no digit of any script (nothing a pattern reads: no "⑽", "Ⅷ", "㎯") is
+# kept as it was: the recognisers and spaCy see one character for it.
+WORD_EXPANSION = 3
+
+
+def _nfkc(piece: str) -> str:
+    """NFKC of one character with its combining marks, or the piece itself when NFKC writes it
+    out as a word holding nothing a recogniser reads (`WORD_EXPANSION`)."""
+    nf = unicodedata.normalize("NFKC", piece)
+    if len(nf) - len(piece) >= WORD_EXPANSION and not any(
+            (c.isascii() and c.isalnum()) or c.isdecimal() for c in nf):
+        return piece
+    return nf
+
+
 def normalize(text: str) -> Normalized:
     """NFKC, no format characters, ASCII digits and separators; offsets kept."""
     if text.isascii():
@@ -92,7 +110,7 @@ def normalize(text: str) -> Normalized:
         piece = "".join(c for c in text[start:end] if not _dropped(c))
         if not piece:
             continue
-        for ch in unicodedata.normalize("NFKC", piece):
+        for ch in _nfkc(piece):
             if _dropped(ch):
                 continue
             chars.append(_ascii_char(ch))
