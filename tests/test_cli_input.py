@@ -99,6 +99,23 @@ def test_a_folder_given_as_passphrase_or_key_file_is_named_as_a_folder(tmp_path:
         assert not (tmp_path / "d").exists()
 
 
+def test_a_pipe_given_as_passphrase_or_key_file_is_named_as_a_pipe(tmp_path: Path) -> None:
+    """`--passphrase-file <(echo ...)` (a pipe, /dev/fd/63) was refused as a file that
+    'does not exist', which it does; it is named for what it is (nothing is read from it:
+    a pipe's mode cannot keep a secret private)."""
+    import os
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
+    for option, what in (("--passphrase-file", "passphrase file"), ("--key-file", "key file")):
+        r = run_cli("init", "--data-dir", str(tmp_path / "d"), option, str(fifo))
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.strip() == (
+            f"semtrace: The {what} {fifo} is not a regular file (a pipe such as `<(...)`, or "
+            "a device); write it to a file of mode 600 and give that."), r.stderr
+        assert not (tmp_path / "d").exists()
+
+
 def test_replay_refuses_a_missing_out_folder_and_an_empty_stream_before_creating_anything(
         tmp_path: Path, passphrase_file: Path) -> None:
     src = write_stream(tmp_path / "in.jsonl", STREAM)

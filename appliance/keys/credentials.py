@@ -46,6 +46,11 @@ def require_distinct(master: Credential, compliance: Credential) -> None:
 def _check_file(path: Path, what: str) -> None:
     if path.is_dir():
         raise InputError(f"The {what} {path} is a folder; give the file inside it.")
+    if path.exists() and not path.is_file():
+        # a pipe (`--passphrase-file <(...)`, whose mode cannot keep it private) or a device
+        raise InputError(f"The {what} {path} is not a regular file (a pipe such as "
+                         f"`<(...)`, or a device); write it to a file of mode 600 and give "
+                         "that.")
     if not path.is_file():
         raise InputError(f"The {what} {path} does not exist.")
 
