@@ -229,23 +229,21 @@ class DataDirCheck:
 
     at_start: list[str]  # what `serve` will do to it at start
     keyring: Keyring | None  # the unlocked keyring; None while a key rotation is pending
-
-
-def check_data_dir(data_dir: Path, cred: Credential) -> list[str]:
-    """What `serve --check` says of a data dir, changing nothing in it: the credential
-    opens it and both database files open under its keys and are no newer version's.
-    Returns what `serve` will do to it at start (migrations to apply, a key rotation to
-    complete); SemtraceError / WrongKey with one sentence otherwise."""
-    return inspect_data_dir(data_dir, cred).at_start
+    warnings: tuple[str, ...] = ()  # what is wrong that does not stop it (doctor: problems)
 
 
 def inspect_data_dir(data_dir: Path, cred: Credential) -> DataDirCheck:
-    """`check_data_dir`, with the keyring it unlocked: a passphrase's Argon2id runs once
-    for every check made on the store."""
+    """What `serve --check` and doctor say of a data dir, changing nothing in it: the
+    credential opens it and both database files open under its keys, are no newer
+    version's and are of one moment (a keys.db older than its semtrace.db is refused, one
+    newer is a warning). Returns what `serve` will do at start (migrations to apply, a key
+    rotation to complete) and the keyring it unlocked (a passphrase's Argon2id runs once
+    for every check made on the store); SemtraceError / WrongKey in one sentence
+    otherwise."""
     from appliance import migrations
     from appliance.errors import DamagedFile
     from appliance.store import KEYS_FILE, connect
-    from appliance.store.pairing import keys_older_sentence
+    from appliance.store.pairing import data_older_sentence, keys_older_sentence
 
     require_data_dir(data_dir)
     damage = store_damage(data_dir)
@@ -266,10 +264,11 @@ def inspect_data_dir(data_dir: Path, cred: Credential) -> DataDirCheck:
                      for m in migrations.pending(conns[-1], known)]
         if mismatch := keys_older_sentence(conns[0], conns[1], data_dir):
             raise DamagedFile(mismatch)  # what Store.open refuses
+        behind = data_older_sentence(conns[0], conns[1], data_dir)
     finally:
         for conn in conns:
             conn.close()
-    return DataDirCheck(todo, ring)
+    return DataDirCheck(todo, ring, (behind,) if behind else ())
 
 
 def open_runtime(data_dir: Path, cred: Credential | None = None, *, keyring: Keyring | None = None,

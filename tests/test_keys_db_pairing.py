@@ -55,3 +55,29 @@ def test_a_keys_db_older_than_its_semtrace_db_is_refused_and_the_right_one_reads
     threads = json.loads(listed.stdout)
     assert len(threads) == 2
     assert all(t["title"] and "meeting room" in t["title"] for t in threads), threads
+
+
+def test_a_semtrace_db_behind_its_keys_db_is_named_by_serve_check_and_doctor(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """The other way round it opens (what was stored since is simply not there), but
+    doctor said 'No problems found' and serve --check 'Configuration OK' while `audit
+    verify` said the log's tail was cut off."""
+    data = tmp_path / "data"
+    creds = ["--data-dir", str(data), "--passphrase-file", str(passphrase_file)]
+    assert run_cli("init", *creds).returncode == 0
+    early = tmp_path / "semtrace.db.early"
+    shutil.copy2(data / "semtrace.db", early)
+    assert run_cli("retention", "run", *creds).returncode == 0  # an audit entry more
+    shutil.copy2(early, data / "semtrace.db")
+    for stale in ("semtrace.db-wal", "semtrace.db-shm"):
+        (data / stale).unlink(missing_ok=True)
+    sentence = (f"{data}/semtrace.db is behind {data}/keys.db: its audit log ends at entry 1, "
+                "keys.db had recorded entry 2")
+    check = run_cli("serve", "--check", "--json", *creds)
+    assert check.returncode == 0, check.stderr
+    assert [w for w in json.loads(check.stdout)["warnings"] if w.startswith(sentence)]
+    doctor = run_cli("doctor", "--json", *creds)
+    assert doctor.returncode == 1
+    assert [p for p in json.loads(doctor.stdout)["problems"] if p.startswith(sentence)]
+    verify = run_cli("audit", "verify", *creds)
+    assert verify.returncode == 6 and "its tail was cut off" in verify.stdout

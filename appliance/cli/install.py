@@ -304,7 +304,7 @@ def _at_start(directory: Path, passphrase_file: Path | None, key_file: Path | No
     without one, None and the sentence saying that it cannot be known and what to run."""
     from appliance.errors import SemtraceError
     from appliance.keys.credentials import credential_in_environment, find_credential
-    from appliance.runtime import check_data_dir
+    from appliance.runtime import inspect_data_dir
 
     try:
         if not (directory / "keyring.json").exists():
@@ -317,7 +317,9 @@ def _at_start(directory: Path, passphrase_file: Path | None, key_file: Path | No
     try:
         cred = (credential(passphrase_file, key_file) if explicit
                 else find_credential(prompt=False))
-        return check_data_dir(directory, cred), None
+        found = inspect_data_dir(directory, cred)
+        problems.extend(w for w in found.warnings if w not in problems)
+        return found.at_start, None
     except SemtraceError as exc:
         if str(exc) not in problems:
             problems.append(str(exc))

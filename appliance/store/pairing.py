@@ -65,6 +65,24 @@ def keys_older_sentence(db: Any, kdb: Any, data_dir: Any) -> str | None:
 
 
 
+def data_older_sentence(db: Any, kdb: Any, data_dir: Path) -> str | None:
+    """The sentence for a semtrace.db behind its keys.db (the audit chain's head that
+    keys.db keeps is past the log's end), else None. It opens: its newer prompts are not
+    there, and `audit verify` says the log's tail was cut off."""
+    if not _has(db, "audit") or not _has(kdb, "audit_head"):
+        return None
+    head = kdb.execute("SELECT seq FROM audit_head WHERE id=1").fetchone()
+    end = int(db.execute("SELECT coalesce(max(seq), 0) FROM audit").fetchone()[0])
+    if head is None or not isinstance(head[0], int) or head[0] <= end:
+        return None
+    return (f"{data_dir}/semtrace.db is behind {data_dir}/keys.db: its audit log ends at "
+            f"entry {end}, keys.db had recorded entry {head[0]} (the two copied at "
+            "different moments or from two backups, or semtrace.db's last commits lost in "
+            "a power cut), so what was stored after it is missing; put back the semtrace.db "
+            "copied with this keys.db if there is one (`semtrace audit verify` says the "
+            "log's tail was cut off).")
+
+
 def refuse_keys_older(folder: Path, ring: Keyring) -> None:
     """DamagedFile (exit 2) when `folder`'s keys.db is older than its semtrace.db; both
     files read only."""

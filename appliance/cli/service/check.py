@@ -45,7 +45,11 @@ def check_config(target: Target, cred: Credential, cluster: Any, warnings: list[
             "%s", loose, extra={"event": "data_dir_permissions"})
     message = "Configuration OK." if not at_start else (
         f"Configuration OK; at start serve will {', '.join(at_start)}.")
-    said = [*warnings, *hold_warnings, *filter(None, [plain_bus_warning]), *modes]
+    for behind in found.warnings:  # serve starts; what it lacks is said
+        logging.getLogger("semtrace.store").warning(
+            "%s", behind, extra={"event": "store_behind_keys"})
+    said = [*warnings, *hold_warnings, *filter(None, [plain_bus_warning]), *modes,
+            *found.warnings]
     if as_json:
         emit_json({"ok": True, "data_dir": str(directory), "data_dir_source": target.source,
                    "data_dir_why": target.why, "message": message, "at_start": at_start,
