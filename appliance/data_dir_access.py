@@ -86,3 +86,21 @@ def loose_modes(data_dir: Path) -> list[str]:
     except OSError:  # a folder closed to this user: named by the checks of access
         return []
     return said
+
+
+def low_space(data_dir: Path) -> list[str]:
+    """A sentence when the data dir's disk has less free space than its semtrace.db takes
+    (`keys rotate` writes a copy of it; a full disk refuses every prompt), else none."""
+    import shutil
+
+    try:
+        need = (data_dir / "semtrace.db").stat().st_size
+        free = shutil.disk_usage(data_dir).free
+    except OSError:  # missing, or closed to this user: named by the other checks
+        return []
+    if free >= need:
+        return []
+    return [f"The disk of {data_dir} has {free // 2**20} MiB free, less than its semtrace.db "
+            f"takes ({-(-need // 2**20)} MiB): `semtrace keys rotate` needs room for a copy "
+            "of it, and once the disk is full every prompt is refused (disk_full); free "
+            "some space."]

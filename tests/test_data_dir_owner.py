@@ -76,3 +76,29 @@ def test_serve_check_warns_of_a_data_dir_and_key_files_others_may_read(
     logged = [json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")]
     assert [(x["event"], x["msg"]) for x in logged if x["level"] == "warning"] == [
         ("data_dir_permissions", said) for said in loose]
+
+
+def test_a_disk_with_less_room_than_the_store_takes_is_named_by_the_checks(
+        tmp_path: Path, passphrase_file: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """doctor and serve --check said nothing of a data dir on a disk about to fill up
+    (the service then refuses every prompt, disk_full, and `keys rotate` needs room for a
+    copy of semtrace.db); now doctor names it and serve --check warns."""
+    from collections import namedtuple
+
+    from appliance.cli import main
+
+    data = tmp_path / "data"
+    creds = ["--data-dir", str(data), "--passphrase-file", str(passphrase_file)]
+    assert run_cli("init", *creds).returncode == 0
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(10**9, 10**9, 4096))
+    said = f"The disk of {data} has 0 MiB free, less than its semtrace.db takes"
+    main(["serve", "--check", "--json", *creds])
+    out = capsys.readouterr().out
+    assert [w for w in json.loads(out)["warnings"] if w.startswith(said)], out
+    with pytest.raises(SystemExit) as exc:
+        main(["doctor", "--json", *creds])
+    assert exc.value.code == 1
+    out = capsys.readouterr().out
+    assert [p for p in json.loads(out)["problems"] if p.startswith(said)], out

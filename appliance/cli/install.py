@@ -181,7 +181,7 @@ def _service_passphrase() -> list[str]:
 def _problems(data_dir: Path, missing: str) -> list[str]:
     from appliance.cli.check_target import readable, unreadable
     from appliance.config import load_policies
-    from appliance.data_dir_access import loose_modes
+    from appliance.data_dir_access import loose_modes, low_space
     from appliance.errors import SemtraceError
     from appliance.runtime import check_bundled_files, store_damage
     from appliance.store import DB_FILE
@@ -216,6 +216,7 @@ def _problems(data_dir: Path, missing: str) -> list[str]:
         problems.append(f"The data dir {data_dir} is a file, not a folder.")
     elif data_dir.exists():
         problems += loose_modes(data_dir)
+        problems += low_space(data_dir)
         if not writable(data_dir / DB_FILE):
             problems.append(read_only_sentence(data_dir))
         # files another user owns (left by a command run as root before it handed them

@@ -20,7 +20,7 @@ def check_config(target: Target, cred: Credential, cluster: Any, warnings: list[
     """Check the data dir `target` names (and this node's --own) with `cred` and print the
     result (as JSON with `as_json`), saying which data dir and why; log the policies'
     warnings as serve would. SemtraceError if serve would refuse to start."""
-    from appliance.data_dir_access import loose_modes
+    from appliance.data_dir_access import loose_modes, low_space
     from appliance.runtime import inspect_data_dir
 
     directory = target.path
@@ -43,13 +43,16 @@ def check_config(target: Target, cred: Credential, cluster: Any, warnings: list[
     for loose in (modes := loose_modes(directory)):  # serve starts; others may read keys
         logging.getLogger("semtrace.service").warning(
             "%s", loose, extra={"event": "data_dir_permissions"})
+    for short in (space := low_space(directory)):
+        logging.getLogger("semtrace.service").warning(
+            "%s", short, extra={"event": "low_disk_space"})
     message = "Configuration OK." if not at_start else (
         f"Configuration OK; at start serve will {', '.join(at_start)}.")
     for behind in found.warnings:  # serve starts; what it lacks is said
         logging.getLogger("semtrace.store").warning(
             "%s", behind, extra={"event": "store_behind_keys"})
     said = [*warnings, *hold_warnings, *filter(None, [plain_bus_warning]), *modes,
-            *found.warnings]
+            *found.warnings, *space]
     if as_json:
         emit_json({"ok": True, "data_dir": str(directory), "data_dir_source": target.source,
                    "data_dir_why": target.why, "message": message, "at_start": at_start,

@@ -109,14 +109,18 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
 
 
 def _warn_loose_modes(directory: Path) -> None:
-    """Log the data dir and key files other users may read (doctor lists them too)."""
+    """Log the data dir and key files other users may read, and a disk with less room
+    than semtrace.db takes (doctor lists them too)."""
     import logging
 
-    from appliance.data_dir_access import loose_modes
+    from appliance.data_dir_access import loose_modes, low_space
 
     for loose in loose_modes(directory):
         logging.getLogger("semtrace.service").warning(
             "%s", loose, extra={"event": "data_dir_permissions"})
+    for short in low_space(directory):
+        logging.getLogger("semtrace.service").warning(
+            "%s", short, extra={"event": "low_disk_space"})
 
 
 def _telemetry_settings(policies: Policies, metrics_listen: str | None,
