@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from appliance.config import CorrelationSettings
-from appliance.link.calibrate import Choice, Tally, choose
+from appliance.link.calibrate import Choice, Rule, Tally, choose
 
 
 class TenantThresholds:
@@ -38,13 +38,16 @@ class TenantThresholds:
         calibrated one, else the policy's."""
         pinned = self._s.calibration.pinned.get(tenant)
         if pinned is not None:
-            return Choice(pinned, "pinned", int(self.tally(tenant).decisions), 0)
+            return Choice(pinned, "pinned", int(self.tally(tenant).decisions), 0,
+                          "pinned by the operator ([calibration.pinned])")
         if not self.learning:
-            return Choice(self._s.link_threshold, "policy", 0, 0)
+            return Choice(self._s.link_threshold, "policy", 0, 0,
+                          "calibration is off ([calibration] enabled = false)")
         c = self._choices.get(tenant)
         if c is None:
-            c = choose(self.tally(tenant), self._s.link_threshold,
-                       self._s.calibration.min_decisions)
+            cal = self._s.calibration
+            c = choose(self.tally(tenant), self._s.link_threshold, cal.min_decisions,
+                       rule=Rule(min_side=cal.min_each_side, shrink=cal.shrink_decisions))
             self._choices[tenant] = c
         return c
 

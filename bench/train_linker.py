@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from calibration import parse_rule
 from pause_openers import pause_users, resume_users
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +63,7 @@ from appliance.link import (  # noqa: E402
     decision_row,
     features,
 )
-from appliance.link.calibrate import Choice, Tally, choose, outcome  # noqa: E402
+from appliance.link.calibrate import Choice, Rule, Tally, choose, outcome  # noqa: E402
 from appliance.opener import TEXT_FEATURES, design_row  # noqa: E402
 from appliance.records import Candidate  # noqa: E402
 
@@ -405,21 +406,30 @@ def tally_history(users: dict[str, list[Turn]], s: CorrelationSettings, model: P
 
 
 def calibrated(users: dict[str, list[Turn]], s: CorrelationSettings, model: PairModel,
-               test: set[int]) -> tuple[dict[int, dict[str, Any]], list[HalfChoice]]:
-    """Decisions on every user, each half of the users (split by a hash of the user) at the
-    threshold calibrated on the other half's history-linked `test` prompts (the held-out
-    source's: the deployment is that source)."""
+               test: set[int], rules: dict[str, Rule]
+               ) -> dict[str, tuple[dict[int, dict[str, Any]], list[HalfChoice]]]:
+    """Per rule: decisions on every user, each half of the users (split by a hash of the
+    user) at the threshold the rule calibrates on the other half's history-linked `test`
+    prompts (the held-out source's: the deployment is that source)."""
     order = sorted(users, key=lambda u: hashlib.sha256(u.encode()).hexdigest())
     halves = [{u: users[u] for u in order[0::2]}, {u: users[u] for u in order[1::2]}]
-    pred: dict[int, dict[str, Any]] = {}
-    choices = []
-    for h in (0, 1):
-        tally = tally_history(halves[h], s, model, test)
-        choice = choose(tally, s.link_threshold, s.calibration.min_decisions)
-        choices.append((choice, tally, sorted(halves[h])))
-        pred.update(predict(halves[1 - h], s.model_copy(
-            update={"link_threshold": choice.threshold}), model))
-    return pred, choices
+    tallies = [tally_history(half, s, model, test) for half in halves]
+    decoded: dict[tuple[int, float], dict[int, dict[str, Any]]] = {}  # (half, threshold)
+    out = {}
+    for name, rule in rules.items():
+        pred: dict[int, dict[str, Any]] = {}
+        choices = []
+        for h in (0, 1):
+            choice = choose(tallies[h], s.link_threshold, s.calibration.min_decisions,
+                            rule=rule)
+            choices.append((choice, tallies[h], sorted(halves[h])))
+            key = (1 - h, choice.threshold)
+            if key not in decoded:  # a user's stream is decoded alone: shared by rules
+                decoded[key] = predict(halves[1 - h], s.model_copy(
+                    update={"link_threshold": choice.threshold}), model)
+            pred.update(decoded[key])
+        out[name] = (pred, choices)
+    return out
 
 
 def fit(x: np.ndarray, y: np.ndarray, kind: str, w: np.ndarray | None = None
@@ -519,7 +529,7 @@ _STATE: dict[str, Any] = {}  # set once in the parent; forked workers read it
 
 
 HalfChoice = tuple[Choice, Tally, list[str]]  # a half's choice, its tally, its users
-Calibrated = tuple[dict[int, dict[str, Any]], list[HalfChoice]] | None
+Calibrated = dict[str, tuple[dict[int, dict[str, Any]], list[HalfChoice]]] | None
 
 
 def run_job(job: Job) -> tuple[Job, dict[float, dict[int, dict[str, Any]]], float, float,
@@ -548,8 +558,9 @@ def run_job(job: Job) -> tuple[Job, dict[float, dict[int, dict[str, Any]]], floa
         out[thr] = {i: p for i, p in pred.items() if i in test}
     cal = None
     if job.calibrate:
-        pred, choices = calibrated(test_users, s, model, test)
-        cal = ({i: p for i, p in pred.items() if i in test}, choices)
+        cal = {name: ({i: p for i, p in pred.items() if i in test}, choices)
+               for name, (pred, choices) in calibrated(test_users, s, model, test,
+                                                       _STATE["rules"]).items()}
     return job, out, auc, time.perf_counter() - t0, cal
 
 
@@ -566,14 +577,15 @@ def run_jobs(gold: list[dict[str, Any]], jobs: Sequence[Job], workers: int) -> d
             r = res.setdefault(job.name, {"opener_auc": {}, "by_threshold": {}})
             r["opener_auc"][job.fold] = auc
             test = {i for i, g in job.label.items() if g == job.fold}
-            if cal is not None:
-                c = r.setdefault("calibrated", {"folds": {}, "choices": {}})
-                pooled[job.name]["calibrated"].update(cal[0])
-                c["folds"][job.fold] = _summary(score(gold, cal[0], test))
+            for rule, (decided, chosen) in (cal or {}).items():
+                key = "calibrated" if rule == "shipped" else f"calibrated:{rule}"
+                c = r.setdefault(key, {"folds": {}, "choices": {}})
+                pooled[job.name][key].update(decided)
+                c["folds"][job.fold] = _summary(score(gold, decided, test))
                 c["choices"][job.fold] = [
                     {"threshold": ch.threshold, "source": ch.source, "decisions": ch.decisions,
-                     "gain": ch.gain, "users": sorted(users), "attach": list(t.attach),
-                     "new": list(t.new)} for ch, t, users in cal[1]]
+                     "gain": ch.gain, "reason": ch.reason, "users": sorted(users),
+                     "attach": list(t.attach), "new": list(t.new)} for ch, t, users in chosen]
             for thr, pred in out.items():
                 pooled[job.name][thr].update(pred)
                 r["by_threshold"].setdefault(str(thr), {"folds": {}})["folds"][job.fold] = (
@@ -589,7 +601,7 @@ def run_jobs(gold: list[dict[str, Any]], jobs: Sequence[Job], workers: int) -> d
         folds = {j.fold for j in jobs if j.name == name}
         everything = {i for i, g in label.items() if g in folds}
         for key, pred in pooled[name].items():
-            at = r["calibrated"] if key == "calibrated" else r["by_threshold"][str(key)]
+            at = r[key] if str(key).startswith("calibrated") else r["by_threshold"][str(key)]
             at["pooled"] = _summary(score(gold, pred, everything))
             at["folds"] = dict(sorted(at["folds"].items()))
     _PRED.update(pooled)
@@ -611,10 +623,17 @@ def choose_threshold(res: dict[str, Any]) -> float:
     return float(max(res["by_threshold"], key=key))
 
 
-def table(res: dict[str, Any], thr: float | None, title: str) -> str:
-    """A markdown table of every fold at one threshold (None: the calibrated decisions)."""
-    at = res["by_threshold"][str(thr)] if thr is not None else res["calibrated"]
-    lines = [f"{title} (threshold {thr if thr is not None else 'calibrated per half'})", "",
+def fold_mean(at: dict[str, Any]) -> float:
+    """The mean of the folds' three headline figures."""
+    folds = at["folds"].values()
+    return sum(f[h] for f in folds for h in HEADLINE) / (3 * len(folds))
+
+
+def table(res: dict[str, Any], thr: float | str, title: str) -> str:
+    """A markdown table of every fold at one threshold (or a "calibrated..." key)."""
+    at = res[thr] if isinstance(thr, str) else res["by_threshold"][str(thr)]
+    shown = "calibrated per half" if isinstance(thr, str) else thr
+    lines = [f"{title} (threshold {shown})", "",
              "| fold | prompts | pairwise F1 | new-thread F1 | parent acc. | opener AUC |",
              "|---|---|---|---|---|---|"]
     for fold, f in at["folds"].items():
@@ -670,6 +689,9 @@ def main() -> int:
                     help="also score each held-out source with link_threshold calibrated on "
                          "half its users' history-linked traffic and applied to the other half "
                          "(appliance/link/calibrate.py, the policy's min_decisions)")
+    ap.add_argument("--calibrate-rule", action="append", default=[], metavar="NAME=SPEC",
+                    help="with --calibrate, also score this calibration rule (bench/"
+                         "calibration.py: e.g. old, or min_side=10,prior=30,hi=0.85)")
     a = ap.parse_args()
     try:
         import sklearn  # noqa: F401  (dev-only: the service walks the trees with numpy)
@@ -695,9 +717,15 @@ def main() -> int:
     closers = Openers(users, closer=True, x=openers.x)
     by_source = {g["index"]: g["source"] for g in gold}
     result: dict[str, Any] = {"streams": [p.name for p in streams]}
-    _STATE.update(users=users, openers=openers, closers=closers, settings=s, kind=a.kind,
-                  passes=a.passes, decision=not a.no_decision, source_power=a.source_power,
-                  pause_openers=a.pause_openers, pause_resumes=a.pause_resumes)
+    shipped = Rule(min_side=s.calibration.min_each_side, shrink=s.calibration.shrink_decisions)
+    rules = {"shipped": shipped}
+    for item in a.calibrate_rule:
+        name, _, spec = item.partition("=")
+        rules[name] = parse_rule(spec, shipped)
+    _STATE.update(rules=rules, users=users, openers=openers, closers=closers, settings=s,
+                  kind=a.kind, passes=a.passes, decision=not a.no_decision,
+                  source_power=a.source_power, pause_openers=a.pause_openers,
+                  pause_resumes=a.pause_resumes)
     jobs = []
     if not a.no_loso:
         jobs += [Job("loso", f, by_source, tuple(thresholds), a.calibrate)
@@ -719,12 +747,14 @@ def main() -> int:
     print(json.dumps(result, indent=1))
     if "loso" in result:
         print(table(result["loso"], thr, "Leave-one-source-out"))
-        if "calibrated" in result["loso"]:
-            print(table(result["loso"], None, "Leave-one-source-out, calibrated"))
-            for fold, chs in sorted(result["loso"]["calibrated"]["choices"].items()):
+        for key in sorted(k for k in result["loso"] if k.startswith("calibrated")):
+            print(table(result["loso"], key, f"Leave-one-source-out, {key}"))
+            print(f"mean of the folds' three figures: {fold_mean(result['loso'][key]):.4f}")
+            for fold, chs in sorted(result["loso"][key]["choices"].items()):
                 print(f"  {fold}: " + "; ".join(
                     f"{c['threshold']} ({c['source']}, {c['decisions']} decisions, "
-                    f"+{c['gain']})" for c in chs))
+                    f"{round(sum(c['attach']))} / {round(sum(c['new']))}, +{c['gain']})"
+                    for c in chs))
     if "user_cv" in result:
         print(table(result["user_cv"], thr, "Grouped 5-fold CV by user"))
     if a.only_source or a.no_write:

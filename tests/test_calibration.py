@@ -17,7 +17,7 @@ from test_spine import run_cli
 
 from appliance.config import POLICY_DIR_ENV, CalibrationSettings, load_policies, policy_dir
 from appliance.ingest import content_digest
-from appliance.link.calibrate import BINS, Tally, choose, delta, outcome
+from appliance.link.calibrate import BINS, BOUNDS, Rule, Tally, choose, delta, outcome
 from appliance.records import Message, Response
 
 POLICY = load_policies().correlation.link_threshold  # the shipped link threshold
@@ -52,6 +52,11 @@ NEXT = ["Translate 'good morning' into Japanese.", "Who painted the Mona Lisa?",
         "Convert 30 miles to kilometres.", "List three famous jazz pianists.",
         "What year did the Berlin Wall fall?", "Give me a fun fact about octopuses.",
         "How many ounces are in a pound?", "Recommend a classic science fiction novel."]
+
+
+# Calibration from a small tally (20 continuations, 20 new conversations): the shipped
+# rule waits for 100 decisions and moves 20/(20+30) of the way on so few.
+SMALL = {"min_decisions": 30, "shrink_decisions": 0}
 
 
 def _pipeline(runtime: Any, embedder: Any, redactor: Any, **calibration: Any) -> Any:
@@ -114,7 +119,7 @@ def _come_back(pipe: Any, tenant: str, user: str) -> tuple[Any, Any, dict[str, A
 
 def test_a_tenant_whose_history_shows_returns_keeps_plain_follow_ups_in_their_thread(
         runtime: Any, embedder: Any, redactor: Any) -> None:
-    pipe = _pipeline(runtime, embedder, redactor, min_decisions=30)
+    pipe = _pipeline(runtime, embedder, redactor, **SMALL)
     _history_traffic(pipe, "kiosk")
     # Another tenant, no history traffic: the policy threshold splits the return off.
     a, b, ev = _come_back(pipe, "acme", "zed")
@@ -128,7 +133,7 @@ def test_a_tenant_whose_history_shows_returns_keeps_plain_follow_ups_in_their_th
     assert pipe.thresholds.tally("acme").decisions == 0
 
     # Kept in the store: a restarted service decides the same for the next user.
-    again = _pipeline(runtime, embedder, redactor, min_decisions=30)
+    again = _pipeline(runtime, embedder, redactor, **SMALL)
     a, b, ev = _come_back(again, "kiosk", "amy")
     assert b.thread_id == a.thread_id and ev["threshold_source"] == "calibrated"
     # Below `min_decisions` (the shipped 100) the policy threshold stands.
@@ -136,7 +141,7 @@ def test_a_tenant_whose_history_shows_returns_keeps_plain_follow_ups_in_their_th
     a, b, ev = _come_back(shipped, "kiosk", "bob")
     assert b.thread_id != a.thread_id and ev["threshold_source"] == "policy"
     # Switched off: the policy threshold, and nothing more is tallied.
-    off = _pipeline(runtime, embedder, redactor, enabled=False, min_decisions=30)
+    off = _pipeline(runtime, embedder, redactor, enabled=False, **SMALL)
     before = runtime.store.link_tallies()["kiosk"]
     a, b, ev = _come_back(off, "kiosk", "cat")
     assert b.thread_id != a.thread_id and ev["threshold_source"] == "policy"
@@ -146,7 +151,7 @@ def test_a_tenant_whose_history_shows_returns_keeps_plain_follow_ups_in_their_th
 
 def test_follow_ups_linked_by_previous_response_id_teach_the_threshold_as_history_does(
         runtime: Any, embedder: Any, redactor: Any) -> None:
-    pipe = _pipeline(runtime, embedder, redactor, min_decisions=30)
+    pipe = _pipeline(runtime, embedder, redactor, **SMALL)
     _history_traffic(pipe, "kiosk")
     assert _response_id_traffic(pipe, "desk") == ["previous_response_id"] * len(WORK)
     # the same lessons: each follow-up attaches, each empty history opens a conversation
@@ -160,7 +165,7 @@ def test_follow_ups_linked_by_previous_response_id_teach_the_threshold_as_histor
 def test_the_stored_tally_is_counts_only_and_the_cli_shows_each_tenants_threshold(
         runtime: Any, embedder: Any, redactor: Any, data_dir: Path, passphrase_file: Path,
         tmp_path: Path) -> None:
-    pipe = _pipeline(runtime, embedder, redactor, min_decisions=30)
+    pipe = _pipeline(runtime, embedder, redactor, **SMALL)
     _history_traffic(pipe, "kiosk")
     rows = runtime.store._db.execute("SELECT * FROM link_tallies").fetchall()
     assert [r[0] for r in rows] == ["kiosk"]
@@ -179,7 +184,8 @@ def test_the_stored_tally_is_counts_only_and_the_cli_shows_each_tenants_threshol
     policies = tmp_path / "policies"
     shutil.copytree(policy_dir(), policies)
     toml = policies / "correlation.toml"
-    toml.write_text(toml.read_text().replace("min_decisions = 100", "min_decisions = 30"))
+    toml.write_text(toml.read_text().replace("min_decisions = 100", "min_decisions = 30")
+                    .replace("shrink_decisions = 30", "shrink_decisions = 0"))
     env = {POLICY_DIR_ENV: str(policies)}
     lowered = run_cli("thresholds", *cred, "--tenant", "kiosk", "--json", env=env)
     [row] = json.loads(lowered.stdout)["tenants"]
@@ -202,7 +208,7 @@ def test_an_operator_pinned_threshold_decides_for_its_tenant_only(
     assert b.thread_id != a.thread_id and ev["threshold_source"] == "policy"
     # A pin above the tally's choice wins too: calibration does not move a pinned tenant.
     _history_traffic(pipe, "kiosk")
-    strict = _pipeline(runtime, embedder, redactor, min_decisions=30, pinned={"kiosk": 0.9})
+    strict = _pipeline(runtime, embedder, redactor, **SMALL, pinned={"kiosk": 0.9})
     a, b, ev = _come_back(strict, "kiosk", "amy")
     assert b.thread_id != a.thread_id and ev["threshold_source"] == "pinned"
     assert strict.thresholds.tally("kiosk").decisions == 40  # still tallied, for the CLI
@@ -237,6 +243,67 @@ def test_an_operator_pinned_threshold_decides_for_its_tenant_only(
     assert nameless.returncode != 0 and "names no tenant" in nameless.stderr
 
 
+# A help desk whose gateway sends the history of a chat window only: its users open a new
+# window for nearly every request (an empty history), minutes apart, and go on in the same
+# window once. Of what it tallies, 96 are new conversations and 11 continuations; the
+# content linker scores many of those new requests 0.7-0.99 (same user, minutes apart).
+ASKED = [first for first, _ in WORK] + NEXT + [
+    "What's the weather like in Oslo in March?", "Give me a synonym for 'happy'.",
+    "How tall is Mount Everest?", "Suggest a name for a grey cat.", "What is 15% of 240?",
+    "Who wrote Pride and Prejudice?", "Spell 'necessary' backwards.",
+    "What time zone is Tokyo in?"]
+
+
+def _mostly_new_traffic(pipe: Any, tenant: str) -> None:
+    k = 0
+    for u in range(12):
+        user, t0 = f"clerk-{u}", u * DAY
+        for j in range(9):
+            text, k = ASKED[k % len(ASKED)], k + 1
+            pipe.process([make_prompt(text, tenant=tenant, user=user, minutes=t0 + 3 * j,
+                                      history=())])
+        said = (Message("user", content_digest(text)),
+                Message("assistant", content_digest(f"Here you are: {text}")))
+        pipe.process([make_prompt("Can you say more about that?", tenant=tenant, user=user,
+                                  minutes=t0 + 30, history=said)])
+
+
+def test_a_tally_of_mostly_new_conversations_does_not_split_plain_follow_ups(
+        runtime: Any, embedder: Any, redactor: Any, data_dir: Path,
+        passphrase_file: Path) -> None:
+    pipe = _pipeline(runtime, embedder, redactor)  # the shipped rule: 100 decisions
+    _mostly_new_traffic(pipe, "desk")
+    tally = pipe.thresholds.tally("desk")
+    assert tally.decisions >= 100 and sum(tally.new) >= 8 * sum(tally.attach) > 0
+    # A follow-up in the same session an hour on, no history (the content decides): the
+    # tally's 11 continuations are too few to say that continuations score above 0.9
+    # (before: calibrated to 0.95, and a follow-up scoring 0.87 started a new thread).
+    scores = []
+    for n, (first, follow) in enumerate(WORK[:10]):
+        user, t0 = f"walk-in-{n}", 100 * DAY
+        a = pipe.process([make_prompt(first, tenant="desk", user=user, minutes=t0,
+                                      session_id=f"s{n}")])[0]
+        b = pipe.process([make_prompt(follow, tenant="desk", user=user, minutes=t0 + 60,
+                                      session_id=f"s{n}")])[0]
+        ev = json.loads(pipe.store._db.execute("SELECT evidence FROM records WHERE id = ?",
+                                               (b.record_id,)).fetchone()[0])
+        if ev["score"] >= 0.8:  # the content linker is sure: it continues its conversation
+            assert b.thread_id == a.thread_id and b.parent_id == a.record_id, (
+                follow, ev["score"], ev["threshold"])
+        if ev["score"] >= ev["threshold"]:
+            assert b.thread_id == a.thread_id, (follow, ev["score"], ev["threshold"])
+        scores.append(ev["score"])
+    assert any(0.8 <= x < 0.9 for x in scores)  # the case: follow-ups scoring 0.8-0.9
+
+    cred = ("--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file))
+    out = run_cli("thresholds", *cred, "--json")
+    assert out.returncode == 0, out.stderr
+    [row] = json.loads(out.stdout)["tenants"]
+    assert row["threshold"] <= 0.9 and "continuations" in row["reason"]
+    text = run_cli("thresholds", *cred)
+    assert row["reason"] in text.stdout
+
+
 def _tally(attach: dict[float, int], new: dict[float, int]) -> Tally:
     t = Tally()
     for score, n in attach.items():
@@ -259,6 +326,39 @@ def test_the_threshold_moves_only_on_enough_clear_evidence() -> None:
     assert choose(noisy, 0.45, 300).source == "policy"
     # One class only: nothing to place a threshold between.
     assert choose(_tally({0.9: 500}, {}), 0.45, 300).source == "policy"
+
+
+def test_a_one_sided_tally_does_not_carry_the_threshold_to_the_edge() -> None:
+    # The help desk's tally (test above): 11 continuations, 96 new conversations scoring up
+    # to 0.99. Counting right decisions alone put the threshold at 0.95 (+23 right).
+    desk = _tally({0.945: 1, 0.975: 2, 0.985: 5, 0.995: 3},
+                  {0.275: 1, 0.345: 1, 0.415: 1, 0.465: 1, 0.495: 1, 0.575: 1, 0.715: 1,
+                   0.735: 1, 0.755: 1, 0.765: 1, 0.805: 1, 0.825: 2, 0.835: 1, 0.865: 2,
+                   0.875: 1, 0.885: 1, 0.895: 1, 0.905: 3, 0.925: 1, 0.935: 1, 0.945: 5,
+                   0.955: 6, 0.965: 1, 0.975: 3, 0.985: 11, 0.995: 46})
+    before = Rule(min_side=1, bounds=(0, 1), shrink=0)
+    assert choose(desk, 0.5, 100, rule=before).threshold == 0.95
+    # Now its best within the held-out sources' range (0.9), moved 11/(11+30) of the way
+    # there: what scores 0.6 or more continues.
+    c = choose(desk, 0.5, 100)
+    assert (c.source, c.threshold) == ("calibrated", 0.6)
+    assert c.reason == ("11 continuations and 96 new conversations tallied: best 0.9, "
+                        "moved 11/(11+30) of the way from 0.5")
+    # Ten times the traffic: 110/(110+30) of the way.
+    lots = Tally(tuple(10 * a for a in desk.attach), tuple(10 * n for n in desk.new))
+    assert choose(lots, 0.5, 100).threshold == 0.8
+    # Fewer than 10 of a side: the policy's, and why.
+    few = _tally({0.99: 9}, {0.9: 91})
+    c = choose(few, 0.5, 100)
+    assert (c.source, c.threshold) == ("policy", 0.5)
+    assert c.reason == "9 continuations tallied, 10 needed on each side"
+    # Below the range too: continuations scoring down to 0.1 move it to the floor only.
+    low = _tally({0.1: 100, 0.16: 100, 0.6: 300}, {0.02: 300})
+    assert choose(low, 0.5, 100, rule=before).threshold == 0.1
+    assert choose(low, 0.5, 100, rule=Rule(shrink=0)).threshold == BOUNDS[0]
+    # the pure defaults are the policy's (what the bench measures is what ships)
+    shipped = load_policies().correlation.calibration
+    assert (Rule().min_side, Rule().shrink) == (shipped.min_each_side, shipped.shrink_decisions)
 
 
 def test_what_a_history_decided_prompt_teaches() -> None:

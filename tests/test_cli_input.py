@@ -18,6 +18,7 @@ from conftest import serving, write_stream
 from test_spine import run_cli
 
 from appliance.config import load_policies
+from appliance.link.calibrate import BOUNDS
 
 POLICY = load_policies().correlation.link_threshold  # the shipped link threshold
 
@@ -381,7 +382,10 @@ def test_thresholds_json_gives_the_policy_as_the_text_does(tmp_path: Path,
     shown = json.loads(run_cli("thresholds", *cred, "--json").stdout)
     # no tenant has a tally yet: the JSON still says what every tenant gets
     assert shown == {"policy_threshold": POLICY, "calibration": True, "min_decisions": 100,
+                     "min_each_side": 10, "shrink_decisions": 30, "bounds": list(BOUNDS),
                      "tenants": []}
+    lo, hi = BOUNDS
+    assert f"10 continuations and 10 new conversations, within {lo}-{hi}" in text.stdout
 
 
 def _into_a_closed_pipe(*args: str) -> subprocess.CompletedProcess[str]:

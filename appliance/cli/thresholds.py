@@ -27,6 +27,7 @@ def thresholds(data_dir: Path | None, passphrase_file: Path | None, key_file: Pa
     """Each tenant's link threshold: the policy's, calibrated from its history-linked
     traffic, or pinned by the operator, with the decisions tallied and the right decisions
     gained."""
+    from appliance.link import calibrate
     from appliance.reads import check_tenant
     from appliance.roles import require, sees
     from appliance.thresholds import TenantThresholds
@@ -48,7 +49,7 @@ def thresholds(data_dir: Path | None, passphrase_file: Path | None, key_file: Pa
             c, tally = known.choice(t), known.tally(t)
             rows.append({"tenant": t, "threshold": c.threshold, "source": c.source,
                          "decisions": c.decisions, "attach": round(sum(tally.attach)),
-                         "new": round(sum(tally.new)), "gain": c.gain,
+                         "new": round(sum(tally.new)), "gain": c.gain, "reason": c.reason,
                          "policy_threshold": s.link_threshold,
                          "calibration": s.calibration.enabled,
                          "min_decisions": s.calibration.min_decisions})
@@ -56,10 +57,18 @@ def thresholds(data_dir: Path | None, passphrase_file: Path | None, key_file: Pa
         rt.close()
     if as_json:  # the policy's facts too, as the text's first line gives them
         emit_json({"policy_threshold": s.link_threshold, "calibration": s.calibration.enabled,
-                   "min_decisions": s.calibration.min_decisions, "tenants": rows})
+                   "min_decisions": s.calibration.min_decisions,
+                   "min_each_side": s.calibration.min_each_side,
+                   "shrink_decisions": s.calibration.shrink_decisions,
+                   "bounds": list(calibrate.BOUNDS),
+                   "tenants": rows})
         return
-    state = (f"on, from {s.calibration.min_decisions} decisions" if s.calibration.enabled
-             else "off")
+    lo, hi = calibrate.BOUNDS
+    side = s.calibration.min_each_side
+    state = (f"on, from {s.calibration.min_decisions} decisions with {side} continuations "
+             f"and {side} new conversations, within {lo}-{hi}, moved "
+             f"m/(m+{s.calibration.shrink_decisions:g}) of the way"
+             if s.calibration.enabled else "off")
     click.echo(f"policy link_threshold {s.link_threshold}; calibration {state}")
     if not rows:
         click.echo("No tenant has history-linked traffic or a pinned threshold yet.")
@@ -67,6 +76,8 @@ def thresholds(data_dir: Path | None, passphrase_file: Path | None, key_file: Pa
         click.echo(f"{r['tenant']:<16} {r['threshold']:>5} {r['source']:<10} "
                    f"{r['decisions']:>6} decisions ({r['attach']} continue, {r['new']} new)"
                    + (f", +{r['gain']} right" if r["source"] == "calibrated" else ""))
+        if r["reason"]:
+            click.echo(f"{'':<16} {r['reason']}")
 
 
 COMMANDS = [thresholds]

@@ -13,22 +13,36 @@ answer is tallied by score, with no text, ids or users:
 * the content linker picking another thread is wrong at any threshold: not tallied.
 
 `choose` picks the threshold with the most right decisions, but only once
-`min_decisions` are tallied and only when its gain over the policy threshold
-clears the noise: the decisions the two thresholds disagree on must favour it by
-`Z` standard deviations of a fair coin (a sign test). Otherwise the policy
-threshold stands.
+`min_decisions` are tallied, at least `min_side` of them on each side, and only
+when its gain over the policy threshold clears the noise: the decisions the two
+thresholds disagree on must favour it by `Z` standard deviations of a fair coin
+(a sign test). The thresholds tried lie within `BOUNDS`, the span of the
+held-out sources' own best thresholds (docs/linking.md). The history-linked
+prompts are not the tenant's plain traffic, and a side tallied a few times says
+little about where that side scores, so the threshold moves only m / (m +
+`shrink`) of the way from the policy's to the tally's best, m the tallied side
+the move puts at risk (continuations when it rises, new conversations when it
+falls): 11 continuations and 96 new conversations move it 11/41 of the way.
+(`prior`, decisions per side that agree with the policy threshold added to the
+tally, is measured by bench/train_linker.py --calibrate-rule; it ships off.)
+Otherwise the policy threshold stands. `Choice.reason` says which, and why.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from itertools import accumulate
 
 BINS = 100  # score resolution of the tally
 STEP = 5  # candidate thresholds every STEP bins: 0.05, 0.10, ... 0.95
 Z = 1.0  # sign-test margin, in standard deviations, a calibrated threshold must clear
+# the defaults of `Rule`, as policies/correlation.toml ships them ([calibration])
+MIN_SIDE = 10  # continuations and new conversations each tallied before the threshold moves
+PRIOR = 0.0  # decisions per side that agree with the policy threshold, added to the tally
+SHRINK = 30.0  # the move is scaled by m / (m + SHRINK), m the tallied side it puts at risk
+BOUNDS = (0.15, 0.9)  # the calibrated threshold stays within the held-out sources' best ones
 CAP = 20_000.0  # tallied decisions kept: beyond it, older counts are halved (drift)
 
 
@@ -87,6 +101,19 @@ class Choice:
     source: str  # "calibrated", "policy" or "pinned" (by the operator)
     decisions: int
     gain: int  # right decisions gained over the policy threshold (0 when not calibrated)
+    reason: str = ""  # one phrase: why this threshold and not another
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How far a tally may move the threshold (the module doc; bench/calibration.py
+    measures other values)."""
+
+    min_side: int = MIN_SIDE
+    prior: float = PRIOR
+    bounds: tuple[float, float] = BOUNDS
+    z: float = Z
+    shrink: float = SHRINK
 
 
 def _cut(threshold: float) -> int:
@@ -94,33 +121,77 @@ def _cut(threshold: float) -> int:
     return min(BINS, max(0, math.ceil(threshold * BINS - 1e-9)))
 
 
-def choose(tally: Tally, policy: float, min_decisions: int,
-           candidates: Sequence[float] | None = None) -> Choice:
-    """The tenant's threshold: the best-supported one, or `policy` (see the module doc)."""
-    n = tally.decisions
-    keep = Choice(policy, "policy", int(n), 0)
-    if n < min_decisions or not sum(tally.attach) or not sum(tally.new):
-        return keep
-    # below[k]: attach and new counts in bins < k
-    attach_below = [0.0, *accumulate(tally.attach)]
+def _prior(policy: float, weight: float) -> Tally:
+    """`weight` continuations spread evenly over the bins at or above the policy threshold,
+    and `weight` new conversations over the bins below it: a tally the policy fits."""
+    cut = min(BINS - 1, max(1, _cut(policy)))
+    up, down = weight / (BINS - cut), weight / cut
+    return Tally(tuple(up if k >= cut else 0.0 for k in range(BINS)),
+                 tuple(down if k < cut else 0.0 for k in range(BINS)))
+
+
+def _gains(tally: Tally, base: int) -> Callable[[int], tuple[float, float]]:
+    """For a cut: right decisions gained over the cut `base`, and decisions flipped."""
+    attach_below = [0.0, *accumulate(tally.attach)]  # counts in bins < k
     new_below = [0.0, *accumulate(tally.new)]
 
-    def right(cut: int) -> float:  # bins >= cut attach, the rest start new
-        return attach_below[BINS] - attach_below[cut] + new_below[cut]
-
-    base = _cut(policy)
-    grid = candidates if candidates is not None else [k / BINS for k in range(STEP, BINS, STEP)]
-    best: tuple[float, float, float] | None = None  # (gain, -distance, threshold)
-    for thr in grid:
-        cut = _cut(thr)
+    def at(cut: int) -> tuple[float, float]:
         lo, hi = sorted((base, cut))
-        flipped = attach_below[hi] - attach_below[lo] + new_below[hi] - new_below[lo]
-        gain = right(cut) - right(base)
-        if flipped <= 0 or gain < Z * math.sqrt(flipped):
-            continue
-        key = (gain, -abs(thr - policy), thr)
-        if best is None or key > best:
-            best = key
-    if best is None:
-        return keep
-    return Choice(round(best[2], 4), "calibrated", int(n), int(round(best[0])))
+        moved_attach = attach_below[hi] - attach_below[lo]
+        moved_new = new_below[hi] - new_below[lo]
+        sign = 1.0 if cut > base else -1.0  # raising the cut: the new ones become right
+        return sign * (moved_new - moved_attach), moved_attach + moved_new
+    return at
+
+
+def choose(tally: Tally, policy: float, min_decisions: int,
+           candidates: Sequence[float] | None = None, rule: Rule | None = None) -> Choice:
+    """The tenant's threshold: the best-supported one, or `policy` (see the module doc)."""
+    r = rule or Rule()
+    n, attach, new = tally.decisions, sum(tally.attach), sum(tally.new)
+    keep = Choice(policy, "policy", int(n), 0)
+    if n < min_decisions:
+        return replace(keep, reason=f"{int(n)} decisions tallied, {min_decisions} needed")
+    if min(attach, new) < max(r.min_side, 1):
+        side = "continuations" if attach < new else "new conversations"
+        return replace(keep, reason=f"{round(min(attach, new))} {side} tallied, "
+                                    f"{r.min_side} needed on each side")
+    base = _cut(policy)
+    prior = _prior(policy, r.prior)
+    with_prior = Tally(tuple(map(sum, zip(tally.attach, prior.attach, strict=True))),
+                       tuple(map(sum, zip(tally.new, prior.new, strict=True))))
+    real, shrunk = _gains(tally, base), _gains(with_prior, base)
+    grid = candidates if candidates is not None else [k / BINS for k in range(STEP, BINS, STEP)]
+    lo, hi = r.bounds
+    grid = [t for t in grid if lo - 1e-9 <= t <= hi + 1e-9]
+
+    def best(among: Sequence[float], far: bool) -> float | None:
+        """The threshold the sign test passes with the largest gain (on the tally with the
+        prior); of equal ones the nearest to the policy's, or the farthest when `far`."""
+        top: tuple[float, float, float] | None = None
+        for thr in among:
+            gain, flipped = real(_cut(thr))
+            if flipped <= 0 or gain < r.z * math.sqrt(flipped) or shrunk(_cut(thr))[0] <= 0:
+                continue
+            key = (shrunk(_cut(thr))[0], abs(thr - policy) * (1 if far else -1), thr)
+            top = key if top is None or key > top else top
+        return None if top is None else top[2]
+
+    found = best(grid, far=r.shrink > 0)
+    if found is None:
+        return replace(keep, reason="no threshold does clearly better on the tally")
+    tallied = f"{round(attach)} continuations and {round(new)} new conversations tallied"
+    if r.shrink <= 0:
+        return Choice(round(found, 4), "calibrated", int(n), int(round(real(_cut(found))[0])),
+                      tallied)
+    # raising the threshold risks continuations, lowering it new conversations: the fewer
+    # of that side tallied, the less of the way it moves
+    m = attach if found > policy else new
+    target = policy + (found - policy) * m / (m + r.shrink)
+    moved = best([t for t in grid if min(policy, target) - 1e-9 <= t
+                  <= max(policy, target) + 1e-9], far=True)
+    how = f"best {found:g}, moved {round(m)}/({round(m)}+{r.shrink:g}) of the way from {policy:g}"
+    if moved is None:
+        return replace(keep, reason=f"{tallied}: {how}, nothing clearly better there")
+    return Choice(round(moved, 4), "calibrated", int(n), int(round(real(_cut(moved))[0])),
+                  f"{tallied}: {how}")
