@@ -23,6 +23,7 @@ import functools
 import json
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,8 @@ if TYPE_CHECKING:
     from appliance.service import Service
 
 log = logging.getLogger("semtrace.cluster")
+# after a secure delete of a consumed request failed, seconds before the next is tried
+ERASE_RETRY_S = 60.0
 # Replies that mean "not now": the message is redelivered later, nothing is answered.
 RETRY_CODES = ("internal", "shutting_down", "busy")
 LAG_EVERY_S = 5.0
@@ -101,6 +104,7 @@ class ClusterNode:
         self._nc: Any = None
         self._outage = Outage(settings.url, self.node)  # one line when NATS drops, one back
         self._js: Any = None
+        self._erase_again_at = 0.0  # after a failed secure delete, none is tried until then
         self._ownership: Ownership | None = None
         self._inbox: ErasureInbox | None = None
         self._note: TenantsNote | None = None
@@ -357,8 +361,25 @@ class ClusterNode:
         key = (tenant, rid) if isinstance(rid, str) else refused_key(tenant, msg.data)
         subject = self.book.answered(key, answer)
         await self._nc.publish(subject or part.enriched_subject(tenant), answer)
+        await self._erase_from_disk(msg)
         await msg.ack()
         self.counters["consumed" if reply.get("ok") else "refused"] += 1
+
+    async def _erase_from_disk(self, msg: Any) -> None:
+        """Overwrite a consumed request in JetStream's files (its secure delete) before the
+        ack removes it: an ack alone leaves its bytes in the block file for as long as any
+        other message there waits (another partition's backlog), where `semtrace erase`
+        cannot reach them. A failure leaves it to the ack (logged, nothing of it), and none
+        is tried for a minute (a NATS user that may not delete would wait each time)."""
+        if time.monotonic() < self._erase_again_at:
+            return
+        try:
+            await self._js.delete_msg(self.settings.stream, msg.metadata.sequence.stream)
+        except Exception as exc:
+            self._erase_again_at = time.monotonic() + ERASE_RETRY_S
+            log.warning("consumed requests not erased from JetStream's files for a minute: "
+                        "may this node's NATS user publish to $JS.API.>?", extra={
+                            "event": "bus_erase_failed", "error": type(exc).__name__})
 
     async def _on_request(self, msg: Any) -> None:
         """A request passing on the wire: note its reply subject for after the commit."""
