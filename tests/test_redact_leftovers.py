@@ -90,6 +90,13 @@ def test_code_is_not_cut_mid_word_as_a_url(redactor: Redactor, code: str) -> Non
     assert redacted(redactor, code) == code
 
 
+def test_a_name_after_a_dot_is_not_cut_as_a_url(redactor: Redactor) -> None:
+    """'config.John_Smith' was '<URL>hn_Smith' ('.jo'), the surname stored beside the URL
+    placeholder as if it were the rest of one."""
+    out = redacted(redactor, "set config.John_Smith = 1")
+    assert "<URL>" not in out and "hn_Smith" not in out.replace("John_Smith", ""), out
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("visit https://example.community/x today", "visit <URL> today"),  # was <URL>munity/x
     ("see www.example.community now", "see <URL> now"),

@@ -82,7 +82,8 @@ def test_a_long_run_keeps_its_ends_and_length() -> None:
     text = "Paris" + "=" * 80 + "London, " + "'" * RUN_MIN + " end"
     shown = spacy_text(text)
     assert len(shown) == len(text)
-    assert shown == "Paris=" + " " * 78 + "=London, '" + " " * (RUN_MIN - 2) + "' end"
+    # The run's kept ends, "=" closing "Paris" and opening "London", are blanked as well.
+    assert shown == "Paris" + " " * 80 + "London, '" + " " * (RUN_MIN - 2) + "' end"
 
 
 @pytest.mark.parametrize("text", [
@@ -103,6 +104,29 @@ def test_opening_dashes_are_blanked_before_a_capital_only() -> None:
     text = "--Rosalind ~Ann -Oscar --verbose -5 e-mail x-Ray |---| - List ---"
     assert spacy_text(text) == (
         "  Rosalind  Ann  Oscar --verbose -5 e-mail x-Ray |---| - List ---")
+
+
+@pytest.mark.parametrize("text", [
+    "==========Rosalind Quimby==========",  # a banner
+    "=Rosalind Quimby=",
+    "Signed,\n=Rosalind Quimby=",
+    "Our lead, =Rosalind Quimby=, signed it",
+    "Regards ~Rosalind Quimby~",
+])
+def test_a_name_wrapped_in_equals_signs_or_tildes_is_redacted_whole(redactor: Any,
+                                                                      text: str) -> None:
+    """spaCy split no "=" or "~" off a word's end: "Quimby=" was a token its NER did not
+    read. Before: "=<PERSON> Quimby=", and the banner "==========<PERSON> Quimby==========",
+    the surname stored in the clear."""
+    [out] = redactor.redact_many([make_prompt(text)])
+    assert isinstance(out, Redacted)
+    assert "Rosalind" not in out.text and "Quimby" not in out.text, out.text
+
+
+def test_closing_dashes_and_equals_signs_are_blanked_after_a_capitalised_word() -> None:
+    text = "=Rosalind Quimby=, ==Ann== Oscar-- Li~! x= a-- C++ X=5 e-mail Q=.com b=Quimby="
+    assert spacy_text(text) == (
+        " Rosalind Quimby ,   Ann   Oscar   Li ! x= a-- C++ X=5 e-mail Q=.com b=Quimby=")
 
 
 def test_spacys_url_expression_reads_colons_in_one_pass(redactor: Any) -> None:

@@ -20,7 +20,12 @@ spaCy's English rules split no "-" or "~" off the start of a word either: "--Ros
 (a signature), "-Oscar Wilde" (an attribution's em dash, "-" once normalised), "~Rosalind"
 were a token its NER did not read as a name (the surname came out a place, the first name
 was stored in the clear). So a word's opening dashes or tildes are blanked too, before a
-capital letter only ("--verbose", "e-mail", "-5" reach spaCy as they are).
+capital letter only ("--verbose", "e-mail", "-5" reach spaCy as they are). The same goes
+for "=", and for the end of a word, from which spaCy splits none of "-", "~", "=":
+"=Rosalind Quimby=" left "Quimby=", a token its NER did not read, in the clear, and
+"==========Rosalind Quimby==========" was not read as a name at all. A word's closing
+dashes, tildes or "=" are blanked when the word begins with a capital letter ("x=", "a--",
+"C++", "e-mail" reach spaCy as they are).
 """
 
 from __future__ import annotations
@@ -41,8 +46,10 @@ RUN_MIN = 64
 # units and currencies after a digit, come off once: the digit stops the next one).
 _RUN = re.compile(r"(?:US\$|[CA]\$|['\u2019][sS]|[^\w\s\-~/@^|\\]|_)++")
 
-# Dashes or tildes opening a space-free chunk, before a letter (blanked before a capital).
-_OPENING = re.compile(r"(?<!\S)[-~]++(?=[^\W\d_])")
+# Dashes, tildes or "=" opening a space-free chunk, before a letter (blanked before a
+# capital), and closing one after a letter (blanked when the chunk's first letter is a capital).
+_OPENING = re.compile(r"(?<!\S)[-~=]++(?=[^\W\d_])")
+_CLOSING = re.compile(r"(?<!\S)\S*[^\W\d_][-~=]++(?=[^\w\s\-~=]*+(?!\S))")
 
 # spaCy's URL expression (spacy/lang/tokenizer_exceptions.py) reads a "user:password@" part
 # with `\S+(?::\S*)?@`: from each ":" of a chunk without spaces it runs to the chunk's end
@@ -64,13 +71,25 @@ def linear_url_match(url_match: Any) -> Any:
 
 def spacy_text(text: str) -> str:
     """`text` with every run of `RUN_MIN` or more characters spaCy splits off one at a time
-    kept at its two ends and blanked between, and a word's opening dashes or tildes blanked
-    before a capital letter (same length, same offsets)."""
+    kept at its two ends and blanked between, and a word's opening dashes, tildes or "="
+    blanked before a capital letter, its closing ones after a capitalised word (same length,
+    same offsets)."""
     blanked = _runs_blanked(text)
-    if "-" not in blanked and "~" not in blanked:
+    if "-" not in blanked and "~" not in blanked and "=" not in blanked:
         return blanked
-    return _OPENING.sub(lambda m: " " * len(m.group()) if m.string[m.end()].isupper()
-                        else m.group(), blanked)
+    opened = _OPENING.sub(lambda m: " " * len(m.group()) if m.string[m.end()].isupper()
+                          else m.group(), blanked)
+    return _CLOSING.sub(_closing_blanked, opened)
+
+
+def _closing_blanked(m: re.Match[str]) -> str:
+    """A chunk with its closing dashes, tildes or "=" blanked when its first letter (after
+    what opened it) is a capital."""
+    chunk = m.group()
+    word = chunk.rstrip("-~=")
+    if not word.lstrip(" -~=")[:1].isupper():
+        return chunk
+    return word + " " * (len(chunk) - len(word))
 
 
 def _runs_blanked(text: str) -> str:
