@@ -47,7 +47,8 @@ class TenantThresholds:
         if c is None:
             cal = self._s.calibration
             c = choose(self.tally(tenant), self._s.link_threshold, cal.min_decisions,
-                       rule=Rule(min_side=cal.min_each_side, shrink=cal.shrink_decisions))
+                       rule=Rule(min_side=cal.min_each_side, shrink=cal.shrink_continuations,
+                                 shrink_new=cal.shrink_new))
             self._choices[tenant] = c
         return c
 

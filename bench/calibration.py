@@ -12,9 +12,9 @@ run itself does: a user's stream is decoded alone, so the decisions of a half at
 are the run's decisions at that threshold for its users. The rule the run used reproduces
 its "calibrated" figures exactly (checked, and printed). Needs no model, no scikit-learn.
 
-A rule SPEC: comma-separated `min_side=N`, `prior=W`, `shrink=K`, `lo=T`, `hi=T`, `z=Z` over the
-shipped rule (`appliance/link/calibrate.py`); `old` is the rule before 2026-12-07 (no side
-minimum, no prior, no bounds).
+A rule SPEC: comma-separated `min_side=N`, `prior=W`, `shrink=K`, `shrink_new=K`, `lo=T`,
+`hi=T`, `z=Z` over the shipped rule (`appliance/link/calibrate.py`); `old` is the rule
+before 2026-12-07 (no side minimum, no shrinking, no bounds).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from appliance.link.calibrate import Rule, Tally, choose  # noqa: E402
 
 HEADLINE = ("pair_F1", "newthread_F1", "parent_acc")
 STREAM_STRIDE = 1_000_000  # as bench/train_linker.py numbers the streams' prompts
-OLD = Rule(min_side=1, prior=0.0, bounds=(0.0, 1.0), shrink=0.0)
+OLD = Rule(min_side=1, prior=0.0, bounds=(0.0, 1.0), shrink=0.0, shrink_new=0.0)
 
 
 def gold_rows(paths: Sequence[Path]) -> list[dict[str, Any]]:
@@ -74,6 +74,8 @@ def parse_rule(spec: str, base: Rule) -> Rule:
             r = replace(r, z=float(value))
         elif key == "shrink":
             r = replace(r, shrink=float(value))
+        elif key == "shrink_new":
+            r = replace(r, shrink_new=float(value))
         else:
             raise SystemExit(f"--rule: no setting {key!r} (min_side, prior, shrink, lo, hi, "
                              "z)")
@@ -129,7 +131,9 @@ def main() -> int:
             decisions[float(suffix)] = {p["index"]: p for p in map(
                 json.loads, path.read_text().splitlines())}
     gold = gold_rows(sorted(BENCH.glob("threads-*.jsonl")))
-    shipped = Rule(min_side=s.calibration.min_each_side, shrink=s.calibration.shrink_decisions)
+    cal = s.calibration
+    shipped = Rule(min_side=cal.min_each_side, shrink=cal.shrink_continuations,
+                   shrink_new=cal.shrink_new)
     rules = {"old": OLD, "shipped": shipped}
     for item in a.rule:
         name, _, spec = item.partition("=")

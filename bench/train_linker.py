@@ -717,7 +717,9 @@ def main() -> int:
     closers = Openers(users, closer=True, x=openers.x)
     by_source = {g["index"]: g["source"] for g in gold}
     result: dict[str, Any] = {"streams": [p.name for p in streams]}
-    shipped = Rule(min_side=s.calibration.min_each_side, shrink=s.calibration.shrink_decisions)
+    cal = s.calibration
+    shipped = Rule(min_side=cal.min_each_side, shrink=cal.shrink_continuations,
+                   shrink_new=cal.shrink_new)
     rules = {"shipped": shipped}
     for item in a.calibrate_rule:
         name, _, spec = item.partition("=")

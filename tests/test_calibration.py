@@ -56,7 +56,7 @@ NEXT = ["Translate 'good morning' into Japanese.", "Who painted the Mona Lisa?",
 
 # Calibration from a small tally (20 continuations, 20 new conversations): the shipped
 # rule waits for 100 decisions and moves 20/(20+30) of the way on so few.
-SMALL = {"min_decisions": 30, "shrink_decisions": 0}
+SMALL = {"min_decisions": 30, "shrink_continuations": 0}
 
 
 def _pipeline(runtime: Any, embedder: Any, redactor: Any, **calibration: Any) -> Any:
@@ -185,7 +185,7 @@ def test_the_stored_tally_is_counts_only_and_the_cli_shows_each_tenants_threshol
     shutil.copytree(policy_dir(), policies)
     toml = policies / "correlation.toml"
     toml.write_text(toml.read_text().replace("min_decisions = 100", "min_decisions = 30")
-                    .replace("shrink_decisions = 30", "shrink_decisions = 0"))
+                    .replace("shrink_continuations = 10", "shrink_continuations = 0"))
     env = {POLICY_DIR_ENV: str(policies)}
     lowered = run_cli("thresholds", *cred, "--tenant", "kiosk", "--json", env=env)
     [row] = json.loads(lowered.stdout)["tenants"]
@@ -336,17 +336,17 @@ def test_a_one_sided_tally_does_not_carry_the_threshold_to_the_edge() -> None:
                    0.735: 1, 0.755: 1, 0.765: 1, 0.805: 1, 0.825: 2, 0.835: 1, 0.865: 2,
                    0.875: 1, 0.885: 1, 0.895: 1, 0.905: 3, 0.925: 1, 0.935: 1, 0.945: 5,
                    0.955: 6, 0.965: 1, 0.975: 3, 0.985: 11, 0.995: 46})
-    before = Rule(min_side=1, bounds=(0, 1), shrink=0)
+    before = Rule(min_side=1, bounds=(0, 1), shrink=0, shrink_new=0)
     assert choose(desk, 0.5, 100, rule=before).threshold == 0.95
-    # Now its best within the held-out sources' range (0.9), moved 11/(11+30) of the way
-    # there: what scores 0.6 or more continues.
+    # Now its best within the held-out sources' range (0.9), moved 11/(11+10) of the way
+    # there: what scores 0.7 or more continues.
     c = choose(desk, 0.5, 100)
-    assert (c.source, c.threshold) == ("calibrated", 0.6)
+    assert (c.source, c.threshold) == ("calibrated", 0.7)
     assert c.reason == ("11 continuations and 96 new conversations tallied: best 0.9, "
-                        "moved 11/(11+30) of the way from 0.5")
-    # Ten times the traffic: 110/(110+30) of the way.
+                        "moved 11/(11+10) of the way from 0.5")
+    # Ten times the traffic: 110/(110+10) of the way.
     lots = Tally(tuple(10 * a for a in desk.attach), tuple(10 * n for n in desk.new))
-    assert choose(lots, 0.5, 100).threshold == 0.8
+    assert choose(lots, 0.5, 100).threshold == 0.86
     # Fewer than 10 of a side: the policy's, and why.
     few = _tally({0.99: 9}, {0.9: 91})
     c = choose(few, 0.5, 100)
@@ -358,7 +358,8 @@ def test_a_one_sided_tally_does_not_carry_the_threshold_to_the_edge() -> None:
     assert choose(low, 0.5, 100, rule=Rule(shrink=0)).threshold == BOUNDS[0]
     # the pure defaults are the policy's (what the bench measures is what ships)
     shipped = load_policies().correlation.calibration
-    assert (Rule().min_side, Rule().shrink) == (shipped.min_each_side, shipped.shrink_decisions)
+    assert (Rule().min_side, Rule().shrink, Rule().shrink_new) == (
+        shipped.min_each_side, shipped.shrink_continuations, shipped.shrink_new)
 
 
 def test_what_a_history_decided_prompt_teaches() -> None:

@@ -382,7 +382,8 @@ def test_thresholds_json_gives_the_policy_as_the_text_does(tmp_path: Path,
     shown = json.loads(run_cli("thresholds", *cred, "--json").stdout)
     # no tenant has a tally yet: the JSON still says what every tenant gets
     assert shown == {"policy_threshold": POLICY, "calibration": True, "min_decisions": 100,
-                     "min_each_side": 10, "shrink_decisions": 30, "bounds": list(BOUNDS),
+                     "min_each_side": 10, "shrink_continuations": 10, "shrink_new": 0,
+                     "bounds": list(BOUNDS),
                      "tenants": []}
     lo, hi = BOUNDS
     assert f"10 continuations and 10 new conversations, within {lo}-{hi}" in text.stdout

@@ -59,15 +59,17 @@ def thresholds(data_dir: Path | None, passphrase_file: Path | None, key_file: Pa
         emit_json({"policy_threshold": s.link_threshold, "calibration": s.calibration.enabled,
                    "min_decisions": s.calibration.min_decisions,
                    "min_each_side": s.calibration.min_each_side,
-                   "shrink_decisions": s.calibration.shrink_decisions,
+                   "shrink_continuations": s.calibration.shrink_continuations,
+                   "shrink_new": s.calibration.shrink_new,
                    "bounds": list(calibrate.BOUNDS),
                    "tenants": rows})
         return
     lo, hi = calibrate.BOUNDS
     side = s.calibration.min_each_side
     state = (f"on, from {s.calibration.min_decisions} decisions with {side} continuations "
-             f"and {side} new conversations, within {lo}-{hi}, moved "
-             f"m/(m+{s.calibration.shrink_decisions:g}) of the way"
+             f"and {side} new conversations, within {lo}-{hi}, rising "
+             f"m/(m+{s.calibration.shrink_continuations:g}) of the way, falling "
+             f"m/(m+{s.calibration.shrink_new:g})"
              if s.calibration.enabled else "off")
     click.echo(f"policy link_threshold {s.link_threshold}; calibration {state}")
     if not rows:

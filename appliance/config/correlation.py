@@ -23,10 +23,12 @@ class CalibrationSettings(Strict):
     # ... and of them, continuations and new conversations each (a tally of 11 continuations
     # and 96 new conversations says little about where continuations score).
     min_each_side: int = Field(default=10, ge=1, le=1_000_000)
-    # The threshold moves m / (m + shrink_decisions) of the way from `link_threshold` to the
-    # tally's best, m the tallied continuations (raising it) or new conversations (lowering
-    # it); 0: all the way.
-    shrink_decisions: float = Field(default=30.0, ge=0.0, le=1_000_000.0)
+    # A rising threshold moves m / (m + shrink_continuations) of the way from `link_threshold`
+    # to the tally's best, m the continuations tallied (a few say little about where
+    # continuations score); a falling one m / (m + shrink_new), m the new conversations.
+    # 0: all the way (docs/linking.md, "One-sided tallies", measured both).
+    shrink_continuations: float = Field(default=10.0, ge=0.0, le=1_000_000.0)
+    shrink_new: float = Field(default=0.0, ge=0.0, le=1_000_000.0)
     # Tenants whose link threshold the operator fixes (`[calibration.pinned]`, tenant =
     # threshold): used whatever the policy threshold or the tally says.
     pinned: dict[str, float] = {}

@@ -18,13 +18,14 @@ when its gain over the policy threshold clears the noise: the decisions the two
 thresholds disagree on must favour it by `Z` standard deviations of a fair coin
 (a sign test). The thresholds tried lie within `BOUNDS`, the span of the
 held-out sources' own best thresholds (docs/linking.md). The history-linked
-prompts are not the tenant's plain traffic, and a side tallied a few times says
-little about where that side scores, so the threshold moves only m / (m +
-`shrink`) of the way from the policy's to the tally's best, m the tallied side
-the move puts at risk (continuations when it rises, new conversations when it
-falls): 11 continuations and 96 new conversations move it 11/41 of the way.
-(`prior`, decisions per side that agree with the policy threshold added to the
-tally, is measured by bench/train_linker.py --calibrate-rule; it ships off.)
+prompts are not the tenant's plain traffic, and a few continuations say little
+about where continuations score, so a threshold above the policy's moves only
+m / (m + `shrink`) of the way there, m the continuations tallied (11
+continuations and 96 new conversations: 11/21 of the way); one below it m / (m +
+`shrink_new`), m the new conversations (0, all the way: shrinking falls cost the
+held-out folds). (`prior`, decisions per side that agree with the policy
+threshold added to the tally, is measured by bench/train_linker.py
+--calibrate-rule; it ships off.)
 Otherwise the policy threshold stands. `Choice.reason` says which, and why.
 """
 
@@ -41,7 +42,8 @@ Z = 1.0  # sign-test margin, in standard deviations, a calibrated threshold must
 # the defaults of `Rule`, as policies/correlation.toml ships them ([calibration])
 MIN_SIDE = 10  # continuations and new conversations each tallied before the threshold moves
 PRIOR = 0.0  # decisions per side that agree with the policy threshold, added to the tally
-SHRINK = 30.0  # the move is scaled by m / (m + SHRINK), m the tallied side it puts at risk
+SHRINK = 10.0  # a rise is scaled by m / (m + SHRINK), m the continuations tallied
+SHRINK_NEW = 0.0  # a fall by m / (m + SHRINK_NEW), m the new conversations tallied
 BOUNDS = (0.15, 0.9)  # the calibrated threshold stays within the held-out sources' best ones
 CAP = 20_000.0  # tallied decisions kept: beyond it, older counts are halved (drift)
 
@@ -114,6 +116,7 @@ class Rule:
     bounds: tuple[float, float] = BOUNDS
     z: float = Z
     shrink: float = SHRINK
+    shrink_new: float = SHRINK_NEW
 
 
 def _cut(threshold: float) -> int:
@@ -177,20 +180,23 @@ def choose(tally: Tally, policy: float, min_decisions: int,
             top = key if top is None or key > top else top
         return None if top is None else top[2]
 
-    found = best(grid, far=r.shrink > 0)
+    found = best(grid, far=False)
     if found is None:
         return replace(keep, reason="no threshold does clearly better on the tally")
     tallied = f"{round(attach)} continuations and {round(new)} new conversations tallied"
-    if r.shrink <= 0:
+    k = r.shrink if found > policy else r.shrink_new
+    if k <= 0:
         return Choice(round(found, 4), "calibrated", int(n), int(round(real(_cut(found))[0])),
                       tallied)
     # raising the threshold risks continuations, lowering it new conversations: the fewer
-    # of that side tallied, the less of the way it moves
+    # of that side tallied, the less of the way it moves (from the farthest of the best)
+    found = best([t for t in grid if (t - policy) * (found - policy) > 0], far=True) or found
     m = attach if found > policy else new
-    target = policy + (found - policy) * m / (m + r.shrink)
-    moved = best([t for t in grid if min(policy, target) - 1e-9 <= t
+    target = policy + (found - policy) * m / (m + k)
+    fine = [b / BINS for b in range(BINS)]  # any bin on the way, not only the coarse grid
+    moved = best([t for t in fine if min(policy, target) - 1e-9 <= t
                   <= max(policy, target) + 1e-9], far=True)
-    how = f"best {found:g}, moved {round(m)}/({round(m)}+{r.shrink:g}) of the way from {policy:g}"
+    how = f"best {found:g}, moved {round(m)}/({round(m)}+{k:g}) of the way from {policy:g}"
     if moved is None:
         return replace(keep, reason=f"{tallied}: {how}, nothing clearly better there")
     return Choice(round(moved, 4), "calibrated", int(n), int(round(real(_cut(moved))[0])),
