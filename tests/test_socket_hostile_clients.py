@@ -113,3 +113,42 @@ def test_a_client_that_reads_nothing_for_the_idle_timeout_is_closed_quietly(
         leaver.close()  # replies pending: the service finds it gone
         _wait_until(lambda: not svc._connections, "the closed client's connection stayed")
     assert not [r for r in caplog.records if r.name == "asyncio"]
+
+
+def test_a_queued_request_holds_its_prompt_not_its_frame(pipeline: Any,
+                                                         tmp_path: Path) -> None:
+    """A sync ingest waits for its commit; before, it held its whole frame meanwhile (the
+    bytes, a stripped copy and the decoded text: ~3 times the frame), so `queue_max` (2048)
+    requests of 256 KiB frames could hold ~1.5 GB (measured here: 744 KB per request of a
+    230 KB frame). Now it holds its prompt: the text cut to `max_text_chars`, the history
+    as digests (37 KB per request with the text cut to 32,768 characters)."""
+    import threading
+    import tracemalloc
+
+    sock = tmp_path / "s.sock"
+    words = " ".join(f"w{i % 997}x" for i in range(40_000))  # ~230 KB: cut to 512 chars
+    n = 12
+    policies = pipeline.policies.model_copy(update={"correlation": pipeline.policies.correlation
+                                                    .model_copy(update={"max_text_chars": 512})})
+    with running_service(pipeline, sock, policies=policies) as svc:
+        gate = threading.Event()
+        svc._pool.submit(gate.wait)  # the worker is busy: the requests stay queued
+        client = _connect(sock)
+        frames = [json.dumps({"op": "ingest", "request_id": f"big-{i}", "tenant": "acme",
+                              "user_id": "alice", "text": words}).encode() + b"\n"
+                  for i in range(n)]
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for frame in frames:
+                client.sendall(frame)
+            _wait_until(lambda: len(svc._pending) == n, "the requests were not queued")
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+            gate.set()
+        reader = client.makefile()
+        replies = [json.loads(reader.readline()) for _ in range(n)]
+        client.close()
+    assert all(r["ok"] and r["truncated"] for r in replies)
+    assert held < sum(len(f) for f in frames)

@@ -97,7 +97,10 @@ class Connections(Dispatch):
                 return
             if not line.strip():
                 continue
-            await replies.put(asyncio.ensure_future(self._respond(line)))
+            # read now: the request in flight holds what it needs, not its frame
+            parsed = self.parse_frame(line.rstrip(b"\r\n"), socket=True)
+            del line
+            await replies.put(asyncio.ensure_future(self.answer_parsed(parsed)))
 
     async def _send_replies(self, replies: asyncio.Queue[asyncio.Future[dict[str, Any]] | None],
                             writer: asyncio.StreamWriter) -> None:
@@ -122,9 +125,6 @@ class Connections(Dispatch):
             writer.transport.abort()
             return False
         return True
-
-    async def _respond(self, line: bytes) -> dict[str, Any]:
-        return await self.answer(line.rstrip(b"\r\n"), socket=True)
 
 
 async def _wind_down(sender: asyncio.Task[None],

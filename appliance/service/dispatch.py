@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -32,6 +33,9 @@ log = logging.getLogger("semtrace.service")
 # registered in the last AWAITING_S seconds that has had no update yet.
 ATTACH_HOLD = 2.0
 AWAITING_S = 600.0
+# A traceparent longer than this is taken as missing (a valid one is 55 characters; later
+# versions may append fields): a queued request does not hold a client's long string.
+MAX_TRACEPARENT = 512
 
 
 
@@ -61,6 +65,18 @@ def not_held_here(tenant: str, p: int) -> str:
             f"forwarded, so ask that node (`semtrace cluster status --tenant {tenant}` names "
             "it).")
 
+@dataclass(frozen=True)
+class Parsed:
+    """One frame, read: its error reply, or the request (and, on a cluster node's socket,
+    the object to forward). Holds nothing else of the frame."""
+
+    op: str
+    error: dict[str, Any] | None = None
+    req: Request | None = None
+    forward: dict[str, Any] | None = None
+    traceparent: str | None = None
+
+
 class Dispatch(ServiceCore):
     """Answer request frames, whichever door they came in by."""
 
@@ -77,8 +93,16 @@ class Dispatch(ServiceCore):
             check: called with the decoded object before anything else; may raise
                 ProtocolError (the NATS front door checks the subject's tenant).
         """
+        return await self.answer_parsed(self.parse_frame(frame, check=check, socket=socket),
+                                        durable=durable)
+
+    def parse_frame(self, frame: bytes, *, check: Callable[[dict[str, Any]], None] | None = None,
+                    socket: bool = False) -> Parsed:
+        """Decode and check one frame, at once: what its reply needs and nothing more. A
+        sync ingest waits for its commit holding its `Prompt` (its text cut to
+        `max_text_chars`, its history as digests), never the frame: before, each queued
+        request kept its 256 KiB frame, its decoded copies and every history message."""
         op = "unknown"
-        forwarded: dict[str, Any] | None = None
         try:
             obj = decode_frame(frame)
             op = obj["op"] if obj.get("op") in OPS else op
@@ -90,21 +114,40 @@ class Dispatch(ServiceCore):
                                 ts_future=timedelta(seconds=svc.ts_future_s))
             if socket and self.unowned is not None:
                 refuse_off_bus_tenant(req)
-            if socket and self.forward is not None:
-                forwarded = await self.forward(obj, req)
-            reply = forwarded if forwarded is not None else await self._dispatch(
-                req, obj.get("traceparent"), durable=durable)
         except ProtocolError as exc:
-            reply = error_reply(exc.code, exc.message, exc.request_id)
+            return Parsed(op, error=error_reply(exc.code, exc.message, exc.request_id))
         except Exception as exc:  # a bug must cost one request, never the connection
-            log.error("request failed", extra={"event": "request_failed",
-                                               "exc_type": type(exc).__name__})
-            self.counters["errors"] += 1
-            reply = error_reply("internal", "The request could not be handled; retry later.")
+            return Parsed(op, error=self._failed(exc))
+        traceparent = obj.get("traceparent")
+        return Parsed(op, req=req, forward=obj if socket and self.forward is not None else None,
+                      traceparent=traceparent if isinstance(traceparent, str)
+                      and len(traceparent) <= MAX_TRACEPARENT else None)
+
+    async def answer_parsed(self, parsed: Parsed, *, durable: bool = False) -> dict[str, Any]:
+        """The reply to a frame `parse_frame` read."""
+        forwarded: dict[str, Any] | None = None
+        reply = parsed.error
+        if reply is None:
+            assert parsed.req is not None
+            try:
+                if parsed.forward is not None and self.forward is not None:
+                    forwarded = await self.forward(parsed.forward, parsed.req)
+                reply = forwarded if forwarded is not None else await self._dispatch(
+                    parsed.req, parsed.traceparent, durable=durable)
+            except ProtocolError as exc:
+                reply = error_reply(exc.code, exc.message, exc.request_id)
+            except Exception as exc:  # a bug must cost one request, never the connection
+                reply = self._failed(exc)
         if self.observer is not None:  # one stored by another node is counted there too
-            self.observer.reply(op, {**reply, "forwarded": True} if forwarded is not None
-                                and reply.get("ok") else reply)
+            self.observer.reply(parsed.op, {**reply, "forwarded": True}
+                                if forwarded is not None and reply.get("ok") else reply)
         return reply
+
+    def _failed(self, exc: Exception) -> dict[str, Any]:
+        log.error("request failed", extra={"event": "request_failed",
+                                           "exc_type": type(exc).__name__})
+        self.counters["errors"] += 1
+        return error_reply("internal", "The request could not be handled; retry later.")
 
     async def _dispatch(self, req: Request, traceparent: Any = None, *,
                         durable: bool = False) -> dict[str, Any]:
