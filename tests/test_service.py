@@ -181,6 +181,28 @@ def test_overlong_frame_is_refused_then_closed(server: Server) -> None:
         assert c.ping()["ok"]
 
 
+def test_an_overlong_line_on_the_query_socket_is_refused_in_one_sentence_then_closed(
+        server: Server) -> None:
+    """Before, the query socket closed on such a line without a word: a reader saw a bare
+    EOF where the ingest socket says why. The rest of the line is never taken in: a
+    16 MB line is cut off long before its end."""
+    qsock = server.data / "query.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect(str(qsock))
+        with pytest.raises((BrokenPipeError, ConnectionResetError)):
+            s.sendall(b'{"v":1,"op":"threads","pad":"' + b"x" * (16 << 20) + b'"}\n')
+        replies = _lines(s, 1)
+        assert replies == [{"request_id": None, "ok": False, "error": {
+            "code": "frame_too_large",
+            "message": "A request line is larger than 4096 bytes; closing."}}]
+        with pytest.raises(ConnectionResetError):  # closed (its unread line discarded)
+            if s.recv(1024) == b"":
+                raise ConnectionResetError
+    with Client(qsock) as c:  # others are answered as before
+        assert c.request({"v": 1, "op": "threads"})["ok"] is True
+
+
 def test_silent_and_half_line_clients_do_not_hurt_the_server(server: Server) -> None:
     silent = server.raw()
     half = server.raw()

@@ -20,6 +20,13 @@ log = logging.getLogger("semtrace.service")
 STOP_GRACE_S = 5.0
 
 
+def frame_too_large(max_frame_bytes: int) -> dict[str, Any]:
+    """The reply to a line longer than `max_frame_bytes`, on either socket: the line is not
+    read on (the connection is then closed, its framing lost), so it is never buffered."""
+    return error_reply("frame_too_large",
+                       f"A request line is larger than {max_frame_bytes} bytes; closing.")
+
+
 class Connections(Dispatch):
     """Serve connections of the ingest socket (and bound those of the query socket)."""
 
@@ -90,9 +97,7 @@ class Connections(Dispatch):
                 return  # EOF (maybe mid-line: nothing was a request) or idle
             except asyncio.LimitOverrunError:
                 fut = loop.create_future()
-                fut.set_result(error_reply(
-                    "frame_too_large",
-                    f"A request line is larger than {svc.max_frame_bytes} bytes; closing."))
+                fut.set_result(frame_too_large(svc.max_frame_bytes))
                 await replies.put(fut)
                 return
             if not line.strip():

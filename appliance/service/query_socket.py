@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.protocol import ProtocolError, decode_frame, encode, error_reply
-from appliance.service.connections import Connections
+from appliance.service.connections import Connections, frame_too_large
 from appliance.service.peers import Peer, peer_credentials
 from appliance.socket_folder import listen_at
 
@@ -36,7 +36,11 @@ class QuerySocket(Connections):
             try:
                 line = await asyncio.wait_for(reader.readuntil(b"\n"),
                                               self.policies.service.idle_timeout_s)
-            except (asyncio.IncompleteReadError, TimeoutError, asyncio.LimitOverrunError):
+            except (asyncio.IncompleteReadError, TimeoutError):
+                return  # EOF (maybe mid-line: nothing was a request) or idle
+            except asyncio.LimitOverrunError:  # as on the ingest socket: said, then closed
+                await self._write(writer, encode(frame_too_large(
+                    self.policies.service.max_frame_bytes)))
                 return
             if line.strip() and not await self._write(
                     writer, encode(await self.query(line.rstrip(b"\r\n"), peer))):
