@@ -18,8 +18,12 @@ demo: $(VENV)/.installed
 	$(BIN)/semtrace model verify
 	$(BIN)/semtrace demo
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist), a whole test file to a worker, so
+# a module's fixtures (its `serve`, its nats-server) stay in one process; the 20 slowest
+# tests are listed at the end. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed-test bundle nats-server systemd-analyze
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=20
 
 # The cluster tests start a real nats-server (Debian's package has JetStream); sudo only when not root.
 nats-server:
