@@ -75,6 +75,16 @@ def test_a_clock_stepped_ahead_holds_retention_until_it_is_set_right_or_a_restar
         report = on_loop(job.run())
         assert report is not None and report.shredded == 0
 
+        # set back ten days (a wrong time source), taken (it shreds later); then set
+        # right: the old code took that for a step ahead and held every run till a restart
+        caplog.clear()
+        for back in (timedelta(days=-10), timedelta(0)):
+            step[0] = back
+            with caplog.at_level(logging.ERROR, logger="semtrace.retention"):
+                report = on_loop(job.run())
+            assert report is not None and report.shredded == 0, caplog.messages
+        assert not [r for r in caplog.records if getattr(r, "event", None) == "clock_jump"]
+
         step[0] = timedelta(days=400)  # left ahead, and the service restarted: taken
         restarted = RetentionJob(service, shredder, runtime.keyring)
         report = on_loop(restarted.run())

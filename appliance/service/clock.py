@@ -7,7 +7,9 @@ hourly run shred, for good, everything due by that wrong date. A run whose clock
 more than `JUMP_LIMIT_S` beyond the time elapsed since the last accepted reading (the
 boot-time clock, which counts suspended time and never steps) shreds nothing and says
 so; it runs again once the clock is set right, or after a restart, which takes the
-host's time as it is. A clock set back is taken: it shreds later, never earlier.
+host's time as it is. A clock set back is taken: it shreds later, never earlier; and
+once set right again it is not held (the reading kept is the latest the service went by,
+never one a clock set back gave).
 """
 
 from __future__ import annotations
@@ -60,4 +62,8 @@ class RetentionClock:
         return Reading(now, ahead, wall0)
 
     def accept(self, reading: Reading) -> None:
-        self._anchor = (reading.now, self._elapsed())
+        """Go by `reading` from now on. A clock set back is not kept as the reference:
+        else setting it right again (ahead of that reading by the days it was behind)
+        would read as a step ahead and hold retention until a restart."""
+        if reading.ahead_s >= 0:
+            self._anchor = (reading.now, self._elapsed())
