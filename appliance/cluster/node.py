@@ -370,16 +370,38 @@ class ClusterNode:
         ack removes it: an ack alone leaves its bytes in the block file for as long as any
         other message there waits (another partition's backlog), where `semtrace erase`
         cannot reach them. A failure leaves it to the ack (logged, nothing of it), and none
-        is tried for a minute (a NATS user that may not delete would wait each time)."""
+        is tried for a minute (a NATS user that may not delete would wait each time). A
+        request already gone (delivered twice, the other answer erased it) is no failure."""
+        from nats.js.errors import APIError
+
         if time.monotonic() < self._erase_again_at:
             return
+        seq = msg.metadata.sequence.stream
         try:
-            await self._js.delete_msg(self.settings.stream, msg.metadata.sequence.stream)
+            await self._js.delete_msg(self.settings.stream, seq)
+            return
+        except APIError as exc:  # refused: no failure if the request is gone already
+            if await self._gone(seq):
+                return
+            error = type(exc).__name__
         except Exception as exc:
-            self._erase_again_at = time.monotonic() + ERASE_RETRY_S
-            log.warning("consumed requests not erased from JetStream's files for a minute: "
-                        "may this node's NATS user publish to $JS.API.>?", extra={
-                            "event": "bus_erase_failed", "error": type(exc).__name__})
+            error = type(exc).__name__
+        self._erase_again_at = time.monotonic() + ERASE_RETRY_S
+        log.warning("consumed requests not erased from JetStream's files for a minute: may "
+                    "this node's NATS user publish to $JS.API.>?", extra={
+                        "event": "bus_erase_failed", "error": error})
+
+    async def _gone(self, seq: int) -> bool:
+        """Whether the stream no longer holds message `seq` (False when not known)."""
+        from nats.js.errors import NotFoundError
+
+        try:
+            await self._js.get_msg(self.settings.stream, seq)
+        except NotFoundError:
+            return True
+        except Exception:
+            return False
+        return False
 
     async def _on_request(self, msg: Any) -> None:
         """A request passing on the wire: note its reply subject for after the commit."""
