@@ -47,7 +47,8 @@ def test_a_nats_url_with_a_port_out_of_range_says_so_not_that_credentials_were_r
         tmp_path: Path) -> None:
     from appliance.cluster.client import NatsClient
 
-    for bad in ("nats://127.0.0.1:99999", "nats://127.0.0.1:port", "http://127.0.0.1:4222"):
+    for bad in ("nats://127.0.0.1:99999", "nats://127.0.0.1:port", "http://127.0.0.1:4222",
+                "TLS://127.0.0.1:4222"):  # nats-py reads no scheme in capitals
         said = _one_line(run_cli("cluster", "status", "--nats", bad, env=_env(tmp_path, "")), 2)
         assert "must be nats://host:port (or tls://) with a port from 1 to 65535" in said, said
         with pytest.raises(ConfigError) as gateway:

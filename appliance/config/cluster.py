@@ -24,7 +24,9 @@ def nats_url_problem(url: str) -> str | None:
             port = parts.port  # ValueError: out of 0-65535, or not a number
         except ValueError:
             return NATS_URL_FORM
-        if parts.scheme not in _NATS_SCHEMES or not parts.hostname or port == 0:
+        # the scheme as written: nats-py takes 'TLS://h:p' for the host 'TLS' (urlsplit
+        # lowers it), so it said no server answers, and the TLS asked for was never checked
+        if one.split(":", 1)[0] not in _NATS_SCHEMES or not parts.hostname or port == 0:
             return NATS_URL_FORM
     return None
 
@@ -41,7 +43,9 @@ def shown_url(url: str) -> str:
             continue
         if "@" in parts.netloc:
             parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])
-        out.append(urlunsplit(parts))
+        shown = urlunsplit(parts)  # its scheme as written (urlsplit lowers it)
+        out.append(one[:len(parts.scheme)] + shown[len(parts.scheme):] if parts.scheme
+                   else shown)
     return ",".join(out)
 
 
