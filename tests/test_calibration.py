@@ -352,6 +352,14 @@ def test_a_one_sided_tally_does_not_carry_the_threshold_to_the_edge() -> None:
     c = choose(few, 0.5, 100)
     assert (c.source, c.threshold) == ("policy", 0.5)
     assert c.reason == "9 continuations tallied, 10 needed on each side"
+    # a busy tenant's faded tally (halved past CAP): 9.5 continuations are not 10 tallied
+    from appliance.link.calibrate import CAP
+
+    full = Tally(attach=(0.0,) * 99 + (19.0,), new=(0.0,) * 90 + (CAP - 18,) + (0.0,) * 9)
+    faded = full.add(0.9, "new")
+    assert sum(faded.attach) == 9.5
+    c = choose(faded, 0.5, 100)
+    assert (c.source, c.reason) == ("policy", "9 continuations tallied, 10 needed on each side")
     # Below the range too: continuations scoring down to 0.1 move it to the floor only.
     low = _tally({0.1: 100, 0.16: 100, 0.6: 300}, {0.02: 300})
     assert choose(low, 0.5, 100, rule=before).threshold == 0.1

@@ -157,7 +157,8 @@ def choose(tally: Tally, policy: float, min_decisions: int,
         return replace(keep, reason=f"{int(n)} decisions tallied, {min_decisions} needed")
     if min(attach, new) < max(r.min_side, 1):
         side = "continuations" if attach < new else "new conversations"
-        return replace(keep, reason=f"{round(min(attach, new))} {side} tallied, "
+        # floored: old counts fade by halves (9.5 is short of 10, not "10 tallied")
+        return replace(keep, reason=f"{math.floor(min(attach, new))} {side} tallied, "
                                     f"{r.min_side} needed on each side")
     base = _cut(policy)
     prior = _prior(policy, r.prior)
