@@ -25,6 +25,7 @@ async def _serve_with_jobs(service: Any, rt: Any, telemetry: Any = None) -> None
     from appliance.daily import make_daily
     from appliance.erasure import erase_requested
     from appliance.retention import Shredder
+    from appliance.service.clock import keep_jobs_on_time
     from appliance.service.retention_job import RetentionJob
 
     audit = AuditLog(rt.store.db, rt.keyring.audit_signer(), anchor=rt.store.keys_db)
@@ -59,6 +60,7 @@ async def _serve_with_jobs(service: Any, rt: Any, telemetry: Any = None) -> None
     service.eraser = functools.partial(erase_requested, shredder, service, rt.keyring)
     scheduler.start()
     service.scheduler = scheduler
+    on_time = asyncio.ensure_future(keep_jobs_on_time(scheduler))  # a clock stepped back
     retention.begin_catchup()  # before the sockets open: ping and /metrics say so at once
     startup = asyncio.ensure_future(startup_jobs())  # a host that was off catches up now
     # topics refined off the ingest path, a quiet tenant's too (else only in line, at
@@ -69,6 +71,8 @@ async def _serve_with_jobs(service: Any, rt: Any, telemetry: Any = None) -> None
     try:
         await service.run()
     finally:
+        on_time.cancel()
+        await asyncio.gather(on_time, return_exceptions=True)
         scheduler.shutdown(wait=False)
         await asyncio.gather(startup, return_exceptions=True)
         if topics is not None:
