@@ -304,6 +304,10 @@ def test_bad_input_to_the_read_commands_exits_2_as_documented(tmp_path: Path,
             # the baseline's end the user did not give is named, with its value
             (("stats", "incident", "--tenant", "acme", "--from", "2026-03-01",
               "--baseline-from", "2026-03-05"), "by default --from: 2026-03-01 00:00 UTC"),
+            # a default moved past the calendar's first day: a traceback before
+            (("stats", "topics", "--tenant", "acme", "--to", "0001-01-03"), "out of range"),
+            (("stats", "incident", "--tenant", "acme", "--from", "0001-01-01", "--to",
+              "2026-01-01"), "out of range"),
             # a typo is not "this tenant uses the policy's threshold"
             (("thresholds", "--tenant", "Acme"), "never held data of tenant 'Acme'")]:
         result = run_cli(*args, *cred)

@@ -318,6 +318,10 @@ def main(argv: list[str] | None = None) -> None:
         where = f": {exc.filename}" if exc.filename else ""
         click.echo(f"semtrace: {exc.strerror or type(exc).__name__}{where}.", err=True)
         sys.exit(1)
+    except OverflowError:  # a date such as --to 0001-01-01 moved back by the default week
+        click.echo("semtrace: A date given is out of range (too near year 1 or 9999); "
+                   "nothing was done.", err=True)
+        sys.exit(2)
     except Exception as exc:  # last: every clause above is an Exception too
         if (said := _nats_failure(exc)) is not None:
             click.echo(f"semtrace: {said}", err=True)
