@@ -70,7 +70,10 @@ def parse_ts(value: Any) -> datetime:
         raise InputError("'ts' is not a valid ISO-8601 timestamp.") from None
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
-    return ts.astimezone(UTC)
+    try:  # 0001-01-01T00:00+01:00 is valid ISO-8601 but a time no datetime holds in UTC
+        return ts.astimezone(UTC)
+    except OverflowError:
+        raise InputError("'ts' is out of range.") from None
 
 
 def _str(obj: dict[str, Any], key: str, *, required: bool, max_len: int = MAX_ID) -> str | None:

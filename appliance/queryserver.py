@@ -33,10 +33,10 @@ import numpy as np
 from appliance.config import AccessSettings, Policies
 from appliance.embed import Embedder
 from appliance.errors import AccessDenied, SemtraceError
-from appliance.ingest import parse_ts
+from appliance.ingest import MAX_ID, parse_ts
 from appliance.keys import Keyring
 from appliance.privacy import BudgetSpent
-from appliance.protocol import ProtocolError, echo_id
+from appliance.protocol import VERSION, ProtocolError, echo_id
 from appliance.query import (
     NAMES_A_THREAD,
     ThreadFilter,
@@ -68,7 +68,20 @@ PERMISSIONS = {"threads": "threads:read", "thread": "threads:read", "page": "thr
                "screen_search": "search", "stats": "aggregates", "released": "aggregates"}
 QUERY_OPS = tuple(PERMISSIONS)
 MAX_LIMIT = 10_000
+MAX_TENANT = 128  # as on the ingest socket: no tenant is longer
 BUDGET_SPENT = "budget_spent"  # the `reason` of a stats refusal for a spent privacy budget
+
+
+def check_op(obj: dict[str, Any]) -> None:
+    """The request's version and op, as on the ingest socket: `bad_version`, `unknown_op`
+    (pure)."""
+    rid = echo_id(obj.get("request_id"))
+    v = obj.get("v", VERSION)
+    if isinstance(v, bool) or v != VERSION:  # true == 1 in Python, not in JSON
+        raise ProtocolError("bad_version", f"Protocol version {VERSION} is the only one served.",
+                            rid)
+    if obj.get("op") not in QUERY_OPS:
+        raise ProtocolError("unknown_op", f"'op' must be one of {', '.join(QUERY_OPS)}.", rid)
 
 
 def permission(obj: dict[str, Any]) -> str:
@@ -91,6 +104,9 @@ def authorize(access: AccessSettings, obj: dict[str, Any], caller: Caller, *,
     tenant = obj.get("tenant")
     if tenant is not None and not isinstance(tenant, str):
         raise ProtocolError("bad_request", "'tenant' must be a string.")
+    for key, value, top in (("role", role, MAX_ID), ("tenant", tenant, MAX_TENANT)):
+        if value is not None and len(value) > top:  # never echoed whole in a refusal
+            raise ProtocolError("bad_request", f"'{key}' is longer than {top} characters.")
     try:
         name = resolve_role(access, role)
         r = access.roles[name]
@@ -112,6 +128,8 @@ def _str(obj: dict[str, Any], key: str, rid: str | None, *, required: bool = Fal
         return None
     if not isinstance(value, str) or not value:
         raise ProtocolError("bad_request", f"'{key}' must be a non-empty string.", rid)
+    if key != "text" and len(value) > MAX_ID:  # a name or time, quoted in some refusals
+        raise ProtocolError("bad_request", f"'{key}' is longer than {MAX_ID} characters.", rid)
     return value
 
 
@@ -234,6 +252,10 @@ def answer(obj: dict[str, Any], role: str, policies: Policies, store: Store,
                             extra={"reason": BUDGET_SPENT}) from None
     except SemtraceError as exc:  # a bad window, an unknown kind: one sentence
         raise ProtocolError("bad_request", str(exc), rid) from None
+    except OverflowError:  # a time at the calendar's ends (0001-01-01, 9999-12-31) moved by
+        # a day or a window: the client's input, not a fault to retry
+        raise ProtocolError("bad_request", "A time in the request is out of range (too near "
+                            "year 1 or 9999 to be used).", rid) from None
     return {"request_id": rid, "ok": True, "role": role, **body}
 
 
@@ -250,8 +272,10 @@ def _threads(obj: dict[str, Any], role: str, policies: Policies, store: Store,
         return {"thread": jsonable(thread), "currency": policies.pricing.currency}
     tenant, user = obj.get("tenant"), obj.get("user")
     limit = _limit(obj, 50, MAX_LIMIT, rid)
-    if user is not None and (not isinstance(user, str) or tenant is None):
-        raise ProtocolError("bad_request", "'user' must be a string, with 'tenant'.", rid)
+    if user is not None and (not isinstance(user, str) or tenant is None
+                             or len(user) > MAX_ID):
+        raise ProtocolError("bad_request", f"'user' must be a string of at most {MAX_ID} "
+                            "characters, with 'tenant'.", rid)
     if tenant is None and bound is not None and len(bound) == 1:
         tenant = bound[0]
     check_tenant(store, policies, tenant if isinstance(tenant, str) else None)

@@ -247,6 +247,10 @@ def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies,
     if q.topic is not None and q.topic != analytics.NO_TOPIC:  # a label names its topic
         q = replace(q, topic=live_topic(store, q.topic, [q.tenant]) or q.topic)
     check_stats_query(q, store, policies)
+    # an incident is compared with a baseline (default: as long a window just before);
+    # no other kind has one
+    q = replace(q, baseline=(q.baseline or analytics.window_before(q.start, q.end))
+                if q.kind == "incident" else None)
     pseudo = user_named(store, keyring, q.tenant, q.user) if q.user is not None else None
     gate = PrivacyGate(ledger_db if ledger_db is not None else store.db, policies.privacy)
     # one map of merged ids for the threads' topics and the topic's members: a refinement
@@ -254,17 +258,15 @@ def run_stats(q: StatsQuery, store: Store, keyring: Keyring, policies: Policies,
     aliases = topic_aliases(store)
     threads = analytics.load_threads(store, q.tenant, q.start, q.end, user=pseudo,
                                      aliases=aliases)
-    b_start, b_end = q.baseline or (q.start - (q.end - q.start), q.start)
-    base = (analytics.load_threads(store, q.tenant, b_start, b_end, user=pseudo)
-            if q.kind == "incident" else [])
+    base = (analytics.load_threads(store, q.tenant, *q.baseline, user=pseudo)
+            if q.baseline is not None else [])
     if pseudo is None and reads_threads and not threads and not base:
         try:  # today's release of it, where one was made (read: nothing spent)
             return _stats_report(q, store, policies, PrivacyGate(
                 gate.ledger.db, policies.privacy, spend=False, today_only=True), pseudo,
                 threads, base, aliases)
         except NoRelease:  # none: no new one of nothing, nothing spent
-            empty = nothing_held(q, gate, policies,
-                                 (b_start, b_end) if q.kind == "incident" else None)
+            empty = nothing_held(q, gate, policies, q.baseline)
         if q.kind == "models" and q.topic:  # what the figures would have been of
             live = aliases.get(q.topic, q.topic)
             empty = replace(empty, topic=live, topic_label=analytics.topic_labels(
@@ -281,7 +283,6 @@ def _stats_report(q: StatsQuery, store: Store, policies: Policies, gate: Privacy
     bound = policies.pricing.thread_cost_bound
     common: dict[str, Any] = {"tenant": q.tenant, "start": q.start, "end": q.end,
                               "single_user": pseudo}
-    b_start, b_end = q.baseline or (q.start - (q.end - q.start), q.start)
     if q.kind in ("topics", "blocks", "incident"):
         labels = analytics.topic_labels(store, q.tenant)
         # one row per topic as it is now: a release keeps the topic ids of its moment all day
@@ -315,6 +316,7 @@ def _stats_report(q: StatsQuery, store: Store, policies: Policies, gate: Privacy
         blocks = analytics.block_stats(threads, gate, labels=labels, aliases=merged,
                                        shared=shared, **common)
         return replace(blocks, per_user_topics=per_user)
+    b_start, b_end = q.baseline or analytics.window_before(q.start, q.end)
     lifts = analytics.incident_lifts(threads, base, gate, labels=labels, aliases=merged,
                                      shared=shared, baseline_window=(b_start, b_end),
                                      **common)

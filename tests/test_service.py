@@ -160,13 +160,17 @@ def test_bad_input_gets_error_replies_and_the_connection_stays_usable(server: Se
               b'{"v":1,"op":"ingest","request_id":"x","tenant":"acme","user_id":5,"text":7}\n',
               b'\xff\xfe\n', b'{"v":1,"op":"ping","request_id":"a\\u0000b"}\n',
               b'{"v":1,"op":"ingest","request_id":"n","tenant":"acme","user_id":"u",'
-              b'"text":"nul \\u0000 inside"}\n', b'{"v":1,"op":"ping"}\n']
+              b'"text":"nul \\u0000 inside"}\n',
+              # valid ISO-8601, but before year 1 in UTC: was `internal` ('retry')
+              b'{"v":1,"op":"ingest","request_id":"y1","tenant":"acme","user_id":"u",'
+              b'"text":"hi there","ts":"0001-01-01T00:00:00+01:00"}\n', b'{"v":1,"op":"ping"}\n']
     with server.raw() as s:
         s.sendall(b"".join(frames))
         replies = _lines(s, len(frames))
     codes = [r.get("error", {}).get("code") for r in replies]  # type: ignore[union-attr]
     assert codes == ["bad_json", "bad_json", "unknown_op", "bad_request", "bad_request",
-                     "bad_frame", None, "bad_request", None]
+                     "bad_frame", None, "bad_request", "bad_request", None]
+    assert replies[-2]["error"]["message"] == "'ts' is out of range."  # type: ignore[index]
     assert replies[-1]["pong"] is True
     assert all("Traceback" not in json.dumps(r) for r in replies)
 
@@ -201,6 +205,56 @@ def test_an_overlong_line_on_the_query_socket_is_refused_in_one_sentence_then_cl
                 raise ConnectionResetError
     with Client(qsock) as c:  # others are answered as before
         assert c.request({"v": 1, "op": "threads"})["ok"] is True
+
+
+def test_bad_queries_get_one_sentence_each_and_the_query_socket_stays_usable(
+        server: Server) -> None:
+    """A hostile reader of the query socket, pipelining on one connection. Before, a
+    time at the calendar's ends was `internal` ('retry later': a retry fails the same way),
+    a version 2 request or a `descending` of "no" was answered as if valid, and an
+    unknown op dropped the request's id."""
+    with Client(server.sock) as c:  # the tenant is held: its stats queries are checked
+        assert c.ingest(tenant="acme", user_id="mallory", text="How do I reset the VPN?",
+                        request_id="hostile-1")["ok"]
+    qsock = server.data / "query.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as half:
+        half.connect(str(qsock))
+        half.sendall(b'{"v":1,"op":"threads","li')  # then gone: nothing was a request
+    asked = [
+        (b'{"v":2,"op":"threads","request_id":"q-1"}', "bad_version"),
+        (b'{"v":true,"op":"threads"}', "bad_version"),
+        (b'{"op":"bogus","request_id":"q-3"}', "unknown_op"),
+        (b'{"op":["threads"]}', "unknown_op"),
+        (b'{"op":"threads","since":"0001-01-01T00:00:00+01:00"}', "bad_request"),
+        (b'{"op":"stats","kind":"incident","tenant":"acme","from":"0001-01-01",'
+         b'"to":"2026-01-01"}', "bad_request"),
+        (b'{"op":"released","kind":"topics","now":"9999-12-31"}', "bad_request"),
+        (b'{"op":"page","descending":"no"}', "bad_request"),
+        (b'{"op":"threads","limit":1e999}', "bad_request"),
+        (b'{"op":"threads","topic":"%s"}' % (b"t" * 300), "bad_request"),  # not echoed
+        (b'{"op":"page","filters":{"model":"%s"}}' % (b"m" * 300), "bad_request"),
+        (b'{"op":"threads","tenant":"ac\\u00e9me\\u001b[2J"}', "bad_request"),
+        (b'{"op":"thread","thread_id":"th_\\u4e2d\\ud83d\\ude00"}', "not_found"),
+        (b'{"op":"threads","s":"\\ud800"}', "bad_json"),
+        (b'{"op":"threads"} trailing', "bad_json"),
+        (b'\xff\xfe', "bad_frame"),
+        (b'{"op":"threads","x":"\x00"}', "bad_frame"),
+        (b'{"v":1,"op":"version","request_id":"q-last"}', None),
+    ]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect(str(qsock))
+        s.sendall(b"".join(frame + b"\n" for frame, _ in asked))
+        replies = _lines(s, len(asked))
+    assert [r.get("error", {}).get("code") for r in replies] == [  # type: ignore[union-attr]
+        code for _, code in asked]
+    assert [r["request_id"] for r in replies][:3] == ["q-1", None, "q-3"]
+    assert replies[-1]["request_id"] == "q-last" and replies[-1]["ok"] is True
+    for reply in replies[:-1]:
+        message = reply["error"]["message"]  # type: ignore[index]
+        assert message.endswith(".") and "\n" not in message and "\x1b" not in message
+        assert len(message) < 200 and "retry" not in message
+    assert "nothing was spent" in replies[5]["error"]["message"]  # type: ignore[index]
 
 
 def test_silent_and_half_line_clients_do_not_hurt_the_server(server: Server) -> None:

@@ -57,7 +57,12 @@ from appliance.analytics.threads import (
     shared_topics,
     topic_labels,
 )
-from appliance.analytics.windows import DEFAULT_DAYS, default_window, release_key
+from appliance.analytics.windows import (
+    DEFAULT_DAYS,
+    default_window,
+    release_key,
+    window_before,
+)
 
 __all__ = [
     "BLOCK_MEASURES",
@@ -97,6 +102,7 @@ __all__ = [
     "period_of",
     "position_mix",
     "release_key",
+    "window_before",
     "release_topic",
     "shared_topics",
     "topic_labels",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from appliance.errors import InputError
+
 
 def release_key(kind: str, start: datetime, end: datetime, *extra: str) -> str:
     """What a cached release is filed under: its kind, window and any filter."""
@@ -18,3 +20,14 @@ def default_window(now: datetime, days: int = DEFAULT_DAYS) -> tuple[datetime, d
     tonight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     end = tonight + timedelta(days=1)
     return end - timedelta(days=days), end
+
+
+def window_before(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The window as long as [start, end) just before it (an incident's default baseline),
+    or one sentence when it would begin before the calendar's first day."""
+    try:
+        return start - (end - start), start
+    except OverflowError:
+        raise InputError("The window is too long to be compared with as long a window before "
+                         "it; name the baseline or shorten the window; nothing was spent."
+                         ) from None

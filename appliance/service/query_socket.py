@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from appliance.protocol import ProtocolError, decode_frame, encode, error_reply
+from appliance.protocol import ProtocolError, decode_frame, echo_id, encode, error_reply
 from appliance.service.connections import Connections, frame_too_large
 from appliance.service.peers import Peer, peer_credentials
 from appliance.socket_folder import listen_at
@@ -51,11 +51,11 @@ class QuerySocket(Connections):
         from appliance import queryserver
         from appliance.roles import Caller
 
+        rid = None
         try:
             obj = decode_frame(frame)
-            if obj.get("op") not in queryserver.QUERY_OPS:
-                raise ProtocolError("unknown_op", "'op' must be one of "
-                                    f"{', '.join(queryserver.QUERY_OPS)}.")
+            rid = echo_id(obj.get("request_id"))
+            queryserver.check_op(obj)
             policies = self.policies  # one snapshot for the check and the answer (SIGHUP)
             role = queryserver.authorize(policies.access, obj, Caller(peer.uid, peer.gids),
                                          owner_uid=os.getuid())
@@ -80,9 +80,10 @@ class QuerySocket(Connections):
         except ProtocolError as exc:
             if exc.code == "forbidden":
                 log.warning("query refused", extra={"event": "query_refused", "uid": peer.uid})
-            return error_reply(exc.code, exc.message, exc.request_id, **exc.extra)
+            return error_reply(exc.code, exc.message, rid, **exc.extra)
         except Exception as exc:
             log.error("query failed", extra={"event": "query_failed",
                                              "exc_type": type(exc).__name__})
-            return error_reply("internal", "The query could not be answered; retry later.")
+            return error_reply("internal", "The query could not be answered; retry later.",
+                               rid)
         return reply

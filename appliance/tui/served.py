@@ -15,7 +15,7 @@ from typing import Any
 from appliance.config import Policies
 from appliance.embed import Embedder
 from appliance.errors import AccessDenied, SemtraceError
-from appliance.ingest import parse_ts
+from appliance.ingest import MAX_ID, parse_ts
 from appliance.protocol import ProtocolError
 from appliance.query import tenants
 from appliance.readindex import ReaderIndex
@@ -63,9 +63,10 @@ def _time(value: Any, key: str, rid: str | None) -> datetime | None:
 def _filters(raw: Any, rid: str | None) -> Filters:
     raw = raw if raw is not None else {}
     if not isinstance(raw, dict) or set(raw) - set(KEYS) or not all(
-            v is None or isinstance(v, str) for v in raw.values()):
+            v is None or isinstance(v, str) and len(v) <= MAX_ID for v in raw.values()):
         raise ProtocolError("bad_request", "'filters' must map some of "
-                            f"{', '.join(KEYS)} to strings.", rid)
+                            f"{', '.join(KEYS)} to strings of at most {MAX_ID} characters.",
+                            rid)
     return Filters(tenant=raw.get("tenant"), user=raw.get("user"),
                    since=_time(raw.get("since"), "since", rid),
                    until=_time(raw.get("until"), "until", rid), topic=raw.get("topic"),
@@ -109,8 +110,11 @@ def answer(obj: dict[str, Any], role: str, policies: Policies, store: Store,
                                    _scope(store, role, policies, tenant), pseudonym)
         except ValueError as exc:  # FilterError: a user id of several tenants
             raise ProtocolError("bad_request", str(exc), rid) from None
+        descending = obj.get("descending", True)
+        if not isinstance(descending, bool):
+            raise ProtocolError("bad_request", "'descending' must be true or false.", rid)
         rows, total = read_page(store, filters, tenant or filters.tenant, sort=sort,
-                                descending=bool(obj.get("descending", True)),
+                                descending=descending,
                                 offset=_int(obj, "offset", 0, 10**9, rid),
                                 limit=_int(obj, "limit", 100, MAX_PAGE, rid))
         return {"rows": rows, "total": total, "version": v}
@@ -120,6 +124,9 @@ def answer(obj: dict[str, Any], role: str, policies: Policies, store: Store,
             raise ProtocolError("bad_request", f"'kind' must be one of {', '.join(KINDS)}, "
                                 "with 'now'.", rid)
         topic = obj.get("topic") if isinstance(obj.get("topic"), str) else None
+        if topic is not None and len(topic) > MAX_ID:
+            raise ProtocolError("bad_request", f"'topic' is longer than {MAX_ID} characters.",
+                                rid)
         return {"view": aggregate_view(store, policies, _scope(store, role, policies, tenant),
                                        str(kind), now, topic=topic)}
     return _screen_search(obj, role, policies, store, embedder, tenant, rid, kept, pseudonym)
@@ -134,8 +141,10 @@ def _screen_search(obj: dict[str, Any], role: str, policies: Policies, store: St
     text, prefix = obj.get("text"), obj.get("user")
     if not isinstance(text, str) or not text.strip():
         raise ProtocolError("bad_request", "Type what to search for.", rid)
-    if prefix is not None and (not isinstance(prefix, str) or not prefix):
-        raise ProtocolError("bad_request", "'user' must be a non-empty string.", rid)
+    if prefix is not None and (not isinstance(prefix, str) or not prefix
+                               or len(prefix) > MAX_ID):
+        raise ProtocolError("bad_request", "'user' must be a non-empty string of at most "
+                            f"{MAX_ID} characters.", rid)
     if embedder is None:
         raise ProtocolError("bad_request", "This service has no embedding model.", rid)
     since = _time(obj.get("since"), "since", rid)
