@@ -33,7 +33,8 @@ def resolve_role(access: AccessSettings, role: str | None) -> str:
     """The role to act under (the policy's default when none is named)."""
     name = role or access.default_role
     if name not in access.roles:
-        raise AccessDenied(f"Unknown role '{name}'; roles: {', '.join(sorted(access.roles))}.")
+        raise AccessDenied(f"Unknown role {name!r}; roles: "  # quoted: never drawn raw
+                           f"{', '.join(sorted(access.roles))}.")
     return name
 
 

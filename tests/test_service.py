@@ -234,6 +234,7 @@ def test_bad_queries_get_one_sentence_each_and_the_query_socket_stays_usable(
         (b'{"op":"threads","topic":"%s"}' % (b"t" * 300), "bad_request"),  # not echoed
         (b'{"op":"page","filters":{"model":"%s"}}' % (b"m" * 300), "bad_request"),
         (b'{"op":"threads","tenant":"ac\\u00e9me\\u001b[2J"}', "bad_request"),
+        (b'{"op":"threads","role":"r\\u001b[2J"}', "forbidden"),  # quoted, not drawn
         (b'{"op":"thread","thread_id":"th_\\u4e2d\\ud83d\\ude00"}', "not_found"),
         (b'{"op":"threads","s":"\\ud800"}', "bad_json"),
         (b'{"op":"threads"} trailing', "bad_json"),
