@@ -16,12 +16,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from appliance.constants import AUDIT_EVENTS
 from appliance.keys import AuditSigner, verify_signature
 
 GENESIS = "0" * 64
-EVENTS = ("init", "start", "stop", "shred", "erase", "reveal", "reveal_denied", "policy_change",
-          "key_rotation", "auth_failed", "retention_run", "report", "legal_hold_skip", "backup",
-          "restore", "erase_forwarded", "subject_access", "subject_access_denied")
+EVENTS = AUDIT_EVENTS
 
 
 @dataclass(frozen=True)

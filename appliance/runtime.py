@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from appliance import constants
 from appliance.config import Policies, load_policies
 from appliance.errors import InputError, SemtraceError
 from appliance.keys import (
@@ -32,7 +33,7 @@ from appliance.store import DB_FILE, KEYS_FILE, Store
 if TYPE_CHECKING:
     from appliance.pipeline import Pipeline
 
-DATA_DIR_ENV = "SEMTRACE_DATA_DIR"
+DATA_DIR_ENV = constants.DATA_DIR_ENV
 
 
 def default_data_dir() -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from appliance import constants
 from appliance.errors import InputError
 
 
@@ -12,7 +13,7 @@ def release_key(kind: str, start: datetime, end: datetime, *extra: str) -> str:
     return "|".join((kind, start.isoformat(), end.isoformat(), *extra))
 
 
-DEFAULT_DAYS = 7
+DEFAULT_DAYS = constants.DEFAULT_DAYS
 
 
 def default_window(now: datetime, days: int = DEFAULT_DAYS) -> tuple[datetime, datetime]:

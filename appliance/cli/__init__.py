@@ -15,16 +15,21 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from appliance.constants import DATA_DIR_ENV
 from appliance.coredump import forbid_core_dumps
 from appliance.errors import InputError, SemtraceError
-from appliance.keys import Credential, find_credential, read_key_file, write_key_file
-from appliance.records import jsonable
-from appliance.runtime import DATA_DIR_ENV, Runtime, default_data_dir, open_runtime
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
     from appliance.cli.progress import LineProgress
+    from appliance.keys import Credential
+    from appliance.runtime import Runtime
+
+# Every module imported here, and every command module's top, stays light (click and the
+# standard library): `semtrace --help`, and every command, build all commands first. What
+# a command needs (NumPy, SQLCipher, Presidio, OpenDP, the model) it imports when it runs
+# (tests/test_cli_start.py).
 
 
 def not_blank(**options: str | None) -> None:
@@ -38,6 +43,8 @@ def not_blank(**options: str | None) -> None:
 
 
 def emit_json(obj: Any) -> None:
+    from appliance.records import jsonable
+
     click.echo(json.dumps(jsonable(obj), ensure_ascii=False, indent=1))
 
 
@@ -74,6 +81,8 @@ def role_option_as(default: str) -> Callable[[Callable[..., Any]], Callable[...,
 def credential(passphrase_file: Path | None, key_file: Path | None) -> Credential:
     if passphrase_file is not None and key_file is not None:
         raise InputError("Give --passphrase-file or --key-file, not both.")
+    from appliance.keys import find_credential
+
     return find_credential(passphrase_file=passphrase_file, key_file=key_file)
 
 
@@ -107,8 +116,9 @@ def progress_bar() -> Progress | LineProgress:
 def open_dir(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None, *,
              readonly: bool = False) -> Runtime:
     """Open the data dir named on the command line."""
+    from appliance.runtime import default_data_dir, is_initialised, open_runtime
+
     directory = data_dir or default_data_dir()
-    from appliance.runtime import is_initialised
 
     if not is_initialised(directory):
         return open_runtime(directory, None)  # raises the right sentence
@@ -182,7 +192,13 @@ def init(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | N
          new_key_file: Path | None, compliance_passphrase_file: Path | None,
          as_json: bool) -> None:
     """Create an encrypted store in a new or empty data dir."""
-    from appliance.runtime import check_new_data_dir, init_data_dir, is_initialised
+    from appliance.keys import read_key_file, write_key_file
+    from appliance.runtime import (
+        check_new_data_dir,
+        default_data_dir,
+        init_data_dir,
+        is_initialised,
+    )
 
     directory = data_dir or default_data_dir()
     check_new_data_dir(directory)  # before a new key file is written

@@ -13,7 +13,6 @@ from typing import Any
 
 import click
 
-from appliance.audit import EVENTS
 from appliance.cli import (
     credential_options,
     data_dir_option,
@@ -24,8 +23,8 @@ from appliance.cli import (
     role_option_as,
 )
 from appliance.cli.compliance import _as_of, _opened
+from appliance.constants import AUDIT_EVENTS
 from appliance.errors import InputError
-from appliance.records import jsonable
 
 
 @click.group()
@@ -44,6 +43,7 @@ def audit_verify(data_dir: Path | None, passphrase_file: Path | None, key_file: 
     so), as doctor does."""
     from appliance.audit import verify_chain
     from appliance.cli.check_target import SERVICE, require_target, target_for
+    from appliance.records import jsonable
 
     target = target_for(data_dir)
     require_target(target, "audit verify")
@@ -67,7 +67,7 @@ def audit_verify(data_dir: Path | None, passphrase_file: Path | None, key_file: 
 @role_option_as("compliance")
 @click.option("--tenant", default=None, help="Only entries about this tenant (its shreds, "
               "erasures, reveals); store-wide ones (start, stop, runs) are left out.")
-@click.option("--event", "events", multiple=True, type=click.Choice(EVENTS),
+@click.option("--event", "events", multiple=True, type=click.Choice(AUDIT_EVENTS),
               help="Only this kind of entry (repeatable).")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True,
               help="The most recent entries shown.")
@@ -135,6 +135,8 @@ def _with_proof(entry: Any, signed: list[tuple[int, str, str]], ok: bool) -> dic
     """An entry as exported: with the signed checkpoint that covers it (the first at or
     after it: the chain links it to that signature) and whether it verified, i.e. the
     whole chain verified (`audit verify`) and a checkpoint covers it."""
+    from appliance.records import jsonable
+
     i = bisect.bisect_left([seq for seq, _, _ in signed], entry.seq)
     cp = signed[i] if i < len(signed) else None
     return {**jsonable(entry), "verified": ok and cp is not None,

@@ -8,7 +8,6 @@ from typing import Any
 import click
 
 from appliance.cli import credential, credential_options, data_dir_option, emit_json
-from appliance.runtime import default_data_dir
 
 
 def _progress_step(prog: Any) -> Any:
@@ -31,6 +30,7 @@ def backup(dest: Path, data_dir: Path | None, passphrase_file: Path | None,
     while `serve` runs; the copy holds every data key live now (see README, Backup)."""
     from appliance.backup import take_backup
     from appliance.cli import progress_bar
+    from appliance.runtime import default_data_dir
 
     directory = data_dir or default_data_dir()
     from appliance.backup import _check_source, check_destination
@@ -73,6 +73,7 @@ def restore(backup_dir: Path, data_dir: Path | None, passphrase_file: Path | Non
     from appliance.cli import progress_bar
     from appliance.config import load_policies
     from appliance.restore import read_manifest, restore_backup
+    from appliance.runtime import default_data_dir
 
     target = data_dir or default_data_dir()
     read_manifest(backup_dir)  # its sentence before a passphrase prompt

@@ -9,7 +9,7 @@ from __future__ import annotations
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -24,8 +24,9 @@ from appliance.cli import (
 )
 from appliance.cli.sockets import ask, query_socket, query_socket_option
 from appliance.errors import InputError
-from appliance.records import Record, Thread, jsonable
-from appliance.titles import shorten
+
+if TYPE_CHECKING:
+    from appliance.records import Record, Thread
 
 LIST_MAX = 10_000  # threads one listing returns (the query socket's limit too)
 
@@ -65,7 +66,9 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
     --limit most recent."""
     from appliance.query import ThreadFilter, list_threads, live_topic, no_topic, tenants
     from appliance.reads import check_tenant, thread_from_json, user_pseudonym
+    from appliance.records import jsonable
     from appliance.roles import bound_tenants, require
+    from appliance.titles import shorten
     from appliance.tui.format import money
 
     not_blank(tenant=tenant, user=user, topic=topic)
@@ -168,6 +171,7 @@ def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | 
     print it) to show the thread that record is in."""
     from appliance.query import NAMES_A_THREAD, find_thread
     from appliance.reads import thread_from_json
+    from appliance.records import jsonable
     from appliance.roles import require, sees
     from appliance.tui.format import money
 
@@ -273,6 +277,7 @@ def search(text: str, data_dir: Path | None, passphrase_file: Path | None,
     Exact below a size threshold, usearch HNSW above it.
     """
     from appliance.reads import run_search, search_skipped
+    from appliance.records import jsonable
     from appliance.roles import require
     from appliance.tui.filters import FilterError, parse_time
 

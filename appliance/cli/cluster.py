@@ -8,7 +8,6 @@ from typing import Any
 import click
 
 from appliance.cli import credential_options, data_dir_option, emit_json, open_dir, progress_bar
-from appliance.cluster import bus
 from appliance.errors import InputError, SemtraceError
 
 
@@ -51,6 +50,7 @@ count_option = click.option("--of", "count", type=click.IntRange(1, 1024), defau
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(nats_url: str | None, tenants: tuple[str, ...], as_json: bool) -> None:
     """Partitions, their owners, and each consumer's lag and redeliveries."""
+    from appliance.cluster import bus
     from appliance.cluster.bus import require_nats
     from appliance.cluster.partition import format_ranges, valid_tenant
     from appliance.cluster.status import cluster_status, late_sentence, tenant_homes
@@ -276,7 +276,7 @@ def reclaim(data_dir: Path | None, passphrase_file: Path | None, key_file: Path 
             spec: str, count: int | None, nats_url: str | None, node_name: str | None,
             as_json: bool) -> None:
     """Serve again partitions whose later owner is lost with its data (no import)."""
-    from appliance.cluster import given_away
+    from appliance.cluster import bus, given_away
     from appliance.cluster.bus import node_name as cluster_node
     from appliance.cluster.bus import require_nats
     from appliance.cluster.move import partition_count

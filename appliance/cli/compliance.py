@@ -8,11 +8,10 @@ import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from appliance.audit import AuditLog
 from appliance.cli import (
     credential,
     credential_options,
@@ -22,8 +21,10 @@ from appliance.cli import (
     role_option,
 )
 from appliance.errors import AccessDenied, InputError, SemtraceError
-from appliance.ingest import parse_ts
-from appliance.runtime import Runtime
+
+if TYPE_CHECKING:
+    from appliance.audit import AuditLog
+    from appliance.runtime import Runtime
 
 
 @contextlib.contextmanager
@@ -45,10 +46,14 @@ def _opened(data_dir: Path | None, passphrase_file: Path | None,
 
 
 def _audit(rt: Runtime) -> AuditLog:
+    from appliance.audit import AuditLog
+
     return AuditLog(rt.store.db, rt.keyring.audit_signer(), anchor=rt.store.keys_db)
 
 
 def _as_of(value: str | None, option: str = "--as-of") -> datetime:
+    from appliance.ingest import parse_ts
+
     if value is None:
         return datetime.now(UTC)
     try:

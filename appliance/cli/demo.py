@@ -11,16 +11,16 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from appliance.cli import credential, emit_json
-from appliance.config.paths import POLICY_DIR_ENV, policy_dir
 from appliance.errors import InputError, SemtraceError
-from appliance.records import Thread
-from appliance.runtime import init_data_dir, is_initialised, open_runtime
 from appliance.socket_folder import too_long
-from appliance.tui.format import plural
+
+if TYPE_CHECKING:
+    from appliance.records import Thread
 
 DEMO_STREAM = Path(__file__).parent.parent / "demo" / "demo-stream.jsonl"
 # The demo tenant's own privacy policy: cross-user topics and search on, the shipped budget.
@@ -31,6 +31,8 @@ DEMO_PRIVACY = Path(__file__).parent.parent / "demo" / "privacy.toml"
 def demo_policies(base: Path) -> Iterator[Path]:
     """`base/policies`: the policies in force with the demo's privacy.toml, in force
     (SEMTRACE_POLICY_DIR) for this command and the service it starts."""
+    from appliance.config.paths import POLICY_DIR_ENV, policy_dir
+
     folder = base / "policies"
     folder.mkdir(mode=0o700, exist_ok=True)
     for src in sorted(policy_dir().iterdir()):
@@ -107,6 +109,8 @@ def _demo_through_service(data_dir: Path, pw: Path) -> None:
 
 
 def _print_threads(found: list[Thread], as_json: bool, k_min_users: int) -> None:
+    from appliance.tui.format import plural
+
     if as_json:
         emit_json(found)
         return
@@ -144,7 +148,9 @@ def _print_threads(found: list[Thread], as_json: bool, k_min_users: int) -> None
 @click.option("--json", "as_json", is_flag=True, help="Print the threads as JSON.")
 def demo(keep: Path | None, no_tui: bool, as_json: bool) -> None:
     """Run the service on a fresh store, send the demo stream through it, show the threads."""
+    from appliance.config.paths import POLICY_DIR_ENV
     from appliance.query import get_thread, list_threads
+    from appliance.runtime import init_data_dir, is_initialised, open_runtime
 
     # absolute (and without `..`): the commands it prints at the end run from any folder
     base = Path(os.path.abspath(keep)) if keep else Path(tempfile.mkdtemp(

@@ -11,7 +11,7 @@ import click
 
 from appliance.cli import credential_options, data_dir_option, emit_json, role_option_as
 from appliance.cli.compliance import _audit, _opened, _reason
-from appliance.cluster.erasure_sweep import WAIT_MAX_S
+from appliance.constants import WAIT_MAX_S
 from appliance.errors import InputError
 
 if TYPE_CHECKING:

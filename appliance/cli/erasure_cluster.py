@@ -3,7 +3,6 @@ asked of the node that does, waiting for its answer (`appliance/cluster/erasures
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import secrets
@@ -28,7 +27,6 @@ from appliance.cli.erasure_said import (
     unreached_of,
     unreadable_of,
 )
-from appliance.cluster import bus
 from appliance.errors import SemtraceError
 
 if TYPE_CHECKING:
@@ -53,6 +51,7 @@ def cluster_away(rt: Runtime, tenants: list[str]) -> dict[str, Home]:
     """The tenants of `tenants` that live on another node of the cluster, with their home;
     none on a single host. SemtraceError (nothing done) when NATS cannot say and this data
     dir does not hold one of them."""
+    from appliance.cluster import bus
     from appliance.cluster.locate import locate
     from appliance.cluster.partition import partition_of
 
@@ -130,6 +129,7 @@ class Known:
 def cluster_known(rt: Runtime) -> Known:
     """The tenants the other nodes of the cluster noted (`cluster/tenants_known.py`), and
     whose tenants are unknown; nothing on a single host."""
+    from appliance.cluster import bus
     from appliance.cluster.tenants_known import cluster_notes
 
     if not rt.policies.cluster.url:
@@ -167,6 +167,9 @@ def ask_owners(rt: Runtime, shredder: Shredder, homes: list[Home], *, user_id: s
     command); each request is audited here as `erase_forwarded`, with the failure and the
     earlier request it replaced. With `pseudonym`, `user_id` is the user's pseudonym in the
     tenant already (`--user` as Semtrace shows them), forwarded as it is."""
+    import asyncio
+
+    from appliance.cluster import bus
     from appliance.cluster.erasures import ErasureRequest, forward
 
     me, fingerprint = _asking_node(rt), rt.keyring.pseudonym_id()

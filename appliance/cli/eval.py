@@ -11,13 +11,15 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
 
 from appliance.cli import emit_json
 from appliance.errors import InputError, SemtraceError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 GOLD_KEYS = ("index", "user_id", "ts", "text", "gold_thread_id", "gold_parent_index")
 HEADLINE = ("pair_P", "pair_R", "pair_F1", "ARI_mean_per_user", "parent_acc",

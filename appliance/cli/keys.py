@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from appliance.cli import credential, credential_options, data_dir_option, emit_json
 from appliance.cli.compliance import _opened
 from appliance.errors import InputError, SemtraceError
-from appliance.keys import Credential
+
+if TYPE_CHECKING:
+    from appliance.keys import Credential
 
 
 @click.group()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from appliance.embed import load_manifest, verify_model
-
 
 @click.group()
 def model() -> None:
@@ -16,6 +14,8 @@ def model() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify(as_json: bool) -> None:
     """Check the bundled model file against its manifest checksum."""
+    from appliance.embed import load_manifest, verify_model
+
     manifest = load_manifest()
     verify_model(manifest)
     if as_json:

@@ -14,11 +14,12 @@ import sys
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import IO
-
-from rich.progress import TaskID
+from typing import IO, TYPE_CHECKING
 
 from appliance.errors import InputError
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 INTERVAL_S = 30.0  # between two lines; the first comes after one interval, so short runs are quiet
 INTERVAL_ENV = "SEMTRACE_PROGRESS_INTERVAL_S"  # an operator's own interval (0: every step)
@@ -49,6 +50,8 @@ class LineProgress:
         return None
 
     def add_task(self, description: str, total: float | None = None) -> TaskID:
+        from rich.progress import TaskID
+
         self._tasks.append(_Task(description, total))
         return TaskID(len(self._tasks) - 1)
 

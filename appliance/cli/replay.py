@@ -24,24 +24,19 @@ from appliance.cli import (
     progress_bar,
 )
 from appliance.errors import InputError, SemtraceError
-from appliance.keys import Keyring
-from appliance.runtime import (
-    Runtime,
-    init_data_dir,
-    is_initialised,
-    make_pipeline,
-    open_runtime,
-    prepare_dir,
-)
 
 if TYPE_CHECKING:
     from appliance.replay import ReplayReport
+    from appliance.runtime import Runtime
 
 
 @contextlib.contextmanager
 def _replay_runtime(data_dir: Path | None, passphrase_file: Path | None,
                     key_file: Path | None) -> Iterator[Runtime]:
     """The named data dir (initialised if empty or absent), or an ephemeral one."""
+    from appliance.keys import Keyring
+    from appliance.runtime import init_data_dir, is_initialised, open_runtime, prepare_dir
+
     if data_dir is None:
         tmp = Path(tempfile.mkdtemp(prefix="semtrace-replay-"))
         try:
@@ -123,6 +118,7 @@ def run_replay(rt: Runtime, source: Path, out: IO[str], *, strict: bool,
                batch: int) -> ReplayReport:
     from appliance.checksum import file_digest
     from appliance.replay import ReplayReport, read_prompts, replay, source_tag
+    from appliance.runtime import make_pipeline
 
     report = ReplayReport()
     max_chars = rt.policies.correlation.max_text_chars

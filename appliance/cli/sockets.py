@@ -12,7 +12,6 @@ from typing import Any
 import click
 
 from appliance.errors import InputError, SemtraceError
-from appliance.runtime import default_data_dir
 
 QUERY_SOCKET_ENV = "SEMTRACE_QUERY_SOCKET"
 QUERY_SOCKET_NAME = "query.sock"
@@ -43,6 +42,8 @@ def query_socket(socket_path: Path | None, data_dir: Path | None,
     `--socket` (or $SEMTRACE_QUERY_SOCKET) wins; without it, a reader that gives no
     passphrase or key asks the data dir's query socket when the service has one.
     """
+    from appliance.runtime import default_data_dir
+
     if socket_path is not None:
         return socket_path
     if _credential_given(passphrase_file, key_file):
@@ -91,6 +92,8 @@ def ingest_socket(socket_path: Path | None, data_dir: Path | None, name: str) ->
     """The ingest socket `send` uses: --socket, else the data dir's; on a host where
     install.sh installed the service, with no data dir given and none of this user's own,
     the service's (`semtrace send` said no service listened in ~/.local/share/semtrace)."""
+    from appliance.runtime import default_data_dir
+
     if socket_path is not None:
         return socket_path
     directory = data_dir or default_data_dir()

@@ -24,10 +24,11 @@ import time
 from collections.abc import Collection
 from typing import Any
 
+from appliance import constants
 from appliance.cluster.erasures import decode
 from appliance.cluster.partition import ERASURES_BUCKET
 
-WAIT_MAX_S = 86400.0  # the longest `erase --wait`: no command waits for an older answer
+WAIT_MAX_S = constants.WAIT_MAX_S  # the longest `erase --wait`
 
 
 def kept(value: bytes, *, now: float, seen: Collection[str] = ()) -> bool:

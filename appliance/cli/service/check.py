@@ -4,14 +4,15 @@ at start."""
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from appliance.cli import emit_json
 from appliance.cli.check_target import Target
-from appliance.keys import Credential
+
+if TYPE_CHECKING:
+    from appliance.keys import Credential
 
 
 def check_config(target: Target, cred: Credential, cluster: Any, warnings: list[str],
@@ -20,6 +21,8 @@ def check_config(target: Target, cred: Credential, cluster: Any, warnings: list[
     """Check the data dir `target` names (and this node's --own) with `cred` and print the
     result (as JSON with `as_json`), saying which data dir and why; log the policies'
     warnings as serve would. SemtraceError if serve would refuse to start."""
+    import logging
+
     from appliance.data_dir_access import loose_modes, low_space
     from appliance.runtime import inspect_data_dir
 

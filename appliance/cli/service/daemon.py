@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,9 +11,7 @@ from appliance.cli import credential, credential_options, data_dir_option
 from appliance.cli.service.jobs import _serve_with_jobs
 from appliance.cli.service.settings import cluster_settings, telemetry_settings
 from appliance.cli.sockets import QUERY_SOCKET_NAME
-from appliance.cluster import bus
 from appliance.errors import SemtraceError
-from appliance.runtime import default_data_dir, settle_heap
 
 if TYPE_CHECKING:
     from appliance.config import Policies
@@ -65,6 +61,8 @@ def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
           otlp_endpoint: str | None, nats_url: str | None, partitions: int | None,
           own: str | None, node_name: str | None) -> None:
     """Serve the ingest protocol on a local Unix socket (and NATS) until SIGTERM."""
+    from appliance.runtime import default_data_dir
+
     if as_json and not check:
         raise click.UsageError("--json goes with --check: serve itself writes its log, not a "
                                "result.")
@@ -150,6 +148,8 @@ def _telemetry_settings(policies: Policies, metrics_listen: str | None,
 def _bus_settings(cluster: Any, *, check: bool) -> tuple[str, Any]:
     """(the plain bus warning the node logs, what NATS says about joining) for a node of a
     cluster, its bus key checked and NATS asked now (not for --check); ("", None) alone."""
+    from appliance.cluster import bus
+
     plain_bus_warning = ""
     joining: Any = None  # each own partition's last consumer and the live claims, from NATS
     if cluster.url:
@@ -187,6 +187,8 @@ def _check_only(data_dir: Path | None, passphrase_file: Path | None, key_file: P
 def _open_store(directory: Path, passphrase_file: Path | None, key_file: Path | None,
                 policies: Policies) -> Runtime:
     """The data dir opened; an upgrade's migrations noted in the service's log."""
+    import logging
+
     from appliance.runtime import open_runtime
 
     rt = open_runtime(directory, credential(passphrase_file, key_file), policies=policies)
@@ -201,7 +203,7 @@ def _refuse_cluster_conflicts(rt: Runtime, cluster: Any, joining: Any,
                               lock: DataDirLock) -> Any:
     """This data dir's id, once nothing forbids it to consume its partitions: a stale --own,
     a live namesake, a live copy, partitions taken or imported meanwhile (SemtraceError)."""
-    from appliance.cluster import given_away
+    from appliance.cluster import bus, given_away
     from appliance.cluster.move import note_partitions
 
     given_away.refuse(rt.store.db, cluster.owned(), cluster.partitions)  # stale --own
@@ -249,9 +251,12 @@ def _serve_until_stopped(rt: Runtime, policies: Policies, settings: Any, cluster
                          query_socket: Path) -> None:
     """Load the models, start the service (and this node's NATS consumers) and its
     telemetry, serve until SIGTERM, then stop the telemetry."""
+    import asyncio
+    import logging
+
     from appliance import failpoints
     from appliance.config import load_policies
-    from appliance.runtime import make_pipeline
+    from appliance.runtime import make_pipeline, settle_heap
     from appliance.service import Service
     from appliance.telemetry import start_telemetry
 

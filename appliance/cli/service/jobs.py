@@ -3,7 +3,6 @@ topic refinement, and what it writes to the audit log as it starts and stops."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from typing import Any
 
@@ -15,6 +14,7 @@ SHRED_SYNC_SECONDS = 5.0
 
 async def _serve_with_jobs(service: Any, rt: Any, telemetry: Any = None) -> None:
     """Run the service with its scheduled jobs (APScheduler, UTC): retention, daily DP releases."""
+    import asyncio
     from datetime import UTC
 
     from apscheduler.schedulers.asyncio import AsyncIOScheduler

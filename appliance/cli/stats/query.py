@@ -7,11 +7,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from appliance import analytics
 from appliance.cli import (
     credential_options,
     data_dir_option,
@@ -23,22 +22,16 @@ from appliance.cli import (
 )
 from appliance.cli.sockets import ask, query_socket, query_socket_option
 from appliance.cli.stats.text import _print
+from appliance.constants import DEFAULT_DAYS
 from appliance.errors import InputError, SemtraceError
-from appliance.ingest import parse_ts
-from appliance.reads import (
-    StatsQuery,
-    reads_threads,
-    report_from_json,
-    run_stats,
-    stats_json,
-    stats_permission,
-)
-from appliance.roles import require
 
-DEFAULT_DAYS = analytics.DEFAULT_DAYS
+if TYPE_CHECKING:
+    from appliance.reads import StatsQuery
 
 
 def _when(value: str | None, default: datetime, name: str) -> datetime:
+    from appliance.ingest import parse_ts
+
     if value is None:
         return default
     try:
@@ -49,6 +42,8 @@ def _when(value: str | None, default: datetime, name: str) -> datetime:
 
 
 def _window(since: str | None, until: str | None) -> tuple[datetime, datetime]:
+    from appliance import analytics
+
     end = _when(until, analytics.default_window(datetime.now(UTC))[1], "to")
     start = _when(since, end - timedelta(days=DEFAULT_DAYS), "from")
     if start >= end and until is None:  # the end is the default: "earlier than --to" named
@@ -73,6 +68,8 @@ def stats_command(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any
                 role: str | None, tenant: str, user: str | None, since: str | None,
                 until: str | None, socket_path: Path | None, as_json: bool,
                 **kw: Any) -> None:
+            from appliance.reads import StatsQuery, report_from_json
+
             not_blank(tenant=tenant, user=user)
             start, end = _window(since, until)
             q = StatsQuery(kind=kind, tenant=tenant, user=user, start=start, end=end,
@@ -111,6 +108,9 @@ def _direct(q: StatsQuery, data_dir: Path | None, passphrase_file: Path | None,
     """The report's JSON, from the store opened with the master key (operators). One user's
     view only reads: on a service host, the service's store, as audit verify (check_target);
     a cross-user figure spends privacy budget, so root's empty default folder is refused."""
+    from appliance.reads import reads_threads, run_stats, stats_json, stats_permission
+    from appliance.roles import require
+
     rt = (open_read(data_dir, passphrase_file, key_file, f"stats {q.kind} --user")
           if q.user is not None else open_dir(data_dir, passphrase_file, key_file))
     try:

@@ -6,25 +6,14 @@ from __future__ import annotations
 import textwrap
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from appliance import analytics
-from appliance.privacy import Figure, released_people_scale, shown_odds
-from appliance.trend import NOT_SHOWN, sparkline
-from appliance.tui.format import (
-    NO_COST,
-    TOO_NOISY,
-    cost_shown,
-    figure_count,
-    interval,
-    reaches_zero,
-    says_nothing,
-    too_wide,
-    topic_title,
-    unlabelled_note,
-)
+if TYPE_CHECKING:
+    from appliance import analytics
+    from appliance.privacy import Figure
+
 
 GROUP_KINDS = ("topics", "models", "cost")  # reports of `analytics.GroupStats` rows
 KEY_WIDTH = 16  # a topic id (tp_ and 12 hex digits) and a space
@@ -70,17 +59,23 @@ def _count(f: Figure, *, floor: bool = False) -> str:
     """A count of threads, people or prompts: whole numbers (`41±3`, not `41.0±3`), `<N`
     where its interval reaches zero, `~L–H` where it is ± half the value or wider
     (`tui.format.count_text`, as on the TUI's screens)."""
+    from appliance.tui.format import figure_count
+
     return figure_count(f, floor=floor)
 
 
 def _sum(f: Figure) -> str:
     """A noisy sum (tokens): `noisy` where its interval cannot tell it from zero, `~L–H`
     where it is ± half the value or wider."""
+    from appliance.tui.format import TOO_NOISY, says_nothing
+
     return TOO_NOISY if says_nothing(f) else _count(f)
 
 
 def _ratio(f: Figure, pct: bool = False) -> str:
     """A share or a mean per thread: `noisy` where its interval says nothing (JSON keeps it)."""
+    from appliance.tui.format import TOO_NOISY, says_nothing
+
     return TOO_NOISY if says_nothing(f, share=pct) else _fmt(f, pct)
 
 
@@ -103,6 +98,11 @@ def _spent(report: analytics.Report[Any]) -> str:
 
 
 def _print(report: analytics.Report[Any], currency: str, *, user: str | None = None) -> None:
+    from appliance import analytics
+    from appliance.privacy import released_people_scale, shown_odds
+    from appliance.trend import NOT_SHOWN
+    from appliance.tui.format import NO_COST, TOO_NOISY, cost_shown, unlabelled_note
+
     on = (f" on topic {report.topic}" + (f" ({report.topic_label})" if report.topic_label
                                           else "")) if report.topic else ""
     # the header in clauses of their own, each within WIDTH (it was one line of 250-330)
@@ -215,12 +215,16 @@ def _no_threads_of(report: analytics.Report[Any]) -> str:
 
 def _is_topic(r: object, kind: str) -> bool:
     """Whether a row is a topic's (topics, blocks, an incident's topic rows)."""
+    from appliance import analytics
+
     return ((isinstance(r, analytics.GroupStats) and kind == "topics")
             or isinstance(r, analytics.BlockStats)
             or (isinstance(r, analytics.Lift) and r.dimension == "topic"))
 
 
 def _unlabelled(r: object, kind: str) -> bool:
+    from appliance import analytics
+
     return (_is_topic(r, kind) and not getattr(r, "label", None)
             and getattr(r, "key", None) != analytics.NO_TOPIC)
 
@@ -228,6 +232,9 @@ def _unlabelled(r: object, kind: str) -> bool:
 def _named(r: object, kind: str) -> object:
     """A topic row with the name the TUI gives it where it has no label: `· unlabelled`
     beside its id (it printed blank), `(no topic yet)` for threads without one."""
+    from appliance import analytics
+    from appliance.tui.format import topic_title
+
     if (not isinstance(r, analytics.GroupStats | analytics.BlockStats | analytics.Lift)
             or not _is_topic(r, kind) or r.label):
         return r
@@ -237,12 +244,16 @@ def _named(r: object, kind: str) -> object:
 
 def _zero(f: Figure) -> bool:
     """Whether a count's 95% interval reaches zero (never for an exact count)."""
+    from appliance.tui.format import reaches_zero
+
     return reaches_zero(f.value, None if f.exact else f.ci95)
 
 
 def _money(f: Figure, *, total: bool = False) -> str:
     """A cost (total or per thread): `noisy` where its interval cannot tell it from zero;
     a total whose interval is ± half its value or more as that interval (`~L–H`)."""
+    from appliance.tui.format import TOO_NOISY, interval, says_nothing, too_wide
+
     if says_nothing(f):
         return TOO_NOISY
     if total and not f.exact and too_wide(f.value, f.ci95):
@@ -254,6 +265,8 @@ def _cost(r: analytics.GroupStats, currency: str) -> str:
     """Cost and cost per thread; `–` where no thread's cost is known (one user's view:
     unlisted models have no cost, never a guess, and `0.0000` read as free), `noisy` where
     a release cannot tell it (`tui.format.cost_shown`, as on the topics screen)."""
+    from appliance.tui.format import TOO_NOISY, cost_shown
+
     hidden = cost_shown(r.costed, r.cost, r.mean_cost)
     if hidden is not None:
         return f"cost {hidden}"
@@ -264,6 +277,8 @@ def _cost(r: analytics.GroupStats, currency: str) -> str:
 def _trend(r: analytics.GroupStats) -> list[str]:
     """A topic's 14 daily releases as `│··▂▃ ▅ █│` (`·`: not shown that day, blank: no
     release that day)."""
+    from appliance.trend import sparkline
+
     return [f"{len(r.trend)} days │{sparkline(r.trend)}│"] if r.trend else []
 
 
@@ -273,6 +288,9 @@ def _line(r: object, currency: str = "", *, floor: bool = False,
     lines indented; every figure kept, the label whole); `floor`: topics merged since are
     uncounted, so its counts are floors; `key_width`: the report's longest key and
     `label_width` its longest incident label (its rows' columns line up)."""
+    from appliance import analytics
+    from appliance.tui.format import TOO_NOISY
+
     k = key_width
     if isinstance(r, analytics.GroupStats):
         # a topic others were merged into since the release: people is the larger part's
