@@ -461,6 +461,11 @@ def test_the_tui_searches_and_reads_releases_through_the_socket(
         hits = table_keys(app, "#hits")
         acme = {o.thread_id for o in served["outcomes"] if o.request_id.startswith("acme")}
         assert hits and {h.split("#")[0] for h in hits} <= acme
+        # a prompt of today: the default window holds a thread (one that holds none is said
+        # so, with nothing to release: test_tui.py)
+        with Client(served["ingest"]) as c:
+            assert c.ingest(tenant="acme", user_id=RAW_USERS[0], request_id="acme-today",
+                            text="How do I book a meeting room for Friday?")["ok"]
         await pilot.press("o")
         await settle(pilot)
         assert isinstance(app.screen, TopicsScreen)

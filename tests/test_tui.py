@@ -1231,3 +1231,73 @@ def test_tenant_and_model_names_are_shown_as_written_never_as_markup(
         assert "[u]ten/" in head and "[i]m[/i]" in head
 
     run(app_for(runtime, role="analyst"), scenario, size=(220, 30))  # every column shows
+
+
+def test_topics_and_models_screens_say_a_window_with_no_thread_holds_none(
+        fixed_store: Path, embedder: Any) -> None:
+    """A month after the fixed store's last prompt, the default window holds no thread
+    of acme or globex. The screens offered "No release today for acme, globex: n makes
+    it (spends epsilon 2 once a day)" and, once made, "there may be none, or too few
+    people to show", where `semtrace stats` says there is none and spends nothing. The
+    analyst may list those threads, so the screens say it; `n` spends nothing on it."""
+    from appliance.keys import read_key_file
+    from appliance.runtime import open_runtime
+    from appliance.tui.app import make_app
+    from appliance.tui.widgets.release import ReleaseDialog
+
+    later = CLOCK + timedelta(days=30)
+    rt = open_runtime(fixed_store / "data", read_key_file(fixed_store / "key"), readonly=True)
+    said: dict[str, str] = {}
+    none = ("No threads of acme, globex in this window: nothing to show, and nothing to "
+            "release (no budget spent)")
+
+    async def scenario(pilot: Any) -> None:
+        for key in ("o", "c"):
+            await pilot.press(key)
+            await settle(pilot)
+            said[key] = str(pilot.app.screen.query_one("#status").render())
+            await pilot.press("n")  # no dialog: nothing to release
+            await settle(pilot)
+            assert not isinstance(pilot.app.screen, ReleaseDialog)
+            said[key + "n"] = str(pilot.app.screen.query_one("#status").render())
+        await pilot.press("p")  # no topic to compare on: there is no thread
+        await settle(pilot)
+        said["p"] = str(pilot.app.screen.query_one("#status").render())
+
+    try:
+        run(make_app(rt, role="analyst", clock=lambda: later, refresh_seconds=3600,
+                     embedder_factory=lambda: embedder), scenario)
+    finally:
+        rt.close()
+    for key, text in said.items():
+        flat = " ".join(text.split())
+        assert none in flat and "n makes it" not in flat, (key, flat)
+        assert "there may be none" not in flat and "already made" not in flat, (key, flat)
+
+
+def test_a_role_of_figures_only_is_not_told_a_window_holds_no_thread(
+        fixed_store: Path) -> None:
+    """The rule of `stats` (docs/topics.md): "nothing there" said for free to a role that
+    may not list the threads would itself be a release. Over the query socket's `released`
+    op such a role is offered today's release as before; a role that lists them is told."""
+    from appliance.config import RoleSettings
+    from appliance.keys import read_key_file
+    from appliance.records import jsonable
+    from appliance.runtime import open_runtime
+    from appliance.tui.remote import view_from_json
+    from appliance.tui.served import answer
+
+    later = CLOCK + timedelta(days=30)
+    rt = open_runtime(fixed_store / "data", read_key_file(fixed_store / "key"), readonly=True)
+    roles = {"figures": RoleSettings(permissions=["aggregates"]),
+             "reader": RoleSettings(permissions=["threads:read", "aggregates"])}
+    policies = rt.policies.model_copy(update={"access": rt.policies.access.model_copy(
+        update={"roles": {**rt.policies.access.roles, **roles}})})
+    try:
+        views = {role: view_from_json(jsonable(answer(  # as the service sends it
+            {"op": "released", "kind": "models", "now": later.isoformat()}, role, policies,
+            rt.store, None, None, lambda: 0)["view"])) for role in roles}
+    finally:
+        rt.close()
+    assert views["reader"].empty == ("acme", "globex") and views["reader"].missing == ()
+    assert views["figures"].empty == () and views["figures"].missing == ("acme", "globex")

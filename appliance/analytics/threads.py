@@ -89,6 +89,14 @@ def _parse_feedback(raw: str | None) -> bool:
     return isinstance(fb, dict) and bool(fb.get("abandoned"))
 
 
+def has_threads(store: Store, tenant: str, start: datetime, end: datetime) -> bool:
+    """Whether `tenant` has a thread with a prompt in [start, end): what `load_threads`
+    returns none for when not (synthetic prompts left out), read without loading them."""
+    return store.db.execute(
+        "SELECT 1 FROM records WHERE tenant=? AND synthetic=0 AND ts>=? AND ts<? LIMIT 1",
+        (tenant, start.timestamp(), end.timestamp())).fetchone() is not None
+
+
 def load_threads(store: Store, tenant: str, start: datetime, end: datetime, *,
                  user: str | None = None, aliases: Mapping[str, str] | None = None
                  ) -> list[ThreadRow]:

@@ -19,6 +19,7 @@ from appliance.analytics import GroupStats
 from appliance.config import Policies
 from appliance.privacy import Ledger, PrivacyGate, Release
 from appliance.query import topic_aliases
+from appliance.reads import reads_threads
 from appliance.releases import ReleaseCache
 from appliance.roles import require
 from appliance.runtime import open_runtime
@@ -43,6 +44,10 @@ class Released:
     uncounted: tuple[str, ...] = ()
     # without a release today: the epsilon today's budget has left (None: released)
     budget_left: float | None = None
+    # the window holds no thread of the tenant, told only to a role that may list its
+    # threads (which say it exactly): nothing to show, and `n` makes no release of it,
+    # as `semtrace stats` spends nothing on it (`reads.run_stats`, docs/topics.md)
+    empty: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,15 +76,27 @@ class AggregateView:
 
     @property
     def missing(self) -> tuple[str, ...]:
-        """Tenants without a release today that today's budget can still pay for (`n`)."""
+        """Tenants without a release today that today's budget can still pay for (`n`);
+        not one whose window holds no thread (`empty`): there is nothing to release."""
         return tuple(t.tenant for t in self.tenants
-                     if t.released_at is None and not self._unpaid(t))
+                     if t.released_at is None and not t.empty and not self._unpaid(t))
 
     @property
     def spent(self) -> tuple[str, ...]:
         """Tenants without a release today whose budget for today cannot pay for one."""
         return tuple(t.tenant for t in self.tenants
-                     if t.released_at is None and self._unpaid(t))
+                     if t.released_at is None and not t.empty and self._unpaid(t))
+
+    @property
+    def empty(self) -> tuple[str, ...]:
+        """Tenants whose window holds no thread (said only to a role that may list their
+        threads: `Released.empty`)."""
+        return tuple(t.tenant for t in self.tenants if t.empty)
+
+    def empty_note(self) -> str:
+        """What the screens say of the `empty` tenants, as `semtrace stats` says it."""
+        return (f"No threads of {', '.join(self.empty)} in this window: nothing to show, "
+                "and nothing to release (no budget spent)")
 
     def spent_note(self) -> str:
         """Why `n` cannot make the release of the `spent` tenants (it offered to: the
@@ -100,11 +117,15 @@ def release_key(policies: Policies, kind: str, now: datetime, topic: str | None 
 
 
 def aggregate_view(store: Store, policies: Policies, tenants: list[str], kind: str,
-                   now: datetime, *, topic: str | None = None) -> AggregateView:
+                   now: datetime, *, topic: str | None = None,
+                   role: str | None = None) -> AggregateView:
     """Today's releases of `kind` for `tenants`, read from the release cache (spends nothing).
 
     A `topic` merged into another since is that live topic: `semtrace stats models
     --topic` files its release under the live id, and the threads carry only that id.
+    A tenant whose window holds no thread is marked `empty` only where `role` may list
+    its threads (`reads.reads_threads`): to a role of figures only, "nothing there" would
+    itself be a release, which the budget is spent to hide (docs/topics.md).
     """
     merged = topic_aliases(store)
     if topic is not None:
@@ -145,8 +166,10 @@ def aggregate_view(store: Store, policies: Policies, tenants: list[str], kind: s
               if rel is not None and rel.released_at is not None else None)
         per_user = kind == "topics" and not policies.privacy.cross_user_topics.get(tenant, False)
         left = ledger.remaining(tenant) if rel is None else None
+        empty = (role is not None and reads_threads(policies, role, tenant)
+                 and not analytics.has_threads(store, tenant, start, end))
         out.append(Released(tenant, rows, at if rel is not None else None, per_user,
-                            uncounted, left))
+                            uncounted, left, empty))
     return AggregateView(kind=kind, start=start, end=end, tenants=tuple(out),
                          currency=policies.pricing.currency,
                          k_min_users=policies.privacy.k_min_users, topic=topic,
@@ -170,17 +193,18 @@ def _with_merged(cache: ReleaseCache, policies: Policies, tenant: str, rel: Rele
 
 
 class AggregateReader:
-    """Reads (and, when asked, makes) today's topic and model releases."""
+    """Reads (and, when asked, makes) today's topic and model releases, as `role`."""
 
-    def __init__(self, reader: StoreReader) -> None:
+    def __init__(self, reader: StoreReader, role: str | None = None) -> None:
         self.reader = reader
+        self.role = role
 
     def view(self, kind: str, now: datetime, *, topic: str | None = None) -> AggregateView:
         """Today's releases of `kind` (models: on one topic) for the tenants in scope (reads)."""
         tenants = self.reader.tenants()
         with self.reader.lock:
             return aggregate_view(self.reader.rt.store, self.reader.rt.policies, tenants, kind,
-                                  now, topic=topic)
+                                  now, topic=topic, role=self.role)
 
     def release(self, kind: str, now: datetime, *, role: str,
                 topic: str | None = None) -> tuple[str, ...]:

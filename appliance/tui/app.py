@@ -172,7 +172,7 @@ def make_app(rt: Runtime, *, role: str | None = None, tenant: str | None = None,
         return LlamaEmbedder(rt.policies.correlation.embedding)
 
     ctx = TuiContext(
-        reader=reader, aggregates=AggregateReader(reader), role=name, modes=modes,
+        reader=reader, aggregates=AggregateReader(reader, name), role=name, modes=modes,
         clock=clock or (lambda: datetime.now(UTC)),
         refresh_seconds=refresh_seconds, page_size=page_size,
         searcher=(Searcher(reader, rt.policies, name, embedder_factory or bundled)

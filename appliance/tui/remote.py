@@ -37,7 +37,8 @@ def view_from_json(d: dict[str, Any]) -> AggregateView:
         tenants=tuple(Released(t["tenant"], tuple(row_from_json("topics", r) for r in t["rows"]),
                                _ts(t["released_at"]) if t["released_at"] else None,
                                bool(t.get("per_user_topics")),
-                               tuple(t.get("uncounted", ())), t.get("budget_left"))
+                               tuple(t.get("uncounted", ())), t.get("budget_left"),
+                               bool(t.get("empty")))
                       for t in d["tenants"]))
 
 

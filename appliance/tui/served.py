@@ -128,7 +128,7 @@ def answer(obj: dict[str, Any], role: str, policies: Policies, store: Store,
             raise ProtocolError("bad_request", f"'topic' is longer than {MAX_ID} characters.",
                                 rid)
         return {"view": aggregate_view(store, policies, _scope(store, role, policies, tenant),
-                                       str(kind), now, topic=topic)}
+                                       str(kind), now, topic=topic, role=role)}
     return _screen_search(obj, role, policies, store, embedder, tenant, rid, kept, pseudonym)
 
 

@@ -114,18 +114,22 @@ class ModelsScreen(ReleasedScreen):
                   "release of it, with no release of its own today (threads ≥) · "
                   if left else "")
         spent = f" · {view.spent_note()}" if view.spent else ""  # `n` would be refused
+        # not "n makes it" nor "0 models released": there is no thread to release
+        empty = f" · {view.empty_note()}" if view.empty else ""
         if view.missing:
             eps = context(self).reader.release_epsilon[self.KIND]
             return (f"{floors}No release today for {', '.join(view.missing)}: n makes it "
-                    f"(spends epsilon {eps:g} once a day){spent}")
+                    f"(spends epsilon {eps:g} once a day){spent}{empty}")
         if view.spent:
-            return f"{floors}{view.spent_note()}"
+            return f"{floors}{view.spent_note()}{empty}"
+        if len(view.empty) == len(view.tenants):
+            return view.empty_note()
         if len(self.entries) < 2:
             scale = released_people_scale(r.users for t in view.tenants for r in t.rows)
             return (f"{plural(len(self.entries), 'model')} released: "
-                    f"{shown_odds(view.k_min_users, scale, what='model')}")
+                    f"{shown_odds(view.k_min_users, scale, what='model')}{empty}")
         return (f"{floors}{len(self.entries)} models released · a/b: the next model on each "
-                "side · p: compare on one topic (as semtrace stats models --topic)")
+                f"side · p: compare on one topic (as semtrace stats models --topic){empty}")
 
     def _topic_name(self) -> str:
         return next((name for tid, name in self.topics if tid == self.topic), self.topic or "")
@@ -135,6 +139,8 @@ class ModelsScreen(ReleasedScreen):
         if not self.topics:  # said, not a silent reload of the same figures
             if self.view is not None and not self.view.tenants:  # not "shows none (odds)"
                 self._status(NO_TENANT)
+            elif self.view is not None and len(self.view.empty) == len(self.view.tenants):
+                self._status(self.view.empty_note())  # no thread: no topic to make
             elif self.topics_unreleased:
                 self._status("No topic to compare on: the topics come from today's topic "
                              "release, which has none yet (o, then n makes it)")

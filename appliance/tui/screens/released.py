@@ -59,6 +59,10 @@ class ReleasedScreen(Screen[None]):
         if view is not None and not view.missing and view.spent:  # no dialog, then a refusal
             self._status(view.spent_note())
             return
+        if view is not None and not view.missing and any(
+                t.empty and t.released_at is None for t in view.tenants):
+            self._status(view.empty_note())  # not "already made": none is, nor needed
+            return
         if view is None or not view.missing:
             self._status("Today's release is already made: it refreshes tomorrow (UTC).")
             return

@@ -217,17 +217,20 @@ class TopicsScreen(ReleasedScreen):
                          "shares it)")
         if view.spent:  # `n` would be refused after its dialog
             notes.append(view.spent_note())
-        per_user = [t.tenant for t in view.tenants if t.per_user_topics]
+        per_user = [t.tenant for t in view.tenants if t.per_user_topics and not t.empty]
         if per_user:
             notes.append(f"Topics of {', '.join(per_user)} are per user (cross_user_topics "
                          "is off in privacy.toml): each holds one person's threads, so they "
                          "are all counted in the other-topics row")
-        if not notes and not shown:  # was "0 topic(s), most threads first (s: sort) ..."
+        if not notes and not shown and len(view.empty) < len(view.tenants):
+            # was "0 topic(s), most threads first (s: sort) ..."
             notes.append(f"Today's release shows no topic ({self._odds(view)}): there may "
                          "be none, or too few people to show")
-        elif not notes:
+        elif not notes and shown:
             notes.append(f"{plural(shown, 'topic')}, most {self.order} first (s: sort) · refined: "
                          "threads where the user corrected or re-asked · enter: its threads")
+        if view.empty:  # not "n makes it" nor "there may be none": there is none
+            notes.append(view.empty_note())
         if any(not r.label and r.key != NO_TOPIC for t in view.tenants for r in t.rows):
             notes.append(unlabelled_note(view.k_min_users))  # as `stats topics` says it
         return " · ".join(notes)
