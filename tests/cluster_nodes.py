@@ -17,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from test_cluster import PARTITIONS, TODAY, Node, nats_server, start_all
+from test_cluster import PARTITIONS, TODAY, Node, Starting, nats_server, start_all
 from test_spine import run_cli
 
 from appliance.cluster.partition import partition_of
@@ -141,12 +141,12 @@ def nodes_of(url: str) -> dict[str, list[int]]:
 def exit_or_start(node: Node) -> int | None:
     """The node's exit code, or None if it started consuming (it is stopped then)."""
     assert node.proc is not None
-    deadline = time.monotonic() + 240
+    starting = Starting(node.proc.pid)
     while node.proc.poll() is None:
         if node._starts() > node._before:
             node.stop()
             return None
-        assert time.monotonic() < deadline, "the node neither started nor exited"
+        assert not starting.given_up(), f"the node neither started nor exited ({starting})"
         time.sleep(0.3)
     return node.proc.returncode
 
