@@ -149,7 +149,9 @@ def test_restore_shreds_what_expired_and_reapplies_later_erasures(
     assert run_cli("replay", str(src), "--out", str(tmp_path / "o.jsonl"), *args).returncode == 0
     assert len(_threads(*args)) == 3  # carol's is past retention, not yet shredded
     dest = tmp_path / "copy"
-    assert run_cli("backup", str(dest), *args).returncode == 0
+    backed = run_cli("backup", str(dest), *args)
+    assert backed.returncode == 0, backed.stderr
+    assert backed.stdout.startswith("Backed up 3 records ("), backed.stdout  # was record(s)
     erased = run_cli("erase", "--tenant", "acme", "--user", "alice", "--reason", "T-4711",
                      *args)
     assert erased.returncode == 0, erased.stderr
@@ -159,6 +161,10 @@ def test_restore_shreds_what_expired_and_reapplies_later_erasures(
                   str(passphrase_file))
     assert out.returncode == 0, out.stderr
     assert "erasures made after" in out.stderr and "--erasures-from" in out.stderr
+    # what it holds now, counts as words (was "Restored 2 record(s) into ... shredded again
+    # 1 bucket(s) past retention (1 record(s)); re-applied 0 erasure(s).")
+    assert f"into {plain}: it holds 2 records now; shredded again 1 bucket past retention " \
+        "(1 record), re-applied 0 erasures." in out.stdout, out.stdout
     kept = _threads("--data-dir", str(plain), "--passphrase-file", str(passphrase_file))
     assert len(kept) == 2  # carol's expired one shredded again at restore; alice's is back
 

@@ -391,6 +391,8 @@ def test_thresholds_json_gives_the_policy_as_the_text_does(tmp_path: Path,
                      "tenants": []}
     lo, hi = BOUNDS
     assert f"10 continuations and 10 new conversations, within {lo}-{hi}" in text.stdout
+    # shrink_new 0: all the way, as docs/linking.md says (it read "falling m/(m+0)")
+    assert "rising m/(m+10) of the way, falling all the way" in text.stdout, text.stdout
 
 
 def _into_a_closed_pipe(*args: str) -> subprocess.CompletedProcess[str]:
@@ -439,3 +441,23 @@ def test_a_socket_no_service_listens_on_is_named_with_what_to_do(tmp_path: Path)
         sent = run_cli("send", "--socket", str(path), stdin="{}\n")
         assert sent.returncode == 1 and "`semtrace serve`" in sent.stderr, sent.stderr
         one_sentence(sent.stderr)
+
+
+def test_reembed_counts_the_prompts_it_embedded_in_words(
+        pipeline: Any, data_dir: Path, passphrase_file: Path, cli_runner: Any) -> None:
+    """`reembed` said 'Re-embedded 1 prompt(s) with the current model.' where `demo` and
+    the TUI say counts as words ('1 turn', '4 turns'); --json keeps its number."""
+    from conftest import make_prompt
+
+    from appliance.cli import cli
+
+    pipeline.process([make_prompt("How do I rotate the TLS certificate?", user="erin")])
+    pipeline.store.db.execute("UPDATE records SET model_id = 'an-older-model'")
+    args = ["reembed", "--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file)]
+    once = cli_runner.invoke(cli, args)
+    assert once.exit_code == 0, once.output
+    assert once.output.splitlines()[-1] == "Re-embedded 1 prompt with the current model."
+    again = cli_runner.invoke(cli, [*args, "--json"])
+    assert json.loads(again.output) == {"reembedded": 0}
+    none = cli_runner.invoke(cli, args)
+    assert none.output.splitlines()[-1] == "Re-embedded 0 prompts with the current model."

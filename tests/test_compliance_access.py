@@ -94,6 +94,8 @@ def test_with_the_compliance_credential_the_export_holds_the_users_originals_onl
     # progress, as a script or unit sees it: counts of threads, never data
     assert "semtrace: access: threads read: 2 of 2 (100%)" in stderr.splitlines()
     assert "with the originals the vault keeps" in stdout
+    # counts as words, as `demo` and the TUI say them (was "3 record(s) in 2 thread(s)")
+    assert stdout.startswith("Wrote 3 records in 2 threads of u_"), stdout
     assert [c for c in ALICE_PII if c in stdout + stderr] == []  # printed nowhere but the file
     doc = json.loads(out.read_text())
     assert doc["originals_included"] is True and doc["records_count"] == 3

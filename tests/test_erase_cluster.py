@@ -108,7 +108,7 @@ def test_erase_on_a_node_that_does_not_own_the_tenant_is_applied_by_the_owner(
         answers = {r["request_id"]: r for r in enriched.replies}
     said = out.decode()
     assert erase.returncode == 0, said + err.read_text()
-    assert said.startswith("Erased 2 record(s) in 1 bucket(s) of u_")
+    assert said.startswith("Erased 2 records in 1 bucket of u_")
     assert f"on node 'a', which owns {TENANT} (audited there)" in said
     assert answers["q-0"]["ok"] is False and answers["q-0"]["error"]["code"] == "erased"
     assert answers["v-1"]["ok"] is True
@@ -262,9 +262,9 @@ def test_erase_on_a_node_that_lost_the_tenant_erases_the_new_owner_and_its_own_c
     out = run_cli(*_erase(a, "olga", "--wait", "120"), env=a.env)
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0].startswith("Erased 1 record(s) in 1 bucket(s) of u_")
+    assert lines[0].startswith("Erased 1 record in 1 bucket of u_")
     assert f"on node 'b', which owns {TENANT} (audited there)" in lines[0]
-    assert lines[1].startswith(f"{TENANT}: also erased 1 record(s) in 1 bucket(s) of u_")
+    assert lines[1].startswith(f"{TENANT}: also erased 1 record in 1 bucket of u_")
     assert "on this node ('a'), a copy of the tenant from before its partition moved" in lines[1]
     assert b.stop() == 0
     for n in (a, b):

@@ -85,7 +85,7 @@ def test_an_erasure_asked_under_the_documented_node_permissions_is_applied(
         finally:
             assert a.stop() == 0
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.startswith("Erased 1 record(s) in 1 bucket(s) of u_")
+    assert out.stdout.startswith("Erased 1 record in 1 bucket of u_")
     assert "on node 'a', which owns acme (audited there)" in out.stdout
     assert "Traceback" not in out.stderr + a.log.read_text()
     assert '"erasure_sweep_failed"' not in a.log.read_text()
@@ -155,14 +155,14 @@ def test_erase_all_tenants_that_nats_does_not_forward_says_what_it_erased_here(
     assert out.returncode == 1, out.stdout + out.stderr
     assert "Traceback" not in out.stderr
     said = out.stdout.splitlines()
-    assert said[0].startswith("acme: erased 1 record(s) in 1 bucket(s) of u_")
+    assert said[0].startswith("acme: erased 1 record in 1 bucket of u_")
     assert said[0].endswith(" on node 'b'.")
     assert said[1].startswith("acme-eu: NATS did not take the erasure request for acme-eu (")
     assert ("may publish to $KV.semtrace_erasures.> (docs/scale-out.md, Security on the bus); "
             "the request did not reach node 'a', which owns acme-eu, and nothing was erased "
             "there (this node's audit log records the attempt; run this command again when "
             "NATS takes it).") in said[1]
-    assert said[2] == ("Searched 1 tenant(s) the role sees: erased 1 record(s) in 1 of them; 1 "
+    assert said[2] == ("Searched 1 tenant the role sees: erased 1 record in 1 of them; 1 "
                        "more NOT (yet) erased by its owner: acme-eu (see above).")
     assert again.returncode == 1, again.stdout + again.stderr
     done = json.loads(again.stdout)

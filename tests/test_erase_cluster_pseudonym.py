@@ -80,7 +80,7 @@ def test_the_start_of_a_pseudonym_or_one_for_all_tenants_is_refused_where_not_ow
         said = _refused(b, "--all-tenants", "--user", user)
         assert said.startswith("semtrace: That --user is spelt as a pseudonym (u_ and hex "
                                "digits, as Semtrace shows users), which names a user of one "
-                               "tenant only, and the users of the 1 tenant(s) other nodes own "
+                               "tenant only, and the users of the 1 tenant other nodes own "
                                "cannot be looked up here: erase with --tenant T"), said
 
 

@@ -156,7 +156,7 @@ def test_an_erasure_whose_acknowledgement_is_lost_is_never_said_not_sent(
         assert relay.dropped == 3
         assert a.stop() == 0
     assert seen.returncode == 0, seen.stdout + seen.stderr
-    assert seen.stdout.startswith("Erased 1 record(s) in 1 bucket(s) of u_")
+    assert seen.stdout.startswith("Erased 1 record in 1 bucket of u_")
     assert "on node 'a', which owns acme (audited there)" in seen.stdout
     assert unknown.returncode == 8, unknown.stdout + unknown.stderr
     assert "Traceback" not in unknown.stderr and "did not reach" not in unknown.stdout

@@ -79,7 +79,7 @@ def test_erase_after_key_rotation_still_finds_and_removes_the_users_records(
                              *new_args).stdout)[0]["details"]["user"]
     # which tenant, as the other outcomes say it (a pseudonym is per tenant), and the proof
     assert text.returncode == 0 and text.stdout == (
-        f"Erased 1 record(s) in 1 bucket(s) of {bob} in acme; the erasure is in the audit "
+        f"Erased 1 record in 1 bucket of {bob} in acme; the erasure is in the audit "
         "log.\n")
 
 
@@ -136,7 +136,7 @@ def test_erase_refuses_success_when_records_predate_a_pseudonym_changing_rotatio
 
     erased = run_cli("erase", "--tenant", "acme", "--user", "alice", "--reason", "GDPR", *args)
     assert erased.returncode == 7
-    assert "Erased 0 record(s)" in erased.stdout and "NOT complete" in erased.stderr
+    assert "Erased 0 records" in erased.stdout and "NOT complete" in erased.stderr
     assert "before a key rotation" in erased.stderr
     as_json = run_cli("erase", "--tenant", "acme", "--user", "alice", "--reason", "GDPR",
                       "--json", *args)

@@ -213,7 +213,7 @@ def test_erase_all_tenants_leaves_a_tombstone_where_a_prompt_is_on_its_way_and_n
         assert done["tombstone_only"] == ["globex"]
         text = run_cli("erase", *args, "--all-tenants", "--user", "alice", "--reason",
                        "DSAR 2026-8", env={POLICY_DIR_ENV: str(pdir)})
-        assert "Tombstone with 0 records in 2 tenant(s): acme, globex" in text.stdout
+        assert "Tombstone with 0 records in 2 tenants: acme, globex" in text.stdout
     for tenant in ("acme", "globex"):
         n, texts = users_records(data_dir, cred, tenant, "alice")
         assert n == 0, tenant

@@ -302,7 +302,7 @@ def test_the_buckets_a_hold_keeps_are_named_with_their_class_of_data(
                    env=env).returncode == 0
     preview = run_cli("retention", "run", "--dry-run", *args, env=env)
     assert preview.returncode == 0, preview.stderr
-    assert ("2 bucket(s) are kept by a legal hold (1 of prompts, 1 of vault originals). "
+    assert ("2 buckets are kept by a legal hold (1 of prompts, 1 of vault originals). "
             "Nothing was shredded") in preview.stdout
     dry = json.loads(run_cli("retention", "run", "--dry-run", "--json", *args, env=env).stdout)
     ran = run_cli("retention", "run", "--json", *args, env=env)
@@ -319,7 +319,7 @@ def test_the_buckets_a_hold_keeps_are_named_with_their_class_of_data(
     assert by_class["prompts"]["records"] == 1 and by_class["vault"]["vault_entries"] >= 1
     again = run_cli("retention", "run", *args, env=env)
     assert again.returncode == 0, again.stderr
-    assert "2 bucket(s) on legal hold (1 of prompts, 1 of vault originals)." in again.stdout
+    assert "2 buckets on legal hold (1 of prompts, 1 of vault originals)." in again.stdout
 
 
 def test_a_backup_keeps_legal_holds_by_pseudonym_and_every_check_says_so(

@@ -420,7 +420,8 @@ def test_a_replay_ends_with_what_it_did_and_its_json_is_that_summary_alone(
     again = run_cli("replay", str(src), "--out", str(tmp_path / "again.jsonl"), *common)
     assert again.returncode == 0, again.stderr
     last = again.stderr.strip().splitlines()[-1]
-    assert re.fullmatch(r"Replayed 0 prompt\(s\) into 0 thread\(s\) in \d+\.\d s \(0 skipped, "
+    assert re.fullmatch(r"Replayed 0 prompts into 0 threads in \d+\.\d s \(0 skipped, "
                         rf"{len(STREAM)} duplicates\); one line a prompt in .*again\.jsonl\.",
                         last), last
     assert again.stdout == ""
+

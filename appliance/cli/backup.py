@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from appliance.cli import credential, credential_options, data_dir_option, emit_json
+from appliance.words import plural
 
 
 def _progress_step(prog: Any) -> Any:
@@ -49,7 +50,7 @@ def backup(dest: Path, data_dir: Path | None, passphrase_file: Path | None,
     if as_json:
         emit_json(report)
         return
-    click.echo(f"Backed up {report.records} record(s) ({report.bytes // 1024} KiB, audit "
+    click.echo(f"Backed up {plural(report.records, 'record')} ({report.bytes // 1024} KiB, audit "
                f"entry {report.audit_seq}) into {report.destination} at {report.taken_at}. "
                "It holds the data keys live now: keep it no longer than the shortest "
                "retention period, and restore it with `semtrace restore`.")
@@ -86,10 +87,13 @@ def restore(backup_dir: Path, data_dir: Path | None, passphrase_file: Path | Non
     if as_json:
         emit_json(report)
         return
-    click.echo(f"Restored {report.records} record(s) into {report.data_dir} (copy of "
-               f"{report.taken_at}); shredded again {report.buckets_shredded} bucket(s) past "
-               f"retention ({report.records_shredded} record(s)); re-applied "
-               f"{report.erasures_reapplied} erasure(s).")
+    # what the store holds now first: "Restored 0 records" read as a copy that restored none,
+    # where its one record had been shredded again as past retention
+    click.echo(f"Restored the copy of {report.taken_at} into {report.data_dir}: it holds "
+               f"{plural(report.records, 'record')} now; shredded again "
+               f"{plural(report.buckets_shredded, 'bucket')} past retention "
+               f"({plural(report.records_shredded, 'record')}), re-applied "
+               f"{plural(report.erasures_reapplied, 'erasure')}.")
     if report.migrated:  # a copy an earlier version took (in --json: `migrated`)
         click.echo(f"semtrace: the copy was taken by an earlier version and is now migrated "
                    f"to this one's schema: {', '.join(report.migrated)}.", err=True)

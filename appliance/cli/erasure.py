@@ -13,6 +13,7 @@ from appliance.cli import credential_options, data_dir_option, emit_json, role_o
 from appliance.cli.compliance import _audit, _opened, _reason
 from appliance.constants import WAIT_MAX_S
 from appliance.errors import InputError
+from appliance.words import plural
 
 if TYPE_CHECKING:
     from appliance.cli.erasure_cluster import Known
@@ -119,11 +120,14 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         reports += stale
     for r in reports:
         if not r.complete and not r.held:
-            click.echo(f"Erasure NOT complete: {r.unattributable_buckets} bucket(s) of "
-                       f"{r.tenant} were written before a key rotation "
-                       f"({r.pseudonyms_changed_at}) that changed pseudonyms (older versions "
-                       "did); they may hold this user's records and cannot be attributed. "
-                       "Retention shreds them when they expire.", err=True)
+            one = r.unattributable_buckets == 1
+            click.echo(f"Erasure NOT complete: {plural(r.unattributable_buckets, 'bucket')} "
+                       f"of {r.tenant} {'was' if one else 'were'} written before a key "
+                       f"rotation ({r.pseudonyms_changed_at}) that changed pseudonyms (older "
+                       f"versions did); {'it' if one else 'they'} may hold this user's "
+                       "records and cannot be attributed. Retention shreds "
+                       f"{'it when it expires' if one else 'them when they expire'}.",
+                       err=True)
     for sentence in known.sentences() if known is not None else []:
         click.echo(sentence, err=True)
     if any(r.held for r in reports):
@@ -202,7 +206,8 @@ def _no_pseudonym(rt: Runtime, tenants: list[str], user_id: str, *, away: int = 
     if away and PSEUDONYM_SHOWN.fullmatch(user_id) is not None:
         raise InputError(f"That --user is spelt as a pseudonym (u_ and hex digits, as Semtrace "
                          "shows users), which names a user of one tenant only, and the users "
-                         f"of the {away} tenant(s) other nodes own cannot be looked up here: "
+                         f"of the {plural(away, 'tenant')} other nodes own cannot be looked "
+                         "up here: "
                          "erase with --tenant T and the whole pseudonym (or, a user id spelt "
                          "so, with --tenant T on each tenant's owner); nothing was erased.")
 
@@ -272,8 +277,9 @@ def _one(report: EraseReport, as_json: bool, *, node: str | None,
                    "log.")
     else:
         # the tenant named, as in the sentences above: a pseudonym is per tenant
-        click.echo(f"Erased {report.records} record(s) in {report.buckets} bucket(s) of "
-                   f"{report.user}{here.rstrip(',') or f' in {report.tenant}'}; the erasure "
+        where = here.rstrip(",") or f" in {report.tenant}"
+        click.echo(f"Erased {plural(report.records, 'record')} in "
+                   f"{plural(report.buckets, 'bucket')} of {report.user}{where}; the erasure "
                    "is in the audit log.")
 
 
@@ -335,8 +341,8 @@ def _every(reports: list[EraseReport], as_json: bool, *, bound: bool,
             click.echo(f"{r.tenant}: user {r.user} is on legal hold{on}; nothing was erased "
                        "there.")
         elif r.buckets:
-            click.echo(f"{r.tenant}: erased {r.records} record(s) in {r.buckets} bucket(s) of "
-                       f"{r.user}{on}.")
+            click.echo(f"{r.tenant}: erased {plural(r.records, 'record')} in "
+                       f"{plural(r.buckets, 'bucket')} of {r.user}{on}.")
     for x in waiting:
         click.echo(f"{x.home.tenant}: {sentence(x, wait_s)}")
     for x in elsewhere:
@@ -355,15 +361,16 @@ def _every(reports: list[EraseReport], as_json: bool, *, bound: bool,
     later = (f"; {len(waiting)} more NOT (yet) erased by its owner: "
              f"{', '.join(x.home.tenant for x in waiting)} (see above)" if waiting else "")
     if not records and not any(r.held for r in reports):
-        click.echo(f"No records of this user in any of the {len(reports)} tenant(s){scope} "
-                   f"(none written, or all already shredded); nothing was erased{later}. The "
-                   "request is in the audit log.")
+        among = "the 1 tenant" if len(reports) == 1 else f"any of the {len(reports)} tenants"
+        click.echo(f"No records of this user in {among}{scope} (none written, or all already "
+                   f"shredded); nothing was erased{later}. The request is in the audit log.")
     else:
         found = sum(1 for r in reports if r.buckets)
-        click.echo(f"Searched {len(reports)} tenant(s){scope}: erased {records} record(s) in "
-                   f"{found} of them{later}.")
+        click.echo(f"Searched {plural(len(reports), 'tenant')}{scope}: erased "
+                   f"{plural(records, 'record')} in {found} of them{later}.")
     if empty:
-        click.echo(f"Tombstone with 0 records in {len(empty)} tenant(s): {', '.join(empty)} "
+        click.echo(f"Tombstone with 0 records in {plural(len(empty), 'tenant')}: "
+                   f"{', '.join(empty)} "
                    "(prompts of this user sent before now are refused there).")
 
 

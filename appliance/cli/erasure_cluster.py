@@ -28,6 +28,7 @@ from appliance.cli.erasure_said import (
     unreadable_of,
 )
 from appliance.errors import SemtraceError
+from appliance.words import plural
 
 if TYPE_CHECKING:
     from appliance.cluster.erasures import Answer, ErasureRequest, Superseded
@@ -306,9 +307,11 @@ def exit_code(asked: list[Asked]) -> int:
         elif applied.held:
             code = 5
         elif applied.unattributable_buckets:
-            click.echo(f"Erasure NOT complete: {applied.unattributable_buckets} bucket(s) of "
-                       f"{a.home.tenant} on node '{applied.node}' were written before a key "
-                       f"rotation ({applied.pseudonyms_changed_at}) that changed pseudonyms; "
-                       "they may hold this user's records and cannot be attributed.", err=True)
+            n = applied.unattributable_buckets
+            click.echo(f"Erasure NOT complete: {plural(n, 'bucket')} of {a.home.tenant} on "
+                       f"node '{applied.node}' {'was' if n == 1 else 'were'} written before a "
+                       f"key rotation ({applied.pseudonyms_changed_at}) that changed "
+                       f"pseudonyms; {'it' if n == 1 else 'they'} may hold this user's records "
+                       "and cannot be attributed.", err=True)
             code = 5 if code == 5 else 7
     return code

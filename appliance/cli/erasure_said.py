@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from appliance.words import plural
+
 if TYPE_CHECKING:
     from appliance.cluster.erasures import (
         Answer,
@@ -124,8 +126,8 @@ def sentence(asked: Asked, wait_s: float) -> str:
     if not applied.buckets:
         return (f"No records of {user} in {tenant} {where} (none written, or all already "
                 "shredded); nothing was erased. The request is in that node's audit log.")
-    return (f"Erased {applied.records} record(s) in {applied.buckets} bucket(s) of {user} "
-            f"{where} (audited there).")
+    return (f"Erased {plural(applied.records, 'record')} in "
+            f"{plural(applied.buckets, 'bucket')} of {user} {where} (audited there).")
 
 
 def superseded_sentence(asked: Asked, here: str | None) -> str:
@@ -136,7 +138,7 @@ def superseded_sentence(asked: Asked, here: str | None) -> str:
     assert earlier is not None
     failed = earlier.failed
     what = ("no node had tried to apply it yet" if failed is None else
-            f"node '{failed.node}' had failed to apply it ({failed.attempts} attempt(s), "
+            f"node '{failed.node}' had failed to apply it ({plural(failed.attempts, 'attempt')}, "
             f"last at {utc(failed.at)}: {failed.error})")
     return (f"This request replaces the earlier one of this erasure in {asked.home.tenant}, "
             f"asked on node '{earlier.requested_on}' at {utc(earlier.requested_at)}, which "
@@ -151,7 +153,8 @@ def _failed_sentence(home: Home, user: str, failed: Failed) -> str:
     again = (f"it tries again in {failed.retry_in_s:g} s while it runs, and at its next start"
              if failed.retry_in_s is not None else "it tries again at its next start")
     return (f"The erasure of {user} in {home.tenant} is NOT applied yet: node '{failed.node}', "
-            f"which owns the tenant, failed to apply it ({failed.attempts} attempt(s), last: "
+            f"which owns the tenant, failed to apply it ({plural(failed.attempts, 'attempt')}, "
+            "last: "
             f"{failed.error}); the request waits in NATS and {again} (run this command again "
             "to see it applied).")
 
@@ -205,6 +208,7 @@ def stale_sentence(report: EraseReport, here: str | None) -> str:
         return (f"{report.tenant}: user {report.user} is on legal hold on {node}, which still "
                 "holds a copy of the tenant from before its partition moved; nothing was "
                 "erased there.")
-    return (f"{report.tenant}: also erased {report.records} record(s) in {report.buckets} "
-            f"bucket(s) of {report.user} on {node}, a copy of the tenant from before its "
+    return (f"{report.tenant}: also erased {plural(report.records, 'record')} in "
+            f"{plural(report.buckets, 'bucket')} of {report.user} on {node}, a copy of the "
+            "tenant from before its "
             "partition moved.")

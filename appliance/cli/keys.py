@@ -10,6 +10,7 @@ import click
 from appliance.cli import credential, credential_options, data_dir_option, emit_json
 from appliance.cli.compliance import _opened
 from appliance.errors import InputError, SemtraceError
+from appliance.words import plural
 
 if TYPE_CHECKING:
     from appliance.keys import Credential
@@ -74,8 +75,8 @@ def keys_rotate(data_dir: Path | None, passphrase_file: Path | None, key_file: P
                    "audit_key_id": signer, "audit_key_id_before": old_ring.audit_signer()
                    .key_id()})
     else:
-        click.echo(f"Master key rotated; {n} data key(s) re-wrapped, pseudonyms kept. The old "
-                   "credential no longer opens this data dir.")
+        click.echo(f"Master key rotated; {plural(n, 'data key')} re-wrapped, pseudonyms "
+                   "kept. The old credential no longer opens this data dir.")
         # a public key saved before no longer vouches for the reports signed from now on
         click.echo(f"The audit log and retention reports are signed with a new key from now "
                    f"on (key {signer}): give the output of `semtrace audit public-key` again "

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from appliance.cli import credential_options, data_dir_option, emit_json, open_dir, progress_bar
+from appliance.words import plural
 
 
 @click.command()
@@ -43,7 +44,7 @@ def reembed(data_dir: Path | None, passphrase_file: Path | None, key_file: Path 
     if as_json:
         emit_json({"reembedded": done})
     else:
-        click.echo(f"Re-embedded {done} prompt(s) with the current model.")
+        click.echo(f"Re-embedded {plural(done, 'prompt')} with the current model.")
 
 
 COMMANDS = [reembed]

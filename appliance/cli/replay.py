@@ -24,6 +24,7 @@ from appliance.cli import (
     progress_bar,
 )
 from appliance.errors import InputError, SemtraceError
+from appliance.words import plural
 
 if TYPE_CHECKING:
     from appliance.replay import ReplayReport
@@ -148,9 +149,10 @@ def replay_summary(report: ReplayReport, out_path: Path, seconds: float) -> dict
 
 def summary_line(summary: dict[str, Any]) -> str:
     """The line a replay ends with, once its progress bar has gone."""
-    return (f"Replayed {summary['ingested']} prompt(s) into {summary['threads']} thread(s) "
-            f"in {summary['seconds']:.1f} s ({summary['skipped']} skipped, "
-            f"{summary['duplicates']} duplicates); one line a prompt in {summary['out']}.")
+    return (f"Replayed {plural(summary['ingested'], 'prompt')} into "
+            f"{plural(summary['threads'], 'thread')} in {summary['seconds']:.1f} s "
+            f"({summary['skipped']:,} skipped, {plural(summary['duplicates'], 'duplicate')}); "
+            f"one line a prompt in {summary['out']}.")
 
 
 @click.command()
@@ -195,10 +197,13 @@ def replay(source: Path, out_path: Path, data_dir: Path | None, passphrase_file:
     else:
         click.echo(summary_line(summary), err=True)
         if summary["erased"]:
-            click.echo(f"{summary['erased']} prompt(s) not stored: their users were erased "
-                       "after they were sent.", err=True)
+            one = summary["erased"] == 1
+            click.echo(f"{plural(summary['erased'], 'prompt')} not stored: "
+                       f"{'its user was' if one else 'their users were'} erased after "
+                       f"{'it was' if one else 'they were'} sent.", err=True)
         if summary["unredactable"]:
-            click.echo(f"{summary['unredactable']} prompt(s) not stored: their redaction did "
+            click.echo(f"{plural(summary['unredactable'], 'prompt')} not stored: "
+                       f"{'its' if summary['unredactable'] == 1 else 'their'} redaction did "
                        "not finish (pattern_timeout_s, docs/redaction.md).", err=True)
 
 

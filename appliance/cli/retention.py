@@ -20,6 +20,7 @@ from appliance.cli import (
 )
 from appliance.cli.compliance import _as_of, _audit, _opened
 from appliance.errors import InputError
+from appliance.words import plural
 
 if TYPE_CHECKING:
     from appliance.retention import Due
@@ -64,8 +65,10 @@ def retention_run(data_dir: Path | None, passphrase_file: Path | None, key_file:
     if as_json:
         emit_json(report)
     else:
-        click.echo(f"Shredded {report.shredded} bucket(s), {report.records} record(s); cleared "
-                   f"{report.vault_cleared} vault entries; {len(report.held)} bucket(s) on "
+        click.echo(f"Shredded {plural(report.shredded, 'bucket')}, "
+                   f"{plural(report.records, 'record')}; cleared "
+                   f"{plural(report.vault_cleared, 'vault entry', 'vault entries')}; "
+                   f"{plural(len(report.held), 'bucket')} on "
                    f"legal hold{_classes(b['class'] for b in report.held_buckets)}.")
     _warn_idle(report.idle_holds, rt.policies.retention.legal_holds)
 
@@ -140,10 +143,13 @@ def _dry_run(data_dir: Path | None, passphrase_file: Path | None, key_file: Path
     else:
         tenants = Counter(r["tenant"] for r in rows)
         where = ", ".join(f"{t} {n}" for t, n in sorted(tenants.items())) or "none"
-        click.echo(f"As of {now:%Y-%m-%d %H:%M} UTC a run would shred {len(rows)} bucket(s) "
-                   f"({where}), {sum(r['records'] for r in rows)} record(s) and "
-                   f"{sum(r['vault_entries'] for r in rows)} vault entries; "
-                   f"{len(held)} bucket(s) are kept by a legal hold"
+        entries = sum(r["vault_entries"] for r in rows)
+        click.echo(f"As of {now:%Y-%m-%d %H:%M} UTC a run would shred "
+                   f"{plural(len(rows), 'bucket')} ({where}), "
+                   f"{plural(sum(r['records'] for r in rows), 'record')} and "
+                   f"{plural(entries, 'vault entry', 'vault entries')}; "
+                   f"{plural(len(held), 'bucket')} {'is' if len(held) == 1 else 'are'} kept "
+                   "by a legal hold"
                    f"{_classes(h.data for h in held)}. Nothing was shredded (--dry-run).")
     _warn_idle(idle, settings.legal_holds)
 

@@ -19,6 +19,7 @@ from appliance.cli import (
 )
 from appliance.cli.compliance import _audit, _names_pseudonym, _opened, _reason, compliance
 from appliance.errors import InputError, SemtraceError
+from appliance.words import plural
 
 if TYPE_CHECKING:
     from appliance.runtime import Runtime
@@ -116,14 +117,17 @@ def access(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
     if as_json:
         emit_json(summary)
     else:
-        click.echo(f"Wrote {found.records} record(s) in {len(found.threads)} thread(s) of "
+        click.echo(f"Wrote {plural(found.records, 'record')} in "
+                   f"{plural(len(found.threads), 'thread')} of "
                    f"{user} in {tenant} to {out} (mode 0600), "
                    + ("with the originals the vault keeps." if opener is not None else
                       "redacted text only (no --compliance-passphrase-file)."))
     if found.unattributable_buckets:
-        click.echo(f"Note: {found.unattributable_buckets} bucket(s) of {tenant} were written "
-                   "before a key rotation that changed pseudonyms (older versions did); they "
-                   "may hold this user's records and cannot be attributed to them.", err=True)
+        one = found.unattributable_buckets == 1
+        click.echo(f"Note: {plural(found.unattributable_buckets, 'bucket')} of {tenant} "
+                   f"{'was' if one else 'were'} written before a key rotation that changed "
+                   f"pseudonyms (older versions did); {'it' if one else 'they'} may hold this "
+                   "user's records and cannot be attributed to them.", err=True)
 
 
 def _erased_as_shown(rt: Runtime, tenant: str, value: str, user: str) -> str:

@@ -68,8 +68,8 @@ def thresholds(data_dir: Path | None, passphrase_file: Path | None, key_file: Pa
     side = s.calibration.min_each_side
     state = (f"on, from {s.calibration.min_decisions} decisions with {side} continuations "
              f"and {side} new conversations, within {lo}-{hi}, rising "
-             f"m/(m+{s.calibration.shrink_continuations:g}) of the way, falling "
-             f"m/(m+{s.calibration.shrink_new:g})"
+             f"{_moved(s.calibration.shrink_continuations)}, falling "
+             f"{_moved(s.calibration.shrink_new)}"
              if s.calibration.enabled else "off")
     click.echo(f"policy link_threshold {s.link_threshold}; calibration {state}")
     if not rows:
@@ -80,6 +80,12 @@ def thresholds(data_dir: Path | None, passphrase_file: Path | None, key_file: Pa
                    + (f", +{r['gain']} right" if r["source"] == "calibrated" else ""))
         if r["reason"]:
             click.echo(f"{'':<16} {r['reason']}")
+
+
+def _moved(shrink: float) -> str:
+    """How far the threshold moves toward the tally's best, as docs/linking.md says it
+    ('m/(m+0)' read as a formula to work out where it means all the way)."""
+    return "all the way" if shrink == 0 else f"m/(m+{shrink:g}) of the way"
 
 
 COMMANDS = [thresholds]

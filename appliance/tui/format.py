@@ -9,6 +9,7 @@ from datetime import datetime
 from rich.text import Text
 
 from appliance.privacy import Figure
+from appliance.words import plural as plural  # the screens' counts, as the CLI's
 
 PLACEHOLDER_RE = re.compile(r"<[A-Z][A-Z0-9_]*>")
 SPARK = "▁▂▃▄▅▆▇█"
@@ -62,11 +63,6 @@ def versus(best: float, threshold: float) -> tuple[str, str]:
         digits += 1
     shown = score(best) if digits == 2 else f"{best:.{digits}f}"
     return shown, f"{threshold:.{digits}f}"
-
-
-def plural(n: int, word: str) -> str:
-    """`1 turn`, `11 turns`: a count with its noun ("11 turn(s)" on the screens)."""
-    return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
 def sim_bar(similarity: float | None, width: int = 8) -> str:
