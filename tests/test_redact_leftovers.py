@@ -98,6 +98,34 @@ def test_a_name_after_a_dot_is_not_cut_as_a_url(redactor: Redactor) -> None:
 
 
 @pytest.mark.parametrize(("text", "expected"), [
+    ("set config.John_Smith = 1", "set config.<PERSON> = 1"),
+    ("login as user=john.smith please", "login as user=<PERSON> please"),
+    ("attached: maria_garcia_cv.pdf", "attached: <PERSON>_cv.pdf"),
+    ("see Maria_Garcia.docx", "see <PERSON>.docx"),
+    ("ssh john.smith@host", "ssh <PERSON>@host"),
+    ("owner = Kathleen_Wynne", "owner = <PERSON>"),
+])
+def test_a_full_name_written_as_one_identifier_is_redacted(
+        redactor: Redactor, text: str, expected: str) -> None:
+    """spaCy reads an identifier as one word and found no name in it: each was stored as it
+    was, the name in the clear."""
+    assert redacted(redactor, text) == expected
+
+
+@pytest.mark.parametrize("code", [
+    "x = np.array(self.weight) + config.max_len",
+    "df = pd.DataFrame(); model = BertModel.from_pretrained(name)",
+    "import django.forms, flask.Flask, torch.nn, tensorflow.keras",
+    "self.first_name = user.last_name; val_len = len(vals)",
+    "JOHN_SMITH = 1; meta_repo = MetaRepo(); tok_val = eval_repo",
+])
+def test_code_with_name_like_words_is_kept(redactor: Redactor, code: str) -> None:
+    """Short words of code are first names in the lists ("max", "len", "val", "meta", "tok"):
+    an identifier of them is no person; a constant's capitals are left."""
+    assert redacted(redactor, code) == code
+
+
+@pytest.mark.parametrize(("text", "expected"), [
     ("visit https://example.community/x today", "visit <URL> today"),  # was <URL>munity/x
     ("see www.example.community now", "see <URL> now"),
     ("open example.com/jsmith now", "open <URL> now"),

@@ -122,6 +122,7 @@ def build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, A
     from appliance.redact.enhancer import LinearContextEnhancer
     from appliance.redact.failclosed import bound_patterns, set_presidio_timeout
     from appliance.redact.gazetteer import PlaceNameRecognizer, load_gazetteer
+    from appliance.redact.glued import GluedNameRecognizer
     from appliance.redact.names import PersonNameRecognizer
     from appliance.redact.nationality import DemonymRecognizer
     from appliance.redact.places import (
@@ -181,6 +182,7 @@ def build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, A
     if gazetteer is not None:
         names = PersonNameRecognizer(gazetteer)
         registry.add_recognizer(names)
+        registry.add_recognizer(GluedNameRecognizer(gazetteer))
         registry.add_recognizer(PlaceNameRecognizer(gazetteer))
         for in_context in (CuedNameRecognizer(gazetteer),
                            HashtagRecognizer(gazetteer), VenueRecognizer(gazetteer),
