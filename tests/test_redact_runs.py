@@ -112,6 +112,8 @@ def test_opening_dashes_are_blanked_before_a_capital_only() -> None:
     "Signed,\n=Rosalind Quimby=",
     "Our lead, =Rosalind Quimby=, signed it",
     "Regards ~Rosalind Quimby~",
+    "Rosalind Quimby--",  # nothing before it; closed by dashes
+    "Rosalind Quimby-- I said",
 ])
 def test_a_name_wrapped_in_equals_signs_or_tildes_is_redacted_whole(redactor: Any,
                                                                       text: str) -> None:
