@@ -99,8 +99,9 @@ def authorize(access: AccessSettings, obj: dict[str, Any], caller: Caller, *,
               owner_uid: int) -> str:
     """The role a query runs under, or ProtocolError `forbidden` (pure)."""
     role = obj.get("role")
-    if role is not None and not isinstance(role, str):
-        raise ProtocolError("bad_request", "'role' must be a string.")
+    if role is not None and (not isinstance(role, str) or not role):
+        # "" is not "no role": a caller that meant one must not get the default's reads
+        raise ProtocolError("bad_request", "'role' must be a non-empty string.")
     tenant = obj.get("tenant")
     if tenant is not None and not isinstance(tenant, str):
         raise ProtocolError("bad_request", "'tenant' must be a string.")

@@ -7,12 +7,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_prompt, serving
+from conftest import make_prompt, running_service, serving
 from test_spine import run_cli
 
 from appliance.client import Client
@@ -110,3 +112,36 @@ def test_a_reader_refused_an_unbound_role_is_told_the_line_that_admits_them() ->
     assert "uids = [0]" in refused.value.message and "[roles.analyst]" in refused.value.message
     assert authorize(access, {"op": "threads"}, Caller(uid=999, gids=frozenset({999})),
                      owner_uid=999) == "analyst"
+
+
+def test_a_busy_reply_names_the_request_it_refuses(pipeline: Any, tmp_path: Path) -> None:
+    """`queue_max` 1 and the reader thread held: the one query in flight fills the bound,
+    the next is `busy`. Before, that reply's `request_id` was null (every other refusal
+    echoes it), so a pipelining reader could not tell which request to retry."""
+    service = pipeline.policies.service.model_copy(update={"queue_max": 1})
+    policies = pipeline.policies.model_copy(update={"service": service})
+    qsock = tmp_path / "query.sock"
+    held: dict[str, Any] = {}
+
+    def in_flight() -> None:
+        with Client(qsock, timeout=600) as c:
+            held["reply"] = c.request({"v": 1, "op": "threads", "request_id": "q-held"})
+
+    with running_service(pipeline, tmp_path / "s.sock", policies=policies,
+                         query_socket=qsock) as svc:
+        gate = threading.Event()
+        svc._readers.submit(gate.wait)  # the reader thread is busy: queries wait for it
+        first = threading.Thread(target=in_flight)
+        first.start()
+        try:
+            deadline = time.monotonic() + 60
+            while svc._side < 1:  # the held query counts against queue_max
+                assert time.monotonic() < deadline, "the first query never came in"
+                time.sleep(0.02)
+            busy = _ask(qsock, op="version", request_id="q-busy")
+        finally:
+            gate.set()
+            first.join(60)
+    assert busy["request_id"] == "q-busy" and busy["ok"] is False
+    assert busy["error"]["code"] == "busy" and busy["error"]["retry_after_ms"] > 0
+    assert held["reply"]["request_id"] == "q-held" and held["reply"]["ok"] is True

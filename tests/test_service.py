@@ -211,7 +211,8 @@ def test_bad_queries_get_one_sentence_each_and_the_query_socket_stays_usable(
         server: Server) -> None:
     """A hostile reader of the query socket, pipelining on one connection. Before, a
     time at the calendar's ends was `internal` ('retry later': a retry fails the same way),
-    a version 2 request or a `descending` of "no" was answered as if valid, and an
+    a version 2 request, a `descending` of "no", a `role` of "" (the default role's reads)
+    and an unknown `position` filter (an empty page) were answered as if valid, and an
     unknown op dropped the request's id."""
     with Client(server.sock) as c:  # the tenant is held: its stats queries are checked
         assert c.ingest(tenant="acme", user_id="mallory", text="How do I reset the VPN?",
@@ -240,6 +241,8 @@ def test_bad_queries_get_one_sentence_each_and_the_query_socket_stays_usable(
         (b'{"op":"threads"} trailing', "bad_json"),
         (b'\xff\xfe', "bad_frame"),
         (b'{"op":"threads","x":"\x00"}', "bad_frame"),
+        (b'{"op":"threads","role":""}', "bad_request"),  # not the default role's reads
+        (b'{"op":"page","filters":{"position":"sideways"}}', "bad_request"),  # not empty
         (b'{"v":1,"op":"version","request_id":"q-last"}', None),
     ]
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -256,6 +259,8 @@ def test_bad_queries_get_one_sentence_each_and_the_query_socket_stays_usable(
         assert message.endswith(".") and "\n" not in message and "\x1b" not in message
         assert len(message) < 200 and "retry" not in message
     assert "nothing was spent" in replies[5]["error"]["message"]  # type: ignore[index]
+    assert replies[-2]["error"]["message"] == (  # type: ignore[index]
+        "'filters' position must be one of new, continuation, topic_shift, orphaned.")
 
 
 def test_silent_and_half_line_clients_do_not_hurt_the_server(server: Server) -> None:

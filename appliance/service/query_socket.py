@@ -60,7 +60,7 @@ class QuerySocket(Connections):
             role = queryserver.authorize(policies.access, obj, Caller(peer.uid, peer.gids),
                                          owner_uid=os.getuid())
             if self._queue.qsize() + self._side >= self.policies.service.queue_max:
-                return error_reply("busy", "The service is busy; retry shortly.",
+                return error_reply("busy", "The service is busy; retry shortly.", rid,
                                    retry_after_ms=self.policies.service.busy_retry_after_ms)
             self._side += 1
             try:

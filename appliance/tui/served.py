@@ -20,6 +20,7 @@ from appliance.protocol import ProtocolError
 from appliance.query import tenants
 from appliance.readindex import ReaderIndex
 from appliance.reads import check_tenant
+from appliance.records import POSITIONS
 from appliance.roles import bound_tenants, sees
 from appliance.search import Searchable, build_index, search
 from appliance.store import Store
@@ -67,6 +68,9 @@ def _filters(raw: Any, rid: str | None) -> Filters:
         raise ProtocolError("bad_request", "'filters' must map some of "
                             f"{', '.join(KEYS)} to strings of at most {MAX_ID} characters.",
                             rid)
+    if raw.get("position") is not None and raw["position"] not in POSITIONS:
+        raise ProtocolError("bad_request", "'filters' position must be one of "
+                            f"{', '.join(POSITIONS)}.", rid)  # else: an empty page
     return Filters(tenant=raw.get("tenant"), user=raw.get("user"),
                    since=_time(raw.get("since"), "since", rid),
                    until=_time(raw.get("until"), "until", rid), topic=raw.get("topic"),
