@@ -263,8 +263,11 @@ def test_send_from_a_user_the_service_does_not_admit_says_so_in_one_sentence(
     lines = tmp_path / "in.jsonl"
     lines.write_text("".join(json.dumps({"tenant": "acme", "user_id": "ann", "text": t}) + "\n"
                              for t in ("What's the weather in Paris?", "And tomorrow?")))
+    # What `send` imports is imported before the uid changes: this host's interpreter lives
+    # under /root, which uid 65534 may not read (the CLI imports its modules as it needs them).
     code = ("import os, sys\nfrom appliance.cli import main\nimport appliance.client\n"
-            "import appliance.cli.service\nos.setgroups([])\nos.setgid(65534)\n"
+            "import appliance.cli.service\nimport appliance.runtime\nos.setgroups([])\n"
+            "os.setgid(65534)\n"
             f"os.setuid(65534)\nmain(['send', '--socket', {str(sock)!r}])\n")
     svc = _service(pipeline, sock)
 
