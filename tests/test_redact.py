@@ -271,7 +271,9 @@ def test_words_about_passwords_and_tokens_are_no_secret(redactor, text):  # type
 
 
 @pytest.mark.parametrize("text", [
-    "Set user_id=alice_smith and retries=3 in the config file.",
+    # (A user id spelt as a first name and surname, user_id=alice_smith, names a person and
+    # is redacted since e106000: tests/test_redact_leftovers.py.)
+    "Set user_id=svc_backup and retries=3 in the config file.",
     "Call the API with user=bob_jones&limit=10 and parse the JSON.",
     "Ask Claude to summarise the meeting notes.",
     "How many calories are in a cup of tea?",

@@ -104,6 +104,8 @@ def test_a_name_after_a_dot_is_not_cut_as_a_url(redactor: Redactor) -> None:
     ("see Maria_Garcia.docx", "see <PERSON>.docx"),
     ("ssh john.smith@host", "ssh <PERSON>@host"),
     ("owner = Kathleen_Wynne", "owner = <PERSON>"),
+    ("Set user_id=alice_smith and retries=3 in the config file.",
+     "Set user_id=<PERSON> and retries=3 in the config file."),
 ])
 def test_a_full_name_written_as_one_identifier_is_redacted(
         redactor: Redactor, text: str, expected: str) -> None:
