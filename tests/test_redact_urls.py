@@ -9,6 +9,7 @@ only where it matches: the same URLs, in time linear in the text. Real Presidio 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -79,11 +80,46 @@ def test_normal_text_gives_the_same_url_hits_as_presidios(redactor: Any) -> None
     assert dropped == 2  # "alice.sm" of "alice.smith@...", "example.com" of "example.community"
 
 
+# Pieces of the generated texts: dots, dashes, `www` prefixes, listed domains (".Cd" in
+# another case, ".community" that starts with one), paths, quotes, letters outside the host's
+# class and look-alikes that IGNORECASE folds into it (Kelvin sign, long s).
+PIECES = ["x", ".", "-", "www", "WWW", "w", "1", "123", "1234", ".com", ".co", ".uk", ".Cd",
+          "ab", "/", "/path", " ", "\n", "'", '"', "(", "_", "@", "é", "\u212a", "\u017f",
+          "\u0663", ".community", "http://", ".."]
+# Runs at the expression's 253-character limit: a `www` prefix (or a near miss, or none),
+# then a run of host characters, dotted or not, then a domain (or a dot that starts none).
+PREFIXES = ["", "", "www.", "WWW123.", "www1234.", "wWw7.", "ww.", "www12", "www..",
+            "http://www."]
+UNITS = ["a", "x.", "ab-cd.", "1", "x-", "a.b"]
+ENDS = [".com", ".Cd/p", ".community", ".co.uk", ".", ".com.", "\u212a"]
+
+
+def generated(rng: random.Random) -> Iterator[tuple[str, int]]:
+    """(text, start position): 500 texts of 3 to 120 pieces, then 300 whose prefix and run
+    of host characters end before a domain within 2 of the 253-character limit (where a
+    host after `www1234.` is in reach and one counted from its first `w` is not), or fall
+    short of it or run past it."""
+    for _ in range(500):
+        text = "".join(rng.choice(PIECES) for _ in range(rng.choice([3, 10, 40, 120])))
+        yield text, rng.choice([0, 0, rng.randrange(len(text) + 1)])
+    for _ in range(300):
+        prefix = rng.choice(PREFIXES)
+        length = max(0, 253 - len(prefix) + rng.choice([-2, -1, 0, 1, 2,
+                                                         rng.randrange(-250, 60)]))
+        unit = rng.choice(UNITS)
+        around = ["".join(rng.choice(PIECES) for _ in range(rng.choice([0, 1, 3, 8])))
+                  for _ in range(2)]
+        text = (around[0] + prefix + (unit * (length // len(unit) + 1))[:length]
+                + rng.choice(ENDS) + around[1])
+        yield text, rng.choice([0, 0, rng.randrange(len(text) + 1)])
+
+
 def test_the_pattern_matches_where_presidios_finditer_does_and_is_tried_nowhere_else() -> None:
-    """On 1,500 generated texts (fixed seed: dots, dashes, `www` prefixes, domains, paths,
-    quotes, runs longer than 253 characters, look-alike letters) `CandidateScan` yields
-    exactly the matches of Presidio's `finditer`, from any start position, and calls the
-    expression only at positions where it matches."""
+    """On 800 generated texts (fixed seed; `generated`) `CandidateScan` yields exactly the
+    matches of Presidio's `finditer`, from any start position, and calls the expression only
+    at positions where it matches. Presidio's `finditer` is the slow part (what urls.py
+    avoids): texts of many runs hundreds of characters long took it minutes, so the long runs
+    here are one a text, at the limit where an off-by-one would show."""
     from presidio_analyzer.predefined_recognizers import UrlRecognizer
 
     from appliance.redact.urls import NON_SCHEMA, CandidateScan, domain_list
@@ -104,18 +140,12 @@ def test_the_pattern_matches_where_presidios_finditer_does_and_is_tried_nowhere_
             return m
 
     scan = CandidateScan(Counting(), domains)
-    pieces = ["x", ".", "-", "www", "WWW", "w", "1", "123", "1234", ".com", ".co", ".uk",
-              ".Cd", "ab", "/", "/path", " ", "\n", "'", '"', "(", "_", "@", "é", "\u212a",
-              "\u017f", "\u0663", ".community", "http://", "..", "a" * 240, "x." * 130]
-    rng = random.Random(178)
     found = 0
-    for _ in range(1500):
-        text = "".join(rng.choice(pieces) for _ in range(rng.choice([3, 10, 40, 120])))
-        pos = rng.choice([0, 0, rng.randrange(len(text) + 1)])
+    for text, pos in generated(random.Random(178)):
         expected = [m.span() for m in compiled.finditer(text, pos)]
         assert [m.span() for m in scan.finditer(text, pos)] == expected, (text, pos)
         found += len(expected)
-    assert found > 3000
+    assert found > 1000
     assert Counting.tried == found and Counting.failed == 0
 
 
