@@ -182,7 +182,7 @@ def build_analyzer(settings: RedactionSettings, cache_dir: Path) -> tuple[Any, A
     if gazetteer is not None:
         names = PersonNameRecognizer(gazetteer)
         registry.add_recognizer(names)
-        registry.add_recognizer(GluedNameRecognizer(gazetteer))
+        registry.add_recognizer(GluedNameRecognizer(gazetteer, engine.nlp["en"].vocab))
         registry.add_recognizer(PlaceNameRecognizer(gazetteer))
         for in_context in (CuedNameRecognizer(gazetteer),
                            HashtagRecognizer(gazetteer), VenueRecognizer(gazetteer),

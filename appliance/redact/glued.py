@@ -3,12 +3,21 @@
 spaCy reads `config.John_Smith`, `user=john.smith` and `john_smith_cv.pdf` as one word and
 finds no name in it, so the name was stored in the clear. A first name and a surname glued by
 "_" or "." (both capitalised, or both in lower case with a first name of 4+ letters) are a
-name when the first is a popular first name (`POPULAR_FIRST_RANK`), the second a known
-surname, and neither a common English word. Code keeps its words: `np.array`,
-`self.weight`, `config.max_len`, `df.groupby`, `val_len`, `meta_repo` hold no such pair.
-Left: capitals only (`JOHN_SMITH`, a constant's style), mixed case (`john_Smith`) and
+name when the first is a popular first name (`POPULAR_FIRST_RANK`) and the second a known
+surname, each a name rather than a word of code or English:
+- a name that is no common English word (`john`, `smith`, `garcia`), unless the model's word
+  vectors put it among words rather than names (`str`, `len`, `eps`, `param`: surnames of
+  the lists, below `GLUED_SIMILARITY` to the names' centre);
+- or a dictionary noun that is also a popular name (`james`, `mary`, `christopher`,
+  `miller`, `jackson`, `harris`: WordNet lists saints and people), when the vectors put it
+  among names (`NOUN_SIMILARITY`; `data`, `king`, `apple`, `hall`, `price` stay words).
+Code keeps its words: `np.array`, `self.weight`, `config.max_len`, `df.groupby`, `val_len`,
+`meta_repo`, `args.adam_eps` hold no such pair.
+Left: capitals only (`JOHN_SMITH`, a constant's style), mixed case (`john_Smith`),
 CamelCase (`JohnSmith`: on the tweets it takes three account names written without "@" that
-the gold set does not label, so its precision drops; see docs/redaction.md).
+the gold set does not label, so its precision drops; see docs/redaction.md), and surnames
+that are adjectives or verbs (`brown`, `white`, `young`, `cook`) or nouns whose vectors are
+a word's (`wood`, `hall`, `price`, `king`).
 """
 
 from __future__ import annotations
@@ -20,7 +29,11 @@ from spacy.lang.en.stop_words import STOP_WORDS
 
 from appliance.redact.budget import timed
 from appliance.redact.gazetteer import CALENDAR, Gazetteer
-from appliance.redact.names import NOUN_NAME_FIRST_RANK, PersonNameRecognizer
+from appliance.redact.names import (
+    NOUN_NAME_FIRST_RANK,
+    NOUN_NAME_LAST_RANK,
+    PersonNameRecognizer,
+)
 from appliance.redact.people import is_ordinary
 from appliance.redact.recognizers import SpanRecognizer
 
@@ -32,6 +45,54 @@ GLUED_SCORE = 0.6
 # The first name must be this popular: the name lists hold many short words of code as
 # first names too, past this rank ("meta" 330, "val" 382, "tok" 519, "repo" 3136).
 POPULAR_FIRST_RANK = NOUN_NAME_FIRST_RANK
+# A dictionary noun is a surname here only this popular ("miller" 21, "harris" 30).
+POPULAR_LAST_RANK = NOUN_NAME_LAST_RANK
+# Cosines to the centre of the popular names' word vectors (first names' for the first word,
+# surnames' for the second). Names no common word lie above 0.25 but for one in twenty;
+# the surnames of the lists below GLUED_SIMILARITY (0.1% of them) are mostly code and
+# English ("str", "len", "eps", "param", "auth", "foo", "shorter"); popular names that are
+# nouns lie at 0.30-0.61, nouns of code at or below 0.25 ("portal", "park"; "data" -0.12).
+GLUED_SIMILARITY = 0.2
+NOUN_SIMILARITY = 0.3
+CENTRE_RANK = 50  # the names whose vectors make a centre (popular, no dictionary word)
+FIRST, LAST = 0, 1
+
+
+class NameVectors:
+    """How close a word's vector lies to popular first names' or surnames' (the spaCy
+    model's static vectors); None for a word the vectors do not hold (a rare word)."""
+
+    def __init__(self, g: Gazetteer, vocab: Any) -> None:
+        import numpy as np
+
+        self._np, self.vocab = np, vocab
+        self.centres = tuple(self._centre(names, g) for names in (g.first, g.last))
+        self._seen: dict[tuple[str, int], float | None] = {}
+
+    def _unit(self, word: str) -> Any:
+        if not self.vocab.has_vector(word):
+            return None
+        vec = self.vocab.get_vector(word)
+        norm = float(self._np.linalg.norm(vec))
+        return vec / norm if norm else None
+
+    def _centre(self, names: dict[str, int], g: Gazetteer) -> Any:
+        units = [u for u in (self._unit(w) for w, rank in names.items()
+                             if rank <= CENTRE_RANK and len(w) >= 3 and w.isascii()
+                             and w.isalpha() and w not in g.common and w not in g.nouns)
+                 if u is not None]
+        if not units:
+            return None
+        centre = self._np.mean(units, axis=0)
+        return centre / float(self._np.linalg.norm(centre))
+
+    def likeness(self, word: str, slot: int) -> float | None:
+        key = (word, slot)
+        if key not in self._seen:
+            unit, centre = self._unit(word), self.centres[slot]
+            self._seen[key] = (None if unit is None or centre is None
+                               else float(unit @ centre))
+        return self._seen[key]
 
 
 class GluedNameRecognizer(SpanRecognizer):
@@ -39,24 +100,38 @@ class GluedNameRecognizer(SpanRecognizer):
 
     ENTITY = "PERSON"
 
-    def __init__(self, gazetteer: Gazetteer) -> None:
+    def __init__(self, gazetteer: Gazetteer, vocab: Any = None) -> None:
         super().__init__()
         self.g = gazetteer
         self.names = PersonNameRecognizer(gazetteer)
+        self.vectors = NameVectors(gazetteer, vocab) if vocab is not None else None
 
     def full_name(self, first: str, last: str) -> bool:
         """A first name among the `POPULAR_FIRST_RANK` most popular, then a known surname, of
-        3+ letters each, neither a common word (nor a stop word, a day or a month) nor a weak
-        name (`PersonNameRecognizer.strength`)."""
+        3+ letters each, neither a stop word, a day or a month, each a name in its place
+        (`named`)."""
         f, la = first.lower(), last.lower()
-        g = self.g
         return (len(f) >= 3 and len(la) >= 3 and f != la
-                and f in g.first and la in g.last
-                and g.first[f] <= POPULAR_FIRST_RANK
                 and not {f, la} & (STOP_WORDS | CALENDAR)
-                and f not in g.common and la not in g.common
-                and not is_ordinary(f, g) and not is_ordinary(la, g)
-                and self.names.strength(first) == 2 and self.names.strength(last) == 2)
+                and self.named(f, FIRST) and self.named(la, LAST))
+
+    def named(self, low: str, slot: int) -> bool:
+        """A listed name of this place (first name, surname) that the vectors do not put
+        among words: no common word (nor a weak name, `PersonNameRecognizer.strength`), or
+        a popular one that is a dictionary noun and close to the names."""
+        g = self.g
+        rank = (g.first if slot == FIRST else g.last).get(low)
+        if rank is None or (slot == FIRST and rank > POPULAR_FIRST_RANK):
+            return False
+        like = self.vectors.likeness(low, slot) if self.vectors is not None else None
+        if (low not in g.common and not is_ordinary(low, g)
+                and self.names.strength(low) == 2):
+            return like is None or like >= GLUED_SIMILARITY
+        # a popular name that is a dictionary noun ("james", "miller"), a place ("mary",
+        # "mendoza") or looks inflected ("torres"), never a verb, adjective or adverb
+        popular = rank <= (POPULAR_FIRST_RANK if slot == FIRST else POPULAR_LAST_RANK)
+        word = low in g.common and low not in g.nouns
+        return popular and not word and like is not None and like >= NOUN_SIMILARITY
 
     def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
         if "_" not in text and "." not in text:
