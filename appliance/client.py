@@ -1,17 +1,22 @@
-"""Clients for gateways and `semtrace send`: sync and asyncio, NDJSON over a Unix socket."""
+"""Clients for gateways and `semtrace send`: sync and asyncio, NDJSON over a Unix socket.
+
+`AsyncClient` imports asyncio when it runs: `semtrace send` (the blocking `Client`) loads
+the standard library's sockets and JSON, and no more (tests/test_cli_start.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import json
 import socket
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.errors import AccessDenied, ConfigError, SemtraceError
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 class ConnectionClosed(SemtraceError):
@@ -180,6 +185,8 @@ class AsyncClient:
 
     @classmethod
     async def connect(cls, socket_path: str | Path) -> AsyncClient:
+        import asyncio
+
         unreachable(socket_path)
         try:
             reader, writer = await asyncio.open_unix_connection(str(socket_path), limit=1 << 22)
@@ -195,6 +202,8 @@ class AsyncClient:
         ReplyLate: it was written, and the connection sends it unless it drops). A request
         given up on (cancelled, timed out) still has its reply read, so the next ones get
         theirs."""
+        import asyncio
+
         if self._ended:
             raise ConnectionClosed("The service closed the connection.")
         reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
@@ -209,6 +218,8 @@ class AsyncClient:
 
     async def _reply(self, reply: asyncio.Future[bytes]) -> dict[str, Any]:
         """The reply of the request just written, once it comes."""
+        import asyncio
+
         try:
             await self._writer.drain()
             while not reply.done():
@@ -225,6 +236,8 @@ class AsyncClient:
     async def _read_until(self, mine: asyncio.Future[bytes]) -> None:
         """Read reply lines, each for the request waiting longest, until `mine` has its
         own; at the end of the connection every waiting request gets an empty line."""
+        import asyncio
+
         self._reading = asyncio.get_running_loop().create_future()
         try:
             while not mine.done():

@@ -9,6 +9,7 @@ modules take them from here, so that each has one home.
 from __future__ import annotations
 
 DATA_DIR_ENV = "SEMTRACE_DATA_DIR"  # the data dir when --data-dir is not given
+KEYRING_FILE = "keyring.json"  # a data dir holds a store when it holds this file
 
 DEFAULT_DAYS = 7  # the `stats` window when --from is not given
 

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from appliance import constants
 from appliance.config import Policies, load_policies
+from appliance.data_dir import default_data_dir, is_initialised
 from appliance.errors import InputError, SemtraceError
 from appliance.keys import (
-    KEYRING_FILE,
     Credential,
     Keyring,
     create_keyring,
@@ -34,24 +34,6 @@ if TYPE_CHECKING:
     from appliance.pipeline import Pipeline
 
 DATA_DIR_ENV = constants.DATA_DIR_ENV
-
-
-def default_data_dir() -> Path:
-    """$SEMTRACE_DATA_DIR, else a per-user directory."""
-    env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "semtrace"
-
-
-def is_initialised(data_dir: Path) -> bool:
-    """Whether `data_dir` holds a keyring (False where this user may not look: the
-    commands then name the folder closed to them, `require_data_dir`)."""
-    try:
-        return (data_dir / KEYRING_FILE).exists()
-    except PermissionError:
-        return False
 
 
 def _missing_hint(data_dir: Path) -> str:

@@ -4,7 +4,8 @@ Each run is `python -m appliance ARGS` in a fresh interpreter (what an operator 
 test suite's CLI subprocesses pay: Python's start, the imports, the command), its CPU
 time (user + system) read from the children's rusage. With several `--repo`, the runs of
 each tree alternate (old and new code under the same load). Prints medians; asserts
-nothing.
+nothing. `send` writes one request to a socket this script answers from a thread (a
+stand-in for the service: only the client's own CPU is counted, the child's).
 
     nice .venv/bin/python bench/cli_start.py [--runs 15] [--repo /path/to/old/checkout]
         [--json]
@@ -16,9 +17,12 @@ import argparse
 import json
 import os
 import resource
+import socketserver
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -30,7 +34,19 @@ COMMANDS = (
     ("threads", "list", "--help"),
     ("stats", "topics", "--help"),
     ("model", "verify", "--json"),  # a command that loads its library (the model's)
+    ("send", "--socket", "{sock}", "--json"),  # one request to the stand-in socket
 )
+REQUEST = '{"tenant": "acme", "user_id": "u1", "text": "hello"}\n'
+
+
+class _Replies(socketserver.StreamRequestHandler):
+    """The service's side of `send`'s connection: each request line answered with its id."""
+
+    def handle(self) -> None:
+        for line in self.rfile:
+            request_id = json.loads(line)["request_id"]
+            self.wfile.write(json.dumps({"v": 1, "ok": True, "request_id": request_id,
+                                         "status": "recorded"}).encode() + b"\n")
 
 
 def _cpu() -> float:
@@ -43,12 +59,26 @@ def one_run(repo: Path, args: tuple[str, ...]) -> tuple[float, float]:
     on sys.path)."""
     cpu0, t0 = _cpu(), time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "appliance", *args], cwd=repo,
+                          input=REQUEST if args[0] == "send" else "",
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
     wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
     if done.returncode != 0:
         raise SystemExit(f"semtrace {' '.join(args)} failed in {repo}: {done.stderr.strip()}")
     return wall, cpu
+
+
+def _runs(repos: list[Path], runs: int, sock: str
+          ) -> dict[tuple[str, str], list[tuple[float, float]]]:
+    """(wall, CPU) of each run, by tree and command."""
+    times: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for _ in range(runs):
+        for command in COMMANDS:
+            args = tuple(arg.replace("{sock}", sock) for arg in command)
+            for repo in repos:  # alternated: every tree under the same load
+                times.setdefault((str(repo), " ".join(command).replace(" --socket {sock}", "")),
+                                 []).append(one_run(repo, args))
+    return times
 
 
 def main() -> None:
@@ -59,11 +89,12 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="Print the figures as JSON.")
     a = ap.parse_args()
     repos = [r.resolve() for r in (a.repo or [ROOT])]
-    times: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    for _ in range(a.runs):
-        for args in COMMANDS:
-            for repo in repos:  # alternated: every tree under the same load
-                times.setdefault((str(repo), " ".join(args)), []).append(one_run(repo, args))
+    with tempfile.TemporaryDirectory(prefix="cli-start-") as tmp:
+        sock = str(Path(tmp) / "semtrace.sock")
+        with socketserver.ThreadingUnixStreamServer(sock, _Replies) as server:
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            times = _runs(repos, a.runs, sock)
+            server.shutdown()
     rows = [{"repo": repo, "command": f"semtrace {command}", "runs": len(got),
              "wall_median_s": round(statistics.median(w for w, _ in got), 3),
              "cpu_median_s": round(statistics.median(c for _, c in got), 3),

@@ -1,4 +1,5 @@
-"""`semtrace --help`, every command's --help and --version load none of the heavy libraries.
+"""`semtrace --help`, every command's --help and --version load none of the heavy libraries,
+nor does `semtrace send` (JSON lines to the service's socket).
 
 Before, `import appliance.cli` loaded NumPy, SQLCipher, usearch, OpenDP and pydantic for
 every command (about 0.6 s of CPU a start, `bench/cli_start.py`); a command now imports
@@ -8,8 +9,10 @@ what it needs when it runs. Checked in a fresh interpreter, on `sys.modules`, no
 from __future__ import annotations
 
 import json
+import socketserver
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 HEAVY = ("numpy", "sqlcipher3", "usearch", "opendp", "pydantic", "presidio_analyzer", "spacy",
@@ -48,3 +51,56 @@ def test_help_and_version_load_no_heavy_library() -> None:
     said = json.loads(out.stdout.strip().splitlines()[-1])
     assert said["commands"] > 50  # every command's --help was asked
     assert said["loaded"] == {}, f"module: first command that loaded it: {said['loaded']}"
+
+
+# `semtrace send` only writes JSON lines to the service's socket and prints its replies: it
+# loaded the runtime (NumPy, SQLCipher, pydantic, cryptography) to find the socket's path,
+# and asyncio with the client. Run twice in one fresh interpreter: to a socket nobody
+# listens on (its refusal), then to one that answers each line as the service does.
+SEND_PROBE = """
+import io, json, sys
+from appliance.cli import main
+
+def send(args, stdin):
+    sys.stdin = io.TextIOWrapper(io.BytesIO(stdin.encode()))
+    try:
+        main(["send", *args])
+    except SystemExit as exc:
+        return exc.code
+    return 0
+
+codes = [send(["--socket", sys.argv[1]], '{"tenant": "t"}\\n'),
+         send(["--socket", sys.argv[2], "--json"], '{"tenant": "t"}\\n{"tenant": "u"}\\n')]
+print(json.dumps({"codes": codes, "loaded": [m for m in %r if m in sys.modules]}))
+"""
+
+
+class _Replies(socketserver.StreamRequestHandler):
+    """The service's side of a connection: each request line answered with its id."""
+
+    def handle(self) -> None:
+        for line in self.rfile:
+            request_id = json.loads(line)["request_id"]
+            self.wfile.write(json.dumps({"v": 1, "ok": True, "request_id": request_id,
+                                         "status": "recorded"}).encode() + b"\n")
+
+
+def test_send_loads_only_what_talking_to_the_socket_needs(tmp_path: Path) -> None:
+    sock = tmp_path / "semtrace.sock"
+    with socketserver.ThreadingUnixStreamServer(str(sock), _Replies) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            out = subprocess.run(
+                [sys.executable, "-c", SEND_PROBE % (HEAVY + ("asyncio",),),
+                 str(tmp_path / "none.sock"), str(sock)],
+                capture_output=True, text=True, timeout=120,
+                cwd=Path(__file__).resolve().parents[1])
+        finally:
+            server.shutdown()
+    assert out.returncode == 0, out.stderr
+    said = json.loads(out.stdout.strip().splitlines()[-1])
+    assert said["codes"] == [1, 0], out.stderr
+    assert "No semtrace service is listening on" in out.stderr
+    replies = [json.loads(line) for line in out.stdout.strip().splitlines()[:-1]]
+    assert [r["status"] for r in replies] == ["recorded", "recorded"]
+    assert said["loaded"] == [], f"`semtrace send` loaded {said['loaded']}"

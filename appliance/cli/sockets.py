@@ -91,15 +91,15 @@ def _service_query_socket(default: Path) -> Path | None:
 def ingest_socket(socket_path: Path | None, data_dir: Path | None, name: str) -> Path:
     """The ingest socket `send` uses: --socket, else the data dir's; on a host where
     install.sh installed the service, with no data dir given and none of this user's own,
-    the service's (`semtrace send` said no service listened in ~/.local/share/semtrace)."""
-    from appliance.runtime import default_data_dir
+    the service's (`semtrace send` said no service listened in ~/.local/share/semtrace).
+    Light (`appliance.data_dir`): only the installed service's record loads the config."""
+    from appliance.data_dir import default_data_dir, is_initialised
 
     if socket_path is not None:
         return socket_path
     directory = data_dir or default_data_dir()
     if data_dir is None and not (directory / name).is_socket():
         from appliance.config.paths import SERVICE_SOCKET, installed_service
-        from appliance.runtime import is_initialised
 
         record = installed_service()
         if "data_dir" in record and not is_initialised(directory):

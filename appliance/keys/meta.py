@@ -11,11 +11,11 @@ import hmac
 import secrets
 from typing import Any
 
+from appliance.constants import KEYRING_FILE as KEYRING_FILE  # its home: the CLI reads it
 from appliance.keys.credentials import Credential
 from appliance.keys.derive import KdfParams, argon2id, b64, hkdf
 from appliance.keys.keyring import Keyring
 
-KEYRING_FILE = "keyring.json"
 KEYRING_VERSION = 1
 
 
