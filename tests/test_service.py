@@ -211,9 +211,10 @@ def test_bad_queries_get_one_sentence_each_and_the_query_socket_stays_usable(
         server: Server) -> None:
     """A hostile reader of the query socket, pipelining on one connection. Before, a
     time at the calendar's ends was `internal` ('retry later': a retry fails the same way),
-    a version 2 request, a `descending` of "no", a `role` of "" (the default role's reads)
-    and an unknown `position` filter (an empty page) were answered as if valid, and an
-    unknown op dropped the request's id."""
+    a version 2 request, a `descending` of "no", a `role` of "" (the default role's reads),
+    an unknown `position` filter (an empty page) and a `released` topic of 5 or "" (the
+    models of every topic) were answered as if valid, and an unknown op dropped the
+    request's id."""
     with Client(server.sock) as c:  # the tenant is held: its stats queries are checked
         assert c.ingest(tenant="acme", user_id="mallory", text="How do I reset the VPN?",
                         request_id="hostile-1")["ok"]
@@ -243,6 +244,9 @@ def test_bad_queries_get_one_sentence_each_and_the_query_socket_stays_usable(
         (b'{"op":"threads","x":"\x00"}', "bad_frame"),
         (b'{"op":"threads","role":""}', "bad_request"),  # not the default role's reads
         (b'{"op":"page","filters":{"position":"sideways"}}', "bad_request"),  # not empty
+        # a topic that is no name: not the models of every topic, as if none were given
+        (b'{"op":"released","kind":"models","now":"2026-01-01","topic":5}', "bad_request"),
+        (b'{"op":"released","kind":"models","now":"2026-01-01","topic":""}', "bad_request"),
         (b'{"v":1,"op":"version","request_id":"q-last"}', None),
     ]
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -259,8 +263,9 @@ def test_bad_queries_get_one_sentence_each_and_the_query_socket_stays_usable(
         assert message.endswith(".") and "\n" not in message and "\x1b" not in message
         assert len(message) < 200 and "retry" not in message
     assert "nothing was spent" in replies[5]["error"]["message"]  # type: ignore[index]
-    assert replies[-2]["error"]["message"] == (  # type: ignore[index]
+    assert replies[-4]["error"]["message"] == (  # type: ignore[index]
         "'filters' position must be one of new, continuation, topic_shift, orphaned.")
+    assert replies[-2]["error"]["message"] == "'topic' must be a non-empty string."
 
 
 def test_silent_and_half_line_clients_do_not_hurt_the_server(server: Server) -> None:

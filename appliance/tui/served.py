@@ -127,7 +127,9 @@ def answer(obj: dict[str, Any], role: str, policies: Policies, store: Store,
         if kind not in KINDS or now is None:
             raise ProtocolError("bad_request", f"'kind' must be one of {', '.join(KINDS)}, "
                                 "with 'now'.", rid)
-        topic = obj.get("topic") if isinstance(obj.get("topic"), str) else None
+        topic = obj.get("topic")  # not dropped when it is no name: the whole view is not it
+        if topic is not None and (not isinstance(topic, str) or not topic):
+            raise ProtocolError("bad_request", "'topic' must be a non-empty string.", rid)
         if topic is not None and len(topic) > MAX_ID:
             raise ProtocolError("bad_request", f"'topic' is longer than {MAX_ID} characters.",
                                 rid)
