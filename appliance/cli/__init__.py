@@ -63,8 +63,20 @@ def credential_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def _named_role(default: str) -> Callable[[click.Context, click.Parameter, str | None],
+                                          str | None]:
+    """`--role`'s check: an empty role is refused, not taken for `default` (a script's
+    unset variable must not act under another role; the query socket refuses it too)."""
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise InputError(f"--role must not be blank; leave it out to act under {default}.")
+        return value
+    return check
+
+
 def role_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--role", default=None, metavar="ROLE",
+                        callback=_named_role("access.toml's default role"),
                         help="Role of access.toml to act under (default: its default role); "
                         "a role bound to uids/gids is refused to anyone else.")(fn)
 
@@ -73,6 +85,7 @@ def role_option_as(default: str) -> Callable[[Callable[..., Any]], Callable[...,
     """`--role` of a command that acts as `default` when none is given (its help says so)."""
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         return click.option("--role", default=None, metavar="ROLE",
+                            callback=_named_role(f"the {default} role"),
                             help=f"Role of access.toml to act under (default: {default}); a "
                             "role bound to uids/gids is refused to anyone else.")(fn)
     return decorate
