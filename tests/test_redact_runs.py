@@ -125,6 +125,35 @@ def test_a_name_wrapped_in_equals_signs_or_tildes_is_redacted_whole(redactor: An
     assert "Rosalind" not in out.text and "Quimby" not in out.text, out.text
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Rosalind Quimby++", "<PERSON>++"),
+    ("Thanks, Rosalind Quimby++ was here", "Thanks, <PERSON>++ was here"),
+    ("Rosalind Quimby--2024 signed it", "<PERSON>--2024 signed it"),
+    ("Rosalind Quimby++ and Ann Lee--3", "<PERSON>++ and <PERSON>--3"),
+    ("rosalind quimby--", "<PERSON>--"),
+    ("call rosalind quimby-- tomorrow", "call <PERSON>-- tomorrow"),
+    ("rosalind quimby++", "<PERSON>++"),
+])
+def test_a_name_closed_by_pluses_or_by_dashes_and_digits_is_redacted_whole(
+        redactor: Any, text: str, expected: str) -> None:
+    """spaCy splits no "+" off a word's end, nor "--" before digits, and a lower-case word's
+    closing dashes were left to it: "Quimby++", "Quimby--2024", "quimby--" were tokens its
+    NER did not read. Before: "<PERSON> Quimby++", "<PERSON> Quimby--2024 signed it",
+    "<PERSON> quimby--", the surname stored in the clear; the signs and the space after
+    them are kept."""
+    [out] = redactor.redact_many([make_prompt(text)])
+    assert isinstance(out, Redacted)
+    assert out.text == expected
+
+
+def test_pluses_and_dashes_before_digits_are_blanked_after_a_word_of_two_letters() -> None:
+    text = ("Quimby++ Quimby--2024 quimby-- ann++ Lee~~3 C++ C++17 g++ i++ x--1 A+ X=5 "
+            "Covid-19 F-16 pro- Russia day~ crazy= 1990--2000 a--b")
+    assert spacy_text(text) == (
+        "Quimby   Quimby  2024 quimby   ann   Lee  3 C++ C++17 g++ i++ x--1 A+ X=5 "
+        "Covid-19 F-16 pro- Russia day~ crazy= 1990--2000 a--b")
+
+
 def test_closing_dashes_and_equals_signs_are_blanked_after_a_capitalised_word() -> None:
     text = "=Rosalind Quimby=, ==Ann== Oscar-- Li~! x= a-- C++ X=5 e-mail Q=.com b=Quimby="
     assert spacy_text(text) == (

@@ -220,14 +220,19 @@ def _replace_spacy_recognizer(registry: Any, names: Any) -> None:
 
     from appliance.redact.budget import check, stage
     from appliance.redact.plausible import before_next_label, plausible
+    from appliance.redact.runs import unblanked
 
     class PlausibleSpacyRecognizer(SpacyRecognizer):
         def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> Any:
             # spaCy's NRP hits (religions, parties) are not redacted: only the
-            # nationality words DemonymRecognizer picks out of them are.
+            # nationality words DemonymRecognizer picks out of them are. A hit may take
+            # in the blanks after a name (its closing signs, runs.py: "rosalind quimby++"
+            # seen as "rosalind quimby  "): it ends where what spaCy saw does.
+            shown = nlp_artifacts.tokens.text if nlp_artifacts is not None else text
             with stage("SpacyRecognizer"):
                 found = []
                 for r in super().analyze(text, entities, nlp_artifacts):
+                    r.start, r.end = unblanked(shown, r.start, r.end)
                     r.end = before_next_label(text, r.start, r.end)
                     if r.end > r.start and r.entity_type != "NRP" \
                             and plausible(text, r.start, r.end, r.entity_type, names):

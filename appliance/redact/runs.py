@@ -25,7 +25,15 @@ for "=", and for the end of a word, from which spaCy splits none of "-", "~", "=
 "=Rosalind Quimby=" left "Quimby=", a token its NER did not read, in the clear, and
 "==========Rosalind Quimby==========" was not read as a name at all. A word's closing
 dashes, tildes or "=" are blanked when the word begins with a capital letter ("x=", "a--",
-"C++", "e-mail" reach spaCy as they are).
+"C++", "e-mail" reach spaCy as they are). spaCy splits no "+" off a word's end either, nor
+"--" before digits: "Rosalind Quimby++" and "Rosalind Quimby--2024" (a version, a year, a
+count after a name) left "Quimby++", "Quimby--2024" in the clear, and a lower-case name closed
+by dashes ("rosalind quimby--") the same. So "++" (or more) closing a word of two or more
+letters is blanked as its dashes are, two or more dashes or "+" are blanked before digits
+too ("Quimby  2024"), and a lower-case word of two or more letters has two or more closing
+ones blanked ("quimby  "; one is a prefix or a dash of prose: "pro- Russia", "dinner- so",
+"day~", "crazy="); a single letter is a variable or a language, "x=", "a--", "i++",
+"C++", "g++", "C++17", and "X=5", "Covid-19", "F-16" keep their one sign before digits.
 """
 
 from __future__ import annotations
@@ -47,9 +55,11 @@ RUN_MIN = 64
 _RUN = re.compile(r"(?:US\$|[CA]\$|['\u2019][sS]|[^\w\s\-~/@^|\\]|_)++")
 
 # Dashes, tildes or "=" opening a space-free chunk, before a letter (blanked before a
-# capital), and closing one after a letter (blanked when the chunk's first letter is a capital).
+# capital), and dashes, tildes, "=" or "++" closing one after a letter, maybe before digits
+# (blanked when the chunk's first letter is a capital or it is a lower-case word:
+# `_closing_blanked`).
 _OPENING = re.compile(r"(?<!\S)[-~=]++(?=[^\W\d_])")
-_CLOSING = re.compile(r"(?<!\S)\S*[^\W\d_][-~=]++(?=[^\w\s\-~=]*+(?!\S))")
+_CLOSING = re.compile(r"(?<!\S)\S*[^\W\d_](?:[-~=]++|\+{2,}+)(?=\d*+[^\w\s\-~=+]*+(?!\S))")
 
 # spaCy's URL expression (spacy/lang/tokenizer_exceptions.py) reads a "user:password@" part
 # with `\S+(?::\S*)?@`: from each ":" of a chunk without spaces it runs to the chunk's end
@@ -75,21 +85,39 @@ def spacy_text(text: str) -> str:
     blanked before a capital letter, its closing ones after a capitalised word (same length,
     same offsets)."""
     blanked = _runs_blanked(text)
-    if "-" not in blanked and "~" not in blanked and "=" not in blanked:
+    if not any(c in blanked for c in "-~=+"):
         return blanked
     opened = _OPENING.sub(lambda m: " " * len(m.group()) if m.string[m.end()].isupper()
                           else m.group(), blanked)
     return _CLOSING.sub(_closing_blanked, opened)
 
 
+def unblanked(shown: str, start: int, end: int) -> tuple[int, int]:
+    """`start, end` without the characters at either end that `shown` (what spaCy was
+    given) holds as spaces: a name's closing signs blanked, and the space after them."""
+    while start < end and shown[end - 1].isspace():
+        end -= 1
+    while start < end and shown[start].isspace():
+        start += 1
+    return start, end
+
+
 def _closing_blanked(m: re.Match[str]) -> str:
-    """A chunk with its closing dashes, tildes or "=" blanked when its first letter (after
-    what opened it) is a capital."""
+    """A chunk with its closing dashes, tildes, "=" or "++" blanked when its first letter
+    (after what opened it) is a capital or it is a lower-case word, of two or more letters
+    before "++", and with two or more signs before digits ("Quimby--2024", not "X=5")."""
     chunk = m.group()
-    word = chunk.rstrip("-~=")
-    if not word.lstrip(" -~=")[:1].isupper():
-        return chunk
-    return word + " " * (len(chunk) - len(word))
+    word = chunk.rstrip("-~=+")
+    signs = chunk[len(word):]
+    first = word.lstrip(" -~=")[:1]
+    lower_word = word.isalpha() and word.islower()
+    if not (first.isupper() or lower_word and len(word) >= 2 and len(signs) >= 2):
+        return chunk  # "x=", "a--"; one sign after a lower-case word: "pro- Russia", "day~"
+    if "+" in signs and not (len(word) >= 2 and word[-2:].isalpha()):
+        return chunk  # "C++", "C++17": a language, not a name
+    if m.string[m.end():m.end() + 1].isdigit() and len(signs) < 2:
+        return chunk  # "X=5", "Covid-19"
+    return word + " " * len(signs)
 
 
 def _runs_blanked(text: str) -> str:
