@@ -106,6 +106,9 @@ def test_a_name_after_a_dot_is_not_cut_as_a_url(redactor: Redactor) -> None:
     ("owner = Kathleen_Wynne", "owner = <PERSON>"),
     ("Set user_id=alice_smith and retries=3 in the config file.",
      "Set user_id=<PERSON> and retries=3 in the config file."),
+    ("set JOHN_SMITH = 1", "set <PERSON> = 1"),  # in capitals, as a constant is written
+    ("export OWNER=MARIA_GARCIA", "export OWNER=<PERSON>"),
+    ("see MARIA_GARCIA_CV.PDF", "see <PERSON>_CV.PDF"),
 ])
 def test_a_full_name_written_as_one_identifier_is_redacted(
         redactor: Redactor, text: str, expected: str) -> None:
@@ -119,16 +122,18 @@ def test_a_full_name_written_as_one_identifier_is_redacted(
     "df = pd.DataFrame(); model = BertModel.from_pretrained(name)",
     "import django.forms, flask.Flask, torch.nn, tensorflow.keras",
     "self.first_name = user.last_name; val_len = len(vals)",
-    "JOHN_SMITH = 1; meta_repo = MetaRepo(); tok_val = eval_repo",
+    "meta_repo = MetaRepo(); tok_val = eval_repo",
     # "adam" is a first name, "eps", "auth", "len" surnames of the lists: the word vectors
     # put the second among words (the old code took each for a name)
     "parser.add_argument('--adam_eps', type=float)",
     "if apple.auth.ok: n = victor.len",
     "data_sales = df[df.region == 'EU']; king_pos = board.find(KING)",
+    'MAX_LEN = 512; LEN_MAX = 3; URI_PATH = "/"; BATCH_SIZE = 8; DEFAULT_TIMEOUT = 30',
+    "BASE_URL = API_ROOT + LOG_LEVEL; JSON_MODE = DEBUG; SELF.WEIGHT = NP.ARRAY",
 ])
 def test_code_with_name_like_words_is_kept(redactor: Redactor, code: str) -> None:
     """Short words of code are first names in the lists ("max", "len", "val", "meta", "tok"):
-    an identifier of them is no person; a constant's capitals are left."""
+    an identifier of them is no person, in capitals too ("LEN_MAX", "URI_PATH")."""
     assert redacted(redactor, code) == code
 
 

@@ -2,9 +2,10 @@
 
 spaCy reads `config.John_Smith`, `user=john.smith` and `john_smith_cv.pdf` as one word and
 finds no name in it, so the name was stored in the clear. A first name and a surname glued by
-"_" or "." (both capitalised, or both in lower case with a first name of 4+ letters) are a
-name when the first is a popular first name (`POPULAR_FIRST_RANK`) and the second a known
-surname, each a name rather than a word of code or English:
+"_" or "." (both capitalised, or both in lower case or both in capitals, `JOHN_SMITH`, with
+a first name of 4+ letters) are a name when the first is a popular first name
+(`POPULAR_FIRST_RANK`) and the second a known surname, each a name rather than a word of
+code or English:
 - a name that is no common English word (`john`, `smith`, `garcia`), unless the model's word
   vectors put it among words rather than names (`str`, `len`, `eps`, `param`: surnames of
   the lists, below `GLUED_SIMILARITY` to the names' centre);
@@ -13,9 +14,9 @@ surname, each a name rather than a word of code or English:
   among names (`NOUN_SIMILARITY`; `data`, `king`, `apple`, `hall`, `price` stay words).
 Code keeps its words: `np.array`, `self.weight`, `config.max_len`, `df.groupby`, `val_len`,
 `meta_repo`, `args.adam_eps` hold no such pair.
-Left: capitals only (`JOHN_SMITH`, a constant's style), mixed case (`john_Smith`),
-CamelCase (`JohnSmith`: on the tweets it takes three account names written without "@" that
-the gold set does not label, so its precision drops; see docs/redaction.md), and surnames
+Left: mixed case (`john_Smith`), CamelCase (`JohnSmith`: on the tweets it takes three
+account names written without "@" that the gold set does not label, so its precision drops;
+see docs/redaction.md), and surnames
 that are adjectives or verbs (`brown`, `white`, `young`, `cook`) or nouns whose vectors are
 a word's (`wood`, `hall`, `price`, `king`).
 """
@@ -39,8 +40,8 @@ from appliance.redact.recognizers import SpanRecognizer
 
 # Two words of 3+ letters joined by "_" or ".", not inside a longer word (the lookahead
 # finds overlapping pairs: "config.John_Smith" tries "config.John", then "John_Smith").
-JOINED = timed(r"(?<![^\W\d_])(?=([A-Z][a-z]{2,}|[a-z]{3,})[_.]([A-Z][a-z]{2,}|[a-z]{3,})"
-               r"(?![^\W\d_]))")
+_PART = r"([A-Z][a-z]{2,}|[a-z]{3,}|[A-Z]{3,})"
+JOINED = timed(rf"(?<![^\W\d_])(?={_PART}[_.]{_PART}(?![^\W\d_]))")
 GLUED_SCORE = 0.6
 # The first name must be this popular: the name lists hold many short words of code as
 # first names too, past this rank ("meta" 330, "val" 382, "tok" 519, "repo" 3136).
@@ -138,8 +139,9 @@ class GluedNameRecognizer(SpanRecognizer):
             return
         for m in JOINED.finditer(text):
             first, last = m.group(1), m.group(2)
-            # snake_case and attributes: "len", "uri" are popular first names
-            lower = first.islower() and last.islower() and len(first) >= 4
-            if (lower or first[0].isupper() and last[0].isupper()) \
-                    and self.full_name(first, last):
+            # snake_case, attributes and constants: "len", "uri" are popular first names
+            one_case = (first.islower() and last.islower()
+                        or first.isupper() and last.isupper()) and len(first) >= 4
+            capitalised = first.istitle() and last.istitle()
+            if (one_case or capitalised) and self.full_name(first, last):
                 yield m.start(1), m.end(2), GLUED_SCORE
