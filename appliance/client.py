@@ -48,13 +48,18 @@ def decode_reply(line: bytes) -> dict[str, Any]:
     return reply
 
 
-def connection_refusal(reply: dict[str, Any]) -> AccessDenied | None:
-    """The service's refusal of the connection itself (a `forbidden` frame that answers no
-    request: the peer is not admitted), as one sentence; None for any other reply."""
+def connection_refusal(reply: dict[str, Any]) -> SemtraceError | None:
+    """The service's refusal of the connection itself, a frame that answers no request
+    (its `request_id` null): `forbidden` (the peer is not admitted) or `busy` (its
+    `max_connections` are open; nothing sent on this connection was read), as one
+    sentence; None for any other reply."""
     error = reply.get("error")
-    if reply.get("request_id") is None and isinstance(error, dict) \
-            and error.get("code") == "forbidden":
+    if reply.get("request_id") is not None or not isinstance(error, dict):
+        return None
+    if error.get("code") == "forbidden":
         return AccessDenied(f"The service refused this connection: {error.get('message')}")
+    if error.get("code") == "busy":  # closed: a new connection may get in
+        return ConnectionClosed(f"The service refused this connection: {error.get('message')}")
     return None
 
 

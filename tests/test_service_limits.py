@@ -4,6 +4,7 @@ time windows, the socket directory, peers' groups and what SIGHUP applies."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -82,6 +83,54 @@ def test_one_connection_too_many_gets_busy_and_the_others_keep_working(
     assert all(p["ok"] for p in pings)
     assert refused["error"]["code"] == "busy" and refused["error"]["retry_after_ms"] > 0
     assert later["ok"]
+
+
+def _until_closed(raw: Any) -> bytes:
+    """What the service sent until it closed: EOF, or a reset once the frames are read (a
+    socket closed with requests unread in it is reset, on Linux after its data)."""
+    got = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := raw.recv(65536):
+            got += chunk
+    return got
+
+
+def test_a_connection_over_the_bound_is_refused_before_any_request_is_read(
+        pipeline: Any, tmp_path: Path) -> None:
+    """Over `max_connections` the `busy` frame is sent as the connection opens, before any
+    line is read: its `request_id` is null (there is none to echo, docs/protocol.md says
+    so), nothing written on it is read or stored, the connection is closed. `semtrace send`
+    says so in one sentence; before, it printed that frame as the reply to its first request
+    and then 'The service closed the connection.'"""
+    import socket
+
+    from click.testing import CliRunner
+    from conftest import running_service
+
+    from appliance.cli import cli
+    from appliance.client import Client, ConnectionClosed
+
+    service = pipeline.policies.service.model_copy(update={"max_connections": 1})
+    policies = pipeline.policies.model_copy(update={"service": service})
+    sock = tmp_path / "s.sock"
+    now = datetime.now(UTC)
+    lines = "".join(json.dumps(_ingest(f"over-{i}", now)) + "\n" for i in range(2))
+    with running_service(pipeline, sock, policies=policies), Client(sock) as held:
+        assert held.ping()["ok"]  # the one connection the bound allows
+        with socket.socket(socket.AF_UNIX) as raw:
+            raw.connect(str(sock))
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # closed
+                raw.sendall(lines.encode())
+            raw.settimeout(60)
+            got = _until_closed(raw)
+        sent = CliRunner().invoke(cli, ["send", "--socket", str(sock)], input=lines)
+    frames = [json.loads(line) for line in got.splitlines()]
+    assert len(frames) == 1 and frames[0]["request_id"] is None
+    assert frames[0]["error"]["code"] == "busy" and frames[0]["error"]["retry_after_ms"] > 0
+    assert isinstance(sent.exception, ConnectionClosed) and sent.stdout == ""
+    assert str(sent.exception) == ("The service refused this connection: Too many "
+                                   "connections are open; retry shortly.")
+    assert pipeline.store.counts()["records"] == 0
 
 
 def test_lookups_and_stats_count_against_the_queue_bound(pipeline: Any, tmp_path: Path) -> None:
