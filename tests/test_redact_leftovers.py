@@ -138,6 +138,27 @@ def test_code_with_name_like_words_is_kept(redactor: Redactor, code: str) -> Non
 
 
 @pytest.mark.parametrize(("text", "expected"), [
+    ("follow KathleenWynne for updates", "follow <PERSON> for updates"),
+    ("ping JohnSmith about the invoice", "ping <PERSON> about the invoice"),
+    ("attached JohnSmith.pdf and JohnSmith_cv.docx", "attached <PERSON>.pdf and <PERSON>_cv.docx"),
+])
+def test_a_full_name_in_camel_case_is_redacted(
+        redactor: Redactor, text: str, expected: str) -> None:
+    """An account name written without "@", a file named after its owner: spaCy read one
+    word and found no name, so it was stored as it was."""
+    assert redacted(redactor, text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "use SemVer and the DevDiv tools, the RegexLexer class and AdamOptimizer",
+    "I use PayPal and GitHub with TypeScript",
+])
+def test_camel_case_words_of_code_and_brands_are_kept(redactor: Redactor, text: str) -> None:
+    """A short second part is an abbreviation of code ("SemVer"), a word is no surname."""
+    assert redacted(redactor, text) == text
+
+
+@pytest.mark.parametrize(("text", "expected"), [
     ("git log --author=james.miller", "git log --author=<PERSON>"),
     ('{"assignee": "paul_turner", "status": "open"}', '{"assignee": "<PERSON>", "status": "open"}'),
     ("login failed for user=christopher.harris", "login failed for user=<PERSON>"),

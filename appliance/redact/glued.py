@@ -14,11 +14,11 @@ code or English:
   among names (`NOUN_SIMILARITY`; `data`, `king`, `apple`, `hall`, `price` stay words).
 Code keeps its words: `np.array`, `self.weight`, `config.max_len`, `df.groupby`, `val_len`,
 `meta_repo`, `args.adam_eps` hold no such pair.
-Left: mixed case (`john_Smith`), CamelCase (`JohnSmith`: on the tweets it takes three
-account names written without "@" that the gold set does not label, so its precision drops;
-see docs/redaction.md), and surnames
-that are adjectives or verbs (`brown`, `white`, `young`, `cook`) or nouns whose vectors are
-a word's (`wood`, `hall`, `price`, `king`).
+A whole word in CamelCase is one too (`JohnSmith`, `JohnSmith.pdf`), its second part of 4+
+letters (`SemVer`, `DevDiv` stay); on the tweets it takes three account names written
+without "@" that the gold set does not label, names all the same (see docs/redaction.md).
+Left: mixed case (`john_Smith`), and surnames that are adjectives or verbs (`brown`, `white`,
+`young`, `cook`) or nouns whose vectors are a word's (`wood`, `hall`, `price`, `king`).
 """
 
 from __future__ import annotations
@@ -42,6 +42,10 @@ from appliance.redact.recognizers import SpanRecognizer
 # finds overlapping pairs: "config.John_Smith" tries "config.John", then "John_Smith").
 _PART = r"([A-Z][a-z]{2,}|[a-z]{3,}|[A-Z]{3,})"
 JOINED = timed(rf"(?<![^\W\d_])(?={_PART}[_.]{_PART}(?![^\W\d_]))")
+# A first name and a surname of 4+ letters in CamelCase, the whole word ("JohnSmith", not
+# "MyJohnSmith" or "JohnSmithCV"): shorter second parts are code's abbreviations ("SemVer",
+# "DevDiv", "EriTel").
+CAMEL = timed(r"(?<![^\W\d_])([A-Z][a-z]{2,})([A-Z][a-z]{3,})(?![^\W\d_])")
 GLUED_SCORE = 0.6
 # The first name must be this popular: the name lists hold many short words of code as
 # first names too, past this rank ("meta" 330, "val" 382, "tok" 519, "repo" 3136).
@@ -135,6 +139,9 @@ class GluedNameRecognizer(SpanRecognizer):
         return popular and not word and like is not None and like >= NOUN_SIMILARITY
 
     def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
+        for m in CAMEL.finditer(text):
+            if self.full_name(m.group(1), m.group(2)):
+                yield m.start(1), m.end(2), GLUED_SCORE
         if "_" not in text and "." not in text:
             return
         for m in JOINED.finditer(text):
