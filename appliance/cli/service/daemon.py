@@ -49,11 +49,14 @@ SOCKET_NAME = "semtrace.sock"
               help="Also consume this node's partitions from NATS JetStream, e.g. "
               "nats://127.0.0.1:4222 (default: policies/cluster.toml; off).")
 @click.option("--partitions", type=int, default=None,
-              help="Partitions of the tenant space (the same on every node).")
+              help="Partitions of the tenant space, the same on every node (default: "
+              "policies/cluster.toml; 16).")
 @click.option("--own", default=None, metavar="A-B",
-              help="Partitions this node consumes, e.g. 0-7 or 0-3,12 (default: all).")
+              help="Partitions this node consumes, e.g. 0-7 or 0-3,12 (default: "
+              "policies/cluster.toml; all).")
 @click.option("--node", "node_name", default=None,
-              help="This node's name in the cluster (default: the host name).")
+              help="This node's name in the cluster (default: policies/cluster.toml, then "
+              "the host name).")
 def serve(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
           socket_path: Path | None, query_socket: Path | None, check: bool, as_json: bool,
           log_level: str,
