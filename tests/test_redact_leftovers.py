@@ -178,6 +178,25 @@ def test_a_common_name_that_is_also_a_dictionary_word_is_redacted_glued(
 
 
 @pytest.mark.parametrize(("text", "expected"), [
+    ("Attached: john-smith-cv.pdf", "Attached: <PERSON>-cv.pdf"),
+    ("cd /home/maria-garcia/", "cd /home/<PERSON>/"),
+    ("Attached: José_García_CV.pdf", "Attached: <PERSON>_CV.pdf"),
+    ("login failed for user=françois.dupont", "login failed for user=<PERSON>"),
+    ("see Jürgen_Müller.docx", "see <PERSON>.docx"),
+    # words joined by "-" that are no first name and surname: kept
+    ("git checkout feature/user-login-page", "git checkout feature/user-login-page"),
+    ("the diffie-hellman key exchange, bellman-ford", "the diffie-hellman key exchange, "
+     "bellman-ford"),
+    ("jackson-databind version 2.15", "jackson-databind version 2.15"),
+])
+def test_a_name_glued_by_a_dash_or_with_accents_is_redacted(
+        redactor: Redactor, text: str, expected: str) -> None:
+    """A slug or a file name joins a name's words by "-" ("john-smith-cv.pdf", a home
+    folder), and names keep their accents ("José_García"): both were stored as they were."""
+    assert redacted(redactor, text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
     ("visit https://example.community/x today", "visit <URL> today"),  # was <URL>munity/x
     ("see www.example.community now", "see <URL> now"),
     ("open example.com/jsmith now", "open <URL> now"),

@@ -3,7 +3,8 @@
 spaCy reads `config.John_Smith`, `user=john.smith` and `john_smith_cv.pdf` as one word and
 finds no name in it, so the name was stored in the clear. A first name and a surname glued by
 "_" or "." (both capitalised, or both in lower case or both in capitals, `JOHN_SMITH`, with
-a first name of 4+ letters) are a name when the first is a popular first name
+a first name of 4+ letters; in lower case "-" too, `maria-garcia-cv.pdf`; letters of any
+script, `José_García`) are a name when the first is a popular first name
 (`POPULAR_FIRST_RANK`) and the second a known surname, each a name rather than a word of
 code or English:
 - a name that is no common English word (`john`, `smith`, `garcia`), unless the model's word
@@ -40,8 +41,9 @@ from appliance.redact.recognizers import SpanRecognizer
 
 # Two words of 3+ letters joined by "_" or ".", not inside a longer word (the lookahead
 # finds overlapping pairs: "config.John_Smith" tries "config.John", then "John_Smith").
-_PART = r"([A-Z][a-z]{2,}|[a-z]{3,}|[A-Z]{3,})"
-JOINED = timed(rf"(?<![^\W\d_])(?={_PART}[_.]{_PART}(?![^\W\d_]))")
+# Letters of any script ("josé.garcía", "Jürgen_Müller"); a "-" only in lower case (a slug
+# or a file name, "maria-garcia-cv.pdf": capitalised, "Harley-Davidson" is a brand).
+JOINED = timed(r"(?<![^\W\d_])(?=([^\W\d_]{3,})([_.\-])([^\W\d_]{3,})(?![^\W\d_]))")
 # A first name and a surname of 4+ letters in CamelCase, the whole word ("JohnSmith", not
 # "MyJohnSmith" or "JohnSmithCV"): shorter second parts are code's abbreviations ("SemVer",
 # "DevDiv", "EriTel").
@@ -142,13 +144,14 @@ class GluedNameRecognizer(SpanRecognizer):
         for m in CAMEL.finditer(text):
             if self.full_name(m.group(1), m.group(2)):
                 yield m.start(1), m.end(2), GLUED_SCORE
-        if "_" not in text and "." not in text:
+        if "_" not in text and "." not in text and "-" not in text:
             return
         for m in JOINED.finditer(text):
-            first, last = m.group(1), m.group(2)
+            first, sep, last = m.group(1), m.group(2), m.group(3)
             # snake_case, attributes and constants: "len", "uri" are popular first names
-            one_case = (first.islower() and last.islower()
-                        or first.isupper() and last.isupper()) and len(first) >= 4
-            capitalised = first.istitle() and last.istitle()
+            lower = first.islower() and last.islower()
+            upper = first.isupper() and last.isupper() and sep != "-"
+            one_case = (lower or upper) and len(first) >= 4
+            capitalised = first.istitle() and last.istitle() and sep != "-"
             if (one_case or capitalised) and self.full_name(first, last):
-                yield m.start(1), m.end(2), GLUED_SCORE
+                yield m.start(1), m.end(3), GLUED_SCORE
