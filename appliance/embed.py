@@ -23,7 +23,9 @@ DIMS = 384
 
 
 class Embedder(Protocol):
-    """Turns texts into L2-normalised float32 vectors."""
+    """Turns texts into L2-normalised float32 vectors. The service calls `embed` from
+    more than one thread (its embedding, worker and reader threads): an embedder that
+    may not run on two at once serialises its calls (LlamaEmbedder's lock)."""
 
     model_id: str
     dims: int

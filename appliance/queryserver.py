@@ -154,9 +154,9 @@ def _limit(obj: dict[str, Any], default: int, top: int, rid: str | None) -> int:
 
 @dataclass(frozen=True)
 class QueryVector:
-    """The service's embedding of a search's text. The model lives on the worker thread
-    (one llama.cpp model may not run on two threads), so the text is embedded there and
-    the search itself runs on the reader thread with this in place of the model."""
+    """The service's embedding of a search's text, made before the read (on the reader
+    thread, under the model's lock: one llama.cpp model may not run on two threads at
+    once); the search runs with this in place of the model."""
 
     model_id: str
     dims: int
@@ -170,7 +170,7 @@ class QueryVector:
 
 
 def search_text(obj: dict[str, Any]) -> str | None:
-    """The text a request searches for (to embed on the worker thread), if any."""
+    """The text a request searches for (to embed before the read), if any."""
     text = obj.get("text")
     if obj.get("op") in ("search", "screen_search") and isinstance(text, str) and text.strip():
         return text

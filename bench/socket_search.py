@@ -7,11 +7,15 @@ in tenant acme (which allows cross-user search), users kept apart per source, ti
 moved so the newest prompt is an hour old (retention keeps them all). Then starts
 `semtrace serve` on it and times `search` requests on its query socket (role analyst,
 the service owner): cross-user over the tenant, and one user's prompts. Each timing is
-the whole round trip: embedding the query text on the worker thread, the vector index
-and fetching the hits. Prints figures; asserts nothing.
+the whole round trip: embedding the query text, the vector index and fetching the hits.
+With --ingest N, then N ingests on the ingest socket (one client, tenant live, --window
+of them in flight as a gateway pipelines them) alone, and N more while another client
+searches without pause: each ingest's and search's round trip, and prompts/s (does a
+search hold up ingest replies, and ingest the searches?).
+Prints figures; asserts nothing.
 
     .venv/bin/python bench/socket_search.py [--dir DIR] [--prompts 10000] [--queries 200]
-        [--code OTHER_CHECKOUT]
+        [--ingest N [--window W]] [--code OTHER_CHECKOUT]
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -118,6 +124,10 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=None, help="Keep (and reuse) the store here.")
     ap.add_argument("--prompts", type=int, default=10_000)
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--ingest", type=int, default=0,
+                    help="Also time this many ingests alone and as many during searches.")
+    ap.add_argument("--window", type=int, default=1,
+                    help="--ingest's requests in flight at once (1: one at a time).")
     ap.add_argument("--code", type=Path, default=None,
                     help="Serve with the appliance package of this checkout (e.g. to time "
                     "main's code on the same store).")
@@ -147,6 +157,8 @@ def run(base: Path, args: argparse.Namespace) -> None:
             user = [timed(c, {"text": texts[(i * 104729) % len(texts)], "limit": 10,
                               "user": users[(i * 31) % len(users)]})[0]
                     for i in range(args.queries // 2)]
+        mixed = ingest_and_search(qsock.parent / "semtrace.sock", qsock, texts, args.ingest,
+                                  args.window)
     finally:
         proc.terminate()
         proc.wait(60)
@@ -157,6 +169,64 @@ def run(base: Path, args: argparse.Namespace) -> None:
           f"p99 {pct(cross, 0.99):.1f} ms (hits per query: min {min(got)})")
     print(f"one user's top-10, {len(user)} queries: p50 {statistics.median(user):.1f} ms, "
           f"p99 {pct(user, 0.99):.1f} ms")
+    for name, xs in mixed.items():
+        print(f"{name}, {len(xs)}: p50 {statistics.median(xs):.1f} ms, p90 "
+              f"{pct(xs, 0.9):.1f} ms, max {max(xs):.1f} ms")
+
+
+def ingests(sock: Path, texts: list[str], n: int, tag: str, window: int) -> list[float]:
+    """The round trip of `n` ingests (new request ids each run), `window` of them in flight
+    (1: one at a time; more: as a gateway pipelines them, the worker's batches grow)."""
+    reqs = [{"v": 1, "op": "ingest", "tenant": "live", "user_id": f"live-{i % 20}",
+             "request_id": f"{tag}-{i}", "text": texts[(i * 613) % len(texts)]}
+            for i in range(n)]
+    sent: list[float] = []
+    out = []
+    with Client(sock, timeout=600) as c:
+        def stamped() -> Iterator[dict[str, object]]:
+            for r in reqs:
+                sent.append(time.perf_counter())
+                yield r
+        for i, r in enumerate(c.stream(stamped(), window=window)):
+            out.append((time.perf_counter() - sent[i]) * 1000)
+            if not r.get("ok"):
+                raise SystemExit(f"ingest failed: {r.get('error')}")
+    return out
+
+
+def ingest_and_search(sock: Path, qsock: Path, texts: list[str], n: int,
+                      window: int) -> dict[str, list[float]]:
+    """`n` ingests alone, then `n` more while another client searches without pause."""
+    if not n:
+        return {}
+    tag = f"live-{os.getpid()}-{time.time_ns()}"
+    t = time.perf_counter()
+    alone = ingests(sock, texts, n, f"{tag}-a", window)
+    took = {"alone": time.perf_counter() - t}
+    searches: list[float] = []
+    done = threading.Event()
+
+    def search_on() -> None:
+        with Client(qsock, timeout=600) as c:
+            i = 0
+            while not done.is_set():
+                searches.append(timed(c, {"text": texts[(i * 7919) % len(texts)],
+                                          "limit": 10})[0])
+                i += 1
+
+    searcher = threading.Thread(target=search_on)
+    searcher.start()
+    try:
+        t = time.perf_counter()
+        during = ingests(sock, texts, n, f"{tag}-b", window)
+        took["during searches"] = time.perf_counter() - t
+    finally:
+        done.set()
+        searcher.join()
+    print(" ".join(f"ingests {k}: {n / s:.0f}/s;" for k, s in took.items())
+          + f" window {window}")
+    return {"ingest alone": alone, "ingest during searches": during,
+            "search during ingests": searches}
 
 
 if __name__ == "__main__":

@@ -145,3 +145,26 @@ def test_a_busy_reply_names_the_request_it_refuses(pipeline: Any, tmp_path: Path
     assert busy["request_id"] == "q-busy" and busy["ok"] is False
     assert busy["error"]["code"] == "busy" and busy["error"]["retry_after_ms"] > 0
     assert held["reply"]["request_id"] == "q-held" and held["reply"]["ok"] is True
+
+
+def test_a_search_is_answered_while_the_ingest_worker_is_busy(pipeline: Any,
+                                                              tmp_path: Path) -> None:
+    """The ingest worker held (as by a long batch): a search is answered all the same, its
+    text embedded on the reader thread. Before, the text was embedded on the worker, so a
+    search waited for every batch queued before it, and the ingests queued after it waited
+    for its embedding."""
+    pipeline.process([make_prompt("Where is the VPN guide?", request_id="acme-vpn")])
+    qsock = tmp_path / "query.sock"
+    with running_service(pipeline, tmp_path / "s.sock", query_socket=qsock) as svc:
+        gate = threading.Event()
+        worker = svc._pool.submit(gate.wait, 120)  # held until the search is answered
+        try:
+            found = _ask(qsock, op="search", text="VPN guide", tenant="acme",
+                         request_id="q-search")
+            held = not worker.done()
+        finally:
+            gate.set()
+            worker.result(60)
+    assert found["ok"] is True and found["request_id"] == "q-search", found
+    assert found["hits"] and "VPN" in found["hits"][0]["text"]
+    assert held  # answered while the worker was still busy

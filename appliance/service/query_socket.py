@@ -64,16 +64,20 @@ class QuerySocket(Connections):
                                    retry_after_ms=self.policies.service.busy_retry_after_ms)
             self._side += 1
             try:
+                loop = asyncio.get_running_loop()
                 embedder: Any = self.pipeline.embedder
                 text = queryserver.search_text(obj)
-                if text is not None:  # the model runs on the worker thread only
-                    vectors, _ = await self.in_worker(embedder.embed, [text])
+                if text is not None:  # embedded on the reader thread, not queued behind
+                    # the worker's batches; the model's lock (embed.py) keeps it to one
+                    # thread at a time with the embedding thread's packs
+                    vectors, _ = await loop.run_in_executor(self._readers, embedder.embed,
+                                                            [text])
                     embedder = queryserver.QueryVector(embedder.model_id, embedder.dims, text,
                                                        vectors[0])
                 if self._read_side is None:
                     self._read_side = queryserver.ReadSide(self.pipeline.store,
                                                            self.pipeline.keys)
-                reply: dict[str, Any] = await asyncio.get_running_loop().run_in_executor(
+                reply: dict[str, Any] = await loop.run_in_executor(
                     self._readers, self._read_side.answer, obj, role, policies, embedder)
             finally:
                 self._side -= 1
