@@ -318,7 +318,8 @@ class Pipeline:
             link = replace(link, evidence={**link.evidence, "text_truncated": True})
         self._learn(p.tenant, link, query, cands, asked[-1][1] if asked else None)
         thread_id = link.thread_id or new_thread_id()
-        text, vault = number_placeholders(red, ekeys, hist.placeholders.setdefault(thread_id, {}))
+        text, vault = number_placeholders(red, ekeys, hist.placeholders.setdefault(thread_id, {}),
+                                          mask=self.policies.redaction.operator == "mask")
         topic_id = None
         if self.topics is not None:
             topic_id = self.topics.assign(tenant=p.tenant, thread_id=thread_id, vector=vec,

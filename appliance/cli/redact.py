@@ -62,7 +62,8 @@ def redact_line(redactor: Any, index: Any, text: str) -> dict[str, Any]:
                     ts=datetime.now(UTC), text=text)
     redacted = apply_redaction(prompt, hits)
     keys = entity_keys(redacted, lambda v: hashlib.sha256(v.encode()).hexdigest())
-    final, _ = number_placeholders(redacted, keys, {})
+    final, _ = number_placeholders(redacted, keys, {},
+                                   mask=redactor.settings.operator == "mask")
     return {"index": index,
             "spans": [{"start": h.start, "end": h.end, "entity_type": h.entity_type}
                       for h in hits],

@@ -266,12 +266,17 @@ def entity_keys(redacted: Redacted, digest: Callable[[str], str]) -> tuple[str, 
 
 
 def number_placeholders(redacted: Redacted, keys: tuple[str, ...],
-                        thread_map: dict[str, str]) -> tuple[str, tuple[tuple[str, str], ...]]:
+                        thread_map: dict[str, str], *, mask: bool = False
+                        ) -> tuple[str, tuple[tuple[str, str], ...]]:
     """Number placeholders stably within a thread.
 
     `thread_map` (entity key -> placeholder) is the thread's map and is updated
     in place. Returns the final text and the vault pairs (placeholder, original).
+    `mask` (redaction.toml's `operator = "mask"`): every value stays `<TYPE>`, unnumbered,
+    and the thread's map is left as it was.
     """
+    if mask:
+        return redacted.text, tuple((f"<{etype}>", value) for etype, value in redacted.vault)
     counts: dict[str, int] = {}
     for ph in thread_map.values():
         m = PLACEHOLDER_RE.fullmatch(ph)
