@@ -111,11 +111,12 @@ def _opt_num(obj: dict[str, Any], key: str, kind: type) -> Any:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InputError(f"'response.{key}' must be a number.")
-    if not math.isfinite(value):
+    # compared as sent: an integer past a float's range (10**400) is no float to test
+    if isinstance(value, float) and not math.isfinite(value):
         raise InputError(f"'response.{key}' must be a finite number.")
     if value < 0:
         raise InputError(f"'response.{key}' must not be negative.")
-    if not math.isfinite(value) or value > MAX_COUNT:
+    if value > MAX_COUNT:
         raise InputError(f"'response.{key}' must be at most {MAX_COUNT}.")
     return kind(value)
 

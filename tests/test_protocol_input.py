@@ -44,6 +44,7 @@ def test_moderate_nesting_is_still_fine() -> None:
 
 @pytest.mark.parametrize("response", [
     {"input_tokens": 1e300}, {"output_tokens": 10**30}, {"latency_ms": 1e308},
+    {"cost": 10**400}, {"input_tokens": -(10**400)},  # past a float: was OverflowError
 ])
 def test_absurd_numbers_are_bad_requests_not_batch_failures(response: dict[str, object]) -> None:
     assert _code(json.dumps(_ingest(response=response)).encode()) == "bad_request"

@@ -152,3 +152,37 @@ def test_a_queued_request_holds_its_prompt_not_its_frame(pipeline: Any,
         client.close()
     assert all(r["ok"] and r["truncated"] for r in replies)
     assert held < sum(len(f) for f in frames)
+
+
+def test_a_request_the_service_fails_on_is_answered_under_its_request_id(
+        pipeline: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`internal` (a fault: 'retry later') came with a null request_id, so a gateway that
+    pipelines could not tell which request to retry; and a cost sent as a JSON integer past
+    a float's range (10**400) was such a fault (OverflowError), not a bad request."""
+    import appliance.service.dispatch as dispatch
+
+    real = dispatch.parse_request
+
+    def parse(obj: dict[str, Any], **kw: Any) -> Any:
+        if obj.get("request_id") == "parse-fails":
+            raise RuntimeError("a fault while reading the request")
+        return real(obj, **kw)
+
+    async def fails(*args: Any, **kw: Any) -> Any:
+        raise RuntimeError("a fault while answering the request")
+
+    monkeypatch.setattr(dispatch, "parse_request", parse)
+    frames = [{"v": 1, "op": "ping", "request_id": "parse-fails"},
+              {"v": 1, "op": "ingest", "request_id": "huge-cost", "tenant": "acme",
+               "user_id": "u", "text": "hello there", "response": {"cost": 10**400}}]
+    with (running_service(pipeline, tmp_path / "s.sock") as svc,
+          _connect(tmp_path / "s.sock") as s, s.makefile("rb") as lines):
+        s.sendall(b"".join(json.dumps(f).encode() + b"\n" for f in frames))
+        replies = [json.loads(lines.readline()) for _ in frames]
+        svc._dispatch = fails  # answering now fails, past the parse
+        s.sendall(b'{"v":1,"op":"ping","request_id":"answer-fails"}\n')
+        replies.append(json.loads(lines.readline()))
+    assert [(r["request_id"], r["error"]["code"]) for r in replies] == [
+        ("parse-fails", "internal"), ("huge-cost", "bad_request"),
+        ("answer-fails", "internal")]
+    assert replies[1]["error"]["message"] == "'response.cost' must be at most 1000000000000."

@@ -16,6 +16,7 @@ from appliance.protocol import (
     ProtocolError,
     Request,
     decode_frame,
+    echo_id,
     error_reply,
     ok_reply,
     parse_request,
@@ -103,6 +104,7 @@ class Dispatch(ServiceCore):
         `max_text_chars`, its history as digests), never the frame: before, each queued
         request kept its 256 KiB frame, its decoded copies and every history message."""
         op = "unknown"
+        obj: dict[str, Any] = {}
         try:
             obj = decode_frame(frame)
             op = obj["op"] if obj.get("op") in OPS else op
@@ -117,7 +119,7 @@ class Dispatch(ServiceCore):
         except ProtocolError as exc:
             return Parsed(op, error=error_reply(exc.code, exc.message, exc.request_id))
         except Exception as exc:  # a bug must cost one request, never the connection
-            return Parsed(op, error=self._failed(exc))
+            return Parsed(op, error=self._failed(exc, echo_id(obj.get("request_id"))))
         traceparent = obj.get("traceparent")
         return Parsed(op, req=req, forward=obj if socket and self.forward is not None else None,
                       traceparent=traceparent if isinstance(traceparent, str)
@@ -137,17 +139,19 @@ class Dispatch(ServiceCore):
             except ProtocolError as exc:
                 reply = error_reply(exc.code, exc.message, exc.request_id)
             except Exception as exc:  # a bug must cost one request, never the connection
-                reply = self._failed(exc)
+                reply = self._failed(exc, parsed.req.request_id)
         if self.observer is not None:  # one stored by another node is counted there too
             self.observer.reply(parsed.op, {**reply, "forwarded": True}
                                 if forwarded is not None and reply.get("ok") else reply)
         return reply
 
-    def _failed(self, exc: Exception) -> dict[str, Any]:
+    def _failed(self, exc: Exception, request_id: str | None) -> dict[str, Any]:
+        """`internal`, with the request's id: a client retrying by id knows which one."""
         log.error("request failed", extra={"event": "request_failed",
                                            "exc_type": type(exc).__name__})
         self.counters["errors"] += 1
-        return error_reply("internal", "The request could not be handled; retry later.")
+        return error_reply("internal", "The request could not be handled; retry later.",
+                           request_id)
 
     async def _dispatch(self, req: Request, traceparent: Any = None, *,
                         durable: bool = False) -> dict[str, Any]:
