@@ -55,10 +55,10 @@ from appliance.reads import (
     run_search,
     run_stats,
     search_skipped,
-    stats_json,
     stats_permission,
     user_named,
 )
+from appliance.reads_json import stats_json
 from appliance.records import jsonable
 from appliance.roles import Caller, bound_tenants, require, resolve_role, sees
 from appliance.store import Store, connect

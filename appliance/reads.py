@@ -21,7 +21,7 @@ from appliance.config import Policies
 from appliance.embed import Embedder
 from appliance.errors import AccessDenied, InputError, SemtraceError
 from appliance.keys import Keyring
-from appliance.privacy import Figure, NoRelease, PrivacyGate
+from appliance.privacy import NoRelease, PrivacyGate
 from appliance.query import (
     has_held,
     has_topic,
@@ -32,7 +32,7 @@ from appliance.query import (
 )
 from appliance.query import tenants as all_tenants
 from appliance.readindex import ReaderIndex
-from appliance.records import Hit, Record, Thread, jsonable
+from appliance.records import Hit
 from appliance.roles import allowed, sees
 from appliance.search import build_search_index, search
 from appliance.store import Store
@@ -322,93 +322,3 @@ def _stats_report(q: StatsQuery, store: Store, policies: Policies, gate: Privacy
                                      **common)
     return replace(lifts, baseline_start=b_start, baseline_end=b_end,  # what it compared to
                    per_user_topics=per_user)
-
-
-def stats_json(report: analytics.Report[Any], currency: str) -> dict[str, Any]:
-    """What `semtrace stats ... --json` prints: figures with their 95 % half-widths."""
-    def walk(x: Any) -> Any:
-        if isinstance(x, dict):
-            out = {k: walk(v) for k, v in x.items()}
-            if set(out) == {"value", "noise_scale", "exact"}:
-                out["value"] = round(out["value"], 4)
-                out["ci95"] = round(Figure(**x).ci95, 4)
-            return out
-        if isinstance(x, list):
-            return [walk(v) for v in x]
-        return x
-
-    data: dict[str, Any] = walk(jsonable(report))
-    if report.kind != "models":  # topics merged since a `models --topic` release
-        for key in ("uncounted", "topic", "topic_label"):
-            data.pop(key, None)
-    if report.kind != "incident":
-        for key in ("baseline_start", "baseline_end"):
-            data.pop(key, None)
-    if report.released_at is not None:
-        data["release_age_s"] = round(
-            (datetime.now(UTC) - report.released_at).total_seconds(), 1)
-    return {**data, "currency": currency}
-
-
-# ---------------------------------------------------------------- back from JSON (clients)
-
-
-_ROW_TYPES: dict[str, type] = {"positions": analytics.PositionShare,
-                               "blocks": analytics.BlockStats, "incident": analytics.Lift}
-
-
-def _ts(value: Any) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-
-
-def _value(v: Any) -> Any:
-    if isinstance(v, dict) and {"value", "noise_scale", "exact"} <= set(v):
-        return Figure(float(v["value"]), float(v["noise_scale"]), bool(v["exact"]))
-    if isinstance(v, list):
-        return tuple(v)
-    return v
-
-
-def row_from_json(kind: str, data: dict[str, Any]) -> Any:
-    """One report row from its JSON form (GroupStats for topics, models and cost)."""
-    cls = _ROW_TYPES.get(kind, analytics.GroupStats)
-    fields = {k: _value(v) for k, v in data.items() if k != "trend"}
-    if "trend" in data:
-        fields["trend"] = tuple(analytics.TrendPoint(**p) for p in data["trend"])
-    return cls(**fields)
-
-
-def report_from_json(data: dict[str, Any]) -> analytics.Report[Any]:
-    """A stats report as the query socket sent it (for printing it as the CLI does)."""
-    start, end = _ts(data["start"]), _ts(data["end"])
-    assert start is not None and end is not None
-    return analytics.Report(
-        kind=data["kind"], tenant=data["tenant"], start=start, end=end, exact=data["exact"],
-        epsilon=data["epsilon"], budget_remaining=data["budget_remaining"],
-        k_min_users=data["k_min_users"],
-        rows=tuple(row_from_json(data["kind"], r) for r in data["rows"]),
-        released_at=_ts(data.get("released_at")), cached=bool(data.get("cached")),
-        per_user_topics=bool(data.get("per_user_topics")),
-        uncounted=tuple(data.get("uncounted", ())), topic=data.get("topic"),
-        topic_label=data.get("topic_label"), baseline_start=_ts(data.get("baseline_start")),
-        baseline_end=_ts(data.get("baseline_end")), empty=bool(data.get("empty")))
-
-
-def record_from_json(d: dict[str, Any]) -> Record:
-    ts = _ts(d["ts"])
-    assert ts is not None
-    return Record(**{**d, "ts": ts})
-
-
-def thread_from_json(d: dict[str, Any]) -> Thread:
-    """A thread as the query socket sent it (`jsonable` of a Thread)."""
-    first, last = _ts(d["first_ts"]), _ts(d["last_ts"])
-    assert first is not None and last is not None
-    return Thread(**{**d, "first_ts": first, "last_ts": last, "models": tuple(d["models"]),
-                     "records": tuple(record_from_json(r) for r in d["records"])})
-
-
-def hit_from_json(d: dict[str, Any]) -> Hit:
-    ts = _ts(d["ts"])
-    assert ts is not None
-    return Hit(**{**d, "ts": ts})

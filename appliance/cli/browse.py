@@ -65,7 +65,8 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
     topic and cost; --since and --until reach the threads of any period, past the
     --limit most recent."""
     from appliance.query import ThreadFilter, list_threads, live_topic, no_topic, tenants
-    from appliance.reads import check_tenant, thread_from_json, user_pseudonym
+    from appliance.reads import check_tenant, user_pseudonym
+    from appliance.reads_json import thread_from_json
     from appliance.records import jsonable
     from appliance.roles import bound_tenants, require
     from appliance.titles import shorten
@@ -170,7 +171,7 @@ def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | 
     THREAD_ID: a thread's id (th_…), or a record's id (#N, as `search` and this command
     print it) to show the thread that record is in."""
     from appliance.query import NAMES_A_THREAD, find_thread
-    from appliance.reads import thread_from_json
+    from appliance.reads_json import thread_from_json
     from appliance.records import jsonable
     from appliance.roles import require, sees
     from appliance.tui.format import money

@@ -13,7 +13,7 @@ from typing import Any
 
 from appliance.errors import AccessDenied, InputError
 from appliance.query import ThreadMarks
-from appliance.reads import hit_from_json, row_from_json, thread_from_json
+from appliance.reads_json import hit_from_json, row_from_json, thread_from_json
 from appliance.tui.aggregates import AggregateView, Released
 from appliance.tui.data import ThreadDetail, ThreadPage, ThreadRow, session_tenant
 from appliance.tui.filters import FilterError, Filters

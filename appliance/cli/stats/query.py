@@ -68,7 +68,8 @@ def stats_command(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any
                 role: str | None, tenant: str, user: str | None, since: str | None,
                 until: str | None, socket_path: Path | None, as_json: bool,
                 **kw: Any) -> None:
-            from appliance.reads import StatsQuery, report_from_json
+            from appliance.reads import StatsQuery
+            from appliance.reads_json import report_from_json
 
             not_blank(tenant=tenant, user=user)
             start, end = _window(since, until)
@@ -108,7 +109,8 @@ def _direct(q: StatsQuery, data_dir: Path | None, passphrase_file: Path | None,
     """The report's JSON, from the store opened with the master key (operators). One user's
     view only reads: on a service host, the service's store, as audit verify (check_target);
     a cross-user figure spends privacy budget, so root's empty default folder is refused."""
-    from appliance.reads import reads_threads, run_stats, stats_json, stats_permission
+    from appliance.reads import reads_threads, run_stats, stats_permission
+    from appliance.reads_json import stats_json
     from appliance.roles import require
 
     rt = (open_read(data_dir, passphrase_file, key_file, f"stats {q.kind} --user")
