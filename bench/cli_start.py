@@ -39,8 +39,9 @@ COMMANDS = (
 REQUEST = '{"tenant": "acme", "user_id": "u1", "text": "hello"}\n'
 
 
-class _Replies(socketserver.StreamRequestHandler):
-    """The service's side of `send`'s connection: each request line answered with its id."""
+class Replies(socketserver.StreamRequestHandler):
+    """The service's side of `send`'s connection: each request line answered with its id
+    (tests/test_cli_start.py answers with it too)."""
 
     def handle(self) -> None:
         for line in self.rfile:
@@ -91,7 +92,7 @@ def main() -> None:
     repos = [r.resolve() for r in (a.repo or [ROOT])]
     with tempfile.TemporaryDirectory(prefix="cli-start-") as tmp:
         sock = str(Path(tmp) / "semtrace.sock")
-        with socketserver.ThreadingUnixStreamServer(sock, _Replies) as server:
+        with socketserver.ThreadingUnixStreamServer(sock, Replies) as server:
             threading.Thread(target=server.serve_forever, daemon=True).start()
             times = _runs(repos, a.runs, sock)
             server.shutdown()

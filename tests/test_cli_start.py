@@ -15,6 +15,9 @@ import sys
 import threading
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from cli_start import Replies  # noqa: E402  (the bench's stand-in for the service)
+
 HEAVY = ("numpy", "sqlcipher3", "usearch", "opendp", "pydantic", "presidio_analyzer", "spacy",
          "llama_cpp", "textual", "nats", "cryptography")
 
@@ -75,19 +78,9 @@ print(json.dumps({"codes": codes, "loaded": [m for m in %r if m in sys.modules]}
 """
 
 
-class _Replies(socketserver.StreamRequestHandler):
-    """The service's side of a connection: each request line answered with its id."""
-
-    def handle(self) -> None:
-        for line in self.rfile:
-            request_id = json.loads(line)["request_id"]
-            self.wfile.write(json.dumps({"v": 1, "ok": True, "request_id": request_id,
-                                         "status": "recorded"}).encode() + b"\n")
-
-
 def test_send_loads_only_what_talking_to_the_socket_needs(tmp_path: Path) -> None:
     sock = tmp_path / "semtrace.sock"
-    with socketserver.ThreadingUnixStreamServer(str(sock), _Replies) as server:
+    with socketserver.ThreadingUnixStreamServer(str(sock), Replies) as server:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
             out = subprocess.run(
