@@ -48,6 +48,8 @@ JOINED = timed(r"(?<![^\W\d_])(?=([^\W\d_]{3,})([_.\-])([^\W\d_]{3,})(?![^\W\d_]
 # "MyJohnSmith" or "JohnSmithCV"): shorter second parts are code's abbreviations ("SemVer",
 # "DevDiv", "EriTel").
 CAMEL = timed(r"(?<![^\W\d_])([A-Z][a-z]{2,})([A-Z][a-z]{3,})(?![^\W\d_])")
+# The word and separator right before a pair ("Ho_" of "Ho_Chi_Minh").
+PREVIOUS = timed(r"(?<![^\W\d_])([^\W\d_]+)([_.\-])\Z")
 GLUED_SCORE = 0.6
 # The first name must be this popular: the name lists hold many short words of code as
 # first names too, past this rank ("meta" 330, "val" 382, "tok" 519, "repo" 3136).
@@ -112,6 +114,8 @@ class GluedNameRecognizer(SpanRecognizer):
         self.g = gazetteer
         self.names = PersonNameRecognizer(gazetteer)
         self.vectors = NameVectors(gazetteer, vocab) if vocab is not None else None
+        self._places = frozenset(_folded(p) for p in (*gazetteer.cities, *gazetteer.places)
+                                 if " " in p)
 
     def full_name(self, first: str, last: str) -> bool:
         """A first name among the `POPULAR_FIRST_RANK` most popular, then a known surname, of
@@ -153,5 +157,29 @@ class GluedNameRecognizer(SpanRecognizer):
             upper = first.isupper() and last.isupper() and sep != "-"
             one_case = (lower or upper) and len(first) >= 4
             capitalised = first.istitle() and last.istitle() and sep != "-"
-            if (one_case or capitalised) and self.full_name(first, last):
+            if ((one_case or capitalised) and self.full_name(first, last)
+                    and not self._place(text, m.start(1), first, sep, last)):
                 yield m.start(1), m.end(3), GLUED_SCORE
+
+    def _place(self, text: str, start: int, first: str, sep: str, last: str) -> bool:
+        """A city's or place's name written as one identifier, the word before it
+        included: time zones ("America/Sao_Paulo", "Asia/Hong_Kong", "Asia/Ho_Chi_Minh"),
+        which a first name and a surname also spell."""
+        words = [first, last]
+        before = PREVIOUS.search(text, max(0, start - 40), start)
+        if before is not None and before.group(2) == sep:
+            words.insert(0, before.group(1))
+        for n in (2, 3)[:len(words) - 1]:
+            name = _folded(" ".join(words[-n:]))
+            if name in self._places:
+                return True
+        return False
+
+
+def _folded(name: str) -> str:
+    """Lower case, without accents: "Sao Paulo" and "São Paulo", "Ho Chi Minh" and
+    "Hồ Chí Minh" are one name."""
+    import unicodedata
+
+    return "".join(c for c in unicodedata.normalize("NFKD", name.lower())
+                   if not unicodedata.combining(c))
