@@ -162,6 +162,7 @@ def test_camel_case_words_of_code_and_brands_are_kept(redactor: Redactor, text: 
     "tz = ZoneInfo('America/Sao_Paulo')",
     "hk = pytz.timezone('Asia/Hong_Kong')",
     "for z in ('Asia/Ho_Chi_Minh', 'America/Costa_Rica', 'Europe/San_Marino'): pass",
+    "region = Region.HongKong",  # in CamelCase too
 ])
 def test_a_city_written_as_one_identifier_is_no_person(redactor: Redactor, text: str) -> None:
     """Time zones spell cities as identifiers, and "Sao", "Hong", "Chi", "Costa", "San" are

@@ -146,7 +146,8 @@ class GluedNameRecognizer(SpanRecognizer):
 
     def spans(self, text: str, artifacts: Any) -> Iterator[tuple[int, int, float]]:
         for m in CAMEL.finditer(text):
-            if self.full_name(m.group(1), m.group(2)):
+            if (self.full_name(m.group(1), m.group(2))
+                    and not self._place(text, m.start(1), m.group(1), "", m.group(2))):
                 yield m.start(1), m.end(2), GLUED_SCORE
         if "_" not in text and "." not in text and "-" not in text:
             return
