@@ -4,6 +4,8 @@ a matrix product cut as a URL, and a prompt NFKC blows up."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from conftest import make_prompt
 
@@ -252,3 +254,28 @@ def test_nfkc_still_reads_digits_and_letters_it_writes_out() -> None:
     # fullwidth letters and digits, "…"
     assert normalize("\u247d \u2167 \uff4a\uff4f\uff20\uff58\uff0e\uff49\uff4f \uff11\uff12 \u2026"
                      ).text == "(10) VIII jo@x.io 12 ..."
+
+
+def test_the_word_vectors_kept_for_glued_names_stay_bounded() -> None:
+    """The service redacts for months: each listed name seen in a pair kept its cosine for
+    good (the name lists hold hundreds of thousands, so prompts naming ever new ones grew
+    the service's memory without end). Pure logic, on a vocabulary of 3-dimensional
+    vectors."""
+    import numpy as np
+
+    from appliance.redact import glued
+
+    class Vocab:
+        def has_vector(self, word: str) -> bool:
+            return True
+
+        def get_vector(self, word: str) -> Any:
+            return np.array([1.0, float(len(word)), 0.5])
+
+    vectors = glued.NameVectors.__new__(glued.NameVectors)
+    vectors._np, vectors.vocab = np, Vocab()
+    vectors.centres = (np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0]))
+    vectors._seen = {}
+    for i in range(glued.SEEN_MAX + 1000):
+        assert vectors.likeness(f"name{i}", glued.LAST) is not None
+    assert len(vectors._seen) <= glued.SEEN_MAX

@@ -63,6 +63,7 @@ POPULAR_LAST_RANK = NOUN_NAME_LAST_RANK
 # nouns lie at 0.30-0.61, nouns of code at or below 0.25 ("portal", "park"; "data" -0.12).
 GLUED_SIMILARITY = 0.2
 NOUN_SIMILARITY = 0.3
+SEEN_MAX = 50_000  # words whose cosines are kept (each a listed name, seen in a pair)
 CENTRE_RANK = 50  # the names whose vectors make a centre (popular, no dictionary word)
 FIRST, LAST = 0, 1
 
@@ -98,6 +99,8 @@ class NameVectors:
     def likeness(self, word: str, slot: int) -> float | None:
         key = (word, slot)
         if key not in self._seen:
+            if len(self._seen) >= SEEN_MAX:  # a long-running service: bounded, not a leak
+                self._seen.clear()
             unit, centre = self._unit(word), self.centres[slot]
             self._seen[key] = (None if unit is None or centre is None
                                else float(unit @ centre))
