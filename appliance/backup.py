@@ -48,6 +48,7 @@ from appliance.keys import (
 from appliance.keys.durable import fsync_path
 from appliance.store import DB_FILE, KEYS_FILE
 from appliance.store.core import connect
+from appliance.words import plural
 
 MANIFEST = "backup.json"
 POLICIES = "policies"  # the policy files in use when the copy was taken
@@ -212,7 +213,7 @@ def take_backup(data_dir: Path, cred: Credential, dest: Path, *,
                             "that version or a newer one. Nothing was written.")
     if pending:  # this code cannot check or extend an earlier schema's audit chain
         raise SemtraceError(f"{data_dir} was written by an earlier version of Semtrace and is "
-                            f"not migrated yet ({len(pending)} migration(s) pending, from "
+                            f"not migrated yet ({plural(len(pending), 'migration')} pending, from "
                             f"{pending[0]}): back it up with that version, or start this "
                             "one's service once (it migrates at start) and back it up then. "
                             "Nothing was written.")

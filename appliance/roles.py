@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from appliance.config import AccessSettings
 from appliance.errors import AccessDenied
+from appliance.words import named
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,13 @@ def require(access: AccessSettings, role: str | None, permission: str, *,
         raise AccessDenied(f"The {name} role does not have the '{permission}' permission in "
                            "access.toml; use --role with a role that has it.")
     if tenant is not None and not sees(access, name, tenant):
-        raise AccessDenied(f"The {name} role is limited to tenant(s) "
-                           f"{', '.join(access.roles[name].tenants)}.")
+        raise AccessDenied(f"The {name} role is limited to "
+                           f"{named('tenant', list(access.roles[name].tenants))}.")
     if every_tenant is not None and access.roles[name].tenants:
-        raise AccessDenied(f"The {name} role is limited to tenant(s) "
-                           f"{', '.join(access.roles[name].tenants)}, and {every_tenant} "
-                           "covers every tenant; use --role with a role that is not limited.")
+        raise AccessDenied(f"The {name} role is limited to "
+                           f"{named('tenant', list(access.roles[name].tenants))}, and "
+                           f"{every_tenant} covers every tenant; use --role with a role that is "
+                           "not limited.")
     return name
 
 

@@ -243,7 +243,7 @@ def test_send_counts_lines_it_could_not_send_as_a_failure(pipeline: Any,
         sock = str(tmp_path / "s.sock")
         mixed = run_cli("send", "--socket", sock, stdin=good.decode() + "\n{not json "
                         + CANARY + "\n")
-        assert mixed.returncode == 1 and "1 line(s) were not sent" in mixed.stderr
+        assert mixed.returncode == 1 and "1 line was not sent" in mixed.stderr
         assert CANARY not in mixed.stderr and "Traceback" not in mixed.stderr
         assert [json.loads(x)["ok"] for x in mixed.stdout.splitlines()] == [True]
         empty = run_cli("send", "--socket", sock, stdin="\n")

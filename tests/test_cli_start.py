@@ -97,3 +97,32 @@ def test_send_loads_only_what_talking_to_the_socket_needs(tmp_path: Path) -> Non
     replies = [json.loads(line) for line in out.stdout.strip().splitlines()[:-1]]
     assert [r["status"] for r in replies] == ["recorded", "recorded"]
     assert said["loaded"] == [], f"`semtrace send` loaded {said['loaded']}"
+
+
+class Refusals(socketserver.StreamRequestHandler):
+    """A service that refuses every request it reads (its reply names the request)."""
+
+    def handle(self) -> None:
+        for line in self.rfile:
+            self.wfile.write(json.dumps({
+                "v": 1, "ok": False, "request_id": json.loads(line).get("request_id"),
+                "error": {"code": "invalid_request", "message": "refused"}}).encode() + b"\n")
+
+
+def test_send_says_how_many_requests_were_refused_in_words(tmp_path: Path) -> None:
+    """Before: 'semtrace: 1 request(s) were refused.', the reader left to do the grammar."""
+    sock = tmp_path / "semtrace.sock"
+    said = []
+    with socketserver.ThreadingUnixStreamServer(str(sock), Refusals) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            for lines in (1, 2):
+                out = subprocess.run(
+                    [sys.executable, "-m", "appliance", "send", "--socket", str(sock)],
+                    input='{"tenant": "t", "request_id": "r"}\n' * lines, capture_output=True,
+                    text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+                assert out.returncode == 1, out.stderr
+                said.append(out.stderr.strip().splitlines()[-1])
+        finally:
+            server.shutdown()
+    assert said == ["semtrace: 1 request was refused.", "semtrace: 2 requests were refused."]

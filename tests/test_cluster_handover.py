@@ -89,12 +89,12 @@ def test_import_and_reclaim_give_a_forgotten_partition_back(tmp_path: Path) -> N
         assert json.loads(r.stdout) == {"partitions": [3], "node": "n"}
         never = run_cli("cluster", "reclaim", *node, "--partitions", "1", env=env)
         assert never.returncode == 2 and never.stderr.strip() == (
-            "semtrace: This node did not give partition(s) 1 away; nothing was changed.")
+            "semtrace: This node did not give partition 1 away; nothing was changed.")
         human = run_cli("cluster", "reclaim", *node, "--partitions", "2", env=env)
         assert human.returncode == 0 and human.stdout.strip() == (
-            "This node may serve partition(s) 2 again (without their earlier data): add them "
-            "to its --own and start it as 'n'. Their consumers on NATS name it now, so a node "
-            "that consumed them before refuses them, should it come back.")
+            "This node may serve partition 2 again (without its earlier data): add it "
+            "to its --own and start it as 'n'. Its consumer on NATS names it now, so a node "
+            "that consumed it before refuses it, should it come back.")
 
 
 def test_exporting_a_partition_without_tenants_says_what_to_do_instead(tmp_path: Path) -> None:
@@ -108,7 +108,7 @@ def test_exporting_a_partition_without_tenants_says_what_to_do_instead(tmp_path:
                 "--partitions", "2", "--of", "4", "--out", str(out))
     assert r.returncode == 1 and not out.exists()
     assert r.stderr.strip() == (
-        "semtrace: This node holds no tenant of partition(s) 2, so there is nothing to export "
+        "semtrace: This node holds no tenant of partition 2, so there is nothing to export "
         "and no file was written: run `semtrace cluster forget --partitions 2 --yes` here, "
         "then start the new owner with 2 in its --own.")
 

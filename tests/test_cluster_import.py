@@ -121,7 +121,7 @@ def test_an_import_killed_after_its_keys_leaves_no_orphan_key_and_completes_when
     assert deks == buckets and len(buckets) == exported["buckets"]  # each key once
     assert again.stderr.strip() == (
         f"An interrupted `cluster import` into this node was rolled back: its "
-        f"{exported['buckets']} data key(s) were removed (their rows had not been stored); "
+        f"{exported['buckets']} data keys were removed (their rows had not been stored); "
         "importing that file again completes it.")
     texts = _texts(b, exported["key"])
     assert texts == exported["texts"] and None not in texts.values()
@@ -146,7 +146,7 @@ def test_a_node_opened_after_an_import_killed_after_its_keys_holds_none_of_them(
     assert deks == buckets == []  # no key without its rows
     said = [r.getMessage() for r in caplog.records if r.name == "semtrace.store"]
     assert said == [f"An interrupted `cluster import` into this node was rolled back: its "
-                    f"{exported['buckets']} data key(s) were removed (their rows had not been "
+                    f"{exported['buckets']} data keys were removed (their rows had not been "
                     "stored); importing that file again completes it."]
     os.remove(export)
 
@@ -209,7 +209,7 @@ def test_importing_a_partitions_tenants_makes_it_the_nodes_again(
     imported = _import(exported, f, export)
     assert imported.returncode == 0, imported.stderr
     assert imported.stdout.strip() == (  # before: only the counts, no next step
-        f"Imported 2 tenant(s), {exported['rows']} record(s) of partition(s) 0-15. Next: "
+        f"Imported 2 tenants, {exported['rows']} records of partitions 0-15. Next: "
         "`semtrace cluster forget --partitions 0-15 --yes` on the node they came from, then "
         "start this node with 0-15 in its --own (`own` in cluster.toml).")
     rt = _open(f, exported["key"])
@@ -250,7 +250,7 @@ def test_forget_refuses_to_destroy_records_no_export_carries(exported: dict[str,
     r = run_cli(*forget)
     assert r.returncode == 1
     assert r.stderr.strip() == (
-        "semtrace: 2 tenant(s) of partition(s) 0-15 have records here that no export from this "
+        "semtrace: 2 tenants of partitions 0-15 have records here that no export from this "
         "node carries (e.g. acme: never exported, or written to since), and forgetting would "
         "destroy them: export them first (`semtrace cluster export --partitions 0-15`), or add "
         "--discard to destroy them anyway. Nothing was changed.")
@@ -294,7 +294,7 @@ def test_forget_refuses_new_records_even_when_as_many_went_since_the_export(
     r = run_cli(*forget)
     assert r.returncode == 1, r.stdout
     assert r.stderr.strip().startswith(
-        "semtrace: 1 tenant(s) of partition(s) 0-15 have records here that no export from "
+        "semtrace: 1 tenant of partitions 0-15 has records here that no export from "
         "this node carries (e.g. acme: never exported, or written to since)")
     assert _texts(copy, exported["key"]) == before  # nothing was changed
     rt = _open(copy, exported["key"])

@@ -51,7 +51,7 @@ def test_an_export_its_old_owner_consumed_past_is_refused_at_import(tmp_path: Pa
         # a is lost with its data: the operator imports the file anyway, said so
         r = run_cli("cluster", "import", *b.args(), str(kept), "--owner-lost", env=b.env)
         assert r.returncode == 0, r.stderr
-        assert "Imported 1 tenant(s)" in r.stdout
+        assert "Imported 1 tenant," in r.stdout
 
 
 def _earlier_build(export: Path, data: Path, key: Path) -> None:
@@ -113,7 +113,7 @@ def test_an_export_of_an_earlier_build_is_refused_on_a_cluster_node_unless_accep
     assert listed.returncode == 0 and listed.stdout.strip() == "[]", listed.stdout
     r = run_cli(*into_new, "--accept-unchecked")
     assert r.returncode == 0, r.stderr
-    assert "Imported 1 tenant(s)" in r.stdout
+    assert "Imported 1 tenant," in r.stdout
     # a node of no cluster (no URL anywhere) has nothing to check such a file against
     again = tmp_path / "t2.semtrace"
     r = run_cli("cluster", "export", "--data-dir", str(old), *creds, "--partitions", part,

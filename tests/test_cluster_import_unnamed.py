@@ -118,10 +118,10 @@ def test_an_old_owner_that_never_consumed_refuses_the_partition_its_new_owner_co
         r = run_cli("cluster", "reclaim", *a.args(), "--partitions", "1", "--node", "a",
                     env=a.env)
         assert (r.returncode, r.stdout.strip()) == (0, (
-            "This node may serve partition(s) 1 from the copy it exported (without what "
-            "their lost owner stored since): add them to its --own and start it as 'a'. "
-            "Their consumers on NATS name it now, so a node that consumed them before "
-            "refuses them, should it come back.")), r.stderr
+            "This node may serve partition 1 from the copy it exported (without what "
+            "its lost owner stored since): add it to its --own and start it as 'a'. "
+            "Its consumer on NATS names it now, so a node that consumed it before "
+            "refuses it, should it come back.")), r.stderr
         start_all(a)
         assert a.lookup(moved, "on-b")["error"]["code"] == "not_found"  # b's, lost with b
         assert a.stop() == 0

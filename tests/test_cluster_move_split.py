@@ -65,10 +65,10 @@ def test_the_new_owner_refuses_a_partition_the_old_owner_consumed_after_the_expo
                     env=b.env)
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip() == (
-            "This node may serve partition(s) 1 from the copy imported here (without what "
-            "their lost owner stored after the export): add them to its --own and start it "
-            "as 'b'. Their consumers on NATS name it now, so a node that consumed them "
-            "before refuses them, should it come back.")
+            "This node may serve partition 1 from the copy imported here (without what "
+            "its lost owner stored after the export): add it to its --own and start it "
+            "as 'b'. Its consumer on NATS names it now, so a node that consumed it "
+            "before refuses it, should it come back.")
         # then a is found: the move done again (the second way out), from a's current copy
         again = tmp_path / "p1-again.semtrace"
         cluster_steps(a.env, ("export", *a.args(), "--partitions", "1", "--out", str(again)),

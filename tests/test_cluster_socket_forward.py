@@ -140,7 +140,7 @@ def test_a_node_holding_another_nodes_tenant_says_so_at_start(tmp_path: Path) ->
     (warned,) = _elsewhere(a)
     assert warned["level"] == "warning" and warned["partitions"] == "1"
     assert warned["msg"] == (
-        "This node's store holds conversations of 1 tenant(s) of partition(s) 1, which it "
+        "This node's store holds conversations of 1 tenant of partition 1, which it "
         "does not own, so other nodes' queries and erasures do not see them: if they were "
         "exported and imported on their owner, remove them here with `semtrace cluster "
         "forget --partitions 1 --yes`; otherwise see \"Two copies of a tenant\" in "

@@ -197,7 +197,7 @@ def test_a_role_bound_to_another_tenant_is_refused_audited_and_nothing_written(
     out = tmp_path / "other.json"
     code, _, stderr = _access(store, out, "--role", "officer-globex",
                               env={"SEMTRACE_POLICY_DIR": str(pdir)})
-    assert code == 4 and "limited to tenant(s) globex" in stderr
+    assert code == 4 and "limited to tenant globex" in stderr
     assert len(stderr.strip().splitlines()) == 1 and not out.exists()
     entry = _log(store)[-1]
     assert entry["event"] == "subject_access_denied"

@@ -67,7 +67,7 @@ def test_erase_all_tenants_names_a_node_that_never_noted_its_tenants(tmp_path: P
     out, as_json, after = _erase_all_around(tmp_path)
     assert out.returncode == 7, out.stdout + out.stderr
     assert out.stderr.strip() == (
-        "Erasure NOT complete: node 'a' (partition(s) 0, 1) has not noted its tenants in NATS "
+        "Erasure NOT complete: node 'a' (partitions 0, 1) has not noted its tenants in NATS "
         "(it has not run since an upgrade to a version that does, or NATS refused its note: "
         "see its log's tenants_note_failed), so tenants only it knows "
         "were not searched: start it once and run this command again, or run it on that "
@@ -144,7 +144,7 @@ def test_erase_all_tenants_names_partitions_an_earlier_builds_node_consumed_last
         out = run_cli(*_erase_all(b, "--json"), env=b.env)
     assert out.returncode == 7, out.stdout + out.stderr
     assert out.stderr.strip() == (
-        "Erasure NOT complete: partition(s) 2 were consumed last by a node of an earlier "
+        "Erasure NOT complete: partition 2 was consumed last by a node of an earlier "
         "version, which has not noted its tenants in NATS, so tenants only it knows were not "
         "searched: start that node once and run this command again, or run it on that "
         "node's data dir too.")

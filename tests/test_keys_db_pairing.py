@@ -34,7 +34,7 @@ def test_a_keys_db_older_than_its_semtrace_db_is_refused_and_the_right_one_reads
     before = _digests(data)
 
     sentence = (f"{data}/keys.db is older than {data}/semtrace.db (the two were copied at "
-                "different moments, or from two backups): 2 bucket(s) holding 2 record(s) "
+                "different moments, or from two backups): 2 buckets holding 2 records "
                 "have no data key in it")
     for args in (["threads", "list"], ["serve", "--check"], ["audit", "verify"],
                  ["retention", "run"], ["backup", str(tmp_path / "copy")]):

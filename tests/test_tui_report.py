@@ -57,7 +57,7 @@ def test_a_role_bound_to_tenants_is_told_at_g_that_it_cannot_write_the_report(
         said.append(str(pilot.app.screen.query_one("#status").render()))
 
     run(app_for(runtime, role="compliance-acme"), scenario)
-    assert said == ["✖ The compliance-acme role is limited to tenant(s) acme, and the "
+    assert said == ["✖ The compliance-acme role is limited to tenant acme, and the "
                     "retention report covers every tenant; use --role with a role that is not "
                     "limited."]
     assert len(audit_entries(runtime.store, events=("report",))) == issued

@@ -9,6 +9,7 @@ import click
 
 from appliance.cli import credential_options, data_dir_option, emit_json, open_dir, progress_bar
 from appliance.errors import InputError, SemtraceError
+from appliance.words import plural, ranges
 
 
 @click.group()
@@ -78,8 +79,9 @@ def status(nats_url: str | None, tenants: tuple[str, ...], as_json: bool) -> Non
     if as_json:
         emit_json(report)
         return
-    click.echo(f"stream {report.stream}: {report.partitions} partitions, {report.replicas} "
-               f"replica(s), {report.messages} message(s) queued, {report.bytes} bytes")
+    click.echo(f"stream {report.stream}: {plural(report.partitions, 'partition')}, "
+               f"{plural(report.replicas, 'replica')}, {plural(report.messages, 'message')} "
+               f"queued, {plural(report.bytes, 'byte')}")
     for node, parts in sorted(report.nodes.items()):
         version = report.versions.get(node)
         click.echo(f"node {node}: partitions {format_ranges(parts)}, "
@@ -144,7 +146,7 @@ def export(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
         tenants = tenants_in(rt.store, parts, n)
         if not tenants:
             raise SemtraceError(
-                f"This node holds no tenant of partition(s) {spec}, so there is nothing to "
+                f"This node holds no tenant of {ranges('partition', spec)}, so there is nothing to "
                 f"export and no file was written: run `semtrace cluster forget --partitions "
                 f"{spec} --yes` here, then start the new owner with {spec} in its --own.")
         from appliance.cluster import imported
@@ -162,9 +164,9 @@ def export(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
         _audit(rt, "cluster_export", report, partitions=spec)
     finally:
         rt.close()
-    _print(report, as_json, f"Exported {len(report.tenants)} tenant(s), {report.records} "
-           f"record(s) to {out}. Import it on the new owner, then run `semtrace cluster "
-           f"forget --partitions {spec} --yes` here.")
+    _print(report, as_json, f"Exported {plural(len(report.tenants), 'tenant')}, "
+           f"{plural(report.records, 'record')} to {out}. Import it on the new owner, then "
+           f"run `semtrace cluster forget --partitions {spec} --yes` here.")
 
 
 @cluster.command("import")
@@ -210,10 +212,11 @@ def import_(data_dir: Path | None, passphrase_file: Path | None, key_file: Path 
                + ("." if keep else ", and the file is deleted now."))
         return
     moved = report.partitions
-    _print(report, as_json, f"Imported {len(report.tenants)} tenant(s), {report.records} "
-           + (f"record(s) of partition(s) {moved}. Next: `semtrace cluster forget "
+    _print(report, as_json, f"Imported {plural(len(report.tenants), 'tenant')}, "
+           f"{plural(report.records, 'record')}"
+           + (f" of {ranges('partition', moved)}. Next: `semtrace cluster forget "
               f"--partitions {moved} --yes` on the node they came from, then start this node "
-              f"with {moved} in its --own (`own` in cluster.toml)." if moved else "record(s)."))
+              f"with {moved} in its --own (`own` in cluster.toml)." if moved else "."))
 
 
 @cluster.command()
@@ -244,7 +247,8 @@ def forget(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
         only = [] if discard else exported.not_exported(rt.store.db, tenants)
         if only:
             raise SemtraceError(
-                f"{len(only)} tenant(s) of partition(s) {spec} have records here that no "
+                f"{plural(len(only), 'tenant')} of {ranges('partition', spec)} "
+                f"{'has' if len(only) == 1 else 'have'} records here that no "
                 f"export from this node carries (e.g. {only[0]}: never exported, or written "
                 "to since), and forgetting would destroy them: export them first (`semtrace "
                 f"cluster export --partitions {spec}`), or add --discard to destroy them "
@@ -255,8 +259,9 @@ def forget(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
         _audit(rt, "cluster_forget", report, partitions=spec)
     finally:
         rt.close()
-    _print(report, as_json, f"Removed {len(report.tenants)} tenant(s), {report.records} "
-           f"record(s) from this node. It no longer serves partition(s) {spec}: take "
+    _print(report, as_json, f"Removed {plural(len(report.tenants), 'tenant')}, "
+           f"{plural(report.records, 'record')} from this node. It no longer serves "
+           f"{ranges('partition', spec)}: take "
            f"{spec} out of its --own (`own` in cluster.toml) before it starts again.")
 
 
@@ -290,7 +295,7 @@ def reclaim(data_dir: Path | None, passphrase_file: Path | None, key_file: Path 
 
         held = frozenset(exported.moved(rt.store.db, parts, n))  # exported, not forgotten
         if not given_away.reclaimable(rt.store.db, set(parts)) and not held:
-            raise InputError(f"This node did not give partition(s) {spec} away; "
+            raise InputError(f"This node did not give {ranges('partition', spec)} away; "
                              "nothing was changed.")
         require_nats()
         settings = _settings(nats_url, n)
@@ -311,26 +316,30 @@ def reclaim(data_dir: Path | None, passphrase_file: Path | None, key_file: Path 
             "cluster_reclaim", {"partitions": spec, "node": me})
     finally:
         rt.close()
-    from appliance.cluster.partition import format_ranges
-
     if as_json:
         emit_json({"partitions": back, "node": me})
-    elif set(back) <= held:
-        click.echo(f"This node may serve partition(s) {format_ranges(back)} from the copy it "
-                   "exported (without what their lost owner stored since): add them to its "
-                   f"--own and start it as '{me}'. Their consumers on NATS name it now, so a "
-                   "node that consumed them before refuses them, should it come back.")
-    elif set(back) <= brought:
-        click.echo(f"This node may serve partition(s) {format_ranges(back)} from the copy "
-                   "imported here (without what their lost owner stored after the export): "
-                   f"add them to its --own and start it as '{me}'. Their consumers on NATS "
-                   "name it now, so a node that consumed them before refuses them, should it "
-                   "come back.")
     else:
-        click.echo(f"This node may serve partition(s) {format_ranges(back)} again (without "
-                   "their earlier data): add them to its --own and start it as "
-                   f"'{me}'. Their consumers on NATS name it now, so a node that consumed "
-                   "them before refuses them, should it come back.")
+        click.echo(_reclaimed(back, me, held, brought))
+
+
+def _reclaimed(back: list[int], me: str, held: frozenset[int], brought: set[int]) -> str:
+    """What `reclaim` says: the partitions this node may serve, and from which copy."""
+    from appliance.cluster.partition import format_ranges
+
+    one = len(back) == 1
+    it, its = ("it", "its") if one else ("them", "their")
+    what = ranges("partition", format_ranges(back))
+    rest = (f"add {it} to its --own and start it as '{me}'. "
+            + ("Its consumer on NATS names" if one else "Their consumers on NATS name")
+            + f" it now, so a node that consumed {it} before refuses {it}, should it come "
+            "back.")
+    if set(back) <= held:
+        return (f"This node may serve {what} from the copy it exported (without what {its} "
+                f"lost owner stored since): {rest}")
+    if set(back) <= brought:
+        return (f"This node may serve {what} from the copy imported here (without what {its} "
+                f"lost owner stored after the export): {rest}")
+    return f"This node may serve {what} again (without {its} earlier data): {rest}"
 
 
 def _progress_step(prog: Any, verb: str) -> Any:

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from appliance.errors import InputError, SemtraceError
+from appliance.words import ranges
 
 
 def stale_check(db: Any, path: Path, nats_url: str | None, *, owner_lost: bool,
@@ -49,8 +50,9 @@ def _against_nats(db: Any, path: Path, carried: str, nats_url: str | None) -> No
 
     given = imported.parse(carried)
     parts = sorted(given.partitions)
-    later = (f"whether partition(s) {format_ranges(parts)} were consumed since the export is "
-             "checked when this node starts")
+    were = "was" if len(parts) == 1 else "were"
+    later = (f"whether {ranges('partition', format_ranges(parts))} {were} consumed since the "
+             "export is checked when this node starts")
     base = load_cluster()
     if not _url(nats_url):
         if any(src.start for src in given.partitions.values()):  # none: never consumed

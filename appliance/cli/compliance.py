@@ -21,6 +21,7 @@ from appliance.cli import (
     role_option,
 )
 from appliance.errors import AccessDenied, InputError, SemtraceError
+from appliance.words import named
 
 if TYPE_CHECKING:
     from appliance.audit import AuditLog
@@ -64,6 +65,11 @@ def _as_of(value: str | None, option: str = "--as-of") -> datetime:
 
 EMAIL_RE = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@]+")
 MAX_REASON = 200
+
+
+def _days(days: float) -> str:
+    """`1 day`, `30 days`, `0.5 days` (vault_days may be a fraction)."""
+    return f"{days:g} {'day' if days == 1 else 'days'}"
 
 
 def _reason(reason: str, *, user_id: str | None = None) -> str:
@@ -147,9 +153,9 @@ def _nothing_to_reveal(rt: Runtime, record_id: int, tenant: str | None) -> str:
     if shredded_at is not None:
         return (f"The originals of record {record_id} were shredded on "
                 f"{datetime.fromtimestamp(shredded_at, UTC):%Y-%m-%d %H:%M} UTC (they are "
-                f"kept {days:g} day(s) after their day, vault_days); nothing was revealed.")
+                f"kept {_days(days)} after their day, vault_days); nothing was revealed.")
     return (f"The originals of record {record_id} are no longer kept: they are shredded "
-            f"{days:g} day(s) after their day (vault_days), and none are kept from before a "
+            f"{_days(days)} after their day (vault_days), and none are kept from before a "
             "compliance key was enrolled; nothing was revealed.")
 
 
@@ -181,7 +187,8 @@ def reveal(record_id: int, data_dir: Path | None, passphrase_file: Path | None,
                 # another tenant's record and no record at all read alike: a role limited
                 # to tenants learns nothing of what lies outside them
                 raise AccessDenied(f"The {name} role has no record {record_id} to reveal in "
-                                   f"its tenant(s) {', '.join(bound)}; nothing was revealed.")
+                                   f"its {named('tenant', list(bound))}; nothing was "
+                                   "revealed.")
             if compliance_passphrase_file is None:  # a missing option: bad input (exit 2,
                 # as a wrong or missing credential file is), not a role refused (exit 4)
                 raise InputError("Reveal needs the compliance credential "

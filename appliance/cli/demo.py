@@ -18,6 +18,7 @@ import click
 from appliance.cli import credential, emit_json
 from appliance.errors import InputError, SemtraceError
 from appliance.socket_folder import too_long
+from appliance.words import plural
 
 if TYPE_CHECKING:
     from appliance.records import Thread
@@ -102,7 +103,7 @@ def _demo_through_service(data_dir: Path, pw: Path) -> None:
         with Client(sock) as c:
             failed = [r for r in c.stream(requests) if not r.get("ok")]
         if failed:
-            raise SemtraceError(f"The demo service refused {len(failed)} prompt(s).")
+            raise SemtraceError(f"The demo service refused {plural(len(failed), 'prompt')}.")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)

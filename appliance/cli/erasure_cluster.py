@@ -28,7 +28,7 @@ from appliance.cli.erasure_said import (
     unreadable_of,
 )
 from appliance.errors import SemtraceError
-from appliance.words import plural
+from appliance.words import named, plural
 
 if TYPE_CHECKING:
     from appliance.cluster.erasures import Answer, ErasureRequest, Superseded
@@ -103,8 +103,9 @@ class Known:
                     else "its name cannot be a NATS key: rename it with letters, digits and "
                     "-_=./ only")
 
-        earlier = [f"Erasure NOT complete: partition(s) {', '.join(map(str, self.unnamed))} "
-                   "were consumed last by a node of an earlier version, which has not noted "
+        were = "was" if len(self.unnamed) == 1 else "were"
+        earlier = [f"Erasure NOT complete: {named('partition', list(map(str, self.unnamed)))} "
+                   f"{were} consumed last by a node of an earlier version, which has not noted "
                    "its tenants in NATS, so tenants only it knows were not searched: start "
                    "that node once and run this command again, or run it on that node's data "
                    "dir too."] if self.unnamed else []
@@ -114,8 +115,9 @@ class Known:
                    "searched: restart that node (it notes its tenants again at start) and "
                    "run this command again, or run it on that node's data dir too."
                    for node in self.unreadable]
-        return [f"Erasure NOT complete: node '{node}' (partition(s) "
-                f"{', '.join(map(str, ps))}) has not noted its tenants in NATS ({why(node)}), "
+        return [f"Erasure NOT complete: node '{node}' ("
+                f"{named('partition', list(map(str, ps)))}) has not noted its tenants in "
+                f"NATS ({why(node)}), "
                 "so tenants only it knows were not searched: start it once and run this "
                 "command again, or run it on that node's data dir too." for node, ps
                 in self.unlisted] + corrupt + earlier

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from appliance.cluster.partition import format_ranges, partition_of
+from appliance.words import plural, ranges
 
 log = logging.getLogger("semtrace.cluster")
 
@@ -35,9 +36,10 @@ def say_copies(store: Any, partitions: int, owned: list[int]) -> dict[int, list[
     if found:
         parts = format_ranges(list(found))
         log.warning(f"This node's store holds conversations of "
-                    f"{sum(len(t) for t in found.values())} tenant(s) of partition(s) "
-                    f"{parts}, which it does not own, so other nodes' queries and erasures "
-                    "do not see them: if they were exported and imported on their owner, "
+                    f"{plural(sum(len(t) for t in found.values()), 'tenant')} of "
+                    f"{ranges('partition', parts)}, which it does not own, so other nodes' "
+                    "queries and erasures do not see them: if they were exported and imported "
+                    "on their owner, "
                     f"remove them here with `semtrace cluster forget --partitions {parts} "
                     "--yes`; otherwise see \"Two copies of a tenant\" in docs/scale-out.md.",
                     extra={"event": "tenants_elsewhere", "partitions": parts,

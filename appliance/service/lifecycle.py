@@ -15,6 +15,7 @@ from appliance.service.query_socket import QuerySocket
 from appliance.service.reload import audited_change, reload_plan
 from appliance.service.sockets import free_socket_path
 from appliance.socket_folder import listen_at, make_socket_folder, refusal
+from appliance.words import plural
 
 log = logging.getLogger("semtrace.service")
 
@@ -103,8 +104,9 @@ class Service(QuerySocket, Batching):
             await asyncio.sleep(0.01)
         await self._queue.join()
         if self._given_up:
-            log.warning("stopped with the disk failing: gave up %d queued request(s), none of "
-                        "them recorded; every request recorded before is kept", self._given_up,
+            log.warning("stopped with the disk failing: gave up %s, none of them recorded; "
+                        "every request recorded before is kept",
+                        plural(self._given_up, "queued request"),
                         extra={"event": "shutdown_gave_up", "requests": self._given_up})
         held = [*self._connections, *self._query_connections]
         for task in held:

@@ -18,6 +18,8 @@ import json
 import logging
 from typing import Any
 
+from appliance.words import plural
+
 log = logging.getLogger("semtrace.store")
 KEY = "import_pending"
 
@@ -60,7 +62,8 @@ def roll_back(db: Any, keys_db: Any) -> int:
         clear(db)
     if removed:
         log.warning(f"An interrupted `cluster import` into this node was rolled back: its "
-                    f"{removed} data key(s) were removed (their rows had not been stored); "
+                    f"{plural(removed, 'data key')} {'was' if removed == 1 else 'were'} "
+                    "removed (their rows had not been stored); "
                     "importing that file again completes it.",
                     extra={"event": "import_rolled_back", "keys": removed})
     return int(removed)

@@ -20,6 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from appliance.words import plural
+
 if TYPE_CHECKING:
     from appliance.keys import Keyring
 
@@ -58,8 +60,9 @@ def keys_older_sentence(db: Any, kdb: Any, data_dir: Any) -> str | None:
     if not buckets:
         return None
     return (f"{data_dir}/keys.db is older than {data_dir}/semtrace.db (the two were copied "
-            f"at different moments, or from two backups): {buckets} bucket(s) holding "
-            f"{records} record(s) have no data key in it, and would read as shredded; put "
+            f"at different moments, or from two backups): {plural(buckets, 'bucket')} "
+            f"holding {plural(records, 'record')} {'has' if buckets == 1 else 'have'} no data "
+            "key in it, and would read as shredded; put "
             "back the keys.db copied with this semtrace.db, or restore both from one "
             "`semtrace backup`. Nothing was changed.")
 

@@ -13,6 +13,7 @@ from appliance.cli import data_dir_option
 from appliance.cli.service.daemon import SOCKET_NAME
 from appliance.cli.sockets import ingest_socket
 from appliance.errors import InputError
+from appliance.words import plural
 
 
 def _requests(lines: Any, run: str | None = None, skipped: list[int] | None = None) -> Any:
@@ -71,8 +72,10 @@ def send(data_dir: Path | None, socket_path: Path | None, window: int, as_json: 
     if not sent and not skipped:
         raise InputError("stdin held no requests (it is empty or blank).")
     if failed:
-        click.echo(f"semtrace: {failed} request(s) were refused.", err=True)
+        click.echo(f"semtrace: {plural(failed, 'request')} "
+                   f"{'was' if failed == 1 else 'were'} refused.", err=True)
     if skipped:
-        click.echo(f"semtrace: {len(skipped)} line(s) were not sent.", err=True)
+        click.echo(f"semtrace: {plural(len(skipped), 'line')} "
+                   f"{'was' if len(skipped) == 1 else 'were'} not sent.", err=True)
     if failed or skipped:
         sys.exit(1)

@@ -18,6 +18,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Sta
 from appliance.errors import SemtraceError
 from appliance.tui.context import context
 from appliance.tui.views import RetentionView
+from appliance.words import plural
 
 
 def _days(v: float | None) -> str:
@@ -64,7 +65,7 @@ def policy_text(view: RetentionView) -> Text:
     out.append("\n")
     # A run covers every tenant: its bucket count is not one tenant's to read.
     shredded = ("" if view.tenant or view.last_run is None else
-                f", {view.last_run.details.get('buckets_shredded', 0)} bucket(s)")
+                f", {plural(view.last_run.details.get('buckets_shredded', 0), 'bucket')}")
     last = (f"{datetime.fromtimestamp(view.last_run.ts, UTC):%Y-%m-%d %H:%M} UTC{shredded}"
             if view.last_run else "never")
     out.append(f"Last retention run: {last}\n")
