@@ -118,6 +118,9 @@ def _opt_num(obj: dict[str, Any], key: str, kind: type) -> Any:
         raise InputError(f"'response.{key}' must not be negative.")
     if value > MAX_COUNT:
         raise InputError(f"'response.{key}' must be at most {MAX_COUNT}.")
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        # a count of tokens: 1.5 was taken as 1; 2.0 (as some clients write 2) is 2
+        raise InputError(f"'response.{key}' must be a whole number.")
     return kind(value)
 
 

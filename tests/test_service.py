@@ -175,6 +175,27 @@ def test_bad_input_gets_error_replies_and_the_connection_stays_usable(server: Se
     assert all("Traceback" not in json.dumps(r) for r in replies)
 
 
+def test_a_fractional_token_count_is_refused_and_a_whole_float_is_taken(server: Server) -> None:
+    """Token counts are whole numbers: 1.5 was stored as 1 (ingest and update alike)."""
+    base = {"v": 1, "tenant": "acme", "user_id": "tok", "ts": at(5)}
+    with Client(server.sock) as c:
+        half = c.request({**base, "op": "ingest", "request_id": "tok-1",
+                          "text": "How many tokens is this?",
+                          "response": {"input_tokens": 1.5, "output_tokens": 3}})
+        whole = c.request({**base, "op": "ingest", "request_id": "tok-2",
+                           "text": "And how many is this one?",
+                           "response": {"input_tokens": 2.0, "output_tokens": 3}})
+        update = c.request({**base, "op": "update", "request_id": "tok-2",
+                            "response": {"output_tokens": 2.5}})
+        looked = c.request({"v": 1, "op": "lookup", "tenant": "acme", "request_id": "tok-1"})
+    assert half["request_id"] == "tok-1" and half["error"] == {  # nothing stored
+        "code": "bad_request", "message": "'response.input_tokens' must be a whole number."}
+    assert looked["error"]["code"] == "not_found"  # type: ignore[index]
+    assert whole["ok"] is True
+    assert update["request_id"] == "tok-2" and update["error"] == {
+        "code": "bad_request", "message": "'response.output_tokens' must be a whole number."}
+
+
 def test_overlong_frame_is_refused_then_closed(server: Server) -> None:
     with server.raw() as s:
         s.sendall(b'{"v":1,"op":"ping","pad":"' + b"x" * 10_000 + b'"}\n')
