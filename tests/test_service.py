@@ -289,6 +289,24 @@ def test_bad_queries_get_one_sentence_each_and_the_query_socket_stays_usable(
     assert replies[-2]["error"]["message"] == "'topic' must be a non-empty string."
 
 
+def test_a_page_whose_tenant_filter_contradicts_its_tenant_is_refused(server: Server) -> None:
+    """Before, `filters.tenant` was ignored when the request named a tenant: a page asked
+    for globex's threads came back full of acme's, as if they were globex's."""
+    with Client(server.sock) as c:
+        assert c.ingest(tenant="acme", user_id="pager", text="Where is the VPN guide?",
+                        request_id="page-1", ts=at(6))["ok"]
+    with Client(server.data / "query.sock") as c:
+        other = c.request({"v": 1, "op": "page", "request_id": "pg-1", "tenant": "acme",
+                           "filters": {"tenant": "globex"}})
+        same = c.request({"v": 1, "op": "page", "request_id": "pg-2", "tenant": "acme",
+                          "filters": {"tenant": "acme"}})
+    assert other["request_id"] == "pg-1" and other["error"] == {
+        "code": "bad_request", "message": "'filters' names another tenant than the request's "
+        "'tenant'; a page covers one tenant."}
+    assert same["ok"] is True and same["total"] >= 1
+    assert {r["thread"]["tenant"] for r in same["rows"]} == {"acme"}  # type: ignore[union-attr]
+
+
 def test_silent_and_half_line_clients_do_not_hurt_the_server(server: Server) -> None:
     silent = server.raw()
     half = server.raw()

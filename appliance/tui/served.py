@@ -108,6 +108,11 @@ def answer(obj: dict[str, Any], role: str, policies: Policies, store: Store,
                                 rid)
         v = version()
         filters = _filters(obj.get("filters"), rid)
+        if tenant is not None and filters.tenant not in (None, tenant):
+            # it was ignored: the page answered for the request's tenant as if it matched
+            raise ProtocolError("bad_request", "'filters' names another tenant than the "
+                                "request's 'tenant'; a page covers one tenant.", rid)
+        tenant = tenant or filters.tenant
         check_tenant(store, policies, tenant)  # a typo is a sentence, not an empty page
         try:
             filters = resolve_user(store, filters, tenant,
@@ -117,7 +122,7 @@ def answer(obj: dict[str, Any], role: str, policies: Policies, store: Store,
         descending = obj.get("descending", True)
         if not isinstance(descending, bool):
             raise ProtocolError("bad_request", "'descending' must be true or false.", rid)
-        rows, total = read_page(store, filters, tenant or filters.tenant, sort=sort,
+        rows, total = read_page(store, filters, tenant, sort=sort,
                                 descending=descending,
                                 offset=_int(obj, "offset", 0, 10**9, rid),
                                 limit=_int(obj, "limit", 100, MAX_PAGE, rid))
