@@ -118,7 +118,10 @@ def _update(obj: dict[str, Any], rid: str, tenant: str) -> Request:
 
 
 def decode_frame(frame: bytes) -> dict[str, Any]:
-    """Bytes of one line -> a JSON object, or ProtocolError."""
+    """Bytes of one line -> a JSON object, or ProtocolError. A field given as `null` is
+    absent (its default), on either socket: before, some were (`role`, `ts`) and some
+    were refused (`mode`, `synthetic`, a stats `bucket`). Not `v`: a version other than
+    1 is `bad_version`, null included (docs/protocol.md)."""
     try:
         text = frame.decode("utf-8")
     except UnicodeDecodeError:
@@ -132,7 +135,7 @@ def decode_frame(frame: bytes) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ProtocolError("bad_json", "The frame must be a JSON object.")
     _check_structure(obj)
-    return obj
+    return {k: v for k, v in obj.items() if v is not None or k == "v"}
 
 
 def _no_constant(name: str) -> Any:

@@ -307,6 +307,27 @@ def test_a_page_whose_tenant_filter_contradicts_its_tenant_is_refused(server: Se
     assert {r["thread"]["tenant"] for r in same["rows"]} == {"acme"}  # type: ignore[union-attr]
 
 
+def test_an_optional_field_given_as_null_counts_as_absent_on_both_sockets(
+        server: Server) -> None:
+    """Before, `"bucket": null` (a stats query), `"mode": null`, `"synthetic": null` and
+    `"truncated": null` were refused while `"role": null` or `"ts": null` counted as
+    absent."""
+    with Client(server.sock) as c:
+        nulls = c.request({"v": 1, "op": "ingest", "request_id": "null-1",
+                           "tenant": "acme", "user_id": "nully", "ts": at(7),
+                           "text": "Is a null an absent field?", "mode": None,
+                           "synthetic": None, "truncated": None, "session_id": None})
+    assert nulls["ok"] is True and nulls["mode"] == "sync", nulls
+    ask = {"v": 1, "op": "stats", "kind": "positions", "tenant": "acme", "role": None,
+           "from": "2020-01-01", "to": "2020-01-02"}
+    with Client(server.data / "query.sock") as c:
+        absent = c.request({**ask, "request_id": "null-2"})
+        null = c.request({**ask, "request_id": "null-3", "bucket": None, "release": None,
+                          "topic": None})
+    assert absent["ok"] is True, absent
+    assert null["request_id"] == "null-3" and null["report"] == absent["report"], null
+
+
 def test_silent_and_half_line_clients_do_not_hurt_the_server(server: Server) -> None:
     silent = server.raw()
     half = server.raw()
