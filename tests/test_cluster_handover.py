@@ -183,7 +183,7 @@ def test_a_lost_node_that_comes_back_after_a_reclaim_refuses_the_partition(
         assert b.stop() == 0  # now b is lost, or so it seems
         r = run_cli(*reclaim, env=c.env)
         assert r.returncode == 0, r.stderr
-        assert "Their consumers on NATS name it now" in r.stdout
+        assert "Its consumer on NATS names it now" in r.stdout
         with bus.gateway(timeout=30) as gateway:
             gateway.publish(ingest(tenant, "queued", "Should I reinstall it?", 4))
         # b's data dir restored, started with its old --own; c not started yet
