@@ -199,6 +199,9 @@ def parse_history(value: Any) -> tuple[Message, ...] | None:
         where = f"history[{i}]"
         if not isinstance(entry, dict):
             raise InputError(f"'{where}' must be an object.")
+        # a key given as null is absent, as everywhere in a request: {"content": null,
+        # "sha256": ...} was refused as holding both
+        entry = {k: v for k, v in entry.items() if v is not None}
         if entry.get("role") not in HISTORY_ROLES:
             raise InputError(f"'{where}.role' must be one of {', '.join(HISTORY_ROLES)}.")
         if set(entry) - {"role", "content", "sha256"}:

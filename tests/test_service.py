@@ -328,6 +328,29 @@ def test_an_optional_field_given_as_null_counts_as_absent_on_both_sockets(
     assert null["request_id"] == "null-3" and null["report"] == absent["report"], null
 
 
+def test_a_history_message_field_given_as_null_counts_as_absent(server: Server) -> None:
+    """Inside a `history` message too: `"content": null` beside its `sha256` was refused
+    ('needs exactly one of content and sha256'), the prompt not stored."""
+    from appliance.ingest import content_digest
+
+    first = "Which port does the staging database listen on?"
+    with Client(server.sock) as c:
+        assert c.ingest(tenant="acme", user_id="hist-null", text=first,
+                        request_id="hn-1", ts=at(8))["ok"]
+        linked = c.ingest(tenant="acme", user_id="hist-null", text="And the production one?",
+                          request_id="hn-2", ts=at(9), history=[
+                              {"role": "user", "content": None,
+                               "sha256": content_digest(first)},
+                              {"role": "assistant", "sha256": None, "content": "5432."}])
+        neither = c.ingest(tenant="acme", user_id="hist-null", text="Thanks!",
+                           request_id="hn-3", ts=at(10),
+                           history=[{"role": "assistant", "content": None}])
+    assert linked["ok"] is True, linked
+    assert linked["parent_request_id"] == "hn-1" and linked["link_source"] == "history"
+    assert neither["request_id"] == "hn-3" and neither["error"] == {
+        "code": "bad_request", "message": "'history[0]' needs exactly one of content and sha256."}
+
+
 def test_silent_and_half_line_clients_do_not_hurt_the_server(server: Server) -> None:
     silent = server.raw()
     half = server.raw()
