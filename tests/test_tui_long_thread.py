@@ -81,3 +81,28 @@ def test_a_400_turn_thread_opens_and_end_reaches_its_last_turn_and_that_turns_pa
     assert f"Linked to #{TURNS - 1}" in seen["why end"]
     assert f"record {last.record_id}" in seen["why end"]
     assert "Why #21:" in seen["why 21"]  # PgDn: ten turns a press
+
+
+def test_a_thread_that_runs_past_utc_midnight_dates_its_later_turns_and_its_heading(
+        runtime: Any, pipeline: Any) -> None:
+    """A conversation from 23:58 to 00:01 (UTC): the view was headed by its first day only
+    and its later turns read '00:01:00', before the thread started on that day."""
+    late = 14 * 60 + 58  # T0 is 09:00: 23:58 on T0's day
+    texts = ("Which train goes from Lyon to Geneva tonight?", "Is there a later one?",
+             "And on Sunday morning?")
+    prompts = [replace(make_prompt(t, user="noa", minutes=late + 1.5 * k),
+                       history=_history(*(x for q in texts[:k] for x in (q, "ok"))))
+               for k, t in enumerate(texts)]
+    pipeline.process(prompts)
+    seen: dict[str, Any] = {}
+
+    async def scenario(pilot: Any) -> None:
+        await pilot.press("enter")
+        await settle(pilot)
+        seen["turns"] = shown_turns(pilot.app)
+        seen["head"] = str(pilot.app.screen.query_one("#thread-head").render())
+
+    run(app_for(runtime), scenario, size=(120, 40))
+    assert [t.split()[1] for t in seen["turns"]] == ["23:58:00", "23:59:30", "03-03"]
+    assert "03-03 00:01:00" in seen["turns"][2]
+    assert "3 turns in 0:03:00 · 2026-03-02 to 2026-03-03 UTC" in seen["head"]

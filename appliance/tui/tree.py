@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
 from appliance.records import Record
 
@@ -28,6 +29,7 @@ class Turn:
     depth: int = 0
     number: int = 0
     parent_number: int | None = None
+    later_day: bool = False  # on a later UTC day than the thread's first turn: show its date
 
 
 @dataclass(frozen=True)
@@ -59,29 +61,36 @@ def _children(records: Sequence[Record]) -> tuple[list[Record], dict[int, list[R
     return roots, kids
 
 
-def _turn(r: Record, parent: Record | None, depth: int, numbers: dict[int, int]) -> Turn:
+def _turn(r: Record, parent: Record | None, depth: int, numbers: dict[int, int],
+          later: frozenset[int]) -> Turn:
     gap = None if parent is None else (r.ts - parent.ts).total_seconds()
     return Turn(record=r, parent=parent, gap_seconds=gap, depth=depth,
                 number=numbers[r.record_id],
-                parent_number=None if parent is None else numbers.get(parent.record_id))
+                parent_number=None if parent is None else numbers.get(parent.record_id),
+                later_day=r.record_id in later)
 
 
 def _chain(start: Record, parent: Record | None, kids: dict[int, list[Record]],
-           depth: int, numbers: dict[int, int]) -> tuple[Item, ...]:
+           depth: int, numbers: dict[int, int], later: frozenset[int]) -> tuple[Item, ...]:
     """A run of single replies from `start`, ending in branches where the run forks."""
     items: list[Item] = []
     node, up = start, parent
     while True:
-        items.append(_turn(node, up, depth, numbers))
+        items.append(_turn(node, up, depth, numbers, later))
         below = kids.get(node.record_id, [])
         if len(below) == 1:
             node, up = below[0], node
             continue
         for i, child in enumerate(below):
             items.append(Branch(node.record_id, i, len(below),
-                                _chain(child, node, kids, depth + 1, numbers),
+                                _chain(child, node, kids, depth + 1, numbers, later),
                                 from_number=numbers[node.record_id]))
         return tuple(items)
+
+
+def utc_day(ts: datetime) -> date:
+    """The UTC day of a time (the day the thread view's heading and times are in)."""
+    return ts.astimezone(UTC).date()
 
 
 def layout(records: Sequence[Record]) -> tuple[Item, ...]:
@@ -90,10 +99,12 @@ def layout(records: Sequence[Record]) -> tuple[Item, ...]:
     by_id = {r.record_id: r for r in records}
     ordered = sorted(records, key=lambda r: (r.ts, r.record_id))
     numbers = {r.record_id: i + 1 for i, r in enumerate(ordered)}
+    # a thread may run past UTC midnight (the horizon is 72 h): a time alone then misreads
+    later = frozenset(r.record_id for r in ordered if utc_day(r.ts) != utc_day(ordered[0].ts))
     items: list[Item] = []
     for root in roots:
         parent = by_id.get(root.parent_id) if root.parent_id is not None else None
-        items.extend(_chain(root, parent, kids, 0, numbers))
+        items.extend(_chain(root, parent, kids, 0, numbers, later))
     return tuple(items)
 
 

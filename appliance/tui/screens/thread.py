@@ -18,7 +18,7 @@ from appliance.records import Thread
 from appliance.tui.context import context
 from appliance.tui.data import ThreadDetail
 from appliance.tui.format import compact, money, plural, redacted_text, short_user
-from appliance.tui.tree import layout
+from appliance.tui.tree import layout, utc_day
 from appliance.tui.widgets.evidence import EvidencePanel
 from appliance.tui.widgets.footer import KeysFooter
 from appliance.tui.widgets.turns import TurnList
@@ -29,13 +29,16 @@ def summary(thread: Thread, topic: str | None = None, currency: str = "") -> Tex
     tokens = thread.input_tokens + thread.output_tokens
     # whole seconds: a gateway's timestamps carry microseconds ("in 0:00:07.360000")
     span = timedelta(seconds=int((thread.last_ts - thread.first_ts).total_seconds()))
+    # its days: a thread past midnight read as one day, its later turns' times before its start
+    first, last = utc_day(thread.first_ts), utc_day(thread.last_ts)
+    days = f"{first:%Y-%m-%d}" + (f" to {last:%Y-%m-%d}" if last != first else "")
     out = Text()
     out.append_text(redacted_text(thread.title) if thread.title is not None else
                     Text("[shredded: no readable prompt left]", style="italic"))
     out.stylize("bold")
     out.append(f"\n{thread.thread_id} · topic {topic or '–'} · "
                f"{thread.tenant}/{short_user(thread.user)} · "
-               f"{plural(thread.turns, 'turn')} in {span} · {thread.first_ts:%Y-%m-%d} UTC · "
+               f"{plural(thread.turns, 'turn')} in {span} · {days} UTC · "
                f"{', '.join(thread.models) or 'model ?'} · {compact(tokens)} tok · "
                f"cost {money(thread.cost)}" + (f" {currency}" if thread.cost is not None else ""))
     return out

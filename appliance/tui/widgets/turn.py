@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from rich.text import Text
 
 from appliance.tui.format import (
@@ -24,7 +26,9 @@ def turn_text(turn: Turn) -> Text:
     r = turn.record
     head = Text()
     head.append(f"#{turn.number}", style="bold")
-    head.append(f" {r.ts:%H:%M:%S} {duration(turn.gap_seconds)}  ")
+    # the date too once the thread has run past midnight (UTC, as the heading's day)
+    when = r.ts.astimezone(UTC).strftime("%m-%d %H:%M:%S" if turn.later_day else "%H:%M:%S")
+    head.append(f" {when} {duration(turn.gap_seconds)}  ")
     head.append(_nb(position_label(r.position)), style="bold")
     head.append(f"  {_nb(intent_label(r.intent))}")
     # without a parent the similarity is to the best candidate that was not taken
