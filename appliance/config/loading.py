@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,12 +26,44 @@ REMOVED_KEYS = {
 }
 
 
-def _describe(err: ValidationError) -> str:
+def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys the table holding `loc`'s last key may have: the settings model reached
+    by the keys before it (a list's index or a dict's key passes through); [] if none."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return []
+            current = field.annotation
+            continue
+        # a list[...] or dict[str, ...] of settings: the index or the key leads to its item
+        models = [a for a in typing.get_args(current)
+                  if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not models:
+            return []
+        current = models[0]
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _unknown_key(key: str, last: str, known: list[str]) -> str:
+    """An unknown key: what the table knows that it may be a misspelling of, and what to do."""
+    close = difflib.get_close_matches(last, known, n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return (f"key '{key}' is not a setting this file knows{hint}: correct its name or "
+            "remove it")
+
+
+def _describe(err: ValidationError, model: type[BaseModel]) -> str:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "(top level)"
     last = str(first["loc"][-1]) if first["loc"] else ""
     if first["type"] == "extra_forbidden" and last in REMOVED_KEYS:
         return f"key '{key}' was removed (it was never enforced: {REMOVED_KEYS[last]})"
+    if first["type"] == "extra_forbidden":
+        return _unknown_key(key, last, _known_keys(model, tuple(first["loc"])))
     msg = str(first["msg"]).removeprefix("Value error, ").rstrip(".")  # the caller ends it
     if not first["loc"] and first["type"] == "value_error":
         # A check across keys (a model validator): its message names the keys itself.
@@ -55,7 +89,7 @@ def load_policy(name: str, model: type[M], *, directory: Path | None = None) -> 
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"Policy file {path}: {_describe(exc)}.") from None
+        raise ConfigError(f"Policy file {path}: {_describe(exc, model)}.") from None
 
 
 def load_optional_policy(name: str, model: type[M], *, directory: Path | None = None) -> M:
