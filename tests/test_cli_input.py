@@ -301,6 +301,10 @@ def test_bad_input_to_the_read_commands_exits_2_as_documented(tmp_path: Path,
              "--from 2030-01-01 is in the future (2030-01-01 00:00 UTC)"),
             (("stats", "topics", "--tenant", "acme", "--from", "2026-03-02",
               "--to", "2026-03-01"), "earlier than --to"),
+            # one day asked as `--from D --to D`: the end is D's midnight; the sentence says
+            # which --to takes D in (it said only "earlier than --to")
+            (("stats", "topics", "--tenant", "acme", "--from", "2026-03-02",
+              "--to", "2026-03-02"), "to take in 2026-03-02, give --to 2026-03-03"),
             # the baseline's end the user did not give is named, with its value
             (("stats", "incident", "--tenant", "acme", "--from", "2026-03-01",
               "--baseline-from", "2026-03-05"), "by default --from: 2026-03-01 00:00 UTC"),

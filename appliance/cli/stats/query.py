@@ -3,6 +3,7 @@ store opened with the master key, or the service's query socket)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import wraps
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
     from appliance.reads import StatsQuery
 
 
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")  # a date alone, no time
+DAY = timedelta(days=1)
+
+
 def _when(value: str | None, default: datetime, name: str) -> datetime:
     from appliance.ingest import parse_ts
 
@@ -50,6 +55,12 @@ def _window(since: str | None, until: str | None) -> tuple[datetime, datetime]:
         # an option the user never gave (a --from in the future, as `search --since` says it)
         raise InputError(f"--from {since} is in the future ({start:%Y-%m-%d %H:%M} UTC): "
                          "there is nothing to count yet; nothing was spent.")
+    if start >= end and until is not None and _DAY.fullmatch(until) and end.year < 9999 \
+            and start < end + DAY:
+        # `--from 2026-03-02 --to 2026-03-02`, asked as that day: `--to` is exclusive
+        raise InputError(f"--from must be earlier than --to: a date alone is its midnight, "
+                         f"so --to {until} ends as the day before it closes; to take in "
+                         f"{until}, give --to {end + DAY:%Y-%m-%d}.")
     if start >= end:
         raise InputError("--from must be earlier than --to.")
     return start, end
@@ -88,7 +99,9 @@ def stats_command(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any
             click.option("--json", "as_json", is_flag=True, help="Print JSON."),
             query_socket_option,
             click.option("--to", "until", default=None,
-                         help="Window end (default the end of today, UTC)."),
+                         help="Window end, not included (default the end of today, UTC): "
+                              "a date alone is its midnight, so --to 2024-03-05 ends as "
+                              "the 4th closes (`threads list --until` takes in its date)."),
             click.option("--from", "since", default=None,
                          help=f"Window start (default {DEFAULT_DAYS} days before --to)."),
             click.option("--user", default=None,
