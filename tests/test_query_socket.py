@@ -168,3 +168,31 @@ def test_a_search_is_answered_while_the_ingest_worker_is_busy(pipeline: Any,
     assert found["ok"] is True and found["request_id"] == "q-search", found
     assert found["hits"] and "VPN" in found["hits"][0]["text"]
     assert held  # answered while the worker was still busy
+
+
+def test_a_long_search_text_is_given_to_the_model_cut_as_an_ingest_text(
+        pipeline: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader's search of a 200 KB line: the model's tokenizer, under the lock an ingest
+    batch's embedding waits on, was given all of it (225 ms for 256 KB measured; the
+    model keeps only its first 256 tokens). Now its words cut at `max_text_chars`, as an
+    ingest's text is: the same tokens, the same hit."""
+    pipeline.process([make_prompt("Where is the VPN guide?", request_id="acme-vpn")])
+    real = pipeline.embedder
+    given: list[int] = []
+
+    class Spy:  # the real model, the lengths it is given noted
+        model_id, dims = real.model_id, real.dims
+
+        def embed(self, texts: list[str]) -> Any:
+            given.extend(len(t) for t in texts)
+            return real.embed(texts)
+
+    qsock = tmp_path / "query.sock"
+    text = "Where is the VPN guide? " + "please " * 28_000
+    with running_service(pipeline, tmp_path / "s.sock", query_socket=qsock):
+        monkeypatch.setattr(pipeline, "embedder", Spy())
+        found = _ask(qsock, op="search", text=text, tenant="acme", request_id="q-long")
+        monkeypatch.setattr(pipeline, "embedder", real)
+    assert found["ok"] is True and found["request_id"] == "q-long", found
+    assert found["hits"] and "VPN" in found["hits"][0]["text"]
+    assert given and max(given) <= pipeline.policies.correlation.max_text_chars < len(text)

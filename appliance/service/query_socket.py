@@ -70,8 +70,9 @@ class QuerySocket(Connections):
                 if text is not None:  # embedded on the reader thread, not queued behind
                     # the worker's batches; the model's lock (embed.py) keeps it to one
                     # thread at a time with the embedding thread's packs
-                    vectors, _ = await loop.run_in_executor(self._readers, embedder.embed,
-                                                            [text])
+                    vectors, _ = await loop.run_in_executor(
+                        self._readers, embedder.embed,
+                        [queryserver.model_text(text, policies.correlation.max_text_chars)])
                     embedder = queryserver.QueryVector(embedder.model_id, embedder.dims, text,
                                                        vectors[0])
                 if self._read_side is None:
