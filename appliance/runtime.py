@@ -106,7 +106,8 @@ def check_new_data_dir(data_dir: Path) -> None:
         raise InputError(f"{data_dir} is a file, not a directory; choose an empty or new "
                          "directory.")
     if is_initialised(data_dir):
-        raise InputError(f"{data_dir} is already initialised.")
+        raise InputError(f"{data_dir} is already initialised (it holds a store); choose an "
+                         "empty or new directory.")
     if data_dir.exists() and any(p.name != "cache" for p in data_dir.iterdir()):
         raise InputError(f"{data_dir} is not empty; choose an empty or new directory.")
 

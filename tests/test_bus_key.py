@@ -88,7 +88,17 @@ def test_a_bus_key_file_readable_by_others_or_malformed_is_refused(tmp_path: Pat
     path = tmp_path / "bus.key"
     create_key_file(path)
     again = run_cli("cluster", "bus-key", "new", str(path))
-    assert again.returncode != 0 and "already exists" in again.stderr
+    # bad input, exit 2 as the README lists it, with what to do (it was 1, and said nothing)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert f"give a new file (`semtrace cluster bus-key add {path}`" in again.stderr
+    (kid,) = [line.split()[0] for line in path.read_text().splitlines()
+              if not line.startswith("#")]
+    for verb in ("use", "drop"):
+        unknown = run_cli("cluster", "bus-key", verb, str(path), "feedf00d")
+        assert unknown.returncode == 2, unknown.stderr
+        assert f"holds no key feedf00d: give one of {kid} " in unknown.stderr
+    sealing = run_cli("cluster", "bus-key", "drop", str(path), kid)
+    assert sealing.returncode == 2 and "is the sealing key" in sealing.stderr
     path.chmod(0o640)
     with pytest.raises(ConfigError, match="readable by its owner only"):
         load_bus_keys(path)

@@ -57,6 +57,13 @@ def test_init_refuses_a_file_and_conflicting_credentials_and_leaves_no_stray_key
     assert both.returncode == 2 and "--new-key-file alone" in both.stderr
     one_sentence(both.stderr)
     assert not key.exists() and not data.exists()
+    key.write_text("an operator's file")
+    kept = run_cli("init", "--data-dir", str(data), "--new-key-file", str(key))
+    # bad input, exit 2 as the README lists it (it was 1), and what to do
+    assert kept.returncode == 2 and "give --new-key-file a new file" in kept.stderr
+    one_sentence(kept.stderr)
+    assert key.read_text() == "an operator's file" and not data.exists()
+    key.unlink()
 
     full = tmp_path / "full"
     full.mkdir()
@@ -70,6 +77,7 @@ def test_init_refuses_a_file_and_conflicting_credentials_and_leaves_no_stray_key
     # bad input, exit 2 as the README lists it (it was 1, "another error")
     again = run_cli("init", "--data-dir", str(data), "--passphrase-file", str(passphrase_file))
     assert again.returncode == 2 and "already initialised" in again.stderr
+    assert "choose an empty or new directory" in again.stderr  # what to do (it said nothing)
     one_sentence(again.stderr)
     twice = run_cli("threads", "list", "--data-dir", str(data), "--passphrase-file",
                     str(passphrase_file), "--key-file", str(passphrase_file))

@@ -227,7 +227,8 @@ def init(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | N
             raise InputError("Give --new-key-file alone, without --passphrase-file or "
                              "--key-file.")
         if new_key_file.exists():
-            raise SemtraceError(f"{new_key_file} already exists; it was not overwritten.")
+            raise InputError(f"{new_key_file} already exists; it was not overwritten: give "
+                             "--new-key-file a new file (or that key as --key-file).")
         write_key_file(new_key_file)
         try:
             init_data_dir(directory, read_key_file(new_key_file), compliance=compliance)

@@ -25,7 +25,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from appliance.errors import ConfigError, SemtraceError
+from appliance.errors import ConfigError, InputError, SemtraceError
 from appliance.keys.durable import fsync_dir
 
 MAGIC = b"\x00stb1"
@@ -214,7 +214,8 @@ HEADER = ("# semtrace bus keys: '<key id> <key>'; the first line seals, every li
 def write_key_file(path: Path, lines: list[str], *, new: bool = False) -> None:
     """Write key lines to `path` (mode 0600): a crash leaves the old file or the new one."""
     if new and path.exists():
-        raise SemtraceError(f"{path} already exists; it was not overwritten.")
+        raise InputError(f"{path} already exists; it was not overwritten: give a new file "
+                         f"(`semtrace cluster bus-key add {path}` adds a key to this one).")
     tmp = path.with_name(path.name + ".tmp")
     try:
         tmp.unlink(missing_ok=True)
@@ -262,7 +263,8 @@ def use_key(path: Path, kid: str) -> KeyFileChange:
     lines = key_lines(path)
     chosen = [line for line in lines if line.split()[0] == kid.lower()]
     if not chosen:
-        raise SemtraceError(f"{path} holds no key {kid}.")
+        raise InputError(f"{path} holds no key {kid}: give one of {', '.join(_ids(lines))} "
+                         f"(`semtrace cluster bus-key list {path}`).")
     ordered = chosen + [line for line in lines if line not in chosen]
     write_key_file(path, ordered)
     return KeyFileChange(str(path), _ids(ordered), kid.lower())
@@ -273,10 +275,11 @@ def drop_key(path: Path, kid: str) -> KeyFileChange:
     lines = key_lines(path)
     ids = _ids(lines)
     if kid.lower() not in ids:
-        raise SemtraceError(f"{path} holds no key {kid}.")
+        raise InputError(f"{path} holds no key {kid}: give one of {', '.join(_ids(lines))} "
+                         f"(`semtrace cluster bus-key list {path}`).")
     if ids[0] == kid.lower():
-        raise SemtraceError(f"Key {kid} is the sealing key; make another key seal first "
-                            "(`semtrace cluster bus-key use`).")
+        raise InputError(f"Key {kid} is the sealing key; make another key seal first "
+                         "(`semtrace cluster bus-key use`).")
     kept = [line for line in lines if line.split()[0] != kid.lower()]
     write_key_file(path, kept)
     return KeyFileChange(str(path), _ids(kept), kid.lower())

@@ -18,7 +18,7 @@ from appliance.cluster.move.tables import (
     _silent,
     _tables,
 )
-from appliance.errors import SemtraceError
+from appliance.errors import InputError
 from appliance.keys import Keyring
 from appliance.store.core import Store, connect
 
@@ -29,7 +29,8 @@ def export_tenants(store: Store, keyring: Keyring, tenants: list[str], out: Path
     """Write these tenants' rows and wrapped keys to a new file `out` (mode 0600).
     `origin`: whose consumers the partitions had (`imported.origin`), for the import."""
     if out.exists():
-        raise SemtraceError(f"{out} already exists; it was not overwritten.")
+        raise InputError(f"--out {out} already exists; it was not overwritten: give a new "
+                         "file.")
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.close(fd)
     conn = connect(out, keyring, synchronous="FULL")
