@@ -196,14 +196,40 @@ def sign_report(body: dict[str, Any], signer: AuditSigner) -> dict[str, Any]:
                                           "value": signer.sign(canonical(body))}}
 
 
-def issue_report(store: Store, keyring: Keyring, settings: RetentionSettings, *, fmt: str,
-                 since: datetime | None = None, via: str = "cli") -> str:
+@dataclass(frozen=True)
+class IssuedReport:
+    """A rendered signed report and what it found wrong (None: nothing)."""
+
+    text: str
+    problem: str | None
+
+
+def _found_wrong(body: dict[str, Any]) -> str | None:
+    """What the report states that its issuer must not miss: a chain that does not verify,
+    shredded buckets still decryptable (the report says BROKEN / FAILED, in its body)."""
+    chain, check = body["audit_chain"], body["self_check"]
+    wrong = [] if chain["ok"] else [f"the audit log does not verify ({chain['problem']}): "
+                                    "the report says its chain is BROKEN"]
+    if not check["passed"]:
+        wrong.append(f"its self-check found {len(check['still_decryptable'])} shredded "
+                     "bucket(s) still decryptable: the report says FAILED")
+    return "; ".join(wrong) or None
+
+
+def issue_signed(store: Store, keyring: Keyring, settings: RetentionSettings, *, fmt: str,
+                 since: datetime | None = None, via: str = "cli") -> IssuedReport:
     """Build, sign and render the report, and record its issue in the audit log."""
     log = AuditLog(store.db, keyring.audit_signer(), anchor=store.keys_db)
     body = build_report(store, log, settings, since=since, pseudonym=keyring.pseudonym)
     text = render(sign_report(body, keyring.audit_signer()), fmt)
     log.append("report", {"format": fmt, "chain_ok": body["audit_chain"]["ok"], "via": via})
-    return text
+    return IssuedReport(text, _found_wrong(body))
+
+
+def issue_report(store: Store, keyring: Keyring, settings: RetentionSettings, *, fmt: str,
+                 since: datetime | None = None, via: str = "cli") -> str:
+    """The rendered signed report (`issue_signed`'s text)."""
+    return issue_signed(store, keyring, settings, fmt=fmt, since=since, via=via).text
 
 
 MARK_OPEN, MARK_CLOSE = "<!-- SEMTRACE-SIGNED-REPORT ", " END-SEMTRACE-SIGNED-REPORT -->"

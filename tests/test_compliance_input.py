@@ -676,6 +676,22 @@ def test_audit_log_of_a_tampered_chain_says_it_is_broken_and_exits_6(
                    "--limit", "1").returncode == 6
 
 
+def test_a_signed_report_of_a_tampered_chain_exits_6_naming_the_problem(
+        store: dict[str, object], tmp_path: Path) -> None:
+    """The report is issued (it is evidence, and says BROKEN), but the officer's script is
+    told: it exited 0 with only 'Signed report written', as for an intact log."""
+    args = _copy(store, tmp_path)
+    fine = run_cli("audit", "retention", "--json", *args)
+    assert fine.returncode == 0 and fine.stderr == "", fine.stderr
+    _tamper(tmp_path / "data", Path(str(store["pw"])),
+            "UPDATE audit SET actor = 'nobody' WHERE seq = 1")
+    out = run_cli("audit", "retention", "--out", str(tmp_path / "r.md"), *args)
+    assert out.returncode == 6, out.stderr
+    assert "audit log does not verify (entry 1 was altered)" in out.stderr, out.stderr
+    assert "Audit chain: **BROKEN**" in (tmp_path / "r.md").read_text()
+    assert "Traceback" not in out.stderr
+
+
 def test_audit_log_text_shows_each_entrys_details_as_json(store: dict[str, object]) -> None:
     args = list(store["args"])  # type: ignore[call-overload]
     listing = run_cli("audit", "log", "--event", "init", *args)

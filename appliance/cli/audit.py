@@ -158,7 +158,7 @@ def audit_retention(data_dir: Path | None, passphrase_file: Path | None, key_fil
                     role: str | None, fmt: str | None, as_json: bool, out: Path | None,
                     since: str | None) -> None:
     """Produce the signed retention report for compliance officers."""
-    from appliance.report import issue_report
+    from appliance.report import issue_signed
     from appliance.roles import require
 
     if as_json and fmt not in (None, "json"):
@@ -176,17 +176,22 @@ def audit_retention(data_dir: Path | None, passphrase_file: Path | None, key_fil
     with _opened(data_dir, passphrase_file, key_file) as rt:
         require(rt.policies.access, role or "compliance", "audit",
                 every_tenant="the retention report")
-        text = issue_report(rt.store, rt.keyring, rt.policies.retention, fmt=fmt, since=start)
+        issued = issue_signed(rt.store, rt.keyring, rt.policies.retention, fmt=fmt,
+                              since=start)
     if out:
         try:
             with out.open("x") as fh:  # one made meanwhile is not replaced either
-                fh.write(text)
+                fh.write(issued.text)
         except FileExistsError:
             raise InputError(f"--out {out} was made while the report was built; it was not "
                              "overwritten (the issue is in the audit log).") from None
         click.echo(f"Signed report written to {out}.", err=True)
     else:
-        click.echo(text, nl=False)
+        click.echo(issued.text, nl=False)
+    if issued.problem:  # issued as evidence, but a script must not file it as a clean one
+        click.echo(f"The signed report was issued, but {issued.problem} (see `semtrace "
+                   "audit verify`).", err=True)
+        sys.exit(6)
 
 
 @audit.command("public-key")
