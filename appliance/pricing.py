@@ -15,6 +15,16 @@ class Cost:
     source: str  # "reported" (by the gateway) or "priced" (tokens x pricing.toml)
 
 
+COST_DECIMALS = 10  # far below any price: a token at $0.01 a million is 1e-8
+
+
+def as_read(amount: float | None) -> float | None:
+    """A stored cost or sum of costs as shown: binary floats add up with noise (three turns
+    of 0.1 summed to 0.30000000000000004, a 150-turn thread of 0.001 to 0.1500000000000001,
+    which `threads list --json` printed); rounded to COST_DECIMALS, None kept."""
+    return None if amount is None else round(amount, COST_DECIMALS)
+
+
 def split_model(model: str) -> tuple[str, str]:
     """("openai", "gpt-4o") from "openai/gpt-4o"; ("", "gpt-4o") from a bare name."""
     provider, sep, name = model.partition("/")

@@ -216,3 +216,27 @@ def test_models_are_priced_by_provider_then_bare_name_never_by_guess() -> None:
     assert call_cost(table, "openai/gpt-4o", None, None, None) is None  # no tokens, no cost
     reported = call_cost(table, "openai/gpt-5", 10, 10, 0.0)
     assert reported is not None and (reported.amount, reported.source) == (0.0, "reported")
+
+
+def test_a_threads_summed_cost_reads_as_the_sum_not_float_noise(pipeline: Any) -> None:
+    """Three turns the gateway reported at 0.1 each: `threads list|show --json` said the
+    thread cost 0.30000000000000004 (binary float sums), which a spreadsheet kept."""
+    from test_thread_reading import _history
+
+    from appliance.query import get_thread, list_threads
+    from appliance.records import Response, jsonable
+
+    texts = ("Draft a reply to the supplier about the late delivery",
+             "Make it shorter", "Now make it more formal")
+    prompts = [replace(make_prompt(t, user="erin", minutes=k),
+                       response=Response(cost=0.1, input_tokens=10, output_tokens=20),
+                       history=_history(*(x for q in texts[:k] for x in (q, "ok"))))
+               for k, t in enumerate(texts)]
+    out = pipeline.process(prompts)
+    assert len({o.thread_id for o in out}) == 1
+    shown = get_thread(pipeline.store, out[0].thread_id)
+    listed = list_threads(pipeline.store)
+    assert shown is not None and len(listed) == 1
+    assert json.dumps(jsonable(shown)["cost"]) == "0.3"
+    assert json.dumps(jsonable(listed[0])["cost"]) == "0.3"
+    assert [r.cost for r in shown.records] == [0.1, 0.1, 0.1]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from appliance.pricing import as_read
 from appliance.query.topics import topic_label, topic_labels
 from appliance.records import Record, Thread
 from appliance.store import Store
@@ -83,7 +84,7 @@ def _threads(store: Store, rows: list[tuple[Any, ...]]) -> list[Thread]:
                    first_ts=datetime.fromtimestamp(r[3], UTC),
                    last_ts=datetime.fromtimestamp(r[4], UTC), turns=r[5],
                    models=tuple(json.loads(r[6])), input_tokens=r[7], output_tokens=r[8],
-                   topic_id=r[9], cost=r[10], title=titles.get(r[0]),
+                   topic_id=r[9], cost=as_read(r[10]), title=titles.get(r[0]),
                    topic_label=labels.get(r[9] or "")) for r in rows]
 
 
@@ -102,7 +103,7 @@ def get_thread(store: Store, thread_id: str) -> Thread | None:
     return Thread(thread_id=thread_id, tenant=records[0].tenant, user=records[0].user,
                   first_ts=records[0].ts, last_ts=records[-1].ts, turns=len(records),
                   models=head[0], input_tokens=head[1], output_tokens=head[2],
-                  topic_id=head[3], cost=head[4], records=tuple(records),
+                  topic_id=head[3], cost=as_read(head[4]), records=tuple(records),
                   title=next((shorten(r.text) for r in records if r.text and r.text.strip()),
                              None), topic_label=topic_label(store, head[3]))
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from appliance.keys import RevealOpener
 from appliance.link.calibrate import Tally
+from appliance.pricing import as_read
 from appliance.records import Candidate, Record
 from appliance.store.maintenance import _aad
 
@@ -160,5 +161,5 @@ class Reads:
                 output_tokens=tout, latency_ms=lat, status=status, synthetic=bool(synth),
                 index=idx, evidence=ev, link_source=(ev or {}).get("link_source"),
                 trace_id=trace, span_id=span, feedback=json.loads(feedback) if feedback else None,
-                cost=cost, cost_source=cost_source))
+                cost=as_read(cost), cost_source=cost_source))
         return out
