@@ -281,10 +281,10 @@ def _threads(obj: dict[str, Any], role: str, policies: Policies, store: Store,
         return {"thread": jsonable(thread), "currency": policies.pricing.currency}
     tenant, user = obj.get("tenant"), obj.get("user")
     limit = _limit(obj, 50, MAX_LIMIT, rid)
-    if user is not None and (not isinstance(user, str) or tenant is None
-                             or len(user) > MAX_ID):
-        raise ProtocolError("bad_request", f"'user' must be a string of at most {MAX_ID} "
-                            "characters, with 'tenant'.", rid)
+    if user is not None and (not isinstance(user, str) or not user.strip() or tenant is None
+                             or len(user) > MAX_ID):  # "": an empty list, as if none had any
+        raise ProtocolError("bad_request", f"'user' must be a non-empty string of at most "
+                            f"{MAX_ID} characters, with 'tenant'.", rid)
     if tenant is None and bound is not None and len(bound) == 1:
         tenant = bound[0]
     check_tenant(store, policies, tenant if isinstance(tenant, str) else None)

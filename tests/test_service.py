@@ -351,6 +351,29 @@ def test_a_history_message_field_given_as_null_counts_as_absent(server: Server) 
         "code": "bad_request", "message": "'history[0]' needs exactly one of content and sha256."}
 
 
+def test_a_blank_user_of_a_listing_is_refused_not_an_empty_list(server: Server) -> None:
+    """`"user": ""` of `threads` and a blank `filters` value of `page` were answered ok with
+    no thread (as if the user had none), where `search` and `screen_search` refuse a blank
+    `user` and the TUI sends no blank filter."""
+    with Client(server.sock) as c:
+        assert c.ingest(tenant="acme", user_id="lister", text="Where is the wiki?",
+                        request_id="blank-1", ts=at(11))["ok"]
+    with Client(server.data / "query.sock") as c:
+        listed = c.request({"v": 1, "op": "threads", "request_id": "bl-1", "tenant": "acme",
+                            "user": ""})
+        paged = [c.request({"v": 1, "op": "page", "request_id": f"bl-{key}", "tenant": "acme",
+                            "filters": {key: " "}}) for key in ("user", "model", "topic")]
+        whole = c.request({"v": 1, "op": "page", "request_id": "bl-2", "tenant": "acme"})
+    assert listed["request_id"] == "bl-1" and listed["error"] == {
+        "code": "bad_request", "message": "'user' must be a non-empty string of at most 256 "
+        "characters, with 'tenant'."}
+    assert [p["error"]["code"] for p in paged] == ["bad_request"] * 3  # type: ignore[index]
+    assert paged[0]["error"]["message"] == (  # type: ignore[index]
+        "'filters' must map some of tenant, user, since, until, topic, model, position to "
+        "non-empty strings of at most 256 characters.")
+    assert whole["ok"] is True and whole["total"] >= 1
+
+
 def test_silent_and_half_line_clients_do_not_hurt_the_server(server: Server) -> None:
     silent = server.raw()
     half = server.raw()

@@ -64,10 +64,11 @@ def _time(value: Any, key: str, rid: str | None) -> datetime | None:
 def _filters(raw: Any, rid: str | None) -> Filters:
     raw = raw if raw is not None else {}
     if not isinstance(raw, dict) or set(raw) - set(KEYS) or not all(
-            v is None or isinstance(v, str) and len(v) <= MAX_ID for v in raw.values()):
+            v is None or isinstance(v, str) and v.strip() and len(v) <= MAX_ID
+            for v in raw.values()):  # "" matched nothing: an empty page (the TUI sends none)
         raise ProtocolError("bad_request", "'filters' must map some of "
-                            f"{', '.join(KEYS)} to strings of at most {MAX_ID} characters.",
-                            rid)
+                            f"{', '.join(KEYS)} to non-empty strings of at most {MAX_ID} "
+                            "characters.", rid)
     if raw.get("position") is not None and raw["position"] not in POSITIONS:
         raise ProtocolError("bad_request", "'filters' position must be one of "
                             f"{', '.join(POSITIONS)}.", rid)  # else: an empty page
