@@ -91,3 +91,28 @@ def test_a_rotation_says_the_audit_key_changed_and_a_report_checked_with_the_old
     assert "keys rotate" in said and "key_rotation entry names both keys" in said
     assert run_cli("audit", "check-report", str(report), "--data-dir", str(data),
                    "--passphrase-file", str(new)).returncode == 0
+
+
+def test_a_rotation_run_from_a_script_says_how_far_it_is_and_json_stays_clean(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """A rotation rewrites the whole store (the service stopped meanwhile) and said nothing
+    until it was done; now it reports each file it re-encrypts, by pages, as the other long
+    commands do (a line every SEMTRACE_PROGRESS_INTERVAL_S off a terminal; 0: every step)."""
+    data = tmp_path / "data"
+    common = ["--data-dir", str(data), "--passphrase-file", str(passphrase_file)]
+    assert run_cli("init", *common).returncode == 0
+    new = tmp_path / "new.pass"
+    new.touch(mode=0o600)
+    new.write_text("a different passphrase for the rotation\n")
+    rotated = run_cli("keys", "rotate", "--json", "--new-passphrase-file", str(new), *common,
+                      env={"SEMTRACE_PROGRESS_INTERVAL_S": "0"})
+    assert rotated.returncode == 0, rotated.stderr
+    assert json.loads(rotated.stdout)["rotated"] is True
+    lines = rotated.stderr.splitlines()
+    assert any(line.startswith("semtrace: re-wrapping the data keys") for line in lines)
+    keys = [line for line in lines if line.startswith("semtrace: re-encrypting keys.db: 0 of ")]
+    data_db = [line for line in lines if line.startswith("semtrace: re-encrypting semtrace.db: ")]
+    assert keys and data_db, rotated.stderr
+    total = keys[0].split(" of ")[1].split()[0]
+    assert f" of {total} " in data_db[0]
+    assert lines[-1] == f"semtrace: re-encrypted: {total} of {total} (100%)"

@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from appliance.cli import credential, credential_options, data_dir_option, emit_json
+from appliance.cli import (
+    credential,
+    credential_options,
+    data_dir_option,
+    emit_json,
+    progress_bar,
+)
 from appliance.cli.compliance import _opened
 from appliance.errors import InputError, SemtraceError
 from appliance.words import plural
@@ -66,7 +72,11 @@ def keys_rotate(data_dir: Path | None, passphrase_file: Path | None, key_file: P
                             "installed it), rotate, put the new passphrase where the service "
                             "reads it, then start it again. Nothing was changed.") from None
     try:
-        n = rotate(directory, old_ring, new_cred)
+        with progress_bar() as prog:  # the whole store is rewritten: minutes on a large one
+            task = prog.add_task("keys rotate", total=None)
+            n = rotate(directory, old_ring, new_cred, progress=lambda what, done, total:
+                       prog.update(task, description=what, completed=done,
+                                   total=total or None))
     finally:
         lock.release()
     signer = open_keyring(directory, new_cred).audit_signer().key_id()

@@ -41,6 +41,11 @@ from appliance.store.core import DB_FILE, KEYS_FILE, Store, connect
 from appliance.store.maintenance import _bucket_aad
 
 SIDE_SUFFIX = ".rotating"
+Progress = Callable[[str, int, int], None]  # (step, done, total): pages re-encrypted
+
+
+def _quiet(_step: str, _done: int, _total: int) -> None:
+    """No progress shown (a rotation completed on open, the tests)."""
 
 
 def _no_fault(step: str) -> None:
@@ -103,8 +108,19 @@ def _rewrap(data_dir: Path, rot: Rotation) -> int:
         kconn.close()
 
 
-def _reencrypt(path: Path, purpose: str, rot: Rotation) -> None:
-    """Put a database file under its new SQLCipher key: export to a side file, rename."""
+def _pages(path: Path, purpose: str, rot: Rotation) -> int:
+    """The pages of a database file still under the old key (0 once re-encrypted)."""
+    conn, which = _open_either(path, purpose, rot, readonly=True)
+    try:
+        return 0 if which == "new" else int(conn.execute("PRAGMA page_count").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _reencrypt(path: Path, purpose: str, rot: Rotation, step: Progress = _quiet,
+               done: int = 0, total: int = 0) -> None:
+    """Put a database file under its new SQLCipher key: export to a side file, rename.
+    `step` is told before the export (of `total` pages, `done` so far)."""
     side = path.with_name(path.name + SIDE_SUFFIX)
     conn, which = _open_either(path, purpose, rot)
     if which == "new":
@@ -113,6 +129,7 @@ def _reencrypt(path: Path, purpose: str, rot: Rotation) -> None:
         return
     try:
         side.unlink(missing_ok=True)  # a partial export from a killed attempt
+        step(f"re-encrypting {path.name}", done, total)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         quoted = str(side).replace("'", "''")
         conn.execute(f"ATTACH DATABASE '{quoted}' AS rotated "
@@ -157,14 +174,20 @@ def _audit_once(data_dir: Path, rot: Rotation, deks: int, *, resumed: bool) -> N
         store.close()
 
 
-def complete_rotation(data_dir: Path, rot: Rotation, *, resumed: bool = False) -> int:
-    """Run (or finish) the steps after the journal; returns the DEKs now wrapped."""
+def complete_rotation(data_dir: Path, rot: Rotation, *, resumed: bool = False,
+                      progress: Progress = _quiet) -> int:
+    """Run (or finish) the steps after the journal; returns the DEKs now wrapped.
+    `progress` hears of each file's export, by pages (the whole store is rewritten)."""
+    progress("re-wrapping the data keys", 0, 0)
     deks = _rewrap(data_dir, rot)
     _step("rewrap")
-    _reencrypt(data_dir / KEYS_FILE, "keys", rot)
+    keys_pages = _pages(data_dir / KEYS_FILE, "keys", rot)
+    total = keys_pages + _pages(data_dir / DB_FILE, "data", rot)
+    _reencrypt(data_dir / KEYS_FILE, "keys", rot, progress, 0, total)
     _step("keys")
-    _reencrypt(data_dir / DB_FILE, "data", rot)
+    _reencrypt(data_dir / DB_FILE, "data", rot, progress, keys_pages, total)
     _step("data")
+    progress("re-encrypted", total, total)
     install_rotated_keyring(data_dir)
     _step("install")
     _audit_once(data_dir, rot, deks, resumed=resumed)
@@ -174,12 +197,13 @@ def complete_rotation(data_dir: Path, rot: Rotation, *, resumed: bool = False) -
     return deks
 
 
-def rotate(data_dir: Path, old: Keyring, new_cred: Credential) -> int:
+def rotate(data_dir: Path, old: Keyring, new_cred: Credential, *,
+           progress: Progress = _quiet) -> int:
     """Rotate the master key of `data_dir` (the caller holds the data dir's lock)."""
     discard_unbegun_rotation(data_dir)
     rot = begin_rotation(data_dir, old, new_cred)
     _step("journal")
-    return complete_rotation(data_dir, rot)
+    return complete_rotation(data_dir, rot, progress=progress)
 
 
 STEPS = ("journal", "rewrap", "keys-exported", "keys", "data-exported", "data", "install",
