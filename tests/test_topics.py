@@ -438,6 +438,39 @@ def test_erased_members_leave_no_words_in_the_decrypted_store(pipeline: Any,
     assert any("weather" in c for c in table_cells(runtime))  # other topics keep theirs
 
 
+def test_an_erased_users_topic_rows_stop_naming_them_when_their_buckets_do(
+        pipeline: Any, runtime: Any) -> None:
+    """A per-user topic's row stays (its id still resolves) after the user's erasure, and
+    named the user's pseudonym in its scope, beside the time of their first prompt, for
+    good: the buckets' rows stop naming the user a day after the shred, the topics now too.
+    """
+    from appliance.audit import AuditLog
+    from appliance.erasure import erase_user
+    from appliance.retention import Shredder, forget_shredded
+
+    pipeline.topics = ta = assigner(runtime, cross_user_topics={})  # topics per user
+    pipeline.process([make_prompt(t, user=u, minutes=i) for i, (u, t) in enumerate(
+        [("erin", WEATHER[0]), ("erin", PASSWORD[0]), ("bob", WEATHER[1])])])
+    ta.refine("acme")
+    erin, bob = (runtime.keyring.pseudonym("acme", u) for u in ("erin", "bob"))
+
+    def cells() -> str:
+        return repr(runtime.store.db.execute("SELECT * FROM topics").fetchall())
+
+    assert erin in cells() and bob in cells()
+    shredder = Shredder(runtime.store, AuditLog(runtime.store.db,
+                                                runtime.keyring.audit_signer()),
+                        on_user_shredded=pipeline.forget)
+    erase_user(shredder, runtime.policies.retention, runtime.keyring, tenant="acme",
+               user_id="erin", reason="test")
+    forget_shredded(runtime.store, runtime.policies.retention,
+                    datetime.now(UTC) + timedelta(days=2))  # the run a day after
+    assert erin not in cells() and bob in cells()  # bob's live topic keeps its scope
+    assert erin not in repr(runtime.store.db.execute("SELECT * FROM buckets").fetchall())
+    ta.refine("acme")  # the service's next refinement names no one back
+    assert erin not in cells() and bob in cells()
+
+
 def test_topics_expire_with_aggregates_days(pipeline: Any, runtime: Any) -> None:
     from appliance.retention import expire_topics
 

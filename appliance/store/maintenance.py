@@ -267,12 +267,19 @@ class Maintenance:
         tenant and when and why they were shredded, for the report's self-check);
         those shredded before `delete_before` (aggregates_days) are removed, with the
         key store's note of their destruction. One tenant; returns (anonymised, removed).
+        A per-user topic's row (kept, stripped, so that its id still resolves) stops naming
+        its user once the user holds no live bucket: its scope named the pseudonym, beside
+        the time of the user's first prompt, for good.
         """
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             anon = self._db.execute(
                 "UPDATE buckets SET user=NULL, day=NULL WHERE tenant=? AND destroyed_at < ? AND "
                 "(user IS NOT NULL OR day IS NOT NULL)", (tenant, anonymise_before)).rowcount
+            self._db.execute(
+                "UPDATE topics SET scope='' WHERE tenant=? AND scope LIKE 'user:%' AND NOT "
+                "EXISTS (SELECT 1 FROM buckets b WHERE b.tenant=topics.tenant AND b.user="
+                "substr(topics.scope, 6) AND b.destroyed_at IS NULL)", (tenant,))
             gone = [r[0] for r in self._db.execute(
                 "SELECT id FROM buckets b WHERE tenant=? AND destroyed_at < ? AND NOT EXISTS "
                 "(SELECT 1 FROM records r WHERE r.bucket_id = b.id) AND NOT EXISTS "

@@ -69,7 +69,8 @@ def publish(db: Any, tenant: str, topics: list[TopicRow], merged: dict[str, str]
         _tx(db, [
             ("INSERT INTO topics (topic_id, tenant, scope, n, contributors, centroid, label, "
              "created_at, updated_at) VALUES (?,?,?,?,?,NULL,?,?,?) ON CONFLICT(topic_id) DO "
-             "UPDATE SET n=excluded.n, contributors=excluded.contributors, centroid=NULL, "
+             "UPDATE SET scope=excluded.scope, n=excluded.n, contributors=excluded.contributors, "
+             "centroid=NULL, "
              "label=excluded.label, merged_into=NULL, updated_at=excluded.updated_at",
              [(t.topic_id, tenant, t.scope, t.threads, t.users, t.label, t.created_at, now)
               for t in part]),
