@@ -53,8 +53,8 @@ def status(nats_url: str | None, tenants: tuple[str, ...], as_json: bool) -> Non
     """Partitions, their owners, and each consumer's lag and redeliveries."""
     from appliance.cluster import bus
     from appliance.cluster.bus import require_nats
-    from appliance.cluster.partition import format_ranges, valid_tenant
-    from appliance.cluster.status import cluster_status, late_sentence, tenant_homes
+    from appliance.cluster.partition import valid_tenant
+    from appliance.cluster.status import cluster_status, status_lines, tenant_homes
 
     for tenant in tenants:
         if not valid_tenant(tenant):
@@ -79,33 +79,8 @@ def status(nats_url: str | None, tenants: tuple[str, ...], as_json: bool) -> Non
     if as_json:
         emit_json(report)
         return
-    click.echo(f"stream {report.stream}: {plural(report.partitions, 'partition')}, "
-               f"{plural(report.replicas, 'replica')}, {plural(report.messages, 'message')} "
-               f"queued, {plural(report.bytes, 'byte')}")
-    for node, parts in sorted(report.nodes.items()):
-        version = report.versions.get(node)
-        click.echo(f"node {node}: partitions {format_ranges(parts)}, "
-                   + (f"semtrace {version}" if version else "version unknown (earlier build)")
-                   + (", LATE" if node in report.late else ""))
-    for node, silent in sorted(report.late.items()):
-        click.echo(late_sentence(node, silent, report.owner_ttl_s))
-    if report.mixed_versions():
-        click.echo("The nodes run different versions: fine during a rolling upgrade, but "
-                   "`cluster export` and `import` move partitions only between nodes of one "
-                   "version.")
-    click.echo(f"{'part':>4}  {'owner':<20} {'heard from':>10} {'lag':>8} {'pending':>8} "
-               f"{'in work':>8} {'redelivered':>11}")
-    for s in report.states:  # a node killed stays owner until its claim expires: "heard from"
-        owner = (f"{s.owner} (late)" if s.owner and s.owner_late else s.owner
-                 or ("(unreadable claim)" if s.unreadable_claim else "(none: queueing)"))
-        seen = f"{s.owner_seen_s:.0f} s ago" if s.owner_seen_s is not None else "-"
-        click.echo(f"{s.partition:>4}  {owner:<20} {seen:>10} {s.lag:>8} {s.pending:>8} "
-                   f"{s.ack_pending:>8} {s.redelivered:>11}")
-    for s in report.states:
-        if s.unreadable_claim:
-            click.echo(f"Partition {s.partition}: unreadable claim ({s.unreadable_claim}): a "
-                       "node holds it that this version cannot name (upgrade this node if a "
-                       "later version wrote the claim), so it is not queueing for want of one.")
+    for line in status_lines(report):
+        click.echo(line)
 
 
 @cluster.command("nats-config")

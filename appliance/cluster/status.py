@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 
 from appliance.cluster.bus import connect
 from appliance.cluster.owners import all_claims, owners_bucket
-from appliance.cluster.partition import consumer_name, partition_of
+from appliance.cluster.partition import consumer_name, format_ranges, partition_of
 from appliance.cluster.stream import STREAM_DESCRIPTION, consumer_lag
 from appliance.config import ClusterSettings
 from appliance.errors import SemtraceError
+from appliance.words import plural, ranges
 
 
 @dataclass(frozen=True)
@@ -130,10 +131,46 @@ async def cluster_status(settings: ClusterSettings) -> ClusterStatus:
                          late=late)
 
 
-def late_sentence(node: str, silent_s: float, ttl_s: float) -> str:
-    """What `cluster status` says of a node that missed two refreshes of its claims."""
+def late_sentence(node: str, silent_s: float, ttl_s: float, partitions: int = 2) -> str:
+    """What `cluster status` says of a node that missed two refreshes of its claims
+    (`partitions`: how many it claims, for the sentence to agree)."""
     left = max(ttl_s - silent_s, 0)
-    return (f"Node {node} has not refreshed its claims for {silent_s:.0f} s (it does every "
+    one = partitions == 1
+    claims, expire = ("claim", "expires") if one else ("claims", "expire")
+    return (f"Node {node} has not refreshed its {claims} for {silent_s:.0f} s (it does every "
             f"{ttl_s / 3:g} s while it runs): it is stopped, killed, hung or cut off from NATS; "
-            f"its claims expire in {left:.0f} s (owner_ttl_s {ttl_s:g}), and its partitions "
-            "then queue until a node takes them.")
+            f"its {claims} {expire} in {left:.0f} s (owner_ttl_s {ttl_s:g}), and "
+            + ("its partition then queues until a node takes it." if one else
+               "its partitions then queue until a node takes them."))
+
+
+def status_lines(report: ClusterStatus) -> list[str]:
+    """What `cluster status` prints without --json: the stream, each node, then a row per
+    partition; counts said as words ('1 replica', 'node b: partition 3')."""
+    lines = [f"stream {report.stream}: {plural(report.partitions, 'partition')}, "
+             f"{plural(report.replicas, 'replica')}, {plural(report.messages, 'message')} "
+             f"queued, {plural(report.bytes, 'byte')}"]
+    for node, parts in sorted(report.nodes.items()):
+        version = report.versions.get(node)
+        lines.append(f"node {node}: {ranges('partition', format_ranges(parts))}, "
+                     + (f"semtrace {version}" if version else "version unknown (earlier build)")
+                     + (", LATE" if node in report.late else ""))
+    lines += [late_sentence(node, silent, report.owner_ttl_s, len(report.nodes.get(node, [])))
+              for node, silent in sorted(report.late.items())]
+    if report.mixed_versions():
+        lines.append("The nodes run different versions: fine during a rolling upgrade, but "
+                     "`cluster export` and `import` move partitions only between nodes of one "
+                     "version.")
+    lines.append(f"{'part':>4}  {'owner':<20} {'heard from':>10} {'lag':>8} {'pending':>8} "
+                 f"{'in work':>8} {'redelivered':>11}")
+    for s in report.states:  # a node killed stays owner until its claim expires: "heard from"
+        owner = (f"{s.owner} (late)" if s.owner and s.owner_late else s.owner
+                 or ("(unreadable claim)" if s.unreadable_claim else "(none: queueing)"))
+        seen = f"{s.owner_seen_s:.0f} s ago" if s.owner_seen_s is not None else "-"
+        lines.append(f"{s.partition:>4}  {owner:<20} {seen:>10} {s.lag:>8} {s.pending:>8} "
+                     f"{s.ack_pending:>8} {s.redelivered:>11}")
+    lines += [f"Partition {s.partition}: unreadable claim ({s.unreadable_claim}): a node holds "
+              "it that this version cannot name (upgrade this node if a later version wrote "
+              "the claim), so it is not queueing for want of one."
+              for s in report.states if s.unreadable_claim]
+    return lines
