@@ -43,6 +43,7 @@ from appliance.cluster.partition import (  # noqa: E402
     partition_of,
     server_mappings,
 )
+from appliance.words import plural  # noqa: E402
 
 # the shared data sit next to the checkout (/work/shared beside /work/main) or next to its
 # parent (a worktree in /work/wt/NAME)
@@ -168,7 +169,8 @@ def throughput(url: str, batch: list[dict[str, Any]], keys: Any = None) -> float
         elapsed = time.perf_counter() - t0
         await nc.close()
         if refused:
-            raise SystemExit(f"{len(refused)} prompt(s) refused, e.g. {refused[0]['error']}")
+            raise SystemExit(f"{plural(len(refused), 'prompt')} refused, e.g. "
+                             f"{refused[0]['error']}")
         return len(batch) / elapsed
 
     return asyncio.run(run())
@@ -285,7 +287,7 @@ def main() -> None:
                 throughput(url, rows(f"warm{count}", 24, args.tenants, pool), keys)
                 rate = throughput(url, rows(f"run{count}", args.prompts, args.tenants, pool),
                                   keys)
-                print(f"{count} node(s): {rate:7.1f} prompts/s end to end (publish -> "
+                print(f"{plural(count, 'node')}: {rate:7.1f} prompts/s end to end (publish -> "
                       "committed -> enrichment received)")
                 if count == 1:
                     proc, sock = nodes[0]

@@ -60,6 +60,7 @@ from appliance.integrations.channel import shard_of  # noqa: E402
 from appliance.integrations.decorator import Semtrace  # noqa: E402
 from appliance.integrations.outbox import WORKERS  # noqa: E402
 from appliance.service.dispatch import ATTACH_HOLD  # noqa: E402
+from appliance.words import plural  # noqa: E402
 
 PARTITIONS = 12
 
@@ -259,7 +260,7 @@ def connect_cost(url: str, n: int) -> None:
         client.close()
     print(f"NATS, one blocking client: connecting {statistics.median(took) * 1000:.1f} ms "
           f"median ({min(took) * 1000:.1f}-{max(took) * 1000:.1f} ms, {n} connects), "
-          f"{max(threads)} thread(s) of its own", flush=True)
+          f"{plural(max(threads), 'thread')} of its own", flush=True)
 
 
 def over_nats(args: argparse.Namespace, tmp: Path) -> None:
@@ -326,8 +327,8 @@ def main() -> None:
     if held.kept_back:
         print(f"(the held tool_calls ended not_found after the service's {ATTACH_HOLD:g} s "
               "hold, as intended: their turns' updates never come here; the adapters' "
-              f"'semtrace refused a request' warning of that, {held.kept_back} line(s), "
-              "was kept back)", flush=True)
+              "'semtrace refused a request' warning of that, "
+              f"{plural(held.kept_back, 'line')}, was kept back)", flush=True)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from appliance.client import Client  # noqa: E402
 from appliance.integrations.channel import shard_of  # noqa: E402
 from appliance.integrations.decorator import Semtrace  # noqa: E402
 from appliance.integrations.outbox import WORKERS  # noqa: E402
+from appliance.words import plural  # noqa: E402
 
 
 def same_loop_worker(first: str, count: int = 1, prefix: str = "user-b") -> list[str]:
@@ -96,8 +97,8 @@ def one_run(sock: Path, k: int, held_n: int = 1, land_after: float | None = None
     behind = b_call(app, b, f"resp-{b}-{k}")
     for t in held:
         t.join()
-    print(f"{len(held_users)} held call(s): {max(a_took):.3f} s at most; B's behind them: "
-          f"{behind:.3f} s", flush=True)
+    print(f"{plural(len(held_users), 'held call')}: {max(a_took):.3f} s at most; B's behind "
+          f"{'it' if len(held_users) == 1 else 'them'}: {behind:.3f} s", flush=True)
     app.flush(10)
     app.close()
     return alone, behind
@@ -117,7 +118,7 @@ def main() -> None:
             proc.terminate()
             proc.wait(60)
     for name, figures in (("alone", [r[0] for r in runs]),
-                          (f"behind {args.held} held call(s)", [r[1] for r in runs])):
+                          (f"behind {plural(args.held, 'held call')}", [r[1] for r in runs])):
         print(f"B's tool_call reply, {name}: median {statistics.median(figures):.3f} s, "
               f"{min(figures):.3f}-{max(figures):.3f} s ({args.runs} runs)")
 
