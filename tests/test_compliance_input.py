@@ -170,6 +170,9 @@ def test_a_reveal_that_finds_nothing_says_why_in_one_sentence(
     # said as it happened (a shred with its date), not 'no longer kept' with two causes
     assert "were shredded on " in _one_sentence(gone)  # type: ignore[arg-type]
     assert "vault_days" in gone.stderr  # type: ignore[attr-defined]
+    # the days in words (was "kept 7 day(s) after their day, vault_days")
+    assert "(they are kept 7 days after the day they were recorded: vault_days in " \
+           "retention.toml); nothing was revealed." in _one_sentence(gone)  # type: ignore[arg-type]
 
 
 def test_a_reveal_on_a_cluster_node_that_lacks_the_record_says_where_to_look(

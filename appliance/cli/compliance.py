@@ -69,7 +69,7 @@ MAX_REASON = 200
 
 def _days(days: float) -> str:
     """`1 day`, `30 days`, `0.5 days` (vault_days may be a fraction)."""
-    return f"{days:g} {'day' if days == 1 else 'days'}"
+    return f"{days:,g} {'day' if days == 1 else 'days'}"
 
 
 def _reason(reason: str, *, user_id: str | None = None) -> str:
@@ -153,10 +153,12 @@ def _nothing_to_reveal(rt: Runtime, record_id: int, tenant: str | None) -> str:
     if shredded_at is not None:
         return (f"The originals of record {record_id} were shredded on "
                 f"{datetime.fromtimestamp(shredded_at, UTC):%Y-%m-%d %H:%M} UTC (they are "
-                f"kept {_days(days)} after their day, vault_days); nothing was revealed.")
+                f"kept {_days(days)} after the day they were recorded: vault_days in "
+                "retention.toml); nothing was revealed.")
     return (f"The originals of record {record_id} are no longer kept: they are shredded "
-            f"{_days(days)} after their day (vault_days), and none are kept from before a "
-            "compliance key was enrolled; nothing was revealed.")
+            f"{_days(days)} after the day they were recorded (vault_days in retention.toml), "
+            "and none are kept from before a compliance key was enrolled; nothing was "
+            "revealed.")
 
 
 @click.command()

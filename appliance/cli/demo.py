@@ -11,14 +11,13 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from appliance.cli import credential, emit_json
 from appliance.errors import InputError, SemtraceError
 from appliance.socket_folder import too_long
-from appliance.words import plural
 
 if TYPE_CHECKING:
     from appliance.records import Thread
@@ -63,6 +62,18 @@ def _rebased(rows: list[dict[str, object]]) -> list[dict[str, object]]:
         rows, times, strict=True)]
 
 
+def refused_sentence(failed: list[dict[str, Any]], sent: int) -> str:
+    """What the demo says when the service refused prompts of its stream: how many, and
+    the first refusal's own sentence, which says what to do ('Retry once space is
+    freed.'); before, "The demo service refused 2 prompts." gave neither cause nor remedy."""
+    error = failed[0].get("error")
+    error = error if isinstance(error, dict) else {}
+    said = str(error.get("message") or "no reason given").rstrip()
+    return (f"The demo service refused {len(failed):,} of the demo stream's {sent:,} prompts, "
+            f"so the demo stops here; the first refusal ({error.get('code', 'no code')}) said: "
+            + (said if said.endswith((".", "!", "?")) else said + "."))
+
+
 def _demo_through_service(data_dir: Path, pw: Path) -> None:
     """Start `semtrace serve`, send the demo stream through its socket, stop it (SIGTERM)."""
     import json
@@ -83,15 +94,20 @@ def _demo_through_service(data_dir: Path, pw: Path) -> None:
         sock = data_dir / "semtrace.sock"
         deadline = time.monotonic() + 600  # a busy host loads the models slowly
         while True:
-            if proc.poll() is not None:
-                raise SemtraceError("The demo service did not start.")
+            if proc.poll() is not None:  # its own sentence is on stderr, above this one
+                raise SemtraceError(f"The demo service stopped before it listened (exit "
+                                    f"status {proc.returncode}; its own message, if it printed "
+                                    "one, is above): fix that, then run `semtrace demo` again.")
             try:
                 with Client(sock, timeout=5) as c:
                     c.ping()
                 break
             except SemtraceError:
                 if time.monotonic() > deadline:
-                    raise SemtraceError("The demo service did not start in time.") from None
+                    raise SemtraceError(
+                        "The demo service did not answer on its socket within 10 minutes (it "
+                        "loads its models first, slowly on a busy host) and was stopped: run "
+                        "`semtrace demo` again when the host is less busy.") from None
                 time.sleep(0.2)
         rows = _rebased([json.loads(line) for line in DEMO_STREAM.read_text().splitlines()
                          if line.strip()])
@@ -103,7 +119,7 @@ def _demo_through_service(data_dir: Path, pw: Path) -> None:
         with Client(sock) as c:
             failed = [r for r in c.stream(requests) if not r.get("ok")]
         if failed:
-            raise SemtraceError(f"The demo service refused {plural(len(failed), 'prompt')}.")
+            raise SemtraceError(refused_sentence(failed, len(rows)))
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)

@@ -20,6 +20,17 @@ from appliance.words import plural
 log = logging.getLogger("semtrace.service")
 
 
+def gave_up_sentence(requests: int) -> str:
+    """The log's warning when a stop on a failing disk gave up queued requests: how many,
+    that their senders were refused (told to retry), and what the operator does; before,
+    'gave up 1 queued request, none of them recorded' and no word of the disk's repair."""
+    what = ("1 queued request, not recorded (its sender was refused and told to retry)"
+            if requests == 1 else f"{plural(requests, 'queued request')}, none of them "
+            "recorded (their senders were refused and told to retry)")
+    return (f"stopped with the disk failing: gave up {what}; every request recorded before "
+            "is kept: free space on the data dir's disk, or repair it, before starting again")
+
+
 class Service(QuerySocket, Batching):
     """Serve one data dir on one Unix socket."""
 
@@ -104,9 +115,7 @@ class Service(QuerySocket, Batching):
             await asyncio.sleep(0.01)
         await self._queue.join()
         if self._given_up:
-            log.warning("stopped with the disk failing: gave up %s, none of them recorded; "
-                        "every request recorded before is kept",
-                        plural(self._given_up, "queued request"),
+            log.warning("%s", gave_up_sentence(self._given_up),
                         extra={"event": "shutdown_gave_up", "requests": self._given_up})
         held = [*self._connections, *self._query_connections]
         for task in held:
