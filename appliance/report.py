@@ -22,6 +22,7 @@ from appliance.keys import AuditSigner, Keyring, verify_signature
 from appliance.releases import TREND_DAYS
 from appliance.retention import rules_for
 from appliance.store import Store
+from appliance.words import plural
 
 CLASSES = ("prompts", "vectors", "vault", "threads")
 
@@ -172,7 +173,7 @@ def build_report(store: Store, audit: AuditLog, settings: RetentionSettings, *,
                                                "retention_run")) if e.ts >= since_ts]
     chain = verify_chain(store.db, store.keys_db)
     return {
-        "kind": "semtrace-retention-report", "version": 3, "semtrace": __version__,
+        "kind": "semtrace-retention-report", "version": 4, "semtrace": __version__,
         "generated_at": now.isoformat(), "period_from": since.isoformat() if since else None,
         "policy": {**settings.model_dump(mode="json", exclude={"legal_holds"}),
                    "legal_holds": holds},
@@ -289,7 +290,7 @@ def _body(signed: dict[str, Any], e: Any) -> list[str]:
               for s in r["shredded"]]
     lines += ["", f"## Erasure requests ({len(r['erasures'])})", ""]
     # reports of version 1 (no counts on these lines) render as they were signed
-    lines += [_erasure(x, e) if r.get("version", 1) >= 2 else
+    lines += [_erasure(x, e, words=r.get("version", 1) >= 4) if r.get("version", 1) >= 2 else
               f"- {e(x['at'])}: {e(x['event'])} {e(x['tenant'])}/{e(x['user'])}"
               + (f", completed {e(x['completed_at'])}" if x.get("completed_at") else "")
               for x in r["erasures"]]
@@ -303,7 +304,15 @@ def _body(signed: dict[str, Any], e: Any) -> list[str]:
     return lines
 
 
-def _erasure(x: dict[str, Any], e: Any) -> str:
+def _count(n: Any, word: str, e: Any, words: bool) -> str:
+    """`1 record`, `8 records`; reports before version 4 said `8 record(s)` and render as
+    they were signed (their check re-renders them byte for byte)."""
+    if not words or not isinstance(n, int):
+        return f"{e(n)} {word}(s)"
+    return e(plural(n, word))
+
+
+def _erasure(x: dict[str, Any], e: Any, *, words: bool) -> str:
     """One erasure request as the officer proves it: what was erased (or that a hold kept
     the user), under which reason, and when it completed; an earlier line read the same
     for 8 records erased and for none held."""
@@ -312,11 +321,12 @@ def _erasure(x: dict[str, Any], e: Any) -> str:
         return line + ": kept by a legal hold, nothing erased" + (
             f" (reason {e(x['reason'])})" if x.get("reason") else "")
     buckets, records = x.get("buckets", 0), x.get("records", 0)
-    line += (f": erased {e(records)} record(s) in {e(buckets)} bucket(s)" if buckets
+    line += (f": erased {_count(records, 'record', e, words)} in "
+             f"{_count(buckets, 'bucket', e, words)}" if buckets
              else ": 0 records (none stored, or all already shredded)")
     if x.get("unattributable_buckets"):
-        line += (f"; NOT complete: {e(x['unattributable_buckets'])} bucket(s) written before "
-                 "a key rotation could not be attributed")
+        line += (f"; NOT complete: {_count(x['unattributable_buckets'], 'bucket', e, words)} "
+                 "written before a key rotation could not be attributed")
     if x.get("reason"):
         line += f" (reason {e(x['reason'])})"
     return line + (f", completed {e(x['completed_at'])}" if x.get("completed_at") else "")

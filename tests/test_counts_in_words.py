@@ -136,3 +136,31 @@ def test_reveal_says_the_vaults_days_in_words() -> None:
     assert [_days(d) for d in (1, 1.0, 0.5, 7, 36_500)] == [
         "1 day", "1 day", "0.5 days", "7 days", "36,500 days"]
 
+
+REPORTS = Path(__file__).parent / "reports"
+
+
+def test_the_signed_report_says_erasure_counts_in_words_and_older_reports_still_check(
+        ) -> None:
+    """A report's erasure lines said 'erased 1 record(s) in 1 bucket(s)'; since version 4
+    they say 'erased 1 record in 1 bucket'. A check re-renders the signed body and
+    compares it byte for byte, so a version-3 report (rendered by the code before this
+    change: tests/reports/retention-v3.*) must keep its '(s)' and still check intact."""
+    from appliance.keys import AuditSigner
+    from appliance.report import check_report, render, sign_report
+
+    for fmt in ("md", "html"):
+        old = (REPORTS / f"retention-v3.{fmt}").read_text()
+        assert "erased 8 record(s) in 2 bucket(s); NOT complete: 1 bucket(s) written" in old
+        assert check_report(old).ok, check_report(old).reason
+    signed = json.loads((REPORTS / "retention-v3.md").read_text().split(
+        "<!-- SEMTRACE-SIGNED-REPORT ")[1].split(" END-SEMTRACE-SIGNED-REPORT -->")[0])
+    body = {**signed["report"], "version": 4}
+    new = render(sign_report(body, AuditSigner(bytes(32))), "md")
+    lines = new.split("## Erasure requests (3)\n\n")[1].split("\n\n")[0].splitlines()
+    assert [line.split(": ", 2)[2].split(" (reason ")[0] for line in lines] == [
+        "erased 1 record in 1 bucket",
+        "erased 8 records in 2 buckets; NOT complete: 1 bucket written before a key rotation "
+        "could not be attributed",
+        "0 records (none stored, or all already shredded)"]
+    assert check_report(new).ok
