@@ -212,8 +212,9 @@ def _found_wrong(body: dict[str, Any]) -> str | None:
     wrong = [] if chain["ok"] else [f"the audit log does not verify ({chain['problem']}): "
                                     "the report says its chain is BROKEN"]
     if not check["passed"]:
-        wrong.append(f"its self-check found {len(check['still_decryptable'])} shredded "
-                     "bucket(s) still decryptable: the report says FAILED")
+        wrong.append(f"its self-check found "
+                     f"{plural(len(check['still_decryptable']), 'shredded bucket')} still "
+                     "decryptable: the report says FAILED")
     return "; ".join(wrong) or None
 
 

@@ -164,3 +164,17 @@ def test_the_signed_report_says_erasure_counts_in_words_and_older_reports_still_
         "could not be attributed",
         "0 records (none stored, or all already shredded)"]
     assert check_report(new).ok
+
+
+def test_a_report_issued_with_a_failed_self_check_says_how_many_buckets_in_words() -> None:
+    """`audit retention`'s exit-6 sentence said 'found 1 shredded bucket(s) still
+    decryptable'."""
+    from appliance.report import _found_wrong
+
+    chain = {"ok": True, "entries": 3, "checkpoints": 0, "problem": None}
+    said = [_found_wrong({"audit_chain": chain, "self_check": {
+        "passed": False, "sampled_buckets": 3, "still_decryptable": ids}})
+        for ids in ([7], [7, 9])]
+    assert said == [
+        "its self-check found 1 shredded bucket still decryptable: the report says FAILED",
+        "its self-check found 2 shredded buckets still decryptable: the report says FAILED"]
