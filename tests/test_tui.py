@@ -279,6 +279,38 @@ def test_filters_narrow_the_threads_table(runtime: Any, replayed: SimpleNamespac
     run(app_for(runtime, role="analyst"), scenario)
 
 
+def test_next_page_after_new_threads_arrived_shows_no_row_again(
+        data_dir: Path, passphrase_file: Path, replayed: SimpleNamespace, pipeline: Any) -> None:
+    """Pages of two while the service writes (the app on a read-only connection of its own,
+    as `semtrace tui` opens it): two new threads came in after the first page was read, and
+    `]` showed that page's two threads again ("3-4 of 5"), by position, never alice's."""
+    from appliance.keys import read_passphrase_file
+    from appliance.runtime import open_runtime
+
+    alice, bob, carol = (replayed.outcomes[i].thread_id for i in (0, 3, 5))
+    seen: dict[str, Any] = {}
+
+    async def scenario(pilot: Any) -> None:
+        seen["first"] = table_keys(pilot.app, "#threads")
+        pipeline.process([make_prompt("How do I renew my passport online?", user="dan",
+                                      minutes=200),
+                          make_prompt("Which night bus goes to the airport?", user="eve",
+                                      minutes=201)])
+        await pilot.press("right_square_bracket")
+        await settle(pilot)
+        seen["next"] = table_keys(pilot.app, "#threads")
+        seen["status"] = str(pilot.app.screen.query_one("#status").render())
+
+    rt = open_runtime(data_dir, read_passphrase_file(passphrase_file), readonly=True)
+    try:
+        run(app_for(rt, page_size=2), scenario)
+    finally:
+        rt.close()
+    assert seen["first"] == [carol, bob]
+    assert seen["next"] == [alice], seen["status"]
+    assert seen["status"].startswith("Threads 5–5 of 5")
+
+
 def test_sorting_by_turns_puts_the_longest_thread_first(runtime: Any,
                                                          replayed: SimpleNamespace) -> None:
     from appliance.query import get_thread

@@ -14,7 +14,7 @@ from appliance.errors import SemtraceError
 from appliance.query import ThreadMarks
 from appliance.titles import shorten
 from appliance.tui.context import context
-from appliance.tui.data import ThreadPage, ThreadRow
+from appliance.tui.data import Reader, ThreadPage, ThreadRow
 from appliance.tui.filters import FilterError, Filters, parse_filters
 from appliance.tui.format import ago, compact, money, short_user, when
 from appliance.tui.messages import OpenThread
@@ -47,6 +47,28 @@ def marks_text(m: ThreadMarks | None) -> Text:
     return out
 
 
+def anchored(reader: Reader, filters: Filters, sort: str, descending: bool, old: ThreadPage,
+             step: int, size: int) -> int:
+    """Where the page after (`step` 1) or before (-1) `old` starts in the listing as it is
+    now. Threads that became active since it was read are listed above its rows, which moved
+    down: `]` at the old page's end plus the page size showed again its last rows (3 new
+    threads: 3 repeated). The new offset follows the old rows still in order (those not
+    moved up by new activity of their own); unchanged data keeps the plain arithmetic."""
+    plain = old.offset + step * size
+    if reader.version() == old.version:
+        return plain
+    start = max(0, old.offset - size)
+    fresh = reader.threads(filters, sort=sort, descending=descending, offset=start,
+                           limit=3 * size)
+    at = {r.thread.thread_id: start + i for i, r in enumerate(fresh.rows)}
+    kept = [at[r.thread.thread_id] for i, r in enumerate(old.rows)
+            if at.get(r.thread.thread_id, -1) >= old.offset + i]
+    if not kept:
+        return plain
+    new = max(kept) + 1 if step > 0 else max(0, min(kept) - size)
+    return new if new < fresh.total else plain
+
+
 class ThreadsScreen(Screen[None]):
     """All threads in scope, newest activity first."""
 
@@ -70,6 +92,7 @@ class ThreadsScreen(Screen[None]):
         self.note = ""
         self.page: ThreadPage | None = None
         self.drill: tuple[Filters, str] | None = None  # a drill-down's filter and heading
+        self.step: tuple[ThreadPage, int] | None = None  # `[` or `]` from this page, to read
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -104,8 +127,12 @@ class ThreadsScreen(Screen[None]):
         try:
             if not force and self.version is not None and ctx.reader.version() == self.version:
                 return
+            offset, (step, self.step) = self.first_row, (self.step, None)
+            if step is not None:
+                offset = anchored(ctx.reader, filters, self.sort, self.descending, *step,
+                                  ctx.page_size)
             page = ctx.reader.threads(filters, sort=self.sort, descending=self.descending,
-                                      offset=self.first_row, limit=ctx.page_size)
+                                      offset=offset, limit=ctx.page_size)
         except (FilterError, SemtraceError) as exc:
             self.app.call_from_thread(self._refused, filters, f"✖ {exc}")
             return
@@ -157,7 +184,7 @@ class ThreadsScreen(Screen[None]):
         if keep in keys:
             table.move_cursor(row=keys.index(keep), animate=False)
         self.version = page.version
-        self.page = page
+        self.page, self.first_row = page, page.offset
         self._status()
 
     def _status(self, note: str | None = None) -> None:
@@ -254,7 +281,7 @@ class ThreadsScreen(Screen[None]):
         if page is None or new < 0 or new >= max(page.total, 1):
             self._status("no more pages that way")
             return
-        self.first_row, self.note = new, ""
+        self.first_row, self.note, self.step = new, "", (page, step)
         self.load(force=True)
 
     def action_reload(self) -> None:
