@@ -374,6 +374,30 @@ def test_a_blank_user_of_a_listing_is_refused_not_an_empty_list(server: Server) 
     assert whole["ok"] is True and whole["total"] >= 1
 
 
+def test_a_tenant_typo_of_the_tuis_views_is_a_sentence_not_an_empty_view(
+        server: Server) -> None:
+    """`released` and `screen_search` for a tenant the store never held were answered ok:
+    an empty view with the whole privacy budget left, a search with the tenant 'skipped'
+    (as where cross-user search is off). `page`, `threads`, `search` and `stats` said
+    it in one sentence already."""
+    with Client(server.sock) as c:
+        assert c.ingest(tenant="acme", user_id="viewer", text="Where is the VPN guide?",
+                        request_id="typo-1", ts=at(12))["ok"]
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    asks = [{"op": "released", "kind": "models", "now": now},
+            {"op": "screen_search", "text": "VPN guide"}]
+    with Client(server.data / "query.sock") as c:
+        typos = [c.request({"v": 1, **ask, "request_id": f"ty-{i}", "tenant": "Acme"})
+                 for i, ask in enumerate(asks)]
+        right = [c.request({"v": 1, **ask, "tenant": "acme"}) for ask in asks]
+    for i, reply in enumerate(typos):
+        assert reply["request_id"] == f"ty-{i}" and reply["error"] == {
+            "code": "bad_request", "message": "This store has never held data of tenant "
+            "'Acme' (tenant names are case-sensitive, as the gateway sends them)."}, reply
+    assert all(r["ok"] is True for r in right), right
+    assert right[1]["hits"] and right[1]["searched"] == ["acme"]
+
+
 def test_silent_and_half_line_clients_do_not_hurt_the_server(server: Server) -> None:
     silent = server.raw()
     half = server.raw()

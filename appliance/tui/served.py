@@ -102,6 +102,10 @@ def answer(obj: dict[str, Any], role: str, policies: Policies, store: Store,
                 "currency": policies.pricing.currency,
                 "release_epsilon": policies.privacy.release_epsilons()}
     tenant = _tenant(obj, role, policies, rid)
+    if op != "page":  # a page's filters may name its tenant: checked below
+        # a typo is a sentence: it was an empty view (a full budget_left, a search
+        # 'skipped' as if cross-user search were off there)
+        check_tenant(store, policies, tenant)
     if op == "page":
         sort = obj.get("sort", "last")
         if sort not in SORT_KEYS:
