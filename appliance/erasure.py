@@ -113,6 +113,24 @@ def live_users(store: Store, tenant: str, start: str, *, limit: int = 2) -> list
         (tenant, len(start), start, int(limit)))]
 
 
+def alike_user(store: Store, keyring: Keyring, tenant: str, user_id: str) -> str | None:
+    """How `user_id` differs from a user id of `tenant` with live data that it is not: its
+    leading or trailing spaces, its case (None: no such user). An erasure of a user id with
+    a stray space or the wrong case finds nobody and says 'No records' while the user's
+    records stay; user ids are taken exactly as the gateway sends them, so it is only noted.
+    """
+    bare = user_id.strip()
+    forms = [(bare, "without its leading or trailing spaces")] if bare != user_id else []
+    forms += [(f, f"in {case}") for f, case in ((bare.lower(), "lower case"),
+                                                (bare.upper(), "upper case"),
+                                                (bare.capitalize(), "capitalised"))
+              if f != bare]
+    for form, how in forms:
+        if live_users(store, tenant, keyring.pseudonym(tenant, form), limit=1):
+            return how
+    return None
+
+
 def shown_user(store: Store, keyring: Keyring, tenant: str, value: str) -> str | None:
     """The pseudonym of the user of `tenant` that `--user VALUE` names when VALUE is that user
     as the product shows them (the whole pseudonym, as `threads list` prints it) rather than a

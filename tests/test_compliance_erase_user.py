@@ -164,3 +164,23 @@ def test_access_to_a_user_erased_before_says_so_given_the_pseudonym_the_erasure_
     bob = run_cli("compliance", "access", "--tenant", "acme", "--user", "bob-9920", "--reason",
                   "DSAR 120", "--out", str(tmp_path / "bob.json"), "--json", *args)
     assert bob.returncode == 0 and json.loads(bob.stdout)["erased"] is False
+
+
+def test_a_user_id_with_a_stray_space_or_the_wrong_case_is_noted_when_it_erases_nobody(
+        store: Path, tmp_path: Path) -> None:
+    """Copied with a trailing space, or typed in upper case, the id named nobody: 'No
+    records', exit 0, and nothing said while the user's records stayed."""
+    args = _copy(store, tmp_path)
+    alice, bob = _pseudonym(args, "alice-4471"), _pseudonym(args, "bob-9920")
+    out = run_cli("erase", "--tenant", "acme", "--user", "alice-4471 ", "--reason", "DSAR 9",
+                  *args)
+    assert out.returncode == 0 and out.stdout.startswith("No records of"), out.stderr
+    assert "the same id without its leading or trailing spaces has" in _one_sentence(out.stderr)
+    upper = run_cli("erase", "--tenant", "acme", "--user", "BOB-9920", "--reason", "DSAR 9",
+                    "--json", *args)
+    assert upper.returncode == 0 and json.loads(upper.stdout)["user_alike"] == "in lower case"
+    assert "the same id in lower case has" in _one_sentence(upper.stderr)
+    assert _users(args) == {alice: 2, bob: 1}  # a note, nothing more: both stay
+    nobody = run_cli("erase", "--tenant", "acme", "--user", "carol-1", "--reason", "DSAR 9",
+                     "--json", *args)
+    assert nobody.stderr == "" and json.loads(nobody.stdout)["user_alike"] is None

@@ -91,6 +91,7 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
                                     pseudonym=_forwarded_as_is(rt, home, user_id, reason)))
         if tenant is not None:
             reports = [_erase_in(rt, shredder, tenant, user_id, reason)]
+            alike = _alike(rt, reports[0], user_id)
         else:
             bound = bound_tenants(rt.policies.access, name)
             known = cluster_known(rt)
@@ -106,9 +107,11 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
             stale = erase_stale_copies(rt, shredder, list(away.values()), user_id=user_id,
                                        reason=reason)
     if tenant is not None:
-        _one(reports[0], as_json, node=node, known=unheard is None)
+        _one(reports[0], as_json, node=node, known=unheard is None, alike=alike)
         if unheard is not None:  # after the outcome, as the idle legal hold's warning is
             click.echo(unheard, err=True)
+        if alike is not None:
+            click.echo(_alike_note(reports[0].tenant, alike), err=True)
     else:
         done = [(x.home, x.user, a) for x in asked if (a := applied_of(x.answer)) is not None]
         for _, _, a in done:
@@ -156,6 +159,23 @@ def _erase_in(rt: Runtime, shredder: Shredder, tenant: str, user_id: str,
                          "log keeps it for good; give a ticket number instead.")
     return erase_pseudonym(shredder, rt.policies.retention, rt.keyring, tenant=tenant,
                            user=user, reason=reason)
+
+
+def _alike(rt: Runtime, report: EraseReport, user_id: str) -> str | None:
+    """For an erasure that found nobody: how the same id written otherwise (a stray space,
+    another case) names a user with records (`user_alike` in JSON), else None. It said only
+    'No records', exit 0, while that user's records stayed."""
+    from appliance.erasure import alike_user
+
+    if report.buckets or report.held:
+        return None
+    return alike_user(rt.store, rt.keyring, report.tenant, user_id)
+
+
+def _alike_note(tenant: str, how: str) -> str:
+    return (f"Note: that --user has no records in {tenant}, but the same id {how} has: user "
+            "ids are taken exactly as the gateway sends them; if that is the user, erase "
+            "again with the id so written (their records were not erased).")
 
 
 def _forwarded_as_is(rt: Runtime, home: Home, user_id: str, reason: str) -> bool:
@@ -262,12 +282,13 @@ def _unheard_of(tenant: str, known: list[str], bound: list[str] | None, *,
 
 
 def _one(report: EraseReport, as_json: bool, *, node: str | None,
-         known: bool = True) -> None:
+         known: bool = True, alike: str | None = None) -> None:
     """`node`: this node's name on a cluster (it owns the tenant), said with the outcome;
     `known`: whether the data dir had heard of the tenant (`tenant_known` in JSON)."""
     here = f" on this node ('{node}'), which owns {report.tenant}," if node else ""
     if as_json:
-        emit_json(_as_json(report) | {"tenant_known": known} | ({"node": node} if node else {}))
+        emit_json(_as_json(report) | {"tenant_known": known, "user_alike": alike}
+                  | ({"node": node} if node else {}))
     elif report.held:
         click.echo(f"User {report.user} of {report.tenant} is on legal hold{here.rstrip(',')}; "
                    "nothing was erased.")
