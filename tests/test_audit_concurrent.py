@@ -58,3 +58,17 @@ def test_audit_verify_while_another_process_appends_reports_an_intact_log(
     assert seen[-1]["entries"] > seen[0]["entries"]  # it did read a growing log
     final = json.loads(run_cli("audit", "verify", "--json", *args).stdout)
     assert final["ok"] and final["entries"] >= seen[-1]["entries"]
+
+
+def test_every_event_audit_log_offers_is_one_semtrace_writes() -> None:
+    """`audit log --event` offered 'auth_failed', which nothing ever wrote: an officer
+    filtering on it read '(no auth_failed entries)' as 'no failed authentication'."""
+    import re
+    from pathlib import Path
+
+    from appliance.constants import AUDIT_EVENTS
+
+    root = Path(__file__).resolve().parent.parent / "appliance"
+    code = "\n".join(p.read_text() for p in root.rglob("*.py") if p.name != "constants.py")
+    unwritten = [e for e in AUDIT_EVENTS if not re.search(rf'["\']{e}["\']', code)]
+    assert not unwritten, unwritten
