@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import grp
 import json
+import os
+import pwd
 import socket
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -71,6 +74,46 @@ def unreachable(path: str | Path) -> None:
         raise SemtraceError(f"The socket {path} cannot be reached: {said}.")
 
 
+def _name(kind: str, number: int) -> str:
+    """A user's or group's name, else its number ('uid 1000')."""
+    try:
+        return pwd.getpwuid(number).pw_name if kind == "uid" else grp.getgrgid(number).gr_name
+    except KeyError:
+        return f"{kind} {number}"
+
+
+def permission_denied(path: str | Path) -> SemtraceError:
+    """A socket this user may not connect to: whose it is and what to do, in one sentence
+    (a gateway's user not yet in the service's group, README's install section)."""
+    who = _name("uid", os.getuid())
+    said = f"Permission denied on the socket {path}: this user, {who},"
+    try:
+        st = os.stat(path)
+    except OSError:  # a folder on its path is closed to this user
+        return SemtraceError(f"{said} may not enter a folder on its path: give the socket "
+                             "of a folder it may enter (the service's --socket), or run as "
+                             "the service's user.")
+    owner, group = _name("uid", st.st_uid), _name("gid", st.st_gid)
+    member = st.st_gid == os.getgid() or st.st_gid in os.getgroups()
+    if st.st_mode & 0o020 and not member:  # its group may write it: the way in
+        if who in _members(st.st_gid):
+            return SemtraceError(f"{said} was added to its group, {group}, after this "
+                                 "session began: log in again (or run `newgrp "
+                                 f"{group}`).")
+        return SemtraceError(f"{said} is not in its group, {group}: add it (`usermod -aG "
+                             f"{group} {who}`, which takes effect at its next login) or run "
+                             "as a member.")
+    return SemtraceError(f"{said} may not write it (mode {st.st_mode & 0o777:o}, owner "
+                         f"{owner}, group {group}): run as {owner}.")
+
+
+def _members(gid: int) -> list[str]:
+    try:
+        return list(grp.getgrgid(gid).gr_mem)
+    except KeyError:
+        return []
+
+
 def not_listening(path: str | Path) -> SemtraceError:
     """No service at a socket path (none there, or one a stopped service left): the path and
     what to do, in one sentence."""
@@ -94,7 +137,7 @@ class Client:
             raise not_listening(self.path) from None
         except PermissionError:
             self._sock.close()
-            raise SemtraceError(f"Permission denied on the socket {self.path}.") from None
+            raise permission_denied(self.path) from None
         self._file = self._sock.makefile("rwb")
 
     def __enter__(self) -> Client:
@@ -198,7 +241,7 @@ class AsyncClient:
         except (FileNotFoundError, NotADirectoryError, ConnectionRefusedError):
             raise not_listening(socket_path) from None
         except PermissionError:
-            raise SemtraceError(f"Permission denied on the socket {socket_path}.") from None
+            raise permission_denied(socket_path) from None
         return cls(reader, writer)
 
     async def request(self, obj: dict[str, Any], timeout: float | None = None

@@ -19,7 +19,8 @@ QUERY_SOCKET_NAME = "query.sock"
 
 def query_socket_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
-        "--socket", "socket_path", type=click.Path(path_type=Path), envvar=QUERY_SOCKET_ENV,
+        "--socket", "socket_path", type=click.Path(path_type=Path, readable=False),
+        envvar=QUERY_SOCKET_ENV,
         default=None, help="Ask the running service's query socket (default $SEMTRACE_QUERY_"
         "SOCKET; DATA_DIR/query.sock when no passphrase or key is given, and on an installed "
         "service's host, with no data dir of your own, the service's) under your OS "

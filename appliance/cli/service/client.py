@@ -47,7 +47,8 @@ def _requests(lines: Any, run: str | None = None, skipped: list[int] | None = No
 
 @click.command()
 @data_dir_option
-@click.option("--socket", "socket_path", type=click.Path(path_type=Path), default=None,
+@click.option("--socket", "socket_path", type=click.Path(path_type=Path, readable=False),
+              default=None,
               help="The service's socket (default DATA_DIR/semtrace.sock; on an installed "
               "service's host, with no data dir of your own, the service's).")
 @click.option("--window", type=click.IntRange(1, 4096), default=64, show_default=True,
