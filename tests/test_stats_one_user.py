@@ -96,3 +96,14 @@ def test_threads_list_and_search_take_the_pseudonym_they_print(
           "--role", "compliance"])
     found = capsys.readouterr().out
     assert "th_0000000000000003" in found and "th_0000000000000001" not in found, found
+
+
+def test_one_users_incident_view_speaks_of_no_noise(
+        fixed_store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Bob's own incident view is exact (its header says so), yet its legend read "* marks
+    a rise beyond the noise" and "new: none in the baseline (its noisy count at or under
+    0)": a reader looked for noise that is not there."""
+    own = one_user(fixed_store, capsys, "incident", "bob")
+    assert "exact (one user's own data)" in own and "new*" in own, own
+    assert "noise" not in own and "noisy" not in own, own
+    assert "new: none in the baseline, some in the window" in own

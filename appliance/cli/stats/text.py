@@ -141,12 +141,15 @@ def _print(report: analytics.Report[Any], currency: str, *, user: str | None = N
               f"period (its noisy count of people under {report.k_min_users}) is in no share")
     if report.kind == "incident":
         # `continuation x1.39  window 147±64  baseline 171±64` read as a contradiction
+        # one user's exact view has no noise: "beyond the noise", "its noisy count" misread
         _note("x: a row's share of its dimension (topics, positions or models) in the "
-              "window over its share in the baseline; * marks a rise beyond the noise")
+              "window over its share in the baseline; * marks a rise"
+              + ("" if report.exact else " beyond the noise"))
         if any(getattr(r, "lift", 0.0) is None for r in report.rows):
             # `position continuation  –  window <87  baseline <64` said nothing of what `–`
             # (or `new`) is: the baseline's noisy count is at or under 0, so no ratio
-            _note("new: none in the baseline (its noisy count at or under 0), some in the "
+            _note("new: none in the baseline, some in the window" if report.exact else
+                  "new: none in the baseline (its noisy count at or under 0), some in the "
                   "window; –: none in the baseline, and the window's count cannot be told "
                   "from 0 either")
     if report.per_user_topics:
