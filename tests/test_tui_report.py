@@ -61,3 +61,17 @@ def test_a_role_bound_to_tenants_is_told_at_g_that_it_cannot_write_the_report(
                     "retention report covers every tenant; use --role with a role that is not "
                     "limited."]
     assert len(audit_entries(runtime.store, events=("report",))) == issued
+
+
+def test_a_report_over_a_tampered_audit_log_is_not_ticked_as_written(
+        runtime: Any, replayed: Any, tmp_path: Path) -> None:  # noqa: F811
+    """The screen said '✔ Signed report written' over a log that does not verify, as
+    `audit retention` exited 0: the report is written (it says BROKEN), and the status
+    line says what is wrong."""
+    with runtime.store.db:
+        runtime.store.db.execute("UPDATE audit SET actor = 'nobody' WHERE seq = 1")
+    out = tmp_path / "report.md"
+    status = report_from_retention_screen(runtime, out)
+    assert status.startswith(f"✖ Signed report written to {out}, but the audit log does not "
+                             "verify (entry 1 was altered)"), status
+    assert "Audit chain: **BROKEN**" in out.read_text()

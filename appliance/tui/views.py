@@ -19,7 +19,7 @@ from appliance.audit import Entry
 from appliance.config import RetentionClass
 from appliance.errors import SemtraceError
 from appliance.query import audit_entries
-from appliance.report import build_report, issue_report
+from appliance.report import build_report, issue_signed
 from appliance.retention import idle_holds
 from appliance.roles import require
 from appliance.runtime import open_runtime
@@ -106,8 +106,9 @@ class ComplianceReader:
         require(self.reader.rt.policies.access, role, "audit",
                 every_tenant="the retention report")
 
-    def write_report(self, out: Path, *, role: str, fmt: str = "md") -> Path:
-        """Write the signed retention report to `out`, as `semtrace audit retention` does."""
+    def write_report(self, out: Path, *, role: str, fmt: str = "md") -> str | None:
+        """Write the signed retention report to `out`, as `semtrace audit retention` does;
+        what it found wrong (a chain that does not verify, a failed self-check), else None."""
         rt = self.reader.rt
         self.may_report(role)
         if out.exists():
@@ -119,15 +120,15 @@ class ComplianceReader:
                                 "issued.")
         writer = open_runtime(rt.data_dir, keyring=rt.keyring, policies=rt.policies)
         try:
-            text = issue_report(writer.store, rt.keyring, rt.policies.retention, fmt=fmt,
-                                via="tui")
+            issued = issue_signed(writer.store, rt.keyring, rt.policies.retention, fmt=fmt,
+                                  via="tui")
         finally:
             writer.close()
         try:
             with out.open("x") as fh:  # one made meanwhile is not replaced either
-                fh.write(text)
+                fh.write(issued.text)
         except OSError as exc:  # the OS's words alone ('[Errno 30] ...') said nothing else
             raise SemtraceError(f"The signed report could not be written to {out} "
                                 f"({exc.strerror or type(exc).__name__}); its issue is in the "
                                 "audit log.") from None
-        return out
+        return issued.problem

@@ -234,11 +234,13 @@ class RetentionScreen(Screen[None]):
         ctx = context(self)
         assert ctx.compliance is not None
         try:
-            path = ctx.compliance.write_report(out, role=ctx.role)
+            problem = ctx.compliance.write_report(out, role=ctx.role)
         except (SemtraceError, OSError) as exc:
             self.app.call_from_thread(self._status, f"✖ {exc}")
             return
-        self.app.call_from_thread(self._status, f"✔ Signed report written to {path}.",
-                                  keep=True)
-        self.app.call_from_thread(self.app.notify, f"Signed report written to {path}.")
+        said = (f"✖ Signed report written to {out}, but {problem}." if problem
+                else f"✔ Signed report written to {out}.")  # not a tick over a broken log
+        self.app.call_from_thread(self._status, said, keep=True)
+        self.app.call_from_thread(self.app.notify, said[2:],
+                                  severity="error" if problem else "information")
         self.load()
