@@ -580,6 +580,8 @@ def test_audit_log_says_when_older_entries_are_left_out_and_all_exports_them(
     assert len(json.loads(recent.stdout)) == 50  # stdout stays the JSON document
     assert "Showing the last 50 entries; older ones were left out" in _one_sentence(recent)
     assert "--all" in recent.stderr  # not 'older ones are held', read as a legal hold
+    last = run_cli("audit", "log", "--limit", "1", *args)  # it said 'the last 1 entries'
+    assert "Showing the last entry; older ones were left out" in _one_sentence(last)
     every = run_cli("audit", "log", "--json", "--all", *args)
     assert every.returncode == 0 and every.stderr == ""
     assert [e["seq"] for e in json.loads(every.stdout)] == list(range(1, total + 1))

@@ -104,6 +104,8 @@ def test_a_rotation_run_from_a_script_says_how_far_it_is_and_json_stays_clean(
     new = tmp_path / "new.pass"
     new.touch(mode=0o600)
     new.write_text("a different passphrase for the rotation\n")
+    verified = run_cli("audit", "verify", *common)  # it said '1 entries, 1 signed checkpoints'
+    assert verified.stdout.strip() == "Audit log intact: 1 entry, 1 signed checkpoint."
     rotated = run_cli("keys", "rotate", "--json", "--new-passphrase-file", str(new), *common,
                       env={"SEMTRACE_PROGRESS_INTERVAL_S": "0"})
     assert rotated.returncode == 0, rotated.stderr

@@ -25,6 +25,7 @@ from appliance.cli import (
 from appliance.cli.compliance import _as_of, _opened
 from appliance.constants import AUDIT_EVENTS
 from appliance.errors import InputError
+from appliance.words import plural
 
 
 @click.group()
@@ -55,8 +56,9 @@ def audit_verify(data_dir: Path | None, passphrase_file: Path | None, key_file: 
     else:
         if target.source == SERVICE:  # not the folder the caller may think: said first
             click.echo(target.why)
-        click.echo(f"Audit log intact: {result.entries} entries, {result.checkpoints} signed "
-                   "checkpoints." if result.ok else f"Audit log BROKEN: {result.problem}.")
+        click.echo(f"Audit log intact: {plural(result.entries, 'entry', 'entries')}, "
+                   f"{plural(result.checkpoints, 'signed checkpoint')}." if result.ok
+                   else f"Audit log BROKEN: {result.problem}.")
     if not result.ok:
         sys.exit(6)
 
@@ -101,7 +103,8 @@ def audit_log(data_dir: Path | None, passphrase_file: Path | None, key_file: Pat
         rt.close()
     if not every and len(entries) > limit:  # on stderr: stdout may be the JSON export
         entries = entries[-limit:]
-        click.echo(f"Showing the last {limit} entries; older ones were left out (--all for "
+        shown = "entry" if limit == 1 else plural(limit, "entry", "entries")
+        click.echo(f"Showing the last {shown}; older ones were left out (--all for "
                    "every one).", err=True)  # not 'held': a legal hold is another matter
     if as_json:
         emit_json([_with_proof(e, signed, chain.ok) for e in entries])
