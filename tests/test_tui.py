@@ -311,6 +311,28 @@ def test_next_page_after_new_threads_arrived_shows_no_row_again(
     assert seen["status"].startswith("Threads 5–5 of 5")
 
 
+def test_help_says_what_enter_does_on_each_screen_and_omits_it_where_it_does_nothing(
+        runtime: Any, replayed: SimpleNamespace) -> None:
+    """The help listed enter as "⏎ Select" on every table: it opens a thread, lists a
+    topic's threads, and on the models screen does nothing at all."""
+    said: dict[str, list[tuple[str, str]]] = {}
+
+    async def scenario(pilot: Any) -> None:
+        for key in ("t", "o", "c"):
+            await pilot.press(key)
+            await settle(pilot)
+            await pilot.press("question_mark")
+            await settle(pilot)
+            said[key] = [row for rows in pilot.app.screen.groups.values() for row in rows]
+            await pilot.press("escape")
+            await settle(pilot)
+
+    run(app_for(runtime), scenario)
+    enter = {key: [what for shown, what in rows if shown == "⏎"] for key, rows in said.items()}
+    assert enter == {"t": ["Open the thread"], "o": ["The topic's threads in the window"],
+                     "c": []}
+
+
 def test_sorting_by_turns_puts_the_longest_thread_first(runtime: Any,
                                                          replayed: SimpleNamespace) -> None:
     from appliance.query import get_thread

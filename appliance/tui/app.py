@@ -123,7 +123,13 @@ class SemtraceApp(App[None]):
                 continue  # Textual's own tab/copy/ctrl+q keys
             group = ("Everywhere" if node is self else
                      "This screen" if node is self.screen else "In the focused list")
-            row = (self.get_key_display(b), b.tooltip or b.description or b.action)
+            what: str | None = b.tooltip or b.description or b.action
+            if b.action == "select_cursor":  # a table's enter: "Select" said nothing, and on
+                # the models screen, where it opens nothing, it promised something
+                what = getattr(self.screen, "ENTER", None)
+            if what is None:
+                continue
+            row = (self.get_key_display(b), what)
             if row not in groups[group]:  # "down" and "j" are one row, "↓/j"
                 groups[group].append(row)
         self.push_screen(HelpScreen({title: shown_once(rows) for title, rows in groups.items()}))

@@ -26,6 +26,8 @@ TEXT_WIDTH = 60  # the redacted prompt's column at least; wider where the screen
 class SearchScreen(Screen[None]):
     """Type a query, press enter, open a hit's thread."""
 
+    ENTER = "Open the thread at this prompt"  # what enter on its table does (the help says it)
+
     BINDINGS = [
         Binding("escape", "escape", "Edit query / back"),
     ]

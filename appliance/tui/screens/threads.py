@@ -72,6 +72,8 @@ def anchored(reader: Reader, filters: Filters, sort: str, descending: bool, old:
 class ThreadsScreen(Screen[None]):
     """All threads in scope, newest activity first."""
 
+    ENTER = "Open the thread"  # what enter on its table does (the help says it)
+
     BINDINGS = [
         Binding("f", "filter", "Filter"),
         Binding("s", "sort", "Sort"),

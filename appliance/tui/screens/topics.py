@@ -119,6 +119,8 @@ class TopicsScreen(ReleasedScreen):
     """Per topic: threads, turns per thread, people, refinement and abandonment shares, cost,
     trend."""
 
+    ENTER = "The topic's threads in the window"  # what enter on its table does (the help says it)
+
     KIND = "topics"
 
     BINDINGS = [
