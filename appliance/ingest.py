@@ -246,6 +246,16 @@ def shown_name(value: str | None, key: str) -> str | None:
     return value
 
 
+def parse_model(obj: dict[str, Any]) -> str | None:
+    """The optional `model`, the same on ingest and update: a blank one is none (an ingest
+    stored "" or "  " as a model's name; an update refused it, its tokens and cost lost),
+    a number is no name (an ingest stored 5 as "5"; an update refused it)."""
+    if isinstance(obj.get("model"), int | float):
+        raise InputError("'model' must be a string.")
+    model = shown_name(_str(obj, "model", required=False), "model")
+    return model if model is not None and model.strip() else None
+
+
 def parse_prompt(obj: Any, *, max_text_chars: int, default_request_id: str | None = None,
                  default_ts: datetime | None = None, default_tenant: str | None = None,
                  truncate: bool = False) -> Prompt:
@@ -277,7 +287,7 @@ def parse_prompt(obj: Any, *, max_text_chars: int, default_request_id: str | Non
     assert request_id is not None and ts is not None
     return Prompt(request_id=request_id, tenant=tenant, user_id=user_id, ts=ts, text=text,
                   session_id=_str(obj, "session_id", required=False),
-                  model=shown_name(_str(obj, "model", required=False), "model"),
+                  model=parse_model(obj),
                   response=parse_response(obj.get("response")), synthetic=synthetic, index=index,
                   history=parse_history(obj.get("history")), previous_response_id=previous,
                   digest=digest, truncated=truncated)

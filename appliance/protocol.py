@@ -14,7 +14,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from appliance.errors import InputError
-from appliance.ingest import ID_RE, parse_continuation, parse_prompt, parse_response, shown_name
+from appliance.ingest import (
+    ID_RE,
+    parse_continuation,
+    parse_model,
+    parse_prompt,
+    parse_response,
+    shown_name,
+)
 from appliance.records import Outcome, Prompt, Response
 
 VERSION = 1
@@ -100,12 +107,8 @@ def _update(obj: dict[str, Any], rid: str, tenant: str) -> Request:
         if obj.get(name) is not None:
             raise ProtocolError("bad_request", f"An update carries no '{name}': send the "
                                 "prompt and its history with op 'ingest'.", rid)
-    model = obj.get("model")
-    if model is not None and (not isinstance(model, str) or not model.strip()
-                              or len(model) > 256):
-        raise ProtocolError("bad_request", "'model' must be a non-empty string.", rid)
     try:
-        shown_name(model, "model")
+        model = parse_model(obj)  # as on ingest: a 300-character one was "must be non-empty"
         response = parse_response(obj.get("response"))
         continues = parse_continuation(obj)
     except InputError as exc:

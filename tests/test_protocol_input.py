@@ -149,6 +149,31 @@ def test_a_model_name_with_a_control_character_is_refused() -> None:
     assert prompt is not None and prompt.model == "gpt-4o mini"
 
 
+def test_a_model_is_read_the_same_on_ingest_and_update() -> None:
+    """An update refused a blank model ("" from a gateway that did not know it), its
+    tokens and cost lost, while an ingest stored "  " as a model's name; a 300-character
+    model was "'model' must be a non-empty string." on update, too long on ingest; a
+    number was refused on update, stored as "5" on ingest."""
+    update = {"v": 1, "op": "update", "request_id": "r1", "tenant": "acme",
+              "response": {"output_tokens": 7}}
+    for blank in ("", "  "):
+        req = parse_request({**update, "model": blank}, max_text_chars=1000, now=NOW)
+        assert req.model is None and req.response is not None
+        assert req.response.output_tokens == 7
+        prompt = parse_request(_ingest(model=blank), max_text_chars=1000, now=NOW).prompt
+        assert prompt is not None and prompt.model is None
+    for frame in (_ingest(model="m" * 300), {**update, "model": "m" * 300}):
+        with pytest.raises(ProtocolError) as err:
+            parse_request(frame, max_text_chars=1000, now=NOW)
+        assert (err.value.code, err.value.message) == (
+            "bad_request", "'model' is longer than 256 characters.")
+    for frame in (_ingest(model=5), {**update, "model": 5}):
+        with pytest.raises(ProtocolError, match=r"^'model' must be a string\.$"):
+            parse_request(frame, max_text_chars=1000, now=NOW)
+    with pytest.raises(ProtocolError, match="needs 'response' fields or 'model'"):
+        parse_request({**update, "response": None, "model": ""}, max_text_chars=1000, now=NOW)
+
+
 @pytest.mark.parametrize("field", ["text", "history"])
 def test_an_update_carrying_a_prompt_is_refused_without_echoing_it(field: str) -> None:
     """docs/protocol.md: an update accepts no text. One carrying `text` or `history` was
