@@ -101,7 +101,7 @@ def check_listen(listen: str, *, in_use: bool = True, group: str = "") -> int | 
             return gid  # stale: nothing answers, it is replaced
         finally:
             probe.close()
-        raise ValueError(f"another process already serves on {path}")
+        raise ValueError(f"another process already serves on {path}; {ELSEWHERE}")
     existing = next((p for p in path.parents if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise ValueError(f"{existing} is a file, not a folder")
@@ -123,6 +123,11 @@ def socket_group_id(group: str) -> int:
     return gid
 
 
+# what to do when the metrics address is taken (or refused, a port under 1024)
+ELSEWHERE = ("give another address (`serve --metrics`, or listen under [metrics] in "
+             "telemetry.toml), or stop what listens there")
+
+
 def _try_bind(host: str, port: int) -> None:
     """Bind the address as the HTTP server will (SO_REUSEADDR), then let go."""
     try:
@@ -136,7 +141,8 @@ def _try_bind(host: str, port: int) -> None:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(addr)
     except OSError as exc:
-        raise ValueError(str(exc.strerror or exc).rstrip(".").lower()) from None
+        raise ValueError(f"{str(exc.strerror or exc).rstrip('.').lower()}; {ELSEWHERE}") \
+            from None
     finally:
         probe.close()
 
