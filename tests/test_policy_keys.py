@@ -55,3 +55,22 @@ def test_a_key_in_a_table_of_tables_is_matched_against_that_table(tmp_path: Path
 def test_an_unknown_key_like_no_setting_says_so_without_a_guess(tmp_path: Path) -> None:
     said = _refusal(tmp_path, "service.toml", "queue_max =", "zzz = 1\nqueue_max =")
     assert "key 'zzz' is not a setting this file knows: correct its name or remove it" in said
+
+
+def test_a_missing_policy_file_or_folder_says_where_the_shipped_ones_are(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It said only 'Policy file …/retention.toml is missing.' (and, for a mistyped
+    $SEMTRACE_POLICY_DIR, named correlation.toml in a folder that is not there)."""
+    folder = tmp_path / "policies"
+    shutil.copytree(SHIPPED, folder)
+    (folder / "retention.toml").unlink()
+    with pytest.raises(ConfigError) as missing:
+        load_policies(folder)
+    assert str(missing.value) == (f"Policy file {folder / 'retention.toml'} is missing: copy "
+                                  f"the shipped one from {SHIPPED / 'retention.toml'}.")
+    monkeypatch.setenv("SEMTRACE_POLICY_DIR", str(tmp_path / "polices"))
+    with pytest.raises(ConfigError) as nowhere:
+        load_policies()
+    assert str(nowhere.value) == (
+        f"The policy folder {tmp_path / 'polices'} ($SEMTRACE_POLICY_DIR) does not exist: "
+        f"give the folder that holds the policies, or copy the shipped ones from {SHIPPED}.")

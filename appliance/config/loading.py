@@ -71,13 +71,31 @@ def _describe(err: ValidationError, model: type[BaseModel]) -> str:
     return f"key '{key}': {msg}"
 
 
+def _missing(path: Path, *, from_env: bool) -> str:
+    """A policy file (or its whole folder) that is not there: which, and where the shipped
+    defaults are to copy from."""
+    import os
+
+    from appliance.config.paths import POLICY_DIR_ENV, _share_dir
+
+    folder, shipped = path.parent, _share_dir("policies")
+    copy = (f"copy the shipped one from {shipped / path.name}" if shipped != folder
+            and (shipped / path.name).is_file() else "reinstall to put the default back")
+    if not folder.is_dir():
+        named = (f" (${POLICY_DIR_ENV})" if from_env and os.environ.get(POLICY_DIR_ENV)
+                 else "")
+        return (f"The policy folder {folder}{named} does not exist: give the folder that "
+                f"holds the policies, or copy the shipped ones from {shipped}.")
+    return f"Policy file {path} is missing: {copy}."
+
+
 def load_policy(name: str, model: type[M], *, directory: Path | None = None) -> M:
     """Load and validate `policies/<name>.toml`; ConfigError names the file and key."""
     path = (directory or policy_dir()) / f"{name}.toml"
     try:
         data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"Policy file {path} is missing.") from None
+        raise ConfigError(_missing(path, from_env=directory is None)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"Policy file {path} is not valid TOML: {exc}.") from None
     except UnicodeDecodeError:
