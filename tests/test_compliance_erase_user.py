@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -160,6 +161,9 @@ def test_access_to_a_user_erased_before_says_so_given_the_pseudonym_the_erasure_
         assert f"names {alice})" in said and "none written" not in said
         summary = json.loads(out.stdout)
         assert (summary["user"], summary["records"], summary["erased"]) == (alice, 0, True)
+        # when, as a script reads it (ISO 8601, as erase --json gives it; was '... UTC')
+        assert datetime.fromisoformat(summary["erased_at"]).tzinfo is not None
+        assert summary["unattributable_buckets"] == 0
         assert not (tmp_path / "alice.json").exists()
     bob = run_cli("compliance", "access", "--tenant", "acme", "--user", "bob-9920", "--reason",
                   "DSAR 120", "--out", str(tmp_path / "bob.json"), "--json", *args)
@@ -184,3 +188,7 @@ def test_a_user_id_with_a_stray_space_or_the_wrong_case_is_noted_when_it_erases_
     nobody = run_cli("erase", "--tenant", "acme", "--user", "carol-1", "--reason", "DSAR 9",
                      "--json", *args)
     assert nobody.stderr == "" and json.loads(nobody.stdout)["user_alike"] is None
+    access = run_cli("compliance", "access", "--tenant", "acme", "--user", "ALICE-4471",
+                     "--reason", "DSAR 9", "--out", str(tmp_path / "a.json"), *args)
+    assert access.returncode == 1 and "the same id in lower case has records" in \
+        _one_sentence(access.stderr)

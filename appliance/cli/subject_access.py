@@ -47,6 +47,7 @@ def access(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
     """Write every record held about one user of a tenant to a new file (GDPR art. 15):
     each thread with its turns (time, position, intent, topic, redacted text) and, with the
     compliance credential, the originals behind their placeholders. Audited."""
+    from appliance.erasure import alike_user
     from appliance.keys import RevealOpener, read_passphrase_file, unlock_reveal_key
     from appliance.reads import check_tenant, user_named
     from appliance.roles import require
@@ -85,19 +86,24 @@ def access(data_dir: Path | None, passphrase_file: Path | None, key_file: Path |
                    "threads": len(found.threads), "records": found.records,
                    "originals": opener is not None}
         erased = rt.store.tombstone(tenant, user)
-        erased_at = None if erased is None else _when(erased.completed_at or erased.started_at)
+        when = None if erased is None else erased.completed_at or erased.started_at
+        erased_at = None if when is None else datetime.fromtimestamp(when, UTC).isoformat()
         if not found.threads:
             log.append("subject_access", details)
             if as_json:  # what was found, for a script: nothing, and whether it was erased
                 emit_json({"out": None, "tenant": tenant, "user": user, "threads": 0,
                            "records": 0, "originals": opener is not None,
+                           "unattributable_buckets": found.unattributable_buckets,
                            "erased": erased is not None, "erased_at": erased_at})
+            alike = None if erased is not None else alike_user(rt.store, rt.keyring, tenant,
+                                                                 user_id)
             raise SemtraceError(
                 f"No records of that user in {tenant} "
-                + (f"(the user was erased on {erased_at}: the audit log's erase entry "
+                + (f"(the user was erased on {_when(when or 0)}: the audit log's erase entry "
                    f"names {user})" if erased is not None else
                    "(none written, or all shredded; user ids are case-sensitive, as the "
-                   "gateway sends them)")
+                   "gateway sends them" + (f": the same id {alike} has records" if alike
+                                           else "") + ")")
                 + "; no file was written. The request is in the audit log."
                 # on a cluster a tenant's records live only on its owner: 'none' here
                 # would send the officer away from records that exist
