@@ -29,6 +29,10 @@ if [ "$purge" = 1 ] && [ -e "$data_dir" ] && [ ! -f "$data_dir/keyring.json" ] \
     && [ -n "$(ls -A "$data_dir" 2>/dev/null)" ]; then
   die "$data_dir is not a Semtrace data dir (no keyring.json); nothing was removed."
 fi
+# a backup holds a keyring.json too: a --data-dir mistyped as the backup's folder removed it
+if [ "$purge" = 1 ] && [ -f "$data_dir/backup.json" ]; then
+  die "$data_dir is a backup made by 'semtrace backup', not a data dir: give the data dir to purge (an uninstall never removes a backup; delete it by hand once it is not needed); nothing was removed."
+fi
 # A mistyped folder that does not exist was not refused: the unit went, and the uninstall
 # said it had removed the data dir while the store (its records and keys) stayed on disk.
 unit=/etc/systemd/system/semtrace.service

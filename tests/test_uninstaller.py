@@ -41,6 +41,14 @@ def test_uninstall_removes_nothing_that_is_not_a_semtrace_install_or_data_dir(
     assert (data / "notes.txt").exists() and prefix.exists()
     (data / "notes.txt").unlink()
     (data / "keyring.json").write_text("{}")
+    (data / "backup.json").write_text("{}")  # what `semtrace backup` writes beside it
+    r = subprocess.run(["bash", str(INSTALLER / "uninstall.sh"), "--prefix", str(prefix),
+                        "--data-dir", str(data), "--purge", "--no-service"],
+                       capture_output=True, text=True, timeout=60)
+    # a backup's folder given as --data-dir was removed whole with the prefix
+    assert r.returncode != 0 and "is a backup made by 'semtrace backup'" in r.stderr
+    assert (data / "keyring.json").exists() and prefix.exists()
+    (data / "backup.json").unlink()
     r = subprocess.run(["bash", str(INSTALLER / "uninstall.sh"), "--prefix", str(prefix),
                         "--data-dir", str(data), "--purge", "--no-service"],
                        capture_output=True, text=True, timeout=60)
