@@ -193,6 +193,11 @@ fi
 if [ -e "$prefix" ] && [ ! -f "$prefix/pyvenv.cfg" ] && [ -n "$(ls -A "$prefix" 2>/dev/null || echo x)" ]; then
   die "$prefix exists and is not a Semtrace install (no pyvenv.cfg): the venv goes into --prefix itself, which uninstall.sh removes whole; give a new or empty folder such as $prefix/semtrace; nothing was installed."
 fi
+# a backup holds a keyring.json too: taken for a store, it was chowned to the service,
+# which then refused it at start ("is a backup made by `semtrace backup`")
+if [ -f "$data_dir/backup.json" ]; then
+  die "$data_dir is a backup made by 'semtrace backup', not a data dir: restore it first ('semtrace restore $data_dir --data-dir NEW_DIR') and give that folder; nothing was installed."
+fi
 real_prefix=$(realpath -m "$prefix"); real_data=$(realpath -m "$data_dir")
 case "$real_data/" in "$real_prefix"/*)
   die "the data dir $data_dir is inside --prefix $prefix, which an upgrade rewrites and uninstall.sh removes whole: give separate folders; nothing was installed." ;;

@@ -281,9 +281,14 @@ def test_a_prefix_that_is_no_venv_or_holds_the_data_dir_is_refused_before_anythi
     opt = tmp_path / "opt"
     (opt / "other-app").mkdir(parents=True)
     (opt / "other-app" / "config").write_text("another product's file\n")
+    copy = tmp_path / "backup"  # what `semtrace backup` writes: taken for a store before
+    copy.mkdir()
+    for name in ("keyring.json", "backup.json"):
+        (copy / name).write_text("{}")
     before = _tree(tmp_path)
     for prefix, data, said in (
             (opt, tmp_path / "data", "is not a Semtrace install"),
+            (tmp_path / "semtrace2", copy, "is a backup made by 'semtrace backup'"),
             (tmp_path / "semtrace", tmp_path / "semtrace" / "data", "is inside --prefix"),
             (tmp_path / "data2" / "venv", tmp_path / "data2", "is inside the data dir")):
         r = subprocess.run(["bash", str(bundle / "install.sh"), "--prefix", str(prefix),
