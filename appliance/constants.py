@@ -18,4 +18,5 @@ WAIT_MAX_S = 86400.0  # the longest `erase --wait`: no command waits for an olde
 AUDIT_EVENTS = ("init", "start", "stop", "shred", "erase", "reveal", "reveal_denied",
                 "policy_change", "key_rotation", "retention_run", "report",
                 "legal_hold_skip", "backup", "restore", "erase_forwarded", "subject_access",
-                "subject_access_denied")  # the kinds of audit entry (`audit log --event`)
+                "subject_access_denied", "cluster_export", "cluster_import", "cluster_forget",
+                "cluster_reclaim")  # the kinds of audit entry (`audit log --event`)

@@ -60,9 +60,11 @@ def test_audit_verify_while_another_process_appends_reports_an_intact_log(
     assert final["ok"] and final["entries"] >= seen[-1]["entries"]
 
 
-def test_every_event_audit_log_offers_is_one_semtrace_writes() -> None:
+def test_audit_log_offers_exactly_the_events_semtrace_writes() -> None:
     """`audit log --event` offered 'auth_failed', which nothing ever wrote: an officer
-    filtering on it read '(no auth_failed entries)' as 'no failed authentication'."""
+    filtering on it read '(no auth_failed entries)' as 'no failed authentication'; and it
+    refused 'cluster_export' (a tenant's data written to a file), which `cluster export`
+    audits, as an invalid choice."""
     import re
     from pathlib import Path
 
@@ -72,3 +74,7 @@ def test_every_event_audit_log_offers_is_one_semtrace_writes() -> None:
     code = "\n".join(p.read_text() for p in root.rglob("*.py") if p.name != "constants.py")
     unwritten = [e for e in AUDIT_EVENTS if not re.search(rf'["\']{e}["\']', code)]
     assert not unwritten, unwritten
+    written = set(re.findall(r'(?:\b(?:audit|log|\))\.append\(\s*|_audit\(rt, |_record\('
+                             r'[^,()]+, [^,()]+, |audit\.append, )"([a-z_]+)"', code))
+    assert {"erase", "reveal", "start", "backup"} <= written  # the pattern finds them
+    assert sorted(written - set(AUDIT_EVENTS)) == []
