@@ -541,3 +541,18 @@ def test_a_prompt_of_several_lines_keeps_the_listings_rows_whole(
             "Fix this code for <me>: def f(x): return x+1 It fails on strings."
 
     run(app_for(runtime, embedder, role="compliance"), scenario)
+
+
+def test_threads_show_json_gives_similarity_to_4_decimals_as_search_does(
+        runtime: Any, embedder: Any, data_dir: Path, passphrase_file: Path) -> None:
+    """`search --json` gives a similarity to 4 decimals; `threads show --json` gave the same
+    turn's 0.812345678: the two reads of one similarity did not agree."""
+    from test_tui_readable import store_thread
+
+    store_thread(runtime, embedder, {"link_source": "content", "score": 0.62,
+                                     "threshold": 0.45, "scored": 1}, similarity=0.812345678)
+    shown = run_cli("threads", "show", "th_00000000000000aa", "--data-dir", str(data_dir),
+                    "--passphrase-file", str(passphrase_file), "--json")
+    assert shown.returncode == 0, shown.stderr
+    sims = [r["similarity"] for r in json.loads(shown.stdout)["records"]]
+    assert 0.8123 in sims and all(s is None or s == round(s, 4) for s in sims), sims

@@ -193,8 +193,12 @@ def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | 
             rt.close()
     if thread is None:
         raise InputError(f"No thread {thread_id!r} in this store ({NAMES_A_THREAD}).")
-    if as_json:
-        emit_json({**jsonable(thread), "currency": currency})
+    if as_json:  # similarity to 4 decimals, as `search --json` gives it
+        shown = jsonable(thread)
+        for r in shown["records"]:
+            if isinstance(r.get("similarity"), float):
+                r["similarity"] = round(r["similarity"], 4)
+        emit_json({**shown, "currency": currency})
         return
     unit = f" {currency}" if thread.cost is not None else ""  # unknown: `–`, as the TUI
     turns = f"{thread.turns} turn{'' if thread.turns == 1 else 's'}"  # not "1 turns"
