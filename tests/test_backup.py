@@ -227,6 +227,11 @@ def test_restore_refuses_a_damaged_copy_and_a_used_data_dir(tmp_path: Path,
                          str(passphrase_file))
         assert opened.returncode == 2 and "is a backup made by" in opened.stderr, opened.stderr
     assert {p.name: p.read_bytes() for p in dest.iterdir() if p.is_file()} == before
+    doctor = run_cli("doctor", "--json", "--data-dir", str(dest), "--passphrase-file",
+                     str(passphrase_file))  # it named the backup twice, in two wordings
+    assert [p for p in json.loads(doctor.stdout)["problems"] if "is a backup" in p] == [
+        f"{dest} is a backup made by `semtrace backup`: restore it with `semtrace restore` "
+        "instead of serving it."]
     refused = run_cli("restore", str(dest), *args)  # onto the live store
     assert refused.returncode == 2 and "already initialised" in refused.stderr
     wrong = tmp_path / "wrong"

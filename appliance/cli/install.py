@@ -318,7 +318,8 @@ def _at_start(directory: Path, passphrase_file: Path | None, key_file: Path | No
     from appliance.runtime import inspect_data_dir
 
     try:
-        if not (directory / "keyring.json").exists():
+        # a backup's folder: _problems names it, and opening it would say it again
+        if not (directory / "keyring.json").exists() or (directory / "backup.json").exists():
             return None, None
     except OSError:  # this user may not look in (the problem names it)
         return None, None
