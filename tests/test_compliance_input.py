@@ -756,3 +756,13 @@ def test_an_argument_from_a_latin1_terminal_is_one_sentence_and_changes_nothing(
     assert out.returncode == 2 and "canary-7f3a" not in out.stdout + out.stderr
     assert "is not UTF-8 text" in _one_sentence(out)
     assert len(json.loads(run_cli("audit", "log", "--json", "--all", *args).stdout)) == before
+
+
+@pytest.mark.parametrize("command", [["erase", "--tenant", "acme", "--user", "x", "--reason",
+                                      "DSAR 1", "--wait"], ["tui", "--refresh"]])
+def test_a_nan_seconds_option_is_refused_as_a_number_out_of_range_is(
+        tmp_path: Path, command: list[str]) -> None:
+    """click's FloatRange let 'nan' through both bounds (a NaN compares false with each):
+    `erase --wait nan` ran the erasure with a wait of NaN seconds."""
+    out = run_cli(*command, "nan", "--data-dir", str(tmp_path / "none"))
+    assert out.returncode == 2 and "'nan' is not a number" in _one_sentence(out), out.stderr

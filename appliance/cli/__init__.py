@@ -42,6 +42,19 @@ def not_blank(**options: str | None) -> None:
             raise InputError(f"--{name} must not be blank.")
 
 
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that refuses 'nan' (click lets it through every bound: a NaN compares
+    false with both) as it refuses a number out of range."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if number != number:  # NaN
+            self.fail(f"{value!r} is not a number; give one in the range {self._describe_range()}.",
+                      param, ctx)
+        return number
+
+
 def emit_json(obj: Any) -> None:
     from appliance.records import jsonable
 

@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from appliance.cli import credential_options, data_dir_option, emit_json, role_option_as
+from appliance.cli import (
+    FiniteFloatRange,
+    credential_options,
+    data_dir_option,
+    emit_json,
+    role_option_as,
+)
 from appliance.cli.compliance import _audit, _opened, _reason
 from appliance.constants import WAIT_MAX_S
 from appliance.errors import InputError
@@ -41,7 +47,7 @@ def _as_json(report: EraseReport) -> dict[str, Any]:
               help="The user id as the gateway sends it, or (with --tenant) the user's whole "
                    "pseudonym as `threads list` prints it.")
 @click.option("--reason", required=True, help="Why (recorded in the audit log).")
-@click.option("--wait", "wait_s", type=click.FloatRange(0, WAIT_MAX_S), default=60,
+@click.option("--wait", "wait_s", type=FiniteFloatRange(0, WAIT_MAX_S), default=60,
               show_default=True,
               help="On a node of a cluster that does not own the tenant: seconds to wait for "
               "the owner to apply the erasure (it applies it later if it is down).")

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from appliance.cli import credential_options, data_dir_option, not_blank, open_dir, role_option
+from appliance.cli import (
+    FiniteFloatRange,
+    credential_options,
+    data_dir_option,
+    not_blank,
+    open_dir,
+    role_option,
+)
 from appliance.cli.sockets import query_socket, query_socket_option
 from appliance.errors import SemtraceError
 
@@ -17,7 +24,7 @@ from appliance.errors import SemtraceError
 @credential_options
 @role_option
 @click.option("--tenant", default=None, help="Show only this tenant.")
-@click.option("--refresh", type=click.FloatRange(0.5, 3600), default=5.0, show_default=True,
+@click.option("--refresh", type=FiniteFloatRange(0.5, 3600), default=5.0, show_default=True,
               help="Seconds between live refreshes.")
 @query_socket_option
 def tui(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | None,
