@@ -556,3 +556,18 @@ def test_threads_show_json_gives_similarity_to_4_decimals_as_search_does(
     assert shown.returncode == 0, shown.stderr
     sims = [r["similarity"] for r in json.loads(shown.stdout)["records"]]
     assert 0.8123 in sims and all(s is None or s == round(s, 4) for s in sims), sims
+
+
+def test_threads_show_takes_an_id_pasted_with_spaces_around_it(
+        served: dict[str, Any], data_dir: Path, passphrase_file: Path) -> None:  # noqa: F811
+    """`threads show " th_… "` (an id copied from a table with its padding) said "No thread
+    ' th_… ' in this store": the spaces are not part of the id, over the socket and directly;
+    an id of spaces alone is blank, not a search for a thread named ''."""
+    sock = ["--socket", str(served["sock"]), "--role", "reader"]
+    direct = ["--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file)]
+    acme = next(o for o in served["outcomes"] if o.request_id.startswith("acme"))
+    for way in (sock, direct):
+        shown = run_cli("threads", "show", f" {acme.thread_id} ", *way, "--json")
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["thread_id"] == acme.thread_id
+        refused(run_cli("threads", "show", "  ", *way), "THREAD_ID must not be blank")

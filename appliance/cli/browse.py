@@ -73,6 +73,7 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
     from appliance.tui.format import money
 
     not_blank(tenant=tenant, user=user, topic=topic)
+    topic = topic and topic.strip()  # an id pasted with the spaces around it
     if user is not None and tenant is None:  # the same sentence over the socket as direct
         raise InputError("--user needs --tenant (user ids are pseudonymised per tenant).")
     start, end = list_window(since, until)
@@ -169,13 +170,17 @@ def threads_show(thread_id: str, data_dir: Path | None, passphrase_file: Path | 
     against the threshold where the content decided, the signal that linked each (history,
     previous_response_id, session_id, content), its parent, and the redacted text.
     THREAD_ID: a thread's id (th_…), or a record's id (#N, as `search` and this command
-    print it) to show the thread that record is in."""
+    print it) to show the thread that record is in; spaces around it (a pasted id) are
+    ignored."""
     from appliance.query import NAMES_A_THREAD, find_thread
     from appliance.reads_json import thread_from_json
     from appliance.records import jsonable
     from appliance.roles import require, sees
     from appliance.tui.format import money
 
+    thread_id = thread_id.strip()  # pasted with the spaces around it
+    if not thread_id:
+        raise InputError(f"THREAD_ID must not be blank ({NAMES_A_THREAD}).")
     socket_path = query_socket(socket_path, data_dir, passphrase_file, key_file)
     thread: Thread | None
     if socket_path is not None:

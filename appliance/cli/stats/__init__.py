@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from appliance.cli import not_blank
 from appliance.cli.stats.query import DEFAULT_DAYS, _when, stats_command
 from appliance.cli.stats.text import (
     GROUP_KINDS,
@@ -58,7 +59,8 @@ def stats_topics(start: datetime, end: datetime) -> dict[str, Any]:
 @stats_command("models")
 def stats_models(start: datetime, end: datetime, topic: str | None) -> dict[str, Any]:
     """Per model: the same figures as `stats topics` (optionally on one topic)."""
-    return {"topic": topic}
+    not_blank(topic=topic)
+    return {"topic": topic and topic.strip()}  # an id pasted with the spaces around it
 
 
 @stats.command("cost")
