@@ -11,6 +11,7 @@ import os
 import pty
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -473,3 +474,22 @@ def test_reembed_counts_the_prompts_it_embedded_in_words(
     assert json.loads(again.output) == {"reembedded": 0}
     none = cli_runner.invoke(cli, args)
     assert none.output.splitlines()[-1] == "Re-embedded 0 prompts with the current model."
+
+
+def test_stats_from_takes_an_age_as_threads_list_and_search_do(tmp_path: Path,
+                                                               passphrase_file: Path) -> None:
+    """`threads list --since 7d` and `search --since 7d` work; `stats topics --from 7d` said
+    "--from must be an ISO-8601 date or time": the same forms everywhere."""
+    cred = ("--data-dir", str(tmp_path / "data"), "--passphrase-file", str(passphrase_file))
+    assert run_cli("init", *cred).returncode == 0
+    src = write_stream(tmp_path / "in.jsonl", STREAM[:1])
+    assert run_cli("replay", str(src), "--out", str(tmp_path / "o.jsonl"), *cred).returncode == 0
+    ages = run_cli("stats", "positions", "--tenant", "acme", "--from", "8d",
+                   "--to", "1d", "--json", *cred)
+    assert ages.returncode == 0, ages.stderr
+    window = json.loads(ages.stdout)
+    start = datetime.fromisoformat(window["start"].replace("Z", "+00:00"))
+    end = datetime.fromisoformat(window["end"].replace("Z", "+00:00"))
+    assert end - start == timedelta(days=7) and end < datetime.now(UTC)
+    refused = run_cli("stats", "positions", "--tenant", "acme", "--from", "last week", *cred)
+    assert refused.returncode == 2 and "or an age such as 30m, 24h, 7d" in refused.stderr

@@ -24,7 +24,7 @@ from appliance.cli import (
 from appliance.cli.sockets import ask, query_socket, query_socket_option
 from appliance.cli.stats.text import _print
 from appliance.constants import DEFAULT_DAYS
-from appliance.errors import InputError, SemtraceError
+from appliance.errors import InputError
 
 if TYPE_CHECKING:
     from appliance.reads import StatsQuery
@@ -34,23 +34,28 @@ _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")  # a date alone, no time
 DAY = timedelta(days=1)
 
 
-def _when(value: str | None, default: datetime, name: str) -> datetime:
-    from appliance.ingest import parse_ts
+def _when(value: str | None, default: datetime, name: str, now: datetime | None = None
+          ) -> datetime:
+    """An option's time as `threads list` and `search` read theirs (the TUI's parser): an
+    ISO date or time (UTC unless it says otherwise) or an age before now, 30m, 24h, 7d; a
+    date alone is its midnight (the window is half-open)."""
+    from appliance.tui.filters import FilterError, parse_time
 
     if value is None:
         return default
     try:
-        return parse_ts(value)
-    except SemtraceError:
-        raise InputError(f"--{name} must be an ISO-8601 date or time, "
-                            "e.g. 2024-03-04 or 2024-03-04T09:00:00Z.") from None
+        return parse_time(value, now or datetime.now(UTC)).astimezone(UTC)
+    except FilterError:
+        raise InputError(f"--{name} must be an ISO-8601 date or time, e.g. 2024-03-04 or "
+                         "2024-03-04T09:00:00Z, or an age such as 30m, 24h, 7d.") from None
 
 
 def _window(since: str | None, until: str | None) -> tuple[datetime, datetime]:
     from appliance import analytics
 
-    end = _when(until, analytics.default_window(datetime.now(UTC))[1], "to")
-    start = _when(since, end - timedelta(days=DEFAULT_DAYS), "from")
+    now = datetime.now(UTC)  # one clock for both: `--from 8d --to 1d` is 7 days
+    end = _when(until, analytics.default_window(now)[1], "to", now)
+    start = _when(since, end - timedelta(days=DEFAULT_DAYS), "from", now)
     if start >= end and until is None:  # the end is the default: "earlier than --to" named
         # an option the user never gave (a --from in the future, as `search --since` says it)
         raise InputError(f"--from {since} is in the future ({start:%Y-%m-%d %H:%M} UTC): "
@@ -100,10 +105,13 @@ def stats_command(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any
             query_socket_option,
             click.option("--to", "until", default=None,
                          help="Window end, not included (default the end of today, UTC): "
-                              "a date alone is its midnight, so --to 2024-03-05 ends as "
+                              "an ISO date or time, or an age ago (1d); a date alone is its "
+                              "midnight, so --to 2024-03-05 ends as "
                               "the 4th closes (`threads list --until` takes in its date)."),
             click.option("--from", "since", default=None,
-                         help=f"Window start (default {DEFAULT_DAYS} days before --to)."),
+                         help=f"Window start (default {DEFAULT_DAYS} days before --to): an "
+                              "ISO date or time, or an age ago: 30m, 24h, 7d (as `threads "
+                              "list --since`)."),
             click.option("--user", default=None,
                          help="One user's own view (exact, costs no privacy budget): "
                               "the user id as the gateway sends it, or the pseudonym "
