@@ -398,6 +398,21 @@ def test_a_tenant_typo_of_the_tuis_views_is_a_sentence_not_an_empty_view(
     assert right[1]["hits"] and right[1]["searched"] == ["acme"]
 
 
+def test_a_page_filtered_by_model_matches_that_model_not_a_like_pattern(
+        server: Server) -> None:
+    """`filters.model` was a LIKE pattern: '%' listed every thread with a model and
+    'gpt_4o' the threads of 'gpt-4o'."""
+    with Client(server.sock) as c:
+        assert c.ingest(tenant="acme", user_id="modeller", text="Summarise this report.",
+                        request_id="mod-1", ts=at(13), model="gpt-4o")["ok"]
+    with Client(server.data / "query.sock") as c:
+        found = {model: c.request({"v": 1, "op": "page", "tenant": "acme",
+                                   "filters": {"model": model, "user": "modeller"}})
+                 for model in ("gpt-4o", "gpt_4o", "%", "gpt-4")}
+    assert all(r["ok"] is True for r in found.values()), found
+    assert [r["total"] for r in found.values()] == [1, 0, 0, 0], found
+
+
 def test_silent_and_half_line_clients_do_not_hurt_the_server(server: Server) -> None:
     silent = server.raw()
     half = server.raw()

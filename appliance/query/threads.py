@@ -51,9 +51,10 @@ def _thread_where(f: ThreadFilter) -> tuple[str, list[object]]:
     if f.topic_id:
         clauses.append("topic_id = ?")
         params.append(f.topic_id)
-    if f.model:
-        clauses.append("models LIKE ?")
-        params.append(f'%"{f.model}"%')
+    if f.model:  # the model's JSON string among the thread's, as written: not a LIKE
+        # pattern ('%' matched every thread with a model, 'gpt_4o' matched 'gpt-4o')
+        clauses.append("instr(models, ?) > 0")
+        params.append(json.dumps(f.model))
     return " AND ".join(clauses), params
 
 
