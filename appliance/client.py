@@ -139,6 +139,7 @@ class Client:
             self._sock.close()
             raise permission_denied(self.path) from None
         self._file = self._sock.makefile("rwb")
+        self._kept: dict[str, Any] | None = None
 
     def __enter__(self) -> Client:
         return self
@@ -158,6 +159,9 @@ class Client:
         self._sock.settimeout(timeout)
 
     def _read(self) -> dict[str, Any]:
+        if self._kept is not None:  # read by `_closed`, not yet handed over
+            reply, self._kept = self._kept, None
+            return reply
         try:
             return decode_reply(self._file.readline())
         except ConnectionResetError:
@@ -165,8 +169,12 @@ class Client:
 
     def _closed(self) -> SemtraceError:
         """What to raise when the service closed the connection under a write: a peer it
-        does not admit is sent one refusal frame, then the connection is closed."""
-        refusal = connection_refusal(self._read())
+        does not admit is sent one refusal frame, then the connection is closed. Any other
+        reply read is kept for the next `_read` (the answer to a request sent before)."""
+        reply = self._read()
+        refusal = connection_refusal(reply)
+        if refusal is None:
+            self._kept = reply
         return refusal or ConnectionClosed("The service closed the connection.")
 
     def _write(self, obj: dict[str, Any], *, flush: bool) -> None:
@@ -198,16 +206,28 @@ class Client:
 
     def stream(self, requests: Iterable[dict[str, Any]], *, window: int = 64
                ) -> Iterator[dict[str, Any]]:
-        """Pipeline requests (up to `window` in flight); yields replies in order."""
+        """Pipeline requests (up to `window` in flight); yields replies in order. When the
+        service closes the connection under a write (a line over its frame limit: it answers
+        `frame_too_large` and reads no further), the replies it wrote before closing are
+        yielded first, that one included, then ConnectionClosed is raised."""
         inflight = 0
-        for obj in requests:
-            self._write(obj, flush=False)
-            inflight += 1
-            if inflight >= window:
-                self._flush()
-                yield self._read()
-                inflight -= 1
-        self._flush()
+        try:
+            for obj in requests:
+                self._write(obj, flush=False)
+                inflight += 1
+                if inflight >= window:
+                    self._flush()
+                    yield self._read()
+                    inflight -= 1
+            self._flush()
+        except ConnectionClosed:
+            for _ in range(inflight + 1):  # and the one being written
+                try:
+                    reply = self._read()
+                except (SemtraceError, OSError):
+                    break
+                yield reply
+            raise
         for _ in range(inflight):
             yield self._read()
 

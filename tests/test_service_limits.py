@@ -375,3 +375,36 @@ def test_sighup_names_a_replaced_linker_weights_file_as_needing_a_restart(
         assert named_on_reload() == ["linker-weights.json"]
     finally:
         asyncio.run(svc.drain())
+
+
+@pytest.mark.parametrize("size", [4096, 4 << 20])
+def test_send_names_the_line_over_the_frame_limit_and_keeps_the_replies_before_it(
+        pipeline: Any, tmp_path: Path, size: int) -> None:
+    """The service answers a line over `max_frame_bytes` with `frame_too_large` and closes
+    the connection, reading no further. `semtrace send` printed that frame and then 'The
+    service closed the connection.'; and when the line was larger than the socket could take
+    in (the service gone while it was still written), it lost the replies of the lines sent
+    before too. Now it prints every reply the service wrote and names the line, what was not
+    sent and what to do, in one sentence."""
+    from click.testing import CliRunner
+    from conftest import running_service
+
+    from appliance.cli import cli
+
+    service = pipeline.policies.service.model_copy(update={"max_frame_bytes": 1024})
+    policies = pipeline.policies.model_copy(update={"service": service})
+    sock = tmp_path / "s.sock"
+    lines = "".join(json.dumps(line) + "\n" for line in (
+        {"op": "ping", "request_id": "before"}, {"op": "ping", "request_id": "x" * 8,
+                                                 "pad": "x" * size},
+        {"op": "ping", "request_id": "after"}))
+    with running_service(pipeline, sock, policies=policies):
+        sent = CliRunner().invoke(cli, ["send", "--socket", str(sock)], input=lines)
+    replies = [json.loads(line) for line in sent.stdout.splitlines()]
+    assert [r["request_id"] for r in replies] == ["before", None]
+    assert replies[1]["error"]["code"] == "frame_too_large"
+    assert sent.exit_code == 1 and str(sent.exception) == (
+        "Line 2 is larger than the service's frame limit (max_frame_bytes in its "
+        "service.toml): the service refused it and closed the connection, so the lines after "
+        "it were not sent; cut that prompt (docs/protocol.md, Over-long prompts) or raise "
+        "max_frame_bytes, then send lines 2 on again.")

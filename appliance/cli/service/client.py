@@ -12,15 +12,16 @@ import click
 from appliance.cli import data_dir_option
 from appliance.cli.service.daemon import SOCKET_NAME
 from appliance.cli.sockets import ingest_socket
-from appliance.errors import InputError
+from appliance.errors import InputError, SemtraceError
 from appliance.words import plural
 
 
-def _requests(lines: Any, run: str | None = None, skipped: list[int] | None = None) -> Any:
+def _requests(lines: Any, run: str | None = None, skipped: list[int] | None = None,
+              sent: list[int] | None = None) -> Any:
     """Request objects of stdin's lines; a line without `request_id` gets `send-<run>-N`,
     unique to this invocation, so a second file's line N is not taken for a duplicate.
     Lines that are not a JSON object (or not UTF-8) are named by number only and their
-    numbers added to `skipped`."""
+    numbers added to `skipped`; the numbers of the lines yielded go to `sent`, in order."""
     import secrets
 
     run = run or secrets.token_hex(4)
@@ -42,7 +43,20 @@ def _requests(lines: Any, run: str | None = None, skipped: list[int] | None = No
         obj.setdefault("v", 1)
         obj.setdefault("op", "ingest")
         obj.setdefault("request_id", f"send-{run}-{lineno}")
+        if sent is not None:
+            sent.append(lineno)
         yield obj
+
+
+def _too_large(lineno: int) -> SemtraceError:
+    """A line over the service's frame limit: the service replied and closed the connection
+    without reading on, so that line and every later one went unsent (it said only 'The
+    service closed the connection.')."""
+    return SemtraceError(
+        f"Line {lineno} is larger than the service's frame limit (max_frame_bytes in its "
+        "service.toml): the service refused it and closed the connection, so the lines after "
+        "it were not sent; cut that prompt (docs/protocol.md, Over-long prompts) or raise "
+        f"max_frame_bytes, then send lines {lineno} on again.")
 
 
 @click.command()
@@ -61,15 +75,18 @@ def send(data_dir: Path | None, socket_path: Path | None, window: int, as_json: 
     path = ingest_socket(socket_path, data_dir, SOCKET_NAME)
     failed = sent = 0
     skipped: list[int] = []
+    lines: list[int] = []  # the line of each request sent, in order: replies come so
     with Client(path) as client:
-        for reply in client.stream(_requests(sys.stdin.buffer, skipped=skipped),
+        for reply in client.stream(_requests(sys.stdin.buffer, skipped=skipped, sent=lines),
                                    window=window):
             refusal = connection_refusal(reply)  # every request sent here has an id
             if refusal is not None:
                 raise refusal
+            click.echo(json.dumps(reply))
+            if (reply.get("error") or {}).get("code") == "frame_too_large":
+                raise _too_large(lines[sent])
             sent += 1
             failed += 0 if reply.get("ok") else 1
-            click.echo(json.dumps(reply))
     if not sent and not skipped:
         raise InputError("stdin held no requests (it is empty or blank).")
     if failed:
