@@ -279,3 +279,53 @@ def test_the_word_vectors_kept_for_glued_names_stay_bounded() -> None:
     for i in range(glued.SEEN_MAX + 1000):
         assert vectors.likeness(f"name{i}", glued.LAST) is not None
     assert len(vectors._seen) <= glued.SEEN_MAX
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # a surname that is an adjective, a verb or a noun whose vector is a word's
+    ("git log --author=john_brown", "git log --author=<PERSON>"),
+    ("cc: mary.white, paul_young", "cc: <PERSON>, <PERSON>"),
+    ("assignee: anna_lee", "assignee: <PERSON>"),
+    ("login failed for user=tom.cook", "login failed for user=<PERSON>"),
+    ("cd /home/peter_wood/projects", "cd /home/<PERSON>/projects"),
+    ("mail jane.hall about it", "mail <PERSON> about it"),
+    ("Attached: sam_price_cv.pdf", "Attached: <PERSON>_cv.pdf"),
+    ("owner = lisa.king", "owner = <PERSON>"),
+    # a first name past rank 250 or that is a verb
+    ("see Sophia_Turner.docx", "see <PERSON>.docx"),
+    ("git log --author=mark.johnson", "git log --author=<PERSON>"),
+    ('{"assignee": "jack_miller"}', '{"assignee": "<PERSON>"}'),
+])
+def test_a_glued_name_one_of_whose_words_is_a_word_too_is_redacted(
+        redactor: Redactor, text: str, expected: str) -> None:
+    """One word surely a name (no English word, its vector among the names') and the other
+    a popular name of its place that is a word too ("brown", "king"; "mark", "jack"): each
+    was stored as it was, the name in the clear."""
+    assert redacted(redactor, text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Attached: Smith_John_CV.pdf", "Attached: <PERSON>_CV.pdf"),
+    ("cd /home/miller.james/", "cd /home/<PERSON>/"),
+    ("owner=john_Smith", "owner=<PERSON>"),
+    ("see Maria_garcia.pdf", "see <PERSON>.pdf"),
+])
+def test_a_glued_name_surname_first_or_in_mixed_case_is_redacted(
+        redactor: Redactor, text: str, expected: str) -> None:
+    """A list's or a form's order puts the surname first, and a hand-typed identifier mixes
+    lower case and capitals: each was stored as it was."""
+    assert redacted(redactor, text) == expected
+
+
+@pytest.mark.parametrize("code", [
+    "price_list = young_gen + brown_noise; white_list = king_size",
+    "wood_texture = hall_effect * cook_time; lee_filter(x)",
+    "max_lon = lon_min; lat_max = lon_max; args.adam_eps",
+    "tz = ZoneInfo('America/Los_Angeles'); sp = ZoneInfo('America/Sao_Paulo')",
+    "import np.Array; x = module.Class; y = torch.Tensor",
+])
+def test_code_of_words_that_are_names_too_is_kept(redactor: Redactor, code: str) -> None:
+    """Surnames that are words ("price", "brown", "king") beside words of code, a first name
+    that is a word ("lon" of lat/lon, 225th) beside a surname that is one, cities, and
+    `module.Class`: no person."""
+    assert redacted(redactor, code) == code

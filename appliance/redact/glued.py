@@ -18,8 +18,14 @@ Code keeps its words: `np.array`, `self.weight`, `config.max_len`, `df.groupby`,
 A whole word in CamelCase is one too (`JohnSmith`, `JohnSmith.pdf`), its second part of 4+
 letters (`SemVer`, `DevDiv` stay); on the tweets it takes three account names written
 without "@" that the gold set does not label, names all the same (see docs/redaction.md).
-Left: mixed case (`john_Smith`), and surnames that are adjectives or verbs (`brown`, `white`,
-`young`, `cook`) or nouns whose vectors are a word's (`wood`, `hall`, `price`, `king`).
+When one word is surely a name (`sure`: no English word, or a popular noun of 4+ letters,
+its vector among the names'), the other may be any popular name of its place, a word too:
+surnames that are adjectives, verbs or nouns whose vectors are a word's (`john_brown`,
+`tom.cook`, `lisa.king`), first names that are verbs or past rank 250 (`mark.johnson`,
+`jack_miller`, `sophia_turner`). Either order (`Smith_John`, `miller.james`, under the first
+check only) and, joined by "_", mixed case (`john_Smith`, `Maria_garcia`); a slug's "-" joins
+only names of the first check, in their order ("bain-marie", "dalai-lama" stay).
+Left: celebrities' names whose surname is rare or no listed name (`TaylorSwift`, `ElonMusk`).
 """
 
 from __future__ import annotations
@@ -63,6 +69,12 @@ POPULAR_LAST_RANK = NOUN_NAME_LAST_RANK
 # nouns lie at 0.30-0.61, nouns of code at or below 0.25 ("portal", "park"; "data" -0.12).
 GLUED_SIMILARITY = 0.2
 NOUN_SIMILARITY = 0.3
+# A part that is surely a name lets the other be any popular name of its place, a word too
+# ("john_brown", "mark.johnson"): no English word, listed within SURE_RANK, its vector
+# at least SURE_SIMILARITY to the names' centre.
+SURE_RANK = 1000
+SURE_SHORT_RANK = 100  # a name of 3 letters ("tom", "sam"; "lon" of lat/lon is 225th)
+SURE_SIMILARITY = 0.4
 SEEN_MAX = 50_000  # words whose cosines are kept (each a listed name, seen in a pair)
 CENTRE_RANK = 50  # the names whose vectors make a centre (popular, no dictionary word)
 FIRST, LAST = 0, 1
@@ -120,14 +132,49 @@ class GluedNameRecognizer(SpanRecognizer):
         self._places = frozenset(_folded(p) for p in (*gazetteer.cities, *gazetteer.places)
                                  if " " in p)
 
-    def full_name(self, first: str, last: str) -> bool:
+    def full_name(self, first: str, last: str, *, loose: bool = True) -> bool:
         """A first name among the `POPULAR_FIRST_RANK` most popular, then a known surname, of
         3+ letters each, neither a stop word, a day or a month, each a name in its place
-        (`named`)."""
+        (`named`); or, `loose`, one of them surely a name (`sure`) and the other a popular
+        name of its place (`popular`), a word too."""
         f, la = first.lower(), last.lower()
-        return (len(f) >= 3 and len(la) >= 3 and f != la
-                and not {f, la} & (STOP_WORDS | CALENDAR)
-                and self.named(f, FIRST) and self.named(la, LAST))
+        if (len(f) < 3 or len(la) < 3 or f == la
+                or {f, la} & (STOP_WORDS | CALENDAR)):
+            return False
+        if self.named(f, FIRST) and self.named(la, LAST):
+            return True
+        if not loose:
+            return False
+        # one part surely a name, the other a popular name of its place that is a word too
+        # ("john_brown", "lisa.king"; "mark.johnson", "sophia_turner")
+        return ((self.sure(f, FIRST) and self.popular(la, LAST))
+                or (self.sure(la, LAST) and self.popular(f, FIRST)))
+
+    def sure(self, low: str, slot: int) -> bool:
+        """A listed name of this place whose vector lies among the names'
+        (`SURE_SIMILARITY`), no verb, adjective or adverb: one of `SURE_RANK` that is no
+        word ("john", "sophia", "johnson"), or a popular one of 4+ letters that is a noun or
+        a place too ("mary", "paul", "miller"); 3 letters, only a popular one that is no
+        word ("tom", "sam"). A surname must be more popular as a surname than as a first
+        name ("adam" is no surname here)."""
+        g = self.g
+        rank = (g.first if slot == FIRST else g.last).get(low)
+        short = len(low) < 4
+        if (rank is None or rank > (SURE_SHORT_RANK if short else SURE_RANK)
+                or is_ordinary(low, g) or (slot == LAST and g.first.get(low, rank) < rank)):
+            return False
+        if ((low in g.common or self.names.strength(low) < 2)
+                and (short or not self.popular(low, slot))):
+            return False
+        like = self.vectors.likeness(low, slot) if self.vectors is not None else None
+        return like is not None and like >= SURE_SIMILARITY
+
+    def popular(self, low: str, slot: int) -> bool:
+        """A name among the most popular of its place, whatever else it is ("brown",
+        "white", "king", "price"; "mark", "jack", "grace")."""
+        rank = (self.g.first if slot == FIRST else self.g.last).get(low)
+        return rank is not None and rank <= (POPULAR_FIRST_RANK if slot == FIRST
+                                             else POPULAR_LAST_RANK)
 
     def named(self, low: str, slot: int) -> bool:
         """A listed name of this place (first name, surname) that the vectors do not put
@@ -156,14 +203,35 @@ class GluedNameRecognizer(SpanRecognizer):
             return
         for m in JOINED.finditer(text):
             first, sep, last = m.group(1), m.group(2), m.group(3)
-            # snake_case, attributes and constants: "len", "uri" are popular first names
-            lower = first.islower() and last.islower()
-            upper = first.isupper() and last.isupper() and sep != "-"
-            one_case = (lower or upper) and len(first) >= 4
-            capitalised = first.istitle() and last.istitle() and sep != "-"
-            if ((one_case or capitalised) and self.full_name(first, last)
-                    and not self._place(text, m.start(1), first, sep, last)):
+            if not self._written_as_name(first, sep, last):
+                continue
+            if sep == "-":  # a slug: "bain-marie", "dalai-lama", "jack-russell" are words
+                named = len(first) >= 4 and self.full_name(first, last, loose=False)
+            else:  # either order: "maria_garcia", "Garcia_Maria" (a list's or a form's)
+                named = ((self._given(first) and self.full_name(first, last))
+                         or (self._given(last) and self.full_name(last, first, loose=False)))
+            if named and not self._place(text, m.start(1), first, sep, last):
                 yield m.start(1), m.end(3), GLUED_SCORE
+
+    @staticmethod
+    def _written_as_name(first: str, sep: str, last: str) -> bool:
+        """Both words in lower case or in capitals (snake_case, constants), or capitalised
+        (`John_Smith`), or joined by "_" each in lower case or capitalised (`john_Smith`;
+        `module.Class` is code's); a "-" only in lower case (a slug; capitalised,
+        "Harley-Davidson" is a brand)."""
+        if first.islower() and last.islower():
+            return True
+        if sep == "-":
+            return False
+        if (first.isupper() and last.isupper()) or (first.istitle() and last.istitle()):
+            return True
+        return sep == "_" and (first.istitle() or first.islower()) and (
+            last.istitle() or last.islower())
+
+    def _given(self, word: str) -> bool:
+        """The first name's word, as written: capitalised, or of 4+ letters, or surely a
+        name ("tom", "sam"): "len", "uri", "max" of snake_case are popular first names."""
+        return word.istitle() or len(word) >= 4 or self.sure(word.lower(), FIRST)
 
     def _place(self, text: str, start: int, first: str, sep: str, last: str) -> bool:
         """A city's or place's name written as one identifier, the word before it
