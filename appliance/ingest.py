@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from appliance.errors import InputError
-from appliance.records import HISTORY_ROLES, STATUSES, Message, Prompt, Response
+from appliance.records import HISTORY_ROLES, STATUSES, Message, Prompt, Response, from_iso
 
 ID_RE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 MAX_ID = 256
@@ -65,7 +65,7 @@ def parse_ts(value: Any) -> datetime:
     if not isinstance(value, str):
         raise InputError("'ts' must be an ISO-8601 timestamp.")
     try:
-        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        ts = from_iso(value)  # `z` as `Z`, as RFC 3339 allows
     except ValueError:
         raise InputError("'ts' is not a valid ISO-8601 timestamp.") from None
     if ts.tzinfo is None:

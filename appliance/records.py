@@ -306,6 +306,15 @@ class Unredactable:
     reason: str
 
 
+def from_iso(value: str) -> datetime:
+    """`datetime.fromisoformat`, with the UTC designator in either case: `Z`, or `z` as RFC
+    3339 allows (Python 3.11 takes neither alone: `Z` became `+00:00` here, `z` was refused).
+    ValueError when it is not an ISO date or time."""
+    if value[-1:] in ("Z", "z"):
+        value = value[:-1] + "+00:00"
+    return datetime.fromisoformat(value)
+
+
 def jsonable(obj: Any) -> Any:
     """Dataclasses, datetimes and tuples as plain JSON values."""
     if is_dataclass(obj) and not isinstance(obj, type):

@@ -493,3 +493,27 @@ def test_stats_from_takes_an_age_as_threads_list_and_search_do(tmp_path: Path,
     assert end - start == timedelta(days=7) and end < datetime.now(UTC)
     refused = run_cli("stats", "positions", "--tenant", "acme", "--from", "last week", *cred)
     assert refused.returncode == 2 and "or an age such as 30m, 24h, 7d" in refused.stderr
+
+
+def test_a_time_ending_in_a_lower_case_z_is_utc_as_with_a_capital_z(
+        tmp_path: Path, passphrase_file: Path) -> None:
+    """RFC 3339 allows `z`: a stream whose `ts` read `2026-03-02T09:00:00z` had every line
+    skipped as 'not a valid ISO-8601 timestamp', and `threads list --since …z` and `stats
+    --from …z` were refused, where `Z` worked."""
+    cred = ("--data-dir", str(tmp_path / "data"), "--passphrase-file", str(passphrase_file))
+    assert run_cli("init", *cred).returncode == 0
+    src = write_stream(tmp_path / "in.jsonl", [{**r, "ts": r["ts"].replace("Z", "z")}
+                                               for r in STREAM[:2]])
+    done = run_cli("replay", str(src), "--out", str(tmp_path / "o.jsonl"), "--json", *cred)
+    assert done.returncode == 0 and json.loads(done.stdout)["ingested"] == 2, done.stdout
+    for case in ("Z", "z"):
+        for window, first in ((("--since", f"2026-03-02T09:00:30{case}"),
+                               ["2026-03-02T09:00:00Z"]),
+                              (("--until", f"2026-03-02T08:59:00{case}"), [])):
+            listed = run_cli("threads", "list", *window, "--json", *cred)
+            assert listed.returncode == 0, listed.stderr
+            assert [t["first_ts"] for t in json.loads(listed.stdout)] == first
+        stats = run_cli("stats", "positions", "--tenant", "acme", "--from",
+                        f"2026-03-01T00:00:00{case}", "--to", "2026-03-03", "--json", *cred)
+        assert stats.returncode == 0, stats.stderr
+        assert json.loads(stats.stdout)["start"] == "2026-03-01T00:00:00Z"

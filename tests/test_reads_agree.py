@@ -571,3 +571,13 @@ def test_threads_show_takes_an_id_pasted_with_spaces_around_it(
         assert shown.returncode == 0, shown.stderr
         assert json.loads(shown.stdout)["thread_id"] == acme.thread_id
         refused(run_cli("threads", "show", "  ", *way), "THREAD_ID must not be blank")
+
+
+def test_the_query_socket_reads_a_lower_case_z_as_utc(served: dict[str, Any]) -> None:  # noqa: F811
+    """The query socket shares the ingest's parser: `since` ending in `z` (RFC 3339) was
+    refused 'must be an ISO-8601 date or time' where `Z` was answered."""
+    from test_query_reads import raw
+
+    replies = [raw(served["sock"], op="threads", role="reader", tenant="acme",
+                   since=f"2026-03-02T09:01:00{case}")[1] for case in ("Z", "z")]
+    assert replies[0].get("threads") and replies[1] == replies[0], replies

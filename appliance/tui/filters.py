@@ -16,7 +16,7 @@ import shlex
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 
-from appliance.records import POSITIONS
+from appliance.records import POSITIONS, from_iso
 
 KEYS = ("tenant", "user", "since", "until", "topic", "model", "position")
 _AGE = re.compile(r"^(\d+)([mhdw])$")
@@ -76,7 +76,7 @@ def is_pseudonym(user: str) -> bool:
 
 
 def parse_time(value: str, now: datetime, *, end: bool = False) -> datetime:
-    """An ISO date/datetime (UTC unless it says otherwise) or an age like `7d`.
+    """An ISO date/datetime (UTC unless it says otherwise; `Z` or `z`) or an age like `7d`.
 
     `end`: the time is the exclusive end of an interval (`until:`), so a date alone is the
     midnight after it: `until:2026-03-02` takes in the whole of that day.
@@ -85,7 +85,7 @@ def parse_time(value: str, now: datetime, *, end: bool = False) -> datetime:
     if m:
         return now - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
     try:
-        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        ts = from_iso(value)  # `Z` or `z`, as RFC 3339 allows
     except ValueError:
         raise FilterError(f"'{value}' is not a time: use 2026-03-02, 2026-03-02T09:00 or an "
                           "age like 30m, 24h, 7d.") from None
