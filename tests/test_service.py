@@ -413,6 +413,18 @@ def test_a_page_filtered_by_model_matches_that_model_not_a_like_pattern(
     assert [r["total"] for r in found.values()] == [1, 0, 0, 0], found
 
 
+def test_send_takes_a_null_op_or_request_id_as_absent(server: Server) -> None:
+    """`semtrace send` gives a line without `op` or `request_id` its defaults; one with
+    `"op": null` was `unknown_op` and one with `"request_id": null` `bad_request`, though
+    the service takes a null field as absent."""
+    line = json.dumps({"op": None, "request_id": None, "tenant": "acme", "user_id": "sender",
+                       "ts": at(14), "text": "Is a null op an ingest?"})
+    sent = run_cli("send", "--socket", str(server.sock), stdin=line + "\n")
+    assert sent.returncode == 0, sent.stderr
+    reply = json.loads(sent.stdout)
+    assert reply["ok"] is True and reply["request_id"].startswith("send-"), reply
+
+
 def test_silent_and_half_line_clients_do_not_hurt_the_server(server: Server) -> None:
     silent = server.raw()
     half = server.raw()

@@ -18,7 +18,8 @@ from appliance.words import plural
 
 def _requests(lines: Any, run: str | None = None, skipped: list[int] | None = None,
               sent: list[int] | None = None) -> Any:
-    """Request objects of stdin's lines; a line without `request_id` gets `send-<run>-N`,
+    """Request objects of stdin's lines; a line without `request_id` (or `op`), or with a
+    null one, gets `send-<run>-N` (`ingest`),
     unique to this invocation, so a second file's line N is not taken for a duplicate.
     Lines that are not a JSON object (or not UTF-8) are named by number only and their
     numbers added to `skipped`; the numbers of the lines yielded go to `sent`, in order."""
@@ -40,9 +41,10 @@ def _requests(lines: Any, run: str | None = None, skipped: list[int] | None = No
             if skipped is not None:
                 skipped.append(lineno)
             continue
-        obj.setdefault("v", 1)
-        obj.setdefault("op", "ingest")
-        obj.setdefault("request_id", f"send-{run}-{lineno}")
+        obj.setdefault("v", 1)  # "v": null stays bad_version, as the service says
+        for key, default in (("op", "ingest"), ("request_id", f"send-{run}-{lineno}")):
+            if obj.get(key) is None:  # null is absent, as the service takes it: a null
+                obj[key] = default  # op was unknown_op, a null request_id bad_request
         if sent is not None:
             sent.append(lineno)
         yield obj
