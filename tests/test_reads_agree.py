@@ -5,6 +5,7 @@ sentence for the same mistake, and a search says which tenants it left out."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -498,8 +499,9 @@ def test_threads_list_reaches_any_period_with_since_and_until(
         assert "(no threads match these filters)" in text.stdout  # not "in scope"
         refused(run_cli("threads", "list", *way, "--since", "last week"),
                 "--since must be an ISO-8601 date or time")
-        refused(run_cli("threads", "list", *way, "--since", "2026-03-03", "--until",
-                        "2026-03-02"), "--since must be earlier than --until.")
+        # --since filters the last turn, --until the start: a --since after --until is
+        # the threads still going on between, here none (each thread is one turn)
+        assert listed("--since", "2026-03-03", "--until", "2026-03-02") == set()
 
 
 CODE_PROMPT = "Fix this code for <me>:\n  def f(x):\n\treturn x+1\nIt fails on strings."
@@ -581,3 +583,24 @@ def test_the_query_socket_reads_a_lower_case_z_as_utc(served: dict[str, Any]) ->
     replies = [raw(served["sock"], op="threads", role="reader", tenant="acme",
                    since=f"2026-03-02T09:01:00{case}")[1] for case in ("Z", "z")]
     assert replies[0].get("threads") and replies[1] == replies[0], replies
+
+
+def test_threads_list_finds_the_threads_still_going_on_at_a_time(
+        pipeline: Any, data_dir: Path, passphrase_file: Path) -> None:
+    """`--since` filters a thread's last turn, `--until` its start: `--since D --until D`
+    (threads that started before D and were still active after it) was refused
+    "--since must be earlier than --until.", though it matches a thread spanning D."""
+    from conftest import T0, make_prompt
+
+    out = pipeline.process([
+        make_prompt("Give me a recipe for a vegetarian lasagna", minutes=0, session_id="s1"),
+        make_prompt("How do I renew my passport?", minutes=2, session_id="s2"),
+        make_prompt("Can I make it without ricotta?", minutes=10, session_id="s1"),
+        make_prompt("Which bus goes to the airport?", minutes=20, session_id="s3")])
+    spanning = out[0].thread_id
+    assert out[2].thread_id == spanning and len({o.thread_id for o in out}) == 3
+    at = (T0 + timedelta(minutes=5)).isoformat()  # lasagna 09:00-09:10, passport 09:02,
+    cred = ("--data-dir", str(data_dir), "--passphrase-file", str(passphrase_file))  # bus 09:20
+    listed = run_cli("threads", "list", "--since", at, "--until", at, "--json", *cred)
+    assert listed.returncode == 0, listed.stderr
+    assert [t["thread_id"] for t in json.loads(listed.stdout)] == [spanning]

@@ -669,7 +669,11 @@ def test_filter_line_parses_keys_ages_and_refuses_unknown_words() -> None:
     assert at.describe() == "until:2026-03-01T09:30"
     assert parse_filters("since:2026-03-01 until:2026-03-01", CLOCK).until == datetime(
         2026, 3, 2, tzinfo=UTC)  # one day: since and until may name the same
-    for bad in ("hello", "position:sideways", "since:yesterday", "since:1d until:2d"):
+    # since: filters the last turn, until: the start: since: after until: is the threads
+    # still going on between (it was refused as 'nothing can match')
+    spanning = parse_filters("since:1d until:2d", CLOCK)
+    assert spanning.since == CLOCK - timedelta(days=1) > spanning.until
+    for bad in ("hello", "position:sideways", "since:yesterday"):
         with pytest.raises(FilterError):
             parse_filters(bad, CLOCK)
     text, f = parse_search("reset password tenant:acme", CLOCK)

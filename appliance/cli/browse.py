@@ -47,11 +47,12 @@ def threads() -> None:
                    "merged since finds the topic it went into), its label, or one phrase "
                    "of its label (`umbrella` of 'weather forecast, umbrella').")
 @click.option("--since", default=None,
-              help="Only threads active since this ISO date or time, or an age ago: 30m, "
-                   "24h, 7d (as the TUI's since:).")
+              help="Only threads last seen at or after this ISO date or time (active "
+                   "since), or an age ago: 30m, 24h, 7d (as the TUI's since:).")
 @click.option("--until", default=None,
               help="Only threads that started before this time; a date takes in its whole "
-                   "day (as the TUI's until:).")
+                   "day (as the TUI's until:). It filters the start, --since the last turn: "
+                   "--since D --until D lists the threads still going on at D.")
 @click.option("--limit", type=click.IntRange(1, LIST_MAX), default=50, show_default=True,
               help="At most this many threads, most recent first (stderr says when more "
                    "match).")
@@ -139,8 +140,9 @@ def threads_list(data_dir: Path | None, passphrase_file: Path | None, key_file: 
 
 def list_window(since: str | None, until: str | None
                 ) -> tuple[datetime | None, datetime | None]:
-    """`--since` and `--until` as the TUI's filter reads them: an ISO date or time (UTC) or
-    an age; `--until` a date is the midnight after it (the window is half-open)."""
+    """`--since` (the last turn at or after it) and `--until` (started before it) as the TUI's
+    filter reads them: an ISO date or time (UTC) or an age; `--until` a date is the
+    midnight after it."""
     from appliance.tui.filters import FilterError, parse_time
 
     now, times = datetime.now(UTC), []
@@ -150,9 +152,10 @@ def list_window(since: str | None, until: str | None
         except FilterError:
             raise InputError(f"--{name} must be an ISO-8601 date or time (e.g. 2024-03-04) "
                              "or an age such as 30m, 24h, 7d.") from None
+    # no order between them: --since filters the last turn, --until the start, so a
+    # --since later than --until asks for the threads that started before --until and
+    # were still active at --since (every pair can match a thread; none is refused)
     start, end = times
-    if start is not None and end is not None and start >= end:
-        raise InputError("--since must be earlier than --until.")
     return start, end
 
 

@@ -128,8 +128,8 @@ def to_filters(found: dict[str, str], now: datetime) -> Filters:
                               f"{', '.join(POSITIONS)}.")
     since = parse_time(found["since"], now) if "since" in found else None
     until = parse_time(found["until"], now, end=True) if "until" in found else None
-    if since and until and since >= until:
-        raise FilterError("'since' is not before 'until'; nothing can match.")
+    # no order between them: since: filters the last turn, until: the start, so since: later
+    # than until: finds the threads still going on across that span (as threads list)
     return Filters(tenant=found.get("tenant"), user=found.get("user"), since=since, until=until,
                    topic=found.get("topic"), model=found.get("model"), position=position)
 
