@@ -329,3 +329,12 @@ def test_code_of_words_that_are_names_too_is_kept(redactor: Redactor, code: str)
     that is a word ("lon" of lat/lon, 225th) beside a surname that is one, cities, and
     `module.Class`: no person."""
     assert redacted(redactor, code) == code
+
+
+@pytest.mark.parametrize("code", [
+    "parser.add_argument('--adam_eps', type=float); self.mark_dirty()",
+    "y.flush(); self.mark_dirty()",
+])
+def test_a_snake_case_identifier_is_no_place(redactor: Redactor, code: str) -> None:
+    """spaCy took `self.mark_dirty` after a statement for a place ('<LOCATION>()')."""
+    assert redacted(redactor, code) == code

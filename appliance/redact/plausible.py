@@ -3,7 +3,9 @@
 spaCy's English NER calls many capitalised words of chat a person or a
 place. A hit is dropped when it has no cased letter (emoji, punctuation),
 a letter drawn out three times ("Loooool"), a piece of a web address (a
-place), or, for a person: code characters, only dictionary words that no
+place), a snake_case identifier in lower case ("self.mark_dirty", a place
+to spaCy after a statement), or, for a person: code characters, only
+dictionary words that no
 name list knows ("Discipline"), a form's label before its colon ("Qty:
 5 boxes", `FIELD_LABELS`), a phrase of another language ("Queria
 muito"), all lower case in a text with capitals ("goes"), a chat word
@@ -24,6 +26,9 @@ from appliance.redact.names import field_label
 
 # NER output that is never a person's name: code, key=value runs, handles, paths.
 NOT_A_NAME = timed(r"[=_@/\\{}<>\[\]#$%^*|~+\d]")
+# A snake_case identifier of code in lower case, attributes too ("self.mark_dirty",
+# "cfg.max_len"): spaCy calls some a place or an organisation, no name is written so.
+SNAKE_CASE = timed(r"[a-z][a-z0-9]*(?:[._][a-z0-9]+)*_[a-z0-9]+(?:[._][a-z0-9]+)*")
 # A web address or a piece of one ("tps://t.co/x", "example.com/a") in an NER hit.
 URL_PIECE = timed(r"://|\w\.\w+/")
 # A lower-case letter three times in a row: drawn-out chat words ("Loooool"), not names.
@@ -65,6 +70,8 @@ def plausible(whole: str, start: int, end: int, entity_type: str, names: Any) ->
     if not any(c.isupper() or c.islower() for c in text) or ELONGATED.search(text):
         return False
     if entity_type != "PERSON":
+        if SNAKE_CASE.fullmatch(text):
+            return False
         if entity_type == "LOCATION" and names is not None:
             from appliance.redact.context import generic_facility
 
