@@ -50,7 +50,7 @@ class CorrelationSettings(Strict):
     max_candidates: int = Field(default=200, ge=1, le=10_000)
     max_text_chars: int = Field(default=32_768, ge=64)
     weights_file: str = "linker-weights.json"
-    link_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    link_threshold: float = Field(default=0.55, ge=0.0, le=1.0)
     topic_shift_similarity: float = Field(default=0.25, ge=-1.0, le=1.0)
     topic_shift_opener: float = Field(default=0.6, ge=0.0, le=1.0)
     orphan_threshold: float = Field(default=0.2, ge=0.0, le=1.0)
