@@ -338,3 +338,14 @@ def test_code_of_words_that_are_names_too_is_kept(redactor: Redactor, code: str)
 def test_a_snake_case_identifier_is_no_place(redactor: Redactor, code: str) -> None:
     """spaCy took `self.mark_dirty` after a statement for a place ('<LOCATION>()')."""
     assert redacted(redactor, code) == code
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Attached: john-brown-cv.pdf", "Attached: <PERSON>-cv.pdf"),
+    ("cd /home/mark-johnson/", "cd /home/<PERSON>/"),
+])
+def test_a_slug_of_a_name_one_of_whose_words_is_a_word_too_is_redacted(
+        redactor: Redactor, text: str, expected: str) -> None:
+    """A slug's name whose surname is a word ("brown") or whose first name is a verb ("mark")
+    was stored as it was."""
+    assert redacted(redactor, text) == expected

@@ -24,7 +24,7 @@ surnames that are adjectives, verbs or nouns whose vectors are a word's (`john_b
 `tom.cook`, `lisa.king`), first names that are verbs or past rank 250 (`mark.johnson`,
 `jack_miller`, `sophia_turner`). Either order (`Smith_John`, `miller.james`, under the first
 check only) and, joined by "_", mixed case (`john_Smith`, `Maria_garcia`); a slug's "-" joins
-only names of the first check, in their order ("bain-marie", "dalai-lama" stay).
+a name in its order only ("john-brown-cv.pdf"; "bain-marie", "dalai-lama" stay).
 Left: celebrities' names whose surname is rare or no listed name (`TaylorSwift`, `ElonMusk`).
 """
 
@@ -205,8 +205,8 @@ class GluedNameRecognizer(SpanRecognizer):
             first, sep, last = m.group(1), m.group(2), m.group(3)
             if not self._written_as_name(first, sep, last):
                 continue
-            if sep == "-":  # a slug: "bain-marie", "dalai-lama", "jack-russell" are words
-                named = len(first) >= 4 and self.full_name(first, last, loose=False)
+            if sep == "-":  # a slug, in its order: "bain-marie", "dalai-lama" are words
+                named = len(first) >= 4 and self.full_name(first, last)
             else:  # either order: "maria_garcia", "Garcia_Maria" (a list's or a form's)
                 named = ((self._given(first) and self.full_name(first, last))
                          or (self._given(last) and self.full_name(last, first, loose=False)))
