@@ -43,3 +43,8 @@ class AccessDenied(SemtraceError):
     """The caller's role or credential does not allow this."""
 
     exit_code = 4
+
+
+class NoComplianceKey(SemtraceError):
+    """No compliance key is enrolled: no originals are kept to reveal (exit 1, as for
+    nothing else to reveal; `reveal_denied`'s `why` names it in the audit log)."""

@@ -717,6 +717,9 @@ def test_a_reveal_on_a_store_without_a_compliance_key_says_how_to_enrol_one(
     assert out.returncode == 1
     assert "`semtrace compliance enroll` keeps those of the prompts stored from then on" in \
         _one_sentence(out)
+    # audited as what it was: 'why' said 'SemtraceError', which told an auditor nothing
+    entry = json.loads(run_cli("audit", "log", "--json", "--limit", "1", *args).stdout)[0]
+    assert (entry["event"], entry["details"]["why"]) == ("reveal_denied", "NoComplianceKey")
 
 
 def test_audit_log_says_when_nothing_matches_and_refuses_a_tenant_never_held(
@@ -766,3 +769,4 @@ def test_a_nan_seconds_option_is_refused_as_a_number_out_of_range_is(
     `erase --wait nan` ran the erasure with a wait of NaN seconds."""
     out = run_cli(*command, "nan", "--data-dir", str(tmp_path / "none"))
     assert out.returncode == 2 and "'nan' is not a number" in _one_sentence(out), out.stderr
+

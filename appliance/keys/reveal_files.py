@@ -17,7 +17,13 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from appliance.errors import DamagedFile, InputError, SemtraceError, WrongKey
+from appliance.errors import (
+    DamagedFile,
+    InputError,
+    NoComplianceKey,
+    SemtraceError,
+    WrongKey,
+)
 from appliance.keys.credentials import Credential
 from appliance.keys.derive import NONCE_BYTES, KdfParams, argon2id, b64
 from appliance.keys.durable import fsync_dir
@@ -143,9 +149,9 @@ def unlock_reveal_key(data_dir: Path, compliance: Credential) -> RevealOpener:
     """Unlock the compliance private key; AccessDenied-style WrongKey if the credential is wrong."""
     path = data_dir / REVEAL_PRIVATE_FILE
     if not path.exists():
-        raise SemtraceError("No compliance key is enrolled for this data dir, so no originals "
-                            "are kept; `semtrace compliance enroll` keeps those of the prompts "
-                            "stored from then on.")
+        raise NoComplianceKey("No compliance key is enrolled for this data dir, so no "
+                              "originals are kept; `semtrace compliance enroll` keeps those of "
+                              "the prompts stored from then on.")
     try:  # a damaged file is named, never a traceback (nor taken for a wrong credential)
         meta = json.loads(path.read_text(encoding="utf-8"))
         kdf = meta["kdf"]
