@@ -137,7 +137,12 @@ def decode_frame(frame: bytes) -> dict[str, Any]:
         raise ProtocolError("bad_json", "The frame is not valid JSON.") from None
     if not isinstance(obj, dict):
         raise ProtocolError("bad_json", "The frame must be a JSON object.")
-    _check_structure(obj)
+    try:
+        _check_structure(obj)
+    except ProtocolError as exc:  # JSON all the same: its id was read (it was null, so a
+        # gateway matching replies by id could not tell which prompt was refused)
+        exc.request_id = echo_id(obj.get("request_id"))
+        raise
     return {k: v for k, v in obj.items() if v is not None or k == "v"}
 
 

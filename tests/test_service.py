@@ -425,6 +425,31 @@ def test_send_takes_a_null_op_or_request_id_as_absent(server: Server) -> None:
     assert reply["ok"] is True and reply["request_id"].startswith("send-"), reply
 
 
+def test_a_json_frame_refused_for_its_structure_keeps_its_request_id(server: Server) -> None:
+    """A lone surrogate (half an emoji, from a client that cut a UTF-16 string) or nesting
+    deeper than 32 is `bad_json` though the frame is JSON: its request_id was read, and
+    was answered null, so a gateway matching replies by id could not tell which prompt
+    was refused. On both sockets."""
+    deep = b'{"a":' * 40 + b"1" + b"}" * 40
+    frames = [b'{"v":1,"op":"ingest","request_id":"sur-1","tenant":"acme","user_id":"u",'
+              b'"text":"cut emoji \ud83d"}',
+              b'{"v":1,"op":"ingest","request_id":"deep-1","tenant":"acme","user_id":"u",'
+              b'"text":"deep","x":' + deep + b"}"]
+    with server.raw() as s:
+        s.sendall(b"".join(f + b"\n" for f in frames))
+        replies = _lines(s, 2)
+    qsock = server.data / "query.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect(str(qsock))
+        s.sendall(b'{"v":1,"op":"search","request_id":"sur-2","text":"\udc00 x"}\n'
+                  b'{"v":1,"op":"threads","request_id":"deep-2","x":' + deep + b"}\n")
+        replies += _lines(s, 2)
+    assert [(r["request_id"], r["error"]["code"]) for r in replies] == [  # type: ignore[index]
+        ("sur-1", "bad_json"), ("deep-1", "bad_json"), ("sur-2", "bad_json"),
+        ("deep-2", "bad_json")], replies
+
+
 def test_silent_and_half_line_clients_do_not_hurt_the_server(server: Server) -> None:
     silent = server.raw()
     half = server.raw()

@@ -85,7 +85,7 @@ class QuerySocket(Connections):
         except ProtocolError as exc:
             if exc.code == "forbidden":
                 log.warning("query refused", extra={"event": "query_refused", "uid": peer.uid})
-            return error_reply(exc.code, exc.message, rid, **exc.extra)
+            return error_reply(exc.code, exc.message, rid or exc.request_id, **exc.extra)
         except Exception as exc:
             log.error("query failed", extra={"event": "query_failed",
                                              "exc_type": type(exc).__name__})
