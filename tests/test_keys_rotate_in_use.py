@@ -8,16 +8,22 @@ from pathlib import Path
 from test_spine import run_cli
 
 
+def _store(tmp_path: Path, passphrase_file: Path) -> tuple[list[str], Path]:
+    """A new data dir (its options) and a 0600 file of another passphrase to rotate to."""
+    common = ["--data-dir", str(tmp_path / "data"), "--passphrase-file", str(passphrase_file)]
+    assert run_cli("init", *common).returncode == 0
+    new = tmp_path / "new.pass"
+    new.touch(mode=0o600)
+    new.write_text("a different passphrase for the rotation\n")
+    return common, new
+
+
 def test_rotating_while_the_service_runs_says_to_stop_it_and_changes_nothing(
         tmp_path: Path, passphrase_file: Path) -> None:
     from appliance.lock import DataDirLock
 
     data = tmp_path / "data"
-    common = ["--data-dir", str(data), "--passphrase-file", str(passphrase_file)]
-    assert run_cli("init", *common).returncode == 0
-    new = tmp_path / "new.pass"
-    new.touch(mode=0o600)
-    new.write_text("a different passphrase for the rotation\n")
+    common, new = _store(tmp_path, passphrase_file)
     lock = DataDirLock(data)
     lock.acquire()  # as `semtrace serve` does
     try:
@@ -98,12 +104,7 @@ def test_a_rotation_run_from_a_script_says_how_far_it_is_and_json_stays_clean(
     """A rotation rewrites the whole store (the service stopped meanwhile) and said nothing
     until it was done; now it reports each file it re-encrypts, by pages, as the other long
     commands do (a line every SEMTRACE_PROGRESS_INTERVAL_S off a terminal; 0: every step)."""
-    data = tmp_path / "data"
-    common = ["--data-dir", str(data), "--passphrase-file", str(passphrase_file)]
-    assert run_cli("init", *common).returncode == 0
-    new = tmp_path / "new.pass"
-    new.touch(mode=0o600)
-    new.write_text("a different passphrase for the rotation\n")
+    common, new = _store(tmp_path, passphrase_file)
     verified = run_cli("audit", "verify", *common)  # it said '1 entries, 1 signed checkpoints'
     assert verified.stdout.strip() == "Audit log intact: 1 entry, 1 signed checkpoint."
     rotated = run_cli("keys", "rotate", "--json", "--new-passphrase-file", str(new), *common,

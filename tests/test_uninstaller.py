@@ -20,13 +20,18 @@ from installer_host import (
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the service install needs root")
 
 
+def uninstall(*args: str) -> subprocess.CompletedProcess[str]:
+    """The bundle's uninstall.sh run as root with these options."""
+    return subprocess.run(["bash", str(INSTALLER / "uninstall.sh"), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
 def test_uninstall_removes_nothing_that_is_not_a_semtrace_install_or_data_dir(
         tmp_path: Path) -> None:
     other = tmp_path / "usr-local"
     (other / "bin").mkdir(parents=True)
     (other / "bin" / "tool").write_text("keep me\n")
-    r = subprocess.run(["bash", str(INSTALLER / "uninstall.sh"), "--prefix", str(other),
-                        "--no-service"], capture_output=True, text=True, timeout=60)
+    r = uninstall("--prefix", str(other), "--no-service")
     assert r.returncode != 0 and "is not a Semtrace install" in r.stderr
     assert (other / "bin" / "tool").exists()
     prefix, _ = stand_in_host(tmp_path, active=False)
@@ -34,24 +39,18 @@ def test_uninstall_removes_nothing_that_is_not_a_semtrace_install_or_data_dir(
     data = tmp_path / "var-lib"
     data.mkdir()
     (data / "notes.txt").write_text("keep me\n")
-    r = subprocess.run(["bash", str(INSTALLER / "uninstall.sh"), "--prefix", str(prefix),
-                        "--data-dir", str(data), "--purge", "--no-service"],
-                       capture_output=True, text=True, timeout=60)
+    r = uninstall("--prefix", str(prefix), "--data-dir", str(data), "--purge", "--no-service")
     assert r.returncode != 0 and "is not a Semtrace data dir" in r.stderr
     assert (data / "notes.txt").exists() and prefix.exists()
     (data / "notes.txt").unlink()
     (data / "keyring.json").write_text("{}")
     (data / "backup.json").write_text("{}")  # what `semtrace backup` writes beside it
-    r = subprocess.run(["bash", str(INSTALLER / "uninstall.sh"), "--prefix", str(prefix),
-                        "--data-dir", str(data), "--purge", "--no-service"],
-                       capture_output=True, text=True, timeout=60)
+    r = uninstall("--prefix", str(prefix), "--data-dir", str(data), "--purge", "--no-service")
     # a backup's folder given as --data-dir was removed whole with the prefix
     assert r.returncode != 0 and "is a backup made by 'semtrace backup'" in r.stderr
     assert (data / "keyring.json").exists() and prefix.exists()
     (data / "backup.json").unlink()
-    r = subprocess.run(["bash", str(INSTALLER / "uninstall.sh"), "--prefix", str(prefix),
-                        "--data-dir", str(data), "--purge", "--no-service"],
-                       capture_output=True, text=True, timeout=60)
+    r = uninstall("--prefix", str(prefix), "--data-dir", str(data), "--purge", "--no-service")
     assert r.returncode == 0, r.stderr
     assert not prefix.exists() and not data.exists()
 
@@ -146,9 +145,8 @@ def test_uninstall_purge_removes_the_data_dir_and_names_the_config_dir_it_keeps(
     etc = tmp_path / "etc"
     (etc / "policies").mkdir(parents=True)
     (etc / "passphrase").write_text("x\n")
-    r = subprocess.run(["bash", str(INSTALLER / "uninstall.sh"), "--prefix", str(prefix),
-                        "--data-dir", str(data), "--purge", "--no-service", "--config-dir",
-                        str(etc)], capture_output=True, text=True, timeout=60)
+    r = uninstall("--prefix", str(prefix), "--data-dir", str(data), "--purge", "--no-service",
+                  "--config-dir", str(etc))
     assert r.returncode == 0, r.stderr
     assert not prefix.exists() and not data.exists()
     assert (etc / "passphrase").exists()
@@ -166,23 +164,17 @@ def test_a_purge_of_a_data_dir_that_is_not_there_is_refused_and_removes_nothing(
     data.mkdir()
     (data / "keyring.json").write_text("{}")
     typo = tmp_path / "var-lib-semtrac"
-    r = subprocess.run(["bash", str(INSTALLER / "uninstall.sh"), "--prefix", str(prefix),
-                        "--data-dir", str(typo), "--purge", "--no-service"],
-                       capture_output=True, text=True, timeout=60)
+    r = uninstall("--prefix", str(prefix), "--data-dir", str(typo), "--purge", "--no-service")
     assert r.returncode == 1
     assert r.stderr.strip() == (
         f"uninstall: there is no data dir {typo} to purge (a mistyped --data-dir?): give the "
         "data dir to remove, or leave out --purge; nothing was removed.")
     assert prefix.exists() and (data / "keyring.json").exists() and not r.stdout
-    kept = subprocess.run(["bash", str(INSTALLER / "uninstall.sh"), "--prefix", str(prefix),
-                           "--data-dir", str(data), "--no-service"],
-                          capture_output=True, text=True, timeout=60)
+    kept = uninstall("--prefix", str(prefix), "--data-dir", str(data), "--no-service")
     assert kept.returncode == 0, kept.stderr
     assert not prefix.exists() and data.exists()
     assert f"the bundle's uninstall.sh --purge --data-dir {data}" in kept.stdout
-    later = subprocess.run(["bash", str(INSTALLER / "uninstall.sh"), "--prefix", str(prefix),
-                            "--data-dir", str(data), "--purge", "--no-service"],
-                           capture_output=True, text=True, timeout=60)
+    later = uninstall("--prefix", str(prefix), "--data-dir", str(data), "--purge", "--no-service")
     assert later.returncode == 0, later.stderr
     assert not data.exists()
     assert later.stdout.splitlines()[0] == (
