@@ -564,6 +564,16 @@ def test_redact_command_skips_bad_lines_by_number(redact_cli, cli_runner, tmp_pa
     assert "Maria" not in result.stderr  # bad lines are named by number, never quoted
 
 
+def test_redact_command_summary_counts_in_words(redact_cli, cli_runner, tmp_path):  # type: ignore[no-untyped-def]
+    """One line with one span reads "1 line (1 span", not "1 lines (1 spans"."""
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"index": 0, "text": "Please call Maria Keller."}) + "\n")
+    out = tmp_path / "out.jsonl"
+    result = cli_runner.invoke(redact_cli, ["redact", str(src), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[-1] == f"Redacted 1 line (1 span, 0 skipped) into {out}."
+
+
 def test_redact_command_rejects_a_non_utf8_file(redact_cli, cli_runner, tmp_path):  # type: ignore[no-untyped-def]
     src = tmp_path / "in.jsonl"
     src.write_bytes(b'{"index": 0, "text": "caf\xe9"}\n')

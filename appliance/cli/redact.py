@@ -19,6 +19,7 @@ from typing import IO, Any
 import click
 
 from appliance.errors import InputError
+from appliance.words import plural
 
 
 @dataclass
@@ -152,7 +153,7 @@ def redact(source: Path, out_path: Path, cache_dir: Path | None, as_json: bool) 
 
         emit_json(summary)
     else:
-        click.echo(f"Redacted {report.written} lines ({report.spans} spans, "
+        click.echo(f"Redacted {plural(report.written, 'line')} ({plural(report.spans, 'span')}, "
                    f"{len(report.skipped)} skipped) into {out_path}.", err=True)
 
 
