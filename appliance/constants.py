@@ -15,8 +15,8 @@ DEFAULT_DAYS = 7  # the `stats` window when --from is not given
 
 WAIT_MAX_S = 86400.0  # the longest `erase --wait`: no command waits for an older answer
 
-AUDIT_EVENTS = ("init", "start", "stop", "shred", "erase", "reveal", "reveal_denied",
-                "policy_change", "key_rotation", "retention_run", "report",
+AUDIT_EVENTS = ("init", "start", "stop", "shred", "erase", "erase_denied", "reveal",
+                "reveal_denied", "policy_change", "key_rotation", "retention_run", "report",
                 "legal_hold_skip", "backup", "restore", "erase_forwarded", "subject_access",
                 "subject_access_denied", "cluster_export", "cluster_import", "cluster_forget",
                 "cluster_reclaim")  # the kinds of audit entry (`audit log --event`)

@@ -281,6 +281,34 @@ def test_a_compliance_role_limited_to_other_tenants_can_neither_reveal_nor_erase
     assert len(json.loads(run_cli("threads", "list", "--json", *args).stdout)) == 1
 
 
+def test_a_refused_erasure_is_on_the_audit_log_as_a_refused_reveal_is(
+        store: dict[str, object], tmp_path: Path) -> None:
+    """An erasure refused for its role (no 'erase' permission) or for a tenant outside the
+    role's wrote no audit entry, while a refused reveal writes `reveal_denied`: an officer
+    reading the signed log saw no trace of the attempt. Each is `erase_denied` now (tenant,
+    role, why; never the user id or the reason), and `audit log --event` offers it."""
+    from appliance.config import policy_dir
+
+    pdir = tmp_path / "policies"
+    shutil.copytree(policy_dir(), pdir)
+    with (pdir / "access.toml").open("a") as fh:
+        fh.write('\n[roles.dpo-globex]\npermissions = ["erase"]\ntenants = ["globex"]\n')
+    env = {"SEMTRACE_POLICY_DIR": str(pdir)}
+    args = list(store["args"])  # type: ignore[call-overload]
+    for role, said in (("analyst", "does not have the 'erase' permission"),
+                       ("dpo-globex", "limited to tenant globex")):
+        out = run_cli("erase", "--tenant", "acme", "--user", "alice", "--reason", "DSAR 31",
+                      "--role", role, *args, env=env)
+        assert out.returncode == 4 and said in _one_sentence(out)
+    shown = run_cli("audit", "log", "--json", "--event", "erase_denied", *args, env=env)
+    assert shown.returncode == 0, shown.stderr
+    log = json.loads(shown.stdout)
+    assert [e["details"] for e in log[-2:]] == [
+        {"tenant": "acme", "role": "analyst", "why": "AccessDenied"},
+        {"tenant": "acme", "role": "dpo-globex", "why": "AccessDenied"}]
+    assert len(json.loads(run_cli("threads", "list", "--json", *args).stdout)) == 1
+
+
 def test_a_role_limited_to_other_tenants_cannot_tell_a_foreign_record_from_none(
         store: dict[str, object], tmp_path: Path) -> None:
     """Revealing acme's record as a globex-bound role, and revealing an id no record has,

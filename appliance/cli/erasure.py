@@ -18,7 +18,7 @@ from appliance.cli import (
 )
 from appliance.cli.compliance import _audit, _opened, _reason
 from appliance.constants import WAIT_MAX_S
-from appliance.errors import InputError
+from appliance.errors import InputError, SemtraceError
 from appliance.words import plural
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     from appliance.cli.erasure_said import applied_of
     from appliance.erasure import erase_everywhere, known_tenants
     from appliance.retention import Shredder
-    from appliance.roles import bound_tenants, require
+    from appliance.roles import bound_tenants
 
     reason = _reason(reason, user_id=user_id)
     if (tenant is None) == (not all_tenants):
@@ -82,7 +82,7 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
     stale: list[EraseReport] = []  # this node's copies of tenants another node owns now
     known = None  # on a cluster, what --all-tenants learnt of the other nodes' tenants
     with _opened(data_dir, passphrase_file, key_file) as rt:
-        name = require(rt.policies.access, role or "compliance", "erase", tenant=tenant)
+        name = _permitted(rt, role or "compliance", tenant)
         shredder = Shredder(rt.store, _audit(rt))
         node = this_node(rt)  # this node's name on a cluster, said with the outcome
         home = cluster_away(rt, [tenant]).get(tenant) if tenant is not None else None
@@ -147,6 +147,21 @@ def erase(data_dir: Path | None, passphrase_file: Path | None, key_file: Path | 
         sys.exit(1)
     if code := exit_code([x for x in asked if applied_of(x.answer) is None]):
         sys.exit(code)  # NATS did not take one (1), an owner failed (9), pending (8)
+
+
+def _permitted(rt: Runtime, acting: str, tenant: str | None) -> str:
+    """The role `acting` if it may erase in `tenant` (None: every tenant it sees); a refusal
+    (wrong role, no 'erase' permission, a tenant outside the role's) is audited as
+    `erase_denied`, as reveal's are: tenant, role and the refusal's kind, never the user
+    id or the reason."""
+    from appliance.roles import require
+
+    try:
+        return require(rt.policies.access, acting, "erase", tenant=tenant)
+    except SemtraceError as exc:
+        _audit(rt).append("erase_denied", {"tenant": tenant, "role": acting,
+                                           "why": type(exc).__name__})
+        raise
 
 
 def _erase_in(rt: Runtime, shredder: Shredder, tenant: str, user_id: str,
