@@ -298,9 +298,14 @@ def _no_constant(name: str) -> Any:
 
 
 def parse_line(line: str | bytes, **kw: Any) -> Prompt:
-    """Parse one JSON line into a Prompt."""
+    """Parse one JSON line into a Prompt (`semtrace replay`'s lines). A top-level field
+    given as `null` is absent, as on both sockets (`protocol.decode_frame`): before, a
+    line with `"synthetic": null` or `"truncated": null` was skipped. A replay line's `v`
+    is not read, so its `null` needs no exception here."""
     try:
         obj = json.loads(line, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise InputError("The line is not valid JSON.") from None
+    if isinstance(obj, dict):
+        obj = {k: v for k, v in obj.items() if v is not None}
     return parse_prompt(obj, **kw)

@@ -86,6 +86,22 @@ def test_replay_lines_refuse_nan_and_lone_surrogates_in_one_sentence() -> None:
         assert str(err.value).endswith(".")
 
 
+def test_a_replay_line_takes_a_top_level_null_as_absent_as_the_sockets_do() -> None:
+    """`"synthetic": null` and `"truncated": null` skipped the line (the sockets take them
+    as absent since 0524cc0); a required field given as null is still missing."""
+    from appliance.replay import ReplayReport, read_prompts
+
+    line = {"tenant": "t", "user_id": "u", "text": "hello", "ts": "2026-12-01T00:00:00Z",
+            "synthetic": None, "truncated": None, "session_id": None, "mode": None,
+            "v": None, "index": None, "request_id": None, "response": None}
+    report = ReplayReport()
+    lines = [json.dumps(line), json.dumps({**line, "user_id": None})]
+    prompts = list(read_prompts(lines, max_text_chars=100, strict=False, report=report))
+    assert report.skipped == [(2, "'user_id' is missing.")]
+    assert [(p.synthetic, p.session_id, p.request_id) for p in prompts] == [
+        (False, None, "line-1")]
+
+
 @pytest.mark.parametrize("v", [True, False, "1", 2, None])
 def test_a_version_that_is_not_the_number_1_is_bad_version(v: object) -> None:
     assert _code(json.dumps({"v": v, "op": "ping"}).encode()) == "bad_version"
