@@ -175,6 +175,19 @@ def test_a_reveal_that_finds_nothing_says_why_in_one_sentence(
            "retention.toml); nothing was revealed." in _one_sentence(gone)  # type: ignore[arg-type]
 
 
+def test_a_reveal_that_finds_nothing_says_so_in_json_too(store: dict[str, object]) -> None:
+    """`reveal --json` of a record with nothing to reveal printed no JSON at all (only the
+    sentence on stderr): a script parsing stdout failed on an empty document. It prints an
+    object saying nothing was revealed and why; the sentence and exit 1 stay."""
+    args = list(store["args"])  # type: ignore[call-overload]
+    unknown = str(int(str(store["record"])) + 1000)
+    out = run_cli("reveal", unknown, "--role", "compliance", "--reason", "ticket 9", "--json",
+                  "--compliance-passphrase-file", str(store["cpw"]), *args)
+    assert out.returncode == 1 and f"No record {unknown} in this store" in _one_sentence(out)
+    assert json.loads(out.stdout) == {"record": int(unknown), "revealed": False,
+                                      "why": "no_record", "originals": []}
+
+
 def test_a_reveal_on_a_cluster_node_that_lacks_the_record_says_where_to_look(
         store: dict[str, object], tmp_path: Path) -> None:
     """On a node of a cluster (cluster.toml names a NATS URL) a record of a tenant another

@@ -124,9 +124,9 @@ RECORD_ID = RecordId(1, 2**63 - 1)
 PLACEHOLDER_RE = re.compile(r"<[A-Z][A-Z_]*?(?:_\d+)?>")
 
 
-def _nothing_to_reveal(rt: Runtime, record_id: int, tenant: str | None) -> str:
-    """Why a reveal found no originals, as the officer needs it: no such record, nothing
-    redacted in it, or originals no longer (or never) kept."""
+def _nothing_to_reveal(rt: Runtime, record_id: int, tenant: str | None) -> tuple[str, str]:
+    """Why a reveal found no originals, as a word for `--json` and as the officer needs it:
+    no such record, nothing redacted in it, or originals no longer (or never) kept."""
     from appliance.retention import rules_for
 
     if tenant is None:
@@ -135,30 +135,32 @@ def _nothing_to_reveal(rt: Runtime, record_id: int, tenant: str | None) -> str:
         where = (": on a cluster a record is kept only by the node that owns its tenant "
                  "(`semtrace cluster status --tenant T` names it): reveal on that node's data "
                  "dir" if rt.policies.cluster.url else "")
-        return (f"No record {record_id} in this store (never written, or shredded){where}; "
-                "nothing was revealed.")
+        return "no_record", (f"No record {record_id} in this store (never written, or "
+                             f"shredded){where}; nothing was revealed.")
     found = rt.store.records("r.id = ?", (record_id,))
     text = found[0].text if found else None
     if text is None:  # its key is destroyed; the rows go at the shred's end
-        return f"Record {record_id} was shredded; nothing was revealed."
+        return "record_shredded", f"Record {record_id} was shredded; nothing was revealed."
     if not PLACEHOLDER_RE.search(text):
-        return (f"Record {record_id} holds no personal data: redaction replaced nothing in it; "
-                "nothing was revealed.")
+        return "nothing_redacted", (f"Record {record_id} holds no personal data: redaction "
+                                    "replaced nothing in it; nothing was revealed.")
     days = rules_for(rt.policies.retention, tenant).vault_days
     kept, shredded_at = rt.store.vault_shred(record_id)
     if not kept:  # 'no longer kept' sent officers looking for a shred that never happened
-        return (f"The originals of record {record_id} were never kept: it was stored while "
-                "this data dir had no compliance key (originals are kept only from its "
-                "enrolment on); nothing was revealed.")
+        return "never_kept", (
+            f"The originals of record {record_id} were never kept: it was stored while "
+            "this data dir had no compliance key (originals are kept only from its "
+            "enrolment on); nothing was revealed.")
     if shredded_at is not None:
-        return (f"The originals of record {record_id} were shredded on "
-                f"{datetime.fromtimestamp(shredded_at, UTC):%Y-%m-%d %H:%M} UTC (they are "
-                f"kept {_days(days)} after the day they were recorded: vault_days in "
-                "retention.toml); nothing was revealed.")
-    return (f"The originals of record {record_id} are no longer kept: they are shredded "
-            f"{_days(days)} after the day they were recorded (vault_days in retention.toml), "
-            "and none are kept from before a compliance key was enrolled; nothing was "
-            "revealed.")
+        return "originals_shredded", (
+            f"The originals of record {record_id} were shredded on "
+            f"{datetime.fromtimestamp(shredded_at, UTC):%Y-%m-%d %H:%M} UTC (they are "
+            f"kept {_days(days)} after the day they were recorded: vault_days in "
+            "retention.toml); nothing was revealed.")
+    return "no_longer_kept", (
+        f"The originals of record {record_id} are no longer kept: they are shredded "
+        f"{_days(days)} after the day they were recorded (vault_days in retention.toml), "
+        "and none are kept from before a compliance key was enrolled; nothing was revealed.")
 
 
 @click.command()
@@ -169,7 +171,8 @@ def _nothing_to_reveal(rt: Runtime, record_id: int, tenant: str | None) -> str:
 @click.option("--reason", required=True, help="Why the original is needed (audited).")
 @click.option("--compliance-passphrase-file", type=click.Path(path_type=Path), default=None,
               help="The compliance credential that unlocks the reveal key.")
-@click.option("--json", "as_json", is_flag=True, help="Print the originals as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the originals as JSON (none "
+              "revealed: an object saying why, exit 1).")
 def reveal(record_id: int, data_dir: Path | None, passphrase_file: Path | None,
            key_file: Path | None, role: str | None, reason: str,
            compliance_passphrase_file: Path | None, as_json: bool) -> None:
@@ -210,7 +213,11 @@ def reveal(record_id: int, data_dir: Path | None, passphrase_file: Path | None,
         log.append("reveal", {"record": record_id, "tenant": tenant, "role": acting,
                               "reason": reason, "found": pairs is not None})
         if pairs is None:
-            raise SemtraceError(_nothing_to_reveal(rt, record_id, tenant))
+            why, said = _nothing_to_reveal(rt, record_id, tenant)
+            if as_json:  # a script reads the outcome, not only the exit status
+                emit_json({"record": record_id, "revealed": False, "why": why,
+                           "originals": []})
+            raise SemtraceError(said)
     if as_json:
         emit_json([{"placeholder": p, "original": v} for p, v in pairs])
     else:
