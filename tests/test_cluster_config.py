@@ -106,7 +106,10 @@ def test_cluster_commands_explain_what_is_missing(tmp_path: Path) -> None:
     r = run_cli("cluster", "status", "--json", env=_policies(tmp_path, ""))
     assert r.returncode == 2 and "No NATS URL" in r.stderr
     r = run_cli("cluster", "status", "--nats", "nats://127.0.0.1:1")
-    assert r.returncode == 1 and "No NATS server answers at nats://127.0.0.1:1" in r.stderr
+    assert r.returncode == 1 and r.stderr.strip() == (  # and what to do about it
+        "semtrace: No NATS server answers at nats://127.0.0.1:1 (start nats-server there, or "
+        "check `url` in cluster.toml and this host's and the semtrace service's network to "
+        "it).")
     r = run_cli("cluster", "forget", "--partitions", "1", "--data-dir", str(tmp_path))
     assert r.returncode == 2 and "--yes" in r.stderr
     r = run_cli("cluster", "nats-config", "--partitions", "8", "--json")

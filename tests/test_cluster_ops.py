@@ -18,6 +18,7 @@ from cluster_nodes import sealed_cluster
 from test_cluster import PARTITIONS, TODAY, Node, nats_server, start_all
 from test_spine import run_cli
 
+from appliance.cluster.bus import NO_SERVER_REMEDY
 from appliance.cluster.partition import partition_of
 
 pytestmark = pytest.mark.slow
@@ -202,7 +203,8 @@ def test_a_node_that_cannot_join_says_so_before_it_loads_or_touches_anything(
     nowhere = Node(tmp_path, "y", f"nats://127.0.0.1:{_free_port()}", ops.a.key, "2",
                    bus_key=ops.bus_key)
     code, lines = _serve(nowhere)
-    assert code == 1 and lines == [f"semtrace: No NATS server answers at {nowhere.url}."]
+    assert code == 1 and lines == [
+        f"semtrace: No NATS server answers at {nowhere.url} ({NO_SERVER_REMEDY})."]
     for node in (intruder, nowhere):
         assert not node.sock.exists() and not (node.data / "semtrace.lock").exists()
     assert _status(ops.url)["nodes"] == {"a": [0, 1]}

@@ -13,6 +13,8 @@ from pathlib import Path
 from test_cluster import PARTITIONS, nats_server
 from test_spine import run_cli
 
+from appliance.cluster.bus import NO_SERVER_REMEDY
+
 
 def _node(tmp: Path, url: str, security: str) -> tuple[list[str], dict[str, str]]:
     """doctor's arguments for an initialised data dir, and an env whose cluster.toml has
@@ -62,7 +64,7 @@ def test_doctor_names_what_would_stop_a_node_of_a_cluster(tmp_path: Path) -> Non
     # the same node once its NATS server is gone
     args, env = _node(tmp_path, url, f'bus_key_file = "{bus_key}"\n')
     code, problems, _ = _doctor(args, env)
-    assert code == 1 and problems == [f"No NATS server answers at {url}."]
+    assert code == 1 and problems == [f"No NATS server answers at {url} ({NO_SERVER_REMEDY})."]
 
 
 def test_doctor_names_nats_credentials_the_server_refuses(tmp_path: Path) -> None:

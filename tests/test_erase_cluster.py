@@ -21,6 +21,7 @@ from test_cluster import PARTITIONS, Enriched, Node, nats_server
 from test_erasure_inflight import users_records
 from test_spine import run_cli
 
+from appliance.cluster.bus import NO_SERVER_REMEDY
 from appliance.cluster.partition import partition_of
 from appliance.keys.bus import BusKeys
 
@@ -143,7 +144,8 @@ def test_erase_that_cannot_reach_the_owner_is_refused_in_one_sentence(tmp_path: 
     before = _audit(b, "erase")
     out = run_cli(*_erase(b, "ulla"), env=b.env)
     assert out.returncode == 1, out.stdout + out.stderr
-    assert out.stderr.startswith(f"semtrace: No NATS server answers at {b.url}, so this "
+    assert out.stderr.startswith(f"semtrace: No NATS server answers at {b.url} "
+                                 f"({NO_SERVER_REMEDY}), so this "
                                  f"erasure cannot reach the node that owns {TENANT}")
     assert "nothing was erased" in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert "Traceback" not in out.stderr and not out.stdout

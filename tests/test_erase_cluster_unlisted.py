@@ -18,6 +18,8 @@ from cluster_nodes import sealed_cluster
 from test_cluster import PARTITIONS, Node, _free_port, nats_server
 from test_spine import run_cli
 
+from appliance.cluster.bus import NO_SERVER_REMEDY
+
 pytestmark = pytest.mark.slow
 
 
@@ -110,7 +112,8 @@ def test_erase_all_tenants_without_nats_says_the_other_nodes_tenants_were_not_se
     out = run_cli(*_erase_all(b), env=b.env)
     assert out.returncode == 7, out.stdout + out.stderr
     assert out.stderr.strip() == (
-        f"Erasure NOT complete: No NATS server answers at {url}, so the tenants only other "
+        f"Erasure NOT complete: No NATS server answers at {url} ({NO_SERVER_REMEDY}), so the "
+        "tenants only other "
         "nodes of the cluster know were not searched: run this command again when NATS "
         "answers, or on each node's data dir.")
     assert out.stdout.startswith("No tenant is known to this data dir")

@@ -14,6 +14,7 @@ import pytest
 from test_cluster_restart import RestartableNats
 
 from appliance.client import open_client
+from appliance.cluster.bus import NO_SERVER_REMEDY
 from appliance.errors import SemtraceError
 from appliance.integrations.channel import SyncChannel
 
@@ -49,7 +50,7 @@ def test_a_hung_nats_server_is_named_in_a_sentence_and_pauses_a_tool_loops_calls
     warned = [r.getMessage() for r in caplog.records
               if getattr(r, "event", None) == "semtrace_unavailable"]
     assert warned == ["semtrace did not answer; calls go on unrecorded until it does. No "
-                      f"NATS server answers at {server.url}."]
+                      f"NATS server answers at {server.url} ({NO_SERVER_REMEDY})."]
     assert (channel.breaker.missed, channel.breaker.held) == (2, 0)
 
 
@@ -100,11 +101,13 @@ def test_a_gateway_that_gave_up_on_a_hung_nats_server_exits_without_noise(
         out, err = gateway.communicate(timeout=300)
     finally:
         server.stop(signal.SIGKILL)
-    assert out.splitlines() == [f"No NATS server answers at {server.url}."] * 3 + [
+    assert out.splitlines() == [f"No NATS server answers at {server.url} ({NO_SERVER_REMEDY})."
+                                ] * 3 + [
         "None", "closed"], err
     assert gateway.returncode == 0, err
     assert err.splitlines() == ["semtrace did not answer; calls go on unrecorded until "
-                                f"it does. No NATS server answers at {server.url}."], err
+                                f"it does. No NATS server answers at {server.url} "
+                                f"({NO_SERVER_REMEDY})."], err
 
 
 BUDGET = """

@@ -159,6 +159,10 @@ async def connect(url: str, sec: ClusterSecurity, *, name: str,
         raise _failure(url, exc, reported, no_tls_error) from None
 
 
+NO_SERVER_REMEDY = ("start nats-server there, or check `url` in cluster.toml and this host's "
+                    "and the semtrace service's network to it")  # what to do, said with it
+
+
 def _failure(url: str, exc: Exception, reported: list[Exception],
              no_tls_error: type[Exception] | None) -> SemtraceError:
     """The one sentence for a first connection that failed with `exc`, the server having
@@ -177,7 +181,7 @@ def _failure(url: str, exc: Exception, reported: list[Exception],
     if isinstance(exc, NatsError) and not isinstance(exc, NoServersError):
         return SemtraceError(f"NATS refused the connection ({type(exc).__name__}); check the "
                              "credentials in cluster.toml.")
-    return SemtraceError(f"No NATS server answers at {shown_url(url)}.")
+    return SemtraceError(f"No NATS server answers at {shown_url(url)} ({NO_SERVER_REMEDY}).")
 
 
 async def _require_tls(url: str, within: float) -> None:
