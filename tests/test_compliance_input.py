@@ -670,6 +670,16 @@ def test_a_dry_run_says_what_retention_would_shred_and_changes_nothing(
     assert done["records"] == 2 and done["shredded"] == len(due)
 
 
+def test_a_dry_run_as_of_an_early_year_prints_its_date_as_iso(
+        store: dict[str, object]) -> None:
+    """A preview --as-of 0001-01-01 (a past time: nothing is due, as a user expects) said
+    'As of 1-01-01 00:00 UTC': the year was not written with four digits."""
+    args = list(store["args"])  # type: ignore[call-overload]
+    out = run_cli("retention", "run", "--dry-run", "--as-of", "0001-01-01", *args)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("As of 0001-01-01 00:00 UTC a run would shred 0 buckets")
+
+
 def test_a_retention_run_as_of_a_future_year_is_refused_without_yes_future(
         store: dict[str, object], tmp_path: Path) -> None:
     """A mistyped year in --as-of would shred data early and for good: the run refuses in

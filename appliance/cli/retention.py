@@ -144,7 +144,8 @@ def _dry_run(data_dir: Path | None, passphrase_file: Path | None, key_file: Path
         tenants = Counter(r["tenant"] for r in rows)
         where = ", ".join(f"{t} {n}" for t, n in sorted(tenants.items())) or "none"
         entries = sum(r["vault_entries"] for r in rows)
-        click.echo(f"As of {now:%Y-%m-%d %H:%M} UTC a run would shred "
+        # the date as ISO: strftime's %Y wrote the year 1 as '1' (--as-of 0001-01-01)
+        click.echo(f"As of {now.date().isoformat()} {now:%H:%M} UTC a run would shred "
                    f"{plural(len(rows), 'bucket')} ({where}), "
                    f"{plural(sum(r['records'] for r in rows), 'record')} and "
                    f"{plural(entries, 'vault entry', 'vault entries')}; "
