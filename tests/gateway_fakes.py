@@ -4,6 +4,7 @@ that answers what a test chooses, and a handler keeping the adapters' log record
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -99,7 +100,8 @@ class StandIn:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
-        with conn, conn.makefile("rwb") as f:
+        with conn, conn.makefile("rwb") as f, contextlib.suppress(ConnectionError):
+            # a client that goes away mid-line (a node stopped by the test) resets the socket
             for line in f:
                 self.lines += 1
                 self.received.append(json.loads(line))
